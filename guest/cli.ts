@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { addrCommand } from '../shared/cli/addr-command.js';
+import { main } from '../shared/cli/run-cli.js';
+
+const program = new Command('spectrum-netd')
+  .description('Spectrum provider agent: configures client links, firewall, DHCP and DNS inside a provider VM')
+  .version('0.1.0')
+  .addCommand(addrCommand());
+
+main(program);

@@ -1,0 +1,75 @@
+import { Command, CommanderError } from 'commander';
+import { AddressError } from '../address-error.js';
+
+/** Exit codes shared by both bins; scripts rely on them. */
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  internal: 70,
+} as const;
+
+/** An error meant for the user: printed as one line, exit code chosen by the thrower. */
+export class CliError extends Error {
+  override readonly name = 'CliError';
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT.failure,
+  ) {
+    super(message);
+  }
+}
+
+/** Errors from a known module carry their own code; anything else is a bug, still one line. */
+function exitCodeOf(error: unknown): number {
+  if (error instanceof AddressError) return EXIT.usage;
+  if (error instanceof CliError) return error.exitCode;
+  return EXIT.internal;
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ').trim();
+}
+
+/**
+ * Run a commander program so that every failure is one line on stderr and a non-zero exit:
+ * bad input exits 2, other expected failures their own code, bugs 70 — never a stack trace.
+ */
+export async function runCli(program: Command, argv: readonly string[]): Promise<number> {
+  const name = program.name();
+  program.exitOverride();
+  program.configureOutput({
+    outputError: (text, write) => write(`${name}: ${oneLine(text.replace(/^error: /, ''))}\n`),
+  });
+  // Subcommands inherit neither setting from their parent when they were added earlier.
+  for (const command of program.commands) {
+    command.exitOverride();
+    command.configureOutput(program.configureOutput());
+  }
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version requests arrive here too, with exit code 0; commander already printed.
+      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    const code = exitCodeOf(error);
+    process.stderr.write(`${name}: ${code === EXIT.internal ? 'internal error: ' : ''}${oneLine(message)}\n`);
+    return code;
+  }
+}
+
+/** Entry point helper for the bins: set the exit code and let pending output drain. */
+export function main(program: Command): void {
+  runCli(program, process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`${program.name()}: internal error: ${String(error)}\n`);
+      process.exitCode = EXIT.internal;
+    },
+  );
+}

@@ -1,0 +1,35 @@
+import { IPv4 } from 'ip-num';
+import { AddressError, quoteInput } from './address-error.js';
+import { type ClientId, isClientId } from './client-id.js';
+import { CLIENT_ID_MAX, CLIENT_ID_MIN, CLIENT_NETWORK, CLIENT_NETWORK_BASE } from './scheme.js';
+
+/** The client IPv4 address for an id: 100.64.<id high octet>.<id low octet>. */
+export function clientIpOf(id: ClientId): IPv4 {
+  return IPv4.fromNumber(BigInt(CLIENT_NETWORK_BASE + id));
+}
+
+/** The client id that an IPv4 address encodes, or an error when it is not a client address. */
+export function idOfClientIp(ip: IPv4): ClientId {
+  const offset = Number(ip.getValue()) - CLIENT_NETWORK_BASE;
+  if (offset < 0 || offset > 0xffff) {
+    throw new AddressError('ip-network', `${ip.toString()} is not a client address: client addresses are in ${CLIENT_NETWORK}`);
+  }
+  if (!isClientId(offset)) {
+    throw new AddressError(
+      'id-range',
+      `${ip.toString()} is not a usable client address: the last two octets must give an id from ${CLIENT_ID_MIN} to ${CLIENT_ID_MAX}`,
+    );
+  }
+  return offset;
+}
+
+/** Parse dotted-quad text (no leading zeros, no whitespace) as a client address. */
+export function parseClientIp(text: string): ClientId {
+  let ip: IPv4;
+  try {
+    ip = IPv4.fromString(text);
+  } catch {
+    throw new AddressError('ip-syntax', `${quoteInput(text)} is not an IPv4 address: expected four decimal octets like 100.64.165.70`);
+  }
+  return idOfClientIp(ip);
+}
