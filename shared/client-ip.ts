@@ -8,6 +8,14 @@ export function clientIpOf(id: ClientId): IPv4 {
   return IPv4.fromNumber(BigInt(CLIENT_NETWORK_BASE + id));
 }
 
+/**
+ * The same address as dotted text, built directly: an id is already validated, and this is on
+ * the agent's hot path, where a BigInt round trip through ip-num would cost ten times more.
+ */
+export function clientIpTextOf(id: ClientId): string {
+  return `100.64.${id >> 8}.${id & 0xff}`;
+}
+
 /** The client id that an IPv4 address encodes, or an error when it is not a client address. */
 export function idOfClientIp(ip: IPv4): ClientId {
   const offset = Number(ip.getValue()) - CLIENT_NETWORK_BASE;

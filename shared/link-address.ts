@@ -1,6 +1,6 @@
 import { AddressError, MAX_ADDRESS_INPUT, quoteInput } from './address-error.js';
 import { type ClientId, parseClientId } from './client-id.js';
-import { clientIpOf, parseClientIp } from './client-ip.js';
+import { clientIpTextOf, parseClientIp } from './client-ip.js';
 import { type LinkRole, clientMacOf, parseLinkMac, providerMacOf } from './link-mac.js';
 import { GATEWAY_IP } from './scheme.js';
 
@@ -16,7 +16,7 @@ export interface LinkAddresses {
 export function linkAddressesOf(id: ClientId): LinkAddresses {
   return {
     id,
-    clientIp: clientIpOf(id).toString(),
+    clientIp: clientIpTextOf(id),
     clientMac: clientMacOf(id),
     providerMac: providerMacOf(id),
     gateway: GATEWAY_IP,

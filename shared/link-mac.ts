@@ -28,9 +28,9 @@ export function parseMacOctets(text: string): number[] {
 
 /** Decode a link MAC from its octets: OUI, role octet and client id are all checked. */
 export function decodeLinkMac(octets: readonly number[]): LinkMac {
-  const text = formatMacOctets(octets);
+  const text = (): string => formatMacOctets(octets); // only errors need it
   if (octets[0] !== LINK_OUI[0] || octets[1] !== LINK_OUI[1] || octets[2] !== LINK_OUI[2]) {
-    throw new AddressError('mac-oui', `${text} is not an inter-VM link MAC: its OUI must be ${formatMacOctets(LINK_OUI)}`);
+    throw new AddressError('mac-oui', `${text()} is not an inter-VM link MAC: its OUI must be ${formatMacOctets(LINK_OUI)}`);
   }
   const roleOctet = octets[3];
   let role: LinkRole;
@@ -39,14 +39,14 @@ export function decodeLinkMac(octets: readonly number[]): LinkMac {
   else {
     throw new AddressError(
       'mac-role',
-      `${text} has reserved bits set in octet 4: it must be 80 (provider side) or 00 (client side)`,
+      `${text()} has reserved bits set in octet 4: it must be 80 (provider side) or 00 (client side)`,
     );
   }
   const id = ((octets[4] ?? 0) << 8) | (octets[5] ?? 0);
   try {
     return { role, id: clientId(id) };
   } catch {
-    throw new AddressError('id-range', `${text} carries client id ${id}, which is reserved: ids run from 1 to 65534`);
+    throw new AddressError('id-range', `${text()} carries client id ${id}, which is reserved: ids run from 1 to 65534`);
   }
 }
 
@@ -61,8 +61,10 @@ export function linkMacOctets(mac: LinkMac): number[] {
 
 /** Canonical form, as in the spec: upper-case hex pairs separated by ':'. */
 export function formatMacOctets(octets: readonly number[]): string {
-  return octets.map((octet) => octet.toString(16).toUpperCase().padStart(2, '0')).join(':');
+  return octets.map((octet) => HEX_PAIRS[octet] ?? '??').join(':');
 }
+
+const HEX_PAIRS: readonly string[] = Array.from({ length: 256 }, (_, octet) => octet.toString(16).toUpperCase().padStart(2, '0'));
 
 export function formatLinkMac(mac: LinkMac): string {
   return formatMacOctets(linkMacOctets(mac));

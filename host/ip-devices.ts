@@ -1,0 +1,158 @@
+// Adapter between device plans and the kernel, through iproute2: observe with `ip -d -j link
+// show`, apply with one `ip -batch` per namespace and phase. No decisions are made here.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import type { DevicePlan, IpStep, ObservedDevice, ObservedDevices } from './device-plan.js';
+
+export type DeviceErrorKind = 'ip-missing' | 'ip-failed' | 'ip-output' | 'netns-create';
+
+export class DeviceError extends Error {
+  override readonly name = 'DeviceError';
+  constructor(
+    readonly kind: DeviceErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface IpResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function runIp(args: readonly string[], input?: string): Promise<IpResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        error.code === 'ENOENT'
+          ? new DeviceError('ip-missing', 'the `ip` command was not found: install iproute2')
+          : new DeviceError('ip-failed', `could not run ip: ${error.message}`),
+      ),
+    );
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.stdin.on('error', () => undefined); // ip may exit before reading all input; its exit code tells
+    child.stdin.end(input ?? '');
+  });
+}
+
+function firstLine(text: string): string {
+  return text.split('\n').find((line) => line.trim() !== '')?.trim() ?? '';
+}
+
+const record = (value: unknown): Record<string, unknown> | null =>
+  typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+
+/** Reduce `ip -d -j link show` output to what the planner compares. */
+export function parseLinkShow(json: string): Map<string, ObservedDevice> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    throw new DeviceError('ip-output', 'ip -j link show printed something that is not JSON: is iproute2 too old?');
+  }
+  if (!Array.isArray(parsed)) throw new DeviceError('ip-output', 'ip -j link show did not print a list');
+  const devices = new Map<string, ObservedDevice>();
+  for (const entry of parsed) {
+    const link = record(entry);
+    const name = link?.['ifname'];
+    if (link === null || typeof name !== 'string') continue;
+    const kind = record(link['linkinfo'])?.['info_kind'];
+    const master = link['master'];
+    const mtu = link['mtu'];
+    const flags = link['flags'];
+    const address = link['address'];
+    devices.set(name, {
+      name,
+      kind: typeof kind === 'string' ? kind : null,
+      master: typeof master === 'string' ? master : null,
+      mtu: typeof mtu === 'number' ? mtu : 0,
+      up: Array.isArray(flags) && flags.includes('UP'),
+      mac: typeof address === 'string' ? address.toLowerCase() : '',
+    });
+  }
+  return devices;
+}
+
+async function listDevices(netns: string | null): Promise<Map<string, ObservedDevice>> {
+  const args = netns === null ? ['-d', '-j', 'link', 'show'] : ['-n', netns, '-d', '-j', 'link', 'show'];
+  const result = await runIp(args);
+  if (result.code !== 0) {
+    throw new DeviceError('ip-failed', `ip ${args.join(' ')} failed: ${firstLine(result.stderr)}`);
+  }
+  return parseLinkShow(result.stdout);
+}
+
+export function netnsExists(name: string): boolean {
+  return existsSync(`/run/netns/${name}`);
+}
+
+/** The devices of the current namespace and of each named VM namespace (null where absent). */
+export async function observeDevices(netnsNames: Iterable<string>): Promise<ObservedDevices> {
+  const names = [...new Set(netnsNames)];
+  const [hostDevices, ...farDevices] = await Promise.all([
+    listDevices(null),
+    ...names.map((name) => (netnsExists(name) ? listDevices(name) : Promise.resolve(null))),
+  ]);
+  return { host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
+}
+
+/** Steps grouped by namespace, order kept within each group. */
+function byNamespace(steps: readonly IpStep[]): Map<string | null, string[]> {
+  const groups = new Map<string | null, string[]>();
+  for (const step of steps) {
+    const lines = groups.get(step.netns) ?? [];
+    lines.push(step.args.join(' '));
+    groups.set(step.netns, lines);
+  }
+  return groups;
+}
+
+async function runBatch(netns: string | null, lines: readonly string[]): Promise<void> {
+  if (lines.length === 0) return;
+  const args = netns === null ? ['-batch', '-'] : ['-n', netns, '-batch', '-'];
+  const result = await runIp(args, `${lines.join('\n')}\n`);
+  if (result.code !== 0) {
+    // ip names the failing line as "Command failed -:N"; show that command with the kernel's answer.
+    const failedLine = Number(/Command failed -:(\d+)/.exec(result.stderr)?.[1] ?? 0);
+    const command = failedLine > 0 ? lines[failedLine - 1] : undefined;
+    const where = netns === null ? '' : ` in namespace ${netns}`;
+    throw new DeviceError('ip-failed', `ip ${command ?? 'batch'}${where} failed: ${firstLine(result.stderr)}`);
+  }
+}
+
+async function createNamespace(name: string): Promise<void> {
+  const result = await runIp(['netns', 'add', name]);
+  if (result.code !== 0 && !netnsExists(name)) {
+    throw new DeviceError('netns-create', `could not create network namespace ${name}: ${firstLine(result.stderr)}`);
+  }
+}
+
+/** Carry out a plan; on failure delete what it created, then rethrow. */
+export async function applyDevicePlan(plan: DevicePlan): Promise<void> {
+  try {
+    for (const name of plan.createNamespaces) await createNamespace(name);
+    await Promise.all([...byNamespace(plan.clearFarEnds)].map(([netns, lines]) => runBatch(netns, lines)));
+    await runBatch(null, plan.hostSteps.map((step) => step.args.join(' ')));
+    await Promise.all([...byNamespace(plan.configureFarEnds)].map(([netns, lines]) => runBatch(netns, lines)));
+  } catch (error) {
+    await removeDevices(plan.creates).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Delete these devices from the current namespace where they exist; a veth takes its peer along. */
+export async function removeDevices(names: readonly string[]): Promise<void> {
+  if (names.length === 0) return;
+  const present = await listDevices(null);
+  const lines = names.filter((name) => present.has(name)).map((name) => `link del dev ${name}`);
+  if (lines.length === 0) return;
+  const result = await runIp(['-force', '-batch', '-'], `${lines.join('\n')}\n`);
+  if (result.code !== 0) throw new DeviceError('ip-failed', `removing devices failed: ${firstLine(result.stderr)}`);
+}
