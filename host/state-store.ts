@@ -13,6 +13,7 @@
 // answers with its PID, for the error message. Caveat: abstract names are per network namespace,
 // so every process sharing a state dir must run in the same network namespace (true for the host
 // linker, whose devices live in the host namespace anyway). Linux only.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { type Server, type Socket, createConnection, createServer } from 'node:net';
@@ -160,7 +161,8 @@ export interface LockOptions {
 
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
-const held = new Set<string>();
+/** The locks held by the current async call chain: nesting is an error, concurrent calls wait. */
+const held = new AsyncLocalStorage<ReadonlySet<string>>();
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -171,7 +173,8 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 export async function withStateLock<T>(dir: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
   const [dev, ino] = await ensureStateDir(dir);
   const name = lockName(dev ?? 0n, ino ?? 0n);
-  if (held.has(name)) {
+  const outer = held.getStore() ?? new Set<string>();
+  if (outer.has(name)) {
     throw new StateStoreError('lock-reentered', `this process already holds the lock of state dir ${dir}; do not nest withStateLock calls`);
   }
   const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
@@ -193,11 +196,9 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
     await sleep(Math.min(5 * 2 ** Math.min(attempt, 4), 50) * (0.5 + Math.random()));
   }
   const lock = server;
-  held.add(name);
   try {
-    return await fn();
+    return await held.run(new Set([...outer, name]), fn);
   } finally {
-    held.delete(name);
     await new Promise<void>((resolve) => lock.close(() => resolve()));
   }
 }
