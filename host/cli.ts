@@ -1,11 +1,24 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { addrCommand } from '../shared/cli/addr-command.js';
-import { main } from '../shared/cli/run-cli.js';
+import { EXIT, main } from '../shared/cli/run-cli.js';
+import { checkCommand } from './check-command.js';
+import { ConfigError } from './config.js';
+import { DeviceNameError } from './device-names.js';
+import { StateError } from './link-state.js';
+import { StateStoreError } from './state-store.js';
+import { VmNameError } from './vm-name.js';
 
 const program = new Command('spectrum-link')
   .description('Spectrum host linker: links client VMs to their network provider VMs')
   .version('0.1.0')
-  .addCommand(addrCommand());
+  .addCommand(addrCommand())
+  .addCommand(checkCommand());
 
-main(program);
+main(program, [
+  [VmNameError, EXIT.usage],
+  [DeviceNameError, EXIT.usage],
+  [ConfigError, EXIT.failure],
+  [StateError, EXIT.failure],
+  [StateStoreError, EXIT.failure],
+]);

@@ -9,21 +9,29 @@ export const EXIT = {
   internal: 70,
 } as const;
 
-/** An error meant for the user: printed as one line, exit code chosen by the thrower. */
+/**
+ * An error meant for the user: printed as one line, then one line per detail (e.g. every problem
+ * found by a check), exit code chosen by the thrower.
+ */
 export class CliError extends Error {
   override readonly name = 'CliError';
   constructor(
     message: string,
     readonly exitCode: number = EXIT.failure,
+    readonly details: readonly string[] = [],
   ) {
     super(message);
   }
 }
 
+/** A bin's own module error classes and the exit code each means (e.g. a name error: usage). */
+export type ErrorExitCodes = ReadonlyArray<readonly [abstract new (...args: never[]) => Error, number]>;
+
 /** Errors from a known module carry their own code; anything else is a bug, still one line. */
-function exitCodeOf(error: unknown): number {
+function exitCodeOf(error: unknown, known: ErrorExitCodes): number {
   if (error instanceof AddressError) return EXIT.usage;
   if (error instanceof CliError) return error.exitCode;
+  for (const [type, code] of known) if (error instanceof type) return code;
   return EXIT.internal;
 }
 
@@ -35,7 +43,7 @@ function oneLine(text: string): string {
  * Run a commander program so that every failure is one line on stderr and a non-zero exit:
  * bad input exits 2, other expected failures their own code, bugs 70 — never a stack trace.
  */
-export async function runCli(program: Command, argv: readonly string[]): Promise<number> {
+export async function runCli(program: Command, argv: readonly string[], known: ErrorExitCodes = []): Promise<number> {
   const name = program.name();
   program.exitOverride();
   program.configureOutput({
@@ -55,15 +63,16 @@ export async function runCli(program: Command, argv: readonly string[]): Promise
       return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
     const message = error instanceof Error ? error.message : String(error);
-    const code = exitCodeOf(error);
-    process.stderr.write(`${name}: ${code === EXIT.internal ? 'internal error: ' : ''}${oneLine(message)}\n`);
+    const code = exitCodeOf(error, known);
+    const details = error instanceof CliError ? error.details.map((detail) => `${name}:   ${oneLine(detail)}\n`) : [];
+    process.stderr.write(`${name}: ${code === EXIT.internal ? 'internal error: ' : ''}${oneLine(message)}\n${details.join('')}`);
     return code;
   }
 }
 
 /** Entry point helper for the bins: set the exit code and let pending output drain. */
-export function main(program: Command): void {
-  runCli(program, process.argv.slice(2)).then(
+export function main(program: Command, known: ErrorExitCodes = []): void {
+  runCli(program, process.argv.slice(2), known).then(
     (code) => {
       process.exitCode = code;
     },

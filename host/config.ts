@@ -1,0 +1,297 @@
+// The VM configuration directory as a typed model, and its pure validation.
+// Spec: creating-vms.adoc "Configuration". Reading the directory is config-reader.ts's job; this
+// module only judges what was read, so every rule is tested without touching a file system.
+//
+// Rules checked for a VM and every VM it reaches through providers/net:
+//   - its directory exists under the config dir, is a directory and does not leave the config dir;
+//   - vmlinux is present and a file;
+//   - blk/ holds at least one "*.img" file (or block device), and every "*.img" entry is one;
+//   - every providers/net/<name> names a valid VM name, not the VM itself, that is a VM directory;
+//   - no provider cycles (netvm -> vpnvm -> appvm chains are fine, loops are not).
+import { type VmName, isVmName, quoteName, vmNameProblem } from './vm-name.js';
+
+/** Spectrum's config location: svc/data on the user partition, mounted at /ext. */
+export const DEFAULT_CONFIG_DIR = '/ext/svc/data';
+export const CONFIG_DIR_ENV = 'SPECTRUM_CONFIG_DIR';
+
+export type EntryType = 'file' | 'directory' | 'block-device' | 'other' | 'dangling-symlink';
+
+export interface DirEntry {
+  readonly name: string;
+  /** The type after following symlinks. */
+  readonly type: EntryType;
+}
+
+/** What was found at a directory path. */
+export type Listing =
+  | { readonly state: 'missing' }
+  | { readonly state: 'not-a-directory' }
+  | { readonly state: 'unreadable'; readonly reason: string }
+  | { readonly state: 'directory'; readonly entries: readonly DirEntry[] };
+
+export type FileState = 'file' | 'missing' | 'not-a-file' | 'unreadable';
+
+/** Why a config dir entry is not a usable VM directory. */
+export type BadLocation = 'not-a-directory' | 'escapes-config-dir' | 'dangling-symlink' | 'unreadable';
+
+export type VmDir =
+  | {
+      readonly name: VmName;
+      readonly location: 'directory';
+      readonly kernel: FileState;
+      readonly blk: Listing;
+      readonly providers: Listing;
+    }
+  | { readonly name: VmName; readonly location: BadLocation; readonly reason?: string };
+
+/** Everything read from a config dir: its (real) path and each entry that has a valid VM name. */
+export interface ConfigSnapshot {
+  readonly dir: string;
+  readonly vms: ReadonlyMap<VmName, VmDir>;
+}
+
+export type ConfigProblemKind =
+  | 'vm-missing'
+  | 'vm-not-a-directory'
+  | 'vm-escapes-config-dir'
+  | 'vm-dangling-symlink'
+  | 'vm-unreadable'
+  | 'kernel-missing'
+  | 'kernel-not-a-file'
+  | 'kernel-unreadable'
+  | 'blk-missing'
+  | 'blk-not-a-directory'
+  | 'blk-unreadable'
+  | 'no-disk-image'
+  | 'image-not-a-file'
+  | 'providers-not-a-directory'
+  | 'providers-unreadable'
+  | 'provider-name-invalid'
+  | 'self-provider'
+  | 'provider-missing'
+  | 'provider-not-a-vm'
+  | 'provider-cycle';
+
+/** One thing wrong with one VM's configuration. The message names the VM and says what to fix. */
+export interface ConfigProblem {
+  readonly vm: string;
+  readonly kind: ConfigProblemKind;
+  readonly message: string;
+}
+
+export type ConfigErrorKind = 'config-dir-missing' | 'config-dir-not-a-directory' | 'config-dir-unreadable' | 'invalid-vm';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    readonly kind: ConfigErrorKind,
+    message: string,
+    /** For 'invalid-vm': every problem found. */
+    readonly problems: readonly ConfigProblem[] = [],
+  ) {
+    super(message);
+  }
+}
+
+/** A VM that passed checkVm, with its providers (sorted, all valid VMs). */
+export interface ValidVm {
+  readonly name: VmName;
+  readonly providers: readonly VmName[];
+}
+
+export const IMAGE_SUFFIX = '.img';
+
+function problem(vm: string, kind: ConfigProblemKind, message: string): ConfigProblem {
+  return { vm, kind, message: `${vm}: ${message}` };
+}
+
+function byName(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+const LOCATION_PROBLEM: Record<BadLocation, ConfigProblemKind> = {
+  'not-a-directory': 'vm-not-a-directory',
+  'escapes-config-dir': 'vm-escapes-config-dir',
+  'dangling-symlink': 'vm-dangling-symlink',
+  unreadable: 'vm-unreadable',
+};
+
+function describeLocation(location: BadLocation, path: string, reason: string | undefined): string {
+  switch (location) {
+    case 'not-a-directory':
+      return `${path} is not a directory`;
+    case 'escapes-config-dir':
+      return `${path} is a symlink that leads outside the config dir${reason === undefined ? '' : ` (to ${reason})`}; VM directories must stay inside it`;
+    case 'dangling-symlink':
+      return `${path} is a symlink to nothing`;
+    case 'unreadable':
+      return `${path} cannot be read${reason === undefined ? '' : ` (${reason})`}; check its permissions`;
+  }
+}
+
+/** Problems with one VM directory's own files (not following providers). */
+function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const base = `${dir}/${vm.name}`;
+  switch (vm.kernel) {
+    case 'missing':
+      problems.push(problem(vm.name, 'kernel-missing', `no kernel: ${base}/vmlinux is missing; put the uncompressed Linux kernel image for the VM there`));
+      break;
+    case 'not-a-file':
+      problems.push(problem(vm.name, 'kernel-not-a-file', `${base}/vmlinux is not a file; it must be the uncompressed Linux kernel image`));
+      break;
+    case 'unreadable':
+      problems.push(problem(vm.name, 'kernel-unreadable', `${base}/vmlinux cannot be read; check its permissions`));
+      break;
+    case 'file':
+      break;
+  }
+  const blk = vm.blk;
+  switch (blk.state) {
+    case 'missing':
+      problems.push(problem(vm.name, 'blk-missing', `no disk image: ${base}/blk/ is missing; create it with at least one *${IMAGE_SUFFIX} image`));
+      break;
+    case 'not-a-directory':
+      problems.push(problem(vm.name, 'blk-not-a-directory', `${base}/blk is not a directory; it must be a directory of *${IMAGE_SUFFIX} disk images`));
+      break;
+    case 'unreadable':
+      problems.push(problem(vm.name, 'blk-unreadable', `${base}/blk/ cannot be read (${blk.reason}); check its permissions`));
+      break;
+    case 'directory': {
+      const images = blk.entries.filter((entry) => entry.name.endsWith(IMAGE_SUFFIX));
+      const good = images.filter((entry) => entry.type === 'file' || entry.type === 'block-device');
+      for (const entry of images.filter((e) => !good.includes(e)).sort((a, b) => byName(a.name, b.name))) {
+        problems.push(
+          problem(vm.name, 'image-not-a-file', `${base}/blk/${entry.name} is ${entry.type === 'dangling-symlink' ? 'a symlink to nothing' : `a ${entry.type}`}; disk images must be files`),
+        );
+      }
+      if (good.length === 0) {
+        problems.push(problem(vm.name, 'no-disk-image', `no disk image: ${base}/blk/ holds no *${IMAGE_SUFFIX} file; at least one is required`));
+      }
+      break;
+    }
+  }
+  return problems;
+}
+
+/** The provider names a VM directory lists (raw, sorted); none when providers/net is absent. */
+function listedProviders(vm: VmDir): readonly string[] {
+  if (vm.location !== 'directory' || vm.providers.state !== 'directory') return [];
+  return vm.providers.entries.map((entry) => entry.name).sort(byName);
+}
+
+/**
+ * Every cycle through the provider edges reachable from root, one per back edge found by a
+ * depth-first search, written from its smallest name (so each appears once).
+ */
+export function providerCycles(edges: ReadonlyMap<string, readonly string[]>, root: string): string[][] {
+  const cycles = new Map<string, string[]>();
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const visit = (node: string): void => {
+    state.set(node, 'open');
+    stack.push(node);
+    for (const next of edges.get(node) ?? []) {
+      const seen = state.get(next);
+      if (seen === 'open') {
+        const cycle = stack.slice(stack.indexOf(next));
+        const start = cycle.indexOf([...cycle].sort(byName)[0] ?? next);
+        const canonical = [...cycle.slice(start), ...cycle.slice(0, start)];
+        cycles.set(canonical.join('\0'), canonical);
+      } else if (seen === undefined) {
+        visit(next);
+      }
+    }
+    stack.pop();
+    state.set(node, 'done');
+  };
+  visit(root);
+  return [...cycles.values()];
+}
+
+/**
+ * Check a VM and every VM its providers reach. Returns every problem (empty when valid), in a
+ * stable order: the VM's own, then its providers' in breadth-first order, then cycles.
+ */
+export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[] {
+  const { dir } = snapshot;
+  const root = snapshot.vms.get(name);
+  if (root === undefined) {
+    return [problem(name, 'vm-missing', `no VM directory ${dir}/${name}; VMs are the directories of ${dir}`)];
+  }
+  if (root.location !== 'directory') {
+    return [problem(name, LOCATION_PROBLEM[root.location], describeLocation(root.location, `${dir}/${name}`, root.reason))];
+  }
+  const problems: ConfigProblem[] = [];
+  const edges = new Map<string, string[]>();
+  const queue: VmName[] = [name];
+  const queued = new Set<string>([name]);
+  for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+    const vm = snapshot.vms.get(next);
+    if (vm === undefined || vm.location !== 'directory') continue; // reported by whoever names it
+    problems.push(...ownProblems(dir, vm));
+    const base = `${dir}/${vm.name}`;
+    if (vm.providers.state === 'not-a-directory') {
+      problems.push(problem(vm.name, 'providers-not-a-directory', `${base}/providers/net is not a directory; it must hold one file named for each provider VM`));
+    } else if (vm.providers.state === 'unreadable') {
+      problems.push(problem(vm.name, 'providers-unreadable', `${base}/providers/net/ cannot be read (${vm.providers.reason}); check its permissions`));
+    }
+    const out: string[] = [];
+    for (const provider of listedProviders(vm)) {
+      const where = `${base}/providers/net/${provider}`;
+      const nameProblem = vmNameProblem(provider);
+      if (nameProblem !== undefined || !isVmName(provider)) {
+        problems.push(problem(vm.name, 'provider-name-invalid', `${where} does not name a VM: ${nameProblem?.message ?? 'invalid name'}`));
+        continue;
+      }
+      if (provider === vm.name) {
+        problems.push(problem(vm.name, 'self-provider', `${where}: a VM cannot provide networking to itself; remove that file`));
+        continue;
+      }
+      const target = snapshot.vms.get(provider);
+      if (target === undefined) {
+        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${dir}/${provider}; create that VM or remove the file`));
+        continue;
+      }
+      if (target.location !== 'directory') {
+        problems.push(
+          problem(vm.name, 'provider-not-a-vm', `provider ${quoteName(provider)} (${where}) is not a VM directory: ${describeLocation(target.location, `${dir}/${provider}`, target.reason)}`),
+        );
+        continue;
+      }
+      out.push(provider);
+      if (!queued.has(provider)) {
+        queued.add(provider);
+        queue.push(provider);
+      }
+    }
+    edges.set(vm.name, out);
+  }
+  for (const cycle of providerCycles(edges, name)) {
+    const first = cycle[0] ?? name;
+    problems.push(
+      problem(first, 'provider-cycle', `provider cycle ${[...cycle, first].join(' -> ')} (each VM lists the next as its provider); a VM cannot get networking through itself, so remove one of these providers/net entries`),
+    );
+  }
+  return problems;
+}
+
+/** The VM and its providers when it is valid; otherwise a ConfigError listing every problem. */
+export function requireValidVm(snapshot: ConfigSnapshot, name: VmName): ValidVm {
+  const problems = checkVm(snapshot, name);
+  if (problems.length > 0) {
+    throw new ConfigError(
+      'invalid-vm',
+      `VM ${name} in ${snapshot.dir} is not valid (${problems.length} problem${problems.length === 1 ? '' : 's'}): ${problems.map((p) => p.message).join('; ')}`,
+      problems,
+    );
+  }
+  const vm = snapshot.vms.get(name);
+  const providers = vm === undefined ? [] : listedProviders(vm).filter(isVmName);
+  return { name, providers };
+}
+
+/** The config dir to use: --config-dir, else $SPECTRUM_CONFIG_DIR (when not empty), else Spectrum's. */
+export function configDirFrom(flag: string | undefined, env: Readonly<Record<string, string | undefined>>): string {
+  return flag ?? (env[CONFIG_DIR_ENV] || undefined) ?? DEFAULT_CONFIG_DIR;
+}

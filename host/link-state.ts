@@ -1,0 +1,242 @@
+// The linker's persistent state: which (client, provider) connection holds which client id.
+// Pure: state in, state out. state-store.ts loads, locks and saves it.
+//
+// Id policy: a connection's preferred id is a hash of its pair (FNV-1a of "client\nprovider",
+// mapped onto 1..65534); when taken, the next free id above it (wrapping) is used. Why not the
+// lowest free id: an id is also the client's IP and both link MACs, so handing a forgotten id to
+// the very next new connection makes stale ARP/neighbour/conntrack entries in providers (and
+// logs) point at the wrong VM. Hashing spreads ids out so reuse is rare, and a pair usually gets
+// the same id back even after its record was forgotten or the state was lost. Records are kept
+// until forgotten, so a recorded pair always gets exactly its id back.
+//
+// File format (version 1), links sorted by id:
+//   {"version":1,"links":[{"client":"appvm-lynx","provider":"netvm","id":42310}]}
+import { type ClientId, isClientId } from '../shared/client-id.js';
+import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../shared/scheme.js';
+import { type VmName, isVmName, quoteName } from './vm-name.js';
+
+export const STATE_VERSION = 1;
+
+export interface LinkPair {
+  readonly client: VmName;
+  readonly provider: VmName;
+}
+
+export interface Link extends LinkPair {
+  readonly id: ClientId;
+}
+
+export interface LinkState {
+  readonly version: typeof STATE_VERSION;
+  /** Sorted by id; ids and pairs are unique. */
+  readonly links: readonly Link[];
+}
+
+export type StateErrorKind = 'not-json' | 'bad-schema' | 'unsupported-version' | 'conflict' | 'self-link' | 'exhausted';
+
+export class StateError extends Error {
+  override readonly name = 'StateError';
+  constructor(
+    readonly kind: StateErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export const ID_COUNT = CLIENT_ID_MAX - CLIENT_ID_MIN + 1;
+
+export function emptyState(): LinkState {
+  return { version: STATE_VERSION, links: [] };
+}
+
+function samePair(a: LinkPair, b: LinkPair): boolean {
+  return a.client === b.client && a.provider === b.provider;
+}
+
+function pairText(pair: LinkPair): string {
+  return `${pair.client} -> ${pair.provider}`;
+}
+
+/** FNV-1a, 32 bits, over the UTF-16 code units (VM names are ASCII). */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
+}
+
+/** The id a pair gets when it is free: a pure function of the pair. */
+export function preferredId(pair: LinkPair): ClientId {
+  return ((fnv1a(`${pair.client}\n${pair.provider}`) % ID_COUNT) + CLIENT_ID_MIN) as ClientId;
+}
+
+export function lookupLink(state: LinkState, pair: LinkPair): Link | undefined {
+  return state.links.find((link) => samePair(link, pair));
+}
+
+export function linkById(state: LinkState, id: ClientId): Link | undefined {
+  return state.links.find((link) => link.id === id);
+}
+
+export function linksOfClient(state: LinkState, client: VmName): Link[] {
+  return state.links.filter((link) => link.client === client);
+}
+
+export function linksOfProvider(state: LinkState, provider: VmName): Link[] {
+  return state.links.filter((link) => link.provider === provider);
+}
+
+function withLinks(links: readonly Link[]): LinkState {
+  return { version: STATE_VERSION, links: [...links].sort((a, b) => a.id - b.id) };
+}
+
+export interface Allocation {
+  readonly state: LinkState;
+  readonly link: Link;
+  /** False when the pair already had this id. */
+  readonly created: boolean;
+}
+
+/** The pair's recorded id, or a new one recorded for it. */
+export function allocateLink(state: LinkState, pair: LinkPair): Allocation {
+  if (pair.client === pair.provider) {
+    throw new StateError('self-link', `cannot link ${pair.client} to itself: a VM cannot be its own network provider`);
+  }
+  const existing = lookupLink(state, pair);
+  if (existing !== undefined) return { state, link: existing, created: false };
+  if (state.links.length >= ID_COUNT) {
+    throw new StateError(
+      'exhausted',
+      `no free client id for ${pairText(pair)}: all ${ID_COUNT} ids (${CLIENT_ID_MIN}..${CLIENT_ID_MAX}) are held by recorded links; forget links of VMs that no longer exist`,
+    );
+  }
+  const used = new Set<number>(state.links.map((link) => link.id));
+  let id = preferredId(pair) as number;
+  while (used.has(id)) id = id === CLIENT_ID_MAX ? CLIENT_ID_MIN : id + 1;
+  const link: Link = { client: pair.client, provider: pair.provider, id: id as ClientId };
+  return { state: withLinks([...state.links, link]), link, created: true };
+}
+
+/** Allocate (or find) the id of each connection of a client, in the order of providers. */
+export function allocateLinks(state: LinkState, client: VmName, providers: readonly VmName[]): { state: LinkState; links: Link[] } {
+  let current = state;
+  const links: Link[] = [];
+  for (const provider of providers) {
+    const allocation = allocateLink(current, { client, provider });
+    current = allocation.state;
+    links.push(allocation.link);
+  }
+  return { state: current, links };
+}
+
+/** Drop a pair's record, releasing its id. */
+export function forgetLink(state: LinkState, pair: LinkPair): { state: LinkState; forgotten: Link | undefined } {
+  const forgotten = lookupLink(state, pair);
+  if (forgotten === undefined) return { state, forgotten };
+  return { state: withLinks(state.links.filter((link) => link !== forgotten)), forgotten };
+}
+
+/** Drop every record a VM takes part in, as client or provider (e.g. when its directory is gone). */
+export function forgetVm(state: LinkState, vm: VmName): { state: LinkState; forgotten: Link[] } {
+  const forgotten = state.links.filter((link) => link.client === vm || link.provider === vm);
+  if (forgotten.length === 0) return { state, forgotten };
+  return { state: withLinks(state.links.filter((link) => !forgotten.includes(link))), forgotten };
+}
+
+/** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
+export function serializeState(state: LinkState): string {
+  const links = withLinks(state.links).links.map(({ client, provider, id }) => `    ${JSON.stringify({ client, provider, id })}`);
+  return `{\n  "version": ${STATE_VERSION},\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+const PROBLEMS_SHOWN = 5;
+const KEEP = 'The file was left untouched: fix it, or move it aside to start over (every recorded id is then forgotten)';
+
+/**
+ * Parse and validate a state file's text. Every schema problem is found, and the first few named;
+ * source (the file path) goes in the messages.
+ */
+export function parseState(text: string, source: string): LinkState {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new StateError('not-json', `state file ${source} is not valid JSON (${reason}). ${KEEP}`);
+  }
+  if (!isRecord(data)) throw new StateError('bad-schema', `state file ${source} does not hold a JSON object. ${KEEP}`);
+  const version = data['version'];
+  if (typeof version === 'number' && Number.isInteger(version) && version > STATE_VERSION) {
+    throw new StateError(
+      'unsupported-version',
+      `state file ${source} has version ${version}, written by a newer spectrum-link; this one reads version ${STATE_VERSION}. Use the newer spectrum-link`,
+    );
+  }
+  const problems: string[] = [];
+  if (version !== STATE_VERSION) problems.push(`"version" must be ${STATE_VERSION}, found ${JSON.stringify(version) ?? 'nothing'}`);
+  for (const key of Object.keys(data)) {
+    if (key !== 'version' && key !== 'links') problems.push(`unknown key ${quoteName(key)}`);
+  }
+  const raw = data['links'];
+  const links: Link[] = [];
+  if (!Array.isArray(raw)) {
+    problems.push(`"links" must be an array`);
+  } else {
+    raw.forEach((entry: unknown, index) => {
+      const at = `links[${index}]`;
+      if (!isRecord(entry)) {
+        problems.push(`${at} is not an object`);
+        return;
+      }
+      const extra = Object.keys(entry).filter((key) => key !== 'client' && key !== 'provider' && key !== 'id');
+      if (extra.length > 0) problems.push(`${at} has unknown key${extra.length === 1 ? '' : 's'} ${extra.map(quoteName).join(', ')}`);
+      const { client, provider, id } = entry;
+      let ok = true;
+      for (const [key, value] of [['client', client], ['provider', provider]] as const) {
+        if (typeof value !== 'string' || !isVmName(value)) {
+          problems.push(`${at}.${key} is not a VM name: ${JSON.stringify(value) ?? 'missing'}`);
+          ok = false;
+        }
+      }
+      if (typeof id !== 'number' || !isClientId(id)) {
+        problems.push(`${at}.id must be an integer from ${CLIENT_ID_MIN} to ${CLIENT_ID_MAX}, found ${JSON.stringify(id) ?? 'nothing'}`);
+        ok = false;
+      }
+      if (ok && client === provider) {
+        problems.push(`${at} links ${String(client)} to itself`);
+        ok = false;
+      }
+      if (ok) links.push({ client: client as VmName, provider: provider as VmName, id: id as ClientId });
+    });
+  }
+  if (problems.length > 0) {
+    const shown = problems.slice(0, PROBLEMS_SHOWN).join('; ');
+    const more = problems.length > PROBLEMS_SHOWN ? `; and ${problems.length - PROBLEMS_SHOWN} more` : '';
+    throw new StateError('bad-schema', `state file ${source} is malformed: ${shown}${more}. ${KEEP}`);
+  }
+  const conflicts: string[] = [];
+  const byId = new Map<number, Link>();
+  const byPair = new Map<string, Link>();
+  for (const link of links) {
+    const sameId = byId.get(link.id);
+    if (sameId !== undefined) conflicts.push(`id ${link.id} is held by both ${pairText(sameId)} and ${pairText(link)}`);
+    const key = `${link.client}\n${link.provider}`;
+    const samePairLink = byPair.get(key);
+    if (samePairLink !== undefined) conflicts.push(`${pairText(link)} has two ids, ${samePairLink.id} and ${link.id}`);
+    byId.set(link.id, link);
+    byPair.set(key, link);
+  }
+  if (conflicts.length > 0) {
+    const shown = conflicts.slice(0, PROBLEMS_SHOWN).join('; ');
+    const more = conflicts.length > PROBLEMS_SHOWN ? `; and ${conflicts.length - PROBLEMS_SHOWN} more` : '';
+    throw new StateError('conflict', `state file ${source} is inconsistent: ${shown}${more}. ${KEEP}`);
+  }
+  return withLinks(links);
+}

@@ -1,0 +1,69 @@
+// VM names: the names of the directories under the config dir (creating-vms.adoc "Configuration").
+// They end up in paths (<config>/<vm>/..., /run/vm/<vm>/vmm) and in the state file, never in
+// device names (see device-names.ts), so the rules are about paths and logs.
+
+/** Every way a VM name can be wrong. */
+export type VmNameErrorKind = 'empty' | 'too-long' | 'bad-character' | 'bad-first-character' | 'dot-dot';
+
+export class VmNameError extends Error {
+  override readonly name = 'VmNameError';
+  constructor(
+    readonly kind: VmNameErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A checked VM name: safe as one path component and as a log word. */
+export type VmName = string & { readonly __brand: 'VmName' };
+
+/**
+ * Longest VM name, in characters (all allowed characters are ASCII, so also bytes). Keeps
+ * /run/vm/<vm>/vmm well under the 108-byte limit of a Unix socket path.
+ */
+export const VM_NAME_MAX = 64;
+
+const ALLOWED = /^[A-Za-z0-9._-]$/;
+const FIRST = /^[A-Za-z0-9]$/;
+const SHOWN_MAX = 70;
+
+/** Quote an untrusted name for a message: bounded, control characters escaped. */
+export function quoteName(text: string): string {
+  return JSON.stringify(text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text);
+}
+
+/** Why a string is not a VM name, or undefined when it is one. */
+export function vmNameProblem(text: string): VmNameError | undefined {
+  const rules = `VM names are 1 to ${VM_NAME_MAX} characters: letters, digits, '.', '_' and '-', starting with a letter or digit`;
+  if (text.length === 0) return new VmNameError('empty', `no VM name given: ${rules}`);
+  if (text.length > VM_NAME_MAX) {
+    return new VmNameError('too-long', `VM name ${quoteName(text)} is ${text.length} characters long: ${rules}`);
+  }
+  for (const char of text) {
+    if (!ALLOWED.test(char)) {
+      return new VmNameError(
+        'bad-character',
+        `VM name ${quoteName(text)} contains ${JSON.stringify(char)}: ${rules}`,
+      );
+    }
+  }
+  if (!FIRST.test(text.charAt(0))) {
+    return new VmNameError('bad-first-character', `VM name ${quoteName(text)} starts with ${JSON.stringify(text.charAt(0))}: ${rules}`);
+  }
+  if (text.includes('..')) {
+    return new VmNameError('dot-dot', `VM name ${quoteName(text)} contains "..": ${rules}, without ".."`);
+  }
+  return undefined;
+}
+
+export function isVmName(text: string): text is VmName {
+  return vmNameProblem(text) === undefined;
+}
+
+/** Accept a string as a VM name, or explain why it is not one. */
+export function vmName(text: string): VmName {
+  const problem = vmNameProblem(text);
+  if (problem !== undefined) throw problem;
+  return text as VmName;
+}

@@ -1,0 +1,79 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { checkCommand } from '../../host/check-command.js';
+import { VmNameError } from '../../host/vm-name.js';
+import { ConfigError } from '../../host/config.js';
+import { EXIT, runCli } from '../../shared/cli/run-cli.js';
+
+const EXAMPLES = join(import.meta.dirname, '..', '..', 'examples', 'svc', 'data');
+
+async function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((out += String(chunk)), true));
+  const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
+  try {
+    const program = new Command('spectrum-link').addCommand(checkCommand(env));
+    const code = await runCli(program, args, [
+      [VmNameError, EXIT.usage],
+      [ConfigError, EXIT.failure],
+    ]);
+    return { code, out, err };
+  } finally {
+    stdout.mockRestore();
+    stderr.mockRestore();
+  }
+}
+
+let base: string;
+beforeEach(async () => {
+  base = await mkdtemp(join(tmpdir(), 'spectrum-check-'));
+});
+afterEach(async () => {
+  await rm(base, { recursive: true, force: true });
+});
+
+describe('spectrum-link check', () => {
+  it('passes the examples', async () => {
+    for (const vm of ['appvm-lynx', 'appvm-catgirl', 'netvm']) {
+      const result = await run(['check', vm, '--config-dir', EXAMPLES]);
+      expect(result).toMatchObject({ code: 0, err: '' });
+      expect(result.out).toContain(`${vm}: ok`);
+    }
+  });
+
+  it('takes the config dir from SPECTRUM_CONFIG_DIR', async () => {
+    expect((await run(['check', 'appvm-lynx'], { SPECTRUM_CONFIG_DIR: EXAMPLES })).code).toBe(0);
+  });
+
+  it('prints JSON', async () => {
+    const result = await run(['check', 'appvm-lynx', '--config-dir', EXAMPLES, '--json']);
+    expect(JSON.parse(result.out)).toEqual({ vm: 'appvm-lynx', configDir: expect.any(String), valid: true, providers: ['netvm'], problems: [] });
+  });
+
+  it('lists every problem, one per line, and exits 1', async () => {
+    await mkdir(join(base, 'bad', 'providers', 'net'), { recursive: true });
+    await writeFile(join(base, 'bad', 'providers', 'net', 'bad'), '');
+    await writeFile(join(base, 'bad', 'providers', 'net', 'ghost'), '');
+    const result = await run(['check', 'bad', '--config-dir', base]);
+    expect(result.code).toBe(EXIT.failure);
+    expect(result.out).toBe('');
+    const lines = result.err.trimEnd().split('\n');
+    expect(lines[0]).toBe('spectrum-link: check: bad is not a valid VM (4 problems):');
+    expect(lines.slice(1).map((l) => l.replace(/^spectrum-link: {3}bad: /, '').split(/[ :]/)[0])).toEqual(['no', 'no', `${base}/bad/providers/net/bad`, 'provider']);
+    const json = await run(['check', 'bad', '--config-dir', base, '--json']);
+    expect(json.code).toBe(EXIT.failure);
+    expect(JSON.parse(json.out).problems.map((p: { kind: string }) => p.kind)).toEqual(['kernel-missing', 'blk-missing', 'self-provider', 'provider-missing']);
+  });
+
+  it('exits 2 for bad names and usage, 1 for a missing config dir', async () => {
+    for (const name of ['../etc', 'a/b', '', 'a b', '..']) expect((await run(['check', name, '--config-dir', EXAMPLES])).code).toBe(EXIT.usage);
+    expect((await run(['check'])).code).toBe(EXIT.usage);
+    const missing = await run(['check', 'netvm', '--config-dir', join(base, 'none')]);
+    expect(missing.code).toBe(EXIT.failure);
+    expect(missing.err).toContain('does not exist');
+  });
+});

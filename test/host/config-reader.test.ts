@@ -1,0 +1,115 @@
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { checkVm } from '../../host/config.js';
+import { isInside, readConfigDir } from '../../host/config-reader.js';
+import { vmName } from '../../host/vm-name.js';
+
+let base: string;
+let cfg: string;
+
+beforeEach(async () => {
+  base = await mkdtemp(join(tmpdir(), 'spectrum-config-'));
+  cfg = join(base, 'svc', 'data');
+  await mkdir(cfg, { recursive: true });
+});
+afterEach(async () => {
+  await rm(base, { recursive: true, force: true });
+});
+
+/** Make a VM directory; each part can be left out. */
+async function makeVm(name: string, parts: { kernel?: boolean; images?: string[]; providers?: string[] } = {}, root = cfg): Promise<string> {
+  const dir = join(root, name);
+  await mkdir(dir, { recursive: true });
+  if (parts.kernel ?? true) await writeFile(join(dir, 'vmlinux'), '');
+  const images = parts.images ?? ['root.img'];
+  if (images.length > 0) await mkdir(join(dir, 'blk'));
+  for (const image of images) await writeFile(join(dir, 'blk', image), '');
+  if (parts.providers !== undefined) {
+    await mkdir(join(dir, 'providers', 'net'), { recursive: true });
+    for (const p of parts.providers) await writeFile(join(dir, 'providers', 'net', p), 'contents are ignored');
+  }
+  return dir;
+}
+
+async function kinds(name: string): Promise<string[]> {
+  return checkVm(await readConfigDir(cfg), vmName(name)).map((p) => p.kind);
+}
+
+describe('readConfigDir', () => {
+  it('reads the spec example as valid', async () => {
+    await makeVm('netvm');
+    await makeVm('appvm-lynx', { providers: ['netvm'] });
+    expect(await kinds('appvm-lynx')).toEqual([]);
+    expect(await kinds('netvm')).toEqual([]);
+  });
+
+  it('reports a missing vmlinux and missing or empty blk', async () => {
+    await makeVm('nokernel', { kernel: false });
+    await makeVm('noblk', { images: [] });
+    await makeVm('noimg', { images: [] });
+    await mkdir(join(cfg, 'noimg', 'blk'));
+    await writeFile(join(cfg, 'noimg', 'blk', 'root.raw'), '');
+    expect(await kinds('nokernel')).toEqual(['kernel-missing']);
+    expect(await kinds('noblk')).toEqual(['blk-missing']);
+    expect(await kinds('noimg')).toEqual(['no-disk-image']);
+  });
+
+  it('reports providers that are not VMs, self-providers and cycles', async () => {
+    await writeFile(join(cfg, 'plainfile'), '');
+    await makeVm('app', { providers: ['plainfile', 'nosuchvm', 'app'] });
+    expect(await kinds('app')).toEqual(['self-provider', 'provider-missing', 'provider-not-a-vm']);
+    await makeVm('a', { providers: ['b'] });
+    await makeVm('b', { providers: ['a'] });
+    expect(await kinds('a')).toEqual(['provider-cycle']);
+  });
+
+  it('reports everything wrong at once', async () => {
+    await makeVm('bad', { kernel: false, images: [], providers: ['bad', 'ghost'] });
+    expect(await kinds('bad')).toEqual(['kernel-missing', 'blk-missing', 'self-provider', 'provider-missing']);
+  });
+
+  it('refuses a VM directory symlinked outside the config dir, also as a provider', async () => {
+    const outside = await makeVm('elsewhere', {}, base);
+    await symlink(outside, join(cfg, 'escapee'));
+    await symlink('../../elsewhere', join(cfg, 'relative'));
+    await makeVm('app', { providers: ['escapee'] });
+    expect(await kinds('escapee')).toEqual(['vm-escapes-config-dir']);
+    expect(await kinds('relative')).toEqual(['vm-escapes-config-dir']);
+    expect(await kinds('app')).toEqual(['provider-not-a-vm']);
+    await symlink('.', join(cfg, 'self'));
+    expect(await kinds('self')).toEqual(['vm-escapes-config-dir']);
+  });
+
+  it('accepts a VM directory symlinked inside the config dir, and reports dangling links', async () => {
+    await makeVm('netvm');
+    await symlink('netvm', join(cfg, 'alias'));
+    await symlink('nowhere', join(cfg, 'dangling'));
+    expect(await kinds('alias')).toEqual([]);
+    expect(await kinds('dangling')).toEqual(['vm-dangling-symlink']);
+  });
+
+  it('ignores entries that are not VM names', async () => {
+    await makeVm('netvm');
+    await mkdir(join(cfg, '.hidden'));
+    await mkdir(join(cfg, 'with space'));
+    const snapshot = await readConfigDir(cfg);
+    expect([...snapshot.vms.keys()]).toEqual(['netvm']);
+  });
+
+  it('fails clearly when the config dir is unusable', async () => {
+    await expect(readConfigDir(join(base, 'none'))).rejects.toMatchObject({ name: 'ConfigError', kind: 'config-dir-missing' });
+    await writeFile(join(base, 'file'), '');
+    await expect(readConfigDir(join(base, 'file'))).rejects.toMatchObject({ kind: 'config-dir-not-a-directory' });
+  });
+});
+
+describe('isInside', () => {
+  it('is strict and component-wise', () => {
+    expect(isInside('/a/b', '/a/b/c')).toBe(true);
+    expect(isInside('/a/b', '/a/b')).toBe(false);
+    expect(isInside('/a/b', '/a/bc')).toBe(false);
+    expect(isInside('/a/b', '/a')).toBe(false);
+  });
+});

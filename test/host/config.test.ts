@@ -1,0 +1,173 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  type ConfigSnapshot,
+  ConfigError,
+  type VmDir,
+  checkVm,
+  configDirFrom,
+  providerCycles,
+  requireValidVm,
+} from '../../host/config.js';
+import { vmName } from '../../host/vm-name.js';
+
+const DIR = '/cfg';
+
+/** A valid VM directory with these providers; override any part. */
+function vm(name: string, providers: readonly string[] = [], parts: Partial<Omit<VmDir & { location: 'directory' }, 'name' | 'location'>> = {}): VmDir {
+  return {
+    name: vmName(name),
+    location: 'directory',
+    kernel: 'file',
+    blk: { state: 'directory', entries: [{ name: 'root.img', type: 'file' }] },
+    providers: { state: 'directory', entries: providers.map((p) => ({ name: p, type: 'file' as const })) },
+    ...parts,
+  };
+}
+
+function snapshot(...vms: VmDir[]): ConfigSnapshot {
+  return { dir: DIR, vms: new Map(vms.map((v) => [v.name, v])) };
+}
+
+const kinds = (s: ConfigSnapshot, name: string): string[] => checkVm(s, vmName(name)).map((p) => p.kind);
+
+describe('checkVm', () => {
+  it('accepts the spec example', () => {
+    const s = snapshot(vm('netvm'), vm('appvm-lynx', ['netvm']), vm('appvm-catgirl', ['netvm']));
+    expect(checkVm(s, vmName('appvm-lynx'))).toEqual([]);
+    expect(requireValidVm(s, vmName('appvm-lynx'))).toEqual({ name: 'appvm-lynx', providers: ['netvm'] });
+    expect(requireValidVm(s, vmName('netvm'))).toEqual({ name: 'netvm', providers: [] });
+  });
+
+  it('accepts provider chains and several providers', () => {
+    const s = snapshot(vm('netvm'), vm('vpnvm', ['netvm']), vm('torvm', ['netvm']), vm('appvm', ['vpnvm', 'torvm']));
+    expect(checkVm(s, vmName('appvm'))).toEqual([]);
+    expect(requireValidVm(s, vmName('appvm')).providers).toEqual(['torvm', 'vpnvm']);
+  });
+
+  it('accepts a VM without providers/net', () => {
+    expect(kinds(snapshot(vm('solo', [], { providers: { state: 'missing' } })), 'solo')).toEqual([]);
+  });
+
+  it('reports a missing or unusable VM directory', () => {
+    expect(kinds(snapshot(), 'ghost')).toEqual(['vm-missing']);
+    expect(kinds(snapshot({ name: vmName('f'), location: 'not-a-directory' }), 'f')).toEqual(['vm-not-a-directory']);
+    expect(kinds(snapshot({ name: vmName('out'), location: 'escapes-config-dir', reason: '/etc' }), 'out')).toEqual(['vm-escapes-config-dir']);
+    expect(kinds(snapshot({ name: vmName('dl'), location: 'dangling-symlink' }), 'dl')).toEqual(['vm-dangling-symlink']);
+  });
+
+  it('reports kernel and disk problems', () => {
+    expect(kinds(snapshot(vm('a', [], { kernel: 'missing' })), 'a')).toEqual(['kernel-missing']);
+    expect(kinds(snapshot(vm('a', [], { kernel: 'not-a-file' })), 'a')).toEqual(['kernel-not-a-file']);
+    expect(kinds(snapshot(vm('a', [], { blk: { state: 'missing' } })), 'a')).toEqual(['blk-missing']);
+    expect(kinds(snapshot(vm('a', [], { blk: { state: 'not-a-directory' } })), 'a')).toEqual(['blk-not-a-directory']);
+    expect(kinds(snapshot(vm('a', [], { blk: { state: 'directory', entries: [{ name: 'root.qcow2', type: 'file' }] } })), 'a')).toEqual(['no-disk-image']);
+    expect(
+      kinds(snapshot(vm('a', [], { blk: { state: 'directory', entries: [{ name: 'd.img', type: 'directory' }, { name: 'x.img', type: 'dangling-symlink' }] } })), 'a'),
+    ).toEqual(['image-not-a-file', 'image-not-a-file', 'no-disk-image']);
+    expect(kinds(snapshot(vm('a', [], { blk: { state: 'directory', entries: [{ name: 'sda.img', type: 'block-device' }] } })), 'a')).toEqual([]);
+  });
+
+  it('reports provider problems: bad name, self, missing, not a VM, providers/net not a directory', () => {
+    const s = snapshot(
+      vm('app', ['.hidden', 'app', 'ghost', 'file', 'netvm']),
+      { name: vmName('file'), location: 'not-a-directory' },
+      vm('netvm'),
+      vm('odd', [], { providers: { state: 'not-a-directory' } }),
+    );
+    expect(kinds(s, 'app')).toEqual(['provider-name-invalid', 'self-provider', 'provider-not-a-vm', 'provider-missing']);
+    expect(kinds(s, 'odd')).toEqual(['providers-not-a-directory']);
+  });
+
+  it('reports every problem at once, including those of providers down the chain, each naming its VM', () => {
+    const s = snapshot(vm('app', ['vpn'], { kernel: 'missing', blk: { state: 'missing' } }), vm('vpn', ['net']), vm('net', [], { kernel: 'missing' }));
+    const problems = checkVm(s, vmName('app'));
+    expect(problems.map((p) => [p.vm, p.kind])).toEqual([
+      ['app', 'kernel-missing'],
+      ['app', 'blk-missing'],
+      ['net', 'kernel-missing'],
+    ]);
+    for (const p of problems) expect(p.message.startsWith(`${p.vm}: `)).toBe(true);
+    expect(() => requireValidVm(s, vmName('app'))).toThrow(ConfigError);
+    try {
+      requireValidVm(s, vmName('app'));
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).kind).toBe('invalid-vm');
+      expect((error as ConfigError).problems).toHaveLength(3);
+    }
+  });
+
+  it('reports cycles, once each', () => {
+    const s = snapshot(vm('a', ['b']), vm('b', ['c']), vm('c', ['a']));
+    const problems = checkVm(s, vmName('a'));
+    expect(problems.map((p) => p.kind)).toEqual(['provider-cycle']);
+    expect(problems[0]?.message).toContain('a -> b -> c -> a');
+    expect(kinds(s, 'b')).toEqual(['provider-cycle']);
+    expect(kinds(snapshot(vm('x', ['a']), vm('a', ['b']), vm('b', ['a'])), 'x')).toEqual(['provider-cycle']);
+  });
+
+  it('ignores VMs that the checked VM does not reach', () => {
+    expect(kinds(snapshot(vm('a'), vm('broken', ['broken'], { kernel: 'missing' })), 'a')).toEqual([]);
+  });
+});
+
+/** Whether any cycle is reachable from root (Kahn's algorithm on the reachable subgraph). */
+function hasReachableCycle(edges: Map<string, string[]>, root: string): boolean {
+  const reach = new Set([root]);
+  const todo = [root];
+  for (let n = todo.pop(); n !== undefined; n = todo.pop()) for (const m of edges.get(n) ?? []) if (!reach.has(m)) (reach.add(m), todo.push(m));
+  const indegree = new Map([...reach].map((n) => [n, 0]));
+  for (const n of reach) for (const m of edges.get(n) ?? []) indegree.set(m, (indegree.get(m) ?? 0) + 1);
+  const ready = [...reach].filter((n) => indegree.get(n) === 0);
+  let removed = 0;
+  for (let n = ready.pop(); n !== undefined; n = ready.pop()) {
+    removed++;
+    for (const m of edges.get(n) ?? []) {
+      const d = (indegree.get(m) ?? 0) - 1;
+      indegree.set(m, d);
+      if (d === 0) ready.push(m);
+    }
+  }
+  return removed < reach.size;
+}
+
+describe('provider graphs (property)', () => {
+  const names = ['v0', 'v1', 'v2', 'v3', 'v4', 'v5'];
+  const graphs = fc.array(fc.tuple(fc.constantFrom(...names), fc.constantFrom(...names)), { maxLength: 14 });
+
+  it('a cycle is reported exactly when one is reachable; self-providers separately; every reported cycle is real', () => {
+    fc.assert(
+      fc.property(graphs, fc.constantFrom(...names), (pairs, root) => {
+        const listed = new Map<string, Set<string>>(names.map((n) => [n, new Set<string>()]));
+        for (const [from, to] of pairs) listed.get(from)?.add(to);
+        const s = snapshot(...names.map((n) => vm(n, [...(listed.get(n) ?? [])])));
+        const edges = new Map(names.map((n) => [n, [...(listed.get(n) ?? [])].filter((m) => m !== n)]));
+        const problems = checkVm(s, vmName(root));
+        expect(problems.some((p) => p.kind === 'provider-cycle')).toBe(hasReachableCycle(edges, root));
+        const reached = new Set([root]);
+        for (let grew = true; grew; ) {
+          grew = false;
+          for (const n of [...reached]) for (const m of edges.get(n) ?? []) if (!reached.has(m)) (reached.add(m), (grew = true));
+        }
+        const selfs = names.filter((n) => reached.has(n) && listed.get(n)?.has(n));
+        expect(problems.filter((p) => p.kind === 'self-provider').map((p) => p.vm).sort()).toEqual(selfs.sort());
+        expect(problems.every((p) => p.kind === 'provider-cycle' || p.kind === 'self-provider')).toBe(true);
+        for (const cycle of providerCycles(edges, root)) {
+          cycle.forEach((n, i) => expect(edges.get(n)).toContain(cycle[(i + 1) % cycle.length]));
+          expect(new Set(cycle).size).toBe(cycle.length);
+        }
+      }),
+    );
+  });
+});
+
+describe('configDirFrom', () => {
+  it('prefers the flag, then a non-empty env var, then Spectrum default', () => {
+    expect(configDirFrom('/flag', { SPECTRUM_CONFIG_DIR: '/env' })).toBe('/flag');
+    expect(configDirFrom(undefined, { SPECTRUM_CONFIG_DIR: '/env' })).toBe('/env');
+    expect(configDirFrom(undefined, { SPECTRUM_CONFIG_DIR: '' })).toBe('/ext/svc/data');
+    expect(configDirFrom(undefined, {})).toBe('/ext/svc/data');
+  });
+});
+

@@ -1,0 +1,217 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { clientId } from '../../shared/client-id.js';
+import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../../shared/scheme.js';
+import {
+  ID_COUNT,
+  type Link,
+  type LinkPair,
+  type LinkState,
+  StateError,
+  allocateLink,
+  allocateLinks,
+  emptyState,
+  forgetLink,
+  forgetVm,
+  linkById,
+  lookupLink,
+  parseState,
+  preferredId,
+  serializeState,
+} from '../../host/link-state.js';
+import { vmName } from '../../host/vm-name.js';
+
+const vmNames = fc.constantFrom('netvm', 'vpnvm', 'torvm', 'appvm-lynx', 'appvm-catgirl', 'a', 'b', 'c').map(vmName);
+const pairs = fc.tuple(vmNames, vmNames).filter(([c, p]) => c !== p).map(([client, provider]): LinkPair => ({ client, provider }));
+type Op = { op: 'allocate'; pair: LinkPair } | { op: 'forget'; pair: LinkPair };
+const ops = fc.array(
+  fc.oneof(pairs.map((pair): Op => ({ op: 'allocate', pair })), pairs.map((pair): Op => ({ op: 'forget', pair }))),
+  { maxLength: 60 },
+);
+
+function apply(state: LinkState, op: Op): LinkState {
+  return op.op === 'allocate' ? allocateLink(state, op.pair).state : forgetLink(state, op.pair).state;
+}
+
+function checkInvariants(state: LinkState): void {
+  const ids = state.links.map((l) => l.id);
+  expect(new Set(ids).size).toBe(ids.length);
+  expect(new Set(state.links.map((l) => `${l.client}\n${l.provider}`)).size).toBe(ids.length);
+  expect([...ids].sort((a, b) => a - b)).toEqual(ids);
+  for (const id of ids) expect(id >= CLIENT_ID_MIN && id <= CLIENT_ID_MAX).toBe(true);
+}
+
+/** A state holding every id but the given ones, by synthetic pairs. */
+function fullState(except: readonly number[] = []): LinkState {
+  const links: Link[] = [];
+  for (let id = CLIENT_ID_MIN; id <= CLIENT_ID_MAX; id++) {
+    if (!except.includes(id)) links.push({ client: vmName(`c${id}`), provider: vmName('p'), id: clientId(id) });
+  }
+  return { version: 1, links };
+}
+
+describe('allocation (properties)', () => {
+  it('never gives two connections the same id, and keeps the state well-formed', () => {
+    fc.assert(
+      fc.property(ops, (sequence) => {
+        let state = emptyState();
+        for (const op of sequence) {
+          state = apply(state, op);
+          checkInvariants(state);
+        }
+      }),
+    );
+  });
+
+  it('gives a recorded pair its id back, whatever else happens, until it is forgotten', () => {
+    fc.assert(
+      fc.property(ops, pairs, ops, (before, pair, after) => {
+        let state = before.reduce(apply, emptyState());
+        const first = allocateLink(state, pair);
+        state = first.state;
+        for (const op of after.filter((o) => !(o.op === 'forget' && o.pair.client === pair.client && o.pair.provider === pair.provider))) state = apply(state, op);
+        const again = allocateLink(state, pair);
+        expect(again.link.id).toBe(first.link.id);
+        expect(again.created).toBe(false);
+        expect(again.state).toBe(state);
+      }),
+    );
+  });
+
+  it('gives a pair its preferred (hash) id when that is free', () => {
+    fc.assert(
+      fc.property(pairs, (pair) => {
+        expect(allocateLink(emptyState(), pair).link.id).toBe(preferredId(pair));
+      }),
+    );
+  });
+
+  it('forget releases the id and only that record', () => {
+    fc.assert(
+      fc.property(ops, pairs, (sequence, pair) => {
+        const { state, link } = allocateLink(sequence.reduce(apply, emptyState()), pair);
+        const { state: after, forgotten } = forgetLink(state, pair);
+        expect(forgotten).toEqual(link);
+        expect(lookupLink(after, pair)).toBeUndefined();
+        expect(linkById(after, link.id)).toBeUndefined();
+        expect(after.links).toEqual(state.links.filter((l) => l !== link));
+      }),
+    );
+  });
+
+  it('serialize then parse gives the same state', () => {
+    fc.assert(
+      fc.property(ops, (sequence) => {
+        const state = sequence.reduce(apply, emptyState());
+        expect(parseState(serializeState(state), 'test')).toEqual(state);
+      }),
+    );
+  });
+});
+
+describe('allocation (examples)', () => {
+  it('allocates several providers for one client, idempotently', () => {
+    const [client, net, vpn] = [vmName('appvm'), vmName('netvm'), vmName('vpnvm')];
+    const first = allocateLinks(emptyState(), client, [net, vpn]);
+    expect(first.links.map((l) => l.provider)).toEqual(['netvm', 'vpnvm']);
+    expect(first.links[0]?.id).not.toBe(first.links[1]?.id);
+    const again = allocateLinks(first.state, client, [net, vpn]);
+    expect(again.links).toEqual(first.links);
+    expect(again.state).toBe(first.state);
+  });
+
+  it('probes upwards, wrapping, when the preferred id is taken', () => {
+    const pair = { client: vmName('appvm'), provider: vmName('netvm') };
+    const preferred = preferredId(pair);
+    const taken: LinkState = { version: 1, links: [{ client: vmName('x'), provider: vmName('y'), id: preferred }] };
+    expect(allocateLink(taken, pair).link.id).toBe(preferred === CLIENT_ID_MAX ? CLIENT_ID_MIN : preferred + 1);
+    expect(allocateLink(fullState([CLIENT_ID_MIN]), pair).link.id).toBe(CLIENT_ID_MIN);
+    expect(allocateLink(fullState([CLIENT_ID_MAX]), pair).link.id).toBe(CLIENT_ID_MAX);
+  });
+
+  it('reports exhaustion clearly', () => {
+    const full = fullState();
+    expect(full.links).toHaveLength(ID_COUNT);
+    const pair = { client: vmName('appvm'), provider: vmName('netvm') };
+    expect(() => allocateLink(full, pair)).toThrow(expect.objectContaining({ name: 'StateError', kind: 'exhausted', message: expect.stringContaining('forget') }));
+    // A pair already recorded still gets its id in a full state.
+    const recorded = full.links[100];
+    if (recorded === undefined) throw new Error('fixture');
+    expect(allocateLink(full, recorded).link.id).toBe(recorded.id);
+  });
+
+  it('refuses to link a VM to itself', () => {
+    expect(() => allocateLink(emptyState(), { client: vmName('a'), provider: vmName('a') })).toThrow(expect.objectContaining({ kind: 'self-link' }));
+  });
+
+  it('forgetVm drops every link of a VM on either side', () => {
+    let state = emptyState();
+    state = allocateLinks(state, vmName('app'), [vmName('vpn'), vmName('net')]).state;
+    state = allocateLinks(state, vmName('vpn'), [vmName('net')]).state;
+    state = allocateLinks(state, vmName('other'), [vmName('net')]).state;
+    const { state: after, forgotten } = forgetVm(state, vmName('vpn'));
+    expect(forgotten).toHaveLength(2);
+    expect(after.links.map((l) => `${l.client}>${l.provider}`).sort()).toEqual(['app>net', 'other>net']);
+    expect(forgetVm(after, vmName('nobody')).state).toBe(after);
+  });
+});
+
+describe('parseState', () => {
+  const kindOf = (text: string): string | undefined => {
+    try {
+      parseState(text, '/state/links.json');
+      return undefined;
+    } catch (error) {
+      expect(error).toBeInstanceOf(StateError);
+      expect((error as StateError).message).toContain('/state/links.json');
+      return (error as StateError).kind;
+    }
+  };
+
+  it('reads the documented format', () => {
+    const state = parseState('{"version":1,"links":[{"client":"appvm-lynx","provider":"netvm","id":42310}]}', 'x');
+    expect(state.links).toEqual([{ client: 'appvm-lynx', provider: 'netvm', id: 42310 }]);
+    expect(serializeState(state)).toBe('{\n  "version": 1,\n  "links": [\n    {"client":"appvm-lynx","provider":"netvm","id":42310}\n  ]\n}\n');
+    expect(serializeState(emptyState())).toBe('{\n  "version": 1,\n  "links": []\n}\n');
+  });
+
+  it('gives each kind of corruption its own clear error', () => {
+    expect(kindOf('')).toBe('not-json');
+    expect(kindOf('{"version":1,"links":[')).toBe('not-json');
+    expect(kindOf('[]')).toBe('bad-schema');
+    expect(kindOf('{"links":[]}')).toBe('bad-schema');
+    expect(kindOf('{"version":2,"links":[]}')).toBe('unsupported-version');
+    expect(kindOf('{"version":1}')).toBe('bad-schema');
+    expect(kindOf('{"version":1,"links":[],"extra":0}')).toBe('bad-schema');
+    expect(kindOf('{"version":1,"links":[{"client":"../x","provider":"netvm","id":1}]}')).toBe('bad-schema');
+    expect(kindOf('{"version":1,"links":[{"client":"a","provider":"b","id":0}]}')).toBe('bad-schema');
+    expect(kindOf('{"version":1,"links":[{"client":"a","provider":"b","id":65535}]}')).toBe('bad-schema');
+    expect(kindOf('{"version":1,"links":[{"client":"a","provider":"b","id":"1"}]}')).toBe('bad-schema');
+    expect(kindOf('{"version":1,"links":[{"client":"a","provider":"a","id":1}]}')).toBe('bad-schema');
+    expect(kindOf('{"version":1,"links":[{"client":"a","provider":"b","id":1,"x":1}]}')).toBe('bad-schema');
+    expect(kindOf('{"version":1,"links":[{"client":"a","provider":"b","id":1},{"client":"c","provider":"b","id":1}]}')).toBe('conflict');
+    expect(kindOf('{"version":1,"links":[{"client":"a","provider":"b","id":1},{"client":"a","provider":"b","id":2}]}')).toBe('conflict');
+  });
+
+  it('never accepts arbitrary text silently as something else', () => {
+    fc.assert(
+      fc.property(fc.string(), (text) => {
+        try {
+          const state = parseState(text, 'x');
+          checkInvariants(state);
+        } catch (error) {
+          expect(error).toBeInstanceOf(StateError);
+        }
+      }),
+    );
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        try {
+          checkInvariants(parseState(JSON.stringify(value), 'x'));
+        } catch (error) {
+          expect(error).toBeInstanceOf(StateError);
+        }
+      }),
+    );
+  });
+});

@@ -1,0 +1,160 @@
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { allocateLink, allocateLinks, emptyState, serializeState } from '../../host/link-state.js';
+import { StateStoreError, loadState, saveState, stateDirFrom, stateFilePath, updateState, withStateLock } from '../../host/state-store.js';
+import { vmName } from '../../host/vm-name.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const FIXTURE = join(ROOT, 'dist', 'test', 'host', 'fixtures', 'allocate.js');
+const run = promisify(execFile);
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'spectrum-state-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const pair = { client: vmName('appvm-lynx'), provider: vmName('netvm') };
+
+describe('load and save', () => {
+  it('loads an empty state when there is no file', async () => {
+    expect(await loadState(dir)).toEqual(emptyState());
+  });
+
+  it('round-trips, leaving only the state file', async () => {
+    const { state } = allocateLinks(emptyState(), pair.client, [pair.provider, vmName('vpnvm')]);
+    await saveState(dir, state);
+    expect(await loadState(dir)).toEqual(state);
+    expect(await readFile(stateFilePath(dir), 'utf8')).toBe(serializeState(state));
+    expect(await readdir(dir)).toEqual(['links.json']);
+  });
+
+  it('refuses a corrupt file with a clear error and leaves it untouched', async () => {
+    for (const corrupt of ['{"version":1,"links":[', '{"version":1,"links":[{"client":"a","provider":"b","id":0}]}', '', 'null']) {
+      await writeFile(stateFilePath(dir), corrupt);
+      await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateError', message: expect.stringContaining(stateFilePath(dir)) });
+      await expect(updateState(dir, (state) => allocateLink(state, pair))).rejects.toMatchObject({ name: 'StateError' });
+      expect(await readFile(stateFilePath(dir), 'utf8')).toBe(corrupt);
+      expect(await readdir(dir)).toEqual(['links.json']);
+    }
+  });
+
+  it('reports an unreadable state file as a store error', async () => {
+    await rm(dir, { recursive: true });
+    await import('node:fs/promises').then((fs) => fs.mkdir(stateFilePath(dir), { recursive: true }));
+    await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'read-failed' });
+  });
+
+  it('reports a state dir that cannot be created', async () => {
+    await writeFile(join(dir, 'file'), '');
+    await expect(updateState(join(dir, 'file', 'sub'), (s) => ({ state: s }))).rejects.toMatchObject({ kind: 'state-dir-unusable' });
+  });
+});
+
+describe('updateState', () => {
+  it('persists allocations and gives the same pair its id back across runs', async () => {
+    const first = await updateState(dir, (state) => allocateLink(state, pair));
+    const second = await updateState(dir, (state) => allocateLink(state, pair));
+    expect(second.link).toEqual(first.link);
+    expect(second.created).toBe(false);
+    expect((await loadState(dir)).links).toEqual([first.link]);
+  });
+
+  it('does not write when nothing changed, and cleans up temp files of dead writers', async () => {
+    await writeFile(join(dir, '.links.json.123.abc.tmp'), 'half a write');
+    await updateState(dir, (state) => ({ state }));
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('leaves the file as it was when the change throws', async () => {
+    await updateState(dir, (state) => allocateLink(state, pair));
+    const before = await readFile(stateFilePath(dir), 'utf8');
+    await expect(
+      updateState(dir, () => {
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    expect(await readFile(stateFilePath(dir), 'utf8')).toBe(before);
+  });
+});
+
+describe('withStateLock', () => {
+  it('serialises concurrent holders in one process', async () => {
+    const events: string[] = [];
+    const task = (name: string) =>
+      withStateLock(dir, async () => {
+        events.push(`${name}+`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        events.push(`${name}-`);
+      });
+    await Promise.all([task('a'), task('b'), task('c')]);
+    for (let i = 0; i < events.length; i += 2) expect(events[i]?.[0]).toBe(events[i + 1]?.[0]);
+  });
+
+  it('is released when the function throws', async () => {
+    await expect(withStateLock(dir, () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(await withStateLock(dir, () => Promise.resolve(1), { timeoutMs: 100 })).toBe(1);
+  });
+
+  it('refuses nesting instead of deadlocking', async () => {
+    await expect(withStateLock(dir, () => withStateLock(dir, () => Promise.resolve(1)))).rejects.toMatchObject({ kind: 'lock-reentered' });
+  });
+
+  it('times out with the holder PID in the message', async () => {
+    let release = (): void => undefined;
+    const holding = withStateLock(dir, () => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const error = await withStateLock(dir, () => Promise.resolve(), { timeoutMs: 100 }).catch((e: unknown) => e);
+    release();
+    await holding;
+    expect(error).toBeInstanceOf(StateStoreError);
+    expect(error).toMatchObject({ kind: 'lock-timeout', message: expect.stringContaining(`PID ${process.pid}`) });
+  });
+});
+
+describe('across processes (needs a build)', () => {
+  beforeAll(() => {
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+  }, 120_000);
+
+  it('20 parallel invocations get 20 distinct ids, all recorded', async () => {
+    const clients = Array.from({ length: 20 }, (_, i) => `appvm-${i}`);
+    const results = await Promise.all(clients.map((client) => run(process.execPath, [FIXTURE, 'allocate', dir, client, 'netvm'])));
+    const ids = results.map((r) => Number(r.stdout.trim()));
+    expect(new Set(ids).size).toBe(20);
+    const state = await loadState(dir);
+    expect(state.links).toHaveLength(20);
+    expect(new Set(state.links.map((l) => l.id))).toEqual(new Set(ids));
+    expect(await readdir(dir)).toEqual(['links.json']);
+  });
+
+  it('the kernel releases the lock of a killed holder (no stale lock)', async () => {
+    const holder: ChildProcess = spawn(process.execPath, [FIXTURE, 'hold', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout?.on('data', (chunk: Buffer) => chunk.toString().includes('locked') && resolve());
+      holder.on('exit', () => reject(new Error('holder exited early')));
+    });
+    await expect(withStateLock(dir, () => Promise.resolve(), { timeoutMs: 100 })).rejects.toMatchObject({
+      kind: 'lock-timeout',
+      message: expect.stringContaining(`PID ${holder.pid}`),
+    });
+    const exited = new Promise((resolve) => holder.on('exit', resolve));
+    holder.kill('SIGKILL');
+    await exited;
+    expect(await withStateLock(dir, () => Promise.resolve('mine'), { timeoutMs: 2_000 })).toBe('mine');
+  });
+});
+
+describe('stateDirFrom', () => {
+  it('prefers the flag, then a non-empty env var, then the default', () => {
+    expect(stateDirFrom('/flag', { SPECTRUM_STATE_DIR: '/env' })).toBe('/flag');
+    expect(stateDirFrom(undefined, { SPECTRUM_STATE_DIR: '/env' })).toBe('/env');
+    expect(stateDirFrom(undefined, { SPECTRUM_STATE_DIR: '' })).toBe('/var/lib/spectrum-link');
+  });
+});

@@ -1,0 +1,63 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { VM_NAME_MAX, VmNameError, isVmName, vmName, vmNameProblem } from '../../host/vm-name.js';
+
+const GOOD_CHARS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-'.split('');
+const alnum = fc.constantFrom(...GOOD_CHARS.filter((c) => /[A-Za-z0-9]/.test(c)));
+const goodName = fc
+  .tuple(alnum, fc.array(fc.constantFrom(...GOOD_CHARS), { maxLength: VM_NAME_MAX - 1 }))
+  .map(([first, rest]) => first + rest.join(''))
+  .filter((name) => !name.includes('..'));
+
+function kindOf(text: string): string | undefined {
+  return vmNameProblem(text)?.kind;
+}
+
+describe('vmName', () => {
+  it('accepts the spec names', () => {
+    for (const name of ['netvm', 'appvm-lynx', 'appvm-catgirl', 'user.netvm', 'a', 'vm_2']) expect(vmName(name)).toBe(name);
+  });
+
+  it('refuses each kind of bad name with its own kind', () => {
+    expect(kindOf('')).toBe('empty');
+    expect(kindOf('a'.repeat(VM_NAME_MAX + 1))).toBe('too-long');
+    expect(kindOf('a/b')).toBe('bad-character');
+    expect(kindOf('a b')).toBe('bad-character');
+    expect(kindOf('a\0b')).toBe('bad-character');
+    expect(kindOf('a\nb')).toBe('bad-character');
+    expect(kindOf('ünïcode')).toBe('bad-character');
+    expect(kindOf('.hidden')).toBe('bad-first-character');
+    expect(kindOf('-flag')).toBe('bad-first-character');
+    expect(kindOf('..')).toBe('bad-first-character');
+    expect(kindOf('a..b')).toBe('dot-dot');
+    expect(() => vmName('../etc')).toThrow(VmNameError);
+  });
+
+  it('accepts exactly the names of the grammar', () => {
+    fc.assert(fc.property(goodName, (name) => isVmName(name) && vmName(name) === name));
+  });
+
+  it('refuses any name with a slash, "..", NUL, whitespace or control character', () => {
+    const bad = fc.constantFrom('/', '..', '\0', ' ', '\t', '\n', '\x7f', '\\', ':', '*');
+    fc.assert(
+      fc.property(fc.string({ maxLength: 20 }), bad, fc.string({ maxLength: 20 }), (before, poison, after) => {
+        expect(isVmName(before + poison + after)).toBe(false);
+      }),
+    );
+  });
+
+  it('refuses anything too long, and quotes it bounded in the message', () => {
+    fc.assert(
+      fc.property(goodName, fc.integer({ min: 1, max: 500 }), (name, extra) => {
+        const long = name + 'x'.repeat(VM_NAME_MAX + extra);
+        const problem = vmNameProblem(long);
+        expect(problem?.kind).toBe('too-long');
+        expect(problem?.message.length).toBeLessThan(300);
+      }),
+    );
+  });
+
+  it('escapes control characters in messages', () => {
+    expect(vmNameProblem('a\u001bb')?.message).toContain('\\u001b');
+  });
+});
