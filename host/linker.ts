@@ -1,0 +1,237 @@
+// The host linker's imperative shell: config and state in, devices and VMM attachments out.
+// Decisions live in pure modules (config, link-state, device-plan); this file sequences them
+// under the state lock and undoes a failed run's own work.
+import { linkAddressesOf } from '../shared/link-address.js';
+import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
+import { requireValidVm } from './config.js';
+import { readConfigDir } from './config-reader.js';
+import { type DesiredConnection, type DesiredSide, planDevices } from './device-plan.js';
+import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
+import { applyDevicePlan, observeDevices, removeDevices } from './ip-devices.js';
+import { type Link, type LinkState, allocateLinks, forgetLink, linksOfClient, linksOfProvider } from './link-state.js';
+import { loadState, saveState, withStateLock } from './state-store.js';
+import type { VmName } from './vm-name.js';
+import { vmName } from './vm-name.js';
+
+/** A NIC as a VMM sees it: its device id, the host tap behind it, and the guest's MAC. */
+export interface VmmNic {
+  readonly id: string;
+  readonly tap: string;
+  readonly mac: string;
+}
+
+export type VmmKind = 'qemu' | 'cloud-hypervisor';
+
+/** The VMM side of attachment; the CLI plugs in the QMP and cloud-hypervisor clients. */
+export interface VmmPort {
+  attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
+  detach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
+}
+
+export class LinkerError extends Error {
+  override readonly name = 'LinkerError';
+  constructor(
+    readonly kind: 'netns-prefix' | 'mtu' | 'not-linked',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface LinkerOptions {
+  readonly configDir: string;
+  readonly stateDir: string;
+  readonly devicePrefix: DevicePrefix;
+  /** VM `v` lives in namespace `<netnsPrefix>v` in netns mode. */
+  readonly netnsPrefix: string;
+  readonly mtu: number;
+  readonly attach: AttachChoice;
+  readonly vmm: VmmPort;
+}
+
+/** One connection as every command reports it (`link --json` links, `list --json` entries). */
+export interface LinkReport {
+  readonly vm: string;
+  readonly provider: string;
+  readonly id: number;
+  readonly clientIp: string;
+  readonly clientMac: string;
+  readonly providerMac: string;
+  readonly bridge: string;
+  readonly clientDevice: string;
+  readonly providerDevice: string;
+  readonly clientAttach: AttachMode;
+  readonly providerAttach: AttachMode;
+}
+
+const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
+
+export function checkNetnsPrefix(prefix: string): string {
+  if (!NETNS_PREFIX.test(prefix)) {
+    throw new LinkerError('netns-prefix', `--netns-prefix ${JSON.stringify(prefix)} is not valid: up to 32 of A-Z a-z 0-9 . _ -`);
+  }
+  return prefix;
+}
+
+export function checkMtu(mtu: number): number {
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
+    throw new LinkerError('mtu', `MTU ${String(mtu)} is not valid: it must be an integer from 68 to 65535`);
+  }
+  return mtu;
+}
+
+export function linkReport(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): LinkReport {
+  const addresses = linkAddressesOf(link.id);
+  const names = linkDeviceNames(options.devicePrefix, link.id);
+  return {
+    vm: link.client,
+    provider: link.provider,
+    id: link.id,
+    clientIp: addresses.clientIp,
+    clientMac: addresses.clientMac,
+    providerMac: addresses.providerMac,
+    bridge: names.bridge,
+    clientDevice: names.client,
+    providerDevice: names.provider,
+    clientAttach: attachModeOf(options.attach, link.client),
+    providerAttach: attachModeOf(options.attach, link.provider),
+  };
+}
+
+function sideOf(mode: AttachMode, vm: VmName, device: string, mac: string, options: LinkerOptions): DesiredSide {
+  return { device, mac, attach: mode === 'netns' ? { kind: 'veth', netns: `${options.netnsPrefix}${vm}` } : { kind: 'tap' } };
+}
+
+function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredConnection {
+  return {
+    bridge: report.bridge,
+    mtu: options.mtu,
+    client: sideOf(report.clientAttach, vmName(report.vm), report.clientDevice, report.clientMac, options),
+    provider: sideOf(report.providerAttach, vmName(report.provider), report.providerDevice, report.providerMac, options),
+  };
+}
+
+/** The VMM hot-plugs a link needs: each side whose VM runs under a VMM we talk to. */
+function vmmNics(report: LinkReport): { kind: VmmKind; vm: VmName; nic: VmmNic }[] {
+  const nics: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
+  const sides = [
+    [report.clientAttach, report.vm, report.clientDevice, report.clientMac],
+    [report.providerAttach, report.provider, report.providerDevice, report.providerMac],
+  ] as const;
+  for (const [mode, vm, device, mac] of sides) {
+    if (mode === 'qemu' || mode === 'cloud-hypervisor') nics.push({ kind: mode, vm: vmName(vm), nic: { id: device, tap: device, mac } });
+  }
+  return nics;
+}
+
+function netnsNames(connections: readonly DesiredConnection[]): string[] {
+  return connections.flatMap((c) => [c.client, c.provider]).flatMap((side) => (side.attach.kind === 'veth' ? [side.attach.netns] : []));
+}
+
+/** Make the devices (and VMM attachments) of these links exist; on failure undo this run's work. */
+async function realise(reports: readonly LinkReport[], options: LinkerOptions): Promise<void> {
+  const connections = reports.map((report) => desiredConnection(report, options));
+  const plan = planDevices(connections, await observeDevices(netnsNames(connections)));
+  await applyDevicePlan(plan);
+  const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
+  try {
+    for (const report of reports) {
+      for (const target of vmmNics(report)) {
+        await options.vmm.attach(target.kind, target.vm, target.nic);
+        attached.push(target);
+      }
+    }
+  } catch (error) {
+    for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic).catch(() => undefined);
+    await removeDevices(plan.creates).catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * `link <vm...>`: every connection of each client VM to each of its providers, ids allocated
+ * (or found) in the state, devices converged, VMMs attached. Idempotent.
+ */
+export async function linkVms(names: readonly string[], options: LinkerOptions): Promise<Map<VmName, LinkReport[]>> {
+  const vms = names.map(vmName);
+  const snapshot = await readConfigDir(options.configDir);
+  const wanted = vms.map((vm) => requireValidVm(snapshot, vm));
+  return withStateLock(options.stateDir, async () => {
+    const before = await loadState(options.stateDir);
+    let state: LinkState = before;
+    const byVm = new Map<VmName, LinkReport[]>();
+    for (const vm of wanted) {
+      const allocation = allocateLinks(state, vm.name, vm.providers);
+      state = allocation.state;
+      byVm.set(vm.name, allocation.links.map((link) => linkReport(link, options)));
+    }
+    if (state !== before) await saveState(options.stateDir, state);
+    try {
+      await realise([...byVm.values()].flat(), options);
+    } catch (error) {
+      // Ids this run allocated go back; ids the pairs already had stay theirs.
+      if (state !== before) await saveState(options.stateDir, before);
+      throw error;
+    }
+    return byVm;
+  });
+}
+
+/** The links a VM takes part in, as client or as provider. */
+function linksOfVm(state: LinkState, vm: VmName): Link[] {
+  return [...linksOfClient(state, vm), ...linksOfProvider(state, vm)];
+}
+
+/** `unlink <vm>`: detach and delete its links' devices; with forget, release their ids too. */
+export async function unlinkVm(name: string, forget: boolean, options: LinkerOptions): Promise<LinkReport[]> {
+  const vm = vmName(name);
+  return withStateLock(options.stateDir, async () => {
+    const state = await loadState(options.stateDir);
+    const links = linksOfVm(state, vm);
+    if (links.length === 0) throw new LinkerError('not-linked', `${vm} has no recorded links in ${options.stateDir}`);
+    const reports = links.map((link) => linkReport(link, options));
+    for (const report of reports) {
+      for (const target of vmmNics(report)) await options.vmm.detach(target.kind, target.vm, target.nic);
+    }
+    await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
+    if (forget) {
+      let next = state;
+      for (const link of links) next = forgetLink(next, link).state;
+      await saveState(options.stateDir, next);
+    }
+    return reports;
+  });
+}
+
+export interface ListedLink extends LinkReport {
+  /** Whether the link's host devices exist right now. */
+  readonly present: boolean;
+}
+
+/** `list` / `show <vm>`: recorded links, with whether their devices exist. */
+export async function listLinks(vm: string | undefined, options: LinkerOptions): Promise<ListedLink[]> {
+  const state = await loadState(options.stateDir);
+  const links = vm === undefined ? state.links : linksOfVm(state, vmName(vm));
+  const devices = (await observeDevices([])).host;
+  return links.map((link) => {
+    const report = linkReport(link, options);
+    const present = [report.bridge, report.clientDevice, report.providerDevice].every((device) => devices.has(device));
+    return { ...report, present };
+  });
+}
+
+/** `gc`: delete devices named with our prefix that no recorded link owns (e.g. after a crash). */
+export async function collectGarbage(options: LinkerOptions): Promise<string[]> {
+  return withStateLock(options.stateDir, async () => {
+    const state = await loadState(options.stateDir);
+    const owned = new Set<number>(state.links.map((link) => link.id));
+    const devices = (await observeDevices([])).host;
+    const orphans = [...devices.keys()].filter((device) => {
+      const parsed = parseDeviceName(options.devicePrefix, device);
+      return parsed !== undefined && !owned.has(parsed.id);
+    });
+    await removeDevices(orphans);
+    return orphans;
+  });
+}
+
