@@ -32,6 +32,8 @@ export default function setup(): () => void {
     process.off('exit', sweepOnExit);
     const leaked = sweep();
     if (leaked.length > 0) {
+      // Vitest only logs errors thrown here; the exit code is what makes CI notice.
+      process.exitCode = 1;
       throw new Error(`test run ${prefix} leaked network namespaces (now removed): ${leaked.join(', ')}`);
     }
   };

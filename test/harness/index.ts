@@ -27,4 +27,4 @@ export {
 } from './names.js';
 export { descendantsOf, isRunning, processIdentity, type ProcessIdentity } from './proc.js';
 export { netnsSupport, type NetnsSupport } from './support.js';
-export { describeNetns } from './describe-netns.js';
+export { describeNetns, netnsSuiteMode, type NetnsSuiteMode } from './describe-netns.js';
