@@ -118,6 +118,8 @@ export class NetnsProcess {
       stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
       env: options.env ?? process.env,
     });
+    // Spawn failures arrive as an 'error' event; without a listener it would crash the worker.
+    this.child.on('error', () => undefined);
     if (this.child.pid === undefined) {
       throw new HarnessError(`could not start ${command}: not found or not executable`);
     }
@@ -134,8 +136,6 @@ export class NetnsProcess {
       });
     });
     this.#closed = new Promise((resolve) => this.child.once('close', () => resolve()));
-    // Spawn errors after the PID exists (rare) surface through exit; never crash the worker.
-    this.child.on('error', () => undefined);
   }
 
   #signalGroup(signal: NodeJS.Signals | 0): void {
