@@ -1,0 +1,40 @@
+/**
+ * Vitest global setup: choose this run's namespace prefix and hand it to the workers through
+ * the environment (forks inherit process.env as it is after setup), and afterwards remove
+ * anything still carrying it. Leftovers mean some harness missed its cleanup: that fails the run.
+ */
+import { execFileSync } from 'node:child_process';
+import { RUN_PREFIX_ENV, checkRunPrefix, newRunPrefix } from './names.js';
+import { sweepRunPrefixSync } from './process-registry.js';
+
+function canSweep(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export default function setup(): () => void {
+  const fromEnv = process.env[RUN_PREFIX_ENV];
+  const prefix = fromEnv !== undefined && fromEnv !== '' ? checkRunPrefix(fromEnv) : newRunPrefix();
+  process.env[RUN_PREFIX_ENV] = prefix;
+
+  // Without root (or ip) no test could have created a namespace, so there is nothing to sweep.
+  const sweep = (): string[] => (canSweep() ? sweepRunPrefixSync(prefix) : []);
+  // Last resort if vitest exits without running the teardown.
+  const sweepOnExit = (): void => void sweep();
+  process.on('exit', sweepOnExit);
+
+  return () => {
+    process.off('exit', sweepOnExit);
+    const leaked = sweep();
+    if (leaked.length > 0) {
+      // Vitest only logs errors thrown here; the exit code is what makes CI notice.
+      process.exitCode = 1;
+      throw new Error(`test run ${prefix} leaked network namespaces (now removed): ${leaked.join(', ')}`);
+    }
+  };
+}

@@ -1,0 +1,30 @@
+/**
+ * Network-namespace test harness: the one import for test files. See netns.ts for how commands
+ * enter namespaces (and why processes that create namespaces need `enter: 'nsenter'`).
+ */
+export {
+  CommandError,
+  Netns,
+  NetnsProcess,
+  createHarness,
+  writeResolvConf,
+  type EnterMode,
+  type ExecOptions,
+  type ExecResult,
+  type Harness,
+  type ProcessExit,
+  type SpawnOptions,
+} from './netns.js';
+export {
+  HarnessError,
+  MAX_INTERFACE_NAME_BYTES,
+  RUN_PREFIX_ENV,
+  TEST_IPV4_RANGES,
+  assertInterfaceName,
+  assertOwnedNamespace,
+  assertTestCidr,
+  runPrefix,
+} from './names.js';
+export { descendantsOf, isRunning, processIdentity, type ProcessIdentity } from './proc.js';
+export { netnsSupport, type NetnsSupport } from './support.js';
+export { describeNetns, netnsSuiteMode, type NetnsSuiteMode } from './describe-netns.js';

@@ -1,0 +1,132 @@
+/**
+ * Process-wide record of what the harness created, so it can be removed synchronously when the
+ * process exits or is signalled, even if no test reached its cleanup(). Only namespaces and
+ * process groups the harness itself made are ever recorded here.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { assertOwnedNamespace } from './names.js';
+
+export const NETNS_RUN_DIR = '/run/netns';
+export const NETNS_ETC_DIR = '/etc/netns';
+
+const liveNamespaces = new Set<string>();
+const liveProcessGroups = new Set<number>();
+const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+let handlersInstalled = false;
+
+export function trackNamespace(name: string): void {
+  installExitHandlers();
+  liveNamespaces.add(name);
+}
+
+export function untrackNamespace(name: string): void {
+  liveNamespaces.delete(name);
+}
+
+export function trackProcessGroup(pgid: number): void {
+  installExitHandlers();
+  liveProcessGroups.add(pgid);
+}
+
+export function untrackProcessGroup(pgid: number): void {
+  liveProcessGroups.delete(pgid);
+}
+
+/** Signal a process group we spawned; a group that is already gone is not an error. */
+export function signalProcessGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw error;
+  }
+}
+
+/** PIDs of processes inside an (owned) namespace; none if it is gone or half-created. */
+function pidsInNamespace(name: string): number[] {
+  let listing = '';
+  try {
+    listing = execFileSync('ip', ['netns', 'pids', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return [];
+  }
+  return listing
+    .split('\n')
+    .map((line) => Number(line.trim()))
+    .filter((pid) => Number.isInteger(pid) && pid > 0);
+}
+
+/**
+ * Delete a namespace (and so its devices) and its /etc/netns folder; missing ones are fine.
+ * Processes still inside are SIGKILLed by PID first: the namespace carries this run's prefix,
+ * so they are this run's, and left alive they would keep the namespace and its devices.
+ */
+export function removeNamespaceSync(name: string): void {
+  assertOwnedNamespace(name);
+  if (existsSync(`${NETNS_RUN_DIR}/${name}`)) {
+    for (const pid of pidsInNamespace(name)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    execFileSync('ip', ['netns', 'delete', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+  }
+  rmSync(`${NETNS_ETC_DIR}/${name}`, { recursive: true, force: true });
+}
+
+function cleanupSync(): void {
+  for (const pgid of liveProcessGroups) signalProcessGroup(pgid, 'SIGKILL');
+  liveProcessGroups.clear();
+  for (const name of liveNamespaces) {
+    try {
+      removeNamespaceSync(name);
+    } catch (error) {
+      // Keep going: one stuck namespace must not leave the others behind.
+      process.stderr.write(`test harness: could not delete namespace ${name}: ${String(error)}\n`);
+    }
+  }
+  liveNamespaces.clear();
+}
+
+function onExitSignal(signal: NodeJS.Signals): void {
+  cleanupSync();
+  for (const exitSignal of EXIT_SIGNALS) process.off(exitSignal, onExitSignal);
+  // Our listener suppressed the default action; re-raise so the process still dies by the
+  // signal, unless someone else also listens and so owns the decision.
+  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+}
+
+function installExitHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  process.on('exit', cleanupSync);
+  for (const signal of EXIT_SIGNALS) process.on(signal, onExitSignal);
+}
+
+function namespaceNames(): string[] {
+  const listing = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  // Lines look like "name" or "name (id: 3)".
+  return listing
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/)[0] ?? '')
+    .filter((name) => name !== '');
+}
+
+/**
+ * Remove every namespace and /etc/netns folder carrying `prefix`, killing the processes still
+ * inside those namespaces. Returns the namespaces it found.
+ */
+export function sweepRunPrefixSync(prefix: string): string[] {
+  const leaked = namespaceNames().filter((name) => name.startsWith(prefix));
+  for (const name of leaked) removeNamespaceSync(name);
+  if (existsSync(NETNS_ETC_DIR)) {
+    for (const entry of readdirSync(NETNS_ETC_DIR)) {
+      if (entry.startsWith(prefix)) rmSync(`${NETNS_ETC_DIR}/${entry}`, { recursive: true, force: true });
+    }
+  }
+  return leaked;
+}

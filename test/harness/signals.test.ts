@@ -1,0 +1,101 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { expect, it } from 'vitest';
+import type { SignalTargetReport } from './fixtures/signal-target.js';
+import { createHarness, describeNetns, isRunning, type ProcessExit } from './index.js';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+const FIXTURE = 'test/harness/fixtures/signal-target';
+/** The compiled fixture runs these modules from dist/; they must be as new as their sources. */
+const FIXTURE_SOURCES = [FIXTURE, 'test/harness/netns', 'test/harness/names', 'test/harness/process-registry', 'test/harness/proc'];
+
+function compiledFixture(): string {
+  for (const source of FIXTURE_SOURCES) {
+    const compiled = `${repoRoot}dist/${source}.js`;
+    if (!existsSync(compiled)) {
+      throw new Error(`${compiled} is missing: run \`npm run build\` before the tests`);
+    }
+    if (statSync(compiled).mtimeMs < statSync(`${repoRoot}${source}.ts`).mtimeMs) {
+      throw new Error(`${compiled} is older than ${source}.ts: run \`npm run build\` before the tests`);
+    }
+  }
+  return `${repoRoot}dist/${FIXTURE}.js`;
+}
+
+function namespaceList(): string {
+  return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+}
+
+async function eventually(check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+async function runFixture(mode: 'wait' | 'exit', signal: NodeJS.Signals | undefined): Promise<void> {
+  const fixture = compiledFixture();
+  const child = spawn(process.execPath, [fixture, mode], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('could not start node');
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<ProcessExit>((resolve) => child.once('exit', (code, sig) => resolve({ code, signal: sig })));
+  let report: SignalTargetReport | undefined;
+  try {
+    const deadline = Date.now() + 20_000;
+    for (let line = /^ready (.*)$/m.exec(stdout); line === null; line = /^ready (.*)$/m.exec(stdout)) {
+      if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
+        if (mode === 'exit' && child.exitCode !== null) break;
+        throw new Error(`fixture never became ready; stdout: ${stdout}; stderr: ${stderr}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const readyLine = /^ready (.*)$/m.exec(stdout);
+    if (readyLine?.[1] === undefined) throw new Error(`fixture printed no ready line; stderr: ${stderr}`);
+    report = JSON.parse(readyLine[1]) as SignalTargetReport;
+    expect(report.namespaces).toHaveLength(2);
+    expect(report.processes.length).toBeGreaterThanOrEqual(2);
+
+    if (signal !== undefined) {
+      expect(namespaceList()).toContain(report.namespaces[0]);
+      process.kill(pid, signal);
+    }
+    const exit = await exited;
+    // The handler re-raises the signal, so the process still dies by it.
+    expect(exit).toEqual(signal !== undefined ? { code: null, signal } : { code: 3, signal: null });
+
+    const listing = namespaceList();
+    for (const name of report.namespaces) {
+      expect(listing).not.toContain(name);
+      expect(existsSync(`/etc/netns/${name}`)).toBe(false);
+    }
+    const processes = report.processes;
+    // SIGKILL lands asynchronously; give it a moment before asserting.
+    await eventually(() => !processes.some(isRunning), 2_000);
+    expect(processes.filter(isRunning)).toEqual([]);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) process.kill(-pid, 'SIGKILL');
+    for (const identity of report?.processes ?? []) {
+      if (isRunning(identity)) process.kill(identity.pid, 'SIGKILL');
+    }
+    // Whatever the fixture left behind is removed here so a failing test does not leak.
+    const leftovers = (report?.namespaces ?? []).filter((name) => existsSync(`/run/netns/${name}`));
+    if (leftovers.length > 0) {
+      const harness = createHarness('sigleft');
+      for (const name of leftovers) harness.adopt(name);
+      await harness.cleanup();
+    }
+  }
+}
+
+describeNetns('namespaces are removed when the creating process dies', () => {
+  it.each(['SIGTERM', 'SIGINT', 'SIGHUP'] as const)('on %s', async (signal) => {
+    await runFixture('wait', signal);
+  });
+
+  it('on process.exit() without cleanup()', async () => {
+    await runFixture('exit', undefined);
+  });
+});
