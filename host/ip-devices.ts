@@ -142,9 +142,15 @@ export async function applyDevicePlan(plan: DevicePlan): Promise<void> {
     await runBatch(null, plan.hostSteps.map((step) => step.args.join(' ')));
     await Promise.all([...byNamespace(plan.configureFarEnds)].map(([netns, lines]) => runBatch(netns, lines)));
   } catch (error) {
-    await removeDevices(plan.creates).catch(() => undefined);
+    await undoDevicePlan(plan);
     throw error;
   }
+}
+
+/** Remove what a plan created (devices, then the namespaces it made), as far as possible. */
+export async function undoDevicePlan(plan: DevicePlan): Promise<void> {
+  await removeDevices(plan.creates).catch(() => undefined);
+  for (const name of plan.createNamespaces) await runIp(['netns', 'delete', name]).catch(() => undefined);
 }
 
 /** Delete these devices from the current namespace where they exist; a veth takes its peer along. */

@@ -7,7 +7,7 @@ import { requireValidVm } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, planDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
-import { applyDevicePlan, observeDevices, removeDevices } from './ip-devices.js';
+import { applyDevicePlan, observeDevices, removeDevices, undoDevicePlan } from './ip-devices.js';
 import { type Link, type LinkState, allocateLinks, forgetLink, linksOfClient, linksOfProvider } from './link-state.js';
 import { loadState, saveState, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -143,7 +143,7 @@ async function realise(reports: readonly LinkReport[], options: LinkerOptions): 
     }
   } catch (error) {
     for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic).catch(() => undefined);
-    await removeDevices(plan.creates).catch(() => undefined);
+    await undoDevicePlan(plan);
     throw error;
   }
 }

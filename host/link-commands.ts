@@ -1,0 +1,164 @@
+// `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts.
+import { Command } from 'commander';
+import { CliError, EXIT } from '../shared/cli/run-cli.js';
+import { createLogger } from '../shared/log.js';
+import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
+import { configDirFrom } from './config.js';
+import { readConfigDir } from './config-reader.js';
+import { DEFAULT_DEVICE_PREFIX, devicePrefix } from './device-names.js';
+import {
+  type LinkReport,
+  type LinkerOptions,
+  type ListedLink,
+  type VmmPort,
+  checkMtu,
+  checkNetnsPrefix,
+  collectGarbage,
+  linkVms,
+  listLinks,
+  unlinkVm,
+} from './linker.js';
+import { stateDirFrom } from './state-store.js';
+import { vmmArgumentsFor } from './vmm-port.js';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+interface CommonFlags {
+  configDir?: string;
+  stateDir?: string;
+  devicePrefix: string;
+  netnsPrefix: string;
+  mtu: string;
+  attach: string[];
+  qmpSocket: string;
+  chSocket: string;
+  json?: boolean;
+}
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+/** The options every linker command takes, so that any command sees the same world. */
+function withCommonOptions(command: Command, env: Env): Command {
+  return command
+    .option('--config-dir <dir>', `VM config directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`)
+    .option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`)
+    .option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)', env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX)
+    .option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v', env['SPECTRUM_NETNS_PREFIX'] ?? '')
+    .option('--mtu <bytes>', 'MTU of every link device', '1500')
+    .option('--attach <mode>', 'attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)', collect, [])
+    .option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)', '/run/vm/{vm}/qmp.sock')
+    .option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)', '/run/vm/{vm}/vmm')
+    .option('--json', 'print JSON');
+}
+
+function linkerOptions(flags: CommonFlags, env: Env, vmm: (attach: AttachChoice) => VmmPort): LinkerOptions {
+  const attach = parseAttachChoice(flags.attach);
+  return {
+    configDir: configDirFrom(flags.configDir, env),
+    stateDir: stateDirFrom(flags.stateDir, env),
+    devicePrefix: devicePrefix(flags.devicePrefix),
+    netnsPrefix: checkNetnsPrefix(flags.netnsPrefix),
+    mtu: checkMtu(Number(flags.mtu)),
+    attach,
+    vmm: vmm(attach),
+  };
+}
+
+function reportLine(report: LinkReport): string {
+  return [
+    `${report.vm} -> ${report.provider}`,
+    `id ${report.id}`,
+    `ip ${report.clientIp}`,
+    `client ${report.clientDevice} ${report.clientMac} (${report.clientAttach})`,
+    `provider ${report.providerDevice} ${report.providerMac} (${report.providerAttach})`,
+    `bridge ${report.bridge}`,
+  ].join('  ');
+}
+
+/** The JSON link object of the contract, with the VMM arguments for sides attached by hand. */
+function linkJson(report: LinkReport): Record<string, unknown> {
+  const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach } = report;
+  const vmmArguments = vmmArgumentsFor(report);
+  return {
+    vm,
+    provider,
+    id,
+    clientIp,
+    clientMac,
+    providerMac,
+    bridge,
+    clientDevice,
+    providerDevice,
+    clientAttach,
+    providerAttach,
+    ...(vmmArguments === undefined ? {} : { vmmArguments }),
+  };
+}
+
+export type VmmPortFactory = (attach: AttachChoice, flags: { qmpSocket: string; chSocket: string }) => VmmPort;
+
+export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
+  const options = (flags: CommonFlags): LinkerOptions => linkerOptions(flags, env, (attach) => vmmFactory(attach, flags));
+  const log = createLogger('spectrum-link');
+
+  const link = withCommonOptions(new Command('link'), env)
+    .description('link client VMs to each of their providers: ids, devices, VMM attachment (idempotent)')
+    .argument('[vm...]', 'client VMs to link')
+    .option('--all', 'link every VM of the config dir that has providers')
+    .action(async (names: string[], flags: CommonFlags & { all?: boolean }) => {
+      const linkerOpts = options(flags);
+      let vms = names;
+      if (flags.all === true) {
+        if (names.length > 0) throw new CliError('link: give VM names or --all, not both', EXIT.usage);
+        const snapshot = await readConfigDir(linkerOpts.configDir);
+        vms = [...snapshot.vms.entries()]
+          .filter(([, dir]) => dir.location === 'directory' && dir.providers.state === 'directory' && dir.providers.entries.length > 0)
+          .map(([name]) => name)
+          .sort();
+      } else if (names.length === 0) throw new CliError('link: name at least one VM, or use --all', EXIT.usage);
+      const started = performance.now();
+      const byVm = await linkVms(vms, linkerOpts);
+      log.info({ vms: vms.length, links: [...byVm.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
+      for (const [vm, reports] of byVm) {
+        if (flags.json === true) process.stdout.write(`${JSON.stringify({ vm, links: reports.map(linkJson) })}\n`);
+        else if (reports.length === 0) process.stdout.write(`${vm}: no providers, nothing to link\n`);
+        else for (const report of reports) process.stdout.write(`${reportLine(report)}\n`);
+      }
+    });
+
+  const unlink = withCommonOptions(new Command('unlink'), env)
+    .description("remove a VM's links (devices and VMM attachments); ids are kept unless --forget")
+    .argument('<vm>', 'VM whose links (as client or as provider) go')
+    .option('--forget', 'also release the ids')
+    .action(async (name: string, flags: CommonFlags & { forget?: boolean }) => {
+      const reports = await unlinkVm(name, flags.forget === true, options(flags));
+      if (flags.json === true) process.stdout.write(`${JSON.stringify({ vm: name, unlinked: reports.map(linkJson), forgotten: flags.forget === true })}\n`);
+      else for (const report of reports) process.stdout.write(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}${flags.forget === true ? ', forgotten' : ', kept'})\n`);
+    });
+
+  const printListed = (listed: ListedLink[], json: boolean): void => {
+    if (json) process.stdout.write(`${JSON.stringify(listed.map((entry) => ({ ...linkJson(entry), present: entry.present })))}\n`);
+    else if (listed.length === 0) process.stdout.write('no links recorded\n');
+    else for (const entry of listed) process.stdout.write(`${reportLine(entry)}  ${entry.present ? 'up' : 'devices missing'}\n`);
+  };
+
+  const list = withCommonOptions(new Command('list'), env)
+    .description('list every recorded link and whether its devices exist')
+    .action(async (flags: CommonFlags) => printListed(await listLinks(undefined, options(flags)), flags.json === true));
+
+  const show = withCommonOptions(new Command('show'), env)
+    .description('show the links of one VM (as client or as provider)')
+    .argument('<vm>', 'VM name')
+    .action(async (name: string, flags: CommonFlags) => printListed(await listLinks(name, options(flags)), flags.json === true));
+
+  const gc = withCommonOptions(new Command('gc'), env)
+    .description('delete host devices with the device prefix that no recorded link owns')
+    .action(async (flags: CommonFlags) => {
+      const removed = await collectGarbage(options(flags));
+      if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
+      else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
+    });
+
+  return [link, unlink, list, show, gc];
+}
+

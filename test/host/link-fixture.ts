@@ -1,0 +1,99 @@
+// Shared set-up for tests that run the built spectrum-link inside a test "host" namespace.
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ExecResult, Harness, Netns } from '../harness/index.js';
+
+export const ROOT = join(import.meta.dirname, '..', '..');
+export const LINK_BIN = join(ROOT, 'dist', 'host', 'cli.js');
+export const EXAMPLES = join(ROOT, 'examples', 'svc', 'data');
+
+export function requireBuild(): void {
+  if (!existsSync(LINK_BIN)) throw new Error(`${LINK_BIN} is missing: run \`npm run build\` first`);
+}
+
+export interface LinkWorld {
+  readonly harness: Harness;
+  readonly host: Netns;
+  readonly configDir: string;
+  readonly stateDir: string;
+  /** Namespace prefix for VM namespaces, owned by the harness. */
+  readonly netnsPrefix: string;
+  /** Run spectrum-link in the host namespace with this world's dirs; never throws on exit codes. */
+  link(args: readonly string[]): Promise<ExecResult>;
+  /** The namespace of VM `vm` (netns attach), adopted for cleanup. */
+  vmNetns(vm: string): Netns;
+  /** Adopt every VM namespace spectrum-link made and remove the temp dirs; then clean the harness. */
+  dispose(): Promise<void>;
+}
+
+/** A config dir with the example VMs plus `extraClients` app VMs that use netvm. */
+export async function makeConfigDir(extraClients = 0): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'spectrum-config-'));
+  await cp(EXAMPLES, dir, { recursive: true });
+  for (let index = 0; index < extraClients; index++) {
+    const vm = join(dir, `appvm-${index}`);
+    await mkdir(join(vm, 'blk'), { recursive: true });
+    await mkdir(join(vm, 'providers', 'net'), { recursive: true });
+    await writeFile(join(vm, 'vmlinux'), '');
+    await writeFile(join(vm, 'blk', 'root.img'), '');
+    await writeFile(join(vm, 'providers', 'net', 'netvm'), '');
+  }
+  return dir;
+}
+
+export async function makeLinkWorld(harness: Harness, extraClients = 0): Promise<LinkWorld> {
+  requireBuild();
+  const host = await harness.namespace('host');
+  const configDir = await makeConfigDir(extraClients);
+  const stateDir = await mkdtemp(join(tmpdir(), 'spectrum-state-'));
+  const netnsPrefix = `${harness.prefix}vm-`;
+  const adopted = new Map<string, Netns>();
+  return {
+    harness,
+    host,
+    configDir,
+    stateDir,
+    netnsPrefix,
+    link: (args) =>
+      // nsenter keeps our mount namespace, so namespaces spectrum-link creates are visible to all.
+      host.exec(['node', LINK_BIN, ...args, '--config-dir', configDir, '--state-dir', stateDir, '--netns-prefix', netnsPrefix], {
+        enter: 'nsenter',
+        allowFailure: true,
+        timeoutMs: 60_000,
+      }),
+    vmNetns: (vm) => {
+      const name = `${netnsPrefix}${vm}`;
+      const known = adopted.get(name) ?? harness.adopt(name);
+      adopted.set(name, known);
+      return known;
+    },
+    dispose: async () => {
+      // Namespaces spectrum-link made for VMs belong to the harness too, so cleanup removes them.
+      const listed = await host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' });
+      for (const line of listed.stdout.split('\n')) {
+        const name = line.split(' ')[0] ?? '';
+        if (name.startsWith(netnsPrefix) && !adopted.has(name)) adopted.set(name, harness.adopt(name));
+      }
+      await rm(configDir, { recursive: true, force: true });
+      await rm(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface DeviceInfo {
+  ifname: string;
+  ifindex: number;
+  address: string;
+  mtu: number;
+  flags: string[];
+  master?: string;
+  linkinfo?: { info_kind?: string };
+}
+
+export async function devices(ns: Netns): Promise<Map<string, DeviceInfo>> {
+  const result = await ns.ip(['-d', '-j', 'link', 'show']);
+  const list = JSON.parse(result.stdout) as DeviceInfo[];
+  return new Map(list.map((device) => [device.ifname, device]));
+}

@@ -1,0 +1,196 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createHarness, describeNetns, type Harness } from '../harness/index.js';
+import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+
+interface LinkJson {
+  vm: string;
+  links: { provider: string; id: number; clientIp: string; clientMac: string; providerMac: string; bridge: string; clientDevice: string; providerDevice: string }[];
+}
+
+function parseLink(stdout: string): LinkJson {
+  return JSON.parse(stdout) as LinkJson;
+}
+
+function oneLineError(stderr: string): string {
+  const lines = stderr.split('\n').filter((line) => line !== '');
+  expect(lines).toHaveLength(1);
+  expect(stderr).not.toMatch(/\n\s+at /);
+  return lines[0] ?? '';
+}
+
+describeNetns('spectrum-link link --attach netns', () => {
+  let harness: Harness;
+  let world: LinkWorld;
+
+  beforeAll(async () => {
+    harness = createHarness('link');
+    world = await makeLinkWorld(harness, 21);
+  });
+  afterAll(async () => {
+    await world?.dispose();
+    await harness?.cleanup();
+  });
+
+  it('gives the lynx namespace its client MAC and netvm the provider MAC, bridged on the host', async () => {
+    const result = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json']);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const output = parseLink(result.stdout);
+    expect(output.vm).toBe('appvm-lynx');
+    expect(output.links).toHaveLength(1);
+    const link = output.links[0]!;
+    expect(link).toMatchObject({ provider: 'netvm', bridge: `snb${link.id}`, clientDevice: `snc${link.id}`, providerDevice: `snp${link.id}` });
+    expect(link.clientIp).toBe(`100.64.${link.id >> 8}.${link.id & 0xff}`);
+
+    const lynx = await devices(world.vmNetns('appvm-lynx'));
+    const netvm = await devices(world.vmNetns('netvm'));
+    expect(lynx.get(link.clientDevice)?.address).toBe(link.clientMac.toLowerCase());
+    expect(netvm.get(link.providerDevice)?.address).toBe(link.providerMac.toLowerCase());
+    expect(lynx.get(link.clientDevice)?.flags).toContain('UP');
+
+    const host = await devices(world.host);
+    expect(host.get(link.bridge)?.linkinfo?.info_kind).toBe('bridge');
+    expect(host.get(link.clientDevice)?.master).toBe(link.bridge);
+    expect(host.get(link.providerDevice)?.master).toBe(link.bridge);
+
+    // Configure both ends as Spectrum does and send traffic across the bridge.
+    const lynxNs = world.vmNetns('appvm-lynx');
+    const netvmNs = world.vmNetns('netvm');
+    await netvmNs.ip(['address', 'add', '169.254.0.1/32', 'dev', link.providerDevice]);
+    await netvmNs.ip(['route', 'add', `${link.clientIp}/32`, 'dev', link.providerDevice]);
+    await lynxNs.ip(['address', 'add', `${link.clientIp}/32`, 'dev', link.clientDevice]);
+    await lynxNs.ip(['route', 'add', '169.254.0.1/32', 'dev', link.clientDevice]);
+    const ping = await lynxNs.exec(['/bin/busybox', 'ping', '-c', '1', '-W', '3', '169.254.0.1'], { allowFailure: true });
+    expect(ping.stdout).toMatch(/1 packets received/);
+  });
+
+  it('is idempotent: linking again changes no device and gives the same answer', async () => {
+    const before = await devices(world.host);
+    const first = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json']);
+    const second = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json']);
+    expect(second.stdout).toBe(first.stdout);
+    const after = await devices(world.host);
+    expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+    for (const [name, device] of after) expect(device.ifindex).toBe(before.get(name)?.ifindex);
+  });
+
+  it('converges: recreates a deleted device and fixes a downed bridge and a wrong MTU', async () => {
+    const link = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    await world.host.ip(['link', 'del', link.providerDevice]);
+    await world.host.ip(['link', 'set', link.bridge, 'down']);
+    await world.vmNetns('appvm-lynx').ip(['link', 'set', link.clientDevice, 'mtu', '1400']);
+    const result = await world.link(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect(result.code).toBe(0);
+    const host = await devices(world.host);
+    expect(host.get(link.providerDevice)?.master).toBe(link.bridge);
+    expect(host.get(link.bridge)?.flags).toContain('UP');
+    expect((await devices(world.vmNetns('appvm-lynx'))).get(link.clientDevice)?.mtu).toBe(1500);
+    expect((await devices(world.vmNetns('netvm'))).get(link.providerDevice)?.address).toBe(link.providerMac.toLowerCase());
+  });
+
+  it('keeps ids stable across unlink and re-link, and releases them on --forget', async () => {
+    const first = parseLink((await world.link(['link', 'appvm-catgirl', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    const unlinked = await world.link(['unlink', 'appvm-catgirl']);
+    expect(unlinked.code).toBe(0);
+    expect((await devices(world.host)).has(first.bridge)).toBe(false);
+    const again = parseLink((await world.link(['link', 'appvm-catgirl', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    expect(again.id).toBe(first.id);
+    expect((await world.link(['unlink', 'appvm-catgirl', '--forget'])).code).toBe(0);
+    const state = JSON.parse(await readFile(join(world.stateDir, 'links.json'), 'utf8')) as { links: { client: string }[] };
+    expect(state.links.map((l) => l.client)).not.toContain('appvm-catgirl');
+  });
+
+  it('gives 20 parallel link calls 20 distinct ids, all with devices', async () => {
+    const vms = Array.from({ length: 20 }, (_, index) => `appvm-${index}`);
+    const results = await Promise.all(vms.map((vm) => world.link(['link', vm, '--attach', 'netns', '--json'])));
+    for (const result of results) expect(result.code, result.stderr).toBe(0);
+    const ids = results.map((result) => parseLink(result.stdout).links[0]!.id);
+    expect(new Set(ids).size).toBe(20);
+    const host = await devices(world.host);
+    for (const id of ids) expect(host.get(`snb${id}`)?.linkinfo?.info_kind).toBe('bridge');
+    const list = JSON.parse((await world.link(['list', '--json'])).stdout) as { vm: string; present: boolean }[];
+    expect(list.filter((entry) => vms.includes(entry.vm) && entry.present)).toHaveLength(20);
+  });
+
+  it('gc removes devices with the prefix that no recorded link owns, and nothing else', async () => {
+    await world.host.ip(['link', 'add', 'snb7', 'type', 'bridge']);
+    await world.host.ip(['link', 'add', 'other7', 'type', 'bridge']);
+    const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    const result = await world.link(['gc', '--json']);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({ removed: ['snb7'] });
+    const host = await devices(world.host);
+    expect(host.has('snb7')).toBe(false);
+    expect(host.has('other7')).toBe(true);
+    expect(host.has(owned.bridge)).toBe(true);
+  });
+
+  it('refuses a corrupt state file with one line, leaving the file as it was', async () => {
+    const path = join(world.stateDir, 'links.json');
+    const saved = await readFile(path, 'utf8');
+    await writeFile(path, '{"version": 1, "links": [');
+    try {
+      const result = await world.link(['link', 'appvm-lynx', '--attach', 'netns']);
+      expect(result.code).toBe(1);
+      expect(oneLineError(result.stderr)).toMatch(/links\.json/);
+      expect(await readFile(path, 'utf8')).toBe('{"version": 1, "links": [');
+    } finally {
+      await writeFile(path, saved);
+    }
+  });
+
+  it.each([
+    [['link', '../etc'], 2],
+    [['link', 'no-such-vm'], 1],
+    [['link', 'appvm-lynx', '--attach', 'kvm'], 2],
+    [['link', 'appvm-lynx', '--mtu', 'big'], 1],
+    [['link', 'appvm-lynx', '--device-prefix', 'abcdefghij'], 2],
+    [['link'], 2],
+    [['unlink', 'never-linked'], 1],
+  ])('refuses %j with exit %i and one line', async (args, code) => {
+    const result = await world.link(args);
+    expect(result.code).toBe(code);
+    expect(result.stdout).toBe('');
+    oneLineError(result.stderr);
+  });
+
+  it('rolls back what a failed run created: devices gone, new id released', async () => {
+    const before = await devices(world.host);
+    const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
+    // The client side is attached to a QEMU whose QMP socket does not exist: hot-plug fails
+    // after the devices were made.
+    const result = await world.link(['link', 'appvm-20', '--attach', 'netns', '--attach', 'appvm-20=qemu', '--qmp-socket', '/nonexistent/{vm}.sock']);
+    expect(result.code).not.toBe(0);
+    oneLineError(result.stderr);
+    const after = await devices(world.host);
+    expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+    expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+    expect(stateBefore).not.toContain('appvm-20');
+    const namespaces = await world.host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' });
+    expect(namespaces.stdout).toContain(`${world.netnsPrefix}netvm`);
+  });
+});
+
+describeNetns('device names at the 15-byte boundary', () => {
+  let harness: Harness;
+  let world: LinkWorld;
+  beforeAll(async () => {
+    harness = createHarness('names');
+    world = await makeLinkWorld(harness);
+  });
+  afterAll(async () => {
+    await world?.dispose();
+    await harness?.cleanup();
+  });
+
+  it('makes real 15-byte devices with the longest prefix', async () => {
+    const result = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--device-prefix', 'abcdefghi', '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    const link = parseLink(result.stdout).links[0]!;
+    expect(Buffer.byteLength(link.bridge)).toBeLessThanOrEqual(15);
+    expect((await devices(world.host)).has(link.bridge)).toBe(true);
+  });
+});
+
