@@ -10,9 +10,11 @@
 // until forgotten, so a recorded pair always gets exactly its id back.
 //
 // File format (version 1), links sorted by id:
-//   {"version":1,"links":[{"client":"appvm-lynx","provider":"netvm","id":42310}]}
+//   {"version":1,"links":[{"client":"appvm-lynx","provider":"netvm","id":42310,
+//     "attached":{"client":"qemu","provider":"netns"}}]}   ("attached" only while linked)
 import { type ClientId, isClientId } from '../shared/client-id.js';
 import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../shared/scheme.js';
+import { ATTACH_MODES, type AttachMode } from './attach-mode.js';
 import { type VmName, isVmName, quoteName } from './vm-name.js';
 
 export const STATE_VERSION = 1;
@@ -22,8 +24,16 @@ export interface LinkPair {
   readonly provider: VmName;
 }
 
+/** How each side of a link was attached when its devices were made: what unlink must undo. */
+export interface LinkAttachment {
+  readonly client: AttachMode;
+  readonly provider: AttachMode;
+}
+
 export interface Link extends LinkPair {
   readonly id: ClientId;
+  /** Present while the link's devices exist (set by link, cleared by unlink). */
+  readonly attached?: LinkAttachment;
 }
 
 export interface LinkState {
@@ -146,9 +156,32 @@ export function forgetVm(state: LinkState, vm: VmName): { state: LinkState; forg
   return { state: withLinks(state.links.filter((link) => !forgotten.includes(link))), forgotten };
 }
 
+const isAttachMode = (value: unknown): value is AttachMode => ATTACH_MODES.some((mode) => mode === value);
+
+/** undefined when absent, null when malformed. */
+function parseAttachment(value: unknown): LinkAttachment | undefined | null {
+  if (value === undefined) return undefined;
+  if (!isRecord(value) || Object.keys(value).length !== 2) return null;
+  const { client, provider } = value;
+  return isAttachMode(client) && isAttachMode(provider) ? { client, provider } : null;
+}
+
+/** Record how a recorded link is attached now (undefined: its devices are gone). */
+export function setAttachment(state: LinkState, pair: LinkPair, attached: LinkAttachment | undefined): LinkState {
+  return withLinks(
+    state.links.map((link) => {
+      if (!samePair(link, pair)) return link;
+      const { attached: _previous, ...rest } = link;
+      return attached === undefined ? rest : { ...rest, attached };
+    }),
+  );
+}
+
 /** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
 export function serializeState(state: LinkState): string {
-  const links = withLinks(state.links).links.map(({ client, provider, id }) => `    ${JSON.stringify({ client, provider, id })}`);
+  const links = withLinks(state.links).links.map(
+    ({ client, provider, id, attached }) => `    ${JSON.stringify(attached === undefined ? { client, provider, id } : { client, provider, id, attached })}`,
+  );
   return `{\n  "version": ${STATE_VERSION},\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
 }
 
@@ -195,10 +228,15 @@ export function parseState(text: string, source: string): LinkState {
         problems.push(`${at} is not an object`);
         return;
       }
-      const extra = Object.keys(entry).filter((key) => key !== 'client' && key !== 'provider' && key !== 'id');
+      const extra = Object.keys(entry).filter((key) => key !== 'client' && key !== 'provider' && key !== 'id' && key !== 'attached');
       if (extra.length > 0) problems.push(`${at} has unknown key${extra.length === 1 ? '' : 's'} ${extra.map(quoteName).join(', ')}`);
       const { client, provider, id } = entry;
       let ok = true;
+      const attached = parseAttachment(entry['attached']);
+      if (attached === null) {
+        problems.push(`${at}.attached must be {"client": MODE, "provider": MODE} with MODE one of ${ATTACH_MODES.join(', ')}`);
+        ok = false;
+      }
       for (const [key, value] of [['client', client], ['provider', provider]] as const) {
         if (typeof value !== 'string' || !isVmName(value)) {
           problems.push(`${at}.${key} is not a VM name: ${JSON.stringify(value) ?? 'missing'}`);
@@ -213,7 +251,10 @@ export function parseState(text: string, source: string): LinkState {
         problems.push(`${at} links ${String(client)} to itself`);
         ok = false;
       }
-      if (ok) links.push({ client: client as VmName, provider: provider as VmName, id: id as ClientId });
+      if (ok) {
+        const link: Link = { client: client as VmName, provider: provider as VmName, id: id as ClientId };
+        links.push(attached === undefined || attached === null ? link : { ...link, attached });
+      }
     });
   }
   if (problems.length > 0) {

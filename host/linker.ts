@@ -8,7 +8,17 @@ import { readConfigDir } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, planDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
 import { applyDevicePlan, observeDevices, removeDevices, undoDevicePlan } from './ip-devices.js';
-import { type Link, type LinkState, allocateLinks, forgetLink, linksOfClient, linksOfProvider } from './link-state.js';
+import {
+  type Link,
+  type LinkAttachment,
+  type LinkState,
+  allocateLinks,
+  forgetLink,
+  linksOfClient,
+  linksOfProvider,
+  serializeState,
+  setAttachment,
+} from './link-state.js';
 import { loadState, saveState, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -80,7 +90,15 @@ export function checkMtu(mtu: number): number {
   return mtu;
 }
 
-export function linkReport(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): LinkReport {
+/**
+ * A link as reported. Attach modes: those recorded when its devices were made (what exists),
+ * else those the options ask for (what link will make).
+ */
+export function linkReport(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>, use: 'recorded' | 'desired' = 'recorded'): LinkReport {
+  const attached: LinkAttachment =
+    use === 'recorded' && link.attached !== undefined
+      ? link.attached
+      : { client: attachModeOf(options.attach, link.client), provider: attachModeOf(options.attach, link.provider) };
   const addresses = linkAddressesOf(link.id);
   const names = linkDeviceNames(options.devicePrefix, link.id);
   return {
@@ -93,8 +111,8 @@ export function linkReport(link: Link, options: Pick<LinkerOptions, 'devicePrefi
     bridge: names.bridge,
     clientDevice: names.client,
     providerDevice: names.provider,
-    clientAttach: attachModeOf(options.attach, link.client),
-    providerAttach: attachModeOf(options.attach, link.provider),
+    clientAttach: attached.client,
+    providerAttach: attached.provider,
   };
 }
 
@@ -163,16 +181,24 @@ export async function linkVms(names: readonly string[], options: LinkerOptions):
     for (const vm of wanted) {
       const allocation = allocateLinks(state, vm.name, vm.providers);
       state = allocation.state;
-      byVm.set(vm.name, allocation.links.map((link) => linkReport(link, options)));
+      byVm.set(vm.name, allocation.links.map((link) => linkReport(link, options, 'desired')));
     }
+    // Ids are recorded before any device exists, so a crash leaves devices that gc can attribute.
     if (state !== before) await saveState(options.stateDir, state);
+    const reports = [...byVm.values()].flat();
     try {
-      await realise([...byVm.values()].flat(), options);
+      await realise(reports, options);
     } catch (error) {
       // Ids this run allocated go back; ids the pairs already had stay theirs.
       if (state !== before) await saveState(options.stateDir, before);
       throw error;
     }
+    let attachedState = state;
+    for (const report of reports) {
+      const pair = { client: vmName(report.vm), provider: vmName(report.provider) };
+      attachedState = setAttachment(attachedState, pair, { client: report.clientAttach, provider: report.providerAttach });
+    }
+    if (serializeState(attachedState) !== serializeState(state)) await saveState(options.stateDir, attachedState);
     return byVm;
   });
 }
@@ -194,11 +220,9 @@ export async function unlinkVm(name: string, forget: boolean, options: LinkerOpt
       for (const target of vmmNics(report)) await options.vmm.detach(target.kind, target.vm, target.nic);
     }
     await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
-    if (forget) {
-      let next = state;
-      for (const link of links) next = forgetLink(next, link).state;
-      await saveState(options.stateDir, next);
-    }
+    let next = state;
+    for (const link of links) next = forget ? forgetLink(next, link).state : setAttachment(next, link, undefined);
+    if (serializeState(next) !== serializeState(state)) await saveState(options.stateDir, next);
     return reports;
   });
 }

@@ -94,6 +94,8 @@ describeNetns('spectrum-link link --attach netns', () => {
     const first = parseLink((await world.link(['link', 'appvm-catgirl', '--attach', 'netns', '--json'])).stdout).links[0]!;
     const unlinked = await world.link(['unlink', 'appvm-catgirl']);
     expect(unlinked.code).toBe(0);
+    const shown = JSON.parse((await world.link(['show', 'appvm-catgirl', '--json'])).stdout) as { id: number; present: boolean }[];
+    expect(shown).toEqual([expect.objectContaining({ id: first.id, present: false })]);
     expect((await devices(world.host)).has(first.bridge)).toBe(false);
     const again = parseLink((await world.link(['link', 'appvm-catgirl', '--attach', 'netns', '--json'])).stdout).links[0]!;
     expect(again.id).toBe(first.id);
@@ -110,8 +112,9 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(new Set(ids).size).toBe(20);
     const host = await devices(world.host);
     for (const id of ids) expect(host.get(`snb${id}`)?.linkinfo?.info_kind).toBe('bridge');
-    const list = JSON.parse((await world.link(['list', '--json'])).stdout) as { vm: string; present: boolean }[];
-    expect(list.filter((entry) => vms.includes(entry.vm) && entry.present)).toHaveLength(20);
+    // list runs without --attach: the modes shown are those recorded when the links were made.
+    const list = JSON.parse((await world.link(['list', '--json'])).stdout) as { vm: string; present: boolean; clientAttach: string }[];
+    expect(list.filter((entry) => vms.includes(entry.vm) && entry.present && entry.clientAttach === 'netns')).toHaveLength(20);
   });
 
   it('gc removes devices with the prefix that no recorded link owns, and nothing else', async () => {

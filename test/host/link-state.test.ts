@@ -18,6 +18,7 @@ import {
   parseState,
   preferredId,
   serializeState,
+  setAttachment,
 } from '../../host/link-state.js';
 import { vmName } from '../../host/vm-name.js';
 
@@ -213,5 +214,21 @@ describe('parseState', () => {
         }
       }),
     );
+  });
+});
+
+describe('recorded attachment', () => {
+  it('round-trips through the file and is cleared by setAttachment(undefined)', () => {
+    const pair = { client: vmName('appvm-lynx'), provider: vmName('netvm') };
+    const linked = allocateLink(emptyState(), pair).state;
+    const attached = setAttachment(linked, pair, { client: 'qemu', provider: 'netns' });
+    const reread = parseState(serializeState(attached), 'test');
+    expect(reread.links[0]?.attached).toEqual({ client: 'qemu', provider: 'netns' });
+    expect(setAttachment(reread, pair, undefined).links[0]).not.toHaveProperty('attached');
+  });
+
+  it('refuses a malformed attachment', () => {
+    const text = '{"version":1,"links":[{"client":"a","provider":"b","id":5,"attached":{"client":"kvm","provider":"netns"}}]}';
+    expect(() => parseState(text, 'test')).toThrow(expect.objectContaining({ kind: 'bad-schema' }));
   });
 });
