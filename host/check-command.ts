@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type ConfigProblem, checkVm, configDirFrom } from './config.js';
-import { readConfigDir } from './config-reader.js';
+import { readConfigVms } from './config-reader.js';
 import { isVmName, vmName } from './vm-name.js';
 
 /** The result of checking one VM: the JSON contract of `check --json`. */
@@ -26,7 +26,7 @@ export function formatCheckText(report: CheckReport): string {
 /** Check one VM directory (and its provider chain) and report. Only reads the file system. */
 export async function checkReport(configDir: string, name: string): Promise<CheckReport> {
   const vm = vmName(name);
-  const snapshot = await readConfigDir(configDir);
+  const snapshot = await readConfigVms(configDir, [vm]);
   const problems = checkVm(snapshot, vm);
   const dir = snapshot.vms.get(vm);
   const providers =

@@ -80,13 +80,14 @@ async function readVmDir(root: string, name: VmName): Promise<VmDir> {
   return { name, location: 'directory', kernel, blk, providers };
 }
 
-/** Read every VM directory of a config dir. Fails only when the config dir itself is unusable. */
-export async function readConfigDir(dir: string): Promise<ConfigSnapshot> {
-  let root: string;
-  let names: string[];
+async function configRoot(dir: string, list: boolean): Promise<{ root: string; names: string[] }> {
   try {
-    root = await realpath(dir);
-    names = await readdir(root);
+    const root = await realpath(dir);
+    if (!list) {
+      if (!(await stat(root)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+      return { root, names: [] };
+    }
+    return { root, names: await readdir(root) };
   } catch (error) {
     const code = codeOf(error);
     if (code === 'ENOENT') {
@@ -95,9 +96,40 @@ export async function readConfigDir(dir: string): Promise<ConfigSnapshot> {
     if (code === 'ENOTDIR') throw new ConfigError('config-dir-not-a-directory', `config dir ${dir} is not a directory; it must hold one directory per VM`);
     throw new ConfigError('config-dir-unreadable', `config dir ${dir} cannot be read (${reasonOf(error)}); check its permissions`);
   }
+}
+
+/** Read every VM directory of a config dir. Fails only when the config dir itself is unusable. */
+export async function readConfigDir(dir: string): Promise<ConfigSnapshot> {
+  const { root, names } = await configRoot(dir, true);
   const vms = new Map<VmName, VmDir>();
   for (const vm of await Promise.all(names.filter(isVmName).sort().map((name) => readVmDir(root, name)))) {
     vms.set(vm.name, vm);
   }
   return { dir: root, vms };
+}
+
+/**
+ * Read only the given VMs and every VM they reach through their providers: all that checking or
+ * linking them needs, at a cost independent of how many other VMs the config dir holds.
+ */
+export async function readConfigVms(dir: string, roots: readonly VmName[]): Promise<ConfigSnapshot> {
+  const { root } = await configRoot(dir, false);
+  const vms = new Map<VmName, VmDir>();
+  let frontier = [...new Set(roots)];
+  while (frontier.length > 0) {
+    const read = await Promise.all(frontier.map((name) => readVmDir(root, name)));
+    const next = new Set<VmName>();
+    for (const vm of read) {
+      if (vm.location === 'dangling-symlink' && vm.reason === undefined) {
+        // readVmDir reports a missing entry as a dangling symlink; a missing VM is simply absent.
+        const exists = await lstat(join(root, vm.name)).then(() => true, () => false);
+        if (!exists) continue;
+      }
+      vms.set(vm.name, vm);
+      if (vm.location !== 'directory' || vm.providers.state !== 'directory') continue;
+      for (const entry of vm.providers.entries) if (isVmName(entry.name) && !vms.has(entry.name)) next.add(entry.name);
+    }
+    frontier = [...next].filter((name) => !vms.has(name));
+  }
+  return { dir: root, vms: new Map([...vms].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) };
 }

@@ -4,7 +4,7 @@
 import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
 import { requireValidVm } from './config.js';
-import { readConfigDir } from './config-reader.js';
+import { readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, planDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
 import { applyDevicePlan, observeDevices, removeDevices, undoDevicePlan } from './ip-devices.js';
@@ -172,7 +172,7 @@ async function realise(reports: readonly LinkReport[], options: LinkerOptions): 
  */
 export async function linkVms(names: readonly string[], options: LinkerOptions): Promise<Map<VmName, LinkReport[]>> {
   const vms = names.map(vmName);
-  const snapshot = await readConfigDir(options.configDir);
+  const snapshot = await readConfigVms(options.configDir, vms);
   const wanted = vms.map((vm) => requireValidVm(snapshot, vm));
   return withStateLock(options.stateDir, async () => {
     const before = await loadState(options.stateDir);

@@ -1,11 +1,21 @@
-import { IPv4 } from 'ip-num';
+import { createRequire } from 'node:module';
+import type { IPv4 } from 'ip-num';
 import { AddressError, quoteInput } from './address-error.js';
 import { type ClientId, isClientId } from './client-id.js';
 import { CLIENT_ID_MAX, CLIENT_ID_MIN, CLIENT_NETWORK, CLIENT_NETWORK_BASE } from './scheme.js';
 
+// ip-num takes ~130 ms to load, more than a whole `spectrum-link link` should; it is loaded on
+// first use, which only parsing IPv4 text or asking for an IPv4 value needs.
+const require = createRequire(import.meta.url);
+let ipNum: typeof import('ip-num') | undefined;
+function ipv4Class(): typeof IPv4 {
+  ipNum ??= require('ip-num') as typeof import('ip-num');
+  return ipNum.IPv4;
+}
+
 /** The client IPv4 address for an id: 100.64.<id high octet>.<id low octet>. */
 export function clientIpOf(id: ClientId): IPv4 {
-  return IPv4.fromNumber(BigInt(CLIENT_NETWORK_BASE + id));
+  return ipv4Class().fromNumber(BigInt(CLIENT_NETWORK_BASE + id));
 }
 
 /**
@@ -35,7 +45,7 @@ export function idOfClientIp(ip: IPv4): ClientId {
 export function parseClientIp(text: string): ClientId {
   let ip: IPv4;
   try {
-    ip = IPv4.fromString(text);
+    ip = ipv4Class().fromString(text);
   } catch {
     throw new AddressError('ip-syntax', `${quoteInput(text)} is not an IPv4 address: expected four decimal octets like 100.64.165.70`);
   }

@@ -1,6 +1,9 @@
-import { Writable } from 'node:stream';
+import { createRequire } from 'node:module';
+import type { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
-import pinoPretty from 'pino-pretty';
+
+// pino-pretty is only for people at a terminal; loading it costs start-up time everywhere else.
+const require = createRequire(import.meta.url);
 
 export type { Logger };
 
@@ -17,6 +20,7 @@ export function logLevel(fallback: string, env: Readonly<Record<string, string |
 export function createLogger(name: string, options: { json?: boolean; level?: string } = {}): Logger {
   const level = options.level ?? logLevel('warn');
   if (options.json === true || !process.stderr.isTTY) return pino({ name, level }, pino.destination({ fd: 2, sync: true }));
+  const pinoPretty = require('pino-pretty') as typeof import('pino-pretty');
   const pretty: Writable = pinoPretty({ destination: 2, sync: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' });
   return pino({ name, level }, pretty);
 }
