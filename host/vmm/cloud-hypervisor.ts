@@ -1,0 +1,311 @@
+// cloud-hypervisor's REST API over its `--api-socket` Unix socket: NIC hot-plug and removal.
+// Spec: networking-facts.md section 2; the OpenAPI document is cloud-hypervisor's
+// vmm/src/api/openapi/cloud-hypervisor.yaml. Every documented status of the two endpoints has
+// its own outcome; anything else is a protocol error. The tap is passed by name: the tap must
+// exist in cloud-hypervisor's network namespace (cloud-hypervisor opens it, leaves its addresses
+// alone). Passing the tap as a file descriptor (SCM_RIGHTS) is not done here.
+import { request } from 'node:http';
+import { parseMacOctets } from '../../shared/link-mac.js';
+import { type VmmNic, vmmNic } from './nic.js';
+
+export type CloudHypervisorErrorKind =
+  /** The API socket could not be opened. */
+  | 'connect'
+  /** No complete answer within the time given. */
+  | 'timeout'
+  /** An answer the API does not document: status, body or size. */
+  | 'protocol'
+  /** 400: cloud-hypervisor found the NIC configuration invalid (e.g. the tap cannot be opened). */
+  | 'invalid-config'
+  /** 404 (and vm.info 404): there is no VM yet (`vm.create` not done) behind this socket. */
+  | 'vm-not-created'
+  /** 409 for a device that is not this NIC, or a NIC with this id and another MAC or tap. */
+  | 'conflict'
+  /** 500, or a removal cloud-hypervisor denies knowing about while still listing the NIC. */
+  | 'failed';
+
+export class CloudHypervisorError extends Error {
+  override readonly name = 'CloudHypervisorError';
+  constructor(
+    readonly kind: CloudHypervisorErrorKind,
+    message: string,
+    /** HTTP status, when the error is an answer. */
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface CloudHypervisorOptions {
+  /** Bound on each request, from connecting to the end of the answer. */
+  readonly timeoutMs: number;
+}
+
+export type ChAttachResult =
+  /** 200: hot-added to the running VM, at this PCI address (segment:bus:device.function). */
+  | { readonly outcome: 'hot-added'; readonly bdf: string }
+  /** 204: added to the configuration of a VM that is created but not booted. */
+  | { readonly outcome: 'cold-added' }
+  /** 409, and vm.info shows a NIC with this id, MAC and tap: nothing was changed. */
+  | { readonly outcome: 'already-attached' };
+
+export interface ChDetachResult {
+  /** True if the VM had no device with this id: nothing was removed. */
+  readonly alreadyDetached: boolean;
+}
+
+/** Largest answer body accepted; vm.info of a big VM is a few tens of KiB. */
+export const CH_MAX_BODY = 1024 * 1024;
+
+const API = '/api/v1';
+
+interface Answer {
+  readonly status: number;
+  readonly body: string;
+}
+
+type JsonObject = Record<string, unknown>;
+
+const record = (value: unknown): JsonObject | null =>
+  typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as JsonObject) : null;
+
+/** cloud-hypervisor's error bodies are plain text; keep one bounded line for a message. */
+function excerpt(body: string): string {
+  const line = body.replace(/\s+/g, ' ').trim();
+  if (line === '') return '(no details given)';
+  return JSON.stringify(line.length > 300 ? `${line.slice(0, 300)}…` : line);
+}
+
+function connectError(socketPath: string, error: NodeJS.ErrnoException): CloudHypervisorError {
+  const why =
+    error.code === 'ENOENT'
+      ? 'no such socket: is cloud-hypervisor running with --api-socket at this path?'
+      : error.code === 'ECONNREFUSED'
+        ? 'connection refused: nothing listens there; cloud-hypervisor may have exited and left the socket file behind'
+        : error.code === 'EACCES'
+          ? 'permission denied: run as a user that may open the socket'
+          : error.code === 'ENOTSOCK'
+            ? 'not a socket: check the path'
+            : error.message;
+  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${why}`);
+}
+
+/** One request on its own connection (no keep-alive), bounded in time and size; always closed. */
+function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body: unknown, timeoutMs: number): Promise<Answer> {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const settle = (error: CloudHypervisorError | undefined, answer?: Answer): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.destroy();
+      if (error !== undefined) reject(error);
+      else if (answer !== undefined) resolve(answer);
+    };
+    const req = request(
+      {
+        socketPath,
+        method,
+        path: `${API}/${endpoint}`,
+        agent: false,
+        headers: {
+          Host: 'localhost',
+          Accept: 'application/json',
+          ...(payload === undefined
+            ? {}
+            : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) }),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > CH_MAX_BODY) {
+            settle(new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} answered more than ${CH_MAX_BODY} bytes: is this a cloud-hypervisor API socket?`));
+          } else chunks.push(chunk);
+        });
+        res.on('end', () => settle(undefined, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', (error: Error) =>
+          settle(new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint}: answer broken off: ${error.message}`)),
+        );
+      },
+    );
+    const timer = setTimeout(
+      () =>
+        settle(
+          new CloudHypervisorError(
+            'timeout',
+            `cloud-hypervisor at ${socketPath}: no answer to ${method} ${endpoint} within ${timeoutMs} ms: is the VMM hung, or busy with another request?`,
+          ),
+        ),
+      timeoutMs,
+    );
+    let connected = false;
+    req.on('socket', (socket) => socket.once('connect', () => (connected = true)));
+    req.on('error', (error: NodeJS.ErrnoException) => {
+      if (settled) return;
+      settle(
+        connected
+          ? new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} failed: ${error.message}: is this a cloud-hypervisor API socket?`)
+          : connectError(socketPath, error),
+      );
+    });
+    req.end(payload);
+  });
+}
+
+function parseJson(answer: Answer, what: string, socketPath: string): unknown {
+  try {
+    return JSON.parse(answer.body);
+  } catch {
+    throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${what} answered ${answer.status} with a body that is not JSON: ${excerpt(answer.body)}`, answer.status);
+  }
+}
+
+// PciBdf's Display in cloud-hypervisor: "{:04x}:{:02x}:{:02x}.{:01x}".
+const BDF = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$/i;
+
+function sameMac(a: string, b: string): boolean {
+  try {
+    const x = parseMacOctets(a);
+    const y = parseMacOctets(b);
+    return x.every((octet, i) => octet === y[i]);
+  } catch {
+    return false;
+  }
+}
+
+/** What vm.info says about the VM's NICs and devices, or null if no VM is created (404). */
+interface VmDevices {
+  readonly state: string;
+  /** `config.net[]`: NICs as configured, hot-added ones included. */
+  readonly nets: ReadonlyArray<{ readonly id: string | undefined; readonly mac: string | undefined; readonly tap: string | undefined }>;
+  /** Ids of the device tree, if given. */
+  readonly deviceIds: ReadonlySet<string>;
+}
+
+async function vmDevices(socketPath: string, timeoutMs: number): Promise<VmDevices | null> {
+  const answer = await call(socketPath, 'GET', 'vm.info', undefined, timeoutMs);
+  if (answer.status === 404) return null;
+  if (answer.status !== 200) {
+    throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.info answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
+  }
+  const info = record(parseJson(answer, 'vm.info', socketPath));
+  const config = record(info?.config);
+  const state = info?.state;
+  if (info === null || config === null || typeof state !== 'string') {
+    throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.info is not a VmInfo (it needs config and state)`);
+  }
+  const net = config.net ?? [];
+  if (!Array.isArray(net)) throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.info config.net is not a list`);
+  const text = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
+  const nets = net.map((entry: unknown) => {
+    const nic = record(entry);
+    return { id: text(nic?.id), mac: text(nic?.mac), tap: text(nic?.tap) };
+  });
+  const tree = record(info.device_tree);
+  return { state, nets, deviceIds: new Set(tree === null ? [] : Object.keys(tree)) };
+}
+
+function notCreated(socketPath: string, what: string, status: number): CloudHypervisorError {
+  return new CloudHypervisorError(
+    'vm-not-created',
+    `cloud-hypervisor at ${socketPath} has no VM to ${what}: the VM is not created yet (vm.create); is this the right VM's API socket?`,
+    status,
+  );
+}
+
+/**
+ * Add the NIC to the VM: `PUT vm.add-net {tap, mac, id}`. Hot-adds to a running VM (200) or adds
+ * to a created one (204). Idempotent: if the id is taken (409) by a NIC with the same MAC and tap,
+ * per vm.info, that is the result 'already-attached'; any other holder of the id is a conflict.
+ */
+export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions): Promise<ChAttachResult> {
+  const { id, tap, mac } = vmmNic(nic);
+  const answer = await call(socketPath, 'PUT', 'vm.add-net', { tap, mac, id }, options.timeoutMs);
+  switch (answer.status) {
+    case 200: {
+      const info = record(parseJson(answer, 'vm.add-net', socketPath));
+      const bdf = info?.bdf;
+      if (info === null || typeof info.id !== 'string' || typeof bdf !== 'string' || !BDF.test(bdf)) {
+        throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered 200 without a valid PciDeviceInfo {id, bdf}: ${excerpt(answer.body)}`, 200);
+      }
+      if (info.id !== id) {
+        throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net added device ${JSON.stringify(info.id)}, but NIC ${id} was asked for`, 200);
+      }
+      return { outcome: 'hot-added', bdf };
+    }
+    case 204:
+      return { outcome: 'cold-added' };
+    case 400:
+      throw new CloudHypervisorError(
+        'invalid-config',
+        `cloud-hypervisor at ${socketPath} refused NIC ${id} (tap ${tap}, MAC ${mac}) as invalid: ${excerpt(answer.body)}: does tap ${tap} exist in the VMM's network namespace, and is it free?`,
+        400,
+      );
+    case 404:
+      throw notCreated(socketPath, `add NIC ${id} to`, 404);
+    case 409: {
+      const devices = await vmDevices(socketPath, options.timeoutMs);
+      if (devices === null) throw notCreated(socketPath, `add NIC ${id} to`, 404);
+      const held = devices.nets.find((net) => net.id === id);
+      if (held === undefined) {
+        throw new CloudHypervisorError('conflict', `cloud-hypervisor at ${socketPath}: device id ${id} is taken by a device that is not a NIC: remove it or choose another NIC id`, 409);
+      }
+      if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
+        throw new CloudHypervisorError(
+          'conflict',
+          `cloud-hypervisor at ${socketPath} already has NIC ${id} with MAC ${held.mac ?? '(none)'} on tap ${held.tap ?? '(none)'}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
+          409,
+        );
+      }
+      return { outcome: 'already-attached' };
+    }
+    case 500:
+      throw new CloudHypervisorError('failed', `cloud-hypervisor at ${socketPath} failed to add NIC ${id} (tap ${tap}): ${excerpt(answer.body)}: see the VMM's log`, 500);
+    default:
+      throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
+  }
+}
+
+/**
+ * Remove the NIC from the VM: `PUT vm.remove-device {id}`. Checks vm.info first so that a device
+ * with this id that is not this NIC (other MAC or tap, or not a NIC) is never removed. A NIC the
+ * VM does not have is not an error: `alreadyDetached: true`.
+ */
+export async function chDetach(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions): Promise<ChDetachResult> {
+  const { id, tap, mac } = vmmNic(nic);
+  const before = await vmDevices(socketPath, options.timeoutMs);
+  if (before === null) throw notCreated(socketPath, `remove NIC ${id} from`, 404);
+  const held = before.nets.find((net) => net.id === id);
+  if (held === undefined) {
+    if (before.deviceIds.has(id)) {
+      throw new CloudHypervisorError('conflict', `cloud-hypervisor at ${socketPath}: device ${id} is not a NIC: not removing it; is the NIC id right?`);
+    }
+    return { alreadyDetached: true };
+  }
+  if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
+    throw new CloudHypervisorError(
+      'conflict',
+      `cloud-hypervisor at ${socketPath}: NIC ${id} has MAC ${held.mac ?? '(none)'} on tap ${held.tap ?? '(none)'}, not ${mac} on ${tap}: not removing another link's NIC; is the link state stale?`,
+    );
+  }
+  const answer = await call(socketPath, 'PUT', 'vm.remove-device', { id }, options.timeoutMs);
+  switch (answer.status) {
+    case 204:
+      return { alreadyDetached: false };
+    case 404: {
+      // The VM is gone, or the id is unknown (removed in between): ask which.
+      const after = await vmDevices(socketPath, options.timeoutMs);
+      if (after === null) throw notCreated(socketPath, `remove NIC ${id} from`, 404);
+      if (after.nets.some((net) => net.id === id)) {
+        throw new CloudHypervisorError('failed', `cloud-hypervisor at ${socketPath} says it has no device ${id}, but vm.info still lists NIC ${id}: see the VMM's log`, 404);
+      }
+      return { alreadyDetached: true };
+    }
+    default:
+      throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.remove-device answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
+  }
+}

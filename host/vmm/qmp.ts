@@ -1,0 +1,578 @@
+// QEMU Machine Protocol client over QEMU's Unix socket (`-qmp unix:PATH,server=on,wait=off`),
+// and NIC hot-plug on top of it. Spec: networking-facts.md section 3; measured-facts.md
+// "QEMU QMP hot-plug".
+//
+// Wire format: one JSON object per line, lines end CRLF (QEMU accepts LF). Replies carry the id
+// of their command; events carry no id and may arrive at any time, also between a command and
+// its reply. QEMU serves one QMP client at a time: while another client is connected, the
+// greeting does not come, which the connect timeout turns into a clear error.
+import { type Socket, createConnection } from 'node:net';
+import { parseMacOctets } from '../../shared/link-mac.js';
+import { type VmmNic, qemuNetdevId, vmmNic } from './nic.js';
+
+export type QmpErrorKind =
+  /** The socket could not be opened (missing, refused, permission). */
+  | 'connect'
+  /** No greeting, reply or event within the time given. */
+  | 'timeout'
+  /** The peer does not speak QMP: not JSON, not an object, a line over the limit, no greeting. */
+  | 'protocol'
+  /** QEMU refused a command; `qmpClass` and `desc` are QEMU's. */
+  | 'command'
+  /** The connection was closed (by us or by QEMU) before the answer came. */
+  | 'closed'
+  /** A device with the NIC's id exists but is not this NIC (other MAC, driver or netdev). */
+  | 'conflict'
+  /** A device with the NIC's id exists but lost its netdev: an unplug the guest never acknowledged. */
+  | 'unplug-pending';
+
+export class QmpError extends Error {
+  override readonly name = 'QmpError';
+  constructor(
+    readonly kind: QmpErrorKind,
+    message: string,
+    /** For kind 'command': QEMU's error class (e.g. GenericError, DeviceNotFound) and description. */
+    readonly qmpClass?: string,
+    readonly desc?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Longest line accepted from QEMU, in bytes; a peer that sends more is not QMP. */
+export const QMP_MAX_LINE = 1024 * 1024;
+/** Events kept for waitForEvent; the oldest are dropped beyond this. */
+export const QMP_MAX_BUFFERED_EVENTS = 1000;
+
+export interface QmpGreeting {
+  readonly version: unknown;
+  readonly capabilities: readonly string[];
+}
+
+export interface QmpEvent {
+  readonly event: string;
+  readonly data: Readonly<Record<string, unknown>>;
+  readonly timestamp?: { readonly seconds: number; readonly microseconds: number };
+}
+
+export interface QmpConnectOptions {
+  /** Bound on connecting, the greeting and capability negotiation together. */
+  readonly timeoutMs: number;
+  /** Bound on each later command unless execute() is given its own; default timeoutMs. */
+  readonly commandTimeoutMs?: number;
+}
+
+type JsonObject = Record<string, unknown>;
+
+const record = (value: unknown): JsonObject | null =>
+  typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as JsonObject) : null;
+
+/** Quote text from the peer for a message: bounded, control characters escaped. */
+function quote(text: string, max = 120): string {
+  return JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
+}
+
+interface Pending {
+  readonly command: string;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: QmpError) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+interface EventWaiter {
+  readonly name: string;
+  readonly predicate: (event: QmpEvent) => boolean;
+  readonly resolve: (event: QmpEvent) => void;
+  readonly reject: (error: QmpError) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/**
+ * One QMP session. Owns its socket: close() it when done (also after errors). Any protocol
+ * violation or socket failure ends the session and fails everything waiting on it.
+ */
+export class QmpClient {
+  private readonly chunks: Buffer[] = [];
+  private chunkBytes = 0;
+  private nextId = 1;
+  private readonly pending = new Map<string, Pending>();
+  private readonly waiters = new Set<EventWaiter>();
+  private readonly buffered: QmpEvent[] = [];
+  private readonly listeners = new Set<(event: QmpEvent) => void>();
+  private failure: QmpError | undefined;
+  private greetingWaiter: { resolve: (greeting: QmpGreeting) => void; reject: (error: QmpError) => void } | undefined;
+  private greetingValue: QmpGreeting | undefined;
+  private readonly connected: Promise<void>;
+  private connectWaiter: ((error: QmpError) => void) | undefined;
+  private everConnected = false;
+  private readonly greeting: Promise<QmpGreeting>;
+
+  private constructor(
+    private readonly socket: Socket,
+    private readonly path: string,
+    private readonly commandTimeoutMs: number,
+  ) {
+    this.greeting = new Promise((resolve, reject) => {
+      this.greetingWaiter = { resolve, reject };
+    });
+    this.connected = new Promise((resolve, reject) => {
+      socket.once('connect', () => {
+        this.everConnected = true;
+        resolve();
+      });
+      this.connectWaiter = reject;
+    });
+    // Both are awaited by connect() only when it gets there; until then, no unhandled rejection.
+    this.greeting.catch(() => undefined);
+    this.connected.catch(() => undefined);
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('error', (error: NodeJS.ErrnoException) =>
+      this.fail(
+        this.everConnected
+          ? new QmpError('closed', `QMP socket ${path}: connection failed: ${error.message}`)
+          : connectError(path, error),
+      ),
+    );
+    socket.on('close', () => this.fail(new QmpError('closed', `QMP socket ${path}: QEMU closed the connection: did it exit?`)));
+  }
+
+  /** Connect, read the greeting and leave capability negotiation mode; bounded by timeoutMs. */
+  static async connect(path: string, options: QmpConnectOptions): Promise<QmpClient> {
+    const { timeoutMs } = options;
+    const client = new QmpClient(createConnection({ path }), path, options.commandTimeoutMs ?? timeoutMs);
+    let phase = 'connecting to';
+    const timer = setTimeout(() => {
+      const hint =
+        phase === 'connecting to'
+          ? 'is QEMU running and is its -qmp socket at this path?'
+          : 'QEMU serves one QMP client at a time: is another client (e.g. a management tool) connected to this socket?';
+      client.fail(new QmpError('timeout', `QMP socket ${path}: no answer within ${timeoutMs} ms while ${phase} it: ${hint}`));
+    }, timeoutMs);
+    try {
+      await client.connected;
+      phase = 'waiting for the greeting from';
+      client.greetingValue = await client.greeting;
+      phase = 'negotiating capabilities with';
+      await client.execute('qmp_capabilities', undefined, { timeoutMs });
+      return client;
+    } catch (error) {
+      client.close();
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The server's greeting, as received. */
+  get serverGreeting(): QmpGreeting | undefined {
+    return this.greetingValue;
+  }
+
+  /** Run one command; resolves with its `return` value, rejects with kind 'command' on an error reply. */
+  execute(command: string, args?: JsonObject, options: { timeoutMs?: number } = {}): Promise<unknown> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    const id = `sn-${this.nextId++}`;
+    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
+    const message: JsonObject = { execute: command, id };
+    if (args !== undefined) message.arguments = args;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new QmpError('timeout', `QMP socket ${this.path}: no reply to ${command} within ${timeoutMs} ms: is QEMU hung or overloaded?`));
+      }, timeoutMs);
+      this.pending.set(id, { command, resolve, reject, timer });
+      this.socket.write(`${JSON.stringify(message)}\r\n`);
+    });
+  }
+
+  /** Events received and not yet taken by waitForEvent, oldest first. */
+  get events(): readonly QmpEvent[] {
+    return this.buffered;
+  }
+
+  /** Observe every event as it arrives; returns the function that stops observing. */
+  onEvent(listener: (event: QmpEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * The first event with this name that satisfies predicate: taken from the buffer if it already
+   * came, else awaited for at most timeoutMs (then kind 'timeout').
+   */
+  waitForEvent(name: string, predicate: (event: QmpEvent) => boolean, timeoutMs: number): Promise<QmpEvent> {
+    const index = this.buffered.findIndex((event) => event.event === name && predicate(event));
+    const found = this.buffered[index];
+    if (found !== undefined) {
+      this.buffered.splice(index, 1);
+      return Promise.resolve(found);
+    }
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      const waiter: EventWaiter = {
+        name,
+        predicate,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters.delete(waiter);
+          reject(new QmpError('timeout', `QMP socket ${this.path}: no ${name} event within ${timeoutMs} ms`));
+        }, timeoutMs),
+      };
+      this.waiters.add(waiter);
+    });
+  }
+
+  /** End the session and release the socket; everything still waiting fails with kind 'closed'. */
+  close(): void {
+    this.fail(new QmpError('closed', `QMP socket ${this.path}: the connection was closed before QEMU answered`));
+  }
+
+  private receive(chunk: Buffer): void {
+    let start = 0;
+    for (let newline = chunk.indexOf(0x0a); newline !== -1; newline = chunk.indexOf(0x0a, start)) {
+      const part = chunk.subarray(start, newline);
+      const line = this.chunkBytes === 0 ? part : Buffer.concat([...this.chunks, part]);
+      this.chunks.length = 0;
+      this.chunkBytes = 0;
+      start = newline + 1;
+      if (line.length > QMP_MAX_LINE) return this.tooLong();
+      this.handleLine(line.toString('utf8').replace(/\r$/, ''));
+      if (this.failure !== undefined) return;
+    }
+    if (start < chunk.length) {
+      this.chunks.push(chunk.subarray(start));
+      this.chunkBytes += chunk.length - start;
+      if (this.chunkBytes > QMP_MAX_LINE) this.tooLong();
+    }
+  }
+
+  private tooLong(): void {
+    this.fail(new QmpError('protocol', `QMP socket ${this.path}: the peer sent a line over ${QMP_MAX_LINE} bytes: is this a QEMU QMP socket?`));
+  }
+
+  private handleLine(line: string): void {
+    if (line.trim() === '') return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      return this.fail(new QmpError('protocol', `QMP socket ${this.path}: the peer sent a line that is not JSON (${quote(line)}): is this a QEMU QMP socket?`));
+    }
+    const message = record(parsed);
+    if (message === null) {
+      return this.fail(new QmpError('protocol', `QMP socket ${this.path}: the peer sent JSON that is not an object (${quote(line)})`));
+    }
+    if (this.greetingWaiter !== undefined) return this.handleGreeting(message, line);
+    if (typeof message.event === 'string') return this.handleEvent(message);
+    if ('return' in message || 'error' in message) return this.handleReply(message, line);
+    this.fail(new QmpError('protocol', `QMP socket ${this.path}: unexpected message ${quote(line)}`));
+  }
+
+  private handleGreeting(message: JsonObject, line: string): void {
+    const qmp = record(message.QMP);
+    const capabilities = qmp === null ? null : qmp.capabilities;
+    if (qmp === null || !Array.isArray(capabilities) || !capabilities.every((c): c is string => typeof c === 'string')) {
+      // fail() rejects the greeting waiter, so connect() ends at once.
+      return this.fail(new QmpError('protocol', `QMP socket ${this.path}: expected the QMP greeting, got ${quote(line)}: is this a QEMU QMP socket?`));
+    }
+    const waiter = this.greetingWaiter;
+    this.greetingWaiter = undefined;
+    waiter?.resolve({ version: qmp.version, capabilities });
+  }
+
+  private handleEvent(message: JsonObject): void {
+    const timestamp = record(message.timestamp);
+    const seconds = timestamp?.seconds;
+    const microseconds = timestamp?.microseconds;
+    const event: QmpEvent = {
+      event: message.event as string,
+      data: record(message.data) ?? {},
+      ...(typeof seconds === 'number' && typeof microseconds === 'number' ? { timestamp: { seconds, microseconds } } : {}),
+    };
+    for (const listener of this.listeners) listener(event);
+    for (const waiter of this.waiters) {
+      if (waiter.name === event.event && waiter.predicate(event)) {
+        this.waiters.delete(waiter);
+        clearTimeout(waiter.timer);
+        waiter.resolve(event);
+        return;
+      }
+    }
+    this.buffered.push(event);
+    if (this.buffered.length > QMP_MAX_BUFFERED_EVENTS) this.buffered.shift();
+  }
+
+  private handleReply(message: JsonObject, line: string): void {
+    const id = message.id;
+    const pending = typeof id === 'string' ? this.pending.get(id) : undefined;
+    if (pending === undefined) {
+      // A reply to a command that timed out is harmless; one without an id means QEMU could not
+      // parse what we sent, which is a bug on our side or not QEMU at all.
+      if (typeof id === 'string' && id.startsWith('sn-')) return;
+      return this.fail(new QmpError('protocol', `QMP socket ${this.path}: reply that matches no command: ${quote(line)}`));
+    }
+    this.pending.delete(id as string);
+    clearTimeout(pending.timer);
+    if ('return' in message) return pending.resolve(message.return);
+    const error = record(message.error);
+    const qmpClass = typeof error?.class === 'string' ? error.class : 'unknown';
+    const desc = typeof error?.desc === 'string' ? error.desc : quote(line);
+    pending.reject(new QmpError('command', `QEMU refused ${pending.command}: ${desc} (${qmpClass})`, qmpClass, desc));
+  }
+
+  private fail(error: QmpError): void {
+    if (this.failure !== undefined) return;
+    this.failure = error;
+    this.socket.destroy();
+    this.connectWaiter?.(error);
+    this.greetingWaiter?.reject(error);
+    this.greetingWaiter = undefined;
+    for (const pending of this.pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+    this.pending.clear();
+    for (const waiter of this.waiters) {
+      clearTimeout(waiter.timer);
+      waiter.reject(error);
+    }
+    this.waiters.clear();
+    this.chunks.length = 0;
+  }
+}
+
+function connectError(path: string, error: NodeJS.ErrnoException): QmpError {
+  const why =
+    error.code === 'ENOENT'
+      ? 'no such socket: is QEMU running with -qmp unix:PATH,server=on, and is the path right?'
+      : error.code === 'ECONNREFUSED'
+        ? 'connection refused: nothing listens there; QEMU may have exited and left the socket file behind'
+        : error.code === 'EACCES'
+          ? 'permission denied: run as a user that may open the socket'
+          : error.code === 'ENOTSOCK'
+            ? 'not a socket: check the path'
+            : error.message;
+  return new QmpError('connect', `cannot connect to QMP socket ${path}: ${why}`);
+}
+
+/** Open a session, run fn, and always close the session. */
+export async function withQmp<T>(path: string, options: QmpConnectOptions, fn: (client: QmpClient) => Promise<T>): Promise<T> {
+  const client = await QmpClient.connect(path, options);
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NIC hot-plug
+
+export interface QemuAttachOptions {
+  /** Bound on connecting and on each command. */
+  readonly timeoutMs: number;
+  /** Bus to plug into; q35 needs a free `pcie-root-port` (its id) since pcie.0 is not hot-pluggable. */
+  readonly bus?: string;
+}
+
+export interface QemuAttachResult {
+  /** True if the NIC was already there with this MAC and netdev: nothing was changed. */
+  readonly alreadyAttached: boolean;
+}
+
+export interface QemuDetachOptions {
+  /** Bound on connecting, on each command, and on the wait for the guest to release the device. */
+  readonly timeoutMs: number;
+}
+
+export interface QemuDetachResult {
+  /** True if the guest acknowledged the unplug (DEVICE_DELETED) or there was nothing to unplug. */
+  readonly acknowledged: boolean;
+  /** True if no device had the NIC's id: nothing was unplugged. */
+  readonly alreadyDetached: boolean;
+}
+
+const PERIPHERAL = '/machine/peripheral';
+const NIC_DRIVER = 'virtio-net-pci';
+
+function isCommandError(error: unknown, qmpClass?: string, desc?: RegExp): error is QmpError {
+  return (
+    error instanceof QmpError &&
+    error.kind === 'command' &&
+    (qmpClass === undefined || error.qmpClass === qmpClass) &&
+    (desc === undefined || desc.test(error.desc ?? ''))
+  );
+}
+
+const DUPLICATE = /duplicate/i;
+
+/** Whether a user-created device with this id exists (children of /machine/peripheral). */
+async function deviceExists(client: QmpClient, id: string): Promise<boolean> {
+  const children = await client.execute('qom-list', { path: PERIPHERAL });
+  if (!Array.isArray(children)) throw new QmpError('protocol', `qom-list ${PERIPHERAL} did not return a list`);
+  return children.some((child) => record(child)?.name === id);
+}
+
+async function qomString(client: QmpClient, id: string, property: string): Promise<string> {
+  const value = await client.execute('qom-get', { path: `${PERIPHERAL}/${id}`, property });
+  if (typeof value !== 'string') throw new QmpError('protocol', `qom-get ${PERIPHERAL}/${id} ${property} did not return a string`);
+  return value;
+}
+
+function sameMac(a: string, b: string): boolean {
+  try {
+    const x = parseMacOctets(a);
+    const y = parseMacOctets(b);
+    return x.every((octet, i) => octet === y[i]);
+  } catch {
+    return false;
+  }
+}
+
+/** Refuse to touch a device with the NIC's id that is not the NIC: another driver or MAC. */
+async function checkSameNic(client: QmpClient, nic: VmmNic, socketPath: string): Promise<void> {
+  const type = await qomString(client, nic.id, 'type');
+  if (type !== NIC_DRIVER) {
+    throw new QmpError(
+      'conflict',
+      `QEMU at ${socketPath} already has a device with id ${nic.id}, but it is a ${quote(type)}, not a ${NIC_DRIVER}: another device uses this id; remove it or choose another NIC id`,
+    );
+  }
+  const mac = await qomString(client, nic.id, 'mac');
+  if (!sameMac(mac, nic.mac)) {
+    throw new QmpError(
+      'conflict',
+      `QEMU at ${socketPath} already has NIC ${nic.id} with MAC ${mac.toUpperCase()}, not ${nic.mac}: is the link state stale, or does another link use id ${nic.id}? Detach that NIC first`,
+    );
+  }
+}
+
+/**
+ * Give a running (or paused) QEMU VM a virtio-net-pci NIC on the existing tap nic.tap, with id
+ * nic.id and MAC nic.mac; the netdev is `net-<id>`. Idempotent: a NIC already there with the same
+ * MAC and a live netdev is left alone. A netdev left by an earlier half-done attach is reused; if
+ * device_add fails, a netdev added by this call is removed again.
+ */
+export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuAttachOptions): Promise<QemuAttachResult> {
+  vmmNic(nic);
+  const netdev = qemuNetdevId(nic);
+  const netdevArguments = { type: 'tap', id: netdev, ifname: nic.tap, script: 'no', downscript: 'no' };
+  return withQmp(socketPath, options, async (client) => {
+    if (await deviceExists(client, nic.id)) {
+      await checkSameNic(client, nic, socketPath);
+      const backend = await qomString(client, nic.id, 'netdev');
+      if (backend !== netdev) {
+        throw new QmpError(
+          'conflict',
+          `QEMU at ${socketPath} already has NIC ${nic.id}, but on netdev ${quote(backend)}, not ${netdev}: it was not attached by spectrum-link; detach it first`,
+        );
+      }
+      // The NIC's netdev must still exist: after a detach the guest never acknowledged, the
+      // device stays while its netdev is gone. netdev_add tells without changing anything when
+      // the netdev exists (Duplicate ID is checked before the tap is opened).
+      try {
+        await client.execute('netdev_add', netdevArguments);
+      } catch (error) {
+        if (isCommandError(error, 'GenericError', DUPLICATE)) return { alreadyAttached: true };
+        throw error;
+      }
+      await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
+      throw new QmpError(
+        'unplug-pending',
+        `QEMU at ${socketPath} still has NIC ${nic.id}, but its netdev ${netdev} was removed: an earlier detach is waiting for the guest to release the device. Wait for the guest (DEVICE_DELETED), or reset or restart the VM, then attach again`,
+      );
+    }
+
+    let addedNetdev = false;
+    try {
+      await client.execute('netdev_add', netdevArguments);
+      addedNetdev = true;
+    } catch (error) {
+      // A netdev with this id left by an earlier attach that stopped before device_add.
+      if (!isCommandError(error, 'GenericError', DUPLICATE)) throw explainNetdevAdd(error, nic);
+    }
+    try {
+      await client.execute('device_add', {
+        driver: NIC_DRIVER,
+        netdev,
+        mac: nic.mac,
+        id: nic.id,
+        ...(options.bus !== undefined ? { bus: options.bus } : {}),
+      });
+    } catch (error) {
+      if (addedNetdev) await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
+      throw explainDeviceAdd(error, nic, options.bus);
+    }
+    return { alreadyAttached: false };
+  });
+}
+
+function explainNetdevAdd(error: unknown, nic: VmmNic): unknown {
+  if (!isCommandError(error)) return error;
+  return new QmpError(
+    'command',
+    `QEMU could not open tap ${nic.tap} for NIC ${nic.id}: ${error.desc ?? ''} (${error.qmpClass ?? ''}): does the tap exist in QEMU's network namespace, created with vnet_hdr, and may QEMU open /dev/net/tun?`,
+    error.qmpClass,
+    error.desc,
+  );
+}
+
+function explainDeviceAdd(error: unknown, nic: VmmNic, bus: string | undefined): unknown {
+  if (!isCommandError(error)) return error;
+  const hint = /does not support hotplugging|no hotplug/i.test(error.desc ?? '')
+    ? bus === undefined
+      ? ': the root bus is not hot-pluggable (q35): start the VM with a free pcie-root-port and pass its id as bus'
+      : `: bus ${bus} is not hot-pluggable: pass the id of a free pcie-root-port`
+    : /bus|slot|no free/i.test(error.desc ?? '')
+      ? ': check that the bus exists and has a free slot'
+      : '';
+  return new QmpError(
+    'command',
+    `QEMU refused to add NIC ${nic.id} (${nic.mac} on tap ${nic.tap}): ${error.desc ?? ''} (${error.qmpClass ?? ''})${hint}`,
+    error.qmpClass,
+    error.desc,
+  );
+}
+
+/**
+ * Unplug the NIC: device_del, then wait (at most timeoutMs) for the guest to release it
+ * (DEVICE_DELETED for nic.id), then remove the netdev `net-<id>`. Without a cooperating guest the
+ * event never comes: the netdev is removed all the same (QEMU closes the tap, the NIC loses its
+ * link) and the result says `acknowledged: false`; the device itself stays until the guest
+ * releases it or the VM is reset. A NIC that is not there is not an error.
+ */
+export async function qemuDetach(socketPath: string, nic: VmmNic, options: QemuDetachOptions): Promise<QemuDetachResult> {
+  vmmNic(nic);
+  const netdev = qemuNetdevId(nic);
+  return withQmp(socketPath, options, async (client) => {
+    const removeNetdev = (): Promise<unknown> =>
+      client.execute('netdev_del', { id: netdev }).catch((error: unknown) => {
+        if (!isCommandError(error, 'DeviceNotFound')) throw error;
+      });
+    if (!(await deviceExists(client, nic.id))) {
+      await removeNetdev(); // left by a half-done attach, if any
+      return { acknowledged: true, alreadyDetached: true };
+    }
+    await checkSameNic(client, nic, socketPath);
+    try {
+      await client.execute('device_del', { id: nic.id });
+    } catch (error) {
+      if (isCommandError(error, 'DeviceNotFound')) {
+        await removeNetdev();
+        return { acknowledged: true, alreadyDetached: true };
+      }
+      // "Device X is already in the process of unplug": an earlier detach asked; wait again.
+      if (!isCommandError(error, 'GenericError', /unplug/i)) throw error;
+    }
+    let acknowledged = true;
+    try {
+      await client.waitForEvent('DEVICE_DELETED', (event) => event.data.device === nic.id, options.timeoutMs);
+    } catch (error) {
+      if (!(error instanceof QmpError && error.kind === 'timeout')) throw error;
+      acknowledged = false;
+    }
+    await removeNetdev();
+    return { acknowledged, alreadyDetached: false };
+  });
+}

@@ -1,0 +1,240 @@
+// A stand-in for cloud-hypervisor's REST API on a Unix socket in a temp dir, following its OpenAPI
+// document (cloud-hypervisor/cloud-hypervisor vmm/src/api/openapi/cloud-hypervisor.yaml) for the
+// three endpoints the linker uses:
+//   PUT /api/v1/vm.add-net        NetConfig -> 200 PciDeviceInfo {id, bdf} (VM booted) | 204 (created,
+//                                 not booted) | 400 (not a valid NetConfig) | 404 (no VM) | 409 (id taken) | 500
+//   PUT /api/v1/vm.remove-device  {id}      -> 204 | 404 (no VM, or no such device)
+//   GET /api/v1/vm.info                     -> 200 VmInfo {config, state, device_tree, ..} | 404 (no VM)
+// Undocumented cases: other paths answer 404 and other methods 400 (what cloud-hypervisor's
+// http_api appears to do; nothing here relies on it). It records every request and lets tests
+// inject a status, a raw answer, or silence.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { isIP } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export type FakeVmState = 'Created' | 'Running' | 'Paused' | 'Shutdown';
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly path: string;
+  /** Parsed JSON body, or the raw text if it was not JSON, or undefined if there was none. */
+  readonly body: unknown;
+}
+
+export interface InjectedAnswer {
+  readonly status: number;
+  readonly body?: string;
+}
+
+type Json = Record<string, unknown>;
+
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+// NetConfig properties and their schema types; serde ignores properties it does not know.
+const NET_CONFIG_TYPES: Readonly<Record<string, 'string' | 'integer' | 'boolean' | 'object'>> = {
+  tap: 'string',
+  ip: 'string',
+  mask: 'string',
+  mac: 'string',
+  host_mac: 'string',
+  mtu: 'integer',
+  iommu: 'boolean',
+  num_queues: 'integer',
+  queue_size: 'integer',
+  vhost_user: 'boolean',
+  vhost_socket: 'string',
+  vhost_mode: 'string',
+  id: 'string',
+  pci_segment: 'integer',
+  pci_device_id: 'integer',
+  rate_limiter_config: 'object',
+  offload_tso: 'boolean',
+  offload_ufo: 'boolean',
+  offload_csum: 'boolean',
+};
+
+/** Why a body is not a valid NetConfig, or undefined if it is one. */
+function netConfigProblem(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return 'body is not a JSON object';
+  for (const [key, value] of Object.entries(body)) {
+    const type = NET_CONFIG_TYPES[key];
+    if (type === undefined) continue;
+    const ok =
+      type === 'integer'
+        ? Number.isInteger(value)
+        : type === 'object'
+          ? typeof value === 'object' && value !== null && !Array.isArray(value)
+          : typeof value === type;
+    if (!ok) return `invalid type for ${key}: expected ${type}`;
+  }
+  const net = body as Json;
+  for (const key of ['mac', 'host_mac'] as const) {
+    if (net[key] !== undefined && !MAC.test(String(net[key]))) return `Error parsing MAC address: ${String(net[key])}`;
+  }
+  if (net.ip !== undefined && isIP(String(net.ip)) === 0) return `invalid IP address: ${String(net.ip)}`;
+  return undefined;
+}
+
+export class FakeCloudHypervisor {
+  readonly requests: RecordedRequest[] = [];
+  /** undefined: no VM created (every VM endpoint answers 404). */
+  state: FakeVmState | undefined;
+  /** config.net[] as cloud-hypervisor keeps it: hot-added NICs included, defaults filled in. */
+  readonly nets: Json[] = [];
+  /** Other devices of the device tree (not NICs), by id. */
+  readonly otherDevices = new Set<string>();
+  /** Answers to give instead of the real ones, per endpoint (e.g. 'vm.add-net'), in order. */
+  readonly injected = new Map<string, InjectedAnswer[]>();
+  /** Accept requests but never answer them. */
+  silent = false;
+  private nextSlot = 3;
+  private nextNet = 0;
+
+  private constructor(
+    readonly socketPath: string,
+    private readonly dir: string,
+    private readonly server: Server,
+  ) {}
+
+  static async start(state?: FakeVmState): Promise<FakeCloudHypervisor> {
+    const dir = mkdtempSync(join(tmpdir(), 'sn-vmm-ch-'));
+    const socketPath = join(dir, 'api.sock');
+    let fake: FakeCloudHypervisor | undefined;
+    const server = createServer((req, res) => {
+      fake?.handle(req, res);
+    });
+    fake = new FakeCloudHypervisor(socketPath, dir, server);
+    fake.state = state;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, resolve);
+    });
+    return fake;
+  }
+
+  /** Answer the next request to this endpoint (e.g. 'vm.add-net') with status and body instead. */
+  inject(endpoint: string, answer: InjectedAnswer): void {
+    const queue = this.injected.get(endpoint) ?? [];
+    queue.push(answer);
+    this.injected.set(endpoint, queue);
+  }
+
+  /** Connections open now: a client that cleans up leaves none. */
+  openConnections(): Promise<number> {
+    return new Promise((resolve, reject) => this.server.getConnections((error, count) => (error ? reject(error) : resolve(count))));
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server.close(resolve));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      let body: unknown;
+      if (text !== '') {
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = text;
+        }
+      }
+      const path = req.url ?? '';
+      this.requests.push({ method: req.method ?? '', path, body });
+      if (this.silent) return;
+      const endpoint = path.replace(/^\/api\/v1\//, '');
+      const injected = this.injected.get(endpoint)?.shift();
+      if (injected !== undefined) return send(res, injected.status, injected.body);
+      const route = ROUTES[endpoint];
+      if (route === undefined || !path.startsWith('/api/v1/')) return send(res, 404);
+      if (req.method !== route.method) return send(res, 400);
+      route.run(this, body, res);
+    });
+  }
+
+  addNet(body: unknown, res: ServerResponse): void {
+    if (this.state === undefined) return send(res, 404);
+    const problem = text(body) ? 'body is not JSON' : netConfigProblem(body);
+    if (problem !== undefined) return send(res, 400, `Error parsing JSON body: ${problem}`);
+    const config = body as Json;
+    const id = typeof config.id === 'string' ? config.id : `_net${this.nextNet++}`;
+    if (this.nets.some((net) => net.id === id) || this.otherDevices.has(id)) {
+      return send(res, 409, `Error adding device to the VM: Identifier ${id} is not unique`);
+    }
+    this.nets.push({
+      ip: '192.168.249.1',
+      mask: '255.255.255.0',
+      iommu: false,
+      num_queues: 2,
+      queue_size: 256,
+      vhost_user: false,
+      vhost_mode: 'Client',
+      offload_tso: true,
+      offload_ufo: true,
+      offload_csum: true,
+      ...config,
+      // cloud-hypervisor prints MACs in lower case.
+      ...(typeof config.mac === 'string' ? { mac: config.mac.toLowerCase() } : { mac: '52:54:00:00:00:01' }),
+      id,
+      bdf: `0000:00:${(this.nextSlot++).toString(16).padStart(2, '0')}.0`,
+    });
+    if (this.state === 'Created') return send(res, 204);
+    const added = this.nets[this.nets.length - 1];
+    send(res, 200, JSON.stringify({ id, bdf: added?.bdf }));
+  }
+
+  removeDevice(body: unknown, res: ServerResponse): void {
+    if (this.state === undefined) return send(res, 404);
+    const id = typeof body === 'object' && body !== null ? (body as Json).id : undefined;
+    if (typeof id !== 'string') return send(res, 400, 'Error parsing JSON body');
+    const index = this.nets.findIndex((net) => net.id === id);
+    if (index !== -1) this.nets.splice(index, 1);
+    else if (!this.otherDevices.delete(id)) return send(res, 404, `Error removing device from the VM: no device ${id}`);
+    send(res, 204);
+  }
+
+  info(res: ServerResponse): void {
+    if (this.state === undefined) return send(res, 404);
+    const deviceTree: Record<string, Json> = {};
+    for (const net of this.nets) {
+      const id = String(net.id);
+      deviceTree[id] = { id, resources: [], children: [], pci_bdf: net.bdf };
+    }
+    for (const id of this.otherDevices) deviceTree[id] = { id, resources: [], children: [], pci_bdf: null };
+    send(
+      res,
+      200,
+      JSON.stringify({
+        config: {
+          payload: { kernel: '/fake/vmlinux' },
+          net: this.nets.map(({ bdf: _bdf, ...net }) => net),
+        },
+        state: this.state,
+        memory_actual_size: 536870912,
+        device_tree: deviceTree,
+      }),
+    );
+  }
+}
+
+const text = (body: unknown): boolean => typeof body === 'string';
+
+const ROUTES: Readonly<Record<string, { method: string; run: (fake: FakeCloudHypervisor, body: unknown, res: ServerResponse) => void }>> = {
+  'vm.add-net': { method: 'PUT', run: (fake, body, res) => fake.addNet(body, res) },
+  'vm.remove-device': { method: 'PUT', run: (fake, body, res) => fake.removeDevice(body, res) },
+  'vm.info': { method: 'GET', run: (fake, _body, res) => fake.info(res) },
+};
+
+function send(res: ServerResponse, status: number, body?: string): void {
+  if (body === undefined || status === 204) {
+    res.writeHead(status).end();
+    return;
+  }
+  res.writeHead(status, { 'Content-Type': status === 200 ? 'application/json' : 'text/plain' }).end(body);
+}

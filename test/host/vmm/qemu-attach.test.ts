@@ -1,0 +1,172 @@
+// qemuAttach/qemuDetach against a real QEMU (TCG, paused, no guest), run with its taps inside a
+// throw-away network namespace. Needs root and qemu-system-x86_64; without them the tests are
+// skipped locally, and fail in CI (CI=true) so that a broken runner is not mistaken for a pass.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type VmmNic } from '../../../host/vmm/nic.js';
+import { QmpError, qemuAttach, qemuDetach, withQmp } from '../../../host/vmm/qmp.js';
+import { type QemuInstance, qemuUnavailable, startQemu } from './qemu-harness.js';
+
+const unavailable = qemuUnavailable();
+const inCi = process.env.CI === 'true';
+
+if (unavailable !== undefined && inCi) {
+  describe('QEMU hot-plug (real QEMU)', () => {
+    it('can run here', () => {
+      expect.fail(`the real-QEMU tests cannot run: ${unavailable}; CI must provide root and qemu-system-x86`);
+    });
+  });
+}
+
+const TIMEOUT = { timeoutMs: 5000 };
+
+async function qmpError(promise: Promise<unknown>): Promise<QmpError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof QmpError) return error;
+    throw error;
+  }
+  throw new Error('expected a QmpError');
+}
+
+interface PciDevice {
+  readonly qdev_id: string;
+  readonly id: { readonly vendor: number; readonly device: number };
+}
+
+async function pciDevices(path: string): Promise<PciDevice[]> {
+  const buses = (await withQmp(path, TIMEOUT, (client) => client.execute('query-pci'))) as Array<{ devices: PciDevice[] }>;
+  return buses.flatMap((bus) => bus.devices);
+}
+
+async function qmp(path: string, command: string, args?: Record<string, unknown>): Promise<unknown> {
+  return withQmp(path, TIMEOUT, (client) => client.execute(command, args));
+}
+
+async function infoNetwork(path: string): Promise<string> {
+  return String(await qmp(path, 'human-monitor-command', { 'command-line': 'info network' }));
+}
+
+describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine pc)', () => {
+  let qemu: QemuInstance;
+  const nic: VmmNic = { id: 'snp101', tap: 'snp101', mac: '0A:B3:EC:80:00:65' };
+
+  beforeAll(async () => {
+    qemu = await startQemu('pc');
+    for (const tap of ['snp101', 'snp102', 'snp103', 'snp104']) qemu.addTap(tap);
+  });
+  afterAll(async () => {
+    await qemu?.stop();
+  });
+
+  it('attach adds a virtio-net-pci NIC with the MAC on the tap', async () => {
+    expect(await qemuAttach(qemu.qmpPath, nic, TIMEOUT)).toEqual({ alreadyAttached: false });
+    const device = (await pciDevices(qemu.qmpPath)).find((d) => d.qdev_id === nic.id);
+    expect(device?.id).toMatchObject({ vendor: 0x1af4, device: 0x1000 }); // virtio-net (transitional)
+    expect(await qmp(qemu.qmpPath, 'qom-get', { path: `/machine/peripheral/${nic.id}`, property: 'mac' })).toBe('0a:b3:ec:80:00:65');
+    expect(await infoNetwork(qemu.qmpPath)).toMatch(/net-snp101: .*type=tap,ifname=snp101,script=no,downscript=no/);
+  });
+
+  it('attach again changes nothing and is not an error', async () => {
+    const before = await pciDevices(qemu.qmpPath);
+    const network = await infoNetwork(qemu.qmpPath);
+    expect(await qemuAttach(qemu.qmpPath, nic, TIMEOUT)).toEqual({ alreadyAttached: true });
+    expect(await pciDevices(qemu.qmpPath)).toEqual(before);
+    expect(await infoNetwork(qemu.qmpPath)).toBe(network);
+  });
+
+  it('attach with the same id and another MAC is a conflict, and changes nothing', async () => {
+    const network = await infoNetwork(qemu.qmpPath);
+    const error = await qmpError(qemuAttach(qemu.qmpPath, { ...nic, mac: '0A:B3:EC:80:00:66' }, TIMEOUT));
+    expect(error.kind).toBe('conflict');
+    expect(error.message).toMatch(/already has NIC snp101 with MAC 0A:B3:EC:80:00:65, not 0A:B3:EC:80:00:66/);
+    expect(await infoNetwork(qemu.qmpPath)).toBe(network);
+    // Detach refuses it too: it must not unplug another link's NIC.
+    expect((await qmpError(qemuDetach(qemu.qmpPath, { ...nic, mac: '0A:B3:EC:80:00:66' }, TIMEOUT))).kind).toBe('conflict');
+  });
+
+  it('detach without a guest: bounded, not acknowledged, netdev removed all the same', async () => {
+    const started = Date.now();
+    expect(await qemuDetach(qemu.qmpPath, nic, { timeoutMs: 300 })).toEqual({ acknowledged: false, alreadyDetached: false });
+    expect(Date.now() - started).toBeLessThan(3000);
+    // The netdev is gone: its id is free again.
+    await qmp(qemu.qmpPath, 'netdev_add', { type: 'tap', id: 'net-snp101', ifname: 'snp101', script: 'no', downscript: 'no' });
+    await qmp(qemu.qmpPath, 'netdev_del', { id: 'net-snp101' });
+  });
+
+  it('attach while the unacknowledged unplug is pending says so, and leaves no netdev', async () => {
+    const error = await qmpError(qemuAttach(qemu.qmpPath, nic, TIMEOUT));
+    expect(error.kind).toBe('unplug-pending');
+    expect(error.message).toMatch(/waiting for the guest/);
+    expect((await qmpError(qmp(qemu.qmpPath, 'netdev_del', { id: 'net-snp101' }))).qmpClass).toBe('DeviceNotFound');
+  });
+
+  it('detach again while the unplug is pending: bounded, still not acknowledged, no error', async () => {
+    expect(await qemuDetach(qemu.qmpPath, nic, { timeoutMs: 200 })).toEqual({ acknowledged: false, alreadyDetached: false });
+  });
+
+  it('detach of a NIC that is not there is not an error', async () => {
+    expect(await qemuDetach(qemu.qmpPath, { id: 'snp999', tap: 'snp999', mac: '0A:B3:EC:80:03:E7' }, TIMEOUT)).toEqual({
+      acknowledged: true,
+      alreadyDetached: true,
+    });
+  });
+
+  it('attach reuses a netdev left by a half-done attach', async () => {
+    const half: VmmNic = { id: 'snp102', tap: 'snp102', mac: '0A:B3:EC:80:00:66' };
+    await qmp(qemu.qmpPath, 'netdev_add', { type: 'tap', id: 'net-snp102', ifname: 'snp102', script: 'no', downscript: 'no' });
+    expect(await qemuAttach(qemu.qmpPath, half, TIMEOUT)).toEqual({ alreadyAttached: false });
+    expect((await pciDevices(qemu.qmpPath)).some((d) => d.qdev_id === 'snp102')).toBe(true);
+  });
+
+  it('detach removes a netdev left by a half-done attach', async () => {
+    await qmp(qemu.qmpPath, 'netdev_add', { type: 'tap', id: 'net-snp104', ifname: 'snp104', script: 'no', downscript: 'no' });
+    expect(await qemuDetach(qemu.qmpPath, { id: 'snp104', tap: 'snp104', mac: '0A:B3:EC:80:00:68' }, TIMEOUT)).toEqual({
+      acknowledged: true,
+      alreadyDetached: true,
+    });
+    expect(await infoNetwork(qemu.qmpPath)).not.toMatch(/net-snp104/);
+  });
+
+  it('a failed device_add removes the netdev it added', async () => {
+    const failing: VmmNic = { id: 'snp103', tap: 'snp103', mac: '0A:B3:EC:80:00:67' };
+    const error = await qmpError(qemuAttach(qemu.qmpPath, failing, { ...TIMEOUT, bus: 'no-such-bus' }));
+    expect(error.kind).toBe('command');
+    expect(error.message).toMatch(/refused to add NIC snp103.*no-such-bus/);
+    expect(await infoNetwork(qemu.qmpPath)).not.toMatch(/net-snp103/);
+  });
+
+  it('a tap QEMU cannot open: the error says what to check', async () => {
+    // snp102 is already open (by NIC snp102); a tap without multi_queue opens only once.
+    const busy: VmmNic = { id: 'snp105', tap: 'snp102', mac: '0A:B3:EC:80:00:69' };
+    const error = await qmpError(qemuAttach(qemu.qmpPath, busy, TIMEOUT));
+    expect(error.kind).toBe('command');
+    expect(error.message).toMatch(/could not open tap snp102 for NIC snp105.*does the tap exist/);
+  });
+});
+
+describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine q35)', () => {
+  let qemu: QemuInstance;
+  const nic: VmmNic = { id: 'snc201', tap: 'snc201', mac: '0A:B3:EC:00:00:C9' };
+
+  beforeAll(async () => {
+    qemu = await startQemu('q35', ['-device', 'pcie-root-port,id=sn-rp1,bus=pcie.0,chassis=1']);
+    qemu.addTap('snc201');
+  });
+  afterAll(async () => {
+    await qemu?.stop();
+  });
+
+  it('the root bus is refused with a hint, and leaves no netdev', async () => {
+    const error = await qmpError(qemuAttach(qemu.qmpPath, nic, TIMEOUT));
+    expect(error.kind).toBe('command');
+    expect(error.message).toMatch(/not hot-pluggable.*pcie-root-port/);
+    expect(await infoNetwork(qemu.qmpPath)).not.toMatch(/net-snc201/);
+  });
+
+  it('a free pcie-root-port given as bus takes the NIC', async () => {
+    expect(await qemuAttach(qemu.qmpPath, nic, { ...TIMEOUT, bus: 'sn-rp1' })).toEqual({ alreadyAttached: false });
+    expect(await qemuAttach(qemu.qmpPath, nic, { ...TIMEOUT, bus: 'sn-rp1' })).toEqual({ alreadyAttached: true });
+    expect(await qemuDetach(qemu.qmpPath, nic, { timeoutMs: 300 })).toEqual({ acknowledged: false, alreadyDetached: false });
+  });
+});

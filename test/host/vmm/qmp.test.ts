@@ -1,0 +1,285 @@
+// The QMP client against scripted fake servers on Unix sockets in a temp dir: framing, events,
+// errors and bounds. The real-QEMU tests are in qemu-attach.test.ts.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type Server, type Socket, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { QMP_MAX_LINE, QmpClient, QmpError, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
+
+const GREETING = '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}\r\n';
+type Message = Record<string, unknown>;
+
+let dir: string;
+let servers: Server[];
+let sockets: Socket[];
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sn-vmm-qmp-'));
+  servers = [];
+  sockets = [];
+});
+
+afterEach(async () => {
+  for (const socket of sockets) socket.destroy();
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A server that runs onConnection for each client; returns its socket path. */
+async function serve(onConnection: (socket: Socket) => void): Promise<string> {
+  const path = join(dir, `qmp${servers.length}.sock`);
+  const server = createServer((socket) => {
+    sockets.push(socket);
+    socket.on('error', () => undefined);
+    onConnection(socket);
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return path;
+}
+
+/** A QMP-speaking fake: greeting, then each command line goes to handle, which writes replies. */
+function fakeQmp(handle: (message: Message, reply: (body: Message) => void, socket: Socket) => void): Promise<string> {
+  return serve((socket) => {
+    socket.write(GREETING);
+    let buffer = '';
+    socket.setEncoding('utf8').on('data', (chunk: string) => {
+      buffer += chunk;
+      for (let newline = buffer.indexOf('\n'); newline !== -1; newline = buffer.indexOf('\n')) {
+        const line = buffer.slice(0, newline);
+        buffer = buffer.slice(newline + 1);
+        const message = JSON.parse(line) as Message;
+        const reply = (body: Message): void => void socket.write(`${JSON.stringify({ ...body, id: message.id })}\r\n`);
+        if (message.execute === 'qmp_capabilities') reply({ return: {} });
+        else handle(message, reply, socket);
+      }
+    });
+  });
+}
+
+async function qmpError(promise: Promise<unknown>): Promise<QmpError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof QmpError) return error;
+    throw error;
+  }
+  throw new Error('expected a QmpError');
+}
+
+describe('QMP client', () => {
+  it('negotiates, matches replies by id and keeps events apart', async () => {
+    const seen: Message[] = [];
+    const path = await fakeQmp((message, reply, socket) => {
+      seen.push(message);
+      // An event first, then the replies in reverse order, all in one chunk.
+      if (message.execute === 'second') {
+        const first = seen.find((m) => m.execute === 'first');
+        socket.write(
+          '{"event": "X", "data": {"n": 1}, "timestamp": {"seconds": 1, "microseconds": 2}}\r\n' +
+            `${JSON.stringify({ return: 2, id: message.id })}\r\n${JSON.stringify({ return: 1, id: first?.id })}\r\n`,
+        );
+      }
+    });
+    const client = await QmpClient.connect(path, { timeoutMs: 2000 });
+    try {
+      expect(client.serverGreeting?.capabilities).toEqual(['oob']);
+      const [a, b] = await Promise.all([client.execute('first'), client.execute('second', { x: 1 })]);
+      expect([a, b]).toEqual([1, 2]);
+      expect(seen[1]?.arguments).toEqual({ x: 1 });
+      expect(client.events).toEqual([{ event: 'X', data: { n: 1 }, timestamp: { seconds: 1, microseconds: 2 } }]);
+      expect(await client.waitForEvent('X', (e) => e.data.n === 1, 100)).toMatchObject({ event: 'X' });
+      expect(client.events).toEqual([]);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('reassembles messages split across reads, byte by byte, CRLF or LF', async () => {
+    const path = await serve((socket) => {
+      const text = `${GREETING}`;
+      let i = 0;
+      const drip = setInterval(() => {
+        if (i >= text.length) return clearInterval(drip);
+        socket.write(text.slice(i, i + 1));
+        i += 1;
+      }, 0);
+      socket.setEncoding('utf8').on('data', (chunk: string) => {
+        for (const line of chunk.split('\r\n').filter((l) => l !== '')) {
+          const id = (JSON.parse(line) as Message).id;
+          const reply = `{"return": {"text": "\u00e9\u4e2d"}, "id": ${JSON.stringify(id)}}\n`;
+          const bytes = Buffer.from(reply);
+          // Split inside a multi-byte character too.
+          for (let j = 0; j < bytes.length; j += 3) socket.write(bytes.subarray(j, j + 3));
+        }
+      });
+    });
+    const client = await QmpClient.connect(path, { timeoutMs: 5000 });
+    try {
+      expect(await client.execute('anything')).toEqual({ text: 'é中' });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('turns an error reply into kind command with QEMU class and desc', async () => {
+    const path = await fakeQmp((_message, reply) => reply({ error: { class: 'DeviceNotFound', desc: "Device 'x' not found" } }));
+    const client = await QmpClient.connect(path, { timeoutMs: 2000 });
+    try {
+      const error = await qmpError(client.execute('device_del', { id: 'x' }));
+      expect(error).toMatchObject({ kind: 'command', qmpClass: 'DeviceNotFound', desc: "Device 'x' not found" });
+      expect(error.message).toMatch(/device_del.*not found/);
+      // The session survives a refused command.
+      await expect(qmpError(client.execute('device_del', { id: 'y' }))).resolves.toMatchObject({ kind: 'command' });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a missing socket is kind connect, saying what to check', async () => {
+    const error = await qmpError(QmpClient.connect(join(dir, 'nothing-here.sock'), { timeoutMs: 1000 }));
+    expect(error.kind).toBe('connect');
+    expect(error.message).toMatch(/nothing-here\.sock.*no such socket.*-qmp/);
+  });
+
+  it('a path that is not a socket is kind connect', async () => {
+    const file = join(dir, 'plain-file');
+    writeFileSync(file, '');
+    expect((await qmpError(QmpClient.connect(file, { timeoutMs: 1000 }))).kind).toBe('connect');
+  });
+
+  it('garbage instead of a greeting is kind protocol, at once', async () => {
+    const path = await serve((socket) => socket.write('HTTP/1.1 400 Bad Request\r\n\r\n'));
+    const started = Date.now();
+    const error = await qmpError(QmpClient.connect(path, { timeoutMs: 5000 }));
+    expect(error.kind).toBe('protocol');
+    expect(error.message).toMatch(/not JSON.*QMP socket/);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('JSON that is not a greeting is kind protocol', async () => {
+    const path = await serve((socket) => socket.write('{"hello": 1}\n'));
+    expect((await qmpError(QmpClient.connect(path, { timeoutMs: 5000 }))).message).toMatch(/expected the QMP greeting/);
+  });
+
+  it('garbage after the handshake fails the waiting command with kind protocol and ends the session', async () => {
+    const path = await fakeQmp((_message, _reply, socket) => socket.write('[1, 2, 3]\r\n'));
+    const client = await QmpClient.connect(path, { timeoutMs: 2000 });
+    try {
+      expect((await qmpError(client.execute('query-status'))).kind).toBe('protocol');
+      expect((await qmpError(client.execute('query-status'))).kind).toBe('protocol');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('refuses a line over the limit without waiting for its end', async () => {
+    const path = await serve((socket) => {
+      socket.write('{"QMP": {"version": "');
+      const block = 'a'.repeat(64 * 1024);
+      for (let sent = 0; sent <= QMP_MAX_LINE; sent += block.length) socket.write(block);
+    });
+    const error = await qmpError(QmpClient.connect(path, { timeoutMs: 10_000 }));
+    expect(error.kind).toBe('protocol');
+    expect(error.message).toMatch(/over 1048576 bytes/);
+  });
+
+  it('a silent server is kind timeout, bounded, naming the single-client rule', async () => {
+    const path = await serve(() => undefined);
+    const started = Date.now();
+    const error = await qmpError(QmpClient.connect(path, { timeoutMs: 200 }));
+    expect(error.kind).toBe('timeout');
+    expect(error.message).toMatch(/greeting.*one QMP client at a time/);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('a command without reply is kind timeout; a late reply is ignored', async () => {
+    const held: Array<() => void> = [];
+    const path = await fakeQmp((_message, reply) => held.push(() => reply({ return: 'late' })));
+    const client = await QmpClient.connect(path, { timeoutMs: 2000, commandTimeoutMs: 100 });
+    try {
+      expect((await qmpError(client.execute('slow'))).kind).toBe('timeout');
+      for (const send of held) send();
+      held.length = 0;
+      const next = client.execute('next', undefined, { timeoutMs: 1000 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      for (const send of held) send();
+      expect(await next).toBe('late');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('waitForEvent waits for a later event and times out when none comes', async () => {
+    const path = await fakeQmp((message, reply, socket) => {
+      reply({ return: {} });
+      if (message.execute === 'device_del') {
+        setTimeout(() => socket.write('{"event": "DEVICE_DELETED", "data": {"path": "/machine/peripheral/n1/virtio-backend"}}\r\n'), 10);
+        setTimeout(() => socket.write('{"event": "DEVICE_DELETED", "data": {"device": "n1", "path": "/machine/peripheral/n1"}}\r\n'), 30);
+      }
+    });
+    const client = await QmpClient.connect(path, { timeoutMs: 2000 });
+    try {
+      const observed: string[] = [];
+      const stop = client.onEvent((event) => observed.push(event.event));
+      const waiting = client.waitForEvent('DEVICE_DELETED', (event) => event.data.device === 'n1', 2000);
+      await client.execute('device_del', { id: 'n1' });
+      expect((await waiting).data).toEqual({ device: 'n1', path: '/machine/peripheral/n1' });
+      stop();
+      expect(observed).toEqual(['DEVICE_DELETED', 'DEVICE_DELETED']);
+      expect(client.events).toHaveLength(1); // the backend's event, not asked for
+      expect((await qmpError(client.waitForEvent('DEVICE_DELETED', (e) => e.data.device === 'n2', 50))).kind).toBe('timeout');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('QEMU going away fails what waits with kind closed; close() does too', async () => {
+    const path = await fakeQmp((message, _reply, socket) => {
+      if (message.execute === 'quit') socket.end();
+    });
+    const client = await QmpClient.connect(path, { timeoutMs: 2000 });
+    const waiting = client.waitForEvent('SHUTDOWN', () => true, 5000);
+    expect((await qmpError(client.execute('quit'))).kind).toBe('closed');
+    expect((await qmpError(waiting)).kind).toBe('closed');
+    const other = await QmpClient.connect(path, { timeoutMs: 2000 });
+    const pending = other.execute('never-answered');
+    other.close();
+    expect((await qmpError(pending)).kind).toBe('closed');
+    expect((await qmpError(other.execute('after-close'))).kind).toBe('closed');
+  });
+});
+
+describe('qemuDetach with a cooperating guest (scripted QMP)', () => {
+  it('waits for DEVICE_DELETED, then removes the netdev: acknowledged', async () => {
+    const commands: string[] = [];
+    let present = true;
+    const path = await fakeQmp((message, reply, socket) => {
+      const args = (message.arguments ?? {}) as Message;
+      commands.push(`${String(message.execute)} ${String(args.id ?? args.property ?? '')}`.trim());
+      switch (message.execute) {
+        case 'qom-list':
+          return reply({ return: [{ name: 'type', type: 'string' }, ...(present ? [{ name: 'n1', type: 'child<virtio-net-pci>' }] : [])] });
+        case 'qom-get':
+          return reply({ return: args.property === 'type' ? 'virtio-net-pci' : '0a:b3:ec:00:00:07' });
+        case 'device_del':
+          reply({ return: {} });
+          present = false;
+          setTimeout(() => socket.write('{"event": "DEVICE_DELETED", "data": {"device": "n1", "path": "/machine/peripheral/n1"}, "timestamp": {"seconds": 1, "microseconds": 0}}\r\n'), 20);
+          return;
+        default:
+          return reply({ return: {} });
+      }
+    });
+    const nic = { id: 'n1', tap: 'tap1', mac: '0A:B3:EC:00:00:07' };
+    expect(await qemuDetach(path, nic, { timeoutMs: 2000 })).toEqual({ acknowledged: true, alreadyDetached: false });
+    expect(commands).toEqual(['qom-list', 'qom-get type', 'qom-get mac', 'device_del n1', 'netdev_del net-n1']);
+  });
+
+  it('attach through a socket that is not QMP fails with kind protocol, no hang', async () => {
+    const path = await serve((socket) => socket.write('\u0000\u0001garbage\n'));
+    const error = await qmpError(qemuAttach(path, { id: 'n1', tap: 'tap1', mac: '0A:B3:EC:00:00:07' }, { timeoutMs: 5000 }));
+    expect(error.kind).toBe('protocol');
+  });
+});
