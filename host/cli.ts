@@ -13,6 +13,9 @@ import { StateError } from './link-state.js';
 import { StateStoreError } from './state-store.js';
 import { VmNameError } from './vm-name.js';
 import { vmmPort } from './vmm-port.js';
+import { CloudHypervisorError } from './vmm/cloud-hypervisor.js';
+import { VmmNicError } from './vmm/nic.js';
+import { QmpError } from './vmm/qmp.js';
 
 const program = new Command('spectrum-link')
   .description('Spectrum host linker: links client VMs to their network provider VMs')
@@ -30,4 +33,7 @@ main(program, [
   [StateError, EXIT.failure],
   [StateStoreError, EXIT.failure],
   [DeviceError, EXIT.failure],
+  [QmpError, EXIT.failure],
+  [CloudHypervisorError, EXIT.failure],
+  [VmmNicError, EXIT.failure],
 ]);

@@ -19,7 +19,7 @@ import {
   unlinkVm,
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
-import { vmmArgumentsFor } from './vmm-port.js';
+import { type VmmFlags, vmmArgumentsFor } from './vmm-port.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -32,6 +32,8 @@ interface CommonFlags {
   attach: string[];
   qmpSocket: string;
   chSocket: string;
+  vmmTimeout: string;
+  qemuBus?: string;
   json?: boolean;
 }
 
@@ -48,6 +50,8 @@ function withCommonOptions(command: Command, env: Env): Command {
     .option('--attach <mode>', 'attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)', collect, [])
     .option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)', '/run/vm/{vm}/qmp.sock')
     .option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)', '/run/vm/{vm}/vmm')
+    .option('--vmm-timeout <ms>', 'bound on each VMM request, and on waiting for a guest to release a NIC', '5000')
+    .option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)')
     .option('--json', 'print JSON');
 }
 
@@ -95,7 +99,7 @@ function linkJson(report: LinkReport): Record<string, unknown> {
   };
 }
 
-export type VmmPortFactory = (attach: AttachChoice, flags: { qmpSocket: string; chSocket: string }) => VmmPort;
+export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
 
 export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   const options = (flags: CommonFlags): LinkerOptions => linkerOptions(flags, env, (attach) => vmmFactory(attach, flags));

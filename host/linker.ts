@@ -1,6 +1,7 @@
 // The host linker's imperative shell: config and state in, devices and VMM attachments out.
 // Decisions live in pure modules (config, link-state, device-plan); this file sequences them
 // under the state lock and undoes a failed run's own work.
+import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
 import { requireValidVm } from './config.js';
@@ -21,14 +22,8 @@ import {
 } from './link-state.js';
 import { loadState, saveState, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
+import type { VmmNic } from './vmm/nic.js';
 import { vmName } from './vm-name.js';
-
-/** A NIC as a VMM sees it: its device id, the host tap behind it, and the guest's MAC. */
-export interface VmmNic {
-  readonly id: string;
-  readonly tap: string;
-  readonly mac: string;
-}
 
 export type VmmKind = 'qemu' | 'cloud-hypervisor';
 
@@ -41,7 +36,7 @@ export interface VmmPort {
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
   constructor(
-    readonly kind: 'netns-prefix' | 'mtu' | 'not-linked',
+    readonly kind: 'not-linked',
     message: string,
   ) {
     super(message);
@@ -78,14 +73,14 @@ const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
 
 export function checkNetnsPrefix(prefix: string): string {
   if (!NETNS_PREFIX.test(prefix)) {
-    throw new LinkerError('netns-prefix', `--netns-prefix ${JSON.stringify(prefix)} is not valid: up to 32 of A-Z a-z 0-9 . _ -`);
+    throw new CliError(`--netns-prefix ${JSON.stringify(prefix)} is not valid: up to 32 of A-Z a-z 0-9 . _ -`, EXIT.usage);
   }
   return prefix;
 }
 
 export function checkMtu(mtu: number): number {
   if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
-    throw new LinkerError('mtu', `MTU ${String(mtu)} is not valid: it must be an integer from 68 to 65535`);
+    throw new CliError(`--mtu ${String(mtu)} is not valid: it must be an integer from 68 to 65535`, EXIT.usage);
   }
   return mtu;
 }

@@ -1,13 +1,74 @@
-// TEMPORARY stub until the VMM adapters land.
+// Plugs the VMM clients (host/vmm/) into the linker: socket paths from templates, one timeout,
+// and the rule that a VM whose VMM socket is gone has nothing left to detach.
+import { CliError, EXIT } from '../shared/cli/run-cli.js';
+import { createLogger } from '../shared/log.js';
 import type { AttachChoice } from './attach-mode.js';
 import type { LinkReport, VmmPort } from './linker.js';
-import { CliError } from '../shared/cli/run-cli.js';
+import { CloudHypervisorError, chAttach, chDetach } from './vmm/cloud-hypervisor.js';
+import type { VmmNic } from './vmm/nic.js';
+import { QmpError, qemuAttach, qemuDetach } from './vmm/qmp.js';
+import { cloudHypervisorNetArguments, qemuNetArguments } from './vmm/vmm-arguments.js';
 
-export function vmmArgumentsFor(_report: LinkReport): Record<string, unknown> | undefined {
-  return undefined;
+export interface VmmFlags {
+  readonly qmpSocket: string;
+  readonly chSocket: string;
+  readonly vmmTimeout?: string;
+  readonly qemuBus?: string;
 }
 
-export function vmmPort(_attach: AttachChoice, _flags: { qmpSocket: string; chSocket: string }): VmmPort {
-  const fail = (): Promise<void> => Promise.reject(new CliError('VMM attachment is not available yet'));
-  return { attach: fail, detach: fail };
+/** A socket path from a template such as /run/vm/{vm}/qmp.sock. */
+export function socketPath(template: string, vm: string): string {
+  return template.replaceAll('{vm}', vm);
+}
+
+export interface SideArguments {
+  readonly cloudHypervisor: readonly string[];
+  readonly qemu: readonly string[];
+}
+
+/** For sides attached by hand (`none`): the arguments that give the VMM its NIC on our tap. */
+export function vmmArgumentsFor(report: LinkReport): { client?: SideArguments; provider?: SideArguments } | undefined {
+  const sideArguments = (tap: string, mac: string): SideArguments => {
+    const nic: VmmNic = { id: tap, tap, mac };
+    return { cloudHypervisor: cloudHypervisorNetArguments(nic), qemu: qemuNetArguments(nic) };
+  };
+  const client = report.clientAttach === 'none' ? sideArguments(report.clientDevice, report.clientMac) : undefined;
+  const provider = report.providerAttach === 'none' ? sideArguments(report.providerDevice, report.providerMac) : undefined;
+  if (client === undefined && provider === undefined) return undefined;
+  return { ...(client === undefined ? {} : { client }), ...(provider === undefined ? {} : { provider }) };
+}
+
+function vmmGone(error: unknown): boolean {
+  return (error instanceof QmpError || error instanceof CloudHypervisorError) && error.kind === 'connect';
+}
+
+export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
+  const timeoutMs = Number(flags.vmmTimeout ?? 5000);
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) {
+    throw new CliError(`--vmm-timeout ${String(flags.vmmTimeout)} is not valid: give milliseconds from 1 to 600000`, EXIT.usage);
+  }
+  const log = createLogger('spectrum-link');
+  return {
+    async attach(kind, vm, nic) {
+      if (kind === 'qemu') {
+        await qemuAttach(socketPath(flags.qmpSocket, vm), nic, { timeoutMs, ...(flags.qemuBus === undefined ? {} : { bus: flags.qemuBus }) });
+      } else {
+        await chAttach(socketPath(flags.chSocket, vm), nic, { timeoutMs });
+      }
+    },
+    async detach(kind, vm, nic) {
+      try {
+        if (kind === 'qemu') {
+          const result = await qemuDetach(socketPath(flags.qmpSocket, vm), nic, { timeoutMs });
+          if (!result.acknowledged) log.warn({ vm, nic: nic.id }, 'guest did not acknowledge the unplug in time; its netdev was removed anyway');
+        } else {
+          await chDetach(socketPath(flags.chSocket, vm), nic, { timeoutMs });
+        }
+      } catch (error) {
+        // No VMM socket: the VM is not running, so it holds no NIC of ours.
+        if (!vmmGone(error)) throw error;
+        log.info({ vm, nic: nic.id }, 'VMM not reachable; nothing to detach');
+      }
+    },
+  };
 }

@@ -58,7 +58,8 @@ export async function makeLinkWorld(harness: Harness, extraClients = 0): Promise
     netnsPrefix,
     link: (args) =>
       // nsenter keeps our mount namespace, so namespaces spectrum-link creates are visible to all.
-      host.exec(['node', LINK_BIN, ...args, '--config-dir', configDir, '--state-dir', stateDir, '--netns-prefix', netnsPrefix], {
+      // The world's options come right after the subcommand, so a test's own options win.
+      host.exec(['node', LINK_BIN, ...args.slice(0, 1), '--config-dir', configDir, '--state-dir', stateDir, '--netns-prefix', netnsPrefix, ...args.slice(1)], {
         enter: 'nsenter',
         allowFailure: true,
         timeoutMs: 60_000,

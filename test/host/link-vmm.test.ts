@@ -1,0 +1,111 @@
+// spectrum-link's VMM attach modes end to end: a real QEMU (QMP hot-plug), the spec-exact fake
+// cloud-hypervisor, and `none` (taps plus printed arguments). All inside test namespaces.
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { QmpClient } from '../../host/vmm/qmp.js';
+import { createHarness, describeNetns, type Harness, type NetnsProcess } from '../harness/index.js';
+import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
+
+interface LinkOutput {
+  links: { id: number; clientMac: string; clientDevice: string; providerDevice: string; vmmArguments?: { client?: { qemu: string[]; cloudHypervisor: string[] } } }[];
+}
+
+async function qmp<T>(path: string, fn: (client: QmpClient) => Promise<T>): Promise<T> {
+  const client = await QmpClient.connect(path, { timeoutMs: 5000 });
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+describeNetns('spectrum-link with VMMs', () => {
+  let harness: Harness;
+  let world: LinkWorld;
+  let qemu: NetnsProcess;
+  let socketDir: string;
+
+  beforeAll(async () => {
+    harness = createHarness('linkvmm');
+    world = await makeLinkWorld(harness);
+    socketDir = await mkdtemp(join(tmpdir(), 'spectrum-vmm-'));
+    // The client VM: a paused QEMU whose QMP socket is named after the VM, in the host namespace
+    // so that it can open the taps spectrum-link makes there.
+    qemu = world.host.spawn([
+      'qemu-system-x86_64', '-machine', 'pc', '-accel', 'tcg', '-S', '-nodefaults', '-display', 'none',
+      '-qmp', `unix:${join(socketDir, 'appvm-lynx.qmp')},server=on,wait=off`,
+    ]);
+    const deadline = Date.now() + 15_000;
+    while (!existsSync(join(socketDir, 'appvm-lynx.qmp'))) {
+      if (Date.now() > deadline) throw new Error('QEMU did not create its QMP socket within 15 s');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  });
+  afterAll(async () => {
+    await qemu?.kill('SIGKILL');
+    await world?.dispose();
+    await harness?.cleanup();
+    if (socketDir !== undefined) await rm(socketDir, { recursive: true, force: true });
+  });
+
+  it('hot-plugs the client tap into QEMU over QMP and unplugs it on unlink', async () => {
+    const qmpTemplate = join(socketDir, '{vm}.qmp');
+    const result = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate, '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    const link = (JSON.parse(result.stdout) as LinkOutput).links[0]!;
+    expect((await devices(world.host)).get(link.clientDevice)?.linkinfo?.info_kind).toBe('tun');
+
+    const mac = await qmp(join(socketDir, 'appvm-lynx.qmp'), (client) =>
+      client.execute('qom-get', { path: `/machine/peripheral/${link.clientDevice}`, property: 'mac' }),
+    );
+    expect(String(mac).toUpperCase()).toBe(link.clientMac);
+
+    // Idempotent with QEMU too.
+    const again = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate]);
+    expect(again.code, again.stderr).toBe(0);
+
+    // No guest runs, so the unplug is never acknowledged: unlink waits a bounded time, removes the netdev anyway.
+    const unlinked = await world.link(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
+    expect(unlinked.code, unlinked.stderr).toBe(0);
+    expect((await devices(world.host)).has(link.clientDevice)).toBe(false);
+    const netdevGone = await qmp(join(socketDir, 'appvm-lynx.qmp'), async (client) => {
+      await client.execute('netdev_add', { type: 'user', id: `net-${link.clientDevice}` });
+      return true;
+    });
+    expect(netdevGone).toBe(true);
+  });
+
+  it('hot-plugs into cloud-hypervisor through vm.add-net and removes through vm.remove-device', async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    try {
+      const result = await world.link(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath, '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      const link = (JSON.parse(result.stdout) as LinkOutput).links[0]!;
+      const addNet = fake.requests.find((request) => request.path === '/api/v1/vm.add-net');
+      expect(addNet).toMatchObject({ method: 'PUT', body: { tap: link.clientDevice, mac: link.clientMac, id: link.clientDevice } });
+
+      const unlinked = await world.link(['unlink', 'appvm-catgirl', '--ch-socket', fake.socketPath]);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+      const remove = fake.requests.find((request) => request.path === '/api/v1/vm.remove-device');
+      expect(remove).toMatchObject({ method: 'PUT', body: { id: link.clientDevice } });
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('with --attach none makes taps and prints the VMM arguments that use them', async () => {
+    const result = await world.link(['link', 'appvm-lynx', '--attach', 'none', '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    const link = (JSON.parse(result.stdout) as LinkOutput).links[0]!;
+    const host = await devices(world.host);
+    expect(host.get(link.clientDevice)?.linkinfo?.info_kind).toBe('tun');
+    expect(host.get(link.providerDevice)?.linkinfo?.info_kind).toBe('tun');
+    expect(link.vmmArguments?.client?.cloudHypervisor).toEqual(['--net', `tap=${link.clientDevice},mac=${link.clientMac},id=${link.clientDevice}`]);
+    expect(link.vmmArguments?.client?.qemu.join(' ')).toContain(`ifname=${link.clientDevice},script=no,downscript=no`);
+    expect(link.vmmArguments?.client?.qemu.join(' ')).toContain(`mac=${link.clientMac}`);
+  });
+});
