@@ -1,7 +1,7 @@
 // `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts.
 import { Command } from 'commander';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
-import { createLogger } from '../shared/log.js';
+import { type Logger, createLogger } from '../shared/log.js';
 import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
 import { configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
@@ -103,7 +103,8 @@ export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
 
 export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   const options = (flags: CommonFlags): LinkerOptions => linkerOptions(flags, env, (attach) => vmmFactory(attach, flags));
-  const log = createLogger('spectrum-link');
+  let logger: Logger | undefined;
+  const log = (): Logger => (logger ??= createLogger('spectrum-link'));
 
   const link = withCommonOptions(new Command('link'), env)
     .description('link client VMs to each of their providers: ids, devices, VMM attachment (idempotent)')
@@ -122,7 +123,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       } else if (names.length === 0) throw new CliError('link: name at least one VM, or use --all', EXIT.usage);
       const started = performance.now();
       const byVm = await linkVms(vms, linkerOpts);
-      log.info({ vms: vms.length, links: [...byVm.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
+      log().info({ vms: vms.length, links: [...byVm.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
       for (const [vm, reports] of byVm) {
         if (flags.json === true) process.stdout.write(`${JSON.stringify({ vm, links: reports.map(linkJson) })}\n`);
         else if (reports.length === 0) process.stdout.write(`${vm}: no providers, nothing to link\n`);

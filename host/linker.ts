@@ -18,7 +18,7 @@ import {
   linksOfClient,
   linksOfProvider,
   serializeState,
-  setAttachment,
+  setAttachments,
 } from './link-state.js';
 import { loadState, saveState, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -188,11 +188,13 @@ export async function linkVms(names: readonly string[], options: LinkerOptions):
       if (state !== before) await saveState(options.stateDir, before);
       throw error;
     }
-    let attachedState = state;
-    for (const report of reports) {
-      const pair = { client: vmName(report.vm), provider: vmName(report.provider) };
-      attachedState = setAttachment(attachedState, pair, { client: report.clientAttach, provider: report.providerAttach });
-    }
+    const attachedState = setAttachments(
+      state,
+      reports.map((report) => ({
+        pair: { client: vmName(report.vm), provider: vmName(report.provider) },
+        attached: { client: report.clientAttach, provider: report.providerAttach },
+      })),
+    );
     if (serializeState(attachedState) !== serializeState(state)) await saveState(options.stateDir, attachedState);
     return byVm;
   });
@@ -215,8 +217,8 @@ export async function unlinkVm(name: string, forget: boolean, options: LinkerOpt
       for (const target of vmmNics(report)) await options.vmm.detach(target.kind, target.vm, target.nic);
     }
     await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
-    let next = state;
-    for (const link of links) next = forget ? forgetLink(next, link).state : setAttachment(next, link, undefined);
+    let next = setAttachments(state, links.map((link) => ({ pair: link, attached: undefined })));
+    if (forget) for (const link of links) next = forgetLink(next, link).state;
     if (serializeState(next) !== serializeState(state)) await saveState(options.stateDir, next);
     return reports;
   });

@@ -1,12 +1,10 @@
 // Plugs the VMM clients (host/vmm/) into the linker: socket paths from templates, one timeout,
 // and the rule that a VM whose VMM socket is gone has nothing left to detach.
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
-import { createLogger } from '../shared/log.js';
+import { type Logger, createLogger } from '../shared/log.js';
 import type { AttachChoice } from './attach-mode.js';
 import type { LinkReport, VmmPort } from './linker.js';
-import { CloudHypervisorError, chAttach, chDetach } from './vmm/cloud-hypervisor.js';
 import type { VmmNic } from './vmm/nic.js';
-import { QmpError, qemuAttach, qemuDetach } from './vmm/qmp.js';
 import { cloudHypervisorNetArguments, qemuNetArguments } from './vmm/vmm-arguments.js';
 
 export interface VmmFlags {
@@ -38,7 +36,12 @@ export function vmmArgumentsFor(report: LinkReport): { client?: SideArguments; p
   return { ...(client === undefined ? {} : { client }), ...(provider === undefined ? {} : { provider }) };
 }
 
-function vmmGone(error: unknown): boolean {
+// The VMM clients (node:net, node:http) load only when a VMM is actually talked to.
+const qmp = (): Promise<typeof import('./vmm/qmp.js')> => import('./vmm/qmp.js');
+const cloudHypervisor = (): Promise<typeof import('./vmm/cloud-hypervisor.js')> => import('./vmm/cloud-hypervisor.js');
+
+async function vmmGone(error: unknown): Promise<boolean> {
+  const [{ QmpError }, { CloudHypervisorError }] = await Promise.all([qmp(), cloudHypervisor()]);
   return (error instanceof QmpError || error instanceof CloudHypervisorError) && error.kind === 'connect';
 }
 
@@ -47,27 +50,28 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) {
     throw new CliError(`--vmm-timeout ${String(flags.vmmTimeout)} is not valid: give milliseconds from 1 to 600000`, EXIT.usage);
   }
-  const log = createLogger('spectrum-link');
+  let logger: Logger | undefined;
+  const log = (): Logger => (logger ??= createLogger('spectrum-link'));
   return {
     async attach(kind, vm, nic) {
       if (kind === 'qemu') {
-        await qemuAttach(socketPath(flags.qmpSocket, vm), nic, { timeoutMs, ...(flags.qemuBus === undefined ? {} : { bus: flags.qemuBus }) });
+        await (await qmp()).qemuAttach(socketPath(flags.qmpSocket, vm), nic, { timeoutMs, ...(flags.qemuBus === undefined ? {} : { bus: flags.qemuBus }) });
       } else {
-        await chAttach(socketPath(flags.chSocket, vm), nic, { timeoutMs });
+        await (await cloudHypervisor()).chAttach(socketPath(flags.chSocket, vm), nic, { timeoutMs });
       }
     },
     async detach(kind, vm, nic) {
       try {
         if (kind === 'qemu') {
-          const result = await qemuDetach(socketPath(flags.qmpSocket, vm), nic, { timeoutMs });
-          if (!result.acknowledged) log.warn({ vm, nic: nic.id }, 'guest did not acknowledge the unplug in time; its netdev was removed anyway');
+          const result = await (await qmp()).qemuDetach(socketPath(flags.qmpSocket, vm), nic, { timeoutMs });
+          if (!result.acknowledged) log().warn({ vm, nic: nic.id }, 'guest did not acknowledge the unplug in time; its netdev was removed anyway');
         } else {
-          await chDetach(socketPath(flags.chSocket, vm), nic, { timeoutMs });
+          await (await cloudHypervisor()).chDetach(socketPath(flags.chSocket, vm), nic, { timeoutMs });
         }
       } catch (error) {
         // No VMM socket: the VM is not running, so it holds no NIC of ours.
-        if (!vmmGone(error)) throw error;
-        log.info({ vm, nic: nic.id }, 'VMM not reachable; nothing to detach');
+        if (!(await vmmGone(error))) throw error;
+        log().info({ vm, nic: nic.id }, 'VMM not reachable; nothing to detach');
       }
     },
   };

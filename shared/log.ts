@@ -1,16 +1,18 @@
 import { createRequire } from 'node:module';
 import type { Writable } from 'node:stream';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 
-// pino-pretty is only for people at a terminal; loading it costs start-up time everywhere else.
+// pino (and pino-pretty, only for people at a terminal) load on first use: short-lived commands
+// that log nothing should not pay for them at start-up.
 const require = createRequire(import.meta.url);
+const loadPino = (): typeof import('pino') => require('pino') as typeof import('pino');
 
 export type { Logger };
 
 /** Log level from the environment (SPECTRUM_LOG_LEVEL), else the given default. */
 export function logLevel(fallback: string, env: Readonly<Record<string, string | undefined>> = process.env): string {
   const wanted = env['SPECTRUM_LOG_LEVEL'];
-  return wanted !== undefined && wanted !== '' && wanted in pino.levels.values ? wanted : fallback;
+  return wanted !== undefined && wanted !== '' && wanted in loadPino().levels.values ? wanted : fallback;
 }
 
 /**
@@ -18,6 +20,7 @@ export function logLevel(fallback: string, env: Readonly<Record<string, string |
  * terminal, or when JSON was asked for; readable lines on a terminal.
  */
 export function createLogger(name: string, options: { json?: boolean; level?: string } = {}): Logger {
+  const pino = loadPino();
   const level = options.level ?? logLevel('warn');
   if (options.json === true || !process.stderr.isTTY) return pino({ name, level }, pino.destination({ fd: 2, sync: true }));
   const pinoPretty = require('pino-pretty') as typeof import('pino-pretty');

@@ -32,6 +32,9 @@ function exitCodeOf(error: unknown, known: ErrorExitCodes): number {
   if (error instanceof AddressError) return EXIT.usage;
   if (error instanceof CliError) return error.exitCode;
   for (const [type, code] of known) if (error instanceof type) return code;
+  // Every module error of this project carries a `kind` (one per failure): an expected failure
+  // whose message says what to check. Anything else is a bug.
+  if (error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string') return EXIT.failure;
   return EXIT.internal;
 }
 

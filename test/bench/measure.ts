@@ -1,10 +1,24 @@
-/** One benchmark figure: a named case, its throughput, and what it is compared with. */
+/** One benchmark figure: a named case, its value and unit, in a suite. */
 export interface BenchResult {
   readonly suite: string;
   readonly name: string;
-  readonly opsPerSecond: number;
-  readonly rounds: number;
-  readonly opsPerRound: number;
+  readonly value: number;
+  readonly unit: string;
+  /** What the figure is compared with, or a goal it is held to. */
+  readonly note?: string;
+}
+
+/** Median of a non-empty list of numbers. */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
+}
+
+/** The p-th percentile (0..100) by nearest rank. */
+export function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0;
 }
 
 /**
@@ -28,6 +42,5 @@ export function measureThroughput<T>(
     rates.push(inputs.length / seconds);
   }
   if (sink === Symbol.for('never')) console.log(sink); // keeps the results observably used
-  rates.sort((a, b) => a - b);
-  return { suite, name, opsPerSecond: rates[Math.floor(rates.length / 2)] ?? 0, rounds, opsPerRound: inputs.length };
+  return { suite, name, value: median(rates), unit: 'ops/s' };
 }

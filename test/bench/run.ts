@@ -2,10 +2,30 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { codecBench } from './codec.bench.js';
+import { linkBench } from './link.bench.js';
 import type { BenchResult } from './measure.js';
 
-// `npm run bench`: every suite, a table on stdout and the same figures as JSON in dist/bench/.
-const results: BenchResult[] = [...codecBench()];
+// `npm run bench [suite...]`: every suite (or the named ones), a table on stdout and the same
+// figures as JSON in dist/bench/results.json. Suites needing root say so and are skipped.
+const suites: Record<string, () => Promise<BenchResult[]> | BenchResult[]> = {
+  codec: codecBench,
+  link: linkBench,
+};
+
+const wanted = process.argv.slice(2);
+for (const name of wanted) {
+  if (!(name in suites)) {
+    console.error(`bench: unknown suite ${JSON.stringify(name)}; suites: ${Object.keys(suites).join(', ')}`);
+    process.exit(2);
+  }
+}
+
+const results: BenchResult[] = [];
+for (const [name, suite] of Object.entries(suites)) {
+  if (wanted.length > 0 && !wanted.includes(name)) continue;
+  process.stderr.write(`bench: ${name}...\n`);
+  results.push(...(await suite()));
+}
 
 const outputDir = fileURLToPath(new URL('../../bench/', import.meta.url));
 mkdirSync(outputDir, { recursive: true });
@@ -18,9 +38,11 @@ const report = {
 };
 writeFileSync(`${outputDir}results.json`, `${JSON.stringify(report, null, 2)}\n`);
 
-const width = Math.max(...results.map((result) => result.name.length));
-console.log(`${'suite'.padEnd(8)} ${'case'.padEnd(width)}  ops/s`);
+const format = (value: number): string => (value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(value >= 10 ? 1 : 2));
+const nameWidth = Math.max(...results.map((result) => result.name.length), 4);
+console.log(`${'suite'.padEnd(8)} ${'case'.padEnd(nameWidth)}  ${'value'.padStart(12)}  unit`);
 for (const result of results) {
-  console.log(`${result.suite.padEnd(8)} ${result.name.padEnd(width)}  ${Math.round(result.opsPerSecond).toLocaleString('en-US').padStart(12)}`);
+  const note = result.note === undefined ? '' : `  (${result.note})`;
+  console.log(`${result.suite.padEnd(8)} ${result.name.padEnd(nameWidth)}  ${format(result.value).padStart(12)}  ${result.unit}${note}`);
 }
 console.log(`\nJSON: ${outputDir}results.json`);

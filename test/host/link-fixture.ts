@@ -5,7 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecResult, Harness, Netns } from '../harness/index.js';
 
-export const ROOT = join(import.meta.dirname, '..', '..');
+/** The checkout: two levels up from test/host, three from its compiled copy in dist/test/host. */
+export const ROOT = [join(import.meta.dirname, '..', '..'), join(import.meta.dirname, '..', '..', '..')].find((dir) =>
+  existsSync(join(dir, 'package.json')),
+) ?? join(import.meta.dirname, '..', '..');
 export const LINK_BIN = join(ROOT, 'dist', 'host', 'cli.js');
 export const EXAMPLES = join(ROOT, 'examples', 'svc', 'data');
 
