@@ -5,6 +5,8 @@ export interface BenchResult {
   readonly opsPerSecond: number;
   readonly rounds: number;
   readonly opsPerRound: number;
+  /** What opsPerSecond counts when it is not operations per second (bit/s, a ratio). */
+  readonly unit?: string;
 }
 
 /**

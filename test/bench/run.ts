@@ -2,10 +2,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { codecBench } from './codec.bench.js';
+import { forwardingBench } from './forwarding.bench.js';
 import type { BenchResult } from './measure.js';
 
 // `npm run bench`: every suite, a table on stdout and the same figures as JSON in dist/bench/.
-const results: BenchResult[] = [...codecBench()];
+const results: BenchResult[] = [...codecBench(), ...(await forwardingBench())];
 
 const outputDir = fileURLToPath(new URL('../../bench/', import.meta.url));
 mkdirSync(outputDir, { recursive: true });
@@ -19,8 +20,9 @@ const report = {
 writeFileSync(`${outputDir}results.json`, `${JSON.stringify(report, null, 2)}\n`);
 
 const width = Math.max(...results.map((result) => result.name.length));
-console.log(`${'suite'.padEnd(8)} ${'case'.padEnd(width)}  ops/s`);
+console.log(`${'suite'.padEnd(8)} ${'case'.padEnd(width)}  ops/s (or unit)`);
 for (const result of results) {
-  console.log(`${result.suite.padEnd(8)} ${result.name.padEnd(width)}  ${Math.round(result.opsPerSecond).toLocaleString('en-US').padStart(12)}`);
+  const value = result.unit === 'ratio' ? result.opsPerSecond.toFixed(3) : Math.round(result.opsPerSecond).toLocaleString('en-US');
+  console.log(`${result.suite.padEnd(8)} ${result.name.padEnd(width)}  ${value.padStart(14)}${result.unit !== undefined ? ` ${result.unit}` : ''}`);
 }
 console.log(`\nJSON: ${outputDir}results.json`);
