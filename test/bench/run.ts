@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { codecBench } from './codec.bench.js';
+import { forwardingBench } from './forwarding.bench.js';
 import { linkBench } from './link.bench.js';
 import type { BenchResult } from './measure.js';
 
@@ -10,6 +11,7 @@ import type { BenchResult } from './measure.js';
 const suites: Record<string, () => Promise<BenchResult[]> | BenchResult[]> = {
   codec: codecBench,
   link: linkBench,
+  forwarding: forwardingBench,
 };
 
 const wanted = process.argv.slice(2);

@@ -1,0 +1,48 @@
+import { FirewallError } from './firewall-error.js';
+import { COUNTERS, TABLE_NAME } from './ruleset.js';
+
+/** Packets the firewall dropped, by reason, since the table was (re)created. */
+export interface FirewallCounters {
+  /** Wrong source address from a provider link (IPv6 included), or a client address arriving elsewhere. */
+  readonly antispoofDrops: number;
+  /** Forwarding refused: client to client (not an allowed pair), outside to client, client to a non-uplink. */
+  readonly isolationDrops: number;
+  /** From a provider link to anything on the provider but the agent's gateway services. */
+  readonly inputDrops: number;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Read `nft -j list counters table inet spectrum_netd` output. */
+export function parseCountersJson(text: string): FirewallCounters {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new FirewallError('listing', 'nft printed counters that are not JSON: check that nft supports -j (nftables >= 0.9)', { cause: error });
+  }
+  const packets = new Map<string, number>();
+  const entries = isRecord(parsed) && Array.isArray(parsed['nftables']) ? (parsed['nftables'] as unknown[]) : undefined;
+  if (entries === undefined) throw new FirewallError('listing', 'nft counters JSON has no "nftables" array');
+  for (const entry of entries) {
+    const counter = isRecord(entry) ? entry['counter'] : undefined;
+    if (!isRecord(counter) || counter['table'] !== TABLE_NAME) continue;
+    const name = counter['name'];
+    const value = counter['packets'];
+    if (typeof name === 'string' && typeof value === 'number') packets.set(name, value);
+  }
+  const read = (name: string): number => {
+    const value = packets.get(name);
+    if (value === undefined) {
+      throw new FirewallError('listing', `counter ${name} is missing from table ${TABLE_NAME}: reconcile the firewall to recreate it`);
+    }
+    return value;
+  };
+  return {
+    antispoofDrops: read(COUNTERS.antispoofDrops),
+    isolationDrops: read(COUNTERS.isolationDrops),
+    inputDrops: read(COUNTERS.inputDrops),
+  };
+}

@@ -1,0 +1,27 @@
+/**
+ * Every way configuring the provider firewall can fail. One kind per failure; the message says
+ * what to check.
+ */
+export type FirewallErrorKind =
+  | 'interface-name'
+  | 'client-ip'
+  | 'duplicate-link'
+  | 'duplicate-client-ip'
+  | 'interface-role'
+  | 'netns-name'
+  | 'listing'
+  | 'nft-missing'
+  | 'nft-failed'
+  | 'nft-timeout'
+  | 'table-missing';
+
+export class FirewallError extends Error {
+  override readonly name = 'FirewallError';
+  constructor(
+    readonly kind: FirewallErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,96 @@
+import { AddressError, quoteInput } from '../../shared/address-error.js';
+import { clientIpTextOf, parseClientIp } from '../../shared/client-ip.js';
+import { CLIENT_NETWORK } from '../../shared/scheme.js';
+import { FirewallError } from './firewall-error.js';
+
+/** What the provider firewall must enforce: the agent's view of its links. */
+export interface FirewallModel {
+  /** Provider-side links (MAC 0A:B3:EC:80:hi:lo) and the one client address behind each. */
+  readonly providerLinks: readonly { readonly ifname: string; readonly clientIp: string }[];
+  /** Interface names to masquerade client traffic out of. */
+  readonly uplinks: readonly string[];
+  /** Client IPs; `from` may open connections to `to` (not the other way round). */
+  readonly allowedPairs: readonly { readonly from: string; readonly to: string }[];
+}
+
+/** A model that passed validateFirewallModel: canonical addresses, no repeats. */
+export type ValidFirewallModel = FirewallModel & { readonly __valid: 'ValidFirewallModel' };
+
+/** Linux's IFNAMSIZ is 16 including the terminating NUL. */
+export const MAX_INTERFACE_NAME_BYTES = 15;
+
+/**
+ * Interface names go into nft scripts as quoted strings and come back in listings: only
+ * characters that need no escaping in either direction, and no nft wildcard (`*`). Every name
+ * Linux, udev, Spectrum (snp1, eth0, enp1s0, wlan0) or VLANs (eth0.10) use fits.
+ */
+const INTERFACE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+export function assertInterfaceName(name: string, role: string): void {
+  if (name.length === 0 || Buffer.byteLength(name) > MAX_INTERFACE_NAME_BYTES || !INTERFACE_NAME.test(name)) {
+    throw new FirewallError(
+      'interface-name',
+      `${role} interface name ${quoteInput(name)} is not usable: it must be 1 to ${MAX_INTERFACE_NAME_BYTES} bytes of letters, digits, '_', '.' or '-', starting with a letter or digit`,
+    );
+  }
+}
+
+/** A client address in canonical dotted form, or a FirewallError saying why not. */
+function canonicalClientIp(text: string, role: string): string {
+  try {
+    return clientIpTextOf(parseClientIp(text));
+  } catch (error) {
+    if (error instanceof AddressError) {
+      throw new FirewallError('client-ip', `${role} ${quoteInput(text)} is not a client address in ${CLIENT_NETWORK}: ${error.message}`, {
+        cause: error,
+      });
+    }
+    throw error;
+  }
+}
+
+/**
+ * Check a model once and return it in canonical form: addresses as the codecs print them,
+ * uplinks and pairs without repeats. Two links may share neither a name nor a client address,
+ * and no interface may be both a provider link and an uplink.
+ */
+export function validateFirewallModel(model: FirewallModel): ValidFirewallModel {
+  const links: { ifname: string; clientIp: string }[] = [];
+  const names = new Set<string>();
+  const ips = new Set<string>();
+  for (const link of model.providerLinks) {
+    assertInterfaceName(link.ifname, 'provider link');
+    const clientIp = canonicalClientIp(link.clientIp, `client address of ${link.ifname}`);
+    if (names.has(link.ifname)) {
+      throw new FirewallError('duplicate-link', `provider link ${link.ifname} is listed twice: each link appears once, with its one client`);
+    }
+    if (ips.has(clientIp)) {
+      throw new FirewallError(
+        'duplicate-client-ip',
+        `client address ${clientIp} is given to two provider links: each client address belongs to exactly one link`,
+      );
+    }
+    names.add(link.ifname);
+    ips.add(clientIp);
+    links.push({ ifname: link.ifname, clientIp });
+  }
+  const uplinks = new Set<string>();
+  for (const uplink of model.uplinks) {
+    assertInterfaceName(uplink, 'uplink');
+    if (names.has(uplink)) {
+      throw new FirewallError(
+        'interface-role',
+        `${uplink} is both a provider link and an uplink: client links are never masqueraded into, check the agent's link classification`,
+      );
+    }
+    uplinks.add(uplink);
+  }
+  const pairs = new Map<string, { from: string; to: string }>();
+  for (const pair of model.allowedPairs) {
+    const from = canonicalClientIp(pair.from, 'allowed pair source');
+    const to = canonicalClientIp(pair.to, 'allowed pair destination');
+    pairs.set(`${from} ${to}`, { from, to });
+  }
+  const valid: FirewallModel = { providerLinks: links, uplinks: [...uplinks], allowedPairs: [...pairs.values()] };
+  return valid as ValidFirewallModel;
+}

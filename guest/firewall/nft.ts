@@ -1,0 +1,126 @@
+/**
+ * Adapter: runs nft (inside the agent's own namespace, or through `ip netns exec NS` for tests
+ * and benchmarks) to make the table what ruleset.ts plans. Reads first, changes only what
+ * differs, each change one `nft -f -` transaction; an unchanged model changes nothing at all,
+ * so counters and `nft list ruleset` stay byte-identical across agent restarts.
+ */
+import { spawn } from 'node:child_process';
+import { type FirewallCounters, parseCountersJson } from './counters.js';
+import { FirewallError } from './firewall-error.js';
+import { type FirewallModel, validateFirewallModel } from './model.js';
+import { TABLE, planFirewall, removeTableScript } from './ruleset.js';
+
+export interface NftOptions {
+  /** Run nft in this named network namespace (`ip netns exec`); default: the caller's own. */
+  readonly netns?: string;
+  /** Per nft invocation; default 10 s. */
+  readonly timeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const NETNS_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+interface NftResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function nftArgv(args: readonly string[], options: NftOptions): string[] {
+  if (options.netns === undefined) return ['nft', ...args];
+  if (!NETNS_NAME.test(options.netns)) {
+    throw new FirewallError('netns-name', `network namespace name ${JSON.stringify(options.netns)} is not a plain name under /run/netns`);
+  }
+  return ['ip', 'netns', 'exec', options.netns, 'nft', ...args];
+}
+
+/** One nft process: output collected, killed on timeout, never left running. */
+function runNft(args: readonly string[], options: NftOptions, input?: string): Promise<NftResult> {
+  const [command, ...rest] = nftArgv(args, options);
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return new Promise((resolve, reject) => {
+    const child = spawn(command ?? 'nft', rest, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let settled = false;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      finish(() => reject(new FirewallError('nft-timeout', `nft ${args.join(' ')} did not finish within ${timeoutMs} ms: is the netlink socket stuck?`)));
+    }, timeoutMs);
+    const finish = (settle: () => void): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      settle();
+    };
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      finish(() =>
+        reject(
+          error.code === 'ENOENT'
+            ? new FirewallError('nft-missing', `${command ?? 'nft'} is not installed: install nftables (and iproute2 for --netns)`, { cause: error })
+            : new FirewallError('nft-failed', `could not run nft: ${error.message}`, { cause: error }),
+        ),
+      );
+    });
+    child.on('close', (code) => finish(() => resolve({ code, stdout, stderr })));
+    // A missing binary closes stdin before we write; the 'error' event reports that instead.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input ?? '');
+  });
+}
+
+function failure(what: string, result: NftResult): FirewallError {
+  return new FirewallError('nft-failed', `nft ${what} failed (exit ${String(result.code)}): ${result.stderr.trim()}`);
+}
+
+const NO_SUCH_TABLE = /No such file or directory/;
+
+/** The table's stateless listing, or undefined when there is no table. */
+async function readTable(options: NftOptions): Promise<string | undefined> {
+  const result = await runNft(['-s', 'list', 'table', ...TABLE.split(' ')], options);
+  if (result.code === 0) return result.stdout;
+  if (NO_SUCH_TABLE.test(result.stderr)) return undefined;
+  throw failure(`list table ${TABLE}`, result);
+}
+
+async function applyScript(script: string, options: NftOptions): Promise<NftResult> {
+  return runNft(['-f', '-'], options, script);
+}
+
+/**
+ * Make the firewall enforce `model`: nothing happens when it already does; changed elements
+ * only when the table has the expected structure; otherwise the whole table is replaced in one
+ * transaction. Returns whether anything changed.
+ */
+export async function reconcileFirewall(model: FirewallModel, options: NftOptions = {}): Promise<{ changed: boolean }> {
+  const valid = validateFirewallModel(model);
+  // Two attempts: an element transaction computed from a listing can fail if the table changed
+  // in between (deleting an element someone else deleted); the second plan sees the new state.
+  for (let attempt = 1; ; attempt++) {
+    const plan = planFirewall(await readTable(options), valid);
+    if (plan.kind === 'unchanged') return { changed: false };
+    const result = await applyScript(plan.script, options);
+    if (result.code === 0) return { changed: true };
+    if (attempt >= 2) throw failure(plan.kind === 'replace-table' ? `replacing table ${TABLE}` : `updating set elements of ${TABLE}`, result);
+  }
+}
+
+/** The firewall's drop counters; a FirewallError of kind 'table-missing' when there is no table. */
+export async function firewallCounters(options: NftOptions = {}): Promise<FirewallCounters> {
+  const result = await runNft(['-j', 'list', 'counters', 'table', ...TABLE.split(' ')], options);
+  if (result.code !== 0) {
+    if (NO_SUCH_TABLE.test(result.stderr)) {
+      throw new FirewallError('table-missing', `table ${TABLE} does not exist: reconcileFirewall() creates it`);
+    }
+    throw failure(`list counters table ${TABLE}`, result);
+  }
+  return parseCountersJson(result.stdout);
+}
+
+/** Delete the table (and with it every rule, set and counter); nothing to do when it is gone. */
+export async function removeFirewall(options: NftOptions = {}): Promise<void> {
+  const result = await applyScript(removeTableScript(), options);
+  if (result.code !== 0) throw failure(`deleting table ${TABLE}`, result);
+}

@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest';
+import { parseCountersJson } from '../../../guest/firewall/counters.js';
+import { FirewallError } from '../../../guest/firewall/firewall-error.js';
+
+// As nft 1.0.6 printed it for `nft -j list counters table inet spectrum_netd`.
+const printed = (antispoof: number): string =>
+  JSON.stringify({
+    nftables: [
+      { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
+      { counter: { family: 'inet', name: 'antispoof_drops', table: 'spectrum_netd', handle: 9, packets: antispoof, bytes: 84 * antispoof } },
+      { counter: { family: 'inet', name: 'isolation_drops', table: 'spectrum_netd', handle: 10, packets: 2, bytes: 0 } },
+      { counter: { family: 'inet', name: 'input_drops', table: 'spectrum_netd', handle: 11, packets: 3, bytes: 0 } },
+      { counter: { family: 'inet', name: 'input_drops', table: 'someone_else', handle: 1, packets: 99, bytes: 0 } },
+    ],
+  });
+
+describe('parseCountersJson', () => {
+  it('reads packet counts of the three drop counters of our table only', () => {
+    expect(parseCountersJson(printed(1))).toEqual({ antispoofDrops: 1, isolationDrops: 2, inputDrops: 3 });
+  });
+
+  it('refuses output that is not JSON, has no nftables array, or lacks a counter', () => {
+    for (const text of ['not json', '{}', '{"nftables": [{"counter": {"table": "spectrum_netd", "name": "input_drops", "packets": 1}}]}']) {
+      expect(() => parseCountersJson(text)).toThrow(FirewallError);
+    }
+  });
+});

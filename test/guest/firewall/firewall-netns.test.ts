@@ -1,0 +1,292 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { FirewallError } from '../../../guest/firewall/firewall-error.js';
+import { firewallCounters, reconcileFirewall, removeFirewall } from '../../../guest/firewall/nft.js';
+import { parseTableListing, staticTableText } from '../../../guest/firewall/ruleset.js';
+import { GATEWAY_IP } from '../../../shared/scheme.js';
+import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
+import { INTERNET_IP, PROVIDER_UPLINK_IP, type ProviderWorld, type WorldClient, makeProviderWorld } from './provider-world.js';
+
+const FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/firewall/fixtures/reconcile.js', import.meta.url));
+const BIG_FILE_BYTES = 6 * 1024 * 1024;
+const HTTP_PORT = 8080;
+const UDP_PORT = 7000;
+const CLOSED_PORT = 9999;
+
+const udpListener = (port: number): string[] => [
+  'python3',
+  '-u',
+  '-c',
+  [
+    'import socket',
+    's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+    `s.bind(("0.0.0.0", ${port}))`,
+    'print("ready")',
+    'while True:',
+    '    data, peer = s.recvfrom(4096)',
+    '    print("from %s:%d %d bytes" % (peer[0], peer[1], len(data)))',
+  ].join('\n'),
+];
+
+const udpSend = (ip: string, port: number): string[] => [
+  'python3',
+  '-c',
+  `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(3): s.sendto(b"hello", ("${ip}", ${port}))`,
+];
+
+async function httpServer(ns: Netns, bind: string, port: number, dir: string): Promise<NetnsProcess> {
+  const server = ns.spawn(['python3', '-u', '-m', 'http.server', String(port), '--bind', bind, '--directory', dir]);
+  await server.waitForOutput(/Serving HTTP/);
+  return server;
+}
+
+/** HTTP status from `from` to url, or 0 when no connection could be made. */
+async function httpStatus(from: Netns, url: string, seconds = 2): Promise<number> {
+  const result = await from.exec(['curl', '-sS', '--max-time', String(seconds), '-o', '/dev/null', '-w', '%{http_code}', url], {
+    allowFailure: true,
+  });
+  return Number(result.stdout.trim() || '0');
+}
+
+async function pings(from: Netns, target: string, extra: readonly string[] = []): Promise<boolean> {
+  const result = await from.exec(['busybox', 'ping', '-c', '2', '-W', '1', ...extra, target], { allowFailure: true });
+  return result.code === 0;
+}
+
+async function ruleset(provider: Netns): Promise<string> {
+  return (await provider.exec(['nft', 'list', 'ruleset'])).stdout;
+}
+
+async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
+}
+
+/** Run reconcile in a fresh node process, as a restarted agent would. */
+function freshAgent(netns: string, model: unknown): { done: Promise<{ code: number | null; stdout: string; stderr: string }>; kill: () => void } {
+  const child = spawn(process.execPath, [FIXTURE, netns, JSON.stringify(model)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('close', (code) => resolve({ code, stdout, stderr })),
+  );
+  return { done, kill: () => child.kill('SIGKILL') };
+}
+
+describeNetns('provider firewall in network namespaces', () => {
+  let harness: Harness;
+  let world: ProviderWorld;
+  let a: WorldClient;
+  let b: WorldClient;
+  let provider: Netns;
+  let dir: string;
+  let udpOnB: NetnsProcess;
+  const netns = (): { netns: string } => ({ netns: provider.name });
+
+  beforeAll(async () => {
+    if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run \`npm run build\` first`);
+    dir = mkdtempSync(join(tmpdir(), 'snt-firewall-'));
+    writeFileSync(join(dir, 'hello.txt'), 'hello\n');
+    writeFileSync(join(dir, 'big'), Buffer.alloc(BIG_FILE_BYTES));
+    harness = createHarness('firewall');
+    world = await makeProviderWorld(harness, [257, 258]);
+    [a, b] = world.clients as [WorldClient, WorldClient];
+    provider = world.provider;
+    await httpServer(world.internet, INTERNET_IP, HTTP_PORT, dir);
+    await httpServer(a.ns, a.ip, HTTP_PORT, dir);
+    await httpServer(b.ns, b.ip, HTTP_PORT, dir);
+    await httpServer(provider, '0.0.0.0', CLOSED_PORT, dir);
+    udpOnB = b.ns.spawn(udpListener(UDP_PORT));
+    await udpOnB.waitForOutput(/ready/);
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('control, without the firewall: clients reach each other and the gateway, the internet only with NAT', async () => {
+    expect(await pings(a.ns, b.ip)).toBe(true);
+    expect(await httpStatus(a.ns, `http://${b.ip}:${HTTP_PORT}/hello.txt`)).toBe(200);
+    const before = udpOnB.stdout.length;
+    await a.ns.exec(udpSend(b.ip, UDP_PORT));
+    expect(await waitUntil(() => udpOnB.stdout.slice(before).includes(`from ${a.ip}`), 2000)).toBe(true);
+    expect(await httpStatus(a.ns, `http://${GATEWAY_IP}:${CLOSED_PORT}/hello.txt`)).toBe(200);
+    // The internet has no route back to 100.64.0.0/16: without masquerading nothing returns.
+    expect(await httpStatus(a.ns, `http://${INTERNET_IP}:${HTTP_PORT}/hello.txt`)).toBe(0);
+    await world.internet.ip(['route', 'add', '100.64.0.0/16', 'via', PROVIDER_UPLINK_IP]);
+    try {
+      expect(await httpStatus(world.internet, `http://${b.ip}:${HTTP_PORT}/hello.txt`)).toBe(200);
+    } finally {
+      await world.internet.ip(['route', 'del', '100.64.0.0/16', 'via', PROVIDER_UPLINK_IP]);
+    }
+  });
+
+  it('installs the table, then finds nothing to change', async () => {
+    expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: true });
+    expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: false });
+    const listing = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
+    expect(listing.structure).toBe(staticTableText());
+    expect(listing.elements.client_sources).toEqual([`"${a.providerIf}" . ${a.ip}`, `"${b.providerIf}" . ${b.ip}`]);
+  });
+
+  it('lets a client reach the internet, which only masquerading makes possible (see the control)', async () => {
+    expect(await httpStatus(a.ns, `http://${INTERNET_IP}:${HTTP_PORT}/hello.txt`)).toBe(200);
+  });
+
+  it('drops client-to-client ping, TCP and UDP, counting them', async () => {
+    const before = await firewallCounters(netns());
+    expect(await pings(a.ns, b.ip)).toBe(false);
+    expect(await httpStatus(a.ns, `http://${b.ip}:${HTTP_PORT}/hello.txt`, 1)).toBe(0);
+    const seen = udpOnB.stdout.length;
+    await a.ns.exec(udpSend(b.ip, UDP_PORT));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(udpOnB.stdout.slice(seen)).toBe('');
+    const after = await firewallCounters(netns());
+    expect(after.isolationDrops - before.isolationDrops).toBeGreaterThanOrEqual(2 + 1 + 3);
+  });
+
+  it('lets nothing from the uplink open a connection to a client', async () => {
+    const before = await firewallCounters(netns());
+    await world.internet.ip(['route', 'add', '100.64.0.0/16', 'via', PROVIDER_UPLINK_IP]);
+    try {
+      expect(await httpStatus(world.internet, `http://${b.ip}:${HTTP_PORT}/hello.txt`, 1)).toBe(0);
+      expect(await pings(world.internet, b.ip)).toBe(false);
+    } finally {
+      await world.internet.ip(['route', 'del', '100.64.0.0/16', 'via', PROVIDER_UPLINK_IP]);
+    }
+    expect((await firewallCounters(netns())).isolationDrops).toBeGreaterThan(before.isolationDrops);
+  });
+
+  it("drops a client's packets sent from another client's address, counting them", async () => {
+    await a.ns.ip(['address', 'add', `${b.ip}/32`, 'dev', 'eth0']);
+    try {
+      const before = await firewallCounters(netns());
+      expect(await pings(a.ns, INTERNET_IP, ['-I', b.ip])).toBe(false);
+      expect(await pings(a.ns, GATEWAY_IP, ['-I', b.ip])).toBe(false);
+      const after = await firewallCounters(netns());
+      expect(after.antispoofDrops - before.antispoofDrops).toBeGreaterThanOrEqual(4);
+      // The same client with its own address still gets through.
+      expect(await pings(a.ns, INTERNET_IP, ['-I', a.ip])).toBe(true);
+    } finally {
+      await a.ns.ip(['address', 'del', `${b.ip}/32`, 'dev', 'eth0']);
+    }
+  });
+
+  it('opens only the gateway services to clients: ping yes, other TCP ports no', async () => {
+    const before = await firewallCounters(netns());
+    expect(await pings(a.ns, GATEWAY_IP)).toBe(true);
+    expect(await httpStatus(a.ns, `http://${GATEWAY_IP}:${CLOSED_PORT}/hello.txt`, 1)).toBe(0);
+    expect(await httpStatus(a.ns, `http://${PROVIDER_UPLINK_IP}:${CLOSED_PORT}/hello.txt`, 1)).toBe(0);
+    expect((await firewallCounters(netns())).inputDrops).toBeGreaterThan(before.inputDrops);
+    // Not the firewall's business: the uplink side still reaches the provider.
+    expect(await httpStatus(world.internet, `http://${PROVIDER_UPLINK_IP}:${CLOSED_PORT}/hello.txt`)).toBe(200);
+  });
+
+  it("lets a DHCP client's first broadcast from 0.0.0.0 reach the provider's port 67", async () => {
+    const listener = provider.spawn(udpListener(67));
+    await listener.waitForOutput(/ready/);
+    const before = await firewallCounters(netns());
+    const dhcp = a.ns.spawn(['busybox', 'udhcpc', '-i', 'eth0', '-n', '-q', '-t', '1', '-T', '1', '-s', '/bin/true'], { pidns: true });
+    const match = await listener.waitForOutput(/from 0\.0\.0\.0:68 \d+ bytes/, 5000);
+    expect(match[0]).toMatch(/from 0\.0\.0\.0:68/);
+    await dhcp.kill('SIGKILL', 0);
+    await listener.kill('SIGKILL', 0);
+    expect((await firewallCounters(netns())).antispoofDrops).toBe(before.antispoofDrops);
+    // udhcpc ran without a script, so the client's address is untouched.
+    expect(await pings(a.ns, GATEWAY_IP)).toBe(true);
+  });
+
+  it('drops all IPv6 from client links, counting it', async () => {
+    const linkLocal = /inet6 (fe80::[0-9a-f:]+)\/64/.exec((await provider.ip(['-6', '-o', 'address', 'show', 'dev', a.providerIf])).stdout)?.[1];
+    expect(linkLocal).toBeDefined();
+    await a.ns.exec(['sysctl', '-q', '-w', 'net.ipv6.conf.eth0.accept_dad=0', 'net.ipv6.conf.eth0.disable_ipv6=0']);
+    try {
+      const before = await firewallCounters(netns());
+      expect(await pings(a.ns, `${linkLocal ?? ''}%eth0`)).toBe(false);
+      expect((await firewallCounters(netns())).antispoofDrops - before.antispoofDrops).toBeGreaterThanOrEqual(2);
+    } finally {
+      await a.ns.exec(['sysctl', '-q', '-w', 'net.ipv6.conf.eth0.disable_ipv6=1']);
+    }
+  });
+
+  it('changes nothing, counters included, when the same model is applied again in this or a fresh process', async () => {
+    const before = await ruleset(provider);
+    expect(before).toMatch(/packets [1-9]/);
+    expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: false });
+    const fresh = await freshAgent(provider.name, world.model()).done;
+    expect(fresh).toMatchObject({ code: 0, stdout: '{"changed":false}\n' });
+    expect(await ruleset(provider)).toBe(before);
+  });
+
+  it('replaces a table whose structure was changed, and only then', async () => {
+    const handles = (await provider.exec(['nft', '-a', 'list', 'chain', 'inet', 'spectrum_netd', 'forward'])).stdout;
+    const handle = /ct state established,related accept # handle (\d+)/.exec(handles)?.[1];
+    expect(handle).toBeDefined();
+    await provider.exec(['nft', 'delete', 'rule', 'inet', 'spectrum_netd', 'forward', 'handle', handle ?? '']);
+    expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: true });
+    const listing = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
+    expect(listing.structure).toBe(staticTableText());
+    expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: false });
+  });
+
+  it("removes a link's elements when the link goes, and puts them back", async () => {
+    const only = world.model({ providerLinks: [{ ifname: a.providerIf, clientIp: a.ip }] });
+    expect(await reconcileFirewall(only, netns())).toEqual({ changed: true });
+    const listed = (await provider.exec(['nft', 'list', 'table', 'inet', 'spectrum_netd'])).stdout;
+    expect(listed).not.toContain(b.providerIf);
+    expect(listed).not.toContain(b.ip);
+    expect(listed).toContain(a.providerIf);
+    expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: true });
+    expect((await provider.exec(['nft', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).toContain(b.providerIf);
+  });
+
+  it('lets an allowed pair open connections in its direction only', async () => {
+    expect(await reconcileFirewall(world.model({ allowedPairs: [{ from: a.ip, to: b.ip }] }), netns())).toEqual({ changed: true });
+    expect(await httpStatus(a.ns, `http://${b.ip}:${HTTP_PORT}/hello.txt`)).toBe(200);
+    expect(await httpStatus(b.ns, `http://${a.ip}:${HTTP_PORT}/hello.txt`, 1)).toBe(0);
+    expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: true });
+    expect(await httpStatus(a.ns, `http://${b.ip}:${HTTP_PORT}/hello.txt`, 1)).toBe(0);
+  });
+
+  it('keeps an active TCP transfer going through a SIGKILLed agent, a restart and a table replacement', async () => {
+    const download = a.ns.spawn([
+      'curl', '-sS', '--max-time', '20', '--limit-rate', '1M', '-o', '/dev/null', '-w', '%{size_download}',
+      `http://${INTERNET_IP}:${HTTP_PORT}/big`,
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const killed = freshAgent(provider.name, world.model());
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    killed.kill();
+    await killed.done;
+    const restarted = await freshAgent(provider.name, world.model()).done;
+    expect(restarted).toMatchObject({ code: 0, stdout: '{"changed":false}\n' });
+    // A structure change forces a whole-table replacement mid-transfer: conntrack keeps the flow.
+    await provider.exec(['nft', 'add', 'rule', 'inet', 'spectrum_netd', 'forward', 'counter']);
+    expect(await freshAgent(provider.name, world.model()).done).toMatchObject({ code: 0, stdout: '{"changed":true}\n' });
+    expect(download.exit).toBeUndefined();
+    const exit = await download.wait();
+    await download.waitClosed();
+    expect(download.stderr).toBe('');
+    expect(exit.code).toBe(0);
+    expect(Number(download.stdout)).toBe(BIG_FILE_BYTES);
+  }, 30_000);
+
+  it('removes the whole table, idempotently, and the control behaviour returns', async () => {
+    await removeFirewall(netns());
+    await removeFirewall(netns());
+    expect(await ruleset(provider)).toBe('');
+    await expect(firewallCounters(netns())).rejects.toSatisfy((error) => error instanceof FirewallError && error.kind === 'table-missing');
+    expect(await pings(a.ns, b.ip)).toBe(true);
+  });
+});

@@ -1,0 +1,154 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { validateFirewallModel } from '../../../guest/firewall/model.js';
+import {
+  SET_NAMES,
+  TABLE,
+  desiredElements,
+  elementCommands,
+  emptyElements,
+  parseTableListing,
+  planFirewall,
+  removeTableScript,
+  replaceTableScript,
+  staticTableText,
+} from '../../../guest/firewall/ruleset.js';
+import { anyFirewallModel } from './arbitraries.js';
+import { applyScript, elementsOf, renderListing, tableOf } from './simulated-table.js';
+
+const anyValidModel = anyFirewallModel.map(validateFirewallModel);
+const anyPerLine = fc.integer({ min: 1, max: 5 });
+
+describe('desiredElements', () => {
+  it('has one client_sources entry per link, no repeats anywhere, everything sorted', () => {
+    fc.assert(
+      fc.property(anyValidModel, (model) => {
+        const elements = desiredElements(model);
+        expect(elements.client_sources).toHaveLength(model.providerLinks.length);
+        expect(elements.client_links).toHaveLength(model.providerLinks.length);
+        for (const name of SET_NAMES) {
+          expect(new Set(elements[name]).size).toBe(elements[name].length);
+          expect([...elements[name]].sort()).toEqual(elements[name]);
+        }
+        for (const link of model.providerLinks) expect(elements.client_sources).toContain(`"${link.ifname}" . ${link.clientIp}`);
+      }),
+    );
+  });
+});
+
+describe('parseTableListing', () => {
+  it('gives back the structure and every element, however nft wraps the lists', () => {
+    fc.assert(
+      fc.property(anyValidModel, anyPerLine, (model, perLine) => {
+        const listing = renderListing(tableOf(staticTableText(), desiredElements(model)), perLine);
+        const parsed = parseTableListing(listing);
+        expect(parsed.structure).toBe(staticTableText());
+        expect(parsed.elements).toEqual(desiredElements(model));
+        expect(parsed.unknownSets).toEqual([]);
+      }),
+    );
+  });
+
+  it('reads a listing exactly as nft 1.0.6 printed it', () => {
+    const printed = staticTableText().replace(
+      '\tset client_sources {\n\t\ttype ifname . ipv4_addr\n',
+      '\tset client_sources {\n\t\ttype ifname . ipv4_addr\n\t\telements = { "snp1" . 100.64.0.1,\n\t\t\t     "eth0.10" . 100.64.1.2 }\n',
+    );
+    const parsed = parseTableListing(printed);
+    expect(parsed.structure).toBe(staticTableText());
+    expect(parsed.elements.client_sources).toEqual(['"eth0.10" . 100.64.1.2', '"snp1" . 100.64.0.1']);
+  });
+});
+
+describe('planFirewall', () => {
+  it('turns any table with the right structure into exactly the desired elements, touching only what differs', () => {
+    fc.assert(
+      fc.property(anyValidModel, anyValidModel, anyPerLine, (before, after, perLine) => {
+        const current = tableOf(staticTableText(), desiredElements(before));
+        const plan = planFirewall(renderListing(current, perLine), after);
+        const result = plan.kind === 'unchanged' ? current : applyScript(current, plan.script);
+        expect(result?.structure).toBe(staticTableText());
+        expect(result && elementsOf(result)).toEqual(desiredElements(after));
+        if (plan.kind !== 'unchanged') expect(plan.kind).toBe('update-elements');
+      }),
+    );
+  });
+
+  it('does nothing when the table already matches the model', () => {
+    fc.assert(
+      fc.property(anyValidModel, anyPerLine, (model, perLine) => {
+        const listing = renderListing(tableOf(staticTableText(), desiredElements(model)), perLine);
+        expect(planFirewall(listing, model)).toEqual({ kind: 'unchanged' });
+      }),
+    );
+  });
+
+  it('creates the whole table when there is none', () => {
+    fc.assert(
+      fc.property(anyValidModel, (model) => {
+        const plan = planFirewall(undefined, model);
+        expect(plan).toMatchObject({ kind: 'replace-table', reason: 'missing' });
+        const result = applyScript(undefined, plan.kind === 'unchanged' ? '' : plan.script);
+        expect(result?.structure).toBe(staticTableText());
+        expect(result && elementsOf(result)).toEqual(desiredElements(model));
+      }),
+    );
+  });
+
+  it('replaces the table in one script when any line of its structure differs', () => {
+    const lines = staticTableText().split('\n');
+    const editable = lines.map((_line, index) => index).filter((index) => index > 0 && lines[index] !== '' && lines[index] !== '}');
+    fc.assert(
+      fc.property(anyValidModel, anyValidModel, fc.constantFrom(...editable), fc.boolean(), (before, after, lineIndex, remove) => {
+        const edited = lines.flatMap((line, index) => (index !== lineIndex ? [line] : remove ? [] : [`${line} `]));
+        const current = tableOf(edited.join('\n'), desiredElements(before));
+        const plan = planFirewall(renderListing(current), after);
+        expect(plan).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+        const result = applyScript(current, plan.kind === 'unchanged' ? '' : plan.script);
+        expect(result?.structure).toBe(staticTableText());
+        expect(result && elementsOf(result)).toEqual(desiredElements(after));
+      }),
+    );
+  });
+
+  it('replaces a table that has elements in a set this version does not know', () => {
+    const extra = staticTableText().replace('\tchain prerouting {', '\tset legacy {\n\t\ttype ipv4_addr\n\t\telements = { 100.64.0.1 }\n\t}\n\n\tchain prerouting {');
+    expect(planFirewall(extra, validateFirewallModel({ providerLinks: [], uplinks: [], allowedPairs: [] })).kind).toBe('replace-table');
+  });
+});
+
+describe('the static part', () => {
+  it('never depends on the model: the scripts differ only in element commands', () => {
+    fc.assert(
+      fc.property(anyValidModel, (model) => {
+        const script = replaceTableScript(desiredElements(model));
+        const withoutElements = script
+          .split('\n')
+          .filter((line) => !line.startsWith('add element '))
+          .join('\n');
+        expect(withoutElements).toBe(`add table ${TABLE}\ndelete table ${TABLE}\n${staticTableText()}`);
+      }),
+    );
+  });
+
+  it('names no interface or client address', () => {
+    expect(staticTableText()).not.toMatch(/100\.64\.\d+\.\d+(?!\/16)/);
+    expect(staticTableText()).not.toMatch(/"(eth|snp|wlan)/);
+  });
+
+  it('emits one add command per non-empty set, each element once', () => {
+    fc.assert(
+      fc.property(anyValidModel, (model) => {
+        const desired = desiredElements(model);
+        const script = elementCommands({ add: desired, delete: emptyElements() });
+        const nonEmpty = SET_NAMES.filter((name) => desired[name].length > 0);
+        expect(script.split('\n').filter((line) => line !== '')).toHaveLength(nonEmpty.length);
+      }),
+    );
+  });
+
+  it('removes the table whether or not it exists', () => {
+    expect(applyScript(undefined, removeTableScript())).toBeUndefined();
+    expect(applyScript(tableOf(staticTableText(), emptyElements()), removeTableScript())).toBeUndefined();
+  });
+});
