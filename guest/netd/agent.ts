@@ -32,6 +32,8 @@ export interface AgentStatus {
   readonly links: readonly (LinkReport & { readonly error: string | null })[];
   readonly counters: AgentCounters;
   readonly firewall: FirewallCounters;
+  /** What the firewall was last told (empty in client mode). */
+  readonly model: FirewallModel | null;
 }
 
 const RETRY_FIRST_MS = 500;
@@ -99,7 +101,7 @@ export class NetdAgent {
   async status(): Promise<AgentStatus> {
     const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
     const firewall = this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 } : await this.firewall.counters();
-    return { links, counters: { ...this.#counters }, firewall };
+    return { links, counters: { ...this.#counters }, firewall, model: this.#lastPlan?.firewall ?? null };
   }
 
   #schedule(): void {
