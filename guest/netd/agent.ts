@@ -4,7 +4,7 @@ import type { Logger } from '../../shared/log.js';
 import type { FirewallCounters, FirewallPort } from '../firewall-port.js';
 import type { FirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort } from '../services-port.js';
-import { type KernelEvent, type KernelView, applyEvent, emptyView, sysctlKeyId, sysctlPath } from './kernel-view.js';
+import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, sysctlKeyId, sysctlPath } from './kernel-view.js';
 import type { NetdKernel } from './rtnetlink.js';
 import {
   type LinkReport,
@@ -43,6 +43,7 @@ export class NetdAgent {
   readonly #pending: KernelEvent[] = [];
   #view: KernelView = emptyView();
   #fullSyncWanted = true;
+  #dumping = false;
   #running = false;
   #again = false;
   #stopped = false;
@@ -71,8 +72,19 @@ export class NetdAgent {
       // Subscribe before the dump, so nothing that happens in between is missed.
       this.kernel.subscribe({
         events: (events) => {
-          this.#pending.push(...events);
-          this.#schedule();
+          // During a dump, queue: the events are replayed on top of the fresh view. Otherwise
+          // apply at once, and reconcile only when something the planner reads changed.
+          if (this.#dumping || this.#fullSyncWanted) {
+            this.#pending.push(...events);
+            this.#schedule();
+            return;
+          }
+          let changed = false;
+          for (const event of events) {
+            if (changesView(this.#view, event)) changed = true;
+            applyEvent(this.#view, event);
+          }
+          if (changed) this.#schedule();
         },
         overflow: () => {
           this.log.warn('rtnetlink notifications overflowed: reading the whole state again');
@@ -135,7 +147,12 @@ export class NetdAgent {
       this.#fullSyncWanted = false;
       this.#counters.fullSyncs += 1;
       const fresh = emptyView();
-      for (const event of await this.kernel.dump()) applyEvent(fresh, event);
+      this.#dumping = true;
+      try {
+        for (const event of await this.kernel.dump()) applyEvent(fresh, event);
+      } finally {
+        this.#dumping = false;
+      }
       this.#view = fresh;
     }
     // Everything queued, including what arrived during a dump, applied in arrival order.
@@ -143,12 +160,10 @@ export class NetdAgent {
 
     let current = plan(this.#view, this.options);
     if (current.unknownSysctls.length > 0) {
-      await Promise.all(
-        current.unknownSysctls.map(async (key) => {
-          const path = sysctlPath(key, this.#view);
-          if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), await this.kernel.readSysctl(path));
-        }),
-      );
+      for (const key of current.unknownSysctls) {
+        const path = sysctlPath(key, this.#view);
+        if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));
+      }
       current = plan(this.#view, this.options);
     }
 

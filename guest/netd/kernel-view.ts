@@ -84,6 +84,34 @@ function forgetLink(view: KernelView, ifindex: number): void {
   for (const key of view.sysctls.keys()) if (key.startsWith(`${ifindex}:`)) view.sysctls.delete(key);
 }
 
+function sameEntry(a: object | undefined, b: object): boolean {
+  if (a === undefined) return false;
+  const left = a as Record<string, unknown>;
+  const right = b as Record<string, unknown>;
+  return Object.keys(right).every((key) => left[key] === right[key]);
+}
+
+/**
+ * Whether an event would change the view: the echoes of the agent's own changes (already in
+ * the view) and carrier flaps that change nothing it tracks need no reconcile.
+ */
+export function changesView(view: KernelView, event: KernelEvent): boolean {
+  switch (event.kind) {
+    case 'link':
+      return event.op === 'del' ? view.links.has(event.link.ifindex) : !sameEntry(view.links.get(event.link.ifindex), event.link);
+    case 'address':
+      return event.op === 'del' ? view.addresses.has(addressKey(event.address)) : !view.addresses.has(addressKey(event.address));
+    case 'route': {
+      const current = view.routes.get(routeKey(event.route));
+      return event.op === 'del' ? current !== undefined : !sameEntry(current, event.route);
+    }
+    case 'neighbour': {
+      const current = view.neighbours.get(neighbourKey(event.neighbour));
+      return event.op === 'del' ? current !== undefined : !sameEntry(current, event.neighbour);
+    }
+  }
+}
+
 /** Apply one notification (or dump entry) to the view. */
 export function applyEvent(view: KernelView, event: KernelEvent): void {
   switch (event.kind) {

@@ -1,6 +1,7 @@
 // Adapter between the agent and the kernel: rtnetlink through the `netlink` package (dumps,
 // notifications, changes) and /proc/sys for sysctls. Decoders are pure; no decisions here.
-import { readFile, writeFile } from 'node:fs/promises';
+// /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { type NetlinkMessage, type RtNetlinkSocket, createRtNetlink, rt } from 'netlink';
 import type { KernelAddress, KernelEvent, KernelLink, KernelNeighbour, KernelRoute, KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
@@ -105,7 +106,7 @@ export interface NetdKernel {
   subscribe(listener: KernelListener): void;
   dump(): Promise<KernelEvent[]>;
   apply(operation: Operation, view: KernelView): Promise<void>;
-  readSysctl(path: string): Promise<string>;
+  readSysctl(path: string): string;
   close(): void;
 }
 
@@ -191,7 +192,7 @@ export class RtnetlinkKernel implements NetdKernel {
         if (link === undefined) throw new NetdError('sysctl', `link ${String(key.ifindex)} is gone`);
         const path = `/proc/sys/${key.template.replace('{}', link?.name ?? '')}`;
         try {
-          await writeFile(path, `${operation.value}\n`);
+          writeFileSync(path, `${operation.value}\n`);
         } catch (error) {
           throw new NetdError('sysctl', `cannot write ${path} (${errnoOf(error)}): is /proc/sys mounted writable?`);
         }
@@ -262,9 +263,9 @@ export class RtnetlinkKernel implements NetdKernel {
     }
   }
 
-  async readSysctl(path: string): Promise<string> {
+  readSysctl(path: string): string {
     try {
-      return (await readFile(path, 'utf8')).trim();
+      return readFileSync(path, 'utf8').trim();
     } catch (error) {
       if (errnoOf(error) === 'ENOENT') return SYSCTL_ABSENT;
       throw new NetdError('sysctl', `cannot read ${path} (${errnoOf(error)})`);
