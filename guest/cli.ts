@@ -1,11 +1,16 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { addrCommand } from '../shared/cli/addr-command.js';
-import { main } from '../shared/cli/run-cli.js';
+import { EXIT, main } from '../shared/cli/run-cli.js';
+import { clientCommand, runCommand, statusCommand } from './netd/commands.js';
+import { NetdError } from './netd/netd-error.js';
 
 const program = new Command('spectrum-netd')
   .description('Spectrum provider agent: configures client links, firewall, DHCP and DNS inside a provider VM')
   .version('0.1.0')
-  .addCommand(addrCommand());
+  .addCommand(addrCommand())
+  .addCommand(runCommand())
+  .addCommand(clientCommand())
+  .addCommand(statusCommand());
 
-main(program);
+main(program, [[NetdError, EXIT.failure]]);

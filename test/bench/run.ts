@@ -5,6 +5,7 @@ import { codecBench } from './codec.bench.js';
 import { forwardingBench } from './forwarding.bench.js';
 import { linkBench } from './link.bench.js';
 import type { BenchResult } from './measure.js';
+import { netdBench } from './netd.bench.js';
 
 // `npm run bench [suite...]`: every suite (or the named ones), a table on stdout and the same
 // figures as JSON in dist/bench/results.json. Suites needing root say so and are skipped.
@@ -12,6 +13,11 @@ const suites: Record<string, () => Promise<BenchResult[]> | BenchResult[]> = {
   codec: codecBench,
   link: linkBench,
   forwarding: forwardingBench,
+  netd: async () =>
+    (await netdBench()).flatMap((latency) => [
+      { suite: latency.suite, name: `${latency.name}, median`, value: latency.medianMs, unit: 'ms', note: `${latency.samples} samples` },
+      { suite: latency.suite, name: `${latency.name}, p99`, value: latency.p99Ms, unit: 'ms' },
+    ]),
 };
 
 const wanted = process.argv.slice(2);

@@ -1,0 +1,34 @@
+import type { FirewallModel } from './firewall/model.js';
+
+export type { FirewallModel };
+
+/** Packet counters the firewall keeps; the agent reports them in `status`. */
+export interface FirewallCounters {
+  antispoofDrops: number;
+  isolationDrops: number;
+  inputDrops: number;
+}
+
+/** The agent's view of the firewall: make the ruleset match a model, read its counters. */
+export interface FirewallPort {
+  reconcile(model: FirewallModel): Promise<void>;
+  counters(): Promise<{ antispoofDrops: number; isolationDrops: number; inputDrops: number }>;
+}
+
+/** Stand-in until the nftables firewall is plugged in: remembers the last model, counts nothing. */
+export class NoopFirewall implements FirewallPort {
+  #model: FirewallModel | undefined;
+
+  get lastModel(): FirewallModel | undefined {
+    return this.#model;
+  }
+
+  reconcile(model: FirewallModel): Promise<void> {
+    this.#model = model;
+    return Promise.resolve();
+  }
+
+  counters(): Promise<FirewallCounters> {
+    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 });
+  }
+}

@@ -1,0 +1,262 @@
+// The agent's imperative shell: keeps the kernel view current from notifications, and runs one
+// reconcile at a time — events arriving meanwhile are coalesced into the next run.
+import type { Logger } from '../../shared/log.js';
+import type { FirewallCounters, FirewallPort } from '../firewall-port.js';
+import type { FirewallModel } from '../firewall/model.js';
+import type { ProviderLink, ServicesPort } from '../services-port.js';
+import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, sysctlKeyId, sysctlPath } from './kernel-view.js';
+import type { NetdKernel } from './rtnetlink.js';
+import {
+  type LinkReport,
+  type Operation,
+  type Plan,
+  type PlanOptions,
+  applyOperation,
+  describeOperation,
+  operationIfindex,
+  plan,
+} from './plan.js';
+
+export interface AgentCounters {
+  readonly reconciles: number;
+  /** Kernel changes made since start (operations that succeeded). */
+  readonly changesApplied: number;
+  /** Changes made by the initial reconcile: 0 when the agent restarts onto a configured system. */
+  readonly initialChanges: number | null;
+  readonly failedChanges: number;
+  readonly fullSyncs: number;
+  readonly lastReconcileMs: number;
+}
+
+export interface AgentStatus {
+  readonly links: readonly (LinkReport & { readonly error: string | null })[];
+  readonly counters: AgentCounters;
+  readonly firewall: FirewallCounters;
+  /** What the firewall was last told (empty in client mode). */
+  readonly model: FirewallModel | null;
+}
+
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 30_000;
+
+export class NetdAgent {
+  readonly #pending: KernelEvent[] = [];
+  #view: KernelView = emptyView();
+  #fullSyncWanted = true;
+  #dumping = false;
+  #running = false;
+  #again = false;
+  #stopped = false;
+  #lastPlan: Plan | undefined;
+  #firewallModel = '';
+  #servicesLinks = '';
+  #errors = new Map<number, string>();
+  #retryTimer: NodeJS.Timeout | undefined;
+  #retryMs = RETRY_FIRST_MS;
+  #idleWaiters: (() => void)[] = [];
+  #fatal: ((error: Error) => void) | undefined;
+  #counters = { reconciles: 0, changesApplied: 0, initialChanges: null as number | null, failedChanges: 0, fullSyncs: 0, lastReconcileMs: 0 };
+
+  constructor(
+    private readonly kernel: NetdKernel,
+    private readonly options: PlanOptions,
+    private readonly log: Logger,
+    private readonly firewall: FirewallPort | null,
+    private readonly services: ServicesPort | null,
+  ) {}
+
+  /** Subscribe, read everything, reconcile once; resolves when that first reconcile is done. */
+  async start(options: { watch: boolean; onFatal?: (error: Error) => void } = { watch: true }): Promise<void> {
+    if (options.onFatal !== undefined) this.#fatal = options.onFatal;
+    if (options.watch) {
+      // Subscribe before the dump, so nothing that happens in between is missed.
+      this.kernel.subscribe({
+        events: (events) => {
+          // During a dump, queue: the events are replayed on top of the fresh view. Otherwise
+          // apply at once, and reconcile only when something the planner reads changed.
+          if (this.#dumping || this.#fullSyncWanted) {
+            this.#pending.push(...events);
+            this.#schedule();
+            return;
+          }
+          let changed = false;
+          for (const event of events) {
+            if (changesView(this.#view, event)) changed = true;
+            applyEvent(this.#view, event);
+          }
+          if (changed) this.#schedule();
+        },
+        overflow: () => {
+          this.log.warn('rtnetlink notifications overflowed: reading the whole state again');
+          this.#fullSyncWanted = true;
+          this.#schedule();
+        },
+        failed: (error) => this.#fatal?.(error),
+      });
+    }
+    this.#schedule();
+    await this.idle();
+  }
+
+  /** Resolves once no reconcile is running or queued. */
+  idle(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#retryTimer);
+    this.kernel.close();
+  }
+
+  async status(): Promise<AgentStatus> {
+    const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
+    const firewall = this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 } : await this.firewall.counters();
+    return { links, counters: { ...this.#counters }, firewall, model: this.#lastPlan?.firewall ?? null };
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = true;
+    // setImmediate lets a burst of notifications already read land in this same run.
+    setImmediate(() => void this.#loop());
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      do {
+        this.#again = false;
+        await this.#reconcile();
+      } while ((this.#again || this.#pending.length > 0 || this.#fullSyncWanted) && !this.#stopped);
+    } catch (error) {
+      this.#fatal?.(error instanceof Error ? error : new Error(String(error)));
+    } finally {
+      this.#running = false;
+      for (const resolve of this.#idleWaiters.splice(0)) resolve();
+    }
+  }
+
+  async #reconcile(): Promise<void> {
+    const started = performance.now();
+    if (this.#fullSyncWanted) {
+      this.#fullSyncWanted = false;
+      this.#counters.fullSyncs += 1;
+      const fresh = emptyView();
+      this.#dumping = true;
+      try {
+        for (const event of await this.kernel.dump()) applyEvent(fresh, event);
+      } finally {
+        this.#dumping = false;
+      }
+      this.#view = fresh;
+    }
+    // Everything queued, including what arrived during a dump, applied in arrival order.
+    for (const event of this.#pending.splice(0)) applyEvent(this.#view, event);
+
+    let current = plan(this.#view, this.options);
+    if (current.unknownSysctls.length > 0) {
+      for (const key of current.unknownSysctls) {
+        const path = sysctlPath(key, this.#view);
+        if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));
+      }
+      current = plan(this.#view, this.options);
+    }
+
+    const failures = await this.#applyAll(current.operations);
+    const applied = current.operations.length - failures;
+    this.#counters.reconciles += 1;
+    this.#counters.changesApplied += applied;
+    this.#counters.failedChanges += failures;
+    this.#counters.initialChanges ??= applied;
+    // The report reflects what was applied: plan again on the updated view (cheap, pure).
+    this.#lastPlan = applied > 0 ? plan(this.#view, this.options) : current;
+    await this.#tellPorts(this.#lastPlan);
+    this.#counters.lastReconcileMs = performance.now() - started;
+    if (current.operations.length > 0) {
+      this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');
+    } else this.log.debug({ changes: 0 }, 'reconciled: nothing to change');
+    this.#scheduleRetry(failures > 0);
+  }
+
+  /**
+   * Send every operation at once: one socket keeps them in order in the kernel, so a link is up
+   * before routes through it are added, and the round trips overlap.
+   */
+  async #applyAll(operations: readonly Operation[]): Promise<number> {
+    const nameOf = (ifindex: number | null): string => (ifindex === null ? '-' : (this.#view.links.get(ifindex)?.name ?? `#${ifindex}`));
+    const results = await Promise.allSettled(operations.map((operation) => this.kernel.apply(operation, this.#view)));
+    let failures = 0;
+    const touched = new Set<number>();
+    results.forEach((result, index) => {
+      const operation = operations[index];
+      if (operation === undefined) return;
+      const ifindex = operationIfindex(operation);
+      if (result.status === 'fulfilled') {
+        applyOperation(this.#view, operation);
+        this.log.debug(describeOperation(operation, nameOf));
+        if (ifindex !== null && !touched.has(ifindex)) this.#errors.delete(ifindex);
+        return;
+      }
+      failures += 1;
+      const reason = result.reason instanceof Error ? result.reason.message : String(result.reason);
+      const text = `${describeOperation(operation, nameOf)}: ${reason}`;
+      if (ifindex !== null) {
+        touched.add(ifindex);
+        this.#errors.set(ifindex, text);
+      }
+      this.log.warn(text);
+    });
+    for (const ifindex of this.#errors.keys()) if (!this.#view.links.has(ifindex)) this.#errors.delete(ifindex);
+    return failures;
+  }
+
+  async #tellPorts(current: Plan): Promise<void> {
+    const model: FirewallModel = current.firewall;
+    const modelText = JSON.stringify(model);
+    if (this.firewall !== null && modelText !== this.#firewallModel) {
+      try {
+        await this.firewall.reconcile(model);
+        this.#firewallModel = modelText;
+      } catch (error) {
+        this.log.error({ err: error }, 'firewall reconcile failed; will retry');
+        this.#scheduleRetry(true);
+      }
+    }
+    const links: readonly ProviderLink[] = current.providerLinks;
+    const linksText = JSON.stringify(links);
+    if (this.services !== null && linksText !== this.#servicesLinks) {
+      try {
+        await this.services.linksChanged(links);
+        this.#servicesLinks = linksText;
+      } catch (error) {
+        this.log.error({ err: error }, 'services update failed; will retry');
+        this.#scheduleRetry(true);
+      }
+    }
+  }
+
+  /** Failed changes are retried with backoff even without a new event (the cause may pass). */
+  #scheduleRetry(failed: boolean): void {
+    if (!failed) {
+      this.#retryMs = RETRY_FIRST_MS;
+      return;
+    }
+    if (this.#retryTimer !== undefined || this.#stopped) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#schedule();
+    }, this.#retryMs);
+    this.#retryTimer.unref();
+    this.#retryMs = Math.min(this.#retryMs * 2, RETRY_MAX_MS);
+  }
+
+  /** A copy of the view, for tests. */
+  get view(): KernelView {
+    return this.#view;
+  }
+}

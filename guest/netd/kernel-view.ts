@@ -1,0 +1,144 @@
+// The agent's picture of the kernel's IPv4 networking state in its namespace: links, addresses,
+// main-table routes and neighbours, plus the sysctls it has read. Filled by a dump at start and
+// kept current by rtnetlink notifications; every update is an idempotent upsert or delete of a
+// whole entry, so replaying events on top of a later dump converges to the kernel's state.
+
+export interface KernelLink {
+  readonly ifindex: number;
+  readonly name: string;
+  /** Lower-case aa:bb:cc:dd:ee:ff; '' when the device has no hardware address. */
+  readonly mac: string;
+  /** Administratively up (IFF_UP). */
+  readonly up: boolean;
+  readonly loopback: boolean;
+}
+
+export interface KernelAddress {
+  readonly ifindex: number;
+  readonly ip: string;
+  readonly prefixLength: number;
+}
+
+/** A route of the main table (254). */
+export interface KernelRoute {
+  readonly dst: string;
+  readonly dstLength: number;
+  readonly oif: number | null;
+  readonly gateway: string | null;
+  readonly priority: number;
+}
+
+export interface KernelNeighbour {
+  readonly ifindex: number;
+  readonly ip: string;
+  /** Lower-case; null while unresolved. */
+  readonly mac: string | null;
+  readonly permanent: boolean;
+}
+
+/** A sysctl under /proc/sys, per interface (by ifindex, so a rename keeps it) or global. */
+export interface SysctlKey {
+  readonly ifindex: number | null;
+  /** e.g. 'net/ipv4/ip_forward', or for a link 'net/ipv6/conf/{}/disable_ipv6' ({} = its name). */
+  readonly template: string;
+}
+
+export interface KernelView {
+  readonly links: Map<number, KernelLink>;
+  readonly addresses: Map<string, KernelAddress>;
+  readonly routes: Map<string, KernelRoute>;
+  readonly neighbours: Map<string, KernelNeighbour>;
+  /** Values read from or written to /proc/sys, keyed by sysctlKeyId. */
+  readonly sysctls: Map<string, string>;
+}
+
+export type KernelEvent =
+  | { readonly kind: 'link'; readonly op: 'new' | 'del'; readonly link: KernelLink }
+  | { readonly kind: 'address'; readonly op: 'new' | 'del'; readonly address: KernelAddress }
+  | { readonly kind: 'route'; readonly op: 'new' | 'del'; readonly route: KernelRoute }
+  | { readonly kind: 'neighbour'; readonly op: 'new' | 'del'; readonly neighbour: KernelNeighbour };
+
+export function emptyView(): KernelView {
+  return { links: new Map(), addresses: new Map(), routes: new Map(), neighbours: new Map(), sysctls: new Map() };
+}
+
+export const addressKey = (a: KernelAddress): string => `${a.ifindex}/${a.ip}/${a.prefixLength}`;
+// The kernel identifies an IPv4 route by table, prefix, TOS and priority (metric).
+export const routeKey = (r: Pick<KernelRoute, 'dst' | 'dstLength' | 'priority'>): string => `${r.dst}/${r.dstLength}@${r.priority}`;
+export const neighbourKey = (n: Pick<KernelNeighbour, 'ifindex' | 'ip'>): string => `${n.ifindex}/${n.ip}`;
+export const sysctlKeyId = (k: SysctlKey): string => `${k.ifindex ?? '-'}:${k.template}`;
+
+/** The /proc/sys path of a sysctl for the link's current name. */
+export function sysctlPath(key: SysctlKey, view: KernelView): string | null {
+  if (key.ifindex === null) return `/proc/sys/${key.template}`;
+  const link = view.links.get(key.ifindex);
+  return link === undefined ? null : `/proc/sys/${key.template.replace('{}', link.name)}`;
+}
+
+/** Everything the kernel drops together with a device. */
+function forgetLink(view: KernelView, ifindex: number): void {
+  view.links.delete(ifindex);
+  for (const [key, address] of view.addresses) if (address.ifindex === ifindex) view.addresses.delete(key);
+  for (const [key, route] of view.routes) if (route.oif === ifindex) view.routes.delete(key);
+  for (const [key, neighbour] of view.neighbours) if (neighbour.ifindex === ifindex) view.neighbours.delete(key);
+  for (const key of view.sysctls.keys()) if (key.startsWith(`${ifindex}:`)) view.sysctls.delete(key);
+}
+
+function sameEntry(a: object | undefined, b: object): boolean {
+  if (a === undefined) return false;
+  const left = a as Record<string, unknown>;
+  const right = b as Record<string, unknown>;
+  return Object.keys(right).every((key) => left[key] === right[key]);
+}
+
+/**
+ * Whether an event would change the view: the echoes of the agent's own changes (already in
+ * the view) and carrier flaps that change nothing it tracks need no reconcile.
+ */
+export function changesView(view: KernelView, event: KernelEvent): boolean {
+  switch (event.kind) {
+    case 'link':
+      return event.op === 'del' ? view.links.has(event.link.ifindex) : !sameEntry(view.links.get(event.link.ifindex), event.link);
+    case 'address':
+      return event.op === 'del' ? view.addresses.has(addressKey(event.address)) : !view.addresses.has(addressKey(event.address));
+    case 'route': {
+      const current = view.routes.get(routeKey(event.route));
+      return event.op === 'del' ? current !== undefined : !sameEntry(current, event.route);
+    }
+    case 'neighbour': {
+      const current = view.neighbours.get(neighbourKey(event.neighbour));
+      return event.op === 'del' ? current !== undefined : !sameEntry(current, event.neighbour);
+    }
+  }
+}
+
+/** Apply one notification (or dump entry) to the view. */
+export function applyEvent(view: KernelView, event: KernelEvent): void {
+  switch (event.kind) {
+    case 'link':
+      if (event.op === 'del') forgetLink(view, event.link.ifindex);
+      else {
+        const before = view.links.get(event.link.ifindex);
+        view.links.set(event.link.ifindex, event.link);
+        // Taking a device down flushes its routes and neighbours (permanent ones too); the
+        // kernel sends no per-entry notification for all of them, so forget them here.
+        if (before?.up === true && !event.link.up) {
+          for (const [key, route] of view.routes) if (route.oif === event.link.ifindex) view.routes.delete(key);
+          for (const [key, n] of view.neighbours) if (n.ifindex === event.link.ifindex) view.neighbours.delete(key);
+        }
+      }
+      return;
+    case 'address':
+      if (event.op === 'del') view.addresses.delete(addressKey(event.address));
+      else view.addresses.set(addressKey(event.address), event.address);
+      return;
+    case 'route':
+      if (event.op === 'del') view.routes.delete(routeKey(event.route));
+      else view.routes.set(routeKey(event.route), event.route);
+      return;
+    case 'neighbour':
+      if (event.op === 'del') view.neighbours.delete(neighbourKey(event.neighbour));
+      else view.neighbours.set(neighbourKey(event.neighbour), event.neighbour);
+      return;
+  }
+}

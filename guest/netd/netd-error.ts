@@ -1,0 +1,20 @@
+/** Every way the agent can fail; the message says what to check. */
+export type NetdErrorKind =
+  | 'netlink'
+  | 'apply'
+  | 'sysctl'
+  | 'control-socket'
+  | 'already-running'
+  | 'not-running'
+  | 'notify-fd'
+  | 'allow-pair';
+
+export class NetdError extends Error {
+  override readonly name = 'NetdError';
+  constructor(
+    readonly kind: NetdErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,315 @@
+// The pure planner: from the kernel's state (as the agent sees it) and the agent's options,
+// what must exist, and which operations bring the kernel there. Nothing here touches the system.
+import { GATEWAY_IP } from '../../shared/scheme.js';
+import type { FirewallModel } from '../firewall/model.js';
+import type { ProviderLink } from '../services-port.js';
+import {
+  type KernelAddress,
+  type KernelNeighbour,
+  type KernelRoute,
+  type KernelView,
+  type SysctlKey,
+  addressKey,
+  neighbourKey,
+  routeKey,
+  sysctlKeyId,
+} from './kernel-view.js';
+import { type LinkClass, classifyLink } from './link-class.js';
+
+/** `run`: a provider VM (serves clients, forwards); `client`: an app VM (configures its own links). */
+export type AgentMode = 'provider' | 'client';
+
+export interface PlanOptions {
+  readonly mode: AgentMode;
+  readonly ignored: ReadonlySet<string>;
+  readonly allowedPairs: FirewallModel['allowedPairs'];
+}
+
+export type Operation =
+  | { readonly kind: 'sysctl'; readonly key: SysctlKey; readonly value: string }
+  | { readonly kind: 'link-up'; readonly ifindex: number }
+  | { readonly kind: 'address-add'; readonly address: KernelAddress }
+  /** Create or replace (same table, prefix and metric). No gateway: a link-scope route. */
+  | { readonly kind: 'route-set'; readonly route: KernelRoute }
+  | { readonly kind: 'route-del'; readonly route: KernelRoute }
+  | { readonly kind: 'neighbour-set'; readonly neighbour: KernelNeighbour & { readonly mac: string } }
+  | { readonly kind: 'neighbour-del'; readonly neighbour: KernelNeighbour };
+
+/** How a link stands, for `status`. */
+export type LinkState = 'configured' | 'pending' | 'conflict' | 'unmanaged' | 'ignored';
+
+export interface LinkReport {
+  readonly ifindex: number;
+  readonly name: string;
+  readonly role: LinkClass['role'];
+  readonly id: number | null;
+  /** The client's IP on a provider link; our own IP on a client link. */
+  readonly ip: string | null;
+  readonly state: LinkState;
+  readonly note: string | null;
+}
+
+export interface Plan {
+  /** Sysctls whose current value the planner needs but the view lacks: read them, plan again. */
+  readonly unknownSysctls: readonly SysctlKey[];
+  readonly operations: readonly Operation[];
+  readonly links: readonly LinkReport[];
+  readonly firewall: FirewallModel;
+  readonly providerLinks: readonly ProviderLink[];
+}
+
+export const IP_FORWARD: SysctlKey = { ifindex: null, template: 'net/ipv4/ip_forward' };
+export const disableIpv6Of = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv6/conf/{}/disable_ipv6' });
+
+/** Sysctl values the kernel reports when a file is missing (e.g. IPv6 compiled out). */
+export const SYSCTL_ABSENT = 'absent';
+
+const ourMac = (mac: string): string => mac.toLowerCase();
+const inClientNetwork = (ip: string): boolean => ip.startsWith('100.64.');
+
+interface Wanted {
+  readonly operations: Operation[];
+  readonly unknown: SysctlKey[];
+}
+
+function wantSysctl(view: KernelView, wanted: Wanted, key: SysctlKey, value: string): boolean {
+  const current = view.sysctls.get(sysctlKeyId(key));
+  if (current === undefined) {
+    wanted.unknown.push(key);
+    return false;
+  }
+  if (current === SYSCTL_ABSENT || current === value) return true;
+  wanted.operations.push({ kind: 'sysctl', key, value });
+  return false;
+}
+
+function wantUp(view: KernelView, wanted: Wanted, ifindex: number): boolean {
+  if (view.links.get(ifindex)?.up === true) return true;
+  wanted.operations.push({ kind: 'link-up', ifindex });
+  return false;
+}
+
+function wantAddress(view: KernelView, wanted: Wanted, address: KernelAddress): boolean {
+  if (view.addresses.has(addressKey(address))) return true;
+  wanted.operations.push({ kind: 'address-add', address });
+  return false;
+}
+
+function wantRoute(view: KernelView, wanted: Wanted, route: KernelRoute): boolean {
+  const current = view.routes.get(routeKey(route));
+  if (current !== undefined && current.oif === route.oif && current.gateway === route.gateway) return true;
+  wanted.operations.push({ kind: 'route-set', route });
+  return false;
+}
+
+function wantNeighbour(view: KernelView, wanted: Wanted, neighbour: KernelNeighbour & { mac: string }): boolean {
+  const current = view.neighbours.get(neighbourKey(neighbour));
+  if (current !== undefined && current.permanent && current.mac === neighbour.mac) return true;
+  wanted.operations.push({ kind: 'neighbour-set', neighbour });
+  return false;
+}
+
+/** Compute the desired state and the operations that reach it. */
+export function plan(view: KernelView, options: PlanOptions): Plan {
+  const wanted: Wanted = { operations: [], unknown: [] };
+  const reports: LinkReport[] = [];
+  const providerLinks: ProviderLink[] = [];
+  const uplinks: string[] = [];
+  const links = [...view.links.values()].sort((a, b) => a.ifindex - b.ifindex);
+  const classes = new Map(links.map((link) => [link.ifindex, classifyLink(link, options.ignored)]));
+  const servedIds = new Map<number, string>();
+  let primaryClientLink: number | null = null;
+  let defaultRouteExists = false;
+  for (const route of view.routes.values()) if (route.dstLength === 0) defaultRouteExists = true;
+
+  if (options.mode === 'provider') wantSysctl(view, wanted, IP_FORWARD, '1');
+
+  for (const link of links) {
+    const linkClass = classes.get(link.ifindex) ?? { role: 'ignored', reason: 'unclassified' };
+    const report = (state: LinkState, note: string | null = null): void => {
+      const id = linkClass.role === 'provider' || linkClass.role === 'client' ? linkClass.id : null;
+      const ip = linkClass.role === 'provider' ? linkClass.clientIp : linkClass.role === 'client' ? linkClass.ownIp : null;
+      reports.push({ ifindex: link.ifindex, name: link.name, role: linkClass.role, id, ip, state, note });
+    };
+    switch (linkClass.role) {
+      case 'ignored':
+        report('ignored', linkClass.reason);
+        break;
+      case 'uplink':
+        if (options.mode === 'provider') uplinks.push(link.name);
+        report(options.mode === 'provider' ? 'unmanaged' : 'ignored', 'addressing is left to the network manager');
+        break;
+      case 'provider': {
+        if (options.mode === 'client') {
+          report('ignored', 'provider-side link in client mode');
+          break;
+        }
+        const holder = servedIds.get(linkClass.id);
+        if (holder !== undefined) {
+          report('conflict', `client id ${linkClass.id} is already served on ${holder}`);
+          break;
+        }
+        servedIds.set(linkClass.id, link.name);
+        // IPv6 off before the link comes up, so it never autoconfigures or solicits routers.
+        const done = [
+          wantSysctl(view, wanted, disableIpv6Of(link.ifindex), '1'),
+          wantUp(view, wanted, link.ifindex),
+          wantAddress(view, wanted, { ifindex: link.ifindex, ip: GATEWAY_IP, prefixLength: 32 }),
+          wantRoute(view, wanted, { dst: linkClass.clientIp, dstLength: 32, oif: link.ifindex, gateway: null, priority: 0 }),
+          wantNeighbour(view, wanted, {
+            ifindex: link.ifindex,
+            ip: linkClass.clientIp,
+            mac: ourMac(linkClass.clientMac),
+            permanent: true,
+          }),
+        ].every(Boolean);
+        providerLinks.push({
+          ifname: link.name,
+          ifindex: link.ifindex,
+          id: linkClass.id,
+          clientIp: linkClass.clientIp,
+          clientMac: linkClass.clientMac,
+        });
+        report(done ? 'configured' : 'pending');
+        break;
+      }
+      case 'client': {
+        if (options.mode === 'provider') uplinks.push(link.name);
+        const steps = [
+          wantUp(view, wanted, link.ifindex),
+          wantAddress(view, wanted, { ifindex: link.ifindex, ip: linkClass.ownIp, prefixLength: 32 }),
+        ];
+        let note: string | null = null;
+        // Like Spectrum's app VM script, the first client link gets the gateway and default
+        // routes; a second one would collide with them (the same /32 to 169.254.0.1).
+        if (primaryClientLink === null) {
+          primaryClientLink = link.ifindex;
+          steps.push(wantRoute(view, wanted, { dst: GATEWAY_IP, dstLength: 32, oif: link.ifindex, gateway: null, priority: 0 }));
+          const ownDefault = [...view.routes.values()].some(
+            (route) => route.dstLength === 0 && route.oif === link.ifindex && route.gateway === GATEWAY_IP,
+          );
+          if (!defaultRouteExists || ownDefault) {
+            steps.push(wantRoute(view, wanted, { dst: '0.0.0.0', dstLength: 0, oif: link.ifindex, gateway: GATEWAY_IP, priority: 0 }));
+          } else note = 'a default route through another interface exists; left alone';
+        } else note = 'not the first client link: address only';
+        report(steps.every(Boolean) ? 'configured' : 'pending', note);
+        break;
+      }
+    }
+  }
+
+  // What we made for a client that a provider link no longer serves (its MAC changed): gone.
+  if (options.mode === 'provider') {
+    const served = new Map(providerLinks.map((link) => [link.ifindex, link.clientIp]));
+    for (const route of view.routes.values()) {
+      if (route.oif === null || !served.has(route.oif)) continue;
+      if (route.dstLength === 32 && inClientNetwork(route.dst) && route.dst !== served.get(route.oif)) {
+        wanted.operations.push({ kind: 'route-del', route });
+      }
+    }
+    for (const neighbour of view.neighbours.values()) {
+      if (!served.has(neighbour.ifindex) || !neighbour.permanent) continue;
+      if (inClientNetwork(neighbour.ip) && neighbour.ip !== served.get(neighbour.ifindex)) {
+        wanted.operations.push({ kind: 'neighbour-del', neighbour });
+      }
+    }
+  }
+
+  return {
+    unknownSysctls: wanted.unknown,
+    // Sysctls first (IPv6 off before link up), then links up before routes through them.
+    operations: orderOperations(wanted.operations),
+    links: reports,
+    firewall: {
+      providerLinks: providerLinks.map((link) => ({ ifname: link.ifname, clientIp: link.clientIp })),
+      uplinks,
+      allowedPairs: options.allowedPairs,
+    },
+    providerLinks,
+  };
+}
+
+const PHASE: Record<Operation['kind'], number> = {
+  sysctl: 0,
+  'route-del': 1,
+  'neighbour-del': 1,
+  'link-up': 2,
+  'address-add': 3,
+  'route-set': 4,
+  'neighbour-set': 4,
+};
+
+function orderOperations(operations: readonly Operation[]): Operation[] {
+  // Stable sort keeps a link's gateway route ahead of its default route.
+  return [...operations].sort((a, b) => PHASE[a.kind] - PHASE[b.kind]);
+}
+
+/** What a successful operation changes in the view (the kernel's notification will agree). */
+export function applyOperation(view: KernelView, operation: Operation): void {
+  switch (operation.kind) {
+    case 'sysctl':
+      view.sysctls.set(sysctlKeyId(operation.key), operation.value);
+      return;
+    case 'link-up': {
+      const link = view.links.get(operation.ifindex);
+      if (link !== undefined) view.links.set(link.ifindex, { ...link, up: true });
+      return;
+    }
+    case 'address-add':
+      view.addresses.set(addressKey(operation.address), operation.address);
+      return;
+    case 'route-set':
+      view.routes.set(routeKey(operation.route), operation.route);
+      return;
+    case 'route-del':
+      view.routes.delete(routeKey(operation.route));
+      return;
+    case 'neighbour-set':
+      view.neighbours.set(neighbourKey(operation.neighbour), operation.neighbour);
+      return;
+    case 'neighbour-del':
+      view.neighbours.delete(neighbourKey(operation.neighbour));
+      return;
+  }
+}
+
+/** The link an operation concerns, for per-link error reports. */
+export function operationIfindex(operation: Operation): number | null {
+  switch (operation.kind) {
+    case 'sysctl':
+      return operation.key.ifindex;
+    case 'link-up':
+      return operation.ifindex;
+    case 'address-add':
+      return operation.address.ifindex;
+    case 'route-set':
+    case 'route-del':
+      return operation.route.oif;
+    case 'neighbour-set':
+    case 'neighbour-del':
+      return operation.neighbour.ifindex;
+  }
+}
+
+/** One line per operation, in `ip` words, for logs. */
+export function describeOperation(operation: Operation, nameOf: (ifindex: number | null) => string): string {
+  switch (operation.kind) {
+    case 'sysctl':
+      return `sysctl ${operation.key.template.replace('{}', nameOf(operation.key.ifindex))}=${operation.value}`;
+    case 'link-up':
+      return `link set ${nameOf(operation.ifindex)} up`;
+    case 'address-add':
+      return `address add ${operation.address.ip}/${operation.address.prefixLength} dev ${nameOf(operation.address.ifindex)}`;
+    case 'route-set': {
+      const { route } = operation;
+      const via = route.gateway === null ? '' : ` via ${route.gateway}`;
+      return `route replace ${route.dstLength === 0 ? 'default' : `${route.dst}/${route.dstLength}`}${via} dev ${nameOf(route.oif)}`;
+    }
+    case 'route-del':
+      return `route del ${operation.route.dst}/${operation.route.dstLength} dev ${nameOf(operation.route.oif)}`;
+    case 'neighbour-set':
+      return `neigh replace ${operation.neighbour.ip} lladdr ${operation.neighbour.mac} dev ${nameOf(operation.neighbour.ifindex)} nud permanent`;
+    case 'neighbour-del':
+      return `neigh del ${operation.neighbour.ip} dev ${nameOf(operation.neighbour.ifindex)}`;
+  }
+}

@@ -1,0 +1,279 @@
+// Adapter between the agent and the kernel: rtnetlink through the `netlink` package (dumps,
+// notifications, changes) and /proc/sys for sysctls. Decoders are pure; no decisions here.
+// /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { type NetlinkMessage, type RtNetlinkSocket, createRtNetlink, rt } from 'netlink';
+import type { KernelAddress, KernelEvent, KernelLink, KernelNeighbour, KernelRoute, KernelView } from './kernel-view.js';
+import { NetdError } from './netd-error.js';
+import { type Operation, SYSCTL_ABSENT } from './plan.js';
+
+const AF_INET = 2;
+const MAIN_TABLE = 254;
+const NLM_F_REPLACE = 0x100;
+const NLM_F_CREATE = 0x400;
+/** What `ip route add` marks its routes with, so ours look like Spectrum's in `ip route`. */
+const RTPROT_BOOT = 3;
+const REQUEST_TIMEOUT_MS = 5_000;
+
+const ipText = (bytes: Buffer | undefined): string | null => (bytes?.length === 4 ? bytes.join('.') : null);
+const ipBytes = (text: string): Buffer => Buffer.from(text.split('.').map(Number));
+const macText = (bytes: Buffer | undefined): string =>
+  bytes === undefined ? '' : [...bytes].map((octet) => octet.toString(16).padStart(2, '0')).join(':');
+const macBytes = (text: string): Buffer => Buffer.from(text.split(':').map((pair) => parseInt(pair, 16)));
+const enumIs = (value: unknown, name: string, number: number): boolean => value === name || value === number;
+
+export function decodeLink(message: rt.LinkMessage): KernelLink | null {
+  const { index } = message.data;
+  const name = message.attrs.ifname;
+  if (index === undefined || name === undefined) return null;
+  return {
+    ifindex: index,
+    name,
+    mac: macText(message.attrs.address),
+    up: message.data.flags?.up === true,
+    loopback: message.data.flags?.loopback === true || enumIs(message.data.type, 'LOOPBACK', 772),
+  };
+}
+
+export function decodeAddress(message: rt.AddressMessage): KernelAddress | null {
+  const ip = ipText(message.attrs.local ?? message.attrs.address);
+  const { family, index, prefixlen } = message.data;
+  if (family !== AF_INET || ip === null || index === undefined || prefixlen === undefined) return null;
+  return { ifindex: index, ip, prefixLength: prefixlen };
+}
+
+/** Main-table IPv4 unicast routes only: the others are none of the agent's business. */
+export function decodeRoute(message: rt.RouteMessage): KernelRoute | null {
+  const table = message.attrs.table ?? message.data.table;
+  if (message.data.family !== AF_INET || table !== MAIN_TABLE || !enumIs(message.data.type, 'UNICAST', 1)) return null;
+  const dstLength = message.data.dstLen ?? 0;
+  return {
+    dst: ipText(message.attrs.dst) ?? '0.0.0.0',
+    dstLength,
+    oif: message.attrs.oif ?? null,
+    gateway: ipText(message.attrs.gateway),
+    priority: message.attrs.priority ?? 0,
+  };
+}
+
+export function decodeNeighbour(message: rt.NeighborMessage): KernelNeighbour | null {
+  const ip = ipText(message.attrs.dst);
+  const { family, ifindex } = message.data;
+  if (family !== AF_INET || ip === null || ifindex === undefined) return null;
+  const mac = message.attrs.lladdr === undefined ? null : macText(message.attrs.lladdr);
+  return { ifindex, ip, mac, permanent: message.data.state?.permanent === true };
+}
+
+/** One notification as a view update, or null for anything the view does not track. */
+export function decodeNotification(type: number, payload: Buffer): KernelEvent | null {
+  const T = rt.MessageType;
+  switch (type) {
+    case T.NEWLINK:
+    case T.DELLINK: {
+      const link = decodeLink(rt.parseLinkMessage(payload));
+      return link === null ? null : { kind: 'link', op: type === T.NEWLINK ? 'new' : 'del', link };
+    }
+    case T.NEWADDR:
+    case T.DELADDR: {
+      const address = decodeAddress(rt.parseAddressMessage(payload));
+      return address === null ? null : { kind: 'address', op: type === T.NEWADDR ? 'new' : 'del', address };
+    }
+    case T.NEWROUTE:
+    case T.DELROUTE: {
+      const route = decodeRoute(rt.parseRouteMessage(payload));
+      return route === null ? null : { kind: 'route', op: type === T.NEWROUTE ? 'new' : 'del', route };
+    }
+    case T.NEWNEIGH:
+    case T.DELNEIGH: {
+      const neighbour = decodeNeighbour(rt.parseNeighborMessage(payload));
+      return neighbour === null ? null : { kind: 'neighbour', op: type === T.NEWNEIGH ? 'new' : 'del', neighbour };
+    }
+    default:
+      return null;
+  }
+}
+
+export interface KernelListener {
+  events(events: readonly KernelEvent[]): void;
+  /** Notifications were lost (the socket's buffer overflowed): the view must be rebuilt. */
+  overflow(): void;
+  /** The notification socket failed for good. */
+  failed(error: Error): void;
+}
+
+/** What the agent needs from the kernel; a fake implements it in unit tests. */
+export interface NetdKernel {
+  subscribe(listener: KernelListener): void;
+  dump(): Promise<KernelEvent[]>;
+  apply(operation: Operation, view: KernelView): Promise<void>;
+  readSysctl(path: string): string;
+  close(): void;
+}
+
+function errnoOf(error: unknown): string {
+  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') return error.code;
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Two sockets: one only listens (its notifications never mix with replies), one only asks. */
+export class RtnetlinkKernel implements NetdKernel {
+  readonly #requests: RtNetlinkSocket;
+  #events: RtNetlinkSocket | undefined;
+
+  constructor() {
+    try {
+      this.#requests = createRtNetlink({ recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 0 });
+    } catch (error) {
+      throw new NetdError('netlink', `cannot open an rtnetlink socket (${errnoOf(error)}): is this Linux?`);
+    }
+  }
+
+  subscribe(listener: KernelListener): void {
+    // A large receive buffer makes overflow rarer; the kernel caps it at net.core.rmem_max.
+    const socket = createRtNetlink({ ref: true, recvBufferSize: 8 * 1024 * 1024, sendBufferSize: 0 });
+    this.#events = socket;
+    for (const group of ['LINK', 'IPV4_IFADDR', 'IPV4_ROUTE', 'NEIGH'] as const) socket.addMembership(group);
+    socket.socket.on('message', (messages: NetlinkMessage[]) => {
+      const events: KernelEvent[] = [];
+      for (const message of messages) {
+        try {
+          const event = decodeNotification(message.type, message.data);
+          if (event !== null) events.push(event);
+        } catch {
+          // An attribute this library cannot parse: skip it rather than stop listening.
+        }
+      }
+      if (events.length > 0) listener.events(events);
+    });
+    socket.socket.on('error', (error) => {
+      if (errnoOf(error) === 'ENOBUFS' || error.errno === 105) listener.overflow();
+      else listener.failed(new NetdError('netlink', `rtnetlink notifications failed: ${errnoOf(error)}`));
+    });
+  }
+
+  async dump(): Promise<KernelEvent[]> {
+    const options = { timeout: REQUEST_TIMEOUT_MS };
+    try {
+      // One dump at a time: a socket's multipart replies must not interleave.
+      const links = await this.#requests.getLinks(undefined, undefined, options);
+      const addresses = await this.#requests.getAddresses({ family: AF_INET }, undefined, options);
+      const routes = await this.#requests.getRoutes({ family: AF_INET }, undefined, options);
+      const neighbours = await this.#requests.getNeighbors({ family: AF_INET }, undefined, options);
+      const events: KernelEvent[] = [];
+      for (const m of links) {
+        const link = decodeLink(m);
+        if (link !== null) events.push({ kind: 'link', op: 'new', link });
+      }
+      for (const m of addresses) {
+        const address = decodeAddress(m);
+        if (address !== null) events.push({ kind: 'address', op: 'new', address });
+      }
+      for (const m of routes) {
+        const route = decodeRoute(m);
+        if (route !== null) events.push({ kind: 'route', op: 'new', route });
+      }
+      for (const m of neighbours) {
+        const neighbour = decodeNeighbour(m);
+        if (neighbour !== null) events.push({ kind: 'neighbour', op: 'new', neighbour });
+      }
+      return events;
+    } catch (error) {
+      throw new NetdError('netlink', `reading the kernel's links, addresses, routes and neighbours failed: ${errnoOf(error)}`);
+    }
+  }
+
+  async apply(operation: Operation, view: KernelView): Promise<void> {
+    const options = { timeout: REQUEST_TIMEOUT_MS, flags: NLM_F_CREATE | NLM_F_REPLACE };
+    const socket = this.#requests;
+    switch (operation.kind) {
+      case 'sysctl': {
+        const { key } = operation;
+        const link = key.ifindex === null ? null : view.links.get(key.ifindex);
+        if (link === undefined) throw new NetdError('sysctl', `link ${String(key.ifindex)} is gone`);
+        const path = `/proc/sys/${key.template.replace('{}', link?.name ?? '')}`;
+        try {
+          writeFileSync(path, `${operation.value}\n`);
+        } catch (error) {
+          throw new NetdError('sysctl', `cannot write ${path} (${errnoOf(error)}): is /proc/sys mounted writable?`);
+        }
+        return;
+      }
+      case 'link-up':
+        await socket.setLink({ index: operation.ifindex, flags: { up: true }, change: { up: true } }, undefined, { timeout: REQUEST_TIMEOUT_MS });
+        return;
+      case 'address-add': {
+        const { address } = operation;
+        const ip = ipBytes(address.ip);
+        await socket.newAddress(
+          { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex, scope: 0 },
+          { local: ip, address: ip },
+          options,
+        );
+        return;
+      }
+      case 'route-set': {
+        const { route } = operation;
+        await socket.newRoute(
+          {
+            family: AF_INET,
+            dstLen: route.dstLength,
+            table: MAIN_TABLE,
+            protocol: RTPROT_BOOT,
+            scope: route.gateway === null ? 'LINK' : 'UNIVERSE',
+            type: 'UNICAST',
+          },
+          {
+            ...(route.dstLength > 0 && { dst: ipBytes(route.dst) }),
+            ...(route.oif !== null && { oif: route.oif }),
+            ...(route.gateway !== null && { gateway: ipBytes(route.gateway) }),
+            ...(route.priority !== 0 && { priority: route.priority }),
+          },
+          options,
+        );
+        return;
+      }
+      case 'route-del': {
+        const { route } = operation;
+        // Scope NOWHERE, type and protocol 0: match on prefix and metric, as `ip route del` does.
+        await socket.delRoute(
+          { family: AF_INET, dstLen: route.dstLength, table: MAIN_TABLE, scope: 'NOWHERE' },
+          {
+            ...(route.dstLength > 0 && { dst: ipBytes(route.dst) }),
+            ...(route.oif !== null && { oif: route.oif }),
+            ...(route.priority !== 0 && { priority: route.priority }),
+          },
+          { timeout: REQUEST_TIMEOUT_MS },
+        );
+        return;
+      }
+      case 'neighbour-set': {
+        const { neighbour } = operation;
+        await socket.newNeighbor(
+          { family: AF_INET, ifindex: neighbour.ifindex, state: { permanent: true } },
+          { dst: ipBytes(neighbour.ip), lladdr: macBytes(neighbour.mac) },
+          options,
+        );
+        return;
+      }
+      case 'neighbour-del': {
+        const { neighbour } = operation;
+        await socket.delNeighbor({ family: AF_INET, ifindex: neighbour.ifindex }, { dst: ipBytes(neighbour.ip) }, { timeout: REQUEST_TIMEOUT_MS });
+        return;
+      }
+    }
+  }
+
+  readSysctl(path: string): string {
+    try {
+      return readFileSync(path, 'utf8').trim();
+    } catch (error) {
+      if (errnoOf(error) === 'ENOENT') return SYSCTL_ABSENT;
+      throw new NetdError('sysctl', `cannot read ${path} (${errnoOf(error)})`);
+    }
+  }
+
+  close(): void {
+    this.#requests.socket.close();
+    this.#events?.socket.close();
+  }
+}

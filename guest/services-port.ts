@@ -1,0 +1,21 @@
+/** One configured provider-side link, as handed to the per-link services (DHCP, DNS). */
+export interface ProviderLink {
+  readonly ifname: string;
+  readonly ifindex: number;
+  readonly id: number;
+  readonly clientIp: string;
+  /** The client end's MAC, canonical upper-case form (0A:B3:EC:00:hi:lo). */
+  readonly clientMac: string;
+}
+
+/** Per-link services: told the full list of provider links whenever it changes. */
+export interface ServicesPort {
+  linksChanged(links: readonly ProviderLink[]): Promise<void>;
+}
+
+/** Stand-in until DHCP and DNS are plugged in. */
+export class NoopServices implements ServicesPort {
+  linksChanged(_links: readonly ProviderLink[]): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,182 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
+
+const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
+const mac = (role: 0x80 | 0x00, id: number): string =>
+  `0a:b3:ec:${role.toString(16).padStart(2, '0')}:${(id >> 8).toString(16).padStart(2, '0')}:${(id & 0xff).toString(16).padStart(2, '0')}`;
+
+interface StatusJson {
+  links: { name: string; role: string; id: number | null; ip: string | null; state: string }[];
+  counters: { initialChanges: number | null; changesApplied: number; reconciles: number };
+  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number };
+  model: { providerLinks: { ifname: string; clientIp: string }[]; uplinks: string[] } | null;
+}
+
+describeNetns('spectrum-netd run in a provider namespace', () => {
+  let harness: Harness;
+  let provider: Netns;
+  let clients: Netns[];
+  let agent: NetnsProcess;
+  let dir: string;
+
+  /** A provider-side link `name` in the provider, its far end eth0 (client MAC) in `client`. */
+  async function clientLink(client: Netns, name: string, id: number): Promise<void> {
+    await harness.veth(provider, name, client, 'eth0');
+    await provider.ip(['link', 'set', 'dev', name, 'address', mac(0x80, id)]);
+    await client.ip(['link', 'set', 'dev', 'eth0', 'address', mac(0x00, id)]);
+  }
+
+  async function startAgent(ns: Netns, socket: string): Promise<NetnsProcess> {
+    const child = ns.spawn(['node', CLI, 'run', '--control-socket', socket, '--notify-fd', '1'], {
+      enter: 'nsenter',
+      env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' },
+    });
+    await child.waitForOutput(/^\n/, 10_000); // the readiness newline
+    return child;
+  }
+
+  async function status(socket: string): Promise<StatusJson> {
+    const { stdout } = await provider.exec(['node', CLI, 'status', '--json', '--control-socket', socket]);
+    return JSON.parse(stdout) as StatusJson;
+  }
+
+  const snapshot = async (ns: Netns): Promise<string[]> =>
+    Promise.all([ns.ip(['-d', 'addr']), ns.ip(['route']), ns.ip(['neigh', 'show', 'nud', 'permanent'])]).then((r) => r.map((x) => x.stdout));
+
+  async function pingGateway(client: Netns): Promise<void> {
+    const result = await client.exec(['/bin/busybox', 'ping', '-c', '1', '-W', '2', '169.254.0.1'], { allowFailure: true });
+    expect(result.stdout).toMatch(/1 packets received/);
+  }
+
+  beforeAll(async () => {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build`);
+    dir = mkdtempSync(join(tmpdir(), 'netd-'));
+    harness = createHarness('netd');
+    provider = await harness.namespace('prov');
+    clients = [await harness.namespace('c1'), await harness.namespace('c2')];
+    const internet = await harness.namespace('inet');
+    await clientLink(clients[0]!, 'vm1', 1);
+    await clientLink(clients[1]!, 'vm2', 2);
+    await harness.veth(provider, 'wan', internet, 'wanp');
+    agent = await startAgent(provider, join(dir, 'control.sock'));
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('gives every provider link the gateway /32, the client /32 route and a permanent neighbour', async () => {
+    for (const [name, id] of [['vm1', 1], ['vm2', 2]] as const) {
+      expect((await provider.ip(['-o', 'addr', 'show', 'dev', name])).stdout).toContain('inet 169.254.0.1/32');
+      expect((await provider.ip(['route', 'show', `100.64.0.${id}`])).stdout).toMatch(new RegExp(`100\\.64\\.0\\.${id} dev ${name} `));
+      expect((await provider.ip(['neigh', 'show', `100.64.0.${id}`])).stdout).toContain(`lladdr ${mac(0x00, id)} PERMANENT`);
+    }
+    expect((await provider.exec(['cat', '/proc/sys/net/ipv6/conf/vm1/disable_ipv6'])).stdout.trim()).toBe('1');
+  });
+
+  it('lets a client configured by `spectrum-netd client` ping the gateway; forwarding is on in the provider only', async () => {
+    const { stdout } = await clients[0]!.exec(['node', CLI, 'client']);
+    expect(stdout).toContain('eth0 100.64.0.1 configured');
+    expect((await clients[0]!.ip(['route'])).stdout).toContain('default via 169.254.0.1 dev eth0');
+    await pingGateway(clients[0]!);
+    expect((await provider.exec(['cat', '/proc/sys/net/ipv4/ip_forward'])).stdout.trim()).toBe('1');
+    expect((await clients[0]!.exec(['cat', '/proc/sys/net/ipv4/ip_forward'])).stdout.trim()).toBe('0');
+  });
+
+  it('reports links, the firewall model and counters in `status --json`', async () => {
+    const report = await status(join(dir, 'control.sock'));
+    const byName = new Map(report.links.map((link) => [link.name, link]));
+    expect(byName.get('vm1')).toMatchObject({ role: 'provider', id: 1, ip: '100.64.0.1', state: 'configured' });
+    expect(byName.get('wan')).toMatchObject({ role: 'uplink', state: 'unmanaged' });
+    expect(byName.get('lo')?.role).toBe('ignored');
+    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 });
+    expect(report.model?.uplinks).toEqual(['wan']);
+    expect(report.model?.providerLinks).toEqual([
+      { ifname: 'vm1', clientIp: '100.64.0.1' },
+      { ifname: 'vm2', clientIp: '100.64.0.2' },
+    ]);
+    const text = await provider.exec(['node', CLI, 'status', '--control-socket', join(dir, 'control.sock')]);
+    expect(text.stdout).toMatch(/vm2\s+provider\s+2\s+100\.64\.0\.2\s+configured/);
+  });
+
+  it('configures a hot-plugged link within a second, and removes nothing but it when it goes', async () => {
+    const c3 = await harness.namespace('c3');
+    const started = performance.now();
+    await clientLink(c3, 'vm3', 3);
+    let elapsed = Infinity;
+    for (let tries = 0; tries < 200; tries++) {
+      const { stdout } = await provider.ip(['neigh', 'show', '100.64.0.3']);
+      const route = await provider.ip(['route', 'show', '100.64.0.3']);
+      if (stdout.includes('PERMANENT') && route.stdout.includes('dev vm3')) {
+        elapsed = performance.now() - started;
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    console.log(`hot-plugged link configured ${elapsed.toFixed(1)} ms after \`ip link add\` began (includes three ip processes)`);
+    expect(elapsed).toBeLessThan(1000);
+    await provider.ip(['link', 'del', 'dev', 'vm3']);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await provider.ip(['route', 'show', '100.64.0.3'])).stdout).toBe('');
+    expect((await provider.ip(['neigh', 'show', '100.64.0.3'])).stdout).toBe('');
+    const report = await status(join(dir, 'control.sock'));
+    expect(report.links.map((link) => link.name)).not.toContain('vm3');
+    expect(report.model?.providerLinks.map((link) => link.ifname)).toEqual(['vm1', 'vm2']);
+  });
+
+  it('keeps a renamed link working (a rename needs the link down, which flushes its route and neighbour)', async () => {
+    await provider.ip(['link', 'set', 'dev', 'vm2', 'down']);
+    await provider.ip(['link', 'set', 'dev', 'vm2', 'name', 'client2']);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect((await provider.ip(['route', 'show', '100.64.0.2'])).stdout).toMatch(/dev client2/);
+    expect((await provider.ip(['neigh', 'show', '100.64.0.2'])).stdout).toContain('PERMANENT');
+    await clients[1]!.exec(['node', CLI, 'client']);
+    await pingGateway(clients[1]!);
+    const report = await status(join(dir, 'control.sock'));
+    expect(report.model?.providerLinks.map((link) => link.ifname)).toEqual(['vm1', 'client2']);
+  });
+
+  it('changes nothing when restarted after SIGKILL', async () => {
+    const before = await snapshot(provider);
+    await agent.kill('SIGKILL', 0);
+    agent = await startAgent(provider, join(dir, 'control.sock'));
+    const report = await status(join(dir, 'control.sock'));
+    expect(report.counters.initialChanges).toBe(0);
+    expect(report.counters.changesApplied).toBe(0);
+    expect(await snapshot(provider)).toEqual(before);
+    expect(report.links.find((link) => link.name === 'vm1')?.state).toBe('configured');
+  });
+
+  it('runs a chained provider: its upstream client link gives it an address and default route, and is an uplink', async () => {
+    const chained = await harness.namespace('chain');
+    await harness.veth(provider, 'vm9', chained, 'up0');
+    await provider.ip(['link', 'set', 'dev', 'vm9', 'address', mac(0x80, 9)]);
+    await chained.ip(['link', 'set', 'dev', 'up0', 'address', mac(0x00, 9)]);
+    const socket = join(dir, 'chain.sock');
+    await startAgent(chained, socket);
+    expect((await chained.ip(['-o', 'addr', 'show', 'dev', 'up0'])).stdout).toContain('inet 100.64.0.9/32');
+    const routes = (await chained.ip(['route'])).stdout;
+    expect(routes).toContain('default via 169.254.0.1 dev up0');
+    expect(routes).toContain('169.254.0.1 dev up0 scope link');
+    const { stdout } = await chained.exec(['node', CLI, 'status', '--json', '--control-socket', socket]);
+    const report = JSON.parse(stdout) as StatusJson;
+    expect(report.model?.uplinks).toEqual(['up0']);
+    expect(report.links.find((link) => link.name === 'up0')).toMatchObject({ role: 'client', id: 9, ip: '100.64.0.9', state: 'configured' });
+    await pingGateway(chained);
+  });
+
+  it('refuses a second agent on the same control socket with one line', async () => {
+    const result = await provider.exec(['node', CLI, 'run', '--control-socket', join(dir, 'control.sock')], {
+      enter: 'nsenter',
+      allowFailure: true,
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/another spectrum-netd answers/);
+  });
+});

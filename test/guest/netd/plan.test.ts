@@ -1,0 +1,130 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { applyEvent, emptyView, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
+import { IP_FORWARD, type Operation, applyOperation, disableIpv6Of, operationIfindex, plan } from '../../../guest/netd/plan.js';
+import { classifyLink } from '../../../guest/netd/link-class.js';
+import { anyView, clientOptions, cloneView, providerOptions } from './view-arbitraries.js';
+
+const converge = (view: ReturnType<typeof emptyView>, options = providerOptions): ReturnType<typeof plan> => {
+  const first = plan(view, options);
+  for (const operation of first.operations) applyOperation(view, operation);
+  return plan(view, options);
+};
+
+describe('planner', () => {
+  it('configures a provider link exactly as Spectrum does, plus the permanent neighbour and sysctls', () => {
+    const view = emptyView();
+    view.links.set(1, { ifindex: 1, name: 'lo', mac: '00:00:00:00:00:00', up: true, loopback: true });
+    view.links.set(7, { ifindex: 7, name: 'vm5', mac: '0a:b3:ec:80:a5:46', up: false, loopback: false });
+    view.sysctls.set(sysctlKeyId(IP_FORWARD), '0');
+    view.sysctls.set(sysctlKeyId(disableIpv6Of(7)), '0');
+    const result = plan(view, providerOptions);
+    expect(result.unknownSysctls).toEqual([]);
+    expect(result.operations).toEqual<Operation[]>([
+      { kind: 'sysctl', key: IP_FORWARD, value: '1' },
+      { kind: 'sysctl', key: disableIpv6Of(7), value: '1' },
+      { kind: 'link-up', ifindex: 7 },
+      { kind: 'address-add', address: { ifindex: 7, ip: '169.254.0.1', prefixLength: 32 } },
+      { kind: 'route-set', route: { dst: '100.64.165.70', dstLength: 32, oif: 7, gateway: null, priority: 0 } },
+      { kind: 'neighbour-set', neighbour: { ifindex: 7, ip: '100.64.165.70', mac: '0a:b3:ec:00:a5:46', permanent: true } },
+    ]);
+    expect(result.firewall).toEqual({ providerLinks: [{ ifname: 'vm5', clientIp: '100.64.165.70' }], uplinks: [], allowedPairs: [] });
+    expect(result.providerLinks).toEqual([{ ifname: 'vm5', ifindex: 7, id: 42310, clientIp: '100.64.165.70', clientMac: '0A:B3:EC:00:A5:46' }]);
+  });
+
+  it('configures a client link as the app VM script does: address, gateway route, default route', () => {
+    const view = emptyView();
+    view.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
+    const result = plan(view, clientOptions);
+    expect(result.operations).toEqual<Operation[]>([
+      { kind: 'link-up', ifindex: 3 },
+      { kind: 'address-add', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32 } },
+      { kind: 'route-set', route: { dst: '169.254.0.1', dstLength: 32, oif: 3, gateway: null, priority: 0 } },
+      { kind: 'route-set', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 0 } },
+    ]);
+    // The same link in a provider VM: configured the same way, and it is an uplink.
+    view.sysctls.set(sysctlKeyId(IP_FORWARD), '1');
+    expect(plan(view, providerOptions).firewall.uplinks).toEqual(['up0']);
+  });
+
+  it('converges: after applying a plan, planning again changes nothing', () => {
+    fc.assert(
+      fc.property(anyView, fc.boolean(), (view, client) => {
+        const again = converge(view, client ? clientOptions : providerOptions);
+        expect(again.operations).toEqual([]);
+        expect(again.unknownSysctls).toEqual([]);
+      }),
+    );
+  });
+
+  it('never touches uplinks, ignored links or loopback', () => {
+    fc.assert(
+      fc.property(anyView, fc.boolean(), (view, client) => {
+        const untouchable = new Set(
+          [...view.links.values()].filter((link) => ['uplink', 'ignored'].includes(classifyLink(link, new Set()).role)).map((l) => l.ifindex),
+        );
+        for (const operation of plan(view, client ? clientOptions : providerOptions).operations) {
+          const ifindex = operationIfindex(operation);
+          expect(ifindex === null || !untouchable.has(ifindex)).toBe(true);
+        }
+      }),
+    );
+  });
+
+  it('serves each client id on one link only, and lists every served link in the firewall model', () => {
+    fc.assert(
+      fc.property(anyView, (view) => {
+        const result = plan(view, providerOptions);
+        const ips = result.firewall.providerLinks.map((link) => link.clientIp);
+        expect(new Set(ips).size).toBe(ips.length);
+        const providers = [...view.links.values()].filter((link) => classifyLink(link, new Set()).role === 'provider');
+        expect(result.firewall.providerLinks.length).toBe(new Set(providers.map((l) => l.mac)).size);
+      }),
+    );
+  });
+
+  it('drops every trace of a link once it is gone: firewall entries, services, reports', () => {
+    fc.assert(
+      fc.property(anyView, fc.nat(), (view, pick) => {
+        converge(view);
+        const links = [...view.links.values()];
+        const gone = links[pick % links.length];
+        if (gone === undefined) return;
+        applyEvent(view, { kind: 'link', op: 'del', link: gone });
+        const result = plan(view, providerOptions);
+        expect(result.firewall.providerLinks.some((link) => link.ifname === gone.name)).toBe(false);
+        expect(result.firewall.uplinks).not.toContain(gone.name);
+        expect(result.providerLinks.some((link) => link.ifindex === gone.ifindex)).toBe(false);
+        expect(result.links.some((link) => link.ifindex === gone.ifindex)).toBe(false);
+        for (const operation of result.operations) expect(operationIfindex(operation)).not.toBe(gone.ifindex);
+      }),
+    );
+  });
+
+  it('keeps a link configured across a rename: only the firewall model changes', () => {
+    fc.assert(
+      fc.property(anyView, (view) => {
+        converge(view);
+        const renamed = cloneView(view);
+        for (const link of renamed.links.values()) renamed.links.set(link.ifindex, { ...link, name: `r${link.name}` });
+        expect(plan(renamed, providerOptions).operations).toEqual([]);
+      }),
+    );
+  });
+
+  it('turns forwarding on in provider mode only', () => {
+    fc.assert(
+      fc.property(anyView, (view) => {
+        const isForward = (operation: Operation): boolean => operation.kind === 'sysctl' && operation.key.template === IP_FORWARD.template;
+        expect(plan(view, clientOptions).operations.some(isForward)).toBe(false);
+        const forwarding = view.sysctls.get(sysctlKeyId(IP_FORWARD));
+        expect(plan(view, providerOptions).operations.some(isForward)).toBe(forwarding === '0');
+      }),
+    );
+  });
+
+  it('puts the allowed pairs into the firewall model as given', () => {
+    const pairs = [{ from: '100.64.0.1', to: '100.64.0.2' }];
+    expect(plan(emptyView(), { ...providerOptions, allowedPairs: pairs }).firewall.allowedPairs).toEqual(pairs);
+  });
+});
