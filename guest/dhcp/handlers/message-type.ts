@@ -44,20 +44,20 @@ export function setupMessageType(config: MessageTypeConfig): DhcpHandler {
           // SELECTING: answering an offer; one naming another server tells us it chose that one.
           if (serverIdOption !== serverId) return stop(dropped(response, 'other-server'));
           if (ciaddr !== ZERO_IP) return stop(dropped(response, 'invalid-request'));
-          if (requested !== clientIp) return stop(nak(response, `this link's address is ${clientIp}`));
+          if (requested !== clientIp) return next(nak(response, `this link's address is ${clientIp}`));
           return next(withPacket(typed(response, MESSAGE_TYPE.ack), { yiaddr: clientIp }));
         }
         if (requested !== undefined) {
           // INIT-REBOOT: the client checks a remembered address (ciaddr must be 0).
           if (requested !== clientIp || (ciaddr !== ZERO_IP && ciaddr !== clientIp)) {
-            return stop(nak(response, `this link's address is ${clientIp}`));
+            return next(nak(response, `this link's address is ${clientIp}`));
           }
           return next(withPacket(typed(response, MESSAGE_TYPE.ack), { yiaddr: clientIp }));
         }
         if (ciaddr !== ZERO_IP) {
           // RENEWING (unicast) or REBINDING (broadcast): extend the lease on ciaddr. This server is
           // the only one that can know this link, so a wrong address is NAKed in both states.
-          if (ciaddr !== clientIp) return stop(nak(response, `this link's address is ${clientIp}`));
+          if (ciaddr !== clientIp) return next(nak(response, `this link's address is ${clientIp}`));
           return next(withPacket(typed(response, MESSAGE_TYPE.ack), { ciaddr, yiaddr: clientIp }));
         }
         return stop(dropped(response, 'invalid-request'));
