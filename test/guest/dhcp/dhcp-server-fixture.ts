@@ -4,8 +4,10 @@ import type { DhcpLink, LeaseInfo } from '../../../guest/dhcp/dhcp-server.js';
 import type { Netns, NetnsProcess } from '../../harness/index.js';
 
 /** The compiled server fixture; tests never build it themselves. */
-export const SERVER_FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/dhcp/fixtures/dhcp-server.js', import.meta.url));
-export const PROBE_FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/dhcp/fixtures/dhcp-probe.js', import.meta.url));
+// From the sources (vitest) the compiled fixtures are under dist/; compiled (the bench), beside us.
+const FIXTURES = import.meta.url.includes('/dist/test/') ? './fixtures/' : '../../../dist/test/guest/dhcp/fixtures/';
+export const SERVER_FIXTURE = fileURLToPath(new URL(`${FIXTURES}dhcp-server.js`, import.meta.url));
+export const PROBE_FIXTURE = fileURLToPath(new URL(`${FIXTURES}dhcp-probe.js`, import.meta.url));
 
 export function requireBuild(): void {
   for (const file of [SERVER_FIXTURE, PROBE_FIXTURE]) {
@@ -24,10 +26,10 @@ export class ServerFixture {
   #answers = 0;
   private constructor(readonly process: NetnsProcess) {}
 
-  static async start(provider: Netns, links: readonly DhcpLink[], leaseSeconds?: number): Promise<ServerFixture> {
+  static async start(provider: Netns, links: readonly DhcpLink[], leaseSeconds?: number, nodeFlags: readonly string[] = []): Promise<ServerFixture> {
     requireBuild();
     const config = JSON.stringify({ links, ...(leaseSeconds !== undefined && { leaseSeconds }) });
-    const child = provider.spawn([process.execPath, SERVER_FIXTURE, config], { enter: 'nsenter', stdin: 'pipe' });
+    const child = provider.spawn([process.execPath, ...nodeFlags, SERVER_FIXTURE, config], { enter: 'nsenter', stdin: 'pipe' });
     await child.waitForOutput(/^ready$/m, 30_000);
     return new ServerFixture(child);
   }
