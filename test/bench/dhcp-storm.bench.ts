@@ -118,6 +118,15 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
           const exits = await settle(Promise.all(children.map((child) => child.wait())), 60_000);
           const allLeasedMs = performance.now() - start;
           await Promise.all(children.map((child) => child.kill('SIGKILL', 0)));
+          const failed = children.filter((child) => child.exit?.code !== 0);
+          if (failed.length > 0) {
+            const reasons = new Map<string, number>();
+            for (const child of failed) {
+              const reason = `${JSON.stringify(child.exit)} ${child.stderr.trim().split('\n').slice(-1)[0] ?? ''}`;
+              reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+            }
+            console.warn(`dhcp-storm: N=${n}: ${failed.length} clients failed:`, [...reasons].slice(0, 5));
+          }
           const failures = exits === 'timeout' ? children.filter((child) => child.exit?.code !== 0).length : exits.filter((exit) => exit.code !== 0).length;
           return { failures, allLeasedMs, spawnMs };
         };
