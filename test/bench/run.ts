@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { codecBench } from './codec.bench.js';
+import { dhcpStormBench } from './dhcp-storm.bench.js';
 import { forwardingBench } from './forwarding.bench.js';
 import { linkBench } from './link.bench.js';
 import type { BenchResult } from './measure.js';
@@ -18,6 +19,14 @@ const suites: Record<string, () => Promise<BenchResult[]> | BenchResult[]> = {
       { suite: latency.suite, name: `${latency.name}, median`, value: latency.medianMs, unit: 'ms', note: `${latency.samples} samples` },
       { suite: latency.suite, name: `${latency.name}, p99`, value: latency.p99Ms, unit: 'ms' },
     ]),
+  dhcp: async () =>
+    (await dhcpStormBench()).flatMap((row) => {
+      const name = `boot storm, ${row.server}, N=${row.clients}`;
+      return [
+        { suite: 'dhcp', name: `${name}: all leased`, value: row.allLeasedMs, unit: 'ms', note: `${row.failures} failures` },
+        { suite: 'dhcp', name: `${name}: peak RSS`, value: row.peakRssKiB, unit: 'KiB', note: `${row.bytesPerClient} bytes/client` },
+      ];
+    }),
 };
 
 const wanted = process.argv.slice(2);

@@ -1,0 +1,26 @@
+/**
+ * Every way DHCP input or configuration can be wrong. Parsing hostile bytes throws only this
+ * error, with one kind per failure; the message says what was wrong and where.
+ */
+export type DhcpErrorKind =
+  | 'too-short'
+  | 'bad-cookie'
+  | 'bad-field'
+  | 'option-truncated'
+  | 'bad-option'
+  | 'bad-overload'
+  | 'too-long'
+  | 'ip-header'
+  | 'udp-header'
+  | 'config'
+  | 'socket';
+
+export class DhcpError extends Error {
+  override readonly name = 'DhcpError';
+  constructor(
+    readonly kind: DhcpErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}

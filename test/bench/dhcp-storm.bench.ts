@@ -1,0 +1,224 @@
+/**
+ * Boot storm: N client namespaces start busybox udhcpc at the same moment against one provider
+ * namespace. Measured for spectrum-net's DHCP server and, on the same topology in the same run,
+ * dnsmasq with a static host entry per client. Reports the time until every client holds a lease,
+ * failures, and the server's peak RSS. N from SPECTRUM_DHCP_STORM_N (comma list; default
+ * 50,200,500,1000). Needs root; everything lives in namespaces named with this bench's own prefix.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type ClientId, clientId } from '../../shared/client-id.js';
+import { clientIpTextOf } from '../../shared/client-ip.js';
+import { clientMacOf } from '../../shared/link-mac.js';
+import { RUN_PREFIX_ENV } from '../harness/names.js';
+
+export interface StormResult {
+  readonly server: 'spectrum-net' | 'dnsmasq';
+  readonly clients: number;
+  readonly failures: number;
+  /** All clients released at once -> last udhcpc exited with its lease. */
+  readonly allLeasedMs: number;
+  /** Spawning the N (blocked) clients, before the clock starts. */
+  readonly spawnMs: number;
+  /** Server view: first DISCOVER seen -> last ACK sent (spectrum-net only). */
+  readonly serverWindowMs?: number;
+  readonly peakRssKiB: number;
+  /** (peak RSS - RSS of the same server with no links) / clients. */
+  readonly bytesPerClient: number;
+}
+
+const DEFAULT_SIZES = [50, 200, 500, 1000];
+/**
+ * V8 grows its young generation up to 2 x 16 MiB under a burst of short-lived allocations, which
+ * is most of the peak RSS of a busy server; the agent runs with it capped (scavenges get cheaper).
+ */
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=1'];
+
+function sizes(): number[] {
+  const wanted = process.env['SPECTRUM_DHCP_STORM_N'];
+  if (wanted === undefined || wanted === '') return DEFAULT_SIZES;
+  return wanted.split(',').map((part) => Number(part.trim())).filter((n) => Number.isInteger(n) && n > 0 && n <= 65534);
+}
+
+function vmHwmKiB(pid: number): number {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(match?.[1] ?? 0);
+}
+
+async function settle<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  return Promise.race([promise, new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), ms).unref())]);
+}
+
+export async function dhcpStormBench(): Promise<StormResult[]> {
+  if (process.getuid?.() !== 0) {
+    console.warn('dhcp-storm: skipped (needs root for network namespaces)');
+    return [];
+  }
+  // Standalone: this bench names its own run so its namespaces are recognisably its own.
+  if ((process.env[RUN_PREFIX_ENV] ?? '') === '') process.env[RUN_PREFIX_ENV] = `snt${randomBytes(3).toString('hex')}-`;
+  // Loaded after the prefix is set: the harness reads it.
+  const { createHarness } = await import('../harness/index.js');
+  const { sweepRunPrefixSync } = await import('../harness/process-registry.js');
+  const { buildTopology } = await import('../guest/dhcp/dhcp-topology.js');
+  const { ServerFixture } = await import('../guest/dhcp/dhcp-server-fixture.js');
+  const prefix = process.env[RUN_PREFIX_ENV] ?? '';
+  const sweep = (): void => void sweepRunPrefixSync(prefix);
+  process.on('exit', sweep);
+
+  const results: StormResult[] = [];
+  try {
+    // Base RSS of each server with nothing to serve, in a namespace of its own.
+    const baseHarness = createHarness('stormbase');
+    let spectrumBase = 0;
+    let dnsmasqBase = 0;
+    try {
+      const base = await buildTopology(baseHarness, []);
+      const idle = await ServerFixture.start(base.provider, [], undefined, SERVER_NODE_FLAGS);
+      spectrumBase = (await idle.stats()).maxRssKiB;
+      await idle.stop();
+      const dnsmasq = base.provider.spawn(dnsmasqArgv(join(tmpdir(), `${prefix}empty.hosts`), []), { enter: 'nsenter' });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      dnsmasqBase = vmHwmKiB(dnsmasq.pid);
+      await dnsmasq.kill('SIGTERM');
+    } finally {
+      await baseHarness.cleanup();
+    }
+
+    for (const n of sizes()) {
+      const harness = createHarness('storm');
+      const ids: ClientId[] = Array.from({ length: n }, (_, index) => clientId(index + 1));
+      try {
+        const setupStart = Date.now();
+        const topology = await buildTopology(harness, ids, { concurrency: 32 });
+        console.warn(`dhcp-storm: N=${n} topology built in ${Date.now() - setupStart} ms`);
+
+        const storm = async (): Promise<{ failures: number; allLeasedMs: number; spawnMs: number }> => {
+          // Spawning a thousand processes takes seconds on two cores: every client first blocks on
+          // a shared flock that a gate process holds, and all are released at once.
+          const lock = join(tmpdir(), `${harness.prefix}storm.lock`);
+          writeFileSync(lock, '');
+          const gate = spawn('flock', ['-x', lock, 'sh', '-c', 'echo locked; read _'], { stdio: ['pipe', 'pipe', 'ignore'] });
+          await new Promise((resolve) => gate.stdout.once('data', resolve));
+          const spawnStart = performance.now();
+          const children = ids.map((id) =>
+            (topology.clients.get(id) as NonNullable<ReturnType<typeof topology.clients.get>>).spawn(
+              ['flock', '-s', lock, 'udhcpc', '-f', '-q', '-n', '-t', '10', '-T', '1', '-i', 'eth0', '-s', '/bin/true'],
+              { pidns: true, enter: 'nsenter' },
+            ),
+          );
+          const spawnMs = performance.now() - spawnStart;
+          // Let every client reach its flock before the gate opens.
+          await new Promise((resolve) => setTimeout(resolve, 1000 + n * 5));
+          const start = performance.now();
+          gate.stdin.end('\n');
+          await new Promise((resolve) => gate.once('exit', resolve));
+          const exits = await settle(Promise.all(children.map((child) => child.wait())), 60_000);
+          const allLeasedMs = performance.now() - start;
+          await Promise.all(children.map((child) => child.kill('SIGKILL', 0)));
+          const failed = children.filter((child) => child.exit?.code !== 0);
+          if (failed.length > 0) {
+            const reasons = new Map<string, number>();
+            for (const child of failed) {
+              const reason = `${JSON.stringify(child.exit)} ${child.stderr.trim().split('\n').slice(-1)[0] ?? ''}`;
+              reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+            }
+            console.warn(`dhcp-storm: N=${n}: ${failed.length} clients failed:`, [...reasons].slice(0, 5));
+          }
+          const failures = exits === 'timeout' ? children.filter((child) => child.exit?.code !== 0).length : exits.filter((exit) => exit.code !== 0).length;
+          return { failures, allLeasedMs, spawnMs };
+        };
+
+        // spectrum-net, on the topology exactly as the agent builds it.
+        const server = await ServerFixture.start(topology.provider, topology.links, undefined, SERVER_NODE_FLAGS);
+        const ours = await storm();
+        const stats = await server.stats();
+        await server.stop();
+        const bound = stats.leases.filter((lease) => lease.state === 'bound');
+        const firstSeen = Math.min(...bound.map((lease) => lease.firstSeen));
+        const lastAck = Math.max(...bound.map((lease) => lease.lastRenewed ?? 0));
+        results.push({
+          server: 'spectrum-net',
+          clients: n,
+          failures: Math.max(ours.failures, n - bound.length),
+          allLeasedMs: Math.round(ours.allLeasedMs),
+          spawnMs: Math.round(ours.spawnMs),
+          serverWindowMs: bound.length > 0 ? lastAck - firstSeen : 0,
+          peakRssKiB: stats.maxRssKiB,
+          bytesPerClient: Math.round(((stats.maxRssKiB - spectrumBase) * 1024) / n),
+        });
+
+        // dnsmasq needs an address from the served range on every link to serve it at all.
+        const batch = join(tmpdir(), `${harness.prefix}dnsmasq-addresses.batch`);
+        writeFileSync(batch, `${topology.links.map((link) => `address add 100.64.255.254/16 dev ${link.ifname} noprefixroute`).join('\n')}\n`);
+        await topology.provider.ip(['-batch', batch], { timeoutMs: 300_000 });
+        const hosts = join(tmpdir(), `${harness.prefix}dnsmasq.hosts`);
+        const dnsmasq = topology.provider.spawn(dnsmasqArgv(hosts, ids), { enter: 'nsenter' });
+        for (let waited = 0; !/DHCP, static leases only/.test(dnsmasq.stderr) && waited < 10_000; waited += 20) {
+          if (dnsmasq.exit !== undefined) throw new Error(`dnsmasq exited: ${dnsmasq.stderr}`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        const theirs = await storm();
+        const dnsmasqRss = vmHwmKiB(dnsmasq.pid);
+        await dnsmasq.kill('SIGTERM');
+        results.push({
+          server: 'dnsmasq',
+          clients: n,
+          failures: theirs.failures,
+          allLeasedMs: Math.round(theirs.allLeasedMs),
+          spawnMs: Math.round(theirs.spawnMs),
+          peakRssKiB: dnsmasqRss,
+          bytesPerClient: Math.round(((dnsmasqRss - dnsmasqBase) * 1024) / n),
+        });
+      } finally {
+        await fastCleanup(harness.prefix, ids);
+        await harness.cleanup();
+      }
+    }
+  } finally {
+    sweep();
+    process.off('exit', sweep);
+  }
+  return results;
+}
+
+function dnsmasqArgv(hostsFile: string, ids: readonly ClientId[]): string[] {
+  writeFileSync(hostsFile, ids.map((id) => `${clientMacOf(id).toLowerCase()},${clientIpTextOf(id)}`).join('\n') + '\n');
+  return [
+    'dnsmasq',
+    '--no-daemon',
+    '--conf-file=/dev/null',
+    '--port=0',
+    '--leasefile-ro',
+    '--dhcp-authoritative',
+    '--except-interface=lo',
+    '--dhcp-range=100.64.0.0,static,255.255.0.0,1h',
+    `--dhcp-hostsfile=${hostsFile}`,
+    '--dhcp-option=option:router,169.254.0.1',
+    '--dhcp-option=option:dns-server,169.254.0.1',
+    '--dhcp-option=121,169.254.0.1/32,0.0.0.0,0.0.0.0/0,169.254.0.1',
+    '--log-facility=-',
+    '--quiet-dhcp',
+    '--user=root',
+  ];
+}
+
+/**
+ * Delete the client namespaces in one `ip -batch` (the harness deletes one `ip` process at a time,
+ * minutes for a thousand); the harness then only removes what is left. The clients have exited.
+ */
+async function fastCleanup(harnessPrefix: string, ids: readonly ClientId[]): Promise<void> {
+  const { execFileSync } = await import('node:child_process');
+  const { assertOwnedNamespace } = await import('../harness/names.js');
+  const names = ids.map((id) => `${harnessPrefix}c${id}`);
+  names.forEach(assertOwnedNamespace);
+  const file = join(tmpdir(), `${harnessPrefix}delete.batch`);
+  writeFileSync(file, `${names.map((name) => `netns delete ${name}`).join('\n')}\n`);
+  try {
+    execFileSync('ip', ['-force', '-batch', file], { stdio: 'ignore' });
+  } catch {
+    // Whatever is left, the harness cleanup removes one by one.
+  }
+}

@@ -1,0 +1,235 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type ClientId, clientId } from '../../../shared/client-id.js';
+import { clientIpTextOf } from '../../../shared/client-ip.js';
+import { type DhcpPacket, encodeDhcpPacket, parseDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
+import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
+import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
+import { buildTopology, type DhcpTopology } from './dhcp-topology.js';
+import { PROBE_FIXTURE, requireBuild, ServerFixture } from './dhcp-server-fixture.js';
+
+const UDHCPC = clientId(0x0102);
+const DHCLIENT = clientId(0x0a01);
+const DHCPCD = clientId(0x0304);
+const WRONG_MAC = clientId(0x0405);
+
+/** What a client namespace ends up with: IPv4 addresses on eth0, routes, and whether the gateway answers. */
+async function clientState(ns: Netns): Promise<{ addresses: string[]; routes: string[]; pings: boolean }> {
+  const addr = await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0']);
+  const addresses = [...addr.stdout.matchAll(/inet (\S+)/g)].map((match) => match[1] ?? '');
+  const route = await ns.exec(['ip', '-4', 'route', 'show']);
+  const routes = route.stdout.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  const ping = await ns.exec(['busybox', 'ping', '-c', '1', '-W', '2', '169.254.0.1'], { allowFailure: true });
+  return { addresses, routes, pings: ping.code === 0 };
+}
+
+function expectSpectrumConfiguration(state: Awaited<ReturnType<typeof clientState>>, id: ClientId): void {
+  expect(state.addresses).toEqual([`${clientIpTextOf(id)}/32`]);
+  expect(state.routes.some((route) => /^default via 169\.254\.0\.1 dev eth0/.test(route))).toBe(true);
+  expect(state.pings).toBe(true);
+}
+
+describeNetns('DHCP server with stock clients', () => {
+  let harness: Harness;
+  let topology: DhcpTopology;
+  let server: ServerFixture;
+
+  beforeAll(async () => {
+    harness = createHarness('dhcp');
+    topology = await buildTopology(harness, [UDHCPC, DHCLIENT, DHCPCD, WRONG_MAC], {
+      clientMacs: new Map([[WRONG_MAC, '0a:b3:ec:00:99:99']]),
+    });
+    server = await ServerFixture.start(topology.provider, topology.links, 600);
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await harness?.cleanup();
+  });
+
+  function client(id: ClientId): Netns {
+    const ns = topology.clients.get(id);
+    if (ns === undefined) throw new Error(`no client namespace for ${id}`);
+    return ns;
+  }
+
+  it('gives busybox udhcpc with Debian default.script a /32 address, the gateway on-link and the default route', async () => {
+    const ns = client(UDHCPC);
+    const run = await ns.exec(['udhcpc', '-f', '-q', '-n', '-t', '3', '-T', '1', '-i', 'eth0', '-O', 'staticroutes', '-s', '/etc/udhcpc/default.script'], {
+      timeoutMs: 20_000,
+    });
+    expect(run.code).toBe(0);
+    expectSpectrumConfiguration(await clientState(ns), UDHCPC);
+    expect(readFileSync(`/etc/netns/${ns.name}/resolv.conf`, 'utf8')).toContain('nameserver 169.254.0.1');
+    const lease = (await server.stats()).leases.find((entry) => entry.id === UDHCPC);
+    expect(lease).toMatchObject({ ifname: 'p258', clientIp: '100.64.1.2', clientMac: '0A:B3:EC:00:01:02', state: 'bound' });
+  });
+
+  it('gives ISC dhclient with its stock script the same configuration', async () => {
+    const ns = client(DHCLIENT);
+    const dir = mkdtempSync(join(tmpdir(), 'snt-dhclient-'));
+    // dhclient -1 daemonizes once bound; the PID namespace ends the daemon when the parent exits.
+    const run = await ns.spawn(
+      ['dhclient', '-1', '-v', '-sf', '/sbin/dhclient-script', '-lf', join(dir, 'leases'), '-pf', join(dir, 'pid'), 'eth0'],
+      { pidns: true },
+    );
+    const exit = await Promise.race([run.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 25_000))]);
+    await run.kill('SIGKILL', 0);
+    expect(exit, run.stderr).toMatchObject({ code: 0 });
+    expectSpectrumConfiguration(await clientState(ns), DHCLIENT);
+    // Debian's dhclient-script writes through the bind-mounted /etc/resolv.conf (cat, not rename).
+    expect(readFileSync(`/etc/netns/${ns.name}/resolv.conf`, 'utf8')).toContain('nameserver 169.254.0.1');
+    const lease = (await server.stats()).leases.find((entry) => entry.id === DHCLIENT);
+    expect(lease?.state).toBe('bound');
+  });
+
+  it('gives dhcpcd the same configuration', async () => {
+    const ns = client(DHCPCD);
+    // dhcpcd keeps pid files and leases in /run/dhcpcd and /var/lib/dhcpcd, shared with the host:
+    // give it private ones inside the PID namespace's own mount namespace.
+    const script = [
+      'mkdir -p /run/dhcpcd /var/lib/dhcpcd',
+      'mount -t tmpfs tmpfs /run/dhcpcd',
+      'mount -t tmpfs tmpfs /var/lib/dhcpcd',
+      'exec dhcpcd -4 -1 -B -t 15 eth0',
+    ].join(' && ');
+    const run = ns.spawn(['sh', '-c', script], { pidns: true });
+    const exit = await Promise.race([run.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 25_000))]);
+    await run.kill('SIGKILL', 0);
+    expect(exit, run.stderr).toMatchObject({ code: 0 });
+    expectSpectrumConfiguration(await clientState(ns), DHCPCD);
+  });
+
+  it('gives no lease to a client whose MAC is not the one its link encodes, and counts it', async () => {
+    const ns = client(WRONG_MAC);
+    const before = (await server.stats()).counters['ignoredWrongMac'] ?? 0;
+    const run = await ns.exec(['udhcpc', '-f', '-q', '-n', '-t', '2', '-T', '1', '-i', 'eth0', '-s', '/bin/true'], {
+      allowFailure: true,
+      timeoutMs: 20_000,
+    });
+    expect(run.code).not.toBe(0);
+    const after = await server.stats();
+    expect(after.counters['ignoredWrongMac']).toBeGreaterThan(before);
+    expect(after.leases.find((entry) => entry.id === WRONG_MAC)).toBeUndefined();
+    const addr = await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0']);
+    expect(addr.stdout).toBe('');
+  });
+});
+
+const PROBE = clientId(0x0506);
+const PROBE_IP = '100.64.5.6';
+
+describeNetns('DHCP server spoken to directly (renew, rebind, release, init-reboot, NAK)', () => {
+  let harness: Harness;
+  let topology: DhcpTopology;
+  let server: ServerFixture;
+  let probe: NetnsProcess;
+
+  beforeAll(async () => {
+    requireBuild();
+    harness = createHarness('dhcpproto');
+    topology = await buildTopology(harness, [PROBE]);
+    server = await ServerFixture.start(topology.provider, topology.links, 600);
+    const ns = topology.clients.get(PROBE) as Netns;
+    // Configured as a bound client would be, so a plain UDP socket can send and receive.
+    await harness.addAddress(ns, 'eth0', `${PROBE_IP}/32`);
+    await ns.ip(['route', 'add', '169.254.0.1/32', 'dev', 'eth0']);
+    await ns.ip(['route', 'add', 'default', 'via', '169.254.0.1', 'dev', 'eth0']);
+    probe = ns.spawn([process.execPath, PROBE_FIXTURE], { stdin: 'pipe' });
+    await probe.waitForOutput(/^ready$/m);
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await harness?.cleanup();
+  });
+
+  let answered = 1;
+  async function exchange(spec: Parameters<typeof probeRequest>[0], to: string, waitMs = 400): Promise<DhcpPacket[]> {
+    const bytes = encodeDhcpPacket(probeRequest(spec));
+    probe.child.stdin?.write(`${JSON.stringify({ send: Buffer.from(bytes).toString('hex'), to, waitMs })}\n`);
+    answered += 1;
+    for (let waited = 0; waited < 5000; waited += 20) {
+      const lines = probe.stdout.split('\n').filter((line) => line !== '');
+      if (lines.length >= answered) {
+        const { replies } = JSON.parse(lines[answered - 1] ?? '') as { replies: { from: string; hex: string }[] };
+        for (const reply of replies) expect(reply.from).toBe('169.254.0.1');
+        return replies.map((reply) => parseDhcpPacket(Buffer.from(reply.hex, 'hex')));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    throw new Error(`probe did not answer; stderr ${probe.stderr}`);
+  }
+  const typeOf = (packet: DhcpPacket | undefined): number | undefined => packet?.options.get(OPTION.messageType)?.[0];
+
+  async function unreachablesSent(): Promise<number> {
+    const { stdout } = await topology.provider.exec(['cat', '/proc/net/snmp'], { enter: 'nsenter' });
+    const lines = stdout.split('\n').filter((line) => line.startsWith('Icmp:'));
+    const names = lines[0]?.split(/\s+/) ?? [];
+    const values = lines[1]?.split(/\s+/) ?? [];
+    return Number(values[names.indexOf('OutDestUnreachs')]);
+  }
+
+  it('OFFERs and ACKs the link address, then ACKs a unicast RENEW without any ICMP port-unreachable', async () => {
+    const [offer] = await exchange({ type: MESSAGE_TYPE.discover }, '255.255.255.255');
+    expect(typeOf(offer)).toBe(MESSAGE_TYPE.offer);
+    expect(offer?.yiaddr).toBe(PROBE_IP);
+    const [ack] = await exchange({ type: MESSAGE_TYPE.request, requested: PROBE_IP, serverId: '169.254.0.1' }, '255.255.255.255');
+    expect(typeOf(ack)).toBe(MESSAGE_TYPE.ack);
+    const unreachables = await unreachablesSent();
+    const [renewed] = await exchange({ type: MESSAGE_TYPE.request, ciaddr: PROBE_IP }, '169.254.0.1');
+    expect(typeOf(renewed)).toBe(MESSAGE_TYPE.ack);
+    expect(renewed?.ciaddr).toBe(PROBE_IP);
+    expect(await unreachablesSent()).toBe(unreachables);
+    const lease = (await server.stats()).leases.find((entry) => entry.id === PROBE);
+    expect(lease?.state).toBe('bound');
+    expect(lease?.lastRenewed).toBeGreaterThanOrEqual(lease?.firstSeen ?? Infinity);
+  });
+
+  it('ACKs a broadcast REBIND and an INIT-REBOOT for the right address', async () => {
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, ciaddr: PROBE_IP, flags: 0x8000 }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.ack);
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, requested: PROBE_IP }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.ack);
+  });
+
+  it('NAKs a wrong address in INIT-REBOOT, SELECTING and RENEWING, and stays silent for another server id', async () => {
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, requested: '100.64.7.7' }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.nak);
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, requested: '100.64.7.7', serverId: '169.254.0.1' }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.nak);
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, ciaddr: '100.64.7.7' }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.nak);
+    expect(await exchange({ type: MESSAGE_TYPE.request, requested: PROBE_IP, serverId: '169.254.9.9' }, '255.255.255.255')).toEqual([]);
+    expect((await server.stats()).counters['naks']).toBe(3);
+  });
+
+  it('answers INFORM with configuration but no lease, and records a RELEASE without replying', async () => {
+    const [inform] = await exchange({ type: MESSAGE_TYPE.inform, ciaddr: PROBE_IP }, '169.254.0.1');
+    expect(typeOf(inform)).toBe(MESSAGE_TYPE.ack);
+    expect(inform?.options.has(OPTION.leaseTime)).toBe(false);
+    expect(await exchange({ type: MESSAGE_TYPE.release, ciaddr: PROBE_IP, serverId: '169.254.0.1' }, '169.254.0.1')).toEqual([]);
+    const stats = await server.stats();
+    expect(stats.leases.find((entry) => entry.id === PROBE)?.state).toBe('released');
+    expect(stats.counters['releases']).toBe(1);
+  });
+
+  it('stops serving a link removed by setLinks', async () => {
+    await server.setLinks([]);
+    expect(await exchange({ type: MESSAGE_TYPE.discover }, '255.255.255.255')).toEqual([]);
+    expect((await server.stats()).leases).toEqual([]);
+    await server.setLinks(topology.links);
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.discover }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.offer);
+  });
+});
+
+function probeRequest(spec: { type: number; ciaddr?: string; requested?: string; serverId?: string; flags?: number }): DhcpPacket {
+  const ip = (text: string): Uint8Array => Uint8Array.from(text.split('.').map(Number));
+  const options = new Map<number, Uint8Array>([[OPTION.messageType, Uint8Array.of(spec.type)]]);
+  if (spec.requested !== undefined) options.set(OPTION.requestedIp, ip(spec.requested));
+  if (spec.serverId !== undefined) options.set(OPTION.serverId, ip(spec.serverId));
+  const chaddr = new Uint8Array(16);
+  chaddr.set([0x0a, 0xb3, 0xec, 0x00, 0x05, 0x06]);
+  return {
+    op: 1, htype: 1, hlen: 6, hops: 0, xid: Math.floor(Math.random() * 0xffffffff), secs: 0, flags: spec.flags ?? 0,
+    ciaddr: spec.ciaddr ?? '0.0.0.0', yiaddr: '0.0.0.0', siaddr: '0.0.0.0', giaddr: '0.0.0.0',
+    chaddr, sname: new Uint8Array(64), file: new Uint8Array(128), options,
+  };
+}
