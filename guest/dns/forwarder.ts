@@ -111,6 +111,21 @@ const DEFAULTS = {
 } as const;
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
+/**
+ * An upstream and our UDP socket connected to it. Connected: the kernel drops datagrams from any
+ * other source, and sends need no per-packet address resolution.
+ */
+interface UpstreamLink {
+  readonly upstream: Upstream;
+  readonly socket: UdpSocket;
+}
+
+/** Resolution for literal addresses only, synchronously: Node's default defers every send a tick. */
+function literalLookup(family: 4 | 6) {
+  return (address: string, _options: unknown, callback: (error: null, address: string, family: number) => void): void =>
+    callback(null, address, family);
+}
+
 interface PendingQuery {
   readonly clientAddress: string;
   readonly clientPort: number;
@@ -120,7 +135,7 @@ interface PendingQuery {
   /** View of the question bytes (after the header, so id rewrites leave it alone). */
   readonly question: Buffer;
   readonly questionEnd: number;
-  upstream: Upstream;
+  link: UpstreamLink;
   upstreamIndex: number;
   attempt: number;
 }
@@ -149,19 +164,22 @@ class Forwarder implements DnsForwarder {
   readonly #pending: PendingTable<PendingQuery>;
   readonly #limiter: RateLimiter;
   readonly #counters: MutableCounters;
-  #upstreams: readonly Upstream[] = [];
+  #upstreams: readonly UpstreamLink[] = [];
+  /** Upstreams given in the options, connected in start(). */
+  readonly #configured: readonly Upstream[] | undefined;
   /** Index of the upstream that answered last: tried first. */
   #preferred = 0;
   #udp: UdpSocket | undefined;
   #tcp: Server | undefined;
   readonly #tcpClients = new Set<TcpSocket>();
   readonly #tcpUpstreams = new Set<TcpSocket>();
-  #upstream4: UdpSocket | undefined;
-  #upstream6: UdpSocket | undefined;
+  /** Sockets of upstreams dropped from the list, closed once their queries have timed out. */
+  readonly #retired = new Set<UdpSocket>();
   #watcher: ResolvConfWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed: Promise<void> | undefined;
   #binding: Promise<void> | undefined;
+  #reloading: Promise<void> = Promise.resolve();
 
   constructor(options: DnsForwarderOptions) {
     this.#log = options.logger ?? createLogger('spectrum-netd-dns');
@@ -211,29 +229,26 @@ class Forwarder implements DnsForwarder {
       tcpIdleClosed: 0,
       pending: 0,
     };
-    if (options.upstreams !== undefined) {
-      this.#setUpstreams(options.upstreams.map(parseUpstream), 'options');
-    } else {
+    this.#configured = options.upstreams?.map(parseUpstream);
+    if (this.#configured === undefined) {
       this.#resolvConfPath = options.resolvConfPath ?? DEFAULTS.resolvConfPath;
     }
   }
 
   async start(): Promise<void> {
-    this.#upstream4 = this.#upstreamSocket('udp4');
-    await new Promise<void>((resolve) => this.#upstream4?.bind(0, resolve));
-    this.#tuneBuffers(this.#upstream4);
+    if (this.#configured !== undefined) await this.#setUpstreams(this.#configured, 'options');
     const path = this.#resolvConfPath;
     if (path !== undefined) {
       try {
         this.#watcher = new ResolvConfWatcher(
           path,
-          () => void this.#reloadResolvConf(path),
+          () => void this.#queueReload(path),
           (error) => this.#log.warn({ path, err: error.message }, 'stopped watching resolv.conf'),
         );
       } catch (error) {
         this.#log.warn({ path, err: errorText(error) }, 'cannot watch the folder of resolv.conf; changes will not be followed');
       }
-      await this.#reloadResolvConf(path);
+      await this.#queueReload(path);
     }
     await this.rebind();
   }
@@ -243,7 +258,7 @@ class Forwarder implements DnsForwarder {
   }
 
   counters(): DnsForwarderCounters {
-    return { ...this.#counters, listening: this.listening(), pending: this.#pending.size, upstreams: this.#upstreams.map(upstreamText) };
+    return { ...this.#counters, listening: this.listening(), pending: this.#pending.size, upstreams: this.#upstreams.map((link) => upstreamText(link.upstream)) };
   }
 
   rebind(): Promise<void> {
@@ -279,7 +294,7 @@ class Forwarder implements DnsForwarder {
 
   #bindUdp(): Promise<UdpSocket> {
     return new Promise((resolve, reject) => {
-      const socket = createSocket({ type: this.#family === 6 ? 'udp6' : 'udp4' });
+      const socket = createSocket({ type: this.#family === 6 ? 'udp6' : 'udp4', lookup: literalLookup(this.#family) });
       const fail = (error: Error): void => {
         socket.close();
         reject(error);
@@ -323,20 +338,33 @@ class Forwarder implements DnsForwarder {
     }
   }
 
-  #upstreamSocket(type: 'udp4' | 'udp6'): UdpSocket {
-    const socket = createSocket({ type });
-    socket.on('message', (message, remote) => this.#onUpstreamDatagram(message, remote));
+  async #connectUpstream(upstream: Upstream): Promise<UpstreamLink | undefined> {
+    const socket = createSocket({ type: upstream.family === 6 ? 'udp6' : 'udp4', lookup: literalLookup(upstream.family) });
+    const link: UpstreamLink = { upstream, socket };
+    // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
     socket.on('error', () => (this.#counters.sendErrors += 1));
-    return socket;
+    socket.on('message', (message) => this.#onUpstreamDatagram(link, message));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.connect(upstream.port, upstream.address, () => {
+          socket.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (error) {
+      this.#log.warn({ upstream: upstreamText(upstream), err: errorText(error) }, 'cannot use upstream resolver');
+      socket.close();
+      return undefined;
+    }
+    this.#tuneBuffers(socket);
+    return link;
   }
 
-  #socketFor(upstream: Upstream): UdpSocket | undefined {
-    if (upstream.family === 4) return this.#upstream4;
-    if (this.#upstream6 === undefined) {
-      this.#upstream6 = this.#upstreamSocket('udp6');
-      this.#upstream6.bind(0);
-    }
-    return this.#upstream6;
+  /** Reloads run one after another, so an older file never wins over a newer one. */
+  #queueReload(path: string): Promise<void> {
+    this.#reloading = this.#reloading.then(() => this.#reloadResolvConf(path));
+    return this.#reloading;
   }
 
   async #reloadResolvConf(path: string): Promise<void> {
@@ -345,22 +373,39 @@ class Forwarder implements DnsForwarder {
     this.#counters.resolvConfReloads += 1;
     if (conf.error !== undefined) this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers');
     if (conf.skipped.length > 0) this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses');
-    this.#setUpstreams(conf.upstreams, path);
+    await this.#setUpstreams(conf.upstreams, path);
   }
 
-  #setUpstreams(candidates: readonly Upstream[], source: string): void {
+  async #setUpstreams(candidates: readonly Upstream[], source: string): Promise<void> {
     // Forwarding to ourselves would loop every query until the pending table fills.
     const self: Upstream = { address: this.#listen, port: this.#port, family: this.#family };
     const upstreams = candidates.filter((upstream) => !sameUpstream(upstream, self)).slice(0, MAX_UPSTREAMS);
     if (upstreams.length < Math.min(candidates.length, MAX_UPSTREAMS)) {
       this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder`);
     }
-    const changed = upstreams.length !== this.#upstreams.length || upstreams.some((upstream, i) => !sameUpstream(upstream, this.#upstreams[i] ?? self));
-    this.#upstreams = upstreams;
+    const old = this.#upstreams;
+    const changed = upstreams.length !== old.length || upstreams.some((upstream, i) => !sameUpstream(upstream, old[i]?.upstream ?? self));
     if (changed) {
+      // Keep the links of upstreams still listed; connect new ones before switching over.
+      const links = await Promise.all(
+        upstreams.map((upstream) => old.find((link) => sameUpstream(link.upstream, upstream)) ?? this.#connectUpstream(upstream)),
+      );
+      const kept = links.filter((link): link is UpstreamLink => link !== undefined);
+      if (this.#closed !== undefined) {
+        for (const link of kept) if (!old.includes(link)) link.socket.close();
+        return;
+      }
+      this.#upstreams = kept;
+      for (const link of old) {
+        if (kept.includes(link)) continue;
+        this.#retired.add(link.socket);
+        setTimeout(() => {
+          if (this.#retired.delete(link.socket)) link.socket.close();
+        }, this.#timeoutMs + 100).unref();
+      }
       this.#preferred = 0;
       const level = upstreams.length === 0 ? 'warn' : 'info';
-      this.#log[level]({ source, upstreams: upstreams.map(upstreamText) }, upstreams.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
+      this.#log[level]({ source, upstreams: kept.map((link) => upstreamText(link.upstream)) }, kept.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
     }
   }
 
@@ -388,8 +433,8 @@ class Forwarder implements DnsForwarder {
       return;
     }
     const index = this.#preferred < upstreamCount ? this.#preferred : 0;
-    const upstream = this.#upstreams[index];
-    if (upstream === undefined) return;
+    const link = this.#upstreams[index];
+    if (link === undefined) return;
     const entry: PendingQuery = {
       clientAddress: remote.address,
       clientPort: remote.port,
@@ -397,7 +442,7 @@ class Forwarder implements DnsForwarder {
       message,
       question: message.subarray(HEADER_LENGTH, verdict.questionEnd),
       questionEnd: verdict.questionEnd,
-      upstream,
+      link,
       upstreamIndex: index,
       attempt: 0,
     };
@@ -412,7 +457,7 @@ class Forwarder implements DnsForwarder {
     const id = this.#pending.insert(entry, performance.now() + this.#timeoutMs);
     if (id === undefined) return false;
     writeId(entry.message, id);
-    this.#socketFor(entry.upstream)?.send(entry.message, entry.upstream.port, entry.upstream.address);
+    entry.link.socket.send(entry.message);
     this.#armTimer();
     return true;
   }
@@ -428,26 +473,21 @@ class Forwarder implements DnsForwarder {
     else if (rcode === RCODE.refused) this.#counters.refused += 1;
   }
 
-  #onUpstreamDatagram(message: Buffer, remote: RemoteInfo): void {
+  #onUpstreamDatagram(link: UpstreamLink, message: Buffer): void {
     if (message.length < HEADER_LENGTH || !isResponse(message)) {
       this.#counters.upstreamRejected += 1;
       return;
     }
     const id = readId(message);
     const entry = this.#pending.peek(id);
-    // Only the upstream we asked, answering the question we asked, may settle a query: a
-    // spoofed or stray datagram must not cancel the real answer.
-    if (
-      entry === undefined ||
-      remote.port !== entry.upstream.port ||
-      (remote.address !== entry.upstream.address && remote.address !== entry.upstream.address.split('%')[0]) ||
-      !answersQuestion(message, entry.question)
-    ) {
+    // Only the upstream we asked (the connected socket filters sources), answering the question
+    // we asked, may settle a query: a stray datagram must not cancel the real answer.
+    if (entry === undefined || entry.link !== link || !answersQuestion(message, entry.question)) {
       this.#counters.upstreamRejected += 1;
       return;
     }
     this.#pending.take(id);
-    if (entry.upstreamIndex < this.#upstreams.length && this.#upstreams[entry.upstreamIndex] === entry.upstream) {
+    if (this.#upstreams[entry.upstreamIndex] === link) {
       this.#preferred = entry.upstreamIndex;
     }
     writeId(message, entry.clientId);
@@ -481,11 +521,11 @@ class Forwarder implements DnsForwarder {
         if (this.#preferred === failedIndex) {
           this.#preferred = nextIndex;
           this.#log.warn(
-            { failed: upstreamText(entry.upstream), next: upstreamText(next) },
+            { failed: upstreamText(entry.link.upstream), next: upstreamText(next.upstream) },
             `upstream resolver did not answer within ${this.#timeoutMs} ms; trying the next one`,
           );
         }
-        entry.upstream = next;
+        entry.link = next;
         entry.upstreamIndex = nextIndex;
         if (this.#sendUpstream(entry)) return;
       }
@@ -564,7 +604,7 @@ class Forwarder implements DnsForwarder {
     }
     const first = this.#preferred < upstreams.length ? this.#preferred : 0;
     for (let attempt = 0; attempt < upstreams.length; attempt++) {
-      const upstream = upstreams[(first + attempt) % upstreams.length];
+      const upstream = upstreams[(first + attempt) % upstreams.length]?.upstream;
       if (upstream === undefined || socket.destroyed || this.#closed !== undefined) return;
       const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams);
       if (response !== undefined) {
@@ -586,11 +626,14 @@ class Forwarder implements DnsForwarder {
   async #closeAll(): Promise<void> {
     await this.#binding;
     this.#watcher?.close();
+    await this.#reloading;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#pending.drain();
     for (const socket of [...this.#tcpClients, ...this.#tcpUpstreams]) socket.destroy();
     const closing: Promise<void>[] = [];
-    for (const socket of [this.#udp, this.#upstream4, this.#upstream6]) {
+    const upstreamSockets = [...this.#upstreams.map((link) => link.socket), ...this.#retired];
+    this.#retired.clear();
+    for (const socket of [this.#udp, ...upstreamSockets]) {
       if (socket !== undefined) closing.push(new Promise((resolve) => socket.close(() => resolve())));
     }
     const tcp = this.#tcp;

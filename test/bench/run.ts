@@ -2,10 +2,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { codecBench } from './codec.bench.js';
+import { dnsBench } from './dns.bench.js';
 import type { BenchResult } from './measure.js';
 
 // `npm run bench`: every suite, a table on stdout and the same figures as JSON in dist/bench/.
-const results: BenchResult[] = [...codecBench()];
+const results: BenchResult[] = [...codecBench(), ...(await dnsBench())];
 
 const outputDir = fileURLToPath(new URL('../../bench/', import.meta.url));
 mkdirSync(outputDir, { recursive: true });

@@ -6,7 +6,9 @@ import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Harness, Netns, NetnsProcess } from '../../harness/index.js';
 
-export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const HERE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/** The repository, whether this module runs from source (vitest) or from dist/ (benchmarks). */
+export const REPO_ROOT = HERE_ROOT.endsWith('/dist/') ? HERE_ROOT.slice(0, -'dist/'.length) : HERE_ROOT;
 export const UPSTREAM_A = '192.0.2.53';
 export const UPSTREAM_B = '192.0.2.54';
 export const DEAD_UPSTREAM = '192.0.2.99';
