@@ -9,12 +9,17 @@ export interface RateLimit {
 
 interface Bucket {
   tokens: number;
+  /** When tokens were last added. */
   last: number;
+  /** When the bucket last moved to the recent end of the eviction order. */
+  seen: number;
 }
+
+const REFRESH_MS = 1000;
 
 /**
  * Token-bucket rate limiter. The table keeps at most `maxClients` buckets, least recently seen
- * evicted first (Map order, refreshed on every use); an evicted client comes back with a full
+ * evicted first (Map order, refreshed on use at most once a second); an evicted client comes back with a full
  * bucket, which is the same as a client that has been quiet long enough.
  */
 export class RateLimiter {
@@ -41,22 +46,28 @@ export class RateLimiter {
   allow(client: string, nowMs: number): boolean {
     let bucket = this.#buckets.get(client);
     if (bucket === undefined) {
-      bucket = { tokens: this.#burst, last: nowMs };
+      bucket = { tokens: this.#burst, last: nowMs, seen: nowMs };
       if (this.#buckets.size >= this.#maxClients) {
         for (const oldest of this.#buckets.keys()) {
           this.#buckets.delete(oldest);
           break;
         }
       }
+      this.#buckets.set(client, bucket);
     } else {
-      this.#buckets.delete(client);
+      // Refresh the client's place in the eviction order at most once a second: a Map
+      // delete+insert on every query costs more than the rest of the bucket arithmetic.
+      if (nowMs - bucket.seen >= REFRESH_MS) {
+        bucket.seen = nowMs;
+        this.#buckets.delete(client);
+        this.#buckets.set(client, bucket);
+      }
       const elapsed = nowMs - bucket.last;
       if (elapsed > 0) {
         bucket.tokens = Math.min(this.#burst, bucket.tokens + elapsed * this.#perMs);
         bucket.last = nowMs;
       }
     }
-    this.#buckets.set(client, bucket);
     if (bucket.tokens < 1) return false;
     bucket.tokens -= 1;
     return true;

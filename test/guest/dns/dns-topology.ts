@@ -123,9 +123,14 @@ export class ForwarderProcess {
 
   private constructor(readonly process: NetnsProcess) {}
 
-  static async start(ns: Netns, options: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): Promise<ForwarderProcess> {
+  static async start(
+    ns: Netns,
+    options: Record<string, unknown>,
+    env: NodeJS.ProcessEnv = process.env,
+    nodeArgs: readonly string[] = [],
+  ): Promise<ForwarderProcess> {
     const [fixture] = compiled(FORWARDER_SOURCES);
-    const child = ns.spawn([process.execPath, fixture ?? '', JSON.stringify(options)], { stdin: 'pipe', env });
+    const child = ns.spawn([process.execPath, ...nodeArgs, fixture ?? '', JSON.stringify(options)], { stdin: 'pipe', env });
     await child.waitForOutput(/^ready /m);
     return new ForwarderProcess(child);
   }

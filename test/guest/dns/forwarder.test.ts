@@ -1,4 +1,4 @@
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -60,6 +60,9 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
   }
 
   beforeAll(async () => {
+    for (const tool of ['/usr/bin/dig', '/usr/sbin/dnsmasq']) {
+      if (!existsSync(tool)) throw new Error(`${tool} is missing: run scripts/setup (Debian packages dnsutils, dnsmasq-base)`);
+    }
     [queryFixture = ''] = compiled(QUERY_SOURCES);
     harness = createHarness('dns');
     net = await buildTopology(harness);

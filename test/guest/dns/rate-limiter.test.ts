@@ -48,9 +48,9 @@ describe('per-client rate limiter', () => {
     const limiter = new RateLimiter({ perSecond: 1, burst: 1 }, 2);
     expect(limiter.allow('a', 0)).toBe(true);
     expect(limiter.allow('b', 0)).toBe(true);
-    expect(limiter.allow('a', 0)).toBe(false); // a is now the most recent
-    expect(limiter.allow('c', 0)).toBe(true); // evicts b
-    expect(limiter.allow('a', 0)).toBe(false); // a kept its empty bucket
+    expect(limiter.allow('a', 1000)).toBe(true); // one token refilled; a is now the most recent
+    expect(limiter.allow('c', 1000)).toBe(true); // evicts b
+    expect(limiter.allow('a', 1000)).toBe(false); // a kept its empty bucket
   });
 
   it('refuses nonsense limits', () => {
