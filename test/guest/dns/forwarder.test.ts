@@ -188,6 +188,22 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     await late.process.kill();
   });
 
+  it('closes idle TCP connections and refuses those beyond the cap', async () => {
+    const capped = await ForwarderProcess.start(net.provider, { port: 5353, upstreams: [UPSTREAM_A], tcpIdleMs: 400, maxTcpConnections: 2 });
+    const closedAfter = (await runQueryFixture({ mode: 'tcp-hold', port: 5353, count: 3 })) as (number | null)[];
+    // The first two sit idle until the idle timeout; the third is closed at once.
+    expect(closedAfter[0]).toBeGreaterThanOrEqual(350);
+    expect(closedAfter[1]).toBeGreaterThanOrEqual(350);
+    expect(closedAfter[2]).not.toBeNull();
+    expect(closedAfter[2]).toBeLessThan(300);
+    const counters = await capped.counters();
+    expect(counters['tcpIdleClosed']).toBe(2);
+    expect(counters['tcpRejected']).toBe(1);
+    // Still serving over TCP afterwards.
+    expect((await dig(['+tcp', '-p', '5353', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+    await capped.process.kill();
+  });
+
   it('is still running after everything above', async () => {
     expect(forwarder.process.exit).toBeUndefined();
     for (const upstream of upstreams) expect(upstream.exit).toBeUndefined();
