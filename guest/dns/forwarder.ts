@@ -302,7 +302,8 @@ class Forwarder implements DnsForwarder {
       socket.once('error', fail);
       socket.bind({ address: this.#listen, port: this.#port, exclusive: true }, () => {
         socket.off('error', fail);
-        socket.on('error', (error) => this.#log.warn({ err: error.message }, 'client UDP socket error'));
+        // Per-packet send failures (e.g. a client link gone): counted, not logged, so a flood cannot fill the log.
+        socket.on('error', () => (this.#counters.sendErrors += 1));
         socket.on('message', (message, remote) => this.#onClientDatagram(message, remote));
         this.#tuneBuffers(socket);
         resolve(socket);
@@ -457,14 +458,27 @@ class Forwarder implements DnsForwarder {
     const id = this.#pending.insert(entry, performance.now() + this.#timeoutMs);
     if (id === undefined) return false;
     writeId(entry.message, id);
-    entry.link.socket.send(entry.message);
+    try {
+      entry.link.socket.send(entry.message);
+    } catch {
+      // A socket closed under us (upstream list changed): the timeout moves the query on.
+      this.#counters.sendErrors += 1;
+    }
     this.#armTimer();
     return true;
   }
 
   #answerUdp(query: Buffer, questionEnd: number, rcode: Rcode, remote: { address: string; port: number }): void {
     this.#countRcode(rcode);
-    this.#udp?.send(errorResponse(query, questionEnd, rcode), remote.port, remote.address);
+    this.#sendToClient(errorResponse(query, questionEnd, rcode), remote.port, remote.address);
+  }
+
+  #sendToClient(message: Buffer, port: number, address: string): void {
+    try {
+      this.#udp?.send(message, port, address);
+    } catch {
+      this.#counters.sendErrors += 1;
+    }
   }
 
   #countRcode(rcode: Rcode): void {
@@ -492,7 +506,7 @@ class Forwarder implements DnsForwarder {
     }
     writeId(message, entry.clientId);
     this.#counters.answered += 1;
-    this.#udp?.send(message, entry.clientPort, entry.clientAddress);
+    this.#sendToClient(message, entry.clientPort, entry.clientAddress);
   }
 
   #armTimer(): void {
