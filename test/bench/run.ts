@@ -3,6 +3,7 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { codecBench } from './codec.bench.js';
 import { dhcpStormBench } from './dhcp-storm.bench.js';
+import { dnsBench } from './dns.bench.js';
 import { forwardingBench } from './forwarding.bench.js';
 import { linkBench } from './link.bench.js';
 import type { BenchResult } from './measure.js';
@@ -19,6 +20,7 @@ const suites: Record<string, () => Promise<BenchResult[]> | BenchResult[]> = {
       { suite: latency.suite, name: `${latency.name}, median`, value: latency.medianMs, unit: 'ms', note: `${latency.samples} samples` },
       { suite: latency.suite, name: `${latency.name}, p99`, value: latency.p99Ms, unit: 'ms' },
     ]),
+  dns: dnsBench,
   dhcp: async () =>
     (await dhcpStormBench()).flatMap((row) => {
       const name = `boot storm, ${row.server}, N=${row.clients}`;

@@ -1,0 +1,12 @@
+/** Every way the DNS forwarder's configuration or start-up can be wrong; messages say what to check. */
+export type DnsErrorKind = 'upstream-syntax' | 'option-range' | 'listen-address' | 'closed';
+
+export class DnsError extends Error {
+  override readonly name = 'DnsError';
+  constructor(
+    readonly kind: DnsErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,675 @@
+// The provider agent's DNS forwarder: clients ask the gateway address (UDP, TCP for truncated
+// answers); we relay to the provider's upstream resolvers. The imperative shell around the pure
+// pieces (header.ts, pending-table.ts, rate-limiter.ts, resolv-conf.ts, tcp-frames.ts).
+import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
+import { isIPv6, createServer, type Server, type Socket as TcpSocket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { GATEWAY_IP } from '../../shared/scheme.js';
+import { createLogger, type Logger } from '../../shared/log.js';
+import { DnsError } from './dns-error.js';
+import {
+  HEADER_LENGTH,
+  RCODE,
+  answersQuestion,
+  errorResponse,
+  inspectQuery,
+  isResponse,
+  readId,
+  writeId,
+  type Rcode,
+} from './header.js';
+import { ID_SPACE, PendingTable } from './pending-table.js';
+import { cryptoRandomId } from './random-id.js';
+import { RateLimiter, type RateLimit } from './rate-limiter.js';
+import { MAX_UPSTREAMS } from './resolv-conf.js';
+import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
+import { exchangeOverTcp } from './tcp-exchange.js';
+import { FrameReader, frame } from './tcp-frames.js';
+import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } from './upstream.js';
+
+export interface DnsForwarderOptions {
+  /** Address clients query; default GATEWAY_IP. May not exist yet: see rebind(). */
+  listen?: string;
+  /** Default 53. */
+  port?: number;
+  /** "ip" or "ip:port" ("[v6]:port"); when absent, the nameservers of resolvConfPath. */
+  upstreams?: readonly string[];
+  /** Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). */
+  resolvConfPath?: string;
+  /** How long one upstream gets to answer before the next is tried. Default 1500 ms. */
+  timeoutMs?: number;
+  /** Most UDP queries waiting for upstream at once (<= 65536). Default 4096. */
+  maxPending?: number;
+  /** Per client address. Default 200/s, burst 400. */
+  ratePerClient?: { perSecond: number; burst: number };
+  /** Clients tracked by the rate limiter (least recently seen evicted). Default 4096. */
+  maxRateClients?: number;
+  /** Open client TCP connections at once; more are refused. Default 64. */
+  maxTcpConnections?: number;
+  /** Queries relayed at once per TCP connection; reading pauses beyond. Default 8. */
+  maxTcpQueriesPerConnection?: number;
+  /** A TCP connection with no traffic for this long is closed. Default 10 s (RFC 7766 suggests seconds). */
+  tcpIdleMs?: number;
+  logger?: Logger;
+}
+
+export interface DnsForwarderCounters {
+  readonly listening: boolean;
+  readonly bindAttempts: number;
+  readonly bindFailures: number;
+  readonly lastBindError: string | null;
+  readonly upstreams: readonly string[];
+  readonly resolvConfReloads: number;
+  /** Client messages received, UDP and TCP. */
+  readonly queries: number;
+  readonly tcpQueries: number;
+  /** Upstream answers relayed to clients. */
+  readonly answered: number;
+  /** Dropped silently: too short, or a response sent to us. */
+  readonly malformed: number;
+  readonly formErr: number;
+  readonly notImp: number;
+  readonly refused: number;
+  readonly rateLimited: number;
+  /** Pending table full: answered SERVFAIL. */
+  readonly overloaded: number;
+  /** No usable upstream configured: answered SERVFAIL. */
+  readonly noUpstream: number;
+  /** Upstream attempts that timed out (each moves on to the next upstream). */
+  readonly upstreamTimeouts: number;
+  /** Every upstream failed: answered SERVFAIL. */
+  readonly failed: number;
+  /** Upstream datagrams that matched no pending query (late, spoofed, wrong source or question). */
+  readonly upstreamRejected: number;
+  readonly sendErrors: number;
+  readonly tcpConnections: number;
+  readonly tcpRejected: number;
+  readonly tcpIdleClosed: number;
+  readonly pending: number;
+}
+
+export interface DnsForwarder {
+  /** True once both the UDP socket and the TCP listener are bound. */
+  listening(): boolean;
+  /** Bind whatever is not bound yet (call after links, hence the listen address, appear). */
+  rebind(): Promise<void>;
+  counters(): DnsForwarderCounters;
+  /** Stop serving and release every socket, watcher and timer. Idempotent. */
+  close(): Promise<void>;
+}
+
+const DEFAULTS = {
+  port: DNS_PORT,
+  resolvConfPath: '/etc/resolv.conf',
+  timeoutMs: 1500,
+  maxPending: 4096,
+  ratePerClient: { perSecond: 200, burst: 400 },
+  maxRateClients: 4096,
+  maxTcpConnections: 64,
+  maxTcpQueriesPerConnection: 8,
+  tcpIdleMs: 10_000,
+} as const;
+const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/**
+ * An upstream and our UDP socket connected to it. Connected: the kernel drops datagrams from any
+ * other source, and sends need no per-packet address resolution.
+ */
+interface UpstreamLink {
+  readonly upstream: Upstream;
+  readonly socket: UdpSocket;
+}
+
+/** Resolution for literal addresses only, synchronously: Node's default defers every send a tick. */
+function literalLookup(family: 4 | 6) {
+  return (address: string, _options: unknown, callback: (error: null, address: string, family: number) => void): void =>
+    callback(null, address, family);
+}
+
+interface PendingQuery {
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  readonly clientId: number;
+  /** The client's query; its id is overwritten with ours for each attempt. */
+  readonly message: Buffer;
+  /** View of the question bytes (after the header, so id rewrites leave it alone). */
+  readonly question: Buffer;
+  readonly questionEnd: number;
+  link: UpstreamLink;
+  upstreamIndex: number;
+  attempt: number;
+}
+
+type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForwarderCounters[K] };
+
+function positiveInteger(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!Number.isInteger(value) || value < 1 || value > max) throw new DnsError('option-range', `${name} must be an integer 1..${max}, got ${value}`);
+  return value;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+class Forwarder implements DnsForwarder {
+  readonly #log: Logger;
+  readonly #listen: string;
+  readonly #family: 4 | 6;
+  readonly #port: number;
+  readonly #timeoutMs: number;
+  readonly #maxTcpConnections: number;
+  readonly #maxTcpQueriesPerConnection: number;
+  readonly #tcpIdleMs: number;
+  readonly #resolvConfPath: string | undefined;
+  readonly #pending: PendingTable<PendingQuery>;
+  readonly #limiter: RateLimiter;
+  readonly #counters: MutableCounters;
+  #upstreams: readonly UpstreamLink[] = [];
+  /** Upstreams given in the options, connected in start(). */
+  readonly #configured: readonly Upstream[] | undefined;
+  /** Index of the upstream that answered last: tried first. */
+  #preferred = 0;
+  #udp: UdpSocket | undefined;
+  #tcp: Server | undefined;
+  readonly #tcpClients = new Set<TcpSocket>();
+  readonly #tcpUpstreams = new Set<TcpSocket>();
+  /** Sockets of upstreams dropped from the list, closed once their queries have timed out. */
+  readonly #retired = new Set<UdpSocket>();
+  #watcher: ResolvConfWatcher | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #closed: Promise<void> | undefined;
+  #binding: Promise<void> | undefined;
+  #reloading: Promise<void> = Promise.resolve();
+
+  constructor(options: DnsForwarderOptions) {
+    this.#log = options.logger ?? createLogger('spectrum-netd-dns');
+    this.#listen = options.listen ?? GATEWAY_IP;
+    this.#family = isIPv6(this.#listen) ? 6 : 4;
+    this.#port = positiveInteger('port', options.port ?? DEFAULTS.port, 65_535);
+    this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 60_000);
+    this.#maxTcpConnections = positiveInteger('maxTcpConnections', options.maxTcpConnections ?? DEFAULTS.maxTcpConnections, 65_535);
+    this.#maxTcpQueriesPerConnection = positiveInteger(
+      'maxTcpQueriesPerConnection',
+      options.maxTcpQueriesPerConnection ?? DEFAULTS.maxTcpQueriesPerConnection,
+      1024,
+    );
+    this.#tcpIdleMs = positiveInteger('tcpIdleMs', options.tcpIdleMs ?? DEFAULTS.tcpIdleMs, 3_600_000);
+    const maxPending = positiveInteger('maxPending', options.maxPending ?? DEFAULTS.maxPending, ID_SPACE);
+    this.#pending = new PendingTable(maxPending, cryptoRandomId());
+    const rate: RateLimit = options.ratePerClient ?? DEFAULTS.ratePerClient;
+    try {
+      this.#limiter = new RateLimiter(rate, positiveInteger('maxRateClients', options.maxRateClients ?? DEFAULTS.maxRateClients));
+    } catch (error) {
+      if (error instanceof DnsError) throw error;
+      throw new DnsError('option-range', `ratePerClient: ${errorText(error)}`);
+    }
+    this.#counters = {
+      listening: false,
+      bindAttempts: 0,
+      bindFailures: 0,
+      lastBindError: null,
+      upstreams: [],
+      resolvConfReloads: 0,
+      queries: 0,
+      tcpQueries: 0,
+      answered: 0,
+      malformed: 0,
+      formErr: 0,
+      notImp: 0,
+      refused: 0,
+      rateLimited: 0,
+      overloaded: 0,
+      noUpstream: 0,
+      upstreamTimeouts: 0,
+      failed: 0,
+      upstreamRejected: 0,
+      sendErrors: 0,
+      tcpConnections: 0,
+      tcpRejected: 0,
+      tcpIdleClosed: 0,
+      pending: 0,
+    };
+    this.#configured = options.upstreams?.map(parseUpstream);
+    if (this.#configured === undefined) {
+      this.#resolvConfPath = options.resolvConfPath ?? DEFAULTS.resolvConfPath;
+    }
+  }
+
+  async start(): Promise<void> {
+    if (this.#configured !== undefined) await this.#setUpstreams(this.#configured, 'options');
+    const path = this.#resolvConfPath;
+    if (path !== undefined) {
+      try {
+        this.#watcher = new ResolvConfWatcher(
+          path,
+          () => void this.#queueReload(path),
+          (error) => this.#log.warn({ path, err: error.message }, 'stopped watching resolv.conf'),
+        );
+      } catch (error) {
+        this.#log.warn({ path, err: errorText(error) }, 'cannot watch the folder of resolv.conf; changes will not be followed');
+      }
+      await this.#queueReload(path);
+    }
+    await this.rebind();
+  }
+
+  listening(): boolean {
+    return this.#udp !== undefined && this.#tcp !== undefined;
+  }
+
+  counters(): DnsForwarderCounters {
+    return { ...this.#counters, listening: this.listening(), pending: this.#pending.size, upstreams: this.#upstreams.map((link) => upstreamText(link.upstream)) };
+  }
+
+  rebind(): Promise<void> {
+    if (this.#closed !== undefined) return Promise.reject(new DnsError('closed', 'the DNS forwarder is closed'));
+    this.#binding ??= this.#bindMissing().finally(() => (this.#binding = undefined));
+    return this.#binding;
+  }
+
+  async #bindMissing(): Promise<void> {
+    if (this.listening()) return;
+    this.#counters.bindAttempts += 1;
+    const where = `${this.#listen}:${this.#port}`;
+    try {
+      if (this.#udp === undefined) this.#udp = await this.#bindUdp();
+      if (this.#tcp === undefined) this.#tcp = await this.#bindTcp();
+      this.#counters.lastBindError = null;
+      this.#log.info({ listen: where }, 'DNS forwarder listening');
+    } catch (error) {
+      this.#counters.bindFailures += 1;
+      const code = (error as NodeJS.ErrnoException).code;
+      const hint =
+        code === 'EADDRNOTAVAIL'
+          ? `${this.#listen} is not on any link yet; call rebind() once a link carries it`
+          : code === 'EADDRINUSE'
+            ? `another DNS server already listens on ${where}`
+            : code === 'EACCES'
+              ? `binding port ${this.#port} needs CAP_NET_BIND_SERVICE`
+              : 'check the listen address and port';
+      this.#counters.lastBindError = `${code ?? 'error'}: ${errorText(error)} (${hint})`;
+      this.#log.warn({ listen: where, err: errorText(error) }, `DNS forwarder not listening: ${hint}`);
+    }
+  }
+
+  #bindUdp(): Promise<UdpSocket> {
+    return new Promise((resolve, reject) => {
+      const socket = createSocket({ type: this.#family === 6 ? 'udp6' : 'udp4', lookup: literalLookup(this.#family) });
+      const fail = (error: Error): void => {
+        socket.close();
+        reject(error);
+      };
+      socket.once('error', fail);
+      socket.bind({ address: this.#listen, port: this.#port, exclusive: true }, () => {
+        socket.off('error', fail);
+        // Per-packet send failures (e.g. a client link gone): counted, not logged, so a flood cannot fill the log.
+        socket.on('error', () => (this.#counters.sendErrors += 1));
+        socket.on('message', (message, remote) => this.#onClientDatagram(message, remote));
+        this.#tuneBuffers(socket);
+        resolve(socket);
+      });
+    });
+  }
+
+  #bindTcp(): Promise<Server> {
+    return new Promise((resolve, reject) => {
+      const server = createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.#onTcpClient(socket));
+      server.maxConnections = this.#maxTcpConnections;
+      server.on('drop', () => (this.#counters.tcpRejected += 1));
+      const fail = (error: Error): void => {
+        server.close();
+        reject(error);
+      };
+      server.once('error', fail);
+      server.listen({ host: this.#listen, port: this.#port, exclusive: true }, () => {
+        server.off('error', fail);
+        server.on('error', (error) => this.#log.warn({ err: error.message }, 'TCP listener error'));
+        resolve(server);
+      });
+    });
+  }
+
+  #tuneBuffers(socket: UdpSocket): void {
+    // Bursts from many clients must not overflow the default ~200 KiB; the kernel caps it at rmem_max.
+    try {
+      socket.setRecvBufferSize(SOCKET_BUFFER_BYTES);
+      socket.setSendBufferSize(SOCKET_BUFFER_BYTES);
+    } catch {
+      // Not fatal: the defaults still work.
+    }
+  }
+
+  async #connectUpstream(upstream: Upstream): Promise<UpstreamLink | undefined> {
+    const socket = createSocket({ type: upstream.family === 6 ? 'udp6' : 'udp4', lookup: literalLookup(upstream.family) });
+    const link: UpstreamLink = { upstream, socket };
+    // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
+    socket.on('error', () => (this.#counters.sendErrors += 1));
+    socket.on('message', (message) => this.#onUpstreamDatagram(link, message));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.connect(upstream.port, upstream.address, () => {
+          socket.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (error) {
+      this.#log.warn({ upstream: upstreamText(upstream), err: errorText(error) }, 'cannot use upstream resolver');
+      socket.close();
+      return undefined;
+    }
+    this.#tuneBuffers(socket);
+    return link;
+  }
+
+  /** Reloads run one after another, so an older file never wins over a newer one. */
+  #queueReload(path: string): Promise<void> {
+    this.#reloading = this.#reloading.then(() => this.#reloadResolvConf(path));
+    return this.#reloading;
+  }
+
+  async #reloadResolvConf(path: string): Promise<void> {
+    const conf = await readResolvConf(path);
+    if (this.#closed !== undefined) return;
+    this.#counters.resolvConfReloads += 1;
+    if (conf.error !== undefined) this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers');
+    if (conf.skipped.length > 0) this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses');
+    await this.#setUpstreams(conf.upstreams, path);
+  }
+
+  async #setUpstreams(candidates: readonly Upstream[], source: string): Promise<void> {
+    // Forwarding to ourselves would loop every query until the pending table fills.
+    const self: Upstream = { address: this.#listen, port: this.#port, family: this.#family };
+    const upstreams = candidates.filter((upstream) => !sameUpstream(upstream, self)).slice(0, MAX_UPSTREAMS);
+    if (upstreams.length < Math.min(candidates.length, MAX_UPSTREAMS)) {
+      this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder`);
+    }
+    const old = this.#upstreams;
+    const changed = upstreams.length !== old.length || upstreams.some((upstream, i) => !sameUpstream(upstream, old[i]?.upstream ?? self));
+    if (changed) {
+      // Keep the links of upstreams still listed; connect new ones before switching over.
+      const links = await Promise.all(
+        upstreams.map((upstream) => old.find((link) => sameUpstream(link.upstream, upstream)) ?? this.#connectUpstream(upstream)),
+      );
+      const kept = links.filter((link): link is UpstreamLink => link !== undefined);
+      if (this.#closed !== undefined) {
+        for (const link of kept) if (!old.includes(link)) link.socket.close();
+        return;
+      }
+      this.#upstreams = kept;
+      for (const link of old) {
+        if (kept.includes(link)) continue;
+        this.#retired.add(link.socket);
+        setTimeout(() => {
+          if (this.#retired.delete(link.socket)) link.socket.close();
+        }, this.#timeoutMs + 100).unref();
+      }
+      this.#preferred = 0;
+      const level = upstreams.length === 0 ? 'warn' : 'info';
+      this.#log[level]({ source, upstreams: kept.map((link) => upstreamText(link.upstream)) }, kept.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
+    }
+  }
+
+  // ---- UDP ----
+
+  #onClientDatagram(message: Buffer, remote: RemoteInfo): void {
+    this.#counters.queries += 1;
+    if (!this.#limiter.allow(remote.address, performance.now())) {
+      this.#counters.rateLimited += 1;
+      return;
+    }
+    const verdict = inspectQuery(message);
+    if (verdict.kind === 'drop') {
+      this.#counters.malformed += 1;
+      return;
+    }
+    if (verdict.kind === 'answer') {
+      this.#answerUdp(message, verdict.questionEnd, verdict.rcode, remote);
+      return;
+    }
+    const upstreamCount = this.#upstreams.length;
+    if (upstreamCount === 0) {
+      this.#counters.noUpstream += 1;
+      this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
+      return;
+    }
+    const index = this.#preferred < upstreamCount ? this.#preferred : 0;
+    const link = this.#upstreams[index];
+    if (link === undefined) return;
+    const entry: PendingQuery = {
+      clientAddress: remote.address,
+      clientPort: remote.port,
+      clientId: readId(message),
+      message,
+      question: message.subarray(HEADER_LENGTH, verdict.questionEnd),
+      questionEnd: verdict.questionEnd,
+      link,
+      upstreamIndex: index,
+      attempt: 0,
+    };
+    if (!this.#sendUpstream(entry)) {
+      this.#counters.overloaded += 1;
+      this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
+    }
+  }
+
+  /** Give the query a fresh id and send it to its upstream; false when the table is full. */
+  #sendUpstream(entry: PendingQuery): boolean {
+    const id = this.#pending.insert(entry, performance.now() + this.#timeoutMs);
+    if (id === undefined) return false;
+    writeId(entry.message, id);
+    try {
+      entry.link.socket.send(entry.message);
+    } catch {
+      // A socket closed under us (upstream list changed): the timeout moves the query on.
+      this.#counters.sendErrors += 1;
+    }
+    this.#armTimer();
+    return true;
+  }
+
+  #answerUdp(query: Buffer, questionEnd: number, rcode: Rcode, remote: { address: string; port: number }): void {
+    this.#countRcode(rcode);
+    this.#sendToClient(errorResponse(query, questionEnd, rcode), remote.port, remote.address);
+  }
+
+  #sendToClient(message: Buffer, port: number, address: string): void {
+    try {
+      this.#udp?.send(message, port, address);
+    } catch {
+      this.#counters.sendErrors += 1;
+    }
+  }
+
+  #countRcode(rcode: Rcode): void {
+    if (rcode === RCODE.formErr) this.#counters.formErr += 1;
+    else if (rcode === RCODE.notImp) this.#counters.notImp += 1;
+    else if (rcode === RCODE.refused) this.#counters.refused += 1;
+  }
+
+  #onUpstreamDatagram(link: UpstreamLink, message: Buffer): void {
+    if (message.length < HEADER_LENGTH || !isResponse(message)) {
+      this.#counters.upstreamRejected += 1;
+      return;
+    }
+    const id = readId(message);
+    const entry = this.#pending.peek(id);
+    // Only the upstream we asked (the connected socket filters sources), answering the question
+    // we asked, may settle a query: a stray datagram must not cancel the real answer.
+    if (entry === undefined || entry.link !== link || !answersQuestion(message, entry.question)) {
+      this.#counters.upstreamRejected += 1;
+      return;
+    }
+    this.#pending.take(id);
+    if (this.#upstreams[entry.upstreamIndex] === link) {
+      this.#preferred = entry.upstreamIndex;
+    }
+    writeId(message, entry.clientId);
+    this.#counters.answered += 1;
+    this.#sendToClient(message, entry.clientPort, entry.clientAddress);
+  }
+
+  #armTimer(): void {
+    if (this.#timer !== undefined) return;
+    const next = this.#pending.nextDeadline();
+    if (next === undefined) return;
+    this.#timer = setTimeout(this.#onTimer, Math.max(0, Math.ceil(next - performance.now())) + 1);
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = undefined;
+    for (const entry of this.#pending.expire(performance.now())) this.#retry(entry);
+    this.#armTimer();
+  };
+
+  /** An upstream did not answer in time: move on to the next one, or give up with SERVFAIL. */
+  #retry(entry: PendingQuery): void {
+    this.#counters.upstreamTimeouts += 1;
+    const count = this.#upstreams.length;
+    const failedIndex = entry.upstreamIndex;
+    entry.attempt += 1;
+    if (entry.attempt < count) {
+      const nextIndex = (failedIndex + 1) % count;
+      const next = this.#upstreams[nextIndex];
+      if (next !== undefined) {
+        if (this.#preferred === failedIndex) {
+          this.#preferred = nextIndex;
+          this.#log.warn(
+            { failed: upstreamText(entry.link.upstream), next: upstreamText(next.upstream) },
+            `upstream resolver did not answer within ${this.#timeoutMs} ms; trying the next one`,
+          );
+        }
+        entry.link = next;
+        entry.upstreamIndex = nextIndex;
+        if (this.#sendUpstream(entry)) return;
+      }
+    }
+    this.#counters.failed += 1;
+    writeId(entry.message, entry.clientId);
+    this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, { address: entry.clientAddress, port: entry.clientPort });
+  }
+
+  // ---- TCP ----
+
+  #onTcpClient(socket: TcpSocket): void {
+    this.#counters.tcpConnections += 1;
+    this.#tcpClients.add(socket);
+    const reader = new FrameReader();
+    const backlog: Buffer[] = [];
+    let inFlight = 0;
+    const remote = socket.remoteAddress ?? '';
+    socket.setTimeout(this.#tcpIdleMs, () => {
+      this.#counters.tcpIdleClosed += 1;
+      socket.destroy();
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => this.#tcpClients.delete(socket));
+    const pump = (): void => {
+      while (backlog.length > 0 && inFlight < this.#maxTcpQueriesPerConnection && !socket.destroyed) {
+        const query = backlog.shift();
+        if (query === undefined) break;
+        inFlight += 1;
+        void this.#serveTcpQuery(socket, query, remote).finally(() => {
+          inFlight -= 1;
+          pump();
+        });
+      }
+      // Reading pauses while queries wait: a client cannot make us buffer more than one chunk.
+      if (backlog.length > 0 || inFlight >= this.#maxTcpQueriesPerConnection) socket.pause();
+      else if (socket.isPaused()) socket.resume();
+    };
+    socket.on('data', (chunk: Buffer) => {
+      const { frames, error } = reader.push(chunk);
+      backlog.push(...frames);
+      if (error !== undefined) {
+        this.#counters.malformed += 1;
+        socket.destroy();
+        return;
+      }
+      pump();
+    });
+  }
+
+  async #serveTcpQuery(socket: TcpSocket, query: Buffer, remote: string): Promise<void> {
+    this.#counters.queries += 1;
+    this.#counters.tcpQueries += 1;
+    if (!this.#limiter.allow(remote, performance.now())) {
+      this.#counters.rateLimited += 1;
+      return;
+    }
+    const verdict = inspectQuery(query);
+    if (verdict.kind === 'drop') {
+      this.#counters.malformed += 1;
+      return;
+    }
+    const reply = (response: Buffer): void => {
+      if (!socket.destroyed) socket.write(frame(response));
+    };
+    if (verdict.kind === 'answer') {
+      this.#countRcode(verdict.rcode);
+      reply(errorResponse(query, verdict.questionEnd, verdict.rcode));
+      return;
+    }
+    const upstreams = this.#upstreams;
+    if (upstreams.length === 0) {
+      this.#counters.noUpstream += 1;
+      reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
+      return;
+    }
+    const first = this.#preferred < upstreams.length ? this.#preferred : 0;
+    for (let attempt = 0; attempt < upstreams.length; attempt++) {
+      const upstream = upstreams[(first + attempt) % upstreams.length]?.upstream;
+      if (upstream === undefined || socket.destroyed || this.#closed !== undefined) return;
+      const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams);
+      if (response !== undefined) {
+        this.#counters.answered += 1;
+        reply(response);
+        return;
+      }
+      this.#counters.upstreamTimeouts += 1;
+    }
+    this.#counters.failed += 1;
+    reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
+  }
+
+  close(): Promise<void> {
+    this.#closed ??= this.#closeAll();
+    return this.#closed;
+  }
+
+  async #closeAll(): Promise<void> {
+    await this.#binding;
+    this.#watcher?.close();
+    await this.#reloading;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#pending.drain();
+    for (const socket of [...this.#tcpClients, ...this.#tcpUpstreams]) socket.destroy();
+    const closing: Promise<void>[] = [];
+    const upstreamSockets = [...this.#upstreams.map((link) => link.socket), ...this.#retired];
+    this.#retired.clear();
+    for (const socket of [this.#udp, ...upstreamSockets]) {
+      if (socket !== undefined) closing.push(new Promise((resolve) => socket.close(() => resolve())));
+    }
+    const tcp = this.#tcp;
+    if (tcp !== undefined) closing.push(new Promise((resolve) => tcp.close(() => resolve())));
+    this.#udp = undefined;
+    this.#tcp = undefined;
+    await Promise.all(closing);
+  }
+}
+
+/**
+ * Start the forwarder. Never fails because the listen address is missing: it then reports
+ * listening() === false (and the reason in counters().lastBindError) until rebind() succeeds.
+ * Throws DnsError for invalid options.
+ */
+export async function startDnsForwarder(options: DnsForwarderOptions): Promise<DnsForwarder> {
+  const forwarder = new Forwarder(options);
+  try {
+    await forwarder.start();
+  } catch (error) {
+    await forwarder.close();
+    throw error;
+  }
+  return forwarder;
+}

@@ -1,0 +1,42 @@
+import { parseUpstream, sameUpstream, type Upstream } from './upstream.js';
+
+/** More than glibc's 3 (MAXNS), so nothing usable is lost; fewer than a hostile file could list. */
+export const MAX_UPSTREAMS = 8;
+/** Longer files are not resolv.conf files; only their start is read. */
+export const MAX_RESOLV_CONF_LENGTH = 64 * 1024;
+
+export interface ResolvConf {
+  /** Usable nameservers, in file order, duplicates removed, at most MAX_UPSTREAMS. */
+  readonly upstreams: readonly Upstream[];
+  /** nameserver values that could not be used, for the log. */
+  readonly skipped: readonly string[];
+}
+
+/**
+ * The nameserver lines of a resolv.conf. Like glibc: one keyword per line, `#` or `;` at the
+ * start of a line begins a comment, the value is the first word after the keyword, other
+ * keywords (search, domain, options, sortlist) are ignored. Beyond glibc, "ip:port" and
+ * "[ipv6]:port" are accepted (test setups and some resolvers write them).
+ */
+export function parseResolvConf(text: string): ResolvConf {
+  const upstreams: Upstream[] = [];
+  const skipped: string[] = [];
+  for (const rawLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
+    const line = rawLine.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    const words = line.split(/\s+/);
+    if (words[0] !== 'nameserver') continue;
+    const value = words[1];
+    if (value === undefined) continue;
+    let upstream: Upstream;
+    try {
+      upstream = parseUpstream(value);
+    } catch {
+      if (skipped.length < MAX_UPSTREAMS) skipped.push(value.slice(0, 80));
+      continue;
+    }
+    if (upstreams.some((known) => sameUpstream(known, upstream))) continue;
+    if (upstreams.length < MAX_UPSTREAMS) upstreams.push(upstream);
+  }
+  return { upstreams, skipped };
+}

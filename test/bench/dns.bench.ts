@@ -1,0 +1,145 @@
+// DNS forwarding throughput: spectrum-net's forwarder versus dnsmasq as a forwarder, in the same
+// namespaces and the same run. Load: dnsperf (Debian package dnsperf) in the client namespace,
+// a bounded number of queries with a bounded window of outstanding ones, against the gateway
+// address; both forwarders relay to the same dnsmasq upstream in the "internet" namespace.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHarness, type Netns, type NetnsProcess } from '../harness/index.js';
+import { ForwarderProcess, NUMBERED_NAMES, UPSTREAM_A, buildTopology, eventually, startUpstream } from '../guest/dns/dns-topology.js';
+import { type BenchResult, median } from './measure.js';
+
+const QUERIES_PER_ROUND = 40_000;
+const OUTSTANDING = 200;
+const ROUNDS = 3;
+const ROUND_TIME_LIMIT_S = 15;
+const SUITE = 'dns';
+
+interface DnsperfFigures {
+  readonly qps: number;
+  readonly completed: number;
+  readonly lost: number;
+}
+
+async function dnsperf(client: Netns, server: string, datafile: string): Promise<DnsperfFigures> {
+  const { stdout } = await client.exec(
+    ['dnsperf', '-s', server, '-d', datafile, '-n', '1', '-l', String(ROUND_TIME_LIMIT_S), '-q', String(OUTSTANDING), '-t', '2', '-c', '4'],
+    { timeoutMs: (ROUND_TIME_LIMIT_S + 10) * 1000 },
+  );
+  const number = (pattern: RegExp): number => Number(pattern.exec(stdout)?.[1] ?? Number.NaN);
+  const figures = {
+    qps: number(/Queries per second:\s+([\d.]+)/),
+    completed: number(/Queries completed:\s+(\d+)/),
+    lost: number(/Queries lost:\s+(\d+)/),
+  };
+  if (!Number.isFinite(figures.qps)) throw new Error(`dnsperf printed no figures:\n${stdout}`);
+  return figures;
+}
+
+function dnsmasqForwarder(provider: Netns, cacheSize: number): NetnsProcess {
+  return provider.spawn(
+    [
+      'dnsmasq',
+      '--no-daemon',
+      '--keep-in-foreground',
+      '--no-resolv',
+      '--no-hosts',
+      '--conf-file=/dev/null',
+      '--user=root',
+      '--pid-file=',
+      `--server=${UPSTREAM_A}`,
+      '--listen-address=169.254.0.1',
+      '--bind-interfaces',
+      `--cache-size=${cacheSize}`,
+      '--dns-forward-max=4096',
+    ],
+    { pidns: true },
+  );
+}
+
+/** The forwarders compared, each started and stopped around its rounds. */
+interface Contender {
+  readonly name: string;
+  start(): Promise<{ stop(): Promise<void> }>;
+}
+
+export async function dnsBench(): Promise<BenchResult[]> {
+  if (process.getuid?.() !== 0) {
+    console.warn('dns bench skipped: needs root for network namespaces');
+    return [];
+  }
+  process.env['SPECTRUM_TEST_PREFIX'] ??= `snt${randomBytes(4).toString('hex')}-`;
+  const harness = createHarness('dnsbench');
+  const workDir = mkdtempSync(join(tmpdir(), 'spectrum-dnsbench-'));
+  try {
+    const net = await buildTopology(harness);
+    startUpstream(net.internet, UPSTREAM_A, 'A');
+    const datafile = join(workDir, 'queries');
+    writeFileSync(datafile, Array.from({ length: QUERIES_PER_ROUND }, (_, i) => `n${i % NUMBERED_NAMES}.test.example A\n`).join(''));
+    await eventually('the upstream resolver', async () => {
+      const result = await net.provider.exec(['dig', `@${UPSTREAM_A}`, '+time=1', '+tries=1', '+short', 'n0.test.example'], { allowFailure: true });
+      return result.stdout.includes('203.0.113.100');
+    });
+    const servedBy = async (server: string): Promise<void> =>
+      eventually(`a forwarder on ${server}`, async () => {
+        const result = await net.client.exec(['dig', `@${server}`, '+time=1', '+tries=1', '+short', 'n0.test.example'], { allowFailure: true });
+        return result.stdout.includes('203.0.113.100');
+      });
+
+    const contenders: Contender[] = [
+      {
+        name: 'spectrum-net forwarder',
+        start: async () => {
+          const forwarder = await ForwarderProcess.start(
+            net.provider,
+            { upstreams: [UPSTREAM_A], ratePerClient: { perSecond: 1e9, burst: 1e9 } },
+            { ...process.env, SPECTRUM_LOG_LEVEL: 'warn' },
+          );
+          await servedBy('169.254.0.1');
+          return { stop: async () => void (await forwarder.process.kill()) };
+        },
+      },
+      {
+        name: 'dnsmasq forwarder (--cache-size=0)',
+        start: async () => {
+          const dnsmasq = dnsmasqForwarder(net.provider, 0);
+          await servedBy('169.254.0.1');
+          return { stop: async () => void (await dnsmasq.kill()) };
+        },
+      },
+    ];
+
+    // Rounds alternate between contenders so a slow moment of the machine hits both.
+    const rates = new Map<string, number[]>(contenders.map((c) => [c.name, []]));
+    const losses = new Map<string, number>(contenders.map((c) => [c.name, 0]));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const contender of contenders) {
+        const running = await contender.start();
+        try {
+          const figures = await dnsperf(net.client, '169.254.0.1', datafile);
+          rates.get(contender.name)?.push(figures.qps);
+          losses.set(contender.name, (losses.get(contender.name) ?? 0) + figures.lost);
+        } finally {
+          await running.stop();
+        }
+      }
+    }
+    // The ceiling: the upstream asked directly from the provider namespace, no forwarder.
+    const direct: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) direct.push((await dnsperf(net.provider, UPSTREAM_A, datafile)).qps);
+
+    const results: BenchResult[] = contenders.map((c) => ({
+      suite: SUITE,
+      name: `${c.name}, lost ${losses.get(c.name) ?? 0}`,
+      value: median(rates.get(c.name) ?? []),
+      unit: 'queries/s',
+      note: `median of ${ROUNDS} rounds of ${QUERIES_PER_ROUND}`,
+    }));
+    results.push({ suite: SUITE, name: 'upstream dnsmasq asked directly (ceiling)', value: median(direct), unit: 'queries/s', note: `median of ${ROUNDS} rounds` });
+    return results;
+  } finally {
+    await harness.cleanup();
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,211 @@
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createHarness, describeNetns, type Harness, type NetnsProcess } from '../../harness/index.js';
+import {
+  BIG_TXT_CHUNK,
+  BIG_TXT_CHUNKS,
+  DEAD_UPSTREAM,
+  FLOOD_CLIENT_IP,
+  ForwarderProcess,
+  NUMBERED_NAMES,
+  UPSTREAM_A,
+  UPSTREAM_B,
+  buildTopology,
+  compiled,
+  eventually,
+  startUpstream,
+  type DnsTopology,
+} from './dns-topology.js';
+
+const QUERY_SOURCES = ['test/guest/dns/fixtures/query'];
+const TIMEOUT_MS = 500;
+const RATE = { perSecond: 100, burst: 200 };
+
+/** A query as the fixture client and the raw-packet checks build it. */
+function query(name: string, id: number, options: { qtype?: number; flags?: number; qdcount?: number } = {}): string {
+  const header = Buffer.from([id >> 8, id & 0xff, (options.flags ?? 0x0100) >> 8, (options.flags ?? 0x0100) & 0xff, 0, options.qdcount ?? 1, 0, 0, 0, 0, 0, 0]);
+  const labels = name.split('.').map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label)]));
+  const qtype = options.qtype ?? 1;
+  return Buffer.concat([header, ...labels, Buffer.from([0, qtype >> 8, qtype & 0xff, 0, 1])]).toString('hex');
+}
+
+function rcodeOfHex(hex: string | null): number | null {
+  return hex === null ? null : Buffer.from(hex, 'hex').readUInt8(3) & 0x0f;
+}
+
+describeNetns('DNS forwarder between a client and upstream resolvers', () => {
+  let harness: Harness;
+  let net: DnsTopology;
+  let forwarder: ForwarderProcess;
+  let confDir: string;
+  let queryFixture: string;
+  const upstreams: NetnsProcess[] = [];
+
+  function dig(args: readonly string[], server = '169.254.0.1'): Promise<string> {
+    return net.client.exec(['dig', `@${server}`, '+time=3', '+tries=1', ...args]).then((result) => result.stdout);
+  }
+
+  async function runQueryFixture(request: Record<string, unknown>): Promise<unknown> {
+    const { stdout } = await net.client.exec([process.execPath, queryFixture, JSON.stringify({ server: '169.254.0.1', port: 53, ...request })]);
+    return JSON.parse(stdout) as unknown;
+  }
+
+  /** Replace resolv.conf the way connman does: write a new file, rename it over the old one. */
+  function replaceResolvConf(text: string): void {
+    const staging = join(confDir, '.resolv.conf.new');
+    writeFileSync(staging, text);
+    renameSync(staging, join(confDir, 'resolv.conf'));
+  }
+
+  beforeAll(async () => {
+    for (const tool of ['/usr/bin/dig', '/usr/sbin/dnsmasq']) {
+      if (!existsSync(tool)) throw new Error(`${tool} is missing: run scripts/setup (Debian packages dnsutils, dnsmasq-base)`);
+    }
+    [queryFixture = ''] = compiled(QUERY_SOURCES);
+    harness = createHarness('dns');
+    net = await buildTopology(harness);
+    upstreams.push(startUpstream(net.internet, UPSTREAM_A, 'A'), startUpstream(net.internet, UPSTREAM_B, 'B'));
+    confDir = mkdtempSync(join(tmpdir(), 'spectrum-dns-'));
+    writeFileSync(join(confDir, 'resolv.conf'), `# written by the test\nsearch test.example\nnameserver ${UPSTREAM_A}\n`);
+    // Both upstreams answer before the forwarder starts.
+    await eventually('the upstream resolvers', async () => {
+      const results = await Promise.all(
+        [UPSTREAM_A, UPSTREAM_B].map((upstream) =>
+          net.provider.exec(['dig', `@${upstream}`, '+time=1', '+tries=1', '+short', 'www.test.example'], { allowFailure: true }),
+        ),
+      );
+      return results.every((result) => /192\.0\.2\.8/.test(result.stdout));
+    });
+    forwarder = await ForwarderProcess.start(net.provider, {
+      resolvConfPath: join(confDir, 'resolv.conf'),
+      timeoutMs: TIMEOUT_MS,
+      ratePerClient: RATE,
+    });
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+    if (confDir !== undefined) rmSync(confDir, { recursive: true, force: true });
+  });
+
+  it('resolves a name through the forwarder on the gateway address', async () => {
+    expect((await forwarder.counters())['listening']).toBe(true);
+    expect((await dig(['+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+    expect(await forwarder.counter('answered')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('gives concurrent queries carrying the same client id each their own answer', async () => {
+    const names = Array.from({ length: NUMBERED_NAMES }, (_, i) => `n${i}.test.example`);
+    const results = (await runQueryFixture({ mode: 'same-id', names, id: 0x1234 })) as ({ name: string; id: number; address: string | null } | null)[];
+    expect(results).toEqual(names.map((name, i) => ({ name, id: 0x1234, address: `203.0.113.${100 + i}` })));
+  });
+
+  it('relays a truncated UDP answer, and the full answer when the client retries over TCP', async () => {
+    const before = await forwarder.counter('tcpQueries');
+    const output = await dig(['+noedns', 'big.test.example', 'TXT']);
+    expect(output).toMatch(/Truncated, retrying in TCP mode/);
+    const texts = output.match(new RegExp(`"${BIG_TXT_CHUNK}"`, 'g')) ?? [];
+    expect(texts).toHaveLength(BIG_TXT_CHUNKS);
+    expect(await forwarder.counter('tcpQueries')).toBe(before + 1);
+  });
+
+  it('answers malformed queries with FORMERR/NOTIMP/REFUSED, drops junk, and survives fuzzing', async () => {
+    const pointerName = `${query('www.test.example', 9).slice(0, 24)}c00c00000100 01`.replace(/ /g, '');
+    const packets = [
+      '0102030405', // shorter than a header: dropped
+      query('www.test.example', 1, { flags: 0x8180 }), // a response: dropped
+      query('www.test.example', 2, { flags: 0x1100 }), // opcode STATUS: NOTIMP
+      query('www.test.example', 3, { qdcount: 2 }), // two questions: FORMERR
+      query('www.test.example', 4).slice(0, 40), // name cut short: FORMERR
+      pointerName, // compression pointer in the question: FORMERR
+      query('test.example', 5, { qtype: 252 }), // AXFR: REFUSED
+      query('www.test.example', 6), // still fine
+    ];
+    const replies = (await runQueryFixture({ mode: 'raw', packets })) as (string | null)[];
+    expect(replies.map(rcodeOfHex)).toEqual([null, null, 4, 1, 1, 1, 5, 0]);
+    // Our own answers keep the client's id.
+    expect(replies.slice(2).map((hex) => (hex === null ? null : Buffer.from(hex, 'hex').readUInt16BE(0)))).toEqual([2, 3, 4, 9, 5, 6]);
+    const limitedBefore = await forwarder.counter('rateLimited');
+    await runQueryFixture({ mode: 'fuzz', count: 3000, seed: 42, bind: FLOOD_CLIENT_IP });
+    const counters = await forwarder.counters();
+    // The fuzzing client is rate limited too: only its first few hundred packets are inspected.
+    expect(counters['malformed']).toBeGreaterThan(20);
+    expect(counters['formErr']).toBeGreaterThan(20);
+    expect(Number(counters['rateLimited']) - limitedBefore).toBeGreaterThan(1000);
+    expect((await dig(['+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+  });
+
+  it('drops a flood from one client beyond its rate and counts it, while other clients are served', async () => {
+    // Let the fuzzing client's bucket refill first.
+    await new Promise((resolve) => setTimeout(resolve, (RATE.burst / RATE.perSecond) * 1000));
+    const before = await forwarder.counter('rateLimited');
+    const flood = (await runQueryFixture({ mode: 'flood', count: 3000, bind: FLOOD_CLIENT_IP })) as { sent: number; answers: number };
+    // A full bucket plus a second and a half of refill at most (the fixture listens for ~1 s).
+    expect(flood.answers).toBeGreaterThanOrEqual(RATE.burst);
+    expect(flood.answers).toBeLessThanOrEqual(RATE.burst + 1.5 * RATE.perSecond);
+    expect((await forwarder.counter('rateLimited')) - before).toBe(flood.sent - flood.answers);
+    expect((await dig(['+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+  });
+
+  it('follows resolv.conf when it is replaced by rename', async () => {
+    const reloads = await forwarder.counter('resolvConfReloads');
+    replaceResolvConf(`nameserver ${UPSTREAM_B}\n`);
+    await eventually('the reload', async () => (await forwarder.counter('resolvConfReloads')) > reloads);
+    expect((await forwarder.counters())['upstreams']).toEqual([`${UPSTREAM_B}:53`]);
+    expect((await dig(['+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
+  });
+
+  it('fails over to the second upstream when the first does not answer, within the timeout', async () => {
+    replaceResolvConf(`nameserver ${DEAD_UPSTREAM}\nnameserver ${UPSTREAM_B}\n`);
+    await eventually('the reload', async () => ((await forwarder.counters())['upstreams'] as string[]).length === 2);
+    const timeouts = await forwarder.counter('upstreamTimeouts');
+    const started = Date.now();
+    expect((await dig(['+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
+    expect(elapsed).toBeLessThan(TIMEOUT_MS + 1500);
+    expect(await forwarder.counter('upstreamTimeouts')).toBe(timeouts + 1);
+    // The upstream that answered is asked first from now on: no further wait.
+    const again = await dig(['n1.test.example']);
+    expect(again).toMatch(/198\.51\.100\.101/);
+    expect(Number(/Query time: (\d+) msec/.exec(again)?.[1])).toBeLessThan(TIMEOUT_MS);
+  });
+
+  it('starts without its listen address, reports it, and serves after rebind() once the address exists', async () => {
+    const late = await ForwarderProcess.start(net.provider, { listen: '169.254.0.2', upstreams: [UPSTREAM_A], timeoutMs: TIMEOUT_MS });
+    const before = await late.counters();
+    expect(before['listening']).toBe(false);
+    expect(String(before['lastBindError'])).toMatch(/EADDRNOTAVAIL/);
+    expect((await late.rebind())['listening']).toBe(false);
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.2/32');
+    const after = await late.rebind();
+    expect(after['listening']).toBe(true);
+    expect(after['bindFailures']).toBe(2);
+    expect(after['lastBindError']).toBeNull();
+    expect((await dig(['+short', 'www.test.example'], '169.254.0.2')).trim()).toBe('192.0.2.80');
+    await late.process.kill();
+  });
+
+  it('closes idle TCP connections and refuses those beyond the cap', async () => {
+    const capped = await ForwarderProcess.start(net.provider, { port: 5353, upstreams: [UPSTREAM_A], tcpIdleMs: 400, maxTcpConnections: 2 });
+    const closedAfter = (await runQueryFixture({ mode: 'tcp-hold', port: 5353, count: 3 })) as (number | null)[];
+    // The first two sit idle until the idle timeout; the third is closed at once.
+    expect(closedAfter[0]).toBeGreaterThanOrEqual(350);
+    expect(closedAfter[1]).toBeGreaterThanOrEqual(350);
+    expect(closedAfter[2]).not.toBeNull();
+    expect(closedAfter[2]).toBeLessThan(300);
+    const counters = await capped.counters();
+    expect(counters['tcpIdleClosed']).toBe(2);
+    expect(counters['tcpRejected']).toBe(1);
+    // Still serving over TCP afterwards.
+    expect((await dig(['+tcp', '-p', '5353', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+    await capped.process.kill();
+  });
+
+  it('is still running after everything above', async () => {
+    expect(forwarder.process.exit).toBeUndefined();
+    for (const upstream of upstreams) expect(upstream.exit).toBeUndefined();
+  });
+});
