@@ -13,4 +13,5 @@ const program = new Command('spectrum-netd')
   .addCommand(clientCommand())
   .addCommand(statusCommand());
 
-main(program, [[NetdError, EXIT.failure]]);
+// A bad option value is a usage error (exit 2); every other module error exits 1 (run-cli).
+main(program, [[NetdError, EXIT.usage, ['allow-pair']]]);

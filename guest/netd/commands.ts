@@ -2,9 +2,11 @@
 import { closeSync, writeSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
-import { createLogger, logLevel } from '../../shared/log.js';
+import { type Logger, createLogger, logLevel } from '../../shared/log.js';
+import type { DnsForwarder } from '../dns/forwarder.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
-import { NoopServices, type ServicesPort } from '../services-port.js';
+import type { ServicesPort } from '../services-port.js';
+import { NftablesFirewall, ProviderServices } from './provider-ports.js';
 import { type AgentStatus, NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, controlRequest } from './control-socket.js';
@@ -28,19 +30,56 @@ function notifyReady(fd: number): void {
   }
 }
 
-/** Where the real firewall and services plug in; no-ops until they exist. */
+/** Where the firewall and services plug in. */
 export interface RunPorts {
   readonly firewall: FirewallPort;
   readonly services: ServicesPort;
+  /** Extra status (leases, service counters) for `status`. */
+  status?(): unknown;
+  close?(): Promise<void>;
 }
-
-const defaultPorts = (): RunPorts => ({ firewall: new NoopFirewall(), services: new NoopServices() });
 
 interface RunOptions {
   ignore: string[];
   allowPair: string[];
   controlSocket: string;
   notifyFd?: number;
+  firewall: boolean;
+  dhcp: boolean;
+  dns: boolean;
+  leaseSeconds: string;
+  dnsUpstream: string[];
+  resolvConf: string;
+}
+
+/** The real ports: nftables, the DHCP server and the DNS forwarder (each can be switched off). */
+async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts> {
+  const leaseSeconds = Number(options.leaseSeconds);
+  if (!Number.isInteger(leaseSeconds) || leaseSeconds < 60 || leaseSeconds > 31_536_000) {
+    throw new CliError(`--lease-seconds ${options.leaseSeconds} is not valid: give whole seconds from 60 to 31536000`, EXIT.usage);
+  }
+  const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds, logger: log }) : null;
+  let dns: DnsForwarder | null = null;
+  try {
+    if (options.dns) {
+      const { startDnsForwarder } = await import('../dns/forwarder.js');
+      dns = await startDnsForwarder({
+        logger: log,
+        resolvConfPath: options.resolvConf,
+        ...(options.dnsUpstream.length > 0 ? { upstreams: options.dnsUpstream } : {}),
+      });
+    }
+  } catch (error) {
+    await dhcp?.close();
+    throw error;
+  }
+  const services = new ProviderServices(dhcp, dns, log);
+  return {
+    firewall: options.firewall ? new NftablesFirewall() : new NoopFirewall(),
+    services,
+    status: () => services.status(),
+    close: () => services.close(),
+  };
 }
 
 function waitForSignal(): Promise<NodeJS.Signals> {
@@ -53,19 +92,24 @@ function waitForSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-async function runAgent(options: RunOptions, ports: RunPorts): Promise<void> {
+async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log: Logger) => Promise<RunPorts>): Promise<void> {
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
   const log = createLogger('spectrum-netd', { level: logLevel('info') });
-  const kernel = new RtnetlinkKernel();
-  const agent = new NetdAgent(kernel, { mode: 'provider', ignored: new Set(options.ignore), allowedPairs }, log, ports.firewall, ports.services);
-  let control: ControlServer | undefined;
+  let agent: NetdAgent | undefined;
+  let ports: RunPorts | undefined;
+  // The control socket first: a second agent must be told so before it touches ports 53 and 67.
+  const control = await ControlServer.listen(options.controlSocket, async (request) => {
+    if (typeof request === 'object' && request !== null && 'command' in request && request.command === 'status') {
+      if (agent === undefined) throw new Error('the agent is still starting');
+      return { ...(await agent.status()), services: ports?.status?.() ?? null };
+    }
+    throw new Error('unknown request: the agent answers {"command":"status"}');
+  });
   let fail: (error: Error) => void = () => undefined;
   const fatal = new Promise<never>((_, reject) => (fail = reject));
   try {
-    control = await ControlServer.listen(options.controlSocket, async (request) => {
-      if (typeof request === 'object' && request !== null && 'command' in request && request.command === 'status') return agent.status();
-      throw new Error('unknown request: the agent answers {"command":"status"}');
-    });
+    ports = await portsFor(options, log);
+    agent = new NetdAgent(new RtnetlinkKernel(), { mode: 'provider', ignored: new Set(options.ignore), allowedPairs }, log, ports.firewall, ports.services);
     const started = performance.now();
     await Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]);
     const status = await agent.status();
@@ -77,20 +121,27 @@ async function runAgent(options: RunOptions, ports: RunPorts): Promise<void> {
     const signal = await Promise.race([waitForSignal(), fatal]);
     log.info({ signal }, 'stopping');
   } finally {
-    agent.stop();
-    control?.close();
+    agent?.stop();
+    control.close();
+    await ports?.close?.();
   }
 }
 
-export function runCommand(ports: () => RunPorts = defaultPorts): Command {
+export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<RunPorts> = providerPorts): Command {
   return new Command('run')
     .description('provider agent: configure every client link as it comes and goes, feed the firewall and services')
     .option('--ignore <ifname>', 'an interface the agent must not touch (repeatable)', collect, [])
     .option('--allow-pair <a=b>', 'let clients A and B (client IPs or ids) reach each other (repeatable)', collect, [])
     .option('--control-socket <path>', 'Unix socket for `status`', DEFAULT_CONTROL_SOCKET)
     .addOption(new Option('--notify-fd <n>', 'write a newline to this fd once the initial reconcile is done (s6)').argParser(parseFd))
+    .option('--no-firewall', 'do not manage nftables (no NAT, isolation or anti-spoofing: for debugging only)')
+    .option('--no-dhcp', 'do not serve DHCP on provider links')
+    .option('--no-dns', 'do not run the DNS forwarder on the gateway')
+    .option('--lease-seconds <n>', 'DHCP lease time', '3600')
+    .option('--dns-upstream <ip[:port]>', 'upstream resolver (repeatable; default: the nameservers of --resolv-conf, followed as it changes)', collect, [])
+    .option('--resolv-conf <path>', "the provider's resolver configuration", '/etc/resolv.conf')
     .action(async (options: RunOptions) => {
-      await runAgent(options, ports());
+      await runAgent(options, ports);
     });
 }
 
@@ -125,12 +176,32 @@ export function clientCommand(): Command {
     });
 }
 
-function formatStatus(status: AgentStatus): string {
-  const rows = [['LINK', 'ROLE', 'ID', 'IP', 'STATE'], ...status.links.map((l) => [l.name, l.role, l.id === null ? '-' : String(l.id), l.ip ?? '-', l.error === null ? l.state : `error: ${l.error}`])];
+function formatTable(rows: readonly (readonly string[])[]): string {
   const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
-  const table = rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ')).join('\n');
+  return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ')).join('\n');
+}
+
+function formatStatus(status: AgentStatus & { services?: unknown }): string {
+  const links = formatTable([
+    ['LINK', 'ROLE', 'ID', 'IP', 'STATE'],
+    ...status.links.map((l) => [l.name, l.role, l.id === null ? '-' : String(l.id), l.ip ?? '-', l.error === null ? l.state : `error: ${l.error}`]),
+  ]);
   const counters = { ...status.counters, ...status.firewall };
-  return `${table}\n\n${Object.entries(counters).map(([name, value]) => `${name}: ${String(value)}`).join('\n')}\n`;
+  let text = `${links}\n\n${Object.entries(counters).map(([name, value]) => `${name}: ${String(value)}`).join('\n')}\n`;
+  const services = status.services as { leases?: { ifname: string; clientIp: string; state: string; hostname?: string; expires?: number }[] } | null | undefined;
+  const leases = services?.leases ?? [];
+  if (leases.length > 0) {
+    const now = Date.now();
+    const rows = leases.map((lease) => [
+      lease.ifname,
+      lease.clientIp,
+      lease.state,
+      lease.expires === undefined ? '-' : `${Math.max(0, Math.round((lease.expires - now) / 1000))} s`,
+      lease.hostname ?? '-',
+    ]);
+    text += `\n${formatTable([['LEASE', 'IP', 'STATE', 'EXPIRES IN', 'HOSTNAME'], ...rows])}\n`;
+  }
+  return text;
 }
 
 function isStatus(value: unknown): value is AgentStatus {

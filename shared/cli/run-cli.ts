@@ -24,14 +24,22 @@ export class CliError extends Error {
   }
 }
 
-/** A bin's own module error classes and the exit code each means (e.g. a name error: usage). */
-export type ErrorExitCodes = ReadonlyArray<readonly [abstract new (...args: never[]) => Error, number]>;
+/**
+ * A bin's own module error classes and the exit code each means (e.g. a name error: usage);
+ * optionally only for some kinds of that class.
+ */
+export type ErrorExitCodes = ReadonlyArray<
+  readonly [abstract new (...args: never[]) => Error, number] | readonly [abstract new (...args: never[]) => Error, number, readonly string[]]
+>;
 
 /** Errors from a known module carry their own code; anything else is a bug, still one line. */
 function exitCodeOf(error: unknown, known: ErrorExitCodes): number {
   if (error instanceof AddressError) return EXIT.usage;
   if (error instanceof CliError) return error.exitCode;
-  for (const [type, code] of known) if (error instanceof type) return code;
+  for (const [type, code, kinds] of known) {
+    if (!(error instanceof type)) continue;
+    if (kinds === undefined || kinds.includes(String((error as { kind?: unknown }).kind))) return code;
+  }
   // Every module error of this project carries a `kind` (one per failure): an expected failure
   // whose message says what to check. Anything else is a bug.
   if (error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string') return EXIT.failure;

@@ -1,0 +1,57 @@
+// The provider agent's real ports: the nftables firewall and the per-link services (DHCP on
+// every provider link, DNS on the gateway), behind the interfaces the agent core talks to.
+import type { Logger } from '../../shared/log.js';
+import { clientId } from '../../shared/client-id.js';
+import type { DhcpServer } from '../dhcp/dhcp-server.js';
+import type { LeaseInfo } from '../dhcp/lease-table.js';
+import type { DnsForwarder } from '../dns/forwarder.js';
+import type { FirewallCounters, FirewallModel, FirewallPort } from '../firewall-port.js';
+import { firewallCounters, reconcileFirewall } from '../firewall/nft.js';
+import type { ProviderLink, ServicesPort } from '../services-port.js';
+
+export class NftablesFirewall implements FirewallPort {
+  async reconcile(model: FirewallModel): Promise<void> {
+    await reconcileFirewall(model);
+  }
+
+  counters(): Promise<FirewallCounters> {
+    return firewallCounters();
+  }
+}
+
+/** What `status` shows of the services. */
+export interface ServicesStatus {
+  readonly leases: readonly LeaseInfo[];
+  readonly dhcp: Readonly<Record<string, number>> | null;
+  readonly dns: Readonly<Record<string, unknown>> | null;
+}
+
+/** DHCP and DNS, told of every change to the set of provider links. */
+export class ProviderServices implements ServicesPort {
+  constructor(
+    private readonly dhcp: DhcpServer | null,
+    private readonly dns: DnsForwarder | null,
+    private readonly log: Logger,
+  ) {}
+
+  async linksChanged(links: readonly ProviderLink[]): Promise<void> {
+    await this.dhcp?.setLinks(links.map((link) => ({ ifname: link.ifname, ifindex: link.ifindex, id: clientId(link.id) })));
+    // The gateway address exists once a provider link carries it: the forwarder can bind then.
+    if (this.dns !== null && !this.dns.listening() && links.length > 0) {
+      await this.dns.rebind();
+      if (this.dns.listening()) this.log.info('DNS forwarder listening on the gateway');
+    }
+  }
+
+  status(): ServicesStatus {
+    return {
+      leases: this.dhcp?.leases() ?? [],
+      dhcp: this.dhcp?.counters() ?? null,
+      dns: this.dns === null ? null : { ...this.dns.counters() },
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.dhcp?.close(), this.dns?.close()]);
+  }
+}
