@@ -9,10 +9,13 @@ import { firewallCounters, reconcileFirewall, removeFirewall } from '../../../gu
 import { parseTableListing, staticTableText } from '../../../guest/firewall/ruleset.js';
 import { GATEWAY_IP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
+import { slowHttpServerScript } from '../provider-world.js';
 import { INTERNET_IP, PROVIDER_UPLINK_IP, type ProviderWorld, type WorldClient, makeProviderWorld } from './provider-world.js';
 
 const FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/firewall/fixtures/reconcile.js', import.meta.url));
-const BIG_FILE_BYTES = 6 * 1024 * 1024;
+const SLOW_PORT = 8081;
+const SLOW_CHUNKS = 40;
+const SLOW_CHUNK_BYTES = 16_384;
 const HTTP_PORT = 8080;
 const UDP_PORT = 7000;
 const CLOSED_PORT = 9999;
@@ -97,12 +100,12 @@ describeNetns('provider firewall in network namespaces', () => {
     if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run \`npm run build\` first`);
     dir = mkdtempSync(join(tmpdir(), 'snt-firewall-'));
     writeFileSync(join(dir, 'hello.txt'), 'hello\n');
-    writeFileSync(join(dir, 'big'), Buffer.alloc(BIG_FILE_BYTES));
     harness = createHarness('firewall');
     world = await makeProviderWorld(harness, [257, 258]);
     [a, b] = world.clients as [WorldClient, WorldClient];
     provider = world.provider;
     await httpServer(world.internet, INTERNET_IP, HTTP_PORT, dir);
+    await world.internet.spawn(['python3', '-u', '-c', slowHttpServerScript(INTERNET_IP, SLOW_PORT, SLOW_CHUNKS, SLOW_CHUNK_BYTES)]).waitForOutput(/slow ready/);
     await httpServer(a.ns, a.ip, HTTP_PORT, dir);
     await httpServer(b.ns, b.ip, HTTP_PORT, dir);
     await httpServer(provider, '0.0.0.0', CLOSED_PORT, dir);
@@ -261,8 +264,8 @@ describeNetns('provider firewall in network namespaces', () => {
 
   it('keeps an active TCP transfer going through a SIGKILLed agent, a restart and a table replacement', async () => {
     const download = a.ns.spawn([
-      'curl', '-sS', '--max-time', '20', '--limit-rate', '1M', '-o', '/dev/null', '-w', '%{size_download}',
-      `http://${INTERNET_IP}:${HTTP_PORT}/big`,
+      'curl', '-sS', '--max-time', '20', '-o', '/dev/null', '-w', '%{size_download}',
+      `http://${INTERNET_IP}:${SLOW_PORT}/`,
     ]);
     await new Promise((resolve) => setTimeout(resolve, 700));
     const killed = freshAgent(provider.name, world.model());
@@ -279,7 +282,7 @@ describeNetns('provider firewall in network namespaces', () => {
     await download.waitClosed();
     expect(download.stderr).toBe('');
     expect(exit.code).toBe(0);
-    expect(Number(download.stdout)).toBe(BIG_FILE_BYTES);
+    expect(Number(download.stdout)).toBe(SLOW_CHUNKS * SLOW_CHUNK_BYTES);
   }, 30_000);
 
   it('removes the whole table, idempotently, and the control behaviour returns', async () => {
