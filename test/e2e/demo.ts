@@ -1,0 +1,191 @@
+// The demo (scripts/demo): the spec's example system brought up for real, probed, reported,
+// torn down. App VMs are namespaces running busybox udhcpc, or QEMU guests with --qemu.
+import { randomBytes } from 'node:crypto';
+import { Command } from 'commander';
+import { createHarness, netnsSupport } from '../harness/index.js';
+import { INTERNET_HTTP, TEST_NAME, udhcpc } from '../guest/provider-world.js';
+import { APP_VMS, type ExampleSystem, type GuestResult, type LinkInfo, QemuGuest, startExampleSystem } from './example-system.js';
+
+interface VmReport {
+  name: string;
+  interface: string;
+  mac: string;
+  ip: string;
+  method: string;
+  lease: string;
+  internet: boolean;
+  dns: boolean;
+}
+interface Reach {
+  from: string;
+  to: string;
+  allowed: boolean;
+}
+
+const options = new Command('demo')
+  .option('--qemu', 'run the app VMs as real QEMU guests (TCG) instead of namespaces')
+  .option('--keep', 'leave the system running until Ctrl-C, and say how to explore it')
+  .option('--json', 'print one JSON object instead of tables')
+  .parse()
+  .opts<{ qemu?: boolean; keep?: boolean; json?: boolean }>();
+
+const steps = 9;
+let step = 0;
+const progress = (text: string): void => {
+  step += 1;
+  process.stderr.write(`[${step}/${steps}] ${text}\n`);
+};
+
+function table(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
+  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd()).join('\n');
+}
+
+async function linkAll(system: ExampleSystem, attach: string): Promise<Map<string, LinkInfo>> {
+  const result = await system.link(['link', ...APP_VMS, '--attach', attach, '--attach', 'netvm=netns', '--json']);
+  if (result.code !== 0) throw new Error(`spectrum-link link failed: ${result.stderr.trim()}`);
+  const links = new Map<string, LinkInfo>();
+  for (const line of result.stdout.trim().split('\n')) {
+    const parsed = JSON.parse(line) as { vm: string; links: LinkInfo[] };
+    const link = parsed.links[0];
+    if (link !== undefined) links.set(parsed.vm, link);
+  }
+  return links;
+}
+
+async function namespaceVms(system: ExampleSystem): Promise<{ vms: VmReport[]; reach: Reach[] }> {
+  progress('linking appvm-lynx and appvm-catgirl to netvm (spectrum-link, netns attach)');
+  const links = await linkAll(system, 'netns');
+  progress('each app VM asks for a lease with busybox udhcpc and its stock script');
+  const vms: VmReport[] = [];
+  for (const vm of APP_VMS) {
+    const link = links.get(vm);
+    if (link === undefined) throw new Error(`no link for ${vm}`);
+    const ns = system.vmNetns(vm);
+    const run = await udhcpc(ns, link.clientDevice);
+    const address = (await ns.ip(['-4', '-o', 'addr', 'show', 'dev', link.clientDevice])).stdout.split(/\s+/)[3] ?? '';
+    vms.push({ name: vm, interface: link.clientDevice, mac: link.clientMac, ip: address, method: run.code === 0 ? 'DHCP (udhcpc)' : 'DHCP failed', lease: '', internet: false, dns: false });
+  }
+  progress('probing: internet over HTTP, DNS through the gateway, each other');
+  const reach: Reach[] = [];
+  for (const vm of vms) {
+    const ns = system.vmNetns(vm.name);
+    const page = await ns.exec(['curl', '-sS', '--max-time', '3', '-o', '/dev/null', '-w', '%{http_code}', `http://${INTERNET_HTTP}/`], { allowFailure: true });
+    vm.internet = page.stdout === '200';
+    const lookup = await ns.exec(['/bin/busybox', 'nslookup', TEST_NAME, '169.254.0.1'], { allowFailure: true });
+    vm.dns = lookup.stdout.includes(INTERNET_HTTP);
+    reach.push({ from: vm.name, to: 'internet', allowed: vm.internet });
+    for (const other of vms) {
+      if (other === vm) continue;
+      const ping = await ns.exec(['/bin/busybox', 'ping', '-c', '1', '-W', '1', other.ip.split('/')[0] ?? ''], { allowFailure: true });
+      reach.push({ from: vm.name, to: other.name, allowed: ping.code === 0 });
+    }
+  }
+  return { vms, reach };
+}
+
+async function qemuVms(system: ExampleSystem): Promise<{ vms: VmReport[]; reach: Reach[]; guests: QemuGuest[] }> {
+  progress('linking appvm-lynx and appvm-catgirl to netvm (taps, QEMU arguments printed by spectrum-link)');
+  const links = await linkAll(system, 'none');
+  progress('booting both app VMs under QEMU (TCG, about 10 s): cloud kernel, virtio-net, busybox udhcpc');
+  const guests: QemuGuest[] = [];
+  const results = new Map<string, GuestResult>();
+  const started = APP_VMS.map((vm) => {
+    const link = links.get(vm);
+    const other = links.get(APP_VMS.find((candidate) => candidate !== vm) ?? vm);
+    if (link === undefined || other === undefined) throw new Error(`no link for ${vm}`);
+    const guest = QemuGuest.start(system.host, { qemuArguments: link.vmmArguments?.client?.qemu ?? [], peer: other.clientIp, settleSeconds: 2, holdSeconds: 20 });
+    guests.push(guest);
+    return guest.result().then((result) => results.set(vm, result));
+  });
+  await Promise.all(started);
+  progress('collecting what each guest reported');
+  const vms: VmReport[] = [];
+  const reach: Reach[] = [];
+  for (const vm of APP_VMS) {
+    const link = links.get(vm);
+    const result = results.get(vm);
+    if (link === undefined || result === undefined) continue;
+    const nic = result.nics[0];
+    vms.push({
+      name: vm, interface: `${nic?.name ?? '?'} (tap ${link.clientDevice})`, mac: link.clientMac, ip: nic?.ip ?? '',
+      method: nic?.dhcp === true ? 'DHCP (udhcpc in a QEMU guest)' : 'DHCP failed', lease: '', internet: result.internet, dns: result.resolved === INTERNET_HTTP,
+    });
+    reach.push({ from: vm, to: 'internet', allowed: result.internet });
+    const other = APP_VMS.find((candidate) => candidate !== vm);
+    if (other !== undefined) reach.push({ from: vm, to: other, allowed: result.peer });
+  }
+  return { vms, reach, guests };
+}
+
+async function main(): Promise<void> {
+  const support = netnsSupport();
+  if (!support.ok) throw new Error(`the demo needs root and network namespaces: ${support.reason}`);
+  const harness = createHarness('demo');
+  let guests: QemuGuest[] = [];
+  let system: ExampleSystem | undefined;
+  try {
+    system = await startExampleSystem(harness, progress);
+    let outcome: { vms: VmReport[]; reach: Reach[] };
+    if (options.qemu === true) {
+      const booted = await qemuVms(system);
+      guests = booted.guests;
+      outcome = booted;
+    } else {
+      outcome = await namespaceVms(system);
+    }
+    progress('asking spectrum-netd for its leases and counters');
+    const status = await system.agent.status();
+    for (const vm of outcome.vms) {
+      const lease = status.services?.leases.find((candidate) => `${candidate.clientIp}/32` === vm.ip);
+      vm.lease = lease === undefined ? '-' : lease.state;
+    }
+    if (options.json === true) {
+      const vms = outcome.vms.map(({ name, interface: ifname, mac, ip, method, internet }) => ({ name, interface: ifname, mac, ip, method, internet }));
+      process.stdout.write(`${JSON.stringify({ vms, reach: outcome.reach })}\n`);
+    } else {
+      const targets = ['internet', ...APP_VMS];
+      const cell = (from: string, to: string): string => {
+        if (from === to) return '-';
+        const found = outcome.reach.find((entry) => entry.from === from && entry.to === to);
+        return found === undefined ? '?' : found.allowed ? 'reached' : 'blocked';
+      };
+      process.stdout.write(`\n${table([
+        ['VM', 'INTERFACE', 'MAC', 'IP', 'HOW', 'LEASE', 'DNS'],
+        ...outcome.vms.map((vm) => [vm.name, vm.interface, vm.mac, vm.ip, vm.method, vm.lease, vm.dns ? `${TEST_NAME} ok` : 'failed']),
+      ])}\n\n${table([['FROM \\ TO', ...targets], ...APP_VMS.map((from) => [from, ...targets.map((to) => cell(from, to))])])}\n\n`);
+      process.stdout.write(
+        `netvm (spectrum-netd) dropped ${status.firewall.isolationDrops} packets between clients, ` +
+          `${status.firewall.antispoofDrops} by anti-spoofing (a wrong source address, or IPv6), ${status.firewall.inputDrops} to closed ports of the gateway.\n`,
+      );
+    }
+    if (options.keep === true) {
+      process.stderr.write(
+        `\nThe system is running. Explore it from another terminal, for example:\n` +
+          `  ip netns list | grep ${harness.prefix}\n` +
+          `  ip netns exec ${system.netnsPrefix}netvm nft list ruleset\n` +
+          `  ip netns exec ${system.netnsPrefix}netvm node dist/guest/cli.js status --control-socket ${system.stateDir}/netd.sock\n` +
+          (options.qemu === true ? '' : `  ip netns exec ${system.netnsPrefix}appvm-lynx curl http://${INTERNET_HTTP}/\n`) +
+          `Press Ctrl-C here (or kill ${process.pid}) to tear everything down.\n`,
+      );
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+    }
+  } finally {
+    progress('tearing down');
+    for (const guest of guests) await guest.stop();
+    await system?.dispose();
+    await harness.cleanup();
+  }
+}
+
+process.env['SPECTRUM_TEST_PREFIX'] ??= `sndemo${randomBytes(3).toString('hex')}-`;
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`demo: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  },
+);
