@@ -7,6 +7,7 @@
 import { request } from 'node:http';
 import { parseMacOctets } from '../../shared/link-mac.js';
 import { type VmmNic, vmmNic } from './nic.js';
+import { unixSocketProblem } from './socket-error.js';
 
 export type CloudHypervisorErrorKind =
   /** The API socket could not be opened. */
@@ -77,17 +78,7 @@ function excerpt(body: string): string {
 }
 
 function connectError(socketPath: string, error: NodeJS.ErrnoException): CloudHypervisorError {
-  const why =
-    error.code === 'ENOENT'
-      ? 'no such socket: is cloud-hypervisor running with --api-socket at this path?'
-      : error.code === 'ECONNREFUSED'
-        ? 'connection refused: nothing listens there; cloud-hypervisor may have exited and left the socket file behind'
-        : error.code === 'EACCES'
-          ? 'permission denied: run as a user that may open the socket'
-          : error.code === 'ENOTSOCK'
-            ? 'not a socket: check the path'
-            : error.message;
-  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${why}`);
+  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${unixSocketProblem(error, 'is cloud-hypervisor running with --api-socket at this path?')}`);
 }
 
 /** One request on its own connection (no keep-alive), bounded in time and size; always closed. */

@@ -9,6 +9,7 @@
 import { type Socket, createConnection } from 'node:net';
 import { parseMacOctets } from '../../shared/link-mac.js';
 import { type VmmNic, qemuNetdevId, vmmNic } from './nic.js';
+import { unixSocketProblem } from './socket-error.js';
 
 export type QmpErrorKind =
   /** The socket could not be opened (missing, refused, permission). */
@@ -343,17 +344,7 @@ export class QmpClient {
 }
 
 function connectError(path: string, error: NodeJS.ErrnoException): QmpError {
-  const why =
-    error.code === 'ENOENT'
-      ? 'no such socket: is QEMU running with -qmp unix:PATH,server=on, and is the path right?'
-      : error.code === 'ECONNREFUSED'
-        ? 'connection refused: nothing listens there; QEMU may have exited and left the socket file behind'
-        : error.code === 'EACCES'
-          ? 'permission denied: run as a user that may open the socket'
-          : error.code === 'ENOTSOCK'
-            ? 'not a socket: check the path'
-            : error.message;
-  return new QmpError('connect', `cannot connect to QMP socket ${path}: ${why}`);
+  return new QmpError('connect', `cannot connect to QMP socket ${path}: ${unixSocketProblem(error, 'is QEMU running with -qmp unix:PATH,server=on, and is the path right?')}`);
 }
 
 /** Open a session, run fn, and always close the session. */

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHarness, type Netns, type NetnsProcess } from '../harness/index.js';
-import { ForwarderProcess, NUMBERED_NAMES, UPSTREAM_A, buildTopology, eventually, startUpstream } from '../guest/dns/dns-topology.js';
+import { DNSMASQ_BASE, ForwarderProcess, NUMBERED_NAMES, UPSTREAM_A, buildTopology, eventually, startUpstream } from '../guest/dns/dns-topology.js';
 import { type BenchResult, median } from './measure.js';
 
 const QUERIES_PER_ROUND = 40_000;
@@ -40,14 +40,7 @@ async function dnsperf(client: Netns, server: string, datafile: string): Promise
 function dnsmasqForwarder(provider: Netns, cacheSize: number): NetnsProcess {
   return provider.spawn(
     [
-      'dnsmasq',
-      '--no-daemon',
-      '--keep-in-foreground',
-      '--no-resolv',
-      '--no-hosts',
-      '--conf-file=/dev/null',
-      '--user=root',
-      '--pid-file=',
+      ...DNSMASQ_BASE,
       `--server=${UPSTREAM_A}`,
       '--listen-address=169.254.0.1',
       '--bind-interfaces',

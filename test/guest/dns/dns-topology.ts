@@ -9,6 +9,8 @@ import type { Harness, Netns, NetnsProcess } from '../../harness/index.js';
 const HERE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** The repository, whether this module runs from source (vitest) or from dist/ (benchmarks). */
 export const REPO_ROOT = HERE_ROOT.endsWith('/dist/') ? HERE_ROOT.slice(0, -'dist/'.length) : HERE_ROOT;
+/** dnsmasq in the foreground, configured by its arguments alone, by root, without a pid file. */
+export const DNSMASQ_BASE = ['dnsmasq', '--no-daemon', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--user=root', '--pid-file='];
 export const UPSTREAM_A = '192.0.2.53';
 export const UPSTREAM_B = '192.0.2.54';
 export const DEAD_UPSTREAM = '192.0.2.99';
@@ -88,14 +90,7 @@ export function startUpstream(internet: Netns, address: string, tag: 'A' | 'B'):
   const txt = Array.from({ length: BIG_TXT_CHUNKS }, () => BIG_TXT_CHUNK).join(',');
   return internet.spawn(
     [
-      'dnsmasq',
-      '--no-daemon',
-      '--keep-in-foreground',
-      '--no-resolv',
-      '--no-hosts',
-      '--conf-file=/dev/null',
-      '--user=root',
-      '--pid-file=',
+      ...DNSMASQ_BASE,
       `--listen-address=${address}`,
       '--bind-interfaces',
       '--log-facility=-',
