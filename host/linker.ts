@@ -13,7 +13,7 @@ import {
   type Link,
   type LinkAttachment,
   type LinkState,
-  allocateLinks,
+  allocateMany,
   forgetLink,
   linksOfClient,
   linksOfProvider,
@@ -144,7 +144,8 @@ function netnsNames(connections: readonly DesiredConnection[]): string[] {
 /** Make the devices (and VMM attachments) of these links exist; on failure undo this run's work. */
 async function realise(reports: readonly LinkReport[], options: LinkerOptions): Promise<void> {
   const connections = reports.map((report) => desiredConnection(report, options));
-  const plan = planDevices(connections, await observeDevices(netnsNames(connections)));
+  const deviceNames = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
+  const plan = planDevices(connections, await observeDevices(netnsNames(connections), deviceNames));
   await applyDevicePlan(plan);
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   try {
@@ -172,12 +173,10 @@ export async function linkVms(names: readonly string[], options: LinkerOptions):
   return withStateLock(options.stateDir, async () => {
     const before = await loadState(options.stateDir);
     let state: LinkState = before;
-    const byVm = new Map<VmName, LinkReport[]>();
-    for (const vm of wanted) {
-      const allocation = allocateLinks(state, vm.name, vm.providers);
-      state = allocation.state;
-      byVm.set(vm.name, allocation.links.map((link) => linkReport(link, options, 'desired')));
-    }
+    const allocation = allocateMany(before, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
+    state = allocation.state;
+    const byVm = new Map<VmName, LinkReport[]>(wanted.map((vm) => [vm.name, []]));
+    for (const link of allocation.links) byVm.get(link.client)?.push(linkReport(link, options, 'desired'));
     // Ids are recorded before any device exists, so a crash leaves devices that gc can attribute.
     if (state !== before) await saveState(options.stateDir, state);
     const reports = [...byVm.values()].flat();

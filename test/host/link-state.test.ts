@@ -10,6 +10,7 @@ import {
   StateError,
   allocateLink,
   allocateLinks,
+  allocateMany,
   emptyState,
   forgetLink,
   forgetVm,
@@ -230,5 +231,25 @@ describe('recorded attachment', () => {
   it('refuses a malformed attachment', () => {
     const text = '{"version":1,"links":[{"client":"a","provider":"b","id":5,"attached":{"client":"kvm","provider":"netns"}}]}';
     expect(() => parseState(text, 'test')).toThrow(expect.objectContaining({ kind: 'bad-schema' }));
+  });
+});
+
+describe('allocateMany', () => {
+  it('gives exactly the ids that allocating the pairs one by one gives', () => {
+    fc.assert(
+      fc.property(fc.array(pairs, { maxLength: 30 }), fc.array(pairs, { maxLength: 30 }), (existing, wanted) => {
+        let start = emptyState();
+        for (const pair of existing) start = allocateLink(start, pair).state;
+        let sequential = start;
+        const one = wanted.map((pair) => {
+          const allocation = allocateLink(sequential, pair);
+          sequential = allocation.state;
+          return allocation.link;
+        });
+        const many = allocateMany(start, wanted);
+        expect(many.links).toEqual(one);
+        expect(many.state).toEqual(sequential);
+      }),
+    );
   });
 });
