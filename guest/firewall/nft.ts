@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { type FirewallCounters, parseCountersJson } from './counters.js';
 import { FirewallError } from './firewall-error.js';
 import { type FirewallModel, validateFirewallModel } from './model.js';
-import { TABLE, planFirewall, removeTableScript } from './ruleset.js';
+import { type FirewallElements, TABLE, desiredElements, diffElements, elementCommands, isEmptyDiff, planFirewall, removeTableScript } from './ruleset.js';
 
 export interface NftOptions {
   /** Run nft in this named network namespace (`ip netns exec`); default: the caller's own. */
@@ -123,4 +123,34 @@ export async function firewallCounters(options: NftOptions = {}): Promise<Firewa
 export async function removeFirewall(options: NftOptions = {}): Promise<void> {
   const result = await applyScript(removeTableScript(), options);
   if (result.code !== 0) throw failure(`deleting table ${TABLE}`, result);
+}
+
+/**
+ * reconcileFirewall for a long-running agent: remembers the elements it last applied, so a link
+ * coming or going costs one element transaction instead of listing a table of a thousand
+ * clients. The first call, and any transaction that fails (the table was changed behind our
+ * back), goes through reconcileFirewall's listing.
+ */
+export class FirewallReconciler {
+  #applied: FirewallElements | undefined;
+
+  constructor(private readonly options: NftOptions = {}) {}
+
+  async reconcile(model: FirewallModel): Promise<{ changed: boolean }> {
+    const valid = validateFirewallModel(model);
+    const desired = desiredElements(valid);
+    if (this.#applied !== undefined) {
+      const diff = diffElements(this.#applied, desired);
+      if (isEmptyDiff(diff)) return { changed: false };
+      const result = await applyScript(elementCommands(diff), this.options);
+      if (result.code === 0) {
+        this.#applied = desired;
+        return { changed: true };
+      }
+      this.#applied = undefined;
+    }
+    const outcome = await reconcileFirewall(valid, this.options);
+    this.#applied = desired;
+    return outcome;
+  }
 }

@@ -6,12 +6,14 @@ import type { DhcpServer } from '../dhcp/dhcp-server.js';
 import type { LeaseInfo } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import type { FirewallCounters, FirewallModel, FirewallPort } from '../firewall-port.js';
-import { firewallCounters, reconcileFirewall } from '../firewall/nft.js';
+import { FirewallReconciler, firewallCounters } from '../firewall/nft.js';
 import type { ProviderLink, ServicesPort } from '../services-port.js';
 
 export class NftablesFirewall implements FirewallPort {
+  readonly #reconciler = new FirewallReconciler();
+
   async reconcile(model: FirewallModel): Promise<void> {
-    await reconcileFirewall(model);
+    await this.#reconciler.reconcile(model);
   }
 
   counters(): Promise<FirewallCounters> {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { FirewallError } from '../../../guest/firewall/firewall-error.js';
-import { firewallCounters, reconcileFirewall, removeFirewall } from '../../../guest/firewall/nft.js';
+import { FirewallReconciler, firewallCounters, reconcileFirewall, removeFirewall } from '../../../guest/firewall/nft.js';
 import { parseTableListing, staticTableText } from '../../../guest/firewall/ruleset.js';
 import { GATEWAY_IP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
@@ -284,6 +284,22 @@ describeNetns('provider firewall in network namespaces', () => {
     expect(exit.code).toBe(0);
     expect(Number(download.stdout)).toBe(SLOW_CHUNKS * SLOW_CHUNK_BYTES);
   }, 30_000);
+
+  it('FirewallReconciler: applies changes as element transactions and recovers when one fails', async () => {
+    const reconciler = new FirewallReconciler(netns());
+    expect(await reconciler.reconcile(world.model())).toEqual({ changed: false });
+    const onlyA = world.model({ providerLinks: [{ ifname: a.providerIf, clientIp: a.ip }] });
+    expect(await reconciler.reconcile(onlyA)).toEqual({ changed: true });
+    expect((await provider.exec(['nft', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).not.toContain(b.ip);
+    expect(await reconciler.reconcile(world.model())).toEqual({ changed: true });
+    // Someone removes B's address behind the reconciler's back: its next transaction (which
+    // deletes it) fails, and it falls back to listing the table, converging all the same.
+    await provider.exec(['nft', 'delete', 'element', 'inet', 'spectrum_netd', 'client_ips', `{ ${b.ip} }`]);
+    expect(await reconciler.reconcile(onlyA)).toEqual({ changed: true });
+    expect(await reconcileFirewall(onlyA, netns())).toEqual({ changed: false });
+    expect(await reconciler.reconcile(world.model())).toEqual({ changed: true });
+    expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: false });
+  });
 
   it('removes the whole table, idempotently, and the control behaviour returns', async () => {
     await removeFirewall(netns());
