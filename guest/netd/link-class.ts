@@ -19,12 +19,25 @@ export type LinkClass =
 
 export type LinkRoleName = LinkClass['role'];
 
+// The planner classifies every link on every reconcile; what a MAC means never changes.
+const byMac = new Map<string, LinkClass>();
+const BY_MAC_MAX = 100_000;
+
 export function classifyLink(link: KernelLink, ignored: ReadonlySet<string>): LinkClass {
   if (link.loopback) return { role: 'ignored', reason: 'loopback' };
   if (ignored.has(link.name)) return { role: 'ignored', reason: 'ignored by --ignore' };
+  const known = byMac.get(link.mac);
+  if (known !== undefined) return known;
+  if (byMac.size >= BY_MAC_MAX) byMac.clear();
+  const linkClass = classifyMac(link.mac);
+  byMac.set(link.mac, linkClass);
+  return linkClass;
+}
+
+function classifyMac(linkMac: string): LinkClass {
   let octets: number[];
   try {
-    octets = parseMacOctets(link.mac);
+    octets = parseMacOctets(linkMac);
   } catch {
     return { role: 'ignored', reason: 'no Ethernet address' };
   }

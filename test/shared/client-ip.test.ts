@@ -54,3 +54,26 @@ describe('client IP text', () => {
     fc.assert(fc.property(anyClientId, (id) => clientIpTextOf(id) === clientIpOf(id).toString()));
   });
 });
+
+describe('client IP parsing fast path', () => {
+  it('agrees with ip-num on every dotted quad: the same id, or an error', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.ipV4(), fc.tuple(fc.nat(300), fc.nat(300)).map(([a, b]) => `100.64.${a}.${b}`)), (text) => {
+        let viaIpNum: number | 'error';
+        try {
+          viaIpNum = idOfClientIp(IPv4.fromString(text));
+        } catch {
+          viaIpNum = 'error';
+        }
+        let parsed: number | 'error';
+        try {
+          parsed = parseClientIp(text);
+        } catch (error) {
+          expect(error).toBeInstanceOf(AddressError);
+          parsed = 'error';
+        }
+        expect(parsed).toBe(viaIpNum);
+      }),
+    );
+  });
+});
