@@ -3,10 +3,17 @@
 // provider. A VM directory may be a symlink, but only to somewhere inside the config dir: the
 // config dir is the trust boundary, so a link out of it is recorded as 'escapes-config-dir'.
 // Files inside a VM directory (vmlinux, images) may be symlinks anywhere, as they are in Spectrum.
-import { lstat, readdir, realpath, stat } from 'node:fs/promises';
+import { lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type VmDir } from './config.js';
 import { type VmName, isVmName } from './vm-name.js';
+
+// Synchronous calls behind the async interface: a config dir of a thousand VMs takes several
+// calls per VM, and the thread pool's round trip per call cost more than the calls themselves.
+const stat = async (path: string) => statSync(path);
+const lstat = async (path: string) => lstatSync(path);
+const realpath = async (path: string) => realpathSync(path);
+const readdir = async (path: string) => readdirSync(path);
 
 function codeOf(error: unknown): string | undefined {
   if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code;

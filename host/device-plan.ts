@@ -135,9 +135,10 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
       steps.push(host('link', 'add', connection.bridge, 'type', 'bridge'));
       creates.push(connection.bridge);
     }
-    steps.push(...fixDevice(null, { name: connection.bridge, master: null, mtu: connection.mtu }, isBridge ? bridge : undefined));
     planSide(connection.client, connection, observed, plan);
     planSide(connection.provider, connection, observed, plan);
+    // The bridge comes up after its ports joined, as in a hand-written batch.
+    steps.push(...fixDevice(null, { name: connection.bridge, master: null, mtu: connection.mtu }, isBridge ? bridge : undefined));
   }
   const { missingNamespaces, clearFarEnds, hostSteps, configureFarEnds } = plan;
   return { createNamespaces: [...missingNamespaces], clearFarEnds, hostSteps, configureFarEnds, creates };

@@ -87,7 +87,14 @@ export async function linkBench(): Promise<BenchResult[]> {
     const stateB = `${configDir}.state-b`;
     const bulkVms = Array.from({ length: BULK }, (_, index) => `appvm-${index}`);
     const bulk = spectrumLink(bulkNs, ['link', ...bulkVms, '--attach', 'none', '--config-dir', configDir, '--state-dir', stateB]);
-    results.push({ suite: 'link', name: `spectrum-link: ${BULK} connections in one call`, value: bulk * 1000, unit: 'ms', note: 'goal: < 2000' });
+    results.push({ suite: 'link', name: `spectrum-link: ${BULK} connections in one call`, value: bulk * 1000, unit: 'ms', note: 'goal: < 2000, and <= the batch below' });
+
+    // The floor for the bulk figure: the same number of links by one precomputed batch, at equal
+    // N (the kernel's cost per link grows with the devices there are), measured after it so that
+    // the batch is not favoured by a quieter kernel.
+    const bulkBatchNs = await harness.namespace('bulkbatch');
+    const bulkBatch = oneBatch(bulkBatchNs, BULK);
+    results.push({ suite: 'link', name: `one precomputed ip -batch, ${BULK} links`, value: bulkBatch * 1000, unit: 'ms' });
 
     // One new VM at a time on a host that already has BULK links: what a VM start costs.
     const singles = [BULK, BULK + 1, BULK + 2, BULK + 3, BULK + 4].map((index) =>
