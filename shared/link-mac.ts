@@ -79,3 +79,14 @@ export function clientMacOf(id: ClientId): string {
 export function providerMacOf(id: ClientId): string {
   return formatLinkMac({ role: 'provider', id });
 }
+
+/** Whether two MAC texts (any accepted spelling) name the same address; false if either is not one. */
+export function sameMac(a: string, b: string): boolean {
+  try {
+    const x = parseMacOctets(a);
+    const y = parseMacOctets(b);
+    return x.every((octet, i) => octet === y[i]);
+  } catch {
+    return false;
+  }
+}

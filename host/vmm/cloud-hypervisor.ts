@@ -5,7 +5,7 @@
 // exist in cloud-hypervisor's network namespace (cloud-hypervisor opens it, leaves its addresses
 // alone). Passing the tap as a file descriptor (SCM_RIGHTS) is not done here.
 import { request } from 'node:http';
-import { parseMacOctets } from '../../shared/link-mac.js';
+import { sameMac } from '../../shared/link-mac.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
 
@@ -157,16 +157,6 @@ function parseJson(answer: Answer, what: string, socketPath: string): unknown {
 
 // PciBdf's Display in cloud-hypervisor: "{:04x}:{:02x}:{:02x}.{:01x}".
 const BDF = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$/i;
-
-function sameMac(a: string, b: string): boolean {
-  try {
-    const x = parseMacOctets(a);
-    const y = parseMacOctets(b);
-    return x.every((octet, i) => octet === y[i]);
-  } catch {
-    return false;
-  }
-}
 
 /** What vm.info says about the VM's NICs and devices, or null if no VM is created (404). */
 interface VmDevices {

@@ -7,7 +7,7 @@
 // its reply. QEMU serves one QMP client at a time: while another client is connected, the
 // greeting does not come, which the connect timeout turns into a clear error.
 import { type Socket, createConnection } from 'node:net';
-import { parseMacOctets } from '../../shared/link-mac.js';
+import { sameMac } from '../../shared/link-mac.js';
 import { type VmmNic, qemuNetdevId, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
 
@@ -409,16 +409,6 @@ async function qomString(client: QmpClient, id: string, property: string): Promi
   const value = await client.execute('qom-get', { path: `${PERIPHERAL}/${id}`, property });
   if (typeof value !== 'string') throw new QmpError('protocol', `qom-get ${PERIPHERAL}/${id} ${property} did not return a string`);
   return value;
-}
-
-function sameMac(a: string, b: string): boolean {
-  try {
-    const x = parseMacOctets(a);
-    const y = parseMacOctets(b);
-    return x.every((octet, i) => octet === y[i]);
-  } catch {
-    return false;
-  }
 }
 
 /** Refuse to touch a device with the NIC's id that is not the NIC: another driver or MAC. */

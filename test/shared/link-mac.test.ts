@@ -11,6 +11,7 @@ import {
   parseLinkMac,
   parseMacOctets,
   providerMacOf,
+  sameMac,
 } from '../../shared/link-mac.js';
 import { anyClientId, macSpelling } from './arbitraries.js';
 
@@ -104,6 +105,19 @@ describe('link MAC', () => {
     fc.assert(
       fc.property(fc.array(anyOctet, { minLength: 6, maxLength: 6 }), (octets) => {
         expect(parseMacOctets(formatMacOctets(octets))).toEqual(octets);
+      }),
+    );
+  });
+});
+
+describe('sameMac', () => {
+  it('compares addresses, not spellings', () => {
+    expect(sameMac('0a-b3-ec-00-a5-46', '0A:B3:EC:00:A5:46')).toBe(true);
+    expect(sameMac('0A:B3:EC:00:A5:46', '0A:B3:EC:80:A5:46')).toBe(false);
+    expect(sameMac('not a mac', 'not a mac')).toBe(false);
+    fc.assert(
+      fc.property(fc.array(anyOctet, { minLength: 6, maxLength: 6 }), (octets) => {
+        expect(sameMac(formatMacOctets(octets), formatMacOctets(octets).toLowerCase().replaceAll(':', '-'))).toBe(true);
       }),
     );
   });
