@@ -12,6 +12,7 @@ import {
   type Plan,
   type PlanOptions,
   applyOperation,
+  disableIpv6Of,
   describeOperation,
   operationIfindex,
   plan,
@@ -48,6 +49,7 @@ export class NetdAgent {
   #again = false;
   #stopped = false;
   #lastPlan: Plan | undefined;
+  #reportStale = false;
   #firewallModel = '';
   #servicesLinks = '';
   #errors = new Map<number, string>();
@@ -111,6 +113,10 @@ export class NetdAgent {
   }
 
   async status(): Promise<AgentStatus> {
+    if (this.#reportStale) {
+      this.#lastPlan = plan(this.#view, this.options);
+      this.#reportStale = false;
+    }
     const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
     const firewall = this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 } : await this.firewall.counters();
     return { links, counters: { ...this.#counters }, firewall, model: this.#lastPlan?.firewall ?? null };
@@ -156,7 +162,19 @@ export class NetdAgent {
       this.#view = fresh;
     }
     // Everything queued, including what arrived during a dump, applied in arrival order.
-    for (const event of this.#pending.splice(0)) applyEvent(this.#view, event);
+    const seenLinks = new Set<number>();
+    for (const event of this.#pending.splice(0)) {
+      applyEvent(this.#view, event);
+      if (event.kind === 'link' && event.op !== 'del') seenLinks.add(event.link.ifindex);
+    }
+    // A new link's IPv6 sysctl is read before planning, not after a first plan asks for it:
+    // one plan per hot-plug instead of two (each plan covers every link).
+    for (const ifindex of seenLinks) {
+      const key = disableIpv6Of(ifindex);
+      if (this.#view.sysctls.has(sysctlKeyId(key))) continue;
+      const path = sysctlPath(key, this.#view);
+      if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));
+    }
 
     let current = plan(this.#view, this.options);
     if (current.unknownSysctls.length > 0) {
@@ -173,9 +191,11 @@ export class NetdAgent {
     this.#counters.changesApplied += applied;
     this.#counters.failedChanges += failures;
     this.#counters.initialChanges ??= applied;
-    // The report reflects what was applied: plan again on the updated view (cheap, pure).
-    this.#lastPlan = applied > 0 ? plan(this.#view, this.options) : current;
-    await this.#tellPorts(this.#lastPlan);
+    // The firewall model and the services' links do not depend on what was applied; the link
+    // report does, and is planned again on the updated view only when status asks for it.
+    this.#lastPlan = current;
+    this.#reportStale = applied > 0;
+    await this.#tellPorts(current);
     this.#counters.lastReconcileMs = performance.now() - started;
     if (current.operations.length > 0) {
       this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');
