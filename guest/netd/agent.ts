@@ -12,8 +12,9 @@ import {
   type Plan,
   type PlanOptions,
   applyOperation,
-  disableIpv6Of,
   describeOperation,
+  dirtyLinks,
+  disableIpv6Of,
   operationIfindex,
   plan,
 } from './plan.js';
@@ -50,6 +51,11 @@ export class NetdAgent {
   #stopped = false;
   #lastPlan: Plan | undefined;
   #reportStale = false;
+  #knownConfigured = new Set<number>();
+  /** Links that kernel events touched since the last plan, and links that (re)appeared. */
+  #dirty = new Set<number>();
+  #seenLinks = new Set<number>();
+  #servingIp = new Map<string, number>();
   #firewallModel = '';
   #servicesLinks = '';
   #errors = new Map<number, string>();
@@ -84,6 +90,7 @@ export class NetdAgent {
           let changed = false;
           for (const event of events) {
             if (changesView(this.#view, event)) changed = true;
+            this.#noteEvent(event);
             applyEvent(this.#view, event);
           }
           if (changed) this.#schedule();
@@ -122,6 +129,11 @@ export class NetdAgent {
     return { links, counters: { ...this.#counters }, firewall, model: this.#lastPlan?.firewall ?? null };
   }
 
+  #noteEvent(event: KernelEvent): void {
+    if (event.kind === 'link' && event.op !== 'del') this.#seenLinks.add(event.link.ifindex);
+    for (const ifindex of dirtyLinks(event, this.#servingIp)) this.#dirty.add(ifindex);
+  }
+
   #schedule(): void {
     if (this.#stopped) return;
     if (this.#running) {
@@ -151,6 +163,7 @@ export class NetdAgent {
     const started = performance.now();
     if (this.#fullSyncWanted) {
       this.#fullSyncWanted = false;
+      this.#knownConfigured = new Set();
       this.#counters.fullSyncs += 1;
       const fresh = emptyView();
       this.#dumping = true;
@@ -162,11 +175,16 @@ export class NetdAgent {
       this.#view = fresh;
     }
     // Everything queued, including what arrived during a dump, applied in arrival order.
-    const seenLinks = new Set<number>();
     for (const event of this.#pending.splice(0)) {
+      this.#noteEvent(event);
       applyEvent(this.#view, event);
-      if (event.kind === 'link' && event.op !== 'del') seenLinks.add(event.link.ifindex);
     }
+    const seenLinks = this.#seenLinks;
+    const dirty = this.#dirty;
+    this.#seenLinks = new Set();
+    this.#dirty = new Set();
+    // Links configured at the last plan and touched by no event since need no per-link checks.
+    const known = new Set([...this.#knownConfigured].filter((ifindex) => !dirty.has(ifindex)));
     // A new link's IPv6 sysctl is read before planning, not after a first plan asks for it:
     // one plan per hot-plug instead of two (each plan covers every link).
     for (const ifindex of seenLinks) {
@@ -176,13 +194,13 @@ export class NetdAgent {
       if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));
     }
 
-    let current = plan(this.#view, this.options);
+    let current = plan(this.#view, this.options, known);
     if (current.unknownSysctls.length > 0) {
       for (const key of current.unknownSysctls) {
         const path = sysctlPath(key, this.#view);
         if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));
       }
-      current = plan(this.#view, this.options);
+      current = plan(this.#view, this.options, known);
     }
 
     const failures = await this.#applyAll(current.operations);
@@ -195,6 +213,8 @@ export class NetdAgent {
     // report does, and is planned again on the updated view only when status asks for it.
     this.#lastPlan = current;
     this.#reportStale = applied > 0;
+    this.#knownConfigured = new Set(current.links.filter((link) => link.role === 'provider' && link.state === 'configured').map((link) => link.ifindex));
+    this.#servingIp = new Map(current.providerLinks.map((link) => [link.clientIp, link.ifindex]));
     await this.#tellPorts(current);
     this.#counters.lastReconcileMs = performance.now() - started;
     if (current.operations.length > 0) {

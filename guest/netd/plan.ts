@@ -5,6 +5,7 @@ import type { FirewallModel } from '../firewall/model.js';
 import type { ProviderLink } from '../services-port.js';
 import {
   type KernelAddress,
+  type KernelEvent,
   type KernelNeighbour,
   type KernelRoute,
   type KernelView,
@@ -23,6 +24,33 @@ export interface PlanOptions {
   readonly mode: AgentMode;
   readonly ignored: ReadonlySet<string>;
   readonly allowedPairs: FirewallModel['allowedPairs'];
+}
+
+/**
+ * Provider links known to be configured: reported configured by the previous plan, and touched
+ * by no kernel event since (see dirtyLinks). Their per-link checks are skipped, which keeps a
+ * plan on a provider with a thousand links cheap; everything global is still computed.
+ */
+export type KnownConfigured = ReadonlySet<number>;
+
+/**
+ * The links an event may have changed for the planner: the link it names, and for a route the
+ * link serving its destination too (a client's route can be moved to another interface).
+ */
+export function dirtyLinks(event: KernelEvent, servingIp: ReadonlyMap<string, number>): number[] {
+  switch (event.kind) {
+    case 'link':
+      return [event.link.ifindex];
+    case 'address':
+      return [event.address.ifindex];
+    case 'neighbour':
+      return [event.neighbour.ifindex, ...(servingIp.has(event.neighbour.ip) ? [servingIp.get(event.neighbour.ip) as number] : [])];
+    case 'route': {
+      const dirty = event.route.oif === null ? [] : [event.route.oif];
+      const server = servingIp.get(event.route.dst);
+      return server === undefined ? dirty : [...dirty, server];
+    }
+  }
 }
 
 export type Operation =
@@ -110,7 +138,7 @@ function wantNeighbour(view: KernelView, wanted: Wanted, neighbour: KernelNeighb
 }
 
 /** Compute the desired state and the operations that reach it. */
-export function plan(view: KernelView, options: PlanOptions): Plan {
+export function plan(view: KernelView, options: PlanOptions, knownConfigured: KnownConfigured = new Set()): Plan {
   const wanted: Wanted = { operations: [], unknown: [] };
   const reports: LinkReport[] = [];
   const providerLinks: ProviderLink[] = [];
@@ -151,7 +179,7 @@ export function plan(view: KernelView, options: PlanOptions): Plan {
         }
         servedIds.set(linkClass.id, link.name);
         // IPv6 off before the link comes up, so it never autoconfigures or solicits routers.
-        const done = [
+        const done = knownConfigured.has(link.ifindex) || [
           wantSysctl(view, wanted, disableIpv6Of(link.ifindex), '1'),
           wantUp(view, wanted, link.ifindex),
           wantAddress(view, wanted, { ifindex: link.ifindex, ip: GATEWAY_IP, prefixLength: 32 }),

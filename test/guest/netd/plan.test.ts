@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { applyEvent, emptyView, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
-import { IP_FORWARD, type Operation, applyOperation, disableIpv6Of, operationIfindex, plan } from '../../../guest/netd/plan.js';
+import { type KernelEvent, applyEvent, emptyView, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
+import { IP_FORWARD, type Operation, applyOperation, dirtyLinks, disableIpv6Of, operationIfindex, plan } from '../../../guest/netd/plan.js';
 import { classifyLink } from '../../../guest/netd/link-class.js';
 import { anyView, clientOptions, cloneView, providerOptions } from './view-arbitraries.js';
 
@@ -126,5 +126,67 @@ describe('planner', () => {
   it('puts the allowed pairs into the firewall model as given', () => {
     const pairs = [{ from: '100.64.0.1', to: '100.64.0.2' }];
     expect(plan(emptyView(), { ...providerOptions, allowedPairs: pairs }).firewall.allowedPairs).toEqual(pairs);
+  });
+});
+
+describe('planning with links known to be configured', () => {
+  const configuredProviderLinks = (result: ReturnType<typeof plan>): number[] =>
+    result.links.filter((link) => link.role === 'provider' && link.state === 'configured').map((link) => link.ifindex);
+
+  it('gives the same plan when some configured links are known to be so', () => {
+    fc.assert(
+      fc.property(anyView, fc.infiniteStream(fc.boolean()), (view, coin) => {
+        const converged = converge(view);
+        const known = new Set(configuredProviderLinks(converged).filter(() => coin.next().value));
+        expect(plan(view, providerOptions, known)).toEqual(plan(view, providerOptions));
+      }),
+    );
+  });
+
+  it('stays the same after any kernel event, once the links the event touched are forgotten', () => {
+    const anyEvent = (view: ReturnType<typeof emptyView>): fc.Arbitrary<KernelEvent> => {
+      const links = [...view.links.values()];
+      const routes = [...view.routes.values()];
+      const neighbours = [...view.neighbours.values()];
+      const addresses = [...view.addresses.values()];
+      const choices: fc.Arbitrary<KernelEvent>[] = [];
+      if (links.length > 0) {
+        const link = fc.constantFrom(...links);
+        choices.push(
+          link.map((l) => ({ kind: 'link', op: 'del', link: l }) as const),
+          link.map((l) => ({ kind: 'link', op: 'new', link: { ...l, up: !l.up } }) as const),
+          link.map((l) => ({ kind: 'link', op: 'new', link: { ...l, mac: '0a:b3:ec:80:00:63' } }) as const),
+        );
+      }
+      if (routes.length > 0 && links.length > 0) {
+        choices.push(
+          fc.constantFrom(...routes).map((r) => ({ kind: 'route', op: 'del', route: r }) as const),
+          fc.tuple(fc.constantFrom(...routes), fc.constantFrom(...links)).map(([r, l]) => ({ kind: 'route', op: 'new', route: { ...r, oif: l.ifindex } }) as const),
+        );
+      }
+      if (neighbours.length > 0) {
+        choices.push(
+          fc.constantFrom(...neighbours).map((n) => ({ kind: 'neighbour', op: 'del', neighbour: n }) as const),
+          fc.constantFrom(...neighbours).map((n) => ({ kind: 'neighbour', op: 'new', neighbour: { ...n, permanent: false } }) as const),
+        );
+      }
+      if (addresses.length > 0) choices.push(fc.constantFrom(...addresses).map((a) => ({ kind: 'address', op: 'del', address: a }) as const));
+      return choices.length === 0 ? fc.constant({ kind: 'link', op: 'del', link: { ifindex: 999, name: 'x', mac: '', up: false, loopback: false } }) : fc.oneof(...choices);
+    };
+    fc.assert(
+      fc.property(
+        anyView.chain((view) => {
+          const converged = converge(view);
+          return anyEvent(view).map((event) => ({ view, converged, event }));
+        }),
+        ({ view, converged, event }) => {
+          const servingIp = new Map(converged.providerLinks.map((link) => [link.clientIp, link.ifindex]));
+          const dirty = new Set(dirtyLinks(event, servingIp));
+          const known = new Set(configuredProviderLinks(converged).filter((ifindex) => !dirty.has(ifindex)));
+          applyEvent(view, event);
+          expect(plan(view, providerOptions, known)).toEqual(plan(view, providerOptions));
+        },
+      ),
+    );
   });
 });
