@@ -263,8 +263,17 @@ class Forwarder implements DnsForwarder {
 
   rebind(): Promise<void> {
     if (this.#closed !== undefined) return Promise.reject(new DnsError('closed', 'the DNS forwarder is closed'));
-    this.#binding ??= this.#bindMissing().finally(() => (this.#binding = undefined));
+    this.#binding ??= Promise.all([this.#bindMissing(), this.#connectMissingUpstreams()])
+      .then(() => undefined)
+      .finally(() => (this.#binding = undefined));
     return this.#binding;
+  }
+
+  /** Upstreams that could not be connected (no route to them yet) are tried again. */
+  async #connectMissingUpstreams(): Promise<void> {
+    const wanted = this.#wantedUpstreams;
+    if (wanted === undefined || this.#upstreams.length >= Math.min(wanted.candidates.length, MAX_UPSTREAMS)) return;
+    await this.#setUpstreams(wanted.candidates, wanted.source);
   }
 
   async #bindMissing(): Promise<void> {
@@ -348,9 +357,11 @@ class Forwarder implements DnsForwarder {
     try {
       await new Promise<void>((resolve, reject) => {
         socket.once('error', reject);
-        socket.connect(upstream.port, upstream.address, () => {
+        // dgram hands a failed connect (no route yet: ENETUNREACH) to this callback, not to 'error'.
+        socket.connect(upstream.port, upstream.address, (error?: Error) => {
           socket.off('error', reject);
-          resolve();
+          if (error === undefined || error === null) resolve();
+          else reject(error);
         });
       });
     } catch (error) {
@@ -377,7 +388,10 @@ class Forwarder implements DnsForwarder {
     await this.#setUpstreams(conf.upstreams, path);
   }
 
+  #wantedUpstreams: { readonly candidates: readonly Upstream[]; readonly source: string } | undefined;
+
   async #setUpstreams(candidates: readonly Upstream[], source: string): Promise<void> {
+    this.#wantedUpstreams = { candidates, source };
     // Forwarding to ourselves would loop every query until the pending table fills.
     const self: Upstream = { address: this.#listen, port: this.#port, family: this.#family };
     const upstreams = candidates.filter((upstream) => !sameUpstream(upstream, self)).slice(0, MAX_UPSTREAMS);

@@ -38,10 +38,13 @@ export class ProviderServices implements ServicesPort {
 
   async linksChanged(links: readonly ProviderLink[]): Promise<void> {
     await this.dhcp?.setLinks(links.map((link) => ({ ifname: link.ifname, ifindex: link.ifindex, id: clientId(link.id) })));
-    // The gateway address exists once a provider link carries it: the forwarder can bind then.
-    if (this.dns !== null && !this.dns.listening() && links.length > 0) {
+    // The gateway address exists once a provider link carries it: the forwarder can bind then;
+    // and upstreams that had no route at start (a chained provider's uplink is configured by
+    // this agent) can be connected now.
+    if (this.dns !== null && links.length > 0) {
+      const wasListening = this.dns.listening();
       await this.dns.rebind();
-      if (this.dns.listening()) this.log.info('DNS forwarder listening on the gateway');
+      if (!wasListening && this.dns.listening()) this.log.info('DNS forwarder listening on the gateway');
     }
   }
 

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
 import {
   Agent,
+  INTERNET_DNS,
   INTERNET_HTTP,
   type Internet,
   PAGE_TEXT,
@@ -174,13 +175,21 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
     await provider.ip(['link', 'set', 'dev', 'p13', 'address', linkMac('provider', 13)]);
     await vpn.ip(['link', 'set', 'dev', 'up13', 'address', linkMac('client', 13)]);
     const inner = await addClient(harness, vpn, 14);
+    const innerPeer = await addClient(harness, vpn, 15);
     vpn.setResolvConf('nameserver 169.254.0.1\n');
-    const vpnAgent = await Agent.start(vpn, join(dir, 'vpn.sock'));
+    // Its upstream's gateway is its own address too: its DNS goes to a resolver beyond netvm.
+    const vpnAgent = await Agent.start(vpn, join(dir, 'vpn.sock'), ['--dns-upstream', INTERNET_DNS]);
     try {
       await eventually('vpnvm to have its upstream address', async () => (await vpn.ip(['-4', '-o', 'addr', 'show', 'dev', 'up13'])).stdout.includes(clientIp(13)));
       expect((await udhcpc(inner)).code).toBe(0);
+      expect((await udhcpc(innerPeer)).code).toBe(0);
       expect((await inner.ip(['-4', '-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${clientIp(14)}/32`);
       expect(await fetchPage(inner)).toContain(PAGE_TEXT);
+      expect(await resolves(inner, TEST_NAME)).toBe(INTERNET_HTTP);
+      // vpnvm's own clients are kept apart as netvm's are.
+      expect(await pings(innerPeer, INTERNET_HTTP)).toBe(true);
+      expect(await pings(inner, clientIp(15))).toBe(false);
+      expect((await vpnAgent.status()).firewall.isolationDrops).toBeGreaterThan(0);
       // The inner client cannot reach netvm's clients, nor spoof.
       expect(await pings(inner, clientIp(10))).toBe(false);
       await inner.ip(['address', 'add', `${clientIp(10)}/32`, 'dev', 'eth0']);
