@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type Harness, type Netns, RUN_PREFIX_ENV, createHarness } from '../harness/index.js';
+import { percentile } from './measure.js';
 
 export interface LatencyResult {
   readonly suite: string;
@@ -24,17 +25,12 @@ const HOTPLUGS = 40;
 const hex = (n: number): string => n.toString(16).padStart(2, '0');
 const macOf = (role: number, id: number): string => `0a:b3:ec:${hex(role)}:${hex(id >> 8)}:${hex(id & 0xff)}`;
 
-function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
-}
-
 const result = (name: string, values: readonly number[]): LatencyResult => ({
   suite: 'netd',
   name,
   samples: values.length,
-  medianMs: quantile(values, 0.5),
-  p99Ms: quantile(values, 0.99),
+  medianMs: percentile(values, 50),
+  p99Ms: percentile(values, 99),
 });
 
 /** A provider namespace with `links` provider links whose far ends sit in a second namespace. */

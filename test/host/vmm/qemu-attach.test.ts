@@ -3,8 +3,9 @@
 // skipped locally, and fail in CI (CI=true) so that a broken runner is not mistaken for a pass.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type VmmNic } from '../../../host/vmm/nic.js';
-import { QmpError, qemuAttach, qemuDetach, withQmp } from '../../../host/vmm/qmp.js';
+import { qemuAttach, qemuDetach, withQmp } from '../../../host/vmm/qmp.js';
 import { type QemuInstance, qemuUnavailable, startQemu } from './qemu-harness.js';
+import { qmpError } from './qmp-error.js';
 
 const unavailable = qemuUnavailable();
 const inCi = process.env.CI === 'true';
@@ -18,16 +19,6 @@ if (unavailable !== undefined && inCi) {
 }
 
 const TIMEOUT = { timeoutMs: 5000 };
-
-async function qmpError(promise: Promise<unknown>): Promise<QmpError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof QmpError) return error;
-    throw error;
-  }
-  throw new Error('expected a QmpError');
-}
 
 interface PciDevice {
   readonly qdev_id: string;

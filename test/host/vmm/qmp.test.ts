@@ -5,7 +5,8 @@ import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { QMP_MAX_LINE, QmpClient, QmpError, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
+import { QMP_MAX_LINE, QmpClient, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
+import { qmpError } from './qmp-error.js';
 
 const GREETING = '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}\r\n';
 type Message = Record<string, unknown>;
@@ -56,16 +57,6 @@ function fakeQmp(handle: (message: Message, reply: (body: Message) => void, sock
       }
     });
   });
-}
-
-async function qmpError(promise: Promise<unknown>): Promise<QmpError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof QmpError) return error;
-    throw error;
-  }
-  throw new Error('expected a QmpError');
 }
 
 describe('QMP client', () => {
