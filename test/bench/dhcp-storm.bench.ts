@@ -14,6 +14,7 @@ import { type ClientId, clientId } from '../../shared/client-id.js';
 import { clientIpTextOf } from '../../shared/client-ip.js';
 import { clientMacOf } from '../../shared/link-mac.js';
 import { RUN_PREFIX_ENV } from '../harness/names.js';
+import { median } from './measure.js';
 
 export interface StormResult {
   readonly server: 'spectrum-net' | 'dnsmasq';
@@ -25,6 +26,13 @@ export interface StormResult {
   readonly spawnMs: number;
   /** Server view: first DISCOVER seen -> last ACK sent (spectrum-net only). */
   readonly serverWindowMs?: number;
+  /**
+   * Server view: first DISCOVER of the first client -> first DISCOVER of the last one. How long the
+   * clients themselves take to start on this machine, whatever the server does.
+   */
+  readonly discoverSpreadMs?: number;
+  /** Server view: a client's first DISCOVER -> its ACK, median over the clients. */
+  readonly exchangeMedianMs?: number;
   readonly peakRssKiB: number;
   /** (peak RSS - RSS of the same server with no links) / clients. */
   readonly bytesPerClient: number;
@@ -35,7 +43,7 @@ const DEFAULT_SIZES = [50, 200, 500, 1000];
  * V8 grows its young generation up to 2 x 16 MiB under a burst of short-lived allocations, which
  * is most of the peak RSS of a busy server; the agent runs with it capped (scavenges get cheaper).
  */
-export const SERVER_NODE_FLAGS = ['--max-semi-space-size=1'];
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=1', ...(process.env['SPECTRUM_BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean)];
 
 function sizes(): number[] {
   const wanted = process.env['SPECTRUM_DHCP_STORM_N'];
@@ -139,6 +147,8 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
         const bound = stats.leases.filter((lease) => lease.state === 'bound');
         const firstSeen = Math.min(...bound.map((lease) => lease.firstSeen));
         const lastAck = Math.max(...bound.map((lease) => lease.lastRenewed ?? 0));
+        const lastFirstSeen = Math.max(...bound.map((lease) => lease.firstSeen));
+        const exchanges = bound.map((lease) => (lease.lastRenewed ?? 0) - lease.firstSeen);
         results.push({
           server: 'spectrum-net',
           clients: n,
@@ -146,6 +156,8 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
           allLeasedMs: Math.round(ours.allLeasedMs),
           spawnMs: Math.round(ours.spawnMs),
           serverWindowMs: bound.length > 0 ? lastAck - firstSeen : 0,
+          discoverSpreadMs: bound.length > 0 ? lastFirstSeen - firstSeen : 0,
+          exchangeMedianMs: median(exchanges),
           peakRssKiB: stats.maxRssKiB,
           bytesPerClient: Math.round(((stats.maxRssKiB - spectrumBase) * 1024) / n),
         });
