@@ -14,7 +14,7 @@ import { type ClientId, clientId } from '../../shared/client-id.js';
 import { clientIpTextOf } from '../../shared/client-ip.js';
 import { clientMacOf } from '../../shared/link-mac.js';
 import { RUN_PREFIX_ENV } from '../harness/names.js';
-import { median } from './measure.js';
+import { AGENT_NODE_FLAGS, median } from './measure.js';
 
 export interface StormResult {
   readonly server: 'spectrum-net' | 'dnsmasq';
@@ -39,11 +39,6 @@ export interface StormResult {
 }
 
 const DEFAULT_SIZES = [50, 200, 500, 1000];
-/**
- * V8 grows its young generation up to 2 x 16 MiB under a burst of short-lived allocations, which
- * is most of the peak RSS of a busy server; the agent runs with it capped (scavenges get cheaper).
- */
-export const SERVER_NODE_FLAGS = ['--max-semi-space-size=1', ...(process.env['SPECTRUM_BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean)];
 
 function sizes(): number[] {
   const wanted = process.env['SPECTRUM_DHCP_STORM_N'];
@@ -84,7 +79,7 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
     let dnsmasqBase = 0;
     try {
       const base = await buildTopology(baseHarness, []);
-      const idle = await ServerFixture.start(base.provider, [], undefined, SERVER_NODE_FLAGS);
+      const idle = await ServerFixture.start(base.provider, [], undefined, AGENT_NODE_FLAGS);
       spectrumBase = (await idle.stats()).maxRssKiB;
       await idle.stop();
       const dnsmasq = base.provider.spawn(dnsmasqArgv(join(tmpdir(), `${prefix}empty.hosts`), []), { enter: 'nsenter' });
@@ -140,7 +135,7 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
         };
 
         // spectrum-net, on the topology exactly as the agent builds it.
-        const server = await ServerFixture.start(topology.provider, topology.links, undefined, SERVER_NODE_FLAGS);
+        const server = await ServerFixture.start(topology.provider, topology.links, undefined, AGENT_NODE_FLAGS);
         const ours = await storm();
         const stats = await server.stats();
         await server.stop();

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHarness, type Netns, type NetnsProcess } from '../harness/index.js';
 import { DNSMASQ_BASE, ForwarderProcess, NUMBERED_NAMES, UPSTREAM_A, buildTopology, eventually, startUpstream } from '../guest/dns/dns-topology.js';
-import { type BenchResult, median } from './measure.js';
+import { AGENT_NODE_FLAGS, type BenchResult, median } from './measure.js';
 
 const QUERIES_PER_ROUND = 40_000;
 const OUTSTANDING = 200;
@@ -88,6 +88,7 @@ export async function dnsBench(): Promise<BenchResult[]> {
             net.provider,
             { upstreams: [UPSTREAM_A], ratePerClient: { perSecond: 1e9, burst: 1e9 } },
             { ...process.env, SPECTRUM_LOG_LEVEL: 'warn' },
+            AGENT_NODE_FLAGS,
           );
           await servedBy('169.254.0.1');
           return { stop: async () => void (await forwarder.process.kill()) };

@@ -44,3 +44,11 @@ export function measureThroughput<T>(
   if (sink === Symbol.for('never')) console.log(sink); // keeps the results observably used
   return { suite, name, value: median(rates), unit: 'ops/s' };
 }
+
+/**
+ * The V8 flags the agent's service files start it with (NODE_OPTIONS in guest/service/): V8 grows
+ * its young generation up to 2 x 16 MiB under a burst of short-lived allocations, most of a busy
+ * agent's peak RSS; capped at 1 MiB, scavenges get cheaper too. Benchmarks run the agent's
+ * servers with the same flags. SPECTRUM_BENCH_NODE_FLAGS adds more, for experiments.
+ */
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', ...(process.env['SPECTRUM_BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean)];
