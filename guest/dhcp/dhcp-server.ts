@@ -4,7 +4,7 @@ import { type ClientId, clientId, isClientId } from '../../shared/client-id.js';
 import type { Logger } from '../../shared/log.js';
 import { DhcpError } from './dhcp-error.js';
 import { type DhcpRequest, type DropReason, linkClientOf } from './dhcp-exchange.js';
-import { LinkSocket, type LinkSocketEvents } from './link-socket.js';
+import { LinkSocket, type LinkSocketEvents, nativeModule } from './link-socket.js';
 import type { DhcpHandler } from './dhcp-handler.js';
 import type { Ipv4Text } from './ipv4.js';
 import { type LeaseInfo, leaseAt } from './lease-table.js';
@@ -110,6 +110,11 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
     ...(options.dnsServers !== undefined && { dnsServers: options.dnsServers }),
   });
   const log = options.logger ?? pino({ level: 'silent' });
+  try {
+    nativeModule();
+  } catch (error) {
+    throw new DhcpError('socket', `cannot load raw-socket's native addon: ${error instanceof Error ? error.message : String(error)} (reinstall with npm ci; it builds with node-gyp)`);
+  }
   const sockets = new Map<string, ServedLink>();
   const leases = new Map<string, LeaseInfo>();
   const counters: DhcpCounters = {

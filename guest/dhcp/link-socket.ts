@@ -33,7 +33,8 @@ const IPPROTO_UDP = 17;
 const RAW_SOCKET_IPV4 = 1;
 
 let native: NativeModule | undefined;
-function nativeModule(): NativeModule {
+/** Load raw-socket's addon; a server does so when it starts, so a broken install fails there. */
+export function nativeModule(): NativeModule {
   if (native === undefined) {
     // A native addon (CommonJS), loaded only when a server starts.
     const require = createRequire(import.meta.url);

@@ -36,6 +36,8 @@ export interface StormResult {
   readonly peakRssKiB: number;
   /** (peak RSS - RSS of the same server with no links) / clients. */
   readonly bytesPerClient: number;
+  /** Before the storm: (peak RSS serving the N links - RSS with no links) / N (spectrum-net only). */
+  readonly bytesPerLinkServed?: number;
 }
 
 const DEFAULT_SIZES = [50, 200, 500, 1000];
@@ -136,6 +138,7 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
 
         // spectrum-net, on the topology exactly as the agent builds it.
         const server = await ServerFixture.start(topology.provider, topology.links, undefined, AGENT_NODE_FLAGS);
+        const servingKiB = (await server.stats()).maxRssKiB;
         const ours = await storm();
         const stats = await server.stats();
         await server.stop();
@@ -155,6 +158,7 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
           exchangeMedianMs: median(exchanges),
           peakRssKiB: stats.maxRssKiB,
           bytesPerClient: Math.round(((stats.maxRssKiB - spectrumBase) * 1024) / n),
+          bytesPerLinkServed: Math.round(((servingKiB - spectrumBase) * 1024) / n),
         });
 
         // dnsmasq needs an address from the served range on every link to serve it at all.

@@ -31,7 +31,7 @@ const suites: Record<string, () => Promise<BenchResult[]> | BenchResult[]> = {
           : `; server saw: first to last DISCOVER ${row.discoverSpreadMs ?? 0} ms, DISCOVER to ACK median ${row.exchangeMedianMs ?? 0} ms, first DISCOVER to last ACK ${row.serverWindowMs} ms`;
       return [
         { suite: 'dhcp', name: `${name}: all leased`, value: row.allLeasedMs, unit: 'ms', note: `${row.failures} failures${serverView}` },
-        { suite: 'dhcp', name: `${name}: peak RSS`, value: row.peakRssKiB, unit: 'KiB', note: `${row.bytesPerClient} bytes/client over the idle server` },
+        { suite: 'dhcp', name: `${name}: peak RSS`, value: row.peakRssKiB, unit: 'KiB', note: `${row.bytesPerClient} bytes/client over the idle server${row.bytesPerLinkServed === undefined ? '' : `; ${row.bytesPerLinkServed} bytes/link serving before the storm`}` },
       ];
     });
     // What each further client costs: the slope of peak RSS between the smallest and largest N,
