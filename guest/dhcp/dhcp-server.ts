@@ -27,7 +27,7 @@ export interface DhcpServerOptions {
   /** Default [GATEWAY_IP]. */
   readonly dnsServers?: readonly string[];
   readonly logger?: Logger;
-  /** Rounds of made-up requests run at start so V8 has compiled the request path (default 200). */
+  /** Rounds of made-up requests run after start so V8 has compiled the request path (default 2000). */
   readonly warmUpRounds?: number;
 }
 
@@ -49,6 +49,8 @@ export interface DhcpCounters {
 }
 
 export interface DhcpServer {
+  /** Settles once the start-up warm-up of the request path is over (or the server closed). */
+  readonly warmedUp: Promise<void>;
   /** Reconcile: open a socket for each new link, close those of links no longer given. */
   setLinks(links: readonly DhcpLink[]): Promise<void>;
   leases(): readonly LeaseInfo[];
@@ -89,8 +91,10 @@ class ServedLink implements LinkSocketEvents {
   }
 }
 
-/** Rounds of made-up DISCOVER + REQUEST at start-up; about 60 ms on this project's 2-core VM. */
-const WARM_UP_ROUNDS = 200;
+/** Rounds of made-up DISCOVER + REQUEST after start-up: enough for V8 to optimise the path. */
+const WARM_UP_ROUNDS = 2000;
+/** Rounds per event-loop turn: a few milliseconds. */
+const WARM_UP_SLICE = 50;
 /** Not a possible interface name (a space), so the warm-up lease never meets a real link's. */
 const WARM_UP_IFNAME = 'warm up';
 
@@ -133,41 +137,41 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   const portHolder = await bindServerPort();
   let closed = false;
 
-  function count(ifname: string, request: DhcpRequest, drop: DropReason | undefined, replyType: number | undefined): void {
-    if (drop === 'wrong-mac') counters.ignoredWrongMac += 1;
-    else if (drop === 'released') counters.releases += 1;
-    else if (drop === 'declined') counters.declines += 1;
-    else if (drop !== undefined) counters.dropped += 1;
-    else if (replyType === MESSAGE_TYPE.offer) counters.offers += 1;
-    else if (replyType === MESSAGE_TYPE.ack) counters.acks += 1;
-    else if (replyType === MESSAGE_TYPE.nak) counters.naks += 1;
+  function count(tally: DhcpCounters, ifname: string, request: DhcpRequest, drop: DropReason | undefined, replyType: number | undefined): void {
+    if (drop === 'wrong-mac') tally.ignoredWrongMac += 1;
+    else if (drop === 'released') tally.releases += 1;
+    else if (drop === 'declined') tally.declines += 1;
+    else if (drop !== undefined) tally.dropped += 1;
+    else if (replyType === MESSAGE_TYPE.offer) tally.offers += 1;
+    else if (replyType === MESSAGE_TYPE.ack) tally.acks += 1;
+    else if (replyType === MESSAGE_TYPE.nak) tally.naks += 1;
     if (drop === 'declined') log.warn({ ifname, clientIp: request.link.clientIp }, 'client declined its address: something else on the link uses it');
   }
 
   /** Everything about one datagram but the send: counters, lease, logs; the reply to send. */
-  function answer(link: DhcpLink, bytes: Uint8Array): { readonly frame: Uint8Array; readonly destination: Ipv4Text } | undefined {
+  function answer(link: DhcpLink, bytes: Uint8Array, tally: DhcpCounters): { readonly frame: Uint8Array; readonly destination: Ipv4Text } | undefined {
     const { ifname } = link;
     const outcome = serveDatagram(chain, linkClientOf(link.id), ifname, bytes, leases.get(ifname), Date.now());
     if (outcome.kind === 'not-dhcp') return;
-    counters.received += 1;
+    tally.received += 1;
     if (outcome.kind === 'malformed') {
-      counters.malformed += 1;
+      tally.malformed += 1;
       log.debug({ ifname, kind: outcome.error.kind }, outcome.error.message);
       return;
     }
     if (outcome.kind === 'relayed') {
-      counters.dropped += 1;
+      tally.dropped += 1;
       return;
     }
     const { request, response, replyType, lease, reply, replyError } = outcome;
-    count(ifname, request, response.drop, replyType);
+    count(tally, ifname, request, response.drop, replyType);
     if (lease !== undefined) leases.set(ifname, lease);
     if (response.drop !== undefined) {
       log.debug({ ifname, type: request.messageType, drop: response.drop }, 'no reply');
       return;
     }
     if (replyError !== undefined || reply === undefined) {
-      counters.sendErrors += 1;
+      tally.sendErrors += 1;
       log.error({ ifname, kind: replyError?.kind }, replyError?.message ?? 'no reply built');
       return;
     }
@@ -177,7 +181,7 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   const hooks: ServerHooks = {
     datagram(served, bytes) {
       try {
-        const reply = answer(served.link, bytes);
+        const reply = answer(served.link, bytes, counters);
         if (reply === undefined) return;
         const error = served.socket?.send(reply.frame, reply.destination);
         if (error === undefined) return;
@@ -205,16 +209,29 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   }
 
   // A boot storm's first few hundred requests would otherwise run in V8's interpreter, several
-  // times slower, and compile the request path while clients wait; the compiler's memory would
-  // also land on top of the per-client figures. The same path on made-up traffic at start-up
-  // moves that fixed cost to where it belongs. The highest client id, on a name no link can have.
+  // times slower, and V8 would compile the request path on another core while clients wait,
+  // with the compiler's memory on top of the per-client figures. Running the path on made-up
+  // traffic first moves that fixed cost to start-up. In slices, so the agent's start and any
+  // real request go ahead; clients of a booting provider come seconds later. The highest client
+  // id, on a name no link can have, with counters of its own.
   const warmUpLink: DhcpLink = { ifname: WARM_UP_IFNAME, ifindex: 1, id: clientId(65534) };
-  const frames = warmUpFrames(linkClientOf(warmUpLink.id));
-  for (let round = 0; round < (options.warmUpRounds ?? WARM_UP_ROUNDS); round++) for (const frame of frames) answer(warmUpLink, frame);
-  leases.delete(WARM_UP_IFNAME);
-  for (const key of Object.keys(counters) as (keyof DhcpCounters)[]) counters[key] = 0;
+  const warmUpFramesToServe = warmUpFrames(linkClientOf(warmUpLink.id));
+  const warmUpTally: DhcpCounters = { ...counters };
+  let warmUpLeft = options.warmUpRounds ?? WARM_UP_ROUNDS;
+  let warmUpDone = (): void => undefined;
+  const warmedUp = new Promise<void>((resolve) => (warmUpDone = resolve));
+  const warmUpSlice = (): void => {
+    for (let round = 0; round < WARM_UP_SLICE && warmUpLeft > 0 && !closed; round++, warmUpLeft--) {
+      for (const frame of warmUpFramesToServe) answer(warmUpLink, frame, warmUpTally);
+    }
+    leases.delete(WARM_UP_IFNAME);
+    if (warmUpLeft > 0 && !closed) setImmediate(warmUpSlice).unref();
+    else warmUpDone();
+  };
+  warmUpSlice();
 
   return {
+    warmedUp,
     async setLinks(links) {
       if (closed) throw new DhcpError('socket', 'the DHCP server is closed');
       links.forEach(checkLink);

@@ -172,6 +172,14 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
     return Number(values[names.indexOf('OutDestUnreachs')]);
   }
 
+  it('comes out of its start-up warm-up with no lease and every counter at zero', async () => {
+    // The fixture prints "ready" once the warm-up's made-up requests have all been served.
+    const stats = await server.stats();
+    expect(stats.leases).toEqual([]);
+    expect(Object.values(stats.counters).every((value) => value === 0), JSON.stringify(stats.counters)).toBe(true);
+    expect(Object.keys(stats.counters)).toContain('offers');
+  });
+
   it('OFFERs and ACKs the link address, then ACKs a unicast RENEW without any ICMP port-unreachable', async () => {
     const [offer] = await exchange({ type: MESSAGE_TYPE.discover }, '255.255.255.255');
     expect(typeOf(offer)).toBe(MESSAGE_TYPE.offer);
