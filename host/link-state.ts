@@ -211,6 +211,25 @@ export function setAttachments(state: LinkState, changes: readonly { pair: LinkP
   );
 }
 
+/** Whether two states hold the same links (and so the same file text), without serialising. */
+export function sameState(a: LinkState, b: LinkState): boolean {
+  if (a === b) return true;
+  if (a.links.length !== b.links.length) return false;
+  const left = withLinks(a.links).links;
+  const right = withLinks(b.links).links;
+  return left.every((link, index) => {
+    const other = right[index];
+    return (
+      other !== undefined &&
+      link.id === other.id &&
+      link.client === other.client &&
+      link.provider === other.provider &&
+      link.attached?.client === other.attached?.client &&
+      link.attached?.provider === other.attached?.provider
+    );
+  });
+}
+
 /** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
 export function serializeState(state: LinkState): string {
   const links = withLinks(state.links).links.map(

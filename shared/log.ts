@@ -15,6 +15,21 @@ export function logLevel(fallback: string, env: Readonly<Record<string, string |
   return wanted !== undefined && wanted !== '' && wanted in loadPino().levels.values ? wanted : fallback;
 }
 
+/** pino's level values (pino.levels.values), known without loading pino. */
+const LEVEL_VALUES = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const;
+type LevelName = keyof typeof LEVEL_VALUES;
+const isLevelName = (text: string): text is LevelName => Object.hasOwn(LEVEL_VALUES, text);
+
+/**
+ * Whether a logger made by createLogger (at the level logLevel(fallback) picks) would write a
+ * record at this level. Lets a short-lived command skip loading pino for a record nobody sees.
+ */
+export function wouldLog(level: LevelName, fallback: LevelName = 'warn', env: Readonly<Record<string, string | undefined>> = process.env): boolean {
+  const wanted = env['SPECTRUM_LOG_LEVEL'];
+  const chosen = wanted !== undefined && isLevelName(wanted) ? wanted : fallback;
+  return LEVEL_VALUES[level] >= LEVEL_VALUES[chosen];
+}
+
 /**
  * Structured logs on stderr (stdout is for command output): JSON lines when stderr is not a
  * terminal, or when JSON was asked for; readable lines on a terminal.
