@@ -80,8 +80,10 @@ export function isInside(dir: string, path: string): boolean {
 function readVmDir(root: string, name: VmName): VmDir {
   const path = join(root, name);
   let real: string;
+  let plainDirectory = false;
   try {
     const link = lstatSync(path);
+    plainDirectory = link.isDirectory();
     real = link.isSymbolicLink() ? realpathSync(path) : path;
   } catch (error) {
     const code = codeOf(error);
@@ -89,7 +91,8 @@ function readVmDir(root: string, name: VmName): VmDir {
     return { name, location: 'unreadable', reason: reasonOf(error) };
   }
   if (!isInside(root, real)) return { name, location: 'escapes-config-dir', reason: real };
-  if (typeOf(real) !== 'directory') return { name, location: 'not-a-directory' };
+  // A directory that is no symlink needs no second stat.
+  if (!plainDirectory && typeOf(real) !== 'directory') return { name, location: 'not-a-directory' };
   const kernel = fileState(join(real, 'vmlinux'));
   const blk = listing(join(real, 'blk'));
   const providers = listing(join(real, 'providers', 'net'));

@@ -231,6 +231,23 @@ describe('recorded attachment', () => {
     expect(setAttachment(reread, pair, undefined).links[0]).not.toHaveProperty('attached');
   });
 
+  it('writes each link as the JSON of its fields, in a fixed order', () => {
+    const modes = fc.constantFrom<AttachMode | undefined>(undefined, ...ATTACH_MODES);
+    fc.assert(
+      fc.property(ops, fc.array(fc.tuple(pairs, modes, modes), { maxLength: 10 }), (sequence, attachments) => {
+        const state = setAttachments(
+          sequence.reduce(apply, emptyState()),
+          attachments.map(([pair, client, provider]) => ({ pair, attached: client === undefined || provider === undefined ? undefined : { client, provider } })),
+        );
+        const expected = state.links.map(({ client, provider, id, attached }) =>
+          JSON.stringify(attached === undefined ? { client, provider, id } : { client, provider, id, attached }),
+        );
+        const lines = serializeState(state).split('\n').filter((line) => line.startsWith('    ')).map((line) => line.trim().replace(/,$/, ''));
+        expect(lines).toEqual(expected);
+      }),
+    );
+  });
+
   it('sameState holds exactly when the file texts are equal', () => {
     const modes = fc.constantFrom<AttachMode | undefined>(undefined, ...ATTACH_MODES);
     const attachOps = fc.array(fc.tuple(pairs, modes, modes), { maxLength: 10 });
