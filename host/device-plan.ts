@@ -132,15 +132,13 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     const isBridge = bridge?.kind === 'bridge';
     if (bridge !== undefined && !isBridge) steps.push(host('link', 'del', 'dev', connection.bridge));
     if (!isBridge) {
-      // Created with its MTU and up in one request: one request and one link notification fewer
-      // than creating it and setting it up after its ports joined, with the same result (its
-      // ports join with the same MTU, so the bridge keeps it).
-      steps.push(host('link', 'add', connection.bridge, 'mtu', String(connection.mtu), 'up', 'type', 'bridge'));
+      steps.push(host('link', 'add', connection.bridge, 'type', 'bridge'));
       creates.push(connection.bridge);
     }
     planSide(connection.client, connection, observed, plan);
     planSide(connection.provider, connection, observed, plan);
-    if (isBridge) steps.push(...fixDevice(null, { name: connection.bridge, master: null, mtu: connection.mtu }, bridge));
+    // The bridge comes up after its ports joined, as in a hand-written batch.
+    steps.push(...fixDevice(null, { name: connection.bridge, master: null, mtu: connection.mtu }, isBridge ? bridge : undefined));
   }
   const { missingNamespaces, clearFarEnds, hostSteps, configureFarEnds } = plan;
   return { createNamespaces: [...missingNamespaces], clearFarEnds, hostSteps, configureFarEnds, creates };

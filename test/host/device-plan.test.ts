@@ -77,14 +77,15 @@ const someDevice = (name: string): fc.Arbitrary<ObservedDevice> =>
   });
 
 describe('planDevices, tap connections', () => {
-  it('creates a new bridge with its MTU and up in one step, then each tap joins it', () => {
+  it('creates the bridge, each tap joins it, then the bridge comes up (as a hand-written batch does)', () => {
     const plan = planDevices([connection(7, 9000)], observedHost([]));
     expect(plan.hostSteps.map((step) => step.args.join(' '))).toEqual([
-      'link add snb7 mtu 9000 up type bridge',
+      'link add snb7 type bridge',
       'tuntap add dev snc7 mode tap vnet_hdr',
       'link set dev snc7 mtu 9000 master snb7 up',
       'tuntap add dev snp7 mode tap vnet_hdr',
       'link set dev snp7 mtu 9000 master snb7 up',
+      'link set dev snb7 mtu 9000 up',
     ]);
     expect(plan.creates).toEqual(['snb7', 'snc7', 'snp7']);
   });
