@@ -6,7 +6,7 @@ import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
 import { type ConfigSnapshot, requireValidVm } from './config.js';
 import { readConfigVms } from './config-reader.js';
-import { type DesiredConnection, type DesiredSide, planDevices } from './device-plan.js';
+import { type DesiredConnection, type DesiredSide, type ObservedDevices, planDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
 import { type HostIp, applyDevicePlan, observeDevices, removeDevices, startHostIp, undoDevicePlan } from './ip-devices.js';
 import {
@@ -142,10 +142,14 @@ function netnsNames(connections: readonly DesiredConnection[]): string[] {
 }
 
 /** Make the devices (and VMM attachments) of these links exist; on failure undo this run's work. */
-async function realise(reports: readonly LinkReport[], options: LinkerOptions, ip: HostIp): Promise<void> {
-  const connections = reports.map((report) => desiredConnection(report, options));
-  const deviceNames = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
-  const plan = planDevices(connections, await observeDevices(netnsNames(connections), deviceNames, ip.query));
+async function realise(
+  reports: readonly LinkReport[],
+  connections: readonly DesiredConnection[],
+  observed: Promise<ObservedDevices>,
+  options: LinkerOptions,
+  ip: HostIp,
+): Promise<void> {
+  const plan = planDevices(connections, await observed);
   await applyDevicePlan(plan, ip.apply);
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   try {
@@ -187,12 +191,17 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
           attached: { client: report.clientAttach, provider: report.providerAttach },
         })),
       );
+      // The device query only reads, so it runs while the state is written.
+      const connections = reports.map((report) => desiredConnection(report, options));
+      const deviceNames = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
+      const observed = observeDevices(netnsNames(connections), deviceNames, ip.query);
+      observed.catch(() => undefined); // awaited by realise; not unhandled if saving fails first
       // One durable write, before any device exists: ids (and how their devices will be
       // attached) are recorded first, so a crash leaves devices that gc and unlink can attribute.
       const changed = !sameState(state, before);
       if (changed) await saveState(options.stateDir, state);
       try {
-        await realise(reports, options, ip);
+        await realise(reports, connections, observed, options, ip);
       } catch (error) {
         // Ids this run allocated go back; ids the pairs already had stay theirs.
         if (changed) await saveState(options.stateDir, before);
