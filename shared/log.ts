@@ -18,7 +18,8 @@ export function logLevel(fallback: string, env: Readonly<Record<string, string |
 /** pino's level values (pino.levels.values), known without loading pino. */
 const LEVEL_VALUES = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const;
 type LevelName = keyof typeof LEVEL_VALUES;
-const isLevelName = (text: string): text is LevelName => Object.hasOwn(LEVEL_VALUES, text);
+/** The names logLevel accepts: the levels, and 'silent' (nothing is written). */
+const THRESHOLDS: Readonly<Record<string, number>> = { ...LEVEL_VALUES, silent: Infinity };
 
 /**
  * Whether a logger made by createLogger (at the level logLevel(fallback) picks) would write a
@@ -26,8 +27,8 @@ const isLevelName = (text: string): text is LevelName => Object.hasOwn(LEVEL_VAL
  */
 export function wouldLog(level: LevelName, fallback: LevelName = 'warn', env: Readonly<Record<string, string | undefined>> = process.env): boolean {
   const wanted = env['SPECTRUM_LOG_LEVEL'];
-  const chosen = wanted !== undefined && isLevelName(wanted) ? wanted : fallback;
-  return LEVEL_VALUES[level] >= LEVEL_VALUES[chosen];
+  const threshold = (wanted !== undefined && Object.hasOwn(THRESHOLDS, wanted) ? THRESHOLDS[wanted] : undefined) ?? LEVEL_VALUES[fallback];
+  return LEVEL_VALUES[level] >= threshold;
 }
 
 /**
