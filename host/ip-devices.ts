@@ -127,7 +127,7 @@ export function parseLinkShowLines(output: string): Map<string, ObservedDevice> 
 // a thousand links has three thousand; its full dump is 4 MB of JSON).
 const NAMED_QUERY_MAX = 256;
 
-/** The arguments of the process that answers a named-device query (see queryIp). */
+/** The arguments of the process that answers a named-device query (see listNamedDevices). */
 function queryArgs(netns: string | null): string[] {
   // -force: a missing device fails its own line ("does not exist") and the rest still run.
   return netns === null ? ['-force', '-d', '-j', '-batch', '-'] : ['-n', netns, '-force', '-d', '-j', '-batch', '-'];

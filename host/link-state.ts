@@ -32,7 +32,10 @@ export interface LinkAttachment {
 
 export interface Link extends LinkPair {
   readonly id: ClientId;
-  /** Present while the link's devices exist (set by link, cleared by unlink). */
+  /**
+   * Present while the link's devices exist: set by link (recorded just before it makes them, and
+   * taken back if that fails), cleared by unlink.
+   */
   readonly attached?: LinkAttachment;
 }
 

