@@ -3,17 +3,14 @@
 // provider. A VM directory may be a symlink, but only to somewhere inside the config dir: the
 // config dir is the trust boundary, so a link out of it is recorded as 'escapes-config-dir'.
 // Files inside a VM directory (vmlinux, images) may be symlinks anywhere, as they are in Spectrum.
-import { lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { type Dirent, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type VmDir } from './config.js';
 import { type VmName, isVmName } from './vm-name.js';
 
 // Synchronous calls behind the async interface: a config dir of a thousand VMs takes several
-// calls per VM, and the thread pool's round trip per call cost more than the calls themselves.
-const stat = async (path: string) => statSync(path);
-const lstat = async (path: string) => lstatSync(path);
-const realpath = async (path: string) => realpathSync(path);
-const readdir = async (path: string) => readdirSync(path);
+// calls per VM, and a thread-pool round trip (or even a promise) per call cost more than the
+// calls themselves.
 
 function codeOf(error: unknown): string | undefined {
   if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code;
@@ -24,9 +21,9 @@ function reasonOf(error: unknown): string {
   return codeOf(error) ?? (error instanceof Error ? error.message : String(error));
 }
 
-async function typeOf(path: string): Promise<EntryType> {
+function typeOf(path: string): EntryType {
   try {
-    const info = await stat(path);
+    const info = statSync(path);
     if (info.isFile()) return 'file';
     if (info.isDirectory()) return 'directory';
     if (info.isBlockDevice()) return 'block-device';
@@ -37,26 +34,40 @@ async function typeOf(path: string): Promise<EntryType> {
   }
 }
 
-async function fileState(path: string): Promise<FileState> {
+/**
+ * The type of a directory entry after following symlinks: what readdir already knows for
+ * anything but a symlink (or a file system that does not say), a stat otherwise.
+ */
+function entryTypeOf(dir: string, entry: Dirent): EntryType {
+  if (entry.isFile()) return 'file';
+  if (entry.isDirectory()) return 'directory';
+  if (entry.isBlockDevice()) return 'block-device';
+  if (entry.isCharacterDevice() || entry.isFIFO() || entry.isSocket()) return 'other';
+  return typeOf(join(dir, entry.name));
+}
+
+function fileState(path: string): FileState {
   try {
-    return (await stat(path)).isFile() ? 'file' : 'not-a-file';
+    return statSync(path).isFile() ? 'file' : 'not-a-file';
   } catch (error) {
     const code = codeOf(error);
     return code === 'ENOENT' || code === 'ENOTDIR' ? 'missing' : 'unreadable';
   }
 }
 
-async function listing(path: string): Promise<Listing> {
-  let names: string[];
+const byName = (a: DirEntry, b: DirEntry): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+function listing(path: string): Listing {
+  let found: Dirent[];
   try {
-    names = await readdir(path);
+    found = readdirSync(path, { withFileTypes: true });
   } catch (error) {
     const code = codeOf(error);
     if (code === 'ENOENT') return { state: 'missing' };
     if (code === 'ENOTDIR') return { state: 'not-a-directory' };
     return { state: 'unreadable', reason: reasonOf(error) };
   }
-  const entries: DirEntry[] = await Promise.all(names.sort().map(async (name) => ({ name, type: await typeOf(join(path, name)) })));
+  const entries: DirEntry[] = found.map((entry) => ({ name: entry.name, type: entryTypeOf(path, entry) })).sort(byName);
   return { state: 'directory', entries };
 }
 
@@ -66,35 +77,36 @@ export function isInside(dir: string, path: string): boolean {
   return path.startsWith(base) && path.length > base.length;
 }
 
-async function readVmDir(root: string, name: VmName): Promise<VmDir> {
+function readVmDir(root: string, name: VmName): VmDir {
   const path = join(root, name);
   let real: string;
+  let plainDirectory = false;
   try {
-    const link = await lstat(path);
-    real = link.isSymbolicLink() ? await realpath(path) : path;
+    const link = lstatSync(path);
+    plainDirectory = link.isDirectory();
+    real = link.isSymbolicLink() ? realpathSync(path) : path;
   } catch (error) {
     const code = codeOf(error);
     if (code === 'ENOENT' || code === 'ELOOP') return { name, location: 'dangling-symlink' };
     return { name, location: 'unreadable', reason: reasonOf(error) };
   }
   if (!isInside(root, real)) return { name, location: 'escapes-config-dir', reason: real };
-  if ((await typeOf(real)) !== 'directory') return { name, location: 'not-a-directory' };
-  const [kernel, blk, providers] = await Promise.all([
-    fileState(join(real, 'vmlinux')),
-    listing(join(real, 'blk')),
-    listing(join(real, 'providers', 'net')),
-  ]);
+  // A directory that is no symlink needs no second stat.
+  if (!plainDirectory && typeOf(real) !== 'directory') return { name, location: 'not-a-directory' };
+  const kernel = fileState(join(real, 'vmlinux'));
+  const blk = listing(join(real, 'blk'));
+  const providers = listing(join(real, 'providers', 'net'));
   return { name, location: 'directory', kernel, blk, providers };
 }
 
-async function configRoot(dir: string, list: boolean): Promise<{ root: string; names: string[] }> {
+function configRoot(dir: string, list: boolean): { root: string; names: string[] } {
   try {
-    const root = await realpath(dir);
+    const root = realpathSync(dir);
     if (!list) {
-      if (!(await stat(root)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+      if (!statSync(root).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
       return { root, names: [] };
     }
-    return { root, names: await readdir(root) };
+    return { root, names: readdirSync(root) };
   } catch (error) {
     const code = codeOf(error);
     if (code === 'ENOENT') {
@@ -105,13 +117,20 @@ async function configRoot(dir: string, list: boolean): Promise<{ root: string; n
   }
 }
 
+function exists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Read every VM directory of a config dir. Fails only when the config dir itself is unusable. */
 export async function readConfigDir(dir: string): Promise<ConfigSnapshot> {
-  const { root, names } = await configRoot(dir, true);
+  const { root, names } = configRoot(dir, true);
   const vms = new Map<VmName, VmDir>();
-  for (const vm of await Promise.all(names.filter(isVmName).sort().map((name) => readVmDir(root, name)))) {
-    vms.set(vm.name, vm);
-  }
+  for (const name of names.filter(isVmName).sort()) vms.set(name, readVmDir(root, name));
   return { dir: root, vms };
 }
 
@@ -120,17 +139,16 @@ export async function readConfigDir(dir: string): Promise<ConfigSnapshot> {
  * linking them needs, at a cost independent of how many other VMs the config dir holds.
  */
 export async function readConfigVms(dir: string, roots: readonly VmName[]): Promise<ConfigSnapshot> {
-  const { root } = await configRoot(dir, false);
+  const { root } = configRoot(dir, false);
   const vms = new Map<VmName, VmDir>();
   let frontier = [...new Set(roots)];
   while (frontier.length > 0) {
-    const read = await Promise.all(frontier.map((name) => readVmDir(root, name)));
+    const read = frontier.map((name) => readVmDir(root, name));
     const next = new Set<VmName>();
     for (const vm of read) {
-      if (vm.location === 'dangling-symlink' && vm.reason === undefined) {
+      if (vm.location === 'dangling-symlink' && vm.reason === undefined && !exists(join(root, vm.name))) {
         // readVmDir reports a missing entry as a dangling symlink; a missing VM is simply absent.
-        const exists = await lstat(join(root, vm.name)).then(() => true, () => false);
-        if (!exists) continue;
+        continue;
       }
       vms.set(vm.name, vm);
       if (vm.location !== 'directory' || vm.providers.state !== 'directory') continue;

@@ -239,9 +239,8 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     const out: string[] = [];
     for (const provider of listedProviders(vm)) {
       const where = `${base}/providers/net/${provider}`;
-      const nameProblem = vmNameProblem(provider);
-      if (nameProblem !== undefined || !isVmName(provider)) {
-        problems.push(problem(vm.name, 'provider-name-invalid', `${where} does not name a VM: ${nameProblem?.message ?? 'invalid name'}`));
+      if (!isVmName(provider)) {
+        problems.push(problem(vm.name, 'provider-name-invalid', `${where} does not name a VM: ${vmNameProblem(provider)?.message ?? 'invalid name'}`));
         continue;
       }
       if (provider === vm.name) {

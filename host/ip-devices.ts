@@ -22,24 +22,57 @@ interface IpResult {
   readonly stderr: string;
 }
 
-function runIp(args: readonly string[], input?: string): Promise<IpResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ip', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+/**
+ * An `ip` process started ahead of need: its exec and start-up (a few milliseconds of another
+ * core) overlap the caller's own work, and it runs nothing until it is given its input.
+ * Whoever starts one runs it or cancels it; a cancelled one reads an empty batch and exits, and
+ * so does one whose parent dies (its stdin closes).
+ */
+export interface PendingIp {
+  /** Give ip its input and wait for it to exit. At most once. */
+  run(input?: string): Promise<IpResult>;
+  /** End it without running anything (no-op once run or cancelled). */
+  cancel(): void;
+}
+
+export function startIp(args: readonly string[]): PendingIp {
+  const child = spawn('ip', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  child.stdin.on('error', () => undefined); // ip may exit before reading all input; its exit code tells
+  // Settles exactly once and never rejects, so a cancelled process leaves no unhandled rejection.
+  const outcome = new Promise<IpResult | DeviceError>((resolve) => {
     child.on('error', (error: NodeJS.ErrnoException) =>
-      reject(
+      resolve(
         error.code === 'ENOENT'
           ? new DeviceError('ip-missing', 'the `ip` command was not found: install iproute2')
           : new DeviceError('ip-failed', `could not run ip: ${error.message}`),
       ),
     );
     child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-    child.stdin.on('error', () => undefined); // ip may exit before reading all input; its exit code tells
-    child.stdin.end(input ?? '');
   });
+  let used = false;
+  return {
+    async run(input) {
+      if (used) throw new Error('PendingIp.run: this ip process was already run or cancelled');
+      used = true;
+      child.stdin.end(input ?? '');
+      const result = await outcome;
+      if (result instanceof DeviceError) throw result;
+      return result;
+    },
+    cancel() {
+      if (used) return;
+      used = true;
+      child.stdin.end();
+    },
+  };
+}
+
+function runIp(args: readonly string[], input?: string): Promise<IpResult> {
+  return startIp(args).run(input);
 }
 
 function firstLine(text: string): string {
@@ -94,19 +127,27 @@ export function parseLinkShowLines(output: string): Map<string, ObservedDevice> 
 // a thousand links has three thousand; its full dump is 4 MB of JSON).
 const NAMED_QUERY_MAX = 256;
 
-/** The named devices that exist (missing names are simply absent from the map). */
-async function listNamedDevices(netns: string | null, names: readonly string[]): Promise<Map<string, ObservedDevice>> {
-  if (names.length === 0) return new Map();
-  if (names.length > NAMED_QUERY_MAX) {
-    const all = await listDevices(netns);
-    return new Map(names.flatMap((name) => (all.has(name) ? [[name, all.get(name) as ObservedDevice] as const] : [])));
-  }
-  const args = netns === null ? ['-force', '-d', '-j', '-batch', '-'] : ['-n', netns, '-force', '-d', '-j', '-batch', '-'];
+/** The arguments of the process that answers a named-device query (see listNamedDevices). */
+function queryArgs(netns: string | null): string[] {
   // -force: a missing device fails its own line ("does not exist") and the rest still run.
-  const result = await runIp(args, `${names.map((name) => `link show dev ${name}`).join('\n')}\n`);
+  return netns === null ? ['-force', '-d', '-j', '-batch', '-'] : ['-n', netns, '-force', '-d', '-j', '-batch', '-'];
+}
+
+/** The named devices that exist (missing names are simply absent from the map). */
+async function listNamedDevices(netns: string | null, names: readonly string[], pending?: PendingIp): Promise<Map<string, ObservedDevice>> {
+  if (names.length === 0) {
+    pending?.cancel();
+    return new Map();
+  }
+  const ip = pending ?? startIp(queryArgs(netns));
+  // Past NAMED_QUERY_MAX names, one dump of every device is cheaper than a line per name.
+  const dump = names.length > NAMED_QUERY_MAX;
+  const result = await ip.run(dump ? 'link show\n' : `${names.map((name) => `link show dev ${name}`).join('\n')}\n`);
   const unexpected = result.stderr.split('\n').filter((line) => line.trim() !== '' && !/does not exist|^Command failed/.test(line));
   if (unexpected.length > 0) throw new DeviceError('ip-failed', `ip link show failed: ${unexpected[0]?.trim() ?? ''}`);
-  return parseLinkShowLines(result.stdout);
+  const found = parseLinkShowLines(result.stdout);
+  if (!dump) return found;
+  return new Map(names.flatMap((name) => (found.has(name) ? [[name, found.get(name) as ObservedDevice] as const] : [])));
 }
 
 async function listDevices(netns: string | null): Promise<Map<string, ObservedDevice>> {
@@ -123,12 +164,38 @@ export function netnsExists(name: string): boolean {
 }
 
 /**
+ * The two ip processes a link run needs in the current namespace, started before the run knows
+ * what to ask or do (see PendingIp): one answers the device query, one applies the host steps.
+ */
+export interface HostIp {
+  readonly query: PendingIp;
+  readonly apply: PendingIp;
+  /** Cancel whichever was not run. */
+  close(): void;
+}
+
+export function startHostIp(): HostIp {
+  const query = startIp(queryArgs(null));
+  const apply = startIp(['-batch', '-']);
+  return {
+    query,
+    apply,
+    close() {
+      query.cancel();
+      apply.cancel();
+    },
+  };
+}
+
+/**
  * The devices of the current namespace and of each named VM namespace (null where absent): all
  * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host).
+ * `hostQuery`: an ip process started with startHostIp, used for the current namespace's query.
  */
-export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[]): Promise<ObservedDevices> {
+export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[], hostQuery?: PendingIp): Promise<ObservedDevices> {
   const names = [...new Set(netnsNames)];
-  const list = (netns: string | null): Promise<Map<string, ObservedDevice>> => (only === undefined ? listDevices(netns) : listNamedDevices(netns, only));
+  const list = (netns: string | null): Promise<Map<string, ObservedDevice>> =>
+    only === undefined ? listDevices(netns) : listNamedDevices(netns, only, netns === null ? hostQuery : undefined);
   const [hostDevices, ...farDevices] = await Promise.all([
     list(null),
     ...names.map((name) => (netnsExists(name) ? list(name) : Promise.resolve(null))),
@@ -147,10 +214,13 @@ function byNamespace(steps: readonly IpStep[]): Map<string | null, string[]> {
   return groups;
 }
 
-async function runBatch(netns: string | null, lines: readonly string[]): Promise<void> {
-  if (lines.length === 0) return;
+async function runBatch(netns: string | null, lines: readonly string[], pending?: PendingIp): Promise<void> {
+  if (lines.length === 0) {
+    pending?.cancel();
+    return;
+  }
   const args = netns === null ? ['-batch', '-'] : ['-n', netns, '-batch', '-'];
-  const result = await runIp(args, `${lines.join('\n')}\n`);
+  const result = await (pending ?? startIp(args)).run(`${lines.join('\n')}\n`);
   if (result.code !== 0) {
     // ip names the failing line as "Command failed -:N"; show that command with the kernel's answer.
     const failedLine = Number(/Command failed -:(\d+)/.exec(result.stderr)?.[1] ?? 0);
@@ -167,12 +237,15 @@ async function createNamespace(name: string): Promise<void> {
   }
 }
 
-/** Carry out a plan; on failure delete what it created, then rethrow. */
-export async function applyDevicePlan(plan: DevicePlan): Promise<void> {
+/**
+ * Carry out a plan; on failure delete what it created, then rethrow. `hostApply`: an ip process
+ * started with startHostIp, used for the steps in the current namespace.
+ */
+export async function applyDevicePlan(plan: DevicePlan, hostApply?: PendingIp): Promise<void> {
   try {
     for (const name of plan.createNamespaces) await createNamespace(name);
     await Promise.all([...byNamespace(plan.clearFarEnds)].map(([netns, lines]) => runBatch(netns, lines)));
-    await runBatch(null, plan.hostSteps.map((step) => step.args.join(' ')));
+    await runBatch(null, plan.hostSteps.map((step) => step.args.join(' ')), hostApply);
     await Promise.all([...byNamespace(plan.configureFarEnds)].map(([netns, lines]) => runBatch(netns, lines)));
   } catch (error) {
     await undoDevicePlan(plan);

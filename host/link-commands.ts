@@ -1,9 +1,9 @@
 // `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts.
 import { Command } from 'commander';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
-import { type Logger, createLogger } from '../shared/log.js';
+import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
-import { configDirFrom } from './config.js';
+import { type ConfigSnapshot, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix } from './device-names.js';
 import {
@@ -113,22 +113,27 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (names: string[], flags: CommonFlags & { all?: boolean }) => {
       const linkerOpts = options(flags);
       let vms = names;
+      let snapshot: ConfigSnapshot | undefined;
       if (flags.all === true) {
         if (names.length > 0) throw new CliError('link: give VM names or --all, not both', EXIT.usage);
-        const snapshot = await readConfigDir(linkerOpts.configDir);
+        // The whole dir holds every VM the linker must check too, so it is read once.
+        snapshot = await readConfigDir(linkerOpts.configDir);
         vms = [...snapshot.vms.entries()]
           .filter(([, dir]) => dir.location === 'directory' && dir.providers.state === 'directory' && dir.providers.entries.length > 0)
           .map(([name]) => name)
           .sort();
       } else if (names.length === 0) throw new CliError('link: name at least one VM, or use --all', EXIT.usage);
       const started = performance.now();
-      const byVm = await linkVms(vms, linkerOpts);
-      log().info({ vms: vms.length, links: [...byVm.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
+      const byVm = await linkVms(vms, linkerOpts, snapshot);
+      // Logged only where it is seen: making the logger loads pino, a good part of a single link.
+      if (wouldLog('info')) log().info({ vms: vms.length, links: [...byVm.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
+      const lines: string[] = [];
       for (const [vm, reports] of byVm) {
-        if (flags.json === true) process.stdout.write(`${JSON.stringify({ vm, links: reports.map(linkJson) })}\n`);
-        else if (reports.length === 0) process.stdout.write(`${vm}: no providers, nothing to link\n`);
-        else for (const report of reports) process.stdout.write(`${reportLine(report)}\n`);
+        if (flags.json === true) lines.push(`${JSON.stringify({ vm, links: reports.map(linkJson) })}\n`);
+        else if (reports.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
+        else for (const report of reports) lines.push(`${reportLine(report)}\n`);
       }
+      process.stdout.write(lines.join(''));
     });
 
   const unlink = withCommonOptions(new Command('unlink'), env)

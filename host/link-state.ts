@@ -32,7 +32,10 @@ export interface LinkAttachment {
 
 export interface Link extends LinkPair {
   readonly id: ClientId;
-  /** Present while the link's devices exist (set by link, cleared by unlink). */
+  /**
+   * Present while the link's devices exist: set by link (recorded just before it makes them, and
+   * taken back if that fails), cleared by unlink.
+   */
   readonly attached?: LinkAttachment;
 }
 
@@ -211,16 +214,58 @@ export function setAttachments(state: LinkState, changes: readonly { pair: LinkP
   );
 }
 
+/** Whether two states hold the same links (and so the same file text), without serialising. */
+export function sameState(a: LinkState, b: LinkState): boolean {
+  if (a === b) return true;
+  if (a.links.length !== b.links.length) return false;
+  const left = withLinks(a.links).links;
+  const right = withLinks(b.links).links;
+  return left.every((link, index) => {
+    const other = right[index];
+    return (
+      other !== undefined &&
+      link.id === other.id &&
+      link.client === other.client &&
+      link.provider === other.provider &&
+      link.attached?.client === other.attached?.client &&
+      link.attached?.provider === other.attached?.provider
+    );
+  });
+}
+
+/** One link as a line of the file: the JSON of {client, provider, id[, attached]}. */
+function linkLine({ client, provider, id, attached }: Link): string {
+  // VM names and attach modes never need JSON escapes (their characters are [A-Za-z0-9._-]), so
+  // the text is built directly: a thousand JSON.stringify calls are a good part of a link run.
+  const head = `    {"client":"${client}","provider":"${provider}","id":${id}`;
+  return attached === undefined ? `${head}}` : `${head},"attached":{"client":"${attached.client}","provider":"${attached.provider}"}}`;
+}
+
 /** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
 export function serializeState(state: LinkState): string {
-  const links = withLinks(state.links).links.map(
-    ({ client, provider, id, attached }) => `    ${JSON.stringify(attached === undefined ? { client, provider, id } : { client, provider, id, attached })}`,
-  );
+  const links = withLinks(state.links).links.map(linkLine);
   return `{\n  "version": ${STATE_VERSION},\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * An entry that is a well-formed link, checked the quick way (the file holds a thousand of them);
+ * undefined for anything else, which parseState then examines for its messages.
+ */
+function wellFormedLink(entry: unknown): Link | undefined {
+  if (!isRecord(entry)) return undefined;
+  for (const key in entry) {
+    if (key !== 'client' && key !== 'provider' && key !== 'id' && key !== 'attached') return undefined;
+  }
+  const { client, provider, id, attached } = entry;
+  if (typeof client !== 'string' || typeof provider !== 'string' || client === provider || !isVmName(client) || !isVmName(provider)) return undefined;
+  if (typeof id !== 'number' || !isClientId(id)) return undefined;
+  if (attached === undefined) return { client, provider, id };
+  const parsed = parseAttachment(attached);
+  return parsed === undefined || parsed === null ? undefined : { client, provider, id, attached: parsed };
 }
 
 const PROBLEMS_SHOWN = 5;
@@ -257,6 +302,11 @@ export function parseState(text: string, source: string): LinkState {
     problems.push(`"links" must be an array`);
   } else {
     raw.forEach((entry: unknown, index) => {
+      const wellFormed = wellFormedLink(entry);
+      if (wellFormed !== undefined) {
+        links.push(wellFormed);
+        return;
+      }
       const at = `links[${index}]`;
       if (!isRecord(entry)) {
         problems.push(`${at} is not an object`);

@@ -4,11 +4,11 @@
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
-import { requireValidVm } from './config.js';
+import { type ConfigSnapshot, requireValidVm } from './config.js';
 import { readConfigVms } from './config-reader.js';
-import { type DesiredConnection, type DesiredSide, planDevices } from './device-plan.js';
+import { type DesiredConnection, type DesiredSide, type ObservedDevices, planDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
-import { applyDevicePlan, observeDevices, removeDevices, undoDevicePlan } from './ip-devices.js';
+import { type HostIp, applyDevicePlan, observeDevices, removeDevices, startHostIp, undoDevicePlan } from './ip-devices.js';
 import {
   type Link,
   type LinkAttachment,
@@ -17,7 +17,7 @@ import {
   forgetLink,
   linksOfClient,
   linksOfProvider,
-  serializeState,
+  sameState,
   setAttachments,
 } from './link-state.js';
 import { loadState, saveState, withStateLock } from './state-store.js';
@@ -142,11 +142,15 @@ function netnsNames(connections: readonly DesiredConnection[]): string[] {
 }
 
 /** Make the devices (and VMM attachments) of these links exist; on failure undo this run's work. */
-async function realise(reports: readonly LinkReport[], options: LinkerOptions): Promise<void> {
-  const connections = reports.map((report) => desiredConnection(report, options));
-  const deviceNames = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
-  const plan = planDevices(connections, await observeDevices(netnsNames(connections), deviceNames));
-  await applyDevicePlan(plan);
+async function realise(
+  reports: readonly LinkReport[],
+  connections: readonly DesiredConnection[],
+  observed: Promise<ObservedDevices>,
+  options: LinkerOptions,
+  ip: HostIp,
+): Promise<void> {
+  const plan = planDevices(connections, await observed);
+  await applyDevicePlan(plan, ip.apply);
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   try {
     for (const report of reports) {
@@ -164,39 +168,50 @@ async function realise(reports: readonly LinkReport[], options: LinkerOptions): 
 
 /**
  * `link <vm...>`: every connection of each client VM to each of its providers, ids allocated
- * (or found) in the state, devices converged, VMMs attached. Idempotent.
+ * (or found) in the state, devices converged, VMMs attached. Idempotent. `snapshot`: the config
+ * dir as already read by the caller (it must hold the VMs and every VM their providers reach).
  */
-export async function linkVms(names: readonly string[], options: LinkerOptions): Promise<Map<VmName, LinkReport[]>> {
+export async function linkVms(names: readonly string[], options: LinkerOptions, snapshot?: ConfigSnapshot): Promise<Map<VmName, LinkReport[]>> {
   const vms = names.map(vmName);
-  const snapshot = await readConfigVms(options.configDir, vms);
-  const wanted = vms.map((vm) => requireValidVm(snapshot, vm));
-  return withStateLock(options.stateDir, async () => {
-    const before = await loadState(options.stateDir);
-    let state: LinkState = before;
-    const allocation = allocateMany(before, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
-    state = allocation.state;
-    const byVm = new Map<VmName, LinkReport[]>(wanted.map((vm) => [vm.name, []]));
-    for (const link of allocation.links) byVm.get(link.client)?.push(linkReport(link, options, 'desired'));
-    // Ids are recorded before any device exists, so a crash leaves devices that gc can attribute.
-    if (state !== before) await saveState(options.stateDir, state);
-    const reports = [...byVm.values()].flat();
-    try {
-      await realise(reports, options);
-    } catch (error) {
-      // Ids this run allocated go back; ids the pairs already had stay theirs.
-      if (state !== before) await saveState(options.stateDir, before);
-      throw error;
-    }
-    const attachedState = setAttachments(
-      state,
-      reports.map((report) => ({
-        pair: { client: vmName(report.vm), provider: vmName(report.provider) },
-        attached: { client: report.clientAttach, provider: report.providerAttach },
-      })),
-    );
-    if (serializeState(attachedState) !== serializeState(state)) await saveState(options.stateDir, attachedState);
-    return byVm;
-  });
+  // The ip processes start now, so that their start-up overlaps reading config and state.
+  const ip = startHostIp();
+  try {
+    const config = snapshot ?? (await readConfigVms(options.configDir, vms));
+    const wanted = vms.map((vm) => requireValidVm(config, vm));
+    return await withStateLock(options.stateDir, async () => {
+      const before = await loadState(options.stateDir);
+      const allocation = allocateMany(before, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
+      const byVm = new Map<VmName, LinkReport[]>(wanted.map((vm) => [vm.name, []]));
+      for (const link of allocation.links) byVm.get(link.client)?.push(linkReport(link, options, 'desired'));
+      const reports = [...byVm.values()].flat();
+      const state = setAttachments(
+        allocation.state,
+        reports.map((report) => ({
+          pair: { client: vmName(report.vm), provider: vmName(report.provider) },
+          attached: { client: report.clientAttach, provider: report.providerAttach },
+        })),
+      );
+      // The device query only reads, so it runs while the state is written.
+      const connections = reports.map((report) => desiredConnection(report, options));
+      const deviceNames = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
+      const observed = observeDevices(netnsNames(connections), deviceNames, ip.query);
+      observed.catch(() => undefined); // awaited by realise; not unhandled if saving fails first
+      // One durable write, before any device exists: ids (and how their devices will be
+      // attached) are recorded first, so a crash leaves devices that gc and unlink can attribute.
+      const changed = !sameState(state, before);
+      if (changed) await saveState(options.stateDir, state);
+      try {
+        await realise(reports, connections, observed, options, ip);
+      } catch (error) {
+        // Ids this run allocated go back; ids the pairs already had stay theirs.
+        if (changed) await saveState(options.stateDir, before);
+        throw error;
+      }
+      return byVm;
+    });
+  } finally {
+    ip.close();
+  }
 }
 
 /** The links a VM takes part in, as client or as provider. */
@@ -218,7 +233,7 @@ export async function unlinkVm(name: string, forget: boolean, options: LinkerOpt
     await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
     let next = setAttachments(state, links.map((link) => ({ pair: link, attached: undefined })));
     if (forget) for (const link of links) next = forgetLink(next, link).state;
-    if (serializeState(next) !== serializeState(state)) await saveState(options.stateDir, next);
+    if (!sameState(next, state)) await saveState(options.stateDir, next);
     return reports;
   });
 }

@@ -13,9 +13,12 @@
 // answers with its PID, for the error message. Caveat: abstract names are per network namespace,
 // so every process sharing a state dir must run in the same network namespace (true for the host
 // linker, whose devices live in the host namespace anyway). Linux only.
+//
+// File calls are synchronous behind the async interface: each takes microseconds (the fsyncs a
+// few milliseconds that must finish before anything goes on anyway), and a short-lived command
+// pays more for the thread pool and for loading node:fs/promises than for the calls themselves.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { type Server, type Socket, createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import { type LinkState, emptyState, parseState, serializeState } from './link-state.js';
@@ -56,7 +59,7 @@ export async function loadState(dir: string): Promise<LinkState> {
   const path = stateFilePath(dir);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (error) {
     if (isCode(error, 'ENOENT')) return emptyState();
     throw new StateStoreError('read-failed', `cannot read state file ${path} (${reasonOf(error)}); check that it is a readable file`);
@@ -67,44 +70,70 @@ export async function loadState(dir: string): Promise<LinkState> {
 /** Replace the state file atomically and durably. Call it holding the lock (see updateState). */
 export async function saveState(dir: string, state: LinkState): Promise<void> {
   const path = stateFilePath(dir);
-  const temp = join(dir, `${TEMP_PREFIX}${process.pid}.${randomBytes(6).toString('hex')}${TEMP_SUFFIX}`);
+  const temp = join(dir, `${TEMP_PREFIX}${process.pid}.${tempTag()}${TEMP_SUFFIX}`);
   try {
-    const handle = await open(temp, 'wx', 0o644);
+    const fd = openSync(temp, 'wx', 0o644);
     try {
-      await handle.writeFile(serializeState(state), 'utf8');
-      await handle.sync();
+      const bytes = Buffer.from(serializeState(state), 'utf8');
+      for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
+      fsyncSync(fd);
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
-    await rename(temp, path);
+    renameSync(temp, path);
   } catch (error) {
-    await unlink(temp).catch(() => undefined);
+    try {
+      unlinkSync(temp);
+    } catch {
+      // never created, or already renamed
+    }
     throw new StateStoreError('write-failed', `cannot write state file ${path} (${reasonOf(error)}); check the state dir's permissions and free space`);
   }
   try {
-    const dirHandle = await open(dir, 'r');
+    const fd = openSync(dir, 'r');
     try {
-      await dirHandle.sync();
+      fsyncSync(fd);
     } finally {
-      await dirHandle.close();
+      closeSync(fd);
     }
   } catch (error) {
     throw new StateStoreError('write-failed', `wrote ${path} but could not sync ${dir} (${reasonOf(error)}); the change may not survive a crash`);
   }
 }
 
+let tempCount = 0;
+
+/**
+ * What makes a temp file name unique beside the PID (O_EXCL refuses a clash anyway): the time
+ * in nanoseconds and a counter, so that a stale temp of a dead writer with a reused PID never
+ * collides. (Loading node:crypto for random bytes takes 5-10 ms, about as long as the save.)
+ */
+function tempTag(): string {
+  tempCount += 1;
+  return `${process.hrtime.bigint().toString(16)}${tempCount.toString(16)}`;
+}
+
 /** Remove temp files left by writers that died mid-save. Only safe holding the lock. */
 async function removeStaleTemps(dir: string): Promise<void> {
-  const names = await readdir(dir).catch(() => [] as string[]);
-  await Promise.all(
-    names.filter((name) => name.startsWith(TEMP_PREFIX) && name.endsWith(TEMP_SUFFIX)).map((name) => unlink(join(dir, name)).catch(() => undefined)),
-  );
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names.filter((entry) => entry.startsWith(TEMP_PREFIX) && entry.endsWith(TEMP_SUFFIX))) {
+    try {
+      unlinkSync(join(dir, name));
+    } catch {
+      // gone already
+    }
+  }
 }
 
 async function ensureStateDir(dir: string): Promise<bigint[]> {
   try {
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    const info = await stat(dir, { bigint: true });
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    const info = statSync(dir, { bigint: true });
     if (!info.isDirectory()) throw new Error('ENOTDIR');
     return [info.dev, info.ino];
   } catch (error) {

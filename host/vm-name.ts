@@ -57,8 +57,12 @@ export function vmNameProblem(text: string): VmNameError | undefined {
   return undefined;
 }
 
+// The rules of vmNameProblem in one expression, for the hot path (a state file of a thousand
+// links holds two thousand names); vmNameProblem stays the one that explains.
+const VM_NAME = new RegExp(`^(?!.*\\.\\.)[A-Za-z0-9][A-Za-z0-9._-]{0,${VM_NAME_MAX - 1}}$`);
+
 export function isVmName(text: string): text is VmName {
-  return vmNameProblem(text) === undefined;
+  return VM_NAME.test(text);
 }
 
 /** Accept a string as a VM name, or explain why it is not one. */

@@ -15,6 +15,22 @@ export function logLevel(fallback: string, env: Readonly<Record<string, string |
   return wanted !== undefined && wanted !== '' && wanted in loadPino().levels.values ? wanted : fallback;
 }
 
+/** pino's level values (pino.levels.values), known without loading pino. */
+const LEVEL_VALUES = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const;
+type LevelName = keyof typeof LEVEL_VALUES;
+/** The names logLevel accepts: the levels, and 'silent' (nothing is written). */
+const THRESHOLDS: Readonly<Record<string, number>> = { ...LEVEL_VALUES, silent: Infinity };
+
+/**
+ * Whether a logger made by createLogger (at the level logLevel(fallback) picks) would write a
+ * record at this level. Lets a short-lived command skip loading pino for a record nobody sees.
+ */
+export function wouldLog(level: LevelName, fallback: LevelName = 'warn', env: Readonly<Record<string, string | undefined>> = process.env): boolean {
+  const wanted = env['SPECTRUM_LOG_LEVEL'];
+  const threshold = (wanted !== undefined && Object.hasOwn(THRESHOLDS, wanted) ? THRESHOLDS[wanted] : undefined) ?? LEVEL_VALUES[fallback];
+  return LEVEL_VALUES[level] >= threshold;
+}
+
 /**
  * Structured logs on stderr (stdout is for command output): JSON lines when stderr is not a
  * terminal, or when JSON was asked for; readable lines on a terminal.

@@ -51,10 +51,24 @@ function oneBatch(ns: Netns, count: number): number {
   return seconds(start);
 }
 
+// Where NODE_EXTRA_CA_CERTS is set (as in some development sandboxes), every Node process reads
+// and parses that CA bundle before running any code: here that is most of Node's start-up. The
+// figures are taken as the environment is, and where it sets the variable, also without it (as
+// on a host, where nothing sets it), each labelled.
+const EXTRA_CA = process.env['NODE_EXTRA_CA_CERTS'];
+const WITHOUT_EXTRA_CA = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'NODE_EXTRA_CA_CERTS'));
+
 /** spectrum-link in the namespace, wall time including Node's start-up. */
-function spectrumLink(ns: Netns, args: readonly string[]): number {
+function spectrumLink(ns: Netns, args: readonly string[], env: NodeJS.ProcessEnv = process.env): number {
   const start = process.hrtime.bigint();
-  execFileSync('nsenter', [`--net=/run/netns/${ns.name}`, '--', process.execPath, LINK_BIN, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync('nsenter', [`--net=/run/netns/${ns.name}`, '--', process.execPath, LINK_BIN, ...args], { stdio: ['ignore', 'ignore', 'inherit'], env });
+  return seconds(start);
+}
+
+/** Node's start-up alone: the floor under any figure that includes it. */
+function nodeStartup(env: NodeJS.ProcessEnv): number {
+  const start = process.hrtime.bigint();
+  execFileSync(process.execPath, ['-e', '0'], { stdio: 'ignore', env });
   return seconds(start);
 }
 
@@ -68,7 +82,7 @@ export async function linkBench(): Promise<BenchResult[]> {
   const perLink = (name: string, totalSeconds: number, count: number, note?: string): void => {
     results.push({ suite: 'link', name, value: (totalSeconds * 1000) / count, unit: 'ms/link', ...(note === undefined ? {} : { note }) });
   };
-  const configDir = await makeConfigDir(Math.max(SIDE_BY_SIDE, BULK) + 5);
+  const configDir = await makeConfigDir(Math.max(SIDE_BY_SIDE, BULK) + 10);
   try {
     const shellNs = await harness.namespace('shell');
     perLink(`Spectrum-style, one ip per step (${SIDE_BY_SIDE})`, perStepShell(shellNs, SIDE_BY_SIDE), SIDE_BY_SIDE);
@@ -96,13 +110,28 @@ export async function linkBench(): Promise<BenchResult[]> {
     const bulkBatch = oneBatch(bulkBatchNs, BULK);
     results.push({ suite: 'link', name: `one precomputed ip -batch, ${BULK} links`, value: bulkBatch * 1000, unit: 'ms' });
 
+    const stateC = `${configDir}.state-c`;
+    if (EXTRA_CA !== undefined) {
+      const cleanNs = await harness.namespace('bulkclean');
+      const clean = spectrumLink(cleanNs, ['link', ...bulkVms, '--attach', 'none', '--config-dir', configDir, '--state-dir', stateC], WITHOUT_EXTRA_CA);
+      results.push({ suite: 'link', name: `spectrum-link: ${BULK} connections in one call, no NODE_EXTRA_CA_CERTS`, value: clean * 1000, unit: 'ms', note: 'measured after the batch' });
+    }
+
     // One new VM at a time on a host that already has BULK links: what a VM start costs.
-    const singles = [BULK, BULK + 1, BULK + 2, BULK + 3, BULK + 4].map((index) =>
-      spectrumLink(bulkNs, ['link', `appvm-${index}`, '--attach', 'none', '--config-dir', configDir, '--state-dir', stateB]),
-    );
+    const singleArgs = (index: number): string[] => ['link', `appvm-${index}`, '--attach', 'none', '--config-dir', configDir, '--state-dir', stateB];
+    const singles = [BULK, BULK + 1, BULK + 2, BULK + 3, BULK + 4].map((index) => spectrumLink(bulkNs, singleArgs(index)));
     results.push({ suite: 'link', name: `single link <vm>, host with ${BULK} links (median of 5)`, value: median(singles) * 1000, unit: 'ms', note: 'goal: < 200, includes Node start-up' });
+    const startups = Array.from({ length: 5 }, () => nodeStartup(process.env));
+    results.push({ suite: 'link', name: 'Node start-up alone, `node -e 0` (median of 5)', value: median(startups) * 1000, unit: 'ms', note: 'the floor under the line above' });
+    if (EXTRA_CA !== undefined) {
+      const cleanSingles = [BULK + 5, BULK + 6, BULK + 7, BULK + 8, BULK + 9].map((index) => spectrumLink(bulkNs, singleArgs(index), WITHOUT_EXTRA_CA));
+      results.push({ suite: 'link', name: `single link <vm>, host with ${BULK} links, no NODE_EXTRA_CA_CERTS (median of 5)`, value: median(cleanSingles) * 1000, unit: 'ms', note: 'goal: < 200' });
+      const cleanStartups = Array.from({ length: 5 }, () => nodeStartup(WITHOUT_EXTRA_CA));
+      results.push({ suite: 'link', name: '`node -e 0` without NODE_EXTRA_CA_CERTS (median of 5)', value: median(cleanStartups) * 1000, unit: 'ms' });
+    }
     await rm(stateA, { recursive: true, force: true });
     await rm(stateB, { recursive: true, force: true });
+    await rm(stateC, { recursive: true, force: true });
   } finally {
     await harness.cleanup();
     await rm(configDir, { recursive: true, force: true });

@@ -9,7 +9,8 @@ import type { ExecResult, Harness, Netns } from '../harness/index.js';
 export const ROOT = [join(import.meta.dirname, '..', '..'), join(import.meta.dirname, '..', '..', '..')].find((dir) =>
   existsSync(join(dir, 'package.json')),
 ) ?? join(import.meta.dirname, '..', '..');
-export const LINK_BIN = join(ROOT, 'dist', 'host', 'cli.js');
+/** The bin as installed: the bundle `npm run build` makes (scripts/bundle.mjs). */
+export const LINK_BIN = join(ROOT, 'dist', 'host', 'spectrum-link.cjs');
 export const EXAMPLES = join(ROOT, 'examples', 'svc', 'data');
 
 export function requireBuild(): void {

@@ -18,9 +18,12 @@ import {
   lookupLink,
   parseState,
   preferredId,
+  sameState,
   serializeState,
   setAttachment,
+  setAttachments,
 } from '../../host/link-state.js';
+import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
 import { vmName } from '../../host/vm-name.js';
 
 const vmNames = fc.constantFrom('netvm', 'vpnvm', 'torvm', 'appvm-lynx', 'appvm-catgirl', 'a', 'b', 'c').map(vmName);
@@ -226,6 +229,44 @@ describe('recorded attachment', () => {
     const reread = parseState(serializeState(attached), 'test');
     expect(reread.links[0]?.attached).toEqual({ client: 'qemu', provider: 'netns' });
     expect(setAttachment(reread, pair, undefined).links[0]).not.toHaveProperty('attached');
+  });
+
+  it('writes each link as the JSON of its fields, in a fixed order', () => {
+    const modes = fc.constantFrom<AttachMode | undefined>(undefined, ...ATTACH_MODES);
+    fc.assert(
+      fc.property(ops, fc.array(fc.tuple(pairs, modes, modes), { maxLength: 10 }), (sequence, attachments) => {
+        const state = setAttachments(
+          sequence.reduce(apply, emptyState()),
+          attachments.map(([pair, client, provider]) => ({ pair, attached: client === undefined || provider === undefined ? undefined : { client, provider } })),
+        );
+        const expected = state.links.map(({ client, provider, id, attached }) =>
+          JSON.stringify(attached === undefined ? { client, provider, id } : { client, provider, id, attached }),
+        );
+        const lines = serializeState(state).split('\n').filter((line) => line.startsWith('    ')).map((line) => line.trim().replace(/,$/, ''));
+        expect(lines).toEqual(expected);
+      }),
+    );
+  });
+
+  it('sameState holds exactly when the file texts are equal', () => {
+    const modes = fc.constantFrom<AttachMode | undefined>(undefined, ...ATTACH_MODES);
+    const attachOps = fc.array(fc.tuple(pairs, modes, modes), { maxLength: 10 });
+    const build = (sequence: Op[], attachments: [LinkPair, AttachMode | undefined, AttachMode | undefined][]): LinkState =>
+      setAttachments(
+        sequence.reduce(apply, emptyState()),
+        attachments.map(([pair, client, provider]) => ({
+          pair,
+          attached: client === undefined || provider === undefined ? undefined : { client, provider },
+        })),
+      );
+    fc.assert(
+      fc.property(ops, attachOps, ops, attachOps, (opsA, attachA, opsB, attachB) => {
+        const a = build(opsA, attachA);
+        const b = build(opsB, attachB);
+        expect(sameState(a, b)).toBe(serializeState(a) === serializeState(b));
+        expect(sameState(a, build(opsA, attachA))).toBe(true);
+      }),
+    );
   });
 
   it('refuses a malformed attachment', () => {

@@ -37,6 +37,16 @@ describe('vmName', () => {
     fc.assert(fc.property(goodName, (name) => isVmName(name) && vmName(name) === name));
   });
 
+  it('isVmName agrees with vmNameProblem on any text', () => {
+    const near = fc.string({ unit: fc.constantFrom(...GOOD_CHARS, '.', '/', ' ', '\n', 'ü', '\u{1F600}'), maxLength: VM_NAME_MAX + 2 });
+    fc.assert(
+      fc.property(fc.oneof(near, fc.string({ maxLength: VM_NAME_MAX + 2 }), fc.string({ unit: 'binary' })), (text) => {
+        expect(isVmName(text)).toBe(vmNameProblem(text) === undefined);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   it('refuses any name with a slash, "..", NUL, whitespace or control character', () => {
     const bad = fc.constantFrom('/', '..', '\0', ' ', '\t', '\n', '\x7f', '\\', ':', '*');
     fc.assert(

@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const bins = {
-  'spectrum-link': `${root}dist/host/cli.js`,
+  'spectrum-link': `${root}dist/host/spectrum-link.cjs`,
   'spectrum-netd': `${root}dist/guest/cli.js`,
 } as const;
 
