@@ -81,9 +81,16 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
     let dnsmasqBase = 0;
     try {
       const base = await buildTopology(baseHarness, []);
-      const idle = await ServerFixture.start(base.provider, [], undefined, AGENT_NODE_FLAGS);
-      spectrumBase = (await idle.stats()).maxRssKiB;
-      await idle.stop();
+      // The same server started alike differs by a megabyte or so from one process to the next
+      // (heap layout, compiler threads): the median of five starts.
+      const idleFigures: number[] = [];
+      for (let start = 0; start < 5; start++) {
+        const idle = await ServerFixture.start(base.provider, [], undefined, AGENT_NODE_FLAGS);
+        idleFigures.push((await idle.stats()).maxRssKiB);
+        await idle.stop();
+      }
+      spectrumBase = median(idleFigures);
+      console.warn(`dhcp-storm: idle spectrum-net server peak RSS over ${idleFigures.length} starts: ${idleFigures.join(', ')} KiB`);
       const dnsmasq = base.provider.spawn(dnsmasqArgv(join(tmpdir(), `${prefix}empty.hosts`), []), { enter: 'nsenter' });
       await new Promise((resolve) => setTimeout(resolve, 500));
       dnsmasqBase = vmHwmKiB(dnsmasq.pid);
