@@ -27,8 +27,6 @@ export interface DhcpServerOptions {
   /** Default [GATEWAY_IP]. */
   readonly dnsServers?: readonly string[];
   readonly logger?: Logger;
-  /** Rounds of made-up requests run after start so V8 has compiled the request path (default 2000). */
-  readonly warmUpRounds?: number;
 }
 
 export interface DhcpCounters {
@@ -49,8 +47,11 @@ export interface DhcpCounters {
 }
 
 export interface DhcpServer {
-  /** Settles once the start-up warm-up of the request path is over (or the server closed). */
-  readonly warmedUp: Promise<void>;
+  /**
+   * Run the request path on made-up traffic (default 2000 rounds, in event-loop slices) so that
+   * V8 has compiled it before a boot storm; once per server, settles when done or closed.
+   */
+  warmUp(rounds?: number): Promise<void>;
   /** Reconcile: open a socket for each new link, close those of links no longer given. */
   setLinks(links: readonly DhcpLink[]): Promise<void>;
   leases(): readonly LeaseInfo[];
@@ -211,27 +212,33 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   // A boot storm's first few hundred requests would otherwise run in V8's interpreter, several
   // times slower, and V8 would compile the request path on another core while clients wait,
   // with the compiler's memory on top of the per-client figures. Running the path on made-up
-  // traffic first moves that fixed cost to start-up. In slices, so the agent's start and any
-  // real request go ahead; clients of a booting provider come seconds later. The highest client
-  // id, on a name no link can have, with counters of its own.
+  // traffic moves that fixed cost to a quiet moment: the agent asks once its links are set up
+  // (clients of a booting provider come seconds later). In slices, so that real requests go
+  // ahead. The highest client id, on a name no link can have, with counters of its own.
   const warmUpLink: DhcpLink = { ifname: WARM_UP_IFNAME, ifindex: 1, id: clientId(65534) };
-  const warmUpFramesToServe = warmUpFrames(linkClientOf(warmUpLink.id));
-  const warmUpTally: DhcpCounters = { ...counters };
-  let warmUpLeft = options.warmUpRounds ?? WARM_UP_ROUNDS;
-  let warmUpDone = (): void => undefined;
-  const warmedUp = new Promise<void>((resolve) => (warmUpDone = resolve));
-  const warmUpSlice = (): void => {
-    for (let round = 0; round < WARM_UP_SLICE && warmUpLeft > 0 && !closed; round++, warmUpLeft--) {
-      for (const frame of warmUpFramesToServe) answer(warmUpLink, frame, warmUpTally);
-    }
-    leases.delete(WARM_UP_IFNAME);
-    if (warmUpLeft > 0 && !closed) setImmediate(warmUpSlice).unref();
-    else warmUpDone();
-  };
-  warmUpSlice();
+  let warmingUp: Promise<void> | undefined;
+  function warmUp(rounds: number): Promise<void> {
+    const frames = warmUpFrames(linkClientOf(warmUpLink.id));
+    const tally: DhcpCounters = { ...counters };
+    let left = rounds;
+    return new Promise<void>((resolve) => {
+      const slice = (): void => {
+        for (let round = 0; round < WARM_UP_SLICE && left > 0 && !closed; round++, left--) {
+          for (const frame of frames) answer(warmUpLink, frame, tally);
+        }
+        leases.delete(WARM_UP_IFNAME);
+        if (left > 0 && !closed) setImmediate(slice);
+        else resolve();
+      };
+      slice();
+    });
+  }
 
   return {
-    warmedUp,
+    warmUp(rounds = WARM_UP_ROUNDS) {
+      warmingUp ??= warmUp(rounds);
+      return warmingUp;
+    },
     async setLinks(links) {
       if (closed) throw new DhcpError('socket', 'the DHCP server is closed');
       links.forEach(checkLink);

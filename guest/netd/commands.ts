@@ -36,6 +36,8 @@ export interface RunPorts {
   readonly services: ServicesPort;
   /** Extra status (leases, service counters) for `status`. */
   status?(): unknown;
+  /** Work worth doing once the agent is ready and before clients come (DHCP's warm-up). */
+  warmUp?(): Promise<void>;
   close?(): Promise<void>;
 }
 
@@ -78,6 +80,7 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
     firewall: options.firewall ? new NftablesFirewall() : new NoopFirewall(),
     services,
     status: () => services.status(),
+    warmUp: async () => dhcp?.warmUp(),
     close: () => services.close(),
   };
 }
@@ -118,6 +121,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
       'initial reconcile done',
     );
     if (options.notifyFd !== undefined) notifyReady(options.notifyFd);
+    ports.warmUp?.().catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'warm-up failed; serving goes on'));
     const signal = await Promise.race([waitForSignal(), fatal]);
     log.info({ signal }, 'stopping');
   } finally {
