@@ -34,9 +34,9 @@ export interface StormResult {
   /** Server view: a client's first DISCOVER -> its ACK, median over the clients. */
   readonly exchangeMedianMs?: number;
   readonly peakRssKiB: number;
-  /** (peak RSS - RSS of the same server with no links) / clients. */
+  /** (peak RSS from idle through the storm - RSS when idle, same process) / clients. */
   readonly bytesPerClient: number;
-  /** Before the storm: (peak RSS serving the N links - RSS with no links) / N (spectrum-net only). */
+  /** Before the storm: (peak RSS while taking the N links - RSS when idle) / N (spectrum-net only). */
   readonly bytesPerLinkServed?: number;
 }
 
@@ -48,9 +48,16 @@ function sizes(): number[] {
   return wanted.split(',').map((part) => Number(part.trim())).filter((n) => Number.isInteger(n) && n > 0 && n <= 65534);
 }
 
-function vmHwmKiB(pid: number): number {
-  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(match?.[1] ?? 0);
+/** VmRSS (now) or VmHWM (peak since start or since the last resetPeak) of a process, in KiB. */
+function rssKiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (match === null) throw new Error(`no ${field} for process ${pid}`);
+  return Number(match[1]);
+}
+
+/** Reset a process's VmHWM to its current RSS (proc(5), clear_refs "5"). */
+function resetPeak(pid: number): void {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5');
 }
 
 async function settle<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
@@ -75,30 +82,10 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
 
   const results: StormResult[] = [];
   try {
-    // Base RSS of each server with nothing to serve, in a namespace of its own.
-    const baseHarness = createHarness('stormbase');
-    let spectrumBase = 0;
-    let dnsmasqBase = 0;
-    try {
-      const base = await buildTopology(baseHarness, []);
-      // The same server started alike differs by a megabyte or so from one process to the next
-      // (heap layout, compiler threads): the median of five starts.
-      const idleFigures: number[] = [];
-      for (let start = 0; start < 5; start++) {
-        const idle = await ServerFixture.start(base.provider, [], undefined, AGENT_NODE_FLAGS);
-        idleFigures.push((await idle.stats()).maxRssKiB);
-        await idle.stop();
-      }
-      spectrumBase = median(idleFigures);
-      console.warn(`dhcp-storm: idle spectrum-net server peak RSS over ${idleFigures.length} starts: ${idleFigures.join(', ')} KiB`);
-      const dnsmasq = base.provider.spawn(dnsmasqArgv(join(tmpdir(), `${prefix}empty.hosts`), []), { enter: 'nsenter' });
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      dnsmasqBase = vmHwmKiB(dnsmasq.pid);
-      await dnsmasq.kill('SIGTERM');
-    } finally {
-      await baseHarness.cleanup();
-    }
-
+    // Memory per client: each server's peak RSS from the moment it is idle (started, warmed up,
+    // nothing served) through the storm, less its RSS at that moment, in the same process. Other
+    // baselines mislead: the same server started alike differs by a megabyte or two from one
+    // process to the next, and a peak since start is mostly the start's own.
     for (const n of sizes()) {
       const harness = createHarness('storm');
       const ids: ClientId[] = Array.from({ length: n }, (_, index) => clientId(index + 1));
@@ -143,11 +130,17 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
           return { failures, allLeasedMs, spawnMs };
         };
 
-        // spectrum-net, on the topology exactly as the agent builds it.
-        const server = await ServerFixture.start(topology.provider, topology.links, undefined, AGENT_NODE_FLAGS);
-        const servingKiB = (await server.stats()).maxRssKiB;
+        // spectrum-net, on the topology exactly as the agent builds it: started (and warmed up)
+        // with no link, then given the N links, as the agent does when it finds them.
+        const server = await ServerFixture.start(topology.provider, [], undefined, AGENT_NODE_FLAGS);
+        const pid = server.process.pid;
+        const idleKiB = rssKiB(pid, 'VmRSS');
+        resetPeak(pid);
+        await server.setLinks(topology.links);
+        const servingKiB = rssKiB(pid, 'VmHWM');
         const ours = await storm();
         const stats = await server.stats();
+        const peakKiB = rssKiB(pid, 'VmHWM');
         await server.stop();
         const bound = stats.leases.filter((lease) => lease.state === 'bound');
         const firstSeen = Math.min(...bound.map((lease) => lease.firstSeen));
@@ -163,9 +156,9 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
           serverWindowMs: bound.length > 0 ? lastAck - firstSeen : 0,
           discoverSpreadMs: bound.length > 0 ? lastFirstSeen - firstSeen : 0,
           exchangeMedianMs: median(exchanges),
-          peakRssKiB: stats.maxRssKiB,
-          bytesPerClient: Math.round(((stats.maxRssKiB - spectrumBase) * 1024) / n),
-          bytesPerLinkServed: Math.round(((servingKiB - spectrumBase) * 1024) / n),
+          peakRssKiB: peakKiB,
+          bytesPerClient: Math.round(((peakKiB - idleKiB) * 1024) / n),
+          bytesPerLinkServed: Math.round(((servingKiB - idleKiB) * 1024) / n),
         });
 
         // dnsmasq needs an address from the served range on every link to serve it at all.
@@ -178,8 +171,10 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
           if (dnsmasq.exit !== undefined) throw new Error(`dnsmasq exited: ${dnsmasq.stderr}`);
           await new Promise((resolve) => setTimeout(resolve, 20));
         }
+        const dnsmasqIdle = rssKiB(dnsmasq.pid, 'VmRSS');
+        resetPeak(dnsmasq.pid);
         const theirs = await storm();
-        const dnsmasqRss = vmHwmKiB(dnsmasq.pid);
+        const dnsmasqRss = rssKiB(dnsmasq.pid, 'VmHWM');
         await dnsmasq.kill('SIGTERM');
         results.push({
           server: 'dnsmasq',
@@ -188,7 +183,7 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
           allLeasedMs: Math.round(theirs.allLeasedMs),
           spawnMs: Math.round(theirs.spawnMs),
           peakRssKiB: dnsmasqRss,
-          bytesPerClient: Math.round(((dnsmasqRss - dnsmasqBase) * 1024) / n),
+          bytesPerClient: Math.round(((dnsmasqRss - dnsmasqIdle) * 1024) / n),
         });
       } finally {
         await fastCleanup(harness.prefix, ids);

@@ -31,14 +31,14 @@ const suites: Record<string, () => Promise<BenchResult[]> | BenchResult[]> = {
           : `; server saw: first to last DISCOVER ${row.discoverSpreadMs ?? 0} ms, DISCOVER to ACK median ${row.exchangeMedianMs ?? 0} ms, first DISCOVER to last ACK ${row.serverWindowMs} ms`;
       return [
         { suite: 'dhcp', name: `${name}: all leased`, value: row.allLeasedMs, unit: 'ms', note: `${row.failures} failures${serverView}` },
-        { suite: 'dhcp', name: `${name}: peak RSS`, value: row.peakRssKiB, unit: 'KiB', note: `${row.bytesPerClient} bytes/client over the idle server${row.bytesPerLinkServed === undefined ? '' : `; ${row.bytesPerLinkServed} bytes/link serving before the storm`}` },
+        { suite: 'dhcp', name: `${name}: peak RSS`, value: row.peakRssKiB, unit: 'KiB', note: `${row.bytesPerClient} bytes/client over the idle server, same process${row.bytesPerLinkServed === undefined ? '' : `; ${row.bytesPerLinkServed} bytes/link serving before the storm`}` },
       ];
     });
-    // What each further client costs: the least-squares slope of peak RSS over the sizes run,
-    // which leaves out every fixed cost (code, compiled code, heap reserve) whatever its size and
-    // is steadier than any two sizes (the same server's RSS varies by a megabyte between starts).
+    // What each further client costs: the least-squares slope of the peak RSS growth over the
+    // sizes run, which leaves out every fixed cost (code, compiled code, heap reserve) whatever
+    // its size and is steadier than any two sizes.
     for (const server of ['spectrum-net', 'dnsmasq'] as const) {
-      const points = rows.filter((row) => row.server === server).map((row) => ({ x: row.clients, y: row.peakRssKiB * 1024 }));
+      const points = rows.filter((row) => row.server === server).map((row) => ({ x: row.clients, y: row.bytesPerClient * row.clients }));
       if (new Set(points.map((point) => point.x)).size < 2) continue;
       const meanX = points.reduce((sum, point) => sum + point.x, 0) / points.length;
       const meanY = points.reduce((sum, point) => sum + point.y, 0) / points.length;
