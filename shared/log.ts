@@ -12,7 +12,8 @@ export type { Logger };
 /** Log level from the environment (SPECTRUM_LOG_LEVEL), else the given default. */
 export function logLevel(fallback: string, env: Readonly<Record<string, string | undefined>> = process.env): string {
   const wanted = env['SPECTRUM_LOG_LEVEL'];
-  return wanted !== undefined && wanted !== '' && wanted in loadPino().levels.values ? wanted : fallback;
+  // Own keys only: `in` would also take inherited names such as `toString`, which pino refuses.
+  return wanted !== undefined && wanted !== '' && Object.hasOwn(loadPino().levels.values, wanted) ? wanted : fallback;
 }
 
 /** pino's level values (pino.levels.values), known without loading pino. */
