@@ -135,7 +135,9 @@ export class QemuGuest {
 
   /** The guest's result line; fails if the guest powers off without one or takes too long. */
   async result(timeoutMs = 120_000): Promise<GuestResult> {
-    const match = await this.process.waitForOutput(/SPECTRUM-RESULT (\{.*\})/, timeoutMs);
+    // Up to the end of the line: the serial console's output arrives in pieces, and a piece can
+    // end just after a `}` inside the JSON.
+    const match = await this.process.waitForOutput(/SPECTRUM-RESULT (\{.*\})\r?\n/, timeoutMs);
     return JSON.parse(match[1] ?? '{}') as GuestResult;
   }
 

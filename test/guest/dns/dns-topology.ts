@@ -133,7 +133,8 @@ export class ForwarderProcess {
   async #command(command: 'counters' | 'rebind'): Promise<Record<string, unknown>> {
     this.#tag += 1;
     this.process.child.stdin?.write(`${command} ${this.#tag}\n`);
-    const match = await this.process.waitForOutput(new RegExp(`^${command} ${this.#tag} (.*)$`, 'm'));
+    // Up to the newline: with 'm' alone, `$` also matches the end of a line still arriving.
+    const match = await this.process.waitForOutput(new RegExp(`^${command} ${this.#tag} (.*)\n`, 'm'));
     return JSON.parse(match[1] ?? '{}') as Record<string, unknown>;
   }
 
