@@ -100,8 +100,10 @@ export function setupParameterRequestFilter(config: { readonly alwaysSent?: read
   return (request, response) => {
     const asked = request.packet.options.get(OPTION.parameterRequestList);
     if (asked === undefined || response.drop !== undefined || responseType(response) === undefined) return next(response);
-    const wanted = new Set(asked);
-    const options = new Map([...response.packet.options].filter(([code]) => always.has(code) || wanted.has(code)));
-    return next({ ...response, packet: { ...response.packet, options } });
+    // The chain's own reply: trimmed in place (deleting the current key while iterating a Map is safe).
+    for (const code of response.packet.options.keys()) {
+      if (!always.has(code) && !asked.includes(code)) response.packet.options.delete(code);
+    }
+    return next(response);
   };
 }
