@@ -79,10 +79,13 @@ interface ServerHooks {
  * a provider serves thousands of them.
  */
 class ServedLink implements LinkSocketEvents {
+  /** Unset: replies go nowhere (the warm-up's made-up link). */
   socket: LinkSocket | undefined;
   constructor(
     readonly link: DhcpLink,
     private readonly hooks: ServerHooks,
+    /** The server's counters; the warm-up's own for its made-up link. */
+    readonly tally: DhcpCounters,
   ) {}
   onDatagram(bytes: Buffer): void {
     this.hooks.datagram(this, bytes);
@@ -182,11 +185,11 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   const hooks: ServerHooks = {
     datagram(served, bytes) {
       try {
-        const reply = answer(served.link, bytes, counters);
+        const reply = answer(served.link, bytes, served.tally);
         if (reply === undefined) return;
         const error = served.socket?.send(reply.frame, reply.destination);
         if (error === undefined) return;
-        counters.sendErrors += 1;
+        served.tally.sendErrors += 1;
         log.warn(
           { ifname: served.link.ifname, destination: reply.destination, err: error.message },
           'could not send a DHCP reply: check the link is up and has its /32 route and neighbour entry',
@@ -204,7 +207,7 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   };
 
   function open(link: DhcpLink): ServedLink {
-    const served = new ServedLink(link, hooks);
+    const served = new ServedLink(link, hooks, counters);
     served.socket = LinkSocket.open(link.ifname, served);
     return served;
   }
@@ -218,13 +221,15 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   const warmUpLink: DhcpLink = { ifname: WARM_UP_IFNAME, ifindex: 1, id: clientId(65534) };
   let warmingUp: Promise<void> | undefined;
   function warmUp(rounds: number): Promise<void> {
-    const frames = warmUpFrames(linkClientOf(warmUpLink.id));
-    const tally: DhcpCounters = { ...counters };
+    // Through the same calls a datagram from a link takes, with the same types (Buffers), so
+    // that what V8 compiles now is what real traffic runs, not recompiled during a storm.
+    const frames = warmUpFrames(linkClientOf(warmUpLink.id)).map((frame) => Buffer.from(frame));
+    const served = new ServedLink(warmUpLink, hooks, { ...counters });
     let left = rounds;
     return new Promise<void>((resolve) => {
       const slice = (): void => {
         for (let round = 0; round < WARM_UP_SLICE && left > 0 && !closed; round++, left--) {
-          for (const frame of frames) answer(warmUpLink, frame, tally);
+          for (const frame of frames) served.onDatagram(frame);
         }
         leases.delete(WARM_UP_IFNAME);
         if (left > 0 && !closed) setImmediate(slice);
