@@ -213,11 +213,11 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   }
 
   // A boot storm's first few hundred requests would otherwise run in V8's interpreter, several
-  // times slower, and V8 would compile the request path on another core while clients wait,
-  // with the compiler's memory on top of the per-client figures. Running the path on made-up
-  // traffic moves that fixed cost to a quiet moment: the agent asks once its links are set up
-  // (clients of a booting provider come seconds later). In slices, so that real requests go
-  // ahead. The highest client id, on a name no link can have, with counters of its own.
+  // times slower, while V8 compiles the request path on another core. Running the path on
+  // made-up traffic moves most of that to a quiet moment: the agent asks once its links are set
+  // up (clients of a booting provider come seconds later). In slices, so that real requests go
+  // ahead. The highest client id, on a name no link can have, with counters of its own. (V8
+  // still recompiles some of it during a large storm: BENCHMARKS.md.)
   const warmUpLink: DhcpLink = { ifname: WARM_UP_IFNAME, ifindex: 1, id: clientId(65534) };
   let warmingUp: Promise<void> | undefined;
   function warmUp(rounds: number): Promise<void> {
