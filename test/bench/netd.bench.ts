@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type Harness, type Netns, RUN_PREFIX_ENV, createHarness } from '../harness/index.js';
-import { percentile } from './measure.js';
+import { AGENT_NODE_FLAGS, percentile } from './measure.js';
 
 export interface LatencyResult {
   readonly suite: string;
@@ -53,7 +53,7 @@ async function hotplug(provider: Netns, far: Netns, mode: 'agent' | 'spectrum', 
 async function agentCase(harness: Harness, links: number): Promise<LatencyResult[]> {
   const { provider, far } = await providerWithLinks(harness, `a${links}`, links);
   const started = performance.now();
-  const agent = provider.spawn(['node', CLI, 'run', '--control-socket', `/tmp/${provider.name}.sock`, '--notify-fd', '1'], { enter: 'nsenter' });
+  const agent = provider.spawn(['node', ...AGENT_NODE_FLAGS, CLI, 'run', '--control-socket', `/tmp/${provider.name}.sock`, '--notify-fd', '1'], { enter: 'nsenter' });
   await agent.waitForOutput(/^\n/, 60_000);
   const coldMs = performance.now() - started;
   const latencies = await hotplug(provider, far, 'agent', links + 1);
