@@ -155,6 +155,8 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   /** Everything about one datagram but the send: counters, lease, logs; the reply to send. */
   function answer(link: DhcpLink, bytes: Uint8Array, tally: DhcpCounters): { readonly frame: Uint8Array; readonly destination: Ipv4Text } | undefined {
     const { ifname } = link;
+    // The link's client (address text, MAC bytes) is derived per datagram, about a microsecond,
+    // rather than kept per link: a provider holds thousands of idle links, a client sends a few packets an hour.
     const outcome = serveDatagram(chain, linkClientOf(link.id), ifname, bytes, leases.get(ifname), Date.now());
     if (outcome.kind === 'not-dhcp') return;
     tally.received += 1;
