@@ -7,13 +7,15 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ClientId, clientId } from '../../shared/client-id.js';
 import { clientIpTextOf } from '../../shared/client-ip.js';
 import { clientMacOf } from '../../shared/link-mac.js';
 import { RUN_PREFIX_ENV } from '../harness/names.js';
+import type { Netns } from '../harness/netns.js';
+import { NETNS_RUN_DIR } from '../harness/process-registry.js';
 import { AGENT_NODE_FLAGS, median } from './measure.js';
 
 export interface StormResult {
@@ -22,7 +24,7 @@ export interface StormResult {
   readonly failures: number;
   /** All clients released at once -> last udhcpc exited with its lease. */
   readonly allLeasedMs: number;
-  /** Spawning the N (blocked) clients, before the clock starts. */
+  /** Starting the N clients until all are blocked at the gate, before the clock starts. */
   readonly spawnMs: number;
   /** Server view: first DISCOVER seen -> last ACK sent (spectrum-net only). */
   readonly serverWindowMs?: number;
@@ -41,6 +43,8 @@ export interface StormResult {
 }
 
 const DEFAULT_SIZES = [50, 200, 500, 1000];
+/** busybox-static (scripts/setup installs it): its udhcpc runs its own applets as scripts in-process. */
+const BUSYBOX = '/bin/busybox';
 
 function sizes(): number[] {
   const wanted = process.env['SPECTRUM_DHCP_STORM_N'];
@@ -89,44 +93,60 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
     for (const n of sizes()) {
       const harness = createHarness('storm');
       const ids: ClientId[] = Array.from({ length: n }, (_, index) => clientId(index + 1));
+      const lock = join(tmpdir(), `${harness.prefix}storm.lock`);
       try {
+        writeFileSync(lock, '');
         const setupStart = Date.now();
         const topology = await buildTopology(harness, ids, { concurrency: 32 });
         console.warn(`dhcp-storm: N=${n} topology built in ${Date.now() - setupStart} ms`);
 
         const storm = async (): Promise<{ failures: number; allLeasedMs: number; spawnMs: number }> => {
           // Spawning a thousand processes takes seconds on two cores: every client first blocks on
-          // a shared flock that a gate process holds, and all are released at once.
-          const lock = join(tmpdir(), `${harness.prefix}storm.lock`);
-          writeFileSync(lock, '');
+          // a shared flock that a gate process holds, and all are released at once. What runs
+          // after the gate opens is what the clients cost these two cores, so it is the client
+          // alone: flock execs udhcpc without forking, and the script is busybox's own `true`
+          // applet, which udhcpc runs in-process (a /bin/true costs a fork and exec per call).
+          // All clients share one PID namespace (so nothing they fork outlives the bench): one
+          // per client made tearing the namespaces down a third of the storm's CPU.
           const gate = spawn('flock', ['-x', lock, 'sh', '-c', 'echo locked; read _'], { stdio: ['pipe', 'pipe', 'ignore'] });
+          const gateClosed = new Promise((resolve) => gate.once('exit', resolve));
           await new Promise((resolve) => gate.stdout.once('data', resolve));
           const spawnStart = performance.now();
-          const children = ids.map((id) =>
-            (topology.clients.get(id) as NonNullable<ReturnType<typeof topology.clients.get>>).spawn(
-              ['flock', '-s', lock, 'udhcpc', '-f', '-q', '-n', '-t', '10', '-T', '1', '-i', 'eth0', '-s', '/bin/true'],
-              { pidns: true, enter: 'nsenter' },
-            ),
+          const names = ids.map((id) => (topology.clients.get(id) as Netns).name);
+          const clients = topology.provider.spawn(
+            ['sh', '-c', STORM_SCRIPT, 'storm', NETNS_RUN_DIR, lock, BUSYBOX, ...names],
+            { pidns: true, enter: 'nsenter' },
           );
+          const exits = new Map<string, number>();
+          let allReported: () => void = () => undefined;
+          const reported = new Promise<void>((resolve) => (allReported = resolve));
+          let pending = '';
+          clients.child.stdout?.on('data', (chunk: string) => {
+            const lines = (pending + chunk).split('\n');
+            pending = lines.pop() ?? '';
+            for (const line of lines) {
+              const [name, code] = line.split(' ');
+              if (name !== undefined && code !== undefined) exits.set(name, Number(code));
+            }
+            if (exits.size === n) allReported();
+          });
+          await waitForBlockedLocks(lock, n, 10_000 + n * 10);
           const spawnMs = performance.now() - spawnStart;
-          // Let every client reach its flock before the gate opens.
-          await new Promise((resolve) => setTimeout(resolve, 1000 + n * 5));
           const start = performance.now();
           gate.stdin.end('\n');
-          await new Promise((resolve) => gate.once('exit', resolve));
-          const exits = await settle(Promise.all(children.map((child) => child.wait())), 60_000);
+          await settle(reported, 60_000);
           const allLeasedMs = performance.now() - start;
-          await Promise.all(children.map((child) => child.kill('SIGKILL', 0)));
-          const failed = children.filter((child) => child.exit?.code !== 0);
-          if (failed.length > 0) {
-            const reasons = new Map<string, number>();
-            for (const child of failed) {
-              const reason = `${JSON.stringify(child.exit)} ${child.stderr.trim().split('\n').slice(-1)[0] ?? ''}`;
-              reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+          await gateClosed;
+          await clients.kill('SIGKILL', 0);
+          const failures = names.filter((name) => exits.get(name) !== 0).length;
+          if (failures > 0) {
+            const codes = new Map<string, number>();
+            for (const name of names) {
+              const code = exits.has(name) ? `exit ${String(exits.get(name))}` : 'no result';
+              if (exits.get(name) !== 0) codes.set(code, (codes.get(code) ?? 0) + 1);
             }
-            console.warn(`dhcp-storm: N=${n}: ${failed.length} clients failed:`, [...reasons].slice(0, 5));
+            console.warn(`dhcp-storm: N=${n}: ${failures} clients failed:`, [...codes]);
           }
-          const failures = exits === 'timeout' ? children.filter((child) => child.exit?.code !== 0).length : exits.filter((exit) => exit.code !== 0).length;
           return { failures, allLeasedMs, spawnMs };
         };
 
@@ -188,6 +208,7 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
           bytesPerClient: Math.round(((dnsmasqRss - dnsmasqIdle) * 1024) / n),
         });
       } finally {
+        rmSync(lock, { force: true });
         await fastCleanup(harness.prefix, ids);
         await harness.cleanup();
       }
@@ -197,6 +218,29 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
     process.off('exit', sweep);
   }
   return results;
+}
+
+/**
+ * The storm's clients, all in one PID namespace: $1 the namespaces' directory, $2 the gate's lock,
+ * $3 busybox, then the client namespaces. Prints "<namespace> <udhcpc's exit code>" per client.
+ */
+const STORM_SCRIPT = `dir=$1 lock=$2 busybox=$3; shift 3
+for ns; do
+  (nsenter --net="$dir/$ns" flock --shared --no-fork "$lock" "$busybox" udhcpc -f -q -n -t 10 -T 1 -i eth0 -s true >/dev/null 2>&1
+   echo "$ns $?") &
+done
+wait`;
+
+/** Wait until `count` processes are blocked on the lock (proc(5), /proc/locks: "->" lines). */
+async function waitForBlockedLocks(lock: string, count: number, timeoutMs: number): Promise<void> {
+  const inode = `:${statSync(lock).ino} `;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const blocked = readFileSync('/proc/locks', 'utf8').split('\n').filter((line) => line.includes('->') && line.includes(inode)).length;
+    if (blocked >= count) return;
+    if (Date.now() > deadline) throw new Error(`only ${blocked} of ${count} storm clients reached the gate in ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 function dnsmasqArgv(hostsFile: string, ids: readonly ClientId[]): string[] {
