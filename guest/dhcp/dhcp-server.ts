@@ -125,19 +125,7 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   }
   const sockets = new Map<string, ServedLink>();
   const leases = new Map<string, LeaseInfo>();
-  const counters: DhcpCounters = {
-    received: 0,
-    ignoredWrongMac: 0,
-    malformed: 0,
-    offers: 0,
-    acks: 0,
-    naks: 0,
-    releases: 0,
-    declines: 0,
-    dropped: 0,
-    sendErrors: 0,
-    socketErrors: 0,
-  };
+  const counters = zeroCounters();
   const portHolder = await bindServerPort();
   let closed = false;
 
@@ -218,15 +206,15 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   // times slower, while V8 compiles the request path on another core. Running the path on
   // made-up traffic moves most of that to a quiet moment: the agent asks once its links are set
   // up (clients of a booting provider come seconds later). In slices, so that real requests go
-  // ahead. The highest client id, on a name no link can have, with counters of its own. (V8
-  // still recompiles some of it during a large storm: BENCHMARKS.md.)
+  // ahead. The highest client id, on a name no link can have, with counters of its own (made
+  // alike: a copy of another shape made V8 recompile the path at the first real request).
   const warmUpLink: DhcpLink = { ifname: WARM_UP_IFNAME, ifindex: 1, id: clientId(65534) };
   let warmingUp: Promise<void> | undefined;
   function warmUp(rounds: number): Promise<void> {
     // Through the same calls a datagram from a link takes, with the same types (Buffers), so
     // that what V8 compiles now is what real traffic runs, not recompiled during a storm.
     const frames = warmUpFrames(linkClientOf(warmUpLink.id)).map((frame) => Buffer.from(frame));
-    const served = new ServedLink(warmUpLink, hooks, { ...counters });
+    const served = new ServedLink(warmUpLink, hooks, zeroCounters());
     let left = rounds;
     return new Promise<void>((resolve) => {
       const slice = (): void => {
@@ -300,4 +288,20 @@ async function bindServerPort(): Promise<UdpSocket> {
   });
   socket.on('error', () => undefined);
   return socket;
+}
+
+function zeroCounters(): DhcpCounters {
+  return {
+    received: 0,
+    ignoredWrongMac: 0,
+    malformed: 0,
+    offers: 0,
+    acks: 0,
+    naks: 0,
+    releases: 0,
+    declines: 0,
+    dropped: 0,
+    sendErrors: 0,
+    socketErrors: 0,
+  };
 }

@@ -7,7 +7,12 @@ import { hexOf, readTextOption, readUint32Option } from './option-values.js';
 
 export type LeaseState = 'offered' | 'bound' | 'released' | 'declined' | 'expired';
 
-/** What the server knows about one link's client. Times are milliseconds since the epoch. */
+/**
+ * What the server knows about one link's client. Times are milliseconds since the epoch; what is
+ * not known is undefined (and absent from JSON). Every record has every field, made by leaseRecord
+ * in one order: records of one shape keep the request path's optimised code valid, where records
+ * that gain fields as a client goes along made V8 deoptimise and recompile it mid-storm.
+ */
 export interface LeaseInfo {
   readonly ifname: string;
   readonly id: ClientId;
@@ -15,12 +20,27 @@ export interface LeaseInfo {
   readonly clientMac: string;
   readonly state: LeaseState;
   readonly firstSeen: number;
-  readonly lastRenewed?: number;
-  readonly expires?: number;
+  readonly lastRenewed: number | undefined;
+  readonly expires: number | undefined;
   /** Option 61 as hex, at most MAX_CLIENT_IDENTIFIER_BYTES bytes of it. */
-  readonly clientIdentifier?: string;
+  readonly clientIdentifier: string | undefined;
   /** Option 12, printable ASCII, at most MAX_HOSTNAME_CHARS. */
-  readonly hostname?: string;
+  readonly hostname: string | undefined;
+}
+
+function leaseRecord(lease: LeaseInfo): LeaseInfo {
+  return {
+    ifname: lease.ifname,
+    id: lease.id,
+    clientIp: lease.clientIp,
+    clientMac: lease.clientMac,
+    state: lease.state,
+    firstSeen: lease.firstSeen,
+    lastRenewed: lease.lastRenewed,
+    expires: lease.expires,
+    clientIdentifier: lease.clientIdentifier,
+    hostname: lease.hostname,
+  };
 }
 
 export const MAX_CLIENT_IDENTIFIER_BYTES = 64;
@@ -42,22 +62,25 @@ export function nextLease(
   const { link, packet } = request;
   const identifier = packet.options.get(OPTION.clientIdentifier);
   const hostname = readTextOption(packet.options, OPTION.hostname, MAX_HOSTNAME_CHARS);
-  const base: LeaseInfo = {
-    ...(previous ?? { state: 'offered' as const, firstSeen: now }),
+  const base = leaseRecord({
     ifname,
     id: link.id,
     clientIp: link.clientIp,
     clientMac: previous?.clientMac ?? clientMacOf(link.id),
-    ...(identifier !== undefined && { clientIdentifier: hexOf(identifier, MAX_CLIENT_IDENTIFIER_BYTES) }),
-    ...(hostname !== undefined && { hostname }),
-  };
+    state: previous?.state ?? 'offered',
+    firstSeen: previous?.firstSeen ?? now,
+    lastRenewed: previous?.lastRenewed,
+    expires: previous?.expires,
+    clientIdentifier: identifier !== undefined ? hexOf(identifier, MAX_CLIENT_IDENTIFIER_BYTES) : previous?.clientIdentifier,
+    hostname: hostname ?? previous?.hostname,
+  });
   const replyType = response.drop === undefined ? response.packet.options.get(OPTION.messageType)?.[0] : undefined;
-  if (response.drop === 'released') return { ...base, state: 'released', expires: now };
-  if (response.drop === 'declined') return { ...base, state: 'declined', expires: now };
-  if (replyType === MESSAGE_TYPE.offer) return base.state === 'bound' && !isExpired(base, now) ? base : { ...base, state: 'offered' };
+  if (response.drop === 'released') return leaseRecord({ ...base, state: 'released', expires: now });
+  if (response.drop === 'declined') return leaseRecord({ ...base, state: 'declined', expires: now });
+  if (replyType === MESSAGE_TYPE.offer) return base.state === 'bound' && !isExpired(base, now) ? base : leaseRecord({ ...base, state: 'offered' });
   if (replyType === MESSAGE_TYPE.ack && request.messageType === MESSAGE_TYPE.request) {
     const seconds = readUint32Option(response.packet.options, OPTION.leaseTime) ?? 0;
-    return { ...base, state: 'bound', lastRenewed: now, expires: now + seconds * 1000 };
+    return leaseRecord({ ...base, state: 'bound', lastRenewed: now, expires: now + seconds * 1000 });
   }
   return base;
 }
@@ -68,5 +91,5 @@ export function isExpired(lease: LeaseInfo, now: number): boolean {
 
 /** The lease as seen at `now`: a bound lease past its end reads as expired. */
 export function leaseAt(lease: LeaseInfo, now: number): LeaseInfo {
-  return isExpired(lease, now) ? { ...lease, state: 'expired' } : lease;
+  return isExpired(lease, now) ? leaseRecord({ ...lease, state: 'expired' }) : lease;
 }

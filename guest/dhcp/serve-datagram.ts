@@ -90,21 +90,39 @@ function maxReplyLength(request: DhcpRequest): number {
   return asked - IP_HEADER - 8;
 }
 
-/** A DISCOVER and a REQUEST as a stock client sends them, to run the request path on at start-up. */
+/**
+ * DISCOVERs and REQUESTs as stock clients send them, to run the request path on at start-up. Two
+ * kinds, so that every branch a real client takes has been taken: one asks for broadcast replies
+ * and names its host; the other, like busybox udhcpc, takes unicast replies, sends no hostname, and
+ * has a transaction id above 2^31. Clients pick xids at random, and V8 keeps a number that does not
+ * fit a small integer differently: warmed up on small ids only, the first real storm deoptimised
+ * the whole path and recompiled it (megabytes at peak).
+ */
 export function warmUpFrames(client: LinkClient): Uint8Array[] {
-  return [MESSAGE_TYPE.discover, MESSAGE_TYPE.request].map((type) => requestFrame(client, type));
+  return WARM_UP_CLIENTS.flatMap((kind) => [MESSAGE_TYPE.discover, MESSAGE_TYPE.request].map((type) => requestFrame(client, type, kind)));
 }
 
-function requestFrame(client: LinkClient, type: number): Uint8Array {
+interface WarmUpClient {
+  readonly xid: number;
+  readonly flags: number;
+  readonly hostname: string | undefined;
+}
+
+const WARM_UP_CLIENTS: readonly WarmUpClient[] = [
+  { xid: 0x5eed, flags: BROADCAST_FLAG, hostname: 'warm-up' },
+  { xid: 0xdeadbeef, flags: 0, hostname: undefined },
+];
+
+function requestFrame(client: LinkClient, type: number, kind: WarmUpClient): Uint8Array {
   const chaddr = new Uint8Array(16);
   chaddr.set(client.clientMac);
   const options = new Map<number, Uint8Array>([
     [OPTION.messageType, Uint8Array.of(type)],
     [OPTION.clientIdentifier, Uint8Array.of(1, ...client.clientMac)],
     [OPTION.parameterRequestList, Uint8Array.of(1, 3, 6, 12, 15, 28, 42, 121)],
-    [OPTION.hostname, new TextEncoder().encode('warm-up')],
     [OPTION.maxMessageSize, Uint8Array.of(0x05, 0xdc)],
   ]);
+  if (kind.hostname !== undefined) options.set(OPTION.hostname, new TextEncoder().encode(kind.hostname));
   if (type === MESSAGE_TYPE.request) {
     options.set(OPTION.requestedIp, Uint8Array.from(ipv4Octets(client.clientIp)));
     options.set(OPTION.serverId, Uint8Array.from(ipv4Octets(GATEWAY_IP)));
@@ -114,9 +132,9 @@ function requestFrame(client: LinkClient, type: number): Uint8Array {
     htype: 1,
     hlen: 6,
     hops: 0,
-    xid: 0x5eed,
+    xid: kind.xid,
     secs: 0,
-    flags: BROADCAST_FLAG,
+    flags: kind.flags,
     ciaddr: ZERO_IP,
     yiaddr: ZERO_IP,
     siaddr: ZERO_IP,

@@ -28,7 +28,15 @@ describe('lease records', () => {
     const renewed = step(bound, MESSAGE_TYPE.request, 50_000, [], '100.64.1.2');
     expect(renewed).toMatchObject({ state: 'bound', lastRenewed: 50_000, expires: 150_000 });
     expect(leaseAt(renewed as LeaseInfo, 150_000).state).toBe('expired');
-    expect(step(renewed, MESSAGE_TYPE.release, 60_000, [], '100.64.1.2')).toMatchObject({ state: 'released', expires: 60_000 });
+    const released = step(renewed, MESSAGE_TYPE.release, 60_000, [], '100.64.1.2');
+    expect(released).toMatchObject({ state: 'released', expires: 60_000 });
+    // Every record, in every state, has the same keys in the same order (one shape for V8).
+    const keys = Object.keys(offered as LeaseInfo);
+    for (const lease of [bound, renewed, leaseAt(renewed as LeaseInfo, 150_000), released, step(undefined, MESSAGE_TYPE.discover, 0)]) {
+      expect(Object.keys(lease as LeaseInfo)).toEqual(keys);
+    }
+    // A later request without hostname or identifier keeps what the client said before.
+    expect(renewed).toMatchObject({ hostname: 'lynx?box', clientIdentifier: '01ab' });
   });
 
   it('keeps hostnames and client identifiers bounded', () => {

@@ -11,7 +11,7 @@ import { packetArb } from './dhcp-arbitraries.js';
 
 const chain = spectrumChain({ leaseSeconds: 600 });
 const CLIENT = linkClientOf(clientId(0xa546));
-const [DISCOVER, REQUEST] = warmUpFrames(CLIENT) as [Uint8Array, Uint8Array];
+const [DISCOVER, REQUEST, UNICAST_DISCOVER, UNICAST_REQUEST] = warmUpFrames(CLIENT) as [Uint8Array, Uint8Array, Uint8Array, Uint8Array];
 
 function reframe(frame: Uint8Array, edit: (payload: Uint8Array) => Uint8Array, destinationPort = 67): Uint8Array {
   const datagram = parseUdpDatagram(frame);
@@ -34,6 +34,20 @@ describe('serveDatagram', () => {
     const ack = serveDatagram(chain, CLIENT, 'snp1', REQUEST, offer.lease, 2000);
     expect(ack.kind === 'answered' && ack.replyType).toBe(MESSAGE_TYPE.ack);
     expect(ack.kind === 'answered' && ack.lease).toMatchObject({ state: 'bound', firstSeen: 1000, lastRenewed: 2000, hostname: 'warm-up' });
+  });
+
+  it('the second made-up client takes unicast replies to its new address and echoes an xid above 2^31', () => {
+    const offer = serveDatagram(chain, CLIENT, 'snp1', UNICAST_DISCOVER, undefined, 1000);
+    if (offer.kind !== 'answered' || offer.reply === undefined) throw new Error('no reply');
+    expect(offer.reply.destination).toBe('100.64.165.70');
+    const sent = parseDhcpPacket(parseUdpDatagram(offer.reply.frame).payload);
+    expect(sent.xid).toBe(0xdeadbeef);
+    expect(sent.xid).toBeGreaterThan(2 ** 31);
+    const ack = serveDatagram(chain, CLIENT, 'snp1', UNICAST_REQUEST, offer.lease, 2000);
+    expect(ack.kind === 'answered' && ack.lease).toMatchObject({ state: 'bound', lastRenewed: 2000, hostname: undefined });
+    // The same key order, whichever client: one record shape for the optimised request path.
+    if (ack.kind !== 'answered' || ack.lease === undefined || offer.lease === undefined) throw new Error('no lease');
+    expect(Object.keys(ack.lease)).toEqual(Object.keys(offer.lease));
   });
 
   it('leaves other UDP alone, and reports relayed and malformed datagrams without answering', () => {
