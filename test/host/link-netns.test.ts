@@ -199,3 +199,61 @@ describeNetns('device names at the 15-byte boundary', () => {
   });
 });
 
+
+describeNetns('linking many VMs in one call (the host steps split over two ip processes)', () => {
+  const VMS = Array.from({ length: 12 }, (_, index) => `appvm-${index}`);
+  let harness: Harness;
+  let world: LinkWorld;
+  beforeAll(async () => {
+    harness = createHarness('bulk');
+    world = await makeLinkWorld(harness, VMS.length);
+  });
+  afterAll(async () => {
+    await world?.dispose();
+    await harness?.cleanup();
+  });
+
+  async function expectWhole(links: LinkJson['links']): Promise<void> {
+    const host = await devices(world.host);
+    for (const link of links) {
+      expect(host.get(link.bridge)?.linkinfo?.info_kind).toBe('bridge');
+      expect(host.get(link.bridge)?.flags).toContain('UP');
+      for (const side of [link.clientDevice, link.providerDevice]) {
+        expect(host.get(side)?.linkinfo?.info_kind).toBe('tun');
+        expect(host.get(side)?.master).toBe(link.bridge);
+        expect(host.get(side)?.flags).toContain('UP');
+      }
+    }
+  }
+
+  it('links every connection whole, and a failure in either part undoes both parts and keeps the state', async () => {
+    const first = await world.link(['link', ...VMS, '--attach', 'none', '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    const links = first.stdout.trim().split('\n').flatMap((line) => parseLink(line).links);
+    expect(links).toHaveLength(VMS.length);
+    await expectWhole(links);
+
+    for (const vm of VMS) expect((await world.link(['unlink', vm])).code).toBe(0);
+    const before = await devices(world.host);
+    const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
+    // A device elsewhere holds the last connection's bridge name as an altname: `ip -j link show
+    // dev NAME` reports it under its own name, so the plan creates the bridge, and the kernel
+    // refuses that step in the second process, after the first has made its devices.
+    const last = links[links.length - 1]!;
+    await world.host.ip(['link', 'add', 'blocker', 'type', 'bridge']);
+    await world.host.ip(['link', 'property', 'add', 'dev', 'blocker', 'altname', last.bridge]);
+    const failed = await world.link(['link', ...VMS, '--attach', 'none']);
+    expect(failed.code).not.toBe(0);
+    expect(oneLineError(failed.stderr)).toContain(last.bridge);
+    const after = await devices(world.host);
+    expect([...after.keys()].sort()).toEqual([...before.keys(), 'blocker'].sort());
+    expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+
+    await world.host.ip(['link', 'del', 'dev', 'blocker']);
+    const again = await world.link(['link', ...VMS, '--attach', 'none', '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    const relinked = again.stdout.trim().split('\n').flatMap((line) => parseLink(line).links);
+    expect(relinked.map((link) => link.id)).toEqual(links.map((link) => link.id));
+    await expectWhole(relinked);
+  });
+});
