@@ -90,9 +90,12 @@ interface PlanBuilder {
   readonly creates: string[];
 }
 
-function planSide(side: DesiredSide, connection: DesiredConnection, observed: ObservedDevices, plan: PlanBuilder): void {
+function planSide(side: DesiredSide, connection: DesiredConnection, observed: ObservedDevices, plan: PlanBuilder, bridgeReplaced: boolean): void {
   const { hostSteps: steps, creates } = plan;
-  const seen = observed.host.get(side.device);
+  const found = observed.host.get(side.device);
+  // A port of a device that is deleted to make way for our bridge (a bond by that name, say) is
+  // released with it: whatever master it reports now, it has none by the time it is set.
+  const seen = bridgeReplaced && found?.master === connection.bridge ? { ...found, master: null } : found;
   const attach = side.attach;
 
   if (attach.kind === 'tap') {
@@ -144,8 +147,9 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
       steps.push(host('link', 'add', connection.bridge, 'type', 'bridge'));
       creates.push(connection.bridge);
     }
-    planSide(connection.client, connection, observed, plan);
-    planSide(connection.provider, connection, observed, plan);
+    const bridgeReplaced = bridge !== undefined && !isBridge;
+    planSide(connection.client, connection, observed, plan, bridgeReplaced);
+    planSide(connection.provider, connection, observed, plan, bridgeReplaced);
     // The bridge comes up after its ports joined, as in a hand-written batch.
     steps.push(...fixDevice(null, { name: connection.bridge, master: null, mtu: connection.mtu }, isBridge ? bridge : undefined));
   }

@@ -69,7 +69,7 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly Ip
 const someDevice = (name: string): fc.Arbitrary<ObservedDevice> =>
   fc.record({
     name: fc.constant(name),
-    kind: fc.constantFrom<string | null>('bridge', 'tun', 'veth', 'dummy', null),
+    kind: fc.constantFrom<string | null>('bridge', 'bond', 'tun', 'veth', 'dummy', null),
     master: fc.constantFrom<string | null>(null, 'snb1', 'snb2', 'other'),
     mtu: fc.constantFrom(1280, 1500, 9000),
     up: fc.boolean(),
@@ -90,13 +90,21 @@ describe('planDevices, tap connections', () => {
     expect(plan.creates).toEqual(['snb7', 'snc7', 'snp7']);
   });
 
+  it('re-enslaves the ports of a non-bridge device that held the bridge name (deleting it released them)', () => {
+    const bond: ObservedDevice = { name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07' };
+    const port: ObservedDevice = { name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08' };
+    const steps = planDevices([connection(7)], observedHost([bond, port])).hostSteps.flat().map((step) => step.args.join(' '));
+    expect(steps.slice(0, 3)).toEqual(['link del dev snb7', 'link add snb7 type bridge', 'link set dev snc7 master snb7']);
+  });
+
   it('reaches the desired devices from any starting state, and planning again then changes nothing', () => {
     const names = ['snb1', 'snc1', 'snp1', 'snb2', 'snc2', 'snp2'];
     const start = fc
       .tuple(...names.map((name) => fc.option(someDevice(name), { nil: undefined })))
       .map((found) => new Map(found.flatMap((device) => (device === undefined ? [] : [[device.name, device] as const]))))
-      // As in the kernel: a master (other than a bridge outside the plan) exists and is a bridge.
-      .filter((devices) => [...devices.values()].every((d) => d.master === null || d.master === 'other' || devices.get(d.master)?.kind === 'bridge'));
+      // As in the kernel: a master (other than a bridge outside the plan) exists and can be one
+      // (a bridge, or a bond named like our bridge).
+      .filter((devices) => [...devices.values()].every((d) => d.master === null || d.master === 'other' || ['bridge', 'bond'].includes(devices.get(d.master)?.kind ?? '')));
     fc.assert(
       fc.property(start, fc.constantFrom(1400, 1500, 9000), (before, mtu) => {
         const wanted = [connection(1, mtu), connection(2, mtu)];
