@@ -48,7 +48,7 @@ export interface DhcpCounters {
 
 export interface DhcpServer {
   /**
-   * Run the request path on made-up traffic (default 2000 rounds, in event-loop slices) so that
+   * Run the request path on made-up traffic (default 1000 rounds of four requests, in event-loop slices) so that
    * V8 has compiled it before a boot storm; once per server, settles when done or closed.
    */
   warmUp(rounds?: number): Promise<void>;
@@ -95,8 +95,8 @@ class ServedLink implements LinkSocketEvents {
   }
 }
 
-/** Rounds of made-up DISCOVER + REQUEST after start-up: enough for V8 to optimise the path. */
-const WARM_UP_ROUNDS = 2000;
+/** Rounds of made-up traffic (the four frames of warmUpFrames) after start-up: enough for V8 to optimise the path. */
+const WARM_UP_ROUNDS = 1000;
 /** Rounds per event-loop turn: a few milliseconds. */
 const WARM_UP_SLICE = 50;
 /** Not a possible interface name (a space), so the warm-up lease never meets a real link's. */
