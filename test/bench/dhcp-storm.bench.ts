@@ -187,6 +187,7 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
         const batch = join(tmpdir(), `${harness.prefix}dnsmasq-addresses.batch`);
         writeFileSync(batch, `${topology.links.map((link) => `address add 100.64.255.254/16 dev ${link.ifname} noprefixroute`).join('\n')}\n`);
         await topology.provider.ip(['-batch', batch], { timeoutMs: 300_000 });
+        rmSync(batch, { force: true });
         const hosts = join(tmpdir(), `${harness.prefix}dnsmasq.hosts`);
         const dnsmasq = topology.provider.spawn(dnsmasqArgv(hosts, ids), { enter: 'nsenter' });
         for (let waited = 0; !/DHCP, static leases only/.test(dnsmasq.stderr) && waited < 10_000; waited += 20) {
@@ -209,6 +210,7 @@ export async function dhcpStormBench(): Promise<StormResult[]> {
         });
       } finally {
         rmSync(lock, { force: true });
+        rmSync(join(tmpdir(), `${harness.prefix}dnsmasq.hosts`), { force: true });
         await fastCleanup(harness.prefix, ids);
         await harness.cleanup();
       }
@@ -279,5 +281,7 @@ async function fastCleanup(harnessPrefix: string, ids: readonly ClientId[]): Pro
     execFileSync('ip', ['-force', '-batch', file], { stdio: 'ignore' });
   } catch {
     // Whatever is left, the harness cleanup removes one by one.
+  } finally {
+    rmSync(file, { force: true });
   }
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -70,14 +70,18 @@ describeNetns('DHCP server with stock clients', () => {
   it('gives ISC dhclient with its stock script the same configuration', async () => {
     const ns = client(DHCLIENT);
     const dir = mkdtempSync(join(tmpdir(), 'snt-dhclient-'));
-    // dhclient -1 daemonizes once bound; the PID namespace ends the daemon when the parent exits.
-    const run = await ns.spawn(
-      ['dhclient', '-1', '-v', '-sf', '/sbin/dhclient-script', '-lf', join(dir, 'leases'), '-pf', join(dir, 'pid'), 'eth0'],
-      { pidns: true },
-    );
-    const exit = await Promise.race([run.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 25_000))]);
-    await run.kill('SIGKILL', 0);
-    expect(exit, run.stderr).toMatchObject({ code: 0 });
+    try {
+      // dhclient -1 daemonizes once bound; the PID namespace ends the daemon when the parent exits.
+      const run = await ns.spawn(
+        ['dhclient', '-1', '-v', '-sf', '/sbin/dhclient-script', '-lf', join(dir, 'leases'), '-pf', join(dir, 'pid'), 'eth0'],
+        { pidns: true },
+      );
+      const exit = await Promise.race([run.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 25_000))]);
+      await run.kill('SIGKILL', 0);
+      expect(exit, run.stderr).toMatchObject({ code: 0 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     expectSpectrumConfiguration(await clientState(ns), DHCLIENT);
     // Debian's dhclient-script writes through the bind-mounted /etc/resolv.conf (cat, not rename).
     expect(readFileSync(`/etc/netns/${ns.name}/resolv.conf`, 'utf8')).toContain('nameserver 169.254.0.1');

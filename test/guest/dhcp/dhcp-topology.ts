@@ -5,7 +5,7 @@
  * 0a:b3:ec:00:hi:lo (or another MAC, to test refusals). Built with `ip -batch` so a thousand
  * links take seconds, not minutes.
  */
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { clientIpTextOf } from '../../../shared/client-ip.js';
@@ -34,7 +34,11 @@ export function providerIfname(id: ClientId): string {
 async function runBatch(ns: Netns, lines: readonly string[], label: string): Promise<void> {
   const file = join(tmpdir(), `${ns.name}-${label}.batch`);
   writeFileSync(file, `${lines.join('\n')}\n`);
-  await ns.ip(['-batch', file], { timeoutMs: 300_000 });
+  try {
+    await ns.ip(['-batch', file], { timeoutMs: 300_000 });
+  } finally {
+    rmSync(file, { force: true });
+  }
 }
 
 async function inParallel<T>(items: readonly T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {
@@ -57,7 +61,11 @@ async function batchNamespaces(harness: Harness, root: Netns, names: readonly st
   const file = join(tmpdir(), `${harness.prefix}netns.batch`);
   writeFileSync(file, `${fullNames.map((name) => `netns add ${name}`).join('\n')}\n`);
   // Run through the provider namespace's exec with nsenter: same mount namespace as ours.
-  await root.exec(['ip', '-batch', file], { enter: 'nsenter', timeoutMs: 300_000 });
+  try {
+    await root.exec(['ip', '-batch', file], { enter: 'nsenter', timeoutMs: 300_000 });
+  } finally {
+    rmSync(file, { force: true });
+  }
   return fullNames.map((name) => harness.adopt(name));
 }
 
