@@ -110,14 +110,21 @@ const DEFAULTS = {
   tcpIdleMs: 10_000,
 } as const;
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+/**
+ * UDP sockets per upstream, each on its own port the kernel picked at random; every query goes
+ * out of one chosen at random (RFC 5452: a forged answer must guess the port as well as the
+ * 16-bit id; one fixed port would leave the id alone to guess). A power of two, for an unbiased
+ * pick. Each socket costs the agent about 10 KB (measured), so 64 is ~0.7 MB per upstream.
+ */
+const SOCKETS_PER_UPSTREAM = 64;
 
 /**
- * An upstream and our UDP socket connected to it. Connected: the kernel drops datagrams from any
+ * An upstream and our UDP sockets connected to it. Connected: the kernel drops datagrams from any
  * other source, and sends need no per-packet address resolution.
  */
 interface UpstreamLink {
   readonly upstream: Upstream;
-  readonly socket: UdpSocket;
+  readonly sockets: readonly UdpSocket[];
 }
 
 /** Resolution for literal addresses only, synchronously: Node's default defers every send a tick. */
@@ -136,6 +143,8 @@ interface PendingQuery {
   readonly question: Buffer;
   readonly questionEnd: number;
   link: UpstreamLink;
+  /** The socket of `link` the current attempt went out of: only it may bring the answer. */
+  socket: UdpSocket | undefined;
   upstreamIndex: number;
   attempt: number;
 }
@@ -162,6 +171,8 @@ class Forwarder implements DnsForwarder {
   readonly #tcpIdleMs: number;
   readonly #resolvConfPath: string | undefined;
   readonly #pending: PendingTable<PendingQuery>;
+  /** Which of an upstream's sockets a query goes out of. */
+  readonly #socketPick = cryptoRandomId();
   readonly #limiter: RateLimiter;
   readonly #counters: MutableCounters;
   #upstreams: readonly UpstreamLink[] = [];
@@ -349,28 +360,33 @@ class Forwarder implements DnsForwarder {
   }
 
   async #connectUpstream(upstream: Upstream): Promise<UpstreamLink | undefined> {
-    const socket = createSocket({ type: upstream.family === 6 ? 'udp6' : 'udp4', lookup: literalLookup(upstream.family) });
-    const link: UpstreamLink = { upstream, socket };
-    // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
-    socket.on('error', () => (this.#counters.sendErrors += 1));
-    socket.on('message', (message) => this.#onUpstreamDatagram(link, message));
+    const sockets = Array.from({ length: SOCKETS_PER_UPSTREAM }, () => createSocket({ type: upstream.family === 6 ? 'udp6' : 'udp4', lookup: literalLookup(upstream.family) }));
+    const link: UpstreamLink = { upstream, sockets };
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject);
-        // dgram hands a failed connect (no route yet: ENETUNREACH) to this callback, not to 'error'.
-        socket.connect(upstream.port, upstream.address, (error?: Error) => {
-          socket.off('error', reject);
-          if (error === undefined || error === null) resolve();
-          else reject(error);
-        });
-      });
+      await Promise.all(sockets.map((socket) => this.#connectSocket(link, socket)));
     } catch (error) {
       this.#log.warn({ upstream: upstreamText(upstream), err: errorText(error) }, 'cannot use upstream resolver');
-      socket.close();
+      for (const socket of sockets) socket.close();
       return undefined;
     }
-    this.#tuneBuffers(socket);
+    for (const socket of sockets) this.#tuneBuffers(socket);
     return link;
+  }
+
+  #connectSocket(link: UpstreamLink, socket: UdpSocket): Promise<void> {
+    const { upstream } = link;
+    // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
+    socket.on('error', () => (this.#counters.sendErrors += 1));
+    socket.on('message', (message) => this.#onUpstreamDatagram(link, socket, message));
+    return new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      // dgram hands a failed connect (no route yet: ENETUNREACH) to this callback, not to 'error'.
+      socket.connect(upstream.port, upstream.address, (error?: Error) => {
+        socket.off('error', reject);
+        if (error === undefined || error === null) resolve();
+        else reject(error);
+      });
+    });
   }
 
   /** Reloads run one after another, so an older file never wins over a newer one. */
@@ -407,16 +423,18 @@ class Forwarder implements DnsForwarder {
       );
       const kept = links.filter((link): link is UpstreamLink => link !== undefined);
       if (this.#closed !== undefined) {
-        for (const link of kept) if (!old.includes(link)) link.socket.close();
+        for (const link of kept) if (!old.includes(link)) for (const socket of link.sockets) socket.close();
         return;
       }
       this.#upstreams = kept;
       for (const link of old) {
         if (kept.includes(link)) continue;
-        this.#retired.add(link.socket);
-        setTimeout(() => {
-          if (this.#retired.delete(link.socket)) link.socket.close();
-        }, this.#timeoutMs + 100).unref();
+        for (const socket of link.sockets) {
+          this.#retired.add(socket);
+          setTimeout(() => {
+            if (this.#retired.delete(socket)) socket.close();
+          }, this.#timeoutMs + 100).unref();
+        }
       }
       this.#preferred = 0;
       const level = upstreams.length === 0 ? 'warn' : 'info';
@@ -458,6 +476,7 @@ class Forwarder implements DnsForwarder {
       question: message.subarray(HEADER_LENGTH, verdict.questionEnd),
       questionEnd: verdict.questionEnd,
       link,
+      socket: undefined,
       upstreamIndex: index,
       attempt: 0,
     };
@@ -472,8 +491,10 @@ class Forwarder implements DnsForwarder {
     const id = this.#pending.insert(entry, performance.now() + this.#timeoutMs);
     if (id === undefined) return false;
     writeId(entry.message, id);
+    const socket = entry.link.sockets[this.#socketPick() % entry.link.sockets.length];
+    entry.socket = socket;
     try {
-      entry.link.socket.send(entry.message);
+      socket?.send(entry.message);
     } catch {
       // A socket closed under us (upstream list changed): the timeout moves the query on.
       this.#counters.sendErrors += 1;
@@ -501,16 +522,17 @@ class Forwarder implements DnsForwarder {
     else if (rcode === RCODE.refused) this.#counters.refused += 1;
   }
 
-  #onUpstreamDatagram(link: UpstreamLink, message: Buffer): void {
+  #onUpstreamDatagram(link: UpstreamLink, socket: UdpSocket, message: Buffer): void {
     if (message.length < HEADER_LENGTH || !isResponse(message)) {
       this.#counters.upstreamRejected += 1;
       return;
     }
     const id = readId(message);
     const entry = this.#pending.peek(id);
-    // Only the upstream we asked (the connected socket filters sources), answering the question
-    // we asked, may settle a query: a stray datagram must not cancel the real answer.
-    if (entry === undefined || entry.link !== link || !answersQuestion(message, entry.question)) {
+    // Only the upstream we asked (the connected socket filters sources), on the port we asked
+    // from, answering the question we asked, may settle a query: a stray or forged datagram must
+    // not cancel the real answer.
+    if (entry === undefined || entry.link !== link || entry.socket !== socket || !answersQuestion(message, entry.question)) {
       this.#counters.upstreamRejected += 1;
       return;
     }
@@ -659,7 +681,7 @@ class Forwarder implements DnsForwarder {
     this.#pending.drain();
     for (const socket of [...this.#tcpClients, ...this.#tcpUpstreams]) socket.destroy();
     const closing: Promise<void>[] = [];
-    const upstreamSockets = [...this.#upstreams.map((link) => link.socket), ...this.#retired];
+    const upstreamSockets = [...this.#upstreams.flatMap((link) => link.sockets), ...this.#retired];
     this.#retired.clear();
     for (const socket of [this.#udp, ...upstreamSockets]) {
       if (socket !== undefined) closing.push(new Promise((resolve) => socket.close(() => resolve())));

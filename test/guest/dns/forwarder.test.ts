@@ -10,6 +10,7 @@ import {
   FLOOD_CLIENT_IP,
   ForwarderProcess,
   NUMBERED_NAMES,
+  PROVIDER_UPLINK_IP,
   UPSTREAM_A,
   UPSTREAM_B,
   buildTopology,
@@ -94,6 +95,68 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     expect((await forwarder.counters())['listening']).toBe(true);
     expect((await dig(['+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
     expect(await forwarder.counter('answered')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('asks each upstream from 64 ports the kernel chose, a random one per query (RFC 5452)', async () => {
+    // nftables in the upstreams' namespace records the source port of every query reaching them.
+    const table = `table inet ${harness.prefix.replace(/-/g, '_')}ports`;
+    await net.internet.exec(['nft', '-f', '-'], {
+      input: `${table} {\n set ports { type inet_service; flags dynamic; }\n chain seen { type filter hook input priority 0; ip saddr ${PROVIDER_UPLINK_IP} udp dport 53 add @ports { udp sport }; }\n}\n`,
+    });
+    try {
+      const names = Array.from({ length: NUMBERED_NAMES }, (_, i) => `n${i}.test.example`);
+      const results = (await runQueryFixture({ mode: 'same-id', names, id: 0x4321 })) as ({ address: string | null } | null)[];
+      expect(results.filter((result) => result?.address !== null)).toHaveLength(NUMBERED_NAMES);
+      const listed = JSON.parse((await net.internet.exec(['nft', '-j', 'list', 'set', 'inet', table.split(' ')[2] ?? '', 'ports'])).stdout) as {
+        nftables: { set?: { elem?: unknown[] } }[];
+      };
+      const ports = listed.nftables.find((entry) => entry.set !== undefined)?.set?.elem ?? [];
+      // 32 queries over 64 ports: about 25 distinct on average; one fixed port would give 1.
+      expect(ports.length).toBeGreaterThanOrEqual(12);
+      const sockets = await net.provider.exec(['ss', '-Hun', 'state', 'established', 'dst', `${UPSTREAM_A}:53`]);
+      expect(sockets.stdout.trim().split('\n')).toHaveLength(64);
+    } finally {
+      await net.internet.exec(['nft', 'delete', ...table.split(' ')]);
+    }
+  });
+
+  it("takes no answer that arrives on another of the upstream's ports than its query left from", async () => {
+    // A forger at the upstream's address that sees our queries (the strongest off-link attacker:
+    // it knows the id and the question) answers each one to every port it saw before, not to the
+    // port the query came from. Without the port check the first such answer would be taken.
+    const forging = '192.0.2.55';
+    await harness.addAddress(net.internet, 'inet0', `${forging}/24`);
+    const forger = net.internet.spawn([
+      process.execPath,
+      '-e',
+      `const socket = require('node:dgram').createSocket('udp4'); const seen = new Set();
+       socket.on('message', (query, from) => {
+         const answer = Buffer.from(query); answer[2] |= 0x80;
+         const others = [...seen].filter((port) => port !== from.port); seen.add(from.port);
+         for (const port of others) socket.send(answer, port, from.address);
+         process.stdout.write('forged ' + others.length + '\\n');
+       });
+       socket.bind(53, '${forging}', () => process.stdout.write('ready\\n'));`,
+    ]);
+    await forger.waitForOutput(/^ready$/m);
+    replaceResolvConf(`nameserver ${forging}\n`);
+    try {
+      await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${forging}:53`]));
+      const rejected = await forwarder.counter('upstreamRejected');
+      let forged = 0;
+      for (let attempt = 0; attempt < 6 && forged < 2; attempt++) {
+        const answer = await dig([`n${attempt}.test.example`]);
+        expect(answer).toMatch(/status: SERVFAIL/);
+        forged = [...forger.stdout.matchAll(/^forged (\d+)$/gm)].reduce((sum, match) => sum + Number(match[1]), 0);
+      }
+      expect(forged).toBeGreaterThanOrEqual(2);
+      expect((await forwarder.counter('upstreamRejected')) - rejected).toBe(forged);
+    } finally {
+      await forger.kill();
+      await net.internet.ip(['address', 'del', `${forging}/24`, 'dev', 'inet0']);
+      replaceResolvConf(`nameserver ${UPSTREAM_A}\n`);
+      await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_A}:53`]));
+    }
   });
 
   it('gives concurrent queries carrying the same client id each their own answer', async () => {
