@@ -3,7 +3,7 @@
 // a bounded number of queries with a bounded window of outstanding ones, against the gateway
 // address; both forwarders relay to the same dnsmasq upstream in the "internet" namespace.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHarness, type Netns, type NetnsProcess } from '../harness/index.js';
@@ -52,10 +52,38 @@ function dnsmasqForwarder(provider: Netns, cacheSize: number): NetnsProcess {
   );
 }
 
+/** CPU time a process has used so far, user and system, in seconds (proc(5): utime, stime). */
+function cpuSeconds(pid: number): { user: number; system: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  return { user: Number(fields[11]) / ticksPerSecond, system: Number(fields[12]) / ticksPerSecond };
+}
+
+/** The process named `comm` among `root` and its descendants (dnsmasq runs under unshare). */
+function findServer(root: number, comm: string): number {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const parent = Number(readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]);
+      children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  for (let queue = [root]; queue.length > 0; ) {
+    const pid = queue.shift() as number;
+    if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return pid;
+    queue = [...queue, ...(children.get(pid) ?? [])];
+  }
+  throw new Error(`no ${comm} process under ${root}`);
+}
+
 /** The forwarders compared, each started and stopped around its rounds. */
 interface Contender {
   readonly name: string;
-  start(): Promise<{ stop(): Promise<void> }>;
+  /** `pid`: the forwarder process itself, whose CPU time each round is read from. */
+  start(): Promise<{ pid: number; stop(): Promise<void> }>;
 }
 
 export async function dnsBench(): Promise<BenchResult[]> {
@@ -92,7 +120,7 @@ export async function dnsBench(): Promise<BenchResult[]> {
             AGENT_NODE_FLAGS,
           );
           await servedBy('169.254.0.1');
-          return { stop: async () => void (await forwarder.process.kill()) };
+          return { pid: findServer(forwarder.process.pid, 'node'), stop: async () => void (await forwarder.process.kill()) };
         },
       },
       {
@@ -100,7 +128,7 @@ export async function dnsBench(): Promise<BenchResult[]> {
         start: async () => {
           const dnsmasq = dnsmasqForwarder(net.provider, 0);
           await servedBy('169.254.0.1');
-          return { stop: async () => void (await dnsmasq.kill()) };
+          return { pid: findServer(dnsmasq.pid, 'dnsmasq'), stop: async () => void (await dnsmasq.kill()) };
         },
       },
     ];
@@ -108,12 +136,18 @@ export async function dnsBench(): Promise<BenchResult[]> {
     // Rounds alternate between contenders so a slow moment of the machine hits both.
     const rates = new Map<string, number[]>(contenders.map((c) => [c.name, []]));
     const losses = new Map<string, number>(contenders.map((c) => [c.name, 0]));
+    // Microseconds of the forwarder's own CPU time per answered query, user and system apart.
+    const cpu = new Map<string, { user: number[]; system: number[] }>(contenders.map((c) => [c.name, { user: [], system: [] }]));
     for (let round = 0; round < ROUNDS; round++) {
       for (const contender of contenders) {
         const running = await contender.start();
         try {
+          const before = cpuSeconds(running.pid);
           const figures = await dnsperf(net.client, '169.254.0.1', datafile);
+          const after = cpuSeconds(running.pid);
           rates.get(contender.name)?.push(figures.qps);
+          cpu.get(contender.name)?.user.push(((after.user - before.user) * 1e6) / figures.completed);
+          cpu.get(contender.name)?.system.push(((after.system - before.system) * 1e6) / figures.completed);
           losses.set(contender.name, (losses.get(contender.name) ?? 0) + figures.lost);
         } finally {
           await running.stop();
@@ -131,6 +165,16 @@ export async function dnsBench(): Promise<BenchResult[]> {
       unit: 'queries/s',
       note: `median of ${ROUNDS} rounds of ${QUERIES_PER_ROUND}`,
     }));
+    for (const contender of contenders) {
+      const { user, system } = cpu.get(contender.name) ?? { user: [], system: [] };
+      results.push({
+        suite: SUITE,
+        name: `${contender.name}: its CPU time per query`,
+        value: median(user) + median(system),
+        unit: 'us',
+        note: `user ${median(user).toFixed(1)} + system ${median(system).toFixed(1)} us, medians of ${user.length} rounds`,
+      });
+    }
     results.push({ suite: SUITE, name: 'upstream dnsmasq asked directly (ceiling)', value: median(direct), unit: 'queries/s', note: `median of ${ROUNDS} rounds` });
     // The goal's figure: each round's spectrum-net rate over the dnsmasq rate of the same round
     // (run back to back), whose median a slow moment of the machine skews least.
