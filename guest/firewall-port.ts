@@ -12,6 +12,8 @@ export interface FirewallCounters {
 /** The agent's view of the firewall: make the ruleset match a model, read its counters. */
 export interface FirewallPort {
   reconcile(model: FirewallModel): Promise<void>;
+  /** Read the ruleset back and repair what differs from `model`; true when something was repaired. */
+  verify(model: FirewallModel): Promise<boolean>;
   counters(): Promise<{ antispoofDrops: number; isolationDrops: number; inputDrops: number }>;
 }
 
@@ -26,6 +28,11 @@ export class NoopFirewall implements FirewallPort {
   reconcile(model: FirewallModel): Promise<void> {
     this.#model = model;
     return Promise.resolve();
+  }
+
+  verify(model: FirewallModel): Promise<boolean> {
+    this.#model = model;
+    return Promise.resolve(false);
   }
 
   counters(): Promise<FirewallCounters> {

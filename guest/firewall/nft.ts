@@ -136,10 +136,14 @@ export class FirewallReconciler {
 
   constructor(private readonly options: NftOptions = {}) {}
 
-  async reconcile(model: FirewallModel): Promise<{ changed: boolean }> {
+  /**
+   * `verify`: list the table whatever is remembered, and repair what differs (someone changed it
+   * behind our back without making one of our transactions fail).
+   */
+  async reconcile(model: FirewallModel, { verify = false }: { verify?: boolean } = {}): Promise<{ changed: boolean }> {
     const valid = validateFirewallModel(model);
     const desired = desiredElements(valid);
-    if (this.#applied !== undefined) {
+    if (this.#applied !== undefined && !verify) {
       const diff = diffElements(this.#applied, desired);
       if (isEmptyDiff(diff)) return { changed: false };
       const result = await applyScript(elementCommands(diff), this.options);

@@ -28,6 +28,17 @@ export interface AgentCounters {
   readonly failedChanges: number;
   readonly fullSyncs: number;
   readonly lastReconcileMs: number;
+  /** Audits that found the ruleset changed behind the agent's back, and restored it. */
+  readonly firewallRepairs: number;
+}
+
+export interface AgentTiming {
+  /**
+   * How often the firewall is read back and repaired (ms; 0: never). Between audits the agent
+   * trusts what it last applied: a change by someone else that makes none of its transactions
+   * fail would otherwise last until the next start.
+   */
+  readonly firewallAuditMs?: number;
 }
 
 export interface AgentStatus {
@@ -63,7 +74,9 @@ export class NetdAgent {
   #retryMs = RETRY_FIRST_MS;
   #idleWaiters: (() => void)[] = [];
   #fatal: ((error: Error) => void) | undefined;
-  #counters = { reconciles: 0, changesApplied: 0, initialChanges: null as number | null, failedChanges: 0, fullSyncs: 0, lastReconcileMs: 0 };
+  #counters = { reconciles: 0, changesApplied: 0, initialChanges: null as number | null, failedChanges: 0, fullSyncs: 0, lastReconcileMs: 0, firewallRepairs: 0 };
+  #auditWanted = false;
+  #auditTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly kernel: NetdKernel,
@@ -71,6 +84,7 @@ export class NetdAgent {
     private readonly log: Logger,
     private readonly firewall: FirewallPort | null,
     private readonly services: ServicesPort | null,
+    private readonly timing: AgentTiming = {},
   ) {}
 
   /** Subscribe, read everything, reconcile once; resolves when that first reconcile is done. */
@@ -103,6 +117,14 @@ export class NetdAgent {
         failed: (error) => this.#fatal?.(error),
       });
     }
+    const auditMs = this.timing.firewallAuditMs ?? 0;
+    if (this.firewall !== null && auditMs > 0) {
+      this.#auditTimer = setInterval(() => {
+        this.#auditWanted = true;
+        this.#schedule();
+      }, auditMs);
+      this.#auditTimer.unref();
+    }
     this.#schedule();
     await this.idle();
   }
@@ -116,6 +138,7 @@ export class NetdAgent {
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#retryTimer);
+    clearInterval(this.#auditTimer);
     this.kernel.close();
   }
 
@@ -258,11 +281,20 @@ export class NetdAgent {
   async #tellPorts(current: Plan): Promise<void> {
     const model: FirewallModel = current.firewall;
     const modelText = JSON.stringify(model);
-    if (this.firewall !== null && modelText !== this.#firewallModel) {
+    // An audit reads the ruleset back instead of trusting what was last applied (AgentTiming).
+    const audit = this.#auditWanted;
+    this.#auditWanted = false;
+    const modelChanged = modelText !== this.#firewallModel;
+    if (this.firewall !== null && (modelChanged || audit)) {
       try {
-        await this.firewall.reconcile(model);
+        if (!audit) await this.firewall.reconcile(model);
+        else if ((await this.firewall.verify(model)) && !modelChanged) {
+          this.#counters.firewallRepairs += 1;
+          this.log.warn('the firewall table had been changed by someone else: restored');
+        }
         this.#firewallModel = modelText;
       } catch (error) {
+        this.#auditWanted ||= audit;
         this.log.error({ err: error }, 'firewall reconcile failed; will retry');
         this.#scheduleRetry(true);
       }

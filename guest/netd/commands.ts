@@ -52,6 +52,16 @@ interface RunOptions {
   leaseSeconds: string;
   dnsUpstream: string[];
   resolvConf: string;
+  firewallAudit: string;
+}
+
+/** --firewall-audit: seconds between read-backs of the ruleset, 0 for none. */
+function firewallAuditMs(text: string): number {
+  const seconds = Number(text);
+  if (text.trim() === '' || !Number.isFinite(seconds) || (seconds !== 0 && (seconds < 0.1 || seconds > 86_400))) {
+    throw new CliError(`--firewall-audit ${text} is not valid: give seconds from 0.1 to 86400, or 0 for never`, EXIT.usage);
+  }
+  return Math.round(seconds * 1000);
 }
 
 /** The real ports: nftables, the DHCP server and the DNS forwarder (each can be switched off). */
@@ -97,6 +107,7 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 
 async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log: Logger) => Promise<RunPorts>): Promise<void> {
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
+  const auditMs = firewallAuditMs(options.firewallAudit);
   const log = createLogger('spectrum-netd', { level: logLevel('info') });
   let agent: NetdAgent | undefined;
   let ports: RunPorts | undefined;
@@ -112,7 +123,9 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   const fatal = new Promise<never>((_, reject) => (fail = reject));
   try {
     ports = await portsFor(options, log);
-    agent = new NetdAgent(new RtnetlinkKernel(), { mode: 'provider', ignored: new Set(options.ignore), allowedPairs }, log, ports.firewall, ports.services);
+    agent = new NetdAgent(new RtnetlinkKernel(), { mode: 'provider', ignored: new Set(options.ignore), allowedPairs }, log, ports.firewall, ports.services, {
+      firewallAuditMs: auditMs,
+    });
     const started = performance.now();
     await Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]);
     const status = await agent.status();
@@ -144,6 +157,7 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     .option('--lease-seconds <n>', 'DHCP lease time', '3600')
     .option('--dns-upstream <ip[:port]>', 'upstream resolver (repeatable; default: the nameservers of --resolv-conf, followed as it changes)', collect, [])
     .option('--resolv-conf <path>', "the provider's resolver configuration", '/etc/resolv.conf')
+    .option('--firewall-audit <seconds>', 'read the nftables table back this often and restore what someone else changed (0: never)', '30')
     .action(async (options: RunOptions) => {
       await runAgent(options, ports);
     });

@@ -16,6 +16,10 @@ export class NftablesFirewall implements FirewallPort {
     await this.#reconciler.reconcile(model);
   }
 
+  async verify(model: FirewallModel): Promise<boolean> {
+    return (await this.#reconciler.reconcile(model, { verify: true })).changed;
+  }
+
   counters(): Promise<FirewallCounters> {
     return firewallCounters();
   }

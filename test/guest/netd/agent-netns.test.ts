@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
+import { eventually } from '../provider-world.js';
 
 const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
 const mac = (role: 0x80 | 0x00, id: number): string =>
@@ -11,7 +12,7 @@ const mac = (role: 0x80 | 0x00, id: number): string =>
 
 interface StatusJson {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string }[];
-  counters: { initialChanges: number | null; changesApplied: number; reconciles: number };
+  counters: { initialChanges: number | null; changesApplied: number; reconciles: number; firewallRepairs: number };
   firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number };
   model: { providerLinks: { ifname: string; clientIp: string }[]; uplinks: string[] } | null;
 }
@@ -30,8 +31,8 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     await client.ip(['link', 'set', 'dev', 'eth0', 'address', mac(0x00, id)]);
   }
 
-  async function startAgent(ns: Netns, socket: string): Promise<NetnsProcess> {
-    const child = ns.spawn(['node', CLI, 'run', '--control-socket', socket, '--notify-fd', '1'], {
+  async function startAgent(ns: Netns, socket: string, extra: readonly string[] = []): Promise<NetnsProcess> {
+    const child = ns.spawn(['node', CLI, 'run', '--control-socket', socket, '--notify-fd', '1', ...extra], {
       enter: 'nsenter',
       env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' },
     });
@@ -178,5 +179,33 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(result.code).toBe(1);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
     expect(result.stderr).toMatch(/another spectrum-netd answers/);
+  });
+
+  it('reads the firewall back every --firewall-audit and restores what someone else changed', async () => {
+    await agent.kill('SIGTERM', 3000);
+    agent = await startAgent(provider, join(dir, 'control.sock'), ['--firewall-audit', '0.3']);
+    const ruleset = async (): Promise<string> => (await provider.exec(['nft', '-s', 'list', 'ruleset'])).stdout;
+    const before = await ruleset();
+    expect(before).toContain('table inet spectrum_netd');
+    // An element removed: no transaction of the agent's fails, so only the audit can see it.
+    await provider.exec(['nft', 'delete', 'element', 'inet', 'spectrum_netd', 'client_links', '{ "vm1" }']);
+    expect(await ruleset()).not.toBe(before);
+    await eventually('the element restored', async () => (await ruleset()) === before);
+    expect((await status(join(dir, 'control.sock'))).counters.firewallRepairs).toBe(1);
+    // The whole table flushed away.
+    await provider.exec(['nft', 'delete', 'table', 'inet', 'spectrum_netd']);
+    await eventually('the table restored', async () => (await ruleset()) === before);
+    expect((await status(join(dir, 'control.sock'))).counters.firewallRepairs).toBe(2);
+    expect(agent.stdout + agent.stderr).toMatch(/changed by someone else: restored/);
+  });
+
+  it.each([['abc'], ['-1'], ['0.01'], ['100000'], ['']])('refuses --firewall-audit %j with one line and exit 2', async (value) => {
+    const result = await provider.exec(['node', CLI, 'run', '--control-socket', join(dir, 'never.sock'), '--firewall-audit', value], {
+      enter: 'nsenter',
+      allowFailure: true,
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/--firewall-audit/);
   });
 });
