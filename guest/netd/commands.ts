@@ -157,7 +157,7 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     .option('--lease-seconds <n>', 'DHCP lease time', '3600')
     .option('--dns-upstream <ip[:port]>', 'upstream resolver (repeatable; default: the nameservers of --resolv-conf, followed as it changes)', collect, [])
     .option('--resolv-conf <path>', "the provider's resolver configuration", '/etc/resolv.conf')
-    .option('--firewall-audit <seconds>', 'read the nftables table back this often and restore what someone else changed (0: never)', '30')
+    .option('--firewall-audit <seconds>', 'read the nftables table back this often and restore what someone else changed (0: never)', '60')
     .action(async (options: RunOptions) => {
       await runAgent(options, ports);
     });
