@@ -3,10 +3,10 @@
 // a bounded number of queries with a bounded window of outstanding ones, against the gateway
 // address; both forwarders relay to the same dnsmasq upstream in the "internet" namespace.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHarness, type Netns, type NetnsProcess } from '../harness/index.js';
+import { createHarness, descendantsOf, type Netns, type NetnsProcess } from '../harness/index.js';
 import { DNSMASQ_BASE, ForwarderProcess, NUMBERED_NAMES, UPSTREAM_A, buildTopology, eventually, startUpstream } from '../guest/dns/dns-topology.js';
 import { AGENT_NODE_FLAGS, type BenchResult, median } from './measure.js';
 
@@ -61,20 +61,8 @@ function cpuSeconds(pid: number): { user: number; system: number } {
 
 /** The process named `comm` among `root` and its descendants (dnsmasq runs under unshare). */
 function findServer(root: number, comm: string): number {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const parent = Number(readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]);
-      children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  for (let queue = [root]; queue.length > 0; ) {
-    const pid = queue.shift() as number;
+  for (const pid of [root, ...descendantsOf(root).map((child) => child.pid)]) {
     if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return pid;
-    queue = [...queue, ...(children.get(pid) ?? [])];
   }
   throw new Error(`no ${comm} process under ${root}`);
 }
@@ -103,11 +91,12 @@ export async function dnsBench(): Promise<BenchResult[]> {
       const result = await net.provider.exec(['dig', `@${UPSTREAM_A}`, '+time=1', '+tries=1', '+short', 'n0.test.example'], { allowFailure: true });
       return result.stdout.includes('203.0.113.100');
     });
-    const servedBy = async (server: string): Promise<void> =>
-      eventually(`a forwarder on ${server}`, async () => {
+    const servedBy = async (server: string): Promise<void> => {
+      await eventually(`a forwarder on ${server}`, async () => {
         const result = await net.client.exec(['dig', `@${server}`, '+time=1', '+tries=1', '+short', 'n0.test.example'], { allowFailure: true });
         return result.stdout.includes('203.0.113.100');
       });
+    };
 
     const contenders: Contender[] = [
       {

@@ -131,15 +131,7 @@ export class Agent {
   }
 }
 
-/** Poll until check() holds, or fail saying what was awaited. */
-export async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<number> {
-  const started = performance.now();
-  for (;;) {
-    if (await check()) return performance.now() - started;
-    if (performance.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+export { eventually } from '../harness/index.js';
 
 /** busybox udhcpc with Debian's stock script. */
 export async function udhcpc(client: Netns, ifname = 'eth0'): Promise<ExecResult> {

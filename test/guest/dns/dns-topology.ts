@@ -103,14 +103,7 @@ export function startUpstream(internet: Netns, address: string, tag: 'A' | 'B'):
   );
 }
 
-/** Wait until `check` resolves true (polling), or fail with `what`. */
-export async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+export { eventually } from '../../harness/index.js';
 
 /** The forwarder fixture running in a namespace, driven over its stdin. */
 export class ForwarderProcess {
