@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CH_MAX_BODY, CloudHypervisorError, chAttach, chDetach } from '../../../host/vmm/cloud-hypervisor.js';
 import type { VmmNic } from '../../../host/vmm/nic.js';
 import { FakeCloudHypervisor, type FakeVmState } from './fake-cloud-hypervisor.js';
+import { chError } from './rejection.js';
 
 const nic: VmmNic = { id: 'snp42310', tap: 'snp42310', mac: '0A:B3:EC:80:A5:46' };
 const options = { timeoutMs: 2000 };
@@ -25,16 +26,6 @@ async function fake(state?: FakeVmState): Promise<FakeCloudHypervisor> {
   const started = await FakeCloudHypervisor.start(state);
   fakes.push(started);
   return started;
-}
-
-async function chError(promise: Promise<unknown>): Promise<CloudHypervisorError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof CloudHypervisorError) return error;
-    throw error;
-  }
-  throw new Error('expected a CloudHypervisorError');
 }
 
 describe('chAttach', () => {

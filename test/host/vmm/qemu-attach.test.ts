@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type VmmNic } from '../../../host/vmm/nic.js';
 import { qemuAttach, qemuDetach, withQmp } from '../../../host/vmm/qmp.js';
 import { type QemuInstance, qemuUnavailable, startQemu } from './qemu-harness.js';
-import { qmpError } from './qmp-error.js';
+import { qmpError } from './rejection.js';
 
 const unavailable = qemuUnavailable();
 const inCi = process.env.CI === 'true';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { QMP_MAX_LINE, QmpClient, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
-import { qmpError } from './qmp-error.js';
+import { qmpError } from './rejection.js';
 
 const GREETING = '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}\r\n';
 type Message = Record<string, unknown>;
