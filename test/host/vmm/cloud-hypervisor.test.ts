@@ -5,7 +5,7 @@ import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CH_MAX_BODY, CloudHypervisorError, chAttach, chDetach } from '../../../host/vmm/cloud-hypervisor.js';
+import { CH_MAX_BODY, chAttach, chDetach } from '../../../host/vmm/cloud-hypervisor.js';
 import type { VmmNic } from '../../../host/vmm/nic.js';
 import { FakeCloudHypervisor, type FakeVmState } from './fake-cloud-hypervisor.js';
 import { chError } from './rejection.js';
