@@ -1,7 +1,6 @@
 // The provider agent's DNS forwarder: clients ask the gateway address (UDP, TCP for truncated
 // answers); we relay to the provider's upstream resolvers. The imperative shell around the pure
 // pieces (header.ts, pending-table.ts, rate-limiter.ts, resolv-conf.ts, tcp-frames.ts).
-import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { isIPv6, createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { GATEWAY_IP } from '../../shared/scheme.js';
@@ -26,6 +25,8 @@ import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
 import { exchangeOverTcp } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
 import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } from './upstream.js';
+import { RttEstimator } from './rtt-estimator.js';
+import { UdpPeer, UdpSocket, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
 
 export interface DnsForwarderOptions {
   /** Address clients query; default GATEWAY_IP. May not exist yet: see rebind(). */
@@ -36,7 +37,11 @@ export interface DnsForwarderOptions {
   upstreams?: readonly string[];
   /** Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). */
   resolvConfPath?: string;
-  /** How long one upstream gets to answer before the next is tried. Default 1500 ms. */
+  /**
+   * How long one upstream gets to answer before the next is tried. Default 1500 ms. Within it
+   * the query is sent again (same id, same port) once the upstream's round-trip estimate has
+   * passed, doubling the wait each time: a lost datagram costs a few round trips, not this.
+   */
   timeoutMs?: number;
   /** Most UDP queries waiting for upstream at once (<= 65536). Default 4096. */
   maxPending?: number;
@@ -77,6 +82,8 @@ export interface DnsForwarderCounters {
   readonly noUpstream: number;
   /** Upstream attempts that timed out (each moves on to the next upstream). */
   readonly upstreamTimeouts: number;
+  /** Queries sent to the same upstream again because its answer was late. */
+  readonly retransmits: number;
   /** Every upstream failed: answered SERVFAIL. */
   readonly failed: number;
   /** Upstream datagrams that matched no pending query (late, spoofed, wrong source or question). */
@@ -110,6 +117,10 @@ const DEFAULTS = {
   tcpIdleMs: 10_000,
 } as const;
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+/** The earliest resend: answers slow down with an upstream's load and with names it must look up. */
+const MIN_RETRANSMIT_MS = 100;
+/** Before an upstream has answered anything (RFC 6298's initial RTO). */
+const INITIAL_RETRANSMIT_MS = 1000;
 /**
  * UDP sockets per upstream, each on its own port the kernel picked at random; every query goes
  * out of one chosen at random (RFC 5452: a forged answer must guess the port as well as the
@@ -125,19 +136,14 @@ const SOCKETS_PER_UPSTREAM = 64;
 interface UpstreamLink {
   readonly upstream: Upstream;
   readonly sockets: readonly UdpSocket[];
-}
-
-/** Resolution for literal addresses only, synchronously: Node's default defers every send a tick. */
-function literalLookup(family: 4 | 6) {
-  return (address: string, _options: unknown, callback: (error: null, address: string, family: number) => void): void =>
-    callback(null, address, family);
+  /** When to resend a query this upstream has not answered. */
+  readonly rtt: RttEstimator;
 }
 
 interface PendingQuery {
-  readonly clientAddress: string;
-  readonly clientPort: number;
+  readonly client: UdpPeer;
   readonly clientId: number;
-  /** The client's query; its id is overwritten with ours for each attempt. */
+  /** A copy of the client's query; its id is overwritten with ours for each attempt. */
   readonly message: Buffer;
   /** View of the question bytes (after the header, so id rewrites leave it alone). */
   readonly question: Buffer;
@@ -147,6 +153,13 @@ interface PendingQuery {
   socket: UdpSocket | undefined;
   upstreamIndex: number;
   attempt: number;
+  /** Our id for the current upstream, its key in the pending table. */
+  id: number;
+  /** When the query last went out, and how often to the current upstream (1: not resent). */
+  sentAt: number;
+  transmissions: number;
+  /** When the current upstream's time is up (timeoutMs after the first transmission). */
+  upstreamUntil: number;
 }
 
 type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForwarderCounters[K] };
@@ -188,6 +201,8 @@ class Forwarder implements DnsForwarder {
   readonly #retired = new Set<UdpSocket>();
   #watcher: ResolvConfWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** When #timer fires (Infinity when unarmed). */
+  #timerAt = Number.POSITIVE_INFINITY;
   #closed: Promise<void> | undefined;
   #binding: Promise<void> | undefined;
   #reloading: Promise<void> = Promise.resolve();
@@ -232,6 +247,7 @@ class Forwarder implements DnsForwarder {
       overloaded: 0,
       noUpstream: 0,
       upstreamTimeouts: 0,
+      retransmits: 0,
       failed: 0,
       upstreamRejected: 0,
       sendErrors: 0,
@@ -247,6 +263,7 @@ class Forwarder implements DnsForwarder {
   }
 
   async start(): Promise<void> {
+    loadUdpAddon();
     if (this.#configured !== undefined) await this.#setUpstreams(this.#configured, 'options');
     const path = this.#resolvConfPath;
     if (path !== undefined) {
@@ -292,7 +309,7 @@ class Forwarder implements DnsForwarder {
     this.#counters.bindAttempts += 1;
     const where = `${this.#listen}:${this.#port}`;
     try {
-      if (this.#udp === undefined) this.#udp = await this.#bindUdp();
+      if (this.#udp === undefined) this.#udp = this.#bindUdp();
       if (this.#tcp === undefined) this.#tcp = await this.#bindTcp();
       this.#counters.lastBindError = null;
       this.#log.info({ listen: where }, 'DNS forwarder listening');
@@ -312,23 +329,11 @@ class Forwarder implements DnsForwarder {
     }
   }
 
-  #bindUdp(): Promise<UdpSocket> {
-    return new Promise((resolve, reject) => {
-      const socket = createSocket({ type: this.#family === 6 ? 'udp6' : 'udp4', lookup: literalLookup(this.#family) });
-      const fail = (error: Error): void => {
-        socket.close();
-        reject(error);
-      };
-      socket.once('error', fail);
-      socket.bind({ address: this.#listen, port: this.#port, exclusive: true }, () => {
-        socket.off('error', fail);
-        // Per-packet send failures (e.g. a client link gone): counted, not logged, so a flood cannot fill the log.
-        socket.on('error', () => (this.#counters.sendErrors += 1));
-        socket.on('message', (message, remote) => this.#onClientDatagram(message, remote));
-        this.#tuneBuffers(socket);
-        resolve(socket);
-      });
-    });
+  #bindUdp(): UdpSocket {
+    const socket = UdpSocket.bind(this.#family, this.#listen, this.#port, SOCKET_BUFFER_BYTES);
+    // Errors the kernel queues for a client (its link gone, say): counted, not logged, so a flood cannot fill the log.
+    socket.receive(this.#onClientDatagram, () => (this.#counters.sendErrors += 1));
+    return socket;
   }
 
   #bindTcp(): Promise<Server> {
@@ -349,44 +354,26 @@ class Forwarder implements DnsForwarder {
     });
   }
 
-  #tuneBuffers(socket: UdpSocket): void {
-    // Bursts from many clients must not overflow the default ~200 KiB; the kernel caps it at rmem_max.
-    try {
-      socket.setRecvBufferSize(SOCKET_BUFFER_BYTES);
-      socket.setSendBufferSize(SOCKET_BUFFER_BYTES);
-    } catch {
-      // Not fatal: the defaults still work.
-    }
-  }
-
   async #connectUpstream(upstream: Upstream): Promise<UpstreamLink | undefined> {
-    const sockets = Array.from({ length: SOCKETS_PER_UPSTREAM }, () => createSocket({ type: upstream.family === 6 ? 'udp6' : 'udp4', lookup: literalLookup(upstream.family) }));
-    const link: UpstreamLink = { upstream, sockets };
+    const sockets: UdpSocket[] = [];
     try {
-      await Promise.all(sockets.map((socket) => this.#connectSocket(link, socket)));
+      for (let i = 0; i < SOCKETS_PER_UPSTREAM; i++) {
+        const socket = UdpSocket.bind(upstream.family, '', 0, SOCKET_BUFFER_BYTES);
+        sockets.push(socket);
+        // A failed connect (no route yet: ENETUNREACH) throws; rebind() tries again later.
+        socket.connect(upstream.address, upstream.port);
+      }
     } catch (error) {
       this.#log.warn({ upstream: upstreamText(upstream), err: errorText(error) }, 'cannot use upstream resolver');
       for (const socket of sockets) socket.close();
       return undefined;
     }
-    for (const socket of sockets) this.#tuneBuffers(socket);
-    return link;
-  }
-
-  #connectSocket(link: UpstreamLink, socket: UdpSocket): Promise<void> {
-    const { upstream } = link;
+    const rtt = new RttEstimator({ initialMs: Math.min(INITIAL_RETRANSMIT_MS, this.#timeoutMs), minMs: Math.min(MIN_RETRANSMIT_MS, this.#timeoutMs), maxMs: this.#timeoutMs });
+    const link: UpstreamLink = { upstream, sockets, rtt };
     // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
-    socket.on('error', () => (this.#counters.sendErrors += 1));
-    socket.on('message', (message) => this.#onUpstreamDatagram(link, socket, message));
-    return new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      // dgram hands a failed connect (no route yet: ENETUNREACH) to this callback, not to 'error'.
-      socket.connect(upstream.port, upstream.address, (error?: Error) => {
-        socket.off('error', reject);
-        if (error === undefined || error === null) resolve();
-        else reject(error);
-      });
-    });
+    const onError = (): void => void (this.#counters.sendErrors += 1);
+    for (const socket of sockets) socket.receive((message) => this.#onUpstreamDatagram(link, socket, message), onError);
+    return link;
   }
 
   /** Reloads run one after another, so an older file never wins over a newer one. */
@@ -444,9 +431,10 @@ class Forwarder implements DnsForwarder {
 
   // ---- UDP ----
 
-  #onClientDatagram(message: Buffer, remote: RemoteInfo): void {
+  // A property, not a method: the socket calls it for every datagram (no bound copy per call).
+  readonly #onClientDatagram = (message: Buffer, remote: UdpPeer): void => {
     this.#counters.queries += 1;
-    if (!this.#limiter.allow(remote.address, performance.now())) {
+    if (!this.#limiter.allow(remote.hostKey(), performance.now())) {
       this.#counters.rateLimited += 1;
       return;
     }
@@ -468,52 +456,55 @@ class Forwarder implements DnsForwarder {
     const index = this.#preferred < upstreamCount ? this.#preferred : 0;
     const link = this.#upstreams[index];
     if (link === undefined) return;
+    // The datagram is a view into the socket's arena: the pending query keeps a copy.
+    const query = Buffer.from(message);
     const entry: PendingQuery = {
-      clientAddress: remote.address,
-      clientPort: remote.port,
-      clientId: readId(message),
-      message,
-      question: message.subarray(HEADER_LENGTH, verdict.questionEnd),
+      client: remote.copy(),
+      clientId: readId(query),
+      message: query,
+      question: query.subarray(HEADER_LENGTH, verdict.questionEnd),
       questionEnd: verdict.questionEnd,
       link,
       socket: undefined,
       upstreamIndex: index,
       attempt: 0,
+      id: 0,
+      sentAt: 0,
+      transmissions: 0,
+      upstreamUntil: 0,
     };
     if (!this.#sendUpstream(entry)) {
       this.#counters.overloaded += 1;
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
     }
-  }
+  };
 
   /** Give the query a fresh id and send it to its upstream; false when the table is full. */
   #sendUpstream(entry: PendingQuery): boolean {
-    const id = this.#pending.insert(entry, performance.now() + this.#timeoutMs);
+    const now = performance.now();
+    const id = this.#pending.insert(entry, now + entry.link.rtt.timeoutMs());
     if (id === undefined) return false;
+    entry.id = id;
+    entry.sentAt = now;
+    entry.transmissions = 1;
+    entry.upstreamUntil = now + this.#timeoutMs;
     writeId(entry.message, id);
     const socket = entry.link.sockets[this.#socketPick() % entry.link.sockets.length];
     entry.socket = socket;
-    try {
-      socket?.send(entry.message);
-    } catch {
-      // A socket closed under us (upstream list changed): the timeout moves the query on.
-      this.#counters.sendErrors += 1;
-    }
+    // A failed send (a socket closed as the upstream list changed): the timeout moves the query on.
+    if (socket === undefined || socket.send(entry.message) < 0) this.#counters.sendErrors += 1;
     this.#armTimer();
     return true;
   }
 
-  #answerUdp(query: Buffer, questionEnd: number, rcode: Rcode, remote: { address: string; port: number }): void {
+  #answerUdp(query: Buffer, questionEnd: number, rcode: Rcode, client: UdpPeer): void {
     this.#countRcode(rcode);
-    this.#sendToClient(errorResponse(query, questionEnd, rcode), remote.port, remote.address);
+    this.#sendToClient(errorResponse(query, questionEnd, rcode), client);
   }
 
-  #sendToClient(message: Buffer, port: number, address: string): void {
-    try {
-      this.#udp?.send(message, port, address);
-    } catch {
-      this.#counters.sendErrors += 1;
-    }
+  #sendToClient(message: Buffer, client: UdpPeer): void {
+    const socket = this.#udp;
+    if (socket === undefined || socket.sendTo(message, client) < 0) this.#counters.sendErrors += 1;
   }
 
   #countRcode(rcode: Rcode): void {
@@ -537,26 +528,52 @@ class Forwarder implements DnsForwarder {
       return;
     }
     this.#pending.take(id);
+    // Karn: a resent query's answer may be to either copy, so only single sends are timed.
+    if (entry.transmissions === 1) link.rtt.sample(performance.now() - entry.sentAt);
     if (this.#upstreams[entry.upstreamIndex] === link) {
       this.#preferred = entry.upstreamIndex;
     }
     writeId(message, entry.clientId);
     this.#counters.answered += 1;
-    this.#sendToClient(message, entry.clientPort, entry.clientAddress);
+    this.#sendToClient(message, entry.client);
   }
 
+  /** Have #onTimer run at the next deadline (re-armed only when that is earlier than planned). */
   #armTimer(): void {
-    if (this.#timer !== undefined) return;
     const next = this.#pending.nextDeadline();
-    if (next === undefined) return;
+    if (next === undefined || next >= this.#timerAt) return;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timerAt = next;
     this.#timer = setTimeout(this.#onTimer, Math.max(0, Math.ceil(next - performance.now())) + 1);
   }
 
   readonly #onTimer = (): void => {
     this.#timer = undefined;
-    for (const entry of this.#pending.expire(performance.now())) this.#retry(entry);
+    this.#timerAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    for (const id of this.#pending.due(now)) {
+      const entry = this.#pending.peek(id);
+      if (entry === undefined) continue;
+      const left = entry.upstreamUntil - now;
+      if (left >= MIN_RETRANSMIT_MS) this.#resend(entry, now, left);
+      else if (left > 0) this.#pending.reschedule(id, entry.upstreamUntil);
+      else {
+        this.#pending.take(id);
+        this.#retry(entry);
+      }
+    }
     this.#armTimer();
   };
+
+  /** The upstream's answer is late: the same query (id, port) again, and twice as long to wait. */
+  #resend(entry: PendingQuery, now: number, left: number): void {
+    entry.transmissions += 1;
+    entry.sentAt = now;
+    this.#counters.retransmits += 1;
+    const wait = Math.min(left, entry.link.rtt.timeoutMs() * 2 ** (entry.transmissions - 1));
+    this.#pending.reschedule(entry.id, now + wait);
+    if (entry.socket === undefined || entry.socket.send(entry.message) < 0) this.#counters.sendErrors += 1;
+  }
 
   /** An upstream did not answer in time: move on to the next one, or give up with SERVFAIL. */
   #retry(entry: PendingQuery): void {
@@ -582,7 +599,7 @@ class Forwarder implements DnsForwarder {
     }
     this.#counters.failed += 1;
     writeId(entry.message, entry.clientId);
-    this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, { address: entry.clientAddress, port: entry.clientPort });
+    this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, entry.client);
   }
 
   // ---- TCP ----
@@ -593,7 +610,7 @@ class Forwarder implements DnsForwarder {
     const reader = new FrameReader();
     const backlog: Buffer[] = [];
     let inFlight = 0;
-    const remote = socket.remoteAddress ?? '';
+    const remote = hostKeyOfText(socket.remoteAddress ?? '');
     socket.setTimeout(this.#tcpIdleMs, () => {
       this.#counters.tcpIdleClosed += 1;
       socket.destroy();
@@ -626,7 +643,7 @@ class Forwarder implements DnsForwarder {
     });
   }
 
-  async #serveTcpQuery(socket: TcpSocket, query: Buffer, remote: string): Promise<void> {
+  async #serveTcpQuery(socket: TcpSocket, query: Buffer, remote: number | string): Promise<void> {
     this.#counters.queries += 1;
     this.#counters.tcpQueries += 1;
     if (!this.#limiter.allow(remote, performance.now())) {
@@ -678,14 +695,13 @@ class Forwarder implements DnsForwarder {
     this.#watcher?.close();
     await this.#reloading;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#pending.drain();
     for (const socket of [...this.#tcpClients, ...this.#tcpUpstreams]) socket.destroy();
     const closing: Promise<void>[] = [];
     const upstreamSockets = [...this.#upstreams.flatMap((link) => link.sockets), ...this.#retired];
     this.#retired.clear();
-    for (const socket of [this.#udp, ...upstreamSockets]) {
-      if (socket !== undefined) closing.push(new Promise((resolve) => socket.close(() => resolve())));
-    }
+    for (const socket of [this.#udp, ...upstreamSockets]) socket?.close();
     const tcp = this.#tcp;
     if (tcp !== undefined) closing.push(new Promise((resolve) => tcp.close(() => resolve())));
     this.#udp = undefined;

@@ -23,7 +23,7 @@ const REFRESH_MS = 1000;
  * bucket, which is the same as a client that has been quiet long enough.
  */
 export class RateLimiter {
-  readonly #buckets = new Map<string, Bucket>();
+  readonly #buckets = new Map<string | number, Bucket>();
   readonly #perMs: number;
   readonly #burst: number;
   readonly #maxClients: number;
@@ -43,7 +43,7 @@ export class RateLimiter {
   }
 
   /** Take a token for `client` at time `nowMs` (monotonic); false means drop the query. */
-  allow(client: string, nowMs: number): boolean {
+  allow(client: string | number, nowMs: number): boolean {
     let bucket = this.#buckets.get(client);
     if (bucket === undefined) {
       bucket = { tokens: this.#burst, last: nowMs, seen: nowMs };

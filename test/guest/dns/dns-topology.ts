@@ -42,8 +42,10 @@ export const FORWARDER_SOURCES = [
   'guest/dns/rate-limiter',
   'guest/dns/resolv-conf',
   'guest/dns/resolv-conf-watcher',
+  'guest/dns/rtt-estimator',
   'guest/dns/tcp-exchange',
   'guest/dns/tcp-frames',
+  'guest/dns/udp-socket',
   'guest/dns/upstream',
 ];
 

@@ -159,6 +159,49 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
+  it('sends a query again when its answer is late, after a few round trips, not the whole timeout', async () => {
+    // An upstream that ignores the first copy of every query for lose-*.test.example and answers
+    // everything else at once (NOERROR, no records): only a resend gets those answered.
+    const lossy = '192.0.2.56';
+    await harness.addAddress(net.internet, 'inet0', `${lossy}/24`);
+    const upstream = net.internet.spawn([
+      process.execPath,
+      '-e',
+      `const socket = require('node:dgram').createSocket('udp4'); const seen = new Set();
+       socket.on('message', (query, from) => {
+         const key = query.toString('hex');
+         if (query.includes('lose-') && !seen.has(key)) { seen.add(key); process.stdout.write('ignored\\n'); return; }
+         const answer = Buffer.from(query); answer[2] |= 0x80; answer[3] |= 0x80;
+         socket.send(answer, from.port, from.address);
+       });
+       socket.bind(53, '${lossy}', () => process.stdout.write('ready\\n'));`,
+    ]);
+    await upstream.waitForOutput(/^ready$/m);
+    replaceResolvConf(`nameserver ${lossy}\n`);
+    try {
+      await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${lossy}:53`]));
+      // Round trips to learn from (answered at the first try); then the lost ones.
+      for (let i = 0; i < 3; i++) expect(await dig([`warm-${i}.test.example`])).toMatch(/status: NOERROR/);
+      const before = await forwarder.counters();
+      for (let i = 0; i < 3; i++) {
+        const answer = await dig([`lose-${i}.test.example`]);
+        expect(answer).toMatch(/status: NOERROR/);
+        // Resent after the 100 ms floor, well inside the 500 ms this upstream gets.
+        expect(Number(/Query time: (\d+) msec/.exec(answer)?.[1])).toBeLessThan(TIMEOUT_MS - 100);
+      }
+      const after = await forwarder.counters();
+      expect(Number(after['retransmits']) - Number(before['retransmits'])).toBe(3);
+      expect(after['failed']).toBe(before['failed']);
+      expect(after['upstreamTimeouts']).toBe(before['upstreamTimeouts']);
+      expect([...upstream.stdout.matchAll(/^ignored$/gm)]).toHaveLength(3);
+    } finally {
+      await upstream.kill();
+      await net.internet.ip(['address', 'del', `${lossy}/24`, 'dev', 'inet0']);
+      replaceResolvConf(`nameserver ${UPSTREAM_A}\n`);
+      await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_A}:53`]));
+    }
+  });
+
   it('gives concurrent queries carrying the same client id each their own answer', async () => {
     const names = Array.from({ length: NUMBERED_NAMES }, (_, i) => `n${i}.test.example`);
     const results = (await runQueryFixture({ mode: 'same-id', names, id: 0x1234 })) as ({ name: string; id: number; address: string | null } | null)[];

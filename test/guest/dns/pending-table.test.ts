@@ -3,16 +3,21 @@ import { describe, expect, it } from 'vitest';
 import { PendingTable } from '../../../guest/dns/pending-table.js';
 import { cryptoRandomId } from '../../../guest/dns/random-id.js';
 
-type Op = { kind: 'insert'; value: number } | { kind: 'take'; pick: number } | { kind: 'expire'; advance: number };
+type Op =
+  | { kind: 'insert'; value: number; timeout: number }
+  | { kind: 'take'; pick: number }
+  | { kind: 'reschedule'; pick: number; timeout: number }
+  | { kind: 'expire'; advance: number };
 
 const anyOp: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ kind: fc.constant('insert' as const), value: fc.integer() }),
+  fc.record({ kind: fc.constant('insert' as const), value: fc.integer(), timeout: fc.integer({ min: 0, max: 40 }) }),
   fc.record({ kind: fc.constant('take' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('reschedule' as const), pick: fc.nat(), timeout: fc.integer({ min: 0, max: 40 }) }),
   fc.record({ kind: fc.constant('expire' as const), advance: fc.integer({ min: 0, max: 50 }) }),
 );
 
 describe('pending table', () => {
-  it('hands out ids that are unique among pending entries, returns each value once, and stays within capacity', () => {
+  it('hands out ids that are unique among pending entries, returns each value once, expires by deadline, and stays within capacity', () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 64 }),
@@ -22,12 +27,13 @@ describe('pending table', () => {
           // A deliberately poor random source (few distinct values) forces the collision path.
           let i = 0;
           const table = new PendingTable<number>(capacity, () => draws[i++ % draws.length] ?? 0);
-          const model = new Map<number, { value: number; deadline: number }>();
+          // Deadlines differ per entry; equal deadlines fall due in the order they were set.
+          const model = new Map<number, { value: number; deadline: number; order: number }>();
           let now = 0;
-          const timeout = 20;
+          let order = 0;
           for (const op of ops) {
             if (op.kind === 'insert') {
-              const id = table.insert(op.value, now + timeout);
+              const id = table.insert(op.value, now + op.timeout);
               if (model.size >= capacity) {
                 expect(id).toBeUndefined();
               } else {
@@ -35,8 +41,14 @@ describe('pending table', () => {
                 expect(id).toBeGreaterThanOrEqual(0);
                 expect(id).toBeLessThanOrEqual(0xffff);
                 expect(model.has(id ?? -1)).toBe(false);
-                model.set(id ?? -1, { value: op.value, deadline: now + timeout });
+                model.set(id ?? -1, { value: op.value, deadline: now + op.timeout, order: order++ });
               }
+            } else if (op.kind === 'reschedule') {
+              const ids = [...model.keys()];
+              const id = ids.length === 0 ? op.pick & 0xffff : (ids[op.pick % ids.length] ?? 0);
+              const slot = model.get(id);
+              expect(table.reschedule(id, now + op.timeout)).toBe(slot !== undefined);
+              if (slot !== undefined) model.set(id, { ...slot, deadline: now + op.timeout, order: order++ });
             } else if (op.kind === 'take') {
               const ids = [...model.keys()];
               const id = ids.length === 0 ? op.pick & 0xffff : (ids[op.pick % ids.length] ?? 0);
@@ -45,7 +57,9 @@ describe('pending table', () => {
               expect(table.take(id)).toBeUndefined();
             } else {
               now += op.advance;
-              const expected = [...model.entries()].filter(([, slot]) => slot.deadline <= now);
+              const expected = [...model.entries()].filter(([, slot]) => slot.deadline <= now).sort(([, a], [, b]) => a.deadline - b.deadline || a.order - b.order);
+              const earliest = Math.min(...[...model.values()].map((slot) => slot.deadline));
+              expect(table.nextDeadline()).toBe(model.size === 0 ? undefined : earliest);
               expect(table.expire(now)).toEqual(expected.map(([, slot]) => slot.value));
               for (const [id] of expected) model.delete(id);
             }

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "udp_batch",
+      "sources": ["guest/native/udp-batch.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
+    }
+  ]
+}

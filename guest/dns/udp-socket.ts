@@ -1,0 +1,232 @@
+// Adapter over the udp-batch addon (guest/native/udp-batch.c): UDP sockets whose datagrams are
+// read in batches (recvmmsg) into one shared arena and handed to JS in place, with the sender
+// as numbers. Node's dgram costs about as much CPU per datagram as the kernel's whole UDP path;
+// the forwarder relays tens of thousands of datagrams a second.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type UdpErrorKind = 'addon-missing' | 'socket';
+
+export class UdpError extends Error {
+  override readonly name = 'UdpError';
+  constructor(
+    readonly kind: UdpErrorKind,
+    /** errno name (EADDRNOTAVAIL, ...) for 'socket'. */
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+declare const handleBrand: unique symbol;
+type Handle = { readonly [handleBrand]: true };
+
+interface Addon {
+  arena(buffer: ArrayBuffer, meta: Int32Array, slots: number, slotSize: number): void;
+  open(family: 4 | 6, address: string, port: number, bufferBytes: number): Handle;
+  connect(handle: Handle, address: string, port: number): void;
+  watch(handle: Handle, onBatch: (count: number) => void): void;
+  send(handle: Handle, bytes: Uint8Array, offset: number, length: number): number;
+  sendTo(handle: Handle, bytes: Uint8Array, offset: number, length: number, port: number, a0: number, a1: number, a2: number, a3: number): number;
+  localPort(handle: Handle): number;
+  close(handle: Handle): void;
+}
+
+/** Datagrams one read takes at most. */
+const SLOTS = 32;
+/** Any UDP payload fits: nothing is ever cut short. Pages are touched only as far as datagrams reach. */
+const SLOT_SIZE = 65_536;
+/** Per slot: length, port, a0..a3, flags, unused (udp-batch.c). */
+const META_INTS = 8;
+
+let addon: Addon | undefined;
+let arenaBytes: Buffer | undefined;
+let meta: Int32Array | undefined;
+
+/** The addon's file: built by `npm run build` (node-gyp) into build/Release at the package root. */
+function addonPath(): string | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let level = 0; level < 5; level++) {
+    const candidate = join(dir, 'build', 'Release', 'udp_batch.node');
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  return undefined;
+}
+
+/** Load the addon and give it its arena; the forwarder does so when it starts, so a broken build fails there. */
+export function loadUdpAddon(): void {
+  if (addon !== undefined) return;
+  const path = addonPath();
+  if (path === undefined) throw new UdpError('addon-missing', 'ENOENT', 'the udp-batch addon (build/Release/udp_batch.node) is missing: run npm run build (it needs make, g++ and python3)');
+  const loaded = createRequire(import.meta.url)(path) as Addon;
+  const buffer = new ArrayBuffer(SLOTS * SLOT_SIZE);
+  meta = new Int32Array(SLOTS * META_INTS);
+  loaded.arena(buffer, meta, SLOTS, SLOT_SIZE);
+  arenaBytes = Buffer.from(buffer);
+  addon = loaded;
+}
+
+function required(): { addon: Addon; bytes: Buffer; meta: Int32Array } {
+  loadUdpAddon();
+  if (addon === undefined || arenaBytes === undefined || meta === undefined) throw new UdpError('addon-missing', 'ENOENT', 'the udp-batch addon did not load');
+  return { addon, bytes: arenaBytes, meta };
+}
+
+/**
+ * Where a datagram came from: the port and the address as four 32-bit words (IPv4: a0 alone).
+ * The object handed to a receive handler is reused for the next datagram: copy what you keep.
+ */
+export class UdpPeer {
+  constructor(
+    public family: 4 | 6 = 4,
+    public port = 0,
+    public a0 = 0,
+    public a1 = 0,
+    public a2 = 0,
+    public a3 = 0,
+  ) {}
+
+  copy(): UdpPeer {
+    return new UdpPeer(this.family, this.port, this.a0, this.a1, this.a2, this.a3);
+  }
+
+  /** A key that tells hosts apart (rate limits): the IPv4 address as a number, IPv6 as canonical text. */
+  hostKey(): number | string {
+    return this.family === 4 ? this.a0 : canonicalIpv6(this.addressText());
+  }
+
+  /** Printable address, for logs. */
+  addressText(): string {
+    const a = this.a0;
+    if (this.family === 4) return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+    return [this.a0, this.a1, this.a2, this.a3].flatMap((word) => [(word >>> 16).toString(16), (word & 0xffff).toString(16)]).join(':');
+  }
+}
+
+/** A receive handler: `message` is a view into the shared arena, valid only during the call. */
+export type DatagramHandler = (message: Buffer, from: UdpPeer) => void;
+
+function socketError(error: unknown, what: string): UdpError {
+  const code = error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : 'EIO';
+  return new UdpError('socket', code, `${what}: ${error instanceof Error ? error.message : String(error)}`);
+}
+
+/**
+ * One UDP socket; the handle owns its descriptor until close(). Sends never throw: they return
+ * the bytes sent or a negative errno (a full buffer or an unreachable client drops the datagram,
+ * as UDP does; the caller counts it).
+ */
+export class UdpSocket {
+  #handle: Handle | undefined;
+  readonly #peer: UdpPeer;
+
+  private constructor(
+    handle: Handle,
+    readonly family: 4 | 6,
+  ) {
+    this.#handle = handle;
+    this.#peer = new UdpPeer(family);
+  }
+
+  /** A socket bound to `address` ('' for any) and `port` (0: the kernel picks). Throws UdpError. */
+  static bind(family: 4 | 6, address: string, port: number, bufferBytes: number): UdpSocket {
+    const { addon: native } = required();
+    try {
+      return new UdpSocket(native.open(family, address, port, bufferBytes), family);
+    } catch (error) {
+      throw socketError(error, `cannot bind UDP ${address === '' ? 'any' : address}:${port}`);
+    }
+  }
+
+  /** Only datagrams from `address`:`port` arrive, and send() goes there. Throws UdpError (ENETUNREACH: no route yet). */
+  connect(address: string, port: number): void {
+    try {
+      required().addon.connect(this.#live(), address, port);
+    } catch (error) {
+      throw socketError(error, `cannot connect UDP to ${address}:${port}`);
+    }
+  }
+
+  /**
+   * Start reading: `onDatagram` for each datagram, `onError` with an errno name for errors the
+   * kernel queued on the socket (ICMP unreachable on a connected socket, say); reading goes on.
+   */
+  receive(onDatagram: DatagramHandler, onError: (code: number) => void): void {
+    const { addon: native, bytes, meta: slots } = required();
+    const peer = this.#peer;
+    const family = this.family;
+    native.watch(this.#live(), (count) => {
+      if (count < 0) {
+        onError(-count);
+        return;
+      }
+      for (let slot = 0; slot < count && this.#handle !== undefined; slot++) {
+        const base = slot * META_INTS;
+        const length = slots[base] ?? 0;
+        peer.port = slots[base + 1] ?? 0;
+        peer.a0 = (slots[base + 2] ?? 0) >>> 0;
+        if (family === 6) {
+          peer.a1 = (slots[base + 3] ?? 0) >>> 0;
+          peer.a2 = (slots[base + 4] ?? 0) >>> 0;
+          peer.a3 = (slots[base + 5] ?? 0) >>> 0;
+        }
+        const start = slot * SLOT_SIZE;
+        onDatagram(bytes.subarray(start, start + length), peer);
+      }
+    });
+  }
+
+  /** Send on a connected socket. */
+  send(message: Uint8Array): number {
+    if (this.#handle === undefined) return -9; // EBADF
+    return required().addon.send(this.#handle, message, 0, message.length);
+  }
+
+  sendTo(message: Uint8Array, to: UdpPeer): number {
+    if (this.#handle === undefined) return -9; // EBADF
+    return required().addon.sendTo(this.#handle, message, 0, message.length, to.port, to.a0, to.a1, to.a2, to.a3);
+  }
+
+  localPort(): number {
+    return required().addon.localPort(this.#live());
+  }
+
+  get closed(): boolean {
+    return this.#handle === undefined;
+  }
+
+  /** Idempotent. */
+  close(): void {
+    const handle = this.#handle;
+    this.#handle = undefined;
+    if (handle !== undefined) required().addon.close(handle);
+  }
+
+  #live(): Handle {
+    if (this.#handle === undefined) throw new UdpError('socket', 'EBADF', 'the UDP socket is closed');
+    return this.#handle;
+  }
+}
+
+/** RFC 5952 text of an IPv6 address (the WHATWG URL parser's serialisation); the zone is dropped. */
+function canonicalIpv6(text: string): string {
+  try {
+    return new URL(`http://[${text.split('%')[0] ?? ''}]/`).hostname.slice(1, -1);
+  } catch {
+    return text;
+  }
+}
+
+/** The host key (see UdpPeer.hostKey) of a textual address, as TCP reports its peers. */
+export function hostKeyOfText(address: string): number | string {
+  const octets = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address);
+  if (octets !== null) {
+    const [a, b, c, d] = octets.slice(1).map(Number) as [number, number, number, number];
+    if (a < 256 && b < 256 && c < 256 && d < 256) return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+  }
+  return canonicalIpv6(address);
+}

@@ -1,0 +1,71 @@
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UdpPeer, hostKeyOfText } from '../../../guest/dns/udp-socket.js';
+import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
+import { compiled } from './dns-topology.js';
+
+describe('UDP peer keys', () => {
+  it('give an IPv4 sender the same key as its text, as TCP reports it', () => {
+    fc.assert(
+      fc.property(fc.ipV4(), (text) => {
+        const octets = text.split('.').map(Number) as [number, number, number, number];
+        const peer = new UdpPeer(4, 53, ((octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]) >>> 0);
+        expect(peer.hostKey()).toBe(hostKeyOfText(text));
+        expect(peer.addressText()).toBe(text);
+      }),
+    );
+  });
+
+  it('give an IPv6 sender the same key as any spelling of its text', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 8, maxLength: 8 }), (groups) => {
+        const words = [0, 2, 4, 6].map((i) => (((groups[i] ?? 0) << 16) | (groups[i + 1] ?? 0)) >>> 0) as [number, number, number, number];
+        const peer = new UdpPeer(6, 53, ...words);
+        const padded = groups.map((group) => group.toString(16).padStart(4, '0').toUpperCase()).join(':');
+        expect(peer.hostKey()).toBe(hostKeyOfText(padded));
+      }),
+    );
+    expect(hostKeyOfText('::1')).toBe(new UdpPeer(6, 53, 0, 0, 0, 1).hostKey());
+  });
+});
+
+describeNetns('udp-batch sockets in a namespace', () => {
+  let harness: Harness;
+  let ns: Netns;
+  let report: Record<string, Record<string, unknown> | string | null>;
+
+  beforeAll(async () => {
+    const [fixture = ''] = compiled(['test/guest/dns/fixtures/udp-socket', 'guest/dns/udp-socket']);
+    harness = createHarness('udp');
+    ns = await harness.namespace('sockets');
+    // The fixture exits by itself only if closing released every socket and poll handle.
+    const { stdout } = await ns.exec([process.execPath, fixture], { timeoutMs: 20_000 });
+    report = JSON.parse(stdout) as typeof report;
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  it('names what went wrong when binding or connecting fails', () => {
+    expect(report['missingAddress']).toBe('socket:EADDRNOTAVAIL');
+    expect(report['portInUse']).toBe('socket:EADDRINUSE');
+    expect(report['badAddress']).toBe('socket:EINVAL');
+    expect(report['connectNoRoute']).toBe('socket:ENETUNREACH');
+  });
+
+  for (const family of ['ipv4', 'ipv6'] as const) {
+    it(`carries every datagram intact both ways over ${family}, up to 64 KiB, with the sender's port and address`, () => {
+      const result = report[family] as Record<string, unknown>;
+      const count = family === 'ipv4' ? 500 : 200;
+      expect(result).toMatchObject({ outcome: 'done', served: count, echoed: count, wrongSender: 0, wrongBytes: 0, sendFailures: 0, serverKeyMatchesText: true });
+    });
+
+    it(`lets nothing but its peer reach a connected socket, and refuses sends once closed (${family})`, () => {
+      const result = report[family] as Record<string, unknown>;
+      expect(result['strangerSent']).toBe(3);
+      expect(result['fromStranger']).toBe(0);
+      expect(result['sendAfterClose']).toBe(-9);
+    });
+  }
+});
