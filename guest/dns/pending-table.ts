@@ -131,18 +131,23 @@ export class PendingTable<T> {
     this.#siftUp(index);
   }
 
+  #swap(i: number, j: number): void {
+    const heap = this.#heap;
+    const a = heap[i] as Slot<T>;
+    const b = heap[j] as Slot<T>;
+    heap[i] = b;
+    b.index = i;
+    heap[j] = a;
+    a.index = j;
+  }
+
   #siftUp(start: number): void {
     const heap = this.#heap;
     let index = start;
     while (index > 0) {
       const parent = (index - 1) >> 1;
-      const child = heap[index] as Slot<T>;
-      const above = heap[parent] as Slot<T>;
-      if (earlier(above, child) <= 0) return;
-      heap[index] = above;
-      above.index = index;
-      heap[parent] = child;
-      child.index = parent;
+      if (earlier(heap[parent] as Slot<T>, heap[index] as Slot<T>) <= 0) return;
+      this.#swap(index, parent);
       index = parent;
     }
   }
@@ -155,13 +160,8 @@ export class PendingTable<T> {
       if (left >= heap.length) return;
       const right = left + 1;
       const smaller = right < heap.length && earlier(heap[right] as Slot<T>, heap[left] as Slot<T>) < 0 ? right : left;
-      const current = heap[index] as Slot<T>;
-      const below = heap[smaller] as Slot<T>;
-      if (earlier(current, below) <= 0) return;
-      heap[index] = below;
-      below.index = index;
-      heap[smaller] = current;
-      current.index = smaller;
+      if (earlier(heap[index] as Slot<T>, heap[smaller] as Slot<T>) <= 0) return;
+      this.#swap(index, smaller);
       index = smaller;
     }
   }
