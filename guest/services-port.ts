@@ -8,14 +8,20 @@ export interface ProviderLink {
   readonly clientMac: string;
 }
 
-/** Per-link services: told the full list of provider links whenever it changes. */
+/** A chained provider's link to its upstream provider (see Plan.upstreamLink). */
+export interface UpstreamLinkInfo {
+  readonly ifname: string;
+  readonly ownIp: string;
+}
+
+/** Per-link services: told the full list of provider links, and the upstream link, whenever they change. */
 export interface ServicesPort {
-  linksChanged(links: readonly ProviderLink[]): Promise<void>;
+  linksChanged(links: readonly ProviderLink[], upstreamLink: UpstreamLinkInfo | null): Promise<void>;
 }
 
 /** Stand-in until DHCP and DNS are plugged in. */
 export class NoopServices implements ServicesPort {
-  linksChanged(_links: readonly ProviderLink[]): Promise<void> {
+  linksChanged(_links: readonly ProviderLink[], _upstreamLink: UpstreamLinkInfo | null): Promise<void> {
     return Promise.resolve();
   }
 }

@@ -95,11 +95,27 @@ export interface DnsForwarderCounters {
   readonly pending: number;
 }
 
+/**
+ * A chained provider's link to its own upstream provider, whose gateway address (and DNS
+ * forwarder) is the same 169.254.0.1 this forwarder listens on: queries to it must leave through
+ * that link from our address there, or they would come straight back to us.
+ */
+export interface UpstreamLinkRoute {
+  readonly device: string;
+  /** Our address on that link. */
+  readonly source: string;
+}
+
 export interface DnsForwarder {
   /** True once both the UDP socket and the TCP listener are bound. */
   listening(): boolean;
   /** Bind whatever is not bound yet (call after links, hence the listen address, appear). */
   rebind(): Promise<void>;
+  /**
+   * Reach an upstream that is our own listen address through this link (null: no such link).
+   * The link needs accept_local=1: the answers come from an address that is also ours.
+   */
+  setUpstreamLink(route: UpstreamLinkRoute | null): Promise<void>;
   counters(): DnsForwarderCounters;
   /** Stop serving and release every socket, watcher and timer. Idempotent. */
   close(): Promise<void>;
@@ -135,6 +151,8 @@ const SOCKETS_PER_UPSTREAM = 64;
  */
 interface UpstreamLink {
   readonly upstream: Upstream;
+  /** Set for the upstream provider's forwarder at our own address (see UpstreamLinkRoute). */
+  readonly via: UpstreamLinkRoute | undefined;
   readonly sockets: readonly UdpSocket[];
   /** When to resend a query this upstream has not answered. */
   readonly rtt: RttEstimator;
@@ -164,6 +182,11 @@ interface PendingQuery {
 
 type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForwarderCounters[K] };
 
+/** An upstream as counters and logs show it: `169.254.0.1:53 via up0` for one reached through a link. */
+function linkText(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): string {
+  return link.via === undefined ? upstreamText(link.upstream) : `${upstreamText(link.upstream)} via ${link.via.device} from ${link.via.source}`;
+}
+
 function positiveInteger(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
   if (!Number.isInteger(value) || value < 1 || value > max) throw new DnsError('option-range', `${name} must be an integer 1..${max}, got ${value}`);
   return value;
@@ -189,6 +212,7 @@ class Forwarder implements DnsForwarder {
   readonly #limiter: RateLimiter;
   readonly #counters: MutableCounters;
   #upstreams: readonly UpstreamLink[] = [];
+  #upstreamRoute: UpstreamLinkRoute | undefined;
   /** Upstreams given in the options, connected in start(). */
   readonly #configured: readonly Upstream[] | undefined;
   /** Index of the upstream that answered last: tried first. */
@@ -286,7 +310,7 @@ class Forwarder implements DnsForwarder {
   }
 
   counters(): DnsForwarderCounters {
-    return { ...this.#counters, listening: this.listening(), pending: this.#pending.size, upstreams: this.#upstreams.map((link) => upstreamText(link.upstream)) };
+    return { ...this.#counters, listening: this.listening(), pending: this.#pending.size, upstreams: this.#upstreams.map(linkText) };
   }
 
   rebind(): Promise<void> {
@@ -295,6 +319,15 @@ class Forwarder implements DnsForwarder {
       .then(() => undefined)
       .finally(() => (this.#binding = undefined));
     return this.#binding;
+  }
+
+  setUpstreamLink(route: UpstreamLinkRoute | null): Promise<void> {
+    const next = route ?? undefined;
+    const current = this.#upstreamRoute;
+    if (next?.device === current?.device && next?.source === current?.source) return Promise.resolve();
+    this.#upstreamRoute = next;
+    const wanted = this.#wantedUpstreams;
+    return wanted === undefined || this.#closed !== undefined ? Promise.resolve() : this.#setUpstreams(wanted.candidates, wanted.source);
   }
 
   /** Upstreams that could not be connected (no route to them yet) are tried again. */
@@ -354,22 +387,24 @@ class Forwarder implements DnsForwarder {
     });
   }
 
-  async #connectUpstream(upstream: Upstream): Promise<UpstreamLink | undefined> {
+  async #connectUpstream(upstream: Upstream, via: UpstreamLinkRoute | undefined): Promise<UpstreamLink | undefined> {
     const sockets: UdpSocket[] = [];
     try {
       for (let i = 0; i < SOCKETS_PER_UPSTREAM; i++) {
-        const socket = UdpSocket.bind(upstream.family, '', 0, SOCKET_BUFFER_BYTES);
+        const socket = UdpSocket.bind(upstream.family, via?.source ?? '', 0, SOCKET_BUFFER_BYTES);
         sockets.push(socket);
+        // Bound to the link, the route lookup skips the local route of our own gateway address.
+        if (via !== undefined) socket.bindToDevice(via.device);
         // A failed connect (no route yet: ENETUNREACH) throws; rebind() tries again later.
         socket.connect(upstream.address, upstream.port);
       }
     } catch (error) {
-      this.#log.warn({ upstream: upstreamText(upstream), err: errorText(error) }, 'cannot use upstream resolver');
+      this.#log.warn({ upstream: upstreamText(upstream), via: via?.device, err: errorText(error) }, 'cannot use upstream resolver');
       for (const socket of sockets) socket.close();
       return undefined;
     }
     const rtt = new RttEstimator({ initialMs: Math.min(INITIAL_RETRANSMIT_MS, this.#timeoutMs), minMs: Math.min(MIN_RETRANSMIT_MS, this.#timeoutMs), maxMs: this.#timeoutMs });
-    const link: UpstreamLink = { upstream, sockets, rtt };
+    const link: UpstreamLink = { upstream, via, sockets, rtt };
     // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
     const onError = (): void => void (this.#counters.sendErrors += 1);
     for (const socket of sockets) socket.receive((message) => this.#onUpstreamDatagram(link, socket, message), onError);
@@ -395,19 +430,22 @@ class Forwarder implements DnsForwarder {
 
   async #setUpstreams(candidates: readonly Upstream[], source: string): Promise<void> {
     this.#wantedUpstreams = { candidates, source };
-    // Forwarding to ourselves would loop every query until the pending table fills.
+    // Forwarding to ourselves would loop every query until the pending table fills, unless our
+    // address is also the upstream provider's and a link to it is known (a chained provider).
     const self: Upstream = { address: this.#listen, port: this.#port, family: this.#family };
-    const upstreams = candidates.filter((upstream) => !sameUpstream(upstream, self)).slice(0, MAX_UPSTREAMS);
-    if (upstreams.length < Math.min(candidates.length, MAX_UPSTREAMS)) {
-      this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder`);
+    const route = this.#upstreamRoute;
+    const wanted = candidates
+      .filter((upstream) => !sameUpstream(upstream, self) || (route !== undefined && upstream.family === 4))
+      .slice(0, MAX_UPSTREAMS)
+      .map((upstream) => ({ upstream, via: sameUpstream(upstream, self) ? route : undefined }));
+    if (wanted.length < Math.min(candidates.length, MAX_UPSTREAMS)) {
+      this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder (and no link to an upstream provider is known)`);
     }
     const old = this.#upstreams;
-    const changed = upstreams.length !== old.length || upstreams.some((upstream, i) => !sameUpstream(upstream, old[i]?.upstream ?? self));
+    const changed = wanted.length !== old.length || wanted.some((want, i) => old[i] === undefined || linkText(want) !== linkText(old[i]));
     if (changed) {
       // Keep the links of upstreams still listed; connect new ones before switching over.
-      const links = await Promise.all(
-        upstreams.map((upstream) => old.find((link) => sameUpstream(link.upstream, upstream)) ?? this.#connectUpstream(upstream)),
-      );
+      const links = await Promise.all(wanted.map((want) => old.find((link) => linkText(link) === linkText(want)) ?? this.#connectUpstream(want.upstream, want.via)));
       const kept = links.filter((link): link is UpstreamLink => link !== undefined);
       if (this.#closed !== undefined) {
         for (const link of kept) if (!old.includes(link)) for (const socket of link.sockets) socket.close();
@@ -424,8 +462,8 @@ class Forwarder implements DnsForwarder {
         }
       }
       this.#preferred = 0;
-      const level = upstreams.length === 0 ? 'warn' : 'info';
-      this.#log[level]({ source, upstreams: kept.map((link) => upstreamText(link.upstream)) }, kept.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
+      const level = kept.length === 0 ? 'warn' : 'info';
+      this.#log[level]({ source, upstreams: kept.map(linkText) }, kept.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
     }
   }
 
@@ -671,8 +709,11 @@ class Forwarder implements DnsForwarder {
     }
     const first = this.#preferred < upstreams.length ? this.#preferred : 0;
     for (let attempt = 0; attempt < upstreams.length; attempt++) {
-      const upstream = upstreams[(first + attempt) % upstreams.length]?.upstream;
-      if (upstream === undefined || socket.destroyed || this.#closed !== undefined) return;
+      const link = upstreams[(first + attempt) % upstreams.length];
+      if (link === undefined || socket.destroyed || this.#closed !== undefined) return;
+      // Node's TCP sockets cannot be bound to a link: to our own address they would reach us.
+      if (link.via !== undefined) continue;
+      const upstream = link.upstream;
       const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams);
       if (response !== undefined) {
         this.#counters.answered += 1;

@@ -28,6 +28,7 @@ interface Addon {
   arena(buffer: ArrayBuffer, meta: Int32Array, slots: number, slotSize: number): void;
   open(family: 4 | 6, address: string, port: number, bufferBytes: number): Handle;
   connect(handle: Handle, address: string, port: number): void;
+  bindToDevice(handle: Handle, name: string): void;
   watch(handle: Handle, onBatch: (count: number) => void): void;
   send(handle: Handle, bytes: Uint8Array, offset: number, length: number): number;
   sendTo(handle: Handle, bytes: Uint8Array, offset: number, length: number, port: number, a0: number, a1: number, a2: number, a3: number): number;
@@ -139,6 +140,18 @@ export class UdpSocket {
       return new UdpSocket(native.open(family, address, port, bufferBytes), family);
     } catch (error) {
       throw socketError(error, `cannot bind UDP ${address === '' ? 'any' : address}:${port}`);
+    }
+  }
+
+  /**
+   * Send and receive through link `name` only (SO_BINDTODEVICE): routes through other links are
+   * not considered, nor local addresses on them. Throws UdpError (EPERM without CAP_NET_RAW).
+   */
+  bindToDevice(name: string): void {
+    try {
+      required().addon.bindToDevice(this.#live(), name);
+    } catch (error) {
+      throw socketError(error, `cannot bind UDP to link ${name}`);
     }
   }
 

@@ -10,6 +10,7 @@
 //   arena(buffer: ArrayBuffer, meta: Int32Array, slots, slotSize)   once, before any watch()
 //   open(family 4|6, address, port, bufferBytes) -> handle          bind; throws {code}
 //   connect(handle, address, port)                                  throws {code}
+//   bindToDevice(handle, name)          SO_BINDTODEVICE (needs CAP_NET_RAW); throws {code}
 //   watch(handle, onBatch(count))       count > 0: datagrams in slots 0..count-1; < 0: -errno
 //   send(handle, bytes, offset, length) -> sent bytes or -errno     (connected socket)
 //   sendTo(handle, bytes, offset, length, port, a0, a1, a2, a3) -> sent bytes or -errno
@@ -272,6 +273,19 @@ static napi_value socket_connect(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value socket_bind_to_device(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  udp_socket *socket = socket_of(env, argv[0]);
+  if (socket == NULL) return NULL;
+  char name[IFNAMSIZ + 1];
+  size_t copied = 0;
+  CHECK(napi_get_value_string_utf8(env, argv[1], name, sizeof name, &copied));
+  if (copied == 0 || copied >= IFNAMSIZ) return throw_errno(env, EINVAL, "bad interface name");
+  if (setsockopt(socket->fd, SOL_SOCKET, SO_BINDTODEVICE, name, (socklen_t)copied) != 0) return throw_errno(env, errno, "SO_BINDTODEVICE");
+  return NULL;
+}
+
 static napi_value socket_local_port(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
@@ -459,6 +473,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"arena", NULL, arena_set, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, socket_open, NULL, NULL, NULL, napi_default, NULL},
       {"connect", NULL, socket_connect, NULL, NULL, NULL, napi_default, NULL},
+      {"bindToDevice", NULL, socket_bind_to_device, NULL, NULL, NULL, napi_default, NULL},
       {"watch", NULL, socket_watch, NULL, NULL, NULL, napi_default, NULL},
       {"send", NULL, socket_send, NULL, NULL, NULL, napi_default, NULL},
       {"sendTo", NULL, socket_send_to, NULL, NULL, NULL, napi_default, NULL},

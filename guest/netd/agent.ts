@@ -300,10 +300,10 @@ export class NetdAgent {
       }
     }
     const links: readonly ProviderLink[] = current.providerLinks;
-    const linksText = JSON.stringify(links);
+    const linksText = JSON.stringify([links, current.upstreamLink]);
     if (this.services !== null && linksText !== this.#servicesLinks) {
       try {
-        await this.services.linksChanged(links);
+        await this.services.linksChanged(links, current.upstreamLink);
         this.#servicesLinks = linksText;
       } catch (error) {
         this.log.error({ err: error }, 'services update failed; will retry');

@@ -84,10 +84,23 @@ export interface Plan {
   readonly links: readonly LinkReport[];
   readonly firewall: FirewallModel;
   readonly providerLinks: readonly ProviderLink[];
+  /**
+   * A provider's configured link to its own upstream provider (a chained provider), whose
+   * gateway 169.254.0.1 is also our address: the DNS forwarder reaches that provider's through it.
+   */
+  readonly upstreamLink: UpstreamLink | null;
+}
+
+export interface UpstreamLink {
+  readonly ifname: string;
+  /** Our address on it. */
+  readonly ownIp: string;
 }
 
 export const IP_FORWARD: SysctlKey = { ifindex: null, template: 'net/ipv4/ip_forward' };
 export const disableIpv6Of = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv6/conf/{}/disable_ipv6' });
+/** Take packets whose source is one of our addresses: a chained provider's upstream answers from 169.254.0.1. */
+export const acceptLocalOf = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv4/conf/{}/accept_local' });
 
 /** Sysctl values the kernel reports when a file is missing (e.g. IPv6 compiled out). */
 export const SYSCTL_ABSENT = 'absent';
@@ -147,6 +160,7 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
   const classes = new Map(links.map((link) => [link.ifindex, classifyLink(link, options.ignored)]));
   const servedIds = new Map<number, string>();
   let primaryClientLink: number | null = null;
+  let upstreamLink: UpstreamLink | null = null;
   let defaultRouteExists = false;
   for (const route of view.routes.values()) if (route.dstLength === 0) defaultRouteExists = true;
 
@@ -213,6 +227,7 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
         if (primaryClientLink === null) {
           primaryClientLink = link.ifindex;
           steps.push(wantRoute(view, wanted, { dst: GATEWAY_IP, dstLength: 32, oif: link.ifindex, gateway: null, priority: 0 }));
+          if (options.mode === 'provider') steps.push(wantSysctl(view, wanted, acceptLocalOf(link.ifindex), '1'));
           const ownDefault = [...view.routes.values()].some(
             (route) => route.dstLength === 0 && route.oif === link.ifindex && route.gateway === GATEWAY_IP,
           );
@@ -220,7 +235,9 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
             steps.push(wantRoute(view, wanted, { dst: '0.0.0.0', dstLength: 0, oif: link.ifindex, gateway: GATEWAY_IP, priority: 0 }));
           } else note = 'a default route through another interface exists; left alone';
         } else note = 'not the first client link: address only';
-        report(steps.every(Boolean) ? 'configured' : 'pending', note);
+        const configured = steps.every(Boolean);
+        if (configured && options.mode === 'provider' && primaryClientLink === link.ifindex) upstreamLink = { ifname: link.name, ownIp: linkClass.ownIp };
+        report(configured ? 'configured' : 'pending', note);
         break;
       }
     }
@@ -254,6 +271,7 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
       allowedPairs: options.allowedPairs,
     },
     providerLinks,
+    upstreamLink,
   };
 }
 

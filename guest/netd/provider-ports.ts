@@ -7,7 +7,7 @@ import type { LeaseInfo } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import type { FirewallCounters, FirewallModel, FirewallPort } from '../firewall-port.js';
 import { FirewallReconciler, firewallCounters } from '../firewall/nft.js';
-import type { ProviderLink, ServicesPort } from '../services-port.js';
+import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 
 export class NftablesFirewall implements FirewallPort {
   readonly #reconciler = new FirewallReconciler();
@@ -40,8 +40,10 @@ export class ProviderServices implements ServicesPort {
     private readonly log: Logger,
   ) {}
 
-  async linksChanged(links: readonly ProviderLink[]): Promise<void> {
+  async linksChanged(links: readonly ProviderLink[], upstreamLink: UpstreamLinkInfo | null): Promise<void> {
     await this.dhcp?.setLinks(links.map((link) => ({ ifname: link.ifname, ifindex: link.ifindex, id: clientId(link.id) })));
+    // A chained provider reaches its upstream provider's forwarder (at our own gateway address) through that link.
+    await this.dns?.setUpstreamLink(upstreamLink === null ? null : { device: upstreamLink.ifname, source: upstreamLink.ownIp });
     // The gateway address exists once a provider link carries it: the forwarder can bind then;
     // and upstreams that had no route at start (a chained provider's uplink is configured by
     // this agent) can be connected now.

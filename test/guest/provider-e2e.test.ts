@@ -200,4 +200,29 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
       await vpnAgent.kill('SIGKILL');
     }
   }, 60_000);
+
+  it("lets a chained provider's forwarder use its upstream provider's, at the same gateway address, with no --dns-upstream", async () => {
+    // vpnvm2: a client of netvm (link 16) whose resolv.conf names netvm's forwarder, 169.254.0.1,
+    // which is also the address vpnvm2 itself serves its client (link 17) on.
+    const vpn = await harness.namespace('vpnvm2');
+    await harness.veth(provider, 'p16', vpn, 'up16');
+    await provider.ip(['link', 'set', 'dev', 'p16', 'address', linkMac('provider', 16)]);
+    await vpn.ip(['link', 'set', 'dev', 'up16', 'address', linkMac('client', 16)]);
+    const inner = await addClient(harness, vpn, 17);
+    vpn.setResolvConf('nameserver 169.254.0.1\n');
+    const vpnAgent = await Agent.start(vpn, join(dir, 'vpn2.sock'));
+    try {
+      const through = `169.254.0.1:53 via up16 from ${clientIp(16)}`;
+      await eventually('vpnvm2 to reach its upstream provider', async () => (await vpnAgent.status()).services?.dns?.upstreams.includes(through) === true);
+      expect((await vpn.exec(['cat', '/proc/sys/net/ipv4/conf/up16/accept_local'])).stdout.trim()).toBe('1');
+      expect((await udhcpc(inner)).code).toBe(0);
+      const asked = (await agent.status()).services?.dns?.queries ?? 0;
+      expect(await resolves(inner, TEST_NAME)).toBe(INTERNET_HTTP);
+      // The answer came through netvm's forwarder, not from vpnvm2's own answering itself.
+      expect((await agent.status()).services?.dns?.queries ?? 0).toBeGreaterThan(asked);
+      expect((await vpnAgent.status()).services?.dns?.answered ?? 0).toBeGreaterThan(0);
+    } finally {
+      await vpnAgent.kill('SIGKILL');
+    }
+  }, 60_000);
 });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type KernelEvent, applyEvent, emptyView, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
-import { IP_FORWARD, type Operation, applyOperation, dirtyLinks, disableIpv6Of, operationIfindex, plan } from '../../../guest/netd/plan.js';
+import { IP_FORWARD, type Operation, acceptLocalOf, applyOperation, dirtyLinks, disableIpv6Of, operationIfindex, plan } from '../../../guest/netd/plan.js';
 import { classifyLink } from '../../../guest/netd/link-class.js';
 import { anyView, clientOptions, cloneView, providerOptions } from './view-arbitraries.js';
 
@@ -42,9 +42,30 @@ describe('planner', () => {
       { kind: 'route-set', route: { dst: '169.254.0.1', dstLength: 32, oif: 3, gateway: null, priority: 0 } },
       { kind: 'route-set', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 0 } },
     ]);
+    expect(result.upstreamLink).toBeNull();
     // The same link in a provider VM: configured the same way, and it is an uplink.
     view.sysctls.set(sysctlKeyId(IP_FORWARD), '1');
     expect(plan(view, providerOptions).firewall.uplinks).toEqual(['up0']);
+  });
+
+  it("gives a chained provider's first client link accept_local and names it as the way to the upstream provider", () => {
+    const view = emptyView();
+    view.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
+    view.links.set(4, { ifindex: 4, name: 'up1', mac: '0a:b3:ec:00:00:06', up: false, loopback: false });
+    view.sysctls.set(sysctlKeyId(IP_FORWARD), '1');
+    view.sysctls.set(sysctlKeyId(acceptLocalOf(3)), '0');
+    const first = plan(view, providerOptions);
+    expect(first.operations).toContainEqual({ kind: 'sysctl', key: acceptLocalOf(3), value: '1' });
+    // Only the first client link leads to the upstream provider (it has the gateway route).
+    expect(first.operations.some((operation) => operation.kind === 'sysctl' && operation.key.ifindex === 4)).toBe(false);
+    expect(first.upstreamLink).toBeNull(); // not configured yet
+    expect(converge(view).upstreamLink).toEqual({ ifname: 'up0', ownIp: '100.64.0.5' });
+    // An app VM (client mode) has no forwarder and no local gateway address: nothing of the kind.
+    const app = emptyView();
+    app.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
+    const appResult = converge(app, clientOptions);
+    expect(appResult.upstreamLink).toBeNull();
+    expect([...app.sysctls.keys()]).not.toContain(sysctlKeyId(acceptLocalOf(3)));
   });
 
   it('converges: after applying a plan, planning again changes nothing', () => {
