@@ -26,7 +26,7 @@ import { exchangeOverTcp } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
 import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
-import { UdpPeer, UdpSocket, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
+import { UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
 
 export interface DnsForwarderOptions {
   /** Address clients query; default GATEWAY_IP. May not exist yet: see rebind(). */
@@ -711,10 +711,10 @@ class Forwarder implements DnsForwarder {
     for (let attempt = 0; attempt < upstreams.length; attempt++) {
       const link = upstreams[(first + attempt) % upstreams.length];
       if (link === undefined || socket.destroyed || this.#closed !== undefined) return;
-      // Node's TCP sockets cannot be bound to a link: to our own address they would reach us.
-      if (link.via !== undefined) continue;
-      const upstream = link.upstream;
-      const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams);
+      const { upstream, via } = link;
+      // Through the link, as for UDP: to our own address a plain connection would reach us.
+      const open = via === undefined ? undefined : () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, via.device);
+      const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open);
       if (response !== undefined) {
         this.#counters.answered += 1;
         reply(response);

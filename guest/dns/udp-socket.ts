@@ -2,7 +2,8 @@
 // read in batches (recvmmsg) into one shared arena and handed to JS in place, with the sender
 // as numbers. Node's dgram costs about as much CPU per datagram as the kernel's whole UDP path;
 // the forwarder relays tens of thousands of datagrams a second.
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync } from 'node:fs';
+import { Socket as TcpSocket } from 'node:net';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +35,7 @@ interface Addon {
   sendTo(handle: Handle, bytes: Uint8Array, offset: number, length: number, port: number, a0: number, a1: number, a2: number, a3: number): number;
   localPort(handle: Handle): number;
   close(handle: Handle): void;
+  tcpConnect(family: 4 | 6, address: string, port: number, source: string, device: string): number;
 }
 
 /** Datagrams one read takes at most. */
@@ -222,6 +224,27 @@ export class UdpSocket {
   #live(): Handle {
     if (this.#handle === undefined) throw new UdpError('socket', 'EBADF', 'the UDP socket is closed');
     return this.#handle;
+  }
+}
+
+/**
+ * A TCP connection to `address`:`port` from `source` through link `device` only (SO_BINDTODEVICE,
+ * which Node's net cannot set), as a net.Socket that owns the descriptor. It may still be
+ * connecting: what is written waits for it; a refusal arrives as an 'error' event. Throws UdpError.
+ */
+export function connectTcpThroughLink(family: 4 | 6, address: string, port: number, source: string, device: string): TcpSocket {
+  const { addon: native } = required();
+  let fd: number;
+  try {
+    fd = native.tcpConnect(family, address, port, source, device);
+  } catch (error) {
+    throw socketError(error, `cannot connect TCP to ${address}:${port} through ${device}`);
+  }
+  try {
+    return new TcpSocket({ fd, readable: true, writable: true });
+  } catch (error) {
+    closeSync(fd);
+    throw socketError(error, `cannot use the TCP connection to ${address}:${port}`);
   }
 }
 

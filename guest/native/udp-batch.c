@@ -14,6 +14,8 @@
 //   watch(handle, onBatch(count))       count > 0: datagrams in slots 0..count-1; < 0: -errno
 //   send(handle, bytes, offset, length) -> sent bytes or -errno     (connected socket)
 //   sendTo(handle, bytes, offset, length, port, a0, a1, a2, a3) -> sent bytes or -errno
+//   tcpConnect(family, address, port, source, device) -> fd   non-blocking connect from `source`
+//       through link `device` (SO_BINDTODEVICE); the caller owns the descriptor; throws {code}
 //   localPort(handle) -> number
 //   close(handle)
 // meta, per slot (META_INTS ints): length, port, a0..a3 (IPv4: a0 alone, host order), flags.
@@ -286,6 +288,43 @@ static napi_value socket_bind_to_device(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// A TCP connection through one link, for the rare DNS-over-TCP exchange with an upstream that
+// only that link reaches (Node's net cannot bind to a link). Not a udp_socket: the descriptor is
+// handed to net.Socket, which owns it from then on.
+static napi_value tcp_connect(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  uint32_t family = 0, port = 0;
+  CHECK(napi_get_value_uint32(env, argv[0], &family));
+  CHECK(napi_get_value_uint32(env, argv[2], &port));
+  if ((family != 4 && family != 6) || port == 0 || port > 65535) {
+    napi_throw_range_error(env, "EINVAL", "udp-batch: family must be 4 or 6 and port 1..65535");
+    return NULL;
+  }
+  struct sockaddr_storage remote, local;
+  socklen_t remote_length = 0, local_length = 0;
+  int error = make_address(env, (int)family, argv[1], port, &remote, &remote_length);
+  if (error == 0) error = make_address(env, (int)family, argv[3], 0, &local, &local_length);
+  if (error != 0) return throw_errno(env, error, "bad address");
+  char name[IFNAMSIZ + 1];
+  size_t copied = 0;
+  CHECK(napi_get_value_string_utf8(env, argv[4], name, sizeof name, &copied));
+  if (copied == 0 || copied >= IFNAMSIZ) return throw_errno(env, EINVAL, "bad interface name");
+  int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  const char *step = "SO_BINDTODEVICE";
+  if (setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, name, (socklen_t)copied) == 0) {
+    step = "bind";
+    if (bind(fd, (struct sockaddr *)&local, local_length) == 0) {
+      step = "connect";
+      if (connect(fd, (struct sockaddr *)&remote, remote_length) == 0 || errno == EINPROGRESS) return number(env, fd);
+    }
+  }
+  int failure = errno;
+  close(fd);
+  return throw_errno(env, failure, step);
+}
+
 static napi_value socket_local_port(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
@@ -478,6 +517,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"send", NULL, socket_send, NULL, NULL, NULL, napi_default, NULL},
       {"sendTo", NULL, socket_send_to, NULL, NULL, NULL, napi_default, NULL},
       {"localPort", NULL, socket_local_port, NULL, NULL, NULL, napi_default, NULL},
+      {"tcpConnect", NULL, tcp_connect, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, socket_close, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions);

@@ -221,6 +221,11 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
       // The answer came through netvm's forwarder, not from vpnvm2's own answering itself.
       expect((await agent.status()).services?.dns?.queries ?? 0).toBeGreaterThan(asked);
       expect((await vpnAgent.status()).services?.dns?.answered ?? 0).toBeGreaterThan(0);
+      // Over TCP too (what a client does with a truncated answer): through the link as well.
+      const tcpQueries = (await agent.status()).services?.dns?.tcpQueries ?? 0;
+      const overTcp = await inner.exec(['dig', '+tcp', '+time=3', '+tries=1', '+short', '@169.254.0.1', TEST_NAME]);
+      expect(overTcp.stdout.trim()).toBe(INTERNET_HTTP);
+      expect((await agent.status()).services?.dns?.tcpQueries ?? 0).toBeGreaterThan(tcpQueries);
     } finally {
       await vpnAgent.kill('SIGKILL');
     }

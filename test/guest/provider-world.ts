@@ -100,7 +100,7 @@ export interface AgentStatus {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string; error: string | null }[];
   counters: { initialChanges: number | null; changesApplied: number };
   firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number };
-  services: { leases: { ifname: string; clientIp: string; state: string }[]; dns: { upstreams: string[]; queries: number; answered: number } | null } | null;
+  services: { leases: { ifname: string; clientIp: string; state: string }[]; dns: { upstreams: string[]; queries: number; tcpQueries: number; answered: number } | null } | null;
 }
 
 export class Agent {

@@ -54,6 +54,10 @@ describeNetns('udp-batch sockets in a namespace', () => {
     expect(report['connectNoRoute']).toBe('socket:ENETUNREACH');
   });
 
+  it('makes TCP connections through a named link for net.Socket, and says when it cannot', () => {
+    expect(report['tcp']).toEqual({ echoed: 'echo:hello', refused: 'error:ECONNREFUSED', noSuchLink: 'socket:ENODEV' });
+  });
+
   for (const family of ['ipv4', 'ipv6'] as const) {
     it(`carries every datagram intact both ways over ${family}, up to 64 KiB, with the sender's port and address`, () => {
       const result = report[family] as Record<string, unknown>;
