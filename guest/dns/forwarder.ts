@@ -326,8 +326,12 @@ class Forwarder implements DnsForwarder {
     const current = this.#upstreamRoute;
     if (next?.device === current?.device && next?.source === current?.source) return Promise.resolve();
     this.#upstreamRoute = next;
-    const wanted = this.#wantedUpstreams;
-    return wanted === undefined || this.#closed !== undefined ? Promise.resolve() : this.#setUpstreams(wanted.candidates, wanted.source);
+    // In line with resolv.conf reloads, so that the last change of either wins.
+    this.#reloading = this.#reloading.then(() => {
+      const wanted = this.#wantedUpstreams;
+      return wanted === undefined || this.#closed !== undefined ? undefined : this.#setUpstreams(wanted.candidates, wanted.source);
+    });
+    return this.#reloading;
   }
 
   /** Upstreams that could not be connected (no route to them yet) are tried again. */
