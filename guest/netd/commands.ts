@@ -219,6 +219,14 @@ function formatStatus(status: AgentStatus & { services?: unknown }): string {
     ]);
     text += `\n${formatTable([['LEASE', 'IP', 'STATE', 'EXPIRES IN', 'HOSTNAME'], ...rows])}\n`;
   }
+  const dns = (status.services as { dns?: Record<string, unknown> | null } | null | undefined)?.dns;
+  if (dns !== undefined && dns !== null) {
+    const upstreams = Array.isArray(dns['upstreams']) ? dns['upstreams'].map(String) : [];
+    const listening = dns['listening'] === true ? 'listening' : `not listening (${String(dns['lastBindError'] ?? 'no provider link yet')})`;
+    const count = (name: string): string => `${name} ${String(dns[name] ?? 0)}`;
+    text += `\ndns: ${listening}; upstreams: ${upstreams.length === 0 ? 'none' : upstreams.join(', ')}\n`;
+    text += `dns: ${['queries', 'answered', 'retransmits', 'upstreamTimeouts', 'failed', 'rateLimited', 'malformed'].map(count).join(', ')}\n`;
+  }
   return text;
 }
 

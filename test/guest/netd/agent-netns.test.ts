@@ -103,6 +103,9 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     ]);
     const text = await provider.exec(['node', CLI, 'status', '--control-socket', join(dir, 'control.sock')]);
     expect(text.stdout).toMatch(/vm2\s+provider\s+2\s+100\.64\.0\.2\s+configured/);
+    // The DNS forwarder's state, where an operator looks first when names do not resolve.
+    expect(text.stdout).toMatch(/^dns: listening; upstreams: /m);
+    expect(text.stdout).toMatch(/^dns: queries \d+, answered \d+, retransmits \d+, upstreamTimeouts \d+, failed \d+/m);
   });
 
   it('configures a hot-plugged link within a second, and removes nothing but it when it goes', async () => {
