@@ -391,7 +391,7 @@ class Forwarder implements DnsForwarder {
     });
   }
 
-  async #connectUpstream(upstream: Upstream, via: UpstreamLinkRoute | undefined): Promise<UpstreamLink | undefined> {
+  #connectUpstream(upstream: Upstream, via: UpstreamLinkRoute | undefined): UpstreamLink | undefined {
     const sockets: UdpSocket[] = [];
     try {
       for (let i = 0; i < SOCKETS_PER_UPSTREAM; i++) {
@@ -449,7 +449,7 @@ class Forwarder implements DnsForwarder {
     const changed = wanted.length !== old.length || wanted.some((want, i) => old[i] === undefined || linkText(want) !== linkText(old[i]));
     if (changed) {
       // Keep the links of upstreams still listed; connect new ones before switching over.
-      const links = await Promise.all(wanted.map((want) => old.find((link) => linkText(link) === linkText(want)) ?? this.#connectUpstream(want.upstream, want.via)));
+      const links = wanted.map((want) => old.find((link) => linkText(link) === linkText(want)) ?? this.#connectUpstream(want.upstream, want.via));
       const kept = links.filter((link): link is UpstreamLink => link !== undefined);
       if (this.#closed !== undefined) {
         for (const link of kept) if (!old.includes(link)) for (const socket of link.sockets) socket.close();
