@@ -120,28 +120,43 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
+  /**
+   * Run `body` with a scripted upstream at `address` as the only nameserver: `script` (for
+   * `node -e`) binds UDP port 53 there and prints "ready". Upstream A is restored afterwards.
+   */
+  async function withScriptedUpstream(address: string, script: string, body: (upstream: NetnsProcess) => Promise<void>): Promise<void> {
+    const onlyUpstream = async (upstream: string): Promise<void> => {
+      await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${upstream}:53`]));
+    };
+    await harness.addAddress(net.internet, 'inet0', `${address}/24`);
+    const upstream = net.internet.spawn([process.execPath, '-e', script]);
+    try {
+      await upstream.waitForOutput(/^ready$/m);
+      replaceResolvConf(`nameserver ${address}\n`);
+      await onlyUpstream(address);
+      await body(upstream);
+    } finally {
+      await upstream.kill();
+      await net.internet.ip(['address', 'del', `${address}/24`, 'dev', 'inet0']);
+      replaceResolvConf(`nameserver ${UPSTREAM_A}\n`);
+      await onlyUpstream(UPSTREAM_A);
+    }
+  }
+
   it("takes no answer that arrives on another of the upstream's ports than its query left from", async () => {
     // A forger at the upstream's address that sees our queries (the strongest off-link attacker:
     // it knows the id and the question) answers each one to every port it saw before, not to the
     // port the query came from. Without the port check the first such answer would be taken.
     const forging = '192.0.2.55';
-    await harness.addAddress(net.internet, 'inet0', `${forging}/24`);
-    const forger = net.internet.spawn([
-      process.execPath,
-      '-e',
-      `const socket = require('node:dgram').createSocket('udp4'); const seen = new Set();
+    const script = `const socket = require('node:dgram').createSocket('udp4'); const seen = new Set();
        socket.on('message', (query, from) => {
          const answer = Buffer.from(query); answer[2] |= 0x80;
          const others = [...seen].filter((port) => port !== from.port); seen.add(from.port);
          for (const port of others) socket.send(answer, port, from.address);
          process.stdout.write('forged ' + others.length + '\\n');
        });
-       socket.bind(53, '${forging}', () => process.stdout.write('ready\\n'));`,
-    ]);
-    await forger.waitForOutput(/^ready$/m);
-    replaceResolvConf(`nameserver ${forging}\n`);
-    try {
-      await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${forging}:53`]));
+       socket.bind(53, '${forging}', () => process.stdout.write('ready\\n'));`;
+    await withScriptedUpstream(forging, script, async (forger) => {
       const rejected = await forwarder.counter('upstreamRejected');
       let forged = 0;
       for (let attempt = 0; attempt < 6 && forged < 2; attempt++) {
@@ -151,35 +166,22 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
       }
       expect(forged).toBeGreaterThanOrEqual(2);
       expect((await forwarder.counter('upstreamRejected')) - rejected).toBe(forged);
-    } finally {
-      await forger.kill();
-      await net.internet.ip(['address', 'del', `${forging}/24`, 'dev', 'inet0']);
-      replaceResolvConf(`nameserver ${UPSTREAM_A}\n`);
-      await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_A}:53`]));
-    }
+    });
   });
 
   it('sends a query again when its answer is late, after a few round trips, not the whole timeout', async () => {
     // An upstream that ignores the first copy of every query for lose-*.test.example and answers
     // everything else at once (NOERROR, no records): only a resend gets those answered.
     const lossy = '192.0.2.56';
-    await harness.addAddress(net.internet, 'inet0', `${lossy}/24`);
-    const upstream = net.internet.spawn([
-      process.execPath,
-      '-e',
-      `const socket = require('node:dgram').createSocket('udp4'); const seen = new Set();
+    const script = `const socket = require('node:dgram').createSocket('udp4'); const seen = new Set();
        socket.on('message', (query, from) => {
          const key = query.toString('hex');
          if (query.includes('lose-') && !seen.has(key)) { seen.add(key); process.stdout.write('ignored\\n'); return; }
          const answer = Buffer.from(query); answer[2] |= 0x80; answer[3] |= 0x80;
          socket.send(answer, from.port, from.address);
        });
-       socket.bind(53, '${lossy}', () => process.stdout.write('ready\\n'));`,
-    ]);
-    await upstream.waitForOutput(/^ready$/m);
-    replaceResolvConf(`nameserver ${lossy}\n`);
-    try {
-      await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${lossy}:53`]));
+       socket.bind(53, '${lossy}', () => process.stdout.write('ready\\n'));`;
+    await withScriptedUpstream(lossy, script, async (upstream) => {
       // Round trips to learn from (answered at the first try); then the lost ones.
       for (let i = 0; i < 3; i++) expect(await dig([`warm-${i}.test.example`])).toMatch(/status: NOERROR/);
       const before = await forwarder.counters();
@@ -194,12 +196,7 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
       expect(after['failed']).toBe(before['failed']);
       expect(after['upstreamTimeouts']).toBe(before['upstreamTimeouts']);
       expect([...upstream.stdout.matchAll(/^ignored$/gm)]).toHaveLength(3);
-    } finally {
-      await upstream.kill();
-      await net.internet.ip(['address', 'del', `${lossy}/24`, 'dev', 'inet0']);
-      replaceResolvConf(`nameserver ${UPSTREAM_A}\n`);
-      await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_A}:53`]));
-    }
+    });
   });
 
   it('gives concurrent queries carrying the same client id each their own answer', async () => {
