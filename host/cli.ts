@@ -19,8 +19,12 @@ const program = new Command('spectrum-link')
 for (const command of linkCommands(process.env, vmmPort)) program.addCommand(command);
 
 // Bad names and options are usage errors (exit 2); every other module error exits 1 (run-cli).
-main(program, [
-  [VmNameError, EXIT.usage],
-  [DeviceNameError, EXIT.usage],
-  [AttachModeError, EXIT.usage],
-]);
+main(
+  program,
+  [
+    [VmNameError, EXIT.usage],
+    [DeviceNameError, EXIT.usage],
+    [AttachModeError, EXIT.usage],
+  ],
+  { exitAtOnce: true },
+);

@@ -81,10 +81,16 @@ export async function runCli(program: Command, argv: readonly string[], known: E
   }
 }
 
-/** Entry point helper for the bins: set the exit code and let pending output drain. */
-export function main(program: Command, known: ErrorExitCodes = []): void {
+/**
+ * Entry point helper for the bins: set the exit code and let pending output drain. `exitAtOnce`:
+ * exit as soon as the command is done instead of letting Node tear its heap down page by page
+ * (5-10 ms); only for one-shot commands whose output is all written by then (stdout, stderr and
+ * pino's destination are synchronous on Linux).
+ */
+export function main(program: Command, known: ErrorExitCodes = [], options: { exitAtOnce?: boolean } = {}): void {
   runCli(program, process.argv.slice(2), known).then(
     (code) => {
+      if (options.exitAtOnce === true) process.exit(code);
       process.exitCode = code;
     },
     (error: unknown) => {
