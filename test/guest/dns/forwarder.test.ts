@@ -276,6 +276,24 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     expect(Number(/Query time: (\d+) msec/.exec(again)?.[1])).toBeLessThan(TIMEOUT_MS);
   });
 
+  it('serves clients over IPv6 too (a listen address of that family), UDP and TCP, each client rate-limited as one host', async () => {
+    // ::1 of the provider namespace: no address outside the namespace is used.
+    const v6 = await ForwarderProcess.start(net.provider, { listen: '::1', port: 5354, upstreams: [UPSTREAM_A], ratePerClient: { perSecond: 1, burst: 2 } });
+    try {
+      const ask = async (tcp: boolean): Promise<string> =>
+        (await net.provider.exec(['dig', '@::1', '-p', '5354', '+time=2', '+tries=1', ...(tcp ? ['+tcp'] : []), '+short', 'www.test.example'], { allowFailure: true })).stdout.trim();
+      expect(await ask(false)).toBe('192.0.2.80');
+      expect(await ask(true)).toBe('192.0.2.80');
+      // The burst of 2 is spent by the UDP and the TCP query alike: the third is dropped.
+      expect(await ask(false)).toMatch(/timed out/);
+      const counters = await v6.counters();
+      expect(counters['answered']).toBe(2);
+      expect(counters['rateLimited']).toBe(1);
+    } finally {
+      await v6.process.kill();
+    }
+  });
+
   it('starts without its listen address, reports it, and serves after rebind() once the address exists', async () => {
     const late = await ForwarderProcess.start(net.provider, { listen: '169.254.0.2', upstreams: [UPSTREAM_A], timeoutMs: TIMEOUT_MS });
     const before = await late.counters();
