@@ -117,6 +117,12 @@ static udp_socket *socket_of(napi_env env, napi_value handle) {
   return socket;
 }
 
+// The arguments of a call whose first argument is a socket handle, and that socket (NULL: thrown).
+static udp_socket *socket_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  if (!get_args(env, info, want, argv)) return NULL;
+  return socket_of(env, argv[0]);
+}
+
 // family 4|6 and a literal address into a sockaddr; 0 on success, else an errno.
 static int make_address(napi_env env, int family, napi_value address, uint32_t port, struct sockaddr_storage *out, socklen_t *length) {
   char text[INET6_ADDRSTRLEN + IFNAMSIZ + 1];
@@ -262,8 +268,7 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
 
 static napi_value socket_connect(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
-  udp_socket *socket = socket_of(env, argv[0]);
+  udp_socket *socket = socket_args(env, info, 3, argv);
   if (socket == NULL) return NULL;
   uint32_t port = 0;
   CHECK(napi_get_value_uint32(env, argv[2], &port));
@@ -277,8 +282,7 @@ static napi_value socket_connect(napi_env env, napi_callback_info info) {
 
 static napi_value socket_bind_to_device(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  udp_socket *socket = socket_of(env, argv[0]);
+  udp_socket *socket = socket_args(env, info, 2, argv);
   if (socket == NULL) return NULL;
   char name[IFNAMSIZ + 1];
   size_t copied = 0;
@@ -327,8 +331,7 @@ static napi_value tcp_connect(napi_env env, napi_callback_info info) {
 
 static napi_value socket_local_port(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  udp_socket *socket = socket_of(env, argv[0]);
+  udp_socket *socket = socket_args(env, info, 1, argv);
   if (socket == NULL) return NULL;
   struct sockaddr_storage address;
   socklen_t length = sizeof address;
@@ -404,8 +407,7 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
 
 static napi_value socket_watch(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  udp_socket *socket = socket_of(env, argv[0]);
+  udp_socket *socket = socket_args(env, info, 2, argv);
   if (socket == NULL) return NULL;
   if (arena.bytes == NULL) {
     napi_throw_error(env, "EINVAL", "udp-batch: arena() must be called before watch()");
@@ -450,8 +452,7 @@ static napi_value send_result(napi_env env, ssize_t sent) {
 
 static napi_value socket_send(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (!get_args(env, info, 4, argv)) return NULL;
-  udp_socket *socket = socket_of(env, argv[0]);
+  udp_socket *socket = socket_args(env, info, 4, argv);
   if (socket == NULL) return NULL;
   uint8_t *data = NULL;
   size_t available = 0;
@@ -465,8 +466,7 @@ static napi_value socket_send(napi_env env, napi_callback_info info) {
 
 static napi_value socket_send_to(napi_env env, napi_callback_info info) {
   napi_value argv[9];
-  if (!get_args(env, info, 9, argv)) return NULL;
-  udp_socket *socket = socket_of(env, argv[0]);
+  udp_socket *socket = socket_args(env, info, 9, argv);
   if (socket == NULL) return NULL;
   uint8_t *data = NULL;
   size_t available = 0;
