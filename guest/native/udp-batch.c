@@ -446,6 +446,21 @@ static int get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *len
   return 1;
 }
 
+// (bytes, offset, length) as JS passes them: `*start` points at the slice, or is NULL when the
+// slice does not fit in the bytes. 0: an exception was thrown.
+static int get_slice(napi_env env, const napi_value *args, uint8_t **start, uint32_t *length) {
+  uint8_t *data = NULL;
+  size_t available = 0;
+  uint32_t offset = 0;
+  if (!get_bytes(env, args[0], &data, &available)) return 0;
+  if (napi_get_value_uint32(env, args[1], &offset) != napi_ok || napi_get_value_uint32(env, args[2], length) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "udp-batch: offset and length must be numbers");
+    return 0;
+  }
+  *start = (size_t)offset + *length <= available ? data + offset : NULL;
+  return 1;
+}
+
 static napi_value send_result(napi_env env, ssize_t sent) {
   return number(env, sent < 0 ? -errno : (double)sent);
 }
@@ -455,13 +470,10 @@ static napi_value socket_send(napi_env env, napi_callback_info info) {
   udp_socket *socket = socket_args(env, info, 4, argv);
   if (socket == NULL) return NULL;
   uint8_t *data = NULL;
-  size_t available = 0;
-  if (!get_bytes(env, argv[1], &data, &available)) return NULL;
-  uint32_t offset = 0, length = 0;
-  CHECK(napi_get_value_uint32(env, argv[2], &offset));
-  CHECK(napi_get_value_uint32(env, argv[3], &length));
-  if ((size_t)offset + length > available) return number(env, -EINVAL);
-  return send_result(env, send(socket->fd, data + offset, length, MSG_DONTWAIT));
+  uint32_t length = 0;
+  if (!get_slice(env, argv + 1, &data, &length)) return NULL;
+  if (data == NULL) return number(env, -EINVAL);
+  return send_result(env, send(socket->fd, data, length, MSG_DONTWAIT));
 }
 
 static napi_value socket_send_to(napi_env env, napi_callback_info info) {
@@ -469,14 +481,11 @@ static napi_value socket_send_to(napi_env env, napi_callback_info info) {
   udp_socket *socket = socket_args(env, info, 9, argv);
   if (socket == NULL) return NULL;
   uint8_t *data = NULL;
-  size_t available = 0;
-  if (!get_bytes(env, argv[1], &data, &available)) return NULL;
-  uint32_t offset = 0, length = 0, port = 0, words[4];
-  CHECK(napi_get_value_uint32(env, argv[2], &offset));
-  CHECK(napi_get_value_uint32(env, argv[3], &length));
+  uint32_t length = 0, port = 0, words[4];
+  if (!get_slice(env, argv + 1, &data, &length)) return NULL;
   CHECK(napi_get_value_uint32(env, argv[4], &port));
   for (int i = 0; i < 4; i++) CHECK(napi_get_value_uint32(env, argv[5 + i], &words[i]));
-  if ((size_t)offset + length > available || port > 65535) return number(env, -EINVAL);
+  if (data == NULL || port > 65535) return number(env, -EINVAL);
   struct sockaddr_storage address;
   memset(&address, 0, sizeof address);
   socklen_t address_length;
@@ -494,7 +503,7 @@ static napi_value socket_send_to(napi_env env, napi_callback_info info) {
     memcpy(&in6->sin6_addr, words, sizeof words);
     address_length = sizeof *in6;
   }
-  return send_result(env, sendto(socket->fd, data + offset, length, MSG_DONTWAIT, (struct sockaddr *)&address, address_length));
+  return send_result(env, sendto(socket->fd, data, length, MSG_DONTWAIT, (struct sockaddr *)&address, address_length));
 }
 
 static napi_value socket_close(napi_env env, napi_callback_info info) {
