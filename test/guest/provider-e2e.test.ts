@@ -168,15 +168,24 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
     expect(Number(download.stdout)).toBe(SLOW_BYTES);
   }, 60_000);
 
+  /**
+   * A chained provider `name` behind netvm: a client of netvm on link `uplinkId` (`up<id>`, netvm's
+   * end `p<id>`), whose resolv.conf names its gateway 169.254.0.1 as DHCP would.
+   */
+  async function chainedProvider(name: string, uplinkId: number): Promise<Netns> {
+    const vpn = await harness.namespace(name);
+    await harness.veth(provider, `p${uplinkId}`, vpn, `up${uplinkId}`);
+    await provider.ip(['link', 'set', 'dev', `p${uplinkId}`, 'address', linkMac('provider', uplinkId)]);
+    await vpn.ip(['link', 'set', 'dev', `up${uplinkId}`, 'address', linkMac('client', uplinkId)]);
+    vpn.setResolvConf('nameserver 169.254.0.1\n');
+    return vpn;
+  }
+
   it('serves clients through a chained provider (client-side link upstream) with the same guarantees', async () => {
-    // vpnvm: a client of netvm (link 13) and a provider to its own client (link 14).
-    const vpn = await harness.namespace('vpnvm');
-    await harness.veth(provider, 'p13', vpn, 'up13');
-    await provider.ip(['link', 'set', 'dev', 'p13', 'address', linkMac('provider', 13)]);
-    await vpn.ip(['link', 'set', 'dev', 'up13', 'address', linkMac('client', 13)]);
+    // vpnvm: a client of netvm (link 13) and a provider to its own clients (links 14 and 15).
+    const vpn = await chainedProvider('vpnvm', 13);
     const inner = await addClient(harness, vpn, 14);
     const innerPeer = await addClient(harness, vpn, 15);
-    vpn.setResolvConf('nameserver 169.254.0.1\n');
     // Its upstream's gateway is its own address too: its DNS goes to a resolver beyond netvm.
     const vpnAgent = await Agent.start(vpn, join(dir, 'vpn.sock'), ['--dns-upstream', INTERNET_DNS]);
     try {
@@ -204,12 +213,8 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
   it("lets a chained provider's forwarder use its upstream provider's, at the same gateway address, with no --dns-upstream", async () => {
     // vpnvm2: a client of netvm (link 16) whose resolv.conf names netvm's forwarder, 169.254.0.1,
     // which is also the address vpnvm2 itself serves its client (link 17) on.
-    const vpn = await harness.namespace('vpnvm2');
-    await harness.veth(provider, 'p16', vpn, 'up16');
-    await provider.ip(['link', 'set', 'dev', 'p16', 'address', linkMac('provider', 16)]);
-    await vpn.ip(['link', 'set', 'dev', 'up16', 'address', linkMac('client', 16)]);
+    const vpn = await chainedProvider('vpnvm2', 16);
     const inner = await addClient(harness, vpn, 17);
-    vpn.setResolvConf('nameserver 169.254.0.1\n');
     const vpnAgent = await Agent.start(vpn, join(dir, 'vpn2.sock'));
     try {
       const through = `169.254.0.1:53 via up16 from ${clientIp(16)}`;
