@@ -4,6 +4,11 @@
       "target_name": "udp_batch",
       "sources": ["guest/native/udp-batch.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
+    },
+    {
+      "target_name": "rtnl",
+      "sources": ["host/native/rtnl.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
     }
   ]
 }

@@ -1,5 +1,5 @@
 // Pure planning of the host devices for client/provider connections: given what should exist
-// and what the kernel reports, the `ip` commands that make it so. Reconcile, never append:
+// and what the kernel reports, the device steps that make it so. Reconcile, never append:
 // running the plan on its own result yields no steps.
 
 /** How one side of a connection reaches its VM. */
@@ -23,7 +23,7 @@ export interface DesiredConnection {
   readonly provider: DesiredSide;
 }
 
-/** A network device as `ip -d -j link show` reports it, reduced to what the plan compares. */
+/** A network device as the kernel reports it, reduced to what the plan compares. */
 export interface ObservedDevice {
   readonly name: string;
   /** `bridge`, `tun`, `veth`, ... or null for a device without link info (loopback, ethernet). */
@@ -42,51 +42,80 @@ export interface ObservedDevices {
   readonly netns: ReadonlyMap<string, ReadonlyMap<string, ObservedDevice> | null>;
 }
 
-/** One `ip` command, run in the current namespace (netns null) or in a VM namespace. */
-export interface IpStep {
-  readonly netns: string | null;
-  readonly args: readonly string[];
+/** What a `set` step changes on an existing device; absent fields stay as they are. */
+export interface DeviceChange {
+  readonly mac?: string;
+  readonly mtu?: number;
+  readonly master?: string;
+  readonly up?: true;
+}
+
+/** One change to one device, in the current namespace (netns null) or in a VM namespace. */
+export type DeviceStep = { readonly netns: string | null } & (
+  | { readonly op: 'delete'; readonly name: string }
+  | { readonly op: 'add-bridge'; readonly name: string }
+  | { readonly op: 'add-tap'; readonly name: string }
+  /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
+  | { readonly op: 'add-veth'; readonly name: string; readonly peerNetns: string }
+  | { readonly op: 'set'; readonly name: string; readonly change: DeviceChange }
+);
+
+/** A step as the `ip` command that does the same (for messages: every operator reads ip). */
+export function stepText(step: DeviceStep): string {
+  switch (step.op) {
+    case 'delete':
+      return `link del dev ${step.name}`;
+    case 'add-bridge':
+      return `link add ${step.name} type bridge`;
+    case 'add-tap':
+      return `tuntap add dev ${step.name} mode tap vnet_hdr`;
+    case 'add-veth':
+      return `link add ${step.name} type veth peer name ${step.name} netns ${step.peerNetns}`;
+    case 'set': {
+      const { mac, mtu, master, up } = step.change;
+      const words = ['link', 'set', 'dev', step.name];
+      if (mac !== undefined) words.push('address', mac);
+      if (mtu !== undefined) words.push('mtu', String(mtu));
+      if (master !== undefined) words.push('master', master);
+      if (up === true) words.push('up');
+      return words.join(' ');
+    }
+  }
 }
 
 /**
- * Steps come in three phases so that each runs as few `ip -batch` processes as possible:
- * clearing stale far ends in VM namespaces, everything in the current namespace (which also
- * creates veth far ends), then configuring those far ends.
+ * Steps come in three phases: clearing stale far ends in VM namespaces, everything in the
+ * current namespace (which also creates veth far ends), then configuring those far ends.
  */
 export interface DevicePlan {
   /** VM namespaces to create before any step runs. */
   readonly createNamespaces: readonly string[];
-  readonly clearFarEnds: readonly IpStep[];
-  /**
-   * One list per connection, in plan order (empty where nothing changes). Each connection's
-   * devices are its own, so the lists are independent: they may run in parallel (splitSteps).
-   */
-  readonly hostSteps: readonly (readonly IpStep[])[];
-  readonly configureFarEnds: readonly IpStep[];
+  readonly clearFarEnds: readonly DeviceStep[];
+  /** One list per connection, in plan order (empty where nothing changes). */
+  readonly hostSteps: readonly (readonly DeviceStep[])[];
+  readonly configureFarEnds: readonly DeviceStep[];
   /** Host devices this plan creates: deleting them undoes a failed run. */
   readonly creates: readonly string[];
 }
 
-const host = (...args: string[]): IpStep => ({ netns: null, args });
-const inNetns = (netns: string, ...args: string[]): IpStep => ({ netns, args });
-
 /** Steps that bring an existing device's master, MTU and state to what is wanted. */
-function fixDevice(netns: string | null, wanted: { name: string; master: string | null; mtu: number; mac?: string }, seen: ObservedDevice | undefined): IpStep[] {
-  const changes: string[] = [];
-  if (wanted.mac !== undefined && seen?.mac !== wanted.mac.toLowerCase()) changes.push('address', wanted.mac.toLowerCase());
-  if (seen?.mtu !== wanted.mtu) changes.push('mtu', String(wanted.mtu));
-  if (wanted.master !== null && seen?.master !== wanted.master) changes.push('master', wanted.master);
-  if (seen?.up !== true) changes.push('up');
-  if (changes.length === 0) return [];
-  return [{ netns, args: ['link', 'set', 'dev', wanted.name, ...changes] }];
+function fixDevice(netns: string | null, wanted: { name: string; master: string | null; mtu: number; mac?: string }, seen: ObservedDevice | undefined): DeviceStep[] {
+  const mac = wanted.mac?.toLowerCase();
+  const change: { -readonly [K in keyof DeviceChange]: DeviceChange[K] } = {};
+  if (mac !== undefined && seen?.mac !== mac) change.mac = mac;
+  if (seen?.mtu !== wanted.mtu) change.mtu = wanted.mtu;
+  if (wanted.master !== null && seen?.master !== wanted.master) change.master = wanted.master;
+  if (seen?.up !== true) change.up = true;
+  if (Object.keys(change).length === 0) return [];
+  return [{ netns, op: 'set', name: wanted.name, change }];
 }
 
 interface PlanBuilder {
   readonly missingNamespaces: Set<string>;
-  readonly clearFarEnds: IpStep[];
+  readonly clearFarEnds: DeviceStep[];
   /** The current connection's host steps. */
-  hostSteps: IpStep[];
-  readonly configureFarEnds: IpStep[];
+  hostSteps: DeviceStep[];
+  readonly configureFarEnds: DeviceStep[];
   readonly creates: string[];
 }
 
@@ -100,9 +129,9 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
 
   if (attach.kind === 'tap') {
     const isTap = seen?.kind === 'tun';
-    if (seen !== undefined && !isTap) steps.push(host('link', 'del', 'dev', side.device));
+    if (seen !== undefined && !isTap) steps.push({ netns: null, op: 'delete', name: side.device });
     if (!isTap) {
-      steps.push(host('tuntap', 'add', 'dev', side.device, 'mode', 'tap', 'vnet_hdr'));
+      steps.push({ netns: null, op: 'add-tap', name: side.device });
       creates.push(side.device);
     }
     steps.push(...fixDevice(null, { name: side.device, master: connection.bridge, mtu: connection.mtu }, isTap ? seen : undefined));
@@ -115,9 +144,9 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
   // A veth pair lives and dies together: both ends present means the pair is ours and whole.
   const pairWhole = seen?.kind === 'veth' && far?.kind === 'veth';
   if (!pairWhole) {
-    if (seen !== undefined) steps.push(host('link', 'del', 'dev', side.device));
-    if (far !== undefined) plan.clearFarEnds.push(inNetns(attach.netns, 'link', 'del', 'dev', side.device));
-    steps.push(host('link', 'add', side.device, 'type', 'veth', 'peer', 'name', side.device, 'netns', attach.netns));
+    if (seen !== undefined) steps.push({ netns: null, op: 'delete', name: side.device });
+    if (far !== undefined) plan.clearFarEnds.push({ netns: attach.netns, op: 'delete', name: side.device });
+    steps.push({ netns: null, op: 'add-veth', name: side.device, peerNetns: attach.netns });
     creates.push(side.device);
   }
   steps.push(...fixDevice(null, { name: side.device, master: connection.bridge, mtu: connection.mtu }, pairWhole ? seen : undefined));
@@ -135,16 +164,16 @@ export function isEmptyPlan(plan: DevicePlan): boolean {
 export function planDevices(connections: readonly DesiredConnection[], observed: ObservedDevices): DevicePlan {
   const plan: PlanBuilder = { missingNamespaces: new Set(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };
   const { creates } = plan;
-  const hostSteps: IpStep[][] = [];
+  const hostSteps: DeviceStep[][] = [];
   for (const connection of connections) {
-    const steps: IpStep[] = [];
+    const steps: DeviceStep[] = [];
     plan.hostSteps = steps;
     hostSteps.push(steps);
     const bridge = observed.host.get(connection.bridge);
     const isBridge = bridge?.kind === 'bridge';
-    if (bridge !== undefined && !isBridge) steps.push(host('link', 'del', 'dev', connection.bridge));
+    if (bridge !== undefined && !isBridge) steps.push({ netns: null, op: 'delete', name: connection.bridge });
     if (!isBridge) {
-      steps.push(host('link', 'add', connection.bridge, 'type', 'bridge'));
+      steps.push({ netns: null, op: 'add-bridge', name: connection.bridge });
       creates.push(connection.bridge);
     }
     const bridgeReplaced = bridge !== undefined && !isBridge;
@@ -155,31 +184,4 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
   }
   const { missingNamespaces, clearFarEnds, configureFarEnds } = plan;
   return { createNamespaces: [...missingNamespaces], clearFarEnds, hostSteps, configureFarEnds, creates };
-}
-
-/**
- * Deal per-connection step lists into at most `parts` batches of about equal length, each a run
- * of whole connections in plan order; empty batches are left out.
- */
-export function splitSteps(groups: readonly (readonly IpStep[])[], parts: number): IpStep[][] {
-  const total = groups.reduce((sum, group) => sum + group.length, 0);
-  const batches: IpStep[][] = [];
-  let batch: IpStep[] = [];
-  let done = 0;
-  for (const group of groups) {
-    batch.push(...group);
-    done += group.length;
-    // Close this batch once it holds its share of all steps so far.
-    if (batches.length < parts - 1 && done * parts >= total * (batches.length + 1) && batch.length > 0) {
-      batches.push(batch);
-      batch = [];
-    }
-  }
-  if (batch.length > 0) batches.push(batch);
-  return batches;
-}
-
-/** The steps that remove a connection's host devices (veth far ends go with them). */
-export function planRemoval(devices: readonly string[], observed: ObservedDevices): IpStep[] {
-  return devices.filter((name) => observed.host.has(name)).map((name) => host('link', 'del', 'dev', name));
 }

@@ -8,7 +8,7 @@ import { type ConfigSnapshot, requireValidVm } from './config.js';
 import { readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type ObservedDevices, planDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
-import { type HostIp, applyDevicePlan, observeDevices, removeDevices, startHostIp, undoDevicePlan } from './ip-devices.js';
+import { applyDevicePlan, observeDevices, removeDevices, undoDevicePlan } from './netlink-devices.js';
 import {
   type Link,
   type LinkAttachment,
@@ -147,10 +147,9 @@ async function realise(
   connections: readonly DesiredConnection[],
   observed: Promise<ObservedDevices>,
   options: LinkerOptions,
-  ip: HostIp,
 ): Promise<void> {
   const plan = planDevices(connections, await observed);
-  await applyDevicePlan(plan, ip.apply);
+  await applyDevicePlan(plan);
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   try {
     for (const report of reports) {
@@ -173,45 +172,39 @@ async function realise(
  */
 export async function linkVms(names: readonly string[], options: LinkerOptions, snapshot?: ConfigSnapshot): Promise<Map<VmName, LinkReport[]>> {
   const vms = names.map(vmName);
-  // The ip processes start now, so that their start-up overlaps reading config and state.
-  const ip = startHostIp();
-  try {
-    const config = snapshot ?? (await readConfigVms(options.configDir, vms));
-    const wanted = vms.map((vm) => requireValidVm(config, vm));
-    return await withStateLock(options.stateDir, async () => {
-      const before = await loadState(options.stateDir);
-      const allocation = allocateMany(before, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
-      const byVm = new Map<VmName, LinkReport[]>(wanted.map((vm) => [vm.name, []]));
-      for (const link of allocation.links) byVm.get(link.client)?.push(linkReport(link, options, 'desired'));
-      const reports = [...byVm.values()].flat();
-      const state = setAttachments(
-        allocation.state,
-        reports.map((report) => ({
-          pair: { client: vmName(report.vm), provider: vmName(report.provider) },
-          attached: { client: report.clientAttach, provider: report.providerAttach },
-        })),
-      );
-      // The device query only reads, so it runs while the state is written.
-      const connections = reports.map((report) => desiredConnection(report, options));
-      const deviceNames = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
-      const observed = observeDevices(netnsNames(connections), deviceNames, ip.query);
-      observed.catch(() => undefined); // awaited by realise; not unhandled if saving fails first
-      // One durable write, before any device exists: ids (and how their devices will be
-      // attached) are recorded first, so a crash leaves devices that gc and unlink can attribute.
-      const changed = !sameState(state, before);
-      if (changed) await saveState(options.stateDir, state);
-      try {
-        await realise(reports, connections, observed, options, ip);
-      } catch (error) {
-        // Ids this run allocated go back; ids the pairs already had stay theirs.
-        if (changed) await saveState(options.stateDir, before);
-        throw error;
-      }
-      return byVm;
-    });
-  } finally {
-    ip.close();
-  }
+  const config = snapshot ?? (await readConfigVms(options.configDir, vms));
+  const wanted = vms.map((vm) => requireValidVm(config, vm));
+  return await withStateLock(options.stateDir, async () => {
+    const before = await loadState(options.stateDir);
+    const allocation = allocateMany(before, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
+    const byVm = new Map<VmName, LinkReport[]>(wanted.map((vm) => [vm.name, []]));
+    for (const link of allocation.links) byVm.get(link.client)?.push(linkReport(link, options, 'desired'));
+    const reports = [...byVm.values()].flat();
+    const state = setAttachments(
+      allocation.state,
+      reports.map((report) => ({
+        pair: { client: vmName(report.vm), provider: vmName(report.provider) },
+        attached: { client: report.clientAttach, provider: report.providerAttach },
+      })),
+    );
+    // The device query only reads, so it runs while the state is written.
+    const connections = reports.map((report) => desiredConnection(report, options));
+    const deviceNames = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
+    const observed = observeDevices(netnsNames(connections), deviceNames);
+    observed.catch(() => undefined); // awaited by realise; not unhandled if saving fails first
+    // One durable write, before any device exists: ids (and how their devices will be
+    // attached) are recorded first, so a crash leaves devices that gc and unlink can attribute.
+    const changed = !sameState(state, before);
+    if (changed) await saveState(options.stateDir, state);
+    try {
+      await realise(reports, connections, observed, options);
+    } catch (error) {
+      // Ids this run allocated go back; ids the pairs already had stay theirs.
+      if (changed) await saveState(options.stateDir, before);
+      throw error;
+    }
+    return byVm;
+  });
 }
 
 /** The links a VM takes part in, as client or as provider. */

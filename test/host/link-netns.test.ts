@@ -200,7 +200,7 @@ describeNetns('device names at the 15-byte boundary', () => {
 });
 
 
-describeNetns('linking many VMs in one call (the host steps split over two ip processes)', () => {
+describeNetns('linking many VMs in one call', () => {
   const VMS = Array.from({ length: 12 }, (_, index) => `appvm-${index}`);
   let harness: Harness;
   let world: LinkWorld;
@@ -226,7 +226,7 @@ describeNetns('linking many VMs in one call (the host steps split over two ip pr
     }
   }
 
-  it('links every connection whole, and a failure in either part undoes both parts and keeps the state', async () => {
+  it('links every connection whole, and a failure at the last connection undoes them all and keeps the state', async () => {
     const first = await world.link(['link', ...VMS, '--attach', 'none', '--json']);
     expect(first.code, first.stderr).toBe(0);
     const links = first.stdout.trim().split('\n').flatMap((line) => parseLink(line).links);
@@ -236,9 +236,10 @@ describeNetns('linking many VMs in one call (the host steps split over two ip pr
     for (const vm of VMS) expect((await world.link(['unlink', vm])).code).toBe(0);
     const before = await devices(world.host);
     const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
-    // A device elsewhere holds the last connection's bridge name as an altname: `ip -j link show
-    // dev NAME` reports it under its own name, so the plan creates the bridge, and the kernel
-    // refuses that step in the second process, after the first has made its devices.
+    // A device elsewhere holds the last connection's bridge name as an altname: a query by that
+    // name answers with the other device, so the plan creates the bridge, and the kernel refuses
+    // that step after every other connection's devices were made. The undo must delete what this
+    // run made, not the device that answers to the name.
     const last = links[links.length - 1]!;
     await world.host.ip(['link', 'add', 'blocker', 'type', 'bridge']);
     await world.host.ip(['link', 'property', 'add', 'dev', 'blocker', 'altname', last.bridge]);

@@ -1,0 +1,352 @@
+// Pure codec between device steps and route netlink (rtnetlink(7)): the requests a program for
+// host/native/rtnl.c holds, and the RTM_NEWLINK answers read back into observed devices.
+// Layouts from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/veth.h>.
+import type { DeviceStep, ObservedDevice } from './device-plan.js';
+
+const NLMSG_HDRLEN = 16;
+const IFINFOMSG_LEN = 16;
+const NLA_HDRLEN = 4;
+
+const RTM_NEWLINK = 16;
+const RTM_DELLINK = 17;
+const RTM_GETLINK = 18;
+
+const NLM_F_REQUEST = 0x1;
+const NLM_F_DUMP = 0x300;
+const NLM_F_EXCL = 0x200;
+const NLM_F_CREATE = 0x400;
+
+const IFLA_ADDRESS = 1;
+const IFLA_IFNAME = 3;
+const IFLA_MTU = 4;
+const IFLA_MASTER = 10;
+const IFLA_LINKINFO = 18;
+const IFLA_NET_NS_FD = 28;
+const IFLA_EXT_MASK = 29;
+const IFLA_INFO_KIND = 1;
+const IFLA_INFO_DATA = 2;
+const VETH_INFO_PEER = 1;
+const NLA_TYPE_MASK = 0x3fff;
+/** Leave the 200-odd bytes of counters out of answers: nothing here reads them. */
+const RTEXT_FILTER_SKIP_STATS = 1 << 3;
+
+const IFF_UP = 0x1;
+const IFNAMSIZ = 16;
+
+const align4 = (length: number): number => (length + 3) & ~3;
+
+/** Record kinds of a program (rtnl.c). */
+const KIND_REQUEST = 1;
+const KIND_TAP = 2;
+const KIND_ENSLAVE = 3;
+
+const text = new TextEncoder();
+
+/**
+ * Writes a program for rtnl.c: records appended in place to one growing buffer (a program for
+ * a thousand links holds several thousand records; small arrays per attribute were most of the
+ * cost of building it).
+ */
+export class ProgramWriter {
+  private bytes = new Uint8Array(4096);
+  private view = new DataView(this.bytes.buffer);
+  private length = 0;
+  private recordStart = 0;
+  private messageStart = 0;
+  private readonly nests: number[] = [];
+  /** Records written so far. */
+  count = 0;
+
+  private reserve(extra: number): number {
+    if (this.length + extra > this.bytes.length) {
+      let size = this.bytes.length * 2;
+      while (size < this.length + extra) size *= 2;
+      const grown = new Uint8Array(size);
+      grown.set(this.bytes.subarray(0, this.length));
+      this.bytes = grown;
+      this.view = new DataView(grown.buffer);
+    }
+    const at = this.length;
+    this.length += extra;
+    return at;
+  }
+
+  // Bytes past `length` are still zero (the buffer only grows; nothing is written beyond what
+  // is reserved), so padding and zeroed headers need no writes.
+  private pad(): void {
+    this.reserve(align4(this.length) - this.length);
+  }
+
+  private beginRecord(kind: number): void {
+    this.recordStart = this.reserve(8);
+    this.view.setUint32(this.recordStart, kind, true);
+  }
+
+  private endRecord(): void {
+    this.view.setUint32(this.recordStart + 4, this.length - this.recordStart - 8, true);
+    this.pad();
+    this.count++;
+  }
+
+  private beginMessage(type: number, flags: number): void {
+    this.messageStart = this.reserve(NLMSG_HDRLEN);
+    this.view.setUint16(this.messageStart + 4, type, true);
+    this.view.setUint16(this.messageStart + 6, NLM_F_REQUEST | flags, true);
+  }
+
+  private endMessage(): void {
+    this.view.setUint32(this.messageStart, this.length - this.messageStart, true);
+  }
+
+  private ifinfomsg(index: number, up: boolean): void {
+    const at = this.reserve(IFINFOMSG_LEN);
+    this.view.setInt32(at + 4, index, true);
+    this.view.setUint32(at + 8, up ? IFF_UP : 0, true);
+    this.view.setUint32(at + 12, up ? IFF_UP : 0, true);
+  }
+
+  private attributeHeader(type: number, payloadLength: number): number {
+    const at = this.reserve(NLA_HDRLEN);
+    this.view.setUint16(at, NLA_HDRLEN + payloadLength, true);
+    this.view.setUint16(at + 2, type, true);
+    return at;
+  }
+
+  private stringAttribute(type: number, value: string): void {
+    const length = Buffer.byteLength(value) + 1;
+    this.attributeHeader(type, length);
+    const at = this.reserve(length);
+    text.encodeInto(value, this.bytes.subarray(at, at + length - 1));
+    this.pad();
+  }
+
+  private u32Attribute(type: number, value: number): void {
+    this.attributeHeader(type, 4);
+    this.view.setUint32(this.reserve(4), value >>> 0, true);
+  }
+
+  private macAttribute(type: number, mac: string): void {
+    const octets = mac.split(':');
+    this.attributeHeader(type, octets.length);
+    const at = this.reserve(octets.length);
+    octets.forEach((octet, index) => (this.bytes[at + index] = Number.parseInt(octet, 16)));
+    this.pad();
+  }
+
+  private beginNest(type: number): void {
+    this.nests.push(this.attributeHeader(type, 0));
+  }
+
+  private endNest(): void {
+    const at = this.nests.pop() ?? 0;
+    this.view.setUint16(at, this.length - at, true);
+  }
+
+  /** The record that carries out one step (in the namespace of the socket it runs on). */
+  step(step: DeviceStep, namespaceFds: NamespaceFds): this {
+    switch (step.op) {
+      case 'delete':
+        this.beginRecord(KIND_REQUEST);
+        this.beginMessage(RTM_DELLINK, 0);
+        this.ifinfomsg(0, false);
+        this.stringAttribute(IFLA_IFNAME, step.name);
+        break;
+      case 'add-bridge':
+        this.beginRecord(KIND_REQUEST);
+        this.beginMessage(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+        this.ifinfomsg(0, false);
+        this.stringAttribute(IFLA_IFNAME, step.name);
+        this.beginNest(IFLA_LINKINFO);
+        this.stringAttribute(IFLA_INFO_KIND, 'bridge');
+        this.endNest();
+        break;
+      case 'add-tap': {
+        this.beginRecord(KIND_TAP);
+        const length = Buffer.byteLength(step.name) + 1;
+        const at = this.reserve(length);
+        text.encodeInto(step.name, this.bytes.subarray(at, at + length - 1));
+        this.endRecord();
+        return this;
+      }
+      case 'add-veth': {
+        const fd = namespaceFds.get(step.peerNetns);
+        if (fd === undefined) throw new Error(`ProgramWriter: no descriptor for namespace ${step.peerNetns}`);
+        this.beginRecord(KIND_REQUEST);
+        this.beginMessage(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+        this.ifinfomsg(0, false);
+        this.stringAttribute(IFLA_IFNAME, step.name);
+        this.beginNest(IFLA_LINKINFO);
+        this.stringAttribute(IFLA_INFO_KIND, 'veth');
+        this.beginNest(IFLA_INFO_DATA);
+        this.beginNest(VETH_INFO_PEER);
+        this.ifinfomsg(0, false);
+        this.stringAttribute(IFLA_IFNAME, step.name);
+        this.u32Attribute(IFLA_NET_NS_FD, fd);
+        this.endNest();
+        this.endNest();
+        this.endNest();
+        break;
+      }
+      case 'set': {
+        const { mac, mtu, master, up } = step.change;
+        if (master === undefined) {
+          this.beginRecord(KIND_REQUEST);
+        } else {
+          // The master's index is looked up when the step runs: a bridge made earlier in the
+          // same program has none before.
+          // IFNAMSIZ bytes, NUL included: a longer name would be cut short into another name.
+          if (Buffer.byteLength(master) >= IFNAMSIZ) throw new Error(`ProgramWriter: master name ${JSON.stringify(master)} is longer than 15 bytes`);
+          this.beginRecord(KIND_ENSLAVE);
+          const at = this.reserve(IFNAMSIZ);
+          text.encodeInto(master, this.bytes.subarray(at, at + IFNAMSIZ - 1));
+        }
+        this.beginMessage(RTM_NEWLINK, 0);
+        this.ifinfomsg(0, up === true);
+        this.stringAttribute(IFLA_IFNAME, step.name);
+        if (mac !== undefined) this.macAttribute(IFLA_ADDRESS, mac);
+        if (mtu !== undefined) this.u32Attribute(IFLA_MTU, mtu);
+        break;
+      }
+    }
+    this.endMessage();
+    this.endRecord();
+    return this;
+  }
+
+  /** A query for one device by name (answered with its RTM_NEWLINK, or ENODEV). */
+  getLink(name: string): this {
+    this.beginRecord(KIND_REQUEST);
+    this.beginMessage(RTM_GETLINK, 0);
+    this.ifinfomsg(0, false);
+    this.stringAttribute(IFLA_IFNAME, name);
+    this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    this.endMessage();
+    this.endRecord();
+    return this;
+  }
+
+  /** A query for every device of the namespace. */
+  dumpLinks(): this {
+    this.beginRecord(KIND_REQUEST);
+    this.beginMessage(RTM_GETLINK, NLM_F_DUMP);
+    this.ifinfomsg(0, false);
+    this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    this.endMessage();
+    this.endRecord();
+    return this;
+  }
+
+  /** Delete the device with this index (what a removal observed: a name may be another device's altname). */
+  deleteByIndex(index: number): this {
+    this.beginRecord(KIND_REQUEST);
+    this.beginMessage(RTM_DELLINK, 0);
+    this.ifinfomsg(index, false);
+    this.endMessage();
+    this.endRecord();
+    return this;
+  }
+
+  /** The program: its bytes (a copy) and how many records it holds. */
+  finish(): Program {
+    return { bytes: this.bytes.slice(0, this.length), records: this.count };
+  }
+}
+
+export interface Program {
+  readonly bytes: Uint8Array;
+  readonly records: number;
+}
+
+/**
+ * Descriptors a program refers to: veth peers are placed by a namespace file descriptor, which
+ * the caller opens before the run and closes after it.
+ */
+export type NamespaceFds = ReadonlyMap<string, number>;
+
+/** A device as an RTM_NEWLINK answer describes it, before master indexes become names. */
+export interface LinkInfo {
+  readonly index: number;
+  readonly name: string;
+  readonly kind: string | null;
+  readonly masterIndex: number | null;
+  readonly mtu: number;
+  readonly up: boolean;
+  readonly mac: string;
+}
+
+function attributesOf(bytes: Uint8Array, start: number, end: number): Map<number, Uint8Array> {
+  const found = new Map<number, Uint8Array>();
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let offset = start;
+  while (offset + NLA_HDRLEN <= end) {
+    const length = view.getUint16(offset, true);
+    if (length < NLA_HDRLEN || offset + length > end) break;
+    found.set(view.getUint16(offset + 2, true) & NLA_TYPE_MASK, bytes.subarray(offset + NLA_HDRLEN, offset + length));
+    offset += align4(length);
+  }
+  return found;
+}
+
+function stringOf(payload: Uint8Array | undefined): string | null {
+  if (payload === undefined) return null;
+  const end = payload.indexOf(0);
+  return Buffer.from(payload.buffer, payload.byteOffset, end < 0 ? payload.length : end).toString('utf8');
+}
+
+function u32Of(payload: Uint8Array | undefined): number | null {
+  if (payload === undefined || payload.length < 4) return null;
+  return new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0, true);
+}
+
+/** Every RTM_NEWLINK message in `bytes` (answers to queries; anything else is skipped). */
+export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
+  const links: LinkInfo[] = [];
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let offset = 0;
+  while (offset + NLMSG_HDRLEN <= bytes.length) {
+    const length = view.getUint32(offset, true);
+    if (length < NLMSG_HDRLEN || offset + length > bytes.length) break;
+    if (view.getUint16(offset + 4, true) === RTM_NEWLINK && length >= NLMSG_HDRLEN + IFINFOMSG_LEN) {
+      const body = offset + NLMSG_HDRLEN;
+      const attributes = attributesOf(bytes, body + IFINFOMSG_LEN, offset + length);
+      const info = attributes.get(IFLA_LINKINFO);
+      const kind = info === undefined ? null : stringOf(attributesOf(info, 0, info.length).get(IFLA_INFO_KIND));
+      const address = attributes.get(IFLA_ADDRESS);
+      const name = stringOf(attributes.get(IFLA_IFNAME));
+      if (name !== null) {
+        links.push({
+          index: view.getInt32(body + 4, true),
+          name,
+          kind,
+          masterIndex: u32Of(attributes.get(IFLA_MASTER)),
+          mtu: u32Of(attributes.get(IFLA_MTU)) ?? 0,
+          up: (view.getUint32(body + 8, true) & IFF_UP) !== 0,
+          mac: address === undefined ? '' : [...address].map((octet) => octet.toString(16).padStart(2, '0')).join(':'),
+        });
+      }
+    }
+    offset += align4(length);
+  }
+  return links;
+}
+
+/**
+ * Observed devices by name. A master is named where it is among `links`; otherwise it is given
+ * a name no device can have (it has a space), which differs from every wanted master.
+ */
+export function observedDevices(links: readonly LinkInfo[]): Map<string, ObservedDevice> {
+  const names = new Map(links.map((link) => [link.index, link.name]));
+  return new Map(
+    links.map((link) => [
+      link.name,
+      {
+        name: link.name,
+        kind: link.kind,
+        master: link.masterIndex === null ? null : (names.get(link.masterIndex) ?? `ifindex ${String(link.masterIndex)}`),
+        mtu: link.mtu,
+        up: link.up,
+        mac: link.mac,
+      },
+    ]),
+  );
+}

@@ -1,0 +1,524 @@
+// Route netlink for spectrum-link: a program of link requests and tap creations, run in order on
+// a worker thread, each request's acknowledgement awaited before the next is sent.
+//
+// Why native: the host steps used to go to `ip -batch`, which resolves every device name with a
+// request of its own, and costs a process start (fork of the whole Node process) per batch. Here
+// a request names its device itself, a master is resolved with an ioctl on the same socket
+// (SIOCGIFINDEX, no RTNL), and the steps run while JS goes on.
+//
+// JS API (host/rtnl-socket.ts wraps it):
+//   open(netnsPath: string | null) -> handle   NETLINK_ROUTE socket in that network namespace
+//       (null: the caller's); throws {code}
+//   run(handle, program: Uint8Array, keepGoing: boolean) -> Promise<{errors, texts, replies, spans}>
+//   close(handle)
+// A program is a list of records: u32 kind, u32 payload length, payload padded to 4 bytes.
+//   REQUEST (1)  one netlink message; NLM_F_ACK is added and its seq becomes the record's index + 1
+//   TAP     (2)  a NUL-terminated name: a persistent tap (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) in
+//                the socket's namespace
+//   ENSLAVE (3)  16 bytes, a NUL-padded master name, then a netlink message to which IFLA_MASTER,
+//                the master's index as the socket's namespace knows it, is appended
+// Results, per record i: errors[i] 0 done, an errno, or -1 not run (a record before it failed and
+// keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack), else
+// undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
+// A dump request (NLM_F_DUMP) is answered with every part up to NLMSG_DONE.
+#define _GNU_SOURCE  // setns
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_link.h>
+#include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define KIND_REQUEST 1
+#define KIND_TAP 2
+#define KIND_ENSLAVE 3
+#define RECEIVE_BYTES 65536
+#define TEXT_BYTES 256
+
+typedef struct {
+  int fd;
+  // The namespace the socket was opened in, where not the process's own (-1): taps are made there.
+  int netns_fd;
+  int busy;
+} rtnl_socket;
+
+typedef struct {
+  rtnl_socket *socket;
+  uint8_t *program;
+  size_t program_length;
+  int keep_going;
+  uint32_t records;
+  int32_t *errors;
+  char (*texts)[TEXT_BYTES];
+  int32_t *spans;
+  uint8_t *replies;
+  size_t replies_length;
+  size_t replies_capacity;
+  int setup_error;  // an errno that stopped the run before its first record
+  napi_async_work work;
+  napi_deferred deferred;
+} rtnl_job;
+
+#define CHECK(call)                                                 \
+  do {                                                              \
+    if ((call) != napi_ok) {                                        \
+      napi_throw_error(env, "EINTERNAL", "rtnl: " #call " failed"); \
+      return NULL;                                                  \
+    }                                                               \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, int error, const char *what) {
+  char message[320];
+  snprintf(message, sizeof message, "%s: %s", what, strerror(error));
+  char code[32];
+  snprintf(code, sizeof code, "E%d", error);
+  // The symbolic name where there is one (what Node's own errors carry).
+  const char *name = strerrorname_np(error);
+  napi_value code_value, text, exception;
+  napi_create_string_utf8(env, name != NULL ? name : code, NAPI_AUTO_LENGTH, &code_value);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code_value, text, &exception);
+  napi_set_named_property(env, exception, "code", code_value);
+  napi_throw(env, exception);
+  return NULL;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, "EINVAL", "rtnl: missing arguments");
+    return 0;
+  }
+  return 1;
+}
+
+static rtnl_socket *socket_of(napi_env env, napi_value handle) {
+  void *data = NULL;
+  if (napi_get_value_external(env, handle, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, "EINVAL", "rtnl: not a socket handle");
+    return NULL;
+  }
+  rtnl_socket *socket = data;
+  if (socket->fd < 0) {
+    napi_throw_error(env, "EBADF", "rtnl: socket is closed");
+    return NULL;
+  }
+  return socket;
+}
+
+static void finalize_socket(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  rtnl_socket *socket = data;
+  if (socket->fd >= 0) close(socket->fd);
+  if (socket->netns_fd >= 0) close(socket->netns_fd);
+  free(socket);
+}
+
+static int configure(int fd) {
+  int one = 1;
+  // Acks without a copy of the request, with the kernel's explanation of a refusal.
+  if (setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one) != 0) return errno;
+  if (setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one) != 0) return errno;
+  struct sockaddr_nl local = {.nl_family = AF_NETLINK};
+  if (bind(fd, (struct sockaddr *)&local, sizeof local) != 0) return errno;
+  return 0;
+}
+
+// A socket (SOCK_RAW netlink) or the tun device opened while this thread is in the namespace
+// `netns_fd`: both belong to the namespace they were opened in. The thread always returns to its
+// own namespace (if it cannot, the process must not go on in the wrong one).
+static int open_in(int netns_fd, int tun, int *error) {
+  int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (home < 0) {
+    *error = errno;
+    return -1;
+  }
+  int fd = -1;
+  if (setns(netns_fd, CLONE_NEWNET) != 0) {
+    *error = errno;
+  } else {
+    fd = tun ? open("/dev/net/tun", O_RDWR | O_CLOEXEC) : socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) *error = errno;
+    if (setns(home, CLONE_NEWNET) != 0) abort();
+  }
+  close(home);
+  return fd;
+}
+
+static napi_value socket_open(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  napi_valuetype type;
+  CHECK(napi_typeof(env, argv[0], &type));
+  int fd;
+  int netns_fd = -1;
+  int error = 0;
+  char path[4096];
+  if (type == napi_null || type == napi_undefined) {
+    fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) error = errno;
+  } else {
+    size_t copied = 0;
+    if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &copied) != napi_ok || copied >= sizeof path - 1) {
+      napi_throw_type_error(env, "EINVAL", "rtnl: namespace path must be a string shorter than 4096 bytes");
+      return NULL;
+    }
+    netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (netns_fd < 0) return throw_errno(env, errno, path);
+    fd = open_in(netns_fd, 0, &error);
+  }
+  if (fd >= 0) error = configure(fd);
+  if (fd < 0 || error != 0) {
+    if (fd >= 0) close(fd);
+    if (netns_fd >= 0) close(netns_fd);
+    return throw_errno(env, error, "netlink socket");
+  }
+  rtnl_socket *socket = calloc(1, sizeof *socket);
+  if (socket == NULL) {
+    close(fd);
+    if (netns_fd >= 0) close(netns_fd);
+    return throw_errno(env, ENOMEM, "netlink socket");
+  }
+  socket->fd = fd;
+  socket->netns_fd = netns_fd;
+  napi_value handle;
+  if (napi_create_external(env, socket, finalize_socket, NULL, &handle) != napi_ok) {
+    close(fd);
+    free(socket);
+    napi_throw_error(env, "EINTERNAL", "rtnl: napi_create_external failed");
+    return NULL;
+  }
+  return handle;
+}
+
+static napi_value socket_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  void *data = NULL;
+  if (napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL) return NULL;
+  rtnl_socket *socket = data;
+  if (socket->fd >= 0 && !socket->busy) {
+    close(socket->fd);
+    socket->fd = -1;
+    if (socket->netns_fd >= 0) close(socket->netns_fd);
+    socket->netns_fd = -1;
+  }
+  return NULL;
+}
+
+static void fail(rtnl_job *job, uint32_t index, int error, const char *detail) {
+  job->errors[index] = error;
+  if (detail != NULL && detail[0] != '\0') {
+    snprintf(job->texts[index], TEXT_BYTES, "%s: %s", strerror(error), detail);
+  } else {
+    snprintf(job->texts[index], TEXT_BYTES, "%s", strerror(error));
+  }
+}
+
+static int keep_reply(rtnl_job *job, const struct nlmsghdr *message) {
+  size_t length = NLMSG_ALIGN(message->nlmsg_len);
+  if (job->replies_length + length > job->replies_capacity) {
+    size_t capacity = job->replies_capacity == 0 ? RECEIVE_BYTES : job->replies_capacity;
+    while (capacity < job->replies_length + length) capacity *= 2;
+    uint8_t *grown = realloc(job->replies, capacity);
+    if (grown == NULL) return ENOMEM;
+    job->replies = grown;
+    job->replies_capacity = capacity;
+  }
+  memcpy(job->replies + job->replies_length, message, message->nlmsg_len);
+  memset(job->replies + job->replies_length + message->nlmsg_len, 0, length - message->nlmsg_len);
+  job->replies_length += length;
+  return 0;
+}
+
+// The extended ack's message of an NLMSG_ERROR, if any, into `text`.
+static void ack_message(const struct nlmsghdr *message, char *text, size_t size) {
+  text[0] = '\0';
+  if (!(message->nlmsg_flags & NLM_F_ACK_TLVS)) return;
+  const struct nlmsgerr *error = NLMSG_DATA(message);
+  size_t offset = NLMSG_HDRLEN + sizeof *error;
+  if (!(message->nlmsg_flags & NLM_F_CAPPED)) offset += error->msg.nlmsg_len - NLMSG_HDRLEN;
+  while (offset + NLA_HDRLEN <= message->nlmsg_len) {
+    const struct nlattr *attribute = (const struct nlattr *)((const uint8_t *)message + offset);
+    if (attribute->nla_len < NLA_HDRLEN || offset + attribute->nla_len > message->nlmsg_len) return;
+    if ((attribute->nla_type & NLA_TYPE_MASK) == NLMSGERR_ATTR_MSG) {
+      size_t length = attribute->nla_len - NLA_HDRLEN;
+      if (length >= size) length = size - 1;
+      memcpy(text, (const uint8_t *)attribute + NLA_HDRLEN, length);
+      text[length] = '\0';
+      size_t end = strnlen(text, length);
+      while (end > 0 && (text[end - 1] == '\n' || text[end - 1] == '.')) text[--end] = '\0';
+      return;
+    }
+    offset += NLA_ALIGN(attribute->nla_len);
+  }
+}
+
+// Send one request and read until its ack (or the end of its dump); 0 or an errno, with detail.
+static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t length, uint8_t *receive, char *detail) {
+  struct nlmsghdr *header = (struct nlmsghdr *)message;
+  uint32_t seq = index + 1;
+  header->nlmsg_seq = seq;
+  header->nlmsg_pid = 0;
+  header->nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+  int dump = (header->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP;
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  ssize_t sent;
+  do sent = sendto(job->socket->fd, message, length, 0, (struct sockaddr *)&kernel, sizeof kernel);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0) return errno;
+  for (;;) {
+    ssize_t received = recv(job->socket->fd, receive, RECEIVE_BYTES, MSG_TRUNC);
+    if (received < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (received > RECEIVE_BYTES) return EMSGSIZE;
+    size_t left = (size_t)received;
+    for (struct nlmsghdr *reply = (struct nlmsghdr *)receive; NLMSG_OK(reply, left); reply = NLMSG_NEXT(reply, left)) {
+      if (reply->nlmsg_seq != seq) continue;  // a late answer to an earlier request
+      if (reply->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *error = NLMSG_DATA(reply);
+        if (error->error == 0 && !dump) return 0;
+        if (error->error != 0) {
+          ack_message(reply, detail, TEXT_BYTES / 2);
+          return -error->error;
+        }
+        continue;  // a dump's ack comes after its NLMSG_DONE
+      }
+      if (reply->nlmsg_type == NLMSG_DONE) {
+        int status = 0;
+        if (reply->nlmsg_len >= NLMSG_LENGTH(sizeof status)) memcpy(&status, NLMSG_DATA(reply), sizeof status);
+        if (status != 0) return -status;
+        // Its ack (NLM_F_ACK on a dump) may follow in the same or the next read; none is needed.
+        return 0;
+      }
+      int error = keep_reply(job, reply);
+      if (error != 0) return error;
+    }
+  }
+}
+
+static int create_tap(const rtnl_socket *socket, const char *name) {
+  if (strlen(name) >= IFNAMSIZ) return EINVAL;  // the kernel would cut it short, not refuse it
+  int error = 0;
+  int fd = socket->netns_fd >= 0 ? open_in(socket->netns_fd, 1, &error) : open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return socket->netns_fd >= 0 ? error : errno;
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+  request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  if (ioctl(fd, TUNSETIFF, &request) != 0 || ioctl(fd, TUNSETPERSIST, 1) != 0) error = errno;
+  close(fd);
+  return error;
+}
+
+static void run_execute(napi_env env, void *data) {
+  (void)env;
+  rtnl_job *job = data;
+  uint8_t *receive = malloc(RECEIVE_BYTES);
+  uint8_t *scratch = malloc(job->program_length + 16);
+  if (receive == NULL || scratch == NULL) {
+    job->setup_error = ENOMEM;
+    free(receive);
+    free(scratch);
+    return;
+  }
+  int failed = 0;
+  size_t offset = 0;
+  for (uint32_t index = 0; index < job->records; index++) {
+    uint32_t kind, length;
+    memcpy(&kind, job->program + offset, 4);
+    memcpy(&length, job->program + offset + 4, 4);
+    uint8_t *payload = job->program + offset + 8;
+    offset += 8 + ((length + 3) & ~3u);
+    job->spans[2 * index] = (int32_t)job->replies_length;
+    if (failed && !job->keep_going) {
+      job->errors[index] = -1;
+      continue;
+    }
+    char detail[TEXT_BYTES / 2] = "";
+    int error = 0;
+    if (kind == KIND_TAP) {
+      error = strnlen((const char *)payload, length) < length ? create_tap(job->socket, (const char *)payload) : EINVAL;
+    } else if (kind == KIND_REQUEST) {
+      memcpy(scratch, payload, length);
+      error = length >= NLMSG_HDRLEN ? exchange(job, index, scratch, length, receive, detail) : EINVAL;
+    } else if (kind == KIND_ENSLAVE && length >= IFNAMSIZ + NLMSG_HDRLEN) {
+      struct ifreq request;
+      memset(&request, 0, sizeof request);
+      memcpy(request.ifr_name, payload, IFNAMSIZ - 1);
+      if (ioctl(job->socket->fd, SIOCGIFINDEX, &request) != 0) {
+        error = errno;
+        snprintf(detail, sizeof detail, "master %s", request.ifr_name);
+      } else {
+        size_t message_length = length - IFNAMSIZ;
+        memcpy(scratch, payload + IFNAMSIZ, message_length);
+        struct nlmsghdr *header = (struct nlmsghdr *)scratch;
+        struct nlattr *master = (struct nlattr *)(scratch + NLMSG_ALIGN(header->nlmsg_len));
+        master->nla_type = IFLA_MASTER;
+        master->nla_len = NLA_HDRLEN + sizeof(uint32_t);
+        uint32_t master_index = (uint32_t)request.ifr_ifindex;
+        memcpy((uint8_t *)master + NLA_HDRLEN, &master_index, sizeof master_index);
+        header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + NLA_ALIGN(master->nla_len);
+        error = exchange(job, index, scratch, header->nlmsg_len, receive, detail);
+      }
+    } else {
+      error = EINVAL;
+    }
+    job->spans[2 * index + 1] = (int32_t)(job->replies_length - (size_t)job->spans[2 * index]);
+    if (error != 0) {
+      fail(job, index, error, detail);
+      failed = 1;
+    }
+  }
+  free(receive);
+  free(scratch);
+}
+
+static void free_job(rtnl_job *job) {
+  free(job->program);
+  free(job->errors);
+  free(job->texts);
+  free(job->spans);
+  free(job->replies);
+  free(job);
+}
+
+static napi_value int32_array(napi_env env, const int32_t *values, size_t count) {
+  void *bytes = NULL;
+  napi_value buffer, array;
+  if (napi_create_arraybuffer(env, count * sizeof(int32_t), &bytes, &buffer) != napi_ok) return NULL;
+  if (count > 0) memcpy(bytes, values, count * sizeof(int32_t));
+  if (napi_create_typedarray(env, napi_int32_array, count, buffer, 0, &array) != napi_ok) return NULL;
+  return array;
+}
+
+static void run_complete(napi_env env, napi_status status, void *data) {
+  rtnl_job *job = data;
+  job->socket->busy = 0;
+  napi_value result = NULL, errors = NULL, texts = NULL, replies = NULL, spans = NULL;
+  if (status == napi_ok && job->setup_error == 0) {
+    errors = int32_array(env, job->errors, job->records);
+    spans = int32_array(env, job->spans, 2 * (size_t)job->records);
+    void *copy = NULL;
+    if (napi_create_buffer_copy(env, job->replies_length, job->replies_length > 0 ? job->replies : (const void *)"", &copy, &replies) != napi_ok) replies = NULL;
+    if (napi_create_array_with_length(env, job->records, &texts) == napi_ok) {
+      for (uint32_t index = 0; index < job->records; index++) {
+        if (job->errors[index] <= 0) continue;
+        napi_value text;
+        napi_create_string_utf8(env, job->texts[index], NAPI_AUTO_LENGTH, &text);
+        napi_set_element(env, texts, index, text);
+      }
+    }
+    if (errors != NULL && spans != NULL && replies != NULL && texts != NULL && napi_create_object(env, &result) == napi_ok) {
+      napi_set_named_property(env, result, "errors", errors);
+      napi_set_named_property(env, result, "texts", texts);
+      napi_set_named_property(env, result, "replies", replies);
+      napi_set_named_property(env, result, "spans", spans);
+    }
+  }
+  if (result != NULL) {
+    napi_resolve_deferred(env, job->deferred, result);
+  } else {
+    int error = job->setup_error != 0 ? job->setup_error : ENOMEM;
+    napi_value code, text, exception;
+    napi_create_string_utf8(env, strerrorname_np(error), NAPI_AUTO_LENGTH, &code);
+    napi_create_string_utf8(env, strerror(error), NAPI_AUTO_LENGTH, &text);
+    napi_create_error(env, code, text, &exception);
+    napi_set_named_property(env, exception, "code", code);
+    napi_reject_deferred(env, job->deferred, exception);
+  }
+  napi_delete_async_work(env, job->work);
+  free_job(job);
+}
+
+// Count the records of a program; 0 with *valid = 0 when they do not fit it exactly.
+static uint32_t count_records(const uint8_t *program, size_t length, int *valid) {
+  uint32_t records = 0;
+  size_t offset = 0;
+  while (offset + 8 <= length) {
+    uint32_t record_length;
+    memcpy(&record_length, program + offset + 4, 4);
+    size_t next = offset + 8 + ((record_length + 3) & ~3u);
+    if (next > length || record_length > length) break;
+    offset = next;
+    records++;
+  }
+  *valid = offset == length;
+  return records;
+}
+
+static napi_value socket_run(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  rtnl_socket *socket = socket_of(env, argv[0]);
+  if (socket == NULL) return NULL;
+  if (socket->busy) {
+    napi_throw_error(env, "EBUSY", "rtnl: a program is already running on this socket");
+    return NULL;
+  }
+  napi_typedarray_type type;
+  size_t length = 0, byte_offset = 0;
+  void *bytes = NULL;
+  napi_value array_buffer;
+  if (napi_get_typedarray_info(env, argv[1], &type, &length, &bytes, &array_buffer, &byte_offset) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, "EINVAL", "rtnl: the program must be a Uint8Array");
+    return NULL;
+  }
+  bool keep_going = false;
+  CHECK(napi_get_value_bool(env, argv[2], &keep_going));
+  int valid = 0;
+  uint32_t records = count_records(bytes, length, &valid);
+  if (!valid) {
+    napi_throw_type_error(env, "EINVAL", "rtnl: the program's records do not add up to its length");
+    return NULL;
+  }
+  rtnl_job *job = calloc(1, sizeof *job);
+  if (job == NULL) return throw_errno(env, ENOMEM, "rtnl run");
+  job->socket = socket;
+  job->keep_going = keep_going;
+  job->records = records;
+  job->program_length = length;
+  job->program = malloc(length > 0 ? length : 1);
+  job->errors = calloc(records > 0 ? records : 1, sizeof *job->errors);
+  job->texts = calloc(records > 0 ? records : 1, sizeof *job->texts);
+  job->spans = calloc(records > 0 ? 2 * (size_t)records : 1, sizeof *job->spans);
+  if (job->program == NULL || job->errors == NULL || job->texts == NULL || job->spans == NULL) {
+    free_job(job);
+    return throw_errno(env, ENOMEM, "rtnl run");
+  }
+  if (length > 0) memcpy(job->program, bytes, length);
+  napi_value promise, name;
+  CHECK(napi_create_promise(env, &job->deferred, &promise));
+  CHECK(napi_create_string_utf8(env, "rtnl.run", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, run_execute, run_complete, job, &job->work));
+  CHECK(napi_queue_async_work(env, job->work));
+  socket->busy = 1;
+  return promise;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor functions[] = {
+      {"open", NULL, socket_open, NULL, NULL, NULL, napi_default, NULL},
+      {"run", NULL, socket_run, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, socket_close, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,161 @@
+// Adapter between device plans and the kernel, through route netlink (host/rtnl-socket.ts):
+// observe devices by name (or all of them), carry out plan steps in order per namespace, undo
+// what a failed run created. No decisions are made here. VM namespaces are made with
+// `ip netns add` (it also mounts them under /run/netns, where this module finds them).
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, stepText } from './device-plan.js';
+import { type LinkInfo, ProgramWriter, decodeLinks, observedDevices } from './link-message.js';
+import { RtnlError, type RtnlSocket, withRtnlSocket } from './rtnl-socket.js';
+
+export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create';
+
+export class DeviceError extends Error {
+  override readonly name = 'DeviceError';
+  constructor(
+    readonly kind: DeviceErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const NETNS_DIR = '/run/netns';
+
+export function netnsExists(name: string): boolean {
+  return existsSync(`${NETNS_DIR}/${name}`);
+}
+
+const netnsPath = (netns: string | null): string | null => (netns === null ? null : `${NETNS_DIR}/${netns}`);
+const where = (netns: string | null): string => (netns === null ? '' : ` in namespace ${netns}`);
+
+/** A socket in that namespace for the length of `use`; socket problems become DeviceErrors. */
+async function inNamespace<T>(netns: string | null, use: (socket: RtnlSocket) => Promise<T>): Promise<T> {
+  try {
+    return await withRtnlSocket(netnsPath(netns), use);
+  } catch (error) {
+    if (error instanceof RtnlError) throw new DeviceError('netlink', error.message);
+    throw error;
+  }
+}
+
+/** The named devices of a namespace that exist (missing names are simply absent), or all of them. */
+async function listDevices(netns: string | null, only?: readonly string[]): Promise<Map<string, ObservedDevice>> {
+  if (only?.length === 0) return new Map();
+  return inNamespace(netns, async (socket) => {
+    const writer = new ProgramWriter();
+    if (only === undefined) writer.dumpLinks();
+    else for (const name of only) writer.getLink(name);
+    const outcomes = await socket.run(writer.finish(), true);
+    const links: LinkInfo[] = [];
+    for (const outcome of outcomes) {
+      if (outcome.state === 'done') links.push(...decodeLinks(outcome.reply));
+      else if (outcome.state === 'failed' && outcome.code !== 'ENODEV') {
+        throw new DeviceError('query-failed', `listing devices${where(netns)} failed: ${outcome.text}`);
+      }
+    }
+    return observedDevices(links);
+  });
+}
+
+/**
+ * The devices of the current namespace and of each named VM namespace (null where absent): all
+ * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host).
+ */
+export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[]): Promise<ObservedDevices> {
+  const names = [...new Set(netnsNames)];
+  const [hostDevices, ...farDevices] = await Promise.all([
+    listDevices(null, only),
+    ...names.map((name) => (netnsExists(name) ? listDevices(name, only) : Promise.resolve(null))),
+  ]);
+  return { host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
+}
+
+/** Run steps in one namespace, in order; the first failure stops them and is thrown. */
+async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Promise<void> {
+  if (steps.length === 0) return;
+  // A veth's peer is placed by a descriptor of its namespace, open for the length of the run.
+  const fds = new Map<string, number>();
+  try {
+    for (const step of steps) {
+      if (step.op === 'add-veth' && !fds.has(step.peerNetns)) fds.set(step.peerNetns, openSync(`${NETNS_DIR}/${step.peerNetns}`, 'r'));
+    }
+    const writer = new ProgramWriter();
+    for (const step of steps) writer.step(step, fds);
+    const program = writer.finish();
+    const outcomes = await inNamespace(netns, (socket) => socket.run(program));
+    const failed = outcomes.findIndex((outcome) => outcome.state === 'failed');
+    const outcome = outcomes[failed];
+    const step = steps[failed];
+    if (outcome?.state === 'failed' && step !== undefined) {
+      throw new DeviceError('step-failed', `ip ${stepText(step)}${where(netns)} failed: ${outcome.text}`);
+    }
+  } finally {
+    for (const fd of fds.values()) closeSync(fd);
+  }
+}
+
+function byNamespace(steps: readonly DeviceStep[]): Map<string | null, DeviceStep[]> {
+  const groups = new Map<string | null, DeviceStep[]>();
+  for (const step of steps) groups.set(step.netns, [...(groups.get(step.netns) ?? []), step]);
+  return groups;
+}
+
+function runIp(args: readonly string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', (error) => resolve({ code: 127, stderr: error.message }));
+    child.on('close', (code) => resolve({ code: code ?? 1, stderr }));
+  });
+}
+
+async function createNamespace(name: string): Promise<void> {
+  const result = await runIp(['netns', 'add', name]);
+  if (result.code !== 0 && !netnsExists(name)) {
+    const reason = result.code === 127 ? 'the ip command (iproute2) is missing' : (result.stderr.split('\n')[0]?.trim() ?? '');
+    throw new DeviceError('netns-create', `could not create network namespace ${name}: ${reason}`);
+  }
+}
+
+/** Carry out a plan; on failure delete what it created, then rethrow. */
+export async function applyDevicePlan(plan: DevicePlan): Promise<void> {
+  try {
+    for (const name of plan.createNamespaces) await createNamespace(name);
+    await Promise.all([...byNamespace(plan.clearFarEnds)].map(([netns, steps]) => runSteps(netns, steps)));
+    await runSteps(null, plan.hostSteps.flat());
+    await Promise.all([...byNamespace(plan.configureFarEnds)].map(([netns, steps]) => runSteps(netns, steps)));
+  } catch (error) {
+    await undoDevicePlan(plan);
+    throw error;
+  }
+}
+
+/** Remove what a plan created (devices, then the namespaces it made), as far as possible. */
+export async function undoDevicePlan(plan: DevicePlan): Promise<void> {
+  await removeDevices(plan.creates).catch(() => undefined);
+  for (const name of plan.createNamespaces) await runIp(['netns', 'delete', name]);
+}
+
+/**
+ * Delete these devices from the current namespace where they exist; a veth takes its peer along.
+ * Each is deleted by the index it was found under, and only where the name is its own: a name
+ * the kernel resolves to another device's altname is not this device.
+ */
+export async function removeDevices(names: readonly string[]): Promise<void> {
+  if (names.length === 0) return;
+  await inNamespace(null, async (socket) => {
+    const wanted = new Set(names);
+    const query = new ProgramWriter();
+    for (const name of names) query.getLink(name);
+    const found = (await socket.run(query.finish(), true)).flatMap((outcome) => (outcome.state === 'done' ? decodeLinks(outcome.reply) : []));
+    const doomed = [...new Map(found.filter((link) => wanted.has(link.name)).map((link) => [link.index, link])).values()];
+    const removal = new ProgramWriter();
+    for (const link of doomed) removal.deleteByIndex(link.index);
+    const outcomes = await socket.run(removal.finish(), true);
+    const failed = outcomes.findIndex((outcome) => outcome.state === 'failed' && outcome.code !== 'ENODEV');
+    const outcome = outcomes[failed];
+    if (outcome?.state === 'failed') throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`);
+  });
+}

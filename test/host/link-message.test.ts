@@ -1,0 +1,106 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { DeviceStep } from '../../host/device-plan.js';
+import { type LinkInfo, type Program, ProgramWriter, decodeLinks, observedDevices } from '../../host/link-message.js';
+
+/** The records of a program, as rtnl.c reads them: kind, payload. */
+function records(program: Program): { kind: number; payload: Uint8Array }[] {
+  const view = new DataView(program.bytes.buffer, program.bytes.byteOffset, program.bytes.byteLength);
+  const found: { kind: number; payload: Uint8Array }[] = [];
+  let offset = 0;
+  while (offset < program.bytes.length) {
+    const length = view.getUint32(offset + 4, true);
+    found.push({ kind: view.getUint32(offset, true), payload: program.bytes.subarray(offset + 8, offset + 8 + length) });
+    offset += 8 + ((length + 3) & ~3);
+  }
+  expect(offset).toBe(program.bytes.length);
+  expect(found).toHaveLength(program.records);
+  return found;
+}
+
+const header = (payload: Uint8Array) => {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  return { length: view.getUint32(0, true), type: view.getUint16(4, true), flags: view.getUint16(6, true), index: view.getInt32(20, true) };
+};
+
+const deviceName = fc.stringMatching(/^[a-z][a-z0-9-]{0,14}$/);
+const mac = fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 6, maxLength: 6 }).map((octets) => octets.map((o) => o.toString(16).padStart(2, '0')).join(':'));
+
+describe('ProgramWriter', () => {
+  it('writes a set step as an RTM_NEWLINK that reads back as the same name, MTU, address and state', () => {
+    fc.assert(
+      fc.property(deviceName, fc.option(fc.integer({ min: 68, max: 65535 }), { nil: undefined }), fc.option(mac, { nil: undefined }), fc.boolean(), (name, mtu, address, up) => {
+        const step: DeviceStep = { netns: null, op: 'set', name, change: { ...(mtu === undefined ? {} : { mtu }), ...(address === undefined ? {} : { mac: address }), ...(up ? { up: true } : {}) } };
+        const [only] = records(new ProgramWriter().step(step, new Map()).finish());
+        expect(only?.kind).toBe(1);
+        const message = only?.payload ?? new Uint8Array();
+        expect(header(message)).toMatchObject({ length: message.length, type: 16 });
+        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '' }]);
+      }),
+    );
+  });
+
+  it('puts the master name of an enslaving step before the message, for the index to be added when it runs', () => {
+    const [only] = records(new ProgramWriter().step({ netns: null, op: 'set', name: 'snc7', change: { master: 'snb7', up: true } }, new Map()).finish());
+    expect(only?.kind).toBe(3);
+    const payload = only?.payload ?? new Uint8Array();
+    expect(Buffer.from(payload.subarray(0, 16)).toString('latin1')).toBe('snb7'.padEnd(16, '\0'));
+    expect(decodeLinks(payload.subarray(16))).toMatchObject([{ name: 'snc7', up: true }]);
+  });
+
+  it('refuses a master name that would not fit the kernel\'s 16 bytes (it would name another device)', () => {
+    expect(() => new ProgramWriter().step({ netns: null, op: 'set', name: 'snc7', change: { master: 'a'.repeat(16) } }, new Map())).toThrow(/longer than 15 bytes/);
+    expect(() => new ProgramWriter().step({ netns: null, op: 'set', name: 'snc7', change: { master: 'a'.repeat(15) } }, new Map())).not.toThrow();
+  });
+
+  it('writes creation, deletion and queries as the kernel expects them', () => {
+    const program = new ProgramWriter()
+      .step({ netns: null, op: 'add-bridge', name: 'snb1' }, new Map())
+      .step({ netns: null, op: 'add-tap', name: 'snc1' }, new Map())
+      .step({ netns: null, op: 'add-veth', name: 'snp1', peerNetns: 'vm-a' }, new Map([['vm-a', 42]]))
+      .step({ netns: null, op: 'delete', name: 'snb2' }, new Map())
+      .getLink('snb1')
+      .dumpLinks()
+      .deleteByIndex(77)
+      .finish();
+    const [bridge, tap, veth, del, get, dump, byIndex] = records(program);
+    expect(header(bridge?.payload ?? new Uint8Array())).toMatchObject({ type: 16, flags: 0x1 | 0x400 | 0x200 });
+    expect(decodeLinks(bridge?.payload ?? new Uint8Array())).toMatchObject([{ name: 'snb1', kind: 'bridge' }]);
+    expect(tap?.kind).toBe(2);
+    expect(Buffer.from(tap?.payload ?? []).toString('latin1')).toBe('snc1\0');
+    expect(decodeLinks(veth?.payload ?? new Uint8Array())).toMatchObject([{ name: 'snp1', kind: 'veth' }]);
+    // The peer carries its own name and the namespace descriptor (IFLA_NET_NS_FD = 28, value 42).
+    expect(Buffer.from(veth?.payload ?? []).includes(Buffer.from([8, 0, 28, 0, 42, 0, 0, 0]))).toBe(true);
+    expect(header(del?.payload ?? new Uint8Array())).toMatchObject({ type: 17 });
+    expect(header(get?.payload ?? new Uint8Array())).toMatchObject({ type: 18, flags: 0x1 });
+    expect(header(dump?.payload ?? new Uint8Array())).toMatchObject({ type: 18, flags: 0x1 | 0x300 });
+    expect(header(byIndex?.payload ?? new Uint8Array())).toMatchObject({ type: 17, index: 77, length: 32 });
+  });
+
+  it('keeps every record whole across buffer growth (a thousand links)', () => {
+    const writer = new ProgramWriter();
+    for (let id = 1; id <= 1000; id++) writer.step({ netns: null, op: 'set', name: `snc${id}`, change: { mtu: 1500, master: `snb${id}`, up: true } }, new Map());
+    const all = records(writer.finish());
+    expect(all.map((record) => decodeLinks(record.payload.subarray(16))[0]?.name)).toEqual(Array.from({ length: 1000 }, (_, index) => `snc${index + 1}`));
+  });
+});
+
+describe('decodeLinks', () => {
+  it('never throws on arbitrary bytes, and reads only whole messages', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 512 }), (bytes) => {
+        for (const link of decodeLinks(bytes)) expect(typeof link.name).toBe('string');
+      }),
+    );
+  });
+});
+
+describe('observedDevices', () => {
+  it('names masters it has seen, and gives unknown masters a name no device can have', () => {
+    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '' });
+    const devices = observedDevices([link(5, 'snb1', null), link(6, 'snc1', 5), link(7, 'snp1', 99)]);
+    expect(devices.get('snc1')?.master).toBe('snb1');
+    expect(devices.get('snp1')?.master).toBe('ifindex 99');
+    expect(devices.get('snb1')?.master).toBeNull();
+  });
+});

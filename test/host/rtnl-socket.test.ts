@@ -1,0 +1,140 @@
+// The rtnl addon against the real kernel, in a namespace of its own: the addon opens its socket
+// (and the tun device, for taps) inside that namespace, so this process's own is never touched.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DeviceStep } from '../../host/device-plan.js';
+import { ProgramWriter, decodeLinks } from '../../host/link-message.js';
+import { type RecordOutcome, RtnlError, RtnlSocket } from '../../host/rtnl-socket.js';
+import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
+
+function programOf(steps: readonly Omit<DeviceStep, 'netns'>[]) {
+  const writer = new ProgramWriter();
+  for (const step of steps) writer.step({ netns: null, ...step } as DeviceStep, new Map());
+  return writer.finish();
+}
+
+const states = (outcomes: readonly RecordOutcome[]) => outcomes.map((outcome) => (outcome.state === 'failed' ? outcome.code : outcome.state));
+
+interface IpLink {
+  ifname: string;
+  mtu: number;
+  master?: string;
+  flags: string[];
+  address: string;
+  linkinfo?: { info_kind?: string };
+}
+
+describeNetns('rtnl sockets in a namespace', () => {
+  let harness: Harness;
+  let ns: Netns;
+  let socket: RtnlSocket;
+
+  const ipLinks = async (): Promise<Map<string, IpLink>> => {
+    const { stdout } = await ns.ip(['-d', '-j', 'link', 'show']);
+    return new Map((JSON.parse(stdout) as IpLink[]).map((link) => [link.ifname, link]));
+  };
+
+  const indexOf = async (name: string): Promise<number> => {
+    const [link] = JSON.parse((await ns.ip(['-j', 'link', 'show', 'dev', name])).stdout) as { ifindex: number }[];
+    return link?.ifindex ?? -1;
+  };
+
+  beforeAll(async () => {
+    harness = createHarness('rtnl');
+    ns = await harness.namespace('kernel');
+    socket = RtnlSocket.open(`/run/netns/${ns.name}`);
+  });
+
+  afterAll(async () => {
+    socket?.close();
+    await harness?.cleanup();
+  });
+
+  it('makes a bridge with two taps that joined it, as ip sees them', async () => {
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'add-bridge', name: 'tb1' },
+        { op: 'add-tap', name: 'tc1' },
+        { op: 'set', name: 'tc1', change: { mtu: 9000, master: 'tb1', up: true } },
+        { op: 'add-tap', name: 'tp1' },
+        { op: 'set', name: 'tp1', change: { mtu: 9000, master: 'tb1', up: true } },
+        { op: 'set', name: 'tb1', change: { mtu: 9000, mac: '0a:b3:ec:80:00:01', up: true } },
+      ]),
+    );
+    expect(states(outcomes)).toEqual(Array(6).fill('done'));
+    const links = await ipLinks();
+    expect(links.get('tb1')).toMatchObject({ mtu: 9000, address: '0a:b3:ec:80:00:01', linkinfo: { info_kind: 'bridge' } });
+    expect(links.get('tb1')?.flags).toContain('UP');
+    for (const tap of ['tc1', 'tp1']) {
+      expect(links.get(tap)).toMatchObject({ mtu: 9000, master: 'tb1', linkinfo: { info_kind: 'tun' } });
+      expect(links.get(tap)?.flags).toContain('UP');
+    }
+  });
+
+  it('answers queries by name and dumps with what the kernel holds', async () => {
+    const writer = new ProgramWriter().getLink('tc1').getLink('nosuch').dumpLinks();
+    const [byName, missing, dump] = await socket.run(writer.finish(), true);
+    expect(missing).toMatchObject({ state: 'failed', code: 'ENODEV' });
+    const tc1 = byName?.state === 'done' ? decodeLinks(byName.reply) : [];
+    const bridgeIndex = await indexOf('tb1');
+    expect(tc1).toMatchObject([{ name: 'tc1', kind: 'tun', masterIndex: bridgeIndex, mtu: 9000, up: true }]);
+    const names = dump?.state === 'done' ? decodeLinks(dump.reply).map((link) => link.name) : [];
+    expect(names.sort()).toEqual([...(await ipLinks()).keys()].sort());
+  });
+
+  it('stops at the first refusal with the kernel\'s reason, or goes on when asked to', async () => {
+    const program = programOf([
+      { op: 'add-bridge', name: 'tb1' },
+      { op: 'add-bridge', name: 'tb2' },
+    ]);
+    const stopped = await socket.run(program);
+    expect(states(stopped)).toEqual(['EEXIST', 'not-run']);
+    expect(stopped[0]).toMatchObject({ text: expect.stringMatching(/^File exists/) });
+    expect((await ipLinks()).has('tb2')).toBe(false);
+    expect(states(await socket.run(program, true))).toEqual(['EEXIST', 'done']);
+    expect((await ipLinks()).has('tb2')).toBe(true);
+  });
+
+  it('says which master is missing when a device cannot join it', async () => {
+    const [outcome] = await socket.run(programOf([{ op: 'set', name: 'tc1', change: { master: 'nosuch' } }]));
+    expect(outcome).toMatchObject({ state: 'failed', code: 'ENODEV', text: 'No such device: master nosuch' });
+    expect((await ipLinks()).get('tc1')?.master).toBe('tb1');
+  });
+
+  it('takes 15-byte names and refuses 16-byte ones without cutting them short', async () => {
+    const fifteen = 'a'.repeat(15);
+    const sixteen = 'b'.repeat(16);
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'add-tap', name: fifteen },
+        { op: 'add-tap', name: sixteen },
+        { op: 'add-bridge', name: `c${'c'.repeat(15)}` },
+      ]),
+      true,
+    );
+    expect(states(outcomes)).toEqual(['done', 'EINVAL', expect.stringMatching(/^E/)]);
+    // The kernel explains its refusal of the too-long bridge name (an extended ack).
+    expect(outcomes[2]).toMatchObject({ state: 'failed', text: expect.stringMatching(/: ./) });
+    const names = [...(await ipLinks()).keys()];
+    expect(names).toContain(fifteen);
+    expect(names.filter((name) => name.startsWith('bbb') || name.startsWith('ccc'))).toEqual([]);
+  });
+
+  it('deletes by index, and reports a device already gone as ENODEV', async () => {
+    const index = await indexOf('tb2');
+    const outcomes = await socket.run(new ProgramWriter().deleteByIndex(index).deleteByIndex(index).finish(), true);
+    expect(states(outcomes)).toEqual(['done', 'ENODEV']);
+    expect((await ipLinks()).has('tb2')).toBe(false);
+  });
+
+  it('says clearly when the namespace does not exist, and refuses use after close', async () => {
+    expect(() => RtnlSocket.open(`/run/netns/${ns.name}-missing`)).toThrow(RtnlError);
+    try {
+      RtnlSocket.open(`/run/netns/${ns.name}-missing`);
+    } catch (error) {
+      expect(error).toMatchObject({ kind: 'socket', code: 'ENOENT' });
+    }
+    const closed = RtnlSocket.open(`/run/netns/${ns.name}`);
+    closed.close();
+    await expect(closed.run(new ProgramWriter().dumpLinks().finish())).rejects.toMatchObject({ code: 'EBADF' });
+  });
+});
