@@ -6,7 +6,10 @@ import { ProgramWriter, decodeLinks } from '../../host/link-message.js';
 import { type RecordOutcome, RtnlError, RtnlSocket } from '../../host/rtnl-socket.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
 
-function programOf(steps: readonly Omit<DeviceStep, 'netns'>[]) {
+/** A step without its namespace (the socket's is meant), for each kind of step. */
+type StepHere<T = DeviceStep> = T extends unknown ? Omit<T, 'netns'> : never;
+
+function programOf(steps: readonly StepHere[]) {
   const writer = new ProgramWriter();
   for (const step of steps) writer.step({ netns: null, ...step } as DeviceStep, new Map());
   return writer.finish();
