@@ -122,7 +122,8 @@ export class ProgramWriter {
 
   private u32Attribute(type: number, value: number): void {
     this.attributeHeader(type, 4);
-    this.view.setUint32(this.reserve(4), value >>> 0, true);
+    const at = this.reserve(4); // before this.view is read: reserving may replace the buffer
+    this.view.setUint32(at, value >>> 0, true);
   }
 
   private macAttribute(type: number, mac: string): void {

@@ -77,6 +77,31 @@ describe('ProgramWriter', () => {
     expect(header(byIndex?.payload ?? new Uint8Array())).toMatchObject({ type: 17, index: 77, length: 32 });
   });
 
+  it('keeps every record whole wherever the buffer has to grow', () => {
+    const step: fc.Arbitrary<DeviceStep> = fc.oneof(
+      deviceName.map((name): DeviceStep => ({ netns: null, op: 'add-tap', name })),
+      deviceName.map((name): DeviceStep => ({ netns: null, op: 'add-bridge', name })),
+      deviceName.map((name): DeviceStep => ({ netns: null, op: 'delete', name })),
+      fc.tuple(deviceName, deviceName, fc.integer({ min: 68, max: 65535 })).map(([name, master, mtu]): DeviceStep => ({ netns: null, op: 'set', name, change: { mtu, master, up: true } })),
+      fc.tuple(deviceName, fc.integer({ min: 68, max: 65535 })).map(([name, mtu]): DeviceStep => ({ netns: null, op: 'set', name, change: { mtu } })),
+    );
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 60, maxLength: 400, size: 'max' }), (steps) => {
+        const writer = new ProgramWriter();
+        for (const each of steps) writer.step(each, new Map());
+        const written = records(writer.finish());
+        written.forEach((record, index) => {
+          const wanted = steps[index];
+          if (wanted === undefined || wanted.op === 'add-tap') return;
+          const message = record.kind === 3 ? record.payload.subarray(16) : record.payload;
+          expect(header(message).length).toBe(message.length);
+          if (wanted.op !== 'delete') expect(decodeLinks(message)[0]).toMatchObject({ name: wanted.name, mtu: wanted.op === 'set' ? wanted.change.mtu : 0 });
+        });
+      }),
+      { numRuns: 200 },
+    );
+  });
+
   it('keeps every record whole across buffer growth (a thousand links)', () => {
     const writer = new ProgramWriter();
     for (let id = 1; id <= 1000; id++) writer.step({ netns: null, op: 'set', name: `snc${id}`, change: { mtu: 1500, master: `snb${id}`, up: true } }, new Map());
