@@ -18,7 +18,7 @@ const SIDE_BY_SIDE = Number(process.env['SPECTRUM_BENCH_LINKS'] ?? 200);
 const BULK = Number(process.env['SPECTRUM_BENCH_BULK_LINKS'] ?? 1000);
 /** Rounds of the side-by-side comparison (odd: the median is a round's figure). */
 const ROUNDS = 3;
-/** A probe (one `ip` process making and deleting a bridge) this fast means RTNL is free. */
+/** A probe (one `ip` process making a bridge) this fast means RTNL is free. */
 const QUIET_PROBE_MS = 25;
 const QUIET_WAIT_MAX_MS = 90_000;
 
@@ -77,16 +77,19 @@ function spectrumLink(ns: Netns, args: readonly string[]): number {
   return seconds(start);
 }
 
+let probes = 0;
+
 /**
  * Wait until the kernel has finished earlier namespace deletions: a probe that takes RTNL (a
- * bridge made and deleted in a scratch namespace) is quick twice in a row. Returns the wait.
+ * bridge made in a scratch namespace; deleting one would itself wait for RCU) is quick twice in
+ * a row. Returns the wait.
  */
 function kernelQuiet(scratch: Netns): number {
   const start = process.hrtime.bigint();
   let quickInARow = 0;
   while (quickInARow < 2 && seconds(start) * 1000 < QUIET_WAIT_MAX_MS) {
     const probe = process.hrtime.bigint();
-    execFileSync('ip', ['-n', scratch.name, '-batch', '-'], { input: 'link add quiet type bridge\nlink del quiet\n' });
+    execFileSync('ip', ['-n', scratch.name, 'link', 'add', `quiet${String(++probes)}`, 'type', 'bridge']);
     quickInARow = seconds(probe) * 1000 < QUIET_PROBE_MS ? quickInARow + 1 : 0;
     if (quickInARow < 2) execFileSync('sleep', ['0.2']);
   }
@@ -112,8 +115,11 @@ export async function linkBench(): Promise<BenchResult[]> {
   };
   const configDir = await makeConfigDir(Math.max(SIDE_BY_SIDE, BULK) + 10);
   const states: string[] = [];
+  // The probe's namespace outlives the others, to wait out their deletion at the end.
+  const quiet = benchHarness('benchlinkquiet');
+  if (typeof quiet === 'string') throw new Error(`bench link: ${quiet}`);
+  const scratch = await quiet.namespace('quiet');
   try {
-    const scratch = await harness.namespace('quiet');
     kernelQuiet(scratch);
     const shellNs = await harness.namespace('shell');
     perLink(`Spectrum-style, one ip per step (${SIDE_BY_SIDE})`, perStepShell(shellNs, SIDE_BY_SIDE), SIDE_BY_SIDE);
@@ -192,15 +198,12 @@ export async function linkBench(): Promise<BenchResult[]> {
     await harness.cleanup();
     for (const dir of states) await rm(dir, { recursive: true, force: true });
     await rm(configDir, { recursive: true, force: true });
-  }
-  // Leave the kernel as quiet as it was found: the next suite should not measure these deletions.
-  const after = benchHarness('benchlinkquiet');
-  if (typeof after !== 'string') {
+    // Leave the kernel as quiet as it was found: the next suite should not measure these deletions.
     try {
-      const wait = kernelQuiet(await after.namespace('quiet'));
+      const wait = kernelQuiet(scratch);
       results.push({ suite: 'link', name: 'kernel busy deleting the bench namespaces afterwards', value: wait * 1000, unit: 'ms', note: 'waited out before the next suite' });
     } finally {
-      await after.cleanup();
+      await quiet.cleanup();
     }
   }
   return results;
