@@ -1,10 +1,7 @@
 // Adapter over the rtnl addon (host/native/rtnl.c): a route netlink socket in one network
 // namespace that runs programs of link requests on a worker thread. The handle owns the socket.
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { constants } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadNativeAddon } from '../shared/native-addon.js';
 import type { Program } from './link-message.js';
 
 export type RtnlErrorKind = 'addon-missing' | 'socket';
@@ -45,22 +42,11 @@ const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, number])
 
 let addon: Addon | undefined;
 
-/** The addon's file: built by `npm run build` (node-gyp) into build/Release at the package root. */
-function addonPath(): string | undefined {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let level = 0; level < 5; level++) {
-    const candidate = join(dir, 'build', 'Release', 'rtnl.node');
-    if (existsSync(candidate)) return candidate;
-    dir = dirname(dir);
-  }
-  return undefined;
-}
-
 function loaded(): Addon {
   if (addon !== undefined) return addon;
-  const path = addonPath();
-  if (path === undefined) throw new RtnlError('addon-missing', 'ENOENT', 'the rtnl addon (build/Release/rtnl.node) is missing: run npm run build (it needs make, g++ and python3)');
-  addon = createRequire(import.meta.url)(path) as Addon;
+  const found = loadNativeAddon<Addon>(import.meta.url, 'rtnl.node');
+  if (found === undefined) throw new RtnlError('addon-missing', 'ENOENT', 'the rtnl addon (build/Release/rtnl.node) is missing: run npm run build (it needs make, g++ and python3)');
+  addon = found;
   return addon;
 }
 

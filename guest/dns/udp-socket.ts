@@ -2,11 +2,9 @@
 // read in batches (recvmmsg) into one shared arena and handed to JS in place, with the sender
 // as numbers. Node's dgram costs about as much CPU per datagram as the kernel's whole UDP path;
 // the forwarder relays tens of thousands of datagrams a second.
-import { closeSync, existsSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { Socket as TcpSocket } from 'node:net';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadNativeAddon } from '../../shared/native-addon.js';
 
 export type UdpErrorKind = 'addon-missing' | 'socket';
 
@@ -49,23 +47,11 @@ let addon: Addon | undefined;
 let arenaBytes: Buffer | undefined;
 let meta: Int32Array | undefined;
 
-/** The addon's file: built by `npm run build` (node-gyp) into build/Release at the package root. */
-function addonPath(): string | undefined {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let level = 0; level < 5; level++) {
-    const candidate = join(dir, 'build', 'Release', 'udp_batch.node');
-    if (existsSync(candidate)) return candidate;
-    dir = dirname(dir);
-  }
-  return undefined;
-}
-
 /** Load the addon and give it its arena; the forwarder does so when it starts, so a broken build fails there. */
 export function loadUdpAddon(): void {
   if (addon !== undefined) return;
-  const path = addonPath();
-  if (path === undefined) throw new UdpError('addon-missing', 'ENOENT', 'the udp-batch addon (build/Release/udp_batch.node) is missing: run npm run build (it needs make, g++ and python3)');
-  const loaded = createRequire(import.meta.url)(path) as Addon;
+  const loaded = loadNativeAddon<Addon>(import.meta.url, 'udp_batch.node');
+  if (loaded === undefined) throw new UdpError('addon-missing', 'ENOENT', 'the udp-batch addon (build/Release/udp_batch.node) is missing: run npm run build (it needs make, g++ and python3)');
   const buffer = new ArrayBuffer(SLOTS * SLOT_SIZE);
   meta = new Int32Array(SLOTS * META_INTS);
   loaded.arena(buffer, meta, SLOTS, SLOT_SIZE);

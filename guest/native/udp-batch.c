@@ -22,6 +22,8 @@
 #define _GNU_SOURCE  // recvmmsg
 #define NAPI_VERSION 8
 #include <node_api.h>
+#define ADDON_NAME "udp-batch"
+#include "../../shared/native/napi-plumbing.h"
 #include <uv.h>
 
 #include <arpa/inet.h>
@@ -76,31 +78,10 @@ static struct sockaddr_storage senders[MAX_SLOTS];
     }                                                                \
   } while (0)
 
-static napi_value throw_errno(napi_env env, int error, const char *what) {
-  char message[160];
-  snprintf(message, sizeof message, "%s: %s", what, strerror(error));
-  napi_value code, text, exception;
-  napi_create_string_utf8(env, uv_err_name(-error), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &exception);
-  napi_set_named_property(env, exception, "code", code);
-  napi_throw(env, exception);
-  return NULL;
-}
-
 static napi_value number(napi_env env, double value) {
   napi_value result;
   napi_create_double(env, value, &result);
   return result;
-}
-
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
-    napi_throw_type_error(env, "EINVAL", "udp-batch: missing arguments");
-    return 0;
-  }
-  return 1;
 }
 
 static udp_socket *socket_of(napi_env env, napi_value handle) {

@@ -24,6 +24,8 @@
 #define _GNU_SOURCE  // setns
 #define NAPI_VERSION 8
 #include <node_api.h>
+#define ADDON_NAME "rtnl"
+#include "../../shared/native/napi-plumbing.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -78,31 +80,6 @@ typedef struct {
       return NULL;                                                  \
     }                                                               \
   } while (0)
-
-static napi_value throw_errno(napi_env env, int error, const char *what) {
-  char message[320];
-  snprintf(message, sizeof message, "%s: %s", what, strerror(error));
-  char code[32];
-  snprintf(code, sizeof code, "E%d", error);
-  // The symbolic name where there is one (what Node's own errors carry).
-  const char *name = strerrorname_np(error);
-  napi_value code_value, text, exception;
-  napi_create_string_utf8(env, name != NULL ? name : code, NAPI_AUTO_LENGTH, &code_value);
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code_value, text, &exception);
-  napi_set_named_property(env, exception, "code", code_value);
-  napi_throw(env, exception);
-  return NULL;
-}
-
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
-    napi_throw_type_error(env, "EINVAL", "rtnl: missing arguments");
-    return 0;
-  }
-  return 1;
-}
 
 static rtnl_socket *socket_of(napi_env env, napi_value handle) {
   void *data = NULL;
@@ -197,6 +174,7 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
   napi_value handle;
   if (napi_create_external(env, socket, finalize_socket, NULL, &handle) != napi_ok) {
     close(fd);
+    if (netns_fd >= 0) close(netns_fd);
     free(socket);
     napi_throw_error(env, "EINTERNAL", "rtnl: napi_create_external failed");
     return NULL;

@@ -1,0 +1,35 @@
+// N-API plumbing shared by the project's addons (guest/native/udp-batch.c, host/native/rtnl.c).
+// The including file defines ADDON_NAME (it prefixes messages) and includes <node_api.h> first.
+#ifndef SPECTRUM_NAPI_PLUMBING_H
+#define SPECTRUM_NAPI_PLUMBING_H
+
+#include <stdio.h>
+#include <string.h>
+
+// Throw an Error whose `code` is the errno's name (EEXIST, ...), as Node's own errors carry it.
+static napi_value throw_errno(napi_env env, int error, const char *what) {
+  char message[320];
+  snprintf(message, sizeof message, "%s: %s", what, strerror(error));
+  const char *name = strerrorname_np(error);
+  char fallback[16];
+  snprintf(fallback, sizeof fallback, "E%d", error);
+  napi_value code, text, exception;
+  napi_create_string_utf8(env, name != NULL ? name : fallback, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &exception);
+  napi_set_named_property(env, exception, "code", code);
+  napi_throw(env, exception);
+  return NULL;
+}
+
+// The first `want` arguments of a call; 0 (with a TypeError thrown) when there are fewer.
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": missing arguments");
+    return 0;
+  }
+  return 1;
+}
+
+#endif
