@@ -6,7 +6,7 @@ import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
 import { type ConfigSnapshot, requireValidVm } from './config.js';
 import { readConfigVms } from './config-reader.js';
-import { type DesiredConnection, type DesiredSide, type ObservedDevices, planDevices } from './device-plan.js';
+import { type DesiredConnection, type DesiredSide, type DevicePlan, planDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
 import { applyDevicePlan, observeDevices, removeDevices, undoDevicePlan } from './netlink-devices.js';
 import {
@@ -141,15 +141,8 @@ function netnsNames(connections: readonly DesiredConnection[]): string[] {
   return connections.flatMap((c) => [c.client, c.provider]).flatMap((side) => (side.attach.kind === 'veth' ? [side.attach.netns] : []));
 }
 
-/** Make the devices (and VMM attachments) of these links exist; on failure undo this run's work. */
-async function realise(
-  reports: readonly LinkReport[],
-  connections: readonly DesiredConnection[],
-  observed: Promise<ObservedDevices>,
-  options: LinkerOptions,
-): Promise<void> {
-  const plan = planDevices(connections, await observed);
-  await applyDevicePlan(plan);
+/** Hot-plug each link's VMM sides; on failure detach what this did and rethrow. */
+async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptions): Promise<void> {
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   try {
     for (const report of reports) {
@@ -160,50 +153,88 @@ async function realise(
     }
   } catch (error) {
     for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic).catch(() => undefined);
-    await undoDevicePlan(plan);
     throw error;
   }
+}
+
+// VMs are linked in chunks that grow (4, 8, 16, ...): while the kernel makes one chunk's devices
+// on the addon's worker thread, the next chunk's directories are read, its ids allocated and
+// recorded, and its devices planned. The first chunk is small so that the kernel starts early.
+const FIRST_CHUNK = 4;
+
+function* chunksOf<T>(items: readonly T[]): Generator<T[]> {
+  let size = FIRST_CHUNK;
+  for (let start = 0; start < items.length; start += size, size *= 2) yield items.slice(start, start + size);
 }
 
 /**
  * `link <vm...>`: every connection of each client VM to each of its providers, ids allocated
  * (or found) in the state, devices converged, VMMs attached. Idempotent. `snapshot`: the config
  * dir as already read by the caller (it must hold the VMs and every VM their providers reach).
+ * A failure anywhere (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole run.
  */
 export async function linkVms(names: readonly string[], options: LinkerOptions, snapshot?: ConfigSnapshot): Promise<Map<VmName, LinkReport[]>> {
-  const vms = names.map(vmName);
-  const config = snapshot ?? (await readConfigVms(options.configDir, vms));
-  const wanted = vms.map((vm) => requireValidVm(config, vm));
-  return await withStateLock(options.stateDir, async () => {
+  const vms = [...new Set(names.map(vmName))];
+  return withStateLock(options.stateDir, async () => {
     const before = await loadState(options.stateDir);
-    const allocation = allocateMany(before, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
-    const byVm = new Map<VmName, LinkReport[]>(wanted.map((vm) => [vm.name, []]));
-    for (const link of allocation.links) byVm.get(link.client)?.push(linkReport(link, options, 'desired'));
-    const reports = [...byVm.values()].flat();
-    const state = setAttachments(
-      allocation.state,
-      reports.map((report) => ({
-        pair: { client: vmName(report.vm), provider: vmName(report.provider) },
-        attached: { client: report.clientAttach, provider: report.providerAttach },
-      })),
-    );
-    // The device query only reads, so it runs while the state is written.
-    const connections = reports.map((report) => desiredConnection(report, options));
-    const deviceNames = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
-    const observed = observeDevices(netnsNames(connections), deviceNames);
-    observed.catch(() => undefined); // awaited by realise; not unhandled if saving fails first
-    // One durable write, before any device exists: ids (and how their devices will be
-    // attached) are recorded first, so a crash leaves devices that gc and unlink can attribute.
-    const changed = !sameState(state, before);
-    if (changed) await saveState(options.stateDir, state);
+    let state = before;
+    const byVm = new Map<VmName, LinkReport[]>();
+    const plans: DevicePlan[] = [];
+    // Chunks are applied one after another; after a failure the rest are not.
+    let applying: Promise<void> = Promise.resolve();
+    let failed = false;
     try {
-      await realise(reports, connections, observed, options);
+      for (const chunk of chunksOf(vms)) {
+        if (failed) break;
+        const config = snapshot ?? (await readConfigVms(options.configDir, chunk));
+        const wanted = chunk.map((vm) => requireValidVm(config, vm));
+        const allocation = allocateMany(state, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
+        const reports: LinkReport[] = [];
+        for (const vm of wanted) byVm.set(vm.name, []);
+        for (const link of allocation.links) {
+          const report = linkReport(link, options, 'desired');
+          byVm.get(link.client)?.push(report);
+          reports.push(report);
+        }
+        const next = setAttachments(
+          allocation.state,
+          reports.map((report) => ({
+            pair: { client: vmName(report.vm), provider: vmName(report.provider) },
+            attached: { client: report.clientAttach, provider: report.providerAttach },
+          })),
+        );
+        const connections = reports.map((report) => desiredConnection(report, options));
+        // The query only reads, so it runs while the state is written (and while the kernel
+        // makes the previous chunk's devices, which are others).
+        const observed = observeDevices(netnsNames(connections), connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]));
+        observed.catch(() => undefined); // awaited below; not unhandled if saving fails first
+        // Ids (and how their devices will be attached) are recorded durably before the chunk's
+        // devices exist, so a crash leaves devices that gc and unlink can attribute.
+        if (!sameState(next, state)) {
+          await saveState(options.stateDir, next);
+          state = next;
+        }
+        const plan = planDevices(connections, await observed);
+        plans.push(plan);
+        applying = applying
+          .then(() => (failed ? undefined : applyDevicePlan(plan)))
+          .catch((error: unknown) => {
+            failed = true;
+            throw error;
+          });
+        applying.catch(() => undefined); // awaited after the loop
+      }
+      await applying;
+      await attachToVmms([...byVm.values()].flat(), options);
     } catch (error) {
+      await applying.catch(() => undefined);
+      for (const plan of plans.reverse()) await undoDevicePlan(plan);
       // Ids this run allocated go back; ids the pairs already had stay theirs.
-      if (changed) await saveState(options.stateDir, before);
+      if (state !== before) await saveState(options.stateDir, before);
       throw error;
     }
-    return byVm;
+    // In the order asked for (a VM named twice is linked once).
+    return new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []]));
   });
 }
 

@@ -257,4 +257,18 @@ describeNetns('linking many VMs in one call', () => {
     expect(relinked.map((link) => link.id)).toEqual(links.map((link) => link.id));
     await expectWhole(relinked);
   });
+
+  it('undoes the earlier VMs\' devices and ids when a VM late in the list is bad (VMs are linked in chunks)', async () => {
+    // A state file with one recorded link and no devices, whatever ran before.
+    expect((await world.link(['link', 'appvm-0', '--attach', 'none'])).code).toBe(0);
+    for (const vm of VMS) await world.link(['unlink', vm]);
+    const before = await devices(world.host);
+    const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
+    // Twelve good VMs make the chunks of 4 and 8 before the thirteenth, which does not exist.
+    const failed = await world.link(['link', ...VMS, 'appvm-missing', '--attach', 'none']);
+    expect(failed.code).not.toBe(0);
+    expect(oneLineError(failed.stderr)).toContain('appvm-missing');
+    expect([...(await devices(world.host)).keys()].sort()).toEqual([...before.keys()].sort());
+    expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+  });
 });
