@@ -71,6 +71,15 @@ export async function observeDevices(netnsNames: Iterable<string>, only?: readon
   return { host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
 }
 
+function openNamespace(name: string): number {
+  try {
+    return openSync(`${NETNS_DIR}/${name}`, 'r');
+  } catch (error) {
+    const code = error instanceof Error && 'code' in error ? String(error.code) : 'EIO';
+    throw new DeviceError('netlink', `cannot open network namespace ${name} (${NETNS_DIR}/${name}: ${code}); was it deleted meanwhile?`);
+  }
+}
+
 /** Run steps in one namespace, in order; the first failure stops them and is thrown. */
 async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Promise<void> {
   if (steps.length === 0) return;
@@ -78,7 +87,7 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Pro
   const fds = new Map<string, number>();
   try {
     for (const step of steps) {
-      if (step.op === 'add-veth' && !fds.has(step.peerNetns)) fds.set(step.peerNetns, openSync(`${NETNS_DIR}/${step.peerNetns}`, 'r'));
+      if (step.op === 'add-veth' && !fds.has(step.peerNetns)) fds.set(step.peerNetns, openNamespace(step.peerNetns));
     }
     const writer = new ProgramWriter();
     for (const step of steps) writer.step(step, fds);
@@ -97,7 +106,11 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Pro
 
 function byNamespace(steps: readonly DeviceStep[]): Map<string | null, DeviceStep[]> {
   const groups = new Map<string | null, DeviceStep[]>();
-  for (const step of steps) groups.set(step.netns, [...(groups.get(step.netns) ?? []), step]);
+  for (const step of steps) {
+    const group = groups.get(step.netns);
+    if (group === undefined) groups.set(step.netns, [step]);
+    else group.push(step);
+  }
   return groups;
 }
 
