@@ -9,7 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Netns } from '../harness/index.js';
+import { type Netns, trackTempDir } from '../harness/index.js';
 import { LINK_BIN, makeConfigDir } from '../host/link-fixture.js';
 import { benchHarness } from './bench-netns.js';
 import { type BenchResult, median } from './measure.js';
@@ -143,6 +143,7 @@ export async function linkBench(): Promise<BenchResult[]> {
         relinkNs = ns;
         relinkState = `${configDir}.state-${round}`;
         states.push(relinkState);
+        trackTempDir(relinkState);
         kernelQuiet(scratch);
         return spectrumLink(ns, linkArgs(relinkState, vms));
       };
@@ -187,6 +188,7 @@ export async function linkBench(): Promise<BenchResult[]> {
         bulkNs = await harness.namespace(`bulk${round}`);
         stateB = `${configDir}.state-bulk${round}`;
         states.push(stateB);
+        trackTempDir(stateB);
         kernelQuiet(scratch);
         return spectrumLink(bulkNs, linkArgs(stateB, bulkVms));
       };

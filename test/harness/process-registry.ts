@@ -1,17 +1,21 @@
 /**
  * Process-wide record of what the harness created, so it can be removed synchronously when the
  * process exits or is signalled, even if no test reached its cleanup(). Only namespaces and
- * process groups the harness itself made are ever recorded here.
+ * process groups the harness itself made, and temporary directories its users made, are ever
+ * recorded here.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { assertOwnedNamespace } from './names.js';
+import { tmpdir } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { HarnessError, assertOwnedNamespace } from './names.js';
 
 export const NETNS_RUN_DIR = '/run/netns';
 export const NETNS_ETC_DIR = '/etc/netns';
 
 const liveNamespaces = new Set<string>();
 const liveProcessGroups = new Set<number>();
+const liveTempDirs = new Set<string>();
 const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 let handlersInstalled = false;
 
@@ -31,6 +35,16 @@ export function trackProcessGroup(pgid: number): void {
 
 export function untrackProcessGroup(pgid: number): void {
   liveProcessGroups.delete(pgid);
+}
+
+/**
+ * A directory a test or benchmark made directly under the system temp dir (mkdtemp), removed
+ * on exit or signal if it is still there. Nothing elsewhere is accepted.
+ */
+export function trackTempDir(path: string): void {
+  if (dirname(resolve(path)) !== resolve(tmpdir())) throw new HarnessError(`trackTempDir: ${path} is not directly under ${tmpdir()}`);
+  installExitHandlers();
+  liveTempDirs.add(resolve(path));
 }
 
 /** Signal a process group we spawned; a group that is already gone is not an error. */
@@ -90,6 +104,8 @@ function cleanupSync(): void {
     }
   }
   liveNamespaces.clear();
+  for (const dir of liveTempDirs) rmSync(dir, { recursive: true, force: true });
+  liveTempDirs.clear();
 }
 
 function onExitSignal(signal: NodeJS.Signals): void {

@@ -56,6 +56,7 @@ async function runFixture(mode: 'wait' | 'exit', signal: NodeJS.Signals | undefi
     if (readyLine?.[1] === undefined) throw new Error(`fixture printed no ready line; stderr: ${stderr}`);
     report = JSON.parse(readyLine[1]) as SignalTargetReport;
     expect(report.namespaces).toHaveLength(2);
+    expect(existsSync(report.tempDir)).toBe(true);
     expect(report.processes.length).toBeGreaterThanOrEqual(2);
 
     if (signal !== undefined) {
@@ -71,6 +72,7 @@ async function runFixture(mode: 'wait' | 'exit', signal: NodeJS.Signals | undefi
       expect(listing).not.toContain(name);
       expect(existsSync(`/etc/netns/${name}`)).toBe(false);
     }
+    expect(existsSync(report.tempDir)).toBe(false);
     const processes = report.processes;
     // SIGKILL lands asynchronously; give it a moment before asserting.
     await eventually(() => !processes.some(isRunning), 2_000);

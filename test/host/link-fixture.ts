@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ExecResult, Harness, Netns } from '../harness/index.js';
+import { type ExecResult, type Harness, type Netns, trackTempDir } from '../harness/index.js';
 
 /** The checkout: two levels up from test/host, three from its compiled copy in dist/test/host. */
 export const ROOT = [join(import.meta.dirname, '..', '..'), join(import.meta.dirname, '..', '..', '..')].find((dir) =>
@@ -35,6 +35,7 @@ export interface LinkWorld {
 /** A config dir with the example VMs plus `extraClients` app VMs that use netvm. */
 export async function makeConfigDir(extraClients = 0): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'spectrum-config-'));
+  trackTempDir(dir); // gone with the process even if it is signalled before its clean-up
   await cp(EXAMPLES, dir, { recursive: true });
   for (let index = 0; index < extraClients; index++) {
     const vm = join(dir, `appvm-${index}`);
@@ -52,6 +53,7 @@ export async function makeLinkWorld(harness: Harness, extraClients = 0): Promise
   const host = await harness.namespace('host');
   const configDir = await makeConfigDir(extraClients);
   const stateDir = await mkdtemp(join(tmpdir(), 'spectrum-state-'));
+  trackTempDir(stateDir);
   const netnsPrefix = `${harness.prefix}vm-`;
   const adopted = new Map<string, Netns>();
   return {
