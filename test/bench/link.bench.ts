@@ -1,5 +1,6 @@
 // Host linking speed: spectrum-link against the Spectrum-style one-process-per-step shell glue
-// and against one hand-written `ip -batch`, in the same run, each in a fresh namespace.
+// and against one hand-written `ip -batch`, in the same run, each in a fresh namespace; and,
+// beside them, the floor under any one-shot Node tool (Node's start-up plus only the kernel part).
 //
 // Fairness: deleting a namespace with thousands of devices keeps the kernel busy (holding RTNL)
 // for many seconds after `ip netns del` returns, so every timed case first waits until a probe
@@ -8,9 +9,9 @@
 // side goes first.
 import { execFileSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type Netns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, makeConfigDir } from '../host/link-fixture.js';
+import { LINK_BIN, ROOT, makeConfigDir } from '../host/link-fixture.js';
 import { benchHarness } from './bench-netns.js';
 import { type BenchResult, median } from './measure.js';
 
@@ -77,6 +78,19 @@ function spectrumLink(ns: Netns, args: readonly string[]): number {
   return seconds(start);
 }
 
+const FLOOR_BIN = join(ROOT, 'dist', 'test', 'bench', 'node-floor.cjs');
+
+/**
+ * The floor under any one-shot Node tool: a Node process (without the CA variable, as the bin
+ * runs) that only plans and makes `count` fresh connections' devices through spectrum-link's
+ * own planner and route netlink program (test/bench/node-floor.ts).
+ */
+function nodeFloor(ns: Netns, count: number): number {
+  const start = process.hrtime.bigint();
+  execFileSync('nsenter', [`--net=/run/netns/${ns.name}`, '--', process.execPath, FLOOR_BIN, String(count)], { stdio: ['ignore', 'ignore', 'inherit'], env: WITHOUT_EXTRA_CA });
+  return seconds(start);
+}
+
 let probes = 0;
 
 /**
@@ -130,6 +144,8 @@ export async function linkBench(): Promise<BenchResult[]> {
     const batchTimes: number[] = [];
     const linkTimes: number[] = [];
     const ratios: number[] = [];
+    const floorTimes: number[] = [];
+    const floorRatios: number[] = [];
     let relinkNs: Netns | undefined;
     let relinkState = '';
     for (let round = 0; round < ROUNDS; round++) {
@@ -147,14 +163,25 @@ export async function linkBench(): Promise<BenchResult[]> {
         kernelQuiet(scratch);
         return spectrumLink(ns, linkArgs(relinkState, vms));
       };
-      // Rounds alternate which goes first (the second meets 600 more devices).
-      const [batch, link] = round % 2 === 0 ? [await runBatch(), await runLink()] : await (async () => {
-        const first = await runLink();
-        return [await runBatch(), first];
-      })();
+      const runFloor = async (): Promise<number> => {
+        const ns = await harness.namespace(`floor${round}`);
+        kernelQuiet(scratch);
+        return nodeFloor(ns, SIDE_BY_SIDE);
+      };
+      // Rounds rotate which goes first (a later one meets 600 more devices per earlier one).
+      const sides = [runBatch, runLink, runFloor];
+      const times = new Map<() => Promise<number>, number>();
+      for (let turn = 0; turn < sides.length; turn++) {
+        const side = sides[(round + turn) % sides.length];
+        if (side !== undefined) times.set(side, await side());
+      }
+      const batch = times.get(runBatch) ?? Number.NaN;
+      const link = times.get(runLink) ?? Number.NaN;
       batchTimes.push(batch);
       linkTimes.push(link);
+      floorTimes.push(times.get(runFloor) ?? Number.NaN);
       ratios.push(link / batch);
+      floorRatios.push((times.get(runFloor) ?? Number.NaN) / batch);
     }
     perLink(`one precomputed ip -batch (${SIDE_BY_SIDE}, median of ${ROUNDS})`, median(batchTimes), SIDE_BY_SIDE);
     perLink(`spectrum-link link, ${SIDE_BY_SIDE} VMs in one call (median of ${ROUNDS})`, median(linkTimes), SIDE_BY_SIDE, 'goal: <= ip -batch');
@@ -164,6 +191,14 @@ export async function linkBench(): Promise<BenchResult[]> {
       value: median(ratios),
       unit: 'x',
       note: `rounds ${ratios.map((ratio) => ratio.toFixed(2)).join(', ')}; goal: <= 1`,
+    });
+    perLink(`Node floor: node-floor.cjs, only the kernel part of ${SIDE_BY_SIDE} links (median of ${ROUNDS})`, median(floorTimes), SIDE_BY_SIDE, 'no config, ids or state: under any one-shot Node tool');
+    results.push({
+      suite: 'link',
+      name: `Node floor / ip -batch at ${SIDE_BY_SIDE}, per round`,
+      value: median(floorRatios),
+      unit: 'x',
+      note: `rounds ${floorRatios.map((ratio) => ratio.toFixed(2)).join(', ')}`,
     });
     if (relinkNs !== undefined) {
       kernelQuiet(scratch);
