@@ -9,6 +9,11 @@
       "target_name": "rtnl",
       "sources": ["host/native/rtnl.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
+    },
+    {
+      "target_name": "tap_fd",
+      "sources": ["host/native/tap-fd.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
     }
   ]
 }

@@ -26,6 +26,7 @@
 #include <node_api.h>
 #define ADDON_NAME "rtnl"
 #include "../../shared/native/napi-plumbing.h"
+#include "netns-switch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -115,23 +116,14 @@ static int configure(int fd) {
 }
 
 // A socket (SOCK_RAW netlink) or the tun device opened while this thread is in the namespace
-// `netns_fd`: both belong to the namespace they were opened in. The thread always returns to its
-// own namespace (if it cannot, the process must not go on in the wrong one).
+// `netns_fd`: both belong to the namespace they were opened in.
 static int open_in(int netns_fd, int tun, int *error) {
-  int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (home < 0) {
-    *error = errno;
-    return -1;
-  }
-  int fd = -1;
-  if (setns(netns_fd, CLONE_NEWNET) != 0) {
-    *error = errno;
-  } else {
-    fd = tun ? open("/dev/net/tun", O_RDWR | O_CLOEXEC) : socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-    if (fd < 0) *error = errno;
-    if (setns(home, CLONE_NEWNET) != 0) abort();
-  }
-  close(home);
+  int home;
+  *error = netns_enter(netns_fd, &home);
+  if (*error != 0) return -1;
+  int fd = tun ? open("/dev/net/tun", O_RDWR | O_CLOEXEC) : socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) *error = errno;
+  netns_leave(home);
   return fd;
 }
 

@@ -1,13 +1,17 @@
 // cloud-hypervisor's REST API over its `--api-socket` Unix socket: NIC hot-plug and removal.
 // Spec: networking-facts.md section 2; the OpenAPI document is cloud-hypervisor's
 // vmm/src/api/openapi/cloud-hypervisor.yaml. Every documented status of the two endpoints has
-// its own outcome; anything else is a protocol error. The tap is passed by name: the tap must
-// exist in cloud-hypervisor's network namespace (cloud-hypervisor opens it, leaves its addresses
-// alone). Passing the tap as a file descriptor (SCM_RIGHTS) is not done here.
+// its own outcome; anything else is a protocol error. The tap goes to cloud-hypervisor as a
+// descriptor, as Spectrum's host hands it over: a queue of the tap is opened here and sent with
+// the vm.add-net request (SCM_RIGHTS, host/vmm/tap-fd.ts), so cloud-hypervisor needs neither
+// CAP_NET_ADMIN nor /dev/net/tun, and the body names no tap (cloud-hypervisor ignores
+// descriptors named in a body and takes those that come with the request).
+import type { Duplex } from 'node:stream';
 import { request } from 'node:http';
 import { sameMac } from '../../shared/link-mac.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
+import { TapFd, connectWithRights } from './tap-fd.js';
 
 export type CloudHypervisorErrorKind =
   /** The API socket could not be opened. */
@@ -23,7 +27,9 @@ export type CloudHypervisorErrorKind =
   /** 409 for a device that is not this NIC, or a NIC with this id and another MAC or tap. */
   | 'conflict'
   /** 500, or a removal cloud-hypervisor denies knowing about while still listing the NIC. */
-  | 'failed';
+  | 'failed'
+  /** The tap to hand over does not exist here, or its queue is held by another process. */
+  | 'tap-unavailable';
 
 export class CloudHypervisorError extends Error {
   override readonly name = 'CloudHypervisorError';
@@ -40,6 +46,8 @@ export class CloudHypervisorError extends Error {
 export interface CloudHypervisorOptions {
   /** Bound on each request, from connecting to the end of the answer. */
   readonly timeoutMs: number;
+  /** The network namespace (a /run/netns file) the taps are in; absent: this process's. */
+  readonly tapNetnsPath?: string;
 }
 
 export type ChAttachResult =
@@ -81,9 +89,20 @@ function connectError(socketPath: string, error: NodeJS.ErrnoException): CloudHy
   return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${unixSocketProblem(error, 'is cloud-hypervisor running with --api-socket at this path?')}`);
 }
 
-/** One request on its own connection (no keep-alive), bounded in time and size; always closed. */
-function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body: unknown, timeoutMs: number): Promise<Answer> {
+/**
+ * One request on its own connection (no keep-alive), bounded in time and size; always closed.
+ * With `tap`, a queue of it goes along with the request's bytes.
+ */
+function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body: unknown, timeoutMs: number, tap?: TapFd): Promise<Answer> {
   const payload = body === undefined ? undefined : JSON.stringify(body);
+  let connection: Duplex | undefined;
+  if (tap !== undefined) {
+    try {
+      connection = connectWithRights(socketPath, [tap.fd]);
+    } catch (error) {
+      return Promise.reject(connectError(socketPath, error as NodeJS.ErrnoException));
+    }
+  }
   return new Promise((resolve, reject) => {
     let settled = false;
     const settle = (error: CloudHypervisorError | undefined, answer?: Answer): void => {
@@ -99,7 +118,8 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
         socketPath,
         method,
         path: `${API}/${endpoint}`,
-        agent: false,
+        // No agent either way (an agent would make its own connection): a connection per request.
+        ...(connection === undefined ? { agent: false } : { createConnection: () => connection }),
         headers: {
           Host: 'localhost',
           Accept: 'application/json',
@@ -133,8 +153,8 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
         ),
       timeoutMs,
     );
-    let connected = false;
-    req.on('socket', (socket) => socket.once('connect', () => (connected = true)));
+    let connected = connection !== undefined;
+    if (connection === undefined) req.on('socket', (socket) => socket.once('connect', () => (connected = true)));
     req.on('error', (error: NodeJS.ErrnoException) => {
       if (settled) return;
       settle(
@@ -198,14 +218,41 @@ function notCreated(socketPath: string, what: string, status: number): CloudHype
   );
 }
 
+/** A queue of the NIC's tap to hand over; undefined if the tap is busy (its queue held elsewhere). */
+function openTap(socketPath: string, tap: string, options: CloudHypervisorOptions): TapFd | undefined {
+  try {
+    return TapFd.open(tap, options.tapNetnsPath ?? null);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EBUSY') return undefined;
+    const why =
+      code === 'ENODEV'
+        ? `tap ${tap} does not exist in this network namespace: has the link been made (spectrum-link link)?`
+        : code === 'EINVAL'
+          ? `device ${tap} is not a tap: was it made by someone else?`
+          : `cannot open tap ${tap}: ${error instanceof Error ? error.message : String(error)}: opening a tap needs CAP_NET_ADMIN or the tap's owner`;
+    throw new CloudHypervisorError('tap-unavailable', `cloud-hypervisor at ${socketPath}: ${why}`);
+  }
+}
+
 /**
- * Add the NIC to the VM: `PUT vm.add-net {tap, mac, id}`. Hot-adds to a running VM (200) or adds
- * to a created one (204). Idempotent: if the id is taken (409) by a NIC with the same MAC and tap,
- * per vm.info, that is the result 'already-attached'; any other holder of the id is a conflict.
+ * Add the NIC to the VM: `PUT vm.add-net {mac, id}` with a queue of its tap (SCM_RIGHTS).
+ * Hot-adds to a running VM (200) or adds to a created one (204). Idempotent: if the id is taken
+ * (409), or the tap's one queue is already held (by this VM, having it attached), and vm.info
+ * shows a NIC with this id and MAC, the result is 'already-attached'; anything else holding the id
+ * or the tap is a conflict.
  */
 export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions): Promise<ChAttachResult> {
   const { id, tap, mac } = vmmNic(nic);
-  const answer = await call(socketPath, 'PUT', 'vm.add-net', { tap, mac, id }, options.timeoutMs);
+  const tapFd = openTap(socketPath, tap, options);
+  if (tapFd === undefined) return attachedAlready(socketPath, { id, tap, mac }, options, 'tap-busy');
+  let answer: Answer;
+  try {
+    answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options.timeoutMs, tapFd);
+  } finally {
+    // cloud-hypervisor keeps its own copy of the descriptor.
+    tapFd.close();
+  }
   switch (answer.status) {
     case 200: {
       const info = record(parseJson(answer, 'vm.add-net', socketPath));
@@ -223,32 +270,47 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
     case 400:
       throw new CloudHypervisorError(
         'invalid-config',
-        `cloud-hypervisor at ${socketPath} refused NIC ${id} (tap ${tap}, MAC ${mac}) as invalid: ${excerpt(answer.body)}: does tap ${tap} exist in the VMM's network namespace, and is it free?`,
+        `cloud-hypervisor at ${socketPath} refused NIC ${id} (tap ${tap}, MAC ${mac}) as invalid: ${excerpt(answer.body)}: see the VMM's log`,
         400,
       );
     case 404:
       throw notCreated(socketPath, `add NIC ${id} to`, 404);
-    case 409: {
-      const devices = await vmDevices(socketPath, options.timeoutMs);
-      if (devices === null) throw notCreated(socketPath, `add NIC ${id} to`, 404);
-      const held = devices.nets.find((net) => net.id === id);
-      if (held === undefined) {
-        throw new CloudHypervisorError('conflict', `cloud-hypervisor at ${socketPath}: device id ${id} is taken by a device that is not a NIC: remove it or choose another NIC id`, 409);
-      }
-      if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
-        throw new CloudHypervisorError(
-          'conflict',
-          `cloud-hypervisor at ${socketPath} already has NIC ${id} with MAC ${held.mac ?? '(none)'} on tap ${held.tap ?? '(none)'}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
-          409,
-        );
-      }
-      return { outcome: 'already-attached' };
-    }
+    case 409:
+      return attachedAlready(socketPath, { id, tap, mac }, options, 'id-taken');
     case 500:
       throw new CloudHypervisorError('failed', `cloud-hypervisor at ${socketPath} failed to add NIC ${id} (tap ${tap}): ${excerpt(answer.body)}: see the VMM's log`, 500);
     default:
       throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
   }
+}
+
+/**
+ * After a 409 (the id is taken) or a busy tap (its one queue is held): 'already-attached' if
+ * vm.info shows this NIC (same id and MAC; same tap where it names one), else the conflict,
+ * saying what holds what.
+ */
+async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, why: 'id-taken' | 'tap-busy'): Promise<ChAttachResult> {
+  const { id, tap, mac } = nic;
+  const devices = await vmDevices(socketPath, options.timeoutMs);
+  if (devices === null) throw notCreated(socketPath, `add NIC ${id} to`, 404);
+  const held = devices.nets.find((net) => net.id === id);
+  if (held === undefined) {
+    throw new CloudHypervisorError(
+      'conflict',
+      why === 'id-taken'
+        ? `cloud-hypervisor at ${socketPath}: device id ${id} is taken by a device that is not a NIC: remove it or choose another NIC id`
+        : `cloud-hypervisor at ${socketPath}: tap ${tap} is held by another process, and this VM has no NIC ${id}: is another VMM using the tap? Detach it there first`,
+      409,
+    );
+  }
+  if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
+    throw new CloudHypervisorError(
+      'conflict',
+      `cloud-hypervisor at ${socketPath} already has NIC ${id} with MAC ${held.mac ?? '(none)'} on tap ${held.tap ?? '(none)'}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
+      409,
+    );
+  }
+  return { outcome: 'already-attached' };
 }
 
 /**

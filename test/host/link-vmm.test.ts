@@ -86,12 +86,18 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(result.code, result.stderr).toBe(0);
       const link = (JSON.parse(result.stdout) as LinkOutput).links[0]!;
       const addNet = fake.requests.find((request) => request.path === '/api/v1/vm.add-net');
-      expect(addNet).toMatchObject({ method: 'PUT', body: { tap: link.clientDevice, mac: link.clientMac, id: link.clientDevice } });
+      expect(addNet).toMatchObject({ method: 'PUT', body: { mac: link.clientMac, id: link.clientDevice }, taps: [link.clientDevice] });
+      expect(fake.heldTapQueues()).toBe(1);
+      // Linking again finds the NIC attached (the VMM holds its tap): nothing changes.
+      const again = await world.link(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath]);
+      expect(again.code, again.stderr).toBe(0);
+      expect(fake.nets).toHaveLength(1);
 
       const unlinked = await world.link(['unlink', 'appvm-catgirl', '--ch-socket', fake.socketPath]);
       expect(unlinked.code, unlinked.stderr).toBe(0);
       const remove = fake.requests.find((request) => request.path === '/api/v1/vm.remove-device');
       expect(remove).toMatchObject({ method: 'PUT', body: { id: link.clientDevice } });
+      expect(fake.heldTapQueues()).toBe(0);
     } finally {
       await fake.close();
     }

@@ -1,20 +1,26 @@
 // chAttach/chDetach against the fake cloud-hypervisor API (fake-cloud-hypervisor.ts): every
-// documented status, idempotence, and the bounds on time and size.
+// documented status, idempotence, the tap handed over as a descriptor, and the bounds on time and
+// size. The taps are real, in a namespace of the test's own (chAttach opens them there).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { CH_MAX_BODY, chAttach, chDetach } from '../../../host/vmm/cloud-hypervisor.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CH_MAX_BODY, type CloudHypervisorOptions, chAttach, chDetach } from '../../../host/vmm/cloud-hypervisor.js';
 import type { VmmNic } from '../../../host/vmm/nic.js';
+import { TapFd } from '../../../host/vmm/tap-fd.js';
+import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { FakeCloudHypervisor, type FakeVmState } from './fake-cloud-hypervisor.js';
 import { chError } from './rejection.js';
 
 const nic: VmmNic = { id: 'snp42310', tap: 'snp42310', mac: '0A:B3:EC:80:A5:46' };
-const options = { timeoutMs: 2000 };
+let options: CloudHypervisorOptions = { timeoutMs: 2000 };
+/** The options with another time bound (read when called: beforeAll sets the taps' namespace). */
+const within = (timeoutMs: number): CloudHypervisorOptions => ({ ...options, timeoutMs });
 
 let fakes: FakeCloudHypervisor[] = [];
 const cleanups: Array<() => Promise<void> | void> = [];
+let harness: Harness | undefined;
 
 afterEach(async () => {
   await Promise.all(fakes.map((fake) => fake.close()));
@@ -28,233 +34,277 @@ async function fake(state?: FakeVmState): Promise<FakeCloudHypervisor> {
   return started;
 }
 
-describe('chAttach', () => {
-  it('200: hot-adds to a running VM with tap, mac and id, and returns the PCI address', async () => {
-    const ch = await fake('Running');
-    expect(await chAttach(ch.socketPath, nic, options)).toEqual({ outcome: 'hot-added', bdf: '0000:00:03.0' });
-    expect(ch.requests).toEqual([{ method: 'PUT', path: '/api/v1/vm.add-net', body: { tap: 'snp42310', mac: '0A:B3:EC:80:A5:46', id: 'snp42310' } }]);
-    expect(ch.nets.map((net) => net.id)).toEqual(['snp42310']);
+describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
+  beforeAll(async () => {
+    harness = createHarness('chapi');
+    const ns = await harness.namespace('vmm');
+    for (const tap of ['snp42310', 'snp1']) await ns.ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap', 'vnet_hdr']);
+    await ns.ip(['link', 'add', 'snb1', 'type', 'bridge']);
+    options = { timeoutMs: 2000, tapNetnsPath: `/run/netns/${ns.name}` };
   });
 
-  it('204: cold-adds to a created VM', async () => {
-    const ch = await fake('Created');
-    expect(await chAttach(ch.socketPath, nic, options)).toEqual({ outcome: 'cold-added' });
+  afterAll(async () => {
+    await harness?.cleanup();
   });
 
-  it('409 with the same NIC (vm.info: same id, MAC in any case, tap): already attached, nothing changed', async () => {
-    const ch = await fake('Running');
-    await chAttach(ch.socketPath, nic, options);
-    expect(await chAttach(ch.socketPath, nic, options)).toEqual({ outcome: 'already-attached' });
-    expect(ch.requests.map((r) => `${r.method} ${r.path}`)).toEqual([
-      'PUT /api/v1/vm.add-net',
-      'PUT /api/v1/vm.add-net',
-      'GET /api/v1/vm.info',
-    ]);
-    expect(ch.nets).toHaveLength(1);
-  });
+  describe('chAttach', () => {
+    it('200: hot-adds to a running VM with mac and id and a queue of the tap sent along, and returns the PCI address', async () => {
+      const ch = await fake('Running');
+      expect(await chAttach(ch.socketPath, nic, options)).toEqual({ outcome: 'hot-added', bdf: '0000:00:03.0' });
+      expect(ch.requests).toEqual([{ method: 'PUT', path: '/api/v1/vm.add-net', body: { mac: '0A:B3:EC:80:A5:46', id: 'snp42310' }, taps: ['snp42310'] }]);
+      expect(ch.nets.map((net) => net.id)).toEqual(['snp42310']);
+      expect(ch.heldTapQueues()).toBe(1);
+      // The VMM holds the tap's one queue now: nobody else can open it.
+      expect(() => TapFd.open('snp42310', options.tapNetnsPath)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+    });
 
-  it('409 with another MAC or tap under the id: conflict', async () => {
-    const ch = await fake('Running');
-    await chAttach(ch.socketPath, nic, options);
-    const otherMac = await chError(chAttach(ch.socketPath, { ...nic, mac: '0A:B3:EC:80:A5:47' }, options));
-    expect(otherMac).toMatchObject({ kind: 'conflict', status: 409 });
-    expect(otherMac.message).toMatch(/already has NIC snp42310 with MAC 0a:b3:ec:80:a5:46 on tap snp42310, not 0A:B3:EC:80:A5:47/);
-    expect((await chError(chAttach(ch.socketPath, { ...nic, tap: 'snp1' }, options))).kind).toBe('conflict');
-  });
+    it('204: cold-adds to a created VM', async () => {
+      const ch = await fake('Created');
+      expect(await chAttach(ch.socketPath, nic, options)).toEqual({ outcome: 'cold-added' });
+    });
 
-  it('409 for a device that is not a NIC: conflict', async () => {
-    const ch = await fake('Running');
-    ch.otherDevices.add('snp42310');
-    const error = await chError(chAttach(ch.socketPath, nic, options));
-    expect(error.kind).toBe('conflict');
-    expect(error.message).toMatch(/not a NIC/);
-  });
+    it('attached already (the VMM holds the tap, vm.info: same id, MAC in any case): already attached, nothing sent', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      expect(await chAttach(ch.socketPath, nic, options)).toEqual({ outcome: 'already-attached' });
+      expect(ch.requests.map((r) => `${r.method} ${r.path}`)).toEqual(['PUT /api/v1/vm.add-net', 'GET /api/v1/vm.info']);
+      expect(ch.nets).toHaveLength(1);
+    });
 
-  it('400: invalid config, with cloud-hypervisor\'s reason and what to check', async () => {
-    const ch = await fake('Running');
-    ch.inject('vm.add-net', { status: 400, body: 'Error adding device to the VM: Open tap device failed: No such device' });
-    const error = await chError(chAttach(ch.socketPath, nic, options));
-    expect(error).toMatchObject({ kind: 'invalid-config', status: 400 });
-    expect(error.message).toMatch(/Open tap device failed.*does tap snp42310 exist/);
-  });
+    it('409 with the same NIC (its tap free, vm.info names it): already attached, nothing changed', async () => {
+      const ch = await fake('Running');
+      ch.nets.push({ id: nic.id, mac: '0a:b3:ec:80:a5:46', tap: nic.tap, bdf: '0000:00:03.0' });
+      expect(await chAttach(ch.socketPath, nic, options)).toEqual({ outcome: 'already-attached' });
+      expect(ch.requests.map((r) => `${r.method} ${r.path}`)).toEqual(['PUT /api/v1/vm.add-net', 'GET /api/v1/vm.info']);
+      expect(ch.nets).toHaveLength(1);
+      expect(ch.heldTapQueues()).toBe(0);
+    });
 
-  it('the fake itself answers 400 for bodies that are not a valid NetConfig', async () => {
-    const ch = await fake('Running');
-    const { request } = await import('node:http');
-    const put = (body: string): Promise<number> =>
-      new Promise((resolve, reject) => {
-        const req = request({ socketPath: ch.socketPath, method: 'PUT', path: '/api/v1/vm.add-net', agent: false }, (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
+    it('409 with another MAC, or another tap named, under the id: conflict', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      const otherMac = await chError(chAttach(ch.socketPath, { ...nic, mac: '0A:B3:EC:80:A5:47' }, options));
+      expect(otherMac).toMatchObject({ kind: 'conflict', status: 409 });
+      expect(otherMac.message).toMatch(/already has NIC snp42310 with MAC 0a:b3:ec:80:a5:46 on tap \(none\), not 0A:B3:EC:80:A5:47 on snp42310/);
+      ch.nets.push({ id: 'snp1', mac: '0a:b3:ec:80:00:01', tap: 'snp99', bdf: '0000:00:04.0' });
+      expect((await chError(chAttach(ch.socketPath, { id: 'snp1', tap: 'snp1', mac: '0A:B3:EC:80:00:01' }, options))).message).toMatch(/on tap snp99, not .* on snp1/);
+    });
+
+    it('a tap another process holds, for a NIC this VM does not have: conflict, nothing sent', async () => {
+      const ch = await fake('Running');
+      const held = TapFd.open(nic.tap, options.tapNetnsPath);
+      cleanups.push(() => held.close());
+      const error = await chError(chAttach(ch.socketPath, nic, options));
+      expect(error.kind).toBe('conflict');
+      expect(error.message).toMatch(/tap snp42310 is held by another process, and this VM has no NIC snp42310/);
+      expect(ch.requests.map((r) => r.path)).toEqual(['/api/v1/vm.info']);
+    });
+
+    it('a tap that does not exist, or a device that is no tap: tap-unavailable before anything is sent', async () => {
+      const ch = await fake('Running');
+      const missing = await chError(chAttach(ch.socketPath, { ...nic, tap: 'snp9' }, options));
+      expect(missing.kind).toBe('tap-unavailable');
+      expect(missing.message).toMatch(/tap snp9 does not exist in this network namespace/);
+      const bridge = await chError(chAttach(ch.socketPath, { ...nic, tap: 'snb1' }, options));
+      expect(bridge.kind).toBe('tap-unavailable');
+      expect(bridge.message).toMatch(/snb1 is not a tap/);
+      expect(ch.requests).toEqual([]);
+    });
+
+    it('409 for a device that is not a NIC: conflict', async () => {
+      const ch = await fake('Running');
+      ch.otherDevices.add('snp42310');
+      const error = await chError(chAttach(ch.socketPath, nic, options));
+      expect(error.kind).toBe('conflict');
+      expect(error.message).toMatch(/not a NIC/);
+    });
+
+    it('400: invalid config, with cloud-hypervisor\'s reason and what to check', async () => {
+      const ch = await fake('Running');
+      ch.inject('vm.add-net', { status: 400, body: 'Error adding device to the VM: Open tap device failed: No such device' });
+      const error = await chError(chAttach(ch.socketPath, nic, options));
+      expect(error).toMatchObject({ kind: 'invalid-config', status: 400 });
+      expect(error.message).toMatch(/Open tap device failed.*see the VMM's log/);
+    });
+
+    it('the fake itself answers 400 for bodies that are not a valid NetConfig', async () => {
+      const ch = await fake('Running');
+      const { request } = await import('node:http');
+      const put = (body: string): Promise<number> =>
+        new Promise((resolve, reject) => {
+          const req = request({ socketPath: ch.socketPath, method: 'PUT', path: '/api/v1/vm.add-net', agent: false }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.on('error', reject);
+          req.end(body);
         });
-        req.on('error', reject);
-        req.end(body);
+      expect(await put('{"tap": 1}')).toBe(400);
+      expect(await put('{"mac": "not-a-mac"}')).toBe(400);
+      expect(await put('{"num_queues": "two"}')).toBe(400);
+      expect(await put('[')).toBe(400);
+      expect(await put('{"tap": "t", "mac": "0a:b3:ec:80:a5:46", "id": "x"}')).toBe(200);
+    });
+
+    it('404: no VM created', async () => {
+      const ch = await fake(undefined);
+      const error = await chError(chAttach(ch.socketPath, nic, options));
+      expect(error).toMatchObject({ kind: 'vm-not-created', status: 404 });
+      expect(error.message).toMatch(/not created yet.*right VM's API socket/);
+    });
+
+    it('500: failed, pointing at the VMM log', async () => {
+      const ch = await fake('Running');
+      ch.inject('vm.add-net', { status: 500, body: 'Error adding device to the VM: internal' });
+      const error = await chError(chAttach(ch.socketPath, nic, options));
+      expect(error).toMatchObject({ kind: 'failed', status: 500 });
+      expect(error.message).toMatch(/internal.*VMM's log/);
+    });
+
+    it('undocumented statuses and bodies are protocol errors', async () => {
+      const ch = await fake('Running');
+      ch.inject('vm.add-net', { status: 418, body: 'teapot' });
+      expect(await chError(chAttach(ch.socketPath, nic, options))).toMatchObject({ kind: 'protocol', status: 418 });
+      ch.inject('vm.add-net', { status: 200, body: 'not json' });
+      expect((await chError(chAttach(ch.socketPath, nic, options))).kind).toBe('protocol');
+      ch.inject('vm.add-net', { status: 200, body: '{"id": "snp42310"}' }); // bdf is required
+      expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/PciDeviceInfo/);
+      ch.inject('vm.add-net', { status: 200, body: '{"id": "snp42310", "bdf": "zz"}' });
+      expect((await chError(chAttach(ch.socketPath, nic, options))).kind).toBe('protocol');
+      ch.inject('vm.add-net', { status: 200, body: '{"id": "other", "bdf": "0000:00:03.0"}' });
+      expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/added device "other"/);
+      ch.inject('vm.add-net', { status: 409 });
+      ch.inject('vm.info', { status: 200, body: '{"state": "Running"}' }); // config is required
+      expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/not a VmInfo/);
+    });
+
+    it('refuses an answer over the size limit', async () => {
+      const ch = await fake('Running');
+      ch.inject('vm.add-net', { status: 200, body: 'x'.repeat(CH_MAX_BODY + 1) });
+      expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/more than 1048576 bytes/);
+    });
+
+    it('refuses a bad NIC before sending anything', async () => {
+      const ch = await fake('Running');
+      await expect(chAttach(ch.socketPath, { ...nic, id: 'a,b' }, options)).rejects.toThrow(/VMM device id/);
+      expect(ch.requests).toEqual([]);
+    });
+  });
+
+  describe('chDetach', () => {
+    it('removes an attached NIC (204), then finds it gone: already detached, no second removal', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      expect(await chDetach(ch.socketPath, nic, options)).toEqual({ alreadyDetached: false });
+      expect(ch.nets).toEqual([]);
+      expect(await chDetach(ch.socketPath, nic, options)).toEqual({ alreadyDetached: true });
+      expect(ch.requests.filter((r) => r.path === '/api/v1/vm.remove-device').map((r) => r.body)).toEqual([{ id: 'snp42310' }]);
+    });
+
+    it('attach, detach, attach again works (cold, on a created VM)', async () => {
+      const ch = await fake('Created');
+      expect((await chAttach(ch.socketPath, nic, options)).outcome).toBe('cold-added');
+      await chDetach(ch.socketPath, nic, options);
+      expect((await chAttach(ch.socketPath, nic, options)).outcome).toBe('cold-added');
+    });
+
+    it('404 from remove-device for an id that vm.info no longer lists: already detached', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      // Gone between the check and the removal (e.g. removed by someone else).
+      ch.inject('vm.remove-device', { status: 404 });
+      ch.nets.length = 0;
+      ch.inject('vm.info', {
+        status: 200,
+        body: JSON.stringify({ config: { payload: {}, net: [{ id: nic.id, mac: '0a:b3:ec:80:a5:46', tap: nic.tap }] }, state: 'Running' }),
       });
-    expect(await put('{"tap": 1}')).toBe(400);
-    expect(await put('{"mac": "not-a-mac"}')).toBe(400);
-    expect(await put('{"num_queues": "two"}')).toBe(400);
-    expect(await put('[')).toBe(400);
-    expect(await put('{"tap": "t", "mac": "0a:b3:ec:80:a5:46", "id": "x"}')).toBe(200);
-  });
-
-  it('404: no VM created', async () => {
-    const ch = await fake(undefined);
-    const error = await chError(chAttach(ch.socketPath, nic, options));
-    expect(error).toMatchObject({ kind: 'vm-not-created', status: 404 });
-    expect(error.message).toMatch(/not created yet.*right VM's API socket/);
-  });
-
-  it('500: failed, pointing at the VMM log', async () => {
-    const ch = await fake('Running');
-    ch.inject('vm.add-net', { status: 500, body: 'Error adding device to the VM: internal' });
-    const error = await chError(chAttach(ch.socketPath, nic, options));
-    expect(error).toMatchObject({ kind: 'failed', status: 500 });
-    expect(error.message).toMatch(/internal.*VMM's log/);
-  });
-
-  it('undocumented statuses and bodies are protocol errors', async () => {
-    const ch = await fake('Running');
-    ch.inject('vm.add-net', { status: 418, body: 'teapot' });
-    expect(await chError(chAttach(ch.socketPath, nic, options))).toMatchObject({ kind: 'protocol', status: 418 });
-    ch.inject('vm.add-net', { status: 200, body: 'not json' });
-    expect((await chError(chAttach(ch.socketPath, nic, options))).kind).toBe('protocol');
-    ch.inject('vm.add-net', { status: 200, body: '{"id": "snp42310"}' }); // bdf is required
-    expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/PciDeviceInfo/);
-    ch.inject('vm.add-net', { status: 200, body: '{"id": "snp42310", "bdf": "zz"}' });
-    expect((await chError(chAttach(ch.socketPath, nic, options))).kind).toBe('protocol');
-    ch.inject('vm.add-net', { status: 200, body: '{"id": "other", "bdf": "0000:00:03.0"}' });
-    expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/added device "other"/);
-    ch.inject('vm.add-net', { status: 409 });
-    ch.inject('vm.info', { status: 200, body: '{"state": "Running"}' }); // config is required
-    expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/not a VmInfo/);
-  });
-
-  it('refuses an answer over the size limit', async () => {
-    const ch = await fake('Running');
-    ch.inject('vm.add-net', { status: 200, body: 'x'.repeat(CH_MAX_BODY + 1) });
-    expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/more than 1048576 bytes/);
-  });
-
-  it('refuses a bad NIC before sending anything', async () => {
-    const ch = await fake('Running');
-    await expect(chAttach(ch.socketPath, { ...nic, id: 'a,b' }, options)).rejects.toThrow(/VMM device id/);
-    expect(ch.requests).toEqual([]);
-  });
-});
-
-describe('chDetach', () => {
-  it('removes an attached NIC (204), then finds it gone: already detached, no second removal', async () => {
-    const ch = await fake('Running');
-    await chAttach(ch.socketPath, nic, options);
-    expect(await chDetach(ch.socketPath, nic, options)).toEqual({ alreadyDetached: false });
-    expect(ch.nets).toEqual([]);
-    expect(await chDetach(ch.socketPath, nic, options)).toEqual({ alreadyDetached: true });
-    expect(ch.requests.filter((r) => r.path === '/api/v1/vm.remove-device').map((r) => r.body)).toEqual([{ id: 'snp42310' }]);
-  });
-
-  it('attach, detach, attach again works (cold, on a created VM)', async () => {
-    const ch = await fake('Created');
-    expect((await chAttach(ch.socketPath, nic, options)).outcome).toBe('cold-added');
-    await chDetach(ch.socketPath, nic, options);
-    expect((await chAttach(ch.socketPath, nic, options)).outcome).toBe('cold-added');
-  });
-
-  it('404 from remove-device for an id that vm.info no longer lists: already detached', async () => {
-    const ch = await fake('Running');
-    await chAttach(ch.socketPath, nic, options);
-    // Gone between the check and the removal (e.g. removed by someone else).
-    ch.inject('vm.remove-device', { status: 404 });
-    ch.nets.length = 0;
-    ch.inject('vm.info', {
-      status: 200,
-      body: JSON.stringify({ config: { payload: {}, net: [{ id: nic.id, mac: '0a:b3:ec:80:a5:46', tap: nic.tap }] }, state: 'Running' }),
+      expect(await chDetach(ch.socketPath, nic, options)).toEqual({ alreadyDetached: true });
     });
-    expect(await chDetach(ch.socketPath, nic, options)).toEqual({ alreadyDetached: true });
-  });
 
-  it('404 from remove-device while vm.info still lists the NIC: failed', async () => {
-    const ch = await fake('Running');
-    await chAttach(ch.socketPath, nic, options);
-    ch.inject('vm.remove-device', { status: 404 });
-    expect((await chError(chDetach(ch.socketPath, nic, options))).kind).toBe('failed');
-  });
-
-  it('no VM created: vm-not-created', async () => {
-    const ch = await fake(undefined);
-    expect((await chError(chDetach(ch.socketPath, nic, options))).kind).toBe('vm-not-created');
-  });
-
-  it('never removes a device under the id that is not this NIC', async () => {
-    const ch = await fake('Running');
-    await chAttach(ch.socketPath, nic, options);
-    expect((await chError(chDetach(ch.socketPath, { ...nic, mac: '0A:B3:EC:80:A5:47' }, options))).kind).toBe('conflict');
-    ch.otherDevices.add('snp1');
-    expect((await chError(chDetach(ch.socketPath, { id: 'snp1', tap: 'snp1', mac: '0A:B3:EC:80:00:01' }, options))).kind).toBe('conflict');
-    expect(ch.requests.some((r) => r.path === '/api/v1/vm.remove-device')).toBe(false);
-    expect(ch.nets).toHaveLength(1);
-  });
-
-  it('an undocumented status from remove-device is a protocol error', async () => {
-    const ch = await fake('Running');
-    await chAttach(ch.socketPath, nic, options);
-    ch.inject('vm.remove-device', { status: 200, body: '{}' });
-    expect((await chError(chDetach(ch.socketPath, nic, options))).kind).toBe('protocol');
-  });
-});
-
-describe('connection failures and bounds', () => {
-  it('a missing socket is kind connect, saying what to check', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sn-vmm-ch-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const error = await chError(chAttach(join(dir, 'api.sock'), nic, options));
-    expect(error.kind).toBe('connect');
-    expect(error.message).toMatch(/api\.sock: no such socket.*--api-socket/);
-    expect((await chError(chDetach(join(dir, 'api.sock'), nic, options))).kind).toBe('connect');
-  });
-
-  it('a VMM that never answers: kind timeout within the bound, connection closed', async () => {
-    const ch = await fake('Running');
-    ch.silent = true;
-    const started = Date.now();
-    const error = await chError(chAttach(ch.socketPath, nic, { timeoutMs: 200 }));
-    expect(error.kind).toBe('timeout');
-    expect(error.message).toMatch(/no answer to PUT vm.add-net within 200 ms/);
-    expect(Date.now() - started).toBeLessThan(2000);
-    expect((await chError(chDetach(ch.socketPath, nic, { timeoutMs: 200 }))).kind).toBe('timeout');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(await ch.openConnections()).toBe(0);
-  });
-
-  it('every request uses its own connection and closes it', async () => {
-    const ch = await fake('Running');
-    await chAttach(ch.socketPath, nic, options);
-    await chAttach(ch.socketPath, nic, options);
-    await chDetach(ch.socketPath, nic, options);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(await ch.openConnections()).toBe(0);
-  });
-
-  it('a socket that accepts and says nothing, or closes: timeout or protocol, never a hang', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sn-vmm-ch-'));
-    const open: Socket[] = [];
-    let mode: 'silent' | 'close' | 'garbage' = 'silent';
-    const server: Server = createServer((socket) => {
-      open.push(socket);
-      socket.on('error', () => undefined);
-      if (mode === 'close') socket.destroy();
-      if (mode === 'garbage') socket.end('not http at all\r\n\r\n');
+    it('404 from remove-device while vm.info still lists the NIC: failed', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      ch.inject('vm.remove-device', { status: 404 });
+      expect((await chError(chDetach(ch.socketPath, nic, options))).kind).toBe('failed');
     });
-    cleanups.push(async () => {
-      for (const socket of open) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
-      rmSync(dir, { recursive: true, force: true });
+
+    it('no VM created: vm-not-created', async () => {
+      const ch = await fake(undefined);
+      expect((await chError(chDetach(ch.socketPath, nic, options))).kind).toBe('vm-not-created');
     });
-    const path = join(dir, 'api.sock');
-    await new Promise<void>((resolve) => server.listen(path, resolve));
-    expect((await chError(chAttach(path, nic, { timeoutMs: 200 }))).kind).toBe('timeout');
-    mode = 'close';
-    expect((await chError(chAttach(path, nic, { timeoutMs: 2000 }))).kind).toBe('protocol');
-    mode = 'garbage';
-    expect((await chError(chAttach(path, nic, { timeoutMs: 2000 }))).kind).toBe('protocol');
+
+    it('never removes a device under the id that is not this NIC', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      expect((await chError(chDetach(ch.socketPath, { ...nic, mac: '0A:B3:EC:80:A5:47' }, options))).kind).toBe('conflict');
+      ch.otherDevices.add('snp1');
+      expect((await chError(chDetach(ch.socketPath, { id: 'snp1', tap: 'snp1', mac: '0A:B3:EC:80:00:01' }, options))).kind).toBe('conflict');
+      expect(ch.requests.some((r) => r.path === '/api/v1/vm.remove-device')).toBe(false);
+      expect(ch.nets).toHaveLength(1);
+    });
+
+    it('an undocumented status from remove-device is a protocol error', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      ch.inject('vm.remove-device', { status: 200, body: '{}' });
+      expect((await chError(chDetach(ch.socketPath, nic, options))).kind).toBe('protocol');
+    });
+  });
+
+  describe('connection failures and bounds', () => {
+    it('a missing socket is kind connect, saying what to check', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sn-vmm-ch-'));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      const error = await chError(chAttach(join(dir, 'api.sock'), nic, options));
+      expect(error.kind).toBe('connect');
+      expect(error.message).toMatch(/api\.sock: no such socket.*--api-socket/);
+      expect((await chError(chDetach(join(dir, 'api.sock'), nic, options))).kind).toBe('connect');
+    });
+
+    it('a VMM that never answers: kind timeout within the bound, connection closed', async () => {
+      const ch = await fake('Running');
+      ch.silent = true;
+      const started = Date.now();
+      const error = await chError(chAttach(ch.socketPath, nic, within(200)));
+      expect(error.kind).toBe('timeout');
+      expect(error.message).toMatch(/no answer to PUT vm.add-net within 200 ms/);
+      expect(Date.now() - started).toBeLessThan(2000);
+      expect((await chError(chDetach(ch.socketPath, nic, within(200)))).kind).toBe('timeout');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(await ch.openConnections()).toBe(0);
+    });
+
+    it('every request uses its own connection and closes it', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      await chAttach(ch.socketPath, nic, options);
+      await chDetach(ch.socketPath, nic, options);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(await ch.openConnections()).toBe(0);
+    });
+
+    it('a socket that accepts and says nothing, or closes: timeout or protocol, never a hang', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sn-vmm-ch-'));
+      const open: Socket[] = [];
+      let mode: 'silent' | 'close' | 'garbage' = 'silent';
+      const server: Server = createServer((socket) => {
+        open.push(socket);
+        socket.on('error', () => undefined);
+        if (mode === 'close') socket.destroy();
+        if (mode === 'garbage') socket.end('not http at all\r\n\r\n');
+      });
+      cleanups.push(async () => {
+        for (const socket of open) socket.destroy();
+        await new Promise((resolve) => server.close(resolve));
+        rmSync(dir, { recursive: true, force: true });
+      });
+      const path = join(dir, 'api.sock');
+      await new Promise<void>((resolve) => server.listen(path, resolve));
+      expect((await chError(chAttach(path, nic, within(200)))).kind).toBe('timeout');
+      mode = 'close';
+      expect((await chError(chAttach(path, nic, within(2000)))).kind).toBe('protocol');
+      mode = 'garbage';
+      expect((await chError(chAttach(path, nic, within(2000)))).kind).toBe('protocol');
+    });
   });
 });

@@ -8,11 +8,18 @@
 // Undocumented cases: other paths answer 404 and other methods 400 (what cloud-hypervisor's
 // http_api appears to do; nothing here relies on it). It records every request and lets tests
 // inject a status, a raw answer, or silence.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
-import { isIP } from 'node:net';
+// Descriptors: like cloud-hypervisor (http_endpoint.rs, PutHandler for VmAddNet), vm.add-net
+// takes the descriptors that come with the request (SCM_RIGHTS) as the NIC's tap queues, ignores
+// any named in the body, keeps them open while the NIC is attached and closes them when it is
+// removed. Node's server cannot receive descriptors, so each connection is held back until its
+// first bytes arrive, their descriptors are copied out with a peek (host/vmm/tap-fd.ts), and only
+// then is the connection handed to the HTTP server, which reads the bytes as usual.
+import { closeSync, mkdtempSync, rmSync } from 'node:fs';
+import { type IncomingMessage, type Server as HttpServer, type ServerResponse, createServer } from 'node:http';
+import { type Server, type Socket, createServer as createNetServer, isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { peekRights, tapNameOf } from '../../../host/vmm/tap-fd.js';
 
 export type FakeVmState = 'Created' | 'Running' | 'Paused' | 'Shutdown';
 
@@ -21,6 +28,8 @@ export interface RecordedRequest {
   readonly path: string;
   /** Parsed JSON body, or the raw text if it was not JSON, or undefined if there was none. */
   readonly body: unknown;
+  /** For each descriptor that came with the request: the tap it is a queue of, or null if none. */
+  readonly taps: readonly (string | null)[];
 }
 
 export interface InjectedAnswer {
@@ -91,27 +100,55 @@ export class FakeCloudHypervisor {
   silent = false;
   private nextSlot = 3;
   private nextNet = 0;
+  /** Descriptors that came with each connection's request. */
+  private readonly rights = new WeakMap<Socket, number[]>();
+  /** Tap queues of attached NICs, by NIC id (cloud-hypervisor holds them open). */
+  private readonly tapQueues = new Map<string, number[]>();
+  private readonly sockets = new Set<Socket>();
 
   private constructor(
     readonly socketPath: string,
     private readonly dir: string,
     private readonly server: Server,
+    private readonly http: HttpServer,
   ) {}
 
   static async start(state?: FakeVmState): Promise<FakeCloudHypervisor> {
     const dir = mkdtempSync(join(tmpdir(), 'sn-vmm-ch-'));
     const socketPath = join(dir, 'api.sock');
     let fake: FakeCloudHypervisor | undefined;
-    const server = createServer((req, res) => {
+    const http = createServer((req, res) => {
       fake?.handle(req, res);
     });
-    fake = new FakeCloudHypervisor(socketPath, dir, server);
+    const server = createNetServer({ pauseOnConnect: true }, (socket) => fake?.admit(socket));
+    fake = new FakeCloudHypervisor(socketPath, dir, server, http);
     fake.state = state;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(socketPath, resolve);
     });
     return fake;
+  }
+
+  /** Wait (up to a second) for the connection's first bytes, keep their descriptors, then serve it. */
+  private admit(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    // Node keeps a Unix socket's descriptor on its handle; there is no public accessor.
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const started = Date.now();
+    const poll = (): void => {
+      if (socket.destroyed) return;
+      const fds = fd === undefined ? [] : peekRights(fd);
+      if (fds === null && Date.now() - started < 1000) {
+        setTimeout(poll, 1);
+        return;
+      }
+      this.rights.set(socket, fds ?? []);
+      this.http.emit('connection', socket);
+      socket.resume();
+    };
+    poll();
   }
 
   /** Answer the next request to this endpoint (e.g. 'vm.add-net') with status and body instead. */
@@ -126,9 +163,16 @@ export class FakeCloudHypervisor {
     return new Promise((resolve, reject) => this.server.getConnections((error, count) => (error ? reject(error) : resolve(count))));
   }
 
+  /** Descriptors the fake holds as attached NICs' tap queues. */
+  heldTapQueues(): number {
+    return [...this.tapQueues.values()].reduce((sum, fds) => sum + fds.length, 0);
+  }
+
   async close(): Promise<void> {
-    this.server.closeAllConnections();
+    for (const socket of this.sockets) socket.destroy();
     await new Promise((resolve) => this.server.close(resolve));
+    for (const fds of this.tapQueues.values()) for (const fd of fds) closeSync(fd);
+    this.tapQueues.clear();
     rmSync(this.dir, { recursive: true, force: true });
   }
 
@@ -146,27 +190,56 @@ export class FakeCloudHypervisor {
         }
       }
       const path = req.url ?? '';
-      this.requests.push({ method: req.method ?? '', path, body });
-      if (this.silent) return;
+      // Each connection carries one request; its descriptors belong to that request only.
+      const fds = this.rights.get(req.socket) ?? [];
+      this.rights.set(req.socket, []);
+      const taps = fds.map((fd) => {
+        try {
+          return tapNameOf(fd);
+        } catch {
+          return null;
+        }
+      });
+      this.requests.push({ method: req.method ?? '', path, body, taps });
       const endpoint = path.replace(/^\/api\/v1\//, '');
-      const injected = this.injected.get(endpoint)?.shift();
-      if (injected !== undefined) return send(res, injected.status, injected.body);
-      const route = ROUTES[endpoint];
-      if (route === undefined || !path.startsWith('/api/v1/')) return send(res, 404);
-      if (req.method !== route.method) return send(res, 400);
-      route.run(this, body, res);
+      // Only vm.add-net keeps descriptors (when it adds the NIC); everything else drops them.
+      let kept = false;
+      const keep = (id: string): void => {
+        kept = true;
+        this.tapQueues.set(id, fds);
+      };
+      try {
+        if (this.silent) return;
+        const injected = this.injected.get(endpoint)?.shift();
+        if (injected !== undefined) return send(res, injected.status, injected.body);
+        const route = ROUTES[endpoint];
+        if (route === undefined || !path.startsWith('/api/v1/')) return send(res, 404);
+        if (req.method !== route.method) return send(res, 400);
+        route.run(this, { body, fds, taps, keep }, res);
+      } finally {
+        if (!kept) for (const fd of fds) closeSync(fd);
+      }
     });
   }
 
-  addNet(body: unknown, res: ServerResponse): void {
+  addNet({ body, fds, taps, keep }: RequestWithRights, res: ServerResponse): void {
     if (this.state === undefined) return send(res, 404);
     const problem = text(body) ? 'body is not JSON' : netConfigProblem(body);
     if (problem !== undefined) return send(res, 400, `Error parsing JSON body: ${problem}`);
-    const config = body as Json;
+    // cloud-hypervisor: "Ignoring FDs sent via the HTTP request body".
+    const { fds: _named, ...config } = body as Json;
     const id = typeof config.id === 'string' ? config.id : `_net${this.nextNet++}`;
     if (this.nets.some((net) => net.id === id) || this.otherDevices.has(id)) {
       return send(res, 409, `Error adding device to the VM: Identifier ${id} is not unique`);
     }
+    // With descriptors, the NIC's queues are those taps (one queue pair per descriptor).
+    if (fds.length > 0 && taps.some((tap) => tap === null)) {
+      return send(res, 500, 'Error adding device to the VM: Failed creating virtio-net device: a descriptor sent is not a tap');
+    }
+    if (fds.length > 0 && typeof config.num_queues === 'number' && config.num_queues !== 2 * fds.length) {
+      return send(res, 400, `Error parsing JSON body: num_queues ${String(config.num_queues)} does not match the ${fds.length} tap descriptors sent`);
+    }
+    if (fds.length > 0) keep(id);
     this.nets.push({
       ip: '192.168.249.1',
       mask: '255.255.255.0',
@@ -178,6 +251,7 @@ export class FakeCloudHypervisor {
       offload_tso: true,
       offload_ufo: true,
       offload_csum: true,
+      ...(fds.length > 0 ? { num_queues: 2 * fds.length } : {}),
       ...config,
       // cloud-hypervisor prints MACs in lower case.
       ...(typeof config.mac === 'string' ? { mac: config.mac.toLowerCase() } : { mac: '52:54:00:00:00:01' }),
@@ -189,13 +263,16 @@ export class FakeCloudHypervisor {
     send(res, 200, JSON.stringify({ id, bdf: added?.bdf }));
   }
 
-  removeDevice(body: unknown, res: ServerResponse): void {
+  removeDevice({ body }: RequestWithRights, res: ServerResponse): void {
     if (this.state === undefined) return send(res, 404);
     const id = typeof body === 'object' && body !== null ? (body as Json).id : undefined;
     if (typeof id !== 'string') return send(res, 400, 'Error parsing JSON body');
     const index = this.nets.findIndex((net) => net.id === id);
-    if (index !== -1) this.nets.splice(index, 1);
-    else if (!this.otherDevices.delete(id)) return send(res, 404, `Error removing device from the VM: no device ${id}`);
+    if (index !== -1) {
+      this.nets.splice(index, 1);
+      for (const fd of this.tapQueues.get(id) ?? []) closeSync(fd);
+      this.tapQueues.delete(id);
+    } else if (!this.otherDevices.delete(id)) return send(res, 404, `Error removing device from the VM: no device ${id}`);
     send(res, 204);
   }
 
@@ -225,10 +302,18 @@ export class FakeCloudHypervisor {
 
 const text = (body: unknown): boolean => typeof body === 'string';
 
-const ROUTES: Readonly<Record<string, { method: string; run: (fake: FakeCloudHypervisor, body: unknown, res: ServerResponse) => void }>> = {
-  'vm.add-net': { method: 'PUT', run: (fake, body, res) => fake.addNet(body, res) },
-  'vm.remove-device': { method: 'PUT', run: (fake, body, res) => fake.removeDevice(body, res) },
-  'vm.info': { method: 'GET', run: (fake, _body, res) => fake.info(res) },
+/** A request's body with the descriptors that came with it; keep(id) hands them to NIC id. */
+interface RequestWithRights {
+  readonly body: unknown;
+  readonly fds: readonly number[];
+  readonly taps: readonly (string | null)[];
+  readonly keep: (id: string) => void;
+}
+
+const ROUTES: Readonly<Record<string, { method: string; run: (fake: FakeCloudHypervisor, request: RequestWithRights, res: ServerResponse) => void }>> = {
+  'vm.add-net': { method: 'PUT', run: (fake, request, res) => fake.addNet(request, res) },
+  'vm.remove-device': { method: 'PUT', run: (fake, request, res) => fake.removeDevice(request, res) },
+  'vm.info': { method: 'GET', run: (fake, _request, res) => fake.info(res) },
 };
 
 function send(res: ServerResponse, status: number, body?: string): void {

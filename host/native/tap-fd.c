@@ -1,0 +1,232 @@
+// Tap file descriptors handed to a VMM over its API socket (SCM_RIGHTS), as Spectrum's host
+// does for cloud-hypervisor: the VMM gets an open queue of the tap and needs neither
+// CAP_NET_ADMIN nor /dev/net/tun.
+//
+// Why native: Node cannot send or receive descriptors on a Unix stream socket (only over its own
+// IPC channel), nor issue the tun ioctls.
+//
+// JS API (host/vmm/tap-fd.ts wraps it); errors are thrown with `code` set to the errno's name:
+//   openTap(name, netnsPath | null) -> fd   a queue of the existing persistent tap `name`
+//       (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, non-blocking) in that network namespace (null: the
+//       caller's). ENODEV if there is no such tap (none is ever made here), EBUSY if another
+//       process holds its queue, EINVAL if the device is no tap. The tap gets the virtio-net
+//       header flag if it lacked it (the kernel takes it from whoever attaches).
+//   connectUnix(path) -> fd                  a connected, non-blocking Unix stream socket
+//   sendWithRights(fd, bytes, fds) -> sent   one sendmsg of bytes with fds attached (SCM_RIGHTS)
+//   peekRights(fd, max) -> fds | null        the descriptors attached to the first unread bytes,
+//       without reading them (copies, close-on-exec); null if nothing has arrived yet
+//   tapName(fd) -> string                    the name of the tap an fd is a queue of (TUNGETIFF)
+// Descriptors are closed from JS (fs.closeSync).
+#define _GNU_SOURCE  // setns
+#define NAPI_VERSION 8
+#include <node_api.h>
+#define ADDON_NAME "tap-fd"
+#include "../../shared/native/napi-plumbing.h"
+#include "netns-switch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAX_RIGHTS 16
+#define TAP_FLAGS (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+
+static int int_arg(napi_env env, napi_value value, int32_t *out) {
+  if (napi_get_value_int32(env, value, out) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": expected an integer");
+    return 0;
+  }
+  return 1;
+}
+
+// A string argument into buffer (NUL-terminated); 0 with a TypeError if it does not fit.
+static int string_arg(napi_env env, napi_value value, char *buffer, size_t size, const char *what) {
+  size_t copied = 0;
+  if (napi_get_value_string_utf8(env, value, buffer, size, &copied) != napi_ok || copied >= size - 1) {
+    char message[128];
+    snprintf(message, sizeof message, ADDON_NAME ": %s must be a string shorter than %zu bytes", what, size - 1);
+    napi_throw_type_error(env, "EINVAL", message);
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value number(napi_env env, int32_t value) {
+  napi_value result;
+  napi_create_int32(env, value, &result);
+  return result;
+}
+
+// A queue of the tap `name` in the current namespace, or -errno.
+static int attach_tap(const char *name) {
+  // TUNSETIFF makes a tap that does not exist: refuse first, and again if one appeared meanwhile.
+  if (if_nametoindex(name) == 0) return -ENODEV;
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return -errno;
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+  request.ifr_flags = TAP_FLAGS;
+  if (ioctl(fd, TUNSETIFF, &request) != 0) {
+    int error = errno;
+    close(fd);
+    return -error;
+  }
+  memset(&request, 0, sizeof request);
+  if (ioctl(fd, TUNGETIFF, &request) != 0 || !(request.ifr_flags & IFF_PERSIST)) {
+    close(fd);  // made just now by TUNSETIFF: closing removes it again
+    return -ENODEV;
+  }
+  return fd;
+}
+
+static napi_value open_tap(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  char name[IFNAMSIZ + 1];
+  if (!string_arg(env, argv[0], name, sizeof name, "tap name")) return NULL;
+  if (name[0] == '\0' || strlen(name) >= IFNAMSIZ) return throw_errno(env, EINVAL, name);
+  napi_valuetype type;
+  if (napi_typeof(env, argv[1], &type) != napi_ok) return NULL;
+  int fd;
+  if (type == napi_null || type == napi_undefined) {
+    fd = attach_tap(name);
+  } else {
+    char path[4096];
+    if (!string_arg(env, argv[1], path, sizeof path, "namespace path")) return NULL;
+    int netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (netns_fd < 0) return throw_errno(env, errno, path);
+    int home;
+    int error = netns_enter(netns_fd, &home);
+    close(netns_fd);
+    if (error != 0) return throw_errno(env, error, path);
+    fd = attach_tap(name);
+    netns_leave(home);
+  }
+  if (fd < 0) return throw_errno(env, -fd, name);
+  return number(env, fd);
+}
+
+static napi_value connect_unix(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  struct sockaddr_un address = {.sun_family = AF_UNIX};
+  if (!string_arg(env, argv[0], address.sun_path, sizeof address.sun_path, "socket path")) return NULL;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+    int error = errno;
+    close(fd);
+    return throw_errno(env, error, address.sun_path);
+  }
+  return number(env, fd);
+}
+
+static napi_value send_with_rights(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  int32_t fd;
+  if (!int_arg(env, argv[0], &fd)) return NULL;
+  void *data = NULL;
+  size_t length = 0;
+  napi_typedarray_type kind;
+  if (napi_get_typedarray_info(env, argv[1], &kind, &length, &data, NULL, NULL) != napi_ok || kind != napi_uint8_array || length == 0) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": bytes must be a non-empty Uint8Array");
+    return NULL;
+  }
+  uint32_t count = 0;
+  if (napi_get_array_length(env, argv[2], &count) != napi_ok || count == 0 || count > MAX_RIGHTS) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": fds must be an array of 1 to 16 descriptors");
+    return NULL;
+  }
+  int fds[MAX_RIGHTS];
+  for (uint32_t index = 0; index < count; index++) {
+    napi_value element;
+    if (napi_get_element(env, argv[2], index, &element) != napi_ok || !int_arg(env, element, &fds[index])) return NULL;
+  }
+  union {
+    char buffer[CMSG_SPACE(sizeof(int) * MAX_RIGHTS)];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct iovec part = {.iov_base = data, .iov_len = length};
+  struct msghdr message = {.msg_iov = &part, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = CMSG_SPACE(sizeof(int) * count)};
+  struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int) * count);
+  memcpy(CMSG_DATA(header), fds, sizeof(int) * count);
+  ssize_t sent = sendmsg(fd, &message, MSG_NOSIGNAL);
+  if (sent < 0) return throw_errno(env, errno, "sendmsg");
+  return number(env, (int32_t)sent);
+}
+
+static napi_value peek_rights(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int32_t fd, max;
+  if (!int_arg(env, argv[0], &fd) || !int_arg(env, argv[1], &max)) return NULL;
+  if (max < 1 || max > MAX_RIGHTS) max = MAX_RIGHTS;
+  char byte;
+  union {
+    char buffer[CMSG_SPACE(sizeof(int) * MAX_RIGHTS)];
+    struct cmsghdr align;
+  } control;
+  struct iovec part = {.iov_base = &byte, .iov_len = 1};
+  struct msghdr message = {.msg_iov = &part, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = CMSG_SPACE(sizeof(int) * max)};
+  ssize_t got = recvmsg(fd, &message, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  napi_value result;
+  if (got < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      napi_get_null(env, &result);
+      return result;
+    }
+    return throw_errno(env, errno, "recvmsg");
+  }
+  napi_create_array(env, &result);
+  uint32_t count = 0;
+  for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header != NULL; header = CMSG_NXTHDR(&message, header)) {
+    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+    size_t received = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t index = 0; index < received; index++) {
+      int passed;
+      memcpy(&passed, CMSG_DATA(header) + index * sizeof(int), sizeof passed);
+      napi_set_element(env, result, count++, number(env, passed));
+    }
+  }
+  return result;
+}
+
+static napi_value tap_name(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd;
+  if (!int_arg(env, argv[0], &fd)) return NULL;
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  if (ioctl(fd, TUNGETIFF, &request) != 0) return throw_errno(env, errno, "TUNGETIFF");
+  napi_value result;
+  napi_create_string_utf8(env, request.ifr_name, strnlen(request.ifr_name, IFNAMSIZ), &result);
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor functions[] = {
+      {"openTap", NULL, open_tap, NULL, NULL, NULL, napi_default, NULL},
+      {"connectUnix", NULL, connect_unix, NULL, NULL, NULL, napi_default, NULL},
+      {"sendWithRights", NULL, send_with_rights, NULL, NULL, NULL, napi_default, NULL},
+      {"peekRights", NULL, peek_rights, NULL, NULL, NULL, napi_default, NULL},
+      {"tapName", NULL, tap_name, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,106 @@
+// Adapter over the tap_fd addon (host/native/tap-fd.c): queues of existing taps as descriptors,
+// and Unix stream connections that carry descriptors with their first bytes (SCM_RIGHTS). A
+// TapFd owns its descriptor until it is closed.
+import { closeSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { loadNativeAddon } from '../../shared/native-addon.js';
+
+interface Addon {
+  openTap(name: string, netnsPath: string | null): number;
+  connectUnix(path: string): number;
+  sendWithRights(fd: number, bytes: Uint8Array, fds: readonly number[]): number;
+  peekRights(fd: number, max: number): number[] | null;
+  tapName(fd: number): string;
+}
+
+let addon: Addon | undefined;
+
+function loaded(): Addon {
+  if (addon !== undefined) return addon;
+  const found = loadNativeAddon<Addon>(import.meta.url, 'tap_fd.node');
+  if (found === undefined) {
+    throw Object.assign(new Error('the tap_fd addon (build/Release/tap_fd.node) is missing: run npm run build (it needs make, g++ and python3)'), { code: 'ENOENT' });
+  }
+  addon = found;
+  return addon;
+}
+
+/** One queue of a persistent tap, open in this process. */
+export class TapFd {
+  private open = true;
+
+  private constructor(
+    readonly fd: number,
+    readonly tap: string,
+  ) {}
+
+  /**
+   * Open a queue of the existing tap `tap` in the namespace at netnsPath (a /run/netns file), or
+   * in ours (null). Throws an errno error: ENODEV no such tap, EBUSY its queue is held elsewhere.
+   */
+  static open(tap: string, netnsPath: string | null = null): TapFd {
+    return new TapFd(loaded().openTap(tap, netnsPath), tap);
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    closeSync(this.fd);
+  }
+}
+
+/** The tap a received descriptor is a queue of; throws if it is none. */
+export function tapNameOf(fd: number): string {
+  return loaded().tapName(fd);
+}
+
+/** The descriptors that came with the first unread bytes on a socket descriptor (copies), null if no bytes came yet. */
+export function peekRights(fd: number, max = 16): number[] | null {
+  return loaded().peekRights(fd, max);
+}
+
+/**
+ * A connection to the Unix stream socket at `path` whose first write carries `fds` (one sendmsg
+ * with SCM_RIGHTS); later writes and all reads go through a plain net.Socket on the same
+ * descriptor. Usable as node:http's `createConnection`. Throws an errno error if it cannot connect.
+ */
+export function connectWithRights(path: string, fds: readonly number[]): Duplex {
+  const native = loaded();
+  const fd = native.connectUnix(path);
+  const socket = new Socket({ fd, readable: true, writable: true });
+  let rights: readonly number[] | undefined = fds;
+  const connection = new Duplex({
+    write(chunk: Buffer, _encoding, callback) {
+      if (rights === undefined) {
+        socket.write(chunk, callback);
+        return;
+      }
+      try {
+        const sent = native.sendWithRights(fd, chunk, rights);
+        rights = undefined;
+        if (sent === chunk.length) callback();
+        else socket.write(chunk.subarray(sent), callback);
+      } catch (error) {
+        callback(error instanceof Error ? error : new Error(String(error)));
+      }
+    },
+    read() {
+      socket.resume();
+    },
+    final(callback) {
+      socket.end(callback);
+    },
+    destroy(error, callback) {
+      socket.destroy();
+      callback(error);
+    },
+  });
+  socket.on('data', (data: Buffer) => {
+    if (!connection.push(data)) socket.pause();
+  });
+  socket.on('end', () => connection.push(null));
+  socket.on('error', (error) => connection.destroy(error));
+  socket.on('close', () => connection.destroy());
+  return connection;
+}

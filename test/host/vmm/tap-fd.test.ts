@@ -1,0 +1,118 @@
+// The tap_fd addon against the real kernel: tap queues opened in a namespace of the test's own,
+// and descriptors carried over a Unix socket with the first bytes of a connection.
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { type Socket, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { TapFd, connectWithRights, peekRights, tapNameOf } from '../../../host/vmm/tap-fd.js';
+import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
+
+describeNetns('tap queues and descriptor passing', () => {
+  let harness: Harness;
+  let ns: Netns;
+  let nsPath: string;
+
+  beforeAll(async () => {
+    harness = createHarness('tapfd');
+    ns = await harness.namespace('taps');
+    nsPath = `/run/netns/${ns.name}`;
+    await ns.ip(['tuntap', 'add', 'dev', 'tq1', 'mode', 'tap', 'vnet_hdr']);
+    await ns.ip(['tuntap', 'add', 'dev', 'tq2', 'mode', 'tap']);
+    await ns.ip(['link', 'add', 'bq1', 'type', 'bridge']);
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  it('opens a queue of an existing tap, once: a second open is EBUSY until the first is closed', () => {
+    const first = TapFd.open('tq1', nsPath);
+    try {
+      expect(tapNameOf(first.fd)).toBe('tq1');
+      expect(() => TapFd.open('tq1', nsPath)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+    } finally {
+      first.close();
+    }
+    const again = TapFd.open('tq1', nsPath);
+    again.close();
+    again.close(); // closing twice is harmless
+    // A tap made without a virtio-net header gets one from the queue opened here (the kernel
+    // takes the header flag from whoever attaches), as cloud-hypervisor needs it.
+    const plain = TapFd.open('tq2', nsPath);
+    plain.close();
+  });
+
+  it('never makes a tap: a missing name is ENODEV and leaves no device behind', async () => {
+    expect(() => TapFd.open('tqmissing', nsPath)).toThrow(expect.objectContaining({ code: 'ENODEV' }));
+    const { stdout } = await ns.ip(['-j', 'link', 'show']);
+    expect((JSON.parse(stdout) as { ifname: string }[]).map((link) => link.ifname)).not.toContain('tqmissing');
+  });
+
+  it('refuses a device that is not a tap, and names of 16 bytes or more', () => {
+    expect(() => TapFd.open('bq1', nsPath)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => TapFd.open('a'.repeat(16), nsPath)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => TapFd.open('tq1', '/nonexistent/netns')).toThrow(expect.objectContaining({ code: 'ENOENT' }));
+  });
+
+  it('tapNameOf refuses a descriptor that is no tap queue', () => {
+    const fd = openSync('/dev/null', 'r');
+    try {
+      expect(() => tapNameOf(fd)).toThrow();
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('a connection carries the descriptors with its first write, and only then; the rest reads and writes plainly', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sn-tapfd-'));
+    const path = join(dir, 'peer.sock');
+    const received: { taps: (string | null)[]; text: string }[] = [];
+    const server = createServer({ pauseOnConnect: true }, (socket: Socket) => {
+      const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+      const poll = (): void => {
+        const fds = peekRights(fd);
+        if (fds === null) {
+          setTimeout(poll, 1);
+          return;
+        }
+        const taps = fds.map((passed) => {
+          try {
+            return tapNameOf(passed);
+          } finally {
+            closeSync(passed);
+          }
+        });
+        let text = '';
+        socket.on('data', (data: Buffer) => {
+          text += data.toString();
+          if (text.endsWith('\n')) {
+            received.push({ taps, text });
+            socket.end('answer');
+          }
+        });
+        socket.resume();
+      };
+      poll();
+    });
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    const tap = TapFd.open('tq1', nsPath);
+    try {
+      const connection = connectWithRights(path, [tap.fd]);
+      let answer = '';
+      connection.on('data', (data: Buffer) => (answer += data.toString()));
+      const ended = new Promise((resolve) => connection.on('end', resolve));
+      connection.write('first ');
+      connection.write('second\n');
+      await ended;
+      expect(answer).toBe('answer');
+      expect(received).toEqual([{ taps: ['tq1'], text: 'first second\n' }]);
+      connection.destroy();
+    } finally {
+      tap.close();
+      await new Promise((resolve) => server.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(() => connectWithRights(path, [0])).toThrow(expect.objectContaining({ code: 'ENOENT' }));
+  });
+});
