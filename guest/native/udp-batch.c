@@ -499,18 +499,18 @@ static napi_value socket_close(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
-      {"arena", NULL, arena_set, NULL, NULL, NULL, napi_default, NULL},
-      {"open", NULL, socket_open, NULL, NULL, NULL, napi_default, NULL},
-      {"connect", NULL, socket_connect, NULL, NULL, NULL, napi_default, NULL},
-      {"bindToDevice", NULL, socket_bind_to_device, NULL, NULL, NULL, napi_default, NULL},
-      {"watch", NULL, socket_watch, NULL, NULL, NULL, napi_default, NULL},
-      {"send", NULL, socket_send, NULL, NULL, NULL, napi_default, NULL},
-      {"sendTo", NULL, socket_send_to, NULL, NULL, NULL, napi_default, NULL},
-      {"localPort", NULL, socket_local_port, NULL, NULL, NULL, napi_default, NULL},
-      {"tcpConnect", NULL, tcp_connect, NULL, NULL, NULL, napi_default, NULL},
-      {"close", NULL, socket_close, NULL, NULL, NULL, napi_default, NULL},
+      ADDON_FUNCTION("arena", arena_set),
+      ADDON_FUNCTION("open", socket_open),
+      ADDON_FUNCTION("connect", socket_connect),
+      ADDON_FUNCTION("bindToDevice", socket_bind_to_device),
+      ADDON_FUNCTION("watch", socket_watch),
+      ADDON_FUNCTION("send", socket_send),
+      ADDON_FUNCTION("sendTo", socket_send_to),
+      ADDON_FUNCTION("localPort", socket_local_port),
+      ADDON_FUNCTION("tcpConnect", tcp_connect),
+      ADDON_FUNCTION("close", socket_close),
   };
-  napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions);
+  EXPORT_FUNCTIONS(env, exports, functions);
   return exports;
 }
 

@@ -483,11 +483,11 @@ static napi_value socket_run(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
-      {"open", NULL, socket_open, NULL, NULL, NULL, napi_default, NULL},
-      {"run", NULL, socket_run, NULL, NULL, NULL, napi_default, NULL},
-      {"close", NULL, socket_close, NULL, NULL, NULL, napi_default, NULL},
+      ADDON_FUNCTION("open", socket_open),
+      ADDON_FUNCTION("run", socket_run),
+      ADDON_FUNCTION("close", socket_close),
   };
-  napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions);
+  EXPORT_FUNCTIONS(env, exports, functions);
   return exports;
 }
 

@@ -219,13 +219,13 @@ static napi_value tap_name(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
-      {"openTap", NULL, open_tap, NULL, NULL, NULL, napi_default, NULL},
-      {"connectUnix", NULL, connect_unix, NULL, NULL, NULL, napi_default, NULL},
-      {"sendWithRights", NULL, send_with_rights, NULL, NULL, NULL, napi_default, NULL},
-      {"peekRights", NULL, peek_rights, NULL, NULL, NULL, napi_default, NULL},
-      {"tapName", NULL, tap_name, NULL, NULL, NULL, napi_default, NULL},
+      ADDON_FUNCTION("openTap", open_tap),
+      ADDON_FUNCTION("connectUnix", connect_unix),
+      ADDON_FUNCTION("sendWithRights", send_with_rights),
+      ADDON_FUNCTION("peekRights", peek_rights),
+      ADDON_FUNCTION("tapName", tap_name),
   };
-  napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions);
+  EXPORT_FUNCTIONS(env, exports, functions);
   return exports;
 }
 

@@ -1,4 +1,5 @@
-// N-API plumbing shared by the project's addons (guest/native/udp-batch.c, host/native/rtnl.c).
+// N-API plumbing shared by the project's addons (guest/native/udp-batch.c, host/native/rtnl.c,
+// host/native/tap-fd.c).
 // The including file defines ADDON_NAME (it prefixes messages) and includes <node_api.h> first.
 #ifndef SPECTRUM_NAPI_PLUMBING_H
 #define SPECTRUM_NAPI_PLUMBING_H
@@ -31,5 +32,9 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   }
   return 1;
 }
+
+// One entry of an addon's function table, and the table made the module's exports.
+#define ADDON_FUNCTION(name, function) {name, NULL, function, NULL, NULL, NULL, napi_default, NULL}
+#define EXPORT_FUNCTIONS(env, exports, table) napi_define_properties(env, exports, sizeof table / sizeof table[0], table)
 
 #endif
