@@ -6,8 +6,8 @@
 // the vm.add-net request (SCM_RIGHTS, host/vmm/tap-fd.ts), so cloud-hypervisor needs neither
 // CAP_NET_ADMIN nor /dev/net/tun, and the body names no tap (cloud-hypervisor ignores
 // descriptors named in a body and takes those that come with the request).
-import type { Duplex } from 'node:stream';
 import { request } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
@@ -28,7 +28,7 @@ export type CloudHypervisorErrorKind =
   | 'conflict'
   /** 500, or a removal cloud-hypervisor denies knowing about while still listing the NIC. */
   | 'failed'
-  /** The tap to hand over does not exist here, or its queue is held by another process. */
+  /** The tap to hand over does not exist here, is no tap, or cannot be opened (permissions). */
   | 'tap-unavailable';
 
 export class CloudHypervisorError extends Error {
