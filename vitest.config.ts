@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/harness/global-setup.ts'],
+    setupFiles: ['test/fast-check-setup.ts'],
     // Namespace tests spawn many short processes; forks keep signals and cwd per file.
     pool: 'forks',
     testTimeout: 60_000,

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { clientId } from '../../../shared/client-id.js';
 import { linkClientOf } from '../../../guest/dhcp/dhcp-exchange.js';
-import { encodeDhcpPacket, parseDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
+import { MAX_MESSAGE_LENGTH, encodeDhcpPacket, parseDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { serveDatagram, warmUpFrames } from '../../../guest/dhcp/serve-datagram.js';
 import { spectrumChain } from '../../../guest/dhcp/spectrum-chain.js';
@@ -71,7 +71,7 @@ describe('serveDatagram', () => {
   it('turns any bytes into an outcome and throws nothing (fuzzed DHCP payloads and raw bytes)', () => {
     fc.assert(
       fc.property(packetArb(true), fc.uint8Array({ maxLength: 700, size: 'max' }), (packet, bytes) => {
-        const framed = buildUdpDatagram({ source: '0.0.0.0', destination: '255.255.255.255', sourcePort: 68, destinationPort: 67, payload: encodeDhcpPacket(packet) });
+        const framed = buildUdpDatagram({ source: '0.0.0.0', destination: '255.255.255.255', sourcePort: 68, destinationPort: 67, payload: encodeDhcpPacket(packet, MAX_MESSAGE_LENGTH) });
         for (const datagram of [framed, bytes]) {
           const served = serveDatagram(chain, CLIENT, 'snp1', datagram, undefined, 0);
           expect(['not-dhcp', 'malformed', 'relayed', 'answered']).toContain(served.kind);
