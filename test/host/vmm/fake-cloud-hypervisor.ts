@@ -133,7 +133,12 @@ export class FakeCloudHypervisor {
   /** Wait (up to a second) for the connection's first bytes, keep their descriptors, then serve it. */
   private admit(socket: Socket): void {
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      // Descriptors of a request that never reached a handler (malformed, or cut off).
+      for (const fd of this.rights.get(socket) ?? []) closeSync(fd);
+      this.rights.delete(socket);
+    });
     // Node keeps a Unix socket's descriptor on its handle; there is no public accessor.
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     const started = Date.now();
