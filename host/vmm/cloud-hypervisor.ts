@@ -230,7 +230,9 @@ function openTap(socketPath: string, tap: string, options: CloudHypervisorOption
         ? `tap ${tap} does not exist in this network namespace: has the link been made (spectrum-link link)?`
         : code === 'EINVAL'
           ? `device ${tap} is not a tap: was it made by someone else?`
-          : `cannot open tap ${tap}: ${error instanceof Error ? error.message : String(error)}: opening a tap needs CAP_NET_ADMIN or the tap's owner`;
+          : code === 'ERR_ADDON_MISSING'
+            ? `cannot hand over tap ${tap}: ${error instanceof Error ? error.message : String(error)}`
+            : `cannot open tap ${tap}: ${error instanceof Error ? error.message : String(error)}: opening a tap needs CAP_NET_ADMIN or the tap's owner`;
     throw new CloudHypervisorError('tap-unavailable', `cloud-hypervisor at ${socketPath}: ${why}`);
   }
 }

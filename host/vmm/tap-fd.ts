@@ -20,7 +20,7 @@ function loaded(): Addon {
   if (addon !== undefined) return addon;
   const found = loadNativeAddon<Addon>(import.meta.url, 'tap_fd.node');
   if (found === undefined) {
-    throw Object.assign(new Error('the tap_fd addon (build/Release/tap_fd.node) is missing: run npm run build (it needs make, g++ and python3)'), { code: 'ENOENT' });
+    throw Object.assign(new Error('the tap_fd addon (build/Release/tap_fd.node) is missing: run npm run build (it needs make, g++ and python3)'), { code: 'ERR_ADDON_MISSING' });
   }
   addon = found;
   return addon;
