@@ -175,13 +175,12 @@ export async function linkBench(): Promise<BenchResult[]> {
         const side = sides[(round + turn) % sides.length];
         if (side !== undefined) times.set(side, await side());
       }
-      const batch = times.get(runBatch) ?? Number.NaN;
-      const link = times.get(runLink) ?? Number.NaN;
+      const [batch, link, floor] = [runBatch, runLink, runFloor].map((side) => times.get(side) ?? Number.NaN) as [number, number, number];
       batchTimes.push(batch);
       linkTimes.push(link);
-      floorTimes.push(times.get(runFloor) ?? Number.NaN);
+      floorTimes.push(floor);
       ratios.push(link / batch);
-      floorRatios.push((times.get(runFloor) ?? Number.NaN) / batch);
+      floorRatios.push(floor / batch);
     }
     perLink(`one precomputed ip -batch (${SIDE_BY_SIDE}, median of ${ROUNDS})`, median(batchTimes), SIDE_BY_SIDE);
     perLink(`spectrum-link link, ${SIDE_BY_SIDE} VMs in one call (median of ${ROUNDS})`, median(linkTimes), SIDE_BY_SIDE, 'goal: <= ip -batch');
