@@ -1,6 +1,9 @@
 // Pure planning of the host devices for client/provider connections: given what should exist
 // and what the kernel reports, the device steps that make it so. Reconcile, never append:
 // running the plan on its own result yields no steps.
+// The host's own link devices (bridge, taps, host ends of veths) have IPv6 turned off: the host
+// is no party on a VM's link. With it on, each would get a link-local address once a VM
+// attaches (the host reachable from every VM) and send router solicitations and MLD reports.
 
 /** How one side of a connection reaches its VM. */
 export type SideDevice =
@@ -33,6 +36,8 @@ export interface ObservedDevice {
   readonly up: boolean;
   /** Lower-case colon form. */
   readonly mac: string;
+  /** Whether the host's IPv6 runs on it (false: disable_ipv6 is set, or the kernel has no IPv6). */
+  readonly ipv6: boolean;
 }
 
 /** What the kernel has: the current namespace's devices and those of each VM namespace. */
@@ -57,6 +62,8 @@ export type DeviceStep = { readonly netns: string | null } & (
   | { readonly op: 'add-tap'; readonly name: string }
   /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
   | { readonly op: 'add-veth'; readonly name: string; readonly peerNetns: string }
+  /** Turn IPv6 off on it (which also removes every IPv6 address it has). */
+  | { readonly op: 'disable-ipv6'; readonly name: string }
   | { readonly op: 'set'; readonly name: string; readonly change: DeviceChange }
 );
 
@@ -71,6 +78,8 @@ export function stepText(step: DeviceStep): string {
       return `tuntap add dev ${step.name} mode tap vnet_hdr`;
     case 'add-veth':
       return `link add ${step.name} type veth peer name ${step.name} netns ${step.peerNetns}`;
+    case 'disable-ipv6':
+      return `sysctl net.ipv6.conf.${step.name}.disable_ipv6=1`;
     case 'set': {
       const { mac, mtu, master, up } = step.change;
       const words = ['link', 'set', 'dev', step.name];
@@ -96,6 +105,11 @@ export interface DevicePlan {
   readonly configureFarEnds: readonly DeviceStep[];
   /** Host devices this plan creates: deleting them undoes a failed run. */
   readonly creates: readonly string[];
+}
+
+/** Turning the host's IPv6 off on a device just made or still running it, before it comes up. */
+function isolate(name: string, seen: ObservedDevice | undefined): DeviceStep[] {
+  return seen?.ipv6 === false ? [] : [{ netns: null, op: 'disable-ipv6', name }];
 }
 
 /** Steps that bring an existing device's master, MTU and state to what is wanted. */
@@ -134,6 +148,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
       steps.push({ netns: null, op: 'add-tap', name: side.device });
       creates.push(side.device);
     }
+    steps.push(...isolate(side.device, isTap ? seen : undefined));
     steps.push(...fixDevice(null, { name: side.device, master: connection.bridge, mtu: connection.mtu }, isTap ? seen : undefined));
     return;
   }
@@ -149,7 +164,9 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
     steps.push({ netns: null, op: 'add-veth', name: side.device, peerNetns: attach.netns });
     creates.push(side.device);
   }
+  steps.push(...isolate(side.device, pairWhole ? seen : undefined));
   steps.push(...fixDevice(null, { name: side.device, master: connection.bridge, mtu: connection.mtu }, pairWhole ? seen : undefined));
+  // The far end is the VM's own interface: its IPv6 is the guest's business.
   plan.configureFarEnds.push(
     ...fixDevice(attach.netns, { name: side.device, master: null, mtu: connection.mtu, mac: side.mac }, pairWhole ? far : undefined),
   );
@@ -180,6 +197,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     planSide(connection.client, connection, observed, plan, bridgeReplaced);
     planSide(connection.provider, connection, observed, plan, bridgeReplaced);
     // The bridge comes up after its ports joined, as in a hand-written batch.
+    steps.push(...isolate(connection.bridge, isBridge ? bridge : undefined));
     steps.push(...fixDevice(null, { name: connection.bridge, master: null, mtu: connection.mtu }, isBridge ? bridge : undefined));
   }
   const { missingNamespaces, clearFarEnds, configureFarEnds } = plan;

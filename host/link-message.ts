@@ -23,6 +23,11 @@ const IFLA_MASTER = 10;
 const IFLA_LINKINFO = 18;
 const IFLA_NET_NS_FD = 28;
 const IFLA_EXT_MASK = 29;
+const IFLA_AF_SPEC = 26;
+const AF_INET6 = 10;
+const IFLA_INET6_CONF = 2;
+/** DEVCONF_DISABLE_IPV6 in <linux/ipv6.h>: its place among IFLA_INET6_CONF's s32 values. */
+const DEVCONF_DISABLE_IPV6 = 26;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 const VETH_INFO_PEER = 1;
@@ -39,6 +44,7 @@ const align4 = (length: number): number => (length + 3) & ~3;
 const KIND_REQUEST = 1;
 const KIND_TAP = 2;
 const KIND_ENSLAVE = 3;
+const KIND_DISABLE_IPV6 = 4;
 
 const text = new TextEncoder();
 
@@ -161,8 +167,9 @@ export class ProgramWriter {
         this.stringAttribute(IFLA_INFO_KIND, 'bridge');
         this.endNest();
         break;
-      case 'add-tap': {
-        this.beginRecord(KIND_TAP);
+      case 'add-tap':
+      case 'disable-ipv6': {
+        this.beginRecord(step.op === 'add-tap' ? KIND_TAP : KIND_DISABLE_IPV6);
         const length = Buffer.byteLength(step.name) + 1;
         const at = this.reserve(length);
         text.encodeInto(step.name, this.bytes.subarray(at, at + length - 1));
@@ -273,6 +280,8 @@ export interface LinkInfo {
   readonly mtu: number;
   readonly up: boolean;
   readonly mac: string;
+  /** Whether IPv6 runs on it: the kernel reports IPv6 settings for it without disable_ipv6. */
+  readonly ipv6: boolean;
 }
 
 function attributesOf(bytes: Uint8Array, start: number, end: number): Map<number, Uint8Array> {
@@ -292,6 +301,16 @@ function stringOf(payload: Uint8Array | undefined): string | null {
   if (payload === undefined) return null;
   const end = payload.indexOf(0);
   return Buffer.from(payload.buffer, payload.byteOffset, end < 0 ? payload.length : end).toString('utf8');
+}
+
+/** Whether IFLA_AF_SPEC reports IPv6 on the device, not disabled (DEVCONF_DISABLE_IPV6 is 0). */
+function ipv6RunsOn(afSpec: Uint8Array | undefined): boolean {
+  if (afSpec === undefined) return false;
+  const inet6 = attributesOf(afSpec, 0, afSpec.length).get(AF_INET6);
+  if (inet6 === undefined) return false;
+  const conf = attributesOf(inet6, 0, inet6.length).get(IFLA_INET6_CONF);
+  if (conf === undefined || conf.length < 4 * (DEVCONF_DISABLE_IPV6 + 1)) return true;
+  return new DataView(conf.buffer, conf.byteOffset + 4 * DEVCONF_DISABLE_IPV6, 4).getInt32(0, true) === 0;
 }
 
 function u32Of(payload: Uint8Array | undefined): number | null {
@@ -323,6 +342,7 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
           mtu: u32Of(attributes.get(IFLA_MTU)) ?? 0,
           up: (view.getUint32(body + 8, true) & IFF_UP) !== 0,
           mac: address === undefined ? '' : [...address].map((octet) => octet.toString(16).padStart(2, '0')).join(':'),
+          ipv6: ipv6RunsOn(attributes.get(IFLA_AF_SPEC)),
         });
       }
     }
@@ -347,6 +367,7 @@ export function observedDevices(links: readonly LinkInfo[]): Map<string, Observe
         mtu: link.mtu,
         up: link.up,
         mac: link.mac,
+        ipv6: link.ipv6,
       },
     ]),
   );

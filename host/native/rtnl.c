@@ -17,6 +17,8 @@
 //                the socket's namespace
 //   ENSLAVE (3)  16 bytes, a NUL-padded master name, then a netlink message to which IFLA_MASTER,
 //                the master's index as the socket's namespace knows it, is appended
+//   NO_IPV6 (4)  a NUL-terminated device name: IPv6 off on it (disable_ipv6, which has no
+//                netlink form) in the socket's namespace; done where the kernel has no IPv6
 // Results, per record i: errors[i] 0 done, an errno, or -1 not run (a record before it failed and
 // keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack), else
 // undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
@@ -47,6 +49,7 @@
 #define KIND_REQUEST 1
 #define KIND_TAP 2
 #define KIND_ENSLAVE 3
+#define KIND_NO_IPV6 4
 #define RECEIVE_BYTES 65536
 #define TEXT_BYTES 256
 
@@ -296,6 +299,32 @@ static int create_tap(const rtnl_socket *socket, const char *name) {
   return error;
 }
 
+// /proc/sys/net shows a thread the namespace it is in when it opens a file there.
+static int disable_ipv6(const rtnl_socket *socket, const char *name) {
+  // Not a device's own file: "all" and "default" would turn IPv6 off namespace-wide.
+  if (strlen(name) >= IFNAMSIZ || strchr(name, '/') != NULL || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+      strcmp(name, "all") == 0 || strcmp(name, "default") == 0) {
+    return EINVAL;
+  }
+  char path[64];
+  snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
+  int home = -1;
+  int error = socket->netns_fd >= 0 ? netns_enter(socket->netns_fd, &home) : 0;
+  if (error != 0) return error;
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    error = errno;
+    // No conf directory at all: no IPv6 here, so none to turn off. Otherwise no such device.
+    if (error == ENOENT) error = access("/proc/sys/net/ipv6/conf", F_OK) == 0 ? ENODEV : 0;
+  }
+  if (home >= 0) netns_leave(home);
+  if (fd >= 0) {
+    if (write(fd, "1", 1) != 1) error = errno;
+    close(fd);
+  }
+  return error;
+}
+
 static void run_execute(napi_env env, void *data) {
   (void)env;
   rtnl_job *job = data;
@@ -324,6 +353,8 @@ static void run_execute(napi_env env, void *data) {
     int error = 0;
     if (kind == KIND_TAP) {
       error = strnlen((const char *)payload, length) < length ? create_tap(job->socket, (const char *)payload) : EINVAL;
+    } else if (kind == KIND_NO_IPV6) {
+      error = strnlen((const char *)payload, length) < length ? disable_ipv6(job->socket, (const char *)payload) : EINVAL;
     } else if (kind == KIND_REQUEST) {
       memcpy(scratch, payload, length);
       error = length >= NLMSG_HDRLEN ? exchange(job, index, scratch, length, receive, detail) : EINVAL;

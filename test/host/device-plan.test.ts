@@ -27,7 +27,7 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
       case 'add-tap':
       case 'add-bridge':
         expect(devices.has(name)).toBe(false);
-        devices.set(name, { name, kind: step.op === 'add-tap' ? 'tun' : 'bridge', master: null, mtu: 1500, up: false, mac: '02:00:00:00:00:01' });
+        devices.set(name, { name, kind: step.op === 'add-tap' ? 'tun' : 'bridge', master: null, mtu: 1500, up: false, mac: '02:00:00:00:00:01', ipv6: true });
         break;
       case 'delete':
         expect(devices.has(name)).toBe(true);
@@ -41,6 +41,12 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
         const { mac, mtu, master, up } = step.change;
         if (master !== undefined) expect(devices.get(master)?.kind).toBe('bridge');
         devices.set(name, { ...device, mac: mac ?? device.mac, mtu: mtu ?? device.mtu, master: master ?? device.master, up: up ?? device.up });
+        break;
+      }
+      case 'disable-ipv6': {
+        const device = devices.get(name);
+        expect(device).toBeDefined();
+        if (device !== undefined) devices.set(name, { ...device, ipv6: false });
         break;
       }
       case 'add-veth':
@@ -59,25 +65,29 @@ const someDevice = (name: string): fc.Arbitrary<ObservedDevice> =>
     mtu: fc.constantFrom(1280, 1500, 9000),
     up: fc.boolean(),
     mac: fc.constant('02:00:00:00:00:03'),
+    ipv6: fc.boolean(),
   });
 
 describe('planDevices, tap connections', () => {
-  it('creates the bridge, each tap joins it, then the bridge comes up (as a hand-written batch does)', () => {
+  it('creates the bridge, each tap joins it, then the bridge comes up (as a hand-written batch does), each with IPv6 off before it is up', () => {
     const plan = planDevices([connection(7, 9000)], observedHost([]));
     expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual([
       'link add snb7 type bridge',
       'tuntap add dev snc7 mode tap vnet_hdr',
+      'sysctl net.ipv6.conf.snc7.disable_ipv6=1',
       'link set dev snc7 mtu 9000 master snb7 up',
       'tuntap add dev snp7 mode tap vnet_hdr',
+      'sysctl net.ipv6.conf.snp7.disable_ipv6=1',
       'link set dev snp7 mtu 9000 master snb7 up',
+      'sysctl net.ipv6.conf.snb7.disable_ipv6=1',
       'link set dev snb7 mtu 9000 up',
     ]);
     expect(plan.creates).toEqual(['snb7', 'snc7', 'snp7']);
   });
 
   it('re-enslaves the ports of a non-bridge device that held the bridge name (deleting it released them)', () => {
-    const bond: ObservedDevice = { name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07' };
-    const port: ObservedDevice = { name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08' };
+    const bond: ObservedDevice = { name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ipv6: false };
+    const port: ObservedDevice = { name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ipv6: false };
     const steps = planDevices([connection(7)], observedHost([bond, port])).hostSteps.flat().map((step) => stepText(step));
     expect(steps.slice(0, 3)).toEqual(['link del dev snb7', 'link add snb7 type bridge', 'link set dev snc7 master snb7']);
   });
@@ -95,12 +105,27 @@ describe('planDevices, tap connections', () => {
         const wanted = [connection(1, mtu), connection(2, mtu)];
         const after = simulate(before, planDevices(wanted, { host: before, netns: new Map() }).hostSteps.flat());
         for (const c of wanted) {
-          expect(after.get(c.bridge)).toMatchObject({ kind: 'bridge', mtu, up: true });
-          for (const side of [c.client, c.provider]) expect(after.get(side.device)).toMatchObject({ kind: 'tun', mtu, up: true, master: c.bridge });
+          expect(after.get(c.bridge)).toMatchObject({ kind: 'bridge', mtu, up: true, ipv6: false });
+          for (const side of [c.client, c.provider]) expect(after.get(side.device)).toMatchObject({ kind: 'tun', mtu, up: true, master: c.bridge, ipv6: false });
         }
         expect(isEmptyPlan(planDevices(wanted, { host: after, netns: new Map() }))).toBe(true);
       }),
     );
+  });
+});
+
+describe('planDevices, IPv6 on the host\'s link devices', () => {
+  it('turns IPv6 off on existing devices where it runs (which drops their addresses), and only there', () => {
+    const device = (name: string, master: string | null, ipv6: boolean): ObservedDevice => ({ name, kind: master === null ? 'bridge' : 'tun', master, mtu: 1500, up: true, mac: '02:00:00:00:00:09', ipv6 });
+    const plan = planDevices([connection(7)], observedHost([device('snb7', null, true), device('snc7', 'snb7', false), device('snp7', 'snb7', true)]));
+    expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual(['sysctl net.ipv6.conf.snp7.disable_ipv6=1', 'sysctl net.ipv6.conf.snb7.disable_ipv6=1']);
+  });
+
+  it("turns it off on a veth's host end, not on its far end (the VM's own interface)", () => {
+    const vm = { kind: 'veth', netns: 'vm-a' } as const;
+    const plan = planDevices([{ ...connection(1), client: { device: 'snc1', mac: '0a:b3:ec:00:00:01', attach: vm } }], observedHost([]));
+    expect(plan.hostSteps.flat().map((step) => stepText(step))).toContain('sysctl net.ipv6.conf.snc1.disable_ipv6=1');
+    expect(plan.configureFarEnds.map((step) => stepText(step))).toEqual(['link set dev snc1 address 0a:b3:ec:00:00:01 mtu 1500 up']);
   });
 });
 

@@ -35,7 +35,7 @@ describe('ProgramWriter', () => {
         expect(only?.kind).toBe(1);
         const message = only?.payload ?? new Uint8Array();
         expect(header(message)).toMatchObject({ length: message.length, type: 16 });
-        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '' }]);
+        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '', ipv6: false }]);
       }),
     );
   });
@@ -59,11 +59,12 @@ describe('ProgramWriter', () => {
       .step({ netns: null, op: 'add-tap', name: 'snc1' }, new Map())
       .step({ netns: null, op: 'add-veth', name: 'snp1', peerNetns: 'vm-a' }, new Map([['vm-a', 42]]))
       .step({ netns: null, op: 'delete', name: 'snb2' }, new Map())
+      .step({ netns: null, op: 'disable-ipv6', name: 'snb1' }, new Map())
       .getLink('snb1')
       .dumpLinks()
       .deleteByIndex(77)
       .finish();
-    const [bridge, tap, veth, del, get, dump, byIndex] = records(program);
+    const [bridge, tap, veth, del, noIpv6, get, dump, byIndex] = records(program);
     expect(header(bridge?.payload ?? new Uint8Array())).toMatchObject({ type: 16, flags: 0x1 | 0x400 | 0x200 });
     expect(decodeLinks(bridge?.payload ?? new Uint8Array())).toMatchObject([{ name: 'snb1', kind: 'bridge' }]);
     expect(tap?.kind).toBe(2);
@@ -72,6 +73,8 @@ describe('ProgramWriter', () => {
     // The peer carries its own name and the namespace descriptor (IFLA_NET_NS_FD = 28, value 42).
     expect(Buffer.from(veth?.payload ?? []).includes(Buffer.from([8, 0, 28, 0, 42, 0, 0, 0]))).toBe(true);
     expect(header(del?.payload ?? new Uint8Array())).toMatchObject({ type: 17 });
+    expect(noIpv6?.kind).toBe(4);
+    expect(Buffer.from(noIpv6?.payload ?? []).toString('latin1')).toBe('snb1\0');
     expect(header(get?.payload ?? new Uint8Array())).toMatchObject({ type: 18, flags: 0x1 });
     expect(header(dump?.payload ?? new Uint8Array())).toMatchObject({ type: 18, flags: 0x1 | 0x300 });
     expect(header(byIndex?.payload ?? new Uint8Array())).toMatchObject({ type: 17, index: 77, length: 32 });
@@ -110,7 +113,43 @@ describe('ProgramWriter', () => {
   });
 });
 
+/** An RTM_NEWLINK answer for `name` with IFLA_AF_SPEC holding these families' attributes. */
+function answerWithAfSpec(name: string, families: ReadonlyMap<number, Buffer>): Uint8Array {
+  const attribute = (type: number, payload: Buffer): Buffer => {
+    const head = Buffer.alloc(4);
+    head.writeUInt16LE(4 + payload.length, 0);
+    head.writeUInt16LE(type, 2);
+    return Buffer.concat([head, payload, Buffer.alloc((4 - (payload.length % 4)) % 4)]);
+  };
+  const afSpec = attribute(26, Buffer.concat([...families].map(([family, payload]) => attribute(family, payload))));
+  const body = Buffer.concat([Buffer.alloc(16), attribute(3, Buffer.from(`${name}\0`)), afSpec]);
+  const header = Buffer.alloc(16);
+  header.writeUInt32LE(16 + body.length, 0);
+  header.writeUInt16LE(16, 4);
+  return Buffer.concat([header, body]);
+}
+
+/** AF_INET6's IFLA_INET6_CONF with disable_ipv6 (DEVCONF_DISABLE_IPV6, value 26 of 60) set as given. */
+function inet6Conf(disableIpv6: number): Buffer {
+  const conf = Buffer.alloc(4 * 60);
+  conf.writeInt32LE(1, 0); // forwarding, so that a wrong place would read 1
+  conf.writeInt32LE(disableIpv6, 4 * 26);
+  const head = Buffer.alloc(4);
+  head.writeUInt16LE(4 + conf.length, 0);
+  head.writeUInt16LE(2, 2);
+  return Buffer.concat([head, conf]);
+}
+
 describe('decodeLinks', () => {
+  it("reads whether IPv6 runs on a device from IFLA_AF_SPEC's IPv6 settings", () => {
+    const ipv6Of = (families: ReadonlyMap<number, Buffer>) => decodeLinks(answerWithAfSpec('snb1', families))[0]?.ipv6;
+    expect(ipv6Of(new Map([[10, inet6Conf(0)]]))).toBe(true);
+    expect(ipv6Of(new Map([[10, inet6Conf(1)]]))).toBe(false);
+    // Only IPv4 settings: a kernel without IPv6, or a device it does not run on.
+    expect(ipv6Of(new Map([[2, Buffer.alloc(8)]]))).toBe(false);
+    expect(ipv6Of(new Map([[2, Buffer.alloc(8)], [10, inet6Conf(0)]]))).toBe(true);
+  });
+
   it('never throws on arbitrary bytes, and reads only whole messages', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 512, size: 'max' }), (bytes) => {
@@ -122,7 +161,7 @@ describe('decodeLinks', () => {
 
 describe('observedDevices', () => {
   it('names masters it has seen, and gives unknown masters a name no device can have', () => {
-    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '' });
+    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '', ipv6: true });
     const devices = observedDevices([link(5, 'snb1', null), link(6, 'snc1', 5), link(7, 'snp1', 99)]);
     expect(devices.get('snc1')?.master).toBe('snb1');
     expect(devices.get('snp1')?.master).toBe('ifindex 99');

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createHarness, describeNetns, type Harness } from '../harness/index.js';
+import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
 import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
 
 interface LinkJson {
@@ -11,6 +11,11 @@ interface LinkJson {
 
 function parseLink(stdout: string): LinkJson {
   return JSON.parse(stdout) as LinkJson;
+}
+
+/** A device's disable_ipv6 setting, as its namespace sees it. */
+async function disableIpv6(ns: Netns, device: string): Promise<string> {
+  return (await ns.exec(['cat', `/proc/sys/net/ipv6/conf/${device}/disable_ipv6`])).stdout.trim();
 }
 
 function oneLineError(stderr: string): string {
@@ -55,6 +60,15 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(host.get(link.clientDevice)?.master).toBe(link.bridge);
     expect(host.get(link.providerDevice)?.master).toBe(link.bridge);
 
+    // The host is no party on the link: IPv6 is off on its devices, so none has an address
+    // (with it on, the bridge and veths would have link-local ones by now: they have a carrier).
+    for (const device of [link.bridge, link.clientDevice, link.providerDevice]) {
+      expect(await disableIpv6(world.host, device)).toBe('1');
+      expect((await world.host.ip(['-6', 'addr', 'show', 'dev', device])).stdout).toBe('');
+    }
+    // The VMs' own interfaces keep theirs.
+    expect(await disableIpv6(world.vmNetns('appvm-lynx'), link.clientDevice)).toBe('0');
+
     // Configure both ends as Spectrum does and send traffic across the bridge.
     const lynxNs = world.vmNetns('appvm-lynx');
     const netvmNs = world.vmNetns('netvm');
@@ -76,13 +90,17 @@ describeNetns('spectrum-link link --attach netns', () => {
     for (const [name, device] of after) expect(device.ifindex).toBe(before.get(name)?.ifindex);
   });
 
-  it('converges: recreates a deleted device and fixes a downed bridge and a wrong MTU', async () => {
+  it('converges: recreates a deleted device and fixes a downed bridge, a wrong MTU and IPv6 turned on', async () => {
     const link = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
     await world.host.ip(['link', 'del', link.providerDevice]);
     await world.host.ip(['link', 'set', link.bridge, 'down']);
     await world.vmNetns('appvm-lynx').ip(['link', 'set', link.clientDevice, 'mtu', '1400']);
+    await world.host.exec(['sh', '-c', `echo 0 > /proc/sys/net/ipv6/conf/${link.clientDevice}/disable_ipv6`]);
+    expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.clientDevice])).stdout).toMatch(/inet6 fe80::/);
     const result = await world.link(['link', 'appvm-lynx', '--attach', 'netns']);
     expect(result.code).toBe(0);
+    expect(await disableIpv6(world.host, link.clientDevice)).toBe('1');
+    expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.clientDevice])).stdout).toBe('');
     const host = await devices(world.host);
     expect(host.get(link.providerDevice)?.master).toBe(link.bridge);
     expect(host.get(link.bridge)?.flags).toContain('UP');

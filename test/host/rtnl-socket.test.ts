@@ -1,5 +1,6 @@
 // The rtnl addon against the real kernel, in a namespace of its own: the addon opens its socket
 // (and the tun device, for taps) inside that namespace, so this process's own is never touched.
+import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceStep } from '../../host/device-plan.js';
 import { ProgramWriter, decodeLinks } from '../../host/link-message.js';
@@ -120,6 +121,37 @@ describeNetns('rtnl sockets in a namespace', () => {
     const names = [...(await ipLinks()).keys()];
     expect(names).toContain(fifteen);
     expect(names.filter((name) => name.startsWith('bbb') || name.startsWith('ccc'))).toEqual([]);
+  });
+
+  it("turns IPv6 off on a device of the socket's namespace (only there), and reads it back", async () => {
+    const sysctl = async (key: string) => (await ns.exec(['cat', `/proc/sys/net/ipv6/conf/${key}/disable_ipv6`])).stdout.trim();
+    const ownAll = readFileSync('/proc/sys/net/ipv6/conf/all/disable_ipv6', 'utf8');
+    await ns.ip(['link', 'add', 'tb9', 'type', 'bridge']);
+    await ns.ip(['link', 'set', 'tb9', 'up']);
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'add-tap', name: 'tc9' },
+        { op: 'disable-ipv6', name: 'tc9' },
+        { op: 'disable-ipv6', name: 'nosuch' },
+        // Never the namespace-wide settings, whatever a program says.
+        { op: 'disable-ipv6', name: 'all' },
+        { op: 'disable-ipv6', name: 'default' },
+        { op: 'disable-ipv6', name: '..' },
+      ]),
+      true,
+    );
+    expect(states(outcomes)).toEqual(['done', 'done', 'ENODEV', 'EINVAL', 'EINVAL', 'EINVAL']);
+    expect([await sysctl('tc9'), await sysctl('tb9'), await sysctl('all'), await sysctl('default')]).toEqual(['1', '0', '0', '0']);
+    const [tap, bridge] = await socket.run(new ProgramWriter().getLink('tc9').getLink('tb9').finish());
+    expect(tap?.state === 'done' ? decodeLinks(tap.reply)[0]?.ipv6 : undefined).toBe(false);
+    expect(bridge?.state === 'done' ? decodeLinks(bridge.reply)[0]?.ipv6 : undefined).toBe(true);
+    // Turning it off on a device that is up drops the addresses it has.
+    await ns.ip(['addr', 'add', 'fe80::9/64', 'dev', 'tb9']);
+    await socket.run(programOf([{ op: 'disable-ipv6', name: 'tb9' }]));
+    expect((await ns.ip(['-6', 'addr', 'show', 'dev', 'tb9'])).stdout).toBe('');
+    // This process's namespace was not touched.
+    expect(readFileSync('/proc/sys/net/ipv6/conf/all/disable_ipv6', 'utf8')).toBe(ownAll);
+    expect(existsSync('/proc/sys/net/ipv6/conf/tc9')).toBe(false);
   });
 
   it('deletes by index, and reports a device already gone as ENODEV', async () => {
