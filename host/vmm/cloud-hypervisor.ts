@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
-import { TapFd, connectWithRights } from './tap-fd.js';
+import { TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
 
 export type CloudHypervisorErrorKind =
   /** The API socket could not be opened. */
@@ -223,16 +223,8 @@ function openTap(socketPath: string, tap: string, options: CloudHypervisorOption
   try {
     return TapFd.open(tap, options.tapNetnsPath ?? null);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EBUSY') return undefined;
-    const why =
-      code === 'ENODEV'
-        ? `tap ${tap} does not exist in this network namespace: has the link been made (spectrum-link link)?`
-        : code === 'EINVAL'
-          ? `device ${tap} is not a tap: was it made by someone else?`
-          : code === 'ERR_ADDON_MISSING'
-            ? `cannot hand over tap ${tap}: ${error instanceof Error ? error.message : String(error)}`
-            : `cannot open tap ${tap}: ${error instanceof Error ? error.message : String(error)}: opening a tap needs CAP_NET_ADMIN or the tap's owner`;
+    const why = tapOpenProblem(error, tap);
+    if (why === undefined) return undefined;
     throw new CloudHypervisorError('tap-unavailable', `cloud-hypervisor at ${socketPath}: ${why}`);
   }
 }

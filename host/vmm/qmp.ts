@@ -10,6 +10,7 @@ import { type Socket, createConnection } from 'node:net';
 import { sameMac } from '../../shared/link-mac.js';
 import { type VmmNic, qemuNetdevId, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
+import { TapFd, tapOpenProblem, writeWithRights } from './tap-fd.js';
 
 export type QmpErrorKind =
   /** The socket could not be opened (missing, refused, permission). */
@@ -25,7 +26,9 @@ export type QmpErrorKind =
   /** A device with the NIC's id exists but is not this NIC (other MAC, driver or netdev). */
   | 'conflict'
   /** A device with the NIC's id exists but lost its netdev: an unplug the guest never acknowledged. */
-  | 'unplug-pending';
+  | 'unplug-pending'
+  /** The NIC's tap cannot be handed over: missing, not a tap, held by another process, no permission. */
+  | 'tap-unavailable';
 
 export class QmpError extends Error {
   override readonly name = 'QmpError';
@@ -169,8 +172,11 @@ export class QmpClient {
     return this.greetingValue;
   }
 
-  /** Run one command; resolves with its `return` value, rejects with kind 'command' on an error reply. */
-  execute(command: string, args?: JsonObject, options: { timeoutMs?: number } = {}): Promise<unknown> {
+  /**
+   * Run one command; resolves with its `return` value, rejects with kind 'command' on an error
+   * reply. `fds`: descriptors sent with the command (SCM_RIGHTS), as `getfd` and `add-fd` take them.
+   */
+  execute(command: string, args?: JsonObject, options: { timeoutMs?: number; fds?: readonly number[] } = {}): Promise<unknown> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     const id = `sn-${this.nextId++}`;
     const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
@@ -182,7 +188,19 @@ export class QmpClient {
         reject(new QmpError('timeout', `QMP socket ${this.path}: no reply to ${command} within ${timeoutMs} ms: is QEMU hung or overloaded?`));
       }, timeoutMs);
       this.pending.set(id, { command, resolve, reject, timer });
-      this.socket.write(`${JSON.stringify(message)}\r\n`);
+      const line = `${JSON.stringify(message)}\r\n`;
+      if (options.fds === undefined) {
+        this.socket.write(line);
+        return;
+      }
+      try {
+        writeWithRights(this.socket, Buffer.from(line), options.fds);
+      } catch (error) {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        const reason = error instanceof Error ? error.message : String(error);
+        reject(new QmpError('closed', `QMP socket ${this.path}: could not send ${command} with its descriptors: ${reason}`));
+      }
     });
   }
 
@@ -365,6 +383,8 @@ export interface QemuAttachOptions {
   readonly timeoutMs: number;
   /** Bus to plug into; q35 needs a free `pcie-root-port` (its id) since pcie.0 is not hot-pluggable. */
   readonly bus?: string;
+  /** The network namespace (a /run/netns file) the taps are in, where not ours. */
+  readonly tapNetnsPath?: string;
 }
 
 export interface QemuAttachResult {
@@ -430,15 +450,63 @@ async function checkSameNic(client: QmpClient, nic: VmmNic, socketPath: string):
 }
 
 /**
+ * Whether QEMU has a netdev with this id, asked without changing anything: netdev_add checks for
+ * a duplicate id before it looks up the descriptor it is given, and none has this name.
+ */
+async function netdevExists(client: QmpClient, netdev: string): Promise<boolean> {
+  try {
+    await client.execute('netdev_add', { type: 'tap', id: netdev, fd: NO_SUCH_FD });
+  } catch (error) {
+    if (isCommandError(error, 'GenericError', DUPLICATE)) return true;
+    if (isCommandError(error, 'GenericError', /not been found|not found/i)) return false;
+    throw error;
+  }
+  // Someone registered a descriptor under that name: the probe made a netdev; take it back.
+  await client.execute('netdev_del', { id: netdev });
+  return false;
+}
+
+const NO_SUCH_FD = 'spectrum-link-no-such-fd';
+
+/**
+ * Hand QEMU a queue of the NIC's tap and make the netdev `net-<id>` on it: getfd (the descriptor
+ * goes with the command, SCM_RIGHTS), then netdev_add tap with fd=. QEMU never opens the tap by
+ * name, so it needs no CAP_NET_ADMIN, and a QEMU in another network namespace gets this tap, not
+ * a new one of the same name in its own namespace.
+ */
+async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, netdev: string, options: QemuAttachOptions): Promise<void> {
+  let tap: TapFd;
+  try {
+    tap = TapFd.open(nic.tap, options.tapNetnsPath ?? null);
+  } catch (error) {
+    const why = tapOpenProblem(error, nic.tap) ?? `tap ${nic.tap} is held by another process (another VM's VMM?): one tap serves one NIC`;
+    throw new QmpError('tap-unavailable', `QEMU at ${socketPath}: ${why}`);
+  }
+  try {
+    // QEMU keeps its own copy of the descriptor.
+    await client.execute('getfd', { fdname: netdev }, { fds: [tap.fd] });
+  } finally {
+    tap.close();
+  }
+  try {
+    await client.execute('netdev_add', { type: 'tap', id: netdev, fd: netdev });
+  } catch (error) {
+    // netdev_add takes the descriptor out of QEMU's list only when it uses it.
+    await client.execute('closefd', { fdname: netdev }).catch(() => undefined);
+    throw explainNetdevAdd(error, nic);
+  }
+}
+
+/**
  * Give a running (or paused) QEMU VM a virtio-net-pci NIC on the existing tap nic.tap, with id
- * nic.id and MAC nic.mac; the netdev is `net-<id>`. Idempotent: a NIC already there with the same
- * MAC and a live netdev is left alone. A netdev left by an earlier half-done attach is reused; if
- * device_add fails, a netdev added by this call is removed again.
+ * nic.id and MAC nic.mac; the netdev is `net-<id>`, made on a descriptor of the tap (see
+ * addTapNetdev). Idempotent: a NIC already there with the same MAC and a live netdev is left
+ * alone. A netdev left by an earlier half-done attach is reused; if device_add fails, a netdev
+ * added by this call is removed again.
  */
 export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuAttachOptions): Promise<QemuAttachResult> {
   vmmNic(nic);
   const netdev = qemuNetdevId(nic);
-  const netdevArguments = { type: 'tap', id: netdev, ifname: nic.tap, script: 'no', downscript: 'no' };
   return withQmp(socketPath, options, async (client) => {
     if (await deviceExists(client, nic.id)) {
       await checkSameNic(client, nic, socketPath);
@@ -450,29 +518,17 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
         );
       }
       // The NIC's netdev must still exist: after a detach the guest never acknowledged, the
-      // device stays while its netdev is gone. netdev_add tells without changing anything when
-      // the netdev exists (Duplicate ID is checked before the tap is opened).
-      try {
-        await client.execute('netdev_add', netdevArguments);
-      } catch (error) {
-        if (isCommandError(error, 'GenericError', DUPLICATE)) return { alreadyAttached: true };
-        throw error;
-      }
-      await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
+      // device stays while its netdev is gone.
+      if (await netdevExists(client, netdev)) return { alreadyAttached: true };
       throw new QmpError(
         'unplug-pending',
         `QEMU at ${socketPath} still has NIC ${nic.id}, but its netdev ${netdev} was removed: an earlier detach is waiting for the guest to release the device. Wait for the guest (DEVICE_DELETED), or reset or restart the VM, then attach again`,
       );
     }
 
-    let addedNetdev = false;
-    try {
-      await client.execute('netdev_add', netdevArguments);
-      addedNetdev = true;
-    } catch (error) {
-      // A netdev with this id left by an earlier attach that stopped before device_add.
-      if (!isCommandError(error, 'GenericError', DUPLICATE)) throw explainNetdevAdd(error, nic);
-    }
+    // A netdev with this id may be left by an earlier attach that stopped before device_add.
+    const addedNetdev = !(await netdevExists(client, netdev));
+    if (addedNetdev) await addTapNetdev(client, socketPath, nic, netdev, options);
     try {
       await client.execute('device_add', {
         driver: NIC_DRIVER,
@@ -493,7 +549,7 @@ function explainNetdevAdd(error: unknown, nic: VmmNic): unknown {
   if (!isCommandError(error)) return error;
   return new QmpError(
     'command',
-    `QEMU could not open tap ${nic.tap} for NIC ${nic.id}: ${error.desc ?? ''} (${error.qmpClass ?? ''}): does the tap exist in QEMU's network namespace, created with vnet_hdr, and may QEMU open /dev/net/tun?`,
+    `QEMU refused the descriptor of tap ${nic.tap} for NIC ${nic.id}: ${error.desc ?? ''} (${error.qmpClass ?? ''}): was the tap made with vnet_hdr?`,
     error.qmpClass,
     error.desc,
   );

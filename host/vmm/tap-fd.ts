@@ -50,6 +50,27 @@ export class TapFd {
   }
 }
 
+/**
+ * Why a queue of tap `tap` could not be opened (an error from TapFd.open), said for an operator;
+ * undefined for EBUSY: its one queue is held elsewhere (by a VMM, having it attached).
+ */
+export function tapOpenProblem(error: unknown, tap: string): string | undefined {
+  const code = (error as NodeJS.ErrnoException).code;
+  const message = error instanceof Error ? error.message : String(error);
+  switch (code) {
+    case 'EBUSY':
+      return undefined;
+    case 'ENODEV':
+      return `tap ${tap} does not exist in this network namespace: has the link been made (spectrum-link link)?`;
+    case 'EINVAL':
+      return `device ${tap} is not a tap: was it made by someone else?`;
+    case 'ERR_ADDON_MISSING':
+      return `cannot hand over tap ${tap}: ${message}`;
+    default:
+      return `cannot open tap ${tap}: ${message}: opening a tap needs CAP_NET_ADMIN or the tap's owner`;
+  }
+}
+
 /** The tap a received descriptor is a queue of; throws if it is none. */
 export function tapNameOf(fd: number): string {
   return loaded().tapName(fd);
@@ -58,6 +79,20 @@ export function tapNameOf(fd: number): string {
 /** The descriptors that came with the first unread bytes on a socket descriptor (copies), null if no bytes came yet. */
 export function peekRights(fd: number, max = 16): number[] | null {
   return loaded().peekRights(fd, max);
+}
+
+/**
+ * Write `bytes` with `fds` attached (one sendmsg with SCM_RIGHTS) on a connected Unix stream
+ * net.Socket that has nothing else waiting to be written (else the descriptors would come with
+ * earlier bytes). Throws an errno error.
+ */
+export function writeWithRights(socket: Socket, bytes: Uint8Array, fds: readonly number[]): void {
+  // net.Socket keeps its descriptor on its (undocumented, long-stable) libuv handle.
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw Object.assign(new Error('the socket has no descriptor (not connected?)'), { code: 'EBADF' });
+  if (socket.writableLength > 0) throw Object.assign(new Error('the socket still has bytes to write'), { code: 'EBUSY' });
+  const sent = loaded().sendWithRights(fd, bytes, fds);
+  if (sent < bytes.length) socket.write(bytes.subarray(sent));
 }
 
 /**

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { QmpClient } from '../../host/vmm/qmp.js';
-import { createHarness, describeNetns, type Harness, type NetnsProcess } from '../harness/index.js';
+import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../harness/index.js';
 import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 
@@ -27,15 +27,17 @@ describeNetns('spectrum-link with VMMs', () => {
   let harness: Harness;
   let world: LinkWorld;
   let qemu: NetnsProcess;
+  let qemuNs: Netns;
   let socketDir: string;
 
   beforeAll(async () => {
     harness = createHarness('linkvmm');
     world = await makeLinkWorld(harness);
     socketDir = await mkdtemp(join(tmpdir(), 'spectrum-vmm-'));
-    // The client VM: a paused QEMU whose QMP socket is named after the VM, in the host namespace
-    // so that it can open the taps spectrum-link makes there.
-    qemu = world.host.spawn([
+    // The client VM: a paused QEMU whose QMP socket is named after the VM, in a namespace of its
+    // own: it gets its tap as a descriptor, so it need not see the host namespace's devices.
+    qemuNs = await harness.namespace('qemu');
+    qemu = qemuNs.spawn([
       'qemu-system-x86_64', '-machine', 'pc', '-accel', 'tcg', '-S', '-nodefaults', '-display', 'none',
       '-qmp', `unix:${join(socketDir, 'appvm-lynx.qmp')},server=on,wait=off`,
     ]);
@@ -63,6 +65,14 @@ describeNetns('spectrum-link with VMMs', () => {
       client.execute('qom-get', { path: `/machine/peripheral/${link.clientDevice}`, property: 'mac' }),
     );
     expect(String(mac).toUpperCase()).toBe(link.clientMac);
+    // QEMU holds a queue of the host's tap (which so gets a carrier), and made no tap of that
+    // name in its own namespace, as opening it by name would have.
+    const deadline = Date.now() + 5000;
+    while (!((await devices(world.host)).get(link.clientDevice)?.flags ?? []).includes('LOWER_UP') && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect((await devices(world.host)).get(link.clientDevice)?.flags).toContain('LOWER_UP');
+    expect((await devices(qemuNs)).has(link.clientDevice)).toBe(false);
 
     // Idempotent with QEMU too.
     const again = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate]);

@@ -1,6 +1,7 @@
 // qemuAttach/qemuDetach against a real QEMU (TCG, paused, no guest), run with its taps inside a
 // throw-away network namespace. Needs root and qemu-system-x86_64; without them the tests are
 // skipped locally, and fail in CI (CI=true) so that a broken runner is not mistaken for a pass.
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type VmmNic } from '../../../host/vmm/nic.js';
 import { qemuAttach, qemuDetach, withQmp } from '../../../host/vmm/qmp.js';
@@ -38,6 +39,9 @@ async function infoNetwork(path: string): Promise<string> {
   return String(await qmp(path, 'human-monitor-command', { 'command-line': 'info network' }));
 }
 
+/** Attach options: the taps are in QEMU's namespace, which is not this process's. */
+const attachOptions = (qemu: QemuInstance, extra: { bus?: string } = {}) => ({ ...TIMEOUT, tapNetnsPath: `/run/netns/${qemu.namespace}`, ...extra });
+
 describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine pc)', () => {
   let qemu: QemuInstance;
   const nic: VmmNic = { id: 'snp101', tap: 'snp101', mac: '0A:B3:EC:80:00:65' };
@@ -50,25 +54,26 @@ describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine pc
     await qemu?.stop();
   });
 
-  it('attach adds a virtio-net-pci NIC with the MAC on the tap', async () => {
-    expect(await qemuAttach(qemu.qmpPath, nic, TIMEOUT)).toEqual({ alreadyAttached: false });
+  it('attach adds a virtio-net-pci NIC with the MAC on a descriptor of the tap', async () => {
+    expect(await qemuAttach(qemu.qmpPath, nic, attachOptions(qemu))).toEqual({ alreadyAttached: false });
     const device = (await pciDevices(qemu.qmpPath)).find((d) => d.qdev_id === nic.id);
     expect(device?.id).toMatchObject({ vendor: 0x1af4, device: 0x1000 }); // virtio-net (transitional)
     expect(await qmp(qemu.qmpPath, 'qom-get', { path: `/machine/peripheral/${nic.id}`, property: 'mac' })).toBe('0a:b3:ec:80:00:65');
-    expect(await infoNetwork(qemu.qmpPath)).toMatch(/net-snp101: .*type=tap,ifname=snp101,script=no,downscript=no/);
+    // The netdev runs on the descriptor handed over (getfd), not on a tap QEMU opened by name.
+    expect(await infoNetwork(qemu.qmpPath)).toMatch(/net-snp101: .*type=tap,fd=\d+/);
   });
 
   it('attach again changes nothing and is not an error', async () => {
     const before = await pciDevices(qemu.qmpPath);
     const network = await infoNetwork(qemu.qmpPath);
-    expect(await qemuAttach(qemu.qmpPath, nic, TIMEOUT)).toEqual({ alreadyAttached: true });
+    expect(await qemuAttach(qemu.qmpPath, nic, attachOptions(qemu))).toEqual({ alreadyAttached: true });
     expect(await pciDevices(qemu.qmpPath)).toEqual(before);
     expect(await infoNetwork(qemu.qmpPath)).toBe(network);
   });
 
   it('attach with the same id and another MAC is a conflict, and changes nothing', async () => {
     const network = await infoNetwork(qemu.qmpPath);
-    const error = await qmpError(qemuAttach(qemu.qmpPath, { ...nic, mac: '0A:B3:EC:80:00:66' }, TIMEOUT));
+    const error = await qmpError(qemuAttach(qemu.qmpPath, { ...nic, mac: '0A:B3:EC:80:00:66' }, attachOptions(qemu)));
     expect(error.kind).toBe('conflict');
     expect(error.message).toMatch(/already has NIC snp101 with MAC 0A:B3:EC:80:00:65, not 0A:B3:EC:80:00:66/);
     expect(await infoNetwork(qemu.qmpPath)).toBe(network);
@@ -86,7 +91,7 @@ describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine pc
   });
 
   it('attach while the unacknowledged unplug is pending says so, and leaves no netdev', async () => {
-    const error = await qmpError(qemuAttach(qemu.qmpPath, nic, TIMEOUT));
+    const error = await qmpError(qemuAttach(qemu.qmpPath, nic, attachOptions(qemu)));
     expect(error.kind).toBe('unplug-pending');
     expect(error.message).toMatch(/waiting for the guest/);
     expect((await qmpError(qmp(qemu.qmpPath, 'netdev_del', { id: 'net-snp101' }))).qmpClass).toBe('DeviceNotFound');
@@ -106,7 +111,7 @@ describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine pc
   it('attach reuses a netdev left by a half-done attach', async () => {
     const half: VmmNic = { id: 'snp102', tap: 'snp102', mac: '0A:B3:EC:80:00:66' };
     await qmp(qemu.qmpPath, 'netdev_add', { type: 'tap', id: 'net-snp102', ifname: 'snp102', script: 'no', downscript: 'no' });
-    expect(await qemuAttach(qemu.qmpPath, half, TIMEOUT)).toEqual({ alreadyAttached: false });
+    expect(await qemuAttach(qemu.qmpPath, half, attachOptions(qemu))).toEqual({ alreadyAttached: false });
     expect((await pciDevices(qemu.qmpPath)).some((d) => d.qdev_id === 'snp102')).toBe(true);
   });
 
@@ -121,18 +126,24 @@ describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine pc
 
   it('a failed device_add removes the netdev it added', async () => {
     const failing: VmmNic = { id: 'snp103', tap: 'snp103', mac: '0A:B3:EC:80:00:67' };
-    const error = await qmpError(qemuAttach(qemu.qmpPath, failing, { ...TIMEOUT, bus: 'no-such-bus' }));
+    const error = await qmpError(qemuAttach(qemu.qmpPath, failing, attachOptions(qemu, { bus: 'no-such-bus' })));
     expect(error.kind).toBe('command');
     expect(error.message).toMatch(/refused to add NIC snp103.*no-such-bus/);
     expect(await infoNetwork(qemu.qmpPath)).not.toMatch(/net-snp103/);
   });
 
-  it('a tap QEMU cannot open: the error says what to check', async () => {
+  it('a tap held by another NIC, or missing: the error says so, and QEMU is left as it was', async () => {
+    const network = await infoNetwork(qemu.qmpPath);
     // snp102 is already open (by NIC snp102); a tap without multi_queue opens only once.
-    const busy: VmmNic = { id: 'snp105', tap: 'snp102', mac: '0A:B3:EC:80:00:69' };
-    const error = await qmpError(qemuAttach(qemu.qmpPath, busy, TIMEOUT));
-    expect(error.kind).toBe('command');
-    expect(error.message).toMatch(/could not open tap snp102 for NIC snp105.*does the tap exist/);
+    const busy = await qmpError(qemuAttach(qemu.qmpPath, { id: 'snp105', tap: 'snp102', mac: '0A:B3:EC:80:00:69' }, attachOptions(qemu)));
+    expect(busy.kind).toBe('tap-unavailable');
+    expect(busy.message).toMatch(/tap snp102 is held by another process/);
+    const missing = await qmpError(qemuAttach(qemu.qmpPath, { id: 'snp106', tap: 'snp106', mac: '0A:B3:EC:80:00:6A' }, attachOptions(qemu)));
+    expect(missing.kind).toBe('tap-unavailable');
+    expect(missing.message).toMatch(/tap snp106 does not exist in this network namespace/);
+    expect(await infoNetwork(qemu.qmpPath)).toBe(network);
+    // Nothing was made in QEMU's namespace either (opening a tap by name would make one).
+    expect(spawnSync('ip', ['-n', qemu.namespace, 'link', 'show', 'snp106']).status).not.toBe(0);
   });
 });
 
@@ -149,15 +160,15 @@ describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine q3
   });
 
   it('the root bus is refused with a hint, and leaves no netdev', async () => {
-    const error = await qmpError(qemuAttach(qemu.qmpPath, nic, TIMEOUT));
+    const error = await qmpError(qemuAttach(qemu.qmpPath, nic, attachOptions(qemu)));
     expect(error.kind).toBe('command');
     expect(error.message).toMatch(/not hot-pluggable.*pcie-root-port/);
     expect(await infoNetwork(qemu.qmpPath)).not.toMatch(/net-snc201/);
   });
 
   it('a free pcie-root-port given as bus takes the NIC', async () => {
-    expect(await qemuAttach(qemu.qmpPath, nic, { ...TIMEOUT, bus: 'sn-rp1' })).toEqual({ alreadyAttached: false });
-    expect(await qemuAttach(qemu.qmpPath, nic, { ...TIMEOUT, bus: 'sn-rp1' })).toEqual({ alreadyAttached: true });
+    expect(await qemuAttach(qemu.qmpPath, nic, attachOptions(qemu, { bus: 'sn-rp1' }))).toEqual({ alreadyAttached: false });
+    expect(await qemuAttach(qemu.qmpPath, nic, attachOptions(qemu, { bus: 'sn-rp1' }))).toEqual({ alreadyAttached: true });
     expect(await qemuDetach(qemu.qmpPath, nic, { timeoutMs: 300 })).toEqual({ acknowledged: false, alreadyDetached: false });
   });
 });
