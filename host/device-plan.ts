@@ -69,22 +69,22 @@ export type DeviceStep = { readonly netns: string | null } & (
   | { readonly op: 'set'; readonly name: string; readonly change: DeviceChange }
 );
 
-/** A step as the `ip` command that does the same (for messages: every operator reads ip). */
+/** A step as the command that does the same (for messages: every operator reads ip and sysctl). */
 export function stepText(step: DeviceStep): string {
   switch (step.op) {
     case 'delete':
-      return `link del dev ${step.name}`;
+      return `ip link del dev ${step.name}`;
     case 'add-bridge':
-      return `link add ${step.name} type bridge`;
+      return `ip link add ${step.name} type bridge`;
     case 'add-tap':
-      return `tuntap add dev ${step.name} mode tap vnet_hdr`;
+      return `ip tuntap add dev ${step.name} mode tap vnet_hdr`;
     case 'add-veth':
-      return `link add ${step.name} type veth peer name ${step.name} netns ${step.peerNetns}`;
+      return `ip link add ${step.name} type veth peer name ${step.name} netns ${step.peerNetns}`;
     case 'disable-ipv6':
-      return `sysctl net.ipv6.conf.${step.name}.disable_ipv6=1`;
+      return `sysctl -w net.ipv6.conf.${step.name}.disable_ipv6=1`;
     case 'set': {
       const { mac, mtu, master, up } = step.change;
-      const words = ['link', 'set', 'dev', step.name];
+      const words = ['ip', 'link', 'set', 'dev', step.name];
       if (mac !== undefined) words.push('address', mac);
       if (mtu !== undefined) words.push('mtu', String(mtu));
       if (master !== undefined) words.push('master', master);

@@ -1,6 +1,6 @@
 // Pure codec between device steps and route netlink (rtnetlink(7)): the requests a program for
 // host/native/rtnl.c holds, and the RTM_NEWLINK answers read back into observed devices.
-// Layouts from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/veth.h>.
+// Layouts from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/veth.h>, <linux/ipv6.h>.
 import type { DeviceStep, ObservedDevice } from './device-plan.js';
 
 const NLMSG_HDRLEN = 16;

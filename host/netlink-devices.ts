@@ -97,7 +97,7 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Pro
     const outcome = outcomes[failed];
     const step = steps[failed];
     if (outcome?.state === 'failed' && step !== undefined) {
-      throw new DeviceError('step-failed', `ip ${stepText(step)}${where(netns)} failed: ${outcome.text}`);
+      throw new DeviceError('step-failed', `${stepText(step)}${where(netns)} failed: ${outcome.text}`);
     }
   } finally {
     for (const fd of fds.values()) closeSync(fd);

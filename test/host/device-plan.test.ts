@@ -72,13 +72,13 @@ describe('planDevices, tap connections', () => {
   it('creates the bridge, each tap joins it, then the bridge comes up (as a hand-written batch does), IPv6 off on it before that', () => {
     const plan = planDevices([connection(7, 9000)], observedHost([]));
     expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual([
-      'link add snb7 type bridge',
-      'tuntap add dev snc7 mode tap vnet_hdr',
-      'link set dev snc7 mtu 9000 master snb7 up',
-      'tuntap add dev snp7 mode tap vnet_hdr',
-      'link set dev snp7 mtu 9000 master snb7 up',
-      'sysctl net.ipv6.conf.snb7.disable_ipv6=1',
-      'link set dev snb7 mtu 9000 up',
+      'ip link add snb7 type bridge',
+      'ip tuntap add dev snc7 mode tap vnet_hdr',
+      'ip link set dev snc7 mtu 9000 master snb7 up',
+      'ip tuntap add dev snp7 mode tap vnet_hdr',
+      'ip link set dev snp7 mtu 9000 master snb7 up',
+      'sysctl -w net.ipv6.conf.snb7.disable_ipv6=1',
+      'ip link set dev snb7 mtu 9000 up',
     ]);
     expect(plan.creates).toEqual(['snb7', 'snc7', 'snp7']);
   });
@@ -87,7 +87,7 @@ describe('planDevices, tap connections', () => {
     const bond: ObservedDevice = { name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ipv6: false };
     const port: ObservedDevice = { name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ipv6: false };
     const steps = planDevices([connection(7)], observedHost([bond, port])).hostSteps.flat().map((step) => stepText(step));
-    expect(steps.slice(0, 3)).toEqual(['link del dev snb7', 'link add snb7 type bridge', 'link set dev snc7 master snb7']);
+    expect(steps.slice(0, 3)).toEqual(['ip link del dev snb7', 'ip link add snb7 type bridge', 'ip link set dev snc7 master snb7']);
   });
 
   it('reaches the desired devices from any starting state, and planning again then changes nothing', () => {
@@ -117,7 +117,7 @@ describe('planDevices, IPv6 on the host\'s bridge', () => {
 
   it('turns IPv6 off on an existing bridge where it runs (which drops its addresses), and leaves the ports theirs', () => {
     const plan = planDevices([connection(7)], observedHost([device('snb7', null, true), device('snc7', 'snb7', true), device('snp7', 'snb7', false)]));
-    expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual(['sysctl net.ipv6.conf.snb7.disable_ipv6=1']);
+    expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual(['sysctl -w net.ipv6.conf.snb7.disable_ipv6=1']);
   });
 
   it('has nothing to do where it is off already', () => {
@@ -134,10 +134,10 @@ describe('stepText', () => {
       { netns: null, op: 'set', name: 'snc1', change: { master: 'snb1' } },
     ];
     expect(steps.map(stepText)).toEqual([
-      'link del dev snb1',
-      'link add snc1 type veth peer name snc1 netns vm-a',
-      'link set dev snc1 address 0a:b3:ec:00:00:01 mtu 1500 up',
-      'link set dev snc1 master snb1',
+      'ip link del dev snb1',
+      'ip link add snc1 type veth peer name snc1 netns vm-a',
+      'ip link set dev snc1 address 0a:b3:ec:00:00:01 mtu 1500 up',
+      'ip link set dev snc1 master snb1',
     ]);
   });
 });

@@ -1,8 +1,9 @@
+import { accessSync, constants } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
-import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { LINK_BIN, type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
 
 interface LinkJson {
   vm: string;
@@ -192,6 +193,21 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(stateBefore).not.toContain('appvm-20');
     const namespaces = await world.host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' });
     expect(namespaces.stdout).toContain(`${world.netnsPrefix}netvm`);
+  });
+  it('undoes a run whose kernel program fails part-way (a read-only /proc/sys refuses turning IPv6 off)', async () => {
+    const before = await devices(world.host);
+    const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
+    // In a mount namespace of its own (unshare makes its mounts private), /proc/sys read-only.
+    const readOnlySysctl = 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"';
+    const args = ['link', 'appvm-20', '--config-dir', world.configDir, '--state-dir', world.stateDir, '--netns-prefix', world.netnsPrefix, '--attach', 'netns'];
+    const result = await world.host.exec(['unshare', '-m', 'sh', '-c', readOnlySysctl, 'sh', 'node', LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true });
+    expect(result.code).toBe(1);
+    expect(oneLineError(result.stderr)).toMatch(/sysctl -w net\.ipv6\.conf\.snb\d+\.disable_ipv6=1 failed: Read-only file system/);
+    const after = await devices(world.host);
+    expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+    expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+    // The read-only mount stayed in that mount namespace: ours is writable as before.
+    expect(() => accessSync('/proc/sys/net/ipv6/conf/all/disable_ipv6', constants.W_OK)).not.toThrow();
   });
 });
 
