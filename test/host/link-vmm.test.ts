@@ -14,6 +14,19 @@ interface LinkOutput {
   links: { id: number; clientMac: string; clientDevice: string; providerDevice: string; bridge: string; vmmArguments?: { client?: { qemu: string[]; cloudHypervisor: string[] } } }[];
 }
 
+/**
+ * A device's flags once it has a carrier (LOWER_UP, set by the kernel's link watch shortly after
+ * a VMM takes the tap), or as they are after 5 s without one.
+ */
+async function carrierFlags(ns: Netns, device: string): Promise<string[]> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const flags = (await devices(ns)).get(device)?.flags ?? [];
+    if (flags.includes('LOWER_UP') || Date.now() > deadline) return flags;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 async function qmp<T>(path: string, fn: (client: QmpClient) => Promise<T>): Promise<T> {
   const client = await QmpClient.connect(path, { timeoutMs: 5000 });
   try {
@@ -67,11 +80,7 @@ describeNetns('spectrum-link with VMMs', () => {
     expect(String(mac).toUpperCase()).toBe(link.clientMac);
     // QEMU holds a queue of the host's tap (which so gets a carrier), and made no tap of that
     // name in its own namespace, as opening it by name would have.
-    const deadline = Date.now() + 5000;
-    while (!((await devices(world.host)).get(link.clientDevice)?.flags ?? []).includes('LOWER_UP') && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    expect((await devices(world.host)).get(link.clientDevice)?.flags).toContain('LOWER_UP');
+    expect(await carrierFlags(world.host, link.clientDevice)).toContain('LOWER_UP');
     expect((await devices(qemuNs)).has(link.clientDevice)).toBe(false);
 
     // Idempotent with QEMU too.
@@ -101,11 +110,7 @@ describeNetns('spectrum-link with VMMs', () => {
       // The VMM holds the tap, so it has a carrier (once the kernel's link watch has seen it), and
       // so has the bridge: with IPv6 on, it would now get a link-local address, and the host be
       // reachable from the VM.
-      const deadline = Date.now() + 5000;
-      while (!((await devices(world.host)).get(link.clientDevice)?.flags ?? []).includes('LOWER_UP') && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      expect((await devices(world.host)).get(link.clientDevice)?.flags).toContain('LOWER_UP');
+      expect(await carrierFlags(world.host, link.clientDevice)).toContain('LOWER_UP');
       expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.bridge])).stdout).toBe('');
       expect((await world.host.exec(['cat', `/proc/sys/net/ipv6/conf/${link.bridge}/disable_ipv6`])).stdout.trim()).toBe('1');
       // Linking again finds the NIC attached (the VMM holds its tap): nothing changes.
