@@ -1,5 +1,6 @@
 // `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts.
 import { Command } from 'commander';
+import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
@@ -7,6 +8,7 @@ import { type ConfigSnapshot, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix } from './device-names.js';
 import {
+  type LinkProgressEvent,
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
@@ -19,6 +21,7 @@ import {
   unlinkVm,
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
+import type { VmName } from './vm-name.js';
 import { type VmmFlags, vmmArgumentsFor } from './vmm-port.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -99,6 +102,11 @@ function linkJson(report: LinkReport): Record<string, unknown> {
   };
 }
 
+/** The progress line of `link`: how many VMs have their devices, then how many NICs are hot-plugged. */
+function linkProgressText(progress: Progress): (event: LinkProgressEvent) => void {
+  return ({ phase, done, total }) => progress.update(phase === 'devices' ? `linking: devices for ${done} of ${total} VMs` : `linking: ${done} of ${total} NICs hot-plugged`);
+}
+
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
 
 export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
@@ -124,7 +132,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           .sort();
       } else if (names.length === 0) throw new CliError('link: name at least one VM, or use --all', EXIT.usage);
       const started = performance.now();
-      const byVm = await linkVms(vms, linkerOpts, snapshot);
+      // A bulk link takes seconds: on a terminal, a line that says how far it has got.
+      const progress: Progress = flags.json !== true && vms.length > 1 ? terminalProgress() : NO_PROGRESS;
+      let byVm: Map<VmName, LinkReport[]>;
+      try {
+        byVm = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress) }, snapshot);
+      } finally {
+        progress.done();
+      }
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
       if (wouldLog('info')) log().info({ vms: vms.length, links: [...byVm.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
       const lines: string[] = [];

@@ -43,6 +43,13 @@ export class LinkerError extends Error {
   }
 }
 
+/** How far a long `link` has got: VMs whose devices are made, then NICs hot-plugged into VMMs. */
+export interface LinkProgressEvent {
+  readonly phase: 'devices' | 'vmm';
+  readonly done: number;
+  readonly total: number;
+}
+
 export interface LinkerOptions {
   readonly configDir: string;
   readonly stateDir: string;
@@ -52,6 +59,8 @@ export interface LinkerOptions {
   readonly mtu: number;
   readonly attach: AttachChoice;
   readonly vmm: VmmPort;
+  /** Told as `link` goes on (the CLI draws it on a terminal). */
+  readonly progress?: (event: LinkProgressEvent) => void;
 }
 
 /** One connection as every command reports it (`link --json` links, `list --json` entries). */
@@ -144,12 +153,12 @@ function netnsNames(connections: readonly DesiredConnection[]): string[] {
 /** Hot-plug each link's VMM sides; on failure detach what this did and rethrow. */
 async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptions): Promise<void> {
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
+  const targets = reports.flatMap(vmmNics);
   try {
-    for (const report of reports) {
-      for (const target of vmmNics(report)) {
-        await options.vmm.attach(target.kind, target.vm, target.nic);
-        attached.push(target);
-      }
+    for (const target of targets) {
+      await options.vmm.attach(target.kind, target.vm, target.nic);
+      attached.push(target);
+      options.progress?.({ phase: 'vmm', done: attached.length, total: targets.length });
     }
   } catch (error) {
     for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic).catch(() => undefined);
@@ -183,6 +192,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     // Chunks are applied one after another; after a failure the rest are not.
     let applying: Promise<void> = Promise.resolve();
     let failed = false;
+    let applied = 0;
     try {
       for (const chunk of chunksOf(vms)) {
         if (failed) break;
@@ -217,7 +227,12 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
         const plan = planDevices(connections, await observed);
         plans.push(plan);
         applying = applying
-          .then(() => (failed ? undefined : applyDevicePlan(plan)))
+          .then(async () => {
+            if (failed) return;
+            await applyDevicePlan(plan);
+            applied += chunk.length;
+            options.progress?.({ phase: 'devices', done: applied, total: vms.length });
+          })
           .catch((error: unknown) => {
             failed = true;
             throw error;

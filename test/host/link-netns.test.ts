@@ -304,4 +304,32 @@ describeNetns('linking many VMs in one call', () => {
     expect([...(await devices(world.host)).keys()].sort()).toEqual([...before.keys()].sort());
     expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
   });
+  it('on a terminal, says how far a bulk link has got on one line, erased before the answer or an error', async () => {
+    const quote = (word: string): string => `'${word.replace(/'/g, "'\\''")}'`;
+    // script(1) runs the command on a terminal of its own, which stdout and stderr share.
+    const onTerminal = (args: readonly string[]) => {
+      const argv = ['node', LINK_BIN, args[0] ?? '', '--config-dir', world.configDir, '--state-dir', world.stateDir, '--netns-prefix', world.netnsPrefix, ...args.slice(1)];
+      return world.host.exec(['script', '-qefc', argv.map(quote).join(' '), '/dev/null'], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
+    };
+    const ERASE = '\r\x1b[2K';
+    /** The lines after the progress line was erased for the last time (the terminal ends lines with CR LF). */
+    const afterProgress = (screen: string): string[] => screen.slice(screen.lastIndexOf(ERASE) + ERASE.length).replace(/\r/g, '').split('\n').filter((line) => line !== '');
+
+    const linked = await onTerminal(['link', ...VMS, '--attach', 'none']);
+    expect(linked.code, linked.stdout).toBe(0);
+    expect(linked.stdout).toMatch(/\r\x1b\[2Klinking: devices for \d+ of 12 VMs/);
+    expect(afterProgress(linked.stdout)).toHaveLength(VMS.length);
+    expect(afterProgress(linked.stdout)[0]).toMatch(/^appvm-0 -> netvm  id \d+/);
+
+    // A late bad VM: the first chunks were made (and drawn) before the run failed and was undone.
+    const failed = await onTerminal(['link', ...VMS, 'appvm-missing', '--attach', 'none']);
+    expect(failed.code).not.toBe(0);
+    expect(failed.stdout).toContain(`${ERASE}linking: devices for 4 of 13 VMs`);
+    expect(afterProgress(failed.stdout)).toEqual([expect.stringMatching(/^spectrum-link: .*appvm-missing/)]);
+
+    // Asked for JSON, the terminal gets only JSON.
+    const json = await onTerminal(['link', ...VMS, '--attach', 'none', '--json']);
+    expect(json.code).toBe(0);
+    expect(json.stdout).not.toContain(ERASE);
+  });
 });
