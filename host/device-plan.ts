@@ -109,9 +109,22 @@ export interface DevicePlan {
   readonly creates: readonly string[];
 }
 
-/** Turning the host's IPv6 off on a device just made or still running it, before it comes up. */
-function isolate(name: string, seen: ObservedDevice | undefined): DeviceStep[] {
-  return seen?.ipv6 === false ? [] : [{ netns: null, op: 'disable-ipv6', name }];
+/** The kernel runs IPv6 on a device only from this MTU up (IPV6_MIN_MTU). */
+const IPV6_MIN_MTU = 1280;
+
+/**
+ * The bridge's steps after its ports joined: IPv6 off (where it runs, or will run again), then
+ * MTU and up. Below an MTU of 1280 the kernel takes IPv6 away itself, and gives it back, on, when
+ * the MTU rises again: a bridge whose MTU rises past 1280 gets its MTU first, IPv6 off after.
+ */
+function bridgeSteps(connection: DesiredConnection, seen: ObservedDevice | undefined): DeviceStep[] {
+  const { bridge: name, mtu } = connection;
+  const wanted = { name, master: null, mtu };
+  const off: DeviceStep = { netns: null, op: 'disable-ipv6', name };
+  if (seen !== undefined && seen.mtu < IPV6_MIN_MTU && mtu >= IPV6_MIN_MTU) {
+    return [{ netns: null, op: 'set', name, change: { mtu } }, off, ...fixDevice(null, wanted, { ...seen, mtu })];
+  }
+  return [...(seen?.ipv6 === false ? [] : [off]), ...fixDevice(null, wanted, seen)];
 }
 
 /** Steps that bring an existing device's master, MTU and state to what is wanted. */
@@ -197,8 +210,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     planSide(connection.client, connection, observed, plan, bridgeReplaced);
     planSide(connection.provider, connection, observed, plan, bridgeReplaced);
     // The bridge comes up after its ports joined, as in a hand-written batch.
-    steps.push(...isolate(connection.bridge, isBridge ? bridge : undefined));
-    steps.push(...fixDevice(null, { name: connection.bridge, master: null, mtu: connection.mtu }, isBridge ? bridge : undefined));
+    steps.push(...bridgeSteps(connection, isBridge ? bridge : undefined));
   }
   const { missingNamespaces, clearFarEnds, configureFarEnds } = plan;
   return { createNamespaces: [...missingNamespaces], clearFarEnds, hostSteps, configureFarEnds, creates };

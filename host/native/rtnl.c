@@ -18,7 +18,7 @@
 //   ENSLAVE (3)  16 bytes, a NUL-padded master name, then a netlink message to which IFLA_MASTER,
 //                the master's index as the socket's namespace knows it, is appended
 //   NO_IPV6 (4)  a NUL-terminated device name: IPv6 off on it (disable_ipv6, which has no
-//                netlink form) in the socket's namespace; done where the kernel has no IPv6
+//                netlink form) in the socket's namespace; done where IPv6 does not run on it
 // Results, per record i: errors[i] 0 done, an errno, or -1 not run (a record before it failed and
 // keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack), else
 // undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
@@ -314,8 +314,10 @@ static int disable_ipv6(const rtnl_socket *socket, const char *name) {
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
     error = errno;
-    // No conf directory at all: no IPv6 here, so none to turn off. Otherwise no such device.
-    if (error == ENOENT) error = access("/proc/sys/net/ipv6/conf", F_OK) == 0 ? ENODEV : 0;
+    // No IPv6 to turn off: none in this kernel (no conf directory at all), or none on this
+    // device (the kernel takes it away below an MTU of 1280, and gives it back above). Else
+    // there is no such device.
+    if (error == ENOENT) error = access("/proc/sys/net/ipv6/conf", F_OK) != 0 || if_nametoindex(name) != 0 ? 0 : ENODEV;
   }
   if (home >= 0) netns_leave(home);
   if (fd >= 0) {

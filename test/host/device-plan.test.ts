@@ -40,7 +40,10 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
         if (device === undefined) break;
         const { mac, mtu, master, up } = step.change;
         if (master !== undefined) expect(devices.get(master)?.kind).toBe('bridge');
-        devices.set(name, { ...device, mac: mac ?? device.mac, mtu: mtu ?? device.mtu, master: master ?? device.master, up: up ?? device.up });
+        const newMtu = mtu ?? device.mtu;
+        // The kernel takes IPv6 off a device below an MTU of 1280, and gives it back (on) above.
+        const ipv6 = newMtu < 1280 ? false : device.mtu < 1280 ? true : device.ipv6;
+        devices.set(name, { ...device, mac: mac ?? device.mac, mtu: newMtu, master: master ?? device.master, up: up ?? device.up, ipv6 });
         break;
       }
       case 'disable-ipv6': {
@@ -62,11 +65,11 @@ const someDevice = (name: string): fc.Arbitrary<ObservedDevice> =>
     name: fc.constant(name),
     kind: fc.constantFrom<string | null>('bridge', 'bond', 'tun', 'veth', 'dummy', null),
     master: fc.constantFrom<string | null>(null, 'snb1', 'snb2', 'other'),
-    mtu: fc.constantFrom(1280, 1500, 9000),
+    mtu: fc.constantFrom(1000, 1280, 1500, 9000),
     up: fc.boolean(),
     mac: fc.constant('02:00:00:00:00:03'),
     ipv6: fc.boolean(),
-  });
+  }).map((device) => (device.mtu < 1280 ? { ...device, ipv6: false } : device));
 
 describe('planDevices, tap connections', () => {
   it('creates the bridge, each tap joins it, then the bridge comes up (as a hand-written batch does), IPv6 off on it before that', () => {
@@ -99,7 +102,7 @@ describe('planDevices, tap connections', () => {
       // (a bridge, or a bond named like our bridge).
       .filter((devices) => [...devices.values()].every((d) => d.master === null || d.master === 'other' || ['bridge', 'bond'].includes(devices.get(d.master)?.kind ?? '')));
     fc.assert(
-      fc.property(start, fc.constantFrom(1400, 1500, 9000), (before, mtu) => {
+      fc.property(start, fc.constantFrom(1000, 1400, 1500, 9000), (before, mtu) => {
         const wanted = [connection(1, mtu), connection(2, mtu)];
         const after = simulate(before, planDevices(wanted, { host: before, netns: new Map() }).hostSteps.flat());
         for (const c of wanted) {
@@ -113,11 +116,19 @@ describe('planDevices, tap connections', () => {
 });
 
 describe('planDevices, IPv6 on the host\'s bridge', () => {
-  const device = (name: string, master: string | null, ipv6: boolean): ObservedDevice => ({ name, kind: master === null ? 'bridge' : 'tun', master, mtu: 1500, up: true, mac: '02:00:00:00:00:09', ipv6 });
+  const device = (name: string, master: string | null, ipv6: boolean, mtu = 1500): ObservedDevice => ({ name, kind: master === null ? 'bridge' : 'tun', master, mtu, up: true, mac: '02:00:00:00:00:09', ipv6 });
 
   it('turns IPv6 off on an existing bridge where it runs (which drops its addresses), and leaves the ports theirs', () => {
     const plan = planDevices([connection(7)], observedHost([device('snb7', null, true), device('snc7', 'snb7', true), device('snp7', 'snb7', false)]));
     expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual(['sysctl -w net.ipv6.conf.snb7.disable_ipv6=1']);
+  });
+
+  it('turns it off after the MTU of a bridge that rises past 1280 (the kernel gives it back, on)', () => {
+    const plan = planDevices([connection(7, 1500)], observedHost([device('snb7', null, false, 1000), device('snc7', 'snb7', false), device('snp7', 'snb7', false)]));
+    expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual([
+      'ip link set dev snb7 mtu 1500',
+      'sysctl -w net.ipv6.conf.snb7.disable_ipv6=1',
+    ]);
   });
 
   it('has nothing to do where it is off already', () => {

@@ -194,6 +194,17 @@ describeNetns('spectrum-link link --attach netns', () => {
     const namespaces = await world.host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' });
     expect(namespaces.stdout).toContain(`${world.netnsPrefix}netvm`);
   });
+  it('links with an MTU below 1280, where the kernel takes IPv6 off the bridge itself', async () => {
+    const result = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--mtu', '1000', '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    const link = parseLink(result.stdout).links[0]!;
+    expect((await devices(world.host)).get(link.bridge)?.mtu).toBe(1000);
+    expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.bridge])).stdout).toBe('');
+    // Back to 1500: the kernel gives the bridge IPv6 again (on), and link turns it off.
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    expect(await disableIpv6(world.host, link.bridge)).toBe('1');
+  });
+
   it('undoes a run whose kernel program fails part-way (a read-only /proc/sys refuses turning IPv6 off)', async () => {
     const before = await devices(world.host);
     const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
