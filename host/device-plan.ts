@@ -4,8 +4,12 @@
 // The host is no party on a VM's link: the bridge, the one host device a VM's frames reach
 // (its ports hand every frame they receive to it), has IPv6 turned off. With it on, it would
 // get a link-local address as soon as a VM attaches, and every VM could reach the host's
-// services over it. The ports keep theirs: no frame reaches it (turning it off there too would
-// add ~75 us a link, 5% of linking, for a link-local address nobody can use).
+// services over it. The ports keep IPv6 (no frame reaches their own stack) but make no address:
+// with one, each would send duplicate address detection, router solicitations and multicast
+// listener reports into its VM's link whenever the VM starts. A new port gets addrgenmode none
+// in the message that enslaves it (free: disable_ipv6 there would be one write per port, 5% of
+// linking); a port found making addresses (an older spectrum-link's) gets IPv6 off, which also
+// drops the address it may have.
 
 /** How one side of a connection reaches its VM. */
 export type SideDevice =
@@ -40,10 +44,14 @@ export interface ObservedDevice {
   readonly mac: string;
   /** Whether the host's IPv6 runs on it (false: disable_ipv6 is set, or the kernel has no IPv6). */
   readonly ipv6: boolean;
+  /** Whether IPv6 runs on it and gives it a link-local address once it has a carrier (addrgenmode is not none). */
+  readonly ipv6LinkLocal: boolean;
 }
 
 /** What the kernel has: the current namespace's devices and those of each VM namespace. */
 export interface ObservedDevices {
+  /** Whether the kernel runs IPv6 in the current namespace (without it, no device has IPv6 settings). */
+  readonly ipv6: boolean;
   readonly host: ReadonlyMap<string, ObservedDevice>;
   /** null: the namespace does not exist. */
   readonly netns: ReadonlyMap<string, ReadonlyMap<string, ObservedDevice> | null>;
@@ -55,6 +63,8 @@ export interface DeviceChange {
   readonly mtu?: number;
   readonly master?: string;
   readonly up?: true;
+  /** addrgenmode none: IPv6 makes no link-local address for it (applied after the rest of the change). */
+  readonly addrGenModeNone?: true;
 }
 
 /** One change to one device, in the current namespace (netns null) or in a VM namespace. */
@@ -83,12 +93,13 @@ export function stepText(step: DeviceStep): string {
     case 'disable-ipv6':
       return `sysctl -w net.ipv6.conf.${step.name}.disable_ipv6=1`;
     case 'set': {
-      const { mac, mtu, master, up } = step.change;
+      const { mac, mtu, master, up, addrGenModeNone } = step.change;
       const words = ['ip', 'link', 'set', 'dev', step.name];
       if (mac !== undefined) words.push('address', mac);
       if (mtu !== undefined) words.push('mtu', String(mtu));
       if (master !== undefined) words.push('master', master);
       if (up === true) words.push('up');
+      if (addrGenModeNone === true) words.push('addrgenmode', 'none');
       return words.join(' ');
     }
   }
@@ -117,9 +128,10 @@ const IPV6_MIN_MTU = 1280;
  * MTU and up. Below an MTU of 1280 the kernel takes IPv6 away itself, and gives it back, on, when
  * the MTU rises again: a bridge whose MTU rises past 1280 gets its MTU first, IPv6 off after.
  */
-function bridgeSteps(connection: DesiredConnection, seen: ObservedDevice | undefined): DeviceStep[] {
+function bridgeSteps(connection: DesiredConnection, seen: ObservedDevice | undefined, hostIpv6: boolean): DeviceStep[] {
   const { bridge: name, mtu } = connection;
   const wanted = { name, master: null, mtu };
+  if (!hostIpv6) return fixDevice(null, wanted, seen);
   const off: DeviceStep = { netns: null, op: 'disable-ipv6', name };
   if (seen !== undefined && seen.mtu < IPV6_MIN_MTU && mtu >= IPV6_MIN_MTU) {
     return [{ netns: null, op: 'set', name, change: { mtu } }, off, ...fixDevice(null, wanted, { ...seen, mtu })];
@@ -127,14 +139,35 @@ function bridgeSteps(connection: DesiredConnection, seen: ObservedDevice | undef
   return [...(seen?.ipv6 === false ? [] : [off]), ...fixDevice(null, wanted, seen)];
 }
 
-/** Steps that bring an existing device's master, MTU and state to what is wanted. */
-function fixDevice(netns: string | null, wanted: { name: string; master: string | null; mtu: number; mac?: string }, seen: ObservedDevice | undefined): DeviceStep[] {
+/**
+ * A port's steps: master, MTU and state, and no IPv6 address of its own. A new port gets
+ * addrgenmode none with the rest (it has no carrier yet, so no address either); one found making
+ * addresses, or whose MTU rises past 1280 (the kernel starts IPv6 on it afresh, making
+ * addresses), gets IPv6 off after. Below 1280 the kernel runs no IPv6 on it.
+ */
+function portSteps(connection: DesiredConnection, name: string, seen: ObservedDevice | undefined, hostIpv6: boolean): DeviceStep[] {
+  const quiet = hostIpv6 && connection.mtu >= IPV6_MIN_MTU;
+  const steps = fixDevice(null, { name, master: connection.bridge, mtu: connection.mtu, addrGenModeNone: quiet }, seen);
+  if (quiet && seen !== undefined && (seen.ipv6LinkLocal || seen.mtu < IPV6_MIN_MTU)) steps.push({ netns: null, op: 'disable-ipv6', name });
+  return steps;
+}
+
+/**
+ * Steps that bring a device's master, MTU and state to what is wanted (seen undefined: a device
+ * this plan creates, which gets addrgenmode none if wanted).
+ */
+function fixDevice(
+  netns: string | null,
+  wanted: { name: string; master: string | null; mtu: number; mac?: string; addrGenModeNone?: boolean },
+  seen: ObservedDevice | undefined,
+): DeviceStep[] {
   const mac = wanted.mac?.toLowerCase();
   const change: { -readonly [K in keyof DeviceChange]: DeviceChange[K] } = {};
   if (mac !== undefined && seen?.mac !== mac) change.mac = mac;
   if (seen?.mtu !== wanted.mtu) change.mtu = wanted.mtu;
   if (wanted.master !== null && seen?.master !== wanted.master) change.master = wanted.master;
   if (seen?.up !== true) change.up = true;
+  if (seen === undefined && wanted.addrGenModeNone === true) change.addrGenModeNone = true;
   if (Object.keys(change).length === 0) return [];
   return [{ netns, op: 'set', name: wanted.name, change }];
 }
@@ -163,7 +196,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
       steps.push({ netns: null, op: 'add-tap', name: side.device });
       creates.push(side.device);
     }
-    steps.push(...fixDevice(null, { name: side.device, master: connection.bridge, mtu: connection.mtu }, isTap ? seen : undefined));
+    steps.push(...portSteps(connection, side.device, isTap ? seen : undefined, observed.ipv6));
     return;
   }
 
@@ -178,7 +211,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
     steps.push({ netns: null, op: 'add-veth', name: side.device, peerNetns: attach.netns });
     creates.push(side.device);
   }
-  steps.push(...fixDevice(null, { name: side.device, master: connection.bridge, mtu: connection.mtu }, pairWhole ? seen : undefined));
+  steps.push(...portSteps(connection, side.device, pairWhole ? seen : undefined, observed.ipv6));
   // The far end is the VM's own interface: its IPv6 is the guest's business.
   plan.configureFarEnds.push(
     ...fixDevice(attach.netns, { name: side.device, master: null, mtu: connection.mtu, mac: side.mac }, pairWhole ? far : undefined),
@@ -210,7 +243,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     planSide(connection.client, connection, observed, plan, bridgeReplaced);
     planSide(connection.provider, connection, observed, plan, bridgeReplaced);
     // The bridge comes up after its ports joined, as in a hand-written batch.
-    steps.push(...bridgeSteps(connection, isBridge ? bridge : undefined));
+    steps.push(...bridgeSteps(connection, isBridge ? bridge : undefined, observed.ipv6));
   }
   const { missingNamespaces, clearFarEnds, configureFarEnds } = plan;
   return { createNamespaces: [...missingNamespaces], clearFarEnds, hostSteps, configureFarEnds, creates };

@@ -28,6 +28,8 @@ const AF_INET6 = 10;
 const IFLA_INET6_CONF = 2;
 /** DEVCONF_DISABLE_IPV6 in <linux/ipv6.h>: its place among IFLA_INET6_CONF's s32 values. */
 const DEVCONF_DISABLE_IPV6 = 26;
+const IFLA_INET6_ADDR_GEN_MODE = 8;
+const IN6_ADDR_GEN_MODE_NONE = 1;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 const VETH_INFO_PEER = 1;
@@ -132,6 +134,13 @@ export class ProgramWriter {
     this.view.setUint32(at, value >>> 0, true);
   }
 
+  private u8Attribute(type: number, value: number): void {
+    this.attributeHeader(type, 1);
+    const at = this.reserve(1);
+    this.bytes[at] = value;
+    this.pad();
+  }
+
   private macAttribute(type: number, mac: string): void {
     const octets = mac.split(':');
     this.attributeHeader(type, octets.length);
@@ -196,7 +205,7 @@ export class ProgramWriter {
         break;
       }
       case 'set': {
-        const { mac, mtu, master, up } = step.change;
+        const { mac, mtu, master, up, addrGenModeNone } = step.change;
         if (master === undefined) {
           this.beginRecord(KIND_REQUEST);
         } else {
@@ -213,6 +222,13 @@ export class ProgramWriter {
         this.stringAttribute(IFLA_IFNAME, step.name);
         if (mac !== undefined) this.macAttribute(IFLA_ADDRESS, mac);
         if (mtu !== undefined) this.u32Attribute(IFLA_MTU, mtu);
+        if (addrGenModeNone === true) {
+          this.beginNest(IFLA_AF_SPEC);
+          this.beginNest(AF_INET6);
+          this.u8Attribute(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE);
+          this.endNest();
+          this.endNest();
+        }
         break;
       }
     }
@@ -282,6 +298,8 @@ export interface LinkInfo {
   readonly mac: string;
   /** Whether IPv6 runs on it: the kernel reports IPv6 settings for it without disable_ipv6. */
   readonly ipv6: boolean;
+  /** Whether IPv6 runs on it and its addrgenmode makes a link-local address (anything but none). */
+  readonly ipv6LinkLocal: boolean;
 }
 
 function attributesOf(bytes: Uint8Array, start: number, end: number): Map<number, Uint8Array> {
@@ -303,14 +321,19 @@ function stringOf(payload: Uint8Array | undefined): string | null {
   return Buffer.from(payload.buffer, payload.byteOffset, end < 0 ? payload.length : end).toString('utf8');
 }
 
-/** Whether IFLA_AF_SPEC reports IPv6 on the device, not disabled (DEVCONF_DISABLE_IPV6 is 0). */
-function ipv6RunsOn(afSpec: Uint8Array | undefined): boolean {
-  if (afSpec === undefined) return false;
-  const inet6 = attributesOf(afSpec, 0, afSpec.length).get(AF_INET6);
-  if (inet6 === undefined) return false;
-  const conf = attributesOf(inet6, 0, inet6.length).get(IFLA_INET6_CONF);
-  if (conf === undefined || conf.length < 4 * (DEVCONF_DISABLE_IPV6 + 1)) return true;
-  return new DataView(conf.buffer, conf.byteOffset + 4 * DEVCONF_DISABLE_IPV6, 4).getInt32(0, true) === 0;
+/**
+ * What IFLA_AF_SPEC says of IPv6 on the device: whether it runs (reported, DEVCONF_DISABLE_IPV6
+ * 0), and whether it then makes a link-local address (IFLA_INET6_ADDR_GEN_MODE not none; kernels
+ * before 4.1 report no mode and always make one).
+ */
+function ipv6Of(afSpec: Uint8Array | undefined): { ipv6: boolean; ipv6LinkLocal: boolean } {
+  const inet6 = afSpec === undefined ? undefined : attributesOf(afSpec, 0, afSpec.length).get(AF_INET6);
+  if (inet6 === undefined) return { ipv6: false, ipv6LinkLocal: false };
+  const attributes = attributesOf(inet6, 0, inet6.length);
+  const conf = attributes.get(IFLA_INET6_CONF);
+  const disabled = conf !== undefined && conf.length >= 4 * (DEVCONF_DISABLE_IPV6 + 1) && new DataView(conf.buffer, conf.byteOffset + 4 * DEVCONF_DISABLE_IPV6, 4).getInt32(0, true) !== 0;
+  if (disabled) return { ipv6: false, ipv6LinkLocal: false };
+  return { ipv6: true, ipv6LinkLocal: attributes.get(IFLA_INET6_ADDR_GEN_MODE)?.[0] !== IN6_ADDR_GEN_MODE_NONE };
 }
 
 function u32Of(payload: Uint8Array | undefined): number | null {
@@ -342,7 +365,7 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
           mtu: u32Of(attributes.get(IFLA_MTU)) ?? 0,
           up: (view.getUint32(body + 8, true) & IFF_UP) !== 0,
           mac: address === undefined ? '' : [...address].map((octet) => octet.toString(16).padStart(2, '0')).join(':'),
-          ipv6: ipv6RunsOn(attributes.get(IFLA_AF_SPEC)),
+          ...ipv6Of(attributes.get(IFLA_AF_SPEC)),
         });
       }
     }
@@ -368,6 +391,7 @@ export function observedDevices(links: readonly LinkInfo[]): Map<string, Observe
         up: link.up,
         mac: link.mac,
         ipv6: link.ipv6,
+        ipv6LinkLocal: link.ipv6LinkLocal,
       },
     ]),
   );

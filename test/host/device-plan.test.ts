@@ -13,13 +13,13 @@ function connection(id: number, mtu = 1500): DesiredConnection {
   };
 }
 
-const observedHost = (devices: Iterable<ObservedDevice>) => ({ host: new Map([...devices].map((d) => [d.name, d])), netns: new Map() });
+const observedHost = (devices: Iterable<ObservedDevice>, ipv6 = true) => ({ ipv6, host: new Map([...devices].map((d) => [d.name, d])), netns: new Map() });
 
 /**
  * What the kernel would hold after these steps (tap connections in the current namespace only):
  * enough of the kernel's rules to check that a plan reaches what it promises.
  */
-function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly DeviceStep[]): Map<string, ObservedDevice> {
+function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly DeviceStep[], hostIpv6: boolean): Map<string, ObservedDevice> {
   const devices = new Map(start);
   for (const step of steps) {
     const { name } = step;
@@ -27,7 +27,7 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
       case 'add-tap':
       case 'add-bridge':
         expect(devices.has(name)).toBe(false);
-        devices.set(name, { name, kind: step.op === 'add-tap' ? 'tun' : 'bridge', master: null, mtu: 1500, up: false, mac: '02:00:00:00:00:01', ipv6: true });
+        devices.set(name, { name, kind: step.op === 'add-tap' ? 'tun' : 'bridge', master: null, mtu: 1500, up: false, mac: '02:00:00:00:00:01', ipv6: hostIpv6, ipv6LinkLocal: hostIpv6 });
         break;
       case 'delete':
         expect(devices.has(name)).toBe(true);
@@ -38,18 +38,26 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
         const device = devices.get(name);
         expect(device).toBeDefined();
         if (device === undefined) break;
-        const { mac, mtu, master, up } = step.change;
+        const { mac, mtu, master, up, addrGenModeNone } = step.change;
         if (master !== undefined) expect(devices.get(master)?.kind).toBe('bridge');
         const newMtu = mtu ?? device.mtu;
-        // The kernel takes IPv6 off a device below an MTU of 1280, and gives it back (on) above.
-        const ipv6 = newMtu < 1280 ? false : device.mtu < 1280 ? true : device.ipv6;
-        devices.set(name, { ...device, mac: mac ?? device.mac, mtu: newMtu, master: master ?? device.master, up: up ?? device.up, ipv6 });
+        // The kernel takes IPv6 off a device below an MTU of 1280, and gives it back (on, making
+        // addresses) above.
+        const fresh = hostIpv6 && device.mtu < 1280;
+        const ipv6 = newMtu < 1280 ? false : fresh ? true : device.ipv6;
+        let ipv6LinkLocal = newMtu < 1280 ? false : fresh ? true : device.ipv6LinkLocal;
+        if (addrGenModeNone === true) {
+          // The kernel refuses IPv6 settings for a device without IPv6, before the message and after the MTU change.
+          expect(hostIpv6 && device.mtu >= 1280 && newMtu >= 1280).toBe(true);
+          ipv6LinkLocal = false;
+        }
+        devices.set(name, { ...device, mac: mac ?? device.mac, mtu: newMtu, master: master ?? device.master, up: up ?? device.up, ipv6, ipv6LinkLocal });
         break;
       }
       case 'disable-ipv6': {
         const device = devices.get(name);
         expect(device).toBeDefined();
-        if (device !== undefined) devices.set(name, { ...device, ipv6: false });
+        if (device !== undefined) devices.set(name, { ...device, ipv6: false, ipv6LinkLocal: false });
         break;
       }
       case 'add-veth':
@@ -69,7 +77,8 @@ const someDevice = (name: string): fc.Arbitrary<ObservedDevice> =>
     up: fc.boolean(),
     mac: fc.constant('02:00:00:00:00:03'),
     ipv6: fc.boolean(),
-  }).map((device) => (device.mtu < 1280 ? { ...device, ipv6: false } : device));
+    ipv6LinkLocal: fc.boolean(),
+  }).map((device) => (device.mtu < 1280 || !device.ipv6 ? { ...device, ipv6: false, ipv6LinkLocal: false } : device));
 
 describe('planDevices, tap connections', () => {
   it('creates the bridge, each tap joins it, then the bridge comes up (as a hand-written batch does), IPv6 off on it before that', () => {
@@ -77,9 +86,9 @@ describe('planDevices, tap connections', () => {
     expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual([
       'ip link add snb7 type bridge',
       'ip tuntap add dev snc7 mode tap vnet_hdr',
-      'ip link set dev snc7 mtu 9000 master snb7 up',
+      'ip link set dev snc7 mtu 9000 master snb7 up addrgenmode none',
       'ip tuntap add dev snp7 mode tap vnet_hdr',
-      'ip link set dev snp7 mtu 9000 master snb7 up',
+      'ip link set dev snp7 mtu 9000 master snb7 up addrgenmode none',
       'sysctl -w net.ipv6.conf.snb7.disable_ipv6=1',
       'ip link set dev snb7 mtu 9000 up',
     ]);
@@ -87,8 +96,8 @@ describe('planDevices, tap connections', () => {
   });
 
   it('re-enslaves the ports of a non-bridge device that held the bridge name (deleting it released them)', () => {
-    const bond: ObservedDevice = { name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ipv6: false };
-    const port: ObservedDevice = { name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ipv6: false };
+    const bond: ObservedDevice = { name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ipv6: false, ipv6LinkLocal: false };
+    const port: ObservedDevice = { name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ipv6: false, ipv6LinkLocal: false };
     const steps = planDevices([connection(7)], observedHost([bond, port])).hostSteps.flat().map((step) => stepText(step));
     expect(steps.slice(0, 3)).toEqual(['ip link del dev snb7', 'ip link add snb7 type bridge', 'ip link set dev snc7 master snb7']);
   });
@@ -102,37 +111,79 @@ describe('planDevices, tap connections', () => {
       // (a bridge, or a bond named like our bridge).
       .filter((devices) => [...devices.values()].every((d) => d.master === null || d.master === 'other' || ['bridge', 'bond'].includes(devices.get(d.master)?.kind ?? '')));
     fc.assert(
-      fc.property(start, fc.constantFrom(1000, 1400, 1500, 9000), (before, mtu) => {
+      fc.property(start, fc.constantFrom(1000, 1400, 1500, 9000), fc.boolean(), (found, mtu, hostIpv6) => {
+        // Without IPv6 in the kernel no device has any.
+        const before = hostIpv6 ? found : new Map([...found].map(([name, device]) => [name, { ...device, ipv6: false, ipv6LinkLocal: false }]));
         const wanted = [connection(1, mtu), connection(2, mtu)];
-        const after = simulate(before, planDevices(wanted, { host: before, netns: new Map() }).hostSteps.flat());
+        const after = simulate(before, planDevices(wanted, observedHost(before.values(), hostIpv6)).hostSteps.flat(), hostIpv6);
         for (const c of wanted) {
           expect(after.get(c.bridge)).toMatchObject({ kind: 'bridge', mtu, up: true, ipv6: false });
-          for (const side of [c.client, c.provider]) expect(after.get(side.device)).toMatchObject({ kind: 'tun', mtu, up: true, master: c.bridge });
+          for (const side of [c.client, c.provider]) {
+            expect(after.get(side.device)).toMatchObject({ kind: 'tun', mtu, up: true, master: c.bridge, ipv6LinkLocal: false });
+          }
         }
-        expect(isEmptyPlan(planDevices(wanted, { host: after, netns: new Map() }))).toBe(true);
+        expect(isEmptyPlan(planDevices(wanted, observedHost(after.values(), hostIpv6)))).toBe(true);
       }),
     );
   });
 });
 
-describe('planDevices, IPv6 on the host\'s bridge', () => {
-  const device = (name: string, master: string | null, ipv6: boolean, mtu = 1500): ObservedDevice => ({ name, kind: master === null ? 'bridge' : 'tun', master, mtu, up: true, mac: '02:00:00:00:00:09', ipv6 });
+describe('planDevices, IPv6 on the host\'s devices', () => {
+  type Ipv6 = 'off' | 'no-address' | 'addresses';
+  const device = (name: string, master: string | null, ipv6: Ipv6, mtu = 1500): ObservedDevice => ({
+    name,
+    kind: master === null ? 'bridge' : 'tun',
+    master,
+    mtu,
+    up: true,
+    mac: '02:00:00:00:00:09',
+    ipv6: ipv6 !== 'off',
+    ipv6LinkLocal: ipv6 === 'addresses',
+  });
+  const stepsOf = (devices: ObservedDevice[], mtu = 1500, hostIpv6 = true) => planDevices([connection(7, mtu)], observedHost(devices, hostIpv6)).hostSteps.flat().map((step) => stepText(step));
 
-  it('turns IPv6 off on an existing bridge where it runs (which drops its addresses), and leaves the ports theirs', () => {
-    const plan = planDevices([connection(7)], observedHost([device('snb7', null, true), device('snc7', 'snb7', true), device('snp7', 'snb7', false)]));
-    expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual(['sysctl -w net.ipv6.conf.snb7.disable_ipv6=1']);
+  it('turns IPv6 off on an existing bridge where it runs (which drops its addresses); ports without addresses stay as they are', () => {
+    expect(stepsOf([device('snb7', null, 'no-address'), device('snc7', 'snb7', 'no-address'), device('snp7', 'snb7', 'off')])).toEqual(['sysctl -w net.ipv6.conf.snb7.disable_ipv6=1']);
   });
 
   it('turns it off after the MTU of a bridge that rises past 1280 (the kernel gives it back, on)', () => {
-    const plan = planDevices([connection(7, 1500)], observedHost([device('snb7', null, false, 1000), device('snc7', 'snb7', false), device('snp7', 'snb7', false)]));
-    expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual([
+    expect(stepsOf([device('snb7', null, 'off', 1000), device('snc7', 'snb7', 'off'), device('snp7', 'snb7', 'off')])).toEqual([
       'ip link set dev snb7 mtu 1500',
       'sysctl -w net.ipv6.conf.snb7.disable_ipv6=1',
     ]);
   });
 
-  it('has nothing to do where it is off already', () => {
-    expect(isEmptyPlan(planDevices([connection(7)], observedHost([device('snb7', null, false), device('snc7', 'snb7', true), device('snp7', 'snb7', true)])))).toBe(true);
+  it('turns it off on ports that make addresses (as an older spectrum-link left them), which also drops the address they have', () => {
+    expect(stepsOf([device('snb7', null, 'off'), device('snc7', 'snb7', 'addresses'), device('snp7', 'snb7', 'no-address')])).toEqual([
+      'sysctl -w net.ipv6.conf.snc7.disable_ipv6=1',
+    ]);
+  });
+
+  it('turns it off on a port after its MTU rises past 1280 (the kernel starts IPv6 on it afresh, making addresses)', () => {
+    expect(stepsOf([device('snb7', null, 'off'), device('snc7', 'snb7', 'off', 1000), device('snp7', 'snb7', 'off')])).toEqual([
+      'ip link set dev snc7 mtu 1500',
+      'sysctl -w net.ipv6.conf.snc7.disable_ipv6=1',
+    ]);
+  });
+
+  it('sets no addrgenmode below an MTU of 1280 (the kernel runs no IPv6 there and would refuse it)', () => {
+    expect(stepsOf([], 1000)).toEqual([
+      'ip link add snb7 type bridge',
+      'ip tuntap add dev snc7 mode tap vnet_hdr',
+      'ip link set dev snc7 mtu 1000 master snb7 up',
+      'ip tuntap add dev snp7 mode tap vnet_hdr',
+      'ip link set dev snp7 mtu 1000 master snb7 up',
+      'sysctl -w net.ipv6.conf.snb7.disable_ipv6=1',
+      'ip link set dev snb7 mtu 1000 up',
+    ]);
+  });
+
+  it('asks nothing of IPv6 where the kernel runs none', () => {
+    expect(stepsOf([], 1500, false).filter((step) => /addrgenmode|ipv6/.test(step))).toEqual([]);
+  });
+
+  it('has nothing to do where the bridge has it off and the ports make no address', () => {
+    expect(isEmptyPlan(planDevices([connection(7)], observedHost([device('snb7', null, 'off'), device('snc7', 'snb7', 'no-address'), device('snp7', 'snb7', 'off')])))).toBe(true);
   });
 });
 
@@ -143,12 +194,14 @@ describe('stepText', () => {
       { netns: null, op: 'add-veth', name: 'snc1', peerNetns: 'vm-a' },
       { netns: 'vm-a', op: 'set', name: 'snc1', change: { mac: '0a:b3:ec:00:00:01', mtu: 1500, up: true } },
       { netns: null, op: 'set', name: 'snc1', change: { master: 'snb1' } },
+      { netns: null, op: 'set', name: 'snp1', change: { mtu: 1500, addrGenModeNone: true } },
     ];
     expect(steps.map(stepText)).toEqual([
       'ip link del dev snb1',
       'ip link add snc1 type veth peer name snc1 netns vm-a',
       'ip link set dev snc1 address 0a:b3:ec:00:00:01 mtu 1500 up',
       'ip link set dev snc1 master snb1',
+      'ip link set dev snp1 mtu 1500 addrgenmode none',
     ]);
   });
 });

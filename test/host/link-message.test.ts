@@ -27,15 +27,16 @@ const deviceName = fc.stringMatching(/^[a-z][a-z0-9-]{0,14}$/);
 const mac = fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 6, maxLength: 6 }).map((octets) => octets.map((o) => o.toString(16).padStart(2, '0')).join(':'));
 
 describe('ProgramWriter', () => {
-  it('writes a set step as an RTM_NEWLINK that reads back as the same name, MTU, address and state', () => {
+  it('writes a set step as an RTM_NEWLINK that reads back as the same name, MTU, address, state and addrgenmode', () => {
     fc.assert(
-      fc.property(deviceName, fc.option(fc.integer({ min: 68, max: 65535 }), { nil: undefined }), fc.option(mac, { nil: undefined }), fc.boolean(), (name, mtu, address, up) => {
-        const step: DeviceStep = { netns: null, op: 'set', name, change: { ...(mtu === undefined ? {} : { mtu }), ...(address === undefined ? {} : { mac: address }), ...(up ? { up: true } : {}) } };
+      fc.property(deviceName, fc.option(fc.integer({ min: 68, max: 65535 }), { nil: undefined }), fc.option(mac, { nil: undefined }), fc.boolean(), fc.boolean(), (name, mtu, address, up, quiet) => {
+        const change = { ...(mtu === undefined ? {} : { mtu }), ...(address === undefined ? {} : { mac: address }), ...(up ? { up: true as const } : {}), ...(quiet ? { addrGenModeNone: true as const } : {}) };
+        const step: DeviceStep = { netns: null, op: 'set', name, change };
         const [only] = records(new ProgramWriter().step(step, new Map()).finish());
         expect(only?.kind).toBe(1);
         const message = only?.payload ?? new Uint8Array();
         expect(header(message)).toMatchObject({ length: message.length, type: 16 });
-        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '', ipv6: false }]);
+        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '', ipv6: quiet, ipv6LinkLocal: false }]);
       }),
     );
   });
@@ -140,6 +141,11 @@ function inet6Conf(disableIpv6: number): Buffer {
   return Buffer.concat([head, conf]);
 }
 
+/** AF_INET6's IFLA_INET6_ADDR_GEN_MODE (0 eui64, 1 none, 2 stable privacy, 3 random). */
+function addrGenMode(mode: number): Buffer {
+  return Buffer.from([5, 0, 8, 0, mode, 0, 0, 0]);
+}
+
 describe('decodeLinks', () => {
   it("reads whether IPv6 runs on a device from IFLA_AF_SPEC's IPv6 settings", () => {
     const ipv6Of = (families: ReadonlyMap<number, Buffer>) => decodeLinks(answerWithAfSpec('snb1', families))[0]?.ipv6;
@@ -148,6 +154,16 @@ describe('decodeLinks', () => {
     // Only IPv4 settings: a kernel without IPv6, or a device it does not run on.
     expect(ipv6Of(new Map([[2, Buffer.alloc(8)]]))).toBe(false);
     expect(ipv6Of(new Map([[2, Buffer.alloc(8)], [10, inet6Conf(0)]]))).toBe(true);
+  });
+
+  it('reads whether IPv6 makes a link-local address for it: it runs, and addrgenmode is not none', () => {
+    const linkLocalOf = (inet6: Buffer) => decodeLinks(answerWithAfSpec('snc1', new Map([[10, inet6]])))[0]?.ipv6LinkLocal;
+    expect(linkLocalOf(Buffer.concat([inet6Conf(0), addrGenMode(1)]))).toBe(false);
+    expect(linkLocalOf(Buffer.concat([addrGenMode(1), inet6Conf(0)]))).toBe(false);
+    for (const mode of [0, 2, 3]) expect(linkLocalOf(Buffer.concat([inet6Conf(0), addrGenMode(mode)]))).toBe(true);
+    // Kernels before 4.1 report no mode, and always make one.
+    expect(linkLocalOf(inet6Conf(0))).toBe(true);
+    expect(linkLocalOf(Buffer.concat([inet6Conf(1), addrGenMode(0)]))).toBe(false);
   });
 
   it('never throws on arbitrary bytes, and reads only whole messages', () => {
@@ -161,7 +177,7 @@ describe('decodeLinks', () => {
 
 describe('observedDevices', () => {
   it('names masters it has seen, and gives unknown masters a name no device can have', () => {
-    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '', ipv6: true });
+    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '', ipv6: true, ipv6LinkLocal: true });
     const devices = observedDevices([link(5, 'snb1', null), link(6, 'snc1', 5), link(7, 'snp1', 99)]);
     expect(devices.get('snc1')?.master).toBe('snb1');
     expect(devices.get('snp1')?.master).toBe('ifindex 99');

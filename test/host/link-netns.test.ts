@@ -65,6 +65,12 @@ describeNetns('spectrum-link link --attach netns', () => {
     // it on, it would have a link-local one by now: its ports have a carrier).
     expect(await disableIpv6(world.host, link.bridge)).toBe('1');
     expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.bridge])).stdout).toBe('');
+    // The ports have a carrier too, but make no address: the host says nothing on the VM's link.
+    for (const port of [link.clientDevice, link.providerDevice]) {
+      expect(await disableIpv6(world.host, port)).toBe('0');
+      expect((await world.host.ip(['-6', 'addr', 'show', 'dev', port])).stdout).toBe('');
+      expect((await world.host.ip(['-d', 'link', 'show', 'dev', port])).stdout).toMatch(/addrgenmode none/);
+    }
     // The VMs' own interfaces keep theirs.
     expect(await disableIpv6(world.vmNetns('appvm-lynx'), link.clientDevice)).toBe('0');
 
@@ -89,8 +95,13 @@ describeNetns('spectrum-link link --attach netns', () => {
     for (const [name, device] of after) expect(device.ifindex).toBe(before.get(name)?.ifindex);
   });
 
-  it('converges: recreates a deleted device and fixes a downed bridge, a wrong MTU and IPv6 turned on', async () => {
+  it('converges: recreates a deleted device and fixes a downed bridge, a wrong MTU, IPv6 turned on and a port making addresses', async () => {
     const link = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    // A port as an older spectrum-link left it: making a link-local address, which it has.
+    await world.host.ip(['link', 'set', 'dev', link.clientDevice, 'addrgenmode', 'eui64']);
+    await world.host.ip(['link', 'set', 'dev', link.clientDevice, 'down']);
+    await world.host.ip(['link', 'set', 'dev', link.clientDevice, 'up']);
+    expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.clientDevice])).stdout).toMatch(/inet6 fe80::/);
     await world.host.ip(['link', 'del', link.providerDevice]);
     await world.host.ip(['link', 'set', link.bridge, 'down']);
     await world.vmNetns('appvm-lynx').ip(['link', 'set', link.clientDevice, 'mtu', '1400']);
@@ -101,6 +112,8 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(result.code).toBe(0);
     expect(await disableIpv6(world.host, link.bridge)).toBe('1');
     expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.bridge])).stdout).toBe('');
+    expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.clientDevice])).stdout).toBe('');
+    expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.providerDevice])).stdout).toBe('');
     const host = await devices(world.host);
     expect(host.get(link.providerDevice)?.master).toBe(link.bridge);
     expect(host.get(link.bridge)?.flags).toContain('UP');
@@ -200,9 +213,15 @@ describeNetns('spectrum-link link --attach netns', () => {
     const link = parseLink(result.stdout).links[0]!;
     expect((await devices(world.host)).get(link.bridge)?.mtu).toBe(1000);
     expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.bridge])).stdout).toBe('');
-    // Back to 1500: the kernel gives the bridge IPv6 again (on), and link turns it off.
+    // Back to 1500: the kernel gives the bridge and the ports IPv6 again (on, making
+    // addresses), and link turns it off.
     expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
     expect(await disableIpv6(world.host, link.bridge)).toBe('1');
+    for (const port of [link.clientDevice, link.providerDevice]) {
+      expect(await disableIpv6(world.host, port)).toBe('1');
+      expect((await world.host.ip(['-6', 'addr', 'show', 'dev', port])).stdout).toBe('');
+    }
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).toBe(`${JSON.stringify({ vm: 'appvm-lynx', links: [link] })}\n`);
   });
 
   it('undoes a run whose kernel program fails part-way (a read-only /proc/sys refuses turning IPv6 off)', async () => {

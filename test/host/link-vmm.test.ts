@@ -113,6 +113,9 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(await carrierFlags(world.host, link.clientDevice)).toContain('LOWER_UP');
       expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.bridge])).stdout).toBe('');
       expect((await world.host.exec(['cat', `/proc/sys/net/ipv6/conf/${link.bridge}/disable_ipv6`])).stdout.trim()).toBe('1');
+      // Nor has the tap one: the host sends nothing of its own (address detection, router
+      // solicitations) to the VM.
+      expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.clientDevice])).stdout).toBe('');
       // Linking again finds the NIC attached (the VMM holds its tap): nothing changes.
       const again = await world.link(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath]);
       expect(again.code, again.stderr).toBe(0);

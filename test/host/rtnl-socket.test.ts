@@ -157,6 +157,27 @@ describeNetns('rtnl sockets in a namespace', () => {
     expect(existsSync('/proc/sys/net/ipv6/conf/tc9')).toBe(false);
   });
 
+  it('sets addrgenmode none with the message that enslaves a port and brings it up: no address comes with its carrier', async () => {
+    await ns.ip(['link', 'add', 'tb7', 'type', 'bridge']);
+    await ns.ip(['link', 'add', 'tv7', 'type', 'veth', 'peer', 'name', 'tw7']);
+    await ns.ip(['link', 'add', 'tv6', 'type', 'veth', 'peer', 'name', 'tw6']);
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'set', name: 'tv7', change: { master: 'tb7', up: true, addrGenModeNone: true } },
+        // The kernel refuses IPv6 settings for a device that has no IPv6 once its MTU is set.
+        { op: 'set', name: 'tv6', change: { mtu: 1000, up: true, addrGenModeNone: true } },
+      ]),
+      true,
+    );
+    expect(states(outcomes)).toEqual(['done', 'EAFNOSUPPORT']);
+    // The far end comes up: tv7 has a carrier now, and with addrgenmode eui64 a link-local address.
+    await ns.ip(['link', 'set', 'tw7', 'up']);
+    expect((await ipLinks()).get('tv7')).toMatchObject({ master: 'tb7', flags: expect.arrayContaining(['UP', 'LOWER_UP']) });
+    expect((await ns.ip(['-6', 'addr', 'show', 'dev', 'tv7'])).stdout).toBe('');
+    const [port] = await socket.run(new ProgramWriter().getLink('tv7').finish());
+    expect(port?.state === 'done' ? decodeLinks(port.reply)[0] : undefined).toMatchObject({ ipv6: true, ipv6LinkLocal: false });
+  });
+
   it('deletes by index, and reports a device already gone as ENODEV', async () => {
     const index = await indexOf('tb2');
     const outcomes = await socket.run(new ProgramWriter().deleteByIndex(index).deleteByIndex(index).finish(), true);
