@@ -1,6 +1,7 @@
 // `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts.
 import { Command } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
+import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
@@ -13,7 +14,6 @@ import {
   type LinkerOptions,
   type ListedLink,
   type VmmPort,
-  checkMtu,
   checkNetnsPrefix,
   collectGarbage,
   linkVms,
@@ -65,7 +65,7 @@ function linkerOptions(flags: CommonFlags, env: Env, vmm: (attach: AttachChoice)
     stateDir: stateDirFrom(flags.stateDir, env),
     devicePrefix: devicePrefix(flags.devicePrefix),
     netnsPrefix: checkNetnsPrefix(flags.netnsPrefix),
-    mtu: checkMtu(Number(flags.mtu)),
+    mtu: integerOption('--mtu', flags.mtu, 68, 65535, 'an MTU'),
     attach,
     vmm: vmm(attach),
   };

@@ -87,13 +87,6 @@ export function checkNetnsPrefix(prefix: string): string {
   return prefix;
 }
 
-export function checkMtu(mtu: number): number {
-  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
-    throw new CliError(`--mtu ${String(mtu)} is not valid: it must be an integer from 68 to 65535`, EXIT.usage);
-  }
-  return mtu;
-}
-
 /**
  * A link as reported. Attach modes: those recorded when its devices were made (what exists),
  * else those the options ask for (what link will make).

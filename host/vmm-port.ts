@@ -1,6 +1,6 @@
 // Plugs the VMM clients (host/vmm/) into the linker: socket paths from templates, one timeout,
 // and the rule that a VM whose VMM socket is gone has nothing left to detach.
-import { CliError, EXIT } from '../shared/cli/run-cli.js';
+import { integerOption } from '../shared/cli/integer-option.js';
 import { type Logger, createLogger } from '../shared/log.js';
 import type { AttachChoice } from './attach-mode.js';
 import type { LinkReport, VmmPort } from './linker.js';
@@ -46,10 +46,7 @@ async function vmmGone(error: unknown): Promise<boolean> {
 }
 
 export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
-  const timeoutMs = Number(flags.vmmTimeout ?? 5000);
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) {
-    throw new CliError(`--vmm-timeout ${String(flags.vmmTimeout)} is not valid: give milliseconds from 1 to 600000`, EXIT.usage);
-  }
+  const timeoutMs = integerOption('--vmm-timeout', flags.vmmTimeout ?? '5000', 1, 600_000, 'milliseconds');
   let logger: Logger | undefined;
   const log = (): Logger => (logger ??= createLogger('spectrum-link'));
   return {

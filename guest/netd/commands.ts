@@ -1,6 +1,7 @@
 // The spectrum-netd subcommands: run (provider agent), client (app VM links), status.
 import { closeSync, writeSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { integerOption } from '../../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
@@ -66,10 +67,7 @@ function firewallAuditMs(text: string): number {
 
 /** The real ports: nftables, the DHCP server and the DNS forwarder (each can be switched off). */
 async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts> {
-  const leaseSeconds = Number(options.leaseSeconds);
-  if (!Number.isInteger(leaseSeconds) || leaseSeconds < 60 || leaseSeconds > 31_536_000) {
-    throw new CliError(`--lease-seconds ${options.leaseSeconds} is not valid: give whole seconds from 60 to 31536000`, EXIT.usage);
-  }
+  const leaseSeconds = integerOption('--lease-seconds', options.leaseSeconds, 60, 31_536_000, 'whole seconds');
   const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds, logger: log }) : null;
   let dns: DnsForwarder | null = null;
   try {
