@@ -13,8 +13,8 @@
 //   close(handle)
 // A program is a list of records: u32 kind, u32 payload length, payload padded to 4 bytes.
 //   REQUEST (1)  one netlink message; NLM_F_ACK is added and its seq becomes the record's index + 1
-//   TAP     (2)  a NUL-terminated name: a persistent tap (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) in
-//                the socket's namespace
+//   TAP     (2)  a NUL-terminated name: a new persistent tap (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) in
+//                the socket's namespace; EBUSY where a device of that name exists
 //   ENSLAVE (3)  16 bytes, a NUL-padded master name, then a netlink message to which IFLA_MASTER,
 //                the master's index as the socket's namespace knows it, is appended
 //   NO_IPV6 (4)  a NUL-terminated device name: IPv6 off on it (disable_ipv6, which has no
@@ -293,7 +293,9 @@ static int create_tap(const rtnl_socket *socket, const char *name) {
   struct ifreq request;
   memset(&request, 0, sizeof request);
   strncpy(request.ifr_name, name, IFNAMSIZ - 1);
-  request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  // IFF_TUN_EXCL: a tap of that name made since the plan looked is refused (EBUSY), not joined;
+  // joined, it would count as made by this run and be deleted by its undo.
+  request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL;
   if (ioctl(fd, TUNSETIFF, &request) != 0 || ioctl(fd, TUNSETPERSIST, 1) != 0) error = errno;
   close(fd);
   return error;
@@ -355,6 +357,7 @@ static void run_execute(napi_env env, void *data) {
     int error = 0;
     if (kind == KIND_TAP) {
       error = strnlen((const char *)payload, length) < length ? create_tap(job->socket, (const char *)payload) : EINVAL;
+      if (error == EBUSY) snprintf(detail, sizeof detail, "a device of that name exists");
     } else if (kind == KIND_NO_IPV6) {
       error = strnlen((const char *)payload, length) < length ? disable_ipv6(job->socket, (const char *)payload) : EINVAL;
     } else if (kind == KIND_REQUEST) {

@@ -178,6 +178,15 @@ describeNetns('rtnl sockets in a namespace', () => {
     expect(port?.state === 'done' ? decodeLinks(port.reply)[0] : undefined).toMatchObject({ ipv6: true, ipv6LinkLocal: false });
   });
 
+  it('makes only new taps: a tap or other device of that name is refused, not joined (it is no device of this run)', async () => {
+    await ns.ip(['tuntap', 'add', 'dev', 'tx1', 'mode', 'tap']);
+    await ns.ip(['link', 'add', 'tx2', 'type', 'bridge']);
+    const outcomes = await socket.run(programOf([{ op: 'add-tap', name: 'tx1' }, { op: 'add-tap', name: 'tx2' }]), true);
+    expect(states(outcomes)).toEqual(['EBUSY', 'EBUSY']);
+    expect(outcomes[0]).toMatchObject({ text: 'Device or resource busy: a device of that name exists' });
+    expect((await ipLinks()).get('tx2')?.linkinfo?.info_kind).toBe('bridge');
+  });
+
   it('deletes by index, and reports a device already gone as ENODEV', async () => {
     const index = await indexOf('tb2');
     const outcomes = await socket.run(new ProgramWriter().deleteByIndex(index).deleteByIndex(index).finish(), true);
