@@ -24,6 +24,11 @@ const NETNS_DIR = '/run/netns';
 /** Present where the kernel runs IPv6 in our network namespace (/proc/sys/net is per namespace). */
 const IPV6_CONF_DIR = '/proc/sys/net/ipv6/conf';
 
+/** Whether the kernel runs IPv6 in this process's network namespace, where host steps run. */
+export function ipv6Runs(): boolean {
+  return existsSync(IPV6_CONF_DIR);
+}
+
 export function netnsExists(name: string): boolean {
   return existsSync(`${NETNS_DIR}/${name}`);
 }
@@ -70,7 +75,7 @@ export async function observeDevices(netnsNames: Iterable<string>, only?: readon
     listDevices(null, only),
     ...names.map((name) => (netnsExists(name) ? listDevices(name, only) : Promise.resolve(null))),
   ]);
-  return { ipv6: existsSync(IPV6_CONF_DIR), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
+  return { ipv6: ipv6Runs(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
 }
 
 function openNamespace(name: string): number {

@@ -4,12 +4,11 @@
 // allocating ids or writing state. The link bench runs it as a process, like spectrum-link, so
 // that its wall time holds Node's start-up too, and bundled like spectrum-link's bin (one
 // CommonJS file: scripts/bundle.mjs) so that it loads as fast. Usage: node node-floor.cjs N
-import { existsSync } from 'node:fs';
 import { clientId } from '../../shared/client-id.js';
 import { clientMacOf, providerMacOf } from '../../shared/link-mac.js';
 import { type DesiredConnection, planDevices } from '../../host/device-plan.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { applyDevicePlan } from '../../host/netlink-devices.js';
+import { applyDevicePlan, ipv6Runs } from '../../host/netlink-devices.js';
 
 const count = Number(process.argv[2]);
 if (!Number.isInteger(count) || count < 1 || count > 65534) {
@@ -27,7 +26,7 @@ const connections: DesiredConnection[] = Array.from({ length: count }, (_, index
     provider: { device: names.provider, mac: providerMacOf(id), attach: { kind: 'tap' } },
   };
 });
-applyDevicePlan(planDevices(connections, { ipv6: existsSync('/proc/sys/net/ipv6/conf'), host: new Map(), netns: new Map() })).catch((error: unknown) => {
+applyDevicePlan(planDevices(connections, { ipv6: ipv6Runs(), host: new Map(), netns: new Map() })).catch((error: unknown) => {
   console.error(`node-floor: ${error instanceof Error ? error.message : String(error)}`);
   process.exitCode = 1;
 });
