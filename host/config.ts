@@ -129,6 +129,15 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
   }
 }
 
+/** What a directory entry is, in a sentence. */
+const ENTRY_TEXT: Record<EntryType, string> = {
+  file: 'a file',
+  directory: 'a directory',
+  'block-device': 'a block device',
+  other: 'a special file (a FIFO, socket or character device)',
+  'dangling-symlink': 'a symlink to nothing',
+};
+
 /** Problems with one VM directory's own files (not following providers). */
 function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
@@ -161,9 +170,7 @@ function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): Config
       const images = blk.entries.filter((entry) => entry.name.endsWith(IMAGE_SUFFIX));
       const good = images.filter((entry) => entry.type === 'file' || entry.type === 'block-device');
       for (const entry of images.filter((e) => !good.includes(e)).sort((a, b) => byName(a.name, b.name))) {
-        problems.push(
-          problem(vm.name, 'image-not-a-file', `${base}/blk/${entry.name} is ${entry.type === 'dangling-symlink' ? 'a symlink to nothing' : `a ${entry.type}`}; disk images must be files`),
-        );
+        problems.push(problem(vm.name, 'image-not-a-file', `${base}/blk/${entry.name} is ${ENTRY_TEXT[entry.type]}; disk images must be files or block devices`));
       }
       if (good.length === 0) {
         problems.push(problem(vm.name, 'no-disk-image', `no disk image: ${base}/blk/ holds no *${IMAGE_SUFFIX} file; at least one is required`));

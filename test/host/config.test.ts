@@ -68,6 +68,18 @@ describe('checkVm', () => {
     expect(kinds(snapshot(vm('a', [], { blk: { state: 'directory', entries: [{ name: 'sda.img', type: 'block-device' }] } })), 'a')).toEqual([]);
   });
 
+  it('says what an image that is no file or block device is instead', () => {
+    const messages = checkVm(
+      snapshot(vm('a', [], { blk: { state: 'directory', entries: [{ name: 'd.img', type: 'directory' }, { name: 'p.img', type: 'other' }, { name: 'x.img', type: 'dangling-symlink' }, { name: 'r.img', type: 'file' }] } })),
+      vmName('a'),
+    ).map((p) => p.message);
+    expect(messages).toEqual([
+      'a: /cfg/a/blk/d.img is a directory; disk images must be files or block devices',
+      'a: /cfg/a/blk/p.img is a special file (a FIFO, socket or character device); disk images must be files or block devices',
+      'a: /cfg/a/blk/x.img is a symlink to nothing; disk images must be files or block devices',
+    ]);
+  });
+
   it('reports provider problems: bad name, self, missing, not a VM, providers/net not a directory', () => {
     const s = snapshot(
       vm('app', ['.hidden', 'app', 'ghost', 'file', 'netvm']),
