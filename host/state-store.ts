@@ -134,13 +134,12 @@ async function ensureStateDir(dir: string): Promise<bigint[]> {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
     const info = statSync(dir, { bigint: true });
-    if (!info.isDirectory()) throw new Error('ENOTDIR');
+    if (!info.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'EEXIST' });
     return [info.dev, info.ino];
   } catch (error) {
-    throw new StateStoreError(
-      'state-dir-unusable',
-      `state dir ${dir} cannot be used (${reasonOf(error)}); pass --state-dir or set ${STATE_DIR_ENV} to a writable directory`,
-    );
+    // mkdir -p says EEXIST where the path itself is no directory, ENOTDIR where a folder above it is none.
+    const reason = isCode(error, 'EEXIST') ? 'it is not a directory' : isCode(error, 'ENOTDIR') ? 'a path above it is not a directory' : reasonOf(error);
+    throw new StateStoreError('state-dir-unusable', `state dir ${dir} cannot be used (${reason}); pass --state-dir or set ${STATE_DIR_ENV} to a writable directory`);
   }
 }
 

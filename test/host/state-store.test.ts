@@ -54,7 +54,14 @@ describe('load and save', () => {
 
   it('reports a state dir that cannot be created', async () => {
     await writeFile(join(dir, 'file'), '');
-    await expect(updateState(join(dir, 'file', 'sub'), (s) => ({ state: s }))).rejects.toMatchObject({ kind: 'state-dir-unusable' });
+    await expect(updateState(join(dir, 'file', 'sub'), (s) => ({ state: s }))).rejects.toMatchObject({
+      kind: 'state-dir-unusable',
+      message: expect.stringContaining('(a path above it is not a directory)'),
+    });
+    await expect(updateState(join(dir, 'file'), (s) => ({ state: s }))).rejects.toMatchObject({
+      kind: 'state-dir-unusable',
+      message: expect.stringContaining('(it is not a directory)'),
+    });
   });
 });
 
