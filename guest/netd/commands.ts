@@ -5,6 +5,7 @@ import { integerOption } from '../../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
+import { parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
 import { NftablesFirewall, ProviderServices } from './provider-ports.js';
@@ -15,6 +16,27 @@ import { NetdError } from './netd-error.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+/**
+ * --ignore: a name Linux could give an interface (dev_valid_name: 1 to 15 bytes, not . or ..,
+ * no '/', ':' or blanks); any other would silently match nothing.
+ */
+function collectInterface(value: string, previous: string[]): string[] {
+  if (Buffer.byteLength(value) > 15 || value === '' || value === '.' || value === '..' || /[/:\s]/.test(value)) {
+    throw new InvalidArgumentError("expected an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks");
+  }
+  return [...previous, value];
+}
+
+/** --dns-upstream: checked when given, so that a typo is a usage error, not a failed start. */
+function collectUpstream(value: string, previous: string[]): string[] {
+  try {
+    parseUpstream(value);
+  } catch (error) {
+    throw new InvalidArgumentError(error instanceof Error ? error.message : String(error));
+  }
+  return [...previous, value];
+}
 
 function parseFd(text: string): number {
   if (!/^[0-9]{1,4}$/.test(text) || Number(text) < 1) throw new InvalidArgumentError('expected a file descriptor number, 1 or more');
@@ -58,9 +80,10 @@ interface RunOptions {
 
 /** --firewall-audit: seconds between read-backs of the ruleset, 0 for none. */
 function firewallAuditMs(text: string): number {
-  const seconds = Number(text);
-  if (text.trim() === '' || !Number.isFinite(seconds) || (seconds !== 0 && (seconds < 0.1 || seconds > 86_400))) {
-    throw new CliError(`--firewall-audit ${text} is not valid: give seconds from 0.1 to 86400, or 0 for never`, EXIT.usage);
+  // Decimal only: Number() would also take hex, exponents and blanks.
+  const seconds = /^[0-9]{1,5}(\.[0-9]{1,3})?$/.test(text) ? Number(text) : Number.NaN;
+  if (!(seconds === 0 || (seconds >= 0.1 && seconds <= 86_400))) {
+    throw new CliError(`--firewall-audit ${JSON.stringify(text)} is not valid: give seconds from 0.1 to 86400, or 0 for never`, EXIT.usage);
   }
   return Math.round(seconds * 1000);
 }
@@ -145,7 +168,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
 export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<RunPorts> = providerPorts): Command {
   return new Command('run')
     .description('provider agent: configure every client link as it comes and goes, feed the firewall and services')
-    .option('--ignore <ifname>', 'an interface the agent must not touch (repeatable)', collect, [])
+    .option('--ignore <ifname>', 'an interface the agent must not touch (repeatable)', collectInterface, [])
     .option('--allow-pair <a=b>', 'let clients A and B (client IPs or ids) reach each other (repeatable)', collect, [])
     .option('--control-socket <path>', 'Unix socket for `status`', DEFAULT_CONTROL_SOCKET)
     .addOption(new Option('--notify-fd <n>', 'write a newline to this fd once the initial reconcile is done (s6)').argParser(parseFd))
@@ -153,7 +176,7 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     .option('--no-dhcp', 'do not serve DHCP on provider links')
     .option('--no-dns', 'do not run the DNS forwarder on the gateway')
     .option('--lease-seconds <n>', 'DHCP lease time', '3600')
-    .option('--dns-upstream <ip[:port]>', 'upstream resolver (repeatable; default: the nameservers of --resolv-conf, followed as it changes)', collect, [])
+    .option('--dns-upstream <ip[:port]>', 'upstream resolver (repeatable; default: the nameservers of --resolv-conf, followed as it changes)', collectUpstream, [])
     .option('--resolv-conf <path>', "the provider's resolver configuration", '/etc/resolv.conf')
     .option('--firewall-audit <seconds>', 'read the nftables table back this often and restore what someone else changed (0: never)', '60')
     .action(async (options: RunOptions) => {
@@ -165,7 +188,7 @@ export function clientCommand(): Command {
   return new Command('client')
     .description("app VM: give each client-side link its address and routes from its MAC (Spectrum's app VM script)")
     .option('--watch', 'keep running and configure links as they are hot-plugged')
-    .option('--ignore <ifname>', 'an interface to leave alone (repeatable)', collect, [])
+    .option('--ignore <ifname>', 'an interface to leave alone (repeatable)', collectInterface, [])
     .action(async (options: { watch?: boolean; ignore: string[] }) => {
       const log = createLogger('spectrum-netd', { level: logLevel(options.watch === true ? 'info' : 'warn') });
       const kernel = new RtnetlinkKernel();

@@ -202,13 +202,32 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(agent.stdout + agent.stderr).toMatch(/changed by someone else: restored/);
   });
 
-  it.each([['abc'], ['-1'], ['0.01'], ['100000'], ['']])('refuses --firewall-audit %j with one line and exit 2', async (value) => {
-    const result = await provider.exec(['node', CLI, 'run', '--control-socket', join(dir, 'never.sock'), '--firewall-audit', value], {
+  it.each([
+    ['--firewall-audit', 'abc'],
+    ['--firewall-audit', '-1'],
+    ['--firewall-audit', '0.01'],
+    ['--firewall-audit', '100000'],
+    ['--firewall-audit', ''],
+    // Number() takes these; an agent given them used to start.
+    ['--firewall-audit', '0x10'],
+    ['--firewall-audit', '1e3'],
+    ['--lease-seconds', '3.6e3'],
+    // Names no interface can have: they would match nothing, silently.
+    ['--ignore', 'eth0:1'],
+    ['--ignore', 'a b'],
+    ['--ignore', '..'],
+    ['--ignore', 'sixteen-bytes-xx'],
+    // Used to fail only once the agent had started (exit 1).
+    ['--dns-upstream', '192.0.2.53:99999'],
+    ['--dns-upstream', 'resolver.example'],
+  ])('refuses %s %j with one line and exit 2', async (option, value) => {
+    const result = await provider.exec(['node', CLI, 'run', '--control-socket', join(dir, 'never.sock'), option, value], {
       enter: 'nsenter',
       allowFailure: true,
+      timeoutMs: 15_000,
     });
     expect(result.code).toBe(2);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
-    expect(result.stderr).toMatch(/--firewall-audit/);
+    expect(result.stderr).toContain(option);
   });
 });
