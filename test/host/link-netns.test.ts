@@ -19,6 +19,25 @@ async function disableIpv6(ns: Netns, device: string): Promise<string> {
   return (await ns.exec(['cat', `/proc/sys/net/ipv6/conf/${device}/disable_ipv6`])).stdout.trim();
 }
 
+/** Counts the IPv6 frames an interface receives from one MAC for some seconds (argv: interface, MAC, seconds). */
+const CAPTURE_IPV6_FROM = `
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))
+s.bind((sys.argv[1], 0))
+s.settimeout(0.1)
+source = bytes.fromhex(sys.argv[2].replace(':', ''))
+end = time.time() + float(sys.argv[3])
+count = 0
+while time.time() < end:
+    try:
+        frame, address = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    if address[2] != socket.PACKET_OUTGOING and frame[6:12] == source:
+        count += 1
+print(count)
+`;
+
 function oneLineError(stderr: string): string {
   const lines = stderr.split('\n').filter((line) => line !== '');
   expect(lines).toHaveLength(1);
@@ -119,6 +138,29 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(host.get(link.bridge)?.flags).toContain('UP');
     expect((await devices(world.vmNetns('appvm-lynx'))).get(link.clientDevice)?.mtu).toBe(1500);
     expect((await devices(world.vmNetns('netvm'))).get(link.providerDevice)?.address).toBe(link.providerMac.toLowerCase());
+  });
+
+  it("sends nothing of the host's own into a VM's link: no IPv6 frame from a port, even as it comes up again", async () => {
+    const link = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    const port = link.providerDevice;
+    const portMac = (await devices(world.host)).get(port)?.address ?? '';
+    expect(portMac).toMatch(/^[0-9a-f:]{17}$/);
+    // IPv6 frames the netvm's interface receives from the host's port while the port goes down
+    // and up (with addresses, that is duplicate address detection, router solicitation and
+    // listener reports each time).
+    const framesFromPort = async (): Promise<number> => {
+      const capture = world.vmNetns('netvm').exec(['python3', '-c', CAPTURE_IPV6_FROM, port, portMac, '2.5']);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      await world.host.ip(['link', 'set', 'dev', port, 'down']);
+      await world.host.ip(['link', 'set', 'dev', port, 'up']);
+      return Number((await capture).stdout.trim());
+    };
+    expect(await framesFromPort()).toBe(0);
+    // The same capture sees them from a port that makes addresses (as an older spectrum-link left it).
+    await world.host.ip(['link', 'set', 'dev', port, 'addrgenmode', 'eui64']);
+    expect(await framesFromPort()).toBeGreaterThan(0);
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    expect(await disableIpv6(world.host, port)).toBe('1');
   });
 
   it('keeps ids stable across unlink and re-link, and releases them on --forget', async () => {
