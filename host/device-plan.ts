@@ -4,12 +4,13 @@
 // The host is no party on a VM's link: the bridge, the one host device a VM's frames reach
 // (its ports hand every frame they receive to it), has IPv6 turned off. With it on, it would
 // get a link-local address as soon as a VM attaches, and every VM could reach the host's
-// services over it. The ports keep IPv6 (no frame reaches their own stack) but make no address:
-// with one, each would send duplicate address detection, router solicitations and multicast
-// listener reports into its VM's link whenever the VM starts. A new port gets addrgenmode none
-// in the message that enslaves it (free: disable_ipv6 there would be one write per port, 5% of
-// linking); a port found making addresses (an older spectrum-link's) gets IPv6 off, which also
-// drops the address it may have.
+// services over it. The ports keep IPv6 (no frame reaches their own stack) but send nothing:
+// with an address, each would send duplicate address detection, router solicitations and
+// multicast listener reports into its VM's link whenever the VM starts. A new port gets
+// addrgenmode none in the message that enslaves it (free: disable_ipv6 there would be one write
+// per port, 5% of linking). Where the host forwards IPv6, a port also joins the all-routers
+// groups and reports them, address or not: then, and on a port found making addresses (an older
+// spectrum-link's), IPv6 goes off, which also drops the address it may have.
 
 /** How one side of a connection reaches its VM. */
 export type SideDevice =
@@ -46,12 +47,16 @@ export interface ObservedDevice {
   readonly ipv6: boolean;
   /** Whether IPv6 runs on it and gives it a link-local address once it has a carrier (addrgenmode is not none). */
   readonly ipv6LinkLocal: boolean;
+  /** Whether IPv6 runs on it with forwarding on (it then joins the all-routers groups). */
+  readonly ipv6Forwarding: boolean;
 }
 
 /** What the kernel has: the current namespace's devices and those of each VM namespace. */
 export interface ObservedDevices {
   /** Whether the kernel runs IPv6 in the current namespace (without it, no device has IPv6 settings). */
   readonly ipv6: boolean;
+  /** Whether a device made in the current namespace forwards IPv6 (net.ipv6.conf.default.forwarding). */
+  readonly ipv6Forwarding: boolean;
   readonly host: ReadonlyMap<string, ObservedDevice>;
   /** null: the namespace does not exist. */
   readonly netns: ReadonlyMap<string, ReadonlyMap<string, ObservedDevice> | null>;
@@ -140,16 +145,19 @@ function bridgeSteps(connection: DesiredConnection, seen: ObservedDevice | undef
 }
 
 /**
- * A port's steps: master, MTU and state, and no IPv6 address of its own. A new port gets
- * addrgenmode none with the rest (it has no carrier yet, so no address either); one found making
- * addresses, or whose MTU rises past 1280 (the kernel starts IPv6 on it afresh, making
- * addresses), gets IPv6 off after. Below 1280 the kernel runs no IPv6 on it.
+ * A port's steps: master, MTU and state, and IPv6 that sends nothing. A new port gets addrgenmode
+ * none with the rest (it has no carrier yet, so no address either), or, where new devices
+ * forward, IPv6 off before it comes up. An existing one making addresses or forwarding, or whose
+ * MTU rises past 1280 (the kernel starts IPv6 on it afresh, with the namespace's defaults), gets
+ * IPv6 off after. Below 1280 the kernel runs no IPv6 on it.
  */
-function portSteps(connection: DesiredConnection, name: string, seen: ObservedDevice | undefined, hostIpv6: boolean): DeviceStep[] {
-  const quiet = hostIpv6 && connection.mtu >= IPV6_MIN_MTU;
-  const steps = fixDevice(null, { name, master: connection.bridge, mtu: connection.mtu, addrGenModeNone: quiet }, seen);
-  if (quiet && seen !== undefined && (seen.ipv6LinkLocal || seen.mtu < IPV6_MIN_MTU)) steps.push({ netns: null, op: 'disable-ipv6', name });
-  return steps;
+function portSteps(connection: DesiredConnection, name: string, seen: ObservedDevice | undefined, observed: ObservedDevices): DeviceStep[] {
+  const wanted = { name, master: connection.bridge, mtu: connection.mtu };
+  if (!observed.ipv6 || connection.mtu < IPV6_MIN_MTU) return fixDevice(null, wanted, seen);
+  const off: DeviceStep = { netns: null, op: 'disable-ipv6', name };
+  if (seen === undefined) return observed.ipv6Forwarding ? [off, ...fixDevice(null, wanted, seen)] : fixDevice(null, { ...wanted, addrGenModeNone: true }, seen);
+  const noisy = seen.mtu < IPV6_MIN_MTU || (seen.ipv6 && (seen.ipv6LinkLocal || seen.ipv6Forwarding));
+  return [...fixDevice(null, wanted, seen), ...(noisy ? [off] : [])];
 }
 
 /**
@@ -196,7 +204,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
       steps.push({ netns: null, op: 'add-tap', name: side.device });
       creates.push(side.device);
     }
-    steps.push(...portSteps(connection, side.device, isTap ? seen : undefined, observed.ipv6));
+    steps.push(...portSteps(connection, side.device, isTap ? seen : undefined, observed));
     return;
   }
 
@@ -211,7 +219,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
     steps.push({ netns: null, op: 'add-veth', name: side.device, peerNetns: attach.netns });
     creates.push(side.device);
   }
-  steps.push(...portSteps(connection, side.device, pairWhole ? seen : undefined, observed.ipv6));
+  steps.push(...portSteps(connection, side.device, pairWhole ? seen : undefined, observed));
   // The far end is the VM's own interface: its IPv6 is the guest's business.
   plan.configureFarEnds.push(
     ...fixDevice(attach.netns, { name: side.device, master: null, mtu: connection.mtu, mac: side.mac }, pairWhole ? far : undefined),

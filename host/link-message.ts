@@ -26,7 +26,8 @@ const IFLA_EXT_MASK = 29;
 const IFLA_AF_SPEC = 26;
 const AF_INET6 = 10;
 const IFLA_INET6_CONF = 2;
-/** DEVCONF_DISABLE_IPV6 in <linux/ipv6.h>: its place among IFLA_INET6_CONF's s32 values. */
+/** DEVCONF_FORWARDING and DEVCONF_DISABLE_IPV6 in <linux/ipv6.h>: their places among IFLA_INET6_CONF's s32 values. */
+const DEVCONF_FORWARDING = 0;
 const DEVCONF_DISABLE_IPV6 = 26;
 const IFLA_INET6_ADDR_GEN_MODE = 8;
 const IN6_ADDR_GEN_MODE_NONE = 1;
@@ -300,6 +301,8 @@ export interface LinkInfo {
   readonly ipv6: boolean;
   /** Whether IPv6 runs on it and its addrgenmode makes a link-local address (anything but none). */
   readonly ipv6LinkLocal: boolean;
+  /** Whether IPv6 runs on it with forwarding on (DEVCONF_FORWARDING). */
+  readonly ipv6Forwarding: boolean;
 }
 
 function attributesOf(bytes: Uint8Array, start: number, end: number): Map<number, Uint8Array> {
@@ -321,19 +324,27 @@ function stringOf(payload: Uint8Array | undefined): string | null {
   return Buffer.from(payload.buffer, payload.byteOffset, end < 0 ? payload.length : end).toString('utf8');
 }
 
+/** One of IFLA_INET6_CONF's s32 settings (DEVCONF_*), or null where the kernel reports too few. */
+function devconf(conf: Uint8Array | undefined, index: number): number | null {
+  if (conf === undefined || conf.length < 4 * (index + 1)) return null;
+  return new DataView(conf.buffer, conf.byteOffset + 4 * index, 4).getInt32(0, true);
+}
+
 /**
  * What IFLA_AF_SPEC says of IPv6 on the device: whether it runs (reported, DEVCONF_DISABLE_IPV6
- * 0), and whether it then makes a link-local address (IFLA_INET6_ADDR_GEN_MODE not none; kernels
- * before 4.1 report no mode and always make one).
+ * 0), and then whether it makes a link-local address (IFLA_INET6_ADDR_GEN_MODE not none; kernels
+ * before 4.1 report no mode and always make one) and whether it forwards.
  */
-function ipv6Of(afSpec: Uint8Array | undefined): { ipv6: boolean; ipv6LinkLocal: boolean } {
+function ipv6Of(afSpec: Uint8Array | undefined): { ipv6: boolean; ipv6LinkLocal: boolean; ipv6Forwarding: boolean } {
   const inet6 = afSpec === undefined ? undefined : attributesOf(afSpec, 0, afSpec.length).get(AF_INET6);
-  if (inet6 === undefined) return { ipv6: false, ipv6LinkLocal: false };
-  const attributes = attributesOf(inet6, 0, inet6.length);
-  const conf = attributes.get(IFLA_INET6_CONF);
-  const disabled = conf !== undefined && conf.length >= 4 * (DEVCONF_DISABLE_IPV6 + 1) && new DataView(conf.buffer, conf.byteOffset + 4 * DEVCONF_DISABLE_IPV6, 4).getInt32(0, true) !== 0;
-  if (disabled) return { ipv6: false, ipv6LinkLocal: false };
-  return { ipv6: true, ipv6LinkLocal: attributes.get(IFLA_INET6_ADDR_GEN_MODE)?.[0] !== IN6_ADDR_GEN_MODE_NONE };
+  const attributes = inet6 === undefined ? undefined : attributesOf(inet6, 0, inet6.length);
+  const conf = attributes?.get(IFLA_INET6_CONF);
+  if (attributes === undefined || (devconf(conf, DEVCONF_DISABLE_IPV6) ?? 0) !== 0) return { ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false };
+  return {
+    ipv6: true,
+    ipv6LinkLocal: attributes.get(IFLA_INET6_ADDR_GEN_MODE)?.[0] !== IN6_ADDR_GEN_MODE_NONE,
+    ipv6Forwarding: (devconf(conf, DEVCONF_FORWARDING) ?? 0) !== 0,
+  };
 }
 
 function u32Of(payload: Uint8Array | undefined): number | null {
@@ -392,6 +403,7 @@ export function observedDevices(links: readonly LinkInfo[]): Map<string, Observe
         mac: link.mac,
         ipv6: link.ipv6,
         ipv6LinkLocal: link.ipv6LinkLocal,
+        ipv6Forwarding: link.ipv6Forwarding,
       },
     ]),
   );

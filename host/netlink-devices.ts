@@ -3,7 +3,7 @@
 // what a failed run created. No decisions are made here. VM namespaces are made with
 // `ip netns add` (it also mounts them under /run/netns, where this module finds them).
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, stepText } from './device-plan.js';
 import { type LinkInfo, ProgramWriter, decodeLinks, observedDevices } from './link-message.js';
 import { RtnlError, type RtnlSocket, withRtnlSocket } from './rtnl-socket.js';
@@ -24,9 +24,17 @@ const NETNS_DIR = '/run/netns';
 /** Present where the kernel runs IPv6 in our network namespace (/proc/sys/net is per namespace). */
 const IPV6_CONF_DIR = '/proc/sys/net/ipv6/conf';
 
-/** Whether the kernel runs IPv6 in this process's network namespace, where host steps run. */
-export function ipv6Runs(): boolean {
-  return existsSync(IPV6_CONF_DIR);
+/**
+ * IPv6 in this process's network namespace, where host steps run: whether the kernel runs it,
+ * and whether a new device forwards (net.ipv6.conf.default.forwarding, which setting `all` sets too).
+ */
+export function namespaceIpv6(): { ipv6: boolean; ipv6Forwarding: boolean } {
+  if (!existsSync(IPV6_CONF_DIR)) return { ipv6: false, ipv6Forwarding: false };
+  try {
+    return { ipv6: true, ipv6Forwarding: readFileSync(`${IPV6_CONF_DIR}/default/forwarding`, 'utf8').trim() !== '0' };
+  } catch {
+    return { ipv6: true, ipv6Forwarding: false };
+  }
 }
 
 export function netnsExists(name: string): boolean {
@@ -75,7 +83,7 @@ export async function observeDevices(netnsNames: Iterable<string>, only?: readon
     listDevices(null, only),
     ...names.map((name) => (netnsExists(name) ? listDevices(name, only) : Promise.resolve(null))),
   ]);
-  return { ipv6: ipv6Runs(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
+  return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
 }
 
 function openNamespace(name: string): number {

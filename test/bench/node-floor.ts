@@ -8,7 +8,7 @@ import { clientId } from '../../shared/client-id.js';
 import { clientMacOf, providerMacOf } from '../../shared/link-mac.js';
 import { type DesiredConnection, planDevices } from '../../host/device-plan.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { applyDevicePlan, ipv6Runs } from '../../host/netlink-devices.js';
+import { applyDevicePlan, namespaceIpv6 } from '../../host/netlink-devices.js';
 
 const count = Number(process.argv[2]);
 if (!Number.isInteger(count) || count < 1 || count > 65534) {
@@ -26,7 +26,7 @@ const connections: DesiredConnection[] = Array.from({ length: count }, (_, index
     provider: { device: names.provider, mac: providerMacOf(id), attach: { kind: 'tap' } },
   };
 });
-applyDevicePlan(planDevices(connections, { ipv6: ipv6Runs(), host: new Map(), netns: new Map() })).catch((error: unknown) => {
+applyDevicePlan(planDevices(connections, { ...namespaceIpv6(), host: new Map(), netns: new Map() })).catch((error: unknown) => {
   console.error(`node-floor: ${error instanceof Error ? error.message : String(error)}`);
   process.exitCode = 1;
 });

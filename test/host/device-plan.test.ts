@@ -13,13 +13,29 @@ function connection(id: number, mtu = 1500): DesiredConnection {
   };
 }
 
-const observedHost = (devices: Iterable<ObservedDevice>, ipv6 = true) => ({ ipv6, host: new Map([...devices].map((d) => [d.name, d])), netns: new Map() });
+/** IPv6 in the current namespace: whether the kernel runs it, and whether new devices forward. */
+interface HostIpv6 {
+  readonly ipv6: boolean;
+  readonly forwarding: boolean;
+}
+const PLAIN_HOST: HostIpv6 = { ipv6: true, forwarding: false };
+
+const observedHost = (devices: Iterable<ObservedDevice>, host: HostIpv6 = PLAIN_HOST) => ({
+  ipv6: host.ipv6,
+  ipv6Forwarding: host.forwarding,
+  host: new Map([...devices].map((d) => [d.name, d])),
+  netns: new Map(),
+});
+
+/** A device's IPv6 as the kernel starts it (when made, or when its MTU rises past 1280). */
+const freshIpv6 = (host: HostIpv6) => ({ ipv6: host.ipv6, ipv6LinkLocal: host.ipv6, ipv6Forwarding: host.ipv6 && host.forwarding });
+const NO_IPV6 = { ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false };
 
 /**
  * What the kernel would hold after these steps (tap connections in the current namespace only):
  * enough of the kernel's rules to check that a plan reaches what it promises.
  */
-function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly DeviceStep[], hostIpv6: boolean): Map<string, ObservedDevice> {
+function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly DeviceStep[], host: HostIpv6): Map<string, ObservedDevice> {
   const devices = new Map(start);
   for (const step of steps) {
     const { name } = step;
@@ -27,7 +43,7 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
       case 'add-tap':
       case 'add-bridge':
         expect(devices.has(name)).toBe(false);
-        devices.set(name, { name, kind: step.op === 'add-tap' ? 'tun' : 'bridge', master: null, mtu: 1500, up: false, mac: '02:00:00:00:00:01', ipv6: hostIpv6, ipv6LinkLocal: hostIpv6 });
+        devices.set(name, { name, kind: step.op === 'add-tap' ? 'tun' : 'bridge', master: null, mtu: 1500, up: false, mac: '02:00:00:00:00:01', ...freshIpv6(host) });
         break;
       case 'delete':
         expect(devices.has(name)).toBe(true);
@@ -41,23 +57,21 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
         const { mac, mtu, master, up, addrGenModeNone } = step.change;
         if (master !== undefined) expect(devices.get(master)?.kind).toBe('bridge');
         const newMtu = mtu ?? device.mtu;
-        // The kernel takes IPv6 off a device below an MTU of 1280, and gives it back (on, making
-        // addresses) above.
-        const fresh = hostIpv6 && device.mtu < 1280;
-        const ipv6 = newMtu < 1280 ? false : fresh ? true : device.ipv6;
-        let ipv6LinkLocal = newMtu < 1280 ? false : fresh ? true : device.ipv6LinkLocal;
+        // The kernel takes IPv6 off a device below an MTU of 1280, and starts it afresh above.
+        let ipv6 = newMtu < 1280 ? NO_IPV6 : device.mtu < 1280 ? freshIpv6(host) : device;
         if (addrGenModeNone === true) {
           // The kernel refuses IPv6 settings for a device without IPv6, before the message and after the MTU change.
-          expect(hostIpv6 && device.mtu >= 1280 && newMtu >= 1280).toBe(true);
-          ipv6LinkLocal = false;
+          expect(host.ipv6 && device.mtu >= 1280 && newMtu >= 1280).toBe(true);
+          ipv6 = { ...ipv6, ipv6LinkLocal: false };
         }
-        devices.set(name, { ...device, mac: mac ?? device.mac, mtu: newMtu, master: master ?? device.master, up: up ?? device.up, ipv6, ipv6LinkLocal });
+        const { ipv6: runs, ipv6LinkLocal, ipv6Forwarding } = ipv6;
+        devices.set(name, { ...device, mac: mac ?? device.mac, mtu: newMtu, master: master ?? device.master, up: up ?? device.up, ipv6: runs, ipv6LinkLocal, ipv6Forwarding });
         break;
       }
       case 'disable-ipv6': {
         const device = devices.get(name);
         expect(device).toBeDefined();
-        if (device !== undefined) devices.set(name, { ...device, ipv6: false, ipv6LinkLocal: false });
+        if (device !== undefined) devices.set(name, { ...device, ...NO_IPV6 });
         break;
       }
       case 'add-veth':
@@ -78,7 +92,8 @@ const someDevice = (name: string): fc.Arbitrary<ObservedDevice> =>
     mac: fc.constant('02:00:00:00:00:03'),
     ipv6: fc.boolean(),
     ipv6LinkLocal: fc.boolean(),
-  }).map((device) => (device.mtu < 1280 || !device.ipv6 ? { ...device, ipv6: false, ipv6LinkLocal: false } : device));
+    ipv6Forwarding: fc.boolean(),
+  }).map((device) => (device.mtu < 1280 || !device.ipv6 ? { ...device, ...NO_IPV6 } : device));
 
 describe('planDevices, tap connections', () => {
   it('creates the bridge, each tap joins it, then the bridge comes up (as a hand-written batch does), IPv6 off on it before that', () => {
@@ -96,8 +111,8 @@ describe('planDevices, tap connections', () => {
   });
 
   it('re-enslaves the ports of a non-bridge device that held the bridge name (deleting it released them)', () => {
-    const bond: ObservedDevice = { name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ipv6: false, ipv6LinkLocal: false };
-    const port: ObservedDevice = { name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ipv6: false, ipv6LinkLocal: false };
+    const bond: ObservedDevice = { name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ...NO_IPV6 };
+    const port: ObservedDevice = { name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ...NO_IPV6 };
     const steps = planDevices([connection(7)], observedHost([bond, port])).hostSteps.flat().map((step) => stepText(step));
     expect(steps.slice(0, 3)).toEqual(['ip link del dev snb7', 'ip link add snb7 type bridge', 'ip link set dev snc7 master snb7']);
   });
@@ -110,16 +125,20 @@ describe('planDevices, tap connections', () => {
       // As in the kernel: a master (other than a bridge outside the plan) exists and can be one
       // (a bridge, or a bond named like our bridge).
       .filter((devices) => [...devices.values()].every((d) => d.master === null || d.master === 'other' || ['bridge', 'bond'].includes(devices.get(d.master)?.kind ?? '')));
+    const host = fc.record({ ipv6: fc.boolean(), forwarding: fc.boolean() }).map((h) => (h.ipv6 ? h : { ipv6: false, forwarding: false }));
     fc.assert(
-      fc.property(start, fc.constantFrom(1000, 1400, 1500, 9000), fc.boolean(), (found, mtu, hostIpv6) => {
+      fc.property(start, fc.constantFrom(1000, 1400, 1500, 9000), host, (found, mtu, hostIpv6) => {
         // Without IPv6 in the kernel no device has any.
-        const before = hostIpv6 ? found : new Map([...found].map(([name, device]) => [name, { ...device, ipv6: false, ipv6LinkLocal: false }]));
+        const before = hostIpv6.ipv6 ? found : new Map([...found].map(([name, device]) => [name, { ...device, ...NO_IPV6 }]));
         const wanted = [connection(1, mtu), connection(2, mtu)];
         const after = simulate(before, planDevices(wanted, observedHost(before.values(), hostIpv6)).hostSteps.flat(), hostIpv6);
         for (const c of wanted) {
           expect(after.get(c.bridge)).toMatchObject({ kind: 'bridge', mtu, up: true, ipv6: false });
           for (const side of [c.client, c.provider]) {
-            expect(after.get(side.device)).toMatchObject({ kind: 'tun', mtu, up: true, master: c.bridge, ipv6LinkLocal: false });
+            const port = after.get(side.device);
+            expect(port).toMatchObject({ kind: 'tun', mtu, up: true, master: c.bridge });
+            // Silent: no address of its own, and no all-routers groups to report.
+            expect(port?.ipv6 === true && (port.ipv6LinkLocal || port.ipv6Forwarding)).toBe(false);
           }
         }
         expect(isEmptyPlan(planDevices(wanted, observedHost(after.values(), hostIpv6)))).toBe(true);
@@ -129,7 +148,7 @@ describe('planDevices, tap connections', () => {
 });
 
 describe('planDevices, IPv6 on the host\'s devices', () => {
-  type Ipv6 = 'off' | 'no-address' | 'addresses';
+  type Ipv6 = 'off' | 'no-address' | 'addresses' | 'forwarding';
   const device = (name: string, master: string | null, ipv6: Ipv6, mtu = 1500): ObservedDevice => ({
     name,
     kind: master === null ? 'bridge' : 'tun',
@@ -139,8 +158,9 @@ describe('planDevices, IPv6 on the host\'s devices', () => {
     mac: '02:00:00:00:00:09',
     ipv6: ipv6 !== 'off',
     ipv6LinkLocal: ipv6 === 'addresses',
+    ipv6Forwarding: ipv6 === 'forwarding',
   });
-  const stepsOf = (devices: ObservedDevice[], mtu = 1500, hostIpv6 = true) => planDevices([connection(7, mtu)], observedHost(devices, hostIpv6)).hostSteps.flat().map((step) => stepText(step));
+  const stepsOf = (devices: ObservedDevice[], mtu = 1500, host: HostIpv6 = PLAIN_HOST) => planDevices([connection(7, mtu)], observedHost(devices, host)).hostSteps.flat().map((step) => stepText(step));
 
   it('turns IPv6 off on an existing bridge where it runs (which drops its addresses); ports without addresses stay as they are', () => {
     expect(stepsOf([device('snb7', null, 'no-address'), device('snc7', 'snb7', 'no-address'), device('snp7', 'snb7', 'off')])).toEqual(['sysctl -w net.ipv6.conf.snb7.disable_ipv6=1']);
@@ -179,7 +199,27 @@ describe('planDevices, IPv6 on the host\'s devices', () => {
   });
 
   it('asks nothing of IPv6 where the kernel runs none', () => {
-    expect(stepsOf([], 1500, false).filter((step) => /addrgenmode|ipv6/.test(step))).toEqual([]);
+    expect(stepsOf([], 1500, { ipv6: false, forwarding: false }).filter((step) => /addrgenmode|ipv6/.test(step))).toEqual([]);
+  });
+
+  it('turns it off on new ports before they come up where the host forwards IPv6 (a forwarding port reports the all-routers groups)', () => {
+    expect(stepsOf([], 1500, { ipv6: true, forwarding: true })).toEqual([
+      'ip link add snb7 type bridge',
+      'ip tuntap add dev snc7 mode tap vnet_hdr',
+      'sysctl -w net.ipv6.conf.snc7.disable_ipv6=1',
+      'ip link set dev snc7 mtu 1500 master snb7 up',
+      'ip tuntap add dev snp7 mode tap vnet_hdr',
+      'sysctl -w net.ipv6.conf.snp7.disable_ipv6=1',
+      'ip link set dev snp7 mtu 1500 master snb7 up',
+      'sysctl -w net.ipv6.conf.snb7.disable_ipv6=1',
+      'ip link set dev snb7 mtu 1500 up',
+    ]);
+  });
+
+  it('turns it off on existing ports that forward', () => {
+    expect(stepsOf([device('snb7', null, 'off'), device('snc7', 'snb7', 'forwarding'), device('snp7', 'snb7', 'no-address')])).toEqual([
+      'sysctl -w net.ipv6.conf.snc7.disable_ipv6=1',
+    ]);
   });
 
   it('has nothing to do where the bridge has it off and the ports make no address', () => {

@@ -36,7 +36,7 @@ describe('ProgramWriter', () => {
         expect(only?.kind).toBe(1);
         const message = only?.payload ?? new Uint8Array();
         expect(header(message)).toMatchObject({ length: message.length, type: 16 });
-        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '', ipv6: quiet, ipv6LinkLocal: false }]);
+        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '', ipv6: quiet, ipv6LinkLocal: false, ipv6Forwarding: false }]);
       }),
     );
   });
@@ -130,10 +130,13 @@ function answerWithAfSpec(name: string, families: ReadonlyMap<number, Buffer>): 
   return Buffer.concat([header, body]);
 }
 
-/** AF_INET6's IFLA_INET6_CONF with disable_ipv6 (DEVCONF_DISABLE_IPV6, value 26 of 60) set as given. */
-function inet6Conf(disableIpv6: number): Buffer {
+/**
+ * AF_INET6's IFLA_INET6_CONF with disable_ipv6 (DEVCONF_DISABLE_IPV6, value 26 of 60) and
+ * forwarding (DEVCONF_FORWARDING, value 0; on by default, so that a wrong place would read 1) as given.
+ */
+function inet6Conf(disableIpv6: number, forwarding = 1): Buffer {
   const conf = Buffer.alloc(4 * 60);
-  conf.writeInt32LE(1, 0); // forwarding, so that a wrong place would read 1
+  conf.writeInt32LE(forwarding, 0);
   conf.writeInt32LE(disableIpv6, 4 * 26);
   const head = Buffer.alloc(4);
   head.writeUInt16LE(4 + conf.length, 0);
@@ -154,6 +157,13 @@ describe('decodeLinks', () => {
     // Only IPv4 settings: a kernel without IPv6, or a device it does not run on.
     expect(ipv6Of(new Map([[2, Buffer.alloc(8)]]))).toBe(false);
     expect(ipv6Of(new Map([[2, Buffer.alloc(8)], [10, inet6Conf(0)]]))).toBe(true);
+  });
+
+  it('reads whether IPv6 forwards on it (only where it runs)', () => {
+    const forwardingOf = (inet6: Buffer) => decodeLinks(answerWithAfSpec('snc1', new Map([[10, inet6]])))[0]?.ipv6Forwarding;
+    expect(forwardingOf(inet6Conf(0, 1))).toBe(true);
+    expect(forwardingOf(inet6Conf(0, 0))).toBe(false);
+    expect(forwardingOf(inet6Conf(1, 1))).toBe(false);
   });
 
   it('reads whether IPv6 makes a link-local address for it: it runs, and addrgenmode is not none', () => {
@@ -177,7 +187,7 @@ describe('decodeLinks', () => {
 
 describe('observedDevices', () => {
   it('names masters it has seen, and gives unknown masters a name no device can have', () => {
-    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '', ipv6: true, ipv6LinkLocal: true });
+    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '', ipv6: true, ipv6LinkLocal: true, ipv6Forwarding: false });
     const devices = observedDevices([link(5, 'snb1', null), link(6, 'snc1', 5), link(7, 'snp1', 99)]);
     expect(devices.get('snc1')?.master).toBe('snb1');
     expect(devices.get('snp1')?.master).toBe('ifindex 99');

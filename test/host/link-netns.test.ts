@@ -38,6 +38,21 @@ while time.time() < end:
 print(count)
 `;
 
+/**
+ * The IPv6 frames the netvm's interface receives from the host's port while the port goes down
+ * and up (a port with addresses sends duplicate address detection, router solicitation and
+ * listener reports each time).
+ */
+async function ipv6FramesFromPort(world: LinkWorld, port: string): Promise<number> {
+  const portMac = (await devices(world.host)).get(port)?.address ?? '';
+  expect(portMac).toMatch(/^[0-9a-f:]{17}$/);
+  const capture = world.vmNetns('netvm').exec(['python3', '-c', CAPTURE_IPV6_FROM, port, portMac, '2.5']);
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  await world.host.ip(['link', 'set', 'dev', port, 'down']);
+  await world.host.ip(['link', 'set', 'dev', port, 'up']);
+  return Number((await capture).stdout.trim());
+}
+
 function oneLineError(stderr: string): string {
   const lines = stderr.split('\n').filter((line) => line !== '');
   expect(lines).toHaveLength(1);
@@ -143,24 +158,31 @@ describeNetns('spectrum-link link --attach netns', () => {
   it("sends nothing of the host's own into a VM's link: no IPv6 frame from a port, even as it comes up again", async () => {
     const link = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
     const port = link.providerDevice;
-    const portMac = (await devices(world.host)).get(port)?.address ?? '';
-    expect(portMac).toMatch(/^[0-9a-f:]{17}$/);
-    // IPv6 frames the netvm's interface receives from the host's port while the port goes down
-    // and up (with addresses, that is duplicate address detection, router solicitation and
-    // listener reports each time).
-    const framesFromPort = async (): Promise<number> => {
-      const capture = world.vmNetns('netvm').exec(['python3', '-c', CAPTURE_IPV6_FROM, port, portMac, '2.5']);
-      await new Promise((resolve) => setTimeout(resolve, 400));
-      await world.host.ip(['link', 'set', 'dev', port, 'down']);
-      await world.host.ip(['link', 'set', 'dev', port, 'up']);
-      return Number((await capture).stdout.trim());
-    };
-    expect(await framesFromPort()).toBe(0);
+    expect(await ipv6FramesFromPort(world, port)).toBe(0);
     // The same capture sees them from a port that makes addresses (as an older spectrum-link left it).
     await world.host.ip(['link', 'set', 'dev', port, 'addrgenmode', 'eui64']);
-    expect(await framesFromPort()).toBeGreaterThan(0);
+    expect(await ipv6FramesFromPort(world, port)).toBeGreaterThan(0);
     expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
     expect(await disableIpv6(world.host, port)).toBe('1');
+  });
+
+  it('keeps the ports silent where the host forwards IPv6 (a forwarding port reports the all-routers groups, address or not)', async () => {
+    const forwarding = async (value: string) => world.host.exec(['sysctl', '-qw', `net.ipv6.conf.all.forwarding=${value}`]);
+    expect((await world.link(['unlink', 'appvm-lynx'])).code).toBe(0);
+    await forwarding('1');
+    try {
+      const link = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+      for (const port of [link.clientDevice, link.providerDevice]) expect(await disableIpv6(world.host, port)).toBe('1');
+      expect(await ipv6FramesFromPort(world, link.providerDevice)).toBe(0);
+      // The capture sees the reports of a forwarding port without an address.
+      await world.host.exec(['sh', '-c', `echo 0 > /proc/sys/net/ipv6/conf/${link.providerDevice}/disable_ipv6`]);
+      await world.host.ip(['link', 'set', 'dev', link.providerDevice, 'addrgenmode', 'none']);
+      expect(await ipv6FramesFromPort(world, link.providerDevice)).toBeGreaterThan(0);
+      expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+      expect(await disableIpv6(world.host, link.providerDevice)).toBe('1');
+    } finally {
+      await forwarding('0');
+    }
   });
 
   it('keeps ids stable across unlink and re-link, and releases them on --forget', async () => {
