@@ -82,6 +82,8 @@ describeNetns('spectrum-link with VMMs', () => {
     // name in its own namespace, as opening it by name would have.
     expect(await carrierFlags(world.host, link.clientDevice)).toContain('LOWER_UP');
     expect((await devices(qemuNs)).has(link.clientDevice)).toBe(false);
+    // With its carrier, the tap has made no IPv6 address: the host sends nothing of its own to the VM.
+    expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.clientDevice])).stdout).toBe('');
 
     // Idempotent with QEMU too.
     const again = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate]);
