@@ -5,10 +5,11 @@ import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
-import { type ConfigSnapshot, configDirFrom } from './config.js';
+import { type ConfigSnapshot, type Listing, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix } from './device-names.js';
 import {
+  type LinkOutcome,
   type LinkProgressEvent,
   type LinkReport,
   type LinkerOptions,
@@ -122,31 +123,44 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const linkerOpts = options(flags);
       let vms = names;
       let snapshot: ConfigSnapshot | undefined;
+      let withoutProviders: VmName[] = [];
       if (flags.all === true) {
         if (names.length > 0) throw new CliError('link: give VM names or --all, not both', EXIT.usage);
         // The whole dir holds every VM the linker must check too, so it is read once.
         snapshot = await readConfigDir(linkerOpts.configDir);
-        vms = [...snapshot.vms.entries()]
-          .filter(([, dir]) => dir.location === 'directory' && dir.providers.state === 'directory' && dir.providers.entries.length > 0)
-          .map(([name]) => name)
-          .sort();
+        const listings = [...snapshot.vms.values()].flatMap((dir) => (dir.location === 'directory' ? [{ name: dir.name, providers: dir.providers }] : []));
+        const count = (providers: Listing): number => (providers.state === 'directory' ? providers.entries.length : 0);
+        vms = listings.filter((vm) => count(vm.providers) > 0).map((vm) => vm.name).sort();
+        // Read, and naming no provider now: whatever they were linked to as clients goes. (A VM
+        // whose directory could not be read, or has gone, is left as it is.)
+        withoutProviders = listings.filter((vm) => vm.providers.state === 'missing' || (vm.providers.state === 'directory' && count(vm.providers) === 0)).map((vm) => vm.name);
       } else if (names.length === 0) throw new CliError('link: name at least one VM, or use --all', EXIT.usage);
       const started = performance.now();
       // A bulk link takes seconds: on a terminal, a line that says how far it has got.
       const progress: Progress = flags.json !== true && vms.length > 1 ? terminalProgress() : NO_PROGRESS;
-      let byVm: Map<VmName, LinkReport[]>;
+      let outcome: LinkOutcome;
       try {
-        byVm = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress) }, snapshot);
+        outcome = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress) }, snapshot, withoutProviders);
       } finally {
         progress.done();
       }
+      const { linked, unlinked } = outcome;
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
-      if (wouldLog('info')) log().info({ vms: vms.length, links: [...byVm.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
+      if (wouldLog('info')) {
+        log().info({ vms: vms.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
+      }
       const lines: string[] = [];
-      for (const [vm, reports] of byVm) {
-        if (flags.json === true) lines.push(`${JSON.stringify({ vm, links: reports.map(linkJson) })}\n`);
-        else if (reports.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
-        else for (const report of reports) lines.push(`${reportLine(report)}\n`);
+      // VMs without providers that had nothing to take down are not reported by --all.
+      for (const vm of new Set([...linked.keys(), ...unlinked.keys()])) {
+        const reports = linked.get(vm) ?? [];
+        const gone = unlinked.get(vm) ?? [];
+        if (flags.json === true) {
+          lines.push(`${JSON.stringify({ vm, links: reports.map(linkJson), ...(gone.length > 0 && { unlinked: gone.map(linkJson) }) })}\n`);
+          continue;
+        }
+        if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
+        for (const report of reports) lines.push(`${reportLine(report)}\n`);
+        for (const report of gone) lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept): ${report.provider} is no longer among ${report.vm}'s providers\n`);
       }
       process.stdout.write(lines.join(''));
     });

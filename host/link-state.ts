@@ -98,6 +98,16 @@ export function linksOfClient(state: LinkState, client: VmName): Link[] {
   return state.links.filter((link) => link.client === client);
 }
 
+/**
+ * A client's links that are up (attachments recorded) to providers its config no longer names:
+ * `link` takes them down (the config is what the client may reach), keeping their ids as
+ * `unlink` does.
+ */
+export function unlistedLinks(state: LinkState, client: VmName, providers: readonly VmName[]): Link[] {
+  const listed = new Set(providers);
+  return linksOfClient(state, client).filter((link) => link.attached !== undefined && !listed.has(link.provider));
+}
+
 export function linksOfProvider(state: LinkState, provider: VmName): Link[] {
   return state.links.filter((link) => link.provider === provider);
 }

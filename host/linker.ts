@@ -19,6 +19,7 @@ import {
   linksOfProvider,
   sameState,
   setAttachments,
+  unlistedLinks,
 } from './link-state.js';
 import { loadState, saveState, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -169,18 +170,31 @@ function* chunksOf<T>(items: readonly T[]): Generator<T[]> {
   for (let start = 0; start < items.length; start += size, size *= 2) yield items.slice(start, start + size);
 }
 
+/** What `link` did: each VM's links, and the links it took down (providers no longer listed). */
+export interface LinkOutcome {
+  /** In the order asked for; a VM named twice is linked once. */
+  readonly linked: Map<VmName, LinkReport[]>;
+  /** Per client, only where there were any. */
+  readonly unlinked: Map<VmName, LinkReport[]>;
+}
+
 /**
  * `link <vm...>`: every connection of each client VM to each of its providers, ids allocated
- * (or found) in the state, devices converged, VMMs attached. Idempotent. `snapshot`: the config
- * dir as already read by the caller (it must hold the VMs and every VM their providers reach).
- * A failure anywhere (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole run.
+ * (or found) in the state, devices converged, VMMs attached; then its connections to providers
+ * its config no longer names taken down (ids kept). Idempotent. `snapshot`: the config dir as
+ * already read by the caller (it must hold the VMs and every VM their providers reach);
+ * `withoutProviders`: VMs read there that name no provider now, whose client links go too.
+ * A failure while linking (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole
+ * run, and takes nothing down.
  */
-export async function linkVms(names: readonly string[], options: LinkerOptions, snapshot?: ConfigSnapshot): Promise<Map<VmName, LinkReport[]>> {
+export async function linkVms(names: readonly string[], options: LinkerOptions, snapshot?: ConfigSnapshot, withoutProviders: readonly VmName[] = []): Promise<LinkOutcome> {
   const vms = [...new Set(names.map(vmName))];
   return withStateLock(options.stateDir, async () => {
     const before = await loadState(options.stateDir);
     let state = before;
     const byVm = new Map<VmName, LinkReport[]>();
+    /** Each VM's providers as its config names them now. */
+    const listed = new Map<VmName, readonly VmName[]>(withoutProviders.map((vm) => [vm, []]));
     const plans: DevicePlan[] = [];
     // Chunks are applied one after another; after a failure the rest are not.
     let applying: Promise<void> = Promise.resolve();
@@ -191,6 +205,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
         if (failed) break;
         const config = snapshot ?? (await readConfigVms(options.configDir, chunk));
         const wanted = chunk.map((vm) => requireValidVm(config, vm));
+        for (const vm of wanted) listed.set(vm.name, vm.providers);
         const allocation = allocateMany(state, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
         const reports: LinkReport[] = [];
         for (const vm of wanted) byVm.set(vm.name, []);
@@ -241,9 +256,28 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
       if (state !== before) await saveState(options.stateDir, before);
       throw error;
     }
-    // In the order asked for (a VM named twice is linked once).
-    return new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []]));
+    const unlisted = [...listed].flatMap(([vm, providers]) => unlistedLinks(state, vm, providers));
+    const unlinked = new Map<VmName, LinkReport[]>();
+    if (unlisted.length > 0) {
+      const released = await releaseLinks(state, unlisted, options);
+      if (!sameState(released.state, state)) await saveState(options.stateDir, released.state);
+      for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
+    }
+    return { linked: new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []])), unlinked };
   });
+}
+
+/**
+ * Take links down: detached from their VMMs, devices removed. The state with their attachments
+ * cleared is returned, not saved; the ids stay.
+ */
+async function releaseLinks(state: LinkState, links: readonly Link[], options: LinkerOptions): Promise<{ state: LinkState; reports: LinkReport[] }> {
+  const reports = links.map((link) => linkReport(link, options));
+  for (const report of reports) {
+    for (const target of vmmNics(report)) await options.vmm.detach(target.kind, target.vm, target.nic);
+  }
+  await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
+  return { state: setAttachments(state, links.map((link) => ({ pair: link, attached: undefined }))), reports };
 }
 
 /** The links a VM takes part in, as client or as provider. */
@@ -258,12 +292,9 @@ export async function unlinkVm(name: string, forget: boolean, options: LinkerOpt
     const state = await loadState(options.stateDir);
     const links = linksOfVm(state, vm);
     if (links.length === 0) throw new LinkerError('not-linked', `${vm} has no recorded links in ${options.stateDir}`);
-    const reports = links.map((link) => linkReport(link, options));
-    for (const report of reports) {
-      for (const target of vmmNics(report)) await options.vmm.detach(target.kind, target.vm, target.nic);
-    }
-    await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
-    let next = setAttachments(state, links.map((link) => ({ pair: link, attached: undefined })));
+    const released = await releaseLinks(state, links, options);
+    const reports = released.reports;
+    let next = released.state;
     if (forget) for (const link of links) next = forgetLink(next, link).state;
     if (!sameState(next, state)) await saveState(options.stateDir, next);
     return reports;

@@ -1,5 +1,5 @@
 import { accessSync, constants } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
@@ -425,5 +425,74 @@ describeNetns('linking many VMs in one call', () => {
     const json = await onTerminal(['link', ...VMS, '--attach', 'none', '--json']);
     expect(json.code).toBe(0);
     expect(json.stdout).not.toContain(ERASE);
+  });
+});
+
+describeNetns('a provider dropped from a client\'s config', () => {
+  let harness: Harness;
+  let world: LinkWorld;
+
+  beforeAll(async () => {
+    harness = createHarness('linkdrop');
+    world = await makeLinkWorld(harness);
+  });
+  afterAll(async () => {
+    await world?.dispose();
+    await harness?.cleanup();
+  });
+
+  type LinkOutput = LinkJson & { unlinked?: LinkJson['links'] };
+  const providerFile = (client: string, provider: string): string => join(world.configDir, client, 'providers', 'net', provider);
+  const linkJsonOf = async (args: readonly string[]): Promise<LinkOutput[]> => {
+    const result = await world.link([...args, '--attach', 'netns', '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    return result.stdout.trim().split('\n').map((line) => JSON.parse(line) as LinkOutput);
+  };
+
+  it('takes the link down on the next link of the client (devices and far ends gone), keeping its id', async () => {
+    await writeFile(providerFile('appvm-catgirl', 'appvm-lynx'), '');
+    const [both] = await linkJsonOf(['link', 'appvm-catgirl']);
+    expect(both?.links.map((link) => link.provider)).toEqual(['appvm-lynx', 'netvm']);
+    const viaLynx = both!.links[0]!;
+    expect((await devices(world.vmNetns('appvm-lynx'))).has(viaLynx.providerDevice)).toBe(true);
+
+    await rm(providerFile('appvm-catgirl', 'appvm-lynx'));
+    const [after] = await linkJsonOf(['link', 'appvm-catgirl']);
+    expect(after?.links.map((link) => link.provider)).toEqual(['netvm']);
+    expect(after?.unlinked).toEqual([expect.objectContaining({ provider: 'appvm-lynx', id: viaLynx.id, bridge: viaLynx.bridge })]);
+    const host = await devices(world.host);
+    for (const device of [viaLynx.bridge, viaLynx.clientDevice, viaLynx.providerDevice]) expect(host.has(device)).toBe(false);
+    expect((await devices(world.vmNetns('appvm-lynx'))).has(viaLynx.providerDevice)).toBe(false);
+    expect((await devices(world.vmNetns('appvm-catgirl'))).has(viaLynx.clientDevice)).toBe(false);
+    const shown = JSON.parse((await world.link(['show', 'appvm-catgirl', '--json'])).stdout) as { provider: string; id: number; present: boolean }[];
+    expect(shown).toContainEqual(expect.objectContaining({ provider: 'appvm-lynx', id: viaLynx.id, present: false }));
+
+    // Nothing more to take down; listed again, it comes back with its id.
+    const [again] = await linkJsonOf(['link', 'appvm-catgirl']);
+    expect(again).not.toHaveProperty('unlinked');
+    await writeFile(providerFile('appvm-catgirl', 'appvm-lynx'), '');
+    const [back] = await linkJsonOf(['link', 'appvm-catgirl']);
+    expect(back?.links.find((link) => link.provider === 'appvm-lynx')?.id).toBe(viaLynx.id);
+    await rm(providerFile('appvm-catgirl', 'appvm-lynx'));
+    const text = await world.link(['link', 'appvm-catgirl', '--attach', 'netns']);
+    expect(text.stdout).toContain(`unlinked appvm-catgirl -> appvm-lynx (id ${viaLynx.id}, kept): appvm-lynx is no longer among appvm-catgirl's providers\n`);
+  });
+
+  it('link --all takes down the links of a VM that names no provider any more, and reports no other VM without providers', async () => {
+    await linkJsonOf(['link', 'appvm-lynx', 'appvm-catgirl']);
+    const providers = join(world.configDir, 'appvm-catgirl', 'providers');
+    await rename(providers, `${providers}.away`);
+    try {
+      const outputs = await linkJsonOf(['link', '--all']);
+      expect(outputs.map((output) => output.vm).sort()).toEqual(['appvm-catgirl', 'appvm-lynx']);
+      const catgirl = outputs.find((output) => output.vm === 'appvm-catgirl');
+      expect(catgirl?.links).toEqual([]);
+      expect(catgirl?.unlinked?.map((link) => link.provider)).toEqual(['netvm']);
+      expect(outputs.find((output) => output.vm === 'appvm-lynx')?.links.map((link) => link.provider)).toEqual(['netvm']);
+      const host = await devices(world.host);
+      expect(host.has(catgirl!.unlinked![0]!.bridge)).toBe(false);
+    } finally {
+      await rename(`${providers}.away`, providers);
+    }
   });
 });

@@ -22,9 +22,10 @@ import {
   serializeState,
   setAttachment,
   setAttachments,
+  unlistedLinks,
 } from '../../host/link-state.js';
 import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
-import { vmName } from '../../host/vm-name.js';
+import { type VmName, vmName } from '../../host/vm-name.js';
 
 const vmNames = fc.constantFrom('netvm', 'vpnvm', 'torvm', 'appvm-lynx', 'appvm-catgirl', 'a', 'b', 'c').map(vmName);
 const pairs = fc.tuple(vmNames, vmNames).filter(([c, p]) => c !== p).map(([client, provider]): LinkPair => ({ client, provider }));
@@ -218,6 +219,30 @@ describe('parseState', () => {
         }
       }),
     );
+  });
+});
+
+describe('unlistedLinks', () => {
+  it("gives exactly a client's links that are up to providers its config no longer names", () => {
+    const modes = fc.option(fc.constant({ client: 'netns', provider: 'netns' } as const), { nil: undefined });
+    fc.assert(
+      fc.property(ops, fc.array(fc.tuple(pairs, modes), { maxLength: 20 }), vmNames, fc.subarray(['netvm', 'vpnvm', 'torvm', 'a', 'b'].map(vmName)), (sequence, attachments, client, listed) => {
+        const state = setAttachments(sequence.reduce(apply, emptyState()), attachments.map(([pair, attached]) => ({ pair, attached })));
+        const found = unlistedLinks(state, client, listed);
+        const expected = state.links.filter((link) => link.client === client && link.attached !== undefined && !listed.includes(link.provider));
+        expect(found).toEqual(expected);
+      }),
+    );
+  });
+
+  it('takes down the link to a provider dropped from the list, not one already down', () => {
+    const [lynx, netvm, vpnvm, torvm] = ['appvm-lynx', 'netvm', 'vpnvm', 'torvm'].map(vmName) as [VmName, VmName, VmName, VmName];
+    let state = allocateMany(emptyState(), [netvm, vpnvm, torvm].map((provider) => ({ client: lynx, provider }))).state;
+    const up = { client: 'qemu', provider: 'netns' } as const;
+    state = setAttachments(state, [netvm, vpnvm].map((provider) => ({ pair: { client: lynx, provider }, attached: up })));
+    expect(unlistedLinks(state, lynx, [netvm]).map((link) => link.provider)).toEqual([vpnvm]);
+    expect(unlistedLinks(state, lynx, [netvm, vpnvm])).toEqual([]);
+    expect(unlistedLinks(state, vpnvm, [])).toEqual([]);
   });
 });
 
