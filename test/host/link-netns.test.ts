@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
 import { LINK_BIN, type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { linkWorldPerSuite } from './link-world-suite.js';
 
 interface LinkJson {
   vm: string;
@@ -429,22 +430,12 @@ describeNetns('linking many VMs in one call', () => {
 });
 
 describeNetns('a provider dropped from a client\'s config', () => {
-  let harness: Harness;
-  let world: LinkWorld;
-
-  beforeAll(async () => {
-    harness = createHarness('linkdrop');
-    world = await makeLinkWorld(harness);
-  });
-  afterAll(async () => {
-    await world?.dispose();
-    await harness?.cleanup();
-  });
+  const world = linkWorldPerSuite('linkdrop');
 
   type LinkOutput = LinkJson & { unlinked?: LinkJson['links'] };
-  const providerFile = (client: string, provider: string): string => join(world.configDir, client, 'providers', 'net', provider);
+  const providerFile = (client: string, provider: string): string => join(world().configDir, client, 'providers', 'net', provider);
   const linkJsonOf = async (args: readonly string[]): Promise<LinkOutput[]> => {
-    const result = await world.link([...args, '--attach', 'netns', '--json']);
+    const result = await world().link([...args, '--attach', 'netns', '--json']);
     expect(result.code, result.stderr).toBe(0);
     return result.stdout.trim().split('\n').map((line) => JSON.parse(line) as LinkOutput);
   };
@@ -454,17 +445,17 @@ describeNetns('a provider dropped from a client\'s config', () => {
     const [both] = await linkJsonOf(['link', 'appvm-catgirl']);
     expect(both?.links.map((link) => link.provider)).toEqual(['appvm-lynx', 'netvm']);
     const viaLynx = both!.links[0]!;
-    expect((await devices(world.vmNetns('appvm-lynx'))).has(viaLynx.providerDevice)).toBe(true);
+    expect((await devices(world().vmNetns('appvm-lynx'))).has(viaLynx.providerDevice)).toBe(true);
 
     await rm(providerFile('appvm-catgirl', 'appvm-lynx'));
     const [after] = await linkJsonOf(['link', 'appvm-catgirl']);
     expect(after?.links.map((link) => link.provider)).toEqual(['netvm']);
     expect(after?.unlinked).toEqual([expect.objectContaining({ provider: 'appvm-lynx', id: viaLynx.id, bridge: viaLynx.bridge })]);
-    const host = await devices(world.host);
+    const host = await devices(world().host);
     for (const device of [viaLynx.bridge, viaLynx.clientDevice, viaLynx.providerDevice]) expect(host.has(device)).toBe(false);
-    expect((await devices(world.vmNetns('appvm-lynx'))).has(viaLynx.providerDevice)).toBe(false);
-    expect((await devices(world.vmNetns('appvm-catgirl'))).has(viaLynx.clientDevice)).toBe(false);
-    const shown = JSON.parse((await world.link(['show', 'appvm-catgirl', '--json'])).stdout) as { provider: string; id: number; present: boolean }[];
+    expect((await devices(world().vmNetns('appvm-lynx'))).has(viaLynx.providerDevice)).toBe(false);
+    expect((await devices(world().vmNetns('appvm-catgirl'))).has(viaLynx.clientDevice)).toBe(false);
+    const shown = JSON.parse((await world().link(['show', 'appvm-catgirl', '--json'])).stdout) as { provider: string; id: number; present: boolean }[];
     expect(shown).toContainEqual(expect.objectContaining({ provider: 'appvm-lynx', id: viaLynx.id, present: false }));
 
     // Nothing more to take down; listed again, it comes back with its id.
@@ -474,13 +465,13 @@ describeNetns('a provider dropped from a client\'s config', () => {
     const [back] = await linkJsonOf(['link', 'appvm-catgirl']);
     expect(back?.links.find((link) => link.provider === 'appvm-lynx')?.id).toBe(viaLynx.id);
     await rm(providerFile('appvm-catgirl', 'appvm-lynx'));
-    const text = await world.link(['link', 'appvm-catgirl', '--attach', 'netns']);
+    const text = await world().link(['link', 'appvm-catgirl', '--attach', 'netns']);
     expect(text.stdout).toContain(`unlinked appvm-catgirl -> appvm-lynx (id ${viaLynx.id}, kept): appvm-lynx is no longer among appvm-catgirl's providers\n`);
   });
 
   it('link --all takes down the links of a VM that names no provider any more, and reports no other VM without providers', async () => {
     await linkJsonOf(['link', 'appvm-lynx', 'appvm-catgirl']);
-    const providers = join(world.configDir, 'appvm-catgirl', 'providers');
+    const providers = join(world().configDir, 'appvm-catgirl', 'providers');
     await rename(providers, `${providers}.away`);
     try {
       const outputs = await linkJsonOf(['link', '--all']);
@@ -489,7 +480,7 @@ describeNetns('a provider dropped from a client\'s config', () => {
       expect(catgirl?.links).toEqual([]);
       expect(catgirl?.unlinked?.map((link) => link.provider)).toEqual(['netvm']);
       expect(outputs.find((output) => output.vm === 'appvm-lynx')?.links.map((link) => link.provider)).toEqual(['netvm']);
-      const host = await devices(world.host);
+      const host = await devices(world().host);
       expect(host.has(catgirl!.unlinked![0]!.bridge)).toBe(false);
     } finally {
       await rename(`${providers}.away`, providers);
