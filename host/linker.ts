@@ -37,7 +37,7 @@ export interface VmmPort {
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
   constructor(
-    readonly kind: 'not-linked',
+    readonly kind: 'not-linked' | 'unlisted-not-taken-down',
     message: string,
   ) {
     super(message);
@@ -259,7 +259,11 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const unlisted = [...listed].flatMap(([vm, providers]) => unlistedLinks(state, vm, providers));
     const unlinked = new Map<VmName, LinkReport[]>();
     if (unlisted.length > 0) {
-      const released = await releaseLinks(state, unlisted, options);
+      const released = await releaseLinks(state, unlisted, options).catch((error: unknown) => {
+        const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reason}`);
+      });
       if (!sameState(released.state, state)) await saveState(options.stateDir, released.state);
       for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
     }

@@ -1,7 +1,7 @@
 // spectrum-link's VMM attach modes end to end: a real QEMU (QMP hot-plug), the spec-exact fake
 // cloud-hypervisor, and `none` (taps plus printed arguments). All inside test namespaces.
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -129,6 +129,33 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(remove).toMatchObject({ method: 'PUT', body: { id: link.clientDevice } });
       expect(fake.heldTapQueues()).toBe(0);
     } finally {
+      await fake.close();
+    }
+  });
+
+  it('takes down the NIC of a provider dropped from the config, and says so when the VMM refuses', async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    const extraProvider = join(world.configDir, 'appvm-catgirl', 'providers', 'net', 'appvm-lynx');
+    const args = ['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--attach', 'appvm-lynx=netns', '--ch-socket', fake.socketPath];
+    try {
+      await writeFile(extraProvider, '');
+      const both = await world.link(args);
+      expect(both.code, both.stderr).toBe(0);
+      expect(fake.nets).toHaveLength(2);
+      await rm(extraProvider);
+      fake.inject('vm.remove-device', { status: 500, body: 'device busy' });
+      const refused = await world.link(args);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+      expect(refused.stderr).toMatch(/linked, but taking down appvm-catgirl -> appvm-lynx \(no longer among the providers\) failed: .*500/);
+      // Linked again, it gets through.
+      const again = await world.link(args);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toContain('unlinked appvm-catgirl -> appvm-lynx');
+      expect(fake.nets).toHaveLength(1);
+      expect((await world.link(['unlink', 'appvm-catgirl', '--ch-socket', fake.socketPath])).code).toBe(0);
+    } finally {
+      await rm(extraProvider, { force: true });
       await fake.close();
     }
   });
