@@ -107,6 +107,12 @@ export function connectWithRights(path: string, fds: readonly number[]): Duplex 
   let rights: readonly number[] | undefined = fds;
   const connection = new Duplex({
     write(chunk: Buffer, _encoding, callback) {
+      // node:http ends a request with an empty write: sending it could only fail (EPIPE) where the
+      // peer has already answered the whole request and closed.
+      if (chunk.length === 0) {
+        callback();
+        return;
+      }
       if (rights === undefined) {
         socket.write(chunk, callback);
         return;

@@ -115,4 +115,29 @@ describeNetns('tap queues and descriptor passing', () => {
     }
     expect(() => connectWithRights(path, [0])).toThrow(expect.objectContaining({ code: 'ENOENT' }));
   });
+
+  it('an empty write after the peer has answered and closed sends nothing and does not fail', async () => {
+    // node:http ends a request with an empty write; a VMM that answers and closes first must not
+    // turn that into EPIPE (seen with cloud-hypervisor's fake under load).
+    const dir = mkdtempSync(join(tmpdir(), 'sn-tapfd-'));
+    const path = join(dir, 'peer.sock');
+    const server = createServer((socket: Socket) => socket.once('data', () => socket.end('answer')));
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    const passed = openSync('/dev/null', 'r');
+    try {
+      const connection = connectWithRights(path, [passed]);
+      connection.resume();
+      const ended = new Promise((resolve) => connection.on('end', resolve));
+      connection.write('request\n');
+      await ended;
+      // The peer is gone now; any write(2), even of no bytes, would be EPIPE.
+      const written = await new Promise<Error | null | undefined>((resolve) => connection.write(Buffer.alloc(0), resolve));
+      expect(written ?? null).toBeNull();
+      connection.destroy();
+    } finally {
+      closeSync(passed);
+      await new Promise((resolve) => server.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
