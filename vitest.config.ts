@@ -7,6 +7,8 @@ export default defineConfig({
     setupFiles: ['test/fast-check-setup.ts'],
     // Namespace tests spawn many short processes; forks keep signals and cwd per file.
     pool: 'forks',
+    // A test that asserts nothing cannot fail: vitest fails it instead.
+    expect: { requireAssertions: true },
     testTimeout: 60_000,
     hookTimeout: 60_000,
   },

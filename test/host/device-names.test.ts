@@ -29,7 +29,9 @@ describe('device names', () => {
   });
 
   it('is always a valid Linux interface name of at most 15 bytes', () => {
-    fc.assert(fc.property(prefixes, roles, ids, (prefix, role, id) => LINUX_VALID(deviceName(prefix, role, id))));
+    fc.assert(fc.property(prefixes, roles, ids, (prefix, role, id) => {
+      expect(deviceName(prefix, role, id)).toSatisfy(LINUX_VALID);
+    }));
   });
 
   it('the longest prefix with the longest id is exactly 15 bytes', () => {
