@@ -231,6 +231,18 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
   });
 
   it.each([
+    ['run', ''],
+    ['status', ''],
+    ['run', `/tmp/${'a'.repeat(103)}`],
+    ['status', `/tmp/${'a'.repeat(103)}`],
+  ])('refuses `%s --control-socket %j` with one line and exit 2 (used to be an internal error, or a hang)', async (command, path) => {
+    const result = await provider.exec(['node', CLI, command, '--control-socket', path], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
+    expect(result.code).toBe(2);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/control socket path .* is not usable/);
+  });
+
+  it.each([
     ['--firewall-audit', 'abc'],
     ['--firewall-audit', '-1'],
     ['--firewall-audit', '0.01'],
