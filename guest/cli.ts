@@ -14,4 +14,4 @@ const program = new Command('spectrum-netd')
   .addCommand(statusCommand());
 
 // A bad option value is a usage error (exit 2); every other module error exits 1 (run-cli).
-main(program, [[NetdError, EXIT.usage, ['allow-pair']]]);
+main(program, [[NetdError, EXIT.usage, ['allow-pair', 'control-socket-path']]]);

@@ -11,6 +11,11 @@ export interface FirewallModel {
   readonly uplinks: readonly string[];
   /** Client IPs; `from` may open connections to `to` (not the other way round). */
   readonly allowedPairs: readonly { readonly from: string; readonly to: string }[];
+  /**
+   * Client-facing links that serve nobody (a second link for a client id already served): their
+   * traffic is client traffic that no source address passes, so it is all dropped.
+   */
+  readonly isolatedLinks?: readonly string[];
 }
 
 /** A model that passed validateFirewallModel: canonical addresses, no repeats. */
@@ -26,8 +31,13 @@ export const MAX_INTERFACE_NAME_BYTES = 15;
  */
 const INTERFACE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
+/** Whether a name can go into the ruleset (Linux allows more: `a"b`, `a*`). */
+export function isUsableInterfaceName(name: string): boolean {
+  return name.length > 0 && Buffer.byteLength(name) <= MAX_INTERFACE_NAME_BYTES && INTERFACE_NAME.test(name);
+}
+
 export function assertInterfaceName(name: string, role: string): void {
-  if (name.length === 0 || Buffer.byteLength(name) > MAX_INTERFACE_NAME_BYTES || !INTERFACE_NAME.test(name)) {
+  if (!isUsableInterfaceName(name)) {
     throw new FirewallError(
       'interface-name',
       `${role} interface name ${quoteInput(name)} is not usable: it must be 1 to ${MAX_INTERFACE_NAME_BYTES} bytes of letters, digits, '_', '.' or '-', starting with a letter or digit`,
@@ -85,12 +95,28 @@ export function validateFirewallModel(model: FirewallModel): ValidFirewallModel 
     }
     uplinks.add(uplink);
   }
+  const isolated = new Set<string>();
+  for (const name of model.isolatedLinks ?? []) {
+    assertInterfaceName(name, 'isolated link');
+    if (names.has(name) || uplinks.has(name)) {
+      throw new FirewallError(
+        'interface-role',
+        `${name} is both isolated and a provider link or uplink: an isolated link serves nobody, check the agent's link classification`,
+      );
+    }
+    isolated.add(name);
+  }
   const pairs = new Map<string, { from: string; to: string }>();
   for (const pair of model.allowedPairs) {
     const from = canonicalClientIp(pair.from, 'allowed pair source');
     const to = canonicalClientIp(pair.to, 'allowed pair destination');
     pairs.set(`${from} ${to}`, { from, to });
   }
-  const valid: FirewallModel = { providerLinks: links, uplinks: [...uplinks], allowedPairs: [...pairs.values()] };
+  const valid: FirewallModel = {
+    providerLinks: links,
+    uplinks: [...uplinks],
+    allowedPairs: [...pairs.values()],
+    ...(isolated.size > 0 && { isolatedLinks: [...isolated] }),
+  };
   return valid as ValidFirewallModel;
 }

@@ -22,7 +22,7 @@ export const COUNTERS = {
 
 /** The sets clients change, with their nft key types. */
 export const SETS = {
-  /** Provider-side links: traffic from these is client traffic. */
+  /** Provider-side links (isolated ones too): traffic from these is client traffic. */
   client_links: 'ifname',
   /** The one source address each provider-side link may use. */
   client_sources: 'ifname . ipv4_addr',
@@ -122,7 +122,7 @@ function uniqueSorted(elements: Iterable<string>): string[] {
 /** The elements a (validated) model needs in each set. */
 export function desiredElements(model: ValidFirewallModel): FirewallElements {
   return {
-    client_links: uniqueSorted(model.providerLinks.map((link) => ifnameElement(link.ifname))),
+    client_links: uniqueSorted([...model.providerLinks.map((link) => link.ifname), ...(model.isolatedLinks ?? [])].map(ifnameElement)),
     client_sources: uniqueSorted(model.providerLinks.map((link) => `${ifnameElement(link.ifname)} . ${link.clientIp}`)),
     client_ips: uniqueSorted(model.providerLinks.map((link) => link.clientIp)),
     uplinks: uniqueSorted(model.uplinks.map(ifnameElement)),

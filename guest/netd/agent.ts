@@ -11,6 +11,7 @@ import {
   type Operation,
   type Plan,
   type PlanOptions,
+  type ServedLinks,
   applyOperation,
   describeOperation,
   dirtyLinks,
@@ -63,6 +64,7 @@ export class NetdAgent {
   #lastPlan: Plan | undefined;
   #reportStale = false;
   #knownConfigured = new Set<number>();
+  #served: ServedLinks = new Map();
   /** Links that kernel events touched since the last plan, and links that (re)appeared. */
   #dirty = new Set<number>();
   #seenLinks = new Set<number>();
@@ -144,7 +146,7 @@ export class NetdAgent {
 
   async status(): Promise<AgentStatus> {
     if (this.#reportStale) {
-      this.#lastPlan = plan(this.#view, this.options);
+      this.#lastPlan = plan(this.#view, this.options, new Set(), this.#served);
       this.#reportStale = false;
     }
     const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
@@ -217,13 +219,13 @@ export class NetdAgent {
       if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));
     }
 
-    let current = plan(this.#view, this.options, known);
+    let current = plan(this.#view, this.options, known, this.#served);
     if (current.unknownSysctls.length > 0) {
       for (const key of current.unknownSysctls) {
         const path = sysctlPath(key, this.#view);
         if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));
       }
-      current = plan(this.#view, this.options, known);
+      current = plan(this.#view, this.options, known, this.#served);
     }
 
     const failures = await this.#applyAll(current.operations);
@@ -237,6 +239,7 @@ export class NetdAgent {
     this.#lastPlan = current;
     this.#reportStale = applied > 0;
     this.#knownConfigured = new Set(current.links.filter((link) => link.role === 'provider' && link.state === 'configured').map((link) => link.ifindex));
+    this.#served = current.served;
     this.#servingIp = new Map(current.providerLinks.map((link) => [link.clientIp, link.ifindex]));
     await this.#tellPorts(current);
     this.#counters.lastReconcileMs = performance.now() - started;

@@ -1,5 +1,5 @@
 // The agent's control socket: one JSON request per line, one JSON reply line, then close.
-import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { dirname } from 'node:path';
 import { NetdError } from './netd-error.js';
@@ -7,6 +7,41 @@ import { NetdError } from './netd-error.js';
 export const DEFAULT_CONTROL_SOCKET = '/run/spectrum-netd/control.sock';
 const MAX_REQUEST_BYTES = 4096;
 const CLIENT_TIMEOUT_MS = 5_000;
+/** A connection that sends no request line in this time is closed: it would hold a descriptor forever. */
+const SERVER_IDLE_MS = 10_000;
+/** `status` is for an operator and a supervisor: more at once is a runaway script. */
+const MAX_CONNECTIONS = 64;
+/** sun_path holds 108 bytes with the terminating NUL; Node would bind a truncated path. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/** A path a Unix socket can be bound to and reached at, or a NetdError saying why not. */
+export function checkControlSocketPath(path: string): string {
+  if (path === '' || path.includes('\0') || Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+    throw new NetdError(
+      'control-socket-path',
+      `control socket path ${JSON.stringify(path.slice(0, 64))}${path.length > 64 ? '...' : ''} is not usable: give a path of 1 to ${MAX_SOCKET_PATH_BYTES} bytes`,
+    );
+  }
+  return path;
+}
+
+/** A stale socket left by a killed agent may be replaced; any other file is someone else's. */
+function removeStaleSocket(path: string): void {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch {
+    return; // none there
+  }
+  if (!isSocket) {
+    throw new NetdError('control-socket', `${path} exists and is not a socket: give --control-socket a path of its own`);
+  }
+  try {
+    unlinkSync(path);
+  } catch (error) {
+    throw new NetdError('control-socket', `cannot remove the stale socket ${path}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
 
 export type ControlHandler = (request: unknown) => Promise<unknown>;
 
@@ -28,7 +63,8 @@ export class ControlServer {
     readonly server: Server,
   ) {}
 
-  static async listen(path: string, handler: ControlHandler): Promise<ControlServer> {
+  static async listen(path: string, handler: ControlHandler, options: { idleMs?: number } = {}): Promise<ControlServer> {
+    checkControlSocketPath(path);
     try {
       mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     } catch (error) {
@@ -37,18 +73,24 @@ export class ControlServer {
     if (await probe(path)) {
       throw new NetdError('already-running', `another spectrum-netd answers on ${path}: stop it, or give --control-socket another path`);
     }
-    try {
-      unlinkSync(path); // a stale socket left by a killed agent
-    } catch {
-      // none there
-    }
-    const server = createServer((socket) => serve(socket, handler));
+    removeStaleSocket(path);
+    const idleMs = options.idleMs ?? SERVER_IDLE_MS;
+    const server = createServer((socket) => serve(socket, handler, idleMs));
+    server.maxConnections = MAX_CONNECTIONS;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (error) => reject(new NetdError('control-socket', `cannot listen on ${path}: ${error.message}`)));
       server.listen(path, () => resolve());
     });
-    chmodSync(path, 0o600);
-    return new ControlServer(path, server);
+    // Once listening, a failed accept (out of descriptors) must not end the agent.
+    server.on('error', () => undefined);
+    const control = new ControlServer(path, server);
+    try {
+      chmodSync(path, 0o600);
+    } catch (error) {
+      control.close();
+      throw new NetdError('control-socket', `cannot restrict ${path} to its owner: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    return control;
   }
 
   close(): void {
@@ -61,18 +103,23 @@ export class ControlServer {
   }
 }
 
-function serve(socket: Socket, handler: ControlHandler): void {
+function serve(socket: Socket, handler: ControlHandler, idleMs: number): void {
   let buffer = '';
   socket.setEncoding('utf8');
   socket.on('error', () => socket.destroy());
-  socket.on('data', (chunk: string) => {
+  // Until the reply is sent; a reader that never reads it is cut off as well.
+  socket.setTimeout(idleMs, () => socket.destroy());
+  const onData = (chunk: string): void => {
     buffer += chunk;
-    if (buffer.length > MAX_REQUEST_BYTES) {
+    const newline = buffer.indexOf('\n');
+    if (newline < 0 && buffer.length <= MAX_REQUEST_BYTES) return;
+    // One request per connection: whatever follows it is not read, and runs nothing.
+    socket.off('data', onData);
+    socket.pause();
+    if (newline < 0 || newline > MAX_REQUEST_BYTES) {
       socket.end(`${JSON.stringify({ error: 'request too long' })}\n`);
       return;
     }
-    const newline = buffer.indexOf('\n');
-    if (newline < 0) return;
     let request: unknown;
     try {
       request = JSON.parse(buffer.slice(0, newline));
@@ -84,12 +131,14 @@ function serve(socket: Socket, handler: ControlHandler): void {
       (reply) => socket.end(`${JSON.stringify(reply)}\n`),
       (error: unknown) => socket.end(`${JSON.stringify({ error: error instanceof Error ? error.message : String(error) })}\n`),
     );
-  });
+  };
+  socket.on('data', onData);
 }
 
 /** Send one request to a running agent and return its parsed reply. */
 export function controlRequest(path: string, request: unknown): Promise<unknown> {
   return new Promise((resolve, reject) => {
+    checkControlSocketPath(path);
     const socket = connect(path);
     let reply = '';
     const timer = setTimeout(() => {

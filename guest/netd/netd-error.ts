@@ -4,6 +4,7 @@ export type NetdErrorKind =
   | 'apply'
   | 'sysctl'
   | 'control-socket'
+  | 'control-socket-path'
   | 'already-running'
   | 'not-running'
   | 'notify-fd'

@@ -1,7 +1,7 @@
 // The pure planner: from the kernel's state (as the agent sees it) and the agent's options,
 // what must exist, and which operations bring the kernel there. Nothing here touches the system.
 import { GATEWAY_IP } from '../../shared/scheme.js';
-import type { FirewallModel } from '../firewall/model.js';
+import { type FirewallModel, isUsableInterfaceName } from '../firewall/model.js';
 import type { ProviderLink } from '../services-port.js';
 import {
   type KernelAddress,
@@ -34,6 +34,14 @@ export interface PlanOptions {
 export type KnownConfigured = ReadonlySet<number>;
 
 /**
+ * Provider links the agent served, with the client IP each served (ifindex -> IP), carried from
+ * one plan to the next (Plan.served): a link that stops serving (its MAC changed, or its name
+ * can no longer go into the firewall) loses the gateway address, route and neighbour the agent
+ * gave it, and a link already serving a client keeps it when another link claims the same id.
+ */
+export type ServedLinks = ReadonlyMap<number, string>;
+
+/**
  * The links an event may have changed for the planner: the link it names, and for a route the
  * link serving its destination too (a client's route can be moved to another interface).
  */
@@ -57,6 +65,7 @@ export type Operation =
   | { readonly kind: 'sysctl'; readonly key: SysctlKey; readonly value: string }
   | { readonly kind: 'link-up'; readonly ifindex: number }
   | { readonly kind: 'address-add'; readonly address: KernelAddress }
+  | { readonly kind: 'address-del'; readonly address: KernelAddress }
   /** Create or replace (same table, prefix and metric). No gateway: a link-scope route. */
   | { readonly kind: 'route-set'; readonly route: KernelRoute }
   | { readonly kind: 'route-del'; readonly route: KernelRoute }
@@ -89,6 +98,8 @@ export interface Plan {
    * gateway 169.254.0.1 is also our address: the DNS forwarder reaches that provider's through it.
    */
   readonly upstreamLink: UpstreamLink | null;
+  /** What to pass as `served` to the next plan: the links serving now, and those still to clean. */
+  readonly served: ServedLinks;
 }
 
 export interface UpstreamLink {
@@ -151,14 +162,15 @@ function wantNeighbour(view: KernelView, wanted: Wanted, neighbour: KernelNeighb
 }
 
 /** Compute the desired state and the operations that reach it. */
-export function plan(view: KernelView, options: PlanOptions, knownConfigured: KnownConfigured = new Set()): Plan {
+export function plan(view: KernelView, options: PlanOptions, knownConfigured: KnownConfigured = new Set(), served: ServedLinks = new Map()): Plan {
   const wanted: Wanted = { operations: [], unknown: [] };
   const reports: LinkReport[] = [];
   const providerLinks: ProviderLink[] = [];
   const uplinks: string[] = [];
   const links = [...view.links.values()].sort((a, b) => a.ifindex - b.ifindex);
   const classes = new Map(links.map((link) => [link.ifindex, classifyLink(link, options.ignored)]));
-  const servedIds = new Map<number, string>();
+  const holders = options.mode === 'provider' ? holdersById(view, links, classes, served) : new Map<number, number>();
+  const isolatedLinks: string[] = [];
   let primaryClientLink: number | null = null;
   let upstreamLink: UpstreamLink | null = null;
   let defaultRouteExists = false;
@@ -178,20 +190,30 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
         report('ignored', linkClass.reason);
         break;
       case 'uplink':
-        if (options.mode === 'provider') uplinks.push(link.name);
-        report(options.mode === 'provider' ? 'unmanaged' : 'ignored', 'addressing is left to the network manager');
+        if (options.mode === 'client') report('ignored', 'addressing is left to the network manager');
+        else if (!isUsableInterfaceName(link.name)) report('unmanaged', `not masqueraded: ${UNUSABLE_NAME}`);
+        else {
+          uplinks.push(link.name);
+          report('unmanaged', 'addressing is left to the network manager');
+        }
         break;
       case 'provider': {
         if (options.mode === 'client') {
           report('ignored', 'provider-side link in client mode');
           break;
         }
-        const holder = servedIds.get(linkClass.id);
-        if (holder !== undefined) {
-          report('conflict', `client id ${linkClass.id} is already served on ${holder}`);
+        if (!isUsableInterfaceName(link.name)) {
+          report('conflict', `not served: ${UNUSABLE_NAME}`);
           break;
         }
-        servedIds.set(linkClass.id, link.name);
+        const holder = holders.get(linkClass.id);
+        if (holder !== link.ifindex) {
+          // Never moved to this link: the client served on the other one keeps its traffic, and
+          // this link's, whoever is behind it, is dropped.
+          isolatedLinks.push(link.name);
+          report('conflict', `client id ${linkClass.id} is already served on ${view.links.get(holder ?? -1)?.name ?? '?'}; all its traffic is dropped`);
+          break;
+        }
         // IPv6 off before the link comes up, so it never autoconfigures or solicits routers.
         const done = knownConfigured.has(link.ifindex) || [
           wantSysctl(view, wanted, disableIpv6Of(link.ifindex), '1'),
@@ -216,7 +238,7 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
         break;
       }
       case 'client': {
-        if (options.mode === 'provider') uplinks.push(link.name);
+        if (options.mode === 'provider' && isUsableInterfaceName(link.name)) uplinks.push(link.name);
         const steps = [
           wantUp(view, wanted, link.ifindex),
           wantAddress(view, wanted, { ifindex: link.ifindex, ip: linkClass.ownIp, prefixLength: 32 }),
@@ -244,19 +266,34 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
   }
 
   // What we made for a client that a provider link no longer serves (its MAC changed): gone.
+  const servedNow = new Map(providerLinks.map((link) => [link.ifindex, link.clientIp]));
+  const nextServed = new Map(servedNow);
   if (options.mode === 'provider') {
-    const served = new Map(providerLinks.map((link) => [link.ifindex, link.clientIp]));
     for (const route of view.routes.values()) {
-      if (route.oif === null || !served.has(route.oif)) continue;
-      if (route.dstLength === 32 && inClientNetwork(route.dst) && route.dst !== served.get(route.oif)) {
+      if (route.oif === null || !servedNow.has(route.oif)) continue;
+      if (route.dstLength === 32 && inClientNetwork(route.dst) && route.dst !== servedNow.get(route.oif)) {
         wanted.operations.push({ kind: 'route-del', route });
       }
     }
     for (const neighbour of view.neighbours.values()) {
-      if (!served.has(neighbour.ifindex) || !neighbour.permanent) continue;
-      if (inClientNetwork(neighbour.ip) && neighbour.ip !== served.get(neighbour.ifindex)) {
+      if (!servedNow.has(neighbour.ifindex) || !neighbour.permanent) continue;
+      if (inClientNetwork(neighbour.ip) && neighbour.ip !== servedNow.get(neighbour.ifindex)) {
         wanted.operations.push({ kind: 'neighbour-del', neighbour });
       }
+    }
+    // A link that served and serves no more (now an uplink, a client link, a duplicate, or named
+    // so that the firewall cannot hold it): the gateway address, route and neighbour we gave it
+    // go, or it would answer for the gateway and draw the client's traffic while unfiltered.
+    for (const [ifindex, clientIp] of served) {
+      if (servedNow.has(ifindex) || !view.links.has(ifindex)) continue;
+      const before = wanted.operations.length;
+      const gateway = { ifindex, ip: GATEWAY_IP, prefixLength: 32 };
+      if (view.addresses.has(addressKey(gateway))) wanted.operations.push({ kind: 'address-del', address: gateway });
+      const route = view.routes.get(routeKey({ dst: clientIp, dstLength: 32, priority: 0 }));
+      if (route?.oif === ifindex) wanted.operations.push({ kind: 'route-del', route });
+      const neighbour = view.neighbours.get(neighbourKey({ ifindex, ip: clientIp }));
+      if (neighbour?.permanent === true) wanted.operations.push({ kind: 'neighbour-del', neighbour });
+      if (wanted.operations.length > before) nextServed.set(ifindex, clientIp);
     }
   }
 
@@ -269,16 +306,47 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
       providerLinks: providerLinks.map((link) => ({ ifname: link.ifname, clientIp: link.clientIp })),
       uplinks,
       allowedPairs: options.allowedPairs,
+      ...(isolatedLinks.length > 0 && { isolatedLinks }),
     },
     providerLinks,
     upstreamLink,
+    served: nextServed,
   };
+}
+
+const UNUSABLE_NAME = "its name cannot go into the nftables ruleset: rename it (letters, digits, '_', '.', '-')";
+
+/**
+ * Which link serves each client id that several provider links claim: the one that served it at
+ * the last plan, else the one its route already leads out of (an agent restarted), else the
+ * oldest (lowest ifindex). A link whose name the firewall cannot hold serves nobody.
+ */
+function holdersById(
+  view: KernelView,
+  links: readonly { readonly ifindex: number; readonly name: string }[],
+  classes: ReadonlyMap<number, LinkClass>,
+  served: ServedLinks,
+): Map<number, number> {
+  const holders = new Map<number, number>();
+  const rank = (ifindex: number, clientIp: string): number => {
+    if (served.get(ifindex) === clientIp) return 0;
+    return view.routes.get(routeKey({ dst: clientIp, dstLength: 32, priority: 0 }))?.oif === ifindex ? 1 : 2;
+  };
+  for (const link of links) {
+    const linkClass = classes.get(link.ifindex);
+    if (linkClass?.role !== 'provider' || !isUsableInterfaceName(link.name)) continue;
+    const current = holders.get(linkClass.id);
+    // Links come sorted by ifindex: a later one wins only by a better rank.
+    if (current === undefined || rank(link.ifindex, linkClass.clientIp) < rank(current, linkClass.clientIp)) holders.set(linkClass.id, link.ifindex);
+  }
+  return holders;
 }
 
 const PHASE: Record<Operation['kind'], number> = {
   sysctl: 0,
   'route-del': 1,
   'neighbour-del': 1,
+  'address-del': 1,
   'link-up': 2,
   'address-add': 3,
   'route-set': 4,
@@ -304,6 +372,9 @@ export function applyOperation(view: KernelView, operation: Operation): void {
     case 'address-add':
       view.addresses.set(addressKey(operation.address), operation.address);
       return;
+    case 'address-del':
+      view.addresses.delete(addressKey(operation.address));
+      return;
     case 'route-set':
       view.routes.set(routeKey(operation.route), operation.route);
       return;
@@ -327,6 +398,7 @@ export function operationIfindex(operation: Operation): number | null {
     case 'link-up':
       return operation.ifindex;
     case 'address-add':
+    case 'address-del':
       return operation.address.ifindex;
     case 'route-set':
     case 'route-del':
@@ -346,6 +418,8 @@ export function describeOperation(operation: Operation, nameOf: (ifindex: number
       return `link set ${nameOf(operation.ifindex)} up`;
     case 'address-add':
       return `address add ${operation.address.ip}/${operation.address.prefixLength} dev ${nameOf(operation.address.ifindex)}`;
+    case 'address-del':
+      return `address del ${operation.address.ip}/${operation.address.prefixLength} dev ${nameOf(operation.address.ifindex)}`;
     case 'route-set': {
       const { route } = operation;
       const via = route.gateway === null ? '' : ` via ${route.gateway}`;

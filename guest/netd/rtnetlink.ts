@@ -211,6 +211,16 @@ export class RtnetlinkKernel implements NetdKernel {
         );
         return;
       }
+      case 'address-del': {
+        const { address } = operation;
+        const ip = ipBytes(address.ip);
+        await socket.delAddress(
+          { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex },
+          { local: ip, address: ip },
+          { timeout: REQUEST_TIMEOUT_MS },
+        );
+        return;
+      }
       case 'route-set': {
         const { route } = operation;
         await socket.newRoute(
@@ -259,6 +269,10 @@ export class RtnetlinkKernel implements NetdKernel {
         const { neighbour } = operation;
         await socket.delNeighbor({ family: AF_INET, ifindex: neighbour.ifindex }, { dst: ipBytes(neighbour.ip) }, { timeout: REQUEST_TIMEOUT_MS });
         return;
+      }
+      default: {
+        const unknown: never = operation;
+        throw new NetdError('apply', `unknown operation ${JSON.stringify(unknown)}`);
       }
     }
   }

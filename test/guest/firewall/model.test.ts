@@ -64,6 +64,15 @@ describe('validateFirewallModel', () => {
     expect(kindOf(() => validateFirewallModel(model({ providerLinks: [a], uplinks: ['snp1'] })))).toBe('interface-role');
   });
 
+  it('takes isolated links apart from provider links and uplinks, with usable names', () => {
+    const a = { ifname: 'snp1', clientIp: '100.64.0.1' };
+    expect(kindOf(() => validateFirewallModel(model({ providerLinks: [a], isolatedLinks: ['snp1'] })))).toBe('interface-role');
+    expect(kindOf(() => validateFirewallModel(model({ uplinks: ['eth0'], isolatedLinks: ['eth0'] })))).toBe('interface-role');
+    expect(kindOf(() => validateFirewallModel(model({ isolatedLinks: ['a"b'] })))).toBe('interface-name');
+    expect(validateFirewallModel(model({ providerLinks: [a], isolatedLinks: ['snp2', 'snp2'] })).isolatedLinks).toEqual(['snp2']);
+    expect(validateFirewallModel(model({ providerLinks: [a] }))).not.toHaveProperty('isolatedLinks');
+  });
+
   it('drops repeated uplinks and pairs', () => {
     const valid = validateFirewallModel(
       model({ uplinks: ['eth0', 'eth0'], allowedPairs: [{ from: '100.64.0.1', to: '100.64.0.2' }, { from: '100.64.0.1', to: '100.64.0.2' }] }),

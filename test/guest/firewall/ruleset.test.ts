@@ -34,6 +34,22 @@ describe('desiredElements', () => {
       }),
     );
   });
+
+  it('puts an isolated link among the client links and nowhere else: no source address passes from it', () => {
+    const model = validateFirewallModel({
+      providerLinks: [{ ifname: 'snp1', clientIp: '100.64.0.1' }],
+      uplinks: ['eth0'],
+      allowedPairs: [],
+      isolatedLinks: ['snp9'],
+    });
+    expect(desiredElements(model)).toEqual({
+      client_links: ['"snp1"', '"snp9"'],
+      client_sources: ['"snp1" . 100.64.0.1'],
+      client_ips: ['100.64.0.1'],
+      uplinks: ['"eth0"'],
+      allowed_pairs: [],
+    });
+  });
 });
 
 describe('parseTableListing', () => {

@@ -202,6 +202,46 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(agent.stdout + agent.stderr).toMatch(/changed by someone else: restored/);
   });
 
+  it('unconfigures a link whose MAC stops being a provider one, keeps a client on its link against a duplicate, and names nft cannot hold stop nothing', async () => {
+    const socket = join(dir, 'control.sock');
+    const set = async (name: string): Promise<string> => (await provider.exec(['nft', '-s', 'list', 'set', 'inet', 'spectrum_netd', name])).stdout;
+    const [c7, c8, c10] = [await harness.namespace('c7'), await harness.namespace('c8'), await harness.namespace('c10')];
+    await clientLink(c7, 'vm7', 7);
+    await clientLink(c8, 'vm8', 8);
+    await eventually('vm7 and vm8 configured', async () => (await provider.ip(['route'])).stdout.includes('100.64.0.8 dev vm8'));
+    // vm7's MAC becomes a physical NIC's: the gateway address and the client route go with it.
+    await provider.ip(['link', 'set', 'dev', 'vm7', 'address', '52:54:00:00:00:07']);
+    await eventually('vm7 unconfigured', async () => !(await provider.ip(['-o', 'addr', 'show', 'dev', 'vm7'])).stdout.includes('169.254.0.1'));
+    expect((await provider.ip(['route', 'show', '100.64.0.7'])).stdout).toBe('');
+    // vm7 (the older link) now claims client 8: vm8 keeps it, vm7 is isolated.
+    await provider.ip(['link', 'set', 'dev', 'vm7', 'address', mac(0x80, 8)]);
+    await eventually('vm7 isolated', async () => (await set('client_links')).includes('"vm7"'));
+    expect((await provider.ip(['route', 'show', '100.64.0.8'])).stdout).toMatch(/dev vm8 /);
+    expect((await provider.ip(['-o', 'addr', 'show', 'dev', 'vm7'])).stdout).not.toContain('169.254.0.1');
+    expect(await set('client_sources')).not.toContain('"vm7"');
+    expect((await status(socket)).links.find((link) => link.name === 'vm7')?.state).toBe('conflict');
+    // vm8 renamed to a name nft cannot hold: it stops serving, and a new link is still firewalled.
+    await provider.ip(['link', 'set', 'dev', 'vm8', 'down']);
+    await provider.ip(['link', 'set', 'dev', 'vm8', 'name', 'v"8']);
+    await clientLink(c10, 'vm10', 10);
+    await eventually('vm10 firewalled', async () => (await set('client_sources')).includes('"vm10" . 100.64.0.10'));
+    expect(await set('client_links')).not.toContain('vm8');
+    expect((await status(socket)).links.find((link) => link.name === 'v"8')?.state).toBe('conflict');
+    for (const name of ['vm7', 'v"8', 'vm10']) await provider.ip(['link', 'del', 'dev', name]);
+  });
+
+  it.each([
+    ['run', ''],
+    ['status', ''],
+    ['run', `/tmp/${'a'.repeat(103)}`],
+    ['status', `/tmp/${'a'.repeat(103)}`],
+  ])('refuses `%s --control-socket %j` with one line and exit 2 (used to be an internal error, or a hang)', async (command, path) => {
+    const result = await provider.exec(['node', CLI, command, '--control-socket', path], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
+    expect(result.code).toBe(2);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/control socket path .* is not usable/);
+  });
+
   it.each([
     ['--firewall-audit', 'abc'],
     ['--firewall-audit', '-1'],

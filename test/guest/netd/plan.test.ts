@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { type KernelEvent, applyEvent, emptyView, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
 import { IP_FORWARD, type Operation, acceptLocalOf, applyOperation, dirtyLinks, disableIpv6Of, operationIfindex, plan } from '../../../guest/netd/plan.js';
 import { classifyLink } from '../../../guest/netd/link-class.js';
+import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import { anyView, clientOptions, cloneView, providerOptions } from './view-arbitraries.js';
 
 const converge = (view: ReturnType<typeof emptyView>, options = providerOptions): ReturnType<typeof plan> => {
@@ -147,6 +148,99 @@ describe('planner', () => {
   it('puts the allowed pairs into the firewall model as given', () => {
     const pairs = [{ from: '100.64.0.1', to: '100.64.0.2' }];
     expect(plan(emptyView(), { ...providerOptions, allowedPairs: pairs }).firewall.allowedPairs).toEqual(pairs);
+  });
+});
+
+describe('links that stop serving, or claim a client already served', () => {
+  /** A provider with links (ifindex, name, mac), every sysctl read, planned and applied until nothing is left. */
+  function provider(links: readonly [number, string, string][]): ReturnType<typeof emptyView> {
+    const view = emptyView();
+    for (const [ifindex, name, mac] of links) view.links.set(ifindex, { ifindex, name, mac, up: false, loopback: false });
+    view.sysctls.set(sysctlKeyId(IP_FORWARD), '1');
+    for (const [ifindex] of links) view.sysctls.set(sysctlKeyId(disableIpv6Of(ifindex)), '1');
+    return view;
+  }
+  /** Plan, apply, repeat with the plan's `served` (as the agent does) until the plan is empty. */
+  function settle(view: ReturnType<typeof emptyView>, served: ReadonlyMap<number, string>): ReturnType<typeof plan> {
+    for (let round = 0; ; round++) {
+      const result = plan(view, providerOptions, new Set(), served);
+      if (result.operations.length === 0 || round > 5) return result;
+      for (const operation of result.operations) applyOperation(view, operation);
+      served = result.served;
+    }
+  }
+  const changeMac = (view: ReturnType<typeof emptyView>, ifindex: number, mac: string): void => {
+    const link = view.links.get(ifindex);
+    if (link !== undefined) applyEvent(view, { kind: 'link', op: 'new', link: { ...link, mac, name: link.name } });
+  };
+  const rename = (view: ReturnType<typeof emptyView>, ifindex: number, name: string): void => {
+    const link = view.links.get(ifindex);
+    if (link !== undefined) applyEvent(view, { kind: 'link', op: 'new', link: { ...link, name } });
+  };
+
+  it.each([
+    ['a physical NIC', '52:54:00:12:34:56'],
+    ["a chained provider's client link", '0a:b3:ec:00:00:07'],
+    ['an undecodable inter-VM MAC', '0a:b3:ec:41:00:01'],
+  ])('takes the gateway address, client route and neighbour off a provider link whose MAC becomes %s', (_, mac) => {
+    const view = provider([[5, 'vm1', '0a:b3:ec:80:00:01']]);
+    const before = settle(view, new Map());
+    expect(before.served).toEqual(new Map([[5, '100.64.0.1']]));
+    changeMac(view, 5, mac);
+    const after = settle(view, before.served);
+    expect([...view.addresses.values()].filter((a) => a.ip === '169.254.0.1')).toEqual([]);
+    expect([...view.routes.values()].filter((r) => r.dst === '100.64.0.1')).toEqual([]);
+    expect([...view.neighbours.values()].filter((n) => n.ip === '100.64.0.1')).toEqual([]);
+    expect(after.served).toEqual(new Map());
+    expect(after.firewall.providerLinks).toEqual([]);
+  });
+
+  it('keeps a client on the link that serves it when an older link takes the same id: the newcomer is isolated', () => {
+    const view = provider([
+      [3, 'vm1', '0a:b3:ec:80:00:01'],
+      [4, 'vm2', '0a:b3:ec:80:00:02'],
+    ]);
+    const before = settle(view, new Map());
+    changeMac(view, 3, '0a:b3:ec:80:00:02'); // vm1 (lower ifindex) now claims client 2 too
+    const after = settle(view, before.served);
+    expect(view.routes.get('100.64.0.2/32@0')?.oif).toBe(4);
+    expect([...view.neighbours.values()].filter((n) => n.ip === '100.64.0.2').map((n) => n.ifindex)).toEqual([4]);
+    expect([...view.addresses.values()].filter((a) => a.ip === '169.254.0.1').map((a) => a.ifindex)).toEqual([4]);
+    expect(after.firewall).toMatchObject({ providerLinks: [{ ifname: 'vm2', clientIp: '100.64.0.2' }], isolatedLinks: ['vm1'] });
+    expect(after.links.find((link) => link.name === 'vm1')?.state).toBe('conflict');
+    // Restarted (nothing remembered), the agent still leaves the client where its route goes.
+    expect(plan(view, providerOptions).firewall.providerLinks).toEqual([{ ifname: 'vm2', clientIp: '100.64.0.2' }]);
+  });
+
+  it('serves no link, and masquerades out of no uplink, whose name nftables cannot hold; the rest of the firewall goes on', () => {
+    const view = provider([
+      [3, 'vm1', '0a:b3:ec:80:00:01'],
+      [4, 'wan', '52:54:00:12:34:56'],
+      [5, 'vm3', '0a:b3:ec:80:00:03'],
+    ]);
+    const before = settle(view, new Map());
+    rename(view, 3, 'v"1');
+    rename(view, 4, 'w*n');
+    const after = settle(view, before.served);
+    expect(() => validateFirewallModel(after.firewall)).not.toThrow();
+    expect(after.firewall).toMatchObject({ providerLinks: [{ ifname: 'vm3', clientIp: '100.64.0.3' }], uplinks: [] });
+    expect([...view.addresses.values()].filter((a) => a.ip === '169.254.0.1').map((a) => a.ifindex)).toEqual([5]);
+    expect(after.links.find((link) => link.name === 'v"1')).toMatchObject({ state: 'conflict', note: expect.stringMatching(/rename it/) });
+    // Renamed back, it serves again.
+    rename(view, 3, 'vm1');
+    expect(settle(view, after.served).firewall.providerLinks.map((link) => link.ifname)).toEqual(['vm1', 'vm3']);
+  });
+
+  it('always hands the firewall a model it accepts, whatever the links are called', () => {
+    const oddName = fc.constantFrom('a"b', 'x*', 'é', 'a b', '-x', 'vm1');
+    fc.assert(
+      fc.property(anyView, fc.array(oddName, { minLength: 8, maxLength: 8 }), (view, names) => {
+        for (const link of [...view.links.values()].filter((l) => !l.loopback)) {
+          view.links.set(link.ifindex, { ...link, name: `${names[link.ifindex % 8] ?? 'x'}${link.ifindex}` });
+        }
+        expect(() => validateFirewallModel(converge(view).firewall)).not.toThrow();
+      }),
+    );
   });
 });
 
