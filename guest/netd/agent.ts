@@ -277,7 +277,9 @@ export class NetdAgent {
       }
       this.log.warn(text);
     });
-    for (const ifindex of this.#errors.keys()) if (!this.#view.links.has(ifindex)) this.#errors.delete(ifindex);
+    // A link the plan asks nothing of is where it should be: an older failure is no longer true.
+    const asked = new Set(operations.map(operationIfindex));
+    for (const ifindex of this.#errors.keys()) if (!this.#view.links.has(ifindex) || !asked.has(ifindex)) this.#errors.delete(ifindex);
     return failures;
   }
 

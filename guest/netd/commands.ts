@@ -217,13 +217,14 @@ export function clientCommand(): Command {
 
 function formatTable(rows: readonly (readonly string[])[]): string {
   const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
-  return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ')).join('\n');
+  return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ').trimEnd()).join('\n');
 }
 
-function formatStatus(status: AgentStatus & { services?: unknown }): string {
+/** `status` for a terminal: the links (with why one is in conflict or left alone), counters, leases, DNS. */
+export function formatStatus(status: AgentStatus & { services?: unknown }): string {
   const links = formatTable([
-    ['LINK', 'ROLE', 'ID', 'IP', 'STATE'],
-    ...status.links.map((l) => [l.name, l.role, l.id === null ? '-' : String(l.id), l.ip ?? '-', l.error === null ? l.state : `error: ${l.error}`]),
+    ['LINK', 'ROLE', 'ID', 'IP', 'STATE', 'NOTE'],
+    ...status.links.map((l) => [l.name, l.role, l.id === null ? '-' : String(l.id), l.ip ?? '-', l.error === null ? l.state : `error: ${l.error}`, l.note ?? '']),
   ]);
   const counters = { ...status.counters, ...status.firewall };
   let text = `${links}\n\n${Object.entries(counters).map(([name, value]) => `${name}: ${String(value)}`).join('\n')}\n`;

@@ -115,6 +115,23 @@ function errnoOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** The errno name in a refusal from the netlink package ("Request rejected: ESRCH"). */
+function rejectionCode(error: unknown): string | undefined {
+  return /^Request rejected: (E[A-Z0-9]+)$/.exec(error instanceof Error ? error.message : '')?.[1];
+}
+
+// A deletion that finds nothing has reached what the plan wants: the kernel removes a link's
+// routes with its last address, and everything of a link that has gone.
+const ALREADY_GONE = new Set(['ESRCH', 'ENOENT', 'EADDRNOTAVAIL', 'ENODEV']);
+
+async function deleted(request: Promise<unknown>): Promise<void> {
+  try {
+    await request;
+  } catch (error) {
+    if (!ALREADY_GONE.has(rejectionCode(error) ?? '')) throw error;
+  }
+}
+
 /** Two sockets: one only listens (its notifications never mix with replies), one only asks. */
 export class RtnetlinkKernel implements NetdKernel {
   readonly #requests: RtNetlinkSocket;
@@ -214,10 +231,12 @@ export class RtnetlinkKernel implements NetdKernel {
       case 'address-del': {
         const { address } = operation;
         const ip = ipBytes(address.ip);
-        await socket.delAddress(
-          { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex },
-          { local: ip, address: ip },
-          { timeout: REQUEST_TIMEOUT_MS },
+        await deleted(
+          socket.delAddress(
+            { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex },
+            { local: ip, address: ip },
+            { timeout: REQUEST_TIMEOUT_MS },
+          ),
         );
         return;
       }
@@ -245,14 +264,16 @@ export class RtnetlinkKernel implements NetdKernel {
       case 'route-del': {
         const { route } = operation;
         // Scope NOWHERE, type and protocol 0: match on prefix and metric, as `ip route del` does.
-        await socket.delRoute(
-          { family: AF_INET, dstLen: route.dstLength, table: MAIN_TABLE, scope: 'NOWHERE' },
-          {
-            ...(route.dstLength > 0 && { dst: ipBytes(route.dst) }),
-            ...(route.oif !== null && { oif: route.oif }),
-            ...(route.priority !== 0 && { priority: route.priority }),
-          },
-          { timeout: REQUEST_TIMEOUT_MS },
+        await deleted(
+          socket.delRoute(
+            { family: AF_INET, dstLen: route.dstLength, table: MAIN_TABLE, scope: 'NOWHERE' },
+            {
+              ...(route.dstLength > 0 && { dst: ipBytes(route.dst) }),
+              ...(route.oif !== null && { oif: route.oif }),
+              ...(route.priority !== 0 && { priority: route.priority }),
+            },
+            { timeout: REQUEST_TIMEOUT_MS },
+          ),
         );
         return;
       }
@@ -267,7 +288,7 @@ export class RtnetlinkKernel implements NetdKernel {
       }
       case 'neighbour-del': {
         const { neighbour } = operation;
-        await socket.delNeighbor({ family: AF_INET, ifindex: neighbour.ifindex }, { dst: ipBytes(neighbour.ip) }, { timeout: REQUEST_TIMEOUT_MS });
+        await deleted(socket.delNeighbor({ family: AF_INET, ifindex: neighbour.ifindex }, { dst: ipBytes(neighbour.ip) }, { timeout: REQUEST_TIMEOUT_MS }));
         return;
       }
       default: {

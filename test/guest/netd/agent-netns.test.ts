@@ -220,6 +220,8 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect((await provider.ip(['-o', 'addr', 'show', 'dev', 'vm7'])).stdout).not.toContain('169.254.0.1');
     expect(await set('client_sources')).not.toContain('"vm7"');
     expect((await status(socket)).links.find((link) => link.name === 'vm7')?.state).toBe('conflict');
+    const text = await provider.exec(['node', CLI, 'status', '--control-socket', socket]);
+    expect(text.stdout).toMatch(/^vm7\s+provider\s+8\s+100\.64\.0\.8\s+conflict\s+client id 8 is already served on vm8; all its traffic is dropped$/m);
     // vm8 renamed to a name nft cannot hold: it stops serving, and a new link is still firewalled.
     await provider.ip(['link', 'set', 'dev', 'vm8', 'down']);
     await provider.ip(['link', 'set', 'dev', 'vm8', 'name', 'v"8']);
