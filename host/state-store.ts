@@ -18,7 +18,7 @@
 // few milliseconds that must finish before anything goes on anyway), and a short-lived command
 // pays more for the thread pool and for loading node:fs/promises than for the calls themselves.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { closeSync, constants, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { type Server, type Socket, createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import { type LinkState, emptyState, parseState, serializeState } from './link-state.js';
@@ -52,6 +52,11 @@ function isCode(error: unknown, code: string): boolean {
 
 export function stateFilePath(dir: string): string {
   return join(dir, STATE_FILE);
+}
+
+/** Whether dir holds a state file at all (a state with no links still has one once written). */
+export function hasStateFile(dir: string): boolean {
+  return existsSync(stateFilePath(dir));
 }
 
 /** The state recorded in dir; empty when there is no state file yet. Safe without the lock. */

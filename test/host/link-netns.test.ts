@@ -1,4 +1,4 @@
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -224,6 +224,18 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(host.has('snb7')).toBe(false);
     expect(host.has('other7')).toBe(true);
     expect(host.has(owned.bridge)).toBe(true);
+  });
+
+  it('gc refuses a state dir without a state file (a mistyped --state-dir), deleting nothing and creating no dir', async () => {
+    const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    const wrong = `${world.stateDir}-typo`;
+    const result = await world.link(['gc', '--state-dir', wrong, '--json']);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(oneLineError(result.stderr)).toMatch(/no state file .*-typo\/links\.json.*check --state-dir/);
+    const host = await devices(world.host);
+    for (const device of [owned.bridge, owned.clientDevice, owned.providerDevice]) expect(host.has(device)).toBe(true);
+    expect(existsSync(wrong)).toBe(false);
   });
 
   it('refuses a corrupt state file with one line, leaving the file as it was', async () => {
