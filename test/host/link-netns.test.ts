@@ -260,6 +260,8 @@ describeNetns('spectrum-link link --attach netns', () => {
     [['link', 'appvm-lynx', '--vmm-timeout', '-1'], 2],
     [['link', 'appvm-lynx', '--netns-prefix', '../x'], 2],
     [['link', 'appvm-lynx', '--device-prefix', 'abcdefghij'], 2],
+    [['link', 'appvm-lynx', '--ch-socket', ''], 2],
+    [['unlink', 'appvm-lynx', '--qmp-socket', ''], 2],
     [['link'], 2],
     [['unlink', 'never-linked'], 1],
   ])('refuses %j with exit %i and one line', async (args, code) => {
