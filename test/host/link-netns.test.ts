@@ -500,4 +500,22 @@ describeNetns('a provider dropped from a client\'s config', () => {
       await rename(`${providers}.away`, providers);
     }
   });
+
+  it('link --all refuses a VM whose providers/net is not a directory, saying so, instead of skipping it; its links stay', async () => {
+    const [linked] = await linkJsonOf(['link', 'appvm-catgirl']);
+    const net = join(world().configDir, 'appvm-catgirl', 'providers', 'net');
+    await rename(net, `${net}.away`);
+    await writeFile(net, 'netvm\n');
+    try {
+      const result = await world().link(['link', '--all', '--attach', 'netns', '--json']);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toBe('');
+      expect(oneLineError(result.stderr)).toMatch(/appvm-catgirl\/providers\/net is not a directory/);
+      const host = await devices(world().host);
+      for (const device of [linked!.links[0]!.bridge, linked!.links[0]!.clientDevice]) expect(host.has(device)).toBe(true);
+    } finally {
+      await rm(net);
+      await rename(`${net}.away`, net);
+    }
+  });
 });
