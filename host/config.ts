@@ -8,7 +8,7 @@
 //   - blk/ holds at least one "*.img" file (or block device), and every "*.img" entry is one;
 //   - every providers/net/<name> names a valid VM name, not the VM itself, that is a VM directory;
 //   - no provider cycles (netvm -> vpnvm -> appvm chains are fine, loops are not).
-import { type VmName, isVmName, quoteName, vmNameProblem } from './vm-name.js';
+import { type VmName, entryPath, isVmName, quoteName, vmNameProblem } from './vm-name.js';
 
 /** Spectrum's config location: svc/data on the user partition, mounted at /ext. */
 export const DEFAULT_CONFIG_DIR = '/ext/svc/data';
@@ -170,7 +170,7 @@ function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): Config
       const images = blk.entries.filter((entry) => entry.name.endsWith(IMAGE_SUFFIX));
       const good = images.filter((entry) => entry.type === 'file' || entry.type === 'block-device');
       for (const entry of images.filter((e) => !good.includes(e)).sort((a, b) => byName(a.name, b.name))) {
-        problems.push(problem(vm.name, 'image-not-a-file', `${base}/blk/${entry.name} is ${ENTRY_TEXT[entry.type]}; disk images must be files or block devices`));
+        problems.push(problem(vm.name, 'image-not-a-file', `${entryPath(`${base}/blk`, entry.name)} is ${ENTRY_TEXT[entry.type]}; disk images must be files or block devices`));
       }
       if (good.length === 0) {
         problems.push(problem(vm.name, 'no-disk-image', `no disk image: ${base}/blk/ holds no *${IMAGE_SUFFIX} file; at least one is required`));
@@ -245,7 +245,7 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     }
     const out: string[] = [];
     for (const provider of listedProviders(vm)) {
-      const where = `${base}/providers/net/${provider}`;
+      const where = entryPath(`${base}/providers/net`, provider);
       if (!isVmName(provider)) {
         problems.push(problem(vm.name, 'provider-name-invalid', `${where} does not name a VM: ${vmNameProblem(provider)?.message ?? 'invalid name'}`));
         continue;

@@ -130,7 +130,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         snapshot = await readConfigDir(linkerOpts.configDir);
         const listings = [...snapshot.vms.values()].flatMap((dir) => (dir.location === 'directory' ? [{ name: dir.name, providers: dir.providers }] : []));
         const count = (providers: Listing): number => (providers.state === 'directory' ? providers.entries.length : 0);
-        vms = listings.filter((vm) => count(vm.providers) > 0).map((vm) => vm.name).sort();
+        // A providers/net that cannot be listed (no directory, unreadable) may well name providers:
+        // such a VM is linked too, so that its check fails the run saying what to fix.
+        const unlisted = (providers: Listing): boolean => providers.state === 'not-a-directory' || providers.state === 'unreadable';
+        vms = listings.filter((vm) => count(vm.providers) > 0 || unlisted(vm.providers)).map((vm) => vm.name).sort();
         // Read, and naming no provider now: whatever they were linked to as clients goes. (A VM
         // whose directory could not be read, or has gone, is left as it is.)
         withoutProviders = listings.filter((vm) => vm.providers.state === 'missing' || (vm.providers.state === 'directory' && count(vm.providers) === 0)).map((vm) => vm.name);

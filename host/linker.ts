@@ -21,7 +21,7 @@ import {
   setAttachments,
   unlistedLinks,
 } from './link-state.js';
-import { loadState, saveState, withStateLock } from './state-store.js';
+import { STATE_DIR_ENV, hasStateFile, loadState, saveState, stateFilePath, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import type { VmmNic } from './vmm/nic.js';
 import { vmName } from './vm-name.js';
@@ -37,7 +37,7 @@ export interface VmmPort {
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
   constructor(
-    readonly kind: 'not-linked' | 'unlisted-not-taken-down',
+    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state',
     message: string,
   ) {
     super(message);
@@ -324,6 +324,15 @@ export async function listLinks(vm: string | undefined, options: LinkerOptions):
 
 /** `gc`: delete devices named with our prefix that no recorded link owns (e.g. after a crash). */
 export async function collectGarbage(options: LinkerOptions): Promise<string[]> {
+  // With no state file every device with the prefix looks unowned, those of working links too:
+  // far more likely a wrong --state-dir (or a lost state) than a host with nothing linked.
+  if (!hasStateFile(options.stateDir)) {
+    const { devicePrefix: prefix } = options;
+    throw new LinkerError(
+      'no-state',
+      `gc: no state file ${stateFilePath(options.stateDir)}, so no link is recorded and every ${prefix}b/${prefix}c/${prefix}p/${prefix}x device would go, also those of working links; check --state-dir (or ${STATE_DIR_ENV}). If the state is really lost and those devices are to go, write an empty state there first: {"version":1,"links":[]}`,
+    );
+  }
   return withStateLock(options.stateDir, async () => {
     const state = await loadState(options.stateDir);
     const owned = new Set<number>(state.links.map((link) => link.id));

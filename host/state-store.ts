@@ -18,7 +18,7 @@
 // few milliseconds that must finish before anything goes on anyway), and a short-lived command
 // pays more for the thread pool and for loading node:fs/promises than for the calls themselves.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { type Server, type Socket, createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import { type LinkState, emptyState, parseState, serializeState } from './link-state.js';
@@ -54,12 +54,25 @@ export function stateFilePath(dir: string): string {
   return join(dir, STATE_FILE);
 }
 
+/** Whether dir holds a state file at all (a state with no links still has one once written). */
+export function hasStateFile(dir: string): boolean {
+  return existsSync(stateFilePath(dir));
+}
+
 /** The state recorded in dir; empty when there is no state file yet. Safe without the lock. */
 export async function loadState(dir: string): Promise<LinkState> {
   const path = stateFilePath(dir);
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    // Non-blocking open and a type check first: reading a FIFO or a device put there would wait
+    // (or read) forever, holding the lock.
+    const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      if (!fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'not a regular file' });
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
   } catch (error) {
     if (isCode(error, 'ENOENT')) return emptyState();
     throw new StateStoreError('read-failed', `cannot read state file ${path} (${reasonOf(error)}); check that it is a readable file`);

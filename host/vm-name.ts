@@ -28,9 +28,25 @@ const ALLOWED = /^[A-Za-z0-9._-]$/;
 const FIRST = /^[A-Za-z0-9]$/;
 const SHOWN_MAX = 70;
 
-/** Quote an untrusted name for a message: bounded, control characters escaped. */
+// JSON.stringify escapes only C0 controls: DEL, C1 controls (0x9B is CSI on some terminals) and
+// format characters (bidirectional overrides) would reach the terminal as they are.
+const UNESCAPED_CONTROL = /[\u007f-\u009f\p{Cf}]/gu;
+
+/** Quote an untrusted name for a message: bounded, control and format characters escaped. */
 export function quoteName(text: string): string {
-  return JSON.stringify(text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text);
+  const quoted = JSON.stringify(text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text);
+  return quoted.replace(UNESCAPED_CONTROL, (char) => {
+    const code = char.codePointAt(0) ?? 0;
+    return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/**
+ * A path to a directory entry for a message: as it is, or with the entry name quoted where the
+ * name holds control or format characters (a file name must not rewrite the user's terminal).
+ */
+export function entryPath(dir: string, name: string): string {
+  return /[\p{Cc}\p{Cf}]/u.test(name) ? `${dir}/${quoteName(name)}` : `${dir}/${name}`;
 }
 
 /** Why a string is not a VM name, or undefined when it is one. */
@@ -44,12 +60,12 @@ export function vmNameProblem(text: string): VmNameError | undefined {
     if (!ALLOWED.test(char)) {
       return new VmNameError(
         'bad-character',
-        `VM name ${quoteName(text)} contains ${JSON.stringify(char)}: ${rules}`,
+        `VM name ${quoteName(text)} contains ${quoteName(char)}: ${rules}`,
       );
     }
   }
   if (!FIRST.test(text.charAt(0))) {
-    return new VmNameError('bad-first-character', `VM name ${quoteName(text)} starts with ${JSON.stringify(text.charAt(0))}: ${rules}`);
+    return new VmNameError('bad-first-character', `VM name ${quoteName(text)} starts with ${quoteName(text.charAt(0))}: ${rules}`);
   }
   if (text.includes('..')) {
     return new VmNameError('dot-dot', `VM name ${quoteName(text)} contains "..": ${rules}, without ".."`);

@@ -1,6 +1,7 @@
 // Plugs the VMM clients (host/vmm/) into the linker: socket paths from templates, one timeout,
 // and the rule that a VM whose VMM socket is gone has nothing left to detach.
 import { integerOption } from '../shared/cli/integer-option.js';
+import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
 import type { AttachChoice } from './attach-mode.js';
 import type { LinkReport, VmmPort } from './linker.js';
@@ -14,9 +15,29 @@ export interface VmmFlags {
   readonly qemuBus?: string;
 }
 
-/** A socket path from a template such as /run/vm/{vm}/qmp.sock. */
-export function socketPath(template: string, vm: string): string {
-  return template.replaceAll('{vm}', vm);
+/** Longest Unix socket path, in bytes: sun_path holds 108 with the terminating NUL. */
+export const UNIX_SOCKET_PATH_MAX = 107;
+
+/**
+ * A socket template as given: not empty, where Node's clients would take an empty path for TCP
+ * to localhost (the cloud-hypervisor client would send its API requests to localhost:80).
+ */
+export function socketTemplate(flag: string, template: string): string {
+  if (template === '') throw new CliError(`${flag} "" is not valid: give the path of the VMM's Unix socket, {vm} standing for the VM name`, EXIT.usage);
+  return template;
+}
+
+/** A socket path from a template such as /run/vm/{vm}/qmp.sock, refused where it cannot be a Unix socket path. */
+export function socketPath(template: string, vm: string, flag = 'the socket template'): string {
+  const path = template.replaceAll('{vm}', vm);
+  const bytes = Buffer.byteLength(path);
+  if (bytes > UNIX_SOCKET_PATH_MAX) {
+    throw new CliError(
+      `${flag} ${JSON.stringify(template)} gives VM ${vm} the socket path ${JSON.stringify(path)}, ${bytes} bytes: a Unix socket path has at most ${UNIX_SOCKET_PATH_MAX}; use a shorter path`,
+      EXIT.usage,
+    );
+  }
+  return path;
 }
 
 export interface SideArguments {
@@ -47,23 +68,28 @@ async function vmmGone(error: unknown): Promise<boolean> {
 
 export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   const timeoutMs = integerOption('--vmm-timeout', flags.vmmTimeout ?? '5000', 1, 600_000, 'milliseconds');
+  // Checked up front, for every command: unlink talks to the VMMs recorded, whatever --attach says.
+  socketTemplate('--qmp-socket', flags.qmpSocket);
+  socketTemplate('--ch-socket', flags.chSocket);
+  const qmpSocket = (vm: string): string => socketPath(flags.qmpSocket, vm, '--qmp-socket');
+  const chSocket = (vm: string): string => socketPath(flags.chSocket, vm, '--ch-socket');
   let logger: Logger | undefined;
   const log = (): Logger => (logger ??= createLogger('spectrum-link'));
   return {
     async attach(kind, vm, nic) {
       if (kind === 'qemu') {
-        await (await qmp()).qemuAttach(socketPath(flags.qmpSocket, vm), nic, { timeoutMs, ...(flags.qemuBus === undefined ? {} : { bus: flags.qemuBus }) });
+        await (await qmp()).qemuAttach(qmpSocket(vm), nic, { timeoutMs, ...(flags.qemuBus === undefined ? {} : { bus: flags.qemuBus }) });
       } else {
-        await (await cloudHypervisor()).chAttach(socketPath(flags.chSocket, vm), nic, { timeoutMs });
+        await (await cloudHypervisor()).chAttach(chSocket(vm), nic, { timeoutMs });
       }
     },
     async detach(kind, vm, nic) {
       try {
         if (kind === 'qemu') {
-          const result = await (await qmp()).qemuDetach(socketPath(flags.qmpSocket, vm), nic, { timeoutMs });
+          const result = await (await qmp()).qemuDetach(qmpSocket(vm), nic, { timeoutMs });
           if (!result.acknowledged) log().warn({ vm, nic: nic.id }, 'guest did not acknowledge the unplug in time; its netdev was removed anyway');
         } else {
-          await (await cloudHypervisor()).chDetach(socketPath(flags.chSocket, vm), nic, { timeoutMs });
+          await (await cloudHypervisor()).chDetach(chSocket(vm), nic, { timeoutMs });
         }
       } catch (error) {
         // No VMM socket: the VM is not running, so it holds no NIC of ours.

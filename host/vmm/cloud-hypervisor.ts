@@ -86,7 +86,7 @@ function excerpt(body: string): string {
 }
 
 function connectError(socketPath: string, error: NodeJS.ErrnoException): CloudHypervisorError {
-  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${unixSocketProblem(error, 'is cloud-hypervisor running with --api-socket at this path?')}`);
+  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${unixSocketProblem(error, socketPath, 'is cloud-hypervisor running with --api-socket at this path?')}`);
 }
 
 /**

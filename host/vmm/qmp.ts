@@ -362,7 +362,7 @@ export class QmpClient {
 }
 
 function connectError(path: string, error: NodeJS.ErrnoException): QmpError {
-  return new QmpError('connect', `cannot connect to QMP socket ${path}: ${unixSocketProblem(error, 'is QEMU running with -qmp unix:PATH,server=on, and is the path right?')}`);
+  return new QmpError('connect', `cannot connect to QMP socket ${path}: ${unixSocketProblem(error, path, 'is QEMU running with -qmp unix:PATH,server=on, and is the path right?')}`);
 }
 
 /** Open a session, run fn, and always close the session. */

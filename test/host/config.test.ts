@@ -91,6 +91,15 @@ describe('checkVm', () => {
     expect(kinds(s, 'odd')).toEqual(['providers-not-a-directory']);
   });
 
+  it('names a provider or image entry whose name holds control characters quoted, so it cannot rewrite the terminal line', () => {
+    const s = snapshot(vm('app', ['netvm', 'x\r\u001b[2Kok'], { blk: { state: 'directory', entries: [{ name: '\u009b2J.img', type: 'other' }] } }), vm('netvm'));
+    const messages = checkVm(s, vmName('app')).map((p) => p.message);
+    expect(messages).toHaveLength(3);
+    for (const message of messages) expect(message).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+    expect(messages).toContainEqual(expect.stringContaining('/cfg/app/providers/net/"x\\r\\u001b[2Kok" does not name a VM'));
+    expect(messages).toContainEqual(expect.stringContaining('/cfg/app/blk/"\\u009b2J.img" is a special file'));
+  });
+
   it('reports every problem at once, including those of providers down the chain, each naming its VM', () => {
     const s = snapshot(vm('app', ['vpn'], { kernel: 'missing', blk: { state: 'missing' } }), vm('vpn', ['net']), vm('net', [], { kernel: 'missing' }));
     const problems = checkVm(s, vmName('app'));

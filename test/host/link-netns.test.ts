@@ -1,4 +1,4 @@
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -226,6 +226,18 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(host.has(owned.bridge)).toBe(true);
   });
 
+  it('gc refuses a state dir without a state file (a mistyped --state-dir), deleting nothing and creating no dir', async () => {
+    const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    const wrong = `${world.stateDir}-typo`;
+    const result = await world.link(['gc', '--state-dir', wrong, '--json']);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(oneLineError(result.stderr)).toMatch(/no state file .*-typo\/links\.json.*check --state-dir/);
+    const host = await devices(world.host);
+    for (const device of [owned.bridge, owned.clientDevice, owned.providerDevice]) expect(host.has(device)).toBe(true);
+    expect(existsSync(wrong)).toBe(false);
+  });
+
   it('refuses a corrupt state file with one line, leaving the file as it was', async () => {
     const path = join(world.stateDir, 'links.json');
     const saved = await readFile(path, 'utf8');
@@ -248,6 +260,8 @@ describeNetns('spectrum-link link --attach netns', () => {
     [['link', 'appvm-lynx', '--vmm-timeout', '-1'], 2],
     [['link', 'appvm-lynx', '--netns-prefix', '../x'], 2],
     [['link', 'appvm-lynx', '--device-prefix', 'abcdefghij'], 2],
+    [['link', 'appvm-lynx', '--ch-socket', ''], 2],
+    [['unlink', 'appvm-lynx', '--qmp-socket', ''], 2],
     [['link'], 2],
     [['unlink', 'never-linked'], 1],
   ])('refuses %j with exit %i and one line', async (args, code) => {
@@ -484,6 +498,24 @@ describeNetns('a provider dropped from a client\'s config', () => {
       expect(host.has(catgirl!.unlinked![0]!.bridge)).toBe(false);
     } finally {
       await rename(`${providers}.away`, providers);
+    }
+  });
+
+  it('link --all refuses a VM whose providers/net is not a directory, saying so, instead of skipping it; its links stay', async () => {
+    const [linked] = await linkJsonOf(['link', 'appvm-catgirl']);
+    const net = join(world().configDir, 'appvm-catgirl', 'providers', 'net');
+    await rename(net, `${net}.away`);
+    await writeFile(net, 'netvm\n');
+    try {
+      const result = await world().link(['link', '--all', '--attach', 'netns', '--json']);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toBe('');
+      expect(oneLineError(result.stderr)).toMatch(/appvm-catgirl\/providers\/net is not a directory/);
+      const host = await devices(world().host);
+      for (const device of [linked!.links[0]!.bridge, linked!.links[0]!.clientDevice]) expect(host.has(device)).toBe(true);
+    } finally {
+      await rm(net);
+      await rename(`${net}.away`, net);
     }
   });
 });

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -50,6 +50,16 @@ describe('load and save', () => {
     await rm(dir, { recursive: true });
     await import('node:fs/promises').then((fs) => fs.mkdir(stateFilePath(dir), { recursive: true }));
     await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'read-failed' });
+  });
+
+  it('refuses a state file that is a device or a FIFO at once instead of reading it (forever)', async () => {
+    // A device first: the FIFO would block a plain read (and this test) for good.
+    await symlink('/dev/null', stateFilePath(dir));
+    await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'read-failed', message: expect.stringContaining('not a regular file') });
+    await rm(stateFilePath(dir));
+    await run('mkfifo', [stateFilePath(dir)]);
+    await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'read-failed', message: expect.stringContaining('not a regular file') });
+    await expect(updateState(dir, (state) => allocateLink(state, pair))).rejects.toMatchObject({ kind: 'read-failed' });
   });
 
   it('reports a state dir that cannot be created', async () => {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { VM_NAME_MAX, VmNameError, isVmName, vmName, vmNameProblem } from '../../host/vm-name.js';
+import { VM_NAME_MAX, VmNameError, entryPath, isVmName, quoteName, vmName, vmNameProblem } from '../../host/vm-name.js';
 
 const GOOD_CHARS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-'.split('');
 const alnum = fc.constantFrom(...GOOD_CHARS.filter((c) => /[A-Za-z0-9]/.test(c)));
@@ -72,5 +72,26 @@ describe('vmName', () => {
 
   it('escapes control characters in messages', () => {
     expect(vmNameProblem('a\u001bb')?.message).toContain('\\u001b');
+  });
+});
+
+describe('quoteName and entryPath', () => {
+  // What a terminal could act on: C0 and C1 controls, DEL, and format characters such as bidi overrides.
+  const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+
+  it('leave no control or format character of any text in a message', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 80 }), (text) => {
+        expect(quoteName(text)).not.toMatch(TERMINAL_ACTIVE);
+        expect(entryPath('/cfg/app/providers/net', text)).not.toMatch(TERMINAL_ACTIVE);
+        expect(vmNameProblem(text)?.message ?? '').not.toMatch(TERMINAL_ACTIVE);
+      }),
+    );
+  });
+
+  it('escape C1 controls and bidi overrides as JSON does C0 ones, and leave plain paths alone', () => {
+    expect(quoteName('a\u009b2Jb\u202ec')).toBe('"a\\u009b2Jb\\u202ec"');
+    expect(entryPath('/cfg/app/providers/net', 'netvm')).toBe('/cfg/app/providers/net/netvm');
+    expect(entryPath('/cfg/app/providers/net', 'x\r\u001b[2K')).toBe('/cfg/app/providers/net/"x\\r\\u001b[2K"');
   });
 });

@@ -134,10 +134,12 @@ describe('QMP client', () => {
     expect(error.message).toMatch(/nothing-here\.sock.*no such socket.*-qmp/);
   });
 
-  it('a path that is not a socket is kind connect', async () => {
+  it('a path that is not a socket is kind connect, saying what is there', async () => {
     const file = join(dir, 'plain-file');
     writeFileSync(file, '');
-    expect((await qmpError(QmpClient.connect(file, { timeoutMs: 1000 }))).kind).toBe('connect');
+    const error = await qmpError(QmpClient.connect(file, { timeoutMs: 1000 }));
+    expect(error.kind).toBe('connect');
+    expect(error.message).toMatch(/plain-file: not a socket but a regular file: check the path/);
   });
 
   it('garbage instead of a greeting is kind protocol, at once', async () => {
