@@ -223,6 +223,17 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
     expect(stats.counters['releases']).toBe(1);
   });
 
+  it('answers a DISCOVER naming another address in ciaddr at the link address, resolving no neighbour for the other', async () => {
+    const strangers = ['100.64.7.7', '100.64.7.8', '192.0.2.77'];
+    for (const ciaddr of strangers) {
+      const [offer] = await exchange({ type: MESSAGE_TYPE.discover, ciaddr }, '255.255.255.255');
+      expect(typeOf(offer)).toBe(MESSAGE_TYPE.offer);
+      expect(offer?.yiaddr).toBe(PROBE_IP);
+    }
+    const { stdout } = await topology.provider.exec(['ip', '-4', 'neigh', 'show']);
+    for (const ciaddr of strangers) expect(stdout).not.toContain(`${ciaddr} `);
+  });
+
   it('stops serving a link removed by setLinks', async () => {
     await server.setLinks([]);
     expect(await exchange({ type: MESSAGE_TYPE.discover }, '255.255.255.255')).toEqual([]);
