@@ -51,6 +51,8 @@ export interface DnsForwarderOptions {
   maxRateClients?: number;
   /** Open client TCP connections at once; more are refused. Default 64. */
   maxTcpConnections?: number;
+  /** Open TCP connections per client address; more are refused, so one client cannot hold them all. Default 8. */
+  maxTcpConnectionsPerClient?: number;
   /** Queries relayed at once per TCP connection; reading pauses beyond. Default 8. */
   maxTcpQueriesPerConnection?: number;
   /** A TCP connection with no traffic for this long is closed. Default 10 s (RFC 7766 suggests seconds). */
@@ -129,10 +131,17 @@ const DEFAULTS = {
   ratePerClient: { perSecond: 200, burst: 400 },
   maxRateClients: 4096,
   maxTcpConnections: 64,
+  maxTcpConnectionsPerClient: 8,
   maxTcpQueriesPerConnection: 8,
   tcpIdleMs: 10_000,
 } as const;
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+/**
+ * Answers waiting in a TCP connection's write buffer beyond which no further query of it is read:
+ * a client that sends queries and never reads the answers would otherwise have us buffer them
+ * all. Two of the largest messages.
+ */
+const TCP_WRITE_HIGH_WATER = 2 * 65_537;
 /** The earliest resend: answers slow down with an upstream's load and with names it must look up. */
 const MIN_RETRANSMIT_MS = 100;
 /** Before an upstream has answered anything (RFC 6298's initial RTO). */
@@ -203,6 +212,9 @@ class Forwarder implements DnsForwarder {
   readonly #port: number;
   readonly #timeoutMs: number;
   readonly #maxTcpConnections: number;
+  readonly #maxTcpConnectionsPerClient: number;
+  /** Open client TCP connections per host key; a key goes when its last connection closes. */
+  readonly #tcpPerClient = new Map<number | string, number>();
   readonly #maxTcpQueriesPerConnection: number;
   readonly #tcpIdleMs: number;
   readonly #resolvConfPath: string | undefined;
@@ -238,6 +250,11 @@ class Forwarder implements DnsForwarder {
     this.#port = positiveInteger('port', options.port ?? DEFAULTS.port, 65_535);
     this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 60_000);
     this.#maxTcpConnections = positiveInteger('maxTcpConnections', options.maxTcpConnections ?? DEFAULTS.maxTcpConnections, 65_535);
+    this.#maxTcpConnectionsPerClient = positiveInteger(
+      'maxTcpConnectionsPerClient',
+      options.maxTcpConnectionsPerClient ?? DEFAULTS.maxTcpConnectionsPerClient,
+      65_535,
+    );
     this.#maxTcpQueriesPerConnection = positiveInteger(
       'maxTcpQueriesPerConnection',
       options.maxTcpQueriesPerConnection ?? DEFAULTS.maxTcpQueriesPerConnection,
@@ -647,20 +664,35 @@ class Forwarder implements DnsForwarder {
   // ---- TCP ----
 
   #onTcpClient(socket: TcpSocket): void {
+    const remote = hostKeyOfText(socket.remoteAddress ?? '');
+    const open = this.#tcpPerClient.get(remote) ?? 0;
+    socket.on('error', () => undefined);
+    if (open >= this.#maxTcpConnectionsPerClient) {
+      this.#counters.tcpRejected += 1;
+      socket.destroy();
+      return;
+    }
+    this.#tcpPerClient.set(remote, open + 1);
     this.#counters.tcpConnections += 1;
     this.#tcpClients.add(socket);
     const reader = new FrameReader();
     const backlog: Buffer[] = [];
     let inFlight = 0;
-    const remote = hostKeyOfText(socket.remoteAddress ?? '');
     socket.setTimeout(this.#tcpIdleMs, () => {
       this.#counters.tcpIdleClosed += 1;
       socket.destroy();
     });
-    socket.on('error', () => undefined);
-    socket.on('close', () => this.#tcpClients.delete(socket));
+    socket.on('close', () => {
+      this.#tcpClients.delete(socket);
+      const left = (this.#tcpPerClient.get(remote) ?? 1) - 1;
+      if (left > 0) this.#tcpPerClient.set(remote, left);
+      else this.#tcpPerClient.delete(remote);
+    });
+    // Answers the client has not read yet hold back its further queries (see TCP_WRITE_HIGH_WATER).
+    const writeBlocked = (): boolean => socket.writableLength >= TCP_WRITE_HIGH_WATER;
+    socket.on('drain', () => pump());
     const pump = (): void => {
-      while (backlog.length > 0 && inFlight < this.#maxTcpQueriesPerConnection && !socket.destroyed) {
+      while (backlog.length > 0 && inFlight < this.#maxTcpQueriesPerConnection && !socket.destroyed && !writeBlocked()) {
         const query = backlog.shift();
         if (query === undefined) break;
         inFlight += 1;
@@ -670,7 +702,7 @@ class Forwarder implements DnsForwarder {
         });
       }
       // Reading pauses while queries wait: a client cannot make us buffer more than one chunk.
-      if (backlog.length > 0 || inFlight >= this.#maxTcpQueriesPerConnection) socket.pause();
+      if (backlog.length > 0 || inFlight >= this.#maxTcpQueriesPerConnection || writeBlocked()) socket.pause();
       else if (socket.isPaused()) socket.resume();
     };
     socket.on('data', (chunk: Buffer) => {
