@@ -45,6 +45,11 @@ export interface DnsForwarderOptions {
   timeoutMs?: number;
   /** Most UDP queries waiting for upstream at once (<= 65536). Default 4096. */
   maxPending?: number;
+  /**
+   * Most of them from one client address, so that one client asking for names that never resolve
+   * cannot fill the table for everyone; beyond it the client gets SERVFAIL. Default 256.
+   */
+  maxPendingPerClient?: number;
   /** Per client address. Default 200/s, burst 400. */
   ratePerClient?: { perSecond: number; burst: number };
   /** Clients tracked by the rate limiter (least recently seen evicted). Default 4096. */
@@ -78,7 +83,7 @@ export interface DnsForwarderCounters {
   readonly notImp: number;
   readonly refused: number;
   readonly rateLimited: number;
-  /** Pending table full: answered SERVFAIL. */
+  /** Pending table full, or the client's share of it: answered SERVFAIL. */
   readonly overloaded: number;
   /** No usable upstream configured: answered SERVFAIL. */
   readonly noUpstream: number;
@@ -128,6 +133,7 @@ const DEFAULTS = {
   resolvConfPath: '/etc/resolv.conf',
   timeoutMs: 1500,
   maxPending: 4096,
+  maxPendingPerClient: 256,
   ratePerClient: { perSecond: 200, burst: 400 },
   maxRateClients: 4096,
   maxTcpConnections: 64,
@@ -169,6 +175,8 @@ interface UpstreamLink {
 
 interface PendingQuery {
   readonly client: UdpPeer;
+  /** The client's host key, under which its pending queries are counted. */
+  readonly clientKey: number | string;
   readonly clientId: number;
   /** A copy of the client's query; its id is overwritten with ours for each attempt. */
   readonly message: Buffer;
@@ -219,6 +227,9 @@ class Forwarder implements DnsForwarder {
   readonly #tcpIdleMs: number;
   readonly #resolvConfPath: string | undefined;
   readonly #pending: PendingTable<PendingQuery>;
+  readonly #maxPendingPerClient: number;
+  /** Pending queries per client host key; a key goes when its last query leaves the table. */
+  readonly #pendingPerClient = new Map<number | string, number>();
   /** Which of an upstream's sockets a query goes out of. */
   readonly #socketPick = cryptoRandomId();
   readonly #limiter: RateLimiter;
@@ -263,6 +274,7 @@ class Forwarder implements DnsForwarder {
     this.#tcpIdleMs = positiveInteger('tcpIdleMs', options.tcpIdleMs ?? DEFAULTS.tcpIdleMs, 3_600_000);
     const maxPending = positiveInteger('maxPending', options.maxPending ?? DEFAULTS.maxPending, ID_SPACE);
     this.#pending = new PendingTable(maxPending, cryptoRandomId());
+    this.#maxPendingPerClient = positiveInteger('maxPendingPerClient', options.maxPendingPerClient ?? DEFAULTS.maxPendingPerClient, ID_SPACE);
     const rate: RateLimit = options.ratePerClient ?? DEFAULTS.ratePerClient;
     try {
       this.#limiter = new RateLimiter(rate, positiveInteger('maxRateClients', options.maxRateClients ?? DEFAULTS.maxRateClients));
@@ -493,7 +505,8 @@ class Forwarder implements DnsForwarder {
   // A property, not a method: the socket calls it for every datagram (no bound copy per call).
   readonly #onClientDatagram = (message: Buffer, remote: UdpPeer): void => {
     this.#counters.queries += 1;
-    if (!this.#limiter.allow(remote.hostKey(), performance.now())) {
+    const clientKey = remote.hostKey();
+    if (!this.#limiter.allow(clientKey, performance.now())) {
       this.#counters.rateLimited += 1;
       return;
     }
@@ -512,6 +525,12 @@ class Forwarder implements DnsForwarder {
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
       return;
     }
+    const pendingOfClient = this.#pendingPerClient.get(clientKey) ?? 0;
+    if (pendingOfClient >= this.#maxPendingPerClient) {
+      this.#counters.overloaded += 1;
+      this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
+      return;
+    }
     const index = this.#preferred < upstreamCount ? this.#preferred : 0;
     const link = this.#upstreams[index];
     if (link === undefined) return;
@@ -519,6 +538,7 @@ class Forwarder implements DnsForwarder {
     const query = Buffer.from(message);
     const entry: PendingQuery = {
       client: remote.copy(),
+      clientKey,
       clientId: readId(query),
       message: query,
       question: query.subarray(HEADER_LENGTH, verdict.questionEnd),
@@ -535,8 +555,17 @@ class Forwarder implements DnsForwarder {
     if (!this.#sendUpstream(entry)) {
       this.#counters.overloaded += 1;
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
+      return;
     }
+    this.#pendingPerClient.set(clientKey, pendingOfClient + 1);
   };
+
+  /** A query has left the pending table for good (answered, or given up on). */
+  #settled(entry: PendingQuery): void {
+    const left = (this.#pendingPerClient.get(entry.clientKey) ?? 1) - 1;
+    if (left > 0) this.#pendingPerClient.set(entry.clientKey, left);
+    else this.#pendingPerClient.delete(entry.clientKey);
+  }
 
   /** Give the query a fresh id and send it to its upstream; false when the table is full. */
   #sendUpstream(entry: PendingQuery): boolean {
@@ -587,6 +616,7 @@ class Forwarder implements DnsForwarder {
       return;
     }
     this.#pending.take(id);
+    this.#settled(entry);
     // Karn: a resent query's answer may be to either copy, so only single sends are timed.
     if (entry.transmissions === 1) link.rtt.sample(performance.now() - entry.sentAt);
     if (this.#upstreams[entry.upstreamIndex] === link) {
@@ -657,6 +687,7 @@ class Forwarder implements DnsForwarder {
       }
     }
     this.#counters.failed += 1;
+    this.#settled(entry);
     writeId(entry.message, entry.clientId);
     this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, entry.client);
   }
@@ -774,6 +805,7 @@ class Forwarder implements DnsForwarder {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#pending.drain();
+    this.#pendingPerClient.clear();
     for (const socket of [...this.#tcpClients, ...this.#tcpUpstreams]) socket.destroy();
     const closing: Promise<void>[] = [];
     const upstreamSockets = [...this.#upstreams.flatMap((link) => link.sockets), ...this.#retired];

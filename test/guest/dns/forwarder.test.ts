@@ -368,6 +368,30 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
+  it('answers SERVFAIL to a client beyond its share of pending queries, keeping room for the others', async () => {
+    const shared = await ForwarderProcess.start(net.provider, {
+      port: 5357,
+      upstreams: [DEAD_UPSTREAM],
+      timeoutMs: 4000,
+      maxPending: 32,
+      maxPendingPerClient: 16,
+      ratePerClient: { perSecond: 100_000, burst: 100_000 },
+    });
+    try {
+      // Names that never resolve (the upstream is dead) keep the first client's queries pending.
+      const flood = (await runQueryFixture({ mode: 'flood', port: 5357, count: 40, bind: FLOOD_CLIENT_IP })) as { sent: number; answers: number };
+      expect(flood.answers).toBe(40 - 16);
+      // The other client's query waits for the upstream too, rather than being refused at once.
+      const [reply] = (await runQueryFixture({ mode: 'raw', port: 5357, packets: [query('www.test.example', 0x77)] })) as (string | null)[];
+      expect(reply).toBeNull();
+      const counters = await shared.counters();
+      expect(counters['pending']).toBe(17);
+      expect(counters['overloaded']).toBe(24);
+    } finally {
+      await shared.process.kill();
+    }
+  });
+
   it('is still running after everything above', async () => {
     expect(forwarder.process.exit).toBeUndefined();
     for (const upstream of upstreams) expect(upstream.exit).toBeUndefined();
