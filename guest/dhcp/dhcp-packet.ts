@@ -1,5 +1,5 @@
 import { DhcpError } from './dhcp-error.js';
-import { type DhcpOptions, encodedOptionsLength, joinOptionParts, layOutOptions, parseOptionArea } from './dhcp-options.js';
+import { type DhcpOptions, type OptionParts, encodedOptionsLength, joinOptionParts, layOutOptions, parseOptionArea } from './dhcp-options.js';
 import { type Ipv4Text, readIpv4, writeIpv4 } from './ipv4.js';
 import { OPTION, OVERLOAD } from './option-code.js';
 
@@ -65,7 +65,7 @@ export function parseDhcpPacket(bytes: Uint8Array): DhcpPacket {
   const hlen = bytes[2] ?? 0;
   if (hlen > CHADDR_LENGTH) throw new DhcpError('bad-field', `hlen ${hlen} is longer than the 16-byte chaddr field`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const parts = new Map<number, Uint8Array[]>();
+  const parts: OptionParts = new Map();
   const overload = parseOptionArea(bytes, OPTIONS_OFFSET, bytes.length, 'options', parts);
   const overloadsFile = overload === OVERLOAD.file || overload === OVERLOAD.both;
   const overloadsSname = overload === OVERLOAD.sname || overload === OVERLOAD.both;
@@ -87,7 +87,7 @@ export function parseDhcpPacket(bytes: Uint8Array): DhcpPacket {
     chaddr: bytes.slice(28, 28 + CHADDR_LENGTH),
     sname: overloadsSname ? new Uint8Array(SNAME_LENGTH) : bytes.slice(SNAME_OFFSET, SNAME_OFFSET + SNAME_LENGTH),
     file: overloadsFile ? new Uint8Array(FILE_LENGTH) : bytes.slice(FILE_OFFSET, FILE_OFFSET + FILE_LENGTH),
-    options: joinOptionParts(parts),
+    options: joinOptionParts(bytes, parts),
   };
 }
 

@@ -1,8 +1,10 @@
 import { createSocket as createUdpSocket, type Socket as UdpSocket } from 'node:dgram';
+import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import { type ClientId, clientId, isClientId } from '../../shared/client-id.js';
 import type { Logger } from '../../shared/log.js';
 import { DhcpError } from './dhcp-error.js';
+import { RateLimiter } from '../dns/rate-limiter.js';
 import { type DhcpRequest, type DropReason, linkClientOf } from './dhcp-exchange.js';
 import { LinkSocket, type LinkSocketEvents, nativeModule } from './link-socket.js';
 import type { DhcpHandler } from './dhcp-handler.js';
@@ -101,6 +103,14 @@ const WARM_UP_ROUNDS = 1000;
 const WARM_UP_SLICE = 25;
 /** Not a possible interface name (a space), so the warm-up lease never meets a real link's. */
 const WARM_UP_IFNAME = 'warm up';
+/**
+ * Warnings and errors a client's packets cause (a DECLINE, a reply too big to encode, a send that
+ * failed), per link: a few at once, then one a minute. Each would otherwise be a synchronous write
+ * to the log per packet, at whatever rate a hostile client sends; the counters still count all.
+ */
+const LINK_LOG_RATE = { perSecond: 1 / 60, burst: 5 } as const;
+/** Links whose log budget is tracked (least recently logging forgotten first). */
+const LINK_LOG_TRACKED = 4096;
 
 /**
  * Start the provider's DHCPv4 server. Each link gets a raw IPPROTO_UDP socket bound to it with
@@ -126,6 +136,9 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   const sockets = new Map<string, ServedLink>();
   const leases = new Map<string, LeaseInfo>();
   const counters = zeroCounters();
+  const linkLogs = new RateLimiter(LINK_LOG_RATE, LINK_LOG_TRACKED);
+  /** Whether a warning or error caused by `ifname`'s client may be logged now. */
+  const mayLog = (ifname: string): boolean => linkLogs.allow(ifname, performance.now());
   const portHolder = await bindServerPort();
   let closed = false;
 
@@ -137,7 +150,7 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
     else if (replyType === MESSAGE_TYPE.offer) tally.offers += 1;
     else if (replyType === MESSAGE_TYPE.ack) tally.acks += 1;
     else if (replyType === MESSAGE_TYPE.nak) tally.naks += 1;
-    if (drop === 'declined') log.warn({ ifname, clientIp: request.link.clientIp }, 'client declined its address: something else on the link uses it');
+    if (drop === 'declined' && mayLog(ifname)) log.warn({ ifname, clientIp: request.link.clientIp }, 'client declined its address: something else on the link uses it');
   }
 
   /** Everything about one datagram but the send: counters, lease, logs; the reply to send. */
@@ -166,7 +179,7 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
     }
     if (replyError !== undefined || reply === undefined) {
       tally.sendErrors += 1;
-      log.error({ ifname, kind: replyError?.kind }, replyError?.message ?? 'no reply built');
+      if (mayLog(ifname)) log.error({ ifname, kind: replyError?.kind }, replyError?.message ?? 'no reply built');
       return;
     }
     return reply;
@@ -180,12 +193,13 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
         const error = served.socket?.send(reply.frame, reply.destination);
         if (error === undefined) return;
         served.tally.sendErrors += 1;
+        if (!mayLog(served.link.ifname)) return;
         log.warn(
           { ifname: served.link.ifname, destination: reply.destination, err: error.message },
           'could not send a DHCP reply: check the link is up and has its /32 route and neighbour entry',
         );
       } catch (error) {
-        log.error({ ifname: served.link.ifname, err: error instanceof Error ? error.stack : String(error) }, 'DHCP handler bug');
+        if (mayLog(served.link.ifname)) log.error({ ifname: served.link.ifname, err: error instanceof Error ? error.stack : String(error) }, 'DHCP handler bug');
       }
     },
     failed(served, error) {

@@ -45,12 +45,19 @@ export interface DnsForwarderOptions {
   timeoutMs?: number;
   /** Most UDP queries waiting for upstream at once (<= 65536). Default 4096. */
   maxPending?: number;
+  /**
+   * Most of them from one client address, so that one client asking for names that never resolve
+   * cannot fill the table for everyone; beyond it the client gets SERVFAIL. Default 256.
+   */
+  maxPendingPerClient?: number;
   /** Per client address. Default 200/s, burst 400. */
   ratePerClient?: { perSecond: number; burst: number };
   /** Clients tracked by the rate limiter (least recently seen evicted). Default 4096. */
   maxRateClients?: number;
   /** Open client TCP connections at once; more are refused. Default 64. */
   maxTcpConnections?: number;
+  /** Open TCP connections per client address; more are refused, so one client cannot hold them all. Default 8. */
+  maxTcpConnectionsPerClient?: number;
   /** Queries relayed at once per TCP connection; reading pauses beyond. Default 8. */
   maxTcpQueriesPerConnection?: number;
   /** A TCP connection with no traffic for this long is closed. Default 10 s (RFC 7766 suggests seconds). */
@@ -76,7 +83,7 @@ export interface DnsForwarderCounters {
   readonly notImp: number;
   readonly refused: number;
   readonly rateLimited: number;
-  /** Pending table full: answered SERVFAIL. */
+  /** Pending table full, or the client's share of it: answered SERVFAIL. */
   readonly overloaded: number;
   /** No usable upstream configured: answered SERVFAIL. */
   readonly noUpstream: number;
@@ -126,13 +133,21 @@ const DEFAULTS = {
   resolvConfPath: '/etc/resolv.conf',
   timeoutMs: 1500,
   maxPending: 4096,
+  maxPendingPerClient: 256,
   ratePerClient: { perSecond: 200, burst: 400 },
   maxRateClients: 4096,
   maxTcpConnections: 64,
+  maxTcpConnectionsPerClient: 8,
   maxTcpQueriesPerConnection: 8,
   tcpIdleMs: 10_000,
 } as const;
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+/**
+ * Answers waiting in a TCP connection's write buffer beyond which no further query of it is read:
+ * a client that sends queries and never reads the answers would otherwise have us buffer them
+ * all. Two of the largest messages.
+ */
+const TCP_WRITE_HIGH_WATER = 2 * 65_537;
 /** The earliest resend: answers slow down with an upstream's load and with names it must look up. */
 const MIN_RETRANSMIT_MS = 100;
 /** Before an upstream has answered anything (RFC 6298's initial RTO). */
@@ -160,6 +175,8 @@ interface UpstreamLink {
 
 interface PendingQuery {
   readonly client: UdpPeer;
+  /** The client's host key, under which its pending queries are counted. */
+  readonly clientKey: number | string;
   readonly clientId: number;
   /** A copy of the client's query; its id is overwritten with ours for each attempt. */
   readonly message: Buffer;
@@ -203,10 +220,16 @@ class Forwarder implements DnsForwarder {
   readonly #port: number;
   readonly #timeoutMs: number;
   readonly #maxTcpConnections: number;
+  readonly #maxTcpConnectionsPerClient: number;
+  /** Open client TCP connections per host key; a key goes when its last connection closes. */
+  readonly #tcpPerClient = new Map<number | string, number>();
   readonly #maxTcpQueriesPerConnection: number;
   readonly #tcpIdleMs: number;
   readonly #resolvConfPath: string | undefined;
   readonly #pending: PendingTable<PendingQuery>;
+  readonly #maxPendingPerClient: number;
+  /** Pending queries per client host key; a key goes when its last query leaves the table. */
+  readonly #pendingPerClient = new Map<number | string, number>();
   /** Which of an upstream's sockets a query goes out of. */
   readonly #socketPick = cryptoRandomId();
   readonly #limiter: RateLimiter;
@@ -238,6 +261,11 @@ class Forwarder implements DnsForwarder {
     this.#port = positiveInteger('port', options.port ?? DEFAULTS.port, 65_535);
     this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 60_000);
     this.#maxTcpConnections = positiveInteger('maxTcpConnections', options.maxTcpConnections ?? DEFAULTS.maxTcpConnections, 65_535);
+    this.#maxTcpConnectionsPerClient = positiveInteger(
+      'maxTcpConnectionsPerClient',
+      options.maxTcpConnectionsPerClient ?? DEFAULTS.maxTcpConnectionsPerClient,
+      65_535,
+    );
     this.#maxTcpQueriesPerConnection = positiveInteger(
       'maxTcpQueriesPerConnection',
       options.maxTcpQueriesPerConnection ?? DEFAULTS.maxTcpQueriesPerConnection,
@@ -246,6 +274,7 @@ class Forwarder implements DnsForwarder {
     this.#tcpIdleMs = positiveInteger('tcpIdleMs', options.tcpIdleMs ?? DEFAULTS.tcpIdleMs, 3_600_000);
     const maxPending = positiveInteger('maxPending', options.maxPending ?? DEFAULTS.maxPending, ID_SPACE);
     this.#pending = new PendingTable(maxPending, cryptoRandomId());
+    this.#maxPendingPerClient = positiveInteger('maxPendingPerClient', options.maxPendingPerClient ?? DEFAULTS.maxPendingPerClient, ID_SPACE);
     const rate: RateLimit = options.ratePerClient ?? DEFAULTS.ratePerClient;
     try {
       this.#limiter = new RateLimiter(rate, positiveInteger('maxRateClients', options.maxRateClients ?? DEFAULTS.maxRateClients));
@@ -476,7 +505,8 @@ class Forwarder implements DnsForwarder {
   // A property, not a method: the socket calls it for every datagram (no bound copy per call).
   readonly #onClientDatagram = (message: Buffer, remote: UdpPeer): void => {
     this.#counters.queries += 1;
-    if (!this.#limiter.allow(remote.hostKey(), performance.now())) {
+    const clientKey = remote.hostKey();
+    if (!this.#limiter.allow(clientKey, performance.now())) {
       this.#counters.rateLimited += 1;
       return;
     }
@@ -495,6 +525,12 @@ class Forwarder implements DnsForwarder {
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
       return;
     }
+    const pendingOfClient = this.#pendingPerClient.get(clientKey) ?? 0;
+    if (pendingOfClient >= this.#maxPendingPerClient) {
+      this.#counters.overloaded += 1;
+      this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
+      return;
+    }
     const index = this.#preferred < upstreamCount ? this.#preferred : 0;
     const link = this.#upstreams[index];
     if (link === undefined) return;
@@ -502,6 +538,7 @@ class Forwarder implements DnsForwarder {
     const query = Buffer.from(message);
     const entry: PendingQuery = {
       client: remote.copy(),
+      clientKey,
       clientId: readId(query),
       message: query,
       question: query.subarray(HEADER_LENGTH, verdict.questionEnd),
@@ -518,8 +555,17 @@ class Forwarder implements DnsForwarder {
     if (!this.#sendUpstream(entry)) {
       this.#counters.overloaded += 1;
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
+      return;
     }
+    this.#pendingPerClient.set(clientKey, pendingOfClient + 1);
   };
+
+  /** A query has left the pending table for good (answered, or given up on). */
+  #settled(entry: PendingQuery): void {
+    const left = (this.#pendingPerClient.get(entry.clientKey) ?? 1) - 1;
+    if (left > 0) this.#pendingPerClient.set(entry.clientKey, left);
+    else this.#pendingPerClient.delete(entry.clientKey);
+  }
 
   /** Give the query a fresh id and send it to its upstream; false when the table is full. */
   #sendUpstream(entry: PendingQuery): boolean {
@@ -570,6 +616,7 @@ class Forwarder implements DnsForwarder {
       return;
     }
     this.#pending.take(id);
+    this.#settled(entry);
     // Karn: a resent query's answer may be to either copy, so only single sends are timed.
     if (entry.transmissions === 1) link.rtt.sample(performance.now() - entry.sentAt);
     if (this.#upstreams[entry.upstreamIndex] === link) {
@@ -640,6 +687,7 @@ class Forwarder implements DnsForwarder {
       }
     }
     this.#counters.failed += 1;
+    this.#settled(entry);
     writeId(entry.message, entry.clientId);
     this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, entry.client);
   }
@@ -647,20 +695,35 @@ class Forwarder implements DnsForwarder {
   // ---- TCP ----
 
   #onTcpClient(socket: TcpSocket): void {
+    const remote = hostKeyOfText(socket.remoteAddress ?? '');
+    const open = this.#tcpPerClient.get(remote) ?? 0;
+    socket.on('error', () => undefined);
+    if (open >= this.#maxTcpConnectionsPerClient) {
+      this.#counters.tcpRejected += 1;
+      socket.destroy();
+      return;
+    }
+    this.#tcpPerClient.set(remote, open + 1);
     this.#counters.tcpConnections += 1;
     this.#tcpClients.add(socket);
     const reader = new FrameReader();
     const backlog: Buffer[] = [];
     let inFlight = 0;
-    const remote = hostKeyOfText(socket.remoteAddress ?? '');
     socket.setTimeout(this.#tcpIdleMs, () => {
       this.#counters.tcpIdleClosed += 1;
       socket.destroy();
     });
-    socket.on('error', () => undefined);
-    socket.on('close', () => this.#tcpClients.delete(socket));
+    socket.on('close', () => {
+      this.#tcpClients.delete(socket);
+      const left = (this.#tcpPerClient.get(remote) ?? 1) - 1;
+      if (left > 0) this.#tcpPerClient.set(remote, left);
+      else this.#tcpPerClient.delete(remote);
+    });
+    // Answers the client has not read yet hold back its further queries (see TCP_WRITE_HIGH_WATER).
+    const writeBlocked = (): boolean => socket.writableLength >= TCP_WRITE_HIGH_WATER;
+    socket.on('drain', () => pump());
     const pump = (): void => {
-      while (backlog.length > 0 && inFlight < this.#maxTcpQueriesPerConnection && !socket.destroyed) {
+      while (backlog.length > 0 && inFlight < this.#maxTcpQueriesPerConnection && !socket.destroyed && !writeBlocked()) {
         const query = backlog.shift();
         if (query === undefined) break;
         inFlight += 1;
@@ -670,7 +733,7 @@ class Forwarder implements DnsForwarder {
         });
       }
       // Reading pauses while queries wait: a client cannot make us buffer more than one chunk.
-      if (backlog.length > 0 || inFlight >= this.#maxTcpQueriesPerConnection) socket.pause();
+      if (backlog.length > 0 || inFlight >= this.#maxTcpQueriesPerConnection || writeBlocked()) socket.pause();
       else if (socket.isPaused()) socket.resume();
     };
     socket.on('data', (chunk: Buffer) => {
@@ -742,6 +805,7 @@ class Forwarder implements DnsForwarder {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#pending.drain();
+    this.#pendingPerClient.clear();
     for (const socket of [...this.#tcpClients, ...this.#tcpUpstreams]) socket.destroy();
     const closing: Promise<void>[] = [];
     const upstreamSockets = [...this.#upstreams.flatMap((link) => link.sockets), ...this.#retired];

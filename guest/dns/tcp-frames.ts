@@ -6,30 +6,52 @@ export type FrameResult = { readonly frames: Buffer[]; readonly error?: 'empty-f
 /**
  * Splits a byte stream into DNS messages. Holds at most one incomplete frame (<= 65,537 bytes);
  * complete frames are handed out at once. A zero-length frame is a protocol error.
+ *
+ * Each frame's buffer is allocated once its length is known and filled as bytes arrive, so every
+ * byte is copied once however the stream is cut: a client trickling a 64 KiB frame a byte per
+ * segment must not make us copy what we hold again at each byte (2 GB per frame).
  */
 export class FrameReader {
-  #buffered: Buffer = Buffer.alloc(0);
+  /** The length prefix as far as it has arrived: 0, 1 or 2 bytes of it. */
+  #prefixBytes = 0;
+  #prefix = 0;
+  /** The frame being filled, once its length is known. */
+  #frame: Buffer | undefined;
+  #filled = 0;
 
   get bufferedBytes(): number {
-    return this.#buffered.length;
+    return this.#frame === undefined ? this.#prefixBytes : 2 + this.#filled;
   }
 
   push(chunk: Buffer): FrameResult {
-    let data = this.#buffered.length === 0 ? chunk : Buffer.concat([this.#buffered, chunk]);
     const frames: Buffer[] = [];
-    while (data.length >= 2) {
-      const length = data.readUInt16BE(0);
-      if (length === 0) {
-        this.#buffered = Buffer.alloc(0);
-        return { frames, error: 'empty-frame' };
+    let offset = 0;
+    while (offset < chunk.length) {
+      const current = this.#frame;
+      if (current === undefined) {
+        this.#prefix = (this.#prefix << 8) | (chunk[offset] ?? 0);
+        this.#prefixBytes += 1;
+        offset += 1;
+        if (this.#prefixBytes < 2) continue;
+        const length = this.#prefix;
+        this.#prefix = 0;
+        this.#prefixBytes = 0;
+        if (length === 0) return { frames, error: 'empty-frame' };
+        // A fresh buffer: the forwarder rewrites ids in place and must not touch the stream's.
+        this.#frame = Buffer.alloc(length);
+        this.#filled = 0;
+        continue;
       }
-      if (data.length < 2 + length) break;
-      // Copy: the forwarder rewrites ids in place and must not touch the stream's buffer.
-      frames.push(Buffer.from(data.subarray(2, 2 + length)));
-      data = data.subarray(2 + length);
+      const take = Math.min(current.length - this.#filled, chunk.length - offset);
+      chunk.copy(current, this.#filled, offset, offset + take);
+      this.#filled += take;
+      offset += take;
+      if (this.#filled === current.length) {
+        frames.push(current);
+        this.#frame = undefined;
+        this.#filled = 0;
+      }
     }
-    // Keep a copy, never a view into a large chunk that would stay alive with it.
-    this.#buffered = data.length === 0 ? Buffer.alloc(0) : Buffer.from(data);
     return { frames };
   }
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ClientId, clientId } from '../../../shared/client-id.js';
 import { clientIpTextOf } from '../../../shared/client-ip.js';
-import { type DhcpPacket, encodeDhcpPacket, parseDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
+import { type DhcpPacket, MAX_MESSAGE_LENGTH, encodeDhcpPacket, parseDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
 import { buildTopology, type DhcpTopology } from './dhcp-topology.js';
@@ -152,7 +152,7 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
 
   let answered = 1;
   async function exchange(spec: Parameters<typeof probeRequest>[0], to: string, waitMs = 400): Promise<DhcpPacket[]> {
-    const bytes = encodeDhcpPacket(probeRequest(spec));
+    const bytes = encodeDhcpPacket(probeRequest(spec), MAX_MESSAGE_LENGTH);
     probe.child.stdin?.write(`${JSON.stringify({ send: Buffer.from(bytes).toString('hex'), to, waitMs })}\n`);
     answered += 1;
     for (let waited = 0; waited < 5000; waited += 20) {
@@ -223,6 +223,36 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
     expect(stats.counters['releases']).toBe(1);
   });
 
+  it('answers a DISCOVER naming another address in ciaddr at the link address, resolving no neighbour for the other', async () => {
+    const strangers = ['100.64.7.7', '100.64.7.8', '192.0.2.77'];
+    for (const ciaddr of strangers) {
+      const [offer] = await exchange({ type: MESSAGE_TYPE.discover, ciaddr }, '255.255.255.255');
+      expect(typeOf(offer)).toBe(MESSAGE_TYPE.offer);
+      expect(offer?.yiaddr).toBe(PROBE_IP);
+    }
+    const { stdout } = await topology.provider.exec(['ip', '-4', 'neigh', 'show']);
+    for (const ciaddr of strangers) expect(stdout).not.toContain(`${ciaddr} `);
+  });
+
+  it('logs a few of the warnings a flood of DECLINEs and unanswerable DISCOVERs causes, and counts them all', async () => {
+    const ifname = topology.links[0]?.ifname ?? '';
+    const logged = (): number =>
+      server.process.stderr.split('\n').filter((line) => line.includes(`"ifname":"${ifname}"`) && /"level":(40|50)/.test(line)).length;
+    const before = await server.stats();
+    const logsBefore = logged();
+    // A client identifier the reply must echo (RFC 6842) but cannot fit in 548 bytes.
+    const hugeIdentifier = new Uint8Array(500).fill(7);
+    for (let i = 0; i < 15; i++) {
+      expect(await exchange({ type: MESSAGE_TYPE.decline, requested: PROBE_IP, serverId: '169.254.0.1' }, '255.255.255.255', 20)).toEqual([]);
+      expect(await exchange({ type: MESSAGE_TYPE.discover, clientIdentifier: hugeIdentifier }, '255.255.255.255', 20)).toEqual([]);
+    }
+    const after = await server.stats();
+    expect((after.counters['declines'] ?? 0) - (before.counters['declines'] ?? 0)).toBe(15);
+    expect((after.counters['sendErrors'] ?? 0) - (before.counters['sendErrors'] ?? 0)).toBe(15);
+    expect(logged() - logsBefore).toBeGreaterThanOrEqual(1);
+    expect(logged() - logsBefore).toBeLessThanOrEqual(5);
+  });
+
   it('stops serving a link removed by setLinks', async () => {
     await server.setLinks([]);
     expect(await exchange({ type: MESSAGE_TYPE.discover }, '255.255.255.255')).toEqual([]);
@@ -232,9 +262,10 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
   });
 });
 
-function probeRequest(spec: { type: number; ciaddr?: string; requested?: string; serverId?: string; flags?: number }): DhcpPacket {
+function probeRequest(spec: { type: number; ciaddr?: string; requested?: string; serverId?: string; flags?: number; clientIdentifier?: Uint8Array }): DhcpPacket {
   const ip = (text: string): Uint8Array => Uint8Array.from(text.split('.').map(Number));
   const options = new Map<number, Uint8Array>([[OPTION.messageType, Uint8Array.of(spec.type)]]);
+  if (spec.clientIdentifier !== undefined) options.set(OPTION.clientIdentifier, spec.clientIdentifier);
   if (spec.requested !== undefined) options.set(OPTION.requestedIp, ip(spec.requested));
   if (spec.serverId !== undefined) options.set(OPTION.serverId, ip(spec.serverId));
   const chaddr = new Uint8Array(16);

@@ -21,6 +21,7 @@ import {
 } from './dns-topology.js';
 
 const QUERY_SOURCES = ['test/guest/dns/fixtures/query'];
+const BIG_UPSTREAM_SOURCES = ['test/guest/dns/fixtures/big-upstream'];
 const TIMEOUT_MS = 500;
 const RATE = { perSecond: 100, burst: 200 };
 
@@ -323,6 +324,72 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     // Still serving over TCP afterwards.
     expect((await dig(['+tcp', '-p', '5353', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
     await capped.process.kill();
+  });
+
+  it('refuses a client TCP connections beyond its own cap, while another client still gets one', async () => {
+    const capped = await ForwarderProcess.start(net.provider, { port: 5355, upstreams: [UPSTREAM_A], tcpIdleMs: 1500, maxTcpConnections: 8, maxTcpConnectionsPerClient: 2 });
+    try {
+      const holding = runQueryFixture({ mode: 'tcp-hold', port: 5355, count: 3 }) as Promise<(number | null)[]>;
+      // While the first client holds its two, the other gets its answer over TCP.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect((await dig(['+tcp', '-p', '5355', '-b', FLOOD_CLIENT_IP, '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+      const closedAfter = await holding;
+      expect(closedAfter[0]).toBeGreaterThanOrEqual(1400);
+      expect(closedAfter[1]).toBeGreaterThanOrEqual(1400);
+      expect(closedAfter[2]).not.toBeNull();
+      expect(closedAfter[2]).toBeLessThan(1000);
+      expect(await capped.counter('tcpRejected')).toBe(1);
+    } finally {
+      await capped.process.kill();
+    }
+  });
+
+  it('stops reading the queries of a TCP client that does not read its answers, and closes it when idle', async () => {
+    const [bigUpstream = ''] = compiled(BIG_UPSTREAM_SOURCES);
+    const upstream = net.internet.spawn([process.execPath, bigUpstream, JSON.stringify({ address: '192.0.2.1', port: 5300, size: 60_000 })]);
+    await upstream.waitForOutput(/^ready$/m);
+    const hoarded = await ForwarderProcess.start(net.provider, {
+      port: 5356,
+      upstreams: ['192.0.2.1:5300'],
+      tcpIdleMs: 1000,
+      ratePerClient: { perSecond: 100_000, burst: 100_000 },
+    });
+    try {
+      // 2000 answers of 60 kB: 120 MB if the forwarder kept writing what the client never reads.
+      await runQueryFixture({ mode: 'tcp-unread', port: 5356, count: 2000, holdMs: 4000 });
+      const counters = await hoarded.counters();
+      // Nothing moves once the buffers are full, so the idle timeout ends the connection.
+      expect(counters['tcpIdleClosed']).toBe(1);
+      // What the kernel's socket buffers hold (a few MB), not everything sent.
+      expect(counters['tcpQueries']).toBeLessThan(1000);
+    } finally {
+      await hoarded.process.kill();
+      await upstream.kill();
+    }
+  });
+
+  it('answers SERVFAIL to a client beyond its share of pending queries, keeping room for the others', async () => {
+    const shared = await ForwarderProcess.start(net.provider, {
+      port: 5357,
+      upstreams: [DEAD_UPSTREAM],
+      timeoutMs: 4000,
+      maxPending: 32,
+      maxPendingPerClient: 16,
+      ratePerClient: { perSecond: 100_000, burst: 100_000 },
+    });
+    try {
+      // Names that never resolve (the upstream is dead) keep the first client's queries pending.
+      const flood = (await runQueryFixture({ mode: 'flood', port: 5357, count: 40, bind: FLOOD_CLIENT_IP })) as { sent: number; answers: number };
+      expect(flood.answers).toBe(40 - 16);
+      // The other client's query waits for the upstream too, rather than being refused at once.
+      const [reply] = (await runQueryFixture({ mode: 'raw', port: 5357, packets: [query('www.test.example', 0x77)] })) as (string | null)[];
+      expect(reply).toBeNull();
+      const counters = await shared.counters();
+      expect(counters['pending']).toBe(17);
+      expect(counters['overloaded']).toBe(24);
+    } finally {
+      await shared.process.kill();
+    }
   });
 
   it('is still running after everything above', async () => {

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { FrameReader, frame } from '../../../guest/dns/tcp-frames.js';
 
 describe('DNS over TCP framing', () => {
@@ -32,5 +32,31 @@ describe('DNS over TCP framing', () => {
     expect(reader.push(Buffer.from([0xff, 0xff, 1, 2, 3])).frames).toEqual([]);
     expect(reader.bufferedBytes).toBe(5);
     expect(new FrameReader().push(Buffer.from([0, 0, 0, 1, 9])).error).toBe('empty-frame');
+  });
+
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('allocates about one frame of memory for a frame trickled in a byte at a time, not a copy per byte', () => {
+    const message = new Uint8Array(65_535).fill(0x5a);
+    const stream = frame(message);
+    let allocated = 0;
+    const count = <T extends Uint8Array>(result: T): T => {
+      allocated += result.length;
+      return result;
+    };
+    const { alloc, allocUnsafe, concat, from } = { alloc: Buffer.alloc, allocUnsafe: Buffer.allocUnsafe, concat: Buffer.concat, from: Buffer.from };
+    vi.spyOn(Buffer, 'alloc').mockImplementation((...args: Parameters<typeof Buffer.alloc>) => count(alloc(...args)));
+    vi.spyOn(Buffer, 'allocUnsafe').mockImplementation((size: number) => count(allocUnsafe(size)));
+    vi.spyOn(Buffer, 'concat').mockImplementation((...args: Parameters<typeof Buffer.concat>) => count(concat(...args)));
+    vi.spyOn(Buffer, 'from').mockImplementation(((...args: Parameters<typeof Buffer.from>) => count((from as (...a: unknown[]) => Buffer)(...args))) as typeof Buffer.from);
+    const chunks = Array.from({ length: stream.length }, (_, index) => stream.subarray(index, index + 1));
+    const reader = new FrameReader();
+    const got: Buffer[] = [];
+    for (const chunk of chunks) got.push(...reader.push(chunk).frames);
+    vi.restoreAllMocks();
+    expect(got).toEqual([Buffer.from(message)]);
+    expect(allocated).toBeLessThanOrEqual(2 * stream.length);
   });
 });
