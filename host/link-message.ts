@@ -24,6 +24,7 @@ const IFLA_LINKINFO = 18;
 const IFLA_NET_NS_FD = 28;
 const IFLA_EXT_MASK = 29;
 const IFLA_AF_SPEC = 26;
+const IFLA_GROUP = 27;
 const AF_INET6 = 10;
 const IFLA_INET6_CONF = 2;
 /** DEVCONF_FORWARDING and DEVCONF_DISABLE_IPV6 in <linux/ipv6.h>: their places among IFLA_INET6_CONF's s32 values. */
@@ -271,6 +272,28 @@ export class ProgramWriter {
     return this;
   }
 
+  /** Put the device with this index in device group `group` (IFLA_GROUP; 0 is the default group). */
+  setGroup(index: number, group: number): this {
+    this.beginRecord(KIND_REQUEST);
+    this.beginMessage(RTM_NEWLINK, 0);
+    this.ifinfomsg(index, false);
+    this.u32Attribute(IFLA_GROUP, group);
+    this.endMessage();
+    this.endRecord();
+    return this;
+  }
+
+  /** Delete every device of the namespace in device group `group`, as one batch (ip link delete group). */
+  deleteGroup(group: number): this {
+    this.beginRecord(KIND_REQUEST);
+    this.beginMessage(RTM_DELLINK, 0);
+    this.ifinfomsg(0, false);
+    this.u32Attribute(IFLA_GROUP, group);
+    this.endMessage();
+    this.endRecord();
+    return this;
+  }
+
   /** The program: its bytes (a copy) and how many records it holds. */
   finish(): Program {
     return { bytes: this.bytes.slice(0, this.length), records: this.count };
@@ -303,6 +326,8 @@ export interface LinkInfo {
   readonly ipv6LinkLocal: boolean;
   /** Whether IPv6 runs on it with forwarding on (DEVCONF_FORWARDING). */
   readonly ipv6Forwarding: boolean;
+  /** Its device group (IFLA_GROUP; 0, the default, where the kernel says none). */
+  readonly group: number;
 }
 
 function attributesOf(bytes: Uint8Array, start: number, end: number): Map<number, Uint8Array> {
@@ -377,6 +402,7 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
           up: (view.getUint32(body + 8, true) & IFF_UP) !== 0,
           mac: address === undefined ? '' : [...address].map((octet) => octet.toString(16).padStart(2, '0')).join(':'),
           ...ipv6Of(attributes.get(IFLA_AF_SPEC)),
+          group: u32Of(attributes.get(IFLA_GROUP)) ?? 0,
         });
       }
     }

@@ -64,6 +64,15 @@ function oneBatch(ns: Netns, count: number): number {
   return seconds(start);
 }
 
+/** Delete what oneBatch made, one device at a time, in one `ip -batch` (as a script would). */
+function batchDelete(ns: Netns, count: number): number {
+  const lines: string[] = [];
+  for (let id = 1; id <= count; id++) lines.push(`link del dev sc${id}`, `link del dev sp${id}`, `link del dev sb${id}`);
+  const start = process.hrtime.bigint();
+  execFileSync('ip', ['-n', ns.name, '-batch', '-'], { input: `${lines.join('\n')}\n` });
+  return seconds(start);
+}
+
 // Where NODE_EXTRA_CA_CERTS is set (as in some development sandboxes), every Node process reads
 // and parses that CA bundle before running any code: here that is most of Node's start-up. The
 // spectrum-link bin drops the variable in its shebang (it makes no TLS connection); `node -e 0`
@@ -203,6 +212,16 @@ export async function linkBench(): Promise<BenchResult[]> {
       kernelQuiet(scratch);
       const rerun = spectrumLink(relinkNs, linkArgs(relinkState, vms));
       results.push({ suite: 'link', name: `re-link ${SIDE_BY_SIDE} VMs, nothing to change`, value: rerun * 1000, unit: 'ms' });
+      // Taking them all down: unlink of the provider (every link in one call) against one ip
+      // -batch that deletes the same devices of a batch namespace, device by device.
+      kernelQuiet(scratch);
+      const unlinked = spectrumLink(relinkNs, ['unlink', 'netvm', '--config-dir', configDir, '--state-dir', relinkState]);
+      const deleteNs = await harness.namespace('batchdelete');
+      oneBatch(deleteNs, SIDE_BY_SIDE);
+      kernelQuiet(scratch);
+      const deleted = batchDelete(deleteNs, SIDE_BY_SIDE);
+      perLink(`spectrum-link unlink netvm: its ${SIDE_BY_SIDE} links in one call`, unlinked, SIDE_BY_SIDE, 'devices deleted as one device group');
+      perLink(`one precomputed ip -batch deleting the same devices one by one (${SIDE_BY_SIDE})`, deleted, SIDE_BY_SIDE);
     }
 
     // The bulk comparison at equal N, in two rounds that swap who goes first (the second of a

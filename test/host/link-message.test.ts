@@ -36,7 +36,7 @@ describe('ProgramWriter', () => {
         expect(only?.kind).toBe(1);
         const message = only?.payload ?? new Uint8Array();
         expect(header(message)).toMatchObject({ length: message.length, type: 16 });
-        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '', ipv6: quiet, ipv6LinkLocal: false, ipv6Forwarding: false }]);
+        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '', ipv6: quiet, ipv6LinkLocal: false, ipv6Forwarding: false, group: 0 }]);
       }),
     );
   });
@@ -189,7 +189,7 @@ describe('decodeLinks', () => {
 
 describe('observedDevices', () => {
   it('names masters it has seen, and gives unknown masters a name no device can have', () => {
-    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '', ipv6: true, ipv6LinkLocal: true, ipv6Forwarding: false });
+    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '', ipv6: true, ipv6LinkLocal: true, ipv6Forwarding: false, group: 0 });
     const devices = observedDevices([link(5, 'snb1', null), link(6, 'snc1', 5), link(7, 'snp1', 99)]);
     expect(devices.get('snc1')?.master).toBe('snb1');
     expect(devices.get('snp1')?.master).toBe('ifindex 99');

@@ -187,6 +187,26 @@ describeNetns('rtnl sockets in a namespace', () => {
     expect((await ipLinks()).get('tx2')?.linkinfo?.info_kind).toBe('bridge');
   });
 
+  it('puts devices in a device group and deletes the group with one request: those devices go, with a veth\'s peer, and nothing else', async () => {
+    await ns.ip(['link', 'add', 'tg1', 'type', 'bridge']);
+    await ns.ip(['tuntap', 'add', 'dev', 'tg2', 'mode', 'tap']);
+    await ns.ip(['link', 'add', 'tg3', 'type', 'veth', 'peer', 'name', 'tg4']);
+    await ns.ip(['link', 'add', 'tg5', 'type', 'bridge']);
+    const group = 0x7000_0001;
+    const marking = new ProgramWriter();
+    for (const name of ['tg1', 'tg2', 'tg3']) marking.setGroup(await indexOf(name), group);
+    const outcomes = await socket.run(marking.dumpLinks().finish(), true);
+    expect(states(outcomes)).toEqual(['done', 'done', 'done', 'done']);
+    const dump = outcomes[3];
+    const grouped = dump?.state === 'done' ? decodeLinks(dump.reply).filter((link) => link.group === group).map((link) => link.name) : [];
+    expect(grouped.sort()).toEqual(['tg1', 'tg2', 'tg3']);
+    expect(states(await socket.run(new ProgramWriter().deleteGroup(group).finish()))).toEqual(['done']);
+    const left = [...(await ipLinks()).keys()];
+    expect(left.filter((name) => name.startsWith('tg'))).toEqual(['tg5']);
+    // An empty group: nothing to delete.
+    expect(states(await socket.run(new ProgramWriter().deleteGroup(group).finish()))).toEqual(['ENODEV']);
+  });
+
   it('deletes by index, and reports a device already gone as ENODEV', async () => {
     const index = await indexOf('tb2');
     const outcomes = await socket.run(new ProgramWriter().deleteByIndex(index).deleteByIndex(index).finish(), true);

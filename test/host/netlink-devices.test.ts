@@ -1,0 +1,68 @@
+// removeDevices against the kernel: the built module runs inside a test namespace (it works on the
+// namespace of its process), so this process's own is never touched.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
+import { ROOT } from './link-fixture.js';
+
+const MODULE = join(ROOT, 'dist', 'host', 'netlink-devices.js');
+
+describeNetns('removeDevices in a namespace', () => {
+  let harness: Harness;
+  let host: Netns;
+  let vm: Netns;
+
+  const names = async (ns: Netns): Promise<string[]> => (JSON.parse((await ns.ip(['-j', 'link', 'show'])).stdout) as { ifname: string }[]).map((link) => link.ifname).sort();
+
+  /** removeDevices(names, group) run by the built module inside the host namespace. */
+  const remove = async (devices: readonly string[], group: number): Promise<void> => {
+    const script = `import { removeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)}; await removeDevices(${JSON.stringify(devices)}, ${group});`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect(result.code, result.stderr).toBe(0);
+  };
+
+  /** Three links' worth of devices (bridge, tap, veth whose peer is in the VM namespace), and one of someone else. */
+  const makeDevices = async (): Promise<string[]> => {
+    const ours: string[] = [];
+    for (const n of [1, 2, 3]) {
+      await host.ip(['link', 'add', `rb${n}`, 'type', 'bridge']);
+      await host.ip(['tuntap', 'add', 'dev', `rc${n}`, 'mode', 'tap']);
+      await host.ip(['link', 'add', `rp${n}`, 'type', 'veth', 'peer', 'name', `rq${n}`, 'netns', vm.name]);
+      await host.ip(['link', 'set', `rc${n}`, 'master', `rb${n}`]);
+      await host.ip(['link', 'set', `rp${n}`, 'master', `rb${n}`]);
+      ours.push(`rb${n}`, `rc${n}`, `rp${n}`);
+    }
+    await host.ip(['link', 'add', 'other', 'type', 'bridge']);
+    return ours;
+  };
+
+  beforeAll(async () => {
+    if (!existsSync(MODULE)) throw new Error(`${MODULE} is missing: run \`npm run build\` first`);
+    harness = createHarness('rmdev');
+    host = await harness.namespace('host');
+    vm = await harness.namespace('vm');
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  it('removes several links\' devices together (veth peers in other namespaces with them) and nothing else', async () => {
+    const ours = await makeDevices();
+    await remove([...ours, 'missing'], 0x7000_0002);
+    expect(await names(host)).toEqual(['lo', 'other']);
+    expect(await names(vm)).toEqual(['lo']);
+    await host.ip(['link', 'del', 'other']);
+  });
+
+  it("never removes a device of someone else's that is in the removal group: then ours go one by one", async () => {
+    const ours = await makeDevices();
+    await host.ip(['link', 'set', 'other', 'group', String(0x7000_0003)]);
+    await remove(ours, 0x7000_0003);
+    expect(await names(host)).toEqual(['lo', 'other']);
+    expect(await names(vm)).toEqual(['lo']);
+    await host.ip(['link', 'del', 'other']);
+  });
+});
