@@ -1,5 +1,5 @@
 // `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
@@ -51,7 +51,7 @@ function withCommonOptions(command: Command, env: Env): Command {
     .option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)', env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX)
     .option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v', env['SPECTRUM_NETNS_PREFIX'] ?? '')
     .option('--mtu <bytes>', 'MTU of every link device', '1500')
-    .option('--attach <mode>', 'attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)', collect, [])
+    .addOption(new Option('--attach <mode>', 'attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)').argParser(collect).default([], 'none'))
     .option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)', '/run/vm/{vm}/qmp.sock')
     .option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)', '/run/vm/{vm}/vmm')
     .option('--vmm-timeout <ms>', 'bound on each VMM request, and on waiting for a guest to release a NIC', '5000')
