@@ -1,5 +1,5 @@
 // `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
@@ -23,7 +23,7 @@ import {
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
 import type { VmName } from './vm-name.js';
-import { type VmmFlags, vmmArgumentsFor } from './vmm-port.js';
+import { type SideArguments, type VmmFlags, vmmArgumentsFor } from './vmm-port.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -51,7 +51,7 @@ function withCommonOptions(command: Command, env: Env): Command {
     .option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)', env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX)
     .option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v', env['SPECTRUM_NETNS_PREFIX'] ?? '')
     .option('--mtu <bytes>', 'MTU of every link device', '1500')
-    .option('--attach <mode>', 'attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)', collect, [])
+    .addOption(new Option('--attach <mode>', 'attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)').argParser(collect).default([], 'none'))
     .option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)', '/run/vm/{vm}/qmp.sock')
     .option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)', '/run/vm/{vm}/vmm')
     .option('--vmm-timeout <ms>', 'bound on each VMM request, and on waiting for a guest to release a NIC', '5000')
@@ -81,6 +81,18 @@ function reportLine(report: LinkReport): string {
     `provider ${report.providerDevice} ${report.providerMac} (${report.providerAttach})`,
     `bridge ${report.bridge}`,
   ].join('  ');
+}
+
+/**
+ * For a side attached by hand (`--attach none`), the arguments that give its VMM a NIC on the tap,
+ * one line per VMM, so that the operator can start the VM with them. (Tap names and MACs need no
+ * shell quoting.)
+ */
+function vmmArgumentLines(report: LinkReport): string[] {
+  const sides = vmmArgumentsFor(report);
+  const lines = (vm: string, side: SideArguments | undefined): string[] =>
+    side === undefined ? [] : [`  ${vm}: qemu ${side.qemu.join(' ')}`, `  ${vm}: cloud-hypervisor ${side.cloudHypervisor.join(' ')}`];
+  return [...lines(report.vm, sides?.client), ...lines(report.provider, sides?.provider)];
 }
 
 /** The JSON link object of the contract, with the VMM arguments for sides attached by hand. */
@@ -162,7 +174,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           continue;
         }
         if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
-        for (const report of reports) lines.push(`${reportLine(report)}\n`);
+        for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report).map((line) => `${line}\n`));
         for (const report of gone) lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept): ${report.provider} is no longer among ${report.vm}'s providers\n`);
       }
       process.stdout.write(lines.join(''));

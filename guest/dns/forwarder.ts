@@ -384,7 +384,7 @@ class Forwarder implements DnsForwarder {
       const code = (error as NodeJS.ErrnoException).code;
       const hint =
         code === 'EADDRNOTAVAIL'
-          ? `${this.#listen} is not on any link yet; call rebind() once a link carries it`
+          ? `${this.#listen} is not on any link yet; the forwarder listens once a provider link carries it`
           : code === 'EADDRINUSE'
             ? `another DNS server already listens on ${where}`
             : code === 'EACCES'

@@ -168,15 +168,17 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
 export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<RunPorts> = providerPorts): Command {
   return new Command('run')
     .description('provider agent: configure every client link as it comes and goes, feed the firewall and services')
-    .option('--ignore <ifname>', 'an interface the agent must not touch (repeatable)', collectInterface, [])
-    .option('--allow-pair <a=b>', 'let clients A and B (client IPs or ids) reach each other (repeatable)', collect, [])
+    .addOption(new Option('--ignore <ifname>', 'an interface the agent must not touch (repeatable)').argParser(collectInterface).default([], 'none'))
+    .addOption(new Option('--allow-pair <a=b>', 'let clients A and B (client IPs or ids) reach each other (repeatable)').argParser(collect).default([], 'none'))
     .option('--control-socket <path>', 'Unix socket for `status`', DEFAULT_CONTROL_SOCKET)
     .addOption(new Option('--notify-fd <n>', 'write a newline to this fd once the initial reconcile is done (s6)').argParser(parseFd))
     .option('--no-firewall', 'do not manage nftables (no NAT, isolation or anti-spoofing: for debugging only)')
     .option('--no-dhcp', 'do not serve DHCP on provider links')
     .option('--no-dns', 'do not run the DNS forwarder on the gateway')
     .option('--lease-seconds <n>', 'DHCP lease time', '3600')
-    .option('--dns-upstream <ip[:port]>', 'upstream resolver (repeatable; default: the nameservers of --resolv-conf, followed as it changes)', collectUpstream, [])
+    .addOption(
+      new Option('--dns-upstream <ip[:port]>', 'upstream resolver (repeatable)').argParser(collectUpstream).default([], 'the nameservers of --resolv-conf, followed as it changes'),
+    )
     .option('--resolv-conf <path>', "the provider's resolver configuration", '/etc/resolv.conf')
     .option('--firewall-audit <seconds>', 'read the nftables table back this often and restore what someone else changed (0: never)', '60')
     .action(async (options: RunOptions) => {
@@ -188,7 +190,7 @@ export function clientCommand(): Command {
   return new Command('client')
     .description("app VM: give each client-side link its address and routes from its MAC (Spectrum's app VM script)")
     .option('--watch', 'keep running and configure links as they are hot-plugged')
-    .option('--ignore <ifname>', 'an interface to leave alone (repeatable)', collectInterface, [])
+    .addOption(new Option('--ignore <ifname>', 'an interface to leave alone (repeatable)').argParser(collectInterface).default([], 'none'))
     .action(async (options: { watch?: boolean; ignore: string[] }) => {
       const log = createLogger('spectrum-netd', { level: logLevel(options.watch === true ? 'info' : 'warn') });
       const kernel = new RtnetlinkKernel();
@@ -227,7 +229,9 @@ export function formatStatus(status: AgentStatus & { services?: unknown }): stri
     ...status.links.map((l) => [l.name, l.role, l.id === null ? '-' : String(l.id), l.ip ?? '-', l.error === null ? l.state : `error: ${l.error}`, l.note ?? '']),
   ]);
   const counters = { ...status.counters, ...status.firewall };
-  let text = `${links}\n\n${Object.entries(counters).map(([name, value]) => `${name}: ${String(value)}`).join('\n')}\n`;
+  // Timings are fractions of a millisecond: two decimals say all there is (--json keeps them whole).
+  const shown = (value: unknown): string => (typeof value === 'number' && !Number.isInteger(value) ? String(Number(value.toFixed(2))) : String(value));
+  let text = `${links}\n\n${Object.entries(counters).map(([name, value]) => `${name}: ${shown(value)}`).join('\n')}\n`;
   const services = status.services as { leases?: { ifname: string; clientIp: string; state: string; hostname?: string; expires?: number }[] } | null | undefined;
   const leases = services?.leases ?? [];
   if (leases.length > 0) {

@@ -4,23 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { Command } from 'commander';
 import { createHarness, netnsSupport } from '../harness/index.js';
 import { INTERNET_HTTP, TEST_NAME, udhcpc } from '../guest/provider-world.js';
+import { type Reach, type VmReport, demoJson, demoText } from './demo-report.js';
 import { APP_VMS, type ExampleSystem, type GuestResult, type LinkInfo, QemuGuest, startExampleSystem } from './example-system.js';
-
-interface VmReport {
-  name: string;
-  interface: string;
-  mac: string;
-  ip: string;
-  method: string;
-  lease: string;
-  internet: boolean;
-  dns: boolean;
-}
-interface Reach {
-  from: string;
-  to: string;
-  allowed: boolean;
-}
 
 const options = new Command('demo')
   .option('--qemu', 'run the app VMs as real QEMU guests (TCG) instead of namespaces')
@@ -35,11 +20,6 @@ const progress = (text: string): void => {
   step += 1;
   process.stderr.write(`[${step}/${steps}] ${text}\n`);
 };
-
-function table(rows: readonly (readonly string[])[]): string {
-  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
-  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd()).join('\n');
-}
 
 async function linkAll(system: ExampleSystem, attach: string): Promise<Map<string, LinkInfo>> {
   const result = await system.link(['link', ...APP_VMS, '--attach', attach, '--attach', 'netvm=netns', '--json']);
@@ -140,25 +120,8 @@ async function main(): Promise<void> {
       const lease = status.services?.leases.find((candidate) => `${candidate.clientIp}/32` === vm.ip);
       vm.lease = lease === undefined ? '-' : lease.state;
     }
-    if (options.json === true) {
-      const vms = outcome.vms.map(({ name, interface: ifname, mac, ip, method, internet }) => ({ name, interface: ifname, mac, ip, method, internet }));
-      process.stdout.write(`${JSON.stringify({ vms, reach: outcome.reach })}\n`);
-    } else {
-      const targets = ['internet', ...APP_VMS];
-      const cell = (from: string, to: string): string => {
-        if (from === to) return '-';
-        const found = outcome.reach.find((entry) => entry.from === from && entry.to === to);
-        return found === undefined ? '?' : found.allowed ? 'reached' : 'blocked';
-      };
-      process.stdout.write(`\n${table([
-        ['VM', 'INTERFACE', 'MAC', 'IP', 'HOW', 'LEASE', 'DNS'],
-        ...outcome.vms.map((vm) => [vm.name, vm.interface, vm.mac, vm.ip, vm.method, vm.lease, vm.dns ? `${TEST_NAME} ok` : 'failed']),
-      ])}\n\n${table([['FROM \\ TO', ...targets], ...APP_VMS.map((from) => [from, ...targets.map((to) => cell(from, to))])])}\n\n`);
-      process.stdout.write(
-        `netvm (spectrum-netd) dropped ${status.firewall.isolationDrops} packets between clients, ` +
-          `${status.firewall.antispoofDrops} by anti-spoofing (a wrong source address, or IPv6), ${status.firewall.inputDrops} to closed ports of the gateway.\n`,
-      );
-    }
+    const report = { ...outcome, drops: status.firewall };
+    process.stdout.write(options.json === true ? demoJson(report) : demoText(report, APP_VMS, TEST_NAME));
     if (options.keep === true) {
       process.stderr.write(
         `\nThe system is running. Explore it from another terminal, for example:\n` +

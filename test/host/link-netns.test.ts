@@ -427,8 +427,11 @@ describeNetns('linking many VMs in one call', () => {
     const linked = await onTerminal(['link', ...VMS, '--attach', 'none']);
     expect(linked.code, linked.stdout).toBe(0);
     expect(linked.stdout).toMatch(/\r\x1b\[2Klinking: devices for \d+ of 12 VMs/);
-    expect(afterProgress(linked.stdout)).toHaveLength(VMS.length);
-    expect(afterProgress(linked.stdout)[0]).toMatch(/^appvm-0 -> netvm  id \d+/);
+    // A line per link, each followed by the VMM arguments of its two taps (two VMMs each).
+    const answer = afterProgress(linked.stdout);
+    expect(answer.filter((line) => !line.startsWith('  '))).toHaveLength(VMS.length);
+    expect(answer).toHaveLength(VMS.length * 5);
+    expect(answer[0]).toMatch(/^appvm-0 -> netvm  id \d+/);
 
     // A late bad VM: the first chunks were made (and drawn) before the run failed and was undone.
     const failed = await onTerminal(['link', ...VMS, 'appvm-missing', '--attach', 'none']);

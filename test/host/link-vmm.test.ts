@@ -171,4 +171,22 @@ describeNetns('spectrum-link with VMMs', () => {
     expect(link.vmmArguments?.client?.qemu.join(' ')).toContain(`ifname=${link.clientDevice},script=no,downscript=no`);
     expect(link.vmmArguments?.client?.qemu.join(' ')).toContain(`mac=${link.clientMac}`);
   });
+
+  it('with --attach none prints those arguments in the human output too, a line per VM and VMM', async () => {
+    const json = JSON.parse((await world.link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as LinkOutput;
+    const link = json.links[0]!;
+    const result = await world.link(['link', 'appvm-lynx', '--attach', 'none']);
+    expect(result.code, result.stderr).toBe(0);
+    const lines = result.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^appvm-lynx -> netvm  id \d+/);
+    expect(lines.slice(1)).toEqual([
+      `  appvm-lynx: qemu ${link.vmmArguments!.client!.qemu.join(' ')}`,
+      `  appvm-lynx: cloud-hypervisor ${link.vmmArguments!.client!.cloudHypervisor.join(' ')}`,
+      `  netvm: qemu -netdev tap,id=net-${link.providerDevice},ifname=${link.providerDevice},script=no,downscript=no -device virtio-net-pci,netdev=net-${link.providerDevice},mac=${link.clientMac.replace(':00:', ':80:')},id=${link.providerDevice}`,
+      `  netvm: cloud-hypervisor --net tap=${link.providerDevice},mac=${link.clientMac.replace(':00:', ':80:')},id=${link.providerDevice}`,
+    ]);
+    // A side a VMM takes over itself gets no such lines.
+    const mixed = await world.link(['link', 'appvm-lynx', '--attach', 'none', '--attach', 'netvm=netns']);
+    expect(mixed.stdout.trimEnd().split('\n').slice(1).map((line) => line.split(':')[0])).toEqual(['  appvm-lynx', '  appvm-lynx']);
+  });
 });

@@ -300,6 +300,9 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     const before = await late.counters();
     expect(before['listening']).toBe(false);
     expect(String(before['lastBindError'])).toMatch(/EADDRNOTAVAIL/);
+    // Shown by `spectrum-netd status`: it says what will happen, in the operator's terms, not the API's.
+    expect(String(before['lastBindError'])).toMatch(/169\.254\.0\.2 is not on any link yet; the forwarder listens once a provider link carries it/);
+    expect(String(before['lastBindError'])).not.toMatch(/rebind/);
     expect((await late.rebind())['listening']).toBe(false);
     await harness.addAddress(net.provider, 'cl0', '169.254.0.2/32');
     const after = await late.rebind();

@@ -1,0 +1,50 @@
+// The spectrum-netd subcommands as an operator meets them: --help texts, repeatable options,
+// the human `status` text. (The agent itself is tested in agent*.test.ts.)
+import type { Command } from 'commander';
+import { describe, expect, it } from 'vitest';
+import { clientCommand, formatStatus, runCommand } from '../../../guest/netd/commands.js';
+
+/** Parse `args` with the command's options only: the action is replaced by one that records them. */
+function parsedOptions(command: Command, args: readonly string[]): Record<string, unknown> {
+  let seen: Record<string, unknown> = {};
+  command.exitOverride().action((options: Record<string, unknown>) => void (seen = options));
+  command.parse([...args], { from: 'user' });
+  return seen;
+}
+
+describe('spectrum-netd --help', () => {
+  it.each([
+    ['run', runCommand],
+    ['client', clientCommand],
+  ])('%s: a repeatable option says what it defaults to, never an empty list', (_name, make) => {
+    const help = make().helpInformation();
+    expect(help).not.toContain('[]');
+    expect(help).toMatch(/--ignore <ifname> +an interface .*\(repeatable\)\s+\(default: none\)/s);
+  });
+
+  it('run: --dns-upstream states its default once, as the nameservers of --resolv-conf', () => {
+    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain('--dns-upstream <ip[:port]> upstream resolver (repeatable) (default: the nameservers of --resolv-conf, followed as it changes)');
+    expect(help.match(/default:/g)?.length).toBe(help.match(/\(default: /g)?.length);
+  });
+
+  it('run: repeated options still add up, starting from nothing', () => {
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ ignore: [], allowPair: [], dnsUpstream: [] });
+    const options = parsedOptions(runCommand(), ['--ignore', 'wlan0', '--ignore', 'eth1', '--dns-upstream', '192.0.2.53', '--dns-upstream', '[2001:db8::1]:53', '--allow-pair', '1=2']);
+    expect(options).toMatchObject({ ignore: ['wlan0', 'eth1'], dnsUpstream: ['192.0.2.53', '[2001:db8::1]:53'], allowPair: ['1=2'] });
+  });
+});
+
+describe('spectrum-netd status, as text', () => {
+  it('shows the last reconcile time to two decimals, not as a raw float', () => {
+    const text = formatStatus({
+      links: [{ ifindex: 3, name: 'snp7', role: 'provider', id: 7, ip: '100.64.0.7', state: 'configured', note: null, error: null }],
+      counters: { reconciles: 5, changesApplied: 9, initialChanges: 1, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 0.44982300000037867, firewallRepairs: 0 },
+      firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0 },
+      model: null,
+    });
+    expect(text).toContain('\nlastReconcileMs: 0.45\n');
+    expect(text).toContain('\nreconciles: 5\n');
+    expect(text).toMatch(/^LINK +ROLE +ID +IP +STATE +NOTE\nsnp7 +provider +7 +100\.64\.0\.7 +configured\n/);
+  });
+});
