@@ -17,6 +17,9 @@ import { RtnetlinkKernel } from './rtnetlink.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
+/** The control socket's answer while the agent has not yet read the kernel's state. */
+const AGENT_STARTING = 'the agent is still starting';
+
 /**
  * --ignore: a name Linux could give an interface (dev_valid_name: 1 to 15 bytes, not . or ..,
  * no '/', ':' or blanks); any other would silently match nothing.
@@ -135,7 +138,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   // The control socket first: a second agent must be told so before it touches ports 53 and 67.
   const control = await ControlServer.listen(options.controlSocket, async (request) => {
     if (typeof request === 'object' && request !== null && 'command' in request && request.command === 'status') {
-      if (agent === undefined) throw new Error('the agent is still starting');
+      if (agent === undefined) throw new Error(AGENT_STARTING);
       return { ...(await agent.status()), services: ports?.status?.() ?? null };
     }
     throw new Error('unknown request: the agent answers {"command":"status"}');
@@ -265,12 +268,42 @@ export function statusCommand(): Command {
     .description('show the running agent: links (name, role, id, client IP, state) and counters')
     .option('--json', 'print JSON')
     .option('--control-socket <path>', "the agent's control socket", DEFAULT_CONTROL_SOCKET)
-    .action(async (options: { json?: boolean; controlSocket: string }) => {
-      const reply = await controlRequest(options.controlSocket, { command: 'status' });
-      if (!isStatus(reply)) {
-        const error = typeof reply === 'object' && reply !== null && 'error' in reply ? String(reply.error) : 'unexpected reply';
-        throw new NetdError('control-socket', `spectrum-netd answered: ${error}`);
-      }
-      process.stdout.write(options.json === true ? `${JSON.stringify(reply, null, 2)}\n` : formatStatus(reply));
+    .option('--wait <seconds>', 'first wait up to this long for an agent that has configured every link (its first reconcile done): for service managers')
+    .action(async (options: { json?: boolean; controlSocket: string; wait?: string }) => {
+      const waitMs = options.wait === undefined ? undefined : integerOption('--wait', options.wait, 0, 3600, 'whole seconds') * 1000;
+      const reply = waitMs === undefined ? await agentStatus(options.controlSocket) : await readyStatus(options.controlSocket, waitMs);
+      process.stdout.write(options.json === true ? `${JSON.stringify(reply)}\n` : formatStatus(reply));
     });
+}
+
+async function agentStatus(controlSocket: string): Promise<AgentStatus> {
+  const reply = await controlRequest(controlSocket, { command: 'status' });
+  if (!isStatus(reply)) {
+    const error = typeof reply === 'object' && reply !== null && 'error' in reply ? String(reply.error) : 'unexpected reply';
+    throw new NetdError(error === AGENT_STARTING ? 'not-ready' : 'control-socket', `spectrum-netd answered: ${error}`);
+  }
+  return reply;
+}
+
+const READY_POLL_MS = 100;
+
+/** The status once the agent answers and its first reconcile is done (initialChanges set), polling up to waitMs. */
+async function readyStatus(controlSocket: string, waitMs: number): Promise<AgentStatus> {
+  const deadline = performance.now() + waitMs;
+  for (;;) {
+    let last: unknown;
+    try {
+      const status = await agentStatus(controlSocket);
+      if (status.counters.initialChanges !== null) return status;
+      last = 'its first reconcile is not done yet';
+    } catch (error) {
+      // Not started yet (no socket, nothing listening on it, or starting): wait; anything else is an answer.
+      if (!(error instanceof NetdError && (error.kind === 'not-running' || error.kind === 'not-ready'))) throw error;
+      last = error.message;
+    }
+    if (performance.now() >= deadline) {
+      throw new NetdError('not-ready', `spectrum-netd was not ready within ${String(waitMs / 1000)} s: ${String(last)}; see its log`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+  }
 }

@@ -7,6 +7,7 @@ export type NetdErrorKind =
   | 'control-socket-path'
   | 'already-running'
   | 'not-running'
+  | 'not-ready'
   | 'notify-fd'
   | 'allow-pair';
 

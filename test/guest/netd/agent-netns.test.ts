@@ -156,6 +156,26 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(report.links.find((link) => link.name === 'vm1')?.state).toBe('configured');
   });
 
+  it('status --wait holds a service manager until the agent has configured its links, and says when it does not come', async () => {
+    const ns = await harness.namespace('waitready');
+    const socket = join(dir, 'wait.sock');
+    // Asked before the agent starts: it waits for the socket, then for the first reconcile.
+    const waiting = ns.spawn(['node', CLI, 'status', '--wait', '30', '--json', '--control-socket', socket], { enter: 'nsenter' });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(waiting.exit).toBeUndefined();
+    const started = await startAgent(ns, socket);
+    const exit = await waiting.wait();
+    expect(exit.code, waiting.stderr).toBe(0);
+    expect((JSON.parse(waiting.stdout) as StatusJson).counters.initialChanges).not.toBeNull();
+    await started.kill('SIGTERM', 3000);
+    const none = await ns.exec(['node', CLI, 'status', '--wait', '1', '--control-socket', join(dir, 'nobody.sock')], { enter: 'nsenter', allowFailure: true });
+    expect(none.code).toBe(1);
+    expect(none.stderr.trim().split('\n')).toHaveLength(1);
+    expect(none.stderr).toMatch(/was not ready within 1 s: no spectrum-netd is running/);
+    const bad = await ns.exec(['node', CLI, 'status', '--wait', '1s'], { enter: 'nsenter', allowFailure: true });
+    expect(bad.code).toBe(2);
+  });
+
   it('runs a chained provider: its upstream client link gives it an address and default route, and is an uplink', async () => {
     const chained = await harness.namespace('chain');
     await harness.veth(provider, 'vm9', chained, 'up0');
