@@ -241,54 +241,38 @@ export class ProgramWriter {
 
   /** A query for one device by name (answered with its RTM_NEWLINK, or ENODEV). */
   getLink(name: string): this {
-    this.beginRecord(KIND_REQUEST);
-    this.beginMessage(RTM_GETLINK, 0);
-    this.ifinfomsg(0, false);
-    this.stringAttribute(IFLA_IFNAME, name);
-    this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-    this.endMessage();
-    this.endRecord();
-    return this;
+    return this.linkRequest(RTM_GETLINK, 0, 0, () => {
+      this.stringAttribute(IFLA_IFNAME, name);
+      this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    });
   }
 
   /** A query for every device of the namespace. */
   dumpLinks(): this {
-    this.beginRecord(KIND_REQUEST);
-    this.beginMessage(RTM_GETLINK, NLM_F_DUMP);
-    this.ifinfomsg(0, false);
-    this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-    this.endMessage();
-    this.endRecord();
-    return this;
+    return this.linkRequest(RTM_GETLINK, NLM_F_DUMP, 0, () => this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS));
   }
 
   /** Delete the device with this index (what a removal observed: a name may be another device's altname). */
   deleteByIndex(index: number): this {
-    this.beginRecord(KIND_REQUEST);
-    this.beginMessage(RTM_DELLINK, 0);
-    this.ifinfomsg(index, false);
-    this.endMessage();
-    this.endRecord();
-    return this;
+    return this.linkRequest(RTM_DELLINK, 0, index);
   }
 
   /** Put the device with this index in device group `group` (IFLA_GROUP; 0 is the default group). */
   setGroup(index: number, group: number): this {
-    this.beginRecord(KIND_REQUEST);
-    this.beginMessage(RTM_NEWLINK, 0);
-    this.ifinfomsg(index, false);
-    this.u32Attribute(IFLA_GROUP, group);
-    this.endMessage();
-    this.endRecord();
-    return this;
+    return this.linkRequest(RTM_NEWLINK, 0, index, () => this.u32Attribute(IFLA_GROUP, group));
   }
 
   /** Delete every device of the namespace in device group `group`, as one batch (ip link delete group). */
   deleteGroup(group: number): this {
+    return this.linkRequest(RTM_DELLINK, 0, 0, () => this.u32Attribute(IFLA_GROUP, group));
+  }
+
+  /** One request record: a link message about device `index` (0: named by its attributes), with the attributes `body` writes. */
+  private linkRequest(type: number, flags: number, index: number, body?: () => void): this {
     this.beginRecord(KIND_REQUEST);
-    this.beginMessage(RTM_DELLINK, 0);
-    this.ifinfomsg(0, false);
-    this.u32Attribute(IFLA_GROUP, group);
+    this.beginMessage(type, flags);
+    this.ifinfomsg(index, false);
+    body?.();
     this.endMessage();
     this.endRecord();
     return this;
