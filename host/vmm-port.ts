@@ -27,6 +27,17 @@ export function socketTemplate(flag: string, template: string): string {
   return template;
 }
 
+/** QEMU's rule for ids (id_wellformed), which bus names given on its command line follow. */
+const QEMU_ID = /^[A-Za-z][A-Za-z0-9_.-]*$/;
+
+/** --qemu-bus as given: a QEMU id, where anything else (or "") would only fail at device_add. */
+export function qemuBus(text: string): string {
+  if (!QEMU_ID.test(text)) {
+    throw new CliError(`--qemu-bus ${JSON.stringify(text)} is not valid: give the id of a QEMU bus (a letter, then letters, digits, '_', '.' or '-'), e.g. a free pcie-root-port's`, EXIT.usage);
+  }
+  return text;
+}
+
 /** A socket path from a template such as /run/vm/{vm}/qmp.sock, refused where it cannot be a Unix socket path. */
 export function socketPath(template: string, vm: string, flag = 'the socket template'): string {
   const path = template.replaceAll('{vm}', vm);
@@ -71,6 +82,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   // Checked up front, for every command: unlink talks to the VMMs recorded, whatever --attach says.
   socketTemplate('--qmp-socket', flags.qmpSocket);
   socketTemplate('--ch-socket', flags.chSocket);
+  const bus = flags.qemuBus === undefined ? undefined : qemuBus(flags.qemuBus);
   const qmpSocket = (vm: string): string => socketPath(flags.qmpSocket, vm, '--qmp-socket');
   const chSocket = (vm: string): string => socketPath(flags.chSocket, vm, '--ch-socket');
   let logger: Logger | undefined;
@@ -78,7 +90,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   return {
     async attach(kind, vm, nic) {
       if (kind === 'qemu') {
-        await (await qmp()).qemuAttach(qmpSocket(vm), nic, { timeoutMs, ...(flags.qemuBus === undefined ? {} : { bus: flags.qemuBus }) });
+        await (await qmp()).qemuAttach(qmpSocket(vm), nic, { timeoutMs, ...(bus === undefined ? {} : { bus }) });
       } else {
         await (await cloudHypervisor()).chAttach(chSocket(vm), nic, { timeoutMs });
       }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
-import { UNIX_SOCKET_PATH_MAX, socketPath, socketTemplate, vmmPort } from '../../host/vmm-port.js';
+import { UNIX_SOCKET_PATH_MAX, qemuBus, socketPath, socketTemplate, vmmPort } from '../../host/vmm-port.js';
 import { vmName } from '../../host/vm-name.js';
 import { EXIT } from '../../shared/cli/run-cli.js';
 
@@ -31,5 +31,17 @@ describe('socket templates', () => {
     const nic = { id: 'snc7', tap: 'snc7', mac: '0A:B3:EC:00:00:07' };
     await expect(port.attach('cloud-hypervisor', vmName('netvm'), nic)).rejects.toMatchObject({ name: 'CliError', exitCode: EXIT.usage });
     await expect(port.detach('cloud-hypervisor', vmName('netvm'), nic)).rejects.toMatchObject({ name: 'CliError', exitCode: EXIT.usage });
+  });
+});
+
+describe('--qemu-bus', () => {
+  it.each(['pcie.0', 'rp1', 'pci-bridge_2'])('takes the QEMU id %j', (bus) => {
+    expect(qemuBus(bus)).toBe(bus);
+  });
+
+  it.each(['', '1rp', 'rp 1', 'rp/1', 'bus,id=x'])('refuses %j as bad usage before talking to any VMM', (bus) => {
+    expect(() => vmmPort(parseAttachChoice([]), { ...flags, qemuBus: bus })).toThrow(
+      expect.objectContaining({ name: 'CliError', exitCode: EXIT.usage, message: expect.stringContaining(`--qemu-bus ${JSON.stringify(bus)} is not valid`) }),
+    );
   });
 });
