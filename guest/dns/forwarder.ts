@@ -26,7 +26,8 @@ import { exchangeOverTcp } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
 import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
-import { UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
+import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
+import { RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
 
 export interface DnsForwarderOptions {
   /** Address clients query; default GATEWAY_IP. May not exist yet: see rebind(). */
@@ -71,6 +72,8 @@ export interface DnsForwarderCounters {
   readonly bindFailures: number;
   readonly lastBindError: string | null;
   readonly upstreams: readonly string[];
+  /** Configured upstreams not reached (no route or address yet), with the error; tried again every few seconds. */
+  readonly unreachableUpstreams: readonly string[];
   readonly resolvConfReloads: number;
   /** Client messages received, UDP and TCP. */
   readonly queries: number;
@@ -159,6 +162,13 @@ const INITIAL_RETRANSMIT_MS = 1000;
  * pick. Each socket costs the agent about 10 KB (measured), so 64 is ~0.7 MB per upstream.
  */
 const SOCKETS_PER_UPSTREAM = 64;
+/**
+ * What send() on a connected upstream socket returns (negated) once its route or our source
+ * address is gone: the kernel fixed the source at connect time, so the sockets are connected
+ * again (a new address after a new DHCP lease is then used), not just sent on until it returns.
+ * EINVAL: the source is no longer ours; ENODEV: the link a socket is bound to is gone.
+ */
+const ROUTE_ERRNOS: ReadonlySet<number> = new Set([19 /* ENODEV */, 22 /* EINVAL */, 99 /* EADDRNOTAVAIL */, 100 /* ENETDOWN */, 101 /* ENETUNREACH */, 113 /* EHOSTUNREACH */]);
 
 /**
  * An upstream and our UDP sockets connected to it. Connected: the kernel drops datagrams from any
@@ -171,6 +181,8 @@ interface UpstreamLink {
   readonly sockets: readonly UdpSocket[];
   /** When to resend a query this upstream has not answered. */
   readonly rtt: RttEstimator;
+  /** A send failed for want of a route or source address: connect again (see ROUTE_ERRNOS). */
+  broken: boolean;
 }
 
 interface PendingQuery {
@@ -235,6 +247,14 @@ class Forwarder implements DnsForwarder {
   readonly #limiter: RateLimiter;
   readonly #counters: MutableCounters;
   #upstreams: readonly UpstreamLink[] = [];
+  /** Wanted upstreams that #upstreams lacks (they could not be connected): retried on #reconnectTimer. */
+  #missingUpstreams = 0;
+  readonly #reachability = new UpstreamReachability();
+  #reconnectTimer: NodeJS.Timeout | undefined;
+  /** Retries since every wanted upstream was last connected (sets the backoff). */
+  #reconnectRound = 0;
+  /** Whether the last upstream list left out our own address (warned once per change). */
+  #ignoringSelf = false;
   #upstreamRoute: UpstreamLinkRoute | undefined;
   /** Upstreams given in the options, connected in start(). */
   readonly #configured: readonly Upstream[] | undefined;
@@ -288,6 +308,7 @@ class Forwarder implements DnsForwarder {
       bindFailures: 0,
       lastBindError: null,
       upstreams: [],
+      unreachableUpstreams: [],
       resolvConfReloads: 0,
       queries: 0,
       tcpQueries: 0,
@@ -339,7 +360,13 @@ class Forwarder implements DnsForwarder {
   }
 
   counters(): DnsForwarderCounters {
-    return { ...this.#counters, listening: this.listening(), pending: this.#pending.size, upstreams: this.#upstreams.map(linkText) };
+    return {
+      ...this.#counters,
+      listening: this.listening(),
+      pending: this.#pending.size,
+      upstreams: this.#upstreams.map(linkText),
+      unreachableUpstreams: this.#reachability.list(),
+    };
   }
 
   rebind(): Promise<void> {
@@ -363,11 +390,43 @@ class Forwarder implements DnsForwarder {
     return this.#reloading;
   }
 
-  /** Upstreams that could not be connected (no route to them yet) are tried again. */
+  /** Upstreams that could not be connected (no route to them yet), or whose route went, are tried again. */
   async #connectMissingUpstreams(): Promise<void> {
     const wanted = this.#wantedUpstreams;
-    if (wanted === undefined || this.#upstreams.length >= Math.min(wanted.candidates.length, MAX_UPSTREAMS)) return;
+    if (wanted === undefined || this.#closed !== undefined) return;
+    if (this.#missingUpstreams === 0 && !this.#upstreams.some((link) => link.broken)) return;
     await this.#setUpstreams(wanted.candidates, wanted.source);
+  }
+
+  /**
+   * While some upstream is missing, try again after a backoff (never more often than every
+   * RECONNECT_FIRST_MS, at least every RECONNECT_MAX_MS): its route may appear with no event we
+   * see (DHCP on the uplink). In line with reloads, like them.
+   */
+  #scheduleReconnect(): void {
+    const needed = this.#missingUpstreams > 0 || this.#upstreams.some((link) => link.broken);
+    if (!needed) {
+      if (this.#reconnectTimer !== undefined) clearTimeout(this.#reconnectTimer);
+      this.#reconnectTimer = undefined;
+      this.#reconnectRound = 0;
+      return;
+    }
+    if (this.#reconnectTimer !== undefined || this.#closed !== undefined) return;
+    const delay = reconnectDelayMs(this.#reconnectRound);
+    this.#reconnectRound += 1;
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = undefined;
+      this.#reloading = this.#reloading.then(() => this.#connectMissingUpstreams());
+    }, delay);
+    this.#reconnectTimer.unref();
+  }
+
+  /** A send to `link` failed with -`result`; a lost route or source address gets the link connected again. */
+  #sendFailed(link: UpstreamLink, result: number): void {
+    this.#counters.sendErrors += 1;
+    if (link.broken || !ROUTE_ERRNOS.has(-result)) return;
+    link.broken = true;
+    this.#scheduleReconnect();
   }
 
   async #bindMissing(): Promise<void> {
@@ -421,6 +480,7 @@ class Forwarder implements DnsForwarder {
   }
 
   #connectUpstream(upstream: Upstream, via: UpstreamLinkRoute | undefined): UpstreamLink | undefined {
+    const key = linkText({ upstream, via });
     const sockets: UdpSocket[] = [];
     try {
       for (let i = 0; i < SOCKETS_PER_UPSTREAM; i++) {
@@ -432,12 +492,27 @@ class Forwarder implements DnsForwarder {
         socket.connect(upstream.address, upstream.port);
       }
     } catch (error) {
-      this.#log.warn({ upstream: upstreamText(upstream), via: via?.device, err: errorText(error) }, 'cannot use upstream resolver');
       for (const socket of sockets) socket.close();
+      const code = error instanceof UdpError ? error.code : 'error';
+      if (this.#reachability.failed(key, code) === 'lost') {
+        const hint =
+          code === 'ENETUNREACH' || code === 'EHOSTUNREACH'
+            ? via === undefined
+              ? 'no route to it: check that the uplink is up and has its address and routes (DHCP on the uplink may not be done yet)'
+              : `no route to it: check that link ${via.device} is up`
+            : code === 'EADDRNOTAVAIL' || code === 'EINVAL'
+              ? `our address ${via?.source ?? 'towards it'} is not configured: check the ${via === undefined ? 'uplink' : `link ${via.device}`}`
+              : 'check the address and the link towards it';
+        this.#log.warn(
+          { upstream: key, err: errorText(error) },
+          `cannot use upstream resolver: ${hint}; trying again at least every ${RECONNECT_MAX_MS / 1000} s, its queries going to the other upstreams or answered SERVFAIL meanwhile`,
+        );
+      }
       return undefined;
     }
+    if (this.#reachability.reached(key) === 'regained') this.#log.info({ upstream: key }, 'upstream resolver reachable again');
     const rtt = new RttEstimator({ initialMs: Math.min(INITIAL_RETRANSMIT_MS, this.#timeoutMs), minMs: Math.min(MIN_RETRANSMIT_MS, this.#timeoutMs), maxMs: this.#timeoutMs });
-    const link: UpstreamLink = { upstream, via, sockets, rtt };
+    const link: UpstreamLink = { upstream, via, sockets, rtt, broken: false };
     // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
     const onError = (): void => void (this.#counters.sendErrors += 1);
     for (const socket of sockets) socket.receive((message) => this.#onUpstreamDatagram(link, socket, message), onError);
@@ -471,33 +546,47 @@ class Forwarder implements DnsForwarder {
       .filter((upstream) => !sameUpstream(upstream, self) || (route !== undefined && upstream.family === 4))
       .slice(0, MAX_UPSTREAMS)
       .map((upstream) => ({ upstream, via: sameUpstream(upstream, self) ? route : undefined }));
-    if (wanted.length < Math.min(candidates.length, MAX_UPSTREAMS)) {
+    const ignoringSelf = wanted.length < Math.min(candidates.length, MAX_UPSTREAMS);
+    if (ignoringSelf && !this.#ignoringSelf) {
       this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder (and no link to an upstream provider is known)`);
     }
+    this.#ignoringSelf = ignoringSelf;
+    this.#reachability.retain(wanted.map(linkText));
     const old = this.#upstreams;
-    const changed = wanted.length !== old.length || wanted.some((want, i) => old[i] === undefined || linkText(want) !== linkText(old[i]));
-    if (changed) {
-      // Keep the links of upstreams still listed; connect new ones before switching over.
-      const links = wanted.map((want) => old.find((link) => linkText(link) === linkText(want)) ?? this.#connectUpstream(want.upstream, want.via));
-      const kept = links.filter((link): link is UpstreamLink => link !== undefined);
-      if (this.#closed !== undefined) {
-        for (const link of kept) if (!old.includes(link)) for (const socket of link.sockets) socket.close();
-        return;
-      }
-      this.#upstreams = kept;
-      for (const link of old) {
-        if (kept.includes(link)) continue;
-        for (const socket of link.sockets) {
-          this.#retired.add(socket);
-          setTimeout(() => {
-            if (this.#retired.delete(socket)) socket.close();
-          }, this.#timeoutMs + 100).unref();
-        }
-      }
-      this.#preferred = 0;
-      const level = kept.length === 0 ? 'warn' : 'info';
-      this.#log[level]({ source, upstreams: kept.map(linkText) }, kept.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
+    const changed =
+      wanted.length !== old.length || old.some((link) => link.broken) || wanted.some((want, i) => old[i] === undefined || linkText(want) !== linkText(old[i]));
+    if (changed) this.#switchUpstreams(old, wanted, source);
+    else this.#missingUpstreams = 0;
+    if (this.#closed === undefined) this.#scheduleReconnect();
+  }
+
+  /** Connect what `wanted` lacks and switch over; what failed to connect is counted in #missingUpstreams. */
+  #switchUpstreams(old: readonly UpstreamLink[], wanted: readonly { upstream: Upstream; via: UpstreamLinkRoute | undefined }[], source: string): void {
+    // Keep the links of upstreams still listed (and still routed); connect new ones before switching over.
+    const links = wanted.map(
+      (want) => old.find((link) => !link.broken && linkText(link) === linkText(want)) ?? this.#connectUpstream(want.upstream, want.via),
+    );
+    const kept = links.filter((link): link is UpstreamLink => link !== undefined);
+    if (this.#closed !== undefined) {
+      for (const link of kept) if (!old.includes(link)) for (const socket of link.sockets) socket.close();
+      return;
     }
+    this.#missingUpstreams = wanted.length - kept.length;
+    // A retry that connected nothing new leaves the list as it was: nothing to switch or log.
+    if (kept.length === old.length && kept.every((link, i) => link === old[i])) return;
+    this.#upstreams = kept;
+    for (const link of old) {
+      if (kept.includes(link)) continue;
+      for (const socket of link.sockets) {
+        this.#retired.add(socket);
+        setTimeout(() => {
+          if (this.#retired.delete(socket)) socket.close();
+        }, this.#timeoutMs + 100).unref();
+      }
+    }
+    this.#preferred = 0;
+    const level = kept.length === 0 ? 'warn' : 'info';
+    this.#log[level]({ source, upstreams: kept.map(linkText) }, kept.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
   }
 
   // ---- UDP ----
@@ -579,8 +668,9 @@ class Forwarder implements DnsForwarder {
     writeId(entry.message, id);
     const socket = entry.link.sockets[this.#socketPick() % entry.link.sockets.length];
     entry.socket = socket;
-    // A failed send (a socket closed as the upstream list changed): the timeout moves the query on.
-    if (socket === undefined || socket.send(entry.message) < 0) this.#counters.sendErrors += 1;
+    // A failed send (a socket closed as the upstream list changed, a route gone): the timeout moves the query on.
+    const sent = socket === undefined ? -9 : socket.send(entry.message);
+    if (sent < 0) this.#sendFailed(entry.link, sent);
     this.#armTimer();
     return true;
   }
@@ -661,7 +751,8 @@ class Forwarder implements DnsForwarder {
     this.#counters.retransmits += 1;
     const wait = Math.min(left, entry.link.rtt.timeoutMs() * 2 ** (entry.transmissions - 1));
     this.#pending.reschedule(entry.id, now + wait);
-    if (entry.socket === undefined || entry.socket.send(entry.message) < 0) this.#counters.sendErrors += 1;
+    const sent = entry.socket === undefined ? -9 : entry.socket.send(entry.message);
+    if (sent < 0) this.#sendFailed(entry.link, sent);
   }
 
   /** An upstream did not answer in time: move on to the next one, or give up with SERVFAIL. */
@@ -801,6 +892,8 @@ class Forwarder implements DnsForwarder {
   async #closeAll(): Promise<void> {
     await this.#binding;
     this.#watcher?.close();
+    if (this.#reconnectTimer !== undefined) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = undefined;
     await this.#reloading;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;

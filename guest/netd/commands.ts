@@ -253,7 +253,10 @@ export function formatStatus(status: AgentStatus & { services?: unknown }): stri
     const upstreams = Array.isArray(dns['upstreams']) ? dns['upstreams'].map(String) : [];
     const listening = dns['listening'] === true ? 'listening' : `not listening (${String(dns['lastBindError'] ?? 'no provider link yet')})`;
     const count = (name: string): string => `${name} ${String(dns[name] ?? 0)}`;
-    text += `\ndns: ${listening}; upstreams: ${upstreams.length === 0 ? 'none' : upstreams.join(', ')}\n`;
+    // Configured but not reached (no route or address yet): what to look at when DNS fails.
+    const unreachable = Array.isArray(dns['unreachableUpstreams']) ? dns['unreachableUpstreams'].map(String) : [];
+    const waiting = unreachable.length === 0 ? '' : `; unreachable (retried): ${unreachable.join(', ')}`;
+    text += `\ndns: ${listening}; upstreams: ${upstreams.length === 0 ? 'none' : upstreams.join(', ')}${waiting}\n`;
     text += `dns: ${['queries', 'answered', 'retransmits', 'upstreamTimeouts', 'failed', 'rateLimited', 'malformed'].map(count).join(', ')}\n`;
   }
   return text;

@@ -44,9 +44,9 @@ export class ProviderServices implements ServicesPort {
     await this.dhcp?.setLinks(links.map((link) => ({ ifname: link.ifname, ifindex: link.ifindex, id: clientId(link.id) })));
     // A chained provider reaches its upstream provider's forwarder (at our own gateway address) through that link.
     await this.dns?.setUpstreamLink(upstreamLink === null ? null : { device: upstreamLink.ifname, source: upstreamLink.ownIp });
-    // The gateway address exists once a provider link carries it: the forwarder can bind then;
-    // and upstreams that had no route at start (a chained provider's uplink is configured by
-    // this agent) can be connected now.
+    // The gateway address exists once a provider link carries it: the forwarder can bind then.
+    // Upstreams with no route yet it retries on its own (DHCP on the uplink raises no link
+    // event here); a link change is just an early chance to connect them.
     if (this.dns !== null && links.length > 0) {
       const wasListening = this.dns.listening();
       await this.dns.rebind();

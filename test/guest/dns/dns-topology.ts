@@ -47,6 +47,7 @@ export const FORWARDER_SOURCES = [
   'guest/dns/tcp-frames',
   'guest/dns/udp-socket',
   'guest/dns/upstream',
+  'guest/dns/upstream-reachability',
 ];
 
 export interface DnsTopology {

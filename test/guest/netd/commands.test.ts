@@ -47,4 +47,18 @@ describe('spectrum-netd status, as text', () => {
     expect(text).toContain('\nreconciles: 5\n');
     expect(text).toMatch(/^LINK +ROLE +ID +IP +STATE +NOTE\nsnp7 +provider +7 +100\.64\.0\.7 +configured\n/);
   });
+
+  it('names the upstream resolvers the DNS forwarder cannot reach yet, and the error, only when there are some', () => {
+    const base = {
+      links: [],
+      counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0 },
+      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 },
+      model: null,
+    };
+    const dns = { listening: true, upstreams: ['192.0.2.54:53'], unreachableUpstreams: ['192.0.2.53:53 (ENETUNREACH)'] };
+    expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns } })).toContain(
+      '\ndns: listening; upstreams: 192.0.2.54:53; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n',
+    );
+    expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: 192.0.2.54:53\n');
+  });
 });
