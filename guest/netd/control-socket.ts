@@ -153,11 +153,17 @@ export function controlRequest(path: string, request: unknown): Promise<unknown>
       reject(
         error.code === 'ENOENT' || error.code === 'ECONNREFUSED'
           ? new NetdError('not-running', `no spectrum-netd is running on ${path} (${error.code}): start it, or give --control-socket`)
-          : new NetdError('control-socket', `cannot talk to spectrum-netd on ${path}: ${error.message}`),
+          : error.code === 'EPIPE' || error.code === 'ECONNRESET'
+            ? unanswered(path)
+            : new NetdError('control-socket', `cannot talk to spectrum-netd on ${path}: ${error.message}`),
       );
     });
     socket.on('end', () => {
       clearTimeout(timer);
+      if (reply === '') {
+        reject(unanswered(path));
+        return;
+      }
       try {
         resolve(JSON.parse(reply));
       } catch {
@@ -165,4 +171,12 @@ export function controlRequest(path: string, request: unknown): Promise<unknown>
       }
     });
   });
+}
+
+/** A connection closed before any answer: what a full server (MAX_CONNECTIONS) or an agent on its way out does. */
+function unanswered(path: string): NetdError {
+  return new NetdError(
+    'control-socket',
+    `spectrum-netd on ${path} closed the connection without answering: it may be stopping, or busy with ${MAX_CONNECTIONS} other connections; try again`,
+  );
 }
