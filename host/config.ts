@@ -8,7 +8,7 @@
 //   - blk/ holds at least one "*.img" file (or block device), and every "*.img" entry is one;
 //   - every providers/net/<name> names a valid VM name, not the VM itself, that is a VM directory;
 //   - no provider cycles (netvm -> vpnvm -> appvm chains are fine, loops are not).
-import { type VmName, entryPath, isVmName, quoteName, vmNameProblem } from './vm-name.js';
+import { type VmName, entryPath, isVmName, quoteName, shownPath, vmNameProblem } from './vm-name.js';
 
 /** Spectrum's config location: svc/data on the user partition, mounted at /ext. */
 export const DEFAULT_CONFIG_DIR = '/ext/svc/data';
@@ -121,7 +121,7 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
     case 'not-a-directory':
       return `${path} is not a directory`;
     case 'escapes-config-dir':
-      return `${path} is a symlink that leads outside the config dir${reason === undefined ? '' : ` (to ${reason})`}; VM directories must stay inside it`;
+      return `${path} is a symlink that leads outside the config dir${reason === undefined ? '' : ` (to ${shownPath(reason)})`}; VM directories must stay inside it`;
     case 'dangling-symlink':
       return `${path} is a symlink to nothing`;
     case 'unreadable':

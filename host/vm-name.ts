@@ -41,12 +41,20 @@ export function quoteName(text: string): string {
   });
 }
 
+/** What a terminal could act on: C0 and C1 controls, DEL, and format characters (bidi overrides). */
+const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+
 /**
  * A path to a directory entry for a message: as it is, or with the entry name quoted where the
  * name holds control or format characters (a file name must not rewrite the user's terminal).
  */
 export function entryPath(dir: string, name: string): string {
-  return /[\p{Cc}\p{Cf}]/u.test(name) ? `${dir}/${quoteName(name)}` : `${dir}/${name}`;
+  return TERMINAL_ACTIVE.test(name) ? `${dir}/${quoteName(name)}` : `${dir}/${name}`;
+}
+
+/** A path read from the file system (a symlink's target) for a message: as it is, or quoted like a name. */
+export function shownPath(path: string): string {
+  return TERMINAL_ACTIVE.test(path) ? quoteName(path) : path;
 }
 
 /** Why a string is not a VM name, or undefined when it is one. */

@@ -3,6 +3,7 @@
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
+import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice } from './attach-mode.js';
 import type { LinkReport, VmmPort } from './linker.js';
 import type { VmmNic } from './vmm/nic.js';
@@ -15,8 +16,7 @@ export interface VmmFlags {
   readonly qemuBus?: string;
 }
 
-/** Longest Unix socket path, in bytes: sun_path holds 108 with the terminating NUL. */
-export const UNIX_SOCKET_PATH_MAX = 107;
+export { UNIX_SOCKET_PATH_MAX };
 
 /**
  * A socket template as given: not empty, where Node's clients would take an empty path for TCP

@@ -19,9 +19,10 @@ export type OptionField = 'options' | 'file' | 'sname';
 export type OptionParts = Map<number, number[]>;
 
 /**
- * Parse one option area into `into`, concatenating repeated codes (RFC 3396). Returns the value of
- * option 52 when it appears in the options field. Stops at End or at the end of the area: a
- * missing End is tolerated (some clients omit it), a length that runs past the area is not.
+ * Parse one option area into `into`: where each code's instances lie, for joinOptionParts to
+ * concatenate (RFC 3396). Returns the value of option 52 when it appears in the options field.
+ * Stops at End or at the end of the area: a missing End is tolerated (some clients omit it), a
+ * length that runs past the area is not.
  */
 export function parseOptionArea(bytes: Uint8Array, start: number, end: number, field: OptionField, into: OptionParts): number | undefined {
   let overload: number | undefined;

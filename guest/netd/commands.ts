@@ -135,10 +135,13 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   const log = createLogger('spectrum-netd', { level: logLevel('info') });
   let agent: NetdAgent | undefined;
   let ports: RunPorts | undefined;
+  // Until the first reconcile is done, firewall included (what --notify-fd signals), status says
+  // the agent is starting: its firewall counters would fail on a table not made yet.
+  let ready = false;
   // The control socket first: a second agent must be told so before it touches ports 53 and 67.
   const control = await ControlServer.listen(options.controlSocket, async (request) => {
     if (typeof request === 'object' && request !== null && 'command' in request && request.command === 'status') {
-      if (agent === undefined) throw new Error(AGENT_STARTING);
+      if (agent === undefined || !ready) throw new Error(AGENT_STARTING);
       return { ...(await agent.status()), services: ports?.status?.() ?? null };
     }
     throw new Error('unknown request: the agent answers {"command":"status"}');
@@ -152,6 +155,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
     });
     const started = performance.now();
     await Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]);
+    ready = true;
     const status = await agent.status();
     log.info(
       { ms: Number((performance.now() - started).toFixed(1)), links: status.links.length, changes: status.counters.initialChanges },
@@ -290,7 +294,7 @@ async function agentStatus(controlSocket: string): Promise<AgentStatus> {
 
 const READY_POLL_MS = 100;
 
-/** The status once the agent answers and its first reconcile is done (initialChanges set), polling up to waitMs. */
+/** The status once the agent answers it (after its first reconcile, firewall included), polling up to waitMs. */
 async function readyStatus(controlSocket: string, waitMs: number): Promise<AgentStatus> {
   const deadline = performance.now() + waitMs;
   for (;;) {

@@ -2,6 +2,7 @@
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { dirname } from 'node:path';
+import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
 import { NetdError } from './netd-error.js';
 
 export const DEFAULT_CONTROL_SOCKET = '/run/spectrum-netd/control.sock';
@@ -11,15 +12,13 @@ const CLIENT_TIMEOUT_MS = 5_000;
 const SERVER_IDLE_MS = 10_000;
 /** `status` is for an operator and a supervisor: more at once is a runaway script. */
 const MAX_CONNECTIONS = 64;
-/** sun_path holds 108 bytes with the terminating NUL; Node would bind a truncated path. */
-const MAX_SOCKET_PATH_BYTES = 107;
 
 /** A path a Unix socket can be bound to and reached at, or a NetdError saying why not. */
 export function checkControlSocketPath(path: string): string {
-  if (path === '' || path.includes('\0') || Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+  if (path === '' || path.includes('\0') || Buffer.byteLength(path) > UNIX_SOCKET_PATH_MAX) {
     throw new NetdError(
       'control-socket-path',
-      `control socket path ${JSON.stringify(path.slice(0, 64))}${path.length > 64 ? '...' : ''} is not usable: give a path of 1 to ${MAX_SOCKET_PATH_BYTES} bytes`,
+      `control socket path ${JSON.stringify(path.slice(0, 64))}${path.length > 64 ? '...' : ''} is not usable: give a path of 1 to ${UNIX_SOCKET_PATH_MAX} bytes`,
     );
   }
   return path;
@@ -153,11 +152,17 @@ export function controlRequest(path: string, request: unknown): Promise<unknown>
       reject(
         error.code === 'ENOENT' || error.code === 'ECONNREFUSED'
           ? new NetdError('not-running', `no spectrum-netd is running on ${path} (${error.code}): start it, or give --control-socket`)
-          : new NetdError('control-socket', `cannot talk to spectrum-netd on ${path}: ${error.message}`),
+          : error.code === 'EPIPE' || error.code === 'ECONNRESET'
+            ? unanswered(path)
+            : new NetdError('control-socket', `cannot talk to spectrum-netd on ${path}: ${error.message}`),
       );
     });
     socket.on('end', () => {
       clearTimeout(timer);
+      if (reply === '') {
+        reject(unanswered(path));
+        return;
+      }
       try {
         resolve(JSON.parse(reply));
       } catch {
@@ -165,4 +170,12 @@ export function controlRequest(path: string, request: unknown): Promise<unknown>
       }
     });
   });
+}
+
+/** A connection closed before any answer: what a full server (MAX_CONNECTIONS) or an agent on its way out does. */
+function unanswered(path: string): NetdError {
+  return new NetdError(
+    'control-socket',
+    `spectrum-netd on ${path} closed the connection without answering: it may be stopping, or busy with ${MAX_CONNECTIONS} other connections; try again`,
+  );
 }

@@ -100,6 +100,14 @@ describe('checkVm', () => {
     expect(messages).toContainEqual(expect.stringContaining('/cfg/app/blk/"\\u009b2J.img" is a special file'));
   });
 
+  it("quotes the target of a VM symlink that leads out of the config dir where it holds control characters", () => {
+    const s = snapshot({ name: vmName('out'), location: 'escapes-config-dir', reason: '/tmp/x\r\u001b[2K\u009b2J' });
+    const [message] = checkVm(s, vmName('out')).map((p) => p.message);
+    expect(message).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+    expect(message).toContain('(to "/tmp/x\\r\\u001b[2K\\u009b2J")');
+    expect(checkVm(snapshot({ name: vmName('out'), location: 'escapes-config-dir', reason: '/etc' }), vmName('out'))[0]?.message).toContain('(to /etc)');
+  });
+
   it('reports every problem at once, including those of providers down the chain, each naming its VM', () => {
     const s = snapshot(vm('app', ['vpn'], { kernel: 'missing', blk: { state: 'missing' } }), vm('vpn', ['net']), vm('net', [], { kernel: 'missing' }));
     const problems = checkVm(s, vmName('app'));

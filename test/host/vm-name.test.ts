@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { VM_NAME_MAX, VmNameError, entryPath, isVmName, quoteName, vmName, vmNameProblem } from '../../host/vm-name.js';
+import { VM_NAME_MAX, VmNameError, entryPath, isVmName, quoteName, shownPath, vmName, vmNameProblem } from '../../host/vm-name.js';
 
 const GOOD_CHARS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-'.split('');
 const alnum = fc.constantFrom(...GOOD_CHARS.filter((c) => /[A-Za-z0-9]/.test(c)));
@@ -75,7 +75,7 @@ describe('vmName', () => {
   });
 });
 
-describe('quoteName and entryPath', () => {
+describe('quoteName, entryPath and shownPath', () => {
   // What a terminal could act on: C0 and C1 controls, DEL, and format characters such as bidi overrides.
   const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
 
@@ -84,6 +84,7 @@ describe('quoteName and entryPath', () => {
       fc.property(fc.string({ unit: 'binary', maxLength: 80 }), (text) => {
         expect(quoteName(text)).not.toMatch(TERMINAL_ACTIVE);
         expect(entryPath('/cfg/app/providers/net', text)).not.toMatch(TERMINAL_ACTIVE);
+        expect(shownPath(`/tmp/${text}`)).not.toMatch(TERMINAL_ACTIVE);
         expect(vmNameProblem(text)?.message ?? '').not.toMatch(TERMINAL_ACTIVE);
       }),
     );

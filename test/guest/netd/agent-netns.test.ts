@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -174,6 +174,28 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(none.stderr).toMatch(/was not ready within 1 s: no spectrum-netd is running/);
     const bad = await ns.exec(['node', CLI, 'status', '--wait', '1s'], { enter: 'nsenter', allowFailure: true });
     expect(bad.code).toBe(2);
+  });
+
+  it('status --wait waits out a first reconcile whose firewall is still being built, instead of failing on the missing table', async () => {
+    const ns = await harness.namespace('slowfw');
+    const socket = join(dir, 'slowfw.sock');
+    // An nft that takes 2 s to apply a script: the agent answers status while its table does not exist yet.
+    const bin = join(dir, 'slow-nft');
+    mkdirSync(bin);
+    const nft = (await ns.exec(['sh', '-c', 'command -v nft'])).stdout.trim();
+    writeFileSync(join(bin, 'nft'), `#!/bin/sh\ncase " $* " in *" -f "*) sleep 2;; esac\nexec ${nft} "$@"\n`, { mode: 0o755 });
+    const waiting = ns.spawn(['node', CLI, 'status', '--wait', '30', '--json', '--control-socket', socket], { enter: 'nsenter' });
+    const started = ns.spawn(['node', CLI, 'run', '--control-socket', socket], {
+      enter: 'nsenter',
+      env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}` },
+    });
+    try {
+      const exit = await waiting.wait();
+      expect(exit.code, waiting.stderr).toBe(0);
+      expect((JSON.parse(waiting.stdout) as StatusJson).counters.initialChanges).not.toBeNull();
+    } finally {
+      await started.kill('SIGTERM', 5000);
+    }
   });
 
   it('runs a chained provider: its upstream client link gives it an address and default route, and is an uplink', async () => {

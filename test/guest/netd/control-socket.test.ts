@@ -1,5 +1,5 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { type Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -87,6 +87,40 @@ describe('the control socket', () => {
     server = await ControlServer.listen(join(dir, 'c.sock'), () => Promise.resolve({}));
     expect((await exchange(server.path, '\u0000{{\n')).reply).toBe('{"error":"request is not JSON"}\n');
     expect((await exchange(server.path, 'x'.repeat(100_000))).reply).toBe('{"error":"request too long"}\n');
+  });
+
+  it('says a connection closed without an answer is one (an agent stopping), not a reply that is not JSON', async () => {
+    const path = join(dir, 'closing.sock');
+    const closing = createServer((socket) => socket.resume().end());
+    await new Promise<void>((resolve) => closing.listen(path, resolve));
+    try {
+      await expect(controlRequest(path, { command: 'status' })).rejects.toMatchObject({
+        kind: 'control-socket',
+        message: expect.stringMatching(/closed the connection without answering: it may be stopping, or busy/),
+      });
+    } finally {
+      await new Promise((resolve) => closing.close(resolve));
+    }
+  });
+
+  it('says so when it already serves 64 connections, instead of a bare EPIPE', async () => {
+    server = await ControlServer.listen(join(dir, 'c.sock'), () => Promise.resolve({ ok: true }));
+    const held = await Promise.all(
+      Array.from({ length: 64 }, () => new Promise<Socket>((resolve) => {
+        const socket = connect(server!.path, () => resolve(socket));
+        socket.on('error', () => undefined);
+      })),
+    );
+    try {
+      await expect(controlRequest(server.path, { command: 'status' })).rejects.toMatchObject({
+        kind: 'control-socket',
+        message: expect.stringMatching(/closed the connection without answering: it may be stopping, or busy with 64 other connections/),
+      });
+    } finally {
+      for (const socket of held) socket.destroy();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await controlRequest(server.path, { command: 'status' })).toEqual({ ok: true });
   });
 
   it('closes a connection that sends nothing', async () => {
