@@ -210,9 +210,10 @@ async function removeTogether(socket: RtnlSocket, doomed: readonly LinkInfo[], g
   const outcomes = await socket.run(marking.finish(), true);
   const dump = outcomes[outcomes.length - 1];
   if (dump?.state !== 'done') return false;
-  // Never delete what is not ours: a device someone else put in this group stops the batch.
+  // Never delete what is not ours: a device someone else put in this group stops the batch. And
+  // one of ours that is there but not in the group (its marking refused) would be left behind.
   const ours = new Set(doomed.map((link) => link.index));
-  if (decodeLinks(dump.reply).some((link) => link.group === group && !ours.has(link.index))) return false;
+  if (decodeLinks(dump.reply).some((link) => (link.group === group) !== ours.has(link.index))) return false;
   const [removal] = await socket.run(new ProgramWriter().deleteGroup(group).finish());
   return removal?.state === 'done';
 }
