@@ -33,7 +33,8 @@ const INTERFACE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** Whether a name can go into the ruleset (Linux allows more: `a"b`, `a*`). */
 export function isUsableInterfaceName(name: string): boolean {
-  return name.length > 0 && Buffer.byteLength(name) <= MAX_INTERFACE_NAME_BYTES && INTERFACE_NAME.test(name);
+  // The pattern is ASCII only, so characters are bytes (the planner asks this of every link, every plan).
+  return name.length <= MAX_INTERFACE_NAME_BYTES && INTERFACE_NAME.test(name);
 }
 
 export function assertInterfaceName(name: string, role: string): void {

@@ -267,7 +267,8 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
 
   // What we made for a client that a provider link no longer serves (its MAC changed): gone.
   const servedNow = new Map(providerLinks.map((link) => [link.ifindex, link.clientIp]));
-  const nextServed = new Map(servedNow);
+  // The links still to clean join the next plan's map; copied only then (a plan runs per event).
+  let nextServed = servedNow;
   if (options.mode === 'provider') {
     for (const route of view.routes.values()) {
       if (route.oif === null || !servedNow.has(route.oif)) continue;
@@ -293,7 +294,9 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
       if (route?.oif === ifindex) wanted.operations.push({ kind: 'route-del', route });
       const neighbour = view.neighbours.get(neighbourKey({ ifindex, ip: clientIp }));
       if (neighbour?.permanent === true) wanted.operations.push({ kind: 'neighbour-del', neighbour });
-      if (wanted.operations.length > before) nextServed.set(ifindex, clientIp);
+      if (wanted.operations.length === before) continue;
+      if (nextServed === servedNow) nextServed = new Map(servedNow);
+      nextServed.set(ifindex, clientIp);
     }
   }
 
