@@ -2,7 +2,8 @@
 //   client (100.64.0.5, .6 /32) --- provider (169.254.0.1/32 on the client link; 192.0.2.2/24) --- internet
 // The internet namespace runs dnsmasq upstreams on 192.0.2.53 and 192.0.2.54 serving a test zone;
 // 192.0.2.99 is on no host (a dead upstream).
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Harness, Netns, NetnsProcess } from '../../harness/index.js';
 
@@ -20,6 +21,20 @@ export const PROVIDER_UPLINK_IP = '192.0.2.2';
 /** Every name upstream A answers: www, n0..n(NAMES-1), and a TXT record too big for 512 bytes. */
 export const NUMBERED_NAMES = 32;
 export const BIG_TXT_CHUNK = 'x'.repeat(200);
+
+/** The Debian tools these tests run; missing, they fail saying which package brings them. */
+export function requireDnsTools(): void {
+  for (const tool of ['/usr/bin/dig', '/usr/sbin/dnsmasq']) {
+    if (!existsSync(tool)) throw new Error(`${tool} is missing: run scripts/setup (Debian packages dnsutils, dnsmasq-base)`);
+  }
+}
+
+/** Replace `dir`/resolv.conf the way connman does: write a new file, rename it over the old one. */
+export function replaceResolvConf(dir: string, text: string): void {
+  const staging = join(dir, '.resolv.conf.new');
+  writeFileSync(staging, text);
+  renameSync(staging, join(dir, 'resolv.conf'));
+}
 export const BIG_TXT_CHUNKS = 8;
 
 /** Compiled fixtures run from dist/: they must exist and be as new as their sources. */

@@ -2,13 +2,13 @@
 // address (as DHCP on the netvm's uplink does it): once an upstream can be reached again it is
 // used within a few seconds, with no link event and no rebind(), and while it cannot be the
 // forwarder neither spins nor fills the log.
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { RECONNECT_MAX_MS } from '../../../guest/dns/upstream-reachability.js';
-import { ForwarderProcess, PROVIDER_UPLINK_IP, UPSTREAM_A, UPSTREAM_B, buildTopology, eventually, startUpstream, type DnsTopology } from './dns-topology.js';
+import { ForwarderProcess, PROVIDER_UPLINK_IP, UPSTREAM_A, UPSTREAM_B, buildTopology, eventually, replaceResolvConf, requireDnsTools, startUpstream, type DnsTopology } from './dns-topology.js';
 
 const TIMEOUT_MS = 500;
 /** Route there to answer: the reconnect backoff, plus a query that may just have timed out. */
@@ -58,16 +58,9 @@ describeNetns('DNS forwarder with an uplink that comes late, goes and comes back
     return Number(fields[11]) + Number(fields[12]);
   }
 
-  function replaceResolvConf(text: string): void {
-    const staging = join(confDir, '.resolv.conf.new');
-    writeFileSync(staging, text);
-    renameSync(staging, join(confDir, 'resolv.conf'));
-  }
 
   beforeAll(async () => {
-    for (const tool of ['/usr/bin/dig', '/usr/sbin/dnsmasq']) {
-      if (!existsSync(tool)) throw new Error(`${tool} is missing: run scripts/setup (Debian packages dnsutils, dnsmasq-base)`);
-    }
+    requireDnsTools();
     harness = createHarness('dnsup');
     net = await buildTopology(harness);
     startUpstream(net.internet, UPSTREAM_A, 'A');
@@ -124,7 +117,7 @@ describeNetns('DNS forwarder with an uplink that comes late, goes and comes back
     expect((await ask(53)).status).toBe('SERVFAIL');
     // resolv.conf still followed meanwhile: the new upstream waits for the route too.
     const reloads = await followed.counter('resolvConfReloads');
-    replaceResolvConf(`nameserver ${UPSTREAM_A}\n`);
+    replaceResolvConf(confDir, `nameserver ${UPSTREAM_A}\n`);
     await eventually('the reload', async () => (await followed.counter('resolvConfReloads')) > reloads);
     expect(await followed.counters()).toMatchObject({ upstreams: [], unreachableUpstreams: [`${UPSTREAM_A}:53 (ENETUNREACH)`] });
     await new Promise((resolve) => setTimeout(resolve, 1.5 * RECONNECT_MAX_MS));

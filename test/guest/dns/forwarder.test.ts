@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -16,6 +16,8 @@ import {
   buildTopology,
   compiled,
   eventually,
+  replaceResolvConf,
+  requireDnsTools,
   startUpstream,
   type DnsTopology,
 } from './dns-topology.js';
@@ -54,17 +56,9 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     return JSON.parse(stdout) as unknown;
   }
 
-  /** Replace resolv.conf the way connman does: write a new file, rename it over the old one. */
-  function replaceResolvConf(text: string): void {
-    const staging = join(confDir, '.resolv.conf.new');
-    writeFileSync(staging, text);
-    renameSync(staging, join(confDir, 'resolv.conf'));
-  }
 
   beforeAll(async () => {
-    for (const tool of ['/usr/bin/dig', '/usr/sbin/dnsmasq']) {
-      if (!existsSync(tool)) throw new Error(`${tool} is missing: run scripts/setup (Debian packages dnsutils, dnsmasq-base)`);
-    }
+    requireDnsTools();
     [queryFixture = ''] = compiled(QUERY_SOURCES);
     harness = createHarness('dns');
     net = await buildTopology(harness);
@@ -133,13 +127,13 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     const upstream = net.internet.spawn([process.execPath, '-e', script]);
     try {
       await upstream.waitForOutput(/^ready$/m);
-      replaceResolvConf(`nameserver ${address}\n`);
+      replaceResolvConf(confDir, `nameserver ${address}\n`);
       await onlyUpstream(address);
       await body(upstream);
     } finally {
       await upstream.kill();
       await net.internet.ip(['address', 'del', `${address}/24`, 'dev', 'inet0']);
-      replaceResolvConf(`nameserver ${UPSTREAM_A}\n`);
+      replaceResolvConf(confDir, `nameserver ${UPSTREAM_A}\n`);
       await onlyUpstream(UPSTREAM_A);
     }
   }
@@ -255,14 +249,14 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
 
   it('follows resolv.conf when it is replaced by rename', async () => {
     const reloads = await forwarder.counter('resolvConfReloads');
-    replaceResolvConf(`nameserver ${UPSTREAM_B}\n`);
+    replaceResolvConf(confDir, `nameserver ${UPSTREAM_B}\n`);
     await eventually('the reload', async () => (await forwarder.counter('resolvConfReloads')) > reloads);
     expect((await forwarder.counters())['upstreams']).toEqual([`${UPSTREAM_B}:53`]);
     expect((await dig(['+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
   });
 
   it('fails over to the second upstream when the first does not answer, within the timeout', async () => {
-    replaceResolvConf(`nameserver ${DEAD_UPSTREAM}\nnameserver ${UPSTREAM_B}\n`);
+    replaceResolvConf(confDir, `nameserver ${DEAD_UPSTREAM}\nnameserver ${UPSTREAM_B}\n`);
     await eventually('the reload', async () => ((await forwarder.counters())['upstreams'] as string[]).length === 2);
     const timeouts = await forwarder.counter('upstreamTimeouts');
     const started = Date.now();
