@@ -173,8 +173,6 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
   const isolatedLinks: string[] = [];
   let primaryClientLink: number | null = null;
   let upstreamLink: UpstreamLink | null = null;
-  let defaultRouteExists = false;
-  for (const route of view.routes.values()) if (route.dstLength === 0) defaultRouteExists = true;
 
   if (options.mode === 'provider') wantSysctl(view, wanted, IP_FORWARD, '1');
 
@@ -243,6 +241,13 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           wantUp(view, wanted, link.ifindex),
           wantAddress(view, wanted, { ifindex: link.ifindex, ip: linkClass.ownIp, prefixLength: 32 }),
         ];
+        // The /32 of another client id on this link (its MAC changed): the kernel would keep
+        // sending from it, and the provider now serving this link drops it as spoofed.
+        for (const address of view.addresses.values()) {
+          if (address.ifindex !== link.ifindex || address.prefixLength !== 32 || !inClientNetwork(address.ip) || address.ip === linkClass.ownIp) continue;
+          wanted.operations.push({ kind: 'address-del', address });
+          steps.push(false);
+        }
         let note: string | null = null;
         // Like Spectrum's app VM script, the first client link gets the gateway and default
         // routes; a second one would collide with them (the same /32 to 169.254.0.1).
@@ -250,10 +255,12 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           primaryClientLink = link.ifindex;
           steps.push(wantRoute(view, wanted, { dst: GATEWAY_IP, dstLength: 32, oif: link.ifindex, gateway: null, priority: 0 }));
           if (options.mode === 'provider') steps.push(wantSysctl(view, wanted, acceptLocalOf(link.ifindex), '1'));
-          const ownDefault = [...view.routes.values()].some(
-            (route) => route.dstLength === 0 && route.oif === link.ifindex && route.gateway === GATEWAY_IP,
+          // Any default route but ours (whatever its metric) is left alone: replacing the metric-0
+          // one would take a physical NIC's default away when ours was given a higher metric.
+          const otherDefault = [...view.routes.values()].some(
+            (route) => route.dstLength === 0 && !(route.oif === link.ifindex && route.gateway === GATEWAY_IP),
           );
-          if (!defaultRouteExists || ownDefault) {
+          if (!otherDefault) {
             steps.push(wantRoute(view, wanted, { dst: '0.0.0.0', dstLength: 0, oif: link.ifindex, gateway: GATEWAY_IP, priority: 0 }));
           } else note = 'a default route through another interface exists; left alone';
         } else note = 'not the first client link: address only';
@@ -349,9 +356,11 @@ const PHASE: Record<Operation['kind'], number> = {
   sysctl: 0,
   'route-del': 1,
   'neighbour-del': 1,
-  'address-del': 1,
   'link-up': 2,
   'address-add': 3,
+  // After the additions: a link losing its last IPv4 address has all its routes flushed by the
+  // kernel, with no notification for each (the view would keep them).
+  'address-del': 3,
   'route-set': 4,
   'neighbour-set': 4,
 };

@@ -49,6 +49,43 @@ describe('planner', () => {
     expect(plan(view, providerOptions).firewall.uplinks).toEqual(['up0']);
   });
 
+  it('takes the address of its old client id off a client link whose MAC changed, after adding the new one', () => {
+    const view = emptyView();
+    view.links.set(3, { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
+    converge(view, clientOptions);
+    applyEvent(view, { kind: 'link', op: 'new', link: { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:07', up: true, loopback: false } });
+    const result = plan(view, clientOptions);
+    expect(result.operations).toEqual<Operation[]>([
+      { kind: 'address-add', address: { ifindex: 3, ip: '100.64.0.7', prefixLength: 32 } },
+      // Deleted after the add: a link left without an IPv4 address loses its routes.
+      { kind: 'address-del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32 } },
+    ]);
+    expect(result.links.find((link) => link.ifindex === 3)?.state).toBe('pending');
+    for (const operation of result.operations) applyOperation(view, operation);
+    expect([...view.addresses.values()].filter((a) => a.ifindex === 3).map((a) => a.ip)).toEqual(['100.64.0.7']);
+    // An address given by hand with another prefix, or outside 100.64.0.0/16, stays.
+    view.addresses.set('3/100.64.9.9/24', { ifindex: 3, ip: '100.64.9.9', prefixLength: 24 });
+    view.addresses.set('3/192.0.2.9/32', { ifindex: 3, ip: '192.0.2.9', prefixLength: 32 });
+    expect(plan(view, clientOptions).operations).toEqual([]);
+  });
+
+  it("never replaces another interface's default route, even when ours exists with a higher metric", () => {
+    const view = emptyView();
+    view.links.set(2, { ifindex: 2, name: 'ens3', mac: '52:54:00:12:34:56', up: true, loopback: false });
+    view.links.set(3, { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
+    // The physical NIC is preferred: Spectrum's default was given metric 100 by hand.
+    view.routes.set('0.0.0.0/0@0', { dst: '0.0.0.0', dstLength: 0, oif: 2, gateway: '192.0.2.1', priority: 0 });
+    view.routes.set('0.0.0.0/0@100', { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 100 });
+    const result = plan(view, clientOptions);
+    expect(result.operations.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
+    expect(result.links.find((link) => link.ifindex === 3)?.note).toBe('a default route through another interface exists; left alone');
+    // Ours alone, at metric 0: configured, nothing to change.
+    view.routes.delete('0.0.0.0/0@0');
+    view.routes.delete('0.0.0.0/0@100');
+    expect(converge(view, clientOptions).operations).toEqual([]);
+    expect(view.routes.get('0.0.0.0/0@0')).toMatchObject({ oif: 3, gateway: '169.254.0.1' });
+  });
+
   it("gives a chained provider's first client link accept_local and names it as the way to the upstream provider", () => {
     const view = emptyView();
     view.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
