@@ -45,16 +45,17 @@ export function quoteName(text: string): string {
 const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
 
 /**
- * A path to a directory entry for a message: as it is, or with the entry name quoted where the
- * name holds control or format characters (a file name must not rewrite the user's terminal).
+ * Text read from the file system (a file name, a symlink's target) for a message: as it is, or
+ * quoted like a name where it holds control or format characters (it must not rewrite the
+ * user's terminal).
  */
-export function entryPath(dir: string, name: string): string {
-  return TERMINAL_ACTIVE.test(name) ? `${dir}/${quoteName(name)}` : `${dir}/${name}`;
-}
-
-/** A path read from the file system (a symlink's target) for a message: as it is, or quoted like a name. */
 export function shownPath(path: string): string {
   return TERMINAL_ACTIVE.test(path) ? quoteName(path) : path;
+}
+
+/** A path to a directory entry for a message, its name shown as shownPath shows it. */
+export function entryPath(dir: string, name: string): string {
+  return `${dir}/${shownPath(name)}`;
 }
 
 /** Why a string is not a VM name, or undefined when it is one. */
