@@ -298,18 +298,15 @@ const READY_POLL_MS = 100;
 async function readyStatus(controlSocket: string, waitMs: number): Promise<AgentStatus> {
   const deadline = performance.now() + waitMs;
   for (;;) {
-    let last: unknown;
     try {
-      const status = await agentStatus(controlSocket);
-      if (status.counters.initialChanges !== null) return status;
-      last = 'its first reconcile is not done yet';
+      // The agent answers status only once its first reconcile is done (see runAgent).
+      return await agentStatus(controlSocket);
     } catch (error) {
       // Not started yet (no socket, nothing listening on it, or starting): wait; anything else is an answer.
       if (!(error instanceof NetdError && (error.kind === 'not-running' || error.kind === 'not-ready'))) throw error;
-      last = error.message;
-    }
-    if (performance.now() >= deadline) {
-      throw new NetdError('not-ready', `spectrum-netd was not ready within ${String(waitMs / 1000)} s: ${String(last)}; see its log`);
+      if (performance.now() >= deadline) {
+        throw new NetdError('not-ready', `spectrum-netd was not ready within ${String(waitMs / 1000)} s: ${error.message}; see its log`);
+      }
     }
     await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
   }
