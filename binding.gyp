@@ -6,6 +6,11 @@
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
     },
     {
+      "target_name": "dhcp_filter",
+      "sources": ["guest/native/dhcp-filter.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
+    },
+    {
       "target_name": "rtnl",
       "sources": ["host/native/rtnl.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]

@@ -6,7 +6,7 @@ import type { Logger } from '../../shared/log.js';
 import { DhcpError } from './dhcp-error.js';
 import { RateLimiter } from '../dns/rate-limiter.js';
 import { type DhcpRequest, type DropReason, linkClientOf } from './dhcp-exchange.js';
-import { LinkSocket, type LinkSocketEvents, nativeModule } from './link-socket.js';
+import { LinkSocket, type LinkSocketEvents, nativeParts } from './link-socket.js';
 import type { DhcpHandler } from './dhcp-handler.js';
 import type { Ipv4Text } from './ipv4.js';
 import { type LeaseInfo, leaseAt } from './lease-table.js';
@@ -129,9 +129,9 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   });
   const log = options.logger ?? pino({ level: 'silent' });
   try {
-    nativeModule();
+    nativeParts();
   } catch (error) {
-    throw new DhcpError('socket', `cannot load raw-socket's native addon: ${error instanceof Error ? error.message : String(error)} (reinstall with npm ci; it builds with node-gyp)`);
+    throw new DhcpError('socket', `cannot load the DHCP server's native addons: ${error instanceof Error ? error.message : String(error)} (npm ci builds raw-socket's, npm run build the project's)`);
   }
   const sockets = new Map<string, ServedLink>();
   const leases = new Map<string, LeaseInfo>();

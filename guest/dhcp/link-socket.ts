@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { loadNativeAddon } from '../../shared/native-addon.js';
 import { DhcpError } from './dhcp-error.js';
 
 /**
@@ -32,13 +33,35 @@ const IPPROTO_UDP = 17;
 /** raw-socket's own numbering: 1 is IPv4. */
 const RAW_SOCKET_IPV4 = 1;
 
-let native: NativeModule | undefined;
-/** Load raw-socket's addon; a server does so when it starts, so a broken install fails there. */
-export function nativeModule(): NativeModule {
+/** A socket option as setsockopt(2) takes it (guest/native/dhcp-filter.c). */
+interface SocketOptionBytes {
+  readonly level: number;
+  readonly option: number;
+  readonly value: Buffer;
+}
+
+interface FilterAddon {
+  dhcpServerFilter(): SocketOptionBytes;
+}
+
+interface NativeParts {
+  readonly raw: NativeModule;
+  readonly portFilter: SocketOptionBytes;
+}
+
+let native: NativeParts | undefined;
+/**
+ * Load raw-socket's addon and our socket filter's; a server does so when it starts, so a broken
+ * install fails there.
+ */
+export function nativeParts(): NativeParts {
   if (native === undefined) {
-    // A native addon (CommonJS), loaded only when a server starts.
+    // Native addons (CommonJS), loaded only when a server starts.
     const require = createRequire(import.meta.url);
-    native = require(join(dirname(require.resolve('raw-socket')), 'build', 'Release', 'raw.node')) as NativeModule;
+    const raw = require(join(dirname(require.resolve('raw-socket')), 'build', 'Release', 'raw.node')) as NativeModule;
+    const filters = loadNativeAddon<FilterAddon>(import.meta.url, 'dhcp_filter.node');
+    if (filters === undefined) throw new Error('the dhcp-filter addon (build/Release/dhcp_filter.node) is missing: run npm run build');
+    native = { raw, portFilter: filters.dhcpServerFilter() };
   }
   return native;
 }
@@ -68,7 +91,8 @@ function dispatch(this: NativeSocket, event: string, error?: Error): void {
 /**
  * A raw IPPROTO_UDP socket bound to one link (SO_BINDTODEVICE): it sees the client's broadcasts
  * from 0.0.0.0, which no dgram socket can tell apart by link, and sends complete IP datagrams
- * (IP_HDRINCL) out of that link only. The handle owns the descriptor until close().
+ * (IP_HDRINCL) out of that link only. A socket filter keeps its reads to datagrams for port 67.
+ * The handle owns the descriptor until close().
  */
 export class LinkSocket {
   #socket: NativeSocket | undefined;
@@ -82,7 +106,7 @@ export class LinkSocket {
   }
 
   static open(ifname: string, events: LinkSocketEvents): LinkSocket {
-    const raw = nativeModule();
+    const { raw, portFilter: filter } = nativeParts();
     let socket: NativeSocket;
     try {
       socket = new raw.SocketWrap(IPPROTO_UDP, RAW_SOCKET_IPV4);
@@ -93,8 +117,11 @@ export class LinkSocket {
     socket.owner = handle;
     socket.emit = dispatch;
     try {
-      // A packet from another link queued before the bind is harmless: its chaddr cannot match
-      // this link's client, so it is ignored.
+      // Only datagrams to port 67 reach the socket: the client's other UDP to the provider (its
+      // DNS queries) would each wake the server otherwise. A datagram queued before the filter
+      // or the bind is harmless: the server ignores what is not DHCP, and another link's client
+      // cannot match this link's chaddr.
+      socket.setOption(filter.level, filter.option, filter.value, filter.value.length);
       socket.setOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_BINDTODEVICE, Buffer.from(ifname), Buffer.byteLength(ifname));
       socket.setOption(raw.SocketLevel.IPPROTO_IP, raw.SocketOption.IP_HDRINCL, 1);
       socket.setOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_BROADCAST, 1);

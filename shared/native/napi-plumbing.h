@@ -1,6 +1,7 @@
-// N-API plumbing shared by the project's addons (guest/native/udp-batch.c, host/native/rtnl.c,
-// host/native/tap-fd.c).
+// N-API plumbing shared by the project's addons (guest/native/udp-batch.c, guest/native/dhcp-filter.c,
+// host/native/rtnl.c, host/native/tap-fd.c).
 // The including file defines ADDON_NAME (it prefixes messages) and includes <node_api.h> first.
+// (Marked unused: an addon need not call every helper.)
 #ifndef SPECTRUM_NAPI_PLUMBING_H
 #define SPECTRUM_NAPI_PLUMBING_H
 
@@ -8,7 +9,7 @@
 #include <string.h>
 
 // Throw an Error whose `code` is the errno's name (EEXIST, ...), as Node's own errors carry it.
-static napi_value throw_errno(napi_env env, int error, const char *what) {
+__attribute__((unused)) static napi_value throw_errno(napi_env env, int error, const char *what) {
   char message[320];
   snprintf(message, sizeof message, "%s: %s", what, strerror(error));
   const char *name = strerrorname_np(error);
@@ -24,7 +25,7 @@ static napi_value throw_errno(napi_env env, int error, const char *what) {
 }
 
 // The first `want` arguments of a call; 0 (with a TypeError thrown) when there are fewer.
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+__attribute__((unused)) static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
     napi_throw_type_error(env, "EINVAL", ADDON_NAME ": missing arguments");

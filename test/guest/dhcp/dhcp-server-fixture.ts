@@ -8,9 +8,10 @@ import type { Netns, NetnsProcess } from '../../harness/index.js';
 const FIXTURES = import.meta.url.includes('/dist/test/') ? './fixtures/' : '../../../dist/test/guest/dhcp/fixtures/';
 export const SERVER_FIXTURE = fileURLToPath(new URL(`${FIXTURES}dhcp-server.js`, import.meta.url));
 export const PROBE_FIXTURE = fileURLToPath(new URL(`${FIXTURES}dhcp-probe.js`, import.meta.url));
+export const READER_FIXTURE = fileURLToPath(new URL(`${FIXTURES}link-socket-reader.js`, import.meta.url));
 
 export function requireBuild(): void {
-  for (const file of [SERVER_FIXTURE, PROBE_FIXTURE]) {
+  for (const file of [SERVER_FIXTURE, PROBE_FIXTURE, READER_FIXTURE]) {
     if (!existsSync(file)) throw new Error(`${file} is missing: run npm run build`);
   }
 }

@@ -1,0 +1,68 @@
+// The socket filter of the DHCP server's link sockets (guest/dhcp/link-socket.ts).
+//
+// Why a filter: a raw IPPROTO_UDP socket gets a copy of every UDP datagram its link delivers to
+// the provider, the clients' DNS queries to the gateway included (tens of thousands a second
+// under load); each copy woke the event loop and was read, parsed and thrown away in JS. This
+// classic BPF program keeps only datagrams to port 67, in the kernel.
+//
+// Why native: SO_ATTACH_FILTER takes a struct sock_fprog, which points at the program, and JS
+// cannot make a pointer. raw-socket's setOption hands a Buffer's bytes to setsockopt(2) as they
+// are, so this addon gives JS the struct, pointing at the program below (static: it lives as long
+// as the process), with the option's level and number from the C headers. The kernel copies the
+// program during setsockopt.
+//
+// JS API: dhcpServerFilter() -> { level, option, value: Buffer }
+#define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
+#define NAPI_VERSION 8
+#include <node_api.h>
+#define ADDON_NAME "dhcp-filter"
+#include "../../shared/native/napi-plumbing.h"
+
+#include <linux/filter.h>
+#include <sys/socket.h>
+
+#define DHCP_SERVER_PORT 67
+
+// What a raw IPv4 socket's filter sees starts at the IP header, the datagram reassembled.
+static struct sock_filter dhcp_server_program[] = {
+    // X = the IP header's length (4 * IHL)
+    BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),
+    // A = the UDP destination port
+    BPF_STMT(BPF_LD | BPF_H | BPF_IND, 2),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, DHCP_SERVER_PORT, 0, 1),
+    // Keep the whole datagram, or none of it.
+    BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+    BPF_STMT(BPF_RET | BPF_K, 0),
+};
+
+static napi_value set_number(napi_env env, napi_value object, const char *name, int value) {
+  napi_value number;
+  if (napi_create_int32(env, value, &number) != napi_ok) return NULL;
+  if (napi_set_named_property(env, object, name, number) != napi_ok) return NULL;
+  return object;
+}
+
+static napi_value dhcp_server_filter(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct sock_fprog program = {
+      .len = sizeof dhcp_server_program / sizeof dhcp_server_program[0],
+      .filter = dhcp_server_program,
+  };
+  napi_value result;
+  napi_value value;
+  if (napi_create_object(env, &result) != napi_ok) return NULL;
+  if (napi_create_buffer_copy(env, sizeof program, &program, NULL, &value) != napi_ok) return NULL;
+  if (napi_set_named_property(env, result, "value", value) != napi_ok) return NULL;
+  if (set_number(env, result, "level", SOL_SOCKET) == NULL) return NULL;
+  return set_number(env, result, "option", SO_ATTACH_FILTER);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor functions[] = {
+      ADDON_FUNCTION("dhcpServerFilter", dhcp_server_filter),
+  };
+  EXPORT_FUNCTIONS(env, exports, functions);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,43 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createHarness, describeNetns, eventually, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
+import { READER_FIXTURE, requireBuild } from './dhcp-server-fixture.js';
+
+// The DHCP server's raw socket on a link, against the kernel: what it reads.
+describeNetns('DHCP link socket', () => {
+  let harness: Harness;
+  let client: Netns;
+  let reader: NetnsProcess;
+
+  beforeAll(async () => {
+    requireBuild();
+    harness = createHarness('dhcpsock');
+    const provider = await harness.namespace('provider');
+    client = await harness.namespace('client');
+    await harness.veth(provider, 'link0', client, 'eth0');
+    await harness.addAddress(provider, 'link0', '169.254.0.1/16');
+    await harness.addAddress(client, 'eth0', '169.254.7.2/16');
+    await harness.up(provider, 'link0');
+    await harness.up(client, 'eth0');
+    reader = provider.spawn([process.execPath, READER_FIXTURE, 'link0'], { stdin: 'pipe' });
+    await reader.waitForOutput(/^ready$/m);
+  });
+
+  afterAll(async () => {
+    reader?.child.stdin?.end();
+    await harness?.cleanup();
+  });
+
+  /** One UDP datagram from the client to the provider's port, from a socket of its own. */
+  async function send(port: number): Promise<void> {
+    const script = `const s = require('node:dgram').createSocket('udp4'); s.send(Buffer.from('probe'), ${port}, '169.254.0.1', (e) => { if (e) throw e; s.close(); });`;
+    await client.exec([process.execPath, '-e', script]);
+  }
+
+  it('reads datagrams to port 67 only: the client\'s DNS queries and other UDP never reach it', async () => {
+    for (const port of [53, 5353, 68, 67]) await send(port);
+    await eventually('the datagram to port 67', async () => /^port 67$/m.test(reader.stdout));
+    // Datagrams arrive in order on one link: the others, sent first, would have been read first.
+    expect(reader.stdout.match(/^port \d+$/gm)).toEqual(['port 67']);
+    expect(reader.stderr).toBe('');
+  });
+});
