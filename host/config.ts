@@ -129,6 +129,16 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
   }
 }
 
+/**
+ * Why `name` is no VM directory of the config dir (no entry, or one that is no usable directory),
+ * or undefined where it is one. Says nothing of what the directory holds (checkVm does).
+ */
+export function vmDirProblem(snapshot: ConfigSnapshot, name: VmName): string | undefined {
+  const vm = snapshot.vms.get(name);
+  if (vm === undefined) return `no directory ${snapshot.dir}/${name}`;
+  return vm.location === 'directory' ? undefined : describeLocation(vm.location, `${snapshot.dir}/${name}`, vm.reason);
+}
+
 /** What a directory entry is, in a sentence. */
 const ENTRY_TEXT: Record<EntryType, string> = {
   file: 'a file',

@@ -19,6 +19,7 @@ import {
   collectGarbage,
   linkVms,
   listLinks,
+  showLinks,
   unlinkVm,
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
@@ -27,50 +28,62 @@ import { type SideArguments, type VmmFlags, vmmArgumentsFor } from './vmm-port.j
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-interface CommonFlags {
-  configDir?: string;
+/** The flags of every linker command: where links are recorded, what their devices are called. */
+interface StateFlags {
   stateDir?: string;
   devicePrefix: string;
+  json?: boolean;
+}
+
+/** The VMM flags of `link` and `unlink` (--qemu-bus: `link` only). */
+interface VmmOptionFlags extends VmmFlags {
+  attach: string[];
+}
+
+interface LinkFlags extends StateFlags, VmmOptionFlags {
+  configDir?: string;
   netnsPrefix: string;
   mtu: string;
-  attach: string[];
-  qmpSocket: string;
-  chSocket: string;
-  vmmTimeout: string;
-  qemuBus?: string;
-  json?: boolean;
+  all?: boolean;
+}
+
+interface UnlinkFlags extends StateFlags, VmmOptionFlags {
+  forget?: boolean;
+}
+
+interface ShowFlags extends StateFlags {
+  configDir?: string;
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
-/** The options every linker command takes, so that any command sees the same world. */
-function withCommonOptions(command: Command, env: Env): Command {
-  return command
-    .option('--config-dir <dir>', `VM config directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`)
-    .option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`)
-    .option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)', env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX)
-    .option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v', env['SPECTRUM_NETNS_PREFIX'] ?? '')
-    .option('--mtu <bytes>', 'MTU of every link device', '1500')
-    .addOption(new Option('--attach <mode>', 'attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)').argParser(collect).default([], 'none'))
-    .option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)', '/run/vm/{vm}/qmp.sock')
-    .option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)', '/run/vm/{vm}/vmm')
-    .option('--vmm-timeout <ms>', 'bound on each VMM request, and on waiting for a guest to release a NIC', '5000')
-    .option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)')
-    .option('--json', 'print JSON');
-}
-
-function linkerOptions(flags: CommonFlags, env: Env, vmm: (attach: AttachChoice) => VmmPort): LinkerOptions {
-  const attach = parseAttachChoice(flags.attach);
+/**
+ * The linker commands' options. Each command adds only those it uses, so that one it would
+ * ignore (`list --mtu 9000`) is refused as unknown instead of silently doing nothing.
+ */
+function linkerOptionsOf(env: Env) {
   return {
-    configDir: configDirFrom(flags.configDir, env),
-    stateDir: stateDirFrom(flags.stateDir, env),
-    devicePrefix: devicePrefix(flags.devicePrefix),
-    netnsPrefix: checkNetnsPrefix(flags.netnsPrefix),
-    mtu: integerOption('--mtu', flags.mtu, 68, 65535, 'an MTU'),
-    attach,
-    vmm: vmm(attach),
+    configDir: () => new Option('--config-dir <dir>', `VM config directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`),
+    stateDir: () => new Option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`),
+    devicePrefix: () =>
+      new Option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)').default(env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX),
+    netnsPrefix: () => new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env['SPECTRUM_NETNS_PREFIX'] ?? ''),
+    mtu: () => new Option('--mtu <bytes>', 'MTU of every link device').default('1500'),
+    attach: (description: string) => new Option('--attach <mode>', description).argParser(collect).default([], 'none'),
+    qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),
+    chSocket: () => new Option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/vmm'),
+    vmmTimeout: () => new Option('--vmm-timeout <ms>', 'bound on each VMM request, and on waiting for a guest to release a NIC').default('5000'),
+    qemuBus: () => new Option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)'),
+    json: () => new Option('--json', 'print JSON'),
   };
 }
+
+function stateOptions(flags: StateFlags, env: Env): Pick<LinkerOptions, 'stateDir' | 'devicePrefix'> {
+  return { stateDir: stateDirFrom(flags.stateDir, env), devicePrefix: devicePrefix(flags.devicePrefix) };
+}
+
+/** list and show take no --attach: a link without a recorded attach mode is shown with the default. */
+const DEFAULT_ATTACH = parseAttachChoice([]);
 
 function reportLine(report: LinkReport): string {
   return [
@@ -95,24 +108,16 @@ function vmmArgumentLines(report: LinkReport): string[] {
   return [...lines(report.vm, sides?.client), ...lines(report.provider, sides?.provider)];
 }
 
+/** The JSON link object of the contract without VMM arguments: for links taken down, whose taps are gone. */
+function linkFieldsJson(report: LinkReport): Record<string, unknown> {
+  const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach } = report;
+  return { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach };
+}
+
 /** The JSON link object of the contract, with the VMM arguments for sides attached by hand. */
 function linkJson(report: LinkReport): Record<string, unknown> {
-  const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach } = report;
   const vmmArguments = vmmArgumentsFor(report);
-  return {
-    vm,
-    provider,
-    id,
-    clientIp,
-    clientMac,
-    providerMac,
-    bridge,
-    clientDevice,
-    providerDevice,
-    clientAttach,
-    providerAttach,
-    ...(vmmArguments === undefined ? {} : { vmmArguments }),
-  };
+  return { ...linkFieldsJson(report), ...(vmmArguments === undefined ? {} : { vmmArguments }) };
 }
 
 /** The progress line of `link`: how many VMs have their devices, then how many NICs are hot-plugged. */
@@ -123,16 +128,35 @@ function linkProgressText(progress: Progress): (event: LinkProgressEvent) => voi
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
 
 export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
-  const options = (flags: CommonFlags): LinkerOptions => linkerOptions(flags, env, (attach) => vmmFactory(attach, flags));
   let logger: Logger | undefined;
   const log = (): Logger => (logger ??= createLogger('spectrum-link'));
+  const option = linkerOptionsOf(env);
 
-  const link = withCommonOptions(new Command('link'), env)
+  const link = new Command('link')
     .description('link client VMs to each of their providers: ids, devices, VMM attachment (idempotent)')
     .argument('[vm...]', 'client VMs to link')
+    .addOption(option.configDir())
+    .addOption(option.stateDir())
+    .addOption(option.devicePrefix())
+    .addOption(option.netnsPrefix())
+    .addOption(option.mtu())
+    .addOption(option.attach('attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)'))
+    .addOption(option.qmpSocket())
+    .addOption(option.chSocket())
+    .addOption(option.vmmTimeout())
+    .addOption(option.qemuBus())
+    .addOption(option.json())
     .option('--all', 'link every VM of the config dir that has providers')
-    .action(async (names: string[], flags: CommonFlags & { all?: boolean }) => {
-      const linkerOpts = options(flags);
+    .action(async (names: string[], flags: LinkFlags) => {
+      const attach = parseAttachChoice(flags.attach);
+      const linkerOpts: LinkerOptions = {
+        ...stateOptions(flags, env),
+        configDir: configDirFrom(flags.configDir, env),
+        netnsPrefix: checkNetnsPrefix(flags.netnsPrefix),
+        mtu: integerOption('--mtu', flags.mtu, 68, 65535, 'an MTU'),
+        attach,
+        vmm: vmmFactory(attach, flags),
+      };
       let vms = names;
       let snapshot: ConfigSnapshot | undefined;
       let withoutProviders: VmName[] = [];
@@ -170,7 +194,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const reports = linked.get(vm) ?? [];
         const gone = unlinked.get(vm) ?? [];
         if (flags.json === true) {
-          lines.push(`${JSON.stringify({ vm, links: reports.map(linkJson), ...(gone.length > 0 && { unlinked: gone.map(linkJson) }) })}\n`);
+          lines.push(`${JSON.stringify({ vm, links: reports.map(linkJson), ...(gone.length > 0 && { unlinked: gone.map(linkFieldsJson) }) })}\n`);
           continue;
         }
         if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
@@ -180,13 +204,23 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       process.stdout.write(lines.join(''));
     });
 
-  const unlink = withCommonOptions(new Command('unlink'), env)
+  const unlink = new Command('unlink')
     .description("remove a VM's links (devices and VMM attachments); ids are kept unless --forget")
     .argument('<vm>', 'VM whose links (as client or as provider) go')
+    .addOption(option.stateDir())
+    .addOption(option.devicePrefix())
+    // Links record how they were attached; --attach is for links that have no record of it.
+    .addOption(option.attach('attach mode of links whose state records none: none|cloud-hypervisor|qemu|netns, or VM=MODE (repeatable)'))
+    .addOption(option.qmpSocket())
+    .addOption(option.chSocket())
+    .addOption(option.vmmTimeout())
+    .addOption(option.json())
     .option('--forget', 'also release the ids')
-    .action(async (name: string, flags: CommonFlags & { forget?: boolean }) => {
-      const reports = await unlinkVm(name, flags.forget === true, options(flags));
-      if (flags.json === true) process.stdout.write(`${JSON.stringify({ vm: name, unlinked: reports.map(linkJson), forgotten: flags.forget === true })}\n`);
+    .action(async (name: string, flags: UnlinkFlags) => {
+      const attach = parseAttachChoice(flags.attach);
+      const reports = await unlinkVm(name, flags.forget === true, { ...stateOptions(flags, env), attach, vmm: vmmFactory(attach, flags) });
+      // The taps are gone: no VMM arguments (they would name devices that no longer exist).
+      if (flags.json === true) process.stdout.write(`${JSON.stringify({ vm: name, unlinked: reports.map(linkFieldsJson), forgotten: flags.forget === true })}\n`);
       else for (const report of reports) process.stdout.write(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}${flags.forget === true ? ', forgotten' : ', kept'})\n`);
     });
 
@@ -196,23 +230,35 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     else for (const entry of listed) process.stdout.write(`${reportLine(entry)}  ${entry.present ? 'up' : 'devices missing'}\n`);
   };
 
-  const list = withCommonOptions(new Command('list'), env)
+  const list = new Command('list')
     .description('list every recorded link and whether its devices exist')
-    .action(async (flags: CommonFlags) => printListed(await listLinks(undefined, options(flags)), flags.json === true));
+    .addOption(option.stateDir())
+    .addOption(option.devicePrefix())
+    .addOption(option.json())
+    .action(async (flags: StateFlags) => printListed(await listLinks({ ...stateOptions(flags, env), attach: DEFAULT_ATTACH }), flags.json === true));
 
-  const show = withCommonOptions(new Command('show'), env)
-    .description('show the links of one VM (as client or as provider)')
+  const show = new Command('show')
+    .description('show the links of one VM (as client or as provider); a name with no links and no VM directory is an error')
     .argument('<vm>', 'VM name')
-    .action(async (name: string, flags: CommonFlags) => printListed(await listLinks(name, options(flags)), flags.json === true));
+    .addOption(option.configDir())
+    .addOption(option.stateDir())
+    .addOption(option.devicePrefix())
+    .addOption(option.json())
+    .action(async (name: string, flags: ShowFlags) => {
+      const options = { ...stateOptions(flags, env), configDir: configDirFrom(flags.configDir, env), attach: DEFAULT_ATTACH };
+      printListed(await showLinks(name, options), flags.json === true);
+    });
 
-  const gc = withCommonOptions(new Command('gc'), env)
+  const gc = new Command('gc')
     .description('delete host devices with the device prefix that no recorded link owns')
-    .action(async (flags: CommonFlags) => {
-      const removed = await collectGarbage(options(flags));
+    .addOption(option.stateDir())
+    .addOption(option.devicePrefix())
+    .addOption(option.json())
+    .action(async (flags: StateFlags) => {
+      const removed = await collectGarbage(stateOptions(flags, env));
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
       else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
     });
 
   return [link, unlink, list, show, gc];
 }
-

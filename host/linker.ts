@@ -4,7 +4,7 @@
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
-import { type ConfigSnapshot, requireValidVm } from './config.js';
+import { ConfigError, type ConfigSnapshot, requireValidVm, vmDirProblem } from './config.js';
 import { readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, planDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
@@ -37,7 +37,7 @@ export interface VmmPort {
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
   constructor(
-    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state',
+    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm',
     message: string,
   ) {
     super(message);
@@ -63,6 +63,15 @@ export interface LinkerOptions {
   /** Told as `link` goes on (the CLI draws it on a terminal). */
   readonly progress?: (event: LinkProgressEvent) => void;
 }
+
+/** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
+export type UnlinkOptions = Pick<LinkerOptions, 'stateDir' | 'devicePrefix' | 'attach' | 'vmm'>;
+/** What reporting recorded links needs (the attach mode is for links without a recorded one). */
+export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'devicePrefix' | 'attach'>;
+/** `show` also looks in the config dir for a VM without links. */
+export type ShowOptions = ListOptions & Pick<LinkerOptions, 'configDir'>;
+/** What `gc` needs: the recorded links and the prefix of the devices they own. */
+export type GcOptions = Pick<LinkerOptions, 'stateDir' | 'devicePrefix'>;
 
 /** One connection as every command reports it (`link --json` links, `list --json` entries). */
 export interface LinkReport {
@@ -275,7 +284,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
  * Take links down: detached from their VMMs, devices removed. The state with their attachments
  * cleared is returned, not saved; the ids stay.
  */
-async function releaseLinks(state: LinkState, links: readonly Link[], options: LinkerOptions): Promise<{ state: LinkState; reports: LinkReport[] }> {
+async function releaseLinks(state: LinkState, links: readonly Link[], options: UnlinkOptions): Promise<{ state: LinkState; reports: LinkReport[] }> {
   const reports = links.map((link) => linkReport(link, options));
   for (const report of reports) {
     for (const target of vmmNics(report)) await options.vmm.detach(target.kind, target.vm, target.nic);
@@ -290,7 +299,7 @@ function linksOfVm(state: LinkState, vm: VmName): Link[] {
 }
 
 /** `unlink <vm>`: detach and delete its links' devices; with forget, release their ids too. */
-export async function unlinkVm(name: string, forget: boolean, options: LinkerOptions): Promise<LinkReport[]> {
+export async function unlinkVm(name: string, forget: boolean, options: UnlinkOptions): Promise<LinkReport[]> {
   const vm = vmName(name);
   return withStateLock(options.stateDir, async () => {
     const state = await loadState(options.stateDir);
@@ -310,10 +319,9 @@ export interface ListedLink extends LinkReport {
   readonly present: boolean;
 }
 
-/** `list` / `show <vm>`: recorded links, with whether their devices exist. */
-export async function listLinks(vm: string | undefined, options: LinkerOptions): Promise<ListedLink[]> {
-  const state = await loadState(options.stateDir);
-  const links = vm === undefined ? state.links : linksOfVm(state, vmName(vm));
+/** Recorded links, with whether their devices exist. */
+async function listed(links: readonly Link[], options: ListOptions): Promise<ListedLink[]> {
+  if (links.length === 0) return [];
   const devices = (await observeDevices([])).host;
   return links.map((link) => {
     const report = linkReport(link, options);
@@ -322,8 +330,39 @@ export async function listLinks(vm: string | undefined, options: LinkerOptions):
   });
 }
 
+/** `list`: every recorded link, with whether its devices exist. */
+export async function listLinks(options: ListOptions): Promise<ListedLink[]> {
+  return listed((await loadState(options.stateDir)).links, options);
+}
+
+/** Why `vm` is no VM of the config dir (the config dir itself unusable too), or undefined. */
+async function noVmReason(configDir: string, vm: VmName): Promise<string | undefined> {
+  try {
+    return vmDirProblem(await readConfigVms(configDir, [vm]), vm);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.message;
+    throw error;
+  }
+}
+
+/**
+ * `show <vm>`: the links of a VM, as client or as provider (also of one whose directory has gone).
+ * A name that has no links and no VM directory is an error, most likely a typo.
+ */
+export async function showLinks(name: string, options: ShowOptions): Promise<ListedLink[]> {
+  const vm = vmName(name);
+  const links = linksOfVm(await loadState(options.stateDir), vm);
+  if (links.length === 0) {
+    const reason = await noVmReason(options.configDir, vm);
+    if (reason !== undefined) {
+      throw new LinkerError('unknown-vm', `show: no VM ${vm} in ${options.configDir} (${reason}) and no links recorded for it in ${options.stateDir}; check the name, --config-dir and --state-dir`);
+    }
+  }
+  return listed(links, options);
+}
+
 /** `gc`: delete devices named with our prefix that no recorded link owns (e.g. after a crash). */
-export async function collectGarbage(options: LinkerOptions): Promise<string[]> {
+export async function collectGarbage(options: GcOptions): Promise<string[]> {
   // With no state file every device with the prefix looks unowned, those of working links too:
   // far more likely a wrong --state-dir (or a lost state) than a host with nothing linked.
   if (!hasStateFile(options.stateDir)) {

@@ -215,7 +215,7 @@ export async function linkBench(): Promise<BenchResult[]> {
       // Taking them all down: unlink of the provider (every link in one call) against one ip
       // -batch that deletes the same devices of a batch namespace, device by device.
       kernelQuiet(scratch);
-      const unlinked = spectrumLink(relinkNs, ['unlink', 'netvm', '--config-dir', configDir, '--state-dir', relinkState]);
+      const unlinked = spectrumLink(relinkNs, ['unlink', 'netvm', '--state-dir', relinkState]);
       const deleteNs = await harness.namespace('batchdelete');
       oneBatch(deleteNs, SIDE_BY_SIDE);
       kernelQuiet(scratch);

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Harness, Netns, NetnsProcess } from '../harness/index.js';
-import { EXAMPLES, LINK_BIN, ROOT } from '../host/link-fixture.js';
+import { EXAMPLES, LINK_BIN, ROOT, withWorldOptions } from '../host/link-fixture.js';
 import { Agent, INTERNET_HTTP, type Internet, TEST_NAME, makeInternet } from '../guest/provider-world.js';
 
 export const APP_VMS = ['appvm-lynx', 'appvm-catgirl'] as const;
@@ -57,7 +57,7 @@ export async function startExampleSystem(harness: Harness, progress: Progress = 
     return known;
   };
   const link = (args: readonly string[]) =>
-    host.exec(['node', LINK_BIN, ...args.slice(0, 1), '--config-dir', configDir, '--state-dir', stateDir, '--netns-prefix', netnsPrefix, ...args.slice(1)], {
+    host.exec(['node', LINK_BIN, ...withWorldOptions(args, { configDir, stateDir, netnsPrefix })], {
       enter: 'nsenter',
       allowFailure: true,
       timeoutMs: 60_000,

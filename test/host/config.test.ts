@@ -8,6 +8,7 @@ import {
   configDirFrom,
   providerCycles,
   requireValidVm,
+  vmDirProblem,
 } from '../../host/config.js';
 import { vmName } from '../../host/vm-name.js';
 
@@ -188,6 +189,20 @@ describe('provider graphs (property)', () => {
         }
       }),
     );
+  });
+});
+
+describe('vmDirProblem', () => {
+  it('is nothing for a VM directory, however invalid its contents; says why for anything else', () => {
+    const s = snapshot(vm('netvm', [], { kernel: 'missing', blk: { state: 'missing' } }), { name: vmName('notes'), location: 'not-a-directory' }, {
+      name: vmName('away'),
+      location: 'escapes-config-dir',
+      reason: '/etc',
+    });
+    expect(vmDirProblem(s, vmName('netvm'))).toBeUndefined();
+    expect(vmDirProblem(s, vmName('netvmm'))).toBe('no directory /cfg/netvmm');
+    expect(vmDirProblem(s, vmName('notes'))).toBe('/cfg/notes is not a directory');
+    expect(vmDirProblem(s, vmName('away'))).toMatch(/^\/cfg\/away is a symlink that leads outside the config dir \(to \/etc\)/);
   });
 });
 

@@ -17,6 +17,26 @@ export function requireBuild(): void {
   if (!existsSync(LINK_BIN)) throw new Error(`${LINK_BIN} is missing: run \`npm run build\` first`);
 }
 
+/** The commands that read the config dir, and those that read the state dir. */
+const CONFIG_COMMANDS = new Set(['link', 'show', 'check']);
+const STATE_COMMANDS = new Set(['link', 'unlink', 'list', 'show', 'gc']);
+
+/**
+ * `args` (a spectrum-link command line) with a world's dirs and netns prefix right after the
+ * subcommand, each only where that command takes it (a command refuses options it does not use),
+ * so that a test's own options, coming later, win.
+ */
+export function withWorldOptions(args: readonly string[], world: { configDir: string; stateDir: string; netnsPrefix: string }): string[] {
+  const [command = '', ...rest] = args;
+  return [
+    command,
+    ...(CONFIG_COMMANDS.has(command) ? ['--config-dir', world.configDir] : []),
+    ...(STATE_COMMANDS.has(command) ? ['--state-dir', world.stateDir] : []),
+    ...(command === 'link' ? ['--netns-prefix', world.netnsPrefix] : []),
+    ...rest,
+  ];
+}
+
 export interface LinkWorld {
   readonly harness: Harness;
   readonly host: Netns;
@@ -64,8 +84,7 @@ export async function makeLinkWorld(harness: Harness, extraClients = 0): Promise
     netnsPrefix,
     link: (args) =>
       // nsenter keeps our mount namespace, so namespaces spectrum-link creates are visible to all.
-      // The world's options come right after the subcommand, so a test's own options win.
-      host.exec(['node', LINK_BIN, ...args.slice(0, 1), '--config-dir', configDir, '--state-dir', stateDir, '--netns-prefix', netnsPrefix, ...args.slice(1)], {
+      host.exec(['node', LINK_BIN, ...withWorldOptions(args, { configDir, stateDir, netnsPrefix })], {
         enter: 'nsenter',
         allowFailure: true,
         timeoutMs: 60_000,

@@ -3,7 +3,7 @@ import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
-import { LINK_BIN, type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { LINK_BIN, type LinkWorld, devices, makeLinkWorld, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
 interface LinkJson {
@@ -417,7 +417,7 @@ describeNetns('linking many VMs in one call', () => {
     const quote = (word: string): string => `'${word.replace(/'/g, "'\\''")}'`;
     // script(1) runs the command on a terminal of its own, which stdout and stderr share.
     const onTerminal = (args: readonly string[]) => {
-      const argv = ['node', LINK_BIN, args[0] ?? '', '--config-dir', world.configDir, '--state-dir', world.stateDir, '--netns-prefix', world.netnsPrefix, ...args.slice(1)];
+      const argv = ['node', LINK_BIN, ...withWorldOptions(args, world)];
       return world.host.exec(['script', '-qefc', argv.map(quote).join(' '), '/dev/null'], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
     };
     const ERASE = '\r\x1b[2K';
@@ -520,5 +520,89 @@ describeNetns('a provider dropped from a client\'s config', () => {
       await rm(net);
       await rename(`${net}.away`, net);
     }
+  });
+});
+
+describeNetns('show, unlink --json and options a command does not use', () => {
+  const world = linkWorldPerSuite('linkshow');
+  const statePath = (): string => join(world().stateDir, 'links.json');
+
+  it.each([[[]], [['--json']]])('show of a name that is no VM and has no links (a typo) fails with one line, also with %j', async (extra) => {
+    await world().link(['link', 'appvm-lynx', '--attach', 'none']);
+    const result = await world().link(['show', 'appvm-lynxx', ...extra]);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(oneLineError(result.stderr)).toBe(
+      `spectrum-link: show: no VM appvm-lynxx in ${world().configDir} (no directory ${world().configDir}/appvm-lynxx) and no links recorded for it in ${world().stateDir}; check the name, --config-dir and --state-dir`,
+    );
+  });
+
+  it('show of an entry of the config dir that is no VM directory fails, saying what it is', async () => {
+    await writeFile(join(world().configDir, 'notes.txt'), '');
+    try {
+      const result = await world().link(['show', 'notes.txt']);
+      expect(result.code).toBe(1);
+      expect(oneLineError(result.stderr)).toMatch(/no VM notes\.txt in .* \(.*\/notes\.txt is not a directory\) and no links recorded/);
+    } finally {
+      await rm(join(world().configDir, 'notes.txt'));
+    }
+  });
+
+  it('show of a VM directory without links says so, exit 0', async () => {
+    const text = await world().link(['show', 'appvm-catgirl']);
+    expect([text.code, text.stdout, text.stderr]).toEqual([0, 'no links recorded\n', '']);
+    const json = await world().link(['show', 'appvm-catgirl', '--json']);
+    expect([json.code, json.stdout, json.stderr]).toEqual([0, '[]\n', '']);
+  });
+
+  it('show of a VM whose directory has gone still shows its recorded links', async () => {
+    const linked = parseLink((await world().link(['link', 'appvm-catgirl', '--attach', 'none', '--json'])).stdout).links[0]!;
+    const dir = join(world().configDir, 'appvm-catgirl');
+    await rename(dir, `${dir}.away`);
+    try {
+      const result = await world().link(['show', 'appvm-catgirl', '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(JSON.parse(result.stdout)).toEqual([expect.objectContaining({ vm: 'appvm-catgirl', id: linked.id, present: true })]);
+    } finally {
+      await rename(`${dir}.away`, dir);
+    }
+  });
+
+  it('show refuses an invalid VM name as a usage error', async () => {
+    const result = await world().link(['show', '../etc']);
+    expect(result.code).toBe(2);
+    expect(oneLineError(result.stderr)).toMatch(/VM name "\.\.\/etc" contains "\/"/);
+  });
+
+  it('unlink --json reports the links taken down without VMM arguments (their taps are gone); link --json keeps them', async () => {
+    const linked = await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json']);
+    const link = parseLink(linked.stdout).links[0]!;
+    expect(Object.keys(link)).toEqual(['vm', 'provider', 'id', 'clientIp', 'clientMac', 'providerMac', 'bridge', 'clientDevice', 'providerDevice', 'clientAttach', 'providerAttach', 'vmmArguments']);
+    const unlinked = await world().link(['unlink', 'appvm-lynx', '--json']);
+    expect(unlinked.code, unlinked.stderr).toBe(0);
+    const output = JSON.parse(unlinked.stdout) as { vm: string; unlinked: Record<string, unknown>[]; forgotten: boolean };
+    const { vmmArguments: _, ...withoutArguments } = link as typeof link & { vmmArguments: unknown };
+    expect(output).toEqual({ vm: 'appvm-lynx', unlinked: [withoutArguments], forgotten: false });
+  });
+
+  it.each([
+    [['list', '--mtu', '9000']],
+    [['list', '--config-dir', '/tmp']],
+    [['show', 'appvm-lynx', '--attach', 'qemu']],
+    [['show', 'appvm-lynx', '--netns-prefix', 'x']],
+    [['gc', '--attach', 'none']],
+    [['gc', '--qmp-socket', '/tmp/{vm}']],
+    [['unlink', 'appvm-lynx', '--mtu', '9000']],
+    [['unlink', 'appvm-lynx', '--qemu-bus', 'rp0']],
+  ])('refuses %j, an option the command does not use (exit 2, one line), changing nothing', async (args) => {
+    await world().link(['link', 'appvm-lynx', '--attach', 'none']);
+    const state = await readFile(statePath(), 'utf8');
+    const before = await devices(world().host);
+    const result = await world().link(args);
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(oneLineError(result.stderr)).toBe(`spectrum-link: unknown option '${args.find((arg) => arg.startsWith('--'))}'`);
+    expect(await readFile(statePath(), 'utf8')).toBe(state);
+    expect([...(await devices(world().host)).keys()].sort()).toEqual([...before.keys()].sort());
   });
 });
