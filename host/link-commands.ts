@@ -50,7 +50,7 @@ function withCommonOptions(command: Command, env: Env): Command {
     .option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`)
     .option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)', env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX)
     .option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v', env['SPECTRUM_NETNS_PREFIX'] ?? '')
-    .option('--mtu <bytes>', 'MTU of every link device', '1500')
+    .option('--mtu <bytes>', "MTU of every link device, which the VMs' NICs learn", '1500')
     .addOption(new Option('--attach <mode>', 'attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)').argParser(collect).default([], 'none'))
     .option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)', '/run/vm/{vm}/qmp.sock')
     .option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)', '/run/vm/{vm}/vmm')
@@ -84,21 +84,21 @@ function reportLine(report: LinkReport): string {
 }
 
 /**
- * For a side attached by hand (`--attach none`), the arguments that give its VMM a NIC on the tap,
- * one line per VMM, so that the operator can start the VM with them. (Tap names and MACs need no
- * shell quoting.)
+ * For a side attached by hand (`--attach none`), the arguments that give its VMM a NIC on the tap
+ * (whose guest learns the link MTU), one line per VMM, so that the operator can start the VM with
+ * them. (Tap names and MACs need no shell quoting.)
  */
-function vmmArgumentLines(report: LinkReport): string[] {
-  const sides = vmmArgumentsFor(report);
+function vmmArgumentLines(report: LinkReport, mtu: number): string[] {
+  const sides = vmmArgumentsFor(report, mtu);
   const lines = (vm: string, side: SideArguments | undefined): string[] =>
     side === undefined ? [] : [`  ${vm}: qemu ${side.qemu.join(' ')}`, `  ${vm}: cloud-hypervisor ${side.cloudHypervisor.join(' ')}`];
   return [...lines(report.vm, sides?.client), ...lines(report.provider, sides?.provider)];
 }
 
-/** The JSON link object of the contract, with the VMM arguments for sides attached by hand. */
-function linkJson(report: LinkReport): Record<string, unknown> {
+/** The JSON link object of the contract, with the VMM arguments for sides attached by hand (link MTU `mtu`). */
+function linkJson(report: LinkReport, mtu: number): Record<string, unknown> {
   const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach } = report;
-  const vmmArguments = vmmArgumentsFor(report);
+  const vmmArguments = vmmArgumentsFor(report, mtu);
   return {
     vm,
     provider,
@@ -165,16 +165,17 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         log().info({ vms: vms.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
       }
       const lines: string[] = [];
+      const json = (report: LinkReport): Record<string, unknown> => linkJson(report, linkerOpts.mtu);
       // VMs without providers that had nothing to take down are not reported by --all.
       for (const vm of new Set([...linked.keys(), ...unlinked.keys()])) {
         const reports = linked.get(vm) ?? [];
         const gone = unlinked.get(vm) ?? [];
         if (flags.json === true) {
-          lines.push(`${JSON.stringify({ vm, links: reports.map(linkJson), ...(gone.length > 0 && { unlinked: gone.map(linkJson) }) })}\n`);
+          lines.push(`${JSON.stringify({ vm, links: reports.map(json), ...(gone.length > 0 && { unlinked: gone.map(json) }) })}\n`);
           continue;
         }
         if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
-        for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report).map((line) => `${line}\n`));
+        for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report, linkerOpts.mtu).map((line) => `${line}\n`));
         for (const report of gone) lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept): ${report.provider} is no longer among ${report.vm}'s providers\n`);
       }
       process.stdout.write(lines.join(''));
@@ -185,25 +186,34 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .argument('<vm>', 'VM whose links (as client or as provider) go')
     .option('--forget', 'also release the ids')
     .action(async (name: string, flags: CommonFlags & { forget?: boolean }) => {
-      const reports = await unlinkVm(name, flags.forget === true, options(flags));
-      if (flags.json === true) process.stdout.write(`${JSON.stringify({ vm: name, unlinked: reports.map(linkJson), forgotten: flags.forget === true })}\n`);
+      const unlinkOpts = options(flags);
+      const reports = await unlinkVm(name, flags.forget === true, unlinkOpts);
+      const json = (report: LinkReport): Record<string, unknown> => linkJson(report, unlinkOpts.mtu);
+      if (flags.json === true) process.stdout.write(`${JSON.stringify({ vm: name, unlinked: reports.map(json), forgotten: flags.forget === true })}\n`);
       else for (const report of reports) process.stdout.write(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}${flags.forget === true ? ', forgotten' : ', kept'})\n`);
     });
 
-  const printListed = (listed: ListedLink[], json: boolean): void => {
-    if (json) process.stdout.write(`${JSON.stringify(listed.map((entry) => ({ ...linkJson(entry), present: entry.present })))}\n`);
+  // A listed link's VMM arguments carry the MTU its bridge has, which --mtu gave it when it was made.
+  const printListed = (listed: ListedLink[], json: boolean, mtu: number): void => {
+    if (json) process.stdout.write(`${JSON.stringify(listed.map((entry) => ({ ...linkJson(entry, entry.mtu ?? mtu), present: entry.present })))}\n`);
     else if (listed.length === 0) process.stdout.write('no links recorded\n');
     else for (const entry of listed) process.stdout.write(`${reportLine(entry)}  ${entry.present ? 'up' : 'devices missing'}\n`);
   };
 
   const list = withCommonOptions(new Command('list'), env)
     .description('list every recorded link and whether its devices exist')
-    .action(async (flags: CommonFlags) => printListed(await listLinks(undefined, options(flags)), flags.json === true));
+    .action(async (flags: CommonFlags) => {
+      const listOpts = options(flags);
+      printListed(await listLinks(undefined, listOpts), flags.json === true, listOpts.mtu);
+    });
 
   const show = withCommonOptions(new Command('show'), env)
     .description('show the links of one VM (as client or as provider)')
     .argument('<vm>', 'VM name')
-    .action(async (name: string, flags: CommonFlags) => printListed(await listLinks(name, options(flags)), flags.json === true));
+    .action(async (name: string, flags: CommonFlags) => {
+      const showOpts = options(flags);
+      printListed(await listLinks(name, showOpts), flags.json === true, showOpts.mtu);
+    });
 
   const gc = withCommonOptions(new Command('gc'), env)
     .description('delete host devices with the device prefix that no recorded link owns')
