@@ -25,6 +25,7 @@ import {
 import { stateDirFrom } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { type SideArguments, type VmmFlags, vmmArgumentsFor } from './vmm-port.js';
+import { DEFAULT_NIC_MTU } from './vmm/nic.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -68,7 +69,7 @@ function linkerOptionsOf(env: Env) {
     devicePrefix: () =>
       new Option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)').default(env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX),
     netnsPrefix: () => new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env['SPECTRUM_NETNS_PREFIX'] ?? ''),
-    mtu: () => new Option('--mtu <bytes>', 'MTU of every link device').default('1500'),
+    mtu: () => new Option('--mtu <bytes>', "MTU of every link device, which the VMs' NICs learn").default('1500'),
     attach: (description: string) => new Option('--attach <mode>', description).argParser(collect).default([], 'none'),
     qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),
     chSocket: () => new Option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/vmm'),
@@ -97,12 +98,12 @@ function reportLine(report: LinkReport): string {
 }
 
 /**
- * For a side attached by hand (`--attach none`), the arguments that give its VMM a NIC on the tap,
- * one line per VMM, so that the operator can start the VM with them. (Tap names and MACs need no
- * shell quoting.)
+ * For a side attached by hand (`--attach none`), the arguments that give its VMM a NIC on the tap
+ * (whose guest learns the link MTU), one line per VMM, so that the operator can start the VM with
+ * them. (Tap names and MACs need no shell quoting.)
  */
-function vmmArgumentLines(report: LinkReport): string[] {
-  const sides = vmmArgumentsFor(report);
+function vmmArgumentLines(report: LinkReport, mtu: number): string[] {
+  const sides = vmmArgumentsFor(report, mtu);
   const lines = (vm: string, side: SideArguments | undefined): string[] =>
     side === undefined ? [] : [`  ${vm}: qemu ${side.qemu.join(' ')}`, `  ${vm}: cloud-hypervisor ${side.cloudHypervisor.join(' ')}`];
   return [...lines(report.vm, sides?.client), ...lines(report.provider, sides?.provider)];
@@ -114,9 +115,9 @@ function linkFieldsJson(report: LinkReport): Record<string, unknown> {
   return { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach };
 }
 
-/** The JSON link object of the contract, with the VMM arguments for sides attached by hand. */
-function linkJson(report: LinkReport): Record<string, unknown> {
-  const vmmArguments = vmmArgumentsFor(report);
+/** The JSON link object of the contract, with the VMM arguments for sides attached by hand (link MTU `mtu`). */
+function linkJson(report: LinkReport, mtu: number): Record<string, unknown> {
+  const vmmArguments = vmmArgumentsFor(report, mtu);
   return { ...linkFieldsJson(report), ...(vmmArguments === undefined ? {} : { vmmArguments }) };
 }
 
@@ -194,11 +195,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const reports = linked.get(vm) ?? [];
         const gone = unlinked.get(vm) ?? [];
         if (flags.json === true) {
-          lines.push(`${JSON.stringify({ vm, links: reports.map(linkJson), ...(gone.length > 0 && { unlinked: gone.map(linkFieldsJson) }) })}\n`);
+          lines.push(`${JSON.stringify({ vm, links: reports.map((report) => linkJson(report, linkerOpts.mtu)), ...(gone.length > 0 && { unlinked: gone.map(linkFieldsJson) }) })}\n`);
           continue;
         }
         if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
-        for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report).map((line) => `${line}\n`));
+        for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report, linkerOpts.mtu).map((line) => `${line}\n`));
         for (const report of gone) lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept): ${report.provider} is no longer among ${report.vm}'s providers\n`);
       }
       process.stdout.write(lines.join(''));
@@ -224,8 +225,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       else for (const report of reports) process.stdout.write(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}${flags.forget === true ? ', forgotten' : ', kept'})\n`);
     });
 
+  // A listed link's VMM arguments carry the MTU its bridge has, which --mtu gave it when it was made.
   const printListed = (listed: ListedLink[], json: boolean): void => {
-    if (json) process.stdout.write(`${JSON.stringify(listed.map((entry) => ({ ...linkJson(entry), present: entry.present })))}\n`);
+    if (json) process.stdout.write(`${JSON.stringify(listed.map((entry) => ({ ...linkJson(entry, entry.mtu ?? DEFAULT_NIC_MTU), present: entry.present })))}\n`);
     else if (listed.length === 0) process.stdout.write('no links recorded\n');
     else for (const entry of listed) process.stdout.write(`${reportLine(entry)}  ${entry.present ? 'up' : 'devices missing'}\n`);
   };

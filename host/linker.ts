@@ -136,15 +136,18 @@ function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredC
   };
 }
 
-/** The VMM hot-plugs a link needs: each side whose VM runs under a VMM we talk to. */
-function vmmNics(report: LinkReport): { kind: VmmKind; vm: VmName; nic: VmmNic }[] {
+/**
+ * The VMM hot-plugs a link needs: each side whose VM runs under a VMM we talk to. `mtu`: the link
+ * MTU the guests are to learn (attach); a detach needs none.
+ */
+function vmmNics(report: LinkReport, mtu?: number): { kind: VmmKind; vm: VmName; nic: VmmNic }[] {
   const nics: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   const sides = [
     [report.clientAttach, report.vm, report.clientDevice, report.clientMac],
     [report.providerAttach, report.provider, report.providerDevice, report.providerMac],
   ] as const;
   for (const [mode, vm, device, mac] of sides) {
-    if (mode === 'qemu' || mode === 'cloud-hypervisor') nics.push({ kind: mode, vm: vmName(vm), nic: { id: device, tap: device, mac } });
+    if (mode === 'qemu' || mode === 'cloud-hypervisor') nics.push({ kind: mode, vm: vmName(vm), nic: { id: device, tap: device, mac, ...(mtu === undefined ? {} : { mtu }) } });
   }
   return nics;
 }
@@ -156,7 +159,7 @@ function netnsNames(connections: readonly DesiredConnection[]): string[] {
 /** Hot-plug each link's VMM sides; on failure detach what this did and rethrow. */
 async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptions): Promise<void> {
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
-  const targets = reports.flatMap(vmmNics);
+  const targets = reports.flatMap((report) => vmmNics(report, options.mtu));
   try {
     for (const target of targets) {
       await options.vmm.attach(target.kind, target.vm, target.nic);
@@ -317,6 +320,8 @@ export async function unlinkVm(name: string, forget: boolean, options: UnlinkOpt
 export interface ListedLink extends LinkReport {
   /** Whether the link's host devices exist right now. */
   readonly present: boolean;
+  /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists. */
+  readonly mtu?: number;
 }
 
 /** Recorded links, with whether their devices exist. */
@@ -326,7 +331,8 @@ async function listed(links: readonly Link[], options: ListOptions): Promise<Lis
   return links.map((link) => {
     const report = linkReport(link, options);
     const present = [report.bridge, report.clientDevice, report.providerDevice].every((device) => devices.has(device));
-    return { ...report, present };
+    const mtu = devices.get(report.bridge)?.mtu;
+    return { ...report, present, ...(mtu === undefined ? {} : { mtu }) };
   });
 }
 

@@ -56,10 +56,13 @@ export interface SideArguments {
   readonly qemu: readonly string[];
 }
 
-/** For sides attached by hand (`none`): the arguments that give the VMM its NIC on our tap. */
-export function vmmArgumentsFor(report: LinkReport): { client?: SideArguments; provider?: SideArguments } | undefined {
+/**
+ * For sides attached by hand (`none`): the arguments that give the VMM its NIC on our tap, whose
+ * guest learns the link MTU `mtu`.
+ */
+export function vmmArgumentsFor(report: LinkReport, mtu: number): { client?: SideArguments; provider?: SideArguments } | undefined {
   const sideArguments = (tap: string, mac: string): SideArguments => {
-    const nic: VmmNic = { id: tap, tap, mac };
+    const nic: VmmNic = { id: tap, tap, mac, mtu };
     return { cloudHypervisor: cloudHypervisorNetArguments(nic), qemu: qemuNetArguments(nic) };
   };
   const client = report.clientAttach === 'none' ? sideArguments(report.clientDevice, report.clientMac) : undefined;

@@ -6,6 +6,14 @@
 // the vm.add-net request (SCM_RIGHTS, host/vmm/tap-fd.ts), so cloud-hypervisor needs neither
 // CAP_NET_ADMIN nor /dev/net/tun, and the body names no tap (cloud-hypervisor ignores
 // descriptors named in a body and takes those that come with the request).
+// The link MTU is not sent: cloud-hypervisor offers the guest the MTU of the tap itself
+// (cloud-hypervisor/cloud-hypervisor virtio-devices/src/net.rs: Net::from_tap_fds, then
+// Net::new_with_tap reads it with Tap::mtu, net_util/src/tap.rs, an unprivileged SIOCGIFMTU, and
+// sets VIRTIO_NET_F_MTU; PR #4676, Sept. 2022). The tap has the link MTU before it is handed over.
+// NetConfig `mtu` would only make from_tap_fds set the tap's MTU (SIOCSIFMTU: CAP_NET_ADMIN),
+// and config.rs refuses it below 1280. The MTU is read by the tap's name, so cloud-hypervisor
+// must run in the taps' network namespace (as Spectrum's does), and it is read once, when the
+// NIC is made: a NIC left from a link of another MTU keeps the old one (vm.info cannot tell).
 import { request } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';

@@ -8,7 +8,7 @@
 // greeting does not come, which the connect timeout turns into a clear error.
 import { type Socket, createConnection } from 'node:net';
 import { sameMac } from '../../shared/link-mac.js';
-import { type VmmNic, qemuNetdevId, vmmNic } from './nic.js';
+import { DEFAULT_NIC_MTU, type VmmNic, qemuHostMtu, qemuNetdevId, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
 import { TapFd, tapOpenProblem, writeWithRights } from './tap-fd.js';
 
@@ -27,6 +27,8 @@ export type QmpErrorKind =
   | 'conflict'
   /** A device with the NIC's id exists but lost its netdev: an unplug the guest never acknowledged. */
   | 'unplug-pending'
+  /** The NIC is attached, but its guest was told another MTU than the link's (the MTU changed since). */
+  | 'mtu-mismatch'
   /** The NIC's tap cannot be handed over: missing, not a tap, held by another process, no permission. */
   | 'tap-unavailable';
 
@@ -431,6 +433,29 @@ async function qomString(client: QmpClient, id: string, property: string): Promi
   return value;
 }
 
+async function qomNumber(client: QmpClient, id: string, property: string): Promise<number> {
+  const value = await client.execute('qom-get', { path: `${PERIPHERAL}/${id}`, property });
+  if (typeof value !== 'number') throw new QmpError('protocol', `qom-get ${PERIPHERAL}/${id} ${property} did not return a number`);
+  return value;
+}
+
+/**
+ * Refuse an attached NIC whose guest was told another MTU than the link's: a guest reads its
+ * MTU (host_mtu, 0 when none was offered: then 1500) once, when the NIC comes, so a NIC left from
+ * a link made with another --mtu keeps the old one, and frames over the smaller MTU vanish.
+ * Re-plugging it here would need the guest's cooperation, so the user is told what to do instead.
+ */
+async function checkSameMtu(client: QmpClient, nic: VmmNic, socketPath: string): Promise<void> {
+  const offered = await qomNumber(client, nic.id, 'host_mtu');
+  const told = offered === 0 ? DEFAULT_NIC_MTU : offered;
+  const wanted = nic.mtu ?? DEFAULT_NIC_MTU;
+  if (told === wanted) return;
+  throw new QmpError(
+    'mtu-mismatch',
+    `QEMU at ${socketPath} has NIC ${nic.id} with MTU ${told}, but the link's MTU is now ${wanted}: the guest learns its MTU only when the NIC is added, so take the link down (unlink) and link it again, or restart the VM`,
+  );
+}
+
 /** Refuse to touch a device with the NIC's id that is not the NIC: another driver or MAC. */
 async function checkSameNic(client: QmpClient, nic: VmmNic, socketPath: string): Promise<void> {
   const type = await qomString(client, nic.id, 'type');
@@ -500,9 +525,11 @@ async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, 
 /**
  * Give a running (or paused) QEMU VM a virtio-net-pci NIC on the existing tap nic.tap, with id
  * nic.id and MAC nic.mac; the netdev is `net-<id>`, made on a descriptor of the tap (see
- * addTapNetdev). Idempotent: a NIC already there with the same MAC and a live netdev is left
- * alone. A netdev left by an earlier half-done attach is reused; if device_add fails, a netdev
- * added by this call is removed again.
+ * addTapNetdev). QEMU does not read the tap's MTU: a link MTU other than 1500 is offered to the
+ * guest as `host_mtu` (VIRTIO_NET_F_MTU). Idempotent: a NIC already there with the same MAC, a
+ * live netdev and the same MTU is left alone; one with another MTU is an 'mtu-mismatch'. A netdev
+ * left by an earlier half-done attach is reused; if device_add fails, a netdev added by this call
+ * is removed again.
  */
 export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuAttachOptions): Promise<QemuAttachResult> {
   vmmNic(nic);
@@ -519,7 +546,10 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
       }
       // The NIC's netdev must still exist: after a detach the guest never acknowledged, the
       // device stays while its netdev is gone.
-      if (await netdevExists(client, netdev)) return { alreadyAttached: true };
+      if (await netdevExists(client, netdev)) {
+        await checkSameMtu(client, nic, socketPath);
+        return { alreadyAttached: true };
+      }
       throw new QmpError(
         'unplug-pending',
         `QEMU at ${socketPath} still has NIC ${nic.id}, but its netdev ${netdev} was removed: an earlier detach is waiting for the guest to release the device. Wait for the guest (DEVICE_DELETED), or reset or restart the VM, then attach again`,
@@ -529,12 +559,14 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
     // A netdev with this id may be left by an earlier attach that stopped before device_add.
     const addedNetdev = !(await netdevExists(client, netdev));
     if (addedNetdev) await addTapNetdev(client, socketPath, nic, netdev, options);
+    const hostMtu = qemuHostMtu(nic);
     try {
       await client.execute('device_add', {
         driver: NIC_DRIVER,
         netdev,
         mac: nic.mac,
         id: nic.id,
+        ...(hostMtu !== undefined ? { host_mtu: hostMtu } : {}),
         ...(options.bus !== undefined ? { bus: options.bus } : {}),
       });
     } catch (error) {

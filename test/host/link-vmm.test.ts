@@ -100,6 +100,44 @@ describeNetns('spectrum-link with VMMs', () => {
     expect(netdevGone).toBe(true);
   });
 
+  it('tells the QEMU guest the link MTU (host_mtu), and refuses a re-link with another MTU, saying what to do', async () => {
+    // The provider this time, in a QEMU of its own: the first test left its NIC pending unplug in the other.
+    const qmpTemplate = join(socketDir, '{vm}.qmp');
+    const qmpPath = join(socketDir, 'netvm.qmp');
+    const provider = qemuNs.spawn([
+      'qemu-system-x86_64', '-machine', 'pc', '-accel', 'tcg', '-S', '-nodefaults', '-display', 'none',
+      '-qmp', `unix:${qmpPath},server=on,wait=off`,
+    ]);
+    try {
+      const deadline = Date.now() + 15_000;
+      while (!existsSync(qmpPath)) {
+        if (Date.now() > deadline) throw new Error('QEMU did not create its QMP socket within 15 s');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const args = ['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=netns', '--attach', 'netvm=qemu', '--qmp-socket', qmpTemplate];
+      const result = await world.link([...args, '--mtu', '1400', '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      const link = (JSON.parse(result.stdout) as LinkOutput).links[0]!;
+      expect((await devices(world.host)).get(link.providerDevice)?.mtu).toBe(1400);
+      const hostMtu = (): Promise<unknown> => qmp(qmpPath, (client) => client.execute('qom-get', { path: `/machine/peripheral/${link.providerDevice}`, property: 'host_mtu' }));
+      expect(await hostMtu()).toBe(1400);
+
+      const again = await world.link([...args, '--mtu', '1400']);
+      expect(again.code, again.stderr).toBe(0);
+      // The guest took 1400 when its NIC came and keeps it: linking with another MTU says so, in one line.
+      const changed = await world.link([...args, '--mtu', '1500']);
+      expect(changed.code).toBe(1);
+      expect(changed.stderr.trim().split('\n')).toHaveLength(1);
+      expect(changed.stderr).toMatch(/NIC \S+ with MTU 1400, but the link's MTU is now 1500: .*\(unlink\) and link it again/);
+      expect(await hostMtu()).toBe(1400);
+
+      const unlinked = await world.link(['unlink', 'appvm-catgirl', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+    } finally {
+      await provider.kill('SIGKILL');
+    }
+  });
+
   it('hot-plugs into cloud-hypervisor through vm.add-net and removes through vm.remove-device', async () => {
     const fake = await FakeCloudHypervisor.start('Running');
     try {
@@ -170,6 +208,44 @@ describeNetns('spectrum-link with VMMs', () => {
     expect(link.vmmArguments?.client?.cloudHypervisor).toEqual(['--net', `tap=${link.clientDevice},mac=${link.clientMac},id=${link.clientDevice}`]);
     expect(link.vmmArguments?.client?.qemu.join(' ')).toContain(`ifname=${link.clientDevice},script=no,downscript=no`);
     expect(link.vmmArguments?.client?.qemu.join(' ')).toContain(`mac=${link.clientMac}`);
+  });
+
+  it('sends cloud-hypervisor no MTU: the tap it is handed has the link MTU, which it reads and offers the guest', async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    try {
+      const result = await world.link(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath, '--mtu', '1400', '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      const link = (JSON.parse(result.stdout) as LinkOutput).links[0]!;
+      const addNet = fake.requests.find((request) => request.path === '/api/v1/vm.add-net');
+      expect(addNet?.body).toEqual({ mac: link.clientMac, id: link.clientDevice });
+      expect((await devices(world.host)).get(link.clientDevice)?.mtu).toBe(1400);
+      expect((await world.link(['unlink', 'appvm-catgirl', '--ch-socket', fake.socketPath])).code).toBe(0);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('with --attach none and --mtu prints QEMU arguments that tell the guest the MTU (host_mtu), in the JSON and the human output', async () => {
+    const json = await world.link(['link', 'appvm-lynx', '--attach', 'none', '--mtu', '9000', '--json']);
+    expect(json.code, json.stderr).toBe(0);
+    const link = (JSON.parse(json.stdout) as LinkOutput).links[0]!;
+    expect((await devices(world.host)).get(link.clientDevice)?.mtu).toBe(9000);
+    expect(link.vmmArguments?.client?.qemu).toEqual([
+      '-netdev',
+      `tap,id=net-${link.clientDevice},ifname=${link.clientDevice},script=no,downscript=no`,
+      '-device',
+      `virtio-net-pci,netdev=net-${link.clientDevice},mac=${link.clientMac},id=${link.clientDevice},host_mtu=9000`,
+    ]);
+    // cloud-hypervisor reads the tap's MTU itself.
+    expect(link.vmmArguments?.client?.cloudHypervisor).toEqual(['--net', `tap=${link.clientDevice},mac=${link.clientMac},id=${link.clientDevice}`]);
+    const human = await world.link(['link', 'appvm-lynx', '--attach', 'none', '--mtu', '9000']);
+    expect(human.stdout).toContain(`  appvm-lynx: qemu ${link.vmmArguments!.client!.qemu.join(' ')}\n`);
+    // list shows the arguments for the MTU the link has, whatever --mtu it is given.
+    const listed = JSON.parse((await world.link(['show', 'appvm-lynx', '--json'])).stdout) as LinkOutput['links'];
+    expect(listed[0]?.vmmArguments?.client?.qemu[3]).toMatch(/,host_mtu=9000$/);
+    // Back to 1500: the arguments are as they always were.
+    const plain = JSON.parse((await world.link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as LinkOutput;
+    expect(plain.links[0]?.vmmArguments?.client?.qemu[3]).toBe(`virtio-net-pci,netdev=net-${link.clientDevice},mac=${link.clientMac},id=${link.clientDevice}`);
   });
 
   it('with --attach none prints those arguments in the human output too, a line per VM and VMM', async () => {

@@ -172,3 +172,46 @@ describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine q3
     expect(await qemuDetach(qemu.qmpPath, nic, { timeoutMs: 300 })).toEqual({ acknowledged: false, alreadyDetached: false });
   });
 });
+
+describe.skipIf(unavailable !== undefined)('QEMU hot-plug: the guest learns the link MTU (real QEMU)', () => {
+  let qemu: QemuInstance;
+  const hostMtu = (id: string): Promise<unknown> => qmp(qemu.qmpPath, 'qom-get', { path: `/machine/peripheral/${id}`, property: 'host_mtu' });
+
+  beforeAll(async () => {
+    qemu = await startQemu('pc');
+    for (const tap of ['snp301', 'snp302', 'snp303', 'snp304']) qemu.addTap(tap);
+  });
+  afterAll(async () => {
+    await qemu?.stop();
+  });
+
+  it('a link MTU other than 1500 is offered as host_mtu (VIRTIO_NET_F_MTU); 1500 leaves the device without it', async () => {
+    expect(await qemuAttach(qemu.qmpPath, { id: 'snp301', tap: 'snp301', mac: '0A:B3:EC:80:01:2D', mtu: 1400 }, attachOptions(qemu))).toEqual({ alreadyAttached: false });
+    expect(await hostMtu('snp301')).toBe(1400);
+    expect(await qemuAttach(qemu.qmpPath, { id: 'snp302', tap: 'snp302', mac: '0A:B3:EC:80:01:2E', mtu: 1500 }, attachOptions(qemu))).toEqual({ alreadyAttached: false });
+    expect(await hostMtu('snp302')).toBe(0); // QEMU's "not offered": the guest takes 1500
+  });
+
+  it('QEMU takes both ends of the range the CLI allows (68 and 65535)', async () => {
+    expect(await qemuAttach(qemu.qmpPath, { id: 'snp303', tap: 'snp303', mac: '0A:B3:EC:80:01:2F', mtu: 68 }, attachOptions(qemu))).toEqual({ alreadyAttached: false });
+    expect(await hostMtu('snp303')).toBe(68);
+    expect(await qemuAttach(qemu.qmpPath, { id: 'snp304', tap: 'snp304', mac: '0A:B3:EC:80:01:30', mtu: 65535 }, attachOptions(qemu))).toEqual({ alreadyAttached: false });
+    expect(await hostMtu('snp304')).toBe(65535);
+  });
+
+  it('attach again with the same MTU changes nothing; with another MTU it says the guest keeps the old one, and changes nothing', async () => {
+    const nic: VmmNic = { id: 'snp301', tap: 'snp301', mac: '0A:B3:EC:80:01:2D', mtu: 1400 };
+    expect(await qemuAttach(qemu.qmpPath, nic, attachOptions(qemu))).toEqual({ alreadyAttached: true });
+    const network = await infoNetwork(qemu.qmpPath);
+    const changed = await qmpError(qemuAttach(qemu.qmpPath, { ...nic, mtu: 9000 }, attachOptions(qemu)));
+    expect(changed.kind).toBe('mtu-mismatch');
+    expect(changed.message).toMatch(/has NIC snp301 with MTU 1400, but the link's MTU is now 9000: the guest learns its MTU only when the NIC is added/);
+    // A NIC made without host_mtu is one of MTU 1500: no mismatch for 1500, or for no MTU, but for any other.
+    const plain: VmmNic = { id: 'snp302', tap: 'snp302', mac: '0A:B3:EC:80:01:2E' };
+    expect(await qemuAttach(qemu.qmpPath, plain, attachOptions(qemu))).toEqual({ alreadyAttached: true });
+    expect(await qemuAttach(qemu.qmpPath, { ...plain, mtu: 1500 }, attachOptions(qemu))).toEqual({ alreadyAttached: true });
+    expect((await qmpError(qemuAttach(qemu.qmpPath, { ...plain, mtu: 1400 }, attachOptions(qemu)))).message).toMatch(/with MTU 1500, but the link's MTU is now 1400/);
+    expect(await infoNetwork(qemu.qmpPath)).toBe(network);
+    expect(await hostMtu('snp301')).toBe(1400);
+  });
+});

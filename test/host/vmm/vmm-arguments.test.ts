@@ -4,7 +4,7 @@ import { clientId } from '../../../shared/client-id.js';
 import { clientMacOf, providerMacOf } from '../../../shared/link-mac.js';
 import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../../../shared/scheme.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../../host/device-names.js';
-import { type VmmNic, VmmNicError, qemuNetdevId, vmmNic } from '../../../host/vmm/nic.js';
+import { type VmmNic, VmmNicError, qemuHostMtu, qemuNetdevId, vmmNic } from '../../../host/vmm/nic.js';
 import { cloudHypervisorNetArguments, qemuNetArguments } from '../../../host/vmm/vmm-arguments.js';
 
 const nic: VmmNic = { id: 'snc42310', tap: 'snc42310', mac: '0A:B3:EC:00:A5:46' };
@@ -32,6 +32,32 @@ describe('VMM command-line arguments', () => {
       'virtio-net-pci,netdev=net-snc42310,mac=0A:B3:EC:00:A5:46,id=snc42310',
     ]);
     expect(qemuNetdevId(nic)).toBe('net-snc42310');
+  });
+
+  it('QEMU: a link MTU other than 1500 goes to the guest as host_mtu; 1500, or none, leaves the device as it was', () => {
+    expect(qemuNetArguments({ ...nic, mtu: 9000 })[3]).toBe('virtio-net-pci,netdev=net-snc42310,mac=0A:B3:EC:00:A5:46,id=snc42310,host_mtu=9000');
+    expect(qemuNetArguments({ ...nic, mtu: 1400 })[3]).toBe('virtio-net-pci,netdev=net-snc42310,mac=0A:B3:EC:00:A5:46,id=snc42310,host_mtu=1400');
+    expect(qemuNetArguments({ ...nic, mtu: 1500 })).toEqual(qemuNetArguments(nic));
+    expect(qemuHostMtu({ mtu: 68 })).toBe(68);
+    expect(qemuHostMtu({ mtu: 65535 })).toBe(65535);
+    expect(qemuHostMtu({ mtu: 1500 })).toBeUndefined();
+    expect(qemuHostMtu({})).toBeUndefined();
+  });
+
+  it('cloud-hypervisor: no mtu= whatever the MTU (it reads the tap\'s; mtu= would need CAP_NET_ADMIN)', () => {
+    for (const mtu of [68, 1400, 1500, 9000, 65535]) expect(cloudHypervisorNetArguments({ ...nic, mtu })).toEqual(cloudHypervisorNetArguments(nic));
+  });
+
+  it('every MTU the CLI takes can be given (68 to 65535), and nothing else', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 68, max: 65535 }), (mtu) => {
+        expect(vmmNic({ ...nic, mtu })).toEqual({ ...nic, mtu });
+        const device = qemuNetArguments({ ...nic, mtu })[3] ?? '';
+        expect(device.split(',')).toHaveLength(mtu === 1500 ? 4 : 5);
+      }),
+    );
+    for (const mtu of [0, 67, 65536, 1400.5, Number.NaN]) expect(kindOf(() => vmmNic({ ...nic, mtu }))).toBe('mtu-range');
+    expect(() => qemuNetArguments({ ...nic, mtu: 67 })).toThrow(/MTU 67 cannot be given to a VMM: give a whole number from 68 to 65535/);
   });
 
   it('id and tap may differ', () => {
