@@ -70,6 +70,8 @@ export class NetdAgent {
   #seenLinks = new Set<number>();
   #servingIp = new Map<string, number>();
   #firewallModel = '';
+  /** Links the firewall filters: those of the last model it took (all, when there is no firewall). */
+  #filteredLinks: ReadonlySet<string> = new Set();
   #servicesLinks = '';
   #errors = new Map<number, string>();
   #retryTimer: NodeJS.Timeout | undefined;
@@ -228,8 +230,15 @@ export class NetdAgent {
       current = plan(this.#view, this.options, known, this.#served);
     }
 
-    const failures = await this.#applyAll(current.operations);
-    const applied = current.operations.length - failures;
+    // The firewall first: its chains let through whatever comes from a link that is not in its
+    // sets, so a link is brought up only once the firewall filters it. Where the firewall could
+    // not take the model, links it does not filter yet are left as they are (retried).
+    const filtering = await this.#tellFirewall(current);
+    const held = filtering ? new Set<number>() : this.#unfilteredLinks(current);
+    const operations = held.size === 0 ? current.operations : current.operations.filter((operation) => !held.has(operationIfindex(operation) ?? -1));
+    const failures = await this.#applyAll(operations);
+    for (const ifindex of held) this.#errors.set(ifindex, 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying');
+    const applied = operations.length - failures;
     this.#counters.reconciles += 1;
     this.#counters.changesApplied += applied;
     this.#counters.failedChanges += failures;
@@ -241,12 +250,12 @@ export class NetdAgent {
     this.#knownConfigured = new Set(current.links.filter((link) => link.role === 'provider' && link.state === 'configured').map((link) => link.ifindex));
     this.#served = current.served;
     this.#servingIp = new Map(current.providerLinks.map((link) => [link.clientIp, link.ifindex]));
-    await this.#tellPorts(current);
+    await this.#tellServices(current);
     this.#counters.lastReconcileMs = performance.now() - started;
     if (current.operations.length > 0) {
       this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');
     } else this.log.debug({ changes: 0 }, 'reconciled: nothing to change');
-    this.#scheduleRetry(failures > 0);
+    this.#scheduleRetry(failures > 0 || !filtering);
   }
 
   /**
@@ -283,27 +292,41 @@ export class NetdAgent {
     return failures;
   }
 
-  async #tellPorts(current: Plan): Promise<void> {
+  /** The provider links of `current` that the firewall does not filter yet. */
+  #unfilteredLinks(current: Plan): Set<number> {
+    return new Set(current.providerLinks.filter((link) => !this.#filteredLinks.has(link.ifname)).map((link) => link.ifindex));
+  }
+
+  /**
+   * Make the firewall enforce the plan's model (or read it back, when an audit is due). Returns
+   * whether it filters every link of the plan; without a firewall, true.
+   */
+  async #tellFirewall(current: Plan): Promise<boolean> {
     const model: FirewallModel = current.firewall;
-    const modelText = JSON.stringify(model);
     // An audit reads the ruleset back instead of trusting what was last applied (AgentTiming).
     const audit = this.#auditWanted;
     this.#auditWanted = false;
+    if (this.firewall === null) return true;
+    const modelText = JSON.stringify(model);
     const modelChanged = modelText !== this.#firewallModel;
-    if (this.firewall !== null && (modelChanged || audit)) {
-      try {
-        if (!audit) await this.firewall.reconcile(model);
-        else if ((await this.firewall.verify(model)) && !modelChanged) {
-          this.#counters.firewallRepairs += 1;
-          this.log.warn('the firewall table had been changed by someone else: restored');
-        }
-        this.#firewallModel = modelText;
-      } catch (error) {
-        this.#auditWanted ||= audit;
-        this.log.error({ err: error }, 'firewall reconcile failed; will retry');
-        this.#scheduleRetry(true);
+    if (!modelChanged && !audit) return true;
+    try {
+      if (!audit) await this.firewall.reconcile(model);
+      else if ((await this.firewall.verify(model)) && !modelChanged) {
+        this.#counters.firewallRepairs += 1;
+        this.log.warn('the firewall table had been changed by someone else: restored');
       }
+      this.#firewallModel = modelText;
+      this.#filteredLinks = new Set([...model.providerLinks.map((link) => link.ifname), ...(model.isolatedLinks ?? [])]);
+      return true;
+    } catch (error) {
+      this.#auditWanted ||= audit;
+      this.log.error({ err: error }, 'firewall reconcile failed; will retry');
+      return false;
     }
+  }
+
+  async #tellServices(current: Plan): Promise<void> {
     const links: readonly ProviderLink[] = current.providerLinks;
     const linksText = JSON.stringify([links, current.upstreamLink]);
     if (this.services !== null && linksText !== this.#servicesLinks) {

@@ -1,9 +1,10 @@
 // The agent's loop against a scripted kernel: what status reports about failed operations.
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { FirewallModel, FirewallPort } from '../../../guest/firewall-port.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
 import type { KernelEvent } from '../../../guest/netd/kernel-view.js';
-import type { Operation } from '../../../guest/netd/plan.js';
+import { type Operation, operationIfindex } from '../../../guest/netd/plan.js';
 import type { KernelListener, NetdKernel } from '../../../guest/netd/rtnetlink.js';
 
 /** A kernel that refuses the operations `refuse` names and otherwise does as asked. */
@@ -21,7 +22,14 @@ class ScriptedKernel implements NetdKernel {
     return Promise.resolve(this.initial);
   }
 
+  /** What was applied, in order (refused operations included). */
+  readonly applied: Operation[] = [];
+  /** Called with each operation as it is applied. */
+  onApply: (operation: Operation) => void = () => undefined;
+
   apply(operation: Operation): Promise<void> {
+    this.applied.push(operation);
+    this.onApply(operation);
     return this.refuse(operation) ? Promise.reject(new Error('Request rejected: EPERM')) : Promise.resolve();
   }
 
@@ -33,6 +41,30 @@ class ScriptedKernel implements NetdKernel {
 }
 
 const CLIENT_1 = { ifindex: 2, name: 'vm1', mac: '0a:b3:ec:80:00:01', up: false, loopback: false };
+
+/** A firewall that records the models it took and refuses while `failing`. */
+class RecordingFirewall implements FirewallPort {
+  failing = false;
+  readonly models: FirewallModel[] = [];
+  onReconcile: (model: FirewallModel) => void = () => undefined;
+
+  reconcile(model: FirewallModel): Promise<void> {
+    this.onReconcile(model);
+    if (this.failing) return Promise.reject(new Error('nft -f - failed (exit 1): Error: Could not process rule'));
+    this.models.push(model);
+    return Promise.resolve();
+  }
+
+  verify(model: FirewallModel): Promise<boolean> {
+    return this.reconcile(model).then(() => false);
+  }
+
+  counters(): Promise<{ antispoofDrops: number; isolationDrops: number; inputDrops: number }> {
+    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 });
+  }
+}
+
+const PROVIDER_OPTIONS = { mode: 'provider', ignored: new Set<string>(), allowedPairs: [] } as const;
 
 describe('NetdAgent', () => {
   let agent: NetdAgent | undefined;
@@ -49,6 +81,44 @@ describe('NetdAgent', () => {
     kernel.listener?.events([{ kind: 'neighbour', op: 'new', neighbour: { ifindex: 2, ip: '100.64.0.1', mac: '0a:b3:ec:00:00:01', permanent: true } }]);
     await new Promise((resolve) => setImmediate(resolve));
     await agent.idle();
+    expect(await vm1()).toMatchObject({ state: 'configured', error: null });
+  });
+
+  it('has the firewall filter a new link before bringing it up (its chains pass what comes from links not in its sets)', async () => {
+    const kernel = new ScriptedKernel([]);
+    const firewall = new RecordingFirewall();
+    const order: string[] = [];
+    firewall.onReconcile = (model) => order.push(`firewall ${model.providerLinks.map((link) => link.ifname).join(',')}`);
+    kernel.onApply = (operation) => order.push(operation.kind);
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
+    await agent.start({ watch: true });
+    order.length = 0;
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(order).toContain('link-up');
+    expect(order.indexOf('firewall vm1')).toBeGreaterThanOrEqual(0);
+    expect(order.indexOf('firewall vm1')).toBeLessThan(order.indexOf('link-up'));
+  });
+
+  it('holds a new link back while the firewall cannot take it, says so, and brings it up once it can', async () => {
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    const firewall = new RecordingFirewall();
+    firewall.failing = true;
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
+    await agent.start({ watch: true });
+    const vm1 = async (): Promise<{ state: string; error: string | null } | undefined> => (await agent!.status()).links.find((link) => link.name === 'vm1');
+    // Nothing of vm1's is applied: not up, no address, route or neighbour.
+    expect(kernel.applied.filter((operation) => operationIfindex(operation) === CLIENT_1.ifindex)).toEqual([]);
+    expect(await vm1()).toMatchObject({ state: 'pending', error: expect.stringMatching(/^held back until the firewall filters this link/) });
+    // The firewall recovers: the retry (500 ms) filters the link, then configures it.
+    firewall.failing = false;
+    for (let waited = 0; waited < 5000 && !kernel.applied.some((operation) => operation.kind === 'neighbour-set'); waited += 20) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await agent.idle();
+    expect(firewall.models.at(-1)?.providerLinks.map((link) => link.ifname)).toEqual(['vm1']);
+    expect(kernel.applied.map((operation) => operation.kind)).toContain('link-up');
     expect(await vm1()).toMatchObject({ state: 'configured', error: null });
   });
 });
