@@ -11,6 +11,7 @@ import {
   type KernelView,
   type SysctlKey,
   addressKey,
+  applyEvent,
   neighbourKey,
   routeKey,
   sysctlKeyId,
@@ -64,6 +65,8 @@ export function dirtyLinks(event: KernelEvent, servingIp: ReadonlyMap<string, nu
 export type Operation =
   | { readonly kind: 'sysctl'; readonly key: SysctlKey; readonly value: string }
   | { readonly kind: 'link-up'; readonly ifindex: number }
+  /** A provider link the firewall cannot hold (see UNUSABLE_NAME): down, so it carries nothing unfiltered. */
+  | { readonly kind: 'link-down'; readonly ifindex: number }
   | { readonly kind: 'address-add'; readonly address: KernelAddress }
   | { readonly kind: 'address-del'; readonly address: KernelAddress }
   /** Create or replace (same table, prefix and metric). No gateway: a link-scope route. */
@@ -201,7 +204,11 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           break;
         }
         if (!isUsableInterfaceName(link.name)) {
-          report('conflict', `not served: ${UNUSABLE_NAME}`);
+          // The firewall's sets cannot name it, and its chains pass what comes from links they do
+          // not name: up (renamed while up, which Linux allows since 6.2), its client would be
+          // forwarded unfiltered. Down it carries nothing.
+          if (link.up) wanted.operations.push({ kind: 'link-down', ifindex: link.ifindex });
+          report('conflict', `not served, kept down: ${UNUSABLE_NAME}`);
           break;
         }
         const holder = holders.get(linkClass.id);
@@ -357,6 +364,8 @@ const PHASE: Record<Operation['kind'], number> = {
   'route-del': 1,
   'neighbour-del': 1,
   'link-up': 2,
+  // After the route and neighbour deletions it makes moot (they would fail once it is down).
+  'link-down': 2,
   'address-add': 3,
   // After the additions: a link losing its last IPv4 address has all its routes flushed by the
   // kernel, with no notification for each (the view would keep them).
@@ -379,6 +388,12 @@ export function applyOperation(view: KernelView, operation: Operation): void {
     case 'link-up': {
       const link = view.links.get(operation.ifindex);
       if (link !== undefined) view.links.set(link.ifindex, { ...link, up: true });
+      return;
+    }
+    case 'link-down': {
+      // As the kernel's notification would: down flushes the link's routes and neighbours.
+      const link = view.links.get(operation.ifindex);
+      if (link !== undefined) applyEvent(view, { kind: 'link', op: 'new', link: { ...link, up: false } });
       return;
     }
     case 'address-add':
@@ -408,6 +423,7 @@ export function operationIfindex(operation: Operation): number | null {
     case 'sysctl':
       return operation.key.ifindex;
     case 'link-up':
+    case 'link-down':
       return operation.ifindex;
     case 'address-add':
     case 'address-del':
@@ -428,6 +444,8 @@ export function describeOperation(operation: Operation, nameOf: (ifindex: number
       return `sysctl ${operation.key.template.replace('{}', nameOf(operation.key.ifindex))}=${operation.value}`;
     case 'link-up':
       return `link set ${nameOf(operation.ifindex)} up`;
+    case 'link-down':
+      return `link set ${nameOf(operation.ifindex)} down`;
     case 'address-add':
       return `address add ${operation.address.ip}/${operation.address.prefixLength} dev ${nameOf(operation.address.ifindex)}`;
     case 'address-del':

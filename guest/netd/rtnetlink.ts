@@ -216,7 +216,11 @@ export class RtnetlinkKernel implements NetdKernel {
         return;
       }
       case 'link-up':
-        await socket.setLink({ index: operation.ifindex, flags: { up: true }, change: { up: true } }, undefined, { timeout: REQUEST_TIMEOUT_MS });
+      case 'link-down':
+        // `change` names the flag to set; `flags` without it clears it.
+        await socket.setLink({ index: operation.ifindex, flags: operation.kind === 'link-up' ? { up: true } : {}, change: { up: true } }, undefined, {
+          timeout: REQUEST_TIMEOUT_MS,
+        });
         return;
       case 'address-add': {
         const { address } = operation;
