@@ -16,6 +16,7 @@ import {
   describeOperation,
   dirtyLinks,
   disableIpv6Of,
+  isRemoval,
   operationIfindex,
   plan,
 } from './plan.js';
@@ -70,8 +71,11 @@ export class NetdAgent {
   #seenLinks = new Set<number>();
   #servingIp = new Map<string, number>();
   #firewallModel = '';
-  /** Links the firewall filters: those of the last model it took (all, when there is no firewall). */
-  #filteredLinks: ReadonlySet<string> = new Set();
+  /**
+   * How the firewall filters each link it names, from the last model it took: the one client
+   * address it accepts, or null for an isolated link (all dropped).
+   */
+  #filteredLinks: ReadonlyMap<string, string | null> = new Map();
   #servicesLinks = '';
   #errors = new Map<number, string>();
   #retryTimer: NodeJS.Timeout | undefined;
@@ -230,15 +234,22 @@ export class NetdAgent {
       current = plan(this.#view, this.options, known, this.#served);
     }
 
-    // The firewall first: its chains let through whatever comes from a link that is not in its
+    // What only takes away (a route or neighbour toward a client a link no longer serves, a link
+    // going down) comes before the firewall: once the firewall gives that client to another link,
+    // the old one must no longer be routed to it.
+    const removals = current.operations.filter(isRemoval);
+    const touched = new Set<number>();
+    let failures = removals.length === 0 ? 0 : await this.#applyAll(removals, touched);
+    // Then the firewall: its chains let through whatever comes from a link that is not in its
     // sets, so a link is brought up only once the firewall filters it. Where the firewall could
-    // not take the model, links it does not filter yet are left as they are (retried).
+    // not take the model, links it does not filter as the plan has them are left as they are (retried).
     const filtering = await this.#tellFirewall(current);
     const held = filtering ? new Set<number>() : this.#unfilteredLinks(current);
-    const operations = held.size === 0 ? current.operations : current.operations.filter((operation) => !held.has(operationIfindex(operation) ?? -1));
-    const failures = await this.#applyAll(operations);
+    const additions = current.operations.filter((operation) => !isRemoval(operation) && !held.has(operationIfindex(operation) ?? -1));
+    failures += await this.#applyAll(additions, touched);
+    this.#forgetStaleErrors([...removals, ...additions]);
     for (const ifindex of held) this.#errors.set(ifindex, 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying');
-    const applied = operations.length - failures;
+    const applied = removals.length + additions.length - failures;
     this.#counters.reconciles += 1;
     this.#counters.changesApplied += applied;
     this.#counters.failedChanges += failures;
@@ -262,11 +273,10 @@ export class NetdAgent {
    * Send every operation at once: one socket keeps them in order in the kernel, so a link is up
    * before routes through it are added, and the round trips overlap.
    */
-  async #applyAll(operations: readonly Operation[]): Promise<number> {
+  async #applyAll(operations: readonly Operation[], touched: Set<number>): Promise<number> {
     const nameOf = (ifindex: number | null): string => (ifindex === null ? '-' : (this.#view.links.get(ifindex)?.name ?? `#${ifindex}`));
     const results = await Promise.allSettled(operations.map((operation) => this.kernel.apply(operation, this.#view)));
     let failures = 0;
-    const touched = new Set<number>();
     results.forEach((result, index) => {
       const operation = operations[index];
       if (operation === undefined) return;
@@ -286,15 +296,22 @@ export class NetdAgent {
       }
       this.log.warn(text);
     });
-    // A link the plan asks nothing of is where it should be: an older failure is no longer true.
-    const asked = new Set(operations.map(operationIfindex));
-    for (const ifindex of this.#errors.keys()) if (!this.#view.links.has(ifindex) || !asked.has(ifindex)) this.#errors.delete(ifindex);
     return failures;
   }
 
-  /** The provider links of `current` that the firewall does not filter yet. */
+  /** A link the plan asks nothing of is where it should be: an older failure is no longer true. */
+  #forgetStaleErrors(operations: readonly Operation[]): void {
+    const asked = new Set(operations.map(operationIfindex));
+    for (const ifindex of this.#errors.keys()) if (!this.#view.links.has(ifindex) || !asked.has(ifindex)) this.#errors.delete(ifindex);
+  }
+
+  /**
+   * The provider links of `current` that the firewall does not filter as serving their client:
+   * new ones, and ones it knows with another client (a MAC changed) or as isolated. Configured
+   * for the plan's client, such a link would send as one client while routed another's traffic.
+   */
   #unfilteredLinks(current: Plan): Set<number> {
-    return new Set(current.providerLinks.filter((link) => !this.#filteredLinks.has(link.ifname)).map((link) => link.ifindex));
+    return new Set(current.providerLinks.filter((link) => this.#filteredLinks.get(link.ifname) !== link.clientIp).map((link) => link.ifindex));
   }
 
   /**
@@ -317,7 +334,10 @@ export class NetdAgent {
         this.log.warn('the firewall table had been changed by someone else: restored');
       }
       this.#firewallModel = modelText;
-      this.#filteredLinks = new Set([...model.providerLinks.map((link) => link.ifname), ...(model.isolatedLinks ?? [])]);
+      this.#filteredLinks = new Map<string, string | null>([
+        ...model.providerLinks.map((link) => [link.ifname, link.clientIp] as const),
+        ...(model.isolatedLinks ?? []).map((name) => [name, null] as const),
+      ]);
       return true;
     } catch (error) {
       this.#auditWanted ||= audit;

@@ -417,6 +417,14 @@ export function applyOperation(view: KernelView, operation: Operation): void {
   }
 }
 
+/**
+ * Whether an operation only takes away (a route, a neighbour, a link's up state): never a way in
+ * for a client, so the agent applies these before the firewall changes, the rest after.
+ */
+export function isRemoval(operation: Operation): boolean {
+  return operation.kind === 'route-del' || operation.kind === 'neighbour-del' || operation.kind === 'link-down';
+}
+
 /** The link an operation concerns, for per-link error reports. */
 export function operationIfindex(operation: Operation): number | null {
   switch (operation.kind) {

@@ -121,4 +121,65 @@ describe('NetdAgent', () => {
     expect(kernel.applied.map((operation) => operation.kind)).toContain('link-up');
     expect(await vm1()).toMatchObject({ state: 'configured', error: null });
   });
+
+  describe('a served link whose MAC changes while a duplicate waits for its client', () => {
+    // vm1 serves client 1; vm2, a second link for client 1, is isolated. Then vm1's MAC becomes
+    // client 5's: client 1 goes to vm2, in the same plan.
+    const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:01', up: false, loopback: false };
+    const VM1_AS_5 = { ...CLIENT_1, mac: '0a:b3:ec:80:00:05', up: true };
+    const isRoute = (operation: Operation, dst: string, oif: number): boolean =>
+      (operation.kind === 'route-set' || operation.kind === 'route-del') && operation.route.dst === dst && operation.route.oif === oif;
+
+    async function servingWithDuplicate(firewall: RecordingFirewall, kernel: ScriptedKernel): Promise<NetdAgent> {
+      const started = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
+      await started.start({ watch: true });
+      kernel.listener?.events([{ kind: 'link', op: 'new', link: VM2 }]);
+      await new Promise((resolve) => setImmediate(resolve));
+      await started.idle();
+      expect(firewall.models.at(-1)).toMatchObject({ providerLinks: [{ ifname: 'vm1', clientIp: '100.64.0.1' }], isolatedLinks: ['vm2'] });
+      return started;
+    }
+
+    it("stops routing client 1 to vm1 before the firewall gives client 1 to vm2 (vm1's client is 5 now)", async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const firewall = new RecordingFirewall();
+      agent = await servingWithDuplicate(firewall, kernel);
+      const order: string[] = [];
+      firewall.onReconcile = (model) => order.push(`firewall ${model.providerLinks.map((link) => `${link.ifname}=${link.clientIp}`).join(',')}`);
+      kernel.onApply = (operation) => order.push(isRoute(operation, '100.64.0.1', CLIENT_1.ifindex) ? `${operation.kind} 100.64.0.1 vm1` : operation.kind);
+      kernel.listener?.events([{ kind: 'link', op: 'new', link: VM1_AS_5 }]);
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+      const handover = order.indexOf('firewall vm1=100.64.0.5,vm2=100.64.0.1');
+      expect(handover).toBeGreaterThanOrEqual(0);
+      expect(order.indexOf('route-del 100.64.0.1 vm1')).toBeGreaterThanOrEqual(0);
+      expect(order.indexOf('route-del 100.64.0.1 vm1')).toBeLessThan(handover);
+      expect(order.indexOf('link-up')).toBeGreaterThan(handover);
+    });
+
+    it('while the firewall cannot take the change, configures neither link for its new client', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const firewall = new RecordingFirewall();
+      agent = await servingWithDuplicate(firewall, kernel);
+      firewall.failing = true;
+      kernel.applied.length = 0;
+      kernel.listener?.events([{ kind: 'link', op: 'new', link: VM1_AS_5 }]);
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+      // The firewall still accepts client 1 from vm1 and drops all of vm2's traffic: vm1 routed to
+      // client 5, or vm2 up and routed to client 1, would not match it.
+      expect(kernel.applied.filter((operation) => operation.kind === 'route-set' || operation.kind === 'neighbour-set' || operation.kind === 'link-up')).toEqual([]);
+      const links = (await agent.status()).links;
+      for (const name of ['vm1', 'vm2']) {
+        expect(links.find((link) => link.name === name)?.error).toMatch(/^held back until the firewall filters this link/);
+      }
+      firewall.failing = false;
+      for (let waited = 0; waited < 5000 && !kernel.applied.some((operation) => operation.kind === 'link-up'); waited += 20) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await agent.idle();
+      expect(kernel.applied.some((operation) => isRoute(operation, '100.64.0.1', VM2.ifindex))).toBe(true);
+      expect(kernel.applied.some((operation) => isRoute(operation, '100.64.0.5', CLIENT_1.ifindex))).toBe(true);
+    });
+  });
 });
