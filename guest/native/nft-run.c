@@ -24,6 +24,9 @@
 #include "../../shared/native/napi-plumbing.h"
 
 #include <errno.h>
+#if !__has_include(<nftables/libnftables.h>)
+#error "libnftables.h is missing: install libnftables-dev (scripts/setup does), then npm run build"
+#endif
 #include <nftables/libnftables.h>
 #include <stdlib.h>
 #include <string.h>
