@@ -95,7 +95,7 @@ const NO_SUCH_TABLE = /No such file or directory/;
 
 /** The table's stateless listing, or undefined when there is no table. */
 async function readTable(options: NftOptions): Promise<string | undefined> {
-  const result = await runNft({ kind: 'command', output: { stateless: true }, words: ['list', 'table', ...TABLE.split(' ')] }, options);
+  const result = await runNft({ kind: 'command', output: { stateless: true, listing: true }, words: ['list', 'table', ...TABLE.split(' ')] }, options);
   if (result.code === 0) return result.stdout;
   if (NO_SUCH_TABLE.test(result.stderr)) return undefined;
   throw failure(`list table ${TABLE}`, result);
@@ -125,7 +125,7 @@ export async function reconcileFirewall(model: FirewallModel, options: NftOption
 
 /** The firewall's drop counters; a FirewallError of kind 'table-missing' when there is no table. */
 export async function firewallCounters(options: NftOptions = {}): Promise<FirewallCounters> {
-  const result = await runNft({ kind: 'command', output: { json: true }, words: ['list', 'counters', 'table', ...TABLE.split(' ')] }, options);
+  const result = await runNft({ kind: 'command', output: { json: true, listing: true }, words: ['list', 'counters', 'table', ...TABLE.split(' ')] }, options);
   if (result.code !== 0) {
     if (NO_SUCH_TABLE.test(result.stderr)) {
       throw new FirewallError('table-missing', `table ${TABLE} does not exist: reconcileFirewall() creates it`);

@@ -11,12 +11,18 @@
 // nft.ts) makes calls one at a time, since one nft context must not be used by two threads at
 // once. A second call while one runs throws EBUSY.
 //
+// Why listings get a context of their own (ONE_OFF): a context keeps nft's cache between calls,
+// and a listing fills it with every element of every set; the next change then paid for
+// throwing that away (an element transaction after a listing of a 1000-client table took 8 ms
+// instead of 0.6). A one-off context is made for the call and freed after it.
+//
 // JS API:
-//   run(script, flags, callback(code, stdout, stderr))   queue one nft_run_cmd_from_buffer
-//       flags: STATELESS (-s) and JSON (-j), or'ed. code: 0 on success, 1 on failure (as nft
-//       exits); stdout and stderr are what nft would print. Throws {code} if it cannot queue.
-//   STATELESS, JSON: the flag values.
-// The context is made on the first run and freed when the environment is torn down.
+//   run(script, flags, callback(code, stdout, stderr))   queue one nft run of `script`
+//       flags: STATELESS (-s) and JSON (-j), and ONE_OFF, or'ed. code: 0 on success, 1 on
+//       failure (as nft exits); stdout and stderr are what nft would print. Throws {code} if it
+//       cannot queue.
+//   STATELESS, JSON, ONE_OFF: the flag values.
+// The long-lived context is made on the first run and freed when the environment is torn down.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -33,8 +39,10 @@
 #include <sys/mman.h>  // memfd_create
 #include <unistd.h>
 
+// Not an nft output flag: libnftables' flags stay well below it.
+#define ONE_OFF (1u << 30)
 // The output flags a caller may ask for; anything else is refused.
-#define ALLOWED_FLAGS (NFT_CTX_OUTPUT_STATELESS | NFT_CTX_OUTPUT_JSON)
+#define OUTPUT_FLAGS (NFT_CTX_OUTPUT_STATELESS | NFT_CTX_OUTPUT_JSON)
 
 typedef struct {
   napi_async_work work;
@@ -57,20 +65,25 @@ static void free_context(void *unused) {
   context = NULL;
 }
 
-// One context, its output and errors kept in memory for the caller instead of printed.
-static int open_context(napi_env env) {
-  if (context != NULL) return 1;
+// A context whose output and errors are kept in memory for the caller instead of printed; NULL
+// when out of memory.
+static struct nft_ctx *new_context(void) {
   struct nft_ctx *made = nft_ctx_new(NFT_CTX_DEFAULT);
-  if (made == NULL) {
-    throw_errno(env, ENOMEM, ADDON_NAME ": nft_ctx_new");
-    return 0;
-  }
+  if (made == NULL) return NULL;
   if (nft_ctx_buffer_output(made) != 0 || nft_ctx_buffer_error(made) != 0) {
     nft_ctx_free(made);
-    throw_errno(env, ENOMEM, ADDON_NAME ": buffering nft output");
+    return NULL;
+  }
+  return made;
+}
+
+static int open_context(napi_env env) {
+  if (context != NULL) return 1;
+  context = new_context();
+  if (context == NULL) {
+    throw_errno(env, ENOMEM, ADDON_NAME ": making an nft context");
     return 0;
   }
-  context = made;
   napi_add_env_cleanup_hook(env, free_context, NULL);
   return 1;
 }
@@ -88,7 +101,7 @@ static void free_call(napi_env env, nft_call *call) {
 // first line of a buffer in every error message, whatever line the error is on; read from a file
 // (an in-memory one here) it names the line and quotes it. -1 if there is no such file to be had
 // (no /proc, say): the caller runs the buffer instead.
-static int run_as_file(const char *script) {
+static int run_as_file(struct nft_ctx *ctx, const char *script) {
   int fd = memfd_create("nft-script", MFD_CLOEXEC);
   if (fd < 0) return -1;
   size_t length = strlen(script);
@@ -103,23 +116,27 @@ static int run_as_file(const char *script) {
   }
   char path[32];
   snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-  int code = access(path, R_OK) == 0 ? (nft_run_cmd_from_filename(context, path) == 0 ? 0 : 1) : -1;
+  int code = access(path, R_OK) == 0 ? (nft_run_cmd_from_filename(ctx, path) == 0 ? 0 : 1) : -1;
   close(fd);
   return code;
 }
 
-// Worker thread: the only place the context is used while a call is queued.
+// Worker thread: the only place a context is used while a call is queued. Leaves out or err
+// NULL when out of memory.
 static void execute(napi_env env, void *data) {
   (void)env;
   nft_call *call = data;
-  nft_ctx_output_set_flags(context, call->flags);
+  struct nft_ctx *ctx = (call->flags & ONE_OFF) != 0 ? new_context() : context;
+  if (ctx == NULL) return;
+  nft_ctx_output_set_flags(ctx, call->flags & OUTPUT_FLAGS);
   const char *newline = strchr(call->script, '\n');
   int several_lines = newline != NULL && newline[1] != '\0';
-  call->code = several_lines ? run_as_file(call->script) : -1;
-  if (call->code < 0) call->code = nft_run_cmd_from_buffer(context, call->script) == 0 ? 0 : 1;
+  call->code = several_lines ? run_as_file(ctx, call->script) : -1;
+  if (call->code < 0) call->code = nft_run_cmd_from_buffer(ctx, call->script) == 0 ? 0 : 1;
   // Reading a buffer also rewinds it for the next call, so both are read every time.
-  call->out = strdup(nft_ctx_get_output_buffer(context));
-  call->err = strdup(nft_ctx_get_error_buffer(context));
+  call->out = strdup(nft_ctx_get_output_buffer(ctx));
+  call->err = strdup(nft_ctx_get_error_buffer(ctx));
+  if (ctx != context) nft_ctx_free(ctx);
 }
 
 static void complete(napi_env env, napi_status status, void *data) {
@@ -133,7 +150,7 @@ static void complete(napi_env env, napi_status status, void *data) {
     napi_create_string_utf8(env, call->out, NAPI_AUTO_LENGTH, &argv[1]);
     napi_create_string_utf8(env, call->err, NAPI_AUTO_LENGTH, &argv[2]);
   } else {
-    // Cancelled, or out of memory copying the output: an nft-like failure, said in stderr.
+    // Cancelled, or out of memory: an nft-like failure, said in stderr.
     napi_create_int32(env, 1, &argv[0]);
     napi_create_string_utf8(env, "", 0, &argv[1]);
     napi_create_string_utf8(env, ADDON_NAME ": the call did not complete (out of memory?)", NAPI_AUTO_LENGTH, &argv[2]);
@@ -154,8 +171,8 @@ static napi_value run(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the script must be a string");
     return NULL;
   }
-  if (napi_get_value_uint32(env, argv[1], &flags) != napi_ok || (flags & ~(uint32_t)ALLOWED_FLAGS) != 0) {
-    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": flags must be STATELESS and/or JSON");
+  if (napi_get_value_uint32(env, argv[1], &flags) != napi_ok || (flags & ~(uint32_t)(OUTPUT_FLAGS | ONE_OFF)) != 0) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": flags must be STATELESS, JSON and/or ONE_OFF");
     return NULL;
   }
   if (napi_typeof(env, argv[2], &type) != napi_ok || type != napi_function) {
@@ -199,6 +216,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   if (EXPORT_FUNCTIONS(env, exports, functions) != napi_ok) return NULL;
   if (set_number(env, exports, "STATELESS", NFT_CTX_OUTPUT_STATELESS) == NULL) return NULL;
+  if (set_number(env, exports, "ONE_OFF", (int)ONE_OFF) == NULL) return NULL;
   return set_number(env, exports, "JSON", NFT_CTX_OUTPUT_JSON);
 }
 
