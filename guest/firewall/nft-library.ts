@@ -69,8 +69,9 @@ function runNow(lib: Addon, script: string, flags: number): Promise<NftResult> {
 
 /**
  * Run `script` (what `nft -f` would read, or one command) through libnftables, after every call
- * queued before it. `what` names the call in a timeout's message. A call past `timeoutMs` is
- * reported as an 'nft-timeout' but cannot be stopped: the calls queued after it wait for it.
+ * queued before it. `what` names the call in a timeout's message. `timeoutMs` counts from this
+ * call, the wait in the queue included. A call past it is reported as an 'nft-timeout' but
+ * cannot be stopped (a thread inside libnftables): the calls queued after it wait for it.
  */
 export function runNftInProcess(script: string, output: NftOutput, timeoutMs: number, what: string): Promise<NftResult> {
   loadNftLibrary();
