@@ -11,6 +11,12 @@
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
     },
     {
+      "target_name": "nft_run",
+      "sources": ["guest/native/nft-run.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"],
+      "libraries": ["-lnftables"]
+    },
+    {
       "target_name": "rtnl",
       "sources": ["host/native/rtnl.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]

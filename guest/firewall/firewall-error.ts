@@ -11,6 +11,7 @@ export type FirewallErrorKind =
   | 'netns-name'
   | 'listing'
   | 'nft-missing'
+  | 'nft-library'
   | 'nft-failed'
   | 'nft-timeout'
   | 'table-missing';

@@ -1,43 +1,59 @@
 /**
- * Adapter: runs nft (inside the agent's own namespace, or through `ip netns exec NS` for tests
- * and benchmarks) to make the table what ruleset.ts plans. Reads first, changes only what
- * differs, each change one `nft -f -` transaction; an unchanged model changes nothing at all,
- * so counters and `nft list ruleset` stay byte-identical across agent restarts.
+ * Adapter: runs nft commands to make the table what ruleset.ts plans. In the agent's own
+ * namespace they run in-process through libnftables (nft-library.ts: no process per change, so
+ * a hot-plug's firewall change costs a transaction, not an nft start-up); with `netns`, for tests
+ * and benchmarks that drive a namespace from outside, a spawned `ip netns exec NS nft`. Reads
+ * first, changes only what differs, each change one nft transaction; an unchanged model changes
+ * nothing at all, so counters and `nft list ruleset` stay byte-identical across agent restarts.
  */
 import { spawn } from 'node:child_process';
 import { type FirewallCounters, parseCountersJson } from './counters.js';
 import { FirewallError } from './firewall-error.js';
 import { type FirewallModel, validateFirewallModel } from './model.js';
+import { type NftOutput, type NftResult, runNftInProcess } from './nft-library.js';
 import { type FirewallElements, TABLE, desiredElements, diffElements, elementCommands, isEmptyDiff, planFirewall, removeTableScript } from './ruleset.js';
 
 export interface NftOptions {
-  /** Run nft in this named network namespace (`ip netns exec`); default: the caller's own. */
+  /**
+   * Run a spawned nft in this named network namespace (`ip netns exec`); default: libnftables
+   * in the caller's own process and namespace.
+   */
   readonly netns?: string;
-  /** Per nft invocation; default 10 s. */
+  /** Per nft call; default 10 s. */
   readonly timeoutMs?: number;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const NETNS_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
-interface NftResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
+/** One nft call: a command (with output options), or a script as `nft -f -` reads it. */
+type NftCall = { readonly kind: 'command'; readonly output: NftOutput; readonly words: readonly string[] } | { readonly kind: 'script'; readonly script: string };
+
+function describe(call: NftCall): string {
+  return call.kind === 'command' ? [...outputArgs(call.output), ...call.words].join(' ') : '-f -';
 }
 
-function nftArgv(args: readonly string[], options: NftOptions): string[] {
-  if (options.netns === undefined) return ['nft', ...args];
+function outputArgs(output: NftOutput): string[] {
+  return [...(output.stateless === true ? ['-s'] : []), ...(output.json === true ? ['-j'] : [])];
+}
+
+function runNft(call: NftCall, options: NftOptions): Promise<NftResult> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (options.netns === undefined) {
+    return call.kind === 'command'
+      ? runNftInProcess(call.words.join(' '), call.output, timeoutMs, describe(call))
+      : runNftInProcess(call.script, {}, timeoutMs, describe(call));
+  }
   if (!NETNS_NAME.test(options.netns)) {
     throw new FirewallError('netns-name', `network namespace name ${JSON.stringify(options.netns)} is not a plain name under /run/netns`);
   }
-  return ['ip', 'netns', 'exec', options.netns, 'nft', ...args];
+  const args = call.kind === 'command' ? [...outputArgs(call.output), ...call.words] : ['-f', '-'];
+  return spawnNft(['ip', 'netns', 'exec', options.netns, 'nft', ...args], timeoutMs, describe(call), call.kind === 'script' ? call.script : '');
 }
 
 /** One nft process: output collected, killed on timeout, never left running. */
-function runNft(args: readonly string[], options: NftOptions, input?: string): Promise<NftResult> {
-  const [command, ...rest] = nftArgv(args, options);
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+function spawnNft(argv: readonly string[], timeoutMs: number, what: string, input: string): Promise<NftResult> {
+  const [command, ...rest] = argv;
   return new Promise((resolve, reject) => {
     const child = spawn(command ?? 'nft', rest, { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -45,7 +61,7 @@ function runNft(args: readonly string[], options: NftOptions, input?: string): P
     let settled = false;
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      finish(() => reject(new FirewallError('nft-timeout', `nft ${args.join(' ')} did not finish within ${timeoutMs} ms: is the netlink socket stuck?`)));
+      finish(() => reject(new FirewallError('nft-timeout', `nft ${what} did not finish within ${timeoutMs} ms: is the netlink socket stuck?`)));
     }, timeoutMs);
     const finish = (settle: () => void): void => {
       if (settled) return;
@@ -59,7 +75,7 @@ function runNft(args: readonly string[], options: NftOptions, input?: string): P
       finish(() =>
         reject(
           error.code === 'ENOENT'
-            ? new FirewallError('nft-missing', `${command ?? 'nft'} is not installed: install nftables (and iproute2 for --netns)`, { cause: error })
+            ? new FirewallError('nft-missing', `${command ?? 'nft'} is not installed: install nftables and iproute2 (--netns runs ip netns exec NS nft)`, { cause: error })
             : new FirewallError('nft-failed', `could not run nft: ${error.message}`, { cause: error }),
         ),
       );
@@ -67,7 +83,7 @@ function runNft(args: readonly string[], options: NftOptions, input?: string): P
     child.on('close', (code) => finish(() => resolve({ code, stdout, stderr })));
     // A missing binary closes stdin before we write; the 'error' event reports that instead.
     child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? '');
+    child.stdin.end(input);
   });
 }
 
@@ -79,14 +95,14 @@ const NO_SUCH_TABLE = /No such file or directory/;
 
 /** The table's stateless listing, or undefined when there is no table. */
 async function readTable(options: NftOptions): Promise<string | undefined> {
-  const result = await runNft(['-s', 'list', 'table', ...TABLE.split(' ')], options);
+  const result = await runNft({ kind: 'command', output: { stateless: true, listing: true }, words: ['list', 'table', ...TABLE.split(' ')] }, options);
   if (result.code === 0) return result.stdout;
   if (NO_SUCH_TABLE.test(result.stderr)) return undefined;
   throw failure(`list table ${TABLE}`, result);
 }
 
 async function applyScript(script: string, options: NftOptions): Promise<NftResult> {
-  return runNft(['-f', '-'], options, script);
+  return runNft({ kind: 'script', script }, options);
 }
 
 /**
@@ -109,7 +125,7 @@ export async function reconcileFirewall(model: FirewallModel, options: NftOption
 
 /** The firewall's drop counters; a FirewallError of kind 'table-missing' when there is no table. */
 export async function firewallCounters(options: NftOptions = {}): Promise<FirewallCounters> {
-  const result = await runNft(['-j', 'list', 'counters', 'table', ...TABLE.split(' ')], options);
+  const result = await runNft({ kind: 'command', output: { json: true, listing: true }, words: ['list', 'counters', 'table', ...TABLE.split(' ')] }, options);
   if (result.code !== 0) {
     if (NO_SUCH_TABLE.test(result.stderr)) {
       throw new FirewallError('table-missing', `table ${TABLE} does not exist: reconcileFirewall() creates it`);

@@ -94,6 +94,8 @@ function firewallAuditMs(text: string): number {
 /** The real ports: nftables, the DHCP server and the DNS forwarder (each can be switched off). */
 async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts> {
   const leaseSeconds = integerOption('--lease-seconds', options.leaseSeconds, 60, 31_536_000, 'whole seconds');
+  // First: it can fail (no nft-run addon), and then no service has been started.
+  const firewall = options.firewall ? new NftablesFirewall() : new NoopFirewall();
   const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds, logger: log }) : null;
   let dns: DnsForwarder | null = null;
   try {
@@ -111,7 +113,7 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
   }
   const services = new ProviderServices(dhcp, dns, log);
   return {
-    firewall: options.firewall ? new NftablesFirewall() : new NoopFirewall(),
+    firewall,
     services,
     status: () => services.status(),
     warmUp: async () => dhcp?.warmUp(),

@@ -7,10 +7,17 @@ import type { LeaseInfo } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import type { FirewallCounters, FirewallModel, FirewallPort } from '../firewall-port.js';
 import { FirewallReconciler, firewallCounters } from '../firewall/nft.js';
+import { loadNftLibrary } from '../firewall/nft-library.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 
+/** The agent's own firewall, changed in-process through libnftables. */
 export class NftablesFirewall implements FirewallPort {
   readonly #reconciler = new FirewallReconciler();
+
+  constructor() {
+    // A broken install (addon not built, libnftables missing) fails when the agent starts.
+    loadNftLibrary();
+  }
 
   async reconcile(model: FirewallModel): Promise<void> {
     await this.#reconciler.reconcile(model);
