@@ -35,13 +35,6 @@ static struct sock_filter dhcp_server_program[] = {
     BPF_STMT(BPF_RET | BPF_K, 0),
 };
 
-static napi_value set_number(napi_env env, napi_value object, const char *name, int value) {
-  napi_value number;
-  if (napi_create_int32(env, value, &number) != napi_ok) return NULL;
-  if (napi_set_named_property(env, object, name, number) != napi_ok) return NULL;
-  return object;
-}
-
 static napi_value dhcp_server_filter(napi_env env, napi_callback_info info) {
   (void)info;
   struct sock_fprog program = {

@@ -203,13 +203,6 @@ static napi_value run(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value set_number(napi_env env, napi_value object, const char *name, int value) {
-  napi_value number;
-  if (napi_create_int32(env, value, &number) != napi_ok) return NULL;
-  if (napi_set_named_property(env, object, name, number) != napi_ok) return NULL;
-  return object;
-}
-
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("run", run),

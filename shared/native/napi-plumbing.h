@@ -34,6 +34,14 @@ __attribute__((unused)) static int get_args(napi_env env, napi_callback_info inf
   return 1;
 }
 
+// Set object[name] to the number value; NULL (an exception pending) when that fails.
+__attribute__((unused)) static napi_value set_number(napi_env env, napi_value object, const char *name, int value) {
+  napi_value number;
+  if (napi_create_int32(env, value, &number) != napi_ok) return NULL;
+  if (napi_set_named_property(env, object, name, number) != napi_ok) return NULL;
+  return object;
+}
+
 // One entry of an addon's function table, and the table made the module's exports.
 #define ADDON_FUNCTION(name, function) {name, NULL, function, NULL, NULL, NULL, napi_default, NULL}
 #define EXPORT_FUNCTIONS(env, exports, table) napi_define_properties(env, exports, sizeof table / sizeof table[0], table)
