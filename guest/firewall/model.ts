@@ -47,7 +47,7 @@ export function assertInterfaceName(name: string, role: string): void {
 }
 
 /** A client address in canonical dotted form, or a FirewallError saying why not. */
-function canonicalClientIp(text: string, role: string): string {
+export function canonicalClientIp(text: string, role: string): string {
   try {
     return clientIpTextOf(parseClientIp(text));
   } catch (error) {
@@ -120,4 +120,31 @@ export function validateFirewallModel(model: FirewallModel): ValidFirewallModel 
     ...(isolated.size > 0 && { isolatedLinks: [...isolated] }),
   };
   return valid as ValidFirewallModel;
+}
+
+/**
+ * Whether two models say the same thing field by field (links in the same order): what
+ * JSON.stringify equality said of the planner's models, without building two strings of every link.
+ */
+export function sameFirewallModel(a: FirewallModel, b: FirewallModel): boolean {
+  if (a === b) return true;
+  const linksA = a.providerLinks;
+  const linksB = b.providerLinks;
+  if (linksA.length !== linksB.length) return false;
+  for (let index = 0; index < linksA.length; index++) {
+    const linkA = linksA[index];
+    const linkB = linksB[index];
+    if (linkA?.ifname !== linkB?.ifname || linkA?.clientIp !== linkB?.clientIp) return false;
+  }
+  const pairsA = a.allowedPairs;
+  const pairsB = b.allowedPairs;
+  if (pairsA.length !== pairsB.length) return false;
+  for (let index = 0; index < pairsA.length; index++) {
+    if (pairsA[index]?.from !== pairsB[index]?.from || pairsA[index]?.to !== pairsB[index]?.to) return false;
+  }
+  return sameStrings(a.uplinks, b.uplinks) && (a.isolatedLinks === undefined) === (b.isolatedLinks === undefined) && sameStrings(a.isolatedLinks ?? [], b.isolatedLinks ?? []);
+}
+
+export function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((item, index) => item === b[index]);
 }
