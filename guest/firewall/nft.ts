@@ -9,9 +9,10 @@
 import { spawn } from 'node:child_process';
 import { type FirewallCounters, parseCountersJson } from './counters.js';
 import { FirewallError } from './firewall-error.js';
-import { type FirewallModel, validateFirewallModel } from './model.js';
+import { type FirewallState, advanceFirewallState, firewallStateOf } from './firewall-state.js';
+import { type FirewallModel, type ValidFirewallModel, validateFirewallModel } from './model.js';
 import { type NftOutput, type NftResult, runNftInProcess } from './nft-library.js';
-import { type FirewallElements, TABLE, desiredElements, diffElements, elementCommands, isEmptyDiff, planFirewall, removeTableScript } from './ruleset.js';
+import { TABLE, elementCommands, isEmptyDiff, planFirewall, removeTableScript } from './ruleset.js';
 
 export interface NftOptions {
   /**
@@ -142,13 +143,14 @@ export async function removeFirewall(options: NftOptions = {}): Promise<void> {
 }
 
 /**
- * reconcileFirewall for a long-running agent: remembers the elements it last applied, so a link
+ * reconcileFirewall for a long-running agent: remembers the model it last applied, so a link
  * coming or going costs one element transaction instead of listing a table of a thousand
- * clients. The first call, and any transaction that fails (the table was changed behind our
- * back), goes through reconcileFirewall's listing.
+ * clients, and planning it costs the links that changed (advanceFirewallState), not all of them.
+ * The first call, and any transaction that fails (the table was changed behind our back), goes
+ * through reconcileFirewall's listing.
  */
 export class FirewallReconciler {
-  #applied: FirewallElements | undefined;
+  #applied: FirewallState | undefined;
 
   constructor(private readonly options: NftOptions = {}) {}
 
@@ -157,20 +159,24 @@ export class FirewallReconciler {
    * behind our back without making one of our transactions fail).
    */
   async reconcile(model: FirewallModel, { verify = false }: { verify?: boolean } = {}): Promise<{ changed: boolean }> {
-    const valid = validateFirewallModel(model);
-    const desired = desiredElements(valid);
+    let valid: ValidFirewallModel | undefined;
     if (this.#applied !== undefined && !verify) {
-      const diff = diffElements(this.#applied, desired);
-      if (isEmptyDiff(diff)) return { changed: false };
+      const { state, diff } = advanceFirewallState(this.#applied, model);
+      if (isEmptyDiff(diff)) {
+        this.#applied = state;
+        return { changed: false };
+      }
       const result = await applyScript(elementCommands(diff), this.options);
       if (result.code === 0) {
-        this.#applied = desired;
+        this.#applied = state;
         return { changed: true };
       }
       this.#applied = undefined;
+      valid = state.model;
     }
+    valid ??= validateFirewallModel(model);
     const outcome = await reconcileFirewall(valid, this.options);
-    this.#applied = desired;
+    this.#applied = firewallStateOf(valid);
     return outcome;
   }
 }
