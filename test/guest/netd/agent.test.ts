@@ -40,7 +40,7 @@ class ScriptedKernel implements NetdKernel {
   close(): void {}
 }
 
-const CLIENT_1 = { ifindex: 2, name: 'vm1', mac: '0a:b3:ec:80:00:01', up: false, loopback: false };
+const CLIENT_1 = { ifindex: 2, name: 'vm1', mac: '0a:b3:ec:80:00:01', up: false, loopback: false, group: 0 };
 
 /** A firewall that records the models it took and refuses while `failing`. */
 class RecordingFirewall implements FirewallPort {
@@ -125,7 +125,7 @@ describe('NetdAgent', () => {
   describe('a served link whose MAC changes while a duplicate waits for its client', () => {
     // vm1 serves client 1; vm2, a second link for client 1, is isolated. Then vm1's MAC becomes
     // client 5's: client 1 goes to vm2, in the same plan.
-    const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:01', up: false, loopback: false };
+    const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:01', up: false, loopback: false, group: 0 };
     const VM1_AS_5 = { ...CLIENT_1, mac: '0a:b3:ec:80:00:05', up: true };
     const isRoute = (operation: Operation, dst: string, oif: number): boolean =>
       (operation.kind === 'route-set' || operation.kind === 'route-del') && operation.route.dst === dst && operation.route.oif === oif;
