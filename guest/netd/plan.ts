@@ -224,11 +224,9 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           break;
         }
         if (!isUsableInterfaceName(link.name)) {
-          // The firewall's sets cannot name it, and its chains pass what comes from links they do
-          // not name: up (renamed while up, which Linux allows since 6.2), its client would be
-          // forwarded unfiltered. Down it carries nothing.
-          // (In the group too: renamed while up from a name the firewall knew, the guard drops its
-          // traffic before the agent takes it down.)
+          // The firewall's sets cannot name it, so only the group guard filters it (all its traffic
+          // dropped, from the rename on: renamed while up, which Linux allows since 6.2). Down as
+          // well, which the guard makes redundant but costs nothing and reads plainly in status.
           wantGroup(view, wanted, link.ifindex, PROVIDER_LINK_GROUP);
           if (link.up) wanted.operations.push({ kind: 'link-down', ifindex: link.ifindex });
           report('conflict', `not served, kept down: ${UNUSABLE_NAME}`);

@@ -268,7 +268,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     const text = await provider.exec(['node', CLI, 'status', '--control-socket', socket]);
     expect(text.stdout).toMatch(/^vm7\s+provider\s+8\s+100\.64\.0\.8\s+conflict\s+client id 8 is already served on vm8; all its traffic is dropped$/m);
     // vm8 renamed while up (Linux allows it since 6.2; 6.1 refuses) to a name nft cannot hold: it
-    // stops serving and is taken down (its traffic would pass unfiltered), and a new link is still firewalled.
+    // stops serving and is taken down (the group guard drops its traffic meanwhile), and a new link is still firewalled.
     const renamed = await provider.ip(['link', 'set', 'dev', 'vm8', 'name', 'v"8'], { allowFailure: true });
     if (renamed.code !== 0) {
       await provider.ip(['link', 'set', 'dev', 'vm8', 'down']);

@@ -3,6 +3,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FirewallModel, FirewallPort } from '../../../guest/firewall-port.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
+import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import type { KernelEvent } from '../../../guest/netd/kernel-view.js';
 import { type Operation, operationIfindex } from '../../../guest/netd/plan.js';
 import type { KernelListener, NetdKernel } from '../../../guest/netd/rtnetlink.js';
@@ -99,6 +100,23 @@ describe('NetdAgent', () => {
     expect(order).toContain('link-up');
     expect(order.indexOf('firewall vm1')).toBeGreaterThanOrEqual(0);
     expect(order.indexOf('firewall vm1')).toBeLessThan(order.indexOf('link-up'));
+  });
+
+  it("puts a new link in the firewall's guarded group in the request that brings it up, and an isolated one before the firewall names it", async () => {
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    const firewall = new RecordingFirewall();
+    const order: string[] = [];
+    firewall.onReconcile = (model) => order.push(`firewall ${(model.isolatedLinks ?? []).join(',')}`);
+    kernel.onApply = (operation) => order.push(operation.kind === 'link-group' ? `link-group ${operation.ifindex} ${operation.group}` : operation.kind);
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
+    await agent.start({ watch: true });
+    expect(kernel.applied.filter((operation) => operation.kind === 'link-up')).toEqual([{ kind: 'link-up', ifindex: 2, group: PROVIDER_LINK_GROUP }]);
+    // A second link for client 1, up already (brought up by someone else): grouped first.
+    order.length = 0;
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, ifindex: 3, name: 'vm2', up: true } }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(order).toEqual([`link-group 3 ${PROVIDER_LINK_GROUP}`, 'firewall vm2']);
   });
 
   it('holds a new link back while the firewall cannot take it, says so, and brings it up once it can', async () => {
