@@ -258,12 +258,15 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     await provider.ip(['link', 'set', 'dev', 'vm7', 'address', '52:54:00:00:00:07']);
     await eventually('vm7 unconfigured', async () => !(await provider.ip(['-o', 'addr', 'show', 'dev', 'vm7'])).stdout.includes('169.254.0.1'));
     expect((await provider.ip(['route', 'show', '100.64.0.7'])).stdout).toBe('');
+    // Out of the guarded group (the firewall no longer names it among the client links).
+    await eventually('vm7 out of the group', async () => /\bgroup default\b/.test((await provider.ip(['-o', 'link', 'show', 'dev', 'vm7'])).stdout));
     // vm7 (the older link) now claims client 8: vm8 keeps it, vm7 is isolated.
     await provider.ip(['link', 'set', 'dev', 'vm7', 'address', mac(0x80, 8)]);
     await eventually('vm7 isolated', async () => (await set('client_links')).includes('"vm7"'));
     expect((await provider.ip(['route', 'show', '100.64.0.8'])).stdout).toMatch(/dev vm8 /);
     expect((await provider.ip(['-o', 'addr', 'show', 'dev', 'vm7'])).stdout).not.toContain('169.254.0.1');
     expect(await set('client_sources')).not.toContain('"vm7"');
+    expect((await provider.ip(['-o', 'link', 'show', 'dev', 'vm7'])).stdout).toMatch(new RegExp(`\\bgroup ${PROVIDER_LINK_GROUP}\\b`));
     expect((await status(socket)).links.find((link) => link.name === 'vm7')?.state).toBe('conflict');
     const text = await provider.exec(['node', CLI, 'status', '--control-socket', socket]);
     expect(text.stdout).toMatch(/^vm7\s+provider\s+8\s+100\.64\.0\.8\s+conflict\s+client id 8 is already served on vm8; all its traffic is dropped$/m);
