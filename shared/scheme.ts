@@ -23,3 +23,12 @@ export const CLIENT_ID_MAX = 65534;
 
 /** Spectrum puts this gateway address, as a /32, on every provider-side link. */
 export const GATEWAY_IP = '169.254.0.1';
+
+/**
+ * The device group (IFLA_GROUP, `ip link set dev X group N`) spectrum-netd puts every provider
+ * link in before bringing it up: the link MAC prefix 0A:B3:EC:80 read as a 32-bit number
+ * (0x0ab3ec80 = 179563648), unlikely to collide with a group anyone picks by hand (the kernel's
+ * default is 0). A group survives a rename, so the firewall drops traffic of a provider link whose
+ * name it does not know (renamed while up), as Qubes does with `iifgroup 2`.
+ */
+export const PROVIDER_LINK_GROUP = ((LINK_OUI[0] << 24) | (LINK_OUI[1] << 16) | (LINK_OUI[2] << 8) | ROLE_OCTET.provider) >>> 0;

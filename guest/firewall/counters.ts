@@ -3,9 +3,15 @@ import { COUNTERS, TABLE_NAME } from './ruleset.js';
 
 /** Packets the firewall dropped, by reason, since the table was (re)created. */
 export interface FirewallCounters {
-  /** Wrong source address from a provider link (IPv6 included), or a client address arriving elsewhere. */
+  /**
+   * Wrong source address from a provider link (IPv6 included), a client address arriving
+   * elsewhere, or anything from a provider link the table does not name (renamed while up).
+   */
   readonly antispoofDrops: number;
-  /** Forwarding refused: client to client (not an allowed pair), outside to client, client to a non-uplink. */
+  /**
+   * Forwarding refused: client to client (not an allowed pair), outside to client, client to a
+   * non-uplink, anything toward a provider link the table does not name.
+   */
   readonly isolationDrops: number;
   /** From a provider link to anything on the provider but the agent's gateway services. */
   readonly inputDrops: number;

@@ -6,7 +6,7 @@
  * Per-packet cost does not grow with the number of clients: every rule is fixed, and clients
  * only add elements to hash sets, looked up once per rule that names them.
  */
-import { CLIENT_NETWORK, GATEWAY_IP } from '../../shared/scheme.js';
+import { CLIENT_NETWORK, GATEWAY_IP, PROVIDER_LINK_GROUP } from '../../shared/scheme.js';
 import type { ValidFirewallModel } from './model.js';
 
 export const TABLE_FAMILY = 'inet';
@@ -48,6 +48,13 @@ const COMMENT = 'spectrum-netd provider firewall v1: owned by spectrum-netd, edi
  * structure is right. nft reads this text back as input unchanged.
  *
  * Why each rule is there:
+ * - the guard, first in prerouting and forward: the chains below recognise provider links by
+ *   name, and pass what comes from (or goes to) a link they do not name. The agent puts every
+ *   provider link in PROVIDER_LINK_GROUP before it brings it up, and a group survives a rename:
+ *   a provider link renamed while up (Linux allows it since 6.2) to a name not in the sets has
+ *   all its traffic dropped, even before the agent has heard of the rename. Prerouting sees
+ *   everything received (input and forward); forward also guards what is routed toward such a
+ *   link. nft prints the group as a number (unless /etc/iproute2/group names it).
  * - prerouting at raw priority, before conntrack, so spoofed packets never create state. From a
  *   provider link only `link . own client IP` passes, plus a DHCP client's first packets
  *   (0.0.0.0:68 -> 255.255.255.255:67); everything else from it, IPv6 included (no `ip saddr`
@@ -78,6 +85,7 @@ export function staticTableText(): string {
     ...SET_NAMES.flatMap(set),
     ...chain('prerouting', [
       'type filter hook prerouting priority raw; policy accept;',
+      `iifgroup ${PROVIDER_LINK_GROUP} iifname != @client_links ${drop(COUNTERS.antispoofDrops)}`,
       'iifname @client_links jump from_client_link',
       `ip saddr @client_ips ${drop(COUNTERS.antispoofDrops)}`,
     ]),
@@ -96,6 +104,7 @@ export function staticTableText(): string {
     ]),
     ...chain('forward', [
       'type filter hook forward priority filter; policy accept;',
+      `oifgroup ${PROVIDER_LINK_GROUP} oifname != @client_links ${drop(COUNTERS.isolationDrops)}`,
       'ct state established,related accept',
       'oifname @client_links jump forward_to_client_link',
       'iifname @client_links jump forward_from_client_link',

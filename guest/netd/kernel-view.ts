@@ -11,6 +11,8 @@ export interface KernelLink {
   /** Administratively up (IFF_UP). */
   readonly up: boolean;
   readonly loopback: boolean;
+  /** Device group (IFLA_GROUP; 0 by default): provider links go into PROVIDER_LINK_GROUP. */
+  readonly group: number;
 }
 
 export interface KernelAddress {

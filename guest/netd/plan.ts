@@ -1,6 +1,6 @@
 // The pure planner: from the kernel's state (as the agent sees it) and the agent's options,
 // what must exist, and which operations bring the kernel there. Nothing here touches the system.
-import { GATEWAY_IP } from '../../shared/scheme.js';
+import { GATEWAY_IP, PROVIDER_LINK_GROUP } from '../../shared/scheme.js';
 import { type FirewallModel, isUsableInterfaceName } from '../firewall/model.js';
 import type { ProviderLink } from '../services-port.js';
 import {
@@ -64,7 +64,13 @@ export function dirtyLinks(event: KernelEvent, servingIp: ReadonlyMap<string, nu
 
 export type Operation =
   | { readonly kind: 'sysctl'; readonly key: SysctlKey; readonly value: string }
-  | { readonly kind: 'link-up'; readonly ifindex: number }
+  /**
+   * Bring a link up; with `group`, put it in that device group in the same request (the kernel
+   * sets the group before the flags), so a provider link is never up outside the firewall's guard.
+   */
+  | { readonly kind: 'link-up'; readonly ifindex: number; readonly group?: number }
+  /** Put a link that stays as it is (up or down) in a device group: see PROVIDER_LINK_GROUP. */
+  | { readonly kind: 'link-group'; readonly ifindex: number; readonly group: number }
   /** A provider link the firewall cannot hold (see UNUSABLE_NAME): down, so it carries nothing unfiltered. */
   | { readonly kind: 'link-down'; readonly ifindex: number }
   | { readonly kind: 'address-add'; readonly address: KernelAddress }
@@ -138,9 +144,17 @@ function wantSysctl(view: KernelView, wanted: Wanted, key: SysctlKey, value: str
   return false;
 }
 
-function wantUp(view: KernelView, wanted: Wanted, ifindex: number): boolean {
-  if (view.links.get(ifindex)?.up === true) return true;
-  wanted.operations.push({ kind: 'link-up', ifindex });
+function wantUp(view: KernelView, wanted: Wanted, ifindex: number, group: number | null = null): boolean {
+  const link = view.links.get(ifindex);
+  const regroup = group !== null && link?.group !== group;
+  if (link?.up === true) return !regroup || wantGroup(view, wanted, ifindex, group);
+  wanted.operations.push({ kind: 'link-up', ifindex, ...(regroup && { group }) });
+  return false;
+}
+
+function wantGroup(view: KernelView, wanted: Wanted, ifindex: number, group: number): boolean {
+  if (view.links.get(ifindex)?.group === group) return true;
+  wanted.operations.push({ kind: 'link-group', ifindex, group });
   return false;
 }
 
@@ -186,6 +200,12 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
       const ip = linkClass.role === 'provider' ? linkClass.clientIp : linkClass.role === 'client' ? linkClass.ownIp : null;
       reports.push({ ifindex: link.ifindex, name: link.name, role: linkClass.role, id, ip, state, note });
     };
+    // The firewall's guard drops what comes from (or goes to) a link of PROVIDER_LINK_GROUP whose
+    // name is not among its client links: in a provider, a link that is no provider link any more
+    // (its MAC changed) leaves the group, or all its traffic would be dropped.
+    // (A client link does so as it comes up.) In a client VM no link is guarded: groups are left alone.
+    const leaveGroup = options.mode === 'provider' && linkClass.role !== 'provider' && link.group === PROVIDER_LINK_GROUP;
+    if (leaveGroup && linkClass.role !== 'client') wantGroup(view, wanted, link.ifindex, 0);
     switch (linkClass.role) {
       case 'ignored':
         report('ignored', linkClass.reason);
@@ -204,9 +224,10 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           break;
         }
         if (!isUsableInterfaceName(link.name)) {
-          // The firewall's sets cannot name it, and its chains pass what comes from links they do
-          // not name: up (renamed while up, which Linux allows since 6.2), its client would be
-          // forwarded unfiltered. Down it carries nothing.
+          // The firewall's sets cannot name it, so only the group guard filters it (all its traffic
+          // dropped, from the rename on: renamed while up, which Linux allows since 6.2). Down as
+          // well, which the guard makes redundant but costs nothing and reads plainly in status.
+          wantGroup(view, wanted, link.ifindex, PROVIDER_LINK_GROUP);
           if (link.up) wanted.operations.push({ kind: 'link-down', ifindex: link.ifindex });
           report('conflict', `not served, kept down: ${UNUSABLE_NAME}`);
           break;
@@ -216,13 +237,15 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           // Never moved to this link: the client served on the other one keeps its traffic, and
           // this link's, whoever is behind it, is dropped.
           isolatedLinks.push(link.name);
+          wantGroup(view, wanted, link.ifindex, PROVIDER_LINK_GROUP);
           report('conflict', `client id ${linkClass.id} is already served on ${view.links.get(holder ?? -1)?.name ?? '?'}; all its traffic is dropped`);
           break;
         }
         // IPv6 off before the link comes up, so it never autoconfigures or solicits routers.
         const done = knownConfigured.has(link.ifindex) || [
           wantSysctl(view, wanted, disableIpv6Of(link.ifindex), '1'),
-          wantUp(view, wanted, link.ifindex),
+          // Into the guarded group before (or as) it comes up: see PROVIDER_LINK_GROUP.
+          wantUp(view, wanted, link.ifindex, PROVIDER_LINK_GROUP),
           wantAddress(view, wanted, { ifindex: link.ifindex, ip: GATEWAY_IP, prefixLength: 32 }),
           wantRoute(view, wanted, { dst: linkClass.clientIp, dstLength: 32, oif: link.ifindex, gateway: null, priority: 0 }),
           wantNeighbour(view, wanted, {
@@ -245,7 +268,7 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
       case 'client': {
         if (options.mode === 'provider' && isUsableInterfaceName(link.name)) uplinks.push(link.name);
         const steps = [
-          wantUp(view, wanted, link.ifindex),
+          wantUp(view, wanted, link.ifindex, leaveGroup ? 0 : null),
           wantAddress(view, wanted, { ifindex: link.ifindex, ip: linkClass.ownIp, prefixLength: 32 }),
         ];
         // The /32 of another client id on this link (its MAC changed): the kernel would keep
@@ -363,6 +386,9 @@ const PHASE: Record<Operation['kind'], number> = {
   sysctl: 0,
   'route-del': 1,
   'neighbour-del': 1,
+  // Joining the group only takes away; leaving it comes after the firewall let go of the link
+  // (isRemoval), and before a client link's routes.
+  'link-group': 1,
   'link-up': 2,
   // After the route and neighbour deletions it makes moot (they would fail once it is down).
   'link-down': 2,
@@ -387,7 +413,12 @@ export function applyOperation(view: KernelView, operation: Operation): void {
       return;
     case 'link-up': {
       const link = view.links.get(operation.ifindex);
-      if (link !== undefined) view.links.set(link.ifindex, { ...link, up: true });
+      if (link !== undefined) view.links.set(link.ifindex, { ...link, up: true, group: operation.group ?? link.group });
+      return;
+    }
+    case 'link-group': {
+      const link = view.links.get(operation.ifindex);
+      if (link !== undefined) view.links.set(link.ifindex, { ...link, group: operation.group });
       return;
     }
     case 'link-down': {
@@ -418,11 +449,21 @@ export function applyOperation(view: KernelView, operation: Operation): void {
 }
 
 /**
- * Whether an operation only takes away (a route, a neighbour, a link's up state): never a way in
- * for a client, so the agent applies these before the firewall changes, the rest after.
+ * Whether an operation only takes away (a route, a neighbour, a link's up state, a link joining
+ * the guarded group): never a way in for a client, so the agent applies these before the firewall
+ * changes, the rest after.
  */
 export function isRemoval(operation: Operation): boolean {
-  return operation.kind === 'route-del' || operation.kind === 'neighbour-del' || operation.kind === 'link-down';
+  switch (operation.kind) {
+    case 'route-del':
+    case 'neighbour-del':
+    case 'link-down':
+      return true;
+    case 'link-group':
+      return operation.group === PROVIDER_LINK_GROUP;
+    default:
+      return false;
+  }
 }
 
 /** The link an operation concerns, for per-link error reports. */
@@ -432,6 +473,7 @@ export function operationIfindex(operation: Operation): number | null {
       return operation.key.ifindex;
     case 'link-up':
     case 'link-down':
+    case 'link-group':
       return operation.ifindex;
     case 'address-add':
     case 'address-del':
@@ -451,7 +493,9 @@ export function describeOperation(operation: Operation, nameOf: (ifindex: number
     case 'sysctl':
       return `sysctl ${operation.key.template.replace('{}', nameOf(operation.key.ifindex))}=${operation.value}`;
     case 'link-up':
-      return `link set ${nameOf(operation.ifindex)} up`;
+      return `link set ${nameOf(operation.ifindex)}${operation.group === undefined ? '' : ` group ${operation.group}`} up`;
+    case 'link-group':
+      return `link set ${nameOf(operation.ifindex)} group ${operation.group}`;
     case 'link-down':
       return `link set ${nameOf(operation.ifindex)} down`;
     case 'address-add':

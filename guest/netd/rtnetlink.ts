@@ -32,6 +32,8 @@ export function decodeLink(message: rt.LinkMessage): KernelLink | null {
     mac: macText(message.attrs.address),
     up: message.data.flags?.up === true,
     loopback: message.data.flags?.loopback === true || enumIs(message.data.type, 'LOOPBACK', 772),
+    // Every link message and dump entry carries IFLA_GROUP (since Linux 2.6.38).
+    group: message.attrs.group ?? 0,
   };
 }
 
@@ -217,10 +219,16 @@ export class RtnetlinkKernel implements NetdKernel {
       }
       case 'link-up':
       case 'link-down':
-        // `change` names the flag to set; `flags` without it clears it.
-        await socket.setLink({ index: operation.ifindex, flags: operation.kind === 'link-up' ? { up: true } : {}, change: { up: true } }, undefined, {
-          timeout: REQUEST_TIMEOUT_MS,
-        });
+        // `change` names the flag to set; `flags` without it clears it. A group comes in the same
+        // request: the kernel sets IFLA_GROUP before it changes the flags.
+        await socket.setLink(
+          { index: operation.ifindex, flags: operation.kind === 'link-up' ? { up: true } : {}, change: { up: true } },
+          operation.kind === 'link-up' && operation.group !== undefined ? { group: operation.group } : undefined,
+          { timeout: REQUEST_TIMEOUT_MS },
+        );
+        return;
+      case 'link-group':
+        await socket.setLink({ index: operation.ifindex }, { group: operation.group }, { timeout: REQUEST_TIMEOUT_MS });
         return;
       case 'address-add': {
         const { address } = operation;

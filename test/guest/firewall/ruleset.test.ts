@@ -13,6 +13,7 @@ import {
   replaceTableScript,
   staticTableText,
 } from '../../../guest/firewall/ruleset.js';
+import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { anyFirewallModel } from './arbitraries.js';
 import { applyScript, elementsOf, renderListing, tableOf } from './simulated-table.js';
 
@@ -161,6 +162,24 @@ describe('the static part', () => {
         expect(script.split('\n').filter((line) => line !== '')).toHaveLength(nonEmpty.length);
       }),
     );
+  });
+
+  it('drops, first thing in prerouting and forward, traffic from or to a provider-group link it does not name (renamed while up)', () => {
+    const chain = (name: string): string[] => {
+      const match = new RegExp(`\\tchain ${name} \\{\\n([^}]*)\\t\\}`).exec(staticTableText());
+      return (match?.[1] ?? '').split('\n').map((line) => line.trim()).filter((line) => line !== '');
+    };
+    // The group is the provider link MAC prefix 0A:B3:EC:80 as a number; nft prints it in decimal.
+    expect(PROVIDER_LINK_GROUP).toBe(0x0ab3ec80);
+    expect(chain('prerouting').slice(0, 2)).toEqual([
+      'type filter hook prerouting priority raw; policy accept;',
+      'iifgroup 179563648 iifname != @client_links counter name "antispoof_drops" drop',
+    ]);
+    // Before replies are let through: nothing reaches a link the sets do not name.
+    expect(chain('forward').slice(0, 2)).toEqual([
+      'type filter hook forward priority filter; policy accept;',
+      'oifgroup 179563648 oifname != @client_links counter name "isolation_drops" drop',
+    ]);
   });
 
   it('removes the table whether or not it exists', () => {

@@ -1,8 +1,10 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { parseCountersJson } from '../../../guest/firewall/counters.js';
+import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
 import { eventually } from '../provider-world.js';
 
@@ -21,6 +23,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
   let harness: Harness;
   let provider: Netns;
   let clients: Netns[];
+  let internet: Netns;
   let agent: NetnsProcess;
   let dir: string;
 
@@ -59,7 +62,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     harness = createHarness('netd');
     provider = await harness.namespace('prov');
     clients = [await harness.namespace('c1'), await harness.namespace('c2')];
-    const internet = await harness.namespace('inet');
+    internet = await harness.namespace('inet');
     await clientLink(clients[0]!, 'vm1', 1);
     await clientLink(clients[1]!, 'vm2', 2);
     await harness.veth(provider, 'wan', internet, 'wanp');
@@ -255,17 +258,20 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     await provider.ip(['link', 'set', 'dev', 'vm7', 'address', '52:54:00:00:00:07']);
     await eventually('vm7 unconfigured', async () => !(await provider.ip(['-o', 'addr', 'show', 'dev', 'vm7'])).stdout.includes('169.254.0.1'));
     expect((await provider.ip(['route', 'show', '100.64.0.7'])).stdout).toBe('');
+    // Out of the guarded group (the firewall no longer names it among the client links).
+    await eventually('vm7 out of the group', async () => /\bgroup default\b/.test((await provider.ip(['-o', 'link', 'show', 'dev', 'vm7'])).stdout));
     // vm7 (the older link) now claims client 8: vm8 keeps it, vm7 is isolated.
     await provider.ip(['link', 'set', 'dev', 'vm7', 'address', mac(0x80, 8)]);
     await eventually('vm7 isolated', async () => (await set('client_links')).includes('"vm7"'));
     expect((await provider.ip(['route', 'show', '100.64.0.8'])).stdout).toMatch(/dev vm8 /);
     expect((await provider.ip(['-o', 'addr', 'show', 'dev', 'vm7'])).stdout).not.toContain('169.254.0.1');
     expect(await set('client_sources')).not.toContain('"vm7"');
+    expect((await provider.ip(['-o', 'link', 'show', 'dev', 'vm7'])).stdout).toMatch(new RegExp(`\\bgroup ${PROVIDER_LINK_GROUP}\\b`));
     expect((await status(socket)).links.find((link) => link.name === 'vm7')?.state).toBe('conflict');
     const text = await provider.exec(['node', CLI, 'status', '--control-socket', socket]);
     expect(text.stdout).toMatch(/^vm7\s+provider\s+8\s+100\.64\.0\.8\s+conflict\s+client id 8 is already served on vm8; all its traffic is dropped$/m);
     // vm8 renamed while up (Linux allows it since 6.2; 6.1 refuses) to a name nft cannot hold: it
-    // stops serving and is taken down (its traffic would pass unfiltered), and a new link is still firewalled.
+    // stops serving and is taken down (the group guard drops its traffic meanwhile), and a new link is still firewalled.
     const renamed = await provider.ip(['link', 'set', 'dev', 'vm8', 'name', 'v"8'], { allowFailure: true });
     if (renamed.code !== 0) {
       await provider.ip(['link', 'set', 'dev', 'vm8', 'down']);
@@ -277,6 +283,67 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(await set('client_links')).not.toContain('vm8');
     expect((await status(socket)).links.find((link) => link.name === 'v"8')?.state).toBe('conflict');
     for (const name of ['vm7', 'v"8', 'vm10']) await provider.ip(['link', 'del', 'dev', name]);
+  });
+
+  it("drops a provider link's traffic both ways from the moment it is renamed while up, before the agent knows: the link's device group is guarded", async () => {
+    const socket = join(dir, 'control.sock');
+    const c11 = await harness.namespace('c11');
+    await clientLink(c11, 'vm11', 11);
+    await eventually('vm11 configured', async () => (await provider.ip(['neigh', 'show', '100.64.0.11'])).stdout.includes('PERMANENT'));
+    expect((await provider.ip(['-d', 'link', 'show', 'dev', 'vm11'])).stdout).toMatch(new RegExp(`\\bgroup ${PROVIDER_LINK_GROUP}\\b`));
+    await c11.exec(['node', CLI, 'client']);
+    await pingGateway(c11);
+    // The client also holds an address no client has (so the table's "a client address arriving
+    // elsewhere" rule does not catch it); the internet routes 100.64.0.0/16 to the provider.
+    await c11.ip(['addr', 'add', '100.64.0.99/32', 'dev', 'eth0']);
+    await provider.ip(['addr', 'add', '192.0.2.2/24', 'dev', 'wan']);
+    await provider.ip(['link', 'set', 'dev', 'wan', 'up']);
+    await internet.ip(['addr', 'add', '192.0.2.1/24', 'dev', 'wanp']);
+    await internet.ip(['link', 'set', 'dev', 'wanp', 'up']);
+    await internet.ip(['route', 'add', '100.64.0.0/16', 'via', '192.0.2.2']);
+    const listen = (ns: Netns, port: number): NetnsProcess =>
+      ns.spawn(['python3', '-u', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(("0.0.0.0", ${port}))\nprint("ready")\nwhile True:\n    data, peer = s.recvfrom(64)\n    print("from", peer[0])`]);
+    const send = (ns: Netns, from: string, to: string, port: number): Promise<unknown> =>
+      ns.exec(['python3', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(("${from}", 0))\nfor _ in range(3): s.sendto(b"x", ("${to}", ${port}))`]);
+    const atProvider = listen(provider, 7011);
+    const atClient = listen(c11, 7012);
+    await atProvider.waitForOutput(/ready/);
+    await atClient.waitForOutput(/ready/);
+    const counters = async (): Promise<{ antispoofDrops: number; isolationDrops: number }> =>
+      parseCountersJson((await provider.exec(['nft', '-j', 'list', 'counters', 'table', 'inet', 'spectrum_netd'])).stdout);
+    const stat = (): string => (existsSync(`/proc/${agent.pid}/stat`) ? readFileSync(`/proc/${agent.pid}/stat`, 'utf8') : '');
+    // The agent (the process this test started, by PID) cannot react: whatever is dropped now is
+    // dropped by the table as it stood before the rename.
+    process.kill(agent.pid, 'SIGSTOP');
+    try {
+      await eventually('the agent stopped', () => Promise.resolve(/^\d+ \(.*\) T /.test(stat())));
+      const before = await counters();
+      // Linux allows renaming an up link since 6.2.
+      await provider.ip(['link', 'set', 'dev', 'vm11', 'name', 'ren11']);
+      expect((await provider.ip(['-o', 'link', 'show', 'dev', 'ren11'])).stdout).toMatch(/<[^>]*\bUP\b/);
+      // From it: a packet for the provider itself, from an address no client has. Unguarded, a
+      // name not in the sets passes every chain and the provider takes it.
+      await send(c11, '100.64.0.99', '169.254.0.1', 7011);
+      // To it: the internet opening a flow toward its client. Unguarded, it is forwarded.
+      await send(internet, '192.0.2.1', '100.64.0.11', 7012);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const after = await counters();
+      expect(after.antispoofDrops - before.antispoofDrops).toBe(3);
+      expect(after.isolationDrops - before.isolationDrops).toBe(3);
+      expect(atProvider.stdout).not.toContain('from');
+      expect(atClient.stdout).not.toContain('from');
+    } finally {
+      process.kill(agent.pid, 'SIGCONT');
+    }
+    // Woken, the agent serves the link under its new name; the guard lets its traffic through.
+    await eventually('ren11 firewalled', async () => (await status(socket)).model?.providerLinks.some((link) => link.ifname === 'ren11') === true);
+    await pingGateway(c11);
+    await atProvider.kill('SIGTERM', 1000);
+    await atClient.kill('SIGTERM', 1000);
+    await internet.ip(['route', 'del', '100.64.0.0/16']);
+    await provider.ip(['addr', 'del', '192.0.2.2/24', 'dev', 'wan']);
+    await provider.ip(['link', 'set', 'dev', 'wan', 'down']);
+    await provider.ip(['link', 'del', 'dev', 'ren11']);
   });
 
   it.each([

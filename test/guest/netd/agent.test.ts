@@ -3,6 +3,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FirewallModel, FirewallPort } from '../../../guest/firewall-port.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
+import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import type { KernelEvent } from '../../../guest/netd/kernel-view.js';
 import { type Operation, operationIfindex } from '../../../guest/netd/plan.js';
 import type { KernelListener, NetdKernel } from '../../../guest/netd/rtnetlink.js';
@@ -40,7 +41,7 @@ class ScriptedKernel implements NetdKernel {
   close(): void {}
 }
 
-const CLIENT_1 = { ifindex: 2, name: 'vm1', mac: '0a:b3:ec:80:00:01', up: false, loopback: false };
+const CLIENT_1 = { ifindex: 2, name: 'vm1', mac: '0a:b3:ec:80:00:01', up: false, loopback: false, group: 0 };
 
 /** A firewall that records the models it took and refuses while `failing`. */
 class RecordingFirewall implements FirewallPort {
@@ -101,6 +102,23 @@ describe('NetdAgent', () => {
     expect(order.indexOf('firewall vm1')).toBeLessThan(order.indexOf('link-up'));
   });
 
+  it("puts a new link in the firewall's guarded group in the request that brings it up, and an isolated one before the firewall names it", async () => {
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    const firewall = new RecordingFirewall();
+    const order: string[] = [];
+    firewall.onReconcile = (model) => order.push(`firewall ${(model.isolatedLinks ?? []).join(',')}`);
+    kernel.onApply = (operation) => order.push(operation.kind === 'link-group' ? `link-group ${operation.ifindex} ${operation.group}` : operation.kind);
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
+    await agent.start({ watch: true });
+    expect(kernel.applied.filter((operation) => operation.kind === 'link-up')).toEqual([{ kind: 'link-up', ifindex: 2, group: PROVIDER_LINK_GROUP }]);
+    // A second link for client 1, up already (brought up by someone else): grouped first.
+    order.length = 0;
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, ifindex: 3, name: 'vm2', up: true } }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(order).toEqual([`link-group 3 ${PROVIDER_LINK_GROUP}`, 'firewall vm2']);
+  });
+
   it('holds a new link back while the firewall cannot take it, says so, and brings it up once it can', async () => {
     const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
     const firewall = new RecordingFirewall();
@@ -125,7 +143,7 @@ describe('NetdAgent', () => {
   describe('a served link whose MAC changes while a duplicate waits for its client', () => {
     // vm1 serves client 1; vm2, a second link for client 1, is isolated. Then vm1's MAC becomes
     // client 5's: client 1 goes to vm2, in the same plan.
-    const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:01', up: false, loopback: false };
+    const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:01', up: false, loopback: false, group: 0 };
     const VM1_AS_5 = { ...CLIENT_1, mac: '0a:b3:ec:80:00:05', up: true };
     const isRoute = (operation: Operation, dst: string, oif: number): boolean =>
       (operation.kind === 'route-set' || operation.kind === 'route-del') && operation.route.dst === dst && operation.route.oif === oif;

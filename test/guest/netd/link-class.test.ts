@@ -4,7 +4,7 @@ import { parseAllowPair } from '../../../guest/netd/allow-pair.js';
 import { NetdError } from '../../../guest/netd/netd-error.js';
 import { applyEvent, emptyView, neighbourKey, routeKey } from '../../../guest/netd/kernel-view.js';
 
-const link = (mac: string, name = 'x', loopback = false) => ({ ifindex: 2, name, mac, up: true, loopback });
+const link = (mac: string, name = 'x', loopback = false) => ({ ifindex: 2, name, mac, up: true, loopback, group: 0 });
 
 describe('link classification by MAC', () => {
   it('tells provider, client, physical and ignored links apart', () => {

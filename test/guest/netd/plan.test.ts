@@ -1,7 +1,18 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type KernelEvent, applyEvent, emptyView, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
-import { IP_FORWARD, type Operation, acceptLocalOf, applyOperation, dirtyLinks, disableIpv6Of, operationIfindex, plan } from '../../../guest/netd/plan.js';
+import {
+  IP_FORWARD,
+  type Operation,
+  acceptLocalOf,
+  applyOperation,
+  dirtyLinks,
+  disableIpv6Of,
+  isRemoval,
+  operationIfindex,
+  plan,
+} from '../../../guest/netd/plan.js';
+import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { classifyLink } from '../../../guest/netd/link-class.js';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import { anyView, clientOptions, cloneView, providerOptions } from './view-arbitraries.js';
@@ -15,8 +26,8 @@ const converge = (view: ReturnType<typeof emptyView>, options = providerOptions)
 describe('planner', () => {
   it('configures a provider link exactly as Spectrum does, plus the permanent neighbour and sysctls', () => {
     const view = emptyView();
-    view.links.set(1, { ifindex: 1, name: 'lo', mac: '00:00:00:00:00:00', up: true, loopback: true });
-    view.links.set(7, { ifindex: 7, name: 'vm5', mac: '0a:b3:ec:80:a5:46', up: false, loopback: false });
+    view.links.set(1, { ifindex: 1, name: 'lo', mac: '00:00:00:00:00:00', up: true, loopback: true, group: 0 });
+    view.links.set(7, { ifindex: 7, name: 'vm5', mac: '0a:b3:ec:80:a5:46', up: false, loopback: false, group: 0 });
     view.sysctls.set(sysctlKeyId(IP_FORWARD), '0');
     view.sysctls.set(sysctlKeyId(disableIpv6Of(7)), '0');
     const result = plan(view, providerOptions);
@@ -24,7 +35,8 @@ describe('planner', () => {
     expect(result.operations).toEqual<Operation[]>([
       { kind: 'sysctl', key: IP_FORWARD, value: '1' },
       { kind: 'sysctl', key: disableIpv6Of(7), value: '1' },
-      { kind: 'link-up', ifindex: 7 },
+      // Into the firewall's guarded group in the same request that brings it up.
+      { kind: 'link-up', ifindex: 7, group: PROVIDER_LINK_GROUP },
       { kind: 'address-add', address: { ifindex: 7, ip: '169.254.0.1', prefixLength: 32 } },
       { kind: 'route-set', route: { dst: '100.64.165.70', dstLength: 32, oif: 7, gateway: null, priority: 0 } },
       { kind: 'neighbour-set', neighbour: { ifindex: 7, ip: '100.64.165.70', mac: '0a:b3:ec:00:a5:46', permanent: true } },
@@ -35,7 +47,7 @@ describe('planner', () => {
 
   it('configures a client link as the app VM script does: address, gateway route, default route', () => {
     const view = emptyView();
-    view.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
+    view.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false, group: 0 });
     const result = plan(view, clientOptions);
     expect(result.operations).toEqual<Operation[]>([
       { kind: 'link-up', ifindex: 3 },
@@ -51,9 +63,9 @@ describe('planner', () => {
 
   it('takes the address of its old client id off a client link whose MAC changed, after adding the new one', () => {
     const view = emptyView();
-    view.links.set(3, { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
+    view.links.set(3, { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false, group: 0 });
     converge(view, clientOptions);
-    applyEvent(view, { kind: 'link', op: 'new', link: { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:07', up: true, loopback: false } });
+    applyEvent(view, { kind: 'link', op: 'new', link: { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:07', up: true, loopback: false, group: 0 } });
     const result = plan(view, clientOptions);
     expect(result.operations).toEqual<Operation[]>([
       { kind: 'address-add', address: { ifindex: 3, ip: '100.64.0.7', prefixLength: 32 } },
@@ -71,8 +83,8 @@ describe('planner', () => {
 
   it("never replaces another interface's default route, even when ours exists with a higher metric", () => {
     const view = emptyView();
-    view.links.set(2, { ifindex: 2, name: 'ens3', mac: '52:54:00:12:34:56', up: true, loopback: false });
-    view.links.set(3, { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
+    view.links.set(2, { ifindex: 2, name: 'ens3', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 });
+    view.links.set(3, { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false, group: 0 });
     // The physical NIC is preferred: Spectrum's default was given metric 100 by hand.
     view.routes.set('0.0.0.0/0@0', { dst: '0.0.0.0', dstLength: 0, oif: 2, gateway: '192.0.2.1', priority: 0 });
     view.routes.set('0.0.0.0/0@100', { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 100 });
@@ -88,8 +100,8 @@ describe('planner', () => {
 
   it("gives a chained provider's first client link accept_local and names it as the way to the upstream provider", () => {
     const view = emptyView();
-    view.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
-    view.links.set(4, { ifindex: 4, name: 'up1', mac: '0a:b3:ec:00:00:06', up: false, loopback: false });
+    view.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false, group: 0 });
+    view.links.set(4, { ifindex: 4, name: 'up1', mac: '0a:b3:ec:00:00:06', up: false, loopback: false, group: 0 });
     view.sysctls.set(sysctlKeyId(IP_FORWARD), '1');
     view.sysctls.set(sysctlKeyId(acceptLocalOf(3)), '0');
     const first = plan(view, providerOptions);
@@ -100,7 +112,7 @@ describe('planner', () => {
     expect(converge(view).upstreamLink).toEqual({ ifname: 'up0', ownIp: '100.64.0.5' });
     // An app VM (client mode) has no forwarder and no local gateway address: nothing of the kind.
     const app = emptyView();
-    app.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false });
+    app.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false, group: 0 });
     const appResult = converge(app, clientOptions);
     expect(appResult.upstreamLink).toBeNull();
     expect([...app.sysctls.keys()]).not.toContain(sysctlKeyId(acceptLocalOf(3)));
@@ -116,7 +128,7 @@ describe('planner', () => {
     );
   });
 
-  it('never touches uplinks, ignored links or loopback', () => {
+  it('never touches uplinks, ignored links or loopback, but to take them out of the guarded group in a provider', () => {
     fc.assert(
       fc.property(anyView, fc.boolean(), (view, client) => {
         const untouchable = new Set(
@@ -124,10 +136,56 @@ describe('planner', () => {
         );
         for (const operation of plan(view, client ? clientOptions : providerOptions).operations) {
           const ifindex = operationIfindex(operation);
-          expect(ifindex === null || !untouchable.has(ifindex)).toBe(true);
+          const untouched = ifindex === null || !untouchable.has(ifindex);
+          const leavesGroup = !client && operation.kind === 'link-group' && operation.group === 0 && view.links.get(operation.ifindex)?.group === PROVIDER_LINK_GROUP;
+          expect(untouched || leavesGroup).toBe(true);
         }
       }),
     );
+  });
+
+  describe("the firewall's guard (a device group: it survives a rename)", () => {
+    const role = (link: { readonly name: string; readonly mac: string; readonly loopback: boolean; readonly ifindex: number; readonly up: boolean; readonly group: number }): string =>
+      classifyLink(link, new Set()).role;
+
+    it('puts every provider link in the group and takes every other link out of it, in a provider; in a client VM it leaves groups alone', () => {
+      fc.assert(
+        fc.property(anyView, fc.boolean(), (view, client) => {
+          const before = new Map([...view.links.values()].map((link) => [link.ifindex, link.group]));
+          converge(view, client ? clientOptions : providerOptions);
+          for (const link of view.links.values()) {
+            if (client) expect(link.group).toBe(before.get(link.ifindex));
+            else if (role(link) === 'provider') expect(link.group).toBe(PROVIDER_LINK_GROUP);
+            else expect(link.group).toBe(before.get(link.ifindex) === PROVIDER_LINK_GROUP ? 0 : before.get(link.ifindex));
+          }
+        }),
+      );
+    });
+
+    it('never has a provider link up outside the group, not even between two operations', () => {
+      fc.assert(
+        fc.property(anyView, (view) => {
+          const upBefore = new Set([...view.links.values()].filter((link) => link.up).map((link) => link.ifindex));
+          for (const operation of plan(view, providerOptions).operations) {
+            applyOperation(view, operation);
+            for (const link of view.links.values()) {
+              if (link.up && !upBefore.has(link.ifindex) && role(link) === 'provider') expect(link.group).toBe(PROVIDER_LINK_GROUP);
+            }
+          }
+        }),
+      );
+    });
+
+    it('has a link join the group before the firewall changes (it only takes away) and leave it after', () => {
+      fc.assert(
+        fc.property(anyView, (view) => {
+          for (const operation of plan(view, providerOptions).operations) {
+            if (operation.kind === 'link-group') expect(isRemoval(operation)).toBe(operation.group === PROVIDER_LINK_GROUP);
+            if (operation.kind === 'link-up') expect(isRemoval(operation)).toBe(false);
+          }
+        }),
+      );
+    });
   });
 
   it('serves each client id on one link only, and lists every served link in the firewall model', () => {
@@ -192,7 +250,7 @@ describe('links that stop serving, or claim a client already served', () => {
   /** A provider with links (ifindex, name, mac), every sysctl read, planned and applied until nothing is left. */
   function provider(links: readonly [number, string, string][]): ReturnType<typeof emptyView> {
     const view = emptyView();
-    for (const [ifindex, name, mac] of links) view.links.set(ifindex, { ifindex, name, mac, up: false, loopback: false });
+    for (const [ifindex, name, mac] of links) view.links.set(ifindex, { ifindex, name, mac, up: false, loopback: false, group: 0 });
     view.sysctls.set(sysctlKeyId(IP_FORWARD), '1');
     for (const [ifindex] of links) view.sysctls.set(sysctlKeyId(disableIpv6Of(ifindex)), '1');
     return view;
@@ -230,6 +288,50 @@ describe('links that stop serving, or claim a client already served', () => {
     expect([...view.neighbours.values()].filter((n) => n.ip === '100.64.0.1')).toEqual([]);
     expect(after.served).toEqual(new Map());
     expect(after.firewall.providerLinks).toEqual([]);
+    // Out of the guarded group, or the firewall would drop all its traffic: no longer named among
+    // the client links, the group is all that marks it as a provider link.
+    expect(view.links.get(5)?.group).toBe(0);
+  });
+
+  it('takes a served link that becomes an uplink out of the group after the firewall lets go of it, and a client link as it brings it up', () => {
+    const view = provider([
+      [5, 'vm1', '0a:b3:ec:80:00:01'],
+      [6, 'vm2', '0a:b3:ec:80:00:02'],
+    ]);
+    const before = settle(view, new Map());
+    expect([view.links.get(5)?.group, view.links.get(6)?.group]).toEqual([PROVIDER_LINK_GROUP, PROVIDER_LINK_GROUP]);
+    changeMac(view, 5, '52:54:00:12:34:56');
+    const uplink = plan(view, providerOptions, new Set(), before.served);
+    const leave = uplink.operations.find((operation) => operation.kind === 'link-group');
+    expect(leave).toEqual({ kind: 'link-group', ifindex: 5, group: 0 });
+    expect(isRemoval(leave as Operation)).toBe(false);
+    // A client link that is down comes up and leaves the group in one request.
+    const link6 = view.links.get(6);
+    if (link6 !== undefined) applyEvent(view, { kind: 'link', op: 'new', link: { ...link6, mac: '0a:b3:ec:00:00:07', up: false } });
+    expect(plan(view, providerOptions).operations.filter((operation) => operationIfindex(operation) === 6 && operation.kind.startsWith('link'))).toEqual([
+      { kind: 'link-up', ifindex: 6, group: 0 },
+    ]);
+  });
+
+  it('puts an isolated link and one whose name nftables cannot hold in the group, ahead of the firewall', () => {
+    const view = provider([
+      [3, 'vm1', '0a:b3:ec:80:00:01'],
+      [4, 'vm2', '0a:b3:ec:80:00:01'],
+      [5, 'v"3', '0a:b3:ec:80:00:03'],
+    ]);
+    const result = plan(view, providerOptions);
+    expect(result.firewall.isolatedLinks).toEqual(['vm2']);
+    const grouping = result.operations.filter((operation) => operation.kind === 'link-group');
+    expect(grouping).toEqual([
+      { kind: 'link-group', ifindex: 4, group: PROVIDER_LINK_GROUP },
+      { kind: 'link-group', ifindex: 5, group: PROVIDER_LINK_GROUP },
+    ]);
+    expect(grouping.every(isRemoval)).toBe(true);
+    // Someone else took an isolated link out of the group: put back.
+    settle(view, result.served);
+    const link4 = view.links.get(4);
+    if (link4 !== undefined) applyEvent(view, { kind: 'link', op: 'new', link: { ...link4, up: true, group: 0 } });
+    expect(plan(view, providerOptions).operations).toContainEqual({ kind: 'link-group', ifindex: 4, group: PROVIDER_LINK_GROUP });
   });
 
   it('keeps a client on the link that serves it when an older link takes the same id: the newcomer is isolated', () => {
@@ -311,6 +413,7 @@ describe('planning with links known to be configured', () => {
           link.map((l) => ({ kind: 'link', op: 'del', link: l }) as const),
           link.map((l) => ({ kind: 'link', op: 'new', link: { ...l, up: !l.up } }) as const),
           link.map((l) => ({ kind: 'link', op: 'new', link: { ...l, mac: '0a:b3:ec:80:00:63' } }) as const),
+          link.map((l) => ({ kind: 'link', op: 'new', link: { ...l, group: l.group === 0 ? PROVIDER_LINK_GROUP : 0 } }) as const),
         );
       }
       if (routes.length > 0 && links.length > 0) {
@@ -326,7 +429,7 @@ describe('planning with links known to be configured', () => {
         );
       }
       if (addresses.length > 0) choices.push(fc.constantFrom(...addresses).map((a) => ({ kind: 'address', op: 'del', address: a }) as const));
-      return choices.length === 0 ? fc.constant({ kind: 'link', op: 'del', link: { ifindex: 999, name: 'x', mac: '', up: false, loopback: false } }) : fc.oneof(...choices);
+      return choices.length === 0 ? fc.constant({ kind: 'link', op: 'del', link: { ifindex: 999, name: 'x', mac: '', up: false, loopback: false, group: 0 } }) : fc.oneof(...choices);
     };
     fc.assert(
       fc.property(

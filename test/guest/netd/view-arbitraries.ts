@@ -3,6 +3,7 @@ import { clientIpTextOf } from '../../../shared/client-ip.js';
 import { clientId } from '../../../shared/client-id.js';
 import { type KernelView, type KernelLink, addressKey, emptyView, neighbourKey, routeKey, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
 import { SYSCTL_ABSENT, plan, type PlanOptions } from '../../../guest/netd/plan.js';
+import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { hexPair } from '../../shared/arbitraries.js';
 
 // Few ids so that duplicates (two links for one client) and leftovers for other ids show up.
@@ -19,10 +20,19 @@ const anyMac = fc.oneof(
 );
 
 export const anyLinks: fc.Arbitrary<KernelLink[]> = fc
-  .array(fc.record({ mac: anyMac, up: fc.boolean(), name: fc.constantFrom('eth0', 'wan', 'vm1', 'vm2', 'vm3', 'x') }), { maxLength: 7 })
+  .array(
+    fc.record({
+      mac: anyMac,
+      up: fc.boolean(),
+      name: fc.constantFrom('eth0', 'wan', 'vm1', 'vm2', 'vm3', 'x'),
+      // The default, the agent's guarded group (left on a link that is no provider link any more), another.
+      group: fc.constantFrom(0, PROVIDER_LINK_GROUP, 5),
+    }),
+    { maxLength: 7 },
+  )
   .map((specs) => [
-    { ifindex: 1, name: 'lo', mac: '00:00:00:00:00:00', up: true, loopback: true },
-    ...specs.map((spec, index) => ({ ifindex: index + 2, name: `${spec.name}${index}`, mac: spec.mac, up: spec.up, loopback: false })),
+    { ifindex: 1, name: 'lo', mac: '00:00:00:00:00:00', up: true, loopback: true, group: 0 },
+    ...specs.map((spec, index) => ({ ifindex: index + 2, name: `${spec.name}${index}`, mac: spec.mac, up: spec.up, loopback: false, group: spec.group })),
   ]);
 
 const anyIp = fc.oneof(smallId.map((id) => clientIpTextOf(clientId(id))), fc.constantFrom('169.254.0.1', '192.0.2.7', '0.0.0.0'));
