@@ -72,7 +72,7 @@ export class NetdAgent {
   #servingIp = new Map<string, number>();
   /** The last model the firewall took (null: none yet). */
   #firewallModel: FirewallModel | null = null;
-  /** #filteredLinks() of #firewallModel, built when first asked for (only when the firewall failed). */
+  /** #filteredLinks() of #firewallModel, built once per model the firewall takes, when first asked for. */
   #filteredLinksOf: { readonly model: FirewallModel; readonly links: ReadonlyMap<string, string | null> } | undefined;
   #servicesLinks = '';
   #errors = new Map<number, string>();
@@ -238,15 +238,31 @@ export class NetdAgent {
     const removals = current.operations.filter(isRemoval);
     const touched = new Set<number>();
     let failures = removals.length === 0 ? 0 : await this.#applyAll(removals, touched);
-    // Then the firewall: its chains let through whatever comes from a link that is not in its
-    // sets, so a link is brought up only once the firewall filters it. Where the firewall could
-    // not take the model, links it does not filter as the plan has them are left as they are (retried).
-    const filtering = await this.#tellFirewall(current);
-    const held = filtering ? new Set<number>() : this.#unfilteredLinks(current);
+    // Then the firewall and the rest. The table's chains let through whatever comes from a link
+    // not in its sets, but a provider link comes up in the guarded device group (in the request
+    // that brings it up), and the table drops everything of that group it does not name: a new
+    // link may come up before the firewall names it, and a hot-plug waits for no nft transaction.
+    // The firewall goes first where the guard is not enough: before this agent's first table is
+    // in place (at start, its guard may not exist yet), and for a link the firewall knows with
+    // another client (a MAC changed: it would be routed one client's traffic while allowed to
+    // send as another). Where it then fails, such links are left as they are (retried).
+    const firewallFirst = this.firewall !== null && (this.#firewallModel === null || this.#reassignedLinks(current));
+    let filtering = true;
+    let held = new Set<number>();
+    if (firewallFirst) {
+      filtering = await this.#tellFirewall(current);
+      if (!filtering) held = this.#unfilteredLinks(current);
+    }
     const additions = current.operations.filter((operation) => !isRemoval(operation) && !held.has(operationIfindex(operation) ?? -1));
     failures += await this.#applyAll(additions, touched);
+    if (!firewallFirst) filtering = await this.#tellFirewall(current);
     this.#forgetStaleErrors([...removals, ...additions]);
     for (const ifindex of held) this.#errors.set(ifindex, 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying');
+    if (!firewallFirst && !filtering) {
+      for (const ifindex of this.#unfilteredLinks(current)) {
+        this.#errors.set(ifindex, 'all its traffic is dropped until the firewall names this link: updating the firewall failed (see the log); retrying');
+      }
+    }
     const applied = removals.length + additions.length - failures;
     this.#counters.reconciles += 1;
     this.#counters.changesApplied += applied;
@@ -311,6 +327,15 @@ export class NetdAgent {
   #unfilteredLinks(current: Plan): Set<number> {
     const filtered = this.#filteredLinks();
     return new Set(current.providerLinks.filter((link) => filtered.get(link.ifname) !== link.clientIp).map((link) => link.ifindex));
+  }
+
+  /** Whether a provider link of `current` is one the firewall names with another client, or as isolated. */
+  #reassignedLinks(current: Plan): boolean {
+    const filtered = this.#filteredLinks();
+    return current.providerLinks.some((link) => {
+      const accepted = filtered.get(link.ifname);
+      return accepted !== undefined && accepted !== link.clientIp;
+    });
   }
 
   /**

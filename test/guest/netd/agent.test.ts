@@ -85,21 +85,50 @@ describe('NetdAgent', () => {
     expect(await vm1()).toMatchObject({ state: 'configured', error: null });
   });
 
-  it('has the firewall filter a new link before bringing it up (its chains pass what comes from links not in its sets)', async () => {
-    const kernel = new ScriptedKernel([]);
+  it('puts its table (and the group guard in it) in place before bringing any link up at start', async () => {
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
     const firewall = new RecordingFirewall();
     const order: string[] = [];
     firewall.onReconcile = (model) => order.push(`firewall ${model.providerLinks.map((link) => link.ifname).join(',')}`);
     kernel.onApply = (operation) => order.push(operation.kind);
     agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
     await agent.start({ watch: true });
+    expect(order).toContain('link-up');
+    expect(order.indexOf('firewall vm1')).toBeGreaterThanOrEqual(0);
+    expect(order.indexOf('firewall vm1')).toBeLessThan(order.indexOf('link-up'));
+  });
+
+  it('brings a link hot-plugged later up in the guarded group without waiting for the firewall, which names it right after', async () => {
+    const kernel = new ScriptedKernel([]);
+    const firewall = new RecordingFirewall();
+    const order: string[] = [];
+    firewall.onReconcile = (model) => order.push(`firewall ${model.providerLinks.map((link) => link.ifname).join(',')}`);
+    kernel.onApply = (operation) => order.push(operation.kind === 'link-up' ? `link-up group ${String(operation.group)}` : operation.kind);
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
+    await agent.start({ watch: true });
     order.length = 0;
     kernel.listener?.events([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
     await new Promise((resolve) => setImmediate(resolve));
     await agent.idle();
-    expect(order).toContain('link-up');
-    expect(order.indexOf('firewall vm1')).toBeGreaterThanOrEqual(0);
-    expect(order.indexOf('firewall vm1')).toBeLessThan(order.indexOf('link-up'));
+    // Up in the group the table guards (everything of it whose name the table does not hold is dropped)...
+    const up = order.indexOf(`link-up group ${PROVIDER_LINK_GROUP}`);
+    expect(up).toBeGreaterThanOrEqual(0);
+    // ...and named by the firewall in the same reconcile, after the link's own changes.
+    expect(order.indexOf('firewall vm1')).toBeGreaterThan(up);
+  });
+
+  it('says a hot-plugged link is cut off (guarded, not named) while the firewall cannot take it', async () => {
+    const kernel = new ScriptedKernel([]);
+    const firewall = new RecordingFirewall();
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
+    await agent.start({ watch: true });
+    firewall.failing = true;
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(kernel.applied).toContainEqual({ kind: 'link-up', ifindex: CLIENT_1.ifindex, group: PROVIDER_LINK_GROUP });
+    const vm1 = (await agent.status()).links.find((link) => link.name === 'vm1');
+    expect(vm1?.error).toMatch(/^all its traffic is dropped until the firewall names this link/);
   });
 
   it("puts a new link in the firewall's guarded group in the request that brings it up, and an isolated one before the firewall names it", async () => {
