@@ -5,6 +5,7 @@ import { firewallCounters, reconcileFirewall, removeFirewall } from '../../guest
 import type { FirewallModel } from '../../guest/firewall/model.js';
 import { clientIpTextOf } from '../../shared/client-ip.js';
 import { clientId } from '../../shared/client-id.js';
+import { PROVIDER_LINK_GROUP } from '../../shared/scheme.js';
 import { type Netns, RUN_PREFIX_ENV, createHarness } from '../harness/index.js';
 import { newRunPrefix } from '../harness/names.js';
 import { INTERNET_IP, UPLINK, makeProviderWorld, providerIfOf } from '../guest/firewall/provider-world.js';
@@ -57,6 +58,9 @@ export async function forwardingBench(): Promise<BenchResult[]> {
     const client = world.clients[0];
     if (client === undefined) throw new Error('no client in the benchmark world');
     const netns = { netns: provider.name };
+    // As the agent does: the client's link in the group the table guards, so each of its packets
+    // also meets the guard's set lookup.
+    await provider.ip(['link', 'set', 'dev', providerIfOf(clientId(1)), 'group', String(PROVIDER_LINK_GROUP)]);
     // One real link plus 999 links whose interfaces do not exist: only set sizes matter.
     const model: FirewallModel = world.model({
       providerLinks: Array.from({ length: CLIENTS }, (_, index) => {
