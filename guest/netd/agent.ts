@@ -4,7 +4,7 @@ import type { Logger } from '../../shared/log.js';
 import type { FirewallCounters, FirewallPort } from '../firewall-port.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
-import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, sysctlKeyId, sysctlPath } from './kernel-view.js';
+import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
 import type { NetdKernel } from './rtnetlink.js';
 import {
   type LinkReport,
@@ -18,6 +18,7 @@ import {
   disableIpv6Of,
   isRemoval,
   operationIfindex,
+  expectedEvent,
   plan,
 } from './plan.js';
 
@@ -69,6 +70,11 @@ export class NetdAgent {
   /** Links that kernel events touched since the last plan, and links that (re)appeared. */
   #dirty = new Set<number>();
   #seenLinks = new Set<number>();
+  /**
+   * The notifications the running reconcile's changes will cause, by `op` and kernel object: one
+   * that arrives saying just that is its echo, not a change to plan for.
+   */
+  #expectedEchoes = new Map<string, KernelEvent>();
   #servingIp = new Map<string, number>();
   /** The last model the firewall took (null: none yet). */
   #firewallModel: FirewallModel | null = null;
@@ -110,7 +116,9 @@ export class NetdAgent {
           }
           let changed = false;
           for (const event of events) {
-            if (changesView(this.#view, event)) changed = true;
+            // The kernel announces what the running reconcile changes, often before that
+            // reconcile has recorded it: its own echo starts no other plan over every link.
+            if (changesView(this.#view, event) && !this.#isEcho(event)) changed = true;
             this.#noteEvent(event);
             applyEvent(this.#view, event);
           }
@@ -283,6 +291,8 @@ export class NetdAgent {
     for (const link of current.providerLinks) servingIp.set(link.clientIp, link.ifindex);
     this.#servingIp = servingIp;
     await this.#tellServices(current);
+    // Later notifications meet a view that has this reconcile's changes.
+    this.#expectedEchoes.clear();
     this.#counters.lastReconcileMs = performance.now() - started;
     if (current.operations.length > 0) {
       this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');
@@ -296,6 +306,10 @@ export class NetdAgent {
    */
   async #applyAll(operations: readonly Operation[], touched: Set<number>): Promise<number> {
     const nameOf = (ifindex: number | null): string => (ifindex === null ? '-' : (this.#view.links.get(ifindex)?.name ?? `#${ifindex}`));
+    for (const operation of operations) {
+      const echo = expectedEvent(this.#view, operation);
+      if (echo !== null) this.#expectedEchoes.set(`${echo.op} ${eventObjectKey(echo)}`, echo);
+    }
     const results = await Promise.allSettled(operations.map((operation) => this.kernel.apply(operation, this.#view)));
     let failures = 0;
     results.forEach((result, index) => {
@@ -324,6 +338,15 @@ export class NetdAgent {
   #forgetStaleErrors(operations: readonly Operation[]): void {
     const asked = new Set(operations.map(operationIfindex));
     for (const ifindex of this.#errors.keys()) if (!this.#view.links.has(ifindex) || !asked.has(ifindex)) this.#errors.delete(ifindex);
+  }
+
+  /** Whether `event` says exactly what a change of the running reconcile is to cause. */
+  #isEcho(event: KernelEvent): boolean {
+    const expected = this.#expectedEchoes.get(`${event.op} ${eventObjectKey(event)}`);
+    if (expected === undefined) return false;
+    const alone = emptyView();
+    applyEvent(alone, expected);
+    return !changesView(alone, event);
   }
 
   /**

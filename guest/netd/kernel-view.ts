@@ -114,6 +114,20 @@ export function changesView(view: KernelView, event: KernelEvent): boolean {
   }
 }
 
+/** The kernel object a notification is about (a link, an address, a route, a neighbour entry). */
+export function eventObjectKey(event: KernelEvent): string {
+  switch (event.kind) {
+    case 'link':
+      return `link ${event.link.ifindex}`;
+    case 'address':
+      return `address ${addressKey(event.address)}`;
+    case 'route':
+      return `route ${routeKey(event.route)}`;
+    case 'neighbour':
+      return `neighbour ${neighbourKey(event.neighbour)}`;
+  }
+}
+
 /** Apply one notification (or dump entry) to the view. */
 export function applyEvent(view: KernelView, event: KernelEvent): void {
   switch (event.kind) {

@@ -466,6 +466,36 @@ export function isRemoval(operation: Operation): boolean {
   }
 }
 
+/**
+ * The notification the kernel sends once `operation` is done, as `view` (before it) lets us know
+ * it: the link with its new state, the address, route or neighbour entry made or deleted. Null
+ * for a sysctl (no notification) or a link the view does not have.
+ */
+export function expectedEvent(view: KernelView, operation: Operation): KernelEvent | null {
+  switch (operation.kind) {
+    case 'sysctl':
+      return null;
+    case 'link-up':
+    case 'link-down':
+    case 'link-group': {
+      const link = view.links.get(operation.ifindex);
+      if (link === undefined) return null;
+      const up = operation.kind === 'link-up' ? true : operation.kind === 'link-down' ? false : link.up;
+      const group = operation.kind === 'link-down' ? link.group : (operation.group ?? link.group);
+      return { kind: 'link', op: 'new', link: { ...link, up, group } };
+    }
+    case 'address-add':
+    case 'address-del':
+      return { kind: 'address', op: operation.kind === 'address-add' ? 'new' : 'del', address: operation.address };
+    case 'route-set':
+    case 'route-del':
+      return { kind: 'route', op: operation.kind === 'route-set' ? 'new' : 'del', route: operation.route };
+    case 'neighbour-set':
+    case 'neighbour-del':
+      return { kind: 'neighbour', op: operation.kind === 'neighbour-set' ? 'new' : 'del', neighbour: operation.neighbour };
+  }
+}
+
 /** The link an operation concerns, for per-link error reports. */
 export function operationIfindex(operation: Operation): number | null {
   switch (operation.kind) {

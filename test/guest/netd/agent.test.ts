@@ -4,8 +4,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { FirewallModel, FirewallPort } from '../../../guest/firewall-port.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
-import type { KernelEvent } from '../../../guest/netd/kernel-view.js';
-import { type Operation, operationIfindex } from '../../../guest/netd/plan.js';
+import type { KernelEvent, KernelView } from '../../../guest/netd/kernel-view.js';
+import { type Operation, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
 import type { KernelListener, NetdKernel } from '../../../guest/netd/rtnetlink.js';
 
 /** A kernel that refuses the operations `refuse` names and otherwise does as asked. */
@@ -28,7 +28,12 @@ class ScriptedKernel implements NetdKernel {
   /** Called with each operation as it is applied. */
   onApply: (operation: Operation) => void = () => undefined;
 
-  apply(operation: Operation): Promise<void> {
+  /** Announces each change as the kernel would, before answering (what its echo says). */
+  echo: ((operation: Operation, view: KernelView) => KernelEvent | null) | undefined;
+
+  apply(operation: Operation, view: KernelView): Promise<void> {
+    const echo = this.echo?.(operation, view) ?? null;
+    if (echo !== null) this.listener?.events([echo]);
     this.applied.push(operation);
     this.onApply(operation);
     return this.refuse(operation) ? Promise.reject(new Error('Request rejected: EPERM')) : Promise.resolve();
@@ -227,6 +232,38 @@ describe('NetdAgent', () => {
       await agent.idle();
       expect(kernel.applied.some((operation) => isRoute(operation, '100.64.0.1', VM2.ifindex))).toBe(true);
       expect(kernel.applied.some((operation) => isRoute(operation, '100.64.0.5', CLIENT_1.ifindex))).toBe(true);
+    });
+  });
+
+  describe('notifications of its own changes', () => {
+    const hotPlug = async (kernel: ScriptedKernel): Promise<number> => {
+      const before = (await agent!.status()).counters.reconciles;
+      kernel.listener?.events([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent!.idle();
+      return (await agent!.status()).counters.reconciles - before;
+    };
+
+    it('plans a hot-plug once: the echoes of its changes, arriving before they are recorded, start no second plan', async () => {
+      const kernel = new ScriptedKernel([]);
+      kernel.echo = (operation, view) => expectedEvent(view, operation);
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null);
+      await agent.start({ watch: true });
+      expect(await hotPlug(kernel)).toBe(1);
+      expect((await agent.status()).links.find((link) => link.name === 'vm1')).toMatchObject({ state: 'configured', error: null });
+    });
+
+    it('plans again when a notification about an object it changed says more (renamed meanwhile)', async () => {
+      const kernel = new ScriptedKernel([]);
+      const firewall = new RecordingFirewall();
+      kernel.echo = (operation, view) => {
+        const echo = expectedEvent(view, operation);
+        return echo?.kind === 'link' ? { ...echo, link: { ...echo.link, name: 'vm1b' } } : echo;
+      };
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
+      await agent.start({ watch: true });
+      expect(await hotPlug(kernel)).toBe(2);
+      expect(firewall.models.at(-1)?.providerLinks.map((link) => link.ifname)).toEqual(['vm1b']);
     });
   });
 });
