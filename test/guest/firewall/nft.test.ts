@@ -9,12 +9,13 @@ import { desiredElements } from '../../../guest/firewall/ruleset.js';
 import { type SimulatedTable, applyScript, elementsOf, renderListing } from './simulated-table.js';
 
 /** The one table, and a switch that makes the next change commit but report a timeout (a call past its timeout still runs). */
-const nft = { table: undefined as SimulatedTable | undefined, commitThenTimeOut: false };
+const nft = vi.hoisted(() => ({ table: undefined as SimulatedTable | undefined, commitThenTimeOut: false, listings: 0 }));
 
 vi.mock('../../../guest/firewall/nft-library.js', () => ({
   loadNftLibrary: () => undefined,
   runNftInProcess: async (script: string, _output: NftOutput, timeoutMs: number, what: string): Promise<NftResult> => {
     if (script.startsWith('list table ')) {
+      nft.listings += 1;
       return nft.table === undefined ? { code: 1, stdout: '', stderr: 'Error: No such file or directory' } : { code: 0, stdout: renderListing(nft.table), stderr: '' };
     }
     try {
@@ -36,6 +37,7 @@ const model = (...providerLinks: FirewallModel['providerLinks']): FirewallModel 
 beforeEach(() => {
   nft.table = undefined;
   nft.commitThenTimeOut = false;
+  nft.listings = 0;
 });
 
 it('after a change that timed out (it may still have committed), reads the table again instead of trusting what it remembers', async () => {
@@ -63,7 +65,9 @@ it('after a whole-table reconcile that timed out, reads the table again', async 
 it('remembers a change that succeeded: the next one is an element transaction, no listing', async () => {
   const reconciler = new FirewallReconciler();
   await reconciler.reconcile(model(link('snp1', '100.64.0.1')));
+  const listings = nft.listings;
   const next = model(link('snp1', '100.64.0.1'), link('snp2', '100.64.0.2'));
   expect(await reconciler.reconcile(next)).toEqual({ changed: true });
+  expect(nft.listings).toBe(listings);
   expect(nft.table === undefined ? undefined : elementsOf(nft.table)).toEqual(desiredElements(validateFirewallModel(next)));
 });
