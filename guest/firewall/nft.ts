@@ -146,8 +146,9 @@ export async function removeFirewall(options: NftOptions = {}): Promise<void> {
  * reconcileFirewall for a long-running agent: remembers the model it last applied, so a link
  * coming or going costs one element transaction instead of listing a table of a thousand
  * clients, and planning it costs the links that changed (advanceFirewallState), not all of them.
- * The first call, and any transaction that fails (the table was changed behind our back), goes
- * through reconcileFirewall's listing.
+ * The first call, any transaction that fails (the table was changed behind our back), and any
+ * call after one that threw (a timeout: it may have committed all the same), go through
+ * reconcileFirewall's listing.
  */
 export class FirewallReconciler {
   #applied: FirewallState | undefined;
@@ -166,15 +167,20 @@ export class FirewallReconciler {
         this.#applied = state;
         return { changed: false };
       }
+      // Forgotten until the call succeeds: one that throws (a timeout) may still commit later,
+      // libnftables cannot be stopped and a killed nft may have sent its batch; then only a
+      // listing knows what the table holds.
+      this.#applied = undefined;
       const result = await applyScript(elementCommands(diff), this.options);
       if (result.code === 0) {
         this.#applied = state;
         return { changed: true };
       }
-      this.#applied = undefined;
       valid = state.model;
     }
     valid ??= validateFirewallModel(model);
+    // As above: what a whole reconcile that throws did is unknown.
+    this.#applied = undefined;
     const outcome = await reconcileFirewall(valid, this.options);
     this.#applied = firewallStateOf(valid);
     return outcome;
