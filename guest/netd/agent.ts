@@ -259,21 +259,26 @@ export class NetdAgent {
     const firewallFirst = this.firewall !== null && (this.#firewallModel === null || this.#reassignedLinks(current));
     let filtering = true;
     let held = new Set<number>();
+    let downs: Operation[] = [];
     if (firewallFirst) {
       filtering = await this.#tellFirewall(current);
-      if (!filtering) held = this.#unfilteredLinks(current);
+      if (!filtering) {
+        held = this.#unfilteredLinks(current);
+        downs = this.#linksStillAcceptedAsAnother(current, held);
+        failures += await this.#applyAll(downs, touched);
+      }
     }
     const additions = current.operations.filter((operation) => !isRemoval(operation) && !held.has(operationIfindex(operation) ?? -1));
     failures += await this.#applyAll(additions, touched);
     if (!firewallFirst) filtering = await this.#tellFirewall(current);
-    this.#forgetStaleErrors([...removals, ...additions]);
+    this.#forgetStaleErrors([...removals, ...downs, ...additions]);
     for (const ifindex of held) this.#errors.set(ifindex, 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying');
     if (!firewallFirst && !filtering) {
       for (const ifindex of this.#unfilteredLinks(current)) {
         this.#errors.set(ifindex, 'all its traffic is dropped until the firewall names this link: updating the firewall failed (see the log); retrying');
       }
     }
-    const applied = removals.length + additions.length - failures;
+    const applied = removals.length + downs.length + additions.length - failures;
     this.#counters.reconciles += 1;
     this.#counters.changesApplied += applied;
     this.#counters.failedChanges += failures;
@@ -338,6 +343,18 @@ export class NetdAgent {
   #forgetStaleErrors(operations: readonly Operation[]): void {
     const asked = new Set(operations.map(operationIfindex));
     for (const ifindex of this.#errors.keys()) if (!this.#view.links.has(ifindex) || !asked.has(ifindex)) this.#errors.delete(ifindex);
+  }
+
+  /**
+   * Take down the held-back links that are up while the firewall still accepts another client's
+   * address from them (their MAC changed, so a VM other than that client is now behind them);
+   * the plan brings them up again once the firewall has caught up.
+   */
+  #linksStillAcceptedAsAnother(current: Plan, held: ReadonlySet<number>): Operation[] {
+    const filtered = this.#filteredLinks();
+    return current.providerLinks
+      .filter((link) => held.has(link.ifindex) && typeof filtered.get(link.ifname) === 'string' && this.#view.links.get(link.ifindex)?.up === true)
+      .map((link) => ({ kind: 'link-down', ifindex: link.ifindex }));
   }
 
   /** Whether `event` says exactly what a change of the running reconcile is to cause. */

@@ -386,8 +386,9 @@ const PHASE: Record<Operation['kind'], number> = {
   sysctl: 0,
   'route-del': 1,
   'neighbour-del': 1,
-  // Joining the group only takes away; leaving it comes after the firewall let go of the link
-  // (isRemoval), and before a client link's routes.
+  // Joining the group only takes away (isRemoval: before the firewall); leaving it goes with the
+  // link's other changes (the sets still name the link until the firewall drops it), and before a
+  // client link's routes.
   'link-group': 1,
   'link-up': 2,
   // After the route and neighbour deletions it makes moot (they would fail once it is down).

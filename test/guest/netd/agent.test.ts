@@ -221,6 +221,8 @@ describe('NetdAgent', () => {
       // The firewall still accepts client 1 from vm1 and drops all of vm2's traffic: vm1 routed to
       // client 5, or vm2 up and routed to client 1, would not match it.
       expect(kernel.applied.filter((operation) => operation.kind === 'route-set' || operation.kind === 'neighbour-set' || operation.kind === 'link-up')).toEqual([]);
+      // vm1 is up, and the firewall still accepts client 1's address from it, whoever is behind it now: down.
+      expect(kernel.applied).toContainEqual({ kind: 'link-down', ifindex: CLIENT_1.ifindex });
       const links = (await agent.status()).links;
       for (const name of ['vm1', 'vm2']) {
         expect(links.find((link) => link.name === name)?.error).toMatch(/^held back until the firewall filters this link/);
