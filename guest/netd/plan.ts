@@ -12,6 +12,7 @@ import {
   type SysctlKey,
   addressKey,
   applyEvent,
+  emptyView,
   neighbourKey,
   routeKey,
   sysctlKeyId,
@@ -481,9 +482,12 @@ export function expectedEvent(view: KernelView, operation: Operation): KernelEve
     case 'link-group': {
       const link = view.links.get(operation.ifindex);
       if (link === undefined) return null;
-      const up = operation.kind === 'link-up' ? true : operation.kind === 'link-down' ? false : link.up;
-      const group = operation.kind === 'link-down' ? link.group : (operation.group ?? link.group);
-      return { kind: 'link', op: 'new', link: { ...link, up, group } };
+      // What applyOperation makes of the link alone is what the kernel announces.
+      const alone = emptyView();
+      alone.links.set(link.ifindex, link);
+      applyOperation(alone, operation);
+      const after = alone.links.get(link.ifindex);
+      return after === undefined ? null : { kind: 'link', op: 'new', link: after };
     }
     case 'address-add':
     case 'address-del':
