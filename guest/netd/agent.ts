@@ -255,7 +255,8 @@ export class NetdAgent {
     // The firewall goes first where the guard is not enough: before this agent's first table is
     // in place (at start, its guard may not exist yet), and for a link the firewall knows with
     // another client (a MAC changed: it would be routed one client's traffic while allowed to
-    // send as another). Where it then fails, such links are left as they are (retried).
+    // send as another). Where it then fails, such links are held back (retried), and one the
+    // firewall still accepts as its former client goes down meanwhile.
     const firewallFirst = this.firewall !== null && (this.#firewallModel === null || this.#reassignedLinks(current));
     let filtering = true;
     let held = new Set<number>();
