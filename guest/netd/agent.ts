@@ -299,6 +299,9 @@ export class NetdAgent {
     await this.#tellServices(current);
     // Later notifications meet a view that has this reconcile's changes.
     this.#expectedEchoes.clear();
+    // Their echoes start no plan, but the upstream link these changes configured is told to the
+    // services only by one.
+    if (current.upstreamPending && applied > 0) this.#schedule();
     this.#counters.lastReconcileMs = performance.now() - started;
     if (current.operations.length > 0) {
       this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');

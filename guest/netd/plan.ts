@@ -108,6 +108,11 @@ export interface Plan {
    * gateway 169.254.0.1 is also our address: the DNS forwarder reaches that provider's through it.
    */
   readonly upstreamLink: UpstreamLink | null;
+  /**
+   * The upstream link exists but is not configured yet: once this plan's operations are done it
+   * is, and only a new plan says so (upstreamLink is the one output that depends on them).
+   */
+  readonly upstreamPending: boolean;
   /** What to pass as `served` to the next plan: the links serving now, and those still to clean. */
   readonly served: ServedLinks;
 }
@@ -191,6 +196,7 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
   const isolatedLinks: string[] = [];
   let primaryClientLink: number | null = null;
   let upstreamLink: UpstreamLink | null = null;
+  let upstreamPending = false;
 
   if (options.mode === 'provider') wantSysctl(view, wanted, IP_FORWARD, '1');
 
@@ -296,7 +302,10 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           } else note = 'a default route through another interface exists; left alone';
         } else note = 'not the first client link: address only';
         const configured = steps.every(Boolean);
-        if (configured && options.mode === 'provider' && primaryClientLink === link.ifindex) upstreamLink = { ifname: link.name, ownIp: linkClass.ownIp };
+        if (options.mode === 'provider' && primaryClientLink === link.ifindex) {
+          if (configured) upstreamLink = { ifname: link.name, ownIp: linkClass.ownIp };
+          else upstreamPending = true;
+        }
         report(configured ? 'configured' : 'pending', note);
         break;
       }
@@ -351,6 +360,7 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
     },
     providerLinks,
     upstreamLink,
+    upstreamPending,
     served: nextServed,
   };
 }
