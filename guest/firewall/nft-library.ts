@@ -13,10 +13,15 @@ export interface NftResult {
   readonly stderr: string;
 }
 
-/** nft's output options (-s, -j), and where the call runs. */
+/** nft's output options (-s, -j, -n), and where the call runs. */
 export interface NftOutput {
   readonly stateless?: boolean;
   readonly json?: boolean;
+  /**
+   * Every value as a number (nft -n: device groups, protocols, conntrack states, ICMP types,
+   * chain priorities): no name read from /etc (iproute2/group, protocols, ...) in the text.
+   */
+  readonly numeric?: boolean;
   /**
    * A listing: run it in a context made for this call alone, so that the long-lived context's
    * cache never holds every element of a large table (the next change would pay to drop it).
@@ -28,6 +33,7 @@ interface Addon {
   run(script: string, flags: number, callback: (code: number, stdout: string, stderr: string) => void): void;
   readonly STATELESS: number;
   readonly JSON: number;
+  readonly NUMERIC: number;
   readonly ONE_OFF: number;
 }
 
@@ -77,7 +83,11 @@ export function runNftInProcess(script: string, output: NftOutput, timeoutMs: nu
   loadNftLibrary();
   const lib = addon;
   if (lib === undefined) return Promise.reject(new FirewallError('nft-library', `the nft-run addon did not load: ${BUILD_HINT}`));
-  const flags = (output.stateless === true ? lib.STATELESS : 0) | (output.json === true ? lib.JSON : 0) | (output.listing === true ? lib.ONE_OFF : 0);
+  const flags =
+    (output.stateless === true ? lib.STATELESS : 0) |
+    (output.json === true ? lib.JSON : 0) |
+    (output.numeric === true ? lib.NUMERIC : 0) |
+    (output.listing === true ? lib.ONE_OFF : 0);
   const call = queue.then(() => runNow(lib, script, flags));
   queue = call.catch(() => undefined);
   let timer: NodeJS.Timeout | undefined;

@@ -35,7 +35,7 @@ function describe(call: NftCall): string {
 }
 
 function outputArgs(output: NftOutput): string[] {
-  return [...(output.stateless === true ? ['-s'] : []), ...(output.json === true ? ['-j'] : [])];
+  return [...(output.stateless === true ? ['-s'] : []), ...(output.json === true ? ['-j'] : []), ...(output.numeric === true ? ['-n'] : [])];
 }
 
 function runNft(call: NftCall, options: NftOptions): Promise<NftResult> {
@@ -94,9 +94,13 @@ function failure(what: string, result: NftResult): FirewallError {
 
 const NO_SUCH_TABLE = /No such file or directory/;
 
-/** The table's stateless listing, or undefined when there is no table. */
+/**
+ * The table's stateless numeric listing (see staticTableText), or undefined when there is no
+ * table. Numeric, so that names /etc files give to the values (a device group in
+ * /etc/iproute2/group, a protocol in /etc/protocols) never make it differ from the expected text.
+ */
 async function readTable(options: NftOptions): Promise<string | undefined> {
-  const result = await runNft({ kind: 'command', output: { stateless: true, listing: true }, words: ['list', 'table', ...TABLE.split(' ')] }, options);
+  const result = await runNft({ kind: 'command', output: { stateless: true, numeric: true, listing: true }, words: ['list', 'table', ...TABLE.split(' ')] }, options);
   if (result.code === 0) return result.stdout;
   if (NO_SUCH_TABLE.test(result.stderr)) return undefined;
   throw failure(`list table ${TABLE}`, result);

@@ -42,10 +42,23 @@ export type FirewallElements = Readonly<Record<SetName, readonly string[]>>;
 
 const COMMENT = 'spectrum-netd provider firewall v1: owned by spectrum-netd, edits are replaced';
 
+/*
+ * Values as `nft -n` prints them (nft 1.0.6), named as nft prints them otherwise. Why numbers:
+ * some of those names come from files in /etc (a device group's from /etc/iproute2/group, a
+ * protocol's from /etc/protocols), so a listing with names would differ from one system to the
+ * next, and an audit would find every table changed and replace it forever.
+ */
+const PRIORITY = { raw: -300, filter: 0, srcnat: 100 } as const;
+/** Conntrack state bits: invalid, then 1 << (IP_CT_* + 1), as the kernel matches them. */
+const CT_STATE = { invalid: '0x1', established: '0x2', related: '0x4' } as const;
+const IP_PROTOCOL = { tcp: 6, udp: 17 } as const;
+const ICMP_ECHO_REQUEST = 8;
+
 /**
- * The table without elements, written exactly as `nft -s list table inet spectrum_netd` prints
- * it (nft 1.0.6), so a listing with its elements taken out compares equal byte for byte while the
- * structure is right. nft reads this text back as input unchanged.
+ * The table without elements, written exactly as `nft -n -s list table inet spectrum_netd`
+ * prints it (nft 1.0.6), so a listing with its elements taken out compares equal byte for byte
+ * while the structure is right, whatever names /etc files give to its values (nft.ts lists it
+ * so). nft reads this text back as input unchanged.
  *
  * Why each rule is there:
  * - the guard, first in prerouting and forward: the chains below recognise provider links by
@@ -54,7 +67,8 @@ const COMMENT = 'spectrum-netd provider firewall v1: owned by spectrum-netd, edi
  *   a provider link renamed while up (Linux allows it since 6.2) to a name not in the sets has
  *   all its traffic dropped, even before the agent has heard of the rename. Prerouting sees
  *   everything received (input and forward); forward also guards what is routed toward such a
- *   link. nft prints the group as a number (unless /etc/iproute2/group names it).
+ *   link. The group is a number here and in the listings the audit reads, whatever name
+ *   /etc/iproute2/group gives it.
  * - prerouting at raw priority, before conntrack, so spoofed packets never create state. From a
  *   provider link only `link . own client IP` passes, plus a DHCP client's first packets
  *   (0.0.0.0:68 -> 255.255.255.255:67); everything else from it, IPv6 included (no `ip saddr`
@@ -84,7 +98,7 @@ export function staticTableText(): string {
     ...counter(COUNTERS.inputDrops),
     ...SET_NAMES.flatMap(set),
     ...chain('prerouting', [
-      'type filter hook prerouting priority raw; policy accept;',
+      `type filter hook prerouting priority ${PRIORITY.raw}; policy accept;`,
       `iifgroup ${PROVIDER_LINK_GROUP} iifname != @client_links ${drop(COUNTERS.antispoofDrops)}`,
       'iifname @client_links jump from_client_link',
       `ip saddr @client_ips ${drop(COUNTERS.antispoofDrops)}`,
@@ -94,27 +108,27 @@ export function staticTableText(): string {
       'ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept',
       drop(COUNTERS.antispoofDrops),
     ]),
-    ...chain('input', ['type filter hook input priority filter; policy accept;', 'iifname @client_links jump input_from_client_link']),
+    ...chain('input', [`type filter hook input priority ${PRIORITY.filter}; policy accept;`, 'iifname @client_links jump input_from_client_link']),
     ...chain('input_from_client_link', [
-      'ct state established,related accept',
+      `ct state ${CT_STATE.established},${CT_STATE.related} accept`,
       `ip daddr { ${GATEWAY_IP}, 255.255.255.255 } udp dport 67 accept`,
-      `ip daddr ${GATEWAY_IP} meta l4proto { tcp, udp } th dport 53 accept`,
-      `ip daddr ${GATEWAY_IP} icmp type echo-request accept`,
+      `ip daddr ${GATEWAY_IP} meta l4proto { ${IP_PROTOCOL.tcp}, ${IP_PROTOCOL.udp} } th dport 53 accept`,
+      `ip daddr ${GATEWAY_IP} icmp type ${ICMP_ECHO_REQUEST} accept`,
       drop(COUNTERS.inputDrops),
     ]),
     ...chain('forward', [
-      'type filter hook forward priority filter; policy accept;',
+      `type filter hook forward priority ${PRIORITY.filter}; policy accept;`,
       `oifgroup ${PROVIDER_LINK_GROUP} oifname != @client_links ${drop(COUNTERS.isolationDrops)}`,
-      'ct state established,related accept',
+      `ct state ${CT_STATE.established},${CT_STATE.related} accept`,
       'oifname @client_links jump forward_to_client_link',
       'iifname @client_links jump forward_from_client_link',
     ]),
     ...chain('forward_to_client_link', ['ip saddr . ip daddr @allowed_pairs accept', drop(COUNTERS.isolationDrops)]),
     // Invalid packets would leave unmasqueraded (NAT needs a conntrack entry): never let them out.
-    ...chain('forward_from_client_link', ['ct state invalid drop', 'oifname @uplinks accept', drop(COUNTERS.isolationDrops)]),
+    ...chain('forward_from_client_link', [`ct state ${CT_STATE.invalid} drop`, 'oifname @uplinks accept', drop(COUNTERS.isolationDrops)]),
     ...chain(
       'postrouting',
-      ['type nat hook postrouting priority srcnat; policy accept;', `oifname @uplinks ip saddr ${CLIENT_NETWORK} masquerade`],
+      [`type nat hook postrouting priority ${PRIORITY.srcnat}; policy accept;`, `oifname @uplinks ip saddr ${CLIENT_NETWORK} masquerade`],
       true,
     ),
     '}',

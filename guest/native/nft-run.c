@@ -11,6 +11,10 @@
 // nft.ts) makes calls one at a time, since one nft context must not be used by two threads at
 // once. A second call while one runs throws EBUSY.
 //
+// Why listings can be numeric (NUMERIC): nft prints some values by names it reads from files in
+// /etc (device groups from /etc/iproute2/group, protocols from /etc/protocols, ...), so a listing
+// compared with what the agent expects would depend on what those files say. Numeric, it does not.
+//
 // Why listings get a context of their own (ONE_OFF): a context keeps nft's cache between calls,
 // and a listing fills it with every element of every set; the next change then paid for
 // throwing that away (an element transaction after a listing of a 1000-client table took 8 ms
@@ -18,10 +22,10 @@
 //
 // JS API:
 //   run(script, flags, callback(code, stdout, stderr))   queue one nft run of `script`
-//       flags: STATELESS (-s) and JSON (-j), and ONE_OFF, or'ed. code: 0 on success, 1 on
+//       flags: STATELESS (-s), JSON (-j), NUMERIC (-n), and ONE_OFF, or'ed. code: 0 on success, 1 on
 //       failure (as nft exits); stdout and stderr are what nft would print. Throws {code} if it
 //       cannot queue.
-//   STATELESS, JSON, ONE_OFF: the flag values.
+//   STATELESS, JSON, NUMERIC, ONE_OFF: the flag values.
 // The long-lived context is made on the first run and freed when the environment is torn down.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
@@ -42,7 +46,8 @@
 // Not an nft output flag: libnftables' flags stay well below it.
 #define ONE_OFF (1u << 30)
 // The output flags a caller may ask for; anything else is refused.
-#define OUTPUT_FLAGS (NFT_CTX_OUTPUT_STATELESS | NFT_CTX_OUTPUT_JSON)
+// NUMERIC is nft -n (1.0.6): symbols, protocols, priorities and times as numbers.
+#define OUTPUT_FLAGS (NFT_CTX_OUTPUT_STATELESS | NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_NUMERIC_ALL)
 
 typedef struct {
   napi_async_work work;
@@ -172,7 +177,7 @@ static napi_value run(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (napi_get_value_uint32(env, argv[1], &flags) != napi_ok || (flags & ~(uint32_t)(OUTPUT_FLAGS | ONE_OFF)) != 0) {
-    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": flags must be STATELESS, JSON and/or ONE_OFF");
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": flags must be STATELESS, JSON, NUMERIC and/or ONE_OFF");
     return NULL;
   }
   if (napi_typeof(env, argv[2], &type) != napi_ok || type != napi_function) {
@@ -210,6 +215,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (EXPORT_FUNCTIONS(env, exports, functions) != napi_ok) return NULL;
   if (set_number(env, exports, "STATELESS", NFT_CTX_OUTPUT_STATELESS) == NULL) return NULL;
   if (set_number(env, exports, "ONE_OFF", (int)ONE_OFF) == NULL) return NULL;
+  if (set_number(env, exports, "NUMERIC", NFT_CTX_OUTPUT_NUMERIC_ALL) == NULL) return NULL;
   return set_number(env, exports, "JSON", NFT_CTX_OUTPUT_JSON);
 }
 

@@ -138,7 +138,7 @@ describeNetns('provider firewall in network namespaces', () => {
   it('installs the table, then finds nothing to change', async () => {
     expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: true });
     expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: false });
-    const listing = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
+    const listing = parseTableListing((await provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
     expect(listing.structure).toBe(staticTableText());
     expect(listing.elements.client_sources).toEqual([`"${a.providerIf}" . ${a.ip}`, `"${b.providerIf}" . ${b.ip}`]);
   });
@@ -238,7 +238,7 @@ describeNetns('provider firewall in network namespaces', () => {
     expect(handle).toBeDefined();
     await provider.exec(['nft', 'delete', 'rule', 'inet', 'spectrum_netd', 'forward', 'handle', handle ?? '']);
     expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: true });
-    const listing = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
+    const listing = parseTableListing((await provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
     expect(listing.structure).toBe(staticTableText());
     expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: false });
   });

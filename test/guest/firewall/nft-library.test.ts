@@ -1,9 +1,9 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { FirewallModel } from '../../../guest/firewall/model.js';
 import type { NftResult } from '../../../guest/firewall/nft-library.js';
-import { reconcileFirewall } from '../../../guest/firewall/nft.js';
+import { FirewallReconciler, reconcileFirewall } from '../../../guest/firewall/nft.js';
 import { desiredElements, parseTableListing } from '../../../guest/firewall/ruleset.js';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import { type Harness, type Netns, createHarness, describeNetns } from '../../harness/index.js';
@@ -16,9 +16,19 @@ interface Call {
   readonly script: string;
   readonly stateless?: boolean;
   readonly json?: boolean;
+  readonly numeric?: boolean;
 }
 
-const SCRIPT_TABLE = ['add table inet nft_library_test', 'add set inet nft_library_test links { type ifname; }', 'add element inet nft_library_test links { "a0", "a1" }', 'add counter inet nft_library_test drops', ''].join('\n');
+const SCRIPT_TABLE = [
+  'add table inet nft_library_test',
+  'add set inet nft_library_test links { type ifname; }',
+  'add element inet nft_library_test links { "a0", "a1" }',
+  'add counter inet nft_library_test drops',
+  // Names that numeric listings print as numbers: a priority, a protocol, conntrack states.
+  'add chain inet nft_library_test input { type filter hook input priority raw; policy accept; }',
+  'add rule inet nft_library_test input meta l4proto tcp ct state established,related accept',
+  '',
+].join('\n');
 
 const model = (links: number): FirewallModel => ({
   providerLinks: Array.from({ length: links }, (_, index) => ({ ifname: `snp${index + 1}`, clientIp: `100.64.${Math.floor((index + 1) / 256)}.${(index + 1) % 256}` })),
@@ -47,11 +57,12 @@ describeNetns('nft in-process through libnftables', () => {
     await harness?.cleanup();
   });
 
-  it('runs a script, and lists stateless and as JSON as the spawned nft does', async () => {
-    const [created, listed, counters] = await run([
+  it('runs a script, and lists stateless, numeric and as JSON as the spawned nft does', async () => {
+    const [created, listed, counters, numeric] = await run([
       { script: SCRIPT_TABLE },
       { script: 'list table inet nft_library_test', stateless: true },
       { script: 'list counters table inet nft_library_test', json: true },
+      { script: 'list table inet nft_library_test', stateless: true, numeric: true },
     ]);
     expect(created).toEqual({ code: 0, stdout: '', stderr: '' });
     expect(listed).toEqual({ code: 0, stdout: await spawnedListing('nft_library_test'), stderr: '' });
@@ -60,6 +71,9 @@ describeNetns('nft in-process through libnftables', () => {
     expect(counters?.stdout).toBe((await ns.exec(['nft', '-j', 'list', 'counters', 'table', 'inet', 'nft_library_test'])).stdout);
     const json = JSON.parse(counters?.stdout ?? '') as { nftables: unknown[] };
     expect(json.nftables).toContainEqual({ counter: expect.objectContaining({ family: 'inet', table: 'nft_library_test', name: 'drops', packets: 0, bytes: 0 }) });
+    expect(numeric).toEqual({ code: 0, stdout: (await ns.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'nft_library_test'])).stdout, stderr: '' });
+    expect(numeric?.stdout).toContain('priority -300;');
+    expect(numeric?.stdout).toContain('meta l4proto 6 ct state 0x2,0x4 accept');
   });
 
   it('calls queued at once run one at a time, in order', async () => {
@@ -105,5 +119,43 @@ describeNetns('nft in-process through libnftables', () => {
     const listing = parseTableListing((await ns.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
     expect(listing.elements).toEqual(desiredElements(validateFirewallModel(shrunk)));
     expect(listing.unknownSets).toEqual([]);
+  });
+});
+
+describeNetns('the audit compares listings that no name in /etc changes', () => {
+  let harness: Harness;
+  let ns: Netns;
+  const listing = async (args: readonly string[]): Promise<string> => (await ns.exec(['nft', ...args, 'list', 'table', 'inet', 'spectrum_netd'])).stdout;
+
+  beforeAll(async () => {
+    if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run npm run build`);
+    harness = createHarness('nftnames');
+    ns = await harness.namespace('agent');
+    // `ip netns exec NS` bind-mounts /etc/netns/NS/* over /etc/* in a mount namespace of its own:
+    // there, and only there, the provider link group has a name and TCP and UDP other names.
+    mkdirSync(`/etc/netns/${ns.name}/iproute2`, { recursive: true });
+    writeFileSync(`/etc/netns/${ns.name}/iproute2/group`, '0\tdefault\n179563648\tspectrum\n');
+    writeFileSync(`/etc/netns/${ns.name}/protocols`, 'ip\t0\tIP\nicmp\t1\tICMP\ntcpx\t6\tTCP\nudpx\t17\tUDP\n');
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  it('an audit after a load finds nothing to change, spawned (--netns) or in-process', async () => {
+    const links = model(3);
+    expect(await reconcileFirewall(links, { netns: ns.name })).toEqual({ changed: true });
+    // The names are in effect for nft run in there.
+    const named = await listing(['-s']);
+    expect(named).toContain('iifgroup "spectrum" iifname != @client_links');
+    expect(named).toContain('meta l4proto { tcpx, udpx } th dport 53');
+    // Handles change when a table is replaced: the same handles after the audits, nothing was.
+    const before = await listing(['-a', '-s']);
+    expect(await reconcileFirewall(links, { netns: ns.name })).toEqual({ changed: false });
+    expect(await new FirewallReconciler({ netns: ns.name }).reconcile(links, { verify: true })).toEqual({ changed: false });
+    // The agent's path: libnftables in its own process, entered with `ip netns exec` to see the names.
+    const inProcess = await ns.exec([process.execPath, FIXTURE, 'verify', JSON.stringify([links, links])], { timeoutMs: 30_000 });
+    expect(JSON.parse(inProcess.stdout)).toEqual([{ changed: false }, { changed: false }]);
+    expect(await listing(['-a', '-s'])).toBe(before);
   });
 });

@@ -172,12 +172,12 @@ describe('the static part', () => {
     // The group is the provider link MAC prefix 0A:B3:EC:80 as a number; nft prints it in decimal.
     expect(PROVIDER_LINK_GROUP).toBe(0x0ab3ec80);
     expect(chain('prerouting').slice(0, 2)).toEqual([
-      'type filter hook prerouting priority raw; policy accept;',
+      'type filter hook prerouting priority -300; policy accept;',
       'iifgroup 179563648 iifname != @client_links counter name "antispoof_drops" drop',
     ]);
     // Before replies are let through: nothing reaches a link the sets do not name.
     expect(chain('forward').slice(0, 2)).toEqual([
-      'type filter hook forward priority filter; policy accept;',
+      'type filter hook forward priority 0; policy accept;',
       'oifgroup 179563648 oifname != @client_links counter name "isolation_drops" drop',
     ]);
   });

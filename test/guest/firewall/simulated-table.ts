@@ -1,7 +1,7 @@
 // A model of the one nft table, for checking generated scripts without a kernel: it runs the
 // commands ruleset.ts emits with nft's transaction semantics, stricter where nft would be lenient
 // (adding an element that exists, merging into an existing table), and prints listings the way
-// `nft -s list table` does, element lists wrapped over lines.
+// `nft -n -s list table` does, element lists wrapped over lines.
 import { SET_NAMES, type FirewallElements, type SetName, TABLE, emptyElements, parseElementList } from '../../../guest/firewall/ruleset.js';
 
 export interface SimulatedTable {
