@@ -225,11 +225,22 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       else for (const report of reports) process.stdout.write(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}${flags.forget === true ? ', forgotten' : ', kept'})\n`);
     });
 
-  // A listed link's VMM arguments carry the MTU its bridge has, which --mtu gave it when it was made.
+  // A listed link's VMM arguments carry the MTU its bridge has, which --mtu gave it when it was
+  // made. Only a link whose devices exist gets them: those of one taken down (unlink keeps its
+  // id) or that lost a device (a crash, a reboot) would name taps that are not there.
   const printListed = (listed: ListedLink[], json: boolean): void => {
-    if (json) process.stdout.write(`${JSON.stringify(listed.map((entry) => ({ ...linkJson(entry, entry.mtu ?? DEFAULT_NIC_MTU), present: entry.present })))}\n`);
-    else if (listed.length === 0) process.stdout.write('no links recorded\n');
-    else for (const entry of listed) process.stdout.write(`${reportLine(entry)}  ${entry.present ? 'up' : 'devices missing'}\n`);
+    const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
+    if (json) {
+      const entries = listed.map((entry) => ({ ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present }));
+      process.stdout.write(`${JSON.stringify(entries)}\n`);
+    } else if (listed.length === 0) process.stdout.write('no links recorded\n');
+    else {
+      const lines = listed.flatMap((entry) => [
+        `${reportLine(entry)}  ${entry.present ? 'up' : 'devices missing'}`,
+        ...(entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
+      ]);
+      process.stdout.write(lines.map((line) => `${line}\n`).join(''));
+    }
   };
 
   const list = new Command('list')

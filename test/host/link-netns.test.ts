@@ -585,6 +585,48 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(output).toEqual({ vm: 'appvm-lynx', unlinked: [withoutArguments], forgotten: false });
   });
 
+  it('list and show give VMM arguments only to links whose devices exist: after unlink (id kept) or a lost device they would name missing taps', async () => {
+    type Listed = Record<string, unknown> & { id: number; present: boolean; vmmArguments?: { client?: { qemu: string[] } } };
+    const listedJson = async (args: readonly string[]): Promise<Listed | undefined> => {
+      const result = await world().link([...args, '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      return (JSON.parse(result.stdout) as Listed[]).find((entry) => entry.vm === 'appvm-lynx');
+    };
+    /** The human output's line for the link, and the lines under it. */
+    const human = async (args: readonly string[]): Promise<string[]> => {
+      const result = await world().link(args);
+      expect(result.code, result.stderr).toBe(0);
+      const lines = result.stdout.trimEnd().split('\n');
+      const start = lines.findIndex((line) => line.startsWith('appvm-lynx -> netvm '));
+      const end = lines.findIndex((line, index) => index > start && !line.startsWith('  '));
+      return lines.slice(start, end < 0 ? undefined : end);
+    };
+    const linked = JSON.parse((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as { links: (Record<string, unknown> & { vmmArguments: unknown; clientDevice: string })[] };
+    const link = linked.links[0]!;
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await listedJson(command)).toEqual({ ...link, present: true });
+      const lines = await human(command);
+      expect(lines[0]).toMatch(/  up$/);
+      expect(lines.slice(1).map((line) => line.split(':')[0])).toEqual(['  appvm-lynx', '  appvm-lynx', '  netvm', '  netvm']);
+    }
+    const { vmmArguments: _, ...withoutArguments } = link;
+    const missing = async (): Promise<void> => {
+      for (const command of [['list'], ['show', 'appvm-lynx']]) {
+        expect(await listedJson(command)).toEqual({ ...withoutArguments, present: false });
+        const lines = await human(command);
+        expect(lines).toHaveLength(1);
+        expect(lines[0]).toMatch(/  devices missing$/);
+      }
+    };
+    // unlink keeps the id: the link is still recorded, its taps gone.
+    expect((await world().link(['unlink', 'appvm-lynx'])).code).toBe(0);
+    await missing();
+    // One tap lost (a crash, a reboot): the arguments would name it.
+    expect((await world().link(['link', 'appvm-lynx', '--attach', 'none'])).code).toBe(0);
+    await world().host.ip(['link', 'del', 'dev', link.clientDevice]);
+    await missing();
+  });
+
   it.each([
     [['list', '--mtu', '9000']],
     [['list', '--config-dir', '/tmp']],
