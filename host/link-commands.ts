@@ -5,7 +5,7 @@ import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
-import { type ConfigSnapshot, type Listing, configDirFrom } from './config.js';
+import { type Listing, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix } from './device-names.js';
 import {
@@ -15,6 +15,7 @@ import {
   type LinkerOptions,
   type ListedLink,
   type VmmPort,
+  type WholeConfigDir,
   checkNetnsPrefix,
   collectGarbage,
   linkVms,
@@ -23,7 +24,6 @@ import {
   unlinkVm,
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
-import type { VmName } from './vm-name.js';
 import { type SideArguments, type VmmFlags, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU } from './vmm/nic.js';
 
@@ -121,6 +121,12 @@ function linkJson(report: LinkReport, mtu: number): Record<string, unknown> {
   return { ...linkFieldsJson(report), ...(vmmArguments === undefined ? {} : { vmmArguments }) };
 }
 
+/** What `link --all` says of a client VM whose directory has gone but whose links are recorded. */
+function orphanWarning(vm: string, links: number, configDir: string): string {
+  const recorded = `${links} recorded link${links === 1 ? '' : 's'}`;
+  return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: spectrum-link unlink ${vm} --forget`;
+}
+
 /** The progress line of `link`: how many VMs have their devices, then how many NICs are hot-plugged. */
 function linkProgressText(progress: Progress): (event: LinkProgressEvent) => void {
   return ({ phase, done, total }) => progress.update(phase === 'devices' ? `linking: devices for ${done} of ${total} VMs` : `linking: ${done} of ${total} NICs hot-plugged`);
@@ -159,12 +165,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         vmm: vmmFactory(attach, flags),
       };
       let vms = names;
-      let snapshot: ConfigSnapshot | undefined;
-      let withoutProviders: VmName[] = [];
+      let wholeDir: WholeConfigDir | undefined;
       if (flags.all === true) {
         if (names.length > 0) throw new CliError('link: give VM names or --all, not both', EXIT.usage);
         // The whole dir holds every VM the linker must check too, so it is read once.
-        snapshot = await readConfigDir(linkerOpts.configDir);
+        const snapshot = await readConfigDir(linkerOpts.configDir);
         const listings = [...snapshot.vms.values()].flatMap((dir) => (dir.location === 'directory' ? [{ name: dir.name, providers: dir.providers }] : []));
         const count = (providers: Listing): number => (providers.state === 'directory' ? providers.entries.length : 0);
         // A providers/net that cannot be listed (no directory, unreadable) may well name providers:
@@ -173,18 +178,21 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         vms = listings.filter((vm) => count(vm.providers) > 0 || unlisted(vm.providers)).map((vm) => vm.name).sort();
         // Read, and naming no provider now: whatever they were linked to as clients goes. (A VM
         // whose directory could not be read, or has gone, is left as it is.)
-        withoutProviders = listings.filter((vm) => vm.providers.state === 'missing' || (vm.providers.state === 'directory' && count(vm.providers) === 0)).map((vm) => vm.name);
+        const withoutProviders = listings.filter((vm) => vm.providers.state === 'missing' || (vm.providers.state === 'directory' && count(vm.providers) === 0)).map((vm) => vm.name);
+        wholeDir = { snapshot, withoutProviders };
       } else if (names.length === 0) throw new CliError('link: name at least one VM, or use --all', EXIT.usage);
       const started = performance.now();
       // A bulk link takes seconds: on a terminal, a line that says how far it has got.
       const progress: Progress = flags.json !== true && vms.length > 1 ? terminalProgress() : NO_PROGRESS;
       let outcome: LinkOutcome;
       try {
-        outcome = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress) }, snapshot, withoutProviders);
+        outcome = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress) }, wholeDir);
       } finally {
         progress.done();
       }
-      const { linked, unlinked } = outcome;
+      const { linked, unlinked, orphaned } = outcome;
+      // A line each (the message alone: fields would take more lines on a terminal).
+      if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
       if (wouldLog('info')) {
         log().info({ vms: vms.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
@@ -202,6 +210,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report, linkerOpts.mtu).map((line) => `${line}\n`));
         for (const report of gone) lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept): ${report.provider} is no longer among ${report.vm}'s providers\n`);
       }
+      // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
+      if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
       process.stdout.write(lines.join(''));
     });
 

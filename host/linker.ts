@@ -182,25 +182,59 @@ function* chunksOf<T>(items: readonly T[]): Generator<T[]> {
   for (let start = 0; start < items.length; start += size, size *= 2) yield items.slice(start, start + size);
 }
 
+/** A client VM with recorded links that the config dir has no directory for (`link --all`). */
+export interface OrphanedVm {
+  readonly vm: VmName;
+  /** Its recorded links as client, as recorded (devices may or may not exist). */
+  readonly links: readonly LinkReport[];
+}
+
 /** What `link` did: each VM's links, and the links it took down (providers no longer listed). */
 export interface LinkOutcome {
   /** In the order asked for; a VM named twice is linked once. */
   readonly linked: Map<VmName, LinkReport[]>;
   /** Per client, only where there were any. */
   readonly unlinked: Map<VmName, LinkReport[]>;
+  /** With the whole config dir (`link --all`): clients whose directory has gone, by name; else none. */
+  readonly orphaned: readonly OrphanedVm[];
+}
+
+/** `link --all`: the whole config dir as read, and the VMs read there that name no provider now. */
+export interface WholeConfigDir {
+  readonly snapshot: ConfigSnapshot;
+  readonly withoutProviders: readonly VmName[];
+}
+
+/**
+ * Client VMs with recorded links that a whole config dir has no directory for: gone, or a symlink
+ * to nothing. Their links are left alone (the VM may still run: its directory going says nothing
+ * of that); the operator is told, and `unlink VM --forget` releases them.
+ */
+function orphanedClients(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): OrphanedVm[] {
+  const byClient = new Map<VmName, LinkReport[]>();
+  for (const link of state.links) {
+    const dir = snapshot.vms.get(link.client);
+    if (dir !== undefined && dir.location !== 'dangling-symlink') continue;
+    const reports = byClient.get(link.client) ?? [];
+    if (reports.length === 0) byClient.set(link.client, reports);
+    reports.push(linkReport(link, options));
+  }
+  return [...byClient].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([vm, links]) => ({ vm, links }));
 }
 
 /**
  * `link <vm...>`: every connection of each client VM to each of its providers, ids allocated
  * (or found) in the state, devices converged, VMMs attached; then its connections to providers
- * its config no longer names taken down (ids kept). Idempotent. `snapshot`: the config dir as
- * already read by the caller (it must hold the VMs and every VM their providers reach);
- * `withoutProviders`: VMs read there that name no provider now, whose client links go too.
+ * its config no longer names taken down (ids kept). Idempotent. `wholeDir` (`link --all`): the
+ * config dir as already read by the caller, whose VMs without providers lose their client links
+ * too, and whose gone clients are reported (orphaned).
  * A failure while linking (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole
  * run, and takes nothing down.
  */
-export async function linkVms(names: readonly string[], options: LinkerOptions, snapshot?: ConfigSnapshot, withoutProviders: readonly VmName[] = []): Promise<LinkOutcome> {
+export async function linkVms(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<LinkOutcome> {
   const vms = [...new Set(names.map(vmName))];
+  const snapshot = wholeDir?.snapshot;
+  const withoutProviders = wholeDir?.withoutProviders ?? [];
   return withStateLock(options.stateDir, async () => {
     const before = await loadState(options.stateDir);
     let state = before;
@@ -279,7 +313,8 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
       if (!sameState(released.state, state)) await saveState(options.stateDir, released.state);
       for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
     }
-    return { linked: new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []])), unlinked };
+    const orphaned = snapshot === undefined ? [] : orphanedClients(state, snapshot, options);
+    return { linked: new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []])), unlinked, orphaned };
   });
 }
 

@@ -2,7 +2,7 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
+import { createHarness, describeNetns, type Harness, type Netns, trackTempDir } from '../harness/index.js';
 import { LINK_BIN, type LinkWorld, devices, makeLinkWorld, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
@@ -519,6 +519,61 @@ describeNetns('a provider dropped from a client\'s config', () => {
     } finally {
       await rm(net);
       await rename(`${net}.away`, net);
+    }
+  });
+});
+
+describeNetns('link --all and a client VM whose directory has gone', () => {
+  const world = linkWorldPerSuite('linkorphan');
+
+  type LinkOutput = LinkJson & { orphaned?: (LinkJson['links'][number] & { vm: string })[] };
+  const warnings = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
+
+  it('warns of its recorded links (kept, devices too) once per VM, a field in --json, exit 0; unlink and unlink --forget work from the state alone', async () => {
+    const linked = await world().link(['link', 'appvm-lynx', 'appvm-catgirl', '--attach', 'netns', '--json']);
+    expect(linked.code, linked.stderr).toBe(0);
+    const catgirl = linked.stdout.trim().split('\n').map((line) => JSON.parse(line) as LinkOutput).find((output) => output.vm === 'appvm-catgirl')!.links[0]!;
+    // Moved out of the config dir (as `appvm-catgirl.away` in there it would be a VM of its own).
+    const dir = join(world().configDir, 'appvm-catgirl');
+    const away = `${world().configDir}-appvm-catgirl`;
+    trackTempDir(away);
+    await rename(dir, away);
+    try {
+      const text = await world().link(['link', '--all', '--attach', 'netns']);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).not.toContain('appvm-catgirl');
+      const [warning, ...more] = warnings(text.stderr);
+      expect(more).toEqual([]);
+      expect(warning).toContain(`appvm-catgirl has 1 recorded link but no directory in ${world().configDir}`);
+      expect(warning).toContain('spectrum-link unlink appvm-catgirl --forget');
+      // Nothing of it was taken down: the VM may still run.
+      const host = await devices(world().host);
+      for (const device of [catgirl.bridge, catgirl.clientDevice, catgirl.providerDevice]) expect(host.has(device)).toBe(true);
+
+      const json = await world().link(['link', '--all', '--attach', 'netns', '--json']);
+      expect(json.code, json.stderr).toBe(0);
+      const outputs = json.stdout.trim().split('\n').map((line) => JSON.parse(line) as LinkOutput);
+      expect(outputs.map((output) => output.vm)).toEqual(['appvm-lynx', 'appvm-catgirl']);
+      expect(outputs[0]).not.toHaveProperty('orphaned');
+      const { vmmArguments: _, ...recorded } = catgirl as typeof catgirl & { vmmArguments?: unknown };
+      expect(outputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded }] });
+      expect(warnings(json.stderr)).toHaveLength(1);
+
+      // Without its directory: unlink takes its devices down (id kept, so it is still reported)...
+      const unlinked = await world().link(['unlink', 'appvm-catgirl', '--json']);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+      expect((await devices(world().host)).has(catgirl.bridge)).toBe(false);
+      expect(warnings((await world().link(['link', '--all', '--attach', 'netns'])).stderr)).toEqual([expect.stringContaining('appvm-catgirl has 1 recorded link')]);
+      // ...and --forget releases the id: nothing more to say.
+      const forgotten = await world().link(['unlink', 'appvm-catgirl', '--forget', '--json']);
+      expect(forgotten.code, forgotten.stderr).toBe(0);
+      expect(JSON.parse(forgotten.stdout)).toMatchObject({ vm: 'appvm-catgirl', forgotten: true, unlinked: [expect.objectContaining({ id: catgirl.id })] });
+      const after = await world().link(['link', '--all', '--attach', 'netns']);
+      expect([after.code, after.stderr]).toEqual([0, '']);
+      const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { vm: string }[];
+      expect(listed.map((entry) => entry.vm)).toEqual(['appvm-lynx']);
+    } finally {
+      await rename(away, dir);
     }
   });
 });
