@@ -147,6 +147,7 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
     await sleep(1500);
     expect(received(listener), `the new VM got the old VM's datagrams: ${listener.stdout}`).toBe(0);
     expect(await entriesOf(clientIp(20))).toEqual([]);
+    expect((await agent.status()).counters.conntrackPurged).toBeGreaterThan(0);
     await provider.ip(['link', 'del', 'q20']);
   });
 
