@@ -63,4 +63,19 @@ describe('spectrum-netd status, as text', () => {
     );
     expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: 192.0.2.54:53\n');
   });
+
+  it('says which client IPs still owe a conntrack purge, and why, only while some do', () => {
+    const base = {
+      links: [],
+      counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 1, lastPurgeMs: 0 },
+      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 },
+      model: null,
+    };
+    const owed = { owed: ['100.64.0.1'], sweepOwed: true, lastError: 'cannot open a ctnetlink socket (EPROTONOSUPPORT)' };
+    expect(formatStatus({ ...base, conntrack: owed })).toContain(
+      '\nconntrack: old entries still to delete: 100.64.0.1, every client IP not served at start; last error: cannot open a ctnetlink socket (EPROTONOSUPPORT)\n',
+    );
+    expect(formatStatus({ ...base, conntrack: { owed: [], sweepOwed: false, lastError: null } })).not.toContain('conntrack:');
+    expect(formatStatus({ ...base, conntrack: null })).not.toContain('conntrack:');
+  });
 });
