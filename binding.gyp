@@ -17,6 +17,12 @@
       "libraries": ["-lnftables"]
     },
     {
+      "target_name": "conntrack_purge",
+      "sources": ["guest/native/conntrack-purge.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"],
+      "libraries": ["-lnetfilter_conntrack"]
+    },
+    {
       "target_name": "rtnl",
       "sources": ["host/native/rtnl.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]

@@ -1,6 +1,7 @@
 // The agent's imperative shell: keeps the kernel view current from notifications, and runs one
 // reconcile at a time — events arriving meanwhile are coalesced into the next run.
 import type { Logger } from '../../shared/log.js';
+import type { ConntrackPort } from '../conntrack-port.js';
 import type { FirewallCounters, FirewallPort } from '../firewall-port.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
@@ -21,6 +22,17 @@ import {
   expectedEvent,
   plan,
 } from './plan.js';
+import {
+  NO_PURGE_DEBT,
+  type PurgeDebt,
+  heldForPurge,
+  isSettled,
+  purgeFilter,
+  releasedClientIps,
+  servingLinks,
+  startPurgeDebt,
+  withReleased,
+} from './purge-debt.js';
 
 export interface AgentCounters {
   readonly reconciles: number;
@@ -33,6 +45,11 @@ export interface AgentCounters {
   readonly lastReconcileMs: number;
   /** Audits that found the ruleset changed behind the agent's back, and restored it. */
   readonly firewallRepairs: number;
+  /** Conntrack entries deleted because their client IP stopped being served (see purge-debt.ts). */
+  readonly conntrackPurged: number;
+  readonly conntrackPurgeFailures: number;
+  /** How long the last purge took (ms; 0: none yet): one dump of the table and a delete per entry. */
+  readonly lastPurgeMs: number;
 }
 
 export interface AgentTiming {
@@ -50,6 +67,16 @@ export interface AgentStatus {
   readonly firewall: FirewallCounters;
   /** What the firewall was last told (empty in client mode). */
   readonly model: FirewallModel | null;
+  /** Client IPs whose old conntrack entries are still to delete, and why the last try failed; null without a conntrack port. */
+  readonly conntrack: ConntrackStatus | null;
+}
+
+export interface ConntrackStatus {
+  /** Released IPs still to purge (their links are held back meanwhile). */
+  readonly owed: readonly string[];
+  /** The start's sweep of every client IP not served at start is still to do. */
+  readonly sweepOwed: boolean;
+  readonly lastError: string | null;
 }
 
 const RETRY_FIRST_MS = 500;
@@ -87,7 +114,21 @@ export class NetdAgent {
   #retryMs = RETRY_FIRST_MS;
   #idleWaiters: (() => void)[] = [];
   #fatal: ((error: Error) => void) | undefined;
-  #counters = { reconciles: 0, changesApplied: 0, initialChanges: null as number | null, failedChanges: 0, fullSyncs: 0, lastReconcileMs: 0, firewallRepairs: 0 };
+  #counters = {
+    reconciles: 0,
+    changesApplied: 0,
+    initialChanges: null as number | null,
+    failedChanges: 0,
+    fullSyncs: 0,
+    lastReconcileMs: 0,
+    firewallRepairs: 0,
+    conntrackPurged: 0,
+    conntrackPurgeFailures: 0,
+    lastPurgeMs: 0,
+  };
+  /** The conntrack entries to delete before some client IPs are served again (null: the first reconcile has not planned yet). */
+  #purgeDebt: PurgeDebt | null = null;
+  #purgeError: string | null = null;
   #auditWanted = false;
   #auditTimer: NodeJS.Timeout | undefined;
 
@@ -98,6 +139,8 @@ export class NetdAgent {
     private readonly firewall: FirewallPort | null,
     private readonly services: ServicesPort | null,
     private readonly timing: AgentTiming = {},
+    /** Deletes the conntrack entries of client IPs no longer served (provider mode); null: never. */
+    private readonly conntrack: ConntrackPort | null = null,
   ) {}
 
   /** Subscribe, read everything, reconcile once; resolves when that first reconcile is done. */
@@ -164,7 +207,9 @@ export class NetdAgent {
     }
     const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
     const firewall = this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 } : await this.firewall.counters();
-    return { links, counters: { ...this.#counters }, firewall, model: this.#lastPlan?.firewall ?? null };
+    const debt = this.#purgeDebt ?? NO_PURGE_DEBT;
+    const conntrack = this.#purging() ? { owed: [...debt.released].sort(), sweepOwed: debt.sweep !== null, lastError: this.#purgeError } : null;
+    return { links, counters: { ...this.#counters }, firewall, model: this.#lastPlan?.firewall ?? null, conntrack };
   }
 
   #noteEvent(event: KernelEvent): void {
@@ -242,6 +287,14 @@ export class NetdAgent {
       current = plan(this.#view, this.options, known, this.#served);
     }
 
+    // Client IPs no longer served by the link that served them: their conntrack entries are owed.
+    // At start, every client IP but those a previous agent served as they are now (see purge-debt.ts).
+    if (this.#purging()) {
+      const before = this.#purgeDebt ?? startPurgeDebt(this.#view, current.providerLinks);
+      this.#purgeDebt = withReleased(before, releasedClientIps(this.#servingIp, servingLinks(current.providerLinks)));
+    }
+    const owed = this.#purgeDebt !== null && !isSettled(this.#purgeDebt);
+
     // What only takes away (a route or neighbour toward a client a link no longer serves, a link
     // going down) comes before the firewall: once the firewall gives that client to another link,
     // the old one must no longer be routed to it.
@@ -256,8 +309,10 @@ export class NetdAgent {
     // in place (at start, its guard may not exist yet), and for a link the firewall knows with
     // another client (a MAC changed: it would be routed one client's traffic while allowed to
     // send as another). Where it then fails, such links are held back (retried), and one the
-    // firewall still accepts as its former client goes down meanwhile.
-    const firewallFirst = this.firewall !== null && (this.#firewallModel === null || this.#reassignedLinks(current));
+    // firewall still accepts as its former client goes down meanwhile. And while conntrack
+    // entries are owed: the purge must come once no link is accepted as a released client any
+    // more, or that link could make new entries for it after the purge.
+    const firewallFirst = this.firewall !== null && (this.#firewallModel === null || this.#reassignedLinks(current) || owed);
     let filtering = true;
     let held = new Set<number>();
     let downs: Operation[] = [];
@@ -269,11 +324,35 @@ export class NetdAgent {
         failures += await this.#applyAll(downs, touched);
       }
     }
+    // The old entries of released client IPs go before any link is configured to serve them
+    // again; where that fails, such links are held back (retried), and one already up goes down:
+    // the firewall accepts the IP from it, and what it sent would join the old VM's flows.
+    let purgeFailed = false;
+    let heldForConntrack = new Set<number>();
+    if (owed) {
+      purgeFailed = !(await this.#purge(filtering));
+      heldForConntrack = heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks);
+      for (const ifindex of heldForConntrack) held.add(ifindex);
+      const purgeDowns: Operation[] = [...heldForConntrack]
+        .filter((ifindex) => this.#view.links.get(ifindex)?.up === true)
+        .map((ifindex) => ({ kind: 'link-down', ifindex }));
+      if (purgeDowns.length > 0) {
+        failures += await this.#applyAll(purgeDowns, touched);
+        downs = [...downs, ...purgeDowns];
+      }
+    }
     const additions = current.operations.filter((operation) => !isRemoval(operation) && !held.has(operationIfindex(operation) ?? -1));
     failures += await this.#applyAll(additions, touched);
     if (!firewallFirst) filtering = await this.#tellFirewall(current);
     this.#forgetStaleErrors([...removals, ...downs, ...additions]);
-    for (const ifindex of held) this.#errors.set(ifindex, 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying');
+    for (const ifindex of held) {
+      this.#errors.set(
+        ifindex,
+        heldForConntrack.has(ifindex)
+          ? "held back until the conntrack entries of its client IP's former VM are deleted: deleting them failed (see the log and status); retrying"
+          : 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying',
+      );
+    }
     if (!firewallFirst && !filtering) {
       for (const ifindex of this.#unfilteredLinks(current)) {
         this.#errors.set(ifindex, 'all its traffic is dropped until the firewall names this link: updating the firewall failed (see the log); retrying');
@@ -306,7 +385,40 @@ export class NetdAgent {
     if (current.operations.length > 0) {
       this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');
     } else this.log.debug({ changes: 0 }, 'reconciled: nothing to change');
-    this.#scheduleRetry(failures > 0 || !filtering);
+    this.#scheduleRetry(failures > 0 || !filtering || purgeFailed);
+  }
+
+  #purging(): boolean {
+    return this.conntrack !== null && this.options.mode === 'provider';
+  }
+
+  /**
+   * Delete the conntrack entries the debt names. The debt is settled only when that succeeded
+   * and the firewall took this plan (else a link might still be accepted as a released client,
+   * and make entries anew): true then.
+   */
+  async #purge(filtering: boolean): Promise<boolean> {
+    const debt = this.#purgeDebt;
+    const filter = debt === null ? null : purgeFilter(debt);
+    if (this.conntrack === null || debt === null || filter === null) return true;
+    const started = performance.now();
+    try {
+      const result = await this.conntrack.purge(filter);
+      this.#counters.lastPurgeMs = performance.now() - started;
+      this.#counters.conntrackPurged += result.deleted;
+      this.#purgeError = null;
+      const what = { released: filter.addresses, sweep: filter.sweep !== null, deleted: result.deleted, scanned: result.scanned, ms: Number(this.#counters.lastPurgeMs.toFixed(1)) };
+      if (result.deleted > 0 || filter.addresses.length > 0) this.log.info(what, 'deleted the conntrack entries of client IPs no longer served');
+      else this.log.debug(what, 'no conntrack entries of client IPs no longer served');
+      if (!filtering) return false;
+      this.#purgeDebt = NO_PURGE_DEBT;
+      return true;
+    } catch (error) {
+      this.#counters.conntrackPurgeFailures += 1;
+      this.#purgeError = error instanceof Error ? error.message : String(error);
+      this.log.error({ err: error, released: filter.addresses, sweep: filter.sweep !== null }, 'deleting old conntrack entries failed; their client IPs are held back, retrying');
+      return false;
+    }
   }
 
   /**

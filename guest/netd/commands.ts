@@ -4,6 +4,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { integerOption } from '../../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
+import type { ConntrackPort } from '../conntrack-port.js';
+import { KernelConntrack } from '../conntrack/conntrack-purge.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import { parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
@@ -60,6 +62,8 @@ function notifyReady(fd: number): void {
 export interface RunPorts {
   readonly firewall: FirewallPort;
   readonly services: ServicesPort;
+  /** Deletes the conntrack entries of client IPs no longer served; none: never. */
+  readonly conntrack?: ConntrackPort;
   /** Extra status (leases, service counters) for `status`. */
   status?(): unknown;
   /** Work worth doing once the agent is ready and before clients come (DHCP's warm-up). */
@@ -96,6 +100,9 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
   const leaseSeconds = integerOption('--lease-seconds', options.leaseSeconds, 60, 31_536_000, 'whole seconds');
   // First: it can fail (no nft-run addon), and then no service has been started.
   const firewall = options.firewall ? new NftablesFirewall() : new NoopFirewall();
+  // The firewall masquerades clients and lets established flows through: what makes a client's
+  // old entries reach the next VM given its IP. Without it there is nothing of ours to purge.
+  const conntrack = options.firewall ? new KernelConntrack() : undefined;
   const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds, logger: log }) : null;
   let dns: DnsForwarder | null = null;
   try {
@@ -115,6 +122,7 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
   return {
     firewall,
     services,
+    ...(conntrack !== undefined && { conntrack }),
     status: () => services.status(),
     warmUp: async () => dhcp?.warmUp(),
     close: () => services.close(),
@@ -152,9 +160,15 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   const fatal = new Promise<never>((_, reject) => (fail = reject));
   try {
     ports = await portsFor(options, log);
-    agent = new NetdAgent(new RtnetlinkKernel(), { mode: 'provider', ignored: new Set(options.ignore), allowedPairs }, log, ports.firewall, ports.services, {
-      firewallAuditMs: auditMs,
-    });
+    agent = new NetdAgent(
+      new RtnetlinkKernel(),
+      { mode: 'provider', ignored: new Set(options.ignore), allowedPairs },
+      log,
+      ports.firewall,
+      ports.services,
+      { firewallAuditMs: auditMs },
+      ports.conntrack ?? null,
+    );
     const started = performance.now();
     await Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]);
     ready = true;
@@ -181,7 +195,7 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     .addOption(new Option('--allow-pair <a=b>', 'let clients A and B (client IPs or ids) reach each other (repeatable)').argParser(collect).default([], 'none'))
     .option('--control-socket <path>', 'Unix socket for `status`', DEFAULT_CONTROL_SOCKET)
     .addOption(new Option('--notify-fd <n>', 'write a newline to this fd once the initial reconcile is done (s6)').argParser(parseFd))
-    .option('--no-firewall', 'do not manage nftables (no NAT, isolation or anti-spoofing: for debugging only)')
+    .option('--no-firewall', 'do not manage nftables (no NAT, isolation, anti-spoofing or conntrack purge: for debugging only)')
     .option('--no-dhcp', 'do not serve DHCP on provider links')
     .option('--no-dns', 'do not run the DNS forwarder on the gateway')
     .option('--lease-seconds <n>', 'DHCP lease time', '3600')
@@ -241,6 +255,12 @@ export function formatStatus(status: AgentStatus & { services?: unknown }): stri
   // Timings are fractions of a millisecond: two decimals say all there is (--json keeps them whole).
   const shown = (value: unknown): string => (typeof value === 'number' && !Number.isInteger(value) ? String(Number(value.toFixed(2))) : String(value));
   let text = `${links}\n\n${Object.entries(counters).map(([name, value]) => `${name}: ${shown(value)}`).join('\n')}\n`;
+  // Only while something is owed: then the links serving those IPs are held back.
+  const conntrack = status.conntrack;
+  if (conntrack !== null && conntrack !== undefined && (conntrack.owed.length > 0 || conntrack.sweepOwed || conntrack.lastError !== null)) {
+    const owed = [...conntrack.owed, ...(conntrack.sweepOwed ? ['every client IP not served at start'] : [])];
+    text += `\nconntrack: old entries still to delete: ${owed.length === 0 ? 'none' : owed.join(', ')}${conntrack.lastError === null ? '' : `; last error: ${conntrack.lastError}`}\n`;
+  }
   const services = status.services as { leases?: { ifname: string; clientIp: string; state: string; hostname?: string; expires?: number }[] } | null | undefined;
   const leases = services?.leases ?? [];
   if (leases.length > 0) {

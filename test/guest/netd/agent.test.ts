@@ -1,6 +1,8 @@
 // The agent's loop against a scripted kernel: what status reports about failed operations.
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
+import type { ConntrackFilter, ConntrackPort, ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
 import type { FirewallModel, FirewallPort } from '../../../guest/firewall-port.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
@@ -71,6 +73,20 @@ class RecordingFirewall implements FirewallPort {
 }
 
 const PROVIDER_OPTIONS = { mode: 'provider', ignored: new Set<string>(), allowedPairs: [] } as const;
+
+/** A conntrack port that records the filters it was given, and refuses while `failing`. */
+class RecordingConntrack implements ConntrackPort {
+  failing = false;
+  readonly filters: ConntrackFilter[] = [];
+  onPurge: (filter: ConntrackFilter) => void = () => undefined;
+
+  purge(filter: ConntrackFilter): Promise<ConntrackPurgeResult> {
+    this.onPurge(filter);
+    if (this.failing) return Promise.reject(new ConntrackError('dump', 'reading the conntrack table failed (ENOMEM; 0 entries read, 0 matched, 0 deleted): is the system short of memory? retrying'));
+    this.filters.push(filter);
+    return Promise.resolve({ scanned: 10, deleted: 1 });
+  }
+}
 
 describe('NetdAgent', () => {
   let agent: NetdAgent | undefined;
@@ -266,6 +282,149 @@ describe('NetdAgent', () => {
       await agent.start({ watch: true });
       expect(await hotPlug(kernel)).toBe(2);
       expect(firewall.models.at(-1)?.providerLinks.map((link) => link.ifname)).toEqual(['vm1b']);
+    });
+  });
+  describe('conntrack entries of client IPs no longer served', () => {
+    const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02', up: false, loopback: false, group: 0 };
+    /** A new link for client 1, after vm1 is gone. */
+    const VM3 = { ifindex: 4, name: 'vm3', mac: '0a:b3:ec:80:00:01', up: false, loopback: false, group: 0 };
+    const SWEEP = { network: '100.64.0.0', prefixLength: 16 };
+    const isRouteTo = (operation: Operation, dst: string, oif: number): boolean => operation.kind === 'route-set' && operation.route.dst === dst && operation.route.oif === oif;
+
+    async function settle(kernel: ScriptedKernel, events: KernelEvent[]): Promise<void> {
+      kernel.listener?.events(events);
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent!.idle();
+    }
+
+    async function until(what: () => boolean): Promise<void> {
+      for (let waited = 0; waited < 5000 && !what(); waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+      await agent!.idle();
+    }
+
+    function started(kernel: ScriptedKernel, firewall: RecordingFirewall, conntrack: RecordingConntrack): NetdAgent {
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null, {}, conntrack);
+      return agent;
+    }
+
+    it('sweeps at start every client IP but those served as a previous agent left them and its own, after the firewall and before any link is configured', async () => {
+      const kernel = new ScriptedKernel([
+        { kind: 'link', op: 'new', link: { ...CLIENT_1, up: true } },
+        { kind: 'route', op: 'new', route: { dst: '100.64.0.1', dstLength: 32, oif: 2, gateway: null, priority: 0 } },
+        { kind: 'link', op: 'new', link: VM2 },
+        { kind: 'link', op: 'new', link: { ifindex: 5, name: 'up0', mac: '0a:b3:ec:00:00:07', up: true, loopback: false, group: 0 } },
+        { kind: 'address', op: 'new', address: { ifindex: 5, ip: '100.64.0.7', prefixLength: 32 } },
+      ]);
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      const order: string[] = [];
+      firewall.onReconcile = () => order.push('firewall');
+      conntrack.onPurge = () => order.push('purge');
+      kernel.onApply = (operation) => order.push(operation.kind);
+      await started(kernel, firewall, conntrack).start({ watch: true });
+      expect(conntrack.filters).toEqual([{ addresses: [], sweep: { ...SWEEP, keep: ['100.64.0.1', '100.64.0.7'] } }]);
+      expect(order.indexOf('firewall')).toBeLessThan(order.indexOf('purge'));
+      expect(order.indexOf('purge')).toBeLessThan(order.indexOf('link-up'));
+      expect(order.indexOf('purge')).toBeLessThan(order.indexOf('route-set'));
+      expect((await agent!.status()).conntrack).toEqual({ owed: [], sweepOwed: false, lastError: null });
+    });
+
+    it("purges a removed link's client IP, and only it, before a new link given that IP is routed to", async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }, { kind: 'link', op: 'new', link: VM2 }]);
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      await started(kernel, firewall, conntrack).start({ watch: true });
+      // A hot-plug that releases nothing purges nothing.
+      await settle(kernel, [{ kind: 'link', op: 'new', link: { ...VM2, ifindex: 6, name: 'vm6', mac: '0a:b3:ec:80:00:06' } }]);
+      expect(conntrack.filters).toHaveLength(1);
+      const order: string[] = [];
+      conntrack.onPurge = (filter) => order.push(`purge ${filter.addresses.join(',')}`);
+      firewall.onReconcile = (model) => order.push(`firewall ${model.providerLinks.map((link) => link.ifname).join(',')}`);
+      kernel.onApply = (operation) => order.push(isRouteTo(operation, '100.64.0.1', VM3.ifindex) ? 'route 100.64.0.1 vm3' : operation.kind);
+      await settle(kernel, [{ kind: 'link', op: 'del', link: CLIENT_1 }, { kind: 'link', op: 'new', link: VM3 }]);
+      expect(conntrack.filters.slice(1)).toEqual([{ addresses: ['100.64.0.1'], sweep: null }]);
+      // The firewall no longer accepts client 1 from vm1 when the purge runs, and vm3 is routed client 1 only after it.
+      expect(order.indexOf('firewall vm2,vm3,vm6')).toBeLessThan(order.indexOf('purge 100.64.0.1'));
+      expect(order.indexOf('purge 100.64.0.1')).toBeLessThan(order.indexOf('route 100.64.0.1 vm3'));
+      expect((await agent!.status()).counters).toMatchObject({ conntrackPurged: 2, conntrackPurgeFailures: 0 });
+    });
+
+    it("purges the former client IP of a link whose MAC changed, and the link's new client's IP is not purged", async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const conntrack = new RecordingConntrack();
+      await started(kernel, new RecordingFirewall(), conntrack).start({ watch: true });
+      await settle(kernel, [{ kind: 'link', op: 'new', link: { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP, mac: '0a:b3:ec:80:00:05' } }]);
+      expect(conntrack.filters.slice(1)).toEqual([{ addresses: ['100.64.0.1'], sweep: null }]);
+    });
+
+    it('holds back the link of a released IP while the purge fails, says so, configures the others, and serves it once a retry succeeds', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const conntrack = new RecordingConntrack();
+      await started(kernel, new RecordingFirewall(), conntrack).start({ watch: true });
+      conntrack.failing = true;
+      kernel.applied.length = 0;
+      await settle(kernel, [{ kind: 'link', op: 'del', link: CLIENT_1 }, { kind: 'link', op: 'new', link: VM3 }, { kind: 'link', op: 'new', link: VM2 }]);
+      expect(kernel.applied.filter((operation) => operationIfindex(operation) === VM3.ifindex)).toEqual([]);
+      expect(kernel.applied.some((operation) => isRouteTo(operation, '100.64.0.2', VM2.ifindex))).toBe(true);
+      const status = await agent!.status();
+      expect(status.links.find((link) => link.name === 'vm3')).toMatchObject({
+        state: 'pending',
+        error: expect.stringMatching(/^held back until the conntrack entries of its client IP's former VM are deleted/),
+      });
+      expect(status.conntrack).toEqual({ owed: ['100.64.0.1'], sweepOwed: false, lastError: expect.stringMatching(/^reading the conntrack table failed/) });
+      expect(status.counters.conntrackPurgeFailures).toBe(1);
+      conntrack.failing = false;
+      await until(() => kernel.applied.some((operation) => isRouteTo(operation, '100.64.0.1', VM3.ifindex)));
+      expect(conntrack.filters.at(-1)).toEqual({ addresses: ['100.64.0.1'], sweep: null });
+      const after = await agent!.status();
+      expect(after.links.find((link) => link.name === 'vm3')).toMatchObject({ state: 'configured', error: null });
+      expect(after.conntrack).toEqual({ owed: [], sweepOwed: false, lastError: null });
+    });
+
+    it('takes down a link held back for a purge that is up already (the firewall accepts its client IP)', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const conntrack = new RecordingConntrack();
+      await started(kernel, new RecordingFirewall(), conntrack).start({ watch: true });
+      conntrack.failing = true;
+      kernel.applied.length = 0;
+      await settle(kernel, [{ kind: 'link', op: 'del', link: CLIENT_1 }, { kind: 'link', op: 'new', link: { ...VM3, up: true, group: PROVIDER_LINK_GROUP } }]);
+      expect(kernel.applied.filter((operation) => operationIfindex(operation) === VM3.ifindex)).toEqual([{ kind: 'link-down', ifindex: VM3.ifindex }]);
+      conntrack.failing = false;
+      await until(() => kernel.applied.some((operation) => isRouteTo(operation, '100.64.0.1', VM3.ifindex)));
+      expect(kernel.applied).toContainEqual({ kind: 'link-up', ifindex: VM3.ifindex });
+    });
+
+    it('while the start sweep fails, serves the links a previous agent configured and holds back the others', async () => {
+      const kernel = new ScriptedKernel([
+        { kind: 'link', op: 'new', link: { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP } },
+        { kind: 'route', op: 'new', route: { dst: '100.64.0.1', dstLength: 32, oif: 2, gateway: null, priority: 0 } },
+        { kind: 'link', op: 'new', link: VM2 },
+      ]);
+      const conntrack = new RecordingConntrack();
+      conntrack.failing = true;
+      await started(kernel, new RecordingFirewall(), conntrack).start({ watch: true });
+      expect(kernel.applied.some((operation) => operation.kind === 'neighbour-set' && operation.neighbour.ifindex === CLIENT_1.ifindex)).toBe(true);
+      expect(kernel.applied.filter((operation) => operationIfindex(operation) === VM2.ifindex)).toEqual([]);
+      expect((await agent!.status()).conntrack).toMatchObject({ owed: [], sweepOwed: true });
+      conntrack.failing = false;
+      await until(() => kernel.applied.some((operation) => isRouteTo(operation, '100.64.0.2', VM2.ifindex)));
+      expect((await agent!.status()).conntrack).toEqual({ owed: [], sweepOwed: false, lastError: null });
+    });
+
+    it('keeps the debt while the firewall cannot take the change (a released client may still be accepted), and purges again once it can', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      await started(kernel, firewall, conntrack).start({ watch: true });
+      firewall.failing = true;
+      await settle(kernel, [{ kind: 'link', op: 'new', link: { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP, mac: '0a:b3:ec:80:00:05' } }]);
+      const whileFailing = conntrack.filters.length;
+      expect(conntrack.filters.slice(1)).toEqual([{ addresses: ['100.64.0.1'], sweep: null }]);
+      expect((await agent!.status()).conntrack?.owed).toEqual(['100.64.0.1']);
+      firewall.failing = false;
+      await until(() => conntrack.filters.length > whileFailing);
+      expect(conntrack.filters.slice(whileFailing)).toEqual([{ addresses: ['100.64.0.1'], sweep: null }]);
+      expect((await agent!.status()).conntrack?.owed).toEqual([]);
     });
   });
 });

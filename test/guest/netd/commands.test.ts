@@ -39,9 +39,10 @@ describe('spectrum-netd status, as text', () => {
   it('shows the last reconcile time to two decimals, not as a raw float', () => {
     const text = formatStatus({
       links: [{ ifindex: 3, name: 'snp7', role: 'provider', id: 7, ip: '100.64.0.7', state: 'configured', note: null, error: null }],
-      counters: { reconciles: 5, changesApplied: 9, initialChanges: 1, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 0.44982300000037867, firewallRepairs: 0 },
+      counters: { reconciles: 5, changesApplied: 9, initialChanges: 1, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 0.44982300000037867, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
       firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0 },
       model: null,
+      conntrack: null,
     });
     expect(text).toContain('\nlastReconcileMs: 0.45\n');
     expect(text).toContain('\nreconciles: 5\n');
@@ -51,14 +52,30 @@ describe('spectrum-netd status, as text', () => {
   it('names the upstream resolvers the DNS forwarder cannot reach yet, and the error, only when there are some', () => {
     const base = {
       links: [],
-      counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0 },
+      counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
       firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 },
       model: null,
+      conntrack: null,
     };
     const dns = { listening: true, upstreams: ['192.0.2.54:53'], unreachableUpstreams: ['192.0.2.53:53 (ENETUNREACH)'] };
     expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns } })).toContain(
       '\ndns: listening; upstreams: 192.0.2.54:53; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n',
     );
     expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: 192.0.2.54:53\n');
+  });
+
+  it('says which client IPs still owe a conntrack purge, and why, only while some do', () => {
+    const base = {
+      links: [],
+      counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 1, lastPurgeMs: 0 },
+      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 },
+      model: null,
+    };
+    const owed = { owed: ['100.64.0.1'], sweepOwed: true, lastError: 'cannot open a ctnetlink socket (EPROTONOSUPPORT)' };
+    expect(formatStatus({ ...base, conntrack: owed })).toContain(
+      '\nconntrack: old entries still to delete: 100.64.0.1, every client IP not served at start; last error: cannot open a ctnetlink socket (EPROTONOSUPPORT)\n',
+    );
+    expect(formatStatus({ ...base, conntrack: { owed: [], sweepOwed: false, lastError: null } })).not.toContain('conntrack:');
+    expect(formatStatus({ ...base, conntrack: null })).not.toContain('conntrack:');
   });
 });

@@ -1,0 +1,114 @@
+/**
+ * Adapter: deletes conntrack entries in the caller's own network namespace through
+ * libnetfilter_conntrack (guest/native/conntrack-purge.c): one dump of the IPv4 table, then one
+ * delete per matching entry, on libuv's thread pool. No process per purge (a purge sits between a
+ * link's removal and the next client's routes), and one pass serves any number of addresses.
+ */
+import { loadNativeAddon } from '../../shared/native-addon.js';
+import type { ConntrackPort, ConntrackPurgeResult } from '../conntrack-port.js';
+import { ConntrackError } from './conntrack-error.js';
+import { type ConntrackFilter, ipv4Number, isEmptyFilter } from './conntrack-filter.js';
+
+type PurgeCallback = (error: string | null, phase: string | null, scanned: number, matched: number, deleted: number) => void;
+
+interface Addon {
+  purge(exact: Uint32Array, sweepNetwork: number, sweepPrefix: number, keep: Uint32Array, callback: PurgeCallback): void;
+}
+
+const BUILD_HINT = 'run npm run build (scripts/setup installs its build dependency, libnetfilter-conntrack-dev)';
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+let addon: Addon | undefined;
+
+/**
+ * Load the addon (and with it libnetfilter_conntrack); the agent does so when it starts, so a
+ * broken install fails there. A ConntrackError of kind 'library' says what to do.
+ */
+export function loadConntrackLibrary(): Addon {
+  if (addon !== undefined) return addon;
+  let loaded: Addon | undefined;
+  try {
+    loaded = loadNativeAddon<Addon>(import.meta.url, 'conntrack_purge.node');
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new ConntrackError(
+      'library',
+      `cannot load the conntrack-purge addon (build/Release/conntrack_purge.node): ${message}: is libnetfilter-conntrack3 installed? Else ${BUILD_HINT}`,
+      { cause: error },
+    );
+  }
+  if (loaded === undefined) throw new ConntrackError('library', `the conntrack-purge addon (build/Release/conntrack_purge.node) is missing: ${BUILD_HINT}`);
+  addon = loaded;
+  return loaded;
+}
+
+function addressArray(addresses: readonly string[], what: string): Uint32Array {
+  const numbers = new Uint32Array(addresses.length);
+  addresses.forEach((text, index) => {
+    const value = ipv4Number(text);
+    if (value === null) throw new ConntrackError('address', `${what} ${JSON.stringify(text)} is not an IPv4 address like 100.64.0.1`);
+    numbers[index] = value;
+  });
+  return numbers;
+}
+
+function failure(error: string, phase: string | null, counts: string): ConntrackError {
+  switch (phase) {
+    case 'open':
+      return new ConntrackError(
+        'unavailable',
+        `cannot open a ctnetlink socket (${error}): is nf_conntrack_netlink in the kernel (CONFIG_NF_CT_NETLINK), and does the agent have CAP_NET_ADMIN?`,
+      );
+    case 'delete':
+      return new ConntrackError('delete', `deleting a conntrack entry failed (${error}; ${counts}): see the kernel log; retrying`);
+    default:
+      return new ConntrackError('dump', `reading the conntrack table failed (${error}; ${counts}): is the system short of memory? retrying`);
+  }
+}
+
+/**
+ * Delete the entries `filter` matches. Resolves once every matched entry is gone; rejects with a
+ * ConntrackError otherwise (what it could delete is deleted). A call past `timeoutMs` is reported
+ * as a 'timeout' but goes on in its thread (a netlink call cannot be stopped).
+ */
+export async function purgeConntrack(filter: ConntrackFilter, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ConntrackPurgeResult> {
+  if (isEmptyFilter(filter)) return { scanned: 0, deleted: 0 };
+  const lib = loadConntrackLibrary();
+  const exact = addressArray(filter.addresses, 'address');
+  const { sweep } = filter;
+  const keep = addressArray(sweep?.keep ?? [], 'kept address');
+  const network = sweep === null ? 0 : ipv4Number(sweep.network);
+  if (network === null) throw new ConntrackError('address', `network ${JSON.stringify(sweep?.network)} is not an IPv4 address like 100.64.0.0`);
+  const prefix = sweep === null ? -1 : sweep.prefixLength;
+  if (!Number.isInteger(prefix) || prefix < -1 || prefix > 32) throw new ConntrackError('address', `prefix length ${prefix} is not from 0 to 32`);
+  const call = new Promise<ConntrackPurgeResult>((resolve, reject) => {
+    lib.purge(exact, network, prefix, keep, (error, phase, scanned, matched, deleted) => {
+      if (error === null) resolve({ scanned, deleted });
+      else reject(failure(error, phase, `${scanned} entries read, ${matched} matched, ${deleted} deleted`));
+    });
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new ConntrackError('timeout', `deleting conntrack entries did not finish within ${timeoutMs} ms: is the ctnetlink socket stuck? retrying`)),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([call, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The agent's conntrack port, in its own network namespace. */
+export class KernelConntrack implements ConntrackPort {
+  constructor(private readonly timeoutMs = DEFAULT_TIMEOUT_MS) {
+    // A broken install (addon not built, library missing) fails when the agent starts.
+    loadConntrackLibrary();
+  }
+
+  purge(filter: ConntrackFilter): Promise<ConntrackPurgeResult> {
+    return purgeConntrack(filter, this.timeoutMs);
+  }
+}

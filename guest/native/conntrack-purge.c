@@ -1,0 +1,236 @@
+// Deleting the conntrack entries of client addresses through libnetfilter_conntrack, the library
+// conntrack-tools is built on, in the caller's own network namespace.
+//
+// Why: an entry outlives the client that made it (UDP 30-120 s, established TCP 5 days). Once its
+// client IP serves another VM, replies to the old VM's masqueraded flows would be de-NATed to that
+// IP and routed to the new VM; the agent deletes them first (as Qubes does with `conntrack -D`).
+//
+// How: the kernel cannot delete by address (a filtered flush takes a mark, a status or a zone,
+// not a tuple), so, as `conntrack -D -s IP` does, one dump of the IPv4 table (the family is
+// filtered in the kernel), the matching entries kept, then one delete each. One dump serves any
+// number of addresses: each entry's four addresses (original and reply, source and destination)
+// are looked up in sorted arrays. An entry deleted meanwhile by someone else (ENOENT) is no error.
+//
+// Why async work: a dump of a large table takes milliseconds to tens of them, and DHCP and DNS
+// share the event loop. Each call opens its own ctnetlink socket on libuv's thread pool; calls
+// share nothing.
+//
+// JS API:
+//   purge(exact, sweepNetwork, sweepPrefix, keep, callback(error, phase, scanned, matched, deleted))
+//       exact: Uint32Array, sorted, host byte order: every entry naming one of these goes.
+//       sweepNetwork/sweepPrefix: with a prefix of 0 to 32, every entry naming an address of that
+//       network that is not in `keep` (Uint32Array, sorted) goes too; -1: no sweep.
+//       error: null, or the errno's name of the first failure, in `phase` ("open", "dump" or
+//       "delete"); the counts say how far it got (what was matched before a failed dump is still
+//       deleted). scanned: IPv4 entries seen; matched; deleted (ENOENT not counted).
+//       Throws {code} for bad arguments or when it cannot queue.
+#define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
+#define NAPI_VERSION 8
+#include <node_api.h>
+#define ADDON_NAME "conntrack-purge"
+#include "../../shared/native/napi-plumbing.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#if !__has_include(<libnetfilter_conntrack/libnetfilter_conntrack.h>)
+#error "libnetfilter_conntrack.h is missing: install libnetfilter-conntrack-dev (scripts/setup does), then npm run build"
+#endif
+#include <libnetfilter_conntrack/libnetfilter_conntrack.h>
+
+typedef struct {
+  napi_async_work work;
+  napi_ref callback;
+  uint32_t *exact;
+  size_t exact_count;
+  uint32_t *keep;
+  size_t keep_count;
+  int sweep;
+  uint32_t sweep_network;
+  uint32_t sweep_mask;
+  // Filled on the worker thread.
+  int error;
+  const char *phase;
+  uint32_t scanned;
+  struct nf_conntrack **victims;
+  size_t victim_count;
+  size_t victim_capacity;
+  uint32_t deleted;
+} purge_call;
+
+static int compare_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int contains(const uint32_t *sorted, size_t count, uint32_t address) {
+  return count > 0 && bsearch(&address, sorted, count, sizeof *sorted, compare_u32) != NULL;
+}
+
+// Whether an entry naming `address` must go (host byte order).
+static int wanted(const purge_call *call, uint32_t address) {
+  if (contains(call->exact, call->exact_count, address)) return 1;
+  return call->sweep && (address & call->sweep_mask) == call->sweep_network && !contains(call->keep, call->keep_count, address);
+}
+
+static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, void *data) {
+  (void)type;
+  purge_call *call = data;
+  if (nfct_get_attr_u8(ct, ATTR_L3PROTO) != AF_INET) return NFCT_CB_CONTINUE;
+  call->scanned += 1;
+  const enum nf_conntrack_attr addresses[] = {ATTR_IPV4_SRC, ATTR_IPV4_DST, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV4_DST};
+  int match = 0;
+  for (size_t index = 0; index < sizeof addresses / sizeof addresses[0] && !match; index++) {
+    if (nfct_attr_is_set(ct, addresses[index]) > 0) match = wanted(call, ntohl(nfct_get_attr_u32(ct, addresses[index])));
+  }
+  if (!match) return NFCT_CB_CONTINUE;
+  if (call->victim_count == call->victim_capacity) {
+    size_t capacity = call->victim_capacity == 0 ? 64 : call->victim_capacity * 2;
+    struct nf_conntrack **grown = realloc(call->victims, capacity * sizeof *grown);
+    if (grown == NULL) {
+      call->error = ENOMEM;
+      call->phase = "dump";
+      return NFCT_CB_FAILURE;
+    }
+    call->victims = grown;
+    call->victim_capacity = capacity;
+  }
+  // Stolen: the library leaves the object to us, to delete once the dump is over.
+  call->victims[call->victim_count++] = ct;
+  return NFCT_CB_STOLEN;
+}
+
+static void execute(napi_env env, void *data) {
+  (void)env;
+  purge_call *call = data;
+  struct nfct_handle *handle = nfct_open(CONNTRACK, 0);
+  if (handle == NULL) {
+    call->error = errno;
+    call->phase = "open";
+    return;
+  }
+  nfct_callback_register(handle, NFCT_T_ALL, on_entry, call);
+  uint32_t family = AF_INET;
+  if (nfct_query(handle, NFCT_Q_DUMP, &family) < 0 && call->error == 0) {
+    call->error = errno != 0 ? errno : EIO;
+    call->phase = "dump";
+  }
+  nfct_callback_unregister(handle);
+  // Entries the dump matched go even when it failed part way: the caller retries the rest.
+  for (size_t index = 0; index < call->victim_count; index++) {
+    if (nfct_query(handle, NFCT_Q_DESTROY, call->victims[index]) == 0) call->deleted += 1;
+    else if (errno != ENOENT && call->error == 0) {
+      call->error = errno;
+      call->phase = "delete";
+    }
+  }
+  nfct_close(handle);
+}
+
+static void free_call(napi_env env, purge_call *call) {
+  if (call->callback != NULL) napi_delete_reference(env, call->callback);
+  if (call->work != NULL) napi_delete_async_work(env, call->work);
+  for (size_t index = 0; index < call->victim_count; index++) nfct_destroy(call->victims[index]);
+  free(call->victims);
+  free(call->exact);
+  free(call->keep);
+  free(call);
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  purge_call *call = data;
+  napi_value argv[5];
+  napi_value callback, global;
+  if (status != napi_ok && call->error == 0) {
+    call->error = ECANCELED;
+    call->phase = "dump";
+  }
+  if (call->error == 0) {
+    napi_get_null(env, &argv[0]);
+    napi_get_null(env, &argv[1]);
+  } else {
+    const char *name = strerrorname_np(call->error);
+    char fallback[16];
+    snprintf(fallback, sizeof fallback, "E%d", call->error);
+    napi_create_string_utf8(env, name != NULL ? name : fallback, NAPI_AUTO_LENGTH, &argv[0]);
+    napi_create_string_utf8(env, call->phase, NAPI_AUTO_LENGTH, &argv[1]);
+  }
+  napi_create_uint32(env, call->scanned, &argv[2]);
+  napi_create_uint32(env, (uint32_t)call->victim_count, &argv[3]);
+  napi_create_uint32(env, call->deleted, &argv[4]);
+  if (napi_get_reference_value(env, call->callback, &callback) == napi_ok && napi_get_global(env, &global) == napi_ok) {
+    napi_call_function(env, global, callback, 5, argv, NULL);
+  }
+  free_call(env, call);
+}
+
+// A copy of a Uint32Array argument, sorted; 0 (with an exception pending) when it is none.
+static int copy_addresses(napi_env env, napi_value value, const char *what, uint32_t **out, size_t *count) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  bool is_typed = false;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, value, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_uint32_array) {
+    char message[96];
+    snprintf(message, sizeof message, ADDON_NAME ": %s must be a Uint32Array", what);
+    napi_throw_type_error(env, "EINVAL", message);
+    return 0;
+  }
+  *count = length;
+  *out = malloc(length == 0 ? 1 : length * sizeof **out);
+  if (*out == NULL) {
+    throw_errno(env, ENOMEM, ADDON_NAME ": purge");
+    return 0;
+  }
+  if (length > 0) memcpy(*out, data, length * sizeof **out);
+  qsort(*out, length, sizeof **out, compare_u32);
+  return 1;
+}
+
+static napi_value purge(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  uint32_t network = 0;
+  int32_t prefix = 0;
+  napi_valuetype type;
+  if (napi_get_value_uint32(env, argv[1], &network) != napi_ok || napi_get_value_int32(env, argv[2], &prefix) != napi_ok || prefix < -1 || prefix > 32) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the sweep is a network (uint32) and a prefix length from 0 to 32, or -1 for none");
+    return NULL;
+  }
+  if (napi_typeof(env, argv[4], &type) != napi_ok || type != napi_function) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the callback must be a function");
+    return NULL;
+  }
+  purge_call *call = calloc(1, sizeof *call);
+  if (call == NULL) return throw_errno(env, ENOMEM, ADDON_NAME ": purge");
+  if (!copy_addresses(env, argv[0], "the exact addresses", &call->exact, &call->exact_count) ||
+      !copy_addresses(env, argv[3], "the addresses to keep", &call->keep, &call->keep_count)) {
+    free_call(env, call);
+    return NULL;
+  }
+  call->sweep = prefix >= 0;
+  call->sweep_mask = prefix <= 0 ? 0 : ~(uint32_t)0 << (32 - prefix);
+  call->sweep_network = network & call->sweep_mask;
+  napi_value name;
+  if (napi_create_reference(env, argv[4], 1, &call->callback) != napi_ok ||
+      napi_create_string_utf8(env, ADDON_NAME, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, complete, call, &call->work) != napi_ok ||
+      napi_queue_async_work(env, call->work) != napi_ok) {
+    free_call(env, call);
+    return throw_errno(env, EIO, ADDON_NAME ": cannot queue the call");
+  }
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor functions[] = {
+      ADDON_FUNCTION("purge", purge),
+  };
+  if (EXPORT_FUNCTIONS(env, exports, functions) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,139 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import type { ConntrackFilter } from '../../../guest/conntrack/conntrack-filter.js';
+import type { ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
+import { type Harness, type Netns, createHarness, describeNetns } from '../../harness/index.js';
+
+// The agent purges its own namespace's table in-process: so does this compiled fixture, entered
+// into a harness namespace. Entries come from real UDP packets sent out of a veth
+// to a peer namespace (conntrack tracks them once a ruleset uses it); /proc/net/nf_conntrack shows what is left.
+const FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/conntrack/fixtures/conntrack-purge.js', import.meta.url));
+
+type Outcome = { readonly result: ConntrackPurgeResult; readonly ms: number } | { readonly error: { readonly kind: string; readonly message: string } };
+
+/** UDP datagrams from `from` to each of `to`, one per destination port `ports` (each a conntrack entry). */
+function senderScript(flows: readonly { from: string; to: string; ports: number }[]): string {
+  return [
+    'import socket',
+    ...flows.flatMap((flow) => [
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      `s.bind(("${flow.from}", 0))`,
+      `for port in range(1, ${flow.ports + 1}): s.sendto(b"x", ("${flow.to}", port))`,
+      's.close()',
+    ]),
+  ].join('\n');
+}
+
+describeNetns('conntrack purge through libnetfilter_conntrack', () => {
+  let harness: Harness;
+  let ns: Netns;
+
+  async function purge(filter: ConntrackFilter): Promise<Outcome> {
+    const { stdout } = await ns.exec([process.execPath, FIXTURE, 'purge', JSON.stringify(filter)], { enter: 'nsenter', timeoutMs: 60_000 });
+    return JSON.parse(stdout) as Outcome;
+  }
+
+  async function send(flows: readonly { from: string; to: string; ports: number }[]): Promise<void> {
+    await ns.exec(['python3', '-c', senderScript(flows)], { timeoutMs: 60_000 });
+  }
+
+  /** The table, one `src=... dst=... src=... dst=...` line per entry. */
+  async function table(): Promise<string[]> {
+    const text = (await ns.exec(['cat', '/proc/net/nf_conntrack'])).stdout;
+    return text
+      .split('\n')
+      .filter((line) => line.startsWith('ipv4'))
+      .map((line) => [...line.matchAll(/(src|dst)=(\S+)/g)].map((match) => `${match[1]}=${match[2]}`).join(' '));
+  }
+
+  const naming = (lines: readonly string[], ip: string): number => lines.filter((line) => line.split(' ').some((field) => field.endsWith(`=${ip}`))).length;
+
+  beforeAll(async () => {
+    if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run npm run build`);
+    harness = createHarness('ctpurge');
+    ns = await harness.namespace('agent');
+    const peer = await harness.namespace('peer');
+    await harness.veth(ns, 'v0', peer, 'v1');
+    for (const address of ['100.64.0.1/32', '100.64.0.2/32', '100.64.0.4/32', '192.0.2.1/32', '198.51.100.7/32']) await ns.ip(['address', 'add', address, 'dev', 'v0']);
+    // The peer owns the destinations, so that they resolve; what it answers (port unreachable) makes no entries.
+    for (const address of ['192.0.2.10/32', '192.0.2.20/32', '192.0.2.30/32', '100.64.0.3/32', '100.64.0.5/32']) await peer.ip(['address', 'add', address, 'dev', 'v1']);
+    await ns.ip(['link', 'set', 'v0', 'up']);
+    await peer.ip(['link', 'set', 'v1', 'up']);
+    for (const network of ['192.0.2.0/24', '100.64.0.3/32', '100.64.0.5/32']) await ns.ip(['route', 'add', network, 'dev', 'v0']);
+    // Tracking (every packet gets an entry) and a source NAT, whose entries name the client address in the reply direction only.
+    await ns.exec(['nft', '-f', '-'], {
+      input: [
+        'table ip purge_test {',
+        '  chain out { type filter hook output priority 0; ct state new counter; }',
+        '  chain post { type nat hook postrouting priority srcnat; ip saddr 198.51.100.7 snat to 100.64.0.9; }',
+        '}',
+        '',
+      ].join('\n'),
+    });
+  });
+
+  beforeEach(async () => {
+    await purge({ addresses: [], sweep: { network: '0.0.0.0', prefixLength: 0, keep: [] } });
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  it('deletes the entries naming an address as original source or destination, or reply destination, and no other', async () => {
+    await send([
+      { from: '100.64.0.1', to: '192.0.2.10', ports: 3 },
+      { from: '100.64.0.2', to: '192.0.2.10', ports: 2 },
+      { from: '192.0.2.1', to: '100.64.0.3', ports: 2 },
+      { from: '198.51.100.7', to: '192.0.2.20', ports: 2 },
+    ]);
+    const before = await table();
+    expect(naming(before, '100.64.0.1')).toBe(3);
+    expect(naming(before, '100.64.0.3')).toBe(2);
+    expect(naming(before, '100.64.0.9')).toBe(2);
+    const outcome = await purge({ addresses: ['100.64.0.1', '100.64.0.3', '100.64.0.9'], sweep: null });
+    expect(outcome).toMatchObject({ result: { scanned: before.length, deleted: 7 } });
+    const after = await table();
+    expect(after).toEqual(before.filter((line) => !/=100\.64\.0\.[139]( |$)/.test(line)));
+    expect(naming(after, '100.64.0.2')).toBe(2);
+    // Nothing left to match: nothing deleted, and no error.
+    expect(await purge({ addresses: ['100.64.0.1'], sweep: null })).toMatchObject({ result: { deleted: 0 } });
+  });
+
+  it('sweeps a network but for the addresses it keeps', async () => {
+    await send([
+      { from: '100.64.0.1', to: '192.0.2.10', ports: 2 },
+      { from: '100.64.0.2', to: '192.0.2.10', ports: 2 },
+      { from: '100.64.0.4', to: '100.64.0.5', ports: 2 },
+      { from: '192.0.2.1', to: '192.0.2.30', ports: 2 },
+    ]);
+    const outcome = await purge({ addresses: [], sweep: { network: '100.64.0.0', prefixLength: 16, keep: ['100.64.0.2', '100.64.0.4'] } });
+    // 100.64.0.4 is kept, but its peer 100.64.0.5 is not: an entry naming both goes.
+    expect(outcome).toMatchObject({ result: { deleted: 4 } });
+    const after = await table();
+    expect(naming(after, '100.64.0.2')).toBe(2);
+    expect(naming(after, '192.0.2.30')).toBe(2);
+    expect(after).toHaveLength(4);
+  });
+
+  it('purges an address among a thousand entries, and deletes a thousand, in milliseconds', async () => {
+    await send([
+      { from: '100.64.0.1', to: '192.0.2.10', ports: 1000 },
+      { from: '100.64.0.2', to: '192.0.2.10', ports: 5 },
+    ]);
+    const few = await purge({ addresses: ['100.64.0.2'], sweep: null });
+    const many = await purge({ addresses: ['100.64.0.1'], sweep: null });
+    if (!('result' in few) || !('result' in many)) throw new Error(`purge failed: ${JSON.stringify([few, many])}`);
+    expect(few.result).toEqual({ scanned: 1005, deleted: 5 });
+    expect(many.result).toEqual({ scanned: 1000, deleted: 1000 });
+    console.log(`conntrack purge: 5 of 1005 entries in ${few.ms.toFixed(1)} ms, 1000 of 1000 in ${many.ms.toFixed(1)} ms`);
+    expect(await table()).toEqual([]);
+  });
+
+  it('refuses an address that is not IPv4, saying which', async () => {
+    expect(await purge({ addresses: ['100.64.0.300'], sweep: null })).toEqual({
+      error: { kind: 'address', message: 'address "100.64.0.300" is not an IPv4 address like 100.64.0.1' },
+    });
+  });
+});
