@@ -6,6 +6,7 @@ import { createHarness, describeNetns, type Harness, type NetnsProcess } from '.
 import {
   BIG_TXT_CHUNK,
   BIG_TXT_CHUNKS,
+  CLIENT_IP,
   DEAD_UPSTREAM,
   FLOOD_CLIENT_IP,
   ForwarderProcess,
@@ -395,6 +396,33 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     } finally {
       await hoarded.process.kill();
       await upstream.kill();
+    }
+  });
+
+  it('keeps answering other clients while one streams junk frames over TCP as fast as it can', async () => {
+    // Each 64 KiB the flooder sends holds 21,845 frames: handled all in one go, one chunk after
+    // another, they kept the forwarder from everything else for seconds.
+    const flooded = await ForwarderProcess.start(net.provider, { port: 5358, upstreams: [UPSTREAM_A] });
+    try {
+      const result = (await runQueryFixture({
+        mode: 'tcp-junk',
+        port: 5358,
+        bind: FLOOD_CLIENT_IP,
+        count: 8,
+        holdMs: 3000,
+        probeFrom: CLIENT_IP,
+        names: ['www.test.example'],
+      })) as { writtenBytes: number; probes: (number | null)[] };
+      expect(result.writtenBytes).toBeGreaterThan(1_000_000);
+      expect(result.probes.length).toBeGreaterThanOrEqual(10);
+      // Every probe answered, none after more than a moment (two cores, a test machine).
+      expect(result.probes.filter((ms) => ms === null || ms > 500)).toEqual([]);
+      // Still attentive afterwards: the counters come back at once.
+      const started = Date.now();
+      expect(await flooded.counter('tcpQueries')).toBeGreaterThan(100_000);
+      expect(Date.now() - started).toBeLessThan(1000);
+    } finally {
+      await flooded.process.kill();
     }
   });
 
