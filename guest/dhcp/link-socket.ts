@@ -40,13 +40,18 @@ interface SocketOptionBytes {
   readonly value: Buffer;
 }
 
+/** The port-67 filter, and for the same option a program that keeps nothing. */
+interface FilterOption extends SocketOptionBytes {
+  readonly dropAll: Buffer;
+}
+
 interface FilterAddon {
-  dhcpServerFilter(): SocketOptionBytes;
+  dhcpServerFilter(): FilterOption;
 }
 
 interface NativeParts {
   readonly raw: NativeModule;
-  readonly portFilter: SocketOptionBytes;
+  readonly portFilter: FilterOption;
 }
 
 let native: NativeParts | undefined;
@@ -117,12 +122,16 @@ export class LinkSocket {
     socket.owner = handle;
     socket.emit = dispatch;
     try {
-      // Only datagrams to port 67 reach the socket: the client's other UDP to the provider (its
-      // DNS queries) would each wake the server otherwise. A datagram queued before the filter
-      // or the bind is harmless: the server ignores what is not DHCP, and another link's client
-      // cannot match this link's chaddr.
-      socket.setOption(filter.level, filter.option, filter.value, filter.value.length);
+      // Until SO_BINDTODEVICE the socket reads every link's datagrams: one another link's client
+      // sent to port 67 then, with this link's client MAC in chaddr (every client MAC is known),
+      // would be served as this link's client's. So nothing is kept until the bind, and what was
+      // queued before it is read and dropped.
+      socket.setOption(filter.level, filter.option, filter.dropAll, filter.dropAll.length);
       socket.setOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_BINDTODEVICE, Buffer.from(ifname), Buffer.byteLength(ifname));
+      drain(socket);
+      // Only datagrams to port 67 reach the socket: the client's other UDP to the provider (its
+      // DNS queries) would each wake the server otherwise.
+      socket.setOption(filter.level, filter.option, filter.value, filter.value.length);
       socket.setOption(raw.SocketLevel.IPPROTO_IP, raw.SocketOption.IP_HDRINCL, 1);
       socket.setOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_BROADCAST, 1);
     } catch (error) {
@@ -182,6 +191,23 @@ export class LinkSocket {
 }
 
 function ignoreSent(): void {}
+
+function ignoreReceived(): void {}
+
+/**
+ * Read and drop what the socket holds. Terminates: with the drop-all filter on, nothing new is
+ * queued. Throws what recvfrom fails with, but EAGAIN (empty).
+ */
+function drain(socket: NativeSocket): void {
+  for (;;) {
+    try {
+      socket.recv(receiveBuffer, ignoreReceived);
+    } catch (error) {
+      if (/temporarily unavailable/i.test(errorText(error))) return;
+      throw error;
+    }
+  }
+}
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

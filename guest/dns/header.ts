@@ -5,6 +5,13 @@
 export const HEADER_LENGTH = 12;
 /** Largest DNS message (TCP length prefix is 16 bits; UDP payloads are bounded the same way). */
 export const MAX_MESSAGE_LENGTH = 65_535;
+/**
+ * Longest query forwarded. A stub's query is a question and an EDNS record, a few hundred bytes;
+ * a query waiting for its answer is kept whole, so 64 KiB ones would make the pending table
+ * (4,096 of them) hold 256 MiB for a few hostile clients. dnsmasq reads no more than its
+ * 4,096-byte packet size either.
+ */
+export const MAX_QUERY_LENGTH = 4096;
 const MAX_NAME_LENGTH = 255;
 const MAX_LABEL_LENGTH = 63;
 
@@ -98,6 +105,7 @@ export function inspectQuery(message: Uint8Array): QueryVerdict {
   if (questionEnd === undefined) return { kind: 'answer', rcode: RCODE.formErr, questionEnd: HEADER_LENGTH };
   // A query has nothing in its answer and authority sections.
   if (u16(message, 6) !== 0 || u16(message, 8) !== 0) return { kind: 'answer', rcode: RCODE.formErr, questionEnd };
+  if (message.length > MAX_QUERY_LENGTH) return { kind: 'answer', rcode: RCODE.formErr, questionEnd };
   const qtype = u16(message, questionEnd - 4);
   // Zone transfers are for secondaries, not for clients behind a provider; our TCP relay also
   // expects one response per query.

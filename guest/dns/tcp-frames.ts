@@ -3,9 +3,14 @@ import { MAX_MESSAGE_LENGTH } from './header.js';
 
 export type FrameResult = { readonly frames: Buffer[]; readonly error?: 'empty-frame' };
 
+/** What next() finds: a complete frame, a zero-length one (a protocol error), or nothing yet. */
+export type NextFrame = Buffer | 'empty-frame' | undefined;
+
 /**
  * Splits a byte stream into DNS messages. Holds at most one incomplete frame (<= 65,537 bytes);
- * complete frames are handed out at once. A zero-length frame is a protocol error.
+ * push() hands out every complete frame of a chunk at once. A zero-length frame is a protocol
+ * error. feed() and next() cut frames one at a time, for a reader that takes only as many as it
+ * can serve now: 64 KiB of a client's stream hold 21,845 frames.
  *
  * Each frame's buffer is allocated once its length is known and filled as bytes arrive, so every
  * byte is copied once however the stream is cut: a client trickling a 64 KiB frame a byte per
@@ -18,15 +23,35 @@ export class FrameReader {
   /** The frame being filled, once its length is known. */
   #frame: Buffer | undefined;
   #filled = 0;
+  /** The chunk fed last, cut up to #offset so far. */
+  #chunk: Buffer | undefined;
+  #offset = 0;
 
+  /** Bytes of frames not complete yet (not counting a fed chunk next() has not reached). */
   get bufferedBytes(): number {
     return this.#frame === undefined ? this.#prefixBytes : 2 + this.#filled;
   }
 
-  push(chunk: Buffer): FrameResult {
-    const frames: Buffer[] = [];
-    let offset = 0;
-    while (offset < chunk.length) {
+  /** Whether a fed chunk still has bytes next() has not read. */
+  get holding(): boolean {
+    return this.#chunk !== undefined;
+  }
+
+  /** Hand over the next bytes of the stream, for next() to cut. */
+  feed(chunk: Buffer): void {
+    const rest = this.#chunk?.subarray(this.#offset);
+    this.#chunk = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
+    this.#offset = 0;
+    if (this.#chunk.length === 0) this.#chunk = undefined;
+  }
+
+  /** The next complete frame from the bytes fed so far, reading no further than its end. */
+  next(): NextFrame {
+    const chunk = this.#chunk;
+    if (chunk === undefined) return undefined;
+    let offset = this.#offset;
+    let found: NextFrame;
+    while (offset < chunk.length && found === undefined) {
       const current = this.#frame;
       if (current === undefined) {
         this.#prefix = (this.#prefix << 8) | (chunk[offset] ?? 0);
@@ -36,7 +61,10 @@ export class FrameReader {
         const length = this.#prefix;
         this.#prefix = 0;
         this.#prefixBytes = 0;
-        if (length === 0) return { frames, error: 'empty-frame' };
+        if (length === 0) {
+          found = 'empty-frame';
+          break;
+        }
         // A fresh buffer: the forwarder rewrites ids in place and must not touch the stream's.
         this.#frame = Buffer.alloc(length);
         this.#filled = 0;
@@ -47,12 +75,29 @@ export class FrameReader {
       this.#filled += take;
       offset += take;
       if (this.#filled === current.length) {
-        frames.push(current);
+        found = current;
         this.#frame = undefined;
         this.#filled = 0;
       }
     }
-    return { frames };
+    this.#offset = offset;
+    if (offset >= chunk.length) this.#chunk = undefined;
+    return found;
+  }
+
+  push(chunk: Buffer): FrameResult {
+    this.feed(chunk);
+    const frames: Buffer[] = [];
+    for (;;) {
+      const next = this.next();
+      if (next === undefined) return { frames };
+      if (next === 'empty-frame') {
+        // What followed the error is not read.
+        this.#chunk = undefined;
+        return { frames, error: next };
+      }
+      frames.push(next);
+    }
   }
 }
 

@@ -11,7 +11,9 @@
 // as the process), with the option's level and number from the C headers. The kernel copies the
 // program during setsockopt.
 //
-// JS API: dhcpServerFilter() -> { level, option, value: Buffer }
+// JS API: dhcpServerFilter() -> { level, option, value: Buffer, dropAll: Buffer }
+//   dropAll: the same option's value for a program that keeps nothing, for while the socket is
+//   not yet bound to its link (see link-socket.ts).
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -35,17 +37,25 @@ static struct sock_filter dhcp_server_program[] = {
     BPF_STMT(BPF_RET | BPF_K, 0),
 };
 
+static struct sock_filter drop_all_program[] = {
+    BPF_STMT(BPF_RET | BPF_K, 0),
+};
+
+// The struct sock_fprog for `program` as a Buffer, in result[name]; NULL on failure.
+static napi_value set_program(napi_env env, napi_value result, const char *name, struct sock_filter *program, unsigned short length) {
+  struct sock_fprog fprog = {.len = length, .filter = program};
+  napi_value value;
+  if (napi_create_buffer_copy(env, sizeof fprog, &fprog, NULL, &value) != napi_ok) return NULL;
+  if (napi_set_named_property(env, result, name, value) != napi_ok) return NULL;
+  return result;
+}
+
 static napi_value dhcp_server_filter(napi_env env, napi_callback_info info) {
   (void)info;
-  struct sock_fprog program = {
-      .len = sizeof dhcp_server_program / sizeof dhcp_server_program[0],
-      .filter = dhcp_server_program,
-  };
   napi_value result;
-  napi_value value;
   if (napi_create_object(env, &result) != napi_ok) return NULL;
-  if (napi_create_buffer_copy(env, sizeof program, &program, NULL, &value) != napi_ok) return NULL;
-  if (napi_set_named_property(env, result, "value", value) != napi_ok) return NULL;
+  if (set_program(env, result, "value", dhcp_server_program, sizeof dhcp_server_program / sizeof dhcp_server_program[0]) == NULL) return NULL;
+  if (set_program(env, result, "dropAll", drop_all_program, sizeof drop_all_program / sizeof drop_all_program[0]) == NULL) return NULL;
   if (set_number(env, result, "level", SOL_SOCKET) == NULL) return NULL;
   return set_number(env, result, "option", SO_ATTACH_FILTER);
 }

@@ -359,7 +359,18 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
   udp_socket *socket = poll->data;
   if (socket->closed) return;
   if (status < 0) {
-    deliver(socket, status);
+    // libuv stops a poll handle on POLLERR, reporting UV_EBADF. On a connected socket that is an
+    // ICMP error the kernel queued (ECONNREFUSED from an upstream restarting, or from anyone who
+    // forges one for our port): left stopped, the socket would never read another answer. Take
+    // the error (SO_ERROR clears it, or a send already did), report it, and poll again.
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (getsockopt(socket->fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
+      deliver(socket, -errno);
+      return;
+    }
+    if (error != 0) deliver(socket, -error);
+    if (!socket->closed) uv_poll_start(&socket->poll, UV_READABLE, on_readable);
     return;
   }
   for (int batch = 0; batch < BATCHES_PER_WAKE && !socket->closed; batch++) {

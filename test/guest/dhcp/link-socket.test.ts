@@ -5,13 +5,14 @@ import { READER_FIXTURE, requireBuild } from './dhcp-server-fixture.js';
 // The DHCP server's raw socket on a link, against the kernel: what it reads.
 describeNetns('DHCP link socket', () => {
   let harness: Harness;
+  let provider: Netns;
   let client: Netns;
   let reader: NetnsProcess;
 
   beforeAll(async () => {
     requireBuild();
     harness = createHarness('dhcpsock');
-    const provider = await harness.namespace('provider');
+    provider = await harness.namespace('provider');
     client = await harness.namespace('client');
     await harness.veth(provider, 'link0', client, 'eth0');
     await harness.addAddress(provider, 'link0', '169.254.0.1/16');
@@ -39,5 +40,23 @@ describeNetns('DHCP link socket', () => {
     // Datagrams arrive in order on one link: the others, sent first, would have been read first.
     expect(reader.stdout.match(/^port \d+$/gm)).toEqual(['port 67']);
     expect(reader.stderr).toBe('');
+  });
+
+  it("never reads what reached it from another link before it was bound to its own", async () => {
+    // A raw socket reads every link's datagrams until SO_BINDTODEVICE: one another link's client
+    // sent to port 67 in that moment (with this link's client MAC in chaddr) would be served as
+    // this link's. The fixture sends one over lo just before the bind.
+    const early = provider.spawn([process.execPath, READER_FIXTURE, 'link0', '169.254.0.1'], { stdin: 'pipe' });
+    try {
+      await early.waitForOutput(/^ready$/m);
+      await send(67);
+      await eventually('the client\'s datagram to port 67', async () => /^port 67$/m.test(early.stdout));
+      // The other link's datagram, queued first, would have been read first.
+      expect(early.stdout.match(/^port \d+$/gm)).toEqual(['port 67']);
+      expect(early.stderr).toBe('');
+    } finally {
+      early.child.stdin?.end();
+      await early.wait();
+    }
   });
 });

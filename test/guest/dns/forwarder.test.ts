@@ -6,6 +6,7 @@ import { createHarness, describeNetns, type Harness, type NetnsProcess } from '.
 import {
   BIG_TXT_CHUNK,
   BIG_TXT_CHUNKS,
+  CLIENT_IP,
   DEAD_UPSTREAM,
   FLOOD_CLIENT_IP,
   ForwarderProcess,
@@ -194,6 +195,39 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     });
   });
 
+  it('reads answers on every upstream port again after the upstream was down (ICMP port unreachable)', async () => {
+    // While the upstream is down, its host answers queries with ICMP port unreachable, each for
+    // the port the query left from; once it is back, answers must be read on all of them.
+    const restarting = '192.0.2.57';
+    const script = `const socket = require('node:dgram').createSocket('udp4');
+       socket.on('message', (query, from) => {
+         const record = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 77]);
+         const answer = Buffer.concat([query, record]); answer[2] |= 0x80; answer[3] |= 0x80; answer.writeUInt16BE(1, 6);
+         socket.send(answer, from.port, from.address);
+       });
+       socket.bind(53, '${restarting}', () => process.stdout.write('ready\\n'));`;
+    await withScriptedUpstream(restarting, script, async (first) => {
+      const names = (prefix: string): string[] => Array.from({ length: 64 }, (_, i) => `${prefix}-${i}.test.example`);
+      expect((await runQueryFixture({ mode: 'same-id', names: names('before'), id: 0x2222 })) as unknown[]).toEqual(
+        names('before').map((name) => ({ name, id: 0x2222, address: '192.0.2.77' })),
+      );
+      await first.kill();
+      const errors = await forwarder.counter('sendErrors');
+      await runQueryFixture({ mode: 'same-id', names: names('down'), id: 0x3333 });
+      // The host refused some of them (its ICMP rate limit lets a few through): the case to test.
+      expect(await forwarder.counter('sendErrors')).toBeGreaterThan(errors);
+      const again = net.internet.spawn([process.execPath, '-e', script]);
+      try {
+        await again.waitForOutput(/^ready$/m);
+        expect((await runQueryFixture({ mode: 'same-id', names: names('after'), id: 0x4444 })) as unknown[]).toEqual(
+          names('after').map((name) => ({ name, id: 0x4444, address: '192.0.2.77' })),
+        );
+      } finally {
+        await again.kill();
+      }
+    });
+  });
+
   it('gives concurrent queries carrying the same client id each their own answer', async () => {
     const names = Array.from({ length: NUMBERED_NAMES }, (_, i) => `n${i}.test.example`);
     const results = (await runQueryFixture({ mode: 'same-id', names, id: 0x1234 })) as ({ name: string; id: number; address: string | null } | null)[];
@@ -362,6 +396,33 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     } finally {
       await hoarded.process.kill();
       await upstream.kill();
+    }
+  });
+
+  it('keeps answering other clients while one streams junk frames over TCP as fast as it can', async () => {
+    // Each 64 KiB the flooder sends holds 21,845 frames: handled all in one go, one chunk after
+    // another, they kept the forwarder from everything else for seconds.
+    const flooded = await ForwarderProcess.start(net.provider, { port: 5358, upstreams: [UPSTREAM_A] });
+    try {
+      const result = (await runQueryFixture({
+        mode: 'tcp-junk',
+        port: 5358,
+        bind: FLOOD_CLIENT_IP,
+        count: 8,
+        holdMs: 3000,
+        probeFrom: CLIENT_IP,
+        names: ['www.test.example'],
+      })) as { writtenBytes: number; probes: (number | null)[] };
+      expect(result.writtenBytes).toBeGreaterThan(1_000_000);
+      expect(result.probes.length).toBeGreaterThanOrEqual(10);
+      // Every probe answered, none after more than a moment (two cores, a test machine).
+      expect(result.probes.filter((ms) => ms === null || ms > 500)).toEqual([]);
+      // Still attentive afterwards: the counters come back at once.
+      const started = Date.now();
+      expect(await flooded.counter('tcpQueries')).toBeGreaterThan(100_000);
+      expect(Date.now() - started).toBeLessThan(1000);
+    } finally {
+      await flooded.process.kill();
     }
   });
 

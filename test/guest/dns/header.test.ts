@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   HEADER_LENGTH,
+  MAX_QUERY_LENGTH,
   RCODE,
   answersQuestion,
   errorResponse,
@@ -81,6 +82,18 @@ describe('DNS header', () => {
     expect(inspectQuery(encodeQuery(1, www).subarray(0, 20))).toMatchObject({ kind: 'answer', rcode: RCODE.formErr });
     expect(inspectQuery(encodeQuery(1, www, 252))).toMatchObject({ kind: 'answer', rcode: RCODE.refused });
     expect(inspectQuery(encodeQuery(1, www, 251))).toMatchObject({ kind: 'answer', rcode: RCODE.refused });
+  });
+
+  it('forwards no query longer than MAX_QUERY_LENGTH (it would be kept whole while pending): FORMERR, question kept', () => {
+    fc.assert(
+      fc.property(anyId, anyName, anyQtype, fc.integer({ min: 1, max: 65_535 - MAX_QUERY_LENGTH }), (id, labels, qtype, over) => {
+        const bare = encodeQuery(id, labels, qtype);
+        const query = encodeQuery(id, labels, qtype, 0x0100, Buffer.alloc(MAX_QUERY_LENGTH - bare.length + over), 1);
+        expect(inspectQuery(query)).toEqual({ kind: 'answer', rcode: RCODE.formErr, questionEnd: bare.length });
+        const fits = encodeQuery(id, labels, qtype, 0x0100, Buffer.alloc(MAX_QUERY_LENGTH - bare.length), 1);
+        expect(inspectQuery(fits)).toEqual({ kind: 'forward', questionEnd: bare.length });
+      }),
+    );
   });
 
   it('refuses names longer than 255 bytes', () => {

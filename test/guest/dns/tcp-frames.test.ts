@@ -27,6 +27,52 @@ describe('DNS over TCP framing', () => {
     );
   });
 
+  it('cuts frames one at a time from what was fed, reading no further than each frame ends', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.uint8Array({ minLength: 1, maxLength: 300 }), { maxLength: 20 }),
+        fc.array(fc.integer({ min: 1, max: 500 }), { minLength: 1, maxLength: 20 }),
+        fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 20 }),
+        (messages, cuts, takes) => {
+          const stream = Buffer.concat(messages.map((m) => frame(m)));
+          const reader = new FrameReader();
+          const got: Buffer[] = [];
+          let offset = 0;
+          for (let i = 0; offset < stream.length || reader.holding; i++) {
+            // A reader serves a few frames, then more bytes arrive (fed while some are held too).
+            if (!reader.holding || i % 3 === 0) {
+              const size = cuts[i % cuts.length] ?? 1;
+              reader.feed(stream.subarray(offset, offset + size));
+              offset += size;
+            }
+            // Once the stream is all fed, every round serves at least one.
+            const served = Math.max(takes[i % takes.length] ?? 1, offset >= stream.length ? 1 : 0);
+            for (let take = served; take > 0; take--) {
+              const next = reader.next();
+              expect(next).not.toBe('empty-frame');
+              if (next === undefined || next === 'empty-frame') break;
+              got.push(next);
+            }
+          }
+          expect(got).toEqual(messages.map((m) => Buffer.from(m)));
+          expect(reader.next()).toBeUndefined();
+          expect(reader.bufferedBytes).toBe(0);
+        },
+      ),
+    );
+  });
+
+  it('has cut no frame beyond the one next() returns: the rest of a chunk waits as bytes', () => {
+    const reader = new FrameReader();
+    reader.feed(Buffer.concat(Array.from({ length: 1000 }, () => frame(Uint8Array.of(7)))));
+    expect(reader.next()).toEqual(Buffer.of(7));
+    expect(reader.holding).toBe(true);
+    let count = 1;
+    while (reader.next() !== undefined) count += 1;
+    expect(count).toBe(1000);
+    expect(reader.holding).toBe(false);
+  });
+
   it('buffers at most one incomplete frame and reports zero-length frames', () => {
     const reader = new FrameReader();
     expect(reader.push(Buffer.from([0xff, 0xff, 1, 2, 3])).frames).toEqual([]);

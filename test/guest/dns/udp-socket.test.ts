@@ -58,6 +58,12 @@ describeNetns('udp-batch sockets in a namespace', () => {
     expect(report['tcp']).toEqual({ echoed: 'echo:hello', refused: 'error:ECONNREFUSED', noSuchLink: 'socket:ENODEV' });
   });
 
+  it('goes on reading a connected socket after an ICMP error, reporting it once', () => {
+    // ECONNREFUSED (111) from a peer that was not listening yet, as an upstream that restarts
+    // (or anyone who forges an ICMP error for our port) causes: the answers after it are read.
+    expect(report['afterRefusal']).toEqual({ errors: [111], sends: [7, 7, 7], answers: 3 });
+  });
+
   for (const family of ['ipv4', 'ipv6'] as const) {
     it(`carries every datagram intact both ways over ${family}, up to 64 KiB, with the sender's port and address`, () => {
       const result = report[family] as Record<string, unknown>;
