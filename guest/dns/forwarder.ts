@@ -61,7 +61,10 @@ export interface DnsForwarderOptions {
   maxTcpConnectionsPerClient?: number;
   /** Queries relayed at once per TCP connection; reading pauses beyond. Default 8. */
   maxTcpQueriesPerConnection?: number;
-  /** A TCP connection with no traffic for this long is closed. Default 10 s (RFC 7766 suggests seconds). */
+  /**
+   * A TCP connection that neither completes a query nor is answered one for this long is closed,
+   * however many bytes of an unfinished message trickle in. Default 10 s (RFC 7766 suggests seconds).
+   */
   tcpIdleMs?: number;
   logger?: Logger;
 }
@@ -101,6 +104,7 @@ export interface DnsForwarderCounters {
   readonly sendErrors: number;
   readonly tcpConnections: number;
   readonly tcpRejected: number;
+  /** Closed for idleness (see DnsForwarderOptions.tcpIdleMs), a stalled partial message included. */
   readonly tcpIdleClosed: number;
   readonly pending: number;
 }
@@ -463,7 +467,9 @@ class Forwarder implements DnsForwarder {
 
   #bindTcp(): Promise<Server> {
     return new Promise((resolve, reject) => {
-      const server = createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.#onTcpClient(socket));
+      // Half-open: a client may send its queries and shut down its sending side at once (`nc -N`,
+      // shutdown(SHUT_WR)); it still reads the answers, so we end ours only once they are sent.
+      const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }, (socket) => this.#onTcpClient(socket));
       server.maxConnections = this.#maxTcpConnections;
       server.on('drop', () => (this.#counters.tcpRejected += 1));
       const fail = (error: Error): void => {
@@ -800,11 +806,29 @@ class Forwarder implements DnsForwarder {
     const reader = new FrameReader();
     let inFlight = 0;
     let pumpScheduled = false;
-    socket.setTimeout(this.#tcpIdleMs, () => {
+    /** The client has sent its FIN: no further query comes. */
+    let clientEnded = false;
+    // Idle is measured in DNS messages, not bytes (RFC 7766 6.2.3: an application-level idle
+    // period): the clock restarts when a query is complete or settled, not at each byte. A client
+    // sending a message a byte every few seconds, each byte restarting a socket timeout, held one
+    // of the few slots for ever; now a partial message must complete within tcpIdleMs. A client
+    // that does not read its answers stops our reading (pump), so nothing restarts the clock and
+    // it is closed too. Not a maximum lifetime: a client asking steadily keeps its connection, the
+    // reuse RFC 7766 asks clients for.
+    let lastActivity = performance.now();
+    const onIdle = (): void => {
+      const quietFor = performance.now() - lastActivity;
+      // A query waiting for upstream is bounded by the upstream timeouts; its settling restarts the clock.
+      if (inFlight > 0 || quietFor < this.#tcpIdleMs) {
+        idleTimer = setTimeout(onIdle, inFlight > 0 ? this.#tcpIdleMs : this.#tcpIdleMs - quietFor);
+        return;
+      }
       this.#counters.tcpIdleClosed += 1;
       socket.destroy();
-    });
+    };
+    let idleTimer = setTimeout(onIdle, this.#tcpIdleMs);
     socket.on('close', () => {
+      clearTimeout(idleTimer);
       this.#tcpClients.delete(socket);
       const left = (this.#tcpPerClient.get(remote) ?? 1) - 1;
       if (left > 0) this.#tcpPerClient.set(remote, left);
@@ -826,6 +850,7 @@ class Forwarder implements DnsForwarder {
       });
     };
     const pump = (): void => {
+      let received = false;
       while (inFlight < this.#maxTcpQueriesPerConnection && !socket.destroyed && !writeBlocked()) {
         // Frames are cut only as they are served: the rest of a chunk waits as bytes.
         const query = reader.next();
@@ -836,10 +861,20 @@ class Forwarder implements DnsForwarder {
           return;
         }
         inFlight += 1;
+        received = true;
         void this.#serveTcpQuery(socket, query, remote).finally(() => {
           inFlight -= 1;
+          lastActivity = performance.now();
           pumpLater();
         });
+      }
+      if (received) lastActivity = performance.now();
+      if (socket.destroyed) return;
+      // After the client's FIN: every query it sent answered (the frames still held included; an
+      // unfinished one never will be), our side ends too. end() sends what is buffered first.
+      if (clientEnded && inFlight === 0 && !reader.holding) {
+        if (!socket.writableEnded) socket.end();
+        return;
       }
       // Reading pauses while frames wait: a client cannot make us buffer more than one chunk.
       if (reader.holding || inFlight >= this.#maxTcpQueriesPerConnection || writeBlocked()) socket.pause();
@@ -847,6 +882,11 @@ class Forwarder implements DnsForwarder {
     };
     socket.on('data', (chunk: Buffer) => {
       reader.feed(chunk);
+      pump();
+    });
+    // While reading is paused for held frames, 'end' waits until they have all been fed.
+    socket.on('end', () => {
+      clientEnded = true;
       pump();
     });
   }

@@ -40,6 +40,105 @@ function rcodeOfHex(hex: string | null): number | null {
   return hex === null ? null : Buffer.from(hex, 'hex').readUInt8(3) & 0x0f;
 }
 
+/**
+ * A DNS-over-TCP client as scripts and some stub resolvers behave, for the namespace tests:
+ *   half-close PORT NAMES  writes a query per name (ids 0x100, 0x101, ...) in one go, shuts down
+ *       its sending side (FIN) and reads until the forwarder closes; prints
+ *       {"answers": [[id, address]...], "end": "eof"|"reset"|"timeout", "ms"}
+ *   trickle PORT NAMES     sends the first name's framed query a byte a second; prints
+ *       {"closedAfterMs": ms | null} (null: still open after 8 s)
+ *   steady PORT NAMES      sends one query every 0.5 s for each name in turn on one connection,
+ *       reading each answer; prints {"answers": [[id, address]...], "end": ...}
+ */
+const TCP_CLIENT = `
+import json, socket, struct, sys, time
+mode, port, names = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(',')
+def framed(name, ident):
+    q = struct.pack('>HHHHHH', ident, 0x0100, 1, 0, 0, 0)
+    q += b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\0\\0\\1\\0\\1'
+    return struct.pack('>H', len(q)) + q
+def answers_of(data):
+    answers = []
+    while len(data) >= 2 and len(data) >= 2 + struct.unpack('>H', data[:2])[0]:
+        length = struct.unpack('>H', data[:2])[0]
+        message, data = data[2:2 + length], data[2 + length:]
+        answers.append([struct.unpack('>H', message[:2])[0], '.'.join(str(b) for b in message[-4:])])
+    return answers
+s = socket.create_connection(('169.254.0.1', port), timeout=5)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+started = time.monotonic()
+ms = lambda: round((time.monotonic() - started) * 1000)
+if mode == 'trickle':
+    s.settimeout(1)
+    closed = None
+    for byte in framed(names[0], 0x100):
+        try:
+            s.send(bytes([byte]))
+            if s.recv(1) == b'':
+                closed = ms()
+                break
+        except socket.timeout:
+            pass
+        except OSError:
+            closed = ms()
+            break
+        if ms() > 8000:
+            break
+    print(json.dumps({'closedAfterMs': closed}))
+    sys.exit(0)
+data, end = b'', 'eof'
+if mode == 'half-close':
+    s.sendall(b''.join(framed(name, 0x100 + i) for i, name in enumerate(names)))
+    s.shutdown(socket.SHUT_WR)
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except socket.timeout:
+        end = 'timeout'
+    except ConnectionResetError:
+        end = 'reset'
+else:
+    for i, name in enumerate(names):
+        s.sendall(framed(name, 0x100 + i))
+        want = len(answers_of(data)) + 1
+        try:
+            while len(answers_of(data)) < want:
+                chunk = s.recv(65536)
+                if chunk == b'':
+                    end = 'closed'
+                    break
+                data += chunk
+        except OSError:
+            end = 'error'
+        if end != 'eof':
+            break
+        time.sleep(0.5)
+print(json.dumps({'answers': answers_of(data), 'end': end, 'ms': ms()}))
+`;
+
+/**
+ * An upstream over TCP at 192.0.2.1:`port` answering every query with an A record, 192.0.2.77,
+ * after `delayMs`: its answers are still on their way when a client's FIN reaches the forwarder.
+ */
+function slowTcpUpstreamScript(port: number, delayMs: number): string {
+  return `const net = require('node:net');
+    net.createServer((socket) => {
+      let buffered = Buffer.alloc(0);
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
+          const query = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
+          buffered = buffered.subarray(2 + query.length);
+          const record = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 77]);
+          const answer = Buffer.concat([query, record]); answer[2] |= 0x80; answer[3] |= 0x80; answer.writeUInt16BE(1, 6);
+          const length = Buffer.alloc(2); length.writeUInt16BE(answer.length, 0);
+          setTimeout(() => socket.write(Buffer.concat([length, answer])), ${delayMs});
+        }
+      });
+    }).listen(${port}, '192.0.2.1', () => process.stdout.write('ready\\n'));`;
+}
+
 describeNetns('DNS forwarder between a client and upstream resolvers', () => {
   let harness: Harness;
   let net: DnsTopology;
@@ -447,6 +546,65 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
       expect(counters['overloaded']).toBe(24);
     } finally {
       await shared.process.kill();
+    }
+  });
+
+  async function runTcpClient(mode: 'half-close' | 'trickle' | 'steady', port: number, names: readonly string[]): Promise<Record<string, unknown>> {
+    const { stdout } = await net.client.exec(['python3', '-c', TCP_CLIENT, mode, String(port), names.join(',')], { timeoutMs: 20_000 });
+    return JSON.parse(stdout) as Record<string, unknown>;
+  }
+
+  it('answers every query of a TCP client that half-closes after sending them, then closes', async () => {
+    // `nc -N`, or a script calling shutdown(SHUT_WR) after writing: the FIN reaches us before the
+    // answers, which the upstream sends 200 ms later. Once with all three queries relayed at once,
+    // once with one at a time (the others still buffered, unread, when the FIN comes).
+    const upstream = net.internet.spawn([process.execPath, '-e', slowTcpUpstreamScript(5302, 200)]);
+    await upstream.waitForOutput(/^ready$/m);
+    // One connection per client: the second round is refused unless the first one's slot was freed.
+    const options = { upstreams: ['192.0.2.1:5302'], tcpIdleMs: 5000, maxTcpConnectionsPerClient: 1 };
+    const forwarders = [
+      await ForwarderProcess.start(net.provider, { ...options, port: 5359 }),
+      await ForwarderProcess.start(net.provider, { ...options, port: 5360, maxTcpQueriesPerConnection: 1 }),
+    ];
+    try {
+      for (const port of [5359, 5360, 5359, 5360]) {
+        const result = await runTcpClient('half-close', port, ['a.test.example', 'b.test.example', 'c.test.example']);
+        const answers = (result['answers'] as [number, string][]).sort(([a], [b]) => a - b);
+        expect({ port, answers }).toEqual({ port, answers: [0x100, 0x101, 0x102].map((id) => [id, '192.0.2.77']) });
+        // Closed once answered (three answers one after another take 600 ms), not at the idle timeout.
+        expect(result['end']).toBe('eof');
+        expect(result['ms']).toBeLessThan(2500);
+      }
+      for (const forwarder of forwarders) {
+        const counters = await forwarder.counters();
+        expect(counters['answered']).toBe(6);
+        expect(counters['tcpIdleClosed']).toBe(0);
+        expect(counters['tcpRejected']).toBe(0);
+      }
+    } finally {
+      for (const forwarder of forwarders) await forwarder.process.kill();
+      await upstream.kill();
+    }
+  });
+
+  it('closes a TCP connection whose query trickles in a byte a second once the idle timeout passes, but not one asking steadily', async () => {
+    // Every byte is traffic, but no message completes: the connection holds a slot for nothing.
+    const slow = await ForwarderProcess.start(net.provider, { port: 5361, upstreams: [UPSTREAM_A], tcpIdleMs: 1500 });
+    try {
+      const trickled = await runTcpClient('trickle', 5361, ['www.test.example']);
+      expect(trickled['closedAfterMs']).not.toBeNull();
+      expect(trickled['closedAfterMs']).toBeGreaterThanOrEqual(1400);
+      expect(trickled['closedAfterMs']).toBeLessThan(2600);
+      expect(await slow.counter('tcpIdleClosed')).toBe(1);
+      // A query every half second for 3 s, twice the idle timeout: every one answered, the
+      // connection kept.
+      const names = Array.from({ length: 6 }, (_, i) => `n${i}.test.example`);
+      const steady = await runTcpClient('steady', 5361, names);
+      expect(steady['end']).toBe('eof');
+      expect(steady['answers']).toEqual(names.map((_, i) => [0x100 + i, `203.0.113.${100 + i}`]));
+      expect(await slow.counter('tcpIdleClosed')).toBe(1);
+    } finally {
+      await slow.process.kill();
     }
   });
 
