@@ -84,7 +84,10 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   path MTU), pass it bytes despite isolation, or break the agent's own flows. Related packets
  *   from elsewhere pass: a router's errors about a client's flow (PMTU discovery).
  * - input: from provider links only the agent's services on the gateway (DHCP, DNS, ping) and
- *   replies to the agent's own traffic; from anywhere else: not ours to police.
+ *   replies to the agent's own traffic. The gateway address is for provider links and the agent
+ *   itself (lo) only: a neighbour on an uplink that routes it to us must not find an open
+ *   resolver. (A chained provider's upstream gateway has that address too, but its answers come
+ *   to our own address on the upstream link.) Anything else from elsewhere: not ours to police.
  * - forward: replies pass; toward a provider link only allowed pairs open connections (so
  *   nothing from an uplink or another client does); from a provider link only uplinks.
  * - postrouting: client addresses leaving by an uplink are masqueraded.
@@ -120,6 +123,7 @@ export function staticTableText(): string {
     ...chain('input', [
       `type filter hook input priority ${PRIORITY.filter}; policy accept;`,
       'iifname @client_links jump input_from_client_link',
+      `ip daddr ${GATEWAY_IP} iif != "lo" ${drop(COUNTERS.inputDrops)}`,
     ]),
     ...chain('input_from_client_link', [
       `ct state ${CT_STATE.established} accept`,

@@ -183,6 +183,14 @@ describeNetns('provider firewall in network namespaces', () => {
     } finally {
       await world.internet.ip(['route', 'del', '100.64.0.0/16', 'via', PROVIDER_UPLINK_IP]);
     }
+    // A neighbour on the uplink that routes the gateway address to the provider reaches its services.
+    await world.internet.ip(['route', 'add', `${GATEWAY_IP}/32`, 'via', PROVIDER_UPLINK_IP]);
+    try {
+      expect(await pings(world.internet, GATEWAY_IP)).toBe(true);
+      expect(await httpStatus(world.internet, `http://${GATEWAY_IP}:${CLOSED_PORT}/hello.txt`)).toBe(200);
+    } finally {
+      await world.internet.ip(['route', 'del', `${GATEWAY_IP}/32`, 'via', PROVIDER_UPLINK_IP]);
+    }
   });
 
   it('installs the table, then finds nothing to change', async () => {
@@ -244,6 +252,28 @@ describeNetns('provider firewall in network namespaces', () => {
     expect((await firewallCounters(netns())).inputDrops).toBeGreaterThan(before.inputDrops);
     // Not the firewall's business: the uplink side still reaches the provider.
     expect(await httpStatus(world.internet, `http://${PROVIDER_UPLINK_IP}:${CLOSED_PORT}/hello.txt`)).toBe(200);
+  });
+
+  it('keeps the gateway from the uplink side: ping, UDP and TCP to it from there get nothing, counted; clients still reach it', async () => {
+    await world.internet.ip(['route', 'add', `${GATEWAY_IP}/32`, 'via', PROVIDER_UPLINK_IP]);
+    try {
+      const before = await firewallCounters(netns());
+      expect(await pings(world.internet, GATEWAY_IP)).toBe(false);
+      expect(await httpStatus(world.internet, `http://${GATEWAY_IP}:${CLOSED_PORT}/hello.txt`, 1)).toBe(0);
+      const seen = gatewayDns.stdout.length;
+      await world.internet.exec(udpSend(GATEWAY_IP, DNS_PORT));
+      await settle();
+      expect(gatewayDns.stdout.slice(seen)).toBe('');
+      expect((await firewallCounters(netns())).inputDrops - before.inputDrops).toBeGreaterThanOrEqual(2 + 1 + 3);
+      // The same services, from a client link.
+      expect(await pings(a.ns, GATEWAY_IP)).toBe(true);
+      await a.ns.exec(udpSend(GATEWAY_IP, DNS_PORT));
+      await gatewayDns.waitForOutput(new RegExp(`from ${a.ip.replaceAll('.', '\\.')}:`), 2000);
+      // And from the provider itself (through lo).
+      expect(await pings(provider, GATEWAY_IP)).toBe(true);
+    } finally {
+      await world.internet.ip(['route', 'del', `${GATEWAY_IP}/32`, 'via', PROVIDER_UPLINK_IP]);
+    }
   });
 
   it("keeps a client's ICMP errors about another client's flows from that client, counting them", async () => {

@@ -180,6 +180,14 @@ describe('the static part', () => {
     expect(staticTableText()).not.toContain('0x2,0x4');
   });
 
+  it('drops traffic to the gateway address from anywhere but client links and the provider itself', () => {
+    expect(chainRules('input')).toEqual([
+      'type filter hook input priority 0; policy accept;',
+      'iifname @client_links jump input_from_client_link',
+      'ip daddr 169.254.0.1 iif != "lo" counter name "input_drops" drop',
+    ]);
+  });
+
   it('drops, first thing in prerouting and forward, traffic from or to a provider-group link it does not name (renamed while up)', () => {
     // The group is the provider link MAC prefix 0A:B3:EC:80 as a number; nft prints it in decimal.
     expect(PROVIDER_LINK_GROUP).toBe(0x0ab3ec80);
