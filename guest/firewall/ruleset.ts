@@ -53,6 +53,8 @@ const PRIORITY = { raw: -300, filter: 0, srcnat: 100 } as const;
 const CT_STATE = { invalid: '0x1', established: '0x2', related: '0x4' } as const;
 const IP_PROTOCOL = { tcp: 6, udp: 17 } as const;
 const ICMP_ECHO_REQUEST = 8;
+/** A packet's conntrack flow has the client of the link it came from as an endpoint. */
+const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . ct original ip daddr @client_sources'] as const;
 
 /**
  * The table without elements, written exactly as `nft -n -s list table inet spectrum_netd`
@@ -74,8 +76,18 @@ const ICMP_ECHO_REQUEST = 8;
  *   (0.0.0.0:68 -> 255.255.255.255:67); everything else from it, IPv6 included (no `ip saddr`
  *   matches it), is counted and dropped. A client address arriving on any other interface is
  *   spoofed too (Qubes' `downstream` rule).
+ * - related packets (ICMP errors mostly) from a provider link, in input and forward: conntrack
+ *   ties an ICMP error to whichever flow the header embedded in it names, and a client writes that
+ *   header as it likes. So one passes only when the link's own client is an endpoint of the flow
+ *   it relates to (its original tuple holds the client's real address: masquerading changes only
+ *   the reply tuple); else a client could break another's flows (port unreachable, a lowered
+ *   path MTU), pass it bytes despite isolation, or break the agent's own flows. Related packets
+ *   from elsewhere pass: a router's errors about a client's flow (PMTU discovery).
  * - input: from provider links only the agent's services on the gateway (DHCP, DNS, ping) and
- *   replies to the agent's own traffic; from anywhere else: not ours to police.
+ *   replies to the agent's own traffic. The gateway address is for provider links and the agent
+ *   itself (lo) only: a neighbour on an uplink that routes it to us must not find an open
+ *   resolver. (A chained provider's upstream gateway has that address too, but its answers come
+ *   to our own address on the upstream link.) Anything else from elsewhere: not ours to police.
  * - forward: replies pass; toward a provider link only allowed pairs open connections (so
  *   nothing from an uplink or another client does); from a provider link only uplinks.
  * - postrouting: client addresses leaving by an uplink are masqueraded.
@@ -108,9 +120,15 @@ export function staticTableText(): string {
       'ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept',
       drop(COUNTERS.antispoofDrops),
     ]),
-    ...chain('input', [`type filter hook input priority ${PRIORITY.filter}; policy accept;`, 'iifname @client_links jump input_from_client_link']),
+    ...chain('input', [
+      `type filter hook input priority ${PRIORITY.filter}; policy accept;`,
+      'iifname @client_links jump input_from_client_link',
+      `ip daddr ${GATEWAY_IP} iif != "lo" ${drop(COUNTERS.inputDrops)}`,
+    ]),
     ...chain('input_from_client_link', [
-      `ct state ${CT_STATE.established},${CT_STATE.related} accept`,
+      `ct state ${CT_STATE.established} accept`,
+      // Related to another flow: no service below takes an ICMP error, so the last rule counts it.
+      ...OWN_FLOW.map((endpoint) => `ct state ${CT_STATE.related} ${endpoint} accept`),
       `ip daddr { ${GATEWAY_IP}, 255.255.255.255 } udp dport 67 accept`,
       `ip daddr ${GATEWAY_IP} meta l4proto { ${IP_PROTOCOL.tcp}, ${IP_PROTOCOL.udp} } th dport 53 accept`,
       `ip daddr ${GATEWAY_IP} icmp type ${ICMP_ECHO_REQUEST} accept`,
@@ -119,10 +137,12 @@ export function staticTableText(): string {
     ...chain('forward', [
       `type filter hook forward priority ${PRIORITY.filter}; policy accept;`,
       `oifgroup ${PROVIDER_LINK_GROUP} oifname != @client_links ${drop(COUNTERS.isolationDrops)}`,
-      `ct state ${CT_STATE.established},${CT_STATE.related} accept`,
+      `ct state ${CT_STATE.established} accept`,
+      `ct state ${CT_STATE.related} jump forward_related`,
       'oifname @client_links jump forward_to_client_link',
       'iifname @client_links jump forward_from_client_link',
     ]),
+    ...chain('forward_related', ['iifname != @client_links accept', ...OWN_FLOW.map((endpoint) => `${endpoint} accept`), drop(COUNTERS.isolationDrops)]),
     ...chain('forward_to_client_link', ['ip saddr . ip daddr @allowed_pairs accept', drop(COUNTERS.isolationDrops)]),
     // Invalid packets would leave unmasqueraded (NAT needs a conntrack entry): never let them out.
     ...chain('forward_from_client_link', [`ct state ${CT_STATE.invalid} drop`, 'oifname @uplinks accept', drop(COUNTERS.isolationDrops)]),

@@ -116,6 +116,28 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
     }
   });
 
+  it("keeps the gateway's services from the uplink side: no DNS (UDP, TCP) or ping from a neighbour routing 169.254.0.1 to it, counted", async () => {
+    const outside = internet.ns;
+    await outside.ip(['route', 'add', '169.254.0.1/32', 'via', '192.0.2.1']);
+    try {
+      const before = await agent.status();
+      const dig = (extra: readonly string[]): Promise<string> =>
+        outside.exec(['dig', ...extra, '+time=1', '+tries=1', '+short', '@169.254.0.1', TEST_NAME], { allowFailure: true }).then((result) => result.stdout);
+      expect(await dig([])).not.toContain(INTERNET_HTTP);
+      expect(await dig(['+tcp'])).not.toContain(INTERNET_HTTP);
+      expect(await pings(outside, '169.254.0.1')).toBe(false);
+      const after = await agent.status();
+      expect(after.firewall.inputDrops).toBeGreaterThan(before.firewall.inputDrops);
+      expect(after.services?.dns?.queries).toBe(before.services?.dns?.queries);
+      expect(after.services?.dns?.tcpQueries).toBe(before.services?.dns?.tcpQueries);
+      // Clients still have the same resolver, and the uplink side the provider's own address.
+      expect(await resolves(clients.get(10)!, TEST_NAME)).toBe(INTERNET_HTTP);
+      expect(await pings(outside, '192.0.2.1')).toBe(true);
+    } finally {
+      await outside.ip(['route', 'del', '169.254.0.1/32', 'via', '192.0.2.1']);
+    }
+  });
+
   it("drops a client's packets sent with another client's address, and counts them", async () => {
     const a = clients.get(10)!;
     const before = (await agent.status()).firewall.antispoofDrops;
@@ -231,6 +253,9 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
       const overTcp = await inner.exec(['dig', '+tcp', '+time=3', '+tries=1', '+short', '@169.254.0.1', TEST_NAME]);
       expect(overTcp.stdout.trim()).toBe(INTERNET_HTTP);
       expect((await agent.status()).services?.dns?.tcpQueries ?? 0).toBeGreaterThan(tcpQueries);
+      // vpnvm2 itself asks the forwarder on its own gateway address (through lo), which asks netvm's.
+      const own = await vpn.exec(['dig', '+time=3', '+tries=1', '+short', '@169.254.0.1', TEST_NAME]);
+      expect(own.stdout.trim()).toBe(INTERNET_HTTP);
     } finally {
       await vpnAgent.kill('SIGKILL');
     }

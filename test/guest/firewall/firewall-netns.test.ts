@@ -10,6 +10,17 @@ import { parseTableListing, staticTableText } from '../../../guest/firewall/rule
 import { GATEWAY_IP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
 import { slowHttpServerScript } from '../provider-world.js';
+import {
+  CODE_FRAG_NEEDED,
+  CODE_PORT_UNREACHABLE,
+  type EmbeddedUdp,
+  ICMP_UNREACHABLE,
+  errorLine,
+  icmpErrorSender,
+  icmpWatcher,
+  udpEchoServer,
+  udpFlow,
+} from './icmp-probe.js';
 import { INTERNET_IP, PROVIDER_UPLINK_IP, type ProviderWorld, type WorldClient, makeProviderWorld } from './provider-world.js';
 
 const FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/firewall/fixtures/reconcile.js', import.meta.url));
@@ -19,6 +30,10 @@ const SLOW_CHUNK_BYTES = 16_384;
 const HTTP_PORT = 8080;
 const UDP_PORT = 7000;
 const CLOSED_PORT = 9999;
+const ECHO_PORT = 7001;
+const DNS_PORT = 53;
+/** A router on the uplink segment, beyond the provider: the source of PMTU errors. */
+const ROUTER_IP = '192.0.2.254';
 
 const udpListener = (port: number): string[] => [
   'python3',
@@ -60,6 +75,34 @@ async function pings(from: Netns, target: string, extra: readonly string[] = [])
   return result.code === 0;
 }
 
+/** Start an ICMP watcher in `ns`; the caller kills it. */
+async function watchIcmp(ns: Netns): Promise<NetnsProcess> {
+  const watcher = ns.spawn(icmpWatcher());
+  await watcher.waitForOutput(/ready/);
+  return watcher;
+}
+
+/**
+ * Open a UDP flow to `server` (the gateway's port 53 or the internet's echo port) whose socket
+ * stays open unless `close`; resolves with the port the server sees it from (after masquerading).
+ */
+async function openFlow(
+  from: Netns,
+  local: string,
+  lport: number,
+  remote: string,
+  server: NetnsProcess,
+  tag: string,
+  close = false,
+): Promise<{ flow: NetnsProcess; natPort: number }> {
+  const flow = from.spawn(udpFlow(local, lport, remote, remote === GATEWAY_IP ? DNS_PORT : ECHO_PORT, tag, close));
+  await flow.waitForOutput(/sent/);
+  const seen = await server.waitForOutput(new RegExp(`from [\\d.]+:(\\d+) ${tag}\\n`));
+  return { flow, natPort: Number(seen[1]) };
+}
+
+const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 500));
+
 async function ruleset(provider: Netns): Promise<string> {
   return (await provider.exec(['nft', 'list', 'ruleset'])).stdout;
 }
@@ -94,6 +137,8 @@ describeNetns('provider firewall in network namespaces', () => {
   let provider: Netns;
   let dir: string;
   let udpOnB: NetnsProcess;
+  let echo: NetnsProcess;
+  let gatewayDns: NetnsProcess;
   const netns = (): { netns: string } => ({ netns: provider.name });
 
   beforeAll(async () => {
@@ -111,6 +156,11 @@ describeNetns('provider firewall in network namespaces', () => {
     await httpServer(provider, '0.0.0.0', CLOSED_PORT, dir);
     udpOnB = b.ns.spawn(udpListener(UDP_PORT));
     await udpOnB.waitForOutput(/ready/);
+    echo = world.internet.spawn(udpEchoServer(INTERNET_IP, ECHO_PORT));
+    await echo.waitForOutput(/ready/);
+    // Stands in for the DNS forwarder on the gateway: a query to it opens a flow, nothing refuses it.
+    gatewayDns = provider.spawn(udpEchoServer('0.0.0.0', DNS_PORT));
+    await gatewayDns.waitForOutput(/ready/);
   });
 
   afterAll(async () => {
@@ -132,6 +182,14 @@ describeNetns('provider firewall in network namespaces', () => {
       expect(await httpStatus(world.internet, `http://${b.ip}:${HTTP_PORT}/hello.txt`)).toBe(200);
     } finally {
       await world.internet.ip(['route', 'del', '100.64.0.0/16', 'via', PROVIDER_UPLINK_IP]);
+    }
+    // A neighbour on the uplink that routes the gateway address to the provider reaches its services.
+    await world.internet.ip(['route', 'add', `${GATEWAY_IP}/32`, 'via', PROVIDER_UPLINK_IP]);
+    try {
+      expect(await pings(world.internet, GATEWAY_IP)).toBe(true);
+      expect(await httpStatus(world.internet, `http://${GATEWAY_IP}:${CLOSED_PORT}/hello.txt`)).toBe(200);
+    } finally {
+      await world.internet.ip(['route', 'del', `${GATEWAY_IP}/32`, 'via', PROVIDER_UPLINK_IP]);
     }
   });
 
@@ -196,6 +254,90 @@ describeNetns('provider firewall in network namespaces', () => {
     expect(await httpStatus(world.internet, `http://${PROVIDER_UPLINK_IP}:${CLOSED_PORT}/hello.txt`)).toBe(200);
   });
 
+  it('keeps the gateway from the uplink side: ping, UDP and TCP to it from there get nothing, counted; clients still reach it', async () => {
+    await world.internet.ip(['route', 'add', `${GATEWAY_IP}/32`, 'via', PROVIDER_UPLINK_IP]);
+    try {
+      const before = await firewallCounters(netns());
+      expect(await pings(world.internet, GATEWAY_IP)).toBe(false);
+      expect(await httpStatus(world.internet, `http://${GATEWAY_IP}:${CLOSED_PORT}/hello.txt`, 1)).toBe(0);
+      const seen = gatewayDns.stdout.length;
+      await world.internet.exec(udpSend(GATEWAY_IP, DNS_PORT));
+      await settle();
+      expect(gatewayDns.stdout.slice(seen)).toBe('');
+      expect((await firewallCounters(netns())).inputDrops - before.inputDrops).toBeGreaterThanOrEqual(2 + 1 + 3);
+      // The same services, from a client link.
+      expect(await pings(a.ns, GATEWAY_IP)).toBe(true);
+      await a.ns.exec(udpSend(GATEWAY_IP, DNS_PORT));
+      await gatewayDns.waitForOutput(new RegExp(`from ${a.ip.replaceAll('.', '\\.')}:`), 2000);
+      // And from the provider itself (through lo).
+      expect(await pings(provider, GATEWAY_IP)).toBe(true);
+    } finally {
+      await world.internet.ip(['route', 'del', `${GATEWAY_IP}/32`, 'via', PROVIDER_UPLINK_IP]);
+    }
+  });
+
+  it("keeps a client's ICMP errors about another client's flows from that client, counting them", async () => {
+    const watcher = await watchIcmp(b.ns);
+    const toGateway = await openFlow(b.ns, b.ip, 40001, GATEWAY_IP, gatewayDns, 'query-b');
+    const toInternet = await openFlow(b.ns, b.ip, 40002, INTERNET_IP, echo, 'hello-b');
+    try {
+      const before = await firewallCounters(netns());
+      // Straight to B, naming B's query to the gateway: conntrack relates it to that flow.
+      const query: EmbeddedUdp = { src: b.ip, sport: 40001, dst: GATEWAY_IP, dport: DNS_PORT };
+      await a.ns.exec(icmpErrorSender({ to: b.ip, type: ICMP_UNREACHABLE, code: CODE_PORT_UNREACHABLE, about: query }));
+      // To the provider's uplink address, naming B's masqueraded flow as it left: de-NATed to B.
+      const masqueraded: EmbeddedUdp = { src: PROVIDER_UPLINK_IP, sport: toInternet.natPort, dst: INTERNET_IP, dport: ECHO_PORT };
+      await a.ns.exec(icmpErrorSender({ to: PROVIDER_UPLINK_IP, type: ICMP_UNREACHABLE, code: CODE_FRAG_NEEDED, mtu: 576, about: masqueraded }));
+      await settle();
+      expect(watcher.stdout).not.toMatch(errorLine(ICMP_UNREACHABLE, CODE_PORT_UNREACHABLE, query));
+      expect(watcher.stdout).not.toMatch(errorLine(ICMP_UNREACHABLE, CODE_FRAG_NEEDED, { src: b.ip, sport: 40002, dst: INTERNET_IP, dport: ECHO_PORT }));
+      expect((await b.ns.ip(['route', 'get', INTERNET_IP])).stdout).not.toContain('mtu');
+      expect((await firewallCounters(netns())).isolationDrops - before.isolationDrops).toBeGreaterThanOrEqual(3 + 3);
+    } finally {
+      for (const process of [watcher, toGateway.flow, toInternet.flow]) await process.kill('SIGKILL', 0);
+      // Should the frag-needed have got through, forget the path MTU it set.
+      await b.ns.ip(['route', 'flush', 'cache']);
+    }
+  });
+
+  it("keeps a client's ICMP errors about the provider's own flows from the provider, counting them", async () => {
+    const watcher = await watchIcmp(provider);
+    const own = await openFlow(provider, PROVIDER_UPLINK_IP, 40003, INTERNET_IP, echo, 'hello-provider');
+    try {
+      const before = await firewallCounters(netns());
+      const about: EmbeddedUdp = { src: PROVIDER_UPLINK_IP, sport: 40003, dst: INTERNET_IP, dport: ECHO_PORT };
+      await a.ns.exec(icmpErrorSender({ to: PROVIDER_UPLINK_IP, type: ICMP_UNREACHABLE, code: CODE_PORT_UNREACHABLE, about }));
+      await settle();
+      expect(watcher.stdout).not.toMatch(errorLine(ICMP_UNREACHABLE, CODE_PORT_UNREACHABLE, about));
+      expect((await firewallCounters(netns())).inputDrops - before.inputDrops).toBeGreaterThanOrEqual(3);
+    } finally {
+      for (const process of [watcher, own.flow]) await process.kill('SIGKILL', 0);
+    }
+  });
+
+  it("passes ICMP errors about a client's flows from the uplink side (PMTU discovery) and from the client itself", async () => {
+    await world.internet.ip(['address', 'add', `${ROUTER_IP}/24`, 'dev', 'eth0']);
+    const watcher = await watchIcmp(b.ns);
+    const watcherOutside = await watchIcmp(world.internet);
+    const flow = await openFlow(b.ns, b.ip, 40004, INTERNET_IP, echo, 'hello-b2');
+    try {
+      const leaving: EmbeddedUdp = { src: PROVIDER_UPLINK_IP, sport: flow.natPort, dst: INTERNET_IP, dport: ECHO_PORT };
+      await world.internet.exec(icmpErrorSender({ from: ROUTER_IP, to: PROVIDER_UPLINK_IP, type: ICMP_UNREACHABLE, code: CODE_FRAG_NEEDED, mtu: 1280, about: leaving }));
+      await watcher.waitForOutput(errorLine(ICMP_UNREACHABLE, CODE_FRAG_NEEDED, { src: b.ip, sport: 40004, dst: INTERNET_IP, dport: ECHO_PORT }), 2000);
+      expect((await b.ns.ip(['route', 'get', INTERNET_IP])).stdout).toContain('mtu 1280');
+      // A's reply to the server is echoed to a closed port: A's own port unreachable reaches the server, de-NATed.
+      const closed = await openFlow(a.ns, a.ip, 40005, INTERNET_IP, echo, 'echo-a', true);
+      await closed.flow.wait();
+      await watcherOutside.waitForOutput(
+        errorLine(ICMP_UNREACHABLE, CODE_PORT_UNREACHABLE, { src: INTERNET_IP, sport: ECHO_PORT, dst: PROVIDER_UPLINK_IP, dport: closed.natPort }),
+        2000,
+      );
+    } finally {
+      for (const process of [watcher, watcherOutside, flow.flow]) await process.kill('SIGKILL', 0);
+      await world.internet.ip(['address', 'del', `${ROUTER_IP}/24`, 'dev', 'eth0']);
+    }
+  });
+
   it("lets a DHCP client's first broadcast from 0.0.0.0 reach the provider's port 67", async () => {
     const listener = provider.spawn(udpListener(67));
     await listener.waitForOutput(/ready/);
@@ -234,7 +376,7 @@ describeNetns('provider firewall in network namespaces', () => {
 
   it('replaces a table whose structure was changed, and only then', async () => {
     const handles = (await provider.exec(['nft', '-a', 'list', 'chain', 'inet', 'spectrum_netd', 'forward'])).stdout;
-    const handle = /ct state established,related accept # handle (\d+)/.exec(handles)?.[1];
+    const handle = /ct state established accept # handle (\d+)/.exec(handles)?.[1];
     expect(handle).toBeDefined();
     await provider.exec(['nft', 'delete', 'rule', 'inet', 'spectrum_netd', 'forward', 'handle', handle ?? '']);
     expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: true });

@@ -17,6 +17,12 @@ import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { anyFirewallModel } from './arbitraries.js';
 import { applyScript, elementsOf, renderListing, tableOf } from './simulated-table.js';
 
+/** The rules of one chain of the static table, as lines. */
+function chainRules(name: string): string[] {
+  const match = new RegExp(`\\tchain ${name} \\{\\n([\\s\\S]*?)\\n\\t\\}\\n`).exec(staticTableText());
+  return (match?.[1] ?? '').split('\n').map((line) => line.trim()).filter((line) => line !== '');
+}
+
 const anyValidModel = anyFirewallModel.map(validateFirewallModel);
 const anyPerLine = fc.integer({ min: 1, max: 5 });
 
@@ -164,19 +170,33 @@ describe('the static part', () => {
     );
   });
 
+  it("passes a related packet from a client link only when its flow is that link's client's, counting the others", () => {
+    const ownFlow = ['iifname . ct original ip saddr @client_sources accept', 'iifname . ct original ip daddr @client_sources accept'];
+    // Established first, as before: the hot path is one rule long.
+    expect(chainRules('forward').slice(2, 4)).toEqual(['ct state 0x2 accept', 'ct state 0x4 jump forward_related']);
+    expect(chainRules('forward_related')).toEqual(['iifname != @client_links accept', ...ownFlow, 'counter name "isolation_drops" drop']);
+    expect(chainRules('input_from_client_link').slice(0, 3)).toEqual(['ct state 0x2 accept', ...ownFlow.map((rule) => `ct state 0x4 ${rule}`)]);
+    expect(chainRules('input_from_client_link').at(-1)).toBe('counter name "input_drops" drop');
+    expect(staticTableText()).not.toContain('0x2,0x4');
+  });
+
+  it('drops traffic to the gateway address from anywhere but client links and the provider itself', () => {
+    expect(chainRules('input')).toEqual([
+      'type filter hook input priority 0; policy accept;',
+      'iifname @client_links jump input_from_client_link',
+      'ip daddr 169.254.0.1 iif != "lo" counter name "input_drops" drop',
+    ]);
+  });
+
   it('drops, first thing in prerouting and forward, traffic from or to a provider-group link it does not name (renamed while up)', () => {
-    const chain = (name: string): string[] => {
-      const match = new RegExp(`\\tchain ${name} \\{\\n([^}]*)\\t\\}`).exec(staticTableText());
-      return (match?.[1] ?? '').split('\n').map((line) => line.trim()).filter((line) => line !== '');
-    };
     // The group is the provider link MAC prefix 0A:B3:EC:80 as a number; nft prints it in decimal.
     expect(PROVIDER_LINK_GROUP).toBe(0x0ab3ec80);
-    expect(chain('prerouting').slice(0, 2)).toEqual([
+    expect(chainRules('prerouting').slice(0, 2)).toEqual([
       'type filter hook prerouting priority -300; policy accept;',
       'iifgroup 179563648 iifname != @client_links counter name "antispoof_drops" drop',
     ]);
     // Before replies are let through: nothing reaches a link the sets do not name.
-    expect(chain('forward').slice(0, 2)).toEqual([
+    expect(chainRules('forward').slice(0, 2)).toEqual([
       'type filter hook forward priority 0; policy accept;',
       'oifgroup 179563648 oifname != @client_links counter name "isolation_drops" drop',
     ]);
