@@ -49,6 +49,12 @@ export class QmpError extends Error {
 export const QMP_MAX_LINE = 1024 * 1024;
 /** Events kept for waitForEvent; the oldest are dropped beyond this. */
 export const QMP_MAX_BUFFERED_EVENTS = 1000;
+/**
+ * Total length of the events (their lines as received) kept for waitForEvent; the oldest are
+ * dropped beyond this. A line parses into up to some 20 times its size in objects: a peer that
+ * floods big events must not fill the heap with them.
+ */
+export const QMP_MAX_BUFFERED_EVENT_BYTES = QMP_MAX_LINE;
 
 export interface QmpGreeting {
   readonly version: unknown;
@@ -104,6 +110,9 @@ export class QmpClient {
   private readonly pending = new Map<string, Pending>();
   private readonly waiters = new Set<EventWaiter>();
   private readonly buffered: QmpEvent[] = [];
+  /** The size of each buffered event's line, in the same order, and their sum. */
+  private readonly bufferedSizes: number[] = [];
+  private bufferedBytes = 0;
   private readonly listeners = new Set<(event: QmpEvent) => void>();
   private failure: QmpError | undefined;
   private greetingWaiter: { resolve: (greeting: QmpGreeting) => void; reject: (error: QmpError) => void } | undefined;
@@ -226,6 +235,7 @@ export class QmpClient {
     const found = this.buffered[index];
     if (found !== undefined) {
       this.buffered.splice(index, 1);
+      this.bufferedBytes -= this.bufferedSizes.splice(index, 1)[0] ?? 0;
       return Promise.resolve(found);
     }
     if (this.failure !== undefined) return Promise.reject(this.failure);
@@ -285,7 +295,7 @@ export class QmpClient {
       return this.fail(new QmpError('protocol', `QMP socket ${this.path}: the peer sent JSON that is not an object (${quote(line)})`));
     }
     if (this.greetingWaiter !== undefined) return this.handleGreeting(message, line);
-    if (typeof message.event === 'string') return this.handleEvent(message);
+    if (typeof message.event === 'string') return this.handleEvent(message, line.length);
     if ('return' in message || 'error' in message) return this.handleReply(message, line);
     this.fail(new QmpError('protocol', `QMP socket ${this.path}: unexpected message ${quote(line)}`));
   }
@@ -302,7 +312,7 @@ export class QmpClient {
     waiter?.resolve({ version: qmp.version, capabilities });
   }
 
-  private handleEvent(message: JsonObject): void {
+  private handleEvent(message: JsonObject, size: number): void {
     const timestamp = record(message.timestamp);
     const seconds = timestamp?.seconds;
     const microseconds = timestamp?.microseconds;
@@ -321,7 +331,12 @@ export class QmpClient {
       }
     }
     this.buffered.push(event);
-    if (this.buffered.length > QMP_MAX_BUFFERED_EVENTS) this.buffered.shift();
+    this.bufferedSizes.push(size);
+    this.bufferedBytes += size;
+    while (this.buffered.length > QMP_MAX_BUFFERED_EVENTS || this.bufferedBytes > QMP_MAX_BUFFERED_EVENT_BYTES) {
+      this.buffered.shift();
+      this.bufferedBytes -= this.bufferedSizes.shift() ?? 0;
+    }
   }
 
   private handleReply(message: JsonObject, line: string): void {

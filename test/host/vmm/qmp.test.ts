@@ -5,7 +5,7 @@ import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { QMP_MAX_LINE, QmpClient, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
+import { QMP_MAX_BUFFERED_EVENT_BYTES, QMP_MAX_LINE, QmpClient, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
 import { qmpError } from './rejection.js';
 
 const GREETING = '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}\r\n';
@@ -223,6 +223,29 @@ describe('QMP client', () => {
       expect(observed).toEqual(['DEVICE_DELETED', 'DEVICE_DELETED']);
       expect(client.events).toHaveLength(1); // the backend's event, not asked for
       expect((await qmpError(client.waitForEvent('DEVICE_DELETED', (e) => e.data.device === 'n2', 50))).kind).toBe('timeout');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('keeps at most QMP_MAX_BUFFERED_EVENT_BYTES of events nobody took: a flood of big events cannot fill the heap', async () => {
+    // Each line is under the line limit, but parses into some 100k objects: kept by the thousand,
+    // they took the root tool past its heap limit (an abort with a V8 stack trace).
+    const big = `{"event": "FLOOD", "data": {"objects": [${'{},'.repeat(100_000)}{}]}}\r\n`;
+    const path = await fakeQmp((_message, reply, socket) => {
+      for (let i = 0; i < 40; i += 1) socket.write(big);
+      socket.write('{"event": "LAST", "data": {}}\r\n');
+      reply({ return: {} });
+    });
+    const client = await QmpClient.connect(path, { timeoutMs: 10_000 });
+    try {
+      await client.execute('flood');
+      const kept = client.events.reduce((bytes, event) => bytes + JSON.stringify(event).length, 0);
+      expect(kept).toBeLessThanOrEqual(QMP_MAX_BUFFERED_EVENT_BYTES);
+      expect(client.events.length).toBeLessThan(40);
+      // The newest are kept, the oldest dropped.
+      expect(client.events.at(-1)?.event).toBe('LAST');
+      expect(await client.waitForEvent('LAST', () => true, 100)).toMatchObject({ event: 'LAST' });
     } finally {
       client.close();
     }
