@@ -17,6 +17,7 @@
 import { request } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
+import { quoteName, quoteText, shownText } from '../vm-name.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
 import { TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
@@ -90,8 +91,11 @@ const record = (value: unknown): JsonObject | null =>
 function excerpt(body: string): string {
   const line = body.replace(/\s+/g, ' ').trim();
   if (line === '') return '(no details given)';
-  return JSON.stringify(line.length > 300 ? `${line.slice(0, 300)}…` : line);
+  return quoteText(line, 300);
 }
+
+/** What vm.info says a NIC has (a MAC, a tap), for a message: as it is where plain, else quoted. */
+const shown = (value: string | undefined): string => (value === undefined ? '(none)' : shownText(value, 32));
 
 function connectError(socketPath: string, error: NodeJS.ErrnoException): CloudHypervisorError {
   return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${unixSocketProblem(error, socketPath, 'is cloud-hypervisor running with --api-socket at this path?')}`);
@@ -263,7 +267,7 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
         throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered 200 without a valid PciDeviceInfo {id, bdf}: ${excerpt(answer.body)}`, 200);
       }
       if (info.id !== id) {
-        throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net added device ${JSON.stringify(info.id)}, but NIC ${id} was asked for`, 200);
+        throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net added device ${quoteName(info.id)}, but NIC ${id} was asked for`, 200);
       }
       return { outcome: 'hot-added', bdf };
     }
@@ -308,7 +312,7 @@ async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHy
   if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
     throw new CloudHypervisorError(
       'conflict',
-      `cloud-hypervisor at ${socketPath} already has NIC ${id} with MAC ${held.mac ?? '(none)'} on tap ${held.tap ?? '(none)'}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
+      `cloud-hypervisor at ${socketPath} already has NIC ${id} with MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
       409,
     );
   }
@@ -334,7 +338,7 @@ export async function chDetach(socketPath: string, nic: VmmNic, options: CloudHy
   if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
     throw new CloudHypervisorError(
       'conflict',
-      `cloud-hypervisor at ${socketPath}: NIC ${id} has MAC ${held.mac ?? '(none)'} on tap ${held.tap ?? '(none)'}, not ${mac} on ${tap}: not removing another link's NIC; is the link state stale?`,
+      `cloud-hypervisor at ${socketPath}: NIC ${id} has MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: not removing another link's NIC; is the link state stale?`,
     );
   }
   const answer = await call(socketPath, 'PUT', 'vm.remove-device', { id }, options.timeoutMs);

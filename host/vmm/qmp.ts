@@ -8,6 +8,7 @@
 // greeting does not come, which the connect timeout turns into a clear error.
 import { type Socket, createConnection } from 'node:net';
 import { sameMac } from '../../shared/link-mac.js';
+import { quoteText, shownText } from '../vm-name.js';
 import { DEFAULT_NIC_MTU, type VmmNic, qemuHostMtu, qemuNetdevId, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
 import { TapFd, tapOpenProblem, writeWithRights } from './tap-fd.js';
@@ -79,9 +80,14 @@ type JsonObject = Record<string, unknown>;
 const record = (value: unknown): JsonObject | null =>
   typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as JsonObject) : null;
 
-/** Quote text from the peer for a message: bounded, control characters escaped. */
+/** Quote text from the peer for a message: bounded, control and format characters escaped. */
 function quote(text: string, max = 120): string {
-  return JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
+  return quoteText(text, max);
+}
+
+/** QEMU's error class and description for a message: as QEMU wrote them where plain, else quoted. */
+function refusal(qmpClass: string | undefined, desc: string | undefined): { readonly qmpClass: string; readonly desc: string } {
+  return { qmpClass: shownText(qmpClass ?? '', 60), desc: shownText(desc ?? '', 300) };
 }
 
 interface Pending {
@@ -354,7 +360,8 @@ export class QmpClient {
     const error = record(message.error);
     const qmpClass = typeof error?.class === 'string' ? error.class : 'unknown';
     const desc = typeof error?.desc === 'string' ? error.desc : quote(line);
-    pending.reject(new QmpError('command', `QEMU refused ${pending.command}: ${desc} (${qmpClass})`, qmpClass, desc));
+    const shown = refusal(qmpClass, desc);
+    pending.reject(new QmpError('command', `QEMU refused ${pending.command}: ${shown.desc} (${shown.qmpClass})`, qmpClass, desc));
   }
 
   private fail(error: QmpError): void {
@@ -484,7 +491,7 @@ async function checkSameNic(client: QmpClient, nic: VmmNic, socketPath: string):
   if (!sameMac(mac, nic.mac)) {
     throw new QmpError(
       'conflict',
-      `QEMU at ${socketPath} already has NIC ${nic.id} with MAC ${mac.toUpperCase()}, not ${nic.mac}: is the link state stale, or does another link use id ${nic.id}? Detach that NIC first`,
+      `QEMU at ${socketPath} already has NIC ${nic.id} with MAC ${shownText(mac.toUpperCase(), 32)}, not ${nic.mac}: is the link state stale, or does another link use id ${nic.id}? Detach that NIC first`,
     );
   }
 }
@@ -594,9 +601,10 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
 
 function explainNetdevAdd(error: unknown, nic: VmmNic): unknown {
   if (!isCommandError(error)) return error;
+  const shown = refusal(error.qmpClass, error.desc);
   return new QmpError(
     'command',
-    `QEMU refused the descriptor of tap ${nic.tap} for NIC ${nic.id}: ${error.desc ?? ''} (${error.qmpClass ?? ''}): was the tap made with vnet_hdr?`,
+    `QEMU refused the descriptor of tap ${nic.tap} for NIC ${nic.id}: ${shown.desc} (${shown.qmpClass}): was the tap made with vnet_hdr?`,
     error.qmpClass,
     error.desc,
   );
@@ -611,9 +619,10 @@ function explainDeviceAdd(error: unknown, nic: VmmNic, bus: string | undefined):
     : /bus|slot|no free/i.test(error.desc ?? '')
       ? ': check that the bus exists and has a free slot'
       : '';
+  const shown = refusal(error.qmpClass, error.desc);
   return new QmpError(
     'command',
-    `QEMU refused to add NIC ${nic.id} (${nic.mac} on tap ${nic.tap}): ${error.desc ?? ''} (${error.qmpClass ?? ''})${hint}`,
+    `QEMU refused to add NIC ${nic.id} (${nic.mac} on tap ${nic.tap}): ${shown.desc} (${shown.qmpClass})${hint}`,
     error.qmpClass,
     error.desc,
   );

@@ -14,6 +14,10 @@ import { FakeCloudHypervisor, type FakeVmState } from './fake-cloud-hypervisor.j
 import { chError } from './rejection.js';
 
 const nic: VmmNic = { id: 'snp42310', tap: 'snp42310', mac: '0A:B3:EC:80:A5:46' };
+// What a terminal could act on: C0 and C1 controls, DEL, and format characters such as bidi overrides.
+const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+/** Text a hostile VMM puts where a MAC, a tap or an error description goes. */
+const HOSTILE = `\u001b]0;owned\u0007\u001b[2J\u009b2K\u202e${'x'.repeat(100_000)}`;
 let options: CloudHypervisorOptions = { timeoutMs: 2000 };
 /** The options with another time bound (read when called: beforeAll sets the taps' namespace). */
 const within = (timeoutMs: number): CloudHypervisorOptions => ({ ...options, timeoutMs });
@@ -178,6 +182,15 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/not a VmInfo/);
     });
 
+    it("quotes and bounds the device id a 200 names: a VMM cannot write to the operator's terminal", async () => {
+      const ch = await fake('Running');
+      ch.inject('vm.add-net', { status: 200, body: JSON.stringify({ id: HOSTILE, bdf: '0000:00:03.0' }) });
+      const error = await chError(chAttach(ch.socketPath, nic, options));
+      expect(error.message).toMatch(/added device "\\u001b\]0;owned/);
+      expect(error.message).not.toMatch(TERMINAL_ACTIVE);
+      expect(error.message.length).toBeLessThan(1000);
+    });
+
     it('refuses an answer over the size limit', async () => {
       const ch = await fake('Running');
       ch.inject('vm.add-net', { status: 200, body: 'x'.repeat(CH_MAX_BODY + 1) });
@@ -306,5 +319,23 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       mode = 'garbage';
       expect((await chError(chAttach(path, nic, within(2000)))).kind).toBe('protocol');
     });
+  });
+});
+
+describe('cloud-hypervisor text in messages (no taps needed)', () => {
+  it("quotes and bounds what vm.info and error bodies say: a VMM cannot write to the operator's terminal", async () => {
+    const ch = await fake('Running');
+    ch.nets.push({ id: nic.id, mac: HOSTILE, tap: HOSTILE });
+    const conflict = await chError(chDetach(ch.socketPath, nic, options));
+    expect(conflict.kind).toBe('conflict');
+    expect(conflict.message).not.toMatch(TERMINAL_ACTIVE);
+    expect(conflict.message.length).toBeLessThan(1000);
+    ch.nets.length = 0;
+    ch.nets.push({ id: nic.id, mac: '0a:b3:ec:80:a5:46' });
+    ch.inject('vm.remove-device', { status: 418, body: HOSTILE });
+    const odd = await chError(chDetach(ch.socketPath, nic, options));
+    expect(odd).toMatchObject({ kind: 'protocol', status: 418 });
+    expect(odd.message).not.toMatch(TERMINAL_ACTIVE);
+    expect(odd.message.length).toBeLessThan(1000);
   });
 });

@@ -267,6 +267,48 @@ describe('QMP client', () => {
   });
 });
 
+describe('QMP text in messages', () => {
+  // What a terminal could act on: C0 and C1 controls, DEL, and format characters such as bidi overrides.
+  const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+  const hostile = `\u001b]0;owned\u0007\u001b[2J\u009b2K\u202e${'x'.repeat(100_000)}`;
+  const nic = { id: 'n1', tap: 'tap1', mac: '0A:B3:EC:00:00:07' };
+
+  it("quotes and bounds QEMU's error class and description: a VMM cannot write to the operator's terminal", async () => {
+    const path = await fakeQmp((_message, reply) => reply({ error: { class: hostile, desc: hostile } }));
+    const client = await QmpClient.connect(path, { timeoutMs: 2000 });
+    try {
+      const error = await qmpError(client.execute('device_del', { id: 'x' }));
+      expect(error).toMatchObject({ kind: 'command', qmpClass: hostile, desc: hostile });
+      expect(error.message).not.toMatch(TERMINAL_ACTIVE);
+      expect(error.message.length).toBeLessThan(1000);
+      expect(error.message).toMatch(/^QEMU refused device_del: "\\u001b\]0;owned/);
+    } finally {
+      client.close();
+    }
+    // Plain descriptions stay as QEMU wrote them.
+    const plain = await fakeQmp((_message, reply) => reply({ error: { class: 'DeviceNotFound', desc: "Device 'x' not found" } }));
+    expect((await qmpError(qemuDetach(plain, nic, { timeoutMs: 2000 }))).message).toBe("QEMU refused qom-list: Device 'x' not found (DeviceNotFound)");
+  });
+
+  it('the same for what qom-get answers', async () => {
+    const path = await fakeQmp((message, reply) => {
+      const args = (message.arguments ?? {}) as Message;
+      switch (message.execute) {
+        case 'qom-list':
+          return reply({ return: [{ name: 'n1', type: 'child<virtio-net-pci>' }] });
+        case 'qom-get':
+          return reply({ return: args.property === 'type' ? 'virtio-net-pci' : hostile });
+        default:
+          return reply({ return: {} });
+      }
+    });
+    const conflict = await qmpError(qemuDetach(path, nic, { timeoutMs: 2000 }));
+    expect(conflict.kind).toBe('conflict');
+    expect(conflict.message).not.toMatch(TERMINAL_ACTIVE);
+    expect(conflict.message.length).toBeLessThan(1000);
+  });
+});
+
 describe('qemuDetach with a cooperating guest (scripted QMP)', () => {
   it('waits for DEVICE_DELETED, then removes the netdev: acknowledged', async () => {
     const commands: string[] = [];
