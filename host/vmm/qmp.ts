@@ -538,6 +538,8 @@ async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, 
   try {
     await client.execute('netdev_add', { type: 'tap', id: netdev, fd: netdev });
   } catch (error) {
+    // No answer in time: QEMU may make the netdev all the same; none of ours may stay behind.
+    if (!isCommandError(error)) await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
     // netdev_add takes the descriptor out of QEMU's list only when it uses it.
     await client.execute('closefd', { fdname: netdev }).catch(() => undefined);
     throw explainNetdevAdd(error, nic);
@@ -551,7 +553,7 @@ async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, 
  * guest as `host_mtu` (VIRTIO_NET_F_MTU). Idempotent: a NIC already there with the same MAC, a
  * live netdev and the same MTU is left alone; one with another MTU is an 'mtu-mismatch'. A netdev
  * left by an earlier half-done attach is reused; if device_add fails, a netdev added by this call
- * is removed again.
+ * is removed again (and the NIC asked back where QEMU did not answer in time).
  */
 export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuAttachOptions): Promise<QemuAttachResult> {
   vmmNic(nic);
@@ -592,6 +594,9 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
         ...(options.bus !== undefined ? { bus: options.bus } : {}),
       });
     } catch (error) {
+      // No answer in time: QEMU may add the NIC all the same; ask for it back before its netdev
+      // goes, or it would stay on no netdev, looking like an unplug the guest never acknowledged.
+      if (!isCommandError(error)) await client.execute('device_del', { id: nic.id }).catch(() => undefined);
       if (addedNetdev) await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
       throw explainDeviceAdd(error, nic, options.bus);
     }

@@ -4,8 +4,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { QMP_MAX_BUFFERED_EVENT_BYTES, QMP_MAX_LINE, QmpClient, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { QMP_MAX_BUFFERED_EVENT_BYTES, QMP_MAX_LINE, type QemuAttachOptions, QmpClient, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
+import { TapFd } from '../../../host/vmm/tap-fd.js';
+import { type Harness, createHarness, describeNetns } from '../../harness/index.js';
 import { qmpError } from './rejection.js';
 
 const GREETING = '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}\r\n';
@@ -339,5 +341,94 @@ describe('qemuDetach with a cooperating guest (scripted QMP)', () => {
     const path = await serve((socket) => socket.write('\u0000\u0001garbage\n'));
     const error = await qmpError(qemuAttach(path, { id: 'n1', tap: 'tap1', mac: '0A:B3:EC:00:00:07' }, { timeoutMs: 5000 }));
     expect(error.kind).toBe('protocol');
+  });
+});
+
+describeNetns('qemuAttach against a QEMU that misbehaves mid-way (taps in a namespace)', () => {
+  // What a terminal could act on: C0 and C1 controls, DEL, and format characters such as bidi overrides.
+  const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+  const nic = { id: 'snp77', tap: 'snp77', mac: '0A:B3:EC:00:00:4D' };
+  let harness: Harness | undefined;
+  let options: QemuAttachOptions;
+
+  beforeAll(async () => {
+    harness = createHarness('qmpmid');
+    const ns = await harness.namespace('vmm');
+    await ns.ip(['tuntap', 'add', 'dev', nic.tap, 'mode', 'tap', 'vnet_hdr']);
+    options = { timeoutMs: 300, tapNetnsPath: `/run/netns/${ns.name}` };
+  });
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  type Behaviour = 'ok' | 'silent' | 'close' | Message;
+  /** A QMP fake with no devices and no netdevs, answering each command as `script` says (default ok); records the commands. */
+  async function scripted(script: Readonly<Record<string, Behaviour>>): Promise<{ path: string; commands: string[] }> {
+    const commands: string[] = [];
+    const path = await fakeQmp((message, reply, socket) => {
+      const command = String(message.execute);
+      const args = (message.arguments ?? {}) as Message;
+      commands.push(command);
+      // The probe for an existing netdev (a descriptor name nobody registered): there is none.
+      if (command === 'netdev_add' && args.fd !== `net-${nic.id}`) return reply({ error: { class: 'GenericError', desc: `File descriptor named '${String(args.fd)}' has not been found` } });
+      if (command === 'qom-list') return reply({ return: [] });
+      const behaviour = script[command] ?? 'ok';
+      if (behaviour === 'silent') return;
+      if (behaviour === 'close') return void socket.destroy();
+      reply(behaviour === 'ok' ? { return: {} } : behaviour);
+    });
+    return { path, commands };
+  }
+
+  /** Whether this process (or anyone) still holds the tap's one queue: the tool must have closed its descriptor. */
+  function tapFree(): boolean {
+    const tap = TapFd.open(nic.tap, options.tapNetnsPath ?? null);
+    tap.close();
+    return true;
+  }
+
+  it('device_add refused: the netdev goes again, the tap descriptor is closed, the message is clean', async () => {
+    const hostile = `\u001b]0;owned\u0007\u009b2K${'x'.repeat(10_000)}`;
+    const { path, commands } = await scripted({ device_add: { error: { class: 'GenericError', desc: hostile } } });
+    const error = await qmpError(qemuAttach(path, nic, options));
+    expect(error.kind).toBe('command');
+    expect(error.message).not.toMatch(TERMINAL_ACTIVE);
+    expect(error.message.length).toBeLessThan(1000);
+    expect(commands).toEqual(['qom-list', 'netdev_add', 'getfd', 'netdev_add', 'device_add', 'netdev_del']);
+    expect(tapFree()).toBe(true);
+  });
+
+  it('getfd, netdev_add or device_add never answered: kind timeout within a few bounds, the tap descriptor closed', async () => {
+    for (const command of ['getfd', 'netdev_add', 'device_add']) {
+      const { path } = await scripted({ [command]: 'silent' });
+      const started = Date.now();
+      const error = await qmpError(qemuAttach(path, nic, options));
+      expect(error.kind).toBe('timeout');
+      expect(Date.now() - started).toBeLessThan(10 * options.timeoutMs);
+      expect(tapFree()).toBe(true);
+    }
+  });
+
+  it('netdev_add or device_add not answered in time: what QEMU may still have made is asked back, by our ids', async () => {
+    // A slow QEMU answers after the bound: the netdev or the NIC may exist then. A NIC left on a
+    // netdev removed under it would later read as an unplug the guest never acknowledged.
+    const slowNetdev = await scripted({ netdev_add: 'silent' });
+    expect((await qmpError(qemuAttach(slowNetdev.path, nic, options))).kind).toBe('timeout');
+    expect(slowNetdev.commands.slice(3)).toEqual(['netdev_add', 'netdev_del', 'closefd']);
+    const slowDevice = await scripted({ device_add: 'silent' });
+    expect((await qmpError(qemuAttach(slowDevice.path, nic, options))).kind).toBe('timeout');
+    expect(slowDevice.commands.slice(4)).toEqual(['device_add', 'device_del', 'netdev_del']);
+    // A refusal is an answer: nothing was made, nothing more is asked.
+    const refused = await scripted({ device_add: { error: { class: 'GenericError', desc: 'Bus not found' } } });
+    await qmpError(qemuAttach(refused.path, nic, options));
+    expect(refused.commands.slice(4)).toEqual(['device_add', 'netdev_del']);
+  });
+
+  it('the connection cut at getfd, netdev_add or device_add: kind closed, the tap descriptor closed', async () => {
+    for (const command of ['getfd', 'netdev_add', 'device_add']) {
+      const { path } = await scripted({ [command]: 'close' });
+      expect((await qmpError(qemuAttach(path, nic, options))).kind).toBe('closed');
+      expect(tapFree()).toBe(true);
+    }
   });
 });
