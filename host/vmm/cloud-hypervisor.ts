@@ -246,7 +246,8 @@ function openTap(socketPath: string, tap: string, options: CloudHypervisorOption
  * Hot-adds to a running VM (200) or adds to a created one (204). Idempotent: if the id is taken
  * (409), or the tap's one queue is already held (by this VM, having it attached), and vm.info
  * shows a NIC with this id and MAC, the result is 'already-attached'; anything else holding the id
- * or the tap is a conflict.
+ * or the tap is a conflict. Where vm.add-net gets no answer in time, or one the API does not
+ * document, the NIC it may have added is taken back before the error is thrown.
  */
 export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions): Promise<ChAttachResult> {
   const { id, tap, mac } = vmmNic(nic);
@@ -255,19 +256,28 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
   let answer: Answer;
   try {
     answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options.timeoutMs, tapFd);
+  } catch (error) {
+    // Sent, but no (whole) answer: cloud-hypervisor may add the NIC all the same.
+    if (error instanceof CloudHypervisorError && error.kind !== 'connect') return takeBack(socketPath, nic, options, error);
+    throw error;
   } finally {
     // cloud-hypervisor keeps its own copy of the descriptor.
     tapFd.close();
   }
   switch (answer.status) {
     case 200: {
-      const info = record(parseJson(answer, 'vm.add-net', socketPath));
+      let info: JsonObject | null;
+      try {
+        info = record(parseJson(answer, 'vm.add-net', socketPath));
+      } catch (error) {
+        return takeBack(socketPath, nic, options, error);
+      }
       const bdf = info?.bdf;
       if (info === null || typeof info.id !== 'string' || typeof bdf !== 'string' || !BDF.test(bdf)) {
-        throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered 200 without a valid PciDeviceInfo {id, bdf}: ${excerpt(answer.body)}`, 200);
+        return takeBack(socketPath, nic, options, new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered 200 without a valid PciDeviceInfo {id, bdf}: ${excerpt(answer.body)}`, 200));
       }
       if (info.id !== id) {
-        throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net added device ${quoteName(info.id)}, but NIC ${id} was asked for`, 200);
+        return takeBack(socketPath, nic, options, new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net added device ${quoteName(info.id)}, but NIC ${id} was asked for`, 200));
       }
       return { outcome: 'hot-added', bdf };
     }
@@ -286,8 +296,25 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
     case 500:
       throw new CloudHypervisorError('failed', `cloud-hypervisor at ${socketPath} failed to add NIC ${id} (tap ${tap}): ${excerpt(answer.body)}: see the VMM's log`, 500);
     default:
-      throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
+      return takeBack(
+        socketPath,
+        nic,
+        options,
+        new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status),
+      );
   }
+}
+
+/**
+ * After vm.add-net got no answer in time, or one that does not say what happened: the VMM may
+ * have added the NIC all the same. Left there, it would hold a tap that the linker's rollback
+ * then deletes, and the next attach would find a NIC with this id and MAC and take it for
+ * attached, on a dead tap. So it is taken back as far as the VMM answers (chDetach removes only
+ * a NIC with this id and MAC); then `error` is thrown.
+ */
+async function takeBack(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, error: unknown): Promise<never> {
+  await chDetach(socketPath, nic, options).catch(() => undefined);
+  throw error;
 }
 
 /**

@@ -191,6 +191,30 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(error.message.length).toBeLessThan(1000);
     });
 
+    it('vm.add-net answered too late, or with a 200 that is no PciDeviceInfo: the NIC cloud-hypervisor made anyway is taken back', async () => {
+      // Left there, it would hold a tap that the linker's rollback then deletes, and the next link
+      // would find "NIC with this id and MAC" and call it attached: a NIC on a dead tap.
+      for (const answer of [null, { status: 200, body: '{"id": "snp42310"}' }]) {
+        const ch = await fake('Running');
+        ch.answerAfterWork.set('vm.add-net', answer);
+        const error = await chError(chAttach(ch.socketPath, nic, within(300)));
+        expect(error.kind).toBe(answer === null ? 'timeout' : 'protocol');
+        expect(ch.requests.map((r) => `${r.method} ${r.path}`)).toEqual(['PUT /api/v1/vm.add-net', 'GET /api/v1/vm.info', 'PUT /api/v1/vm.remove-device']);
+        expect(ch.nets).toEqual([]);
+        expect(ch.heldTapQueues()).toBe(0);
+      }
+    });
+
+    it('a refusal, or an id taken by another NIC, takes nothing back', async () => {
+      const ch = await fake('Running');
+      ch.inject('vm.add-net', { status: 500, body: 'Error adding device to the VM: internal' });
+      await chError(chAttach(ch.socketPath, nic, options));
+      ch.nets.push({ id: nic.id, mac: '0a:b3:ec:80:a5:47', bdf: '0000:00:04.0' });
+      expect((await chError(chAttach(ch.socketPath, nic, options))).kind).toBe('conflict');
+      expect(ch.requests.some((r) => r.path === '/api/v1/vm.remove-device')).toBe(false);
+      expect(ch.nets).toHaveLength(1);
+    });
+
     it('refuses an answer over the size limit', async () => {
       const ch = await fake('Running');
       ch.inject('vm.add-net', { status: 200, body: 'x'.repeat(CH_MAX_BODY + 1) });
