@@ -1,12 +1,12 @@
 // The QMP client against scripted fake servers on Unix sockets in a temp dir: framing, events,
 // errors and bounds. The real-QEMU tests are in qemu-attach.test.ts.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { QMP_MAX_BUFFERED_EVENT_BYTES, QMP_MAX_LINE, type QemuAttachOptions, QmpClient, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
-import { TapFd } from '../../../host/vmm/tap-fd.js';
+import { TapFd, writeWithRights } from '../../../host/vmm/tap-fd.js';
 import { type Harness, createHarness, describeNetns } from '../../harness/index.js';
 import { qmpError } from './rejection.js';
 
@@ -248,6 +248,43 @@ describe('QMP client', () => {
       // The newest are kept, the oldest dropped.
       expect(client.events.at(-1)?.event).toBe('LAST');
       expect(await client.waitForEvent('LAST', () => true, 100)).toMatchObject({ event: 'LAST' });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('keeps no descriptor a VMM sends back with its messages (SCM_RIGHTS): the kernel drops them, as Node reads without ancillary data', async () => {
+    const marker = join(dir, 'marker');
+    writeFileSync(marker, '');
+    const held = (): number =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === marker;
+        } catch {
+          return false;
+        }
+      }).length;
+    const sendWithFds = (socket: Socket, text: string): void => {
+      const fds = Array.from({ length: 16 }, () => openSync(marker, 'r'));
+      try {
+        writeWithRights(socket, Buffer.from(text), fds);
+      } finally {
+        for (const fd of fds) closeSync(fd);
+      }
+    };
+    const path = await serve((socket) => {
+      sendWithFds(socket, GREETING);
+      socket.setEncoding('utf8').on('data', (chunk: string) => {
+        for (const line of chunk.split('\n').filter((l) => l.trim() !== '')) {
+          const id = (JSON.parse(line) as Message).id;
+          setTimeout(() => sendWithFds(socket, `{"event": "X", "data": {}}\r\n${JSON.stringify({ return: {}, id })}\r\n`), 5);
+        }
+      });
+    });
+    const client = await QmpClient.connect(path, { timeoutMs: 2000 });
+    try {
+      for (let i = 0; i < 5; i += 1) await client.execute('anything');
+      expect(held()).toBe(0);
     } finally {
       client.close();
     }
