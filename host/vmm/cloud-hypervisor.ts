@@ -243,10 +243,10 @@ function openTap(socketPath: string, tap: string, options: CloudHypervisorOption
 
 /**
  * Add the NIC to the VM: `PUT vm.add-net {mac, id}` with a queue of its tap (SCM_RIGHTS).
- * Hot-adds to a running VM (200) or adds to a created one (204). Idempotent: if the id is taken
- * (409), or the tap's one queue is already held (by this VM, having it attached), and vm.info
- * shows a NIC with this id and MAC, the result is 'already-attached'; anything else holding the id
- * or the tap is a conflict. Where vm.add-net gets no answer in time, or one the API does not
+ * Hot-adds to a running VM (200) or adds to a created one (204). Idempotent: if the tap's one
+ * queue is already held (by this VM, having it attached) and vm.info shows a NIC with this id and
+ * MAC, the result is 'already-attached'; anything else holding the id or the tap is a conflict,
+ * also a NIC with this id and MAC while the tap is free (it is on a tap deleted since). Where vm.add-net gets no answer in time, or one the API does not
  * document, the NIC it may have added is taken back before the error is thrown.
  */
 export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions): Promise<ChAttachResult> {
@@ -318,9 +318,9 @@ async function takeBack(socketPath: string, nic: VmmNic, options: CloudHyperviso
 }
 
 /**
- * After a 409 (the id is taken) or a busy tap (its one queue is held): 'already-attached' if
- * vm.info shows this NIC (same id and MAC; same tap where it names one), else the conflict,
- * saying what holds what.
+ * After a busy tap (its one queue is held): 'already-attached' if vm.info shows this NIC (same id
+ * and MAC; same tap where it names one), else the conflict, saying what holds what. After a 409
+ * (the id is taken) the tap was free, so a NIC with this id is on another tap: always a conflict.
  */
 async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, why: 'id-taken' | 'tap-busy'): Promise<ChAttachResult> {
   const { id, tap, mac } = nic;
@@ -340,6 +340,14 @@ async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHy
     throw new CloudHypervisorError(
       'conflict',
       `cloud-hypervisor at ${socketPath} already has NIC ${id} with MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
+      409,
+    );
+  }
+  if (why === 'id-taken') {
+    // The tap's one queue was free (it was opened here to go along): the NIC holds another tap.
+    throw new CloudHypervisorError(
+      'conflict',
+      `cloud-hypervisor at ${socketPath} has NIC ${id} with MAC ${mac}, but not on tap ${tap}: nobody held that tap, so it was made anew after the NIC's tap was deleted (e.g. while the VMM could not be reached); take the link down (unlink) and link it again`,
       409,
     );
   }

@@ -516,6 +516,25 @@ async function netdevExists(client: QmpClient, netdev: string): Promise<boolean>
 const NO_SUCH_FD = 'spectrum-link-no-such-fd';
 
 /**
+ * Whether the NIC's tap is held: its one queue (no multi_queue) open elsewhere, as it is while a
+ * netdev of QEMU's is on it. One that opens is held by nobody: a netdev or NIC of ours is then on
+ * another tap of that name, deleted since (by a rollback, or by an unlink while QEMU could not be
+ * reached) before this one was made.
+ */
+function tapHeld(socketPath: string, nic: VmmNic, options: QemuAttachOptions): boolean {
+  let tap: TapFd;
+  try {
+    tap = TapFd.open(nic.tap, options.tapNetnsPath ?? null);
+  } catch (error) {
+    const why = tapOpenProblem(error, nic.tap);
+    if (why === undefined) return true;
+    throw new QmpError('tap-unavailable', `QEMU at ${socketPath}: ${why}`);
+  }
+  tap.close();
+  return false;
+}
+
+/**
  * Hand QEMU a queue of the NIC's tap and make the netdev `net-<id>` on it: getfd (the descriptor
  * goes with the command, SCM_RIGHTS), then netdev_add tap with fd=. QEMU never opens the tap by
  * name, so it needs no CAP_NET_ADMIN, and a QEMU in another network namespace gets this tap, not
@@ -551,8 +570,9 @@ async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, 
  * nic.id and MAC nic.mac; the netdev is `net-<id>`, made on a descriptor of the tap (see
  * addTapNetdev). QEMU does not read the tap's MTU: a link MTU other than 1500 is offered to the
  * guest as `host_mtu` (VIRTIO_NET_F_MTU). Idempotent: a NIC already there with the same MAC, a
- * live netdev and the same MTU is left alone; one with another MTU is an 'mtu-mismatch'. A netdev
- * left by an earlier half-done attach is reused; if device_add fails, a netdev added by this call
+ * live netdev on the tap and the same MTU is left alone; one with another MTU is an
+ * 'mtu-mismatch', one on a tap deleted since a 'conflict'. A netdev left by an earlier half-done
+ * attach is reused where it holds the tap (else replaced); if device_add fails, a netdev added by this call
  * is removed again (and the NIC asked back where QEMU did not answer in time).
  */
 export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuAttachOptions): Promise<QemuAttachResult> {
@@ -571,6 +591,12 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
       // The NIC's netdev must still exist: after a detach the guest never acknowledged, the
       // device stays while its netdev is gone.
       if (await netdevExists(client, netdev)) {
+        if (!tapHeld(socketPath, nic, options)) {
+          throw new QmpError(
+            'conflict',
+            `QEMU at ${socketPath} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's tap was deleted (e.g. while QEMU could not be reached); take the link down (unlink) and link it again, or restart the VM`,
+          );
+        }
         await checkSameMtu(client, nic, socketPath);
         return { alreadyAttached: true };
       }
@@ -580,8 +606,13 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
       );
     }
 
-    // A netdev with this id may be left by an earlier attach that stopped before device_add.
-    const addedNetdev = !(await netdevExists(client, netdev));
+    // A netdev with this id may be left by an earlier attach that stopped before device_add: it is
+    // reused where it holds the tap, and replaced where the tap was made anew since.
+    let addedNetdev = !(await netdevExists(client, netdev));
+    if (!addedNetdev && !tapHeld(socketPath, nic, options)) {
+      await client.execute('netdev_del', { id: netdev });
+      addedNetdev = true;
+    }
     if (addedNetdev) await addTapNetdev(client, socketPath, nic, netdev, options);
     const hostMtu = qemuHostMtu(nic);
     try {

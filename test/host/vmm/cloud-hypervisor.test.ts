@@ -75,10 +75,14 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(ch.nets).toHaveLength(1);
     });
 
-    it('409 with the same NIC (its tap free, vm.info names it): already attached, nothing changed', async () => {
+    it('409 with the same NIC while its tap is free: not on this tap (made anew since), a conflict saying what to do, nothing changed', async () => {
+      // The VMM would hold the tap's one queue if its NIC were on it: a free tap of that name was
+      // made anew after the NIC's was deleted (a rollback, an unlink while the VMM was unreachable).
       const ch = await fake('Running');
-      ch.nets.push({ id: nic.id, mac: '0a:b3:ec:80:a5:46', tap: nic.tap, bdf: '0000:00:03.0' });
-      expect(await chAttach(ch.socketPath, nic, options)).toEqual({ outcome: 'already-attached' });
+      ch.nets.push({ id: nic.id, mac: '0a:b3:ec:80:a5:46', bdf: '0000:00:03.0' });
+      const error = await chError(chAttach(ch.socketPath, nic, options));
+      expect(error).toMatchObject({ kind: 'conflict', status: 409 });
+      expect(error.message).toMatch(/NIC snp42310 .* not on tap snp42310: .*made anew.*unlink.*link it again/);
       expect(ch.requests.map((r) => `${r.method} ${r.path}`)).toEqual(['PUT /api/v1/vm.add-net', 'GET /api/v1/vm.info']);
       expect(ch.nets).toHaveLength(1);
       expect(ch.heldTapQueues()).toBe(0);
