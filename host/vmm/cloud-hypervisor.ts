@@ -17,6 +17,7 @@
 import { request } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
+import { quoteName, quoteText, shownText } from '../vm-name.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
 import { TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
@@ -90,8 +91,11 @@ const record = (value: unknown): JsonObject | null =>
 function excerpt(body: string): string {
   const line = body.replace(/\s+/g, ' ').trim();
   if (line === '') return '(no details given)';
-  return JSON.stringify(line.length > 300 ? `${line.slice(0, 300)}…` : line);
+  return quoteText(line, 300);
 }
+
+/** What vm.info says a NIC has (a MAC, a tap), for a message: as it is where plain, else quoted. */
+const shown = (value: string | undefined): string => (value === undefined ? '(none)' : shownText(value, 32));
 
 function connectError(socketPath: string, error: NodeJS.ErrnoException): CloudHypervisorError {
   return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${unixSocketProblem(error, socketPath, 'is cloud-hypervisor running with --api-socket at this path?')}`);
@@ -239,10 +243,11 @@ function openTap(socketPath: string, tap: string, options: CloudHypervisorOption
 
 /**
  * Add the NIC to the VM: `PUT vm.add-net {mac, id}` with a queue of its tap (SCM_RIGHTS).
- * Hot-adds to a running VM (200) or adds to a created one (204). Idempotent: if the id is taken
- * (409), or the tap's one queue is already held (by this VM, having it attached), and vm.info
- * shows a NIC with this id and MAC, the result is 'already-attached'; anything else holding the id
- * or the tap is a conflict.
+ * Hot-adds to a running VM (200) or adds to a created one (204). Idempotent: if the tap's one
+ * queue is already held (by this VM, having it attached) and vm.info shows a NIC with this id and
+ * MAC, the result is 'already-attached'; anything else holding the id or the tap is a conflict,
+ * also a NIC with this id and MAC while the tap is free (it is on a tap deleted since). Where vm.add-net gets no answer in time, or one the API does not
+ * document, the NIC it may have added is taken back before the error is thrown.
  */
 export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions): Promise<ChAttachResult> {
   const { id, tap, mac } = vmmNic(nic);
@@ -251,19 +256,28 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
   let answer: Answer;
   try {
     answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options.timeoutMs, tapFd);
+  } catch (error) {
+    // Sent, but no (whole) answer: cloud-hypervisor may add the NIC all the same.
+    if (error instanceof CloudHypervisorError && error.kind !== 'connect') return takeBack(socketPath, nic, options, error);
+    throw error;
   } finally {
     // cloud-hypervisor keeps its own copy of the descriptor.
     tapFd.close();
   }
   switch (answer.status) {
     case 200: {
-      const info = record(parseJson(answer, 'vm.add-net', socketPath));
+      let info: JsonObject | null;
+      try {
+        info = record(parseJson(answer, 'vm.add-net', socketPath));
+      } catch (error) {
+        return takeBack(socketPath, nic, options, error);
+      }
       const bdf = info?.bdf;
       if (info === null || typeof info.id !== 'string' || typeof bdf !== 'string' || !BDF.test(bdf)) {
-        throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered 200 without a valid PciDeviceInfo {id, bdf}: ${excerpt(answer.body)}`, 200);
+        return takeBack(socketPath, nic, options, new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered 200 without a valid PciDeviceInfo {id, bdf}: ${excerpt(answer.body)}`, 200));
       }
       if (info.id !== id) {
-        throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net added device ${JSON.stringify(info.id)}, but NIC ${id} was asked for`, 200);
+        return takeBack(socketPath, nic, options, new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net added device ${quoteName(info.id)}, but NIC ${id} was asked for`, 200));
       }
       return { outcome: 'hot-added', bdf };
     }
@@ -282,14 +296,31 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
     case 500:
       throw new CloudHypervisorError('failed', `cloud-hypervisor at ${socketPath} failed to add NIC ${id} (tap ${tap}): ${excerpt(answer.body)}: see the VMM's log`, 500);
     default:
-      throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
+      return takeBack(
+        socketPath,
+        nic,
+        options,
+        new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status),
+      );
   }
 }
 
 /**
- * After a 409 (the id is taken) or a busy tap (its one queue is held): 'already-attached' if
- * vm.info shows this NIC (same id and MAC; same tap where it names one), else the conflict,
- * saying what holds what.
+ * After vm.add-net got no answer in time, or one that does not say what happened: the VMM may
+ * have added the NIC all the same. Left there, it would hold a tap that the linker's rollback
+ * then deletes, and the next attach would find a NIC with this id and MAC and take it for
+ * attached, on a dead tap. So it is taken back as far as the VMM answers (chDetach removes only
+ * a NIC with this id and MAC); then `error` is thrown.
+ */
+async function takeBack(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, error: unknown): Promise<never> {
+  await chDetach(socketPath, nic, options).catch(() => undefined);
+  throw error;
+}
+
+/**
+ * After a busy tap (its one queue is held): 'already-attached' if vm.info shows this NIC (same id
+ * and MAC; same tap where it names one), else the conflict, saying what holds what. After a 409
+ * (the id is taken) the tap was free, so a NIC with this id is on another tap: always a conflict.
  */
 async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, why: 'id-taken' | 'tap-busy'): Promise<ChAttachResult> {
   const { id, tap, mac } = nic;
@@ -308,7 +339,15 @@ async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHy
   if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
     throw new CloudHypervisorError(
       'conflict',
-      `cloud-hypervisor at ${socketPath} already has NIC ${id} with MAC ${held.mac ?? '(none)'} on tap ${held.tap ?? '(none)'}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
+      `cloud-hypervisor at ${socketPath} already has NIC ${id} with MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
+      409,
+    );
+  }
+  if (why === 'id-taken') {
+    // The tap's one queue was free (it was opened here to go along): the NIC holds another tap.
+    throw new CloudHypervisorError(
+      'conflict',
+      `cloud-hypervisor at ${socketPath} has NIC ${id} with MAC ${mac}, but not on tap ${tap}: nobody held that tap, so it was made anew after the NIC's tap was deleted (e.g. while the VMM could not be reached); take the link down (unlink) and link it again`,
       409,
     );
   }
@@ -334,7 +373,7 @@ export async function chDetach(socketPath: string, nic: VmmNic, options: CloudHy
   if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
     throw new CloudHypervisorError(
       'conflict',
-      `cloud-hypervisor at ${socketPath}: NIC ${id} has MAC ${held.mac ?? '(none)'} on tap ${held.tap ?? '(none)'}, not ${mac} on ${tap}: not removing another link's NIC; is the link state stale?`,
+      `cloud-hypervisor at ${socketPath}: NIC ${id} has MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: not removing another link's NIC; is the link state stale?`,
     );
   }
   const answer = await call(socketPath, 'PUT', 'vm.remove-device', { id }, options.timeoutMs);

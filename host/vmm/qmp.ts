@@ -8,6 +8,7 @@
 // greeting does not come, which the connect timeout turns into a clear error.
 import { type Socket, createConnection } from 'node:net';
 import { sameMac } from '../../shared/link-mac.js';
+import { quoteText, shownText } from '../vm-name.js';
 import { DEFAULT_NIC_MTU, type VmmNic, qemuHostMtu, qemuNetdevId, vmmNic } from './nic.js';
 import { unixSocketProblem } from './socket-error.js';
 import { TapFd, tapOpenProblem, writeWithRights } from './tap-fd.js';
@@ -49,6 +50,12 @@ export class QmpError extends Error {
 export const QMP_MAX_LINE = 1024 * 1024;
 /** Events kept for waitForEvent; the oldest are dropped beyond this. */
 export const QMP_MAX_BUFFERED_EVENTS = 1000;
+/**
+ * Total length of the events (their lines as received) kept for waitForEvent; the oldest are
+ * dropped beyond this. A line parses into up to some 20 times its size in objects: a peer that
+ * floods big events must not fill the heap with them.
+ */
+export const QMP_MAX_BUFFERED_EVENT_BYTES = QMP_MAX_LINE;
 
 export interface QmpGreeting {
   readonly version: unknown;
@@ -73,9 +80,14 @@ type JsonObject = Record<string, unknown>;
 const record = (value: unknown): JsonObject | null =>
   typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as JsonObject) : null;
 
-/** Quote text from the peer for a message: bounded, control characters escaped. */
+/** Quote text from the peer for a message: bounded, control and format characters escaped. */
 function quote(text: string, max = 120): string {
-  return JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
+  return quoteText(text, max);
+}
+
+/** QEMU's error class and description for a message: as QEMU wrote them where plain, else quoted. */
+function refusal(qmpClass: string | undefined, desc: string | undefined): { readonly qmpClass: string; readonly desc: string } {
+  return { qmpClass: shownText(qmpClass ?? '', 60), desc: shownText(desc ?? '', 300) };
 }
 
 interface Pending {
@@ -104,6 +116,9 @@ export class QmpClient {
   private readonly pending = new Map<string, Pending>();
   private readonly waiters = new Set<EventWaiter>();
   private readonly buffered: QmpEvent[] = [];
+  /** The size of each buffered event's line, in the same order, and their sum. */
+  private readonly bufferedSizes: number[] = [];
+  private bufferedBytes = 0;
   private readonly listeners = new Set<(event: QmpEvent) => void>();
   private failure: QmpError | undefined;
   private greetingWaiter: { resolve: (greeting: QmpGreeting) => void; reject: (error: QmpError) => void } | undefined;
@@ -226,6 +241,7 @@ export class QmpClient {
     const found = this.buffered[index];
     if (found !== undefined) {
       this.buffered.splice(index, 1);
+      this.bufferedBytes -= this.bufferedSizes.splice(index, 1)[0] ?? 0;
       return Promise.resolve(found);
     }
     if (this.failure !== undefined) return Promise.reject(this.failure);
@@ -285,7 +301,7 @@ export class QmpClient {
       return this.fail(new QmpError('protocol', `QMP socket ${this.path}: the peer sent JSON that is not an object (${quote(line)})`));
     }
     if (this.greetingWaiter !== undefined) return this.handleGreeting(message, line);
-    if (typeof message.event === 'string') return this.handleEvent(message);
+    if (typeof message.event === 'string') return this.handleEvent(message, line.length);
     if ('return' in message || 'error' in message) return this.handleReply(message, line);
     this.fail(new QmpError('protocol', `QMP socket ${this.path}: unexpected message ${quote(line)}`));
   }
@@ -302,7 +318,7 @@ export class QmpClient {
     waiter?.resolve({ version: qmp.version, capabilities });
   }
 
-  private handleEvent(message: JsonObject): void {
+  private handleEvent(message: JsonObject, size: number): void {
     const timestamp = record(message.timestamp);
     const seconds = timestamp?.seconds;
     const microseconds = timestamp?.microseconds;
@@ -321,7 +337,12 @@ export class QmpClient {
       }
     }
     this.buffered.push(event);
-    if (this.buffered.length > QMP_MAX_BUFFERED_EVENTS) this.buffered.shift();
+    this.bufferedSizes.push(size);
+    this.bufferedBytes += size;
+    while (this.buffered.length > QMP_MAX_BUFFERED_EVENTS || this.bufferedBytes > QMP_MAX_BUFFERED_EVENT_BYTES) {
+      this.buffered.shift();
+      this.bufferedBytes -= this.bufferedSizes.shift() ?? 0;
+    }
   }
 
   private handleReply(message: JsonObject, line: string): void {
@@ -339,7 +360,8 @@ export class QmpClient {
     const error = record(message.error);
     const qmpClass = typeof error?.class === 'string' ? error.class : 'unknown';
     const desc = typeof error?.desc === 'string' ? error.desc : quote(line);
-    pending.reject(new QmpError('command', `QEMU refused ${pending.command}: ${desc} (${qmpClass})`, qmpClass, desc));
+    const shown = refusal(qmpClass, desc);
+    pending.reject(new QmpError('command', `QEMU refused ${pending.command}: ${shown.desc} (${shown.qmpClass})`, qmpClass, desc));
   }
 
   private fail(error: QmpError): void {
@@ -469,7 +491,7 @@ async function checkSameNic(client: QmpClient, nic: VmmNic, socketPath: string):
   if (!sameMac(mac, nic.mac)) {
     throw new QmpError(
       'conflict',
-      `QEMU at ${socketPath} already has NIC ${nic.id} with MAC ${mac.toUpperCase()}, not ${nic.mac}: is the link state stale, or does another link use id ${nic.id}? Detach that NIC first`,
+      `QEMU at ${socketPath} already has NIC ${nic.id} with MAC ${shownText(mac.toUpperCase(), 32)}, not ${nic.mac}: is the link state stale, or does another link use id ${nic.id}? Detach that NIC first`,
     );
   }
 }
@@ -494,6 +516,25 @@ async function netdevExists(client: QmpClient, netdev: string): Promise<boolean>
 const NO_SUCH_FD = 'spectrum-link-no-such-fd';
 
 /**
+ * Whether the NIC's tap is held: its one queue (no multi_queue) open elsewhere, as it is while a
+ * netdev of QEMU's is on it. One that opens is held by nobody: a netdev or NIC of ours is then on
+ * another tap of that name, deleted since (by a rollback, or by an unlink while QEMU could not be
+ * reached) before this one was made.
+ */
+function tapHeld(socketPath: string, nic: VmmNic, options: QemuAttachOptions): boolean {
+  let tap: TapFd;
+  try {
+    tap = TapFd.open(nic.tap, options.tapNetnsPath ?? null);
+  } catch (error) {
+    const why = tapOpenProblem(error, nic.tap);
+    if (why === undefined) return true;
+    throw new QmpError('tap-unavailable', `QEMU at ${socketPath}: ${why}`);
+  }
+  tap.close();
+  return false;
+}
+
+/**
  * Hand QEMU a queue of the NIC's tap and make the netdev `net-<id>` on it: getfd (the descriptor
  * goes with the command, SCM_RIGHTS), then netdev_add tap with fd=. QEMU never opens the tap by
  * name, so it needs no CAP_NET_ADMIN, and a QEMU in another network namespace gets this tap, not
@@ -516,6 +557,8 @@ async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, 
   try {
     await client.execute('netdev_add', { type: 'tap', id: netdev, fd: netdev });
   } catch (error) {
+    // No answer in time: QEMU may make the netdev all the same; none of ours may stay behind.
+    if (!isCommandError(error)) await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
     // netdev_add takes the descriptor out of QEMU's list only when it uses it.
     await client.execute('closefd', { fdname: netdev }).catch(() => undefined);
     throw explainNetdevAdd(error, nic);
@@ -527,9 +570,10 @@ async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, 
  * nic.id and MAC nic.mac; the netdev is `net-<id>`, made on a descriptor of the tap (see
  * addTapNetdev). QEMU does not read the tap's MTU: a link MTU other than 1500 is offered to the
  * guest as `host_mtu` (VIRTIO_NET_F_MTU). Idempotent: a NIC already there with the same MAC, a
- * live netdev and the same MTU is left alone; one with another MTU is an 'mtu-mismatch'. A netdev
- * left by an earlier half-done attach is reused; if device_add fails, a netdev added by this call
- * is removed again.
+ * live netdev on the tap and the same MTU is left alone; one with another MTU is an
+ * 'mtu-mismatch', one on a tap deleted since a 'conflict'. A netdev left by an earlier half-done
+ * attach is reused where it holds the tap (else replaced); if device_add fails, a netdev added by this call
+ * is removed again (and the NIC asked back where QEMU did not answer in time).
  */
 export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuAttachOptions): Promise<QemuAttachResult> {
   vmmNic(nic);
@@ -547,6 +591,12 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
       // The NIC's netdev must still exist: after a detach the guest never acknowledged, the
       // device stays while its netdev is gone.
       if (await netdevExists(client, netdev)) {
+        if (!tapHeld(socketPath, nic, options)) {
+          throw new QmpError(
+            'conflict',
+            `QEMU at ${socketPath} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's tap was deleted (e.g. while QEMU could not be reached); take the link down (unlink) and link it again, or restart the VM`,
+          );
+        }
         await checkSameMtu(client, nic, socketPath);
         return { alreadyAttached: true };
       }
@@ -556,8 +606,13 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
       );
     }
 
-    // A netdev with this id may be left by an earlier attach that stopped before device_add.
-    const addedNetdev = !(await netdevExists(client, netdev));
+    // A netdev with this id may be left by an earlier attach that stopped before device_add: it is
+    // reused where it holds the tap, and replaced where the tap was made anew since.
+    let addedNetdev = !(await netdevExists(client, netdev));
+    if (!addedNetdev && !tapHeld(socketPath, nic, options)) {
+      await client.execute('netdev_del', { id: netdev });
+      addedNetdev = true;
+    }
     if (addedNetdev) await addTapNetdev(client, socketPath, nic, netdev, options);
     const hostMtu = qemuHostMtu(nic);
     try {
@@ -570,6 +625,9 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
         ...(options.bus !== undefined ? { bus: options.bus } : {}),
       });
     } catch (error) {
+      // No answer in time: QEMU may add the NIC all the same; ask for it back before its netdev
+      // goes, or it would stay on no netdev, looking like an unplug the guest never acknowledged.
+      if (!isCommandError(error)) await client.execute('device_del', { id: nic.id }).catch(() => undefined);
       if (addedNetdev) await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
       throw explainDeviceAdd(error, nic, options.bus);
     }
@@ -579,9 +637,10 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
 
 function explainNetdevAdd(error: unknown, nic: VmmNic): unknown {
   if (!isCommandError(error)) return error;
+  const shown = refusal(error.qmpClass, error.desc);
   return new QmpError(
     'command',
-    `QEMU refused the descriptor of tap ${nic.tap} for NIC ${nic.id}: ${error.desc ?? ''} (${error.qmpClass ?? ''}): was the tap made with vnet_hdr?`,
+    `QEMU refused the descriptor of tap ${nic.tap} for NIC ${nic.id}: ${shown.desc} (${shown.qmpClass}): was the tap made with vnet_hdr?`,
     error.qmpClass,
     error.desc,
   );
@@ -596,9 +655,10 @@ function explainDeviceAdd(error: unknown, nic: VmmNic, bus: string | undefined):
     : /bus|slot|no free/i.test(error.desc ?? '')
       ? ': check that the bus exists and has a free slot'
       : '';
+  const shown = refusal(error.qmpClass, error.desc);
   return new QmpError(
     'command',
-    `QEMU refused to add NIC ${nic.id} (${nic.mac} on tap ${nic.tap}): ${error.desc ?? ''} (${error.qmpClass ?? ''})${hint}`,
+    `QEMU refused to add NIC ${nic.id} (${nic.mac} on tap ${nic.tap}): ${shown.desc} (${shown.qmpClass})${hint}`,
     error.qmpClass,
     error.desc,
   );

@@ -2,6 +2,7 @@
 // cloud-hypervisor, and `none` (taps plus printed arguments). All inside test namespaces.
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -195,6 +196,49 @@ describeNetns('spectrum-link with VMMs', () => {
     } finally {
       await rm(extraProvider, { force: true });
       await fake.close();
+    }
+  });
+
+  it('a QEMU that takes netdev_add but never answers device_add: bounded, one line, the VMM side asked back, devices and state as before', async () => {
+    const commands: string[] = [];
+    const open = new Set<Socket>();
+    const path = join(socketDir, 'appvm-catgirl.hostile');
+    const server = createServer((socket) => {
+      open.add(socket);
+      socket.on('error', () => undefined);
+      socket.on('close', () => open.delete(socket));
+      socket.write('{"QMP": {"version": {}, "capabilities": []}}\r\n');
+      let buffer = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => {
+        buffer += chunk;
+        for (let newline = buffer.indexOf('\n'); newline !== -1; newline = buffer.indexOf('\n')) {
+          const message = JSON.parse(buffer.slice(0, newline)) as { execute: string; id: string; arguments?: { fd?: string } };
+          buffer = buffer.slice(newline + 1);
+          commands.push(message.execute);
+          const reply = (body: object): void => void socket.write(`${JSON.stringify({ ...body, id: message.id })}\r\n`);
+          if (message.execute === 'device_add') continue;
+          if (message.execute === 'qom-list') reply({ return: [] });
+          else if (message.execute === 'netdev_add' && message.arguments?.fd?.startsWith('net-') !== true) reply({ error: { class: 'GenericError', desc: 'not found' } });
+          else reply({ return: {} });
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    try {
+      const listBefore = (await world.link(['list', '--json'])).stdout;
+      const devicesBefore = [...(await devices(world.host)).keys()].sort();
+      const started = Date.now();
+      const result = await world.link(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=qemu', '--attach', 'netvm=netns', '--qmp-socket', join(socketDir, '{vm}.hostile'), '--vmm-timeout', '300']);
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(result.code).toBe(1);
+      expect(result.stderr.trim().split('\n')).toHaveLength(1);
+      expect(result.stderr).toMatch(/no reply to device_add within 300 ms/);
+      expect(commands.slice(-3)).toEqual(['device_add', 'device_del', 'netdev_del']);
+      expect([...(await devices(world.host)).keys()].sort()).toEqual(devicesBefore);
+      expect((await world.link(['list', '--json'])).stdout).toBe(listBefore);
+    } finally {
+      for (const socket of open) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 

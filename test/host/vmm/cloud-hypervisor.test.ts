@@ -14,6 +14,10 @@ import { FakeCloudHypervisor, type FakeVmState } from './fake-cloud-hypervisor.j
 import { chError } from './rejection.js';
 
 const nic: VmmNic = { id: 'snp42310', tap: 'snp42310', mac: '0A:B3:EC:80:A5:46' };
+// What a terminal could act on: C0 and C1 controls, DEL, and format characters such as bidi overrides.
+const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+/** Text a hostile VMM puts where a MAC, a tap or an error description goes. */
+const HOSTILE = `\u001b]0;owned\u0007\u001b[2J\u009b2K\u202e${'x'.repeat(100_000)}`;
 let options: CloudHypervisorOptions = { timeoutMs: 2000 };
 /** The options with another time bound (read when called: beforeAll sets the taps' namespace). */
 const within = (timeoutMs: number): CloudHypervisorOptions => ({ ...options, timeoutMs });
@@ -71,10 +75,14 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(ch.nets).toHaveLength(1);
     });
 
-    it('409 with the same NIC (its tap free, vm.info names it): already attached, nothing changed', async () => {
+    it('409 with the same NIC while its tap is free: not on this tap (made anew since), a conflict saying what to do, nothing changed', async () => {
+      // The VMM would hold the tap's one queue if its NIC were on it: a free tap of that name was
+      // made anew after the NIC's was deleted (a rollback, an unlink while the VMM was unreachable).
       const ch = await fake('Running');
-      ch.nets.push({ id: nic.id, mac: '0a:b3:ec:80:a5:46', tap: nic.tap, bdf: '0000:00:03.0' });
-      expect(await chAttach(ch.socketPath, nic, options)).toEqual({ outcome: 'already-attached' });
+      ch.nets.push({ id: nic.id, mac: '0a:b3:ec:80:a5:46', bdf: '0000:00:03.0' });
+      const error = await chError(chAttach(ch.socketPath, nic, options));
+      expect(error).toMatchObject({ kind: 'conflict', status: 409 });
+      expect(error.message).toMatch(/NIC snp42310 .* not on tap snp42310: .*made anew.*unlink.*link it again/);
       expect(ch.requests.map((r) => `${r.method} ${r.path}`)).toEqual(['PUT /api/v1/vm.add-net', 'GET /api/v1/vm.info']);
       expect(ch.nets).toHaveLength(1);
       expect(ch.heldTapQueues()).toBe(0);
@@ -176,6 +184,39 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       ch.inject('vm.add-net', { status: 409 });
       ch.inject('vm.info', { status: 200, body: '{"state": "Running"}' }); // config is required
       expect((await chError(chAttach(ch.socketPath, nic, options))).message).toMatch(/not a VmInfo/);
+    });
+
+    it("quotes and bounds the device id a 200 names: a VMM cannot write to the operator's terminal", async () => {
+      const ch = await fake('Running');
+      ch.inject('vm.add-net', { status: 200, body: JSON.stringify({ id: HOSTILE, bdf: '0000:00:03.0' }) });
+      const error = await chError(chAttach(ch.socketPath, nic, options));
+      expect(error.message).toMatch(/added device "\\u001b\]0;owned/);
+      expect(error.message).not.toMatch(TERMINAL_ACTIVE);
+      expect(error.message.length).toBeLessThan(1000);
+    });
+
+    it('vm.add-net answered too late, or with a 200 that is no PciDeviceInfo: the NIC cloud-hypervisor made anyway is taken back', async () => {
+      // Left there, it would hold a tap that the linker's rollback then deletes, and the next link
+      // would find "NIC with this id and MAC" and call it attached: a NIC on a dead tap.
+      for (const answer of [null, { status: 200, body: '{"id": "snp42310"}' }]) {
+        const ch = await fake('Running');
+        ch.answerAfterWork.set('vm.add-net', answer);
+        const error = await chError(chAttach(ch.socketPath, nic, within(300)));
+        expect(error.kind).toBe(answer === null ? 'timeout' : 'protocol');
+        expect(ch.requests.map((r) => `${r.method} ${r.path}`)).toEqual(['PUT /api/v1/vm.add-net', 'GET /api/v1/vm.info', 'PUT /api/v1/vm.remove-device']);
+        expect(ch.nets).toEqual([]);
+        expect(ch.heldTapQueues()).toBe(0);
+      }
+    });
+
+    it('a refusal, or an id taken by another NIC, takes nothing back', async () => {
+      const ch = await fake('Running');
+      ch.inject('vm.add-net', { status: 500, body: 'Error adding device to the VM: internal' });
+      await chError(chAttach(ch.socketPath, nic, options));
+      ch.nets.push({ id: nic.id, mac: '0a:b3:ec:80:a5:47', bdf: '0000:00:04.0' });
+      expect((await chError(chAttach(ch.socketPath, nic, options))).kind).toBe('conflict');
+      expect(ch.requests.some((r) => r.path === '/api/v1/vm.remove-device')).toBe(false);
+      expect(ch.nets).toHaveLength(1);
     });
 
     it('refuses an answer over the size limit', async () => {
@@ -306,5 +347,23 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       mode = 'garbage';
       expect((await chError(chAttach(path, nic, within(2000)))).kind).toBe('protocol');
     });
+  });
+});
+
+describe('cloud-hypervisor text in messages (no taps needed)', () => {
+  it("quotes and bounds what vm.info and error bodies say: a VMM cannot write to the operator's terminal", async () => {
+    const ch = await fake('Running');
+    ch.nets.push({ id: nic.id, mac: HOSTILE, tap: HOSTILE });
+    const conflict = await chError(chDetach(ch.socketPath, nic, options));
+    expect(conflict.kind).toBe('conflict');
+    expect(conflict.message).not.toMatch(TERMINAL_ACTIVE);
+    expect(conflict.message.length).toBeLessThan(1000);
+    ch.nets.length = 0;
+    ch.nets.push({ id: nic.id, mac: '0a:b3:ec:80:a5:46' });
+    ch.inject('vm.remove-device', { status: 418, body: HOSTILE });
+    const odd = await chError(chDetach(ch.socketPath, nic, options));
+    expect(odd).toMatchObject({ kind: 'protocol', status: 418 });
+    expect(odd.message).not.toMatch(TERMINAL_ACTIVE);
+    expect(odd.message.length).toBeLessThan(1000);
   });
 });

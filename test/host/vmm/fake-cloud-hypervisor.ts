@@ -98,6 +98,11 @@ export class FakeCloudHypervisor {
   readonly injected = new Map<string, InjectedAnswer[]>();
   /** Accept requests but never answer them. */
   silent = false;
+  /**
+   * Endpoints whose work is done as usual, but whose answer is this one instead (null: none at
+   * all): a VMM slower than the client's bound, or one that answers garbage after doing the work.
+   */
+  readonly answerAfterWork = new Map<string, InjectedAnswer | null>();
   private nextSlot = 3;
   private nextNet = 0;
   /** Descriptors that came with each connection's request. */
@@ -220,7 +225,10 @@ export class FakeCloudHypervisor {
         const route = ROUTES[endpoint];
         if (route === undefined || !path.startsWith('/api/v1/')) return send(res, 404);
         if (req.method !== route.method) return send(res, 400);
-        route.run(this, { body, fds, taps, keep }, res);
+        const instead = this.answerAfterWork.get(endpoint);
+        if (instead === undefined) return route.run(this, { body, fds, taps, keep }, res);
+        route.run(this, { body, fds, taps, keep }, { writeHead: () => ({ end: () => undefined }) } as unknown as ServerResponse);
+        if (instead !== null) send(res, instead.status, instead.body);
       } finally {
         if (!kept) for (const fd of fds) closeSync(fd);
       }

@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type VmmNic } from '../../../host/vmm/nic.js';
 import { qemuAttach, qemuDetach, withQmp } from '../../../host/vmm/qmp.js';
+import { TapFd } from '../../../host/vmm/tap-fd.js';
 import { type QemuInstance, qemuUnavailable, startQemu } from './qemu-harness.js';
 import { qmpError } from './rejection.js';
 
@@ -48,7 +49,7 @@ describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine pc
 
   beforeAll(async () => {
     qemu = await startQemu('pc');
-    for (const tap of ['snp101', 'snp102', 'snp103', 'snp104']) qemu.addTap(tap);
+    for (const tap of ['snp101', 'snp102', 'snp103', 'snp104', 'snp107', 'snp108']) qemu.addTap(tap);
   });
   afterAll(async () => {
     await qemu?.stop();
@@ -113,6 +114,44 @@ describe.skipIf(unavailable !== undefined)('QEMU hot-plug (real QEMU, machine pc
     await qmp(qemu.qmpPath, 'netdev_add', { type: 'tap', id: 'net-snp102', ifname: 'snp102', script: 'no', downscript: 'no' });
     expect(await qemuAttach(qemu.qmpPath, half, attachOptions(qemu))).toEqual({ alreadyAttached: false });
     expect((await pciDevices(qemu.qmpPath)).some((d) => d.qdev_id === 'snp102')).toBe(true);
+  });
+
+  /** Delete the tap and make one of the same name: what a rollback, or an unlink while QEMU was unreachable, and a later link do. */
+  function tapMadeAnew(tap: string): void {
+    expect(spawnSync('ip', ['-n', qemu.namespace, 'link', 'del', tap]).status).toBe(0);
+    qemu.addTap(tap);
+  }
+
+  /** Whether the tap's one queue is held (by QEMU): a NIC on it holds it. */
+  function tapHeld(tap: string): boolean {
+    try {
+      TapFd.open(tap, `/run/netns/${qemu.namespace}`).close();
+      return false;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EBUSY') return true;
+      throw error;
+    }
+  }
+
+  it('a netdev left on a tap deleted since is not reused: the NIC goes onto the tap there is now', async () => {
+    const half: VmmNic = { id: 'snp107', tap: 'snp107', mac: '0A:B3:EC:80:00:6B' };
+    await qmp(qemu.qmpPath, 'netdev_add', { type: 'tap', id: 'net-snp107', ifname: 'snp107', script: 'no', downscript: 'no' });
+    tapMadeAnew('snp107');
+    expect(tapHeld('snp107')).toBe(false);
+    expect(await qemuAttach(qemu.qmpPath, half, attachOptions(qemu))).toEqual({ alreadyAttached: false });
+    expect(tapHeld('snp107')).toBe(true);
+  });
+
+  it('a NIC on a tap deleted since is not attached: attach says so and what to do, and changes nothing', async () => {
+    const stale: VmmNic = { id: 'snp108', tap: 'snp108', mac: '0A:B3:EC:80:00:6C' };
+    expect(await qemuAttach(qemu.qmpPath, stale, attachOptions(qemu))).toEqual({ alreadyAttached: false });
+    tapMadeAnew('snp108');
+    const network = await infoNetwork(qemu.qmpPath);
+    const error = await qmpError(qemuAttach(qemu.qmpPath, stale, attachOptions(qemu)));
+    expect(error.kind).toBe('conflict');
+    expect(error.message).toMatch(/NIC snp108 .* not on tap snp108: .*made anew.*unlink.*link it again/);
+    expect(await infoNetwork(qemu.qmpPath)).toBe(network);
+    expect(tapHeld('snp108')).toBe(false);
   });
 
   it('detach removes a netdev left by a half-done attach', async () => {

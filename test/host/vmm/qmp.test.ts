@@ -1,11 +1,13 @@
 // The QMP client against scripted fake servers on Unix sockets in a temp dir: framing, events,
 // errors and bounds. The real-QEMU tests are in qemu-attach.test.ts.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { QMP_MAX_LINE, QmpClient, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { QMP_MAX_BUFFERED_EVENT_BYTES, QMP_MAX_LINE, type QemuAttachOptions, QmpClient, qemuAttach, qemuDetach } from '../../../host/vmm/qmp.js';
+import { TapFd, writeWithRights } from '../../../host/vmm/tap-fd.js';
+import { type Harness, createHarness, describeNetns } from '../../harness/index.js';
 import { qmpError } from './rejection.js';
 
 const GREETING = '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}\r\n';
@@ -228,6 +230,66 @@ describe('QMP client', () => {
     }
   });
 
+  it('keeps at most QMP_MAX_BUFFERED_EVENT_BYTES of events nobody took: a flood of big events cannot fill the heap', async () => {
+    // Each line is under the line limit, but parses into some 100k objects: kept by the thousand,
+    // they took the root tool past its heap limit (an abort with a V8 stack trace).
+    const big = `{"event": "FLOOD", "data": {"objects": [${'{},'.repeat(100_000)}{}]}}\r\n`;
+    const path = await fakeQmp((_message, reply, socket) => {
+      for (let i = 0; i < 40; i += 1) socket.write(big);
+      socket.write('{"event": "LAST", "data": {}}\r\n');
+      reply({ return: {} });
+    });
+    const client = await QmpClient.connect(path, { timeoutMs: 10_000 });
+    try {
+      await client.execute('flood');
+      const kept = client.events.reduce((bytes, event) => bytes + JSON.stringify(event).length, 0);
+      expect(kept).toBeLessThanOrEqual(QMP_MAX_BUFFERED_EVENT_BYTES);
+      expect(client.events.length).toBeLessThan(40);
+      // The newest are kept, the oldest dropped.
+      expect(client.events.at(-1)?.event).toBe('LAST');
+      expect(await client.waitForEvent('LAST', () => true, 100)).toMatchObject({ event: 'LAST' });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('keeps no descriptor a VMM sends back with its messages (SCM_RIGHTS): the kernel drops them, as Node reads without ancillary data', async () => {
+    const marker = join(dir, 'marker');
+    writeFileSync(marker, '');
+    const held = (): number =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === marker;
+        } catch {
+          return false;
+        }
+      }).length;
+    const sendWithFds = (socket: Socket, text: string): void => {
+      const fds = Array.from({ length: 16 }, () => openSync(marker, 'r'));
+      try {
+        writeWithRights(socket, Buffer.from(text), fds);
+      } finally {
+        for (const fd of fds) closeSync(fd);
+      }
+    };
+    const path = await serve((socket) => {
+      sendWithFds(socket, GREETING);
+      socket.setEncoding('utf8').on('data', (chunk: string) => {
+        for (const line of chunk.split('\n').filter((l) => l.trim() !== '')) {
+          const id = (JSON.parse(line) as Message).id;
+          setTimeout(() => sendWithFds(socket, `{"event": "X", "data": {}}\r\n${JSON.stringify({ return: {}, id })}\r\n`), 5);
+        }
+      });
+    });
+    const client = await QmpClient.connect(path, { timeoutMs: 2000 });
+    try {
+      for (let i = 0; i < 5; i += 1) await client.execute('anything');
+      expect(held()).toBe(0);
+    } finally {
+      client.close();
+    }
+  });
+
   it('QEMU going away fails what waits with kind closed; close() does too', async () => {
     const path = await fakeQmp((message, _reply, socket) => {
       if (message.execute === 'quit') socket.end();
@@ -241,6 +303,48 @@ describe('QMP client', () => {
     other.close();
     expect((await qmpError(pending)).kind).toBe('closed');
     expect((await qmpError(other.execute('after-close'))).kind).toBe('closed');
+  });
+});
+
+describe('QMP text in messages', () => {
+  // What a terminal could act on: C0 and C1 controls, DEL, and format characters such as bidi overrides.
+  const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+  const hostile = `\u001b]0;owned\u0007\u001b[2J\u009b2K\u202e${'x'.repeat(100_000)}`;
+  const nic = { id: 'n1', tap: 'tap1', mac: '0A:B3:EC:00:00:07' };
+
+  it("quotes and bounds QEMU's error class and description: a VMM cannot write to the operator's terminal", async () => {
+    const path = await fakeQmp((_message, reply) => reply({ error: { class: hostile, desc: hostile } }));
+    const client = await QmpClient.connect(path, { timeoutMs: 2000 });
+    try {
+      const error = await qmpError(client.execute('device_del', { id: 'x' }));
+      expect(error).toMatchObject({ kind: 'command', qmpClass: hostile, desc: hostile });
+      expect(error.message).not.toMatch(TERMINAL_ACTIVE);
+      expect(error.message.length).toBeLessThan(1000);
+      expect(error.message).toMatch(/^QEMU refused device_del: "\\u001b\]0;owned/);
+    } finally {
+      client.close();
+    }
+    // Plain descriptions stay as QEMU wrote them.
+    const plain = await fakeQmp((_message, reply) => reply({ error: { class: 'DeviceNotFound', desc: "Device 'x' not found" } }));
+    expect((await qmpError(qemuDetach(plain, nic, { timeoutMs: 2000 }))).message).toBe("QEMU refused qom-list: Device 'x' not found (DeviceNotFound)");
+  });
+
+  it('the same for what qom-get answers', async () => {
+    const path = await fakeQmp((message, reply) => {
+      const args = (message.arguments ?? {}) as Message;
+      switch (message.execute) {
+        case 'qom-list':
+          return reply({ return: [{ name: 'n1', type: 'child<virtio-net-pci>' }] });
+        case 'qom-get':
+          return reply({ return: args.property === 'type' ? 'virtio-net-pci' : hostile });
+        default:
+          return reply({ return: {} });
+      }
+    });
+    const conflict = await qmpError(qemuDetach(path, nic, { timeoutMs: 2000 }));
+    expect(conflict.kind).toBe('conflict');
+    expect(conflict.message).not.toMatch(TERMINAL_ACTIVE);
+    expect(conflict.message.length).toBeLessThan(1000);
   });
 });
 
@@ -274,5 +378,94 @@ describe('qemuDetach with a cooperating guest (scripted QMP)', () => {
     const path = await serve((socket) => socket.write('\u0000\u0001garbage\n'));
     const error = await qmpError(qemuAttach(path, { id: 'n1', tap: 'tap1', mac: '0A:B3:EC:00:00:07' }, { timeoutMs: 5000 }));
     expect(error.kind).toBe('protocol');
+  });
+});
+
+describeNetns('qemuAttach against a QEMU that misbehaves mid-way (taps in a namespace)', () => {
+  // What a terminal could act on: C0 and C1 controls, DEL, and format characters such as bidi overrides.
+  const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+  const nic = { id: 'snp77', tap: 'snp77', mac: '0A:B3:EC:00:00:4D' };
+  let harness: Harness | undefined;
+  let options: QemuAttachOptions;
+
+  beforeAll(async () => {
+    harness = createHarness('qmpmid');
+    const ns = await harness.namespace('vmm');
+    await ns.ip(['tuntap', 'add', 'dev', nic.tap, 'mode', 'tap', 'vnet_hdr']);
+    options = { timeoutMs: 300, tapNetnsPath: `/run/netns/${ns.name}` };
+  });
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  type Behaviour = 'ok' | 'silent' | 'close' | Message;
+  /** A QMP fake with no devices and no netdevs, answering each command as `script` says (default ok); records the commands. */
+  async function scripted(script: Readonly<Record<string, Behaviour>>): Promise<{ path: string; commands: string[] }> {
+    const commands: string[] = [];
+    const path = await fakeQmp((message, reply, socket) => {
+      const command = String(message.execute);
+      const args = (message.arguments ?? {}) as Message;
+      commands.push(command);
+      // The probe for an existing netdev (a descriptor name nobody registered): there is none.
+      if (command === 'netdev_add' && args.fd !== `net-${nic.id}`) return reply({ error: { class: 'GenericError', desc: `File descriptor named '${String(args.fd)}' has not been found` } });
+      if (command === 'qom-list') return reply({ return: [] });
+      const behaviour = script[command] ?? 'ok';
+      if (behaviour === 'silent') return;
+      if (behaviour === 'close') return void socket.destroy();
+      reply(behaviour === 'ok' ? { return: {} } : behaviour);
+    });
+    return { path, commands };
+  }
+
+  /** Whether this process (or anyone) still holds the tap's one queue: the tool must have closed its descriptor. */
+  function tapFree(): boolean {
+    const tap = TapFd.open(nic.tap, options.tapNetnsPath ?? null);
+    tap.close();
+    return true;
+  }
+
+  it('device_add refused: the netdev goes again, the tap descriptor is closed, the message is clean', async () => {
+    const hostile = `\u001b]0;owned\u0007\u009b2K${'x'.repeat(10_000)}`;
+    const { path, commands } = await scripted({ device_add: { error: { class: 'GenericError', desc: hostile } } });
+    const error = await qmpError(qemuAttach(path, nic, options));
+    expect(error.kind).toBe('command');
+    expect(error.message).not.toMatch(TERMINAL_ACTIVE);
+    expect(error.message.length).toBeLessThan(1000);
+    expect(commands).toEqual(['qom-list', 'netdev_add', 'getfd', 'netdev_add', 'device_add', 'netdev_del']);
+    expect(tapFree()).toBe(true);
+  });
+
+  it('getfd, netdev_add or device_add never answered: kind timeout within a few bounds, the tap descriptor closed', async () => {
+    for (const command of ['getfd', 'netdev_add', 'device_add']) {
+      const { path } = await scripted({ [command]: 'silent' });
+      const started = Date.now();
+      const error = await qmpError(qemuAttach(path, nic, options));
+      expect(error.kind).toBe('timeout');
+      expect(Date.now() - started).toBeLessThan(10 * options.timeoutMs);
+      expect(tapFree()).toBe(true);
+    }
+  });
+
+  it('netdev_add or device_add not answered in time: what QEMU may still have made is asked back, by our ids', async () => {
+    // A slow QEMU answers after the bound: the netdev or the NIC may exist then. A NIC left on a
+    // netdev removed under it would later read as an unplug the guest never acknowledged.
+    const slowNetdev = await scripted({ netdev_add: 'silent' });
+    expect((await qmpError(qemuAttach(slowNetdev.path, nic, options))).kind).toBe('timeout');
+    expect(slowNetdev.commands.slice(3)).toEqual(['netdev_add', 'netdev_del', 'closefd']);
+    const slowDevice = await scripted({ device_add: 'silent' });
+    expect((await qmpError(qemuAttach(slowDevice.path, nic, options))).kind).toBe('timeout');
+    expect(slowDevice.commands.slice(4)).toEqual(['device_add', 'device_del', 'netdev_del']);
+    // A refusal is an answer: nothing was made, nothing more is asked.
+    const refused = await scripted({ device_add: { error: { class: 'GenericError', desc: 'Bus not found' } } });
+    await qmpError(qemuAttach(refused.path, nic, options));
+    expect(refused.commands.slice(4)).toEqual(['device_add', 'netdev_del']);
+  });
+
+  it('the connection cut at getfd, netdev_add or device_add: kind closed, the tap descriptor closed', async () => {
+    for (const command of ['getfd', 'netdev_add', 'device_add']) {
+      const { path } = await scripted({ [command]: 'close' });
+      expect((await qmpError(qemuAttach(path, nic, options))).kind).toBe('closed');
+      expect(tapFree()).toBe(true);
+    }
   });
 });
