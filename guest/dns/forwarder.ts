@@ -1,11 +1,13 @@
 // The provider agent's DNS forwarder: clients ask the gateway address (UDP, TCP for truncated
 // answers); we relay to the provider's upstream resolvers. The imperative shell around the pure
-// pieces (header.ts, pending-table.ts, rate-limiter.ts, resolv-conf.ts, tcp-frames.ts).
+// pieces (header.ts, pending-table.ts, pending-shares.ts, fair-share.ts, rate-limiter.ts,
+// resolv-conf.ts, tcp-frames.ts).
 import { isIPv6, createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { GATEWAY_IP } from '../../shared/scheme.js';
 import { createLogger, type Logger } from '../../shared/log.js';
 import { DnsError } from './dns-error.js';
+import { admission } from './fair-share.js';
 import {
   HEADER_LENGTH,
   RCODE,
@@ -17,6 +19,7 @@ import {
   writeId,
   type Rcode,
 } from './header.js';
+import { PendingShares, type Share } from './pending-shares.js';
 import { ID_SPACE, PendingTable } from './pending-table.js';
 import { cryptoRandomId } from './random-id.js';
 import { RateLimiter, type RateLimit } from './rate-limiter.js';
@@ -44,11 +47,17 @@ export interface DnsForwarderOptions {
    * passed, doubling the wait each time: a lost datagram costs a few round trips, not this.
    */
   timeoutMs?: number;
-  /** Most UDP queries waiting for upstream at once (<= 65536). Default 4096. */
+  /**
+   * Most UDP queries waiting for upstream at once (<= 65536). Default 4096. Once they are all
+   * taken, a client holding less than its fair share (this divided among the clients holding
+   * any) takes the place of the oldest query of the client holding the most, which is answered
+   * SERVFAIL; any other is answered SERVFAIL. So a few clients asking for names that never
+   * resolve cannot keep the others from it (fair-share.ts).
+   */
   maxPending?: number;
   /**
-   * Most of them from one client address, so that one client asking for names that never resolve
-   * cannot fill the table for everyone; beyond it the client gets SERVFAIL. Default 256.
+   * Most of them from one client address, even while the table has room; beyond it the client
+   * gets SERVFAIL. Default 256.
    */
   maxPendingPerClient?: number;
   /** Per client address. Default 200/s, burst 400. */
@@ -89,8 +98,16 @@ export interface DnsForwarderCounters {
   readonly notImp: number;
   readonly refused: number;
   readonly rateLimited: number;
-  /** Pending table full, or the client's share of it: answered SERVFAIL. */
+  /**
+   * Queries refused a place in the pending table, answered SERVFAIL: their client held
+   * maxPendingPerClient places, or its fair share of a full table.
+   */
   readonly overloaded: number;
+  /**
+   * Pending queries that gave their place to a client holding less than its fair share of the full
+   * table: each the oldest of the client holding the most, answered SERVFAIL.
+   */
+  readonly evicted: number;
   /** No usable upstream configured: answered SERVFAIL. */
   readonly noUpstream: number;
   /** Upstream attempts that timed out (each moves on to the next upstream). */
@@ -191,8 +208,8 @@ interface UpstreamLink {
 
 interface PendingQuery {
   readonly client: UdpPeer;
-  /** The client's host key, under which its pending queries are counted. */
-  readonly clientKey: number | string;
+  /** Its place among its client's pending queries (under the client's host key), once in the table. */
+  share: Share<number | string, PendingQuery> | undefined;
   readonly clientId: number;
   /** A copy of the client's query; its id is overwritten with ours for each attempt. */
   readonly message: Buffer;
@@ -244,8 +261,8 @@ class Forwarder implements DnsForwarder {
   readonly #resolvConfPath: string | undefined;
   readonly #pending: PendingTable<PendingQuery>;
   readonly #maxPendingPerClient: number;
-  /** Pending queries per client host key; a key goes when its last query leaves the table. */
-  readonly #pendingPerClient = new Map<number | string, number>();
+  /** The entries of #pending by client host key: who holds how many, and the largest holder. */
+  readonly #shares = new PendingShares<number | string, PendingQuery>();
   /** Which of an upstream's sockets a query goes out of. */
   readonly #socketPick = cryptoRandomId();
   readonly #limiter: RateLimiter;
@@ -323,6 +340,7 @@ class Forwarder implements DnsForwarder {
       refused: 0,
       rateLimited: 0,
       overloaded: 0,
+      evicted: 0,
       noUpstream: 0,
       upstreamTimeouts: 0,
       retransmits: 0,
@@ -620,8 +638,9 @@ class Forwarder implements DnsForwarder {
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
       return;
     }
-    const pendingOfClient = this.#pendingPerClient.get(clientKey) ?? 0;
-    if (pendingOfClient >= this.#maxPendingPerClient) {
+    const shares = this.#shares;
+    const place = admission(shares.countOf(clientKey), shares.clients, this.#pending.size, this.#pending.capacity, this.#maxPendingPerClient);
+    if (place === 'refuse') {
       this.#counters.overloaded += 1;
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
       return;
@@ -633,7 +652,7 @@ class Forwarder implements DnsForwarder {
     const query = Buffer.from(message);
     const entry: PendingQuery = {
       client: remote.copy(),
-      clientKey,
+      share: undefined,
       clientId: readId(query),
       message: query,
       question: query.subarray(HEADER_LENGTH, verdict.questionEnd),
@@ -647,19 +666,29 @@ class Forwarder implements DnsForwarder {
       transmissions: 0,
       upstreamUntil: 0,
     };
+    if (place === 'evict') this.#evictOldestOfLargest();
     if (!this.#sendUpstream(entry)) {
       this.#counters.overloaded += 1;
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
       return;
     }
-    this.#pendingPerClient.set(clientKey, pendingOfClient + 1);
+    entry.share = shares.add(clientKey, entry);
   };
 
-  /** A query has left the pending table for good (answered, or given up on). */
+  /** A query has left the pending table for good (answered, given up on, or evicted). */
   #settled(entry: PendingQuery): void {
-    const left = (this.#pendingPerClient.get(entry.clientKey) ?? 1) - 1;
-    if (left > 0) this.#pendingPerClient.set(entry.clientKey, left);
-    else this.#pendingPerClient.delete(entry.clientKey);
+    if (entry.share !== undefined) this.#shares.remove(entry.share);
+  }
+
+  /** Free a place of the full table for a client below its fair share (see fair-share.ts). */
+  #evictOldestOfLargest(): void {
+    const entry = this.#shares.oldestOfLargest()?.value;
+    if (entry === undefined) return;
+    this.#pending.take(entry.id);
+    this.#settled(entry);
+    this.#counters.evicted += 1;
+    writeId(entry.message, entry.clientId);
+    this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, entry.client);
   }
 
   /** Give the query a fresh id and send it to its upstream; false when the table is full. */
@@ -950,7 +979,7 @@ class Forwarder implements DnsForwarder {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#pending.drain();
-    this.#pendingPerClient.clear();
+    this.#shares.clear();
     for (const socket of [...this.#tcpClients, ...this.#tcpUpstreams]) socket.destroy();
     const closing: Promise<void>[] = [];
     const upstreamSockets = [...this.#upstreams.flatMap((link) => link.sockets), ...this.#retired];

@@ -283,7 +283,7 @@ export function formatStatus(status: AgentStatus & { services?: unknown }): stri
     const unreachable = Array.isArray(dns['unreachableUpstreams']) ? dns['unreachableUpstreams'].map(String) : [];
     const waiting = unreachable.length === 0 ? '' : `; unreachable (retried): ${unreachable.join(', ')}`;
     text += `\ndns: ${listening}; upstreams: ${upstreams.length === 0 ? 'none' : upstreams.join(', ')}${waiting}\n`;
-    text += `dns: ${['queries', 'answered', 'retransmits', 'upstreamTimeouts', 'failed', 'rateLimited', 'malformed'].map(count).join(', ')}\n`;
+    text += `dns: ${['queries', 'answered', 'retransmits', 'upstreamTimeouts', 'failed', 'rateLimited', 'overloaded', 'evicted', 'malformed'].map(count).join(', ')}\n`;
   }
   return text;
 }

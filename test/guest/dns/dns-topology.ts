@@ -51,8 +51,10 @@ export function compiled(sources: readonly string[]): string[] {
 
 export const FORWARDER_SOURCES = [
   'test/guest/dns/fixtures/forwarder',
+  'guest/dns/fair-share',
   'guest/dns/forwarder',
   'guest/dns/header',
+  'guest/dns/pending-shares',
   'guest/dns/pending-table',
   'guest/dns/rate-limiter',
   'guest/dns/resolv-conf',

@@ -549,6 +549,78 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
+  it('answers a client below its fair share of the pending table while a few clients fill it with names that never resolve', async () => {
+    // An upstream that answers every name at once except hang-*, which it never answers: those
+    // queries stay pending for the whole timeout, as names whose servers are down do.
+    const hanging = '192.0.2.58';
+    const script = `const socket = require('node:dgram').createSocket('udp4');
+       socket.on('message', (query, from) => {
+         if (query.includes('hang-')) return;
+         const record = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 77]);
+         const answer = Buffer.concat([query, record]); answer[2] |= 0x80; answer[3] |= 0x80; answer.writeUInt16BE(1, 6);
+         socket.send(answer, from.port, from.address);
+       });
+       socket.bind(53, '${hanging}', () => process.stdout.write('ready\\n'));`;
+    const hostile = ['100.64.0.11', '100.64.0.12', '100.64.0.13', '100.64.0.14'];
+    for (const address of hostile) {
+      await harness.addAddress(net.client, 'eth0', `${address}/32`);
+      await net.provider.ip(['route', 'add', `${address}/32`, 'dev', 'cl0']);
+    }
+    await harness.addAddress(net.internet, 'inet0', `${hanging}/24`);
+    const upstream = net.internet.spawn([process.execPath, '-e', script]);
+    let fair: ForwarderProcess | undefined;
+    try {
+      await upstream.waitForOutput(/^ready$/m);
+      fair = await ForwarderProcess.start(net.provider, {
+        port: 5362,
+        upstreams: [hanging],
+        timeoutMs: 8000,
+        maxPending: 64,
+        maxPendingPerClient: 16,
+        ratePerClient: { perSecond: 100_000, burst: 100_000 },
+      });
+      // Four clients take 16 places each, the whole table; their 4 further queries each are
+      // beyond their own cap, answered SERVFAIL at once.
+      const floods = (await Promise.all(
+        hostile.map((bind) => runQueryFixture({ mode: 'flood', port: 5362, count: 20, bind, names: ['hang-1.test.example', 'hang-2.test.example'] })),
+      )) as { sent: number; answers: number }[];
+      expect(floods.map((flood) => flood.answers)).toEqual([4, 4, 4, 4]);
+      expect(await fair.counter('pending')).toBe(64);
+      // Another client, holding nothing of the table, is still served.
+      const ask = (bind: string, names: readonly string[]): Promise<(string | null)[]> =>
+        runQueryFixture({ mode: 'raw', port: 5362, bind, packets: names.map((name, i) => query(name, 0x50 + i)) }) as Promise<(string | null)[]>;
+      const addressOf = (hex: string | null): string | null => (hex === null ? null : [...Buffer.from(hex, 'hex').subarray(-4)].join('.'));
+      const honest = await ask(CLIENT_IP, ['www.test.example', 'n1.test.example']);
+      expect(honest.map(rcodeOfHex)).toEqual([0, 0]);
+      expect(honest.map(addressOf)).toEqual(['192.0.2.77', '192.0.2.77']);
+      // The first found the table full and took the oldest place of a client holding the most
+      // (that query answered SERVFAIL); the second found the place the first left.
+      expect(await fair.counter('evicted')).toBe(1);
+      // A fifth client asking for names that never resolve gets its fair share, 64 / 5 = 12 places,
+      // taken from the four largest holders in turn; beyond it, it is refused, taking no one's place.
+      const fifth = (await runQueryFixture({ mode: 'flood', port: 5362, count: 14, bind: FLOOD_CLIENT_IP, names: ['hang-3.test.example'] })) as { answers: number };
+      expect(fifth.answers).toBe(2);
+      let counters = await fair.counters();
+      expect(counters['pending']).toBe(64);
+      expect(counters['evicted']).toBe(1 + 11);
+      expect(counters['overloaded']).toBe(4 * 4 + 2);
+      // The first client is still served: six clients now, its share is 10.
+      expect((await ask(CLIENT_IP, ['n2.test.example'])).map(addressOf)).toEqual(['192.0.2.77']);
+      counters = await fair.counters();
+      expect(counters['evicted']).toBe(13);
+      expect(counters['answered']).toBe(3);
+      expect(counters['failed']).toBe(0);
+    } finally {
+      await fair?.process.kill();
+      await upstream.kill();
+      await net.internet.ip(['address', 'del', `${hanging}/24`, 'dev', 'inet0']);
+      for (const address of hostile) {
+        await net.provider.ip(['route', 'del', `${address}/32`, 'dev', 'cl0']);
+        await net.client.ip(['address', 'del', `${address}/32`, 'dev', 'eth0']);
+      }
+    }
+  });
+
   async function runTcpClient(mode: 'half-close' | 'trickle' | 'steady', port: number, names: readonly string[]): Promise<Record<string, unknown>> {
     const { stdout } = await net.client.exec(['python3', '-c', TCP_CLIENT, mode, String(port), names.join(',')], { timeoutMs: 20_000 });
     return JSON.parse(stdout) as Record<string, unknown>;

@@ -62,6 +62,10 @@ describe('spectrum-netd status, as text', () => {
       '\ndns: listening; upstreams: 192.0.2.54:53; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n',
     );
     expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: 192.0.2.54:53\n');
+    // Queries refused a place in the pending table, and pending ones that gave theirs up to a client below its share.
+    expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns: { ...dns, queries: 9, overloaded: 3, evicted: 2 } } })).toContain(
+      '\ndns: queries 9, answered 0, retransmits 0, upstreamTimeouts 0, failed 0, rateLimited 0, overloaded 3, evicted 2, malformed 0\n',
+    );
   });
 
   it('says which client IPs still owe a conntrack purge, and why, only while some do', () => {
