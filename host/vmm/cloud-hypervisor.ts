@@ -57,6 +57,8 @@ export interface CloudHypervisorOptions {
   readonly timeoutMs: number;
   /** The network namespace (a /run/netns file) the taps are in; absent: this process's. */
   readonly tapNetnsPath?: string;
+  /** Gives up when it aborts (kind 'timeout', the request under way cut off): a bound on a whole series of requests. */
+  readonly signal?: AbortSignal;
 }
 
 export type ChAttachResult =
@@ -76,6 +78,9 @@ export interface ChDetachResult {
 export const CH_MAX_BODY = 1024 * 1024;
 
 const API = '/api/v1';
+
+/** What bounds a request: its own time, and a signal that ends a whole series of them. */
+type Bound = Pick<CloudHypervisorOptions, 'timeoutMs' | 'signal'>;
 
 interface Answer {
   readonly status: number;
@@ -105,7 +110,14 @@ function connectError(socketPath: string, error: NodeJS.ErrnoException): CloudHy
  * One request on its own connection (no keep-alive), bounded in time and size; always closed.
  * With `tap`, a queue of it goes along with the request's bytes.
  */
-function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body: unknown, timeoutMs: number, tap?: TapFd): Promise<Answer> {
+function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body: unknown, bound: Bound, tap?: TapFd): Promise<Answer> {
+  const { timeoutMs, signal } = bound;
+  const givenUp = (): CloudHypervisorError => {
+    const reason: unknown = signal?.reason;
+    const why = reason instanceof Error ? reason.message : 'aborted';
+    return new CloudHypervisorError('timeout', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} given up: ${why}`);
+  };
+  if (signal?.aborted === true) return Promise.reject(givenUp());
   const payload = body === undefined ? undefined : JSON.stringify(body);
   let connection: Duplex | undefined;
   if (tap !== undefined) {
@@ -121,6 +133,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      signal?.removeEventListener('abort', abort);
       req.destroy();
       if (error !== undefined) reject(error);
       else if (answer !== undefined) resolve(answer);
@@ -165,6 +178,8 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
         ),
       timeoutMs,
     );
+    const abort = (): void => settle(givenUp());
+    signal?.addEventListener('abort', abort, { once: true });
     let connected = connection !== undefined;
     if (connection === undefined) req.on('socket', (socket) => socket.once('connect', () => (connected = true)));
     req.on('error', (error: NodeJS.ErrnoException) => {
@@ -199,8 +214,8 @@ interface VmDevices {
   readonly deviceIds: ReadonlySet<string>;
 }
 
-async function vmDevices(socketPath: string, timeoutMs: number): Promise<VmDevices | null> {
-  const answer = await call(socketPath, 'GET', 'vm.info', undefined, timeoutMs);
+async function vmDevices(socketPath: string, bound: Bound): Promise<VmDevices | null> {
+  const answer = await call(socketPath, 'GET', 'vm.info', undefined, bound);
   if (answer.status === 404) return null;
   if (answer.status !== 200) {
     throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.info answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
@@ -255,7 +270,7 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
   if (tapFd === undefined) return attachedAlready(socketPath, { id, tap, mac }, options, 'tap-busy');
   let answer: Answer;
   try {
-    answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options.timeoutMs, tapFd);
+    answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options, tapFd);
   } catch (error) {
     // Sent, but no (whole) answer: cloud-hypervisor may add the NIC all the same.
     if (error instanceof CloudHypervisorError && error.kind !== 'connect') return takeBack(socketPath, nic, options, error);
@@ -324,7 +339,7 @@ async function takeBack(socketPath: string, nic: VmmNic, options: CloudHyperviso
  */
 async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, why: 'id-taken' | 'tap-busy'): Promise<ChAttachResult> {
   const { id, tap, mac } = nic;
-  const devices = await vmDevices(socketPath, options.timeoutMs);
+  const devices = await vmDevices(socketPath, options);
   if (devices === null) throw notCreated(socketPath, `add NIC ${id} to`, 404);
   const held = devices.nets.find((net) => net.id === id);
   if (held === undefined) {
@@ -361,7 +376,7 @@ async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHy
  */
 export async function chDetach(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions): Promise<ChDetachResult> {
   const { id, tap, mac } = vmmNic(nic);
-  const before = await vmDevices(socketPath, options.timeoutMs);
+  const before = await vmDevices(socketPath, options);
   if (before === null) throw notCreated(socketPath, `remove NIC ${id} from`, 404);
   const held = before.nets.find((net) => net.id === id);
   if (held === undefined) {
@@ -376,13 +391,13 @@ export async function chDetach(socketPath: string, nic: VmmNic, options: CloudHy
       `cloud-hypervisor at ${socketPath}: NIC ${id} has MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: not removing another link's NIC; is the link state stale?`,
     );
   }
-  const answer = await call(socketPath, 'PUT', 'vm.remove-device', { id }, options.timeoutMs);
+  const answer = await call(socketPath, 'PUT', 'vm.remove-device', { id }, options);
   switch (answer.status) {
     case 204:
       return { alreadyDetached: false };
     case 404: {
       // The VM is gone, or the id is unknown (removed in between): ask which.
-      const after = await vmDevices(socketPath, options.timeoutMs);
+      const after = await vmDevices(socketPath, options);
       if (after === null) throw notCreated(socketPath, `remove NIC ${id} from`, 404);
       if (after.nets.some((net) => net.id === id)) {
         throw new CloudHypervisorError('failed', `cloud-hypervisor at ${socketPath} says it has no device ${id}, but vm.info still lists NIC ${id}: see the VMM's log`, 404);

@@ -73,6 +73,11 @@ export interface QmpConnectOptions {
   readonly timeoutMs: number;
   /** Bound on each later command unless execute() is given its own; default timeoutMs. */
   readonly commandTimeoutMs?: number;
+  /**
+   * Ends the session when it aborts (kind 'timeout', the abort reason's message saying why):
+   * everything waiting fails at once. A bound on a whole series of commands.
+   */
+  readonly signal?: AbortSignal;
 }
 
 type JsonObject = Record<string, unknown>;
@@ -127,6 +132,8 @@ export class QmpClient {
   private connectWaiter: ((error: QmpError) => void) | undefined;
   private everConnected = false;
   private readonly greeting: Promise<QmpGreeting>;
+  /** Stops observing the abort signal the session ends on, if any. */
+  private stopObserving: (() => void) | undefined;
 
   private constructor(
     private readonly socket: Socket,
@@ -161,6 +168,7 @@ export class QmpClient {
   static async connect(path: string, options: QmpConnectOptions): Promise<QmpClient> {
     const { timeoutMs } = options;
     const client = new QmpClient(createConnection({ path }), path, options.commandTimeoutMs ?? timeoutMs);
+    if (options.signal !== undefined) client.endOn(options.signal);
     let phase = 'connecting to';
     const timer = setTimeout(() => {
       const hint =
@@ -182,6 +190,18 @@ export class QmpClient {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** End the session when `signal` aborts (at once if it has). */
+  private endOn(signal: AbortSignal): void {
+    const end = (): void => {
+      const reason: unknown = signal.reason;
+      const why = reason instanceof Error ? reason.message : 'aborted';
+      this.fail(new QmpError('timeout', `QMP socket ${this.path}: given up: ${why}`));
+    };
+    if (signal.aborted) return end();
+    signal.addEventListener('abort', end, { once: true });
+    this.stopObserving = () => signal.removeEventListener('abort', end);
   }
 
   /** The server's greeting, as received. */
@@ -367,6 +387,7 @@ export class QmpClient {
   private fail(error: QmpError): void {
     if (this.failure !== undefined) return;
     this.failure = error;
+    this.stopObserving?.();
     this.socket.destroy();
     this.connectWaiter?.(error);
     this.greetingWaiter?.reject(error);
@@ -419,6 +440,8 @@ export interface QemuAttachResult {
 export interface QemuDetachOptions {
   /** Bound on connecting, on each command, and on the wait for the guest to release the device. */
   readonly timeoutMs: number;
+  /** Gives the detach up when it aborts (kind 'timeout'): a bound on the whole of it. */
+  readonly signal?: AbortSignal;
 }
 
 export interface QemuDetachResult {

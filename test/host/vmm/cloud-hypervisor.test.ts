@@ -315,6 +315,26 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(await ch.openConnections()).toBe(0);
     });
 
+    it('a signal bounds a whole detach: when it aborts, the request under way is cut off (kind timeout, its reason said), the connection closed', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      // Answers vm.info, then never vm.remove-device: each request within its own bound of 5 s.
+      ch.answerAfterWork.set('vm.remove-device', null);
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(new Error('the whole detach took too long')), 300);
+      const started = Date.now();
+      const error = await chError(chDetach(ch.socketPath, nic, { ...within(5000), signal: controller.signal }));
+      expect(error.kind).toBe('timeout');
+      expect(error.message).toMatch(/PUT vm\.remove-device given up: the whole detach took too long$/);
+      expect(Date.now() - started).toBeLessThan(2000);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(await ch.openConnections()).toBe(0);
+      // Aborted already: nothing is sent.
+      const sent = ch.requests.length;
+      expect((await chError(chDetach(ch.socketPath, nic, { ...options, signal: controller.signal }))).kind).toBe('timeout');
+      expect(ch.requests).toHaveLength(sent);
+    });
+
     it('every request uses its own connection and closes it', async () => {
       const ch = await fake('Running');
       await chAttach(ch.socketPath, nic, options);

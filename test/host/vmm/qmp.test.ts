@@ -180,6 +180,26 @@ describe('QMP client', () => {
     expect(error.message).toMatch(/over 1048576 bytes/);
   });
 
+  it('a signal ends the session when it aborts: whatever waits fails at once, kind timeout, saying why', async () => {
+    const path = await fakeQmp(() => undefined); // negotiates, then answers nothing
+    const controller = new AbortController();
+    const client = await QmpClient.connect(path, { timeoutMs: 5000, signal: controller.signal });
+    try {
+      const started = Date.now();
+      const waiting = qmpError(client.execute('device_del', { id: 'x' }));
+      const event = qmpError(client.waitForEvent('DEVICE_DELETED', () => true, 5000));
+      setTimeout(() => controller.abort(new Error('the whole detach took too long')), 100);
+      for (const error of [await waiting, await event]) {
+        expect(error).toMatchObject({ kind: 'timeout', message: expect.stringMatching(/: given up: the whole detach took too long$/) });
+      }
+      expect(Date.now() - started).toBeLessThan(2000);
+    } finally {
+      client.close();
+    }
+    // Aborted already: the session does not start.
+    expect((await qmpError(QmpClient.connect(path, { timeoutMs: 5000, signal: controller.signal }))).kind).toBe('timeout');
+  });
+
   it('a silent server is kind timeout, bounded, naming the single-client rule', async () => {
     const path = await serve(() => undefined);
     const started = Date.now();
