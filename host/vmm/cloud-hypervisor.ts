@@ -19,8 +19,8 @@ import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
 import { quoteName, quoteText, shownText } from '../vm-name.js';
 import { type VmmNic, vmmNic } from './nic.js';
-import { unixSocketProblem } from './socket-error.js';
 import { TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
+import { VmmSocket, VmmSocketError } from './vmm-socket.js';
 
 export type CloudHypervisorErrorKind =
   /** The API socket could not be opened. */
@@ -102,8 +102,8 @@ function excerpt(body: string): string {
 /** What vm.info says a NIC has (a MAC, a tap), for a message: as it is where plain, else quoted. */
 const shown = (value: string | undefined): string => (value === undefined ? '(none)' : shownText(value, 32));
 
-function connectError(socketPath: string, error: NodeJS.ErrnoException): CloudHypervisorError {
-  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${unixSocketProblem(error, socketPath, 'is cloud-hypervisor running with --api-socket at this path?')}`);
+function connectError(socketPath: string, problem: string): CloudHypervisorError {
+  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${problem}`);
 }
 
 /**
@@ -118,13 +118,21 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
     return new CloudHypervisorError('timeout', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} given up: ${why}`);
   };
   if (signal?.aborted === true) return Promise.reject(givenUp());
+  // Not through a symlink at the path (vmm-socket.ts); held until the request is settled.
+  let found: VmmSocket;
+  try {
+    found = VmmSocket.find(socketPath, 'is cloud-hypervisor running with --api-socket at this path?');
+  } catch (error) {
+    return Promise.reject(error instanceof VmmSocketError ? connectError(socketPath, error.message) : error);
+  }
   const payload = body === undefined ? undefined : JSON.stringify(body);
   let connection: Duplex | undefined;
   if (tap !== undefined) {
     try {
-      connection = connectWithRights(socketPath, [tap.fd]);
+      connection = connectWithRights(found.connectPath, [tap.fd]);
     } catch (error) {
-      return Promise.reject(connectError(socketPath, error as NodeJS.ErrnoException));
+      found.close();
+      return Promise.reject(connectError(socketPath, found.connectProblem(error as NodeJS.ErrnoException)));
     }
   }
   return new Promise((resolve, reject) => {
@@ -134,13 +142,14 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
       settled = true;
       clearTimeout(timer);
       signal?.removeEventListener('abort', abort);
+      found.close();
       req.destroy();
       if (error !== undefined) reject(error);
       else if (answer !== undefined) resolve(answer);
     };
     const req = request(
       {
-        socketPath,
+        socketPath: found.connectPath,
         method,
         path: `${API}/${endpoint}`,
         // No agent either way (an agent would make its own connection): a connection per request.
@@ -187,7 +196,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
       settle(
         connected
           ? new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} failed: ${error.message}: is this a cloud-hypervisor API socket?`)
-          : connectError(socketPath, error),
+          : connectError(socketPath, found.connectProblem(error)),
       );
     });
     req.end(payload);
