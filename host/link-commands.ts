@@ -14,6 +14,7 @@ import {
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
+  type VmmDetachFailure,
   type VmmPort,
   type WholeConfigDir,
   checkNetnsPrefix,
@@ -50,6 +51,7 @@ interface LinkFlags extends StateFlags, VmmOptionFlags {
 
 interface UnlinkFlags extends StateFlags, VmmOptionFlags {
   forget?: boolean;
+  force?: boolean;
 }
 
 interface ShowFlags extends StateFlags {
@@ -125,6 +127,22 @@ function linkJson(report: LinkReport, mtu: number): Record<string, unknown> {
 function orphanWarning(vm: string, links: number, configDir: string): string {
   const recorded = `${links} recorded link${links === 1 ? '' : 's'}`;
   return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: spectrum-link unlink ${vm} --forget`;
+}
+
+const VMM_NAMES: Readonly<Record<VmmDetachFailure['vmm'], string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
+
+/**
+ * What `unlink <unlinked> --force` says of a VMM that did not detach a NIC: one line. The state no
+ * longer records how the link was attached, so a later unlink reaches that VMM only with --attach.
+ */
+function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean): string {
+  const { link, vmm, vm, nic, error } = failure;
+  const retry = forget ? '' : `once the VMM answers, spectrum-link unlink ${unlinked} --attach ${vm}=${vmm} detaches it, or `;
+  return (
+    `${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} (link ${link.vm} -> ${link.provider}, id ${link.id}): ${error}; ` +
+    `the host side was removed anyway (tap ${nic} and bridge ${link.bridge} deleted: that NIC reaches nothing), ` +
+    `but the VMM may still show a NIC on a deleted tap, which the next link reports as a conflict: ${retry}restart ${vm}`
+  );
 }
 
 /** The progress line of `link`: how many VMs have their devices, then how many NICs are hot-plugged. */
@@ -227,12 +245,30 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.vmmTimeout())
     .addOption(option.json())
     .option('--forget', 'also release the ids')
+    .option('--force', "delete the devices even where a VMM does not detach its NIC (it refuses, or does not answer in time): cuts the VM off; exits 1 naming each such VMM")
     .action(async (name: string, flags: UnlinkFlags) => {
       const attach = parseAttachChoice(flags.attach);
-      const reports = await unlinkVm(name, flags.forget === true, { ...stateOptions(flags, env), attach, vmm: vmmFactory(attach, flags) });
-      // The taps are gone: no VMM arguments (they would name devices that no longer exist).
-      if (flags.json === true) process.stdout.write(`${JSON.stringify({ vm: name, unlinked: reports.map(linkFieldsJson), forgotten: flags.forget === true })}\n`);
-      else for (const report of reports) process.stdout.write(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}${flags.forget === true ? ', forgotten' : ', kept'})\n`);
+      const forget = flags.forget === true;
+      const { reports, failures } = await unlinkVm(name, { forget, force: flags.force === true }, { ...stateOptions(flags, env), attach, vmm: vmmFactory(attach, flags) });
+      const failuresOf = (report: LinkReport): VmmDetachFailure[] => failures.filter((failure) => failure.link.id === report.id);
+      // The taps are gone: no VMM arguments (they would name devices that no longer exist). A
+      // link taken down while a VMM did not detach its NIC says so (`vmmFailures`).
+      if (flags.json === true) {
+        const unlinked = reports.map((report) => {
+          const failed = failuresOf(report).map(({ vm, vmm, nic, error }) => ({ vm, vmm, nic, error }));
+          return { ...linkFieldsJson(report), ...(failed.length > 0 && { vmmFailures: failed }) };
+        });
+        process.stdout.write(`${JSON.stringify({ vm: name, unlinked, forgotten: forget })}\n`);
+      } else {
+        for (const report of reports) {
+          const forced = failuresOf(report).length > 0 ? ', VMM detach failed' : '';
+          process.stdout.write(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}${forget ? ', forgotten' : ', kept'}${forced})\n`);
+        }
+      }
+      if (failures.length > 0) {
+        const [first = '', ...rest] = failures.map((failure) => forcedLine(failure, name, forget));
+        throw new CliError(first, EXIT.failure, rest, 'lines');
+      }
     });
 
   // A listed link's VMM arguments carry the MTU its bridge has, which --mtu gave it when it was

@@ -28,16 +28,24 @@ import { vmName } from './vm-name.js';
 
 export type VmmKind = 'qemu' | 'cloud-hypervisor';
 
+export interface VmmDetachOptions {
+  /**
+   * The links go whatever the VMM says (`unlink --force`): the whole detach is bounded too, not
+   * only each request, so that a VMM answering each just in time cannot stretch it.
+   */
+  readonly force?: boolean;
+}
+
 /** The VMM side of attachment; the CLI plugs in the QMP and cloud-hypervisor clients. */
 export interface VmmPort {
   attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
-  detach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
+  detach(kind: VmmKind, vm: VmName, nic: VmmNic, options?: VmmDetachOptions): Promise<void>;
 }
 
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
   constructor(
-    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm',
+    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm' | 'vmm-detach-failed',
     message: string,
   ) {
     super(message);
@@ -318,17 +326,63 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
   });
 }
 
+/** A VMM that did not detach a link's NIC, while `unlink --force` took the link down all the same. */
+export interface VmmDetachFailure {
+  /** The link, as reported. */
+  readonly link: LinkReport;
+  readonly vmm: VmmKind;
+  /** The VM whose VMM it is. */
+  readonly vm: VmName;
+  /** The NIC (and tap) id. */
+  readonly nic: string;
+  /** What went wrong, in one line. */
+  readonly error: string;
+}
+
+const reasonOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+/**
+ * Detach each link's VMM NICs, one after another. Without force the first failure is thrown (as
+ * `refused` makes it); with force every NIC is tried and the failures are returned.
+ */
+async function detachFromVmms(reports: readonly LinkReport[], vmm: VmmPort, force: boolean, refused: (error: unknown) => unknown): Promise<VmmDetachFailure[]> {
+  const failures: VmmDetachFailure[] = [];
+  for (const report of reports) {
+    for (const target of vmmNics(report)) {
+      try {
+        await vmm.detach(target.kind, target.vm, target.nic, force ? { force } : {});
+      } catch (error) {
+        if (!force) throw refused(error);
+        failures.push({ link: report, vmm: target.kind, vm: target.vm, nic: target.nic.id, error: reasonOf(error) });
+      }
+    }
+  }
+  return failures;
+}
+
+interface ReleaseOptions {
+  /** Take the links' devices down even where their VMMs do not detach (`unlink --force`). */
+  readonly force?: boolean;
+  /** What a VMM's refusal is thrown as (without force). */
+  readonly refused?: (error: unknown) => unknown;
+}
+
 /**
  * Take links down: detached from their VMMs, devices removed. The state with their attachments
- * cleared is returned, not saved; the ids stay.
+ * cleared is returned, not saved; the ids stay. With force, the devices go whatever the VMMs
+ * said: deleting the taps and bridges is what cuts the VMs off, so a VMM that refuses or stalls
+ * (it hosts an untrusted guest) cannot keep its VM connected; its failures are returned.
  */
-async function releaseLinks(state: LinkState, links: readonly Link[], options: UnlinkOptions): Promise<{ state: LinkState; reports: LinkReport[] }> {
+async function releaseLinks(
+  state: LinkState,
+  links: readonly Link[],
+  options: UnlinkOptions,
+  release: ReleaseOptions = {},
+): Promise<{ state: LinkState; reports: LinkReport[]; failures: VmmDetachFailure[] }> {
   const reports = links.map((link) => linkReport(link, options));
-  for (const report of reports) {
-    for (const target of vmmNics(report)) await options.vmm.detach(target.kind, target.vm, target.nic);
-  }
+  const failures = await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error));
   await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
-  return { state: setAttachments(state, links.map((link) => ({ pair: link, attached: undefined }))), reports };
+  return { state: setAttachments(state, links.map((link) => ({ pair: link, attached: undefined }))), reports, failures };
 }
 
 /** The links a VM takes part in, as client or as provider. */
@@ -336,19 +390,48 @@ function linksOfVm(state: LinkState, vm: VmName): Link[] {
   return [...linksOfClient(state, vm), ...linksOfProvider(state, vm)];
 }
 
-/** `unlink <vm>`: detach and delete its links' devices; with forget, release their ids too. */
-export async function unlinkVm(name: string, forget: boolean, options: UnlinkOptions): Promise<LinkReport[]> {
+export interface UnlinkFlags {
+  /** Release the ids too. */
+  readonly forget: boolean;
+  /** Delete the devices (and update the state) even where a VMM does not detach its NIC. */
+  readonly force: boolean;
+}
+
+/** What `unlink` did: the links taken down, and (with force) the VMM detaches that failed. */
+export interface UnlinkOutcome {
+  readonly reports: LinkReport[];
+  readonly failures: VmmDetachFailure[];
+}
+
+/**
+ * A VMM's refusal that stopped an unlink, saying that nothing was deleted and how to cut the VM
+ * off all the same. Usage errors (a socket path that cannot be) stay as they are.
+ */
+function detachStopped(vm: VmName, forget: boolean, error: unknown): unknown {
+  if (error instanceof CliError) return error;
+  const command = `spectrum-link unlink ${vm} --force${forget ? ' --forget' : ''}`;
+  return new LinkerError(
+    'vmm-detach-failed',
+    `unlink ${vm}: ${reasonOf(error)}; so no device was deleted and ${vm}'s links stay up: to delete them whatever the VMM says, run ${command}`,
+  );
+}
+
+/**
+ * `unlink <vm>`: detach and delete its links' devices; with forget, release their ids too. A
+ * VMM that fails to detach stops it before any device goes, unless force: then the devices go
+ * and the state is updated all the same, and the failures are returned.
+ */
+export async function unlinkVm(name: string, flags: UnlinkFlags, options: UnlinkOptions): Promise<UnlinkOutcome> {
   const vm = vmName(name);
   return withStateLock(options.stateDir, async () => {
     const state = await loadState(options.stateDir);
     const links = linksOfVm(state, vm);
     if (links.length === 0) throw new LinkerError('not-linked', `${vm} has no recorded links in ${options.stateDir}`);
-    const released = await releaseLinks(state, links, options);
-    const reports = released.reports;
+    const released = await releaseLinks(state, links, options, { force: flags.force, refused: (error) => detachStopped(vm, flags.forget, error) });
     let next = released.state;
-    if (forget) for (const link of links) next = forgetLink(next, link).state;
+    if (flags.forget) for (const link of links) next = forgetLink(next, link).state;
     if (!sameState(next, state)) await saveState(options.stateDir, next);
-    return reports;
+    return { reports: released.reports, failures: released.failures };
   });
 }
 

@@ -80,6 +80,14 @@ async function vmmGone(error: unknown): Promise<boolean> {
   return (error instanceof QmpError || error instanceof CloudHypervisorError) && error.kind === 'connect';
 }
 
+/** A signal that aborts after `ms`, saying so; clear() it when done (its timer keeps nothing alive). */
+function wholeDeadline(ms: number): { signal: AbortSignal; clear: () => void } {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new Error(`the whole detach took over ${ms} ms (unlink --force gives each NIC twice --vmm-timeout)`)), ms);
+  timer.unref();
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+}
+
 export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   const timeoutMs = integerOption('--vmm-timeout', flags.vmmTimeout ?? '5000', 1, 600_000, 'milliseconds');
   // Checked up front, for every command: unlink talks to the VMMs recorded, whatever --attach says.
@@ -98,18 +106,26 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
         await (await cloudHypervisor()).chAttach(chSocket(vm), nic, { timeoutMs });
       }
     },
-    async detach(kind, vm, nic) {
+    async detach(kind, vm, nic, options = {}) {
+      // Forced, the whole detach is bounded too: each request is, but a VMM answering each just
+      // before its bound could stretch a QMP detach (seven steps) to some 7 times --vmm-timeout.
+      // Twice is room for a well-behaved one: the wait for an unplug the guest does not
+      // acknowledge takes one --vmm-timeout, the rest milliseconds.
+      const whole = options.force === true ? wholeDeadline(2 * timeoutMs) : undefined;
+      const bound = { timeoutMs, ...(whole === undefined ? {} : { signal: whole.signal }) };
       try {
         if (kind === 'qemu') {
-          const result = await (await qmp()).qemuDetach(qmpSocket(vm), nic, { timeoutMs });
+          const result = await (await qmp()).qemuDetach(qmpSocket(vm), nic, bound);
           if (!result.acknowledged) log().warn({ vm, nic: nic.id }, 'guest did not acknowledge the unplug in time; its netdev was removed anyway');
         } else {
-          await (await cloudHypervisor()).chDetach(chSocket(vm), nic, { timeoutMs });
+          await (await cloudHypervisor()).chDetach(chSocket(vm), nic, bound);
         }
       } catch (error) {
         // No VMM socket: the VM is not running, so it holds no NIC of ours.
         if (!(await vmmGone(error))) throw error;
         log().info({ vm, nic: nic.id }, 'VMM not reachable; nothing to detach');
+      } finally {
+        whole?.clear();
       }
     },
   };

@@ -19,8 +19,8 @@ import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
 import { quoteName, quoteText, shownText } from '../vm-name.js';
 import { type VmmNic, vmmNic } from './nic.js';
-import { unixSocketProblem } from './socket-error.js';
 import { TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
+import { VmmSocket, VmmSocketError } from './vmm-socket.js';
 
 export type CloudHypervisorErrorKind =
   /** The API socket could not be opened. */
@@ -57,6 +57,8 @@ export interface CloudHypervisorOptions {
   readonly timeoutMs: number;
   /** The network namespace (a /run/netns file) the taps are in; absent: this process's. */
   readonly tapNetnsPath?: string;
+  /** Gives up when it aborts (kind 'timeout', the request under way cut off): a bound on a whole series of requests. */
+  readonly signal?: AbortSignal;
 }
 
 export type ChAttachResult =
@@ -76,6 +78,9 @@ export interface ChDetachResult {
 export const CH_MAX_BODY = 1024 * 1024;
 
 const API = '/api/v1';
+
+/** What bounds a request: its own time, and a signal that ends a whole series of them. */
+type Bound = Pick<CloudHypervisorOptions, 'timeoutMs' | 'signal'>;
 
 interface Answer {
   readonly status: number;
@@ -97,22 +102,37 @@ function excerpt(body: string): string {
 /** What vm.info says a NIC has (a MAC, a tap), for a message: as it is where plain, else quoted. */
 const shown = (value: string | undefined): string => (value === undefined ? '(none)' : shownText(value, 32));
 
-function connectError(socketPath: string, error: NodeJS.ErrnoException): CloudHypervisorError {
-  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${unixSocketProblem(error, socketPath, 'is cloud-hypervisor running with --api-socket at this path?')}`);
+function connectError(socketPath: string, problem: string): CloudHypervisorError {
+  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${problem}`);
 }
 
 /**
  * One request on its own connection (no keep-alive), bounded in time and size; always closed.
  * With `tap`, a queue of it goes along with the request's bytes.
  */
-function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body: unknown, timeoutMs: number, tap?: TapFd): Promise<Answer> {
+function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body: unknown, bound: Bound, tap?: TapFd): Promise<Answer> {
+  const { timeoutMs, signal } = bound;
+  const givenUp = (): CloudHypervisorError => {
+    const reason: unknown = signal?.reason;
+    const why = reason instanceof Error ? reason.message : 'aborted';
+    return new CloudHypervisorError('timeout', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} given up: ${why}`);
+  };
+  if (signal?.aborted === true) return Promise.reject(givenUp());
+  // Not through a symlink at the path (vmm-socket.ts); held until the request is settled.
+  let found: VmmSocket;
+  try {
+    found = VmmSocket.find(socketPath, 'is cloud-hypervisor running with --api-socket at this path?');
+  } catch (error) {
+    return Promise.reject(error instanceof VmmSocketError ? connectError(socketPath, error.message) : error);
+  }
   const payload = body === undefined ? undefined : JSON.stringify(body);
   let connection: Duplex | undefined;
   if (tap !== undefined) {
     try {
-      connection = connectWithRights(socketPath, [tap.fd]);
+      connection = connectWithRights(found.connectPath, [tap.fd]);
     } catch (error) {
-      return Promise.reject(connectError(socketPath, error as NodeJS.ErrnoException));
+      found.close();
+      return Promise.reject(connectError(socketPath, found.connectProblem(error as NodeJS.ErrnoException)));
     }
   }
   return new Promise((resolve, reject) => {
@@ -121,13 +141,15 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      signal?.removeEventListener('abort', abort);
+      found.close();
       req.destroy();
       if (error !== undefined) reject(error);
       else if (answer !== undefined) resolve(answer);
     };
     const req = request(
       {
-        socketPath,
+        socketPath: found.connectPath,
         method,
         path: `${API}/${endpoint}`,
         // No agent either way (an agent would make its own connection): a connection per request.
@@ -165,6 +187,8 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
         ),
       timeoutMs,
     );
+    const abort = (): void => settle(givenUp());
+    signal?.addEventListener('abort', abort, { once: true });
     let connected = connection !== undefined;
     if (connection === undefined) req.on('socket', (socket) => socket.once('connect', () => (connected = true)));
     req.on('error', (error: NodeJS.ErrnoException) => {
@@ -172,7 +196,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
       settle(
         connected
           ? new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} failed: ${error.message}: is this a cloud-hypervisor API socket?`)
-          : connectError(socketPath, error),
+          : connectError(socketPath, found.connectProblem(error)),
       );
     });
     req.end(payload);
@@ -199,8 +223,8 @@ interface VmDevices {
   readonly deviceIds: ReadonlySet<string>;
 }
 
-async function vmDevices(socketPath: string, timeoutMs: number): Promise<VmDevices | null> {
-  const answer = await call(socketPath, 'GET', 'vm.info', undefined, timeoutMs);
+async function vmDevices(socketPath: string, bound: Bound): Promise<VmDevices | null> {
+  const answer = await call(socketPath, 'GET', 'vm.info', undefined, bound);
   if (answer.status === 404) return null;
   if (answer.status !== 200) {
     throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.info answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
@@ -255,7 +279,7 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
   if (tapFd === undefined) return attachedAlready(socketPath, { id, tap, mac }, options, 'tap-busy');
   let answer: Answer;
   try {
-    answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options.timeoutMs, tapFd);
+    answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options, tapFd);
   } catch (error) {
     // Sent, but no (whole) answer: cloud-hypervisor may add the NIC all the same.
     if (error instanceof CloudHypervisorError && error.kind !== 'connect') return takeBack(socketPath, nic, options, error);
@@ -324,7 +348,7 @@ async function takeBack(socketPath: string, nic: VmmNic, options: CloudHyperviso
  */
 async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, why: 'id-taken' | 'tap-busy'): Promise<ChAttachResult> {
   const { id, tap, mac } = nic;
-  const devices = await vmDevices(socketPath, options.timeoutMs);
+  const devices = await vmDevices(socketPath, options);
   if (devices === null) throw notCreated(socketPath, `add NIC ${id} to`, 404);
   const held = devices.nets.find((net) => net.id === id);
   if (held === undefined) {
@@ -361,7 +385,7 @@ async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHy
  */
 export async function chDetach(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions): Promise<ChDetachResult> {
   const { id, tap, mac } = vmmNic(nic);
-  const before = await vmDevices(socketPath, options.timeoutMs);
+  const before = await vmDevices(socketPath, options);
   if (before === null) throw notCreated(socketPath, `remove NIC ${id} from`, 404);
   const held = before.nets.find((net) => net.id === id);
   if (held === undefined) {
@@ -376,13 +400,13 @@ export async function chDetach(socketPath: string, nic: VmmNic, options: CloudHy
       `cloud-hypervisor at ${socketPath}: NIC ${id} has MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: not removing another link's NIC; is the link state stale?`,
     );
   }
-  const answer = await call(socketPath, 'PUT', 'vm.remove-device', { id }, options.timeoutMs);
+  const answer = await call(socketPath, 'PUT', 'vm.remove-device', { id }, options);
   switch (answer.status) {
     case 204:
       return { alreadyDetached: false };
     case 404: {
       // The VM is gone, or the id is unknown (removed in between): ask which.
-      const after = await vmDevices(socketPath, options.timeoutMs);
+      const after = await vmDevices(socketPath, options);
       if (after === null) throw notCreated(socketPath, `remove NIC ${id} from`, 404);
       if (after.nets.some((net) => net.id === id)) {
         throw new CloudHypervisorError('failed', `cloud-hypervisor at ${socketPath} says it has no device ${id}, but vm.info still lists NIC ${id}: see the VMM's log`, 404);

@@ -10,8 +10,8 @@ import { type Socket, createConnection } from 'node:net';
 import { sameMac } from '../../shared/link-mac.js';
 import { quoteText, shownText } from '../vm-name.js';
 import { DEFAULT_NIC_MTU, type VmmNic, qemuHostMtu, qemuNetdevId, vmmNic } from './nic.js';
-import { unixSocketProblem } from './socket-error.js';
 import { TapFd, tapOpenProblem, writeWithRights } from './tap-fd.js';
+import { VmmSocket, VmmSocketError } from './vmm-socket.js';
 
 export type QmpErrorKind =
   /** The socket could not be opened (missing, refused, permission). */
@@ -73,6 +73,11 @@ export interface QmpConnectOptions {
   readonly timeoutMs: number;
   /** Bound on each later command unless execute() is given its own; default timeoutMs. */
   readonly commandTimeoutMs?: number;
+  /**
+   * Ends the session when it aborts (kind 'timeout', the abort reason's message saying why):
+   * everything waiting fails at once. A bound on a whole series of commands.
+   */
+  readonly signal?: AbortSignal;
 }
 
 type JsonObject = Record<string, unknown>;
@@ -127,11 +132,14 @@ export class QmpClient {
   private connectWaiter: ((error: QmpError) => void) | undefined;
   private everConnected = false;
   private readonly greeting: Promise<QmpGreeting>;
+  /** Stops observing the abort signal the session ends on, if any. */
+  private stopObserving: (() => void) | undefined;
 
   private constructor(
     private readonly socket: Socket,
     private readonly path: string,
     private readonly commandTimeoutMs: number,
+    connectProblem: (error: NodeJS.ErrnoException) => string,
   ) {
     this.greeting = new Promise((resolve, reject) => {
       this.greetingWaiter = { resolve, reject };
@@ -151,16 +159,27 @@ export class QmpClient {
       this.fail(
         this.everConnected
           ? new QmpError('closed', `QMP socket ${path}: connection failed: ${error.message}`)
-          : connectError(path, error),
+          : connectError(path, connectProblem(error)),
       ),
     );
     socket.on('close', () => this.fail(new QmpError('closed', `QMP socket ${path}: QEMU closed the connection: did it exit?`)));
   }
 
-  /** Connect, read the greeting and leave capability negotiation mode; bounded by timeoutMs. */
+  /**
+   * Connect, read the greeting and leave capability negotiation mode; bounded by timeoutMs. A
+   * symlink at `path` is not followed (vmm-socket.ts).
+   */
   static async connect(path: string, options: QmpConnectOptions): Promise<QmpClient> {
     const { timeoutMs } = options;
-    const client = new QmpClient(createConnection({ path }), path, options.commandTimeoutMs ?? timeoutMs);
+    let found: VmmSocket;
+    try {
+      found = VmmSocket.find(path, QMP_SOCKET_MISSING);
+    } catch (error) {
+      if (error instanceof VmmSocketError) throw connectError(path, error.message);
+      throw error;
+    }
+    const client = new QmpClient(createConnection({ path: found.connectPath }), path, options.commandTimeoutMs ?? timeoutMs, (error) => found.connectProblem(error));
+    if (options.signal !== undefined) client.endOn(options.signal);
     let phase = 'connecting to';
     const timer = setTimeout(() => {
       const hint =
@@ -170,7 +189,8 @@ export class QmpClient {
       client.fail(new QmpError('timeout', `QMP socket ${path}: no answer within ${timeoutMs} ms while ${phase} it: ${hint}`));
     }, timeoutMs);
     try {
-      await client.connected;
+      // Connected (or not), the socket needs finding no more.
+      await client.connected.finally(() => found.close());
       phase = 'waiting for the greeting from';
       client.greetingValue = await client.greeting;
       phase = 'negotiating capabilities with';
@@ -182,6 +202,18 @@ export class QmpClient {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** End the session when `signal` aborts (at once if it has). */
+  private endOn(signal: AbortSignal): void {
+    const end = (): void => {
+      const reason: unknown = signal.reason;
+      const why = reason instanceof Error ? reason.message : 'aborted';
+      this.fail(new QmpError('timeout', `QMP socket ${this.path}: given up: ${why}`));
+    };
+    if (signal.aborted) return end();
+    signal.addEventListener('abort', end, { once: true });
+    this.stopObserving = () => signal.removeEventListener('abort', end);
   }
 
   /** The server's greeting, as received. */
@@ -367,6 +399,7 @@ export class QmpClient {
   private fail(error: QmpError): void {
     if (this.failure !== undefined) return;
     this.failure = error;
+    this.stopObserving?.();
     this.socket.destroy();
     this.connectWaiter?.(error);
     this.greetingWaiter?.reject(error);
@@ -385,8 +418,10 @@ export class QmpClient {
   }
 }
 
-function connectError(path: string, error: NodeJS.ErrnoException): QmpError {
-  return new QmpError('connect', `cannot connect to QMP socket ${path}: ${unixSocketProblem(error, path, 'is QEMU running with -qmp unix:PATH,server=on, and is the path right?')}`);
+const QMP_SOCKET_MISSING = 'is QEMU running with -qmp unix:PATH,server=on, and is the path right?';
+
+function connectError(path: string, problem: string): QmpError {
+  return new QmpError('connect', `cannot connect to QMP socket ${path}: ${problem}`);
 }
 
 /** Open a session, run fn, and always close the session. */
@@ -419,6 +454,8 @@ export interface QemuAttachResult {
 export interface QemuDetachOptions {
   /** Bound on connecting, on each command, and on the wait for the guest to release the device. */
   readonly timeoutMs: number;
+  /** Gives the detach up when it aborts (kind 'timeout'): a bound on the whole of it. */
+  readonly signal?: AbortSignal;
 }
 
 export interface QemuDetachResult {

@@ -11,7 +11,8 @@ export const EXIT = {
 
 /**
  * An error meant for the user: printed as one line, then one line per detail (e.g. every problem
- * found by a check), exit code chosen by the thrower.
+ * found by a check), exit code chosen by the thrower. `detailsAs` 'lines': the details are more
+ * lines like the first (several failures, each said in full), not indented under it.
  */
 export class CliError extends Error {
   override readonly name = 'CliError';
@@ -19,6 +20,7 @@ export class CliError extends Error {
     message: string,
     readonly exitCode: number = EXIT.failure,
     readonly details: readonly string[] = [],
+    readonly detailsAs: 'details' | 'lines' = 'details',
   ) {
     super(message);
   }
@@ -75,7 +77,8 @@ export async function runCli(program: Command, argv: readonly string[], known: E
     }
     const message = error instanceof Error ? error.message : String(error);
     const code = exitCodeOf(error, known);
-    const details = error instanceof CliError ? error.details.map((detail) => `${name}:   ${oneLine(detail)}\n`) : [];
+    const indent = error instanceof CliError && error.detailsAs === 'lines' ? ' ' : '   ';
+    const details = error instanceof CliError ? error.details.map((detail) => `${name}:${indent}${oneLine(detail)}\n`) : [];
     process.stderr.write(`${name}: ${code === EXIT.internal ? 'internal error: ' : ''}${oneLine(message)}\n${details.join('')}`);
     return code;
   }

@@ -1,7 +1,7 @@
 // spectrum-link's VMM attach modes end to end: a real QEMU (QMP hot-plug), the spec-exact fake
 // cloud-hypervisor, and `none` (taps plus printed arguments). All inside test namespaces.
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -239,6 +239,36 @@ describeNetns('spectrum-link with VMMs', () => {
     } finally {
       for (const socket of open) socket.destroy();
       await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it("does not follow a symlink at a VMM socket path (to another VM's VMM): link fails in one line naming it, nothing reaches that VMM, the run is undone", async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    const links = await mkdtemp(join(tmpdir(), 'spectrum-vmm-links-'));
+    try {
+      // appvm-catgirl's sockets are symlinks: to the fake cloud-hypervisor, and to appvm-lynx's QEMU.
+      await symlink(fake.socketPath, join(links, 'appvm-catgirl.ch'));
+      await symlink(join(socketDir, 'appvm-lynx.qmp'), join(links, 'appvm-catgirl.qmp'));
+      const listBefore = (await world.link(['list', '--json'])).stdout;
+      const devicesBefore = [...(await devices(world.host)).keys()].sort();
+      const peripheralsBefore = await qmp(join(socketDir, 'appvm-lynx.qmp'), (client) => client.execute('qom-list', { path: '/machine/peripheral' }));
+      for (const [mode, flag, socket] of [
+        ['cloud-hypervisor', '--ch-socket', join(links, '{vm}.ch')],
+        ['qemu', '--qmp-socket', join(links, '{vm}.qmp')],
+      ] as const) {
+        const result = await world.link(['link', 'appvm-catgirl', '--attach', `appvm-catgirl=${mode}`, '--attach', 'netvm=netns', flag, socket]);
+        expect(result.code).toBe(1);
+        expect(result.stderr.trim().split('\n')).toHaveLength(1);
+        expect(result.stderr).toContain(`${join(links, `appvm-catgirl.${mode === 'qemu' ? 'qmp' : 'ch'}`)}: not a socket but a symlink, which spectrum-link does not follow for VMM sockets`);
+        expect([...(await devices(world.host)).keys()].sort()).toEqual(devicesBefore);
+        expect((await world.link(['list', '--json'])).stdout).toBe(listBefore);
+      }
+      expect(fake.requests).toEqual([]);
+      expect(fake.heldTapQueues()).toBe(0);
+      expect(await qmp(join(socketDir, 'appvm-lynx.qmp'), (client) => client.execute('qom-list', { path: '/machine/peripheral' }))).toEqual(peripheralsBefore);
+    } finally {
+      await fake.close();
+      await rm(links, { recursive: true, force: true });
     }
   });
 

@@ -1,7 +1,7 @@
 // chAttach/chDetach against the fake cloud-hypervisor API (fake-cloud-hypervisor.ts): every
 // documented status, idempotence, the tap handed over as a descriptor, and the bounds on time and
 // size. The taps are real, in a namespace of the test's own (chAttach opens them there).
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -302,6 +302,28 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect((await chError(chDetach(join(dir, 'api.sock'), nic, options))).kind).toBe('connect');
     });
 
+    it("a symlink at the socket path is not followed, even to an API socket: kind connect, saying so; nothing reaches the target, no tap is sent (another VM's VMM would get it)", async () => {
+      const ch = await fake('Running');
+      const dir = mkdtempSync(join(tmpdir(), 'sn-vmm-ch-'));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      const link = join(dir, 'vmm');
+      symlinkSync(ch.socketPath, link);
+      const fds = readdirSync('/proc/self/fd').length;
+      const error = await chError(chAttach(link, nic, options));
+      expect(error.kind).toBe('connect');
+      expect(error.message).toBe(
+        `cannot connect to cloud-hypervisor API socket ${link}: not a socket but a symlink, which spectrum-link does not follow for VMM sockets (whoever may write the VM's directory could point it at another VM's socket): give the path of the socket itself`,
+      );
+      expect((await chError(chDetach(link, nic, options))).kind).toBe('connect');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(ch.requests).toEqual([]);
+      expect(await ch.openConnections()).toBe(0);
+      expect(ch.heldTapQueues()).toBe(0);
+      // The tap was opened to go along and closed again: no descriptor is left, the tap is free.
+      expect(readdirSync('/proc/self/fd').length).toBe(fds);
+      TapFd.open(nic.tap, options.tapNetnsPath).close();
+    });
+
     it('a VMM that never answers: kind timeout within the bound, connection closed', async () => {
       const ch = await fake('Running');
       ch.silent = true;
@@ -313,6 +335,26 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect((await chError(chDetach(ch.socketPath, nic, within(200)))).kind).toBe('timeout');
       await new Promise((resolve) => setTimeout(resolve, 50));
       expect(await ch.openConnections()).toBe(0);
+    });
+
+    it('a signal bounds a whole detach: when it aborts, the request under way is cut off (kind timeout, its reason said), the connection closed', async () => {
+      const ch = await fake('Running');
+      await chAttach(ch.socketPath, nic, options);
+      // Answers vm.info, then never vm.remove-device: each request within its own bound of 5 s.
+      ch.answerAfterWork.set('vm.remove-device', null);
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(new Error('the whole detach took too long')), 300);
+      const started = Date.now();
+      const error = await chError(chDetach(ch.socketPath, nic, { ...within(5000), signal: controller.signal }));
+      expect(error.kind).toBe('timeout');
+      expect(error.message).toMatch(/PUT vm\.remove-device given up: the whole detach took too long$/);
+      expect(Date.now() - started).toBeLessThan(2000);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(await ch.openConnections()).toBe(0);
+      // Aborted already: nothing is sent.
+      const sent = ch.requests.length;
+      expect((await chError(chDetach(ch.socketPath, nic, { ...options, signal: controller.signal }))).kind).toBe('timeout');
+      expect(ch.requests).toHaveLength(sent);
     });
 
     it('every request uses its own connection and closes it', async () => {

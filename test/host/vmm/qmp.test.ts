@@ -1,6 +1,6 @@
 // The QMP client against scripted fake servers on Unix sockets in a temp dir: framing, events,
 // errors and bounds. The real-QEMU tests are in qemu-attach.test.ts.
-import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -144,6 +144,41 @@ describe('QMP client', () => {
     expect(error.message).toMatch(/plain-file: not a socket but a regular file: check the path/);
   });
 
+  it("a symlink at the socket path is not followed, even to a QMP socket: kind connect, saying so; the target sees no connection (another VM's QEMU would get this VM's tap)", async () => {
+    let connections = 0;
+    const target = await serve((socket) => {
+      connections += 1;
+      socket.write(GREETING);
+      socket.setEncoding('utf8').on('data', (chunk: string) => {
+        for (const line of chunk.split('\n').filter((text) => text.trim() !== '')) socket.write(`${JSON.stringify({ return: {}, id: (JSON.parse(line) as Message).id })}\r\n`);
+      });
+    });
+    const link = join(dir, 'vm-a.qmp');
+    symlinkSync(target, link);
+    const fds = readdirSync('/proc/self/fd').length;
+    const error = await qmpError(QmpClient.connect(link, { timeoutMs: 1000 }));
+    expect(error.kind).toBe('connect');
+    expect(error.message).toBe(
+      `cannot connect to QMP socket ${link}: not a socket but a symlink, which spectrum-link does not follow for VMM sockets (whoever may write the VM's directory could point it at another VM's socket): give the path of the socket itself`,
+    );
+    const nic = { id: 'snc7', tap: 'snc7', mac: '0A:B3:EC:00:00:07' };
+    expect((await qmpError(qemuAttach(link, nic, { timeoutMs: 1000 }))).kind).toBe('connect');
+    expect((await qmpError(qemuDetach(link, nic, { timeoutMs: 1000 }))).kind).toBe('connect');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(connections).toBe(0);
+    expect(readdirSync('/proc/self/fd').length).toBe(fds);
+    // The socket itself, as ever.
+    (await QmpClient.connect(target, { timeoutMs: 1000 })).close();
+    expect(connections).toBe(1);
+  });
+
+  it('a FIFO or a directory at the socket path is kind connect, saying what is there, at once', async () => {
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    expect((await qmpError(QmpClient.connect(join(dir, 'fifo'), { timeoutMs: 1000 }))).message).toMatch(/fifo: not a socket but a special file: check the path$/);
+    expect((await qmpError(QmpClient.connect(dir, { timeoutMs: 1000 }))).message).toMatch(/: not a socket but a directory: check the path$/);
+  });
+
   it('garbage instead of a greeting is kind protocol, at once', async () => {
     const path = await serve((socket) => socket.write('HTTP/1.1 400 Bad Request\r\n\r\n'));
     const started = Date.now();
@@ -178,6 +213,26 @@ describe('QMP client', () => {
     const error = await qmpError(QmpClient.connect(path, { timeoutMs: 10_000 }));
     expect(error.kind).toBe('protocol');
     expect(error.message).toMatch(/over 1048576 bytes/);
+  });
+
+  it('a signal ends the session when it aborts: whatever waits fails at once, kind timeout, saying why', async () => {
+    const path = await fakeQmp(() => undefined); // negotiates, then answers nothing
+    const controller = new AbortController();
+    const client = await QmpClient.connect(path, { timeoutMs: 5000, signal: controller.signal });
+    try {
+      const started = Date.now();
+      const waiting = qmpError(client.execute('device_del', { id: 'x' }));
+      const event = qmpError(client.waitForEvent('DEVICE_DELETED', () => true, 5000));
+      setTimeout(() => controller.abort(new Error('the whole detach took too long')), 100);
+      for (const error of [await waiting, await event]) {
+        expect(error).toMatchObject({ kind: 'timeout', message: expect.stringMatching(/: given up: the whole detach took too long$/) });
+      }
+      expect(Date.now() - started).toBeLessThan(2000);
+    } finally {
+      client.close();
+    }
+    // Aborted already: the session does not start.
+    expect((await qmpError(QmpClient.connect(path, { timeoutMs: 5000, signal: controller.signal }))).kind).toBe('timeout');
   });
 
   it('a silent server is kind timeout, bounded, naming the single-client rule', async () => {

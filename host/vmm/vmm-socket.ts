@@ -1,0 +1,114 @@
+// A VMM's Unix socket, reached without following a symlink at its path. connect(2) follows
+// symlinks, and a VM's runtime directory (/run/vm/<vm>/) may be writable by the VM's user: a
+// symlink there to another VM's socket would have spectrum-link, running as root, hot-plug this
+// VM's tap into that other VM (a confused deputy; cloud-hypervisor gets the tap's descriptor with
+// the very first request). So the path's last component is opened O_PATH | O_NOFOLLOW, which
+// opens a symlink itself instead of following it, the descriptor is checked to be a socket, and
+// the connection goes through /proc/self/fd/<n>, which leads to that very socket inode: nothing
+// put at the path in between is reached. Only the last component is checked: directories above
+// it may be symlinks (e.g. /run/vm/<vm> to a directory named by VM id), those being the host's
+// to make, not the VM's.
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+
+/** O_PATH, which Node's fs.constants lacks; the same value on x86-64 and arm64 (asm-generic). */
+const O_PATH = 0o10000000;
+
+export type VmmSocketErrorKind =
+  /** Nothing at the path. */
+  | 'missing'
+  /** A symlink at the path: not followed. */
+  | 'symlink'
+  /** A regular file, a directory or a special file at the path. */
+  | 'not-a-socket'
+  /** The path cannot be looked up: permissions, a file where a directory should be. */
+  | 'unopenable';
+
+export class VmmSocketError extends Error {
+  override readonly name = 'VmmSocketError';
+  constructor(
+    readonly kind: VmmSocketErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The socket found at a path, held (an O_PATH descriptor) until closed. */
+export class VmmSocket {
+  private open = true;
+
+  private constructor(
+    readonly path: string,
+    private readonly fd: number,
+  ) {}
+
+  /**
+   * The socket at `path`, a symlink there not followed. `missing`: the hint for a path where
+   * nothing is (which VMM option makes the socket). Throws a VmmSocketError whose message says
+   * what is there instead, in words that say what to check.
+   */
+  static find(path: string, missing: string): VmmSocket {
+    let fd: number;
+    try {
+      fd = openSync(path, O_PATH | constants.O_NOFOLLOW);
+    } catch (error) {
+      throw openError(error as NodeJS.ErrnoException, missing);
+    }
+    let kind: 'socket' | 'a symlink' | 'a regular file' | 'a directory' | 'a special file';
+    try {
+      const info = fstatSync(fd);
+      kind = info.isSocket() ? 'socket' : info.isSymbolicLink() ? 'a symlink' : info.isFile() ? 'a regular file' : info.isDirectory() ? 'a directory' : 'a special file';
+    } catch (error) {
+      closeSync(fd);
+      throw new VmmSocketError('unopenable', error instanceof Error ? error.message : String(error));
+    }
+    if (kind === 'socket') return new VmmSocket(path, fd);
+    closeSync(fd);
+    if (kind === 'a symlink') {
+      throw new VmmSocketError(
+        'symlink',
+        "not a socket but a symlink, which spectrum-link does not follow for VMM sockets (whoever may write the VM's directory could point it at another VM's socket): give the path of the socket itself",
+      );
+    }
+    throw new VmmSocketError('not-a-socket', `not a socket but ${kind}: check the path`);
+  }
+
+  /** Where to connect: the socket found, whatever is at its path by now. */
+  get connectPath(): string {
+    return `/proc/self/fd/${this.fd}`;
+  }
+
+  /** Why connecting to it failed, in words that say what to check. */
+  connectProblem(error: NodeJS.ErrnoException): string {
+    switch (error.code) {
+      case 'ECONNREFUSED':
+        return 'connection refused: nothing listens there; the VMM may have exited and left the socket file behind';
+      case 'EACCES':
+        return 'permission denied: run as a user that may open the socket';
+      case 'ENOENT':
+        // The socket was found: its /proc/self/fd link is what is missing.
+        return `${this.connectPath} is missing: spectrum-link connects to VMM sockets through /proc, which must be mounted`;
+      default:
+        return error.message.replaceAll(this.connectPath, this.path);
+    }
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    closeSync(this.fd);
+  }
+}
+
+function openError(error: NodeJS.ErrnoException, missing: string): Error {
+  switch (error.code) {
+    case 'ENOENT':
+      return new VmmSocketError('missing', `no such socket: ${missing}`);
+    case 'EACCES':
+      return new VmmSocketError('unopenable', 'permission denied: run as a user that may open the socket');
+    case 'ENOTDIR':
+      return new VmmSocketError('unopenable', 'a path above it is not a directory: check the path');
+    default:
+      return new VmmSocketError('unopenable', error.message);
+  }
+}

@@ -1,0 +1,263 @@
+// `unlink --force` end to end: a VMM hosting an untrusted guest can refuse or stall the detach of
+// its NIC; plain unlink then stops with the devices (and the VM's network) left as they were, and
+// says --force; unlink --force deletes the devices all the same, updates the state, and exits 1
+// with a line per VMM that did not detach. A scripted QMP server (vmm/scripted-qemu.ts) and the
+// spec-exact fake cloud-hypervisor play the VMMs; the built spectrum-link runs in a test namespace.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { createHarness, describeNetns, type Harness } from '../harness/index.js';
+import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
+import { ScriptedQemu } from './vmm/scripted-qemu.js';
+
+interface Link {
+  vm: string;
+  provider: string;
+  id: number;
+  bridge: string;
+  clientDevice: string;
+  providerDevice: string;
+  clientAttach: string;
+  providerAttach: string;
+}
+
+interface UnlinkJson {
+  vm: string;
+  unlinked: (Link & { vmmFailures?: { vm: string; vmm: string; nic: string; error: string }[] })[];
+  forgotten: boolean;
+}
+
+interface ListedJson extends Link {
+  present: boolean;
+}
+
+const stderrLines = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
+
+describeNetns('unlink --force: a VMM that does not detach cannot keep its VM connected', () => {
+  let harness: Harness;
+  let world: LinkWorld;
+  let socketDir: string;
+  let qemu: ScriptedQemu;
+  let qmpTemplate: string;
+  const fakes: FakeCloudHypervisor[] = [];
+
+  beforeAll(async () => {
+    harness = createHarness('ulforce');
+    world = await makeLinkWorld(harness);
+    socketDir = await mkdtemp(join(tmpdir(), 'spectrum-unlink-force-'));
+    qmpTemplate = join(socketDir, '{vm}.qmp');
+    qemu = await ScriptedQemu.start(join(socketDir, 'appvm-lynx.qmp'));
+  });
+  afterEach(async () => {
+    for (const fake of fakes.splice(0)) await fake.close();
+    // Every test starts from a QEMU without NICs, cooperating, and no links up.
+    qemu.deviceDel = 'ok';
+    qemu.delayMs = 0;
+    qemu.eventDelayMs = 0;
+    qemu.devices.clear();
+    qemu.netdevs.clear();
+    // No VMM at these paths: whatever is left is taken down as of VMs that are gone.
+    const nowhere = ['--qmp-socket', join(socketDir, 'none-{vm}'), '--ch-socket', join(socketDir, 'none-{vm}')];
+    await world.link(['unlink', 'appvm-lynx', '--forget', ...nowhere]);
+    await world.link(['unlink', 'appvm-catgirl', '--forget', ...nowhere]);
+  });
+  afterAll(async () => {
+    await qemu?.close();
+    await world?.dispose();
+    await harness?.cleanup();
+    if (socketDir !== undefined) await rm(socketDir, { recursive: true, force: true });
+  });
+
+  const linkDevicesOf = async (link: Link): Promise<string[]> => {
+    const host = await devices(world.host);
+    return [link.bridge, link.clientDevice, link.providerDevice].filter((device) => host.has(device));
+  };
+  const listed = async (): Promise<ListedJson[]> => JSON.parse((await world.link(['list', '--json'])).stdout) as ListedJson[];
+  const linkLynx = async (extra: readonly string[] = []): Promise<Link> => {
+    const result = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate, ...extra, '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    return (JSON.parse(result.stdout) as { links: Link[] }).links[0]!;
+  };
+
+  it('QEMU refusing device_del: unlink stops and says --force; unlink --force deletes the devices, clears the attachment, exits 1 with one line; the next link reports the NIC left on a deleted tap', async () => {
+    const link = await linkLynx();
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+    qemu.deviceDel = 'refuse';
+
+    const plain = await world.link(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate]);
+    expect(plain.code).toBe(1);
+    expect(stderrLines(plain.stderr)).toHaveLength(1);
+    expect(plain.stderr).toMatch(
+      /^spectrum-link: unlink appvm-lynx: QEMU refused device_del: .*does not support hotplugging .*; so no device was deleted and appvm-lynx's links stay up: to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force\n$/,
+    );
+    expect(await linkDevicesOf(link)).toHaveLength(3);
+    expect(await listed()).toMatchObject([{ id: link.id, present: true, clientAttach: 'qemu' }]);
+
+    const forced = await world.link(['unlink', 'appvm-lynx', '--force', '--qmp-socket', qmpTemplate, '--json']);
+    expect(forced.code).toBe(1);
+    const lines = stderrLines(forced.stderr);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      new RegExp(
+        `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${link.clientDevice} \\(link appvm-lynx -> netvm, id ${link.id}\\): QEMU refused device_del: .*; ` +
+          `the host side was removed anyway \\(tap ${link.clientDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
+          'which the next link reports as a conflict: once the VMM answers, spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu detaches it, or restart appvm-lynx$',
+      ),
+    );
+    // The JSON says which link went down despite its VMM, and which VMM.
+    const json = JSON.parse(forced.stdout) as UnlinkJson;
+    expect(json).toMatchObject({ vm: 'appvm-lynx', forgotten: false, unlinked: [{ id: link.id, vmmFailures: [{ vm: 'appvm-lynx', vmm: 'qemu', nic: link.clientDevice }] }] });
+    expect(json.unlinked[0]?.vmmFailures?.[0]?.error).toMatch(/QEMU refused device_del/);
+    // Cut off: every device of the link is gone; the id is kept, the attachment no longer recorded.
+    expect(await linkDevicesOf(link)).toEqual([]);
+    expect(await listed()).toMatchObject([{ id: link.id, present: false, clientAttach: 'none', providerAttach: 'none' }]);
+    // QEMU still shows the NIC (on the tap now deleted).
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+
+    // Linked again, the NIC on the deleted tap is a conflict, saying what to do; the run is undone.
+    const relinked = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate]);
+    expect(relinked.code).toBe(1);
+    expect(stderrLines(relinked.stderr)).toHaveLength(1);
+    expect(relinked.stderr).toMatch(new RegExp(`NIC ${link.clientDevice} with MAC .* but not on tap ${link.clientDevice}: nobody holds that tap, .*take the link down \\(unlink\\) and link it again`));
+    expect(await linkDevicesOf(link)).toEqual([]);
+
+    // Once QEMU cooperates, the unlink the line names takes the NIC out; then linking works again.
+    qemu.deviceDel = 'ok';
+    const retried = await world.link(['unlink', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--qmp-socket', qmpTemplate]);
+    expect(retried.code, retried.stderr).toBe(0);
+    expect(qemu.devices.size).toBe(0);
+    await linkLynx();
+  });
+
+  it('QEMU never answering device_del: unlink fails in bounded time leaving the devices; --force --forget deletes them and the ids, exits 1 with one line', async () => {
+    const link = await linkLynx();
+    qemu.deviceDel = 'silent';
+
+    const plain = await world.link(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
+    expect(plain.code).toBe(1);
+    expect(stderrLines(plain.stderr)).toHaveLength(1);
+    expect(plain.stderr).toMatch(/no reply to device_del within 300 ms: .*run spectrum-link unlink appvm-lynx --force\n$/);
+    expect(await linkDevicesOf(link)).toHaveLength(3);
+
+    const started = Date.now();
+    const forced = await world.link(['unlink', 'appvm-lynx', '--force', '--forget', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(forced.code).toBe(1);
+    expect(forced.stdout).toBe(`unlinked appvm-lynx -> netvm (id ${link.id}, forgotten, VMM detach failed)\n`);
+    const lines = stderrLines(forced.stderr);
+    expect(lines).toHaveLength(1);
+    // With the ids forgotten no later unlink reaches that NIC: restarting the VM is what is left.
+    expect(lines[0]).toMatch(/QEMU of appvm-lynx did not detach NIC \S+ .*no reply to device_del within 300 ms.*the host side was removed anyway .*which the next link reports as a conflict: restart appvm-lynx$/);
+    expect(await linkDevicesOf(link)).toEqual([]);
+    expect(await listed()).toEqual([]);
+  });
+
+  it('--force bounds a whole detach to twice --vmm-timeout: a QEMU answering each step just in time cannot stretch it', async () => {
+    const link = await linkLynx();
+    // Each step answered within its bound (the greeting and capabilities together within theirs),
+    // the guest acknowledging the unplug just in time: a detach of some 4 times --vmm-timeout.
+    const slow = (): void => {
+      qemu.delayMs = 450;
+      qemu.eventDelayMs = 900;
+    };
+    slow();
+    const timed = async (args: readonly string[]): Promise<{ code: number | null; stderr: string; ms: number }> => {
+      const started = Date.now();
+      const result = await world.link(args);
+      return { code: result.code, stderr: result.stderr, ms: Date.now() - started };
+    };
+    const forced = await timed(['unlink', 'appvm-lynx', '--force', '--qmp-socket', qmpTemplate, '--vmm-timeout', '1000']);
+    expect(forced.code).toBe(1);
+    expect(forced.ms).toBeLessThan(3500);
+    expect(stderrLines(forced.stderr)).toHaveLength(1);
+    expect(forced.stderr).toMatch(/did not detach NIC .*given up: the whole detach took over 2000 ms \(unlink --force gives each NIC twice --vmm-timeout\); the host side was removed anyway/);
+    expect(await linkDevicesOf(link)).toEqual([]);
+
+    // Without --force the same QEMU is only slow: the detach goes through, all its steps later.
+    qemu.delayMs = 0;
+    qemu.eventDelayMs = 0;
+    qemu.devices.clear();
+    qemu.netdevs.clear();
+    await linkLynx();
+    slow();
+    const plain = await timed(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate, '--vmm-timeout', '1000']);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.ms).toBeGreaterThan(4000);
+    expect(qemu.devices.size).toBe(0);
+  });
+
+  it('cloud-hypervisor answering vm.remove-device with 500: unlink stops; --force deletes the devices, exits 1 with one line; the next link reports the NIC left', async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    fakes.push(fake);
+    const args = ['--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath];
+    const made = await world.link(['link', 'appvm-catgirl', ...args, '--json']);
+    expect(made.code, made.stderr).toBe(0);
+    const link = (JSON.parse(made.stdout) as { links: Link[] }).links[0]!;
+
+    fake.inject('vm.remove-device', { status: 500, body: 'device busy' });
+    const plain = await world.link(['unlink', 'appvm-catgirl', '--ch-socket', fake.socketPath]);
+    expect(plain.code).toBe(1);
+    expect(stderrLines(plain.stderr)).toHaveLength(1);
+    expect(plain.stderr).toMatch(/vm\.remove-device answered 500.*device busy.*no device was deleted .*spectrum-link unlink appvm-catgirl --force\n$/);
+    expect(await linkDevicesOf(link)).toHaveLength(3);
+    expect(fake.nets).toHaveLength(1);
+
+    fake.inject('vm.remove-device', { status: 500, body: 'device busy' });
+    const forced = await world.link(['unlink', 'appvm-catgirl', '--force', '--ch-socket', fake.socketPath]);
+    expect(forced.code).toBe(1);
+    expect(forced.stdout).toBe(`unlinked appvm-catgirl -> netvm (id ${link.id}, kept, VMM detach failed)\n`);
+    const lines = stderrLines(forced.stderr);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      new RegExp(`^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${link.clientDevice} .*answered 500.*the host side was removed anyway.*--attach appvm-catgirl=cloud-hypervisor detaches it, or restart appvm-catgirl$`),
+    );
+    expect(await linkDevicesOf(link)).toEqual([]);
+    expect(await listed()).toMatchObject([{ id: link.id, present: false, clientAttach: 'none' }]);
+    // The VMM still has the NIC; linking again finds it on a tap deleted since.
+    expect(fake.nets).toHaveLength(1);
+    const relinked = await world.link(['link', 'appvm-catgirl', ...args]);
+    expect(relinked.code).toBe(1);
+    expect(stderrLines(relinked.stderr)).toHaveLength(1);
+    expect(relinked.stderr).toMatch(/has NIC \S+ with MAC .* but not on tap \S+: nobody held that tap, .*take the link down \(unlink\) and link it again/);
+    const retried = await world.link(['unlink', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--ch-socket', fake.socketPath]);
+    expect(retried.code, retried.stderr).toBe(0);
+    expect(fake.nets).toHaveLength(0);
+  });
+
+  it('--force tries every VMM: a QEMU client refusing and a cloud-hypervisor provider never answering make two lines, both in the JSON, within bounds', async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    fakes.push(fake);
+    const made = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=cloud-hypervisor', '--qmp-socket', qmpTemplate, '--ch-socket', fake.socketPath, '--json']);
+    expect(made.code, made.stderr).toBe(0);
+    const link = (JSON.parse(made.stdout) as { links: Link[] }).links[0]!;
+    qemu.deviceDel = 'refuse';
+    fake.silent = true;
+    const started = Date.now();
+    const forced = await world.link(['unlink', 'appvm-lynx', '--force', '--qmp-socket', qmpTemplate, '--ch-socket', fake.socketPath, '--vmm-timeout', '300', '--json']);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(forced.code).toBe(1);
+    const lines = stderrLines(forced.stderr);
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(new RegExp(`^spectrum-link: QEMU of appvm-lynx did not detach NIC ${link.clientDevice} .*refused device_del.*host side was removed anyway`));
+    expect(lines[1]).toMatch(new RegExp(`^spectrum-link: cloud-hypervisor of netvm did not detach NIC ${link.providerDevice} .*no answer to GET vm\\.info within 300 ms.*host side was removed anyway.*--attach netvm=cloud-hypervisor detaches it, or restart netvm$`));
+    const json = JSON.parse(forced.stdout) as UnlinkJson;
+    expect(json.unlinked[0]?.vmmFailures?.map((failure) => [failure.vm, failure.vmm, failure.nic])).toEqual([
+      ['appvm-lynx', 'qemu', link.clientDevice],
+      ['netvm', 'cloud-hypervisor', link.providerDevice],
+    ]);
+    expect(await linkDevicesOf(link)).toEqual([]);
+  });
+
+  it('--force with VMMs that detach: exit 0, output as a plain unlink (no vmmFailures)', async () => {
+    const link = await linkLynx();
+    const forced = await world.link(['unlink', 'appvm-lynx', '--force', '--qmp-socket', qmpTemplate, '--json']);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(forced.stderr).toBe('');
+    const json = JSON.parse(forced.stdout) as UnlinkJson;
+    expect(json.unlinked[0]).not.toHaveProperty('vmmFailures');
+    expect(qemu.devices.size).toBe(0);
+    expect(await linkDevicesOf(link)).toEqual([]);
+  });
+});

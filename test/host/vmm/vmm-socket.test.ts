@@ -1,0 +1,121 @@
+// Finding a VMM's socket without following a symlink at its path, and what is said of anything
+// else found there. The clients that use it (QMP, cloud-hypervisor) are tested with a symlink too.
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { type Server, type Socket, createConnection, createServer } from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VmmSocket, VmmSocketError } from '../../../host/vmm/vmm-socket.js';
+
+let dir: string;
+let servers: Server[];
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'spectrum-vmm-socket-'));
+  servers = [];
+});
+afterEach(async () => {
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A listening socket at path; `connections` counts who connected. */
+async function listen(path: string): Promise<{ connections: () => number }> {
+  let count = 0;
+  const server = createServer((socket: Socket) => {
+    count += 1;
+    socket.destroy();
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return { connections: () => count };
+}
+
+/** This process's open descriptors. */
+const openFds = (): number => readdirSync('/proc/self/fd').length;
+
+const failure = (path: string): VmmSocketError => {
+  try {
+    VmmSocket.find(path, 'start the VMM');
+  } catch (error) {
+    if (error instanceof VmmSocketError) return error;
+    throw error;
+  }
+  throw new Error(`${path} was found`);
+};
+
+describe('VmmSocket.find', () => {
+  it('finds a socket, and connecting through it reaches that socket', async () => {
+    const path = join(dir, 'vmm.sock');
+    const server = await listen(path);
+    const found = VmmSocket.find(path, 'start the VMM');
+    try {
+      expect(found.connectPath).toMatch(/^\/proc\/self\/fd\/\d+$/);
+      await new Promise<void>((resolve, reject) => createConnection({ path: found.connectPath }).once('connect', resolve).once('error', reject));
+    } finally {
+      found.close();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(server.connections()).toBe(1);
+  });
+
+  it('refuses a symlink at the path, even to a listening socket, saying so; nothing connects to the target', async () => {
+    const target = join(dir, 'other-vm.sock');
+    const server = await listen(target);
+    symlinkSync(target, join(dir, 'vmm.sock'));
+    const before = openFds();
+    const error = failure(join(dir, 'vmm.sock'));
+    expect(error.kind).toBe('symlink');
+    expect(error.message).toMatch(/^not a socket but a symlink, which spectrum-link does not follow for VMM sockets/);
+    expect(openFds()).toBe(before);
+    // Also a relative one, and one to a symlink to the socket.
+    symlinkSync('other-vm.sock', join(dir, 'relative.sock'));
+    symlinkSync(join(dir, 'vmm.sock'), join(dir, 'chain.sock'));
+    expect(failure(join(dir, 'relative.sock')).kind).toBe('symlink');
+    expect(failure(join(dir, 'chain.sock')).kind).toBe('symlink');
+    expect(server.connections()).toBe(0);
+  });
+
+  it('follows symlinks higher up: a VM directory that is a symlink is the host\'s to make', async () => {
+    mkdirSync(join(dir, 'by-id', '7'), { recursive: true });
+    const server = await listen(join(dir, 'by-id', '7', 'vmm.sock'));
+    symlinkSync(join(dir, 'by-id', '7'), join(dir, 'netvm'));
+    const found = VmmSocket.find(join(dir, 'netvm', 'vmm.sock'), 'start the VMM');
+    try {
+      await new Promise<void>((resolve, reject) => createConnection({ path: found.connectPath }).once('connect', resolve).once('error', reject));
+    } finally {
+      found.close();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(server.connections()).toBe(1);
+  });
+
+  it('says what is there instead of a socket, and leaves no descriptor open', () => {
+    writeFileSync(join(dir, 'file'), '');
+    mkdirSync(join(dir, 'dir'));
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    symlinkSync(join(dir, 'file'), join(dir, 'link-to-file'));
+    const before = openFds();
+    expect(failure(join(dir, 'file'))).toMatchObject({ kind: 'not-a-socket', message: 'not a socket but a regular file: check the path' });
+    expect(failure(join(dir, 'dir'))).toMatchObject({ kind: 'not-a-socket', message: 'not a socket but a directory: check the path' });
+    expect(failure(join(dir, 'fifo'))).toMatchObject({ kind: 'not-a-socket', message: 'not a socket but a special file: check the path' });
+    expect(failure(join(dir, 'link-to-file')).kind).toBe('symlink');
+    expect(failure(join(dir, 'none'))).toMatchObject({ kind: 'missing', message: 'no such socket: start the VMM' });
+    expect(failure(join(dir, 'file', 'below'))).toMatchObject({ kind: 'unopenable', message: 'a path above it is not a directory: check the path' });
+    expect(openFds()).toBe(before);
+  });
+
+  it('calls a refusing socket one nobody listens on (a VMM that exited and left it), naming the path, not /proc', async () => {
+    const path = join(dir, 'vmm.sock');
+    await listen(path);
+    const found = VmmSocket.find(path, 'start the VMM');
+    try {
+      const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+      expect(found.connectProblem(refused)).toMatch(/^connection refused: nothing listens there; the VMM may have exited/);
+      const other = Object.assign(new Error(`connect EPERM ${found.connectPath}`), { code: 'EPERM' });
+      expect(found.connectProblem(other)).toBe(`connect EPERM ${path}`);
+    } finally {
+      found.close();
+    }
+  });
+});
