@@ -58,7 +58,7 @@ export class PendingShares<K, V> {
     return this.#holders.size;
   }
 
-  /** The largest number of values one client holds (0 when empty). */
+  /** The largest number of values one client holds (0 when empty; tests check the bookkeeping with it). */
   get most(): number {
     return this.#most;
   }
@@ -115,7 +115,7 @@ export class PendingShares<K, V> {
     return this.#byCount[this.#most]?.oldest;
   }
 
-  /** Every value, each client's oldest first (for tests and close). */
+  /** Every value, each client's oldest first (tests check the queues against a model with it). */
   *values(): IterableIterator<V> {
     for (const holder of this.#holders.values()) {
       for (let node = holder.oldest; node !== undefined; node = node.next) yield node.value;

@@ -662,8 +662,9 @@ export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuA
         ...(options.bus !== undefined ? { bus: options.bus } : {}),
       });
     } catch (error) {
-      // No answer in time: QEMU may add the NIC all the same; ask for it back before its netdev
-      // goes, or it would stay on no netdev, looking like an unplug the guest never acknowledged.
+      // No answer in time: QEMU may add the NIC all the same; ask for it back (the guest still has
+      // to acknowledge the unplug) before its netdev goes, so that it is not left in the VM for
+      // good, on no netdev.
       if (!isCommandError(error)) await client.execute('device_del', { id: nic.id }).catch(() => undefined);
       if (addedNetdev) await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
       throw explainDeviceAdd(error, nic, options.bus);
