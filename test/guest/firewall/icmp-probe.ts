@@ -94,7 +94,8 @@ export function errorLine(type: number, code: number, about: EmbeddedUdp): RegEx
 
 /**
  * argv: a UDP server on ip:port printing `from <ip>:<port> <payload>` per datagram (the sender
- * as it arrives, after masquerading), echoing only payloads that start with "echo". Prints "ready".
+ * as it arrives, after masquerading), echoing only payloads that start with "echo", half a second
+ * later. Prints "ready".
  */
 export function udpEchoServer(ip: string, port: number): string[] {
   return [
@@ -102,14 +103,16 @@ export function udpEchoServer(ip: string, port: number): string[] {
     '-u',
     '-c',
     [
-      'import socket',
+      'import socket, time',
       's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
       `s.bind(("${ip}", ${port}))`,
       'print("ready")',
       'while True:',
       '    data, peer = s.recvfrom(4096)',
       '    print("from %s:%d %s" % (peer[0], peer[1], data.decode(errors="replace")))',
-      '    if data.startswith(b"echo"): s.sendto(data, peer)',
+      // Late, so that a sender that closes its socket right after sending has closed it (on a
+      // loaded machine it may be preempted between send and close): the echo meets a closed port.
+      '    if data.startswith(b"echo"): time.sleep(0.5); s.sendto(data, peer)',
     ].join('\n'),
   ];
 }
