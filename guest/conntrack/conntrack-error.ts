@@ -7,7 +7,7 @@ export type ConntrackErrorKind =
   | 'library'
   /** A filter address is no IPv4 address. */
   | 'address'
-  /** No ctnetlink socket: no nf_conntrack_netlink in the kernel, or no CAP_NET_ADMIN. */
+  /** No ctnetlink: no nfnetlink or nf_conntrack_netlink in the kernel, or no CAP_NET_ADMIN (the kernel refuses the dump). */
   | 'unavailable'
   /** Reading the table failed part way. */
   | 'dump'

@@ -52,18 +52,26 @@ function addressArray(addresses: readonly string[], what: string): Uint32Array {
   return numbers;
 }
 
+const CAP_HINT = 'does the agent have CAP_NET_ADMIN?';
+const CTNETLINK_HINT = 'is nf_conntrack_netlink in the kernel (CONFIG_NF_CT_NETLINK)?';
+
+/**
+ * The error of a failed call. Opening the socket needs neither ctnetlink nor CAP_NET_ADMIN (it
+ * only binds a NETLINK_NETFILTER socket): the kernel refuses the first request, the dump, with
+ * EPERM without the capability (nfnetlink_rcv) and EINVAL without the ctnetlink subsystem.
+ */
 function failure(error: string, phase: string | null, counts: string): ConntrackError {
-  switch (phase) {
-    case 'open':
-      return new ConntrackError(
-        'unavailable',
-        `cannot open a ctnetlink socket (${error}): is nf_conntrack_netlink in the kernel (CONFIG_NF_CT_NETLINK), and does the agent have CAP_NET_ADMIN?`,
-      );
-    case 'delete':
-      return new ConntrackError('delete', `deleting a conntrack entry failed (${error}; ${counts}): see the kernel log; retrying`);
-    default:
-      return new ConntrackError('dump', `reading the conntrack table failed (${error}; ${counts}): is the system short of memory? retrying`);
+  if (phase === 'open') {
+    return new ConntrackError('unavailable', `cannot open a netfilter netlink socket (${error}): is nfnetlink in the kernel (CONFIG_NETFILTER_NETLINK)? Too many open files?`);
   }
+  if (phase === 'dump' && (error === 'EPERM' || error === 'EACCES')) {
+    return new ConntrackError('unavailable', `the kernel refused to read the conntrack table (${error}): ${CAP_HINT}`);
+  }
+  if (phase === 'dump' && (error === 'EINVAL' || error === 'EOPNOTSUPP' || error === 'EPROTONOSUPPORT')) {
+    return new ConntrackError('unavailable', `the kernel cannot read the conntrack table (${error}): ${CTNETLINK_HINT}`);
+  }
+  if (phase === 'delete') return new ConntrackError('delete', `deleting a conntrack entry failed (${error}; ${counts}): see the kernel log; retrying`);
+  return new ConntrackError('dump', `reading the conntrack table failed (${error}; ${counts}): is the system short of memory? retrying`);
 }
 
 /**

@@ -131,6 +131,16 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     expect(await table()).toEqual([]);
   });
 
+  it('says the agent lacks CAP_NET_ADMIN when it does (the kernel refuses the dump, not the socket)', async () => {
+    const { stdout } = await ns.exec(
+      ['setpriv', '--inh-caps=-net_admin', '--ambient-caps=-net_admin', '--bounding-set=-net_admin', '--', process.execPath, FIXTURE, 'purge', JSON.stringify({ addresses: ['100.64.0.1'], sweep: null })],
+      { enter: 'nsenter', timeoutMs: 60_000 },
+    );
+    const outcome = JSON.parse(stdout) as Outcome;
+    expect(outcome).toMatchObject({ error: { kind: 'unavailable', message: expect.stringContaining('EPERM') } });
+    expect(outcome).toMatchObject({ error: { message: expect.stringContaining('CAP_NET_ADMIN') } });
+  });
+
   it('refuses an address that is not IPv4, saying which', async () => {
     expect(await purge({ addresses: ['100.64.0.300'], sweep: null })).toEqual({
       error: { kind: 'address', message: 'address "100.64.0.300" is not an IPv4 address like 100.64.0.1' },
