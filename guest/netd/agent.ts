@@ -331,6 +331,8 @@ export class NetdAgent {
     // and the next run brings it up for its client once the debt is settled. Where the purge
     // fails, such links are held back (retried).
     let purgeFailed = false;
+    /** Why the purge did not happen, where the firewall is not why. */
+    let purgeHeldBy: string | null = null;
     let heldForConntrack = new Set<number>();
     const takenDownForPurge = new Set<number>();
     if (owed) {
@@ -343,10 +345,12 @@ export class NetdAgent {
       // A link still up could make entries anew for an IP the purge would call settled.
       const outcome = downFailures > 0 ? 'not-purged' : await this.#purge(filtering);
       purgeFailed = outcome !== 'settled';
+      if (outcome === 'threw') purgeHeldBy = 'deleting them failed (see the log and status)';
+      else if (downFailures > 0) purgeHeldBy = 'a link already up serving such an IP could not be taken down first (see its error)';
       heldForConntrack = heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks);
       for (const ifindex of heldForConntrack) held.add(ifindex);
       for (const operation of takenDown) takenDownForPurge.add(operation.ifindex);
-      if (takenDown.length > 0) this.#schedule();
+      if (takenDown.length > 0 && outcome === 'settled') this.#schedule();
     }
     const additions = current.operations.filter((operation) => {
       const ifindex = operationIfindex(operation) ?? -1;
@@ -355,13 +359,15 @@ export class NetdAgent {
     failures += await this.#applyAll(additions, touched);
     if (!firewallFirst) filtering = await this.#tellFirewall(current);
     this.#forgetStaleErrors([...removals, ...downs, ...additions]);
+    // Why each link is held back: the purge only where it failed itself (it may have succeeded,
+    // and the debt be kept for the firewall); a link that failed to go down for it says so already.
     for (const ifindex of held) {
-      this.#errors.set(
-        ifindex,
-        heldForConntrack.has(ifindex)
-          ? "held back until the conntrack entries of its client IP's former VM are deleted: deleting them failed (see the log and status); retrying"
-          : 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying',
-      );
+      if (takenDownForPurge.has(ifindex) && touched.has(ifindex)) continue;
+      if (heldForConntrack.has(ifindex) && purgeHeldBy !== null) {
+        this.#errors.set(ifindex, `held back until the conntrack entries of its client IP's former VM are deleted: ${purgeHeldBy}; retrying`);
+      } else {
+        this.#errors.set(ifindex, 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying');
+      }
     }
     if (!firewallFirst && !filtering) {
       for (const ifindex of this.#unfilteredLinks(current)) {

@@ -412,6 +412,17 @@ describe('NetdAgent', () => {
       expect((await agent!.status()).links.find((link) => link.name === 'vm2')).toMatchObject({ state: 'configured', error: null });
     });
 
+    it('blames the firewall, not the purge, for a held link when the purge succeeded but the firewall update failed', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const firewall = new RecordingFirewall();
+      await started(kernel, firewall, new RecordingConntrack()).start({ watch: true });
+      firewall.failing = true;
+      await settle(kernel, [{ kind: 'link', op: 'del', link: CLIENT_1 }, { kind: 'link', op: 'new', link: VM3 }]);
+      const status = await agent!.status();
+      expect(status.conntrack).toEqual({ owed: ['100.64.0.1'], sweepOwed: false, lastError: null });
+      expect(status.links.find((link) => link.name === 'vm3')?.error).toMatch(/^held back until the firewall filters this link: updating the firewall failed/);
+    });
+
     it('while the start sweep fails, serves the links a previous agent configured and holds back the others', async () => {
       const kernel = new ScriptedKernel([
         { kind: 'link', op: 'new', link: { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP } },
