@@ -13,8 +13,10 @@ export type ConntrackErrorKind =
   | 'dump'
   /** The kernel refused to delete a matched entry. */
   | 'delete'
-  /** The call did not finish in time. */
-  | 'timeout';
+  /** The call did not finish in time (or the kernel did not answer a receive in time). */
+  | 'timeout'
+  /** An earlier call that timed out is still running: none is started meanwhile. */
+  | 'busy';
 
 export class ConntrackError extends Error {
   override readonly name = 'ConntrackError';
