@@ -7,14 +7,16 @@ export type ConntrackErrorKind =
   | 'library'
   /** A filter address is no IPv4 address. */
   | 'address'
-  /** No ctnetlink socket: no nf_conntrack_netlink in the kernel, or no CAP_NET_ADMIN. */
+  /** No ctnetlink: no nfnetlink or nf_conntrack_netlink in the kernel, or no CAP_NET_ADMIN (the kernel refuses the dump). */
   | 'unavailable'
   /** Reading the table failed part way. */
   | 'dump'
   /** The kernel refused to delete a matched entry. */
   | 'delete'
-  /** The call did not finish in time. */
-  | 'timeout';
+  /** The call did not finish in time (or the kernel did not answer a receive in time). */
+  | 'timeout'
+  /** An earlier call that timed out is still running: none is started meanwhile. */
+  | 'busy';
 
 export class ConntrackError extends Error {
   override readonly name = 'ConntrackError';

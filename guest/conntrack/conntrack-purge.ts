@@ -11,24 +11,25 @@ import { type ConntrackFilter, ipv4Number, isEmptyFilter } from './conntrack-fil
 
 type PurgeCallback = (error: string | null, phase: string | null, scanned: number, matched: number, deleted: number) => void;
 
-interface Addon {
+/** The addon's interface (guest/native/conntrack-purge.c); tests give ConntrackPurger a fake. */
+export interface ConntrackAddon {
   purge(exact: Uint32Array, sweepNetwork: number, sweepPrefix: number, keep: Uint32Array, callback: PurgeCallback): void;
 }
 
 const BUILD_HINT = 'run npm run build (scripts/setup installs its build dependency, libnetfilter-conntrack-dev)';
 const DEFAULT_TIMEOUT_MS = 10_000;
 
-let addon: Addon | undefined;
+let addon: ConntrackAddon | undefined;
 
 /**
  * Load the addon (and with it libnetfilter_conntrack); the agent does so when it starts, so a
  * broken install fails there. A ConntrackError of kind 'library' says what to do.
  */
-export function loadConntrackLibrary(): Addon {
+export function loadConntrackLibrary(): ConntrackAddon {
   if (addon !== undefined) return addon;
-  let loaded: Addon | undefined;
+  let loaded: ConntrackAddon | undefined;
   try {
-    loaded = loadNativeAddon<Addon>(import.meta.url, 'conntrack_purge.node');
+    loaded = loadNativeAddon<ConntrackAddon>(import.meta.url, 'conntrack_purge.node');
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     throw new ConntrackError(
@@ -52,53 +53,94 @@ function addressArray(addresses: readonly string[], what: string): Uint32Array {
   return numbers;
 }
 
+const CAP_HINT = 'does the agent have CAP_NET_ADMIN?';
+const CTNETLINK_HINT = 'is nf_conntrack_netlink in the kernel (CONFIG_NF_CT_NETLINK)?';
+
+/**
+ * The error of a failed call. Opening the socket needs neither ctnetlink nor CAP_NET_ADMIN (it
+ * only binds a NETLINK_NETFILTER socket): the kernel refuses the first request, the dump, with
+ * EPERM without the capability (nfnetlink_rcv) and EINVAL without the ctnetlink subsystem.
+ */
 function failure(error: string, phase: string | null, counts: string): ConntrackError {
-  switch (phase) {
-    case 'open':
-      return new ConntrackError(
-        'unavailable',
-        `cannot open a ctnetlink socket (${error}): is nf_conntrack_netlink in the kernel (CONFIG_NF_CT_NETLINK), and does the agent have CAP_NET_ADMIN?`,
-      );
-    case 'delete':
-      return new ConntrackError('delete', `deleting a conntrack entry failed (${error}; ${counts}): see the kernel log; retrying`);
-    default:
-      return new ConntrackError('dump', `reading the conntrack table failed (${error}; ${counts}): is the system short of memory? retrying`);
+  if (phase === 'open') {
+    return new ConntrackError('unavailable', `cannot open a netfilter netlink socket (${error}): is nfnetlink in the kernel (CONFIG_NETFILTER_NETLINK)? Too many open files?`);
   }
+  if (phase === 'dump' && (error === 'EPERM' || error === 'EACCES')) {
+    return new ConntrackError('unavailable', `the kernel refused to read the conntrack table (${error}): ${CAP_HINT}`);
+  }
+  if (phase === 'dump' && (error === 'EINVAL' || error === 'EOPNOTSUPP' || error === 'EPROTONOSUPPORT')) {
+    return new ConntrackError('unavailable', `the kernel cannot read the conntrack table (${error}): ${CTNETLINK_HINT}`);
+  }
+  if (error === 'EAGAIN' || error === 'EWOULDBLOCK') {
+    return new ConntrackError('timeout', `the kernel did not answer a conntrack request within 10 s (${error}; ${counts}): is the ctnetlink socket stuck? retrying`);
+  }
+  if (phase === 'delete') return new ConntrackError('delete', `deleting a conntrack entry failed (${error}; ${counts}): see the kernel log; retrying`);
+  return new ConntrackError('dump', `reading the conntrack table failed (${error}; ${counts}): is the system short of memory? retrying`);
 }
 
 /**
- * Delete the entries `filter` matches. Resolves once every matched entry is gone; rejects with a
- * ConntrackError otherwise (what it could delete is deleted). A call past `timeoutMs` is reported
- * as a 'timeout' but goes on in its thread (a netlink call cannot be stopped).
+ * Runs purges through the addon, one at a time. A call past its timeout goes on in its thread (a
+ * netlink call cannot be stopped; the addon bounds each receive, see conntrack-purge.c): until it
+ * ends, another call fails at once as 'busy' rather than queue a dump behind it on libuv's thread
+ * pool, which the firewall's nft work shares. The caller retries later, as for any failure.
  */
+export class ConntrackPurger {
+  #inFlight: Promise<unknown> | null = null;
+
+  constructor(private readonly lib: ConntrackAddon) {}
+
+  /**
+   * Delete the entries `filter` matches. Resolves once every matched entry is gone; rejects with a
+   * ConntrackError otherwise (what it could delete is deleted).
+   */
+  async purge(filter: ConntrackFilter, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ConntrackPurgeResult> {
+    if (isEmptyFilter(filter)) return { scanned: 0, deleted: 0 };
+    const exact = addressArray(filter.addresses, 'address');
+    const { sweep } = filter;
+    const keep = addressArray(sweep?.keep ?? [], 'kept address');
+    const network = sweep === null ? 0 : ipv4Number(sweep.network);
+    if (network === null) throw new ConntrackError('address', `network ${JSON.stringify(sweep?.network)} is not an IPv4 address like 100.64.0.0`);
+    const prefix = sweep === null ? -1 : sweep.prefixLength;
+    if (!Number.isInteger(prefix) || prefix < -1 || prefix > 32) throw new ConntrackError('address', `prefix length ${prefix} is not from 0 to 32`);
+    if (this.#inFlight !== null) {
+      throw new ConntrackError('busy', 'an earlier purge is still running (one that timed out: is the ctnetlink socket stuck?): not starting another; retrying');
+    }
+    const call = new Promise<ConntrackPurgeResult>((resolve, reject) => {
+      this.lib.purge(exact, network, prefix, keep, (error, phase, scanned, matched, deleted) => {
+        if (error === null) resolve({ scanned, deleted });
+        else reject(failure(error, phase, `${scanned} entries read, ${matched} matched, ${deleted} deleted`));
+      });
+    });
+    const settled = call.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inFlight = settled;
+    void settled.then(() => {
+      if (this.#inFlight === settled) this.#inFlight = null;
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new ConntrackError('timeout', `deleting conntrack entries did not finish within ${timeoutMs} ms: is the ctnetlink socket stuck? retrying`)),
+        timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([call, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+let purger: ConntrackPurger | undefined;
+
+/** Delete the entries `filter` matches, through the addon (see ConntrackPurger). */
 export async function purgeConntrack(filter: ConntrackFilter, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ConntrackPurgeResult> {
   if (isEmptyFilter(filter)) return { scanned: 0, deleted: 0 };
-  const lib = loadConntrackLibrary();
-  const exact = addressArray(filter.addresses, 'address');
-  const { sweep } = filter;
-  const keep = addressArray(sweep?.keep ?? [], 'kept address');
-  const network = sweep === null ? 0 : ipv4Number(sweep.network);
-  if (network === null) throw new ConntrackError('address', `network ${JSON.stringify(sweep?.network)} is not an IPv4 address like 100.64.0.0`);
-  const prefix = sweep === null ? -1 : sweep.prefixLength;
-  if (!Number.isInteger(prefix) || prefix < -1 || prefix > 32) throw new ConntrackError('address', `prefix length ${prefix} is not from 0 to 32`);
-  const call = new Promise<ConntrackPurgeResult>((resolve, reject) => {
-    lib.purge(exact, network, prefix, keep, (error, phase, scanned, matched, deleted) => {
-      if (error === null) resolve({ scanned, deleted });
-      else reject(failure(error, phase, `${scanned} entries read, ${matched} matched, ${deleted} deleted`));
-    });
-  });
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new ConntrackError('timeout', `deleting conntrack entries did not finish within ${timeoutMs} ms: is the ctnetlink socket stuck? retrying`)),
-      timeoutMs,
-    );
-  });
-  try {
-    return await Promise.race([call, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  purger ??= new ConntrackPurger(loadConntrackLibrary());
+  return purger.purge(filter, timeoutMs);
 }
 
 /** The agent's conntrack port, in its own network namespace. */

@@ -22,7 +22,8 @@
 //       network that is not in `keep` (Uint32Array, sorted) goes too; -1: no sweep.
 //       error: null, or the errno's name of the first failure, in `phase` ("open", "dump" or
 //       "delete"); the counts say how far it got (what was matched before a failed dump is still
-//       deleted). scanned: IPv4 entries seen; matched; deleted (ENOENT not counted).
+//       deleted). scanned: IPv4 entries seen; matched; deleted (ENOENT not counted). EAGAIN: the
+//       kernel did not answer one receive within RECEIVE_TIMEOUT_S.
 //       Throws {code} for bad arguments or when it cannot queue.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
@@ -35,10 +36,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #if !__has_include(<libnetfilter_conntrack/libnetfilter_conntrack.h>)
 #error "libnetfilter_conntrack.h is missing: install libnetfilter-conntrack-dev (scripts/setup does), then npm run build"
 #endif
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
+
+// Longest wait for one answer of the kernel (a dump is many answers, each quick).
+#define RECEIVE_TIMEOUT_S 10
 
 typedef struct {
   napi_async_work work;
@@ -111,6 +116,10 @@ static void execute(napi_env env, void *data) {
     call->phase = "open";
     return;
   }
+  // A receive the kernel never answers ends (EAGAIN) rather than hold a libuv thread for good,
+  // which the firewall's nft work shares; the adapter starts no purge while one runs.
+  struct timeval bound = {.tv_sec = RECEIVE_TIMEOUT_S, .tv_usec = 0};
+  setsockopt(nfct_fd(handle), SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
   nfct_callback_register(handle, NFCT_T_ALL, on_entry, call);
   uint32_t family = AF_INET;
   if (nfct_query(handle, NFCT_Q_DUMP, &family) < 0 && call->error == 0) {

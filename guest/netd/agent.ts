@@ -325,33 +325,49 @@ export class NetdAgent {
       }
     }
     // The old entries of released client IPs go before any link is configured to serve them
-    // again; where that fails, such links are held back (retried), and one already up goes down:
-    // the firewall accepts the IP from it, and what it sent would join the old VM's flows.
+    // again. A link already up that serves one (its client changed to it) goes down first: the
+    // firewall accepts the IP from it from now on, and what it sent during the purge would join the
+    // old VM's flows. It stays held back in this run (going down flushed what the plan counted on),
+    // and the next run brings it up for its client once the debt is settled. Where the purge
+    // fails, such links are held back (retried).
     let purgeFailed = false;
+    /** Why the purge did not happen, where the firewall is not why. */
+    let purgeHeldBy: string | null = null;
     let heldForConntrack = new Set<number>();
+    const takenDownForPurge = new Set<number>();
     if (owed) {
-      purgeFailed = !(await this.#purge(filtering));
+      const takenDown = [...heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks)]
+        .filter((ifindex) => this.#view.links.get(ifindex)?.up === true)
+        .map((ifindex) => ({ kind: 'link-down', ifindex }) as const);
+      const downFailures = takenDown.length === 0 ? 0 : await this.#applyAll(takenDown, touched);
+      failures += downFailures;
+      downs = [...downs, ...takenDown];
+      // A link still up could make entries anew for an IP the purge would call settled.
+      const outcome = downFailures > 0 ? 'not-purged' : await this.#purge(filtering);
+      purgeFailed = outcome !== 'settled';
+      if (outcome === 'threw') purgeHeldBy = 'deleting them failed (see the log and status)';
+      else if (downFailures > 0) purgeHeldBy = 'a link already up serving such an IP could not be taken down first (see its error)';
       heldForConntrack = heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks);
       for (const ifindex of heldForConntrack) held.add(ifindex);
-      const purgeDowns: Operation[] = [...heldForConntrack]
-        .filter((ifindex) => this.#view.links.get(ifindex)?.up === true)
-        .map((ifindex) => ({ kind: 'link-down', ifindex }));
-      if (purgeDowns.length > 0) {
-        failures += await this.#applyAll(purgeDowns, touched);
-        downs = [...downs, ...purgeDowns];
-      }
+      for (const operation of takenDown) takenDownForPurge.add(operation.ifindex);
+      if (takenDown.length > 0 && outcome === 'settled') this.#schedule();
     }
-    const additions = current.operations.filter((operation) => !isRemoval(operation) && !held.has(operationIfindex(operation) ?? -1));
+    const additions = current.operations.filter((operation) => {
+      const ifindex = operationIfindex(operation) ?? -1;
+      return !isRemoval(operation) && !held.has(ifindex) && !takenDownForPurge.has(ifindex);
+    });
     failures += await this.#applyAll(additions, touched);
     if (!firewallFirst) filtering = await this.#tellFirewall(current);
     this.#forgetStaleErrors([...removals, ...downs, ...additions]);
+    // Why each link is held back: the purge only where it failed itself (it may have succeeded,
+    // and the debt be kept for the firewall); a link that failed to go down for it says so already.
     for (const ifindex of held) {
-      this.#errors.set(
-        ifindex,
-        heldForConntrack.has(ifindex)
-          ? "held back until the conntrack entries of its client IP's former VM are deleted: deleting them failed (see the log and status); retrying"
-          : 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying',
-      );
+      if (takenDownForPurge.has(ifindex) && touched.has(ifindex)) continue;
+      if (heldForConntrack.has(ifindex) && purgeHeldBy !== null) {
+        this.#errors.set(ifindex, `held back until the conntrack entries of its client IP's former VM are deleted: ${purgeHeldBy}; retrying`);
+      } else {
+        this.#errors.set(ifindex, 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying');
+      }
     }
     if (!firewallFirst && !filtering) {
       for (const ifindex of this.#unfilteredLinks(current)) {
@@ -395,12 +411,13 @@ export class NetdAgent {
   /**
    * Delete the conntrack entries the debt names. The debt is settled only when that succeeded
    * and the firewall took this plan (else a link might still be accepted as a released client,
-   * and make entries anew): true then.
+   * and make entries anew): 'settled' then; 'threw' when the purge failed, 'not-purged' when it
+   * succeeded but the debt is kept for the firewall.
    */
-  async #purge(filtering: boolean): Promise<boolean> {
+  async #purge(filtering: boolean): Promise<'settled' | 'not-purged' | 'threw'> {
     const debt = this.#purgeDebt;
     const filter = debt === null ? null : purgeFilter(debt);
-    if (this.conntrack === null || debt === null || filter === null) return true;
+    if (this.conntrack === null || debt === null || filter === null) return 'settled';
     const started = performance.now();
     try {
       const result = await this.conntrack.purge(filter);
@@ -410,14 +427,14 @@ export class NetdAgent {
       const what = { released: filter.addresses, sweep: filter.sweep !== null, deleted: result.deleted, scanned: result.scanned, ms: Number(this.#counters.lastPurgeMs.toFixed(1)) };
       if (result.deleted > 0 || filter.addresses.length > 0) this.log.info(what, 'deleted the conntrack entries of client IPs no longer served');
       else this.log.debug(what, 'no conntrack entries of client IPs no longer served');
-      if (!filtering) return false;
+      if (!filtering) return 'not-purged';
       this.#purgeDebt = NO_PURGE_DEBT;
-      return true;
+      return 'settled';
     } catch (error) {
       this.#counters.conntrackPurgeFailures += 1;
       this.#purgeError = error instanceof Error ? error.message : String(error);
       this.log.error({ err: error, released: filter.addresses, sweep: filter.sweep !== null }, 'deleting old conntrack entries failed; their client IPs are held back, retrying');
-      return false;
+      return 'threw';
     }
   }
 

@@ -1,7 +1,9 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter } from '../../../guest/conntrack/conntrack-filter.js';
+import { type ConntrackAddon, ConntrackPurger } from '../../../guest/conntrack/conntrack-purge.js';
 import type { ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
 import { type Harness, type Netns, createHarness, describeNetns } from '../../harness/index.js';
 
@@ -131,9 +133,44 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     expect(await table()).toEqual([]);
   });
 
+  it('says the agent lacks CAP_NET_ADMIN when it does (the kernel refuses the dump, not the socket)', async () => {
+    const { stdout } = await ns.exec(
+      ['setpriv', '--inh-caps=-net_admin', '--ambient-caps=-net_admin', '--bounding-set=-net_admin', '--', process.execPath, FIXTURE, 'purge', JSON.stringify({ addresses: ['100.64.0.1'], sweep: null })],
+      { enter: 'nsenter', timeoutMs: 60_000 },
+    );
+    const outcome = JSON.parse(stdout) as Outcome;
+    expect(outcome).toMatchObject({ error: { kind: 'unavailable', message: expect.stringContaining('EPERM') } });
+    expect(outcome).toMatchObject({ error: { message: expect.stringContaining('CAP_NET_ADMIN') } });
+  });
+
   it('refuses an address that is not IPv4, saying which', async () => {
     expect(await purge({ addresses: ['100.64.0.300'], sweep: null })).toEqual({
       error: { kind: 'address', message: 'address "100.64.0.300" is not an IPv4 address like 100.64.0.1' },
     });
+  });
+});
+
+describe('ConntrackPurger', () => {
+  /** An addon whose calls end only when the test says so. */
+  function stuckAddon(): { addon: ConntrackAddon; calls: (() => void)[] } {
+    const calls: (() => void)[] = [];
+    return { addon: { purge: (_exact, _network, _prefix, _keep, callback) => void calls.push(() => callback(null, null, 3, 1, 1)) }, calls };
+  }
+  const FILTER: ConntrackFilter = { addresses: ['100.64.0.1'], sweep: null };
+
+  it('starts no purge while one that timed out still runs (busy, at once), and starts again once it ended', async () => {
+    const { addon, calls } = stuckAddon();
+    const purger = new ConntrackPurger(addon);
+    await expect(purger.purge(FILTER, 20)).rejects.toMatchObject({ kind: 'timeout' });
+    const second = purger.purge(FILTER, 20).catch((error: unknown) => error);
+    expect(await second).toBeInstanceOf(ConntrackError);
+    expect(await second).toMatchObject({ kind: 'busy', message: expect.stringMatching(/^an earlier purge is still running/) });
+    expect(calls).toHaveLength(1);
+    calls[0]?.();
+    await new Promise((resolve) => setImmediate(resolve));
+    const third = purger.purge(FILTER, 1000);
+    expect(calls).toHaveLength(2);
+    calls[1]?.();
+    expect(await third).toEqual({ scanned: 3, deleted: 1 });
   });
 });

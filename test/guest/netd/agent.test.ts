@@ -394,6 +394,35 @@ describe('NetdAgent', () => {
       expect(kernel.applied).toContainEqual({ kind: 'link-up', ifindex: VM3.ifindex });
     });
 
+    it("takes down a link already up whose client changed to a released IP before purging that IP, and brings it up for it after", async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }, { kind: 'link', op: 'new', link: VM2 }]);
+      const conntrack = new RecordingConntrack();
+      await started(kernel, new RecordingFirewall(), conntrack).start({ watch: true });
+      const order: string[] = [];
+      conntrack.onPurge = (filter) => order.push(`purge ${filter.addresses.join(',')}`);
+      kernel.onApply = (operation) => order.push(operationIfindex(operation) === VM2.ifindex ? `${operation.kind} vm2` : operation.kind);
+      // vm1 goes; vm2, up and serving client 2, is given client 1's MAC (another VM behind it).
+      await settle(kernel, [{ kind: 'link', op: 'del', link: CLIENT_1 }, { kind: 'link', op: 'new', link: { ...VM2, up: true, group: PROVIDER_LINK_GROUP, mac: CLIENT_1.mac } }]);
+      await until(() => kernel.applied.some((operation) => isRouteTo(operation, '100.64.0.1', VM2.ifindex)));
+      expect(conntrack.filters.at(-1)).toEqual({ addresses: ['100.64.0.1', '100.64.0.2'], sweep: null });
+      // Down before the purge: the firewall accepts client 1 from vm2 already, and whatever sent it would join the old VM's flows.
+      expect(order.indexOf('link-down vm2')).toBeGreaterThanOrEqual(0);
+      expect(order.indexOf('link-down vm2')).toBeLessThan(order.indexOf('purge 100.64.0.1,100.64.0.2'));
+      expect(order.indexOf('link-up vm2')).toBeGreaterThan(order.indexOf('purge 100.64.0.1,100.64.0.2'));
+      expect((await agent!.status()).links.find((link) => link.name === 'vm2')).toMatchObject({ state: 'configured', error: null });
+    });
+
+    it('blames the firewall, not the purge, for a held link when the purge succeeded but the firewall update failed', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const firewall = new RecordingFirewall();
+      await started(kernel, firewall, new RecordingConntrack()).start({ watch: true });
+      firewall.failing = true;
+      await settle(kernel, [{ kind: 'link', op: 'del', link: CLIENT_1 }, { kind: 'link', op: 'new', link: VM3 }]);
+      const status = await agent!.status();
+      expect(status.conntrack).toEqual({ owed: ['100.64.0.1'], sweepOwed: false, lastError: null });
+      expect(status.links.find((link) => link.name === 'vm3')?.error).toMatch(/^held back until the firewall filters this link: updating the firewall failed/);
+    });
+
     it('while the start sweep fails, serves the links a previous agent configured and holds back the others', async () => {
       const kernel = new ScriptedKernel([
         { kind: 'link', op: 'new', link: { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP } },

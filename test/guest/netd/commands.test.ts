@@ -75,9 +75,9 @@ describe('spectrum-netd status, as text', () => {
       firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 },
       model: null,
     };
-    const owed = { owed: ['100.64.0.1'], sweepOwed: true, lastError: 'cannot open a ctnetlink socket (EPROTONOSUPPORT)' };
+    const owed = { owed: ['100.64.0.1'], sweepOwed: true, lastError: 'the kernel refused to read the conntrack table (EPERM): does the agent have CAP_NET_ADMIN?' };
     expect(formatStatus({ ...base, conntrack: owed })).toContain(
-      '\nconntrack: old entries still to delete: 100.64.0.1, every client IP not served at start; last error: cannot open a ctnetlink socket (EPROTONOSUPPORT)\n',
+      '\nconntrack: old entries still to delete: 100.64.0.1, every client IP not served at start; last error: the kernel refused to read the conntrack table (EPERM): does the agent have CAP_NET_ADMIN?\n',
     );
     expect(formatStatus({ ...base, conntrack: { owed: [], sweepOwed: false, lastError: null } })).not.toContain('conntrack:');
     expect(formatStatus({ ...base, conntrack: null })).not.toContain('conntrack:');
