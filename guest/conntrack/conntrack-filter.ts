@@ -1,3 +1,5 @@
+import { dottedOctets } from '../ipv4-text.js';
+
 /**
  * Which conntrack entries to delete, as a value: the addresses whose entries go, and at most one
  * network swept but for the addresses it keeps. An entry goes when one of its four addresses
@@ -19,14 +21,11 @@ export interface ConntrackSweep {
   readonly keep: readonly string[];
 }
 
-const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
-const DOTTED = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
-
 /** An IPv4 address as an unsigned 32-bit number (host order); null when `text` is no dotted quad. */
 export function ipv4Number(text: string): number | null {
-  const match = DOTTED.exec(text);
-  if (match === null) return null;
-  return ((Number(match[1]) << 24) | (Number(match[2]) << 16) | (Number(match[3]) << 8) | Number(match[4])) >>> 0;
+  const octets = dottedOctets(text);
+  if (octets === null) return null;
+  return ((octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]) >>> 0;
 }
 
 /** The network mask of a prefix length (0 to 32), unsigned. */

@@ -1,3 +1,4 @@
+import { dottedOctets } from '../ipv4-text.js';
 import { DhcpError } from './dhcp-error.js';
 
 /** IPv4 addresses in DHCP values are dotted-quad text: readable in logs, tests and lease lists. */
@@ -6,17 +7,16 @@ export type Ipv4Text = string;
 export const ZERO_IP: Ipv4Text = '0.0.0.0';
 export const BROADCAST_IP: Ipv4Text = '255.255.255.255';
 
-const DOTTED = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/;
 
 export function isIpv4Text(text: string): boolean {
-  return DOTTED.test(text);
+  return dottedOctets(text) !== null;
 }
 
 /** The four octets of dotted-quad text; configuration errors say which value was wrong. */
 export function ipv4Octets(text: Ipv4Text): [number, number, number, number] {
-  const match = DOTTED.exec(text);
-  if (match === null) throw new DhcpError('config', `${JSON.stringify(text)} is not an IPv4 address like 169.254.0.1`);
-  return [Number(match[1]), Number(match[2]), Number(match[3]), Number(match[4])];
+  const octets = dottedOctets(text);
+  if (octets === null) throw new DhcpError('config', `${JSON.stringify(text)} is not an IPv4 address like 169.254.0.1`);
+  return octets;
 }
 
 /** Read four bytes at `offset` as dotted text; the caller has checked the bounds. */
