@@ -132,17 +132,42 @@ function orphanWarning(vm: string, links: number, configDir: string): string {
 const VMM_NAMES: Readonly<Record<VmmDetachFailure['vmm'], string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
 /**
- * What `unlink <unlinked> --force` says of a VMM that did not detach a NIC: one line. The state no
- * longer records how the link was attached, so a later unlink reaches that VMM only with --attach.
+ * What is said of a VMM that did not detach a NIC of a link taken down all the same: one line.
+ * `conflict`: what reports the NIC left; `retry`: how to detach it once the VMM answers, if any.
  */
-function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean): string {
+function vmmFailureLine(failure: VmmDetachFailure, conflict: string, retry: string): string {
   const { link, vmm, vm, nic, error } = failure;
-  const retry = forget ? '' : `once the VMM answers, spectrum-link unlink ${unlinked} --attach ${vm}=${vmm} detaches it, or `;
   return (
     `${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} (link ${link.vm} -> ${link.provider}, id ${link.id}): ${error}; ` +
     `the host side was removed anyway (tap ${nic} and bridge ${link.bridge} deleted: that NIC reaches nothing), ` +
-    `but the VMM may still show a NIC on a deleted tap, which the next link reports as a conflict: ${retry}restart ${vm}`
+    `but the VMM may still show a NIC on a deleted tap, which ${conflict} reports as a conflict: ${retry}restart ${vm}`
   );
+}
+
+/**
+ * What `unlink <unlinked> --force` says of a VMM that did not detach a NIC. The state no longer
+ * records how the link was attached, so a later unlink reaches that VMM only with --attach.
+ */
+function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean): string {
+  const { vm, vmm } = failure;
+  return vmmFailureLine(failure, 'the next link', forget ? '' : `once the VMM answers, spectrum-link unlink ${unlinked} --attach ${vm}=${vmm} detaches it, or `);
+}
+
+/**
+ * What `link` says of a VMM that did not detach a NIC of a link to a provider the config no longer
+ * names. Only an unlink of the client reaches that NIC now (with --attach, as the state no longer
+ * records it), and that takes the client's other links down too.
+ */
+function unlistedLine(failure: VmmDetachFailure): string {
+  const { link, vm, vmm } = failure;
+  const retry = `once the VMM answers, spectrum-link unlink ${link.vm} --attach ${vm}=${vmm} detaches it (taking ${link.vm}'s other links down too: link ${link.vm} again after), or `;
+  return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
+}
+
+/** A link taken down as JSON (no VMM arguments: its taps are gone), with the VMMs that did not detach it. */
+function unlinkedJson(report: LinkReport, failures: readonly VmmDetachFailure[]): Record<string, unknown> {
+  const failed = failures.filter((failure) => failure.link.id === report.id).map(({ vm, vmm, nic, error }) => ({ vm, vmm, nic, error }));
+  return { ...linkFieldsJson(report), ...(failed.length > 0 && { vmmFailures: failed }) };
 }
 
 /** The progress line of `link`: how many VMs have their devices, then how many NICs are hot-plugged. */
@@ -208,7 +233,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       } finally {
         progress.done();
       }
-      const { linked, unlinked, orphaned } = outcome;
+      const { linked, unlinked, orphaned, vmmFailures } = outcome;
       // A line each (the message alone: fields would take more lines on a terminal).
       if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
@@ -221,16 +246,26 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const reports = linked.get(vm) ?? [];
         const gone = unlinked.get(vm) ?? [];
         if (flags.json === true) {
-          lines.push(`${JSON.stringify({ vm, links: reports.map((report) => linkJson(report, linkerOpts.mtu)), ...(gone.length > 0 && { unlinked: gone.map(linkFieldsJson) }) })}\n`);
+          const unlinkedEntries = gone.map((report) => unlinkedJson(report, vmmFailures));
+          lines.push(`${JSON.stringify({ vm, links: reports.map((report) => linkJson(report, linkerOpts.mtu)), ...(gone.length > 0 && { unlinked: unlinkedEntries }) })}\n`);
           continue;
         }
         if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
         for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report, linkerOpts.mtu).map((line) => `${line}\n`));
-        for (const report of gone) lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept): ${report.provider} is no longer among ${report.vm}'s providers\n`);
+        for (const report of gone) {
+          const forced = vmmFailures.some((failure) => failure.link.id === report.id) ? ', VMM detach failed' : '';
+          lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept${forced}): ${report.provider} is no longer among ${report.vm}'s providers\n`);
+        }
       }
       // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
       if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
       process.stdout.write(lines.join(''));
+      // Links taken down despite a VMM that did not detach: what was linked stays linked, but the
+      // run failed, a line per such VMM.
+      if (vmmFailures.length > 0) {
+        const [first = '', ...rest] = vmmFailures.map(unlistedLine);
+        throw new CliError(first, EXIT.failure, rest, 'lines');
+      }
     });
 
   const unlink = new Command('unlink')
@@ -254,11 +289,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // The taps are gone: no VMM arguments (they would name devices that no longer exist). A
       // link taken down while a VMM did not detach its NIC says so (`vmmFailures`).
       if (flags.json === true) {
-        const unlinked = reports.map((report) => {
-          const failed = failuresOf(report).map(({ vm, vmm, nic, error }) => ({ vm, vmm, nic, error }));
-          return { ...linkFieldsJson(report), ...(failed.length > 0 && { vmmFailures: failed }) };
-        });
-        process.stdout.write(`${JSON.stringify({ vm: name, unlinked, forgotten: forget })}\n`);
+        process.stdout.write(`${JSON.stringify({ vm: name, unlinked: reports.map((report) => unlinkedJson(report, failures)), forgotten: forget })}\n`);
       } else {
         for (const report of reports) {
           const forced = failuresOf(report).length > 0 ? ', VMM detach failed' : '';

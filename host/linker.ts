@@ -30,8 +30,9 @@ export type VmmKind = 'qemu' | 'cloud-hypervisor';
 
 export interface VmmDetachOptions {
   /**
-   * The links go whatever the VMM says (`unlink --force`): the whole detach is bounded too, not
-   * only each request, so that a VMM answering each just in time cannot stretch it.
+   * The links go whatever the VMM says (`unlink --force`, and `link` taking down a provider the
+   * config no longer names): the whole detach is bounded too, not only each request, so that a
+   * VMM answering each just in time cannot stretch it.
    */
   readonly force?: boolean;
 }
@@ -205,6 +206,8 @@ export interface LinkOutcome {
   readonly unlinked: Map<VmName, LinkReport[]>;
   /** With the whole config dir (`link --all`): clients whose directory has gone, by name; else none. */
   readonly orphaned: readonly OrphanedVm[];
+  /** VMMs that did not detach a NIC of a link taken down, which went all the same (as `unlink --force`). */
+  readonly vmmFailures: readonly VmmDetachFailure[];
 }
 
 /** `link --all`: the whole config dir as read, and the VMs read there that name no provider now. */
@@ -237,7 +240,10 @@ function orphanedClients(state: LinkState, snapshot: ConfigSnapshot, options: Pi
  * config dir as already read by the caller, whose VMs without providers lose their client links
  * too, and whose gone clients are reported (orphaned).
  * A failure while linking (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole
- * run, and takes nothing down.
+ * run, and takes nothing down. Links taken down go whatever their VMMs say (as `unlink --force`):
+ * the config is the operator's word, and a VMM (it hosts an untrusted guest) that refuses or stalls
+ * the detach must not keep its VM connected to a provider the config no longer names; such VMMs
+ * are returned (`vmmFailures`), what was linked stays linked.
  */
 export async function linkVms(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<LinkOutcome> {
   const vms = [...new Set(names.map(vmName))];
@@ -312,21 +318,25 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     }
     const unlisted = [...listed].flatMap(([vm, providers]) => unlistedLinks(state, vm, providers));
     const unlinked = new Map<VmName, LinkReport[]>();
+    const vmmFailures: VmmDetachFailure[] = [];
     if (unlisted.length > 0) {
-      const released = await releaseLinks(state, unlisted, options).catch((error: unknown) => {
+      // With force a VMM's failure is returned, not thrown: what is left to throw is the host's
+      // own (a device the kernel did not delete).
+      const released = await releaseLinks(state, unlisted, options, { force: true }).catch((error: unknown) => {
         const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
         const reason = error instanceof Error ? error.message : String(error);
         throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reason}`);
       });
       if (!sameState(released.state, state)) await saveState(options.stateDir, released.state);
       for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
+      vmmFailures.push(...released.failures);
     }
     const orphaned = snapshot === undefined ? [] : orphanedClients(state, snapshot, options);
-    return { linked: new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []])), unlinked, orphaned };
+    return { linked: new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []])), unlinked, orphaned, vmmFailures };
   });
 }
 
-/** A VMM that did not detach a link's NIC, while `unlink --force` took the link down all the same. */
+/** A VMM that did not detach a link's NIC, while `unlink --force` (or `link`) took the link down all the same. */
 export interface VmmDetachFailure {
   /** The link, as reported. */
   readonly link: LinkReport;

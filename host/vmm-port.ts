@@ -83,7 +83,7 @@ async function vmmGone(error: unknown): Promise<boolean> {
 /** A signal that aborts after `ms`, saying so; clear() it when done (its timer keeps nothing alive). */
 function wholeDeadline(ms: number): { signal: AbortSignal; clear: () => void } {
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(new Error(`the whole detach took over ${ms} ms (unlink --force gives each NIC twice --vmm-timeout)`)), ms);
+  const timer = setTimeout(() => controller.abort(new Error(`the whole detach took over ${ms} ms (a detach whatever the VMM says, by unlink --force or by link taking down a dropped provider, gets twice --vmm-timeout per NIC)`)), ms);
   timer.unref();
   return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }

@@ -3,11 +3,13 @@
 // says --force; unlink --force deletes the devices all the same, updates the state, and exits 1
 // with a line per VMM that did not detach. A scripted QMP server (vmm/scripted-qemu.ts) and the
 // spec-exact fake cloud-hypervisor play the VMMs; the built spectrum-link runs in a test namespace.
-import { mkdtemp, rm } from 'node:fs/promises';
+// `link` taking down a link to a provider the config no longer names does the same as --force.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../harness/index.js';
+import { TapFd } from '../../host/vmm/tap-fd.js';
 import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
@@ -27,6 +29,12 @@ interface UnlinkJson {
   vm: string;
   unlinked: (Link & { vmmFailures?: { vm: string; vmm: string; nic: string; error: string }[] })[];
   forgotten: boolean;
+}
+
+interface LinkJson {
+  vm: string;
+  links: Link[];
+  unlinked?: UnlinkJson['unlinked'];
 }
 
 interface ListedJson extends Link {
@@ -172,7 +180,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(forced.code).toBe(1);
     expect(forced.ms).toBeLessThan(3500);
     expect(stderrLines(forced.stderr)).toHaveLength(1);
-    expect(forced.stderr).toMatch(/did not detach NIC .*given up: the whole detach took over 2000 ms \(unlink --force gives each NIC twice --vmm-timeout\); the host side was removed anyway/);
+    expect(forced.stderr).toMatch(/did not detach NIC .*given up: the whole detach took over 2000 ms \(a detach whatever the VMM says, by unlink --force or by link taking down a dropped provider, gets twice --vmm-timeout per NIC\); the host side was removed anyway/);
     expect(await linkDevicesOf(link)).toEqual([]);
 
     // Without --force the same QEMU is only slow: the detach goes through, all its steps later.
@@ -248,6 +256,60 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       ['netvm', 'cloud-hypervisor', link.providerDevice],
     ]);
     expect(await linkDevicesOf(link)).toEqual([]);
+  });
+
+  it('link, a provider dropped from the config, QEMU refusing device_del: the devices go and the state follows all the same, exit 1 with one line; the other link stays up', async () => {
+    const extraProvider = join(world.configDir, 'appvm-lynx', 'providers', 'net', 'appvm-catgirl');
+    const args = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--attach', 'appvm-catgirl=netns', '--qmp-socket', qmpTemplate, '--json'];
+    let held: TapFd | undefined;
+    try {
+      await writeFile(extraProvider, '');
+      const both = await world.link(args);
+      expect(both.code, both.stderr).toBe(0);
+      const links = (JSON.parse(both.stdout) as LinkJson).links;
+      const dropped = links.find((link) => link.provider === 'appvm-catgirl')!;
+      const kept = links.find((link) => link.provider === 'netvm')!;
+      expect([...qemu.devices.keys()].sort()).toEqual([dropped.clientDevice, kept.clientDevice].sort());
+
+      // The kept link's NIC holds its tap, as in a real QEMU (the scripted one drops the descriptor
+      // it is given), so that linking again finds it attached.
+      held = TapFd.open(kept.clientDevice, `/run/netns/${world.host.name}`);
+      await rm(extraProvider);
+      qemu.deviceDel = 'refuse';
+      const relinked = await world.link(args);
+      expect(relinked.code).toBe(1);
+      const lines = stderrLines(relinked.stderr);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(
+        new RegExp(
+          `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${dropped.clientDevice} \\(link appvm-lynx -> appvm-catgirl, id ${dropped.id}\\): QEMU refused device_del: .*; ` +
+            `the host side was removed anyway \\(tap ${dropped.clientDevice} and bridge ${dropped.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
+            "which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu detaches it \\(taking appvm-lynx's other links down too: link appvm-lynx again after\\), or restart appvm-lynx$",
+        ),
+      );
+      // What is linked stays linked; the link taken down says which VMM did not detach it.
+      const json = JSON.parse(relinked.stdout) as LinkJson;
+      expect(json.links.map((link) => link.id)).toEqual([kept.id]);
+      expect(json.unlinked).toMatchObject([{ id: dropped.id, vmmFailures: [{ vm: 'appvm-lynx', vmm: 'qemu', nic: dropped.clientDevice }] }]);
+      expect(json.unlinked?.[0]?.vmmFailures?.[0]?.error).toMatch(/QEMU refused device_del/);
+      // Cut off: the dropped link's devices are gone and its attachment no longer recorded; the
+      // other link is as it was.
+      expect(await linkDevicesOf(dropped)).toEqual([]);
+      expect(await linkDevicesOf(kept)).toHaveLength(3);
+      const byId = new Map((await listed()).map((entry) => [entry.id, entry]));
+      expect(byId.get(dropped.id)).toMatchObject({ present: false, clientAttach: 'none', providerAttach: 'none' });
+      expect(byId.get(kept.id)).toMatchObject({ present: true, clientAttach: 'qemu', providerAttach: 'netns' });
+      expect(qemu.devices.has(kept.clientDevice)).toBe(true);
+
+      // Nothing more to take down: the next link of the client succeeds, the other link untouched.
+      const again = await world.link(args);
+      expect(again.code, again.stderr).toBe(0);
+      expect(JSON.parse(again.stdout)).not.toHaveProperty('unlinked');
+      expect(await linkDevicesOf(kept)).toHaveLength(3);
+    } finally {
+      held?.close();
+      await rm(extraProvider, { force: true });
+    }
   });
 
   it('--force with VMMs that detach: exit 0, output as a plain unlink (no vmmFailures)', async () => {
