@@ -111,6 +111,16 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
 
   const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+  /**
+   * Once `id` is routed out of `ifname`, the VM listening there gets none of the datagrams the
+   * ticker keeps sending to the old VM's masqueraded address (what a stale entry would deliver).
+   */
+  async function expectNothingStale(listener: NetnsProcess, id: number, ifname: string): Promise<void> {
+    await routed(id, ifname);
+    await sleep(1500);
+    expect(received(listener), `the new VM got the old VM's datagrams: ${listener.stdout}`).toBe(0);
+  }
+
   beforeAll(async () => {
     harness = createHarness('ct');
     dir = mkdtempSync(join(tmpdir(), 'spectrum-conntrack-'));
@@ -143,9 +153,7 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
     await routed(20, null);
     const next = await vm('q20', 20);
     const listener = await listen(next);
-    await routed(20, 'q20');
-    await sleep(1500);
-    expect(received(listener), `the new VM got the old VM's datagrams: ${listener.stdout}`).toBe(0);
+    await expectNothingStale(listener, 20, 'q20');
     expect(await entriesOf(clientIp(20))).toEqual([]);
     expect((await agent.status()).counters.conntrackPurged).toBeGreaterThan(0);
     await provider.ip(['link', 'del', 'q20']);
@@ -162,9 +170,7 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
     await routed(21, null);
     const next = await vm('q21', 21);
     const listener = await listen(next);
-    await routed(21, 'q21');
-    await sleep(1500);
-    expect(received(listener), `the new VM got the old VM's datagrams: ${listener.stdout}`).toBe(0);
+    await expectNothingStale(listener, 21, 'q21');
     await provider.ip(['link', 'del', 'p21']);
     await provider.ip(['link', 'del', 'q21']);
   });
@@ -203,9 +209,7 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
     const next = await vm('q25', 25);
     const listener = await listen(next);
     agent = await Agent.start(provider, join(dir, 'netd.sock'));
-    await routed(25, 'q25');
-    await sleep(1500);
-    expect(received(listener), `the new VM got the old VM's datagrams: ${listener.stdout}`).toBe(0);
+    await expectNothingStale(listener, 25, 'q25');
     expect(await entriesOf(clientIp(25))).toEqual([]);
     await provider.ip(['link', 'del', 'q25']);
   });
