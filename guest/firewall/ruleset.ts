@@ -51,6 +51,8 @@ const COMMENT = 'spectrum-netd provider firewall v1: owned by spectrum-netd, edi
 const PRIORITY = { raw: -300, filter: 0, srcnat: 100 } as const;
 /** Conntrack state bits: invalid, then 1 << (IP_CT_* + 1), as the kernel matches them. */
 const CT_STATE = { invalid: '0x1', established: '0x2', related: '0x4' } as const;
+/** TCP header flag bits. */
+const TCP_FLAG = { syn: '0x2', rst: '0x4' } as const;
 const IP_PROTOCOL = { tcp: 6, udp: 17 } as const;
 const ICMP_ECHO_REQUEST = 8;
 /** A packet's conntrack flow has the client of the link it came from as an endpoint. */
@@ -90,6 +92,18 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   to our own address on the upstream link.) Anything else from elsewhere: not ours to police.
  * - forward: replies pass; toward a provider link only allowed pairs open connections (so
  *   nothing from an uplink or another client does); from a provider link only uplinks.
+ * - MSS clamping, in forward right after the guard: a forwarded SYN (RST clear) gets its MSS
+ *   option lowered (never raised) to what the route allows (`rt mtu`: the smaller MTU of the
+ *   routes toward its destination and back toward its source, less the IP and TCP headers). A
+ *   path with a smaller MTU behind the provider (a PPPoE uplink at 1492, a WireGuard uplink at
+ *   1420) otherwise relies on ICMP "fragmentation needed" coming back, which routers on the
+ *   internet often drop or never send: the connection opens, then stalls at the first full-size
+ *   segment. Both directions: the client's SYN on its way out and the server's SYN-ACK on its way
+ *   in, which conntrack already counts as established, so the rule comes before the established
+ *   accept. It lives in this chain, not one of its own at mangle priority, because a second base
+ *   chain on the forward hook costs every packet another chain entry, while here a packet that is
+ *   no SYN costs the flags compare the rule starts with and nothing more. Only in forward: the
+ *   provider's own connections know its routes' MTUs already.
  * - postrouting: client addresses leaving by an uplink are masqueraded.
  */
 export function staticTableText(): string {
@@ -137,6 +151,7 @@ export function staticTableText(): string {
     ...chain('forward', [
       `type filter hook forward priority ${PRIORITY.filter}; policy accept;`,
       `oifgroup ${PROVIDER_LINK_GROUP} oifname != @client_links ${drop(COUNTERS.isolationDrops)}`,
+      `tcp flags ${TCP_FLAG.syn} / ${TCP_FLAG.syn},${TCP_FLAG.rst} tcp option maxseg size set rt mtu`,
       `ct state ${CT_STATE.established} accept`,
       `ct state ${CT_STATE.related} jump forward_related`,
       'oifname @client_links jump forward_to_client_link',

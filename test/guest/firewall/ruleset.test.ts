@@ -172,12 +172,12 @@ describe('the static part', () => {
 
   it("passes a related packet from a client link only when its flow is that link's client's, counting the others", () => {
     const ownFlow = ['iifname . ct original ip saddr @client_sources accept', 'iifname . ct original ip daddr @client_sources accept'];
-    // Established first, as before: the hot path is one rule long.
-    expect(chainRules('forward').slice(2, 4)).toEqual(['ct state 0x2 accept', 'ct state 0x4 jump forward_related']);
+    // Established right after the guard and the MSS clamp: the hot path stays three rules long.
+    expect(chainRules('forward').slice(3, 5)).toEqual(['ct state 0x2 accept', 'ct state 0x4 jump forward_related']);
     expect(chainRules('forward_related')).toEqual(['iifname != @client_links accept', ...ownFlow, 'counter name "isolation_drops" drop']);
     expect(chainRules('input_from_client_link').slice(0, 3)).toEqual(['ct state 0x2 accept', ...ownFlow.map((rule) => `ct state 0x4 ${rule}`)]);
     expect(chainRules('input_from_client_link').at(-1)).toBe('counter name "input_drops" drop');
-    expect(staticTableText()).not.toContain('0x2,0x4');
+    expect(staticTableText()).not.toContain('ct state 0x2,0x4');
   });
 
   it('drops traffic to the gateway address from anywhere but client links and the provider itself', () => {
@@ -200,6 +200,18 @@ describe('the static part', () => {
       'type filter hook forward priority 0; policy accept;',
       'oifgroup 179563648 oifname != @client_links counter name "isolation_drops" drop',
     ]);
+  });
+
+  it('clamps the MSS of forwarded SYNs to the route, both ways, before replies are accepted and after the guard', () => {
+    const clamp = 'tcp flags 0x2 / 0x2,0x4 tcp option maxseg size set rt mtu';
+    // A SYN-ACK is established to conntrack: the clamp must see it before the established accept.
+    expect(chainRules('forward').slice(1, 4)).toEqual([
+      'oifgroup 179563648 oifname != @client_links counter name "isolation_drops" drop',
+      clamp,
+      'ct state 0x2 accept',
+    ]);
+    // Forwarded traffic only, once: nothing for the provider's own connections.
+    expect(staticTableText().split('\n').filter((line) => line.includes('maxseg'))).toEqual([`\t\t${clamp}`]);
   });
 
   it('removes the table whether or not it exists', () => {
