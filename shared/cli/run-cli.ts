@@ -84,21 +84,24 @@ export async function runCli(program: Command, argv: readonly string[], known: E
   }
 }
 
+/** Resolves once what was written to stream has left the process: a pipe takes 64 KiB at once, the rest waits for its reader. */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return stream.destroyed || stream.writableLength === 0 ? Promise.resolve() : new Promise((resolve) => stream.write('', () => resolve()));
+}
+
 /**
- * Entry point helper for the bins: set the exit code and let pending output drain. `exitAtOnce`:
- * exit as soon as the command is done instead of letting Node tear its heap down page by page
- * (5-10 ms); only for one-shot commands whose output is all written by then (stdout, stderr and
- * pino's destination are synchronous on Linux).
+ * Entry point helper for the bins: set the exit code once the output has been written. `exitAtOnce`:
+ * exit then instead of letting Node tear its heap down page by page (5-10 ms); only for one-shot
+ * commands. (Exiting before a pipe's reader has taken the output would cut it at 64 KiB.)
  */
 export function main(program: Command, known: ErrorExitCodes = [], options: { exitAtOnce?: boolean } = {}): void {
-  runCli(program, process.argv.slice(2), known).then(
-    (code) => {
-      if (options.exitAtOnce === true) process.exit(code);
-      process.exitCode = code;
-    },
-    (error: unknown) => {
-      process.stderr.write(`${program.name()}: internal error: ${String(error)}\n`);
-      process.exitCode = EXIT.internal;
-    },
-  );
+  const finish = async (code: number): Promise<void> => {
+    await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+    if (options.exitAtOnce === true) process.exit(code);
+    process.exitCode = code;
+  };
+  runCli(program, process.argv.slice(2), known).then(finish, (error: unknown) => {
+    process.stderr.write(`${program.name()}: internal error: ${String(error)}\n`);
+    return finish(EXIT.internal);
+  });
 }
