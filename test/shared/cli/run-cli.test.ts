@@ -1,8 +1,8 @@
-// How the bins end when their output cannot be written at once: a slow reader. Spawns the built
-// bins; `list` runs in a network namespace of its own (`unshare -n`), where it finds no devices, so
-// nothing here looks at the host's.
+// How the bins end when their output cannot be written as usual: a slow reader, a reader that went
+// away (`| head`), a full disk. Spawns the built bins; `list` runs in a network namespace of its
+// own (`unshare -n`), where it finds no devices, so nothing here looks at the host's.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,5 +60,26 @@ describe('output through a pipe', () => {
     expect(code).toBe(0);
     const listed: unknown = JSON.parse(stdout);
     expect(Array.isArray(listed) && listed.length).toBe(links);
+  });
+
+  it.each(Object.entries(bins))('%s: a reader that went away (EPIPE) ends it quietly, exit 1, no stack trace', async (_name, bin) => {
+    const child = spawn(bin, ['--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Close our end before the bin writes: its write fails with EPIPE, as under `| head -0`.
+    child.stdout.destroy();
+    const { code, stderr } = await collect(child);
+    expect(stderr).toBe('');
+    expect(code).toBe(1);
+  });
+
+  it.each(Object.entries(bins))('%s: output that cannot be written (a full disk) is one line and exit 1', async (name, bin) => {
+    const full = openSync('/dev/full', 'w');
+    try {
+      const child = spawn(bin, ['addr', '42310', '--json'], { stdio: ['ignore', full, 'pipe'] });
+      const { code, stderr } = await collect(child);
+      expect(stderr).toMatch(new RegExp(`^${name}: cannot write the output \\(ENOSPC[^\\n]*\\n$`));
+      expect(code).toBe(1);
+    } finally {
+      closeSync(full);
+    }
   });
 });
