@@ -79,6 +79,14 @@ describe('spectrum-link linker commands', () => {
     }
   });
 
+  it.each(Object.keys(OWN_OPTIONS))('%s refuses an empty --state-dir or --config-dir (the working directory): one line, exit 2, nothing run', async (name) => {
+    for (const option of ['--state-dir', '--config-dir'].filter((flag) => (OWN_OPTIONS[name] ?? []).includes(flag))) {
+      const args = [name, ...(argumentsOf[name] ?? []), option, ''];
+      const err = `spectrum-link: ${option} "" is not valid: give a directory (an empty path would mean the working directory)\n`;
+      expect(await parse(args), args.join(' ')).toEqual({ code: EXIT.usage, out: '', err, ran: false });
+    }
+  });
+
   it('collects repeated --attach values in order, starting from nothing', () => {
     const parse = (args: readonly string[]): unknown => {
       let attach: unknown;
