@@ -72,8 +72,12 @@ function linkerOptionsOf(env: Env) {
     stateDir: () =>
       new Option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`).argParser(directoryOption('--state-dir')),
     devicePrefix: () =>
-      new Option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)').default(env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX),
-    netnsPrefix: () => new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env['SPECTRUM_NETNS_PREFIX'] ?? ''),
+      new Option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)').default(
+        env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX,
+        `$SPECTRUM_DEVICE_PREFIX or ${DEFAULT_DEVICE_PREFIX}`,
+      ),
+    netnsPrefix: () =>
+      new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env['SPECTRUM_NETNS_PREFIX'] ?? '', '$SPECTRUM_NETNS_PREFIX or none'),
     mtu: () => new Option('--mtu <bytes>', "MTU of every link device, which the VMs' NICs learn").default('1500'),
     attach: (description: string) => new Option('--attach <mode>', description).argParser(collect).default([], 'none'),
     qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),

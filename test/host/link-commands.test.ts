@@ -55,6 +55,17 @@ describe('spectrum-link linker commands', () => {
     expect(help).toMatch(/--attach <mode> +attach mode.*\(repeatable\) \(default: none\)/s);
   });
 
+  it.each(Object.keys(OWN_OPTIONS))('%s --help names the environment variable behind each default that has one', (name) => {
+    const help = named(name).helpInformation().replace(/\s+/g, ' ');
+    const expected: Record<string, string> = {
+      '--config-dir': '(default: $SPECTRUM_CONFIG_DIR or /ext/svc/data)',
+      '--state-dir': '(default: $SPECTRUM_STATE_DIR or /var/lib/spectrum-link)',
+      '--device-prefix': '(default: $SPECTRUM_DEVICE_PREFIX or sn)',
+      '--netns-prefix': '(default: $SPECTRUM_NETNS_PREFIX or none)',
+    };
+    for (const [option, text] of Object.entries(expected)) if ((OWN_OPTIONS[name] ?? []).includes(option)) expect(help, option).toContain(text);
+  });
+
   it.each(Object.keys(OWN_OPTIONS))('%s takes, and --help lists, only the options it uses', (name) => {
     const command = named(name);
     expect(command.options.map((option) => option.long)).toEqual(OWN_OPTIONS[name]);
