@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { directoryOption } from '../shared/cli/directory-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type ConfigProblem, checkVm, configDirFrom } from './config.js';
 import { readConfigVms } from './config-reader.js';
@@ -39,7 +40,7 @@ export function checkCommand(env: Readonly<Record<string, string | undefined>> =
   return new Command('check')
     .description('check a VM directory against the spec: vmlinux, blk/*.img and providers (followed through provider chains)')
     .argument('<vm>', 'VM name: a directory of the config dir')
-    .option('--config-dir <dir>', `directory of VM directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`)
+    .option('--config-dir <dir>', `directory of VM directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`, directoryOption('--config-dir'))
     .option('--json', 'print one JSON object: {vm, configDir, valid, providers, problems: [{vm, kind, message}]}')
     .action(async (name: string, options: { configDir?: string; json?: boolean }) => {
       const report = await checkReport(configDirFrom(options.configDir, env), name);

@@ -1,6 +1,7 @@
 // `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts.
 import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
+import { directoryOption } from '../shared/cli/directory-option.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
@@ -66,11 +67,17 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
  */
 function linkerOptionsOf(env: Env) {
   return {
-    configDir: () => new Option('--config-dir <dir>', `VM config directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`),
-    stateDir: () => new Option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`),
+    configDir: () =>
+      new Option('--config-dir <dir>', `VM config directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`).argParser(directoryOption('--config-dir')),
+    stateDir: () =>
+      new Option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`).argParser(directoryOption('--state-dir')),
     devicePrefix: () =>
-      new Option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)').default(env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX),
-    netnsPrefix: () => new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env['SPECTRUM_NETNS_PREFIX'] ?? ''),
+      new Option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)').default(
+        env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX,
+        `$SPECTRUM_DEVICE_PREFIX or ${DEFAULT_DEVICE_PREFIX}`,
+      ),
+    netnsPrefix: () =>
+      new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env['SPECTRUM_NETNS_PREFIX'] ?? '', '$SPECTRUM_NETNS_PREFIX or none'),
     mtu: () => new Option('--mtu <bytes>', "MTU of every link device, which the VMs' NICs learn").default('1500'),
     attach: (description: string) => new Option('--attach <mode>', description).argParser(collect).default([], 'none'),
     qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),

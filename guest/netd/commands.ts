@@ -1,5 +1,5 @@
 // The spectrum-netd subcommands: run (provider agent), client (app VM links), status.
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, writeSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { integerOption } from '../../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
@@ -46,6 +46,24 @@ function collectUpstream(value: string, previous: string[]): string[] {
 function parseFd(text: string): number {
   if (!/^[0-9]{1,4}$/.test(text) || Number(text) < 1) throw new InvalidArgumentError('expected a file descriptor number, 1 or more');
   return Number(text);
+}
+
+/**
+ * --notify-fd at start, before anything is configured: a descriptor the agent was given. One that
+ * is not open would otherwise fail only after the first reconcile, the agent then exiting with its
+ * links configured; an anonymous inode (eventfd, epoll) is Node's own, never a readiness channel.
+ */
+function checkNotifyFd(fd: number): void {
+  let mode: number;
+  try {
+    mode = fstatSync(fd).mode;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new CliError(`--notify-fd ${fd} is not valid: no such open descriptor (${code}); give the descriptor the service manager opened for readiness (s6: the notification-fd file)`, EXIT.usage);
+  }
+  if ((mode & constants.S_IFMT) === 0) {
+    throw new CliError(`--notify-fd ${fd} is not valid: it is not a pipe, socket or file given to the agent; give the descriptor the service manager opened for readiness (s6: the notification-fd file)`, EXIT.usage);
+  }
 }
 
 /** s6 readiness: one newline on the descriptor, then close it (keep stdout/stderr open). */
@@ -142,6 +160,7 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log: Logger) => Promise<RunPorts>): Promise<void> {
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
   const auditMs = firewallAuditMs(options.firewallAudit);
+  if (options.notifyFd !== undefined) checkNotifyFd(options.notifyFd);
   const log = createLogger('spectrum-netd', { level: logLevel('info') });
   let agent: NetdAgent | undefined;
   let ports: RunPorts | undefined;

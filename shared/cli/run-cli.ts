@@ -85,20 +85,53 @@ export async function runCli(program: Command, argv: readonly string[], known: E
 }
 
 /**
- * Entry point helper for the bins: set the exit code and let pending output drain. `exitAtOnce`:
- * exit as soon as the command is done instead of letting Node tear its heap down page by page
- * (5-10 ms); only for one-shot commands whose output is all written by then (stdout, stderr and
- * pino's destination are synchronous on Linux).
+ * Watch the bin's output streams. A reader that went away (`| head`, EPIPE) ends the output
+ * quietly, as SIGPIPE ends a C program, where Node would throw a stack trace; any other failed
+ * write to stdout (a full disk, a closed descriptor) is said on a line. Either way the exit code
+ * says the output is incomplete. `flushed` resolves once what was written has left the process:
+ * a pipe takes 64 KiB at once, and the rest waits for its reader.
+ */
+function watchOutput(name: string): { failed: () => boolean; flushed: () => Promise<void> } {
+  let failed = false;
+  const fail = (): void => {
+    failed = true;
+    // Also where the exit code was set already (a bin that does not exit at once).
+    if (process.exitCode === undefined || process.exitCode === EXIT.ok) process.exitCode = EXIT.failure;
+  };
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (failed) return;
+    fail();
+    if (error.code !== 'EPIPE') process.stderr.write(`${name}: cannot write the output (${error.code ?? error.message}): it is incomplete\n`);
+  });
+  // Nowhere left to say it: only the exit code.
+  process.stderr.on('error', fail);
+  const flushed = (stream: NodeJS.WriteStream): Promise<void> =>
+    stream.destroyed || stream.writableLength === 0 ? Promise.resolve() : new Promise((resolve) => stream.write('', () => resolve()));
+  return {
+    failed: () => failed,
+    flushed: async () => {
+      await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+      // A write that failed at once reports it on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+    },
+  };
+}
+
+/**
+ * Entry point helper for the bins: set the exit code once the output has been written (or could
+ * not be). `exitAtOnce`: exit then instead of letting Node tear its heap down page by page (5-10
+ * ms); only for one-shot commands.
  */
 export function main(program: Command, known: ErrorExitCodes = [], options: { exitAtOnce?: boolean } = {}): void {
-  runCli(program, process.argv.slice(2), known).then(
-    (code) => {
-      if (options.exitAtOnce === true) process.exit(code);
-      process.exitCode = code;
-    },
-    (error: unknown) => {
-      process.stderr.write(`${program.name()}: internal error: ${String(error)}\n`);
-      process.exitCode = EXIT.internal;
-    },
-  );
+  const output = watchOutput(program.name());
+  const finish = async (code: number): Promise<void> => {
+    await output.flushed();
+    const final = code === EXIT.ok && output.failed() ? EXIT.failure : code;
+    if (options.exitAtOnce === true) process.exit(final);
+    process.exitCode = final;
+  };
+  runCli(program, process.argv.slice(2), known).then(finish, (error: unknown) => {
+    process.stderr.write(`${program.name()}: internal error: ${String(error)}\n`);
+    return finish(EXIT.internal);
+  });
 }

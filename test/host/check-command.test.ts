@@ -72,6 +72,12 @@ describe('spectrum-link check', () => {
   it('exits 2 for bad names and usage, 1 for a missing config dir', async () => {
     for (const name of ['../etc', 'a/b', '', 'a b', '..']) expect((await run(['check', name, '--config-dir', EXAMPLES])).code).toBe(EXIT.usage);
     expect((await run(['check'])).code).toBe(EXIT.usage);
+    // Not the working directory: a checked VM of that name there would pass.
+    expect(await run(['check', 'netvm', '--config-dir', ''])).toEqual({
+      code: EXIT.usage,
+      out: '',
+      err: 'spectrum-link: --config-dir "" is not valid: give a directory (an empty path would mean the working directory)\n',
+    });
     const missing = await run(['check', 'netvm', '--config-dir', join(base, 'none')]);
     expect(missing.code).toBe(EXIT.failure);
     expect(missing.err).toContain('does not exist');

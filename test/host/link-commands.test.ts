@@ -55,6 +55,17 @@ describe('spectrum-link linker commands', () => {
     expect(help).toMatch(/--attach <mode> +attach mode.*\(repeatable\) \(default: none\)/s);
   });
 
+  it.each(Object.keys(OWN_OPTIONS))('%s --help names the environment variable behind each default that has one', (name) => {
+    const help = named(name).helpInformation().replace(/\s+/g, ' ');
+    const expected: Record<string, string> = {
+      '--config-dir': '(default: $SPECTRUM_CONFIG_DIR or /ext/svc/data)',
+      '--state-dir': '(default: $SPECTRUM_STATE_DIR or /var/lib/spectrum-link)',
+      '--device-prefix': '(default: $SPECTRUM_DEVICE_PREFIX or sn)',
+      '--netns-prefix': '(default: $SPECTRUM_NETNS_PREFIX or none)',
+    };
+    for (const [option, text] of Object.entries(expected)) if ((OWN_OPTIONS[name] ?? []).includes(option)) expect(help, option).toContain(text);
+  });
+
   it.each(Object.keys(OWN_OPTIONS))('%s takes, and --help lists, only the options it uses', (name) => {
     const command = named(name);
     expect(command.options.map((option) => option.long)).toEqual(OWN_OPTIONS[name]);
@@ -76,6 +87,14 @@ describe('spectrum-link linker commands', () => {
     for (const option of unused) {
       const args = [name, ...(argumentsOf[name] ?? []), ...withValue(option)];
       expect(await parse(args), args.join(' ')).toEqual({ code: EXIT.usage, out: '', err: `spectrum-link: unknown option '${option}'\n`, ran: false });
+    }
+  });
+
+  it.each(Object.keys(OWN_OPTIONS))('%s refuses an empty --state-dir or --config-dir (the working directory): one line, exit 2, nothing run', async (name) => {
+    for (const option of ['--state-dir', '--config-dir'].filter((flag) => (OWN_OPTIONS[name] ?? []).includes(flag))) {
+      const args = [name, ...(argumentsOf[name] ?? []), option, ''];
+      const err = `spectrum-link: ${option} "" is not valid: give a directory (an empty path would mean the working directory)\n`;
+      expect(await parse(args), args.join(' ')).toEqual({ code: EXIT.usage, out: '', err, ran: false });
     }
   });
 

@@ -1,8 +1,12 @@
 // The spectrum-netd subcommands as an operator meets them: --help texts, repeatable options,
 // the human `status` text. (The agent itself is tested in agent*.test.ts.)
-import type { Command } from 'commander';
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { describe, expect, it, vi } from 'vitest';
 import { clientCommand, formatStatus, runCommand } from '../../../guest/netd/commands.js';
+import { EXIT, runCli } from '../../../shared/cli/run-cli.js';
 
 /** Parse `args` with the command's options only: the action is replaced by one that records them. */
 function parsedOptions(command: Command, args: readonly string[]): Record<string, unknown> {
@@ -32,6 +36,53 @@ describe('spectrum-netd --help', () => {
     expect(parsedOptions(runCommand(), [])).toMatchObject({ ignore: [], allowPair: [], dnsUpstream: [] });
     const options = parsedOptions(runCommand(), ['--ignore', 'wlan0', '--ignore', 'eth1', '--dns-upstream', '192.0.2.53', '--dns-upstream', '[2001:db8::1]:53', '--allow-pair', '1=2']);
     expect(options).toMatchObject({ ignore: ['wlan0', 'eth1'], dnsUpstream: ['192.0.2.53', '[2001:db8::1]:53'], allowPair: ['1=2'] });
+  });
+});
+
+describe('spectrum-netd run --notify-fd', () => {
+  /**
+   * `run` as the bin runs it, up to where the agent would be made: its ports are a stub that
+   * refuses, so no link, firewall or service is touched. The exit code and stderr.
+   */
+  async function runUntilPorts(args: readonly string[]): Promise<{ code: number; err: string }> {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-notify-'));
+    let err = '';
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
+    try {
+      const refuse = (): Promise<never> => Promise.reject(new Error('ports reached'));
+      const program = new Command('spectrum-netd').addCommand(runCommand(refuse));
+      const code = await runCli(program, ['run', '--control-socket', join(dir, 'control.sock'), ...args]);
+      return { code, err };
+    } finally {
+      stderr.mockRestore();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('refuses a descriptor that is not open at start, before anything is configured: one line, exit 2', async () => {
+    const { code, err } = await runUntilPorts(['--notify-fd', '987']);
+    expect(err).toMatch(/^spectrum-netd: --notify-fd 987 is not valid: no such open descriptor \(EBADF\); give the descriptor the service manager opened for readiness \(s6: the notification-fd file\)\n$/);
+    expect(code).toBe(EXIT.usage);
+  });
+
+  it("refuses one of Node's own descriptors (an eventfd or epoll instance), which no service manager hands over", async () => {
+    const own = readdirSync('/proc/self/fd').find((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith('anon_inode:');
+      } catch {
+        return false;
+      }
+    });
+    expect(own).toBeDefined();
+    const { code, err } = await runUntilPorts(['--notify-fd', own ?? '']);
+    expect(err).toBe(
+      `spectrum-netd: --notify-fd ${own ?? ''} is not valid: it is not a pipe, socket or file given to the agent; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
+    );
+    expect(code).toBe(EXIT.usage);
+  });
+
+  it('takes an open descriptor and goes on to start the agent', async () => {
+    expect(await runUntilPorts(['--notify-fd', '1'])).toEqual({ code: EXIT.internal, err: 'spectrum-netd: internal error: ports reached\n' });
   });
 });
 

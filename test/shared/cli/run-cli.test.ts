@@ -1,0 +1,85 @@
+// How the bins end when their output cannot be written as usual: a slow reader, a reader that went
+// away (`| head`), a full disk. Spawns the built bins; `list` runs in a network namespace of its
+// own (`unshare -n`), where it finds no devices, so nothing here looks at the host's.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const bins = {
+  'spectrum-link': `${root}dist/host/spectrum-link.cjs`,
+  'spectrum-netd': `${root}dist/guest/cli.js`,
+} as const;
+const isRoot = process.getuid?.() === 0;
+
+beforeAll(() => {
+  for (const bin of Object.values(bins)) if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`npm run build\` first`);
+});
+
+interface Ended {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function collect(child: ChildProcess): Promise<Ended> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('output through a pipe', () => {
+  let stateDir = '';
+  const links = 1000;
+
+  beforeAll(() => {
+    stateDir = mkdtempSync(join(tmpdir(), 'spectrum-run-cli-'));
+    const lines = Array.from({ length: links }, (_, index) => `{"client":"app${index + 1}","provider":"netvm","id":${index + 1}}`);
+    writeFileSync(join(stateDir, 'links.json'), `{"version":1,"links":[\n${lines.join(',\n')}\n]}\n`);
+  });
+  afterAll(() => rmSync(stateDir, { recursive: true, force: true }));
+
+  // `list --json` of a thousand links is some 250 KB, several times a pipe's 64 KiB: the bin must
+  // not exit before a reader that is a little late has it all.
+  it.skipIf(!isRoot)('spectrum-link list --json: a reader that starts late still gets all of it', async () => {
+    const child = spawn('unshare', ['-n', bins['spectrum-link'], 'list', '--json', '--state-dir', stateDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.pause();
+    const ended = collect(child);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    child.stdout.resume();
+    const { code, stdout, stderr } = await ended;
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    const listed: unknown = JSON.parse(stdout);
+    expect(Array.isArray(listed) && listed.length).toBe(links);
+  });
+
+  it.each(Object.entries(bins))('%s: a reader that went away (EPIPE) ends it quietly, exit 1, no stack trace', async (_name, bin) => {
+    const child = spawn(bin, ['--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Close our end before the bin writes: its write fails with EPIPE, as under `| head -0`.
+    child.stdout.destroy();
+    const { code, stderr } = await collect(child);
+    expect(stderr).toBe('');
+    expect(code).toBe(1);
+  });
+
+  it.each(Object.entries(bins))('%s: output that cannot be written (a full disk) is one line and exit 1', async (name, bin) => {
+    const full = openSync('/dev/full', 'w');
+    try {
+      const child = spawn(bin, ['addr', '42310', '--json'], { stdio: ['ignore', full, 'pipe'] });
+      const { code, stderr } = await collect(child);
+      expect(stderr).toMatch(new RegExp(`^${name}: cannot write the output \\(ENOSPC[^\\n]*\\n$`));
+      expect(code).toBe(1);
+    } finally {
+      closeSync(full);
+    }
+  });
+});
