@@ -64,10 +64,16 @@ export class ControlServer {
 
   static async listen(path: string, handler: ControlHandler, options: { idleMs?: number } = {}): Promise<ControlServer> {
     checkControlSocketPath(path);
+    // Only the socket's own folder (/run/spectrum-netd on a fresh boot), not every folder above it:
+    // a mistyped --control-socket must not leave a tree of folders behind.
     try {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+      mkdirSync(dirname(path), { mode: 0o755 });
     } catch (error) {
-      throw new NetdError('control-socket', `cannot create the folder of ${path}: ${error instanceof Error ? error.message : String(error)}`);
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        throw new NetdError('control-socket', `cannot create the folder of ${path}: ${dirname(dirname(path))} does not exist; check --control-socket`);
+      }
+      if (code !== 'EEXIST') throw new NetdError('control-socket', `cannot create the folder of ${path}: ${error instanceof Error ? error.message : String(error)}`);
     }
     if (await probe(path)) {
       throw new NetdError('already-running', `another spectrum-netd answers on ${path}: stop it, or give --control-socket another path`);

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { type Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,15 @@ describe('the control socket', () => {
     writeFileSync(path, 'nameserver 192.0.2.53\n');
     expect(await kindOf(() => ControlServer.listen(path, () => Promise.resolve({})))).toBe('control-socket');
     expect(readFileSync(path, 'utf8')).toBe('nameserver 192.0.2.53\n');
+  });
+
+  it("makes the socket's own folder (as /run/spectrum-netd at boot), but no tree of folders for a mistyped path", async () => {
+    server = await ControlServer.listen(join(dir, 'spectrum-netd', 'control.sock'), () => Promise.resolve({}));
+    expect(statSync(join(dir, 'spectrum-netd')).isDirectory()).toBe(true);
+    const error = await ControlServer.listen(join(dir, 'typo', 'spectrum-netd', 'control.sock'), () => Promise.resolve({})).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(NetdError);
+    expect((error as NetdError).message).toBe(`cannot create the folder of ${join(dir, 'typo', 'spectrum-netd', 'control.sock')}: ${join(dir, 'typo')} does not exist; check --control-socket`);
+    expect(existsSync(join(dir, 'typo'))).toBe(false);
   });
 
   it.each([
