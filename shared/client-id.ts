@@ -29,7 +29,7 @@ export function parseClientId(text: string): ClientId {
   if (!DECIMAL.test(text)) {
     throw new AddressError(
       'id-syntax',
-      `${quoteInput(text)} is not a client id: write it in plain decimal without leading zeros`,
+      `${quoteInput(text)} is not a client id: write it as a decimal number from ${CLIENT_ID_MIN} to ${CLIENT_ID_MAX}, without sign or leading zeros`,
     );
   }
   // Lengthy digit strings are out of range anyway; avoid converting huge numbers.

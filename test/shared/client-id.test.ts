@@ -42,6 +42,10 @@ describe('client id', () => {
     expect(() => parseClientId(text)).toThrow(expect.objectContaining({ kind }));
   });
 
+  it('says how an id is written, for a sign as for any other syntax', () => {
+    expect(() => parseClientId('-1')).toThrow('"-1" is not a client id: write it as a decimal number from 1 to 65534, without sign or leading zeros');
+  });
+
   it('rejects every string that is not a canonical decimal id', () => {
     fc.assert(
       fc.property(fc.string(), (text) => {
