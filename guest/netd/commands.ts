@@ -250,7 +250,10 @@ export function clientCommand(): Command {
         if (failed.length > 0) {
           throw new CliError('some client links could not be configured', EXIT.failure, failed.map((link) => `${link.name}: ${link.error ?? ''}`));
         }
-        for (const link of status.links.filter((l) => l.role === 'client')) {
+        const clientLinks = status.links.filter((l) => l.role === 'client');
+        // Not a failure (a VM may be started before its links are plugged), but never silence.
+        if (clientLinks.length === 0) process.stderr.write('spectrum-netd: no client-side link (MAC 0A:B3:EC:00:..:..) found: nothing configured\n');
+        for (const link of clientLinks) {
           process.stdout.write(`${link.name} ${link.ip ?? ''} ${link.state}${link.note === null ? '' : ` (${link.note})`}\n`);
         }
       } finally {

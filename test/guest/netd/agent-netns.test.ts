@@ -92,6 +92,13 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect((await clients[0]!.exec(['cat', '/proc/sys/net/ipv4/ip_forward'])).stdout.trim()).toBe('0');
   });
 
+  it('says so when `spectrum-netd client` finds no client-side link, and exits 0', async () => {
+    const bare = await harness.namespace('bare');
+    const result = await bare.exec(['node', CLI, 'client']);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toBe('spectrum-netd: no client-side link (MAC 0A:B3:EC:00:..:..) found: nothing configured\n');
+  });
+
   it('reports links, the firewall model and counters in `status --json`', async () => {
     const report = await status(join(dir, 'control.sock'));
     const byName = new Map(report.links.map((link) => [link.name, link]));
