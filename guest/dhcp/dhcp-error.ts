@@ -13,7 +13,9 @@ export type DhcpErrorKind =
   | 'ip-header'
   | 'udp-header'
   | 'config'
-  | 'socket';
+  | 'socket'
+  /** A link socket could not be bound: the kernel has no such interface (any more). */
+  | 'no-device';
 
 export class DhcpError extends Error {
   override readonly name = 'DhcpError';

@@ -5,6 +5,8 @@ import { type ClientId, clientId, isClientId } from '../../shared/client-id.js';
 import type { Logger } from '../../shared/log.js';
 import { DhcpError } from './dhcp-error.js';
 import { RateLimiter } from '../dns/rate-limiter.js';
+import { type Backoff, backoffDelayMs } from '../backoff.js';
+import { type RateLimit, type TokenBucket, takeToken } from '../token-bucket.js';
 import { type DhcpRequest, type DropReason, linkClientOf } from './dhcp-exchange.js';
 import { LinkSocket, type LinkSocketEvents, nativeParts } from './link-socket.js';
 import { runSlice } from './time-slice.js';
@@ -46,7 +48,12 @@ export interface DhcpCounters {
   /** Dropped for another reason: other server chosen, relayed, invalid request, unexpected type. */
   dropped: number;
   sendErrors: number;
+  /** Link sockets that failed after opening (each is then reopened on a timer). */
   socketErrors: number;
+  /** Attempts, on the timer, to reopen a link socket that failed or could not be opened. */
+  socketRetries: number;
+  /** Datagrams dropped unread (not in `received`) by their link's rate limit. */
+  rateLimited: number;
 }
 
 export interface DhcpServer {
@@ -55,7 +62,12 @@ export interface DhcpServer {
    * V8 has compiled it before a boot storm; once per server, settles when done or closed.
    */
   warmUp(rounds?: number): Promise<void>;
-  /** Reconcile: open a socket for each new link, close those of links no longer given. */
+  /**
+   * Reconcile: open a socket for each new link (and try again at once for any given link whose
+   * socket is not open), close those of links no longer given. Rejects naming the links whose
+   * socket could not be opened; the server keeps trying those on its own, but for a link the
+   * kernel does not have, which waits for the next setLinks that names it.
+   */
   setLinks(links: readonly DhcpLink[]): Promise<void>;
   leases(): readonly LeaseInfo[];
   counters(): Readonly<DhcpCounters>;
@@ -77,13 +89,40 @@ interface ServerHooks {
   failed(served: ServedLink, error: Error): void;
 }
 
+/** A link whose socket is not open: when it is tried again. */
+interface SocketRetry {
+  /** The backoff round of the wait in progress or last made (0: the first, SOCKET_RETRY.firstMs). */
+  readonly round: number;
+  /** Unset while an attempt runs, and while the link is gone from the kernel (setLinks revives it). */
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Datagrams a link's client may send: 16 at once, then 8 a second. A stock client sends a
+ * handful a minute: a DISCOVER and a REQUEST per lease, retransmitted after 1-4 s, doubling
+ * (udhcpc every -T seconds, 3 by default; dhclient from about 1 s; dhcpcd from 4 s), a renewal
+ * now and then. So a VM whose initramfs client, then its init's, then a restarted one all start
+ * at once (a boot storm of its own: each 2-4 datagrams) stays inside the burst, and a client
+ * retransmitting at the fastest stock schedule uses an eighth of the rate. A flooding client gets
+ * 8 answers a second; the rest is dropped before it is decoded.
+ */
+export const LINK_REQUEST_LIMIT: RateLimit = { perSecond: 8, burst: 16 };
+
+/** A failed link socket is reopened after 1 s, then 2, 4... up to every minute. */
+export const SOCKET_RETRY: Backoff = { firstMs: 1000, maxMs: 60_000 };
+
 /**
  * One served link and its socket. Methods, not closures, so that a link costs one small object:
- * a provider serves thousands of them.
+ * a provider serves thousands of them. Its request rate limit is two numbers on it (a
+ * TokenBucket), not an entry in a table.
  */
-class ServedLink implements LinkSocketEvents {
-  /** Unset: replies go nowhere (the warm-up's made-up link). */
-  socket: LinkSocket | undefined;
+class ServedLink implements LinkSocketEvents, TokenBucket {
+  /** Unset: replies go nowhere (the warm-up's made-up link, a link whose socket failed). */
+  socket: LinkSocket | undefined = undefined;
+  /** Set while the socket is not open. */
+  retry: SocketRetry | undefined = undefined;
+  tokens: number = LINK_REQUEST_LIMIT.burst;
+  refilledAt: number = performance.now();
   constructor(
     readonly link: DhcpLink,
     private readonly hooks: ServerHooks,
@@ -139,7 +178,8 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   } catch (error) {
     throw new DhcpError('socket', `cannot load the DHCP server's native addons: ${error instanceof Error ? error.message : String(error)} (npm ci builds raw-socket's, npm run build the project's)`);
   }
-  const sockets = new Map<string, ServedLink>();
+  /** Every link given by setLinks, by name, with its socket (or, while that is not open, its retry). */
+  const servedLinks = new Map<string, ServedLink>();
   const leases = new Map<string, LeaseInfo>();
   const counters = zeroCounters();
   const linkLogs = new RateLimiter(LINK_LOG_RATE, LINK_LOG_TRACKED);
@@ -193,6 +233,16 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
 
   const hooks: ServerHooks = {
     datagram(served, bytes) {
+      if (!takeToken(served, LINK_REQUEST_LIMIT, performance.now())) {
+        served.tally.rateLimited += 1;
+        if (mayLog(served.link.ifname)) {
+          log.warn(
+            { ifname: served.link.ifname, limit: LINK_REQUEST_LIMIT },
+            'DHCP requests over the link\'s rate limit dropped: its client sends far more than any DHCP client does',
+          );
+        }
+        return;
+      }
       try {
         const reply = answer(served.link, bytes, served.tally);
         if (reply === undefined) return;
@@ -209,17 +259,64 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
       }
     },
     failed(served, error) {
-      // The socket is closed; the next setLinks opens a new one.
+      // The socket is closed: open a new one soon, whether or not the agent calls setLinks again
+      // (it does so only when its links change).
       counters.socketErrors += 1;
-      log.error({ ifname: served.link.ifname, err: error.message }, 'DHCP socket failed');
-      if (sockets.get(served.link.ifname) === served) sockets.delete(served.link.ifname);
+      served.socket = undefined;
+      if (closed || servedLinks.get(served.link.ifname) !== served) return;
+      const delayMs = retryLater(served, 0);
+      log.error({ ifname: served.link.ifname, err: error.message, retryInMs: delayMs }, 'DHCP socket failed: reopening it, less and less often until it opens');
     },
   };
 
-  function open(link: DhcpLink): ServedLink {
-    const served = new ServedLink(link, hooks, counters);
-    served.socket = LinkSocket.open(link.ifname, served);
-    return served;
+  /** Try `served`'s link socket again after the backoff of `round`; returns the wait. */
+  function retryLater(served: ServedLink, round: number): number {
+    const delayMs = backoffDelayMs(SOCKET_RETRY, round);
+    const timer = setTimeout(retryOpen, delayMs, served);
+    // The agent's loop and sockets keep the process alive, not a retry.
+    timer.unref();
+    served.retry = { round, timer };
+    return delayMs;
+  }
+
+  function retryOpen(served: ServedLink): void {
+    if (served.retry !== undefined) served.retry.timer = undefined;
+    if (closed || servedLinks.get(served.link.ifname) !== served || served.socket !== undefined) return;
+    counters.socketRetries += 1;
+    const round = served.retry?.round ?? 0;
+    const error = open(served);
+    const ifname = served.link.ifname;
+    if (error === undefined) log.info({ ifname, retries: round + 1 }, 'DHCP socket reopened');
+    else if (error.kind === 'no-device') log.warn({ ifname, err: error.message }, 'DHCP socket not reopened: the link is gone; waiting for the agent to name it again');
+    else if (mayLog(ifname)) log.warn({ ifname, err: error.message, retryInMs: backoffDelayMs(SOCKET_RETRY, round + 1) }, 'DHCP socket still cannot be opened');
+  }
+
+  /**
+   * Open `served`'s socket now. On failure plan the next try (the round after the last one),
+   * but for a link the kernel does not have: that one waits for setLinks to name it again.
+   */
+  function open(served: ServedLink): DhcpError | undefined {
+    const previous = served.retry;
+    clearTimeout(previous?.timer);
+    try {
+      served.socket = LinkSocket.open(served.link.ifname, served);
+    } catch (error) {
+      const failure = error instanceof DhcpError ? error : new DhcpError('socket', String(error));
+      const round = previous === undefined ? 0 : previous.round + 1;
+      if (failure.kind === 'no-device') served.retry = { round, timer: undefined };
+      else retryLater(served, round);
+      return failure;
+    }
+    served.retry = undefined;
+    return undefined;
+  }
+
+  /** Close `served`'s socket and forget its retry: its link is no longer served. */
+  function stop(served: ServedLink): void {
+    served.socket?.close();
+    served.socket = undefined;
+    clearTimeout(served.retry?.timer);
+    served.retry = undefined;
   }
 
   // A boot storm's first few hundred requests would otherwise run in V8's interpreter, several
@@ -239,6 +336,8 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
     return new Promise<void>((resolve) => {
       const round = (): boolean => {
         if (left <= 0 || closed) return false;
+        // Through the rate limit like any link's datagrams, never limited.
+        served.tokens = LINK_REQUEST_LIMIT.burst;
         for (const frame of frames) served.onDatagram(frame);
         left--;
         return left > 0;
@@ -262,25 +361,28 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
       if (closed) throw new DhcpError('socket', 'the DHCP server is closed');
       links.forEach(checkLink);
       const wanted = new Map(links.map((link) => [link.ifname, link]));
-      for (const [ifname, served] of sockets) {
+      for (const [ifname, served] of servedLinks) {
         const link = wanted.get(ifname);
         if (link === undefined || link.ifindex !== served.link.ifindex || link.id !== served.link.id) {
-          served.socket?.close();
-          sockets.delete(ifname);
+          stop(served);
+          servedLinks.delete(ifname);
           if (link === undefined || link.id !== served.link.id) leases.delete(ifname);
         }
       }
       for (const ifname of leases.keys()) if (!wanted.has(ifname)) leases.delete(ifname);
       const failures: string[] = [];
       for (const link of wanted.values()) {
-        if (sockets.has(link.ifname)) continue;
-        try {
-          sockets.set(link.ifname, open(link));
-        } catch (error) {
-          failures.push(error instanceof Error ? error.message : String(error));
+        let served = servedLinks.get(link.ifname);
+        if (served?.socket !== undefined) continue;
+        // New, or its socket failed (retrying), or its link was gone at the last try: try now.
+        if (served === undefined) {
+          served = new ServedLink(link, hooks, counters);
+          servedLinks.set(link.ifname, served);
         }
+        const error = open(served);
+        if (error !== undefined) failures.push(error.message);
       }
-      if (failures.length > 0) throw new DhcpError('socket', `${failures.length} link(s) not served: ${failures.join('; ')}`);
+      if (failures.length > 0) throw new DhcpError('socket', `${failures.length} link(s) not served yet (tried again on their own while the link exists): ${failures.join('; ')}`);
     },
     leases() {
       const now = Date.now();
@@ -292,8 +394,8 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
     async close() {
       if (closed) return;
       closed = true;
-      for (const served of sockets.values()) served.socket?.close();
-      sockets.clear();
+      for (const served of servedLinks.values()) stop(served);
+      servedLinks.clear();
       await new Promise<void>((resolve) => portHolder.close(() => resolve()));
     },
   };
@@ -327,5 +429,7 @@ function zeroCounters(): DhcpCounters {
     dropped: 0,
     sendErrors: 0,
     socketErrors: 0,
+    socketRetries: 0,
+    rateLimited: 0,
   };
 }

@@ -136,6 +136,8 @@ export class LinkSocket {
       socket.setOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_BROADCAST, 1);
     } catch (error) {
       handle.close();
+      // ENODEV: raw-socket gives strerror's text only.
+      if (/no such device/i.test(errorText(error))) throw new DhcpError('no-device', `cannot open a DHCP socket on ${ifname}: the kernel has no such interface`);
       throw new DhcpError('socket', `cannot open a DHCP socket on ${ifname}: ${errorText(error)} (does the link exist, and does the agent have CAP_NET_RAW?)`);
     }
     return handle;

@@ -1,16 +1,9 @@
 // Per-client token buckets, keyed by client address, in a table of bounded size.
+import { type RateLimit, type TokenBucket, checkRateLimit, takeToken } from '../token-bucket.js';
 
-export interface RateLimit {
-  /** Tokens added per second. */
-  readonly perSecond: number;
-  /** Bucket size: how many queries a quiet client may send at once. */
-  readonly burst: number;
-}
+export type { RateLimit } from '../token-bucket.js';
 
-interface Bucket {
-  tokens: number;
-  /** When tokens were last added. */
-  last: number;
+interface Bucket extends TokenBucket {
   /** When the bucket last moved to the recent end of the eviction order. */
   seen: number;
 }
@@ -24,17 +17,12 @@ const REFRESH_MS = 1000;
  */
 export class RateLimiter {
   readonly #buckets = new Map<string | number, Bucket>();
-  readonly #perMs: number;
-  readonly #burst: number;
+  readonly #limit: RateLimit;
   readonly #maxClients: number;
 
   constructor(limit: RateLimit, maxClients: number) {
-    if (!(limit.perSecond > 0) || !(limit.burst >= 1) || !Number.isFinite(limit.perSecond) || !Number.isFinite(limit.burst)) {
-      throw new RangeError(`rate limit needs perSecond > 0 and burst >= 1, got ${limit.perSecond}/${limit.burst}`);
-    }
+    this.#limit = checkRateLimit({ perSecond: limit.perSecond, burst: limit.burst });
     if (!Number.isInteger(maxClients) || maxClients < 1) throw new RangeError(`maxClients must be a positive integer, got ${maxClients}`);
-    this.#perMs = limit.perSecond / 1000;
-    this.#burst = limit.burst;
     this.#maxClients = maxClients;
   }
 
@@ -46,7 +34,7 @@ export class RateLimiter {
   allow(client: string | number, nowMs: number): boolean {
     let bucket = this.#buckets.get(client);
     if (bucket === undefined) {
-      bucket = { tokens: this.#burst, last: nowMs, seen: nowMs };
+      bucket = { tokens: this.#limit.burst, refilledAt: nowMs, seen: nowMs };
       if (this.#buckets.size >= this.#maxClients) {
         for (const oldest of this.#buckets.keys()) {
           this.#buckets.delete(oldest);
@@ -62,14 +50,7 @@ export class RateLimiter {
         this.#buckets.delete(client);
         this.#buckets.set(client, bucket);
       }
-      const elapsed = nowMs - bucket.last;
-      if (elapsed > 0) {
-        bucket.tokens = Math.min(this.#burst, bucket.tokens + elapsed * this.#perMs);
-        bucket.last = nowMs;
-      }
     }
-    if (bucket.tokens < 1) return false;
-    bucket.tokens -= 1;
-    return true;
+    return takeToken(bucket, this.#limit, nowMs);
   }
 }

@@ -4,15 +4,18 @@
 // that it is used soon after its route appears without any link event; and each one is logged
 // once when it becomes unreachable and once when it is reached again, not at every attempt.
 
+import { type Backoff, backoffDelayMs } from '../backoff.js';
+
 /** The first retry comes soon (a route often follows its address by milliseconds)... */
 export const RECONNECT_FIRST_MS = 250;
 /** ...then the wait doubles up to this: how long a route that appeared may go unused. */
 export const RECONNECT_MAX_MS = 2000;
 
+const RECONNECT_BACKOFF: Backoff = { firstMs: RECONNECT_FIRST_MS, maxMs: RECONNECT_MAX_MS };
+
 /** How long to wait before retry `round` (0 for the first) of upstreams not reached yet. */
 export function reconnectDelayMs(round: number): number {
-  const doublings = Math.min(Math.max(0, Math.floor(round)), 16);
-  return Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** doublings);
+  return backoffDelayMs(RECONNECT_BACKOFF, round);
 }
 
 /** What a failed or successful attempt changed: worth a log line only when not undefined. */

@@ -267,7 +267,7 @@ function formatTable(rows: readonly (readonly string[])[]): string {
   return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ').trimEnd()).join('\n');
 }
 
-/** `status` for a terminal: the links (with why one is in conflict or left alone), counters, leases, DNS. */
+/** `status` for a terminal: the links (with why one is in conflict or left alone), counters, leases, DHCP, DNS. */
 export function formatStatus(status: AgentStatus & { services?: unknown }): string {
   const links = formatTable([
     ['LINK', 'ROLE', 'ID', 'IP', 'STATE', 'NOTE'],
@@ -296,6 +296,9 @@ export function formatStatus(status: AgentStatus & { services?: unknown }): stri
     ]);
     text += `\n${formatTable([['LEASE', 'IP', 'STATE', 'EXPIRES IN', 'HOSTNAME'], ...rows])}\n`;
   }
+  // Every DHCP counter, in the server's order: what it answered, dropped, rate-limited, and its link sockets' failures and retries.
+  const dhcp = (status.services as { dhcp?: Record<string, unknown> | null } | null | undefined)?.dhcp;
+  if (dhcp !== undefined && dhcp !== null) text += `\ndhcp: ${Object.entries(dhcp).map(([name, value]) => `${name} ${String(value)}`).join(', ')}\n`;
   const dns = (status.services as { dns?: Record<string, unknown> | null } | null | undefined)?.dns;
   if (dns !== undefined && dns !== null) {
     const upstreams = Array.isArray(dns['upstreams']) ? dns['upstreams'].map(String) : [];

@@ -51,6 +51,8 @@ export function compiled(sources: readonly string[]): string[] {
 
 export const FORWARDER_SOURCES = [
   'test/guest/dns/fixtures/forwarder',
+  'guest/backoff',
+  'guest/token-bucket',
   'guest/dns/fair-share',
   'guest/dns/forwarder',
   'guest/dns/header',

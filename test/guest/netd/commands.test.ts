@@ -119,6 +119,21 @@ describe('spectrum-netd status, as text', () => {
     );
   });
 
+  it('shows every DHCP counter on one line, rate-limited requests and link socket retries among them, only with a DHCP server', () => {
+    const base = {
+      links: [],
+      counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
+      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 },
+      model: null,
+      conntrack: null,
+    };
+    const dhcp = { received: 12, offers: 3, acks: 3, socketErrors: 1, socketRetries: 2, rateLimited: 40 };
+    expect(formatStatus({ ...base, services: { leases: [], dhcp, dns: null } })).toContain(
+      '\ndhcp: received 12, offers 3, acks 3, socketErrors 1, socketRetries 2, rateLimited 40\n',
+    );
+    expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns: null } })).not.toContain('dhcp:');
+  });
+
   it('says which client IPs still owe a conntrack purge, and why, only while some do', () => {
     const base = {
       links: [],
