@@ -1,6 +1,7 @@
 // The agent's imperative shell: keeps the kernel view current from notifications, and runs one
 // reconcile at a time — events arriving meanwhile are coalesced into the next run.
 import type { Logger } from '../../shared/log.js';
+import { type Backoff, backoffDelayMs } from '../backoff.js';
 import type { ConntrackPort } from '../conntrack-port.js';
 import type { FirewallCounters, FirewallPort } from '../firewall-port.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
@@ -79,8 +80,8 @@ export interface ConntrackStatus {
   readonly lastError: string | null;
 }
 
-const RETRY_FIRST_MS = 500;
-const RETRY_MAX_MS = 30_000;
+/** Failed changes are retried after 0.5 s, then 1, 2... up to every 30 s. */
+const RETRY: Backoff = { firstMs: 500, maxMs: 30_000 };
 
 export class NetdAgent {
   readonly #pending: KernelEvent[] = [];
@@ -111,7 +112,8 @@ export class NetdAgent {
   #servicesTold: { readonly links: readonly ProviderLink[]; readonly upstreamLink: UpstreamLinkInfo | null } | null = null;
   #errors = new Map<number, string>();
   #retryTimer: NodeJS.Timeout | undefined;
-  #retryMs = RETRY_FIRST_MS;
+  /** Retries since the last change that succeeded. */
+  #retryRound = 0;
   #idleWaiters: (() => void)[] = [];
   #fatal: ((error: Error) => void) | undefined;
   #counters = {
@@ -582,16 +584,16 @@ export class NetdAgent {
   /** Failed changes are retried with backoff even without a new event (the cause may pass). */
   #scheduleRetry(failed: boolean): void {
     if (!failed) {
-      this.#retryMs = RETRY_FIRST_MS;
+      this.#retryRound = 0;
       return;
     }
     if (this.#retryTimer !== undefined || this.#stopped) return;
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.#schedule();
-    }, this.#retryMs);
+    }, backoffDelayMs(RETRY, this.#retryRound));
     this.#retryTimer.unref();
-    this.#retryMs = Math.min(this.#retryMs * 2, RETRY_MAX_MS);
+    this.#retryRound += 1;
   }
 
   /** A copy of the view, for tests. */
