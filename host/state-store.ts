@@ -70,8 +70,10 @@ export async function loadState(dir: string): Promise<LinkState> {
   let text: string;
   try {
     // Non-blocking open and a type check first: reading a FIFO or a device put there would wait
-    // (or read) forever, holding the lock.
-    const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    // (or read) forever, holding the lock. A symlink is refused, not followed: the atomic rename
+    // of the next save would replace the link with a regular file and leave its target stale
+    // (and a target outside the state dir is outside the lock: another state dir could link to it).
+    const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
     try {
       if (!fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'not a regular file' });
       text = readFileSync(fd, 'utf8');
@@ -80,6 +82,12 @@ export async function loadState(dir: string): Promise<LinkState> {
     }
   } catch (error) {
     if (isCode(error, 'ENOENT')) return emptyState();
+    if (isCode(error, 'ELOOP')) {
+      throw new StateStoreError(
+        'read-failed',
+        `state file ${path} is a symbolic link (not a regular file), which a save would replace rather than follow; move the file it points to there, or pass --state-dir the directory it is in`,
+      );
+    }
     throw new StateStoreError('read-failed', `cannot read state file ${path} (${reasonOf(error)}); check that it is a readable file`);
   }
   return parseState(text, path); // a StateError names the file and leaves it alone

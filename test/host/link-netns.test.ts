@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync } from 'node:fs';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns, trackTempDir } from '../harness/index.js';
@@ -249,6 +249,26 @@ describeNetns('spectrum-link link --attach netns', () => {
       expect(await readFile(path, 'utf8')).toBe('{"version": 1, "links": [');
     } finally {
       await writeFile(path, saved);
+    }
+  });
+
+  it('refuses a state file that is a symlink with one line, following it no more than replacing it', async () => {
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    const path = join(world.stateDir, 'links.json');
+    const target = `${world.stateDir}-real.json`;
+    trackTempDir(target);
+    await rename(path, target);
+    const saved = await readFile(target, 'utf8');
+    await symlink(target, path);
+    try {
+      const result = await world.link(['link', 'appvm-catgirl', '--attach', 'netns']);
+      expect(result.code).toBe(1);
+      expect(oneLineError(result.stderr)).toMatch(/links\.json is a symbolic link/);
+      expect(await readlink(path)).toBe(target);
+      expect(await readFile(target, 'utf8')).toBe(saved);
+    } finally {
+      await rm(path);
+      await rename(target, path);
     }
   });
 
