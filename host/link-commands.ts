@@ -23,6 +23,7 @@ import {
   linkVms,
   listLinks,
   showLinks,
+  strayAttachModes,
   unlinkVm,
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
@@ -243,6 +244,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const { linked, unlinked, orphaned, vmmFailures } = outcome;
       // A line each (the message alone: fields would take more lines on a terminal).
       if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
+      // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant got the default
+      // mode) is warned of, not refused: a VM that goes from the config dir would otherwise fail
+      // every call of a script that passes one --attach set to all, until the script is changed.
+      if (attach.perVm.size > 0 && wouldLog('warn')) {
+        for (const stray of await strayAttachModes(outcome, attach, linkerOpts.configDir, wholeDir?.snapshot)) {
+          log().warn(`--attach ${stray.vm}=${stray.mode} was not used: this run linked no ${stray.vm} (nor a VM with it as a provider), and there is no such VM (${stray.reason}); check the name`);
+        }
+      }
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
       if (wouldLog('info')) {
         log().info({ vms: vms.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');

@@ -336,6 +336,36 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
   });
 }
 
+/** An `--attach VM=MODE` that a `link` run used for nothing, naming no VM of the config dir either. */
+export interface StrayAttach {
+  readonly vm: VmName;
+  readonly mode: AttachMode;
+  /** Why the config dir has no such VM (e.g. `no directory <dir>/<vm>`). */
+  readonly reason: string;
+}
+
+/**
+ * The per-VM attach modes of a finished `link` run that named a VM the run did not touch (no
+ * client linked or taken down, nor a provider of one) and that the config dir has no directory
+ * for: most likely a typo, with which the VM meant got the default mode. A VM of the config dir
+ * that this run did not touch is no stray: `link --all`, and scripts that pass one --attach set
+ * to every call, name VMs that a given run need not touch.
+ */
+export async function strayAttachModes(outcome: LinkOutcome, attach: AttachChoice, configDir: string, snapshot?: ConfigSnapshot): Promise<StrayAttach[]> {
+  const touched = new Set<VmName>();
+  for (const [vm, reports] of [...outcome.linked, ...outcome.unlinked]) {
+    touched.add(vm);
+    for (const report of reports) touched.add(vmName(report.provider));
+  }
+  const strays: StrayAttach[] = [];
+  for (const [vm, mode] of attach.perVm) {
+    if (touched.has(vm)) continue;
+    const reason = snapshot === undefined ? await noVmReason(configDir, vm) : vmDirProblem(snapshot, vm);
+    if (reason !== undefined) strays.push({ vm, mode, reason });
+  }
+  return strays;
+}
+
 /** A VMM that did not detach a link's NIC, while `unlink --force` (or `link`) took the link down all the same. */
 export interface VmmDetachFailure {
   /** The link, as reported. */

@@ -276,6 +276,8 @@ describeNetns('spectrum-link link --attach netns', () => {
     [['link', '../etc'], 2],
     [['link', 'no-such-vm'], 1],
     [['link', 'appvm-lynx', '--attach', 'kvm'], 2],
+    [['link', 'appvm-lynx', '--attach', 'qemu', '--attach', 'netns'], 2],
+    [['link', 'appvm-lynx', '--attach', 'netvm=qemu', '--attach', 'netvm=netns'], 2],
     [['link', 'appvm-lynx', '--mtu', 'big'], 2],
     [['link', 'appvm-lynx', '--vmm-timeout', '-1'], 2],
     [['link', 'appvm-lynx', '--netns-prefix', '../x'], 2],
@@ -721,5 +723,30 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(oneLineError(result.stderr)).toBe(`spectrum-link: unknown option '${args.find((arg) => arg.startsWith('--'))}'`);
     expect(await readFile(statePath(), 'utf8')).toBe(state);
     expect([...(await devices(world().host)).keys()].sort()).toEqual([...before.keys()].sort());
+  });
+});
+
+describeNetns('link --attach VM=MODE naming a VM the run does not touch', () => {
+  const world = linkWorldPerSuite('linkstray');
+  const lines = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
+
+  it('warns once of a VM that is nowhere (exit 0), and not of a VM of the config dir that this run does not link', async () => {
+    const args = ['--attach', 'netns', '--attach', 'apvm-lynx=qemu', '--attach', 'appvm-catgirl=qemu'];
+    const single = await world().link(['link', 'appvm-lynx', ...args, '--json']);
+    expect(single.code, single.stderr).toBe(0);
+    expect(JSON.parse(single.stdout)).toMatchObject({ vm: 'appvm-lynx', links: [{ provider: 'netvm' }] });
+    const [warning, ...more] = lines(single.stderr);
+    expect(more).toEqual([]);
+    expect(warning).toContain('--attach apvm-lynx=qemu was not used');
+    expect(warning).toContain(`no directory ${world().configDir}/apvm-lynx`);
+    expect(warning).not.toContain('appvm-catgirl');
+
+    const all = await world().link(['link', '--all', ...args.slice(0, 4)]);
+    expect(all.code, all.stderr).toBe(0);
+    expect(lines(all.stderr)).toEqual([expect.stringContaining('--attach apvm-lynx=qemu was not used')]);
+
+    // Used (netvm is the provider), nothing to say.
+    const used = await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--attach', 'netvm=netns']);
+    expect([used.code, used.stderr]).toEqual([0, '']);
   });
 });
