@@ -6,7 +6,7 @@ import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
-import { type Listing, configDirFrom } from './config.js';
+import { type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix } from './device-names.js';
 import {
@@ -137,6 +137,11 @@ function orphanWarning(vm: string, links: number, configDir: string): string {
   return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: spectrum-link unlink ${vm} --forget`;
 }
 
+/** What `link --all` says of a directory with providers whose name is no VM name. */
+function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
+  return `${configDir}/${dir.shown} has a providers/net but no VM name, so it is not linked: ${dir.reason}; rename it to link it`;
+}
+
 const VMM_NAMES: Readonly<Record<VmmDetachFailure['vmm'], string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
 /**
@@ -244,6 +249,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const { linked, unlinked, orphaned, vmmFailures } = outcome;
       // A line each (the message alone: fields would take more lines on a terminal).
       if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
+      const misnamed = wholeDir?.snapshot.misnamed ?? [];
+      if (misnamed.length > 0 && wouldLog('warn')) for (const dir of misnamed) log().warn(misnamedWarning(dir, wholeDir?.snapshot.dir ?? linkerOpts.configDir));
       // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant got the default
       // mode) is warned of, not refused: a VM that goes from the config dir would otherwise fail
       // every call of a script that passes one --attach set to all, until the script is changed.
@@ -275,6 +282,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       }
       // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
       if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
+      // And one for each directory with providers that --all skipped for its name.
+      if (flags.json === true) for (const { name, reason } of misnamed) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
       process.stdout.write(lines.join(''));
       // Links taken down despite a VMM that did not detach: what was linked stays linked, but the
       // run failed, a line per such VMM.

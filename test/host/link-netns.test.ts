@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync } from 'node:fs';
-import { readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns, trackTempDir } from '../harness/index.js';
@@ -748,5 +748,42 @@ describeNetns('link --attach VM=MODE naming a VM the run does not touch', () => 
     // Used (netvm is the provider), nothing to say.
     const used = await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--attach', 'netvm=netns']);
     expect([used.code, used.stderr]).toEqual([0, '']);
+  });
+});
+
+describeNetns('link --all and a VM directory whose name is no VM name', () => {
+  const world = linkWorldPerSuite('linkbadname');
+  const lines = (text: string): string[] => text.split('\n').filter((line) => line !== '');
+
+  it('warns once per such directory with providers (a line in --json too), links the rest, exit 0', async () => {
+    const plus = join(world().configDir, 'appvm+lynx');
+    const latin1 = Buffer.concat([Buffer.from(`${world().configDir}/appvm-caf`), Buffer.from([0xe9])]);
+    await mkdir(join(plus, 'providers', 'net'), { recursive: true });
+    await writeFile(join(plus, 'providers', 'net', 'netvm'), '');
+    await mkdir(Buffer.concat([latin1, Buffer.from('/providers/net')]), { recursive: true });
+    await mkdir(join(world().configDir, 'lost+found'));
+    try {
+      const text = await world().link(['link', '--all', '--attach', 'netns']);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).toMatch(/appvm-lynx -> netvm/);
+      // Log lines: JSON, stderr being no terminal.
+      const warnings = lines(text.stderr).map((line) => (JSON.parse(line) as { msg: string }).msg);
+      expect(warnings).toHaveLength(2);
+      expect(warnings[0]).toContain(`${world().configDir}/"appvm-caf\\xe9" has a providers/net but no VM name, so it is not linked: VM name "appvm-caf\\xe9" is not valid UTF-8`);
+      expect(warnings[1]).toContain(`${world().configDir}/appvm+lynx has a providers/net but no VM name, so it is not linked: VM name "appvm+lynx" contains "+"`);
+
+      const json = await world().link(['link', '--all', '--attach', 'netns', '--json']);
+      expect(json.code, json.stderr).toBe(0);
+      const outputs = lines(json.stdout).map((line) => JSON.parse(line) as { vm: string; links: unknown[]; invalidName?: string });
+      expect(outputs.filter((output) => output.invalidName !== undefined)).toEqual([
+        { vm: 'appvm-caf\ufffd', links: [], invalidName: expect.stringContaining('not valid UTF-8') },
+        { vm: 'appvm+lynx', links: [], invalidName: expect.stringContaining('contains "+"') },
+      ]);
+      expect(lines(json.stderr)).toHaveLength(2);
+    } finally {
+      await rm(plus, { recursive: true });
+      await rm(latin1, { recursive: true });
+      await rm(join(world().configDir, 'lost+found'), { recursive: true });
+    }
   });
 });
