@@ -39,7 +39,8 @@ export interface VmmDetachOptions {
 
 /** The VMM side of attachment; the CLI plugs in the QMP and cloud-hypervisor clients. */
 export interface VmmPort {
-  attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
+  /** Hot-plug a NIC; true where this call added it, false where the VMM had it already. */
+  attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<boolean>;
   detach(kind: VmmKind, vm: VmName, nic: VmmNic, options?: VmmDetachOptions): Promise<void>;
 }
 
@@ -170,10 +171,10 @@ async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptio
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   const targets = reports.flatMap((report) => vmmNics(report, options.mtu));
   try {
-    for (const target of targets) {
-      await options.vmm.attach(target.kind, target.vm, target.nic);
-      attached.push(target);
-      options.progress?.({ phase: 'vmm', done: attached.length, total: targets.length });
+    for (const [index, target] of targets.entries()) {
+      // Only NICs this run added are taken back: one attached by an earlier run stays.
+      if (await options.vmm.attach(target.kind, target.vm, target.nic)) attached.push(target);
+      options.progress?.({ phase: 'vmm', done: index + 1, total: targets.length });
     }
   } catch (error) {
     for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic).catch(() => undefined);
