@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
 import { directoryOption } from '../shared/cli/directory-option.js';
+import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
@@ -18,6 +19,7 @@ import {
   type VmmDetachFailure,
   type VmmPort,
   type WholeConfigDir,
+  LinkerError,
   checkNetnsPrefix,
   collectGarbage,
   linkVms,
@@ -240,10 +242,22 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const started = performance.now();
       // A bulk link takes seconds: on a terminal, a line that says how far it has got.
       const progress: Progress = flags.json !== true && vms.length > 1 ? terminalProgress() : NO_PROGRESS;
+      // The first SIGINT or SIGTERM stops the run at its next safe point and undoes it, as a
+      // failure would; a second exits at once.
+      const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges');
       let outcome: LinkOutcome;
       try {
-        outcome = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress) }, wholeDir);
+        outcome = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal }, wholeDir);
+      } catch (error) {
+        if (error instanceof LinkerError && error.kind === 'interrupted' && interruption.received !== undefined) {
+          throw new CliError(
+            `link interrupted by ${interruption.received}: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were`,
+            signalExitCode(interruption.received),
+          );
+        }
+        throw error;
       } finally {
+        interruption.dispose();
         progress.done();
       }
       const { linked, unlinked, orphaned, vmmFailures } = outcome;
@@ -285,6 +299,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // And one for each directory with providers that --all skipped for its name.
       if (flags.json === true) for (const { name, reason } of misnamed) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
       process.stdout.write(lines.join(''));
+      // A signal after the last safe point: the run is done, and said; the exit code tells of the signal.
+      if (interruption.received !== undefined) {
+        const done = `link interrupted by ${interruption.received} after it had done its work: nothing was undone`;
+        throw new CliError(done, signalExitCode(interruption.received), vmmFailures.map(unlistedLine), 'lines');
+      }
       // Links taken down despite a VMM that did not detach: what was linked stays linked, but the
       // run failed, a line per such VMM.
       if (vmmFailures.length > 0) {

@@ -47,7 +47,7 @@ export interface VmmPort {
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
   constructor(
-    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm' | 'vmm-detach-failed',
+    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm' | 'vmm-detach-failed' | 'interrupted',
     message: string,
   ) {
     super(message);
@@ -72,6 +72,18 @@ export interface LinkerOptions {
   readonly vmm: VmmPort;
   /** Told as `link` goes on (the CLI draws it on a terminal). */
   readonly progress?: (event: LinkProgressEvent) => void;
+  /**
+   * Aborting it (a SIGINT or SIGTERM, in the CLI) stops `link` at the next safe point: before a
+   * chunk is planned or its devices made, before each NIC is hot-plugged. The run is then undone
+   * as on a failure, and fails with kind 'interrupted'.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/** Throw where the run was asked to stop (options.signal aborted), for the failure path to undo it. */
+function stopIfInterrupted(options: Pick<LinkerOptions, 'signal'>): void {
+  const { signal } = options;
+  if (signal?.aborted === true) throw new LinkerError('interrupted', `interrupted (${String(signal.reason)}): what this run had made is undone`);
 }
 
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
@@ -172,6 +184,7 @@ async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptio
   const targets = reports.flatMap((report) => vmmNics(report, options.mtu));
   try {
     for (const [index, target] of targets.entries()) {
+      stopIfInterrupted(options);
       // Only NICs this run added are taken back: one attached by an earlier run stays.
       if (await options.vmm.attach(target.kind, target.vm, target.nic)) attached.push(target);
       options.progress?.({ phase: 'vmm', done: index + 1, total: targets.length });
@@ -264,6 +277,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     try {
       for (const chunk of chunksOf(vms)) {
         if (failed) break;
+        stopIfInterrupted(options);
         const config = snapshot ?? (await readConfigVms(options.configDir, chunk));
         const wanted = chunk.map((vm) => requireValidVm(config, vm));
         for (const vm of wanted) listed.set(vm.name, vm.providers);
@@ -298,6 +312,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
         applying = applying
           .then(async () => {
             if (failed) return;
+            stopIfInterrupted(options);
             await applyDevicePlan(plan);
             applied += chunk.length;
             options.progress?.({ phase: 'devices', done: applied, total: vms.length });
@@ -309,6 +324,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
         applying.catch(() => undefined); // awaited after the loop
       }
       await applying;
+      stopIfInterrupted(options);
       await attachToVmms([...byVm.values()].flat(), options);
     } catch (error) {
       await applying.catch(() => undefined);
