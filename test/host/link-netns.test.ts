@@ -727,7 +727,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
 });
 
 describeNetns('link --attach VM=MODE naming a VM the run does not touch', () => {
-  const world = linkWorldPerSuite('linkstray');
+  const world = linkWorldPerSuite('linkatt');
   const lines = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
 
   it('warns once of a VM that is nowhere (exit 0), and not of a VM of the config dir that this run does not link', async () => {
@@ -752,7 +752,7 @@ describeNetns('link --attach VM=MODE naming a VM the run does not touch', () => 
 });
 
 describeNetns('link --all and a VM directory whose name is no VM name', () => {
-  const world = linkWorldPerSuite('linkbadname');
+  const world = linkWorldPerSuite('linkname');
   const lines = (text: string): string[] => text.split('\n').filter((line) => line !== '');
 
   it('warns once per such directory with providers (a line in --json too), links the rest, exit 0', async () => {
