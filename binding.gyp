@@ -31,6 +31,11 @@
       "target_name": "tap_fd",
       "sources": ["host/native/tap-fd.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
+    },
+    {
+      "target_name": "state_lock",
+      "sources": ["host/native/state-lock.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
     }
   ]
 }

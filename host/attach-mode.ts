@@ -8,7 +8,7 @@ export type AttachMode = (typeof ATTACH_MODES)[number];
 export class AttachModeError extends Error {
   override readonly name = 'AttachModeError';
   constructor(
-    readonly kind: 'unknown-mode' | 'syntax',
+    readonly kind: 'unknown-mode' | 'syntax' | 'conflict',
     message: string,
   ) {
     super(message);
@@ -30,22 +30,32 @@ function attachMode(text: string): AttachMode {
 }
 
 /**
- * Parse `--attach` values: `MODE` sets the default, `VM=MODE` one VM's mode; later ones win.
- * E.g. `--attach qemu --attach netvm=netns`.
+ * Parse `--attach` values: `MODE` sets the default, `VM=MODE` one VM's mode. E.g. `--attach qemu
+ * --attach netvm=netns`. Two different modes for one scope (the default, or one VM) are refused
+ * rather than the later taking over silently; the same one repeated is no conflict.
  */
 export function parseAttachChoice(values: readonly string[], fallback: AttachMode = 'none'): AttachChoice {
-  let chosen = fallback;
-  const perVm = new Map<VmName, AttachMode>();
+  let chosen: { mode: AttachMode; value: string } | undefined;
+  const perVm = new Map<VmName, { mode: AttachMode; value: string }>();
+  const conflict = (scope: string, first: string, second: string): AttachModeError =>
+    new AttachModeError('conflict', `--attach ${first} and --attach ${second} give ${scope} two attach modes: keep one`);
   for (const value of values) {
     const separator = value.indexOf('=');
-    if (separator < 0) chosen = attachMode(value);
-    else {
+    if (separator < 0) {
+      const mode = attachMode(value);
+      if (chosen !== undefined && chosen.mode !== mode) throw conflict('every VM', chosen.value, value);
+      chosen = { mode, value };
+    } else {
       const name = value.slice(0, separator);
       if (name === '') throw new AttachModeError('syntax', `--attach ${JSON.stringify(value)} names no VM: write VM=MODE or MODE`);
-      perVm.set(vmName(name), attachMode(value.slice(separator + 1)));
+      const vm = vmName(name);
+      const mode = attachMode(value.slice(separator + 1));
+      const earlier = perVm.get(vm);
+      if (earlier !== undefined && earlier.mode !== mode) throw conflict(vm, earlier.value, value);
+      perVm.set(vm, { mode, value });
     }
   }
-  return { fallback: chosen, perVm };
+  return { fallback: chosen?.mode ?? fallback, perVm: new Map([...perVm].map(([vm, { mode }]) => [vm, mode])) };
 }
 
 export function attachModeOf(choice: AttachChoice, vm: VmName): AttachMode {

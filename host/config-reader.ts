@@ -3,10 +3,10 @@
 // provider. A VM directory may be a symlink, but only to somewhere inside the config dir: the
 // config dir is the trust boundary, so a link out of it is recorded as 'escapes-config-dir'.
 // Files inside a VM directory (vmlinux, images) may be symlinks anywhere, as they are in Spectrum.
-import { type Dirent, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { type Dirent, existsSync, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, sep } from 'node:path';
-import { type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type VmDir } from './config.js';
-import { type VmName, isVmName } from './vm-name.js';
+import { type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type MisnamedVmDir, type VmDir } from './config.js';
+import { type VmName, isVmName, shownPath, vmNameProblem } from './vm-name.js';
 
 // Synchronous calls behind the async interface: a config dir of a thousand VMs takes several
 // calls per VM, and a thread-pool round trip (or even a promise) per call cost more than the
@@ -99,14 +99,15 @@ function readVmDir(root: string, name: VmName): VmDir {
   return { name, location: 'directory', kernel, blk, providers };
 }
 
-function configRoot(dir: string, list: boolean): { root: string; names: string[] } {
+function configRoot(dir: string, list: boolean): { root: string; names: Buffer[] } {
   try {
     const root = realpathSync(dir);
     if (!list) {
       if (!statSync(root).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
       return { root, names: [] };
     }
-    return { root, names: readdirSync(root) };
+    // As bytes: a name that is no UTF-8 must not pass for another one (decoded, its bytes become U+FFFD).
+    return { root, names: readdirSync(root, { encoding: 'buffer' }) };
   } catch (error) {
     const code = codeOf(error);
     if (code === 'ENOENT') {
@@ -126,12 +127,44 @@ function exists(path: string): boolean {
   }
 }
 
-/** Read every VM directory of a config dir. Fails only when the config dir itself is unusable. */
+/** A name read as bytes, for a message: as shownPath shows text, bytes that are no UTF-8 as \xNN. */
+function shownBytes(bytes: Buffer): string {
+  const text = bytes.toString('utf8');
+  if (Buffer.from(text, 'utf8').equals(bytes)) return shownPath(text);
+  const escaped = [...bytes].map((byte) => (byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`));
+  return `"${escaped.join('')}"`;
+}
+
+/**
+ * An entry whose name is no VM name, where it is a directory with a `providers/net` (the rest,
+ * e.g. lost+found or .git, would get no links under any name, so nothing is skipped).
+ */
+function misnamedVmDir(root: string, bytes: Buffer, text: string, utf8: boolean): MisnamedVmDir | undefined {
+  if (!existsSync(Buffer.concat([Buffer.from(`${root}/`), bytes, Buffer.from('/providers/net')]))) return undefined;
+  const reason = utf8 ? (vmNameProblem(text)?.message ?? 'no VM name') : `VM name ${shownBytes(bytes)} is not valid UTF-8`;
+  return { name: text, shown: shownBytes(bytes), reason };
+}
+
+/**
+ * Read every VM directory of a config dir, and note the directories with providers whose names
+ * are no VM names. Fails only when the config dir itself is unusable.
+ */
 export async function readConfigDir(dir: string): Promise<ConfigSnapshot> {
   const { root, names } = configRoot(dir, true);
   const vms = new Map<VmName, VmDir>();
-  for (const name of names.filter(isVmName).sort()) vms.set(name, readVmDir(root, name));
-  return { dir: root, vms };
+  const misnamed: MisnamedVmDir[] = [];
+  const valid: VmName[] = [];
+  for (const bytes of names) {
+    const text = bytes.toString('utf8');
+    const utf8 = Buffer.from(text, 'utf8').equals(bytes);
+    if (utf8 && isVmName(text)) valid.push(text);
+    else {
+      const found = misnamedVmDir(root, bytes, text, utf8);
+      if (found !== undefined) misnamed.push(found);
+    }
+  }
+  for (const name of valid.sort()) vms.set(name, readVmDir(root, name));
+  return { dir: root, vms, misnamed: misnamed.sort((a, b) => (a.shown < b.shown ? -1 : a.shown > b.shown ? 1 : 0)) };
 }
 
 /**

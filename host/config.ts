@@ -44,10 +44,25 @@ export type VmDir =
     }
   | { readonly name: VmName; readonly location: BadLocation; readonly reason?: string };
 
+/**
+ * A directory of the config dir that a valid name would make a VM with providers (it has a
+ * `providers/net`), but whose name is no VM name: no VM can be linked under it.
+ */
+export interface MisnamedVmDir {
+  /** The name as UTF-8 (bytes that are none replaced by U+FFFD): for JSON. */
+  readonly name: string;
+  /** The name for a message: as it is, or quoted with escapes (\xNN for bytes that are no UTF-8). */
+  readonly shown: string;
+  /** Why it is no VM name. */
+  readonly reason: string;
+}
+
 /** Everything read from a config dir: its (real) path and each entry that has a valid VM name. */
 export interface ConfigSnapshot {
   readonly dir: string;
   readonly vms: ReadonlyMap<VmName, VmDir>;
+  /** Where the whole dir was listed (readConfigDir): its directories with providers that have no VM name. */
+  readonly misnamed?: readonly MisnamedVmDir[];
 }
 
 export type ConfigProblemKind =

@@ -2,11 +2,12 @@
 import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
 import { directoryOption } from '../shared/cli/directory-option.js';
+import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
-import { type Listing, configDirFrom } from './config.js';
+import { type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix } from './device-names.js';
 import {
@@ -18,11 +19,13 @@ import {
   type VmmDetachFailure,
   type VmmPort,
   type WholeConfigDir,
+  LinkerError,
   checkNetnsPrefix,
   collectGarbage,
   linkVms,
   listLinks,
   showLinks,
+  strayAttachModes,
   unlinkVm,
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
@@ -136,6 +139,11 @@ function orphanWarning(vm: string, links: number, configDir: string): string {
   return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: spectrum-link unlink ${vm} --forget`;
 }
 
+/** What `link --all` says of a directory with providers whose name is no VM name. */
+function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
+  return `${configDir}/${dir.shown} has a providers/net but no VM name, so it is not linked: ${dir.reason}; rename it to link it`;
+}
+
 const VMM_NAMES: Readonly<Record<VmmDetachFailure['vmm'], string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
 /**
@@ -234,15 +242,37 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const started = performance.now();
       // A bulk link takes seconds: on a terminal, a line that says how far it has got.
       const progress: Progress = flags.json !== true && vms.length > 1 ? terminalProgress() : NO_PROGRESS;
+      // The first SIGINT or SIGTERM stops the run at its next safe point and undoes it, as a
+      // failure would; a second exits at once.
+      const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges');
       let outcome: LinkOutcome;
       try {
-        outcome = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress) }, wholeDir);
+        outcome = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal }, wholeDir);
+      } catch (error) {
+        if (error instanceof LinkerError && error.kind === 'interrupted' && interruption.received !== undefined) {
+          throw new CliError(
+            `link interrupted by ${interruption.received}: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were`,
+            signalExitCode(interruption.received),
+          );
+        }
+        throw error;
       } finally {
+        interruption.dispose();
         progress.done();
       }
       const { linked, unlinked, orphaned, vmmFailures } = outcome;
       // A line each (the message alone: fields would take more lines on a terminal).
       if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
+      const misnamed = wholeDir?.snapshot.misnamed ?? [];
+      if (misnamed.length > 0 && wouldLog('warn')) for (const dir of misnamed) log().warn(misnamedWarning(dir, wholeDir?.snapshot.dir ?? linkerOpts.configDir));
+      // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant got the default
+      // mode) is warned of, not refused: a VM that goes from the config dir would otherwise fail
+      // every call of a script that passes one --attach set to all, until the script is changed.
+      if (attach.perVm.size > 0 && wouldLog('warn')) {
+        for (const stray of await strayAttachModes(outcome, attach, linkerOpts.configDir, wholeDir?.snapshot)) {
+          log().warn(`--attach ${stray.vm}=${stray.mode} was not used: this run linked no ${stray.vm} (nor a VM with it as a provider), and there is no such VM (${stray.reason}); check the name`);
+        }
+      }
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
       if (wouldLog('info')) {
         log().info({ vms: vms.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
@@ -266,7 +296,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       }
       // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
       if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
+      // And one for each directory with providers that --all skipped for its name.
+      if (flags.json === true) for (const { name, reason } of misnamed) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
       process.stdout.write(lines.join(''));
+      // A signal after the last safe point: the run is done, and said; the exit code tells of the signal.
+      if (interruption.received !== undefined) {
+        const done = `link interrupted by ${interruption.received} after it had done its work: nothing was undone`;
+        throw new CliError(done, signalExitCode(interruption.received), vmmFailures.map(unlistedLine), 'lines');
+      }
       // Links taken down despite a VMM that did not detach: what was linked stays linked, but the
       // run failed, a line per such VMM.
       if (vmmFailures.length > 0) {

@@ -39,14 +39,15 @@ export interface VmmDetachOptions {
 
 /** The VMM side of attachment; the CLI plugs in the QMP and cloud-hypervisor clients. */
 export interface VmmPort {
-  attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
+  /** Hot-plug a NIC; true where this call added it, false where the VMM had it already. */
+  attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<boolean>;
   detach(kind: VmmKind, vm: VmName, nic: VmmNic, options?: VmmDetachOptions): Promise<void>;
 }
 
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
   constructor(
-    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm' | 'vmm-detach-failed',
+    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm' | 'vmm-detach-failed' | 'interrupted',
     message: string,
   ) {
     super(message);
@@ -71,6 +72,18 @@ export interface LinkerOptions {
   readonly vmm: VmmPort;
   /** Told as `link` goes on (the CLI draws it on a terminal). */
   readonly progress?: (event: LinkProgressEvent) => void;
+  /**
+   * Aborting it (a SIGINT or SIGTERM, in the CLI) stops `link` at the next safe point: before a
+   * chunk is planned or its devices made, before each NIC is hot-plugged. The run is then undone
+   * as on a failure, and fails with kind 'interrupted'.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/** Throw where the run was asked to stop (options.signal aborted), for the failure path to undo it. */
+function stopIfInterrupted(options: Pick<LinkerOptions, 'signal'>): void {
+  const { signal } = options;
+  if (signal?.aborted === true) throw new LinkerError('interrupted', `interrupted (${String(signal.reason)}): what this run had made is undone`);
 }
 
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
@@ -170,10 +183,11 @@ async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptio
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   const targets = reports.flatMap((report) => vmmNics(report, options.mtu));
   try {
-    for (const target of targets) {
-      await options.vmm.attach(target.kind, target.vm, target.nic);
-      attached.push(target);
-      options.progress?.({ phase: 'vmm', done: attached.length, total: targets.length });
+    for (const [index, target] of targets.entries()) {
+      stopIfInterrupted(options);
+      // Only NICs this run added are taken back: one attached by an earlier run stays.
+      if (await options.vmm.attach(target.kind, target.vm, target.nic)) attached.push(target);
+      options.progress?.({ phase: 'vmm', done: index + 1, total: targets.length });
     }
   } catch (error) {
     for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic).catch(() => undefined);
@@ -263,6 +277,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     try {
       for (const chunk of chunksOf(vms)) {
         if (failed) break;
+        stopIfInterrupted(options);
         const config = snapshot ?? (await readConfigVms(options.configDir, chunk));
         const wanted = chunk.map((vm) => requireValidVm(config, vm));
         for (const vm of wanted) listed.set(vm.name, vm.providers);
@@ -297,6 +312,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
         applying = applying
           .then(async () => {
             if (failed) return;
+            stopIfInterrupted(options);
             await applyDevicePlan(plan);
             applied += chunk.length;
             options.progress?.({ phase: 'devices', done: applied, total: vms.length });
@@ -308,6 +324,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
         applying.catch(() => undefined); // awaited after the loop
       }
       await applying;
+      stopIfInterrupted(options);
       await attachToVmms([...byVm.values()].flat(), options);
     } catch (error) {
       await applying.catch(() => undefined);
@@ -334,6 +351,36 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const orphaned = snapshot === undefined ? [] : orphanedClients(state, snapshot, options);
     return { linked: new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []])), unlinked, orphaned, vmmFailures };
   });
+}
+
+/** An `--attach VM=MODE` that a `link` run used for nothing, naming no VM of the config dir either. */
+export interface StrayAttach {
+  readonly vm: VmName;
+  readonly mode: AttachMode;
+  /** Why the config dir has no such VM (e.g. `no directory <dir>/<vm>`). */
+  readonly reason: string;
+}
+
+/**
+ * The per-VM attach modes of a finished `link` run that named a VM the run did not touch (no
+ * client linked or taken down, nor a provider of one) and that the config dir has no directory
+ * for: most likely a typo, with which the VM meant got the default mode. A VM of the config dir
+ * that this run did not touch is no stray: `link --all`, and scripts that pass one --attach set
+ * to every call, name VMs that a given run need not touch.
+ */
+export async function strayAttachModes(outcome: LinkOutcome, attach: AttachChoice, configDir: string, snapshot?: ConfigSnapshot): Promise<StrayAttach[]> {
+  const touched = new Set<VmName>();
+  for (const [vm, reports] of [...outcome.linked, ...outcome.unlinked]) {
+    touched.add(vm);
+    for (const report of reports) touched.add(vmName(report.provider));
+  }
+  const strays: StrayAttach[] = [];
+  for (const [vm, mode] of attach.perVm) {
+    if (touched.has(vm)) continue;
+    const reason = snapshot === undefined ? await noVmReason(configDir, vm) : vmDirProblem(snapshot, vm);
+    if (reason !== undefined) strays.push({ vm, mode, reason });
+  }
+  return strays;
 }
 
 /** A VMM that did not detach a link's NIC, while `unlink --force` (or `link`) took the link down all the same. */

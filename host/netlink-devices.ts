@@ -132,7 +132,10 @@ function byNamespace(steps: readonly DeviceStep[]): Map<string | null, DeviceSte
 
 function runIp(args: readonly string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // A process group of its own: a terminal's Ctrl-C (sent to the foreground group) must reach
+    // spectrum-link alone, which stops at a safe point and undoes its run, not kill an `ip netns`
+    // step half-way.
+    const child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.on('error', (error) => resolve({ code: 127, stderr: error.message }));

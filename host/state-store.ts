@@ -4,23 +4,26 @@
 // (O_EXCL), which is fsynced, renamed over links.json, and then the directory is fsynced so the
 // rename itself survives a crash. Readers therefore see the old file or the new one, never a mix.
 //
-// Lock: Node has no flock(2), and a lock *file* needs stale-lock detection, which is racy (PID
-// reuse; two waiters both judging a lock stale and each deleting the other's fresh lock). Instead
-// the lock is a Unix socket bound in Linux's abstract namespace, named after the state dir's
-// device and inode: bind(2) succeeds for exactly one socket per name, and the kernel releases the
-// name when the holder closes it or dies for any reason (even SIGKILL), so there is no stale lock
-// to detect. Waiters retry until a timeout; a waiter that times out connects to the holder, which
-// answers with its PID, for the error message. Caveat: abstract names are per network namespace,
-// so every process sharing a state dir must run in the same network namespace (true for the host
-// linker, whose devices live in the host namespace anyway). Linux only.
+// Lock: flock(2) (LOCK_EX) on a read-only descriptor of the state dir itself, through a small
+// addon (host/native/state-lock.c; Node has no flock). Unlike a lock *file* whose existence is
+// the lock, it needs no stale-lock detection: the kernel releases it when the holder unlocks or
+// closes the descriptor, or dies for any reason (even SIGKILL). It is a property of the directory's
+// inode, so it holds for every process that opens the same directory, whatever network, mount or
+// PID namespace it runs in (an abstract Unix socket name, the earlier lock, held only within one
+// network namespace). Two open descriptors exclude each other even within one process, so
+// concurrent calls here wait like other processes do; nesting within one call chain is refused
+// (it would wait for itself). Waiters retry with LOCK_NB until a timeout. The holder writes its
+// PID to <state dir>/.lock-holder (best effort, removed on release) for the message of a waiter
+// that times out; nothing else reads it, and a stale one (a holder killed) is harmless.
+// Linux (or any system with flock(2)); a state dir on NFS works where the server has locking.
 //
 // File calls are synchronous behind the async interface: each takes microseconds (the fsyncs a
 // few milliseconds that must finish before anything goes on anyway), and a short-lived command
 // pays more for the thread pool and for loading node:fs/promises than for the calls themselves.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { closeSync, constants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { type Server, type Socket, createConnection, createServer } from 'node:net';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadNativeAddon } from '../shared/native-addon.js';
 import { type LinkState, emptyState, parseState, serializeState } from './link-state.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/spectrum-link';
@@ -28,6 +31,8 @@ export const STATE_DIR_ENV = 'SPECTRUM_STATE_DIR';
 export const STATE_FILE = 'links.json';
 const TEMP_PREFIX = `.${STATE_FILE}.`;
 const TEMP_SUFFIX = '.tmp';
+/** Where the lock's holder writes its PID, for the message of a waiter that times out. */
+const HOLDER_FILE = '.lock-holder';
 
 export type StateStoreErrorKind = 'state-dir-unusable' | 'read-failed' | 'write-failed' | 'lock-failed' | 'lock-timeout' | 'lock-reentered';
 
@@ -65,8 +70,10 @@ export async function loadState(dir: string): Promise<LinkState> {
   let text: string;
   try {
     // Non-blocking open and a type check first: reading a FIFO or a device put there would wait
-    // (or read) forever, holding the lock.
-    const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    // (or read) forever, holding the lock. A symlink is refused, not followed: the atomic rename
+    // of the next save would replace the link with a regular file and leave its target stale
+    // (and a target outside the state dir is outside the lock: another state dir could link to it).
+    const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
     try {
       if (!fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'not a regular file' });
       text = readFileSync(fd, 'utf8');
@@ -75,6 +82,12 @@ export async function loadState(dir: string): Promise<LinkState> {
     }
   } catch (error) {
     if (isCode(error, 'ENOENT')) return emptyState();
+    if (isCode(error, 'ELOOP')) {
+      throw new StateStoreError(
+        'read-failed',
+        `state file ${path} is a symbolic link (not a regular file), which a save would replace rather than follow; move the file it points to there, or pass --state-dir the directory it is in`,
+      );
+    }
     throw new StateStoreError('read-failed', `cannot read state file ${path} (${reasonOf(error)}); check that it is a readable file`);
   }
   return parseState(text, path); // a StateError names the file and leaves it alone
@@ -143,56 +156,49 @@ async function removeStaleTemps(dir: string): Promise<void> {
   }
 }
 
-async function ensureStateDir(dir: string): Promise<bigint[]> {
+/** The state dir (made if missing) opened read-only, the descriptor the lock is taken on. */
+function openStateDir(dir: string): { fd: number; key: string } {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
-    const info = statSync(dir, { bigint: true });
-    if (!info.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'EEXIST' });
-    return [info.dev, info.ino];
+    const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    try {
+      const info = fstatSync(fd, { bigint: true });
+      return { fd, key: `${info.dev.toString(16)}:${info.ino.toString(16)}` };
+    } catch (error) {
+      closeSync(fd);
+      throw error;
+    }
   } catch (error) {
-    // mkdir -p says EEXIST where the path itself is no directory, ENOTDIR where a folder above it is none.
+    // mkdir -p says EEXIST where the path itself is no directory, ENOTDIR where a folder above it
+    // is none (and open with O_DIRECTORY ENOTDIR where the path became something else meanwhile).
     const reason = isCode(error, 'EEXIST') ? 'it is not a directory' : isCode(error, 'ENOTDIR') ? 'a path above it is not a directory' : reasonOf(error);
     throw new StateStoreError('state-dir-unusable', `state dir ${dir} cannot be used (${reason}); pass --state-dir or set ${STATE_DIR_ENV} to a writable directory`);
   }
 }
 
-/** The abstract socket name that locks a state dir (identified by device and inode, not path). */
-export function lockName(dev: bigint, ino: bigint): string {
-  return `\0spectrum-link/state/${dev.toString(16)}:${ino.toString(16)}`;
+interface LockAddon {
+  tryLock(fd: number): boolean;
+  unlock(fd: number): void;
 }
 
-function tryBind(name: string): Promise<Server | 'busy'> {
-  return new Promise((resolve, reject) => {
-    const server = createServer((socket: Socket) => {
-      socket.on('error', () => undefined);
-      socket.end(`${process.pid}\n`);
-    });
-    server.once('error', (error) => {
-      server.close(() => undefined);
-      if (isCode(error, 'EADDRINUSE')) resolve('busy');
-      else reject(error);
-    });
-    server.listen(name, () => {
-      server.unref();
-      resolve(server);
-    });
-  });
+let lockAddon: LockAddon | undefined;
+
+function flockAddon(): LockAddon {
+  lockAddon ??= loadNativeAddon<LockAddon>(import.meta.url, 'state_lock.node');
+  if (lockAddon === undefined) {
+    throw Object.assign(new Error('the state_lock addon (build/Release/state_lock.node) is missing: run npm run build'), { code: 'ERR_ADDON_MISSING' });
+  }
+  return lockAddon;
 }
 
-/** Ask the holder of a lock for its PID; undefined when it does not answer quickly. */
-function holderPid(name: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    let text = '';
-    const socket = createConnection(name);
-    const done = (value: string | undefined): void => {
-      socket.destroy();
-      resolve(value);
-    };
-    socket.setTimeout(200, () => done(undefined));
-    socket.on('data', (chunk) => (text += chunk.toString()));
-    socket.on('end', () => done(/^[0-9]+\n$/.test(text) ? text.trim() : undefined));
-    socket.on('error', () => done(undefined));
-  });
+/** The PID the lock's holder recorded; undefined when there is none (yet) or it is unreadable. */
+function holderPid(dir: string): string | undefined {
+  try {
+    const text = readFileSync(join(dir, HOLDER_FILE), 'utf8');
+    return /^[0-9]+\n$/.test(text) ? text.trim() : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface LockOptions {
@@ -202,7 +208,7 @@ export interface LockOptions {
 
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
-/** The locks held by the current async call chain: nesting is an error, concurrent calls wait. */
+/** The locks (state dirs' device:inode) held by the current async call chain: nesting is an error, concurrent calls wait. */
 const held = new AsyncLocalStorage<ReadonlySet<string>>();
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -212,35 +218,48 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
  * released when fn settles, and by the kernel if this process dies. Not reentrant.
  */
 export async function withStateLock<T>(dir: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
-  const [dev, ino] = await ensureStateDir(dir);
-  const name = lockName(dev ?? 0n, ino ?? 0n);
-  const outer = held.getStore() ?? new Set<string>();
-  if (outer.has(name)) {
-    throw new StateStoreError('lock-reentered', `this process already holds the lock of state dir ${dir}; do not nest withStateLock calls`);
-  }
-  const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
-  let server: Server | 'busy';
-  for (let attempt = 0; ; attempt++) {
-    try {
-      server = await tryBind(name);
-    } catch (error) {
-      throw new StateStoreError('lock-failed', `cannot take the lock of state dir ${dir} (${reasonOf(error)}); spectrum-link needs Linux abstract Unix sockets`);
-    }
-    if (server !== 'busy') break;
-    if (Date.now() >= deadline) {
-      const pid = await holderPid(name);
-      throw new StateStoreError(
-        'lock-timeout',
-        `timed out waiting for the lock of state dir ${dir}: another spectrum-link${pid === undefined ? '' : ` (PID ${pid})`} is still holding it; check that it is not stuck`,
-      );
-    }
-    await sleep(Math.min(5 * 2 ** Math.min(attempt, 4), 50) * (0.5 + Math.random()));
-  }
-  const lock = server;
+  const { fd, key } = openStateDir(dir);
+  let locked = false;
   try {
-    return await held.run(new Set([...outer, name]), fn);
+    const outer = held.getStore() ?? new Set<string>();
+    if (outer.has(key)) {
+      throw new StateStoreError('lock-reentered', `this process already holds the lock of state dir ${dir}; do not nest withStateLock calls`);
+    }
+    const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        locked = flockAddon().tryLock(fd);
+      } catch (error) {
+        throw new StateStoreError('lock-failed', `cannot take the lock of state dir ${dir} (${reasonOf(error)}); spectrum-link needs flock(2) on the state dir's file system`);
+      }
+      if (locked) break;
+      if (Date.now() >= deadline) {
+        const pid = holderPid(dir);
+        throw new StateStoreError(
+          'lock-timeout',
+          `timed out waiting for the lock of state dir ${dir}: another spectrum-link${pid === undefined ? '' : ` (PID ${pid})`} is still holding it; check that it is not stuck`,
+        );
+      }
+      await sleep(Math.min(5 * 2 ** Math.min(attempt, 4), 50) * (0.5 + Math.random()));
+    }
+    try {
+      writeFileSync(join(dir, HOLDER_FILE), `${process.pid}\n`, { mode: 0o644 });
+    } catch {
+      // only a message's detail: a waiter that times out then names no PID
+    }
+    try {
+      return await held.run(new Set([...outer, key]), fn);
+    } finally {
+      try {
+        unlinkSync(join(dir, HOLDER_FILE));
+      } catch {
+        // not written, or removed with the dir
+      }
+    }
   } finally {
-    await new Promise<void>((resolve) => lock.close(() => resolve()));
+    // Unlock explicitly: a child forked meanwhile shares the descriptor until it execs.
+    if (locked) flockAddon().unlock(fd);
+    closeSync(fd);
   }
 }
 

@@ -101,10 +101,9 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   return {
     async attach(kind, vm, nic) {
       if (kind === 'qemu') {
-        await (await qmp()).qemuAttach(qmpSocket(vm), nic, { timeoutMs, ...(bus === undefined ? {} : { bus }) });
-      } else {
-        await (await cloudHypervisor()).chAttach(chSocket(vm), nic, { timeoutMs });
+        return !(await (await qmp()).qemuAttach(qmpSocket(vm), nic, { timeoutMs, ...(bus === undefined ? {} : { bus }) })).alreadyAttached;
       }
+      return (await (await cloudHypervisor()).chAttach(chSocket(vm), nic, { timeoutMs })).outcome !== 'already-attached';
     },
     async detach(kind, vm, nic, options = {}) {
       // Forced, the whole detach is bounded too: each request is, but a VMM answering each just

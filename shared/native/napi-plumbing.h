@@ -1,5 +1,6 @@
 // N-API plumbing shared by the project's addons (guest/native/udp-batch.c, guest/native/dhcp-filter.c,
-// guest/native/nft-run.c, guest/native/conntrack-purge.c, host/native/rtnl.c, host/native/tap-fd.c).
+// guest/native/nft-run.c, guest/native/conntrack-purge.c, host/native/rtnl.c, host/native/tap-fd.c,
+// host/native/state-lock.c).
 // The including file defines ADDON_NAME (it prefixes messages) and includes <node_api.h> first.
 // (Marked unused: an addon need not call every helper.)
 #ifndef SPECTRUM_NAPI_PLUMBING_H

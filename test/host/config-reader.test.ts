@@ -96,6 +96,24 @@ describe('readConfigDir', () => {
     await mkdir(join(cfg, 'with space'));
     const snapshot = await readConfigDir(cfg);
     expect([...snapshot.vms.keys()]).toEqual(['netvm']);
+    expect(snapshot.misnamed).toEqual([]);
+  });
+
+  it('notes the directories with a providers/net whose names are no VM names (not valid UTF-8 too), and only those', async () => {
+    await makeVm('netvm');
+    await makeVm('appvm+lynx', { providers: ['netvm'] });
+    await makeVm('.appvm-old', { providers: ['netvm'] });
+    await makeVm('lost+found');
+    await writeFile(join(cfg, 'notes+todo'), '');
+    const latin1 = Buffer.concat([Buffer.from(`${cfg}/appvm-caf`), Buffer.from([0xe9])]);
+    await mkdir(Buffer.concat([latin1, Buffer.from('/providers/net')]), { recursive: true });
+    const snapshot = await readConfigDir(cfg);
+    expect([...snapshot.vms.keys()]).toEqual(['netvm']);
+    expect(snapshot.misnamed).toEqual([
+      { name: 'appvm-caf\ufffd', shown: '"appvm-caf\\xe9"', reason: 'VM name "appvm-caf\\xe9" is not valid UTF-8' },
+      { name: '.appvm-old', shown: '.appvm-old', reason: expect.stringContaining('VM name ".appvm-old" starts with "."') },
+      { name: 'appvm+lynx', shown: 'appvm+lynx', reason: expect.stringContaining('VM name "appvm+lynx" contains "+"') },
+    ]);
   });
 
   it('fails clearly when the config dir is unusable', async () => {

@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync } from 'node:fs';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns, trackTempDir } from '../harness/index.js';
@@ -252,10 +252,32 @@ describeNetns('spectrum-link link --attach netns', () => {
     }
   });
 
+  it('refuses a state file that is a symlink with one line, following it no more than replacing it', async () => {
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    const path = join(world.stateDir, 'links.json');
+    const target = `${world.stateDir}-real.json`;
+    trackTempDir(target);
+    await rename(path, target);
+    const saved = await readFile(target, 'utf8');
+    await symlink(target, path);
+    try {
+      const result = await world.link(['link', 'appvm-catgirl', '--attach', 'netns']);
+      expect(result.code).toBe(1);
+      expect(oneLineError(result.stderr)).toMatch(/links\.json is a symbolic link/);
+      expect(await readlink(path)).toBe(target);
+      expect(await readFile(target, 'utf8')).toBe(saved);
+    } finally {
+      await rm(path);
+      await rename(target, path);
+    }
+  });
+
   it.each([
     [['link', '../etc'], 2],
     [['link', 'no-such-vm'], 1],
     [['link', 'appvm-lynx', '--attach', 'kvm'], 2],
+    [['link', 'appvm-lynx', '--attach', 'qemu', '--attach', 'netns'], 2],
+    [['link', 'appvm-lynx', '--attach', 'netvm=qemu', '--attach', 'netvm=netns'], 2],
     [['link', 'appvm-lynx', '--mtu', 'big'], 2],
     [['link', 'appvm-lynx', '--vmm-timeout', '-1'], 2],
     [['link', 'appvm-lynx', '--netns-prefix', '../x'], 2],
@@ -701,5 +723,67 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(oneLineError(result.stderr)).toBe(`spectrum-link: unknown option '${args.find((arg) => arg.startsWith('--'))}'`);
     expect(await readFile(statePath(), 'utf8')).toBe(state);
     expect([...(await devices(world().host)).keys()].sort()).toEqual([...before.keys()].sort());
+  });
+});
+
+describeNetns('link --attach VM=MODE naming a VM the run does not touch', () => {
+  const world = linkWorldPerSuite('linkatt');
+  const lines = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
+
+  it('warns once of a VM that is nowhere (exit 0), and not of a VM of the config dir that this run does not link', async () => {
+    const args = ['--attach', 'netns', '--attach', 'apvm-lynx=qemu', '--attach', 'appvm-catgirl=qemu'];
+    const single = await world().link(['link', 'appvm-lynx', ...args, '--json']);
+    expect(single.code, single.stderr).toBe(0);
+    expect(JSON.parse(single.stdout)).toMatchObject({ vm: 'appvm-lynx', links: [{ provider: 'netvm' }] });
+    const [warning, ...more] = lines(single.stderr);
+    expect(more).toEqual([]);
+    expect(warning).toContain('--attach apvm-lynx=qemu was not used');
+    expect(warning).toContain(`no directory ${world().configDir}/apvm-lynx`);
+    expect(warning).not.toContain('appvm-catgirl');
+
+    const all = await world().link(['link', '--all', ...args.slice(0, 4)]);
+    expect(all.code, all.stderr).toBe(0);
+    expect(lines(all.stderr)).toEqual([expect.stringContaining('--attach apvm-lynx=qemu was not used')]);
+
+    // Used (netvm is the provider), nothing to say.
+    const used = await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--attach', 'netvm=netns']);
+    expect([used.code, used.stderr]).toEqual([0, '']);
+  });
+});
+
+describeNetns('link --all and a VM directory whose name is no VM name', () => {
+  const world = linkWorldPerSuite('linkname');
+  const lines = (text: string): string[] => text.split('\n').filter((line) => line !== '');
+
+  it('warns once per such directory with providers (a line in --json too), links the rest, exit 0', async () => {
+    const plus = join(world().configDir, 'appvm+lynx');
+    const latin1 = Buffer.concat([Buffer.from(`${world().configDir}/appvm-caf`), Buffer.from([0xe9])]);
+    await mkdir(join(plus, 'providers', 'net'), { recursive: true });
+    await writeFile(join(plus, 'providers', 'net', 'netvm'), '');
+    await mkdir(Buffer.concat([latin1, Buffer.from('/providers/net')]), { recursive: true });
+    await mkdir(join(world().configDir, 'lost+found'));
+    try {
+      const text = await world().link(['link', '--all', '--attach', 'netns']);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).toMatch(/appvm-lynx -> netvm/);
+      // Log lines: JSON, stderr being no terminal.
+      const warnings = lines(text.stderr).map((line) => (JSON.parse(line) as { msg: string }).msg);
+      expect(warnings).toHaveLength(2);
+      expect(warnings[0]).toContain(`${world().configDir}/"appvm-caf\\xe9" has a providers/net but no VM name, so it is not linked: VM name "appvm-caf\\xe9" is not valid UTF-8`);
+      expect(warnings[1]).toContain(`${world().configDir}/appvm+lynx has a providers/net but no VM name, so it is not linked: VM name "appvm+lynx" contains "+"`);
+
+      const json = await world().link(['link', '--all', '--attach', 'netns', '--json']);
+      expect(json.code, json.stderr).toBe(0);
+      const outputs = lines(json.stdout).map((line) => JSON.parse(line) as { vm: string; links: unknown[]; invalidName?: string });
+      expect(outputs.filter((output) => output.invalidName !== undefined)).toEqual([
+        { vm: 'appvm-caf\ufffd', links: [], invalidName: expect.stringContaining('not valid UTF-8') },
+        { vm: 'appvm+lynx', links: [], invalidName: expect.stringContaining('contains "+"') },
+      ]);
+      expect(lines(json.stderr)).toHaveLength(2);
+    } finally {
+      await rm(plus, { recursive: true });
+      await rm(latin1, { recursive: true });
+      await rm(join(world().configDir, 'lost+found'), { recursive: true });
+    }
   });
 });

@@ -172,6 +172,26 @@ describeNetns('spectrum-link with VMMs', () => {
     }
   });
 
+  it('a failed run takes back only the NICs it added: one an earlier run attached stays', async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    try {
+      const catgirl = ['--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath];
+      const first = await world.link(['link', 'appvm-catgirl', ...catgirl]);
+      expect(first.code, first.stderr).toBe(0);
+      expect(fake.nets).toHaveLength(1);
+      // appvm-catgirl's NIC is found attached, then appvm-lynx's QEMU cannot be reached: the run fails.
+      const failed = await world.link(['link', 'appvm-catgirl', 'appvm-lynx', ...catgirl, '--attach', 'appvm-lynx=qemu', '--qmp-socket', '/nonexistent/{vm}.qmp']);
+      expect(failed.code).toBe(1);
+      expect(fake.requests.filter((request) => request.path === '/api/v1/vm.remove-device')).toEqual([]);
+      expect(fake.nets).toHaveLength(1);
+      expect(fake.heldTapQueues()).toBe(1);
+      const unlinked = await world.link(['unlink', 'appvm-catgirl', '--ch-socket', fake.socketPath]);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+    } finally {
+      await fake.close();
+    }
+  });
+
   it('takes down the NIC of a provider dropped from the config; where the VMM refuses, the devices go all the same and it says so', async () => {
     const fake = await FakeCloudHypervisor.start('Running');
     const extraProvider = join(world.configDir, 'appvm-catgirl', 'providers', 'net', 'appvm-lynx');

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -52,14 +52,34 @@ describe('load and save', () => {
     await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'read-failed' });
   });
 
-  it('refuses a state file that is a device or a FIFO at once instead of reading it (forever)', async () => {
+  it('refuses a state file that is a symlink (to a device or a FIFO too) or a FIFO at once instead of reading it (forever)', async () => {
     // A device first: the FIFO would block a plain read (and this test) for good.
     await symlink('/dev/null', stateFilePath(dir));
+    await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'read-failed', message: expect.stringContaining('not a regular file') });
+    await rm(stateFilePath(dir));
+    await run('mkfifo', [join(dir, 'fifo')]);
+    await symlink('fifo', stateFilePath(dir));
     await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'read-failed', message: expect.stringContaining('not a regular file') });
     await rm(stateFilePath(dir));
     await run('mkfifo', [stateFilePath(dir)]);
     await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'read-failed', message: expect.stringContaining('not a regular file') });
     await expect(updateState(dir, (state) => allocateLink(state, pair))).rejects.toMatchObject({ kind: 'read-failed' });
+  });
+
+  it('refuses a state file that is a symlink to a regular file, leaving link and target as they were', async () => {
+    const { state } = allocateLink(emptyState(), pair);
+    const target = join(dir, 'real', 'links.json');
+    await import('node:fs/promises').then((fs) => fs.mkdir(join(dir, 'real')));
+    await writeFile(target, serializeState(state));
+    const stateDir = join(dir, 'state');
+    await import('node:fs/promises').then((fs) => fs.mkdir(stateDir));
+    await symlink('../real/links.json', stateFilePath(stateDir));
+    const refused = { name: 'StateStoreError', kind: 'read-failed', message: expect.stringMatching(/links\.json is a symbolic link .*--state-dir/) };
+    await expect(loadState(stateDir)).rejects.toMatchObject(refused);
+    await expect(updateState(stateDir, (s) => allocateLink(s, { client: vmName('appvm-other'), provider: pair.provider }))).rejects.toMatchObject(refused);
+    expect(await readlink(stateFilePath(stateDir))).toBe('../real/links.json');
+    expect(await readFile(target, 'utf8')).toBe(serializeState(state));
+    expect(await readdir(stateDir)).toEqual(['links.json']);
   });
 
   it('reports a state dir that cannot be created', async () => {

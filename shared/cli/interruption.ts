@@ -1,0 +1,49 @@
+// SIGINT and SIGTERM for a one-shot command that can undo its own work: the first asks it to stop
+// at its next safe point (an AbortSignal it checks) and undo what it did; a second, sent by an
+// operator who will not wait for that, exits at once (128 + the signal's number), saying so.
+import { constants } from 'node:os';
+
+const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+type StopSignal = (typeof SIGNALS)[number];
+
+/** Exit code of a process ended by `signal`, as shells report it: 128 + its number. */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return 128 + constants.signals[signal];
+}
+
+export interface Interruption {
+  /** Aborted (its reason the signal's name) at the first SIGINT or SIGTERM. */
+  readonly signal: AbortSignal;
+  /** The first signal received; undefined while none came. */
+  readonly received: StopSignal | undefined;
+  /** Restore the default handling (the process ends at the next signal). */
+  dispose(): void;
+}
+
+/**
+ * Take over SIGINT and SIGTERM until dispose(). `onSecond` ends the line written before a second
+ * signal exits at once (e.g. what the cut-off undo leaves).
+ */
+export function interruptOnSignals(program: string, onSecond: string, stderr: { write(text: string): unknown } = process.stderr): Interruption {
+  const controller = new AbortController();
+  let received: StopSignal | undefined;
+  const handler = (signal: StopSignal): void => {
+    if (received === undefined) {
+      received = signal;
+      controller.abort(signal);
+      return;
+    }
+    stderr.write(`\n${program}: ${signal} again: exiting at once; ${onSecond}\n`);
+    process.exit(signalExitCode(received));
+  };
+  for (const signal of SIGNALS) process.on(signal, handler);
+  return {
+    signal: controller.signal,
+    get received() {
+      return received;
+    },
+    dispose: () => {
+      for (const signal of SIGNALS) process.off(signal, handler);
+    },
+  };
+}

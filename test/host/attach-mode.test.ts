@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { attachModeOf, parseAttachChoice } from '../../host/attach-mode.js';
+import { vmName } from '../../host/vm-name.js';
+
+describe('parseAttachChoice', () => {
+  it('takes a default and per-VM modes, the default applying to the other VMs', () => {
+    const choice = parseAttachChoice(['qemu', 'netvm=netns']);
+    expect(attachModeOf(choice, vmName('netvm'))).toBe('netns');
+    expect(attachModeOf(choice, vmName('appvm-lynx'))).toBe('qemu');
+    expect(attachModeOf(parseAttachChoice([]), vmName('appvm-lynx'))).toBe('none');
+  });
+
+  it('accepts the same mode given twice for one scope', () => {
+    const choice = parseAttachChoice(['qemu', 'qemu', 'netvm=netns', 'netvm=netns']);
+    expect(choice.fallback).toBe('qemu');
+    expect([...choice.perVm]).toEqual([['netvm', 'netns']]);
+  });
+
+  it.each([
+    [['qemu', 'netns'], '--attach qemu and --attach netns give every VM two attach modes'],
+    [['netvm=qemu', 'none', 'netvm=netns'], '--attach netvm=qemu and --attach netvm=netns give netvm two attach modes'],
+  ])('refuses two modes for one scope (%j) instead of letting the last win', (values, message) => {
+    expect(() => parseAttachChoice(values)).toThrow(expect.objectContaining({ name: 'AttachModeError', kind: 'conflict', message: expect.stringContaining(message) }));
+  });
+
+  it('refuses unknown modes and VM=MODE without a VM', () => {
+    expect(() => parseAttachChoice(['kvm'])).toThrow(expect.objectContaining({ kind: 'unknown-mode' }));
+    expect(() => parseAttachChoice(['=qemu'])).toThrow(expect.objectContaining({ kind: 'syntax' }));
+  });
+});

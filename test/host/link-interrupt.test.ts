@@ -1,0 +1,71 @@
+// spectrum-link link --all (a few hundred VMs, --attach netns) interrupted: the first SIGINT or
+// SIGTERM stops it at a safe point and undoes the run; a second exits at once, and a re-run converges.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { describeNetns, eventually } from '../harness/index.js';
+import { LINK_BIN, devices, withWorldOptions } from './link-fixture.js';
+import { linkWorldPerSuite } from './link-world-suite.js';
+
+const CLIENTS = 300;
+
+describeNetns('link --all interrupted', () => {
+  const world = linkWorldPerSuite('linkint', CLIENTS);
+
+  const spawnLink = (args: readonly string[]) => world().host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
+  const statePath = (): string => join(world().stateDir, 'links.json');
+  const recorded = async (): Promise<number> => {
+    try {
+      return (JSON.parse(await readFile(statePath(), 'utf8')) as { links: unknown[] }).links.length;
+    } catch {
+      return 0; // no state file yet (it is replaced atomically, so never half written)
+    }
+  };
+  const namespaces = async (): Promise<string[]> =>
+    (await world().host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' })).stdout
+      .split('\n')
+      .map((line) => line.split(' ')[0] ?? '')
+      .filter((name) => name.startsWith(world().netnsPrefix))
+      .sort();
+  const hostDevices = async (): Promise<string[]> => [...(await devices(world().host)).keys()].sort();
+
+  it('the first SIGINT stops the run at a safe point and undoes it: exit 130, one line, state, devices and namespaces as before', async () => {
+    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect(first.code, first.stderr).toBe(0);
+    const stateBefore = await readFile(statePath(), 'utf8');
+    const devicesBefore = await hostDevices();
+    const namespacesBefore = await namespaces();
+
+    const run = spawnLink(['link', '--all', '--attach', 'netns']);
+    // Some chunks' ids recorded (and devices on the way): well into the run.
+    await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
+    const exit = await run.kill('SIGINT', 60_000);
+    await run.waitClosed();
+    expect(exit, run.stderr).toEqual({ code: 130, signal: null });
+    expect(run.stdout).toBe('');
+    const lines = run.stderr.split('\n').filter((line) => line !== '');
+    expect(lines).toEqual([expect.stringMatching(/^spectrum-link: link interrupted by SIGINT: undid what this run had made/)]);
+    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
+    expect(await hostDevices()).toEqual(devicesBefore);
+    expect(await namespaces()).toEqual(namespacesBefore);
+  });
+
+  it('a second signal exits at once (143 after SIGTERM, saying so), and a re-run links every VM', async () => {
+    const run = spawnLink(['link', '--all', '--attach', 'netns']);
+    await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
+    process.kill(run.pid, 'SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    process.kill(run.pid, 'SIGTERM');
+    const exit = await run.wait();
+    await run.waitClosed();
+    expect(exit, run.stderr).toEqual({ code: 143, signal: null });
+    expect(run.stderr).toMatch(/SIGTERM again: exiting at once; .*run it again, and it converges/);
+
+    const again = await world().link(['link', '--all', '--attach', 'netns', '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { vm: string; present: boolean }[];
+    // The extra clients and the example's two app VMs, each linked to netvm, all with their devices.
+    expect(listed).toHaveLength(CLIENTS + 2);
+    expect(listed.every((link) => link.present)).toBe(true);
+  });
+});
