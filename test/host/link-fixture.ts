@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ExecResult, type Harness, type Netns, trackTempDir } from '../harness/index.js';
+import { type ExecResult, type Harness, type Netns, runPrefix, trackTempDir } from '../harness/index.js';
 
 /** The checkout: two levels up from test/host, three from its compiled copy in dist/test/host. */
 export const ROOT = [join(import.meta.dirname, '..', '..'), join(import.meta.dirname, '..', '..', '..')].find((dir) =>
@@ -68,13 +68,27 @@ export async function makeConfigDir(extraClients = 0): Promise<string> {
   return dir;
 }
 
+/** Link worlds made by this worker so far: part of each one's VM namespace prefix. */
+let worldsMade = 0;
+
+/**
+ * The VM namespaces' prefix of a new world: the run's prefix, then this worker's PID and a
+ * counter, short whatever the harness label and the PID (spectrum-link takes up to 32 bytes; a
+ * prefix built from the harness's, label and decimal PID included, passed that with a 10-letter
+ * label and a 6-digit PID, as on systems whose pid_max is 4194304).
+ */
+function vmNetnsPrefix(): string {
+  worldsMade += 1;
+  return `${runPrefix()}vm${process.pid.toString(36)}w${worldsMade.toString(36)}-`;
+}
+
 export async function makeLinkWorld(harness: Harness, extraClients = 0): Promise<LinkWorld> {
   requireBuild();
   const host = await harness.namespace('host');
   const configDir = await makeConfigDir(extraClients);
   const stateDir = await mkdtemp(join(tmpdir(), 'spectrum-state-'));
   trackTempDir(stateDir);
-  const netnsPrefix = `${harness.prefix}vm-`;
+  const netnsPrefix = vmNetnsPrefix();
   const adopted = new Map<string, Netns>();
   return {
     harness,
