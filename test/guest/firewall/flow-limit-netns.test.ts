@@ -159,7 +159,7 @@ describeNetns('the per-client flow cap in network namespaces', () => {
     expect((await drops()) - before).toBe(2);
   });
 
-  it('is kept by an audit: traffic fills the set, which is no change, and the counts stay', async () => {
+  it('is kept by an audit: traffic fills the set, which is no change, and the counts stay; a hand-made element goes', async () => {
     const text = (await provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout;
     const listed = parseTableListing(text);
     expect(listed.flowElements).toEqual([`${a.ip} ct count over ${LIMIT}`, `${b.ip} ct count over ${LIMIT}`]);
@@ -168,6 +168,11 @@ describeNetns('the per-client flow cap in network namespaces', () => {
     expect(less).toEqual({ ...listed, flowElements: [] });
     expect(await reconcileFirewall(world.model(), options())).toEqual({ changed: false });
     expect(await new FirewallReconciler(options()).reconcile(world.model(), { verify: true })).toEqual({ changed: false });
+    // An element made by hand (no expression: every new flow of its client would be dropped) is
+    // deleted, and only it.
+    await provider.exec(['nft', 'add', 'element', 'inet', 'spectrum_netd', FLOW_SET, '{ 100.64.9.9 }']);
+    expect(await new FirewallReconciler(options()).reconcile(world.model(), { verify: true })).toEqual({ changed: true });
+    expect(parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).flowElements).toEqual(listed.flowElements);
     // Still at its cap: a table replaced, or its set emptied, would have let these through.
     expect(await burst(a, PORTS.slice(LIMIT), 'A2', A_PORT)).toEqual([]);
   });
