@@ -7,6 +7,7 @@ export interface FirewallCounters {
   antispoofDrops: number;
   isolationDrops: number;
   inputDrops: number;
+  flowLimitDrops: number;
 }
 
 /** The agent's view of the firewall: make the ruleset match a model, read its counters. */
@@ -14,7 +15,7 @@ export interface FirewallPort {
   reconcile(model: FirewallModel): Promise<void>;
   /** Read the ruleset back and repair what differs from `model`; true when something was repaired. */
   verify(model: FirewallModel): Promise<boolean>;
-  counters(): Promise<{ antispoofDrops: number; isolationDrops: number; inputDrops: number }>;
+  counters(): Promise<FirewallCounters>;
 }
 
 /** Stand-in until the nftables firewall is plugged in: remembers the last model, counts nothing. */
@@ -36,6 +37,6 @@ export class NoopFirewall implements FirewallPort {
   }
 
   counters(): Promise<FirewallCounters> {
-    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 });
+    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 });
   }
 }

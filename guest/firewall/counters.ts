@@ -15,6 +15,11 @@ export interface FirewallCounters {
   readonly isolationDrops: number;
   /** From a provider link to anything on the provider but the agent's gateway services. */
   readonly inputDrops: number;
+  /**
+   * New flows (forwarded, or to the gateway's services) from a client that already held its
+   * flow limit of conntrack entries (see TableSettings.clientFlowLimit).
+   */
+  readonly flowLimitDrops: number;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -50,5 +55,6 @@ export function parseCountersJson(text: string): FirewallCounters {
     antispoofDrops: read(COUNTERS.antispoofDrops),
     isolationDrops: read(COUNTERS.isolationDrops),
     inputDrops: read(COUNTERS.inputDrops),
+    flowLimitDrops: read(COUNTERS.flowLimitDrops),
   };
 }

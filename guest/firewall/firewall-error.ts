@@ -14,7 +14,8 @@ export type FirewallErrorKind =
   | 'nft-library'
   | 'nft-failed'
   | 'nft-timeout'
-  | 'table-missing';
+  | 'table-missing'
+  | 'flow-limit';
 
 export class FirewallError extends Error {
   override readonly name = 'FirewallError';

@@ -13,6 +13,7 @@ import { type FirewallState, advanceFirewallState, firewallStateOf } from './fir
 import { type FirewallModel, type ValidFirewallModel, validateFirewallModel } from './model.js';
 import { type NftOutput, type NftResult, runNftInProcess } from './nft-library.js';
 import { TABLE, elementCommands, isEmptyDiff, planFirewall, removeTableScript } from './ruleset.js';
+import { type TableSettings, assertTableSettings } from './table-settings.js';
 
 export interface NftOptions {
   /**
@@ -23,6 +24,12 @@ export interface NftOptions {
   /** Per nft call; default 10 s. */
   readonly timeoutMs?: number;
 }
+
+/**
+ * Where nft runs, and the settings the table is made with. The settings are required: a table
+ * made with one cap and audited against another would be replaced at every audit.
+ */
+export type FirewallOptions = NftOptions & TableSettings;
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const NETNS_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -115,12 +122,13 @@ async function applyScript(script: string, options: NftOptions): Promise<NftResu
  * only when the table has the expected structure; otherwise the whole table is replaced in one
  * transaction. Returns whether anything changed.
  */
-export async function reconcileFirewall(model: FirewallModel, options: NftOptions = {}): Promise<{ changed: boolean }> {
+export async function reconcileFirewall(model: FirewallModel, options: FirewallOptions): Promise<{ changed: boolean }> {
+  assertTableSettings(options);
   const valid = validateFirewallModel(model);
   // Two attempts: an element transaction computed from a listing can fail if the table changed
   // in between (deleting an element someone else deleted); the second plan sees the new state.
   for (let attempt = 1; ; attempt++) {
-    const plan = planFirewall(await readTable(options), valid);
+    const plan = planFirewall(await readTable(options), valid, options);
     if (plan.kind === 'unchanged') return { changed: false };
     const result = await applyScript(plan.script, options);
     if (result.code === 0) return { changed: true };
@@ -157,7 +165,9 @@ export async function removeFirewall(options: NftOptions = {}): Promise<void> {
 export class FirewallReconciler {
   #applied: FirewallState | undefined;
 
-  constructor(private readonly options: NftOptions = {}) {}
+  constructor(private readonly options: FirewallOptions) {
+    assertTableSettings(options);
+  }
 
   /**
    * `verify`: list the table whatever is remembered, and repair what differs (someone changed it

@@ -8,6 +8,7 @@
  */
 import { CLIENT_NETWORK, GATEWAY_IP, PROVIDER_LINK_GROUP } from '../../shared/scheme.js';
 import type { ValidFirewallModel } from './model.js';
+import type { TableSettings } from './table-settings.js';
 
 export const TABLE_FAMILY = 'inet';
 export const TABLE_NAME = 'spectrum_netd';
@@ -18,6 +19,7 @@ export const COUNTERS = {
   antispoofDrops: 'antispoof_drops',
   isolationDrops: 'isolation_drops',
   inputDrops: 'input_drops',
+  flowLimitDrops: 'flow_limit_drops',
 } as const;
 
 /** The sets clients change, with their nft key types. */
@@ -37,6 +39,14 @@ export const SETS = {
 export type SetName = keyof typeof SETS;
 export const SET_NAMES = Object.keys(SETS) as SetName[];
 
+/**
+ * The set that counts each client address's conntrack entries (connlimit): traffic adds and the
+ * kernel removes its elements (one once its count is back to 0), never the model. Its size holds
+ * every address in CLIENT_NETWORK and 0.0.0.0 (a DHCP client's first packets).
+ */
+export const FLOW_SET = 'client_flows';
+const FLOW_SET_SIZE = 65_535;
+
 /** Elements of every set, each in the text nft prints (`"snp1" . 100.64.0.1`), sorted, unique. */
 export type FirewallElements = Readonly<Record<SetName, readonly string[]>>;
 
@@ -51,6 +61,8 @@ const COMMENT = 'spectrum-netd provider firewall v1: owned by spectrum-netd, edi
 const PRIORITY = { raw: -300, filter: 0, srcnat: 100 } as const;
 /** Conntrack state bits: invalid, then 1 << (IP_CT_* + 1), as the kernel matches them. */
 const CT_STATE = { invalid: '0x1', established: '0x2', related: '0x4' } as const;
+/** Conntrack status bits (IPS_*): an entry is confirmed, in the table, once its first packet got through. */
+const CT_STATUS = { confirmed: '0x8' } as const;
 /** TCP header flag bits. */
 const TCP_FLAG = { syn: '0x2', rst: '0x4' } as const;
 const IP_PROTOCOL = { tcp: 6, udp: 17 } as const;
@@ -104,9 +116,25 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   chain on the forward hook costs every packet another chain entry, while here a packet that is
  *   no SYN costs the flags compare the rule starts with and nothing more. Only in forward: the
  *   provider's own connections know its routes' MTUs already.
+ * - the flow cap (TableSettings.clientFlowLimit N, by default an eighth of nf_conntrack_max; 0:
+ *   neither rules nor set): clients share the provider's conntrack table, and once it is full the
+ *   kernel drops every new flow of everyone; UDP to random ports (30 s per unreplied entry) or a
+ *   SYN flood fills it in seconds. So a client address may hold N entries, counted in a dynamic
+ *   set (`ct count`, connlimit); a flow past them is counted and dropped. One budget for forward
+ *   (uplinks and allowed pairs alike) and input: each DNS query from a fresh port, each ping id
+ *   is an entry too. Keeping service traffic out of conntrack instead (notrack) would take a raw
+ *   output chain for the replies, which every packet the provider sends would enter. Both rules
+ *   come after the established and related accepts and count only a packet whose entry is not
+ *   confirmed yet (`ct status ! confirmed`), the one about to add it to the table; not `ct state
+ *   new`, which a UDP flow stays until its first reply: each of its packets would walk the
+ *   count list again (and before conncount's late-2025 fix be counted again within a jiffy). An
+ *   invalid packet has no entry to count, nor has any packet at raw priority. A dropped flow's
+ *   entry is never confirmed and leaves the count. Connlimit leaves out TCP connections already
+ *   closed, though TIME_WAIT keeps them 120 s in the table.
  * - postrouting: client addresses leaving by an uplink are masqueraded.
  */
-export function staticTableText(): string {
+export function staticTableText(settings: TableSettings): string {
+  const limit = settings.clientFlowLimit;
   const counter = (name: string): string[] => [`\tcounter ${name} {`, '\t}', ''];
   const set = (name: SetName): string[] => [`\tset ${name} {`, `\t\ttype ${SETS[name]}`, '\t}', ''];
   const chain = (name: string, rules: readonly string[], last = false): string[] => [
@@ -116,13 +144,18 @@ export function staticTableText(): string {
     ...(last ? [] : ['']),
   ];
   const drop = (counterName: string): string => `counter name "${counterName}" drop`;
+  /** With no cap (0) the table has neither the set nor its rules. */
+  const capped = <T>(items: readonly T[]): T[] => (limit > 0 ? [...items] : []);
+  const flowCap = `ct status ! ${CT_STATUS.confirmed} add @${FLOW_SET} { ip saddr ct count over ${limit} } ${drop(COUNTERS.flowLimitDrops)}`;
   const lines = [
     `table ${TABLE} {`,
     `\tcomment "${COMMENT}"`,
     ...counter(COUNTERS.antispoofDrops),
     ...counter(COUNTERS.isolationDrops),
     ...counter(COUNTERS.inputDrops),
+    ...counter(COUNTERS.flowLimitDrops),
     ...SET_NAMES.flatMap(set),
+    ...capped([`\tset ${FLOW_SET} {`, '\t\ttype ipv4_addr', `\t\tsize ${FLOW_SET_SIZE}`, '\t\tflags dynamic', '\t}', '']),
     ...chain('prerouting', [
       `type filter hook prerouting priority ${PRIORITY.raw}; policy accept;`,
       `iifgroup ${PROVIDER_LINK_GROUP} iifname != @client_links ${drop(COUNTERS.antispoofDrops)}`,
@@ -143,6 +176,7 @@ export function staticTableText(): string {
       `ct state ${CT_STATE.established} accept`,
       // Related to another flow: no service below takes an ICMP error, so the last rule counts it.
       ...OWN_FLOW.map((endpoint) => `ct state ${CT_STATE.related} ${endpoint} accept`),
+      ...capped([flowCap]),
       `ip daddr { ${GATEWAY_IP}, 255.255.255.255 } udp dport 67 accept`,
       `ip daddr ${GATEWAY_IP} meta l4proto { ${IP_PROTOCOL.tcp}, ${IP_PROTOCOL.udp} } th dport 53 accept`,
       `ip daddr ${GATEWAY_IP} icmp type ${ICMP_ECHO_REQUEST} accept`,
@@ -154,6 +188,7 @@ export function staticTableText(): string {
       `tcp flags ${TCP_FLAG.syn} / ${TCP_FLAG.syn},${TCP_FLAG.rst} tcp option maxseg size set rt mtu`,
       `ct state ${CT_STATE.established} accept`,
       `ct state ${CT_STATE.related} jump forward_related`,
+      ...capped([`iifname @client_links ${flowCap}`]),
       'oifname @client_links jump forward_to_client_link',
       'iifname @client_links jump forward_from_client_link',
     ]),
@@ -204,6 +239,11 @@ export function parseElementList(inner: string): string[] {
 export interface TableListing {
   readonly structure: string;
   readonly elements: FirewallElements;
+  /**
+   * FLOW_SET's elements as listed (`100.64.0.7 ct count over 4096`): traffic's, so never drift;
+   * sorted, unique.
+   */
+  readonly flowElements: readonly string[];
   /** Elements listed in sets this module does not know: the structure differs then anyway. */
   readonly unknownSets: readonly string[];
 }
@@ -242,12 +282,31 @@ export function parseTableListing(text: string): TableListing {
     found.set(name, [...(found.get(name) ?? []), ...parseElementList(end >= 0 ? inner.slice(0, end) : inner)]);
   }
   const elements: Record<SetName, readonly string[]> = { ...emptyElements() };
+  let flowElements: readonly string[] = [];
   const unknownSets: string[] = [];
   for (const [name, list] of found) {
     if (isSetName(name)) elements[name] = uniqueSorted(list);
+    else if (name === FLOW_SET) flowElements = uniqueSorted(list);
     else unknownSets.push(name);
   }
-  return { structure: kept.join('\n'), elements, unknownSets };
+  return { structure: kept.join('\n'), elements, flowElements, unknownSets };
+}
+
+const FLOW_ELEMENT = /^(\S+)(.*)$/;
+
+/**
+ * The keys of FLOW_SET elements whose expression is not the rule's `ct count over N`. Only a
+ * hand edit makes one, and it would cap its client differently or, with no expression at all,
+ * drop every new flow of its client: the audit deletes them (the next new flow of the client
+ * starts a count again). Elements the rule made are left alone: deleting one would forget the
+ * flows its client holds.
+ */
+export function strayFlowKeys(flowElements: readonly string[], settings: TableSettings): string[] {
+  const expected = ` ct count over ${settings.clientFlowLimit}`;
+  return flowElements.flatMap((element) => {
+    const [, key = element, rest = ''] = FLOW_ELEMENT.exec(element) ?? [];
+    return rest === expected ? [] : [key];
+  });
 }
 
 function isSetName(name: string): name is SetName {
@@ -294,8 +353,8 @@ export function elementCommands(diff: ElementDiff): string {
  * Replace whatever table exists (or none) with the full one, in one transaction: `add` makes the
  * `delete` valid when there is no table yet.
  */
-export function replaceTableScript(desired: FirewallElements): string {
-  return `add table ${TABLE}\ndelete table ${TABLE}\n${staticTableText()}${elementCommands({ add: desired, delete: emptyElements() })}`;
+export function replaceTableScript(desired: FirewallElements, settings: TableSettings): string {
+  return `add table ${TABLE}\ndelete table ${TABLE}\n${staticTableText(settings)}${elementCommands({ add: desired, delete: emptyElements() })}`;
 }
 
 /** Delete the table if it exists, in one transaction. */
@@ -305,21 +364,30 @@ export function removeTableScript(): string {
 
 export type FirewallPlan =
   | { readonly kind: 'unchanged' }
-  | { readonly kind: 'update-elements'; readonly diff: ElementDiff; readonly script: string }
+  | {
+      readonly kind: 'update-elements';
+      readonly diff: ElementDiff;
+      /** FLOW_SET elements to delete: see strayFlowKeys. */
+      readonly strayFlowKeys: readonly string[];
+      readonly script: string;
+    }
   | { readonly kind: 'replace-table'; readonly reason: 'missing' | 'structure'; readonly script: string };
 
 /**
- * What to do given the current listing (`undefined`: no table) and the model: nothing when
- * everything matches, element changes when only elements differ, else the whole table anew.
+ * What to do given the current listing (`undefined`: no table), the model and the settings:
+ * nothing when everything matches, element changes when only elements differ, else the whole
+ * table anew. FLOW_SET's elements are traffic's: kept (see strayFlowKeys), whatever they count.
  */
-export function planFirewall(listing: string | undefined, model: ValidFirewallModel): FirewallPlan {
+export function planFirewall(listing: string | undefined, model: ValidFirewallModel, settings: TableSettings): FirewallPlan {
   const desired = desiredElements(model);
-  if (listing === undefined) return { kind: 'replace-table', reason: 'missing', script: replaceTableScript(desired) };
+  if (listing === undefined) return { kind: 'replace-table', reason: 'missing', script: replaceTableScript(desired, settings) };
   const current = parseTableListing(listing);
-  if (current.structure !== staticTableText() || current.unknownSets.length > 0) {
-    return { kind: 'replace-table', reason: 'structure', script: replaceTableScript(desired) };
+  if (current.structure !== staticTableText(settings) || current.unknownSets.length > 0) {
+    return { kind: 'replace-table', reason: 'structure', script: replaceTableScript(desired, settings) };
   }
   const diff = diffElements(current.elements, desired);
-  if (isEmptyDiff(diff)) return { kind: 'unchanged' };
-  return { kind: 'update-elements', diff, script: elementCommands(diff) };
+  const stray = strayFlowKeys(current.flowElements, settings);
+  if (isEmptyDiff(diff) && stray.length === 0) return { kind: 'unchanged' };
+  const deleteStray = stray.length > 0 ? `delete element ${TABLE} ${FLOW_SET} { ${stray.join(', ')} }\n` : '';
+  return { kind: 'update-elements', diff, strayFlowKeys: stray, script: `${deleteStray}${elementCommands(diff)}` };
 }

@@ -10,7 +10,8 @@ import type { DnsForwarder } from '../dns/forwarder.js';
 import { parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
-import { NftablesFirewall, ProviderServices } from './provider-ports.js';
+import { MAX_CLIENT_FLOW_LIMIT } from '../firewall/table-settings.js';
+import { type ClientFlowLimitOption, NftablesFirewall, ProviderServices } from './provider-ports.js';
 import { type AgentStatus, NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, controlRequest } from './control-socket.js';
@@ -101,6 +102,12 @@ interface RunOptions {
   dnsUpstream: string[];
   resolvConf: string;
   firewallAudit: string;
+  clientFlowLimit: string;
+}
+
+/** --client-flow-limit: `auto` or a whole number of flows, 0 for none. */
+function clientFlowLimit(text: string): ClientFlowLimitOption {
+  return text === 'auto' ? 'auto' : integerOption('--client-flow-limit', text, 0, MAX_CLIENT_FLOW_LIMIT, 'auto or a number of flows');
 }
 
 /** --firewall-audit: seconds between read-backs of the ruleset, 0 for none. */
@@ -117,7 +124,7 @@ function firewallAuditMs(text: string): number {
 async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts> {
   const leaseSeconds = integerOption('--lease-seconds', options.leaseSeconds, 60, 31_536_000, 'whole seconds');
   // First: it can fail (no nft-run addon), and then no service has been started.
-  const firewall = options.firewall ? new NftablesFirewall() : new NoopFirewall();
+  const firewall = options.firewall ? new NftablesFirewall(clientFlowLimit(options.clientFlowLimit), log) : new NoopFirewall();
   // The firewall masquerades clients and lets established flows through: what makes a client's
   // old entries reach the next VM given its IP. Without it there is nothing of ours to purge.
   const conntrack = options.firewall ? new KernelConntrack() : undefined;
@@ -223,6 +230,12 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     )
     .option('--resolv-conf <path>', "the provider's resolver configuration", '/etc/resolv.conf')
     .option('--firewall-audit <seconds>', 'read the nftables table back this often and restore what someone else changed (0: never)', '60')
+    .addOption(
+      new Option('--client-flow-limit <n>', 'most conntrack entries (flows) one client may hold; its new flows past them are dropped (0: no limit)').default(
+        'auto',
+        'an eighth of nf_conntrack_max',
+      ),
+    )
     .action(async (options: RunOptions) => {
       await runAgent(options, ports);
     });

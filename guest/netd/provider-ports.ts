@@ -6,25 +6,59 @@ import type { DhcpServer } from '../dhcp/dhcp-server.js';
 import type { LeaseInfo } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import type { FirewallCounters, FirewallModel, FirewallPort } from '../firewall-port.js';
+import { readConntrackMax } from '../firewall/conntrack-max.js';
+import { FirewallError } from '../firewall/firewall-error.js';
 import { FirewallReconciler, firewallCounters } from '../firewall/nft.js';
 import { loadNftLibrary } from '../firewall/nft-library.js';
+import { assertTableSettings, defaultClientFlowLimit } from '../firewall/table-settings.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
+
+/** --client-flow-limit: a number of conntrack entries per client (0: none), or derived from nf_conntrack_max. */
+export type ClientFlowLimitOption = number | 'auto';
 
 /** The agent's own firewall, changed in-process through libnftables. */
 export class NftablesFirewall implements FirewallPort {
-  readonly #reconciler = new FirewallReconciler();
+  #reconciler: FirewallReconciler | undefined;
 
-  constructor() {
+  constructor(
+    private readonly clientFlowLimit: ClientFlowLimitOption,
+    private readonly log: Logger,
+    /** nf_conntrack_max, undefined while nf_conntrack is not loaded; tests give their own. */
+    private readonly conntrackMax: () => number | undefined = readConntrackMax,
+  ) {
+    if (clientFlowLimit !== 'auto') assertTableSettings({ clientFlowLimit });
     // A broken install (addon not built, libnftables missing) fails when the agent starts.
     loadNftLibrary();
   }
 
   async reconcile(model: FirewallModel): Promise<void> {
-    await this.#reconciler.reconcile(model);
+    await (await this.#ready(model)).reconcile(model);
   }
 
   async verify(model: FirewallModel): Promise<boolean> {
-    return (await this.#reconciler.reconcile(model, { verify: true })).changed;
+    return (await (await this.#ready(model)).reconcile(model, { verify: true })).changed;
+  }
+
+  /** The reconciler, made on the first call with the cap resolved (once per run: see FirewallOptions). */
+  async #ready(model: FirewallModel): Promise<FirewallReconciler> {
+    if (this.#reconciler !== undefined) return this.#reconciler;
+    let limit = this.clientFlowLimit;
+    if (limit === 'auto') {
+      let conntrackMax = this.conntrackMax();
+      if (conntrackMax === undefined) {
+        // nf_conntrack is not loaded yet (a fresh boot, a modular kernel): the table's ct rules
+        // load it. Made without the cap first, then with it, before any client has a flow.
+        await new FirewallReconciler({ clientFlowLimit: 0 }).reconcile(model);
+        conntrackMax = this.conntrackMax();
+        if (conntrackMax === undefined) {
+          throw new FirewallError('flow-limit', 'nf_conntrack_max does not exist even with the firewall table loaded: is nf_conntrack in the kernel? Else give --client-flow-limit a number');
+        }
+      }
+      limit = defaultClientFlowLimit(conntrackMax);
+      this.log.info({ clientFlowLimit: limit, conntrackMax }, 'firewall: each client may hold this many conntrack entries (an eighth of the table)');
+    }
+    this.#reconciler = new FirewallReconciler({ clientFlowLimit: limit });
+    return this.#reconciler;
   }
 
   counters(): Promise<FirewallCounters> {

@@ -1,7 +1,9 @@
 // Forwarding cost of the provider firewall: iperf3 from one client through the provider to the
 // "internet" namespace, with the full ruleset holding 1000 clients versus masquerading alone,
 // alternated in the same run; plus how long reconciling 1000 clients takes. Needs root.
+import { readConntrackMax } from '../../guest/firewall/conntrack-max.js';
 import { firewallCounters, reconcileFirewall, removeFirewall } from '../../guest/firewall/nft.js';
+import { defaultClientFlowLimit } from '../../guest/firewall/table-settings.js';
 import type { FirewallModel } from '../../guest/firewall/model.js';
 import { clientIpTextOf } from '../../shared/client-ip.js';
 import { clientId } from '../../shared/client-id.js';
@@ -57,7 +59,8 @@ export async function forwardingBench(): Promise<BenchResult[]> {
     const provider = world.provider;
     const client = world.clients[0];
     if (client === undefined) throw new Error('no client in the benchmark world');
-    const netns = { netns: provider.name };
+    // The flow cap the agent would derive on this machine (only new flows meet it).
+    const netns = { netns: provider.name, clientFlowLimit: defaultClientFlowLimit(readConntrackMax() ?? 0) };
     // As the agent does: the client's link in the group the table guards, so each of its packets
     // also meets the guard's set lookup.
     await provider.ip(['link', 'set', 'dev', providerIfOf(clientId(1)), 'group', String(PROVIDER_LINK_GROUP)]);

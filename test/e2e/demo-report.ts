@@ -25,6 +25,7 @@ export interface Drops {
   isolationDrops: number;
   antispoofDrops: number;
   inputDrops: number;
+  flowLimitDrops: number;
 }
 
 export interface DemoOutcome {
@@ -51,11 +52,12 @@ export function demoText(outcome: DemoOutcome, vmNames: readonly string[], testN
     ...outcome.vms.map((vm) => [vm.name, vm.interface, vm.mac, vm.ip, vm.method, vm.lease, vm.dns ? `${testName} ok` : 'failed']),
   ]);
   const reach = table([['FROM \\ TO', ...targets], ...vmNames.map((from) => [from, ...targets.map((to) => cell(from, to))])]);
-  const { isolationDrops, antispoofDrops, inputDrops } = outcome.drops;
+  const { isolationDrops, antispoofDrops, inputDrops, flowLimitDrops } = outcome.drops;
   return (
     `\n${vms}\n\n${reach}\n\n` +
     `netvm (spectrum-netd) dropped ${isolationDrops} packets between clients, ` +
-    `${antispoofDrops} by anti-spoofing (a wrong source address, or IPv6), ${inputDrops} to closed ports of the gateway.\n`
+    `${antispoofDrops} by anti-spoofing (a wrong source address, or IPv6), ${inputDrops} to closed ports of the gateway, ` +
+    `${flowLimitDrops} new flows past a client's flow limit.\n`
   );
 }
 
@@ -63,6 +65,6 @@ export function demoText(outcome: DemoOutcome, vmNames: readonly string[], testN
 export function demoJson(outcome: DemoOutcome): string {
   const vms = outcome.vms.map(({ name, interface: ifname, mac, ip, method, lease, internet, dns }) => ({ name, interface: ifname, mac, ip, method, lease, internet, dns }));
   // The counters under the names `spectrum-netd status --json` gives them.
-  const { antispoofDrops, isolationDrops, inputDrops } = outcome.drops;
-  return `${JSON.stringify({ vms, reach: outcome.reach, firewall: { antispoofDrops, isolationDrops, inputDrops } })}\n`;
+  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops } = outcome.drops;
+  return `${JSON.stringify({ vms, reach: outcome.reach, firewall: { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops } })}\n`;
 }

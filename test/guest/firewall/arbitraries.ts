@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { clientIpTextOf } from '../../../shared/client-ip.js';
 import type { FirewallModel } from '../../../guest/firewall/model.js';
+import { MAX_CLIENT_FLOW_LIMIT, type TableSettings } from '../../../guest/firewall/table-settings.js';
 import { anyClientId } from '../../shared/arbitraries.js';
 
 const nameHead = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789');
@@ -33,3 +34,19 @@ export const anyFirewallModel: fc.Arbitrary<FirewallModel> = fc
       allowedPairs: [...new Map(pairs.map(([from, to]) => [`${from} ${to}`, { from, to }])).values()],
     };
   });
+
+/** Table settings: no cap, the caps small and large VMs get by default, anything nft holds. */
+export const anyTableSettings: fc.Arbitrary<TableSettings> = fc
+  .oneof(fc.constantFrom(0, 1, 128, 8192, 32_768), fc.integer({ min: 0, max: MAX_CLIENT_FLOW_LIMIT }))
+  .map((clientFlowLimit) => ({ clientFlowLimit }));
+
+/**
+ * What traffic leaves in the flow set of a table made with `settings`: some client addresses
+ * (0.0.0.0 among them: a DHCP client's first packets), each with the rule's expression.
+ */
+export const anyFlowElements = (settings: TableSettings): fc.Arbitrary<string[]> =>
+  settings.clientFlowLimit === 0
+    ? fc.constant([])
+    : fc
+        .uniqueArray(fc.oneof({ weight: 9, arbitrary: anyClientIp }, { weight: 1, arbitrary: fc.constant('0.0.0.0') }), { maxLength: 8 })
+        .map((ips) => ips.map((ip) => `${ip} ct count over ${settings.clientFlowLimit}`).sort());

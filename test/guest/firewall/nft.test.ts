@@ -1,12 +1,12 @@
 // FirewallReconciler against a simulated table (no kernel): what it remembers of the table when
-// an nft call fails.
+// an nft call fails, and what an audit does with the flow set that traffic fills.
 import { beforeEach, expect, it, vi } from 'vitest';
 import { FirewallError } from '../../../guest/firewall/firewall-error.js';
 import { type FirewallModel, validateFirewallModel } from '../../../guest/firewall/model.js';
 import type { NftOutput, NftResult } from '../../../guest/firewall/nft-library.js';
 import { FirewallReconciler } from '../../../guest/firewall/nft.js';
-import { desiredElements } from '../../../guest/firewall/ruleset.js';
-import { type SimulatedTable, applyScript, elementsOf, renderListing } from './simulated-table.js';
+import { desiredElements, staticTableText } from '../../../guest/firewall/ruleset.js';
+import { type SimulatedTable, applyScript, elementsOf, flowElementsOf, renderListing, withFlowElements } from './simulated-table.js';
 
 /** The one table, and a switch that makes the next change commit but report a timeout (a call past its timeout still runs). */
 const nft = vi.hoisted(() => ({ table: undefined as SimulatedTable | undefined, commitThenTimeOut: false, listings: 0 }));
@@ -31,6 +31,7 @@ vi.mock('../../../guest/firewall/nft-library.js', () => ({
   },
 }));
 
+const SETTINGS = { clientFlowLimit: 64 };
 const link = (ifname: string, clientIp: string): FirewallModel['providerLinks'][number] => ({ ifname, clientIp });
 const model = (...providerLinks: FirewallModel['providerLinks']): FirewallModel => ({ providerLinks, uplinks: ['eth0'], allowedPairs: [] });
 
@@ -41,7 +42,7 @@ beforeEach(() => {
 });
 
 it('after a change that timed out (it may still have committed), reads the table again instead of trusting what it remembers', async () => {
-  const reconciler = new FirewallReconciler();
+  const reconciler = new FirewallReconciler(SETTINGS);
   const before = model(link('snp1', '100.64.0.1'));
   await reconciler.reconcile(before);
   // A hot-plug: the element transaction commits, but the call reports a timeout.
@@ -53,7 +54,7 @@ it('after a change that timed out (it may still have committed), reads the table
 });
 
 it('after a whole-table reconcile that timed out, reads the table again', async () => {
-  const reconciler = new FirewallReconciler();
+  const reconciler = new FirewallReconciler(SETTINGS);
   const first = model(link('snp1', '100.64.0.1'));
   await reconciler.reconcile(first);
   nft.commitThenTimeOut = true;
@@ -63,11 +64,49 @@ it('after a whole-table reconcile that timed out, reads the table again', async 
 });
 
 it('remembers a change that succeeded: the next one is an element transaction, no listing', async () => {
-  const reconciler = new FirewallReconciler();
+  const reconciler = new FirewallReconciler(SETTINGS);
   await reconciler.reconcile(model(link('snp1', '100.64.0.1')));
   const listings = nft.listings;
   const next = model(link('snp1', '100.64.0.1'), link('snp2', '100.64.0.2'));
   expect(await reconciler.reconcile(next)).toEqual({ changed: true });
   expect(nft.listings).toBe(listings);
   expect(nft.table === undefined ? undefined : elementsOf(nft.table)).toEqual(desiredElements(validateFirewallModel(next)));
+});
+
+it('an audit keeps what traffic counts in the flow set, and deletes only an element a hand edit made', async () => {
+  const reconciler = new FirewallReconciler(SETTINGS);
+  const links = model(link('snp1', '100.64.0.1'), link('snp2', '100.64.0.2'));
+  await reconciler.reconcile(links);
+  // Both clients have flows: the kernel made their elements.
+  const counted = ['100.64.0.1 ct count over 64', '100.64.0.2 ct count over 64'];
+  nft.table = nft.table && withFlowElements(nft.table, counted);
+  const before = nft.table;
+  expect(await reconciler.reconcile(links, { verify: true })).toEqual({ changed: false });
+  expect(nft.table).toBe(before);
+  // By hand: client 1's element without its expression (every new flow of it would be dropped),
+  // client 3's with a higher cap.
+  nft.table = nft.table && withFlowElements(nft.table, ['100.64.0.1', counted[1] ?? '', '100.64.0.3 ct count over 100000']);
+  expect(await reconciler.reconcile(links, { verify: true })).toEqual({ changed: true });
+  expect(nft.table && flowElementsOf(nft.table)).toEqual([counted[1]]);
+  expect(nft.table && elementsOf(nft.table)).toEqual(desiredElements(validateFirewallModel(links)));
+});
+
+it("an audit replaces a table whose flow set is declared otherwise, or that was made with another cap", async () => {
+  const links = model(link('snp1', '100.64.0.1'));
+  await new FirewallReconciler(SETTINGS).reconcile(links);
+  for (const edit of [(text: string) => text.replace('size 65535', 'size 16'), (text: string) => text.replace('\t\tflags dynamic\n', '')]) {
+    nft.table = nft.table && { ...nft.table, structure: edit(nft.table.structure) };
+    expect(nft.table?.structure).not.toBe(staticTableText(SETTINGS));
+    expect(await new FirewallReconciler(SETTINGS).reconcile(links, { verify: true })).toEqual({ changed: true });
+    expect(nft.table?.structure).toBe(staticTableText(SETTINGS));
+  }
+  // The agent restarted with another --client-flow-limit.
+  expect(await new FirewallReconciler({ clientFlowLimit: 65 }).reconcile(links)).toEqual({ changed: true });
+  expect(nft.table?.structure).toBe(staticTableText({ clientFlowLimit: 65 }));
+});
+
+it('refuses a cap nft cannot hold', () => {
+  for (const clientFlowLimit of [-1, 1.5, 2 ** 32, Number.NaN]) {
+    expect(() => new FirewallReconciler({ clientFlowLimit })).toThrow(expect.objectContaining({ kind: 'flow-limit' }));
+  }
 });

@@ -2,6 +2,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import {
+  COUNTERS,
+  FLOW_SET,
   SET_NAMES,
   TABLE,
   desiredElements,
@@ -12,16 +14,25 @@ import {
   removeTableScript,
   replaceTableScript,
   staticTableText,
+  strayFlowKeys,
 } from '../../../guest/firewall/ruleset.js';
+import type { TableSettings } from '../../../guest/firewall/table-settings.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
-import { anyFirewallModel } from './arbitraries.js';
-import { applyScript, elementsOf, renderListing, tableOf } from './simulated-table.js';
+import { anyClientIp, anyFirewallModel, anyFlowElements, anyTableSettings } from './arbitraries.js';
+import { applyScript, elementsOf, flowElementsOf, renderListing, tableOf } from './simulated-table.js';
+
+/** A cap as the agent derives it for a 2 GB VM (nf_conntrack_max 65536). */
+const SETTINGS: TableSettings = { clientFlowLimit: 8192 };
+const NO_CAP: TableSettings = { clientFlowLimit: 0 };
 
 /** The rules of one chain of the static table, as lines. */
-function chainRules(name: string): string[] {
-  const match = new RegExp(`\\tchain ${name} \\{\\n([\\s\\S]*?)\\n\\t\\}\\n`).exec(staticTableText());
+function chainRules(name: string, settings: TableSettings = SETTINGS): string[] {
+  const match = new RegExp(`\\tchain ${name} \\{\\n([\\s\\S]*?)\\n\\t\\}\\n`).exec(staticTableText(settings));
   return (match?.[1] ?? '').split('\n').map((line) => line.trim()).filter((line) => line !== '');
 }
+
+/** Settings and what traffic left in the flow set of a table made with them. */
+const anySettingsAndFlows = anyTableSettings.chain((settings) => fc.tuple(fc.constant(settings), anyFlowElements(settings)));
 
 const anyValidModel = anyFirewallModel.map(validateFirewallModel);
 const anyPerLine = fc.integer({ min: 1, max: 5 });
@@ -60,103 +71,170 @@ describe('desiredElements', () => {
 });
 
 describe('parseTableListing', () => {
-  it('gives back the structure and every element, however nft wraps the lists', () => {
+  it('gives back the structure and every element, however nft wraps the lists, the flow set apart', () => {
     fc.assert(
-      fc.property(anyValidModel, anyPerLine, (model, perLine) => {
-        const listing = renderListing(tableOf(staticTableText(), desiredElements(model)), perLine);
+      fc.property(anyValidModel, anySettingsAndFlows, anyPerLine, (model, [settings, flows], perLine) => {
+        const listing = renderListing(tableOf(staticTableText(settings), desiredElements(model), flows), perLine);
         const parsed = parseTableListing(listing);
-        expect(parsed.structure).toBe(staticTableText());
+        expect(parsed.structure).toBe(staticTableText(settings));
         expect(parsed.elements).toEqual(desiredElements(model));
+        expect(parsed.flowElements).toEqual(flows);
         expect(parsed.unknownSets).toEqual([]);
       }),
     );
   });
 
   it('reads a listing exactly as nft 1.0.6 printed it', () => {
-    const printed = staticTableText().replace(
-      '\tset client_sources {\n\t\ttype ifname . ipv4_addr\n',
-      '\tset client_sources {\n\t\ttype ifname . ipv4_addr\n\t\telements = { "snp1" . 100.64.0.1,\n\t\t\t     "eth0.10" . 100.64.1.2 }\n',
-    );
+    const printed = staticTableText(SETTINGS)
+      .replace(
+        '\tset client_sources {\n\t\ttype ifname . ipv4_addr\n',
+        '\tset client_sources {\n\t\ttype ifname . ipv4_addr\n\t\telements = { "snp1" . 100.64.0.1,\n\t\t\t     "eth0.10" . 100.64.1.2 }\n',
+      )
+      .replace(
+        '\t\tflags dynamic\n',
+        '\t\tflags dynamic\n\t\telements = { 100.64.1.1 ct count over 8192,\n\t\t\t     100.64.1.2 ct count over 8192 }\n',
+      );
     const parsed = parseTableListing(printed);
-    expect(parsed.structure).toBe(staticTableText());
+    expect(parsed.structure).toBe(staticTableText(SETTINGS));
     expect(parsed.elements.client_sources).toEqual(['"eth0.10" . 100.64.1.2', '"snp1" . 100.64.0.1']);
+    expect(parsed.flowElements).toEqual(['100.64.1.1 ct count over 8192', '100.64.1.2 ct count over 8192']);
   });
 });
 
 describe('planFirewall', () => {
-  it('turns any table with the right structure into exactly the desired elements, touching only what differs', () => {
+  it('turns any table with the right structure into exactly the desired elements, touching only what differs and never the flow set', () => {
     fc.assert(
-      fc.property(anyValidModel, anyValidModel, anyPerLine, (before, after, perLine) => {
-        const current = tableOf(staticTableText(), desiredElements(before));
-        const plan = planFirewall(renderListing(current, perLine), after);
+      fc.property(anyValidModel, anyValidModel, anySettingsAndFlows, anyPerLine, (before, after, [settings, flows], perLine) => {
+        const current = tableOf(staticTableText(settings), desiredElements(before), flows);
+        const plan = planFirewall(renderListing(current, perLine), after, settings);
         const result = plan.kind === 'unchanged' ? current : applyScript(current, plan.script);
-        expect(result?.structure).toBe(staticTableText());
+        expect(result?.structure).toBe(staticTableText(settings));
         expect(result && elementsOf(result)).toEqual(desiredElements(after));
-        if (plan.kind !== 'unchanged') expect(plan.kind).toBe('update-elements');
+        // Traffic's counts: dropping one would let its client open as many flows again.
+        expect(result && flowElementsOf(result)).toEqual(flows);
+        if (plan.kind !== 'unchanged') expect(plan).toMatchObject({ kind: 'update-elements', strayFlowKeys: [] });
+        if (plan.kind !== 'unchanged') expect(plan.script).not.toContain(FLOW_SET);
       }),
     );
   });
 
-  it('does nothing when the table already matches the model', () => {
+  it('does nothing when the table already matches the model, whatever traffic left in the flow set', () => {
     fc.assert(
-      fc.property(anyValidModel, anyPerLine, (model, perLine) => {
-        const listing = renderListing(tableOf(staticTableText(), desiredElements(model)), perLine);
-        expect(planFirewall(listing, model)).toEqual({ kind: 'unchanged' });
+      fc.property(anyValidModel, anySettingsAndFlows, anyPerLine, (model, [settings, flows], perLine) => {
+        const listing = renderListing(tableOf(staticTableText(settings), desiredElements(model), flows), perLine);
+        expect(planFirewall(listing, model, settings)).toEqual({ kind: 'unchanged' });
       }),
+    );
+  });
+
+  it('deletes from the flow set only elements whose expression is not the rule\'s (a hand edit), keeping traffic\'s', () => {
+    fc.assert(
+      fc.property(
+        anyValidModel,
+        anyTableSettings.filter((settings) => settings.clientFlowLimit > 0),
+        fc.uniqueArray(anyClientIp, { minLength: 1, maxLength: 8 }),
+        fc.array(fc.constantFrom('', ' ct count over 99999', ' ct count 1'), { minLength: 8, maxLength: 8 }),
+        fc.array(fc.boolean(), { minLength: 8, maxLength: 8 }),
+        (model, settings, ips, wrongExpressions, stray) => {
+          const listed = ips.map((ip, index) => (stray[index] === true ? `${ip}${wrongExpressions[index] ?? ''}` : `${ip} ct count over ${settings.clientFlowLimit}`));
+          // Another limit's text could spell the same expression: then it is not stray.
+          const isStray = (element: string): boolean => element !== `${element.split(' ')[0] ?? ''} ct count over ${settings.clientFlowLimit}`;
+          const expectedStray = listed.filter(isStray).map((element) => element.split(' ')[0] ?? '');
+          expect(strayFlowKeys(listed, settings)).toEqual(expectedStray);
+          const current = tableOf(staticTableText(settings), desiredElements(model), listed);
+          const plan = planFirewall(renderListing(current), model, settings);
+          if (expectedStray.length === 0) {
+            expect(plan).toEqual({ kind: 'unchanged' });
+            return;
+          }
+          expect(plan).toMatchObject({ kind: 'update-elements', strayFlowKeys: [...expectedStray].sort() });
+          const result = applyScript(current, plan.kind === 'unchanged' ? '' : plan.script);
+          expect(result && flowElementsOf(result)).toEqual(listed.filter((element) => !isStray(element)).sort());
+          expect(result && elementsOf(result)).toEqual(desiredElements(model));
+        },
+      ),
     );
   });
 
   it('creates the whole table when there is none', () => {
     fc.assert(
-      fc.property(anyValidModel, (model) => {
-        const plan = planFirewall(undefined, model);
+      fc.property(anyValidModel, anyTableSettings, (model, settings) => {
+        const plan = planFirewall(undefined, model, settings);
         expect(plan).toMatchObject({ kind: 'replace-table', reason: 'missing' });
         const result = applyScript(undefined, plan.kind === 'unchanged' ? '' : plan.script);
-        expect(result?.structure).toBe(staticTableText());
+        expect(result?.structure).toBe(staticTableText(settings));
         expect(result && elementsOf(result)).toEqual(desiredElements(model));
       }),
     );
   });
 
-  it('replaces the table in one script when any line of its structure differs', () => {
-    const lines = staticTableText().split('\n');
-    const editable = lines.map((_line, index) => index).filter((index) => index > 0 && lines[index] !== '' && lines[index] !== '}');
+  it('replaces the table in one script when any line of its structure differs (the flow set\'s type, size and flags among them)', () => {
     fc.assert(
-      fc.property(anyValidModel, anyValidModel, fc.constantFrom(...editable), fc.boolean(), (before, after, lineIndex, remove) => {
+      fc.property(anyValidModel, anyValidModel, anySettingsAndFlows, fc.nat(), fc.boolean(), (before, after, [settings, flows], lineDraw, remove) => {
+        const lines = staticTableText(settings).split('\n');
+        const editable = lines.map((_line, index) => index).filter((index) => index > 0 && lines[index] !== '' && lines[index] !== '}');
+        const lineIndex = editable[lineDraw % editable.length] ?? 1;
         const edited = lines.flatMap((line, index) => (index !== lineIndex ? [line] : remove ? [] : [`${line} `]));
-        const current = tableOf(edited.join('\n'), desiredElements(before));
-        const plan = planFirewall(renderListing(current), after);
+        const current = tableOf(edited.join('\n'), desiredElements(before), flows);
+        const plan = planFirewall(renderListing(current), after, settings);
         expect(plan).toMatchObject({ kind: 'replace-table', reason: 'structure' });
         const result = applyScript(current, plan.kind === 'unchanged' ? '' : plan.script);
-        expect(result?.structure).toBe(staticTableText());
+        expect(result?.structure).toBe(staticTableText(settings));
         expect(result && elementsOf(result)).toEqual(desiredElements(after));
       }),
+      { numRuns: 500 },
     );
   });
 
+  it('replaces a table whose flow set is declared otherwise, or made with another cap, or none', () => {
+    const model = validateFirewallModel({ providerLinks: [{ ifname: 'snp1', clientIp: '100.64.0.1' }], uplinks: ['eth0'], allowedPairs: [] });
+    const declared = '\tset client_flows {\n\t\ttype ipv4_addr\n\t\tsize 65535\n\t\tflags dynamic\n\t}\n';
+    expect(staticTableText(SETTINGS)).toContain(declared);
+    for (const other of [
+      declared.replace('size 65535', 'size 1024'),
+      declared.replace('\t\tsize 65535\n', ''),
+      declared.replace('\t\tflags dynamic\n', ''),
+      declared.replace('flags dynamic', 'flags dynamic,timeout'),
+      declared.replace('type ipv4_addr', 'type ipv4_addr . ifname'),
+    ]) {
+      const listing = renderListing(tableOf(staticTableText(SETTINGS).replace(declared, other), desiredElements(model)));
+      expect(planFirewall(listing, model, SETTINGS)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+    }
+    for (const [made, wanted] of [
+      [{ clientFlowLimit: 4096 }, SETTINGS],
+      [NO_CAP, SETTINGS],
+      [SETTINGS, NO_CAP],
+    ] as const) {
+      const listing = renderListing(tableOf(staticTableText(made), desiredElements(model)));
+      expect(planFirewall(listing, model, wanted)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+    }
+  });
+
   it('replaces a table that has elements in a set this version does not know', () => {
-    const extra = staticTableText().replace('\tchain prerouting {', '\tset legacy {\n\t\ttype ipv4_addr\n\t\telements = { 100.64.0.1 }\n\t}\n\n\tchain prerouting {');
-    expect(planFirewall(extra, validateFirewallModel({ providerLinks: [], uplinks: [], allowedPairs: [] })).kind).toBe('replace-table');
+    const extra = staticTableText(SETTINGS).replace('\tchain prerouting {', '\tset legacy {\n\t\ttype ipv4_addr\n\t\telements = { 100.64.0.1 }\n\t}\n\n\tchain prerouting {');
+    expect(planFirewall(extra, validateFirewallModel({ providerLinks: [], uplinks: [], allowedPairs: [] }), SETTINGS).kind).toBe('replace-table');
   });
 });
 
 describe('the static part', () => {
   it('never depends on the model: the scripts differ only in element commands', () => {
     fc.assert(
-      fc.property(anyValidModel, (model) => {
-        const script = replaceTableScript(desiredElements(model));
+      fc.property(anyValidModel, anyTableSettings, (model, settings) => {
+        const script = replaceTableScript(desiredElements(model), settings);
         const withoutElements = script
           .split('\n')
           .filter((line) => !line.startsWith('add element '))
           .join('\n');
-        expect(withoutElements).toBe(`add table ${TABLE}\ndelete table ${TABLE}\n${staticTableText()}`);
+        expect(withoutElements).toBe(`add table ${TABLE}\ndelete table ${TABLE}\n${staticTableText(settings)}`);
       }),
     );
   });
 
   it('names no interface or client address', () => {
-    expect(staticTableText()).not.toMatch(/100\.64\.\d+\.\d+(?!\/16)/);
-    expect(staticTableText()).not.toMatch(/"(eth|snp|wlan)/);
+    for (const settings of [SETTINGS, NO_CAP]) {
+      expect(staticTableText(settings)).not.toMatch(/100\.64\.\d+\.\d+(?!\/16)/);
+      expect(staticTableText(settings)).not.toMatch(/"(eth|snp|wlan)/);
+    }
   });
 
   it('emits one add command per non-empty set, each element once', () => {
@@ -177,7 +255,7 @@ describe('the static part', () => {
     expect(chainRules('forward_related')).toEqual(['iifname != @client_links accept', ...ownFlow, 'counter name "isolation_drops" drop']);
     expect(chainRules('input_from_client_link').slice(0, 3)).toEqual(['ct state 0x2 accept', ...ownFlow.map((rule) => `ct state 0x4 ${rule}`)]);
     expect(chainRules('input_from_client_link').at(-1)).toBe('counter name "input_drops" drop');
-    expect(staticTableText()).not.toContain('ct state 0x2,0x4');
+    expect(staticTableText(SETTINGS)).not.toContain('ct state 0x2,0x4');
   });
 
   it('drops traffic to the gateway address from anywhere but client links and the provider itself', () => {
@@ -211,11 +289,47 @@ describe('the static part', () => {
       'ct state 0x2 accept',
     ]);
     // Forwarded traffic only, once: nothing for the provider's own connections.
-    expect(staticTableText().split('\n').filter((line) => line.includes('maxseg'))).toEqual([`\t\t${clamp}`]);
+    expect(staticTableText(SETTINGS).split('\n').filter((line) => line.includes('maxseg'))).toEqual([`\t\t${clamp}`]);
+  });
+
+  it('caps the conntrack entries of each client on the first packet of a flow only, forwarded and to the gateway, after the established and related accepts', () => {
+    // Only the packet about to add an entry (not confirmed yet); a UDP flow's later packets are new too, until a reply.
+    const cap = 'ct status ! 0x8 add @client_flows { ip saddr ct count over 8192 } counter name "flow_limit_drops" drop';
+    // Forward: after replies and related packets are settled, before either way a new flow is
+    // let through (to a client of an allowed pair, or out of an uplink).
+    expect(chainRules('forward').slice(3)).toEqual([
+      'ct state 0x2 accept',
+      'ct state 0x4 jump forward_related',
+      `iifname @client_links ${cap}`,
+      'oifname @client_links jump forward_to_client_link',
+      'iifname @client_links jump forward_from_client_link',
+    ]);
+    // Input from a client link: before any service accepts a new flow.
+    const input = chainRules('input_from_client_link');
+    expect(input.slice(1, 4)).toEqual([
+      'ct state 0x4 iifname . ct original ip saddr @client_sources accept',
+      'ct state 0x4 iifname . ct original ip daddr @client_sources accept',
+      cap,
+    ]);
+    expect(input.slice(4).every((rule) => !rule.includes('ct count'))).toBe(true);
+    expect(staticTableText(SETTINGS).split('\n').filter((line) => line.includes('ct count'))).toHaveLength(2);
+    expect(staticTableText(SETTINGS)).toContain('\tset client_flows {\n\t\ttype ipv4_addr\n\t\tsize 65535\n\t\tflags dynamic\n\t}\n');
+    expect(staticTableText({ clientFlowLimit: 1 })).toContain('ip saddr ct count over 1 }');
+  });
+
+  it('with no cap (0), has neither the set nor its rules, but keeps the counter that status reads', () => {
+    const text = staticTableText(NO_CAP);
+    expect(text).not.toContain(FLOW_SET);
+    expect(text).not.toContain('ct count');
+    expect(text).not.toContain('ct status');
+    expect(text).toContain(`\tcounter ${COUNTERS.flowLimitDrops} {\n`);
+    // Otherwise the same table.
+    const capped = staticTableText(SETTINGS).replace('\tset client_flows {\n\t\ttype ipv4_addr\n\t\tsize 65535\n\t\tflags dynamic\n\t}\n\n', '');
+    expect(capped.split('\n').filter((line) => !line.includes('ct count')).join('\n')).toBe(text);
   });
 
   it('removes the table whether or not it exists', () => {
     expect(applyScript(undefined, removeTableScript())).toBeUndefined();
-    expect(applyScript(tableOf(staticTableText(), emptyElements()), removeTableScript())).toBeUndefined();
+    expect(applyScript(tableOf(staticTableText(SETTINGS), emptyElements()), removeTableScript())).toBeUndefined();
   });
 });

@@ -1,16 +1,38 @@
 // A model of the one nft table, for checking generated scripts without a kernel: it runs the
 // commands ruleset.ts emits with nft's transaction semantics, stricter where nft would be lenient
 // (adding an element that exists, merging into an existing table), and prints listings the way
-// `nft -n -s list table` does, element lists wrapped over lines.
-import { SET_NAMES, type FirewallElements, type SetName, TABLE, emptyElements, parseElementList } from '../../../guest/firewall/ruleset.js';
+// `nft -n -s list table` does, element lists wrapped over lines. Traffic's elements of the flow
+// set (`100.64.0.1 ct count over 4096`) are given as they are listed; nft deletes one by its key.
+import { FLOW_SET, SET_NAMES, type FirewallElements, type SetName, TABLE, emptyElements, parseElementList } from '../../../guest/firewall/ruleset.js';
 
 export interface SimulatedTable {
   readonly structure: string;
   readonly elements: Readonly<Record<string, ReadonlySet<string>>>;
 }
 
-export function tableOf(structure: string, elements: FirewallElements): SimulatedTable {
-  return { structure, elements: Object.fromEntries(SET_NAMES.map((name) => [name, new Set(elements[name])])) };
+/** `flowElements`: what traffic put in the flow set, as listed. */
+export function tableOf(structure: string, elements: FirewallElements, flowElements: readonly string[] = []): SimulatedTable {
+  return {
+    structure,
+    elements: { ...Object.fromEntries(SET_NAMES.map((name) => [name, new Set(elements[name])])), ...(flowElements.length > 0 && { [FLOW_SET]: new Set(flowElements) }) },
+  };
+}
+
+/** The flow set's elements as listed, sorted. */
+export function flowElementsOf(table: SimulatedTable): string[] {
+  return [...(table.elements[FLOW_SET] ?? [])].sort();
+}
+
+/** The table with traffic's elements of the flow set replaced by `flowElements`, as the kernel would. */
+export function withFlowElements(table: SimulatedTable, flowElements: readonly string[]): SimulatedTable {
+  return { structure: table.structure, elements: { ...table.elements, [FLOW_SET]: new Set(flowElements) } };
+}
+
+/** The element of `set` that `element` names: itself, or in the flow set the one with that key. */
+function elementNamed(set: ReadonlySet<string>, setName: string, element: string): string | undefined {
+  if (set.has(element)) return element;
+  if (setName !== FLOW_SET) return undefined;
+  return [...set].find((listed) => listed.split(' ')[0] === element);
 }
 
 export function elementsOf(table: SimulatedTable): FirewallElements {
@@ -60,7 +82,9 @@ export function applyScript(table: SimulatedTable | undefined, script: string): 
         if (set.has(element)) throw new Error(`add element: ${element} already in ${setName}`);
         set.add(element);
       } else {
-        if (!set.delete(element)) throw new Error(`delete element: ${element} not in ${setName}`);
+        const named = elementNamed(set, setName, element);
+        if (named === undefined) throw new Error(`delete element: ${element} not in ${setName}`);
+        set.delete(named);
       }
     }
   }
@@ -71,9 +95,9 @@ function cloneSets(sets: Readonly<Record<string, ReadonlySet<string>>>): Record<
   return Object.fromEntries(Object.entries(sets).map(([name, set]) => [name, new Set(set)]));
 }
 
-/** The listing nft would print; `perLine` elements per line as nft wraps them. */
+/** The listing nft would print; `perLine` elements per line as nft wraps them, after the set's type, size and flags. */
 export function renderListing(table: SimulatedTable, perLine = 2): string {
-  return table.structure.replace(/^(\tset (\S+) \{\n\t\ttype [^\n]*\n)/gm, (block: string, _header: string, name: string) => {
+  return table.structure.replace(/^(\tset (\S+) \{\n(?:\t\t[^\n]*\n)*)(?=\t\}$)/gm, (block: string, _header: string, name: string) => {
     const elements = [...(table.elements[name] ?? [])];
     if (elements.length === 0) return block;
     const rows: string[] = [];

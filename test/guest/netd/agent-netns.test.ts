@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { parseCountersJson } from '../../../guest/firewall/counters.js';
+import { parseTableListing } from '../../../guest/firewall/ruleset.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
+import { withoutFlowElements } from '../firewall/provider-world.js';
 import { eventually } from '../provider-world.js';
 
 const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
@@ -15,7 +17,7 @@ const mac = (role: 0x80 | 0x00, id: number): string =>
 interface StatusJson {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string }[];
   counters: { initialChanges: number | null; changesApplied: number; reconciles: number; firewallRepairs: number };
-  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number };
+  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number };
   model: { providerLinks: { ifname: string; clientIp: string }[]; uplinks: string[] } | null;
 }
 
@@ -105,7 +107,12 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(byName.get('vm1')).toMatchObject({ role: 'provider', id: 1, ip: '100.64.0.1', state: 'configured' });
     expect(byName.get('wan')).toMatchObject({ role: 'uplink', state: 'unmanaged' });
     expect(byName.get('lo')?.role).toBe('ignored');
-    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 });
+    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 });
+    // The cap the agent derived: an eighth of the kernel's conntrack table (nf_conntrack_max is machine-wide).
+    const conntrackMax = Number((await provider.exec(['cat', '/proc/sys/net/netfilter/nf_conntrack_max'])).stdout);
+    // The rules (the flow set's elements, which traffic adds, say it too).
+    const rules = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
+    expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill(`ct count over ${Math.floor(conntrackMax / 8)} `));
     expect(report.model?.uplinks).toEqual(['wan']);
     expect(report.model?.providerLinks).toEqual([
       { ifname: 'vm1', clientIp: '100.64.0.1' },
@@ -114,6 +121,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     const text = await provider.exec(['node', CLI, 'status', '--control-socket', join(dir, 'control.sock')]);
     expect(text.stdout).toMatch(/vm2\s+provider\s+2\s+100\.64\.0\.2\s+configured/);
     // The DNS forwarder's state, where an operator looks first when names do not resolve.
+    expect(text.stdout).toMatch(/^flowLimitDrops: 0$/m);
     expect(text.stdout).toMatch(/^dns: listening; upstreams: /m);
     expect(text.stdout).toMatch(/^dns: queries \d+, answered \d+, retransmits \d+, upstreamTimeouts \d+, failed \d+/m);
   });
@@ -236,10 +244,23 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(result.stderr).toMatch(/another spectrum-netd answers/);
   });
 
+  it('caps each client at --client-flow-limit conntrack entries, or not at all with 0, replacing the table made with another cap', async () => {
+    const socket = join(dir, 'control.sock');
+    const table = async (): Promise<string> => parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
+    await agent.kill('SIGTERM', 3000);
+    agent = await startAgent(provider, socket, ['--client-flow-limit', '300']);
+    expect((await table()).match(/ct count over \d+ /g)).toEqual(['ct count over 300 ', 'ct count over 300 ']);
+    await agent.kill('SIGTERM', 3000);
+    agent = await startAgent(provider, socket, ['--client-flow-limit', '0']);
+    expect(await table()).not.toMatch(/ct count|client_flows/);
+    expect((await status(socket)).firewall.flowLimitDrops).toBe(0);
+  });
+
   it('reads the firewall back every --firewall-audit and restores what someone else changed', async () => {
     await agent.kill('SIGTERM', 3000);
     agent = await startAgent(provider, join(dir, 'control.sock'), ['--firewall-audit', '0.3']);
-    const ruleset = async (): Promise<string> => (await provider.exec(['nft', '-s', 'list', 'ruleset'])).stdout;
+    // Less the flow set's elements, which come and go with the clients' conntrack entries.
+    const ruleset = async (): Promise<string> => withoutFlowElements((await provider.exec(['nft', '-s', 'list', 'ruleset'])).stdout);
     const before = await ruleset();
     expect(before).toContain('table inet spectrum_netd');
     // An element removed: no transaction of the agent's fails, so only the audit can see it.
@@ -375,6 +396,10 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     ['--firewall-audit', '0x10'],
     ['--firewall-audit', '1e3'],
     ['--lease-seconds', '3.6e3'],
+    ['--client-flow-limit', '-1'],
+    ['--client-flow-limit', '1e3'],
+    ['--client-flow-limit', '4294967296'],
+    ['--client-flow-limit', 'half'],
     // Names no interface can have: they would match nothing, silently.
     ['--ignore', 'eth0:1'],
     ['--ignore', 'a b'],

@@ -3,7 +3,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter, ConntrackPort, ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
-import type { FirewallModel, FirewallPort } from '../../../guest/firewall-port.js';
+import type { FirewallCounters, FirewallModel, FirewallPort } from '../../../guest/firewall-port.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import type { KernelEvent, KernelView } from '../../../guest/netd/kernel-view.js';
@@ -67,8 +67,8 @@ class RecordingFirewall implements FirewallPort {
     return this.reconcile(model).then(() => false);
   }
 
-  counters(): Promise<{ antispoofDrops: number; isolationDrops: number; inputDrops: number }> {
-    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 });
+  counters(): Promise<FirewallCounters> {
+    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 });
   }
 }
 

@@ -32,6 +32,12 @@ describe('spectrum-netd --help', () => {
     expect(help.match(/default:/g)?.length).toBe(help.match(/\(default: /g)?.length);
   });
 
+  it('run: --client-flow-limit says what its default is derived from', () => {
+    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain('--client-flow-limit <n> most conntrack entries (flows) one client may hold; its new flows past them are dropped (0: no limit) (default: an eighth of nf_conntrack_max)');
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientFlowLimit: 'auto' });
+  });
+
   it('run: repeated options still add up, starting from nothing', () => {
     expect(parsedOptions(runCommand(), [])).toMatchObject({ ignore: [], allowPair: [], dnsUpstream: [] });
     const options = parsedOptions(runCommand(), ['--ignore', 'wlan0', '--ignore', 'eth1', '--dns-upstream', '192.0.2.53', '--dns-upstream', '[2001:db8::1]:53', '--allow-pair', '1=2']);
@@ -91,12 +97,13 @@ describe('spectrum-netd status, as text', () => {
     const text = formatStatus({
       links: [{ ifindex: 3, name: 'snp7', role: 'provider', id: 7, ip: '100.64.0.7', state: 'configured', note: null, error: null }],
       counters: { reconciles: 5, changesApplied: 9, initialChanges: 1, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 0.44982300000037867, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
-      firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0 },
+      firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, flowLimitDrops: 5 },
       model: null,
       conntrack: null,
     });
     expect(text).toContain('\nlastReconcileMs: 0.45\n');
     expect(text).toContain('\nreconciles: 5\n');
+    expect(text).toContain('\nflowLimitDrops: 5\n');
     expect(text).toMatch(/^LINK +ROLE +ID +IP +STATE +NOTE\nsnp7 +provider +7 +100\.64\.0\.7 +configured\n/);
   });
 
@@ -104,7 +111,7 @@ describe('spectrum-netd status, as text', () => {
     const base = {
       links: [],
       counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
-      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 },
+      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 },
       model: null,
       conntrack: null,
     };
@@ -138,7 +145,7 @@ describe('spectrum-netd status, as text', () => {
     const base = {
       links: [],
       counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 1, lastPurgeMs: 0 },
-      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 },
+      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 },
       model: null,
     };
     const owed = { owed: ['100.64.0.1'], sweepOwed: true, lastError: 'the kernel refused to read the conntrack table (EPERM): does the agent have CAP_NET_ADMIN?' };

@@ -1,0 +1,31 @@
+/**
+ * Adapter: the kernel's conntrack table size, which the default client flow limit is derived
+ * from (table-settings.ts).
+ */
+import { readFileSync } from 'node:fs';
+import { FirewallError } from './firewall-error.js';
+
+export const CONNTRACK_MAX_PATH = '/proc/sys/net/netfilter/nf_conntrack_max';
+
+/** The sysctl's text as a number, or a FirewallError. */
+export function parseConntrackMax(text: string): number {
+  const trimmed = text.trim();
+  const value = /^[0-9]{1,10}$/.test(trimmed) ? Number(trimmed) : Number.NaN;
+  if (!Number.isSafeInteger(value)) throw new FirewallError('flow-limit', `${CONNTRACK_MAX_PATH} holds ${JSON.stringify(trimmed)}, not a number of entries`);
+  return value;
+}
+
+/**
+ * nf_conntrack_max, or undefined while the sysctl does not exist: nf_conntrack (a module on most
+ * kernels) is loaded by the first rule that needs it, such as the firewall table's.
+ */
+export function readConntrackMax(path = CONNTRACK_MAX_PATH): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if (error instanceof Error && 'code' in error && error.code === 'ENOENT') return undefined;
+    throw new FirewallError('flow-limit', `cannot read ${path}: ${error instanceof Error ? error.message : String(error)}: give --client-flow-limit a number`, { cause: error });
+  }
+  return parseConntrackMax(text);
+}
