@@ -130,7 +130,7 @@ describe('spectrum-netd status, as text', () => {
     const base = {
       links: [],
       counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
-      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0 },
+      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 },
       model: null,
       conntrack: null,
     };
