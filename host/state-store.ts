@@ -21,7 +21,7 @@
 // few milliseconds that must finish before anything goes on anyway), and a short-lived command
 // pays more for the thread pool and for loading node:fs/promises than for the calls themselves.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { closeSync, constants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadNativeAddon } from '../shared/native-addon.js';
 import { type LinkState, emptyState, parseState, serializeState } from './link-state.js';
@@ -191,13 +191,48 @@ function flockAddon(): LockAddon {
   return lockAddon;
 }
 
-/** The PID the lock's holder recorded; undefined when there is none (yet) or it is unreadable. */
+/**
+ * The PID the lock's holder recorded; undefined when there is none (yet) or it is unreadable. Read
+ * without the lock, so whatever is there is only trusted to be a short regular file: opened
+ * non-blocking and not through a symlink (a FIFO put there would otherwise block the read, and
+ * the waiter, forever).
+ */
 function holderPid(dir: string): string | undefined {
   try {
-    const text = readFileSync(join(dir, HOLDER_FILE), 'utf8');
-    return /^[0-9]+\n$/.test(text) ? text.trim() : undefined;
+    const fd = openSync(join(dir, HOLDER_FILE), constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+    try {
+      if (!fstatSync(fd).isFile()) return undefined;
+      const text = readFileSync(fd, 'utf8');
+      return /^[0-9]+\n$/.test(text) ? text.trim() : undefined;
+    } finally {
+      closeSync(fd);
+    }
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Record this process as the lock's holder (best effort: only a waiter's message needs it). A new
+ * file in place of whatever is there: writing to the name as found would follow a symlink (and,
+ * run as root, truncate its target wherever it points) or block on a FIFO forever, lock held.
+ */
+function writeHolderPid(dir: string): void {
+  const path = join(dir, HOLDER_FILE);
+  try {
+    unlinkSync(path);
+  } catch {
+    // none there (the usual case), or not ours to remove: the exclusive create below then fails
+  }
+  try {
+    const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+    try {
+      writeSync(fd, `${process.pid}\n`);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // only a message's detail: a waiter that times out then names no PID
   }
 }
 
@@ -242,11 +277,7 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
       }
       await sleep(Math.min(5 * 2 ** Math.min(attempt, 4), 50) * (0.5 + Math.random()));
     }
-    try {
-      writeFileSync(join(dir, HOLDER_FILE), `${process.pid}\n`, { mode: 0o644 });
-    } catch {
-      // only a message's detail: a waiter that times out then names no PID
-    }
+    writeHolderPid(dir);
     try {
       return await held.run(new Set([...outer, key]), fn);
     } finally {

@@ -154,6 +154,18 @@ describe('withStateLock', () => {
     expect(error).toBeInstanceOf(StateStoreError);
     expect(error).toMatchObject({ kind: 'lock-timeout', message: expect.stringContaining(`PID ${process.pid}`) });
   });
+  it('writes its PID to a .lock-holder it makes itself: a symlink there is replaced, never written through (its target is untouched)', async () => {
+    const target = join(dir, 'precious');
+    await writeFile(target, 'keep me\n');
+    await symlink(target, join(dir, '.lock-holder'));
+    let seen = '';
+    await withStateLock(dir, async () => {
+      seen = await readFile(join(dir, '.lock-holder'), 'utf8');
+    });
+    expect(seen).toBe(`${process.pid}\n`);
+    expect(await readFile(target, 'utf8')).toBe('keep me\n');
+    expect(existsSync(join(dir, '.lock-holder'))).toBe(false);
+  });
 });
 
 describe('across processes (needs a build)', () => {
@@ -171,6 +183,37 @@ describe('across processes (needs a build)', () => {
     expect(state.links).toHaveLength(20);
     expect(new Set(state.links.map((l) => l.id))).toEqual(new Set(ids));
     expect(await readdir(dir)).toEqual(['links.json']);
+  });
+
+  it('neither hangs on a FIFO at .lock-holder: not the holder writing its PID, nor a waiter that times out reading it', async () => {
+    const STORE = join(ROOT, 'dist', 'host', 'state-store.js');
+    const lockOnce = (timeoutMs: number) =>
+      run(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `const { withStateLock } = await import(${JSON.stringify(STORE)});
+           await withStateLock(${JSON.stringify(dir)}, () => Promise.resolve(), { timeoutMs: ${timeoutMs} }).then(() => console.log('locked'), (e) => console.log(e.kind));`,
+        ],
+        { timeout: 5000 },
+      );
+    const fifo = join(dir, '.lock-holder');
+    await run('mkfifo', [fifo]);
+    // The holder: on a FIFO, open(2) for writing would wait for a reader forever, lock held.
+    expect((await lockOnce(1000)).stdout).toBe('locked\n');
+    // A waiter that times out reads the holder's PID: on a FIFO, open(2) for reading would wait for a writer forever.
+    let release = (): void => undefined;
+    await rm(fifo, { force: true });
+    const holding = withStateLock(dir, async () => {
+      await rm(fifo, { force: true });
+      await run('mkfifo', [fifo]);
+      await new Promise<void>((resolve) => (release = resolve));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const waiter = await lockOnce(100).finally(release);
+    await holding;
+    expect(waiter.stdout).toBe('lock-timeout\n');
   });
 
   it('the kernel releases the lock of a killed holder (no stale lock)', async () => {
