@@ -249,6 +249,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       try {
         outcome = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal }, wholeDir);
       } catch (error) {
+        if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
+          throw new CliError(`link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`, signalExitCode(interruption.received));
+        }
         if (error instanceof LinkerError && error.kind === 'interrupted' && interruption.received !== undefined) {
           throw new CliError(
             `link interrupted by ${interruption.received}: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were`,

@@ -21,7 +21,7 @@ import {
   setAttachments,
   unlistedLinks,
 } from './link-state.js';
-import { STATE_DIR_ENV, hasStateFile, loadState, saveState, stateFilePath, withStateLock } from './state-store.js';
+import { STATE_DIR_ENV, StateStoreError, hasStateFile, loadState, saveState, stateFilePath, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import type { VmmNic } from './vmm/nic.js';
 import { vmName } from './vm-name.js';
@@ -47,7 +47,7 @@ export interface VmmPort {
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
   constructor(
-    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm' | 'vmm-detach-failed' | 'interrupted',
+    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm' | 'vmm-detach-failed' | 'interrupted' | 'interrupted-waiting',
     message: string,
   ) {
     super(message);
@@ -350,6 +350,12 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     }
     const orphaned = snapshot === undefined ? [] : orphanedClients(state, snapshot, options);
     return { linked: new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []])), unlinked, orphaned, vmmFailures };
+    // Interrupted while another run holds the lock: stop waiting (nothing made yet).
+  }, options.signal === undefined ? {} : { signal: options.signal }).catch((error: unknown) => {
+    if (error instanceof StateStoreError && error.kind === 'lock-aborted') {
+      throw new LinkerError('interrupted-waiting', `interrupted (${String(options.signal?.reason)}) while waiting for the state lock: nothing was made`);
+    }
+    throw error;
   });
 }
 

@@ -15,7 +15,8 @@
 // (it would wait for itself). Waiters retry with LOCK_NB until a timeout. The holder writes its
 // PID to <state dir>/.lock-holder (best effort, removed on release) for the message of a waiter
 // that times out; nothing else reads it, and a stale one (a holder killed) is harmless.
-// Linux (or any system with flock(2)); a state dir on NFS works where the server has locking.
+// Linux (or any system with flock(2) on directories; not NFS, where the kernel emulates flock
+// with a write lock, which a directory opened read-only cannot take).
 //
 // File calls are synchronous behind the async interface: each takes microseconds (the fsyncs a
 // few milliseconds that must finish before anything goes on anyway), and a short-lived command
@@ -34,7 +35,7 @@ const TEMP_SUFFIX = '.tmp';
 /** Where the lock's holder writes its PID, for the message of a waiter that times out. */
 const HOLDER_FILE = '.lock-holder';
 
-export type StateStoreErrorKind = 'state-dir-unusable' | 'read-failed' | 'write-failed' | 'lock-failed' | 'lock-timeout' | 'lock-reentered';
+export type StateStoreErrorKind = 'state-dir-unusable' | 'read-failed' | 'write-failed' | 'lock-failed' | 'lock-timeout' | 'lock-reentered' | 'lock-aborted';
 
 export class StateStoreError extends Error {
   override readonly name = 'StateStoreError';
@@ -239,6 +240,8 @@ function writeHolderPid(dir: string): void {
 export interface LockOptions {
   /** How long to wait for another invocation to finish, in milliseconds. */
   readonly timeoutMs?: number;
+  /** Aborted while waiting (a SIGINT, in the CLI): stop waiting, with kind 'lock-aborted'. */
+  readonly signal?: AbortSignal;
 }
 
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
@@ -246,7 +249,19 @@ export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 /** The locks (state dirs' device:inode) held by the current async call chain: nesting is an error, concurrent calls wait. */
 const held = new AsyncLocalStorage<ReadonlySet<string>>();
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+/** Wait ms, or less where signal is aborted meanwhile (then resolved early: the caller checks it). */
+function sleepUnlessAborted(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal?.aborted === true) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
 
 /**
  * Run fn holding the state dir's exclusive lock (creating the dir if needed). The lock is
@@ -275,7 +290,10 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
           `timed out waiting for the lock of state dir ${dir}: another spectrum-link${pid === undefined ? '' : ` (PID ${pid})`} is still holding it; check that it is not stuck`,
         );
       }
-      await sleep(Math.min(5 * 2 ** Math.min(attempt, 4), 50) * (0.5 + Math.random()));
+      await sleepUnlessAborted(Math.min(5 * 2 ** Math.min(attempt, 4), 50) * (0.5 + Math.random()), options.signal);
+      if (options.signal?.aborted === true) {
+        throw new StateStoreError('lock-aborted', `stopped waiting for the lock of state dir ${dir} (${String(options.signal.reason)}): nothing was changed`);
+      }
     }
     writeHolderPid(dir);
     try {
@@ -288,9 +306,13 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
       }
     }
   } finally {
-    // Unlock explicitly: a child forked meanwhile shares the descriptor until it execs.
-    if (locked) flockAddon().unlock(fd);
-    closeSync(fd);
+    try {
+      // Unlock explicitly: a child forked meanwhile shares the descriptor until it execs.
+      if (locked) flockAddon().unlock(fd);
+    } finally {
+      // Closing releases the lock too, should the unlock have failed.
+      closeSync(fd);
+    }
   }
 }
 

@@ -50,6 +50,32 @@ describeNetns('link --all interrupted', () => {
     expect(await namespaces()).toEqual(namespacesBefore);
   });
 
+  it('a SIGINT while it waits for another run to release the state lock stops the wait: exit 130, nothing made', async () => {
+    const fixture = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'allocate.js');
+    // A state to keep (idempotent where the test above linked it already).
+    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect(first.code, first.stderr).toBe(0);
+    const holder = world().host.spawn(['node', fixture, 'hold', world().stateDir], { enter: 'nsenter' });
+    try {
+      await holder.waitForOutput(/locked/);
+      const stateBefore = await readFile(statePath(), 'utf8');
+      const devicesBefore = await hostDevices();
+      const run = spawnLink(['link', 'appvm-catgirl', '--attach', 'netns']);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const started = performance.now();
+      const exit = await run.kill('SIGINT', 10_000);
+      await run.waitClosed();
+      // Long before the lock's 30 s timeout.
+      expect(performance.now() - started).toBeLessThan(5_000);
+      expect(exit, run.stderr).toEqual({ code: 130, signal: null });
+      expect(run.stderr).toBe('spectrum-link: link interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was made\n');
+      expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
+      expect(await hostDevices()).toEqual(devicesBefore);
+    } finally {
+      await holder.kill('SIGKILL', 5_000);
+    }
+  });
+
   it('a second signal exits at once (143 after SIGTERM, saying so), and a re-run links every VM', async () => {
     const run = spawnLink(['link', '--all', '--attach', 'netns']);
     await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);

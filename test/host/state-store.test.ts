@@ -144,6 +144,26 @@ describe('withStateLock', () => {
     await expect(withStateLock(dir, () => withStateLock(dir, () => Promise.resolve(1)))).rejects.toMatchObject({ kind: 'lock-reentered' });
   });
 
+  it('stops waiting as soon as its signal is aborted (a Ctrl-C), long before the timeout, running nothing', async () => {
+    let release = (): void => undefined;
+    const holding = withStateLock(dir, () => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const controller = new AbortController();
+    let ran = false;
+    const started = performance.now();
+    const waiting = withStateLock(dir, () => Promise.resolve((ran = true)), { timeoutMs: 30_000, signal: controller.signal }).catch((e: unknown) => e);
+    setTimeout(() => controller.abort('SIGINT'), 50);
+    const error = await waiting;
+    const waitedMs = performance.now() - started;
+    release();
+    await holding;
+    expect(error).toMatchObject({ kind: 'lock-aborted', message: expect.stringContaining('(SIGINT): nothing was changed') });
+    expect(ran).toBe(false);
+    expect(waitedMs).toBeLessThan(5_000);
+    // And the lock is free again for the next one.
+    expect(await withStateLock(dir, () => Promise.resolve(1), { timeoutMs: 1_000 })).toBe(1);
+  });
+
   it('times out with the holder PID in the message', async () => {
     let release = (): void => undefined;
     const holding = withStateLock(dir, () => new Promise<void>((resolve) => (release = resolve)));
