@@ -121,6 +121,9 @@ class ServedLink implements LinkSocketEvents, TokenBucket {
   socket: LinkSocket | undefined = undefined;
   /** Set while the socket is not open. */
   retry: SocketRetry | undefined = undefined;
+  /** When the socket last opened (performance.now()), and its failures since it last stayed open SOCKET_RETRY.maxMs. */
+  openedAt = 0;
+  flaps = 0;
   tokens: number = LINK_REQUEST_LIMIT.burst;
   refilledAt: number = performance.now();
   constructor(
@@ -264,8 +267,16 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
       counters.socketErrors += 1;
       served.socket = undefined;
       if (closed || servedLinks.get(served.link.ifname) !== served) return;
-      const delayMs = retryLater(served, 0);
-      log.error({ ifname: served.link.ifname, err: error.message, retryInMs: delayMs }, 'DHCP socket failed: reopening it, less and less often until it opens');
+      // A socket that fails again soon after it was reopened goes on with the backoff (and its
+      // log budget), not from the start: else one failing at once every time is reopened, and
+      // logged, every second for ever.
+      const stayedOpen = performance.now() - served.openedAt >= SOCKET_RETRY.maxMs;
+      const round = stayedOpen ? 0 : served.flaps;
+      served.flaps = round + 1;
+      const delayMs = retryLater(served, round);
+      if (round === 0 || mayLog(served.link.ifname)) {
+        log.error({ ifname: served.link.ifname, err: error.message, retryInMs: delayMs }, 'DHCP socket failed: reopening it, less and less often until it opens');
+      }
     },
   };
 
@@ -308,6 +319,7 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
       return failure;
     }
     served.retry = undefined;
+    served.openedAt = performance.now();
     return undefined;
   }
 

@@ -89,6 +89,18 @@ describeNetns('DHCP server reopening its link sockets on its own', () => {
     expect(logLines(server, ifname, ERROR, 'DHCP socket failed')).toHaveLength(1);
   });
 
+  it('goes on with the backoff, not from its start, when a reopened socket fails again soon', async () => {
+    const { pid } = await server.stats();
+    const { ifname } = linkOf(REOPENED);
+    // Reopened by the test above seconds ago: well within SOCKET_RETRY.maxMs.
+    await failLinkSocket(topology.provider, pid, ifname, clientIpTextOf(REOPENED));
+    await eventually('the second socket error', async () => counter(await server.stats(), 'socketErrors') === 2, 5000);
+    const failures = logLines(server, ifname, ERROR, 'DHCP socket failed');
+    expect(failures).toHaveLength(2);
+    expect(failures[1]).toContain(`"retryInMs":${2 * SOCKET_RETRY.firstMs}`);
+    await eventually('the socket reopened', async () => counter(await server.stats(), 'socketRetries') === 2, 8000);
+  });
+
   it('keeps trying a link whose socket setLinks could not open (no descriptor left), and serves it once it opens', async () => {
     const { pid } = await server.stats();
     const before = counter(await server.stats(), 'socketRetries');
