@@ -11,7 +11,7 @@ import { LINK_REQUEST_LIMIT, SOCKET_RETRY } from '../../../guest/dhcp/dhcp-serve
 import { MAX_MESSAGE_LENGTH, encodeDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, type NetnsProcess, type ProcessExit } from '../../harness/index.js';
-import { buildTopology, linksOf, providerIfname, type DhcpTopology } from './dhcp-topology.js';
+import { buildTopology, clientLink, clientNetns, linksOf, providerIfname, type DhcpTopology } from './dhcp-topology.js';
 import { PROBE_FIXTURE, type ServerStats, ServerFixture, failLinkSocket, requireBuild } from './dhcp-server-fixture.js';
 
 /** busybox udhcpc with Debian's default.script, in a PID namespace: its exit (undefined if it ran out of time). */
@@ -62,16 +62,8 @@ describeNetns('DHCP server reopening its link sockets on its own', () => {
     await harness?.cleanup();
   });
 
-  function client(id: ClientId): Netns {
-    const ns = topology.clients.get(id);
-    if (ns === undefined) throw new Error(`no client namespace for ${id}`);
-    return ns;
-  }
-  function linkOf(id: ClientId): DhcpLink {
-    const link = topology.links.find((entry) => entry.id === id);
-    if (link === undefined) throw new Error(`no link for ${id}`);
-    return link;
-  }
+  const client = (id: ClientId): Netns => clientNetns(topology, id);
+  const linkOf = (id: ClientId): DhcpLink => clientLink(topology, id);
 
   it('reopens a link socket that failed, after a second, and a client then gets its lease without any setLinks', async () => {
     const { pid } = await server.stats();

@@ -7,7 +7,7 @@ import { clientIpTextOf } from '../../../shared/client-ip.js';
 import { type DhcpPacket, MAX_MESSAGE_LENGTH, encodeDhcpPacket, parseDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
-import { buildTopology, type DhcpTopology } from './dhcp-topology.js';
+import { buildTopology, clientNetns, type DhcpTopology } from './dhcp-topology.js';
 import { PROBE_FIXTURE, requireBuild, ServerFixture } from './dhcp-server-fixture.js';
 
 const UDHCPC = clientId(0x0102);
@@ -49,11 +49,7 @@ describeNetns('DHCP server with stock clients', () => {
     await harness?.cleanup();
   });
 
-  function client(id: ClientId): Netns {
-    const ns = topology.clients.get(id);
-    if (ns === undefined) throw new Error(`no client namespace for ${id}`);
-    return ns;
-  }
+  const client = (id: ClientId): Netns => clientNetns(topology, id);
 
   it('gives busybox udhcpc with Debian default.script a /32 address, the gateway on-link and the default route', async () => {
     const ns = client(UDHCPC);

@@ -27,6 +27,20 @@ export interface TopologyOptions {
   readonly concurrency?: number;
 }
 
+/** The namespace of client `id` in `topology`; an error for an id it was not built with. */
+export function clientNetns(topology: DhcpTopology, id: ClientId): Netns {
+  const ns = topology.clients.get(id);
+  if (ns === undefined) throw new Error(`no client namespace for ${id}`);
+  return ns;
+}
+
+/** The provider-side link of client `id` in `topology`; an error for an id it was not built with. */
+export function clientLink(topology: DhcpTopology, id: ClientId): DhcpLink {
+  const link = topology.links.find((entry) => entry.id === id);
+  if (link === undefined) throw new Error(`no link for ${id}`);
+  return link;
+}
+
 export function providerIfname(id: ClientId): string {
   return `p${id}`;
 }

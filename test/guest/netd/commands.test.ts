@@ -93,6 +93,15 @@ describe('spectrum-netd run --notify-fd', () => {
 });
 
 describe('spectrum-netd status, as text', () => {
+  /** An agent with no links that has done nothing worth a line; each test adds what it shows. */
+  const quietStatus = {
+    links: [],
+    counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
+    firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 },
+    model: null,
+    conntrack: null,
+  };
+
   it('shows the last reconcile time to two decimals, not as a raw float', () => {
     const text = formatStatus({
       links: [{ ifindex: 3, name: 'snp7', role: 'provider', id: 7, ip: '100.64.0.7', state: 'configured', note: null, error: null }],
@@ -108,46 +117,27 @@ describe('spectrum-netd status, as text', () => {
   });
 
   it('names the upstream resolvers the DNS forwarder cannot reach yet, and the error, only when there are some', () => {
-    const base = {
-      links: [],
-      counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
-      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 },
-      model: null,
-      conntrack: null,
-    };
     const dns = { listening: true, upstreams: ['192.0.2.54:53'], unreachableUpstreams: ['192.0.2.53:53 (ENETUNREACH)'] };
-    expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns } })).toContain(
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns } })).toContain(
       '\ndns: listening; upstreams: 192.0.2.54:53; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n',
     );
-    expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: 192.0.2.54:53\n');
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: 192.0.2.54:53\n');
     // Queries refused a place in the pending table, and pending ones that gave theirs up to a client below its share.
-    expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns: { ...dns, queries: 9, overloaded: 3, evicted: 2 } } })).toContain(
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, queries: 9, overloaded: 3, evicted: 2 } } })).toContain(
       '\ndns: queries 9, answered 0, retransmits 0, upstreamTimeouts 0, failed 0, rateLimited 0, overloaded 3, evicted 2, malformed 0\n',
     );
   });
 
   it('shows every DHCP counter on one line, rate-limited requests and link socket retries among them, only with a DHCP server', () => {
-    const base = {
-      links: [],
-      counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
-      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 },
-      model: null,
-      conntrack: null,
-    };
     const dhcp = { received: 12, offers: 3, acks: 3, socketErrors: 1, socketRetries: 2, rateLimited: 40 };
-    expect(formatStatus({ ...base, services: { leases: [], dhcp, dns: null } })).toContain(
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp, dns: null } })).toContain(
       '\ndhcp: received 12, offers 3, acks 3, socketErrors 1, socketRetries 2, rateLimited 40\n',
     );
-    expect(formatStatus({ ...base, services: { leases: [], dhcp: null, dns: null } })).not.toContain('dhcp:');
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: null } })).not.toContain('dhcp:');
   });
 
   it('says which client IPs still owe a conntrack purge, and why, only while some do', () => {
-    const base = {
-      links: [],
-      counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 1, lastPurgeMs: 0 },
-      firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 },
-      model: null,
-    };
+    const base = { ...quietStatus, counters: { ...quietStatus.counters, conntrackPurgeFailures: 1 } };
     const owed = { owed: ['100.64.0.1'], sweepOwed: true, lastError: 'the kernel refused to read the conntrack table (EPERM): does the agent have CAP_NET_ADMIN?' };
     expect(formatStatus({ ...base, conntrack: owed })).toContain(
       '\nconntrack: old entries still to delete: 100.64.0.1, every client IP not served at start; last error: the kernel refused to read the conntrack table (EPERM): does the agent have CAP_NET_ADMIN?\n',
