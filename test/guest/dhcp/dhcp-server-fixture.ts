@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DhcpLink, LeaseInfo } from '../../../guest/dhcp/dhcp-server.js';
-import type { Netns, NetnsProcess, ProcessExit } from '../../harness/index.js';
+import type { Harness, Netns, NetnsProcess, ProcessExit } from '../../harness/index.js';
 
 /** The compiled server fixture; tests never build it themselves. */
 // From the sources (vitest) the compiled fixtures are under dist/; compiled (the bench), beside us.
@@ -14,6 +14,19 @@ export function requireBuild(): void {
   for (const file of [SERVER_FIXTURE, PROBE_FIXTURE, READER_FIXTURE]) {
     if (!existsSync(file)) throw new Error(`${file} is missing: run npm run build`);
   }
+}
+
+/**
+ * The probe fixture in client namespace `ns`, configured as a bound client with `clientIp` would be
+ * (its /32, the gateway on-link, the default route), so that a plain UDP socket sends and receives.
+ */
+export async function startProbeAsBoundClient(harness: Harness, ns: Netns, clientIp: string): Promise<NetnsProcess> {
+  await harness.addAddress(ns, 'eth0', `${clientIp}/32`);
+  await ns.ip(['route', 'add', '169.254.0.1/32', 'dev', 'eth0']);
+  await ns.ip(['route', 'add', 'default', 'via', '169.254.0.1', 'dev', 'eth0']);
+  const probe = ns.spawn([process.execPath, PROBE_FIXTURE], { stdin: 'pipe' });
+  await probe.waitForOutput(/^ready$/m);
+  return probe;
 }
 
 export interface ServerStats {

@@ -12,7 +12,7 @@ import { MAX_MESSAGE_LENGTH, encodeDhcpPacket } from '../../../guest/dhcp/dhcp-p
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, type NetnsProcess, type ProcessExit } from '../../harness/index.js';
 import { buildTopology, clientLink, clientNetns, linksOf, providerIfname, type DhcpTopology } from './dhcp-topology.js';
-import { PROBE_FIXTURE, type ServerStats, ServerFixture, failLinkSocket, requireBuild } from './dhcp-server-fixture.js';
+import { type ServerStats, ServerFixture, failLinkSocket, requireBuild, startProbeAsBoundClient } from './dhcp-server-fixture.js';
 
 /** busybox udhcpc with Debian's default.script, in a PID namespace: its exit (undefined if it ran out of time). */
 async function udhcpc(ns: Netns, tries: number): Promise<{ exit: ProcessExit | undefined; stderr: string }> {
@@ -190,13 +190,7 @@ describeNetns('DHCP server under a client flooding its link', () => {
     harness = createHarness('dhcpflood');
     topology = await buildTopology(harness, [FLOODER, QUIET]);
     server = await ServerFixture.start(topology.provider, topology.links, 600);
-    const ns = topology.clients.get(FLOODER) as Netns;
-    // Configured as a bound client would be, so that the probe's UDP socket sends and receives.
-    await harness.addAddress(ns, 'eth0', `${clientIpTextOf(FLOODER)}/32`);
-    await ns.ip(['route', 'add', '169.254.0.1/32', 'dev', 'eth0']);
-    await ns.ip(['route', 'add', 'default', 'via', '169.254.0.1', 'dev', 'eth0']);
-    probe = ns.spawn([process.execPath, PROBE_FIXTURE], { stdin: 'pipe' });
-    await probe.waitForOutput(/^ready$/m);
+    probe = await startProbeAsBoundClient(harness, clientNetns(topology, FLOODER), clientIpTextOf(FLOODER));
   });
 
   afterAll(async () => {

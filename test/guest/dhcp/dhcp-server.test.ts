@@ -8,7 +8,7 @@ import { type DhcpPacket, MAX_MESSAGE_LENGTH, encodeDhcpPacket, parseDhcpPacket 
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
 import { buildTopology, clientNetns, type DhcpTopology } from './dhcp-topology.js';
-import { PROBE_FIXTURE, requireBuild, ServerFixture } from './dhcp-server-fixture.js';
+import { requireBuild, ServerFixture, startProbeAsBoundClient } from './dhcp-server-fixture.js';
 
 const UDHCPC = clientId(0x0102);
 const DHCLIENT = clientId(0x0a01);
@@ -138,13 +138,7 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
     harness = createHarness('dhcpproto');
     topology = await buildTopology(harness, [PROBE]);
     server = await ServerFixture.start(topology.provider, topology.links, 600);
-    const ns = topology.clients.get(PROBE) as Netns;
-    // Configured as a bound client would be, so a plain UDP socket can send and receive.
-    await harness.addAddress(ns, 'eth0', `${PROBE_IP}/32`);
-    await ns.ip(['route', 'add', '169.254.0.1/32', 'dev', 'eth0']);
-    await ns.ip(['route', 'add', 'default', 'via', '169.254.0.1', 'dev', 'eth0']);
-    probe = ns.spawn([process.execPath, PROBE_FIXTURE], { stdin: 'pipe' });
-    await probe.waitForOutput(/^ready$/m);
+    probe = await startProbeAsBoundClient(harness, clientNetns(topology, PROBE), PROBE_IP);
   });
 
   afterAll(async () => {
