@@ -11,7 +11,7 @@ import { FLOW_SET, parseTableListing, staticTableText } from '../../../guest/fir
 import { GATEWAY_IP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, eventually } from '../../harness/index.js';
 import { udpEchoServer } from './icmp-probe.js';
-import { INTERNET_IP, type ProviderWorld, type WorldClient, makeProviderWorld, withoutFlowElements } from './provider-world.js';
+import { INTERNET_IP, type ProviderWorld, TEST_NEW_FLOW_RATE, type WorldClient, makeProviderWorld, withoutFlowElements } from './provider-world.js';
 
 const PURGE = fileURLToPath(new URL('../../../dist/test/guest/conntrack/fixtures/conntrack-purge.js', import.meta.url));
 const LIMIT = 24;
@@ -73,7 +73,7 @@ describeNetns('the per-client flow cap in network namespaces', () => {
   let provider: Netns;
   let server: NetnsProcess;
   let gatewayDns: NetnsProcess;
-  const options = (): { netns: string; clientFlowLimit: number } => ({ netns: provider.name, clientFlowLimit: LIMIT });
+  const options = (): { netns: string; clientFlowLimit: number; clientNewFlowRate: number } => ({ netns: provider.name, clientFlowLimit: LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE });
 
   /** The ports `tag`'s datagrams reached the server on, each once. */
   const received = (tag: string): number[] =>
@@ -122,7 +122,7 @@ describeNetns('the per-client flow cap in network namespaces', () => {
 
   it('holds the cap as the table text says: the listing has the dynamic set and both rules', async () => {
     const listing = parseTableListing((await provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
-    expect(listing.structure).toBe(staticTableText({ clientFlowLimit: LIMIT }));
+    expect(listing.structure).toBe(staticTableText({ clientFlowLimit: LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE }));
     expect(listing.structure.match(/ct count over 24 /g)).toHaveLength(2);
   });
 
@@ -165,7 +165,7 @@ describeNetns('the per-client flow cap in network namespaces', () => {
     expect(listed.flowElements).toEqual([`${a.ip} ct count over ${LIMIT}`, `${b.ip} ct count over ${LIMIT}`]);
     // What the other namespace tests compare listings with.
     const less = parseTableListing(withoutFlowElements(text));
-    expect(less).toEqual({ ...listed, flowElements: [] });
+    expect(less).toEqual({ ...listed, flowElements: [], rateElements: [] });
     expect(await reconcileFirewall(world.model(), options())).toEqual({ changed: false });
     expect(await new FirewallReconciler(options()).reconcile(world.model(), { verify: true })).toEqual({ changed: false });
     // An element made by hand (no expression: every new flow of its client would be dropped) is
