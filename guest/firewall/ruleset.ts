@@ -152,6 +152,12 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   second. A packet past the rate costs a hash lookup and a token bucket and never reaches the
  *   walk; counted apart (`flowRateDrops`), so that an operator can tell which limit to raise. It
  *   also bounds what the cap leaves out: at most 120 s x R connections in TIME_WAIT.
+ * - DHCP from the client's port 68 to the server's (gateway or broadcast), in input before both
+ *   limits: a client at its cap (a busy P2P node, a small VM) renews its lease with a new flow
+ *   (the entry of its last renewal expired long ago), which the cap would drop until the lease
+ *   ran out. With both ports fixed a client has at most two such entries (one per address), and
+ *   0.0.0.0 one for all, so they cannot fill the table; the DHCP server rate-limits each link.
+ *   Other traffic to port 67 is a flow like any other.
  * - postrouting: client addresses leaving by an uplink are masqueraded.
  */
 export function staticTableText(settings: TableSettings): string {
@@ -203,6 +209,8 @@ export function staticTableText(settings: TableSettings): string {
       `ct state ${CT_STATE.established} accept`,
       // Related to another flow: no service below takes an ICMP error, so the last rule counts it.
       ...OWN_FLOW.map((endpoint) => `ct state ${CT_STATE.related} ${endpoint} accept`),
+      // DHCP renewals, above the limits: see the comment above.
+      `ip daddr { ${GATEWAY_IP}, 255.255.255.255 } udp sport 68 udp dport 67 accept`,
       ...rated([flowRate]),
       ...capped([flowCap]),
       `ip daddr { ${GATEWAY_IP}, 255.255.255.255 } udp dport 67 accept`,

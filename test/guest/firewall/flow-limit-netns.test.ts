@@ -63,6 +63,26 @@ function sendEach(ip: string, ports: readonly number[], payload: string, lport =
   ];
 }
 
+/** argv: one datagram `payload` from lport to ip:port (broadcast allowed); prints the answer, or "timeout" after 3 s. */
+function askOnce(ip: string, port: number, lport: number, payload: string): string[] {
+  return [
+    'python3',
+    '-c',
+    [
+      'import socket',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      's.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)',
+      `s.bind(("0.0.0.0", ${lport}))`,
+      's.settimeout(3)',
+      `s.sendto(b"${payload}", ("${ip}", ${port}))`,
+      'try:',
+      '    print(s.recv(4096).decode())',
+      'except socket.timeout:',
+      '    print("timeout")',
+    ].join('\n'),
+  ];
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describeNetns('the per-client flow cap in network namespaces', () => {
@@ -73,6 +93,7 @@ describeNetns('the per-client flow cap in network namespaces', () => {
   let provider: Netns;
   let server: NetnsProcess;
   let gatewayDns: NetnsProcess;
+  let gatewayDhcp: NetnsProcess;
   const options = (): { netns: string; clientFlowLimit: number; clientNewFlowRate: number } => ({ netns: provider.name, clientFlowLimit: LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE });
 
   /** The ports `tag`'s datagrams reached the server on, each once. */
@@ -113,6 +134,9 @@ describeNetns('the per-client flow cap in network namespaces', () => {
     // Stands in for the DNS forwarder on the gateway.
     gatewayDns = provider.spawn(udpEchoServer('0.0.0.0', DNS_PORT));
     await gatewayDns.waitForOutput(/ready/);
+    // Stands in for the DHCP server: answers a client's port 68 as a DHCPACK would.
+    gatewayDhcp = provider.spawn(udpEchoServer('0.0.0.0', 67));
+    await gatewayDhcp.waitForOutput(/ready/);
     expect(await reconcileFirewall(world.model(), options())).toEqual({ changed: true });
   });
 
@@ -157,6 +181,25 @@ describeNetns('the per-client flow cap in network namespaces', () => {
     expect(await ping(a)).not.toBe(0);
     expect(await ping(b)).toBe(0);
     expect((await drops()) - before).toBe(2);
+  });
+
+  it('lets the capped client renew its DHCP lease (port 68 to 67, gateway or broadcast), but no other flow to port 67', async () => {
+    expect(await entriesOf(a)).toBe(LIMIT);
+    const before = await drops();
+    for (const [to, lport, payload] of [
+      [GATEWAY_IP, 68, 'echo-renew'],
+      ['255.255.255.255', 68, 'echo-rebind'],
+      [GATEWAY_IP, 40067, 'echo-other'],
+    ] as const) {
+      const answer = await a.ns.exec(askOnce(to, 67, lport, payload), { allowFailure: true });
+      expect(answer.stdout.trim()).toBe(lport === 68 ? payload : 'timeout');
+    }
+    expect(gatewayDhcp.stdout).toContain(`from ${a.ip}:68 echo-renew`);
+    expect(gatewayDhcp.stdout).toContain(`from ${a.ip}:68 echo-rebind`);
+    expect(gatewayDhcp.stdout).not.toContain('echo-other');
+    expect((await drops()) - before).toBe(1);
+    // Its renewals' entries on top of its cap: one per server address.
+    expect(await entriesOf(a)).toBe(LIMIT + 2);
   });
 
   it('is kept by an audit: traffic fills the set, which is no change, and the counts stay; a hand-made element goes', async () => {

@@ -367,13 +367,14 @@ describe('the static part', () => {
     ]);
     // Input from a client link: before any service accepts a new flow.
     const input = chainRules('input_from_client_link');
-    expect(input.slice(1, 5)).toEqual([
+    expect(input.slice(1, 6)).toEqual([
       'ct state 0x4 iifname . ct original ip saddr @client_sources accept',
       'ct state 0x4 iifname . ct original ip daddr @client_sources accept',
+      'ip daddr { 169.254.0.1, 255.255.255.255 } udp sport 68 udp dport 67 accept',
       rate,
       cap,
     ]);
-    expect(input.slice(5).every((rule) => !rule.includes('ct count') && !rule.includes('limit'))).toBe(true);
+    expect(input.slice(6).every((rule) => !rule.includes('ct count') && !rule.includes('limit'))).toBe(true);
     expect(staticTableText(SETTINGS).split('\n').filter((line) => line.includes('ct count'))).toHaveLength(2);
     expect(staticTableText(SETTINGS)).toContain('\tset client_flows {\n\t\ttype ipv4_addr\n\t\tsize 65535\n\t\tflags dynamic\n\t}\n');
     expect(staticTableText({ clientFlowLimit: 1, clientNewFlowRate: 7 })).toContain('ip saddr ct count over 1 }');
@@ -391,6 +392,20 @@ describe('the static part', () => {
     }
     expect(staticTableText(SETTINGS)).toContain(RATE_SET_DECLARED);
     expect(staticTableText({ clientFlowLimit: 1, clientNewFlowRate: 7 })).toContain('ip saddr limit rate over 7/second burst 14 packets }');
+  });
+
+  it("accepts a client's DHCP renewals (port 68 to 67, gateway or broadcast) above both limits; other traffic to port 67 only below them", () => {
+    const renew = 'ip daddr { 169.254.0.1, 255.255.255.255 } udp sport 68 udp dport 67 accept';
+    const other = 'ip daddr { 169.254.0.1, 255.255.255.255 } udp dport 67 accept';
+    for (const settings of [SETTINGS, NO_CAP, NO_RATE, { clientFlowLimit: 0, clientNewFlowRate: 0 }]) {
+      const input = chainRules('input_from_client_link', settings);
+      const limits = input.map((rule, index) => (rule.includes('@client_new_flows') || rule.includes('@client_flows') ? index : -1)).filter((index) => index >= 0);
+      expect(input.filter((rule) => rule === renew)).toHaveLength(1);
+      expect(limits.every((index) => index > input.indexOf(renew) && index < input.indexOf(other))).toBe(true);
+      // Only after the established and related accepts, like every service's.
+      expect(input.indexOf(renew)).toBe(3);
+    }
+    expect(chainRules('forward').some((rule) => rule.includes('dport 67'))).toBe(false);
   });
 
   it('with no rate limit (0), has neither the rate set nor its rules, but keeps its counter', () => {
