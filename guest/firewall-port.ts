@@ -8,6 +8,7 @@ export interface FirewallCounters {
   isolationDrops: number;
   inputDrops: number;
   flowLimitDrops: number;
+  flowRateDrops: number;
 }
 
 /** The agent's view of the firewall: make the ruleset match a model, read its counters. */
@@ -37,6 +38,6 @@ export class NoopFirewall implements FirewallPort {
   }
 
   counters(): Promise<FirewallCounters> {
-    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 });
+    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
   }
 }

@@ -20,6 +20,11 @@ export interface FirewallCounters {
    * flow limit of conntrack entries (see TableSettings.clientFlowLimit).
    */
   readonly flowLimitDrops: number;
+  /**
+   * New flows from a client past its new-flow rate (see TableSettings.clientNewFlowRate), dropped
+   * before the flow limit counted anything.
+   */
+  readonly flowRateDrops: number;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -56,5 +61,6 @@ export function parseCountersJson(text: string): FirewallCounters {
     isolationDrops: read(COUNTERS.isolationDrops),
     inputDrops: read(COUNTERS.inputDrops),
     flowLimitDrops: read(COUNTERS.flowLimitDrops),
+    flowRateDrops: read(COUNTERS.flowRateDrops),
   };
 }

@@ -15,7 +15,8 @@ export type FirewallErrorKind =
   | 'nft-failed'
   | 'nft-timeout'
   | 'table-missing'
-  | 'flow-limit';
+  | 'flow-limit'
+  | 'flow-rate';
 
 export class FirewallError extends Error {
   override readonly name = 'FirewallError';

@@ -8,7 +8,7 @@
  */
 import { CLIENT_NETWORK, GATEWAY_IP, PROVIDER_LINK_GROUP } from '../../shared/scheme.js';
 import type { ValidFirewallModel } from './model.js';
-import type { TableSettings } from './table-settings.js';
+import { type TableSettings, clientNewFlowBurst } from './table-settings.js';
 
 export const TABLE_FAMILY = 'inet';
 export const TABLE_NAME = 'spectrum_netd';
@@ -20,6 +20,7 @@ export const COUNTERS = {
   isolationDrops: 'isolation_drops',
   inputDrops: 'input_drops',
   flowLimitDrops: 'flow_limit_drops',
+  flowRateDrops: 'flow_rate_drops',
 } as const;
 
 /** The sets clients change, with their nft key types. */
@@ -45,7 +46,19 @@ export const SET_NAMES = Object.keys(SETS) as SetName[];
  * every address in CLIENT_NETWORK and 0.0.0.0 (a DHCP client's first packets).
  */
 export const FLOW_SET = 'client_flows';
+/**
+ * The set that rate-limits each client address's new flows (an nft `limit` per element): traffic's
+ * like FLOW_SET, the same key and size.
+ */
+export const FLOW_RATE_SET = 'client_new_flows';
 const FLOW_SET_SIZE = 65_535;
+/**
+ * A FLOW_RATE_SET element goes this long after its client's last new flow (each one's `update`
+ * starts it again), so a client that went leaves nothing behind. Longer than the bucket takes to
+ * fill again (CLIENT_NEW_FLOW_BURST_SECONDS): an element that expires had a full bucket anyway, so
+ * expiring gives no client more than its rate.
+ */
+const FLOW_RATE_TIMEOUT = '5s';
 
 /** Elements of every set, each in the text nft prints (`"snp1" . 100.64.0.1`), sorted, unique. */
 export type FirewallElements = Readonly<Record<SetName, readonly string[]>>;
@@ -116,9 +129,9 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   chain on the forward hook costs every packet another chain entry, while here a packet that is
  *   no SYN costs the flags compare the rule starts with and nothing more. Only in forward: the
  *   provider's own connections know its routes' MTUs already.
- * - the flow cap (TableSettings.clientFlowLimit N, by default an eighth of nf_conntrack_max; 0:
- *   neither rules nor set): clients share the provider's conntrack table, and once it is full the
- *   kernel drops every new flow of everyone; UDP to random ports (30 s per unreplied entry) or a
+ * - the flow cap (TableSettings.clientFlowLimit N, by default an eighth of nf_conntrack_max but at
+ *   most 4096; 0: neither rules nor set): clients share the provider's conntrack table, and once
+ *   it is full the kernel drops every new flow of everyone; UDP to random ports (30 s per unreplied entry) or a
  *   SYN flood fills it in seconds. So a client address may hold N entries, counted in a dynamic
  *   set (`ct count`, connlimit); a flow past them is counted and dropped. One budget for forward
  *   (uplinks and allowed pairs alike) and input: each DNS query from a fresh port, each ping id
@@ -131,6 +144,20 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   invalid packet has no entry to count, nor has any packet at raw priority. A dropped flow's
  *   entry is never confirmed and leaves the count. Connlimit leaves out TCP connections already
  *   closed, though TIME_WAIT keeps them 120 s in the table.
+ * - the new-flow rate, just before the cap, on the same packets (TableSettings.clientNewFlowRate
+ *   R a second, burst 2R, per client address in a dynamic set whose elements go 5 s after their
+ *   client's last new flow; 0: neither rules nor set): `ct
+ *   count` walks every entry the client holds, on each packet that would open a flow, dropped or
+ *   not, so a client at a large cap could keep a core busy with a few thousand such packets a
+ *   second. A packet past the rate costs a hash lookup and a token bucket and never reaches the
+ *   walk; counted apart (`flowRateDrops`), so that an operator can tell which limit to raise. It
+ *   also bounds what the cap leaves out: at most 120 s x R connections in TIME_WAIT.
+ * - DHCP from the client's port 68 to the server's (gateway or broadcast), in input before both
+ *   limits: a client at its cap (a busy P2P node, a small VM) renews its lease with a new flow
+ *   (the entry of its last renewal expired long ago), which the cap would drop until the lease
+ *   ran out. With both ports fixed a client has at most two such entries (one per address), and
+ *   0.0.0.0 one for all, so they cannot fill the table; the DHCP server rate-limits each link.
+ *   Other traffic to port 67 is a flow like any other.
  * - postrouting: client addresses leaving by an uplink are masqueraded.
  */
 export function staticTableText(settings: TableSettings): string {
@@ -147,6 +174,10 @@ export function staticTableText(settings: TableSettings): string {
   /** With no cap (0) the table has neither the set nor its rules. */
   const capped = <T>(items: readonly T[]): T[] => (limit > 0 ? [...items] : []);
   const flowCap = `ct status ! ${CT_STATUS.confirmed} add @${FLOW_SET} { ip saddr ct count over ${limit} } ${drop(COUNTERS.flowLimitDrops)}`;
+  /** With no rate limit (0), neither its set nor its rules. */
+  const rated = <T>(items: readonly T[]): T[] => (settings.clientNewFlowRate > 0 ? [...items] : []);
+  const flowRate = `ct status ! ${CT_STATUS.confirmed} update @${FLOW_RATE_SET} { ip saddr ${flowRateExpression(settings)} } ${drop(COUNTERS.flowRateDrops)}`;
+  const dynamicSet = (name: string, flags: readonly string[] = []): string[] => [`\tset ${name} {`, '\t\ttype ipv4_addr', `\t\tsize ${FLOW_SET_SIZE}`, ...flags, '\t}', ''];
   const lines = [
     `table ${TABLE} {`,
     `\tcomment "${COMMENT}"`,
@@ -154,8 +185,10 @@ export function staticTableText(settings: TableSettings): string {
     ...counter(COUNTERS.isolationDrops),
     ...counter(COUNTERS.inputDrops),
     ...counter(COUNTERS.flowLimitDrops),
+    ...counter(COUNTERS.flowRateDrops),
     ...SET_NAMES.flatMap(set),
-    ...capped([`\tset ${FLOW_SET} {`, '\t\ttype ipv4_addr', `\t\tsize ${FLOW_SET_SIZE}`, '\t\tflags dynamic', '\t}', '']),
+    ...capped(dynamicSet(FLOW_SET, ['\t\tflags dynamic'])),
+    ...rated(dynamicSet(FLOW_RATE_SET, ['\t\tflags dynamic,timeout', `\t\ttimeout ${FLOW_RATE_TIMEOUT}`])),
     ...chain('prerouting', [
       `type filter hook prerouting priority ${PRIORITY.raw}; policy accept;`,
       `iifgroup ${PROVIDER_LINK_GROUP} iifname != @client_links ${drop(COUNTERS.antispoofDrops)}`,
@@ -176,6 +209,9 @@ export function staticTableText(settings: TableSettings): string {
       `ct state ${CT_STATE.established} accept`,
       // Related to another flow: no service below takes an ICMP error, so the last rule counts it.
       ...OWN_FLOW.map((endpoint) => `ct state ${CT_STATE.related} ${endpoint} accept`),
+      // DHCP renewals, above the limits: see the comment above.
+      `ip daddr { ${GATEWAY_IP}, 255.255.255.255 } udp sport 68 udp dport 67 accept`,
+      ...rated([flowRate]),
       ...capped([flowCap]),
       `ip daddr { ${GATEWAY_IP}, 255.255.255.255 } udp dport 67 accept`,
       `ip daddr ${GATEWAY_IP} meta l4proto { ${IP_PROTOCOL.tcp}, ${IP_PROTOCOL.udp} } th dport 53 accept`,
@@ -188,6 +224,7 @@ export function staticTableText(settings: TableSettings): string {
       `tcp flags ${TCP_FLAG.syn} / ${TCP_FLAG.syn},${TCP_FLAG.rst} tcp option maxseg size set rt mtu`,
       `ct state ${CT_STATE.established} accept`,
       `ct state ${CT_STATE.related} jump forward_related`,
+      ...rated([`iifname @client_links ${flowRate}`]),
       ...capped([`iifname @client_links ${flowCap}`]),
       'oifname @client_links jump forward_to_client_link',
       'iifname @client_links jump forward_from_client_link',
@@ -244,6 +281,8 @@ export interface TableListing {
    * sorted, unique.
    */
   readonly flowElements: readonly string[];
+  /** FLOW_RATE_SET's elements as listed (`100.64.0.7 limit rate over 500/second burst 1000 packets`), likewise. */
+  readonly rateElements: readonly string[];
   /** Elements listed in sets this module does not know: the structure differs then anyway. */
   readonly unknownSets: readonly string[];
 }
@@ -283,13 +322,15 @@ export function parseTableListing(text: string): TableListing {
   }
   const elements: Record<SetName, readonly string[]> = { ...emptyElements() };
   let flowElements: readonly string[] = [];
+  let rateElements: readonly string[] = [];
   const unknownSets: string[] = [];
   for (const [name, list] of found) {
     if (isSetName(name)) elements[name] = uniqueSorted(list);
     else if (name === FLOW_SET) flowElements = uniqueSorted(list);
+    else if (name === FLOW_RATE_SET) rateElements = uniqueSorted(list);
     else unknownSets.push(name);
   }
-  return { structure: kept.join('\n'), elements, flowElements, unknownSets };
+  return { structure: kept.join('\n'), elements, flowElements, rateElements, unknownSets };
 }
 
 const FLOW_ELEMENT = /^(\S+)(.*)$/;
@@ -302,11 +343,27 @@ const FLOW_ELEMENT = /^(\S+)(.*)$/;
  * flows its client holds.
  */
 export function strayFlowKeys(flowElements: readonly string[], settings: TableSettings): string[] {
-  const expected = ` ct count over ${settings.clientFlowLimit}`;
-  return flowElements.flatMap((element) => {
+  return strayKeys(flowElements, ` ct count over ${settings.clientFlowLimit}`);
+}
+
+function strayKeys(listed: readonly string[], expected: string): string[] {
+  return listed.flatMap((element) => {
     const [, key = element, rest = ''] = FLOW_ELEMENT.exec(element) ?? [];
     return rest === expected ? [] : [key];
   });
+}
+
+/** The expression FLOW_RATE_SET's elements carry (nft prints a `limit` so, rule and element alike). */
+function flowRateExpression(settings: TableSettings): string {
+  return `limit rate over ${settings.clientNewFlowRate}/second burst ${clientNewFlowBurst(settings)} packets`;
+}
+
+/**
+ * The keys of FLOW_RATE_SET elements whose expression is not the rule's limit (a hand edit, or
+ * none): deleted like strayFlowKeys'. Deleting one only gives its client a full bucket again.
+ */
+export function strayRateKeys(rateElements: readonly string[], settings: TableSettings): string[] {
+  return strayKeys(rateElements, ` ${flowRateExpression(settings)}`);
 }
 
 function isSetName(name: string): name is SetName {
@@ -369,6 +426,8 @@ export type FirewallPlan =
       readonly diff: ElementDiff;
       /** FLOW_SET elements to delete: see strayFlowKeys. */
       readonly strayFlowKeys: readonly string[];
+      /** FLOW_RATE_SET elements to delete: see strayRateKeys. */
+      readonly strayRateKeys: readonly string[];
       readonly script: string;
     }
   | { readonly kind: 'replace-table'; readonly reason: 'missing' | 'structure'; readonly script: string };
@@ -376,7 +435,8 @@ export type FirewallPlan =
 /**
  * What to do given the current listing (`undefined`: no table), the model and the settings:
  * nothing when everything matches, element changes when only elements differ, else the whole
- * table anew. FLOW_SET's elements are traffic's: kept (see strayFlowKeys), whatever they count.
+ * table anew. FLOW_SET's and FLOW_RATE_SET's elements are traffic's: kept (see strayFlowKeys,
+ * strayRateKeys), whatever they count.
  */
 export function planFirewall(listing: string | undefined, model: ValidFirewallModel, settings: TableSettings): FirewallPlan {
   const desired = desiredElements(model);
@@ -387,7 +447,14 @@ export function planFirewall(listing: string | undefined, model: ValidFirewallMo
   }
   const diff = diffElements(current.elements, desired);
   const stray = strayFlowKeys(current.flowElements, settings);
-  if (isEmptyDiff(diff) && stray.length === 0) return { kind: 'unchanged' };
-  const deleteStray = stray.length > 0 ? `delete element ${TABLE} ${FLOW_SET} { ${stray.join(', ')} }\n` : '';
-  return { kind: 'update-elements', diff, strayFlowKeys: stray, script: `${deleteStray}${elementCommands(diff)}` };
+  const strayRate = strayRateKeys(current.rateElements, settings);
+  if (isEmptyDiff(diff) && stray.length === 0 && strayRate.length === 0) return { kind: 'unchanged' };
+  const deleteStray = (set: string, keys: readonly string[]): string => (keys.length > 0 ? `delete element ${TABLE} ${set} { ${keys.join(', ')} }\n` : '');
+  return {
+    kind: 'update-elements',
+    diff,
+    strayFlowKeys: stray,
+    strayRateKeys: strayRate,
+    script: `${deleteStray(FLOW_SET, stray)}${deleteStray(FLOW_RATE_SET, strayRate)}${elementCommands(diff)}`,
+  };
 }

@@ -208,7 +208,7 @@ export class NetdAgent {
       this.#reportStale = false;
     }
     const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
-    const firewall = this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 } : await this.firewall.counters();
+    const firewall = this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 } : await this.firewall.counters();
     const debt = this.#purgeDebt ?? NO_PURGE_DEBT;
     const conntrack = this.#purging() ? { owed: [...debt.released].sort(), sweepOwed: debt.sweep !== null, lastError: this.#purgeError } : null;
     return { links, counters: { ...this.#counters }, firewall, model: this.#lastPlan?.firewall ?? null, conntrack };

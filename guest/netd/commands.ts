@@ -10,7 +10,7 @@ import type { DnsForwarder } from '../dns/forwarder.js';
 import { parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
-import { MAX_CLIENT_FLOW_LIMIT } from '../firewall/table-settings.js';
+import { DEFAULT_CLIENT_NEW_FLOW_RATE, MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE } from '../firewall/table-settings.js';
 import { type ClientFlowLimitOption, NftablesFirewall, ProviderServices } from './provider-ports.js';
 import { type AgentStatus, NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
@@ -103,6 +103,7 @@ interface RunOptions {
   resolvConf: string;
   firewallAudit: string;
   clientFlowLimit: string;
+  clientNewFlowRate: string;
 }
 
 /** --client-flow-limit: `auto` or a whole number of flows, 0 for none. */
@@ -124,7 +125,13 @@ function firewallAuditMs(text: string): number {
 async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts> {
   const leaseSeconds = integerOption('--lease-seconds', options.leaseSeconds, 60, 31_536_000, 'whole seconds');
   // First: it can fail (no nft-run addon), and then no service has been started.
-  const firewall = options.firewall ? new NftablesFirewall(clientFlowLimit(options.clientFlowLimit), log) : new NoopFirewall();
+  const firewall = options.firewall
+    ? new NftablesFirewall(
+        clientFlowLimit(options.clientFlowLimit),
+        integerOption('--client-new-flow-rate', options.clientNewFlowRate, 0, MAX_CLIENT_NEW_FLOW_RATE, 'new flows per second'),
+        log,
+      )
+    : new NoopFirewall();
   // The firewall masquerades clients and lets established flows through: what makes a client's
   // old entries reach the next VM given its IP. Without it there is nothing of ours to purge.
   const conntrack = options.firewall ? new KernelConntrack() : undefined;
@@ -233,8 +240,13 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     .addOption(
       new Option('--client-flow-limit <n>', 'most conntrack entries (flows) one client may hold; its new flows past them are dropped (0: no limit)').default(
         'auto',
-        'an eighth of nf_conntrack_max',
+        'an eighth of nf_conntrack_max, at most 4096',
       ),
+    )
+    .option(
+      '--client-new-flow-rate <n>',
+      'new flows one client may open per second, twice as many at once; past them they are dropped before the flow limit counts (0: no limit)',
+      String(DEFAULT_CLIENT_NEW_FLOW_RATE),
     )
     .action(async (options: RunOptions) => {
       await runAgent(options, ports);

@@ -22,11 +22,13 @@ export class NftablesFirewall implements FirewallPort {
 
   constructor(
     private readonly clientFlowLimit: ClientFlowLimitOption,
+    /** --client-new-flow-rate: new flows a second per client (0: none). */
+    private readonly clientNewFlowRate: number,
     private readonly log: Logger,
     /** nf_conntrack_max, undefined while nf_conntrack is not loaded; tests give their own. */
     private readonly conntrackMax: () => number | undefined = readConntrackMax,
   ) {
-    if (clientFlowLimit !== 'auto') assertTableSettings({ clientFlowLimit });
+    assertTableSettings({ clientFlowLimit: clientFlowLimit === 'auto' ? 0 : clientFlowLimit, clientNewFlowRate });
     // A broken install (addon not built, libnftables missing) fails when the agent starts.
     loadNftLibrary();
   }
@@ -48,16 +50,16 @@ export class NftablesFirewall implements FirewallPort {
       if (conntrackMax === undefined) {
         // nf_conntrack is not loaded yet (a fresh boot, a modular kernel): the table's ct rules
         // load it. Made without the cap first, then with it, before any client has a flow.
-        await new FirewallReconciler({ clientFlowLimit: 0 }).reconcile(model);
+        await new FirewallReconciler({ clientFlowLimit: 0, clientNewFlowRate: this.clientNewFlowRate }).reconcile(model);
         conntrackMax = this.conntrackMax();
         if (conntrackMax === undefined) {
           throw new FirewallError('flow-limit', 'nf_conntrack_max does not exist even with the firewall table loaded: is nf_conntrack in the kernel? Else give --client-flow-limit a number');
         }
       }
       limit = defaultClientFlowLimit(conntrackMax);
-      this.log.info({ clientFlowLimit: limit, conntrackMax }, 'firewall: each client may hold this many conntrack entries (an eighth of the table)');
+      this.log.info({ clientFlowLimit: limit, conntrackMax }, 'firewall: each client may hold this many conntrack entries (an eighth of the table, at most 4096)');
     }
-    this.#reconciler = new FirewallReconciler({ clientFlowLimit: limit });
+    this.#reconciler = new FirewallReconciler({ clientFlowLimit: limit, clientNewFlowRate: this.clientNewFlowRate });
     return this.#reconciler;
   }
 

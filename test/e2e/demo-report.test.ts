@@ -13,7 +13,7 @@ const outcome: DemoOutcome = {
     { from: 'appvm-catgirl', to: 'internet', allowed: true },
     { from: 'appvm-catgirl', to: 'appvm-lynx', allowed: false },
   ],
-  drops: { isolationDrops: 2, antispoofDrops: 3, inputDrops: 0, flowLimitDrops: 1 },
+  drops: { isolationDrops: 2, antispoofDrops: 3, inputDrops: 0, flowLimitDrops: 1, flowRateDrops: 4 },
 };
 
 describe('demo output', () => {
@@ -29,7 +29,7 @@ describe('demo output', () => {
         'appvm-lynx     reached   -           blocked',
         'appvm-catgirl  reached   blocked     -',
         '',
-        "netvm (spectrum-netd) dropped 2 packets between clients, 3 by anti-spoofing (a wrong source address, or IPv6), 0 to closed ports of the gateway, 1 new flows past a client's flow limit.",
+        "netvm (spectrum-netd) dropped 2 packets between clients, 3 by anti-spoofing (a wrong source address, or IPv6), 0 to closed ports of the gateway, 1 new flows past a client's flow limit, 4 past its new-flow rate.",
         '',
       ].join('\n'),
     );
@@ -47,6 +47,6 @@ describe('demo output', () => {
     ]);
     expect(parsed.vms[1]).toMatchObject({ lease: '-', dns: false });
     expect(parsed.reach).toEqual(outcome.reach);
-    expect(parsed.firewall).toEqual({ antispoofDrops: 3, isolationDrops: 2, inputDrops: 0, flowLimitDrops: 1 });
+    expect(parsed.firewall).toEqual({ antispoofDrops: 3, isolationDrops: 2, inputDrops: 0, flowLimitDrops: 1, flowRateDrops: 4 });
   });
 });

@@ -26,6 +26,7 @@ export interface Drops {
   antispoofDrops: number;
   inputDrops: number;
   flowLimitDrops: number;
+  flowRateDrops: number;
 }
 
 export interface DemoOutcome {
@@ -52,12 +53,12 @@ export function demoText(outcome: DemoOutcome, vmNames: readonly string[], testN
     ...outcome.vms.map((vm) => [vm.name, vm.interface, vm.mac, vm.ip, vm.method, vm.lease, vm.dns ? `${testName} ok` : 'failed']),
   ]);
   const reach = table([['FROM \\ TO', ...targets], ...vmNames.map((from) => [from, ...targets.map((to) => cell(from, to))])]);
-  const { isolationDrops, antispoofDrops, inputDrops, flowLimitDrops } = outcome.drops;
+  const { isolationDrops, antispoofDrops, inputDrops, flowLimitDrops, flowRateDrops } = outcome.drops;
   return (
     `\n${vms}\n\n${reach}\n\n` +
     `netvm (spectrum-netd) dropped ${isolationDrops} packets between clients, ` +
     `${antispoofDrops} by anti-spoofing (a wrong source address, or IPv6), ${inputDrops} to closed ports of the gateway, ` +
-    `${flowLimitDrops} new flows past a client's flow limit.\n`
+    `${flowLimitDrops} new flows past a client's flow limit, ${flowRateDrops} past its new-flow rate.\n`
   );
 }
 
@@ -65,6 +66,6 @@ export function demoText(outcome: DemoOutcome, vmNames: readonly string[], testN
 export function demoJson(outcome: DemoOutcome): string {
   const vms = outcome.vms.map(({ name, interface: ifname, mac, ip, method, lease, internet, dns }) => ({ name, interface: ifname, mac, ip, method, lease, internet, dns }));
   // The counters under the names `spectrum-netd status --json` gives them.
-  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops } = outcome.drops;
-  return `${JSON.stringify({ vms, reach: outcome.reach, firewall: { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops } })}\n`;
+  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops } = outcome.drops;
+  return `${JSON.stringify({ vms, reach: outcome.reach, firewall: { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops } })}\n`;
 }

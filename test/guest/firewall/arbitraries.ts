@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { clientIpTextOf } from '../../../shared/client-ip.js';
 import type { FirewallModel } from '../../../guest/firewall/model.js';
-import { MAX_CLIENT_FLOW_LIMIT, type TableSettings } from '../../../guest/firewall/table-settings.js';
+import { MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE, type TableSettings, clientNewFlowBurst } from '../../../guest/firewall/table-settings.js';
 import { anyClientId } from '../../shared/arbitraries.js';
 
 const nameHead = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789');
@@ -35,10 +35,11 @@ export const anyFirewallModel: fc.Arbitrary<FirewallModel> = fc
     };
   });
 
-/** Table settings: no cap, the caps small and large VMs get by default, anything nft holds. */
-export const anyTableSettings: fc.Arbitrary<TableSettings> = fc
-  .oneof(fc.constantFrom(0, 1, 128, 8192, 32_768), fc.integer({ min: 0, max: MAX_CLIENT_FLOW_LIMIT }))
-  .map((clientFlowLimit) => ({ clientFlowLimit }));
+/** Table settings: no cap or rate, the caps small and large VMs get by default, the default rate, anything nft holds. */
+export const anyTableSettings: fc.Arbitrary<TableSettings> = fc.record({
+  clientFlowLimit: fc.oneof(fc.constantFrom(0, 1, 128, 4096), fc.integer({ min: 0, max: MAX_CLIENT_FLOW_LIMIT })),
+  clientNewFlowRate: fc.oneof(fc.constantFrom(0, 1, 500), fc.integer({ min: 0, max: MAX_CLIENT_NEW_FLOW_RATE })),
+});
 
 /**
  * What traffic leaves in the flow set of a table made with `settings`: some client addresses
@@ -50,3 +51,11 @@ export const anyFlowElements = (settings: TableSettings): fc.Arbitrary<string[]>
     : fc
         .uniqueArray(fc.oneof({ weight: 9, arbitrary: anyClientIp }, { weight: 1, arbitrary: fc.constant('0.0.0.0') }), { maxLength: 8 })
         .map((ips) => ips.map((ip) => `${ip} ct count over ${settings.clientFlowLimit}`).sort());
+
+/** What traffic leaves in the new-flow rate set of a table made with `settings`, likewise. */
+export const anyRateElements = (settings: TableSettings): fc.Arbitrary<string[]> =>
+  settings.clientNewFlowRate === 0
+    ? fc.constant([])
+    : fc
+        .uniqueArray(anyClientIp, { maxLength: 8 })
+        .map((ips) => ips.map((ip) => `${ip} limit rate over ${settings.clientNewFlowRate}/second burst ${clientNewFlowBurst(settings)} packets`).sort());

@@ -11,13 +11,14 @@ const printed = (antispoof: number): string =>
       { counter: { family: 'inet', name: 'isolation_drops', table: 'spectrum_netd', handle: 10, packets: 2, bytes: 0 } },
       { counter: { family: 'inet', name: 'input_drops', table: 'spectrum_netd', handle: 11, packets: 3, bytes: 0 } },
       { counter: { family: 'inet', name: 'flow_limit_drops', table: 'spectrum_netd', handle: 12, packets: 4, bytes: 232 } },
+      { counter: { family: 'inet', name: 'flow_rate_drops', table: 'spectrum_netd', handle: 13, packets: 5, bytes: 290 } },
       { counter: { family: 'inet', name: 'input_drops', table: 'someone_else', handle: 1, packets: 99, bytes: 0 } },
     ],
   });
 
 describe('parseCountersJson', () => {
-  it('reads packet counts of the four drop counters of our table only', () => {
-    expect(parseCountersJson(printed(1))).toEqual({ antispoofDrops: 1, isolationDrops: 2, inputDrops: 3, flowLimitDrops: 4 });
+  it('reads packet counts of the five drop counters of our table only', () => {
+    expect(parseCountersJson(printed(1))).toEqual({ antispoofDrops: 1, isolationDrops: 2, inputDrops: 3, flowLimitDrops: 4, flowRateDrops: 5 });
   });
 
   it('refuses output that is not JSON, has no nftables array, or lacks a counter', () => {

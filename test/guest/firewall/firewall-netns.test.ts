@@ -21,7 +21,7 @@ import {
   udpEchoServer,
   udpFlow,
 } from './icmp-probe.js';
-import { INTERNET_IP, PROVIDER_UPLINK_IP, type ProviderWorld, TEST_FLOW_LIMIT, type WorldClient, makeProviderWorld, withoutFlowElements } from './provider-world.js';
+import { INTERNET_IP, PROVIDER_UPLINK_IP, type ProviderWorld, TEST_FLOW_LIMIT, TEST_NEW_FLOW_RATE, type WorldClient, makeProviderWorld, withoutFlowElements } from './provider-world.js';
 
 const FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/firewall/fixtures/reconcile.js', import.meta.url));
 const SLOW_PORT = 8081;
@@ -145,7 +145,7 @@ describeNetns('provider firewall in network namespaces', () => {
   let udpOnB: NetnsProcess;
   let echo: NetnsProcess;
   let gatewayDns: NetnsProcess;
-  const netns = (): { netns: string; clientFlowLimit: number } => ({ netns: provider.name, clientFlowLimit: TEST_FLOW_LIMIT });
+  const netns = (): { netns: string; clientFlowLimit: number; clientNewFlowRate: number } => ({ netns: provider.name, clientFlowLimit: TEST_FLOW_LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE });
 
   beforeAll(async () => {
     if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run \`npm run build\` first`);
@@ -203,7 +203,7 @@ describeNetns('provider firewall in network namespaces', () => {
     expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: true });
     expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: false });
     const listing = parseTableListing((await provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
-    expect(listing.structure).toBe(staticTableText({ clientFlowLimit: TEST_FLOW_LIMIT }));
+    expect(listing.structure).toBe(staticTableText({ clientFlowLimit: TEST_FLOW_LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE }));
     expect(listing.elements.client_sources).toEqual([`"${a.providerIf}" . ${a.ip}`, `"${b.providerIf}" . ${b.ip}`]);
   });
 
@@ -387,7 +387,7 @@ describeNetns('provider firewall in network namespaces', () => {
     await provider.exec(['nft', 'delete', 'rule', 'inet', 'spectrum_netd', 'forward', 'handle', handle ?? '']);
     expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: true });
     const listing = parseTableListing((await provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
-    expect(listing.structure).toBe(staticTableText({ clientFlowLimit: TEST_FLOW_LIMIT }));
+    expect(listing.structure).toBe(staticTableText({ clientFlowLimit: TEST_FLOW_LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE }));
     expect(await reconcileFirewall(world.model(), netns())).toEqual({ changed: false });
   });
 

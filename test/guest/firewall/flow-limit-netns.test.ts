@@ -11,7 +11,7 @@ import { FLOW_SET, parseTableListing, staticTableText } from '../../../guest/fir
 import { GATEWAY_IP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, eventually } from '../../harness/index.js';
 import { udpEchoServer } from './icmp-probe.js';
-import { INTERNET_IP, type ProviderWorld, type WorldClient, makeProviderWorld, withoutFlowElements } from './provider-world.js';
+import { INTERNET_IP, type ProviderWorld, TEST_NEW_FLOW_RATE, type WorldClient, makeProviderWorld, withoutFlowElements } from './provider-world.js';
 
 const PURGE = fileURLToPath(new URL('../../../dist/test/guest/conntrack/fixtures/conntrack-purge.js', import.meta.url));
 const LIMIT = 24;
@@ -63,6 +63,26 @@ function sendEach(ip: string, ports: readonly number[], payload: string, lport =
   ];
 }
 
+/** argv: one datagram `payload` from lport to ip:port (broadcast allowed); prints the answer, or "timeout" after 3 s. */
+function askOnce(ip: string, port: number, lport: number, payload: string): string[] {
+  return [
+    'python3',
+    '-c',
+    [
+      'import socket',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      's.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)',
+      `s.bind(("0.0.0.0", ${lport}))`,
+      's.settimeout(3)',
+      `s.sendto(b"${payload}", ("${ip}", ${port}))`,
+      'try:',
+      '    print(s.recv(4096).decode())',
+      'except socket.timeout:',
+      '    print("timeout")',
+    ].join('\n'),
+  ];
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describeNetns('the per-client flow cap in network namespaces', () => {
@@ -73,7 +93,8 @@ describeNetns('the per-client flow cap in network namespaces', () => {
   let provider: Netns;
   let server: NetnsProcess;
   let gatewayDns: NetnsProcess;
-  const options = (): { netns: string; clientFlowLimit: number } => ({ netns: provider.name, clientFlowLimit: LIMIT });
+  let gatewayDhcp: NetnsProcess;
+  const options = (): { netns: string; clientFlowLimit: number; clientNewFlowRate: number } => ({ netns: provider.name, clientFlowLimit: LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE });
 
   /** The ports `tag`'s datagrams reached the server on, each once. */
   const received = (tag: string): number[] =>
@@ -113,6 +134,9 @@ describeNetns('the per-client flow cap in network namespaces', () => {
     // Stands in for the DNS forwarder on the gateway.
     gatewayDns = provider.spawn(udpEchoServer('0.0.0.0', DNS_PORT));
     await gatewayDns.waitForOutput(/ready/);
+    // Stands in for the DHCP server: answers a client's port 68 as a DHCPACK would.
+    gatewayDhcp = provider.spawn(udpEchoServer('0.0.0.0', 67));
+    await gatewayDhcp.waitForOutput(/ready/);
     expect(await reconcileFirewall(world.model(), options())).toEqual({ changed: true });
   });
 
@@ -122,7 +146,7 @@ describeNetns('the per-client flow cap in network namespaces', () => {
 
   it('holds the cap as the table text says: the listing has the dynamic set and both rules', async () => {
     const listing = parseTableListing((await provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
-    expect(listing.structure).toBe(staticTableText({ clientFlowLimit: LIMIT }));
+    expect(listing.structure).toBe(staticTableText({ clientFlowLimit: LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE }));
     expect(listing.structure.match(/ct count over 24 /g)).toHaveLength(2);
   });
 
@@ -159,13 +183,32 @@ describeNetns('the per-client flow cap in network namespaces', () => {
     expect((await drops()) - before).toBe(2);
   });
 
+  it('lets the capped client renew its DHCP lease (port 68 to 67, gateway or broadcast), but no other flow to port 67', async () => {
+    expect(await entriesOf(a)).toBe(LIMIT);
+    const before = await drops();
+    for (const [to, lport, payload] of [
+      [GATEWAY_IP, 68, 'echo-renew'],
+      ['255.255.255.255', 68, 'echo-rebind'],
+      [GATEWAY_IP, 40067, 'echo-other'],
+    ] as const) {
+      const answer = await a.ns.exec(askOnce(to, 67, lport, payload), { allowFailure: true });
+      expect(answer.stdout.trim()).toBe(lport === 68 ? payload : 'timeout');
+    }
+    expect(gatewayDhcp.stdout).toContain(`from ${a.ip}:68 echo-renew`);
+    expect(gatewayDhcp.stdout).toContain(`from ${a.ip}:68 echo-rebind`);
+    expect(gatewayDhcp.stdout).not.toContain('echo-other');
+    expect((await drops()) - before).toBe(1);
+    // Its renewals' entries on top of its cap: one per server address.
+    expect(await entriesOf(a)).toBe(LIMIT + 2);
+  });
+
   it('is kept by an audit: traffic fills the set, which is no change, and the counts stay; a hand-made element goes', async () => {
     const text = (await provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout;
     const listed = parseTableListing(text);
     expect(listed.flowElements).toEqual([`${a.ip} ct count over ${LIMIT}`, `${b.ip} ct count over ${LIMIT}`]);
     // What the other namespace tests compare listings with.
     const less = parseTableListing(withoutFlowElements(text));
-    expect(less).toEqual({ ...listed, flowElements: [] });
+    expect(less).toEqual({ ...listed, flowElements: [], rateElements: [] });
     expect(await reconcileFirewall(world.model(), options())).toEqual({ changed: false });
     expect(await new FirewallReconciler(options()).reconcile(world.model(), { verify: true })).toEqual({ changed: false });
     // An element made by hand (no expression: every new flow of its client would be dropped) is

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { reconcileFirewall } from '../../../guest/firewall/nft.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
 import { CODE_FRAG_NEEDED, ICMP_UNREACHABLE } from './icmp-probe.js';
-import { INTERNET_IP, type ProviderWorld, TEST_FLOW_LIMIT, type WorldClient, UPLINK, makeProviderWorld } from './provider-world.js';
+import { INTERNET_IP, type ProviderWorld, TEST_FLOW_LIMIT, TEST_NEW_FLOW_RATE, type WorldClient, UPLINK, makeProviderWorld } from './provider-world.js';
 
 const SMALL_MTU = 1280;
 /** The largest MSS a 1280-byte IPv4 link carries: less 20 bytes of IP and 20 of TCP header. */
@@ -96,7 +96,7 @@ describeNetns('provider firewall: TCP MSS clamping behind a 1280-byte uplink who
   let client: WorldClient;
   let router: Netns;
   let server: NetnsProcess;
-  const netns = (): { netns: string; clientFlowLimit: number } => ({ netns: world.provider.name, clientFlowLimit: TEST_FLOW_LIMIT });
+  const netns = (): { netns: string; clientFlowLimit: number; clientNewFlowRate: number } => ({ netns: world.provider.name, clientFlowLimit: TEST_FLOW_LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE });
 
   /** Bytes downloaded within DOWNLOAD_SECONDS, and the MSS each end sends with. */
   async function fetchFromServer(tag: string): Promise<{ bytes: number; serverMss: number; clientMss: number }> {

@@ -7,7 +7,7 @@ import { FirewallReconciler, reconcileFirewall } from '../../../guest/firewall/n
 import { desiredElements, parseTableListing } from '../../../guest/firewall/ruleset.js';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import { type Harness, type Netns, createHarness, describeNetns } from '../../harness/index.js';
-import { TEST_FLOW_LIMIT } from './provider-world.js';
+import { TEST_FLOW_LIMIT, TEST_NEW_FLOW_RATE } from './provider-world.js';
 
 // The agent runs libnftables in its own namespace: so does this compiled fixture, entered into a
 // harness namespace. The spawned `nft` (through the harness) checks what it did.
@@ -116,7 +116,7 @@ describeNetns('nft in-process through libnftables', () => {
     const shrunk = { ...grown, providerLinks: grown.providerLinks.filter((_, index) => index !== 3) };
     expect(await inProcess('reconcile', [small, grown, grown, shrunk])).toEqual([{ changed: true }, { changed: true }, { changed: false }, { changed: true }]);
     // The spawned path (from outside) finds nothing to change, and lists exactly the plan.
-    expect(await reconcileFirewall(shrunk, { netns: ns.name, clientFlowLimit: TEST_FLOW_LIMIT })).toEqual({ changed: false });
+    expect(await reconcileFirewall(shrunk, { netns: ns.name, clientFlowLimit: TEST_FLOW_LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE })).toEqual({ changed: false });
     const listing = parseTableListing((await ns.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
     expect(listing.elements).toEqual(desiredElements(validateFirewallModel(shrunk)));
     expect(listing.unknownSets).toEqual([]);
@@ -145,15 +145,15 @@ describeNetns('the audit compares listings that no name in /etc changes', () => 
 
   it('an audit after a load finds nothing to change, spawned (--netns) or in-process', async () => {
     const links = model(3);
-    expect(await reconcileFirewall(links, { netns: ns.name, clientFlowLimit: TEST_FLOW_LIMIT })).toEqual({ changed: true });
+    expect(await reconcileFirewall(links, { netns: ns.name, clientFlowLimit: TEST_FLOW_LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE })).toEqual({ changed: true });
     // The names are in effect for nft run in there.
     const named = await listing(['-s']);
     expect(named).toContain('iifgroup "spectrum" iifname != @client_links');
     expect(named).toContain('meta l4proto { tcpx, udpx } th dport 53');
     // Handles change when a table is replaced: the same handles after the audits, nothing was.
     const before = await listing(['-a', '-s']);
-    expect(await reconcileFirewall(links, { netns: ns.name, clientFlowLimit: TEST_FLOW_LIMIT })).toEqual({ changed: false });
-    expect(await new FirewallReconciler({ netns: ns.name, clientFlowLimit: TEST_FLOW_LIMIT }).reconcile(links, { verify: true })).toEqual({ changed: false });
+    expect(await reconcileFirewall(links, { netns: ns.name, clientFlowLimit: TEST_FLOW_LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE })).toEqual({ changed: false });
+    expect(await new FirewallReconciler({ netns: ns.name, clientFlowLimit: TEST_FLOW_LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE }).reconcile(links, { verify: true })).toEqual({ changed: false });
     // The agent's path: libnftables in its own process, entered with `ip netns exec` to see the names.
     const inProcess = await ns.exec([process.execPath, FIXTURE, 'verify', JSON.stringify([links, links])], { timeoutMs: 30_000 });
     expect(JSON.parse(inProcess.stdout)).toEqual([{ changed: false }, { changed: false }]);

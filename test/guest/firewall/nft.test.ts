@@ -6,7 +6,7 @@ import { type FirewallModel, validateFirewallModel } from '../../../guest/firewa
 import type { NftOutput, NftResult } from '../../../guest/firewall/nft-library.js';
 import { FirewallReconciler } from '../../../guest/firewall/nft.js';
 import { desiredElements, staticTableText } from '../../../guest/firewall/ruleset.js';
-import { type SimulatedTable, applyScript, elementsOf, flowElementsOf, renderListing, withFlowElements } from './simulated-table.js';
+import { type SimulatedTable, applyScript, elementsOf, flowElementsOf, rateElementsOf, renderListing, withFlowElements, withRateElements } from './simulated-table.js';
 
 /** The one table, and a switch that makes the next change commit but report a timeout (a call past its timeout still runs). */
 const nft = vi.hoisted(() => ({ table: undefined as SimulatedTable | undefined, commitThenTimeOut: false, listings: 0 }));
@@ -31,7 +31,7 @@ vi.mock('../../../guest/firewall/nft-library.js', () => ({
   },
 }));
 
-const SETTINGS = { clientFlowLimit: 64 };
+const SETTINGS = { clientFlowLimit: 64, clientNewFlowRate: 50 };
 const link = (ifname: string, clientIp: string): FirewallModel['providerLinks'][number] => ({ ifname, clientIp });
 const model = (...providerLinks: FirewallModel['providerLinks']): FirewallModel => ({ providerLinks, uplinks: ['eth0'], allowedPairs: [] });
 
@@ -91,6 +91,22 @@ it('an audit keeps what traffic counts in the flow set, and deletes only an elem
   expect(nft.table && elementsOf(nft.table)).toEqual(desiredElements(validateFirewallModel(links)));
 });
 
+it('an audit keeps what traffic left in the rate set, and deletes only an element a hand edit made', async () => {
+  const reconciler = new FirewallReconciler(SETTINGS);
+  const links = model(link('snp1', '100.64.0.1'), link('snp2', '100.64.0.2'));
+  await reconciler.reconcile(links);
+  const limited = ['100.64.0.1 limit rate over 50/second burst 100 packets', '100.64.0.2 limit rate over 50/second burst 100 packets'];
+  nft.table = nft.table && withFlowElements(withRateElements(nft.table, limited), ['100.64.0.1 ct count over 64']);
+  const before = nft.table;
+  expect(await reconciler.reconcile(links, { verify: true })).toEqual({ changed: false });
+  expect(nft.table).toBe(before);
+  // By hand: client 1's element with a higher rate, client 3's with none.
+  nft.table = nft.table && withRateElements(nft.table, ['100.64.0.1 limit rate over 5000/second burst 100 packets', limited[1] ?? '', '100.64.0.3']);
+  expect(await reconciler.reconcile(links, { verify: true })).toEqual({ changed: true });
+  expect(nft.table && rateElementsOf(nft.table)).toEqual([limited[1]]);
+  expect(nft.table && flowElementsOf(nft.table)).toEqual(['100.64.0.1 ct count over 64']);
+});
+
 it("an audit replaces a table whose flow set is declared otherwise, or that was made with another cap", async () => {
   const links = model(link('snp1', '100.64.0.1'));
   await new FirewallReconciler(SETTINGS).reconcile(links);
@@ -100,13 +116,18 @@ it("an audit replaces a table whose flow set is declared otherwise, or that was 
     expect(await new FirewallReconciler(SETTINGS).reconcile(links, { verify: true })).toEqual({ changed: true });
     expect(nft.table?.structure).toBe(staticTableText(SETTINGS));
   }
-  // The agent restarted with another --client-flow-limit.
-  expect(await new FirewallReconciler({ clientFlowLimit: 65 }).reconcile(links)).toEqual({ changed: true });
-  expect(nft.table?.structure).toBe(staticTableText({ clientFlowLimit: 65 }));
+  // The agent restarted with another --client-flow-limit, then another --client-new-flow-rate.
+  for (const settings of [{ ...SETTINGS, clientFlowLimit: 65 }, { ...SETTINGS, clientFlowLimit: 65, clientNewFlowRate: 51 }]) {
+    expect(await new FirewallReconciler(settings).reconcile(links)).toEqual({ changed: true });
+    expect(nft.table?.structure).toBe(staticTableText(settings));
+  }
 });
 
-it('refuses a cap nft cannot hold', () => {
+it('refuses a cap or a rate nft cannot hold', () => {
   for (const clientFlowLimit of [-1, 1.5, 2 ** 32, Number.NaN]) {
-    expect(() => new FirewallReconciler({ clientFlowLimit })).toThrow(expect.objectContaining({ kind: 'flow-limit' }));
+    expect(() => new FirewallReconciler({ ...SETTINGS, clientFlowLimit })).toThrow(expect.objectContaining({ kind: 'flow-limit' }));
+  }
+  for (const clientNewFlowRate of [-1, 1.5, 1_000_001, Number.NaN]) {
+    expect(() => new FirewallReconciler({ ...SETTINGS, clientNewFlowRate })).toThrow(expect.objectContaining({ kind: 'flow-rate' }));
   }
 });

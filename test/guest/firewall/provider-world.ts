@@ -8,6 +8,7 @@ import { clientIpTextOf } from '../../../shared/client-ip.js';
 import { clientMacOf, providerMacOf } from '../../../shared/link-mac.js';
 import { GATEWAY_IP } from '../../../shared/scheme.js';
 import type { FirewallModel } from '../../../guest/firewall/model.js';
+import { DEFAULT_CLIENT_NEW_FLOW_RATE } from '../../../guest/firewall/table-settings.js';
 import type { Harness, Netns } from '../../harness/index.js';
 
 export const UPLINK = 'up0';
@@ -15,14 +16,16 @@ export const PROVIDER_UPLINK_IP = '192.0.2.1';
 export const INTERNET_IP = '192.0.2.10';
 /** The client flow limit the namespace tests' tables get: one their few flows never reach. */
 export const TEST_FLOW_LIMIT = 4096;
+/** The new-flow rate the namespace tests' tables get: the default, which their flows stay under. */
+export const TEST_NEW_FLOW_RATE = DEFAULT_CLIENT_NEW_FLOW_RATE;
 
 /**
- * An nft listing (of the table or the ruleset) less the elements traffic put in the flow set:
- * they come and go with the clients' conntrack entries, so listings compared byte for byte
- * across a test's steps leave them out, as the audit does.
+ * An nft listing (of the table or the ruleset) less the elements traffic put in the flow set and
+ * the new-flow rate set: they come and go with the clients' flows, so listings compared byte for
+ * byte across a test's steps leave them out, as the audit does.
  */
 export function withoutFlowElements(listing: string): string {
-  return listing.replace(/^(\tset client_flows \{\n(?:\t\t(?!elements = )[^\n]*\n)*)\t\telements = \{[^}]*\}\n/m, '$1');
+  return listing.replace(/^(\tset (?:client_flows|client_new_flows) \{\n(?:\t\t(?!elements = )[^\n]*\n)*)\t\telements = \{[^}]*\}\n/gm, '$1');
 }
 
 export interface WorldClient {

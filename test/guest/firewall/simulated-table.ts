@@ -2,20 +2,30 @@
 // commands ruleset.ts emits with nft's transaction semantics, stricter where nft would be lenient
 // (adding an element that exists, merging into an existing table), and prints listings the way
 // `nft -n -s list table` does, element lists wrapped over lines. Traffic's elements of the flow
-// set (`100.64.0.1 ct count over 4096`) are given as they are listed; nft deletes one by its key.
-import { FLOW_SET, SET_NAMES, type FirewallElements, type SetName, TABLE, emptyElements, parseElementList } from '../../../guest/firewall/ruleset.js';
+// set (`100.64.0.1 ct count over 4096`) and the rate set are given as they are listed; nft
+// deletes one by its key.
+import { FLOW_RATE_SET, FLOW_SET, SET_NAMES, type FirewallElements, type SetName, TABLE, emptyElements, parseElementList } from '../../../guest/firewall/ruleset.js';
 
 export interface SimulatedTable {
   readonly structure: string;
   readonly elements: Readonly<Record<string, ReadonlySet<string>>>;
 }
 
-/** `flowElements`: what traffic put in the flow set, as listed. */
-export function tableOf(structure: string, elements: FirewallElements, flowElements: readonly string[] = []): SimulatedTable {
+/** `flowElements`, `rateElements`: what traffic put in the flow set and the rate set, as listed. */
+export function tableOf(structure: string, elements: FirewallElements, flowElements: readonly string[] = [], rateElements: readonly string[] = []): SimulatedTable {
   return {
     structure,
-    elements: { ...Object.fromEntries(SET_NAMES.map((name) => [name, new Set(elements[name])])), ...(flowElements.length > 0 && { [FLOW_SET]: new Set(flowElements) }) },
+    elements: {
+      ...Object.fromEntries(SET_NAMES.map((name) => [name, new Set(elements[name])])),
+      ...(flowElements.length > 0 && { [FLOW_SET]: new Set(flowElements) }),
+      ...(rateElements.length > 0 && { [FLOW_RATE_SET]: new Set(rateElements) }),
+    },
   };
+}
+
+/** The rate set's elements as listed, sorted. */
+export function rateElementsOf(table: SimulatedTable): string[] {
+  return [...(table.elements[FLOW_RATE_SET] ?? [])].sort();
 }
 
 /** The flow set's elements as listed, sorted. */
@@ -28,10 +38,15 @@ export function withFlowElements(table: SimulatedTable, flowElements: readonly s
   return { structure: table.structure, elements: { ...table.elements, [FLOW_SET]: new Set(flowElements) } };
 }
 
-/** The element of `set` that `element` names: itself, or in the flow set the one with that key. */
+/** The table with traffic's elements of the rate set replaced by `rateElements`, as the kernel would. */
+export function withRateElements(table: SimulatedTable, rateElements: readonly string[]): SimulatedTable {
+  return { structure: table.structure, elements: { ...table.elements, [FLOW_RATE_SET]: new Set(rateElements) } };
+}
+
+/** The element of `set` that `element` names: itself, or in a traffic set the one with that key. */
 function elementNamed(set: ReadonlySet<string>, setName: string, element: string): string | undefined {
   if (set.has(element)) return element;
-  if (setName !== FLOW_SET) return undefined;
+  if (setName !== FLOW_SET && setName !== FLOW_RATE_SET) return undefined;
   return [...set].find((listed) => listed.split(' ')[0] === element);
 }
 

@@ -17,7 +17,7 @@ const mac = (role: 0x80 | 0x00, id: number): string =>
 interface StatusJson {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string }[];
   counters: { initialChanges: number | null; changesApplied: number; reconciles: number; firewallRepairs: number };
-  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number };
+  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number };
   model: { providerLinks: { ifname: string; clientIp: string }[]; uplinks: string[] } | null;
 }
 
@@ -107,12 +107,14 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(byName.get('vm1')).toMatchObject({ role: 'provider', id: 1, ip: '100.64.0.1', state: 'configured' });
     expect(byName.get('wan')).toMatchObject({ role: 'uplink', state: 'unmanaged' });
     expect(byName.get('lo')?.role).toBe('ignored');
-    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 });
-    // The cap the agent derived: an eighth of the kernel's conntrack table (nf_conntrack_max is machine-wide).
+    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
+    // The cap the agent derived: an eighth of the kernel's conntrack table (nf_conntrack_max is machine-wide), at most 4096.
     const conntrackMax = Number((await provider.exec(['cat', '/proc/sys/net/netfilter/nf_conntrack_max'])).stdout);
     // The rules (the flow set's elements, which traffic adds, say it too).
     const rules = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
-    expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill(`ct count over ${Math.floor(conntrackMax / 8)} `));
+    expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill(`ct count over ${Math.min(4096, Math.floor(conntrackMax / 8))} `));
+    // And the default new-flow rate before it.
+    expect(rules.match(/limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill('limit rate over 500/second burst 1000 packets'));
     expect(report.model?.uplinks).toEqual(['wan']);
     expect(report.model?.providerLinks).toEqual([
       { ifname: 'vm1', clientIp: '100.64.0.1' },
@@ -122,6 +124,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(text.stdout).toMatch(/vm2\s+provider\s+2\s+100\.64\.0\.2\s+configured/);
     // The DNS forwarder's state, where an operator looks first when names do not resolve.
     expect(text.stdout).toMatch(/^flowLimitDrops: 0$/m);
+    expect(text.stdout).toMatch(/^flowRateDrops: 0$/m);
     expect(text.stdout).toMatch(/^dns: listening; upstreams: /m);
     expect(text.stdout).toMatch(/^dns: queries \d+, answered \d+, retransmits \d+, upstreamTimeouts \d+, failed \d+/m);
   });
@@ -244,16 +247,17 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(result.stderr).toMatch(/another spectrum-netd answers/);
   });
 
-  it('caps each client at --client-flow-limit conntrack entries, or not at all with 0, replacing the table made with another cap', async () => {
+  it('caps each client at --client-flow-limit conntrack entries and --client-new-flow-rate new flows a second, or not at all with 0, replacing the table made with another cap', async () => {
     const socket = join(dir, 'control.sock');
     const table = async (): Promise<string> => parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
     await agent.kill('SIGTERM', 3000);
-    agent = await startAgent(provider, socket, ['--client-flow-limit', '300']);
+    agent = await startAgent(provider, socket, ['--client-flow-limit', '300', '--client-new-flow-rate', '40']);
     expect((await table()).match(/ct count over \d+ /g)).toEqual(['ct count over 300 ', 'ct count over 300 ']);
+    expect((await table()).match(/limit rate over \S+ burst \d+ packets/g)).toEqual(['limit rate over 40/second burst 80 packets', 'limit rate over 40/second burst 80 packets']);
     await agent.kill('SIGTERM', 3000);
-    agent = await startAgent(provider, socket, ['--client-flow-limit', '0']);
-    expect(await table()).not.toMatch(/ct count|client_flows/);
-    expect((await status(socket)).firewall.flowLimitDrops).toBe(0);
+    agent = await startAgent(provider, socket, ['--client-flow-limit', '0', '--client-new-flow-rate', '0']);
+    expect(await table()).not.toMatch(/ct count|client_flows|limit rate|client_new_flows/);
+    expect((await status(socket)).firewall).toMatchObject({ flowLimitDrops: 0, flowRateDrops: 0 });
   });
 
   it('reads the firewall back every --firewall-audit and restores what someone else changed', async () => {
@@ -400,6 +404,9 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     ['--client-flow-limit', '1e3'],
     ['--client-flow-limit', '4294967296'],
     ['--client-flow-limit', 'half'],
+    ['--client-new-flow-rate', '-1'],
+    ['--client-new-flow-rate', '1000001'],
+    ['--client-new-flow-rate', 'auto'],
     // Names no interface can have: they would match nothing, silently.
     ['--ignore', 'eth0:1'],
     ['--ignore', 'a b'],

@@ -34,8 +34,14 @@ describe('spectrum-netd --help', () => {
 
   it('run: --client-flow-limit says what its default is derived from', () => {
     const help = runCommand().helpInformation().replace(/\s+/g, ' ');
-    expect(help).toContain('--client-flow-limit <n> most conntrack entries (flows) one client may hold; its new flows past them are dropped (0: no limit) (default: an eighth of nf_conntrack_max)');
+    expect(help).toContain('--client-flow-limit <n> most conntrack entries (flows) one client may hold; its new flows past them are dropped (0: no limit) (default: an eighth of nf_conntrack_max, at most 4096)');
     expect(parsedOptions(runCommand(), [])).toMatchObject({ clientFlowLimit: 'auto' });
+  });
+
+  it('run: --client-new-flow-rate defaults to 500 new flows a second per client', () => {
+    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
+    expect(help).toMatch(/--client-new-flow-rate <n> new flows one client may open per second, .*\(0: no limit\) \(default: "500"\)/);
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientNewFlowRate: '500' });
   });
 
   it('run: repeated options still add up, starting from nothing', () => {
@@ -97,7 +103,7 @@ describe('spectrum-netd status, as text', () => {
   const quietStatus = {
     links: [],
     counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
-    firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0 },
+    firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 },
     model: null,
     conntrack: null,
   };
@@ -106,13 +112,14 @@ describe('spectrum-netd status, as text', () => {
     const text = formatStatus({
       links: [{ ifindex: 3, name: 'snp7', role: 'provider', id: 7, ip: '100.64.0.7', state: 'configured', note: null, error: null }],
       counters: { reconciles: 5, changesApplied: 9, initialChanges: 1, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 0.44982300000037867, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
-      firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, flowLimitDrops: 5 },
+      firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, flowLimitDrops: 5, flowRateDrops: 3 },
       model: null,
       conntrack: null,
     });
     expect(text).toContain('\nlastReconcileMs: 0.45\n');
     expect(text).toContain('\nreconciles: 5\n');
     expect(text).toContain('\nflowLimitDrops: 5\n');
+    expect(text).toContain('\nflowRateDrops: 3\n');
     expect(text).toMatch(/^LINK +ROLE +ID +IP +STATE +NOTE\nsnp7 +provider +7 +100\.64\.0\.7 +configured\n/);
   });
 

@@ -25,6 +25,8 @@ vi.mock('../../../guest/firewall/nft-library.js', () => ({
 }));
 
 const log = pino({ level: 'silent' });
+const RATE = 500;
+const table = (clientFlowLimit: number, clientNewFlowRate = RATE): string => staticTableText({ clientFlowLimit, clientNewFlowRate });
 const model: FirewallModel = { providerLinks: [{ ifname: 'snp1', clientIp: '100.64.0.1' }], uplinks: ['eth0'], allowedPairs: [] };
 
 beforeEach(() => {
@@ -32,16 +34,19 @@ beforeEach(() => {
   nft.made = [];
 });
 
-it('derives the cap from nf_conntrack_max: an eighth of the table', async () => {
-  await new NftablesFirewall('auto', log, () => 65_536).reconcile(model);
-  expect(nft.made).toEqual([staticTableText({ clientFlowLimit: 8192 })]);
+it('derives the cap from nf_conntrack_max: an eighth of the table, at most 4096', async () => {
+  await new NftablesFirewall('auto', RATE, log, () => 16_384).reconcile(model);
+  expect(nft.made).toEqual([table(2048)]);
+  nft.table = undefined;
+  await new NftablesFirewall('auto', RATE, log, () => 262_144).reconcile(model);
+  expect(nft.made).toEqual([table(2048), table(4096)]);
 });
 
 it('loads the table without the cap first when nf_conntrack is not loaded yet (its rules load it), then with it', async () => {
   // nf_conntrack_max exists once a table with ct rules is loaded.
-  const firewall = new NftablesFirewall('auto', log, () => (nft.table === undefined ? undefined : 4096));
+  const firewall = new NftablesFirewall('auto', RATE, log, () => (nft.table === undefined ? undefined : 4096));
   await firewall.reconcile(model);
-  expect(nft.made).toEqual([staticTableText({ clientFlowLimit: 0 }), staticTableText({ clientFlowLimit: 512 })]);
+  expect(nft.made).toEqual([table(0), table(512)]);
   // Settled once: the next calls, audits included, keep it.
   expect(await firewall.verify(model)).toBe(false);
   await firewall.reconcile(model);
@@ -49,14 +54,24 @@ it('loads the table without the cap first when nf_conntrack is not loaded yet (i
 });
 
 it('fails, saying what to give, when nf_conntrack_max never appears', async () => {
-  await expect(new NftablesFirewall('auto', log, () => undefined).reconcile(model)).rejects.toMatchObject({ kind: 'flow-limit', message: expect.stringMatching(/--client-flow-limit/) });
+  await expect(new NftablesFirewall('auto', RATE, log, () => undefined).reconcile(model)).rejects.toMatchObject({ kind: 'flow-limit', message: expect.stringMatching(/--client-flow-limit/) });
 });
 
 it('takes --client-flow-limit as it is, without reading nf_conntrack_max; refuses what nft cannot hold', async () => {
   const conntrackMax = vi.fn(() => 65_536);
-  await new NftablesFirewall(100, log, conntrackMax).reconcile(model);
-  await new NftablesFirewall(0, log, conntrackMax).reconcile(model);
-  expect(nft.made).toEqual([staticTableText({ clientFlowLimit: 100 }), staticTableText({ clientFlowLimit: 0 })]);
+  await new NftablesFirewall(100, RATE, log, conntrackMax).reconcile(model);
+  await new NftablesFirewall(0, RATE, log, conntrackMax).reconcile(model);
+  expect(nft.made).toEqual([table(100), table(0)]);
   expect(conntrackMax).not.toHaveBeenCalled();
-  expect(() => new NftablesFirewall(2 ** 32, log)).toThrow(expect.objectContaining({ kind: 'flow-limit' }));
+  expect(() => new NftablesFirewall(2 ** 32, RATE, log)).toThrow(expect.objectContaining({ kind: 'flow-limit' }));
+});
+
+it('takes --client-new-flow-rate as it is, 0 for none, with the cap derived or given; refuses what nft cannot hold', async () => {
+  await new NftablesFirewall('auto', 20, log, () => 65_536).reconcile(model);
+  await new NftablesFirewall(100, 0, log).reconcile(model);
+  expect(nft.made).toEqual([table(4096, 20), table(100, 0)]);
+  for (const rate of [-1, 1_000_001]) {
+    expect(() => new NftablesFirewall('auto', rate, log)).toThrow(expect.objectContaining({ kind: 'flow-rate' }));
+    expect(() => new NftablesFirewall(100, rate, log)).toThrow(expect.objectContaining({ kind: 'flow-rate' }));
+  }
 });
