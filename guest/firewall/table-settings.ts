@@ -21,16 +21,17 @@ export interface TableSettings {
 }
 
 /**
- * The default new-flow rate: a browser opening a hundred connections for a page at once, its DNS
- * lookups, a P2P client's DHT queries stay well under it, while it bounds what a client makes the
- * provider do. Each packet that opens a flow walks the client's conntrack entries (`ct count`):
- * about 40 us at a 4096-entry cap, so 500 a second cost a client at its cap some 2 % of a core,
- * and the packets past the rate cost a hash lookup. It also bounds what the cap does not count:
- * TCP connections closed but kept 120 s in TIME_WAIT, at most 120 s x the rate.
+ * The default new-flow rate: a browser opening a hundred connections for a page at once (the
+ * burst), its DNS lookups, a P2P client's DHT queries stay under it, while it bounds what a client
+ * makes the provider do. Each packet that opens a flow walks the client's conntrack entries (`ct
+ * count`): about 40 us at a 4096-entry cap, so 100 a second cost a client at its cap well under 1 %
+ * of a core, and the packets past the rate cost a hash lookup. It also bounds what the cap does not
+ * count, TCP connections closed but kept 120 s in TIME_WAIT: 120 s x 100 = 12,000 entries at most,
+ * where 500 a second would let one client take most of a 65,536-entry table (a 1 GB VM's) that way.
  */
-export const DEFAULT_CLIENT_NEW_FLOW_RATE = 500;
+export const DEFAULT_CLIENT_NEW_FLOW_RATE = 100;
 
-/** The burst: this many seconds of the rate, at once (1000 new flows at the default 500/s). */
+/** The burst: this many seconds of the rate, at once (200 new flows at the default 100/s). */
 export const CLIENT_NEW_FLOW_BURST_SECONDS = 2;
 
 /** Most new flows per second --client-new-flow-rate takes; the burst (twice it) fits nft's 32 bits. */

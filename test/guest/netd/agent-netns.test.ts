@@ -114,7 +114,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     const rules = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
     expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill(`ct count over ${Math.min(4096, Math.floor(conntrackMax / 8))} `));
     // And the default new-flow rate before it.
-    expect(rules.match(/limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill('limit rate over 500/second burst 1000 packets'));
+    expect(rules.match(/limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill('limit rate over 100/second burst 200 packets'));
     expect(report.model?.uplinks).toEqual(['wan']);
     expect(report.model?.providerLinks).toEqual([
       { ifname: 'vm1', clientIp: '100.64.0.1' },

@@ -38,10 +38,10 @@ describe('spectrum-netd --help', () => {
     expect(parsedOptions(runCommand(), [])).toMatchObject({ clientFlowLimit: 'auto' });
   });
 
-  it('run: --client-new-flow-rate defaults to 500 new flows a second per client', () => {
+  it('run: --client-new-flow-rate defaults to 100 new flows a second per client', () => {
     const help = runCommand().helpInformation().replace(/\s+/g, ' ');
-    expect(help).toMatch(/--client-new-flow-rate <n> new flows one client may open per second, .*\(0: no limit\) \(default: "500"\)/);
-    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientNewFlowRate: '500' });
+    expect(help).toMatch(/--client-new-flow-rate <n> new flows one client may open per second, .*\(0: no limit\) \(default: "100"\)/);
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientNewFlowRate: '100' });
   });
 
   it('run: repeated options still add up, starting from nothing', () => {
