@@ -1,6 +1,10 @@
 import type { FirewallModel } from './firewall/model.js';
+import type { TableSettings } from './firewall/table-settings.js';
 
 export type { FirewallModel };
+
+/** The flow limits each client is held to (0: none), as the table has them: `auto` resolved. */
+export type FlowLimits = Pick<TableSettings, 'clientFlowLimit' | 'clientNewFlowRate'>;
 
 /** Packet counters the firewall keeps; the agent reports them in `status`. */
 export interface FirewallCounters {
@@ -17,6 +21,8 @@ export interface FirewallPort {
   /** Read the ruleset back and repair what differs from `model`; true when something was repaired. */
   verify(model: FirewallModel): Promise<boolean>;
   counters(): Promise<FirewallCounters>;
+  /** The flow limits the table was made with; null before the first reconcile, and when no table of ours filters. */
+  flowLimits(): FlowLimits | null;
 }
 
 /** Stand-in until the nftables firewall is plugged in: remembers the last model, counts nothing. */
@@ -39,5 +45,9 @@ export class NoopFirewall implements FirewallPort {
 
   counters(): Promise<FirewallCounters> {
     return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
+  }
+
+  flowLimits(): FlowLimits | null {
+    return null;
   }
 }

@@ -161,8 +161,8 @@ const LINK_LOG_RATE = { perSecond: 1 / 60, burst: 5 } as const;
 const LINK_LOG_TRACKED = 4096;
 
 /**
- * Start the provider's DHCPv4 server. Each link gets a raw IPPROTO_UDP socket bound to it with
- * SO_BINDTODEVICE: it receives the client's broadcasts from 0.0.0.0 (which no dgram socket can tell
+ * Start the provider's DHCPv4 server. Each link gets a raw IPPROTO_UDP socket bound to it by
+ * index (SO_BINDTOIFINDEX, the DhcpLink's ifindex): it receives the client's broadcasts from 0.0.0.0 (which no dgram socket can tell
  * apart by link) and sends complete IP packets (IP_HDRINCL, source 169.254.0.1:67) out of that
  * link only: broadcasts to 255.255.255.255, unicasts to the client address through the /32 route
  * and permanent neighbour entry the agent keeps for it, so no ARP is needed before the client has
@@ -310,7 +310,7 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
     const previous = served.retry;
     clearTimeout(previous?.timer);
     try {
-      served.socket = LinkSocket.open(served.link.ifname, served);
+      served.socket = LinkSocket.open(served.link, served);
     } catch (error) {
       const failure = error instanceof DhcpError ? error : new DhcpError('socket', String(error));
       const round = previous === undefined ? 0 : previous.round + 1;

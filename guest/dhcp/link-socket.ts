@@ -14,6 +14,8 @@ import { DhcpError } from './dhcp-error.js';
 interface NativeSocket {
   setOption(level: number, option: number, value: number): void;
   setOption(level: number, option: number, value: Buffer, length: number): void;
+  /** getsockopt() into `value`; throws on failure. */
+  getOption(level: number, option: number, value: Buffer, length: number): number;
   /** recvfrom() once into `buffer`, then calls back synchronously; throws on failure (EAGAIN too). */
   recv(buffer: Buffer, callback: (buffer: Buffer, bytes: number, source: string) => void): void;
   /** sendto() now, non-blocking, then calls back synchronously; throws on failure (EAGAIN too). */
@@ -45,13 +47,22 @@ interface FilterOption extends SocketOptionBytes {
   readonly dropAll: Buffer;
 }
 
+/** An integer socket option's level and number, from the C headers. */
+interface IntegerOption {
+  readonly level: number;
+  readonly option: number;
+}
+
 interface FilterAddon {
   dhcpServerFilter(): FilterOption;
+  /** SO_BINDTOIFINDEX. */
+  bindToIndexOption(): IntegerOption;
 }
 
 interface NativeParts {
   readonly raw: NativeModule;
   readonly portFilter: FilterOption;
+  readonly bindToIndex: IntegerOption;
 }
 
 let native: NativeParts | undefined;
@@ -66,7 +77,7 @@ export function nativeParts(): NativeParts {
     const raw = require(join(dirname(require.resolve('raw-socket')), 'build', 'Release', 'raw.node')) as NativeModule;
     const filters = loadNativeAddon<FilterAddon>(import.meta.url, 'dhcp_filter.node');
     if (filters === undefined) throw new Error('the dhcp-filter addon (build/Release/dhcp_filter.node) is missing: run npm run build');
-    native = { raw, portFilter: filters.dhcpServerFilter() };
+    native = { raw, portFilter: filters.dhcpServerFilter(), bindToIndex: filters.bindToIndexOption() };
   }
   return native;
 }
@@ -77,6 +88,9 @@ export interface LinkSocketEvents {
   /** The socket failed and is closed. */
   onError(error: Error): void;
 }
+
+/** Where the name of the device a socket is bound to is read (IFNAMSIZ). */
+const boundName = Buffer.alloc(16);
 
 /** All link sockets read into one buffer: each datagram is handled before the next read. */
 const receiveBuffer = Buffer.alloc(65_536);
@@ -93,11 +107,19 @@ function dispatch(this: NativeSocket, event: string, error?: Error): void {
   else if (event === 'error') owner.fail(error ?? new Error('socket error'));
 }
 
+/** The link a socket is for: its index binds the socket, its name is for messages. */
+export interface SocketLink {
+  readonly ifname: string;
+  readonly ifindex: number;
+}
+
 /**
- * A raw IPPROTO_UDP socket bound to one link (SO_BINDTODEVICE): it sees the client's broadcasts
+ * A raw IPPROTO_UDP socket bound to one link (SO_BINDTOIFINDEX): it sees the client's broadcasts
  * from 0.0.0.0, which no dgram socket can tell apart by link, and sends complete IP datagrams
- * (IP_HDRINCL) out of that link only. A socket filter keeps its reads to datagrams for port 67.
- * The handle owns the descriptor until close().
+ * (IP_HDRINCL) out of that link only. Bound by index, not name: a socket opened again later (a
+ * retry after a failure) binds the device the agent configured or fails with ENODEV, never
+ * another device that took the name meanwhile. A socket filter keeps its reads to datagrams for
+ * port 67. The handle owns the descriptor until close().
  */
 export class LinkSocket {
   #socket: NativeSocket | undefined;
@@ -110,8 +132,9 @@ export class LinkSocket {
     this.#socket = socket;
   }
 
-  static open(ifname: string, events: LinkSocketEvents): LinkSocket {
-    const { raw, portFilter: filter } = nativeParts();
+  static open(link: SocketLink, events: LinkSocketEvents): LinkSocket {
+    const { raw, portFilter: filter, bindToIndex } = nativeParts();
+    const { ifname, ifindex } = link;
     let socket: NativeSocket;
     try {
       socket = new raw.SocketWrap(IPPROTO_UDP, RAW_SOCKET_IPV4);
@@ -122,12 +145,15 @@ export class LinkSocket {
     socket.owner = handle;
     socket.emit = dispatch;
     try {
-      // Until SO_BINDTODEVICE the socket reads every link's datagrams: one another link's client
+      // Until it is bound the socket reads every link's datagrams: one another link's client
       // sent to port 67 then, with this link's client MAC in chaddr (every client MAC is known),
       // would be served as this link's client's. So nothing is kept until the bind, and what was
       // queued before it is read and dropped.
       socket.setOption(filter.level, filter.option, filter.dropAll, filter.dropAll.length);
-      socket.setOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_BINDTODEVICE, Buffer.from(ifname), Buffer.byteLength(ifname));
+      socket.setOption(bindToIndex.level, bindToIndex.option, ifindex);
+      // The kernel takes an index no device has (the socket then hears nothing); reading the
+      // device's name back fails with ENODEV for one, so a link gone fails here, as by name.
+      socket.getOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_BINDTODEVICE, boundName, boundName.length);
       drain(socket);
       // Only datagrams to port 67 reach the socket: the client's other UDP to the provider (its
       // DNS queries) would each wake the server otherwise.
@@ -137,7 +163,7 @@ export class LinkSocket {
     } catch (error) {
       handle.close();
       // ENODEV: raw-socket gives strerror's text only.
-      if (/no such device/i.test(errorText(error))) throw new DhcpError('no-device', `cannot open a DHCP socket on ${ifname}: the kernel has no such interface`);
+      if (/no such device/i.test(errorText(error))) throw new DhcpError('no-device', `cannot open a DHCP socket on ${ifname}: the kernel has no interface of index ${ifindex}`);
       throw new DhcpError('socket', `cannot open a DHCP socket on ${ifname}: ${errorText(error)} (does the link exist, and does the agent have CAP_NET_RAW?)`);
     }
     return handle;

@@ -92,7 +92,7 @@ export interface DnsForwarderCounters {
   readonly tcpQueries: number;
   /** Upstream answers relayed to clients. */
   readonly answered: number;
-  /** Dropped silently: too short, or a response sent to us. */
+  /** Dropped silently: too short, or a response sent to us (over TCP its connection is closed), and zero-length TCP frames. */
   readonly malformed: number;
   readonly formErr: number;
   readonly notImp: number;
@@ -930,6 +930,10 @@ class Forwarder implements DnsForwarder {
     const verdict = inspectQuery(query);
     if (verdict.kind === 'drop') {
       this.#counters.malformed += 1;
+      // Not a query (shorter than a header, or a response): unanswered, as over UDP, and the
+      // connection closed (RFC 7766 lets a server), so that one sending junk frees its client's
+      // slot now, not after the idle timeout. The queries it still has pending go unanswered.
+      socket.destroy();
       return;
     }
     const reply = (response: Buffer): void => {

@@ -14,6 +14,8 @@
 // JS API: dhcpServerFilter() -> { level, option, value: Buffer, dropAll: Buffer }
 //   dropAll: the same option's value for a program that keeps nothing, for while the socket is
 //   not yet bound to its link (see link-socket.ts).
+// bindToIndexOption() -> { level, option }: SO_BINDTOIFINDEX (Linux 5.7), which binds a socket to
+//   a device by index, as the agent knows its links; its number differs between architectures.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -60,9 +62,18 @@ static napi_value dhcp_server_filter(napi_env env, napi_callback_info info) {
   return set_number(env, result, "option", SO_ATTACH_FILTER);
 }
 
+static napi_value bind_to_index_option(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  if (napi_create_object(env, &result) != napi_ok) return NULL;
+  if (set_number(env, result, "level", SOL_SOCKET) == NULL) return NULL;
+  return set_number(env, result, "option", SO_BINDTOIFINDEX);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("dhcpServerFilter", dhcp_server_filter),
+      ADDON_FUNCTION("bindToIndexOption", bind_to_index_option),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
   return exports;

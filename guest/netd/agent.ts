@@ -3,7 +3,7 @@
 import type { Logger } from '../../shared/log.js';
 import { type Backoff, backoffDelayMs } from '../backoff.js';
 import type { ConntrackPort } from '../conntrack-port.js';
-import type { FirewallCounters, FirewallPort } from '../firewall-port.js';
+import type { FirewallCounters, FirewallPort, FlowLimits } from '../firewall-port.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
@@ -66,6 +66,8 @@ export interface AgentStatus {
   readonly links: readonly (LinkReport & { readonly error: string | null })[];
   readonly counters: AgentCounters;
   readonly firewall: FirewallCounters;
+  /** What the firewall holds each client to (0: no limit); null without a firewall, or before its table is made. */
+  readonly flowLimits: FlowLimits | null;
   /** What the firewall was last told (empty in client mode). */
   readonly model: FirewallModel | null;
   /** Client IPs whose old conntrack entries are still to delete, and why the last try failed; null without a conntrack port. */
@@ -211,7 +213,8 @@ export class NetdAgent {
     const firewall = this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 } : await this.firewall.counters();
     const debt = this.#purgeDebt ?? NO_PURGE_DEBT;
     const conntrack = this.#purging() ? { owed: [...debt.released].sort(), sweepOwed: debt.sweep !== null, lastError: this.#purgeError } : null;
-    return { links, counters: { ...this.#counters }, firewall, model: this.#lastPlan?.firewall ?? null, conntrack };
+    const flowLimits = this.firewall?.flowLimits() ?? null;
+    return { links, counters: { ...this.#counters }, firewall, flowLimits, model: this.#lastPlan?.firewall ?? null, conntrack };
   }
 
   #noteEvent(event: KernelEvent): void {

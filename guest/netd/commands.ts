@@ -10,7 +10,7 @@ import type { DnsForwarder } from '../dns/forwarder.js';
 import { parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
-import { DEFAULT_CLIENT_NEW_FLOW_RATE, MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE } from '../firewall/table-settings.js';
+import { DEFAULT_CLIENT_NEW_FLOW_RATE, MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE, clientNewFlowBurst } from '../firewall/table-settings.js';
 import { type ClientFlowLimitOption, NftablesFirewall, ProviderServices } from './provider-ports.js';
 import { type AgentStatus, NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
@@ -302,6 +302,13 @@ export function formatStatus(status: AgentStatus & { services?: unknown }): stri
   // Timings are fractions of a millisecond: two decimals say all there is (--json keeps them whole).
   const shown = (value: unknown): string => (typeof value === 'number' && !Number.isInteger(value) ? String(Number(value.toFixed(2))) : String(value));
   let text = `${links}\n\n${Object.entries(counters).map(([name, value]) => `${name}: ${shown(value)}`).join('\n')}\n`;
+  // Beside the drops they cause: what `auto` came to, and the rate.
+  const limits = status.flowLimits;
+  if (limits !== null && limits !== undefined) {
+    const cap = limits.clientFlowLimit === 0 ? 'no cap on conntrack entries' : `${limits.clientFlowLimit} conntrack entries`;
+    const rate = limits.clientNewFlowRate === 0 ? 'no new-flow rate' : `${limits.clientNewFlowRate} new flows a second (${clientNewFlowBurst(limits)} at once)`;
+    text += `flow limits per client: ${cap}, ${rate}\n`;
+  }
   // Only while something is owed: then the links serving those IPs are held back.
   const conntrack = status.conntrack;
   if (conntrack !== null && conntrack !== undefined && (conntrack.owed.length > 0 || conntrack.sweepOwed || conntrack.lastError !== null)) {

@@ -5,7 +5,7 @@ import { clientId } from '../../shared/client-id.js';
 import type { DhcpServer } from '../dhcp/dhcp-server.js';
 import type { LeaseInfo } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
-import type { FirewallCounters, FirewallModel, FirewallPort } from '../firewall-port.js';
+import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '../firewall-port.js';
 import { readConntrackMax } from '../firewall/conntrack-max.js';
 import { FirewallError } from '../firewall/firewall-error.js';
 import { FirewallReconciler, firewallCounters } from '../firewall/nft.js';
@@ -19,6 +19,7 @@ export type ClientFlowLimitOption = number | 'auto';
 /** The agent's own firewall, changed in-process through libnftables. */
 export class NftablesFirewall implements FirewallPort {
   #reconciler: FirewallReconciler | undefined;
+  #flowLimits: FlowLimits | undefined;
 
   constructor(
     private readonly clientFlowLimit: ClientFlowLimitOption,
@@ -59,12 +60,17 @@ export class NftablesFirewall implements FirewallPort {
       limit = defaultClientFlowLimit(conntrackMax);
       this.log.info({ clientFlowLimit: limit, conntrackMax }, 'firewall: each client may hold this many conntrack entries (an eighth of the table, at most 4096)');
     }
-    this.#reconciler = new FirewallReconciler({ clientFlowLimit: limit, clientNewFlowRate: this.clientNewFlowRate });
+    this.#flowLimits = { clientFlowLimit: limit, clientNewFlowRate: this.clientNewFlowRate };
+    this.#reconciler = new FirewallReconciler(this.#flowLimits);
     return this.#reconciler;
   }
 
   counters(): Promise<FirewallCounters> {
     return firewallCounters();
+  }
+
+  flowLimits(): FlowLimits | null {
+    return this.#flowLimits ?? null;
   }
 }
 

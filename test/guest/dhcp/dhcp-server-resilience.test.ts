@@ -5,13 +5,13 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ClientId, clientId } from '../../../shared/client-id.js';
 import { clientIpTextOf } from '../../../shared/client-ip.js';
-import { clientMacOf, providerMacOf } from '../../../shared/link-mac.js';
+import { clientMacOf } from '../../../shared/link-mac.js';
 import type { DhcpLink } from '../../../guest/dhcp/dhcp-server.js';
 import { LINK_REQUEST_LIMIT, SOCKET_RETRY } from '../../../guest/dhcp/dhcp-server.js';
 import { MAX_MESSAGE_LENGTH, encodeDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, type NetnsProcess, type ProcessExit } from '../../harness/index.js';
-import { buildTopology, clientLink, clientNetns, linksOf, providerIfname, type DhcpTopology } from './dhcp-topology.js';
+import { buildTopology, clientLink, clientNetns, linksOf, providerIfname, remakeLink, type DhcpTopology } from './dhcp-topology.js';
 import { type ServerStats, ServerFixture, failLinkSocket, requireBuild, startProbeAsBoundClient } from './dhcp-server-fixture.js';
 
 /** busybox udhcpc with Debian's default.script, in a PID namespace: its exit (undefined if it ran out of time). */
@@ -43,6 +43,8 @@ const REOPENED = clientId(0x0701);
 const LATE = clientId(0x0702);
 const GONE = clientId(0x0703);
 const DROPPED = clientId(0x0704);
+const SWAPPED = clientId(0x0705);
+const ALL = [REOPENED, LATE, GONE, DROPPED, SWAPPED];
 
 describeNetns('DHCP server reopening its link sockets on its own', () => {
   let harness: Harness;
@@ -52,7 +54,7 @@ describeNetns('DHCP server reopening its link sockets on its own', () => {
   beforeAll(async () => {
     requireBuild();
     harness = createHarness('dhcpretry');
-    topology = await buildTopology(harness, [REOPENED, LATE, GONE, DROPPED]);
+    topology = await buildTopology(harness, ALL);
     // LATE is not served yet: a later setLinks adds it.
     server = await ServerFixture.start(topology.provider, topology.links.filter((link) => link.id !== LATE), 600);
   });
@@ -128,19 +130,46 @@ describeNetns('DHCP server reopening its link sockets on its own', () => {
 
     // The agent sees the link come back (a new device of the same name) and names it.
     const ns = client(GONE);
-    await topology.provider.ip(['link', 'add', ifname, 'address', providerMacOf(GONE), 'type', 'veth', 'peer', 'name', 'eth0', 'address', clientMacOf(GONE), 'netns', ns.name]);
-    await topology.provider.ip(['address', 'add', '169.254.0.1/32', 'dev', ifname]);
-    await topology.provider.ip(['link', 'set', ifname, 'up']);
-    await topology.provider.ip(['route', 'add', `${clientIpTextOf(GONE)}/32`, 'dev', ifname, 'scope', 'link', 'src', '169.254.0.1']);
-    await topology.provider.ip(['neigh', 'replace', clientIpTextOf(GONE), 'lladdr', clientMacOf(GONE), 'dev', ifname, 'nud', 'permanent']);
-    await ns.ip(['link', 'set', 'eth0', 'up']);
-    const links = await linksOf(topology.provider, [REOPENED, LATE, GONE, DROPPED]);
+    await remakeLink(topology, GONE, false);
+    const links = await linksOf(topology.provider, ALL);
     expect(links.find((link) => link.id === GONE)?.ifindex).not.toBe(linkOf(GONE).ifindex);
     expect(await server.setLinks(links)).toBe('ok');
     topology = { ...topology, links };
     const { exit, stderr } = await udhcpc(ns, 4);
     expect(exit, stderr).toMatchObject({ code: 0 });
     expect(await addresses(ns)).toEqual([`${clientIpTextOf(GONE)}/32`]);
+  });
+
+  it('never reopens a socket on another device that took a gone link\'s name: that device is served once setLinks names it', async () => {
+    const stats = await server.stats();
+    const before = counter(stats, 'socketRetries');
+    const received = counter(stats, 'received');
+    const ifname = providerIfname(SWAPPED);
+    await failLinkSocket(topology.provider, stats.pid, ifname, clientIpTextOf(SWAPPED));
+    // Replaced before the retry a second after the failure, by a device of the same name and
+    // MACs (so its client's chaddr is the one the link serves): what a retry binding by name
+    // would take for the link.
+    await remakeLink(topology, SWAPPED, true);
+    expect(counter(await server.stats(), 'socketRetries')).toBe(before);
+    const links = await linksOf(topology.provider, ALL);
+    expect(links.find((link) => link.id === SWAPPED)?.ifindex).not.toBe(linkOf(SWAPPED).ifindex);
+    await eventually('the retry that finds no link of its index', async () => counter(await server.stats(), 'socketRetries') === before + 1, 5000);
+    expect(logLines(server, ifname, WARN, 'the link is gone')).toHaveLength(1);
+
+    // The new device's client gets nothing until the agent names the device.
+    const ns = client(SWAPPED);
+    const unserved = await udhcpc(ns, 3);
+    expect(unserved.exit?.code, unserved.stderr).not.toBe(0);
+    expect(await addresses(ns)).toEqual([]);
+    const after = await server.stats();
+    expect(counter(after, 'received')).toBe(received);
+    expect(after.leases.find((lease) => lease.id === SWAPPED)).toBeUndefined();
+
+    expect(await server.setLinks(links)).toBe('ok');
+    topology = { ...topology, links };
+    const { exit, stderr } = await udhcpc(ns, 4);
+    expect(exit, stderr).toMatchObject({ code: 0 });
+    expect(await addresses(ns)).toEqual([`${clientIpTextOf(SWAPPED)}/32`]);
   });
 
   it('leaves no retry behind for a link setLinks removes, nor once closed: the process ends on its own', async () => {

@@ -88,16 +88,7 @@ export async function buildTopology(harness: Harness, ids: readonly ClientId[], 
   const clientNamespaces = ids.length <= 8 ? await Promise.all(ids.map((id) => harness.namespace(`c${id}`))) : await batchNamespaces(harness, provider, ids.map((id) => `c${id}`));
   const clients = new Map<ClientId, Netns>(ids.map((id, index) => [id, clientNamespaces[index] as Netns]));
   const lines: string[] = [];
-  for (const id of ids) {
-    const ifname = providerIfname(id);
-    const clientMac = options.clientMacs?.get(id) ?? clientMacOf(id);
-    const client = clients.get(id) as Netns;
-    lines.push(`link add ${ifname} address ${providerMacOf(id)} type veth peer name eth0 address ${clientMac} netns ${client.name}`);
-    lines.push(`address add 169.254.0.1/32 dev ${ifname}`);
-    lines.push(`link set ${ifname} up`);
-    lines.push(`route add ${clientIpTextOf(id)}/32 dev ${ifname} scope link src 169.254.0.1`);
-    lines.push(`neigh replace ${clientIpTextOf(id)} lladdr ${clientMacOf(id)} dev ${ifname} nud permanent`);
-  }
+  for (const id of ids) lines.push(...linkLines(id, clients.get(id) as Netns, options.clientMacs?.get(id) ?? clientMacOf(id)));
   await runBatch(provider, lines, 'links');
   await inParallel(ids, options.concurrency ?? 16, async (id) => {
     const client = clients.get(id) as Netns;
@@ -107,6 +98,30 @@ export async function buildTopology(harness: Harness, ids: readonly ClientId[], 
   });
   const links = await linksOf(provider, ids);
   return { provider, clients, links };
+}
+
+/** The `ip -batch` lines that make client `id`'s provider-side link, its peer eth0 in `client`. */
+function linkLines(id: ClientId, client: Netns, clientMac: string): string[] {
+  const ifname = providerIfname(id);
+  return [
+    `link add ${ifname} address ${providerMacOf(id)} type veth peer name eth0 address ${clientMac} netns ${client.name}`,
+    `address add 169.254.0.1/32 dev ${ifname}`,
+    `link set ${ifname} up`,
+    `route add ${clientIpTextOf(id)}/32 dev ${ifname} scope link src 169.254.0.1`,
+    `neigh replace ${clientIpTextOf(id)} lladdr ${clientMacOf(id)} dev ${ifname} nud permanent`,
+  ];
+}
+
+/**
+ * Make client `id`'s provider-side link anew as buildTopology makes it: a new device (a new
+ * index) of the same name and MACs. With `deleteFirst` the old one is deleted in the same
+ * `ip -batch`, so the name is taken again within milliseconds.
+ */
+export async function remakeLink(topology: DhcpTopology, id: ClientId, deleteFirst: boolean): Promise<void> {
+  const client = clientNetns(topology, id);
+  const lines = linkLines(id, client, clientMacOf(id));
+  await runBatch(topology.provider, deleteFirst ? [`link del ${providerIfname(id)}`, ...lines] : lines, `remake-${id}`);
+  await client.ip(['link', 'set', 'dev', 'eth0', 'up']);
 }
 
 /** The DhcpLinks of the provider namespace, ifindex read back from the kernel. */

@@ -8,6 +8,8 @@ describeNetns('DHCP link socket', () => {
   let provider: Netns;
   let client: Netns;
   let reader: NetnsProcess;
+  /** link0's index, which the socket is bound by. */
+  let ifindex: string;
 
   beforeAll(async () => {
     requireBuild();
@@ -19,7 +21,9 @@ describeNetns('DHCP link socket', () => {
     await harness.addAddress(client, 'eth0', '169.254.7.2/16');
     await harness.up(provider, 'link0');
     await harness.up(client, 'eth0');
-    reader = provider.spawn([process.execPath, READER_FIXTURE, 'link0'], { stdin: 'pipe' });
+    ifindex = /^(\d+):/.exec((await provider.ip(['-o', 'link', 'show', 'dev', 'link0'])).stdout)?.[1] ?? '';
+    expect(ifindex).not.toBe('');
+    reader = provider.spawn([process.execPath, READER_FIXTURE, 'link0', ifindex], { stdin: 'pipe' });
     await reader.waitForOutput(/^ready$/m);
   });
 
@@ -43,10 +47,10 @@ describeNetns('DHCP link socket', () => {
   });
 
   it("never reads what reached it from another link before it was bound to its own", async () => {
-    // A raw socket reads every link's datagrams until SO_BINDTODEVICE: one another link's client
+    // A raw socket reads every link's datagrams until it is bound to its link: one another link's client
     // sent to port 67 in that moment (with this link's client MAC in chaddr) would be served as
     // this link's. The fixture sends one over lo just before the bind.
-    const early = provider.spawn([process.execPath, READER_FIXTURE, 'link0', '169.254.0.1'], { stdin: 'pipe' });
+    const early = provider.spawn([process.execPath, READER_FIXTURE, 'link0', ifindex, '169.254.0.1'], { stdin: 'pipe' });
     try {
       await early.waitForOutput(/^ready$/m);
       await send(67);

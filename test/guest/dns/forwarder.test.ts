@@ -49,13 +49,15 @@ function rcodeOfHex(hex: string | null): number | null {
  *       {"closedAfterMs": ms | null} (null: still open after 8 s)
  *   steady PORT NAMES      sends one query every 0.5 s for each name in turn on one connection,
  *       reading each answer; prints {"answers": [[id, address]...], "end": ...}
+ * An empty name is a header asking no question, which the forwarder answers FORMERR.
  */
 const TCP_CLIENT = `
 import json, socket, struct, sys, time
 mode, port, names = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(',')
 def framed(name, ident):
-    q = struct.pack('>HHHHHH', ident, 0x0100, 1, 0, 0, 0)
-    q += b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\0\\0\\1\\0\\1'
+    q = struct.pack('>HHHHHH', ident, 0x0100, 1 if name else 0, 0, 0, 0)
+    if name:
+        q += b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\0\\0\\1\\0\\1'
     return struct.pack('>H', len(q)) + q
 def answers_of(data):
     answers = []
@@ -474,6 +476,29 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
+  it('closes a TCP connection at its first frame that is no query, freeing its client\'s slot, and keeps a pipelined stream open', async () => {
+    const capped = await ForwarderProcess.start(net.provider, { port: 5363, upstreams: [UPSTREAM_A], maxTcpConnectionsPerClient: 2 });
+    try {
+      // Both of the client's slots taken by connections that each sent a 3-byte frame (shorter
+      // than a DNS header) and stay open: without the close they held them for the idle timeout (10 s).
+      const junk = runQueryFixture({ mode: 'tcp-hold', port: 5363, bind: CLIENT_IP, count: 2, send: '0003010203' }) as Promise<(number | null)[]>;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect((await dig(['+tcp', '-p', '5363', '-b', CLIENT_IP, '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+      const closedAfter = await junk;
+      expect(closedAfter.every((ms) => ms !== null && ms < 1000), JSON.stringify(closedAfter)).toBe(true);
+      expect(await capped.counters()).toMatchObject({ malformed: 2, tcpRejected: 0, tcpIdleClosed: 0 });
+      // Queries pipelined on one connection, one of them a header asking no question (a query
+      // with a usable id: answered FORMERR, as over UDP): every one answered, the connection kept
+      // until the client's FIN.
+      const result = await runTcpClient('half-close', 5363, ['n0.test.example', '', 'n1.test.example']);
+      expect(result['end']).toBe('eof');
+      expect((result['answers'] as [number, string][]).sort(([a], [b]) => a - b)).toEqual([[0x100, '203.0.113.100'], [0x101, '0.0.0.0'], [0x102, '203.0.113.101']]);
+      expect(await capped.counters()).toMatchObject({ malformed: 2, formErr: 1 });
+    } finally {
+      await capped.process.kill();
+    }
+  });
+
   it('stops reading the queries of a TCP client that does not read its answers, and closes it when idle', async () => {
     const [bigUpstream = ''] = compiled(BIG_UPSTREAM_SOURCES);
     const upstream = net.internet.spawn([process.execPath, bigUpstream, JSON.stringify({ address: '192.0.2.1', port: 5300, size: 60_000 })]);
@@ -499,8 +524,9 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
   });
 
   it('keeps answering other clients while one streams junk frames over TCP as fast as it can', async () => {
-    // Each 64 KiB the flooder sends holds 21,845 frames: handled all in one go, one chunk after
-    // another, they kept the forwarder from everything else for seconds.
+    // Each 64 KiB the flooder sends holds 4,681 frames, each answered at once (FORMERR, or
+    // nothing past the client's rate): handled all in one go, one chunk after another, frames
+    // like these kept the forwarder from everything else for seconds.
     const flooded = await ForwarderProcess.start(net.provider, { port: 5358, upstreams: [UPSTREAM_A] });
     try {
       const result = (await runQueryFixture({

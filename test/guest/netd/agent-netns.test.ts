@@ -18,6 +18,7 @@ interface StatusJson {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string }[];
   counters: { initialChanges: number | null; changesApplied: number; reconciles: number; firewallRepairs: number };
   firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number };
+  flowLimits: { clientFlowLimit: number; clientNewFlowRate: number } | null;
   model: { providerLinks: { ifname: string; clientIp: string }[]; uplinks: string[] } | null;
 }
 
@@ -112,9 +113,12 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     const conntrackMax = Number((await provider.exec(['cat', '/proc/sys/net/netfilter/nf_conntrack_max'])).stdout);
     // The rules (the flow set's elements, which traffic adds, say it too).
     const rules = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
-    expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill(`ct count over ${Math.min(4096, Math.floor(conntrackMax / 8))} `));
+    const cap = Math.min(4096, Math.floor(conntrackMax / 8));
+    expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill(`ct count over ${cap} `));
     // And the default new-flow rate before it.
     expect(rules.match(/limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill('limit rate over 100/second burst 200 packets'));
+    // Both in status, `auto` resolved, where the start-up log alone said them.
+    expect(report.flowLimits).toEqual({ clientFlowLimit: cap, clientNewFlowRate: 100 });
     expect(report.model?.uplinks).toEqual(['wan']);
     expect(report.model?.providerLinks).toEqual([
       { ifname: 'vm1', clientIp: '100.64.0.1' },
@@ -125,6 +129,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     // The DNS forwarder's state, where an operator looks first when names do not resolve.
     expect(text.stdout).toMatch(/^flowLimitDrops: 0$/m);
     expect(text.stdout).toMatch(/^flowRateDrops: 0$/m);
+    expect(text.stdout).toContain(`\nflow limits per client: ${cap} conntrack entries, 100 new flows a second (200 at once)\n`);
     expect(text.stdout).toMatch(/^dns: listening; upstreams: /m);
     expect(text.stdout).toMatch(/^dns: queries \d+, answered \d+, retransmits \d+, upstreamTimeouts \d+, failed \d+/m);
   });
@@ -254,10 +259,12 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     agent = await startAgent(provider, socket, ['--client-flow-limit', '300', '--client-new-flow-rate', '40']);
     expect((await table()).match(/ct count over \d+ /g)).toEqual(['ct count over 300 ', 'ct count over 300 ']);
     expect((await table()).match(/limit rate over \S+ burst \d+ packets/g)).toEqual(['limit rate over 40/second burst 80 packets', 'limit rate over 40/second burst 80 packets']);
+    expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 300, clientNewFlowRate: 40 });
     await agent.kill('SIGTERM', 3000);
     agent = await startAgent(provider, socket, ['--client-flow-limit', '0', '--client-new-flow-rate', '0']);
     expect(await table()).not.toMatch(/ct count|client_flows|limit rate|client_new_flows/);
     expect((await status(socket)).firewall).toMatchObject({ flowLimitDrops: 0, flowRateDrops: 0 });
+    expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 0, clientNewFlowRate: 0 });
   });
 
   it('reads the firewall back every --firewall-audit and restores what someone else changed', async () => {

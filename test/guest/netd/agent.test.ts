@@ -3,7 +3,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter, ConntrackPort, ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
-import type { FirewallCounters, FirewallModel, FirewallPort } from '../../../guest/firewall-port.js';
+import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '../../../guest/firewall-port.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import type { KernelEvent, KernelView } from '../../../guest/netd/kernel-view.js';
@@ -69,6 +69,10 @@ class RecordingFirewall implements FirewallPort {
 
   counters(): Promise<FirewallCounters> {
     return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
+  }
+
+  flowLimits(): FlowLimits | null {
+    return null;
   }
 }
 

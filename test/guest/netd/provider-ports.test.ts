@@ -35,8 +35,12 @@ beforeEach(() => {
 });
 
 it('derives the cap from nf_conntrack_max: an eighth of the table, at most 4096', async () => {
-  await new NftablesFirewall('auto', RATE, log, () => 16_384).reconcile(model);
+  const firewall = new NftablesFirewall('auto', RATE, log, () => 16_384);
+  // What `status` shows: nothing until the table is made, then the cap it was made with.
+  expect(firewall.flowLimits()).toBeNull();
+  await firewall.reconcile(model);
   expect(nft.made).toEqual([table(2048)]);
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 2048, clientNewFlowRate: RATE });
   nft.table = undefined;
   await new NftablesFirewall('auto', RATE, log, () => 262_144).reconcile(model);
   expect(nft.made).toEqual([table(2048), table(4096)]);
@@ -47,6 +51,7 @@ it('loads the table without the cap first when nf_conntrack is not loaded yet (i
   const firewall = new NftablesFirewall('auto', RATE, log, () => (nft.table === undefined ? undefined : 4096));
   await firewall.reconcile(model);
   expect(nft.made).toEqual([table(0), table(512)]);
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 512, clientNewFlowRate: RATE });
   // Settled once: the next calls, audits included, keep it.
   expect(await firewall.verify(model)).toBe(false);
   await firewall.reconcile(model);
