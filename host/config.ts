@@ -307,19 +307,43 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
   return problems;
 }
 
+/** The error of a VM that checkVm found these problems with (at least one). */
+function invalidVm(snapshot: ConfigSnapshot, name: VmName, problems: readonly ConfigProblem[]): ConfigError {
+  return new ConfigError(
+    'invalid-vm',
+    `VM ${name} in ${snapshot.dir} is not valid (${problems.length} problem${problems.length === 1 ? '' : 's'}): ${problems.map((p) => p.message).join('; ')}`,
+    problems,
+  );
+}
+
 /** The VM and its providers when it is valid; otherwise a ConfigError listing every problem. */
 export function requireValidVm(snapshot: ConfigSnapshot, name: VmName): ValidVm {
   const problems = checkVm(snapshot, name);
-  if (problems.length > 0) {
-    throw new ConfigError(
-      'invalid-vm',
-      `VM ${name} in ${snapshot.dir} is not valid (${problems.length} problem${problems.length === 1 ? '' : 's'}): ${problems.map((p) => p.message).join('; ')}`,
-      problems,
-    );
-  }
+  if (problems.length > 0) throw invalidVm(snapshot, name, problems);
   const vm = snapshot.vms.get(name);
   const providers = vm === undefined ? [] : listedProviders(vm).filter(isVmName);
   return { name, providers };
+}
+
+/** A VM that did not pass checkVm, with the error requireValidVm throws for it. */
+export interface InvalidVm {
+  readonly name: VmName;
+  readonly error: ConfigError;
+}
+
+/**
+ * The VMs that pass checkVm and those that do not (`link --keep-going` links the first and
+ * reports the others), each in the order given.
+ */
+export function partitionValidVms(snapshot: ConfigSnapshot, names: readonly VmName[]): { valid: VmName[]; invalid: InvalidVm[] } {
+  const valid: VmName[] = [];
+  const invalid: InvalidVm[] = [];
+  for (const name of names) {
+    const problems = checkVm(snapshot, name);
+    if (problems.length === 0) valid.push(name);
+    else invalid.push({ name, error: invalidVm(snapshot, name, problems) });
+  }
+  return { valid, invalid };
 }
 
 /** The config dir to use: --config-dir, else $SPECTRUM_CONFIG_DIR (when not empty), else Spectrum's. */

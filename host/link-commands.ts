@@ -11,7 +11,8 @@ import { type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix } from './device-names.js';
 import {
-  type LinkOutcome,
+  type FailedVm,
+  type KeepGoingOutcome,
   type LinkProgressEvent,
   type LinkReport,
   type LinkerOptions,
@@ -23,10 +24,12 @@ import {
   checkNetnsPrefix,
   collectGarbage,
   linkVms,
+  linkVmsKeepGoing,
   listLinks,
   showLinks,
   strayAttachModes,
   unlinkVm,
+  unusedAttachModes,
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
 import { type SideArguments, type VmmFlags, vmmArgumentsFor } from './vmm-port.js';
@@ -51,6 +54,7 @@ interface LinkFlags extends StateFlags, VmmOptionFlags {
   netnsPrefix: string;
   mtu: string;
   all?: boolean;
+  keepGoing?: boolean;
 }
 
 interface UnlinkFlags extends StateFlags, VmmOptionFlags {
@@ -144,6 +148,8 @@ function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
   return `${configDir}/${dir.shown} has a providers/net but no VM name, so it is not linked: ${dir.reason}; rename it to link it`;
 }
 
+const reasonText = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
 const VMM_NAMES: Readonly<Record<VmmDetachFailure['vmm'], string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
 /**
@@ -185,9 +191,33 @@ function unlinkedJson(report: LinkReport, failures: readonly VmmDetachFailure[])
   return { ...linkFieldsJson(report), ...(failed.length > 0 && { vmmFailures: failed }) };
 }
 
+const PROGRESS_TEXT: Readonly<Record<LinkProgressEvent['phase'], (done: number, total: number) => string>> = {
+  devices: (done, total) => `linking: devices for ${done} of ${total} VMs`,
+  vmm: (done, total) => `linking: ${done} of ${total} NICs hot-plugged`,
+  'one-by-one': (done, total) => `linking VM by VM after a failure: ${done} of ${total} VMs`,
+};
+
 /** The progress line of `link`: how many VMs have their devices, then how many NICs are hot-plugged. */
 function linkProgressText(progress: Progress): (event: LinkProgressEvent) => void {
-  return ({ phase, done, total }) => progress.update(phase === 'devices' ? `linking: devices for ${done} of ${total} VMs` : `linking: ${done} of ${total} NICs hot-plugged`);
+  return ({ phase, done, total }) => progress.update(PROGRESS_TEXT[phase](done, total));
+}
+
+/** What `link --keep-going` says of a VM it did not link: one line. */
+function failedLine({ vm, error }: FailedVm): string {
+  return `link ${vm} failed: ${reasonText(error)}`;
+}
+
+/**
+ * What `link --keep-going` says where a signal stopped it while it linked VM by VM: what was
+ * undone, what stays linked, what was not done.
+ */
+function interruptedOneByOne(signal: NodeJS.Signals, interrupted: NonNullable<KeepGoingOutcome['interrupted']>, linked: number): string {
+  const undone = interrupted.undone === undefined ? '' : `undid what it had made for ${interrupted.undone}, the VM it was linking; `;
+  const left = interrupted.notLinked.length;
+  return (
+    `link interrupted by ${signal} while linking VM by VM after a failure (--keep-going): ${undone}` +
+    `the ${linked} VM${linked === 1 ? '' : 's'} it had linked (printed) stay linked; ${left} VM${left === 1 ? ' was' : 's were'} not linked and no link was taken down: run it again`
+  );
 }
 
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
@@ -212,6 +242,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.qemuBus())
     .addOption(option.json())
     .option('--all', 'link every VM of the config dir that has providers')
+    .option('--keep-going', 'link every VM that can be: a VM that fails (its config, the kernel, its VMM) is undone alone and reported; exits 1 if any failed')
     .action(async (names: string[], flags: LinkFlags) => {
       const attach = parseAttachChoice(flags.attach);
       const linkerOpts: LinkerOptions = {
@@ -245,9 +276,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // The first SIGINT or SIGTERM stops the run at its next safe point and undoes it, as a
       // failure would; a second exits at once.
       const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges');
-      let outcome: LinkOutcome;
+      let outcome: KeepGoingOutcome;
       try {
-        outcome = await linkVms(vms, { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal }, wholeDir);
+        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal };
+        outcome = flags.keepGoing === true ? await linkVmsKeepGoing(vms, runOptions, wholeDir) : { ...(await linkVms(vms, runOptions, wholeDir)), failed: [] };
       } catch (error) {
         if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
           throw new CliError(`link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`, signalExitCode(interruption.received));
@@ -263,7 +295,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         interruption.dispose();
         progress.done();
       }
-      const { linked, unlinked, orphaned, vmmFailures } = outcome;
+      const { linked, unlinked, orphaned, vmmFailures, failed } = outcome;
       // A line each (the message alone: fields would take more lines on a terminal).
       if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
       const misnamed = wholeDir?.snapshot.misnamed ?? [];
@@ -297,20 +329,29 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept${forced}): ${report.provider} is no longer among ${report.vm}'s providers\n`);
         }
       }
+      // With --keep-going, a line for each VM it did not link (stderr says why too).
+      if (flags.json === true) for (const entry of failed) lines.push(`${JSON.stringify({ vm: entry.vm, links: [], error: reasonText(entry.error) })}\n`);
       // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
       if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
       // And one for each directory with providers that --all skipped for its name.
       if (flags.json === true) for (const { name, reason } of misnamed) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
       process.stdout.write(lines.join(''));
+      // Each VM --keep-going did not link, then each VMM that did not detach a link taken down: a line each.
+      const failureLines = [...failed.map(failedLine), ...vmmFailures.map(unlistedLine)];
+      // Stopped by a signal while linking VM by VM: what was linked is printed and stays.
+      if (outcome.interrupted !== undefined && interruption.received !== undefined) {
+        const stopped = interruptedOneByOne(interruption.received, outcome.interrupted, linked.size);
+        throw new CliError(stopped, signalExitCode(interruption.received), failureLines, 'lines');
+      }
       // A signal after the last safe point: the run is done, and said; the exit code tells of the signal.
       if (interruption.received !== undefined) {
         const done = `link interrupted by ${interruption.received} after it had done its work: nothing was undone`;
-        throw new CliError(done, signalExitCode(interruption.received), vmmFailures.map(unlistedLine), 'lines');
+        throw new CliError(done, signalExitCode(interruption.received), failureLines, 'lines');
       }
-      // Links taken down despite a VMM that did not detach: what was linked stays linked, but the
-      // run failed, a line per such VMM.
-      if (vmmFailures.length > 0) {
-        const [first = '', ...rest] = vmmFailures.map(unlistedLine);
+      // VMs not linked, links taken down despite a VMM that did not detach: what was linked stays
+      // linked, but the run failed, a line each.
+      if (failureLines.length > 0) {
+        const [first = '', ...rest] = failureLines;
         throw new CliError(first, EXIT.failure, rest, 'lines');
       }
     });
@@ -332,6 +373,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const attach = parseAttachChoice(flags.attach);
       const forget = flags.forget === true;
       const { reports, failures } = await unlinkVm(name, { forget, force: flags.force === true }, { ...stateOptions(flags, env), attach, vmm: vmmFactory(attach, flags) });
+      // A per-VM mode for a VM that none of these links involves was used for nothing: a typo, most
+      // likely, with which a link without a recorded mode got the default one.
+      if (attach.perVm.size > 0 && wouldLog('warn')) {
+        for (const unused of unusedAttachModes(attach, [], reports)) {
+          log().warn(`--attach ${unused.vm}=${unused.mode} was not used: none of the links unlink took down (those of ${name}) involves ${unused.vm}; check the name`);
+        }
+      }
       const failuresOf = (report: LinkReport): VmmDetachFailure[] => failures.filter((failure) => failure.link.id === report.id);
       // The taps are gone: no VMM arguments (they would name devices that no longer exist). A
       // link taken down while a VMM did not detach its NIC says so (`vmmFailures`).

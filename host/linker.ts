@@ -4,7 +4,7 @@
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
-import { ConfigError, type ConfigSnapshot, requireValidVm, vmDirProblem } from './config.js';
+import { ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, planDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
@@ -54,9 +54,12 @@ export class LinkerError extends Error {
   }
 }
 
-/** How far a long `link` has got: VMs whose devices are made, then NICs hot-plugged into VMMs. */
+/**
+ * How far a long `link` has got: VMs whose devices are made, then NICs hot-plugged into VMMs;
+ * with --keep-going after a failure, VMs linked (or failed) one by one.
+ */
 export interface LinkProgressEvent {
-  readonly phase: 'devices' | 'vmm';
+  readonly phase: 'devices' | 'vmm' | 'one-by-one';
   readonly done: number;
   readonly total: number;
 }
@@ -247,6 +250,134 @@ function orphanedClients(state: LinkState, snapshot: ConfigSnapshot, options: Pi
   return [...byClient].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([vm, links]) => ({ vm, links }));
 }
 
+/** What one link transaction made: the state after it, each VM's links, each VM's providers now. */
+interface LinkTransaction {
+  readonly state: LinkState;
+  readonly linked: Map<VmName, LinkReport[]>;
+  readonly providers: Map<VmName, readonly VmName[]>;
+}
+
+/**
+ * One link transaction, under the state lock its caller holds, from the state `before` (as the
+ * state file has it): ids allocated (or found) and recorded, devices converged, VMMs attached,
+ * chunk by chunk. `snapshot`: the config as already read, else each chunk's VMs are read as
+ * they come. A failure (a bad VM, a kernel refusal, a VMM, an interruption) undoes it: the
+ * devices it made, the NICs it hot-plugged, the state file back to `before` (ids it allocated
+ * go back; ids the pairs already had stay theirs); then it is rethrown.
+ */
+async function linkTransaction(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot | undefined, before: LinkState): Promise<LinkTransaction> {
+  let state = before;
+  const byVm = new Map<VmName, LinkReport[]>();
+  const providers = new Map<VmName, readonly VmName[]>();
+  const plans: DevicePlan[] = [];
+  // Chunks are applied one after another; after a failure the rest are not.
+  let applying: Promise<void> = Promise.resolve();
+  let failed = false;
+  let applied = 0;
+  try {
+    for (const chunk of chunksOf(vms)) {
+      if (failed) break;
+      stopIfInterrupted(options);
+      const config = snapshot ?? (await readConfigVms(options.configDir, chunk));
+      const wanted = chunk.map((vm) => requireValidVm(config, vm));
+      for (const vm of wanted) providers.set(vm.name, vm.providers);
+      const allocation = allocateMany(state, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
+      const reports: LinkReport[] = [];
+      for (const vm of wanted) byVm.set(vm.name, []);
+      for (const link of allocation.links) {
+        const report = linkReport(link, options, 'desired');
+        byVm.get(link.client)?.push(report);
+        reports.push(report);
+      }
+      const next = setAttachments(
+        allocation.state,
+        reports.map((report) => ({
+          pair: { client: vmName(report.vm), provider: vmName(report.provider) },
+          attached: { client: report.clientAttach, provider: report.providerAttach },
+        })),
+      );
+      const connections = reports.map((report) => desiredConnection(report, options));
+      // The query only reads, so it runs while the state is written (and while the kernel
+      // makes the previous chunk's devices, which are others).
+      const observed = observeDevices(netnsNames(connections), connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]));
+      observed.catch(() => undefined); // awaited below; not unhandled if saving fails first
+      // Ids (and how their devices will be attached) are recorded durably before the chunk's
+      // devices exist, so a crash leaves devices that gc and unlink can attribute.
+      if (!sameState(next, state)) {
+        await saveState(options.stateDir, next);
+        state = next;
+      }
+      const plan = planDevices(connections, await observed);
+      plans.push(plan);
+      applying = applying
+        .then(async () => {
+          if (failed) return;
+          stopIfInterrupted(options);
+          await applyDevicePlan(plan);
+          applied += chunk.length;
+          options.progress?.({ phase: 'devices', done: applied, total: vms.length });
+        })
+        .catch((error: unknown) => {
+          failed = true;
+          throw error;
+        });
+      applying.catch(() => undefined); // awaited after the loop
+    }
+    await applying;
+    stopIfInterrupted(options);
+    await attachToVmms([...byVm.values()].flat(), options);
+  } catch (error) {
+    await applying.catch(() => undefined);
+    for (const plan of plans.reverse()) await undoDevicePlan(plan);
+    if (state !== before) await saveState(options.stateDir, before);
+    throw error;
+  }
+  return { state, linked: byVm, providers };
+}
+
+/** What taking down the links to providers no longer listed did. */
+interface UnlistedTakedown {
+  readonly state: LinkState;
+  readonly unlinked: Map<VmName, LinkReport[]>;
+  readonly vmmFailures: VmmDetachFailure[];
+}
+
+/**
+ * Take down each listed client's links to providers it no longer names (`listed`: each client's
+ * providers now), as `unlink --force` does, and save the state. Under the caller's lock.
+ */
+async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
+  const unlisted = [...listed].flatMap(([vm, providers]) => unlistedLinks(state, vm, providers));
+  const unlinked = new Map<VmName, LinkReport[]>();
+  if (unlisted.length === 0) return { state, unlinked, vmmFailures: [] };
+  // With force a VMM's failure is returned, not thrown: what is left to throw is the host's
+  // own (a device the kernel did not delete).
+  const released = await releaseLinks(state, unlisted, options, { force: true }).catch((error: unknown) => {
+    const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reason}`);
+  });
+  if (!sameState(released.state, state)) await saveState(options.stateDir, released.state);
+  for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
+  return { state: released.state, unlinked, vmmFailures: released.failures };
+}
+
+/** Run fn under the state lock; an interruption while waiting for it is said as such. */
+function underLinkLock<T>(options: LinkerOptions, fn: () => Promise<T>): Promise<T> {
+  return withStateLock(options.stateDir, fn, options.signal === undefined ? {} : { signal: options.signal }).catch((error: unknown) => {
+    // Interrupted while another run holds the lock: stop waiting (nothing made yet).
+    if (error instanceof StateStoreError && error.kind === 'lock-aborted') {
+      throw new LinkerError('interrupted-waiting', `interrupted (${String(options.signal?.reason)}) while waiting for the state lock: nothing was made`);
+    }
+    throw error;
+  });
+}
+
+/** Each listed client's providers: first the whole dir's VMs without any, then those linked. */
+function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMap<VmName, readonly VmName[]>): Map<VmName, readonly VmName[]> {
+  return new Map<VmName, readonly VmName[]>([...withoutProviders.map((vm): [VmName, readonly VmName[]] => [vm, []]), ...linked]);
+}
+
 /**
  * `link <vm...>`: every connection of each client VM to each of its providers, ids allocated
  * (or found) in the state, devices converged, VMMs attached; then its connections to providers
@@ -262,101 +393,103 @@ function orphanedClients(state: LinkState, snapshot: ConfigSnapshot, options: Pi
 export async function linkVms(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<LinkOutcome> {
   const vms = [...new Set(names.map(vmName))];
   const snapshot = wholeDir?.snapshot;
-  const withoutProviders = wholeDir?.withoutProviders ?? [];
-  return withStateLock(options.stateDir, async () => {
+  return underLinkLock(options, async () => {
+    const run = await linkTransaction(vms, options, snapshot, await loadState(options.stateDir));
+    const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
+    const orphaned = snapshot === undefined ? [] : orphanedClients(down.state, snapshot, options);
+    return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, vmmFailures: down.vmmFailures };
+  });
+}
+
+/** A VM that `link --keep-going` did not link: undone alone, the others linked. */
+export interface FailedVm {
+  readonly vm: VmName;
+  readonly error: unknown;
+}
+
+/** What `link --keep-going` did. */
+export interface KeepGoingOutcome extends LinkOutcome {
+  /** The VMs it did not link, each with why, in the order asked for. */
+  readonly failed: readonly FailedVm[];
+  /**
+   * Where a SIGINT or SIGTERM stopped it while it linked VM by VM: the VM it was linking (undone
+   * like a failed one), if any, and the VMs it had not got to. The VMs of `linked` stay linked;
+   * nothing was taken down (`unlinked` and `orphaned` are empty).
+   */
+  readonly interrupted?: { readonly undone?: VmName; readonly notLinked: readonly VmName[] };
+}
+
+const isInterruption = (error: unknown): boolean => error instanceof LinkerError && error.kind === 'interrupted';
+
+/**
+ * `link --keep-going <vm...>` (as `make -k`): as linkVms, but each VM is a transaction of its own,
+ * so that a VM that fails (an invalid config, a kernel refusal, a VMM that refuses or stalls) is
+ * undone alone (its devices, the NICs hot-plugged for it, the ids allocated for it) while every
+ * other VM is linked. The healthy case costs what linkVms does: VMs whose config is invalid are
+ * set aside up front, the rest are linked in one transaction, and only where that fails (it has
+ * then undone itself) are they linked again one by one. The state lock is held throughout.
+ * A state that cannot be read or written fails the whole run, as does an interruption during the
+ * one transaction (undone as in linkVms); one while linking VM by VM stops at the next safe
+ * point, undoes the VM in progress, and returns what was linked (`interrupted`).
+ */
+export async function linkVmsKeepGoing(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
+  const vms = [...new Set(names.map(vmName))];
+  return underLinkLock(options, async () => {
+    const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms));
+    const { valid, invalid } = partitionValidVms(snapshot, vms);
+    const failures = new Map<VmName, unknown>(invalid.map(({ name, error }) => [name, error]));
     const before = await loadState(options.stateDir);
     let state = before;
-    const byVm = new Map<VmName, LinkReport[]>();
-    /** Each VM's providers as its config names them now. */
-    const listed = new Map<VmName, readonly VmName[]>(withoutProviders.map((vm) => [vm, []]));
-    const plans: DevicePlan[] = [];
-    // Chunks are applied one after another; after a failure the rest are not.
-    let applying: Promise<void> = Promise.resolve();
-    let failed = false;
-    let applied = 0;
+    let linked = new Map<VmName, LinkReport[]>();
+    let providers = new Map<VmName, readonly VmName[]>();
+    let interrupted: KeepGoingOutcome['interrupted'];
     try {
-      for (const chunk of chunksOf(vms)) {
-        if (failed) break;
-        stopIfInterrupted(options);
-        const config = snapshot ?? (await readConfigVms(options.configDir, chunk));
-        const wanted = chunk.map((vm) => requireValidVm(config, vm));
-        for (const vm of wanted) listed.set(vm.name, vm.providers);
-        const allocation = allocateMany(state, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
-        const reports: LinkReport[] = [];
-        for (const vm of wanted) byVm.set(vm.name, []);
-        for (const link of allocation.links) {
-          const report = linkReport(link, options, 'desired');
-          byVm.get(link.client)?.push(report);
-          reports.push(report);
-        }
-        const next = setAttachments(
-          allocation.state,
-          reports.map((report) => ({
-            pair: { client: vmName(report.vm), provider: vmName(report.provider) },
-            attached: { client: report.clientAttach, provider: report.providerAttach },
-          })),
-        );
-        const connections = reports.map((report) => desiredConnection(report, options));
-        // The query only reads, so it runs while the state is written (and while the kernel
-        // makes the previous chunk's devices, which are others).
-        const observed = observeDevices(netnsNames(connections), connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]));
-        observed.catch(() => undefined); // awaited below; not unhandled if saving fails first
-        // Ids (and how their devices will be attached) are recorded durably before the chunk's
-        // devices exist, so a crash leaves devices that gc and unlink can attribute.
-        if (!sameState(next, state)) {
-          await saveState(options.stateDir, next);
-          state = next;
-        }
-        const plan = planDevices(connections, await observed);
-        plans.push(plan);
-        applying = applying
-          .then(async () => {
-            if (failed) return;
-            stopIfInterrupted(options);
-            await applyDevicePlan(plan);
-            applied += chunk.length;
-            options.progress?.({ phase: 'devices', done: applied, total: vms.length });
-          })
-          .catch((error: unknown) => {
-            failed = true;
-            throw error;
-          });
-        applying.catch(() => undefined); // awaited after the loop
-      }
-      await applying;
-      stopIfInterrupted(options);
-      await attachToVmms([...byVm.values()].flat(), options);
+      ({ state, linked, providers } = await linkTransaction(valid, options, snapshot, before));
     } catch (error) {
-      await applying.catch(() => undefined);
-      for (const plan of plans.reverse()) await undoDevicePlan(plan);
-      // Ids this run allocated go back; ids the pairs already had stay theirs.
-      if (state !== before) await saveState(options.stateDir, before);
-      throw error;
+      // Undone already. Nothing one VM could be spared: the state is every VM's.
+      if (isInterruption(error) || error instanceof StateStoreError) throw error;
+      if (valid.length === 1) failures.set(valid[0] as VmName, error);
+      else ({ state, linked, providers, interrupted } = await linkOneByOne(valid, options, snapshot, before, failures));
     }
-    const unlisted = [...listed].flatMap(([vm, providers]) => unlistedLinks(state, vm, providers));
-    const unlinked = new Map<VmName, LinkReport[]>();
-    const vmmFailures: VmmDetachFailure[] = [];
-    if (unlisted.length > 0) {
-      // With force a VMM's failure is returned, not thrown: what is left to throw is the host's
-      // own (a device the kernel did not delete).
-      const released = await releaseLinks(state, unlisted, options, { force: true }).catch((error: unknown) => {
-        const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
-        const reason = error instanceof Error ? error.message : String(error);
-        throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reason}`);
-      });
-      if (!sameState(released.state, state)) await saveState(options.stateDir, released.state);
-      for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
-      vmmFailures.push(...released.failures);
-    }
-    const orphaned = snapshot === undefined ? [] : orphanedClients(state, snapshot, options);
-    return { linked: new Map(vms.map((vm) => [vm, byVm.get(vm) ?? []])), unlinked, orphaned, vmmFailures };
-    // Interrupted while another run holds the lock: stop waiting (nothing made yet).
-  }, options.signal === undefined ? {} : { signal: options.signal }).catch((error: unknown) => {
-    if (error instanceof StateStoreError && error.kind === 'lock-aborted') {
-      throw new LinkerError('interrupted-waiting', `interrupted (${String(options.signal?.reason)}) while waiting for the state lock: nothing was made`);
-    }
-    throw error;
+    const failed = vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
+    const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
+    if (interrupted !== undefined) return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], vmmFailures: [], failed, interrupted };
+    const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options);
+    const orphaned = wholeDir === undefined ? [] : orphanedClients(down.state, snapshot, options);
+    return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, vmmFailures: down.vmmFailures, failed };
   });
+}
+
+/**
+ * The VM-by-VM pass of `link --keep-going`: a transaction per VM from the state the last one
+ * left; a VM that fails is undone alone and added to `failures`. A signal stops it before the
+ * next VM, or undoes the VM in progress at its next safe point.
+ */
+async function linkOneByOne(
+  vms: readonly VmName[],
+  options: LinkerOptions,
+  snapshot: ConfigSnapshot,
+  before: LinkState,
+  failures: Map<VmName, unknown>,
+): Promise<LinkTransaction & { interrupted?: KeepGoingOutcome['interrupted'] }> {
+  const { progress, ...quiet } = options;
+  let state = before;
+  const linked = new Map<VmName, LinkReport[]>();
+  const providers = new Map<VmName, readonly VmName[]>();
+  for (const [index, vm] of vms.entries()) {
+    if (options.signal?.aborted === true) return { state, linked, providers, interrupted: { notLinked: vms.slice(index) } };
+    try {
+      const run = await linkTransaction([vm], quiet, snapshot, state);
+      state = run.state;
+      linked.set(vm, run.linked.get(vm) ?? []);
+      providers.set(vm, run.providers.get(vm) ?? []);
+    } catch (error) {
+      if (isInterruption(error)) return { state, linked, providers, interrupted: { undone: vm, notLinked: vms.slice(index + 1) } };
+      failures.set(vm, error);
+    }
+    progress?.({ phase: 'one-by-one', done: index + 1, total: vms.length });
+  }
+  return { state, linked, providers };
 }
 
 /** An `--attach VM=MODE` that a `link` run used for nothing, naming no VM of the config dir either. */
@@ -368,6 +501,19 @@ export interface StrayAttach {
 }
 
 /**
+ * The per-VM attach modes (`--attach VM=MODE`) that name none of `vms` and no VM of `reports`
+ * (as client or as provider): those a run used for nothing.
+ */
+export function unusedAttachModes(attach: AttachChoice, vms: Iterable<VmName>, reports: Iterable<LinkReport>): { vm: VmName; mode: AttachMode }[] {
+  const touched = new Set<VmName>(vms);
+  for (const report of reports) {
+    touched.add(vmName(report.vm));
+    touched.add(vmName(report.provider));
+  }
+  return [...attach.perVm].filter(([vm]) => !touched.has(vm)).map(([vm, mode]) => ({ vm, mode }));
+}
+
+/**
  * The per-VM attach modes of a finished `link` run that named a VM the run did not touch (no
  * client linked or taken down, nor a provider of one) and that the config dir has no directory
  * for: most likely a typo, with which the VM meant got the default mode. A VM of the config dir
@@ -375,14 +521,9 @@ export interface StrayAttach {
  * to every call, name VMs that a given run need not touch.
  */
 export async function strayAttachModes(outcome: LinkOutcome, attach: AttachChoice, configDir: string, snapshot?: ConfigSnapshot): Promise<StrayAttach[]> {
-  const touched = new Set<VmName>();
-  for (const [vm, reports] of [...outcome.linked, ...outcome.unlinked]) {
-    touched.add(vm);
-    for (const report of reports) touched.add(vmName(report.provider));
-  }
+  const groups = [...outcome.linked, ...outcome.unlinked];
   const strays: StrayAttach[] = [];
-  for (const [vm, mode] of attach.perVm) {
-    if (touched.has(vm)) continue;
+  for (const { vm, mode } of unusedAttachModes(attach, groups.map(([vm]) => vm), groups.flatMap(([, reports]) => reports))) {
     const reason = snapshot === undefined ? await noVmReason(configDir, vm) : vmDirProblem(snapshot, vm);
     if (reason !== undefined) strays.push({ vm, mode, reason });
   }

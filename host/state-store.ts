@@ -23,7 +23,7 @@
 // pays more for the thread pool and for loading node:fs/promises than for the calls themselves.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { closeSync, constants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { loadNativeAddon } from '../shared/native-addon.js';
 import { type LinkState, emptyState, parseState, serializeState } from './link-state.js';
 
@@ -114,7 +114,8 @@ export async function saveState(dir: string, state: LinkState): Promise<void> {
     } catch {
       // never created, or already renamed
     }
-    throw new StateStoreError('write-failed', `cannot write state file ${path} (${reasonOf(error)}); check the state dir's permissions and free space`);
+    const check = isCode(error, 'EROFS') ? 'a read-only file system: check how the state dir is mounted' : "check the state dir's permissions and free space";
+    throw new StateStoreError('write-failed', `cannot write state file ${path} (${reasonOf(error)}); ${check}`);
   }
   try {
     const fd = openSync(dir, 'r');
@@ -172,8 +173,33 @@ function openStateDir(dir: string): { fd: number; key: string } {
   } catch (error) {
     // mkdir -p says EEXIST where the path itself is no directory, ENOTDIR where a folder above it
     // is none (and open with O_DIRECTORY ENOTDIR where the path became something else meanwhile).
-    const reason = isCode(error, 'EEXIST') ? 'it is not a directory' : isCode(error, 'ENOTDIR') ? 'a path above it is not a directory' : reasonOf(error);
+    const reason = isCode(error, 'EEXIST')
+      ? 'it is not a directory'
+      : isCode(error, 'ENOTDIR')
+        ? 'a path above it is not a directory'
+        : isCode(error, 'ENOENT')
+          ? (mkdirFailure(dir) ?? reasonOf(error))
+          : reasonOf(error);
     throw new StateStoreError('state-dir-unusable', `state dir ${dir} cannot be used (${reason}); pass --state-dir or set ${STATE_DIR_ENV} to a writable directory`);
+  }
+}
+
+/**
+ * Why `dir` could not be made, where a recursive mkdir said ENOENT: Node's says so whatever made
+ * the mkdir of a missing directory fail (it then stats that directory, which is missing). A plain
+ * mkdir of the first missing directory below the deepest one that exists says the real reason
+ * (e.g. EROFS, EACCES); undefined where it succeeds (then the recursive mkdir raced with another).
+ */
+function mkdirFailure(dir: string): string | undefined {
+  let missing = resolve(dir);
+  for (let parent = dirname(missing); parent !== missing && !existsSync(parent); parent = dirname(parent)) missing = parent;
+  try {
+    mkdirSync(missing, { mode: 0o755 });
+    return undefined;
+  } catch (error) {
+    if (isCode(error, 'EROFS')) return `cannot make ${missing}: EROFS, a read-only file system; check how it is mounted`;
+    if (isCode(error, 'EACCES')) return `cannot make ${missing}: EACCES, no permission to write in ${dirname(missing)}`;
+    return `cannot make ${missing}: ${reasonOf(error)}`;
   }
 }
 

@@ -6,6 +6,7 @@ import {
   type VmDir,
   checkVm,
   configDirFrom,
+  partitionValidVms,
   providerCycles,
   requireValidVm,
   vmDirProblem,
@@ -187,6 +188,37 @@ describe('provider graphs (property)', () => {
           cycle.forEach((n, i) => expect(edges.get(n)).toContain(cycle[(i + 1) % cycle.length]));
           expect(new Set(cycle).size).toBe(cycle.length);
         }
+      }),
+    );
+  });
+});
+
+describe('partitionValidVms (property)', () => {
+  const names = ['v0', 'v1', 'v2', 'v3', 'v4'];
+  const vmsOf = fc.array(fc.tuple(fc.constantFrom(...names, 'gone'), fc.constantFrom(...names, 'gone'), fc.boolean()), { maxLength: 10 });
+
+  it('splits the names given, in their order, exactly as requireValidVm judges each one', () => {
+    fc.assert(
+      fc.property(vmsOf, fc.array(fc.constantFrom(...names, 'gone'), { maxLength: 8 }), (pairs, asked) => {
+        const listed = new Map<string, Set<string>>(names.map((n) => [n, new Set<string>()]));
+        const noKernel = new Set<string>();
+        for (const [from, to, broken] of pairs) {
+          listed.get(from)?.add(to);
+          if (broken) noKernel.add(to);
+        }
+        const s = snapshot(...names.map((n) => vm(n, [...(listed.get(n) ?? [])], noKernel.has(n) ? { kernel: 'missing' } : {})));
+        const { valid, invalid } = partitionValidVms(s, asked.map(vmName));
+        const judged = asked.map((name) => {
+          try {
+            requireValidVm(s, vmName(name));
+            return { name, valid: true, message: '' };
+          } catch (error) {
+            return { name, valid: false, message: (error as ConfigError).message };
+          }
+        });
+        expect(valid).toEqual(judged.filter((j) => j.valid).map((j) => j.name));
+        expect(invalid.map((entry) => ({ name: entry.name, valid: false, message: entry.error.message }))).toEqual(judged.filter((j) => !j.valid));
+        for (const entry of invalid) expect(entry.error.kind).toBe('invalid-vm');
       }),
     );
   });

@@ -15,7 +15,7 @@ const named = (name: string): Command => {
 
 /** The options each command uses, and so takes (--help aside). */
 const OWN_OPTIONS: Record<string, readonly string[]> = {
-  link: ['--config-dir', '--state-dir', '--device-prefix', '--netns-prefix', '--mtu', '--attach', '--qmp-socket', '--ch-socket', '--vmm-timeout', '--qemu-bus', '--json', '--all'],
+  link: ['--config-dir', '--state-dir', '--device-prefix', '--netns-prefix', '--mtu', '--attach', '--qmp-socket', '--ch-socket', '--vmm-timeout', '--qemu-bus', '--json', '--all', '--keep-going'],
   unlink: ['--state-dir', '--device-prefix', '--attach', '--qmp-socket', '--ch-socket', '--vmm-timeout', '--json', '--forget', '--force'],
   list: ['--state-dir', '--device-prefix', '--json'],
   show: ['--config-dir', '--state-dir', '--device-prefix', '--json'],
@@ -24,7 +24,7 @@ const OWN_OPTIONS: Record<string, readonly string[]> = {
 const EVERY_OPTION = [...new Set(Object.values(OWN_OPTIONS).flat())];
 /** A value for each option that takes one. */
 const VALUE: Record<string, string> = { '--mtu': '9000', '--attach': 'qemu', '--qemu-bus': 'rp0', '--netns-prefix': 'vm-', '--vmm-timeout': '300' };
-const withValue = (option: string): string[] => (['--json', '--all', '--forget', '--force'].includes(option) ? [option] : [option, VALUE[option] ?? '/tmp/x']);
+const withValue = (option: string): string[] => (['--json', '--all', '--keep-going', '--forget', '--force'].includes(option) ? [option] : [option, VALUE[option] ?? '/tmp/x']);
 const argumentsOf: Record<string, string[]> = { link: ['appvm-lynx'], unlink: ['appvm-lynx'], list: [], show: ['appvm-lynx'], gc: [] };
 
 /**

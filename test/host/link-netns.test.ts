@@ -749,6 +749,20 @@ describeNetns('link --attach VM=MODE naming a VM the run does not touch', () => 
     const used = await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--attach', 'netvm=netns']);
     expect([used.code, used.stderr]).toEqual([0, '']);
   });
+
+  it('unlink warns once of a VM=MODE that none of the links it took down involves (exit 0), not of their client or provider', async () => {
+    expect((await world().link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    const result = await world().link(['unlink', 'appvm-lynx', '--attach', 'apvm-lynx=qemu', '--attach', 'netvm=netns', '--attach', 'appvm-lynx=netns', '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ vm: 'appvm-lynx', unlinked: [{ provider: 'netvm' }] });
+    expect(lines(result.stderr)).toEqual([
+      expect.stringContaining('--attach apvm-lynx=qemu was not used: none of the links unlink took down (those of appvm-lynx) involves apvm-lynx; check the name'),
+    ]);
+    // Taking down the provider's links: the client is involved, nothing to say.
+    expect((await world().link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    const provider = await world().link(['unlink', 'netvm', '--attach', 'appvm-lynx=netns']);
+    expect([provider.code, provider.stderr]).toEqual([0, '']);
+  });
 });
 
 describeNetns('link --all and a VM directory whose name is no VM name', () => {

@@ -1,7 +1,8 @@
 // The state lock across network namespaces: spectrum-link processes entered into different
 // network namespaces (nsenter --net, unshare -n) with one --state-dir must still exclude each other.
+// And a state dir on a read-only mount (made in a mount namespace of its own) is said to be one.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
@@ -54,5 +55,46 @@ describeNetns('state lock across network namespaces', () => {
     expect(state.links.map((link) => link.client).sort()).toEqual([...clients].sort());
     expect(new Set(state.links.map((link) => link.id))).toEqual(new Set(ids));
     expect(await readdir(dir)).toEqual(['links.json']);
+  });
+});
+
+describeNetns('a state dir on a read-only file system', () => {
+  let harness: Harness;
+  let ns: Netns;
+  let mountPoint: string;
+
+  beforeAll(async () => {
+    if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run \`npm run build\` first`);
+    harness = createHarness('rostate');
+    ns = await harness.namespace('ro');
+    mountPoint = await mkdtemp(join(tmpdir(), 'spectrum-ro-'));
+  });
+  afterAll(async () => {
+    await harness?.cleanup();
+    if (mountPoint !== undefined) await rm(mountPoint, { recursive: true, force: true });
+  });
+
+  /**
+   * Run the fixture with a tmpfs at the mount point, read-only (after `prepare` ran on it
+   * writable), in a mount namespace of its own: unshare makes its mounts private, so the tmpfs is
+   * never seen outside it, and goes with it.
+   */
+  const onReadOnlyTmpfs = (prepare: string, args: readonly string[]) =>
+    ns.exec(['unshare', '-m', 'sh', '-c', `mount -t tmpfs -o size=1m tmpfs "$0" && ${prepare} && mount -o remount,ro "$0" && exec "$@"`, mountPoint, process.execPath, FIXTURE, ...args], {
+      allowFailure: true,
+    });
+
+  it('that cannot be made says so (where mkdir -p says ENOENT), and one that exists fails its first save saying so; the host sees no mount', async () => {
+    const missing = await onReadOnlyTmpfs('true', ['allocate', join(mountPoint, 'state', 'sub'), 'appvm-lynx', 'netvm']);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toContain(
+      `state dir ${join(mountPoint, 'state', 'sub')} cannot be used (cannot make ${join(mountPoint, 'state')}: EROFS, a read-only file system; check how it is mounted)`,
+    );
+    const present = await onReadOnlyTmpfs(`mkdir "$0/state"`, ['allocate', join(mountPoint, 'state'), 'appvm-lynx', 'netvm']);
+    expect(present.code).not.toBe(0);
+    expect(present.stderr).toMatch(/cannot write state file .*\/state\/links\.json \(EROFS\); a read-only file system: check how the state dir is mounted/);
+    // The tmpfs stayed in those mount namespaces.
+    expect(await readdir(mountPoint)).toEqual([]);
+    expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(mountPoint);
   });
 });

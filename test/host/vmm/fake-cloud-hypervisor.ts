@@ -96,6 +96,11 @@ export class FakeCloudHypervisor {
   readonly otherDevices = new Set<string>();
   /** Answers to give instead of the real ones, per endpoint (e.g. 'vm.add-net'), in order. */
   readonly injected = new Map<string, InjectedAnswer[]>();
+  /**
+   * Answers decided per request, per endpoint, after any injected one: undefined lets the request
+   * through (e.g. a VMM that takes one NIC and refuses the next).
+   */
+  readonly refuse = new Map<string, (request: RecordedRequest) => InjectedAnswer | undefined>();
   /** Accept requests but never answer them. */
   silent = false;
   /**
@@ -210,7 +215,8 @@ export class FakeCloudHypervisor {
           return null;
         }
       });
-      this.requests.push({ method: req.method ?? '', path, body, taps });
+      const request: RecordedRequest = { method: req.method ?? '', path, body, taps };
+      this.requests.push(request);
       const endpoint = path.replace(/^\/api\/v1\//, '');
       // Only vm.add-net keeps descriptors (when it adds the NIC); everything else drops them.
       let kept = false;
@@ -222,6 +228,8 @@ export class FakeCloudHypervisor {
         if (this.silent) return;
         const injected = this.injected.get(endpoint)?.shift();
         if (injected !== undefined) return send(res, injected.status, injected.body);
+        const refused = this.refuse.get(endpoint)?.(request);
+        if (refused !== undefined) return send(res, refused.status, refused.body);
         const route = ROUTES[endpoint];
         if (route === undefined || !path.startsWith('/api/v1/')) return send(res, 404);
         if (req.method !== route.method) return send(res, 400);

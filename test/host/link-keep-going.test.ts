@@ -1,0 +1,180 @@
+// `spectrum-link link --keep-going` end to end (as `make -k`): each VM its own transaction, so that
+// a VM whose config is invalid, or whose VMM refuses its NIC, is undone and reported alone while
+// every other VM is linked; a re-run after the fix links it, the others keeping their ids.
+// Without --keep-going the same runs link nothing (one transaction, as before).
+import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { expect, it } from 'vitest';
+import { describeNetns, trackTempDir } from '../harness/index.js';
+import { devices } from './link-fixture.js';
+import { linkWorldPerSuite } from './link-world-suite.js';
+import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
+
+interface Link {
+  vm: string;
+  provider: string;
+  id: number;
+  bridge: string;
+  clientDevice: string;
+  providerDevice: string;
+}
+
+interface LinkLine {
+  vm: string;
+  links: Link[];
+  error?: string;
+}
+
+interface Listed extends Link {
+  present: boolean;
+}
+
+const lines = (text: string): string[] => text.split('\n').filter((line) => line !== '');
+const jsonLines = (stdout: string): LinkLine[] => lines(stdout).map((line) => JSON.parse(line) as LinkLine);
+
+describeNetns('link --keep-going: a VM whose config is invalid', () => {
+  const world = linkWorldPerSuite('linkkeep', 3);
+  const statePath = (): string => join(world().stateDir, 'links.json');
+  const listed = async (): Promise<Listed[]> => JSON.parse((await world().link(['list', '--json'])).stdout) as Listed[];
+  const idsOf = (entries: readonly Link[]): Map<string, number> => new Map(entries.map((link) => [`${link.vm} -> ${link.provider}`, link.id]));
+  const GOOD = ['appvm-0', 'appvm-1', 'appvm-2', 'appvm-lynx'];
+
+  it('links the other VMs (exit 1, a line naming the bad one, its own links left as they were), where one transaction links nothing; a --json line per failed VM; a re-run after the fix links it, the others keeping their ids', async () => {
+    // appvm-catgirl linked while it was valid: that link is recorded and up.
+    const catgirl = jsonLines((await world().link(['link', 'appvm-catgirl', '--attach', 'netns', '--json'])).stdout)[0]!.links[0]!;
+    const bad = join(world().configDir, 'appvm-catgirl', 'providers', 'net', 'nosuchvm');
+    await writeFile(bad, '');
+    try {
+      // One transaction: nothing linked, the state as it was.
+      const stateBefore = await readFile(statePath(), 'utf8');
+      const devicesBefore = [...(await devices(world().host)).keys()].sort();
+      const whole = await world().link(['link', '--all', '--attach', 'netns']);
+      expect(whole.code).toBe(1);
+      expect(whole.stdout).toBe('');
+      expect(lines(whole.stderr)).toEqual([expect.stringMatching(/^spectrum-link: VM appvm-catgirl .* is not valid .*nosuchvm/)]);
+      expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
+      expect([...(await devices(world().host)).keys()].sort()).toEqual(devicesBefore);
+
+      // --keep-going: every other VM linked, a line for the bad one.
+      const kept = await world().link(['link', '--all', '--attach', 'netns', '--keep-going']);
+      expect(kept.code).toBe(1);
+      expect(lines(kept.stderr)).toEqual([
+        `spectrum-link: link appvm-catgirl failed: VM appvm-catgirl in ${world().configDir} is not valid (1 problem): appvm-catgirl: provider "nosuchvm" (${world().configDir}/appvm-catgirl/providers/net/nosuchvm) has no VM directory ${world().configDir}/nosuchvm; create that VM or remove the file`,
+      ]);
+      expect(lines(kept.stdout).map((line) => line.split(' ')[0])).toEqual(GOOD);
+      const afterKept = await listed();
+      for (const vm of GOOD) expect(afterKept.filter((link) => link.vm === vm && link.present)).toHaveLength(1);
+      // The bad VM's own links were neither undone nor taken down: its link to netvm is as it was.
+      expect(afterKept.filter((link) => link.vm === 'appvm-catgirl')).toEqual([expect.objectContaining({ id: catgirl.id, present: true })]);
+      const host = await devices(world().host);
+      for (const link of afterKept) for (const device of [link.bridge, link.clientDevice, link.providerDevice]) expect(host.has(device)).toBe(true);
+      const ids = idsOf(afterKept);
+
+      // --json: the linked VMs' lines as ever, and one per failed VM; stderr says it too.
+      const json = await world().link(['link', '--all', '--attach', 'netns', '--keep-going', '--json']);
+      expect(json.code).toBe(1);
+      expect(lines(json.stderr)).toEqual([expect.stringMatching(/^spectrum-link: link appvm-catgirl failed: VM appvm-catgirl .*nosuchvm/)]);
+      const outputs = jsonLines(json.stdout);
+      expect(outputs.map((output) => output.vm)).toEqual([...GOOD, 'appvm-catgirl']);
+      expect(outputs[GOOD.length]).toEqual({ vm: 'appvm-catgirl', links: [], error: expect.stringMatching(/^VM appvm-catgirl in .* is not valid \(1 problem\): .*nosuchvm/) });
+      expect(idsOf(outputs.slice(0, GOOD.length).flatMap((output) => output.links))).toEqual(new Map([...ids].filter(([pair]) => !pair.startsWith('appvm-catgirl '))));
+
+      // Named VMs too, one of them no VM at all.
+      const named = await world().link(['link', 'appvm-lynx', 'appvm-missing', '--attach', 'netns', '--keep-going', '--json']);
+      expect(named.code).toBe(1);
+      expect(jsonLines(named.stdout)).toEqual([
+        expect.objectContaining({ vm: 'appvm-lynx', links: [expect.objectContaining({ id: ids.get('appvm-lynx -> netvm') })] }),
+        { vm: 'appvm-missing', links: [], error: expect.stringContaining(`no VM directory ${world().configDir}/appvm-missing`) },
+      ]);
+      expect(lines(named.stderr)).toEqual([expect.stringMatching(/^spectrum-link: link appvm-missing failed: /)]);
+    } finally {
+      await rm(bad, { force: true });
+    }
+
+    // Fixed: a re-run links it (a link more), exit 0, and every VM keeps its id.
+    const fixed = await world().link(['link', '--all', '--attach', 'netns', '--keep-going', '--json']);
+    expect([fixed.code, fixed.stderr]).toEqual([0, '']);
+    expect(jsonLines(fixed.stdout).map((output) => output.vm)).toEqual(['appvm-0', 'appvm-1', 'appvm-2', 'appvm-catgirl', 'appvm-lynx']);
+    const afterFix = await listed();
+    expect(afterFix.every((link) => link.present)).toBe(true);
+    expect(afterFix.find((link) => link.vm === 'appvm-catgirl')?.id).toBe(catgirl.id);
+    expect(afterFix).toHaveLength(5);
+  });
+});
+
+describeNetns('link --keep-going: a VMM that refuses a NIC', () => {
+  const world = linkWorldPerSuite('linkkeepvmm');
+  const fakes: FakeCloudHypervisor[] = [];
+
+  it('undoes that VM alone (its devices, the NIC it took, the id allocated for it; its recorded id stays) and links and attaches the others; a re-run once the VMM takes NICs again links it', async () => {
+    const configDir = world().configDir;
+    // A second provider, netvm2, which appvm-catgirl uses too: two links, two NICs for its VMM.
+    await cp(join(configDir, 'netvm'), join(configDir, 'netvm2'), { recursive: true });
+    // appvm-catgirl's link to netvm recorded (id kept), its devices down.
+    const earlier = jsonLines((await world().link(['link', 'appvm-catgirl', '--attach', 'netns', '--json'])).stdout)[0]!.links[0]!;
+    expect((await world().link(['unlink', 'appvm-catgirl'])).code).toBe(0);
+    await writeFile(join(configDir, 'appvm-catgirl', 'providers', 'net', 'netvm2'), '');
+
+    // A cloud-hypervisor per client VM, reached through a directory per VM (a symlink to the
+    // fake's: a directory above the socket may be one). appvm-catgirl's takes one NIC, refuses the next.
+    const lynx = await FakeCloudHypervisor.start('Running');
+    const catgirl = await FakeCloudHypervisor.start('Running');
+    fakes.push(lynx, catgirl);
+    catgirl.refuse.set('vm.add-net', () => (catgirl.nets.length >= 1 ? { status: 500, body: 'no free PCI slot' } : undefined));
+    const sockets = await mkdtemp(join(tmpdir(), 'spectrum-keep-going-'));
+    trackTempDir(sockets);
+    await symlink(dirname(lynx.socketPath), join(sockets, 'appvm-lynx'));
+    await symlink(dirname(catgirl.socketPath), join(sockets, 'appvm-catgirl'));
+    const args = ['--attach', 'netns', '--attach', 'appvm-lynx=cloud-hypervisor', '--attach', 'appvm-catgirl=cloud-hypervisor', '--ch-socket', join(sockets, '{vm}', 'api.sock')];
+    const stateOf = async (): Promise<Listed[]> => JSON.parse((await world().link(['list', '--json'])).stdout) as Listed[];
+    const snDevices = async (): Promise<string[]> => [...(await devices(world().host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name)).sort();
+    try {
+      // One transaction: nothing linked, nothing left in either VMM.
+      const stateBefore = await stateOf();
+      const whole = await world().link(['link', '--all', ...args]);
+      expect(whole.code).toBe(1);
+      expect(await stateOf()).toEqual(stateBefore);
+      expect(await snDevices()).toEqual([]);
+      expect([lynx.nets.length, catgirl.nets.length]).toEqual([0, 0]);
+
+      const removedBefore = catgirl.requests.filter((request) => request.path === '/api/v1/vm.remove-device').length;
+      const kept = await world().link(['link', '--all', ...args, '--keep-going', '--json']);
+      expect(kept.code).toBe(1);
+      expect(lines(kept.stderr)).toEqual([expect.stringMatching(/^spectrum-link: link appvm-catgirl failed: cloud-hypervisor at .*appvm-catgirl\/api\.sock failed to add NIC snc\d+ \(tap snc\d+\): "no free PCI slot": see the VMM.s log$/)]);
+      const outputs = jsonLines(kept.stdout);
+      expect(outputs.map((output) => output.vm)).toEqual(['appvm-lynx', 'appvm-catgirl']);
+      expect(outputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], error: expect.stringContaining('no free PCI slot') });
+      const lynxLink = outputs[0]!.links[0]!;
+      // appvm-lynx linked and attached: its VMM holds its tap.
+      expect(lynx.nets.map((net) => net.id)).toEqual([lynxLink.clientDevice]);
+      expect(lynx.heldTapQueues()).toBe(1);
+      expect(await snDevices()).toEqual([lynxLink.bridge, lynxLink.clientDevice, lynxLink.providerDevice].sort());
+      // appvm-catgirl: the NIC its VMM took was taken back (in the one transaction's undo, then
+      // in its own), its new link's id released; the id recorded before stays.
+      expect(catgirl.nets).toEqual([]);
+      expect(catgirl.heldTapQueues()).toBe(0);
+      expect(catgirl.requests.filter((request) => request.path === '/api/v1/vm.remove-device').length - removedBefore).toBe(2);
+      const state = await stateOf();
+      expect(state.filter((link) => link.vm === 'appvm-catgirl')).toEqual([expect.objectContaining({ provider: 'netvm', id: earlier.id, present: false })]);
+      expect(state.filter((link) => link.vm === 'appvm-lynx')).toEqual([expect.objectContaining({ id: lynxLink.id, present: true })]);
+
+      // Its VMM takes NICs again: the re-run links it (with its id), appvm-lynx keeps its own.
+      catgirl.refuse.clear();
+      const fixed = await world().link(['link', '--all', ...args, '--keep-going', '--json']);
+      expect([fixed.code, fixed.stderr]).toEqual([0, '']);
+      const relinked = jsonLines(fixed.stdout);
+      expect(relinked.find((output) => output.vm === 'appvm-lynx')?.links.map((link) => link.id)).toEqual([lynxLink.id]);
+      const catgirlLinks = relinked.find((output) => output.vm === 'appvm-catgirl')?.links ?? [];
+      expect(catgirlLinks.map((link) => link.provider)).toEqual(['netvm', 'netvm2']);
+      expect(catgirlLinks[0]?.id).toBe(earlier.id);
+      expect(catgirl.nets).toHaveLength(2);
+      expect(lynx.nets).toHaveLength(1);
+      for (const vm of ['appvm-lynx', 'appvm-catgirl']) expect((await world().link(['unlink', vm, ...args.slice(-2)])).code).toBe(0);
+      expect([lynx.heldTapQueues(), catgirl.heldTapQueues()]).toEqual([0, 0]);
+    } finally {
+      for (const fake of fakes.splice(0)) await fake.close();
+      await rm(sockets, { recursive: true, force: true });
+    }
+  });
+});
