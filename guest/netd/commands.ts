@@ -225,7 +225,7 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
   return new Command('run')
     .description('provider agent: configure every client link as it comes and goes, feed the firewall and services')
     .addOption(new Option('--ignore <ifname>', 'an interface the agent must not touch (repeatable)').argParser(collectInterface).default([], 'none'))
-    .addOption(new Option('--allow-pair <a=b>', 'let clients A and B (client IPs or ids) reach each other (repeatable)').argParser(collect).default([], 'none'))
+    .addOption(new Option('--allow-pair <a=b>', 'let client A open connections to client B (client IPs or ids; replies return; give B=A too for the other way) (repeatable)').argParser(collect).default([], 'none'))
     .option('--control-socket <path>', 'Unix socket for `status`', DEFAULT_CONTROL_SOCKET)
     .addOption(new Option('--notify-fd <n>', 'write a newline to this fd once the initial reconcile is done (s6)').argParser(parseFd))
     .option('--no-firewall', 'do not manage nftables (no NAT, isolation, anti-spoofing or conntrack purge: for debugging only)')
