@@ -182,6 +182,22 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(report.links.find((link) => link.name === 'vm1')?.state).toBe('configured');
   });
 
+  it('leaves its table in place when stopped (SIGTERM), so clients stay isolated until a restart takes it over unchanged', async () => {
+    const ruleset = async (): Promise<string> => withoutFlowElements((await provider.exec(['nft', '-s', 'list', 'ruleset'])).stdout);
+    const before = await ruleset();
+    expect(before).toContain('table inet spectrum_netd');
+    const exit = await agent.kill('SIGTERM', 3000);
+    expect(exit.signal).not.toBe('SIGKILL'); // it stopped on SIGTERM, not on the grace period's SIGKILL
+    expect(await ruleset()).toBe(before);
+    // The /32 routes stay too: without the table, client 1 would reach client 2 through the provider.
+    const crossing = await clients[0]!.exec(['/bin/busybox', 'ping', '-c', '1', '-W', '1', '100.64.0.2'], { allowFailure: true });
+    expect(crossing.stdout).toMatch(/0 packets received/);
+    await pingGateway(clients[0]!); // not for lack of a path: the gateway still answers (the kernel does)
+    agent = await startAgent(provider, join(dir, 'control.sock'));
+    expect((await status(join(dir, 'control.sock'))).counters.initialChanges).toBe(0);
+    expect(await ruleset()).toBe(before);
+  });
+
   it('status --wait holds a service manager until the agent has configured its links, and says when it does not come', async () => {
     const ns = await harness.namespace('waitready');
     const socket = join(dir, 'wait.sock');
