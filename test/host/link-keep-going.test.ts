@@ -178,3 +178,31 @@ describeNetns('link --keep-going: a VMM that refuses a NIC', () => {
     }
   });
 });
+
+describeNetns('link --keep-going: a provider whose VMM does not answer', () => {
+  const world = linkWorldPerSuite('linkkeepstall', 4);
+
+  it('asks that VMM once in the run, not once for each of its clients: every client fails with a line, the run ends in a few --vmm-timeouts', async () => {
+    // netvm under a cloud-hypervisor that takes requests and never answers; its six clients in
+    // namespaces. Every client link has a NIC for netvm's VMM, so every client fails.
+    const stalled = await FakeCloudHypervisor.start('Running');
+    stalled.silent = true;
+    try {
+      const args = ['link', '--all', '--keep-going', '--attach', 'netns', '--attach', 'netvm=cloud-hypervisor', '--ch-socket', stalled.socketPath, '--vmm-timeout', '300'];
+      const run = await world().link(args);
+      expect(run.code).toBe(1);
+      const clients = ['appvm-0', 'appvm-1', 'appvm-2', 'appvm-3', 'appvm-catgirl', 'appvm-lynx'];
+      expect(lines(run.stderr).map((line) => /^spectrum-link: link (\S+) failed: /.exec(line)?.[1])).toEqual(clients);
+      // The one transaction asked it, and nothing after: a VMM that did not answer in time is not
+      // asked again in the same run (the README: it "costs its --vmm-timeout twice"), where each
+      // client linked one by one asked it again, a --vmm-timeout (and a take-back) each.
+      expect(stalled.requests.filter((request) => request.path === '/api/v1/vm.add-net')).toHaveLength(1);
+      expect(lines(run.stderr).every((line) => line.includes('did not answer in time earlier in this run'))).toBe(true);
+      // Nothing left: no link recorded, no device.
+      expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toEqual([]);
+      expect([...(await devices(world().host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
+    } finally {
+      await stalled.close();
+    }
+  });
+});
