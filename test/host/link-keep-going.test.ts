@@ -10,6 +10,7 @@ import { describeNetns, trackTempDir } from '../harness/index.js';
 import { devices } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
+import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 interface Link {
   vm: string;
@@ -203,6 +204,38 @@ describeNetns('link --keep-going: a provider whose VMM does not answer', () => {
       expect([...(await devices(world().host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
     } finally {
       await stalled.close();
+    }
+  });
+});
+
+describeNetns('link --keep-going: a QEMU guest that does not release a NIC in time', () => {
+  const world = linkWorldPerSuite('linkkeepunplug');
+
+  // Known bug, left for the design: the one transaction's undo detaches the NICs it hot-plugged
+  // into every VM, the healthy ones' too; a QEMU guest that does not acknowledge the unplug within
+  // --vmm-timeout (still booting at `link --all --keep-going` on boot, native PCIe hot-plug's 5 s
+  // attention delay, or uncooperative) keeps the device, its netdev removed; linked again VM by VM,
+  // that healthy VM then fails ('unplug-pending'), because another VM failed. `it.fails` until fixed.
+  it.fails('links a healthy QEMU VM whose NIC the one transaction hot-plugged before another VM failed', async () => {
+    const sockets = await mkdtemp(join(tmpdir(), 'spectrum-keep-going-unplug-'));
+    trackTempDir(sockets);
+    // appvm-catgirl under QEMU, whose guest never acknowledges an unplug; appvm-lynx (linked after
+    // it) under a cloud-hypervisor that refuses its NIC.
+    const qemu = await ScriptedQemu.start(join(sockets, 'appvm-catgirl.qmp'));
+    qemu.deviceDel = 'unacked';
+    const refusing = await FakeCloudHypervisor.start('Running');
+    refusing.refuse.set('vm.add-net', () => ({ status: 500, body: 'no free PCI slot' }));
+    try {
+      const args = ['link', '--all', '--keep-going', '--json', '--attach', 'netns', '--attach', 'appvm-catgirl=qemu', '--attach', 'appvm-lynx=cloud-hypervisor'];
+      const run = await world().link([...args, '--qmp-socket', join(sockets, '{vm}.qmp'), '--ch-socket', refusing.socketPath, '--vmm-timeout', '300']);
+      expect(run.code).toBe(1);
+      // Only appvm-lynx failed.
+      expect(lines(run.stderr), run.stderr).toEqual([expect.stringMatching(/^spectrum-link: link appvm-lynx failed: .*no free PCI slot/)]);
+      expect(jsonLines(run.stdout).find((output) => output.vm === 'appvm-catgirl')?.links).toHaveLength(1);
+    } finally {
+      await qemu.close();
+      await refusing.close();
+      await rm(sockets, { recursive: true, force: true });
     }
   });
 });
