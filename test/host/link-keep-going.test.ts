@@ -239,3 +239,27 @@ describeNetns('link --keep-going: a QEMU guest that does not release a NIC in ti
     }
   });
 });
+
+describeNetns('link --keep-going: a failed VM whose run was to remake its earlier links', () => {
+  const world = linkWorldPerSuite('linkkeepremade');
+
+  // Known limitation, left for the design (the README says a failed VM's "links made by earlier
+  // runs are neither undone nor taken down"): a run that changes how a link is attached deletes
+  // its old devices to make new ones; the VM failing, the undo deletes the new ones and cannot
+  // bring back the old: the earlier link is down, recorded as it was, and no line says so. Plain
+  // `link` does the same to every VM of the run. `it.fails` until fixed (or the README says so).
+  it.fails('leaves the earlier link of a VM that failed up', async () => {
+    expect((await world().link(['link', 'appvm-catgirl', '--attach', 'netns'])).code).toBe(0);
+    const refusing = await FakeCloudHypervisor.start('Running');
+    refusing.refuse.set('vm.add-net', () => ({ status: 500, body: 'no free PCI slot' }));
+    try {
+      // appvm-catgirl to be attached by cloud-hypervisor now, whose VMM refuses its NIC.
+      const run = await world().link(['link', 'appvm-catgirl', 'appvm-lynx', '--keep-going', '--attach', 'netns', '--attach', 'appvm-catgirl=cloud-hypervisor', '--ch-socket', refusing.socketPath]);
+      expect(lines(run.stderr)).toEqual([expect.stringMatching(/^spectrum-link: link appvm-catgirl failed: .*no free PCI slot/)]);
+      const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as Listed[];
+      expect(listed.find((link) => link.vm === 'appvm-catgirl')).toMatchObject({ present: true });
+    } finally {
+      await refusing.close();
+    }
+  });
+});
