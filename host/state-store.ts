@@ -22,7 +22,7 @@
 // few milliseconds that must finish before anything goes on anyway), and a short-lived command
 // pays more for the thread pool and for loading node:fs/promises than for the calls themselves.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { closeSync, constants, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { loadNativeAddon } from '../shared/native-addon.js';
 import { type LinkState, emptyState, parseState, serializeState } from './link-state.js';
@@ -197,6 +197,10 @@ function mkdirFailure(dir: string): string | undefined {
     mkdirSync(missing, { mode: 0o755 });
     return undefined;
   } catch (error) {
+    // existsSync follows symlinks: one to nothing looks missing, and mkdir finds it there.
+    if (isCode(error, 'EEXIST') && lstatSync(missing, { throwIfNoEntry: false })?.isSymbolicLink() === true) {
+      return `${missing} is a symlink to ${readlinkSync(missing)}, which does not exist`;
+    }
     if (isCode(error, 'EROFS')) return `cannot make ${missing}: EROFS, a read-only file system; check how it is mounted`;
     if (isCode(error, 'EACCES')) return `cannot make ${missing}: EACCES, no permission to write in ${dirname(missing)}`;
     return `cannot make ${missing}: ${reasonOf(error)}`;

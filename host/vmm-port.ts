@@ -75,9 +75,23 @@ export function vmmArgumentsFor(report: LinkReport, mtu: number): { client?: Sid
 const qmp = (): Promise<typeof import('./vmm/qmp.js')> => import('./vmm/qmp.js');
 const cloudHypervisor = (): Promise<typeof import('./vmm/cloud-hypervisor.js')> => import('./vmm/cloud-hypervisor.js');
 
-async function vmmGone(error: unknown): Promise<boolean> {
+/** Whether `error` is a VMM client's of this kind. */
+async function vmmErrorOfKind(error: unknown, kind: 'connect' | 'timeout'): Promise<boolean> {
   const [{ QmpError }, { CloudHypervisorError }] = await Promise.all([qmp(), cloudHypervisor()]);
-  return (error instanceof QmpError || error instanceof CloudHypervisorError) && error.kind === 'connect';
+  return (error instanceof QmpError || error instanceof CloudHypervisorError) && error.kind === kind;
+}
+
+const vmmGone = (error: unknown): Promise<boolean> => vmmErrorOfKind(error, 'connect');
+
+/** An attach not tried: the same VMM did not answer an earlier one in time. */
+export class VmmPortError extends Error {
+  override readonly name = 'VmmPortError';
+  constructor(
+    readonly kind: 'unanswered-earlier',
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** A signal that aborts after `ms`, saying so; clear() it when done (its timer keeps nothing alive). */
@@ -98,12 +112,28 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   const chSocket = (vm: string): string => socketPath(flags.chSocket, vm, '--ch-socket');
   let logger: Logger | undefined;
   const log = (): Logger => (logger ??= createLogger('spectrum-link'));
+  // The sockets of VMMs that did not answer an attach in time, with what was said: they are not
+  // asked again while this port lasts (one run). `link --keep-going` links VM by VM after a
+  // failure, and a provider's VMM that stalls would cost a --vmm-timeout (and a take-back) for
+  // each of its clients, the state lock held throughout.
+  const unanswered = new Map<string, string>();
   return {
     async attach(kind, vm, nic) {
-      if (kind === 'qemu') {
-        return !(await (await qmp()).qemuAttach(qmpSocket(vm), nic, { timeoutMs, ...(bus === undefined ? {} : { bus }) })).alreadyAttached;
+      const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
+      const earlier = unanswered.get(socket);
+      if (earlier !== undefined) {
+        throw new VmmPortError(
+          'unanswered-earlier',
+          `the ${kind === 'qemu' ? 'QEMU' : 'cloud-hypervisor'} of ${vm} did not answer in time earlier in this run (${earlier}), so it was not asked to add NIC ${nic.id}: check that VMM, then run link again`,
+        );
       }
-      return (await (await cloudHypervisor()).chAttach(chSocket(vm), nic, { timeoutMs })).outcome !== 'already-attached';
+      try {
+        if (kind === 'qemu') return !(await (await qmp()).qemuAttach(socket, nic, { timeoutMs, ...(bus === undefined ? {} : { bus }) })).alreadyAttached;
+        return (await (await cloudHypervisor()).chAttach(socket, nic, { timeoutMs })).outcome !== 'already-attached';
+      } catch (error) {
+        if (await vmmErrorOfKind(error, 'timeout')) unanswered.set(socket, error instanceof Error ? error.message : String(error));
+        throw error;
+      }
     },
     async detach(kind, vm, nic, options = {}) {
       // Forced, the whole detach is bounded too: each request is, but a VMM answering each just

@@ -10,6 +10,7 @@ import { describeNetns, trackTempDir } from '../harness/index.js';
 import { devices } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
+import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 interface Link {
   vm: string;
@@ -175,6 +176,90 @@ describeNetns('link --keep-going: a VMM that refuses a NIC', () => {
     } finally {
       for (const fake of fakes.splice(0)) await fake.close();
       await rm(sockets, { recursive: true, force: true });
+    }
+  });
+});
+
+describeNetns('link --keep-going: a provider whose VMM does not answer', () => {
+  const world = linkWorldPerSuite('linkkeepstall', 4);
+
+  it('asks that VMM once in the run, not once for each of its clients: every client fails with a line, the run ends in a few --vmm-timeouts', async () => {
+    // netvm under a cloud-hypervisor that takes requests and never answers; its six clients in
+    // namespaces. Every client link has a NIC for netvm's VMM, so every client fails.
+    const stalled = await FakeCloudHypervisor.start('Running');
+    stalled.silent = true;
+    try {
+      const args = ['link', '--all', '--keep-going', '--attach', 'netns', '--attach', 'netvm=cloud-hypervisor', '--ch-socket', stalled.socketPath, '--vmm-timeout', '300'];
+      const run = await world().link(args);
+      expect(run.code).toBe(1);
+      const clients = ['appvm-0', 'appvm-1', 'appvm-2', 'appvm-3', 'appvm-catgirl', 'appvm-lynx'];
+      expect(lines(run.stderr).map((line) => /^spectrum-link: link (\S+) failed: /.exec(line)?.[1])).toEqual(clients);
+      // The one transaction asked it, and nothing after: a VMM that did not answer in time is not
+      // asked again in the same run (the README: it "costs its --vmm-timeout twice"), where each
+      // client linked one by one asked it again, a --vmm-timeout (and a take-back) each.
+      expect(stalled.requests.filter((request) => request.path === '/api/v1/vm.add-net')).toHaveLength(1);
+      expect(lines(run.stderr).every((line) => line.includes('did not answer in time earlier in this run'))).toBe(true);
+      // Nothing left: no link recorded, no device.
+      expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toEqual([]);
+      expect([...(await devices(world().host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
+    } finally {
+      await stalled.close();
+    }
+  });
+});
+
+describeNetns('link --keep-going: a QEMU guest that does not release a NIC in time', () => {
+  const world = linkWorldPerSuite('linkkeepunplug');
+
+  // Known bug, left for the design: the one transaction's undo detaches the NICs it hot-plugged
+  // into every VM, the healthy ones' too; a QEMU guest that does not acknowledge the unplug within
+  // --vmm-timeout (still booting at `link --all --keep-going` on boot, native PCIe hot-plug's 5 s
+  // attention delay, or uncooperative) keeps the device, its netdev removed; linked again VM by VM,
+  // that healthy VM then fails ('unplug-pending'), because another VM failed. `it.fails` until fixed.
+  it.fails('links a healthy QEMU VM whose NIC the one transaction hot-plugged before another VM failed', async () => {
+    const sockets = await mkdtemp(join(tmpdir(), 'spectrum-keep-going-unplug-'));
+    trackTempDir(sockets);
+    // appvm-catgirl under QEMU, whose guest never acknowledges an unplug; appvm-lynx (linked after
+    // it) under a cloud-hypervisor that refuses its NIC.
+    const qemu = await ScriptedQemu.start(join(sockets, 'appvm-catgirl.qmp'));
+    qemu.deviceDel = 'unacked';
+    const refusing = await FakeCloudHypervisor.start('Running');
+    refusing.refuse.set('vm.add-net', () => ({ status: 500, body: 'no free PCI slot' }));
+    try {
+      const args = ['link', '--all', '--keep-going', '--json', '--attach', 'netns', '--attach', 'appvm-catgirl=qemu', '--attach', 'appvm-lynx=cloud-hypervisor'];
+      const run = await world().link([...args, '--qmp-socket', join(sockets, '{vm}.qmp'), '--ch-socket', refusing.socketPath, '--vmm-timeout', '300']);
+      expect(run.code).toBe(1);
+      // Only appvm-lynx failed.
+      expect(lines(run.stderr), run.stderr).toEqual([expect.stringMatching(/^spectrum-link: link appvm-lynx failed: .*no free PCI slot/)]);
+      expect(jsonLines(run.stdout).find((output) => output.vm === 'appvm-catgirl')?.links).toHaveLength(1);
+    } finally {
+      await qemu.close();
+      await refusing.close();
+      await rm(sockets, { recursive: true, force: true });
+    }
+  });
+});
+
+describeNetns('link --keep-going: a failed VM whose run was to remake its earlier links', () => {
+  const world = linkWorldPerSuite('linkkeepremade');
+
+  // Known limitation, left for the design (the README says a failed VM's "links made by earlier
+  // runs are neither undone nor taken down"): a run that changes how a link is attached deletes
+  // its old devices to make new ones; the VM failing, the undo deletes the new ones and cannot
+  // bring back the old: the earlier link is down, recorded as it was, and no line says so. Plain
+  // `link` does the same to every VM of the run. `it.fails` until fixed (or the README says so).
+  it.fails('leaves the earlier link of a VM that failed up', async () => {
+    expect((await world().link(['link', 'appvm-catgirl', '--attach', 'netns'])).code).toBe(0);
+    const refusing = await FakeCloudHypervisor.start('Running');
+    refusing.refuse.set('vm.add-net', () => ({ status: 500, body: 'no free PCI slot' }));
+    try {
+      // appvm-catgirl to be attached by cloud-hypervisor now, whose VMM refuses its NIC.
+      const run = await world().link(['link', 'appvm-catgirl', 'appvm-lynx', '--keep-going', '--attach', 'netns', '--attach', 'appvm-catgirl=cloud-hypervisor', '--ch-socket', refusing.socketPath]);
+      expect(lines(run.stderr)).toEqual([expect.stringMatching(/^spectrum-link: link appvm-catgirl failed: .*no free PCI slot/)]);
+      const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as Listed[];
+      expect(listed.find((link) => link.vm === 'appvm-catgirl')).toMatchObject({ present: true });
+    } finally {
+      await refusing.close();
     }
   });
 });

@@ -93,6 +93,16 @@ describe('load and save', () => {
       message: expect.stringContaining('(it is not a directory)'),
     });
   });
+
+  it('reports a state dir that is, or lies below, a symlink to nothing as such (where mkdir -p says ENOENT)', async () => {
+    await symlink(join(dir, 'gone'), join(dir, 'dangling'));
+    for (const stateDir of [join(dir, 'dangling'), join(dir, 'dangling', 'sub')]) {
+      await expect(updateState(stateDir, (s) => ({ state: s }))).rejects.toMatchObject({
+        kind: 'state-dir-unusable',
+        message: `state dir ${stateDir} cannot be used (${join(dir, 'dangling')} is a symlink to ${join(dir, 'gone')}, which does not exist); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory`,
+      });
+    }
+  });
 });
 
 describe('updateState', () => {

@@ -1,8 +1,12 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
 import { UNIX_SOCKET_PATH_MAX, qemuBus, socketPath, socketTemplate, vmmPort } from '../../host/vmm-port.js';
 import { vmName } from '../../host/vm-name.js';
 import { EXIT } from '../../shared/cli/run-cli.js';
+import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 const flags = { qmpSocket: '/run/vm/{vm}/qmp.sock', chSocket: '/run/vm/{vm}/vmm' };
 
@@ -43,5 +47,39 @@ describe('--qemu-bus', () => {
     expect(() => vmmPort(parseAttachChoice([]), { ...flags, qemuBus: bus })).toThrow(
       expect.objectContaining({ name: 'CliError', exitCode: EXIT.usage, message: expect.stringContaining(`--qemu-bus ${JSON.stringify(bus)} is not valid`) }),
     );
+  });
+});
+
+describe('a VMM that does not answer an attach in time', () => {
+  it('is not asked again by the same port (one run): the next attach to it fails at once, saying why; another VMM is asked as usual', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    // Its greeting comes far too late: the attach times out before any command.
+    const stalled = await ScriptedQemu.start(join(dir, 'netvm.qmp'));
+    stalled.delayMs = 60_000;
+    const other = await ScriptedQemu.start(join(dir, 'appvm-lynx.qmp'));
+    other.delayMs = 60_000;
+    try {
+      const port = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: join(dir, '{vm}.qmp'), vmmTimeout: '100' });
+      const nic = (id: number): { id: string; tap: string; mac: string } => ({ id: `snp${id}`, tap: `snp${id}`, mac: `0A:B3:EC:80:00:0${id}` });
+      await expect(port.attach('qemu', vmName('netvm'), nic(1))).rejects.toMatchObject({ name: 'QmpError', kind: 'timeout' });
+      expect(stalled.connections).toBe(1);
+      await expect(port.attach('qemu', vmName('netvm'), nic(2))).rejects.toMatchObject({
+        name: 'VmmPortError',
+        kind: 'unanswered-earlier',
+        message: expect.stringMatching(/^the QEMU of netvm did not answer in time earlier in this run \(QMP socket .*netvm\.qmp: .+\), so it was not asked to add NIC snp2: check that VMM, then run link again$/),
+      });
+      expect(stalled.connections).toBe(1);
+      // Another VMM is its own matter.
+      await expect(port.attach('qemu', vmName('appvm-lynx'), nic(3))).rejects.toMatchObject({ name: 'QmpError', kind: 'timeout' });
+      expect(other.connections).toBe(1);
+      // A fresh port (the next run) asks again.
+      const next = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: join(dir, '{vm}.qmp'), vmmTimeout: '100' });
+      await expect(next.attach('qemu', vmName('netvm'), nic(1))).rejects.toMatchObject({ name: 'QmpError', kind: 'timeout' });
+      expect(stalled.connections).toBe(2);
+    } finally {
+      await stalled.close();
+      await other.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

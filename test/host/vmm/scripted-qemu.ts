@@ -23,8 +23,14 @@ export class ScriptedQemu {
   readonly commands: string[] = [];
   /** Connections accepted so far. */
   connections = 0;
-  /** How device_del goes: as QEMU's (the unplug acknowledged at once), refused, or never answered. */
-  deviceDel: 'ok' | 'refuse' | 'silent' = 'ok';
+  /**
+   * How device_del goes: as QEMU's (the unplug acknowledged at once), refused, never answered, or
+   * answered while the guest never releases the NIC (no DEVICE_DELETED, the device stays, a
+   * booting or uncooperative guest).
+   */
+  deviceDel: 'ok' | 'refuse' | 'silent' | 'unacked' = 'ok';
+  /** Devices whose unplug the guest has not acknowledged ('unacked'). */
+  readonly unplugPending = new Set<string>();
   /** Every answer (the greeting too) comes this late. */
   delayMs = 0;
   /** DEVICE_DELETED comes this much later than device_del's answer (the guest taking its time). */
@@ -120,6 +126,11 @@ export class ScriptedQemu {
       case 'device_del':
         if (this.deviceDel === 'silent') return [];
         if (this.deviceDel === 'refuse') return [error('GenericError', "Bus 'pci.0' does not support hotplugging")];
+        if (this.deviceDel === 'unacked' && this.devices.has(id)) {
+          if (this.unplugPending.has(id)) return [error('GenericError', `Device ${id} is already in the process of unplug`)];
+          this.unplugPending.add(id);
+          return [reply({ return: {} })];
+        }
         if (!this.devices.delete(id)) return [error('DeviceNotFound', `Device '${id}' not found`)];
         return [reply({ return: {} }), JSON.stringify({ event: 'DEVICE_DELETED', data: { device: id, path: `${PERIPHERAL}${id}` }, timestamp: { seconds: 0, microseconds: 0 } })];
       default:
