@@ -150,7 +150,13 @@ export class LinkSocket {
       // would be served as this link's client's. So nothing is kept until the bind, and what was
       // queued before it is read and dropped.
       socket.setOption(filter.level, filter.option, filter.dropAll, filter.dropAll.length);
-      socket.setOption(bindToIndex.level, bindToIndex.option, ifindex);
+      try {
+        socket.setOption(bindToIndex.level, bindToIndex.option, ifindex);
+      } catch (error) {
+        // ENOPROTOOPT: a kernel before 5.7 has no SO_BINDTOIFINDEX.
+        if (/protocol not available/i.test(errorText(error))) throw new DhcpError('socket', `cannot open a DHCP socket on ${ifname}: this kernel has no SO_BINDTOIFINDEX (Linux 5.7 or later is needed)`);
+        throw error;
+      }
       // The kernel takes an index no device has (the socket then hears nothing); reading the
       // device's name back fails with ENODEV for one, so a link gone fails here, as by name.
       socket.getOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_BINDTODEVICE, boundName, boundName.length);
@@ -162,6 +168,7 @@ export class LinkSocket {
       socket.setOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_BROADCAST, 1);
     } catch (error) {
       handle.close();
+      if (error instanceof DhcpError) throw error;
       // ENODEV: raw-socket gives strerror's text only.
       if (/no such device/i.test(errorText(error))) throw new DhcpError('no-device', `cannot open a DHCP socket on ${ifname}: the kernel has no interface of index ${ifindex}`);
       throw new DhcpError('socket', `cannot open a DHCP socket on ${ifname}: ${errorText(error)} (does the link exist, and does the agent have CAP_NET_RAW?)`);
