@@ -1,6 +1,6 @@
 /**
- * Adapter: the kernel's conntrack table size, which the default client flow limit is derived
- * from (table-settings.ts).
+ * Adapter: the kernel's conntrack table size, which the default client flow limit and new-flow
+ * rate are derived from (table-settings.ts).
  */
 import { readFileSync } from 'node:fs';
 import { FirewallError } from './firewall-error.js';
@@ -25,7 +25,7 @@ export function readConntrackMax(path = CONNTRACK_MAX_PATH): number | undefined 
     text = readFileSync(path, 'utf8');
   } catch (error) {
     if (error instanceof Error && 'code' in error && error.code === 'ENOENT') return undefined;
-    throw new FirewallError('flow-limit', `cannot read ${path}: ${error instanceof Error ? error.message : String(error)}: give --client-flow-limit a number`, { cause: error });
+    throw new FirewallError('flow-limit', `cannot read ${path}: ${error instanceof Error ? error.message : String(error)}: give --client-flow-limit and --client-new-flow-rate numbers`, { cause: error });
   }
   return parseConntrackMax(text);
 }

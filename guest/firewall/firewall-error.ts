@@ -16,7 +16,8 @@ export type FirewallErrorKind =
   | 'nft-timeout'
   | 'table-missing'
   | 'flow-limit'
-  | 'flow-rate';
+  | 'flow-rate'
+  | 'tcp-timeouts';
 
 export class FirewallError extends Error {
   override readonly name = 'FirewallError';

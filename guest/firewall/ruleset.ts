@@ -8,7 +8,8 @@
  */
 import { CLIENT_NETWORK, GATEWAY_IP, PROVIDER_LINK_GROUP } from '../../shared/scheme.js';
 import type { ValidFirewallModel } from './model.js';
-import { type TableSettings, clientNewFlowBurst } from './table-settings.js';
+import { tcpTimeoutPolicyText } from './client-tcp-timeouts.js';
+import { type TableSettings, clientNewFlowBurst, clientTcpTimeoutsOf } from './table-settings.js';
 
 export const TABLE_FAMILY = 'inet';
 export const TABLE_NAME = 'spectrum_netd';
@@ -59,6 +60,9 @@ const FLOW_SET_SIZE = 65_535;
  * expiring gives no client more than its rate.
  */
 const FLOW_RATE_TIMEOUT = '5s';
+
+/** The ct timeout policy clients' TCP flows get (TableSettings.clientTcpTimeouts). */
+export const CLIENT_TCP_TIMEOUT = 'client_tcp';
 
 /** Elements of every set, each in the text nft prints (`"snp1" . 100.64.0.1`), sorted, unique. */
 export type FirewallElements = Readonly<Record<SetName, readonly string[]>>;
@@ -143,7 +147,7 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   count list again (and before conncount's late-2025 fix be counted again within a jiffy). An
  *   invalid packet has no entry to count, nor has any packet at raw priority. A dropped flow's
  *   entry is never confirmed and leaves the count. Connlimit leaves out TCP connections already
- *   closed, though TIME_WAIT keeps them 120 s in the table.
+ *   closed (TIME_WAIT, CLOSE), though they stay in the table: see the TCP timeouts below.
  * - the new-flow rate, just before the cap, on the same packets (TableSettings.clientNewFlowRate
  *   R a second, burst 2R, per client address in a dynamic set whose elements go 5 s after their
  *   client's last new flow; 0: neither rules nor set): `ct
@@ -151,7 +155,18 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   not, so a client at a large cap could keep a core busy with a few thousand such packets a
  *   second. A packet past the rate costs a hash lookup and a token bucket and never reaches the
  *   walk; counted apart (`flowRateDrops`), so that an operator can tell which limit to raise. It
- *   also bounds what the cap leaves out: at most 120 s x R connections in TIME_WAIT.
+ *   also bounds what the cap leaves out, with the TCP timeouts below.
+ * - clients' TCP timeouts, after both limits in forward and input, on a client's new TCP flow the
+ *   limits let through (`ct timeout set`, which acts only on an entry not yet confirmed, so not
+ *   on a SYN retransmitted): the ct timeout object CLIENT_TCP_TIMEOUT, the provider's timeouts
+ *   with TIME_WAIT and CLOSE at most 10 s (client-tcp-timeouts.ts says why that is safe). The cap
+ *   leaves those states out, so a client holds at most its cap plus the flows it opened in the
+ *   last 20 s (table-settings.ts), where TIME_WAIT's 120 s would let one client at 100 new flows
+ *   a second fill the table of a VM with 1 GB. The provider's own flows keep its timeouts, and
+ *   established packets never reach the rule. nft lists a policy's states that differ from the
+ *   kernel's defaults only, and so does this text (tcpTimeoutPolicyText). The kernel needs
+ *   CONFIG_NF_CONNTRACK_TIMEOUT. Replacing the table takes the policy off the entries it was on:
+ *   they keep the provider's timeouts from then on.
  * - DHCP from the client's port 68 to the server's (gateway or broadcast), in input before both
  *   limits: a client at its cap (a busy P2P node, a small VM) renews its lease with a new flow
  *   (the entry of its last renewal expired long ago), which the cap would drop until the lease
@@ -177,6 +192,7 @@ export function staticTableText(settings: TableSettings): string {
   /** With no rate limit (0), neither its set nor its rules. */
   const rated = <T>(items: readonly T[]): T[] => (settings.clientNewFlowRate > 0 ? [...items] : []);
   const flowRate = `ct status ! ${CT_STATUS.confirmed} update @${FLOW_RATE_SET} { ip saddr ${flowRateExpression(settings)} } ${drop(COUNTERS.flowRateDrops)}`;
+  const clientTcpTimeout = `meta l4proto ${IP_PROTOCOL.tcp} ct timeout set "${CLIENT_TCP_TIMEOUT}"`;
   const dynamicSet = (name: string, flags: readonly string[] = []): string[] => [`\tset ${name} {`, '\t\ttype ipv4_addr', `\t\tsize ${FLOW_SET_SIZE}`, ...flags, '\t}', ''];
   const lines = [
     `table ${TABLE} {`,
@@ -186,6 +202,12 @@ export function staticTableText(settings: TableSettings): string {
     ...counter(COUNTERS.inputDrops),
     ...counter(COUNTERS.flowLimitDrops),
     ...counter(COUNTERS.flowRateDrops),
+    `\tct timeout ${CLIENT_TCP_TIMEOUT} {`,
+    '\t\tprotocol tcp',
+    '\t\tl3proto ip',
+    `\t\tpolicy = { ${tcpTimeoutPolicyText(clientTcpTimeoutsOf(settings))} }`,
+    '\t}',
+    '',
     ...SET_NAMES.flatMap(set),
     ...capped(dynamicSet(FLOW_SET, ['\t\tflags dynamic'])),
     ...rated(dynamicSet(FLOW_RATE_SET, ['\t\tflags dynamic,timeout', `\t\ttimeout ${FLOW_RATE_TIMEOUT}`])),
@@ -213,6 +235,7 @@ export function staticTableText(settings: TableSettings): string {
       `ip daddr { ${GATEWAY_IP}, 255.255.255.255 } udp sport 68 udp dport 67 accept`,
       ...rated([flowRate]),
       ...capped([flowCap]),
+      clientTcpTimeout,
       `ip daddr { ${GATEWAY_IP}, 255.255.255.255 } udp dport 67 accept`,
       `ip daddr ${GATEWAY_IP} meta l4proto { ${IP_PROTOCOL.tcp}, ${IP_PROTOCOL.udp} } th dport 53 accept`,
       `ip daddr ${GATEWAY_IP} icmp type ${ICMP_ECHO_REQUEST} accept`,
@@ -226,6 +249,7 @@ export function staticTableText(settings: TableSettings): string {
       `ct state ${CT_STATE.related} jump forward_related`,
       ...rated([`iifname @client_links ${flowRate}`]),
       ...capped([`iifname @client_links ${flowCap}`]),
+      `iifname @client_links ${clientTcpTimeout}`,
       'oifname @client_links jump forward_to_client_link',
       'iifname @client_links jump forward_from_client_link',
     ]),
@@ -274,6 +298,7 @@ export function parseElementList(inner: string): string[] {
 
 /** A table listing split into its structure (elements taken out) and the elements per set. */
 export interface TableListing {
+  /** The listing without elements, a ct timeout policy's protocol as the table text names it (canonicalProtocolLine). */
   readonly structure: string;
   readonly elements: FirewallElements;
   /**
@@ -289,6 +314,19 @@ export interface TableListing {
 
 const SET_HEADER = /^\tset (\S+) \{$/;
 const ELEMENTS_START = /^\t\telements = \{(.*)$/;
+const CT_TIMEOUT_HEADER = /^\tct timeout \S+ \{$/;
+const CT_TIMEOUT_PROTOCOL = /^\t\tprotocol (\S+)$/;
+
+/**
+ * A ct timeout policy's protocol line as the table text writes it. nft (1.0.6) prints the
+ * protocol by the name /etc/protocols gives it even with -n: `tcp` on most systems, another name
+ * where that file says so, the number (`6`) where it has no entry (a minimal VM image). nft takes
+ * only tcp and udp for a policy, so anything but UDP's usual spellings is TCP.
+ */
+function canonicalProtocolLine(line: string): string {
+  const protocol = CT_TIMEOUT_PROTOCOL.exec(line)?.[1];
+  return protocol === undefined || protocol === 'udp' || protocol === '17' ? line : '\t\tprotocol tcp';
+}
 
 /**
  * Read `nft -s list table` output. Element lists (which nft wraps over several lines) are
@@ -298,15 +336,18 @@ export function parseTableListing(text: string): TableListing {
   const kept: string[] = [];
   const found = new Map<string, string[]>();
   let currentSet: string | undefined;
+  let inCtTimeout = false;
   const lines = text.split('\n');
   for (let index = 0; index < lines.length; index++) {
     const line = lines[index] ?? '';
     const header = SET_HEADER.exec(line);
     if (header !== null) currentSet = header[1];
     else if (line === '\t}') currentSet = undefined;
+    if (CT_TIMEOUT_HEADER.test(line)) inCtTimeout = true;
+    else if (line === '\t}') inCtTimeout = false;
     const start = ELEMENTS_START.exec(line);
     if (start === null) {
-      kept.push(line);
+      kept.push(inCtTimeout ? canonicalProtocolLine(line) : line);
       continue;
     }
     // Our element types never contain braces, so the list ends at the first `}`.

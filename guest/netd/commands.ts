@@ -10,8 +10,8 @@ import type { DnsForwarder } from '../dns/forwarder.js';
 import { parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
-import { DEFAULT_CLIENT_NEW_FLOW_RATE, MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE, clientNewFlowBurst } from '../firewall/table-settings.js';
-import { type ClientFlowLimitOption, NftablesFirewall, ProviderServices } from './provider-ports.js';
+import { MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE, clientNewFlowBurst } from '../firewall/table-settings.js';
+import { type ClientFlowLimitOption, type ClientNewFlowRateOption, NftablesFirewall, ProviderServices } from './provider-ports.js';
 import { type AgentStatus, NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, controlRequest } from './control-socket.js';
@@ -111,6 +111,11 @@ function clientFlowLimit(text: string): ClientFlowLimitOption {
   return text === 'auto' ? 'auto' : integerOption('--client-flow-limit', text, 0, MAX_CLIENT_FLOW_LIMIT, 'auto or a number of flows');
 }
 
+/** --client-new-flow-rate: `auto` or a whole number of new flows a second, 0 for none. */
+function clientNewFlowRate(text: string): ClientNewFlowRateOption {
+  return text === 'auto' ? 'auto' : integerOption('--client-new-flow-rate', text, 0, MAX_CLIENT_NEW_FLOW_RATE, 'auto or new flows per second');
+}
+
 /** --firewall-audit: seconds between read-backs of the ruleset, 0 for none. */
 function firewallAuditMs(text: string): number {
   // Decimal only: Number() would also take hex, exponents and blanks.
@@ -128,7 +133,7 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
   const firewall = options.firewall
     ? new NftablesFirewall(
         clientFlowLimit(options.clientFlowLimit),
-        integerOption('--client-new-flow-rate', options.clientNewFlowRate, 0, MAX_CLIENT_NEW_FLOW_RATE, 'new flows per second'),
+        clientNewFlowRate(options.clientNewFlowRate),
         log,
       )
     : new NoopFirewall();
@@ -243,10 +248,11 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
         'an eighth of nf_conntrack_max, at most 4096',
       ),
     )
-    .option(
-      '--client-new-flow-rate <n>',
-      'new flows one client may open per second, twice as many at once; past them they are dropped before the flow limit counts (0: no limit)',
-      String(DEFAULT_CLIENT_NEW_FLOW_RATE),
+    .addOption(
+      new Option(
+        '--client-new-flow-rate <n>',
+        'new flows one client may open per second, twice as many at once; past them they are dropped before the flow limit counts (0: no limit)',
+      ).default('auto', 'nf_conntrack_max / 176, at least 1, at most 100'),
     )
     .action(async (options: RunOptions) => {
       await runAgent(options, ports);

@@ -6,15 +6,26 @@ import type { DhcpServer } from '../dhcp/dhcp-server.js';
 import type { LeaseInfo } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '../firewall-port.js';
+import { type TcpTimeouts, clientTcpTimeouts } from '../firewall/client-tcp-timeouts.js';
 import { readConntrackMax } from '../firewall/conntrack-max.js';
 import { FirewallError } from '../firewall/firewall-error.js';
 import { FirewallReconciler, firewallCounters } from '../firewall/nft.js';
 import { loadNftLibrary } from '../firewall/nft-library.js';
-import { assertTableSettings, defaultClientFlowLimit } from '../firewall/table-settings.js';
+import {
+  MAX_DEFAULT_CLIENT_NEW_FLOW_RATE,
+  type TableSettings,
+  assertTableSettings,
+  defaultClientFlowLimit,
+  defaultClientNewFlowRate,
+} from '../firewall/table-settings.js';
+import { readTcpTimeouts } from '../firewall/tcp-timeout-sysctls.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 
 /** --client-flow-limit: a number of conntrack entries per client (0: none), or derived from nf_conntrack_max. */
 export type ClientFlowLimitOption = number | 'auto';
+
+/** --client-new-flow-rate: new flows a second per client (0: none), or derived from nf_conntrack_max. */
+export type ClientNewFlowRateOption = number | 'auto';
 
 /** The agent's own firewall, changed in-process through libnftables. */
 export class NftablesFirewall implements FirewallPort {
@@ -23,13 +34,14 @@ export class NftablesFirewall implements FirewallPort {
 
   constructor(
     private readonly clientFlowLimit: ClientFlowLimitOption,
-    /** --client-new-flow-rate: new flows a second per client (0: none). */
-    private readonly clientNewFlowRate: number,
+    private readonly clientNewFlowRate: ClientNewFlowRateOption,
     private readonly log: Logger,
     /** nf_conntrack_max, undefined while nf_conntrack is not loaded; tests give their own. */
     private readonly conntrackMax: () => number | undefined = readConntrackMax,
+    /** The provider's conntrack TCP timeouts (sysctls), likewise. */
+    private readonly tcpTimeouts: () => TcpTimeouts | undefined = readTcpTimeouts,
   ) {
-    assertTableSettings({ clientFlowLimit: clientFlowLimit === 'auto' ? 0 : clientFlowLimit, clientNewFlowRate });
+    assertTableSettings({ clientFlowLimit: clientFlowLimit === 'auto' ? 0 : clientFlowLimit, clientNewFlowRate: clientNewFlowRate === 'auto' ? 0 : clientNewFlowRate });
     // A broken install (addon not built, libnftables missing) fails when the agent starts.
     loadNftLibrary();
   }
@@ -42,26 +54,56 @@ export class NftablesFirewall implements FirewallPort {
     return (await (await this.#ready(model)).reconcile(model, { verify: true })).changed;
   }
 
-  /** The reconciler, made on the first call with the cap resolved (once per run: see FirewallOptions). */
+  /**
+   * The reconciler, made on the first call with `auto` resolved and the clients' TCP timeouts
+   * taken from the provider's (once per run: see FirewallOptions).
+   */
   async #ready(model: FirewallModel): Promise<FirewallReconciler> {
     if (this.#reconciler !== undefined) return this.#reconciler;
-    let limit = this.clientFlowLimit;
-    if (limit === 'auto') {
-      let conntrackMax = this.conntrackMax();
-      if (conntrackMax === undefined) {
-        // nf_conntrack is not loaded yet (a fresh boot, a modular kernel): the table's ct rules
-        // load it. Made without the cap first, then with it, before any client has a flow.
-        await new FirewallReconciler({ clientFlowLimit: 0, clientNewFlowRate: this.clientNewFlowRate }).reconcile(model);
-        conntrackMax = this.conntrackMax();
-        if (conntrackMax === undefined) {
-          throw new FirewallError('flow-limit', 'nf_conntrack_max does not exist even with the firewall table loaded: is nf_conntrack in the kernel? Else give --client-flow-limit a number');
-        }
-      }
-      limit = defaultClientFlowLimit(conntrackMax);
-      this.log.info({ clientFlowLimit: limit, conntrackMax }, 'firewall: each client may hold this many conntrack entries (an eighth of the table, at most 4096)');
+    const limit = this.clientFlowLimit;
+    const rate = this.clientNewFlowRate;
+    const needsMax = limit === 'auto' || rate === 'auto';
+    const read = (): { conntrackMax: number | undefined; tcpTimeouts: TcpTimeouts | undefined } => ({
+      conntrackMax: needsMax ? this.conntrackMax() : undefined,
+      tcpTimeouts: this.tcpTimeouts(),
+    });
+    let kernel = read();
+    if (kernel.tcpTimeouts === undefined || (needsMax && kernel.conntrackMax === undefined)) {
+      // nf_conntrack is not loaded yet (a fresh boot, a modular kernel): the table's ct rules
+      // load it. Made with what is known first (no cap, the most the default rate gives, the
+      // kernel's default timeouts), then as it should be, before any client has a flow.
+      await new FirewallReconciler({
+        clientFlowLimit: limit === 'auto' ? 0 : limit,
+        clientNewFlowRate: rate === 'auto' ? MAX_DEFAULT_CLIENT_NEW_FLOW_RATE : rate,
+      }).reconcile(model);
+      kernel = read();
     }
-    this.#flowLimits = { clientFlowLimit: limit, clientNewFlowRate: this.clientNewFlowRate };
-    this.#reconciler = new FirewallReconciler(this.#flowLimits);
+    const { conntrackMax, tcpTimeouts } = kernel;
+    if (needsMax && conntrackMax === undefined) {
+      throw new FirewallError(
+        limit === 'auto' ? 'flow-limit' : 'flow-rate',
+        'nf_conntrack_max does not exist even with the firewall table loaded: is nf_conntrack in the kernel? Else give --client-flow-limit and --client-new-flow-rate numbers',
+      );
+    }
+    if (tcpTimeouts === undefined) {
+      throw new FirewallError('tcp-timeouts', 'the nf_conntrack_tcp_timeout_* sysctls do not exist even with the firewall table loaded: is nf_conntrack in the kernel?');
+    }
+    const settings: TableSettings = {
+      clientFlowLimit: limit === 'auto' ? defaultClientFlowLimit(conntrackMax ?? 0) : limit,
+      clientNewFlowRate: rate === 'auto' ? defaultClientNewFlowRate(conntrackMax ?? 0) : rate,
+      clientTcpTimeouts: clientTcpTimeouts(tcpTimeouts),
+    };
+    if (limit === 'auto') {
+      this.log.info({ clientFlowLimit: settings.clientFlowLimit, conntrackMax }, 'firewall: each client may hold this many conntrack entries (an eighth of the table, at most 4096)');
+    }
+    if (rate === 'auto') {
+      this.log.info(
+        { clientNewFlowRate: settings.clientNewFlowRate, conntrackMax },
+        'firewall: each client may open this many new flows a second (an eighth of the table per 22 s, at most 100)',
+      );
+    }
+    this.#flowLimits = { clientFlowLimit: settings.clientFlowLimit, clientNewFlowRate: settings.clientNewFlowRate };
+    this.#reconciler = new FirewallReconciler(settings);
     return this.#reconciler;
   }
 

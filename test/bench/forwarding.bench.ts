@@ -3,7 +3,7 @@
 // alternated in the same run; plus how long reconciling 1000 clients takes. Needs root.
 import { readConntrackMax } from '../../guest/firewall/conntrack-max.js';
 import { firewallCounters, reconcileFirewall, removeFirewall } from '../../guest/firewall/nft.js';
-import { DEFAULT_CLIENT_NEW_FLOW_RATE, defaultClientFlowLimit } from '../../guest/firewall/table-settings.js';
+import { defaultClientFlowLimit, defaultClientNewFlowRate } from '../../guest/firewall/table-settings.js';
 import type { FirewallModel } from '../../guest/firewall/model.js';
 import { clientIpTextOf } from '../../shared/client-ip.js';
 import { clientId } from '../../shared/client-id.js';
@@ -59,8 +59,9 @@ export async function forwardingBench(): Promise<BenchResult[]> {
     const provider = world.provider;
     const client = world.clients[0];
     if (client === undefined) throw new Error('no client in the benchmark world');
-    // The flow cap the agent would derive on this machine (only new flows meet it).
-    const netns = { netns: provider.name, clientFlowLimit: defaultClientFlowLimit(readConntrackMax() ?? 0), clientNewFlowRate: DEFAULT_CLIENT_NEW_FLOW_RATE };
+    // The flow cap and rate the agent would derive on this machine (only new flows meet them).
+    const conntrackMax = readConntrackMax() ?? 0;
+    const netns = { netns: provider.name, clientFlowLimit: defaultClientFlowLimit(conntrackMax), clientNewFlowRate: defaultClientNewFlowRate(conntrackMax) };
     // As the agent does: the client's link in the group the table guards, so each of its packets
     // also meets the guard's set lookup.
     await provider.ip(['link', 'set', 'dev', providerIfOf(clientId(1)), 'group', String(PROVIDER_LINK_GROUP)]);

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { clientIpTextOf } from '../../../shared/client-ip.js';
 import type { FirewallModel } from '../../../guest/firewall/model.js';
+import { KERNEL_TCP_TIMEOUTS, TCP_TIMEOUT_STATES, type TcpTimeouts, clientTcpTimeouts } from '../../../guest/firewall/client-tcp-timeouts.js';
 import { MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE, type TableSettings, clientNewFlowBurst } from '../../../guest/firewall/table-settings.js';
 import { anyClientId } from '../../shared/arbitraries.js';
 
@@ -35,11 +36,20 @@ export const anyFirewallModel: fc.Arbitrary<FirewallModel> = fc
     };
   });
 
-/** Table settings: no cap or rate, the caps small and large VMs get by default, the default rate, anything nft holds. */
-export const anyTableSettings: fc.Arbitrary<TableSettings> = fc.record({
-  clientFlowLimit: fc.oneof(fc.constantFrom(0, 1, 128, 4096), fc.integer({ min: 0, max: MAX_CLIENT_FLOW_LIMIT })),
-  clientNewFlowRate: fc.oneof(fc.constantFrom(0, 1, 500), fc.integer({ min: 0, max: MAX_CLIENT_NEW_FLOW_RATE })),
-});
+/** A provider's TCP timeouts (its sysctls): mostly the kernel's defaults, some states changed, to anything a sysctl holds. */
+export const anyProviderTcpTimeouts: fc.Arbitrary<TcpTimeouts> = fc
+  .dictionary(fc.constantFrom(...TCP_TIMEOUT_STATES), fc.oneof(fc.integer({ min: 0, max: 600 }), fc.integer({ min: 0, max: 2 ** 31 - 1 })), { maxKeys: 4 })
+  .map((changed) => ({ ...KERNEL_TCP_TIMEOUTS, ...changed }));
+
+/** Table settings: no cap or rate, the caps small and large VMs get by default, the default rate, anything nft holds; clients' TCP timeouts given or not. */
+export const anyTableSettings: fc.Arbitrary<TableSettings> = fc.record(
+  {
+    clientFlowLimit: fc.oneof(fc.constantFrom(0, 1, 128, 4096), fc.integer({ min: 0, max: MAX_CLIENT_FLOW_LIMIT })),
+    clientNewFlowRate: fc.oneof(fc.constantFrom(0, 1, 46, 100, 500), fc.integer({ min: 0, max: MAX_CLIENT_NEW_FLOW_RATE })),
+    clientTcpTimeouts: anyProviderTcpTimeouts.map(clientTcpTimeouts),
+  },
+  { requiredKeys: ['clientFlowLimit', 'clientNewFlowRate'] },
+);
 
 /**
  * What traffic leaves in the flow set of a table made with `settings`: some client addresses

@@ -20,6 +20,6 @@ describe('nf_conntrack_max', () => {
     writeFileSync(path, '65536\n');
     expect(readConntrackMax(path)).toBe(65_536);
     // Anything else than a missing file says what to do.
-    expect(() => readConntrackMax(dir)).toThrow(/give --client-flow-limit a number/);
+    expect(() => readConntrackMax(dir)).toThrow(/give --client-flow-limit and --client-new-flow-rate numbers/);
   });
 });

@@ -158,5 +158,13 @@ describeNetns('the audit compares listings that no name in /etc changes', () => 
     const inProcess = await ns.exec([process.execPath, FIXTURE, 'verify', JSON.stringify([links, links])], { timeoutMs: 30_000 });
     expect(JSON.parse(inProcess.stdout)).toEqual([{ changed: false }, { changed: false }]);
     expect(await listing(['-a', '-s'])).toBe(before);
+    // A ct timeout policy's protocol is a name even with -n; with no entry for it, a number.
+    expect(await listing(['-n', '-s'])).toContain('\t\tprotocol tcpx\n');
+    writeFileSync(`/etc/netns/${ns.name}/protocols`, '');
+    expect(await listing(['-n', '-s'])).toContain('\t\tprotocol 6\n');
+    expect(await reconcileFirewall(links, { netns: ns.name, clientFlowLimit: TEST_FLOW_LIMIT, clientNewFlowRate: TEST_NEW_FLOW_RATE })).toEqual({ changed: false });
+    // Nothing was replaced: the same handles.
+    const handles = (text: string): string[] => text.match(/# handle \d+/g) ?? [];
+    expect(handles(await listing(['-a', '-s']))).toEqual(handles(before));
   });
 });

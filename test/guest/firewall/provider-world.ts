@@ -8,7 +8,7 @@ import { clientIpTextOf } from '../../../shared/client-ip.js';
 import { clientMacOf, providerMacOf } from '../../../shared/link-mac.js';
 import { GATEWAY_IP } from '../../../shared/scheme.js';
 import type { FirewallModel } from '../../../guest/firewall/model.js';
-import { DEFAULT_CLIENT_NEW_FLOW_RATE } from '../../../guest/firewall/table-settings.js';
+import { MAX_DEFAULT_CLIENT_NEW_FLOW_RATE } from '../../../guest/firewall/table-settings.js';
 import type { Harness, Netns } from '../../harness/index.js';
 
 export const UPLINK = 'up0';
@@ -16,8 +16,8 @@ export const PROVIDER_UPLINK_IP = '192.0.2.1';
 export const INTERNET_IP = '192.0.2.10';
 /** The client flow limit the namespace tests' tables get: one their few flows never reach. */
 export const TEST_FLOW_LIMIT = 4096;
-/** The new-flow rate the namespace tests' tables get: the default, which their flows stay under. */
-export const TEST_NEW_FLOW_RATE = DEFAULT_CLIENT_NEW_FLOW_RATE;
+/** The new-flow rate the namespace tests' tables get: the default on a large VM, which their flows stay under. */
+export const TEST_NEW_FLOW_RATE = MAX_DEFAULT_CLIENT_NEW_FLOW_RATE;
 
 /**
  * An nft listing (of the table or the ruleset) less the elements traffic put in the flow set and

@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import {
+  CLIENT_TCP_TIMEOUT,
   COUNTERS,
   FLOW_RATE_SET,
   FLOW_SET,
@@ -20,15 +21,17 @@ import {
   strayFlowKeys,
   strayRateKeys,
 } from '../../../guest/firewall/ruleset.js';
+import { DEFAULT_CLIENT_TCP_TIMEOUTS, KERNEL_TCP_TIMEOUTS, clientTcpTimeouts } from '../../../guest/firewall/client-tcp-timeouts.js';
 import type { TableSettings } from '../../../guest/firewall/table-settings.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { anyClientIp, anyFirewallModel, anyFlowElements, anyRateElements, anyTableSettings } from './arbitraries.js';
 import { applyScript, elementsOf, flowElementsOf, rateElementsOf, renderListing, tableOf } from './simulated-table.js';
 
-/** A cap and rate as the agent derives them for a 2 GB VM (nf_conntrack_max 65536). */
+/** A cap as the agent derives it for a 2 GB VM (nf_conntrack_max 65536), and a rate given. */
 const SETTINGS: TableSettings = { clientFlowLimit: 4096, clientNewFlowRate: 500 };
 const NO_CAP: TableSettings = { clientFlowLimit: 0, clientNewFlowRate: 500 };
 const NO_RATE: TableSettings = { clientFlowLimit: 4096, clientNewFlowRate: 0 };
+const TCP_TIMEOUT_RULE = 'meta l4proto 6 ct timeout set "client_tcp"';
 const RATE_SET_DECLARED = '\tset client_new_flows {\n\t\ttype ipv4_addr\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 5s\n\t}\n\n';
 
 /** The rules of one chain of the static table, as lines. */
@@ -140,6 +143,26 @@ describe('a listing captured from nft 1.0.6 with traffic in both dynamic sets', 
 
   it('is replaced once the rate differs (another --client-new-flow-rate at a restart)', () => {
     expect(planFirewall(captured, model, { ...settings, clientNewFlowRate: 21 })).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+  });
+
+  it("is the same table whatever /etc/protocols calls TCP, or without it: nft names a policy's protocol so even with -n", () => {
+    for (const spelling of ['6', 'TCP', 'tcpx']) {
+      const listed = captured.replace('\t\tprotocol tcp\n', `\t\tprotocol ${spelling}\n`);
+      expect(listed).not.toBe(captured);
+      expect(planFirewall(listed, model, settings)).toEqual({ kind: 'unchanged' });
+    }
+    for (const spelling of ['udp', '17']) {
+      expect(planFirewall(captured.replace('\t\tprotocol tcp\n', `\t\tprotocol ${spelling}\n`), model, settings)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+    }
+    // Only a policy's: a rule naming a protocol is numeric (-n) anyway, and anything else is kept as listed.
+    expect(parseTableListing('table inet x {\n\tchain c {\n\t\tprotocol 6\n\t}\n}\n').structure).toContain('\t\tprotocol 6\n');
+  });
+
+  it("is replaced once clients' TCP timeouts differ (the provider's sysctls changed before a restart), or without the policy", () => {
+    const tuned = clientTcpTimeouts({ ...KERNEL_TCP_TIMEOUTS, established: 3600 });
+    expect(planFirewall(captured, model, { ...settings, clientTcpTimeouts: tuned })).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+    expect(planFirewall(captured.replace('\t\tmeta l4proto 6 ct timeout set "client_tcp"\n', ''), model, settings)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+    expect(planFirewall(captured.replace('time_wait : 10', 'time_wait : 30'), model, settings)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
   });
 });
 
@@ -362,6 +385,7 @@ describe('the static part', () => {
       'ct state 0x4 jump forward_related',
       `iifname @client_links ${rate}`,
       `iifname @client_links ${cap}`,
+      `iifname @client_links ${TCP_TIMEOUT_RULE}`,
       'oifname @client_links jump forward_to_client_link',
       'iifname @client_links jump forward_from_client_link',
     ]);
@@ -406,6 +430,33 @@ describe('the static part', () => {
       expect(input.indexOf(renew)).toBe(3);
     }
     expect(chainRules('forward').some((rule) => rule.includes('dport 67'))).toBe(false);
+  });
+
+  it("gives a client's new TCP flows the client policy after both limits, forwarded and to the gateway, never replies or the provider's own flows", () => {
+    for (const settings of [SETTINGS, NO_CAP, NO_RATE, { clientFlowLimit: 0, clientNewFlowRate: 0 }]) {
+      const forward = chainRules('forward', settings);
+      const at = forward.indexOf(`iifname @client_links ${TCP_TIMEOUT_RULE}`);
+      // After the established and related accepts (the forwarding path of established flows never
+      // meets it) and the limits (a flow they drop needs none), before the chains that accept.
+      expect(at).toBeGreaterThan(forward.indexOf('ct state 0x2 accept'));
+      expect(at).toBeGreaterThan(forward.indexOf('ct state 0x4 jump forward_related'));
+      expect(forward.slice(at + 1)).toEqual(['oifname @client_links jump forward_to_client_link', 'iifname @client_links jump forward_from_client_link']);
+      const input = chainRules('input_from_client_link', settings);
+      const inputAt = input.indexOf(TCP_TIMEOUT_RULE);
+      expect(input.slice(inputAt + 1, inputAt + 2)).toEqual(['ip daddr { 169.254.0.1, 255.255.255.255 } udp dport 67 accept']);
+      expect(input.slice(0, inputAt).every((rule) => !rule.includes('accept') || rule.startsWith('ct state') || rule.includes('sport 68'))).toBe(true);
+      // Only there: the provider's own flows keep its timeouts.
+      expect(staticTableText(settings).split('\n').filter((line) => line.includes('ct timeout set'))).toHaveLength(2);
+    }
+    expect(CLIENT_TCP_TIMEOUT).toBe('client_tcp');
+  });
+
+  it('declares the policy as nft lists it: only the states that differ from the kernel default', () => {
+    const declared = (policy: string): string => `\tct timeout client_tcp {\n\t\tprotocol tcp\n\t\tl3proto ip\n\t\tpolicy = { ${policy} }\n\t}\n\n`;
+    expect(staticTableText(SETTINGS)).toContain(`\tcounter flow_rate_drops {\n\t}\n\n${declared('time_wait : 10')}\tset client_links {`);
+    expect(staticTableText({ ...SETTINGS, clientTcpTimeouts: DEFAULT_CLIENT_TCP_TIMEOUTS })).toBe(staticTableText(SETTINGS));
+    const tuned = clientTcpTimeouts({ ...KERNEL_TCP_TIMEOUTS, established: 3600, close: 5, time_wait: 60 });
+    expect(staticTableText({ ...SETTINGS, clientTcpTimeouts: tuned })).toContain(declared('established : 3600, time_wait : 10, close : 5'));
   });
 
   it('with no rate limit (0), has neither the rate set nor its rules, but keeps its counter', () => {

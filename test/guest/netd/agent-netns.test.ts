@@ -115,10 +115,13 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     const rules = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
     const cap = Math.min(4096, Math.floor(conntrackMax / 8));
     expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill(`ct count over ${cap} `));
-    // And the default new-flow rate before it.
-    expect(rules.match(/limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill('limit rate over 100/second burst 200 packets'));
+    // And the default new-flow rate before it: an eighth of the table per 22 s, at most 100 a second.
+    const rate = Math.min(100, Math.max(1, Math.floor(conntrackMax / 176)));
+    expect(rules.match(/limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill(`limit rate over ${rate}/second burst ${2 * rate} packets`));
     // Both in status, `auto` resolved, where the start-up log alone said them.
-    expect(report.flowLimits).toEqual({ clientFlowLimit: cap, clientNewFlowRate: 100 });
+    expect(report.flowLimits).toEqual({ clientFlowLimit: cap, clientNewFlowRate: rate });
+    // Clients' TCP flows: the namespace's timeouts (the kernel's defaults here), TIME_WAIT 10 s.
+    expect(rules).toContain('\tct timeout client_tcp {\n\t\tprotocol tcp\n\t\tl3proto ip\n\t\tpolicy = { time_wait : 10 }\n\t}\n');
     expect(report.model?.uplinks).toEqual(['wan']);
     expect(report.model?.providerLinks).toEqual([
       { ifname: 'vm1', clientIp: '100.64.0.1' },
@@ -272,7 +275,15 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     const socket = join(dir, 'control.sock');
     const table = async (): Promise<string> => parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
     await agent.kill('SIGTERM', 3000);
-    agent = await startAgent(provider, socket, ['--client-flow-limit', '300', '--client-new-flow-rate', '40']);
+    // The provider's own TCP timeouts, which its clients' flows follow but for the closed states.
+    const sysctl = async (value: number): Promise<void> => void (await provider.exec(['sysctl', '-q', '-w', `net.netfilter.nf_conntrack_tcp_timeout_established=${value}`]));
+    await sysctl(3600);
+    try {
+      agent = await startAgent(provider, socket, ['--client-flow-limit', '300', '--client-new-flow-rate', '40']);
+    } finally {
+      await sysctl(432_000);
+    }
+    expect(await table()).toContain('\t\tpolicy = { established : 3600, time_wait : 10 }\n');
     expect((await table()).match(/ct count over \d+ /g)).toEqual(['ct count over 300 ', 'ct count over 300 ']);
     expect((await table()).match(/limit rate over \S+ burst \d+ packets/g)).toEqual(['limit rate over 40/second burst 80 packets', 'limit rate over 40/second burst 80 packets']);
     expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 300, clientNewFlowRate: 40 });
@@ -429,7 +440,8 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     ['--client-flow-limit', 'half'],
     ['--client-new-flow-rate', '-1'],
     ['--client-new-flow-rate', '1000001'],
-    ['--client-new-flow-rate', 'auto'],
+    ['--client-new-flow-rate', 'fast'],
+    ['--client-new-flow-rate', '1e2'],
     // Names no interface can have: they would match nothing, silently.
     ['--ignore', 'eth0:1'],
     ['--ignore', 'a b'],

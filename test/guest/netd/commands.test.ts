@@ -38,10 +38,11 @@ describe('spectrum-netd --help', () => {
     expect(parsedOptions(runCommand(), [])).toMatchObject({ clientFlowLimit: 'auto' });
   });
 
-  it('run: --client-new-flow-rate defaults to 100 new flows a second per client', () => {
+  it('run: --client-new-flow-rate says what its default is derived from', () => {
     const help = runCommand().helpInformation().replace(/\s+/g, ' ');
-    expect(help).toMatch(/--client-new-flow-rate <n> new flows one client may open per second, .*\(0: no limit\) \(default: "100"\)/);
-    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientNewFlowRate: '100' });
+    expect(help).toMatch(/--client-new-flow-rate <n> new flows one client may open per second, .*\(0: no limit\) \(default: nf_conntrack_max \/ 176, at least 1, at most 100\)/);
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientNewFlowRate: 'auto' });
+    expect(parsedOptions(runCommand(), ['--client-new-flow-rate', '40'])).toMatchObject({ clientNewFlowRate: '40' });
   });
 
   it('run: repeated options still add up, starting from nothing', () => {

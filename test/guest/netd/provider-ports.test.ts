@@ -1,7 +1,10 @@
 // The agent's firewall port against a simulated table (no kernel): how it settles the client flow
-// cap, from --client-flow-limit or from nf_conntrack_max, before the table's first load.
+// cap and new-flow rate, from their options or from nf_conntrack_max, and clients' TCP timeouts
+// from the provider's, before the table's first load.
+import { Writable } from 'node:stream';
 import pino from 'pino';
 import { beforeEach, expect, it, vi } from 'vitest';
+import { KERNEL_TCP_TIMEOUTS, type TcpTimeouts, clientTcpTimeouts } from '../../../guest/firewall/client-tcp-timeouts.js';
 import type { FirewallModel } from '../../../guest/firewall/model.js';
 import type { NftResult } from '../../../guest/firewall/nft-library.js';
 import { staticTableText } from '../../../guest/firewall/ruleset.js';
@@ -26,7 +29,10 @@ vi.mock('../../../guest/firewall/nft-library.js', () => ({
 
 const log = pino({ level: 'silent' });
 const RATE = 500;
-const table = (clientFlowLimit: number, clientNewFlowRate = RATE): string => staticTableText({ clientFlowLimit, clientNewFlowRate });
+/** The provider's TCP timeouts: the kernel's defaults, as the sysctls of a fresh namespace have them. */
+const kernelTimeouts = (): TcpTimeouts => KERNEL_TCP_TIMEOUTS;
+const table = (clientFlowLimit: number, clientNewFlowRate = RATE, provider: TcpTimeouts = KERNEL_TCP_TIMEOUTS): string =>
+  staticTableText({ clientFlowLimit, clientNewFlowRate, clientTcpTimeouts: clientTcpTimeouts(provider) });
 const model: FirewallModel = { providerLinks: [{ ifname: 'snp1', clientIp: '100.64.0.1' }], uplinks: ['eth0'], allowedPairs: [] };
 
 beforeEach(() => {
@@ -35,20 +41,20 @@ beforeEach(() => {
 });
 
 it('derives the cap from nf_conntrack_max: an eighth of the table, at most 4096', async () => {
-  const firewall = new NftablesFirewall('auto', RATE, log, () => 16_384);
+  const firewall = new NftablesFirewall('auto', RATE, log, () => 16_384, kernelTimeouts);
   // What `status` shows: nothing until the table is made, then the cap it was made with.
   expect(firewall.flowLimits()).toBeNull();
   await firewall.reconcile(model);
   expect(nft.made).toEqual([table(2048)]);
   expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 2048, clientNewFlowRate: RATE });
   nft.table = undefined;
-  await new NftablesFirewall('auto', RATE, log, () => 262_144).reconcile(model);
+  await new NftablesFirewall('auto', RATE, log, () => 262_144, kernelTimeouts).reconcile(model);
   expect(nft.made).toEqual([table(2048), table(4096)]);
 });
 
 it('loads the table without the cap first when nf_conntrack is not loaded yet (its rules load it), then with it', async () => {
   // nf_conntrack_max exists once a table with ct rules is loaded.
-  const firewall = new NftablesFirewall('auto', RATE, log, () => (nft.table === undefined ? undefined : 4096));
+  const firewall = new NftablesFirewall('auto', RATE, log, () => (nft.table === undefined ? undefined : 4096), kernelTimeouts);
   await firewall.reconcile(model);
   expect(nft.made).toEqual([table(0), table(512)]);
   expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 512, clientNewFlowRate: RATE });
@@ -59,24 +65,68 @@ it('loads the table without the cap first when nf_conntrack is not loaded yet (i
 });
 
 it('fails, saying what to give, when nf_conntrack_max never appears', async () => {
-  await expect(new NftablesFirewall('auto', RATE, log, () => undefined).reconcile(model)).rejects.toMatchObject({ kind: 'flow-limit', message: expect.stringMatching(/--client-flow-limit/) });
+  await expect(new NftablesFirewall('auto', RATE, log, () => undefined, kernelTimeouts).reconcile(model)).rejects.toMatchObject({ kind: 'flow-limit', message: expect.stringMatching(/--client-flow-limit/) });
 });
 
 it('takes --client-flow-limit as it is, without reading nf_conntrack_max; refuses what nft cannot hold', async () => {
   const conntrackMax = vi.fn(() => 65_536);
-  await new NftablesFirewall(100, RATE, log, conntrackMax).reconcile(model);
-  await new NftablesFirewall(0, RATE, log, conntrackMax).reconcile(model);
+  await new NftablesFirewall(100, RATE, log, conntrackMax, kernelTimeouts).reconcile(model);
+  await new NftablesFirewall(0, RATE, log, conntrackMax, kernelTimeouts).reconcile(model);
   expect(nft.made).toEqual([table(100), table(0)]);
   expect(conntrackMax).not.toHaveBeenCalled();
   expect(() => new NftablesFirewall(2 ** 32, RATE, log)).toThrow(expect.objectContaining({ kind: 'flow-limit' }));
 });
 
 it('takes --client-new-flow-rate as it is, 0 for none, with the cap derived or given; refuses what nft cannot hold', async () => {
-  await new NftablesFirewall('auto', 20, log, () => 65_536).reconcile(model);
-  await new NftablesFirewall(100, 0, log).reconcile(model);
+  await new NftablesFirewall('auto', 20, log, () => 65_536, kernelTimeouts).reconcile(model);
+  await new NftablesFirewall(100, 0, log, () => undefined, kernelTimeouts).reconcile(model);
   expect(nft.made).toEqual([table(4096, 20), table(100, 0)]);
   for (const rate of [-1, 1_000_001]) {
     expect(() => new NftablesFirewall('auto', rate, log)).toThrow(expect.objectContaining({ kind: 'flow-rate' }));
     expect(() => new NftablesFirewall(100, rate, log)).toThrow(expect.objectContaining({ kind: 'flow-rate' }));
   }
+});
+
+it('derives the new-flow rate from nf_conntrack_max with `auto`: an eighth of the table per 22 s, at least 1, at most 100; logs both and shows them', async () => {
+  const lines: string[] = [];
+  const logged = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
+  const firewall = new NftablesFirewall('auto', 'auto', logged, () => 8192, kernelTimeouts);
+  await firewall.reconcile(model);
+  expect(nft.made).toEqual([table(1024, 46)]);
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 1024, clientNewFlowRate: 46 });
+  const entries = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+  expect(entries).toContainEqual(expect.objectContaining({ clientFlowLimit: 1024, conntrackMax: 8192 }));
+  expect(entries).toContainEqual(expect.objectContaining({ clientNewFlowRate: 46, conntrackMax: 8192 }));
+  nft.table = undefined;
+  // An explicit cap with the derived rate, and the other way round.
+  await new NftablesFirewall(300, 'auto', log, () => 1024, kernelTimeouts).reconcile(model);
+  nft.table = undefined;
+  await new NftablesFirewall('auto', 7, log, () => 262_144, kernelTimeouts).reconcile(model);
+  expect(nft.made.slice(1)).toEqual([table(300, 5), table(4096, 7)]);
+});
+
+it('loads the table with no cap and the most the default rate gives while nf_conntrack is not loaded, then with both derived', async () => {
+  const loaded = (): boolean => nft.table !== undefined;
+  const firewall = new NftablesFirewall('auto', 'auto', log, () => (loaded() ? 4096 : undefined), () => (loaded() ? KERNEL_TCP_TIMEOUTS : undefined));
+  await firewall.reconcile(model);
+  expect(nft.made).toEqual([table(0, 100), table(512, 23)]);
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 512, clientNewFlowRate: 23 });
+});
+
+it("gives clients' TCP flows the provider's timeouts, TIME_WAIT and CLOSE at most 10 s, read once the table has loaded nf_conntrack", async () => {
+  const tuned: TcpTimeouts = { ...KERNEL_TCP_TIMEOUTS, established: 3600, close: 30 };
+  const firewall = new NftablesFirewall(100, 20, log, () => 65_536, () => (nft.table === undefined ? undefined : tuned));
+  await firewall.reconcile(model);
+  // Numbers given: nf_conntrack_max is not needed, the timeouts are.
+  expect(nft.made).toEqual([table(100, 20), table(100, 20, tuned)]);
+  expect(nft.made[1]).toContain('\t\tpolicy = { established : 3600, time_wait : 10 }\n');
+  expect(await firewall.verify(model)).toBe(false);
+});
+
+it('fails, saying what to give, when nf_conntrack_max never appears for the rate, or the TCP timeouts never do', async () => {
+  await expect(new NftablesFirewall(100, 'auto', log, () => undefined, kernelTimeouts).reconcile(model)).rejects.toMatchObject({
+    kind: 'flow-rate',
+    message: expect.stringMatching(/--client-new-flow-rate/),
+  });
+  await expect(new NftablesFirewall(100, 20, log, () => 65_536, () => undefined).reconcile(model)).rejects.toMatchObject({ kind: 'tcp-timeouts' });
 });
