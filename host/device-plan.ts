@@ -231,6 +231,15 @@ export function isEmptyPlan(plan: DevicePlan): boolean {
   return plan.createNamespaces.length + plan.clearFarEnds.length + plan.hostSteps.flat().length + plan.configureFarEnds.length === 0;
 }
 
+/**
+ * The host devices a plan deletes to make anew under the same name (one of another kind: a veth
+ * that is to be a tap, a bridge's name on something else; half a veth pair): undoing the plan
+ * (deleting `creates`) takes the new ones away and cannot bring the old ones back.
+ */
+export function replacedDevices(plan: DevicePlan): string[] {
+  return plan.hostSteps.flat().flatMap((step) => (step.op === 'delete' && step.netns === null ? [step.name] : []));
+}
+
 /** The steps that make every connection's devices exist exactly as desired. */
 export function planDevices(connections: readonly DesiredConnection[], observed: ObservedDevices): DevicePlan {
   const plan: PlanBuilder = { missingNamespaces: new Set(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };

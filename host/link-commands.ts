@@ -6,10 +6,11 @@ import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.j
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
-import { type AttachChoice, parseAttachChoice } from './attach-mode.js';
+import { AddressError } from '../shared/address-error.js';
+import { type AttachChoice, AttachModeError, parseAttachChoice } from './attach-mode.js';
 import { type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
-import { DEFAULT_DEVICE_PREFIX, devicePrefix } from './device-names.js';
+import { DEFAULT_DEVICE_PREFIX, DeviceNameError, devicePrefix } from './device-names.js';
 import {
   type FailedVm,
   type KeepGoingOutcome,
@@ -32,6 +33,7 @@ import {
   unusedAttachModes,
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
+import { VmNameError } from './vm-name.js';
 import { type SideArguments, type VmmFlags, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU } from './vmm/nic.js';
 
@@ -208,16 +210,48 @@ function failedLine({ vm, error }: FailedVm): string {
 }
 
 /**
- * What `link --keep-going` says where a signal stopped it while it linked VM by VM: what was
- * undone, what stays linked, what was not done.
+ * What `link --keep-going` says where a signal stopped it VM by VM (hot-plugging NICs, or linking
+ * one by one after a failure): what was undone, what stays linked, what was not done.
  */
-function interruptedOneByOne(signal: NodeJS.Signals, interrupted: NonNullable<KeepGoingOutcome['interrupted']>, linked: number): string {
-  const undone = interrupted.undone === undefined ? '' : `undid what it had made for ${interrupted.undone}, the VM it was linking; `;
-  const left = interrupted.notLinked.length;
+function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<KeepGoingOutcome['interrupted']>, linked: number): string {
+  const { during, undone, notLinked } = interrupted;
+  const left = notLinked.length;
+  // While hot-plugging, the VMs after the one it was at had their devices and ids already: undone too.
+  const after = during === 'attach' && left > 0 ? ', and for the VMs after it' : '';
+  const undid = undone === undefined ? '' : `undid what it had made for ${undone}, the VM it was linking${after}; `;
+  const where = during === 'attach' ? 'hot-plugging NICs VM by VM' : 'linking VM by VM after a failure';
   return (
-    `link interrupted by ${signal} while linking VM by VM after a failure (--keep-going): ${undone}` +
+    `link interrupted by ${signal} while ${where} (--keep-going): ${undid}` +
     `the ${linked} VM${linked === 1 ? '' : 's'} it had linked (printed) stay linked; ${left} VM${left === 1 ? ' was' : 's were'} not linked and no link was taken down: run it again`
   );
+}
+
+/**
+ * What is said of a link that a failed run leaves down: up before, its devices replaced by the
+ * run (to attach it another way), the new ones deleted by the undo; the old are not brought back.
+ */
+function leftDownLine(link: LinkReport): string {
+  return `${link.vm} -> ${link.provider} (id ${link.id}) is down: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back): link ${link.vm} again`;
+}
+
+/** Module errors that are bad usage (exit 2, cli.ts): kept as they are. */
+const USAGE_ERRORS = [VmNameError, DeviceNameError, AttachModeError, AddressError] as const;
+
+/**
+ * The error a failed `link` ends with, and after it a line per link its undo left down. An
+ * expected failure (a CliError, or a module error with a `kind`: exit 1) gets them as its further
+ * lines, keeping its exit code; anything else (a bug, bad usage) is rethrown as it is, the lines
+ * written before it.
+ */
+function withLeftDown(error: unknown, lines: readonly string[]): unknown {
+  if (lines.length === 0) return error;
+  if (error instanceof CliError && (error.details.length === 0 || error.detailsAs === 'lines')) {
+    return new CliError(error.message, error.exitCode, [...error.details, ...lines], 'lines');
+  }
+  const expected = error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string' && !USAGE_ERRORS.some((type) => error instanceof type);
+  if (expected && !(error instanceof CliError)) return new CliError(error.message, EXIT.failure, lines, 'lines');
+  process.stderr.write(lines.map((line) => `spectrum-link: ${line}\n`).join(''));
+  return error;
 }
 
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
@@ -277,8 +311,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // failure would; a second exits at once.
       const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges');
       let outcome: KeepGoingOutcome;
+      // Links a failed run (or, with --keep-going, a failed VM) left down: a line each.
+      const leftDown: LinkReport[] = [];
       try {
-        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal };
+        const onLeftDown = (links: readonly LinkReport[]): void => void leftDown.push(...links);
+        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown };
         outcome = flags.keepGoing === true ? await linkVmsKeepGoing(vms, runOptions, wholeDir) : { ...(await linkVms(vms, runOptions, wholeDir)), failed: [] };
       } catch (error) {
         if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
@@ -288,9 +325,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           throw new CliError(
             `link interrupted by ${interruption.received}: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were`,
             signalExitCode(interruption.received),
+            leftDown.map(leftDownLine),
+            'lines',
           );
         }
-        throw error;
+        throw withLeftDown(error, leftDown.map(leftDownLine));
       } finally {
         interruption.dispose();
         progress.done();
@@ -336,11 +375,17 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // And one for each directory with providers that --all skipped for its name.
       if (flags.json === true) for (const { name, reason } of misnamed) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
       process.stdout.write(lines.join(''));
-      // Each VM --keep-going did not link, then each VMM that did not detach a link taken down: a line each.
-      const failureLines = [...failed.map(failedLine), ...vmmFailures.map(unlistedLine)];
-      // Stopped by a signal while linking VM by VM: what was linked is printed and stays.
+      // Each VM --keep-going did not link (and after it each of its links left down), the links
+      // left down of VMs a signal undid, then each VMM that did not detach a link taken down: a line each.
+      const failedVms = new Set<string>(failed.map((entry) => entry.vm));
+      const failureLines = [
+        ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
+        ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
+        ...vmmFailures.map(unlistedLine),
+      ];
+      // Stopped by a signal VM by VM: what was linked is printed and stays.
       if (outcome.interrupted !== undefined && interruption.received !== undefined) {
-        const stopped = interruptedOneByOne(interruption.received, outcome.interrupted, linked.size);
+        const stopped = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);
         throw new CliError(stopped, signalExitCode(interruption.received), failureLines, 'lines');
       }
       // A signal after the last safe point: the run is done, and said; the exit code tells of the signal.
@@ -372,12 +417,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (name: string, flags: UnlinkFlags) => {
       const attach = parseAttachChoice(flags.attach);
       const forget = flags.forget === true;
-      const { reports, failures } = await unlinkVm(name, { forget, force: flags.force === true }, { ...stateOptions(flags, env), attach, vmm: vmmFactory(attach, flags) });
-      // A per-VM mode for a VM that none of these links involves was used for nothing: a typo, most
-      // likely, with which a link without a recorded mode got the default one.
+      const { reports, failures, recordedVms } = await unlinkVm(name, { forget, force: flags.force === true }, { ...stateOptions(flags, env), attach, vmm: vmmFactory(attach, flags) });
+      // A per-VM mode for a VM that no recorded link involves could serve no unlink: a typo, most
+      // likely, with which a link without a recorded mode got the default one. One for a VM with
+      // other links is fine: scripts pass one --attach set to every call.
       if (attach.perVm.size > 0 && wouldLog('warn')) {
-        for (const unused of unusedAttachModes(attach, [], reports)) {
-          log().warn(`--attach ${unused.vm}=${unused.mode} was not used: none of the links unlink took down (those of ${name}) involves ${unused.vm}; check the name`);
+        for (const unused of unusedAttachModes(attach, recordedVms, [])) {
+          log().warn(`--attach ${unused.vm}=${unused.mode} was not used: no recorded link involves ${unused.vm} (as client or provider); check the name`);
         }
       }
       const failuresOf = (report: LinkReport): VmmDetachFailure[] => failures.filter((failure) => failure.link.id === report.id);

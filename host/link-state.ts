@@ -224,6 +224,20 @@ export function setAttachments(state: LinkState, changes: readonly { pair: LinkP
   );
 }
 
+/**
+ * `state` with these pairs' records as `before` has them (for undoing one VM of a run alone): a
+ * pair that `before` records gets its id and attachment back, one it does not is dropped (its id
+ * released); every other record stays as in `state`. `state` must have grown from `before` by
+ * allocation and attachment changes (allocateMany, setAttachments), which keep the ids `before`
+ * gave, so that no id is held twice.
+ */
+export function restorePairs(state: LinkState, before: LinkState, pairs: readonly LinkPair[]): LinkState {
+  if (pairs.length === 0) return state;
+  const keys = new Set(pairs.map((pair) => `${pair.client}\n${pair.provider}`));
+  const restored = (link: Link): boolean => keys.has(`${link.client}\n${link.provider}`);
+  return withLinks([...state.links.filter((link) => !restored(link)), ...before.links.filter(restored)]);
+}
+
 /** Whether two states hold the same links (and so the same file text), without serialising. */
 export function sameState(a: LinkState, b: LinkState): boolean {
   if (a === b) return true;

@@ -6,9 +6,9 @@ import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
 import { ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { readConfigVms } from './config-reader.js';
-import { type DesiredConnection, type DesiredSide, type DevicePlan, planDevices } from './device-plan.js';
+import { type DesiredConnection, type DesiredSide, type DevicePlan, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
-import { applyDevicePlan, observeDevices, removeDevices, undoDevicePlan } from './netlink-devices.js';
+import { applyDevicePlan, deleteNamespaces, observeDevices, removeDevices, undoDevicePlan } from './netlink-devices.js';
 import {
   type Link,
   type LinkAttachment,
@@ -17,6 +17,8 @@ import {
   forgetLink,
   linksOfClient,
   linksOfProvider,
+  lookupLink,
+  restorePairs,
   sameState,
   setAttachments,
   unlistedLinks,
@@ -81,6 +83,12 @@ export interface LinkerOptions {
    * as on a failure, and fails with kind 'interrupted'.
    */
   readonly signal?: AbortSignal;
+  /**
+   * Told of the links an undo leaves down: up before the run (recorded so), their devices replaced
+   * by it (to attach them another way: a veth that is to be a tap), and the new ones deleted by
+   * the undo, which cannot bring the old ones back. Their records stay as they were.
+   */
+  readonly onLeftDown?: (links: readonly LinkReport[]) => void;
 }
 
 /** Throw where the run was asked to stop (options.signal aborted), for the failure path to undo it. */
@@ -181,16 +189,24 @@ function netnsNames(connections: readonly DesiredConnection[]): string[] {
   return connections.flatMap((c) => [c.client, c.provider]).flatMap((side) => (side.attach.kind === 'veth' ? [side.attach.netns] : []));
 }
 
+/** NICs hot-plugged so far of how many, for the progress line (`link --keep-going` attaches VM by VM). */
+interface NicCount {
+  done: number;
+  readonly total: number;
+}
+
 /** Hot-plug each link's VMM sides; on failure detach what this did and rethrow. */
-async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptions): Promise<void> {
+async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptions, count?: NicCount): Promise<void> {
   const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   const targets = reports.flatMap((report) => vmmNics(report, options.mtu));
+  const counted = count ?? { done: 0, total: targets.length };
   try {
-    for (const [index, target] of targets.entries()) {
+    for (const target of targets) {
       stopIfInterrupted(options);
       // Only NICs this run added are taken back: one attached by an earlier run stays.
       if (await options.vmm.attach(target.kind, target.vm, target.nic)) attached.push(target);
-      options.progress?.({ phase: 'vmm', done: index + 1, total: targets.length });
+      counted.done += 1;
+      options.progress?.({ phase: 'vmm', done: counted.done, total: counted.total });
     }
   } catch (error) {
     for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic).catch(() => undefined);
@@ -258,14 +274,60 @@ interface LinkTransaction {
 }
 
 /**
- * One link transaction, under the state lock its caller holds, from the state `before` (as the
- * state file has it): ids allocated (or found) and recorded, devices converged, VMMs attached,
- * chunk by chunk. `snapshot`: the config as already read, else each chunk's VMs are read as
- * they come. A failure (a bad VM, a kernel refusal, a VMM, an interruption) undoes it: the
- * devices it made, the NICs it hot-plugged, the state file back to `before` (ids it allocated
- * go back; ids the pairs already had stay theirs); then it is rethrown.
+ * What a run's device plans do to the host, gathered over its transactions: what undoing one VM
+ * alone deletes, and which earlier links an undo leaves down.
  */
-async function linkTransaction(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot | undefined, before: LinkState): Promise<LinkTransaction> {
+interface RunDevices {
+  /** Host devices the plans create (deleting them undoes the plans). */
+  readonly created: Set<string>;
+  /** Of those, the ones made anew in place of a device that was there: an undo loses both. */
+  readonly replaced: Set<string>;
+  /** VM namespaces the plans create. */
+  readonly namespaces: Set<string>;
+}
+
+const newRunDevices = (): RunDevices => ({ created: new Set(), replaced: new Set(), namespaces: new Set() });
+
+const linkDevicesOf = (report: LinkReport): string[] => [report.bridge, report.clientDevice, report.providerDevice];
+const pairOf = (report: LinkReport): { client: VmName; provider: VmName } => ({ client: vmName(report.vm), provider: vmName(report.provider) });
+
+/**
+ * Of the links an undo took back to their records in `before`, those it leaves down: up then
+ * (recorded so), with a device the run had replaced. As recorded, for the operator's line.
+ */
+function linksLeftDown(reports: readonly LinkReport[], before: LinkState, made: RunDevices, options: LinkerOptions): LinkReport[] {
+  return reports.flatMap((report) => {
+    const earlier = lookupLink(before, pairOf(report));
+    const replaced = linkDevicesOf(report).some((device) => made.replaced.has(device));
+    return earlier?.attached !== undefined && replaced ? [linkReport(earlier, options)] : [];
+  });
+}
+
+/** What a link transaction does beyond ids and devices. */
+interface TransactionMode {
+  /** Hot-plug the NICs too (false: `link --keep-going`, which attaches VM by VM after it). */
+  readonly attach: boolean;
+  /** Told of the links the transaction's undo leaves down (linksLeftDown). */
+  readonly leftDown?: (links: readonly LinkReport[]) => void;
+}
+
+/**
+ * One link transaction, under the state lock its caller holds, from the state `before` (as the
+ * state file has it): ids allocated (or found) and recorded, devices converged, VMMs attached
+ * (mode.attach), chunk by chunk; what its plans do is added to `made`. `snapshot`: the config as
+ * already read, else each chunk's VMs are read as they come. A failure (a bad VM, a kernel
+ * refusal, a VMM, an interruption) undoes it: the devices it made, the NICs it hot-plugged, the
+ * state file back to `before` (ids it allocated go back; ids the pairs already had stay theirs);
+ * then it is rethrown.
+ */
+async function linkTransaction(
+  vms: readonly VmName[],
+  options: LinkerOptions,
+  snapshot: ConfigSnapshot | undefined,
+  before: LinkState,
+  made: RunDevices,
+  mode: TransactionMode,
+): Promise<LinkTransaction> {
   let state = before;
   const byVm = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
@@ -291,10 +353,7 @@ async function linkTransaction(vms: readonly VmName[], options: LinkerOptions, s
       }
       const next = setAttachments(
         allocation.state,
-        reports.map((report) => ({
-          pair: { client: vmName(report.vm), provider: vmName(report.provider) },
-          attached: { client: report.clientAttach, provider: report.providerAttach },
-        })),
+        reports.map((report) => ({ pair: pairOf(report), attached: { client: report.clientAttach, provider: report.providerAttach } })),
       );
       const connections = reports.map((report) => desiredConnection(report, options));
       // The query only reads, so it runs while the state is written (and while the kernel
@@ -309,6 +368,9 @@ async function linkTransaction(vms: readonly VmName[], options: LinkerOptions, s
       }
       const plan = planDevices(connections, await observed);
       plans.push(plan);
+      for (const device of plan.creates) made.created.add(device);
+      for (const device of replacedDevices(plan)) made.replaced.add(device);
+      for (const netns of plan.createNamespaces) made.namespaces.add(netns);
       applying = applying
         .then(async () => {
           if (failed) return;
@@ -325,11 +387,14 @@ async function linkTransaction(vms: readonly VmName[], options: LinkerOptions, s
     }
     await applying;
     stopIfInterrupted(options);
-    await attachToVmms([...byVm.values()].flat(), options);
+    if (mode.attach) await attachToVmms([...byVm.values()].flat(), options);
   } catch (error) {
     await applying.catch(() => undefined);
+    // A plan not applied is undone too: the devices it was to replace are deleted as well.
     for (const plan of plans.reverse()) await undoDevicePlan(plan);
     if (state !== before) await saveState(options.stateDir, before);
+    const leftDown = linksLeftDown([...byVm.values()].flat(), before, made, options);
+    if (leftDown.length > 0) mode.leftDown?.(leftDown);
     throw error;
   }
   return { state, linked: byVm, providers };
@@ -385,16 +450,18 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  * config dir as already read by the caller, whose VMs without providers lose their client links
  * too, and whose gone clients are reported (orphaned).
  * A failure while linking (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole
- * run, and takes nothing down. Links taken down go whatever their VMMs say (as `unlink --force`):
- * the config is the operator's word, and a VMM (it hosts an untrusted guest) that refuses or stalls
- * the detach must not keep its VM connected to a provider the config no longer names; such VMMs
- * are returned (`vmmFailures`), what was linked stays linked.
+ * run, and takes nothing down (links whose devices it had replaced are left down: onLeftDown).
+ * Links taken down go whatever their VMMs say (as `unlink --force`): the config is the operator's
+ * word, and a VMM (it hosts an untrusted guest) that refuses or stalls the detach must not keep
+ * its VM connected to a provider the config no longer names; such VMMs are returned
+ * (`vmmFailures`), what was linked stays linked.
  */
 export async function linkVms(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<LinkOutcome> {
   const vms = [...new Set(names.map(vmName))];
   const snapshot = wholeDir?.snapshot;
   return underLinkLock(options, async () => {
-    const run = await linkTransaction(vms, options, snapshot, await loadState(options.stateDir));
+    const leftDown = options.onLeftDown;
+    const run = await linkTransaction(vms, options, snapshot, await loadState(options.stateDir), newRunDevices(), { attach: true, ...(leftDown === undefined ? {} : { leftDown }) });
     const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
     const orphaned = snapshot === undefined ? [] : orphanedClients(down.state, snapshot, options);
     return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, vmmFailures: down.vmmFailures };
@@ -412,25 +479,35 @@ export interface KeepGoingOutcome extends LinkOutcome {
   /** The VMs it did not link, each with why, in the order asked for. */
   readonly failed: readonly FailedVm[];
   /**
-   * Where a SIGINT or SIGTERM stopped it while it linked VM by VM: the VM it was linking (undone
-   * like a failed one), if any, and the VMs it had not got to. The VMs of `linked` stay linked;
-   * nothing was taken down (`unlinked` and `orphaned` are empty).
+   * Where a SIGINT or SIGTERM stopped it VM by VM: while it hot-plugged NICs VM by VM after making
+   * every VM's devices ('attach'), or while it linked VM by VM after that failed ('one-by-one').
+   * `undone`: the VM it was at, undone like a failed one; `notLinked`: the VMs after it, not linked
+   * (in 'attach' their devices and ids, made already, undone too). The VMs of `linked` stay
+   * linked; nothing was taken down (`unlinked` and `orphaned` are empty).
    */
-  readonly interrupted?: { readonly undone?: VmName; readonly notLinked: readonly VmName[] };
+  readonly interrupted?: { readonly during: 'attach' | 'one-by-one'; readonly undone?: VmName; readonly notLinked: readonly VmName[] };
 }
 
 const isInterruption = (error: unknown): boolean => error instanceof LinkerError && error.kind === 'interrupted';
 
+/** What a pass over the VMs of `link --keep-going` linked, and where a signal stopped it. */
+interface KeepGoingPass extends LinkTransaction {
+  readonly interrupted?: KeepGoingOutcome['interrupted'];
+}
+
 /**
- * `link --keep-going <vm...>` (as `make -k`): as linkVms, but each VM is a transaction of its own,
- * so that a VM that fails (an invalid config, a kernel refusal, a VMM that refuses or stalls) is
- * undone alone (its devices, the NICs hot-plugged for it, the ids allocated for it) while every
- * other VM is linked. The healthy case costs what linkVms does: VMs whose config is invalid are
- * set aside up front, the rest are linked in one transaction, and only where that fails (it has
- * then undone itself) are they linked again one by one. The state lock is held throughout.
+ * `link --keep-going <vm...>` (as `make -k`): as linkVms, but a VM that fails (an invalid config,
+ * a kernel refusal, a VMM that refuses or stalls) is undone alone (its devices, the NICs
+ * hot-plugged for it, the ids allocated for it) while every other VM is linked. The healthy case
+ * costs what linkVms does: VMs whose config is invalid are set aside up front, the rest get their
+ * ids and devices in one transaction (no VMM is asked in it, so that its undo has no NIC to take
+ * back: a guest that does not release one in time would keep it), then NICs are hot-plugged VM by
+ * VM (attachVmByVm), a VM whose VMM fails undone alone. Only where the one transaction fails (a
+ * kernel refusal; it has then undone itself) are the VMs linked again one by one, from the state
+ * file as it is then. The state lock is held throughout.
  * A state that cannot be read or written fails the whole run, as does an interruption during the
- * one transaction (undone as in linkVms); one while linking VM by VM stops at the next safe
- * point, undoes the VM in progress, and returns what was linked (`interrupted`).
+ * one transaction (undone as in linkVms); one later stops at the next safe point, undoes the VM in
+ * progress (and, while hot-plugging, the VMs after it), and returns what was linked (`interrupted`).
  */
 export async function linkVmsKeepGoing(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const vms = [...new Set(names.map(vmName))];
@@ -439,18 +516,27 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
     const { valid, invalid } = partitionValidVms(snapshot, vms);
     const failures = new Map<VmName, unknown>(invalid.map(({ name, error }) => [name, error]));
     const before = await loadState(options.stateDir);
-    let state = before;
-    let linked = new Map<VmName, LinkReport[]>();
-    let providers = new Map<VmName, readonly VmName[]>();
-    let interrupted: KeepGoingOutcome['interrupted'];
+    const made = newRunDevices();
+    let devicesMade: LinkTransaction | undefined;
+    // The links the transaction's undo leaves down: said where the run ends there (or its one VM
+    // failed), not where the VMs are linked again one by one (which says those it leaves down).
+    const leftDown: LinkReport[] = [];
     try {
-      ({ state, linked, providers } = await linkTransaction(valid, options, snapshot, before));
+      devicesMade = await linkTransaction(valid, options, snapshot, before, made, { attach: false, leftDown: (links) => void leftDown.push(...links) });
     } catch (error) {
-      // Undone already. Nothing one VM could be spared: the state is every VM's.
-      if (isInterruption(error) || error instanceof StateStoreError) throw error;
+      // Undone already (no NIC was hot-plugged). Nothing one VM could be spared: the state is every VM's.
+      const whole = isInterruption(error) || error instanceof StateStoreError;
+      if ((whole || valid.length === 1) && leftDown.length > 0) options.onLeftDown?.(leftDown);
+      if (whole) throw error;
       if (valid.length === 1) failures.set(valid[0] as VmName, error);
-      else ({ state, linked, providers, interrupted } = await linkOneByOne(valid, options, snapshot, before, failures));
     }
+    let pass: KeepGoingPass;
+    if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures);
+    // The undo restores the state file; where one of its steps failed before that, the ids it
+    // still records (their devices may exist) are kept: the file is read again, not `before` reused.
+    else if (valid.length > 1) pass = await linkOneByOne(valid, options, snapshot, await loadState(options.stateDir), made, failures);
+    else pass = { state: before, linked: new Map(), providers: new Map() };
+    const { state, linked, providers, interrupted } = pass;
     const failed = vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
     const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
     if (interrupted !== undefined) return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], vmmFailures: [], failed, interrupted };
@@ -461,30 +547,105 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
 }
 
 /**
- * The VM-by-VM pass of `link --keep-going`: a transaction per VM from the state the last one
- * left; a VM that fails is undone alone and added to `failures`. A signal stops it before the
- * next VM, or undoes the VM in progress at its next safe point.
+ * The hot-plug pass of `link --keep-going`, once every VM has its ids and devices (`run`, from
+ * the state `before`): each VM's NICs, VM by VM; a VM whose NIC is refused (or not answered in
+ * time) is undone alone (undoVms) and added to `failures`.
+ * A link's NICs are its client's: the provider side of `a -> b` goes to b's VMM, and if that VMM
+ * fails, a (the client) fails, not b. The link is a's (a's config names b, its id and devices are
+ * allocated and recorded as a's, a's line reports it), b may serve many clients whose NICs went
+ * in, and b need not be among the VMs of the run at all; so a VM that is a client and a provider
+ * in the same run fails only for its own links, and its VMM failing fails each of its clients too.
+ * A signal stops it at the next safe point (before a NIC is hot-plugged): the VM in progress and
+ * those after it are undone, those before stay linked.
+ */
+async function attachVmByVm(
+  vms: readonly VmName[],
+  run: LinkTransaction,
+  before: LinkState,
+  made: RunDevices,
+  options: LinkerOptions,
+  failures: Map<VmName, unknown>,
+): Promise<KeepGoingPass> {
+  let { state } = run;
+  const linked = new Map<VmName, LinkReport[]>();
+  const providers = new Map<VmName, readonly VmName[]>();
+  const count: NicCount = { done: 0, total: vms.reduce((total, vm) => total + (run.linked.get(vm) ?? []).flatMap((report) => vmmNics(report)).length, 0) };
+  for (const [index, vm] of vms.entries()) {
+    const reports = run.linked.get(vm) ?? [];
+    try {
+      // On failure it takes back the NICs it added for this VM.
+      await attachToVmms(reports, options, count);
+      linked.set(vm, reports);
+      providers.set(vm, run.providers.get(vm) ?? []);
+    } catch (error) {
+      if (isInterruption(error)) {
+        state = await undoVms(vms.slice(index), run, state, before, made, options);
+        return { state, linked, providers, interrupted: { during: 'attach', undone: vm, notLinked: vms.slice(index + 1) } };
+      }
+      state = await undoVms([vm], run, state, before, made, options);
+      failures.set(vm, error);
+    }
+  }
+  return { state, linked, providers };
+}
+
+/**
+ * Undo, alone, VMs whose ids and devices the run made (`run`, from the state `before`) and whose
+ * NICs are not (or no longer) hot-plugged: the devices this run created for their links; the VM
+ * namespaces it created for them that no link still recorded as up uses; their records as
+ * `before` had them (ids allocated for them released, earlier ones kept), saved. Returns the state.
+ */
+async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: LinkState, before: LinkState, made: RunDevices, options: LinkerOptions): Promise<LinkState> {
+  const reports = vms.flatMap((vm) => run.linked.get(vm) ?? []);
+  const devices = new Set(reports.flatMap(linkDevicesOf));
+  // As a transaction's undo: a device the kernel does not delete is left to gc.
+  await removeDevices([...made.created].filter((device) => devices.has(device))).catch(() => undefined);
+  const next = restorePairs(state, before, reports.map(pairOf));
+  const namespaceOf = (vm: string): string => `${options.netnsPrefix}${vm}`;
+  const inUse = new Set(
+    next.links.flatMap((link) => [
+      ...(link.attached?.client === 'netns' ? [namespaceOf(link.client)] : []),
+      ...(link.attached?.provider === 'netns' ? [namespaceOf(link.provider)] : []),
+    ]),
+  );
+  const sides = reports.flatMap((report) => [
+    ...(report.clientAttach === 'netns' ? [namespaceOf(report.vm)] : []),
+    ...(report.providerAttach === 'netns' ? [namespaceOf(report.provider)] : []),
+  ]);
+  await deleteNamespaces([...new Set(sides)].filter((netns) => made.namespaces.has(netns) && !inUse.has(netns)));
+  if (!sameState(next, state)) await saveState(options.stateDir, next);
+  const leftDown = linksLeftDown(reports, before, made, options);
+  if (leftDown.length > 0) options.onLeftDown?.(leftDown);
+  return next;
+}
+
+/**
+ * The VM-by-VM pass of `link --keep-going`, where the one transaction failed: a transaction per
+ * VM from the state the last one left; a VM that fails is undone alone and added to `failures`.
+ * A signal stops it before the next VM, or undoes the VM in progress at its next safe point.
  */
 async function linkOneByOne(
   vms: readonly VmName[],
   options: LinkerOptions,
   snapshot: ConfigSnapshot,
   before: LinkState,
+  made: RunDevices,
   failures: Map<VmName, unknown>,
-): Promise<LinkTransaction & { interrupted?: KeepGoingOutcome['interrupted'] }> {
-  const { progress, ...quiet } = options;
+): Promise<KeepGoingPass> {
+  const { progress, onLeftDown, ...quiet } = options;
   let state = before;
   const linked = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
   for (const [index, vm] of vms.entries()) {
-    if (options.signal?.aborted === true) return { state, linked, providers, interrupted: { notLinked: vms.slice(index) } };
+    if (options.signal?.aborted === true) return { state, linked, providers, interrupted: { during: 'one-by-one', notLinked: vms.slice(index) } };
     try {
-      const run = await linkTransaction([vm], quiet, snapshot, state);
+      // `made` still holds what the one transaction replaced: a VM failing here leaves those links down too.
+      const run = await linkTransaction([vm], quiet, snapshot, state, made, { attach: true, ...(onLeftDown === undefined ? {} : { leftDown: onLeftDown }) });
       state = run.state;
       linked.set(vm, run.linked.get(vm) ?? []);
       providers.set(vm, run.providers.get(vm) ?? []);
     } catch (error) {
-      if (isInterruption(error)) return { state, linked, providers, interrupted: { undone: vm, notLinked: vms.slice(index + 1) } };
+      if (isInterruption(error)) return { state, linked, providers, interrupted: { during: 'one-by-one', undone: vm, notLinked: vms.slice(index + 1) } };
       failures.set(vm, error);
     }
     progress?.({ phase: 'one-by-one', done: index + 1, total: vms.length });
@@ -605,6 +766,11 @@ export interface UnlinkFlags {
 export interface UnlinkOutcome {
   readonly reports: LinkReport[];
   readonly failures: VmmDetachFailure[];
+  /**
+   * Every VM that a link recorded before this unlink involves, as client or provider: an
+   * `--attach VM=MODE` naming none of them could serve no unlink (a typo, most likely).
+   */
+  readonly recordedVms: ReadonlySet<VmName>;
 }
 
 /**
@@ -635,7 +801,8 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
     let next = released.state;
     if (flags.forget) for (const link of links) next = forgetLink(next, link).state;
     if (!sameState(next, state)) await saveState(options.stateDir, next);
-    return { reports: released.reports, failures: released.failures };
+    const recordedVms = new Set(state.links.flatMap((link) => [link.client, link.provider]));
+    return { reports: released.reports, failures: released.failures, recordedVms };
   });
 }
 

@@ -167,7 +167,12 @@ export async function applyDevicePlan(plan: DevicePlan): Promise<void> {
 /** Remove what a plan created (devices, then the namespaces it made), as far as possible. */
 export async function undoDevicePlan(plan: DevicePlan): Promise<void> {
   await removeDevices(plan.creates).catch(() => undefined);
-  for (const name of plan.createNamespaces) await runIp(['netns', 'delete', name]);
+  await deleteNamespaces(plan.createNamespaces);
+}
+
+/** Delete these VM namespaces (`ip netns delete`), as far as possible: one already gone is no failure. */
+export async function deleteNamespaces(names: readonly string[]): Promise<void> {
+  for (const name of names) await runIp(['netns', 'delete', name]);
 }
 
 /** A link's devices (bridge and two ports) go one by one; more go together (removeTogether). */

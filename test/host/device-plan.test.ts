@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type DesiredConnection, type DeviceStep, type ObservedDevice, isEmptyPlan, planDevices, stepText } from '../../host/device-plan.js';
+import { type DesiredConnection, type DeviceStep, type ObservedDevice, isEmptyPlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -144,6 +144,31 @@ describe('planDevices, tap connections', () => {
         expect(isEmptyPlan(planDevices(wanted, observedHost(after.values(), hostIpv6)))).toBe(true);
       }),
     );
+  });
+});
+
+describe('replacedDevices', () => {
+  it('gives exactly the devices that exist and are made anew (so that undoing the plan loses them), each one a device the plan creates', () => {
+    const names = ['snb1', 'snc1', 'snp1'];
+    const start = fc
+      .tuple(...names.map((name) => fc.option(someDevice(name), { nil: undefined })))
+      .map((found) => found.flatMap((device) => (device === undefined ? [] : [device])));
+    fc.assert(
+      fc.property(start, (found) => {
+        const plan = planDevices([connection(1)], observedHost(found));
+        const replaced = replacedDevices(plan);
+        const kindWanted = (name: string): string => (name === 'snb1' ? 'bridge' : 'tun');
+        expect(replaced.sort()).toEqual(found.filter((device) => device.kind !== kindWanted(device.name)).map((device) => device.name).sort());
+        for (const name of replaced) expect(plan.creates).toContain(name);
+      }),
+    );
+  });
+
+  it('holds the host end of a veth that is to be a tap (another attach mode)', () => {
+    const veth: ObservedDevice = { name: 'snc7', kind: 'veth', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ...NO_IPV6 };
+    const bridge: ObservedDevice = { name: 'snb7', kind: 'bridge', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ...NO_IPV6 };
+    expect(replacedDevices(planDevices([connection(7)], observedHost([bridge, veth])))).toEqual(['snc7']);
+    expect(replacedDevices(planDevices([connection(7)], observedHost([])))).toEqual([]);
   });
 });
 

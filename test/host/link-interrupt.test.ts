@@ -98,50 +98,89 @@ describeNetns('link --all interrupted', () => {
   });
 });
 
-describeNetns('link --all --keep-going interrupted while it links VM by VM', () => {
+describeNetns('link --all --keep-going interrupted VM by VM', () => {
   const world = linkWorldPerSuite('linkintkg', CLIENTS);
-
-  it('undoes the VM in progress, keeps (and prints) those linked, says so: exit 130, every recorded link up, no device left over', async () => {
-    // appvm-lynx (the last VM) has a VMM that refuses its NIC: the one transaction fails at its
-    // very end and undoes itself, and the VMs are linked again one by one.
-    const fake = await FakeCloudHypervisor.start('Running');
-    fake.refuse.set('vm.add-net', () => ({ status: 500, body: 'no free PCI slot' }));
-    const statePath = join(world().stateDir, 'links.json');
-    const recorded = async (): Promise<number> => {
-      try {
-        return (JSON.parse(await readFile(statePath, 'utf8')) as { links: unknown[] }).links.length;
-      } catch {
-        return 0;
-      }
-    };
+  const statePath = (): string => join(world().stateDir, 'links.json');
+  const recorded = async (): Promise<number> => {
     try {
-      const args = ['link', '--all', '--keep-going', '--json', '--attach', 'none', '--attach', 'appvm-lynx=cloud-hypervisor', '--ch-socket', fake.socketPath];
-      const run = world().host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
-      await eventually('the one transaction to reach the VMM', async () => fake.requests.length > 0, 60_000);
-      // Its undo gave every id back; then VM by VM, each recorded as it is linked.
-      await eventually('some VMs linked one by one', async () => (await recorded()) >= 10 && (await recorded()) < 100, 60_000);
-      const exit = await run.kill('SIGINT', 60_000);
-      await run.waitClosed();
-      expect(exit, run.stderr).toEqual({ code: 130, signal: null });
-      const printed = run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as { vm: string; links: { id: number }[] });
-      const [message, ...more] = run.stderr.split('\n').filter((line) => line !== '');
-      expect(more).toEqual([]);
-      const undone = /undid what it had made for (\S+), the VM it was linking; /.exec(message ?? '')?.[1];
-      expect(message).toMatch(
-        new RegExp(`^spectrum-link: link interrupted by SIGINT while linking VM by VM after a failure \\(--keep-going\\): (undid .*; )?the ${printed.length} VMs it had linked \\(printed\\) stay linked; (\\d+) VMs were not linked and no link was taken down: run it again$`),
-      );
-      const notLinked = Number(/; (\d+) VMs were not linked/.exec(message ?? '')?.[1]);
-      expect(printed.length + notLinked + (undone === undefined ? 0 : 1)).toBe(CLIENTS + 2);
-      expect(printed.map((output) => output.vm)).not.toContain(undone);
-      // What stays is what was printed, whole; the VM in progress left nothing (gc finds no device unowned).
-      const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { vm: string; id: number; present: boolean }[];
-      expect(listed.map((link) => link.id).sort()).toEqual(printed.flatMap((output) => output.links.map((link) => link.id)).sort());
-      expect(listed.every((link) => link.present)).toBe(true);
+      return (JSON.parse(await readFile(statePath(), 'utf8')) as { links: unknown[] }).links.length;
+    } catch {
+      return 0;
+    }
+  };
+  const spawnLink = (args: readonly string[]) => world().host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
+  type Printed = { vm: string; links: { id: number }[] };
+  type ListedLink = { vm: string; id: number; present: boolean };
+  const listed = async (): Promise<ListedLink[]> => JSON.parse((await world().link(['list', '--json'])).stdout) as ListedLink[];
+
+  /** What a run stopped by SIGINT said: the VMs it printed, the one it undid, how many it did not link. */
+  async function interrupted(run: ReturnType<typeof spawnLink>, during: string): Promise<{ printed: Printed[]; undone: string | undefined; notLinked: number }> {
+    const exit = await run.kill('SIGINT', 60_000);
+    await run.waitClosed();
+    expect(exit, run.stderr).toEqual({ code: 130, signal: null });
+    const printed = run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Printed);
+    const [message, ...more] = run.stderr.split('\n').filter((line) => line !== '');
+    expect(more).toEqual([]);
+    expect(message).toMatch(
+      new RegExp(`^spectrum-link: link interrupted by SIGINT while ${during} \\(--keep-going\\): (undid .*; )?the ${printed.length} VMs it had linked \\(printed\\) stay linked; (\\d+) VMs were not linked and no link was taken down: run it again$`),
+    );
+    const undone = /undid what it had made for (\S+), the VM it was linking/.exec(message ?? '')?.[1];
+    const notLinked = Number(/; (\d+) VMs were not linked/.exec(message ?? '')?.[1]);
+    expect(printed.length + notLinked + (undone === undefined ? 0 : 1)).toBe(CLIENTS + 2);
+    expect(printed.map((output) => output.vm)).not.toContain(undone);
+    return { printed, undone, notLinked };
+  }
+
+  it('while hot-plugging NICs VM by VM: undoes the VM in progress and those after it, keeps (and prints) those linked, says so: exit 130, every recorded link up, no device left over', async () => {
+    // netvm under a cloud-hypervisor: every client's link has a NIC for it, hot-plugged VM by VM
+    // once every VM has its ids and devices.
+    const fake = await FakeCloudHypervisor.start('Running');
+    try {
+      const run = spawnLink(['link', '--all', '--keep-going', '--json', '--attach', 'none', '--attach', 'netvm=cloud-hypervisor', '--ch-socket', fake.socketPath]);
+      await eventually('some NICs hot-plugged', async () => fake.nets.length >= 10, 60_000);
+      const { printed, undone } = await interrupted(run, 'hot-plugging NICs VM by VM');
+      expect(undone).toBeDefined();
+      // What stays is what was printed, whole, each with its NIC; the others left nothing (gc finds no device unowned).
+      const links = await listed();
+      expect(links.map((link) => link.id).sort()).toEqual(printed.flatMap((output) => output.links.map((link) => link.id)).sort());
+      expect(links.every((link) => link.present)).toBe(true);
+      expect(fake.nets).toHaveLength(printed.length);
       const gc = await world().link(['gc', '--json']);
       expect([gc.code, gc.stdout]).toEqual([0, `${JSON.stringify({ removed: [] })}\n`]);
+      // Unlinked again for the next test, the NICs taken back.
+      expect((await world().link(['unlink', 'netvm', '--forget', '--ch-socket', fake.socketPath])).code).toBe(0);
       expect(fake.nets).toEqual([]);
     } finally {
       await fake.close();
+    }
+  });
+
+  it('while linking VM by VM after the one transaction failed: undoes the VM in progress, keeps (and prints) those linked, says so: exit 130, every link linked up, no device left over', async () => {
+    // The kernel refuses appvm-lynx's bridge (the last VM's: another device holds its name as an
+    // altname): the one transaction fails at its last chunk and undoes itself, and the VMs are
+    // linked again one by one.
+    const first = await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    const lynx = (JSON.parse(first.stdout) as { links: { id: number; bridge: string }[] }).links[0]!;
+    expect((await world().link(['unlink', 'appvm-lynx'])).code).toBe(0);
+    await world().host.ip(['link', 'add', 'blocker', 'type', 'bridge']);
+    await world().host.ip(['link', 'property', 'add', 'dev', 'blocker', 'altname', lynx.bridge]);
+    try {
+      const run = spawnLink(['link', '--all', '--keep-going', '--json', '--attach', 'none']);
+      // The one transaction records every VM, then its undo gives their ids back; then VM by VM,
+      // each recorded as it is linked (appvm-lynx's id, recorded before, stays).
+      await eventually('the one transaction to record every VM', async () => (await recorded()) > CLIENTS, 60_000);
+      await eventually('some VMs linked one by one', async () => (await recorded()) >= 10 && (await recorded()) < 100, 60_000);
+      const { printed } = await interrupted(run, 'linking VM by VM after a failure');
+      const links = await listed();
+      const others = links.filter((link) => link.vm !== 'appvm-lynx');
+      expect(others.map((link) => link.id).sort()).toEqual(printed.flatMap((output) => output.links.map((link) => link.id)).sort());
+      expect(others.every((link) => link.present)).toBe(true);
+      expect(links.filter((link) => link.vm === 'appvm-lynx')).toEqual([expect.objectContaining({ id: lynx.id, present: false })]);
+      const gc = await world().link(['gc', '--json']);
+      expect([gc.code, gc.stdout]).toEqual([0, `${JSON.stringify({ removed: [] })}\n`]);
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'blocker']);
     }
   });
 });

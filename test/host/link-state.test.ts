@@ -18,6 +18,7 @@ import {
   lookupLink,
   parseState,
   preferredId,
+  restorePairs,
   sameState,
   serializeState,
   setAttachment,
@@ -315,6 +316,46 @@ describe('allocateMany', () => {
         const many = allocateMany(start, wanted);
         expect(many.links).toEqual(one);
         expect(many.state).toEqual(sequential);
+      }),
+    );
+  });
+});
+
+describe('restorePairs', () => {
+  const modes = fc.constantFrom<AttachMode | undefined>(undefined, ...ATTACH_MODES);
+  const attachOps = fc.array(fc.tuple(pairs, modes, modes), { maxLength: 10 });
+  const attach = (state: LinkState, attachments: [LinkPair, AttachMode | undefined, AttachMode | undefined][]): LinkState =>
+    setAttachments(
+      state,
+      attachments.map(([pair, client, provider]) => ({ pair, attached: client === undefined || provider === undefined ? undefined : { client, provider } })),
+    );
+  const key = (pair: LinkPair): string => `${pair.client}\n${pair.provider}`;
+
+  it("gives the pairs undone their records from before the run (or none), leaves every other record as the run made it, and keeps the state well-formed", () => {
+    fc.assert(
+      fc.property(ops, attachOps, fc.array(pairs, { maxLength: 20 }), attachOps, fc.array(pairs, { maxLength: 8 }), (sequence, earlier, wanted, now, undone) => {
+        // A state, then a run on it: ids allocated, attachments recorded.
+        const before = attach(sequence.reduce(apply, emptyState()), earlier);
+        const run = attach(allocateMany(before, wanted).state, now);
+        const restored = restorePairs(run, before, undone);
+        checkInvariants(restored);
+        expect(parseState(serializeState(restored), 'test')).toEqual(restored);
+        const undoneKeys = new Set(undone.map(key));
+        for (const pair of undone) expect(lookupLink(restored, pair)).toEqual(lookupLink(before, pair));
+        for (const link of run.links) if (!undoneKeys.has(key(link))) expect(lookupLink(restored, link)).toEqual(link);
+        expect(restored.links.length).toBe(run.links.filter((link) => !undoneKeys.has(key(link))).length + before.links.filter((link) => undoneKeys.has(key(link))).length);
+      }),
+    );
+  });
+
+  it('undoing VM by VM is undoing them together, and undoing every pair the run touched gives the state before it', () => {
+    fc.assert(
+      fc.property(ops, fc.array(pairs, { maxLength: 20 }), attachOps, fc.array(pairs, { maxLength: 8 }), fc.array(pairs, { maxLength: 8 }), (sequence, wanted, now, first, second) => {
+        const before = sequence.reduce(apply, emptyState());
+        const run = attach(allocateMany(before, wanted).state, now);
+        expect(restorePairs(restorePairs(run, before, first), before, second)).toEqual(restorePairs(run, before, [...first, ...second]));
+        const touched = [...wanted, ...now.map(([pair]) => pair)];
+        expect(sameState(restorePairs(run, before, touched), before)).toBe(true);
       }),
     );
   });

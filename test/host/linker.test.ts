@@ -1,0 +1,124 @@
+// The linker's sequencing with the kernel adapter (netlink-devices.ts) replaced by a scripted one:
+// what the namespace tests cannot make happen, such as an undo step that fails.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { parseAttachChoice } from '../../host/attach-mode.js';
+import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
+import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
+import { allocateMany, emptyState, parseState, serializeState, setAttachments } from '../../host/link-state.js';
+import { saveState } from '../../host/state-store.js';
+import { type LinkReport, type LinkerOptions, type VmmPort, linkVmsKeepGoing } from '../../host/linker.js';
+import { vmName } from '../../host/vm-name.js';
+
+/**
+ * The scripted kernel: the host devices it reports; a plan creating one of `refused` fails; the
+ * next `undoFailures` undos throw; `whileApplying` runs as a plan is carried out.
+ */
+const kernel = vi.hoisted(() => ({
+  host: new Map<string, ObservedDevice>(),
+  refused: new Set<string>(),
+  undoFailures: 0,
+  undone: 0,
+  whileApplying: (): void => undefined,
+}));
+
+vi.mock('../../host/netlink-devices.js', () => ({
+  observeDevices: async () => ({ ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() }),
+  applyDevicePlan: async (plan: DevicePlan) => {
+    kernel.whileApplying();
+    const refused = plan.creates.find((device) => kernel.refused.has(device));
+    if (refused !== undefined) throw Object.assign(new Error(`ip link add ${refused} type bridge failed: File exists`), { kind: 'step-failed' });
+  },
+  undoDevicePlan: async () => {
+    kernel.undone += 1;
+    if (kernel.undoFailures > 0) {
+      kernel.undoFailures -= 1;
+      throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
+    }
+  },
+  removeDevices: async () => undefined,
+  deleteNamespaces: async () => undefined,
+}));
+
+const NO_VMM: VmmPort = { attach: async () => true, detach: async () => undefined };
+const PREFIX = devicePrefix('sn');
+const CLIENTS = ['c1', 'c2', 'c3'].map(vmName);
+const NETVM = vmName('netvm');
+
+let configDir: string;
+let stateDir: string;
+beforeEach(async () => {
+  configDir = await mkdtemp(join(tmpdir(), 'spectrum-config-'));
+  stateDir = await mkdtemp(join(tmpdir(), 'spectrum-state-'));
+  for (const vm of [NETVM, ...CLIENTS]) {
+    await mkdir(join(configDir, vm, 'blk'), { recursive: true });
+    await writeFile(join(configDir, vm, 'vmlinux'), '');
+    await writeFile(join(configDir, vm, 'blk', 'root.img'), '');
+  }
+  for (const vm of CLIENTS) {
+    await mkdir(join(configDir, vm, 'providers', 'net'), { recursive: true });
+    await writeFile(join(configDir, vm, 'providers', 'net', NETVM), '');
+  }
+  kernel.host = new Map();
+  kernel.refused.clear();
+  kernel.undoFailures = 0;
+  kernel.undone = 0;
+  kernel.whileApplying = () => undefined;
+});
+afterEach(async () => {
+  await rm(configDir, { recursive: true, force: true });
+  await rm(stateDir, { recursive: true, force: true });
+});
+
+const options = (): LinkerOptions => ({ configDir, stateDir, devicePrefix: PREFIX, netnsPrefix: '', mtu: 1500, attach: parseAttachChoice(['none']), vmm: NO_VMM });
+
+describe('link --keep-going after the one transaction failed', () => {
+  it('goes on from the state file as it is, not as it was before the run: an undo that failed before restoring it leaves ids recorded whose devices may exist, and they stay', async () => {
+    // The ids the three clients get (an empty state: their preferred ones); the kernel refuses c3's bridge.
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[2]!).bridge);
+    // The one transaction's undo fails before it restores the state file: every id stays recorded.
+    kernel.undoFailures = 1;
+    const outcome = await linkVmsKeepGoing(CLIENTS, options());
+    expect(kernel.undone).toBe(2); // the one transaction's, then c3's own
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c3']);
+    expect([...outcome.linked.keys()]).toEqual(['c1', 'c2']);
+    // c3's id stays recorded (its devices may exist: gc leaves them, unlink takes them down), as
+    // do the others'; reusing the state from before the run, c1's save would have dropped it.
+    const state = parseState(await readFile(join(stateDir, 'links.json'), 'utf8'), 'test');
+    expect(state.links.map((link) => [link.client, link.id])).toEqual(
+      expect.arrayContaining([
+        ['c1', ids[0]],
+        ['c2', ids[1]],
+        ['c3', ids[2]],
+      ]),
+    );
+    expect(state.links).toHaveLength(3);
+  });
+});
+
+describe('link --keep-going interrupted during the one transaction', () => {
+  it('undoes it, and says which earlier links the undo left down (their devices replaced for another attach mode)', async () => {
+    // c1 linked earlier by netns (its client device a veth, recorded so); now to be a tap.
+    const allocation = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM })));
+    const earlier = setAttachments(allocation.state, [{ pair: { client: CLIENTS[0]!, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]);
+    await saveState(stateDir, earlier);
+    const c1 = linkDeviceNames(PREFIX, allocation.links[0]!.id);
+    const device = (name: string, kind: string): ObservedDevice => ({ name, kind, master: c1.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:01', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
+    kernel.host = new Map([
+      [c1.bridge, { ...device(c1.bridge, 'bridge'), master: null }],
+      [c1.client, device(c1.client, 'veth')],
+      [c1.provider, device(c1.provider, 'tun')],
+    ]);
+    // A SIGINT while the kernel makes the devices.
+    const stop = new AbortController();
+    kernel.whileApplying = () => stop.abort('SIGINT');
+    const leftDown: LinkReport[] = [];
+    const run = linkVmsKeepGoing(CLIENTS, { ...options(), signal: stop.signal, onLeftDown: (links) => void leftDown.push(...links) });
+    await expect(run).rejects.toMatchObject({ kind: 'interrupted' });
+    expect(leftDown.map((link) => [link.vm, link.provider, link.id, link.clientAttach])).toEqual([['c1', 'netvm', allocation.links[0]!.id, 'netns']]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(serializeState(earlier));
+  });
+});
