@@ -331,7 +331,8 @@ async function linkTransaction(
   let state = before;
   const byVm = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
-  const plans: DevicePlan[] = [];
+  /** The plans whose carrying out began, in order. */
+  const started: DevicePlan[] = [];
   // Chunks are applied one after another; after a failure the rest are not.
   let applying: Promise<void> = Promise.resolve();
   let failed = false;
@@ -367,14 +368,16 @@ async function linkTransaction(
         state = next;
       }
       const plan = planDevices(connections, await observed);
-      plans.push(plan);
-      for (const device of plan.creates) made.created.add(device);
-      for (const device of replacedDevices(plan)) made.replaced.add(device);
-      for (const netns of plan.createNamespaces) made.namespaces.add(netns);
       applying = applying
         .then(async () => {
           if (failed) return;
           stopIfInterrupted(options);
+          // Only a plan begun is undone: one never carried out made nothing, and its `creates`
+          // name the devices it was to replace, which are still there, up and in use.
+          started.push(plan);
+          for (const device of plan.creates) made.created.add(device);
+          for (const device of replacedDevices(plan)) made.replaced.add(device);
+          for (const netns of plan.createNamespaces) made.namespaces.add(netns);
           await applyDevicePlan(plan);
           applied += chunk.length;
           options.progress?.({ phase: 'devices', done: applied, total: vms.length });
@@ -390,8 +393,7 @@ async function linkTransaction(
     if (mode.attach) await attachToVmms([...byVm.values()].flat(), options);
   } catch (error) {
     await applying.catch(() => undefined);
-    // A plan not applied is undone too: the devices it was to replace are deleted as well.
-    for (const plan of plans.reverse()) await undoDevicePlan(plan);
+    for (const plan of started.reverse()) await undoDevicePlan(plan);
     if (state !== before) await saveState(options.stateDir, before);
     const leftDown = linksLeftDown([...byVm.values()].flat(), before, made, options);
     if (leftDown.length > 0) mode.leftDown?.(leftDown);

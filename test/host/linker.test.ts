@@ -9,7 +9,7 @@ import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { allocateMany, emptyState, parseState, serializeState, setAttachments } from '../../host/link-state.js';
 import { saveState } from '../../host/state-store.js';
-import { type LinkReport, type LinkerOptions, type VmmPort, linkVmsKeepGoing } from '../../host/linker.js';
+import { type LinkReport, type LinkerOptions, type VmmPort, linkVms, linkVmsKeepGoing } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
 
 /**
@@ -21,18 +21,26 @@ const kernel = vi.hoisted(() => ({
   refused: new Set<string>(),
   undoFailures: 0,
   undone: 0,
-  whileApplying: (): void => undefined,
+  /** The plans undone, in order. */
+  undonePlans: [] as DevicePlan[],
+  /** Device queries so far (one per chunk of VMs). */
+  observed: 0,
+  whileApplying: (): void | Promise<void> => undefined,
 }));
 
 vi.mock('../../host/netlink-devices.js', () => ({
-  observeDevices: async () => ({ ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() }),
+  observeDevices: async () => {
+    kernel.observed += 1;
+    return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() };
+  },
   applyDevicePlan: async (plan: DevicePlan) => {
-    kernel.whileApplying();
+    await kernel.whileApplying();
     const refused = plan.creates.find((device) => kernel.refused.has(device));
     if (refused !== undefined) throw Object.assign(new Error(`ip link add ${refused} type bridge failed: File exists`), { kind: 'step-failed' });
   },
-  undoDevicePlan: async () => {
+  undoDevicePlan: async (plan: DevicePlan) => {
     kernel.undone += 1;
+    kernel.undonePlans.push(plan);
     if (kernel.undoFailures > 0) {
       kernel.undoFailures -= 1;
       throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
@@ -65,6 +73,8 @@ beforeEach(async () => {
   kernel.refused.clear();
   kernel.undoFailures = 0;
   kernel.undone = 0;
+  kernel.undonePlans = [];
+  kernel.observed = 0;
   kernel.whileApplying = () => undefined;
 });
 afterEach(async () => {
@@ -120,5 +130,45 @@ describe('link --keep-going interrupted during the one transaction', () => {
     await expect(run).rejects.toMatchObject({ kind: 'interrupted' });
     expect(leftDown.map((link) => [link.vm, link.provider, link.id, link.clientAttach])).toEqual([['c1', 'netvm', allocation.links[0]!.id, 'netns']]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(serializeState(earlier));
+  });
+});
+
+describe('link failing in its first chunk while the next chunk is planned', () => {
+  it('undoes only the plans it began: a later chunk planned to replace an earlier link\'s devices leaves them as they are', async () => {
+    // Six clients: the first chunk is four VMs, the next two. c6 was linked earlier by netns (its
+    // client device a veth, recorded so); this run would make it a tap.
+    const clients = ['c1', 'c2', 'c3', 'c4', 'c5', 'c6'].map(vmName);
+    for (const vm of clients.slice(3)) {
+      await mkdir(join(configDir, vm, 'blk'), { recursive: true });
+      await mkdir(join(configDir, vm, 'providers', 'net'), { recursive: true });
+      await writeFile(join(configDir, vm, 'vmlinux'), '');
+      await writeFile(join(configDir, vm, 'blk', 'root.img'), '');
+      await writeFile(join(configDir, vm, 'providers', 'net', NETVM), '');
+    }
+    const allocation = allocateMany(emptyState(), clients.map((client) => ({ client, provider: NETVM })));
+    const c6 = allocation.links.find((link) => link.client === 'c6');
+    const c1 = allocation.links.find((link) => link.client === 'c1');
+    if (c6 === undefined || c1 === undefined) throw new Error('no ids');
+    await saveState(stateDir, setAttachments(allocation.state, [{ pair: { client: c6.client, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]));
+    const names = linkDeviceNames(PREFIX, c6.id);
+    const device = (name: string, kind: string): ObservedDevice => ({ name, kind, master: names.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:06', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
+    kernel.host = new Map([
+      [names.bridge, { ...device(names.bridge, 'bridge'), master: null }],
+      [names.client, device(names.client, 'veth')],
+      [names.provider, device(names.provider, 'tun')],
+    ]);
+    // The kernel refuses c1's bridge, once the second chunk has been planned.
+    kernel.refused.add(linkDeviceNames(PREFIX, c1.id).bridge);
+    kernel.whileApplying = async () => {
+      while (kernel.observed < 2) await new Promise((resolve) => setTimeout(resolve, 1));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    };
+    const leftDown: LinkReport[] = [];
+    await expect(linkVms(clients, { ...options(), onLeftDown: (links) => void leftDown.push(...links) })).rejects.toThrow(/File exists/);
+    expect(kernel.observed).toBe(2); // the second chunk was planned
+    // Only the first chunk's plan is undone; c6's devices, which the second was to replace, stay.
+    expect(kernel.undonePlans).toHaveLength(1);
+    expect(kernel.undonePlans.flatMap((plan) => plan.creates)).not.toContain(names.client);
+    expect(leftDown).toEqual([]);
   });
 });
