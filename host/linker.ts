@@ -393,7 +393,13 @@ async function linkTransaction(
     if (mode.attach) await attachToVmms([...byVm.values()].flat(), options);
   } catch (error) {
     await applying.catch(() => undefined);
-    for (const plan of started.reverse()) await undoDevicePlan(plan);
+    for (const plan of started.reverse()) {
+      // A device it had yet to replace when a step before failed is there still, and up.
+      for (const device of await undoDevicePlan(plan)) {
+        made.created.delete(device);
+        made.replaced.delete(device);
+      }
+    }
     if (state !== before) await saveState(options.stateDir, before);
     const leftDown = linksLeftDown([...byVm.values()].flat(), before, made, options);
     if (leftDown.length > 0) mode.leftDown?.(leftDown);

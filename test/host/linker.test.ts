@@ -45,8 +45,9 @@ vi.mock('../../host/netlink-devices.js', () => ({
       kernel.undoFailures -= 1;
       throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
     }
+    return [];
   },
-  removeDevices: async () => undefined,
+  removeDevices: async () => [],
   deleteNamespaces: async () => undefined,
 }));
 
