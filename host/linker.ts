@@ -668,6 +668,8 @@ async function linkOneByOne(
       providers.set(vm, run.providers.get(vm) ?? []);
     } catch (error) {
       if (isInterruption(error)) return { state, linked, providers, interrupted: { during: 'one-by-one', undone: vm, notLinked: vms.slice(index + 1) } };
+      // The state is every VM's: one that cannot be written fails the run (as in the one transaction), not each VM after.
+      if (error instanceof StateStoreError) throw error;
       failures.set(vm, error);
     }
     progress?.({ phase: 'one-by-one', done: index + 1, total: vms.length });

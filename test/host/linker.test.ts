@@ -205,3 +205,20 @@ describe('link --keep-going interrupted while linking VM by VM after the one tra
     expect(leftDown.map((link) => [link.vm, link.id, link.clientAttach])).toEqual([['c3', c3Link.id, 'netns']]);
   });
 });
+
+describe('link --keep-going linking VM by VM after the one transaction failed', () => {
+  it('fails the whole run where the state file cannot be written, as the one transaction does (not each VM after it, one by one)', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    // While c2 (the second VM linked one by one) has its devices made, the state file becomes
+    // a directory with something in it: no state can be written over it from then on.
+    let applies = 0;
+    kernel.whileApplying = async () => {
+      applies += 1;
+      if (applies !== 3) return;
+      await rm(join(stateDir, 'links.json'));
+      await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
+    };
+    await expect(linkVmsKeepGoing(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'write-failed' });
+  });
+});
