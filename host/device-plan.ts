@@ -240,6 +240,20 @@ export function replacedDevices(plan: DevicePlan): string[] {
   return plan.hostSteps.flat().flatMap((step) => (step.op === 'delete' && step.netns === null ? [step.name] : []));
 }
 
+/**
+ * The kind each host device a plan creates is made as, as the kernel reports it (a tap is `tun`):
+ * a device found under such a name but of another kind is one the plan had yet to replace.
+ */
+export function createdKinds(plan: DevicePlan): Map<string, string> {
+  const kinds = new Map<string, string>();
+  for (const step of plan.hostSteps.flat()) {
+    if (step.op === 'add-bridge') kinds.set(step.name, 'bridge');
+    else if (step.op === 'add-tap') kinds.set(step.name, 'tun');
+    else if (step.op === 'add-veth') kinds.set(step.name, 'veth');
+  }
+  return kinds;
+}
+
 /** The steps that make every connection's devices exist exactly as desired. */
 export function planDevices(connections: readonly DesiredConnection[], observed: ObservedDevices): DevicePlan {
   const plan: PlanBuilder = { missingNamespaces: new Set(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };

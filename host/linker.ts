@@ -393,7 +393,13 @@ async function linkTransaction(
     if (mode.attach) await attachToVmms([...byVm.values()].flat(), options);
   } catch (error) {
     await applying.catch(() => undefined);
-    for (const plan of started.reverse()) await undoDevicePlan(plan);
+    for (const plan of started.reverse()) {
+      // A device it had yet to replace when a step before failed is there still, and up.
+      for (const device of await undoDevicePlan(plan)) {
+        made.created.delete(device);
+        made.replaced.delete(device);
+      }
+    }
     if (state !== before) await saveState(options.stateDir, before);
     const leftDown = linksLeftDown([...byVm.values()].flat(), before, made, options);
     if (leftDown.length > 0) mode.leftDown?.(leftDown);
@@ -521,7 +527,8 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
     const made = newRunDevices();
     let devicesMade: LinkTransaction | undefined;
     // The links the transaction's undo leaves down: said where the run ends there (or its one VM
-    // failed), not where the VMs are linked again one by one (which says those it leaves down).
+    // failed); where the VMs are linked again one by one, only those of VMs not linked again that
+    // their own undo did not say (below).
     const leftDown: LinkReport[] = [];
     try {
       devicesMade = await linkTransaction(valid, options, snapshot, before, made, { attach: false, leftDown: (links) => void leftDown.push(...links) });
@@ -536,8 +543,21 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
     if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures);
     // The undo restores the state file; where one of its steps failed before that, the ids it
     // still records (their devices may exist) are kept: the file is read again, not `before` reused.
-    else if (valid.length > 1) pass = await linkOneByOne(valid, options, snapshot, await loadState(options.stateDir), made, failures);
-    else pass = { state: before, linked: new Map(), providers: new Map() };
+    else if (valid.length > 1) {
+      // A VM linked one by one says the links its own undo leaves down; the one transaction's
+      // left down of a VM that is not linked again and did not say them (a signal stopped the
+      // pass before it, or it failed before its links were planned) are said after the pass.
+      const said = new Set<string>();
+      const key = (link: LinkReport): string => `${link.vm}\n${link.provider}`;
+      const tell = (links: readonly LinkReport[]): void => {
+        for (const link of links) said.add(key(link));
+        options.onLeftDown?.(links);
+      };
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir), made, failures);
+      const linkedNow = pass.linked;
+      const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(key(link)));
+      if (unsaid.length > 0) options.onLeftDown?.(unsaid);
+    } else pass = { state: before, linked: new Map(), providers: new Map() };
     const { state, linked, providers, interrupted } = pass;
     const failed = vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
     const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
@@ -648,6 +668,8 @@ async function linkOneByOne(
       providers.set(vm, run.providers.get(vm) ?? []);
     } catch (error) {
       if (isInterruption(error)) return { state, linked, providers, interrupted: { during: 'one-by-one', undone: vm, notLinked: vms.slice(index + 1) } };
+      // The state is every VM's: one that cannot be written fails the run (as in the one transaction), not each VM after.
+      if (error instanceof StateStoreError) throw error;
       failures.set(vm, error);
     }
     progress?.({ phase: 'one-by-one', done: index + 1, total: vms.length });

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, stepText } from './device-plan.js';
+import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, createdKinds, stepText } from './device-plan.js';
 import { type LinkInfo, ProgramWriter, decodeLinks, observedDevices } from './link-message.js';
 import { RtnlError, type RtnlSocket, withRtnlSocket } from './rtnl-socket.js';
 
@@ -164,10 +164,15 @@ export async function applyDevicePlan(plan: DevicePlan): Promise<void> {
   }
 }
 
-/** Remove what a plan created (devices, then the namespaces it made), as far as possible. */
-export async function undoDevicePlan(plan: DevicePlan): Promise<void> {
-  await removeDevices(plan.creates).catch(() => undefined);
+/**
+ * Remove what a plan created (devices, then the namespaces it made), as far as possible. A device
+ * under the name of one it creates but of another kind is the one it was to replace, which it did
+ * not reach (a step before failed): left as it is, and returned.
+ */
+export async function undoDevicePlan(plan: DevicePlan): Promise<string[]> {
+  const kept = await removeDevices(plan.creates, undefined, createdKinds(plan)).catch((): string[] => []);
   await deleteNamespaces(plan.createNamespaces);
+  return kept;
 }
 
 /** Delete these VM namespaces (`ip netns delete`), as far as possible: one already gone is no failure. */
@@ -184,23 +189,33 @@ const REMOVAL_GROUPS = { min: 0x4000_0000, max: 0xffff_ffff } as const;
  * Delete these devices from the current namespace where they exist; a veth takes its peer along.
  * More than a link's devices go together (removeTogether), in device group `group` (random).
  * Each is deleted by the index it was found under, and only where the name is its own: a name
- * the kernel resolves to another device's altname is not this device.
+ * the kernel resolves to another device's altname is not this device. With `kinds`, only a
+ * device of the kind given for its name goes; the names of those found of another kind are
+ * returned.
  */
-export async function removeDevices(names: readonly string[], group = randomInt(REMOVAL_GROUPS.min, REMOVAL_GROUPS.max)): Promise<void> {
-  if (names.length === 0) return;
-  await inNamespace(null, async (socket) => {
+export async function removeDevices(
+  names: readonly string[],
+  group = randomInt(REMOVAL_GROUPS.min, REMOVAL_GROUPS.max),
+  kinds?: ReadonlyMap<string, string>,
+): Promise<string[]> {
+  if (names.length === 0) return [];
+  return inNamespace(null, async (socket) => {
     const wanted = new Set(names);
     const query = new ProgramWriter();
     for (const name of names) query.getLink(name);
     const found = (await socket.run(query.finish(), true)).flatMap((outcome) => (outcome.state === 'done' ? decodeLinks(outcome.reply) : []));
-    const doomed = [...new Map(found.filter((link) => wanted.has(link.name)).map((link) => [link.index, link])).values()];
-    if (doomed.length > ONE_BY_ONE_MAX && (await removeTogether(socket, doomed, group))) return;
+    const named = found.filter((link) => wanted.has(link.name));
+    const ofKind = (link: LinkInfo): boolean => kinds?.has(link.name) !== true || kinds.get(link.name) === link.kind;
+    const kept = named.filter((link) => !ofKind(link)).map((link) => link.name);
+    const doomed = [...new Map(named.filter(ofKind).map((link) => [link.index, link])).values()];
+    if (doomed.length > ONE_BY_ONE_MAX && (await removeTogether(socket, doomed, group))) return kept;
     const removal = new ProgramWriter();
     for (const link of doomed) removal.deleteByIndex(link.index);
     const outcomes = await socket.run(removal.finish(), true);
     const failed = outcomes.findIndex((outcome) => outcome.state === 'failed' && outcome.code !== 'ENODEV');
     const outcome = outcomes[failed];
     if (outcome?.state === 'failed') throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`);
+    return kept;
   });
 }
 

@@ -6,7 +6,9 @@
  * already_closed()), which the kernel keeps 120 s and 10 s. A client opening and closing
  * connections at its new-flow rate R would hold R x 130 s entries the cap never sees (13,000 at
  * 100/s), more than the whole table of a VM with up to 1 GB (8 entries per MB). With TIME_WAIT
- * cut to 10 s it holds at most R x 20 s of them (CLIENT_UNCOUNTED_SECONDS).
+ * cut to 10 s it holds at most R x 20 s of them (CLIENT_UNCOUNTED_SECONDS), as long as it sends
+ * nothing more on them: each in-window packet restarts the timeout of the entry's state, TIME_WAIT's
+ * too (README, Known limitations).
  *
  * Why 10 s of TIME_WAIT is enough in conntrack: the client's TCP keeps its own TIME_WAIT; a FIN
  * retransmitted after the entry went is INVALID (conntrack opens no flow on a FIN) and dropped,

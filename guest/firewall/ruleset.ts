@@ -161,7 +161,8 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   on a SYN retransmitted): the ct timeout object CLIENT_TCP_TIMEOUT, the provider's timeouts
  *   with TIME_WAIT and CLOSE at most 10 s (client-tcp-timeouts.ts says why that is safe). The cap
  *   leaves those states out, so a client holds at most its cap plus the flows it opened in the
- *   last 20 s (table-settings.ts), where TIME_WAIT's 120 s would let one client at 100 new flows
+ *   last 20 s (table-settings.ts; unless it keeps sending on its closed flows, each packet
+ *   restarting their timeout: README, Known limitations), where TIME_WAIT's 120 s would let one client at 100 new flows
  *   a second fill the table of a VM with 1 GB. The provider's own flows keep its timeouts, and
  *   established packets never reach the rule. nft lists a policy's states that differ from the
  *   kernel's defaults only, and so does this text (tcpTimeoutPolicyText). The kernel needs

@@ -58,9 +58,10 @@ export const CLIENT_UNCOUNTED_RATE_SECONDS = CLIENT_UNCOUNTED_SECONDS + CLIENT_N
  * holds at most its cap plus what it opened in the last 20 s: cap + rate x 20 s + the burst
  * (rate x 2 s). The rate gets the same share of the table as the cap, an eighth:
  * rate = conntrackMax / (8 x 22 s), at least 1 and at most MAX_DEFAULT_CLIENT_NEW_FLOW_RATE. So with
- * both defaults a client holds at most a quarter of the table, and it takes four hostile clients
- * to fill it, whatever its size: 46/s on a 1 GB VM (8192 entries), 23/s on 512 MB, 5/s at the
- * kernel's least (1024), 100/s above 1 GB. (The floor of 1/s breaks the quarter below 176 entries.)
+ * both defaults a client that leaves its closed flows alone holds at most a quarter of the table,
+ * whatever its size: 46/s on a 1 GB VM (8192 entries), 23/s on 512 MB, 5/s at the kernel's least
+ * (1024), 100/s above 1 GB. One that keeps sending on them restarts their timeouts, and holds
+ * more (README, Known limitations). (The floor of 1/s breaks the quarter below 176 entries.)
  * 0 (no limit on the table): MAX_DEFAULT_CLIENT_NEW_FLOW_RATE, as the cap.
  */
 export function defaultClientNewFlowRate(conntrackMax: number): number {
@@ -82,8 +83,8 @@ export const MAX_CLIENT_FLOW_LIMIT = 0xffff_ffff;
 
 /**
  * By default one client's cap is this fraction (1/8) of the conntrack table, and so is what its
- * new-flow rate lets it hold uncounted on top (defaultClientNewFlowRate): a single hostile client
- * holds at most a quarter, and it takes four to fill the table.
+ * new-flow rate lets it hold uncounted on top (defaultClientNewFlowRate): a client holds at most a
+ * quarter, as long as it leaves its closed TCP flows alone (see defaultClientNewFlowRate).
  */
 export const CLIENT_FLOW_SHARE = 8;
 

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type DesiredConnection, type DeviceStep, type ObservedDevice, isEmptyPlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
+import { type DesiredConnection, type DeviceStep, type ObservedDevice, createdKinds, isEmptyPlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -169,6 +169,24 @@ describe('replacedDevices', () => {
     const bridge: ObservedDevice = { name: 'snb7', kind: 'bridge', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ...NO_IPV6 };
     expect(replacedDevices(planDevices([connection(7)], observedHost([bridge, veth])))).toEqual(['snc7']);
     expect(replacedDevices(planDevices([connection(7)], observedHost([])))).toEqual([]);
+  });
+});
+
+describe('createdKinds', () => {
+  it('gives each device a plan creates the kind it is made as, as the kernel reports it, and a replaced one another kind than it had', () => {
+    const names = ['snb1', 'snc1', 'snp1'];
+    const start = fc
+      .tuple(...names.map((name) => fc.option(someDevice(name), { nil: undefined })))
+      .map((found) => found.flatMap((device) => (device === undefined ? [] : [device])));
+    fc.assert(
+      fc.property(start, (found) => {
+        const plan = planDevices([connection(1)], observedHost(found));
+        const kinds = createdKinds(plan);
+        expect([...kinds.keys()].sort()).toEqual([...plan.creates].sort());
+        for (const name of plan.creates) expect(kinds.get(name)).toBe(name === 'snb1' ? 'bridge' : 'tun');
+        for (const name of replacedDevices(plan)) expect(found.find((device) => device.name === name)?.kind).not.toBe(kinds.get(name));
+      }),
+    );
   });
 });
 

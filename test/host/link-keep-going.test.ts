@@ -291,6 +291,27 @@ describeNetns('link: a failed run that had replaced the devices of an earlier li
     expect(same.code).toBe(1);
     expect(lines(same.stderr)).toEqual([expect.stringMatching(/^spectrum-link: cloud-hypervisor at .*no free PCI slot/)]);
   });
+
+  it('plain link: a kernel refusal earlier in the same plan leaves up an earlier link whose devices it had not yet replaced', async () => {
+    // appvm-lynx's id, then its bridge's name held by another device (as an altname): the kernel
+    // refuses to make that bridge, the first step of the run's one plan.
+    const lynx = jsonLines((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout)[0]!.links[0]!;
+    expect((await world().link(['unlink', 'appvm-lynx'])).code).toBe(0);
+    const earlier = jsonLines((await world().link(['link', 'appvm-catgirl', '--attach', 'netns', '--json'])).stdout)[0]!.links[0]!;
+    await world().host.ip(['link', 'add', 'blocker', 'type', 'bridge']);
+    await world().host.ip(['link', 'property', 'add', 'dev', 'blocker', 'altname', lynx.bridge]);
+    try {
+      // appvm-catgirl's link to be remade as taps, after appvm-lynx's in the same plan.
+      const run = await world().link(['link', 'appvm-lynx', 'appvm-catgirl', '--attach', 'none']);
+      expect(run.code).toBe(1);
+      // The failing step came before any of appvm-catgirl's: its veths were never replaced, and
+      // the undo must not delete them (it did: `creates` names them, the taps to be).
+      expect((await listed()).find((link) => link.vm === 'appvm-catgirl'), run.stderr).toMatchObject({ id: earlier.id, present: true });
+      expect(lines(run.stderr), run.stderr).toHaveLength(1);
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'blocker']);
+    }
+  });
 });
 
 describeNetns('link --keep-going: a VM that is a client and a provider in the same run', () => {

@@ -45,8 +45,9 @@ vi.mock('../../host/netlink-devices.js', () => ({
       kernel.undoFailures -= 1;
       throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
     }
+    return [];
   },
-  removeDevices: async () => undefined,
+  removeDevices: async () => [],
   deleteNamespaces: async () => undefined,
 }));
 
@@ -170,5 +171,54 @@ describe('link failing in its first chunk while the next chunk is planned', () =
     expect(kernel.undonePlans).toHaveLength(1);
     expect(kernel.undonePlans.flatMap((plan) => plan.creates)).not.toContain(names.client);
     expect(leftDown).toEqual([]);
+  });
+});
+
+describe('link --keep-going interrupted while linking VM by VM after the one transaction failed', () => {
+  it("says which earlier links the one transaction's undo left down, of the VMs it then did not get to", async () => {
+    // c3 linked earlier by netns (its client device a veth, recorded so); now to be a tap.
+    const allocation = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM })));
+    const [c1Link, , c3Link] = allocation.links;
+    if (c1Link === undefined || c3Link === undefined) throw new Error('no ids');
+    await saveState(stateDir, setAttachments(allocation.state, [{ pair: { client: c3Link.client, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]));
+    const c3 = linkDeviceNames(PREFIX, c3Link.id);
+    const device = (name: string, kind: string): ObservedDevice => ({ name, kind, master: c3.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:03', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
+    kernel.host = new Map([
+      [c3.bridge, { ...device(c3.bridge, 'bridge'), master: null }],
+      [c3.client, device(c3.client, 'veth')],
+      [c3.provider, device(c3.provider, 'tun')],
+    ]);
+    // The kernel refuses c1's bridge: the one transaction fails (its undo deletes c3's new
+    // devices: c3's link is down), and so does c1 alone; a SIGINT comes while c2's are made.
+    kernel.refused.add(linkDeviceNames(PREFIX, c1Link.id).bridge);
+    const stop = new AbortController();
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 3) stop.abort('SIGINT');
+    };
+    const leftDown: LinkReport[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), signal: stop.signal, onLeftDown: (links) => void leftDown.push(...links) });
+    expect(outcome.interrupted).toEqual({ during: 'one-by-one', undone: 'c2', notLinked: ['c3'] });
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c1']);
+    // c3 was not linked again: its earlier link is down, and is said to be.
+    expect(leftDown.map((link) => [link.vm, link.id, link.clientAttach])).toEqual([['c3', c3Link.id, 'netns']]);
+  });
+});
+
+describe('link --keep-going linking VM by VM after the one transaction failed', () => {
+  it('fails the whole run where the state file cannot be written, as the one transaction does (not each VM after it, one by one)', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    // While c2 (the second VM linked one by one) has its devices made, the state file becomes
+    // a directory with something in it: no state can be written over it from then on.
+    let applies = 0;
+    kernel.whileApplying = async () => {
+      applies += 1;
+      if (applies !== 3) return;
+      await rm(join(stateDir, 'links.json'));
+      await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
+    };
+    await expect(linkVmsKeepGoing(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'write-failed' });
   });
 });

@@ -63,6 +63,47 @@ function connectAndClose(ip: string, port: number, count = 1): string[] {
   ];
 }
 
+/**
+ * argv: a hostile client. One TCP connection to ip:port, a round trip, closed by us (the server
+ * closes in turn); then its last ACK, crafted on a raw socket from the server's FIN as captured,
+ * sent again every 3 s, `times` times. Prints "closed <local port>" once it has closed.
+ */
+function resendLastAck(ip: string, port: number, times: number): string[] {
+  return [
+    'python3',
+    '-u',
+    '-c',
+    [
+      'import socket, struct, time',
+      `IP, PORT = "${ip}", ${port}`,
+      'def csum(b):',
+      '    if len(b) % 2: b += b"\\0"',
+      '    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))',
+      '    while s >> 16: s = (s & 0xffff) + (s >> 16)',
+      '    return ~s & 0xffff',
+      'sniff = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)',
+      'sniff.settimeout(10)',
+      'c = socket.create_connection((IP, PORT), timeout=5)',
+      'c.sendall(b"x"); c.recv(1)',
+      'src, sport = c.getsockname()',
+      'c.close()',
+      'while True:',
+      '    pkt = sniff.recv(65535)',
+      '    ihl = (pkt[0] & 15) * 4',
+      '    s, d, seq, ack, off, flags = struct.unpack("!HHIIBB", pkt[ihl:ihl + 14])',
+      '    if socket.inet_ntoa(pkt[12:16]) == IP and s == PORT and d == sport and flags & 1: break',
+      'print("closed", sport)',
+      'tcp = struct.pack("!HHIIBBHHH", sport, PORT, ack, seq + 1, 5 << 4, 0x10, 502, 0, 0)',
+      'pseudo = socket.inet_aton(src) + socket.inet_aton(IP) + struct.pack("!BBH", 0, 6, len(tcp))',
+      'tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]',
+      'out = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)',
+      `for _ in range(${times}):`,
+      '    time.sleep(3)',
+      '    out.sendto(tcp, (IP, 0))',
+    ].join('\n'),
+  ];
+}
+
 interface TcpEntry {
   readonly seconds: number;
   readonly state: string;
@@ -170,6 +211,27 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
       await eventually('all 40 in TIME_WAIT', async () => (await ours()).filter((each) => each.state === 'TIME_WAIT').length === 40);
       expect(Math.max(...(await ours()).map((each) => each.seconds))).toBeLessThanOrEqual(CLIENT_CLOSED_TIMEOUT_SECONDS);
       await eventually('their entries gone', async () => (await ours()).length === 0, 15_000);
+    });
+
+    // Known gap (review): every in-window packet of a flow refreshes its entry with the timeout of
+    // its state, TIME_WAIT and CLOSE included (nf_conntrack_proto_tcp: "sTW -> sTW Retransmitted
+    // last ACK"). A hostile client that re-sends its last ACK every few seconds keeps each closed
+    // entry in the table, uncounted by the cap, as long as it likes: it holds more than its cap +
+    // rate x 22 s, growing by its rate each second. `it.fails` until the firewall bounds it.
+    it.fails('leaves no closed entry past 20 s, even for a client that keeps re-sending its last ACK', { timeout: 50_000 }, async () => {
+      const hostile = a.ns.spawn(resendLastAck(INTERNET_IP, INTERNET_PORT, 12));
+      try {
+        const port = Number((await hostile.waitForOutput(/^closed (\d+)$/m))[1]);
+        const ours = async (): Promise<TcpEntry[]> => (await tcpEntries(provider)).filter((each) => each.src === a.ip && each.sport === port);
+        // The entry is closed (uncounted by the cap) from here on.
+        await eventually('the entry in TIME_WAIT', async () => (await ours()).some((each) => each.state === 'TIME_WAIT'));
+        await eventually('the entry gone', async () => (await ours()).length === 0, 30_000).catch(() => undefined);
+        // Seen failing here: still there after 30 s, in CLOSE (the server's RST to the ACK moved it
+        // there) with 9 s to go, each ACK restarting its timeout.
+        expect(await ours()).toEqual([]);
+      } finally {
+        await hostile.kill('SIGKILL', 0);
+      }
     });
   });
 
