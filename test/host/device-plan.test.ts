@@ -147,14 +147,15 @@ describe('planDevices, tap connections', () => {
   });
 });
 
+/** Any of link 1's three host devices, each absent or there as some device. */
+const someDevicesOfLink1 = fc
+  .tuple(...['snb1', 'snc1', 'snp1'].map((name) => fc.option(someDevice(name), { nil: undefined })))
+  .map((found) => found.flatMap((device) => (device === undefined ? [] : [device])));
+
 describe('replacedDevices', () => {
   it('gives exactly the devices that exist and are made anew (so that undoing the plan loses them), each one a device the plan creates', () => {
-    const names = ['snb1', 'snc1', 'snp1'];
-    const start = fc
-      .tuple(...names.map((name) => fc.option(someDevice(name), { nil: undefined })))
-      .map((found) => found.flatMap((device) => (device === undefined ? [] : [device])));
     fc.assert(
-      fc.property(start, (found) => {
+      fc.property(someDevicesOfLink1, (found) => {
         const plan = planDevices([connection(1)], observedHost(found));
         const replaced = replacedDevices(plan);
         const kindWanted = (name: string): string => (name === 'snb1' ? 'bridge' : 'tun');
@@ -174,12 +175,8 @@ describe('replacedDevices', () => {
 
 describe('createdKinds', () => {
   it('gives each device a plan creates the kind it is made as, as the kernel reports it, and a replaced one another kind than it had', () => {
-    const names = ['snb1', 'snc1', 'snp1'];
-    const start = fc
-      .tuple(...names.map((name) => fc.option(someDevice(name), { nil: undefined })))
-      .map((found) => found.flatMap((device) => (device === undefined ? [] : [device])));
     fc.assert(
-      fc.property(start, (found) => {
+      fc.property(someDevicesOfLink1, (found) => {
         const plan = planDevices([connection(1)], observedHost(found));
         const kinds = createdKinds(plan);
         expect([...kinds.keys()].sort()).toEqual([...plan.creates].sort());

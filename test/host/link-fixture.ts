@@ -37,6 +37,18 @@ export function withWorldOptions(args: readonly string[], world: { configDir: st
   ];
 }
 
+/** A link as `link --json`, `unlink --json` and `list --json` print it (the fields tests read). */
+export interface LinkJson {
+  vm: string;
+  provider: string;
+  id: number;
+  bridge: string;
+  clientDevice: string;
+  providerDevice: string;
+  clientAttach: string;
+  providerAttach: string;
+}
+
 export interface LinkWorld {
   readonly harness: Harness;
   readonly host: Netns;

@@ -7,19 +7,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeNetns, trackTempDir } from '../harness/index.js';
-import { devices } from './link-fixture.js';
+import { type LinkJson, devices } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
-interface Link {
-  vm: string;
-  provider: string;
-  id: number;
-  bridge: string;
-  clientDevice: string;
-  providerDevice: string;
-}
+type Link = LinkJson;
 
 interface LinkLine {
   vm: string;

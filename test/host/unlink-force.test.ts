@@ -10,20 +10,11 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../harness/index.js';
 import { TapFd } from '../../host/vmm/tap-fd.js';
-import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { type LinkJson as LinkFields, type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
-interface Link {
-  vm: string;
-  provider: string;
-  id: number;
-  bridge: string;
-  clientDevice: string;
-  providerDevice: string;
-  clientAttach: string;
-  providerAttach: string;
-}
+type Link = LinkFields;
 
 interface UnlinkJson {
   vm: string;

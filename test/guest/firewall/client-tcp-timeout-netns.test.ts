@@ -121,6 +121,22 @@ async function tcpEntries(provider: Netns): Promise<TcpEntry[]> {
   });
 }
 
+/**
+ * A TCP connection from `client` (at `clientIp`) to the internet server, held open for a minute: the process
+ * (to kill) and the provider's conntrack entry of it.
+ */
+async function heldConnection(client: Netns, clientIp: string, provider: Netns): Promise<{ held: NetnsProcess; entry: TcpEntry | undefined }> {
+  const held = client.spawn([
+    'python3',
+    '-u',
+    '-c',
+    `import socket, time\nc = socket.create_connection(("${INTERNET_IP}", ${INTERNET_PORT}))\nc.sendall(b"x"); c.recv(1)\nprint(c.getsockname()[1])\ntime.sleep(60)`,
+  ]);
+  const port = Number((await held.waitForOutput(/^(\d+)$/m))[1]);
+  const entry = (await tcpEntries(provider)).find((each) => each.src === clientIp && each.sport === port);
+  return { held, entry };
+}
+
 /** The provider's conntrack TCP timeouts (its sysctls), read inside its namespace. */
 async function providerTimeouts(provider: Netns): Promise<TcpTimeouts> {
   const timeouts: Record<string, number> = { ...KERNEL_TCP_TIMEOUTS };
@@ -191,14 +207,7 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
     });
 
     it('keeps the provider\'s timeout while open: only the closed states are shorter', async () => {
-      const held = a.ns.spawn([
-        'python3',
-        '-u',
-        '-c',
-        `import socket, time\nc = socket.create_connection(("${INTERNET_IP}", ${INTERNET_PORT}))\nc.sendall(b"x"); c.recv(1)\nprint(c.getsockname()[1])\ntime.sleep(60)`,
-      ]);
-      const port = Number((await held.waitForOutput(/^(\d+)$/m))[1]);
-      const entry = (await tcpEntries(provider)).find((each) => each.src === a.ip && each.sport === port);
+      const { held, entry } = await heldConnection(a.ns, a.ip, provider);
       expect(entry?.state).toBe('ESTABLISHED');
       expect(entry?.seconds).toBeGreaterThan(settings.clientTcpTimeouts!.established - 60);
       await held.kill('SIGKILL', 0);
@@ -290,14 +299,7 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
         const text = await listing();
         expect(text).toContain('\t\tpolicy = { established : 3600, time_wait : 10, close : 5 }\n');
         expect(planFirewall(text, validateFirewallModel(model()), tuned)).toEqual({ kind: 'unchanged' });
-        const held = a.ns.spawn([
-          'python3',
-          '-u',
-          '-c',
-          `import socket, time\nc = socket.create_connection(("${INTERNET_IP}", ${INTERNET_PORT}))\nc.sendall(b"x"); c.recv(1)\nprint(c.getsockname()[1])\ntime.sleep(60)`,
-        ]);
-        const port = Number((await held.waitForOutput(/^(\d+)$/m))[1]);
-        const entry = (await tcpEntries(provider)).find((each) => each.src === a.ip && each.sport === port);
+        const { held, entry } = await heldConnection(a.ns, a.ip, provider);
         expect(entry?.seconds).toBeLessThanOrEqual(3600);
         expect(entry?.seconds).toBeGreaterThan(3500);
         await held.kill('SIGKILL', 0);
