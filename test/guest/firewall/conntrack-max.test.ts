@@ -1,10 +1,14 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConntrackMax, readConntrackMax } from '../../../guest/firewall/conntrack-max.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'snt-ctmax-'));
+// Made when the tests run, not when the file is loaded (`vitest list` loads it and runs no hook).
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'snt-ctmax-'));
+});
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('nf_conntrack_max', () => {

@@ -1,11 +1,15 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KERNEL_TCP_TIMEOUTS, TCP_TIMEOUT_SYSCTLS } from '../../../guest/firewall/client-tcp-timeouts.js';
 import { parseTimeoutSysctl, readTcpTimeouts } from '../../../guest/firewall/tcp-timeout-sysctls.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'snt-tcpto-'));
+// Made when the tests run, not when the file is loaded (`vitest list` loads it and runs no hook).
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'snt-tcpto-'));
+});
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("the provider's conntrack TCP timeouts", () => {
