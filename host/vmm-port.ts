@@ -129,7 +129,8 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       }
       try {
         if (kind === 'qemu') return !(await (await qmp()).qemuAttach(socket, nic, { timeoutMs, ...(bus === undefined ? {} : { bus }) })).alreadyAttached;
-        return (await (await cloudHypervisor()).chAttach(socket, nic, { timeoutMs })).outcome !== 'already-attached';
+        const say = (level: 'info' | 'warn', message: string): void => log()[level]({ vm, nic: nic.id }, message);
+        return (await (await cloudHypervisor()).chAttach(socket, nic, { timeoutMs, vm, log: say })).outcome !== 'already-attached';
       } catch (error) {
         if (await vmmErrorOfKind(error, 'timeout')) unanswered.set(socket, error instanceof Error ? error.message : String(error));
         throw error;

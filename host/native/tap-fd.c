@@ -16,8 +16,11 @@
 //   peekRights(fd, max) -> fds | null        the descriptors attached to the first unread bytes,
 //       without reading them (copies, close-on-exec); null if nothing has arrived yet
 //   tapName(fd) -> string                    the name of the tap an fd is a queue of (TUNGETIFF)
+//   peerPid(fd) -> pid                       the pid SO_PEERCRED gives for a connected Unix socket:
+//       on a client's socket, the process that made the listening socket listen, as seen from our
+//       PID namespace; 0 if it is not visible there
 // Descriptors are closed from JS (fs.closeSync).
-#define _GNU_SOURCE  // setns
+#define _GNU_SOURCE  // setns, struct ucred
 #define NAPI_VERSION 8
 #include <node_api.h>
 #define ADDON_NAME "tap-fd"
@@ -217,6 +220,17 @@ static napi_value tap_name(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value peer_pid(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd;
+  if (!int_arg(env, argv[0], &fd)) return NULL;
+  struct ucred peer;
+  socklen_t size = sizeof peer;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) return throw_errno(env, errno, "SO_PEERCRED");
+  return number(env, (int32_t)peer.pid);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("openTap", open_tap),
@@ -224,6 +238,7 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("sendWithRights", send_with_rights),
       ADDON_FUNCTION("peekRights", peek_rights),
       ADDON_FUNCTION("tapName", tap_name),
+      ADDON_FUNCTION("peerPid", peer_pid),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
   return exports;

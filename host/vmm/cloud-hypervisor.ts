@@ -12,14 +12,19 @@
 // sets VIRTIO_NET_F_MTU; PR #4676, Sept. 2022). The tap has the link MTU before it is handed over.
 // NetConfig `mtu` would only make from_tap_fds set the tap's MTU (SIOCSIFMTU: CAP_NET_ADMIN),
 // and config.rs refuses it below 1280. The MTU is read by the tap's name, so cloud-hypervisor
-// must run in the taps' network namespace (as Spectrum's does), and it is read once, when the
-// NIC is made: a NIC left from a link of another MTU keeps the old one (vm.info cannot tell).
+// must run in the taps' network namespace (as Spectrum's does): elsewhere it reads no MTU (the
+// guest stays at 1500; before PR #8112, April 2026, the add-net failed) or another device's. So
+// before the tap goes, the namespace of the process behind the socket (SO_PEERCRED) is compared
+// with the taps' (vmm-netns.ts), and a link MTU other than 1500 is refused there. The MTU is read
+// once, when the NIC is made: a NIC left from a link of another MTU keeps the old one (vm.info
+// cannot tell).
 import { request } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
 import { quoteName, quoteText, shownText } from '../vm-name.js';
 import { type VmmNic, vmmNic } from './nic.js';
-import { TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
+import { type RightsConnection, TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
+import { mtuVerdict, peerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
 import { VmmSocket, VmmSocketError } from './vmm-socket.js';
 
 export type CloudHypervisorErrorKind =
@@ -38,7 +43,9 @@ export type CloudHypervisorErrorKind =
   /** 500, or a removal cloud-hypervisor denies knowing about while still listing the NIC. */
   | 'failed'
   /** The tap to hand over does not exist here, is no tap, or cannot be opened (permissions). */
-  | 'tap-unavailable';
+  | 'tap-unavailable'
+  /** cloud-hypervisor runs in another network namespace than the taps, so its guest would not learn the link MTU. */
+  | 'other-netns';
 
 export class CloudHypervisorError extends Error {
   override readonly name = 'CloudHypervisorError';
@@ -59,6 +66,10 @@ export interface CloudHypervisorOptions {
   readonly tapNetnsPath?: string;
   /** Gives up when it aborts (kind 'timeout', the request under way cut off): a bound on a whole series of requests. */
   readonly signal?: AbortSignal;
+  /** The VM, for messages. */
+  readonly vm?: string;
+  /** Told what an attach goes on despite (its VMM's namespace not known, or another one where the MTU is 1500). */
+  readonly log?: (level: 'info' | 'warn', message: string) => void;
 }
 
 export type ChAttachResult =
@@ -106,11 +117,17 @@ function connectError(socketPath: string, problem: string): CloudHypervisorError
   return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${problem}`);
 }
 
+/** A tap queue to send along with a request, once the process behind the socket (its pid) is vetted: vet throws to send nothing. */
+interface Handover {
+  readonly tap: TapFd;
+  readonly vet: (peerPid: number) => void;
+}
+
 /**
  * One request on its own connection (no keep-alive), bounded in time and size; always closed.
- * With `tap`, a queue of it goes along with the request's bytes.
+ * With `handover`, a queue of its tap goes along with the request's bytes.
  */
-function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body: unknown, bound: Bound, tap?: TapFd): Promise<Answer> {
+function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body: unknown, bound: Bound, handover?: Handover): Promise<Answer> {
   const { timeoutMs, signal } = bound;
   const givenUp = (): CloudHypervisorError => {
     const reason: unknown = signal?.reason;
@@ -127,13 +144,22 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
   }
   const payload = body === undefined ? undefined : JSON.stringify(body);
   let connection: Duplex | undefined;
-  if (tap !== undefined) {
+  if (handover !== undefined) {
+    let rights: RightsConnection;
     try {
-      connection = connectWithRights(found.connectPath, [tap.fd]);
+      rights = connectWithRights(found.connectPath, [handover.tap.fd]);
     } catch (error) {
       found.close();
       return Promise.reject(connectError(socketPath, found.connectProblem(error as NodeJS.ErrnoException)));
     }
+    try {
+      handover.vet(rights.peerPid);
+    } catch (error) {
+      rights.destroy();
+      found.close();
+      return Promise.reject(error);
+    }
+    connection = rights;
   }
   return new Promise((resolve, reject) => {
     let settled = false;
@@ -266,6 +292,34 @@ function openTap(socketPath: string, tap: string, options: CloudHypervisorOption
 }
 
 /**
+ * Before a NIC's tap goes to the cloud-hypervisor with pid `peerPid`: throws 'other-netns' where
+ * that process runs in another network namespace than the taps and the guest is to learn a link
+ * MTU other than its default; says (options.log) what the attach goes on despite.
+ */
+function vetNamespace(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, peerPid: number): void {
+  const taps = tapsNetns(options.tapNetnsPath);
+  const peer = peerNetns(peerPid, taps);
+  const verdict = mtuVerdict(peer, nic.mtu);
+  if (verdict === 'attach' || peer.kind === 'same') return;
+  const of = options.vm === undefined ? '' : ` of VM ${options.vm}`;
+  const tapsAt = `${options.tapNetnsPath ?? "spectrum-link's own"}, ${shownNetns(taps)}`;
+  if (peer.kind === 'unknown') {
+    const message = `cloud-hypervisor${of} at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${peer.why}; if not, its guest gets MTU 1500 on NIC ${nic.id}, not the link's ${String(nic.mtu)}`;
+    options.log?.('warn', message);
+    return;
+  }
+  const where = `cloud-hypervisor${of} at ${socketPath} (pid ${peerPid}) runs in network namespace ${shownNetns(peer.peer)}, not in the taps' (${tapsAt})`;
+  if (verdict === 'note') {
+    options.log?.('info', `${where}: it cannot read tap ${nic.tap}'s MTU there, so its guest gets the default 1500, the link's`);
+    return;
+  }
+  throw new CloudHypervisorError(
+    'other-netns',
+    `${where}: it reads tap ${nic.tap}'s MTU by name in its own namespace, so its guest would not learn the link MTU ${String(nic.mtu)}; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500 (its guest then gets 1500)`,
+  );
+}
+
+/**
  * Add the NIC to the VM: `PUT vm.add-net {mac, id}` with a queue of its tap (SCM_RIGHTS).
  * Hot-adds to a running VM (200) or adds to a created one (204). Idempotent: if the tap's one
  * queue is already held (by this VM, having it attached) and vm.info shows a NIC with this id and
@@ -279,10 +333,10 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
   if (tapFd === undefined) return attachedAlready(socketPath, { id, tap, mac }, options, 'tap-busy');
   let answer: Answer;
   try {
-    answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options, tapFd);
+    answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options, { tap: tapFd, vet: (peerPid) => vetNamespace(socketPath, nic, options, peerPid) });
   } catch (error) {
     // Sent, but no (whole) answer: cloud-hypervisor may add the NIC all the same.
-    if (error instanceof CloudHypervisorError && error.kind !== 'connect') return takeBack(socketPath, nic, options, error);
+    if (error instanceof CloudHypervisorError && error.kind !== 'connect' && error.kind !== 'other-netns') return takeBack(socketPath, nic, options, error);
     throw error;
   } finally {
     // cloud-hypervisor keeps its own copy of the descriptor.

@@ -12,6 +12,7 @@ interface Addon {
   sendWithRights(fd: number, bytes: Uint8Array, fds: readonly number[]): number;
   peekRights(fd: number, max: number): number[] | null;
   tapName(fd: number): string;
+  peerPid(fd: number): number;
 }
 
 let addon: Addon | undefined;
@@ -95,14 +96,30 @@ export function writeWithRights(socket: Socket, bytes: Uint8Array, fds: readonly
   if (sent < bytes.length) socket.write(bytes.subarray(sent));
 }
 
+/** A connection that carries descriptors with its first bytes (connectWithRights). */
+export interface RightsConnection extends Duplex {
+  /**
+   * Who listens at the other end (SO_PEERCRED): the pid of the process that made the socket
+   * listen, as our PID namespace sees it; 0 if it cannot see that process.
+   */
+  readonly peerPid: number;
+}
+
 /**
  * A connection to the Unix stream socket at `path` whose first write carries `fds` (one sendmsg
  * with SCM_RIGHTS); later writes and all reads go through a plain net.Socket on the same
  * descriptor. Usable as node:http's `createConnection`. Throws an errno error if it cannot connect.
  */
-export function connectWithRights(path: string, fds: readonly number[]): Duplex {
+export function connectWithRights(path: string, fds: readonly number[]): RightsConnection {
   const native = loaded();
   const fd = native.connectUnix(path);
+  let peerPid: number;
+  try {
+    peerPid = native.peerPid(fd);
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
   const socket = new Socket({ fd, readable: true, writable: true });
   let rights: readonly number[] | undefined = fds;
   const connection = new Duplex({
@@ -143,5 +160,5 @@ export function connectWithRights(path: string, fds: readonly number[]): Duplex 
   socket.on('end', () => connection.push(null));
   socket.on('error', (error) => connection.destroy(error));
   socket.on('close', () => connection.destroy());
-  return connection;
+  return Object.assign(connection, { peerPid });
 }

@@ -10,6 +10,7 @@ import { QmpClient } from '../../host/vmm/qmp.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../harness/index.js';
 import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
+import { FakeCloudHypervisorProcess } from './vmm/fake-cloud-hypervisor-process.js';
 
 interface LinkOutput {
   links: { id: number; clientMac: string; clientDevice: string; providerDevice: string; bridge: string; vmmArguments?: { client?: { qemu: string[]; cloudHypervisor: string[] } } }[];
@@ -310,16 +311,57 @@ describeNetns('spectrum-link with VMMs', () => {
     expect(link.vmmArguments?.client?.qemu.join(' ')).toContain(`mac=${link.clientMac}`);
   });
 
-  it('sends cloud-hypervisor no MTU: the tap it is handed has the link MTU, which it reads and offers the guest', async () => {
-    const fake = await FakeCloudHypervisor.start('Running');
+  it('sends cloud-hypervisor no MTU: the tap it is handed has the link MTU, which it reads and offers the guest (it runs in the taps\' namespace)', async () => {
+    // The fake runs in the host namespace, as spectrum-link does: the process behind the socket
+    // shares the taps' namespace, so a link MTU other than 1500 is fine.
+    const fake = await FakeCloudHypervisorProcess.start(world.host, 'Running');
     try {
       const result = await world.link(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath, '--mtu', '1400', '--json']);
       expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toBe('');
       const link = (JSON.parse(result.stdout) as LinkOutput).links[0]!;
-      const addNet = fake.requests.find((request) => request.path === '/api/v1/vm.add-net');
+      const { requests, heldTapQueues } = await fake.report();
+      const addNet = requests.find((request) => request.path === '/api/v1/vm.add-net');
+      expect(addNet).toMatchObject({ body: { mac: link.clientMac, id: link.clientDevice }, taps: [link.clientDevice] });
       expect(addNet?.body).toEqual({ mac: link.clientMac, id: link.clientDevice });
+      expect(heldTapQueues).toBe(1);
       expect((await devices(world.host)).get(link.clientDevice)?.mtu).toBe(1400);
       expect((await world.link(['unlink', 'appvm-catgirl', '--ch-socket', fake.socketPath])).code).toBe(0);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it("refuses a link MTU other than 1500 for a cloud-hypervisor in another network namespace than the taps (its guest would get 1500): one line, nothing sent, the run undone; --mtu 1500 attaches", async () => {
+    // cloud-hypervisor reads the tap's MTU by name in its own namespace; in another it finds none
+    // (or another device's), and the guest stays at 1500 whatever the link has.
+    const elsewhere = await harness.namespace('chns');
+    const fake = await FakeCloudHypervisorProcess.start(elsewhere, 'Running');
+    const args = ['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath];
+    try {
+      const listBefore = (await world.link(['list', '--json'])).stdout;
+      const devicesBefore = [...(await devices(world.host)).keys()].sort();
+      const refused = await world.link([...args, '--mtu', '9000']);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+      const escaped = fake.socketPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      expect(refused.stderr).toMatch(
+        new RegExp(
+          `^spectrum-link: cloud-hypervisor of VM appvm-catgirl at ${escaped} \\(pid ${fake.pid}\\) runs in network namespace net:\\[\\d+\\], not in the taps' \\(spectrum-link's own, net:\\[\\d+\\]\\): .*link MTU 9000; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500`,
+        ),
+      );
+      expect([...(await devices(world.host)).keys()].sort()).toEqual(devicesBefore);
+      expect((await world.link(['list', '--json'])).stdout).toBe(listBefore);
+      expect(await fake.report()).toMatchObject({ requests: [], nets: [], heldTapQueues: 0 });
+
+      // At 1500 the guest's default is the link's MTU: attached.
+      const attached = await world.link([...args, '--mtu', '1500', '--json']);
+      expect(attached.code, attached.stderr).toBe(0);
+      expect(attached.stderr).toBe('');
+      const link = (JSON.parse(attached.stdout) as LinkOutput).links[0]!;
+      expect(await fake.report()).toMatchObject({ requests: [{ path: '/api/v1/vm.add-net', taps: [link.clientDevice] }], heldTapQueues: 1 });
+      expect((await world.link(['unlink', 'appvm-catgirl', '--ch-socket', fake.socketPath])).code).toBe(0);
+      expect((await fake.report()).heldTapQueues).toBe(0);
     } finally {
       await fake.close();
     }

@@ -1,6 +1,7 @@
 // chAttach/chDetach against the fake cloud-hypervisor API (fake-cloud-hypervisor.ts): every
 // documented status, idempotence, the tap handed over as a descriptor, and the bounds on time and
 // size. The taps are real, in a namespace of the test's own (chAttach opens them there).
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,8 +10,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CH_MAX_BODY, type CloudHypervisorOptions, chAttach, chDetach } from '../../../host/vmm/cloud-hypervisor.js';
 import type { VmmNic } from '../../../host/vmm/nic.js';
 import { TapFd } from '../../../host/vmm/tap-fd.js';
-import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
+import { shownNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
+import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
 import { FakeCloudHypervisor, type FakeVmState } from './fake-cloud-hypervisor.js';
+import { FakeCloudHypervisorProcess } from './fake-cloud-hypervisor-process.js';
 import { chError } from './rejection.js';
 
 const nic: VmmNic = { id: 'snp42310', tap: 'snp42310', mac: '0A:B3:EC:80:A5:46' };
@@ -22,9 +25,36 @@ let options: CloudHypervisorOptions = { timeoutMs: 2000 };
 /** The options with another time bound (read when called: beforeAll sets the taps' namespace). */
 const within = (timeoutMs: number): CloudHypervisorOptions => ({ ...options, timeoutMs });
 
+/**
+ * python3 SOCKET: listens at SOCKET, prints its pid, forks and exits; the child answers one
+ * request 204 (cloud-hypervisor's answer for a created VM) and exits, within 10 s either way.
+ */
+const ORPHANED_LISTENER = `
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1])
+s.listen(1)
+s.settimeout(10)  # the child never outlives a failed test by long
+print(os.getpid(), flush=True)
+if os.fork() != 0:
+    os._exit(0)
+c, _ = s.accept()
+data = b''
+while b'\\r\\n\\r\\n' not in data:
+    data += c.recv(65536)
+head, body = data.split(b'\\r\\n\\r\\n', 1)
+length = [int(l.split(b':')[1]) for l in head.split(b'\\r\\n') if l.lower().startswith(b'content-length:')]
+while len(body) < (length[0] if length else 0):
+    body += c.recv(65536)
+c.sendall(b'HTTP/1.1 204 No Content\\r\\nConnection: close\\r\\n\\r\\n')
+c.close()
+`;
+
 let fakes: FakeCloudHypervisor[] = [];
 const cleanups: Array<() => Promise<void> | void> = [];
 let harness: Harness | undefined;
+/** The namespace the taps are in. */
+let tapsNs: Netns | undefined;
 
 afterEach(async () => {
   await Promise.all(fakes.map((fake) => fake.close()));
@@ -42,6 +72,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
   beforeAll(async () => {
     harness = createHarness('chapi');
     const ns = await harness.namespace('vmm');
+    tapsNs = ns;
     for (const tap of ['snp42310', 'snp1']) await ns.ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap', 'vnet_hdr']);
     await ns.ip(['link', 'add', 'snb1', 'type', 'bridge']);
     options = { timeoutMs: 2000, tapNetnsPath: `/run/netns/${ns.name}` };
@@ -229,6 +260,68 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       const ch = await fake('Running');
       await expect(chAttach(ch.socketPath, { ...nic, id: 'a,b' }, options)).rejects.toThrow(/VMM device id/);
       expect(ch.requests).toEqual([]);
+    });
+  });
+
+  describe('chAttach: the VMM in the taps\' network namespace or not (cloud-hypervisor reads the tap\'s MTU by name in its own)', () => {
+    let heard: { level: string; message: string }[] = [];
+    const logged = (extra: Partial<CloudHypervisorOptions> = {}): CloudHypervisorOptions => {
+      heard = [];
+      return { ...options, vm: 'appvm-lynx', log: (level, message) => heard.push({ level, message }), ...extra };
+    };
+
+    it('another namespace and a link MTU other than 1500: other-netns in one line saying what to do, before anything is sent', async () => {
+      // The fake runs in this process, not in the taps' namespace.
+      const ch = await fake('Running');
+      const error = await chError(chAttach(ch.socketPath, { ...nic, mtu: 9000 }, logged()));
+      expect(error.kind).toBe('other-netns');
+      expect(error.message).not.toContain('\n');
+      expect(error.message).toMatch(
+        new RegExp(
+          `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${process.pid}\\) runs in network namespace net:\\[\\d+\\], not in the taps' \\(${options.tapNetnsPath ?? ''}, net:\\[\\d+\\]\\): it reads tap snp42310's MTU by name in its own namespace, so its guest would not learn the link MTU 9000; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500`,
+        ),
+      );
+      expect(ch.requests).toEqual([]);
+      expect(heard).toEqual([]);
+      // The queue opened to go along was closed: the tap is free.
+      TapFd.open(nic.tap, options.tapNetnsPath).close();
+      expect(await ch.openConnections()).toBe(0);
+    });
+
+    it('another namespace at MTU 1500 (or none given): attached, with an info note', async () => {
+      const ch = await fake('Running');
+      expect(await chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged())).toMatchObject({ outcome: 'hot-added' });
+      expect(heard).toEqual([{ level: 'info', message: expect.stringMatching(/runs in network namespace .* so its guest gets the default 1500, the link's$/) }]);
+      expect(await chAttach(ch.socketPath, { ...nic, id: 'snp1', tap: 'snp1', mac: '0A:B3:EC:80:00:01' }, logged())).toMatchObject({ outcome: 'hot-added' });
+      expect(heard.map((line) => line.level)).toEqual(['info']);
+    });
+
+    it('the VMM in the taps\' namespace: a link MTU of 9000 attaches, nothing said', async () => {
+      if (tapsNs === undefined) throw new Error('no taps namespace');
+      const ch = await FakeCloudHypervisorProcess.start(tapsNs, 'Running');
+      cleanups.push(() => ch.close());
+      expect(await chAttach(ch.socketPath, { ...nic, mtu: 9000 }, logged())).toMatchObject({ outcome: 'hot-added' });
+      expect(heard).toEqual([]);
+      expect(await ch.report()).toMatchObject({ requests: [{ path: '/api/v1/vm.add-net', taps: ['snp42310'] }], heldTapQueues: 1 });
+      await chDetach(ch.socketPath, nic, options);
+    });
+
+    it('a VMM whose namespace cannot be read (the process that made its socket listen has exited): attached, with a warning naming the MTU', async () => {
+      // A listener made by a process that exits, served by its child: SO_PEERCRED names the one gone.
+      const dir = mkdtempSync(join(tmpdir(), 'sn-ch-orphan-'));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      const socketPath = join(dir, 'api.sock');
+      const server = spawn('python3', ['-c', ORPHANED_LISTENER, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const listener = Number((await new Promise<string>((resolve) => server.stdout.once('data', (data: Buffer) => resolve(data.toString())))).trim());
+      expect(listener).toBe(server.pid);
+      await new Promise((resolve) => (server.exitCode === null ? server.once('exit', resolve) : resolve(undefined)));
+      expect(await chAttach(socketPath, { ...nic, mtu: 9000 }, logged())).toEqual({ outcome: 'cold-added' });
+      expect(heard).toEqual([
+        {
+          level: 'warn',
+          message: `cloud-hypervisor of VM appvm-lynx at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${options.tapNetnsPath ?? ''}, ${shownNetns(tapsNetns(options.tapNetnsPath))}): its process ${listener} has exited; if not, its guest gets MTU 1500 on NIC snp42310, not the link's 9000`,
+        },
+      ]);
     });
   });
 

@@ -99,6 +99,8 @@ describeNetns('tap queues and descriptor passing', () => {
     const tap = TapFd.open('tq1', nsPath);
     try {
       const connection = connectWithRights(path, [tap.fd]);
+      // The listener is this process (SO_PEERCRED).
+      expect(connection.peerPid).toBe(process.pid);
       let answer = '';
       connection.on('data', (data: Buffer) => (answer += data.toString()));
       const ended = new Promise((resolve) => connection.on('end', resolve));

@@ -1,0 +1,67 @@
+// Whether a VMM runs in the network namespace of the taps it is handed. cloud-hypervisor reads a
+// tap it gets as a descriptor by name (TUNGETIFF, then SIOCGIFMTU on that name) in its own
+// namespace: elsewhere it finds no such device, or another one, and the guest does not learn the
+// tap's MTU (cloud-hypervisor net_util/src/tap.rs; since PR #8112 it then offers none, before it
+// the add-net failed). Namespaces are told apart as the kernel does: by the (st_dev, st_ino) of
+// their nsfs inode.
+import { statSync } from 'node:fs';
+import { DEFAULT_NIC_MTU } from './nic.js';
+
+/** A network namespace as the kernel names it (nsfs device and inode). */
+export interface NetnsIdentity {
+  readonly dev: bigint;
+  readonly ino: bigint;
+}
+
+/** How `readlink /proc/PID/ns/net` shows a namespace. */
+export const shownNetns = (ns: NetnsIdentity): string => `net:[${ns.ino}]`;
+
+export type PeerNetns =
+  | { readonly kind: 'same' }
+  | { readonly kind: 'other'; readonly peer: NetnsIdentity; readonly taps: NetnsIdentity }
+  /** The peer's namespace cannot be read; `why` says so for an operator. */
+  | { readonly kind: 'unknown'; readonly why: string };
+
+export const sameNetns = (a: NetnsIdentity, b: NetnsIdentity): boolean => a.dev === b.dev && a.ino === b.ino;
+
+/**
+ * What to do about a NIC whose guest is to learn link MTU `mtu` (absent: the default), its VMM
+ * in `peer` relative to the taps: 'attach'; 'note' (another namespace, but the guest's default
+ * is the link MTU); 'warn' (cannot tell, and it matters); 'refuse' (the guest would get another
+ * MTU than the link's).
+ */
+export function mtuVerdict(peer: PeerNetns, mtu: number | undefined): 'attach' | 'note' | 'warn' | 'refuse' {
+  if (peer.kind === 'same') return 'attach';
+  const matters = mtu !== undefined && mtu !== DEFAULT_NIC_MTU;
+  if (peer.kind === 'unknown') return matters ? 'warn' : 'attach';
+  return matters ? 'refuse' : 'note';
+}
+
+function identity(path: string): NetnsIdentity {
+  const info = statSync(path, { bigint: true });
+  return { dev: info.dev, ino: info.ino };
+}
+
+/** The namespace the taps are in: at `tapNetnsPath` (a /run/netns file), else this thread's (where taps are opened). */
+export function tapsNetns(tapNetnsPath: string | undefined): NetnsIdentity {
+  return identity(tapNetnsPath ?? '/proc/thread-self/ns/net');
+}
+
+/** Where process `pid` (0: not visible from our PID namespace) runs, relative to `taps`. */
+export function peerNetns(pid: number, taps: NetnsIdentity): PeerNetns {
+  if (pid <= 0) return { kind: 'unknown', why: 'its process is not visible from our PID namespace (SO_PEERCRED gave no pid)' };
+  let peer: NetnsIdentity;
+  try {
+    peer = identity(`/proc/${pid}/ns/net`);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT' || code === 'ESRCH'
+        ? `its process ${pid} has exited`
+        : code === 'EACCES' || code === 'EPERM'
+          ? `we may not read /proc/${pid}/ns/net (it takes ptrace access to process ${pid}: root, or the VMM's user)`
+          : `/proc/${pid}/ns/net: ${error instanceof Error ? error.message : String(error)}`;
+    return { kind: 'unknown', why };
+  }
+  return sameNetns(peer, taps) ? { kind: 'same' } : { kind: 'other', peer, taps };
+}

@@ -1,0 +1,66 @@
+// Whether a VMM runs in the taps' network namespace: the verdict (a property over all cases), and
+// the namespace of real processes, in this namespace, in one of the test's own, and gone.
+import { spawnSync } from 'node:child_process';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_NIC_MTU, NIC_MTU_MAX, NIC_MTU_MIN } from '../../../host/vmm/nic.js';
+import { type PeerNetns, mtuVerdict, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
+import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
+
+const identity = fc.record({ dev: fc.bigInt({ min: 1n, max: 1n << 32n }), ino: fc.bigInt({ min: 1n, max: 1n << 32n }) });
+const peer: fc.Arbitrary<PeerNetns> = fc.oneof(
+  fc.constant({ kind: 'same' as const }),
+  fc.record({ kind: fc.constant('other' as const), peer: identity, taps: identity }),
+  fc.record({ kind: fc.constant('unknown' as const), why: fc.string() }),
+);
+
+describe('mtuVerdict', () => {
+  it('refuses only another namespace with a link MTU other than 1500; warns only where it cannot tell and that MTU is asked for', () => {
+    fc.assert(
+      fc.property(peer, fc.option(fc.integer({ min: NIC_MTU_MIN, max: NIC_MTU_MAX }), { nil: undefined }), (where, mtu) => {
+        const matters = mtu !== undefined && mtu !== DEFAULT_NIC_MTU;
+        const expected = where.kind === 'same' ? 'attach' : where.kind === 'other' ? (matters ? 'refuse' : 'note') : matters ? 'warn' : 'attach';
+        expect(mtuVerdict(where, mtu)).toBe(expected);
+      }),
+    );
+  });
+});
+
+describe('peerNetns, no namespace of our own', () => {
+  it('this process is in its own namespace; pid 0 and an exited process cannot be told', () => {
+    const ours = tapsNetns(undefined);
+    expect(peerNetns(process.pid, ours)).toEqual({ kind: 'same' });
+    expect(peerNetns(0, ours)).toMatchObject({ kind: 'unknown', why: expect.stringMatching(/not visible from our PID namespace/) });
+    const exited = spawnSync('true').pid;
+    expect(exited).toBeGreaterThan(0);
+    expect(peerNetns(exited ?? 0, ours)).toMatchObject({ kind: 'unknown', why: `its process ${String(exited)} has exited` });
+  });
+});
+
+describeNetns('peerNetns with a namespace of the test', () => {
+  let harness: Harness;
+  let ns: Netns;
+
+  beforeAll(async () => {
+    harness = createHarness('vmmns');
+    ns = await harness.namespace('taps');
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  it('tells a process in the taps namespace from one elsewhere', async () => {
+    const inside = ns.spawn(['sh', '-c', 'echo ready; exec sleep 30'], { enter: 'nsenter' });
+    try {
+      await inside.waitForOutput(/^ready$/m);
+      const taps = tapsNetns(`/run/netns/${ns.name}`);
+      expect(peerNetns(inside.pid, taps)).toEqual({ kind: 'same' });
+      const here = peerNetns(process.pid, taps);
+      expect(here).toMatchObject({ kind: 'other', taps });
+      expect(here.kind === 'other' && here.peer).toEqual(tapsNetns(undefined));
+    } finally {
+      await inside.kill('SIGKILL');
+    }
+  });
+});
