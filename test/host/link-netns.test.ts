@@ -26,6 +26,7 @@ import socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))
 s.bind((sys.argv[1], 0))
 s.settimeout(0.1)
+print('listening', flush=True)
 source = bytes.fromhex(sys.argv[2].replace(':', ''))
 end = time.time() + float(sys.argv[3])
 count = 0
@@ -47,11 +48,15 @@ print(count)
 async function ipv6FramesFromPort(world: LinkWorld, port: string): Promise<number> {
   const portMac = (await devices(world.host)).get(port)?.address ?? '';
   expect(portMac).toMatch(/^[0-9a-f:]{17}$/);
-  const capture = world.vmNetns('netvm').exec(['python3', '-c', CAPTURE_IPV6_FROM, port, portMac, '2.5']);
-  await new Promise((resolve) => setTimeout(resolve, 400));
+  const capture = world.vmNetns('netvm').spawn(['python3', '-c', CAPTURE_IPV6_FROM, port, portMac, '2.5']);
+  // Only once the socket is bound: python's start-up under load took longer than a fixed wait.
+  await capture.waitForOutput(/^listening$/m);
   await world.host.ip(['link', 'set', 'dev', port, 'down']);
   await world.host.ip(['link', 'set', 'dev', port, 'up']);
-  return Number((await capture).stdout.trim());
+  const exit = await capture.wait();
+  await capture.waitClosed();
+  expect(exit.code).toBe(0);
+  return Number(/^(\d+)$/m.exec(capture.stdout)?.[1] ?? 'NaN');
 }
 
 function oneLineError(stderr: string): string {
