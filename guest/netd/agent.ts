@@ -627,5 +627,5 @@ function sameProviderLinks(a: readonly ProviderLink[], b: readonly ProviderLink[
 }
 
 function sameUpstreamLink(a: UpstreamLinkInfo | null, b: UpstreamLinkInfo | null): boolean {
-  return a === null || b === null ? a === b : a.ifname === b.ifname && a.ownIp === b.ownIp;
+  return a === null || b === null ? a === b : a.ifname === b.ifname && a.ifindex === b.ifindex && a.ownIp === b.ownIp;
 }

@@ -179,7 +179,7 @@ export class ProviderServices implements ServicesPort {
   async linksChanged(links: readonly ProviderLink[], upstreamLink: UpstreamLinkInfo | null): Promise<void> {
     await this.dhcp?.setLinks(links.map((link) => ({ ifname: link.ifname, ifindex: link.ifindex, id: clientId(link.id) })));
     // A chained provider reaches its upstream provider's forwarder (at our own gateway address) through that link.
-    await this.dns?.setUpstreamLink(upstreamLink === null ? null : { device: upstreamLink.ifname, source: upstreamLink.ownIp });
+    await this.dns?.setUpstreamLink(upstreamLink === null ? null : { device: upstreamLink.ifname, ifindex: upstreamLink.ifindex, source: upstreamLink.ownIp });
     // The gateway address exists once a provider link carries it: the forwarder can bind then.
     // Upstreams with no route yet it retries on its own (DHCP on the uplink raises no link
     // event here); a link change is just an early chance to connect them.
