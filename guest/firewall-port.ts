@@ -21,7 +21,10 @@ export interface FirewallPort {
   /** Read the ruleset back and repair what differs from `model`; true when something was repaired. */
   verify(model: FirewallModel): Promise<boolean>;
   counters(): Promise<FirewallCounters>;
-  /** The flow limits the table was made with; null before the first reconcile, and when no table of ours filters. */
+  /**
+   * The flow limits the table was made with; null until a reconcile (or audit) has applied them,
+   * and when no table of ours filters.
+   */
   flowLimits(): FlowLimits | null;
 }
 

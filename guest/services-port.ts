@@ -11,6 +11,7 @@ export interface ProviderLink {
 /** A chained provider's link to its upstream provider (see Plan.upstreamLink). */
 export interface UpstreamLinkInfo {
   readonly ifname: string;
+  readonly ifindex: number;
   readonly ownIp: string;
 }
 

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { loadNativeAddon } from '../../shared/native-addon.js';
+import { NO_BIND_TO_INDEX } from '../link-binding.js';
 import { DhcpError } from './dhcp-error.js';
 
 /**
@@ -154,7 +155,7 @@ export class LinkSocket {
         socket.setOption(bindToIndex.level, bindToIndex.option, ifindex);
       } catch (error) {
         // ENOPROTOOPT: a kernel before 5.7 has no SO_BINDTOIFINDEX.
-        if (/protocol not available/i.test(errorText(error))) throw new DhcpError('socket', `cannot open a DHCP socket on ${ifname}: this kernel has no SO_BINDTOIFINDEX (Linux 5.7 or later is needed)`);
+        if (/protocol not available/i.test(errorText(error))) throw new DhcpError('socket', `cannot open a DHCP socket on ${ifname}: ${NO_BIND_TO_INDEX}`);
         throw error;
       }
       // The kernel takes an index no device has (the socket then hears nothing); reading the

@@ -30,6 +30,7 @@ import { FrameReader, frame } from './tcp-frames.js';
 import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
 import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
+import { NO_BIND_TO_INDEX } from '../link-binding.js';
 import { RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
 
 export interface DnsForwarderOptions {
@@ -133,6 +134,11 @@ export interface DnsForwarderCounters {
  */
 export interface UpstreamLinkRoute {
   readonly device: string;
+  /**
+   * The link's index, which its sockets are bound by: a socket opened again (a reconnect after
+   * the link went) binds that link or fails, never another device that took its name.
+   */
+  readonly ifindex: number;
   /** Our address on that link. */
   readonly source: string;
 }
@@ -231,6 +237,11 @@ interface PendingQuery {
 }
 
 type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForwarderCounters[K] };
+
+/** The same upstream through the same link: a device that took the link's name is another. */
+function sameLink(a: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }, b: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): boolean {
+  return linkText(a) === linkText(b) && a.via?.ifindex === b.via?.ifindex;
+}
 
 /** An upstream as counters and logs show it: `169.254.0.1:53 via up0` for one reached through a link. */
 function linkText(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): string {
@@ -402,7 +413,7 @@ class Forwarder implements DnsForwarder {
   setUpstreamLink(route: UpstreamLinkRoute | null): Promise<void> {
     const next = route ?? undefined;
     const current = this.#upstreamRoute;
-    if (next?.device === current?.device && next?.source === current?.source) return Promise.resolve();
+    if (next?.device === current?.device && next?.ifindex === current?.ifindex && next?.source === current?.source) return Promise.resolve();
     this.#upstreamRoute = next;
     // In line with resolv.conf reloads, so that the last change of either wins.
     this.#reloading = this.#reloading.then(() => {
@@ -511,7 +522,7 @@ class Forwarder implements DnsForwarder {
         const socket = UdpSocket.bind(upstream.family, via?.source ?? '', 0, SOCKET_BUFFER_BYTES);
         sockets.push(socket);
         // Bound to the link, the route lookup skips the local route of our own gateway address.
-        if (via !== undefined) socket.bindToDevice(via.device);
+        if (via !== undefined) socket.bindToLink({ ifname: via.device, ifindex: via.ifindex });
         // A failed connect (no route yet: ENETUNREACH) throws; rebind() tries again later.
         socket.connect(upstream.address, upstream.port);
       }
@@ -526,7 +537,11 @@ class Forwarder implements DnsForwarder {
               : `no route to it: check that link ${via.device} is up`
             : code === 'EADDRNOTAVAIL' || code === 'EINVAL'
               ? `our address ${via?.source ?? 'towards it'} is not configured: check the ${via === undefined ? 'uplink' : `link ${via.device}`}`
-              : 'check the address and the link towards it';
+              : code === 'ENODEV' && via !== undefined
+                ? `link ${via.device} (index ${via.ifindex}) is gone: its sockets bind no other device of that name; waiting for the link to the upstream provider to be configured again`
+                : code === 'ENOPROTOOPT'
+                  ? NO_BIND_TO_INDEX
+                  : 'check the address and the link towards it';
         this.#log.warn(
           { upstream: key, err: errorText(error) },
           `cannot use upstream resolver: ${hint}; trying again at least every ${RECONNECT_MAX_MS / 1000} s, its queries going to the other upstreams or answered SERVFAIL meanwhile`,
@@ -578,7 +593,7 @@ class Forwarder implements DnsForwarder {
     this.#reachability.retain(wanted.map(linkText));
     const old = this.#upstreams;
     const changed =
-      wanted.length !== old.length || old.some((link) => link.broken) || wanted.some((want, i) => old[i] === undefined || linkText(want) !== linkText(old[i]));
+      wanted.length !== old.length || old.some((link) => link.broken) || wanted.some((want, i) => old[i] === undefined || !sameLink(want, old[i]));
     if (changed) this.#switchUpstreams(old, wanted, source);
     else this.#missingUpstreams = 0;
     if (this.#closed === undefined) this.#scheduleReconnect();
@@ -588,7 +603,7 @@ class Forwarder implements DnsForwarder {
   #switchUpstreams(old: readonly UpstreamLink[], wanted: readonly { upstream: Upstream; via: UpstreamLinkRoute | undefined }[], source: string): void {
     // Keep the links of upstreams still listed (and still routed); connect new ones before switching over.
     const links = wanted.map(
-      (want) => old.find((link) => !link.broken && linkText(link) === linkText(want)) ?? this.#connectUpstream(want.upstream, want.via),
+      (want) => old.find((link) => !link.broken && sameLink(link, want)) ?? this.#connectUpstream(want.upstream, want.via),
     );
     const kept = links.filter((link): link is UpstreamLink => link !== undefined);
     if (this.#closed !== undefined) {
@@ -956,7 +971,7 @@ class Forwarder implements DnsForwarder {
       if (link === undefined || socket.destroyed || this.#closed !== undefined) return;
       const { upstream, via } = link;
       // Through the link, as for UDP: to our own address a plain connection would reach us.
-      const open = via === undefined ? undefined : () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, via.device);
+      const open = via === undefined ? undefined : () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex });
       const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open);
       if (response !== undefined) {
         this.#counters.answered += 1;

@@ -5,6 +5,7 @@
 import { closeSync } from 'node:fs';
 import { Socket as TcpSocket } from 'node:net';
 import { loadNativeAddon } from '../../shared/native-addon.js';
+import { type BoundLink, NO_BIND_TO_INDEX } from '../link-binding.js';
 
 export type UdpErrorKind = 'addon-missing' | 'socket';
 
@@ -27,13 +28,13 @@ interface Addon {
   arena(buffer: ArrayBuffer, meta: Int32Array, slots: number, slotSize: number): void;
   open(family: 4 | 6, address: string, port: number, bufferBytes: number): Handle;
   connect(handle: Handle, address: string, port: number): void;
-  bindToDevice(handle: Handle, name: string): void;
+  bindToIndex(handle: Handle, ifindex: number): void;
   watch(handle: Handle, onBatch: (count: number) => void): void;
   send(handle: Handle, bytes: Uint8Array, offset: number, length: number): number;
   sendTo(handle: Handle, bytes: Uint8Array, offset: number, length: number, port: number, a0: number, a1: number, a2: number, a3: number): number;
   localPort(handle: Handle): number;
   close(handle: Handle): void;
-  tcpConnect(family: 4 | 6, address: string, port: number, source: string, device: string): number;
+  tcpConnect(family: 4 | 6, address: string, port: number, source: string, ifindex: number): number;
 }
 
 /** Datagrams one read takes at most. */
@@ -104,6 +105,14 @@ function socketError(error: unknown, what: string): UdpError {
   return new UdpError('socket', code, `${what}: ${error instanceof Error ? error.message : String(error)}`);
 }
 
+/** A failure to bind to `link`, saying what it means where the kernel is why. */
+function linkBindError(error: unknown, what: string, link: BoundLink): UdpError {
+  const failure = socketError(error, what);
+  if (failure.code === 'ENOPROTOOPT') return new UdpError('socket', failure.code, `${what}: ${NO_BIND_TO_INDEX}`);
+  if (failure.code === 'ENODEV') return new UdpError('socket', failure.code, `${what}: the kernel has no interface of index ${link.ifindex}`);
+  return failure;
+}
+
 /**
  * One UDP socket; the handle owns its descriptor until close(). Sends never throw: they return
  * the bytes sent or a negative errno (a full buffer or an unreachable client drops the datagram,
@@ -132,14 +141,16 @@ export class UdpSocket {
   }
 
   /**
-   * Send and receive through link `name` only (SO_BINDTODEVICE): routes through other links are
-   * not considered, nor local addresses on them. Throws UdpError (EPERM without CAP_NET_RAW).
+   * Send and receive through `link` only, bound by its index (SO_BINDTOIFINDEX): routes through
+   * other links are not considered, nor local addresses on them, and another device that took the
+   * link's name is not it. Throws UdpError (ENODEV: no device of that index; EPERM without
+   * CAP_NET_RAW; ENOPROTOOPT before Linux 5.7).
    */
-  bindToDevice(name: string): void {
+  bindToLink(link: BoundLink): void {
     try {
-      required().addon.bindToDevice(this.#live(), name);
+      required().addon.bindToIndex(this.#live(), link.ifindex);
     } catch (error) {
-      throw socketError(error, `cannot bind UDP to link ${name}`);
+      throw linkBindError(error, `cannot bind UDP to link ${link.ifname}`, link);
     }
   }
 
@@ -214,17 +225,18 @@ export class UdpSocket {
 }
 
 /**
- * A TCP connection to `address`:`port` from `source` through link `device` only (SO_BINDTODEVICE,
- * which Node's net cannot set), as a net.Socket that owns the descriptor. It may still be
- * connecting: what is written waits for it; a refusal arrives as an 'error' event. Throws UdpError.
+ * A TCP connection to `address`:`port` from `source` through `link` only, bound by its index as
+ * UdpSocket.bindToLink (which Node's net cannot do), as a net.Socket that owns the descriptor. It
+ * may still be connecting: what is written waits for it; a refusal arrives as an 'error' event.
+ * Throws UdpError.
  */
-export function connectTcpThroughLink(family: 4 | 6, address: string, port: number, source: string, device: string): TcpSocket {
+export function connectTcpThroughLink(family: 4 | 6, address: string, port: number, source: string, link: BoundLink): TcpSocket {
   const { addon: native } = required();
   let fd: number;
   try {
-    fd = native.tcpConnect(family, address, port, source, device);
+    fd = native.tcpConnect(family, address, port, source, link.ifindex);
   } catch (error) {
-    throw socketError(error, `cannot connect TCP to ${address}:${port} through ${device}`);
+    throw linkBindError(error, `cannot connect TCP to ${address}:${port} through ${link.ifname}`, link);
   }
   try {
     return new TcpSocket({ fd, readable: true, writable: true });

@@ -106,6 +106,11 @@ export function clientTcpTimeouts(provider: TcpTimeouts): TcpTimeouts {
   };
 }
 
+/** Whether two policies give every state the same timeout. */
+export function sameTcpTimeouts(a: TcpTimeouts, b: TcpTimeouts): boolean {
+  return TCP_TIMEOUT_STATES.every((state) => a[state] === b[state]);
+}
+
 /** The policy of a provider with the kernel's defaults: TIME_WAIT 10 s, the rest as the kernel's. */
 export const DEFAULT_CLIENT_TCP_TIMEOUTS: TcpTimeouts = clientTcpTimeouts(KERNEL_TCP_TIMEOUTS);
 

@@ -1,6 +1,7 @@
 /**
- * What the table's text depends on besides the model: set once per agent run (an option), so the
- * audit compares the live table with the same text all along. Pure.
+ * What the table's text depends on besides the model: the limits set once per agent run (options),
+ * so the audit compares the live table with the same text all along; clients' TCP timeouts follow
+ * the provider's sysctls, read again at each audit (provider-ports.ts). Pure.
  */
 import { CLIENT_UNCOUNTED_SECONDS, DEFAULT_CLIENT_TCP_TIMEOUTS, type TcpTimeouts, assertClientTcpTimeouts } from './client-tcp-timeouts.js';
 import { FirewallError } from './firewall-error.js';

@@ -10,12 +10,12 @@
 //   arena(buffer: ArrayBuffer, meta: Int32Array, slots, slotSize)   once, before any watch()
 //   open(family 4|6, address, port, bufferBytes) -> handle          bind; throws {code}
 //   connect(handle, address, port)                                  throws {code}
-//   bindToDevice(handle, name)          SO_BINDTODEVICE (needs CAP_NET_RAW); throws {code}
+//   bindToIndex(handle, ifindex)        SO_BINDTOIFINDEX, checked (bind-to-index.h; needs CAP_NET_RAW); throws {code}
 //   watch(handle, onBatch(count))       count > 0: datagrams in slots 0..count-1; < 0: -errno
 //   send(handle, bytes, offset, length) -> sent bytes or -errno     (connected socket)
 //   sendTo(handle, bytes, offset, length, port, a0, a1, a2, a3) -> sent bytes or -errno
-//   tcpConnect(family, address, port, source, device) -> fd   non-blocking connect from `source`
-//       through link `device` (SO_BINDTODEVICE); the caller owns the descriptor; throws {code}
+//   tcpConnect(family, address, port, source, ifindex) -> fd   non-blocking connect from `source`
+//       through link `ifindex` (as bindToIndex); the caller owns the descriptor; throws {code}
 //   localPort(handle) -> number
 //   close(handle)
 // meta, per slot (META_INTS ints): length, port, a0..a3 (IPv4: a0 alone, host order), flags.
@@ -24,6 +24,7 @@
 #include <node_api.h>
 #define ADDON_NAME "udp-batch"
 #include "../../shared/native/napi-plumbing.h"
+#include "bind-to-index.h"
 #include <uv.h>
 
 #include <arpa/inet.h>
@@ -261,16 +262,26 @@ static napi_value socket_connect(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value socket_bind_to_device(napi_env env, napi_callback_info info) {
+// A link's index as JS gives it: 1..INT_MAX; 0 (with a RangeError thrown) otherwise.
+static int get_ifindex(napi_env env, napi_value value, int *ifindex) {
+  uint32_t number = 0;
+  if (napi_get_value_uint32(env, value, &number) != napi_ok || number == 0 || number > INT32_MAX) {
+    napi_throw_range_error(env, "EINVAL", "udp-batch: a link index is 1..2147483647");
+    return 0;
+  }
+  *ifindex = (int)number;
+  return 1;
+}
+
+static napi_value socket_bind_to_index(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   udp_socket *socket = socket_args(env, info, 2, argv);
   if (socket == NULL) return NULL;
-  char name[IFNAMSIZ + 1];
-  size_t copied = 0;
-  CHECK(napi_get_value_string_utf8(env, argv[1], name, sizeof name, &copied));
-  if (copied == 0 || copied >= IFNAMSIZ) return throw_errno(env, EINVAL, "bad interface name");
-  if (setsockopt(socket->fd, SOL_SOCKET, SO_BINDTODEVICE, name, (socklen_t)copied) != 0) return throw_errno(env, errno, "SO_BINDTODEVICE");
-  return NULL;
+  int ifindex = 0;
+  if (!get_ifindex(env, argv[1], &ifindex)) return NULL;
+  const char *step = NULL;
+  int error = bind_to_index(socket->fd, ifindex, &step);
+  return error == 0 ? NULL : throw_errno(env, error, step);
 }
 
 // A TCP connection through one link, for the rare DNS-over-TCP exchange with an upstream that
@@ -291,21 +302,20 @@ static napi_value tcp_connect(napi_env env, napi_callback_info info) {
   int error = make_address(env, (int)family, argv[1], port, &remote, &remote_length);
   if (error == 0) error = make_address(env, (int)family, argv[3], 0, &local, &local_length);
   if (error != 0) return throw_errno(env, error, "bad address");
-  char name[IFNAMSIZ + 1];
-  size_t copied = 0;
-  CHECK(napi_get_value_string_utf8(env, argv[4], name, sizeof name, &copied));
-  if (copied == 0 || copied >= IFNAMSIZ) return throw_errno(env, EINVAL, "bad interface name");
+  int ifindex = 0;
+  if (!get_ifindex(env, argv[4], &ifindex)) return NULL;
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
-  const char *step = "SO_BINDTODEVICE";
-  if (setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, name, (socklen_t)copied) == 0) {
+  const char *step = NULL;
+  int failure = bind_to_index(fd, ifindex, &step);
+  if (failure == 0) {
     step = "bind";
     if (bind(fd, (struct sockaddr *)&local, local_length) == 0) {
       step = "connect";
       if (connect(fd, (struct sockaddr *)&remote, remote_length) == 0 || errno == EINPROGRESS) return number(env, fd);
     }
+    failure = errno;
   }
-  int failure = errno;
   close(fd);
   return throw_errno(env, failure, step);
 }
@@ -513,7 +523,7 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("arena", arena_set),
       ADDON_FUNCTION("open", socket_open),
       ADDON_FUNCTION("connect", socket_connect),
-      ADDON_FUNCTION("bindToDevice", socket_bind_to_device),
+      ADDON_FUNCTION("bindToIndex", socket_bind_to_index),
       ADDON_FUNCTION("watch", socket_watch),
       ADDON_FUNCTION("send", socket_send),
       ADDON_FUNCTION("sendTo", socket_send_to),

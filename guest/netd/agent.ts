@@ -65,9 +65,12 @@ export interface AgentTiming {
 export interface AgentStatus {
   readonly links: readonly (LinkReport & { readonly error: string | null })[];
   readonly counters: AgentCounters;
-  readonly firewall: FirewallCounters;
-  /** What the firewall holds each client to (0: no limit); null without a firewall, or before its table is made. */
+  /** The firewall's drop counters; null when they cannot be read (no table of ours yet: see firewallError). */
+  readonly firewall: FirewallCounters | null;
+  /** What the firewall holds each client to (0: no limit); null without a firewall, or until an update of it succeeded. */
   readonly flowLimits: FlowLimits | null;
+  /** Why the last update of the firewall failed (it is retried); null once one succeeds, and without a firewall. */
+  readonly firewallError: string | null;
   /** What the firewall was last told (empty in client mode). */
   readonly model: FirewallModel | null;
   /** Client IPs whose old conntrack entries are still to delete, and why the last try failed; null without a conntrack port. */
@@ -108,6 +111,7 @@ export class NetdAgent {
   #servingIp = new Map<string, number>();
   /** The last model the firewall took (null: none yet). */
   #firewallModel: FirewallModel | null = null;
+  #firewallError: string | null = null;
   /** #filteredLinks() of #firewallModel, built once per model the firewall takes, when first asked for. */
   #filteredLinksOf: { readonly model: FirewallModel; readonly links: ReadonlyMap<string, string | null> } | undefined;
   /** What the services were last told (null: nothing yet). */
@@ -210,11 +214,13 @@ export class NetdAgent {
       this.#reportStale = false;
     }
     const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
-    const firewall = this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 } : await this.firewall.counters();
+    // A table that could not be made has no counters: status still says why (firewallError).
+    const firewall =
+      this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 } : await this.firewall.counters().catch(() => null);
     const debt = this.#purgeDebt ?? NO_PURGE_DEBT;
     const conntrack = this.#purging() ? { owed: [...debt.released].sort(), sweepOwed: debt.sweep !== null, lastError: this.#purgeError } : null;
     const flowLimits = this.firewall?.flowLimits() ?? null;
-    return { links, counters: { ...this.#counters }, firewall, flowLimits, model: this.#lastPlan?.firewall ?? null, conntrack };
+    return { links, counters: { ...this.#counters }, firewall, flowLimits, firewallError: this.#firewallError, model: this.#lastPlan?.firewall ?? null, conntrack };
   }
 
   #noteEvent(event: KernelEvent): void {
@@ -560,9 +566,12 @@ export class NetdAgent {
         this.log.warn('the firewall table had been changed by someone else: restored');
       }
       this.#firewallModel = model;
+      this.#firewallError = null;
       return true;
     } catch (error) {
       this.#auditWanted ||= audit;
+      // Its first line: nft goes on with a line per command it refused (the log has them all).
+      this.#firewallError = (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? '';
       this.log.error({ err: error }, 'firewall reconcile failed; will retry');
       return false;
     }
@@ -618,5 +627,5 @@ function sameProviderLinks(a: readonly ProviderLink[], b: readonly ProviderLink[
 }
 
 function sameUpstreamLink(a: UpstreamLinkInfo | null, b: UpstreamLinkInfo | null): boolean {
-  return a === null || b === null ? a === b : a.ifname === b.ifname && a.ownIp === b.ownIp;
+  return a === null || b === null ? a === b : a.ifname === b.ifname && a.ifindex === b.ifindex && a.ownIp === b.ownIp;
 }

@@ -304,7 +304,7 @@ export function formatStatus(status: AgentStatus & { services?: unknown }): stri
     ['LINK', 'ROLE', 'ID', 'IP', 'STATE', 'NOTE'],
     ...status.links.map((l) => [l.name, l.role, l.id === null ? '-' : String(l.id), l.ip ?? '-', l.error === null ? l.state : `error: ${l.error}`, l.note ?? '']),
   ]);
-  const counters = { ...status.counters, ...status.firewall };
+  const counters = { ...status.counters, ...(status.firewall ?? {}) };
   // Timings are fractions of a millisecond: two decimals say all there is (--json keeps them whole).
   const shown = (value: unknown): string => (typeof value === 'number' && !Number.isInteger(value) ? String(Number(value.toFixed(2))) : String(value));
   let text = `${links}\n\n${Object.entries(counters).map(([name, value]) => `${name}: ${shown(value)}`).join('\n')}\n`;
@@ -314,6 +314,10 @@ export function formatStatus(status: AgentStatus & { services?: unknown }): stri
     const cap = limits.clientFlowLimit === 0 ? 'no cap on conntrack entries' : `${limits.clientFlowLimit} conntrack entries`;
     const rate = limits.clientNewFlowRate === 0 ? 'no new-flow rate' : `${limits.clientNewFlowRate} new flows a second (${clientNewFlowBurst(limits)} at once)`;
     text += `flow limits per client: ${cap}, ${rate}\n`;
+  }
+  // Limits are shown only once applied: without them, this says why.
+  if (status.firewallError !== null && status.firewallError !== undefined) {
+    text += `firewall: ${limits === null || limits === undefined ? 'not in force: ' : ''}the last update failed (retrying): ${status.firewallError}\n`;
   }
   // Only while something is owed: then the links serving those IPs are held back.
   const conntrack = status.conntrack;

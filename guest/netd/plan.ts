@@ -119,6 +119,8 @@ export interface Plan {
 
 export interface UpstreamLink {
   readonly ifname: string;
+  /** What the DNS forwarder's sockets toward the upstream provider are bound by. */
+  readonly ifindex: number;
   /** Our address on it. */
   readonly ownIp: string;
 }
@@ -303,7 +305,7 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
         } else note = 'not the first client link: address only';
         const configured = steps.every(Boolean);
         if (options.mode === 'provider' && primaryClientLink === link.ifindex) {
-          if (configured) upstreamLink = { ifname: link.name, ownIp: linkClass.ownIp };
+          if (configured) upstreamLink = { ifname: link.name, ifindex: link.ifindex, ownIp: linkClass.ownIp };
           else upstreamPending = true;
         }
         report(configured ? 'configured' : 'pending', note);

@@ -6,7 +6,7 @@ import type { DhcpServer } from '../dhcp/dhcp-server.js';
 import type { LeaseInfo } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '../firewall-port.js';
-import { type TcpTimeouts, clientTcpTimeouts } from '../firewall/client-tcp-timeouts.js';
+import { type TcpTimeouts, clientTcpTimeouts, sameTcpTimeouts, tcpTimeoutPolicyText } from '../firewall/client-tcp-timeouts.js';
 import { readConntrackMax } from '../firewall/conntrack-max.js';
 import { FirewallError } from '../firewall/firewall-error.js';
 import { FirewallReconciler, firewallCounters } from '../firewall/nft.js';
@@ -15,6 +15,7 @@ import {
   MAX_DEFAULT_CLIENT_NEW_FLOW_RATE,
   type TableSettings,
   assertTableSettings,
+  clientTcpTimeoutsOf,
   defaultClientFlowLimit,
   defaultClientNewFlowRate,
 } from '../firewall/table-settings.js';
@@ -30,6 +31,11 @@ export type ClientNewFlowRateOption = number | 'auto';
 /** The agent's own firewall, changed in-process through libnftables. */
 export class NftablesFirewall implements FirewallPort {
   #reconciler: FirewallReconciler | undefined;
+  /** What #reconciler makes the table with. */
+  #settings: TableSettings | undefined;
+  /** The limits of #reconciler's settings. */
+  #settingsLimits: FlowLimits | undefined;
+  /** The limits the last reconcile that succeeded applied (undefined: none has yet). */
   #flowLimits: FlowLimits | undefined;
 
   constructor(
@@ -48,15 +54,52 @@ export class NftablesFirewall implements FirewallPort {
 
   async reconcile(model: FirewallModel): Promise<void> {
     await (await this.#ready(model)).reconcile(model);
+    this.#flowLimits = this.#settingsLimits;
   }
 
+  /**
+   * The audit: also where clients' TCP timeouts follow a change of the provider's sysctls (an
+   * operator's, after start). The table is then replaced once, which is not counted as a repair.
+   */
   async verify(model: FirewallModel): Promise<boolean> {
-    return (await (await this.#ready(model)).reconcile(model, { verify: true })).changed;
+    const reconciler = await this.#ready(model);
+    const followed = this.#followTcpTimeouts();
+    const { changed } = await (followed ?? reconciler).reconcile(model, { verify: true });
+    this.#flowLimits = this.#settingsLimits;
+    return changed && followed === undefined;
+  }
+
+  /**
+   * A reconciler with clients' TCP timeouts taken anew from the provider's sysctls, when they
+   * differ from the table's (it becomes the one used); undefined when they do not.
+   */
+  #followTcpTimeouts(): FirewallReconciler | undefined {
+    const settings = this.#settings;
+    if (settings === undefined) return undefined;
+    let wanted: TcpTimeouts;
+    try {
+      const provider = this.tcpTimeouts();
+      if (provider === undefined) return undefined;
+      wanted = clientTcpTimeouts(provider);
+    } catch (error) {
+      // The table keeps the policy it has; the audit goes on.
+      this.log.warn({ err: error instanceof Error ? error.message : String(error) }, "firewall: cannot read the provider's TCP timeouts; clients' keep theirs");
+      return undefined;
+    }
+    const current = clientTcpTimeoutsOf(settings);
+    if (sameTcpTimeouts(wanted, current)) return undefined;
+    this.log.info(
+      { from: tcpTimeoutPolicyText(current), to: tcpTimeoutPolicyText(wanted) },
+      "firewall: the provider's TCP timeouts changed; clients' TCP flows follow (the table is replaced, its counters start from 0)",
+    );
+    this.#settings = { ...settings, clientTcpTimeouts: wanted };
+    this.#reconciler = new FirewallReconciler(this.#settings);
+    return this.#reconciler;
   }
 
   /**
    * The reconciler, made on the first call with `auto` resolved and the clients' TCP timeouts
-   * taken from the provider's (once per run: see FirewallOptions).
+   * taken from the provider's (read again at each audit: #followTcpTimeouts).
    */
   async #ready(model: FirewallModel): Promise<FirewallReconciler> {
     if (this.#reconciler !== undefined) return this.#reconciler;
@@ -102,7 +145,8 @@ export class NftablesFirewall implements FirewallPort {
         'firewall: each client may open this many new flows a second (an eighth of the table per 22 s, at most 100)',
       );
     }
-    this.#flowLimits = { clientFlowLimit: settings.clientFlowLimit, clientNewFlowRate: settings.clientNewFlowRate };
+    this.#settingsLimits = { clientFlowLimit: settings.clientFlowLimit, clientNewFlowRate: settings.clientNewFlowRate };
+    this.#settings = settings;
     this.#reconciler = new FirewallReconciler(settings);
     return this.#reconciler;
   }
@@ -111,6 +155,7 @@ export class NftablesFirewall implements FirewallPort {
     return firewallCounters();
   }
 
+  /** Only once a reconcile applied them: a table that could not be made holds no client to anything. */
   flowLimits(): FlowLimits | null {
     return this.#flowLimits ?? null;
   }
@@ -134,7 +179,7 @@ export class ProviderServices implements ServicesPort {
   async linksChanged(links: readonly ProviderLink[], upstreamLink: UpstreamLinkInfo | null): Promise<void> {
     await this.dhcp?.setLinks(links.map((link) => ({ ifname: link.ifname, ifindex: link.ifindex, id: clientId(link.id) })));
     // A chained provider reaches its upstream provider's forwarder (at our own gateway address) through that link.
-    await this.dns?.setUpstreamLink(upstreamLink === null ? null : { device: upstreamLink.ifname, source: upstreamLink.ownIp });
+    await this.dns?.setUpstreamLink(upstreamLink === null ? null : { device: upstreamLink.ifname, ifindex: upstreamLink.ifindex, source: upstreamLink.ownIp });
     // The gateway address exists once a provider link carries it: the forwarder can bind then.
     // Upstreams with no route yet it retries on its own (DHCP on the uplink raises no link
     // event here); a link change is just an early chance to connect them.

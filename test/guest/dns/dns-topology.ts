@@ -145,9 +145,9 @@ export class ForwarderProcess {
     return new ForwarderProcess(child);
   }
 
-  async #command(command: 'counters' | 'rebind'): Promise<Record<string, unknown>> {
+  async #command(command: 'counters' | 'rebind' | 'via', argument?: string): Promise<Record<string, unknown>> {
     this.#tag += 1;
-    this.process.child.stdin?.write(`${command} ${this.#tag}\n`);
+    this.process.child.stdin?.write(`${command} ${this.#tag}${argument === undefined ? '' : ` ${argument}`}\n`);
     // Up to the newline: with 'm' alone, `$` also matches the end of a line still arriving.
     const match = await this.process.waitForOutput(new RegExp(`^${command} ${this.#tag} (.*)\n`, 'm'));
     return JSON.parse(match[1] ?? '{}') as Record<string, unknown>;
@@ -159,6 +159,11 @@ export class ForwarderProcess {
 
   rebind(): Promise<Record<string, unknown>> {
     return this.#command('rebind');
+  }
+
+  /** setUpstreamLink(route): the link to an upstream provider at our own address. */
+  setUpstreamLink(route: { readonly device: string; readonly ifindex: number; readonly source: string } | null): Promise<Record<string, unknown>> {
+    return this.#command('via', JSON.stringify(route));
   }
 
   async counter(name: string): Promise<number> {

@@ -9,6 +9,7 @@ import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import type { KernelEvent, KernelView } from '../../../guest/netd/kernel-view.js';
 import { type Operation, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
 import type { KernelListener, NetdKernel } from '../../../guest/netd/rtnetlink.js';
+import type { ServicesPort, UpstreamLinkInfo } from '../../../guest/services-port.js';
 
 /** A kernel that refuses the operations `refuse` names and otherwise does as asked. */
 class ScriptedKernel implements NetdKernel {
@@ -192,6 +193,49 @@ describe('NetdAgent', () => {
     expect(firewall.models.at(-1)?.providerLinks.map((link) => link.ifname)).toEqual(['vm1']);
     expect(kernel.applied.map((operation) => operation.kind)).toContain('link-up');
     expect(await vm1()).toMatchObject({ state: 'configured', error: null });
+  });
+
+  it("says why the firewall is not in force while its updates fail, and forgets it once one succeeds", async () => {
+    const firewall = new RecordingFirewall();
+    firewall.failing = true;
+    agent = new NetdAgent(new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]), PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null);
+    await agent.start({ watch: true });
+    expect((await agent.status()).firewallError).toBe('nft -f - failed (exit 1): Error: Could not process rule');
+    firewall.failing = false;
+    for (let waited = 0; waited < 5000 && firewall.models.length === 0; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    await agent.idle();
+    expect((await agent.status()).firewallError).toBeNull();
+  });
+
+  it('tells the services of a new device that took the name of the link to the upstream provider, by its index', async () => {
+    const UP0 = { ifindex: 5, name: 'up0', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: UP0 }]);
+    const told: (UpstreamLinkInfo | null)[] = [];
+    const services: ServicesPort = {
+      linksChanged: (_links, upstreamLink) => {
+        told.push(upstreamLink);
+        return Promise.resolve();
+      },
+    };
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), services);
+    await agent.start({ watch: true });
+    for (let waited = 0; waited < 5000 && told.at(-1) === null; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    await agent.idle();
+    expect(told.at(-1)).toEqual({ ifname: 'up0', ifindex: 5, ownIp: '100.64.0.7' });
+    const before = told.length;
+    // Gone, and a device of the same name and MAC (so the same address) in its place, already
+    // configured as the agent would (the same plan's output but for the index).
+    kernel.listener?.events([
+      { kind: 'link', op: 'del', link: UP0 },
+      { kind: 'link', op: 'new', link: { ...UP0, ifindex: 9, up: true } },
+      { kind: 'address', op: 'new', address: { ifindex: 9, ip: '100.64.0.7', prefixLength: 32 } },
+      { kind: 'route', op: 'new', route: { dst: '169.254.0.1', dstLength: 32, oif: 9, gateway: null, priority: 0 } },
+      { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: 9, gateway: '169.254.0.1', priority: 0 } },
+    ]);
+    for (let waited = 0; waited < 5000 && told.at(-1)?.ifindex !== 9; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    await agent.idle();
+    // Told once, with no moment without the link between.
+    expect(told.slice(before)).toEqual([{ ifname: 'up0', ifindex: 9, ownIp: '100.64.0.7' }]);
   });
 
   describe('a served link whose MAC changes while a duplicate waits for its client', () => {

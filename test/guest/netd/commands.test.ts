@@ -106,6 +106,7 @@ describe('spectrum-netd status, as text', () => {
     counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
     firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 },
     flowLimits: null,
+    firewallError: null,
     model: null,
     conntrack: null,
   };
@@ -116,6 +117,7 @@ describe('spectrum-netd status, as text', () => {
       counters: { reconciles: 5, changesApplied: 9, initialChanges: 1, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 0.44982300000037867, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
       firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, flowLimitDrops: 5, flowRateDrops: 3 },
       flowLimits: { clientFlowLimit: 4096, clientNewFlowRate: 100 },
+      firewallError: null,
       model: null,
       conntrack: null,
     });
@@ -132,6 +134,17 @@ describe('spectrum-netd status, as text', () => {
     );
     expect(formatStatus({ ...quietStatus, flowLimits: { clientFlowLimit: 128, clientNewFlowRate: 0 } })).toContain('\nflow limits per client: 128 conntrack entries, no new-flow rate\n');
     expect(formatStatus(quietStatus)).not.toContain('flow limits');
+  });
+
+  it('says why the firewall is not in force while its updates fail, and that limits applied before still hold', () => {
+    const error = 'nft -f - failed (exit 1): Error: Could not process rule: Operation not permitted';
+    const failing = formatStatus({ ...quietStatus, firewall: null, firewallError: error });
+    expect(failing).toContain(`\nfirewall: not in force: the last update failed (retrying): ${error}\n`);
+    expect(failing).not.toContain('flowLimitDrops');
+    expect(formatStatus({ ...quietStatus, flowLimits: { clientFlowLimit: 128, clientNewFlowRate: 0 }, firewallError: error })).toContain(
+      `\nflow limits per client: 128 conntrack entries, no new-flow rate\nfirewall: the last update failed (retrying): ${error}\n`,
+    );
+    expect(formatStatus(quietStatus)).not.toContain('firewall:');
   });
 
   it('names the upstream resolvers the DNS forwarder cannot reach yet, and the error, only when there are some', () => {

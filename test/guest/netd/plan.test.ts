@@ -109,7 +109,7 @@ describe('planner', () => {
     // Only the first client link leads to the upstream provider (it has the gateway route).
     expect(first.operations.some((operation) => operation.kind === 'sysctl' && operation.key.ifindex === 4)).toBe(false);
     expect(first.upstreamLink).toBeNull(); // not configured yet
-    expect(converge(view).upstreamLink).toEqual({ ifname: 'up0', ownIp: '100.64.0.5' });
+    expect(converge(view).upstreamLink).toEqual({ ifname: 'up0', ifindex: 3, ownIp: '100.64.0.5' });
     // An app VM (client mode) has no forwarder and no local gateway address: nothing of the kind.
     const app = emptyView();
     app.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false, group: 0 });

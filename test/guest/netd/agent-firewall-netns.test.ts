@@ -1,0 +1,144 @@
+// spectrum-netd's firewall as `status` reports it, run in provider namespaces: limits are shown as
+// in force only once a table of ours holds them (a first update nft refuses shows the failure
+// instead), and clients' TCP timeouts follow the provider's sysctls at the next audit, replacing
+// the table once, then left alone.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseTableListing } from '../../../guest/firewall/ruleset.js';
+import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, eventually } from '../../harness/index.js';
+
+const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
+const mac = (role: 0x80 | 0x00, id: number): string => `0a:b3:ec:${role.toString(16).padStart(2, '0')}:00:${id.toString(16).padStart(2, '0')}`;
+const AUDIT_SECONDS = 0.5;
+
+interface StatusJson {
+  counters: { firewallRepairs: number };
+  firewall: { antispoofDrops: number } | null;
+  flowLimits: { clientFlowLimit: number; clientNewFlowRate: number } | null;
+  firewallError: string | null;
+  links: { name: string; state: string; error: string | null }[];
+}
+
+describeNetns('spectrum-netd firewall status and settings in provider namespaces', () => {
+  let harness: Harness;
+  let dir: string;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'netd-fw-'));
+    harness = createHarness('netdfw');
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A provider namespace with one client link vm1 (client 1). */
+  async function providerWithClient(name: string): Promise<Netns> {
+    const provider = await harness.namespace(name);
+    const client = await harness.namespace(`${name}c`);
+    await harness.veth(provider, 'vm1', client, 'eth0');
+    await provider.ip(['link', 'set', 'dev', 'vm1', 'address', mac(0x80, 1)]);
+    await client.ip(['link', 'set', 'dev', 'eth0', 'address', mac(0x00, 1)]);
+    return provider;
+  }
+
+  async function startAgent(ns: Netns, socket: string, extra: readonly string[] = []): Promise<NetnsProcess> {
+    const child = ns.spawn(['node', CLI, 'run', '--control-socket', socket, '--notify-fd', '1', '--client-flow-limit', '300', '--client-new-flow-rate', '30', ...extra], {
+      enter: 'nsenter',
+      env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' },
+    });
+    await child.waitForOutput(/^\n/, 10_000); // the readiness newline
+    return child;
+  }
+
+  async function status(ns: Netns, socket: string): Promise<StatusJson> {
+    const { stdout } = await ns.exec(['node', CLI, 'status', '--json', '--control-socket', socket]);
+    return JSON.parse(stdout) as StatusJson;
+  }
+
+  describe('a first firewall update that nft refuses', () => {
+    it('shows no flow limits in force, but why, until an update succeeds', async () => {
+      const provider = await providerWithClient('owned');
+      // Another process owns a table of our name (`flags owner`: only its netlink socket may
+      // change or delete it, and it goes with that socket): nft refuses the agent's replacement
+      // with EPERM, as it would a ruleset the kernel cannot take.
+      const owner = provider.spawn(['nft', '-i'], { stdin: 'pipe' });
+      owner.child.stdin?.write('add table inet spectrum_netd { flags owner; }\n');
+      await eventually('the owned table', async () => (await provider.exec(['nft', 'list', 'tables'])).stdout.includes('table inet spectrum_netd'));
+      const socket = join(dir, 'owned.sock');
+      const agent = await startAgent(provider, socket);
+      try {
+        const failed = await status(provider, socket);
+        expect(failed.flowLimits).toBeNull();
+        expect(failed.firewallError).toMatch(/Operation not permitted/);
+        expect(failed.firewall).toBeNull();
+        const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+        expect(text).not.toMatch(/^flow limits per client/m);
+        expect(text).toMatch(/^firewall: not in force: the last update failed \(retrying\): .*Operation not permitted/m);
+
+        // The owner goes, and its table with it: the agent's retry makes ours.
+        owner.child.stdin?.end();
+        await owner.wait();
+        await eventually('the retried update', async () => (await status(provider, socket)).flowLimits !== null, 15_000);
+        const applied = await status(provider, socket);
+        expect(applied.flowLimits).toEqual({ clientFlowLimit: 300, clientNewFlowRate: 30 });
+        expect(applied.firewallError).toBeNull();
+        expect(applied.firewall).toMatchObject({ antispoofDrops: 0 });
+        expect(applied.links.find((link) => link.name === 'vm1')).toMatchObject({ state: 'configured', error: null });
+        const rules = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
+        expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill('ct count over 300 '));
+        const after = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+        expect(after).toContain('\nflow limits per client: 300 conntrack entries, 30 new flows a second (60 at once)\n');
+        expect(after).not.toMatch(/^firewall: not in force/m);
+      } finally {
+        await agent.kill();
+      }
+    });
+  });
+
+  describe("clients' TCP timeouts", () => {
+    const ESTABLISHED = '/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established';
+
+    /** The table's handle (a replaced table gets a new one) and its ct timeout policy line. */
+    async function table(ns: Netns): Promise<{ handle: string; policy: string }> {
+      const { stdout } = await ns.exec(['nft', '-a', 'list', 'table', 'inet', 'spectrum_netd']);
+      return { handle: /^table inet spectrum_netd \{ # handle (\d+)$/m.exec(stdout)?.[1] ?? '', policy: /^\t\tpolicy = \{ (.*) \}$/m.exec(stdout)?.[1] ?? '' };
+    }
+
+    it("follow a change of the provider's sysctls at the next audit: one table replacement, then stable", async () => {
+      const provider = await providerWithClient('tcpto');
+      const socket = join(dir, 'tcpto.sock');
+      const agent = await startAgent(provider, socket, ['--firewall-audit', String(AUDIT_SECONDS)]);
+      try {
+        const first = await table(provider);
+        expect(first.policy).toBe('time_wait : 10');
+        // Writable per network namespace: this provider's own value, the host's untouched.
+        await provider.exec(['sh', '-c', `echo 3600 > ${ESTABLISHED}`]);
+        await eventually('the policy to follow', async () => (await table(provider)).policy === 'established : 3600, time_wait : 10', 4 * AUDIT_SECONDS * 1000);
+        const followed = await table(provider);
+        expect(followed.handle).not.toBe(first.handle);
+        // Several audits later: the same table, not replaced again, and no repair counted (the
+        // listing matches what the agent now expects).
+        await new Promise((resolve) => setTimeout(resolve, 4 * AUDIT_SECONDS * 1000));
+        expect(await table(provider)).toEqual(followed);
+        expect((await status(provider, socket)).counters.firewallRepairs).toBe(0);
+        expect(agent.stderr.split('\n').filter((line) => /clients' TCP flows follow/.test(line))).toHaveLength(1);
+
+        // Back to the kernel's default, which nft lists no more: the policy follows again, once.
+        await provider.exec(['sh', '-c', `echo 432000 > ${ESTABLISHED}`]);
+        await eventually('the policy to follow back', async () => (await table(provider)).policy === 'time_wait : 10', 4 * AUDIT_SECONDS * 1000);
+        const back = await table(provider);
+        await new Promise((resolve) => setTimeout(resolve, 4 * AUDIT_SECONDS * 1000));
+        expect(await table(provider)).toEqual(back);
+        expect((await status(provider, socket)).counters.firewallRepairs).toBe(0);
+        expect(agent.stderr.split('\n').filter((line) => /clients' TCP flows follow/.test(line))).toHaveLength(2);
+      } finally {
+        await agent.kill();
+      }
+    });
+  });
+});
