@@ -237,6 +237,11 @@ function leftDownLine(link: LinkReport): string {
 /** Module errors that are bad usage (exit 2, cli.ts): kept as they are. */
 const USAGE_ERRORS = [VmNameError, DeviceNameError, AttachModeError, AddressError] as const;
 
+/** Whether a failure is bad usage or input, which exits 2 (cli.ts, run-cli.ts): e.g. a VMM socket path too long. */
+function isUsageError(error: unknown): boolean {
+  return (error instanceof CliError && error.exitCode === EXIT.usage) || USAGE_ERRORS.some((type) => error instanceof type);
+}
+
 /**
  * The error a failed `link` ends with, and after it a line per link its undo left down. An
  * expected failure (a CliError, or a module error with a `kind`: exit 1) gets them as its further
@@ -276,7 +281,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.qemuBus())
     .addOption(option.json())
     .option('--all', 'link every VM of the config dir that has providers')
-    .option('--keep-going', 'link every VM that can be: a VM that fails (its config, the kernel, its VMM) is undone alone and reported; exits 1 if any failed')
+    .option(
+      '--keep-going',
+      'link every VM that can be: a VM that fails (its config, the kernel, its VMM, bad input such as a VMM socket path too long) is undone alone and reported; exits 2 if any failed by bad input, else 1 if any failed',
+    )
     .action(async (names: string[], flags: LinkFlags) => {
       const attach = parseAttachChoice(flags.attach);
       const linkerOpts: LinkerOptions = {
@@ -369,7 +377,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         }
       }
       // With --keep-going, a line for each VM it did not link (stderr says why too).
-      if (flags.json === true) for (const entry of failed) lines.push(`${JSON.stringify({ vm: entry.vm, links: [], error: reasonText(entry.error) })}\n`);
+      // (`badInput`: it failed by bad usage or input, as plain link would have exited 2.)
+      if (flags.json === true) {
+        for (const entry of failed) lines.push(`${JSON.stringify({ vm: entry.vm, links: [], error: reasonText(entry.error), ...(isUsageError(entry.error) && { badInput: true }) })}\n`);
+      }
       // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
       if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
       // And one for each directory with providers that --all skipped for its name.
@@ -394,10 +405,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         throw new CliError(done, signalExitCode(interruption.received), failureLines, 'lines');
       }
       // VMs not linked, links taken down despite a VMM that did not detach: what was linked stays
-      // linked, but the run failed, a line each.
+      // linked, but the run failed, a line each. A VM that failed by bad usage or input (which
+      // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools.
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
-        throw new CliError(first, EXIT.failure, rest, 'lines');
+        throw new CliError(first, failed.some((entry) => isUsageError(entry.error)) ? EXIT.usage : EXIT.failure, rest, 'lines');
       }
     });
 
