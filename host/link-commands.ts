@@ -213,16 +213,30 @@ function failedLine({ vm, error }: FailedVm): string {
  * What `link --keep-going` says where a signal stopped it VM by VM (hot-plugging NICs, or linking
  * one by one after a failure): what was undone, what stays linked, what was not done.
  */
-function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<KeepGoingOutcome['interrupted']>, linked: number): string {
+function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<KeepGoingOutcome['interrupted']>, linked: number): string[] {
   const { during, undone, notLinked } = interrupted;
   const left = notLinked.length;
   // While hot-plugging, the VMs after the one it was at had their devices and ids already: undone too.
   const after = during === 'attach' && left > 0 ? ', and for the VMs after it' : '';
   const undid = undone === undefined ? '' : `undid what it had made for ${undone}, the VM it was linking${after}; `;
   const where = during === 'attach' ? 'hot-plugging NICs VM by VM' : 'linking VM by VM after a failure';
-  return (
+  const stopped =
     `link interrupted by ${signal} while ${where} (--keep-going): ${undid}` +
-    `the ${linked} VM${linked === 1 ? '' : 's'} it had linked (printed) stay linked; ${left} VM${left === 1 ? ' was' : 's were'} not linked and no link was taken down: run it again`
+    `the ${linked} VM${linked === 1 ? '' : 's'} it had linked (printed) stay linked; ${left} VM${left === 1 ? ' was' : 's were'} not linked and no link was taken down: run it again`;
+  // The pass may have been stopped before it got to the VM that failed (or during the undo of the
+  // one transaction): what failed is said all the same.
+  const { failure } = interrupted;
+  return failure === undefined ? [stopped] : [stopped, `the failure that had it link VM by VM: ${reasonText(failure)}`];
+}
+
+/**
+ * What is said after the failure of a `link` that a signal interrupted while it failed and undid
+ * the run: the undo went on to its end (a second signal would have cut it short, saying so).
+ */
+function interruptedUndoingLine(signal: NodeJS.Signals): string {
+  return (
+    `link interrupted by ${signal} while it failed (above) and undid the run: the undo went on to its end: what this run had made (its devices, the NICs it hot-plugged, the ids it allocated) is undone; ` +
+    'links made before it are as they were'
   );
 }
 
@@ -337,6 +351,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
             'lines',
           );
         }
+        // Failed, then (or as it failed) interrupted: first why it failed, then what the signal did.
+        if (error instanceof LinkerError && error.kind === 'interrupted-undoing' && interruption.received !== undefined) {
+          const lines = [interruptedUndoingLine(interruption.received), ...leftDown.map(leftDownLine)];
+          throw new CliError(reasonText(error.failure), signalExitCode(interruption.received), lines, 'lines');
+        }
         throw withLeftDown(error, leftDown.map(leftDownLine));
       } finally {
         interruption.dispose();
@@ -396,8 +415,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       ];
       // Stopped by a signal VM by VM: what was linked is printed and stays.
       if (outcome.interrupted !== undefined && interruption.received !== undefined) {
-        const stopped = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);
-        throw new CliError(stopped, signalExitCode(interruption.received), failureLines, 'lines');
+        const [stopped = '', ...why] = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);
+        throw new CliError(stopped, signalExitCode(interruption.received), [...why, ...failureLines], 'lines');
       }
       // A signal after the last safe point: the run is done, and said; the exit code tells of the signal.
       if (interruption.received !== undefined) {
