@@ -91,7 +91,11 @@ function linkerOptionsOf(env: Env) {
     attach: (description: string) => new Option('--attach <mode>', description).argParser(collect).default([], 'none'),
     qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),
     chSocket: () => new Option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/vmm'),
-    vmmTimeout: () => new Option('--vmm-timeout <ms>', 'bound on each VMM request, and on waiting for a guest to release a NIC').default('5000'),
+    vmmTimeout: () =>
+      new Option(
+        '--vmm-timeout <ms>',
+        "bound on each VMM request, and on waiting for a guest to release a NIC; a NIC's whole attach, or detach whatever the VMM says, gets twice it",
+      ).default('5000'),
     qemuBus: () => new Option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)'),
     json: () => new Option('--json', 'print JSON'),
   };

@@ -32,16 +32,21 @@ export type VmmKind = 'qemu' | 'cloud-hypervisor';
 
 export interface VmmDetachOptions {
   /**
-   * The links go whatever the VMM says (`unlink --force`, and `link` taking down a provider the
-   * config no longer names): the whole detach is bounded too, not only each request, so that a
-   * VMM answering each just in time cannot stretch it.
+   * The links go whatever the VMM says (`unlink --force`, `link` taking down a provider the config
+   * no longer names, and the undo of a failed `link`, which deletes the devices anyway): the whole
+   * detach is bounded too, not only each request, so that a VMM answering each just in time
+   * cannot stretch it.
    */
   readonly force?: boolean;
 }
 
 /** The VMM side of attachment; the CLI plugs in the QMP and cloud-hypervisor clients. */
 export interface VmmPort {
-  /** Hot-plug a NIC; true where this call added it, false where the VMM had it already. */
+  /**
+   * Hot-plug a NIC; true where this call added it, false where the VMM had it already. Bounded
+   * as a whole (the CLI's: twice --vmm-timeout, and as much again to take back what a given-up
+   * attach had asked for), as it runs under the state lock.
+   */
   attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<boolean>;
   detach(kind: VmmKind, vm: VmName, nic: VmmNic, options?: VmmDetachOptions): Promise<void>;
 }
@@ -220,7 +225,9 @@ async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptio
       options.progress?.({ phase: 'vmm', done: counted.done, total: counted.total });
     }
   } catch (error) {
-    for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic).catch(() => undefined);
+    // The devices go after this whatever the VMMs say: each detach is bounded as a whole (force),
+    // so that a VMM answering each step just in time cannot hold the state lock for long.
+    for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic, { force: true }).catch(() => undefined);
     throw error;
   }
 }
