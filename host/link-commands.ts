@@ -91,7 +91,11 @@ function linkerOptionsOf(env: Env) {
     attach: (description: string) => new Option('--attach <mode>', description).argParser(collect).default([], 'none'),
     qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),
     chSocket: () => new Option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/vmm'),
-    vmmTimeout: () => new Option('--vmm-timeout <ms>', 'bound on each VMM request, and on waiting for a guest to release a NIC').default('5000'),
+    vmmTimeout: () =>
+      new Option(
+        '--vmm-timeout <ms>',
+        "bound on each VMM request, and on waiting for a guest to release a NIC; a NIC's whole attach, or detach whatever the VMM says, gets twice it",
+      ).default('5000'),
     qemuBus: () => new Option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)'),
     json: () => new Option('--json', 'print JSON'),
   };
@@ -213,16 +217,30 @@ function failedLine({ vm, error }: FailedVm): string {
  * What `link --keep-going` says where a signal stopped it VM by VM (hot-plugging NICs, or linking
  * one by one after a failure): what was undone, what stays linked, what was not done.
  */
-function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<KeepGoingOutcome['interrupted']>, linked: number): string {
+function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<KeepGoingOutcome['interrupted']>, linked: number): string[] {
   const { during, undone, notLinked } = interrupted;
   const left = notLinked.length;
   // While hot-plugging, the VMs after the one it was at had their devices and ids already: undone too.
   const after = during === 'attach' && left > 0 ? ', and for the VMs after it' : '';
   const undid = undone === undefined ? '' : `undid what it had made for ${undone}, the VM it was linking${after}; `;
   const where = during === 'attach' ? 'hot-plugging NICs VM by VM' : 'linking VM by VM after a failure';
-  return (
+  const stopped =
     `link interrupted by ${signal} while ${where} (--keep-going): ${undid}` +
-    `the ${linked} VM${linked === 1 ? '' : 's'} it had linked (printed) stay linked; ${left} VM${left === 1 ? ' was' : 's were'} not linked and no link was taken down: run it again`
+    `the ${linked} VM${linked === 1 ? '' : 's'} it had linked (printed) stay linked; ${left} VM${left === 1 ? ' was' : 's were'} not linked and no link was taken down: run it again`;
+  // The pass may have been stopped before it got to the VM that failed (or during the undo of the
+  // one transaction): what failed is said all the same.
+  const { failure } = interrupted;
+  return failure === undefined ? [stopped] : [stopped, `the failure that had it link VM by VM: ${reasonText(failure)}`];
+}
+
+/**
+ * What is said after the failure of a `link` that a signal interrupted while it failed and undid
+ * the run: the undo went on to its end (a second signal would have cut it short, saying so).
+ */
+function interruptedUndoingLine(signal: NodeJS.Signals): string {
+  return (
+    `link interrupted by ${signal} while it failed (above) and undid the run: the undo went on to its end: what this run had made (its devices, the NICs it hot-plugged, the ids it allocated) is undone; ` +
+    'links made before it are as they were'
   );
 }
 
@@ -236,6 +254,11 @@ function leftDownLine(link: LinkReport): string {
 
 /** Module errors that are bad usage (exit 2, cli.ts): kept as they are. */
 const USAGE_ERRORS = [VmNameError, DeviceNameError, AttachModeError, AddressError] as const;
+
+/** Whether a failure is bad usage or input, which exits 2 (cli.ts, run-cli.ts): e.g. a VMM socket path too long. */
+function isUsageError(error: unknown): boolean {
+  return (error instanceof CliError && error.exitCode === EXIT.usage) || USAGE_ERRORS.some((type) => error instanceof type);
+}
 
 /**
  * The error a failed `link` ends with, and after it a line per link its undo left down. An
@@ -276,7 +299,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.qemuBus())
     .addOption(option.json())
     .option('--all', 'link every VM of the config dir that has providers')
-    .option('--keep-going', 'link every VM that can be: a VM that fails (its config, the kernel, its VMM) is undone alone and reported; exits 1 if any failed')
+    .option(
+      '--keep-going',
+      'link every VM that can be: a VM that fails (its config, the kernel, its VMM, bad input such as a VMM socket path too long) is undone alone and reported; exits 2 if any failed by bad input, else 1 if any failed',
+    )
     .action(async (names: string[], flags: LinkFlags) => {
       const attach = parseAttachChoice(flags.attach);
       const linkerOpts: LinkerOptions = {
@@ -329,6 +355,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
             'lines',
           );
         }
+        // Failed, then (or as it failed) interrupted: first why it failed, then what the signal did.
+        if (error instanceof LinkerError && error.kind === 'interrupted-undoing' && interruption.received !== undefined) {
+          const lines = [interruptedUndoingLine(interruption.received), ...leftDown.map(leftDownLine)];
+          throw new CliError(reasonText(error.failure), signalExitCode(interruption.received), lines, 'lines');
+        }
         throw withLeftDown(error, leftDown.map(leftDownLine));
       } finally {
         interruption.dispose();
@@ -369,7 +400,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         }
       }
       // With --keep-going, a line for each VM it did not link (stderr says why too).
-      if (flags.json === true) for (const entry of failed) lines.push(`${JSON.stringify({ vm: entry.vm, links: [], error: reasonText(entry.error) })}\n`);
+      // (`badInput`: it failed by bad usage or input, as plain link would have exited 2.)
+      if (flags.json === true) {
+        for (const entry of failed) lines.push(`${JSON.stringify({ vm: entry.vm, links: [], error: reasonText(entry.error), ...(isUsageError(entry.error) && { badInput: true }) })}\n`);
+      }
       // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
       if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
       // And one for each directory with providers that --all skipped for its name.
@@ -385,8 +419,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       ];
       // Stopped by a signal VM by VM: what was linked is printed and stays.
       if (outcome.interrupted !== undefined && interruption.received !== undefined) {
-        const stopped = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);
-        throw new CliError(stopped, signalExitCode(interruption.received), failureLines, 'lines');
+        const [stopped = '', ...why] = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);
+        throw new CliError(stopped, signalExitCode(interruption.received), [...why, ...failureLines], 'lines');
       }
       // A signal after the last safe point: the run is done, and said; the exit code tells of the signal.
       if (interruption.received !== undefined) {
@@ -394,10 +428,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         throw new CliError(done, signalExitCode(interruption.received), failureLines, 'lines');
       }
       // VMs not linked, links taken down despite a VMM that did not detach: what was linked stays
-      // linked, but the run failed, a line each.
+      // linked, but the run failed, a line each. A VM that failed by bad usage or input (which
+      // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools.
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
-        throw new CliError(first, EXIT.failure, rest, 'lines');
+        throw new CliError(first, failed.some((entry) => isUsageError(entry.error)) ? EXIT.usage : EXIT.failure, rest, 'lines');
       }
     });
 

@@ -32,16 +32,21 @@ export type VmmKind = 'qemu' | 'cloud-hypervisor';
 
 export interface VmmDetachOptions {
   /**
-   * The links go whatever the VMM says (`unlink --force`, and `link` taking down a provider the
-   * config no longer names): the whole detach is bounded too, not only each request, so that a
-   * VMM answering each just in time cannot stretch it.
+   * The links go whatever the VMM says (`unlink --force`, `link` taking down a provider the config
+   * no longer names, and the undo of a failed `link`, which deletes the devices anyway): the whole
+   * detach is bounded too, not only each request, so that a VMM answering each just in time
+   * cannot stretch it.
    */
   readonly force?: boolean;
 }
 
 /** The VMM side of attachment; the CLI plugs in the QMP and cloud-hypervisor clients. */
 export interface VmmPort {
-  /** Hot-plug a NIC; true where this call added it, false where the VMM had it already. */
+  /**
+   * Hot-plug a NIC; true where this call added it, false where the VMM had it already. Bounded
+   * as a whole (the CLI's: twice --vmm-timeout, and as much again to take back what a given-up
+   * attach had asked for), as it runs under the state lock.
+   */
   attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<boolean>;
   detach(kind: VmmKind, vm: VmName, nic: VmmNic, options?: VmmDetachOptions): Promise<void>;
 }
@@ -49,8 +54,19 @@ export interface VmmPort {
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
   constructor(
-    readonly kind: 'not-linked' | 'unlisted-not-taken-down' | 'no-state' | 'unknown-vm' | 'vmm-detach-failed' | 'interrupted' | 'interrupted-waiting',
+    readonly kind:
+      | 'not-linked'
+      | 'unlisted-not-taken-down'
+      | 'no-state'
+      | 'unknown-vm'
+      | 'vmm-detach-failed'
+      | 'interrupted'
+      | 'interrupted-waiting'
+      /** A signal came while a failed `link` was undone (the undo went on): `failure` is what failed first. */
+      | 'interrupted-undoing',
     message: string,
+    /** For 'interrupted-undoing': the failure the run was undone for, as thrown. */
+    readonly failure?: unknown,
   ) {
     super(message);
   }
@@ -209,7 +225,9 @@ async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptio
       options.progress?.({ phase: 'vmm', done: counted.done, total: counted.total });
     }
   } catch (error) {
-    for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic).catch(() => undefined);
+    // The devices go after this whatever the VMMs say: each detach is bounded as a whole (force),
+    // so that a VMM answering each step just in time cannot hold the state lock for long.
+    for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic, { force: true }).catch(() => undefined);
     throw error;
   }
 }
@@ -469,7 +487,15 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
   const snapshot = wholeDir?.snapshot;
   return underLinkLock(options, async () => {
     const leftDown = options.onLeftDown;
-    const run = await linkTransaction(vms, options, snapshot, await loadState(options.stateDir), newRunDevices(), { attach: true, ...(leftDown === undefined ? {} : { leftDown }) });
+    const before = await loadState(options.stateDir);
+    const run = await linkTransaction(vms, options, snapshot, before, newRunDevices(), { attach: true, ...(leftDown === undefined ? {} : { leftDown }) }).catch((error: unknown) => {
+      // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second
+      // one does), and is said with the failure, not instead of it.
+      if (options.signal?.aborted === true && !isInterruption(error)) {
+        throw new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error);
+      }
+      throw error;
+    });
     const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
     const orphaned = snapshot === undefined ? [] : orphanedClients(down.state, snapshot, options);
     return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, vmmFailures: down.vmmFailures };
@@ -493,7 +519,13 @@ export interface KeepGoingOutcome extends LinkOutcome {
    * (in 'attach' their devices and ids, made already, undone too). The VMs of `linked` stay
    * linked; nothing was taken down (`unlinked` and `orphaned` are empty).
    */
-  readonly interrupted?: { readonly during: 'attach' | 'one-by-one'; readonly undone?: VmName; readonly notLinked: readonly VmName[] };
+  readonly interrupted?: {
+    readonly during: 'attach' | 'one-by-one';
+    readonly undone?: VmName;
+    readonly notLinked: readonly VmName[];
+    /** ('one-by-one') Why the one transaction failed, which had the VMs linked one by one: said, as the pass may not have got to the VM it was. */
+    readonly failure?: unknown;
+  };
 }
 
 const isInterruption = (error: unknown): boolean => error instanceof LinkerError && error.kind === 'interrupted';
@@ -526,6 +558,7 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
     const before = await loadState(options.stateDir);
     const made = newRunDevices();
     let devicesMade: LinkTransaction | undefined;
+    let transactionFailure: unknown;
     // The links the transaction's undo leaves down: said where the run ends there (or its one VM
     // failed); where the VMs are linked again one by one, only those of VMs not linked again that
     // their own undo did not say (below).
@@ -538,6 +571,7 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
       if ((whole || valid.length === 1) && leftDown.length > 0) options.onLeftDown?.(leftDown);
       if (whole) throw error;
       if (valid.length === 1) failures.set(valid[0] as VmName, error);
+      transactionFailure = error;
     }
     let pass: KeepGoingPass;
     if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures);
@@ -561,7 +595,10 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
     const { state, linked, providers, interrupted } = pass;
     const failed = vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
     const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
-    if (interrupted !== undefined) return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], vmmFailures: [], failed, interrupted };
+    if (interrupted !== undefined) {
+      const said = interrupted.during === 'one-by-one' && transactionFailure !== undefined ? { ...interrupted, failure: transactionFailure } : interrupted;
+      return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], vmmFailures: [], failed, interrupted: said };
+    }
     const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options);
     const orphaned = wholeDir === undefined ? [] : orphanedClients(down.state, snapshot, options);
     return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, vmmFailures: down.vmmFailures, failed };

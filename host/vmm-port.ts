@@ -7,6 +7,7 @@ import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice } from './attach-mode.js';
 import type { LinkReport, VmmPort } from './linker.js';
 import type { VmmNic } from './vmm/nic.js';
+import { deadline } from './vmm/deadline.js';
 import { cloudHypervisorNetArguments, qemuNetArguments } from './vmm/vmm-arguments.js';
 
 export interface VmmFlags {
@@ -83,24 +84,32 @@ async function vmmErrorOfKind(error: unknown, kind: 'connect' | 'timeout'): Prom
 
 const vmmGone = (error: unknown): Promise<boolean> => vmmErrorOfKind(error, 'connect');
 
-/** An attach not tried: the same VMM did not answer an earlier one in time. */
 export class VmmPortError extends Error {
   override readonly name = 'VmmPortError';
   constructor(
-    readonly kind: 'unanswered-earlier',
+    readonly kind:
+      /** An attach not tried: the same VMM did not answer an earlier one in time. */
+      | 'unanswered-earlier'
+      /** A VMM that answered each step of an attach, but did not finish it within its whole bound. */
+      | 'attach-deadline',
     message: string,
   ) {
     super(message);
   }
 }
 
-/** A signal that aborts after `ms`, saying so; clear() it when done (its timer keeps nothing alive). */
-function wholeDeadline(ms: number): { signal: AbortSignal; clear: () => void } {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(new Error(`the whole detach took over ${ms} ms (a detach whatever the VMM says, by unlink --force or by link taking down a dropped provider, gets twice --vmm-timeout per NIC)`)), ms);
-  timer.unref();
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
-}
+/**
+ * How many --vmm-timeouts a series of requests for one NIC gets as a whole, each request bounded
+ * by one too: a VMM that answers each just in time cannot stretch it to one per step (a QMP attach
+ * has up to seven, the take-back of a failed one two more). Twice leaves a well-behaved VMM room:
+ * its steps take milliseconds, and a detach's wait for the guest to release the NIC one timeout.
+ * An attach gets it, then, where it was given up after asking the VMM to add something, taking
+ * that back gets it again (so one NIC costs at most 4 timeouts); a detach whatever the VMM says
+ * (unlink --force, link taking down a dropped provider, the undo of a failed link) gets it too.
+ */
+export const WHOLE_NIC_TIMEOUTS = 2;
+
+const VMM_NAMES = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' } as const;
 
 export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   const timeoutMs = integerOption('--vmm-timeout', flags.vmmTimeout ?? '5000', 1, 600_000, 'milliseconds');
@@ -124,16 +133,32 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       if (earlier !== undefined) {
         throw new VmmPortError(
           'unanswered-earlier',
-          `the ${kind === 'qemu' ? 'QEMU' : 'cloud-hypervisor'} of ${vm} did not answer in time earlier in this run (${earlier}), so it was not asked to add NIC ${nic.id}: check that VMM, then run link again`,
+          `the ${VMM_NAMES[kind]} of ${vm} did not answer in time earlier in this run (${earlier}), so it was not asked to add NIC ${nic.id}: check that VMM, then run link again`,
         );
       }
+      // The whole attach is bounded too (WHOLE_NIC_TIMEOUTS), and so is the take-back after it.
+      const wholeMs = WHOLE_NIC_TIMEOUTS * timeoutMs;
+      const why = `the whole attach of NIC ${nic.id} took over ${wholeMs} ms`;
+      const whole = deadline(wholeMs, why);
+      const bound = { timeoutMs, signal: whole.signal, takeBackMs: wholeMs };
       try {
-        if (kind === 'qemu') return !(await (await qmp()).qemuAttach(socket, nic, { timeoutMs, ...(bus === undefined ? {} : { bus }) })).alreadyAttached;
+        if (kind === 'qemu') return !(await (await qmp()).qemuAttach(socket, nic, { ...bound, ...(bus === undefined ? {} : { bus }) })).alreadyAttached;
         const say = (level: 'info' | 'warn', message: string): void => log()[level]({ vm, nic: nic.id }, message);
-        return (await (await cloudHypervisor()).chAttach(socket, nic, { timeoutMs, vm, log: say })).outcome !== 'already-attached';
+        return (await (await cloudHypervisor()).chAttach(socket, nic, { ...bound, vm, log: say })).outcome !== 'already-attached';
       } catch (error) {
-        if (await vmmErrorOfKind(error, 'timeout')) unanswered.set(socket, error instanceof Error ? error.message : String(error));
-        throw error;
+        const timedOut = await vmmErrorOfKind(error, 'timeout');
+        // Given up by the whole bound (not a request's own, whose take-back may outlast it).
+        const failure =
+          timedOut && error instanceof Error && error.message.includes(why)
+            ? new VmmPortError(
+                'attach-deadline',
+                `the ${VMM_NAMES[kind]} of ${vm} (socket ${socket}) did not finish adding NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole attach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout, then run link again`,
+              )
+            : error;
+        if (timedOut) unanswered.set(socket, failure instanceof Error ? failure.message : String(failure));
+        throw failure;
+      } finally {
+        whole.clear();
       }
     },
     async detach(kind, vm, nic, options = {}) {
@@ -141,7 +166,11 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       // before its bound could stretch a QMP detach (seven steps) to some 7 times --vmm-timeout.
       // Twice is room for a well-behaved one: the wait for an unplug the guest does not
       // acknowledge takes one --vmm-timeout, the rest milliseconds.
-      const whole = options.force === true ? wholeDeadline(2 * timeoutMs) : undefined;
+      const wholeMs = WHOLE_NIC_TIMEOUTS * timeoutMs;
+      const whole =
+        options.force === true
+          ? deadline(wholeMs, `the whole detach took over ${wholeMs} ms (a detach whatever the VMM says, by unlink --force, by link taking down a dropped provider or undoing a failed run, gets twice --vmm-timeout per NIC)`)
+          : undefined;
       const bound = { timeoutMs, ...(whole === undefined ? {} : { signal: whole.signal }) };
       try {
         if (kind === 'qemu') {

@@ -22,6 +22,7 @@ import { request } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
 import { quoteName, quoteText, shownText } from '../vm-name.js';
+import { deadline } from './deadline.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { type RightsConnection, TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
 import { mtuVerdict, peerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
@@ -70,6 +71,11 @@ export interface CloudHypervisorOptions {
   readonly vm?: string;
   /** Told what an attach goes on despite (its VMM's namespace not known, or another one where the MTU is 1500). */
   readonly log?: (level: 'info' | 'warn', message: string) => void;
+  /**
+   * chAttach: bound on taking back, as a whole, a NIC that vm.add-net may have added without
+   * saying so (not under `signal`, which may be what gave vm.add-net up); default twice timeoutMs.
+   */
+  readonly takeBackMs?: number;
 }
 
 export type ChAttachResult =
@@ -387,11 +393,16 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
  * After vm.add-net got no answer in time, or one that does not say what happened: the VMM may
  * have added the NIC all the same. Left there, it would hold a tap that the linker's rollback
  * then deletes, and the next attach would find a NIC with this id and MAC and take it for
- * attached, on a dead tap. So it is taken back as far as the VMM answers (chDetach removes only
- * a NIC with this id and MAC); then `error` is thrown.
+ * attached, on a dead tap. So it is taken back as far as the VMM answers within takeBackMs
+ * (chDetach removes only a NIC with this id and MAC); then `error` is thrown.
  */
 async function takeBack(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, error: unknown): Promise<never> {
-  await chDetach(socketPath, nic, options).catch(() => undefined);
+  const ms = options.takeBackMs ?? 2 * options.timeoutMs;
+  const bound = deadline(ms, `taking back NIC ${nic.id}, which vm.add-net may have added, took over ${ms} ms`);
+  const { signal: _attach, ...rest } = options;
+  await chDetach(socketPath, nic, { ...rest, signal: bound.signal })
+    .catch(() => undefined)
+    .finally(() => bound.clear());
   throw error;
 }
 

@@ -9,6 +9,7 @@
 import { type Socket, createConnection } from 'node:net';
 import { sameMac } from '../../shared/link-mac.js';
 import { quoteText, shownText } from '../vm-name.js';
+import { deadline } from './deadline.js';
 import { DEFAULT_NIC_MTU, type VmmNic, qemuHostMtu, qemuNetdevId, vmmNic } from './nic.js';
 import { TapFd, tapOpenProblem, writeWithRights } from './tap-fd.js';
 import { VmmSocket, VmmSocketError } from './vmm-socket.js';
@@ -440,6 +441,14 @@ export async function withQmp<T>(path: string, options: QmpConnectOptions, fn: (
 export interface QemuAttachOptions {
   /** Bound on connecting and on each command. */
   readonly timeoutMs: number;
+  /**
+   * Gives the attach up when it aborts (kind 'timeout'): a bound on the whole of it, however many
+   * steps QEMU answers just in time. What it had asked QEMU to add by then (the tap's descriptor,
+   * the netdev, the NIC) is taken back on a new session, bounded as a whole by takeBackMs.
+   */
+  readonly signal?: AbortSignal;
+  /** Bound on that take-back as a whole; default twice timeoutMs. */
+  readonly takeBackMs?: number;
   /** Bus to plug into; q35 needs a free `pcie-root-port` (its id) since pcie.0 is not hot-pluggable. */
   readonly bus?: string;
   /** The network namespace (a /run/netns file) the taps are in, where not ours. */
@@ -577,7 +586,7 @@ function tapHeld(socketPath: string, nic: VmmNic, options: QemuAttachOptions): b
  * name, so it needs no CAP_NET_ADMIN, and a QEMU in another network namespace gets this tap, not
  * a new one of the same name in its own namespace.
  */
-async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, netdev: string, options: QemuAttachOptions): Promise<void> {
+async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, netdev: string, options: QemuAttachOptions, asked: AskedToAdd): Promise<void> {
   let tap: TapFd;
   try {
     tap = TapFd.open(nic.tap, options.tapNetnsPath ?? null);
@@ -587,12 +596,16 @@ async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, 
   }
   try {
     // QEMU keeps its own copy of the descriptor.
+    asked.fd = true;
     await client.execute('getfd', { fdname: netdev }, { fds: [tap.fd] });
   } finally {
     tap.close();
   }
   try {
+    asked.netdev = true;
     await client.execute('netdev_add', { type: 'tap', id: netdev, fd: netdev });
+    // netdev_add took the descriptor out of QEMU's list.
+    asked.fd = false;
   } catch (error) {
     // No answer in time: QEMU may make the netdev all the same; none of ours may stay behind.
     if (!isCommandError(error)) await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
@@ -610,67 +623,112 @@ async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, 
  * live netdev on the tap and the same MTU is left alone; one with another MTU is an
  * 'mtu-mismatch', one on a tap deleted since a 'conflict'. A netdev left by an earlier half-done
  * attach is reused where it holds the tap (else replaced); if device_add fails, a netdev added by this call
- * is removed again (and the NIC asked back where QEMU did not answer in time).
+ * is removed again (and the NIC asked back where QEMU did not answer in time). Given up as a whole
+ * (options.signal), what it had asked QEMU to add is taken back on a new session.
  */
 export async function qemuAttach(socketPath: string, nic: VmmNic, options: QemuAttachOptions): Promise<QemuAttachResult> {
   vmmNic(nic);
   const netdev = qemuNetdevId(nic);
-  return withQmp(socketPath, options, async (client) => {
-    if (await deviceExists(client, nic.id)) {
-      await checkSameNic(client, nic, socketPath);
-      const backend = await qomString(client, nic.id, 'netdev');
-      if (backend !== netdev) {
-        throw new QmpError(
-          'conflict',
-          `QEMU at ${socketPath} already has NIC ${nic.id}, but on netdev ${quote(backend)}, not ${netdev}: it was not attached by spectrum-link; detach it first`,
-        );
-      }
-      // The NIC's netdev must still exist: after a detach the guest never acknowledged, the
-      // device stays while its netdev is gone.
-      if (await netdevExists(client, netdev)) {
-        if (!tapHeld(socketPath, nic, options)) {
-          throw new QmpError(
-            'conflict',
-            `QEMU at ${socketPath} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's tap was deleted (e.g. while QEMU could not be reached); take the link down (unlink) and link it again, or restart the VM`,
-          );
-        }
-        await checkSameMtu(client, nic, socketPath);
-        return { alreadyAttached: true };
-      }
+  const asked: AskedToAdd = { fd: false, netdev: false, device: false };
+  try {
+    return await withQmp(socketPath, options, (client) => attachOn(client, socketPath, nic, netdev, options, asked));
+  } catch (error) {
+    // Given up as a whole (options.signal): the session is gone with whatever it was taking back.
+    if (options.signal?.aborted === true && (asked.fd || asked.netdev || asked.device)) await takeBackOnNewSession(socketPath, nic, netdev, asked, options);
+    throw error;
+  }
+}
+
+/** What an attach asked QEMU to add (and did not see through): taken back where it gives up. */
+interface AskedToAdd {
+  /** The tap's descriptor (getfd), until netdev_add took it. */
+  fd: boolean;
+  /** The netdev net-<id>, made by this attach (not one left by an earlier one, which it reuses). */
+  netdev: boolean;
+  device: boolean;
+}
+
+/**
+ * After an attach was given up as a whole while a step was under way: QEMU may carry out what it
+ * had been asked all the same. Left there, a NIC or netdev would hold a tap that the linker's undo
+ * then deletes (and the next attach take it for attached, on a dead tap), a descriptor would hold
+ * the tap's queue. So it is taken back on a new session (QEMU serves one client at a time: the old
+ * one is closed), as far as QEMU answers within takeBackMs.
+ */
+async function takeBackOnNewSession(socketPath: string, nic: VmmNic, netdev: string, asked: AskedToAdd, options: QemuAttachOptions): Promise<void> {
+  const ms = options.takeBackMs ?? 2 * options.timeoutMs;
+  const bound = deadline(ms, `taking back what an attach of NIC ${nic.id} given up had asked for took over ${ms} ms`);
+  try {
+    await withQmp(socketPath, { timeoutMs: options.timeoutMs, signal: bound.signal }, async (client) => {
+      const quietly = (command: string, args: JsonObject): Promise<unknown> => client.execute(command, args).catch(() => undefined);
+      // The device first: its netdev goes after it (as where device_add fails in the session).
+      if (asked.device) await quietly('device_del', { id: nic.id });
+      if (asked.netdev) await quietly('netdev_del', { id: netdev });
+      if (asked.fd) await quietly('closefd', { fdname: netdev });
+    });
+  } catch {
+    // As far as QEMU answers: the attach's own error is what is said.
+  } finally {
+    bound.clear();
+  }
+}
+
+async function attachOn(client: QmpClient, socketPath: string, nic: VmmNic, netdev: string, options: QemuAttachOptions, asked: AskedToAdd): Promise<QemuAttachResult> {
+  if (await deviceExists(client, nic.id)) {
+    await checkSameNic(client, nic, socketPath);
+    const backend = await qomString(client, nic.id, 'netdev');
+    if (backend !== netdev) {
       throw new QmpError(
-        'unplug-pending',
-        `QEMU at ${socketPath} still has NIC ${nic.id}, but its netdev ${netdev} was removed: an earlier detach is waiting for the guest to release the device. Wait for the guest (DEVICE_DELETED), or reset or restart the VM, then attach again`,
+        'conflict',
+        `QEMU at ${socketPath} already has NIC ${nic.id}, but on netdev ${quote(backend)}, not ${netdev}: it was not attached by spectrum-link; detach it first`,
       );
     }
+    // The NIC's netdev must still exist: after a detach the guest never acknowledged, the
+    // device stays while its netdev is gone.
+    if (await netdevExists(client, netdev)) {
+      if (!tapHeld(socketPath, nic, options)) {
+        throw new QmpError(
+          'conflict',
+          `QEMU at ${socketPath} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's tap was deleted (e.g. while QEMU could not be reached); take the link down (unlink) and link it again, or restart the VM`,
+        );
+      }
+      await checkSameMtu(client, nic, socketPath);
+      return { alreadyAttached: true };
+    }
+    throw new QmpError(
+      'unplug-pending',
+      `QEMU at ${socketPath} still has NIC ${nic.id}, but its netdev ${netdev} was removed: an earlier detach is waiting for the guest to release the device. Wait for the guest (DEVICE_DELETED), or reset or restart the VM, then attach again`,
+    );
+  }
 
-    // A netdev with this id may be left by an earlier attach that stopped before device_add: it is
-    // reused where it holds the tap, and replaced where the tap was made anew since.
-    let addedNetdev = !(await netdevExists(client, netdev));
-    if (!addedNetdev && !tapHeld(socketPath, nic, options)) {
-      await client.execute('netdev_del', { id: netdev });
-      addedNetdev = true;
-    }
-    if (addedNetdev) await addTapNetdev(client, socketPath, nic, netdev, options);
-    const hostMtu = qemuHostMtu(nic);
-    try {
-      await client.execute('device_add', {
-        driver: NIC_DRIVER,
-        netdev,
-        mac: nic.mac,
-        id: nic.id,
-        ...(hostMtu !== undefined ? { host_mtu: hostMtu } : {}),
-        ...(options.bus !== undefined ? { bus: options.bus } : {}),
-      });
-    } catch (error) {
-      // No answer in time: QEMU may add the NIC all the same; ask for it back (the guest still has
-      // to acknowledge the unplug) before its netdev goes, so that it is not left in the VM for
-      // good, on no netdev.
-      if (!isCommandError(error)) await client.execute('device_del', { id: nic.id }).catch(() => undefined);
-      if (addedNetdev) await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
-      throw explainDeviceAdd(error, nic, options.bus);
-    }
-    return { alreadyAttached: false };
-  });
+  // A netdev with this id may be left by an earlier attach that stopped before device_add: it is
+  // reused where it holds the tap, and replaced where the tap was made anew since.
+  let addedNetdev = !(await netdevExists(client, netdev));
+  if (!addedNetdev && !tapHeld(socketPath, nic, options)) {
+    await client.execute('netdev_del', { id: netdev });
+    addedNetdev = true;
+  }
+  if (addedNetdev) await addTapNetdev(client, socketPath, nic, netdev, options, asked);
+  const hostMtu = qemuHostMtu(nic);
+  try {
+    asked.device = true;
+    await client.execute('device_add', {
+      driver: NIC_DRIVER,
+      netdev,
+      mac: nic.mac,
+      id: nic.id,
+      ...(hostMtu !== undefined ? { host_mtu: hostMtu } : {}),
+      ...(options.bus !== undefined ? { bus: options.bus } : {}),
+    });
+  } catch (error) {
+    // No answer in time: QEMU may add the NIC all the same; ask for it back (the guest still has
+    // to acknowledge the unplug) before its netdev goes, so that it is not left in the VM for
+    // good, on no netdev.
+    if (!isCommandError(error)) await client.execute('device_del', { id: nic.id }).catch(() => undefined);
+    if (addedNetdev) await client.execute('netdev_del', { id: netdev }).catch(() => undefined);
+    throw explainDeviceAdd(error, nic, options.bus);
+  }
+  return { alreadyAttached: false };
 }
 
 function explainNetdevAdd(error: unknown, nic: VmmNic): unknown {

@@ -358,3 +358,46 @@ describeNetns('link --keep-going: a VM that is a client and a provider in the sa
     }
   });
 });
+
+describeNetns('link --keep-going: a VM that fails by bad input', () => {
+  const world = linkWorldPerSuite('linkkeepusage', 1);
+
+  it('links the others and exits 2, as plain link does for that input, with one line naming the VM (also with a runtime failure beside it, and with --json)', async () => {
+    // A QMP socket template that gives appvm-catgirl (the one VM under QEMU) a path too long to be
+    // a Unix socket's: bad input, which plain link exits 2 on.
+    const template = `/${'x'.repeat(120)}/{vm}.qmp`;
+    const args = ['--attach', 'netns', '--attach', 'appvm-catgirl=qemu', '--qmp-socket', template];
+    const plain = await world().link(['link', 'appvm-catgirl', ...args]);
+    expect([plain.code, lines(plain.stderr)]).toEqual([2, [expect.stringMatching(/^spectrum-link: --qmp-socket .* gives VM appvm-catgirl the socket path .* a Unix socket path has at most 107/)]]);
+
+    const usageLine = expect.stringMatching(/^spectrum-link: link appvm-catgirl failed: --qmp-socket "\/x+\/\{vm\}\.qmp" gives VM appvm-catgirl the socket path "\/x+\/appvm-catgirl\.qmp", \d+ bytes: a Unix socket path has at most 107; use a shorter path$/);
+    const kept = await world().link(['link', '--all', '--keep-going', ...args]);
+    expect(kept.code, kept.stderr).toBe(2);
+    expect(lines(kept.stderr)).toEqual([usageLine]);
+    expect(lines(kept.stdout).map((line) => line.split(' ')[0])).toEqual(['appvm-0', 'appvm-lynx']);
+    const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as Listed[];
+    expect(listed.filter((link) => link.present).map((link) => link.vm).sort()).toEqual(['appvm-0', 'appvm-lynx']);
+    expect(listed.map((link) => link.vm)).not.toContain('appvm-catgirl');
+
+    // Beside a VM that fails at run time (an invalid config: exit 1 alone), bad input still makes it 2.
+    const bad = join(world().configDir, 'appvm-lynx', 'providers', 'net', 'nosuchvm');
+    await writeFile(bad, '');
+    try {
+      const both = await world().link(['link', '--all', '--keep-going', '--json', ...args]);
+      expect(both.code, both.stderr).toBe(2);
+      expect(lines(both.stderr)).toEqual([usageLine, expect.stringMatching(/^spectrum-link: link appvm-lynx failed: VM appvm-lynx .*nosuchvm/)]);
+      const outputs = jsonLines(both.stdout) as (LinkLine & { badInput?: boolean })[];
+      expect(outputs.map((output) => [output.vm, output.links.length, output.badInput])).toEqual([
+        ['appvm-0', 1, undefined],
+        ['appvm-catgirl', 0, true],
+        ['appvm-lynx', 0, undefined],
+      ]);
+      // Without the bad input, the runtime failure alone exits 1.
+      const runtime = await world().link(['link', 'appvm-0', 'appvm-lynx', '--keep-going', '--json', ...args]);
+      expect(runtime.code, runtime.stderr).toBe(1);
+      expect(jsonLines(runtime.stdout).find((output) => output.vm === 'appvm-lynx')).toEqual({ vm: 'appvm-lynx', links: [], error: expect.stringContaining('nosuchvm') });
+    } finally {
+      await rm(bad, { force: true });
+    }
+  });
+});

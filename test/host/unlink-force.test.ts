@@ -171,7 +171,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(forced.code).toBe(1);
     expect(forced.ms).toBeLessThan(3500);
     expect(stderrLines(forced.stderr)).toHaveLength(1);
-    expect(forced.stderr).toMatch(/did not detach NIC .*given up: the whole detach took over 2000 ms \(a detach whatever the VMM says, by unlink --force or by link taking down a dropped provider, gets twice --vmm-timeout per NIC\); the host side was removed anyway/);
+    expect(forced.stderr).toMatch(/did not detach NIC .*given up: the whole detach took over 2000 ms \(a detach whatever the VMM says, by unlink --force, by link taking down a dropped provider or undoing a failed run, gets twice --vmm-timeout per NIC\); the host side was removed anyway/);
     expect(await linkDevicesOf(link)).toEqual([]);
 
     // Without --force the same QEMU is only slow: the detach goes through, all its steps later.

@@ -450,6 +450,23 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(ch.requests).toHaveLength(sent);
     });
 
+    it('a signal bounds a whole attach: a NIC vm.add-net adds without answering before it aborts is taken back all the same, under a bound of its own', async () => {
+      const ch = await fake('Running');
+      // Adds the NIC, and never answers: each request within its own bound of 5 s.
+      ch.answerAfterWork.set('vm.add-net', null);
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(new Error('the whole attach took too long')), 300);
+      const started = Date.now();
+      const error = await chError(chAttach(ch.socketPath, nic, { ...within(5000), signal: controller.signal, takeBackMs: 2000 }));
+      expect(error.kind).toBe('timeout');
+      expect(error.message).toMatch(/PUT vm\.add-net given up: the whole attach took too long$/);
+      expect(Date.now() - started).toBeLessThan(2500);
+      // Taken back (the aborted signal gave vm.add-net up, not the take-back): the VMM has no NIC, holds no tap.
+      expect(ch.requests.map((request) => request.path)).toEqual(['/api/v1/vm.add-net', '/api/v1/vm.info', '/api/v1/vm.remove-device']);
+      expect(ch.nets).toEqual([]);
+      expect(ch.heldTapQueues()).toBe(0);
+    });
+
     it('every request uses its own connection and closes it', async () => {
       const ch = await fake('Running');
       await chAttach(ch.socketPath, nic, options);

@@ -1,7 +1,8 @@
 // A scripted QEMU QMP server on a Unix socket: enough of QEMU's NIC hot-plug for qemuAttach and
 // qemuDetach (qom-list, qom-get, getfd, netdev_add/del, device_add/del and DEVICE_DELETED), with
-// the devices and netdevs it was given kept, and switches that make it hostile: refuse device_del,
-// never answer it, or answer every command only after a delay. The descriptors getfd sends are
+// the devices and netdevs it was given kept, and switches that make it hostile: refuse device_add,
+// refuse device_del or never answer it, answer every command (or every hot-plug step) only after a
+// delay. The descriptors getfd sends are
 // not kept (Node's server cannot receive them; the kernel closes them), so this QEMU holds no
 // tap. Real QEMU is in qemu-attach.test.ts and link-vmm.test.ts.
 import { type Server, type Socket, createServer } from 'node:net';
@@ -29,12 +30,19 @@ export class ScriptedQemu {
    * booting or uncooperative guest).
    */
   deviceDel: 'ok' | 'refuse' | 'silent' | 'unacked' = 'ok';
+  /** How device_add goes: as QEMU's, or refused (as a bus without a free slot refuses it). */
+  deviceAdd: 'ok' | 'refuse' = 'ok';
   /** Devices whose unplug the guest has not acknowledged ('unacked'). */
   readonly unplugPending = new Set<string>();
   /** Every answer (the greeting too) comes this late. */
   delayMs = 0;
   /** DEVICE_DELETED comes this much later than device_del's answer (the guest taking its time). */
   eventDelayMs = 0;
+  /**
+   * The answer to every command after qmp_capabilities comes this much later too (a QEMU that
+   * answers each hot-plug step just within its bound, the greeting and capabilities in time).
+   */
+  stepDelayMs = 0;
   private readonly sockets = new Set<Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
 
@@ -84,7 +92,8 @@ export class ScriptedQemu {
       for (let newline = buffer.indexOf('\n'); newline !== -1; newline = buffer.indexOf('\n')) {
         const message = JSON.parse(buffer.slice(0, newline)) as Message;
         buffer = buffer.slice(newline + 1);
-        for (const line of this.answer(message)) send(`${line}\r\n`, line.startsWith('{"event"') ? this.eventDelayMs : 0);
+        const step = message.execute === 'qmp_capabilities' ? 0 : this.stepDelayMs;
+        for (const line of this.answer(message)) send(`${line}\r\n`, step + (line.startsWith('{"event"') ? this.eventDelayMs : 0));
       }
     });
   }
@@ -120,6 +129,7 @@ export class ScriptedQemu {
         if (!this.netdevs.delete(id)) return [error('DeviceNotFound', `Device '${id}' not found`)];
         return [reply({ return: {} })];
       case 'device_add':
+        if (this.deviceAdd === 'refuse') return [error('GenericError', 'No free slot on bus pcie.0')];
         if (this.devices.has(id)) return [error('GenericError', `Duplicate device ID '${id}' for device`)];
         this.devices.set(id, { mac: String(args.mac).toLowerCase(), netdev: String(args.netdev) });
         return [reply({ return: {} })];
