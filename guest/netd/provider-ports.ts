@@ -63,19 +63,29 @@ export class NftablesFirewall implements FirewallPort {
    */
   async verify(model: FirewallModel): Promise<boolean> {
     const reconciler = await this.#ready(model);
-    const followed = this.#followTcpTimeouts();
-    const { changed } = await (followed ?? reconciler).reconcile(model, { verify: true });
+    const follow = this.#followTcpTimeouts();
+    const { changed } = await (follow?.reconciler ?? reconciler).reconcile(model, { verify: true });
+    // Taken on only once the table has it: after a refusal the next audit follows again (still
+    // not a repair), and a reconcile meanwhile keeps to the table as it is.
+    if (follow !== undefined) {
+      this.#settings = follow.settings;
+      this.#reconciler = follow.reconciler;
+      this.log.info(
+        { from: tcpTimeoutPolicyText(clientTcpTimeoutsOf(follow.from)), to: tcpTimeoutPolicyText(clientTcpTimeoutsOf(follow.settings)) },
+        "firewall: the provider's TCP timeouts changed; clients' TCP flows follow (the table is replaced, its counters start from 0)",
+      );
+    }
     this.#flowLimits = this.#settingsLimits;
-    return changed && followed === undefined;
+    return changed && follow === undefined;
   }
 
   /**
-   * A reconciler with clients' TCP timeouts taken anew from the provider's sysctls, when they
-   * differ from the table's (it becomes the one used); undefined when they do not.
+   * The settings with clients' TCP timeouts taken anew from the provider's sysctls, and a
+   * reconciler for them, when they differ from the table's; undefined when they do not.
    */
-  #followTcpTimeouts(): FirewallReconciler | undefined {
-    const settings = this.#settings;
-    if (settings === undefined) return undefined;
+  #followTcpTimeouts(): { readonly from: TableSettings; readonly settings: TableSettings; readonly reconciler: FirewallReconciler } | undefined {
+    const from = this.#settings;
+    if (from === undefined) return undefined;
     let wanted: TcpTimeouts;
     try {
       const provider = this.tcpTimeouts();
@@ -86,15 +96,9 @@ export class NftablesFirewall implements FirewallPort {
       this.log.warn({ err: error instanceof Error ? error.message : String(error) }, "firewall: cannot read the provider's TCP timeouts; clients' keep theirs");
       return undefined;
     }
-    const current = clientTcpTimeoutsOf(settings);
-    if (sameTcpTimeouts(wanted, current)) return undefined;
-    this.log.info(
-      { from: tcpTimeoutPolicyText(current), to: tcpTimeoutPolicyText(wanted) },
-      "firewall: the provider's TCP timeouts changed; clients' TCP flows follow (the table is replaced, its counters start from 0)",
-    );
-    this.#settings = { ...settings, clientTcpTimeouts: wanted };
-    this.#reconciler = new FirewallReconciler(this.#settings);
-    return this.#reconciler;
+    if (sameTcpTimeouts(wanted, clientTcpTimeoutsOf(from))) return undefined;
+    const settings: TableSettings = { ...from, clientTcpTimeouts: wanted };
+    return { from, settings, reconciler: new FirewallReconciler(settings) };
   }
 
   /**

@@ -12,7 +12,8 @@ import { NftablesFirewall } from '../../../guest/netd/provider-ports.js';
 import { type SimulatedTable, applyScript, renderListing } from '../firewall/simulated-table.js';
 
 /** The one table, and the structures it was made with, in order. */
-const nft = vi.hoisted(() => ({ table: undefined as SimulatedTable | undefined, made: [] as string[] }));
+/** `refusing`: nft refuses every change (a listing still works), as the kernel may a transaction. */
+const nft = vi.hoisted(() => ({ table: undefined as SimulatedTable | undefined, made: [] as string[], refusing: false }));
 
 vi.mock('../../../guest/firewall/nft-library.js', () => ({
   loadNftLibrary: () => undefined,
@@ -20,6 +21,7 @@ vi.mock('../../../guest/firewall/nft-library.js', () => ({
     if (script.startsWith('list table ')) {
       return nft.table === undefined ? { code: 1, stdout: '', stderr: 'Error: No such file or directory' } : { code: 0, stdout: renderListing(nft.table), stderr: '' };
     }
+    if (nft.refusing) return { code: 1, stdout: '', stderr: 'Error: Could not process rule: Operation not permitted' };
     const before = nft.table?.structure;
     nft.table = applyScript(nft.table, script);
     if (nft.table !== undefined && nft.table.structure !== before) nft.made.push(nft.table.structure);
@@ -38,6 +40,7 @@ const model: FirewallModel = { providerLinks: [{ ifname: 'snp1', clientIp: '100.
 beforeEach(() => {
   nft.table = undefined;
   nft.made = [];
+  nft.refusing = false;
 });
 
 it('derives the cap from nf_conntrack_max: an eighth of the table, at most 4096', async () => {
@@ -129,4 +132,24 @@ it('fails, saying what to give, when nf_conntrack_max never appears for the rate
     message: expect.stringMatching(/--client-new-flow-rate/),
   });
   await expect(new NftablesFirewall(100, 20, log, () => 65_536, () => undefined).reconcile(model)).rejects.toMatchObject({ kind: 'tcp-timeouts' });
+});
+
+it("follows a change of the provider's TCP timeouts that nft refused at the next audit: as a follow, not counted as a repair, logged once done", async () => {
+  const lines: string[] = [];
+  const logged = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
+  const follows = (): number => lines.filter((line) => line.includes("clients' TCP flows follow")).length;
+  let provider: TcpTimeouts = KERNEL_TCP_TIMEOUTS;
+  const firewall = new NftablesFirewall(100, 20, logged, () => 65_536, () => provider);
+  await firewall.reconcile(model);
+  provider = { ...KERNEL_TCP_TIMEOUTS, established: 3600 };
+  nft.refusing = true;
+  await expect(firewall.verify(model)).rejects.toMatchObject({ kind: 'nft-failed' });
+  expect(follows()).toBe(0);
+  nft.refusing = false;
+  // The table still has the old policy: the next audit replaces it as the follow it is.
+  expect(await firewall.verify(model)).toBe(false);
+  expect(nft.made).toEqual([table(100, 20), table(100, 20, provider)]);
+  expect(follows()).toBe(1);
+  expect(await firewall.verify(model)).toBe(false);
+  expect(nft.made).toHaveLength(2);
 });

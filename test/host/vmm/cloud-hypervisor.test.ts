@@ -11,7 +11,7 @@ import { CH_MAX_BODY, type CloudHypervisorOptions, chAttach, chDetach } from '..
 import type { VmmNic } from '../../../host/vmm/nic.js';
 import { TapFd } from '../../../host/vmm/tap-fd.js';
 import { shownNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
-import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
+import { createHarness, describeNetns, eventually, type Harness, type Netns } from '../../harness/index.js';
 import { FakeCloudHypervisor, type FakeVmState } from './fake-cloud-hypervisor.js';
 import { FakeCloudHypervisorProcess } from './fake-cloud-hypervisor-process.js';
 import { chError } from './rejection.js';
@@ -273,6 +273,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
     it('another namespace and a link MTU other than 1500: other-netns in one line saying what to do, before anything is sent', async () => {
       // The fake runs in this process, not in the taps' namespace.
       const ch = await fake('Running');
+      const fds = readdirSync('/proc/self/fd').length;
       const error = await chError(chAttach(ch.socketPath, { ...nic, mtu: 9000 }, logged()));
       expect(error.kind).toBe('other-netns');
       expect(error.message).not.toContain('\n');
@@ -285,6 +286,9 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(heard).toEqual([]);
       // The queue opened to go along was closed: the tap is free.
       TapFd.open(nic.tap, options.tapNetnsPath).close();
+      // And the connection made to vet the VMM: no descriptor is left on either side (the fake
+      // shares this process; until it has seen the connection close, it holds one too).
+      await eventually('the refused connection closed', async () => readdirSync('/proc/self/fd').length === fds, 2000);
       expect(await ch.openConnections()).toBe(0);
     });
 
