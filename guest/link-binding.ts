@@ -5,7 +5,7 @@
  */
 
 /** Why a bind failed with ENOPROTOOPT. */
-export const NO_BIND_TO_INDEX = 'this kernel has no SO_BINDTOIFINDEX (Linux 5.7 or later is needed)';
+export const NO_BIND_TO_INDEX = 'this kernel has no SO_BINDTOIFINDEX (Linux 5.1 or later is needed)';
 
 /** A link as a socket is bound to it: by index; the name is for messages. */
 export interface BoundLink {

@@ -154,7 +154,7 @@ export class LinkSocket {
       try {
         socket.setOption(bindToIndex.level, bindToIndex.option, ifindex);
       } catch (error) {
-        // ENOPROTOOPT: a kernel before 5.7 has no SO_BINDTOIFINDEX.
+        // ENOPROTOOPT: a kernel before 5.1 has no SO_BINDTOIFINDEX.
         if (/protocol not available/i.test(errorText(error))) throw new DhcpError('socket', `cannot open a DHCP socket on ${ifname}: ${NO_BIND_TO_INDEX}`);
         throw error;
       }

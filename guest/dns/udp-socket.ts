@@ -144,7 +144,8 @@ export class UdpSocket {
    * Send and receive through `link` only, bound by its index (SO_BINDTOIFINDEX): routes through
    * other links are not considered, nor local addresses on them, and another device that took the
    * link's name is not it. Throws UdpError (ENODEV: no device of that index; EPERM without
-   * CAP_NET_RAW; ENOPROTOOPT before Linux 5.7).
+   * CAP_NET_RAW, which a socket not yet bound to a device needs only before Linux 5.7;
+   * ENOPROTOOPT before Linux 5.1).
    */
   bindToLink(link: BoundLink): void {
     try {

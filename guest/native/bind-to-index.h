@@ -12,7 +12,7 @@
 #include <net/if.h>
 #include <sys/socket.h>
 
-// SO_BINDTOIFINDEX (Linux 5.7; ENOPROTOOPT before), then the device's name read back: the kernel
+// SO_BINDTOIFINDEX (Linux 5.1; ENOPROTOOPT before), then the device's name read back: the kernel
 // takes an index no device has (the socket would then reach nothing), and reading the name fails
 // with ENODEV for one. 0, or the errno; `*step` names the call that failed.
 __attribute__((unused)) static int bind_to_index(int fd, int ifindex, const char **step) {

@@ -14,7 +14,7 @@
 // JS API: dhcpServerFilter() -> { level, option, value: Buffer, dropAll: Buffer }
 //   dropAll: the same option's value for a program that keeps nothing, for while the socket is
 //   not yet bound to its link (see link-socket.ts).
-// bindToIndexOption() -> { level, option }: SO_BINDTOIFINDEX (Linux 5.7), which binds a socket to
+// bindToIndexOption() -> { level, option }: SO_BINDTOIFINDEX (Linux 5.1), which binds a socket to
 //   a device by index, as the agent knows its links; its number differs between architectures.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8

@@ -10,7 +10,7 @@
 //   arena(buffer: ArrayBuffer, meta: Int32Array, slots, slotSize)   once, before any watch()
 //   open(family 4|6, address, port, bufferBytes) -> handle          bind; throws {code}
 //   connect(handle, address, port)                                  throws {code}
-//   bindToIndex(handle, ifindex)        SO_BINDTOIFINDEX, checked (bind-to-index.h; needs CAP_NET_RAW); throws {code}
+//   bindToIndex(handle, ifindex)        SO_BINDTOIFINDEX, checked (bind-to-index.h; CAP_NET_RAW before Linux 5.7); throws {code}
 //   watch(handle, onBatch(count))       count > 0: datagrams in slots 0..count-1; < 0: -errno
 //   send(handle, bytes, offset, length) -> sent bytes or -errno     (connected socket)
 //   sendTo(handle, bytes, offset, length, port, a0, a1, a2, a3) -> sent bytes or -errno

@@ -183,8 +183,8 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   const log = createLogger('spectrum-netd', { level: logLevel('info') });
   let agent: NetdAgent | undefined;
   let ports: RunPorts | undefined;
-  // Until the first reconcile is done, firewall included (what --notify-fd signals), status says
-  // the agent is starting: its firewall counters would fail on a table not made yet.
+  // Until the first reconcile is done, firewall included (what --notify-fd signals; done also
+  // where nft refused the table, and then status says why), status says the agent is starting.
   let ready = false;
   // The control socket first: a second agent must be told so before it touches ports 53 and 67.
   const control = await ControlServer.listen(options.controlSocket, async (request) => {
