@@ -35,6 +35,8 @@ export class NftablesFirewall implements FirewallPort {
   #settings: TableSettings | undefined;
   /** The limits of #reconciler's settings. */
   #settingsLimits: FlowLimits | undefined;
+  /** Why the provider's TCP timeouts could not be read at the last audit (warned once per reason). */
+  #tcpTimeoutsUnreadable: string | undefined;
   /** The limits the last reconcile that succeeded applied (undefined: none has yet). */
   #flowLimits: FlowLimits | undefined;
 
@@ -92,10 +94,13 @@ export class NftablesFirewall implements FirewallPort {
       if (provider === undefined) return undefined;
       wanted = clientTcpTimeouts(provider);
     } catch (error) {
-      // The table keeps the policy it has; the audit goes on.
-      this.log.warn({ err: error instanceof Error ? error.message : String(error) }, "firewall: cannot read the provider's TCP timeouts; clients' keep theirs");
+      // The table keeps the policy it has; the audit goes on. Said once, not at every audit.
+      const message = error instanceof Error ? error.message : String(error);
+      if (message !== this.#tcpTimeoutsUnreadable) this.log.warn({ err: message }, "firewall: cannot read the provider's TCP timeouts; clients' keep theirs until they can be read");
+      this.#tcpTimeoutsUnreadable = message;
       return undefined;
     }
+    this.#tcpTimeoutsUnreadable = undefined;
     if (sameTcpTimeouts(wanted, clientTcpTimeoutsOf(from))) return undefined;
     const settings: TableSettings = { ...from, clientTcpTimeouts: wanted };
     return { from, settings, reconciler: new FirewallReconciler(settings) };

@@ -153,3 +153,29 @@ it("follows a change of the provider's TCP timeouts that nft refused at the next
   expect(await firewall.verify(model)).toBe(false);
   expect(nft.made).toHaveLength(2);
 });
+
+it("warns once that the provider's TCP timeouts cannot be read, not at every audit, and again for another reason or after they could be read", async () => {
+  const lines: string[] = [];
+  const logged = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
+  const warnings = (): number => lines.filter((line) => line.includes("cannot read the provider's TCP timeouts")).length;
+  let unreadable: string | undefined;
+  const provider = (): TcpTimeouts => {
+    if (unreadable !== undefined) throw new Error(unreadable);
+    return KERNEL_TCP_TIMEOUTS;
+  };
+  const firewall = new NftablesFirewall(100, 20, logged, () => 65_536, provider);
+  await firewall.reconcile(model);
+  unreadable = 'EACCES: nf_conntrack_tcp_timeout_established';
+  for (let audit = 0; audit < 3; audit += 1) expect(await firewall.verify(model)).toBe(false);
+  expect(warnings()).toBe(1);
+  unreadable = 'EIO: nf_conntrack_tcp_timeout_close';
+  expect(await firewall.verify(model)).toBe(false);
+  expect(warnings()).toBe(2);
+  unreadable = undefined;
+  expect(await firewall.verify(model)).toBe(false);
+  unreadable = 'EIO: nf_conntrack_tcp_timeout_close';
+  expect(await firewall.verify(model)).toBe(false);
+  expect(warnings()).toBe(3);
+  // The table kept its policy throughout.
+  expect(nft.made).toEqual([table(100, 20)]);
+});
