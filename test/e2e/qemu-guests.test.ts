@@ -74,7 +74,7 @@ describeNetns('QEMU guests on spectrum-link taps, served by spectrum-netd', () =
     expect(catgirlLinked.code, catgirlLinked.stderr).toBe(0);
     const catgirl = onlyLink(catgirlLinked.stdout);
 
-    const drops = (await system.agent.status()).firewall.isolationDrops;
+    const drops = (await system.agent.status()).firewall!.isolationDrops;
     const lynxGuest = QemuGuest.start(system.host, {
       qemuArguments: lynx.vmmArguments?.client?.qemu ?? [],
       qmpSocket: join(sockets, 'appvm-lynx.qmp'),
@@ -105,7 +105,7 @@ describeNetns('QEMU guests on spectrum-link taps, served by spectrum-netd', () =
     expectServed(lynxResult);
     // catgirl is still up (holding): lynx's ping reached the provider and was dropped there.
     expect(lynxResult.peer).toBe(false);
-    expect((await system.agent.status()).firewall.isolationDrops).toBeGreaterThan(drops);
+    expect((await system.agent.status()).firewall!.isolationDrops).toBeGreaterThan(drops);
     const leases = (await system.agent.status()).services?.leases ?? [];
     expect(leases.map((lease) => lease.clientIp).sort()).toEqual([catgirl.clientIp, lynx.clientIp].sort());
     expect((await netvm2Agent?.status())?.services?.leases.map((lease) => lease.clientIp)).toEqual([lynxSecond.clientIp]);

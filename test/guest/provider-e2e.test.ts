@@ -94,7 +94,7 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
 
   it('keeps clients apart: no ping, TCP or UDP from one client to another, and counts the drops', async () => {
     const [a, b] = [clients.get(10)!, clients.get(11)!];
-    const before = (await agent.status()).firewall.isolationDrops;
+    const before = (await agent.status()).firewall!.isolationDrops;
     const tcp = b.spawn(['python3', '-u', '-m', 'http.server', '8080', '--bind', clientIp(11)]);
     const udp = b.spawn(['python3', '-u', '-c', [
       'import socket', 's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)', `s.bind(("${clientIp(11)}", 9999))`,
@@ -110,7 +110,7 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
       await a.exec(['python3', '-c', `import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"hello", ("${clientIp(11)}", 9999))`]);
       await new Promise((resolve) => setTimeout(resolve, 500));
       expect(udp.stdout).not.toContain('got');
-      expect((await agent.status()).firewall.isolationDrops).toBeGreaterThan(before);
+      expect((await agent.status()).firewall!.isolationDrops).toBeGreaterThan(before);
     } finally {
       await tcp.kill('SIGKILL');
       await udp.kill('SIGKILL');
@@ -128,7 +128,7 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
       expect(await dig(['+tcp'])).not.toContain(INTERNET_HTTP);
       expect(await pings(outside, '169.254.0.1')).toBe(false);
       const after = await agent.status();
-      expect(after.firewall.inputDrops).toBeGreaterThan(before.firewall.inputDrops);
+      expect(after.firewall!.inputDrops).toBeGreaterThan(before.firewall!.inputDrops);
       expect(after.services?.dns?.queries).toBe(before.services?.dns?.queries);
       expect(after.services?.dns?.tcpQueries).toBe(before.services?.dns?.tcpQueries);
       // Clients still have the same resolver, and the uplink side the provider's own address.
@@ -141,7 +141,7 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
 
   it("drops a client's packets sent with another client's address, and counts them", async () => {
     const a = clients.get(10)!;
-    const before = (await agent.status()).firewall.antispoofDrops;
+    const before = (await agent.status()).firewall!.antispoofDrops;
     await a.ip(['address', 'add', `${clientIp(11)}/32`, 'dev', 'eth0']);
     try {
       expect(await pings(a, INTERNET_HTTP, clientIp(11))).toBe(false);
@@ -149,7 +149,7 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
     } finally {
       await a.ip(['address', 'del', `${clientIp(11)}/32`, 'dev', 'eth0']);
     }
-    expect((await agent.status()).firewall.antispoofDrops).toBeGreaterThan(before);
+    expect((await agent.status()).firewall!.antispoofDrops).toBeGreaterThan(before);
   });
 
   it('serves a link added while it runs within a second, and leaves nothing behind when it goes', async () => {
@@ -223,12 +223,12 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
       // vpnvm's own clients are kept apart as netvm's are.
       expect(await pings(innerPeer, INTERNET_HTTP)).toBe(true);
       expect(await pings(inner, clientIp(15))).toBe(false);
-      expect((await vpnAgent.status()).firewall.isolationDrops).toBeGreaterThan(0);
+      expect((await vpnAgent.status()).firewall!.isolationDrops).toBeGreaterThan(0);
       // The inner client cannot reach netvm's clients, nor spoof.
       expect(await pings(inner, clientIp(10))).toBe(false);
       await inner.ip(['address', 'add', `${clientIp(10)}/32`, 'dev', 'eth0']);
       expect(await pings(inner, INTERNET_HTTP, clientIp(10))).toBe(false);
-      expect((await vpnAgent.status()).firewall.antispoofDrops).toBeGreaterThan(0);
+      expect((await vpnAgent.status()).firewall!.antispoofDrops).toBeGreaterThan(0);
       expect((await vpnAgent.status()).links).toContainEqual(expect.objectContaining({ name: 'up13', role: 'client' }));
     } finally {
       await vpnAgent.kill('SIGKILL');
