@@ -314,9 +314,11 @@ function vetNamespace(socketPath: string, nic: VmmNic, options: CloudHypervisorO
     options.log?.('warn', message);
     return;
   }
-  const where = `cloud-hypervisor${of} at ${socketPath} (pid ${peerPid}) runs in network namespace ${shownNetns(peer.peer)}, not in the taps' (${tapsAt})`;
+  // SO_PEERCRED names the process that made the socket listen: cloud-hypervisor itself, unless a
+  // launcher handed it a listening socket (`--api-socket fd=`) and still runs.
+  const where = `cloud-hypervisor${of} at ${socketPath} (pid ${peerPid}, which made the socket listen) runs in network namespace ${shownNetns(peer.peer)}, not in the taps' (${tapsAt})`;
   if (verdict === 'note') {
-    options.log?.('info', `${where}: it cannot read tap ${nic.tap}'s MTU there, so its guest gets the default 1500, the link's`);
+    options.log?.('info', `${where}: it cannot read tap ${nic.tap}'s MTU there, so its guest gets the default 1500, the link's (a cloud-hypervisor before PR #8112, April 2026, refuses the NIC there instead)`);
     return;
   }
   throw new CloudHypervisorError(

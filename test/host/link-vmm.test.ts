@@ -347,7 +347,7 @@ describeNetns('spectrum-link with VMMs', () => {
       const escaped = fake.socketPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       expect(refused.stderr).toMatch(
         new RegExp(
-          `^spectrum-link: cloud-hypervisor of VM appvm-catgirl at ${escaped} \\(pid ${fake.pid}\\) runs in network namespace net:\\[\\d+\\], not in the taps' \\(spectrum-link's own, net:\\[\\d+\\]\\): .*link MTU 9000; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500`,
+          `^spectrum-link: cloud-hypervisor of VM appvm-catgirl at ${escaped} \\(pid ${fake.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' \\(spectrum-link's own, net:\\[\\d+\\]\\): .*link MTU 9000; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500`,
         ),
       );
       expect([...(await devices(world.host)).keys()].sort()).toEqual(devicesBefore);

@@ -279,7 +279,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(error.message).not.toContain('\n');
       expect(error.message).toMatch(
         new RegExp(
-          `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${process.pid}\\) runs in network namespace net:\\[\\d+\\], not in the taps' \\(${options.tapNetnsPath ?? ''}, net:\\[\\d+\\]\\): it reads tap snp42310's MTU by name in its own namespace, so its guest would not learn the link MTU 9000; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500`,
+          `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${process.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' \\(${options.tapNetnsPath ?? ''}, net:\\[\\d+\\]\\): it reads tap snp42310's MTU by name in its own namespace, so its guest would not learn the link MTU 9000; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500`,
         ),
       );
       expect(ch.requests).toEqual([]);
@@ -295,7 +295,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
     it('another namespace at MTU 1500 (or none given): attached, with an info note', async () => {
       const ch = await fake('Running');
       expect(await chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged())).toMatchObject({ outcome: 'hot-added' });
-      expect(heard).toEqual([{ level: 'info', message: expect.stringMatching(/runs in network namespace .* so its guest gets the default 1500, the link's$/) }]);
+      expect(heard).toEqual([{ level: 'info', message: expect.stringMatching(/runs in network namespace .* so its guest gets the default 1500, the link's \(a cloud-hypervisor before PR #8112, April 2026, refuses the NIC there instead\)$/) }]);
       expect(await chAttach(ch.socketPath, { ...nic, id: 'snp1', tap: 'snp1', mac: '0A:B3:EC:80:00:01' }, logged())).toMatchObject({ outcome: 'hot-added' });
       expect(heard.map((line) => line.level)).toEqual(['info']);
     });
