@@ -154,7 +154,13 @@ describe('ConntrackPurger', () => {
   /** An addon whose calls end only when the test says so. */
   function stuckAddon(): { addon: ConntrackAddon; calls: (() => void)[] } {
     const calls: (() => void)[] = [];
-    return { addon: { purge: (_exact, _network, _prefix, _keep, callback) => void calls.push(() => callback(null, null, 3, 1, 1)) }, calls };
+    return {
+      addon: {
+        purge: (_exact, _network, _prefix, _keep, callback) => void calls.push(() => callback(null, null, 3, 1, 1)),
+        reap: (_sources, _states, callback) => void calls.push(() => callback(null, null, 3, 1, 1)),
+      },
+      calls,
+    };
   }
   const FILTER: ConntrackFilter = { addresses: ['100.64.0.1'], sweep: null };
 
