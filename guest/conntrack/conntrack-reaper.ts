@@ -1,7 +1,7 @@
 /**
  * Adapter: the reaper. Once a tick (a second) it reads its network namespace's conntrack entry
  * count (/proc/sys/net/netfilter/nf_conntrack_count, a small procfs read), and while the count is
- * over the threshold deletes clients' closed TCP entries (closed-flows.ts says which and why)
+ * at or over the threshold deletes clients' closed TCP entries (closed-flows.ts says which and why)
  * through the conntrack addon, on libuv's thread pool. When to reap is reap-decision.ts.
  *
  * The threshold: `auto` is half of nf_conntrack_max, read at each tick (an operator may change
@@ -26,7 +26,7 @@ export type ReapThresholdOption = 'auto' | number;
 export const MAX_REAP_THRESHOLD = 2_147_483_647;
 
 export interface ReaperStatus {
-  /** Entries over which it reaps; null: `auto` and nf_conntrack_max not readable yet. */
+  /** Entries at which it reaps; null: `auto` and nf_conntrack_max not readable yet. */
   readonly threshold: number | null;
   readonly thresholdOption: ReapThresholdOption;
   /** The namespace's entry count at the last check; null: none yet (or nf_conntrack not loaded). */
@@ -178,8 +178,8 @@ export class ConntrackReaper {
       const what = { deleted: result.deleted, scanned: result.scanned, countBefore: count, countAfter: after, threshold: this.#threshold, ms: Number(ms.toFixed(1)) };
       if (result.deleted > 0) {
         this.#lastReap = { deleted: result.deleted, countBefore: count, countAfter: after, ms: what.ms };
-        this.log.info(what, "the conntrack table was over the reaper's threshold: deleted clients' closed TCP entries");
-      } else this.log.debug(what, "the conntrack table is over the reaper's threshold, but holds no closed TCP entries of clients");
+        this.log.info(what, "the conntrack table reached the reaper's threshold: deleted clients' closed TCP entries");
+      } else this.log.debug(what, "the conntrack table is at the reaper's threshold, but holds no closed TCP entries of clients");
     } catch (error) {
       this.#state = reapFinished(this.#state, { ok: false }, this.kernel.now());
       this.#failures += 1;

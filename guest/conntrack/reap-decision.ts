@@ -4,7 +4,7 @@
  * each reap's start and end here.
  *
  * A reap is one dump of the whole table and a delete per match: milliseconds to tens of them on a
- * large table, on libuv's thread pool. So it runs only over the threshold, at most once a
+ * large table, on libuv's thread pool. So it runs only at or over the threshold, at most once a
  * REAP_POLICY.minIntervalMs, never two at once, later and later after failures (the cause may
  * pass: the kernel short of memory), and not again after one that deleted nothing until the count
  * has grown past what it left (a table held by live flows has nothing for it: it would only dump
@@ -40,12 +40,12 @@ export const IDLE_REAPER: ReaperState = { reaping: false, notBeforeMs: 0, starte
 export type ReapOutcome = { readonly ok: true; readonly deleted: number; readonly countAfter: number } | { readonly ok: false };
 
 /**
- * Whether to start a reap now: the table holds more than `threshold` entries (null: not known
- * yet, 0: never reap), none is running, the interval or back-off has passed, and the count has
+ * Whether to start a reap now: the table holds `threshold` entries or more (null: not known yet,
+ * 0: never reap), none is running, the interval or back-off has passed, and the count has
  * grown since a reap that found nothing.
  */
 export function shouldReap(state: ReaperState, count: number, threshold: number | null, nowMs: number): boolean {
-  if (threshold === null || threshold === 0 || count <= threshold) return false;
+  if (threshold === null || threshold === 0 || count < threshold) return false;
   if (state.reaping || nowMs < state.notBeforeMs) return false;
   return state.futileAt === null || count > state.futileAt;
 }

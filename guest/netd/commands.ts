@@ -276,7 +276,7 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     .addOption(
       new Option(
         '--conntrack-reap-threshold <n>',
-        "while the conntrack table holds more entries than this, delete clients' closed TCP entries (TIME_WAIT, CLOSE) each second (0: never)",
+        "while the conntrack table holds this many entries or more, delete clients' closed TCP entries (TIME_WAIT, CLOSE) each second (0: never)",
       ).default('auto', 'half of nf_conntrack_max'),
     )
     .action(async (options: RunOptions) => {

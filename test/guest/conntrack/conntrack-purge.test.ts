@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type ClosedFlowFilter, IPPROTO_TCP, TCP_CONNTRACK_STATES, type TcpConntrackState, closedFlowFilter, reapMatches } from '../../../guest/conntrack/closed-flows.js';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter } from '../../../guest/conntrack/conntrack-filter.js';
 import { type ConntrackAddon, ConntrackPurger } from '../../../guest/conntrack/conntrack-purge.js';
@@ -33,6 +34,11 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
 
   async function purge(filter: ConntrackFilter): Promise<Outcome> {
     const { stdout } = await ns.exec([process.execPath, FIXTURE, 'purge', JSON.stringify(filter)], { enter: 'nsenter', timeoutMs: 60_000 });
+    return JSON.parse(stdout) as Outcome;
+  }
+
+  async function reap(filter: ClosedFlowFilter): Promise<Outcome> {
+    const { stdout } = await ns.exec([process.execPath, FIXTURE, 'reap', JSON.stringify(filter)], { enter: 'nsenter', timeoutMs: 60_000 });
     return JSON.parse(stdout) as Outcome;
   }
 
@@ -141,6 +147,31 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     const outcome = JSON.parse(stdout) as Outcome;
     expect(outcome).toMatchObject({ error: { kind: 'unavailable', message: expect.stringContaining('EPERM') } });
     expect(outcome).toMatchObject({ error: { message: expect.stringContaining('CAP_NET_ADMIN') } });
+  });
+
+  it("reaps exactly the entries reapMatches takes: served clients' TCP flows in TIME_WAIT or CLOSE", async () => {
+    // Every state conntrack(8) inserts, from two served clients, one client not served and the
+    // provider's own address, and a UDP flow of each: made with `conntrack -I`, as the kernel keeps them.
+    const states = TCP_CONNTRACK_STATES.filter((state) => state !== 'NONE' && state !== 'SYN_SENT2');
+    const sources = ['100.64.0.1', '100.64.0.2', '100.64.0.4', '192.0.2.1'];
+    const made: { protocol: number; tcpState: TcpConntrackState | null; originalSource: string; dport: number }[] = [];
+    let dport = 3000;
+    for (const originalSource of sources) {
+      for (const tcpState of [...states, null]) {
+        dport += 1;
+        const protocol = tcpState === null ? ['-p', 'udp'] : ['-p', 'tcp', '--state', tcpState];
+        await ns.exec(['conntrack', '-I', ...protocol, '-s', originalSource, '-d', '192.0.2.10', '--sport', '1000', '--dport', String(dport), '-t', '300']);
+        made.push({ protocol: tcpState === null ? IPPROTO_TCP + 11 : IPPROTO_TCP, tcpState, originalSource, dport });
+      }
+    }
+    const filter = closedFlowFilter(['100.64.0.1', '100.64.0.2']);
+    const outcome = await reap(filter);
+    const reaped = made.filter((entry) => reapMatches(filter, entry));
+    expect(reaped).toHaveLength(4);
+    expect(outcome).toMatchObject({ result: { scanned: made.length, deleted: reaped.length } });
+    const left = (await ns.exec(['conntrack', '-L'])).stdout;
+    const ports = [...left.matchAll(/^\S+\s+\d+\s+\d+\s.*?src=\S+ dst=\S+ sport=1000 dport=(\d+)/gm)].map((match) => Number(match[1])).sort();
+    expect(ports).toEqual(made.filter((entry) => !reapMatches(filter, entry)).map((entry) => entry.dport).sort());
   });
 
   it('refuses an address that is not IPv4, saying which', async () => {

@@ -52,15 +52,15 @@ class FakeTable implements ReaperKernel {
 }
 
 describe('ConntrackReaper', () => {
-  it('reaps over its threshold only, the closed flows of the clients served, with one info line per reap', async () => {
+  it('reaps at or over its threshold only, the closed flows of the clients served, with one info line per reap', async () => {
     const table = new FakeTable();
     const { log, lines } = recordingLog();
     const reaper = new ConntrackReaper(100, log, table);
     reaper.start(() => ['100.64.0.1', '100.64.0.2'], 3_600_000);
-    table.count = 100;
+    table.count = 99;
     await reaper.tick();
     expect(table.reaps).toEqual([]);
-    expect(reaper.status()).toMatchObject({ threshold: 100, count: 100, reaps: 0, reaped: 0 });
+    expect(reaper.status()).toMatchObject({ threshold: 100, count: 99, reaps: 0, reaped: 0 });
     table.count = 150;
     table.closed = 40;
     await reaper.tick();
@@ -86,7 +86,7 @@ describe('ConntrackReaper', () => {
     reaper.stop();
   });
 
-  it('with auto, reaps over half of nf_conntrack_max as read at each check; unknown: never', async () => {
+  it('with auto, reaps at half of nf_conntrack_max as read at each check; unknown: never', async () => {
     const table = new FakeTable();
     const reaper = new ConntrackReaper('auto', pino({ level: 'silent' }), table);
     reaper.start(() => ['100.64.0.1'], 3_600_000);
@@ -96,10 +96,10 @@ describe('ConntrackReaper', () => {
     expect(table.reaps).toHaveLength(0);
     expect(reaper.status()).toMatchObject({ threshold: null, thresholdOption: 'auto', count: 10_000 });
     table.max = 1000;
-    table.count = 500;
+    table.count = 499;
     await reaper.tick();
     expect(table.reaps).toHaveLength(0);
-    table.count = 501;
+    table.count = 500;
     await reaper.tick();
     expect(table.reaps).toHaveLength(1);
     expect(reaper.status().threshold).toBe(500);
