@@ -109,14 +109,16 @@ export class ConntrackReaper {
   }
 
   /**
-   * Check every tickMs, deleting the closed flows of the client IPs `sources` gives then; the
-   * timer does not keep the process alive. With a threshold of 0, nothing.
+   * Check now (status then has the threshold and count) and every tickMs, deleting the closed
+   * flows of the client IPs `sources` gives then; the timer does not keep the process alive.
+   * With a threshold of 0, nothing.
    */
   start(sources: () => readonly string[], tickMs = TICK_MS): void {
     this.#sources = sources;
     if (this.#timer !== undefined || this.option === 0) return;
     this.#timer = setInterval(() => void this.tick(), tickMs);
     this.#timer.unref();
+    void this.tick();
   }
 
   stop(): void {
