@@ -2,7 +2,8 @@
 // forwarded (to the internet, to another client of an allowed pair) or to the gateway, leaves a
 // TIME_WAIT entry of at most 10 s, where the kernel's 120 s would let a client hold 100 a second x
 // 130 s entries the flow cap does not count; the provider's own connections keep the kernel's
-// timeouts; the audit finds the live table (the policy as nft lists it) unchanged and repairs an
+// timeouts; a client that keeps its closed entries alive by re-sending ACKs has them deleted by
+// the agent's reaper, after which its ACKs are new flows the cap bounds; the audit finds the live table (the policy as nft lists it) unchanged and repairs an
 // operator's edit of the policy or its rules. Entries are read with conntrack(8).
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
