@@ -11,6 +11,8 @@ import { type Harness, type Netns, createHarness, describeNetns } from '../../ha
 // The agent purges its own namespace's table in-process: so does this compiled fixture, entered
 // into a harness namespace. Entries come from real UDP packets sent out of a veth
 // to a peer namespace (conntrack tracks them once a ruleset uses it); /proc/net/nf_conntrack shows what is left.
+/** IANA protocol number of UDP. */
+const IPPROTO_UDP = 17;
 const FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/conntrack/fixtures/conntrack-purge.js', import.meta.url));
 
 type Outcome = { readonly result: ConntrackPurgeResult; readonly ms: number } | { readonly error: { readonly kind: string; readonly message: string } };
@@ -161,7 +163,7 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
         dport += 1;
         const protocol = tcpState === null ? ['-p', 'udp'] : ['-p', 'tcp', '--state', tcpState];
         await ns.exec(['conntrack', '-I', ...protocol, '-s', originalSource, '-d', '192.0.2.10', '--sport', '1000', '--dport', String(dport), '-t', '300']);
-        made.push({ protocol: tcpState === null ? IPPROTO_TCP + 11 : IPPROTO_TCP, tcpState, originalSource, dport });
+        made.push({ protocol: tcpState === null ? IPPROTO_UDP : IPPROTO_TCP, tcpState, originalSource, dport });
       }
     }
     const filter = closedFlowFilter(['100.64.0.1', '100.64.0.2']);
