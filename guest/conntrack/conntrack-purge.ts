@@ -7,6 +7,7 @@
 import { loadNativeAddon } from '../../shared/native-addon.js';
 import type { ConntrackPort, ConntrackPurgeResult } from '../conntrack-port.js';
 import { ConntrackError } from './conntrack-error.js';
+import { type ClosedFlowFilter, sourceNumbers, tcpStateMask } from './closed-flows.js';
 import { type ConntrackFilter, ipv4Number, isEmptyFilter } from './conntrack-filter.js';
 
 type PurgeCallback = (error: string | null, phase: string | null, scanned: number, matched: number, deleted: number) => void;
@@ -14,6 +15,8 @@ type PurgeCallback = (error: string | null, phase: string | null, scanned: numbe
 /** The addon's interface (guest/native/conntrack-purge.c); tests give ConntrackPurger a fake. */
 export interface ConntrackAddon {
   purge(exact: Uint32Array, sweepNetwork: number, sweepPrefix: number, keep: Uint32Array, callback: PurgeCallback): void;
+  /** Delete the TCP entries in one of the states (a bit mask, closed-flows.ts) whose original source is one of `sources`. */
+  reap(sources: Uint32Array, tcpStates: number, callback: PurgeCallback): void;
 }
 
 const BUILD_HINT = 'run npm run build (scripts/setup installs its build dependency, libnetfilter-conntrack-dev)';
@@ -102,11 +105,27 @@ export class ConntrackPurger {
     if (network === null) throw new ConntrackError('address', `network ${JSON.stringify(sweep?.network)} is not an IPv4 address like 100.64.0.0`);
     const prefix = sweep === null ? -1 : sweep.prefixLength;
     if (!Number.isInteger(prefix) || prefix < -1 || prefix > 32) throw new ConntrackError('address', `prefix length ${prefix} is not from 0 to 32`);
+    return this.#run((callback) => this.lib.purge(exact, network, prefix, keep, callback), timeoutMs, 'purge');
+  }
+
+  /**
+   * Delete the TCP entries `filter` matches (clients' closed flows, closed-flows.ts). Resolves
+   * with what it did; rejects with a ConntrackError as purge does.
+   */
+  async reap(filter: ClosedFlowFilter, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ConntrackPurgeResult> {
+    if (filter.sources.length === 0 || filter.tcpStates.length === 0) return { scanned: 0, deleted: 0 };
+    const sources = sourceNumbers(filter.sources);
+    if (sources === null) throw new ConntrackError('address', `a source of ${JSON.stringify(filter.sources)} is not an IPv4 address like 100.64.0.1`);
+    const states = tcpStateMask(filter.tcpStates);
+    return this.#run((callback) => this.lib.reap(sources, states, callback), timeoutMs, 'reap');
+  }
+
+  async #run(start: (callback: PurgeCallback) => void, timeoutMs: number, what: 'purge' | 'reap'): Promise<ConntrackPurgeResult> {
     if (this.#inFlight !== null) {
-      throw new ConntrackError('busy', 'an earlier purge is still running (one that timed out: is the ctnetlink socket stuck?): not starting another; retrying');
+      throw new ConntrackError('busy', `an earlier ${what} is still running (one that timed out: is the ctnetlink socket stuck?): not starting another; retrying`);
     }
     const call = new Promise<ConntrackPurgeResult>((resolve, reject) => {
-      this.lib.purge(exact, network, prefix, keep, (error, phase, scanned, matched, deleted) => {
+      start((error, phase, scanned, matched, deleted) => {
         if (error === null) resolve({ scanned, deleted });
         else reject(failure(error, phase, `${scanned} entries read, ${matched} matched, ${deleted} deleted`));
       });

@@ -62,7 +62,8 @@ export const CLIENT_UNCOUNTED_RATE_SECONDS = CLIENT_UNCOUNTED_SECONDS + CLIENT_N
  * both defaults a client that leaves its closed flows alone holds at most a quarter of the table,
  * whatever its size: 46/s on a 1 GB VM (8192 entries), 23/s on 512 MB, 5/s at the kernel's least
  * (1024), 100/s above 1 GB. One that keeps sending on them restarts their timeouts, and holds
- * more (README, Known limitations). (The floor of 1/s breaks the quarter below 176 entries.)
+ * more, until the agent's reaper deletes them (guest/conntrack/closed-flows.ts; README, Known
+ * limitations). (The floor of 1/s breaks the quarter below 176 entries.)
  * 0 (no limit on the table): MAX_DEFAULT_CLIENT_NEW_FLOW_RATE, as the cap.
  */
 export function defaultClientNewFlowRate(conntrackMax: number): number {

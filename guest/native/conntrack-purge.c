@@ -25,6 +25,14 @@
 //       deleted). scanned: IPv4 entries seen; matched; deleted (ENOENT not counted). EAGAIN: the
 //       kernel did not answer one receive within RECEIVE_TIMEOUT_S.
 //       Throws {code} for bad arguments or when it cannot queue.
+//   reap(sources, tcpStates, callback(error, phase, scanned, matched, deleted))
+//       Deletes the TCP entries whose state is in `tcpStates` (a bit mask: bit N for the kernel's
+//       TCP_CONNTRACK_* value N, linux/netfilter/nf_conntrack_tcp.h) and whose original source is
+//       one of `sources` (Uint32Array, host byte order): closed flows of clients (see
+//       guest/conntrack/conntrack-reaper.ts, whose reapMatches is this filter's reference). The
+//       same dump as purge, the same callback. Each delete names the entry's id as dumped, so an
+//       entry that took the tuple meanwhile (a SYN reopening a closed flow makes a new one) is
+//       not deleted (ENOENT, not counted): see destroy_same_entry.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -41,12 +49,20 @@
 #error "libnetfilter_conntrack.h is missing: install libnetfilter-conntrack-dev (scripts/setup does), then npm run build"
 #endif
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
+#include <linux/netfilter/nf_conntrack_tcp.h>
+#include <linux/netlink.h>
+#include <netinet/in.h>
+#include <string.h>
 
 // Longest wait for one answer of the kernel (a dump is many answers, each quick).
 #define RECEIVE_TIMEOUT_S 10
 
+// Which filter a call applies.
+typedef enum { FILTER_ADDRESSES, FILTER_CLOSED_TCP } filter_kind;
+
 typedef struct {
   napi_async_work work;
+  filter_kind kind;
   napi_ref callback;
   uint32_t *exact;
   size_t exact_count;
@@ -55,6 +71,10 @@ typedef struct {
   int sweep;
   uint32_t sweep_network;
   uint32_t sweep_mask;
+  // FILTER_CLOSED_TCP: original sources (sorted), and the TCP states as a bit mask.
+  uint32_t *sources;
+  size_t source_count;
+  uint32_t tcp_states;
   // Filled on the worker thread.
   int error;
   const char *phase;
@@ -80,16 +100,30 @@ static int wanted(const purge_call *call, uint32_t address) {
   return call->sweep && (address & call->sweep_mask) == call->sweep_network && !contains(call->keep, call->keep_count, address);
 }
 
+// FILTER_ADDRESSES: whether one of the entry's four addresses must go.
+static int names_wanted_address(const purge_call *call, const struct nf_conntrack *ct) {
+  const enum nf_conntrack_attr addresses[] = {ATTR_IPV4_SRC, ATTR_IPV4_DST, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV4_DST};
+  for (size_t index = 0; index < sizeof addresses / sizeof addresses[0]; index++) {
+    if (nfct_attr_is_set(ct, addresses[index]) > 0 && wanted(call, ntohl(nfct_get_attr_u32(ct, addresses[index])))) return 1;
+  }
+  return 0;
+}
+
+// FILTER_CLOSED_TCP: a TCP entry in one of the states, opened by one of the sources.
+static int is_closed_tcp_of_source(const purge_call *call, const struct nf_conntrack *ct) {
+  if (nfct_attr_is_set(ct, ATTR_L4PROTO) <= 0 || nfct_get_attr_u8(ct, ATTR_L4PROTO) != IPPROTO_TCP) return 0;
+  if (nfct_attr_is_set(ct, ATTR_TCP_STATE) <= 0) return 0;
+  uint8_t state = nfct_get_attr_u8(ct, ATTR_TCP_STATE);
+  if (state >= 32 || (call->tcp_states & ((uint32_t)1 << state)) == 0) return 0;
+  return nfct_attr_is_set(ct, ATTR_IPV4_SRC) > 0 && contains(call->sources, call->source_count, ntohl(nfct_get_attr_u32(ct, ATTR_IPV4_SRC)));
+}
+
 static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, void *data) {
   (void)type;
   purge_call *call = data;
   if (nfct_get_attr_u8(ct, ATTR_L3PROTO) != AF_INET) return NFCT_CB_CONTINUE;
   call->scanned += 1;
-  const enum nf_conntrack_attr addresses[] = {ATTR_IPV4_SRC, ATTR_IPV4_DST, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV4_DST};
-  int match = 0;
-  for (size_t index = 0; index < sizeof addresses / sizeof addresses[0] && !match; index++) {
-    if (nfct_attr_is_set(ct, addresses[index]) > 0) match = wanted(call, ntohl(nfct_get_attr_u32(ct, addresses[index])));
-  }
+  int match = call->kind == FILTER_CLOSED_TCP ? is_closed_tcp_of_source(call, ct) : names_wanted_address(call, ct);
   if (!match) return NFCT_CB_CONTINUE;
   if (call->victim_count == call->victim_capacity) {
     size_t capacity = call->victim_capacity == 0 ? 64 : call->victim_capacity * 2;
@@ -105,6 +139,56 @@ static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, vo
   // Stolen: the library leaves the object to us, to delete once the dump is over.
   call->victims[call->victim_count++] = ct;
   return NFCT_CB_STOLEN;
+}
+
+// Room for one delete request or its answer: an entry's attributes are a few hundred bytes, and
+// the kernel's error answer quotes the request.
+#define MESSAGE_BYTES 8192
+
+// Delete `ct` only if the table still holds the very entry the dump saw: the request carries its
+// id (CTA_ID), which the kernel compares (ENOENT when another entry took the tuple meanwhile,
+// such as a client's new connection on the same ports). nfct_query(NFCT_Q_DESTROY) sends the
+// tuple alone (checked with libnetfilter_conntrack 1.0.9), so the request is built here and sent
+// on the handle's socket, idle between requests. 0, or -1 with errno.
+static int destroy_same_entry(struct nfct_handle *handle, const struct nf_conntrack *ct, uint32_t seq) {
+  static _Thread_local union {
+    char bytes[MESSAGE_BYTES];
+    struct nlmsghdr header;
+  } request, answer;
+  memset(&request, 0, NLMSG_LENGTH(sizeof(struct nfgenmsg)));
+  struct nlmsghdr *message = &request.header;
+  message->nlmsg_len = NLMSG_LENGTH(sizeof(struct nfgenmsg));
+  message->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+  message->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  message->nlmsg_seq = seq;
+  struct nfgenmsg *family = NLMSG_DATA(message);
+  family->nfgen_family = AF_INET;
+  family->version = NFNETLINK_V0;
+  if (nfct_nlmsg_build(message, ct) < 0) return -1;
+  if (nfct_attr_is_set(ct, ATTR_ID) <= 0 || NLMSG_ALIGN(message->nlmsg_len) + NLA_HDRLEN + sizeof(uint32_t) > MESSAGE_BYTES) {
+    errno = EINVAL;
+    return -1;
+  }
+  struct nlattr *id = (struct nlattr *)(request.bytes + NLMSG_ALIGN(message->nlmsg_len));
+  id->nla_type = CTA_ID;
+  id->nla_len = NLA_HDRLEN + sizeof(uint32_t);
+  uint32_t value = htonl(nfct_get_attr_u32(ct, ATTR_ID));
+  memcpy((char *)id + NLA_HDRLEN, &value, sizeof value);
+  message->nlmsg_len = NLMSG_ALIGN(message->nlmsg_len) + id->nla_len;
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  int fd = nfct_fd(handle);
+  if (sendto(fd, message, message->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -1;
+  for (;;) {
+    ssize_t length = recv(fd, answer.bytes, sizeof answer.bytes, 0);
+    if (length < 0) return -1;
+    for (struct nlmsghdr *reply = &answer.header; NLMSG_OK(reply, (size_t)length); reply = NLMSG_NEXT(reply, length)) {
+      if (reply->nlmsg_seq != seq || reply->nlmsg_type != NLMSG_ERROR) continue;
+      const struct nlmsgerr *outcome = NLMSG_DATA(reply);
+      if (outcome->error == 0) return 0;
+      errno = -outcome->error;
+      return -1;
+    }
+  }
 }
 
 static void execute(napi_env env, void *data) {
@@ -129,7 +213,9 @@ static void execute(napi_env env, void *data) {
   nfct_callback_unregister(handle);
   // Entries the dump matched go even when it failed part way: the caller retries the rest.
   for (size_t index = 0; index < call->victim_count; index++) {
-    if (nfct_query(handle, NFCT_Q_DESTROY, call->victims[index]) == 0) call->deleted += 1;
+    int done = call->kind == FILTER_CLOSED_TCP ? destroy_same_entry(handle, call->victims[index], (uint32_t)index + 1)
+                                               : nfct_query(handle, NFCT_Q_DESTROY, call->victims[index]);
+    if (done == 0) call->deleted += 1;
     else if (errno != ENOENT && call->error == 0) {
       call->error = errno;
       call->phase = "delete";
@@ -145,6 +231,7 @@ static void free_call(napi_env env, purge_call *call) {
   free(call->victims);
   free(call->exact);
   free(call->keep);
+  free(call->sources);
   free(call);
 }
 
@@ -199,6 +286,19 @@ static int copy_addresses(napi_env env, napi_value value, const char *what, uint
   return 1;
 }
 
+// Queue `call` on libuv's thread pool; frees it and throws when it cannot.
+static napi_value queue_call(napi_env env, purge_call *call, napi_value callback) {
+  napi_value name;
+  if (napi_create_reference(env, callback, 1, &call->callback) != napi_ok ||
+      napi_create_string_utf8(env, ADDON_NAME, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, complete, call, &call->work) != napi_ok ||
+      napi_queue_async_work(env, call->work) != napi_ok) {
+    free_call(env, call);
+    return throw_errno(env, EIO, ADDON_NAME ": cannot queue the call");
+  }
+  return NULL;
+}
+
 static napi_value purge(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!get_args(env, info, 5, argv)) return NULL;
@@ -220,23 +320,42 @@ static napi_value purge(napi_env env, napi_callback_info info) {
     free_call(env, call);
     return NULL;
   }
+  call->kind = FILTER_ADDRESSES;
   call->sweep = prefix >= 0;
   call->sweep_mask = prefix <= 0 ? 0 : ~(uint32_t)0 << (32 - prefix);
   call->sweep_network = network & call->sweep_mask;
-  napi_value name;
-  if (napi_create_reference(env, argv[4], 1, &call->callback) != napi_ok ||
-      napi_create_string_utf8(env, ADDON_NAME, NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, execute, complete, call, &call->work) != napi_ok ||
-      napi_queue_async_work(env, call->work) != napi_ok) {
-    free_call(env, call);
-    return throw_errno(env, EIO, ADDON_NAME ": cannot queue the call");
+  return queue_call(env, call, argv[4]);
+}
+
+static napi_value reap(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  uint32_t states = 0;
+  napi_valuetype type;
+  // Bits past TCP_CONNTRACK_MAX name no state an entry can be in: a caller's mistake.
+  if (napi_get_value_uint32(env, argv[1], &states) != napi_ok || states >= ((uint32_t)1 << TCP_CONNTRACK_MAX)) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the TCP states are a bit mask of TCP_CONNTRACK_* values below TCP_CONNTRACK_MAX");
+    return NULL;
   }
-  return NULL;
+  if (napi_typeof(env, argv[2], &type) != napi_ok || type != napi_function) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the callback must be a function");
+    return NULL;
+  }
+  purge_call *call = calloc(1, sizeof *call);
+  if (call == NULL) return throw_errno(env, ENOMEM, ADDON_NAME ": reap");
+  if (!copy_addresses(env, argv[0], "the sources", &call->sources, &call->source_count)) {
+    free_call(env, call);
+    return NULL;
+  }
+  call->kind = FILTER_CLOSED_TCP;
+  call->tcp_states = states;
+  return queue_call(env, call, argv[2]);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("purge", purge),
+      ADDON_FUNCTION("reap", reap),
   };
   if (EXPORT_FUNCTIONS(env, exports, functions) != napi_ok) return NULL;
   return exports;

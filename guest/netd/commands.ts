@@ -6,6 +6,7 @@ import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
 import type { ConntrackPort } from '../conntrack-port.js';
 import { KernelConntrack } from '../conntrack/conntrack-purge.js';
+import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption, type ReaperStatus } from '../conntrack/conntrack-reaper.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import { parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
@@ -83,6 +84,11 @@ export interface RunPorts {
   readonly services: ServicesPort;
   /** Deletes the conntrack entries of client IPs no longer served; none: never. */
   readonly conntrack?: ConntrackPort;
+  /**
+   * Deletes clients' closed TCP conntrack entries while the table is over a threshold, given the
+   * client IPs served; none: never.
+   */
+  readonly reaper?: Pick<ConntrackReaper, 'start' | 'stop' | 'status'>;
   /** Extra status (leases, service counters) for `status`. */
   status?(): unknown;
   /** Work worth doing once the agent is ready and before clients come (DHCP's warm-up). */
@@ -104,6 +110,7 @@ interface RunOptions {
   firewallAudit: string;
   clientFlowLimit: string;
   clientNewFlowRate: string;
+  conntrackReapThreshold: string;
 }
 
 /** --client-flow-limit: `auto` or a whole number of flows, 0 for none. */
@@ -114,6 +121,11 @@ function clientFlowLimit(text: string): ClientFlowLimitOption {
 /** --client-new-flow-rate: `auto` or a whole number of new flows a second, 0 for none. */
 function clientNewFlowRate(text: string): ClientNewFlowRateOption {
   return text === 'auto' ? 'auto' : integerOption('--client-new-flow-rate', text, 0, MAX_CLIENT_NEW_FLOW_RATE, 'auto or new flows per second');
+}
+
+/** --conntrack-reap-threshold: `auto` or a whole number of entries, 0 for never. */
+function conntrackReapThreshold(text: string): ReapThresholdOption {
+  return text === 'auto' ? 'auto' : integerOption('--conntrack-reap-threshold', text, 0, MAX_REAP_THRESHOLD, 'auto or a number of conntrack entries');
 }
 
 /** --firewall-audit: seconds between read-backs of the ruleset, 0 for none. */
@@ -129,6 +141,7 @@ function firewallAuditMs(text: string): number {
 /** The real ports: nftables, the DHCP server and the DNS forwarder (each can be switched off). */
 async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts> {
   const leaseSeconds = integerOption('--lease-seconds', options.leaseSeconds, 60, 31_536_000, 'whole seconds');
+  const reapThreshold = conntrackReapThreshold(options.conntrackReapThreshold);
   // First: it can fail (no nft-run addon), and then no service has been started.
   const firewall = options.firewall
     ? new NftablesFirewall(
@@ -140,6 +153,8 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
   // The firewall masquerades clients and lets established flows through: what makes a client's
   // old entries reach the next VM given its IP. Without it there is nothing of ours to purge.
   const conntrack = options.firewall ? new KernelConntrack() : undefined;
+  // Without the firewall no flow is a client's (no masquerading, no flow cap): nothing to reap.
+  const reaper = options.firewall && reapThreshold !== 0 ? new ConntrackReaper(reapThreshold, log) : undefined;
   const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds, logger: log }) : null;
   let dns: DnsForwarder | null = null;
   try {
@@ -160,6 +175,7 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
     firewall,
     services,
     ...(conntrack !== undefined && { conntrack }),
+    ...(reaper !== undefined && { reaper }),
     status: () => services.status(),
     warmUp: async () => dhcp?.warmUp(),
     close: () => services.close(),
@@ -190,7 +206,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   const control = await ControlServer.listen(options.controlSocket, async (request) => {
     if (typeof request === 'object' && request !== null && 'command' in request && request.command === 'status') {
       if (agent === undefined || !ready) throw new Error(AGENT_STARTING);
-      return { ...(await agent.status()), services: ports?.status?.() ?? null };
+      return { ...(await agent.status()), reaper: ports?.reaper?.status() ?? null, services: ports?.status?.() ?? null };
     }
     throw new Error('unknown request: the agent answers {"command":"status"}');
   });
@@ -210,6 +226,8 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
     const started = performance.now();
     await Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]);
     ready = true;
+    const served = agent;
+    ports.reaper?.start(() => served.servedClientIps());
     const status = await agent.status();
     log.info(
       { ms: Number((performance.now() - started).toFixed(1)), links: status.links.length, changes: status.counters.initialChanges },
@@ -220,6 +238,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
     const signal = await Promise.race([waitForSignal(), fatal]);
     log.info({ signal }, 'stopping');
   } finally {
+    ports?.reaper?.stop();
     agent?.stop();
     control.close();
     await ports?.close?.();
@@ -253,6 +272,12 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
         '--client-new-flow-rate <n>',
         'new flows one client may open per second, twice as many at once; past them they are dropped before the flow limit counts (0: no limit)',
       ).default('auto', 'nf_conntrack_max / 176, at least 1, at most 100'),
+    )
+    .addOption(
+      new Option(
+        '--conntrack-reap-threshold <n>',
+        "while the conntrack table holds this many entries or more, delete clients' closed TCP entries (TIME_WAIT, CLOSE) each second (0: never)",
+      ).default('auto', 'half of nf_conntrack_max'),
     )
     .action(async (options: RunOptions) => {
       await runAgent(options, ports);
@@ -299,7 +324,7 @@ function formatTable(rows: readonly (readonly string[])[]): string {
 }
 
 /** `status` for a terminal: the links (with why one is in conflict or left alone), counters, leases, DHCP, DNS. */
-export function formatStatus(status: AgentStatus & { services?: unknown }): string {
+export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | null; services?: unknown }): string {
   const links = formatTable([
     ['LINK', 'ROLE', 'ID', 'IP', 'STATE', 'NOTE'],
     ...status.links.map((l) => [l.name, l.role, l.id === null ? '-' : String(l.id), l.ip ?? '-', l.error === null ? l.state : `error: ${l.error}`, l.note ?? '']),
@@ -324,6 +349,13 @@ export function formatStatus(status: AgentStatus & { services?: unknown }): stri
   if (conntrack !== null && conntrack !== undefined && (conntrack.owed.length > 0 || conntrack.sweepOwed || conntrack.lastError !== null)) {
     const owed = [...conntrack.owed, ...(conntrack.sweepOwed ? ['every client IP not served at start'] : [])];
     text += `\nconntrack: old entries still to delete: ${owed.length === 0 ? 'none' : owed.join(', ')}${conntrack.lastError === null ? '' : `; last error: ${conntrack.lastError}`}\n`;
+  }
+  const reaper = status.reaper;
+  if (reaper !== null && reaper !== undefined) {
+    const threshold = reaper.threshold === null ? 'none (auto: nf_conntrack_max not readable yet, or 0)' : `${reaper.threshold} entries${reaper.thresholdOption === 'auto' ? ' (auto)' : ''}`;
+    const last = reaper.lastReap === null ? '' : `; last deleted ${reaper.lastReap.deleted} (${reaper.lastReap.countBefore} -> ${reaper.lastReap.countAfter})`;
+    text += `\nconntrack reaper: threshold ${threshold}; count ${reaper.count ?? '-'} at last check; ${reaper.reaped} closed client TCP entries deleted in ${reaper.reaps} reaps${last}`;
+    text += `${reaper.failures > 0 ? `; ${reaper.failures} failed` : ''}${reaper.lastError === null ? '' : `; last error: ${reaper.lastError}`}\n`;
   }
   const services = status.services as { leases?: { ifname: string; clientIp: string; state: string; hostname?: string; expires?: number }[] } | null | undefined;
   const leases = services?.leases ?? [];

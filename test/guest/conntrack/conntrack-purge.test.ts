@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type ClosedFlowFilter, IPPROTO_TCP, TCP_CONNTRACK_STATES, type TcpConntrackState, closedFlowFilter, reapMatches } from '../../../guest/conntrack/closed-flows.js';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter } from '../../../guest/conntrack/conntrack-filter.js';
 import { type ConntrackAddon, ConntrackPurger } from '../../../guest/conntrack/conntrack-purge.js';
@@ -10,6 +11,8 @@ import { type Harness, type Netns, createHarness, describeNetns } from '../../ha
 // The agent purges its own namespace's table in-process: so does this compiled fixture, entered
 // into a harness namespace. Entries come from real UDP packets sent out of a veth
 // to a peer namespace (conntrack tracks them once a ruleset uses it); /proc/net/nf_conntrack shows what is left.
+/** IANA protocol number of UDP. */
+const IPPROTO_UDP = 17;
 const FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/conntrack/fixtures/conntrack-purge.js', import.meta.url));
 
 type Outcome = { readonly result: ConntrackPurgeResult; readonly ms: number } | { readonly error: { readonly kind: string; readonly message: string } };
@@ -33,6 +36,11 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
 
   async function purge(filter: ConntrackFilter): Promise<Outcome> {
     const { stdout } = await ns.exec([process.execPath, FIXTURE, 'purge', JSON.stringify(filter)], { enter: 'nsenter', timeoutMs: 60_000 });
+    return JSON.parse(stdout) as Outcome;
+  }
+
+  async function reap(filter: ClosedFlowFilter): Promise<Outcome> {
+    const { stdout } = await ns.exec([process.execPath, FIXTURE, 'reap', JSON.stringify(filter)], { enter: 'nsenter', timeoutMs: 60_000 });
     return JSON.parse(stdout) as Outcome;
   }
 
@@ -143,6 +151,31 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     expect(outcome).toMatchObject({ error: { message: expect.stringContaining('CAP_NET_ADMIN') } });
   });
 
+  it("reaps exactly the entries reapMatches takes: served clients' TCP flows in TIME_WAIT or CLOSE", async () => {
+    // Every state conntrack(8) inserts, from two served clients, one client not served and the
+    // provider's own address, and a UDP flow of each: made with `conntrack -I`, as the kernel keeps them.
+    const states = TCP_CONNTRACK_STATES.filter((state) => state !== 'NONE' && state !== 'SYN_SENT2');
+    const sources = ['100.64.0.1', '100.64.0.2', '100.64.0.4', '192.0.2.1'];
+    const made: { protocol: number; tcpState: TcpConntrackState | null; originalSource: string; dport: number }[] = [];
+    let dport = 3000;
+    for (const originalSource of sources) {
+      for (const tcpState of [...states, null]) {
+        dport += 1;
+        const protocol = tcpState === null ? ['-p', 'udp'] : ['-p', 'tcp', '--state', tcpState];
+        await ns.exec(['conntrack', '-I', ...protocol, '-s', originalSource, '-d', '192.0.2.10', '--sport', '1000', '--dport', String(dport), '-t', '300']);
+        made.push({ protocol: tcpState === null ? IPPROTO_UDP : IPPROTO_TCP, tcpState, originalSource, dport });
+      }
+    }
+    const filter = closedFlowFilter(['100.64.0.1', '100.64.0.2']);
+    const outcome = await reap(filter);
+    const reaped = made.filter((entry) => reapMatches(filter, entry));
+    expect(reaped).toHaveLength(4);
+    expect(outcome).toMatchObject({ result: { scanned: made.length, deleted: reaped.length } });
+    const left = (await ns.exec(['conntrack', '-L'])).stdout;
+    const ports = [...left.matchAll(/^\S+\s+\d+\s+\d+\s.*?src=\S+ dst=\S+ sport=1000 dport=(\d+)/gm)].map((match) => Number(match[1])).sort();
+    expect(ports).toEqual(made.filter((entry) => !reapMatches(filter, entry)).map((entry) => entry.dport).sort());
+  });
+
   it('refuses an address that is not IPv4, saying which', async () => {
     expect(await purge({ addresses: ['100.64.0.300'], sweep: null })).toEqual({
       error: { kind: 'address', message: 'address "100.64.0.300" is not an IPv4 address like 100.64.0.1' },
@@ -154,7 +187,13 @@ describe('ConntrackPurger', () => {
   /** An addon whose calls end only when the test says so. */
   function stuckAddon(): { addon: ConntrackAddon; calls: (() => void)[] } {
     const calls: (() => void)[] = [];
-    return { addon: { purge: (_exact, _network, _prefix, _keep, callback) => void calls.push(() => callback(null, null, 3, 1, 1)) }, calls };
+    return {
+      addon: {
+        purge: (_exact, _network, _prefix, _keep, callback) => void calls.push(() => callback(null, null, 3, 1, 1)),
+        reap: (_sources, _states, callback) => void calls.push(() => callback(null, null, 3, 1, 1)),
+      },
+      calls,
+    };
   }
   const FILTER: ConntrackFilter = { addresses: ['100.64.0.1'], sweep: null };
 

@@ -20,6 +20,7 @@ interface StatusJson {
   firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number };
   flowLimits: { clientFlowLimit: number; clientNewFlowRate: number } | null;
   model: { providerLinks: { ifname: string; clientIp: string }[]; uplinks: string[] } | null;
+  reaper: { threshold: number | null; thresholdOption: string | number; count: number | null; reaps: number; reaped: number; failures: number; lastError: string | null } | null;
 }
 
 describeNetns('spectrum-netd run in a provider namespace', () => {
@@ -294,6 +295,35 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 0, clientNewFlowRate: 0 });
   });
 
+  it("deletes served clients' closed TCP entries once the table reaches --conntrack-reap-threshold (auto: half of nf_conntrack_max), and says so in status", async () => {
+    const socket = join(dir, 'control.sock');
+    const max = Number((await provider.exec(['cat', '/proc/sys/net/netfilter/nf_conntrack_max'])).stdout.trim());
+    expect((await status(socket)).reaper).toMatchObject({ threshold: Math.floor(max / 2), thresholdOption: 'auto', failures: 0, lastError: null });
+    await agent.kill('SIGTERM', 3000);
+    agent = await startAgent(provider, socket, ['--conntrack-reap-threshold', '1']);
+    // A served client's closed entry, the provider's own, and one of a client IP not served.
+    const closed = [
+      ['100.64.0.1', '5001'],
+      ['192.0.2.1', '5002'],
+      ['100.64.0.77', '5003'],
+    ] as const;
+    for (const [source, port] of closed) {
+      await provider.exec(['conntrack', '-I', '-p', 'tcp', '--state', 'TIME_WAIT', '-s', source, '-d', '192.0.2.10', '--sport', port, '--dport', '80', '-t', '100']);
+    }
+    const left = async (): Promise<string[]> => [...(await provider.exec(['conntrack', '-L', '-p', 'tcp'])).stdout.matchAll(/TIME_WAIT src=(\S+) dst=192\.0\.2\.10 sport=500\d/g)].map((match) => match[1] ?? '');
+    await eventually('the served client\'s closed entry reaped', async () => !(await left()).includes('100.64.0.1'), 5000);
+    expect((await left()).sort()).toEqual(['100.64.0.77', '192.0.2.1']);
+    const report = (await status(socket)).reaper;
+    expect(report).toMatchObject({ threshold: 1, thresholdOption: 1, failures: 0, lastError: null });
+    expect(report?.reaped).toBeGreaterThanOrEqual(1);
+    expect(report?.count).toBeGreaterThanOrEqual(2);
+    const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+    expect(text).toMatch(/^conntrack reaper: threshold 1 entries; count \d+ at last check; [1-9]\d* closed client TCP entries deleted in [1-9]\d* reaps; last deleted /m);
+    await provider.exec(['conntrack', '-D', '-p', 'tcp', '--dport', '80'], { allowFailure: true });
+    await agent.kill('SIGTERM', 3000);
+    agent = await startAgent(provider, socket);
+  });
+
   it('reads the firewall back every --firewall-audit and restores what someone else changed', async () => {
     await agent.kill('SIGTERM', 3000);
     agent = await startAgent(provider, join(dir, 'control.sock'), ['--firewall-audit', '0.3']);
@@ -442,6 +472,11 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     ['--client-new-flow-rate', '1000001'],
     ['--client-new-flow-rate', 'fast'],
     ['--client-new-flow-rate', '1e2'],
+    ['--conntrack-reap-threshold', '-1'],
+    ['--conntrack-reap-threshold', 'half'],
+    ['--conntrack-reap-threshold', '1e3'],
+    ['--conntrack-reap-threshold', '2147483648'],
+    ['--conntrack-reap-threshold', ''],
     // Names no interface can have: they would match nothing, silently.
     ['--ignore', 'eth0:1'],
     ['--ignore', 'a b'],

@@ -45,6 +45,14 @@ describe('spectrum-netd --help', () => {
     expect(parsedOptions(runCommand(), ['--client-new-flow-rate', '40'])).toMatchObject({ clientNewFlowRate: '40' });
   });
 
+  it('run: --conntrack-reap-threshold says what its default is derived from', () => {
+    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain(
+      "--conntrack-reap-threshold <n> while the conntrack table holds this many entries or more, delete clients' closed TCP entries (TIME_WAIT, CLOSE) each second (0: never) (default: half of nf_conntrack_max)",
+    );
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ conntrackReapThreshold: 'auto' });
+  });
+
   it('run: repeated options still add up, starting from nothing', () => {
     expect(parsedOptions(runCommand(), [])).toMatchObject({ ignore: [], allowPair: [], dnsUpstream: [] });
     const options = parsedOptions(runCommand(), ['--ignore', 'wlan0', '--ignore', 'eth1', '--dns-upstream', '192.0.2.53', '--dns-upstream', '[2001:db8::1]:53', '--allow-pair', '1=2']);
@@ -145,6 +153,17 @@ describe('spectrum-netd status, as text', () => {
       `\nflow limits per client: 128 conntrack entries, no new-flow rate\nfirewall: the last update failed (retrying): ${error}\n`,
     );
     expect(formatStatus(quietStatus)).not.toContain('firewall:');
+  });
+
+  it("shows the reaper's threshold, count, what it deleted and its last error; nothing without a reaper", () => {
+    const reaper = { threshold: 4096, thresholdOption: 'auto' as const, count: 5000, reaps: 3, reaped: 1200, lastReap: { deleted: 800, countBefore: 5000, countAfter: 4200, ms: 12 }, failures: 0, lastError: null };
+    expect(formatStatus({ ...quietStatus, reaper })).toContain(
+      '\nconntrack reaper: threshold 4096 entries (auto); count 5000 at last check; 1200 closed client TCP entries deleted in 3 reaps; last deleted 800 (5000 -> 4200)\n',
+    );
+    expect(formatStatus({ ...quietStatus, reaper: { ...reaper, threshold: null, count: null, reaps: 0, reaped: 0, lastReap: null, failures: 2, lastError: 'reading the conntrack table failed (ENOMEM)' } })).toContain(
+      '\nconntrack reaper: threshold none (auto: nf_conntrack_max not readable yet, or 0); count - at last check; 0 closed client TCP entries deleted in 0 reaps; 2 failed; last error: reading the conntrack table failed (ENOMEM)\n',
+    );
+    expect(formatStatus({ ...quietStatus, reaper: null })).not.toContain('reaper');
   });
 
   it('names the upstream resolvers the DNS forwarder cannot reach yet, and the error, only when there are some', () => {

@@ -1,0 +1,169 @@
+// The reaper's adapter over a fake kernel: what it reads, when it calls the addon, what it logs and
+// reports. (The real kernel: client-tcp-timeout-netns.test.ts and conntrack-purge.test.ts.)
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import type { ClosedFlowFilter } from '../../../guest/conntrack/closed-flows.js';
+import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
+import { ConntrackReaper, type ReaperKernel, parseConntrackCount } from '../../../guest/conntrack/conntrack-reaper.js';
+
+interface Line {
+  readonly level: number;
+  readonly msg: string;
+  readonly [key: string]: unknown;
+}
+
+function recordingLog(): { log: pino.Logger; lines: Line[] } {
+  const lines: Line[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const text of chunk.toString().split('\n')) if (text !== '') lines.push(JSON.parse(text) as Line);
+      done();
+    },
+  });
+  return { log: pino({ level: 'info' }, sink), lines };
+}
+
+/** A table of `count` entries whose closed client flows a reap deletes (`closed` of them). */
+class FakeTable implements ReaperKernel {
+  count: number | undefined = 0;
+  max: number | undefined = 1000;
+  closed = 0;
+  clock = 0;
+  fail: Error | null = null;
+  readonly reaps: ClosedFlowFilter[] = [];
+  readCount(): number | undefined {
+    return this.count;
+  }
+  readMax(): number | undefined {
+    return this.max;
+  }
+  async reap(filter: ClosedFlowFilter): Promise<{ scanned: number; deleted: number }> {
+    this.reaps.push(filter);
+    if (this.fail !== null) throw this.fail;
+    const deleted = this.closed;
+    this.closed = 0;
+    if (this.count !== undefined) this.count -= deleted;
+    return { scanned: (this.count ?? 0) + deleted, deleted };
+  }
+  now(): number {
+    return this.clock;
+  }
+}
+
+describe('ConntrackReaper', () => {
+  it('reaps at or over its threshold only, the closed flows of the clients served, with one info line per reap', async () => {
+    const table = new FakeTable();
+    const { log, lines } = recordingLog();
+    const reaper = new ConntrackReaper(100, log, table);
+    reaper.start(() => ['100.64.0.1', '100.64.0.2'], 3_600_000);
+    table.count = 99;
+    await reaper.tick();
+    expect(table.reaps).toEqual([]);
+    expect(reaper.status()).toMatchObject({ threshold: 100, count: 99, reaps: 0, reaped: 0 });
+    table.count = 150;
+    table.closed = 40;
+    await reaper.tick();
+    expect(table.reaps).toEqual([{ sources: ['100.64.0.1', '100.64.0.2'], tcpStates: ['TIME_WAIT', 'CLOSE'] }]);
+    expect(reaper.status()).toMatchObject({ count: 110, reaps: 1, reaped: 40, lastReap: { deleted: 40, countBefore: 150, countAfter: 110 }, failures: 0, lastError: null });
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 30, deleted: 40, countBefore: 150, countAfter: 110, threshold: 100 });
+    // Still over, but within the second: no reap.
+    table.clock = 999;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(1);
+    table.clock = 1000;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(2);
+    // That one deleted nothing (info lines only for reaps that delete): none until the count grows.
+    expect(lines).toHaveLength(1);
+    table.clock = 5000;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(2);
+    table.count = 111;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(3);
+    reaper.stop();
+  });
+
+  it('with auto, reaps at half of nf_conntrack_max as read at each check; unknown: never', async () => {
+    const table = new FakeTable();
+    const reaper = new ConntrackReaper('auto', pino({ level: 'silent' }), table);
+    reaper.start(() => ['100.64.0.1'], 3_600_000);
+    table.max = undefined;
+    table.count = 10_000;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(0);
+    expect(reaper.status()).toMatchObject({ threshold: null, thresholdOption: 'auto', count: 10_000 });
+    table.max = 1000;
+    table.count = 499;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(0);
+    table.count = 500;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(1);
+    expect(reaper.status().threshold).toBe(500);
+    reaper.stop();
+  });
+
+  it('warns at a failed reap, says why in status, and backs off; a read that fails is said once', async () => {
+    const table = new FakeTable();
+    const { log, lines } = recordingLog();
+    const reaper = new ConntrackReaper(10, log, table);
+    reaper.start(() => ['100.64.0.1'], 3_600_000);
+    table.count = 50;
+    table.fail = new ConntrackError('dump', 'reading the conntrack table failed (ENOMEM)');
+    await reaper.tick();
+    expect(reaper.status()).toMatchObject({ failures: 1, lastError: 'reading the conntrack table failed (ENOMEM)', reaps: 0 });
+    expect(lines.map((line) => line.level)).toEqual([40]);
+    table.clock = 1000;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(2);
+    // Second failure: the next waits 2 s.
+    table.clock = 2999;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(2);
+    table.fail = null;
+    table.closed = 5;
+    table.clock = 3000;
+    await reaper.tick();
+    expect(reaper.status()).toMatchObject({ failures: 2, lastError: null, reaps: 1, reaped: 5 });
+    const reading = new FakeTable();
+    reading.readCount = () => {
+      throw new Error('/proc/sys/net/netfilter/nf_conntrack_count holds "x", not a number of entries');
+    };
+    const { log: readLog, lines: readLines } = recordingLog();
+    const blind = new ConntrackReaper(10, readLog, reading);
+    await blind.tick();
+    await blind.tick();
+    expect(readLines).toHaveLength(1);
+    expect(blind.status().lastError).toMatch(/nf_conntrack_count/);
+    reading.readCount = () => 3;
+    await blind.tick();
+    expect(blind.status()).toMatchObject({ lastError: null, count: 3 });
+    reaper.stop();
+  });
+
+  it('never starts a reap while one runs', async () => {
+    const table = new FakeTable();
+    let finish: () => void = () => undefined;
+    table.reap = (filter) => {
+      table.reaps.push(filter);
+      return new Promise((resolve) => (finish = () => resolve({ scanned: 1, deleted: 1 })));
+    };
+    const reaper = new ConntrackReaper(1, pino({ level: 'silent' }), table);
+    table.count = 5;
+    const first = reaper.tick();
+    table.clock = 10_000;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(1);
+    finish();
+    await first;
+    expect(reaper.status().reaps).toBe(1);
+  });
+
+  it('reads the count file strictly', () => {
+    expect(parseConntrackCount('8191\n')).toBe(8191);
+    for (const text of ['', '-1', '0x10', '1e3', 'many']) expect(() => parseConntrackCount(text)).toThrow(/not a number of entries/);
+  });
+});
