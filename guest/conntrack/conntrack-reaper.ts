@@ -15,7 +15,7 @@ import type { ConntrackPurgeResult } from '../conntrack-port.js';
 import { readConntrackMax } from '../firewall/conntrack-max.js';
 import { type ClosedFlowFilter, closedFlowFilter } from './closed-flows.js';
 import { ConntrackPurger, loadConntrackLibrary } from './conntrack-purge.js';
-import { IDLE_REAPER, type ReaperState, autoReapThreshold, reapFinished, reapStarted, shouldReap } from './reap-decision.js';
+import { IDLE_REAPER, type ReaperState, autoReapThreshold, countSeen, reapFinished, reapStarted, shouldReap } from './reap-decision.js';
 
 export const CONNTRACK_COUNT_PATH = '/proc/sys/net/netfilter/nf_conntrack_count';
 
@@ -159,6 +159,7 @@ export class ConntrackReaper {
       this.#lastError = null;
     }
     this.#count = count ?? null;
+    if (count !== undefined) this.#state = countSeen(this.#state, count);
     const started = this.kernel.now();
     if (count === undefined || !shouldReap(this.#state, count, this.#threshold, started)) return;
     this.#state = reapStarted(this.#state, started);

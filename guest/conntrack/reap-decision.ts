@@ -30,7 +30,11 @@ export interface ReaperState {
   readonly startedMs: number | null;
   /** Failures in a row. */
   readonly failures: number;
-  /** After a reap that deleted nothing: the count it left, which the count must pass before the next. */
+  /**
+   * After a reap that deleted nothing: the least count seen since (countSeen), which the count
+   * must pass before the next; so a table that empties a little and fills again with closed
+   * flows is reaped when it grows, not only past the old high.
+   */
   readonly futileAt: number | null;
 }
 
@@ -48,6 +52,11 @@ export function shouldReap(state: ReaperState, count: number, threshold: number 
   if (threshold === null || threshold === 0 || count < threshold) return false;
   if (state.reaping || nowMs < state.notBeforeMs) return false;
   return state.futileAt === null || count > state.futileAt;
+}
+
+/** The adapter read `count`: after a futile reap, growth is measured from the lowest count since. */
+export function countSeen(state: ReaperState, count: number): ReaperState {
+  return state.futileAt !== null && count < state.futileAt ? { ...state, futileAt: count } : state;
 }
 
 export function reapStarted(state: ReaperState, nowMs: number): ReaperState {

@@ -7,6 +7,7 @@ import {
   type ReapOutcome,
   type ReaperState,
   autoReapThreshold,
+  countSeen,
   reapFinished,
   reapStarted,
   shouldReap,
@@ -92,6 +93,22 @@ describe('shouldReap', () => {
         // One that deleted something asks for no growth.
         const useful = reapFinished(reapStarted(IDLE_REAPER, 0), { ok: true, deleted: 1, countAfter: threshold + left }, 10);
         expect(shouldReap(useful, threshold, threshold, now)).toBe(true);
+      }),
+    );
+  });
+
+  it('after a futile reap, measures growth from the lowest count seen since: a dip and a refill is reaped', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: 1000 }), (threshold, left, dip) => {
+        const futile = reapFinished(reapStarted(IDLE_REAPER, 0), { ok: true, deleted: 0, countAfter: threshold + left }, 10);
+        const low = Math.max(0, threshold + left - dip);
+        const seen = countSeen(countSeen(futile, low), low + 1);
+        // Refilled to one over the low, and at the threshold: reaped, though under the old high.
+        if (low + 1 >= threshold) expect(shouldReap(seen, low + 1, threshold, 10_000)).toBe(true);
+        expect(shouldReap(seen, low, threshold, 10_000)).toBe(false);
+        // A count that only grows keeps the mark where the reap left it.
+        expect(countSeen(futile, threshold + left + 5)).toEqual(futile);
+        expect(countSeen(IDLE_REAPER, 0)).toEqual(IDLE_REAPER);
       }),
     );
   });
