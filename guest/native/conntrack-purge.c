@@ -31,8 +31,8 @@
 //       one of `sources` (Uint32Array, host byte order): closed flows of clients (see
 //       guest/conntrack/conntrack-reaper.ts, whose reapMatches is this filter's reference). The
 //       same dump as purge, the same callback. Each delete names the entry's id as dumped, so an
-//       entry that took the tuple meanwhile (a SYN reopening a closed flow makes a new one) is
-//       not deleted (ENOENT, not counted): see destroy_same_entry.
+//       entry that took the tuple meanwhile is mostly not deleted (ENOENT, not counted): see
+//       destroy_same_entry for when it is.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -145,9 +145,12 @@ static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, vo
 // the kernel's error answer quotes the request.
 #define MESSAGE_BYTES 8192
 
-// Delete `ct` only if the table still holds the very entry the dump saw: the request carries its
-// id (CTA_ID), which the kernel compares (ENOENT when another entry took the tuple meanwhile,
-// such as a client's new connection on the same ports). nfct_query(NFCT_Q_DESTROY) sends the
+// Delete `ct` only if the table still holds the entry the dump saw: the request carries its id
+// (CTA_ID), which the kernel compares (ENOENT when another entry took the tuple meanwhile). Not a
+// guarantee: the id is a hash of the entry's address, master, netns and original tuple
+// (nf_ct_get_id), and a SYN reopening a closed flow frees the old entry and allocates the new one
+// at once, most often in the same slab slot: same tuple, same id, deleted (seen on 6.18 in 3 of 5
+// reopens). The window is from the dump to this delete. nfct_query(NFCT_Q_DESTROY) sends the
 // tuple alone (checked with libnetfilter_conntrack 1.0.9), so the request is built here and sent
 // on the handle's socket, idle between requests. 0, or -1 with errno.
 static int destroy_same_entry(struct nfct_handle *handle, const struct nf_conntrack *ct, uint32_t seq) {
