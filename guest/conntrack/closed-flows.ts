@@ -18,7 +18,8 @@
  * over 95% of nf_conntrack_max, every entry gc_worker_can_early_drop accepts: any not assured,
  * and assured TCP in FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT or CLOSE (tcp_can_early_drop,
  * nf_conntrack_proto_tcp.c), whatever its source. The reaper does a part of that earlier, at its
- * threshold, so that new flows are not dropped until that pass.
+ * threshold, so that new flows are not dropped until that pass (the worker runs every 1 to 60 s,
+ * GC_SCAN_INTERVAL_MIN/MAX, spaced by the entries' mean time left).
  *
  * Why no other state: FIN_WAIT, CLOSE_WAIT and LAST_ACK are counted by the cap, so a client holds
  * no more of them than its cap allows, and they may be live: a client that shut down its sending
