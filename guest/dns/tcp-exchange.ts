@@ -49,7 +49,8 @@ export function exchangeOverTcp(
     let socket: Socket;
     try {
       // allowHalfOpen: the upstream's FIN does not make Node shut our side down (a FIN of ours
-      // would leave us the TIME_WAIT, and a socket shut down cannot be reset); 'end' below resets.
+      // would leave the conntrack entry in TIME_WAIT, and a socket shut down cannot be reset:
+      // libuv refuses, EINVAL); 'end' below resets.
       socket = open?.() ?? connect({ host: upstream.address, port: upstream.port, family: upstream.family, noDelay: true, allowHalfOpen: true });
     } catch {
       resolve(undefined);
