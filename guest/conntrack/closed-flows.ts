@@ -1,25 +1,30 @@
 /**
- * Which conntrack entries the reaper deletes, as a value, pure: clients' TCP flows already closed.
- * The native adapter (guest/native/conntrack-purge.c, `reap`) applies the same predicate in C over
- * a dump of the table; reapMatches is its reference.
+ * Which conntrack entries the reaper deletes, as a value, pure: TCP flows already closed, whoever
+ * opened them. The native adapter (guest/native/conntrack-purge.c, `reap`) applies the same
+ * predicate in C over a dump of the table; reapMatches is its reference.
  *
  * Why these: connlimit (the per-client flow cap) leaves out TCP entries in TIME_WAIT and CLOSE
  * (nf_conncount's already_closed()), and each in-window packet restarts an entry's timeout, those
  * states' too. A client that re-sends the last ACK of each closed connection keeps such entries,
- * uncounted, as long as it likes (README, Known limitations): the reaper deletes them. Both states
- * are a connection over (the client's TCP keeps its own TIME_WAIT): deleting the entry costs the
- * client nothing but a late retransmission seen as a new flow (or dropped).
+ * uncounted, as long as it likes; and each query a client sends the gateway's DNS forwarder over
+ * TCP leaves one of the provider's own (its connection upstream), which no cap counts either
+ * (README, Known limitations). The reaper deletes both kinds once the table reaches its threshold.
+ *
+ * Why it is safe, whatever the source: both states are a connection over; each end's TCP keeps
+ * its own TIME_WAIT in its socket (the provider's too), and a late packet of a deleted entry is
+ * only seen as a new flow (or dropped). The kernel does the same when its table is full: a new
+ * flow that finds no room (and no unassured entry to evict in its buckets) sets the gc worker's
+ * early_drop, and its next pass (nf_conntrack_core.c, gc_worker) kills, while the count is at or
+ * over 95% of nf_conntrack_max, every entry gc_worker_can_early_drop accepts: any not assured,
+ * and assured TCP in FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT or CLOSE (tcp_can_early_drop,
+ * nf_conntrack_proto_tcp.c), whatever its source. The reaper does a part of that earlier, at its
+ * threshold, so that new flows are not dropped until that pass (the worker runs every 1 to 60 s,
+ * GC_SCAN_INTERVAL_MIN/MAX, spaced by the entries' mean time left).
  *
  * Why no other state: FIN_WAIT, CLOSE_WAIT and LAST_ACK are counted by the cap, so a client holds
  * no more of them than its cap allows, and they may be live: a client that shut down its sending
  * side (FIN_WAIT, CLOSE_WAIT) still reads its answer, and its masquerading would be lost with the
  * entry. LAST_ACK ends in 30 s (its timeout) unless the client keeps it alive, and is counted too.
- *
- * Why the original source only: a client's flows are the ones it opened (forwarded or to the
- * gateway), whose original source is its address (masquerading changes the reply tuple). The
- * provider's own flows have its own address there (which may be in 100.64.0.0/16 when it is
- * itself a client of another provider), so the sources are the client IPs the agent serves, not
- * the whole client network.
  */
 import { ipv4Number } from './conntrack-filter.js';
 
@@ -45,10 +50,10 @@ export const REAPED_TCP_STATES: readonly TcpConntrackState[] = ['TIME_WAIT', 'CL
 /** IANA protocol number of TCP. */
 export const IPPROTO_TCP = 6;
 
-/** The entries to delete: TCP, in one of `tcpStates`, opened from one of `sources`. */
+/** The entries to delete: TCP, in one of `tcpStates`, opened from one of `sources` (null: from anywhere). */
 export interface ClosedFlowFilter {
-  /** Dotted-quad IPv4 addresses: the clients the agent serves. */
-  readonly sources: readonly string[];
+  /** Dotted-quad IPv4 original sources; null: any source (the reaper's). An empty list matches nothing. */
+  readonly sources: readonly string[] | null;
   readonly tcpStates: readonly TcpConntrackState[];
 }
 
@@ -62,14 +67,17 @@ export interface ConntrackEntryFacts {
   readonly originalSource: string;
 }
 
-/** The filter of clients' closed flows from `sources`. */
-export function closedFlowFilter(sources: readonly string[]): ClosedFlowFilter {
+/** The filter of closed flows from `sources`; null (the reaper's): from any source. */
+export function closedFlowFilter(sources: readonly string[] | null): ClosedFlowFilter {
   return { sources, tcpStates: REAPED_TCP_STATES };
 }
 
+/** What the reaper deletes: every closed TCP flow. */
+export const ANY_CLOSED_FLOW: ClosedFlowFilter = closedFlowFilter(null);
+
 /** Whether the reaper deletes `entry` under `filter`. */
 export function reapMatches(filter: ClosedFlowFilter, entry: ConntrackEntryFacts): boolean {
-  return entry.protocol === IPPROTO_TCP && entry.tcpState !== null && filter.tcpStates.includes(entry.tcpState) && filter.sources.includes(entry.originalSource);
+  return entry.protocol === IPPROTO_TCP && entry.tcpState !== null && filter.tcpStates.includes(entry.tcpState) && (filter.sources === null || filter.sources.includes(entry.originalSource));
 }
 
 /** The states as the addon takes them: bit N for the state of value N. */

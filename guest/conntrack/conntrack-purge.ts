@@ -15,8 +15,8 @@ type PurgeCallback = (error: string | null, phase: string | null, scanned: numbe
 /** The addon's interface (guest/native/conntrack-purge.c); tests give ConntrackPurger a fake. */
 export interface ConntrackAddon {
   purge(exact: Uint32Array, sweepNetwork: number, sweepPrefix: number, keep: Uint32Array, callback: PurgeCallback): void;
-  /** Delete the TCP entries in one of the states (a bit mask, closed-flows.ts) whose original source is one of `sources`. */
-  reap(sources: Uint32Array, tcpStates: number, callback: PurgeCallback): void;
+  /** Delete the TCP entries in one of the states (a bit mask, closed-flows.ts) whose original source is one of `sources` (null: any). */
+  reap(sources: Uint32Array | null, tcpStates: number, callback: PurgeCallback): void;
 }
 
 const BUILD_HINT = 'run npm run build (scripts/setup installs its build dependency, libnetfilter-conntrack-dev)';
@@ -109,13 +109,13 @@ export class ConntrackPurger {
   }
 
   /**
-   * Delete the TCP entries `filter` matches (clients' closed flows, closed-flows.ts). Resolves
-   * with what it did; rejects with a ConntrackError as purge does.
+   * Delete the TCP entries `filter` matches (closed flows, closed-flows.ts). Resolves with what it
+   * did; rejects with a ConntrackError as purge does.
    */
   async reap(filter: ClosedFlowFilter, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ConntrackPurgeResult> {
-    if (filter.sources.length === 0 || filter.tcpStates.length === 0) return { scanned: 0, deleted: 0 };
-    const sources = sourceNumbers(filter.sources);
-    if (sources === null) throw new ConntrackError('address', `a source of ${JSON.stringify(filter.sources)} is not an IPv4 address like 100.64.0.1`);
+    if (filter.sources?.length === 0 || filter.tcpStates.length === 0) return { scanned: 0, deleted: 0 };
+    const sources = filter.sources === null ? null : sourceNumbers(filter.sources);
+    if (filter.sources !== null && sources === null) throw new ConntrackError('address', `a source of ${JSON.stringify(filter.sources)} is not an IPv4 address like 100.64.0.1`);
     const states = tcpStateMask(filter.tcpStates);
     return this.#run((callback) => this.lib.reap(sources, states, callback), timeoutMs, 'reap');
   }

@@ -1,8 +1,8 @@
 /**
  * Adapter: the reaper. Once a tick (a second) it reads its network namespace's conntrack entry
  * count (/proc/sys/net/netfilter/nf_conntrack_count, a small procfs read), and while the count is
- * at or over the threshold deletes clients' closed TCP entries (closed-flows.ts says which and why)
- * through the conntrack addon, on libuv's thread pool. When to reap is reap-decision.ts.
+ * at or over the threshold deletes the closed TCP entries, whatever their source (closed-flows.ts
+ * says which and why), through the conntrack addon, on libuv's thread pool. When to reap is reap-decision.ts.
  *
  * The threshold: `auto` is half of nf_conntrack_max, read at each tick (an operator may change
  * it). That sysctl is the whole kernel's table size, read-only outside the initial namespace,
@@ -12,8 +12,8 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from '../../shared/log.js';
 import type { ConntrackPurgeResult } from '../conntrack-port.js';
-import { readConntrackMax } from '../firewall/conntrack-max.js';
-import { type ClosedFlowFilter, closedFlowFilter } from './closed-flows.js';
+import { CONNTRACK_MAX_PATH, readConntrackMax } from '../firewall/conntrack-max.js';
+import { ANY_CLOSED_FLOW, type ClosedFlowFilter } from './closed-flows.js';
 import { ConntrackPurger, loadConntrackLibrary } from './conntrack-purge.js';
 import { IDLE_REAPER, type ReaperState, autoReapThreshold, countSeen, reapFinished, reapStarted, shouldReap } from './reap-decision.js';
 
@@ -70,12 +70,17 @@ export function readConntrackCount(path = CONNTRACK_COUNT_PATH): number | undefi
   return parseConntrackCount(text, path);
 }
 
+/** nf_conntrack_max for `auto`; a failure to read it says to give a number instead. */
+export function readReapConntrackMax(path = CONNTRACK_MAX_PATH): number | undefined {
+  return readConntrackMax(path, 'give --conntrack-reap-threshold a number of entries (0: never reap)');
+}
+
 /** The kernel: the namespace's files, and the addon (its own purger: a reap never makes a purge 'busy'). */
 export function kernelReaperParts(): ReaperKernel {
   const purger = new ConntrackPurger(loadConntrackLibrary());
   return {
     readCount: () => readConntrackCount(),
-    readMax: () => readConntrackMax(),
+    readMax: () => readReapConntrackMax(),
     reap: (filter) => purger.reap(filter),
     now: () => performance.now(),
   };
@@ -97,9 +102,6 @@ export class ConntrackReaper {
   /** Whether #lastError is a read's (cleared by the next read that works). */
   #readFailed = false;
 
-  /** The client IPs the agent serves now: whose closed flows go (none until start). */
-  #sources: () => readonly string[] = () => [];
-
   constructor(
     private readonly option: ReapThresholdOption,
     private readonly log: Logger,
@@ -109,12 +111,10 @@ export class ConntrackReaper {
   }
 
   /**
-   * Check now (status then has the threshold and count) and every tickMs, deleting the closed
-   * flows of the client IPs `sources` gives then; the timer does not keep the process alive.
-   * With a threshold of 0, nothing.
+   * Check now (status then has the threshold and count) and every tickMs; the timer does not keep
+   * the process alive. With a threshold of 0, nothing.
    */
-  start(sources: () => readonly string[], tickMs = TICK_MS): void {
-    this.#sources = sources;
+  start(tickMs = TICK_MS): void {
     if (this.#timer !== undefined || this.option === 0) return;
     this.#timer = setInterval(() => void this.tick(), tickMs);
     this.#timer.unref();
@@ -164,7 +164,7 @@ export class ConntrackReaper {
     if (count === undefined || !shouldReap(this.#state, count, this.#threshold, started)) return;
     this.#state = reapStarted(this.#state, started);
     try {
-      const result = await this.kernel.reap(closedFlowFilter(this.#sources()));
+      const result = await this.kernel.reap(ANY_CLOSED_FLOW);
       // After the deletes: what the log and the decision's no-use rule read.
       let after = count - result.deleted;
       try {
@@ -181,13 +181,13 @@ export class ConntrackReaper {
       const what = { deleted: result.deleted, scanned: result.scanned, countBefore: count, countAfter: after, threshold: this.#threshold, ms: Number(ms.toFixed(1)) };
       if (result.deleted > 0) {
         this.#lastReap = { deleted: result.deleted, countBefore: count, countAfter: after, ms: what.ms };
-        this.log.info(what, "the conntrack table reached the reaper's threshold: deleted clients' closed TCP entries");
-      } else this.log.debug(what, "the conntrack table is at the reaper's threshold, but holds no closed TCP entries of clients");
+        this.log.info(what, "the conntrack table reached the reaper's threshold: deleted closed TCP entries");
+      } else this.log.debug(what, "the conntrack table is at the reaper's threshold, but holds no closed TCP entries");
     } catch (error) {
       this.#state = reapFinished(this.#state, { ok: false }, this.kernel.now());
       this.#failures += 1;
       this.#lastError = message(error);
-      this.log.warn({ err: error, count, threshold: this.#threshold, failures: this.#state.failures }, "deleting clients' closed TCP conntrack entries failed; retrying later");
+      this.log.warn({ err: error, count, threshold: this.#threshold, failures: this.#state.failures }, "deleting closed TCP conntrack entries failed; retrying later");
     }
   }
 }

@@ -1,21 +1,26 @@
 /**
- * When the reaper deletes clients' closed TCP entries (closed-flows.ts), pure: the adapter
+ * When the reaper deletes closed TCP entries (closed-flows.ts), pure: the adapter
  * (conntrack-reaper.ts) reads the table's entry count once a tick and asks shouldReap; it records
  * each reap's start and end here.
  *
  * A reap is one dump of the whole table and a delete per match: milliseconds to tens of them on a
- * large table, on libuv's thread pool. So it runs only at or over the threshold, at most once a
- * REAP_POLICY.minIntervalMs, never two at once, later and later after failures (the cause may
- * pass: the kernel short of memory), and not again after one that deleted nothing until the count
- * has grown past what it left (a table held by live flows has nothing for it: it would only dump
- * it again every second).
+ * large table, more on a huge one, on libuv's thread pool. So it runs only at or over the
+ * threshold, at most once a REAP_POLICY.minIntervalMs and after a pause at least as long as the
+ * last reap took (else one that takes longer than the interval starts again at once, keeping a
+ * pool thread, which the firewall's nft work shares, busy for good), never two at once, later and
+ * later after failures (the cause may pass: the kernel short of memory), and not again after one
+ * that deleted nothing until the count has grown past what it left (a table held by live flows
+ * has nothing for it: it would only dump it again every second).
  */
 import { type Backoff, backoffDelayMs } from '../backoff.js';
 
 export interface ReapPolicy {
-  /** Least time from the start of one reap to the start of the next. */
+  /**
+   * Least time from the start of one reap to the start of the next; and from the end of one to
+   * the start of the next, at least the time it took.
+   */
   readonly minIntervalMs: number;
-  /** The wait after consecutive failures, from the end of the last. */
+  /** The wait after consecutive failures, from the end of the last (at least the time it took). */
   readonly failureBackoff: Backoff;
 }
 
@@ -65,15 +70,17 @@ export function reapStarted(state: ReaperState, nowMs: number): ReaperState {
 
 export function reapFinished(state: ReaperState, outcome: ReapOutcome, nowMs: number, policy: ReapPolicy = REAP_POLICY): ReaperState {
   const started = state.startedMs ?? nowMs;
+  // The pool thread is left idle at least as long as the reap held it: at most half its time.
+  const rested = nowMs + Math.max(0, nowMs - started);
   if (!outcome.ok) {
-    return { reaping: false, startedMs: started, failures: state.failures + 1, futileAt: null, notBeforeMs: nowMs + backoffDelayMs(policy.failureBackoff, state.failures) };
+    return { reaping: false, startedMs: started, failures: state.failures + 1, futileAt: null, notBeforeMs: Math.max(rested, nowMs + backoffDelayMs(policy.failureBackoff, state.failures)) };
   }
   return {
     reaping: false,
     startedMs: started,
     failures: 0,
     futileAt: outcome.deleted === 0 ? outcome.countAfter : null,
-    notBeforeMs: Math.max(nowMs, started + policy.minIntervalMs),
+    notBeforeMs: Math.max(rested, started + policy.minIntervalMs),
   };
 }
 

@@ -25,7 +25,7 @@ import { cryptoRandomId } from './random-id.js';
 import { RateLimiter, type RateLimit } from './rate-limiter.js';
 import { MAX_UPSTREAMS } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
-import { exchangeOverTcp } from './tcp-exchange.js';
+import { exchangeOverTcp, resetUpstream } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
 import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
@@ -999,7 +999,9 @@ class Forwarder implements DnsForwarder {
     this.#timer = undefined;
     this.#pending.drain();
     this.#shares.clear();
-    for (const socket of [...this.#tcpClients, ...this.#tcpUpstreams]) socket.destroy();
+    for (const socket of this.#tcpClients) socket.destroy();
+    // Each in the middle of its exchange: ended with a reset, as every upstream connection is.
+    for (const socket of this.#tcpUpstreams) resetUpstream(socket);
     const closing: Promise<void>[] = [];
     const upstreamSockets = [...this.#upstreams.flatMap((link) => link.sockets), ...this.#retired];
     this.#retired.clear();

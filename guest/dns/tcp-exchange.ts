@@ -4,11 +4,35 @@ import { FrameReader, frame } from './tcp-frames.js';
 import type { Upstream } from './upstream.js';
 
 /**
+ * End a connection to an upstream with a reset (SO_LINGER 0), once its answer is read or the
+ * exchange failed: nothing is left to send or to read. A close would leave the provider a socket
+ * in TIME_WAIT for 60 s (at one per TCP query, up to the forwarder's per-client rate, enough to
+ * use up the ~28,000 local ports toward one upstream) and a conntrack entry in TIME_WAIT for
+ * 120 s that no cap counts (a small provider's whole table in seconds); after a reset there is no
+ * socket left and the entry is in CLOSE (10 s). A socket still connecting has no connection to
+ * reset (Node's resetAndDestroy would wait for one): destroyed.
+ */
+export function resetUpstream(socket: Socket): void {
+  if (socket.destroyed) return;
+  if (socket.connecting) {
+    socket.destroy();
+    return;
+  }
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    // Not a TCP handle (it throws ERR_INVALID_HANDLE_TYPE): nothing to reset.
+    socket.destroy();
+  }
+}
+
+/**
  * One query over a fresh TCP connection to `upstream`, resolving with the first response that
- * answers it, or undefined on any failure (refused, reset, timeout, bad answer). The connection
- * is ours alone, so the client's id cannot clash with anyone's and is kept. `sockets` tracks
- * open connections so the forwarder can destroy them on close. `open`: a connection made some
- * other way (through a link, say), written to at once; it throws when it cannot be made.
+ * answers it, or undefined on any failure (refused, reset, timeout, bad or cut answer). The
+ * connection is ours alone, so the client's id cannot clash with anyone's and is kept; it ends
+ * with a reset (resetUpstream) in every case. `sockets` tracks open connections so the forwarder
+ * can end them on close. `open`: a connection made some other way (through a link, say), written
+ * to at once; it throws when it cannot be made.
  */
 export function exchangeOverTcp(
   upstream: Upstream,
@@ -24,7 +48,10 @@ export function exchangeOverTcp(
     let settled = false;
     let socket: Socket;
     try {
-      socket = open?.() ?? connect({ host: upstream.address, port: upstream.port, family: upstream.family, noDelay: true });
+      // allowHalfOpen: the upstream's FIN does not make Node shut our side down (a FIN of ours
+      // would leave the conntrack entry in TIME_WAIT, and a socket shut down cannot be reset:
+      // libuv refuses, EINVAL); 'end' below resets.
+      socket = open?.() ?? connect({ host: upstream.address, port: upstream.port, family: upstream.family, noDelay: true, allowHalfOpen: true });
     } catch {
       resolve(undefined);
       return;
@@ -35,12 +62,16 @@ export function exchangeOverTcp(
       settled = true;
       clearTimeout(timer);
       sockets.delete(socket);
-      socket.destroy();
+      resetUpstream(socket);
       resolve(response);
     };
     const timer = setTimeout(() => finish(undefined), timeoutMs);
     socket.on('error', () => finish(undefined));
     socket.on('close', () => finish(undefined));
+    // The upstream closed before a whole answer (none, or a frame cut short). Handled at once, in
+    // the 'end' event: Node shuts our side down after it (nextTick) unless allowHalfOpen (a
+    // socket made by `open` may not have it), and then it could not be reset.
+    socket.on('end', () => finish(undefined));
     if (open === undefined) socket.on('connect', () => socket.write(frame(query)));
     else socket.write(frame(query));
     socket.on('data', (chunk: Buffer) => {

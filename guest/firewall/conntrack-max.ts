@@ -17,15 +17,16 @@ export function parseConntrackMax(text: string): number {
 
 /**
  * nf_conntrack_max, or undefined while the sysctl does not exist: nf_conntrack (a module on most
- * kernels) is loaded by the first rule that needs it, such as the firewall table's.
+ * kernels) is loaded by the first rule that needs it, such as the firewall table's. `remedy`: what
+ * the error tells the user to do instead (the flow limits' options by default; the reaper names its own).
  */
-export function readConntrackMax(path = CONNTRACK_MAX_PATH): number | undefined {
+export function readConntrackMax(path = CONNTRACK_MAX_PATH, remedy = 'give --client-flow-limit and --client-new-flow-rate numbers'): number | undefined {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     if (error instanceof Error && 'code' in error && error.code === 'ENOENT') return undefined;
-    throw new FirewallError('flow-limit', `cannot read ${path}: ${error instanceof Error ? error.message : String(error)}: give --client-flow-limit and --client-new-flow-rate numbers`, { cause: error });
+    throw new FirewallError('flow-limit', `cannot read ${path}: ${error instanceof Error ? error.message : String(error)}: ${remedy}`, { cause: error });
   }
   return parseConntrackMax(text);
 }

@@ -28,9 +28,9 @@
 //   reap(sources, tcpStates, callback(error, phase, scanned, matched, deleted))
 //       Deletes the TCP entries whose state is in `tcpStates` (a bit mask: bit N for the kernel's
 //       TCP_CONNTRACK_* value N, linux/netfilter/nf_conntrack_tcp.h) and whose original source is
-//       one of `sources` (Uint32Array, host byte order): closed flows of clients (see
-//       guest/conntrack/conntrack-reaper.ts, whose reapMatches is this filter's reference). The
-//       same dump as purge, the same callback. Each delete names the entry's id as dumped, so an
+//       one of `sources` (Uint32Array, host byte order), or any source when `sources` is null (the
+//       reaper's: closed flows, see guest/conntrack/closed-flows.ts, whose reapMatches is this
+//       filter's reference). The same dump as purge, the same callback. Each delete names the entry's id as dumped, so an
 //       entry that took the tuple meanwhile is mostly not deleted (ENOENT, not counted): see
 //       destroy_same_entry for when it is.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
@@ -71,7 +71,8 @@ typedef struct {
   int sweep;
   uint32_t sweep_network;
   uint32_t sweep_mask;
-  // FILTER_CLOSED_TCP: original sources (sorted), and the TCP states as a bit mask.
+  // FILTER_CLOSED_TCP: original sources (sorted; any_source: all), and the TCP states as a bit mask.
+  int any_source;
   uint32_t *sources;
   size_t source_count;
   uint32_t tcp_states;
@@ -109,12 +110,13 @@ static int names_wanted_address(const purge_call *call, const struct nf_conntrac
   return 0;
 }
 
-// FILTER_CLOSED_TCP: a TCP entry in one of the states, opened by one of the sources.
+// FILTER_CLOSED_TCP: a TCP entry in one of the states, opened by one of the sources (or any).
 static int is_closed_tcp_of_source(const purge_call *call, const struct nf_conntrack *ct) {
   if (nfct_attr_is_set(ct, ATTR_L4PROTO) <= 0 || nfct_get_attr_u8(ct, ATTR_L4PROTO) != IPPROTO_TCP) return 0;
   if (nfct_attr_is_set(ct, ATTR_TCP_STATE) <= 0) return 0;
   uint8_t state = nfct_get_attr_u8(ct, ATTR_TCP_STATE);
   if (state >= 32 || (call->tcp_states & ((uint32_t)1 << state)) == 0) return 0;
+  if (call->any_source) return 1;
   return nfct_attr_is_set(ct, ATTR_IPV4_SRC) > 0 && contains(call->sources, call->source_count, ntohl(nfct_get_attr_u32(ct, ATTR_IPV4_SRC)));
 }
 
@@ -346,7 +348,13 @@ static napi_value reap(napi_env env, napi_callback_info info) {
   }
   purge_call *call = calloc(1, sizeof *call);
   if (call == NULL) return throw_errno(env, ENOMEM, ADDON_NAME ": reap");
-  if (!copy_addresses(env, argv[0], "the sources", &call->sources, &call->source_count)) {
+  // null: any source (not an empty array, which would match none).
+  if (napi_typeof(env, argv[0], &type) != napi_ok) {
+    free_call(env, call);
+    return throw_errno(env, EIO, ADDON_NAME ": reap");
+  }
+  call->any_source = type == napi_null;
+  if (!call->any_source && !copy_addresses(env, argv[0], "the sources (or null for any)", &call->sources, &call->source_count)) {
     free_call(env, call);
     return NULL;
   }

@@ -608,11 +608,6 @@ export class NetdAgent {
     this.#retryRound += 1;
   }
 
-  /** The client IPs the provider links serve as of the last reconcile (whose closed TCP flows the reaper may delete). */
-  servedClientIps(): string[] {
-    return [...this.#servingIp.keys()];
-  }
-
   /** A copy of the view, for tests. */
   get view(): KernelView {
     return this.#view;

@@ -153,7 +153,8 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
   // The firewall masquerades clients and lets established flows through: what makes a client's
   // old entries reach the next VM given its IP. Without it there is nothing of ours to purge.
   const conntrack = options.firewall ? new KernelConntrack() : undefined;
-  // Without the firewall no flow is a client's (no masquerading, no flow cap): nothing to reap.
+  // Without the firewall there is no flow cap for closed entries to get around (and no table of
+  // ours that makes the kernel track flows): nothing to reap.
   const reaper = options.firewall && reapThreshold !== 0 ? new ConntrackReaper(reapThreshold, log) : undefined;
   const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds, logger: log }) : null;
   let dns: DnsForwarder | null = null;
@@ -226,8 +227,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
     const started = performance.now();
     await Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]);
     ready = true;
-    const served = agent;
-    ports.reaper?.start(() => served.servedClientIps());
+    ports.reaper?.start();
     const status = await agent.status();
     log.info(
       { ms: Number((performance.now() - started).toFixed(1)), links: status.links.length, changes: status.counters.initialChanges },
@@ -276,7 +276,7 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     .addOption(
       new Option(
         '--conntrack-reap-threshold <n>',
-        "while the conntrack table holds this many entries or more, delete clients' closed TCP entries (TIME_WAIT, CLOSE) each second (0: never)",
+        "while the conntrack table holds this many entries or more, delete its closed TCP entries (TIME_WAIT, CLOSE, whoever opened them) each second (0: never)",
       ).default('auto', 'half of nf_conntrack_max'),
     )
     .action(async (options: RunOptions) => {
@@ -354,7 +354,7 @@ export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | nul
   if (reaper !== null && reaper !== undefined) {
     const threshold = reaper.threshold === null ? 'none (auto: nf_conntrack_max not readable yet, or 0)' : `${reaper.threshold} entries${reaper.thresholdOption === 'auto' ? ' (auto)' : ''}`;
     const last = reaper.lastReap === null ? '' : `; last deleted ${reaper.lastReap.deleted} (${reaper.lastReap.countBefore} -> ${reaper.lastReap.countAfter})`;
-    text += `\nconntrack reaper: threshold ${threshold}; count ${reaper.count ?? '-'} at last check; ${reaper.reaped} closed client TCP entries deleted in ${reaper.reaps} reaps${last}`;
+    text += `\nconntrack reaper: threshold ${threshold}; count ${reaper.count ?? '-'} at last check; ${reaper.reaped} closed TCP entries deleted in ${reaper.reaps} reaps${last}`;
     text += `${reaper.failures > 0 ? `; ${reaper.failures} failed` : ''}${reaper.lastError === null ? '' : `; last error: ${reaper.lastError}`}\n`;
   }
   const services = status.services as { leases?: { ifname: string; clientIp: string; state: string; hostname?: string; expires?: number }[] } | null | undefined;

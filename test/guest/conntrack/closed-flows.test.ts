@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  ANY_CLOSED_FLOW,
   IPPROTO_TCP,
   REAPED_TCP_STATES,
   TCP_CONNTRACK_STATES,
@@ -16,7 +17,7 @@ const state = fc.constantFrom(...TCP_CONNTRACK_STATES);
 const protocol = fc.oneof(fc.constant(IPPROTO_TCP), fc.constantFrom(1, 17, 132), fc.nat(255));
 
 describe('reapMatches', () => {
-  it('takes exactly the TCP entries in TIME_WAIT or CLOSE whose original source is a served client', () => {
+  it('takes exactly the TCP entries in TIME_WAIT or CLOSE whose original source is one of the sources given', () => {
     fc.assert(
       fc.property(fc.uniqueArray(dotted, { maxLength: 5 }), dotted, protocol, state, (sources, originalSource, proto, tcpState) => {
         const entry = { protocol: proto, tcpState: proto === IPPROTO_TCP ? tcpState : null, originalSource };
@@ -26,11 +27,22 @@ describe('reapMatches', () => {
     );
   });
 
-  it('never takes a live or half-closed flow, nor any flow of an address not served', () => {
+  it("the reaper's filter (any source) takes every TCP entry in TIME_WAIT or CLOSE, whoever opened it, and nothing else", () => {
+    expect(ANY_CLOSED_FLOW).toEqual({ sources: null, tcpStates: ['TIME_WAIT', 'CLOSE'] });
+    fc.assert(
+      fc.property(dotted, protocol, state, (originalSource, proto, tcpState) => {
+        const entry = { protocol: proto, tcpState: proto === IPPROTO_TCP ? tcpState : null, originalSource };
+        const expected = proto === IPPROTO_TCP && (tcpState === 'TIME_WAIT' || tcpState === 'CLOSE');
+        expect(reapMatches(ANY_CLOSED_FLOW, entry)).toBe(expected);
+      }),
+    );
+  });
+
+  it('never takes a live or half-closed flow, whatever its source; an empty list of sources takes nothing', () => {
     const live = TCP_CONNTRACK_STATES.filter((each) => !REAPED_TCP_STATES.includes(each));
     expect(live).toEqual(['NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'SYN_SENT2']);
     fc.assert(
-      fc.property(fc.uniqueArray(dotted, { maxLength: 5 }), dotted, fc.constantFrom(...live), (sources, originalSource, tcpState) => {
+      fc.property(fc.option(fc.uniqueArray(dotted, { maxLength: 5 })), dotted, fc.constantFrom(...live), (sources, originalSource, tcpState) => {
         expect(reapMatches(closedFlowFilter(sources), { protocol: IPPROTO_TCP, tcpState, originalSource })).toBe(false);
       }),
     );

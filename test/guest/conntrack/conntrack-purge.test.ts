@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type ClosedFlowFilter, IPPROTO_TCP, TCP_CONNTRACK_STATES, type TcpConntrackState, closedFlowFilter, reapMatches } from '../../../guest/conntrack/closed-flows.js';
+import { ANY_CLOSED_FLOW, type ClosedFlowFilter, IPPROTO_TCP, TCP_CONNTRACK_STATES, type TcpConntrackState, closedFlowFilter, reapMatches } from '../../../guest/conntrack/closed-flows.js';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter } from '../../../guest/conntrack/conntrack-filter.js';
 import { type ConntrackAddon, ConntrackPurger } from '../../../guest/conntrack/conntrack-purge.js';
@@ -151,8 +151,8 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     expect(outcome).toMatchObject({ error: { message: expect.stringContaining('CAP_NET_ADMIN') } });
   });
 
-  it("reaps exactly the entries reapMatches takes: served clients' TCP flows in TIME_WAIT or CLOSE", async () => {
-    // Every state conntrack(8) inserts, from two served clients, one client not served and the
+  it('reaps exactly the entries reapMatches takes: TCP flows in TIME_WAIT or CLOSE, of the sources given or (null) of any', async () => {
+    // Every state conntrack(8) inserts, from two clients, another client address and the
     // provider's own address, and a UDP flow of each: made with `conntrack -I`, as the kernel keeps them.
     const states = TCP_CONNTRACK_STATES.filter((state) => state !== 'NONE' && state !== 'SYN_SENT2');
     const sources = ['100.64.0.1', '100.64.0.2', '100.64.0.4', '192.0.2.1'];
@@ -166,14 +166,24 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
         made.push({ protocol: tcpState === null ? IPPROTO_UDP : IPPROTO_TCP, tcpState, originalSource, dport });
       }
     }
-    const filter = closedFlowFilter(['100.64.0.1', '100.64.0.2']);
-    const outcome = await reap(filter);
-    const reaped = made.filter((entry) => reapMatches(filter, entry));
+    const left = async (): Promise<number[]> => {
+      const listing = (await ns.exec(['conntrack', '-L'])).stdout;
+      return [...listing.matchAll(/^\S+\s+\d+\s+\d+\s.*?src=\S+ dst=\S+ sport=1000 dport=(\d+)/gm)].map((match) => Number(match[1])).sort();
+    };
+    // Two sources first: their closed flows only.
+    const some = closedFlowFilter(['100.64.0.1', '100.64.0.2']);
+    const reaped = made.filter((entry) => reapMatches(some, entry));
     expect(reaped).toHaveLength(4);
-    expect(outcome).toMatchObject({ result: { scanned: made.length, deleted: reaped.length } });
-    const left = (await ns.exec(['conntrack', '-L'])).stdout;
-    const ports = [...left.matchAll(/^\S+\s+\d+\s+\d+\s.*?src=\S+ dst=\S+ sport=1000 dport=(\d+)/gm)].map((match) => Number(match[1])).sort();
-    expect(ports).toEqual(made.filter((entry) => !reapMatches(filter, entry)).map((entry) => entry.dport).sort());
+    expect(await reap(some)).toMatchObject({ result: { scanned: made.length, deleted: reaped.length } });
+    const afterSome = made.filter((entry) => !reapMatches(some, entry));
+    expect(await left()).toEqual(afterSome.map((entry) => entry.dport).sort());
+    // Then any source (the reaper's): the other two sources' closed flows, nothing else.
+    const rest = afterSome.filter((entry) => reapMatches(ANY_CLOSED_FLOW, entry));
+    expect(rest.map((entry) => entry.originalSource).sort()).toEqual(['100.64.0.4', '100.64.0.4', '192.0.2.1', '192.0.2.1']);
+    expect(await reap(ANY_CLOSED_FLOW)).toMatchObject({ result: { scanned: afterSome.length, deleted: rest.length } });
+    expect(await left()).toEqual(afterSome.filter((entry) => !reapMatches(ANY_CLOSED_FLOW, entry)).map((entry) => entry.dport).sort());
+    // An empty list of sources is no source, not any.
+    expect(await reap(closedFlowFilter([]))).toMatchObject({ result: { scanned: 0, deleted: 0 } });
   });
 
   it('refuses an address that is not IPv4, saying which', async () => {

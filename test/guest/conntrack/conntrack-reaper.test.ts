@@ -1,11 +1,14 @@
 // The reaper's adapter over a fake kernel: what it reads, when it calls the addon, what it logs and
 // reports. (The real kernel: client-tcp-timeout-netns.test.ts and conntrack-purge.test.ts.)
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ClosedFlowFilter } from '../../../guest/conntrack/closed-flows.js';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
-import { ConntrackReaper, type ReaperKernel, parseConntrackCount } from '../../../guest/conntrack/conntrack-reaper.js';
+import { ConntrackReaper, type ReaperKernel, parseConntrackCount, readReapConntrackMax } from '../../../guest/conntrack/conntrack-reaper.js';
 
 interface Line {
   readonly level: number;
@@ -52,11 +55,11 @@ class FakeTable implements ReaperKernel {
 }
 
 describe('ConntrackReaper', () => {
-  it('reaps at or over its threshold only, the closed flows of the clients served, with one info line per reap', async () => {
+  it('reaps at or over its threshold only, every closed TCP flow whatever its source, with one info line per reap', async () => {
     const table = new FakeTable();
     const { log, lines } = recordingLog();
     const reaper = new ConntrackReaper(100, log, table);
-    reaper.start(() => ['100.64.0.1', '100.64.0.2'], 3_600_000);
+    reaper.start(3_600_000);
     table.count = 99;
     await reaper.tick();
     expect(table.reaps).toEqual([]);
@@ -64,7 +67,7 @@ describe('ConntrackReaper', () => {
     table.count = 150;
     table.closed = 40;
     await reaper.tick();
-    expect(table.reaps).toEqual([{ sources: ['100.64.0.1', '100.64.0.2'], tcpStates: ['TIME_WAIT', 'CLOSE'] }]);
+    expect(table.reaps).toEqual([{ sources: null, tcpStates: ['TIME_WAIT', 'CLOSE'] }]);
     expect(reaper.status()).toMatchObject({ count: 110, reaps: 1, reaped: 40, lastReap: { deleted: 40, countBefore: 150, countAfter: 110 }, failures: 0, lastError: null });
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ level: 30, deleted: 40, countBefore: 150, countAfter: 110, threshold: 100 });
@@ -89,7 +92,7 @@ describe('ConntrackReaper', () => {
   it('with auto, reaps at half of nf_conntrack_max as read at each check; unknown: never', async () => {
     const table = new FakeTable();
     const reaper = new ConntrackReaper('auto', pino({ level: 'silent' }), table);
-    reaper.start(() => ['100.64.0.1'], 3_600_000);
+    reaper.start(3_600_000);
     table.max = undefined;
     table.count = 10_000;
     await reaper.tick();
@@ -110,7 +113,7 @@ describe('ConntrackReaper', () => {
     const table = new FakeTable();
     const { log, lines } = recordingLog();
     const reaper = new ConntrackReaper(10, log, table);
-    reaper.start(() => ['100.64.0.1'], 3_600_000);
+    reaper.start(3_600_000);
     table.count = 50;
     table.fail = new ConntrackError('dump', 'reading the conntrack table failed (ENOMEM)');
     await reaper.tick();
@@ -160,6 +163,24 @@ describe('ConntrackReaper', () => {
     finish();
     await first;
     expect(reaper.status().reaps).toBe(1);
+  });
+
+  it("says to give --conntrack-reap-threshold a number when nf_conntrack_max cannot be read (not the flow limits' options)", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'snt-reapmax-'));
+    try {
+      expect(readReapConntrackMax(join(dir, 'absent'))).toBeUndefined();
+      // A directory: unreadable as a file.
+      let message = '';
+      try {
+        readReapConntrackMax(dir);
+      } catch (error) {
+        message = error instanceof Error ? error.message : String(error);
+      }
+      expect(message).toMatch(/^cannot read .*: give --conntrack-reap-threshold a number of entries \(0: never reap\)$/);
+      expect(message).not.toMatch(/--client-flow-limit|--client-new-flow-rate/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('reads the count file strictly', () => {

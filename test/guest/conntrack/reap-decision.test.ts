@@ -51,12 +51,28 @@ describe('shouldReap', () => {
     );
   });
 
-  it('starts reaps at least a second apart', () => {
+  it('starts reaps at least a second apart, and after a pause at least as long as the last reap took', () => {
     fc.assert(
-      fc.property(fc.nat(10_000), fc.nat(2000), fc.nat(1000), fc.nat(1000), (start, duration, deleted, wait) => {
+      fc.property(fc.nat(10_000), fc.nat(5000), fc.nat(1000), fc.nat(6000), (start, duration, deleted, wait) => {
         const done = reapFinished(reapStarted(IDLE_REAPER, start), { ok: true, deleted: deleted + 1, countAfter: 10 }, start + duration);
         const at = start + duration + wait;
-        expect(shouldReap(done, 1_000_000, 1, at)).toBe(at - start >= REAP_POLICY.minIntervalMs);
+        expect(shouldReap(done, 1_000_000, 1, at)).toBe(at - start >= REAP_POLICY.minIntervalMs && wait >= duration);
+      }),
+    );
+    // A reap of 3 s: not again at once (start-to-start alone would allow it), but 3 s after its end.
+    const slow = reapFinished(reapStarted(IDLE_REAPER, 0), { ok: true, deleted: 1, countAfter: 10 }, 3000);
+    expect(shouldReap(slow, 100, 1, 3000)).toBe(false);
+    expect(shouldReap(slow, 100, 1, 5999)).toBe(false);
+    expect(shouldReap(slow, 100, 1, 6000)).toBe(true);
+  });
+
+  it('after a failed reap waits the back-off, and at least as long as the reap took', () => {
+    fc.assert(
+      fc.property(history, fc.nat(20_000), fc.nat(70_000), ({ state, now }, duration, wait) => {
+        const failed = reapFinished(reapStarted(state, now), { ok: false }, now + duration);
+        const at = now + duration + wait;
+        const backoff = backoffDelayMs(REAP_POLICY.failureBackoff, state.failures);
+        expect(shouldReap(failed, 1_000_000, 1, at)).toBe(wait >= Math.max(backoff, duration));
       }),
     );
   });

@@ -78,9 +78,19 @@ describeNetns("DNS forwarder's link to its upstream provider, bound by index", (
     await harness?.cleanup();
   });
 
-  it('reaches the upstream provider through the link, over UDP and TCP', async () => {
+  it('reaches the upstream provider through the link, over UDP and TCP, and leaves no socket in TIME_WAIT', async () => {
     expect(await ask(false)).toBe('192.0.2.80');
     expect(await ask(true)).toBe('192.0.2.80');
+    // The TCP query's connection upstream ends with a reset once answered: no socket left (a close
+    // would leave ours in TIME_WAIT, a minute).
+    const states = async (): Promise<string[]> =>
+      (await provider.exec(['ss', '-Htan', 'src', OWN_IP, 'dst', `${GATEWAY}:53`])).stdout
+        .split('\n')
+        .filter((line) => line.trim() !== '')
+        .map((line) => line.trim().split(/\s+/)[0] ?? '');
+    let left: string[] = [];
+    await eventually('the upstream connection over', async () => (left = await states()).every((state) => state === 'TIME-WAIT'));
+    expect(left).toEqual([]);
     expect((await forwarder.counters())['upstreams']).toEqual([`${GATEWAY}:53 via up0 from ${OWN_IP}`]);
   });
 

@@ -344,6 +344,34 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     expect(await forwarder.counter('tcpQueries')).toBe(before + 1);
   });
 
+  it('ends each upstream TCP connection with a reset once the answer is read: no TIME_WAIT socket on the provider, its conntrack entry in CLOSE', async () => {
+    // Conntrack tracks the provider's flows while a table of ours uses it.
+    const table = `${harness.prefix.replace(/-/g, '_')}track`;
+    await net.provider.exec(['nft', '-f', '-'], { input: `table ip ${table} {\n chain out { type filter hook output priority 0; ct state new counter; }\n}\n` });
+    try {
+      await net.provider.exec(['conntrack', '-D', '-p', 'tcp', '-d', UPSTREAM_A, '--dport', '53'], { allowFailure: true });
+      const answered = await forwarder.counter('answered');
+      // An answer of several segments over TCP, read whole before the reset.
+      const output = await dig(['+tcp', 'big.test.example', 'TXT']);
+      expect(output.match(new RegExp(`"${BIG_TXT_CHUNK}"`, 'g')) ?? []).toHaveLength(BIG_TXT_CHUNKS);
+      expect(await forwarder.counter('answered')).toBe(answered + 1);
+      // The forwarder's connection upstream, once over: CLOSE after a reset, TIME_WAIT after FINs.
+      const states = async (): Promise<string[]> =>
+        [...(await net.provider.exec(['conntrack', '-L', '-p', 'tcp', '-d', UPSTREAM_A, '--dport', '53'])).stdout.matchAll(/^tcp\s+6\s+\d+\s+(\S+)\s/gm)].map((match) => match[1] ?? '');
+      let seen: string[] = [];
+      await eventually('the upstream connection over', async () => {
+        seen = await states();
+        return seen.length === 1 && (seen[0] === 'CLOSE' || seen[0] === 'TIME_WAIT');
+      });
+      expect(seen).toEqual(['CLOSE']);
+      // No socket of the provider's left toward the upstream's port 53, in TIME_WAIT or any state.
+      expect((await net.provider.exec(['ss', '-Htan', 'state', 'time-wait', 'dst', `${UPSTREAM_A}:53`])).stdout.trim()).toBe('');
+      expect((await net.provider.exec(['ss', '-Htan', 'dst', `${UPSTREAM_A}:53`])).stdout.trim()).toBe('');
+    } finally {
+      await net.provider.exec(['nft', 'delete', 'table', 'ip', table]);
+    }
+  });
+
   it('answers malformed queries with FORMERR/NOTIMP/REFUSED, drops junk, and survives fuzzing', async () => {
     const pointerName = `${query('www.test.example', 9).slice(0, 24)}c00c00000100 01`.replace(/ /g, '');
     const packets = [

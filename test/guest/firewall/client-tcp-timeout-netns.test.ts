@@ -3,7 +3,8 @@
 // TIME_WAIT entry of at most 10 s, where the kernel's 120 s would let a client hold 100 a second x
 // 130 s entries the flow cap does not count; the provider's own connections keep the kernel's
 // timeouts; a client that keeps its closed entries alive by re-sending ACKs has them deleted by
-// the agent's reaper, after which its ACKs are new flows the cap bounds; the audit finds the live table (the policy as nft lists it) unchanged and repairs an
+// the agent's reaper (which deletes the provider's own closed entries too, and no live flow),
+// after which its ACKs are new flows the cap bounds; the audit finds the live table (the policy as nft lists it) unchanged and repairs an
 // operator's edit of the policy or its rules. Entries are read with conntrack(8).
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +29,8 @@ interface ReaperLine {
 
 const INTERNET_PORT = 7500;
 const PAIR_PORT = 7501;
+/** Where the reaper test sends UDP datagrams (nobody listens: the entries stay unreplied). */
+const UDP_PORT = 7600;
 /** DNS over TCP on the gateway: the one TCP service clients reach on the provider. */
 const DNS_PORT = 53;
 /** More than any TIME_WAIT of a client's (10 s), well under the kernel's 120 s. */
@@ -192,11 +195,11 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
 
   /**
    * Run `body` while the agent's reaper (the real ConntrackReaper, in a fixture process in the
-   * provider's namespace) reaps the closed flows of `sources` over `threshold` entries; its log
-   * lines are in `lines`.
+   * provider's namespace) reaps the closed TCP flows over `threshold` entries; its log lines are
+   * in `lines`.
    */
-  async function withReaper(threshold: number, sources: readonly string[], body: (reaper: { lines: ReaperLine[] }) => Promise<void>): Promise<void> {
-    const process_ = provider.spawn([process.execPath, REAPER_FIXTURE, 'reaper', String(threshold), JSON.stringify(sources)], { enter: 'nsenter' });
+  async function withReaper(threshold: number, body: (reaper: { lines: ReaperLine[] }) => Promise<void>): Promise<void> {
+    const process_ = provider.spawn([process.execPath, REAPER_FIXTURE, 'reaper', String(threshold)], { enter: 'nsenter' });
     const reaper = {
       get lines(): ReaperLine[] {
         return process_.stderr.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as ReaperLine);
@@ -276,7 +279,7 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
         const port = Number((await hostile.waitForOutput(/^closed (\d+)$/m))[1]);
         const ours = async (): Promise<TcpEntry[]> => (await tcpEntries(provider)).filter((each) => each.src === a.ip && each.sport === port);
         await eventually('the entry in TIME_WAIT', async () => (await ours()).some((each) => each.state === 'TIME_WAIT'));
-        await withReaper(1, [a.ip, b.ip], async (reaper) => {
+        await withReaper(1, async (reaper) => {
           await eventually('the entry deleted', async () => (await ours()).length === 0, 10_000);
           // Two more ACKs: each is picked up as a new flow, forwarded, and the server's RST to it
           // (no socket there any more) ends it at once (an entry whose only reply is a RST goes).
@@ -308,7 +311,7 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
         // Without the reaper: all of them, more than the cap, none counted by it.
         await eventually('all closed entries kept alive', async () => closed(await ours()) === connections, 15_000);
         const dropsBefore = (await firewallCounters({ netns: provider.name, ...capped })).flowLimitDrops;
-        await withReaper(1, [a.ip, b.ip], async () => {
+        await withReaper(1, async () => {
           await eventually('no closed entry left', async () => closed(await ours()) === 0, 15_000);
           const sent = (): number => Number(/sent (\d+)\n(?![\s\S]*sent)/.exec(hostile.stdout)?.[1] ?? 0);
           const from = sent();
@@ -332,23 +335,35 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
       }
     });
 
-    it("leaves a client's established flow and the provider's own TIME_WAIT alone", { timeout: 60_000 }, async () => {
-      const { held, entry } = await heldConnection(a.ns, a.ip, provider);
+    it("deletes the provider's own closed entries too, and leaves established flows (a client's, the provider's) and UDP alone", { timeout: 60_000 }, async () => {
+      const client = await heldConnection(a.ns, a.ip, provider);
+      const own = await heldConnection(provider, PROVIDER_UPLINK_IP, provider);
       try {
-        expect(entry?.state).toBe('ESTABLISHED');
-        const own = await closedEntry(provider, PROVIDER_UPLINK_IP, INTERNET_IP, INTERNET_PORT);
-        const clients = await closedEntry(b.ns, b.ip, INTERNET_IP, INTERNET_PORT);
+        expect(client.entry?.state).toBe('ESTABLISHED');
+        expect(own.entry?.state).toBe('ESTABLISHED');
+        const ownClosed = await closedEntry(provider, PROVIDER_UPLINK_IP, INTERNET_IP, INTERNET_PORT);
+        const clientsClosed = await closedEntry(b.ns, b.ip, INTERNET_IP, INTERNET_PORT);
+        // A UDP flow of a client's and one of the provider's (unanswered: entries of 30 s).
+        for (const [ns, port] of [
+          [a.ns, UDP_PORT],
+          [provider, UDP_PORT + 1],
+        ] as const) {
+          await ns.exec(['python3', '-c', `import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("${INTERNET_IP}", ${port}))`]);
+        }
         const present = async (wanted: TcpEntry): Promise<TcpEntry | undefined> =>
           (await tcpEntries(provider)).find((each) => each.src === wanted.src && each.sport === wanted.sport && each.dport === wanted.dport);
-        await withReaper(1, [a.ip, b.ip], async () => {
-          // The client's closed flow goes: a reap has run.
-          // Well within its 10 s of TIME_WAIT.
-          await eventually("the client's closed entry reaped", async () => (await present(clients)) === undefined, 5000);
+        await withReaper(1, async () => {
+          // The provider's own closed entry (120 s of TIME_WAIT, the kernel's) goes like the client's (10 s).
+          await eventually('both closed entries reaped', async () => (await present(ownClosed)) === undefined && (await present(clientsClosed)) === undefined, 5000);
         });
-        expect((await present(entry ?? own))?.state).toBe('ESTABLISHED');
-        expect((await present(own))?.state).toBe('TIME_WAIT');
+        expect((await present(client.entry ?? ownClosed))?.state).toBe('ESTABLISHED');
+        expect((await present(own.entry ?? ownClosed))?.state).toBe('ESTABLISHED');
+        const udp = (await provider.exec(['conntrack', '-L', '-p', 'udp'])).stdout;
+        const udpFlows = [...udp.matchAll(/^udp\s+17\s+\d+\s+src=(\S+) dst=\S+ sport=\d+ dport=(\d+)/gm)].map((match) => `${match[1]}:${match[2]}`);
+        expect(udpFlows).toEqual(expect.arrayContaining([`${a.ip}:${UDP_PORT}`, `${PROVIDER_UPLINK_IP}:${UDP_PORT + 1}`]));
       } finally {
-        await held.kill('SIGKILL', 0);
+        await client.held.kill('SIGKILL', 0);
+        await own.held.kill('SIGKILL', 0);
       }
     });
   });

@@ -295,31 +295,34 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 0, clientNewFlowRate: 0 });
   });
 
-  it("deletes served clients' closed TCP entries once the table reaches --conntrack-reap-threshold (auto: half of nf_conntrack_max), and says so in status", async () => {
+  it("deletes closed TCP entries, the provider's own too, once the table reaches --conntrack-reap-threshold (auto: half of nf_conntrack_max), and says so in status", async () => {
     const socket = join(dir, 'control.sock');
     const max = Number((await provider.exec(['cat', '/proc/sys/net/netfilter/nf_conntrack_max'])).stdout.trim());
     expect((await status(socket)).reaper).toMatchObject({ threshold: Math.floor(max / 2), thresholdOption: 'auto', failures: 0, lastError: null });
     await agent.kill('SIGTERM', 3000);
     agent = await startAgent(provider, socket, ['--conntrack-reap-threshold', '1']);
-    // A served client's closed entry, the provider's own, and one of a client IP not served.
-    const closed = [
-      ['100.64.0.1', '5001'],
-      ['192.0.2.1', '5002'],
-      ['100.64.0.77', '5003'],
-    ] as const;
-    for (const [source, port] of closed) {
-      await provider.exec(['conntrack', '-I', '-p', 'tcp', '--state', 'TIME_WAIT', '-s', source, '-d', '192.0.2.10', '--sport', port, '--dport', '80', '-t', '100']);
+    // A served client's closed entry, the provider's own, and one of a client IP not served: all
+    // go. An established TCP entry and a UDP one of each stay.
+    const sources = ['100.64.0.1', '192.0.2.1', '100.64.0.77'];
+    for (const [index, source] of sources.entries()) {
+      await provider.exec(['conntrack', '-I', '-p', 'tcp', '--state', 'TIME_WAIT', '-s', source, '-d', '192.0.2.10', '--sport', `500${index}`, '--dport', '80', '-t', '100']);
+      await provider.exec(['conntrack', '-I', '-p', 'tcp', '--state', 'ESTABLISHED', '-s', source, '-d', '192.0.2.10', '--sport', `501${index}`, '--dport', '80', '-t', '100']);
+      await provider.exec(['conntrack', '-I', '-p', 'udp', '-s', source, '-d', '192.0.2.10', '--sport', `502${index}`, '--dport', '80', '-t', '100']);
     }
-    const left = async (): Promise<string[]> => [...(await provider.exec(['conntrack', '-L', '-p', 'tcp'])).stdout.matchAll(/TIME_WAIT src=(\S+) dst=192\.0\.2\.10 sport=500\d/g)].map((match) => match[1] ?? '');
-    await eventually('the served client\'s closed entry reaped', async () => !(await left()).includes('100.64.0.1'), 5000);
-    expect((await left()).sort()).toEqual(['100.64.0.77', '192.0.2.1']);
+    const left = async (): Promise<string[]> =>
+      [...(await provider.exec(['conntrack', '-L'])).stdout.matchAll(/^(tcp|udp)\s+\d+\s+\d+ (?:(\S+) )?src=(\S+) dst=192\.0\.2\.10 sport=50\d\d/gm)]
+        .map((match) => `${match[1]} ${match[2] ?? '-'} ${match[3]}`)
+        .sort();
+    await eventually('the closed entries reaped', async () => !(await left()).some((line) => line.includes('TIME_WAIT')), 5000);
+    expect(await left()).toEqual(sources.flatMap((source) => [`tcp ESTABLISHED ${source}`, `udp - ${source}`]).sort());
     const report = (await status(socket)).reaper;
     expect(report).toMatchObject({ threshold: 1, thresholdOption: 1, failures: 0, lastError: null });
     expect(report?.reaped).toBeGreaterThanOrEqual(1);
     expect(report?.count).toBeGreaterThanOrEqual(2);
     const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
-    expect(text).toMatch(/^conntrack reaper: threshold 1 entries; count \d+ at last check; [1-9]\d* closed client TCP entries deleted in [1-9]\d* reaps; last deleted /m);
+    expect(text).toMatch(/^conntrack reaper: threshold 1 entries; count \d+ at last check; [1-9]\d* closed TCP entries deleted in [1-9]\d* reaps; last deleted /m);
     await provider.exec(['conntrack', '-D', '-p', 'tcp', '--dport', '80'], { allowFailure: true });
+    await provider.exec(['conntrack', '-D', '-p', 'udp', '--dport', '80'], { allowFailure: true });
     await agent.kill('SIGTERM', 3000);
     agent = await startAgent(provider, socket);
   });
