@@ -6,8 +6,8 @@ import type { Upstream } from './upstream.js';
 /**
  * End a connection to an upstream with a reset (SO_LINGER 0), once its answer is read or the
  * exchange failed: nothing is left to send or to read. A close would leave the provider a socket
- * in TIME_WAIT for 60 s (at one per TCP query, up to the forwarder's per-client rate, enough to
- * use up the ~28,000 local ports toward one upstream) and a conntrack entry in TIME_WAIT for
+ * in TIME_WAIT for 60 s (one per TCP query: a few clients at the forwarder's per-client rate,
+ * 200 a second, use up the ~28,000 local ports toward one upstream) and a conntrack entry in TIME_WAIT for
  * 120 s that no cap counts (a small provider's whole table in seconds); after a reset there is no
  * socket left and the entry is in CLOSE (10 s). A socket still connecting has no connection to
  * reset (Node's resetAndDestroy would wait for one): destroyed.

@@ -1,0 +1,39 @@
+// How each upstream TCP exchange of the forwarder ends, seen from the upstream: a reset in every
+// case (answer read whole over several segments, upstream's FIN, a cut frame, timeout, the
+// forwarder closing), for connections made by connect() and by `open` alike, no socket left tracked.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
+import { compiled } from './dns-topology.js';
+
+describeNetns('upstream TCP exchanges of the DNS forwarder', () => {
+  let harness: Harness;
+  let report: Record<string, Record<string, unknown>>;
+
+  beforeAll(async () => {
+    const [fixture = ''] = compiled(['test/guest/dns/fixtures/tcp-exchange', 'guest/dns/tcp-exchange']);
+    harness = createHarness('tcpx');
+    const ns = await harness.namespace('exchange');
+    const { stdout } = await ns.exec([process.execPath, fixture], { timeoutMs: 20_000 });
+    report = JSON.parse(stdout) as typeof report;
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  it('reads an answer sent in several segments whole, then resets', () => {
+    expect(report['answerInPieces']).toEqual({ response: 'answer', upstreamSaw: 'reset', socketsLeft: 0 });
+    expect(report['openAnswerInPieces']).toEqual({ response: 'answer', upstreamSaw: 'reset', socketsLeft: 0 });
+  });
+
+  it('answers nothing and resets (no FIN of ours) when the upstream closes first, with or without a cut frame, whoever made the socket', () => {
+    for (const name of ['finWithoutAnswer', 'cutFrame', 'openFinWithoutAnswer', 'openCutFrame']) {
+      expect({ name, ...report[name] }).toEqual({ name, response: null, upstreamSaw: 'reset', socketsLeft: 0 });
+    }
+  });
+
+  it('resets at its timeout and when the forwarder closes midway', () => {
+    expect(report['timeout']).toEqual({ response: null, upstreamSaw: 'reset', socketsLeft: 0 });
+    expect(report['closing']).toEqual({ response: null, upstreamSaw: 'reset', socketsLeft: 0 });
+  });
+});
