@@ -1,8 +1,9 @@
 /**
  * Adapter: deletes conntrack entries in the caller's own network namespace through
- * libnetfilter_conntrack (guest/native/conntrack-purge.c): one dump of the IPv4 table (a reap of any
- * source: of IPv4 and IPv6), then one delete per matching entry, on libuv's thread pool. No process per purge (a purge sits between a
- * link's removal and the next client's routes), and one pass serves any number of addresses.
+ * libnetfilter_conntrack (guest/native/conntrack-purge.c): one dump of the IPv4 table (a reap of
+ * any source: of IPv4 and IPv6), then one delete per matching entry, on libuv's thread pool. No
+ * process per purge (a purge sits between a link's removal and the next client's routes), and one
+ * pass serves any number of addresses.
  */
 import { loadNativeAddon } from '../../shared/native-addon.js';
 import type { ConntrackPort, ConntrackPurgeResult } from '../conntrack-port.js';

@@ -7,9 +7,9 @@
 //
 // How: the kernel cannot delete by address (a filtered flush takes a mark, a status or a zone,
 // not a tuple), so, as `conntrack -D -s IP` does, one dump of the IPv4 table (the family is
-// filtered in the kernel; the reaper's reap reads IPv6 too), the matching entries kept, then one delete each. One dump serves any
-// number of addresses: each entry's four addresses (original and reply, source and destination)
-// are looked up in sorted arrays. An entry deleted meanwhile by someone else (ENOENT) is no error.
+// filtered in the kernel; the reaper's reap reads IPv6 too), the matching entries kept, then one
+// delete each. One dump serves any number of addresses: each entry's four addresses (original and
+// reply, source and destination) are looked up in sorted arrays. An entry deleted meanwhile by someone else (ENOENT) is no error.
 //
 // Why async work: a dump of a large table takes milliseconds to tens of them, and DHCP and DNS
 // share the event loop. Each call opens its own ctnetlink socket on libuv's thread pool; calls
@@ -32,9 +32,9 @@
 //       one of `sources` (Uint32Array, host byte order; IPv4 entries only), or any source, IPv4 or
 //       IPv6, when `sources` is null (the reaper's: closed flows, see guest/conntrack/closed-flows.ts,
 //       whose reapMatches is this filter's reference). The same dump as purge (of both families for
-//       any source: one dump, AF_UNSPEC), the same callback. Each delete names the entry's id as dumped, so an
-//       entry that took the tuple meanwhile is mostly not deleted (ENOENT, not counted): see
-//       destroy_same_entry for when it is.
+//       any source: one dump, AF_UNSPEC), the same callback. Each delete names the entry's id as
+//       dumped, so an entry that took the tuple meanwhile is mostly not deleted (ENOENT, not
+//       counted): see destroy_same_entry for when it is.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
