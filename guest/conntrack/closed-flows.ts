@@ -1,6 +1,7 @@
 /**
  * Which conntrack entries the reaper deletes, as a value, pure: TCP flows already closed, whoever
- * opened them. The native adapter (guest/native/conntrack-purge.c, `reap`) applies the same
+ * opened them, IPv4 and IPv6 (the provider's own flows to an IPv6 upstream resolver count in the
+ * table as much as any). The native adapter (guest/native/conntrack-purge.c, `reap`) applies the same
  * predicate in C over a dump of the table; reapMatches is its reference.
  *
  * Why these: connlimit (the per-client flow cap) leaves out TCP entries in TIME_WAIT and CLOSE
@@ -50,20 +51,22 @@ export const REAPED_TCP_STATES: readonly TcpConntrackState[] = ['TIME_WAIT', 'CL
 /** IANA protocol number of TCP. */
 export const IPPROTO_TCP = 6;
 
-/** The entries to delete: TCP, in one of `tcpStates`, opened from one of `sources` (null: from anywhere). */
+/** The entries to delete: TCP, in one of `tcpStates`, opened from one of `sources` (null: from anywhere, either family). */
 export interface ClosedFlowFilter {
-  /** Dotted-quad IPv4 original sources; null: any source (the reaper's). An empty list matches nothing. */
+  /** Dotted-quad IPv4 original sources (IPv4 entries only); null: any source, IPv4 or IPv6 (the reaper's). An empty list matches nothing. */
   readonly sources: readonly string[] | null;
   readonly tcpStates: readonly TcpConntrackState[];
 }
 
 /** What the predicate reads of an entry. */
 export interface ConntrackEntryFacts {
+  /** IP version of its tuples. */
+  readonly family: 4 | 6;
   /** IP protocol number (6: TCP). */
   readonly protocol: number;
   /** Its TCP state; null for another protocol. */
   readonly tcpState: TcpConntrackState | null;
-  /** Original direction's source, dotted quad. */
+  /** Original direction's source: a dotted quad for IPv4, IPv6 text otherwise. */
   readonly originalSource: string;
 }
 
@@ -75,9 +78,10 @@ export function closedFlowFilter(sources: readonly string[] | null): ClosedFlowF
 /** What the reaper deletes: every closed TCP flow. */
 export const ANY_CLOSED_FLOW: ClosedFlowFilter = closedFlowFilter(null);
 
-/** Whether the reaper deletes `entry` under `filter`. */
+/** Whether the reaper deletes `entry` under `filter`. A list of sources names IPv4 entries only. */
 export function reapMatches(filter: ClosedFlowFilter, entry: ConntrackEntryFacts): boolean {
-  return entry.protocol === IPPROTO_TCP && entry.tcpState !== null && filter.tcpStates.includes(entry.tcpState) && (filter.sources === null || filter.sources.includes(entry.originalSource));
+  if (entry.protocol !== IPPROTO_TCP || entry.tcpState === null || !filter.tcpStates.includes(entry.tcpState)) return false;
+  return filter.sources === null || (entry.family === 4 && filter.sources.includes(entry.originalSource));
 }
 
 /** The states as the addon takes them: bit N for the state of value N. */

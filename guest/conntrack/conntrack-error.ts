@@ -20,11 +20,14 @@ export type ConntrackErrorKind =
 
 export class ConntrackError extends Error {
   override readonly name = 'ConntrackError';
+  /** Entries the failed call deleted all the same (what a dump matched before it failed goes). */
+  readonly deleted: number;
   constructor(
     readonly kind: ConntrackErrorKind,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; deleted?: number },
   ) {
     super(message, options);
+    this.deleted = options?.deleted ?? 0;
   }
 }

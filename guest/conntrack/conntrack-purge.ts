@@ -1,12 +1,13 @@
 /**
  * Adapter: deletes conntrack entries in the caller's own network namespace through
- * libnetfilter_conntrack (guest/native/conntrack-purge.c): one dump of the IPv4 table, then one
- * delete per matching entry, on libuv's thread pool. No process per purge (a purge sits between a
- * link's removal and the next client's routes), and one pass serves any number of addresses.
+ * libnetfilter_conntrack (guest/native/conntrack-purge.c): one dump of the IPv4 table (a reap of
+ * any source: of IPv4 and IPv6), then one delete per matching entry, on libuv's thread pool. No
+ * process per purge (a purge sits between a link's removal and the next client's routes), and one
+ * pass serves any number of addresses.
  */
 import { loadNativeAddon } from '../../shared/native-addon.js';
 import type { ConntrackPort, ConntrackPurgeResult } from '../conntrack-port.js';
-import { ConntrackError } from './conntrack-error.js';
+import { ConntrackError, type ConntrackErrorKind } from './conntrack-error.js';
 import { type ClosedFlowFilter, sourceNumbers, tcpStateMask } from './closed-flows.js';
 import { type ConntrackFilter, ipv4Number, isEmptyFilter } from './conntrack-filter.js';
 
@@ -62,23 +63,26 @@ const CTNETLINK_HINT = 'is nf_conntrack_netlink in the kernel (CONFIG_NF_CT_NETL
 /**
  * The error of a failed call. Opening the socket needs neither ctnetlink nor CAP_NET_ADMIN (it
  * only binds a NETLINK_NETFILTER socket): the kernel refuses the first request, the dump, with
- * EPERM without the capability (nfnetlink_rcv) and EINVAL without the ctnetlink subsystem.
+ * EPERM without the capability (nfnetlink_rcv) and EINVAL without the ctnetlink subsystem. It
+ * carries what the call deleted all the same (the entries a failed dump matched before it failed).
  */
-function failure(error: string, phase: string | null, counts: string): ConntrackError {
+function failure(error: string, phase: string | null, scanned: number, matched: number, deleted: number): ConntrackError {
+  const counts = `${scanned} entries read, ${matched} matched, ${deleted} deleted`;
+  const fail = (kind: ConntrackErrorKind, message: string): ConntrackError => new ConntrackError(kind, message, { deleted });
   if (phase === 'open') {
-    return new ConntrackError('unavailable', `cannot open a netfilter netlink socket (${error}): is nfnetlink in the kernel (CONFIG_NETFILTER_NETLINK)? Too many open files?`);
+    return fail('unavailable', `cannot open a netfilter netlink socket (${error}): is nfnetlink in the kernel (CONFIG_NETFILTER_NETLINK)? Too many open files?`);
   }
   if (phase === 'dump' && (error === 'EPERM' || error === 'EACCES')) {
-    return new ConntrackError('unavailable', `the kernel refused to read the conntrack table (${error}): ${CAP_HINT}`);
+    return fail('unavailable', `the kernel refused to read the conntrack table (${error}): ${CAP_HINT}`);
   }
   if (phase === 'dump' && (error === 'EINVAL' || error === 'EOPNOTSUPP' || error === 'EPROTONOSUPPORT')) {
-    return new ConntrackError('unavailable', `the kernel cannot read the conntrack table (${error}): ${CTNETLINK_HINT}`);
+    return fail('unavailable', `the kernel cannot read the conntrack table (${error}): ${CTNETLINK_HINT}`);
   }
   if (error === 'EAGAIN' || error === 'EWOULDBLOCK') {
-    return new ConntrackError('timeout', `the kernel did not answer a conntrack request within 10 s (${error}; ${counts}): is the ctnetlink socket stuck? retrying`);
+    return fail('timeout', `the kernel did not answer a conntrack request within 10 s (${error}; ${counts}): is the ctnetlink socket stuck? retrying`);
   }
-  if (phase === 'delete') return new ConntrackError('delete', `deleting a conntrack entry failed (${error}; ${counts}): see the kernel log; retrying`);
-  return new ConntrackError('dump', `reading the conntrack table failed (${error}; ${counts}): is the system short of memory? retrying`);
+  if (phase === 'delete') return fail('delete', `deleting a conntrack entry failed (${error}; ${counts}): see the kernel log; retrying`);
+  return fail('dump', `reading the conntrack table failed (${error}; ${counts}): is the system short of memory? retrying`);
 }
 
 /**
@@ -86,6 +90,7 @@ function failure(error: string, phase: string | null, counts: string): Conntrack
  * netlink call cannot be stopped; the addon bounds each receive, see conntrack-purge.c): until it
  * ends, another call fails at once as 'busy' rather than queue a dump behind it on libuv's thread
  * pool, which the firewall's nft work shares. The caller retries later, as for any failure.
+ * A reap has no timeout by default (see reap).
  */
 export class ConntrackPurger {
   #inFlight: Promise<unknown> | null = null;
@@ -110,9 +115,12 @@ export class ConntrackPurger {
 
   /**
    * Delete the TCP entries `filter` matches (closed flows, closed-flows.ts). Resolves with what it
-   * did; rejects with a ConntrackError as purge does.
+   * did; rejects with a ConntrackError as purge does. With no timeout (null, the default) it waits
+   * for the addon's own end: a reap of a huge table may take longer than any fixed bound and go on
+   * deleting after a timeout, which would report a failure for a reap that works; the addon bounds
+   * each receive (10 s), so a stuck socket still ends it, and the reaper never starts two at once.
    */
-  async reap(filter: ClosedFlowFilter, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ConntrackPurgeResult> {
+  async reap(filter: ClosedFlowFilter, timeoutMs: number | null = null): Promise<ConntrackPurgeResult> {
     if (filter.sources?.length === 0 || filter.tcpStates.length === 0) return { scanned: 0, deleted: 0 };
     const sources = filter.sources === null ? null : sourceNumbers(filter.sources);
     if (filter.sources !== null && sources === null) throw new ConntrackError('address', `a source of ${JSON.stringify(filter.sources)} is not an IPv4 address like 100.64.0.1`);
@@ -120,14 +128,14 @@ export class ConntrackPurger {
     return this.#run((callback) => this.lib.reap(sources, states, callback), timeoutMs, 'reap');
   }
 
-  async #run(start: (callback: PurgeCallback) => void, timeoutMs: number, what: 'purge' | 'reap'): Promise<ConntrackPurgeResult> {
+  async #run(start: (callback: PurgeCallback) => void, timeoutMs: number | null, what: 'purge' | 'reap'): Promise<ConntrackPurgeResult> {
     if (this.#inFlight !== null) {
       throw new ConntrackError('busy', `an earlier ${what} is still running (one that timed out: is the ctnetlink socket stuck?): not starting another; retrying`);
     }
     const call = new Promise<ConntrackPurgeResult>((resolve, reject) => {
       start((error, phase, scanned, matched, deleted) => {
         if (error === null) resolve({ scanned, deleted });
-        else reject(failure(error, phase, `${scanned} entries read, ${matched} matched, ${deleted} deleted`));
+        else reject(failure(error, phase, scanned, matched, deleted));
       });
     });
     const settled = call.then(
@@ -138,6 +146,7 @@ export class ConntrackPurger {
     void settled.then(() => {
       if (this.#inFlight === settled) this.#inFlight = null;
     });
+    if (timeoutMs === null) return call;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(

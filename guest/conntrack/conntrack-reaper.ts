@@ -14,7 +14,8 @@ import type { Logger } from '../../shared/log.js';
 import type { ConntrackPurgeResult } from '../conntrack-port.js';
 import { CONNTRACK_MAX_PATH, readConntrackMax } from '../firewall/conntrack-max.js';
 import { ANY_CLOSED_FLOW, type ClosedFlowFilter } from './closed-flows.js';
-import { ConntrackPurger, loadConntrackLibrary } from './conntrack-purge.js';
+import { ConntrackError } from './conntrack-error.js';
+import { type ConntrackAddon, ConntrackPurger, loadConntrackLibrary } from './conntrack-purge.js';
 import { IDLE_REAPER, type ReaperState, autoReapThreshold, countSeen, reapFinished, reapStarted, shouldReap } from './reap-decision.js';
 
 export const CONNTRACK_COUNT_PATH = '/proc/sys/net/netfilter/nf_conntrack_count';
@@ -32,7 +33,7 @@ export interface ReaperStatus {
   /** The namespace's entry count at the last check; null: none yet (or nf_conntrack not loaded). */
   readonly count: number | null;
   readonly reaps: number;
-  /** Entries deleted by all reaps. */
+  /** Entries deleted by all reaps, failed ones included (what a failed dump matched still goes). */
   readonly reaped: number;
   /** The last reap that deleted something. */
   readonly lastReap: { readonly deleted: number; readonly countBefore: number; readonly countAfter: number; readonly ms: number } | null;
@@ -75,9 +76,12 @@ export function readReapConntrackMax(path = CONNTRACK_MAX_PATH): number | undefi
   return readConntrackMax(path, 'give --conntrack-reap-threshold a number of entries (0: never reap)');
 }
 
-/** The kernel: the namespace's files, and the addon (its own purger: a reap never makes a purge 'busy'). */
-export function kernelReaperParts(): ReaperKernel {
-  const purger = new ConntrackPurger(loadConntrackLibrary());
+/**
+ * The kernel: the namespace's files, and the addon (its own purger: a reap never makes a purge
+ * 'busy'; no timeout: a reap ends when the addon does, see ConntrackPurger.reap).
+ */
+export function kernelReaperParts(lib: ConntrackAddon = loadConntrackLibrary()): ReaperKernel {
+  const purger = new ConntrackPurger(lib);
   return {
     readCount: () => readConntrackCount(),
     readMax: () => readReapConntrackMax(),
@@ -186,8 +190,11 @@ export class ConntrackReaper {
     } catch (error) {
       this.#state = reapFinished(this.#state, { ok: false }, this.kernel.now());
       this.#failures += 1;
+      // What a failed reap matched before it failed is deleted all the same.
+      const deleted = error instanceof ConntrackError ? error.deleted : 0;
+      this.#reaped += deleted;
       this.#lastError = message(error);
-      this.log.warn({ err: error, count, threshold: this.#threshold, failures: this.#state.failures }, "deleting closed TCP conntrack entries failed; retrying later");
+      this.log.warn({ err: error, deleted, count, threshold: this.#threshold, failures: this.#state.failures }, "deleting closed TCP conntrack entries failed; retrying later");
     }
   }
 }

@@ -7,9 +7,9 @@
 //
 // How: the kernel cannot delete by address (a filtered flush takes a mark, a status or a zone,
 // not a tuple), so, as `conntrack -D -s IP` does, one dump of the IPv4 table (the family is
-// filtered in the kernel), the matching entries kept, then one delete each. One dump serves any
-// number of addresses: each entry's four addresses (original and reply, source and destination)
-// are looked up in sorted arrays. An entry deleted meanwhile by someone else (ENOENT) is no error.
+// filtered in the kernel; the reaper's reap reads IPv6 too), the matching entries kept, then one
+// delete each. One dump serves any number of addresses: each entry's four addresses (original and
+// reply, source and destination) are looked up in sorted arrays. An entry deleted meanwhile by someone else (ENOENT) is no error.
 //
 // Why async work: a dump of a large table takes milliseconds to tens of them, and DHCP and DNS
 // share the event loop. Each call opens its own ctnetlink socket on libuv's thread pool; calls
@@ -22,17 +22,19 @@
 //       network that is not in `keep` (Uint32Array, sorted) goes too; -1: no sweep.
 //       error: null, or the errno's name of the first failure, in `phase` ("open", "dump" or
 //       "delete"); the counts say how far it got (what was matched before a failed dump is still
-//       deleted). scanned: IPv4 entries seen; matched; deleted (ENOENT not counted). EAGAIN: the
-//       kernel did not answer one receive within RECEIVE_TIMEOUT_S.
+//       deleted, and counted). scanned: entries seen (IPv4, but for reap's any source: IPv4 and
+//       IPv6); matched; deleted (ENOENT not counted). EAGAIN: the kernel did not answer one receive
+//       within RECEIVE_TIMEOUT_S.
 //       Throws {code} for bad arguments or when it cannot queue.
 //   reap(sources, tcpStates, callback(error, phase, scanned, matched, deleted))
 //       Deletes the TCP entries whose state is in `tcpStates` (a bit mask: bit N for the kernel's
 //       TCP_CONNTRACK_* value N, linux/netfilter/nf_conntrack_tcp.h) and whose original source is
-//       one of `sources` (Uint32Array, host byte order), or any source when `sources` is null (the
-//       reaper's: closed flows, see guest/conntrack/closed-flows.ts, whose reapMatches is this
-//       filter's reference). The same dump as purge, the same callback. Each delete names the entry's id as dumped, so an
-//       entry that took the tuple meanwhile is mostly not deleted (ENOENT, not counted): see
-//       destroy_same_entry for when it is.
+//       one of `sources` (Uint32Array, host byte order; IPv4 entries only), or any source, IPv4 or
+//       IPv6, when `sources` is null (the reaper's: closed flows, see guest/conntrack/closed-flows.ts,
+//       whose reapMatches is this filter's reference). The same dump as purge (of both families for
+//       any source: one dump, AF_UNSPEC), the same callback. Each delete names the entry's id as
+//       dumped, so an entry that took the tuple meanwhile is mostly not deleted (ENOENT, not
+//       counted): see destroy_same_entry for when it is.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -117,13 +119,22 @@ static int is_closed_tcp_of_source(const purge_call *call, const struct nf_connt
   uint8_t state = nfct_get_attr_u8(ct, ATTR_TCP_STATE);
   if (state >= 32 || (call->tcp_states & ((uint32_t)1 << state)) == 0) return 0;
   if (call->any_source) return 1;
-  return nfct_attr_is_set(ct, ATTR_IPV4_SRC) > 0 && contains(call->sources, call->source_count, ntohl(nfct_get_attr_u32(ct, ATTR_IPV4_SRC)));
+  // Sources are IPv4: an IPv6 entry (only dumped for any source) has no ATTR_IPV4_SRC anyway.
+  return nfct_get_attr_u8(ct, ATTR_L3PROTO) == AF_INET && nfct_attr_is_set(ct, ATTR_IPV4_SRC) > 0 && contains(call->sources, call->source_count, ntohl(nfct_get_attr_u32(ct, ATTR_IPV4_SRC)));
+}
+
+// Whether the call reads the IPv6 table too: the reaper's any-source reap (the provider's own
+// flows to an IPv6 upstream resolver fill the table as much as IPv4 ones). Addresses and sources
+// are IPv4.
+static int dumps_ipv6(const purge_call *call) {
+  return call->kind == FILTER_CLOSED_TCP && call->any_source;
 }
 
 static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, void *data) {
   (void)type;
   purge_call *call = data;
-  if (nfct_get_attr_u8(ct, ATTR_L3PROTO) != AF_INET) return NFCT_CB_CONTINUE;
+  uint8_t family = nfct_get_attr_u8(ct, ATTR_L3PROTO);
+  if (family != AF_INET && !(family == AF_INET6 && dumps_ipv6(call))) return NFCT_CB_CONTINUE;
   call->scanned += 1;
   int match = call->kind == FILTER_CLOSED_TCP ? is_closed_tcp_of_source(call, ct) : names_wanted_address(call, ct);
   if (!match) return NFCT_CB_CONTINUE;
@@ -167,7 +178,8 @@ static int destroy_same_entry(struct nfct_handle *handle, const struct nf_conntr
   message->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
   message->nlmsg_seq = seq;
   struct nfgenmsg *family = NLMSG_DATA(message);
-  family->nfgen_family = AF_INET;
+  // The entry's own (AF_INET or AF_INET6): nfct_nlmsg_build puts its tuple in that family's attributes.
+  family->nfgen_family = nfct_get_attr_u8(ct, ATTR_L3PROTO);
   family->version = NFNETLINK_V0;
   if (nfct_nlmsg_build(message, ct) < 0) return -1;
   if (nfct_attr_is_set(ct, ATTR_ID) <= 0 || NLMSG_ALIGN(message->nlmsg_len) + NLA_HDRLEN + sizeof(uint32_t) > MESSAGE_BYTES) {
@@ -210,7 +222,8 @@ static void execute(napi_env env, void *data) {
   struct timeval bound = {.tv_sec = RECEIVE_TIMEOUT_S, .tv_usec = 0};
   setsockopt(nfct_fd(handle), SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
   nfct_callback_register(handle, NFCT_T_ALL, on_entry, call);
-  uint32_t family = AF_INET;
+  // AF_UNSPEC: the kernel dumps every family (ctnetlink filters only by a nonzero one).
+  uint32_t family = dumps_ipv6(call) ? AF_UNSPEC : AF_INET;
   if (nfct_query(handle, NFCT_Q_DUMP, &family) < 0 && call->error == 0) {
     call->error = errno != 0 ? errno : EIO;
     call->phase = "dump";

@@ -151,37 +151,46 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     expect(outcome).toMatchObject({ error: { message: expect.stringContaining('CAP_NET_ADMIN') } });
   });
 
-  it('reaps exactly the entries reapMatches takes: TCP flows in TIME_WAIT or CLOSE, of the sources given or (null) of any', async () => {
+  it('reaps exactly the entries reapMatches takes: TCP flows in TIME_WAIT or CLOSE, of the sources given (IPv4) or (null) of any, IPv4 and IPv6', async () => {
     // Every state conntrack(8) inserts, from two clients, another client address and the
-    // provider's own address, and a UDP flow of each: made with `conntrack -I`, as the kernel keeps them.
+    // provider's own address, and from two IPv6 addresses (the provider's flows to an IPv6
+    // upstream resolver), and a UDP flow of each: made with `conntrack -I`, as the kernel keeps them.
     const states = TCP_CONNTRACK_STATES.filter((state) => state !== 'NONE' && state !== 'SYN_SENT2');
-    const sources = ['100.64.0.1', '100.64.0.2', '100.64.0.4', '192.0.2.1'];
-    const made: { protocol: number; tcpState: TcpConntrackState | null; originalSource: string; dport: number }[] = [];
+    const sources: { family: 4 | 6; source: string; destination: string }[] = [
+      ...['100.64.0.1', '100.64.0.2', '100.64.0.4', '192.0.2.1'].map((source) => ({ family: 4 as const, source, destination: '192.0.2.10' })),
+      ...['2001:db8::1', '2001:db8::2'].map((source) => ({ family: 6 as const, source, destination: '2001:db8::53' })),
+    ];
+    const made: { family: 4 | 6; protocol: number; tcpState: TcpConntrackState | null; originalSource: string; dport: number }[] = [];
     let dport = 3000;
-    for (const originalSource of sources) {
+    for (const { family, source, destination } of sources) {
       for (const tcpState of [...states, null]) {
         dport += 1;
         const protocol = tcpState === null ? ['-p', 'udp'] : ['-p', 'tcp', '--state', tcpState];
-        await ns.exec(['conntrack', '-I', ...protocol, '-s', originalSource, '-d', '192.0.2.10', '--sport', '1000', '--dport', String(dport), '-t', '300']);
-        made.push({ protocol: tcpState === null ? IPPROTO_UDP : IPPROTO_TCP, tcpState, originalSource, dport });
+        // The family is the addresses' (conntrack -I takes no -f).
+        await ns.exec(['conntrack', '-I', ...protocol, '-s', source, '-d', destination, '--sport', '1000', '--dport', String(dport), '-t', '300']);
+        made.push({ family, protocol: tcpState === null ? IPPROTO_UDP : IPPROTO_TCP, tcpState, originalSource: source, dport });
       }
     }
+    // Both families (conntrack -L lists both).
     const left = async (): Promise<number[]> => {
       const listing = (await ns.exec(['conntrack', '-L'])).stdout;
       return [...listing.matchAll(/^\S+\s+\d+\s+\d+\s.*?src=\S+ dst=\S+ sport=1000 dport=(\d+)/gm)].map((match) => Number(match[1])).sort();
     };
-    // Two sources first: their closed flows only.
+    expect(await left()).toEqual(made.map((entry) => entry.dport).sort());
+    // Two sources first: their closed flows only, from a dump of the IPv4 table.
     const some = closedFlowFilter(['100.64.0.1', '100.64.0.2']);
     const reaped = made.filter((entry) => reapMatches(some, entry));
     expect(reaped).toHaveLength(4);
-    expect(await reap(some)).toMatchObject({ result: { scanned: made.length, deleted: reaped.length } });
+    expect(await reap(some)).toMatchObject({ result: { scanned: made.filter((entry) => entry.family === 4).length, deleted: reaped.length } });
     const afterSome = made.filter((entry) => !reapMatches(some, entry));
     expect(await left()).toEqual(afterSome.map((entry) => entry.dport).sort());
-    // Then any source (the reaper's): the other two sources' closed flows, nothing else.
+    // Then any source (the reaper's): the other sources' closed flows, of both families, nothing else.
     const rest = afterSome.filter((entry) => reapMatches(ANY_CLOSED_FLOW, entry));
-    expect(rest.map((entry) => entry.originalSource).sort()).toEqual(['100.64.0.4', '100.64.0.4', '192.0.2.1', '192.0.2.1']);
+    expect(rest.map((entry) => entry.originalSource).sort()).toEqual(['100.64.0.4', '100.64.0.4', '192.0.2.1', '192.0.2.1', '2001:db8::1', '2001:db8::1', '2001:db8::2', '2001:db8::2']);
     expect(await reap(ANY_CLOSED_FLOW)).toMatchObject({ result: { scanned: afterSome.length, deleted: rest.length } });
-    expect(await left()).toEqual(afterSome.filter((entry) => !reapMatches(ANY_CLOSED_FLOW, entry)).map((entry) => entry.dport).sort());
+    const kept = afterSome.filter((entry) => !reapMatches(ANY_CLOSED_FLOW, entry));
+    expect(kept.filter((entry) => entry.family === 6)).toHaveLength(2 * (states.length - 2 + 1));
+    expect(await left()).toEqual(kept.map((entry) => entry.dport).sort());
     // An empty list of sources is no source, not any.
     expect(await reap(closedFlowFilter([]))).toMatchObject({ result: { scanned: 0, deleted: 0 } });
   });

@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ClosedFlowFilter } from '../../../guest/conntrack/closed-flows.js';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
-import { ConntrackReaper, type ReaperKernel, parseConntrackCount, readReapConntrackMax } from '../../../guest/conntrack/conntrack-reaper.js';
+import type { ConntrackAddon } from '../../../guest/conntrack/conntrack-purge.js';
+import { ConntrackReaper, type ReaperKernel, kernelReaperParts, parseConntrackCount, readReapConntrackMax } from '../../../guest/conntrack/conntrack-reaper.js';
 
 interface Line {
   readonly level: number;
@@ -54,7 +55,31 @@ class FakeTable implements ReaperKernel {
   }
 }
 
+type AddonCallback = Parameters<ConntrackAddon['reap']>[2];
+
+/** A table whose reaps go through the real adapter (ConntrackPurger) to an addon that ends each call when the test says. */
+function tableOverAddon(): { table: FakeTable; calls: AddonCallback[] } {
+  const calls: AddonCallback[] = [];
+  const addon: ConntrackAddon = {
+    purge: () => {
+      throw new Error('the reaper purges nothing');
+    },
+    reap: (_sources, _states, callback) => void calls.push(callback),
+  };
+  const table = new FakeTable();
+  const { reap } = kernelReaperParts(addon);
+  table.reap = (filter) => {
+    table.reaps.push(filter);
+    return reap(filter);
+  };
+  return { table, calls };
+}
+
 describe('ConntrackReaper', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('reaps at or over its threshold only, every closed TCP flow whatever its source, with one info line per reap', async () => {
     const table = new FakeTable();
     const { log, lines } = recordingLog();
@@ -163,6 +188,38 @@ describe('ConntrackReaper', () => {
     finish();
     await first;
     expect(reaper.status().reaps).toBe(1);
+  });
+
+  it('counts a reap of a huge table that outlives any JS timeout as the success it is (the addon cannot be stopped, and bounds each receive itself)', async () => {
+    vi.useFakeTimers();
+    const { table, calls } = tableOverAddon();
+    const reaper = new ConntrackReaper(10, pino({ level: 'silent' }), table);
+    table.count = 200_000;
+    const reaping = reaper.tick();
+    expect(calls).toHaveLength(1);
+    // A minute of dumping and deleting: no failure meanwhile, and no second reap.
+    await vi.advanceTimersByTimeAsync(60_000);
+    table.clock = 60_000;
+    await reaper.tick();
+    expect(calls).toHaveLength(1);
+    expect(reaper.status()).toMatchObject({ failures: 0, lastError: null, reaps: 0 });
+    table.count = 50_000;
+    calls[0]?.(null, null, 200_000, 150_000, 150_000);
+    await reaping;
+    expect(reaper.status()).toMatchObject({ failures: 0, lastError: null, reaps: 1, reaped: 150_000, count: 50_000 });
+  });
+
+  it('counts what a reap whose dump failed part way deleted all the same', async () => {
+    const { table, calls } = tableOverAddon();
+    const { log, lines } = recordingLog();
+    const reaper = new ConntrackReaper(10, log, table);
+    table.count = 100;
+    const reaping = reaper.tick();
+    table.count = 60;
+    calls[0]?.('ENOMEM', 'dump', 70, 40, 40);
+    await reaping;
+    expect(reaper.status()).toMatchObject({ failures: 1, reaps: 0, reaped: 40, lastError: expect.stringMatching(/^reading the conntrack table failed \(ENOMEM; 70 entries read, 40 matched, 40 deleted\)/) });
+    expect(lines).toMatchObject([{ level: 40, deleted: 40 }]);
   });
 
   it("says to give --conntrack-reap-threshold a number when nf_conntrack_max cannot be read (not the flow limits' options)", () => {
