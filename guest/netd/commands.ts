@@ -354,7 +354,7 @@ export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | nul
   if (reaper !== null && reaper !== undefined) {
     const threshold = reaper.threshold === null ? 'none (auto: nf_conntrack_max not readable yet, or 0)' : `${reaper.threshold} entries${reaper.thresholdOption === 'auto' ? ' (auto)' : ''}`;
     const last = reaper.lastReap === null ? '' : `; last deleted ${reaper.lastReap.deleted} (${reaper.lastReap.countBefore} -> ${reaper.lastReap.countAfter})`;
-    text += `\nconntrack reaper: threshold ${threshold}; count ${reaper.count ?? '-'} at last check; ${reaper.reaped} closed TCP entries deleted in ${reaper.reaps} reaps${last}`;
+    text += `\nconntrack reaper: threshold ${threshold}; count ${reaper.count ?? '-'} at last check; ${reaper.reaped} closed TCP entries deleted; ${reaper.reaps} reaps done${last}`;
     text += `${reaper.failures > 0 ? `; ${reaper.failures} failed` : ''}${reaper.lastError === null ? '' : `; last error: ${reaper.lastError}`}\n`;
   }
   const services = status.services as { leases?: { ifname: string; clientIp: string; state: string; hostname?: string; expires?: number }[] } | null | undefined;

@@ -320,7 +320,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(report?.reaped).toBeGreaterThanOrEqual(1);
     expect(report?.count).toBeGreaterThanOrEqual(2);
     const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
-    expect(text).toMatch(/^conntrack reaper: threshold 1 entries; count \d+ at last check; [1-9]\d* closed TCP entries deleted in [1-9]\d* reaps; last deleted /m);
+    expect(text).toMatch(/^conntrack reaper: threshold 1 entries; count \d+ at last check; [1-9]\d* closed TCP entries deleted; [1-9]\d* reaps done; last deleted /m);
     await provider.exec(['conntrack', '-D', '-p', 'tcp', '--dport', '80'], { allowFailure: true });
     await provider.exec(['conntrack', '-D', '-p', 'udp', '--dport', '80'], { allowFailure: true });
     await agent.kill('SIGTERM', 3000);

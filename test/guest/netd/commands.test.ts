@@ -158,10 +158,10 @@ describe('spectrum-netd status, as text', () => {
   it("shows the reaper's threshold, count, what it deleted and its last error; nothing without a reaper", () => {
     const reaper = { threshold: 4096, thresholdOption: 'auto' as const, count: 5000, reaps: 3, reaped: 1200, lastReap: { deleted: 800, countBefore: 5000, countAfter: 4200, ms: 12 }, failures: 0, lastError: null };
     expect(formatStatus({ ...quietStatus, reaper })).toContain(
-      '\nconntrack reaper: threshold 4096 entries (auto); count 5000 at last check; 1200 closed TCP entries deleted in 3 reaps; last deleted 800 (5000 -> 4200)\n',
+      '\nconntrack reaper: threshold 4096 entries (auto); count 5000 at last check; 1200 closed TCP entries deleted; 3 reaps done; last deleted 800 (5000 -> 4200)\n',
     );
     expect(formatStatus({ ...quietStatus, reaper: { ...reaper, threshold: null, count: null, reaps: 0, reaped: 0, lastReap: null, failures: 2, lastError: 'reading the conntrack table failed (ENOMEM)' } })).toContain(
-      '\nconntrack reaper: threshold none (auto: nf_conntrack_max not readable yet, or 0); count - at last check; 0 closed TCP entries deleted in 0 reaps; 2 failed; last error: reading the conntrack table failed (ENOMEM)\n',
+      '\nconntrack reaper: threshold none (auto: nf_conntrack_max not readable yet, or 0); count - at last check; 0 closed TCP entries deleted; 0 reaps done; 2 failed; last error: reading the conntrack table failed (ENOMEM)\n',
     );
     expect(formatStatus({ ...quietStatus, reaper: null })).not.toContain('reaper');
   });
