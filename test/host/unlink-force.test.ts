@@ -316,4 +316,37 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(qemu.devices.size).toBe(0);
     expect(await linkDevicesOf(link)).toEqual([]);
   });
+
+  it('a failed link whose undo a VMM does not detach: after the failure, a line for that NIC (plain and --keep-going); the devices and ids are undone all the same', async () => {
+    // appvm-lynx's QEMU takes the client NIC and never answers the device_del that takes it back;
+    // netvm's QEMU refuses the provider NIC: the run fails, and its undo cannot take the first back.
+    qemu.deviceDel = 'silent';
+    const provider = await ScriptedQemu.start(join(socketDir, 'netvm.qmp'));
+    provider.deviceAdd = 'refuse';
+    try {
+      const undoLine = (nic: string): RegExp =>
+        new RegExp(
+          `^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC ${nic} that the run had hot-plugged \\(link appvm-lynx -> netvm, id \\d+\\): .*no reply to device_del within 300 ms.*; ` +
+            `the undo went on, so that VMM may still hold the NIC, on tap ${nic} \\(deleted where this run had made it: .*the next link reports it as a conflict\\): check that VMM, or restart appvm-lynx$`,
+        );
+      const args = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=qemu', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300'];
+      for (const extra of [[], ['--keep-going']]) {
+        qemu.devices.clear();
+        qemu.netdevs.clear();
+        const run = await world.link([...args, ...extra]);
+        expect(run.code, run.stderr).toBe(1);
+        const [nic] = [...qemu.devices.keys()];
+        expect(nic, 'the client NIC QEMU still holds').toMatch(/^snc\d+$/);
+        expect(stderrLines(run.stderr), extra.join(' ')).toEqual([
+          expect.stringMatching(new RegExp(`^spectrum-link: ${extra.length > 0 ? 'link appvm-lynx failed: ' : ''}QEMU refused to add NIC snp\\d+ .*No free slot on bus pcie\\.0`)),
+          expect.stringMatching(undoLine(nic!)),
+        ]);
+        // Undone all the same: nothing recorded, no device of the link.
+        expect(await listed()).toEqual([]);
+        expect([...(await devices(world.host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
+      }
+    } finally {
+      await provider.close();
+    }
+  });
 });
