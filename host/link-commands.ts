@@ -94,7 +94,7 @@ function linkerOptionsOf(env: Env) {
     vmmTimeout: () =>
       new Option(
         '--vmm-timeout <ms>',
-        "bound on each VMM request, and on waiting for a guest to release a NIC; a NIC's whole attach, or detach whatever the VMM says, gets twice it",
+        "bound on each VMM request, and on waiting for a guest to release a NIC; a NIC's whole attach, and its whole detach, gets twice it",
       ).default('5000'),
     qemuBus: () => new Option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)'),
     json: () => new Option('--json', 'print JSON'),
@@ -245,11 +245,34 @@ function interruptedUndoingLine(signal: NodeJS.Signals): string {
 }
 
 /**
+ * What a `link` that failed, then got a signal while it undid the run, ends with: the failure's
+ * lines (its first, then any further ones it carried, as a CliError's details), then what the
+ * signal did, then `after` (links left down, NICs not taken back); the exit code the signal's.
+ */
+export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[]): CliError {
+  const further = failure instanceof CliError ? failure.details : [];
+  return new CliError(reasonText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal), ...after], 'lines');
+}
+
+/**
  * What is said of a link that a failed run leaves down: up before, its devices replaced by the
  * run (to attach it another way), the new ones deleted by the undo; the old are not brought back.
  */
 function leftDownLine(link: LinkReport): string {
   return `${link.vm} -> ${link.provider} (id ${link.id}) is down: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back): link ${link.vm} again`;
+}
+
+/**
+ * What is said of a NIC that the undo of a failed `link` had hot-plugged and could not detach (the
+ * VMM refused, or did not answer in time): one line. The undo went on, so the VMM may still hold
+ * that NIC, on a tap the undo deleted where this run had made it.
+ */
+function undoDetachLine(failure: VmmDetachFailure): string {
+  const { link, vmm, vm, nic, error } = failure;
+  return (
+    `undoing the run, ${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} that the run had hot-plugged (link ${link.vm} -> ${link.provider}, id ${link.id}): ${error}; ` +
+    `the undo went on, so that VMM may still hold the NIC, on tap ${nic} (deleted where this run had made it: the NIC then reaches nothing, and the next link reports it as a conflict): check that VMM, or restart ${vm}`
+  );
 }
 
 /** Module errors that are bad usage (exit 2, cli.ts): kept as they are. */
@@ -339,9 +362,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       let outcome: KeepGoingOutcome;
       // Links a failed run (or, with --keep-going, a failed VM) left down: a line each.
       const leftDown: LinkReport[] = [];
+      // NICs an undo could not take back from their VMMs: a line each too.
+      const undoFailures: VmmDetachFailure[] = [];
+      // Said after the failure: the links left down, then the NICs not taken back.
+      const undoLines = (): string[] => [...leftDown.map(leftDownLine), ...undoFailures.map(undoDetachLine)];
       try {
         const onLeftDown = (links: readonly LinkReport[]): void => void leftDown.push(...links);
-        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown };
+        const onUndoDetachFailed = (failures: readonly VmmDetachFailure[]): void => void undoFailures.push(...failures);
+        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed };
         outcome = flags.keepGoing === true ? await linkVmsKeepGoing(vms, runOptions, wholeDir) : { ...(await linkVms(vms, runOptions, wholeDir)), failed: [] };
       } catch (error) {
         if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
@@ -351,16 +379,15 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           throw new CliError(
             `link interrupted by ${interruption.received}: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were`,
             signalExitCode(interruption.received),
-            leftDown.map(leftDownLine),
+            undoLines(),
             'lines',
           );
         }
         // Failed, then (or as it failed) interrupted: first why it failed, then what the signal did.
         if (error instanceof LinkerError && error.kind === 'interrupted-undoing' && interruption.received !== undefined) {
-          const lines = [interruptedUndoingLine(interruption.received), ...leftDown.map(leftDownLine)];
-          throw new CliError(reasonText(error.failure), signalExitCode(interruption.received), lines, 'lines');
+          throw interruptedUndoingError(error.failure, interruption.received, undoLines());
         }
-        throw withLeftDown(error, leftDown.map(leftDownLine));
+        throw withLeftDown(error, undoLines());
       } finally {
         interruption.dispose();
         progress.done();
@@ -416,6 +443,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
         ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
         ...vmmFailures.map(unlistedLine),
+        ...undoFailures.map(undoDetachLine),
       ];
       // Stopped by a signal VM by VM: what was linked is printed and stays.
       if (outcome.interrupted !== undefined && interruption.received !== undefined) {

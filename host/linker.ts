@@ -30,16 +30,6 @@ import { vmName } from './vm-name.js';
 
 export type VmmKind = 'qemu' | 'cloud-hypervisor';
 
-export interface VmmDetachOptions {
-  /**
-   * The links go whatever the VMM says (`unlink --force`, `link` taking down a provider the config
-   * no longer names, and the undo of a failed `link`, which deletes the devices anyway): the whole
-   * detach is bounded too, not only each request, so that a VMM answering each just in time
-   * cannot stretch it.
-   */
-  readonly force?: boolean;
-}
-
 /** The VMM side of attachment; the CLI plugs in the QMP and cloud-hypervisor clients. */
 export interface VmmPort {
   /**
@@ -48,7 +38,11 @@ export interface VmmPort {
    * attach had asked for), as it runs under the state lock.
    */
   attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<boolean>;
-  detach(kind: VmmKind, vm: VmName, nic: VmmNic, options?: VmmDetachOptions): Promise<void>;
+  /**
+   * Unplug a NIC. Bounded as a whole too (the CLI's: twice --vmm-timeout), plain or forced, as it
+   * runs under the state lock: a VMM answering each step just in time cannot stretch it.
+   */
+  detach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
 }
 
 export class LinkerError extends Error {
@@ -105,6 +99,12 @@ export interface LinkerOptions {
    * the undo, which cannot bring the old ones back. Their records stay as they were.
    */
   readonly onLeftDown?: (links: readonly LinkReport[]) => void;
+  /**
+   * Told of the NICs the undo of a failed `link` hot-plugged but could not detach (the VMM refused
+   * or did not answer in time): the undo deletes the devices all the same, so the VMM may still
+   * hold a NIC on a deleted tap.
+   */
+  readonly onUndoDetachFailed?: (failures: readonly VmmDetachFailure[]) => void;
 }
 
 /** Throw where the run was asked to stop (options.signal aborted), for the failure path to undo it. */
@@ -213,8 +213,8 @@ interface NicCount {
 
 /** Hot-plug each link's VMM sides; on failure detach what this did and rethrow. */
 async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptions, count?: NicCount): Promise<void> {
-  const attached: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
-  const targets = reports.flatMap((report) => vmmNics(report, options.mtu));
+  const attached: { link: LinkReport; kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
+  const targets = reports.flatMap((report) => vmmNics(report, options.mtu).map((target) => ({ ...target, link: report })));
   const counted = count ?? { done: 0, total: targets.length };
   try {
     for (const target of targets) {
@@ -225,9 +225,16 @@ async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptio
       options.progress?.({ phase: 'vmm', done: counted.done, total: counted.total });
     }
   } catch (error) {
-    // The devices go after this whatever the VMMs say: each detach is bounded as a whole (force),
-    // so that a VMM answering each step just in time cannot hold the state lock for long.
-    for (const target of attached.reverse()) await options.vmm.detach(target.kind, target.vm, target.nic, { force: true }).catch(() => undefined);
+    // The devices go after this whatever the VMMs say (each detach is bounded as a whole, so that
+    // a VMM answering each step just in time cannot hold the state lock for long); a NIC a VMM did
+    // not give back is told, as that VMM may still hold it on a deleted tap.
+    const failures: VmmDetachFailure[] = [];
+    for (const target of attached.reverse()) {
+      await options.vmm.detach(target.kind, target.vm, target.nic).catch((detachError: unknown) => {
+        failures.push({ link: target.link, vmm: target.kind, vm: target.vm, nic: target.nic.id, error: reasonOf(detachError) });
+      });
+    }
+    if (failures.length > 0) options.onUndoDetachFailed?.(failures);
     throw error;
   }
 }
@@ -776,7 +783,7 @@ async function detachFromVmms(reports: readonly LinkReport[], vmm: VmmPort, forc
   for (const report of reports) {
     for (const target of vmmNics(report)) {
       try {
-        await vmm.detach(target.kind, target.vm, target.nic, force ? { force } : {});
+        await vmm.detach(target.kind, target.vm, target.nic);
       } catch (error) {
         if (!force) throw refused(error);
         failures.push({ link: report, vmm: target.kind, vm: target.vm, nic: target.nic.id, error: reasonOf(error) });

@@ -91,7 +91,9 @@ export class VmmPortError extends Error {
       /** An attach not tried: the same VMM did not answer an earlier one in time. */
       | 'unanswered-earlier'
       /** A VMM that answered each step of an attach, but did not finish it within its whole bound. */
-      | 'attach-deadline',
+      | 'attach-deadline'
+      /** A VMM that answered each step of a detach, but did not finish it within its whole bound. */
+      | 'detach-deadline',
     message: string,
   ) {
     super(message);
@@ -104,8 +106,8 @@ export class VmmPortError extends Error {
  * has up to seven, the take-back of a failed one two more). Twice leaves a well-behaved VMM room:
  * its steps take milliseconds, and a detach's wait for the guest to release the NIC one timeout.
  * An attach gets it, then, where it was given up after asking the VMM to add something, taking
- * that back gets it again (so one NIC costs at most 4 timeouts); a detach whatever the VMM says
- * (unlink --force, link taking down a dropped provider, the undo of a failed link) gets it too.
+ * that back gets it again (so one NIC costs at most 4 timeouts); every detach (plain or forced
+ * unlink, link taking down a dropped provider, the undo of a failed link) gets it too.
  */
 export const WHOLE_NIC_TIMEOUTS = 2;
 
@@ -161,30 +163,39 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
         whole.clear();
       }
     },
-    async detach(kind, vm, nic, options = {}) {
-      // Forced, the whole detach is bounded too: each request is, but a VMM answering each just
-      // before its bound could stretch a QMP detach (seven steps) to some 7 times --vmm-timeout.
-      // Twice is room for a well-behaved one: the wait for an unplug the guest does not
-      // acknowledge takes one --vmm-timeout, the rest milliseconds.
+    async detach(kind, vm, nic) {
+      // The whole detach is bounded too: each request is, but a VMM answering each just before
+      // its bound could stretch a QMP detach (seven steps) to some 7 times --vmm-timeout under the
+      // state lock. Twice is room for a well-behaved one: the wait for an unplug the guest does
+      // not acknowledge takes one --vmm-timeout, the rest milliseconds.
+      const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
       const wholeMs = WHOLE_NIC_TIMEOUTS * timeoutMs;
-      const whole =
-        options.force === true
-          ? deadline(wholeMs, `the whole detach took over ${wholeMs} ms (a detach whatever the VMM says, by unlink --force, by link taking down a dropped provider or undoing a failed run, gets twice --vmm-timeout per NIC)`)
-          : undefined;
-      const bound = { timeoutMs, ...(whole === undefined ? {} : { signal: whole.signal }) };
+      const why = `the whole detach of NIC ${nic.id} took over ${wholeMs} ms`;
+      const whole = deadline(wholeMs, why);
+      const bound = { timeoutMs, signal: whole.signal };
       try {
         if (kind === 'qemu') {
-          const result = await (await qmp()).qemuDetach(qmpSocket(vm), nic, bound);
+          const result = await (await qmp()).qemuDetach(socket, nic, bound);
           if (!result.acknowledged) log().warn({ vm, nic: nic.id }, 'guest did not acknowledge the unplug in time; its netdev was removed anyway');
         } else {
-          await (await cloudHypervisor()).chDetach(chSocket(vm), nic, bound);
+          await (await cloudHypervisor()).chDetach(socket, nic, bound);
         }
       } catch (error) {
         // No VMM socket: the VM is not running, so it holds no NIC of ours.
-        if (!(await vmmGone(error))) throw error;
-        log().info({ vm, nic: nic.id }, 'VMM not reachable; nothing to detach');
+        if (await vmmGone(error)) {
+          log().info({ vm, nic: nic.id }, 'VMM not reachable; nothing to detach');
+          return;
+        }
+        // Given up by the whole bound (not a request's own).
+        if ((await vmmErrorOfKind(error, 'timeout')) && error instanceof Error && error.message.includes(why)) {
+          throw new VmmPortError(
+            'detach-deadline',
+            `the ${VMM_NAMES[kind]} of ${vm} (socket ${socket}) did not finish removing NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout`,
+          );
+        }
+        throw error;
       } finally {
-        whole?.clear();
+        whole.clear();
       }
     },
   };

@@ -2,9 +2,9 @@
 // (What the commands do is tested in link-netns.test.ts and link-vmm.test.ts.)
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
-import { linkCommands } from '../../host/link-commands.js';
+import { interruptedUndoingError, linkCommands } from '../../host/link-commands.js';
 import type { VmmPort } from '../../host/linker.js';
-import { EXIT, runCli } from '../../shared/cli/run-cli.js';
+import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 
 const commands = (): Command[] => linkCommands({}, () => ({}) as VmmPort);
 const named = (name: string): Command => {
@@ -109,5 +109,36 @@ describe('spectrum-link linker commands', () => {
     };
     expect(parse(['appvm-lynx'])).toEqual([]);
     expect(parse(['appvm-lynx', '--attach', 'qemu', '--attach', 'netvm=netns'])).toEqual(['qemu', 'netvm=netns']);
+  });
+
+  it('a link failing, then interrupted while it undoes the run: every line the failure carried, then the signal, then what the undo left', async () => {
+    const interrupted = /^link interrupted by SIGTERM while it failed \(above\) and undid the run: the undo went on to its end/;
+    const failure = new CliError('link appvm-lynx failed: first line', EXIT.failure, ['second line', 'third line'], 'lines');
+    const error = interruptedUndoingError(failure, 'SIGTERM', ['appvm-lynx -> netvm (id 7) is down: left down']);
+    expect({ message: error.message, exitCode: error.exitCode, details: error.details, detailsAs: error.detailsAs }).toEqual({
+      message: 'link appvm-lynx failed: first line',
+      exitCode: 143,
+      details: ['second line', 'third line', expect.stringMatching(interrupted), 'appvm-lynx -> netvm (id 7) is down: left down'],
+      detailsAs: 'lines',
+    });
+    // As the bin prints it: a line each, the failure's first.
+    const program = new Command('spectrum-link').addCommand(
+      new Command('link').action(() => {
+        throw error;
+      }),
+    );
+    let err = '';
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
+    try {
+      expect(await runCli(program, ['link'])).toBe(143);
+    } finally {
+      stderr.mockRestore();
+    }
+    const lines = err.split('\n').filter((line) => line !== '');
+    expect(lines.slice(0, 3)).toEqual(['spectrum-link: link appvm-lynx failed: first line', 'spectrum-link: second line', 'spectrum-link: third line']);
+    expect(lines[3]).toMatch(/^spectrum-link: link interrupted by SIGTERM while it failed/);
+    expect(lines).toHaveLength(5);
+    // A failure of one line (any module error) gives that line alone before the signal's.
+    expect(interruptedUndoingError(new Error('QEMU refused to add NIC snp1'), 'SIGINT', []).details).toEqual([expect.stringMatching(/^link interrupted by SIGINT/)]);
   });
 });

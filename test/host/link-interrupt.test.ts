@@ -217,6 +217,8 @@ describeNetns('link interrupted while it undoes a failure', () => {
       expect(run.stderr.split('\n').filter((line) => line !== '')).toEqual([
         expect.stringMatching(/^spectrum-link: QEMU refused to add NIC snp\d+ .*No free slot on bus pcie\.0/),
         'spectrum-link: link interrupted by SIGINT while it failed (above) and undid the run: the undo went on to its end: what this run had made (its devices, the NICs it hot-plugged, the ids it allocated) is undone; links made before it are as they were',
+        // The NIC appvm-lynx's QEMU did not give back is said: it may still hold it, on a deleted tap.
+        expect.stringMatching(/^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC snc\d+ that the run had hot-plugged .*no reply to device_del within 3000 ms.*: check that VMM, or restart appvm-lynx$/),
       ]);
       // Undone: no link recorded, no device of ours.
       expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toEqual([]);

@@ -1,8 +1,9 @@
 // `link` bounds each NIC's attach as a whole: a VMM that answers every step just within
 // --vmm-timeout (and would then refuse) costs twice --vmm-timeout for the attach, and as much
 // again at most to take back what it had asked for, not a --vmm-timeout per step, all under the
-// state lock. A scripted QMP server plays the slow QEMU; the built spectrum-link runs in a test
-// namespace.
+// state lock. So does every `unlink`, plain too: a detach given up at twice --vmm-timeout fails as a
+// detach the VMM refused. A scripted QMP server plays the slow QEMU; the built spectrum-link runs
+// in a test namespace.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 const lines = (text: string): string[] => text.split('\n').filter((line) => line !== '');
 
-describeNetns('link: a VMM answering each attach step just in time', () => {
+describeNetns('link and unlink: a VMM answering each step just in time', () => {
   const world = linkWorldPerSuite('linkdeadline');
 
   it('gives the attach up at twice --vmm-timeout (one bound for the whole, not one per step), takes back what it had asked for, undoes the run, says so on one line', async () => {
@@ -51,6 +52,50 @@ describeNetns('link: a VMM answering each attach step just in time', () => {
       // Undone: nothing recorded, no device of ours.
       expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toEqual([]);
       expect([...(await devices(world().host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
+    } finally {
+      await qemu.close();
+      await rm(sockets, { recursive: true, force: true });
+    }
+  });
+
+  it("plain unlink bounds each NIC's detach as a whole too: given up at twice --vmm-timeout, it fails on one line naming VM, socket and what to check, the link kept", async () => {
+    const sockets = await mkdtemp(join(tmpdir(), 'spectrum-unlink-deadline-'));
+    trackTempDir(sockets);
+    const timeoutMs = 3000;
+    const qemu = await ScriptedQemu.start(join(sockets, 'appvm-lynx.qmp'));
+    const vmmArgs = ['--qmp-socket', join(sockets, '{vm}.qmp'), '--vmm-timeout', String(timeoutMs)];
+    try {
+      const made = await world().link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', ...vmmArgs, '--json']);
+      expect(made.code, made.stderr).toBe(0);
+      const link = (JSON.parse(made.stdout) as { links: { id: number; clientDevice: string; bridge: string; providerDevice: string }[] }).links[0]!;
+      expect(qemu.devices.has(link.clientDevice)).toBe(true);
+      // Every detach step answered 0.9 --vmm-timeout late (qom-list, two qom-gets, device_del, the
+      // event, netdev_del): some 16 s that would go through, step by step, without a whole bound.
+      qemu.stepDelayMs = 0.9 * timeoutMs;
+      const started = Date.now();
+      const plain = await world().link(['unlink', 'appvm-lynx', ...vmmArgs]);
+      const elapsed = Date.now() - started;
+      expect(plain.code, plain.stderr).toBe(1);
+      expect(plain.stdout).toBe('');
+      expect(lines(plain.stderr)).toEqual([
+        `spectrum-link: unlink appvm-lynx: the QEMU of appvm-lynx (socket ${sockets}/appvm-lynx.qmp) did not finish removing NIC ${link.clientDevice} within ${2 * timeoutMs} ms, twice --vmm-timeout, ` +
+          "the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout; " +
+          "so no device was deleted and appvm-lynx's links stay up: to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force",
+      ]);
+      // Given up (2 --vmm-timeouts) before device_del, with room for start-up; far less than a --vmm-timeout per step.
+      expect(elapsed).toBeLessThan(3 * timeoutMs);
+      expect(qemu.commands).not.toContain('device_del');
+      // Kept as a plain unlink that fails keeps it: the link recorded and up, its NIC in QEMU.
+      expect(qemu.devices.has(link.clientDevice)).toBe(true);
+      expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toMatchObject([{ id: link.id, present: true, clientAttach: 'qemu' }]);
+      const host = await devices(world().host);
+      expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => host.has(device))).toHaveLength(3);
+
+      // Once QEMU answers in time, the same unlink goes through.
+      qemu.stepDelayMs = 0;
+      const retried = await world().link(['unlink', 'appvm-lynx', '--forget', ...vmmArgs]);
+      expect(retried.code, retried.stderr).toBe(0);
+      expect(qemu.devices.size).toBe(0);
     } finally {
       await qemu.close();
       await rm(sockets, { recursive: true, force: true });
