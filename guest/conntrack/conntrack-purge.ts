@@ -118,7 +118,8 @@ export class ConntrackPurger {
    * did; rejects with a ConntrackError as purge does. With no timeout (null, the default) it waits
    * for the addon's own end: a reap of a huge table may take longer than any fixed bound and go on
    * deleting after a timeout, which would report a failure for a reap that works; the addon bounds
-   * each receive (10 s), so a stuck socket still ends it, and the reaper never starts two at once.
+   * each receive (10 s) and ends at the first that times out, so a stuck socket still ends it
+   * within some 10 s, and the reaper never starts two at once.
    */
   async reap(filter: ClosedFlowFilter, timeoutMs: number | null = null): Promise<ConntrackPurgeResult> {
     if (filter.sources?.length === 0 || filter.tcpStates.length === 0) return { scanned: 0, deleted: 0 };

@@ -22,9 +22,9 @@
 //       network that is not in `keep` (Uint32Array, sorted) goes too; -1: no sweep.
 //       error: null, or the errno's name of the first failure, in `phase` ("open", "dump" or
 //       "delete"); the counts say how far it got (what was matched before a failed dump is still
-//       deleted, and counted). scanned: entries seen (IPv4, but for reap's any source: IPv4 and
-//       IPv6); matched; deleted (ENOENT not counted). EAGAIN: the kernel did not answer one receive
-//       within RECEIVE_TIMEOUT_S.
+//       deleted, and counted, unless a receive timed out). scanned: entries seen (IPv4, but for
+//       reap's any source: IPv4 and IPv6); matched; deleted (ENOENT not counted). EAGAIN: the
+//       kernel did not answer one receive within RECEIVE_TIMEOUT_S; the call ends there.
 //       Throws {code} for bad arguments or when it cannot queue.
 //   reap(sources, tcpStates, callback(error, phase, scanned, matched, deleted))
 //       Deletes the TCP entries whose state is in `tcpStates` (a bit mask: bit N for the kernel's
@@ -229,13 +229,23 @@ static void execute(napi_env env, void *data) {
     call->phase = "dump";
   }
   nfct_callback_unregister(handle);
-  // Entries the dump matched go even when it failed part way: the caller retries the rest.
-  for (size_t index = 0; index < call->victim_count; index++) {
+  // Entries the dump matched go even when it failed part way: the caller retries the rest. But
+  // not after a receive timed out (EAGAIN, the dump's or a delete's): each further delete would
+  // wait as long, so a stuck socket would hold the call (and a pool thread) for 10 s per entry
+  // matched; it ends at once instead, and the caller retries.
+  int timed_out = call->error == EAGAIN || call->error == EWOULDBLOCK;
+  for (size_t index = 0; index < call->victim_count && !timed_out; index++) {
     int done = call->kind == FILTER_CLOSED_TCP ? destroy_same_entry(handle, call->victims[index], (uint32_t)index + 1)
                                                : nfct_query(handle, NFCT_Q_DESTROY, call->victims[index]);
-    if (done == 0) call->deleted += 1;
-    else if (errno != ENOENT && call->error == 0) {
-      call->error = errno;
+    if (done == 0) {
+      call->deleted += 1;
+      continue;
+    }
+    int failed = errno;
+    if (failed == ENOENT) continue;
+    timed_out = failed == EAGAIN || failed == EWOULDBLOCK;
+    if (call->error == 0) {
+      call->error = failed;
       call->phase = "delete";
     }
   }

@@ -1,4 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ANY_CLOSED_FLOW, type ClosedFlowFilter, IPPROTO_TCP, TCP_CONNTRACK_STATES, type TcpConntrackState, closedFlowFilter, reapMatches } from '../../../guest/conntrack/closed-flows.js';
@@ -14,6 +18,8 @@ import { type Harness, type Netns, createHarness, describeNetns } from '../../ha
 /** IANA protocol number of UDP. */
 const IPPROTO_UDP = 17;
 const FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/conntrack/fixtures/conntrack-purge.js', import.meta.url));
+/** LD_PRELOAD shim: a netlink recv(2) times out (EAGAIN) at once; compiled by the test that uses it. */
+const SHIM_SOURCE = fileURLToPath(new URL('./fixtures/netlink-recv-timeout.c', import.meta.url));
 
 type Outcome = { readonly result: ConntrackPurgeResult; readonly ms: number } | { readonly error: { readonly kind: string; readonly message: string } };
 
@@ -193,6 +199,33 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     expect(await left()).toEqual(kept.map((entry) => entry.dport).sort());
     // An empty list of sources is no source, not any.
     expect(await reap(closedFlowFilter([]))).toMatchObject({ result: { scanned: 0, deleted: 0 } });
+  });
+
+  it('ends a reap at the first delete whose answer timed out (EAGAIN), rather than wait as long for each entry matched', async () => {
+    // A shim (LD_PRELOAD) makes each delete's answer time out at once, as a stuck ctnetlink socket's
+    // would after 10 s: the dump goes as usual. Waiting again for each further entry would hold the
+    // reap (no JS timeout) and its pool thread for 10 s per entry matched.
+    const scratch = await mkdtemp(join(tmpdir(), 'snt-recv-timeout-'));
+    try {
+      const shim = join(scratch, 'netlink-recv-timeout.so');
+      execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', shim, SHIM_SOURCE, '-ldl']);
+      const log = join(scratch, 'recv.log');
+      for (const dport of [4001, 4002, 4003, 4004, 4005]) {
+        await ns.exec(['conntrack', '-I', '-p', 'tcp', '--state', 'TIME_WAIT', '-s', '100.64.0.1', '-d', '192.0.2.10', '--sport', '1000', '--dport', String(dport), '-t', '300']);
+      }
+      const { stdout } = await ns.exec([process.execPath, FIXTURE, 'reap', JSON.stringify(ANY_CLOSED_FLOW)], {
+        enter: 'nsenter',
+        timeoutMs: 60_000,
+        env: { ...process.env, LD_PRELOAD: shim, NETLINK_RECV_TIMEOUT_LOG: log },
+      });
+      expect(JSON.parse(stdout) as Outcome).toMatchObject({ error: { kind: 'timeout', message: expect.stringMatching(/^the kernel did not answer a conntrack request within 10 s \(EAGAIN; \d+ entries read, 5 matched, 0 deleted\)/) } });
+      // One delete sent (the kernel carried it out: its answer was what "timed out"), then none.
+      expect((await readFile(log, 'utf8')).split('\n').filter((line) => line === 'recv')).toHaveLength(1);
+      const left = (await ns.exec(['conntrack', '-L', '-p', 'tcp'])).stdout;
+      expect([...left.matchAll(/dport=(400\d)/g)].map((match) => match[1])).toHaveLength(4);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
   });
 
   it('refuses an address that is not IPv4, saying which', async () => {
