@@ -850,7 +850,9 @@ function detachStopped(vm: VmName, forget: boolean, error: unknown): unknown {
   const command = `spectrum-link unlink ${vm} --force${forget ? ' --forget' : ''}`;
   return new LinkerError(
     'vmm-detach-failed',
-    `unlink ${vm}: ${reasonOf(error)}; so no device was deleted and ${vm}'s links stay up: to delete them whatever the VMM says, run ${command}`,
+    // "Recorded", not "up": a NIC whose removal the VMM had accepted (an earlier one of the VM, or
+    // this one before its bound ran out) may be gone from the VM already.
+    `unlink ${vm}: ${reasonOf(error)}; so no host device was deleted and ${vm}'s links stay recorded (a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers): to delete them whatever the VMM says, run ${command} with this run's other options`,
   );
 }
 

@@ -80,7 +80,8 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
       expect(lines(plain.stderr)).toEqual([
         `spectrum-link: unlink appvm-lynx: the QEMU of appvm-lynx (socket ${sockets}/appvm-lynx.qmp) did not finish removing NIC ${link.clientDevice} within ${2 * timeoutMs} ms, twice --vmm-timeout, ` +
           "the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout; " +
-          "so no device was deleted and appvm-lynx's links stay up: to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force",
+          "so no host device was deleted and appvm-lynx's links stay recorded (a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers): " +
+          "to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force with this run's other options",
       ]);
       // Given up (2 --vmm-timeouts) before device_del, with room for start-up; far less than a --vmm-timeout per step.
       expect(elapsed).toBeLessThan(3 * timeoutMs);
