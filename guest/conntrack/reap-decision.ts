@@ -90,7 +90,7 @@ export function reapFinished(state: ReaperState, outcome: ReapOutcome, nowMs: nu
  * default limits a client that leaves its closed flows alone holds at most a quarter of the
  * table), and it must run while the table still has room for what arrives before the next check
  * (every client's new-flow rate for a second or so: 46/s each on a 1 GB VM, 8,192 entries): half
- * is both. What it deletes is connections over, so reaping early costs clients nothing.
+ * is both. What it deletes is connections over, so reaping early costs next to nothing (README: a NAT port freed early).
  * Unknown (undefined: nf_conntrack not loaded yet) or 0 (no limit: the table cannot fill): null,
  * no reaping.
  */

@@ -84,10 +84,7 @@ export interface RunPorts {
   readonly services: ServicesPort;
   /** Deletes the conntrack entries of client IPs no longer served; none: never. */
   readonly conntrack?: ConntrackPort;
-  /**
-   * Deletes clients' closed TCP conntrack entries while the table is over a threshold, given the
-   * client IPs served; none: never.
-   */
+  /** Deletes closed TCP conntrack entries (any source) while the table is at a threshold; none: never. */
   readonly reaper?: Pick<ConntrackReaper, 'start' | 'stop' | 'status'>;
   /** Extra status (leases, service counters) for `status`. */
   status?(): unknown;
