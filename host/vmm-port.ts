@@ -171,11 +171,12 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
       const wholeMs = WHOLE_NIC_TIMEOUTS * timeoutMs;
       const why = `the whole detach of NIC ${nic.id} took over ${wholeMs} ms`;
+      const finishBy = performance.now() + wholeMs;
       const whole = deadline(wholeMs, why);
       const bound = { timeoutMs, signal: whole.signal };
       try {
         if (kind === 'qemu') {
-          const result = await (await qmp()).qemuDetach(socket, nic, bound);
+          const result = await (await qmp()).qemuDetach(socket, nic, { ...bound, finishBy });
           if (!result.acknowledged) log().warn({ vm, nic: nic.id }, 'guest did not acknowledge the unplug in time; its netdev was removed anyway');
         } else {
           await (await cloudHypervisor()).chDetach(socket, nic, bound);

@@ -465,6 +465,12 @@ export interface QemuDetachOptions {
   readonly timeoutMs: number;
   /** Gives the detach up when it aborts (kind 'timeout'): a bound on the whole of it. */
   readonly signal?: AbortSignal;
+  /**
+   * When that bound ends (performance.now()): the wait for the guest is cut short so that
+   * netdev_del still has timeoutMs before it. Else a VMM slow at every step would have the NIC
+   * unplugged and the bound end before its netdev went, the detach failed halfway.
+   */
+  readonly finishBy?: number;
 }
 
 export interface QemuDetachResult {
@@ -792,7 +798,8 @@ export async function qemuDetach(socketPath: string, nic: VmmNic, options: QemuD
     }
     let acknowledged = true;
     try {
-      await client.waitForEvent('DEVICE_DELETED', (event) => event.data.device === nic.id, options.timeoutMs);
+      const left = options.finishBy === undefined ? options.timeoutMs : options.finishBy - performance.now() - options.timeoutMs;
+      await client.waitForEvent('DEVICE_DELETED', (event) => event.data.device === nic.id, Math.max(0, Math.min(options.timeoutMs, left)));
     } catch (error) {
       if (!(error instanceof QmpError && error.kind === 'timeout')) throw error;
       acknowledged = false;

@@ -102,4 +102,33 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
       await rm(sockets, { recursive: true, force: true });
     }
   });
+
+  it('cuts the wait for a guest that does not release the NIC short, so that a slow QEMU still gets its netdev removed within the bound and the unlink goes through', async () => {
+    const sockets = await mkdtemp(join(tmpdir(), 'spectrum-unlink-wait-'));
+    trackTempDir(sockets);
+    const timeoutMs = 3000;
+    const qemu = await ScriptedQemu.start(join(sockets, 'appvm-lynx.qmp'));
+    const vmmArgs = ['--qmp-socket', join(sockets, '{vm}.qmp'), '--vmm-timeout', String(timeoutMs)];
+    try {
+      const made = await world().link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', ...vmmArgs, '--json']);
+      expect(made.code, made.stderr).toBe(0);
+      const link = (JSON.parse(made.stdout) as { links: { id: number; clientDevice: string; bridge: string; providerDevice: string }[] }).links[0]!;
+      // Each step a quarter of --vmm-timeout late: device_del is accepted at some 3 s (qom-list,
+      // two qom-gets, device_del), and the guest never acknowledges. A full --vmm-timeout of
+      // waiting would then reach the bound (6 s) before netdev_del: the detach failed halfway,
+      // the NIC unplugged and its netdev left.
+      qemu.stepDelayMs = 0.25 * timeoutMs;
+      qemu.deviceDel = 'unacked';
+      const unlinked = await world().link(['unlink', 'appvm-lynx', ...vmmArgs]);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+      expect(qemu.commands.slice(-2)).toEqual(['device_del', 'netdev_del']);
+      expect(qemu.netdevs.size).toBe(0);
+      expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toMatchObject([{ id: link.id, present: false }]);
+      const host = await devices(world().host);
+      expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => host.has(device))).toEqual([]);
+    } finally {
+      await qemu.close();
+      await rm(sockets, { recursive: true, force: true });
+    }
+  });
 });
