@@ -15,8 +15,42 @@ import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 const lines = (text: string): string[] => text.split('\n').filter((line) => line !== '');
 
+interface QemuLink {
+  readonly id: number;
+  readonly clientDevice: string;
+  readonly bridge: string;
+  readonly providerDevice: string;
+}
+
+/** Where an unlink test runs: a scripted QEMU holding appvm-lynx's NIC, linked with a 3 s --vmm-timeout. */
+interface LinkedQemu {
+  readonly sockets: string;
+  readonly qemu: ScriptedQemu;
+  readonly timeoutMs: number;
+  readonly vmmArgs: readonly string[];
+  readonly link: QemuLink;
+}
+
 describeNetns('link and unlink: a VMM answering each step just in time', () => {
   const world = linkWorldPerSuite('linkdeadline');
+
+  /** Links appvm-lynx to a scripted QEMU (answering at once), runs `test`, then closes the QEMU and its dir. */
+  async function withLinkedQemu(dirPrefix: string, test: (setup: LinkedQemu) => Promise<void>): Promise<void> {
+    const sockets = await mkdtemp(join(tmpdir(), dirPrefix));
+    trackTempDir(sockets);
+    const timeoutMs = 3000;
+    const qemu = await ScriptedQemu.start(join(sockets, 'appvm-lynx.qmp'));
+    const vmmArgs = ['--qmp-socket', join(sockets, '{vm}.qmp'), '--vmm-timeout', String(timeoutMs)];
+    try {
+      const made = await world().link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', ...vmmArgs, '--json']);
+      expect(made.code, made.stderr).toBe(0);
+      const link = (JSON.parse(made.stdout) as { links: QemuLink[] }).links[0]!;
+      await test({ sockets, qemu, timeoutMs, vmmArgs, link });
+    } finally {
+      await qemu.close();
+      await rm(sockets, { recursive: true, force: true });
+    }
+  }
 
   it('gives the attach up at twice --vmm-timeout (one bound for the whole, not one per step), takes back what it had asked for, undoes the run, says so on one line', async () => {
     const sockets = await mkdtemp(join(tmpdir(), 'spectrum-link-deadline-'));
@@ -59,15 +93,7 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
   });
 
   it("plain unlink bounds each NIC's detach as a whole too: given up at twice --vmm-timeout, it fails on one line naming VM, socket and what to check, the link kept", async () => {
-    const sockets = await mkdtemp(join(tmpdir(), 'spectrum-unlink-deadline-'));
-    trackTempDir(sockets);
-    const timeoutMs = 3000;
-    const qemu = await ScriptedQemu.start(join(sockets, 'appvm-lynx.qmp'));
-    const vmmArgs = ['--qmp-socket', join(sockets, '{vm}.qmp'), '--vmm-timeout', String(timeoutMs)];
-    try {
-      const made = await world().link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', ...vmmArgs, '--json']);
-      expect(made.code, made.stderr).toBe(0);
-      const link = (JSON.parse(made.stdout) as { links: { id: number; clientDevice: string; bridge: string; providerDevice: string }[] }).links[0]!;
+    await withLinkedQemu('spectrum-unlink-deadline-', async ({ sockets, qemu, timeoutMs, vmmArgs, link }) => {
       expect(qemu.devices.has(link.clientDevice)).toBe(true);
       // Every detach step answered 0.9 --vmm-timeout late (qom-list, two qom-gets, device_del, the
       // event, netdev_del): some 16 s that would go through, step by step, without a whole bound.
@@ -97,22 +123,11 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
       const retried = await world().link(['unlink', 'appvm-lynx', '--forget', ...vmmArgs]);
       expect(retried.code, retried.stderr).toBe(0);
       expect(qemu.devices.size).toBe(0);
-    } finally {
-      await qemu.close();
-      await rm(sockets, { recursive: true, force: true });
-    }
+    });
   });
 
   it('cuts the wait for a guest that does not release the NIC short, so that a slow QEMU still gets its netdev removed within the bound and the unlink goes through', async () => {
-    const sockets = await mkdtemp(join(tmpdir(), 'spectrum-unlink-wait-'));
-    trackTempDir(sockets);
-    const timeoutMs = 3000;
-    const qemu = await ScriptedQemu.start(join(sockets, 'appvm-lynx.qmp'));
-    const vmmArgs = ['--qmp-socket', join(sockets, '{vm}.qmp'), '--vmm-timeout', String(timeoutMs)];
-    try {
-      const made = await world().link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', ...vmmArgs, '--json']);
-      expect(made.code, made.stderr).toBe(0);
-      const link = (JSON.parse(made.stdout) as { links: { id: number; clientDevice: string; bridge: string; providerDevice: string }[] }).links[0]!;
+    await withLinkedQemu('spectrum-unlink-wait-', async ({ qemu, timeoutMs, vmmArgs, link }) => {
       // Each step a quarter of --vmm-timeout late: device_del is accepted at some 3 s (qom-list,
       // two qom-gets, device_del), and the guest never acknowledges. A full --vmm-timeout of
       // waiting would then reach the bound (6 s) before netdev_del: the detach failed halfway,
@@ -126,9 +141,6 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
       expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toMatchObject([{ id: link.id, present: false }]);
       const host = await devices(world().host);
       expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => host.has(device))).toEqual([]);
-    } finally {
-      await qemu.close();
-      await rm(sockets, { recursive: true, force: true });
-    }
+    });
   });
 });
