@@ -22,8 +22,9 @@ export interface FirewallPort {
   verify(model: FirewallModel): Promise<boolean>;
   counters(): Promise<FirewallCounters>;
   /**
-   * The flow limits the table was made with; null until a reconcile (or audit) has applied them,
-   * and when no table of ours filters.
+   * The flow limits the table was made with, while it stands as made: null until a reconcile (or
+   * audit) has applied them, once one finds the table missing or changed and cannot make it
+   * again (until one can), and when no table of ours filters.
    */
   flowLimits(): FlowLimits | null;
 }

@@ -130,6 +130,13 @@ export class ConntrackReaper {
     this.#timer = undefined;
   }
 
+  /** A read that failed: said once per reason, not each second. */
+  #readFailure(text: string, warning: string): void {
+    if (this.#lastError !== text) this.log.warn({ err: text }, warning);
+    this.#lastError = text;
+    this.#readFailed = true;
+  }
+
   status(): ReaperStatus {
     return {
       threshold: this.#threshold,
@@ -143,22 +150,29 @@ export class ConntrackReaper {
     };
   }
 
-  /** One check: read the count (and for `auto` the table size), and reap when the decision says so. */
+  /**
+   * One check: read the count (and for `auto` the table size), and reap when the decision says so.
+   * A table size that cannot be read keeps the threshold it last gave (warned once).
+   */
   async tick(): Promise<void> {
     if (this.#state.reaping) return;
     let count: number | undefined;
+    let unreadable: string | null = null;
     try {
       count = this.kernel.readCount();
-      if (this.option === 'auto') this.#threshold = autoReapThreshold(this.kernel.readMax());
     } catch (error) {
-      const text = message(error);
-      // Once, not each second.
-      if (this.#lastError !== text) this.log.warn({ err: text }, 'the reaper cannot read the conntrack table size; retrying each second');
-      this.#lastError = text;
-      this.#readFailed = true;
+      this.#readFailure(message(error), 'the reaper cannot read the conntrack table size; retrying each second');
       return;
     }
-    if (this.#readFailed) {
+    if (this.option === 'auto') {
+      try {
+        this.#threshold = autoReapThreshold(this.kernel.readMax());
+      } catch (error) {
+        unreadable = message(error);
+        this.#readFailure(unreadable, `the reaper cannot read nf_conntrack_max; it keeps the threshold it last gave (${this.#threshold ?? 'none'}) until it can`);
+      }
+    }
+    if (unreadable === null && this.#readFailed) {
       this.#readFailed = false;
       this.#lastError = null;
     }
@@ -181,7 +195,8 @@ export class ConntrackReaper {
       this.#count = after;
       this.#reaps += 1;
       this.#reaped += result.deleted;
-      this.#lastError = null;
+      // A read that failed this tick is still the news.
+      if (!this.#readFailed) this.#lastError = null;
       const what = { deleted: result.deleted, scanned: result.scanned, countBefore: count, countAfter: after, threshold: this.#threshold, ms: Number(ms.toFixed(1)) };
       if (result.deleted > 0) {
         this.#lastReap = { deleted: result.deleted, countBefore: count, countAfter: after, ms: what.ms };

@@ -12,7 +12,7 @@ import { FirewallError } from './firewall-error.js';
 import { type FirewallState, advanceFirewallState, firewallStateOf } from './firewall-state.js';
 import { type FirewallModel, type ValidFirewallModel, validateFirewallModel } from './model.js';
 import { type NftOutput, type NftResult, runNftInProcess } from './nft-library.js';
-import { TABLE, elementCommands, isEmptyDiff, planFirewall, removeTableScript } from './ruleset.js';
+import { TABLE, elementCommands, isEmptyDiff, parseTableListing, planFirewall, removeTableScript, staticTableText } from './ruleset.js';
 import { type TableSettings, assertTableSettings } from './table-settings.js';
 
 export interface NftOptions {
@@ -134,6 +134,17 @@ export async function reconcileFirewall(model: FirewallModel, options: FirewallO
     if (result.code === 0) return { changed: true };
     if (attempt >= 2) throw failure(plan.kind === 'replace-table' ? `replacing table ${TABLE}` : `updating set elements of ${TABLE}`, result);
   }
+}
+
+/**
+ * Whether the table exists with the structure `settings` make (its chains, rules and sets, whatever
+ * their elements): the rules that hold clients to the flow limits. False when it is missing or
+ * someone changed or replaced it, as the audit finds it (planFirewall's 'replace-table'). A listing
+ * that fails throws.
+ */
+export async function tableHasStructure(settings: TableSettings, options: NftOptions = {}): Promise<boolean> {
+  const listing = await readTable(options);
+  return listing !== undefined && parseTableListing(listing).structure === staticTableText(settings);
 }
 
 /** The firewall's drop counters; a FirewallError of kind 'table-missing' when there is no table. */

@@ -1,7 +1,8 @@
 /**
- * What the table's text depends on besides the model: the limits set once per agent run (options),
- * so the audit compares the live table with the same text all along; clients' TCP timeouts follow
- * the provider's sysctls, read again at each audit (provider-ports.ts). Pure.
+ * What the table's text depends on besides the model: the flow limits (options, or with `auto`
+ * derived from nf_conntrack_max) and clients' TCP timeouts (from the provider's sysctls). The audit
+ * compares the live table with the text of the settings it was last made with; `auto` limits and
+ * the timeouts follow their sysctls, read again at each audit (provider-ports.ts). Pure.
  */
 import { CLIENT_UNCOUNTED_SECONDS, DEFAULT_CLIENT_TCP_TIMEOUTS, type TcpTimeouts, assertClientTcpTimeouts } from './client-tcp-timeouts.js';
 import { FirewallError } from './firewall-error.js';

@@ -67,7 +67,10 @@ export interface AgentStatus {
   readonly counters: AgentCounters;
   /** The firewall's drop counters; null when they cannot be read (no table of ours yet: see firewallError). */
   readonly firewall: FirewallCounters | null;
-  /** What the firewall holds each client to (0: no limit); null without a firewall, or until an update of it succeeded. */
+  /**
+   * What the firewall holds each client to (0: no limit); null without a firewall, until an update
+   * of it succeeded, and while its table is missing or changed and updates fail (firewallError says why).
+   */
   readonly flowLimits: FlowLimits | null;
   /** Why the last update of the firewall failed (it is retried); null once one succeeds, and without a firewall. */
   readonly firewallError: string | null;

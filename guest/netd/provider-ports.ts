@@ -9,7 +9,7 @@ import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '
 import { type TcpTimeouts, clientTcpTimeouts, sameTcpTimeouts, tcpTimeoutPolicyText } from '../firewall/client-tcp-timeouts.js';
 import { readConntrackMax } from '../firewall/conntrack-max.js';
 import { FirewallError } from '../firewall/firewall-error.js';
-import { FirewallReconciler, firewallCounters } from '../firewall/nft.js';
+import { FirewallReconciler, firewallCounters, tableHasStructure } from '../firewall/nft.js';
 import { loadNftLibrary } from '../firewall/nft-library.js';
 import {
   MAX_DEFAULT_CLIENT_NEW_FLOW_RATE,
@@ -31,13 +31,17 @@ export type ClientNewFlowRateOption = number | 'auto';
 /** The agent's own firewall, changed in-process through libnftables. */
 export class NftablesFirewall implements FirewallPort {
   #reconciler: FirewallReconciler | undefined;
-  /** What #reconciler makes the table with. */
+  /** What #reconciler makes the table with; once #flowLimits is set, what the table was last made (or found) with. */
   #settings: TableSettings | undefined;
-  /** The limits of #reconciler's settings. */
-  #settingsLimits: FlowLimits | undefined;
-  /** Why the provider's TCP timeouts could not be read at the last audit (warned once per reason). */
-  #tcpTimeoutsUnreadable: string | undefined;
-  /** The limits the last reconcile that succeeded applied (undefined: none has yet). */
+  /** Clients' TCP timeouts from the provider's, read again at each audit. */
+  readonly #auditedTcpTimeouts: Reread<TcpTimeouts>;
+  /** nf_conntrack_max, read again at each audit for `auto` limits. */
+  readonly #auditedConntrackMax: Reread<number>;
+  /**
+   * The limits of #settings while the table holds them: set by each reconcile or audit that
+   * succeeds, cleared by one that fails and leaves the table missing or changed (undefined: none
+   * in force).
+   */
   #flowLimits: FlowLimits | undefined;
 
   constructor(
@@ -50,65 +54,100 @@ export class NftablesFirewall implements FirewallPort {
     private readonly tcpTimeouts: () => TcpTimeouts | undefined = readTcpTimeouts,
   ) {
     assertTableSettings({ clientFlowLimit: clientFlowLimit === 'auto' ? 0 : clientFlowLimit, clientNewFlowRate: clientNewFlowRate === 'auto' ? 0 : clientNewFlowRate });
+    this.#auditedTcpTimeouts = new Reread(() => mapDefined(tcpTimeouts(), clientTcpTimeouts), log, "firewall: cannot read the provider's TCP timeouts; clients' keep theirs until they can be read");
+    this.#auditedConntrackMax = new Reread(conntrackMax, log, 'firewall: cannot read nf_conntrack_max; the flow limits derived from it (auto) stay as they are until it can be read');
     // A broken install (addon not built, libnftables missing) fails when the agent starts.
     loadNftLibrary();
   }
 
   async reconcile(model: FirewallModel): Promise<void> {
-    await (await this.#ready(model)).reconcile(model);
-    this.#flowLimits = this.#settingsLimits;
+    try {
+      await (await this.#ready(model)).reconcile(model);
+    } catch (error) {
+      await this.#afterFailure();
+      throw error;
+    }
+    this.#flowLimits = this.#settings === undefined ? undefined : limitsOf(this.#settings);
   }
 
   /**
    * The audit: also where clients' TCP timeouts follow a change of the provider's sysctls (an
-   * operator's, after start). The table is then replaced once, which is not counted as a repair.
+   * operator's, after start), and `auto` flow limits one of nf_conntrack_max. The table is then
+   * replaced once, which is not counted as a repair.
    */
   async verify(model: FirewallModel): Promise<boolean> {
-    const reconciler = await this.#ready(model);
-    const follow = this.#followTcpTimeouts();
-    const { changed } = await (follow?.reconciler ?? reconciler).reconcile(model, { verify: true });
+    let follow: Follow | undefined;
+    let changed: boolean;
+    try {
+      const reconciler = await this.#ready(model);
+      follow = this.#followKernel();
+      ({ changed } = await (follow?.reconciler ?? reconciler).reconcile(model, { verify: true }));
+    } catch (error) {
+      await this.#afterFailure();
+      throw error;
+    }
     // Taken on only once the table has it: after a refusal the next audit follows again (still
     // not a repair), and a reconcile meanwhile keeps to the table as it is.
     if (follow !== undefined) {
-      this.#settings = follow.settings;
+      const { from, settings } = follow;
+      this.#settings = settings;
       this.#reconciler = follow.reconciler;
-      this.log.info(
-        { from: tcpTimeoutPolicyText(clientTcpTimeoutsOf(follow.from)), to: tcpTimeoutPolicyText(clientTcpTimeoutsOf(follow.settings)) },
-        "firewall: the provider's TCP timeouts changed; clients' TCP flows follow (the table is replaced, its counters start from 0)",
-      );
+      if (!sameTcpTimeouts(clientTcpTimeoutsOf(from), clientTcpTimeoutsOf(settings))) {
+        this.log.info(
+          { from: tcpTimeoutPolicyText(clientTcpTimeoutsOf(from)), to: tcpTimeoutPolicyText(clientTcpTimeoutsOf(settings)) },
+          "firewall: the provider's TCP timeouts changed; clients' TCP flows follow (the table is replaced, its counters start from 0)",
+        );
+      }
+      if (from.clientFlowLimit !== settings.clientFlowLimit || from.clientNewFlowRate !== settings.clientNewFlowRate) {
+        this.log.info(
+          { from: limitsOf(from), to: limitsOf(settings), conntrackMax: follow.conntrackMax },
+          'firewall: nf_conntrack_max changed; the flow limits derived from it (auto) follow (the table is replaced, its counters start from 0)',
+        );
+      }
     }
-    this.#flowLimits = this.#settingsLimits;
+    this.#flowLimits = this.#settings === undefined ? undefined : limitsOf(this.#settings);
     return changed && follow === undefined;
   }
 
   /**
-   * The settings with clients' TCP timeouts taken anew from the provider's sysctls, and a
-   * reconciler for them, when they differ from the table's; undefined when they do not.
+   * After an update that failed: the limits stay in force only while the table still has the
+   * structure they were applied with (the failure was an element change); one the update found
+   * missing or changed and could not make again holds no client to anything. A listing that fails
+   * too tells nothing new: what was last applied is kept, as between audits.
    */
-  #followTcpTimeouts(): { readonly from: TableSettings; readonly settings: TableSettings; readonly reconciler: FirewallReconciler } | undefined {
+  async #afterFailure(): Promise<void> {
+    const applied = this.#settings;
+    if (this.#flowLimits === undefined || applied === undefined) return;
+    const intact = await tableHasStructure(applied).catch(() => true);
+    if (!intact) this.#flowLimits = undefined;
+  }
+
+  /**
+   * The settings with clients' TCP timeouts taken anew from the provider's sysctls, and `auto`
+   * limits from nf_conntrack_max, and a reconciler for them, when they differ from the table's;
+   * undefined when they do not. A value that cannot be read keeps what the table has (warned once).
+   */
+  #followKernel(): Follow | undefined {
     const from = this.#settings;
     if (from === undefined) return undefined;
-    let wanted: TcpTimeouts;
-    try {
-      const provider = this.tcpTimeouts();
-      if (provider === undefined) return undefined;
-      wanted = clientTcpTimeouts(provider);
-    } catch (error) {
-      // The table keeps the policy it has; the audit goes on. Said once, not at every audit.
-      const message = error instanceof Error ? error.message : String(error);
-      if (message !== this.#tcpTimeoutsUnreadable) this.log.warn({ err: message }, "firewall: cannot read the provider's TCP timeouts; clients' keep theirs until they can be read");
-      this.#tcpTimeoutsUnreadable = message;
-      return undefined;
+    let settings = from;
+    const wanted = this.#auditedTcpTimeouts.read();
+    if (wanted !== undefined && !sameTcpTimeouts(wanted, clientTcpTimeoutsOf(from))) settings = { ...settings, clientTcpTimeouts: wanted };
+    const limit = this.clientFlowLimit;
+    const rate = this.clientNewFlowRate;
+    // Numbers given stay as they are: nf_conntrack_max is not even read.
+    const conntrackMax = limit === 'auto' || rate === 'auto' ? this.#auditedConntrackMax.read() : undefined;
+    if (conntrackMax !== undefined) {
+      const clientFlowLimit = limit === 'auto' ? defaultClientFlowLimit(conntrackMax) : limit;
+      const clientNewFlowRate = rate === 'auto' ? defaultClientNewFlowRate(conntrackMax) : rate;
+      if (clientFlowLimit !== from.clientFlowLimit || clientNewFlowRate !== from.clientNewFlowRate) settings = { ...settings, clientFlowLimit, clientNewFlowRate };
     }
-    this.#tcpTimeoutsUnreadable = undefined;
-    if (sameTcpTimeouts(wanted, clientTcpTimeoutsOf(from))) return undefined;
-    const settings: TableSettings = { ...from, clientTcpTimeouts: wanted };
-    return { from, settings, reconciler: new FirewallReconciler(settings) };
+    return settings === from ? undefined : { from, settings, reconciler: new FirewallReconciler(settings), conntrackMax };
   }
 
   /**
    * The reconciler, made on the first call with `auto` resolved and the clients' TCP timeouts
-   * taken from the provider's (read again at each audit: #followTcpTimeouts).
+   * taken from the provider's (both read again at each audit: #followKernel).
    */
   async #ready(model: FirewallModel): Promise<FirewallReconciler> {
     if (this.#reconciler !== undefined) return this.#reconciler;
@@ -154,7 +193,6 @@ export class NftablesFirewall implements FirewallPort {
         'firewall: each client may open this many new flows a second (an eighth of the table per 22 s, at most 100)',
       );
     }
-    this.#settingsLimits = { clientFlowLimit: settings.clientFlowLimit, clientNewFlowRate: settings.clientNewFlowRate };
     this.#settings = settings;
     this.#reconciler = new FirewallReconciler(settings);
     return this.#reconciler;
@@ -164,9 +202,59 @@ export class NftablesFirewall implements FirewallPort {
     return firewallCounters();
   }
 
-  /** Only once a reconcile applied them: a table that could not be made holds no client to anything. */
+  /**
+   * Only while the table holds them: once a reconcile applied them, until one finds the table
+   * missing or changed and cannot make it again (a table that is not there holds no client to
+   * anything).
+   */
   flowLimits(): FlowLimits | null {
     return this.#flowLimits ?? null;
+  }
+}
+
+/** A change of the table's settings that an audit follows: from what, to what. */
+interface Follow {
+  readonly from: TableSettings;
+  readonly settings: TableSettings;
+  readonly reconciler: FirewallReconciler;
+  /** What `auto` limits were derived from (undefined: not read, or unreadable). */
+  readonly conntrackMax: number | undefined;
+}
+
+function mapDefined<T, U>(value: T | undefined, map: (value: T) => U): U | undefined {
+  return value === undefined ? undefined : map(value);
+}
+
+/** The flow limits of `settings`. */
+function limitsOf(settings: TableSettings): FlowLimits {
+  return { clientFlowLimit: settings.clientFlowLimit, clientNewFlowRate: settings.clientNewFlowRate };
+}
+
+/**
+ * A kernel value the table follows, read again at each audit: undefined when it does not exist
+ * or cannot be read. A failure is warned once per reason (again after a read that worked), not at
+ * every audit; the audit goes on with what the table has.
+ */
+class Reread<T> {
+  #unreadable: string | undefined;
+
+  constructor(
+    private readonly source: () => T | undefined,
+    private readonly log: Logger,
+    private readonly warning: string,
+  ) {}
+
+  read(): T | undefined {
+    try {
+      const value = this.source();
+      this.#unreadable = undefined;
+      return value;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if (message !== this.#unreadable) this.log.warn({ err: message }, this.warning);
+      this.#unreadable = message;
+      return undefined;
+    }
   }
 }
 

@@ -134,6 +134,42 @@ describe('ConntrackReaper', () => {
     reaper.stop();
   });
 
+  it('with auto, follows a change of nf_conntrack_max at the next check, and keeps the threshold it last gave while it cannot be read (warned once)', async () => {
+    const table = new FakeTable();
+    const { log, lines } = recordingLog();
+    const reaper = new ConntrackReaper('auto', log, table);
+    reaper.start(3_600_000);
+    table.count = 400;
+    await reaper.tick();
+    expect(reaper.status().threshold).toBe(500);
+    table.max = 600;
+    table.closed = 50;
+    await reaper.tick();
+    expect(reaper.status()).toMatchObject({ threshold: 300, count: 350 });
+    expect(table.reaps).toHaveLength(1);
+    const unreadable = '/proc/sys/net/netfilter/nf_conntrack_max holds "many", not a number of entries';
+    table.readMax = () => {
+      throw new Error(unreadable);
+    };
+    table.closed = 10;
+    table.count = 320;
+    table.clock = 1000;
+    // Still reaps, at the threshold it had; the read's failure is said once, and stays in status.
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(2);
+    expect(reaper.status()).toMatchObject({ threshold: 300, count: 310, lastError: unreadable });
+    table.clock = 2000;
+    table.count = 320;
+    table.closed = 5;
+    await reaper.tick();
+    expect(table.reaps).toHaveLength(3);
+    expect(lines.filter((line) => line.level === 40)).toEqual([expect.objectContaining({ err: unreadable, msg: expect.stringMatching(/keeps the threshold it last gave \(300\)/) })]);
+    table.readMax = () => 2000;
+    await reaper.tick();
+    expect(reaper.status()).toMatchObject({ threshold: 1000, lastError: null });
+    reaper.stop();
+  });
+
   it('warns at a failed reap, says why in status, and backs off; a read that fails is said once', async () => {
     const table = new FakeTable();
     const { log, lines } = recordingLog();

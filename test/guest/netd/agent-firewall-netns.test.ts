@@ -1,8 +1,9 @@
 // spectrum-netd's firewall as `status` reports it, run in provider namespaces: limits are shown as
-// in force only once a table of ours holds them (a first update nft refuses shows the failure
-// instead), and clients' TCP timeouts follow the provider's sysctls at the next audit, replacing
-// the table once, then left alone.
-import { mkdtempSync, rmSync } from 'node:fs';
+// in force only while a table of ours holds them (a first update nft refuses, or a table deleted
+// that the agent cannot make again, shows the failure instead), and clients' TCP timeouts and
+// `auto` flow limits follow the provider's sysctls at the next audit, replacing the table once,
+// then left alone.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +17,7 @@ const AUDIT_SECONDS = 0.5;
 
 interface StatusJson {
   counters: { firewallRepairs: number };
+  reaper: { threshold: number | null; lastError: string | null } | null;
   firewall: { antispoofDrops: number } | null;
   flowLimits: { clientFlowLimit: number; clientNewFlowRate: number } | null;
   firewallError: string | null;
@@ -46,8 +48,15 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
     return provider;
   }
 
-  async function startAgent(ns: Netns, socket: string, extra: readonly string[] = []): Promise<NetnsProcess> {
-    const child = ns.spawn(['node', CLI, 'run', '--control-socket', socket, '--notify-fd', '1', '--client-flow-limit', '300', '--client-new-flow-rate', '30', ...extra], {
+  /** `limits`: --client-flow-limit and --client-new-flow-rate; `wrap`: what runs the agent (its argv follows). */
+  async function startAgent(
+    ns: Netns,
+    socket: string,
+    extra: readonly string[] = [],
+    { limits = ['300', '30'], wrap = [] }: { limits?: readonly [string, string]; wrap?: readonly string[] } = {},
+  ): Promise<NetnsProcess> {
+    const options = ['--client-flow-limit', limits[0], '--client-new-flow-rate', limits[1]];
+    const child = ns.spawn([...wrap, 'node', CLI, 'run', '--control-socket', socket, '--notify-fd', '1', ...options, ...extra], {
       enter: 'nsenter',
       env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' },
     });
@@ -97,6 +106,95 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
       } finally {
         await agent.kill();
       }
+    });
+  });
+
+  describe('a table deleted by someone else that the agent cannot make again', () => {
+    it('shows its flow limits no longer in force, and why, until the agent makes it again', async () => {
+      const provider = await providerWithClient('gone');
+      const socket = join(dir, 'gone.sock');
+      const agent = await startAgent(provider, socket, ['--firewall-audit', String(AUDIT_SECONDS)]);
+      const owner = provider.spawn(['nft', '-i'], { stdin: 'pipe' });
+      try {
+        expect((await status(provider, socket)).flowLimits).toEqual({ clientFlowLimit: 300, clientNewFlowRate: 30 });
+        // Ours deleted, and in the same transaction a table of its name that only the owner's
+        // netlink socket may change: the audit finds ours missing, and nft refuses to make it again.
+        owner.child.stdin?.write('delete table inet spectrum_netd; add table inet spectrum_netd { flags owner; }\n');
+        await eventually('the failed audit', async () => (await status(provider, socket)).firewallError !== null, 8 * AUDIT_SECONDS * 1000);
+        const failed = await status(provider, socket);
+        expect(failed.flowLimits).toBeNull();
+        expect(failed.firewallError).toMatch(/Operation not permitted/);
+        const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+        expect(text).not.toMatch(/^flow limits per client/m);
+        expect(text).toMatch(/^firewall: not in force: the last update failed \(retrying\): .*Operation not permitted/m);
+        // Retried audits that fail change nothing of that.
+        await new Promise((resolve) => setTimeout(resolve, 3 * AUDIT_SECONDS * 1000));
+        expect(await status(provider, socket)).toMatchObject({ flowLimits: null, firewallError: expect.stringMatching(/Operation not permitted/) });
+
+        // The owner goes, and its table with it: the agent's retry makes ours again.
+        owner.child.stdin?.end();
+        await owner.wait();
+        await eventually('the table made again', async () => (await status(provider, socket)).flowLimits !== null, 15_000);
+        const back = await status(provider, socket);
+        expect(back).toMatchObject({ flowLimits: { clientFlowLimit: 300, clientNewFlowRate: 30 }, firewallError: null });
+        expect(back.counters.firewallRepairs).toBeGreaterThanOrEqual(1);
+        const rules = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure;
+        expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill('ct count over 300 '));
+      } finally {
+        await owner.kill();
+        await agent.kill();
+      }
+    });
+  });
+
+  describe('`auto` flow limits', () => {
+    const MAX = '/proc/sys/net/netfilter/nf_conntrack_max';
+
+    it('follow a change of nf_conntrack_max at the next audit, as the reaper its threshold; an unreadable value keeps them, warned once', async () => {
+      // nf_conntrack_max is the whole kernel's, read-only outside the initial namespace (0444 in
+      // this one's /proc/sys). So the agent gets a mount namespace of its own in which a file of
+      // the test's stands over it: what it reads changes, the kernel's value never does.
+      const hostMax = readFileSync(MAX, 'utf8');
+      const provider = await providerWithClient('ctmax');
+      const socket = join(dir, 'ctmax.sock');
+      const sysctl = join(dir, 'nf_conntrack_max');
+      writeFileSync(sysctl, '8192\n');
+      const wrap = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', `mount --bind ${sysctl} ${MAX} && exec "$@"`, 'sh'];
+      const agent = await startAgent(provider, socket, ['--firewall-audit', String(AUDIT_SECONDS)], { limits: ['auto', 'auto'], wrap });
+      const rules = async (): Promise<string[]> =>
+        parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure.match(/ct count over \d+ |limit rate over \d+\/second/g) ?? [];
+      try {
+        const first = await status(provider, socket);
+        expect(first.flowLimits).toEqual({ clientFlowLimit: 1024, clientNewFlowRate: 46 });
+        expect(first.reaper?.threshold).toBe(4096);
+        expect(await rules()).toEqual(['limit rate over 46/second', 'ct count over 1024 ', 'limit rate over 46/second', 'ct count over 1024 ']);
+
+        writeFileSync(sysctl, '4096\n');
+        await eventually('the limits to follow', async () => (await status(provider, socket)).flowLimits?.clientFlowLimit === 512, 8 * AUDIT_SECONDS * 1000);
+        const followed = await status(provider, socket);
+        expect(followed.flowLimits).toEqual({ clientFlowLimit: 512, clientNewFlowRate: 23 });
+        expect(followed.reaper?.threshold).toBe(2048);
+        expect(await rules()).toEqual(['limit rate over 23/second', 'ct count over 512 ', 'limit rate over 23/second', 'ct count over 512 ']);
+        const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+        expect(text).toContain('\nflow limits per client: 512 conntrack entries, 23 new flows a second (46 at once)\n');
+        // Several audits later: not replaced again, and no repair counted.
+        await new Promise((resolve) => setTimeout(resolve, 4 * AUDIT_SECONDS * 1000));
+        expect((await status(provider, socket)).counters.firewallRepairs).toBe(0);
+        expect(agent.stderr.split('\n').filter((line) => /the flow limits derived from it \(auto\) follow/.test(line))).toHaveLength(1);
+
+        // Unreadable: the limits and the reaper's threshold stay; said once each, not at every audit.
+        writeFileSync(sysctl, 'many\n');
+        await new Promise((resolve) => setTimeout(resolve, 6 * AUDIT_SECONDS * 1000));
+        const kept = await status(provider, socket);
+        expect(kept.flowLimits).toEqual({ clientFlowLimit: 512, clientNewFlowRate: 23 });
+        expect(kept.reaper).toMatchObject({ threshold: 2048, lastError: expect.stringMatching(/nf_conntrack_max holds "many"/) });
+        expect(await rules()).toEqual(['limit rate over 23/second', 'ct count over 512 ', 'limit rate over 23/second', 'ct count over 512 ']);
+        expect(agent.stderr.split('\n').filter((line) => /firewall: cannot read nf_conntrack_max/.test(line))).toHaveLength(1);
+        expect(agent.stderr.split('\n').filter((line) => /the reaper cannot read nf_conntrack_max/.test(line))).toHaveLength(1);
+      } finally {
+        await agent.kill();
+      }
+      expect(readFileSync(MAX, 'utf8')).toBe(hostMax);
     });
   });
 

@@ -1,6 +1,7 @@
 // The agent's firewall port against a simulated table (no kernel): how it settles the client flow
 // cap and new-flow rate, from their options or from nf_conntrack_max, and clients' TCP timeouts
-// from the provider's, before the table's first load.
+// from the provider's, before the table's first load; how audits follow those sysctls; and when it
+// says the limits are in force.
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { beforeEach, expect, it, vi } from 'vitest';
@@ -178,4 +179,116 @@ it("warns once that the provider's TCP timeouts cannot be read, not at every aud
   expect(warnings()).toBe(3);
   // The table kept its policy throughout.
   expect(nft.made).toEqual([table(100, 20)]);
+});
+
+it('keeps its flow limits in force after a refused update while the table stands as applied; none once an update finds it missing or changed and cannot make it again', async () => {
+  const firewall = new NftablesFirewall(100, 20, log, () => 65_536, kernelTimeouts);
+  await firewall.reconcile(model);
+  const applied = { clientFlowLimit: 100, clientNewFlowRate: 20 };
+  expect(firewall.flowLimits()).toEqual(applied);
+  nft.refusing = true;
+  // An element change refused: the table, with the rules that hold clients to the limits, stands.
+  const more: FirewallModel = { ...model, providerLinks: [...model.providerLinks, { ifname: 'snp2', clientIp: '100.64.0.2' }] };
+  await expect(firewall.reconcile(more)).rejects.toMatchObject({ kind: 'nft-failed' });
+  await expect(firewall.verify(more)).rejects.toMatchObject({ kind: 'nft-failed' });
+  expect(firewall.flowLimits()).toEqual(applied);
+  // Someone deletes the table, and the audit cannot make it again.
+  nft.table = undefined;
+  await expect(firewall.verify(more)).rejects.toMatchObject({ kind: 'nft-failed' });
+  expect(firewall.flowLimits()).toBeNull();
+  // Made again: in force again (a repair).
+  nft.refusing = false;
+  expect(await firewall.verify(more)).toBe(true);
+  expect(firewall.flowLimits()).toEqual(applied);
+  // Someone replaces it with another table of its name (other rules), and ours is refused: none.
+  await new NftablesFirewall(7, 20, log, () => 65_536, kernelTimeouts).reconcile(more);
+  nft.refusing = true;
+  await expect(firewall.reconcile(model)).rejects.toMatchObject({ kind: 'nft-failed' });
+  expect(firewall.flowLimits()).toBeNull();
+  // Still none while its retries fail, whatever they change.
+  await expect(firewall.verify(more)).rejects.toMatchObject({ kind: 'nft-failed' });
+  expect(firewall.flowLimits()).toBeNull();
+  nft.refusing = false;
+  await firewall.reconcile(model);
+  expect(firewall.flowLimits()).toEqual(applied);
+  expect(nft.made).toEqual([table(100, 20), table(100, 20), table(7, 20), table(100, 20)]);
+});
+
+it('has `auto` flow limits follow nf_conntrack_max at each audit: the table replaced once, not a repair, logged once done', async () => {
+  const lines: string[] = [];
+  const logged = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
+  const follows = (): number => lines.filter((line) => line.includes('the flow limits derived from it (auto) follow')).length;
+  let conntrackMax = 8192;
+  const firewall = new NftablesFirewall('auto', 'auto', logged, () => conntrackMax, kernelTimeouts);
+  await firewall.reconcile(model);
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 1024, clientNewFlowRate: 46 });
+  expect(await firewall.verify(model)).toBe(false);
+  expect(nft.made).toEqual([table(1024, 46)]);
+  conntrackMax = 4096;
+  // A reconcile between audits keeps to the table as it is.
+  await firewall.reconcile(model);
+  expect(nft.made).toHaveLength(1);
+  expect(await firewall.verify(model)).toBe(false);
+  expect(nft.made).toEqual([table(1024, 46), table(512, 23)]);
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 512, clientNewFlowRate: 23 });
+  expect(follows()).toBe(1);
+  expect(lines.map((line) => JSON.parse(line) as Record<string, unknown>)).toContainEqual(
+    expect.objectContaining({ from: { clientFlowLimit: 1024, clientNewFlowRate: 46 }, to: { clientFlowLimit: 512, clientNewFlowRate: 23 }, conntrackMax: 4096 }),
+  );
+  // Then stable: no replacement, no other line.
+  expect(await firewall.verify(model)).toBe(false);
+  await firewall.reconcile(model);
+  expect(nft.made).toHaveLength(2);
+  expect(follows()).toBe(1);
+  // A follow nft refuses: the old table and its limits stand; the next audit follows, once.
+  conntrackMax = 2048;
+  nft.refusing = true;
+  await expect(firewall.verify(model)).rejects.toMatchObject({ kind: 'nft-failed' });
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 512, clientNewFlowRate: 23 });
+  expect(follows()).toBe(1);
+  nft.refusing = false;
+  expect(await firewall.verify(model)).toBe(false);
+  expect(nft.made).toEqual([table(1024, 46), table(512, 23), table(256, 11)]);
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 256, clientNewFlowRate: 11 });
+  expect(follows()).toBe(2);
+});
+
+it('keeps `auto` limits as they are while nf_conntrack_max cannot be read, warned once per reason; a limit given as a number never follows', async () => {
+  const lines: string[] = [];
+  const logged = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
+  const warnings = (): number => lines.filter((line) => line.includes('cannot read nf_conntrack_max')).length;
+  let unreadable: string | undefined;
+  let conntrackMax = 8192;
+  const read = (): number => {
+    if (unreadable !== undefined) throw new Error(unreadable);
+    return conntrackMax;
+  };
+  const firewall = new NftablesFirewall('auto', 7, logged, read, kernelTimeouts);
+  await firewall.reconcile(model);
+  unreadable = '/proc/sys/net/netfilter/nf_conntrack_max holds "many", not a number of entries';
+  conntrackMax = 4096;
+  for (let audit = 0; audit < 3; audit += 1) expect(await firewall.verify(model)).toBe(false);
+  expect(warnings()).toBe(1);
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 1024, clientNewFlowRate: 7 });
+  unreadable = 'cannot read /proc/sys/net/netfilter/nf_conntrack_max: EACCES';
+  expect(await firewall.verify(model)).toBe(false);
+  expect(warnings()).toBe(2);
+  expect(nft.made).toEqual([table(1024, 7)]);
+  // Readable again: the cap follows, the rate given stays.
+  unreadable = undefined;
+  expect(await firewall.verify(model)).toBe(false);
+  expect(nft.made).toEqual([table(1024, 7), table(512, 7)]);
+  expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 512, clientNewFlowRate: 7 });
+
+  // Both given: nf_conntrack_max is never read, and nothing follows it.
+  nft.table = undefined;
+  nft.made = [];
+  const given = vi.fn(() => conntrackMax);
+  const fixed = new NftablesFirewall(300, 30, log, given, kernelTimeouts);
+  await fixed.reconcile(model);
+  conntrackMax = 1024;
+  expect(await fixed.verify(model)).toBe(false);
+  expect(given).not.toHaveBeenCalled();
+  expect(nft.made).toEqual([table(300, 30)]);
+  expect(fixed.flowLimits()).toEqual({ clientFlowLimit: 300, clientNewFlowRate: 30 });
 });
