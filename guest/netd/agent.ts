@@ -4,6 +4,7 @@ import type { Logger } from '../../shared/log.js';
 import { type Backoff, backoffDelayMs } from '../backoff.js';
 import type { ConntrackPort } from '../conntrack-port.js';
 import type { FirewallCounters, FirewallPort, FlowLimits } from '../firewall-port.js';
+import { FirewallError } from '../firewall/firewall-error.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
@@ -69,7 +70,8 @@ export interface AgentStatus {
   readonly firewall: FirewallCounters | null;
   /**
    * What the firewall holds each client to (0: no limit); null without a firewall, until an update
-   * of it succeeded, and while its table is missing or changed and updates fail (firewallError says why).
+   * of it succeeded, while its table is missing or changed and updates fail (firewallError says why),
+   * and while its table is missing when status reads it (deleted since the last update).
    */
   readonly flowLimits: FlowLimits | null;
   /** Why the last update of the firewall failed (it is retried); null once one succeeds, and without a firewall. */
@@ -218,11 +220,18 @@ export class NetdAgent {
     }
     const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
     // A table that could not be made has no counters: status still says why (firewallError).
+    let tableMissing = false;
     const firewall =
-      this.firewall === null ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 } : await this.firewall.counters().catch(() => null);
+      this.firewall === null
+        ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }
+        : await this.firewall.counters().catch((error: unknown) => {
+            tableMissing = error instanceof FirewallError && error.kind === 'table-missing';
+            return null;
+          });
     const debt = this.#purgeDebt ?? NO_PURGE_DEBT;
     const conntrack = this.#purging() ? { owed: [...debt.released].sort(), sweepOwed: debt.sweep !== null, lastError: this.#purgeError } : null;
-    const flowLimits = this.firewall?.flowLimits() ?? null;
+    // A table deleted since the last update holds nobody to its limits, until an audit makes it again.
+    const flowLimits = tableMissing ? null : (this.firewall?.flowLimits() ?? null);
     return { links, counters: { ...this.#counters }, firewall, flowLimits, firewallError: this.#firewallError, model: this.#lastPlan?.firewall ?? null, conntrack };
   }
 

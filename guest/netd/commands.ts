@@ -340,6 +340,9 @@ export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | nul
   // Limits are shown only once applied: without them, this says why.
   if (status.firewallError !== null && status.firewallError !== undefined) {
     text += `firewall: ${limits === null || limits === undefined ? 'not in force: ' : ''}the last update failed (retrying): ${status.firewallError}\n`;
+  } else if (status.firewall === null) {
+    // No update failed, yet no table of ours can be read: deleted since the last update.
+    text += 'firewall: not in force: its table cannot be read (deleted since the last update?); the next audit or update makes it again\n';
   }
   // Only while something is owed: then the links serving those IPs are held back.
   const conntrack = status.conntrack;

@@ -147,6 +147,26 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
     });
   });
 
+  describe('a table deleted by someone else between audits', () => {
+    it('shows its flow limits no longer in force at once, not only after the next audit', async () => {
+      const provider = await providerWithClient('between');
+      const socket = join(dir, 'between.sock');
+      // No audit: only the read of status can tell the table went.
+      const agent = await startAgent(provider, socket, ['--firewall-audit', '0']);
+      try {
+        expect((await status(provider, socket)).flowLimits).toEqual({ clientFlowLimit: 300, clientNewFlowRate: 30 });
+        await provider.exec(['nft', 'delete', 'table', 'inet', 'spectrum_netd']);
+        const gone = await status(provider, socket);
+        expect(gone).toMatchObject({ flowLimits: null, firewall: null, firewallError: null });
+        const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+        expect(text).not.toMatch(/^flow limits per client/m);
+        expect(text).toMatch(/^firewall: not in force: its table cannot be read/m);
+      } finally {
+        await agent.kill();
+      }
+    });
+  });
+
   describe('`auto` flow limits', () => {
     const MAX = '/proc/sys/net/netfilter/nf_conntrack_max';
 
