@@ -18,7 +18,9 @@ import {
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
+  type UndoStateWriteFailure,
   type VmmDetachFailure,
+  type VmmKind,
   type VmmPort,
   type WholeConfigDir,
   LinkerError,
@@ -33,9 +35,9 @@ import {
   unusedAttachModes,
 } from './linker.js';
 import { stateDirFrom } from './state-store.js';
-import { VmNameError } from './vm-name.js';
-import { type SideArguments, type VmmFlags, vmmArgumentsFor } from './vmm-port.js';
-import { DEFAULT_NIC_MTU } from './vmm/nic.js';
+import { VmNameError, shownPath } from './vm-name.js';
+import { type SideArguments, type VmmFlags, socketPath, vmmArgumentsFor } from './vmm-port.js';
+import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -263,15 +265,48 @@ function leftDownLine(link: LinkReport): string {
 }
 
 /**
+ * How to remove by hand a NIC a VMM may still hold, at its socket: cloud-hypervisor's
+ * `PUT /api/v1/vm.remove-device {"id"}` (ch-remote's remove-device); QEMU's device_del, which the
+ * guest has to acknowledge (DEVICE_DELETED), then netdev_del of the NIC's netdev.
+ */
+function nicRemoval(vmm: VmmKind, socket: string, nic: string): string {
+  const at = shownPath(socket);
+  return vmm === 'cloud-hypervisor'
+    ? `ch-remote --api-socket ${at} remove-device ${nic} (PUT /api/v1/vm.remove-device {"id":"${nic}"} on that socket)`
+    : `QMP at ${at}: device_del {"id":"${nic}"}, then, once DEVICE_DELETED says the guest released it, netdev_del {"id":"${qemuNetdevId({ id: nic })}"}`;
+}
+
+/**
  * What is said of a NIC that the undo of a failed `link` had hot-plugged and could not detach (the
  * VMM refused, or did not answer in time): one line. The undo went on, so the VMM may still hold
- * that NIC, on a tap the undo deleted where this run had made it.
+ * that NIC, on a tap the undo deleted where this run had made it; the state no longer records
+ * it, so no spectrum-link command reaches it: the line says how to remove it at `socket`.
  */
-function undoDetachLine(failure: VmmDetachFailure): string {
+function undoDetachLine(failure: VmmDetachFailure, socket: string): string {
   const { link, vmm, vm, nic, error } = failure;
   return (
     `undoing the run, ${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} that the run had hot-plugged (link ${link.vm} -> ${link.provider}, id ${link.id}): ${error}; ` +
-    `the undo went on, so that VMM may still hold the NIC, on tap ${nic} (deleted where this run had made it: the NIC then reaches nothing, and the next link reports it as a conflict): check that VMM, or restart ${vm}`
+    `the undo went on, so that VMM may still hold the NIC, on tap ${nic} (deleted where this run had made it: the NIC then reaches nothing, and the next link reports it as a conflict): ` +
+    `check that VMM, and once it answers remove the NIC with ${nicRemoval(vmm, socket, nic)}; or restart ${vm}`
+  );
+}
+
+/**
+ * What is said where the undo of a failed `link` (or of a VM of it) could not write the state file
+ * back: one line, after the failure, which stays the first. The file still records what the run
+ * had (or, where only its directory's sync failed, may bring it back after a crash), while the
+ * devices the run made for those links are gone; a link again makes them.
+ */
+export function undoStateLine(failure: UndoStateWriteFailure): string {
+  const { error, written, recorded, clients } = failure;
+  const links = recorded.map((link) => `${link.vm} -> ${link.provider} (id ${link.id})`).join(', ');
+  const again = `run spectrum-link link ${clients.join(' ')} with this run's other options, which makes their devices`;
+  if (written) {
+    return `undoing the run, ${error}: the file holds what it did before the run, but a crash before its next write may bring back this run's records of ${links}, whose devices are deleted; if one does, ${again}`;
+  }
+  return (
+    `undoing the run, the state file could not be written back: ${error}; so it still holds this run's records (ids, attach modes) of ${links}, ` +
+    `though the devices this run made for them are deleted: once it can be written, ${again}`
   );
 }
 
@@ -364,12 +399,27 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const leftDown: LinkReport[] = [];
       // NICs an undo could not take back from their VMMs: a line each too.
       const undoFailures: VmmDetachFailure[] = [];
-      // Said after the failure: the links left down, then the NICs not taken back.
-      const undoLines = (): string[] => [...leftDown.map(leftDownLine), ...undoFailures.map(undoDetachLine)];
+      // State files an undo could not write back: a line each too.
+      const undoWrites: UndoStateWriteFailure[] = [];
+      // Where the VMM of a NIC left is reached: the socket the run used. (socketPath refuses only
+      // a path too long to be one, which reached no VMM and so left no NIC; were it to, the line
+      // is still said, with the path unchecked, rather than this error replacing the failure.)
+      const socketOf = (kind: VmmKind, vm: string): string => {
+        const template = kind === 'qemu' ? flags.qmpSocket : flags.chSocket;
+        try {
+          return socketPath(template, vm);
+        } catch {
+          return template.replaceAll('{vm}', vm);
+        }
+      };
+      const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, socketOf(failure.vmm, failure.vm)));
+      // Said after the failure: the links left down, the records not written back, then the NICs not taken back.
+      const undoLines = (): string[] => [...leftDown.map(leftDownLine), ...undoWrites.map(undoStateLine), ...undoDetachLines()];
       try {
         const onLeftDown = (links: readonly LinkReport[]): void => void leftDown.push(...links);
         const onUndoDetachFailed = (failures: readonly VmmDetachFailure[]): void => void undoFailures.push(...failures);
-        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed };
+        const onUndoStateWriteFailed = (failure: UndoStateWriteFailure): void => void undoWrites.push(failure);
+        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed };
         outcome = flags.keepGoing === true ? await linkVmsKeepGoing(vms, runOptions, wholeDir) : { ...(await linkVms(vms, runOptions, wholeDir)), failed: [] };
       } catch (error) {
         if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
@@ -437,22 +487,27 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       if (flags.json === true) for (const { name, reason } of misnamed) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
       process.stdout.write(lines.join(''));
       // Each VM --keep-going did not link (and after it each of its links left down), the links
-      // left down of VMs a signal undid, then each VMM that did not detach a link taken down: a line each.
+      // left down of VMs a signal undid, the records an undo could not write back, then each VMM
+      // that did not detach a link taken down, and each NIC an undo did not take back: a line each.
       const failedVms = new Set<string>(failed.map((entry) => entry.vm));
       const failureLines = [
         ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
         ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
+        ...undoWrites.map(undoStateLine),
         ...vmmFailures.map(unlistedLine),
-        ...undoFailures.map(undoDetachLine),
+        ...undoDetachLines(),
       ];
       // Stopped by a signal VM by VM: what was linked is printed and stays.
       if (outcome.interrupted !== undefined && interruption.received !== undefined) {
         const [stopped = '', ...why] = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);
         throw new CliError(stopped, signalExitCode(interruption.received), [...why, ...failureLines], 'lines');
       }
-      // A signal after the last safe point: the run is done, and said; the exit code tells of the signal.
+      // A signal after the last safe point: the run is done, and said; the exit code tells of the
+      // signal. The signal undid nothing; with --keep-going a VM that failed (its VMM refusing
+      // while the signal came, say) was undone alone all the same, as it is without one.
       if (interruption.received !== undefined) {
-        const done = `link interrupted by ${interruption.received} after it had done its work: nothing was undone`;
+        const undone = failed.length === 0 ? 'nothing was undone' : 'the signal undid nothing, but each VM that failed (below) was undone alone, as without it';
+        const done = `link interrupted by ${interruption.received} after it had done its work: ${undone}`;
         throw new CliError(done, signalExitCode(interruption.received), failureLines, 'lines');
       }
       // VMs not linked, links taken down despite a VMM that did not detach: what was linked stays

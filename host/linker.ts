@@ -105,6 +105,54 @@ export interface LinkerOptions {
    * hold a NIC on a deleted tap.
    */
   readonly onUndoDetachFailed?: (failures: readonly VmmDetachFailure[]) => void;
+  /**
+   * Told where the undo of a failed `link` (or, with --keep-going, of a VM that failed) could not
+   * write the state file back: the failure undone is still what is thrown (or the VM's failure),
+   * and the file keeps what the run had recorded (UndoStateWriteFailure).
+   */
+  readonly onUndoStateWriteFailed?: (failure: UndoStateWriteFailure) => void;
+}
+
+/** A state file that the undo of a failed `link` (or of one VM of it) could not write back. */
+export interface UndoStateWriteFailure {
+  readonly stateFile: string;
+  /** Why, in one line (the state store's message). */
+  readonly error: string;
+  /**
+   * False: the file still holds what the run had recorded. True: it holds what it held before the
+   * run, but its directory could not be synced, so a crash may bring back what the run recorded.
+   */
+  readonly written: boolean;
+  /**
+   * The links whose records the undo was to take back, as the run had recorded them (ids it
+   * allocated, attach modes it set); the devices the run made for them are deleted.
+   */
+  readonly recorded: readonly LinkReport[];
+  /** The client VMs of those links: what to link again. */
+  readonly clients: readonly VmName[];
+}
+
+/**
+ * Write `target` over the state file, which holds `held` (the undo of a failed run, or of VMs of
+ * it). Where that fails, the failure being undone stays what is thrown: this one is told (`told`)
+ * with what the file still records, and the state it holds is returned, so that a later write of
+ * the run (--keep-going) keeps those records, as the line that says so tells.
+ */
+async function writeBack(options: Pick<LinkerOptions, 'stateDir' | 'devicePrefix' | 'attach'>, held: LinkState, target: LinkState, told?: (failure: UndoStateWriteFailure) => void): Promise<LinkState> {
+  try {
+    await saveState(options.stateDir, target);
+    return target;
+  } catch (error) {
+    const written = error instanceof StateStoreError && error.kind === 'sync-failed';
+    const unchanged = (link: Link): boolean => {
+      const was = lookupLink(target, link);
+      return was !== undefined && was.id === link.id && was.attached?.client === link.attached?.client && was.attached?.provider === link.attached?.provider;
+    };
+    const recorded = held.links.filter((link) => !unchanged(link)).map((link) => linkReport(link, options));
+    const clients = [...new Set(recorded.map((report) => vmName(report.vm)))];
+    told?.({ stateFile: stateFilePath(options.stateDir), error: reasonOf(error), written, recorded, clients });
+    return written ? target : held;
+  }
 }
 
 /** Throw where the run was asked to stop (options.signal aborted), for the failure path to undo it. */
@@ -334,6 +382,8 @@ interface TransactionMode {
   readonly attach: boolean;
   /** Told of the links the transaction's undo leaves down (linksLeftDown). */
   readonly leftDown?: (links: readonly LinkReport[]) => void;
+  /** Told where the undo could not write the state file back, with the state the file holds (writeBack). */
+  readonly undoWriteFailed?: (failure: UndoStateWriteFailure, held: LinkState) => void;
 }
 
 /**
@@ -343,7 +393,7 @@ interface TransactionMode {
  * already read, else each chunk's VMs are read as they come. A failure (a bad VM, a kernel
  * refusal, a VMM, an interruption) undoes it: the devices it made, the NICs it hot-plugged, the
  * state file back to `before` (ids it allocated go back; ids the pairs already had stay theirs);
- * then it is rethrown.
+ * then it is rethrown, also where that state write fails (mode.undoWriteFailed is told).
  */
 async function linkTransaction(
   vms: readonly VmName[],
@@ -425,7 +475,11 @@ async function linkTransaction(
         made.replaced.delete(device);
       }
     }
-    if (state !== before) await saveState(options.stateDir, before);
+    if (state !== before) {
+      const told = mode.undoWriteFailed;
+      const held = state;
+      await writeBack(options, held, before, told === undefined ? undefined : (failure) => told(failure, held));
+    }
     const leftDown = linksLeftDown([...byVm.values()].flat(), before, made, options);
     if (leftDown.length > 0) mode.leftDown?.(leftDown);
     throw error;
@@ -494,8 +548,10 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
   const snapshot = wholeDir?.snapshot;
   return underLinkLock(options, async () => {
     const leftDown = options.onLeftDown;
+    const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir);
-    const run = await linkTransaction(vms, options, snapshot, before, newRunDevices(), { attach: true, ...(leftDown === undefined ? {} : { leftDown }) }).catch((error: unknown) => {
+    const mode: TransactionMode = { attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: (failure) => undoWrite(failure) }) };
+    const run = await linkTransaction(vms, options, snapshot, before, newRunDevices(), mode).catch((error: unknown) => {
       // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second
       // one does), and is said with the failure, not instead of it.
       if (options.signal?.aborted === true && !isInterruption(error)) {
@@ -558,58 +614,106 @@ interface KeepGoingPass extends LinkTransaction {
  */
 export async function linkVmsKeepGoing(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const vms = [...new Set(names.map(vmName))];
+  // NICs an undo could not take back, said once the run ends: a later VM's attach in this run
+  // that adds a NIC of the same id to the same VMM shows that VMM no longer held the one left
+  // (neither cloud-hypervisor nor QEMU takes a second device of an id it has; QEMU's netdev left
+  // on a deleted tap is replaced), so that NIC is not said. One it took as attached already (it
+  // holds a live tap) is still said. Only the pass one by one can get there: a VM's undo gives
+  // back an id it allocated, and a later pair whose preferred id (a hash of the pair) is that one,
+  // or probes on to it, gets it, and with it the NIC id of the provider side.
+  const undetached: VmmDetachFailure[] = [];
+  const vmm: VmmPort = {
+    attach: async (kind, vm, nic) => {
+      const added = await options.vmm.attach(kind, vm, nic);
+      if (added) {
+        const gone = undetached.filter((failure) => failure.vmm === kind && failure.vm === vm && failure.nic === nic.id);
+        for (const failure of gone) undetached.splice(undetached.indexOf(failure), 1);
+      }
+      return added;
+    },
+    detach: (kind, vm, nic) => options.vmm.detach(kind, vm, nic),
+  };
+  const run: LinkerOptions = { ...options, vmm, onUndoDetachFailed: (failures) => void undetached.push(...failures) };
   return underLinkLock(options, async () => {
-    const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms));
-    const { valid, invalid } = partitionValidVms(snapshot, vms);
-    const failures = new Map<VmName, unknown>(invalid.map(({ name, error }) => [name, error]));
-    const before = await loadState(options.stateDir);
-    const made = newRunDevices();
-    let devicesMade: LinkTransaction | undefined;
-    let transactionFailure: unknown;
-    // The links the transaction's undo leaves down: said where the run ends there (or its one VM
-    // failed); where the VMs are linked again one by one, only those of VMs not linked again that
-    // their own undo did not say (below).
-    const leftDown: LinkReport[] = [];
     try {
-      devicesMade = await linkTransaction(valid, options, snapshot, before, made, { attach: false, leftDown: (links) => void leftDown.push(...links) });
-    } catch (error) {
-      // Undone already (no NIC was hot-plugged). Nothing one VM could be spared: the state is every VM's.
-      const whole = isInterruption(error) || error instanceof StateStoreError;
-      if ((whole || valid.length === 1) && leftDown.length > 0) options.onLeftDown?.(leftDown);
-      if (whole) throw error;
-      if (valid.length === 1) failures.set(valid[0] as VmName, error);
-      transactionFailure = error;
+      return await keepGoing(vms, run, wholeDir);
+    } finally {
+      if (undetached.length > 0) options.onUndoDetachFailed?.(undetached);
     }
-    let pass: KeepGoingPass;
-    if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures);
-    // The undo restores the state file; where one of its steps failed before that, the ids it
-    // still records (their devices may exist) are kept: the file is read again, not `before` reused.
-    else if (valid.length > 1) {
-      // A VM linked one by one says the links its own undo leaves down; the one transaction's
-      // left down of a VM that is not linked again and did not say them (a signal stopped the
-      // pass before it, or it failed before its links were planned) are said after the pass.
-      const said = new Set<string>();
-      const key = (link: LinkReport): string => `${link.vm}\n${link.provider}`;
-      const tell = (links: readonly LinkReport[]): void => {
-        for (const link of links) said.add(key(link));
-        options.onLeftDown?.(links);
-      };
-      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir), made, failures);
-      const linkedNow = pass.linked;
-      const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(key(link)));
-      if (unsaid.length > 0) options.onLeftDown?.(unsaid);
-    } else pass = { state: before, linked: new Map(), providers: new Map() };
-    const { state, linked, providers, interrupted } = pass;
-    const failed = vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
-    const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
-    if (interrupted !== undefined) {
-      const said = interrupted.during === 'one-by-one' && transactionFailure !== undefined ? { ...interrupted, failure: transactionFailure } : interrupted;
-      return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], vmmFailures: [], failed, interrupted: said };
-    }
-    const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options);
-    const orphaned = wholeDir === undefined ? [] : orphanedClients(down.state, snapshot, options);
-    return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, vmmFailures: down.vmmFailures, failed };
   });
+}
+
+/** linkVmsKeepGoing under the state lock. */
+async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
+  const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms));
+  const { valid, invalid } = partitionValidVms(snapshot, vms);
+  const failures = new Map<VmName, unknown>(invalid.map(({ name, error }) => [name, error]));
+  const before = await loadState(options.stateDir);
+  const made = newRunDevices();
+  let devicesMade: LinkTransaction | undefined;
+  let transactionFailure: unknown;
+  // The links the transaction's undo leaves down: said where the run ends there (or its one VM
+  // failed); where the VMs are linked again one by one, only those of VMs not linked again that
+  // their own undo did not say (below).
+  const leftDown: LinkReport[] = [];
+  // Where the transaction's undo could not write the state back: said as leftDown is, of the
+  // links of VMs not linked again (a VM linked one by one records its links anew).
+  let undoWrite: UndoStateWriteFailure | undefined;
+  const sayUndoWrite = (linkedAgain: ReadonlyMap<VmName, unknown>): void => {
+    const recorded = undoWrite?.recorded.filter((link) => !linkedAgain.has(vmName(link.vm))) ?? [];
+    if (undoWrite === undefined || recorded.length === 0) return;
+    options.onUndoStateWriteFailed?.({ ...undoWrite, recorded, clients: undoWrite.clients.filter((vm) => !linkedAgain.has(vm)) });
+  };
+  try {
+    devicesMade = await linkTransaction(valid, options, snapshot, before, made, {
+      attach: false,
+      leftDown: (links) => void leftDown.push(...links),
+      undoWriteFailed: (failure) => void (undoWrite = failure),
+    });
+  } catch (error) {
+    // Undone already (no NIC was hot-plugged). Nothing one VM could be spared: the state is every VM's.
+    const whole = isInterruption(error) || error instanceof StateStoreError;
+    if ((whole || valid.length === 1) && leftDown.length > 0) options.onLeftDown?.(leftDown);
+    if (whole || valid.length === 1) sayUndoWrite(new Map());
+    if (whole) throw error;
+    if (valid.length === 1) failures.set(valid[0] as VmName, error);
+    transactionFailure = error;
+  }
+  let pass: KeepGoingPass;
+  if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures);
+  // The undo restores the state file; where one of its steps failed before that, the ids it
+  // still records (their devices may exist) are kept: the file is read again, not `before` reused.
+  else if (valid.length > 1) {
+    // A VM linked one by one says the links its own undo leaves down; the one transaction's
+    // left down of a VM that is not linked again and did not say them (a signal stopped the
+    // pass before it, or it failed before its links were planned) are said after the pass.
+    const said = new Set<string>();
+    const key = (link: LinkReport): string => `${link.vm}\n${link.provider}`;
+    const tell = (links: readonly LinkReport[]): void => {
+      for (const link of links) said.add(key(link));
+      options.onLeftDown?.(links);
+    };
+    try {
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir), made, failures);
+    } catch (error) {
+      sayUndoWrite(new Map());
+      throw error;
+    }
+    const linkedNow = pass.linked;
+    const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(key(link)));
+    if (unsaid.length > 0) options.onLeftDown?.(unsaid);
+    sayUndoWrite(linkedNow);
+  } else pass = { state: before, linked: new Map(), providers: new Map() };
+  const { state, linked, providers, interrupted } = pass;
+  const failed = vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
+  const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
+  if (interrupted !== undefined) {
+    const said = interrupted.during === 'one-by-one' && transactionFailure !== undefined ? { ...interrupted, failure: transactionFailure } : interrupted;
+    return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], vmmFailures: [], failed, interrupted: said };
+  }
+  const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options);
+  const orphaned = wholeDir === undefined ? [] : orphanedClients(down.state, snapshot, options);
+  return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, vmmFailures: down.vmmFailures, failed };
 }
 
 /**
@@ -659,7 +763,8 @@ async function attachVmByVm(
  * Undo, alone, VMs whose ids and devices the run made (`run`, from the state `before`) and whose
  * NICs are not (or no longer) hot-plugged: the devices this run created for their links; the VM
  * namespaces it created for them that no link still recorded as up uses; their records as
- * `before` had them (ids allocated for them released, earlier ones kept), saved. Returns the state.
+ * `before` had them (ids allocated for them released, earlier ones kept), saved. Returns the state
+ * the file holds (where it could not be written, what it held: onUndoStateWriteFailed is told).
  */
 async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: LinkState, before: LinkState, made: RunDevices, options: LinkerOptions): Promise<LinkState> {
   const reports = vms.flatMap((vm) => run.linked.get(vm) ?? []);
@@ -679,10 +784,11 @@ async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: Link
     ...(report.providerAttach === 'netns' ? [namespaceOf(report.provider)] : []),
   ]);
   await deleteNamespaces([...new Set(sides)].filter((netns) => made.namespaces.has(netns) && !inUse.has(netns)));
-  if (!sameState(next, state)) await saveState(options.stateDir, next);
+  // Not written back: the VM's failure is still what is said, and the state as the file holds it is returned.
+  const held = sameState(next, state) ? next : await writeBack(options, state, next, options.onUndoStateWriteFailed);
   const leftDown = linksLeftDown(reports, before, made, options);
   if (leftDown.length > 0) options.onLeftDown?.(leftDown);
-  return next;
+  return held;
 }
 
 /**
@@ -702,11 +808,21 @@ async function linkOneByOne(
   let state = before;
   const linked = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
+  const undoWrite = options.onUndoStateWriteFailed;
   for (const [index, vm] of vms.entries()) {
     if (options.signal?.aborted === true) return { state, linked, providers, interrupted: { during: 'one-by-one', notLinked: vms.slice(index) } };
     try {
       // `made` still holds what the one transaction replaced: a VM failing here leaves those links down too.
-      const run = await linkTransaction([vm], quiet, snapshot, state, made, { attach: true, ...(onLeftDown === undefined ? {} : { leftDown: onLeftDown }) });
+      // Where its undo could not write the state back, the next VM goes on from the state the file holds.
+      const mode: TransactionMode = {
+        attach: true,
+        ...(onLeftDown === undefined ? {} : { leftDown: onLeftDown }),
+        undoWriteFailed: (failure, held) => {
+          state = held;
+          undoWrite?.(failure);
+        },
+      };
+      const run = await linkTransaction([vm], quiet, snapshot, state, made, mode);
       state = run.state;
       linked.set(vm, run.linked.get(vm) ?? []);
       providers.set(vm, run.providers.get(vm) ?? []);

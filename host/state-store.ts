@@ -35,7 +35,17 @@ const TEMP_SUFFIX = '.tmp';
 /** Where the lock's holder writes its PID, for the message of a waiter that times out. */
 const HOLDER_FILE = '.lock-holder';
 
-export type StateStoreErrorKind = 'state-dir-unusable' | 'read-failed' | 'write-failed' | 'lock-failed' | 'lock-timeout' | 'lock-reentered' | 'lock-aborted';
+export type StateStoreErrorKind =
+  | 'state-dir-unusable'
+  | 'read-failed'
+  /** The new state did not replace the file: it holds what it held before. */
+  | 'write-failed'
+  /** The new state replaced the file, but the directory could not be synced: a crash may bring the old one back. */
+  | 'sync-failed'
+  | 'lock-failed'
+  | 'lock-timeout'
+  | 'lock-reentered'
+  | 'lock-aborted';
 
 export class StateStoreError extends Error {
   override readonly name = 'StateStoreError';
@@ -125,7 +135,7 @@ export async function saveState(dir: string, state: LinkState): Promise<void> {
       closeSync(fd);
     }
   } catch (error) {
-    throw new StateStoreError('write-failed', `wrote ${path} but could not sync ${dir} (${reasonOf(error)}); the change may not survive a crash`);
+    throw new StateStoreError('sync-failed', `wrote ${path} but could not sync ${dir} (${reasonOf(error)}); the change may not survive a crash`);
   }
 }
 

@@ -2,8 +2,9 @@
 // (What the commands do is tested in link-netns.test.ts and link-vmm.test.ts.)
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
-import { interruptedUndoingError, linkCommands } from '../../host/link-commands.js';
-import type { VmmPort } from '../../host/linker.js';
+import { interruptedUndoingError, linkCommands, undoStateLine } from '../../host/link-commands.js';
+import type { LinkReport, VmmPort } from '../../host/linker.js';
+import { vmName } from '../../host/vm-name.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 
 const commands = (): Command[] => linkCommands({}, () => ({}) as VmmPort);
@@ -140,5 +141,39 @@ describe('spectrum-link linker commands', () => {
     expect(lines).toHaveLength(5);
     // A failure of one line (any module error) gives that line alone before the signal's.
     expect(interruptedUndoingError(new Error('QEMU refused to add NIC snp1'), 'SIGINT', []).details).toEqual([expect.stringMatching(/^link interrupted by SIGINT/)]);
+  });
+
+  it('a state file an undo could not write back: one line naming the records it still holds (or, synced not, may bring back) and the link to run again', () => {
+    const link = (vm: string, id: number): LinkReport => ({
+      vm,
+      provider: 'netvm',
+      id,
+      clientIp: '100.64.0.7',
+      clientMac: '0A:B3:EC:00:00:07',
+      providerMac: '0A:B3:EC:80:00:07',
+      bridge: `snb${id}`,
+      clientDevice: `snc${id}`,
+      providerDevice: `snp${id}`,
+      clientAttach: 'qemu',
+      providerAttach: 'netns',
+    });
+    const failure = {
+      stateFile: '/state/links.json',
+      error: "cannot write state file /state/links.json (ENOSPC); check the state dir's permissions and free space",
+      written: false,
+      recorded: [link('appvm-lynx', 7), link('appvm-catgirl', 9)],
+      clients: ['appvm-lynx', 'appvm-catgirl'].map(vmName),
+    };
+    expect(undoStateLine(failure)).toBe(
+      "undoing the run, the state file could not be written back: cannot write state file /state/links.json (ENOSPC); check the state dir's permissions and free space; " +
+        "so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9), though the devices this run made for them are deleted: " +
+        "once it can be written, run spectrum-link link appvm-lynx appvm-catgirl with this run's other options, which makes their devices",
+    );
+    const synced = { ...failure, written: true, error: 'wrote /state/links.json but could not sync /state (EIO); the change may not survive a crash', recorded: [link('appvm-lynx', 7)], clients: [vmName('appvm-lynx')] };
+    expect(undoStateLine(synced)).toBe(
+      'undoing the run, wrote /state/links.json but could not sync /state (EIO); the change may not survive a crash: the file holds what it did before the run, ' +
+        "but a crash before its next write may bring back this run's records of appvm-lynx -> netvm (id 7), whose devices are deleted; " +
+        "if one does, run spectrum-link link appvm-lynx with this run's other options, which makes their devices",
+    );
   });
 });

@@ -1,7 +1,8 @@
 // spectrum-link link --all (a few hundred VMs, --attach netns) interrupted: the first SIGINT or
 // SIGTERM stops it at a safe point and undoes the run; a second exits at once, and a re-run converges.
 // With --keep-going, a signal while it links VM by VM undoes the VM in progress only. A signal
-// while a failed run is undone is said after the failure, which is not lost.
+// while a failed run is undone is said after the failure, which is not lost. A signal after the
+// last safe point undoes nothing, and the line says so truly (a VM that failed was undone alone).
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -218,7 +219,9 @@ describeNetns('link interrupted while it undoes a failure', () => {
         expect.stringMatching(/^spectrum-link: QEMU refused to add NIC snp\d+ .*No free slot on bus pcie\.0/),
         'spectrum-link: link interrupted by SIGINT while it failed (above) and undid the run: the undo went on to its end: what this run had made (its devices, the NICs it hot-plugged, the ids it allocated) is undone; links made before it are as they were',
         // The NIC appvm-lynx's QEMU did not give back is said: it may still hold it, on a deleted tap.
-        expect.stringMatching(/^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC snc\d+ that the run had hot-plugged .*no reply to device_del within 3000 ms.*: check that VMM, or restart appvm-lynx$/),
+        expect.stringMatching(
+          /^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC (snc\d+) that the run had hot-plugged .*no reply to device_del within 3000 ms.*: check that VMM, and once it answers remove the NIC with QMP at .*\/appvm-lynx\.qmp: device_del \{"id":"\1"\}, then, .*netdev_del \{"id":"net-\1"\}; or restart appvm-lynx$/,
+        ),
       ]);
       // Undone: no link recorded, no device of ours.
       expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toEqual([]);
@@ -226,6 +229,40 @@ describeNetns('link interrupted while it undoes a failure', () => {
     } finally {
       await client.close();
       await provider.close();
+      await rm(sockets, { recursive: true, force: true });
+    }
+  });
+});
+
+describeNetns('link --keep-going interrupted after its last safe point', () => {
+  const world = linkWorldPerSuite('linkintlast');
+
+  it('where the last VM failed meanwhile: says that the signal undid nothing, but that VM was undone alone, then its line; the other VM stays linked, exit 130', async () => {
+    const sockets = await mkdtemp(join(tmpdir(), 'spectrum-link-interrupt-last-'));
+    trackTempDir(sockets);
+    // appvm-lynx, linked last, under a QEMU that answers each hot-plug step after 400 ms and
+    // refuses its NIC: the SIGINT comes while it is asked for the NIC, after the last safe point
+    // (appvm-catgirl, before it, has no NIC: netns).
+    const qemu = await ScriptedQemu.start(join(sockets, 'appvm-lynx.qmp'));
+    qemu.deviceAdd = 'refuse';
+    qemu.stepDelayMs = 400;
+    try {
+      const args = ['link', 'appvm-catgirl', 'appvm-lynx', '--keep-going', '--attach', 'netns', '--attach', 'appvm-lynx=qemu', '--qmp-socket', join(sockets, '{vm}.qmp'), '--vmm-timeout', '5000'];
+      const run = world().host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
+      await eventually('QEMU to be asked for the NIC', async () => qemu.commands.includes('device_add'), 30_000);
+      const exit = await run.kill('SIGINT', 30_000);
+      await run.waitClosed();
+      expect(exit, run.stderr).toEqual({ code: 130, signal: null });
+      expect(run.stdout.split('\n').filter((line) => line !== '').map((line) => line.split(' ')[0])).toEqual(['appvm-catgirl']);
+      expect(run.stderr.split('\n').filter((line) => line !== '')).toEqual([
+        'spectrum-link: link interrupted by SIGINT after it had done its work: the signal undid nothing, but each VM that failed (below) was undone alone, as without it',
+        expect.stringMatching(/^spectrum-link: link appvm-lynx failed: QEMU refused to add NIC snc\d+ .*No free slot on bus pcie\.0/),
+      ]);
+      // appvm-lynx undone (no link recorded, no device of its link), appvm-catgirl linked.
+      const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { vm: string; present: boolean }[];
+      expect(listed.map((link) => [link.vm, link.present])).toEqual([['appvm-catgirl', true]]);
+    } finally {
+      await qemu.close();
       await rm(sockets, { recursive: true, force: true });
     }
   });

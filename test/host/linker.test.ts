@@ -1,5 +1,6 @@
 // The linker's sequencing with the kernel adapter (netlink-devices.ts) replaced by a scripted one:
-// what the namespace tests cannot make happen, such as an undo step that fails.
+// what the namespace tests cannot make happen, such as an undo step that fails. The state store
+// is the real one, but for a switch that makes its next writes fail (the file left as it is).
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,9 +8,9 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { allocateMany, emptyState, parseState, serializeState, setAttachments } from '../../host/link-state.js';
-import { saveState } from '../../host/state-store.js';
-import { type LinkReport, type LinkerOptions, type VmmPort, linkVms, linkVmsKeepGoing } from '../../host/linker.js';
+import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
+import { loadState, saveState } from '../../host/state-store.js';
+import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type VmmDetachFailure, type VmmPort, linkVms, linkVmsKeepGoing } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
 
 /**
@@ -27,6 +28,30 @@ const kernel = vi.hoisted(() => ({
   observed: 0,
   whileApplying: (): void | Promise<void> => undefined,
 }));
+
+/**
+ * The next `failSaves` state writes fail as a full disk makes them fail: the file keeps what it
+ * held. The next `failSyncs` replace the file but fail to sync its directory.
+ */
+const store = vi.hoisted(() => ({ failSaves: 0, failSyncs: 0 }));
+
+vi.mock('../../host/state-store.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../host/state-store.js')>();
+  return {
+    ...real,
+    saveState: async (dir: string, state: LinkState) => {
+      if (store.failSaves > 0) {
+        store.failSaves -= 1;
+        throw new real.StateStoreError('write-failed', `cannot write state file ${real.stateFilePath(dir)} (ENOSPC); check the state dir's permissions and free space`);
+      }
+      await real.saveState(dir, state);
+      if (store.failSyncs > 0) {
+        store.failSyncs -= 1;
+        throw new real.StateStoreError('sync-failed', `wrote ${real.stateFilePath(dir)} but could not sync ${dir} (EIO); the change may not survive a crash`);
+      }
+    },
+  };
+});
 
 vi.mock('../../host/netlink-devices.js', () => ({
   observeDevices: async () => {
@@ -77,6 +102,8 @@ beforeEach(async () => {
   kernel.undonePlans = [];
   kernel.observed = 0;
   kernel.whileApplying = () => undefined;
+  store.failSaves = 0;
+  store.failSyncs = 0;
 });
 afterEach(async () => {
   await rm(configDir, { recursive: true, force: true });
@@ -222,5 +249,170 @@ describe('link --keep-going linking VM by VM after the one transaction failed', 
       await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
     };
     await expect(linkVmsKeepGoing(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'write-failed' });
+  });
+});
+
+/** A VM directory in the config dir, with these providers. */
+async function addVm(vm: string, providers: readonly string[] = []): Promise<void> {
+  await mkdir(join(configDir, vm, 'blk'), { recursive: true });
+  await writeFile(join(configDir, vm, 'vmlinux'), '');
+  await writeFile(join(configDir, vm, 'blk', 'root.img'), '');
+  if (providers.length > 0) await mkdir(join(configDir, vm, 'providers', 'net'), { recursive: true });
+  for (const provider of providers) await writeFile(join(configDir, vm, 'providers', 'net', provider), '');
+}
+
+const recordedPairs = (state: LinkState): [string, number][] => state.links.map((link): [string, number] => [link.client, link.id]).sort();
+
+describe('a failed link whose undo cannot write the state file back', () => {
+  it('throws the failure it undid, not the write error, and tells what the file still records (the run\'s links, their devices deleted)', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[2]!).bridge);
+    // The run's ids are recorded; then, while the kernel makes the devices, the disk fills.
+    kernel.whileApplying = () => void (store.failSaves = 1);
+    const told: UndoStateWriteFailure[] = [];
+    await expect(linkVms(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) })).rejects.toThrow(/^ip link add snb\d+ type bridge failed: File exists$/);
+    expect(kernel.undone).toBe(1);
+    expect(told).toEqual([
+      {
+        stateFile: join(stateDir, 'links.json'),
+        error: expect.stringMatching(/^cannot write state file .*links\.json \(ENOSPC\)/),
+        written: false,
+        recorded: CLIENTS.map((vm, index) => expect.objectContaining({ vm, provider: NETVM, id: ids[index] })),
+        clients: CLIENTS,
+      },
+    ]);
+    // As told: the file still records them (nothing it held was lost).
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
+  });
+
+  it('where only the sync of the state dir fails, tells that the file holds what it did before the run (a crash may bring back the run\'s records)', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[2]!).bridge);
+    kernel.whileApplying = () => void (store.failSyncs = 1);
+    const told: UndoStateWriteFailure[] = [];
+    await expect(linkVms(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) })).rejects.toThrow(/File exists$/);
+    expect(told).toEqual([expect.objectContaining({ written: true, error: expect.stringMatching(/^wrote .* but could not sync/), recorded: CLIENTS.map((vm) => expect.objectContaining({ vm })) })]);
+    expect(await loadState(stateDir)).toEqual(emptyState());
+  });
+
+  it('--keep-going, hot-plugging VM by VM: the VM fails with its VMM\'s refusal, the write failure is told, the other VMs are linked', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    // netvm's VMM refuses c2's NIC, as the disk fills: c2's undo cannot write the state back.
+    const vmm: VmmPort = {
+      attach: async (_kind, vm, nic) => {
+        if (nic.id !== linkDeviceNames(PREFIX, ids[1]!).provider) return true;
+        store.failSaves = 1;
+        throw new Error(`cloud-hypervisor of ${vm} failed to add NIC ${nic.id}: no free PCI slot`);
+      },
+      detach: async () => undefined,
+    };
+    const told: UndoStateWriteFailure[] = [];
+    const attach = parseAttachChoice(['none', 'netvm=cloud-hypervisor']);
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), attach, vmm, onUndoStateWriteFailed: (failure) => void told.push(failure) });
+    expect(outcome.failed).toEqual([{ vm: 'c2', error: expect.objectContaining({ message: expect.stringMatching(/no free PCI slot$/) }) }]);
+    expect([...outcome.linked.keys()]).toEqual(['c1', 'c3']);
+    expect(told).toEqual([expect.objectContaining({ written: false, recorded: [expect.objectContaining({ vm: 'c2', id: ids[1] })], clients: ['c2'] })]);
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
+  });
+
+  it('--keep-going after the one transaction failed: its undo\'s write failure is said of the VMs not linked again only', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    // The kernel refuses c1's bridge: the one transaction fails, and its undo cannot write the
+    // state back (the disk full for one write). Linked one by one from the file as it is, c2 and
+    // c3 are recorded anew; c1 fails again.
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    kernel.whileApplying = () => {
+      if (kernel.undone === 0) store.failSaves = 1;
+    };
+    const told: UndoStateWriteFailure[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) });
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c1']);
+    expect([...outcome.linked.keys()]).toEqual(['c2', 'c3']);
+    expect(told).toEqual([expect.objectContaining({ written: false, recorded: [expect.objectContaining({ vm: 'c1', id: ids[0] })], clients: ['c1'] })]);
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
+  });
+
+  it('--keep-going linking one by one: a VM linked after one whose undo could not write goes on from the state the file holds, keeping that VM\'s records, as told', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    // The kernel refuses c1's bridge: the one transaction fails (and undoes itself); linked one
+    // by one, c1 records its id, fails again, and its undo cannot write the state back.
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 2) store.failSaves = 1;
+    };
+    const told: UndoStateWriteFailure[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) });
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c1']);
+    expect([...outcome.linked.keys()]).toEqual(['c2', 'c3']);
+    expect(told).toEqual([expect.objectContaining({ recorded: [expect.objectContaining({ vm: 'c1', id: ids[0] })], clients: ['c1'] })]);
+    // c2 and c3, recorded after it, kept c1's record in the file (as the line says).
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
+  });
+});
+
+describe('link --keep-going: a NIC an undo could not detach, and a later VM of the run given a NIC of the same id by that VMM', () => {
+  /**
+   * Two clients of netvm whose links to it get the same preferred id: linked one by one, the
+   * second gets the id the first's undo gave back, and with it the same NIC id in netvm's VMM.
+   */
+  function collidingClients(): [string, string] {
+    const seen = new Map<number, string>();
+    for (let index = 0; index < 100_000; index++) {
+      const vm = `app${index}`;
+      const id = preferredId({ client: vmName(vm), provider: NETVM });
+      const earlier = seen.get(id);
+      if (earlier !== undefined) return [earlier, vm];
+      seen.set(id, vm);
+    }
+    throw new Error('no two clients with the same preferred id');
+  }
+
+  /**
+   * c3 fails (the kernel refuses its bridge), so the VMs are linked one by one; `first` hot-plugs
+   * its NIC into netvm's VMM, whose netvm2 refuses the next: its undo asks netvm's VMM for the NIC
+   * back, which does not answer in time (`lateRemoval`: having removed it all the same); then
+   * `second`, given the same id, hot-plugs a NIC of that id into netvm's VMM.
+   */
+  async function run(lateRemoval: boolean): Promise<{ outcome: Awaited<ReturnType<typeof linkVmsKeepGoing>>; told: VmmDetachFailure[]; nic: string; first: string; second: string }> {
+    const [first, second] = collidingClients();
+    await addVm('netvm2');
+    await addVm(first, ['netvm', 'netvm2']);
+    await addVm(second, ['netvm']);
+    const c3 = CLIENTS[2]!;
+    kernel.refused.add(linkDeviceNames(PREFIX, preferredId({ client: c3, provider: NETVM })).bridge);
+    const nic = linkDeviceNames(PREFIX, preferredId({ client: vmName(first), provider: NETVM })).provider;
+    const held = new Set<string>();
+    const vmm: VmmPort = {
+      attach: async (_kind, vm, added) => {
+        if (vm === 'netvm2') throw new Error(`cloud-hypervisor of netvm2 failed to add NIC ${added.id}: no free PCI slot`);
+        if (held.has(added.id)) throw new Error(`cloud-hypervisor of ${vm} already has NIC ${added.id}, but not on tap ${added.tap}: take the link down and link it again`);
+        held.add(added.id);
+        return true;
+      },
+      detach: async (_kind, _vm, removed) => {
+        if (lateRemoval) held.delete(removed.id);
+        throw new Error(`no answer to PUT vm.remove-device within 300 ms (NIC ${removed.id})`);
+      },
+    };
+    const told: VmmDetachFailure[] = [];
+    const attach = parseAttachChoice(['none', 'netvm=cloud-hypervisor', 'netvm2=cloud-hypervisor']);
+    const outcome = await linkVmsKeepGoing([c3, first, second], { ...options(), attach, vmm, onUndoDetachFailed: (failures) => void told.push(...failures) });
+    return { outcome, told, nic, first, second };
+  }
+
+  it('still there: the later attach fails on it (a conflict), and the NIC is still said', async () => {
+    const { outcome, told, nic, first, second } = await run(false);
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c3', first, second]);
+    expect(String((outcome.failed[2]?.error as Error).message)).toMatch(/already has NIC .* take the link down/);
+    expect(told).toEqual([expect.objectContaining({ vm: 'netvm', nic, link: expect.objectContaining({ vm: first }) })]);
+  });
+
+  it('gone (the VMM removed it after all): the later attach adds a NIC of that id anew, so that NIC is not said', async () => {
+    const { outcome, told, first, second } = await run(true);
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c3', first]);
+    expect([...outcome.linked.keys()]).toEqual([second]);
+    expect(told).toEqual([]);
   });
 });

@@ -4,13 +4,13 @@
 // with a line per VMM that did not detach. A scripted QMP server (vmm/scripted-qemu.ts) and the
 // spec-exact fake cloud-hypervisor play the VMMs; the built spectrum-link runs in a test namespace.
 // `link` taking down a link to a provider the config no longer names does the same as --force.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../harness/index.js';
 import { TapFd } from '../../host/vmm/tap-fd.js';
-import { type LinkJson as LinkFields, type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { LINK_BIN, type LinkJson as LinkFields, type LinkWorld, devices, makeLinkWorld, withWorldOptions } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
@@ -327,7 +327,10 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       const undoLine = (nic: string): RegExp =>
         new RegExp(
           `^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC ${nic} that the run had hot-plugged \\(link appvm-lynx -> netvm, id \\d+\\): .*no reply to device_del within 300 ms.*; ` +
-            `the undo went on, so that VMM may still hold the NIC, on tap ${nic} \\(deleted where this run had made it: .*the next link reports it as a conflict\\): check that VMM, or restart appvm-lynx$`,
+            `the undo went on, so that VMM may still hold the NIC, on tap ${nic} \\(deleted where this run had made it: .*the next link reports it as a conflict\\): ` +
+            // The state no longer records the NIC: the line says how to remove it, over QMP.
+            `check that VMM, and once it answers remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${nic}"\\}, ` +
+            `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${nic}"\\}; or restart appvm-lynx$`,
         );
       const args = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=qemu', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300'];
       for (const extra of [[], ['--keep-going']]) {
@@ -341,12 +344,80 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
           expect.stringMatching(new RegExp(`^spectrum-link: ${extra.length > 0 ? 'link appvm-lynx failed: ' : ''}QEMU refused to add NIC snp\\d+ .*No free slot on bus pcie\\.0`)),
           expect.stringMatching(undoLine(nic!)),
         ]);
+        // The ids the line names are QEMU's: the device, and its netdev (left, as device_del had no answer).
+        expect([...qemu.netdevs]).toEqual([`net-${nic!}`]);
         // Undone all the same: nothing recorded, no device of the link.
         expect(await listed()).toEqual([]);
         expect([...(await devices(world.host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
       }
     } finally {
       await provider.close();
+    }
+  });
+
+  it('a failed link whose undo cloud-hypervisor does not detach: the line for that NIC names ch-remote remove-device (vm.remove-device) at its socket, which removes it', async () => {
+    // appvm-catgirl's cloud-hypervisor takes the client NIC and answers the vm.remove-device that
+    // takes it back with 500; netvm's QEMU refuses the provider NIC.
+    const fake = await FakeCloudHypervisor.start('Running');
+    fakes.push(fake);
+    const provider = await ScriptedQemu.start(join(socketDir, 'netvm.qmp'));
+    provider.deviceAdd = 'refuse';
+    try {
+      fake.inject('vm.remove-device', { status: 500, body: 'device busy' });
+      const run = await world.link(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=qemu', '--ch-socket', fake.socketPath, '--qmp-socket', qmpTemplate]);
+      expect(run.code, run.stderr).toBe(1);
+      const [nic] = fake.nets.map((net) => net.id);
+      expect(nic, 'the client NIC cloud-hypervisor still holds').toMatch(/^snc\d+$/);
+      expect(stderrLines(run.stderr)).toEqual([
+        expect.stringMatching(/^spectrum-link: QEMU refused to add NIC snp\d+ .*No free slot on bus pcie\.0/),
+        expect.stringMatching(
+          new RegExp(
+            `^spectrum-link: undoing the run, cloud-hypervisor of appvm-catgirl did not detach NIC ${nic} that the run had hot-plugged .*vm\\.remove-device answered 500.*; the undo went on, .*: ` +
+              `check that VMM, and once it answers remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${nic} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${nic}"\\} on that socket\\); or restart appvm-catgirl$`,
+          ),
+        ),
+      ]);
+      // The request the line names, as curl sends it, removes the NIC.
+      const removed = await world.host.exec(
+        ['curl', '--silent', '--show-error', '--unix-socket', fake.socketPath, '-X', 'PUT', '-H', 'Content-Type: application/json', '-d', JSON.stringify({ id: nic }), '-w', '%{http_code}', 'http://localhost/api/v1/vm.remove-device'],
+        { enter: 'nsenter' },
+      );
+      expect(removed.stdout).toBe('204');
+      expect(fake.nets).toEqual([]);
+    } finally {
+      await provider.close();
+    }
+  });
+
+  it('a failed link whose undo cannot write the state file back (a full disk): the failure\'s line first, exit 1, then a line saying what the file still records and what to run', async () => {
+    // The state dir on a tmpfs of two pages, in a mount namespace of its own: the lock holder's
+    // file and the run's one write of its ids fit; the undo's write back does not (ENOSPC).
+    // appvm-lynx's QEMU refuses its NIC, so the run fails after its ids are recorded.
+    const mountPoint = await mkdtemp(join(tmpdir(), 'spectrum-full-state-'));
+    qemu.deviceAdd = 'refuse';
+    try {
+      const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate, '--state-dir', mountPoint], world);
+      const script = 'mount -t tmpfs -o size=8k tmpfs "$0" && { "$@"; code=$?; echo "--- state"; cat "$0/links.json"; exit $code; }';
+      const run = await world.host.exec(['unshare', '-m', 'sh', '-c', script, mountPoint, 'node', LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true });
+      expect(run.code, run.stderr).toBe(1);
+      const [, stateText = ''] = run.stdout.split('--- state\n');
+      // What the file still records: the run's link, its attach modes.
+      const state = JSON.parse(stateText) as { links: { client: string; provider: string; id: number; attached?: unknown }[] };
+      expect(state.links).toEqual([{ client: 'appvm-lynx', provider: 'netvm', id: expect.any(Number), attached: { client: 'qemu', provider: 'netns' } }]);
+      const id = state.links[0]!.id;
+      expect(stderrLines(run.stderr)).toEqual([
+        // The failure undone stays the first line.
+        expect.stringMatching(/^spectrum-link: QEMU refused to add NIC snc\d+ .*No free slot on bus pcie\.0/),
+        `spectrum-link: undoing the run, the state file could not be written back: cannot write state file ${mountPoint}/links.json (ENOSPC); check the state dir's permissions and free space; ` +
+          `so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id ${id}), though the devices this run made for them are deleted: ` +
+          "once it can be written, run spectrum-link link appvm-lynx with this run's other options, which makes their devices",
+      ]);
+      // The devices are deleted, as said; the tmpfs stayed in that mount namespace.
+      expect([...(await devices(world.host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
+      expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(mountPoint);
+    } finally {
+      qemu.deviceAdd = 'ok';
+      await rm(mountPoint, { recursive: true, force: true });
     }
   });
 });
