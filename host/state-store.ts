@@ -171,7 +171,7 @@ async function removeStaleTemps(dir: string): Promise<void> {
 /** The state dir (made if missing) opened read-only, the descriptor the lock is taken on. */
 function openStateDir(dir: string): { fd: number; key: string } {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    makeDirs(dir);
     const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
     try {
       const info = fstatSync(fd, { bigint: true });
@@ -181,39 +181,46 @@ function openStateDir(dir: string): { fd: number; key: string } {
       throw error;
     }
   } catch (error) {
-    // mkdir -p says EEXIST where the path itself is no directory, ENOTDIR where a folder above it
-    // is none (and open with O_DIRECTORY ENOTDIR where the path became something else meanwhile).
-    const reason = isCode(error, 'EEXIST')
-      ? 'it is not a directory'
-      : isCode(error, 'ENOTDIR')
-        ? 'a path above it is not a directory'
-        : isCode(error, 'ENOENT')
-          ? (mkdirFailure(dir) ?? reasonOf(error))
-          : reasonOf(error);
+    // makeDirs says why in its own words; open with O_DIRECTORY says ENOTDIR where the path is
+    // no directory (or became something else meanwhile).
+    const reason = error instanceof MakeDirError ? error.message : isCode(error, 'ENOTDIR') ? 'it is not a directory' : reasonOf(error);
     throw new StateStoreError('state-dir-unusable', `state dir ${dir} cannot be used (${reason}); pass --state-dir or set ${STATE_DIR_ENV} to a writable directory`);
   }
 }
 
+/** Why a directory of the state dir's path could not be made, in words. */
+class MakeDirError extends Error {}
+
 /**
- * Why `dir` could not be made, where a recursive mkdir said ENOENT: Node's says so whatever made
- * the mkdir of a missing directory fail (it then stats that directory, which is missing). A plain
- * mkdir of the first missing directory below the deepest one that exists says the real reason
- * (e.g. EROFS, EACCES); undefined where it succeeds (then the recursive mkdir raced with another).
+ * mkdir -p, one directory at a time, with the mode wanted. Not Node's recursive mkdir: where a
+ * mkdir says ENOENT though its parent exists (a path under /proc or /sys) it retries that parent
+ * for ever, the process spinning and deaf to signals; and it says ENOENT for every failure of a
+ * missing directory, whatever the cause. Here each mkdir's own error is the reason given.
  */
-function mkdirFailure(dir: string): string | undefined {
-  let missing = resolve(dir);
-  for (let parent = dirname(missing); parent !== missing && !existsSync(parent); parent = dirname(parent)) missing = parent;
-  try {
-    mkdirSync(missing, { mode: 0o755 });
-    return undefined;
-  } catch (error) {
-    // existsSync follows symlinks: one to nothing looks missing, and mkdir finds it there.
-    if (isCode(error, 'EEXIST') && lstatSync(missing, { throwIfNoEntry: false })?.isSymbolicLink() === true) {
-      return `${missing} is a symlink to ${readlinkSync(missing)}, which does not exist`;
+function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  // existsSync follows symlinks (one to nothing looks missing: mkdir then finds it there) and is
+  // false below a file (mkdir then says ENOTDIR).
+  for (let path = resolve(dir); !existsSync(path); path = dirname(path)) {
+    missing.push(path);
+    if (dirname(path) === path) break;
+  }
+  for (const path of missing.reverse()) {
+    try {
+      mkdirSync(path, { mode: 0o755 });
+    } catch (error) {
+      if (isCode(error, 'EEXIST')) {
+        const there = lstatSync(path);
+        // Made meanwhile by another run: as good.
+        if (there.isDirectory()) continue;
+        if (there.isSymbolicLink()) throw new MakeDirError(`${path} is a symlink to ${readlinkSync(path)}, which does not exist`);
+        throw new MakeDirError(path === resolve(dir) ? 'it is not a directory' : 'a path above it is not a directory');
+      }
+      if (isCode(error, 'ENOTDIR')) throw new MakeDirError('a path above it is not a directory');
+      if (isCode(error, 'EROFS')) throw new MakeDirError(`cannot make ${path}: EROFS, a read-only file system; check how it is mounted`);
+      if (isCode(error, 'EACCES')) throw new MakeDirError(`cannot make ${path}: EACCES, no permission to write in ${dirname(path)}`);
+      throw new MakeDirError(`cannot make ${path}: ${reasonOf(error)}`);
     }
-    if (isCode(error, 'EROFS')) return `cannot make ${missing}: EROFS, a read-only file system; check how it is mounted`;
-    if (isCode(error, 'EACCES')) return `cannot make ${missing}: EACCES, no permission to write in ${dirname(missing)}`;
-    return `cannot make ${missing}: ${reasonOf(error)}`;
   }
 }
 

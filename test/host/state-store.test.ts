@@ -94,6 +94,18 @@ describe('load and save', () => {
     });
   });
 
+  it('refuses at once a state dir whose folders cannot be made where mkdir says ENOENT of an existing parent (under /proc)', async () => {
+    // Node's recursive mkdir retries such a parent for ever, spinning and deaf to signals: run in a
+    // child with a bound, so that a regression fails this test rather than hanging the suite.
+    const stateDir = `/proc/sys/spectrum-link-test-${process.pid}/state`;
+    const script = `import('${join(ROOT, 'dist', 'host', 'state-store.js')}').then((m) => m.updateState(process.argv[1], (s) => ({ state: s }))).catch((e) => { console.log(JSON.stringify({ kind: e.kind, message: e.message })); })`;
+    const { stdout } = await run('node', ['--input-type=module', '-e', script, stateDir], { timeout: 10_000, killSignal: 'SIGKILL' });
+    expect(JSON.parse(stdout)).toEqual({
+      kind: 'state-dir-unusable',
+      message: `state dir ${stateDir} cannot be used (cannot make /proc/sys/spectrum-link-test-${process.pid}: ENOENT); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory`,
+    });
+  });
+
   it('reports a state dir that is, or lies below, a symlink to nothing as such (where mkdir -p says ENOENT)', async () => {
     await symlink(join(dir, 'gone'), join(dir, 'dangling'));
     for (const stateDir of [join(dir, 'dangling'), join(dir, 'dangling', 'sub')]) {
