@@ -436,28 +436,39 @@ static napi_value queue_call(napi_env env, purge_call *call, napi_value callback
   return NULL;
 }
 
+// A new call of `kind` once its callback is checked to be a function; NULL (an exception pending)
+// otherwise, or when out of memory.
+static purge_call *new_call(napi_env env, napi_value callback, filter_kind kind) {
+  napi_valuetype type;
+  if (napi_typeof(env, callback, &type) != napi_ok || type != napi_function) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the callback must be a function");
+    return NULL;
+  }
+  purge_call *call = calloc(1, sizeof *call);
+  if (call == NULL) {
+    throw_errno(env, ENOMEM, kind == FILTER_CLOSED_TCP ? ADDON_NAME ": reap" : ADDON_NAME ": purge");
+    return NULL;
+  }
+  call->kind = kind;
+  return call;
+}
+
 static napi_value purge(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!get_args(env, info, 5, argv)) return NULL;
   uint32_t network = 0;
   int32_t prefix = 0;
-  napi_valuetype type;
   if (napi_get_value_uint32(env, argv[1], &network) != napi_ok || napi_get_value_int32(env, argv[2], &prefix) != napi_ok || prefix < -1 || prefix > 32) {
     napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the sweep is a network (uint32) and a prefix length from 0 to 32, or -1 for none");
     return NULL;
   }
-  if (napi_typeof(env, argv[4], &type) != napi_ok || type != napi_function) {
-    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the callback must be a function");
-    return NULL;
-  }
-  purge_call *call = calloc(1, sizeof *call);
-  if (call == NULL) return throw_errno(env, ENOMEM, ADDON_NAME ": purge");
+  purge_call *call = new_call(env, argv[4], FILTER_ADDRESSES);
+  if (call == NULL) return NULL;
   if (!copy_addresses(env, argv[0], "the exact addresses", &call->exact, &call->exact_count) ||
       !copy_addresses(env, argv[3], "the addresses to keep", &call->keep, &call->keep_count)) {
     free_call(env, call);
     return NULL;
   }
-  call->kind = FILTER_ADDRESSES;
   call->sweep = prefix >= 0;
   call->sweep_mask = prefix <= 0 ? 0 : ~(uint32_t)0 << (32 - prefix);
   call->sweep_network = network & call->sweep_mask;
@@ -474,12 +485,8 @@ static napi_value reap(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the TCP states are a bit mask of TCP_CONNTRACK_* values below TCP_CONNTRACK_MAX");
     return NULL;
   }
-  if (napi_typeof(env, argv[2], &type) != napi_ok || type != napi_function) {
-    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the callback must be a function");
-    return NULL;
-  }
-  purge_call *call = calloc(1, sizeof *call);
-  if (call == NULL) return throw_errno(env, ENOMEM, ADDON_NAME ": reap");
+  purge_call *call = new_call(env, argv[2], FILTER_CLOSED_TCP);
+  if (call == NULL) return NULL;
   // null: any source (not an empty array, which would match none).
   if (napi_typeof(env, argv[0], &type) != napi_ok) {
     free_call(env, call);
@@ -490,7 +497,6 @@ static napi_value reap(napi_env env, napi_callback_info info) {
     free_call(env, call);
     return NULL;
   }
-  call->kind = FILTER_CLOSED_TCP;
   call->tcp_states = states;
   return queue_call(env, call, argv[2]);
 }
