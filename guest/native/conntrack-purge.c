@@ -11,6 +11,11 @@
 // delete each. One dump serves any number of addresses: each entry's four addresses (original and
 // reply, source and destination) are looked up in sorted arrays. An entry deleted meanwhile by someone else (ENOENT) is no error.
 //
+// What is kept of a match until the dump ends is what its delete needs (held_entry, some 50
+// bytes in one growing array), not the library's entry (a struct nf_conntrack, some 400 bytes
+// allocated each): a reap of a full table of closed flows (nf_conntrack_max 262,144) would
+// otherwise hold some 100 MB in a small provider VM.
+//
 // Why async work: a dump of a large table takes milliseconds to tens of them, and DHCP and DNS
 // share the event loop. Each call opens its own ctnetlink socket on libuv's thread pool; calls
 // share nothing.
@@ -34,7 +39,7 @@
 //       whose reapMatches is this filter's reference). The same dump as purge (of both families for
 //       any source: one dump, AF_UNSPEC), the same callback. Each delete names the entry's id as
 //       dumped, so an entry that took the tuple meanwhile is mostly not deleted (ENOENT, not
-//       counted): see destroy_same_entry for when it is.
+//       counted): see destroy_held for when it is.
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -62,6 +67,29 @@
 // Which filter a call applies.
 typedef enum { FILTER_ADDRESSES, FILTER_CLOSED_TCP } filter_kind;
 
+// What the delete of a matched entry needs (the kernel finds an entry by its family, zone and
+// original tuple, ctnetlink_del_conntrack), copied out of the dump.
+typedef struct {
+  // The original tuple's addresses, network order: an IPv4 address in the first word.
+  uint32_t source[4];
+  uint32_t destination[4];
+  // CTA_ID as dumped, for a reap's delete (see destroy_held).
+  uint32_t id;
+  // Ports (TCP, UDP, SCTP, DCCP, UDP-Lite, GRE keys), network order; for ICMP, the id in `source_port`.
+  uint16_t source_port;
+  uint16_t destination_port;
+  uint16_t zone;
+  uint16_t original_zone;
+  uint8_t family;
+  uint8_t protocol;
+  uint8_t icmp_type;
+  uint8_t icmp_code;
+  // HELD_* bits: which of the attributes above the entry had.
+  uint8_t has;
+} held_entry;
+
+enum { HELD_PORTS = 1, HELD_ICMP = 2, HELD_ZONE = 4, HELD_ORIGINAL_ZONE = 8, HELD_ID = 16 };
+
 typedef struct {
   napi_async_work work;
   filter_kind kind;
@@ -82,9 +110,9 @@ typedef struct {
   int error;
   const char *phase;
   uint32_t scanned;
-  struct nf_conntrack **victims;
-  size_t victim_count;
-  size_t victim_capacity;
+  held_entry *held;
+  size_t held_count;
+  size_t held_capacity;
   uint32_t deleted;
 } purge_call;
 
@@ -130,6 +158,41 @@ static int dumps_ipv6(const purge_call *call) {
   return call->kind == FILTER_CLOSED_TCP && call->any_source;
 }
 
+// What destroy_held needs of `ct` (an IPv4 or IPv6 entry).
+static held_entry held_from(const struct nf_conntrack *ct) {
+  held_entry entry = {.family = nfct_get_attr_u8(ct, ATTR_L3PROTO), .protocol = nfct_get_attr_u8(ct, ATTR_L4PROTO)};
+  if (entry.family == AF_INET) {
+    entry.source[0] = nfct_get_attr_u32(ct, ATTR_IPV4_SRC);
+    entry.destination[0] = nfct_get_attr_u32(ct, ATTR_IPV4_DST);
+  } else {
+    memcpy(entry.source, nfct_get_attr(ct, ATTR_IPV6_SRC), sizeof entry.source);
+    memcpy(entry.destination, nfct_get_attr(ct, ATTR_IPV6_DST), sizeof entry.destination);
+  }
+  if (nfct_attr_is_set(ct, ATTR_ICMP_TYPE) > 0) {
+    entry.has |= HELD_ICMP;
+    entry.icmp_type = nfct_get_attr_u8(ct, ATTR_ICMP_TYPE);
+    entry.icmp_code = nfct_get_attr_u8(ct, ATTR_ICMP_CODE);
+    entry.source_port = nfct_get_attr_u16(ct, ATTR_ICMP_ID);
+  } else if (nfct_attr_is_set(ct, ATTR_PORT_SRC) > 0) {
+    entry.has |= HELD_PORTS;
+    entry.source_port = nfct_get_attr_u16(ct, ATTR_PORT_SRC);
+    entry.destination_port = nfct_get_attr_u16(ct, ATTR_PORT_DST);
+  }
+  if (nfct_attr_is_set(ct, ATTR_ZONE) > 0) {
+    entry.has |= HELD_ZONE;
+    entry.zone = nfct_get_attr_u16(ct, ATTR_ZONE);
+  }
+  if (nfct_attr_is_set(ct, ATTR_ORIG_ZONE) > 0) {
+    entry.has |= HELD_ORIGINAL_ZONE;
+    entry.original_zone = nfct_get_attr_u16(ct, ATTR_ORIG_ZONE);
+  }
+  if (nfct_attr_is_set(ct, ATTR_ID) > 0) {
+    entry.has |= HELD_ID;
+    entry.id = nfct_get_attr_u32(ct, ATTR_ID);
+  }
+  return entry;
+}
+
 static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, void *data) {
   (void)type;
   purge_call *call = data;
@@ -138,39 +201,78 @@ static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, vo
   call->scanned += 1;
   int match = call->kind == FILTER_CLOSED_TCP ? is_closed_tcp_of_source(call, ct) : names_wanted_address(call, ct);
   if (!match) return NFCT_CB_CONTINUE;
-  if (call->victim_count == call->victim_capacity) {
-    size_t capacity = call->victim_capacity == 0 ? 64 : call->victim_capacity * 2;
-    struct nf_conntrack **grown = realloc(call->victims, capacity * sizeof *grown);
+  if (call->held_count == call->held_capacity) {
+    size_t capacity = call->held_capacity == 0 ? 64 : call->held_capacity * 2;
+    held_entry *grown = realloc(call->held, capacity * sizeof *grown);
     if (grown == NULL) {
       call->error = ENOMEM;
       call->phase = "dump";
       return NFCT_CB_FAILURE;
     }
-    call->victims = grown;
-    call->victim_capacity = capacity;
+    call->held = grown;
+    call->held_capacity = capacity;
   }
-  // Stolen: the library leaves the object to us, to delete once the dump is over.
-  call->victims[call->victim_count++] = ct;
-  return NFCT_CB_STOLEN;
+  // The library frees `ct` once this returns.
+  call->held[call->held_count++] = held_from(ct);
+  return NFCT_CB_CONTINUE;
 }
 
-// Room for one delete request or its answer: an entry's attributes are a few hundred bytes, and
-// the kernel's error answer quotes the request.
+// A new entry of `held`'s family, original tuple and zones: what a delete request is built from.
+// NULL (errno set) when out of memory.
+static struct nf_conntrack *entry_to_delete(const held_entry *held) {
+  struct nf_conntrack *ct = nfct_new();
+  if (ct == NULL) return NULL;
+  nfct_set_attr_u8(ct, ATTR_L3PROTO, held->family);
+  nfct_set_attr_u8(ct, ATTR_L4PROTO, held->protocol);
+  if (held->family == AF_INET) {
+    nfct_set_attr_u32(ct, ATTR_IPV4_SRC, held->source[0]);
+    nfct_set_attr_u32(ct, ATTR_IPV4_DST, held->destination[0]);
+  } else {
+    nfct_set_attr(ct, ATTR_IPV6_SRC, held->source);
+    nfct_set_attr(ct, ATTR_IPV6_DST, held->destination);
+  }
+  if (held->has & HELD_PORTS) {
+    nfct_set_attr_u16(ct, ATTR_PORT_SRC, held->source_port);
+    nfct_set_attr_u16(ct, ATTR_PORT_DST, held->destination_port);
+  }
+  if (held->has & HELD_ICMP) {
+    nfct_set_attr_u8(ct, ATTR_ICMP_TYPE, held->icmp_type);
+    nfct_set_attr_u8(ct, ATTR_ICMP_CODE, held->icmp_code);
+    nfct_set_attr_u16(ct, ATTR_ICMP_ID, held->source_port);
+    // The library's ICMP attributes are both directions' (it writes the reply tuple's too) and
+    // make nfct_nlmsg_build add a reply tuple, which needs a family and addresses: the original's
+    // inverse. (Without, 1.0.9 leaves the reply tuple out; a library that failed the whole build
+    // instead would refuse every ICMP delete.) The kernel finds the entry by the original tuple.
+    nfct_setobjopt(ct, NFCT_SOPT_SETUP_REPLY);
+  }
+  if (held->has & HELD_ZONE) nfct_set_attr_u16(ct, ATTR_ZONE, held->zone);
+  if (held->has & HELD_ORIGINAL_ZONE) nfct_set_attr_u16(ct, ATTR_ORIG_ZONE, held->original_zone);
+  return ct;
+}
+
+// Room for one delete request or its answer: a tuple or two and an id, and the kernel's error
+// answer quotes the request.
 #define MESSAGE_BYTES 8192
 
-// Delete `ct` only if the table still holds the entry the dump saw: the request carries its id
-// (CTA_ID), which the kernel compares (ENOENT when another entry took the tuple meanwhile). Not a
-// guarantee: the id is a hash of the entry's address, master, netns and original tuple
-// (nf_ct_get_id), and a SYN reopening a closed flow frees the old entry and allocates the new one
-// at once, most often in the same slab slot: same tuple, same id, deleted (seen on 6.18 in 3 of 5
-// reopens). The window is from the dump to this delete. nfct_query(NFCT_Q_DESTROY) sends the
-// tuple alone (checked with libnetfilter_conntrack 1.0.9), so the request is built here and sent
-// on the handle's socket, idle between requests. 0, or -1 with errno.
-static int destroy_same_entry(struct nfct_handle *handle, const struct nf_conntrack *ct, uint32_t seq) {
+// Delete the entry `held` names: by its tuple alone (a purge's: whatever entry has the tuple now
+// goes), or (with_id, a reap's) only if the table still holds the entry the dump saw: the request
+// then carries its id (CTA_ID), which the kernel compares (ENOENT when another entry took the
+// tuple meanwhile). Not a guarantee: the id is a hash of the entry's address, master, netns and
+// original tuple (nf_ct_get_id), and a SYN reopening a closed flow frees the old entry and
+// allocates the new one at once, most often in the same slab slot: same tuple, same id, deleted
+// (seen on 6.18 in 3 of 5 reopens). The window is from the dump to this delete.
+// nfct_query(NFCT_Q_DESTROY) sends no id (checked with libnetfilter_conntrack 1.0.9), so the
+// request is built here for both (nfct_nlmsg_build of entry_to_delete, then CTA_ID) and sent on
+// the handle's socket, idle between requests. 0, or -1 with errno.
+static int destroy_held(struct nfct_handle *handle, const held_entry *held, int with_id, uint32_t seq) {
   static _Thread_local union {
     char bytes[MESSAGE_BYTES];
     struct nlmsghdr header;
   } request, answer;
+  if (with_id && !(held->has & HELD_ID)) {
+    errno = EINVAL;
+    return -1;
+  }
   memset(&request, 0, NLMSG_LENGTH(sizeof(struct nfgenmsg)));
   struct nlmsghdr *message = &request.header;
   message->nlmsg_len = NLMSG_LENGTH(sizeof(struct nfgenmsg));
@@ -179,19 +281,29 @@ static int destroy_same_entry(struct nfct_handle *handle, const struct nf_conntr
   message->nlmsg_seq = seq;
   struct nfgenmsg *family = NLMSG_DATA(message);
   // The entry's own (AF_INET or AF_INET6): nfct_nlmsg_build puts its tuple in that family's attributes.
-  family->nfgen_family = nfct_get_attr_u8(ct, ATTR_L3PROTO);
+  family->nfgen_family = held->family;
   family->version = NFNETLINK_V0;
-  if (nfct_nlmsg_build(message, ct) < 0) return -1;
-  if (nfct_attr_is_set(ct, ATTR_ID) <= 0 || NLMSG_ALIGN(message->nlmsg_len) + NLA_HDRLEN + sizeof(uint32_t) > MESSAGE_BYTES) {
+  struct nf_conntrack *ct = entry_to_delete(held);
+  if (ct == NULL) return -1;
+  int built = nfct_nlmsg_build(message, ct);
+  nfct_destroy(ct);
+  if (built < 0) return -1;
+  // A delete without a tuple is a flush to the kernel (of every entry): never send one. The
+  // library puts the original tuple first.
+  const struct nlattr *first = (const struct nlattr *)(request.bytes + NLMSG_LENGTH(sizeof(struct nfgenmsg)));
+  if (message->nlmsg_len < NLMSG_LENGTH(sizeof(struct nfgenmsg)) + NLA_HDRLEN || (first->nla_type & NLA_TYPE_MASK) != CTA_TUPLE_ORIG ||
+      NLMSG_ALIGN(message->nlmsg_len) + NLA_HDRLEN + sizeof(uint32_t) > MESSAGE_BYTES) {
     errno = EINVAL;
     return -1;
   }
-  struct nlattr *id = (struct nlattr *)(request.bytes + NLMSG_ALIGN(message->nlmsg_len));
-  id->nla_type = CTA_ID;
-  id->nla_len = NLA_HDRLEN + sizeof(uint32_t);
-  uint32_t value = htonl(nfct_get_attr_u32(ct, ATTR_ID));
-  memcpy((char *)id + NLA_HDRLEN, &value, sizeof value);
-  message->nlmsg_len = NLMSG_ALIGN(message->nlmsg_len) + id->nla_len;
+  if (with_id) {
+    struct nlattr *id = (struct nlattr *)(request.bytes + NLMSG_ALIGN(message->nlmsg_len));
+    id->nla_type = CTA_ID;
+    id->nla_len = NLA_HDRLEN + sizeof(uint32_t);
+    uint32_t value = htonl(held->id);
+    memcpy((char *)id + NLA_HDRLEN, &value, sizeof value);
+    message->nlmsg_len = NLMSG_ALIGN(message->nlmsg_len) + id->nla_len;
+  }
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
   int fd = nfct_fd(handle);
   if (sendto(fd, message, message->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -1;
@@ -234,10 +346,8 @@ static void execute(napi_env env, void *data) {
   // wait as long, so a stuck socket would hold the call (and a pool thread) for 10 s per entry
   // matched; it ends at once instead, and the caller retries.
   int timed_out = call->error == EAGAIN || call->error == EWOULDBLOCK;
-  for (size_t index = 0; index < call->victim_count && !timed_out; index++) {
-    int done = call->kind == FILTER_CLOSED_TCP ? destroy_same_entry(handle, call->victims[index], (uint32_t)index + 1)
-                                               : nfct_query(handle, NFCT_Q_DESTROY, call->victims[index]);
-    if (done == 0) {
+  for (size_t index = 0; index < call->held_count && !timed_out; index++) {
+    if (destroy_held(handle, &call->held[index], call->kind == FILTER_CLOSED_TCP, (uint32_t)index + 1) == 0) {
       call->deleted += 1;
       continue;
     }
@@ -255,8 +365,7 @@ static void execute(napi_env env, void *data) {
 static void free_call(napi_env env, purge_call *call) {
   if (call->callback != NULL) napi_delete_reference(env, call->callback);
   if (call->work != NULL) napi_delete_async_work(env, call->work);
-  for (size_t index = 0; index < call->victim_count; index++) nfct_destroy(call->victims[index]);
-  free(call->victims);
+  free(call->held);
   free(call->exact);
   free(call->keep);
   free(call->sources);
@@ -282,7 +391,7 @@ static void complete(napi_env env, napi_status status, void *data) {
     napi_create_string_utf8(env, call->phase, NAPI_AUTO_LENGTH, &argv[1]);
   }
   napi_create_uint32(env, call->scanned, &argv[2]);
-  napi_create_uint32(env, (uint32_t)call->victim_count, &argv[3]);
+  napi_create_uint32(env, (uint32_t)call->held_count, &argv[3]);
   napi_create_uint32(env, call->deleted, &argv[4]);
   if (napi_get_reference_value(env, call->callback, &callback) == napi_ok && napi_get_global(env, &global) == napi_ok) {
     napi_call_function(env, global, callback, 5, argv, NULL);
@@ -327,28 +436,39 @@ static napi_value queue_call(napi_env env, purge_call *call, napi_value callback
   return NULL;
 }
 
+// A new call of `kind` once its callback is checked to be a function; NULL (an exception pending)
+// otherwise, or when out of memory.
+static purge_call *new_call(napi_env env, napi_value callback, filter_kind kind) {
+  napi_valuetype type;
+  if (napi_typeof(env, callback, &type) != napi_ok || type != napi_function) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the callback must be a function");
+    return NULL;
+  }
+  purge_call *call = calloc(1, sizeof *call);
+  if (call == NULL) {
+    throw_errno(env, ENOMEM, kind == FILTER_CLOSED_TCP ? ADDON_NAME ": reap" : ADDON_NAME ": purge");
+    return NULL;
+  }
+  call->kind = kind;
+  return call;
+}
+
 static napi_value purge(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!get_args(env, info, 5, argv)) return NULL;
   uint32_t network = 0;
   int32_t prefix = 0;
-  napi_valuetype type;
   if (napi_get_value_uint32(env, argv[1], &network) != napi_ok || napi_get_value_int32(env, argv[2], &prefix) != napi_ok || prefix < -1 || prefix > 32) {
     napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the sweep is a network (uint32) and a prefix length from 0 to 32, or -1 for none");
     return NULL;
   }
-  if (napi_typeof(env, argv[4], &type) != napi_ok || type != napi_function) {
-    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the callback must be a function");
-    return NULL;
-  }
-  purge_call *call = calloc(1, sizeof *call);
-  if (call == NULL) return throw_errno(env, ENOMEM, ADDON_NAME ": purge");
+  purge_call *call = new_call(env, argv[4], FILTER_ADDRESSES);
+  if (call == NULL) return NULL;
   if (!copy_addresses(env, argv[0], "the exact addresses", &call->exact, &call->exact_count) ||
       !copy_addresses(env, argv[3], "the addresses to keep", &call->keep, &call->keep_count)) {
     free_call(env, call);
     return NULL;
   }
-  call->kind = FILTER_ADDRESSES;
   call->sweep = prefix >= 0;
   call->sweep_mask = prefix <= 0 ? 0 : ~(uint32_t)0 << (32 - prefix);
   call->sweep_network = network & call->sweep_mask;
@@ -365,12 +485,8 @@ static napi_value reap(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the TCP states are a bit mask of TCP_CONNTRACK_* values below TCP_CONNTRACK_MAX");
     return NULL;
   }
-  if (napi_typeof(env, argv[2], &type) != napi_ok || type != napi_function) {
-    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the callback must be a function");
-    return NULL;
-  }
-  purge_call *call = calloc(1, sizeof *call);
-  if (call == NULL) return throw_errno(env, ENOMEM, ADDON_NAME ": reap");
+  purge_call *call = new_call(env, argv[2], FILTER_CLOSED_TCP);
+  if (call == NULL) return NULL;
   // null: any source (not an empty array, which would match none).
   if (napi_typeof(env, argv[0], &type) != napi_ok) {
     free_call(env, call);
@@ -381,7 +497,6 @@ static napi_value reap(napi_env env, napi_callback_info info) {
     free_call(env, call);
     return NULL;
   }
-  call->kind = FILTER_CLOSED_TCP;
   call->tcp_states = states;
   return queue_call(env, call, argv[2]);
 }

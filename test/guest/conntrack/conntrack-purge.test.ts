@@ -20,8 +20,24 @@ const IPPROTO_UDP = 17;
 const FIXTURE = fileURLToPath(new URL('../../../dist/test/guest/conntrack/fixtures/conntrack-purge.js', import.meta.url));
 /** LD_PRELOAD shim: a netlink recv(2) times out (EAGAIN) at once; compiled by the test that uses it. */
 const SHIM_SOURCE = fileURLToPath(new URL('./fixtures/netlink-recv-timeout.c', import.meta.url));
+/** LD_PRELOAD shim: a conntrack delete goes out with its id (CTA_ID) inverted; compiled by the test that uses it. */
+const WRONG_ID_SHIM_SOURCE = fileURLToPath(new URL('./fixtures/netlink-wrong-id.c', import.meta.url));
 
-type Outcome = { readonly result: ConntrackPurgeResult; readonly ms: number } | { readonly error: { readonly kind: string; readonly message: string } };
+type Outcome =
+  | { readonly result: ConntrackPurgeResult; readonly ms: number; readonly peakKiB: number }
+  | { readonly error: { readonly kind: string; readonly message: string } };
+
+/** `source` built as an LD_PRELOAD library in a scratch folder, for `use`; the folder goes afterwards. */
+async function withShim(source: string, use: (shim: string, scratch: string) => Promise<void>): Promise<void> {
+  const scratch = await mkdtemp(join(tmpdir(), 'snt-shim-'));
+  try {
+    const shim = join(scratch, 'shim.so');
+    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', shim, source, '-ldl']);
+    await use(shim, scratch);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
 
 /** UDP datagrams from `from` to each of `to`, one per destination port `ports` (each a conntrack entry). */
 function senderScript(flows: readonly { from: string; to: string; ports: number }[]): string {
@@ -45,9 +61,24 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     return JSON.parse(stdout) as Outcome;
   }
 
-  async function reap(filter: ClosedFlowFilter): Promise<Outcome> {
-    const { stdout } = await ns.exec([process.execPath, FIXTURE, 'reap', JSON.stringify(filter)], { enter: 'nsenter', timeoutMs: 60_000 });
+  async function reap(filter: ClosedFlowFilter, env: NodeJS.ProcessEnv = process.env): Promise<Outcome> {
+    const { stdout } = await ns.exec([process.execPath, FIXTURE, 'reap', JSON.stringify(filter)], { enter: 'nsenter', timeoutMs: 60_000, env });
     return JSON.parse(stdout) as Outcome;
+  }
+
+  /** `conntrack -I` of one entry (`what`: its protocol, addresses, ports, state, zone), for 300 s. */
+  async function insert(what: readonly string[]): Promise<void> {
+    await ns.exec(['conntrack', '-I', ...what, '-t', '300']);
+  }
+
+  /** The IPv4 table as conntrack(8) lists it, one line per entry, timeouts left out. */
+  async function listing(): Promise<string[]> {
+    const text = (await ns.exec(['conntrack', '-L', '-f', 'ipv4'])).stdout;
+    return text
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => line.replace(/^(\S+\s+\d+)\s+\d+\s/, '$1 '))
+      .sort();
   }
 
   async function send(flows: readonly { from: string; to: string; ports: number }[]): Promise<void> {
@@ -201,31 +232,75 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     expect(await reap(closedFlowFilter([]))).toMatchObject({ result: { scanned: 0, deleted: 0 } });
   });
 
+  it('deletes by the family, original tuple and zone: ICMP, a protocol it knows no ports of, entries in a zone (both directions or the original only), for a purge and a reap', async () => {
+    // The client's, which a purge of 100.64.0.1 deletes.
+    await insert(['-p', 'icmp', '-s', '100.64.0.1', '-d', '192.0.2.10', '--icmp-type', '8', '--icmp-code', '0', '--icmp-id', '77']);
+    await insert(['-p', '253', '-s', '100.64.0.1', '-d', '192.0.2.10']);
+    await insert(['-p', 'udp', '-s', '100.64.0.1', '-d', '192.0.2.10', '--sport', '1000', '--dport', '5', '--zone', '7']);
+    await insert(['-p', 'udp', '-s', '100.64.0.1', '-d', '192.0.2.10', '--sport', '1000', '--dport', '6', '--orig-zone', '9']);
+    // Another's, alike: kept by the purge, and by the reap but for its closed TCP flows (in zones).
+    await insert(['-p', 'icmp', '-s', '192.0.2.1', '-d', '192.0.2.10', '--icmp-type', '8', '--icmp-code', '0', '--icmp-id', '77']);
+    await insert(['-p', 'udp', '-s', '192.0.2.1', '-d', '192.0.2.10', '--sport', '1000', '--dport', '5', '--zone', '7']);
+    await insert(['-p', 'tcp', '--state', 'TIME_WAIT', '-s', '192.0.2.1', '-d', '192.0.2.10', '--sport', '1000', '--dport', '8', '--zone', '3']);
+    await insert(['-p', 'tcp', '--state', 'CLOSE', '-s', '192.0.2.1', '-d', '192.0.2.10', '--sport', '1000', '--dport', '9', '--orig-zone', '4']);
+    const before = await listing();
+    expect(before).toHaveLength(8);
+    expect(before.filter((line) => line.includes('zone'))).toHaveLength(5);
+    expect(await purge({ addresses: ['100.64.0.1'], sweep: null })).toMatchObject({ result: { scanned: 8, deleted: 4 } });
+    const others = before.filter((line) => !line.includes('src=100.64.0.1 '));
+    expect(others).toHaveLength(4);
+    expect(await listing()).toEqual(others);
+    expect(await reap(ANY_CLOSED_FLOW)).toMatchObject({ result: { deleted: 2 } });
+    expect(await listing()).toEqual(others.filter((line) => !line.startsWith('tcp')));
+  });
+
+  it("names the entry's id in a reap's delete (an entry that is no longer the one dumped stays), not in a purge's", async () => {
+    // The shim inverts each delete's id, as if another entry had taken the tuple since the dump.
+    for (const dport of [4101, 4102, 4103]) await insert(['-p', 'tcp', '--state', 'TIME_WAIT', '-s', '100.64.0.1', '-d', '192.0.2.10', '--sport', '1000', '--dport', String(dport)]);
+    await withShim(WRONG_ID_SHIM_SOURCE, async (shim, scratch) => {
+      const log = join(scratch, 'ids.log');
+      const env = { ...process.env, LD_PRELOAD: shim, NETLINK_WRONG_ID_LOG: log };
+      // ENOENT for each: not deleted, and no error.
+      expect(await reap(ANY_CLOSED_FLOW, env)).toMatchObject({ result: { deleted: 0 } });
+      expect((await readFile(log, 'utf8')).split('\n').filter((line) => line === 'id')).toHaveLength(3);
+      expect(await listing()).toHaveLength(3);
+      // A purge deletes whatever entry has the tuple: no id to invert.
+      const { stdout } = await ns.exec([process.execPath, FIXTURE, 'purge', JSON.stringify({ addresses: ['100.64.0.1'], sweep: null })], { enter: 'nsenter', timeoutMs: 60_000, env });
+      expect(JSON.parse(stdout) as Outcome).toMatchObject({ result: { scanned: 3, deleted: 3 } });
+      expect((await readFile(log, 'utf8')).split('\n').filter((line) => line === 'id')).toHaveLength(3);
+      expect(await listing()).toEqual([]);
+    });
+  });
+
+  it("holds some 50 bytes for each entry it matched until the dump ends, not the library's entry (some 400)", async () => {
+    const empty = await purge({ addresses: ['100.64.0.1'], sweep: null });
+    const entries = 30_000;
+    await send([{ from: '100.64.0.1', to: '192.0.2.10', ports: entries }]);
+    const full = await purge({ addresses: ['100.64.0.1'], sweep: null });
+    if (!('result' in empty) || !('result' in full)) throw new Error(`purge failed: ${JSON.stringify([empty, full])}`);
+    expect(full.result).toEqual({ scanned: entries, deleted: entries });
+    // The rise of the peak resident size over that of a purge that matched nothing.
+    const bytesPerEntry = ((full.peakKiB - empty.peakKiB) * 1024) / entries;
+    console.log(`conntrack purge of ${entries} entries: peak resident size ${full.peakKiB - empty.peakKiB} KiB over an empty purge's, ${bytesPerEntry.toFixed(0)} bytes per entry`);
+    expect(bytesPerEntry).toBeLessThan(150);
+  });
+
   it('ends a reap at the first delete whose answer timed out (EAGAIN), rather than wait as long for each entry matched', async () => {
     // A shim (LD_PRELOAD) makes each delete's answer time out at once, as a stuck ctnetlink socket's
     // would after 10 s: the dump goes as usual. Waiting again for each further entry would hold the
     // reap (no JS timeout) and its pool thread for 10 s per entry matched.
-    const scratch = await mkdtemp(join(tmpdir(), 'snt-recv-timeout-'));
-    try {
-      const shim = join(scratch, 'netlink-recv-timeout.so');
-      execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', shim, SHIM_SOURCE, '-ldl']);
+    await withShim(SHIM_SOURCE, async (shim, scratch) => {
       const log = join(scratch, 'recv.log');
       for (const dport of [4001, 4002, 4003, 4004, 4005]) {
-        await ns.exec(['conntrack', '-I', '-p', 'tcp', '--state', 'TIME_WAIT', '-s', '100.64.0.1', '-d', '192.0.2.10', '--sport', '1000', '--dport', String(dport), '-t', '300']);
+        await insert(['-p', 'tcp', '--state', 'TIME_WAIT', '-s', '100.64.0.1', '-d', '192.0.2.10', '--sport', '1000', '--dport', String(dport)]);
       }
-      const { stdout } = await ns.exec([process.execPath, FIXTURE, 'reap', JSON.stringify(ANY_CLOSED_FLOW)], {
-        enter: 'nsenter',
-        timeoutMs: 60_000,
-        env: { ...process.env, LD_PRELOAD: shim, NETLINK_RECV_TIMEOUT_LOG: log },
-      });
-      expect(JSON.parse(stdout) as Outcome).toMatchObject({ error: { kind: 'timeout', message: expect.stringMatching(/^the kernel did not answer a conntrack request within 10 s \(EAGAIN; \d+ entries read, 5 matched, 0 deleted\)/) } });
+      const outcome = await reap(ANY_CLOSED_FLOW, { ...process.env, LD_PRELOAD: shim, NETLINK_RECV_TIMEOUT_LOG: log });
+      expect(outcome).toMatchObject({ error: { kind: 'timeout', message: expect.stringMatching(/^the kernel did not answer a conntrack request within 10 s \(EAGAIN; \d+ entries read, 5 matched, 0 deleted\)/) } });
       // One delete sent (the kernel carried it out: its answer was what "timed out"), then none.
       expect((await readFile(log, 'utf8')).split('\n').filter((line) => line === 'recv')).toHaveLength(1);
       const left = (await ns.exec(['conntrack', '-L', '-p', 'tcp'])).stdout;
       expect([...left.matchAll(/dport=(400\d)/g)].map((match) => match[1])).toHaveLength(4);
-    } finally {
-      await rm(scratch, { recursive: true, force: true });
-    }
+    });
   });
 
   it('refuses an address that is not IPv4, saying which', async () => {
