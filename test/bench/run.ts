@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { codecBench } from './codec.bench.js';
+import { conntrackBench } from './conntrack.bench.js';
 import { dhcpStormBench } from './dhcp-storm.bench.js';
 import { dnsBench } from './dns.bench.js';
 import { forwardingBench } from './forwarding.bench.js';
@@ -21,6 +22,7 @@ const suites: Record<string, () => Promise<BenchResult[]> | BenchResult[]> = {
       { suite: latency.suite, name: `${latency.name}, p99`, value: latency.p99Ms, unit: 'ms' },
     ]),
   dns: dnsBench,
+  conntrack: conntrackBench,
   dhcp: async () => {
     const rows = await dhcpStormBench();
     const results: BenchResult[] = rows.flatMap((row) => {
