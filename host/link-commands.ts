@@ -110,13 +110,14 @@ function stateOptions(flags: StateFlags, env: Env): Pick<LinkerOptions, 'stateDi
 /** list and show take no --attach: a link without a recorded attach mode is shown with the default. */
 const DEFAULT_ATTACH = parseAttachChoice([]);
 
-function reportLine(report: LinkReport): string {
+/** `attached`: false for a link with no attach mode recorded (unlinked, id kept), shown `-`. */
+function reportLine(report: LinkReport, attached = true): string {
   return [
     `${report.vm} -> ${report.provider}`,
     `id ${report.id}`,
     `ip ${report.clientIp}`,
-    `client ${report.clientDevice} ${report.clientMac} (${report.clientAttach})`,
-    `provider ${report.providerDevice} ${report.providerMac} (${report.providerAttach})`,
+    `client ${report.clientDevice} ${report.clientMac} (${attached ? report.clientAttach : '-'})`,
+    `provider ${report.providerDevice} ${report.providerMac} (${attached ? report.providerAttach : '-'})`,
     `bridge ${report.bridge}`,
   ].join('  ');
 }
@@ -564,16 +565,23 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   // A listed link's VMM arguments carry the MTU its bridge has, which --mtu gave it when it was
   // made. Only a link whose devices exist gets them: those of one taken down (unlink keeps its
   // id) or that lost a device (a crash, a reboot) would name taps that are not there.
+  // A link unlink took down (its id kept) has no attach mode: shown as null (`-`), not the default.
   const printListed = (listed: ListedLink[], json: boolean): void => {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
-      const entries = listed.map((entry) => ({ ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present }));
+      const entries = listed.map((entry) =>
+        entry.linked
+          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true }
+          : { ...linkFieldsJson(entry), clientAttach: null, providerAttach: null, present: entry.present, linked: false },
+      );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
     else {
+      const state = (entry: ListedLink): string =>
+        entry.linked ? (entry.present ? 'up' : 'devices missing') : entry.present ? 'unlinked (id kept), yet devices of its names exist' : 'unlinked (id kept)';
       const lines = listed.flatMap((entry) => [
-        `${reportLine(entry)}  ${entry.present ? 'up' : 'devices missing'}`,
-        ...(entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
+        `${reportLine(entry, entry.linked)}  ${state(entry)}`,
+        ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
       ]);
       process.stdout.write(lines.map((line) => `${line}\n`).join(''));
     }

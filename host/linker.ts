@@ -993,6 +993,11 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
 }
 
 export interface ListedLink extends LinkReport {
+  /**
+   * Whether the link is linked (an attach mode recorded); false for one `unlink` took down, its id
+   * kept: its attach modes are then only the default, not how it was or will be attached.
+   */
+  readonly linked: boolean;
   /** Whether the link's host devices exist right now. */
   readonly present: boolean;
   /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists. */
@@ -1007,7 +1012,7 @@ async function listed(links: readonly Link[], options: ListOptions): Promise<Lis
     const report = linkReport(link, options);
     const present = [report.bridge, report.clientDevice, report.providerDevice].every((device) => devices.has(device));
     const mtu = devices.get(report.bridge)?.mtu;
-    return { ...report, present, ...(mtu === undefined ? {} : { mtu }) };
+    return { ...report, linked: link.attached !== undefined, present, ...(mtu === undefined ? {} : { mtu }) };
   });
 }
 

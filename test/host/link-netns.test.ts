@@ -686,7 +686,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     const linked = JSON.parse((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as { links: (Record<string, unknown> & { vmmArguments: unknown; clientDevice: string })[] };
     const link = linked.links[0]!;
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
-      expect(await listedJson(command)).toEqual({ ...link, present: true });
+      expect(await listedJson(command)).toEqual({ ...link, present: true, linked: true });
       const lines = await human(command);
       expect(lines[0]).toMatch(/  up$/);
       expect(lines.slice(1).map((line) => line.split(':')[0])).toEqual(['  appvm-lynx', '  appvm-lynx', '  netvm', '  netvm']);
@@ -694,15 +694,20 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     const { vmmArguments: _, ...withoutArguments } = link;
     const missing = async (): Promise<void> => {
       for (const command of [['list'], ['show', 'appvm-lynx']]) {
-        expect(await listedJson(command)).toEqual({ ...withoutArguments, present: false });
+        expect(await listedJson(command)).toEqual({ ...withoutArguments, present: false, linked: true });
         const lines = await human(command);
         expect(lines).toHaveLength(1);
         expect(lines[0]).toMatch(/  devices missing$/);
       }
     };
-    // unlink keeps the id: the link is still recorded, its taps gone.
+    // unlink keeps the id: the link is still recorded, its taps gone, and no attach mode: shown
+    // as none (null, `-`), not as the default (`none`, which would say it was attached by hand).
     expect((await world().link(['unlink', 'appvm-lynx'])).code).toBe(0);
-    await missing();
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await listedJson(command)).toEqual({ ...withoutArguments, clientAttach: null, providerAttach: null, present: false, linked: false });
+      const lines = await human(command);
+      expect(lines).toEqual([`appvm-lynx -> netvm  id ${link.id}  ip ${String(link.clientIp)}  client ${link.clientDevice} ${String(link.clientMac)} (-)  provider ${String(link.providerDevice)} ${String(link.providerMac)} (-)  bridge ${String(link.bridge)}  unlinked (id kept)`]);
+    }
     // One tap lost (a crash, a reboot): the arguments would name it.
     expect((await world().link(['link', 'appvm-lynx', '--attach', 'none'])).code).toBe(0);
     await world().host.ip(['link', 'del', 'dev', link.clientDevice]);

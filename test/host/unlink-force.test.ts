@@ -111,7 +111,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(json.unlinked[0]?.vmmFailures?.[0]?.error).toMatch(/QEMU refused device_del/);
     // Cut off: every device of the link is gone; the id is kept, the attachment no longer recorded.
     expect(await linkDevicesOf(link)).toEqual([]);
-    expect(await listed()).toMatchObject([{ id: link.id, present: false, clientAttach: 'none', providerAttach: 'none' }]);
+    expect(await listed()).toMatchObject([{ id: link.id, present: false, linked: false, clientAttach: null, providerAttach: null }]);
     // QEMU still shows the NIC (on the tap now deleted).
     expect(qemu.devices.has(link.clientDevice)).toBe(true);
 
@@ -216,7 +216,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       new RegExp(`^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${link.clientDevice} .*answered 500.*the host side was removed anyway.*--attach appvm-catgirl=cloud-hypervisor detaches it, or restart appvm-catgirl$`),
     );
     expect(await linkDevicesOf(link)).toEqual([]);
-    expect(await listed()).toMatchObject([{ id: link.id, present: false, clientAttach: 'none' }]);
+    expect(await listed()).toMatchObject([{ id: link.id, present: false, linked: false, clientAttach: null }]);
     // The VMM still has the NIC; linking again finds it on a tap deleted since.
     expect(fake.nets).toHaveLength(1);
     const relinked = await world.link(['link', 'appvm-catgirl', ...args]);
@@ -291,7 +291,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       expect(await linkDevicesOf(dropped)).toEqual([]);
       expect(await linkDevicesOf(kept)).toHaveLength(3);
       const byId = new Map((await listed()).map((entry) => [entry.id, entry]));
-      expect(byId.get(dropped.id)).toMatchObject({ present: false, clientAttach: 'none', providerAttach: 'none' });
+      expect(byId.get(dropped.id)).toMatchObject({ present: false, linked: false, clientAttach: null, providerAttach: null });
       expect(byId.get(kept.id)).toMatchObject({ present: true, clientAttach: 'qemu', providerAttach: 'netns' });
       expect(qemu.devices.has(kept.clientDevice)).toBe(true);
 
