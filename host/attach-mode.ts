@@ -8,10 +8,23 @@ export type AttachMode = (typeof ATTACH_MODES)[number];
 export class AttachModeError extends Error {
   override readonly name = 'AttachModeError';
   constructor(
-    readonly kind: 'unknown-mode' | 'syntax' | 'conflict',
+    readonly kind: 'unknown-mode' | 'syntax' | 'conflict' | 'mtu',
     message: string,
   ) {
     super(message);
+  }
+}
+
+/** The most a tap takes: Linux's tun driver allows 65535 less its Ethernet header (tun.c, max_mtu). */
+export const TAP_MTU_MAX = 65535 - 14;
+
+/**
+ * Refuse a link MTU a side's device cannot take: every mode but netns gives the side a tap. Said
+ * before anything is made for the link, as bad input, rather than as the kernel's refusal.
+ */
+export function assertSideMtu(mtu: number, mode: AttachMode, vm: string): void {
+  if (mode !== 'netns' && mtu > TAP_MTU_MAX) {
+    throw new AttachModeError('mtu', `--mtu ${mtu} is more than a tap takes (${TAP_MTU_MAX}, Linux's tun driver), and ${vm} is attached with ${mode} (a tap): give --mtu ${TAP_MTU_MAX} or less; only netns links take more`);
   }
 }
 

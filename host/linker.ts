@@ -3,7 +3,7 @@
 // under the state lock and undoes a failed run's own work.
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
-import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.js';
+import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf } from './attach-mode.js';
 import { ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, planDevices, replacedDevices } from './device-plan.js';
@@ -225,6 +225,8 @@ function sideOf(mode: AttachMode, vm: VmName, device: string, mac: string, optio
 }
 
 function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredConnection {
+  assertSideMtu(options.mtu, report.clientAttach, report.vm);
+  assertSideMtu(options.mtu, report.providerAttach, report.provider);
   return {
     bridge: report.bridge,
     mtu: options.mtu,

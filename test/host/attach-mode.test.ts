@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { attachModeOf, parseAttachChoice } from '../../host/attach-mode.js';
+import { TAP_MTU_MAX, assertSideMtu, attachModeOf, parseAttachChoice } from '../../host/attach-mode.js';
 import { vmName } from '../../host/vm-name.js';
 
 describe('parseAttachChoice', () => {
@@ -26,5 +26,18 @@ describe('parseAttachChoice', () => {
   it('refuses unknown modes and VM=MODE without a VM', () => {
     expect(() => parseAttachChoice(['kvm'])).toThrow(expect.objectContaining({ kind: 'unknown-mode' }));
     expect(() => parseAttachChoice(['=qemu'])).toThrow(expect.objectContaining({ kind: 'syntax' }));
+  });
+});
+
+describe('assertSideMtu', () => {
+  it('refuses an MTU above what a tap takes for every mode that gives the side a tap, and lets netns (veth) take up to 65535', () => {
+    for (const mode of ['none', 'qemu', 'cloud-hypervisor'] as const) {
+      expect(() => assertSideMtu(TAP_MTU_MAX, mode, 'appvm-lynx')).not.toThrow();
+      expect(() => assertSideMtu(TAP_MTU_MAX + 1, mode, 'appvm-lynx')).toThrow(
+        expect.objectContaining({ name: 'AttachModeError', kind: 'mtu', message: expect.stringMatching(/^--mtu 65522 is more than a tap takes \(65521, .*appvm-lynx is attached with/) }),
+      );
+    }
+    expect(() => assertSideMtu(65535, 'netns', 'appvm-lynx')).not.toThrow();
+    expect(TAP_MTU_MAX).toBe(65521);
   });
 });

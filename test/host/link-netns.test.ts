@@ -714,6 +714,22 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     await missing();
   });
 
+  it('refuses an MTU above what a tap takes where a side gets a tap (exit 2, one line, nothing made or recorded), and takes it for netns links', async () => {
+    const state = await readFile(statePath(), 'utf8').catch(() => '');
+    const before = await devices(world().host);
+    const refused = await world().link(['link', 'appvm-lynx', '--attach', 'none', '--mtu', '65535']);
+    expect(refused.code).toBe(2);
+    expect(refused.stdout).toBe('');
+    expect(oneLineError(refused.stderr)).toMatch(/^spectrum-link: --mtu 65535 is more than a tap takes \(65521, Linux's tun driver\), and appvm-lynx is attached with none/);
+    expect(await readFile(statePath(), 'utf8').catch(() => '')).toBe(state);
+    expect([...(await devices(world().host)).keys()].sort()).toEqual([...before.keys()].sort());
+    // The kernel's own ceiling, as the check has it: a tap takes 65521, not one more.
+    const tap = await world().link(['link', 'appvm-lynx', '--attach', 'none', '--mtu', '65521']);
+    expect(tap.code, tap.stderr).toBe(0);
+    const veth = await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--mtu', '65535']);
+    expect(veth.code, veth.stderr).toBe(0);
+  });
+
   it.each([
     [['list', '--mtu', '9000']],
     [['list', '--config-dir', '/tmp']],
