@@ -390,10 +390,13 @@ export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | nul
     const upstreams = Array.isArray(dns['upstreams']) ? dns['upstreams'].map(String) : [];
     const listening = dns['listening'] === true ? 'listening' : `not listening (${String(dns['lastBindError'] ?? 'no provider link yet')})`;
     const count = (name: string): string => `${name} ${String(dns[name] ?? 0)}`;
-    // Configured but not reached (no route or address yet): what to look at when DNS fails.
+    // `upstreams` are those connected; configured ones not reached (no route or address yet) are
+    // listed apart: what to look at when DNS fails. A bare "none" only when there is nothing to use
+    // at all (none configured, or only our own address), never for one that is waiting.
     const unreachable = Array.isArray(dns['unreachableUpstreams']) ? dns['unreachableUpstreams'].map(String) : [];
-    const waiting = unreachable.length === 0 ? '' : `; unreachable (retried): ${unreachable.join(', ')}`;
-    text += `\ndns: ${listening}; upstreams: ${upstreams.length === 0 ? 'none' : upstreams.join(', ')}${waiting}\n`;
+    const inUse = upstreams.length === 0 ? 'none' : upstreams.join(', ');
+    const upstreamText = unreachable.length === 0 && upstreams.length === 0 ? 'upstreams: none' : `upstreams in use: ${inUse}${unreachable.length === 0 ? '' : `; unreachable (retried): ${unreachable.join(', ')}`}`;
+    text += `\ndns: ${listening}; ${upstreamText}\n`;
     text += `dns: ${['queries', 'answered', 'retransmits', 'upstreamTimeouts', 'failed', 'rateLimited', 'overloaded', 'evicted', 'malformed'].map(count).join(', ')}\n`;
   }
   return text;

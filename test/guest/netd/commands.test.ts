@@ -250,13 +250,22 @@ describe('spectrum-netd status, as text', () => {
   it('names the upstream resolvers the DNS forwarder cannot reach yet, and the error, only when there are some', () => {
     const dns = { listening: true, upstreams: ['192.0.2.54:53'], unreachableUpstreams: ['192.0.2.53:53 (ENETUNREACH)'] };
     expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns } })).toContain(
-      '\ndns: listening; upstreams: 192.0.2.54:53; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n',
+      '\ndns: listening; upstreams in use: 192.0.2.54:53; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n',
     );
-    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: 192.0.2.54:53\n');
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams in use: 192.0.2.54:53\n');
     // Queries refused a place in the pending table, and pending ones that gave theirs up to a client below its share.
     expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, queries: 9, overloaded: 3, evicted: 2 } } })).toContain(
       '\ndns: queries 9, answered 0, retransmits 0, upstreamTimeouts 0, failed 0, rateLimited 0, overloaded 3, evicted 2, malformed 0\n',
     );
+  });
+
+  it('never says "none" of the upstreams of an agent that has one configured but not reached yet', () => {
+    const dns = { listening: true, upstreams: [], unreachableUpstreams: ['192.0.2.53:53 (ENETUNREACH)'] };
+    const text = formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns } });
+    expect(text).toContain('\ndns: listening; upstreams in use: none; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n');
+    expect(text).not.toMatch(/upstreams: none/);
+    // None configured at all (nothing in resolv.conf): that, and only that, is "none".
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: none\n');
   });
 
   it('shows every DHCP counter on one line, rate-limited requests and link socket retries among them, only with a DHCP server', () => {
