@@ -101,13 +101,23 @@ interface RunOptions {
   firewall: boolean;
   dhcp: boolean;
   dns: boolean;
-  leaseSeconds: string;
+  leaseSeconds: number;
   dnsUpstream: string[];
   resolvConf: string;
-  firewallAudit: string;
-  clientFlowLimit: string;
-  clientNewFlowRate: string;
-  conntrackReapThreshold: string;
+  /** Milliseconds (given in seconds). */
+  firewallAudit: number;
+  clientFlowLimit: ClientFlowLimitOption;
+  clientNewFlowRate: ClientNewFlowRateOption;
+  conntrackReapThreshold: ReapThresholdOption;
+}
+
+// Every option value is checked as commander reads it (argParser), whatever the other options say
+// (--no-firewall included), so that a bad one is a usage error before anything is made or bound:
+// before the control socket's folder, and before another agent on that socket is asked about.
+
+/** --lease-seconds: whole seconds, a minute to a year. */
+function leaseSeconds(text: string): number {
+  return integerOption('--lease-seconds', text, 60, 31_536_000, 'whole seconds');
 }
 
 /** --client-flow-limit: `auto` or a whole number of flows, 0 for none. */
@@ -137,23 +147,15 @@ function firewallAuditMs(text: string): number {
 
 /** The real ports: nftables, the DHCP server and the DNS forwarder (each can be switched off). */
 async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts> {
-  const leaseSeconds = integerOption('--lease-seconds', options.leaseSeconds, 60, 31_536_000, 'whole seconds');
-  const reapThreshold = conntrackReapThreshold(options.conntrackReapThreshold);
   // First: it can fail (no nft-run addon), and then no service has been started.
-  const firewall = options.firewall
-    ? new NftablesFirewall(
-        clientFlowLimit(options.clientFlowLimit),
-        clientNewFlowRate(options.clientNewFlowRate),
-        log,
-      )
-    : new NoopFirewall();
+  const firewall = options.firewall ? new NftablesFirewall(options.clientFlowLimit, options.clientNewFlowRate, log) : new NoopFirewall();
   // The firewall masquerades clients and lets established flows through: what makes a client's
   // old entries reach the next VM given its IP. Without it there is nothing of ours to purge.
   const conntrack = options.firewall ? new KernelConntrack() : undefined;
   // Without the firewall there is no flow cap for closed entries to get around (and no table of
   // ours that makes the kernel track flows): nothing to reap.
-  const reaper = options.firewall && reapThreshold !== 0 ? new ConntrackReaper(reapThreshold, log) : undefined;
-  const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds, logger: log }) : null;
+  const reaper = options.firewall && options.conntrackReapThreshold !== 0 ? new ConntrackReaper(options.conntrackReapThreshold, log) : undefined;
+  const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds: options.leaseSeconds, logger: log }) : null;
   let dns: DnsForwarder | null = null;
   try {
     if (options.dns) {
@@ -192,7 +194,6 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 
 async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log: Logger) => Promise<RunPorts>): Promise<void> {
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
-  const auditMs = firewallAuditMs(options.firewallAudit);
   if (options.notifyFd !== undefined) checkNotifyFd(options.notifyFd);
   const log = createLogger('spectrum-netd', { level: logLevel('info') });
   let agent: NetdAgent | undefined;
@@ -218,7 +219,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
       log,
       ports.firewall,
       ports.services,
-      { firewallAuditMs: auditMs },
+      { firewallAuditMs: options.firewallAudit },
       ports.conntrack ?? null,
     );
     const started = performance.now();
@@ -252,29 +253,40 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     .option('--no-firewall', 'do not manage nftables (no NAT, isolation, anti-spoofing or conntrack purge: for debugging only)')
     .option('--no-dhcp', 'do not serve DHCP on provider links')
     .option('--no-dns', 'do not run the DNS forwarder on the gateway')
-    .option('--lease-seconds <n>', 'DHCP lease time', '3600')
+    .addOption(new Option('--lease-seconds <n>', 'DHCP lease time').argParser(leaseSeconds).default(3600))
     .addOption(
       new Option('--dns-upstream <ip[:port]>', 'upstream resolver (repeatable)').argParser(collectUpstream).default([], 'the nameservers of --resolv-conf, followed as it changes'),
     )
     .option('--resolv-conf <path>', "the provider's resolver configuration", '/etc/resolv.conf')
-    .option('--firewall-audit <seconds>', 'read the nftables table back this often and restore what someone else changed (0: never)', '60')
     .addOption(
-      new Option('--client-flow-limit <n>', 'most conntrack entries (flows) one client may hold; its new flows past them are dropped (0: no limit)').default(
-        'auto',
-        'an eighth of nf_conntrack_max, at most 4096',
-      ),
+      new Option('--firewall-audit <seconds>', 'read the nftables table back this often and restore what someone else changed (0: never)')
+        .argParser(firewallAuditMs)
+        .default(60_000, '60'),
+    )
+    // `auto` in the value's name: it is a value one may give, not only the default.
+    .addOption(
+      new Option(
+        '--client-flow-limit <n|auto>',
+        'most conntrack entries (flows) one client may hold; its new flows past them are dropped (0: no limit; auto: an eighth of nf_conntrack_max, at most 4096)',
+      )
+        .argParser(clientFlowLimit)
+        .default('auto', 'auto'),
     )
     .addOption(
       new Option(
-        '--client-new-flow-rate <n>',
-        'new flows one client may open per second, twice as many at once; past them they are dropped before the flow limit counts (0: no limit)',
-      ).default('auto', 'nf_conntrack_max / 176, at least 1, at most 100'),
+        '--client-new-flow-rate <n|auto>',
+        'new flows one client may open per second, twice as many at once; past them they are dropped before the flow limit counts (0: no limit; auto: nf_conntrack_max / 176, at least 1, at most 100)',
+      )
+        .argParser(clientNewFlowRate)
+        .default('auto', 'auto'),
     )
     .addOption(
       new Option(
-        '--conntrack-reap-threshold <n>',
-        "while the conntrack table holds this many entries or more, delete its closed TCP entries (TIME_WAIT, CLOSE, whoever opened them) each second (0: never)",
-      ).default('auto', 'half of nf_conntrack_max'),
+        '--conntrack-reap-threshold <n|auto>',
+        'while the conntrack table holds this many entries or more, delete its closed TCP entries (TIME_WAIT, CLOSE, whoever opened them) each second (0: never; auto: half of nf_conntrack_max)',
+      )
+        .argParser(conntrackReapThreshold)
+        .default('auto', 'auto'),
     )
     .action(async (options: RunOptions) => {
       await runAgent(options, ports);
@@ -378,10 +390,13 @@ export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | nul
     const upstreams = Array.isArray(dns['upstreams']) ? dns['upstreams'].map(String) : [];
     const listening = dns['listening'] === true ? 'listening' : `not listening (${String(dns['lastBindError'] ?? 'no provider link yet')})`;
     const count = (name: string): string => `${name} ${String(dns[name] ?? 0)}`;
-    // Configured but not reached (no route or address yet): what to look at when DNS fails.
+    // `upstreams` are those connected; configured ones not reached (no route or address yet) are
+    // listed apart: what to look at when DNS fails. A bare "none" only when there is nothing to use
+    // at all (none configured, or only our own address), never for one that is waiting.
     const unreachable = Array.isArray(dns['unreachableUpstreams']) ? dns['unreachableUpstreams'].map(String) : [];
-    const waiting = unreachable.length === 0 ? '' : `; unreachable (retried): ${unreachable.join(', ')}`;
-    text += `\ndns: ${listening}; upstreams: ${upstreams.length === 0 ? 'none' : upstreams.join(', ')}${waiting}\n`;
+    const inUse = upstreams.length === 0 ? 'none' : upstreams.join(', ');
+    const upstreamText = unreachable.length === 0 && upstreams.length === 0 ? 'upstreams: none' : `upstreams in use: ${inUse}${unreachable.length === 0 ? '' : `; unreachable (retried): ${unreachable.join(', ')}`}`;
+    text += `\ndns: ${listening}; ${upstreamText}\n`;
     text += `dns: ${['queries', 'answered', 'retransmits', 'upstreamTimeouts', 'failed', 'rateLimited', 'overloaded', 'evicted', 'malformed'].map(count).join(', ')}\n`;
   }
   return text;

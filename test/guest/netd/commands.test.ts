@@ -1,12 +1,19 @@
 // The spectrum-netd subcommands as an operator meets them: --help texts, repeatable options,
-// the human `status` text. (The agent itself is tested in agent*.test.ts.)
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+// bad option values, the human `status` text. (The agent itself is tested in agent*.test.ts.)
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Command } from 'commander';
-import { describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { clientCommand, formatStatus, runCommand } from '../../../guest/netd/commands.js';
+import { ControlServer } from '../../../guest/netd/control-socket.js';
 import { EXIT, runCli } from '../../../shared/cli/run-cli.js';
+
+const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
+const execFileAsync = promisify(execFile);
 
 /** Parse `args` with the command's options only: the action is replaced by one that records them. */
 function parsedOptions(command: Command, args: readonly string[]): Record<string, unknown> {
@@ -32,25 +39,39 @@ describe('spectrum-netd --help', () => {
     expect(help.match(/default:/g)?.length).toBe(help.match(/\(default: /g)?.length);
   });
 
-  it('run: --client-flow-limit says what its default is derived from', () => {
-    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
-    expect(help).toContain('--client-flow-limit <n> most conntrack entries (flows) one client may hold; its new flows past them are dropped (0: no limit) (default: an eighth of nf_conntrack_max, at most 4096)');
-    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientFlowLimit: 'auto' });
-  });
-
-  it('run: --client-new-flow-rate says what its default is derived from', () => {
-    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
-    expect(help).toMatch(/--client-new-flow-rate <n> new flows one client may open per second, .*\(0: no limit\) \(default: nf_conntrack_max \/ 176, at least 1, at most 100\)/);
-    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientNewFlowRate: 'auto' });
-    expect(parsedOptions(runCommand(), ['--client-new-flow-rate', '40'])).toMatchObject({ clientNewFlowRate: '40' });
-  });
-
-  it('run: --conntrack-reap-threshold says what its default is derived from', () => {
+  // `auto` is a value one may give (to go back to the default in a service file), not only the default.
+  it('run: --client-flow-limit says it takes auto, and what auto is derived from', () => {
     const help = runCommand().helpInformation().replace(/\s+/g, ' ');
     expect(help).toContain(
-      "--conntrack-reap-threshold <n> while the conntrack table holds this many entries or more, delete its closed TCP entries (TIME_WAIT, CLOSE, whoever opened them) each second (0: never) (default: half of nf_conntrack_max)",
+      '--client-flow-limit <n|auto> most conntrack entries (flows) one client may hold; its new flows past them are dropped (0: no limit; auto: an eighth of nf_conntrack_max, at most 4096) (default: auto)',
+    );
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientFlowLimit: 'auto' });
+    expect(parsedOptions(runCommand(), ['--client-flow-limit', '300'])).toMatchObject({ clientFlowLimit: 300 });
+    expect(parsedOptions(runCommand(), ['--client-flow-limit', '300', '--client-flow-limit', 'auto'])).toMatchObject({ clientFlowLimit: 'auto' });
+  });
+
+  it('run: --client-new-flow-rate says it takes auto, and what auto is derived from', () => {
+    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
+    expect(help).toMatch(/--client-new-flow-rate <n\|auto> new flows one client may open per second, .*\(0: no limit; auto: nf_conntrack_max \/ 176, at least 1, at most 100\) \(default: auto\)/);
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ clientNewFlowRate: 'auto' });
+    expect(parsedOptions(runCommand(), ['--client-new-flow-rate', '40'])).toMatchObject({ clientNewFlowRate: 40 });
+  });
+
+  it('run: --conntrack-reap-threshold says it takes auto, and what auto is derived from', () => {
+    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain(
+      '--conntrack-reap-threshold <n|auto> while the conntrack table holds this many entries or more, delete its closed TCP entries (TIME_WAIT, CLOSE, whoever opened them) each second (0: never; auto: half of nf_conntrack_max) (default: auto)',
     );
     expect(parsedOptions(runCommand(), [])).toMatchObject({ conntrackReapThreshold: 'auto' });
+    expect(parsedOptions(runCommand(), ['--conntrack-reap-threshold', '0'])).toMatchObject({ conntrackReapThreshold: 0 });
+  });
+
+  it('run: the numeric defaults show as numbers, the audit period in seconds', () => {
+    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain('--lease-seconds <n> DHCP lease time (default: 3600)');
+    expect(help).toMatch(/--firewall-audit <seconds> .* \(0: never\) \(default: 60\)/);
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ leaseSeconds: 3600, firewallAudit: 60_000 });
+    expect(parsedOptions(runCommand(), ['--lease-seconds', '600', '--firewall-audit', '0.3'])).toMatchObject({ leaseSeconds: 600, firewallAudit: 300 });
   });
 
   it('run: repeated options still add up, starting from nothing', () => {
@@ -105,6 +126,66 @@ describe('spectrum-netd run --notify-fd', () => {
   it('takes an open descriptor and goes on to start the agent', async () => {
     expect(await runUntilPorts(['--notify-fd', '1'])).toEqual({ code: EXIT.internal, err: 'spectrum-netd: internal error: ports reached\n' });
   });
+});
+
+/**
+ * The built bin, as an operator runs it. Every case here is refused (or, were a check lost, stopped
+ * by the control socket: see each test) before the agent would start, so no namespace is needed.
+ */
+async function netd(args: readonly string[]): Promise<{ code: number; stderr: string }> {
+  try {
+    const { stderr } = await execFileAsync(process.execPath, [CLI, ...args], { timeout: 15_000 });
+    return { code: 0, stderr };
+  } catch (error) {
+    const failed = error as { code?: unknown; stderr?: string };
+    if (typeof failed.code !== 'number') throw error;
+    return { code: failed.code, stderr: failed.stderr ?? '' };
+  }
+}
+
+describe('spectrum-netd run: a bad option value changes nothing on the system', () => {
+  let dir = '';
+  beforeAll(() => {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
+    dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-options-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const badValues = [
+    ['--lease-seconds', 'abc'],
+    ['--conntrack-reap-threshold', 'abc'],
+    ['--client-flow-limit', 'abc'],
+    ['--client-new-flow-rate', 'abc'],
+    ['--firewall-audit', 'abc'],
+  ] as const;
+
+  // Were a value checked only once the agent starts, the socket's folder would be made first
+  // (and, with the firewall on, the agent would still stop before touching anything).
+  it.each(badValues)('refuses %s %j before making the control socket\'s folder: one line, exit 2', async (option, value) => {
+    const folder = join(dir, `never-${option.slice(2)}`);
+    const { code, stderr } = await netd(['run', '--control-socket', join(folder, 'control.sock'), option, value]);
+    expect(stderr).toMatch(new RegExp(`^spectrum-netd: ${option} "${value}" is not valid: give .+\n$`));
+    expect(code).toBe(EXIT.usage);
+    expect(existsSync(folder)).toBe(false);
+  });
+
+  // With another agent on the socket the user was told about it, not about the value; and with
+  // --no-firewall the flow options were never checked at all. (Were the check lost, the agent here
+  // stops at the one already answering, before anything else.)
+  it.each(badValues.flatMap(([option, value]) => [[option, value, []], [option, value, ['--no-firewall']]] as const))(
+    'refuses %s %j (with %j) even while another agent answers on the control socket',
+    async (option, value, extra) => {
+      const socket = join(dir, 'answering.sock');
+      const other = await ControlServer.listen(socket, () => Promise.resolve({ error: 'not this one' }));
+      try {
+        const { code, stderr } = await netd(['run', '--control-socket', socket, ...extra, option, value]);
+        expect(stderr).toMatch(new RegExp(`^spectrum-netd: ${option} "${value}" is not valid: give .+\n$`));
+        expect(code).toBe(EXIT.usage);
+      } finally {
+        other.close();
+      }
+    },
+  );
 });
 
 describe('spectrum-netd status, as text', () => {
@@ -169,13 +250,22 @@ describe('spectrum-netd status, as text', () => {
   it('names the upstream resolvers the DNS forwarder cannot reach yet, and the error, only when there are some', () => {
     const dns = { listening: true, upstreams: ['192.0.2.54:53'], unreachableUpstreams: ['192.0.2.53:53 (ENETUNREACH)'] };
     expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns } })).toContain(
-      '\ndns: listening; upstreams: 192.0.2.54:53; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n',
+      '\ndns: listening; upstreams in use: 192.0.2.54:53; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n',
     );
-    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: 192.0.2.54:53\n');
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams in use: 192.0.2.54:53\n');
     // Queries refused a place in the pending table, and pending ones that gave theirs up to a client below its share.
     expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, queries: 9, overloaded: 3, evicted: 2 } } })).toContain(
       '\ndns: queries 9, answered 0, retransmits 0, upstreamTimeouts 0, failed 0, rateLimited 0, overloaded 3, evicted 2, malformed 0\n',
     );
+  });
+
+  it('never says "none" of the upstreams of an agent that has one configured but not reached yet', () => {
+    const dns = { listening: true, upstreams: [], unreachableUpstreams: ['192.0.2.53:53 (ENETUNREACH)'] };
+    const text = formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns } });
+    expect(text).toContain('\ndns: listening; upstreams in use: none; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n');
+    expect(text).not.toMatch(/upstreams: none/);
+    // None configured at all (nothing in resolv.conf): that, and only that, is "none".
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams: none\n');
   });
 
   it('shows every DHCP counter on one line, rate-limited requests and link socket retries among them, only with a DHCP server', () => {
