@@ -19,6 +19,7 @@ import {
   type LinkerOptions,
   type ListedLink,
   type UndoStateWriteFailure,
+  type UndoStepFailure,
   type VmmDetachFailure,
   type VmmKind,
   type VmmPort,
@@ -175,12 +176,14 @@ function vmmFailureLine(failure: VmmDetachFailure, conflict: string, retry: stri
 }
 
 /**
- * What `unlink <unlinked> --force` says of a VMM that did not detach a NIC. The state no longer
- * records how the link was attached, so a later unlink reaches that VMM only with --attach.
+ * What `unlink <unlinked> --force` says of a VMM that did not detach a NIC, whose socket is
+ * `socket`: how to remove the NIC there. The state no longer records how the link was attached,
+ * so a later unlink reaches that VMM only with --attach, and with --forget not at all (no record).
  */
-function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean): string {
-  const { vm, vmm } = failure;
-  return vmmFailureLine(failure, 'the next link', forget ? '' : `once the VMM answers, spectrum-link unlink ${unlinked} --attach ${vm}=${vmm} detaches it, or `);
+function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean, socket: string): string {
+  const { vm, vmm, nic } = failure;
+  const unlinkAgain = forget ? '' : `, or spectrum-link unlink ${unlinked} --attach ${vm}=${vmm} detaches it`;
+  return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic)}${unlinkAgain}; or `);
 }
 
 /**
@@ -311,6 +314,31 @@ export function undoStateLine(failure: UndoStateWriteFailure): string {
   );
 }
 
+/**
+ * What is said of a step of the undo of a failed `link` (or of a VM of it) that failed: one line,
+ * after the failure, which stays the first. The undo went on with its other steps. Devices the
+ * kernel did not delete keep their links' ids recorded (none is given to another link while they
+ * may be there), so a link again converges them; a namespace it made is left to delete by hand.
+ */
+export function undoStepLine(failure: UndoStepFailure): string {
+  if (failure.step === 'namespace') {
+    const { netns, error } = failure;
+    return (
+      `undoing the run, deleting network namespace ${netns}, which the run had made, failed: ${error}; the undo went on, so that namespace may be left: ` +
+      `check what holds it (findmnt /run/netns/${netns}; ip netns pids ${netns}), then delete it with ip netns delete ${netns} (a later link that needs it uses it as it is)`
+    );
+  }
+  const { error, left } = failure;
+  const devices = left.flatMap((entry) => entry.devices);
+  const links = left.map(({ link }) => `${link.vm} -> ${link.provider} (id ${link.id})`).join(', ');
+  const clients = [...new Set(left.map(({ link }) => link.vm))];
+  return (
+    `undoing the run, deleting devices it had made failed: ${error}; the undo went on, so ${devices.join(' ')} may still exist, ` +
+    `and the ids of ${links} stay recorded, so that no other link is given them: check why the kernel kept them (ip -d link show ${devices[0] ?? ''}), ` +
+    `then run spectrum-link link ${clients.join(' ')} with this run's other options, which converges them`
+  );
+}
+
 /** Module errors that are bad usage (exit 2, cli.ts): kept as they are. */
 const USAGE_ERRORS = [VmNameError, DeviceNameError, AttachModeError, AddressError] as const;
 
@@ -337,6 +365,20 @@ function withLeftDown(error: unknown, lines: readonly string[]): unknown {
 }
 
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
+
+/**
+ * Where the VMM of a NIC left is reached: the socket the run used. (socketPath refuses only a
+ * path too long to be one, which reached no VMM and so left no NIC; were it to, the line is still
+ * said, with the path unchecked, rather than this error replacing the failure.)
+ */
+function vmmSocket(flags: VmmFlags, kind: VmmKind, vm: string): string {
+  const template = kind === 'qemu' ? flags.qmpSocket : flags.chSocket;
+  try {
+    return socketPath(template, vm);
+  } catch {
+    return template.replaceAll('{vm}', vm);
+  }
+}
 
 export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   let logger: Logger | undefined;
@@ -402,25 +444,18 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoFailures: VmmDetachFailure[] = [];
       // State files an undo could not write back: a line each too.
       const undoWrites: UndoStateWriteFailure[] = [];
-      // Where the VMM of a NIC left is reached: the socket the run used. (socketPath refuses only
-      // a path too long to be one, which reached no VMM and so left no NIC; were it to, the line
-      // is still said, with the path unchecked, rather than this error replacing the failure.)
-      const socketOf = (kind: VmmKind, vm: string): string => {
-        const template = kind === 'qemu' ? flags.qmpSocket : flags.chSocket;
-        try {
-          return socketPath(template, vm);
-        } catch {
-          return template.replaceAll('{vm}', vm);
-        }
-      };
-      const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, socketOf(failure.vmm, failure.vm)));
-      // Said after the failure: the links left down, the records not written back, then the NICs not taken back.
-      const undoLines = (): string[] => [...leftDown.map(leftDownLine), ...undoWrites.map(undoStateLine), ...undoDetachLines()];
+      // Undo steps that failed (devices, namespaces left): a line each too.
+      const undoSteps: UndoStepFailure[] = [];
+      const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, vmmSocket(flags, failure.vmm, failure.vm)));
+      // Said after the failure: the links left down, the devices and namespaces left, the records
+      // not written back, then the NICs not taken back.
+      const undoLines = (): string[] => [...leftDown.map(leftDownLine), ...undoSteps.map(undoStepLine), ...undoWrites.map(undoStateLine), ...undoDetachLines()];
       try {
         const onLeftDown = (links: readonly LinkReport[]): void => void leftDown.push(...links);
         const onUndoDetachFailed = (failures: readonly VmmDetachFailure[]): void => void undoFailures.push(...failures);
         const onUndoStateWriteFailed = (failure: UndoStateWriteFailure): void => void undoWrites.push(failure);
-        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed };
+        const onUndoStepFailed = (failure: UndoStepFailure): void => void undoSteps.push(failure);
+        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed };
         outcome = flags.keepGoing === true ? await linkVmsKeepGoing(vms, runOptions, wholeDir) : { ...(await linkVms(vms, runOptions, wholeDir)), failed: [] };
       } catch (error) {
         if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
@@ -488,12 +523,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       if (flags.json === true) for (const { name, reason } of misnamed) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
       process.stdout.write(lines.join(''));
       // Each VM --keep-going did not link (and after it each of its links left down), the links
-      // left down of VMs a signal undid, the records an undo could not write back, then each VMM
+      // left down of VMs a signal undid, the devices and namespaces an undo left, the records an
+      // undo could not write back, then each VMM
       // that did not detach a link taken down, and each NIC an undo did not take back: a line each.
       const failedVms = new Set<string>(failed.map((entry) => entry.vm));
       const failureLines = [
         ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
         ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
+        ...undoSteps.map(undoStepLine),
         ...undoWrites.map(undoStateLine),
         ...vmmFailures.map(unlistedLine),
         ...undoDetachLines(),
@@ -557,7 +594,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         }
       }
       if (failures.length > 0) {
-        const [first = '', ...rest] = failures.map((failure) => forcedLine(failure, name, forget));
+        const [first = '', ...rest] = failures.map((failure) => forcedLine(failure, name, forget, vmmSocket(flags, failure.vmm, failure.vm)));
         throw new CliError(first, EXIT.failure, rest, 'lines');
       }
     });

@@ -8,7 +8,7 @@ import { ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vm
 import { readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
-import { applyDevicePlan, deleteNamespaces, observeDevices, removeDevices, undoDevicePlan } from './netlink-devices.js';
+import { type NamespaceLeft, type PlanUndone, applyDevicePlan, deleteNamespaces, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
 import {
   type Link,
   type LinkAttachment,
@@ -111,6 +111,52 @@ export interface LinkerOptions {
    * and the file keeps what the run had recorded (UndoStateWriteFailure).
    */
   readonly onUndoStateWriteFailed?: (failure: UndoStateWriteFailure) => void;
+  /**
+   * Told of each step of the undo of a failed `link` (or, with --keep-going, of a VM that failed)
+   * that did not happen: devices it could not delete (their links stay recorded), a VM namespace
+   * it could not delete. The undo goes on with its other steps all the same, and the failure
+   * undone is still what is thrown (or the VM's failure).
+   */
+  readonly onUndoStepFailed?: (failure: UndoStepFailure) => void;
+}
+
+/**
+ * A step of the undo of a failed `link` (or of one VM of it) that did not happen, and what it left:
+ * devices the kernel did not delete, each link's with it (their ids stay recorded, so that no
+ * other link is given them while the devices may be there); or a VM namespace it had made.
+ */
+export type UndoStepFailure =
+  | {
+      readonly step: 'devices';
+      /** Why, in one line (the kernel's refusal). */
+      readonly error: string;
+      /** The links (as this run recorded them) whose devices may still exist, with those devices. */
+      readonly left: readonly { readonly link: LinkReport; readonly devices: readonly string[] }[];
+    }
+  | { readonly step: 'namespace'; readonly netns: string; readonly error: string };
+
+/** The failure of an undo's device step, its devices grouped by the links of `reports`; none where none of them is left. */
+function devicesLeft(devices: readonly string[], reports: readonly LinkReport[], error: string): UndoStepFailure | undefined {
+  const there = new Set(devices);
+  const left = reports.flatMap((link) => {
+    const of = linkDevicesOf(link).filter((device) => there.has(device));
+    return of.length > 0 ? [{ link, devices: of }] : [];
+  });
+  return left.length > 0 ? { step: 'devices', error, left } : undefined;
+}
+
+const namespaceLeft = ({ netns, error }: NamespaceLeft): UndoStepFailure => ({ step: 'namespace', netns, error });
+
+/**
+ * The state an undo writes back over `state` (the run's): each of `reports`' records as `before`
+ * had it (ids the run allocated given back), but for a link new in the run whose devices may still
+ * exist (`left`): its record stays as the run made it. Ids are given back only once their devices
+ * are gone, so that none is given to another link (whose plan would take those devices as its
+ * own) while they may be there; gc leaves them, unlink and a link again converge them.
+ */
+function undoneState(state: LinkState, before: LinkState, reports: readonly LinkReport[], left: ReadonlySet<string>): LinkState {
+  const kept = (report: LinkReport): boolean => lookupLink(before, pairOf(report)) === undefined && linkDevicesOf(report).some((device) => left.has(device));
+  return restorePairs(state, before, reports.filter((report) => !kept(report)).map(pairOf));
 }
 
 /** A state file that the undo of a failed `link` (or of one VM of it) could not write back. */
@@ -394,8 +440,10 @@ interface TransactionMode {
  * (mode.attach), chunk by chunk; what its plans do is added to `made`. `snapshot`: the config as
  * already read, else each chunk's VMs are read as they come. A failure (a bad VM, a kernel
  * refusal, a VMM, an interruption) undoes it: the devices it made, the NICs it hot-plugged, the
- * state file back to `before` (ids it allocated go back; ids the pairs already had stay theirs);
- * then it is rethrown, also where that state write fails (mode.undoWriteFailed is told).
+ * state file back to `before` (ids it allocated go back, but for those of links whose devices it
+ * could not delete; ids the pairs already had stay theirs); then it is rethrown, also where a
+ * step of the undo fails (options.onUndoStepFailed is told, and the undo goes on) or its state
+ * write does (mode.undoWriteFailed is told).
  */
 async function linkTransaction(
   vms: readonly VmName[],
@@ -470,19 +518,35 @@ async function linkTransaction(
     if (mode.attach) await attachToVmms([...byVm.values()].flat(), options);
   } catch (error) {
     await applying.catch(() => undefined);
+    const reports = [...byVm.values()].flat();
+    // Each step of the undo is done whatever the one before did; one that fails is told (the
+    // failure undone stays what is thrown), and the devices it left keep their links' ids.
+    const left = new Set<string>();
     for (const plan of started.reverse()) {
+      const undone = await undoDevicePlan(plan).catch(
+        (undoError: unknown): PlanUndone => ({
+          kept: [],
+          left: { devices: plan.creates, error: reasonOf(undoError) },
+          namespaces: plan.createNamespaces.map((netns) => ({ netns, error: reasonOf(undoError) })),
+        }),
+      );
       // A device it had yet to replace when a step before failed is there still, and up.
-      for (const device of await undoDevicePlan(plan)) {
+      for (const device of undone.kept) {
         made.created.delete(device);
         made.replaced.delete(device);
       }
+      for (const device of undone.left?.devices ?? []) left.add(device);
+      const devices = undone.left === undefined ? undefined : devicesLeft(undone.left.devices, reports, undone.left.error);
+      if (devices !== undefined) options.onUndoStepFailed?.(devices);
+      for (const netns of undone.namespaces) options.onUndoStepFailed?.(namespaceLeft(netns));
     }
     if (state !== before) {
       const told = mode.undoWriteFailed;
       const held = state;
-      await writeBack(options, held, before, told === undefined ? undefined : (failure) => told(failure, held));
+      const target = left.size === 0 ? before : undoneState(held, before, reports, left);
+      await writeBack(options, held, target, told === undefined ? undefined : (failure) => told(failure, held));
     }
-    const leftDown = linksLeftDown([...byVm.values()].flat(), before, made, options);
+    const leftDown = linksLeftDown(reports, before, made, options);
     if (leftDown.length > 0) mode.leftDown?.(leftDown);
     throw error;
   }
@@ -635,14 +699,53 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
     },
     detach: (kind, vm, nic) => options.vmm.detach(kind, vm, nic),
   };
-  const run: LinkerOptions = { ...options, vmm, onUndoDetachFailed: (failures) => void undetached.push(...failures) };
+  // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
+  const steps: UndoStepFailure[] = [];
+  const run: LinkerOptions = { ...options, vmm, onUndoDetachFailed: (failures) => void undetached.push(...failures), onUndoStepFailed: (failure) => void steps.push(failure) };
   return underLinkLock(options, async () => {
+    let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {
-      return await keepGoing(vms, run, wholeDir);
+      const outcome = await keepGoing(vms, run, wholeDir);
+      linked = outcome.linked;
+      return outcome;
     } finally {
       if (undetached.length > 0) options.onUndoDetachFailed?.(undetached);
+      for (const failure of stepsStillLeft(steps, linked, options.netnsPrefix)) options.onUndoStepFailed?.(failure);
     }
   });
+}
+
+/**
+ * Of the undo steps that failed in a `link --keep-going` run (in order), what is still left at
+ * its end, as far as the run can tell: a device or namespace that a later undo failed on again is
+ * said with that one only; a link whose client the run linked after (one by one, from the state
+ * that kept its id) has its devices made or taken as they are, so they are not left; and a
+ * namespace that a link the run linked uses is in use.
+ */
+function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMap<VmName, readonly LinkReport[]>, netnsPrefix: string): UndoStepFailure[] {
+  const inUse = new Set(
+    [...linked.values()].flat().flatMap((report) => [
+      ...(report.clientAttach === 'netns' ? [`${netnsPrefix}${report.vm}`] : []),
+      ...(report.providerAttach === 'netns' ? [`${netnsPrefix}${report.provider}`] : []),
+    ]),
+  );
+  const saidDevices = new Set<string>();
+  const saidNamespaces = new Set<string>();
+  const left: UndoStepFailure[] = [];
+  for (const failure of [...failures].reverse()) {
+    if (failure.step === 'namespace') {
+      if (!inUse.has(failure.netns) && !saidNamespaces.has(failure.netns)) left.push(failure);
+      saidNamespaces.add(failure.netns);
+      continue;
+    }
+    const still = failure.left.flatMap(({ link, devices }) => {
+      const unsaid = devices.filter((device) => !saidDevices.has(device));
+      return linked.has(vmName(link.vm)) || unsaid.length === 0 ? [] : [{ link, devices: unsaid }];
+    });
+    for (const { devices } of failure.left) for (const device of devices) saidDevices.add(device);
+    if (still.length > 0) left.push({ ...failure, left: still });
+  }
+  return left.reverse();
 }
 
 /** linkVmsKeepGoing under the state lock. */
@@ -683,8 +786,9 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
   }
   let pass: KeepGoingPass;
   if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures);
-  // The undo restores the state file; where one of its steps failed before that, the ids it
-  // still records (their devices may exist) are kept: the file is read again, not `before` reused.
+  // The undo writes the state file back, but for the ids of links whose devices it could not
+  // delete (and, where that write failed, every id of the run): the ids the file still records
+  // (their devices may exist) are kept, so it is read again, not `before` reused.
   else if (valid.length > 1) {
     // A VM linked one by one says the links its own undo leaves down; the one transaction's
     // left down of a VM that is not linked again and did not say them (a signal stopped the
@@ -765,15 +869,21 @@ async function attachVmByVm(
  * Undo, alone, VMs whose ids and devices the run made (`run`, from the state `before`) and whose
  * NICs are not (or no longer) hot-plugged: the devices this run created for their links; the VM
  * namespaces it created for them that no link still recorded as up uses; their records as
- * `before` had them (ids allocated for them released, earlier ones kept), saved. Returns the state
- * the file holds (where it could not be written, what it held: onUndoStateWriteFailed is told).
+ * `before` had them (ids allocated for them released, earlier ones kept, and those of links whose
+ * devices the kernel did not delete kept too), saved. A step that fails is told
+ * (onUndoStepFailed), the others done all the same. Returns the state the file holds (where it
+ * could not be written, what it held: onUndoStateWriteFailed is told).
  */
 async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: LinkState, before: LinkState, made: RunDevices, options: LinkerOptions): Promise<LinkState> {
   const reports = vms.flatMap((vm) => run.linked.get(vm) ?? []);
   const devices = new Set(reports.flatMap(linkDevicesOf));
-  // As a transaction's undo: a device the kernel does not delete is left to gc.
-  await removeDevices([...made.created].filter((device) => devices.has(device))).catch(() => undefined);
-  const next = restorePairs(state, before, reports.map(pairOf));
+  // As a transaction's undo: each step is done whatever the one before did, one that fails is
+  // told, and a link whose devices the kernel did not delete keeps its record (undoneState).
+  const doomed = [...made.created].filter((device) => devices.has(device));
+  const removal = await undoDevices(doomed).catch((error: unknown) => ({ kept: [], left: { devices: doomed, error: reasonOf(error) } }));
+  const stuck = removal.left === undefined ? undefined : devicesLeft(removal.left.devices, reports, removal.left.error);
+  if (stuck !== undefined) options.onUndoStepFailed?.(stuck);
+  const next = undoneState(state, before, reports, new Set(removal.left?.devices ?? []));
   const namespaceOf = (vm: string): string => `${options.netnsPrefix}${vm}`;
   const inUse = new Set(
     next.links.flatMap((link) => [
@@ -785,7 +895,9 @@ async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: Link
     ...(report.clientAttach === 'netns' ? [namespaceOf(report.vm)] : []),
     ...(report.providerAttach === 'netns' ? [namespaceOf(report.provider)] : []),
   ]);
-  await deleteNamespaces([...new Set(sides)].filter((netns) => made.namespaces.has(netns) && !inUse.has(netns)));
+  const namespaces = [...new Set(sides)].filter((netns) => made.namespaces.has(netns) && !inUse.has(netns));
+  const namespacesLeft = await deleteNamespaces(namespaces).catch((error: unknown) => namespaces.map((netns) => ({ netns, error: reasonOf(error) })));
+  for (const netns of namespacesLeft) options.onUndoStepFailed?.(namespaceLeft(netns));
   // Not written back: the VM's failure is still what is said, and the state as the file holds it is returned.
   const held = sameState(next, state) ? next : await writeBack(options, state, next, options.onUndoStateWriteFailed);
   const leftDown = linksLeftDown(reports, before, made, options);

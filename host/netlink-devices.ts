@@ -164,20 +164,78 @@ export async function applyDevicePlan(plan: DevicePlan): Promise<void> {
   }
 }
 
-/**
- * Remove what a plan created (devices, then the namespaces it made), as far as possible. A device
- * under the name of one it creates but of another kind is the one it was to replace, which it did
- * not reach (a step before failed): left as it is, and returned.
- */
-export async function undoDevicePlan(plan: DevicePlan): Promise<string[]> {
-  const kept = await removeDevices(plan.creates, undefined, createdKinds(plan)).catch((): string[] => []);
-  await deleteNamespaces(plan.createNamespaces);
-  return kept;
+/** Devices an undo could not delete: those still there after their removal failed, and why. */
+export interface DevicesLeft {
+  readonly devices: readonly string[];
+  /** The kernel's refusal (or the socket's failure), in one line. */
+  readonly error: string;
 }
 
-/** Delete these VM namespaces (`ip netns delete`), as far as possible: one already gone is no failure. */
-export async function deleteNamespaces(names: readonly string[]): Promise<void> {
-  for (const name of names) await runIp(['netns', 'delete', name]);
+/** A VM namespace an undo could not delete, and why (`ip netns delete`'s reason). */
+export interface NamespaceLeft {
+  readonly netns: string;
+  readonly error: string;
+}
+
+/** What deleting devices as far as possible did. */
+export interface DevicesUndone {
+  /** Devices under a name given but of another kind than the one given for it: left as they are. */
+  readonly kept: string[];
+  /** Where the removal failed: the devices still there. */
+  readonly left?: DevicesLeft;
+}
+
+/** What undoing a plan did: as DevicesUndone, and the namespaces it made that are still there. */
+export interface PlanUndone extends DevicesUndone {
+  readonly namespaces: NamespaceLeft[];
+}
+
+/**
+ * Remove what a plan created (devices, then the namespaces it made), as far as possible: each
+ * step is tried whatever the one before did, and what a failed one left is returned. A device
+ * under the name of one it creates but of another kind is the one it was to replace, which it did
+ * not reach (a step before failed): left as it is, and returned (`kept`).
+ */
+export async function undoDevicePlan(plan: DevicePlan): Promise<PlanUndone> {
+  const devices = await undoDevices(plan.creates, createdKinds(plan));
+  return { ...devices, namespaces: await deleteNamespaces(plan.createNamespaces) };
+}
+
+/**
+ * Delete these devices as removeDevices does (only those of the kind `kinds` gives their name,
+ * if it does), never throwing: where the removal fails, the devices still there afterwards are
+ * returned as left with why (every one named, where even that cannot be seen).
+ */
+export async function undoDevices(names: readonly string[], kinds?: ReadonlyMap<string, string>): Promise<DevicesUndone> {
+  try {
+    return { kept: await removeDevices(names, undefined, kinds) };
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    try {
+      const there = [...(await listDevices(null, names)).values()];
+      const ours = (device: ObservedDevice): boolean => kinds?.has(device.name) !== true || kinds.get(device.name) === device.kind;
+      const left = there.filter(ours).map((device) => device.name);
+      return { kept: there.filter((device) => !ours(device)).map((device) => device.name), ...(left.length > 0 && { left: { devices: left, error: reason } }) };
+    } catch {
+      return { kept: [], left: { devices: [...names], error: reason } };
+    }
+  }
+}
+
+/**
+ * Delete these VM namespaces (`ip netns delete`), as far as possible: one already gone is no
+ * failure; each still there after its deletion failed is returned, with ip's reason (e.g. its
+ * file still a mount point: `Cannot remove namespace file ...: Device or resource busy`).
+ */
+export async function deleteNamespaces(names: readonly string[]): Promise<NamespaceLeft[]> {
+  const left: NamespaceLeft[] = [];
+  for (const name of names) {
+    const result = await runIp(['netns', 'delete', name]);
+    if (result.code === 0 || !netnsExists(name)) continue;
+    const reason = result.code === 127 ? 'the ip command (iproute2) is missing' : (result.stderr.split('\n')[0]?.trim() || `ip netns delete exited ${result.code}`);
+    left.push({ netns: name, error: reason });
+  }
+  return left;
 }
 
 /** A link's devices (bridge and two ports) go one by one; more go together (removeTogether). */

@@ -2,7 +2,7 @@
 // (What the commands do is tested in link-netns.test.ts and link-vmm.test.ts.)
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
-import { interruptedUndoingError, linkCommands, undoStateLine } from '../../host/link-commands.js';
+import { interruptedUndoingError, linkCommands, undoStateLine, undoStepLine } from '../../host/link-commands.js';
 import type { LinkReport, VmmPort } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
@@ -175,5 +175,35 @@ describe('spectrum-link linker commands', () => {
         "but a crash before its next write may bring back this run's records of appvm-lynx -> netvm (id 7), whose devices are deleted; " +
         "if one does, run spectrum-link link appvm-lynx with this run's other options, which makes their devices",
     );
+  });
+
+  it('devices an undo could not delete: one line naming them, the links whose ids stay recorded, and the link to run again', () => {
+    const link = (vm: string, id: number): LinkReport => ({
+      vm,
+      provider: 'netvm',
+      id,
+      clientIp: '100.64.0.7',
+      clientMac: '0A:B3:EC:00:00:07',
+      providerMac: '0A:B3:EC:80:00:07',
+      bridge: `snb${id}`,
+      clientDevice: `snc${id}`,
+      providerDevice: `snp${id}`,
+      clientAttach: 'qemu',
+      providerAttach: 'netns',
+    });
+    const line = undoStepLine({
+      step: 'devices',
+      error: 'removing device snb7 failed: Operation not supported',
+      left: [
+        { link: link('appvm-lynx', 7), devices: ['snb7', 'snc7'] },
+        { link: link('appvm-catgirl', 9), devices: ['snp9'] },
+      ],
+    });
+    expect(line).toBe(
+      'undoing the run, deleting devices it had made failed: removing device snb7 failed: Operation not supported; the undo went on, so snb7 snc7 snp9 may still exist, ' +
+        'and the ids of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9) stay recorded, so that no other link is given them: check why the kernel kept them (ip -d link show snb7), ' +
+        "then run spectrum-link link appvm-lynx appvm-catgirl with this run's other options, which converges them",
+    );
+    expect(line).not.toContain('\n');
   });
 });

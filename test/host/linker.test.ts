@@ -10,17 +10,21 @@ import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import { loadState, saveState } from '../../host/state-store.js';
-import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type VmmDetachFailure, type VmmPort, linkVms, linkVmsKeepGoing } from '../../host/linker.js';
+import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, linkVms, linkVmsKeepGoing } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
 
 /**
  * The scripted kernel: the host devices it reports; a plan creating one of `refused` fails; the
- * next `undoFailures` undos throw; `whileApplying` runs as a plan is carried out.
+ * next `undoFailures` undos throw; an undo (of a plan, or of VMs) leaves the devices of `kept`
+ * it is to delete, and the namespaces of `keptNamespaces`; `whileApplying` runs as a plan is
+ * carried out.
  */
 const kernel = vi.hoisted(() => ({
   host: new Map<string, ObservedDevice>(),
   refused: new Set<string>(),
   undoFailures: 0,
+  kept: new Set<string>(),
+  keptNamespaces: new Set<string>(),
   undone: 0,
   /** The plans undone, in order. */
   undonePlans: [] as DevicePlan[],
@@ -53,6 +57,16 @@ vi.mock('../../host/state-store.js', async (importOriginal) => {
   };
 });
 
+/** What the scripted kernel's undo of these devices and namespaces leaves. */
+const leftOf = vi.hoisted(() => (devices: readonly string[], namespaces: readonly string[]) => {
+  const kept = devices.filter((device) => kernel.kept.has(device));
+  return {
+    kept: [] as string[],
+    ...(kept.length > 0 && { left: { devices: kept, error: `removing device ${kept[0]} failed: Device or resource busy` } }),
+    namespaces: namespaces.filter((netns) => kernel.keptNamespaces.has(netns)).map((netns) => ({ netns, error: `Cannot remove namespace file "/run/netns/${netns}": Device or resource busy` })),
+  };
+});
+
 vi.mock('../../host/netlink-devices.js', () => ({
   observeDevices: async () => {
     kernel.observed += 1;
@@ -70,10 +84,15 @@ vi.mock('../../host/netlink-devices.js', () => ({
       kernel.undoFailures -= 1;
       throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
     }
+    return leftOf(plan.creates, plan.createNamespaces);
+  },
+  undoDevices: async (names: readonly string[]) => leftOf(names, []),
+  removeDevices: async (names: readonly string[]) => {
+    const { left } = leftOf(names, []);
+    if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
     return [];
   },
-  removeDevices: async () => [],
-  deleteNamespaces: async () => undefined,
+  deleteNamespaces: async (names: readonly string[]) => leftOf([], names).namespaces,
 }));
 
 const NO_VMM: VmmPort = { attach: async () => true, detach: async () => undefined };
@@ -98,6 +117,8 @@ beforeEach(async () => {
   kernel.host = new Map();
   kernel.refused.clear();
   kernel.undoFailures = 0;
+  kernel.kept.clear();
+  kernel.keptNamespaces.clear();
   kernel.undone = 0;
   kernel.undonePlans = [];
   kernel.observed = 0;
@@ -113,11 +134,11 @@ afterEach(async () => {
 const options = (): LinkerOptions => ({ configDir, stateDir, devicePrefix: PREFIX, netnsPrefix: '', mtu: 1500, attach: parseAttachChoice(['none']), vmm: NO_VMM });
 
 describe('link --keep-going after the one transaction failed', () => {
-  it('goes on from the state file as it is, not as it was before the run: an undo that failed before restoring it leaves ids recorded whose devices may exist, and they stay', async () => {
+  it('goes on from the state file as it is, not as it was before the run: an undo step that failed leaves ids recorded whose devices may exist, and they stay', async () => {
     // The ids the three clients get (an empty state: their preferred ones); the kernel refuses c3's bridge.
     const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
     kernel.refused.add(linkDeviceNames(PREFIX, ids[2]!).bridge);
-    // The one transaction's undo fails before it restores the state file: every id stays recorded.
+    // The one transaction's undo of its plan fails: every device may be there, so every id stays recorded.
     kernel.undoFailures = 1;
     const outcome = await linkVmsKeepGoing(CLIENTS, options());
     expect(kernel.undone).toBe(2); // the one transaction's, then c3's own
@@ -414,5 +435,101 @@ describe('link --keep-going: a NIC an undo could not detach, and a later VM of t
     expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c3', first]);
     expect([...outcome.linked.keys()]).toEqual([second]);
     expect(told).toEqual([]);
+  });
+});
+
+describe('a failed link whose undo has a step that fails', () => {
+  const devicesOf = (id: Parameters<typeof linkDeviceNames>[1]): string[] => {
+    const names = linkDeviceNames(PREFIX, id);
+    return [names.bridge, names.client, names.provider];
+  };
+
+  it('throws the failure it undid, does every other step (the earlier chunk undone, the state written back, links left down said) and tells the step, whose links keep their ids', async () => {
+    // Five clients: the first chunk is four VMs, the next one. c1 was linked earlier by netns (its
+    // client device a veth, recorded so); this run makes it a tap. The kernel refuses c5's bridge,
+    // and the undo of c5's chunk then fails outright.
+    const clients = [...CLIENTS, vmName('c4'), vmName('c5')];
+    for (const vm of clients.slice(3)) await addVm(vm, [NETVM]);
+    const allocation = allocateMany(emptyState(), clients.map((client) => ({ client, provider: NETVM })));
+    const ids = new Map(allocation.links.map((link) => [link.client, link.id]));
+    const earlier = setAttachments(allocateMany(emptyState(), [{ client: clients[0]!, provider: NETVM }]).state, [{ pair: { client: clients[0]!, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]);
+    await saveState(stateDir, earlier);
+    const c1 = linkDeviceNames(PREFIX, ids.get(clients[0]!)!);
+    const device = (name: string, kind: string): ObservedDevice => ({ name, kind, master: c1.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:01', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
+    kernel.host = new Map([
+      [c1.bridge, { ...device(c1.bridge, 'bridge'), master: null }],
+      [c1.client, device(c1.client, 'veth')],
+      [c1.provider, device(c1.provider, 'tun')],
+    ]);
+    const c5 = ids.get(vmName('c5'))!;
+    kernel.refused.add(linkDeviceNames(PREFIX, c5).bridge);
+    kernel.undoFailures = 1;
+    const steps: UndoStepFailure[] = [];
+    const leftDown: LinkReport[] = [];
+    await expect(linkVms(clients, { ...options(), onUndoStepFailed: (failure) => void steps.push(failure), onLeftDown: (links) => void leftDown.push(...links) })).rejects.toThrow(
+      /^ip link add snb\d+ type bridge failed: File exists$/,
+    );
+    // The later chunk's undo failed; the earlier one's was done all the same.
+    expect(kernel.undone).toBe(2);
+    expect(steps).toEqual([{ step: 'devices', error: 'the undo failed part-way', left: [{ link: expect.objectContaining({ vm: 'c5', id: c5 }), devices: devicesOf(c5) }] }]);
+    // Written back: c5's devices may be there, so its id stays recorded (as the run made it); c2 to c4's are given back; c1's record is as it was.
+    const state = await loadState(stateDir);
+    expect(recordedPairs(state)).toEqual([
+      ['c1', ids.get(clients[0]!)!],
+      ['c5', c5],
+    ]);
+    expect(state.links.find((link) => link.client === 'c1')?.attached).toEqual({ client: 'netns', provider: 'none' });
+    expect(state.links.find((link) => link.client === 'c5')?.attached).toEqual({ client: 'none', provider: 'none' });
+    expect(leftDown.map((link) => [link.vm, link.clientAttach])).toEqual([['c1', 'netns']]);
+  });
+
+  it('devices the kernel did not delete: only their links keep their ids, the others are given back', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[2]!).bridge);
+    const c2Tap = linkDeviceNames(PREFIX, ids[1]!).client;
+    kernel.kept.add(c2Tap);
+    const steps: UndoStepFailure[] = [];
+    await expect(linkVms(CLIENTS, { ...options(), onUndoStepFailed: (failure) => void steps.push(failure) })).rejects.toThrow(/File exists$/);
+    expect(steps).toEqual([{ step: 'devices', error: `removing device ${c2Tap} failed: Device or resource busy`, left: [{ link: expect.objectContaining({ vm: 'c2', id: ids[1] }), devices: [c2Tap] }] }]);
+    expect(recordedPairs(await loadState(stateDir))).toEqual([['c2', ids[1]!]]);
+  });
+
+  it('--keep-going, hot-plugging VM by VM: a VM whose devices its undo could not delete keeps its id, and the step is told', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    const c2Bridge = linkDeviceNames(PREFIX, ids[1]!).bridge;
+    kernel.kept.add(c2Bridge);
+    const vmm: VmmPort = {
+      attach: async (_kind, vm, nic) => {
+        if (vm === 'c2') throw new Error(`cloud-hypervisor of c2 failed to add NIC ${nic.id}: no free PCI slot`);
+        return true;
+      },
+      detach: async () => undefined,
+    };
+    const steps: UndoStepFailure[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), attach: parseAttachChoice(['none', 'c2=cloud-hypervisor']), vmm, onUndoStepFailed: (failure) => void steps.push(failure) });
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c2']);
+    expect([...outcome.linked.keys()]).toEqual(['c1', 'c3']);
+    expect(steps).toEqual([{ step: 'devices', error: expect.stringContaining(c2Bridge), left: [{ link: expect.objectContaining({ vm: 'c2', id: ids[1] }), devices: [c2Bridge] }] }]);
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
+  });
+
+  it('--keep-going after the one transaction failed: what its undo left is said only where still left at the end (not of VMs linked again, nor a namespace a linked VM uses), once', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    // The kernel refuses c1's bridge: the one transaction fails, and so does c1 alone. Each undo
+    // leaves c1's and c2's taps, and the namespaces of c1 and netvm, where it is to delete them.
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const [c1Tap, c2Tap] = [linkDeviceNames(PREFIX, ids[0]!).client, linkDeviceNames(PREFIX, ids[1]!).client];
+    kernel.kept.add(c1Tap).add(c2Tap);
+    kernel.keptNamespaces.add('c1').add('netvm');
+    const steps: UndoStepFailure[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), attach: parseAttachChoice(['netns']), onUndoStepFailed: (failure) => void steps.push(failure) });
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c1']);
+    expect([...outcome.linked.keys()]).toEqual(['c2', 'c3']);
+    // c2 was linked again (its devices are its link's now), netvm's namespace is in use: neither is said.
+    expect(steps).toEqual([
+      { step: 'devices', error: expect.any(String), left: [{ link: expect.objectContaining({ vm: 'c1', id: ids[0] }), devices: [c1Tap] }] },
+      { step: 'namespace', netns: 'c1', error: 'Cannot remove namespace file "/run/netns/c1": Device or resource busy' },
+    ]);
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
   });
 });

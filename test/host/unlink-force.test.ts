@@ -4,6 +4,8 @@
 // with a line per VMM that did not detach. A scripted QMP server (vmm/scripted-qemu.ts) and the
 // spec-exact fake cloud-hypervisor play the VMMs; the built spectrum-link runs in a test namespace.
 // `link` taking down a link to a provider the config no longer names does the same as --force.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -102,7 +104,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       new RegExp(
         `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${link.clientDevice} \\(link appvm-lynx -> netvm, id ${link.id}\\): QEMU refused device_del: .*; ` +
           `the host side was removed anyway \\(tap ${link.clientDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
-          'which the next link reports as a conflict: once the VMM answers, spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu detaches it, or restart appvm-lynx$',
+          `which the next link reports as a conflict: once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, ` +
+          `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${link.clientDevice}"\\}, ` +
+          'or spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu detaches it; or restart appvm-lynx$',
       ),
     );
     // The JSON says which link went down despite its VMM, and which VMM.
@@ -147,8 +151,13 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(forced.stdout).toBe(`unlinked appvm-lynx -> netvm (id ${link.id}, forgotten, VMM detach failed)\n`);
     const lines = stderrLines(forced.stderr);
     expect(lines).toHaveLength(1);
-    // With the ids forgotten no later unlink reaches that NIC: restarting the VM is what is left.
-    expect(lines[0]).toMatch(/QEMU of appvm-lynx did not detach NIC \S+ .*no reply to device_del within 300 ms.*the host side was removed anyway .*which the next link reports as a conflict: restart appvm-lynx$/);
+    // With the ids forgotten no later unlink reaches that NIC: the line says how to remove it at QEMU's socket, or to restart the VM.
+    expect(lines[0]).toMatch(
+      new RegExp(
+        `QEMU of appvm-lynx did not detach NIC ${link.clientDevice} .*no reply to device_del within 300 ms.*the host side was removed anyway .*which the next link reports as a conflict: ` +
+          `once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, then, .*netdev_del \\{"id":"net-${link.clientDevice}"\\}; or restart appvm-lynx$`,
+      ),
+    );
     expect(await linkDevicesOf(link)).toEqual([]);
     expect(await listed()).toEqual([]);
   });
@@ -213,7 +222,11 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const lines = stderrLines(forced.stderr);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(
-      new RegExp(`^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${link.clientDevice} .*answered 500.*the host side was removed anyway.*--attach appvm-catgirl=cloud-hypervisor detaches it, or restart appvm-catgirl$`),
+      new RegExp(
+        `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${link.clientDevice} .*answered 500.*the host side was removed anyway.*: once the VMM answers, ` +
+          `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.clientDevice} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${link.clientDevice}"\\} on that socket\\), ` +
+          'or spectrum-link unlink appvm-catgirl --attach appvm-catgirl=cloud-hypervisor detaches it; or restart appvm-catgirl$',
+      ),
     );
     expect(await linkDevicesOf(link)).toEqual([]);
     expect(await listed()).toMatchObject([{ id: link.id, present: false, linked: false, clientAttach: null }]);
@@ -226,6 +239,36 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const retried = await world.link(['unlink', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--ch-socket', fake.socketPath]);
     expect(retried.code, retried.stderr).toBe(0);
     expect(fake.nets).toHaveLength(0);
+  });
+
+  it('cloud-hypervisor answering vm.remove-device with 500 to --force --forget: the line names ch-remote remove-device (vm.remove-device) at its socket, which removes the NIC', async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    fakes.push(fake);
+    const made = await world.link(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath, '--json']);
+    expect(made.code, made.stderr).toBe(0);
+    const link = (JSON.parse(made.stdout) as { links: Link[] }).links[0]!;
+    fake.inject('vm.remove-device', { status: 500, body: 'device busy' });
+    const forced = await world.link(['unlink', 'appvm-catgirl', '--force', '--forget', '--ch-socket', fake.socketPath]);
+    expect(forced.code).toBe(1);
+    const nic = link.clientDevice;
+    // No record is left for an unlink to reach that NIC by: the line says how to remove it at the VMM's socket.
+    expect(stderrLines(forced.stderr)).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${nic} .*answered 500.*the host side was removed anyway.*which the next link reports as a conflict: ` +
+            `once the VMM answers, remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${nic} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${nic}"\\} on that socket\\); or restart appvm-catgirl$`,
+        ),
+      ),
+    ]);
+    expect(await listed()).toEqual([]);
+    expect(fake.nets.map((net) => net.id)).toEqual([nic]);
+    // The request the line names, as curl sends it, removes the NIC.
+    const removed = await world.host.exec(
+      ['curl', '--silent', '--show-error', '--unix-socket', fake.socketPath, '-X', 'PUT', '-H', 'Content-Type: application/json', '-d', JSON.stringify({ id: nic }), '-w', '%{http_code}', 'http://localhost/api/v1/vm.remove-device'],
+      { enter: 'nsenter' },
+    );
+    expect(removed.stdout).toBe('204');
+    expect(fake.nets).toEqual([]);
   });
 
   it('--force tries every VMM: a QEMU client refusing and a cloud-hypervisor provider never answering make two lines, both in the JSON, within bounds', async () => {
@@ -243,7 +286,12 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const lines = stderrLines(forced.stderr);
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(new RegExp(`^spectrum-link: QEMU of appvm-lynx did not detach NIC ${link.clientDevice} .*refused device_del.*host side was removed anyway`));
-    expect(lines[1]).toMatch(new RegExp(`^spectrum-link: cloud-hypervisor of netvm did not detach NIC ${link.providerDevice} .*no answer to GET vm\\.info within 300 ms.*host side was removed anyway.*--attach netvm=cloud-hypervisor detaches it, or restart netvm$`));
+    expect(lines[1]).toMatch(
+      new RegExp(
+        `^spectrum-link: cloud-hypervisor of netvm did not detach NIC ${link.providerDevice} .*no answer to GET vm\\.info within 300 ms.*host side was removed anyway.*` +
+          `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.providerDevice} .*, or spectrum-link unlink appvm-lynx --attach netvm=cloud-hypervisor detaches it; or restart netvm$`,
+      ),
+    );
     const json = JSON.parse(forced.stdout) as UnlinkJson;
     expect(json.unlinked[0]?.vmmFailures?.map((failure) => [failure.vm, failure.vmm, failure.nic])).toEqual([
       ['appvm-lynx', 'qemu', link.clientDevice],
@@ -386,6 +434,47 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       expect(fake.nets).toEqual([]);
     } finally {
       await provider.close();
+    }
+  });
+
+  it('a failed link whose undo cannot delete the namespace it made (the kernel refuses: its file still a mount point): the failure first, exit 1, then a line naming it and what to run; the rest is undone (plain and --keep-going)', async () => {
+    // appvm-lynx (netns) gets a namespace this run makes; netvm's cloud-hypervisor refuses the
+    // provider NIC, and as it does, the namespace's file is bind-mounted over itself: `ip netns
+    // delete` unmounts one of the two and the kernel refuses to remove a mount point (EBUSY).
+    const netns = `${world.netnsPrefix}appvm-lynx`;
+    const file = `/run/netns/${netns}`;
+    const fake = await FakeCloudHypervisor.start('Running');
+    fakes.push(fake);
+    let mounted = false;
+    fake.refuse.set('vm.add-net', () => {
+      execFileSync('mount', ['--bind', file, file]);
+      mounted = true;
+      return { status: 500, body: 'no free PCI slot' };
+    });
+    const args = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=netns', '--attach', 'netvm=cloud-hypervisor', '--ch-socket', fake.socketPath];
+    try {
+      for (const extra of [[], ['--keep-going']]) {
+        expect(existsSync(file), 'the namespace is to be made by the run').toBe(false);
+        const run = await world.link([...args, ...extra]);
+        expect(run.code, run.stderr).toBe(1);
+        expect(mounted).toBe(true);
+        expect(stderrLines(run.stderr), extra.join(' ')).toEqual([
+          expect.stringMatching(new RegExp(`^spectrum-link: ${extra.length > 0 ? 'link appvm-lynx failed: ' : ''}cloud-hypervisor at .* failed to add NIC snp\\d+ .*no free PCI slot`)),
+          `spectrum-link: undoing the run, deleting network namespace ${netns}, which the run had made, failed: Cannot remove namespace file "${file}": Device or resource busy; ` +
+            `the undo went on, so that namespace may be left: check what holds it (findmnt ${file}; ip netns pids ${netns}), then delete it with ip netns delete ${netns} (a later link that needs it uses it as it is)`,
+        ]);
+        // The rest of the undo was done: no device of the run, its id given back.
+        expect([...(await devices(world.host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
+        expect(await listed()).toEqual([]);
+        // The namespace is left, as said; once its second mount is gone, the command the line names deletes it.
+        expect(existsSync(file)).toBe(true);
+        execFileSync('umount', [file]);
+        mounted = false;
+        await world.host.exec(['ip', 'netns', 'delete', netns], { enter: 'nsenter' });
+        expect(existsSync(file)).toBe(false);
+      }
+    } finally {
+      if (mounted) execFileSync('umount', [file]);
     }
   });
 
