@@ -186,14 +186,15 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
       try {
         const first = await status(provider, socket);
         expect(first.flowLimits).toEqual({ clientFlowLimit: 1024, clientNewFlowRate: 46 });
-        expect(first.reaper?.threshold).toBe(4096);
+        // The reaper reads nf_conntrack_max at its own tick (each second), not at the audit.
+        await eventually('the reaper to read nf_conntrack_max', async () => (await status(provider, socket)).reaper?.threshold === 4096, 5000);
         expect(await rules()).toEqual(['limit rate over 46/second', 'ct count over 1024 ', 'limit rate over 46/second', 'ct count over 1024 ']);
 
         writeFileSync(sysctl, '4096\n');
         await eventually('the limits to follow', async () => (await status(provider, socket)).flowLimits?.clientFlowLimit === 512, 8 * AUDIT_SECONDS * 1000);
         const followed = await status(provider, socket);
         expect(followed.flowLimits).toEqual({ clientFlowLimit: 512, clientNewFlowRate: 23 });
-        expect(followed.reaper?.threshold).toBe(2048);
+        await eventually('the reaper to follow', async () => (await status(provider, socket)).reaper?.threshold === 2048, 5000);
         expect(await rules()).toEqual(['limit rate over 23/second', 'ct count over 512 ', 'limit rate over 23/second', 'ct count over 512 ']);
         const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
         expect(text).toContain('\nflow limits per client: 512 conntrack entries, 23 new flows a second (46 at once)\n');
