@@ -20,6 +20,7 @@ import {
   type ListedLink,
   type UndoStateWriteFailure,
   type UndoStepFailure,
+  type UnusableVmDir,
   type VmmDetachFailure,
   type VmmKind,
   type VmmPort,
@@ -151,6 +152,16 @@ function linkJson(report: LinkReport, mtu: number): Record<string, unknown> {
 function orphanWarning(vm: string, links: number, configDir: string): string {
   const recorded = `${links} recorded link${links === 1 ? '' : 's'}`;
   return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: spectrum-link unlink ${vm} --forget`;
+}
+
+/**
+ * What `link --all` says of an entry of the config dir with a VM name that is no usable VM
+ * directory (a symlink leading outside or to nothing, not a directory, unreadable): not linked,
+ * and its recorded links left as they are.
+ */
+function unusableWarning({ vm, problem, links }: UnusableVmDir): string {
+  const recorded = links.length === 0 ? 'no links are recorded for it' : `its ${links.length} recorded link${links.length === 1 ? ' is' : 's are'} left as ${links.length === 1 ? 'it is' : 'they are'} (devices too)`;
+  return `${vm} is not linked: ${problem}; ${recorded}`;
 }
 
 /** What `link --all` says of a directory with providers whose name is no VM name. */
@@ -478,9 +489,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         interruption.dispose();
         progress.done();
       }
-      const { linked, unlinked, orphaned, vmmFailures, failed } = outcome;
+      const { linked, unlinked, orphaned, unusable, vmmFailures, failed } = outcome;
       // A line each (the message alone: fields would take more lines on a terminal).
       if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
+      if (unusable.length > 0 && wouldLog('warn')) for (const entry of unusable) log().warn(unusableWarning(entry));
       const misnamed = wholeDir?.snapshot.misnamed ?? [];
       if (misnamed.length > 0 && wouldLog('warn')) for (const dir of misnamed) log().warn(misnamedWarning(dir, wholeDir?.snapshot.dir ?? linkerOpts.configDir));
       // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant got the default
@@ -519,6 +531,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       }
       // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
       if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
+      // And one for each entry that is no usable VM directory, its recorded links (left as they are) as `recorded`.
+      if (flags.json === true) {
+        for (const { vm, problem, links } of unusable) lines.push(`${JSON.stringify({ vm, links: [], unusableDir: problem, ...(links.length > 0 && { recorded: links.map(linkFieldsJson) }) })}\n`);
+      }
       // And one for each directory with providers that --all skipped for its name.
       if (flags.json === true) for (const { name, reason } of misnamed) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
       process.stdout.write(lines.join(''));

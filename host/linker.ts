@@ -50,7 +50,12 @@ export class LinkerError extends Error {
   constructor(
     readonly kind:
       | 'not-linked'
+      /** `link` took down no link to a provider dropped from the config: that failed, or the state could not be written first. */
       | 'unlisted-not-taken-down'
+      /** `unlink` took nothing down: the state file could not be written (read-only, full, no permission). */
+      | 'state-not-writable'
+      /** Links were taken down (NICs detached, devices deleted), and then the state file could not record it. */
+      | 'taken-down-not-recorded'
       | 'no-state'
       | 'unknown-vm'
       | 'vmm-detach-failed'
@@ -360,6 +365,8 @@ export interface LinkOutcome {
   readonly unlinked: Map<VmName, LinkReport[]>;
   /** With the whole config dir (`link --all`): clients whose directory has gone, by name; else none. */
   readonly orphaned: readonly OrphanedVm[];
+  /** With the whole config dir (`link --all`): its entries with a VM name that are no usable VM directory, by name; else none. */
+  readonly unusable: readonly UnusableVmDir[];
   /** VMMs that did not detach a NIC of a link taken down, which went all the same (as `unlink --force`). */
   readonly vmmFailures: readonly VmmDetachFailure[];
 }
@@ -385,6 +392,29 @@ function orphanedClients(state: LinkState, snapshot: ConfigSnapshot, options: Pi
     reports.push(linkReport(link, options));
   }
   return [...byClient].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([vm, links]) => ({ vm, links }));
+}
+
+/** An entry of the config dir with a VM name that is no usable VM directory, which `link --all` passes over. */
+export interface UnusableVmDir {
+  readonly vm: VmName;
+  /** What it is instead, in words (vmDirProblem): a symlink leading outside, to nothing, not a directory, unreadable. */
+  readonly problem: string;
+  /** Its recorded links as client, as recorded: left as they are (devices too). */
+  readonly links: readonly LinkReport[];
+}
+
+/**
+ * The entries of a whole config dir with a VM name that are no usable VM directory: `link --all`
+ * links none of them and leaves their links as they are (`link <vm>` of one fails, saying why), so
+ * each is said. A symlink to nothing whose VM has links recorded is said as an orphaned client.
+ */
+function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): UnusableVmDir[] {
+  return [...snapshot.vms.values()].flatMap((dir) => {
+    if (dir.location === 'directory') return [];
+    const links = linksOfClient(state, dir.name).map((link) => linkReport(link, options));
+    if (dir.location === 'dangling-symlink' && links.length > 0) return [];
+    return [{ vm: dir.name, problem: vmDirProblem(snapshot, dir.name) ?? dir.location, links }];
+  });
 }
 
 /** What one link transaction made: the state after it, each VM's links, each VM's providers now. */
@@ -562,22 +592,37 @@ interface UnlistedTakedown {
 
 /**
  * Take down each listed client's links to providers it no longer names (`listed`: each client's
- * providers now), as `unlink --force` does, and save the state. Under the caller's lock.
+ * providers now), as `unlink --force` does, and save the state; as unlink, only once the state
+ * file is found writable, and saying what went where it cannot be written after. Under the
+ * caller's lock.
  */
 async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
   const unlisted = [...listed].flatMap(([vm, providers]) => unlistedLinks(state, vm, providers));
   const unlinked = new Map<VmName, LinkReport[]>();
   if (unlisted.length === 0) return { state, unlinked, vmmFailures: [] };
+  const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
+  const next = releasedState(state, unlisted);
+  const changes = !sameState(next, state);
+  // What is taken down must be recorded: a state dir that cannot be written stops it first.
+  const problem = changes ? await stateWriteProblem(options.stateDir, state) : undefined;
+  if (problem !== undefined) {
+    throw new LinkerError(
+      'unlisted-not-taken-down',
+      `linked, but taking down ${pairs} (no longer among the providers) was not begun: ${problem.message}; so none of them was taken down (no NIC detached, no device deleted): run the same link again once the state dir can be written`,
+    );
+  }
   // With force a VMM's failure is returned, not thrown: what is left to throw is the host's
   // own (a device the kernel did not delete).
-  const released = await releaseLinks(state, unlisted, options, { force: true }).catch((error: unknown) => {
-    const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reason}`);
+  const released = await releaseLinks(unlisted, options, { force: true }).catch((error: unknown) => {
+    throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reasonOf(error)}`);
   });
-  if (!sameState(released.state, state)) await saveState(options.stateDir, released.state);
+  if (changes) {
+    await saveState(options.stateDir, next).catch((error: unknown) => {
+      throw notRecorded('linked; then, as no longer among the providers, ', released.reports, released.failures, error, 'run the same link again');
+    });
+  }
   for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
-  return { state: released.state, unlinked, vmmFailures: released.failures };
+  return { state: next, unlinked, vmmFailures: released.failures };
 }
 
 /** Run fn under the state lock; an interruption while waiting for it is said as such. */
@@ -601,7 +646,7 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  * (or found) in the state, devices converged, VMMs attached; then its connections to providers
  * its config no longer names taken down (ids kept). Idempotent. `wholeDir` (`link --all`): the
  * config dir as already read by the caller, whose VMs without providers lose their client links
- * too, and whose gone clients are reported (orphaned).
+ * too, and whose gone clients (orphaned) and entries that are no usable VM directory (unusable) are reported.
  * A failure while linking (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole
  * run, and takes nothing down (links whose devices it had replaced are left down: onLeftDown).
  * Links taken down go whatever their VMMs say (as `unlink --force`): the config is the operator's
@@ -627,7 +672,8 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     });
     const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
     const orphaned = snapshot === undefined ? [] : orphanedClients(down.state, snapshot, options);
-    return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, vmmFailures: down.vmmFailures };
+    const unusable = snapshot === undefined ? [] : unusableVmDirs(down.state, snapshot, options);
+    return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures };
   });
 }
 
@@ -646,7 +692,7 @@ export interface KeepGoingOutcome extends LinkOutcome {
    * every VM's devices ('attach'), or while it linked VM by VM after that failed ('one-by-one').
    * `undone`: the VM it was at, undone like a failed one; `notLinked`: the VMs after it, not linked
    * (in 'attach' their devices and ids, made already, undone too). The VMs of `linked` stay
-   * linked; nothing was taken down (`unlinked` and `orphaned` are empty).
+   * linked; nothing was taken down (`unlinked`, `orphaned` and `unusable` are empty).
    */
   readonly interrupted?: {
     readonly during: 'attach' | 'one-by-one';
@@ -815,11 +861,12 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
   if (interrupted !== undefined) {
     const said = interrupted.during === 'one-by-one' && transactionFailure !== undefined ? { ...interrupted, failure: transactionFailure } : interrupted;
-    return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], vmmFailures: [], failed, interrupted: said };
+    return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], failed, interrupted: said };
   }
   const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options);
   const orphaned = wholeDir === undefined ? [] : orphanedClients(down.state, snapshot, options);
-  return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, vmmFailures: down.vmmFailures, failed };
+  const unusable = wholeDir === undefined ? [] : unusableVmDirs(down.state, snapshot, options);
+  return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, failed };
 }
 
 /**
@@ -1031,21 +1078,64 @@ interface ReleaseOptions {
 }
 
 /**
- * Take links down: detached from their VMMs, devices removed. The state with their attachments
- * cleared is returned, not saved; the ids stay. With force, the devices go whatever the VMMs
- * said: deleting the taps and bridges is what cuts the VMs off, so a VMM that refuses or stalls
- * (it hosts an untrusted guest) cannot keep its VM connected; its failures are returned.
+ * Take links down: detached from their VMMs, devices removed; the state is not touched (the state
+ * they leave is releasedState's). With force, the devices go whatever the VMMs said: deleting the
+ * taps and bridges is what cuts the VMs off, so a VMM that refuses or stalls (it hosts an
+ * untrusted guest) cannot keep its VM connected; its failures are returned.
  */
-async function releaseLinks(
-  state: LinkState,
-  links: readonly Link[],
-  options: UnlinkOptions,
-  release: ReleaseOptions = {},
-): Promise<{ state: LinkState; reports: LinkReport[]; failures: VmmDetachFailure[] }> {
+async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: LinkReport[]; failures: VmmDetachFailure[] }> {
   const reports = links.map((link) => linkReport(link, options));
   const failures = await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error));
   await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
-  return { state: setAttachments(state, links.map((link) => ({ pair: link, attached: undefined }))), reports, failures };
+  return { reports, failures };
+}
+
+/** The state with these links taken down: their attachments cleared, their ids kept. */
+function releasedState(state: LinkState, links: readonly Link[]): LinkState {
+  return setAttachments(state, links.map((link) => ({ pair: link, attached: undefined })));
+}
+
+/**
+ * Why the state file cannot be written, found before links are taken down (else undefined): the
+ * state as the file holds it is written again, durably, through the store (the same content). A
+ * state dir that is read-only, full or not writable then fails here with nothing changed, not
+ * after the VMs lost their links, the file still recording them as linked.
+ */
+async function stateWriteProblem(stateDir: string, state: LinkState): Promise<StateStoreError | undefined> {
+  try {
+    await saveState(stateDir, state);
+    return undefined;
+  } catch (error) {
+    if (error instanceof StateStoreError) return error;
+    throw error;
+  }
+}
+
+/** The links taken down, and what went of them, for a line: `name -> provider (id N), ...: ...`. */
+function takenDownText(reports: readonly LinkReport[], failures: readonly VmmDetachFailure[]): string {
+  const links = reports.map((report) => `${report.vm} -> ${report.provider} (id ${report.id})`).join(', ');
+  const nics = reports.flatMap((report) => vmmNics(report)).length;
+  const kept = failures.map((failure) => `NIC ${failure.nic}, which the ${failure.vmm} of ${failure.vm} did not detach (${failure.error})`).join(', ');
+  const detached = nics === 0 ? '' : kept === '' ? ', their NICs detached from their VMMs (where these run)' : `, their NICs detached from their VMMs (where these run) but for ${kept}`;
+  return `${links}: their devices deleted${detached}`;
+}
+
+/**
+ * The error of links taken down whose new state could not be saved (`error`, the store's): it says
+ * what went, that the file still records them as linked (or, where only the sync of the state dir
+ * failed, may do so again after a crash), and to run `again`, which finds them gone and records it.
+ */
+function notRecorded(said: string, reports: readonly LinkReport[], failures: readonly VmmDetachFailure[], error: unknown, again: string, idsKept = false): unknown {
+  if (!(error instanceof StateStoreError)) return error;
+  const what = `${said}took down ${takenDownText(reports, failures)}`;
+  if (error.kind === 'sync-failed') {
+    return new LinkerError('taken-down-not-recorded', `${what}; then ${error.message}: should a crash bring back their records as linked, ${again} (it finds them gone and records it)`);
+  }
+  const ids = idsKept ? ' (their ids not released)' : '';
+  return new LinkerError(
+    'taken-down-not-recorded',
+    `${what}; but then ${error.message}; so the state file still records them as linked${ids}: once the state dir can be written, ${again} (it finds them gone and records it)`,
+  );
 }
 
 /** The links a VM takes part in, as client or as provider. */
@@ -1089,7 +1179,9 @@ function detachStopped(vm: VmName, forget: boolean, error: unknown): unknown {
 /**
  * `unlink <vm>`: detach and delete its links' devices; with forget, release their ids too. A
  * VMM that fails to detach stops it before any device goes, unless force: then the devices go
- * and the state is updated all the same, and the failures are returned.
+ * and the state is updated all the same, and the failures are returned. A state file that cannot
+ * be written stops it before anything goes (stateWriteProblem); one that cannot be written after
+ * (a race) is said with what went (notRecorded).
  */
 export async function unlinkVm(name: string, flags: UnlinkFlags, options: UnlinkOptions): Promise<UnlinkOutcome> {
   const vm = vmName(name);
@@ -1097,10 +1189,24 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
     const state = await loadState(options.stateDir);
     const links = linksOfVm(state, vm);
     if (links.length === 0) throw new LinkerError('not-linked', `${vm} has no recorded links in ${options.stateDir}`);
-    const released = await releaseLinks(state, links, options, { force: flags.force, refused: (error) => detachStopped(vm, flags.forget, error) });
-    let next = released.state;
+    let next = releasedState(state, links);
     if (flags.forget) for (const link of links) next = forgetLink(next, link).state;
-    if (!sameState(next, state)) await saveState(options.stateDir, next);
+    const changes = !sameState(next, state);
+    // What is taken down must be recorded: a state dir that cannot be written stops it first.
+    const problem = changes ? await stateWriteProblem(options.stateDir, state) : undefined;
+    if (problem !== undefined) {
+      throw new LinkerError(
+        'state-not-writable',
+        `unlink ${vm}: ${problem.message}; so nothing was taken down (no NIC detached, no device deleted), as the state could not record it: unlink again once the state dir can be written`,
+      );
+    }
+    const released = await releaseLinks(links, options, { force: flags.force, refused: (error) => detachStopped(vm, flags.forget, error) });
+    if (changes) {
+      const again = `run the same spectrum-link unlink ${vm}${flags.forget ? ' --forget' : ''}${flags.force ? ' --force' : ''} again with this run's other options`;
+      await saveState(options.stateDir, next).catch((error: unknown) => {
+        throw notRecorded(`unlink ${vm}: `, released.reports, released.failures, error, again, flags.forget);
+      });
+    }
     const recordedVms = new Set(state.links.flatMap((link) => [link.client, link.provider]));
     return { reports: released.reports, failures: released.failures, recordedVms };
   });

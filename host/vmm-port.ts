@@ -1,5 +1,6 @@
 // Plugs the VMM clients (host/vmm/) into the linker: socket paths from templates, one timeout,
-// and the rule that a VM whose VMM socket is gone has nothing left to detach.
+// and the rule that a VM where no VMM runs (nothing at its socket path, or a socket that refuses
+// connections) has nothing left to detach; anything else at the path fails the detach.
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
@@ -77,12 +78,20 @@ const qmp = (): Promise<typeof import('./vmm/qmp.js')> => import('./vmm/qmp.js')
 const cloudHypervisor = (): Promise<typeof import('./vmm/cloud-hypervisor.js')> => import('./vmm/cloud-hypervisor.js');
 
 /** Whether `error` is a VMM client's of this kind. */
-async function vmmErrorOfKind(error: unknown, kind: 'connect' | 'timeout'): Promise<boolean> {
+async function vmmErrorOfKind(error: unknown, kind: 'no-socket' | 'stale-socket' | 'timeout'): Promise<boolean> {
   const [{ QmpError }, { CloudHypervisorError }] = await Promise.all([qmp(), cloudHypervisor()]);
   return (error instanceof QmpError || error instanceof CloudHypervisorError) && error.kind === kind;
 }
 
-const vmmGone = (error: unknown): Promise<boolean> => vmmErrorOfKind(error, 'connect');
+/**
+ * Whether a VMM client's error says that no VMM runs at the socket, so that it holds no NIC:
+ * nothing at the path, or a socket that refuses connections (left by a VMM that exited). Anything
+ * else there (a symlink, a file, a socket that may not be opened) says nothing of the VMM.
+ */
+async function vmmGone(error: unknown): Promise<'no-socket' | 'stale-socket' | undefined> {
+  if (await vmmErrorOfKind(error, 'no-socket')) return 'no-socket';
+  return (await vmmErrorOfKind(error, 'stale-socket')) ? 'stale-socket' : undefined;
+}
 
 export class VmmPortError extends Error {
   override readonly name = 'VmmPortError';
@@ -182,9 +191,20 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
           await (await cloudHypervisor()).chDetach(socket, nic, bound);
         }
       } catch (error) {
-        // No VMM socket: the VM is not running, so it holds no NIC of ours.
-        if (await vmmGone(error)) {
-          log().info({ vm, nic: nic.id }, 'VMM not reachable; nothing to detach');
+        // No VMM runs there: the VM holds no NIC of ours. A socket missing is said (the state does
+        // not record where it was: a VMM run with its socket elsewhere would keep the NIC, on the
+        // tap deleted next); one that refuses connections is where the VMM was, which exited.
+        const gone = await vmmGone(error);
+        if (gone === 'no-socket') {
+          const option = kind === 'qemu' ? '--qmp-socket' : '--ch-socket';
+          log().warn(
+            { vm, nic: nic.id },
+            `no ${VMM_NAMES[kind]} socket at ${socket}: ${vm} taken as not running, and its NIC ${nic.id} as gone with it (not detached); if ${vm} runs with its VMM socket elsewhere, that NIC stays there, on a deleted tap: give that socket's path with ${option}`,
+          );
+          return;
+        }
+        if (gone === 'stale-socket') {
+          log().info({ vm, nic: nic.id }, `${VMM_NAMES[kind]} socket ${socket} refuses connections: the VMM has exited; nothing to detach`);
           return;
         }
         // Given up by the whole bound (not a request's own).

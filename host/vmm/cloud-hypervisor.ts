@@ -26,10 +26,14 @@ import { deadline } from './deadline.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { type RightsConnection, TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
 import { mtuVerdict, peerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
-import { VmmSocket, VmmSocketError } from './vmm-socket.js';
+import { VmmSocket, VmmSocketError, noVmmThere } from './vmm-socket.js';
 
 export type CloudHypervisorErrorKind =
-  /** The API socket could not be opened. */
+  /** Nothing at the socket path: no cloud-hypervisor runs there (kept apart from 'connect': such a VM holds no NIC). */
+  | 'no-socket'
+  /** A socket that refuses connections, left by a cloud-hypervisor that exited: none runs there. */
+  | 'stale-socket'
+  /** The API socket could not be opened for another reason: not a socket (a symlink, a file), permission. */
   | 'connect'
   /** No complete answer within the time given. */
   | 'timeout'
@@ -119,8 +123,9 @@ function excerpt(body: string): string {
 /** What vm.info says a NIC has (a MAC, a tap), for a message: as it is where plain, else quoted. */
 const shown = (value: string | undefined): string => (value === undefined ? '(none)' : shownText(value, 32));
 
-function connectError(socketPath: string, problem: string): CloudHypervisorError {
-  return new CloudHypervisorError('connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${problem}`);
+/** Why the API socket could not be reached (`cause`: the failure, which says whether cloud-hypervisor runs there). */
+function connectError(socketPath: string, problem: string, cause: unknown): CloudHypervisorError {
+  return new CloudHypervisorError(noVmmThere(cause) ?? 'connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${problem}`);
 }
 
 /** A tap queue to send along with a request, once the process behind the socket (its pid) is vetted: vet throws to send nothing. */
@@ -146,7 +151,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
   try {
     found = VmmSocket.find(socketPath, 'is cloud-hypervisor running with --api-socket at this path?');
   } catch (error) {
-    return Promise.reject(error instanceof VmmSocketError ? connectError(socketPath, error.message) : error);
+    return Promise.reject(error instanceof VmmSocketError ? connectError(socketPath, error.message, error) : error);
   }
   const payload = body === undefined ? undefined : JSON.stringify(body);
   let connection: Duplex | undefined;
@@ -156,7 +161,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
       rights = connectWithRights(found.connectPath, [handover.tap.fd]);
     } catch (error) {
       found.close();
-      return Promise.reject(connectError(socketPath, found.connectProblem(error as NodeJS.ErrnoException)));
+      return Promise.reject(connectError(socketPath, found.connectProblem(error as NodeJS.ErrnoException), error));
     }
     try {
       handover.vet(rights.peerPid);
@@ -228,7 +233,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
       settle(
         connected
           ? new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} failed: ${error.message}: is this a cloud-hypervisor API socket?`)
-          : connectError(socketPath, found.connectProblem(error)),
+          : connectError(socketPath, found.connectProblem(error), error),
       );
     });
     req.end(payload);
@@ -327,6 +332,9 @@ function vetNamespace(socketPath: string, nic: VmmNic, options: CloudHypervisorO
   );
 }
 
+/** Failures of a request that never reached cloud-hypervisor: an add-net failing so added nothing. */
+const NOT_SENT: ReadonlySet<CloudHypervisorErrorKind> = new Set(['no-socket', 'stale-socket', 'connect', 'other-netns']);
+
 /**
  * Add the NIC to the VM: `PUT vm.add-net {mac, id}` with a queue of its tap (SCM_RIGHTS).
  * Hot-adds to a running VM (200) or adds to a created one (204). Idempotent: if the tap's one
@@ -344,7 +352,7 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
     answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options, { tap: tapFd, vet: (peerPid) => vetNamespace(socketPath, nic, options, peerPid) });
   } catch (error) {
     // Sent, but no (whole) answer: cloud-hypervisor may add the NIC all the same.
-    if (error instanceof CloudHypervisorError && error.kind !== 'connect' && error.kind !== 'other-netns') return takeBack(socketPath, nic, options, error);
+    if (error instanceof CloudHypervisorError && !NOT_SENT.has(error.kind)) return takeBack(socketPath, nic, options, error);
     throw error;
   } finally {
     // cloud-hypervisor keeps its own copy of the descriptor.

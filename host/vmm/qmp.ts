@@ -12,10 +12,14 @@ import { quoteText, shownText } from '../vm-name.js';
 import { deadline } from './deadline.js';
 import { DEFAULT_NIC_MTU, type VmmNic, qemuHostMtu, qemuNetdevId, vmmNic } from './nic.js';
 import { TapFd, tapOpenProblem, writeWithRights } from './tap-fd.js';
-import { VmmSocket, VmmSocketError } from './vmm-socket.js';
+import { VmmSocket, VmmSocketError, noVmmThere } from './vmm-socket.js';
 
 export type QmpErrorKind =
-  /** The socket could not be opened (missing, refused, permission). */
+  /** Nothing at the socket path: no QEMU runs there (kept apart from 'connect': such a VM holds no NIC). */
+  | 'no-socket'
+  /** A socket that refuses connections, left by a QEMU that exited: none runs there. */
+  | 'stale-socket'
+  /** The socket could not be opened for another reason: not a socket (a symlink, a file), permission. */
   | 'connect'
   /** No greeting, reply or event within the time given. */
   | 'timeout'
@@ -160,7 +164,7 @@ export class QmpClient {
       this.fail(
         this.everConnected
           ? new QmpError('closed', `QMP socket ${path}: connection failed: ${error.message}`)
-          : connectError(path, connectProblem(error)),
+          : connectError(path, connectProblem(error), error),
       ),
     );
     socket.on('close', () => this.fail(new QmpError('closed', `QMP socket ${path}: QEMU closed the connection: did it exit?`)));
@@ -176,7 +180,7 @@ export class QmpClient {
     try {
       found = VmmSocket.find(path, QMP_SOCKET_MISSING);
     } catch (error) {
-      if (error instanceof VmmSocketError) throw connectError(path, error.message);
+      if (error instanceof VmmSocketError) throw connectError(path, error.message, error);
       throw error;
     }
     const client = new QmpClient(createConnection({ path: found.connectPath }), path, options.commandTimeoutMs ?? timeoutMs, (error) => found.connectProblem(error));
@@ -421,8 +425,9 @@ export class QmpClient {
 
 const QMP_SOCKET_MISSING = 'is QEMU running with -qmp unix:PATH,server=on, and is the path right?';
 
-function connectError(path: string, problem: string): QmpError {
-  return new QmpError('connect', `cannot connect to QMP socket ${path}: ${problem}`);
+/** Why the socket at `path` could not be reached (`cause`: the failure, which says whether QEMU runs there). */
+function connectError(path: string, problem: string, cause: unknown): QmpError {
+  return new QmpError(noVmmThere(cause) ?? 'connect', `cannot connect to QMP socket ${path}: ${problem}`);
 }
 
 /** Open a session, run fn, and always close the session. */

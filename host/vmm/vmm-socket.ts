@@ -100,6 +100,18 @@ export class VmmSocket {
   }
 }
 
+/**
+ * What a failure to reach a VMM socket says of the VMM: that none runs there, where nothing is at
+ * the path ('no-socket': a VM not started, or stopped and its socket removed) or the socket refuses
+ * connections ('stale-socket': left by a VMM that exited); else nothing (undefined): a symlink, a
+ * file or a directory at the path, no permission, a path above that is no directory leave it
+ * open whether a VMM runs and holds NICs.
+ */
+export function noVmmThere(error: unknown): 'no-socket' | 'stale-socket' | undefined {
+  if (error instanceof VmmSocketError) return error.kind === 'missing' ? 'no-socket' : undefined;
+  return error instanceof Error && 'code' in error && error.code === 'ECONNREFUSED' ? 'stale-socket' : undefined;
+}
+
 function openError(error: NodeJS.ErrnoException, missing: string): Error {
   switch (error.code) {
     case 'ENOENT':

@@ -10,7 +10,7 @@ import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import { loadState, saveState } from '../../host/state-store.js';
-import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, linkVms, linkVmsKeepGoing } from '../../host/linker.js';
+import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
 
 /**
@@ -30,6 +30,8 @@ const kernel = vi.hoisted(() => ({
   undonePlans: [] as DevicePlan[],
   /** Device queries so far (one per chunk of VMs). */
   observed: 0,
+  /** The devices removeDevices was asked to delete (unlink, link taking down a dropped provider), in order. */
+  removed: [] as string[],
   whileApplying: (): void | Promise<void> => undefined,
 }));
 
@@ -88,6 +90,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
   },
   undoDevices: async (names: readonly string[]) => leftOf(names, []),
   removeDevices: async (names: readonly string[]) => {
+    kernel.removed.push(...names);
     const { left } = leftOf(names, []);
     if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
     return [];
@@ -122,6 +125,7 @@ beforeEach(async () => {
   kernel.undone = 0;
   kernel.undonePlans = [];
   kernel.observed = 0;
+  kernel.removed = [];
   kernel.whileApplying = () => undefined;
   store.failSaves = 0;
   store.failSyncs = 0;
@@ -531,5 +535,136 @@ describe('a failed link whose undo has a step that fails', () => {
       { step: 'namespace', netns: 'c1', error: 'Cannot remove namespace file "/run/netns/c1": Device or resource busy' },
     ]);
     expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
+  });
+});
+
+describe('taking links down (unlink, link of a VM that dropped a provider) where the state file cannot be written', () => {
+  /** A VMM that takes every NIC and records each detach; `onDetach` runs as a NIC is detached. */
+  function recordingVmm(onDetach: () => void = () => undefined): { vmm: VmmPort; detached: string[] } {
+    const detached: string[] = [];
+    const vmm: VmmPort = {
+      attach: async () => true,
+      detach: async (_kind, _vm, nic) => {
+        detached.push(nic.id);
+        onDetach();
+      },
+    };
+    return { vmm, detached };
+  }
+  const qemu = parseAttachChoice(['qemu']);
+  const c1 = CLIENTS[0]!;
+  /** c1 linked to netvm (and `more` providers), both sides QEMU; the state file's text then, and c1's link to netvm. */
+  async function linkC1(vmm: VmmPort, more: readonly string[] = []): Promise<{ text: string; link: LinkReport }> {
+    for (const provider of more) {
+      await addVm(provider);
+      await writeFile(join(configDir, c1, 'providers', 'net', provider), '');
+    }
+    const outcome = await linkVms([c1], { ...options(), attach: qemu, vmm });
+    return { text: await readFile(join(stateDir, 'links.json'), 'utf8'), link: outcome.linked.get(c1)!.find((link) => link.provider === NETVM)! };
+  }
+
+  it('unlink: a state dir that cannot be written (a full disk) stops it before anything is taken down, saying so in one line', async () => {
+    const { vmm, detached } = recordingVmm();
+    const { text } = await linkC1(vmm);
+    store.failSaves = 1;
+    const unlinking = unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm });
+    await expect(unlinking).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'state-not-writable',
+      message: expect.stringMatching(
+        /^unlink c1: cannot write state file .*links\.json \(ENOSPC\); check the state dir's permissions and free space; so nothing was taken down \(no NIC detached, no device deleted\), as the state could not record it: unlink again once the state dir can be written$/,
+      ),
+    });
+    expect([detached, kernel.removed]).toEqual([[], []]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it.each([[false], [true]])('unlink (--forget: %j): a state file that cannot be written after the take-down says what went, that the file still records it, and to unlink again, which records it', async (forget) => {
+    const { vmm, detached } = recordingVmm(() => void (store.failSaves = 1));
+    const { text, link } = await linkC1(vmm);
+    const unlinking = unlinkVm(c1, { forget, force: false }, { ...options(), attach: qemu, vmm });
+    const idsKept = forget ? ' (their ids not released)' : '';
+    await expect(unlinking).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'taken-down-not-recorded',
+      message:
+        `unlink c1: took down c1 -> netvm (id ${link.id}): their devices deleted, their NICs detached from their VMMs (where these run); ` +
+        `but then cannot write state file ${join(stateDir, 'links.json')} (ENOSPC); check the state dir's permissions and free space; so the state file still records them as linked${idsKept}: ` +
+        `once the state dir can be written, run the same spectrum-link unlink c1${forget ? ' --forget' : ''} again with this run's other options (it finds them gone and records it)`,
+    });
+    expect(detached).toEqual([link.clientDevice, link.providerDevice]);
+    expect(kernel.removed).toEqual([link.clientDevice, link.providerDevice, link.bridge]);
+    // As said: the file still records the link as linked.
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    // The same unlink again, the state dir writable: it records what went.
+    const again = await unlinkVm(c1, { forget, force: false }, { ...options(), attach: qemu, vmm: recordingVmm().vmm });
+    expect(again.reports.map((report) => report.id)).toEqual([link.id]);
+    const state = await loadState(stateDir);
+    expect(state.links.filter((recorded) => recorded.attached !== undefined)).toEqual([]);
+    expect(state.links.map((recorded) => recorded.id)).toEqual(forget ? [] : [link.id]);
+  });
+
+  it('unlink --force: the line says which NIC a VMM did not detach; where only the sync fails, that a crash may bring the records back', async () => {
+    const refusing: VmmPort = {
+      attach: async () => true,
+      detach: async (_kind, vm, nic) => {
+        store.failSyncs = 1;
+        if (vm === NETVM) throw new Error(`QEMU refused device_del of ${nic.id}`);
+      },
+    };
+    const { link } = await linkC1(refusing);
+    await expect(unlinkVm(c1, { forget: false, force: true }, { ...options(), attach: qemu, vmm: refusing })).rejects.toMatchObject({
+      kind: 'taken-down-not-recorded',
+      message: expect.stringMatching(
+        new RegExp(
+          `^unlink c1: took down c1 -> netvm \\(id ${link.id}\\): their devices deleted, their NICs detached from their VMMs \\(where these run\\) but for NIC ${link.providerDevice}, which the qemu of netvm did not detach \\(QEMU refused device_del of ${link.providerDevice}\\); ` +
+            `then wrote .* but could not sync .*: should a crash bring back their records as linked, run the same spectrum-link unlink c1 --force again with this run's other options`,
+        ),
+      ),
+    });
+    // Written: the file records the link taken down.
+    expect((await loadState(stateDir)).links.map((recorded) => recorded.attached)).toEqual([undefined]);
+  });
+
+  it('link, a provider dropped from the config: a state dir that cannot be written stops its take-down before anything goes, saying so; what was linked stays', async () => {
+    const { vmm, detached } = recordingVmm();
+    const { text } = await linkC1(vmm, ['netvm2']);
+    await rm(join(configDir, c1, 'providers', 'net', 'netvm2'));
+    store.failSaves = 1;
+    await expect(linkVms([c1], { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'unlisted-not-taken-down',
+      message: expect.stringMatching(
+        /^linked, but taking down c1 -> netvm2 \(no longer among the providers\) was not begun: cannot write state file .*\(ENOSPC\).*; so none of them was taken down \(no NIC detached, no device deleted\): run the same link again once the state dir can be written$/,
+      ),
+    });
+    expect([detached, kernel.removed]).toEqual([[], []]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('link, a provider dropped from the config: a state file that cannot be written after the take-down says what went, and to run the same link again, which records it', async () => {
+    let failing = false;
+    const { vmm } = recordingVmm(() => void (store.failSaves = failing ? 1 : 0));
+    await linkC1(vmm, ['netvm2']);
+    const dropped = (await loadState(stateDir)).links.find((recorded) => recorded.provider === 'netvm2')!;
+    const names = linkDeviceNames(PREFIX, dropped.id);
+    await rm(join(configDir, c1, 'providers', 'net', 'netvm2'));
+    failing = true;
+    await expect(linkVms([c1], { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'taken-down-not-recorded',
+      message: expect.stringMatching(
+        new RegExp(
+          `^linked; then, as no longer among the providers, took down c1 -> netvm2 \\(id ${dropped.id}\\): their devices deleted, their NICs detached from their VMMs \\(where these run\\); ` +
+            'but then cannot write state file .*; so the state file still records them as linked: once the state dir can be written, run the same link again \\(it finds them gone and records it\\)$',
+        ),
+      ),
+    });
+    expect(kernel.removed).toEqual([names.client, names.provider, names.bridge]);
+    expect((await loadState(stateDir)).links.find((recorded) => recorded.provider === 'netvm2')?.attached).toBeDefined();
+    failing = false;
+    const again = await linkVms([c1], { ...options(), attach: qemu, vmm });
+    expect(again.unlinked.get(c1)?.map((report) => report.provider)).toEqual(['netvm2']);
+    expect((await loadState(stateDir)).links.find((recorded) => recorded.provider === 'netvm2')?.attached).toBeUndefined();
   });
 });

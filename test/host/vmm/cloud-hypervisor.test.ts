@@ -1,8 +1,8 @@
 // chAttach/chDetach against the fake cloud-hypervisor API (fake-cloud-hypervisor.ts): every
 // documented status, idempotence, the tap handed over as a descriptor, and the bounds on time and
 // size. The taps are real, in a namespace of the test's own (chAttach opens them there).
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -390,13 +390,27 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
   });
 
   describe('connection failures and bounds', () => {
-    it('a missing socket is kind connect, saying what to check', async () => {
+    it('a missing socket is kind no-socket (no cloud-hypervisor runs there), saying what to check', async () => {
       const dir = mkdtempSync(join(tmpdir(), 'sn-vmm-ch-'));
       cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
       const error = await chError(chAttach(join(dir, 'api.sock'), nic, options));
-      expect(error.kind).toBe('connect');
+      expect(error.kind).toBe('no-socket');
       expect(error.message).toMatch(/api\.sock: no such socket.*--api-socket/);
-      expect((await chError(chDetach(join(dir, 'api.sock'), nic, options))).kind).toBe('connect');
+      expect((await chError(chDetach(join(dir, 'api.sock'), nic, options))).kind).toBe('no-socket');
+    });
+
+    it('a socket nobody listens on (left by a cloud-hypervisor that exited) is kind stale-socket; a regular file there is kind connect', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sn-vmm-ch-'));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      const stale = join(dir, 'api.sock');
+      // A server in a process that exits without closing it leaves its socket file behind.
+      execFileSync(process.execPath, ['-e', "require('node:net').createServer().listen(process.argv[1], () => process.exit(0))", stale]);
+      const error = await chError(chDetach(stale, nic, options));
+      expect(error.kind).toBe('stale-socket');
+      expect(error.message).toMatch(/api\.sock: connection refused: nothing listens there/);
+      expect((await chError(chAttach(stale, nic, options))).kind).toBe('stale-socket');
+      writeFileSync(join(dir, 'file'), '');
+      expect(await chError(chDetach(join(dir, 'file'), nic, options))).toMatchObject({ kind: 'connect', message: expect.stringMatching(/file: not a socket but a regular file/) });
     });
 
     it("a symlink at the socket path is not followed, even to an API socket: kind connect, saying so; nothing reaches the target, no tap is sent (another VM's VMM would get it)", async () => {

@@ -130,16 +130,29 @@ describe('QMP client', () => {
     }
   });
 
-  it('a missing socket is kind connect, saying what to check', async () => {
+  it('a missing socket is kind no-socket (no QEMU runs there), saying what to check', async () => {
     const error = await qmpError(QmpClient.connect(join(dir, 'nothing-here.sock'), { timeoutMs: 1000 }));
-    expect(error.kind).toBe('connect');
+    expect(error.kind).toBe('no-socket');
     expect(error.message).toMatch(/nothing-here\.sock.*no such socket.*-qmp/);
+    const nic = { id: 'snc7', tap: 'snc7', mac: '0A:B3:EC:00:00:07' };
+    expect((await qmpError(qemuDetach(join(dir, 'nothing-here.sock'), nic, { timeoutMs: 1000 }))).kind).toBe('no-socket');
+  });
+
+  it('a socket nobody listens on (left by a QEMU that exited) is kind stale-socket, saying so', async () => {
+    const path = join(dir, 'stale.sock');
+    // A server in a process that exits without closing it leaves its socket file behind.
+    const { execFileSync } = await import('node:child_process');
+    execFileSync(process.execPath, ['-e', "require('node:net').createServer().listen(process.argv[1], () => process.exit(0))", path]);
+    const error = await qmpError(QmpClient.connect(path, { timeoutMs: 1000 }));
+    expect(error.kind).toBe('stale-socket');
+    expect(error.message).toMatch(/stale\.sock: connection refused: nothing listens there/);
   });
 
   it('a path that is not a socket is kind connect, saying what is there', async () => {
     const file = join(dir, 'plain-file');
     writeFileSync(file, '');
     const error = await qmpError(QmpClient.connect(file, { timeoutMs: 1000 }));
+    // Not kind no-socket: something is there, so nothing says that no QEMU runs (and holds a NIC).
     expect(error.kind).toBe('connect');
     expect(error.message).toMatch(/plain-file: not a socket but a regular file: check the path/);
   });
@@ -175,8 +188,8 @@ describe('QMP client', () => {
   it('a FIFO or a directory at the socket path is kind connect, saying what is there, at once', async () => {
     const { execFileSync } = await import('node:child_process');
     execFileSync('mkfifo', [join(dir, 'fifo')]);
-    expect((await qmpError(QmpClient.connect(join(dir, 'fifo'), { timeoutMs: 1000 }))).message).toMatch(/fifo: not a socket but a special file: check the path$/);
-    expect((await qmpError(QmpClient.connect(dir, { timeoutMs: 1000 }))).message).toMatch(/: not a socket but a directory: check the path$/);
+    expect(await qmpError(QmpClient.connect(join(dir, 'fifo'), { timeoutMs: 1000 }))).toMatchObject({ kind: 'connect', message: expect.stringMatching(/fifo: not a socket but a special file: check the path$/) });
+    expect(await qmpError(QmpClient.connect(dir, { timeoutMs: 1000 }))).toMatchObject({ kind: 'connect', message: expect.stringMatching(/: not a socket but a directory: check the path$/) });
   });
 
   it('garbage instead of a greeting is kind protocol, at once', async () => {

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { VmmSocket, VmmSocketError } from '../../../host/vmm/vmm-socket.js';
+import { VmmSocket, VmmSocketError, noVmmThere } from '../../../host/vmm/vmm-socket.js';
 
 let dir: string;
 let servers: Server[];
@@ -117,5 +117,20 @@ describe('VmmSocket.find', () => {
     } finally {
       found.close();
     }
+  });
+});
+
+describe('noVmmThere', () => {
+  it('says that no VMM runs only where nothing is at the path or nothing listens on the socket; anything else there says nothing of the VMM', () => {
+    writeFileSync(join(dir, 'file'), '');
+    mkdirSync(join(dir, 'dir'));
+    symlinkSync(join(dir, 'gone'), join(dir, 'dangling'));
+    expect(noVmmThere(failure(join(dir, 'none')))).toBe('no-socket');
+    for (const path of ['file', 'dir', 'dangling', join('file', 'below')]) expect(noVmmThere(failure(join(dir, path))), path).toBeUndefined();
+    const errno = (code: string): Error => Object.assign(new Error(`connect ${code}`), { code });
+    expect(noVmmThere(errno('ECONNREFUSED'))).toBe('stale-socket');
+    // EACCES: a socket that may not be opened; ENOENT on connect: /proc/self/fd missing, not the socket.
+    for (const code of ['EACCES', 'ENOENT', 'EPERM']) expect(noVmmThere(errno(code)), code).toBeUndefined();
+    expect(noVmmThere(new VmmSocketError('unopenable', 'permission denied: run as a user that may open the socket'))).toBeUndefined();
   });
 });
