@@ -406,13 +406,17 @@ export interface UnusableVmDir {
 /**
  * The entries of a whole config dir with a VM name that are no usable VM directory: `link --all`
  * links none of them and leaves their links as they are (`link <vm>` of one fails, saying why), so
- * each is said. A symlink to nothing whose VM has links recorded is said as an orphaned client.
+ * each is said. A symlink to nothing whose VM has links recorded is said as an orphaned client; a
+ * file that is no directory, only where links are recorded for its name.
  */
 function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): UnusableVmDir[] {
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
     const links = linksOfClient(state, dir.name).map((link) => linkReport(link, options));
     if (dir.location === 'dangling-symlink' && links.length > 0) return [];
+    // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
+    // without providers/net is, unless links are recorded for its name.
+    if (dir.location === 'not-a-directory' && links.length === 0) return [];
     return [{ vm: dir.name, problem: vmDirProblem(snapshot, dir.name) ?? dir.location, links }];
   });
 }
