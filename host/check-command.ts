@@ -1,7 +1,8 @@
 import { Command } from 'commander';
 import { directoryOption } from '../shared/cli/directory-option.js';
+import { optionSource, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
-import { type ConfigProblem, checkVm, configDirFrom } from './config.js';
+import { CONFIG_DIR_ENV, type ConfigProblem, checkVm, configDirFrom } from './config.js';
 import { readConfigVms } from './config-reader.js';
 import { isVmName, vmName } from './vm-name.js';
 
@@ -43,7 +44,9 @@ export function checkCommand(env: Readonly<Record<string, string | undefined>> =
     .option('--config-dir <dir>', `directory of VM directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`, directoryOption('--config-dir'))
     .option('--json', 'print one JSON object: {vm, configDir, valid, providers, problems: [{vm, kind, message}]}')
     .action(async (name: string, options: { configDir?: string; json?: boolean }) => {
-      const report = await checkReport(configDirFrom(options.configDir, env), name);
+      // A relative dir needs the working directory: one deleted would have every VM look missing.
+      const configDir = usablePath(configDirFrom(options.configDir, env), optionSource('--config-dir', options.configDir !== undefined, CONFIG_DIR_ENV, env));
+      const report = await checkReport(configDir, name);
       if (options.json === true) process.stdout.write(formatCheckJson(report));
       else if (report.valid) process.stdout.write(formatCheckText(report));
       if (!report.valid) {

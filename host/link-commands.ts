@@ -4,13 +4,14 @@ import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/prog
 import { directoryOption } from '../shared/cli/directory-option.js';
 import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
+import { type OptionSource, optionSource, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { AddressError } from '../shared/address-error.js';
 import { type AttachChoice, AttachModeError, parseAttachChoice } from './attach-mode.js';
-import { type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
+import { CONFIG_DIR_ENV, type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
-import { DEFAULT_DEVICE_PREFIX, DeviceNameError, devicePrefix } from './device-names.js';
+import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import {
   type FailedVm,
   type KeepGoingOutcome,
@@ -36,12 +37,15 @@ import {
   unlinkVm,
   unusedAttachModes,
 } from './linker.js';
-import { stateDirFrom } from './state-store.js';
+import { STATE_DIR_ENV, stateDirFrom } from './state-store.js';
 import { VmNameError, shownPath } from './vm-name.js';
-import { type SideArguments, type VmmFlags, socketPath, vmmArgumentsFor } from './vmm-port.js';
+import { type SideArguments, type VmmFlags, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
+
+const DEVICE_PREFIX_ENV = 'SPECTRUM_DEVICE_PREFIX';
+const NETNS_PREFIX_ENV = 'SPECTRUM_NETNS_PREFIX';
 
 /** The flags of every linker command: where links are recorded, what their devices are called. */
 interface StateFlags {
@@ -86,11 +90,12 @@ function linkerOptionsOf(env: Env) {
       new Option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`).argParser(directoryOption('--state-dir')),
     devicePrefix: () =>
       new Option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)').default(
-        env['SPECTRUM_DEVICE_PREFIX'] || DEFAULT_DEVICE_PREFIX,
-        `$SPECTRUM_DEVICE_PREFIX or ${DEFAULT_DEVICE_PREFIX}`,
+        env[DEVICE_PREFIX_ENV] || DEFAULT_DEVICE_PREFIX,
+        `$${DEVICE_PREFIX_ENV} or ${DEFAULT_DEVICE_PREFIX}`,
       ),
+    // An empty variable is no prefix, as none is.
     netnsPrefix: () =>
-      new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env['SPECTRUM_NETNS_PREFIX'] ?? '', '$SPECTRUM_NETNS_PREFIX or none'),
+      new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV} or none`),
     mtu: () => new Option('--mtu <bytes>', "MTU of every link device, which the VMs' NICs learn").default('1500'),
     attach: (description: string) => new Option('--attach <mode>', description).argParser(collect).default([], 'none'),
     qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),
@@ -105,8 +110,56 @@ function linkerOptionsOf(env: Env) {
   };
 }
 
-function stateOptions(flags: StateFlags, env: Env): Pick<LinkerOptions, 'stateDir' | 'devicePrefix'> {
-  return { stateDir: stateDirFrom(flags.stateDir, env), devicePrefix: devicePrefix(flags.devicePrefix) };
+/**
+ * Where the value of an option whose default is an environment variable's came from: commander
+ * says 'cli' of a value typed, 'default' of the `.default()` (the variable's value, or ours).
+ */
+function sourceOf(command: Command, key: string, flag: string, variable: string, env: Env): OptionSource {
+  return optionSource(flag, command.getOptionValueSource(key) === 'cli', variable, env);
+}
+
+/** The device prefix checked, a bad one's message naming where it came from: the option or the variable. */
+function devicePrefixFrom(text: string, source: OptionSource): DevicePrefix {
+  try {
+    return devicePrefix(text);
+  } catch (error) {
+    if (!(error instanceof DeviceNameError)) throw error;
+    throw new DeviceNameError(error.kind, `${sourceName(source)}: ${error.message}`);
+  }
+}
+
+/**
+ * The netns prefix checked. checkNetnsPrefix names --netns-prefix: a bad value from the variable
+ * (the option not given) is said to be the variable's.
+ */
+function netnsPrefixFrom(text: string, source: OptionSource): string {
+  try {
+    return checkNetnsPrefix(text);
+  } catch (error) {
+    const flag = '--netns-prefix ';
+    if (source.from !== 'environment' || !(error instanceof CliError) || !error.message.startsWith(flag)) throw error;
+    throw new CliError(`${sourceName(source)} ${error.message.slice(flag.length)}`, error.exitCode);
+  }
+}
+
+function stateOptions(flags: StateFlags, env: Env, command: Command): Pick<LinkerOptions, 'stateDir' | 'devicePrefix'> {
+  const stateDir = usablePath(stateDirFrom(flags.stateDir, env), optionSource('--state-dir', flags.stateDir !== undefined, STATE_DIR_ENV, env));
+  return { stateDir, devicePrefix: devicePrefixFrom(flags.devicePrefix, sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env)) };
+}
+
+/** The config dir: --config-dir, else $SPECTRUM_CONFIG_DIR, else Spectrum's; a relative one needs the working directory. */
+function configDirOf(flag: string | undefined, env: Env): string {
+  return usablePath(configDirFrom(flag, env), optionSource('--config-dir', flag !== undefined, CONFIG_DIR_ENV, env));
+}
+
+/**
+ * The VMM socket templates, checked before any is used: a relative one needs the working
+ * directory, without which connecting says ENOENT, which unlink takes for a VMM that has gone.
+ */
+function checkSocketTemplates(flags: VmmFlags): void {
+  for (const [flag, template] of [['--qmp-socket', flags.qmpSocket], ['--ch-socket', flags.chSocket]] as const) {
+    usablePath(socketTemplate(flag, template), { from: 'option', flag });
+  }
 }
 
 /** list and show take no --attach: a link without a recorded attach mode is shown with the default. */
@@ -415,12 +468,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       '--keep-going',
       'link every VM that can be: a VM that fails (its config, the kernel, its VMM, bad input such as a VMM socket path too long) is undone alone and reported; exits 2 if any failed by bad input, else 1 if any failed',
     )
-    .action(async (names: string[], flags: LinkFlags) => {
+    .action(async (names: string[], flags: LinkFlags, command: Command) => {
       const attach = parseAttachChoice(flags.attach);
+      checkSocketTemplates(flags);
       const linkerOpts: LinkerOptions = {
-        ...stateOptions(flags, env),
-        configDir: configDirFrom(flags.configDir, env),
-        netnsPrefix: checkNetnsPrefix(flags.netnsPrefix),
+        ...stateOptions(flags, env, command),
+        configDir: configDirOf(flags.configDir, env),
+        netnsPrefix: netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env)),
         mtu: integerOption('--mtu', flags.mtu, 68, 65535, 'an MTU'),
         attach,
         vmm: vmmFactory(attach, flags),
@@ -586,10 +640,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.json())
     .option('--forget', 'also release the ids')
     .option('--force', "delete the devices even where a VMM does not detach its NIC (it refuses, or does not answer in time): cuts the VM off; exits 1 naming each such VMM")
-    .action(async (name: string, flags: UnlinkFlags) => {
+    .action(async (name: string, flags: UnlinkFlags, command: Command) => {
       const attach = parseAttachChoice(flags.attach);
       const forget = flags.forget === true;
-      const { reports, failures, recordedVms } = await unlinkVm(name, { forget, force: flags.force === true }, { ...stateOptions(flags, env), attach, vmm: vmmFactory(attach, flags) });
+      checkSocketTemplates(flags);
+      const options = { ...stateOptions(flags, env, command), attach, vmm: vmmFactory(attach, flags) };
+      const { reports, failures, recordedVms } = await unlinkVm(name, { forget, force: flags.force === true }, options);
       // A per-VM mode for a VM that no recorded link involves could serve no unlink: a typo, most
       // likely, with which a link without a recorded mode got the default one. One for a VM with
       // other links is fine: scripts pass one --attach set to every call.
@@ -645,7 +701,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.stateDir())
     .addOption(option.devicePrefix())
     .addOption(option.json())
-    .action(async (flags: StateFlags) => printListed(await listLinks({ ...stateOptions(flags, env), attach: DEFAULT_ATTACH }), flags.json === true));
+    .action(async (flags: StateFlags, command: Command) => printListed(await listLinks({ ...stateOptions(flags, env, command), attach: DEFAULT_ATTACH }), flags.json === true));
 
   const show = new Command('show')
     .description('show the links of one VM (as client or as provider); a name with no links and no VM directory is an error')
@@ -654,8 +710,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.stateDir())
     .addOption(option.devicePrefix())
     .addOption(option.json())
-    .action(async (name: string, flags: ShowFlags) => {
-      const options = { ...stateOptions(flags, env), configDir: configDirFrom(flags.configDir, env), attach: DEFAULT_ATTACH };
+    .action(async (name: string, flags: ShowFlags, command: Command) => {
+      const options = { ...stateOptions(flags, env, command), configDir: configDirOf(flags.configDir, env), attach: DEFAULT_ATTACH };
       printListed(await showLinks(name, options), flags.json === true);
     });
 
@@ -664,8 +720,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.stateDir())
     .addOption(option.devicePrefix())
     .addOption(option.json())
-    .action(async (flags: StateFlags) => {
-      const removed = await collectGarbage(stateOptions(flags, env));
+    .action(async (flags: StateFlags, command: Command) => {
+      const removed = await collectGarbage(stateOptions(flags, env, command));
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
       else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
     });

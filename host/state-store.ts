@@ -22,10 +22,28 @@
 // few milliseconds that must finish before anything goes on anyway), and a short-lived command
 // pays more for the thread pool and for loading node:fs/promises than for the calls themselves.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { closeSync, constants, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  type Stats,
+  closeSync,
+  constants,
+  existsSync,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { loadNativeAddon } from '../shared/native-addon.js';
-import { type LinkState, emptyState, parseState, serializeState } from './link-state.js';
+import { ID_COUNT, type LinkState, emptyState, parseState, serializeState } from './link-state.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/spectrum-link';
 export const STATE_DIR_ENV = 'SPECTRUM_STATE_DIR';
@@ -35,9 +53,21 @@ const TEMP_SUFFIX = '.tmp';
 /** Where the lock's holder writes its PID, for the message of a waiter that times out. */
 const HOLDER_FILE = '.lock-holder';
 
+/**
+ * The largest state file read: 64 MiB. The largest state spectrum-link writes holds all 65534 ids
+ * (CLIENT_ID_MIN..CLIENT_ID_MAX), each on a line of at most 243 bytes (two 64-character VM names,
+ * a 5-digit id, both sides attached with cloud-hypervisor, the longest mode): 15.9 MB. 64 MiB is
+ * four times that, room for a file reformatted by hand (pretty-printed with a key per line it is
+ * 20 MB). A larger file cannot be a state, and reading it would take as long and as much memory as
+ * it is large (a sparse file of 3 GB: 17 s and 4 GB, holding the lock) only to be refused.
+ */
+export const STATE_FILE_MAX_BYTES = 64 * 1024 * 1024;
+
 export type StateStoreErrorKind =
   | 'state-dir-unusable'
   | 'read-failed'
+  /** The state file is larger than STATE_FILE_MAX_BYTES: not read, left as it is. */
+  | 'too-large'
   /** The new state did not replace the file: it holds what it held before. */
   | 'write-failed'
   /** The new state replaced the file, but the directory could not be synced: a crash may bring the old one back. */
@@ -86,12 +116,15 @@ export async function loadState(dir: string): Promise<LinkState> {
     // (and a target outside the state dir is outside the lock: another state dir could link to it).
     const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
     try {
-      if (!fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'not a regular file' });
+      const info = fstatSync(fd);
+      if (!info.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'not a regular file' });
+      if (info.size > STATE_FILE_MAX_BYTES) throw new StateStoreError('too-large', tooLargeMessage(path, info.size));
       text = readFileSync(fd, 'utf8');
     } finally {
       closeSync(fd);
     }
   } catch (error) {
+    if (error instanceof StateStoreError) throw error;
     if (isCode(error, 'ENOENT')) return emptyState();
     if (isCode(error, 'ELOOP')) {
       throw new StateStoreError(
@@ -104,15 +137,43 @@ export async function loadState(dir: string): Promise<LinkState> {
   return parseState(text, path); // a StateError names the file and leaves it alone
 }
 
-/** Replace the state file atomically and durably. Call it holding the lock (see updateState). */
+const MIB = 1024 * 1024;
+
+function tooLargeMessage(path: string, size: number): string {
+  const mib = (bytes: number): string => `${(bytes / MIB).toFixed(bytes % MIB === 0 ? 0 : 1)} MiB`;
+  return (
+    `state file ${path} is ${size} bytes (${mib(size)}), more than the ${STATE_FILE_MAX_BYTES} bytes (${mib(STATE_FILE_MAX_BYTES)}) a state file can take ` +
+    `(all ${ID_COUNT} links take at most 16 MB), so it was not read, and was left untouched: check what wrote it, or move it aside to start over (every recorded id is then forgotten)`
+  );
+}
+
+/** The regular file at path (not followed through a symlink), if any: the state file a save replaces. */
+function existingFile(path: string): Stats | undefined {
+  const info = lstatSync(path, { throwIfNoEntry: false });
+  return info?.isFile() === true ? info : undefined;
+}
+
+/**
+ * Replace the state file atomically and durably. Call it holding the lock (see updateState). The
+ * new file keeps the old one's mode and owner (an operator's 0600, a group that may read it); a
+ * first one is made 0644 (less the umask), owned by whoever runs this.
+ */
 export async function saveState(dir: string, state: LinkState): Promise<void> {
   const path = stateFilePath(dir);
   const temp = join(dir, `${TEMP_PREFIX}${process.pid}.${tempTag()}${TEMP_SUFFIX}`);
   try {
-    const fd = openSync(temp, 'wx', 0o644);
+    const old = existingFile(path);
+    // 0600 until given the old file's mode: never readable by more than the old one was meanwhile.
+    const fd = openSync(temp, 'wx', old === undefined ? 0o644 : 0o600);
     try {
       const bytes = Buffer.from(serializeState(state), 'utf8');
       for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
+      if (old !== undefined) {
+        // Owner first: a chown may clear the set-id bits, which the chmod then gives back.
+        const made = fstatSync(fd);
+        if (made.uid !== old.uid || made.gid !== old.gid) keepOwner(fd, path, old);
+        fchmodSync(fd, old.mode & 0o7777);
+      }
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -124,6 +185,7 @@ export async function saveState(dir: string, state: LinkState): Promise<void> {
     } catch {
       // never created, or already renamed
     }
+    if (error instanceof StateStoreError) throw error;
     const check = isCode(error, 'EROFS') ? 'a read-only file system: check how the state dir is mounted' : "check the state dir's permissions and free space";
     throw new StateStoreError('write-failed', `cannot write state file ${path} (${reasonOf(error)}); ${check}`);
   }
@@ -136,6 +198,22 @@ export async function saveState(dir: string, state: LinkState): Promise<void> {
     }
   } catch (error) {
     throw new StateStoreError('sync-failed', `wrote ${path} but could not sync ${dir} (${reasonOf(error)}); the change may not survive a crash`);
+  }
+}
+
+/**
+ * Give the new state file (fd) the old one's owner and group. Refused (EPERM) to anyone but root
+ * where they are another user's or a group this one is not in: the save fails rather than hand
+ * the file to whoever runs this.
+ */
+function keepOwner(fd: number, path: string, old: Stats): void {
+  try {
+    fchownSync(fd, old.uid, old.gid);
+  } catch (error) {
+    throw new StateStoreError(
+      'write-failed',
+      `cannot write state file ${path}: the new file cannot be given the old one's owner ${old.uid}:${old.gid} (${reasonOf(error)}), so the old one was kept; run spectrum-link as root or as that owner, or chown the file to the user that runs it`,
+    );
   }
 }
 
@@ -198,10 +276,17 @@ class MakeDirError extends Error {}
  * missing directory, whatever the cause. Here each mkdir's own error is the reason given.
  */
 function makeDirs(dir: string): void {
+  let absolute: string;
+  try {
+    absolute = resolve(dir);
+  } catch {
+    // Only a relative dir needs the working directory, which getcwd(2) says ENOENT of once deleted.
+    throw new MakeDirError('the working directory is gone, so the relative path cannot be resolved: give an absolute path');
+  }
   const missing: string[] = [];
   // existsSync follows symlinks (one to nothing looks missing: mkdir then finds it there) and is
   // false below a file (mkdir then says ENOTDIR).
-  for (let path = resolve(dir); !existsSync(path); path = dirname(path)) {
+  for (let path = absolute; !existsSync(path); path = dirname(path)) {
     missing.push(path);
     if (dirname(path) === path) break;
   }
@@ -214,7 +299,7 @@ function makeDirs(dir: string): void {
         // Made meanwhile by another run: as good.
         if (there.isDirectory()) continue;
         if (there.isSymbolicLink()) throw new MakeDirError(`${path} is a symlink to ${readlinkSync(path)}, which does not exist`);
-        throw new MakeDirError(path === resolve(dir) ? 'it is not a directory' : 'a path above it is not a directory');
+        throw new MakeDirError(path === absolute ? 'it is not a directory' : 'a path above it is not a directory');
       }
       if (isCode(error, 'ENOTDIR')) throw new MakeDirError('a path above it is not a directory');
       if (isCode(error, 'EROFS')) throw new MakeDirError(`cannot make ${path}: EROFS, a read-only file system; check how it is mounted`);

@@ -86,13 +86,13 @@ describeNetns('a state dir on a read-only file system', () => {
 
   it('that cannot be made says so (where mkdir -p says ENOENT), and one that exists fails its first save saying so; the host sees no mount', async () => {
     const missing = await onReadOnlyTmpfs('true', ['allocate', join(mountPoint, 'state', 'sub'), 'appvm-lynx', 'netvm']);
-    expect(missing.code).not.toBe(0);
-    expect(missing.stderr).toContain(
-      `state dir ${join(mountPoint, 'state', 'sub')} cannot be used (cannot make ${join(mountPoint, 'state')}: EROFS, a read-only file system; check how it is mounted)`,
+    expect(missing.code).toBe(1);
+    expect(missing.stdout).toContain(
+      `state-dir-unusable: state dir ${join(mountPoint, 'state', 'sub')} cannot be used (cannot make ${join(mountPoint, 'state')}: EROFS, a read-only file system; check how it is mounted)`,
     );
     const present = await onReadOnlyTmpfs(`mkdir "$0/state"`, ['allocate', join(mountPoint, 'state'), 'appvm-lynx', 'netvm']);
-    expect(present.code).not.toBe(0);
-    expect(present.stderr).toMatch(/cannot write state file .*\/state\/links\.json \(EROFS\); a read-only file system: check how the state dir is mounted/);
+    expect(present.code).toBe(1);
+    expect(present.stdout).toMatch(/^write-failed: cannot write state file .*\/state\/links\.json \(EROFS\); a read-only file system: check how the state dir is mounted/);
     // The tmpfs stayed in those mount namespaces.
     expect(await readdir(mountPoint)).toEqual([]);
     expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(mountPoint);

@@ -1,13 +1,15 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { allocateLink, allocateLinks, emptyState, serializeState } from '../../host/link-state.js';
-import { StateStoreError, loadState, saveState, stateDirFrom, stateFilePath, updateState, withStateLock } from '../../host/state-store.js';
-import { vmName } from '../../host/vm-name.js';
+import { ID_COUNT, type Link, allocateLink, allocateLinks, emptyState, serializeState } from '../../host/link-state.js';
+import { STATE_FILE_MAX_BYTES, StateStoreError, loadState, saveState, stateDirFrom, stateFilePath, updateState, withStateLock } from '../../host/state-store.js';
+import { VM_NAME_MAX, vmName } from '../../host/vm-name.js';
+import { clientId } from '../../shared/client-id.js';
+import { CLIENT_ID_MIN } from '../../shared/scheme.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const FIXTURE = join(ROOT, 'dist', 'test', 'host', 'fixtures', 'allocate.js');
@@ -114,6 +116,83 @@ describe('load and save', () => {
         message: `state dir ${stateDir} cannot be used (${join(dir, 'dangling')} is a symlink to ${join(dir, 'gone')}, which does not exist); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory`,
       });
     }
+  });
+});
+
+describe('the size bound', () => {
+  it('is at least four times the largest state: every id held, by the longest names, attached the longest way', async () => {
+    const links: Link[] = Array.from({ length: ID_COUNT }, (_, index) => ({
+      client: vmName(`c${String(index).padStart(VM_NAME_MAX - 1, '0')}`),
+      provider: vmName(`p${String(index).padStart(VM_NAME_MAX - 1, '0')}`),
+      id: clientId(CLIENT_ID_MIN + index),
+      attached: { client: 'cloud-hypervisor', provider: 'cloud-hypervisor' },
+    }));
+    const largest = { version: 1 as const, links };
+    expect(Buffer.byteLength(serializeState(largest)) * 4).toBeLessThanOrEqual(STATE_FILE_MAX_BYTES);
+    await saveState(dir, largest);
+    expect((await loadState(dir)).links).toHaveLength(ID_COUNT);
+  });
+
+  it('refuses a state file over it before reading it (a sparse one of 3 GB too), saying its size and the bound, and leaves it untouched', async () => {
+    const path = stateFilePath(dir);
+    for (const [size, shown] of [
+      [STATE_FILE_MAX_BYTES + 1, '64.0 MiB'],
+      [3 * 1024 ** 3, '3072 MiB'],
+    ] as const) {
+      await writeFile(path, '');
+      await truncate(path, size);
+      const before = await stat(path);
+      const refused = {
+        name: 'StateStoreError',
+        kind: 'too-large',
+        message: `state file ${path} is ${size} bytes (${shown}), more than the ${STATE_FILE_MAX_BYTES} bytes (64 MiB) a state file can take (all 65534 links take at most 16 MB), so it was not read, and was left untouched: check what wrote it, or move it aside to start over (every recorded id is then forgotten)`,
+      };
+      await expect(loadState(dir)).rejects.toMatchObject(refused);
+      await expect(updateState(dir, (state) => allocateLink(state, pair))).rejects.toMatchObject(refused);
+      const after = await stat(path);
+      expect({ size: after.size, mtimeMs: after.mtimeMs, ino: after.ino }).toEqual({ size: before.size, mtimeMs: before.mtimeMs, ino: before.ino });
+      expect(await readdir(dir)).toEqual(['links.json']);
+    }
+  });
+
+  it('reads a file of exactly the bound (a bad one is then refused for what it holds)', async () => {
+    await writeFile(stateFilePath(dir), '');
+    await truncate(stateFilePath(dir), STATE_FILE_MAX_BYTES);
+    await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateError', kind: 'not-json' });
+  });
+});
+
+describe('mode and owner of the state file', () => {
+  const modeOf = async (path: string): Promise<number> => (await stat(path)).mode & 0o7777;
+
+  it('makes a first one 0644 (less the umask), owned by this user', async () => {
+    await updateState(dir, (state) => allocateLink(state, pair));
+    const info = await stat(stateFilePath(dir));
+    expect({ mode: info.mode & 0o7777, uid: info.uid, gid: info.gid }).toEqual({ mode: 0o644 & ~process.umask(), uid: process.getuid?.(), gid: process.getgid?.() });
+  });
+
+  it("keeps an operator's mode on every save (0600, or one the umask would take bits from)", async () => {
+    await updateState(dir, (state) => allocateLink(state, pair));
+    for (const mode of [0o600, 0o666, 0o640]) {
+      await chmod(stateFilePath(dir), mode);
+      const before = await stat(stateFilePath(dir));
+      await updateState(dir, (state) => allocateLink(state, { client: vmName(`appvm-${mode.toString(8)}`), provider: pair.provider }));
+      const after = await stat(stateFilePath(dir));
+      expect(after.ino, 'the file was replaced').not.toBe(before.ino);
+      expect(await modeOf(stateFilePath(dir))).toBe(mode);
+    }
+    expect(await readdir(dir)).toEqual(['links.json']);
+  });
+
+  it("keeps another user's and group's ownership of the file (run as root)", async () => {
+    expect(process.getuid?.(), 'this test chowns files: run it as root').toBe(0);
+    await updateState(dir, (state) => allocateLink(state, pair));
+    await chown(stateFilePath(dir), 65534, 65533);
+    await chmod(stateFilePath(dir), 0o640);
+    await updateState(dir, (state) => allocateLink(state, { client: vmName('appvm-other'), provider: pair.provider }));
+    const info = await stat(stateFilePath(dir));
+    expect({ uid: info.uid, gid: info.gid, mode: info.mode & 0o7777 }).toEqual({ uid: 65534, gid: 65533, mode: 0o640 });
+    expect((await loadState(dir)).links).toHaveLength(2);
   });
 });
 
@@ -256,6 +335,34 @@ describe('across processes (needs a build)', () => {
     const waiter = await lockOnce(100).finally(release);
     await holding;
     expect(waiter.stdout).toBe('lock-timeout\n');
+  });
+
+  it("refuses to save where it cannot keep the file's owner (run as a user who may not chown), keeping the old file", async () => {
+    expect(process.getuid?.(), 'this test runs the fixture as another user: run it as root').toBe(0);
+    await updateState(dir, (state) => allocateLink(state, pair));
+    const before = await readFile(stateFilePath(dir), 'utf8');
+    // The dir is nobody's, so nobody could replace root's file there: the owner is what stops it.
+    await chown(dir, 65534, 65534);
+    const result = await run(process.execPath, [FIXTURE, 'allocate', dir, 'appvm-other', 'netvm'], { uid: 65534, gid: 65534 }).catch((error: { code: number; stdout: string }) => error);
+    expect(result).toMatchObject({
+      code: 1,
+      stdout: `write-failed: cannot write state file ${stateFilePath(dir)}: the new file cannot be given the old one's owner 0:0 (EPERM), so the old one was kept; run spectrum-link as root or as that owner, or chown the file to the user that runs it\n`,
+    });
+    expect(await readFile(stateFilePath(dir), 'utf8')).toBe(before);
+    expect((await stat(stateFilePath(dir))).uid).toBe(0);
+    expect(await readdir(dir)).toEqual(['links.json']);
+  });
+
+  it('says a relative state dir cannot be resolved where the working directory is gone', async () => {
+    const gone = await mkdtemp(join(tmpdir(), 'spectrum-cwd-'));
+    // The shell enters the directory and removes it, then becomes the fixture, run from there.
+    const { stdout } = await run('sh', ['-c', 'cd "$1" && rmdir "$1" && exec "$2" "$3" try state 300', 'sh', gone, process.execPath, FIXTURE]).catch(
+      (error: { stdout: string }) => error,
+    );
+    expect(existsSync(gone)).toBe(false);
+    expect(stdout).toBe(
+      'state-dir-unusable: state dir state cannot be used (the working directory is gone, so the relative path cannot be resolved: give an absolute path); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory\n',
+    );
   });
 
   it('the kernel releases the lock of a killed holder (no stale lock)', async () => {

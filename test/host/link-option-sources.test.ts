@@ -1,0 +1,120 @@
+// spectrum-link's path and prefix options as the installed bin takes them, from the command line
+// or from their environment variables: a relative path where the working directory has been
+// deleted, and a bad value, are each one line that names where the value came from, and nothing
+// is made or recorded.
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { type ExecResult, type Harness, type Netns, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
+import { EXAMPLES, LINK_BIN, requireBuild } from './link-fixture.js';
+
+const VARIABLES = ['SPECTRUM_STATE_DIR', 'SPECTRUM_CONFIG_DIR', 'SPECTRUM_DEVICE_PREFIX', 'SPECTRUM_NETNS_PREFIX'];
+/** An absolute state dir that no run below may make: each is refused before it would. */
+const ABSENT = `/tmp/spectrum-optsrc-absent-${process.pid}`;
+
+describeNetns('spectrum-link option sources', () => {
+  let harness: Harness;
+  let host: Netns;
+  let scratch: string;
+
+  beforeAll(async () => {
+    requireBuild();
+    harness = createHarness('optsrc');
+    scratch = await mkdtemp(join(tmpdir(), 'spectrum-optsrc-'));
+    trackTempDir(scratch);
+  });
+  // Each test starts without it, and in a namespace of its own, whatever one before it did.
+  let made = 0;
+  beforeEach(async () => {
+    await rm(ABSENT, { recursive: true, force: true });
+    made += 1;
+    host = await harness.namespace(`host${made}`);
+  });
+  afterAll(async () => {
+    if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
+    await rm(ABSENT, { recursive: true, force: true });
+    await harness?.cleanup();
+  });
+
+  /** The environment of a run: ours without the variables under test, plus `env`. */
+  const environment = (env: Record<string, string>): NodeJS.ProcessEnv => ({
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !VARIABLES.includes(name))),
+    ...env,
+  });
+
+  /** Run the bin in the test namespace from a working directory that the shell removes first (`gone`), or from the scratch dir. */
+  async function spectrumLink(args: readonly string[], options: { env?: Record<string, string>; cwd: 'gone' | 'scratch' }): Promise<ExecResult> {
+    const cwd = options.cwd === 'gone' ? await mkdtemp(join(scratch, 'cwd-')) : scratch;
+    const remove = options.cwd === 'gone' ? 'rmdir "$1" && ' : '';
+    const script = `cd "$1" && ${remove}shift && exec node "$@"`;
+    return host.exec(['sh', '-c', script, 'sh', cwd, LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true, env: environment(options.env ?? {}) });
+  }
+
+  /** Only the loopback device: no command made one. */
+  async function devicesMade(): Promise<string[]> {
+    const { stdout } = await host.exec(['ip', '-o', 'link', 'show'], { enter: 'nsenter' });
+    return stdout
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => line.split(': ')[1] ?? '')
+      .filter((name) => name !== 'lo');
+  }
+
+  const gone = (source: string, path: string, fix = 'give an absolute path'): string =>
+    `spectrum-link: the working directory is gone, so ${source} "${path}", a relative path, cannot be resolved: ${fix}\n`;
+  const fromVariable = 'set it to an absolute path';
+
+  it.each([
+    [['link', 'appvm-lynx', '--config-dir', EXAMPLES, '--state-dir', 'state'], {}, gone('--state-dir', 'state')],
+    [['unlink', 'appvm-lynx', '--state-dir', 'state'], {}, gone('--state-dir', 'state')],
+    [['list', '--state-dir', 'state'], {}, gone('--state-dir', 'state')],
+    [['gc', '--state-dir', 'state'], {}, gone('--state-dir', 'state')],
+    [['list'], { SPECTRUM_STATE_DIR: 'state' }, gone('environment variable SPECTRUM_STATE_DIR', 'state', fromVariable)],
+    [['link', 'appvm-lynx', '--config-dir', 'config', '--state-dir', ABSENT], {}, gone('--config-dir', 'config')],
+    [['show', 'appvm-lynx', '--config-dir', 'config', '--state-dir', ABSENT], {}, gone('--config-dir', 'config')],
+    [['link', 'appvm-lynx', '--state-dir', ABSENT], { SPECTRUM_CONFIG_DIR: 'config' }, gone('environment variable SPECTRUM_CONFIG_DIR', 'config', fromVariable)],
+    [['check', 'appvm-lynx', '--config-dir', 'config'], {}, gone('--config-dir', 'config')],
+    [['check', 'appvm-lynx'], { SPECTRUM_CONFIG_DIR: 'config' }, gone('environment variable SPECTRUM_CONFIG_DIR', 'config', fromVariable)],
+    [['link', 'appvm-lynx', '--config-dir', EXAMPLES, '--state-dir', ABSENT, '--qmp-socket', 'run/{vm}.qmp'], {}, gone('--qmp-socket', 'run/{vm}.qmp')],
+    [['unlink', 'appvm-lynx', '--state-dir', ABSENT, '--ch-socket', 'run/{vm}.ch'], {}, gone('--ch-socket', 'run/{vm}.ch')],
+  ] as const)('from a deleted working directory, refuses %j (env %j) in one line naming the source, exit 1, making nothing', async (args, env, line) => {
+    const result = await spectrumLink(args, { env, cwd: 'gone' });
+    expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 1, stdout: '', stderr: line });
+    expect(await readdir(scratch)).toEqual([]);
+    expect(existsSync(ABSENT)).toBe(false);
+    expect(await devicesMade()).toEqual([]);
+  });
+
+  it('takes those relative paths from a working directory that exists', async () => {
+    const listed = await spectrumLink(['list', '--state-dir', 'state'], { env: { SPECTRUM_CONFIG_DIR: 'config' }, cwd: 'scratch' });
+    expect({ code: listed.code, stdout: listed.stdout, stderr: listed.stderr }).toEqual({ code: 0, stdout: 'no links recorded\n', stderr: '' });
+    const checked = await spectrumLink(['check', 'appvm-lynx'], { env: { SPECTRUM_CONFIG_DIR: 'config' }, cwd: 'scratch' });
+    expect(checked.code).toBe(1);
+    expect(checked.stderr).toBe(
+      'spectrum-link: config dir config does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to the directory holding the VM directories\n',
+    );
+  });
+
+  const badNetnsPrefix = (source: string): string => `spectrum-link: ${source} "../x" is not valid: up to 32 of A-Z a-z 0-9 . _ -\n`;
+  const badDevicePrefix = (source: string): string =>
+    `spectrum-link: ${source}: device prefix "Abc" is not valid: a device prefix is 1 to 9 characters: lower-case letters, digits, '_' and '-', starting with a letter\n`;
+  const link = ['link', 'appvm-lynx', '--config-dir', EXAMPLES];
+
+  it.each([
+    [link, { SPECTRUM_NETNS_PREFIX: '../x' }, badNetnsPrefix('environment variable SPECTRUM_NETNS_PREFIX')],
+    [[...link, '--netns-prefix', '../x'], {}, badNetnsPrefix('--netns-prefix')],
+    [[...link, '--netns-prefix', '../x'], { SPECTRUM_NETNS_PREFIX: 'vm-' }, badNetnsPrefix('--netns-prefix')],
+    [['list'], { SPECTRUM_DEVICE_PREFIX: 'Abc' }, badDevicePrefix('environment variable SPECTRUM_DEVICE_PREFIX')],
+    [['list', '--device-prefix', 'Abc'], {}, badDevicePrefix('--device-prefix')],
+    [['gc', '--device-prefix', 'Abc'], { SPECTRUM_DEVICE_PREFIX: 'sn' }, badDevicePrefix('--device-prefix')],
+    [link, { SPECTRUM_DEVICE_PREFIX: 'Abc' }, badDevicePrefix('environment variable SPECTRUM_DEVICE_PREFIX')],
+  ] as const)('refuses %j with env %j in one line naming where the bad value came from, exit 2, making nothing', async (args, env, line) => {
+    const result = await spectrumLink([...args, '--state-dir', ABSENT], { env, cwd: 'scratch' });
+    expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 2, stdout: '', stderr: line });
+    expect(await readdir(scratch)).toEqual([]);
+    expect(existsSync(ABSENT)).toBe(false);
+    expect(await devicesMade()).toEqual([]);
+  });
+});
