@@ -128,18 +128,9 @@ function devicePrefixFrom(text: string, source: OptionSource): DevicePrefix {
   }
 }
 
-/**
- * The netns prefix checked. checkNetnsPrefix names --netns-prefix: a bad value from the variable
- * (the option not given) is said to be the variable's.
- */
+/** The netns prefix checked; a bad value is said to be the source's (the option, or the variable). */
 function netnsPrefixFrom(text: string, source: OptionSource): string {
-  try {
-    return checkNetnsPrefix(text);
-  } catch (error) {
-    const flag = '--netns-prefix ';
-    if (source.from !== 'environment' || !(error instanceof CliError) || !error.message.startsWith(flag)) throw error;
-    throw new CliError(`${sourceName(source)} ${error.message.slice(flag.length)}`, error.exitCode);
-  }
+  return checkNetnsPrefix(text, sourceName(source));
 }
 
 function stateOptions(flags: StateFlags, env: Env, command: Command): Pick<LinkerOptions, 'stateDir' | 'devicePrefix'> {

@@ -238,9 +238,10 @@ export interface LinkReport {
 
 const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
 
-export function checkNetnsPrefix(prefix: string): string {
+/** `source`: where the value came from, as the message names it (the option, or the environment variable). */
+export function checkNetnsPrefix(prefix: string, source = '--netns-prefix'): string {
   if (!NETNS_PREFIX.test(prefix)) {
-    throw new CliError(`--netns-prefix ${JSON.stringify(prefix)} is not valid: up to 32 of A-Z a-z 0-9 . _ -`, EXIT.usage);
+    throw new CliError(`${source} ${JSON.stringify(prefix)} is not valid: up to 32 of A-Z a-z 0-9 . _ -`, EXIT.usage);
   }
   return prefix;
 }
