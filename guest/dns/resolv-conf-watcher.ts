@@ -1,13 +1,31 @@
-import { watch, type FSWatcher } from 'node:fs';
+import { type FSWatcher, type Stats, constants, watch } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { MAX_RESOLV_CONF_LENGTH, parseResolvConf, type ResolvConf } from './resolv-conf.js';
 
-/** Read and parse a resolv.conf; a missing or unreadable file has no nameservers. */
+/** What a file that is not a regular one is, in words. */
+function kindOf(info: Stats): string {
+  if (info.isDirectory()) return 'a directory';
+  if (info.isFIFO()) return 'a FIFO';
+  if (info.isCharacterDevice()) return 'a character device';
+  if (info.isBlockDevice()) return 'a block device';
+  if (info.isSocket()) return 'a socket';
+  return 'a special file';
+}
+
+/**
+ * Read and parse a resolv.conf; a missing or unreadable file, or one that is no regular file (a
+ * symlink to one is), has no nameservers. Opened without blocking: opening a FIFO for reading
+ * waits for a writer, which kept the agent from ever finishing its start; and a device such as
+ * /dev/zero reads as text with no nameserver line, zero upstreams without a word.
+ */
 export async function readResolvConf(path: string): Promise<ResolvConf & { readonly error?: string }> {
   let handle;
   try {
-    handle = await open(path, 'r');
+    // O_NOCTTY: a terminal given by mistake must not become the agent's controlling terminal.
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    const info = await handle.stat();
+    if (!info.isFile()) return { upstreams: [], skipped: [], error: `${path} is not a regular file but ${kindOf(info)}` };
     const buffer = Buffer.alloc(MAX_RESOLV_CONF_LENGTH);
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
     return parseResolvConf(buffer.subarray(0, bytesRead).toString('utf8'));

@@ -2,22 +2,24 @@
 import { closeSync, constants, fstatSync, writeSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { integerOption } from '../../shared/cli/integer-option.js';
+import { interruptOnSignals, signalExitCode } from '../../shared/cli/interruption.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
 import type { ConntrackPort } from '../conntrack-port.js';
 import { KernelConntrack } from '../conntrack/conntrack-purge.js';
-import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption, type ReaperStatus } from '../conntrack/conntrack-reaper.js';
+import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption } from '../conntrack/conntrack-reaper.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import { parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
 import { MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE, clientNewFlowBurst } from '../firewall/table-settings.js';
 import { type ClientFlowLimitOption, type ClientNewFlowRateOption, NftablesFirewall, ProviderServices } from './provider-ports.js';
-import { type AgentStatus, NetdAgent } from './agent.js';
+import { NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, controlRequest } from './control-socket.js';
 import { NetdError } from './netd-error.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
+import { SHOWN_DNS_COUNTS, type StatusReply, readStatusReply } from './status-shape.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -45,9 +47,9 @@ function collectUpstream(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** --notify-fd: a descriptor number as a service manager gives one (s6: the notification-fd file). */
 function parseFd(text: string): number {
-  if (!/^[0-9]{1,4}$/.test(text) || Number(text) < 1) throw new InvalidArgumentError('expected a file descriptor number, 1 or more');
-  return Number(text);
+  return integerOption('--notify-fd', text, 1, 9999, 'a file descriptor number');
 }
 
 /**
@@ -192,27 +194,50 @@ function waitForSignal(): Promise<NodeJS.Signals> {
   });
 }
 
+/** The one line of an agent stopped by `signal` before its first reconcile was done. */
+function stoppedWhileStarting(signal: NodeJS.Signals): CliError {
+  return new CliError(`stopped by ${signal} while starting (before its first reconcile was done); its control socket is removed`, signalExitCode(signal));
+}
+
 async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log: Logger) => Promise<RunPorts>): Promise<void> {
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
   if (options.notifyFd !== undefined) checkNotifyFd(options.notifyFd);
   const log = createLogger('spectrum-netd', { level: logLevel('info') });
+  // From here on a first SIGINT or SIGTERM stops the agent at whatever step it is, start-up
+  // included, through the one teardown below; a second exits at once.
+  const interruption = interruptOnSignals('spectrum-netd', 'its control socket may be left (the next start replaces it)');
+  const stopRequested = new Promise<NodeJS.Signals>((resolve) =>
+    interruption.signal.addEventListener('abort', () => resolve(interruption.received ?? 'SIGTERM'), { once: true }),
+  );
+  /**
+   * A start-up step, cut short by a signal: then the step is left to finish, and `undo` undoes
+   * what it made (the control socket, the services), which the teardown below never got.
+   */
+  const startStep = async <T>(step: Promise<T>, undo: (made: T) => unknown): Promise<T> => {
+    const outcome = await Promise.race([step.then((made) => ({ made })), stopRequested.then((signal) => ({ signal }))]);
+    if ('made' in outcome) return outcome.made;
+    step.then(undo).catch(() => undefined);
+    throw stoppedWhileStarting(outcome.signal);
+  };
   let agent: NetdAgent | undefined;
   let ports: RunPorts | undefined;
+  let control: ControlServer | undefined;
   // Until the first reconcile is done, firewall included (what --notify-fd signals; done also
   // where nft refused the table, and then status says why), status says the agent is starting.
   let ready = false;
-  // The control socket first: a second agent must be told so before it touches ports 53 and 67.
-  const control = await ControlServer.listen(options.controlSocket, async (request) => {
-    if (typeof request === 'object' && request !== null && 'command' in request && request.command === 'status') {
-      if (agent === undefined || !ready) throw new Error(AGENT_STARTING);
-      return { ...(await agent.status()), reaper: ports?.reaper?.status() ?? null, services: ports?.status?.() ?? null };
-    }
-    throw new Error('unknown request: the agent answers {"command":"status"}');
-  });
   let fail: (error: Error) => void = () => undefined;
   const fatal = new Promise<never>((_, reject) => (fail = reject));
   try {
-    ports = await portsFor(options, log);
+    // The control socket first: a second agent must be told so before it touches ports 53 and 67.
+    const listening = ControlServer.listen(options.controlSocket, async (request) => {
+      if (typeof request === 'object' && request !== null && 'command' in request && request.command === 'status') {
+        if (agent === undefined || !ready) throw new Error(AGENT_STARTING);
+        return { ...(await agent.status()), reaper: ports?.reaper?.status() ?? null, services: ports?.status?.() ?? null };
+      }
+      throw new Error('unknown request: the agent answers {"command":"status"}');
+    });
+    control = await startStep(listening, (made) => made.close());
+    ports = await startStep(portsFor(options, log), (made) => made.close?.());
     agent = new NetdAgent(
       new RtnetlinkKernel(),
       { mode: 'provider', ignored: new Set(options.ignore), allowedPairs },
@@ -223,7 +248,8 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
       ports.conntrack ?? null,
     );
     const started = performance.now();
-    await Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]);
+    // What it configured stays, as after a stop once started (agent.stop below ends its watch).
+    await startStep(Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]), () => undefined);
     ready = true;
     ports.reaper?.start();
     const status = await agent.status();
@@ -233,13 +259,14 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
     );
     if (options.notifyFd !== undefined) notifyReady(options.notifyFd);
     ports.warmUp?.().catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'warm-up failed; serving goes on'));
-    const signal = await Promise.race([waitForSignal(), fatal]);
+    const signal = await Promise.race([stopRequested, fatal]);
     log.info({ signal }, 'stopping');
   } finally {
     ports?.reaper?.stop();
     agent?.stop();
-    control.close();
+    control?.close();
     await ports?.close?.();
+    interruption.dispose();
   }
 }
 
@@ -333,7 +360,7 @@ function formatTable(rows: readonly (readonly string[])[]): string {
 }
 
 /** `status` for a terminal: the links (with why one is in conflict or left alone), counters, leases, DHCP, DNS. */
-export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | null; services?: unknown }): string {
+export function formatStatus(status: StatusReply): string {
   const links = formatTable([
     ['LINK', 'ROLE', 'ID', 'IP', 'STATE', 'NOTE'],
     ...status.links.map((l) => [l.name, l.role, l.id === null ? '-' : String(l.id), l.ip ?? '-', l.error === null ? l.state : `error: ${l.error}`, l.note ?? '']),
@@ -369,8 +396,7 @@ export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | nul
     text += `\nconntrack reaper: threshold ${threshold}; count ${reaper.count ?? '-'} at last check; ${reaper.reaped} closed TCP entries deleted; ${reaper.reaps} reaps done${last}`;
     text += `${reaper.failures > 0 ? `; ${reaper.failures} failed` : ''}${reaper.lastError === null ? '' : `; last error: ${reaper.lastError}`}\n`;
   }
-  const services = status.services as { leases?: { ifname: string; clientIp: string; state: string; hostname?: string; expires?: number }[] } | null | undefined;
-  const leases = services?.leases ?? [];
+  const leases = status.services?.leases ?? [];
   if (leases.length > 0) {
     const now = Date.now();
     const rows = leases.map((lease) => [
@@ -383,9 +409,9 @@ export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | nul
     text += `\n${formatTable([['LEASE', 'IP', 'STATE', 'EXPIRES IN', 'HOSTNAME'], ...rows])}\n`;
   }
   // Every DHCP counter, in the server's order: what it answered, dropped, rate-limited, and its link sockets' failures and retries.
-  const dhcp = (status.services as { dhcp?: Record<string, unknown> | null } | null | undefined)?.dhcp;
+  const dhcp = status.services?.dhcp;
   if (dhcp !== undefined && dhcp !== null) text += `\ndhcp: ${Object.entries(dhcp).map(([name, value]) => `${name} ${String(value)}`).join(', ')}\n`;
-  const dns = (status.services as { dns?: Record<string, unknown> | null } | null | undefined)?.dns;
+  const dns = status.services?.dns;
   if (dns !== undefined && dns !== null) {
     const upstreams = Array.isArray(dns['upstreams']) ? dns['upstreams'].map(String) : [];
     const listening = dns['listening'] === true ? 'listening' : `not listening (${String(dns['lastBindError'] ?? 'no provider link yet')})`;
@@ -397,13 +423,9 @@ export function formatStatus(status: AgentStatus & { reaper?: ReaperStatus | nul
     const inUse = upstreams.length === 0 ? 'none' : upstreams.join(', ');
     const upstreamText = unreachable.length === 0 && upstreams.length === 0 ? 'upstreams: none' : `upstreams in use: ${inUse}${unreachable.length === 0 ? '' : `; unreachable (retried): ${unreachable.join(', ')}`}`;
     text += `\ndns: ${listening}; ${upstreamText}\n`;
-    text += `dns: ${['queries', 'answered', 'retransmits', 'upstreamTimeouts', 'failed', 'rateLimited', 'overloaded', 'evicted', 'malformed'].map(count).join(', ')}\n`;
+    text += `dns: ${SHOWN_DNS_COUNTS.map(count).join(', ')}\n`;
   }
   return text;
-}
-
-function isStatus(value: unknown): value is AgentStatus {
-  return typeof value === 'object' && value !== null && 'links' in value && Array.isArray(value.links) && 'counters' in value;
 }
 
 export function statusCommand(): Command {
@@ -419,19 +441,23 @@ export function statusCommand(): Command {
     });
 }
 
-async function agentStatus(controlSocket: string): Promise<AgentStatus> {
+/** The agent's status; its error answer (starting, an unknown request), or an answer that is no status, as a NetdError. */
+async function agentStatus(controlSocket: string): Promise<StatusReply> {
   const reply = await controlRequest(controlSocket, { command: 'status' });
-  if (!isStatus(reply)) {
-    const error = typeof reply === 'object' && reply !== null && 'error' in reply ? String(reply.error) : 'unexpected reply';
-    throw new NetdError(error === AGENT_STARTING ? 'not-ready' : 'control-socket', `spectrum-netd answered: ${error}`);
+  if (typeof reply === 'object' && reply !== null && !('links' in reply) && 'error' in reply && typeof reply.error === 'string') {
+    throw new NetdError(reply.error === AGENT_STARTING ? 'not-ready' : 'control-socket', `spectrum-netd answered: ${reply.error}`);
   }
-  return reply;
+  const read = readStatusReply(reply);
+  if ('problem' in read) {
+    throw new NetdError('control-socket', `the answer on ${controlSocket} is not a spectrum-netd status: ${read.problem}; is --control-socket the agent's socket?`);
+  }
+  return read.status;
 }
 
 const READY_POLL_MS = 100;
 
 /** The status once the agent answers it (after its first reconcile, firewall included), polling up to waitMs. */
-async function readyStatus(controlSocket: string, waitMs: number): Promise<AgentStatus> {
+async function readyStatus(controlSocket: string, waitMs: number): Promise<StatusReply> {
   const deadline = performance.now() + waitMs;
   for (;;) {
     try {

@@ -1,5 +1,5 @@
 // The agent's control socket: one JSON request per line, one JSON reply line, then close.
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { dirname } from 'node:path';
 import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
@@ -140,39 +140,79 @@ function serve(socket: Socket, handler: ControlHandler, idleMs: number): void {
   socket.on('data', onData);
 }
 
-/** Send one request to a running agent and return its parsed reply. */
+/**
+ * The longest reply read. The largest real one is a status, which grows with the clients served:
+ * at most 65,534 (one per client id), each a link row, a firewall model entry, a DHCP lease and an
+ * IP owing a conntrack purge, under 1 KB with every text at its longest (control-socket.test.ts
+ * works it out): ~64 MB in all, and what --allow-pair adds is bounded by the command line. Twice
+ * that still keeps the client well below V8's longest string (~512 MiB), which a peer that never
+ * stops sending (no spectrum-netd: another service on that path) made it reach, a RangeError.
+ */
+export const MAX_REPLY_BYTES = 128 * 1024 * 1024;
+
+/** The one line for a reply that no spectrum-netd sends. */
+function notOurs(path: string, why: string): NetdError {
+  return new NetdError('control-socket', `the answer on ${path} is not a spectrum-netd reply: ${why}; is --control-socket the agent's socket?`);
+}
+
+/**
+ * What is at `path`, where connect(2) was refused: a socket nobody listens on (an agent that was
+ * killed), or a file that is no socket at all (a mistyped --control-socket); undefined if unknown.
+ */
+function kindAt(path: string): string | undefined {
+  try {
+    const info = statSync(path);
+    return info.isSocket() ? 'socket' : info.isFile() ? 'a regular file' : info.isDirectory() ? 'a directory' : info.isFIFO() ? 'a FIFO' : 'a special file';
+  } catch {
+    return undefined;
+  }
+}
+
+/** Send one request to a running agent and return its parsed reply (at most MAX_REPLY_BYTES). */
 export function controlRequest(path: string, request: unknown): Promise<unknown> {
   return new Promise((resolve, reject) => {
     checkControlSocketPath(path);
     const socket = connect(path);
-    let reply = '';
+    const reply: Buffer[] = [];
+    let replyBytes = 0;
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new NetdError('control-socket', `spectrum-netd on ${path} did not answer within ${CLIENT_TIMEOUT_MS / 1000} s`));
     }, CLIENT_TIMEOUT_MS);
-    socket.setEncoding('utf8');
     socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`));
-    socket.on('data', (chunk: string) => (reply += chunk));
+    socket.on('data', (chunk: Buffer) => {
+      replyBytes += chunk.length;
+      if (replyBytes <= MAX_REPLY_BYTES) {
+        reply.push(chunk);
+        return;
+      }
+      clearTimeout(timer);
+      socket.destroy();
+      reject(notOurs(path, `it is longer than ${MAX_REPLY_BYTES / (1 << 20)} MiB`));
+    });
     socket.on('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
+      const kind = error.code === 'ECONNREFUSED' ? kindAt(path) : 'socket';
       reject(
-        error.code === 'ENOENT' || error.code === 'ECONNREFUSED'
-          ? new NetdError('not-running', `no spectrum-netd is running on ${path} (${error.code}): start it, or give --control-socket`)
-          : error.code === 'EPIPE' || error.code === 'ECONNRESET'
-            ? unanswered(path)
-            : new NetdError('control-socket', `cannot talk to spectrum-netd on ${path}: ${error.message}`),
+        kind !== undefined && kind !== 'socket'
+          ? new NetdError('control-socket', `${path} is not a socket but ${kind}: give --control-socket the path the agent was started with`)
+          : error.code === 'ENOENT' || error.code === 'ECONNREFUSED'
+            ? new NetdError('not-running', `no spectrum-netd is running on ${path} (${error.code}): start it, or give --control-socket`)
+            : error.code === 'EPIPE' || error.code === 'ECONNRESET'
+              ? unanswered(path)
+              : new NetdError('control-socket', `cannot talk to spectrum-netd on ${path}: ${error.message}`),
       );
     });
     socket.on('end', () => {
       clearTimeout(timer);
-      if (reply === '') {
+      if (replyBytes === 0) {
         reject(unanswered(path));
         return;
       }
       try {
-        resolve(JSON.parse(reply));
+        resolve(JSON.parse(Buffer.concat(reply).toString('utf8')));
       } catch {
-        reject(new NetdError('control-socket', `spectrum-netd on ${path} sent a reply that is not JSON`));
+        reject(notOurs(path, 'it is not JSON'));
       }
     });
   });

@@ -1,14 +1,16 @@
 // The spectrum-netd subcommands as an operator meets them: --help texts, repeatable options,
 // bad option values, the human `status` text. (The agent itself is tested in agent*.test.ts.)
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { clientCommand, formatStatus, runCommand } from '../../../guest/netd/commands.js';
+import { NoopFirewall } from '../../../guest/firewall-port.js';
+import { NoopServices } from '../../../guest/services-port.js';
+import { type RunPorts, clientCommand, formatStatus, runCommand } from '../../../guest/netd/commands.js';
 import { ControlServer } from '../../../guest/netd/control-socket.js';
 import { EXIT, runCli } from '../../../shared/cli/run-cli.js';
 
@@ -123,8 +125,67 @@ describe('spectrum-netd run --notify-fd', () => {
     expect(code).toBe(EXIT.usage);
   });
 
+  it('says the range of descriptor numbers it takes', async () => {
+    // It said "1 or more" of 99999, which is more than 1.
+    for (const fd of ['0', '99999', 'x']) {
+      expect(await runUntilPorts(['--notify-fd', fd])).toEqual({ code: EXIT.usage, err: `spectrum-netd: --notify-fd "${fd}" is not valid: give a file descriptor number from 1 to 9999\n` });
+    }
+  });
+
   it('takes an open descriptor and goes on to start the agent', async () => {
     expect(await runUntilPorts(['--notify-fd', '1'])).toEqual({ code: EXIT.internal, err: 'spectrum-netd: internal error: ports reached\n' });
+  });
+});
+
+describe('spectrum-netd run, stopped while it starts', () => {
+  let dir = '';
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-start-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /**
+   * `run` as the bin runs it, its ports (the firewall and services) still being made when `signal`
+   * comes: they are the promise returned, settled by the test. No link, firewall or service is touched.
+   */
+  async function stopWhileMakingPorts(signal: NodeJS.Signals, socket: string): Promise<{ code: number; err: string; made: () => void; closed: Promise<void> }> {
+    let err = '';
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
+    let made: () => void = () => undefined;
+    let closed: () => void = () => undefined;
+    const closing = new Promise<void>((resolve) => (closed = resolve));
+    const ports = (): Promise<RunPorts> => {
+      // The control socket is there: the agent is starting. Signalled as a service manager would.
+      expect(statSync(socket).isSocket()).toBe(true);
+      setImmediate(() => process.emit(signal, signal));
+      return new Promise((resolve) => {
+        made = () => resolve({ firewall: new NoopFirewall(), services: new NoopServices(), close: () => Promise.resolve(closed()) });
+      });
+    };
+    try {
+      const code = await runCli(new Command('spectrum-netd').addCommand(runCommand(ports)), ['run', '--control-socket', socket]);
+      return { code, err, made, closed: closing };
+    } finally {
+      stderr.mockRestore();
+    }
+  }
+
+  it.each([
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const)('%s: one line, its control socket removed, exit %i; services made after it are closed', async (signal, exitCode) => {
+    // It was killed with no line, and left its control socket.
+    const socket = join(dir, `${signal}.sock`);
+    const listeners = process.listenerCount(signal);
+    const stopped = await stopWhileMakingPorts(signal, socket);
+    expect(stopped.err).toBe(`spectrum-netd: stopped by ${signal} while starting (before its first reconcile was done); its control socket is removed\n`);
+    expect(stopped.code).toBe(exitCode);
+    expect(existsSync(socket)).toBe(false);
+    // The signal handling is given back: a later signal ends the process as usual.
+    expect(process.listenerCount(signal)).toBe(listeners);
+    // The services the cut-short step still made (its sockets bound) are closed, not left serving.
+    stopped.made();
+    await stopped.closed;
   });
 });
 

@@ -1,9 +1,15 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { type Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ControlServer, checkControlSocketPath, controlRequest } from '../../../guest/netd/control-socket.js';
+import type { AgentStatus } from '../../../guest/netd/agent.js';
+import { ControlServer, MAX_REPLY_BYTES, checkControlSocketPath, controlRequest } from '../../../guest/netd/control-socket.js';
+import type { LeaseInfo } from '../../../guest/dhcp/lease-table.js';
+import { MAX_CLIENT_IDENTIFIER_BYTES, MAX_HOSTNAME_CHARS } from '../../../guest/dhcp/lease-table.js';
+import type { FirewallModel } from '../../../guest/firewall/model.js';
+import { CLIENT_ID_MAX } from '../../../shared/scheme.js';
 import { NetdError } from '../../../guest/netd/netd-error.js';
 
 async function kindOf(run: () => Promise<unknown>): Promise<string | undefined> {
@@ -136,5 +142,84 @@ describe('the control socket', () => {
     server = await ControlServer.listen(join(dir, 'c.sock'), () => Promise.resolve({}), { idleMs: 200 });
     const { closed } = await exchange(server.path, '', 3000);
     expect(closed).toBe(true);
+  });
+
+  it('refuses a reply longer than MAX_REPLY_BYTES (a peer that never stops sending) with one error, instead of gathering it until V8 gives up', async () => {
+    // It gathered the reply without bound: "RangeError: Invalid string length" at ~512 MiB, uncaught.
+    const path = join(dir, 'flood.sock');
+    const sockets = new Set<Socket>();
+    const flood = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      const chunk = Buffer.alloc(1 << 20, 'x');
+      const more = (): void => {
+        while (!socket.destroyed && socket.write(chunk));
+        if (!socket.destroyed) socket.once('drain', more);
+      };
+      more();
+    });
+    await new Promise<void>((resolve) => flood.listen(path, resolve));
+    try {
+      await expect(controlRequest(path, { command: 'status' })).rejects.toMatchObject({
+        kind: 'control-socket',
+        message: `the answer on ${path} is not a spectrum-netd reply: it is longer than 128 MiB; is --control-socket the agent's socket?`,
+      });
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => flood.close(resolve));
+    }
+  });
+
+  it('MAX_REPLY_BYTES holds the status of an agent serving every client id, each with every text at its longest', () => {
+    // A link row, a firewall model entry, a lease and an IP owing a purge for each client.
+    const name = 's'.repeat(15);
+    const ip = '100.64.255.254';
+    const row: AgentStatus['links'][number] = {
+      ifindex: 2 ** 31 - 1,
+      name,
+      role: 'provider',
+      id: CLIENT_ID_MAX,
+      ip,
+      state: 'configured',
+      note: `client id ${CLIENT_ID_MAX} is already served on ${name}; all its traffic is dropped`,
+      // A failed operation and the kernel's reason, or why the link is held back: never near this.
+      error: 'e'.repeat(256),
+    };
+    const entry: FirewallModel['providerLinks'][number] = { ifname: name, clientIp: ip };
+    const lease: LeaseInfo = {
+      ifname: name,
+      id: CLIENT_ID_MAX as LeaseInfo['id'],
+      clientIp: ip as LeaseInfo['clientIp'],
+      clientMac: '0a:b3:ec:00:ff:fe',
+      state: 'declined',
+      firstSeen: 10 ** 13,
+      lastRenewed: 10 ** 13,
+      expires: 10 ** 13,
+      clientIdentifier: 'ff'.repeat(MAX_CLIENT_IDENTIFIER_BYTES),
+      hostname: 'h'.repeat(MAX_HOSTNAME_CHARS),
+    };
+    // Each in its list, with the comma after it.
+    const perClient = [row, entry, lease, ip].reduce((sum, part) => sum + Buffer.byteLength(JSON.stringify(part)) + 1, 0);
+    expect(perClient).toBeLessThan(1024);
+    // Counters, the DNS forwarder's, the reaper's: a few KiB; the rest, one MiB, is the allowed pairs' share.
+    expect(CLIENT_ID_MAX * perClient + (1 << 20)).toBeLessThan(MAX_REPLY_BYTES / 2);
+  });
+
+  it('says that a path which is no socket is none, rather than that no agent runs there', async () => {
+    // connect(2) is refused (ECONNREFUSED) there as on a socket of an agent that was killed.
+    writeFileSync(join(dir, 'file'), '');
+    mkdirSync(join(dir, 'folder'));
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    for (const [path, kind] of [['file', 'a regular file'], ['folder', 'a directory'], ['fifo', 'a FIFO']] as const) {
+      await expect(controlRequest(join(dir, path), { command: 'status' })).rejects.toMatchObject({
+        kind: 'control-socket',
+        message: `${join(dir, path)} is not a socket but ${kind}: give --control-socket the path the agent was started with`,
+      });
+    }
+    // A socket nobody listens on is an agent that is not running (any more): one that exits
+    // without closing its server leaves the socket file, as a killed agent does.
+    const stale = join(dir, 'stale.sock');
+    execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.exit(0))`]);
+    expect(await kindOf(() => controlRequest(stale, { command: 'status' }))).toBe('not-running');
   });
 });

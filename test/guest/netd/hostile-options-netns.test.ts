@@ -1,0 +1,151 @@
+// spectrum-netd against mistaken options, found by an outside review: a bad value is refused with
+// one line and exit 2 whatever else is switched off, a resolver configuration that is no regular
+// file does not keep the agent from starting, a signal while it starts stops it cleanly, and
+// `status` says in one line what is wrong with a control socket whose peer is no (or another)
+// spectrum-netd.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { type Server, type Socket, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type Harness, type Netns, createHarness, describeNetns, eventually } from '../../harness/index.js';
+
+const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
+
+describeNetns('spectrum-netd run and mistaken options', () => {
+  let harness: Harness;
+  let provider: Netns;
+  let dir: string;
+
+  beforeAll(async () => {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build`);
+    dir = mkdtempSync(join(tmpdir(), 'netd-review-'));
+    harness = createHarness('netdrev');
+    provider = await harness.namespace('prov');
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['--client-flow-limit', 'x'],
+    ['--client-flow-limit', '-1'],
+    ['--client-new-flow-rate', '1.5'],
+  ])('%s %s is refused (one line, exit 2) also with --no-firewall, not taken and ignored', async (option, value) => {
+    // With the firewall on these are refused; with --no-firewall the agent started and ran.
+    const result = await provider.exec(
+      ['node', CLI, 'run', '--no-firewall', '--no-dhcp', '--no-dns', '--control-socket', join(dir, `${option.slice(2)}.sock`), option, value],
+      { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 },
+    );
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stderr).toBe(`spectrum-netd: ${option} ${JSON.stringify(value)} is not valid: give auto or ${option === '--client-flow-limit' ? 'a number of flows from 0 to 4294967295' : 'new flows per second from 0 to 1000000'}\n`);
+  });
+
+  it.each([
+    ['a FIFO', 'a FIFO'],
+    ['/dev/zero', 'a character device'],
+  ])('an agent whose --resolv-conf is %s starts, warns that it is no regular file, and has no upstreams from it', async (what, kind) => {
+    // A FIFO: the agent opened it for reading at start and blocked there, `status` said "still
+    // starting" for good. /dev/zero: read as text, zero upstreams and not a word.
+    const path = what === 'a FIFO' ? join(dir, 'resolv.fifo') : what;
+    if (what === 'a FIFO') execFileSync('mkfifo', [path]);
+    const socket = join(dir, `resolv-${kind.replace(/ /g, '-')}.sock`);
+    const agent = provider.spawn(['node', CLI, 'run', '--no-firewall', '--no-dhcp', '--control-socket', socket, '--resolv-conf', path], { enter: 'nsenter' });
+    try {
+      const status = await provider.exec(['node', CLI, 'status', '--json', '--wait', '10', '--control-socket', socket], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+      expect(status.code, status.stderr).toBe(0);
+      const reply = JSON.parse(status.stdout) as { links: unknown[]; services: { dns: { upstreams: string[]; unreachableUpstreams: string[] } } };
+      expect(reply.links).toBeInstanceOf(Array);
+      expect([reply.services.dns.upstreams, reply.services.dns.unreachableUpstreams]).toEqual([[], []]);
+      const warnings = agent.stderr.split('\n').filter((line) => line.includes('cannot read resolv.conf'));
+      expect(warnings).toHaveLength(1);
+      expect(JSON.parse(warnings[0] ?? '{}')).toMatchObject({ path, err: `${path} is not a regular file but ${kind}` });
+    } finally {
+      await agent.kill('SIGKILL');
+    }
+  });
+
+  it('a SIGTERM while the agent starts (its first reconcile under way) stops it: one line, exit 143, its control socket removed', async () => {
+    // It was killed without a line and left its control socket behind.
+    const ns = await harness.namespace('starting');
+    // Enough provider links that the first reconcile takes a while (~0.6 s for 1000 on a quiet
+    // machine): the signal comes as soon as the control socket is there.
+    const LINKS = 1500;
+    const hex = (byte: number): string => byte.toString(16).padStart(2, '0');
+    const batch = Array.from({ length: LINKS }, (_, index) => `link add p${index + 1} address 0a:b3:ec:80:${hex((index + 1) >> 8)}:${hex((index + 1) & 0xff)} type veth peer name q${index + 1}\n`);
+    await ns.exec(['ip', '-batch', '-'], { input: batch.join('') });
+    const socket = join(dir, 'starting.sock');
+    const agent = ns.spawn(['node', CLI, 'run', '--no-dhcp', '--no-dns', '--control-socket', socket], { enter: 'nsenter' });
+    try {
+      await eventually('the control socket', () => Promise.resolve(existsSync(socket) || agent.exit !== undefined), 20_000);
+      // As a service manager stops it: the agent alone.
+      process.kill(agent.pid, 'SIGTERM');
+      const exit = await agent.wait();
+      expect(agent.stderr).not.toContain('initial reconcile done');
+      expect(exit.code, agent.stderr).toBe(143);
+      const lines = agent.stderr.split('\n').filter((line) => line !== '' && !line.startsWith('{'));
+      expect(lines).toEqual(['spectrum-netd: stopped by SIGTERM while starting (before its first reconcile was done); its control socket is removed']);
+      expect(existsSync(socket)).toBe(false);
+    } finally {
+      await agent.kill('SIGKILL');
+    }
+  });
+
+  /** A Unix socket at `path` whose peer answers each connection with `answer`; closed by the returned function. */
+  async function fakeControlSocket(path: string, answer: (socket: Socket) => void): Promise<() => Promise<void>> {
+    const sockets = new Set<Socket>();
+    const server: Server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.on('close', () => sockets.delete(socket));
+      answer(socket);
+    });
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    return async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    };
+  }
+
+  const status = (socket: string) =>
+    provider.exec(['node', CLI, 'status', '--control-socket', socket], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+
+  it('status of a peer whose reply does not end (no spectrum-netd: another service) fails with one line, no stack trace', async () => {
+    // The client gathered the reply without bound: "RangeError: Invalid string length" and a stack trace, exit 1.
+    const path = join(dir, 'flood.sock');
+    const close = await fakeControlSocket(path, (socket) => {
+      const chunk = Buffer.alloc(1 << 20, 'x');
+      const flood = (): void => {
+        while (!socket.destroyed && socket.write(chunk));
+        if (!socket.destroyed) socket.once('drain', flood);
+      };
+      flood();
+    });
+    try {
+      const result = await status(path);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(`spectrum-netd: the answer on ${path} is not a spectrum-netd reply: it is longer than 128 MiB; is --control-socket the agent's socket?\n`);
+    } finally {
+      await close();
+    }
+  });
+
+  it.each([[[]], [['--json']]])('status %j of a reply shaped like a status but with fields of other types is an answer it cannot show (exit 1), not an internal error', async (extra) => {
+    // formatStatus took every field as typed: "internal error: cell.padEnd is not a function", exit
+    // 70; --json printed it as if it were a status.
+    const path = join(dir, `shape${extra.length}.sock`);
+    const close = await fakeControlSocket(path, (socket) => socket.end(`${JSON.stringify({ links: [{ name: 'eth0', role: 5 }], counters: {} })}\n`));
+    try {
+      const result = await provider.exec(['node', CLI, 'status', ...extra, '--control-socket', path], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+      expect(result.stderr).toBe(`spectrum-netd: the answer on ${path} is not a spectrum-netd status: status.links[0].role is 5, not a string; is --control-socket the agent's socket?\n`);
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stdout).toBe('');
+    } finally {
+      await close();
+    }
+  });
+});
