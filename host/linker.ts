@@ -579,7 +579,8 @@ async function linkTransaction(
       const told = mode.undoWriteFailed;
       const held = state;
       const target = left.size === 0 ? before : undoneState(held, before, reports, left);
-      await writeBack(options, held, target, told === undefined ? undefined : (failure) => told(failure, held));
+      // Told with the state the file holds: where only the sync failed, the one written back.
+      await writeBack(options, held, target, told === undefined ? undefined : (failure) => told(failure, failure.written ? target : held));
     }
     const leftDown = linksLeftDown(reports, before, made, options);
     if (leftDown.length > 0) mode.leftDown?.(leftDown);

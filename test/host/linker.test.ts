@@ -377,6 +377,27 @@ describe('a failed link whose undo cannot write the state file back', () => {
   });
 });
 
+describe('link --keep-going linking one by one, a VM whose undo wrote the state back but could not sync its dir', () => {
+  it('goes on from the state written back (the file holds it): a later VM\'s save does not bring back that VM\'s records', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    // The kernel refuses c1's bridge: the one transaction fails (and undoes itself); linked one
+    // by one, c1 records its id, fails again, and its undo writes the state back, the sync failing.
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 2) store.failSyncs = 1;
+    };
+    const told: UndoStateWriteFailure[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) });
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c1']);
+    expect([...outcome.linked.keys()]).toEqual(['c2', 'c3']);
+    expect(told).toEqual([expect.objectContaining({ written: true, recorded: [expect.objectContaining({ vm: 'c1', id: ids[0] })] })]);
+    // As told, the file holds what it did before c1's run (no c1): c2's and c3's saves keep it so.
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.slice(1).map((vm, index): [string, number] => [vm, ids[index + 1]!]).sort());
+  });
+});
+
 describe('link --keep-going: a NIC an undo could not detach, and a later VM of the run given a NIC of the same id by that VMM', () => {
   /**
    * Two clients of netvm whose links to it get the same preferred id: linked one by one, the
