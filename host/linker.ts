@@ -524,7 +524,11 @@ async function linkTransaction(
       // Ids (and how their devices will be attached) are recorded durably before the chunk's
       // devices exist, so a crash leaves devices that gc and unlink can attribute.
       if (!sameState(next, state)) {
-        await saveState(options.stateDir, next);
+        await saveState(options.stateDir, next).catch((error: unknown) => {
+          // Only the dir's sync failed: the file holds `next`, which the undo is to take back.
+          if (error instanceof StateStoreError && error.kind === 'sync-failed') state = next;
+          throw error;
+        });
         state = next;
       }
       const plan = planDevices(connections, await observed);

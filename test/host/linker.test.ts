@@ -320,6 +320,15 @@ describe('a failed link whose undo cannot write the state file back', () => {
     expect(await loadState(stateDir)).toEqual(emptyState());
   });
 
+  it('where the sync of the run\'s own record of its ids fails (the file replaced all the same), takes those records back too', async () => {
+    // The first save (the ids, before any device) replaces the file, then cannot sync the dir.
+    store.failSyncs = 1;
+    await expect(linkVms(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'sync-failed' });
+    expect(kernel.undone).toBe(0); // no device was begun
+    // The file holds no id the run allocated: no link is recorded whose devices were never made.
+    expect(await loadState(stateDir)).toEqual(emptyState());
+  });
+
   it('--keep-going, hot-plugging VM by VM: the VM fails with its VMM\'s refusal, the write failure is told, the other VMs are linked', async () => {
     const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
     // netvm's VMM refuses c2's NIC, as the disk fills: c2's undo cannot write the state back.
