@@ -547,6 +547,27 @@ describe('a failed link whose undo has a step that fails', () => {
     expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
   });
 
+  it('--keep-going linking one by one: a VM whose own undo could not delete its devices keeps its id through the saves of the VMs after it', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    // The kernel refuses c1's bridge: the one transaction fails, its undo deleting everything;
+    // linked alone, c1 fails again, and now its undo cannot delete its tap.
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const c1Tap = linkDeviceNames(PREFIX, ids[0]!).client;
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 2) kernel.kept.add(c1Tap);
+    };
+    const steps: UndoStepFailure[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), onUndoStepFailed: (failure) => void steps.push(failure) });
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c1']);
+    expect([...outcome.linked.keys()]).toEqual(['c2', 'c3']);
+    // Said: c1's tap may still exist, and its id stays recorded so that no other link is given it.
+    expect(steps).toEqual([{ step: 'devices', error: expect.any(String), left: [{ link: expect.objectContaining({ vm: 'c1', id: ids[0] }), devices: [c1Tap] }] }]);
+    // As said: c2's and c3's saves, after c1's undo, keep it.
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
+  });
+
   it('--keep-going after the one transaction failed: what its undo left is said only where still left at the end (not of VMs linked again, nor a namespace a linked VM uses), once', async () => {
     const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
     // The kernel refuses c1's bridge: the one transaction fails, and so does c1 alone. Each undo
