@@ -237,7 +237,8 @@ function vmmFailureLine(failure: VmmDetachFailure, conflict: string, retry: stri
  */
 function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean, socket: string): string {
   const { vm, vmm, nic } = failure;
-  const unlinkAgain = forget ? '' : `, or spectrum-link unlink ${unlinked} --attach ${vm}=${vmm} detaches it`;
+  // The run's other options too: its state dir, device prefix and VMM socket are where that unlink finds the link and the VMM.
+  const unlinkAgain = forget ? '' : `, or spectrum-link unlink ${unlinked} --attach ${vm}=${vmm} with this run's other options detaches it`;
   return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic)}${unlinkAgain}; or `);
 }
 
@@ -248,7 +249,11 @@ function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean
  */
 function unlistedLine(failure: VmmDetachFailure): string {
   const { link, vm, vmm } = failure;
-  const retry = `once the VMM answers, spectrum-link unlink ${link.vm} --attach ${vm}=${vmm} detaches it (taking ${link.vm}'s other links down too: link ${link.vm} again after), or `;
+  // With the run's state dir, device prefix and VMM socket (where that unlink finds the link and the VMM); unlink refuses link's other options.
+  const socket = vmm === 'qemu' ? '--qmp-socket' : '--ch-socket';
+  const retry =
+    `once the VMM answers, spectrum-link unlink ${link.vm} --attach ${vm}=${vmm} with this run's --state-dir, --device-prefix and ${socket} (where given) detaches it ` +
+    `(taking ${link.vm}'s other links down too: link ${link.vm} again after), or `;
   return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
 }
 

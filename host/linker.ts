@@ -465,8 +465,13 @@ interface TransactionMode {
   readonly attach: boolean;
   /** Told of the links the transaction's undo leaves down (linksLeftDown). */
   readonly leftDown?: (links: readonly LinkReport[]) => void;
-  /** Told where the undo could not write the state file back, with the state the file holds (writeBack). */
-  readonly undoWriteFailed?: (failure: UndoStateWriteFailure, held: LinkState) => void;
+  /** Told where the undo could not write the state file back (writeBack). */
+  readonly undoWriteFailed?: (failure: UndoStateWriteFailure) => void;
+  /**
+   * Told, once a failure is undone, of the state the file holds: `before`, but for the records of
+   * links whose devices the undo could not delete (kept), or the run's where the write failed.
+   */
+  readonly undone?: (holds: LinkState) => void;
 }
 
 /**
@@ -524,7 +529,11 @@ async function linkTransaction(
       // Ids (and how their devices will be attached) are recorded durably before the chunk's
       // devices exist, so a crash leaves devices that gc and unlink can attribute.
       if (!sameState(next, state)) {
-        await saveState(options.stateDir, next);
+        await saveState(options.stateDir, next).catch((error: unknown) => {
+          // Only the dir's sync failed: the file holds `next`, which the undo is to take back.
+          if (error instanceof StateStoreError && error.kind === 'sync-failed') state = next;
+          throw error;
+        });
         state = next;
       }
       const plan = planDevices(connections, await observed);
@@ -575,12 +584,12 @@ async function linkTransaction(
       if (devices !== undefined) options.onUndoStepFailed?.(devices);
       for (const netns of undone.namespaces) options.onUndoStepFailed?.(namespaceLeft(netns));
     }
+    let holds = before;
     if (state !== before) {
-      const told = mode.undoWriteFailed;
-      const held = state;
-      const target = left.size === 0 ? before : undoneState(held, before, reports, left);
-      await writeBack(options, held, target, told === undefined ? undefined : (failure) => told(failure, held));
+      const target = left.size === 0 ? before : undoneState(state, before, reports, left);
+      holds = await writeBack(options, state, target, mode.undoWriteFailed);
     }
+    mode.undone?.(holds);
     const leftDown = linksLeftDown(reports, before, made, options);
     if (leftDown.length > 0) mode.leftDown?.(leftDown);
     throw error;
@@ -666,7 +675,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir);
-    const mode: TransactionMode = { attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: (failure) => undoWrite(failure) }) };
+    const mode: TransactionMode = { attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
     const run = await linkTransaction(vms, options, snapshot, before, newRunDevices(), mode).catch((error: unknown) => {
       // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second
       // one does), and is said with the failure, not instead of it.
@@ -979,14 +988,13 @@ async function linkOneByOne(
     if (options.signal?.aborted === true) return { state, linked, providers, interrupted: { during: 'one-by-one', notLinked: vms.slice(index) } };
     try {
       // `made` still holds what the one transaction replaced: a VM failing here leaves those links down too.
-      // Where its undo could not write the state back, the next VM goes on from the state the file holds.
+      // Where it fails, the next VM goes on from the state the file holds after its undo: records
+      // kept there (devices it could not delete, or a write back that failed) are kept.
       const mode: TransactionMode = {
         attach: true,
         ...(onLeftDown === undefined ? {} : { leftDown: onLeftDown }),
-        undoWriteFailed: (failure, held) => {
-          state = held;
-          undoWrite?.(failure);
-        },
+        ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }),
+        undone: (holds) => void (state = holds),
       };
       const run = await linkTransaction([vm], quiet, snapshot, state, made, mode);
       state = run.state;

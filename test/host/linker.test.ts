@@ -320,6 +320,15 @@ describe('a failed link whose undo cannot write the state file back', () => {
     expect(await loadState(stateDir)).toEqual(emptyState());
   });
 
+  it('where the sync of the run\'s own record of its ids fails (the file replaced all the same), takes those records back too', async () => {
+    // The first save (the ids, before any device) replaces the file, then cannot sync the dir.
+    store.failSyncs = 1;
+    await expect(linkVms(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'sync-failed' });
+    expect(kernel.undone).toBe(0); // no device was begun
+    // The file holds no id the run allocated: no link is recorded whose devices were never made.
+    expect(await loadState(stateDir)).toEqual(emptyState());
+  });
+
   it('--keep-going, hot-plugging VM by VM: the VM fails with its VMM\'s refusal, the write failure is told, the other VMs are linked', async () => {
     const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
     // netvm's VMM refuses c2's NIC, as the disk fills: c2's undo cannot write the state back.
@@ -374,6 +383,27 @@ describe('a failed link whose undo cannot write the state file back', () => {
     expect(told).toEqual([expect.objectContaining({ recorded: [expect.objectContaining({ vm: 'c1', id: ids[0] })], clients: ['c1'] })]);
     // c2 and c3, recorded after it, kept c1's record in the file (as the line says).
     expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
+  });
+});
+
+describe('link --keep-going linking one by one, a VM whose undo wrote the state back but could not sync its dir', () => {
+  it('goes on from the state written back (the file holds it): a later VM\'s save does not bring back that VM\'s records', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    // The kernel refuses c1's bridge: the one transaction fails (and undoes itself); linked one
+    // by one, c1 records its id, fails again, and its undo writes the state back, the sync failing.
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 2) store.failSyncs = 1;
+    };
+    const told: UndoStateWriteFailure[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) });
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c1']);
+    expect([...outcome.linked.keys()]).toEqual(['c2', 'c3']);
+    expect(told).toEqual([expect.objectContaining({ written: true, recorded: [expect.objectContaining({ vm: 'c1', id: ids[0] })] })]);
+    // As told, the file holds what it did before c1's run (no c1): c2's and c3's saves keep it so.
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.slice(1).map((vm, index): [string, number] => [vm, ids[index + 1]!]).sort());
   });
 });
 
@@ -514,6 +544,27 @@ describe('a failed link whose undo has a step that fails', () => {
     expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c2']);
     expect([...outcome.linked.keys()]).toEqual(['c1', 'c3']);
     expect(steps).toEqual([{ step: 'devices', error: expect.stringContaining(c2Bridge), left: [{ link: expect.objectContaining({ vm: 'c2', id: ids[1] }), devices: [c2Bridge] }] }]);
+    expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
+  });
+
+  it('--keep-going linking one by one: a VM whose own undo could not delete its devices keeps its id through the saves of the VMs after it', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    // The kernel refuses c1's bridge: the one transaction fails, its undo deleting everything;
+    // linked alone, c1 fails again, and now its undo cannot delete its tap.
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const c1Tap = linkDeviceNames(PREFIX, ids[0]!).client;
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 2) kernel.kept.add(c1Tap);
+    };
+    const steps: UndoStepFailure[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), onUndoStepFailed: (failure) => void steps.push(failure) });
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual(['c1']);
+    expect([...outcome.linked.keys()]).toEqual(['c2', 'c3']);
+    // Said: c1's tap may still exist, and its id stays recorded so that no other link is given it.
+    expect(steps).toEqual([{ step: 'devices', error: expect.any(String), left: [{ link: expect.objectContaining({ vm: 'c1', id: ids[0] }), devices: [c1Tap] }] }]);
+    // As said: c2's and c3's saves, after c1's undo, keep it.
     expect(recordedPairs(await loadState(stateDir))).toEqual(CLIENTS.map((vm, index): [string, number] => [vm, ids[index]!]).sort());
   });
 

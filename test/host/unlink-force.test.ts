@@ -106,7 +106,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
           `the host side was removed anyway \\(tap ${link.clientDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
           `which the next link reports as a conflict: once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, ` +
           `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${link.clientDevice}"\\}, ` +
-          'or spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu detaches it; or restart appvm-lynx$',
+          "or spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu with this run's other options detaches it; or restart appvm-lynx$",
       ),
     );
     // The JSON says which link went down despite its VMM, and which VMM.
@@ -225,7 +225,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       new RegExp(
         `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${link.clientDevice} .*answered 500.*the host side was removed anyway.*: once the VMM answers, ` +
           `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.clientDevice} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${link.clientDevice}"\\} on that socket\\), ` +
-          'or spectrum-link unlink appvm-catgirl --attach appvm-catgirl=cloud-hypervisor detaches it; or restart appvm-catgirl$',
+          "or spectrum-link unlink appvm-catgirl --attach appvm-catgirl=cloud-hypervisor with this run's other options detaches it; or restart appvm-catgirl$",
       ),
     );
     expect(await linkDevicesOf(link)).toEqual([]);
@@ -289,7 +289,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(lines[1]).toMatch(
       new RegExp(
         `^spectrum-link: cloud-hypervisor of netvm did not detach NIC ${link.providerDevice} .*no answer to GET vm\\.info within 300 ms.*host side was removed anyway.*` +
-          `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.providerDevice} .*, or spectrum-link unlink appvm-lynx --attach netvm=cloud-hypervisor detaches it; or restart netvm$`,
+          `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.providerDevice} .*, or spectrum-link unlink appvm-lynx --attach netvm=cloud-hypervisor with this run's other options detaches it; or restart netvm$`,
       ),
     );
     const json = JSON.parse(forced.stdout) as UnlinkJson;
@@ -326,7 +326,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         new RegExp(
           `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${dropped.clientDevice} \\(link appvm-lynx -> appvm-catgirl, id ${dropped.id}\\): QEMU refused device_del: .*; ` +
             `the host side was removed anyway \\(tap ${dropped.clientDevice} and bridge ${dropped.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
-            "which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu detaches it \\(taking appvm-lynx's other links down too: link appvm-lynx again after\\), or restart appvm-lynx$",
+            "which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu with this run's --state-dir, --device-prefix and --qmp-socket \\(where given\\) detaches it \\(taking appvm-lynx's other links down too: link appvm-lynx again after\\), or restart appvm-lynx$",
         ),
       );
       // What is linked stays linked; the link taken down says which VMM did not detach it.
