@@ -191,15 +191,18 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
           await (await cloudHypervisor()).chDetach(socket, nic, bound);
         }
       } catch (error) {
-        // No VMM runs there: the VM holds no NIC of ours. A socket missing is said (the state does
-        // not record where it was: a VMM run with its socket elsewhere would keep the NIC, on the
-        // tap deleted next); one that refuses connections is where the VMM was, which exited.
+        // No VMM runs there: the VM holds no NIC of ours. A socket missing is what a VMM that
+        // exited leaves (QEMU removes its QMP socket at exit, checked with Debian's 7.2; a stopped
+        // VM's runtime directory goes with it): the usual unlink after a VM stopped, so said only
+        // at level info. The state does not record where the socket was: a
+        // VMM run with its socket elsewhere would keep the NIC, on the tap deleted next, so the
+        // line says what a later unlink needs (the record no longer says how it was attached).
         const gone = await vmmGone(error);
         if (gone === 'no-socket') {
           const option = kind === 'qemu' ? '--qmp-socket' : '--ch-socket';
-          log().warn(
+          log().info(
             { vm, nic: nic.id },
-            `no ${VMM_NAMES[kind]} socket at ${socket}: ${vm} taken as not running, and its NIC ${nic.id} as gone with it (not detached); if ${vm} runs with its VMM socket elsewhere, that NIC stays there, on a deleted tap: give that socket's path with ${option}`,
+            `no ${VMM_NAMES[kind]} socket at ${socket}: ${vm} taken as not running, and its NIC ${nic.id} as gone with it (not detached); if ${vm} runs with its VMM socket elsewhere, that NIC stays there, on a deleted tap: unlink again with ${option} giving that path and --attach ${vm}=${kind} (before any --forget), or remove the NIC at that socket`,
           );
           return;
         }

@@ -57,7 +57,8 @@ export interface LinkWorld {
   /** Namespace prefix for VM namespaces, owned by the harness. */
   readonly netnsPrefix: string;
   /** Run spectrum-link in the host namespace with this world's dirs; never throws on exit codes. */
-  link(args: readonly string[]): Promise<ExecResult>;
+  /** `env`: variables added to the bin's environment (e.g. SPECTRUM_LOG_LEVEL). */
+  link(args: readonly string[], env?: Readonly<Record<string, string>>): Promise<ExecResult>;
   /** The namespace of VM `vm` (netns attach), adopted for cleanup. */
   vmNetns(vm: string): Netns;
   /** Adopt every VM namespace spectrum-link made and remove the temp dirs; then clean the harness. */
@@ -108,12 +109,13 @@ export async function makeLinkWorld(harness: Harness, extraClients = 0): Promise
     configDir,
     stateDir,
     netnsPrefix,
-    link: (args) =>
+    link: (args, env) =>
       // nsenter keeps our mount namespace, so namespaces spectrum-link creates are visible to all.
       host.exec(['node', LINK_BIN, ...withWorldOptions(args, { configDir, stateDir, netnsPrefix })], {
         enter: 'nsenter',
         allowFailure: true,
         timeoutMs: 60_000,
+        ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
       }),
     vmNetns: (vm) => {
       const name = `${netnsPrefix}${vm}`;
