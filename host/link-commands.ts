@@ -333,11 +333,16 @@ function leftDownLine(link: LinkReport): string {
  * `PUT /api/v1/vm.remove-device {"id"}` (ch-remote's remove-device); QEMU's device_del, which the
  * guest has to acknowledge (DEVICE_DELETED), then netdev_del of the NIC's netdev.
  */
-function nicRemoval(vmm: VmmKind, socket: string, nic: string): string {
+export function nicRemoval(vmm: VmmKind, socket: string, nic: string): string {
   const at = shownPath(socket);
   return vmm === 'cloud-hypervisor'
-    ? `ch-remote --api-socket ${at} remove-device ${nic} (PUT /api/v1/vm.remove-device {"id":"${nic}"} on that socket)`
+    ? `ch-remote --api-socket ${shellWord(at)} remove-device ${nic} (PUT /api/v1/vm.remove-device {"id":"${nic}"} on that socket)`
     : `QMP at ${at}: device_del {"id":"${nic}"}, then, once DEVICE_DELETED says the guest released it, netdev_del {"id":"${qemuNetdevId({ id: nic })}"}`;
+}
+
+/** A word as a POSIX shell reads it back: as it is where it holds nothing the shell acts on, else single-quoted. */
+function shellWord(word: string): string {
+  return /^[A-Za-z0-9_./@%+=:,-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;
 }
 
 /**
@@ -370,7 +375,7 @@ export function undoStateLine(failure: UndoStateWriteFailure): string {
   }
   return (
     `undoing the run, the state file could not be written back: ${error}; so it still holds this run's records (ids, attach modes) of ${links}, ` +
-    `though the devices this run made for them are deleted: once it can be written, ${again}`
+    `though what this run did for them (devices made, NICs hot-plugged) is undone: once it can be written, ${again}`
   );
 }
 

@@ -671,6 +671,8 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
 export async function linkVms(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<LinkOutcome> {
   const vms = [...new Set(names.map(vmName))];
   const snapshot = wholeDir?.snapshot;
+  // Each VM's own side, before any chunk's devices are made (a provider's is checked as its links are planned).
+  for (const vm of vms) assertSideMtu(options.mtu, attachModeOf(options.attach, vm), vm);
   return underLinkLock(options, async () => {
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
@@ -1119,6 +1121,8 @@ async function stateWriteProblem(stateDir: string, state: LinkState): Promise<St
     await saveState(stateDir, state);
     return undefined;
   } catch (error) {
+    // The file was written with what it held: no change of it could be lost, only the sync failed.
+    if (error instanceof StateStoreError && error.kind === 'sync-failed') return new StateStoreError('sync-failed', error.message.replace(/; the change may not survive a crash$/, ''));
     if (error instanceof StateStoreError) return error;
     throw error;
   }
@@ -1138,8 +1142,12 @@ function takenDownText(reports: readonly LinkReport[], failures: readonly VmmDet
  * what went, that the file still records them as linked (or, where only the sync of the state dir
  * failed, may do so again after a crash), and to run `again`, which finds them gone and records it.
  */
-function notRecorded(said: string, reports: readonly LinkReport[], failures: readonly VmmDetachFailure[], error: unknown, again: string, idsKept = false): unknown {
+function notRecorded(said: string, reports: readonly LinkReport[], failures: readonly VmmDetachFailure[], error: unknown, again: string, idsKept = false, wereLinked = true): unknown {
   if (!(error instanceof StateStoreError)) return error;
+  if (!wereLinked) {
+    // Only --forget changed the state: nothing was up to take down.
+    return new LinkerError('taken-down-not-recorded', `${said}its links were unlinked already; but then ${error.message}; so the state file still records their ids: once the state dir can be written, ${again}`);
+  }
   const what = `${said}took down ${takenDownText(reports, failures)}`;
   if (error.kind === 'sync-failed') {
     return new LinkerError('taken-down-not-recorded', `${what}; then ${error.message}: should a crash bring back their records as linked, ${again} (it finds them gone and records it)`);
@@ -1217,7 +1225,7 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
     if (changes) {
       const again = `run the same spectrum-link unlink ${vm}${flags.forget ? ' --forget' : ''}${flags.force ? ' --force' : ''} again with this run's other options`;
       await saveState(options.stateDir, next).catch((error: unknown) => {
-        throw notRecorded(`unlink ${vm}: `, released.reports, released.failures, error, again, flags.forget);
+        throw notRecorded(`unlink ${vm}: `, released.reports, released.failures, error, again, flags.forget, links.some((link) => link.attached !== undefined));
       });
     }
     const recordedVms = new Set(state.links.flatMap((link) => [link.client, link.provider]));

@@ -2,7 +2,7 @@
 // (What the commands do is tested in link-netns.test.ts and link-vmm.test.ts.)
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
-import { interruptedUndoingError, linkCommands, undoStateLine, undoStepLine } from '../../host/link-commands.js';
+import { interruptedUndoingError, linkCommands, nicRemoval, undoStateLine, undoStepLine } from '../../host/link-commands.js';
 import type { LinkReport, VmmPort } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
@@ -166,7 +166,7 @@ describe('spectrum-link linker commands', () => {
     };
     expect(undoStateLine(failure)).toBe(
       "undoing the run, the state file could not be written back: cannot write state file /state/links.json (ENOSPC); check the state dir's permissions and free space; " +
-        "so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9), though the devices this run made for them are deleted: " +
+        "so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9), though what this run did for them (devices made, NICs hot-plugged) is undone: " +
         "once it can be written, run spectrum-link link appvm-lynx appvm-catgirl with this run's other options, which makes their devices",
     );
     const synced = { ...failure, written: true, error: 'wrote /state/links.json but could not sync /state (EIO); the change may not survive a crash', recorded: [link('appvm-lynx', 7)], clients: [vmName('appvm-lynx')] };
@@ -205,5 +205,13 @@ describe('spectrum-link linker commands', () => {
         "then run spectrum-link link appvm-lynx appvm-catgirl with this run's other options, which converges them",
     );
     expect(line).not.toContain('\n');
+  });
+});
+
+describe('nicRemoval', () => {
+  it('gives a socket path the shell would split or act on quoted, so the command runs as printed', () => {
+    expect(nicRemoval('cloud-hypervisor', '/run/vm/appvm-lynx/api.sock', 'snc7c')).toMatch(/^ch-remote --api-socket \/run\/vm\/appvm-lynx\/api\.sock remove-device snc7c /);
+    expect(nicRemoval('cloud-hypervisor', "/run/my vms/it's.sock", 'snc7c')).toMatch(/^ch-remote --api-socket '\/run\/my vms\/it'\\''s\.sock' remove-device snc7c /);
+    expect(nicRemoval('qemu', '/run/vm/appvm-lynx/qmp.sock', 'snc7c')).toContain('netdev_del');
   });
 });

@@ -1,6 +1,7 @@
 // The linker's sequencing with the kernel adapter (netlink-devices.ts) replaced by a scripted one:
 // what the namespace tests cannot make happen, such as an undo step that fails. The state store
 // is the real one, but for a switch that makes its next writes fail (the file left as it is).
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,13 +40,19 @@ const kernel = vi.hoisted(() => ({
  * The next `failSaves` state writes fail as a full disk makes them fail: the file keeps what it
  * held. The next `failSyncs` replace the file but fail to sync its directory.
  */
-const store = vi.hoisted(() => ({ failSaves: 0, failSyncs: 0 }));
+const store = vi.hoisted(() => ({ failSaves: 0, failSyncs: 0, passSaves: 0 }));
 
 vi.mock('../../host/state-store.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../host/state-store.js')>();
   return {
     ...real,
     saveState: async (dir: string, state: LinkState) => {
+      // `passSaves` saves go through before `failSaves` and `failSyncs` apply.
+      if (store.passSaves > 0) {
+        store.passSaves -= 1;
+        await real.saveState(dir, state);
+        return;
+      }
       if (store.failSaves > 0) {
         store.failSaves -= 1;
         throw new real.StateStoreError('write-failed', `cannot write state file ${real.stateFilePath(dir)} (ENOSPC); check the state dir's permissions and free space`);
@@ -655,6 +662,35 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect(state.links.map((recorded) => recorded.id)).toEqual(forget ? [] : [link.id]);
   });
 
+  it('unlink --forget of links unlinked already: a state file that cannot be written after says their ids stay recorded, not that anything was taken down', async () => {
+    const { vmm } = recordingVmm();
+    const { link } = await linkC1(vmm);
+    await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm });
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    // The check before goes through; the write after fails (a disk filling meanwhile).
+    store.passSaves = 1;
+    store.failSaves = 1;
+    await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      kind: 'taken-down-not-recorded',
+      message:
+        `unlink c1: its links were unlinked already; but then cannot write state file ${join(stateDir, 'links.json')} (ENOSPC); check the state dir's permissions and free space; ` +
+        `so the state file still records their ids: once the state dir can be written, run the same spectrum-link unlink c1 --forget again with this run's other options`,
+    });
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    expect((await loadState(stateDir)).links.map((recorded) => recorded.id)).toEqual([link.id]);
+  });
+
+  it('unlink: a check before whose only failure is the sync of the state dir says so, not that a change may be lost (there was none)', async () => {
+    const { vmm, detached } = recordingVmm();
+    await linkC1(vmm);
+    store.failSyncs = 1;
+    await expect(unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      kind: 'state-not-writable',
+      message: expect.stringMatching(/^unlink c1: wrote .*links\.json but could not sync .* \(EIO\); so nothing was taken down/),
+    });
+    expect(detached).toEqual([]);
+  });
+
   it('unlink --force: the line says which NIC a VMM did not detach; where only the sync fails, that a crash may bring the records back', async () => {
     const refusing: VmmPort = {
       attach: async () => true,
@@ -717,5 +753,17 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     const again = await linkVms([c1], { ...options(), attach: qemu, vmm });
     expect(again.unlinked.get(c1)?.map((report) => report.provider)).toEqual(['netvm2']);
     expect((await loadState(stateDir)).links.find((recorded) => recorded.provider === 'netvm2')?.attached).toBeUndefined();
+  });
+});
+
+describe('an MTU above what a tap takes', () => {
+  it('is refused for a named VM with a tap side before any chunk is planned: no device query, no state write, however late the VM comes in the list', async () => {
+    // Chunks grow from 4: the seventh VM would be planned only after the first chunk's devices were made.
+    const vms = ['c4', 'c5', 'c6', 'c7'];
+    for (const vm of vms) await addVm(vm, [NETVM]);
+    const attach = parseAttachChoice(['netns', 'netvm=netns', 'c7=qemu']);
+    await expect(linkVms([...CLIENTS, ...vms], { ...options(), mtu: 65535, attach })).rejects.toMatchObject({ name: 'AttachModeError', kind: 'mtu', message: expect.stringContaining('c7 is attached with qemu') });
+    expect([kernel.observed, kernel.undone]).toEqual([0, 0]);
+    expect(existsSync(join(stateDir, 'links.json'))).toBe(false);
   });
 });

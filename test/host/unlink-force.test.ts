@@ -498,7 +498,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         // The failure undone stays the first line.
         expect.stringMatching(/^spectrum-link: QEMU refused to add NIC snc\d+ .*No free slot on bus pcie\.0/),
         `spectrum-link: undoing the run, the state file could not be written back: cannot write state file ${mountPoint}/links.json (ENOSPC); check the state dir's permissions and free space; ` +
-          `so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id ${id}), though the devices this run made for them are deleted: ` +
+          `so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id ${id}), though what this run did for them (devices made, NICs hot-plugged) is undone: ` +
           "once it can be written, run spectrum-link link appvm-lynx with this run's other options, which makes their devices",
       ]);
       // The devices are deleted, as said; the tmpfs stayed in that mount namespace.
