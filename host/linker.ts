@@ -176,7 +176,7 @@ export interface UndoStateWriteFailure {
   readonly written: boolean;
   /**
    * The links whose records the undo was to take back, as the run had recorded them (ids it
-   * allocated, attach modes it set); the devices the run made for them are deleted.
+   * allocated, attach modes it set); what the run did for them (devices made, NICs) is undone.
    */
   readonly recorded: readonly LinkReport[];
   /** The client VMs of those links: what to link again. */

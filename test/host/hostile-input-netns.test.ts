@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { type ExecResult, describeNetns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, devices, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, type LinkJson, devices, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
 function oneLineError(stderr: string): string {
@@ -17,14 +17,6 @@ function oneLineError(stderr: string): string {
   return lines[0] ?? '';
 }
 
-interface LinkReportJson {
-  vm: string;
-  provider: string;
-  id: number;
-  bridge: string;
-  clientDevice: string;
-  providerDevice: string;
-}
 
 describeNetns('spectrum-link and hostile input', () => {
   const world = linkWorldPerSuite('hostile');
@@ -56,16 +48,16 @@ describeNetns('spectrum-link and hostile input', () => {
   });
 
   /** Link appvm-lynx (attach none): its links, their devices present. */
-  async function linkLynx(): Promise<LinkReportJson[]> {
+  async function linkLynx(): Promise<LinkJson[]> {
     const linked = await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json']);
     expect(linked.code, linked.stderr).toBe(0);
-    const links = (JSON.parse(linked.stdout) as { links: LinkReportJson[] }).links;
+    const links = (JSON.parse(linked.stdout) as { links: LinkJson[] }).links;
     await expectDevices(links);
     return links;
   }
 
   /** Each of these links' devices exists. */
-  async function expectDevices(links: readonly LinkReportJson[]): Promise<void> {
+  async function expectDevices(links: readonly LinkJson[]): Promise<void> {
     const host = await devices(world().host);
     for (const link of links) for (const device of [link.bridge, link.clientDevice, link.providerDevice]) expect(host.has(device), `${device} deleted`).toBe(true);
   }
@@ -124,7 +116,7 @@ describeNetns('spectrum-link and hostile input', () => {
     expect(line).toMatch(/^spectrum-link: unlink appvm-lynx: cannot write state file .*links\.json \(ENOSPC\).*; so nothing was taken down/);
     expect(await readFile(statePath(), 'utf8')).toBe(before);
     await expectDevices(links);
-    const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as (LinkReportJson & { present: boolean; linked: boolean })[];
+    const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as (LinkJson & { present: boolean; linked: boolean })[];
     expect(listed.map(({ id, present, linked }) => ({ id, present, linked }))).toEqual(links.map(({ id }) => ({ id, present: true, linked: true })));
   });
 
@@ -132,7 +124,7 @@ describeNetns('spectrum-link and hostile input', () => {
     // appvm-lynx gets a second provider, appvm-catgirl, which is then dropped again.
     const second = join(world().configDir, 'appvm-lynx', 'providers', 'net', 'appvm-catgirl');
     await writeFile(second, '');
-    let links: LinkReportJson[];
+    let links: LinkJson[];
     try {
       links = await linkLynx();
       expect(links.map((link) => link.provider).sort()).toEqual(['appvm-catgirl', 'netvm']);
@@ -150,7 +142,7 @@ describeNetns('spectrum-link and hostile input', () => {
     // Writable again, the same link takes it down.
     const again = await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json']);
     expect(again.code, again.stderr).toBe(0);
-    expect((JSON.parse(again.stdout) as { unlinked?: LinkReportJson[] }).unlinked?.map((link) => link.provider)).toEqual(['appvm-catgirl']);
+    expect((JSON.parse(again.stdout) as { unlinked?: LinkJson[] }).unlinked?.map((link) => link.provider)).toEqual(['appvm-catgirl']);
   });
 
   it.each([
@@ -256,7 +248,7 @@ describeNetns('spectrum-link and hostile input', () => {
   });
 
   it('link --all: a line per entry it cannot use as a VM directory (out of the config dir with links up, to nothing), which say its links stay, and a --json line each; a stray file without links passed over quietly; exit 0, those links left up', async () => {
-    const [catgirl] = (JSON.parse((await world().link(['link', 'appvm-catgirl', '--attach', 'none', '--json'])).stdout) as { links: LinkReportJson[] }).links;
+    const [catgirl] = (JSON.parse((await world().link(['link', 'appvm-catgirl', '--attach', 'none', '--json'])).stdout) as { links: LinkJson[] }).links;
     // appvm-catgirl's directory moves out of the config dir, a symlink to it left in its place.
     const dir = join(world().configDir, 'appvm-catgirl');
     const outside = `${world().configDir}-appvm-catgirl`;
@@ -278,7 +270,7 @@ describeNetns('spectrum-link and hostile input', () => {
       await expectDevices([catgirl!]);
       const json = await world().link(['link', '--all', '--attach', 'none', '--json']);
       expect(json.code, json.stderr).toBe(0);
-      const outputs = json.stdout.trim().split('\n').map((line) => JSON.parse(line) as { vm: string; links: unknown[]; unusableDir?: string; recorded?: LinkReportJson[] });
+      const outputs = json.stdout.trim().split('\n').map((line) => JSON.parse(line) as { vm: string; links: unknown[]; unusableDir?: string; recorded?: LinkJson[] });
       expect(outputs.filter((output) => output.unusableDir !== undefined)).toEqual([
         { vm: 'appvm-catgirl', links: [], unusableDir: expect.stringContaining('leads outside the config dir'), recorded: [expect.objectContaining({ vm: 'appvm-catgirl', id: catgirl!.id, bridge: catgirl!.bridge })] },
         { vm: 'appvm-gone', links: [], unusableDir: `${dangling} is a symlink to nothing` },

@@ -49,6 +49,21 @@ async function parse(args: string[]): Promise<{ code: number; out: string; err: 
   }
 }
 
+/** A link of `vm` to netvm with id `id`, as the linker reports it. */
+const link = (vm: string, id: number): LinkReport => ({
+  vm,
+  provider: 'netvm',
+  id,
+  clientIp: '100.64.0.7',
+  clientMac: '0A:B3:EC:00:00:07',
+  providerMac: '0A:B3:EC:80:00:07',
+  bridge: `snb${id}`,
+  clientDevice: `snc${id}`,
+  providerDevice: `snp${id}`,
+  clientAttach: 'qemu',
+  providerAttach: 'netns',
+});
+
 describe('spectrum-link linker commands', () => {
   it.each(['link', 'unlink'])('%s --help names the default attach mode, none, not an empty list', (name) => {
     const help = named(name).helpInformation();
@@ -144,19 +159,6 @@ describe('spectrum-link linker commands', () => {
   });
 
   it('a state file an undo could not write back: one line naming the records it still holds (or, synced not, may bring back) and the link to run again', () => {
-    const link = (vm: string, id: number): LinkReport => ({
-      vm,
-      provider: 'netvm',
-      id,
-      clientIp: '100.64.0.7',
-      clientMac: '0A:B3:EC:00:00:07',
-      providerMac: '0A:B3:EC:80:00:07',
-      bridge: `snb${id}`,
-      clientDevice: `snc${id}`,
-      providerDevice: `snp${id}`,
-      clientAttach: 'qemu',
-      providerAttach: 'netns',
-    });
     const failure = {
       stateFile: '/state/links.json',
       error: "cannot write state file /state/links.json (ENOSPC); check the state dir's permissions and free space",
@@ -178,19 +180,6 @@ describe('spectrum-link linker commands', () => {
   });
 
   it('devices an undo could not delete: one line naming them, the links whose ids stay recorded, and the link to run again', () => {
-    const link = (vm: string, id: number): LinkReport => ({
-      vm,
-      provider: 'netvm',
-      id,
-      clientIp: '100.64.0.7',
-      clientMac: '0A:B3:EC:00:00:07',
-      providerMac: '0A:B3:EC:80:00:07',
-      bridge: `snb${id}`,
-      clientDevice: `snc${id}`,
-      providerDevice: `snp${id}`,
-      clientAttach: 'qemu',
-      providerAttach: 'netns',
-    });
     const line = undoStepLine({
       step: 'devices',
       error: 'removing device snb7 failed: Operation not supported',
