@@ -297,6 +297,17 @@ describe('spectrum-netd status, as text', () => {
     expect(formatStatus(quietStatus)).not.toContain('firewall:');
   });
 
+  it('says the firewall is not in force where its counters cannot be read only when no limits are in force either', () => {
+    // It said "not in force" under the line of the limits in force.
+    const limits = { clientFlowLimit: 128, clientNewFlowRate: 0 };
+    const unread = formatStatus({ ...quietStatus, firewall: null, flowLimits: limits });
+    expect(unread).toContain('\nflow limits per client: 128 conntrack entries, no new-flow rate\nfirewall: its drop counters cannot be read just now\n');
+    expect(unread).not.toContain('not in force');
+    expect(formatStatus({ ...quietStatus, firewall: null, flowLimits: null })).toContain(
+      '\nfirewall: not in force: its table cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n',
+    );
+  });
+
   it("shows the reaper's threshold, count, what it deleted and its last error; nothing without a reaper", () => {
     const reaper = { threshold: 4096, thresholdOption: 'auto' as const, count: 5000, reaps: 3, reaped: 1200, lastReap: { deleted: 800, countBefore: 5000, countAfter: 4200, ms: 12 }, failures: 0, lastError: null };
     expect(formatStatus({ ...quietStatus, reaper })).toContain(
