@@ -1,5 +1,5 @@
 import { type FSWatcher, type Stats, constants, watch } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { MAX_RESOLV_CONF_LENGTH, parseResolvConf, type ResolvConf } from './resolv-conf.js';
 
@@ -13,19 +13,28 @@ function kindOf(info: Stats): string {
   return 'a special file';
 }
 
+/** Why `info` is no resolv.conf to read, or undefined for a regular file. */
+function notRegular(path: string, info: Stats): { upstreams: []; skipped: []; error: string } | undefined {
+  return info.isFile() ? undefined : { upstreams: [], skipped: [], error: `${path} is not a regular file but ${kindOf(info)}` };
+}
+
 /**
  * Read and parse a resolv.conf; a missing or unreadable file, or one that is no regular file (a
- * symlink to one is), has no nameservers. Opened without blocking: opening a FIFO for reading
- * waits for a writer, which kept the agent from ever finishing its start; and a device such as
- * /dev/zero reads as text with no nameserver line, zero upstreams without a word.
+ * symlink to one is), has no nameservers. Only a regular file is opened: opening a device can act
+ * (a watchdog's open arms it, a serial line's raises its modem lines), and opening a FIFO for
+ * reading waits for a writer, which kept the agent from ever finishing its start; a device such as
+ * /dev/zero read as text has no nameserver line, zero upstreams without a word. Opened without
+ * blocking all the same, and checked again once open: the path may be replaced in between.
  */
 export async function readResolvConf(path: string): Promise<ResolvConf & { readonly error?: string }> {
   let handle;
   try {
+    const before = notRegular(path, await stat(path));
+    if (before !== undefined) return before;
     // O_NOCTTY: a terminal given by mistake must not become the agent's controlling terminal.
     handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-    const info = await handle.stat();
-    if (!info.isFile()) return { upstreams: [], skipped: [], error: `${path} is not a regular file but ${kindOf(info)}` };
+    const after = notRegular(path, await handle.stat());
+    if (after !== undefined) return after;
     const buffer = Buffer.alloc(MAX_RESOLV_CONF_LENGTH);
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
     return parseResolvConf(buffer.subarray(0, bytesRead).toString('utf8'));

@@ -52,7 +52,8 @@ export function parseCountersJson(text: string): FirewallCounters {
   const read = (name: string): number => {
     const value = packets.get(name);
     if (value === undefined) {
-      throw new FirewallError('listing', `counter ${name} is missing from table ${TABLE_NAME}: reconcile the firewall to recreate it`);
+      // A table of our name without our counters is not ours (someone replaced it): no listing problem.
+      throw new FirewallError('table-changed', `counter ${name} is missing from table ${TABLE_NAME}: reconcile the firewall to recreate it`);
     }
     return value;
   };

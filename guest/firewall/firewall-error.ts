@@ -15,6 +15,7 @@ export type FirewallErrorKind =
   | 'nft-failed'
   | 'nft-timeout'
   | 'table-missing'
+  | 'table-changed'
   | 'flow-limit'
   | 'flow-rate'
   | 'tcp-timeouts';

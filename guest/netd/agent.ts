@@ -71,7 +71,8 @@ export interface AgentStatus {
   /**
    * What the firewall holds each client to (0: no limit); null without a firewall, until an update
    * of it succeeded, while its table is missing or changed and updates fail (firewallError says why),
-   * and while its table is missing when status reads it (deleted since the last update).
+   * and while its table is missing, or has none of our counters, when status reads it (deleted or
+   * replaced since the last update).
    */
   readonly flowLimits: FlowLimits | null;
   /** Why the last update of the firewall failed (it is retried); null once one succeeds, and without a firewall. */
@@ -220,18 +221,19 @@ export class NetdAgent {
     }
     const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
     // A table that could not be made has no counters: status still says why (firewallError).
-    let tableMissing = false;
+    let tableGone = false;
     const firewall =
       this.firewall === null
         ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }
         : await this.firewall.counters().catch((error: unknown) => {
-            tableMissing = error instanceof FirewallError && error.kind === 'table-missing';
+            // Missing, or replaced by a table of its name without our counters (not ours).
+            tableGone = error instanceof FirewallError && (error.kind === 'table-missing' || error.kind === 'table-changed');
             return null;
           });
     const debt = this.#purgeDebt ?? NO_PURGE_DEBT;
     const conntrack = this.#purging() ? { owed: [...debt.released].sort(), sweepOwed: debt.sweep !== null, lastError: this.#purgeError } : null;
-    // A table deleted since the last update holds nobody to its limits, until an audit makes it again.
-    const flowLimits = tableMissing ? null : (this.firewall?.flowLimits() ?? null);
+    // A table deleted or replaced since the last update holds nobody to its limits, until an audit makes it again.
+    const flowLimits = tableGone ? null : (this.firewall?.flowLimits() ?? null);
     return { links, counters: { ...this.#counters }, firewall, flowLimits, firewallError: this.#firewallError, model: this.#lastPlan?.firewall ?? null, conntrack };
   }
 

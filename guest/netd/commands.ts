@@ -379,9 +379,12 @@ export function formatStatus(status: StatusReply): string {
   // Limits are shown only once applied: without them, this says why.
   if (status.firewallError !== null && status.firewallError !== undefined) {
     text += `firewall: ${limits === null || limits === undefined ? 'not in force: ' : ''}the last update failed (retrying): ${status.firewallError}\n`;
+  } else if (status.firewall === null && (limits === null || limits === undefined)) {
+    // No update failed, yet no table of ours can be read: deleted or replaced since the last update.
+    text += 'firewall: not in force: its table cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n';
   } else if (status.firewall === null) {
-    // No update failed, yet no table of ours can be read: deleted since the last update.
-    text += 'firewall: not in force: its table cannot be read (deleted since the last update?); the next audit or update makes it again\n';
+    // Its table stands, as far as the agent can tell: only the read of its counters failed.
+    text += 'firewall: its drop counters cannot be read just now\n';
   }
   // Only while something is owed: then the links serving those IPs are held back.
   const conntrack = status.conntrack;

@@ -52,6 +52,15 @@ describe('reading resolv.conf', () => {
     expect(await readResolvConf(path)).toEqual({ upstreams: [], skipped: [], error: `${path} is not a regular file but ${kind}` });
   });
 
+  it('does not open a device to find out: one whose open fails is still said to be a device', async () => {
+    // Opening a device acts (a watchdog's open arms it): the kind is read before any open. A
+    // character device of a major no driver has: its open fails (ENXIO, or EACCES on a nodev
+    // mount), and that failure was the warning.
+    const device = join(dir, 'no-driver');
+    execFileSync('mknod', [device, 'c', '4000', '0']);
+    expect(await readResolvConf(device)).toEqual({ upstreams: [], skipped: [], error: `${device} is not a regular file but a character device` });
+  });
+
   it('gives no nameservers, and says why, for a directory', async () => {
     mkdirSync(join(dir, 'resolv.conf'));
     expect(await readResolvConf(join(dir, 'resolv.conf'))).toEqual({ upstreams: [], skipped: [], error: `${join(dir, 'resolv.conf')} is not a regular file but a directory` });

@@ -21,6 +21,13 @@ describe('parseCountersJson', () => {
     expect(parseCountersJson(printed(1))).toEqual({ antispoofDrops: 1, isolationDrops: 2, inputDrops: 3, flowLimitDrops: 4, flowRateDrops: 5 });
   });
 
+  it('says a table whose counters are not ours is changed, not that the listing failed', () => {
+    // `status` takes it as a table no longer ours: its flow limits not in force.
+    const lacking = '{"nftables": [{"counter": {"table": "spectrum_netd", "name": "input_drops", "packets": 1}}]}';
+    expect(() => parseCountersJson(lacking)).toThrow(expect.objectContaining({ kind: 'table-changed', message: expect.stringMatching(/^counter \S+ is missing from table spectrum_netd/) }));
+    expect(() => parseCountersJson('{}')).toThrow(expect.objectContaining({ kind: 'listing' }));
+  });
+
   it('refuses output that is not JSON, has no nftables array, or lacks a counter', () => {
     for (const text of ['not json', '{}', '{"nftables": [{"counter": {"table": "spectrum_netd", "name": "input_drops", "packets": 1}}]}']) {
       expect(() => parseCountersJson(text)).toThrow(FirewallError);

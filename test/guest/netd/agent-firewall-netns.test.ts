@@ -167,6 +167,27 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
     });
   });
 
+  describe('a table replaced by someone else between audits', () => {
+    it('shows its flow limits no longer in force when the table of its name has none of our counters', async () => {
+      const provider = await providerWithClient('replaced');
+      const socket = join(dir, 'replaced.sock');
+      const agent = await startAgent(provider, socket, ['--firewall-audit', '0']);
+      try {
+        expect((await status(provider, socket)).flowLimits).toEqual({ clientFlowLimit: 300, clientNewFlowRate: 30 });
+        // Another table of its name, in one transaction: it holds no client to anything.
+        await provider.exec(['nft', '-f', '-'], { input: 'delete table inet spectrum_netd\ntable inet spectrum_netd { chain other { counter; }; }\n' });
+        // The limits were shown as in force beside a line saying the firewall was not.
+        const replaced = await status(provider, socket);
+        expect(replaced).toMatchObject({ flowLimits: null, firewall: null, firewallError: null });
+        const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+        expect(text).not.toMatch(/^flow limits per client/m);
+        expect(text).toMatch(/^firewall: not in force: its table cannot be read \(deleted or replaced since the last update\?\)/m);
+      } finally {
+        await agent.kill();
+      }
+    });
+  });
+
   describe('`auto` flow limits', () => {
     const MAX = '/proc/sys/net/netfilter/nf_conntrack_max';
 

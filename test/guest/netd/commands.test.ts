@@ -1,21 +1,15 @@
 // The spectrum-netd subcommands as an operator meets them: --help texts, repeatable options,
-// bad option values, the human `status` text. (The agent itself is tested in agent*.test.ts.)
-import { execFile } from 'node:child_process';
+// bad option values (the built bin's: option-values-netns.test.ts), the human `status` text.
+// (The agent itself is tested in agent*.test.ts.)
 import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NoopFirewall } from '../../../guest/firewall-port.js';
 import { NoopServices } from '../../../guest/services-port.js';
 import { type RunPorts, clientCommand, formatStatus, runCommand } from '../../../guest/netd/commands.js';
-import { ControlServer } from '../../../guest/netd/control-socket.js';
 import { EXIT, runCli } from '../../../shared/cli/run-cli.js';
-
-const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
-const execFileAsync = promisify(execFile);
 
 /** Parse `args` with the command's options only: the action is replaced by one that records them. */
 function parsedOptions(command: Command, args: readonly string[]): Record<string, unknown> {
@@ -189,66 +183,6 @@ describe('spectrum-netd run, stopped while it starts', () => {
   });
 });
 
-/**
- * The built bin, as an operator runs it. Every case here is refused (or, were a check lost, stopped
- * by the control socket: see each test) before the agent would start, so no namespace is needed.
- */
-async function netd(args: readonly string[]): Promise<{ code: number; stderr: string }> {
-  try {
-    const { stderr } = await execFileAsync(process.execPath, [CLI, ...args], { timeout: 15_000 });
-    return { code: 0, stderr };
-  } catch (error) {
-    const failed = error as { code?: unknown; stderr?: string };
-    if (typeof failed.code !== 'number') throw error;
-    return { code: failed.code, stderr: failed.stderr ?? '' };
-  }
-}
-
-describe('spectrum-netd run: a bad option value changes nothing on the system', () => {
-  let dir = '';
-  beforeAll(() => {
-    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
-    dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-options-'));
-  });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-  const badValues = [
-    ['--lease-seconds', 'abc'],
-    ['--conntrack-reap-threshold', 'abc'],
-    ['--client-flow-limit', 'abc'],
-    ['--client-new-flow-rate', 'abc'],
-    ['--firewall-audit', 'abc'],
-  ] as const;
-
-  // Were a value checked only once the agent starts, the socket's folder would be made first
-  // (and, with the firewall on, the agent would still stop before touching anything).
-  it.each(badValues)('refuses %s %j before making the control socket\'s folder: one line, exit 2', async (option, value) => {
-    const folder = join(dir, `never-${option.slice(2)}`);
-    const { code, stderr } = await netd(['run', '--control-socket', join(folder, 'control.sock'), option, value]);
-    expect(stderr).toMatch(new RegExp(`^spectrum-netd: ${option} "${value}" is not valid: give .+\n$`));
-    expect(code).toBe(EXIT.usage);
-    expect(existsSync(folder)).toBe(false);
-  });
-
-  // With another agent on the socket the user was told about it, not about the value; and with
-  // --no-firewall the flow options were never checked at all. (Were the check lost, the agent here
-  // stops at the one already answering, before anything else.)
-  it.each(badValues.flatMap(([option, value]) => [[option, value, []], [option, value, ['--no-firewall']]] as const))(
-    'refuses %s %j (with %j) even while another agent answers on the control socket',
-    async (option, value, extra) => {
-      const socket = join(dir, 'answering.sock');
-      const other = await ControlServer.listen(socket, () => Promise.resolve({ error: 'not this one' }));
-      try {
-        const { code, stderr } = await netd(['run', '--control-socket', socket, ...extra, option, value]);
-        expect(stderr).toMatch(new RegExp(`^spectrum-netd: ${option} "${value}" is not valid: give .+\n$`));
-        expect(code).toBe(EXIT.usage);
-      } finally {
-        other.close();
-      }
-    },
-  );
-});
-
 describe('spectrum-netd status, as text', () => {
   /** An agent with no links that has done nothing worth a line; each test adds what it shows. */
   const quietStatus = {
@@ -295,6 +229,17 @@ describe('spectrum-netd status, as text', () => {
       `\nflow limits per client: 128 conntrack entries, no new-flow rate\nfirewall: the last update failed (retrying): ${error}\n`,
     );
     expect(formatStatus(quietStatus)).not.toContain('firewall:');
+  });
+
+  it('says the firewall is not in force where its counters cannot be read only when no limits are in force either', () => {
+    // It said "not in force" under the line of the limits in force.
+    const limits = { clientFlowLimit: 128, clientNewFlowRate: 0 };
+    const unread = formatStatus({ ...quietStatus, firewall: null, flowLimits: limits });
+    expect(unread).toContain('\nflow limits per client: 128 conntrack entries, no new-flow rate\nfirewall: its drop counters cannot be read just now\n');
+    expect(unread).not.toContain('not in force');
+    expect(formatStatus({ ...quietStatus, firewall: null, flowLimits: null })).toContain(
+      '\nfirewall: not in force: its table cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n',
+    );
   });
 
   it("shows the reaper's threshold, count, what it deleted and its last error; nothing without a reaper", () => {

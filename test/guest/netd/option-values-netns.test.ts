@@ -1,0 +1,71 @@
+// spectrum-netd run's bad option values, through the built bin as an operator runs it: each is
+// refused in one line (exit 2) before anything is made or asked. Were a check lost, the agent would
+// start (firewall, conntrack sweep, reaper and all): so it runs in a namespace of its own, never in
+// the test runner's. (Apart from commands.test.ts, which emits signals in its own process.)
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ControlServer } from '../../../guest/netd/control-socket.js';
+import { EXIT } from '../../../shared/cli/run-cli.js';
+import { type Harness, type Netns, createHarness, describeNetns } from '../../harness/index.js';
+
+const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
+
+describeNetns('spectrum-netd run: a bad option value changes nothing on the system', () => {
+  let dir = '';
+  let harness: Harness;
+  let ns: Netns;
+  beforeAll(async () => {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
+    dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-options-'));
+    harness = createHarness('netdopts');
+    ns = await harness.namespace('agent');
+  });
+  afterAll(async () => {
+    await harness?.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function netd(args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
+    const { code, stderr } = await ns.exec([process.execPath, CLI, ...args], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
+    return { code, stderr };
+  }
+
+  const badValues = [
+    ['--lease-seconds', 'abc'],
+    ['--conntrack-reap-threshold', 'abc'],
+    ['--client-flow-limit', 'abc'],
+    ['--client-new-flow-rate', 'abc'],
+    ['--firewall-audit', 'abc'],
+  ] as const;
+
+  // Were a value checked only once the agent starts, the socket's folder would be made first (and
+  // some, such as --firewall-audit, not checked at all: the agent would run, in `ns`).
+  it.each(badValues)('refuses %s %j before making the control socket\'s folder: one line, exit 2', async (option, value) => {
+    const folder = join(dir, `never-${option.slice(2)}`);
+    const { code, stderr } = await netd(['run', '--control-socket', join(folder, 'control.sock'), option, value]);
+    expect(stderr).toMatch(new RegExp(`^spectrum-netd: ${option} "${value}" is not valid: give .+\n$`));
+    expect(code).toBe(EXIT.usage);
+    expect(existsSync(folder)).toBe(false);
+  });
+
+  // With another agent on the socket the user was told about it, not about the value; and with
+  // --no-firewall the flow options were never checked at all. (Were the check lost, the agent here
+  // stops at the one already answering, before anything else.)
+  it.each(badValues.flatMap(([option, value]) => [[option, value, []], [option, value, ['--no-firewall']]] as const))(
+    'refuses %s %j (with %j) even while another agent answers on the control socket',
+    async (option, value, extra) => {
+      const socket = join(dir, 'answering.sock');
+      const other = await ControlServer.listen(socket, () => Promise.resolve({ error: 'not this one' }));
+      try {
+        const { code, stderr } = await netd(['run', '--control-socket', socket, ...extra, option, value]);
+        expect(stderr).toMatch(new RegExp(`^spectrum-netd: ${option} "${value}" is not valid: give .+\n$`));
+        expect(code).toBe(EXIT.usage);
+      } finally {
+        other.close();
+      }
+    },
+  );
+});
