@@ -1,7 +1,7 @@
 // The spectrum-netd subcommands as an operator meets them: --help texts, repeatable options,
 // bad option values, the human `status` text. (The agent itself is tested in agent*.test.ts.)
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -193,9 +193,9 @@ describe('spectrum-netd run, stopped while it starts', () => {
  * The built bin, as an operator runs it. Every case here is refused (or, were a check lost, stopped
  * by the control socket: see each test) before the agent would start, so no namespace is needed.
  */
-async function netd(args: readonly string[]): Promise<{ code: number; stderr: string }> {
+async function netd(args: readonly string[], { cli = CLI, env = {} }: { cli?: string; env?: Readonly<Record<string, string>> } = {}): Promise<{ code: number; stderr: string }> {
   try {
-    const { stderr } = await execFileAsync(process.execPath, [CLI, ...args], { timeout: 15_000 });
+    const { stderr } = await execFileAsync(process.execPath, [cli, ...args], { timeout: 15_000, env: { ...process.env, ...env } });
     return { code: 0, stderr };
   } catch (error) {
     const failed = error as { code?: unknown; stderr?: string };
@@ -247,6 +247,45 @@ describe('spectrum-netd run: a bad option value changes nothing on the system', 
       }
     },
   );
+});
+
+describe('spectrum-netd run: its rtnetlink notification socket', () => {
+  let dir = '';
+  beforeAll(() => {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
+    dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-events-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /**
+   * `run` with another agent answering on its control socket: refused before the socket is
+   * tried, or else (were the check lost) stopped there, never an agent started here.
+   */
+  async function runBesideAnother(options: { cli?: string; env?: Readonly<Record<string, string>> }): Promise<{ code: number; stderr: string }> {
+    const socket = join(dir, 'answering.sock');
+    const other = await ControlServer.listen(socket, () => Promise.resolve({ error: 'not this one' }));
+    try {
+      return await netd(['run', '--control-socket', socket], options);
+    } finally {
+      other.close();
+    }
+  }
+
+  it.each(['abc', '0', '4095', '1073741825', '-1', '1e6'])('refuses SPECTRUM_NETD_EVENT_BUFFER_BYTES=%j at start: one line, exit 2', async (value) => {
+    const { code, stderr } = await runBesideAnother({ env: { SPECTRUM_NETD_EVENT_BUFFER_BYTES: value } });
+    expect(stderr).toBe(`spectrum-netd: environment variable SPECTRUM_NETD_EVENT_BUFFER_BYTES "${value}" is not valid: expected a whole number of bytes, 4096 to 1073741824\n`);
+    expect(code).toBe(EXIT.usage);
+  });
+
+  it('stops at start with one line saying how to build its addon when the build lacks it', async () => {
+    // The built bin where no build/Release is found above it (its packages linked in).
+    const copy = join(dir, 'no-addon');
+    for (const part of ['guest', 'shared']) cpSync(fileURLToPath(new URL(`../../../dist/${part}`, import.meta.url)), join(copy, 'dist', part), { recursive: true });
+    symlinkSync(fileURLToPath(new URL('../../../node_modules', import.meta.url)), join(copy, 'node_modules'));
+    const { code, stderr } = await runBesideAnother({ cli: join(copy, 'dist', 'guest', 'cli.js') });
+    expect(stderr).toBe('spectrum-netd: the rtnl-events addon (build/Release/rtnl_events.node) is missing: run npm run build (it needs make, g++ and python3)\n');
+    expect(code).toBe(EXIT.failure);
+  });
 });
 
 describe('spectrum-netd status, as text', () => {
