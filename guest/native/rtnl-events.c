@@ -203,13 +203,14 @@ static void deliver(events_socket *socket, int status, size_t length) {
   napi_value callback, receiver, argv[2], result;
   if (napi_get_reference_value(env, socket->callback, &callback) == napi_ok && callback != NULL) {
     napi_get_global(env, &receiver);  // make_callback wants an object as `this`
-    napi_create_int32(env, status, &argv[0]);
-    if (length > 0) {
-      void *copy = NULL;
-      napi_create_buffer_copy(env, length, socket->arena, &copy, &argv[1]);
-    } else {
-      napi_get_undefined(env, &argv[1]);
+    void *copy = NULL;
+    if (length > 0 && napi_create_buffer_copy(env, length, socket->arena, &copy, &argv[1]) != napi_ok) {
+      // No memory for them: the notifications are lost, which is an overflow.
+      status = -ENOBUFS;
+      length = 0;
     }
+    if (length == 0) napi_get_undefined(env, &argv[1]);
+    napi_create_int32(env, status, &argv[0]);
     socket->delivering = 1;
     // make_callback: microtasks (the agent's promises) run afterwards.
     napi_status called = napi_make_callback(env, socket->context, receiver, callback, 2, argv, &result);
