@@ -6,6 +6,11 @@
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
     },
     {
+      "target_name": "rtnl_events",
+      "sources": ["guest/native/rtnl-events.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
+    },
+    {
       "target_name": "dhcp_filter",
       "sources": ["guest/native/dhcp-filter.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]

@@ -182,7 +182,8 @@ export class NetdAgent {
           if (changed) this.#schedule();
         },
         overflow: () => {
-          this.log.warn('rtnetlink notifications overflowed: reading the whole state again');
+          // Said once per re-read: a storm overflows the socket again and again until it is read.
+          if (!this.#fullSyncWanted) this.log.warn('rtnetlink notifications overflowed: reading the whole state again');
           this.#fullSyncWanted = true;
           this.#schedule();
         },

@@ -19,6 +19,7 @@ import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, controlRequest } from './control-socket.js';
 import { NetdError } from './netd-error.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
+import { loadRtnlEventsAddon } from './rtnl-events.js';
 import { SHOWN_DNS_COUNTS, type StatusReply, readStatusReply } from './status-shape.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -199,9 +200,30 @@ function stoppedWhileStarting(signal: NodeJS.Signals): CliError {
   return new CliError(`stopped by ${signal} while starting (before its first reconcile was done); its control socket is removed`, signalExitCode(signal));
 }
 
+/**
+ * The notification socket's receive buffer, from the environment (for tests, which make it
+ * overflow with a small one); undefined: the default.
+ */
+export const EVENT_BUFFER_ENV = 'SPECTRUM_NETD_EVENT_BUFFER_BYTES';
+const EVENT_BUFFER_RANGE = [4096, 1024 * 1024 * 1024] as const;
+
+export function eventBufferFromEnv(env: Readonly<Record<string, string | undefined>>): number | undefined {
+  const text = env[EVENT_BUFFER_ENV];
+  if (text === undefined || text === '') return undefined;
+  const [min, max] = EVENT_BUFFER_RANGE;
+  const bytes = /^[0-9]{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(bytes >= min && bytes <= max)) {
+    throw new CliError(`environment variable ${EVENT_BUFFER_ENV} ${JSON.stringify(text)} is not valid: expected a whole number of bytes, ${min} to ${max}`, EXIT.usage);
+  }
+  return bytes;
+}
+
 async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log: Logger) => Promise<RunPorts>): Promise<void> {
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
   if (options.notifyFd !== undefined) checkNotifyFd(options.notifyFd);
+  const eventBufferBytes = eventBufferFromEnv(process.env);
+  // Before anything is made: without its notification socket the agent cannot follow the kernel.
+  loadRtnlEventsAddon();
   const log = createLogger('spectrum-netd', { level: logLevel('info') });
   // From here on a first SIGINT or SIGTERM stops the agent at whatever step it is, start-up
   // included, through the one teardown below; a second exits at once.
@@ -238,8 +260,9 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
     });
     control = await startStep(listening, (made) => made.close());
     ports = await startStep(portsFor(options, log), (made) => made.close?.());
+    const kernel = new RtnetlinkKernel({ ...(eventBufferBytes !== undefined && { eventBufferBytes }) });
     agent = new NetdAgent(
-      new RtnetlinkKernel(),
+      kernel,
       { mode: 'provider', ignored: new Set(options.ignore), allowedPairs },
       log,
       ports.firewall,
@@ -254,7 +277,13 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
     ports.reaper?.start();
     const status = await agent.status();
     log.info(
-      { ms: Number((performance.now() - started).toFixed(1)), links: status.links.length, changes: status.counters.initialChanges },
+      {
+        ms: Number((performance.now() - started).toFixed(1)),
+        links: status.links.length,
+        changes: status.counters.initialChanges,
+        // What the kernel gave the notification socket (an overflow costs a full re-read).
+        notificationBuffer: kernel.notificationBuffer(),
+      },
       'initial reconcile done',
     );
     if (options.notifyFd !== undefined) notifyReady(options.notifyFd);

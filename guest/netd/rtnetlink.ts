@@ -1,11 +1,13 @@
 // Adapter between the agent and the kernel: rtnetlink through the `netlink` package (dumps,
-// notifications, changes) and /proc/sys for sysctls. Decoders are pure; no decisions here.
+// changes, and the parsers of every message), notifications through our own socket
+// (rtnl-events.ts), and /proc/sys for sysctls. Decoders are pure; no decisions here.
 // /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { type NetlinkMessage, type RtNetlinkSocket, createRtNetlink, rt } from 'netlink';
+import { type RtNetlinkSocket, createRtNetlink, rt } from 'netlink';
 import type { KernelAddress, KernelEvent, KernelLink, KernelNeighbour, KernelRoute, KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
+import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl-events.js';
 
 const AF_INET = 2;
 const MAIN_TABLE = 254;
@@ -14,6 +16,21 @@ const NLM_F_CREATE = 0x400;
 /** What `ip route add` marks its routes with, so ours look like Spectrum's in `ip route`. */
 const RTPROT_BOOT = 3;
 const REQUEST_TIMEOUT_MS = 5_000;
+/**
+ * What the notification socket asks for (the kernel doubles it). A first reconcile's burst is
+ * about 5.4 KiB of the buffer per provider link (a link's NEWLINK alone takes 2.3 KiB): 32 MiB
+ * hold some 6000 links' worth; more is an overflow, which costs a full re-read, not a change.
+ */
+export const DEFAULT_EVENT_BUFFER_BYTES = 16 * 1024 * 1024;
+/** What the request socket asks for (the kernel doubles it, after capping it at net.core.rmem_max). */
+const REQUEST_BUFFER_BYTES = 4 * 1024 * 1024;
+/**
+ * What one request in flight may take of the request socket's receive buffer: its ack (the
+ * request echoed back) is charged about 800 bytes (Linux 6.18, measured); twice that, for
+ * margin. An ack that finds the buffer full is dropped, and the `netlink` package then aborts
+ * the process, so no more requests are in flight than the buffer holds acks for.
+ */
+const ACK_BUDGET_BYTES = 2048;
 
 const ipText = (bytes: Buffer | undefined): string | null => (bytes?.length === 4 ? bytes.join('.') : null);
 const ipBytes = (text: string): Buffer => Buffer.from(text.split('.').map(Number));
@@ -134,50 +151,91 @@ async function deleted(request: Promise<unknown>): Promise<void> {
   }
 }
 
-/** Two sockets: one only listens (its notifications never mix with replies), one only asks. */
+export interface RtnetlinkOptions {
+  /** The notification socket's receive buffer to ask for (default DEFAULT_EVENT_BUFFER_BYTES). */
+  readonly eventBufferBytes?: number;
+}
+
+/**
+ * Two sockets: one only listens (its notifications never mix with replies), one only asks. The
+ * listening one is ours (rtnl-events.ts): it survives an overflow of its buffer and says so.
+ */
 export class RtnetlinkKernel implements NetdKernel {
   readonly #requests: RtNetlinkSocket;
-  #events: RtNetlinkSocket | undefined;
+  readonly #eventBufferBytes: number;
+  #events: RtnlEventSocket | undefined;
+  /** Requests sent and not yet answered, and at most how many may be. */
+  #inFlight = 0;
+  readonly #maxInFlight: number;
+  /** Requests waiting for one in flight to be answered, oldest first (the kernel sees them in order). */
+  readonly #waiting: (() => void)[] = [];
 
-  constructor() {
+  constructor(options: RtnetlinkOptions = {}) {
+    this.#eventBufferBytes = options.eventBufferBytes ?? DEFAULT_EVENT_BUFFER_BYTES;
+    // Before anything is made: a build without the notification addon cannot run an agent.
+    loadRtnlEventsAddon();
     try {
-      this.#requests = createRtNetlink({ recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 0 });
+      this.#requests = createRtNetlink({ recvBufferSize: REQUEST_BUFFER_BYTES, sendBufferSize: 0 });
     } catch (error) {
       throw new NetdError('netlink', `cannot open an rtnetlink socket (${errnoOf(error)}): is this Linux?`);
     }
+    this.#maxInFlight = Math.max(1, Math.floor(this.#requests.socket.getRecvBufferSize() / ACK_BUDGET_BYTES));
+  }
+
+  /** At most how many requests are sent before their answers come (what the request socket's buffer holds). */
+  get maxRequestsInFlight(): number {
+    return this.#maxInFlight;
+  }
+
+  /** The notification socket's receive buffer (null before subscribe). */
+  notificationBuffer(): ReceiveBuffer | null {
+    return this.#events?.receiveBuffer() ?? null;
   }
 
   subscribe(listener: KernelListener): void {
-    // A large receive buffer makes overflow rarer; the kernel caps it at net.core.rmem_max.
-    const socket = createRtNetlink({ ref: true, recvBufferSize: 8 * 1024 * 1024, sendBufferSize: 0 });
+    const socket = RtnlEventSocket.open(['LINK', 'IPV4_IFADDR', 'IPV4_ROUTE', 'NEIGH'], this.#eventBufferBytes);
     this.#events = socket;
-    for (const group of ['LINK', 'IPV4_IFADDR', 'IPV4_ROUTE', 'NEIGH'] as const) socket.addMembership(group);
-    socket.socket.on('message', (messages: NetlinkMessage[]) => {
-      const events: KernelEvent[] = [];
-      for (const message of messages) {
-        try {
-          const event = decodeNotification(message.type, message.data);
-          if (event !== null) events.push(event);
-        } catch {
-          // An attribute this library cannot parse: skip it rather than stop listening.
+    socket.watch({
+      messages: (messages) => {
+        const events: KernelEvent[] = [];
+        for (const message of messages) {
+          try {
+            const event = decodeNotification(message.type, message.data);
+            if (event !== null) events.push(event);
+          } catch {
+            // An attribute this library cannot parse: skip it rather than stop listening.
+          }
         }
-      }
-      if (events.length > 0) listener.events(events);
+        if (events.length > 0) listener.events(events);
+      },
+      overflow: () => listener.overflow(),
+      failed: (code) => listener.failed(new NetdError('netlink', `rtnetlink notifications failed: ${code}`)),
     });
-    socket.socket.on('error', (error) => {
-      if (errnoOf(error) === 'ENOBUFS' || error.errno === 105) listener.overflow();
-      else listener.failed(new NetdError('netlink', `rtnetlink notifications failed: ${errnoOf(error)}`));
-    });
+  }
+
+  /** `send` once fewer than #maxInFlight requests are in flight, in the order asked. */
+  async #request<T>(send: () => Promise<T>): Promise<T> {
+    if (this.#inFlight < this.#maxInFlight) this.#inFlight += 1;
+    // The one that finishes hands its place on.
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await send();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next === undefined) this.#inFlight -= 1;
+      else next();
+    }
   }
 
   async dump(): Promise<KernelEvent[]> {
     const options = { timeout: REQUEST_TIMEOUT_MS };
+    const socket = this.#requests;
     try {
       // One dump at a time: a socket's multipart replies must not interleave.
-      const links = await this.#requests.getLinks(undefined, undefined, options);
-      const addresses = await this.#requests.getAddresses({ family: AF_INET }, undefined, options);
-      const routes = await this.#requests.getRoutes({ family: AF_INET }, undefined, options);
-      const neighbours = await this.#requests.getNeighbors({ family: AF_INET }, undefined, options);
+      const links = await this.#request(() => socket.getLinks(undefined, undefined, options));
+      const addresses = await this.#request(() => socket.getAddresses({ family: AF_INET }, undefined, options));
+      const routes = await this.#request(() => socket.getRoutes({ family: AF_INET }, undefined, options));
+      const neighbours = await this.#request(() => socket.getNeighbors({ family: AF_INET }, undefined, options));
       const events: KernelEvent[] = [];
       for (const m of links) {
         const link = decodeLink(m);
@@ -202,21 +260,23 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   async apply(operation: Operation, view: KernelView): Promise<void> {
+    if (operation.kind !== 'sysctl') return this.#request(() => this.#change(operation));
+    const { key } = operation;
+    const link = key.ifindex === null ? null : view.links.get(key.ifindex);
+    if (link === undefined) throw new NetdError('sysctl', `link ${String(key.ifindex)} is gone`);
+    const path = `/proc/sys/${key.template.replace('{}', link?.name ?? '')}`;
+    try {
+      writeFileSync(path, `${operation.value}\n`);
+    } catch (error) {
+      throw new NetdError('sysctl', `cannot write ${path} (${errnoOf(error)}): is /proc/sys mounted writable?`);
+    }
+  }
+
+  /** One rtnetlink request, answered. */
+  async #change(operation: Exclude<Operation, { kind: 'sysctl' }>): Promise<void> {
     const options = { timeout: REQUEST_TIMEOUT_MS, flags: NLM_F_CREATE | NLM_F_REPLACE };
     const socket = this.#requests;
     switch (operation.kind) {
-      case 'sysctl': {
-        const { key } = operation;
-        const link = key.ifindex === null ? null : view.links.get(key.ifindex);
-        if (link === undefined) throw new NetdError('sysctl', `link ${String(key.ifindex)} is gone`);
-        const path = `/proc/sys/${key.template.replace('{}', link?.name ?? '')}`;
-        try {
-          writeFileSync(path, `${operation.value}\n`);
-        } catch (error) {
-          throw new NetdError('sysctl', `cannot write ${path} (${errnoOf(error)}): is /proc/sys mounted writable?`);
-        }
-        return;
-      }
       case 'link-up':
       case 'link-down':
         // `change` names the flag to set; `flags` without it clears it. A group comes in the same
@@ -321,6 +381,6 @@ export class RtnetlinkKernel implements NetdKernel {
 
   close(): void {
     this.#requests.socket.close();
-    this.#events?.socket.close();
+    this.#events?.close();
   }
 }

@@ -1,4 +1,4 @@
-// N-API plumbing shared by the project's addons (guest/native/udp-batch.c, guest/native/dhcp-filter.c,
+// N-API plumbing shared by the project's addons (guest/native/udp-batch.c, guest/native/rtnl-events.c, guest/native/dhcp-filter.c,
 // guest/native/nft-run.c, guest/native/conntrack-purge.c, host/native/rtnl.c, host/native/tap-fd.c,
 // host/native/state-lock.c).
 // The including file defines ADDON_NAME (it prefixes messages) and includes <node_api.h> first.

@@ -1,15 +1,23 @@
 // The spectrum-netd subcommands as an operator meets them: --help texts, repeatable options,
-// bad option values (the built bin's: option-values-netns.test.ts), the human `status` text.
-// (The agent itself is tested in agent*.test.ts.)
-import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+// bad option values (the built bin's: option-values-netns.test.ts), the human `status` text,
+// start-up refusals that come before the control socket is tried. (The agent itself is tested in
+// agent*.test.ts.)
+import { execFile } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NoopFirewall } from '../../../guest/firewall-port.js';
 import { NoopServices } from '../../../guest/services-port.js';
 import { type RunPorts, clientCommand, formatStatus, runCommand } from '../../../guest/netd/commands.js';
+import { ControlServer } from '../../../guest/netd/control-socket.js';
 import { EXIT, runCli } from '../../../shared/cli/run-cli.js';
+
+const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
+const execFileAsync = promisify(execFile);
 
 /** Parse `args` with the command's options only: the action is replaced by one that records them. */
 function parsedOptions(command: Command, args: readonly string[]): Record<string, unknown> {
@@ -180,6 +188,61 @@ describe('spectrum-netd run, stopped while it starts', () => {
     // The services the cut-short step still made (its sockets bound) are closed, not left serving.
     stopped.made();
     await stopped.closed;
+  });
+});
+
+/**
+ * The built bin, as an operator runs it. Every case here is refused (or, were a check lost, stopped
+ * by another agent answering on the control socket) before the agent would start: no namespace
+ * is needed, and none of it may ever run an agent here (option values: option-values-netns).
+ */
+async function netd(args: readonly string[], { cli = CLI, env = {} }: { cli?: string; env?: Readonly<Record<string, string>> } = {}): Promise<{ code: number; stderr: string }> {
+  try {
+    const { stderr } = await execFileAsync(process.execPath, [cli, ...args], { timeout: 15_000, env: { ...process.env, ...env } });
+    return { code: 0, stderr };
+  } catch (error) {
+    const failed = error as { code?: unknown; stderr?: string };
+    if (typeof failed.code !== 'number') throw error;
+    return { code: failed.code, stderr: failed.stderr ?? '' };
+  }
+}
+
+describe('spectrum-netd run: its rtnetlink notification socket', () => {
+  let dir = '';
+  beforeAll(() => {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
+    dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-events-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /**
+   * `run` with another agent answering on its control socket: refused before the socket is
+   * tried, or else (were the check lost) stopped there, never an agent started here.
+   */
+  async function runBesideAnother(options: { cli?: string; env?: Readonly<Record<string, string>> }): Promise<{ code: number; stderr: string }> {
+    const socket = join(dir, 'answering.sock');
+    const other = await ControlServer.listen(socket, () => Promise.resolve({ error: 'not this one' }));
+    try {
+      return await netd(['run', '--control-socket', socket], options);
+    } finally {
+      other.close();
+    }
+  }
+
+  it.each(['abc', '0', '4095', '1073741825', '-1', '1e6'])('refuses SPECTRUM_NETD_EVENT_BUFFER_BYTES=%j at start: one line, exit 2', async (value) => {
+    const { code, stderr } = await runBesideAnother({ env: { SPECTRUM_NETD_EVENT_BUFFER_BYTES: value } });
+    expect(stderr).toBe(`spectrum-netd: environment variable SPECTRUM_NETD_EVENT_BUFFER_BYTES "${value}" is not valid: expected a whole number of bytes, 4096 to 1073741824\n`);
+    expect(code).toBe(EXIT.usage);
+  });
+
+  it('stops at start with one line saying how to build its addon when the build lacks it', async () => {
+    // The built bin where no build/Release is found above it (its packages linked in).
+    const copy = join(dir, 'no-addon');
+    for (const part of ['guest', 'shared']) cpSync(fileURLToPath(new URL(`../../../dist/${part}`, import.meta.url)), join(copy, 'dist', part), { recursive: true });
+    symlinkSync(fileURLToPath(new URL('../../../node_modules', import.meta.url)), join(copy, 'node_modules'));
+    const { code, stderr } = await runBesideAnother({ cli: join(copy, 'dist', 'guest', 'cli.js') });
+    expect(stderr).toBe('spectrum-netd: the rtnl-events addon (build/Release/rtnl_events.node) is missing: run npm run build (it needs make, g++ and python3)\n');
+    expect(code).toBe(EXIT.failure);
   });
 });
 

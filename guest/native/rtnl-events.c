@@ -1,0 +1,357 @@
+// The agent's route netlink notification socket: rtnetlink multicast groups read with recvmsg(2)
+// under a uv_poll, datagrams handed to JS in batches.
+//
+// Why native: the `netlink` package's socket dies on the one event this socket must survive.
+// When a burst of notifications overruns the receive buffer the kernel sets ENOBUFS on the
+// socket, epoll reports EPOLLERR, libuv calls the poll callback with UV_EBADF, and the package
+// throws a C++ exception out of that callback (std::terminate: the agent aborts), or, where it
+// did not, closes the socket. Here an overflow is reported (the agent reads the whole state
+// again) and the socket read on.
+//
+// JS API (guest/netd/rtnl-events.ts wraps it):
+//   open(groups, bufferBytes) -> handle   bind to the RTMGRP_* bitmask `groups`; throws {code}
+//   receiveBuffer(handle) -> { bytes, forced }   what SO_RCVBUF says now; forced: SO_RCVBUFFORCE took
+//   watch(handle, onEvent(status, bytes))
+//       status 0: bytes holds the datagrams read, each padded to 4 bytes (netlink messages only:
+//                 what the kernel sent, no one else's)
+//       -ENOBUFS: notifications were lost (the buffer overflowed, or one was cut short); reading goes on
+//       other < 0: -errno, the socket failed; reported once, reading stops
+//   close(handle)
+#define _GNU_SOURCE  // strerrorname_np (napi-plumbing.h)
+#define NAPI_VERSION 8
+#include <node_api.h>
+#define ADDON_NAME "rtnl-events"
+#include "../../shared/native/napi-plumbing.h"
+#include <uv.h>
+
+#include <errno.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifndef SO_RCVBUFFORCE
+#define SO_RCVBUFFORCE 33
+#endif
+
+// Room for one datagram: a notification is one message, far smaller (a link's, with every
+// attribute, a few KiB); a larger one is reported as lost, never half read.
+#define DATAGRAM_MAX 65536
+// Where one wake's datagrams are gathered before JS gets a copy.
+#define ARENA_BYTES (1024 * 1024)
+// Datagrams one readiness event reads before other handles get their turn.
+#define READS_PER_WAKE 256
+
+typedef struct {
+  int fd;
+  int closed;
+  int failed;
+  // SO_RCVBUFFORCE set the buffer (else SO_RCVBUF, capped at net.core.rmem_max).
+  int forced;
+  // Inside the JS callback: close() then leaves the napi clean-up to the caller.
+  int delivering;
+  // Owners of this memory: the JS handle until finalized, and the poll handle until libuv has
+  // closed it. The last to let go frees it.
+  int holds;
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  uint8_t *arena;
+} events_socket;
+
+#define CHECK(call)                                                      \
+  do {                                                                   \
+    if ((call) != napi_ok) {                                             \
+      napi_throw_error(env, "EINTERNAL", "rtnl-events: " #call " failed"); \
+      return NULL;                                                       \
+    }                                                                    \
+  } while (0)
+
+static events_socket *socket_of(napi_env env, napi_value handle) {
+  void *data = NULL;
+  if (napi_get_value_external(env, handle, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, "EINVAL", "rtnl-events: not a socket handle");
+    return NULL;
+  }
+  events_socket *socket = data;
+  if (socket->closed) {
+    napi_throw_error(env, "EBADF", "rtnl-events: socket is closed");
+    return NULL;
+  }
+  return socket;
+}
+
+static void let_go(events_socket *socket) {
+  if (--socket->holds > 0) return;
+  free(socket->arena);
+  free(socket);
+}
+
+static void on_poll_closed(uv_handle_t *handle) {
+  let_go(handle->data);
+}
+
+static void forget_callback(events_socket *socket) {
+  if (socket->callback == NULL) return;
+  napi_delete_reference(socket->env, socket->callback);
+  napi_async_destroy(socket->env, socket->context);
+  socket->callback = NULL;
+}
+
+static void release(events_socket *socket) {
+  if (socket->closed) return;
+  socket->closed = 1;
+  if (socket->callback != NULL) {
+    // libuv must let go of the descriptor before it is closed.
+    uv_poll_stop(&socket->poll);
+    uv_close((uv_handle_t *)&socket->poll, on_poll_closed);
+    // Not while the callback runs: its async context is in use.
+    if (!socket->delivering) forget_callback(socket);
+  }
+  close(socket->fd);
+}
+
+static void finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  events_socket *socket = data;
+  release(socket);
+  let_go(socket);
+}
+
+static napi_value socket_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  uint32_t groups = 0, buffer_bytes = 0;
+  CHECK(napi_get_value_uint32(env, argv[0], &groups));
+  CHECK(napi_get_value_uint32(env, argv[1], &buffer_bytes));
+  if (groups == 0 || buffer_bytes > INT32_MAX / 2) {
+    napi_throw_range_error(env, "EINVAL", "rtnl-events: groups must be a non-empty RTMGRP_* mask and the buffer at most 1 GiB");
+    return NULL;
+  }
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  int forced = 0;
+  if (buffer_bytes > 0) {
+    // SO_RCVBUFFORCE passes net.core.rmem_max (CAP_NET_ADMIN, which the agent has); without it
+    // SO_RCVBUF, which the kernel caps there. Either way the size is what receiveBuffer() says.
+    int size = (int)buffer_bytes;
+    forced = setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) == 0;
+    if (!forced) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+  struct sockaddr_nl address;
+  memset(&address, 0, sizeof address);
+  address.nl_family = AF_NETLINK;
+  address.nl_groups = groups;
+  if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+    int bind_error = errno;
+    close(fd);
+    return throw_errno(env, bind_error, "bind");
+  }
+  events_socket *socket = calloc(1, sizeof *socket);
+  uint8_t *arena = malloc(ARENA_BYTES);
+  if (socket == NULL || arena == NULL) {
+    free(socket);
+    free(arena);
+    close(fd);
+    return throw_errno(env, ENOMEM, "socket");
+  }
+  socket->fd = fd;
+  socket->arena = arena;
+  socket->forced = forced;
+  socket->holds = 1;
+  socket->env = env;
+  napi_value handle;
+  if (napi_create_external(env, socket, finalize, NULL, &handle) != napi_ok) {
+    close(fd);
+    free(arena);
+    free(socket);
+    napi_throw_error(env, "EINTERNAL", "rtnl-events: cannot create a handle");
+    return NULL;
+  }
+  return handle;
+}
+
+static napi_value socket_receive_buffer(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  events_socket *socket = socket_of(env, argv[0]);
+  if (socket == NULL) return NULL;
+  int size = 0;
+  socklen_t length = sizeof size;
+  if (getsockopt(socket->fd, SOL_SOCKET, SO_RCVBUF, &size, &length) != 0) return throw_errno(env, errno, "getsockopt");
+  napi_value result;
+  CHECK(napi_create_object(env, &result));
+  if (set_number(env, result, "bytes", size) == NULL) return NULL;
+  napi_value forced;
+  CHECK(napi_get_boolean(env, socket->forced != 0, &forced));
+  CHECK(napi_set_named_property(env, result, "forced", forced));
+  return result;
+}
+
+// Hand JS one event: status 0 with `length` bytes of the arena, or -errno without bytes. A JS
+// exception goes to 'uncaughtException' (a bug of the agent's, reported as Node reports any),
+// never out of this libuv callback.
+static void deliver(events_socket *socket, int status, size_t length) {
+  napi_env env = socket->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value callback, receiver, argv[2], result;
+  if (napi_get_reference_value(env, socket->callback, &callback) == napi_ok && callback != NULL) {
+    napi_get_global(env, &receiver);  // make_callback wants an object as `this`
+    void *copy = NULL;
+    if (length > 0 && napi_create_buffer_copy(env, length, socket->arena, &copy, &argv[1]) != napi_ok) {
+      // No memory for them: the notifications are lost, which is an overflow.
+      status = -ENOBUFS;
+      length = 0;
+    }
+    if (length == 0) napi_get_undefined(env, &argv[1]);
+    napi_create_int32(env, status, &argv[0]);
+    socket->delivering = 1;
+    // make_callback: microtasks (the agent's promises) run afterwards.
+    napi_status called = napi_make_callback(env, socket->context, receiver, callback, 2, argv, &result);
+    socket->delivering = 0;
+    bool pending = false;
+    if (called == napi_pending_exception || (napi_is_exception_pending(env, &pending) == napi_ok && pending)) {
+      napi_value error;
+      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+  if (socket->closed) forget_callback(socket);
+}
+
+// The socket failed for good: said once, and no more polling (close() lets go of it).
+static void fail(events_socket *socket, int error) {
+  socket->failed = 1;
+  uv_poll_stop(&socket->poll);
+  deliver(socket, -error, 0);
+}
+
+static void on_readable(uv_poll_t *poll, int status, int events);
+
+static void poll_again(events_socket *socket) {
+  if (socket->closed || socket->failed) return;
+  int error = uv_poll_start(&socket->poll, UV_READABLE, on_readable);
+  if (error != 0) fail(socket, -error);
+}
+
+static void on_readable(uv_poll_t *poll, int status, int events) {
+  (void)events;
+  events_socket *socket = poll->data;
+  if (socket->closed || socket->failed) return;
+  if (status < 0) {
+    // libuv stops a poll handle on EPOLLERR, reporting UV_EBADF: the socket's error says what it
+    // was (getting SO_ERROR clears it). ENOBUFS: the receive buffer overflowed.
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (getsockopt(socket->fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
+    if (error == ENOBUFS) {
+      deliver(socket, -ENOBUFS, 0);
+    } else if (error != 0) {
+      fail(socket, error);
+      return;
+    }
+    // (0: a recvmsg took the error first and reported it.)
+    poll_again(socket);
+    return;
+  }
+  size_t used = 0;
+  int lost = 0, error = 0;
+  for (int reads = 0; reads < READS_PER_WAKE && ARENA_BYTES - used >= DATAGRAM_MAX; reads++) {
+    struct sockaddr_nl sender;
+    struct iovec vector = {.iov_base = socket->arena + used, .iov_len = DATAGRAM_MAX};
+    struct msghdr header;
+    memset(&header, 0, sizeof header);
+    header.msg_name = &sender;
+    header.msg_namelen = sizeof sender;
+    header.msg_iov = &vector;
+    header.msg_iovlen = 1;
+    ssize_t got = recvmsg(socket->fd, &header, MSG_DONTWAIT);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      // The overflow said by the read that met it; what was queued before it still follows.
+      if (errno == ENOBUFS) {
+        lost = 1;
+        continue;
+      }
+      error = errno;
+      break;
+    }
+    if (header.msg_flags & MSG_TRUNC) {
+      lost = 1;
+      continue;
+    }
+    // Only the kernel speaks on these groups; anything else is no notification.
+    if (sender.nl_pid != 0 || got == 0) continue;
+    size_t padded = NLMSG_ALIGN((size_t)got);
+    memset(socket->arena + used + got, 0, padded - (size_t)got);
+    used += padded;
+  }
+  if (used > 0) deliver(socket, 0, used);
+  if (lost && !socket->closed) deliver(socket, -ENOBUFS, 0);
+  if (error != 0 && !socket->closed) fail(socket, error);
+}
+
+static napi_value socket_watch(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  events_socket *socket = socket_of(env, argv[0]);
+  if (socket == NULL) return NULL;
+  if (socket->callback != NULL) {
+    napi_throw_error(env, "EBUSY", "rtnl-events: socket already watched");
+    return NULL;
+  }
+  napi_valuetype type;
+  CHECK(napi_typeof(env, argv[1], &type));
+  if (type != napi_function) {
+    napi_throw_type_error(env, "EINVAL", "rtnl-events: the callback must be a function");
+    return NULL;
+  }
+  uv_loop_t *loop = NULL;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "spectrum:rtnl-events", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &socket->context));
+  CHECK(napi_create_reference(env, argv[1], 1, &socket->callback));
+  if (uv_poll_init(loop, &socket->poll, socket->fd) != 0) {
+    forget_callback(socket);
+    return throw_errno(env, EBADF, "uv_poll_init");
+  }
+  socket->poll.data = socket;
+  socket->holds += 1;
+  int error = uv_poll_start(&socket->poll, UV_READABLE, on_readable);
+  if (error != 0) {
+    socket->failed = 1;
+    return throw_errno(env, -error, "uv_poll_start");
+  }
+  return NULL;
+}
+
+static napi_value socket_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  void *data = NULL;
+  CHECK(napi_get_value_external(env, argv[0], &data));
+  events_socket *socket = data;
+  if (socket != NULL) release(socket);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor functions[] = {
+      ADDON_FUNCTION("open", socket_open),
+      ADDON_FUNCTION("receiveBuffer", socket_receive_buffer),
+      ADDON_FUNCTION("watch", socket_watch),
+      ADDON_FUNCTION("close", socket_close),
+  };
+  EXPORT_FUNCTIONS(env, exports, functions);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

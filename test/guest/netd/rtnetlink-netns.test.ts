@@ -1,0 +1,58 @@
+// The agent's two rtnetlink sockets under load, in a namespace of their own: the notification
+// socket (our addon) through an overflow, a throwing listener and a close from its callback; the
+// request socket (the `netlink` package) under more requests at once than its buffer holds answers for.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
+import { compiled } from '../dns/dns-topology.js';
+
+describeNetns('rtnetlink sockets in a namespace', () => {
+  let harness: Harness;
+  let events: Record<string, Record<string, unknown>>;
+  let flood: { code: number | null; stderr: string; report: Record<string, unknown> | null };
+
+  beforeAll(async () => {
+    const [eventsFixture = '', floodFixture = ''] = compiled(['test/guest/netd/fixtures/rtnl-events', 'test/guest/netd/fixtures/rtnetlink-flood', 'guest/netd/rtnl-events', 'guest/netd/rtnetlink']);
+    harness = createHarness('rtnl');
+    // The fixture exits by itself only if closing released every socket and poll handle.
+    const { stdout } = await (await harness.namespace('events')).exec([process.execPath, eventsFixture], { timeoutMs: 20_000 });
+    events = JSON.parse(stdout) as typeof events;
+    const result = await (await harness.namespace('flood')).exec([process.execPath, floodFixture], { timeoutMs: 60_000, allowFailure: true });
+    flood = { code: result.code, stderr: result.stderr, report: result.code === 0 ? (JSON.parse(result.stdout) as Record<string, unknown>) : null };
+  }, 90_000);
+
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  it('gets the receive buffer it asks for past net.core.rmem_max (SO_RCVBUFFORCE), and says so', () => {
+    const forced = events['forced'] ?? {};
+    expect(forced['forced']).toBe(true);
+    expect(forced['bytes']).toBe(2 * Number(forced['asked']));
+    expect(Number(forced['bytes'])).toBeGreaterThan(2 * Number(forced['rmemMax']));
+  });
+
+  it('reports an overflow of its buffer, fails not, and reads the notifications after it', () => {
+    const overflow = events['overflow'] ?? {};
+    expect(overflow['overflows']).toBeGreaterThanOrEqual(1);
+    expect(overflow['failures']).toEqual([]);
+    // Some of the burst fitted and was read; the rest was lost, which the overflow said.
+    expect(overflow['burstLinksSeen']).toBeGreaterThan(0);
+    expect(overflow['burstLinksSeen']).toBeLessThan(200);
+    expect(overflow['lateSeen']).toBe(true);
+    expect(overflow['failuresAtEnd']).toEqual([]);
+  });
+
+  it("hands a listener's exception to 'uncaughtException', once, and reads on", () => {
+    expect(events['throwing']).toEqual({ caught: ['thrown by the listener'], calls: 2, failures: [] });
+  });
+
+  it('delivers nothing more once closed from its own callback, and lets the process exit', () => {
+    expect(events['closedInside']).toEqual({ calls: 1, reused: 'the rtnetlink notification socket is closed' });
+  });
+
+  it('answers every request of a flood larger than its buffer holds answers for, instead of aborting', () => {
+    expect(flood.code, flood.stderr).toBe(0);
+    expect(flood.report?.['answered']).toBe(flood.report?.['count']);
+    expect(flood.report?.['firstRejection']).toBeNull();
+  });
+});
