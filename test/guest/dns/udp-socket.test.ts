@@ -58,6 +58,10 @@ describeNetns('udp-batch sockets in a namespace', () => {
     expect(report['tcp']).toEqual({ echoed: 'echo:hello', refused: 'error:ECONNREFUSED', noSuchLink: 'socket:ENODEV' });
   });
 
+  it("hands an exception its datagram handler throws to 'uncaughtException', not to the next call into the addon, and reads on", () => {
+    expect(report['throwingHandler']).toEqual({ caught: ['thrown by the handler'], calls: 2, laterCall: null, outcome: 'done' });
+  });
+
   it('goes on reading a connected socket after an ICMP error, reporting it once', () => {
     // ECONNREFUSED (111) from a peer that was not listening yet, as an upstream that restarts
     // (or anyone who forges an ICMP error for our port) causes: the answers after it are read.
