@@ -959,7 +959,7 @@ async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: Link
   const namespaces = [...new Set(sides)].filter((netns) => made.namespaces.has(netns) && !inUse.has(netns));
   const namespacesLeft = await deleteNamespaces(namespaces).catch((error: unknown) => namespaces.map((netns) => ({ netns, error: reasonOf(error) })));
   for (const netns of namespacesLeft) options.onUndoStepFailed?.(namespaceLeft(netns));
-  // Not written back: the VM's failure is still what is said, and the state as the file holds it is returned.
+  // Where the write back fails, the VM's failure is still what is said, and the state as the file holds it is returned.
   const held = sameState(next, state) ? next : await writeBack(options, state, next, options.onUndoStateWriteFailed);
   const leftDown = linksLeftDown(reports, before, made, options);
   if (leftDown.length > 0) options.onLeftDown?.(leftDown);
