@@ -595,8 +595,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       process.stdout.write(lines.join(''));
       // Each VM --keep-going did not link (and after it each of its links left down), the links
       // left down of VMs a signal undid, the devices and namespaces an undo left, the records an
-      // undo could not write back, then each VMM
-      // that did not detach a link taken down, and each NIC an undo did not take back: a line each.
+      // undo could not write back, then each VMM that did not detach a link taken down, and each
+      // NIC an undo did not take back: a line each.
       const failedVms = new Set<string>(failed.map((entry) => entry.vm));
       const failureLines = [
         ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),

@@ -447,6 +447,12 @@ const newRunDevices = (): RunDevices => ({ created: new Set(), replaced: new Set
 const linkDevicesOf = (report: LinkReport): string[] => [report.bridge, report.clientDevice, report.providerDevice];
 const pairOf = (report: LinkReport): { client: VmName; provider: VmName } => ({ client: vmName(report.vm), provider: vmName(report.provider) });
 
+/** The VM namespaces a link's netns sides live in (`<netnsPrefix><vm>`). */
+const linkNamespacesOf = (report: LinkReport, netnsPrefix: string): string[] => [
+  ...(report.clientAttach === 'netns' ? [`${netnsPrefix}${report.vm}`] : []),
+  ...(report.providerAttach === 'netns' ? [`${netnsPrefix}${report.provider}`] : []),
+];
+
 /**
  * Of the links an undo took back to their records in `before`, those it leaves down: up then
  * (recorded so), with a device the run had replaced. As recorded, for the operator's line.
@@ -785,12 +791,7 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
  * namespace that a link the run linked uses is in use.
  */
 function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMap<VmName, readonly LinkReport[]>, netnsPrefix: string): UndoStepFailure[] {
-  const inUse = new Set(
-    [...linked.values()].flat().flatMap((report) => [
-      ...(report.clientAttach === 'netns' ? [`${netnsPrefix}${report.vm}`] : []),
-      ...(report.providerAttach === 'netns' ? [`${netnsPrefix}${report.provider}`] : []),
-    ]),
-  );
+  const inUse = new Set([...linked.values()].flat().flatMap((report) => linkNamespacesOf(report, netnsPrefix)));
   const saidDevices = new Set<string>();
   const saidNamespaces = new Set<string>();
   const left: UndoStepFailure[] = [];
@@ -954,14 +955,11 @@ async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: Link
       ...(link.attached?.provider === 'netns' ? [namespaceOf(link.provider)] : []),
     ]),
   );
-  const sides = reports.flatMap((report) => [
-    ...(report.clientAttach === 'netns' ? [namespaceOf(report.vm)] : []),
-    ...(report.providerAttach === 'netns' ? [namespaceOf(report.provider)] : []),
-  ]);
+  const sides = reports.flatMap((report) => linkNamespacesOf(report, options.netnsPrefix));
   const namespaces = [...new Set(sides)].filter((netns) => made.namespaces.has(netns) && !inUse.has(netns));
   const namespacesLeft = await deleteNamespaces(namespaces).catch((error: unknown) => namespaces.map((netns) => ({ netns, error: reasonOf(error) })));
   for (const netns of namespacesLeft) options.onUndoStepFailed?.(namespaceLeft(netns));
-  // Not written back: the VM's failure is still what is said, and the state as the file holds it is returned.
+  // Where the write back fails, the VM's failure is still what is said, and the state as the file holds it is returned.
   const held = sameState(next, state) ? next : await writeBack(options, state, next, options.onUndoStateWriteFailed);
   const leftDown = linksLeftDown(reports, before, made, options);
   if (leftDown.length > 0) options.onLeftDown?.(leftDown);

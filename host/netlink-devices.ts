@@ -201,6 +201,11 @@ export async function undoDevicePlan(plan: DevicePlan): Promise<PlanUndone> {
   return { ...devices, namespaces: await deleteNamespaces(plan.createNamespaces) };
 }
 
+/** Whether a device is of the kind `kinds` gives its name; any kind where it gives none. */
+function ofKindGiven(device: { readonly name: string; readonly kind: string | null }, kinds: ReadonlyMap<string, string> | undefined): boolean {
+  return kinds?.has(device.name) !== true || kinds.get(device.name) === device.kind;
+}
+
 /**
  * Delete these devices as removeDevices does (only those of the kind `kinds` gives their name,
  * if it does), never throwing: where the removal fails, the devices still there afterwards are
@@ -213,7 +218,7 @@ export async function undoDevices(names: readonly string[], kinds?: ReadonlyMap<
     const reason = error instanceof Error ? error.message : String(error);
     try {
       const there = [...(await listDevices(null, names)).values()];
-      const ours = (device: ObservedDevice): boolean => kinds?.has(device.name) !== true || kinds.get(device.name) === device.kind;
+      const ours = (device: ObservedDevice): boolean => ofKindGiven(device, kinds);
       const left = there.filter(ours).map((device) => device.name);
       return { kept: there.filter((device) => !ours(device)).map((device) => device.name), ...(left.length > 0 && { left: { devices: left, error: reason } }) };
     } catch {
@@ -263,7 +268,7 @@ export async function removeDevices(
     for (const name of names) query.getLink(name);
     const found = (await socket.run(query.finish(), true)).flatMap((outcome) => (outcome.state === 'done' ? decodeLinks(outcome.reply) : []));
     const named = found.filter((link) => wanted.has(link.name));
-    const ofKind = (link: LinkInfo): boolean => kinds?.has(link.name) !== true || kinds.get(link.name) === link.kind;
+    const ofKind = (link: LinkInfo): boolean => ofKindGiven(link, kinds);
     const kept = named.filter((link) => !ofKind(link)).map((link) => link.name);
     const doomed = [...new Map(named.filter(ofKind).map((link) => [link.index, link])).values()];
     if (doomed.length > ONE_BY_ONE_MAX && (await removeTogether(socket, doomed, group))) return kept;

@@ -194,9 +194,9 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
         // No VMM runs there: the VM holds no NIC of ours. A socket missing is what a VMM that
         // exited leaves (QEMU removes its QMP socket at exit, checked with Debian's 7.2; a stopped
         // VM's runtime directory goes with it): the usual unlink after a VM stopped, so said only
-        // at level info. The state does not record where the socket was: a
-        // VMM run with its socket elsewhere would keep the NIC, on the tap deleted next, so the
-        // line says what a later unlink needs (the record no longer says how it was attached).
+        // at level info. The state does not record where the socket was: a VMM run with its
+        // socket elsewhere would keep the NIC, on the tap deleted next, so the line says what a
+        // later unlink needs (the record no longer says how it was attached).
         const gone = await vmmGone(error);
         if (gone === 'no-socket') {
           const option = kind === 'qemu' ? '--qmp-socket' : '--ch-socket';

@@ -200,9 +200,8 @@ static void deliver(events_socket *socket, int status, size_t length) {
   napi_env env = socket->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value callback, receiver, argv[2], result;
+  napi_value callback, argv[2];
   if (napi_get_reference_value(env, socket->callback, &callback) == napi_ok && callback != NULL) {
-    napi_get_global(env, &receiver);  // make_callback wants an object as `this`
     void *copy = NULL;
     if (length > 0 && napi_create_buffer_copy(env, length, socket->arena, &copy, &argv[1]) != napi_ok) {
       // No memory for them: the notifications are lost, which is an overflow.
@@ -212,14 +211,9 @@ static void deliver(events_socket *socket, int status, size_t length) {
     if (length == 0) napi_get_undefined(env, &argv[1]);
     napi_create_int32(env, status, &argv[0]);
     socket->delivering = 1;
-    // make_callback: microtasks (the agent's promises) run afterwards.
-    napi_status called = napi_make_callback(env, socket->context, receiver, callback, 2, argv, &result);
+    // Microtasks (the agent's promises) run afterwards.
+    make_callback(env, socket->context, callback, 2, argv);
     socket->delivering = 0;
-    bool pending = false;
-    if (called == napi_pending_exception || (napi_is_exception_pending(env, &pending) == napi_ok && pending)) {
-      napi_value error;
-      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
-    }
   }
   napi_close_handle_scope(env, scope);
   if (socket->closed) forget_callback(socket);

@@ -31,7 +31,6 @@
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>  // snprintf
 #include <stdlib.h>
@@ -336,19 +335,11 @@ static void deliver(udp_socket *socket, int count) {
   napi_env env = socket->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value callback, receiver, argument, result;
+  napi_value callback, argument;
   if (napi_get_reference_value(env, socket->callback, &callback) == napi_ok && callback != NULL) {
-    napi_get_global(env, &receiver);  // make_callback wants an object as `this`
     argument = number(env, count);
-    // make_callback: microtasks run afterwards. An exception the handler throws would stay
-    // pending and come out of the next unrelated call into this addon: it goes to
-    // 'uncaughtException' instead, as any other in Node (a bug of the agent's).
-    napi_status called = napi_make_callback(env, socket->context, receiver, callback, 1, &argument, &result);
-    bool pending = false;
-    if (called == napi_pending_exception || (napi_is_exception_pending(env, &pending) == napi_ok && pending)) {
-      napi_value error;
-      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
-    }
+    // An exception the handler throws goes to 'uncaughtException' (a bug of the agent's).
+    make_callback(env, socket->context, callback, 1, &argument);
   }
   napi_close_handle_scope(env, scope);
 }

@@ -21,7 +21,7 @@ const REQUEST_TIMEOUT_MS = 5_000;
  * about 5.4 KiB of the buffer per provider link (a link's NEWLINK alone takes 2.3 KiB): 32 MiB
  * hold some 6000 links' worth; more is an overflow, which costs a full re-read, not a change.
  */
-export const DEFAULT_EVENT_BUFFER_BYTES = 16 * 1024 * 1024;
+const DEFAULT_EVENT_BUFFER_BYTES = 16 * 1024 * 1024;
 /** What the request socket asks for (the kernel doubles it, after capping it at net.core.rmem_max). */
 const REQUEST_BUFFER_BYTES = 4 * 1024 * 1024;
 /**
@@ -180,11 +180,6 @@ export class RtnetlinkKernel implements NetdKernel {
       throw new NetdError('netlink', `cannot open an rtnetlink socket (${errnoOf(error)}): is this Linux?`);
     }
     this.#maxInFlight = Math.max(1, Math.floor(this.#requests.socket.getRecvBufferSize() / ACK_BUDGET_BYTES));
-  }
-
-  /** At most how many requests are sent before their answers come (what the request socket's buffer holds). */
-  get maxRequestsInFlight(): number {
-    return this.#maxInFlight;
   }
 
   /** The notification socket's receive buffer (null before subscribe). */

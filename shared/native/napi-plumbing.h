@@ -6,6 +6,7 @@
 #ifndef SPECTRUM_NAPI_PLUMBING_H
 #define SPECTRUM_NAPI_PLUMBING_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,6 +42,20 @@ __attribute__((unused)) static napi_value set_number(napi_env env, napi_value ob
   if (napi_create_int32(env, value, &number) != napi_ok) return NULL;
   if (napi_set_named_property(env, object, name, number) != napi_ok) return NULL;
   return object;
+}
+
+// Call a JS callback from a libuv callback (napi_make_callback: microtasks run afterwards), `this`
+// the global object. An exception the callback throws would stay pending and come out of the next
+// unrelated call into the addon: it goes to 'uncaughtException' instead, as any other in Node.
+__attribute__((unused)) static void make_callback(napi_env env, napi_async_context context, napi_value callback, size_t argc, const napi_value *argv) {
+  napi_value receiver, result;
+  napi_get_global(env, &receiver);  // make_callback wants an object as `this`
+  napi_status called = napi_make_callback(env, context, receiver, callback, argc, argv, &result);
+  bool pending = false;
+  if (called == napi_pending_exception || (napi_is_exception_pending(env, &pending) == napi_ok && pending)) {
+    napi_value error;
+    if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
+  }
 }
 
 // One entry of an addon's function table, and the table made the module's exports.
