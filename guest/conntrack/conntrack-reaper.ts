@@ -105,6 +105,8 @@ export class ConntrackReaper {
   #lastError: string | null = null;
   /** Whether #lastError is a read's (cleared by the next read that works). */
   #readFailed = false;
+  /** The read failure last warned of: said again only for another reason, or after a read worked. */
+  #readWarned: string | null = null;
 
   constructor(
     private readonly option: ReapThresholdOption,
@@ -130,9 +132,10 @@ export class ConntrackReaper {
     this.#timer = undefined;
   }
 
-  /** A read that failed: said once per reason, not each second. */
+  /** A read that failed: said once per reason, not each second (nor after each failed reap between). */
   #readFailure(text: string, warning: string): void {
-    if (this.#lastError !== text) this.log.warn({ err: text }, warning);
+    if (this.#readWarned !== text) this.log.warn({ err: text }, warning);
+    this.#readWarned = text;
     this.#lastError = text;
     this.#readFailed = true;
   }
@@ -176,6 +179,7 @@ export class ConntrackReaper {
       this.#readFailed = false;
       this.#lastError = null;
     }
+    if (unreadable === null) this.#readWarned = null;
     this.#count = count ?? null;
     if (count !== undefined) this.#state = countSeen(this.#state, count);
     const started = this.kernel.now();

@@ -170,6 +170,31 @@ describe('ConntrackReaper', () => {
     reaper.stop();
   });
 
+  it('says an unreadable nf_conntrack_max once, also while the reaps between fail (each failure warned on its own)', async () => {
+    const table = new FakeTable();
+    const { log, lines } = recordingLog();
+    const reaper = new ConntrackReaper('auto', log, table);
+    reaper.start(3_600_000);
+    table.count = 600;
+    await reaper.tick();
+    const unreadable = '/proc/sys/net/netfilter/nf_conntrack_max holds "many", not a number of entries';
+    table.readMax = () => {
+      throw new Error(unreadable);
+    };
+    table.fail = new Error('conntrack dump failed: ENOBUFS');
+    // Each tick far enough apart that the backoff lets every one reap (and fail).
+    for (let tick = 1; tick <= 4; tick++) {
+      table.clock = tick * 3_600_000;
+      table.count = 600 + tick;
+      await reaper.tick();
+    }
+    expect(table.reaps.length).toBeGreaterThanOrEqual(3);
+    const warnings = lines.filter((line) => line.level === 40);
+    expect(warnings.filter((line) => line.err === unreadable)).toHaveLength(1);
+    expect(warnings.filter((line) => line.err !== unreadable).length).toBe(table.reaps.length - 1);
+    reaper.stop();
+  });
+
   it('warns at a failed reap, says why in status, and backs off; a read that fails is said once', async () => {
     const table = new FakeTable();
     const { log, lines } = recordingLog();
