@@ -20,7 +20,8 @@ import { ControlServer, DEFAULT_CONTROL_SOCKET, controlRequest } from './control
 import { NetdError } from './netd-error.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
 import { loadRtnlEventsAddon } from './rtnl-events.js';
-import { SHOWN_DNS_COUNTS, type StatusReply, readStatusReply } from './status-shape.js';
+import { SHOWN_DNS_COUNTS } from './shown-dns-counts.js';
+import type { StatusReply } from './status-shape.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -479,6 +480,9 @@ async function agentStatus(controlSocket: string): Promise<StatusReply> {
   if (typeof reply === 'object' && reply !== null && !('links' in reply) && 'error' in reply && typeof reply.error === 'string') {
     throw new NetdError(reply.error === AGENT_STARTING ? 'not-ready' : 'control-socket', `spectrum-netd answered: ${reply.error}`);
   }
+  // Loaded here, not at start-up: zod costs ~35 ms, which every other command (and a status
+  // with no agent to answer) would pay.
+  const { readStatusReply } = await import('./status-shape.js');
   const read = readStatusReply(reply);
   if ('problem' in read) {
     throw new NetdError('control-socket', `the answer on ${controlSocket} is not a spectrum-netd status: ${read.problem}; is --control-socket the agent's socket?`);

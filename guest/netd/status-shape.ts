@@ -1,8 +1,12 @@
 // What `status` takes from the control socket, checked before it is shown or printed: whoever
 // listens on that path may be no spectrum-netd (another service, a test double), and formatStatus
-// would fail on a field of another type half-way through its table.
+// would fail on a field of another type half-way through its table. Loaded only once an answer is
+// there to check (zod costs ~35 ms of start-up): see agentStatus in commands.ts.
+import { z } from 'zod';
+import { quoteText } from '../../host/vm-name.js';
 import type { ReaperStatus } from '../conntrack/conntrack-reaper.js';
 import type { AgentStatus } from './agent.js';
+import { SHOWN_DNS_COUNTS } from './shown-dns-counts.js';
 
 /** The parts of a DHCP lease `status` shows (a real one has more: --json prints them all). */
 export interface ShownLease {
@@ -24,120 +28,80 @@ export interface ShownServices {
 /** What the agent answers `{"command":"status"}` with. */
 export type StatusReply = AgentStatus & { readonly reaper?: ReaperStatus | null; readonly services?: ShownServices | null };
 
-/** The first problem found in a value at `at`, or undefined. */
-type Check = (value: unknown, at: string) => string | undefined;
-
-function described(value: unknown): string {
-  if (Array.isArray(value)) return 'an array';
-  if (value === null) return 'null';
-  if (typeof value === 'object') return 'an object';
-  if (value === undefined) return 'missing';
-  const text = JSON.stringify(value);
-  return text.length > 40 ? `${text.slice(0, 40)}...` : text;
-}
-
-const typed =
-  (what: string, test: (value: unknown) => boolean): Check =>
-  (value, at) =>
-    test(value) ? undefined : `${at} is ${described(value)}, not ${what}`;
-
-const text = typed('a string', (value) => typeof value === 'string');
-const count = typed('a number', (value) => typeof value === 'number' && Number.isFinite(value));
-const flag = typed('true or false', (value) => typeof value === 'boolean');
-
-const orNull =
-  (check: Check): Check =>
-  (value, at) =>
-    value === null ? undefined : check(value, at);
-
-/** Absent from the JSON (undefined there), or as `check` says. */
-const optional =
-  (check: Check): Check =>
-  (value, at) =>
-    value === undefined ? undefined : check(value, at);
-
-const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
-
-const listOf =
-  (check: Check): Check =>
-  (value, at) => {
-    if (!Array.isArray(value)) return `${at} is ${described(value)}, not a list`;
-    for (const [index, item] of value.entries()) {
-      const problem = check(item, `${at}[${index}]`);
-      if (problem !== undefined) return problem;
-    }
-    return undefined;
-  };
-
-/** An object with these fields (others are let through: --json prints them). */
-const fields =
-  (shape: Readonly<Record<string, Check>>): Check =>
-  (value, at) => {
-    if (!isRecord(value)) return `${at} is ${described(value)}, not an object`;
-    for (const [name, check] of Object.entries(shape)) {
-      const problem = check(value[name], `${at}.${name}`);
-      if (problem !== undefined) return problem;
-    }
-    return undefined;
-  };
-
-/** An object whose every field is as `check` says (counters). */
-const recordOf =
-  (check: Check): Check =>
-  (value, at) => {
-    if (!isRecord(value)) return `${at} is ${described(value)}, not an object`;
-    for (const [name, item] of Object.entries(value)) {
-      const problem = check(item, `${at}.${name}`);
-      if (problem !== undefined) return problem;
-    }
-    return undefined;
-  };
-
-const link = fields({ name: text, role: text, id: orNull(count), ip: orNull(text), state: text, note: orNull(text), error: orNull(text) });
-
-const lease = fields({ ifname: text, clientIp: text, state: text, hostname: optional(text), expires: optional(count) });
-
-/** The DNS forwarder's counters `status` shows, in its order. */
-export const SHOWN_DNS_COUNTS = ['queries', 'answered', 'retransmits', 'upstreamTimeouts', 'failed', 'rateLimited', 'overloaded', 'evicted', 'malformed'] as const;
-
-const dns = fields({
-  ...Object.fromEntries(SHOWN_DNS_COUNTS.map((name) => [name, optional(count)])),
-  listening: optional(flag),
-  lastBindError: optional(orNull(text)),
-  upstreams: optional(listOf(text)),
-  unreachableUpstreams: optional(listOf(text)),
+// Objects let other fields through (--json prints them); only what formatStatus reads is checked.
+const link = z.object({
+  name: z.string(),
+  role: z.string(),
+  id: z.number().nullable(),
+  ip: z.string().nullable(),
+  state: z.string(),
+  note: z.string().nullable(),
+  error: z.string().nullable(),
 });
 
-const reaper = fields({
-  threshold: orNull(count),
-  thresholdOption: (value, at) => (value === 'auto' ? undefined : typed('"auto" or a number', (v) => typeof v === 'number')(value, at)),
-  count: orNull(count),
-  reaps: count,
-  reaped: count,
-  lastReap: orNull(fields({ deleted: count, countBefore: count, countAfter: count })),
-  failures: count,
-  lastError: orNull(text),
+const lease = z.object({ ifname: z.string(), clientIp: z.string(), state: z.string(), hostname: z.string().optional(), expires: z.number().optional() });
+
+const dns = z.object({
+  ...Object.fromEntries(SHOWN_DNS_COUNTS.map((name) => [name, z.number().optional()])),
+  listening: z.boolean().optional(),
+  lastBindError: z.string().nullable().optional(),
+  upstreams: z.array(z.string()).optional(),
+  unreachableUpstreams: z.array(z.string()).optional(),
 });
 
-const status = fields({
-  links: listOf(link),
+const reaper = z.object({
+  threshold: z.number().nullable(),
+  thresholdOption: z.union([z.literal('auto'), z.number()], { error: 'Invalid input: expected "auto" or a number' }),
+  count: z.number().nullable(),
+  reaps: z.number(),
+  reaped: z.number(),
+  lastReap: z.object({ deleted: z.number(), countBefore: z.number(), countAfter: z.number() }).nullable(),
+  failures: z.number(),
+  lastError: z.string().nullable(),
+});
+
+const status = z.object({
+  links: z.array(link).readonly(),
   // initialChanges is null until the first reconcile is done.
-  counters: recordOf(orNull(count)),
-  firewall: orNull(recordOf(count)),
-  flowLimits: orNull(fields({ clientFlowLimit: count, clientNewFlowRate: count })),
-  firewallError: orNull(text),
-  model: orNull(fields({})),
-  conntrack: orNull(fields({ owed: listOf(text), sweepOwed: flag, lastError: orNull(text) })),
-  reaper: optional(orNull(reaper)),
-  services: optional(orNull(fields({ leases: optional(listOf(lease)), dhcp: optional(orNull(recordOf(count))), dns: optional(orNull(dns)) }))),
+  counters: z.record(z.string(), z.number().nullable()),
+  firewall: z.record(z.string(), z.number()).nullable(),
+  flowLimits: z.object({ clientFlowLimit: z.number(), clientNewFlowRate: z.number() }).nullable(),
+  firewallError: z.string().nullable(),
+  model: z.object({}).nullable(),
+  conntrack: z.object({ owed: z.array(z.string()).readonly(), sweepOwed: z.boolean(), lastError: z.string().nullable() }).nullable(),
+  reaper: reaper.nullable().optional(),
+  services: z.object({ leases: z.array(lease).readonly().optional(), dhcp: z.record(z.string(), z.number()).nullable().optional(), dns: dns.nullable().optional() }).nullable().optional(),
 });
+
+/** Where in the answer a problem is, as `status.links[0].role`: keys the peer chose are quoted. */
+function shownPath(path: readonly PropertyKey[]): string {
+  return path
+    .map((key) => {
+      if (typeof key === 'number') return `[${key}]`;
+      const name = String(key);
+      return /^[A-Za-z_$][\w$]*$/.test(name) ? `.${name}` : `[${quoteText(name, 40)}]`;
+    })
+    .join('');
+}
 
 /**
  * `value` as a status that formatStatus can show (and --json print as one), or why it is none:
- * the first field found wrong, and what it is.
+ * the first field found wrong, and what was expected there.
  */
 export function readStatusReply(value: unknown): { readonly status: StatusReply } | { readonly problem: string } {
-  const problem = status(value, 'status');
-  // Every field StatusReply types (and formatStatus reads) was checked just now.
-  return problem === undefined ? { status: value as StatusReply } : { problem };
+  const checked = status.safeParse(value);
+  if (checked.success) {
+    // Every field StatusReply types (and formatStatus reads) was checked just now; the value itself
+    // is kept (not checked.data) so that --json prints the fields not checked, in the agent's order.
+    return { status: value as StatusReply };
+  }
+  const [first] = checked.error.issues;
+  // zod's messages name types and expected values, never the peer's text.
+  return { problem: first === undefined ? 'status is invalid' : `status${shownPath(first.path)}: ${first.message}` };
 }
+
+// Every status the agent can send is one the schema takes (checked by tsc, not at run time); but
+// the counters', the model's and the services' types are interfaces, or hold unknown values, which
+// no record type takes (the tests check those parts).
+type Typed<T> = Omit<T, 'counters' | 'firewall' | 'model' | 'services'>;
+const _everyReplyFits = (reply: Typed<StatusReply>): Typed<z.input<typeof status>> => reply;

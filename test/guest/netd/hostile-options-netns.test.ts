@@ -141,7 +141,7 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     const close = await fakeControlSocket(path, (socket) => socket.end(`${JSON.stringify({ links: [{ name: 'eth0', role: 5 }], counters: {} })}\n`));
     try {
       const result = await provider.exec(['node', CLI, 'status', ...extra, '--control-socket', path], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
-      expect(result.stderr).toBe(`spectrum-netd: the answer on ${path} is not a spectrum-netd status: status.links[0].role is 5, not a string; is --control-socket the agent's socket?\n`);
+      expect(result.stderr).toBe(`spectrum-netd: the answer on ${path} is not a spectrum-netd status: status.links[0].role: Invalid input: expected string, received number; is --control-socket the agent's socket?\n`);
       expect(result.code, result.stderr).toBe(1);
       expect(result.stdout).toBe('');
     } finally {

@@ -111,12 +111,12 @@ describe('the answer status shows', () => {
   it('names the first field of another type, and what it is', () => {
     const problem = (value: unknown): unknown => readStatusReply(value);
     // What an outside review met: "internal error: cell.padEnd is not a function".
-    expect(problem({ links: [{ name: 'eth0', role: 5 }], counters: {} })).toEqual({ problem: 'status.links[0].role is 5, not a string' });
-    expect(problem('OK')).toEqual({ problem: 'status is "OK", not an object' });
-    expect(problem([])).toEqual({ problem: 'status is an array, not an object' });
-    expect(problem({ counters: {} })).toEqual({ problem: 'status.links is missing, not a list' });
-    expect(problem(replaced(overTheWire(full), ['services', 'leases', 0, 'hostname'], { a: 1 }))).toEqual({ problem: 'status.services.leases[0].hostname is an object, not a string' });
-    expect(problem(replaced(overTheWire(full), ['counters', 'reconciles'], 'x'.repeat(100)))).toEqual({ problem: `status.counters.reconciles is "${'x'.repeat(39)}..., not a number` });
+    expect(problem({ links: [{ name: 'eth0', role: 5 }], counters: {} })).toEqual({ problem: 'status.links[0].role: Invalid input: expected string, received number' });
+    expect(problem('OK')).toEqual({ problem: 'status: Invalid input: expected object, received string' });
+    expect(problem([])).toEqual({ problem: 'status: Invalid input: expected object, received array' });
+    expect(problem({ counters: {} })).toEqual({ problem: 'status.links: Invalid input: expected array, received undefined' });
+    expect(problem(replaced(overTheWire(full), ['services', 'leases', 0, 'hostname'], { a: 1 }))).toEqual({ problem: 'status.services.leases[0].hostname: Invalid input: expected string, received object' });
+    expect(problem(replaced(overTheWire(full), ['counters', 'reconciles'], 'x'.repeat(100)))).toEqual({ problem: 'status.counters.reconciles: Invalid input: expected number, received string' });
   });
 
   it('never lets through what formatStatus cannot show: any one part of a status replaced by any JSON value, or removed', () => {
