@@ -3,7 +3,7 @@
 // would fail on a field of another type half-way through its table. Loaded only once an answer is
 // there to check (zod costs ~35 ms of start-up): see agentStatus in commands.ts.
 import { z } from 'zod';
-import { quoteText } from '../../host/vm-name.js';
+import { quoteText } from '../../shared/shown-text.js';
 import type { ReaperStatus } from '../conntrack/conntrack-reaper.js';
 import type { AgentStatus } from './agent.js';
 import { SHOWN_DNS_COUNTS } from './shown-dns-counts.js';

@@ -1,0 +1,45 @@
+/**
+ * Untrusted text (a peer's answer, a file name, a name from a config dir) made safe for a one-line
+ * message: bounded, and nothing in it a terminal would act on. Used by both sides.
+ */
+/** How much of a name a message shows. */
+const SHOWN_MAX = 70;
+
+// JSON.stringify escapes only C0 controls: DEL, C1 controls (0x9B is CSI on some terminals) and
+// format characters (bidirectional overrides) would reach the terminal as they are.
+const UNESCAPED_CONTROL = /[\u007f-\u009f\p{Cf}]/gu;
+
+/** Quote untrusted text for a message: at most `max` characters of it, control and format characters escaped. */
+export function quoteText(text: string, max: number): string {
+  const quoted = JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
+  return quoted.replace(UNESCAPED_CONTROL, (char) => {
+    const code = char.codePointAt(0) ?? 0;
+    return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** Quote an untrusted name for a message: bounded, control and format characters escaped. */
+export function quoteName(text: string): string {
+  return quoteText(text, SHOWN_MAX);
+}
+
+/** What a terminal could act on: C0 and C1 controls, DEL, and format characters (bidi overrides). */
+const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+
+/**
+ * Text read from the file system (a file name, a symlink's target) for a message: as it is, or
+ * quoted like a name where it holds control or format characters (it must not rewrite the
+ * user's terminal).
+ */
+export function shownPath(path: string): string {
+  return TERMINAL_ACTIVE.test(path) ? quoteName(path) : path;
+}
+
+/**
+ * Text from an untrusted peer (a VMM's error description, a MAC it reports) for a message: as it
+ * is where it is at most `max` characters and holds nothing a terminal acts on, else quoted.
+ */
+export function shownText(text: string, max: number): string {
+  return text.length <= max && !TERMINAL_ACTIVE.test(text) ? text : quoteText(text, max);
+}
+
