@@ -23,7 +23,7 @@ import {
   setAttachments,
   unlistedLinks,
 } from './link-state.js';
-import { STATE_DIR_ENV, StateStoreError, hasStateFile, loadState, saveState, stateFilePath, withStateLock } from './state-store.js';
+import { STATE_DIR_ENV, StateStoreError, hasStateFile, loadState, probeStateWrite, saveState, stateFilePath, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import type { VmmNic } from './vmm/nic.js';
 import { vmName } from './vm-name.js';
@@ -624,7 +624,7 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
   const next = releasedState(state, unlisted);
   const changes = !sameState(next, state);
   // What is taken down must be recorded: a state dir that cannot be written stops it first.
-  const problem = changes ? await stateWriteProblem(options.stateDir, state) : undefined;
+  const problem = changes ? await stateWriteProblem(options.stateDir) : undefined;
   if (problem !== undefined) {
     throw new LinkerError(
       'unlisted-not-taken-down',
@@ -1109,18 +1109,18 @@ function releasedState(state: LinkState, links: readonly Link[]): LinkState {
 }
 
 /**
- * Why the state file cannot be written, found before links are taken down (else undefined): the
- * state as the file holds it is written again, durably, through the store (the same content). A
- * state dir that is read-only, full or not writable then fails here with nothing changed, not
- * after the VMs lost their links, the file still recording them as linked.
+ * Why the state file cannot be written, found before links are taken down (else undefined), by
+ * the store's probe of a write in the state dir (probeStateWrite; the file itself is left as it
+ * is): a state dir that is read-only, full or not writable then fails here with nothing changed,
+ * not after the VMs lost their links, the file still recording them as linked. The probe cannot
+ * promise that the save after succeeds (a large state on a nearly full disk, a disk filling
+ * meanwhile): its failure is said with what went (notRecorded).
  */
-async function stateWriteProblem(stateDir: string, state: LinkState): Promise<StateStoreError | undefined> {
+async function stateWriteProblem(stateDir: string): Promise<StateStoreError | undefined> {
   try {
-    await saveState(stateDir, state);
+    await probeStateWrite(stateDir);
     return undefined;
   } catch (error) {
-    // The file was written with what it held: no change of it could be lost, only the sync failed.
-    if (error instanceof StateStoreError && error.kind === 'sync-failed') return new StateStoreError('sync-failed', error.message.replace(/; the change may not survive a crash$/, ''));
     if (error instanceof StateStoreError) return error;
     throw error;
   }
@@ -1212,7 +1212,7 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
     if (flags.forget) for (const link of links) next = forgetLink(next, link).state;
     const changes = !sameState(next, state);
     // What is taken down must be recorded: a state dir that cannot be written stops it first.
-    const problem = changes ? await stateWriteProblem(options.stateDir, state) : undefined;
+    const problem = changes ? await stateWriteProblem(options.stateDir) : undefined;
     if (problem !== undefined) {
       throw new LinkerError(
         'state-not-writable',

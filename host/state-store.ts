@@ -70,7 +70,10 @@ export type StateStoreErrorKind =
   | 'too-large'
   /** The new state did not replace the file: it holds what it held before. */
   | 'write-failed'
-  /** The new state replaced the file, but the directory could not be synced: a crash may bring the old one back. */
+  /**
+   * The directory could not be synced: after a save, the new state replaced the file but a crash
+   * may bring the old one back; after a probe (probeStateWrite), nothing was changed.
+   */
   | 'sync-failed'
   | 'lock-failed'
   | 'lock-timeout'
@@ -82,6 +85,8 @@ export class StateStoreError extends Error {
   constructor(
     readonly kind: StateStoreErrorKind,
     message: string,
+    /** The errno name (ENOSPC, EROFS, ...) where the failure has one: for a caller's decision, never read from the message. */
+    readonly code?: string,
   ) {
     super(message);
   }
@@ -185,19 +190,78 @@ export async function saveState(dir: string, state: LinkState): Promise<void> {
     } catch {
       // never created, or already renamed
     }
-    if (error instanceof StateStoreError) throw error;
-    const check = isCode(error, 'EROFS') ? 'a read-only file system: check how the state dir is mounted' : "check the state dir's permissions and free space";
-    throw new StateStoreError('write-failed', `cannot write state file ${path} (${reasonOf(error)}); ${check}`);
+    throw writeFailed(path, error);
   }
   try {
-    const fd = openSync(dir, 'r');
+    syncDir(dir);
+  } catch (error) {
+    throw new StateStoreError('sync-failed', `wrote ${path} but could not sync ${dir} (${reasonOf(error)}); the change may not survive a crash`, errnoOf(error));
+  }
+}
+
+/** The store's error for a write of the state file at path that failed (`error`, the file system's or keepOwner's). */
+function writeFailed(path: string, error: unknown): StateStoreError {
+  if (error instanceof StateStoreError) return error;
+  const check = isCode(error, 'EROFS') ? 'a read-only file system: check how the state dir is mounted' : "check the state dir's permissions and free space";
+  return new StateStoreError('write-failed', `cannot write state file ${path} (${reasonOf(error)}); ${check}`, errnoOf(error));
+}
+
+function errnoOf(error: unknown): string | undefined {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
+}
+
+function syncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Throw the error a save to dir would fail with, found without touching the state file: a probe
+ * file of a few bytes is made in the state dir (as a save's temp file is: exclusively, given the
+ * state file's owner where that differs), written, fsynced, removed, and the dir synced. Call it
+ * holding the lock, before something is done that a save is to record.
+ *
+ * What it shows: a state dir that is read-only (EROFS), not writable by us (EACCES), out of inodes
+ * or full (ENOSPC: the fsync makes a file system with delayed allocation find its block), whose
+ * state file's owner cannot be kept (keepOwner), or that cannot be synced. What it cannot: that the
+ * whole new state fits (a file system with room for a few bytes but not for a large state), nor a
+ * failure that comes meanwhile (a disk that fills, a remount); the save after still fails then, and
+ * its caller must say what was done unrecorded. Nor a rename over the state file that is refused
+ * (an immutable file): a probe cannot try that without replacing it.
+ */
+export async function probeStateWrite(dir: string): Promise<void> {
+  const path = stateFilePath(dir);
+  const probe = join(dir, `${TEMP_PREFIX}${process.pid}.${tempTag()}${TEMP_SUFFIX}`);
+  try {
+    const old = existingFile(path);
+    const fd = openSync(probe, 'wx', 0o600);
     try {
+      writeSync(fd, 'probe\n');
+      if (old !== undefined) {
+        const made = fstatSync(fd);
+        if (made.uid !== old.uid || made.gid !== old.gid) keepOwner(fd, path, old);
+      }
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
+    unlinkSync(probe);
   } catch (error) {
-    throw new StateStoreError('sync-failed', `wrote ${path} but could not sync ${dir} (${reasonOf(error)}); the change may not survive a crash`);
+    try {
+      unlinkSync(probe);
+    } catch {
+      // never created, or removed already
+    }
+    throw writeFailed(path, error);
+  }
+  try {
+    syncDir(dir);
+  } catch (error) {
+    throw new StateStoreError('sync-failed', `cannot sync state dir ${dir} (${reasonOf(error)}), so a state saved there may not survive a crash`, errnoOf(error));
   }
 }
 
@@ -213,6 +277,7 @@ function keepOwner(fd: number, path: string, old: Stats): void {
     throw new StateStoreError(
       'write-failed',
       `cannot write state file ${path}: the new file cannot be given the old one's owner ${old.uid}:${old.gid} (${reasonOf(error)}), so the old one was kept; run spectrum-link as root or as that owner, or chown the file to the user that runs it`,
+      errnoOf(error),
     );
   }
 }

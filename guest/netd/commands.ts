@@ -1,5 +1,5 @@
 // The spectrum-netd subcommands: run (provider agent), client (app VM links), status.
-import { closeSync, constants, fstatSync, writeSync } from 'node:fs';
+import { type Stats, closeSync, constants, fstatSync, readFileSync, readdirSync, writeSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { integerOption } from '../../shared/cli/integer-option.js';
 import { interruptOnSignals, signalExitCode } from '../../shared/cli/interruption.js';
@@ -54,21 +54,62 @@ function parseFd(text: string): number {
   return integerOption('--notify-fd', text, 1, 9999, 'a file descriptor number');
 }
 
+const GIVE_NOTIFY_FD = 'give the descriptor the service manager opened for readiness (s6: the notification-fd file)';
+
 /**
  * --notify-fd at start, before anything is configured: a descriptor the agent was given. One that
  * is not open would otherwise fail only after the first reconcile, the agent then exiting with its
- * links configured; an anonymous inode (eventfd, epoll) is Node's own, never a readiness channel.
+ * links configured. What Node and libuv open for themselves before any of our code runs is an
+ * anonymous inode (epoll, eventfd) or a pipe both of whose ends the process holds (libuv's signal
+ * pipes): a newline written there would reach no service manager, only libuv, and corrupt it. So
+ * the descriptor must be a pipe, socket, file or character device, and where it is a pipe, its
+ * reading end must be held by another process. (Not told apart by close-on-exec: Node sets it on
+ * the descriptors it inherits too, uv_disable_stdio_inheritance.)
  */
 function checkNotifyFd(fd: number): void {
-  let mode: number;
+  let info: Stats;
   try {
-    mode = fstatSync(fd).mode;
+    info = fstatSync(fd);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? String(error);
-    throw new CliError(`--notify-fd ${fd} is not valid: no such open descriptor (${code}); give the descriptor the service manager opened for readiness (s6: the notification-fd file)`, EXIT.usage);
+    throw new CliError(`--notify-fd ${fd} is not valid: no such open descriptor (${code}); ${GIVE_NOTIFY_FD}`, EXIT.usage);
   }
-  if ((mode & constants.S_IFMT) === 0) {
-    throw new CliError(`--notify-fd ${fd} is not valid: it is not a pipe, socket or file given to the agent; give the descriptor the service manager opened for readiness (s6: the notification-fd file)`, EXIT.usage);
+  if (!(info.isFIFO() || info.isSocket() || info.isFile() || info.isCharacterDevice())) {
+    throw new CliError(`--notify-fd ${fd} is not valid: it is not a pipe, socket or file given to the agent; ${GIVE_NOTIFY_FD}`, EXIT.usage);
+  }
+  if (info.isFIFO() && holdsReadingEnd(info)) {
+    throw new CliError(`--notify-fd ${fd} is not valid: it is a pipe whose reading end the agent holds itself (one of Node's own), not one given to it; ${GIVE_NOTIFY_FD}`, EXIT.usage);
+  }
+}
+
+/** Whether this process has the pipe `pipe` open for reading (on any descriptor). */
+function holdsReadingEnd(pipe: Stats): boolean {
+  let fds: string[];
+  try {
+    fds = readdirSync('/proc/self/fd');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new CliError(`--notify-fd cannot be checked: /proc/self/fd cannot be read (${code}); mount /proc`, EXIT.usage);
+  }
+  return fds.some((name) => {
+    const fd = Number(name);
+    let info: Stats;
+    try {
+      info = fstatSync(fd);
+    } catch {
+      return false; // closed meanwhile (readdir's own descriptor)
+    }
+    return info.isFIFO() && info.dev === pipe.dev && info.ino === pipe.ino && accessMode(fd) !== constants.O_WRONLY;
+  });
+}
+
+/** The access mode (O_RDONLY, O_WRONLY, O_RDWR) descriptor fd was opened with, as /proc/self/fdinfo gives it (octal). */
+function accessMode(fd: number): number | undefined {
+  try {
+    const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1];
+    return flags === undefined ? undefined : Number.parseInt(flags, 8) & 0o3;
+  } catch {
+    return undefined;
   }
 }
 

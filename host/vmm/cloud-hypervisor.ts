@@ -15,7 +15,8 @@
 // must run in the taps' network namespace (as Spectrum's does): elsewhere it reads no MTU (the
 // guest stays at 1500; before PR #8112, April 2026, the add-net failed) or another device's. So
 // before the tap goes, the namespace of the process behind the socket (SO_PEERCRED) is compared
-// with the taps' (vmm-netns.ts), and a link MTU other than 1500 is refused there. The MTU is read
+// with the taps' (vmm-netns.ts), and a link MTU other than 1500 is refused there, as is 1500 where
+// a device of the tap's name is there (its MTU would be the guest's). The MTU is read
 // once, when the NIC is made: a NIC left from a link of another MTU keeps the old one (vm.info
 // cannot tell).
 import { request } from 'node:http';
@@ -25,7 +26,7 @@ import { quoteName, quoteText, shownText } from '../vm-name.js';
 import { deadline } from './deadline.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { type RightsConnection, TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
-import { mtuVerdict, peerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
+import { mtuVerdict, peerHasDevice, peerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
 import { VmmSocket, VmmSocketError, noVmmThere } from './vmm-socket.js';
 
 export type CloudHypervisorErrorKind =
@@ -323,6 +324,19 @@ function vetNamespace(socketPath: string, nic: VmmNic, options: CloudHypervisorO
   // launcher handed it a listening socket (`--api-socket fd=`) and still runs.
   const where = `cloud-hypervisor${of} at ${socketPath} (pid ${peerPid}, which made the socket listen) runs in network namespace ${shownNetns(peer.peer)}, not in the taps' (${tapsAt})`;
   if (verdict === 'note') {
+    // It reads the MTU of whatever device has the tap's name there: one that is there would give
+    // its guest that device's MTU, not the default 1500.
+    const named = peerHasDevice(peerPid, nic.tap);
+    if (named === true) {
+      throw new CloudHypervisorError(
+        'other-netns',
+        `${where}: it reads tap ${nic.tap}'s MTU by name in its own namespace, which has a device of that name, so its guest would learn that device's MTU, not the link's 1500; run cloud-hypervisor in the taps' network namespace`,
+      );
+    }
+    if (named === undefined) {
+      options.log?.('warn', `${where}: cannot tell whether a device named ${nic.tap} is there (/proc/${peerPid}/net/dev cannot be read); if so, its guest gets that device's MTU, not the link's 1500`);
+      return;
+    }
     options.log?.('info', `${where}: it cannot read tap ${nic.tap}'s MTU there, so its guest gets the default 1500, the link's (a cloud-hypervisor before PR #8112, April 2026, refuses the NIC there instead)`);
     return;
   }

@@ -4,7 +4,7 @@
 // tap's MTU (cloud-hypervisor net_util/src/tap.rs; since PR #8112 it then offers none, before it
 // the add-net failed). Namespaces are told apart as the kernel does: by the (st_dev, st_ino) of
 // their nsfs inode.
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { DEFAULT_NIC_MTU } from './nic.js';
 
 /** A network namespace as the kernel names it (nsfs device and inode). */
@@ -64,4 +64,28 @@ export function peerNetns(pid: number, taps: NetnsIdentity): PeerNetns {
     return { kind: 'unknown', why };
   }
   return sameNetns(peer, taps) ? { kind: 'same' } : { kind: 'other', peer, taps };
+}
+
+/** The device names of a /proc/PID/net/dev text (two header lines, then `name: counters` a line). */
+export function netDevNames(text: string): string[] {
+  return text
+    .split('\n')
+    .slice(2)
+    .flatMap((line) => {
+      const colon = line.indexOf(':');
+      return colon < 0 ? [] : [line.slice(0, colon).trim()];
+    });
+}
+
+/**
+ * Whether process `pid`'s network namespace has a device named `name` (/proc/PID/net/dev, the
+ * devices of that process's namespace); undefined where that cannot be read (the process gone,
+ * no permission).
+ */
+export function peerHasDevice(pid: number, name: string): boolean | undefined {
+  try {
+    return netDevNames(readFileSync(`/proc/${pid}/net/dev`, 'utf8')).includes(name);
+  } catch {
+    return undefined;
+  }
 }

@@ -2,7 +2,7 @@
 // what the namespace tests cannot make happen, such as an undo step that fails. The state store
 // is the real one, but for a switch that makes its next writes fail (the file left as it is).
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -38,9 +38,11 @@ const kernel = vi.hoisted(() => ({
 
 /**
  * The next `failSaves` state writes fail as a full disk makes them fail: the file keeps what it
- * held. The next `failSyncs` replace the file but fail to sync its directory.
+ * held. The next `failSyncs` replace the file but fail to sync its directory. A probe of a write
+ * (the check before a take-down) counts as a write here: `passSaves`, `failSaves` and `failSyncs`
+ * apply to it as to a save. `saves`: the state files really written.
  */
-const store = vi.hoisted(() => ({ failSaves: 0, failSyncs: 0, passSaves: 0 }));
+const store = vi.hoisted(() => ({ failSaves: 0, failSyncs: 0, passSaves: 0, saves: 0 }));
 
 vi.mock('../../host/state-store.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../host/state-store.js')>();
@@ -50,17 +52,35 @@ vi.mock('../../host/state-store.js', async (importOriginal) => {
       // `passSaves` saves go through before `failSaves` and `failSyncs` apply.
       if (store.passSaves > 0) {
         store.passSaves -= 1;
+        store.saves += 1;
         await real.saveState(dir, state);
         return;
       }
       if (store.failSaves > 0) {
         store.failSaves -= 1;
-        throw new real.StateStoreError('write-failed', `cannot write state file ${real.stateFilePath(dir)} (ENOSPC); check the state dir's permissions and free space`);
+        throw new real.StateStoreError('write-failed', `cannot write state file ${real.stateFilePath(dir)} (ENOSPC); check the state dir's permissions and free space`, 'ENOSPC');
       }
+      store.saves += 1;
       await real.saveState(dir, state);
       if (store.failSyncs > 0) {
         store.failSyncs -= 1;
-        throw new real.StateStoreError('sync-failed', `wrote ${real.stateFilePath(dir)} but could not sync ${dir} (EIO); the change may not survive a crash`);
+        throw new real.StateStoreError('sync-failed', `wrote ${real.stateFilePath(dir)} but could not sync ${dir} (EIO); the change may not survive a crash`, 'EIO');
+      }
+    },
+    probeStateWrite: async (dir: string) => {
+      if (store.passSaves > 0) {
+        store.passSaves -= 1;
+        await real.probeStateWrite(dir);
+        return;
+      }
+      if (store.failSaves > 0) {
+        store.failSaves -= 1;
+        throw new real.StateStoreError('write-failed', `cannot write state file ${real.stateFilePath(dir)} (ENOSPC); check the state dir's permissions and free space`, 'ENOSPC');
+      }
+      await real.probeStateWrite(dir);
+      if (store.failSyncs > 0) {
+        store.failSyncs -= 1;
+        throw new real.StateStoreError('sync-failed', `cannot sync state dir ${dir} (EIO), so a state saved there may not survive a crash`, 'EIO');
       }
     },
   };
@@ -136,6 +156,8 @@ beforeEach(async () => {
   kernel.whileApplying = () => undefined;
   store.failSaves = 0;
   store.failSyncs = 0;
+  store.passSaves = 0;
+  store.saves = 0;
 });
 afterEach(async () => {
   await rm(configDir, { recursive: true, force: true });
@@ -621,6 +643,21 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     return { text: await readFile(join(stateDir, 'links.json'), 'utf8'), link: outcome.linked.get(c1)!.find((link) => link.provider === NETVM)! };
   }
 
+  it('unlink, and link taking down a dropped provider: the check before writes no state file (a probe in the state dir), so each writes it once, leaving only it there', async () => {
+    const { vmm } = recordingVmm();
+    await linkC1(vmm, ['netvm2']);
+    await rm(join(configDir, c1, 'providers', 'net', 'netvm2'));
+    store.saves = 0;
+    const linked = await linkVms([c1], { ...options(), attach: qemu, vmm });
+    expect(linked.unlinked.get(c1)?.map((report) => report.provider)).toEqual(['netvm2']);
+    expect(store.saves).toBe(1);
+    store.saves = 0;
+    await unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm });
+    expect(store.saves).toBe(1);
+    expect((await loadState(stateDir)).links).toEqual([]);
+    expect(await readdir(stateDir)).toEqual(['links.json']);
+  });
+
   it('unlink: a state dir that cannot be written (a full disk) stops it before anything is taken down, saying so in one line', async () => {
     const { vmm, detached } = recordingVmm();
     const { text } = await linkC1(vmm);
@@ -686,7 +723,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     store.failSyncs = 1;
     await expect(unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
       kind: 'state-not-writable',
-      message: expect.stringMatching(/^unlink c1: wrote .*links\.json but could not sync .* \(EIO\); so nothing was taken down/),
+      message: expect.stringMatching(/^unlink c1: cannot sync state dir .* \(EIO\), so a state saved there may not survive a crash; so nothing was taken down/),
     });
     expect(detached).toEqual([]);
   });

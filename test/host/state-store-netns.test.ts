@@ -93,8 +93,34 @@ describeNetns('a state dir on a read-only file system', () => {
     const present = await onReadOnlyTmpfs(`mkdir "$0/state"`, ['allocate', join(mountPoint, 'state'), 'appvm-lynx', 'netvm']);
     expect(present.code).toBe(1);
     expect(present.stdout).toMatch(/^write-failed: cannot write state file .*\/state\/links\.json \(EROFS\); a read-only file system: check how the state dir is mounted/);
+    // The probe before a take-down says the same, and leaves the dir as it was.
+    const probed = await onReadOnlyTmpfs(`mkdir "$0/state" && echo '{"version":1,"links":[]}' > "$0/state/links.json"`, ['probe', join(mountPoint, 'state')]);
+    expect(probed.code).toBe(1);
+    expect(probed.stdout).toMatch(/^write-failed EROFS: cannot write state file .*\/state\/links\.json \(EROFS\); a read-only file system: check how the state dir is mounted/);
     // The tmpfs stayed in those mount namespaces.
     expect(await readdir(mountPoint)).toEqual([]);
     expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(mountPoint);
+  });
+
+  it('that is full (a tmpfs of one page, the state file in it) fails the probe of a write with ENOSPC, the state file left as it was', async () => {
+    const state = '{"version":1,"links":[]}';
+    const full = await ns.exec(
+      [
+        'unshare',
+        '-m',
+        'sh',
+        '-c',
+        `mount -t tmpfs -o size=4k tmpfs "$0" && echo '${state}' > "$0/links.json" && "$@"; code=$?; cat "$0/links.json"; ls -A "$0"; exit $code`,
+        mountPoint,
+        process.execPath,
+        FIXTURE,
+        'probe',
+        mountPoint,
+      ],
+      { allowFailure: true },
+    );
+    expect(full.code).toBe(1);
+    expect(full.stdout).toBe(`write-failed ENOSPC: cannot write state file ${join(mountPoint, 'links.json')} (ENOSPC); check the state dir's permissions and free space\n${state}\nlinks.json\n`);
+    expect(await readdir(mountPoint)).toEqual([]);
   });
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ID_COUNT, type Link, allocateLink, allocateLinks, emptyState, serializeState } from '../../host/link-state.js';
-import { STATE_FILE_MAX_BYTES, StateStoreError, loadState, saveState, stateDirFrom, stateFilePath, updateState, withStateLock } from '../../host/state-store.js';
+import { STATE_FILE_MAX_BYTES, StateStoreError, loadState, probeStateWrite, saveState, stateDirFrom, stateFilePath, updateState, withStateLock } from '../../host/state-store.js';
 import { VM_NAME_MAX, vmName } from '../../host/vm-name.js';
 import { clientId } from '../../shared/client-id.js';
 import { CLIENT_ID_MIN } from '../../shared/scheme.js';
@@ -351,6 +351,30 @@ describe('across processes (needs a build)', () => {
     expect(await readFile(stateFilePath(dir), 'utf8')).toBe(before);
     expect((await stat(stateFilePath(dir))).uid).toBe(0);
     expect(await readdir(dir)).toEqual(['links.json']);
+  });
+
+  it('probeStateWrite leaves the state file as it was (not written again: same inode, times and text) and nothing else in the dir', async () => {
+    await updateState(dir, (state) => allocateLink(state, pair));
+    const before = await stat(stateFilePath(dir), { bigint: true });
+    const text = await readFile(stateFilePath(dir), 'utf8');
+    await probeStateWrite(dir);
+    const after = await stat(stateFilePath(dir), { bigint: true });
+    expect([after.ino, after.mtimeNs, after.ctimeNs]).toEqual([before.ino, before.mtimeNs, before.ctimeNs]);
+    expect(await readFile(stateFilePath(dir), 'utf8')).toBe(text);
+    expect(await readdir(dir)).toEqual(['links.json']);
+  });
+
+  it("probeStateWrite fails as a save would where the state file's owner cannot be kept (run as a user who may not chown), its error structured", async () => {
+    expect(process.getuid?.(), 'this test runs the fixture as another user: run it as root').toBe(0);
+    await updateState(dir, (state) => allocateLink(state, pair));
+    await chown(dir, 65534, 65534);
+    const result = await run(process.execPath, [FIXTURE, 'probe', dir], { uid: 65534, gid: 65534 }).catch((error: { code: number; stdout: string }) => error);
+    expect(result).toMatchObject({ code: 1, stdout: expect.stringMatching(/^write-failed EPERM: cannot write state file .*: the new file cannot be given the old one's owner 0:0 \(EPERM\)/) });
+    expect(await readdir(dir)).toEqual(['links.json']);
+    // Not writable at all for that user: EACCES, as a save says it.
+    await chown(dir, 0, 0);
+    const denied = await run(process.execPath, [FIXTURE, 'probe', dir], { uid: 65534, gid: 65534 }).catch((error: { code: number; stdout: string }) => error);
+    expect(denied).toMatchObject({ code: 1, stdout: `write-failed EACCES: cannot write state file ${stateFilePath(dir)} (EACCES); check the state dir's permissions and free space\n` });
   });
 
   it('says a relative state dir cannot be resolved where the working directory is gone', async () => {

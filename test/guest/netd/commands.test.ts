@@ -3,7 +3,7 @@
 // start-up refusals that come before the control socket is tried. (The agent itself is tested in
 // agent*.test.ts.)
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -125,6 +125,40 @@ describe('spectrum-netd run --notify-fd', () => {
       `spectrum-netd: --notify-fd ${own ?? ''} is not valid: it is not a pipe, socket or file given to the agent; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
     );
     expect(code).toBe(EXIT.usage);
+  });
+
+  it("refuses either end of one of libuv's own pipes (both ends held by the process), which passes as a pipe but would reach only libuv", async () => {
+    const byPipe = new Map<string, string[]>();
+    for (const fd of readdirSync('/proc/self/fd')) {
+      try {
+        const target = readlinkSync(`/proc/self/fd/${fd}`);
+        if (target.startsWith('pipe:')) byPipe.set(target, [...(byPipe.get(target) ?? []), fd]);
+      } catch {
+        // readdir's own descriptor, closed since
+      }
+    }
+    const own = [...byPipe.values()].find((fds) => fds.length >= 2);
+    expect(own, 'libuv holds both ends of its signal pipes').toBeDefined();
+    for (const fd of own ?? []) {
+      const { code, err } = await runUntilPorts(['--notify-fd', fd]);
+      expect(err).toBe(
+        `spectrum-netd: --notify-fd ${fd} is not valid: it is a pipe whose reading end the agent holds itself (one of Node's own), not one given to it; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
+      );
+      expect(code).toBe(EXIT.usage);
+    }
+  });
+
+  it('refuses a descriptor that is a directory', async () => {
+    const dir = openSync(tmpdir(), 'r');
+    try {
+      const { code, err } = await runUntilPorts(['--notify-fd', String(dir)]);
+      expect(err).toBe(
+        `spectrum-netd: --notify-fd ${dir} is not valid: it is not a pipe, socket or file given to the agent; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
+      );
+      expect(code).toBe(EXIT.usage);
+    } finally {
+      closeSync(dir);
+    }
   });
 
   it('says the range of descriptor numbers it takes', async () => {

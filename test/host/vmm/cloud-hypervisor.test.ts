@@ -300,6 +300,30 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(heard.map((line) => line.level)).toEqual(['info']);
     });
 
+    it('another namespace at MTU 1500 that has a device of the tap\'s name: other-netns (its guest would learn that device\'s MTU), before anything is sent', async () => {
+      if (harness === undefined) throw new Error('no harness');
+      const elsewhere = await harness.namespace('other');
+      // A tap of the same name there, MTU 9000 (as another link's of the same device prefix could be).
+      await elsewhere.ip(['tuntap', 'add', 'dev', nic.tap, 'mode', 'tap']);
+      await elsewhere.ip(['link', 'set', nic.tap, 'mtu', '9000']);
+      const ch = await FakeCloudHypervisorProcess.start(elsewhere, 'Running');
+      cleanups.push(() => ch.close());
+      const error = await chError(chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged()));
+      expect(error.kind).toBe('other-netns');
+      expect(error.message).toMatch(
+        new RegExp(
+          `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${ch.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it reads tap snp42310's MTU by name in its own namespace, which has a device of that name, so its guest would learn that device's MTU, not the link's 1500; run cloud-hypervisor in the taps' network namespace$`,
+        ),
+      );
+      expect(heard).toEqual([]);
+      expect(await ch.report()).toMatchObject({ requests: [], heldTapQueues: 0 });
+      // Without that device there, the same attach goes on, with the note.
+      await elsewhere.ip(['link', 'del', nic.tap]);
+      expect(await chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged())).toMatchObject({ outcome: 'hot-added' });
+      expect(heard.map((line) => line.level)).toEqual(['info']);
+      await chDetach(ch.socketPath, nic, options);
+    });
+
     it('the VMM in the taps\' namespace: a link MTU of 9000 attaches, nothing said', async () => {
       if (tapsNs === undefined) throw new Error('no taps namespace');
       const ch = await FakeCloudHypervisorProcess.start(tapsNs, 'Running');

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_NIC_MTU, NIC_MTU_MAX, NIC_MTU_MIN } from '../../../host/vmm/nic.js';
-import { type PeerNetns, mtuVerdict, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
+import { type PeerNetns, mtuVerdict, netDevNames, peerHasDevice, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
 
 const identity = fc.record({ dev: fc.bigInt({ min: 1n, max: 1n << 32n }), ino: fc.bigInt({ min: 1n, max: 1n << 32n }) });
@@ -23,6 +23,17 @@ describe('mtuVerdict', () => {
         expect(mtuVerdict(where, mtu)).toBe(expected);
       }),
     );
+  });
+});
+
+describe('netDevNames and peerHasDevice', () => {
+  it('reads the device names of /proc/PID/net/dev, headers skipped; an exited process cannot be told', () => {
+    const text = 'Inter-|   Receive\n face |bytes    packets\n    lo: 0 0 0\nsnp42310: 1 2 3\n  eth0:12 3\n';
+    expect(netDevNames(text)).toEqual(['lo', 'snp42310', 'eth0']);
+    expect(peerHasDevice(process.pid, 'lo')).toBe(true);
+    expect(peerHasDevice(process.pid, 'snp-none')).toBe(false);
+    const exited = spawnSync('true').pid ?? 0;
+    expect(peerHasDevice(exited, 'lo')).toBeUndefined();
   });
 });
 
