@@ -22,6 +22,7 @@
 #include <node_api.h>
 #define ADDON_NAME "rtnl-events"
 #include "../../shared/native/napi-plumbing.h"
+#include "polled-socket.h"
 #include <uv.h>
 
 #include <errno.h>
@@ -46,20 +47,11 @@
 #define READS_PER_WAKE 256
 
 typedef struct {
-  int fd;
-  int closed;
+  polled_socket polled;  // first: the handle points at both (polled-socket.h)
+  // Reported a failure: polling stopped for good (close() still lets go of the socket).
   int failed;
   // SO_RCVBUFFORCE set the buffer (else SO_RCVBUF, capped at net.core.rmem_max).
   int forced;
-  // Inside the JS callback: close() then leaves the napi clean-up to the caller.
-  int delivering;
-  // Owners of this memory: the JS handle until finalized, and the poll handle until libuv has
-  // closed it. The last to let go frees it.
-  int holds;
-  uv_poll_t poll;
-  napi_env env;
-  napi_ref callback;
-  napi_async_context context;
   uint8_t *arena;
 } events_socket;
 
@@ -72,55 +64,13 @@ typedef struct {
   } while (0)
 
 static events_socket *socket_of(napi_env env, napi_value handle) {
-  void *data = NULL;
-  if (napi_get_value_external(env, handle, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, "EINVAL", "rtnl-events: not a socket handle");
-    return NULL;
-  }
-  events_socket *socket = data;
-  if (socket->closed) {
-    napi_throw_error(env, "EBADF", "rtnl-events: socket is closed");
-    return NULL;
-  }
-  return socket;
+  return (events_socket *)polled_socket_of(env, handle);
 }
 
-static void let_go(events_socket *socket) {
-  if (--socket->holds > 0) return;
+static void destroy(polled_socket *polled) {
+  events_socket *socket = (events_socket *)polled;
   free(socket->arena);
   free(socket);
-}
-
-static void on_poll_closed(uv_handle_t *handle) {
-  let_go(handle->data);
-}
-
-static void forget_callback(events_socket *socket) {
-  if (socket->callback == NULL) return;
-  napi_delete_reference(socket->env, socket->callback);
-  napi_async_destroy(socket->env, socket->context);
-  socket->callback = NULL;
-}
-
-static void release(events_socket *socket) {
-  if (socket->closed) return;
-  socket->closed = 1;
-  if (socket->callback != NULL) {
-    // libuv must let go of the descriptor before it is closed.
-    uv_poll_stop(&socket->poll);
-    uv_close((uv_handle_t *)&socket->poll, on_poll_closed);
-    // Not while the callback runs: its async context is in use.
-    if (!socket->delivering) forget_callback(socket);
-  }
-  close(socket->fd);
-}
-
-static void finalize(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  events_socket *socket = data;
-  release(socket);
-  let_go(socket);
 }
 
 static napi_value socket_open(napi_env env, napi_callback_info info) {
@@ -160,20 +110,9 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, ENOMEM, "socket");
   }
-  socket->fd = fd;
   socket->arena = arena;
   socket->forced = forced;
-  socket->holds = 1;
-  socket->env = env;
-  napi_value handle;
-  if (napi_create_external(env, socket, finalize, NULL, &handle) != napi_ok) {
-    close(fd);
-    free(arena);
-    free(socket);
-    napi_throw_error(env, "EINTERNAL", "rtnl-events: cannot create a handle");
-    return NULL;
-  }
-  return handle;
+  return polled_socket_handle(env, &socket->polled, fd, destroy);
 }
 
 static napi_value socket_receive_buffer(napi_env env, napi_callback_info info) {
@@ -183,7 +122,7 @@ static napi_value socket_receive_buffer(napi_env env, napi_callback_info info) {
   if (socket == NULL) return NULL;
   int size = 0;
   socklen_t length = sizeof size;
-  if (getsockopt(socket->fd, SOL_SOCKET, SO_RCVBUF, &size, &length) != 0) return throw_errno(env, errno, "getsockopt");
+  if (getsockopt(socket->polled.fd, SOL_SOCKET, SO_RCVBUF, &size, &length) != 0) return throw_errno(env, errno, "getsockopt");
   napi_value result;
   CHECK(napi_create_object(env, &result));
   if (set_number(env, result, "bytes", size) == NULL) return NULL;
@@ -193,57 +132,63 @@ static napi_value socket_receive_buffer(napi_env env, napi_callback_info info) {
   return result;
 }
 
+typedef struct {
+  int status;
+  size_t length;
+} events_batch;
+
+// (status, bytes): a copy of the batch's `length` bytes of the arena, or undefined.
+static size_t batch_arguments(polled_socket *polled, const void *event, napi_value *argv) {
+  napi_env env = polled->env;
+  const events_batch *batch = event;
+  int status = batch->status;
+  size_t length = batch->length;
+  void *copy = NULL;
+  if (length > 0 && napi_create_buffer_copy(env, length, ((events_socket *)polled)->arena, &copy, &argv[1]) != napi_ok) {
+    // No memory for them: the notifications are lost, which is an overflow.
+    status = -ENOBUFS;
+    length = 0;
+  }
+  if (length == 0) napi_get_undefined(env, &argv[1]);
+  napi_create_int32(env, status, &argv[0]);
+  return 2;
+}
+
 // Hand JS one event: status 0 with `length` bytes of the arena, or -errno without bytes. A JS
 // exception goes to 'uncaughtException' (a bug of the agent's, reported as Node reports any),
-// never out of this libuv callback.
+// never out of this libuv callback; microtasks (the agent's promises) run afterwards. The
+// listener may close the socket: callers look at `closed` after each delivery.
 static void deliver(events_socket *socket, int status, size_t length) {
-  napi_env env = socket->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value callback, argv[2];
-  if (napi_get_reference_value(env, socket->callback, &callback) == napi_ok && callback != NULL) {
-    void *copy = NULL;
-    if (length > 0 && napi_create_buffer_copy(env, length, socket->arena, &copy, &argv[1]) != napi_ok) {
-      // No memory for them: the notifications are lost, which is an overflow.
-      status = -ENOBUFS;
-      length = 0;
-    }
-    if (length == 0) napi_get_undefined(env, &argv[1]);
-    napi_create_int32(env, status, &argv[0]);
-    socket->delivering = 1;
-    // Microtasks (the agent's promises) run afterwards.
-    make_callback(env, socket->context, callback, 2, argv);
-    socket->delivering = 0;
-  }
-  napi_close_handle_scope(env, scope);
-  if (socket->closed) forget_callback(socket);
+  events_batch batch = {.status = status, .length = length};
+  polled_deliver(&socket->polled, batch_arguments, &batch);
 }
 
 // The socket failed for good: said once, and no more polling (close() lets go of it).
 static void fail(events_socket *socket, int error) {
   socket->failed = 1;
-  uv_poll_stop(&socket->poll);
+  uv_poll_stop(&socket->polled.poll);
   deliver(socket, -error, 0);
 }
 
 static void on_readable(uv_poll_t *poll, int status, int events);
 
 static void poll_again(events_socket *socket) {
-  if (socket->closed || socket->failed) return;
-  int error = uv_poll_start(&socket->poll, UV_READABLE, on_readable);
+  // Not when the listener closed it: the poll handle is closing then.
+  if (socket->polled.closed || socket->failed) return;
+  int error = uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
   if (error != 0) fail(socket, -error);
 }
 
 static void on_readable(uv_poll_t *poll, int status, int events) {
   (void)events;
   events_socket *socket = poll->data;
-  if (socket->closed || socket->failed) return;
+  if (socket->polled.closed || socket->failed) return;
   if (status < 0) {
     // libuv stops a poll handle on EPOLLERR, reporting UV_EBADF: the socket's error says what it
     // was (getting SO_ERROR clears it). ENOBUFS: the receive buffer overflowed.
     int error = 0;
     socklen_t length = sizeof error;
-    if (getsockopt(socket->fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
+    if (getsockopt(socket->polled.fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
     if (error == ENOBUFS) {
       deliver(socket, -ENOBUFS, 0);
     } else if (error != 0) {
@@ -265,7 +210,7 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     header.msg_namelen = sizeof sender;
     header.msg_iov = &vector;
     header.msg_iovlen = 1;
-    ssize_t got = recvmsg(socket->fd, &header, MSG_DONTWAIT);
+    ssize_t got = recvmsg(socket->polled.fd, &header, MSG_DONTWAIT);
     if (got < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -288,8 +233,8 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     used += padded;
   }
   if (used > 0) deliver(socket, 0, used);
-  if (lost && !socket->closed) deliver(socket, -ENOBUFS, 0);
-  if (error != 0 && !socket->closed) fail(socket, error);
+  if (lost && !socket->polled.closed) deliver(socket, -ENOBUFS, 0);
+  if (error != 0 && !socket->polled.closed) fail(socket, error);
 }
 
 static napi_value socket_watch(napi_env env, napi_callback_info info) {
@@ -297,7 +242,7 @@ static napi_value socket_watch(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 2, argv)) return NULL;
   events_socket *socket = socket_of(env, argv[0]);
   if (socket == NULL) return NULL;
-  if (socket->callback != NULL) {
+  if (socket->polled.callback != NULL) {
     napi_throw_error(env, "EBUSY", "rtnl-events: socket already watched");
     return NULL;
   }
@@ -307,33 +252,13 @@ static napi_value socket_watch(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "rtnl-events: the callback must be a function");
     return NULL;
   }
-  uv_loop_t *loop = NULL;
-  CHECK(napi_get_uv_event_loop(env, &loop));
-  napi_value name;
-  CHECK(napi_create_string_utf8(env, "spectrum:rtnl-events", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, NULL, name, &socket->context));
-  CHECK(napi_create_reference(env, argv[1], 1, &socket->callback));
-  if (uv_poll_init(loop, &socket->poll, socket->fd) != 0) {
-    forget_callback(socket);
-    return throw_errno(env, EBADF, "uv_poll_init");
-  }
-  socket->poll.data = socket;
-  socket->holds += 1;
-  int error = uv_poll_start(&socket->poll, UV_READABLE, on_readable);
+  if (!polled_socket_watch(env, &socket->polled, argv[1], "spectrum:rtnl-events")) return NULL;
+  int error = uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
   if (error != 0) {
+    // Watched but never polled: close() still lets go of the poll handle.
     socket->failed = 1;
     return throw_errno(env, -error, "uv_poll_start");
   }
-  return NULL;
-}
-
-static napi_value socket_close(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  void *data = NULL;
-  CHECK(napi_get_value_external(env, argv[0], &data));
-  events_socket *socket = data;
-  if (socket != NULL) release(socket);
   return NULL;
 }
 
@@ -342,7 +267,7 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("open", socket_open),
       ADDON_FUNCTION("receiveBuffer", socket_receive_buffer),
       ADDON_FUNCTION("watch", socket_watch),
-      ADDON_FUNCTION("close", socket_close),
+      ADDON_FUNCTION("close", polled_socket_close),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
   return exports;

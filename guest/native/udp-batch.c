@@ -25,6 +25,7 @@
 #define ADDON_NAME "udp-batch"
 #include "../../shared/native/napi-plumbing.h"
 #include "bind-to-index.h"
+#include "polled-socket.h"
 #include <uv.h>
 
 #include <arpa/inet.h>
@@ -45,17 +46,8 @@
 #define BATCHES_PER_WAKE 1
 
 typedef struct {
-  int fd;
+  polled_socket polled;  // first: the handle points at both (polled-socket.h)
   int family;
-  int closed;
-  // Owners of this memory: the JS handle until finalized, and the poll handle until libuv has
-  // closed it. The last to let go frees it.
-  int holds;
-  uv_poll_t poll;
-  napi_env env;
-  napi_ref callback;
-  napi_async_context context;
-  napi_ref self;
 } udp_socket;
 
 static struct {
@@ -85,24 +77,10 @@ static napi_value number(napi_env env, double value) {
   return result;
 }
 
-static udp_socket *socket_of(napi_env env, napi_value handle) {
-  void *data = NULL;
-  if (napi_get_value_external(env, handle, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, "EINVAL", "udp-batch: not a socket handle");
-    return NULL;
-  }
-  udp_socket *socket = data;
-  if (socket->closed) {
-    napi_throw_error(env, "EBADF", "udp-batch: socket is closed");
-    return NULL;
-  }
-  return socket;
-}
-
 // The arguments of a call whose first argument is a socket handle, and that socket (NULL: thrown).
 static udp_socket *socket_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   if (!get_args(env, info, want, argv)) return NULL;
-  return socket_of(env, argv[0]);
+  return (udp_socket *)polled_socket_of(env, argv[0]);
 }
 
 // family 4|6 and a literal address into a sockaddr; 0 on success, else an errno.
@@ -167,34 +145,8 @@ static napi_value arena_set(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static void let_go(udp_socket *socket) {
-  if (--socket->holds == 0) free(socket);
-}
-
-static void on_poll_closed(uv_handle_t *handle) {
-  let_go(handle->data);
-}
-
-static void release(udp_socket *socket) {
-  if (socket->closed) return;
-  socket->closed = 1;
-  if (socket->callback != NULL) {
-    // libuv must let go of the descriptor before it is closed.
-    uv_poll_stop(&socket->poll);
-    uv_close((uv_handle_t *)&socket->poll, on_poll_closed);
-    napi_delete_reference(socket->env, socket->callback);
-    napi_async_destroy(socket->env, socket->context);
-    socket->callback = NULL;
-  }
-  close(socket->fd);
-}
-
-static void finalize(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  udp_socket *socket = data;
-  release(socket);
-  let_go(socket);
+static void destroy(polled_socket *socket) {
+  free(socket);
 }
 
 static napi_value socket_open(napi_env env, napi_callback_info info) {
@@ -234,18 +186,8 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, ENOMEM, "socket");
   }
-  socket->fd = fd;
   socket->family = (int)family;
-  socket->holds = 1;
-  socket->env = env;
-  napi_value handle;
-  if (napi_create_external(env, socket, finalize, NULL, &handle) != napi_ok) {
-    close(fd);
-    free(socket);
-    napi_throw_error(env, "EINTERNAL", "udp-batch: cannot create a handle");
-    return NULL;
-  }
-  return handle;
+  return polled_socket_handle(env, &socket->polled, fd, destroy);
 }
 
 static napi_value socket_connect(napi_env env, napi_callback_info info) {
@@ -258,7 +200,7 @@ static napi_value socket_connect(napi_env env, napi_callback_info info) {
   socklen_t length = 0;
   int error = make_address(env, socket->family, argv[1], port, &address, &length);
   if (error != 0) return throw_errno(env, error, "bad remote address");
-  if (connect(socket->fd, (struct sockaddr *)&address, length) != 0) return throw_errno(env, errno, "connect");
+  if (connect(socket->polled.fd, (struct sockaddr *)&address, length) != 0) return throw_errno(env, errno, "connect");
   return NULL;
 }
 
@@ -280,7 +222,7 @@ static napi_value socket_bind_to_index(napi_env env, napi_callback_info info) {
   int ifindex = 0;
   if (!get_ifindex(env, argv[1], &ifindex)) return NULL;
   const char *step = NULL;
-  int error = bind_to_index(socket->fd, ifindex, &step);
+  int error = bind_to_index(socket->polled.fd, ifindex, &step);
   return error == 0 ? NULL : throw_errno(env, error, step);
 }
 
@@ -326,22 +268,20 @@ static napi_value socket_local_port(napi_env env, napi_callback_info info) {
   if (socket == NULL) return NULL;
   struct sockaddr_storage address;
   socklen_t length = sizeof address;
-  if (getsockname(socket->fd, (struct sockaddr *)&address, &length) != 0) return throw_errno(env, errno, "getsockname");
+  if (getsockname(socket->polled.fd, (struct sockaddr *)&address, &length) != 0) return throw_errno(env, errno, "getsockname");
   uint16_t port = address.ss_family == AF_INET ? ((struct sockaddr_in *)&address)->sin_port : ((struct sockaddr_in6 *)&address)->sin6_port;
   return number(env, ntohs(port));
 }
 
+static size_t count_argument(polled_socket *socket, const void *count, napi_value *argv) {
+  argv[0] = number(socket->env, *(const int *)count);
+  return 1;
+}
+
+// onBatch(count): the handler may close the socket (on_readable then reads no more); an exception
+// it throws goes to 'uncaughtException' (a bug of the agent's).
 static void deliver(udp_socket *socket, int count) {
-  napi_env env = socket->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value callback, argument;
-  if (napi_get_reference_value(env, socket->callback, &callback) == napi_ok && callback != NULL) {
-    argument = number(env, count);
-    // An exception the handler throws goes to 'uncaughtException' (a bug of the agent's).
-    make_callback(env, socket->context, callback, 1, &argument);
-  }
-  napi_close_handle_scope(env, scope);
+  polled_deliver(&socket->polled, count_argument, &count);
 }
 
 static void describe_sender(unsigned slot) {
@@ -366,7 +306,7 @@ static void describe_sender(unsigned slot) {
 static void on_readable(uv_poll_t *poll, int status, int events) {
   (void)events;
   udp_socket *socket = poll->data;
-  if (socket->closed) return;
+  if (socket->polled.closed) return;
   if (status < 0) {
     // libuv stops a poll handle on POLLERR, reporting UV_EBADF. On a connected socket that is an
     // ICMP error the kernel queued (ECONNREFUSED from an upstream restarting, or from anyone who
@@ -374,15 +314,16 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     // the error (SO_ERROR clears it, or a send already did), report it, and poll again.
     int error = 0;
     socklen_t length = sizeof error;
-    if (getsockopt(socket->fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
+    if (getsockopt(socket->polled.fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
       deliver(socket, -errno);
       return;
     }
     if (error != 0) deliver(socket, -error);
-    if (!socket->closed) uv_poll_start(&socket->poll, UV_READABLE, on_readable);
+    // Not when the handler closed it: the poll handle is closing then.
+    if (!socket->polled.closed) uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
     return;
   }
-  for (int batch = 0; batch < BATCHES_PER_WAKE && !socket->closed; batch++) {
+  for (int batch = 0; batch < BATCHES_PER_WAKE && !socket->polled.closed; batch++) {
     unsigned slots = arena.slots;
     for (unsigned i = 0; i < slots; i++) {
       vectors[i].iov_base = arena.bytes + i * arena.slot_size;
@@ -393,7 +334,7 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
       messages[i].msg_hdr.msg_name = &senders[i];
       messages[i].msg_hdr.msg_namelen = sizeof senders[i];
     }
-    int count = recvmmsg(socket->fd, messages, slots, MSG_DONTWAIT, NULL);
+    int count = recvmmsg(socket->polled.fd, messages, slots, MSG_DONTWAIT, NULL);
     if (count < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
       // An ICMP error queued on a connected socket (ECONNREFUSED, ...): reported, then read on.
@@ -414,25 +355,12 @@ static napi_value socket_watch(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EINVAL", "udp-batch: arena() must be called before watch()");
     return NULL;
   }
-  if (socket->callback != NULL) {
+  if (socket->polled.callback != NULL) {
     napi_throw_error(env, "EBUSY", "udp-batch: socket already watched");
     return NULL;
   }
-  uv_loop_t *loop = NULL;
-  CHECK(napi_get_uv_event_loop(env, &loop));
-  napi_value name;
-  CHECK(napi_create_string_utf8(env, "spectrum:udp", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, NULL, name, &socket->context));
-  CHECK(napi_create_reference(env, argv[1], 1, &socket->callback));
-  if (uv_poll_init(loop, &socket->poll, socket->fd) != 0) {
-    napi_delete_reference(env, socket->callback);
-    napi_async_destroy(env, socket->context);
-    socket->callback = NULL;
-    return throw_errno(env, EBADF, "uv_poll_init");
-  }
-  socket->poll.data = socket;
-  socket->holds += 1;
-  uv_poll_start(&socket->poll, UV_READABLE, on_readable);
+  if (!polled_socket_watch(env, &socket->polled, argv[1], "spectrum:udp")) return NULL;
+  uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
   return NULL;
 }
 
@@ -474,7 +402,7 @@ static napi_value socket_send(napi_env env, napi_callback_info info) {
   uint32_t length = 0;
   if (!get_slice(env, argv + 1, &data, &length)) return NULL;
   if (data == NULL) return number(env, -EINVAL);
-  return send_result(env, send(socket->fd, data, length, MSG_DONTWAIT));
+  return send_result(env, send(socket->polled.fd, data, length, MSG_DONTWAIT));
 }
 
 static napi_value socket_send_to(napi_env env, napi_callback_info info) {
@@ -504,17 +432,7 @@ static napi_value socket_send_to(napi_env env, napi_callback_info info) {
     memcpy(&in6->sin6_addr, words, sizeof words);
     address_length = sizeof *in6;
   }
-  return send_result(env, sendto(socket->fd, data, length, MSG_DONTWAIT, (struct sockaddr *)&address, address_length));
-}
-
-static napi_value socket_close(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  void *data = NULL;
-  CHECK(napi_get_value_external(env, argv[0], &data));
-  udp_socket *socket = data;
-  if (socket != NULL) release(socket);
-  return NULL;
+  return send_result(env, sendto(socket->polled.fd, data, length, MSG_DONTWAIT, (struct sockaddr *)&address, address_length));
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -528,7 +446,7 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("sendTo", socket_send_to),
       ADDON_FUNCTION("localPort", socket_local_port),
       ADDON_FUNCTION("tcpConnect", tcp_connect),
-      ADDON_FUNCTION("close", socket_close),
+      ADDON_FUNCTION("close", polled_socket_close),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
   return exports;

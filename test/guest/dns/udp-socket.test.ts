@@ -39,7 +39,8 @@ describeNetns('udp-batch sockets in a namespace', () => {
     harness = createHarness('udp');
     ns = await harness.namespace('sockets');
     // The fixture exits by itself only if closing released every socket and poll handle.
-    const { stdout } = await ns.exec([process.execPath, fixture], { timeoutMs: 20_000 });
+    // --expose-gc: it drops handles and collects them, to see what their finalizers close.
+    const { stdout } = await ns.exec([process.execPath, '--expose-gc', fixture], { timeoutMs: 20_000 });
     report = JSON.parse(stdout) as typeof report;
   });
 
@@ -60,6 +61,15 @@ describeNetns('udp-batch sockets in a namespace', () => {
 
   it("hands an exception its datagram handler throws to 'uncaughtException', not to the next call into the addon, and reads on", () => {
     expect(report['throwingHandler']).toEqual({ caught: ['thrown by the handler'], calls: 2, laterCall: null, outcome: 'done' });
+  });
+
+  it('hands nothing more to a handler that closed its socket mid-batch, and lets the process exit', () => {
+    expect(report['closedInside']).toEqual({ calls: 1, errors: [], closed: true, sentAfter: 11 });
+  });
+
+  it('closes the descriptor of a handle dropped unclosed, and no other descriptor for a handle closed before', () => {
+    // 8 dropped open, and the newer socket (the 8 closed ones hold no descriptor).
+    expect(report['finalized']).toEqual({ openedBeforeGc: 9, openAfterGc: 1, newerStillOpen: null });
   });
 
   it('goes on reading a connected socket after an ICMP error, reporting it once', () => {
