@@ -181,6 +181,14 @@ export class FirewallReconciler {
   }
 
   /**
+   * Whether the table differs from what `model` and these settings make (missing, or changed by
+   * someone else): a listing, nothing changed.
+   */
+  async differs(model: FirewallModel): Promise<boolean> {
+    return planFirewall(await readTable(this.options), validateFirewallModel(model), this.options).kind !== 'unchanged';
+  }
+
+  /**
    * `verify`: list the table whatever is remembered, and repair what differs (someone changed it
    * behind our back without making one of our transactions fail).
    */

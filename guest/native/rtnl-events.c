@@ -14,7 +14,9 @@
 //   watch(handle, onEvent(status, bytes))
 //       status 0: bytes holds the datagrams read, each padded to 4 bytes (netlink messages only:
 //                 what the kernel sent, no one else's)
-//       -ENOBUFS: notifications were lost (the buffer overflowed, or one was cut short); reading goes on
+//       -ENOBUFS: notifications were lost (the buffer overflowed, or one was cut short); what the
+//                 socket still held is discarded first (discard_queued), so every notification
+//                 delivered after it was sent after it; reading goes on
 //       other < 0: -errno, the socket failed; reported once, reading stops
 //   close(handle)
 #define _GNU_SOURCE  // strerrorname_np (napi-plumbing.h)
@@ -163,6 +165,30 @@ static void deliver(events_socket *socket, int status, size_t length) {
   polled_deliver(&socket->polled, batch_arguments, &batch);
 }
 
+// Discard what the socket's queue still holds: called before an overflow is reported. What it
+// holds was sent before the notifications lost, or among them; the agent reads the whole state
+// again after the report, which has all of it, and replayed over that re-read an old notification
+// would put back what has gone since (an address deleted, an old name or MAC). The kernel reports
+// one loss until the queue has been found empty, and each later one again: so what is read after
+// the report was sent after it, nothing lost between. Bounded, should the queue refill as fast as
+// it is read: twice the buffer's bytes.
+static void discard_queued(events_socket *socket) {
+  int size = 0;
+  socklen_t length = sizeof size;
+  if (getsockopt(socket->polled.fd, SOL_SOCKET, SO_RCVBUF, &size, &length) != 0 || size <= 0) size = DATAGRAM_MAX;
+  for (int64_t left = 2 * (int64_t)size; left > 0;) {
+    // MSG_TRUNC: the datagram's whole length, none of it copied; it is taken off the queue.
+    ssize_t got = recv(socket->polled.fd, NULL, 0, MSG_DONTWAIT | MSG_TRUNC);
+    if (got < 0 && errno != EINTR && errno != ENOBUFS) return;  // EAGAIN: empty; another error: the next read meets it
+    left -= got > 0 ? got : 1;
+  }
+}
+
+static void report_overflow(events_socket *socket) {
+  discard_queued(socket);
+  deliver(socket, -ENOBUFS, 0);
+}
+
 // The socket failed for good: said once, and no more polling (close() lets go of it).
 static void fail(events_socket *socket, int error) {
   socket->failed = 1;
@@ -190,7 +216,7 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     socklen_t length = sizeof error;
     if (getsockopt(socket->polled.fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
     if (error == ENOBUFS) {
-      deliver(socket, -ENOBUFS, 0);
+      report_overflow(socket);
     } else if (error != 0) {
       fail(socket, error);
       return;
@@ -214,10 +240,10 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     if (got < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      // The overflow said by the read that met it; what was queued before it still follows.
+      // The overflow said by the read that met it: what is queued still is discarded.
       if (errno == ENOBUFS) {
         lost = 1;
-        continue;
+        break;
       }
       error = errno;
       break;
@@ -233,7 +259,7 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     used += padded;
   }
   if (used > 0) deliver(socket, 0, used);
-  if (lost && !socket->polled.closed) deliver(socket, -ENOBUFS, 0);
+  if (lost && !socket->polled.closed) report_overflow(socket);
   if (error != 0 && !socket->polled.closed) fail(socket, error);
 }
 

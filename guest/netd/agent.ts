@@ -164,8 +164,9 @@ export class NetdAgent {
       // Subscribe before the dump, so nothing that happens in between is missed.
       this.kernel.subscribe({
         events: (events) => {
-          // During a dump, queue: the events are replayed on top of the fresh view. Otherwise
-          // apply at once, and reconcile only when something the planner reads changed.
+          // Once a dump is due, queue: #reconcile drops what was queued before the dump is asked
+          // for, and replays on top of it what arrives while it runs. Otherwise apply at once,
+          // and reconcile only when something the planner reads changed.
           if (this.#dumping || this.#fullSyncWanted) {
             this.#pending.push(...events);
             this.#schedule();
@@ -275,6 +276,17 @@ export class NetdAgent {
       this.#knownConfigured = new Set();
       this.#counters.fullSyncs += 1;
       const fresh = emptyView();
+      // What was queued until now is dropped, not replayed over the dump. Those events were
+      // read, so sent, before the dump is asked for, and the kernel sends one after its change
+      // is made: the dump has that change, or what followed it. After an overflow some may even
+      // come from before the notifications lost (the addon discards what its socket still
+      // holds when it reports one, rtnl-events.c); replayed, they would put back an address
+      // since deleted, an old name or MAC. What arrives while the dump runs is kept and
+      // replayed in order: the socket keeps the kernel's order, and with no loss since the
+      // report every later change to the same object follows its event, so replaying converges
+      // (kernel-view.ts). At start the same holds: the socket was opened (subscribe) before this
+      // first dump is asked for, so what changed between the two is in the dump.
+      this.#pending.length = 0;
       this.#dumping = true;
       try {
         for (const event of await this.kernel.dump()) applyEvent(fresh, event);
@@ -283,7 +295,7 @@ export class NetdAgent {
       }
       this.#view = fresh;
     }
-    // Everything queued, including what arrived during a dump, applied in arrival order.
+    // Everything queued since a dump was asked for (or, without one, since the last run), in arrival order.
     for (const event of this.#pending.splice(0)) {
       this.#noteEvent(event);
       applyEvent(this.#view, event);

@@ -2,7 +2,7 @@
 import { type Stats, closeSync, constants, fstatSync, readFileSync, readdirSync, writeSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { integerOption } from '../../shared/cli/integer-option.js';
-import { interruptOnSignals, signalExitCode } from '../../shared/cli/interruption.js';
+import { type Interruption, interruptOnSignals, signalExitCode } from '../../shared/cli/interruption.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
 import type { ConntrackPort } from '../conntrack-port.js';
@@ -227,19 +227,14 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
   };
 }
 
-function waitForSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      process.off('SIGTERM', onSignal).off('SIGINT', onSignal);
-      resolve(signal);
-    };
-    process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
-  });
+/** The one line of an agent stopped by `signal` before its first reconcile was done; `after`: what is left. */
+function stoppedWhileStarting(signal: NodeJS.Signals, after: string): CliError {
+  return new CliError(`stopped by ${signal} while starting (before its first reconcile was done); ${after}`, signalExitCode(signal));
 }
 
-/** The one line of an agent stopped by `signal` before its first reconcile was done. */
-function stoppedWhileStarting(signal: NodeJS.Signals): CliError {
-  return new CliError(`stopped by ${signal} while starting (before its first reconcile was done); its control socket is removed`, signalExitCode(signal));
+/** The first SIGINT or SIGTERM `interruption` takes, once it comes. */
+function stopRequestedBy(interruption: Interruption): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => interruption.signal.addEventListener('abort', () => resolve(interruption.received ?? 'SIGTERM'), { once: true }));
 }
 
 /**
@@ -270,9 +265,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   // From here on a first SIGINT or SIGTERM stops the agent at whatever step it is, start-up
   // included, through the one teardown below; a second exits at once.
   const interruption = interruptOnSignals('spectrum-netd', 'its control socket may be left (the next start replaces it)');
-  const stopRequested = new Promise<NodeJS.Signals>((resolve) =>
-    interruption.signal.addEventListener('abort', () => resolve(interruption.received ?? 'SIGTERM'), { once: true }),
-  );
+  const stopRequested = stopRequestedBy(interruption);
   /**
    * A start-up step, cut short by a signal: then the step is left to finish, and `undo` undoes
    * what it made (the control socket, the services), which the teardown below never got.
@@ -281,7 +274,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
     const outcome = await Promise.race([step.then((made) => ({ made })), stopRequested.then((signal) => ({ signal }))]);
     if ('made' in outcome) return outcome.made;
     step.then(undo).catch(() => undefined);
-    throw stoppedWhileStarting(outcome.signal);
+    throw stoppedWhileStarting(outcome.signal, 'its control socket is removed');
   };
   let agent: NetdAgent | undefined;
   let ports: RunPorts | undefined;
@@ -397,18 +390,30 @@ export function clientCommand(): Command {
     .option('--watch', 'keep running and configure links as they are hot-plugged')
     .addOption(new Option('--ignore <ifname>', 'an interface to leave alone (repeatable)').argParser(collectInterface).default([], 'none'))
     .action(async (options: { watch?: boolean; ignore: string[] }) => {
-      const log = createLogger('spectrum-netd', { level: logLevel(options.watch === true ? 'info' : 'warn') });
+      const watch = options.watch === true;
+      const log = createLogger('spectrum-netd', { level: logLevel(watch ? 'info' : 'warn') });
+      // Watching, as `run`: a first SIGINT or SIGTERM stops it at whatever step it is, start-up
+      // included (one line, exit 128 + the signal; after it, a clean stop); a second exits at once.
+      const interruption = watch ? interruptOnSignals('spectrum-netd', 'what it configured stays') : undefined;
+      const stopRequested = interruption === undefined ? undefined : stopRequestedBy(interruption);
       const kernel = new RtnetlinkKernel();
       const agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(options.ignore), allowedPairs: [] }, log, null, null);
       let fail: (error: Error) => void = () => undefined;
       const fatal = new Promise<never>((_, reject) => (fail = reject));
       try {
-        await Promise.race([agent.start({ watch: options.watch === true, onFatal: (error) => fail(error) }), fatal]);
-        const status = await agent.status();
-        if (options.watch === true) {
-          await Promise.race([waitForSignal(), fatal]);
+        const starting = Promise.race([agent.start({ watch, onFatal: (error) => fail(error) }), fatal]);
+        if (stopRequested !== undefined) {
+          const outcome = await Promise.race([starting.then(() => undefined), stopRequested]);
+          if (outcome !== undefined) {
+            // The first reconcile is left to end on the closed kernel (agent.stop below).
+            starting.catch(() => undefined);
+            throw stoppedWhileStarting(outcome, 'what it configured stays');
+          }
+          log.info({ signal: await Promise.race([stopRequested, fatal]) }, 'stopping');
           return;
         }
+        await starting;
+        const status = await agent.status();
         const failed = status.links.filter((link) => link.error !== null);
         if (failed.length > 0) {
           throw new CliError('some client links could not be configured', EXIT.failure, failed.map((link) => `${link.name}: ${link.error ?? ''}`));
@@ -421,6 +426,7 @@ export function clientCommand(): Command {
         }
       } finally {
         agent.stop();
+        interruption?.dispose();
       }
     });
 }

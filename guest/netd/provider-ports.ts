@@ -73,14 +73,19 @@ export class NftablesFirewall implements FirewallPort {
   /**
    * The audit: also where clients' TCP timeouts follow a change of the provider's sysctls (an
    * operator's, after start), and `auto` flow limits one of nf_conntrack_max. The table is then
-   * replaced once, which is not counted as a repair.
+   * replaced once, which is not counted as a repair; unless someone else had changed it too,
+   * which the table is first checked for against the settings it was made with.
    */
   async verify(model: FirewallModel): Promise<boolean> {
     let follow: Follow | undefined;
     let changed: boolean;
+    let changedBehind = false;
     try {
       const reconciler = await this.#ready(model);
       follow = this.#followKernel();
+      // A follow replaces the table whatever it holds: a repair in the same audit would be
+      // counted nowhere. One more listing, at a follow only.
+      if (follow !== undefined) changedBehind = await reconciler.differs(model);
       ({ changed } = await (follow?.reconciler ?? reconciler).reconcile(model, { verify: true }));
     } catch (error) {
       await this.#afterFailure();
@@ -106,7 +111,7 @@ export class NftablesFirewall implements FirewallPort {
       }
     }
     this.#flowLimits = this.#settings === undefined ? undefined : limitsOf(this.#settings);
-    return changed && follow === undefined;
+    return changed && (follow === undefined || changedBehind);
   }
 
   /**

@@ -114,7 +114,10 @@ export function decodeNotification(type: number, payload: Buffer): KernelEvent |
 
 export interface KernelListener {
   events(events: readonly KernelEvent[]): void;
-  /** Notifications were lost (the socket's buffer overflowed): the view must be rebuilt. */
+  /**
+   * Notifications were lost (the socket's buffer overflowed): the view must be rebuilt. Every
+   * event told after this was sent after it (what the socket still held is discarded).
+   */
   overflow(): void;
   /** The notification socket failed for good. */
   failed(error: Error): void;

@@ -22,7 +22,10 @@ export interface ReceiveBuffer {
 
 export interface NotificationHandlers {
   messages(messages: readonly NetlinkMessage[]): void;
-  /** Notifications were lost; the socket reads on. */
+  /**
+   * Notifications were lost; the socket reads on. What it still held is discarded first: every
+   * notification told after this was sent after it, none lost between (until the next overflow).
+   */
   overflow(): void;
   /** The socket failed for good (the errno's name); it reads no more. */
   failed(code: string): void;

@@ -16,14 +16,19 @@ class ScriptedKernel implements NetdKernel {
   listener: KernelListener | undefined;
   refuse: (operation: Operation) => boolean = () => false;
 
-  constructor(private readonly initial: KernelEvent[]) {}
+  /** `state`: what a dump reads. */
+  constructor(public state: KernelEvent[]) {}
 
   subscribe(listener: KernelListener): void {
     this.listener = listener;
   }
 
+  /** Called as each dump is asked for, before it answers (what the kernel sends meanwhile). */
+  onDump: () => void = () => undefined;
+
   dump(): Promise<KernelEvent[]> {
-    return Promise.resolve(this.initial);
+    this.onDump();
+    return Promise.resolve(this.state);
   }
 
   /** What was applied, in order (refused operations included). */
@@ -298,6 +303,55 @@ describe('NetdAgent', () => {
       await agent.idle();
       expect(kernel.applied.some((operation) => isRoute(operation, '100.64.0.1', VM2.ifindex))).toBe(true);
       expect(kernel.applied.some((operation) => isRoute(operation, '100.64.0.5', CLIENT_1.ifindex))).toBe(true);
+    });
+  });
+
+  describe('a full re-read after notifications overflowed', () => {
+    /** The kernel as the agent's view has it: what a dump reads. */
+    const dumpOf = (view: KernelView): KernelEvent[] => [
+      ...[...view.links.values()].map((link) => ({ kind: 'link', op: 'new', link }) as const),
+      ...[...view.addresses.values()].map((address) => ({ kind: 'address', op: 'new', address }) as const),
+      ...[...view.routes.values()].map((route) => ({ kind: 'route', op: 'new', route }) as const),
+      ...[...view.neighbours.values()].map((neighbour) => ({ kind: 'neighbour', op: 'new', neighbour }) as const),
+    ];
+    const VM2 = { ...CLIENT_1, ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02' };
+
+    it('drops what was read before the dump was asked for (older than it), and replays what arrives while it runs', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null);
+      await agent.start({ watch: true });
+      const address = [...agent.view.addresses.values()].find((entry) => entry.ifindex === CLIENT_1.ifindex);
+      expect(address).toBeDefined();
+      // Someone deletes vm1's address; its deletion is among the notifications lost. Read after
+      // the overflow: the notification of the address's making, sent before.
+      kernel.state = dumpOf(agent.view).filter((event) => event.kind !== 'address' || event.address !== address);
+      kernel.applied.length = 0;
+      // While the dump runs, vm2 is plugged in: its notification comes after the dump's links.
+      kernel.onDump = () => kernel.listener?.events([{ kind: 'link', op: 'new', link: VM2 }]);
+      kernel.listener?.overflow();
+      kernel.listener?.events([{ kind: 'address', op: 'new', address: address! }]);
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+      expect((await agent.status()).counters.fullSyncs).toBe(2);
+      // Replayed over the dump, the old notification would have the planner take it as there.
+      expect(kernel.applied).toContainEqual({ kind: 'address-add', address });
+      expect(kernel.applied).toContainEqual({ kind: 'link-up', ifindex: VM2.ifindex, group: PROVIDER_LINK_GROUP });
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([
+        ['vm1', 'configured'],
+        ['vm2', 'configured'],
+      ]);
+    });
+
+    it('at start, drops what was read between subscribing and the first dump (the dump has it), and replays what arrives during it', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      // Read before the dump is asked for: vm1 under its old name, since renamed (the dump has the new one).
+      const starting = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), null, null);
+      agent = starting;
+      kernel.onDump = () => kernel.listener?.events([{ kind: 'link', op: 'new', link: VM2 }]);
+      const started = starting.start({ watch: true });
+      kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, name: 'old1' } }]);
+      await started;
+      expect([...starting.view.links.values()].map((link) => link.name).sort()).toEqual(['vm1', 'vm2']);
     });
   });
 

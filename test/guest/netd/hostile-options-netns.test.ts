@@ -4,7 +4,7 @@
 // `status` says in one line what is wrong with a control socket whose peer is no (or another)
 // spectrum-netd.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -94,6 +94,55 @@ describeNetns('spectrum-netd run and mistaken options', () => {
       await agent.kill('SIGKILL');
     }
   });
+
+  /** Whether process `pid` has a socket open past stdio (socket pairs): `client` opens its rtnetlink sockets first, Node none of its own. */
+  function hasSocket(pid: number): boolean {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      if (Number(fd) <= 2) return false;
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:');
+      } catch {
+        return false; // closed meanwhile
+      }
+    });
+  }
+
+  it.each([
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const)('`client --watch`: a %s while it starts stops it (one line, exit %i); once running, a clean stop (exit 0)', async (signal, code) => {
+    // It was killed without a line: its handling of the signal came only once it was running.
+    const ns = await harness.namespace(`client${code}`);
+    // Enough client-side links that the first reconcile takes a while.
+    const LINKS = 1500;
+    const hex = (byte: number): string => byte.toString(16).padStart(2, '0');
+    const batch = Array.from({ length: LINKS }, (_, index) => `link add p${index + 1} address 0a:b3:ec:00:${hex((index + 1) >> 8)}:${hex((index + 1) & 0xff)} type veth peer name q${index + 1}\n`);
+    await ns.exec(['ip', '-batch', '-'], { input: batch.join('') });
+    const starting = ns.spawn(['node', CLI, 'client', '--watch'], { enter: 'nsenter' });
+    try {
+      // As soon as it has its rtnetlink sockets: the start under way.
+      await eventually('the rtnetlink sockets of spectrum-netd client', () => Promise.resolve(starting.exit !== undefined || hasSocket(starting.pid)), 20_000);
+      process.kill(starting.pid, signal);
+      const exit = await starting.wait();
+      expect(starting.stderr).not.toContain('reconciled');
+      expect(exit.code, starting.stderr).toBe(code);
+      const lines = starting.stderr.split('\n').filter((line) => line !== '' && !line.startsWith('{'));
+      expect(lines).toEqual([`spectrum-netd: stopped by ${signal} while starting (before its first reconcile was done); what it configured stays`]);
+    } finally {
+      await starting.kill('SIGKILL');
+    }
+    const running = ns.spawn(['node', CLI, 'client', '--watch'], { enter: 'nsenter', env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' } });
+    try {
+      await eventually('its first reconcile', () => Promise.resolve(running.exit !== undefined || /"msg":"reconciled/.test(running.stderr + running.stdout)), 30_000);
+      process.kill(running.pid, signal);
+      const exit = await running.wait();
+      expect(exit.code, running.stderr).toBe(0);
+      expect((running.stderr + running.stdout).split('\n').filter((line) => line.includes('"msg":"stopping"')).map((line) => (JSON.parse(line) as { signal: string }).signal)).toEqual([signal]);
+      expect(running.stderr.split('\n').filter((line) => line !== '' && !line.startsWith('{'))).toEqual([]);
+    } finally {
+      await running.kill('SIGKILL');
+    }
+  }, 90_000);
 
   /** A Unix socket at `path` whose peer answers each connection with `answer`; closed by the returned function. */
   async function fakeControlSocket(path: string, answer: (socket: Socket) => void): Promise<() => Promise<void>> {

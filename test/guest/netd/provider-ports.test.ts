@@ -8,9 +8,10 @@ import { beforeEach, expect, it, vi } from 'vitest';
 import { KERNEL_TCP_TIMEOUTS, type TcpTimeouts, clientTcpTimeouts } from '../../../guest/firewall/client-tcp-timeouts.js';
 import type { FirewallModel } from '../../../guest/firewall/model.js';
 import type { NftResult } from '../../../guest/firewall/nft-library.js';
-import { staticTableText } from '../../../guest/firewall/ruleset.js';
+import { validateFirewallModel } from '../../../guest/firewall/model.js';
+import { desiredElements, emptyElements, staticTableText } from '../../../guest/firewall/ruleset.js';
 import { NftablesFirewall } from '../../../guest/netd/provider-ports.js';
-import { type SimulatedTable, applyScript, renderListing } from '../firewall/simulated-table.js';
+import { type SimulatedTable, applyScript, elementsOf, renderListing, tableOf } from '../firewall/simulated-table.js';
 
 /** The one table, and the structures it was made with, in order. */
 /** `refusing`: nft refuses every change (a listing still works), as the kernel may a transaction. */
@@ -251,6 +252,28 @@ it('has `auto` flow limits follow nf_conntrack_max at each audit: the table repl
   expect(nft.made).toEqual([table(1024, 46), table(512, 23), table(256, 11)]);
   expect(firewall.flowLimits()).toEqual({ clientFlowLimit: 256, clientNewFlowRate: 11 });
   expect(follows()).toBe(2);
+});
+
+it('counts a repair an audit makes while it follows a change of nf_conntrack_max or of the TCP timeouts: the table was changed behind its back too', async () => {
+  let conntrackMax = 8192;
+  let provider: TcpTimeouts = KERNEL_TCP_TIMEOUTS;
+  const firewall = new NftablesFirewall('auto', 'auto', log, () => conntrackMax, () => provider);
+  await firewall.reconcile(model);
+  // Someone empties the table's sets (its structure stands), and nf_conntrack_max changes.
+  nft.table = tableOf(nft.table!.structure, emptyElements());
+  conntrackMax = 4096;
+  expect(await firewall.verify(model)).toBe(true);
+  expect(nft.made).toEqual([table(1024, 46), table(512, 23)]);
+  expect(elementsOf(nft.table)).toEqual(elementsOf(tableOf(table(512, 23), desiredElements(validateFirewallModel(model)))));
+  // Someone deletes the table, and the provider's TCP timeouts change.
+  nft.table = undefined;
+  provider = { ...KERNEL_TCP_TIMEOUTS, established: 3600 };
+  expect(await firewall.verify(model)).toBe(true);
+  expect(nft.made.at(-1)).toBe(table(512, 23, provider));
+  // A follow alone is no repair.
+  conntrackMax = 2048;
+  expect(await firewall.verify(model)).toBe(false);
+  expect(nft.made.at(-1)).toBe(table(256, 11, provider));
 });
 
 it('keeps `auto` limits as they are while nf_conntrack_max cannot be read, warned once per reason; a limit given as a number never follows', async () => {
