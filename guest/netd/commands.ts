@@ -62,8 +62,9 @@ const GIVE_NOTIFY_FD = 'give the descriptor the service manager opened for readi
  * links configured. What Node and libuv open for themselves before any of our code runs is an
  * anonymous inode (epoll, eventfd) or a pipe both of whose ends the process holds (libuv's signal
  * pipes): a newline written there would reach no service manager, only libuv, and corrupt it. So
- * the descriptor must be a pipe, socket, file or character device, and where it is a pipe, its
- * reading end must be held by another process. (Not told apart by close-on-exec: Node sets it on
+ * the descriptor must be a pipe, socket, file or character device open for writing (one open
+ * only for reading, a pipe's reading end or `3</dev/null`, would fail only at the write, after the
+ * first reconcile), and where it is a pipe, its reading end must be held by another process. (Not told apart by close-on-exec: Node sets it on
  * the descriptors it inherits too, uv_disable_stdio_inheritance.)
  */
 function checkNotifyFd(fd: number): void {
@@ -76,6 +77,9 @@ function checkNotifyFd(fd: number): void {
   }
   if (!(info.isFIFO() || info.isSocket() || info.isFile() || info.isCharacterDevice())) {
     throw new CliError(`--notify-fd ${fd} is not valid: it is not a pipe, socket or file given to the agent; ${GIVE_NOTIFY_FD}`, EXIT.usage);
+  }
+  if (accessMode(fd) === constants.O_RDONLY) {
+    throw new CliError(`--notify-fd ${fd} is not valid: it is open only for reading, so the readiness newline could not be written to it; ${GIVE_NOTIFY_FD}`, EXIT.usage);
   }
   if (info.isFIFO() && holdsReadingEnd(info)) {
     throw new CliError(`--notify-fd ${fd} is not valid: it is a pipe whose reading end the agent holds itself (one of Node's own), not one given to it; ${GIVE_NOTIFY_FD}`, EXIT.usage);
