@@ -2,7 +2,7 @@
 // bad option values (the built bin's: option-values-netns.test.ts), the human `status` text,
 // start-up refusals that come before the control socket is tried. (The agent itself is tested in
 // agent*.test.ts.)
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -171,6 +171,23 @@ describe('spectrum-netd run --notify-fd', () => {
       }
     }
     rmSync(dirname(file), { recursive: true, force: true });
+  });
+
+  it('takes a named FIFO opened for reading and writing (sh: 3<>FIFO, so that the open waits for no reader), and /dev/null opened for writing', async () => {
+    const fifo = join(mkdtempSync(join(tmpdir(), 'spectrum-netd-fifo-')), 'ready');
+    execFileSync('mkfifo', [fifo]);
+    for (const [path, flags] of [
+      [fifo, 'r+'],
+      ['/dev/null', 'w'],
+    ] as const) {
+      const fd = openSync(path, flags);
+      try {
+        expect(await runUntilPorts(['--notify-fd', String(fd)])).toEqual({ code: EXIT.internal, err: 'spectrum-netd: internal error: ports reached\n' });
+      } finally {
+        closeSync(fd);
+      }
+    }
+    rmSync(dirname(fifo), { recursive: true, force: true });
   });
 
   it('refuses a descriptor that is a directory', async () => {
