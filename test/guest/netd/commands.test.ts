@@ -5,7 +5,7 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Command } from 'commander';
@@ -156,38 +156,44 @@ describe('spectrum-netd run --notify-fd', () => {
   });
 
   it('refuses a descriptor open only for reading (/dev/null, a file), to which the readiness newline could never be written', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'spectrum-netd-ro-')), 'ready');
-    writeFileSync(file, '');
-    for (const path of ['/dev/null', file]) {
-      const fd = openSync(path, 'r');
-      try {
-        const { code, err } = await runUntilPorts(['--notify-fd', String(fd)]);
-        expect(err).toBe(
-          `spectrum-netd: --notify-fd ${fd} is not valid: it is open only for reading, so the readiness newline could not be written to it; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
-        );
-        expect(code).toBe(EXIT.usage);
-      } finally {
-        closeSync(fd);
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-ro-'));
+    try {
+      writeFileSync(join(dir, 'ready'), '');
+      for (const path of ['/dev/null', join(dir, 'ready')]) {
+        const fd = openSync(path, 'r');
+        try {
+          const { code, err } = await runUntilPorts(['--notify-fd', String(fd)]);
+          expect(err).toBe(
+            `spectrum-netd: --notify-fd ${fd} is not valid: it is open only for reading, so the readiness newline could not be written to it; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
+          );
+          expect(code).toBe(EXIT.usage);
+        } finally {
+          closeSync(fd);
+        }
       }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
-    rmSync(dirname(file), { recursive: true, force: true });
   });
 
   it('takes a named FIFO opened for reading and writing (sh: 3<>FIFO, so that the open waits for no reader), and /dev/null opened for writing', async () => {
-    const fifo = join(mkdtempSync(join(tmpdir(), 'spectrum-netd-fifo-')), 'ready');
-    execFileSync('mkfifo', [fifo]);
-    for (const [path, flags] of [
-      [fifo, 'r+'],
-      ['/dev/null', 'w'],
-    ] as const) {
-      const fd = openSync(path, flags);
-      try {
-        expect(await runUntilPorts(['--notify-fd', String(fd)])).toEqual({ code: EXIT.internal, err: 'spectrum-netd: internal error: ports reached\n' });
-      } finally {
-        closeSync(fd);
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-fifo-'));
+    try {
+      execFileSync('mkfifo', [join(dir, 'ready')]);
+      for (const [path, flags] of [
+        [join(dir, 'ready'), 'r+'],
+        ['/dev/null', 'w'],
+      ] as const) {
+        const fd = openSync(path, flags);
+        try {
+          expect(await runUntilPorts(['--notify-fd', String(fd)])).toEqual({ code: EXIT.internal, err: 'spectrum-netd: internal error: ports reached\n' });
+        } finally {
+          closeSync(fd);
+        }
       }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
-    rmSync(dirname(fifo), { recursive: true, force: true });
   });
 
   it('refuses a descriptor that is a directory', async () => {
