@@ -294,8 +294,8 @@ function tempTag(): string {
   return `${process.hrtime.bigint().toString(16)}${tempCount.toString(16)}`;
 }
 
-/** Remove temp files left by writers that died mid-save. Only safe holding the lock. */
-async function removeStaleTemps(dir: string): Promise<void> {
+/** Remove temp files left by writers that died mid-save (or mid-probe). Only safe holding the lock. */
+function removeStaleTemps(dir: string): void {
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -461,8 +461,9 @@ function sleepUnlessAborted(ms: number, signal: AbortSignal | undefined): Promis
 }
 
 /**
- * Run fn holding the state dir's exclusive lock (creating the dir if needed). The lock is
- * released when fn settles, and by the kernel if this process dies. Not reentrant.
+ * Run fn holding the state dir's exclusive lock (creating the dir if needed), the temp files of
+ * writers that died removed first. The lock is released when fn settles, and by the kernel if
+ * this process dies. Not reentrant.
  */
 export async function withStateLock<T>(dir: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
   const { fd, key } = openStateDir(dir);
@@ -493,6 +494,9 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
       }
     }
     writeHolderPid(dir);
+    // Every writer holds the lock (link, unlink, gc, updateState): a temp file there now is one
+    // whose writer died mid-save or mid-probe, which nothing else would remove.
+    removeStaleTemps(dir);
     try {
       return await held.run(new Set([...outer, key]), fn);
     } finally {
@@ -526,7 +530,6 @@ export async function updateState<R extends { readonly state: LinkState }>(
   return withStateLock(
     dir,
     async () => {
-      await removeStaleTemps(dir);
       const before = await loadState(dir);
       const result = change(before);
       if (result.state !== before) await saveState(dir, result.state);

@@ -62,9 +62,11 @@ const GIVE_NOTIFY_FD = 'give the descriptor the service manager opened for readi
  * links configured. What Node and libuv open for themselves before any of our code runs is an
  * anonymous inode (epoll, eventfd) or a pipe both of whose ends the process holds (libuv's signal
  * pipes): a newline written there would reach no service manager, only libuv, and corrupt it. So
- * the descriptor must be a pipe, socket, file or character device, and where it is a pipe, its
- * reading end must be held by another process. (Not told apart by close-on-exec: Node sets it on
- * the descriptors it inherits too, uv_disable_stdio_inheritance.)
+ * the descriptor must be a pipe, socket, file or character device open for writing (one open
+ * only for reading, a pipe's reading end or `3</dev/null`, would fail only at the write, after the
+ * first reconcile), and where it is a pipe, its reading end must not be held by the agent on
+ * another descriptor. (Not told apart by close-on-exec: Node sets it on the descriptors it
+ * inherits too, uv_disable_stdio_inheritance.)
  */
 function checkNotifyFd(fd: number): void {
   let info: Stats;
@@ -77,13 +79,18 @@ function checkNotifyFd(fd: number): void {
   if (!(info.isFIFO() || info.isSocket() || info.isFile() || info.isCharacterDevice())) {
     throw new CliError(`--notify-fd ${fd} is not valid: it is not a pipe, socket or file given to the agent; ${GIVE_NOTIFY_FD}`, EXIT.usage);
   }
-  if (info.isFIFO() && holdsReadingEnd(info)) {
+  if (accessMode(fd) === constants.O_RDONLY) {
+    throw new CliError(`--notify-fd ${fd} is not valid: it is open only for reading, so the readiness newline could not be written to it; ${GIVE_NOTIFY_FD}`, EXIT.usage);
+  }
+  // On another descriptor: the given one may be open for reading too where it is a named FIFO
+  // opened read-write (sh: 3<>FIFO, so that the open waits for no reader), whose reader is elsewhere.
+  if (info.isFIFO() && holdsReadingEnd(info, fd)) {
     throw new CliError(`--notify-fd ${fd} is not valid: it is a pipe whose reading end the agent holds itself (one of Node's own), not one given to it; ${GIVE_NOTIFY_FD}`, EXIT.usage);
   }
 }
 
-/** Whether this process has the pipe `pipe` open for reading (on any descriptor). */
-function holdsReadingEnd(pipe: Stats): boolean {
+/** Whether this process has the pipe `pipe` open for reading on a descriptor other than `given`. */
+function holdsReadingEnd(pipe: Stats, given: number): boolean {
   let fds: string[];
   try {
     fds = readdirSync('/proc/self/fd');
@@ -93,6 +100,7 @@ function holdsReadingEnd(pipe: Stats): boolean {
   }
   return fds.some((name) => {
     const fd = Number(name);
+    if (fd === given) return false;
     let info: Stats;
     try {
       info = fstatSync(fd);

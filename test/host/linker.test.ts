@@ -11,7 +11,7 @@ import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import { loadState, saveState } from '../../host/state-store.js';
-import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
+import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, collectGarbage, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
 
 /**
@@ -655,6 +655,20 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     await unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm });
     expect(store.saves).toBe(1);
     expect((await loadState(stateDir)).links).toEqual([]);
+    expect(await readdir(stateDir)).toEqual(['links.json']);
+  });
+
+  it('link, unlink and gc remove the temp files a writer that died left (of a save, or of the probe before a take-down), as nothing else does', async () => {
+    const { vmm } = recordingVmm();
+    const stale = (pid: number): Promise<void> => writeFile(join(stateDir, `.links.json.${pid}.1a2b.tmp`), 'probe\n');
+    await stale(123);
+    await linkC1(vmm);
+    expect(await readdir(stateDir)).toEqual(['links.json']);
+    await stale(124);
+    await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm });
+    expect(await readdir(stateDir)).toEqual(['links.json']);
+    await stale(125);
+    await collectGarbage({ stateDir, devicePrefix: PREFIX });
     expect(await readdir(stateDir)).toEqual(['links.json']);
   });
 

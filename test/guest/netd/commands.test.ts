@@ -2,8 +2,8 @@
 // bad option values (the built bin's: option-values-netns.test.ts), the human `status` text,
 // start-up refusals that come before the control socket is tried. (The agent itself is tested in
 // agent*.test.ts.)
-import { execFile } from 'node:child_process';
-import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -139,12 +139,60 @@ describe('spectrum-netd run --notify-fd', () => {
     }
     const own = [...byPipe.values()].find((fds) => fds.length >= 2);
     expect(own, 'libuv holds both ends of its signal pipes').toBeDefined();
+    // Its writing end: the reading end is the agent's; its reading end: no newline can be written there.
+    const why = {
+      writing: "it is a pipe whose reading end the agent holds itself (one of Node's own), not one given to it",
+      reading: 'it is open only for reading, so the readiness newline could not be written to it',
+    };
+    const ends: string[] = [];
     for (const fd of own ?? []) {
+      const end = /^flags:\s*[0-7]*[1-3]$/m.test(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8')) ? 'writing' : 'reading';
+      ends.push(end);
       const { code, err } = await runUntilPorts(['--notify-fd', fd]);
-      expect(err).toBe(
-        `spectrum-netd: --notify-fd ${fd} is not valid: it is a pipe whose reading end the agent holds itself (one of Node's own), not one given to it; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
-      );
+      expect(err).toBe(`spectrum-netd: --notify-fd ${fd} is not valid: ${why[end]}; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`);
       expect(code).toBe(EXIT.usage);
+    }
+    expect(ends.sort()).toEqual(['reading', 'writing']);
+  });
+
+  it('refuses a descriptor open only for reading (/dev/null, a file), to which the readiness newline could never be written', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-ro-'));
+    try {
+      writeFileSync(join(dir, 'ready'), '');
+      for (const path of ['/dev/null', join(dir, 'ready')]) {
+        const fd = openSync(path, 'r');
+        try {
+          const { code, err } = await runUntilPorts(['--notify-fd', String(fd)]);
+          expect(err).toBe(
+            `spectrum-netd: --notify-fd ${fd} is not valid: it is open only for reading, so the readiness newline could not be written to it; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
+          );
+          expect(code).toBe(EXIT.usage);
+        } finally {
+          closeSync(fd);
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('takes a named FIFO opened for reading and writing (sh: 3<>FIFO, so that the open waits for no reader), and /dev/null opened for writing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-fifo-'));
+    try {
+      execFileSync('mkfifo', [join(dir, 'ready')]);
+      for (const [path, flags] of [
+        [join(dir, 'ready'), 'r+'],
+        ['/dev/null', 'w'],
+      ] as const) {
+        const fd = openSync(path, flags);
+        try {
+          expect(await runUntilPorts(['--notify-fd', String(fd)])).toEqual({ code: EXIT.internal, err: 'spectrum-netd: internal error: ports reached\n' });
+        } finally {
+          closeSync(fd);
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
