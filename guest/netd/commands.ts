@@ -77,7 +77,7 @@ function checkNotifyFd(fd: number): void {
     throw new CliError(`--notify-fd ${fd} is not valid: no such open descriptor (${code}); ${GIVE_NOTIFY_FD}`, EXIT.usage);
   }
   if (!(info.isFIFO() || info.isSocket() || info.isFile() || info.isCharacterDevice())) {
-    throw new CliError(`--notify-fd ${fd} is not valid: it is not a pipe, socket or file given to the agent; ${GIVE_NOTIFY_FD}`, EXIT.usage);
+    throw new CliError(`--notify-fd ${fd} is not valid: it is not a pipe, socket, file or character device given to the agent; ${GIVE_NOTIFY_FD}`, EXIT.usage);
   }
   if (accessMode(fd) === constants.O_RDONLY) {
     throw new CliError(`--notify-fd ${fd} is not valid: it is open only for reading, so the readiness newline could not be written to it; ${GIVE_NOTIFY_FD}`, EXIT.usage);

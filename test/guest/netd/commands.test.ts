@@ -122,7 +122,7 @@ describe('spectrum-netd run --notify-fd', () => {
     expect(own).toBeDefined();
     const { code, err } = await runUntilPorts(['--notify-fd', own ?? '']);
     expect(err).toBe(
-      `spectrum-netd: --notify-fd ${own ?? ''} is not valid: it is not a pipe, socket or file given to the agent; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
+      `spectrum-netd: --notify-fd ${own ?? ''} is not valid: it is not a pipe, socket, file or character device given to the agent; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
     );
     expect(code).toBe(EXIT.usage);
   });
@@ -201,7 +201,7 @@ describe('spectrum-netd run --notify-fd', () => {
     try {
       const { code, err } = await runUntilPorts(['--notify-fd', String(dir)]);
       expect(err).toBe(
-        `spectrum-netd: --notify-fd ${dir} is not valid: it is not a pipe, socket or file given to the agent; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
+        `spectrum-netd: --notify-fd ${dir} is not valid: it is not a pipe, socket, file or character device given to the agent; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
       );
       expect(code).toBe(EXIT.usage);
     } finally {
