@@ -19,6 +19,12 @@
 //   peerPid(fd) -> pid                       the pid SO_PEERCRED gives for a connected Unix socket:
 //       on a client's socket, the process that made the listening socket listen, as seen from our
 //       PID namespace; 0 if it is not visible there
+//   peerPidfd(fd) -> pidfd                   a pidfd (close-on-exec) for that same process
+//       (SO_PEERPIDFD, Linux 6.5): ENOPROTOOPT before 6.5; EINVAL where it has been reaped (6.8;
+//       6.18 gives a pidfd of the exited process instead); ESRCH if the socket has no peer pid
+//   pidfdExited(pidfd) -> boolean            whether the pidfd's process has exited (readable
+//       to poll: it is a zombie or gone). While it has not, its pid is its own: a pid names
+//       another process only once the one it named has exited and been reaped
 // Descriptors are closed from JS (fs.closeSync).
 #define _GNU_SOURCE  // setns, struct ucred
 #define NAPI_VERSION 8
@@ -32,11 +38,16 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <stdint.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77  // Linux 6.5, include/uapi/asm-generic/socket.h; newer than these headers
+#endif
 
 #define MAX_RIGHTS 16
 #define TAP_FLAGS (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
@@ -231,6 +242,33 @@ static napi_value peer_pid(napi_env env, napi_callback_info info) {
   return number(env, (int32_t)peer.pid);
 }
 
+static napi_value peer_pidfd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd;
+  if (!int_arg(env, argv[0], &fd)) return NULL;
+  int pidfd = -1;
+  socklen_t size = sizeof pidfd;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &size) != 0) return throw_errno(env, errno, "SO_PEERPIDFD");
+  return number(env, pidfd);
+}
+
+static napi_value pidfd_exited(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t pidfd;
+  if (!int_arg(env, argv[0], &pidfd)) return NULL;
+  struct pollfd watched = {.fd = pidfd, .events = POLLIN};
+  int ready;
+  do ready = poll(&watched, 1, 0);
+  while (ready < 0 && errno == EINTR);
+  if (ready < 0) return throw_errno(env, errno, "poll pidfd");
+  if (watched.revents & POLLNVAL) return throw_errno(env, EBADF, "poll pidfd");
+  napi_value result;
+  napi_get_boolean(env, (watched.revents & (POLLIN | POLLHUP)) != 0, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("openTap", open_tap),
@@ -239,6 +277,8 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("peekRights", peek_rights),
       ADDON_FUNCTION("tapName", tap_name),
       ADDON_FUNCTION("peerPid", peer_pid),
+      ADDON_FUNCTION("peerPidfd", peer_pidfd),
+      ADDON_FUNCTION("pidfdExited", pidfd_exited),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
   return exports;

@@ -14,11 +14,11 @@
 // and config.rs refuses it below 1280. The MTU is read by the tap's name, so cloud-hypervisor
 // must run in the taps' network namespace (as Spectrum's does): elsewhere it reads no MTU (the
 // guest stays at 1500; before PR #8112, April 2026, the add-net failed) or another device's. So
-// before the tap goes, the namespace of the process behind the socket (SO_PEERCRED) is compared
-// with the taps' (vmm-netns.ts), and a link MTU other than 1500 is refused there, as is 1500 where
-// a device of the tap's name is there (its MTU would be the guest's). The MTU is read
-// once, when the NIC is made: a NIC left from a link of another MTU keeps the old one (vm.info
-// cannot tell).
+// before the tap goes, the namespace of the process behind the socket (SO_PEERCRED, held by a
+// pidfd: SO_PEERPIDFD) is compared with the taps' (vmm-netns.ts), and a link MTU other than 1500
+// is refused there, as is 1500 where a device of the tap's name is there (its MTU would be the
+// guest's). The MTU is read once, when the NIC is made: a NIC left from a link of another MTU
+// keeps the old one (vm.info cannot tell).
 import { request } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
@@ -26,7 +26,7 @@ import { quoteName, quoteText, shownText } from '../vm-name.js';
 import { deadline } from './deadline.js';
 import { type VmmNic, vmmNic } from './nic.js';
 import { type RightsConnection, TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
-import { mtuVerdict, peerHasDevice, peerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
+import { type PeerProcess, mtuVerdict, peerHasDevice, peerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
 import { VmmSocket, VmmSocketError, noVmmThere } from './vmm-socket.js';
 
 export type CloudHypervisorErrorKind =
@@ -129,10 +129,10 @@ function connectError(socketPath: string, problem: string, cause: unknown): Clou
   return new CloudHypervisorError(noVmmThere(cause) ?? 'connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${problem}`);
 }
 
-/** A tap queue to send along with a request, once the process behind the socket (its pid) is vetted: vet throws to send nothing. */
+/** A tap queue to send along with a request, once the process behind the socket is vetted: vet throws to send nothing. */
 interface Handover {
   readonly tap: TapFd;
-  readonly vet: (peerPid: number) => void;
+  readonly vet: (peer: PeerProcess) => void;
 }
 
 /**
@@ -165,11 +165,13 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
       return Promise.reject(connectError(socketPath, found.connectProblem(error as NodeJS.ErrnoException), error));
     }
     try {
-      handover.vet(rights.peerPid);
+      handover.vet(rights.peer);
     } catch (error) {
       rights.destroy();
       found.close();
       return Promise.reject(error);
+    } finally {
+      rights.peer.close();
     }
     connection = rights;
   }
@@ -304,13 +306,14 @@ function openTap(socketPath: string, tap: string, options: CloudHypervisorOption
 }
 
 /**
- * Before a NIC's tap goes to the cloud-hypervisor with pid `peerPid`: throws 'other-netns' where
+ * Before a NIC's tap goes to the cloud-hypervisor process `peerProcess`: throws 'other-netns' where
  * that process runs in another network namespace than the taps and the guest is to learn a link
  * MTU other than its default; says (options.log) what the attach goes on despite.
  */
-function vetNamespace(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, peerPid: number): void {
+function vetNamespace(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, peerProcess: PeerProcess): void {
   const taps = tapsNetns(options.tapNetnsPath);
-  const peer = peerNetns(peerPid, taps);
+  const peer = peerNetns(peerProcess, taps);
+  const peerPid = peerProcess.pid;
   const verdict = mtuVerdict(peer, nic.mtu);
   if (verdict === 'attach' || peer.kind === 'same') return;
   const of = options.vm === undefined ? '' : ` of VM ${options.vm}`;
@@ -321,12 +324,13 @@ function vetNamespace(socketPath: string, nic: VmmNic, options: CloudHypervisorO
     return;
   }
   // SO_PEERCRED names the process that made the socket listen: cloud-hypervisor itself, unless a
-  // launcher handed it a listening socket (`--api-socket fd=`) and still runs.
+  // launcher handed it a listening socket (`--api-socket fd=`) and still runs (once it has exited,
+  // peerNetns cannot tell).
   const where = `cloud-hypervisor${of} at ${socketPath} (pid ${peerPid}, which made the socket listen) runs in network namespace ${shownNetns(peer.peer)}, not in the taps' (${tapsAt})`;
   if (verdict === 'note') {
     // It reads the MTU of whatever device has the tap's name there: one that is there would give
     // its guest that device's MTU, not the default 1500.
-    const named = peerHasDevice(peerPid, nic.tap);
+    const named = peerHasDevice(peerProcess, nic.tap);
     if (named === true) {
       throw new CloudHypervisorError(
         'other-netns',
@@ -363,7 +367,7 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
   if (tapFd === undefined) return attachedAlready(socketPath, { id, tap, mac }, options, 'tap-busy');
   let answer: Answer;
   try {
-    answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options, { tap: tapFd, vet: (peerPid) => vetNamespace(socketPath, nic, options, peerPid) });
+    answer = await call(socketPath, 'PUT', 'vm.add-net', { mac, id }, options, { tap: tapFd, vet: (peer) => vetNamespace(socketPath, nic, options, peer) });
   } catch (error) {
     // Sent, but no (whole) answer: cloud-hypervisor may add the NIC all the same.
     if (error instanceof CloudHypervisorError && !NOT_SENT.has(error.kind)) return takeBack(socketPath, nic, options, error);

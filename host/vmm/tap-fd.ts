@@ -13,6 +13,8 @@ interface Addon {
   peekRights(fd: number, max: number): number[] | null;
   tapName(fd: number): string;
   peerPid(fd: number): number;
+  peerPidfd(fd: number): number;
+  pidfdExited(pidfd: number): boolean;
 }
 
 let addon: Addon | undefined;
@@ -96,13 +98,64 @@ export function writeWithRights(socket: Socket, bytes: Uint8Array, fds: readonly
   if (sent < bytes.length) socket.write(bytes.subarray(sent));
 }
 
+/**
+ * The process that made a connected socket's peer listen: its pid (SO_PEERCRED) and, where the
+ * kernel gives one, a pidfd for it (SO_PEERPIDFD, Linux 6.5). The pid alone names another
+ * process once that one has exited and its number is reused (a launcher that handed the socket
+ * over with `--api-socket fd=` and exited); the pidfd says whether it has. Owns the pidfd until
+ * closed.
+ */
+export class SocketPeer {
+  private constructor(
+    /** As our PID namespace sees it; 0 if it cannot see that process. */
+    readonly pid: number,
+    /** Its pidfd; 'exited' where the kernel gave none as it is gone; undefined before Linux 6.5 (no SO_PEERPIDFD). */
+    private pidfd: number | 'exited' | 'closed' | undefined,
+  ) {}
+
+  /** The peer of the connected Unix socket `fd`; throws an errno error (and holds nothing) if it cannot be asked. */
+  static of(fd: number): SocketPeer {
+    const native = loaded();
+    const pid = native.peerPid(fd);
+    try {
+      return new SocketPeer(pid, native.peerPidfd(fd));
+    } catch (error) {
+      switch ((error as NodeJS.ErrnoException).code) {
+        case 'ENOPROTOOPT':
+          return new SocketPeer(pid, undefined);
+        // EINVAL: reaped (Linux 6.8; 6.18 gives a pidfd that polls as exited). ESRCH: no peer
+        // pid recorded; the pid then tells nothing either.
+        case 'EINVAL':
+        case 'ESRCH':
+          return new SocketPeer(pid, 'exited');
+        default:
+          throw error;
+      }
+    }
+  }
+
+  /**
+   * Whether the process still runs (a zombie has exited); undefined on a kernel without
+   * SO_PEERPIDFD, where nothing tells. What /proc/PID showed was about this process if it still
+   * ran afterwards: until it exits, its pid cannot name another.
+   */
+  running(): boolean | undefined {
+    if (this.pidfd === 'closed') throw new Error(`the pidfd of process ${this.pid} is closed`);
+    if (this.pidfd === 'exited') return false;
+    if (this.pidfd === undefined) return undefined;
+    return !loaded().pidfdExited(this.pidfd);
+  }
+
+  close(): void {
+    if (typeof this.pidfd === 'number') closeSync(this.pidfd);
+    this.pidfd = 'closed';
+  }
+}
+
 /** A connection that carries descriptors with its first bytes (connectWithRights). */
 export interface RightsConnection extends Duplex {
-  /**
-   * Who listens at the other end (SO_PEERCRED): the pid of the process that made the socket
-   * listen, as our PID namespace sees it; 0 if it cannot see that process.
-   */
-  readonly peerPid: number;
+  /** Who listens at the other end: the process that made the socket listen. Closed with the connection. */
+  readonly peer: SocketPeer;
 }
 
 /**
@@ -113,9 +166,9 @@ export interface RightsConnection extends Duplex {
 export function connectWithRights(path: string, fds: readonly number[]): RightsConnection {
   const native = loaded();
   const fd = native.connectUnix(path);
-  let peerPid: number;
+  let peer: SocketPeer;
   try {
-    peerPid = native.peerPid(fd);
+    peer = SocketPeer.of(fd);
   } catch (error) {
     closeSync(fd);
     throw error;
@@ -150,6 +203,7 @@ export function connectWithRights(path: string, fds: readonly number[]): RightsC
       socket.end(callback);
     },
     destroy(error, callback) {
+      peer.close();
       socket.destroy();
       callback(error);
     },
@@ -160,5 +214,5 @@ export function connectWithRights(path: string, fds: readonly number[]): RightsC
   socket.on('end', () => connection.push(null));
   socket.on('error', (error) => connection.destroy(error));
   socket.on('close', () => connection.destroy());
-  return Object.assign(connection, { peerPid });
+  return Object.assign(connection, { peer });
 }

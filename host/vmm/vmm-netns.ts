@@ -47,23 +47,42 @@ export function tapsNetns(tapNetnsPath: string | undefined): NetnsIdentity {
   return identity(tapNetnsPath ?? '/proc/thread-self/ns/net');
 }
 
-/** Where process `pid` (0: not visible from our PID namespace) runs, relative to `taps`. */
-export function peerNetns(pid: number, taps: NetnsIdentity): PeerNetns {
+/**
+ * The process behind a VMM's socket (tap-fd.ts SocketPeer): its pid in our PID namespace (0: not
+ * visible there), and whether it still runs, asked after /proc/PID is read: while it runs, its
+ * pid is its own, so what was read is about it; once it has exited the pid may name another
+ * process (false); undefined where that cannot be told (a kernel without pidfds of socket peers).
+ */
+export interface PeerProcess {
+  readonly pid: number;
+  running(): boolean | undefined;
+}
+
+const exited = (pid: number): string => `its process ${pid} has exited`;
+
+/** Where process `peer` runs, relative to `taps`. */
+export function peerNetns(peer: PeerProcess, taps: NetnsIdentity): PeerNetns {
+  const { pid } = peer;
   if (pid <= 0) return { kind: 'unknown', why: 'its process is not visible from our PID namespace (SO_PEERCRED gave no pid)' };
-  let peer: NetnsIdentity;
+  let read: NetnsIdentity | NodeJS.ErrnoException;
   try {
-    peer = identity(`/proc/${pid}/ns/net`);
+    read = identity(`/proc/${pid}/ns/net`);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
+    read = error instanceof Error ? error : new Error(String(error));
+  }
+  // After the read: a process gone by then may have left its pid to another, read instead.
+  if (peer.running() === false) return { kind: 'unknown', why: exited(pid) };
+  if (read instanceof Error) {
+    const code = read.code;
     const why =
       code === 'ENOENT' || code === 'ESRCH'
-        ? `its process ${pid} has exited`
+        ? exited(pid)
         : code === 'EACCES' || code === 'EPERM'
           ? `we may not read /proc/${pid}/ns/net (it takes ptrace access to process ${pid}: root, or the VMM's user)`
-          : `/proc/${pid}/ns/net: ${error instanceof Error ? error.message : String(error)}`;
+          : `/proc/${pid}/ns/net: ${read.message}`;
     return { kind: 'unknown', why };
   }
-  return sameNetns(peer, taps) ? { kind: 'same' } : { kind: 'other', peer, taps };
+  return sameNetns(read, taps) ? { kind: 'same' } : { kind: 'other', peer: read, taps };
 }
 
 /** The device names of a /proc/PID/net/dev text (two header lines, then `name: counters` a line). */
@@ -78,14 +97,16 @@ export function netDevNames(text: string): string[] {
 }
 
 /**
- * Whether process `pid`'s network namespace has a device named `name` (/proc/PID/net/dev, the
+ * Whether process `peer`'s network namespace has a device named `name` (/proc/PID/net/dev, the
  * devices of that process's namespace); undefined where that cannot be read (the process gone,
- * no permission).
+ * also by the time it was read, or no permission).
  */
-export function peerHasDevice(pid: number, name: string): boolean | undefined {
+export function peerHasDevice(peer: PeerProcess, name: string): boolean | undefined {
+  let text: string;
   try {
-    return netDevNames(readFileSync(`/proc/${pid}/net/dev`, 'utf8')).includes(name);
+    text = readFileSync(`/proc/${peer.pid}/net/dev`, 'utf8');
   } catch {
     return undefined;
   }
+  return peer.running() === false ? undefined : netDevNames(text).includes(name);
 }

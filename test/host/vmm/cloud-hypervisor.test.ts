@@ -13,7 +13,8 @@ import { TapFd } from '../../../host/vmm/tap-fd.js';
 import { shownNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
 import { createHarness, describeNetns, eventually, type Harness, type Netns } from '../../harness/index.js';
 import { FakeCloudHypervisor, type FakeVmState } from './fake-cloud-hypervisor.js';
-import { FakeCloudHypervisorProcess } from './fake-cloud-hypervisor-process.js';
+import { FakeCloudHypervisorProcess, compiledFixture } from './fake-cloud-hypervisor-process.js';
+import { orphanedListener } from './orphaned-listener.js';
 import { chError } from './rejection.js';
 
 const nic: VmmNic = { id: 'snp42310', tap: 'snp42310', mac: '0A:B3:EC:80:A5:46' };
@@ -24,31 +25,6 @@ const HOSTILE = `\u001b]0;owned\u0007\u001b[2J\u009b2K\u202e${'x'.repeat(100_000
 let options: CloudHypervisorOptions = { timeoutMs: 2000 };
 /** The options with another time bound (read when called: beforeAll sets the taps' namespace). */
 const within = (timeoutMs: number): CloudHypervisorOptions => ({ ...options, timeoutMs });
-
-/**
- * python3 SOCKET: listens at SOCKET, prints its pid, forks and exits; the child answers one
- * request 204 (cloud-hypervisor's answer for a created VM) and exits, within 10 s either way.
- */
-const ORPHANED_LISTENER = `
-import os, socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind(sys.argv[1])
-s.listen(1)
-s.settimeout(10)  # the child never outlives a failed test by long
-print(os.getpid(), flush=True)
-if os.fork() != 0:
-    os._exit(0)
-c, _ = s.accept()
-data = b''
-while b'\\r\\n\\r\\n' not in data:
-    data += c.recv(65536)
-head, body = data.split(b'\\r\\n\\r\\n', 1)
-length = [int(l.split(b':')[1]) for l in head.split(b'\\r\\n') if l.lower().startswith(b'content-length:')]
-while len(body) < (length[0] if length else 0):
-    body += c.recv(65536)
-c.sendall(b'HTTP/1.1 204 No Content\\r\\nConnection: close\\r\\n\\r\\n')
-c.close()
-`;
 
 let fakes: FakeCloudHypervisor[] = [];
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -339,15 +315,46 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       const dir = mkdtempSync(join(tmpdir(), 'sn-ch-orphan-'));
       cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
       const socketPath = join(dir, 'api.sock');
-      const server = spawn('python3', ['-c', ORPHANED_LISTENER, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
-      const listener = Number((await new Promise<string>((resolve) => server.stdout.once('data', (data: Buffer) => resolve(data.toString())))).trim());
-      expect(listener).toBe(server.pid);
-      await new Promise((resolve) => (server.exitCode === null ? server.once('exit', resolve) : resolve(undefined)));
+      const listener = await orphanedListener(socketPath);
       expect(await chAttach(socketPath, { ...nic, mtu: 9000 }, logged())).toEqual({ outcome: 'cold-added' });
       expect(heard).toEqual([
         {
           level: 'warn',
           message: `cloud-hypervisor of VM appvm-lynx at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${options.tapNetnsPath ?? ''}, ${shownNetns(tapsNetns(options.tapNetnsPath))}): its process ${listener} has exited; if not, its guest gets MTU 1500 on NIC snp42310, not the link's 9000`,
+        },
+      ]);
+    });
+
+    it("the process that made the socket listen has exited and its pid now names one in the taps' namespace: cannot tell (a warning), not a verdict about that one", async () => {
+      if (harness === undefined || options.tapNetnsPath === undefined) throw new Error('no harness');
+      // In a PID namespace of the test's own, the launcher's pid is handed on to a process in
+      // the taps' namespace (ns_last_pid); the socket's server runs elsewhere.
+      const launchedIn = await harness.namespace('launch');
+      const fixture = compiledFixture('test/host/vmm/fixtures/attach-after-pid-reuse', [
+        'test/host/vmm/orphaned-listener',
+        'host/vmm/cloud-hypervisor',
+        'host/vmm/vmm-netns',
+        'host/vmm/tap-fd',
+      ]);
+      const driver = launchedIn.spawn(['node', fixture, options.tapNetnsPath, nic.tap], { enter: 'nsenter', pidns: true });
+      const exit = await Promise.race([driver.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 20_000))]);
+      if (exit === 'timeout') await driver.kill('SIGKILL');
+      const line = driver.stdout.split('\n').find((text) => text.startsWith('result '));
+      if (line === undefined) throw new Error(`the fixture gave no result (${JSON.stringify(exit)}); stderr: ${driver.stderr}`);
+      const result = JSON.parse(line.slice('result '.length)) as { launcher: number; reuser: number; reuserNetns: string; outcome: unknown; heard: unknown[] };
+      const taps = shownNetns(tapsNetns(options.tapNetnsPath));
+      // The pid was handed on, to a process in the taps' namespace: /proc/PID says "same".
+      expect(result.reuser).toBe(result.launcher);
+      expect(result.reuserNetns).toBe(taps);
+      expect(result.outcome).toEqual({ outcome: 'cold-added' });
+      expect(result.heard).toEqual([
+        {
+          level: 'warn',
+          message: expect.stringMatching(
+            new RegExp(
+              `^cloud-hypervisor of VM appvm-lynx at /\\S+/api\\.sock: cannot tell whether it runs in the taps' network namespace \\(${options.tapNetnsPath}, ${taps.replace(/[[\]]/g, '\\$&')}\\): its process ${result.launcher} has exited; if not, its guest gets MTU 1500 on NIC snp42310, not the link's 9000$`,
+            ),
+          ),
         },
       ]);
     });

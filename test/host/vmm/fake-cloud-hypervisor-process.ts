@@ -8,16 +8,18 @@ import type { FakeVmState, RecordedRequest } from './fake-cloud-hypervisor.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const FIXTURE = 'test/host/vmm/fixtures/fake-cloud-hypervisor-process';
-/** The compiled fixture runs these from dist/; they must be as new as their sources. */
-const SOURCES = [FIXTURE, 'test/host/vmm/fake-cloud-hypervisor', 'host/vmm/tap-fd'];
 
-function compiledFixture(): string {
-  for (const source of SOURCES) {
+/**
+ * The compiled fixture (a path under the root, without .ts), to be run from dist/; it and the
+ * modules it runs (`sources`) must be as new as their sources.
+ */
+export function compiledFixture(fixture: string, sources: readonly string[]): string {
+  for (const source of [fixture, ...sources]) {
     const compiled = `${ROOT}dist/${source}.js`;
     if (!existsSync(compiled)) throw new Error(`${compiled} is missing: run \`npm run build\` before the tests`);
     if (statSync(compiled).mtimeMs < statSync(`${ROOT}${source}.ts`).mtimeMs) throw new Error(`${compiled} is older than ${source}.ts: run \`npm run build\` before the tests`);
   }
-  return `${ROOT}dist/${FIXTURE}.js`;
+  return `${ROOT}dist/${fixture}.js`;
 }
 
 export interface FakeReport {
@@ -37,7 +39,7 @@ export class FakeCloudHypervisorProcess {
   /** A fake cloud-hypervisor (VM in `state`) running in namespace `ns`; the harness kills it at cleanup if close() is not reached. */
   static async start(ns: Netns, state?: FakeVmState): Promise<FakeCloudHypervisorProcess> {
     // nsenter: our mount namespace, so the socket in /tmp is the one the test and the linker see.
-    const child = ns.spawn(['node', compiledFixture(), ...(state === undefined ? [] : [state])], { enter: 'nsenter', stdin: 'pipe' });
+    const child = ns.spawn(['node', compiledFixture(FIXTURE, ['test/host/vmm/fake-cloud-hypervisor', 'host/vmm/tap-fd']), ...(state === undefined ? [] : [state])], { enter: 'nsenter', stdin: 'pipe' });
     const ready = await child.waitForOutput(/^ready (.*)$/m);
     const { socketPath, pid } = JSON.parse(ready[1] ?? '') as { socketPath: string; pid: number };
     return new FakeCloudHypervisorProcess(child, socketPath, pid);

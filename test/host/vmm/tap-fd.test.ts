@@ -1,12 +1,13 @@
 // The tap_fd addon against the real kernel: tap queues opened in a namespace of the test's own,
 // and descriptors carried over a Unix socket with the first bytes of a connection.
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { TapFd, connectWithRights, peekRights, tapNameOf } from '../../../host/vmm/tap-fd.js';
-import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
+import { createHarness, describeNetns, eventually, type Harness, type Netns } from '../../harness/index.js';
+import { orphanedListener } from './orphaned-listener.js';
 
 describeNetns('tap queues and descriptor passing', () => {
   let harness: Harness;
@@ -99,8 +100,9 @@ describeNetns('tap queues and descriptor passing', () => {
     const tap = TapFd.open('tq1', nsPath);
     try {
       const connection = connectWithRights(path, [tap.fd]);
-      // The listener is this process (SO_PEERCRED).
-      expect(connection.peerPid).toBe(process.pid);
+      // The listener is this process (SO_PEERCRED), running (its pidfd, SO_PEERPIDFD: Linux 6.5).
+      expect(connection.peer.pid).toBe(process.pid);
+      expect(connection.peer.running()).toBe(true);
       let answer = '';
       connection.on('data', (data: Buffer) => (answer += data.toString()));
       const ended = new Promise((resolve) => connection.on('end', resolve));
@@ -139,6 +141,27 @@ describeNetns('tap queues and descriptor passing', () => {
     } finally {
       closeSync(passed);
       await new Promise((resolve) => server.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the peer whose listener has exited (a launcher that handed the socket over): its pid, and not running; its pidfd closed with the connection', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sn-tapfd-'));
+    const path = join(dir, 'orphan.sock');
+    const passed = openSync('/dev/null', 'r');
+    try {
+      const launcher = await orphanedListener(path);
+      const fds = readdirSync('/proc/self/fd').length;
+      const connection = connectWithRights(path, [passed]);
+      // The socket and the pidfd.
+      expect(readdirSync('/proc/self/fd').length).toBe(fds + 2);
+      expect(connection.peer.pid).toBe(launcher);
+      expect(connection.peer.running()).toBe(false);
+      connection.destroy();
+      expect(() => connection.peer.running()).toThrow(/closed/);
+      await eventually('the socket and the pidfd closed', async () => readdirSync('/proc/self/fd').length === fds, 2000);
+    } finally {
+      closeSync(passed);
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_NIC_MTU, NIC_MTU_MAX, NIC_MTU_MIN } from '../../../host/vmm/nic.js';
-import { type PeerNetns, mtuVerdict, netDevNames, peerHasDevice, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
+import { type PeerNetns, type PeerProcess, mtuVerdict, netDevNames, peerHasDevice, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
 
 const identity = fc.record({ dev: fc.bigInt({ min: 1n, max: 1n << 32n }), ino: fc.bigInt({ min: 1n, max: 1n << 32n }) });
@@ -13,6 +13,11 @@ const peer: fc.Arbitrary<PeerNetns> = fc.oneof(
   fc.record({ kind: fc.constant('other' as const), peer: identity, taps: identity }),
   fc.record({ kind: fc.constant('unknown' as const), why: fc.string() }),
 );
+
+/** A process known by its pid only (a kernel without SO_PEERPIDFD): nothing says whether it still runs. */
+const byPid = (pid: number): PeerProcess => ({ pid, running: () => undefined });
+/** A process whose pidfd says it has exited by the time it is asked, however /proc/PID reads. */
+const exitedSince = (pid: number): PeerProcess => ({ pid, running: () => false });
 
 describe('mtuVerdict', () => {
   it('refuses only another namespace with a link MTU other than 1500; warns only where it cannot tell and that MTU is asked for', () => {
@@ -30,21 +35,34 @@ describe('netDevNames and peerHasDevice', () => {
   it('reads the device names of /proc/PID/net/dev, headers skipped; an exited process cannot be told', () => {
     const text = 'Inter-|   Receive\n face |bytes    packets\n    lo: 0 0 0\nsnp42310: 1 2 3\n  eth0:12 3\n';
     expect(netDevNames(text)).toEqual(['lo', 'snp42310', 'eth0']);
-    expect(peerHasDevice(process.pid, 'lo')).toBe(true);
-    expect(peerHasDevice(process.pid, 'snp-none')).toBe(false);
+    expect(peerHasDevice(byPid(process.pid), 'lo')).toBe(true);
+    expect(peerHasDevice({ pid: process.pid, running: () => true }, 'snp-none')).toBe(false);
     const exited = spawnSync('true').pid ?? 0;
-    expect(peerHasDevice(exited, 'lo')).toBeUndefined();
+    expect(peerHasDevice(byPid(exited), 'lo')).toBeUndefined();
+  });
+
+  it('a process that has exited by the time /proc/PID/net/dev was read cannot be told: the pid may name another by then', () => {
+    expect(peerHasDevice(exitedSince(process.pid), 'lo')).toBeUndefined();
   });
 });
 
 describe('peerNetns, no namespace of our own', () => {
   it('this process is in its own namespace; pid 0 and an exited process cannot be told', () => {
     const ours = tapsNetns(undefined);
-    expect(peerNetns(process.pid, ours)).toEqual({ kind: 'same' });
-    expect(peerNetns(0, ours)).toMatchObject({ kind: 'unknown', why: expect.stringMatching(/not visible from our PID namespace/) });
+    expect(peerNetns(byPid(process.pid), ours)).toEqual({ kind: 'same' });
+    expect(peerNetns(byPid(0), ours)).toMatchObject({ kind: 'unknown', why: expect.stringMatching(/not visible from our PID namespace/) });
     const exited = spawnSync('true').pid;
     expect(exited).toBeGreaterThan(0);
-    expect(peerNetns(exited ?? 0, ours)).toMatchObject({ kind: 'unknown', why: `its process ${String(exited)} has exited` });
+    expect(peerNetns(byPid(exited ?? 0), ours)).toMatchObject({ kind: 'unknown', why: `its process ${String(exited)} has exited` });
+  });
+
+  it('a process that has exited by the time /proc/PID/ns/net was read cannot be told, whatever that showed: the pid may name another by then', () => {
+    const ours = tapsNetns(undefined);
+    let asked = 0;
+    const peer: PeerProcess = { pid: process.pid, running: () => (asked++, false) };
+    expect(peerNetns(peer, ours)).toEqual({ kind: 'unknown', why: `its process ${process.pid} has exited` });
+    expect(asked).toBe(1);
+    expect(peerNetns({ pid: process.pid, running: () => true }, ours)).toEqual({ kind: 'same' });
   });
 });
 
@@ -66,8 +84,8 @@ describeNetns('peerNetns with a namespace of the test', () => {
     try {
       await inside.waitForOutput(/^ready$/m);
       const taps = tapsNetns(`/run/netns/${ns.name}`);
-      expect(peerNetns(inside.pid, taps)).toEqual({ kind: 'same' });
-      const here = peerNetns(process.pid, taps);
+      expect(peerNetns(byPid(inside.pid), taps)).toEqual({ kind: 'same' });
+      const here = peerNetns(byPid(process.pid), taps);
       expect(here).toMatchObject({ kind: 'other', taps });
       expect(here.kind === 'other' && here.peer).toEqual(tapsNetns(undefined));
     } finally {
