@@ -25,6 +25,14 @@
 //   pidfdExited(pidfd) -> boolean            whether the pidfd's process has exited (readable
 //       to poll: it is a zombie or gone). While it has not, its pid is its own: a pid names
 //       another process only once the one it named has exited and been reaped
+//   pidfdNetns(pidfd) -> fd                  the network namespace of a pidfd's process, open
+//       (PIDFD_GET_NET_NAMESPACE, Linux 6.11; close-on-exec): no /proc read, so no pid to be
+//       reused. ENOTTY before 6.11, ESRCH once the process has exited, EACCES without ptrace
+//       access to it
+//   deviceMtu(netnsFd, name) -> mtu          the MTU of the device `name` resolves to in that
+//       network namespace (SIOCGIFMTU, as an unprivileged VMM there asks: an altname resolves to
+//       its device), on a datagram socket made there; nothing is changed. ENODEV if no device
+//       has that name there
 // Descriptors are closed from JS (fs.closeSync).
 #define _GNU_SOURCE  // setns, struct ucred
 #define NAPI_VERSION 8
@@ -44,6 +52,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#ifndef PIDFD_GET_NET_NAMESPACE
+#define PIDFD_GET_NET_NAMESPACE _IO(0xFF, 4)  // Linux 6.11, include/uapi/linux/pidfd.h
+#endif
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77  // Linux 6.5, include/uapi/asm-generic/socket.h; newer than these headers
@@ -269,6 +281,42 @@ static napi_value pidfd_exited(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value pidfd_netns(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t pidfd;
+  if (!int_arg(env, argv[0], &pidfd)) return NULL;
+  int netns_fd = ioctl(pidfd, PIDFD_GET_NET_NAMESPACE, 0);
+  if (netns_fd < 0) return throw_errno(env, errno, "PIDFD_GET_NET_NAMESPACE");
+  return number(env, netns_fd);
+}
+
+static napi_value device_mtu(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int32_t netns_fd;
+  if (!int_arg(env, argv[0], &netns_fd)) return NULL;
+  char name[IFNAMSIZ + 1];
+  if (!string_arg(env, argv[1], name, sizeof name, "device name")) return NULL;
+  if (name[0] == '\0' || strlen(name) >= IFNAMSIZ) return throw_errno(env, EINVAL, name);
+  // The socket belongs to the namespace it is made in, for good: only its making needs the switch.
+  int home;
+  int error = netns_enter(netns_fd, &home);
+  if (error != 0) return throw_errno(env, error, "setns");
+  int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  error = errno;
+  netns_leave(home);
+  if (probe < 0) return throw_errno(env, error, "socket");
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  memcpy(request.ifr_name, name, strlen(name) + 1);  // shorter than IFNAMSIZ, checked above
+  int got = ioctl(probe, SIOCGIFMTU, &request);
+  error = errno;
+  close(probe);
+  if (got != 0) return throw_errno(env, error, name);
+  return number(env, request.ifr_mtu);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("openTap", open_tap),
@@ -279,6 +327,8 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("peerPid", peer_pid),
       ADDON_FUNCTION("peerPidfd", peer_pidfd),
       ADDON_FUNCTION("pidfdExited", pidfd_exited),
+      ADDON_FUNCTION("pidfdNetns", pidfd_netns),
+      ADDON_FUNCTION("deviceMtu", device_mtu),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
   return exports;

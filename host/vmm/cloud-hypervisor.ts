@@ -16,17 +16,19 @@
 // guest stays at 1500; before PR #8112, April 2026, the add-net failed) or another device's. So
 // before the tap goes, the namespace of the process behind the socket (SO_PEERCRED, held by a
 // pidfd: SO_PEERPIDFD) is compared with the taps' (vmm-netns.ts), and a link MTU other than 1500
-// is refused there, as is 1500 where a device of the tap's name is there (its MTU would be the
-// guest's). The MTU is read once, when the NIC is made: a NIC left from a link of another MTU
+// is refused there; at 1500 the tap's name is looked up there as cloud-hypervisor will (SIOCGIFMTU
+// in that namespace, so altnames count), and a device it names is refused unless its MTU is 1500
+// (its MTU would be the guest's). The MTU is read once, when the NIC is made: a NIC left from a link of another MTU
 // keeps the old one (vm.info cannot tell).
+import { closeSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
 import { quoteName, quoteText, shownText } from '../vm-name.js';
 import { deadline } from './deadline.js';
-import { type VmmNic, vmmNic } from './nic.js';
+import { DEFAULT_NIC_MTU, type VmmNic, vmmNic } from './nic.js';
 import { type RightsConnection, TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
-import { type PeerProcess, mtuVerdict, peerHasDevice, peerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
+import { type NetnsIdentity, type OpenedNetns, type PeerProcess, mtuVerdict, namedDevice, netnsRelation, openPeerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
 import { VmmSocket, VmmSocketError, noVmmThere } from './vmm-socket.js';
 
 export type CloudHypervisorErrorKind =
@@ -307,42 +309,56 @@ function openTap(socketPath: string, tap: string, options: CloudHypervisorOption
 
 /**
  * Before a NIC's tap goes to the cloud-hypervisor process `peerProcess`: throws 'other-netns' where
- * that process runs in another network namespace than the taps and the guest is to learn a link
- * MTU other than its default; says (options.log) what the attach goes on despite.
+ * that process runs in another network namespace than the taps and its guest would learn another
+ * MTU than the link's; says (options.log) what the attach goes on despite.
  */
 function vetNamespace(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, peerProcess: PeerProcess): void {
   const taps = tapsNetns(options.tapNetnsPath);
-  const peer = peerNetns(peerProcess, taps);
-  const peerPid = peerProcess.pid;
+  const opened = openPeerNetns(peerProcess);
+  try {
+    vetOpened(socketPath, nic, options, peerProcess.pid, taps, opened);
+  } finally {
+    if (opened.kind === 'open') closeSync(opened.fd);
+  }
+}
+
+function vetOpened(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, peerPid: number, taps: NetnsIdentity, opened: OpenedNetns): void {
+  const peer = netnsRelation(opened, taps);
   const verdict = mtuVerdict(peer, nic.mtu);
-  if (verdict === 'attach' || peer.kind === 'same') return;
+  if (verdict === 'attach') return;
   const of = options.vm === undefined ? '' : ` of VM ${options.vm}`;
   const tapsAt = `${options.tapNetnsPath ?? "spectrum-link's own"}, ${shownNetns(taps)}`;
-  if (peer.kind === 'unknown') {
-    const message = `cloud-hypervisor${of} at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${peer.why}; if not, its guest gets MTU 1500 on NIC ${nic.id}, not the link's ${String(nic.mtu)}`;
+  if (opened.kind === 'unknown') {
+    const message = `cloud-hypervisor${of} at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${opened.why}; if not, its guest gets MTU 1500 on NIC ${nic.id}, not the link's ${String(nic.mtu)}`;
     options.log?.('warn', message);
     return;
   }
+  if (peer.kind !== 'other') return; // 'same' attaches above; 'unknown' only where opened is
   // SO_PEERCRED names the process that made the socket listen: cloud-hypervisor itself, unless a
   // launcher handed it a listening socket (`--api-socket fd=`) and still runs (once it has exited,
-  // peerNetns cannot tell).
+  // openPeerNetns cannot tell).
   const where = `cloud-hypervisor${of} at ${socketPath} (pid ${peerPid}, which made the socket listen) runs in network namespace ${shownNetns(peer.peer)}, not in the taps' (${tapsAt})`;
   if (verdict === 'note') {
-    // It reads the MTU of whatever device has the tap's name there: one that is there would give
-    // its guest that device's MTU, not the default 1500.
-    const named = peerHasDevice(peerProcess, nic.tap);
-    if (named === true) {
-      throw new CloudHypervisorError(
-        'other-netns',
-        `${where}: it reads tap ${nic.tap}'s MTU by name in its own namespace, which has a device of that name, so its guest would learn that device's MTU, not the link's 1500; run cloud-hypervisor in the taps' network namespace`,
-      );
+    // It reads the MTU of whatever the tap's name resolves to there (a device's name or an
+    // altname), asked here the same way, in that namespace: 1500 where nothing has that name.
+    const named = namedDevice(opened.fd, nic.tap);
+    switch (named.kind) {
+      case 'none':
+        options.log?.('info', `${where}: it cannot read tap ${nic.tap}'s MTU there, so its guest gets the default 1500, the link's (a cloud-hypervisor before PR #8112, April 2026, refuses the NIC there instead)`);
+        return;
+      case 'device':
+        if (named.mtu === DEFAULT_NIC_MTU) {
+          options.log?.('info', `${where}: it reads tap ${nic.tap}'s MTU by name there, where that name is another device's (its own name or an altname) of MTU ${DEFAULT_NIC_MTU}, so its guest gets ${DEFAULT_NIC_MTU}, the link's`);
+          return;
+        }
+        throw new CloudHypervisorError(
+          'other-netns',
+          `${where}: it reads tap ${nic.tap}'s MTU by name in its own namespace, where that name is a device's (its own name or an altname) of MTU ${named.mtu}, so its guest would learn ${named.mtu}, not the link's 1500; run cloud-hypervisor in the taps' network namespace, or free the name ${nic.tap} there (rename that device, or delete that altname)`,
+        );
+      case 'unknown':
+        options.log?.('warn', `${where}: cannot tell whether a device there has the name ${nic.tap} (${named.why}); if so, its guest gets that device's MTU, not the link's 1500`);
+        return;
     }
-    if (named === undefined) {
-      options.log?.('warn', `${where}: cannot tell whether a device named ${nic.tap} is there (/proc/${peerPid}/net/dev cannot be read); if so, its guest gets that device's MTU, not the link's 1500`);
-      return;
-    }
-    options.log?.('info', `${where}: it cannot read tap ${nic.tap}'s MTU there, so its guest gets the default 1500, the link's (a cloud-hypervisor before PR #8112, April 2026, refuses the NIC there instead)`);
-    return;
   }
   throw new CloudHypervisorError(
     'other-netns',

@@ -15,6 +15,8 @@ interface Addon {
   peerPid(fd: number): number;
   peerPidfd(fd: number): number;
   pidfdExited(pidfd: number): boolean;
+  pidfdNetns(pidfd: number): number;
+  deviceMtu(netnsFd: number, name: string): number;
 }
 
 let addon: Addon | undefined;
@@ -146,10 +148,38 @@ export class SocketPeer {
     return !loaded().pidfdExited(this.pidfd);
   }
 
+  /**
+   * Its network namespace, open (the caller closes the descriptor), asked of its pidfd
+   * (PIDFD_GET_NET_NAMESPACE, Linux 6.11): no /proc read, so no pid that could name another
+   * process. Undefined where the kernel cannot be asked so (no pidfd, or before 6.11): then only
+   * /proc/PID tells. Throws an errno error: ESRCH once it has exited, EACCES without ptrace access.
+   */
+  netnsFd(): number | undefined {
+    if (this.pidfd === 'closed') throw new Error(`the pidfd of process ${this.pid} is closed`);
+    if (this.pidfd === 'exited') throw Object.assign(new Error(`process ${this.pid} has exited`), { code: 'ESRCH' });
+    if (this.pidfd === undefined) return undefined;
+    try {
+      return loaded().pidfdNetns(this.pidfd);
+    } catch (error) {
+      // ENOTTY: a pidfd without namespace ioctls (before Linux 6.11).
+      if ((error as NodeJS.ErrnoException).code === 'ENOTTY') return undefined;
+      throw error;
+    }
+  }
+
   close(): void {
     if (typeof this.pidfd === 'number') closeSync(this.pidfd);
     this.pidfd = 'closed';
   }
+}
+
+/**
+ * The MTU of the device that `name` resolves to in the network namespace open as `netnsFd`, read
+ * as a VMM there reads a tap's (SIOCGIFMTU by name, so an altname counts), changing nothing.
+ * Throws an errno error: ENODEV if no device there has that name.
+ */
+export function deviceMtuIn(netnsFd: number, name: string): number {
+  return loaded().deviceMtu(netnsFd, name);
 }
 
 /** A connection that carries descriptors with its first bytes (connectWithRights). */

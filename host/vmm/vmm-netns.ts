@@ -3,9 +3,12 @@
 // namespace: elsewhere it finds no such device, or another one, and the guest does not learn the
 // tap's MTU (cloud-hypervisor net_util/src/tap.rs; since PR #8112 it then offers none, before it
 // the add-net failed). Namespaces are told apart as the kernel does: by the (st_dev, st_ino) of
-// their nsfs inode.
-import { readFileSync, statSync } from 'node:fs';
+// their nsfs inode. The VMM's namespace is held open while it is judged, and what the tap's name
+// resolves to there is asked in it (a socket made there), never read from /proc/PID/net/dev,
+// which lists no altnames.
+import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
 import { DEFAULT_NIC_MTU } from './nic.js';
+import { deviceMtuIn } from './tap-fd.js';
 
 /** A network namespace as the kernel names it (nsfs device and inode). */
 export interface NetnsIdentity {
@@ -56,57 +59,95 @@ export function tapsNetns(tapNetnsPath: string | undefined): NetnsIdentity {
 export interface PeerProcess {
   readonly pid: number;
   running(): boolean | undefined;
+  /**
+   * Its network namespace, open (the caller closes it), asked of its pidfd, no /proc read
+   * (SocketPeer.netnsFd); undefined, or absent, where only /proc/PID can tell. Throws an errno error.
+   */
+  netnsFd?(): number | undefined;
 }
+
+/** A process's network namespace held open (the caller closes `fd`), or why it cannot be. */
+export type OpenedNetns =
+  | { readonly kind: 'open'; readonly fd: number; readonly identity: NetnsIdentity }
+  | { readonly kind: 'unknown'; readonly why: string };
 
 const exited = (pid: number): string => `its process ${pid} has exited`;
 
-/** Where process `peer` runs, relative to `taps`. */
-export function peerNetns(peer: PeerProcess, taps: NetnsIdentity): PeerNetns {
-  const { pid } = peer;
-  if (pid <= 0) return { kind: 'unknown', why: 'its process is not visible from our PID namespace (SO_PEERCRED gave no pid)' };
-  let read: NetnsIdentity | NodeJS.ErrnoException;
-  try {
-    read = identity(`/proc/${pid}/ns/net`);
-  } catch (error) {
-    read = error instanceof Error ? error : new Error(String(error));
-  }
-  // After the read: a process gone by then may have left its pid to another, read instead.
-  if (peer.running() === false) return { kind: 'unknown', why: exited(pid) };
-  if (read instanceof Error) {
-    const code = read.code;
-    const why =
-      code === 'ENOENT' || code === 'ESRCH'
-        ? exited(pid)
-        : code === 'EACCES' || code === 'EPERM'
-          ? `we may not read /proc/${pid}/ns/net (it takes ptrace access to process ${pid}: root, or the VMM's user)`
-          : `/proc/${pid}/ns/net: ${read.message}`;
-    return { kind: 'unknown', why };
-  }
-  return sameNetns(read, taps) ? { kind: 'same' } : { kind: 'other', peer: read, taps };
-}
-
-/** The device names of a /proc/PID/net/dev text (two header lines, then `name: counters` a line). */
-export function netDevNames(text: string): string[] {
-  return text
-    .split('\n')
-    .slice(2)
-    .flatMap((line) => {
-      const colon = line.indexOf(':');
-      return colon < 0 ? [] : [line.slice(0, colon).trim()];
-    });
+/** Why process `pid`'s namespace could not be opened at `what`, for an operator. */
+function netnsProblem(error: unknown, pid: number, what: string): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ESRCH') return exited(pid);
+  if (code === 'EACCES' || code === 'EPERM') return `we may not open ${what} (it takes ptrace access to process ${pid}: root, or the VMM's user)`;
+  return `${what}: ${error instanceof Error ? error.message : String(error)}`;
 }
 
 /**
- * Whether process `peer`'s network namespace has a device named `name` (/proc/PID/net/dev, the
- * devices of that process's namespace); undefined where that cannot be read (the process gone,
- * also by the time it was read, or no permission).
+ * Process `peer`'s network namespace, opened by its pidfd where the kernel can (nothing then
+ * rests on its pid), else at /proc/PID/ns/net, trusted only if the process still ran after the
+ * open: one gone by then may have left its pid to another, opened instead.
  */
-export function peerHasDevice(peer: PeerProcess, name: string): boolean | undefined {
-  let text: string;
+export function openPeerNetns(peer: PeerProcess): OpenedNetns {
+  const { pid } = peer;
+  let fd: number | undefined;
   try {
-    text = readFileSync(`/proc/${peer.pid}/net/dev`, 'utf8');
-  } catch {
-    return undefined;
+    fd = peer.netnsFd?.();
+  } catch (error) {
+    return { kind: 'unknown', why: netnsProblem(error, pid, `process ${pid}'s network namespace by its pidfd`) };
   }
-  return peer.running() === false ? undefined : netDevNames(text).includes(name);
+  if (fd === undefined) {
+    if (pid <= 0) return { kind: 'unknown', why: 'its process is not visible from our PID namespace (SO_PEERCRED gave no pid)' };
+    const path = `/proc/${pid}/ns/net`;
+    let error: unknown;
+    try {
+      fd = openSync(path, 'r');
+    } catch (failure) {
+      error = failure;
+    }
+    if (peer.running() === false) {
+      if (fd !== undefined) closeSync(fd);
+      return { kind: 'unknown', why: exited(pid) };
+    }
+    if (fd === undefined) return { kind: 'unknown', why: netnsProblem(error, pid, path) };
+  }
+  try {
+    const info = fstatSync(fd, { bigint: true });
+    return { kind: 'open', fd, identity: { dev: info.dev, ino: info.ino } };
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
+}
+
+/** Where a namespace opened by openPeerNetns is, relative to `taps`. */
+export function netnsRelation(opened: OpenedNetns, taps: NetnsIdentity): PeerNetns {
+  if (opened.kind === 'unknown') return opened;
+  return sameNetns(opened.identity, taps) ? { kind: 'same' } : { kind: 'other', peer: opened.identity, taps };
+}
+
+/** Where process `peer` runs, relative to `taps`. */
+export function peerNetns(peer: PeerProcess, taps: NetnsIdentity): PeerNetns {
+  const opened = openPeerNetns(peer);
+  if (opened.kind === 'open') closeSync(opened.fd);
+  return netnsRelation(opened, taps);
+}
+
+/** What a name resolves to in a network namespace, as a VMM there reads a tap's MTU by it. */
+export type NamedDevice =
+  /** No device there has that name (nor an altname of it). */
+  | { readonly kind: 'none' }
+  /** A device has it (its own name or an altname) and this MTU. */
+  | { readonly kind: 'device'; readonly mtu: number }
+  | { readonly kind: 'unknown'; readonly why: string };
+
+/**
+ * What `name` resolves to in the network namespace open as `netnsFd` (SIOCGIFMTU there, as
+ * cloud-hypervisor asks for its tap's MTU: device names and altnames alike). Reads only.
+ */
+export function namedDevice(netnsFd: number, name: string): NamedDevice {
+  try {
+    return { kind: 'device', mtu: deviceMtuIn(netnsFd, name) };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENODEV') return { kind: 'none' };
+    return { kind: 'unknown', why: error instanceof Error ? error.message : String(error) };
+  }
 }

@@ -276,27 +276,86 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(heard.map((line) => line.level)).toEqual(['info']);
     });
 
-    it('another namespace at MTU 1500 that has a device of the tap\'s name: other-netns (its guest would learn that device\'s MTU), before anything is sent', async () => {
+    /** A fake cloud-hypervisor in a namespace of the test's own, made ready by `prepare` first. */
+    async function fakeElsewhere(name: string, prepare: (ns: Netns) => Promise<void>): Promise<{ ns: Netns; ch: FakeCloudHypervisorProcess }> {
       if (harness === undefined) throw new Error('no harness');
-      const elsewhere = await harness.namespace('other');
-      // A tap of the same name there, MTU 9000 (as another link's of the same device prefix could be).
-      await elsewhere.ip(['tuntap', 'add', 'dev', nic.tap, 'mode', 'tap']);
-      await elsewhere.ip(['link', 'set', nic.tap, 'mtu', '9000']);
-      const ch = await FakeCloudHypervisorProcess.start(elsewhere, 'Running');
+      const ns = await harness.namespace(name);
+      await prepare(ns);
+      const ch = await FakeCloudHypervisorProcess.start(ns, 'Running');
       cleanups.push(() => ch.close());
+      return { ns, ch };
+    }
+    const refusedForMtu = (pid: number, mtu: number): RegExp =>
+      new RegExp(
+        `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it reads tap snp42310's MTU by name in its own namespace, where that name is a device's \\(its own name or an altname\\) of MTU ${mtu}, so its guest would learn ${mtu}, not the link's 1500; run cloud-hypervisor in the taps' network namespace, or free the name snp42310 there \\(rename that device, or delete that altname\\)$`,
+      );
+
+    it('another namespace at MTU 1500 that has a device of the tap\'s name at MTU 9000: other-netns saying that MTU, before anything is sent; without that device, attached with the note', async () => {
+      // A tap of the same name there, MTU 9000 (as another link's of the same device prefix could be).
+      const { ns: elsewhere, ch } = await fakeElsewhere('other', async (ns) => {
+        await ns.ip(['tuntap', 'add', 'dev', nic.tap, 'mode', 'tap']);
+        await ns.ip(['link', 'set', nic.tap, 'mtu', '9000']);
+      });
       const error = await chError(chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged()));
       expect(error.kind).toBe('other-netns');
-      expect(error.message).toMatch(
-        new RegExp(
-          `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${ch.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it reads tap snp42310's MTU by name in its own namespace, which has a device of that name, so its guest would learn that device's MTU, not the link's 1500; run cloud-hypervisor in the taps' network namespace$`,
-        ),
-      );
+      expect(error.message).toMatch(refusedForMtu(ch.pid, 9000));
       expect(heard).toEqual([]);
       expect(await ch.report()).toMatchObject({ requests: [], heldTapQueues: 0 });
       // Without that device there, the same attach goes on, with the note.
       await elsewhere.ip(['link', 'del', nic.tap]);
       expect(await chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged())).toMatchObject({ outcome: 'hot-added' });
-      expect(heard.map((line) => line.level)).toEqual(['info']);
+      expect(heard).toEqual([{ level: 'info', message: expect.stringMatching(/: it cannot read tap snp42310's MTU there, so its guest gets the default 1500, the link's/) }]);
+      await chDetach(ch.socketPath, nic, options);
+    });
+
+    it("another namespace at MTU 1500 where the tap's name is an altname of a device at MTU 9000 (not in /proc/PID/net/dev): other-netns saying 9000", async () => {
+      // SIOCGIFMTU resolves an altname to its device, as cloud-hypervisor's read there would.
+      const { ch } = await fakeElsewhere('altname', async (ns) => {
+        await ns.ip(['tuntap', 'add', 'dev', 'snd9', 'mode', 'tap']);
+        await ns.ip(['link', 'set', 'snd9', 'mtu', '9000']);
+        await ns.ip(['link', 'property', 'add', 'dev', 'snd9', 'altname', nic.tap]);
+      });
+      const error = await chError(chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged()));
+      expect(error.kind).toBe('other-netns');
+      expect(error.message).toMatch(refusedForMtu(ch.pid, 9000));
+      expect(heard).toEqual([]);
+      expect(await ch.report()).toMatchObject({ requests: [], heldTapQueues: 0 });
+    });
+
+    it("another namespace at MTU 1500 that has a device of the tap's name at MTU 1500: attached (its guest gets 1500 all the same), saying so at info level", async () => {
+      const { ch } = await fakeElsewhere('same1500', async (ns) => {
+        await ns.ip(['tuntap', 'add', 'dev', nic.tap, 'mode', 'tap']);
+        await ns.ip(['link', 'set', nic.tap, 'mtu', '1500']);
+      });
+      expect(await chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged())).toMatchObject({ outcome: 'hot-added' });
+      expect(heard).toEqual([
+        {
+          level: 'info',
+          message: expect.stringMatching(
+            new RegExp(
+              `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${ch.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it reads tap snp42310's MTU by name there, where that name is another device's \\(its own name or an altname\\) of MTU 1500, so its guest gets 1500, the link's$`,
+            ),
+          ),
+        },
+      ]);
+      expect(await ch.report()).toMatchObject({ requests: [{ path: '/api/v1/vm.add-net', taps: ['snp42310'] }], heldTapQueues: 1 });
+      await chDetach(ch.socketPath, nic, options);
+    });
+
+    it('another namespace at MTU 1500 with nothing of the tap\'s name: attached with the note', async () => {
+      const { ch } = await fakeElsewhere('noname', async () => undefined);
+      expect(await chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged())).toMatchObject({ outcome: 'hot-added' });
+      expect(heard).toEqual([
+        {
+          level: 'info',
+          message: expect.stringMatching(
+            new RegExp(
+              `\\(pid ${ch.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it cannot read tap snp42310's MTU there, so its guest gets the default 1500, the link's \\(a cloud-hypervisor before PR #8112, April 2026, refuses the NIC there instead\\)$`,
+            ),
+          ),
+        },
+      ]);
+      expect(await ch.report()).toMatchObject({ requests: [{ path: '/api/v1/vm.add-net', taps: ['snp42310'] }], heldTapQueues: 1 });
       await chDetach(ch.socketPath, nic, options);
     });
 

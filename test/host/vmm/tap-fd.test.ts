@@ -1,6 +1,6 @@
 // The tap_fd addon against the real kernel: tap queues opened in a namespace of the test's own,
 // and descriptors carried over a Unix socket with the first bytes of a connection.
-import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -103,6 +103,12 @@ describeNetns('tap queues and descriptor passing', () => {
       // The listener is this process (SO_PEERCRED), running (its pidfd, SO_PEERPIDFD: Linux 6.5).
       expect(connection.peer.pid).toBe(process.pid);
       expect(connection.peer.running()).toBe(true);
+      // Its network namespace, by that pidfd (PIDFD_GET_NET_NAMESPACE: Linux 6.11): ours.
+      const netns = connection.peer.netnsFd();
+      if (netns === undefined) throw new Error('no network namespace by the pidfd: this needs Linux 6.11');
+      const [got, ours] = [fstatSync(netns), statSync('/proc/thread-self/ns/net')];
+      closeSync(netns);
+      expect([got.dev, got.ino]).toEqual([ours.dev, ours.ino]);
       let answer = '';
       connection.on('data', (data: Buffer) => (answer += data.toString()));
       const ended = new Promise((resolve) => connection.on('end', resolve));
@@ -157,6 +163,7 @@ describeNetns('tap queues and descriptor passing', () => {
       expect(readdirSync('/proc/self/fd').length).toBe(fds + 2);
       expect(connection.peer.pid).toBe(launcher);
       expect(connection.peer.running()).toBe(false);
+      expect(() => connection.peer.netnsFd()).toThrow(expect.objectContaining({ code: 'ESRCH' }));
       connection.destroy();
       expect(() => connection.peer.running()).toThrow(/closed/);
       await eventually('the socket and the pidfd closed', async () => readdirSync('/proc/self/fd').length === fds, 2000);

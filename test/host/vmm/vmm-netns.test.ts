@@ -1,10 +1,11 @@
 // Whether a VMM runs in the taps' network namespace: the verdict (a property over all cases), and
 // the namespace of real processes, in this namespace, in one of the test's own, and gone.
 import { spawnSync } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_NIC_MTU, NIC_MTU_MAX, NIC_MTU_MIN } from '../../../host/vmm/nic.js';
-import { type PeerNetns, type PeerProcess, mtuVerdict, netDevNames, peerHasDevice, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
+import { type PeerNetns, type PeerProcess, mtuVerdict, namedDevice, openPeerNetns, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
 
 const identity = fc.record({ dev: fc.bigInt({ min: 1n, max: 1n << 32n }), ino: fc.bigInt({ min: 1n, max: 1n << 32n }) });
@@ -31,18 +32,32 @@ describe('mtuVerdict', () => {
   });
 });
 
-describe('netDevNames and peerHasDevice', () => {
-  it('reads the device names of /proc/PID/net/dev, headers skipped; an exited process cannot be told', () => {
-    const text = 'Inter-|   Receive\n face |bytes    packets\n    lo: 0 0 0\nsnp42310: 1 2 3\n  eth0:12 3\n';
-    expect(netDevNames(text)).toEqual(['lo', 'snp42310', 'eth0']);
-    expect(peerHasDevice(byPid(process.pid), 'lo')).toBe(true);
-    expect(peerHasDevice({ pid: process.pid, running: () => true }, 'snp-none')).toBe(false);
-    const exited = spawnSync('true').pid ?? 0;
-    expect(peerHasDevice(byPid(exited), 'lo')).toBeUndefined();
+describe('namedDevice and openPeerNetns, no namespace of our own', () => {
+  it('resolves a name in a namespace held open: its device\'s MTU, or none; a descriptor that is no network namespace cannot be told', () => {
+    const own = openSync('/proc/thread-self/ns/net', 'r');
+    const notNetns = openSync('/dev/null', 'r');
+    try {
+      expect(namedDevice(own, 'lo')).toEqual({ kind: 'device', mtu: 65536 });
+      expect(namedDevice(own, 'snp-none')).toEqual({ kind: 'none' });
+      expect(namedDevice(notNetns, 'lo')).toMatchObject({ kind: 'unknown', why: expect.stringMatching(/^setns: /) });
+    } finally {
+      closeSync(own);
+      closeSync(notNetns);
+    }
   });
 
-  it('a process that has exited by the time /proc/PID/net/dev was read cannot be told: the pid may name another by then', () => {
-    expect(peerHasDevice(exitedSince(process.pid), 'lo')).toBeUndefined();
+  it('a namespace given by the pidfd is taken without /proc; one whose process has exited (ESRCH) cannot be told', () => {
+    const ours = tapsNetns(undefined);
+    let asked = 0;
+    const byPidfd: PeerProcess = { pid: 0, running: () => (asked++, true), netnsFd: () => openSync('/proc/thread-self/ns/net', 'r') };
+    const opened = openPeerNetns(byPidfd);
+    if (opened.kind === 'open') closeSync(opened.fd);
+    expect(opened).toMatchObject({ kind: 'open', identity: ours });
+    expect(asked).toBe(0);
+    const gone: PeerProcess = { pid: 4242, running: () => true, netnsFd: () => { throw Object.assign(new Error('gone'), { code: 'ESRCH' }); } };
+    expect(peerNetns(gone, ours)).toEqual({ kind: 'unknown', why: 'its process 4242 has exited' });
+    // No pidfd to ask (before Linux 6.11): /proc/PID, as byPid.
+    expect(peerNetns({ pid: process.pid, running: () => true, netnsFd: () => undefined }, ours)).toEqual({ kind: 'same' });
   });
 });
 
@@ -77,6 +92,24 @@ describeNetns('peerNetns with a namespace of the test', () => {
 
   afterAll(async () => {
     await harness?.cleanup();
+  });
+
+  it('resolves an altname there to its device, as SIOCGIFMTU does: only there, and without changing anything', async () => {
+    await ns.ip(['tuntap', 'add', 'dev', 'snd7', 'mode', 'tap']);
+    await ns.ip(['link', 'set', 'snd7', 'mtu', '9000']);
+    await ns.ip(['link', 'property', 'add', 'dev', 'snd7', 'altname', 'snp7007']);
+    const there = openSync(`/run/netns/${ns.name}`, 'r');
+    const here = openSync('/proc/thread-self/ns/net', 'r');
+    try {
+      const before = (await ns.ip(['-d', 'link', 'show'])).stdout;
+      expect(namedDevice(there, 'snp7007')).toEqual({ kind: 'device', mtu: 9000 });
+      expect(namedDevice(there, 'snd7')).toEqual({ kind: 'device', mtu: 9000 });
+      expect(namedDevice(here, 'snp7007')).toEqual({ kind: 'none' });
+      expect((await ns.ip(['-d', 'link', 'show'])).stdout).toBe(before);
+    } finally {
+      closeSync(there);
+      closeSync(here);
+    }
   });
 
   it('tells a process in the taps namespace from one elsewhere', async () => {
