@@ -31,6 +31,8 @@ const REQUEST_BUFFER_BYTES = 4 * 1024 * 1024;
  * the process, so no more requests are in flight than the buffer holds acks for.
  */
 const ACK_BUDGET_BYTES = 2048;
+/** The same for a request answered with one link's RTM_NEWLINK: charged 3136 bytes for a veth (Linux 6.18, measured). */
+const LINK_REPLY_BUDGET_BYTES = 6144;
 
 const ipText = (bytes: Buffer | undefined): string | null => (bytes?.length === 4 ? bytes.join('.') : null);
 const ipBytes = (text: string): Buffer => Buffer.from(text.split('.').map(Number));
@@ -167,11 +169,11 @@ export class RtnetlinkKernel implements NetdKernel {
   readonly #requests: RtNetlinkSocket;
   readonly #eventBufferBytes: number;
   #events: RtnlEventSocket | undefined;
-  /** Requests sent and not yet answered, and at most how many may be. */
-  #inFlight = 0;
-  readonly #maxInFlight: number;
-  /** Requests waiting for one in flight to be answered, oldest first (the kernel sees them in order). */
-  readonly #waiting: (() => void)[] = [];
+  /** The request socket's buffer promised to the answers of requests in flight, and all there is. */
+  #promisedBytes = 0;
+  readonly #bufferBytes: number;
+  /** Requests waiting for their answers' room, oldest first (the kernel sees them in order). */
+  readonly #waiting: { readonly bytes: number; readonly go: () => void }[] = [];
 
   constructor(options: RtnetlinkOptions = {}) {
     this.#eventBufferBytes = options.eventBufferBytes ?? DEFAULT_EVENT_BUFFER_BYTES;
@@ -182,7 +184,8 @@ export class RtnetlinkKernel implements NetdKernel {
     } catch (error) {
       throw new NetdError('netlink', `cannot open an rtnetlink socket (${errnoOf(error)}): is this Linux?`);
     }
-    this.#maxInFlight = Math.max(1, Math.floor(this.#requests.socket.getRecvBufferSize() / ACK_BUDGET_BYTES));
+    // Room for one request at least, whatever the buffer.
+    this.#bufferBytes = Math.max(LINK_REPLY_BUDGET_BYTES, this.#requests.socket.getRecvBufferSize());
   }
 
   /** The notification socket's receive buffer (null before subscribe). */
@@ -211,17 +214,25 @@ export class RtnetlinkKernel implements NetdKernel {
     });
   }
 
-  /** `send` once fewer than #maxInFlight requests are in flight, in the order asked. */
-  async #request<T>(send: () => Promise<T>): Promise<T> {
-    if (this.#inFlight < this.#maxInFlight) this.#inFlight += 1;
-    // The one that finishes hands its place on.
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  /** `send` once the request socket's buffer has `bytes` for its answers besides those in flight, in the order asked. */
+  async #request<T>(send: () => Promise<T>, bytes = ACK_BUDGET_BYTES): Promise<T> {
+    if (this.#waiting.length === 0 && this.#promisedBytes + bytes <= this.#bufferBytes) this.#promisedBytes += bytes;
+    // Those that finish make room for the oldest waiting (see #release).
+    else await new Promise<void>((go) => this.#waiting.push({ bytes, go }));
     try {
       return await send();
     } finally {
-      const next = this.#waiting.shift();
-      if (next === undefined) this.#inFlight -= 1;
-      else next();
+      this.#promisedBytes -= bytes;
+      this.#release();
+    }
+  }
+
+  /** Let the oldest waiting requests go, as many in a row as now have room. */
+  #release(): void {
+    for (let next = this.#waiting[0]; next !== undefined && this.#promisedBytes + next.bytes <= this.#bufferBytes; next = this.#waiting[0]) {
+      this.#waiting.shift();
+      this.#promisedBytes += next.bytes;
+      next.go();
     }
   }
 
@@ -258,6 +269,7 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   async apply(operation: Operation, view: KernelView): Promise<void> {
+    if (operation.kind === 'link-up') return this.#request(() => this.#change(operation), LINK_REPLY_BUDGET_BYTES);
     if (operation.kind !== 'sysctl') return this.#request(() => this.#change(operation));
     const { key } = operation;
     const link = key.ifindex === null ? null : view.links.get(key.ifindex);
@@ -284,6 +296,13 @@ export class RtnetlinkKernel implements NetdKernel {
           operation.kind === 'link-up' && operation.group !== undefined ? { group: operation.group } : undefined,
           { timeout: REQUEST_TIMEOUT_MS },
         );
+        // Asking for the link makes the kernel handle now the link-state event still queued for
+        // it (its creation's: a GETLINK syncs linkwatch, Linux 6.7 on), as `ip link set` does by
+        // looking the name up. Left queued, an up veth's event counts as urgent; with a few
+        // hundred of them ahead, every new link's carrier-on (in any namespace: the queue is
+        // the kernel's) waits for the queue's 100 a second, its traffic dropped meanwhile.
+        // A link gone meanwhile has nothing to handle.
+        if (operation.kind === 'link-up') await deleted(socket.getLink({ index: operation.ifindex }, undefined, { timeout: REQUEST_TIMEOUT_MS }));
         return;
       case 'link-group':
         await socket.setLink({ index: operation.ifindex }, { group: operation.group }, { timeout: REQUEST_TIMEOUT_MS });

@@ -8,7 +8,7 @@ import { parseTableListing } from '../../../guest/firewall/ruleset.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, removeNamespaceSync } from '../../harness/index.js';
 import { withoutFlowElements } from '../firewall/provider-world.js';
-import { eventually } from '../provider-world.js';
+import { eventually, udhcpc } from '../provider-world.js';
 
 const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
 const mac = (role: 0x80 | 0x00, id: number): string =>
@@ -51,11 +51,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
   const providerLinkLines = (first: number, count: number): string[] =>
     Array.from({ length: count }, (_, index) => `link add p${first + index} address ${mac(0x80, first + index)} type veth peer name q${first + index}\n`);
 
-  /**
-   * Stop `agent` and delete its namespace of many configured links at once: while they remain,
-   * links made afterwards in any namespace pass no traffic for seconds (measured: ~8 s after an
-   * agent configured 1000 links, old and new agents alike; nothing once the namespace is gone).
-   */
+  /** Stop `agent` and delete its namespace of many links at once, so the tests after do not share the kernel with them. */
   async function dropManyLinks(agent: NetnsProcess, ns: Netns): Promise<void> {
     await agent.kill('SIGTERM', 5000);
     removeNamespaceSync(ns.name);
@@ -284,6 +280,29 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
       await new Promise((resolve) => setTimeout(resolve, 2000));
       expect(started.exit, started.stderr).toBeUndefined();
       expect((await statusIn(ns, socket)).links).toHaveLength(report.links.length);
+    } finally {
+      await dropManyLinks(started, ns);
+    }
+  });
+
+  it("leases a client hot-plugged right after it brought 1500 provider links up: no link's link-state event is left queued in the kernel ahead of the new link's", async () => {
+    const ns = await harness.namespace('hotplug');
+    const socket = join(dir, 'hotplug.sock');
+    await ns.exec(['ip', '-batch', '-'], { input: providerLinkLines(1, 1500).join(''), timeoutMs: 120_000 });
+    const started = await startAgent(ns, socket);
+    try {
+      // Up with its peer down, a provider link whose event the kernel's linkwatch has handled
+      // says LOWERLAYERDOWN; UNKNOWN is the state it was made with, its event still queued.
+      const links = (JSON.parse((await ns.ip(['-j', 'link', 'show'])).stdout) as { ifname: string; operstate: string }[]).filter((link) => /^p\d+$/.test(link.ifname));
+      expect(links).toHaveLength(1500);
+      expect(links.filter((link) => link.operstate !== 'LOWERLAYERDOWN').map((link) => `${link.ifname} ${link.operstate}`)).toEqual([]);
+      // What queued events cost: a new link's carrier-on waits behind them, its traffic dropped
+      // (the DHCP answers too) for seconds; udhcpc gives up after five tries a second apart.
+      const client = await harness.namespace('hotc');
+      await ns.ip(['link', 'add', 'p1501', 'address', mac(0x80, 1501), 'type', 'veth', 'peer', 'name', 'eth0', 'address', mac(0x00, 1501), 'netns', client.name]);
+      const run = await udhcpc(client);
+      expect(run.code, run.stderr).toBe(0);
+      expect((await client.ip(['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain('inet 100.64.5.221/32');
     } finally {
       await dropManyLinks(started, ns);
     }
