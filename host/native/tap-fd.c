@@ -20,8 +20,9 @@
 //       on a client's socket, the process that made the listening socket listen, as seen from our
 //       PID namespace; 0 if it is not visible there
 //   peerPidfd(fd) -> pidfd                   a pidfd (close-on-exec) for that same process
-//       (SO_PEERPIDFD, Linux 6.5): ENOPROTOOPT before 6.5; EINVAL where it has been reaped (6.8;
-//       6.18 gives a pidfd of the exited process instead); ESRCH if the socket has no peer pid
+//       (SO_PEERPIDFD, Linux 6.5): ENOPROTOOPT before 6.5; EINVAL (later kernels: ESRCH) where it
+//       has been reaped, or newer kernels a pidfd of the exited process; ENODATA if the socket
+//       has no peer pid
 //   pidfdExited(pidfd) -> boolean            whether the pidfd's process has exited (readable
 //       to poll: it is a zombie or gone). While it has not, its pid is its own: a pid names
 //       another process only once the one it named has exited and been reaped

@@ -337,7 +337,9 @@ function vetOpened(socketPath: string, nic: VmmNic, options: CloudHypervisorOpti
   // SO_PEERCRED names the process that made the socket listen: cloud-hypervisor itself, unless a
   // launcher handed it a listening socket (`--api-socket fd=`) and still runs (once it has exited,
   // openPeerNetns cannot tell).
-  const where = `cloud-hypervisor${of} at ${socketPath} (pid ${peerPid}, which made the socket listen) runs in network namespace ${shownNetns(peer.peer)}, not in the taps' (${tapsAt})`;
+  // Its pidfd opens its namespace even where our PID namespace gives it no pid (SO_PEERCRED: 0).
+  const who = peerPid > 0 ? `pid ${peerPid}, which made the socket listen` : 'not visible from our PID namespace, the process that made the socket listen';
+  const where = `cloud-hypervisor${of} at ${socketPath} (${who}) runs in network namespace ${shownNetns(peer.peer)}, not in the taps' (${tapsAt})`;
   if (verdict === 'note') {
     // It reads the MTU of whatever the tap's name resolves to there (a device's name or an
     // altname), asked here the same way, in that namespace: 1500 where nothing has that name.

@@ -125,8 +125,8 @@ export class SocketPeer {
       switch ((error as NodeJS.ErrnoException).code) {
         case 'ENOPROTOOPT':
           return new SocketPeer(pid, undefined);
-        // EINVAL: reaped (Linux 6.8; 6.18 gives a pidfd that polls as exited). ESRCH: no peer
-        // pid recorded; the pid then tells nothing either.
+        // Reaped: EINVAL (from Linux 6.5), later ESRCH; newer kernels give a pidfd that polls
+        // as exited instead.
         case 'EINVAL':
         case 'ESRCH':
           return new SocketPeer(pid, 'exited');

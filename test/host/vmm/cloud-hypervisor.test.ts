@@ -417,6 +417,24 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
         },
       ]);
     });
+    it('a VMM not visible from our PID namespace (SO_PEERCRED gives no pid), in another network namespace: the refusal does not name a pid 0', async () => {
+      if (harness === undefined || options.tapNetnsPath === undefined) throw new Error('no harness');
+      const { ch } = await fakeElsewhere('unseen', async () => undefined);
+      const launchedIn = await harness.namespace('unseenby');
+      const fixture = compiledFixture('test/host/vmm/fixtures/attach-from-pid-namespace', ['host/vmm/cloud-hypervisor', 'host/vmm/vmm-netns', 'host/vmm/tap-fd']);
+      const driver = launchedIn.spawn(['node', fixture, ch.socketPath, options.tapNetnsPath, nic.tap, '9000'], { enter: 'nsenter', pidns: true });
+      const exit = await Promise.race([driver.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 20_000))]);
+      if (exit === 'timeout') await driver.kill('SIGKILL');
+      const line = driver.stdout.split('\n').find((text) => text.startsWith('result '));
+      if (line === undefined) throw new Error(`the fixture gave no result (${JSON.stringify(exit)}); stderr: ${driver.stderr}`);
+      const result = JSON.parse(line.slice('result '.length)) as { outcome: { error?: string }; heard: unknown[] };
+      // Its namespace is known by its pidfd (Linux 6.11), its pid is not.
+      expect(result.heard).toEqual([]);
+      expect(result.outcome.error).toMatch(
+        /^cloud-hypervisor of VM appvm-lynx at \S+api\.sock \(not visible from our PID namespace, the process that made the socket listen\) runs in network namespace net:\[\d+\], not in the taps' .*: it reads tap snp42310's MTU by name in its own namespace, so its guest would not learn the link MTU 9000;/,
+      );
+      expect(await ch.report()).toMatchObject({ requests: [], heldTapQueues: 0 });
+    });
   });
 
   describe('chDetach', () => {
