@@ -123,7 +123,10 @@ export class SocketPeer {
       return new SocketPeer(pid, native.peerPidfd(fd));
     } catch (error) {
       switch ((error as NodeJS.ErrnoException).code) {
+        // No SO_PEERPIDFD (before Linux 6.5), or no peer pid recorded (ENODATA; SO_PEERCRED then
+        // gives 0): nothing but the pid tells, as before.
         case 'ENOPROTOOPT':
+        case 'ENODATA':
           return new SocketPeer(pid, undefined);
         // Reaped: EINVAL (from Linux 6.5), later ESRCH; newer kernels give a pidfd that polls
         // as exited instead.
