@@ -165,37 +165,46 @@ function existingFile(path: string): Stats | undefined {
  */
 export async function saveState(dir: string, state: LinkState): Promise<void> {
   const path = stateFilePath(dir);
+  writeThroughTemp(dir, path, Buffer.from(serializeState(state), 'utf8'), 'as-state', (temp) => renameSync(temp, path));
+  try {
+    syncDir(dir);
+  } catch (error) {
+    throw new StateStoreError('sync-failed', `wrote ${path} but could not sync ${dir} (${reasonOf(error)}); the change may not survive a crash`, errnoOf(error));
+  }
+}
+
+/**
+ * Write `bytes` to a new temp file in dir, made as the state file at `path` is to be: given the
+ * old one's owner where that differs, and with 'as-state' its mode too (a first one 0644 less the
+ * umask; 'private': 0600); fsync it, then `finish` it (a rename over path, or its removal). On a
+ * failure the temp file is removed and the store's error thrown.
+ */
+function writeThroughTemp(dir: string, path: string, bytes: Buffer, mode: 'as-state' | 'private', finish: (temp: string) => void): void {
   const temp = join(dir, `${TEMP_PREFIX}${process.pid}.${tempTag()}${TEMP_SUFFIX}`);
   try {
     const old = existingFile(path);
     // 0600 until given the old file's mode: never readable by more than the old one was meanwhile.
-    const fd = openSync(temp, 'wx', old === undefined ? 0o644 : 0o600);
+    const fd = openSync(temp, 'wx', old === undefined && mode === 'as-state' ? 0o644 : 0o600);
     try {
-      const bytes = Buffer.from(serializeState(state), 'utf8');
       for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
       if (old !== undefined) {
         // Owner first: a chown may clear the set-id bits, which the chmod then gives back.
         const made = fstatSync(fd);
         if (made.uid !== old.uid || made.gid !== old.gid) keepOwner(fd, path, old);
-        fchmodSync(fd, old.mode & 0o7777);
+        if (mode === 'as-state') fchmodSync(fd, old.mode & 0o7777);
       }
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
-    renameSync(temp, path);
+    finish(temp);
   } catch (error) {
     try {
       unlinkSync(temp);
     } catch {
-      // never created, or already renamed
+      // never created, or already renamed or removed
     }
     throw writeFailed(path, error);
-  }
-  try {
-    syncDir(dir);
-  } catch (error) {
-    throw new StateStoreError('sync-failed', `wrote ${path} but could not sync ${dir} (${reasonOf(error)}); the change may not survive a crash`, errnoOf(error));
   }
 }
 
@@ -234,30 +243,7 @@ function syncDir(dir: string): void {
  * (an immutable file): a probe cannot try that without replacing it.
  */
 export async function probeStateWrite(dir: string): Promise<void> {
-  const path = stateFilePath(dir);
-  const probe = join(dir, `${TEMP_PREFIX}${process.pid}.${tempTag()}${TEMP_SUFFIX}`);
-  try {
-    const old = existingFile(path);
-    const fd = openSync(probe, 'wx', 0o600);
-    try {
-      writeSync(fd, 'probe\n');
-      if (old !== undefined) {
-        const made = fstatSync(fd);
-        if (made.uid !== old.uid || made.gid !== old.gid) keepOwner(fd, path, old);
-      }
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    unlinkSync(probe);
-  } catch (error) {
-    try {
-      unlinkSync(probe);
-    } catch {
-      // never created, or removed already
-    }
-    throw writeFailed(path, error);
-  }
+  writeThroughTemp(dir, stateFilePath(dir), Buffer.from('probe\n'), 'private', (temp) => unlinkSync(temp));
   try {
     syncDir(dir);
   } catch (error) {
