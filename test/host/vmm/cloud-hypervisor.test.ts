@@ -390,6 +390,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       // the taps' namespace (ns_last_pid); the socket's server runs elsewhere.
       const launchedIn = await harness.namespace('launch');
       const fixture = compiledFixture('test/host/vmm/fixtures/attach-after-pid-reuse', [
+        'test/host/vmm/fixtures/attach-heard',
         'test/host/vmm/orphaned-listener',
         'host/vmm/cloud-hypervisor',
         'host/vmm/vmm-netns',
@@ -421,7 +422,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       if (harness === undefined || options.tapNetnsPath === undefined) throw new Error('no harness');
       const { ch } = await fakeElsewhere('unseen', async () => undefined);
       const launchedIn = await harness.namespace('unseenby');
-      const fixture = compiledFixture('test/host/vmm/fixtures/attach-from-pid-namespace', ['host/vmm/cloud-hypervisor', 'host/vmm/vmm-netns', 'host/vmm/tap-fd']);
+      const fixture = compiledFixture('test/host/vmm/fixtures/attach-from-pid-namespace', ['test/host/vmm/fixtures/attach-heard', 'host/vmm/cloud-hypervisor', 'host/vmm/vmm-netns', 'host/vmm/tap-fd']);
       const driver = launchedIn.spawn(['node', fixture, ch.socketPath, options.tapNetnsPath, nic.tap, '9000'], { enter: 'nsenter', pidns: true });
       const exit = await Promise.race([driver.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 20_000))]);
       if (exit === 'timeout') await driver.kill('SIGKILL');
