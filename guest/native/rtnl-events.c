@@ -15,8 +15,9 @@
 //       status 0: bytes holds the datagrams read, each padded to 4 bytes (netlink messages only:
 //                 what the kernel sent, no one else's)
 //       -ENOBUFS: notifications were lost (the buffer overflowed, or one was cut short); what the
-//                 socket still held is discarded first (discard_queued), so every notification
-//                 delivered after it was sent after it; reading goes on
+//                 socket still held is discarded first, until it is found empty (over as many
+//                 wakes as that takes: discard_queued), so every notification delivered after it
+//                 was sent after it; reading goes on
 //       other < 0: -errno, the socket failed; reported once, reading stops
 //   close(handle)
 #define _GNU_SOURCE  // strerrorname_np (napi-plumbing.h)
@@ -54,6 +55,9 @@ typedef struct {
   int failed;
   // SO_RCVBUFFORCE set the buffer (else SO_RCVBUF, capped at net.core.rmem_max).
   int forced;
+  // A loss was met: what the socket holds is discarded, nothing read, until it is found empty;
+  // the overflow is reported then.
+  int discarding;
   uint8_t *arena;
 } events_socket;
 
@@ -165,27 +169,39 @@ static void deliver(events_socket *socket, int status, size_t length) {
   polled_deliver(&socket->polled, batch_arguments, &batch);
 }
 
-// Discard what the socket's queue still holds: called before an overflow is reported. What it
-// holds was sent before the notifications lost, or among them; the agent reads the whole state
-// again after the report, which has all of it, and replayed over that re-read an old notification
-// would put back what has gone since (an address deleted, an old name or MAC). The kernel reports
-// one loss until the queue has been found empty, and each later one again: so what is read after
-// the report was sent after it, nothing lost between. Bounded, should the queue refill as fast as
-// it is read: twice the buffer's bytes.
-static void discard_queued(events_socket *socket) {
+// Discard what the socket's queue still holds: a loss was met, and is reported once the queue
+// has been found empty. What it holds was sent before the notifications lost, or among them; the
+// agent reads the whole state again after the report, which has all of it, and replayed over that
+// re-read an old notification would put back what has gone since (an address deleted, an old name
+// or MAC). The kernel queues nothing more after a loss until the queue is found empty (then what
+// comes was sent after the loss), and says the next loss again: so what is read after the report
+// was sent after it, nothing lost between. A wake discards at most twice the buffer's bytes (the
+// queue may refill as fast as it is read); the rest waits for the next wake, still discarded and
+// the report still owed: reported earlier, what is left would be told after it, older than the
+// re-read, and with a later loss behind it whose error this discard took. 1: found empty (or a
+// failure the next read meets), 0: more to discard (the socket is readable: another wake comes).
+static int discard_queued(events_socket *socket) {
   int size = 0;
   socklen_t length = sizeof size;
   if (getsockopt(socket->polled.fd, SOL_SOCKET, SO_RCVBUF, &size, &length) != 0 || size <= 0) size = DATAGRAM_MAX;
-  for (int64_t left = 2 * (int64_t)size; left > 0;) {
-    // MSG_TRUNC: the datagram's whole length, none of it copied; it is taken off the queue.
-    ssize_t got = recv(socket->polled.fd, NULL, 0, MSG_DONTWAIT | MSG_TRUNC);
-    if (got < 0 && errno != EINTR && errno != ENOBUFS) return;  // EAGAIN: empty; another error: the next read meets it
+  for (int64_t left = 2 * (int64_t)size;;) {
+    // MSG_TRUNC: the datagram's whole length, none of it copied; it is taken off the queue. Once
+    // the wake's bytes are used up, a peek: a queue emptied right then would wake nothing again.
+    ssize_t got = recv(socket->polled.fd, NULL, 0, MSG_DONTWAIT | MSG_TRUNC | (left > 0 ? 0 : MSG_PEEK));
+    if (got < 0) {
+      if (errno == EINTR || errno == ENOBUFS) continue;
+      return 1;  // EAGAIN: empty; another error: the next read meets it
+    }
+    if (left <= 0) return 0;
     left -= got > 0 ? got : 1;
   }
 }
 
-static void report_overflow(events_socket *socket) {
-  discard_queued(socket);
+// A loss met: discard, then report it once the queue is empty (else a later wake goes on).
+static void overflowed(events_socket *socket) {
+  socket->discarding = 1;
+  if (!discard_queued(socket)) return;
+  socket->discarding = 0;
   deliver(socket, -ENOBUFS, 0);
 }
 
@@ -215,14 +231,20 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     int error = 0;
     socklen_t length = sizeof error;
     if (getsockopt(socket->polled.fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
-    if (error == ENOBUFS) {
-      report_overflow(socket);
+    // (0 while discarding: a discard's read took it.)
+    if (error == ENOBUFS || (error == 0 && socket->discarding)) {
+      overflowed(socket);
     } else if (error != 0) {
       fail(socket, error);
       return;
     }
     // (0: a recvmsg took the error first and reported it.)
     poll_again(socket);
+    return;
+  }
+  // Still discarding after a loss: nothing is read until the queue has been found empty.
+  if (socket->discarding) {
+    overflowed(socket);
     return;
   }
   size_t used = 0;
@@ -259,7 +281,7 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     used += padded;
   }
   if (used > 0) deliver(socket, 0, used);
-  if (lost && !socket->polled.closed) report_overflow(socket);
+  if (lost && !socket->polled.closed) overflowed(socket);
   if (error != 0 && !socket->polled.closed) fail(socket, error);
 }
 

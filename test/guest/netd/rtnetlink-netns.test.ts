@@ -44,6 +44,19 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     expect(overflow['failuresAtEnd']).toEqual([]);
   });
 
+  it('tells nothing queued before a loss after the overflow, though the socket held more than one discard takes', () => {
+    const report = events['overflowPastOneDrain'] ?? {};
+    expect(report['fdFound']).toBe(true);
+    expect(report['shrinkStatus']).toBe(0);
+    // Made small: one discard takes far less than the notifications of the 100 pairs queued.
+    expect(Number(report['smallBuffer'])).toBeLessThan(16_384);
+    expect(report['overflows']).toBe(1);
+    expect(report['heldSeenAfterOverflow']).toBe(0);
+    expect(report['growStatus']).toBe(0);
+    expect(report['laterSeen']).toBe(true);
+    expect(report['failures']).toEqual([]);
+  });
+
   it("hands a listener's exception to 'uncaughtException', once, and reads on", () => {
     expect(events['throwing']).toEqual({ caught: ['thrown by the listener'], calls: 2, failures: [] });
   });
