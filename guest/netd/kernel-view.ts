@@ -13,6 +13,12 @@ export interface KernelLink {
   readonly loopback: boolean;
   /** Device group (IFLA_GROUP; 0 by default): provider links go into PROVIDER_LINK_GROUP. */
   readonly group: number;
+  /**
+   * The device it sits on, where IFLA_LINK names another index (a veth's peer, a VLAN's parent);
+   * absent for a device of its own (a virtio-net NIC, a bridge, a tap). The kernel's linkwatch
+   * handles such a device's link-state events as urgent (see RtnetlinkKernel, link-up).
+   */
+  readonly lowerIfindex?: number;
 }
 
 export interface KernelAddress {

@@ -3,6 +3,7 @@
 // (rtnl-events.ts), and /proc/sys for sysctls. Decoders are pure; no decisions here.
 // /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
 import { readFileSync, writeFileSync } from 'node:fs';
+import { endianness } from 'node:os';
 import { type RtNetlinkSocket, createRtNetlink, rt } from 'netlink';
 import type { KernelAddress, KernelEvent, KernelLink, KernelNeighbour, KernelRoute, KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
@@ -53,7 +54,15 @@ export function decodeLink(message: rt.LinkMessage): KernelLink | null {
     loopback: message.data.flags?.loopback === true || enumIs(message.data.type, 'LOOPBACK', 772),
     // Every link message and dump entry carries IFLA_GROUP (since Linux 2.6.38).
     group: message.attrs.group ?? 0,
+    ...lowerIfindex(message.attrs.link, index),
   };
+}
+
+/** IFLA_LINK (a u32 in host order), where it names a device other than the link itself. */
+function lowerIfindex(attribute: Buffer | undefined, ifindex: number): { lowerIfindex: number } | undefined {
+  if (attribute?.length !== 4) return undefined;
+  const lower = endianness() === 'LE' ? attribute.readUInt32LE(0) : attribute.readUInt32BE(0);
+  return lower === ifindex ? undefined : { lowerIfindex: lower };
 }
 
 export function decodeAddress(message: rt.AddressMessage): KernelAddress | null {
@@ -269,7 +278,9 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   async apply(operation: Operation, view: KernelView): Promise<void> {
-    if (operation.kind === 'link-up') return this.#request(() => this.#change(operation), LINK_REPLY_BUDGET_BYTES);
+    if (operation.kind === 'link-up' && view.links.get(operation.ifindex)?.lowerIfindex !== undefined) {
+      return this.#request(() => this.#change(operation, { syncLinkwatch: true }), LINK_REPLY_BUDGET_BYTES);
+    }
     if (operation.kind !== 'sysctl') return this.#request(() => this.#change(operation));
     const { key } = operation;
     const link = key.ifindex === null ? null : view.links.get(key.ifindex);
@@ -283,7 +294,7 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   /** One rtnetlink request, answered. */
-  async #change(operation: Exclude<Operation, { kind: 'sysctl' }>): Promise<void> {
+  async #change(operation: Exclude<Operation, { kind: 'sysctl' }>, { syncLinkwatch = false } = {}): Promise<void> {
     const options = { timeout: REQUEST_TIMEOUT_MS, flags: NLM_F_CREATE | NLM_F_REPLACE };
     const socket = this.#requests;
     switch (operation.kind) {
@@ -298,11 +309,13 @@ export class RtnetlinkKernel implements NetdKernel {
         );
         // Asking for the link makes the kernel handle now the link-state event still queued for
         // it (its creation's: a GETLINK syncs linkwatch, Linux 6.7 on), as `ip link set` does by
-        // looking the name up. Left queued, an up veth's event counts as urgent; with a few
-        // hundred of them ahead, every new link's carrier-on (in any namespace: the queue is
-        // the kernel's) waits for the queue's 100 a second, its traffic dropped meanwhile.
+        // looking the name up. Left queued, the event of an up device that sits on another (a
+        // veth: IFLA_LINK names its peer) counts as urgent; with a few hundred of them ahead,
+        // every new link's carrier-on (in any namespace: the queue is the kernel's) waits for the
+        // queue's 100 a second, its traffic dropped meanwhile. A device of its own (a provider
+        // VM's virtio-net NIC) is activated as it comes up, its events not urgent: no request.
         // A link gone meanwhile has nothing to handle.
-        if (operation.kind === 'link-up') await deleted(socket.getLink({ index: operation.ifindex }, undefined, { timeout: REQUEST_TIMEOUT_MS }));
+        if (syncLinkwatch) await deleted(socket.getLink({ index: operation.ifindex }, undefined, { timeout: REQUEST_TIMEOUT_MS }));
         return;
       case 'link-group':
         await socket.setLink({ index: operation.ifindex }, { group: operation.group }, { timeout: REQUEST_TIMEOUT_MS });
