@@ -8,6 +8,7 @@ import { FirewallError } from '../firewall/firewall-error.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
+import { NetdError } from './netd-error.js';
 import type { NetdKernel } from './rtnetlink.js';
 import {
   type LinkReport,
@@ -262,7 +263,8 @@ export class NetdAgent {
         await this.#reconcile();
       } while ((this.#again || this.#pending.length > 0 || this.#fullSyncWanted) && !this.#stopped);
     } catch (error) {
-      this.#fatal?.(error instanceof Error ? error : new Error(String(error)));
+      // A reconcile cut short by stop() (its kernel closed under it) is no failure.
+      if (!this.#stopped && !isClosed(error)) this.#fatal?.(error instanceof Error ? error : new Error(String(error)));
     } finally {
       this.#running = false;
       for (const resolve of this.#idleWaiters.splice(0)) resolve();
@@ -487,6 +489,8 @@ export class NetdAgent {
       if (echo !== null) this.#expectedEchoes.set(`${echo.op} ${eventObjectKey(echo)}`, echo);
     }
     const results = await Promise.allSettled(operations.map((operation) => this.kernel.apply(operation, this.#view)));
+    // Stopped meanwhile: the rest of this reconcile is dropped, with nothing to log per link.
+    for (const result of results) if (result.status === 'rejected' && isClosed(result.reason)) throw result.reason;
     let failures = 0;
     results.forEach((result, index) => {
       const operation = operations[index];
@@ -639,6 +643,11 @@ export class NetdAgent {
   get view(): KernelView {
     return this.#view;
   }
+}
+
+/** Whether `error` says the kernel was closed under a request: the agent is stopping. */
+function isClosed(error: unknown): error is NetdError {
+  return error instanceof NetdError && error.kind === 'closed';
 }
 
 /** Every field of every ProviderLink, in order. */
