@@ -92,6 +92,9 @@ export interface ConntrackStatus {
   readonly lastError: string | null;
 }
 
+/** Full re-reads in a row, each overflowed while it ran, after which the agent plans on the last one anyway. */
+const DUMPS_BEFORE_PLANNING = 3;
+
 /** Failed changes are retried after 0.5 s, then 1, 2... up to every 30 s. */
 const RETRY: Backoff = { firstMs: 500, maxMs: 30_000 };
 
@@ -99,6 +102,8 @@ export class NetdAgent {
   readonly #pending: KernelEvent[] = [];
   #view: KernelView = emptyView();
   #fullSyncWanted = true;
+  /** Whether planning on a re-read that overflowed was logged, since the last one that did not. */
+  #stormSaid = false;
   #dumping = false;
   #running = false;
   #again = false;
@@ -273,7 +278,17 @@ export class NetdAgent {
 
   async #reconcile(): Promise<void> {
     const started = performance.now();
-    if (this.#fullSyncWanted) {
+    // A dump during which notifications overflowed again is stale already: read again before
+    // planning on it, but no more than DUMPS_BEFORE_PLANNING in a row (a storm that lasts would
+    // starve planning); the loop then reads again after this plan.
+    for (let dumps = 1; this.#fullSyncWanted; dumps++) {
+      if (dumps > DUMPS_BEFORE_PLANNING) {
+        if (!this.#stormSaid) {
+          this.log.warn({ dumps: DUMPS_BEFORE_PLANNING }, 'rtnetlink notifications overflowed during every re-read in a row: planning on the last one, reading again after');
+          this.#stormSaid = true;
+        }
+        break;
+      }
       this.#fullSyncWanted = false;
       this.#knownConfigured = new Set();
       this.#counters.fullSyncs += 1;
@@ -296,6 +311,7 @@ export class NetdAgent {
         this.#dumping = false;
       }
       this.#view = fresh;
+      if (!this.#fullSyncWanted) this.#stormSaid = false;
     }
     // Everything queued since a dump was asked for (or, without one, since the last run), in arrival order.
     for (const event of this.#pending.splice(0)) {
