@@ -31,7 +31,7 @@ import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } fr
 import { RttEstimator } from './rtt-estimator.js';
 import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
-import { RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
+import { RECONNECT_FIRST_MS, RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
 
 export interface DnsForwarderOptions {
   /** Address clients query; default GATEWAY_IP. May not exist yet: see rebind(). */
@@ -283,6 +283,8 @@ class Forwarder implements DnsForwarder {
   #missingUpstreams = 0;
   readonly #reachability = new UpstreamReachability();
   #reconnectTimer: NodeJS.Timeout | undefined;
+  /** Binds the listening UDP socket again after it failed (see #clientSocketFailed). */
+  #rebindTimer: NodeJS.Timeout | undefined;
   /** Retries since every wanted upstream was last connected (sets the backoff). */
   #reconnectRound = 0;
   /** Whether the last upstream list left out our own address (warned once per change). */
@@ -489,9 +491,38 @@ class Forwarder implements DnsForwarder {
 
   #bindUdp(): UdpSocket {
     const socket = UdpSocket.bind(this.#family, this.#listen, this.#port, SOCKET_BUFFER_BYTES);
-    // Errors the kernel queues for a client (its link gone, say): counted, not logged, so a flood cannot fill the log.
-    socket.receive(this.#onClientDatagram, () => (this.#counters.sendErrors += 1));
+    try {
+      // Errors the kernel queues for a client (its link gone, say): counted, not logged, so a flood cannot fill the log.
+      socket.receive(
+        this.#onClientDatagram,
+        () => (this.#counters.sendErrors += 1),
+        (error) => this.#clientSocketFailed(socket, error),
+      );
+    } catch (error) {
+      socket.close();
+      throw error;
+    }
     return socket;
+  }
+
+  /**
+   * The listening UDP socket cannot be read any more: as a bind that failed, said (log,
+   * lastBindError) and tried again, after RECONNECT_FIRST_MS (a socket that failed at once again
+   * is not rebound in a loop).
+   */
+  #clientSocketFailed(socket: UdpSocket, error: UdpError): void {
+    socket.close();
+    if (this.#udp !== socket) return;
+    this.#udp = undefined;
+    this.#counters.bindFailures += 1;
+    this.#counters.lastBindError = `${error.code}: ${error.message} (bound again shortly)`;
+    this.#log.warn({ listen: `${this.#listen}:${this.#port}`, err: error.message }, 'DNS forwarder not listening on UDP: its socket failed; binding it again');
+    if (this.#rebindTimer !== undefined || this.#closed !== undefined) return;
+    this.#rebindTimer = setTimeout(() => {
+      this.#rebindTimer = undefined;
+      if (this.#closed === undefined) this.rebind().catch(() => undefined);
+    }, RECONNECT_FIRST_MS);
+    this.#rebindTimer.unref();
   }
 
   #bindTcp(): Promise<Server> {
@@ -554,7 +585,22 @@ class Forwarder implements DnsForwarder {
     const link: UpstreamLink = { upstream, via, sockets, rtt, broken: false };
     // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
     const onError = (): void => void (this.#counters.sendErrors += 1);
-    for (const socket of sockets) socket.receive((message) => this.#onUpstreamDatagram(link, socket, message), onError);
+    // A socket that cannot be read any more: as a lost route, the link is connected again.
+    const onFailed = (error: UdpError): void => {
+      this.#counters.sendErrors += 1;
+      if (link.broken) return;
+      this.#log.warn({ upstream: key, err: error.message }, 'a socket to the upstream resolver failed: connecting to it again');
+      link.broken = true;
+      this.#scheduleReconnect();
+    };
+    try {
+      for (const socket of sockets) socket.receive((message) => this.#onUpstreamDatagram(link, socket, message), onError, onFailed);
+    } catch (error) {
+      for (const socket of sockets) socket.close();
+      this.#log.warn({ upstream: key, err: errorText(error) }, 'cannot read the sockets to the upstream resolver; trying again');
+      this.#reachability.failed(key, error instanceof UdpError ? error.code : 'error');
+      return undefined;
+    }
     return link;
   }
 
@@ -994,6 +1040,8 @@ class Forwarder implements DnsForwarder {
     this.#watcher?.close();
     if (this.#reconnectTimer !== undefined) clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = undefined;
+    if (this.#rebindTimer !== undefined) clearTimeout(this.#rebindTimer);
+    this.#rebindTimer = undefined;
     await this.#reloading;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;

@@ -4,6 +4,7 @@
 // the forwarder relays tens of thousands of datagrams a second.
 import { closeSync } from 'node:fs';
 import { Socket as TcpSocket } from 'node:net';
+import { constants } from 'node:os';
 import { loadNativeAddon } from '../../shared/native-addon.js';
 import { type BoundLink, NO_BIND_TO_INDEX } from '../link-binding.js';
 
@@ -29,13 +30,15 @@ interface Addon {
   open(family: 4 | 6, address: string, port: number, bufferBytes: number): Handle;
   connect(handle: Handle, address: string, port: number): void;
   bindToIndex(handle: Handle, ifindex: number): void;
-  watch(handle: Handle, onBatch: (count: number) => void): void;
+  watch(handle: Handle, onBatch: (count: number, failed: boolean) => void): void;
   send(handle: Handle, bytes: Uint8Array, offset: number, length: number): number;
   sendTo(handle: Handle, bytes: Uint8Array, offset: number, length: number, port: number, a0: number, a1: number, a2: number, a3: number): number;
   localPort(handle: Handle): number;
   close(handle: Handle): void;
   tcpConnect(family: 4 | 6, address: string, port: number, source: string, ifindex: number): number;
 }
+
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, number]) => [number, name]));
 
 /** Datagrams one read takes at most. */
 const SLOTS = 32;
@@ -165,14 +168,21 @@ export class UdpSocket {
   }
 
   /**
-   * Start reading: `onDatagram` for each datagram, `onError` with an errno name for errors the
-   * kernel queued on the socket (ICMP unreachable on a connected socket, say); reading goes on.
+   * Start reading: `onDatagram` for each datagram, `onError` with the errno of an error the
+   * kernel queued on the socket (ICMP unreachable on a connected socket, say), reading going on;
+   * `onFailed` once if the socket cannot be read any more (its poll failed), reading stopped:
+   * the socket is then of no use but to close. Throws UdpError where reading cannot start.
    */
-  receive(onDatagram: DatagramHandler, onError: (code: number) => void): void {
+  receive(onDatagram: DatagramHandler, onError: (code: number) => void, onFailed: (error: UdpError) => void): void {
     const { addon: native, bytes, meta: slots } = required();
     const peer = this.#peer;
     const family = this.family;
-    native.watch(this.#live(), (count) => {
+    const onBatch = (count: number, failed: boolean): void => {
+      if (failed) {
+        const code = ERRNO_NAMES.get(-count) ?? 'EIO';
+        onFailed(new UdpError('socket', code, `the UDP socket cannot be read any more (${code}): its poll failed`));
+        return;
+      }
       if (count < 0) {
         onError(-count);
         return;
@@ -190,7 +200,12 @@ export class UdpSocket {
         const start = slot * SLOT_SIZE;
         onDatagram(bytes.subarray(start, start + length), peer);
       }
-    });
+    };
+    try {
+      native.watch(this.#live(), onBatch);
+    } catch (error) {
+      throw socketError(error, 'cannot read the UDP socket');
+    }
   }
 
   /** Send on a connected socket. */

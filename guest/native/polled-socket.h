@@ -2,17 +2,24 @@
 // open, watch, deliver to a JS listener, close, finalize. Shared by guest/native/udp-batch.c and
 // guest/native/rtnl-events.c, which keep what is their own: how the socket is made, what a
 // readable socket reads, what a poll error means, and what the listener is handed.
-// The including file includes <node_api.h>, defines ADDON_NAME and includes napi-plumbing.h
-// first; its socket type has a polled_socket as its first member (the handle points at both).
+// The including file includes <node_api.h> (NAPI_VERSION 8 at least: type tags), defines
+// ADDON_NAME and POLLED_TYPE_TAG (a napi_type_tag initialiser of its own) and includes
+// napi-plumbing.h first; its socket type has a polled_socket as its first member (the handle
+// points at both).
 #ifndef SPECTRUM_POLLED_SOCKET_H
 #define SPECTRUM_POLLED_SOCKET_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <uv.h>
 
 typedef struct polled_socket polled_socket;
+
+// Marks this addon's handles: another addon's external (its socket another struct) is refused,
+// never read as ours.
+static const napi_type_tag polled_type_tag = POLLED_TYPE_TAG;
 
 struct polled_socket {
   int fd;
@@ -35,14 +42,29 @@ struct polled_socket {
 // The listener's arguments at most.
 #define POLLED_ARGS_MAX 2
 
-// The socket of a handle JS passes; NULL (thrown) when it is none or closed.
-__attribute__((unused)) static polled_socket *polled_socket_of(napi_env env, napi_value handle) {
+// The socket of a handle JS passes, closed or not; NULL (a TypeError thrown) when it is no handle
+// of this addon's.
+__attribute__((unused)) static polled_socket *polled_socket_data(napi_env env, napi_value handle) {
+  bool tagged = false;
   void *data = NULL;
-  if (napi_get_value_external(env, handle, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": not a socket handle");
+  if (napi_check_object_type_tag(env, handle, &polled_type_tag, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, handle, &data) != napi_ok || data == NULL) {
+    // A value that is no object leaves an exception pending from the check: one thrown at a time.
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": not a socket handle of this addon");
     return NULL;
   }
-  polled_socket *socket = data;
+  return data;
+}
+
+// The socket of a handle JS passes; NULL (thrown) when it is none or closed.
+__attribute__((unused)) static polled_socket *polled_socket_of(napi_env env, napi_value handle) {
+  polled_socket *socket = polled_socket_data(env, handle);
+  if (socket == NULL) return NULL;
   if (socket->closed) {
     napi_throw_error(env, "EBADF", ADDON_NAME ": socket is closed");
     return NULL;
@@ -103,6 +125,12 @@ __attribute__((unused)) static napi_value polled_socket_handle(napi_env env, pol
     napi_throw_error(env, "EINTERNAL", ADDON_NAME ": cannot create a handle");
     return NULL;
   }
+  // The finalizer owns the socket from here on (it closes the descriptor).
+  if (napi_type_tag_object(env, handle, &polled_type_tag) != napi_ok) {
+    polled_release(socket);
+    napi_throw_error(env, "EINTERNAL", ADDON_NAME ": cannot tag a handle");
+    return NULL;
+  }
   return handle;
 }
 
@@ -123,7 +151,13 @@ __attribute__((unused)) static int polled_socket_watch(napi_env env, polled_sock
   napi_value name;
   POLLED_CHECK(napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &name), 0);
   POLLED_CHECK(napi_async_init(env, NULL, name, &socket->context), 0);
-  POLLED_CHECK(napi_create_reference(env, listener, 1, &socket->callback), 0);
+  if (napi_create_reference(env, listener, 1, &socket->callback) != napi_ok) {
+    napi_async_destroy(env, socket->context);
+    socket->context = NULL;
+    socket->callback = NULL;
+    napi_throw_error(env, "EINTERNAL", ADDON_NAME ": napi_create_reference failed");
+    return 0;
+  }
   if (uv_poll_init(loop, &socket->poll, socket->fd) != 0) {
     polled_forget_callback(socket);
     throw_errno(env, EBADF, "uv_poll_init");
@@ -160,9 +194,7 @@ __attribute__((unused)) static void polled_deliver(polled_socket *socket, polled
 __attribute__((unused)) static napi_value polled_socket_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
-  void *data = NULL;
-  POLLED_CHECK(napi_get_value_external(env, argv[0], &data), NULL);
-  polled_socket *socket = data;
+  polled_socket *socket = polled_socket_data(env, argv[0]);
   if (socket != NULL) polled_release(socket);
   return NULL;
 }

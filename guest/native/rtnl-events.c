@@ -24,6 +24,8 @@
 #define NAPI_VERSION 8
 #include <node_api.h>
 #define ADDON_NAME "rtnl-events"
+// Its handles' tag (polled-socket.h): random, its own.
+#define POLLED_TYPE_TAG {0x5c1f0e2a9d4b7361ULL, 0xb2e84f17c60a935dULL}
 #include "../../shared/native/napi-plumbing.h"
 #include "polled-socket.h"
 #include <uv.h>

@@ -11,7 +11,10 @@
 //   open(family 4|6, address, port, bufferBytes) -> handle          bind; throws {code}
 //   connect(handle, address, port)                                  throws {code}
 //   bindToIndex(handle, ifindex)        SO_BINDTOIFINDEX, checked (bind-to-index.h; CAP_NET_RAW before Linux 5.7); throws {code}
-//   watch(handle, onBatch(count))       count > 0: datagrams in slots 0..count-1; < 0: -errno
+//   watch(handle, onBatch(count, failed))   count > 0: datagrams in slots 0..count-1; < 0: -errno,
+//       an error the kernel queued on the socket (reading goes on), or, with failed true, the
+//       socket failed for good: reported once, reading stops (close() still lets go of it).
+//       Throws {code} where polling cannot start.
 //   send(handle, bytes, offset, length) -> sent bytes or -errno     (connected socket)
 //   sendTo(handle, bytes, offset, length, port, a0, a1, a2, a3) -> sent bytes or -errno
 //   tcpConnect(family, address, port, source, ifindex) -> fd   non-blocking connect from `source`
@@ -23,6 +26,8 @@
 #define NAPI_VERSION 8
 #include <node_api.h>
 #define ADDON_NAME "udp-batch"
+// Its handles' tag (polled-socket.h): random, its own.
+#define POLLED_TYPE_TAG {0x93d6a1b04e7f2c58ULL, 0x0f4be8c2d1a79e36ULL}
 #include "../../shared/native/napi-plumbing.h"
 #include "bind-to-index.h"
 #include "polled-socket.h"
@@ -48,6 +53,8 @@
 typedef struct {
   polled_socket polled;  // first: the handle points at both (polled-socket.h)
   int family;
+  // Reported a failure: polling stopped for good (close() still lets go of the socket).
+  int failed;
 } udp_socket;
 
 static struct {
@@ -273,15 +280,31 @@ static napi_value socket_local_port(napi_env env, napi_callback_info info) {
   return number(env, ntohs(port));
 }
 
-static size_t count_argument(polled_socket *socket, const void *count, napi_value *argv) {
-  argv[0] = number(socket->env, *(const int *)count);
-  return 1;
+typedef struct {
+  int count;
+  int failed;
+} udp_batch;
+
+static size_t batch_arguments(polled_socket *socket, const void *event, napi_value *argv) {
+  const udp_batch *batch = event;
+  argv[0] = number(socket->env, batch->count);
+  napi_get_boolean(socket->env, batch->failed != 0, &argv[1]);
+  return 2;
 }
 
-// onBatch(count): the handler may close the socket (on_readable then reads no more); an exception
-// it throws goes to 'uncaughtException' (a bug of the agent's).
+// onBatch(count, false): the handler may close the socket (on_readable then reads no more); an
+// exception it throws goes to 'uncaughtException' (a bug of the agent's).
 static void deliver(udp_socket *socket, int count) {
-  polled_deliver(&socket->polled, count_argument, &count);
+  udp_batch batch = {.count = count, .failed = 0};
+  polled_deliver(&socket->polled, batch_arguments, &batch);
+}
+
+// The socket failed for good: said once (onBatch(-errno, true)), and no more polling.
+static void fail(udp_socket *socket, int error) {
+  socket->failed = 1;
+  uv_poll_stop(&socket->polled.poll);
+  udp_batch batch = {.count = -error, .failed = 1};
+  polled_deliver(&socket->polled, batch_arguments, &batch);
 }
 
 static void describe_sender(unsigned slot) {
@@ -306,7 +329,7 @@ static void describe_sender(unsigned slot) {
 static void on_readable(uv_poll_t *poll, int status, int events) {
   (void)events;
   udp_socket *socket = poll->data;
-  if (socket->polled.closed) return;
+  if (socket->polled.closed || socket->failed) return;
   if (status < 0) {
     // libuv stops a poll handle on POLLERR, reporting UV_EBADF. On a connected socket that is an
     // ICMP error the kernel queued (ECONNREFUSED from an upstream restarting, or from anyone who
@@ -314,13 +337,16 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     // the error (SO_ERROR clears it, or a send already did), report it, and poll again.
     int error = 0;
     socklen_t length = sizeof error;
+    // Where that cannot be read, the poll stays stopped: the socket is deaf from now on, and says so.
     if (getsockopt(socket->polled.fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
-      deliver(socket, -errno);
+      fail(socket, errno);
       return;
     }
     if (error != 0) deliver(socket, -error);
     // Not when the handler closed it: the poll handle is closing then.
-    if (!socket->polled.closed) uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
+    if (socket->polled.closed) return;
+    int restart = uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
+    if (restart != 0) fail(socket, -restart);
     return;
   }
   for (int batch = 0; batch < BATCHES_PER_WAKE && !socket->polled.closed; batch++) {
@@ -359,8 +385,19 @@ static napi_value socket_watch(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EBUSY", "udp-batch: socket already watched");
     return NULL;
   }
+  napi_valuetype type;
+  CHECK(napi_typeof(env, argv[1], &type));
+  if (type != napi_function) {
+    napi_throw_type_error(env, "EINVAL", "udp-batch: the callback must be a function");
+    return NULL;
+  }
   if (!polled_socket_watch(env, &socket->polled, argv[1], "spectrum:udp")) return NULL;
-  uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
+  int error = uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
+  if (error != 0) {
+    // Watched but never polled: close() still lets go of the poll handle.
+    socket->failed = 1;
+    return throw_errno(env, -error, "uv_poll_start");
+  }
   return NULL;
 }
 

@@ -8,6 +8,7 @@ import { FirewallError } from '../firewall/firewall-error.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
+import { NetdError } from './netd-error.js';
 import type { NetdKernel } from './rtnetlink.js';
 import {
   type LinkReport,
@@ -91,6 +92,9 @@ export interface ConntrackStatus {
   readonly lastError: string | null;
 }
 
+/** Full re-reads in a row, each overflowed while it ran, after which the agent plans on the last one anyway. */
+const DUMPS_BEFORE_PLANNING = 3;
+
 /** Failed changes are retried after 0.5 s, then 1, 2... up to every 30 s. */
 const RETRY: Backoff = { firstMs: 500, maxMs: 30_000 };
 
@@ -98,6 +102,8 @@ export class NetdAgent {
   readonly #pending: KernelEvent[] = [];
   #view: KernelView = emptyView();
   #fullSyncWanted = true;
+  /** Whether planning on a re-read that overflowed was logged, since the last one that did not. */
+  #stormSaid = false;
   #dumping = false;
   #running = false;
   #again = false;
@@ -262,7 +268,8 @@ export class NetdAgent {
         await this.#reconcile();
       } while ((this.#again || this.#pending.length > 0 || this.#fullSyncWanted) && !this.#stopped);
     } catch (error) {
-      this.#fatal?.(error instanceof Error ? error : new Error(String(error)));
+      // A reconcile cut short by stop() (its kernel closed under it) is no failure.
+      if (!this.#stopped && !isClosed(error)) this.#fatal?.(error instanceof Error ? error : new Error(String(error)));
     } finally {
       this.#running = false;
       for (const resolve of this.#idleWaiters.splice(0)) resolve();
@@ -271,7 +278,17 @@ export class NetdAgent {
 
   async #reconcile(): Promise<void> {
     const started = performance.now();
-    if (this.#fullSyncWanted) {
+    // A dump during which notifications overflowed again is stale already: read again before
+    // planning on it, but no more than DUMPS_BEFORE_PLANNING in a row (a storm that lasts would
+    // starve planning); the loop then reads again after this plan.
+    for (let dumps = 1; this.#fullSyncWanted; dumps++) {
+      if (dumps > DUMPS_BEFORE_PLANNING) {
+        if (!this.#stormSaid) {
+          this.log.warn({ dumps: DUMPS_BEFORE_PLANNING }, 'rtnetlink notifications overflowed during every re-read in a row: planning on the last one, reading again after');
+          this.#stormSaid = true;
+        }
+        break;
+      }
       this.#fullSyncWanted = false;
       this.#knownConfigured = new Set();
       this.#counters.fullSyncs += 1;
@@ -294,6 +311,7 @@ export class NetdAgent {
         this.#dumping = false;
       }
       this.#view = fresh;
+      if (!this.#fullSyncWanted) this.#stormSaid = false;
     }
     // Everything queued since a dump was asked for (or, without one, since the last run), in arrival order.
     for (const event of this.#pending.splice(0)) {
@@ -487,6 +505,8 @@ export class NetdAgent {
       if (echo !== null) this.#expectedEchoes.set(`${echo.op} ${eventObjectKey(echo)}`, echo);
     }
     const results = await Promise.allSettled(operations.map((operation) => this.kernel.apply(operation, this.#view)));
+    // Stopped meanwhile: the rest of this reconcile is dropped, with nothing to log per link.
+    for (const result of results) if (result.status === 'rejected' && isClosed(result.reason)) throw result.reason;
     let failures = 0;
     results.forEach((result, index) => {
       const operation = operations[index];
@@ -639,6 +659,11 @@ export class NetdAgent {
   get view(): KernelView {
     return this.#view;
   }
+}
+
+/** Whether `error` says the kernel was closed under a request: the agent is stopping. */
+function isClosed(error: unknown): error is NetdError {
+  return error instanceof NetdError && error.kind === 'closed';
 }
 
 /** Every field of every ProviderLink, in order. */

@@ -314,7 +314,8 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
       ports.conntrack ?? null,
     );
     const started = performance.now();
-    // What it configured stays, as after a stop once started (agent.stop below ends its watch).
+    // What it configured stays, as after a stop once started (agent.stop below ends its watch,
+    // and cuts a reconcile under way short: its kernel requests are rejected as closed).
     await startStep(Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]), () => undefined);
     ready = true;
     ports.reaper?.start();
@@ -413,7 +414,7 @@ export function clientCommand(): Command {
         if (stopRequested !== undefined) {
           const outcome = await Promise.race([starting.then(() => undefined), stopRequested]);
           if (outcome !== undefined) {
-            // The first reconcile is left to end on the closed kernel (agent.stop below).
+            // The first reconcile ends at once: agent.stop below closes the kernel under its requests.
             starting.catch(() => undefined);
             throw stoppedWhileStarting(outcome, 'what it configured stays');
           }

@@ -1,6 +1,8 @@
 /** Every way the agent can fail; the message says what to check. */
 export type NetdErrorKind =
   | 'netlink'
+  /** The kernel's sockets were closed under a request: the agent is stopping. */
+  | 'closed'
   | 'apply'
   | 'sysctl'
   | 'control-socket'

@@ -165,6 +165,11 @@ async function deleted(request: Promise<unknown>): Promise<void> {
   }
 }
 
+/** What every request gets once the kernel was closed under it (a stop). */
+function closedError(): NetdError {
+  return new NetdError('closed', 'the rtnetlink socket was closed (the agent is stopping)');
+}
+
 export interface RtnetlinkOptions {
   /** The notification socket's receive buffer to ask for (default DEFAULT_EVENT_BUFFER_BYTES). */
   readonly eventBufferBytes?: number;
@@ -182,7 +187,10 @@ export class RtnetlinkKernel implements NetdKernel {
   #promisedBytes = 0;
   readonly #bufferBytes: number;
   /** Requests waiting for their answers' room, oldest first (the kernel sees them in order). */
-  readonly #waiting: { readonly bytes: number; readonly go: () => void }[] = [];
+  readonly #waiting: { readonly bytes: number; readonly go: () => void; readonly stop: (error: NetdError) => void }[] = [];
+  /** How to settle each request in flight at once, when the kernel is closed under it. */
+  readonly #inFlight = new Set<(error: NetdError) => void>();
+  #closed = false;
 
   constructor(options: RtnetlinkOptions = {}) {
     this.#eventBufferBytes = options.eventBufferBytes ?? DEFAULT_EVENT_BUFFER_BYTES;
@@ -223,17 +231,53 @@ export class RtnetlinkKernel implements NetdKernel {
     });
   }
 
-  /** `send` once the request socket's buffer has `bytes` for its answers besides those in flight, in the order asked. */
+  /**
+   * `send` once the request socket's buffer has `bytes` for its answers besides those in flight,
+   * in the order asked; rejected with a 'closed' NetdError as soon as the kernel is closed (close).
+   */
   async #request<T>(send: () => Promise<T>, bytes = ACK_BUDGET_BYTES): Promise<T> {
+    if (this.#closed) throw closedError();
     if (this.#waiting.length === 0 && this.#promisedBytes + bytes <= this.#bufferBytes) this.#promisedBytes += bytes;
     // Those that finish make room for the oldest waiting (see #release).
-    else await new Promise<void>((go) => this.#waiting.push({ bytes, go }));
+    else await new Promise<void>((go, stop) => this.#waiting.push({ bytes, go, stop }));
     try {
-      return await send();
+      return await this.#answered(send());
     } finally {
       this.#promisedBytes -= bytes;
       this.#release();
     }
+  }
+
+  /**
+   * `answer`, or a rejection after REQUEST_TIMEOUT_MS or at close. Our timer, not the netlink
+   * package's: its timers outlive a close (the socket drops the answers), and a process whose
+   * start was cut short by a signal would wait them out before it could exit.
+   */
+  #answered<T>(answer: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const settle = (): void => {
+        clearTimeout(timer);
+        this.#inFlight.delete(abort);
+      };
+      const abort = (error: NetdError): void => {
+        settle();
+        reject(error);
+      };
+      const timer = setTimeout(() => abort(new NetdError('netlink', `request timed out: no answer from the kernel within ${REQUEST_TIMEOUT_MS / 1000} s`)), REQUEST_TIMEOUT_MS);
+      this.#inFlight.add(abort);
+      // An answer that comes after a timeout or a close is dropped (it may still come: the
+      // handlers stay, so that a late rejection is never unhandled).
+      answer.then(
+        (value) => {
+          settle();
+          resolve(value);
+        },
+        (error: unknown) => {
+          settle();
+          reject(error);
+        },
+      );
+    });
   }
 
   /** Let the oldest waiting requests go, as many in a row as now have room. */
@@ -246,7 +290,8 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   async dump(): Promise<KernelEvent[]> {
-    const options = { timeout: REQUEST_TIMEOUT_MS };
+    // No timeout of the netlink package's: #request has its own (see #answered).
+    const options = {};
     const socket = this.#requests;
     try {
       // One dump at a time: a socket's multipart replies must not interleave.
@@ -273,11 +318,13 @@ export class RtnetlinkKernel implements NetdKernel {
       }
       return events;
     } catch (error) {
+      if (error instanceof NetdError && error.kind === 'closed') throw error;
       throw new NetdError('netlink', `reading the kernel's links, addresses, routes and neighbours failed: ${errnoOf(error)}`);
     }
   }
 
   async apply(operation: Operation, view: KernelView): Promise<void> {
+    if (this.#closed) throw closedError();
     if (operation.kind === 'link-up' && view.links.get(operation.ifindex)?.lowerIfindex !== undefined) {
       return this.#request(() => this.#change(operation, { syncLinkwatch: true }), LINK_REPLY_BUDGET_BYTES);
     }
@@ -295,7 +342,7 @@ export class RtnetlinkKernel implements NetdKernel {
 
   /** One rtnetlink request, answered. */
   async #change(operation: Exclude<Operation, { kind: 'sysctl' }>, { syncLinkwatch = false } = {}): Promise<void> {
-    const options = { timeout: REQUEST_TIMEOUT_MS, flags: NLM_F_CREATE | NLM_F_REPLACE };
+    const options = { flags: NLM_F_CREATE | NLM_F_REPLACE };
     const socket = this.#requests;
     switch (operation.kind) {
       case 'link-up':
@@ -305,7 +352,6 @@ export class RtnetlinkKernel implements NetdKernel {
         await socket.setLink(
           { index: operation.ifindex, flags: operation.kind === 'link-up' ? { up: true } : {}, change: { up: true } },
           operation.kind === 'link-up' && operation.group !== undefined ? { group: operation.group } : undefined,
-          { timeout: REQUEST_TIMEOUT_MS },
         );
         // Asking for the link makes the kernel handle now the link-state event still queued for
         // it (its creation's: a GETLINK syncs linkwatch, Linux 6.7 on), as `ip link set` does by
@@ -315,10 +361,10 @@ export class RtnetlinkKernel implements NetdKernel {
         // queue's 100 a second, its traffic dropped meanwhile. A device of its own (a provider
         // VM's virtio-net NIC) is activated as it comes up, its events not urgent: no request.
         // A link gone meanwhile has nothing to handle.
-        if (syncLinkwatch) await deleted(socket.getLink({ index: operation.ifindex }, undefined, { timeout: REQUEST_TIMEOUT_MS }));
+        if (syncLinkwatch) await deleted(socket.getLink({ index: operation.ifindex }, undefined));
         return;
       case 'link-group':
-        await socket.setLink({ index: operation.ifindex }, { group: operation.group }, { timeout: REQUEST_TIMEOUT_MS });
+        await socket.setLink({ index: operation.ifindex }, { group: operation.group });
         return;
       case 'address-add': {
         const { address } = operation;
@@ -337,7 +383,6 @@ export class RtnetlinkKernel implements NetdKernel {
           socket.delAddress(
             { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex },
             { local: ip, address: ip },
-            { timeout: REQUEST_TIMEOUT_MS },
           ),
         );
         return;
@@ -374,7 +419,6 @@ export class RtnetlinkKernel implements NetdKernel {
               ...(route.oif !== null && { oif: route.oif }),
               ...(route.priority !== 0 && { priority: route.priority }),
             },
-            { timeout: REQUEST_TIMEOUT_MS },
           ),
         );
         return;
@@ -390,7 +434,7 @@ export class RtnetlinkKernel implements NetdKernel {
       }
       case 'neighbour-del': {
         const { neighbour } = operation;
-        await deleted(socket.delNeighbor({ family: AF_INET, ifindex: neighbour.ifindex }, { dst: ipBytes(neighbour.ip) }, { timeout: REQUEST_TIMEOUT_MS }));
+        await deleted(socket.delNeighbor({ family: AF_INET, ifindex: neighbour.ifindex }, { dst: ipBytes(neighbour.ip) }));
         return;
       }
       default: {
@@ -409,8 +453,16 @@ export class RtnetlinkKernel implements NetdKernel {
     }
   }
 
+  /**
+   * Close both sockets. Every request in flight, and every one waiting for room, is rejected at
+   * once with a 'closed' NetdError (the kernel may have made a change whose answer is dropped).
+   */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     this.#requests.socket.close();
     this.#events?.close();
+    for (const waiting of this.#waiting.splice(0)) waiting.stop(closedError());
+    for (const abort of [...this.#inFlight]) abort(closedError());
   }
 }

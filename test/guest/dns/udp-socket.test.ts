@@ -78,6 +78,22 @@ describeNetns('udp-batch sockets in a namespace', () => {
     expect(report['afterRefusal']).toEqual({ errors: [111], sends: [7, 7, 7], answers: 3 });
   });
 
+  it("refuses another addon's socket handle (rtnl-events' to udp-batch, and the reverse) with a TypeError, never reading it as its own", () => {
+    // Both took any external: a udp-batch handle closed by rtnl-events was read as its struct.
+    const refused = 'TypeError:EINVAL';
+    expect(report['foreignHandles']).toEqual({
+      udpHandleToRtnl: { close: refused, watch: refused, receiveBuffer: refused },
+      rtnlHandleToUdp: { close: refused, watch: refused, localPort: refused },
+      plainObjectToUdp: { close: refused },
+      numberToRtnl: { close: refused },
+      ownStillOpen: { udp: 'number', rtnl: 'object' },
+    });
+  });
+
+  it('reports no socket as failed for good while every socket can be read', () => {
+    expect(report['failures']).toEqual([]);
+  });
+
   for (const family of ['ipv4', 'ipv6'] as const) {
     it(`carries every datagram intact both ways over ${family}, up to 64 KiB, with the sender's port and address`, () => {
       const result = report[family] as Record<string, unknown>;

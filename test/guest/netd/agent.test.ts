@@ -1,4 +1,5 @@
 // The agent's loop against a scripted kernel: what status reports about failed operations.
+import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
@@ -27,8 +28,10 @@ class ScriptedKernel implements NetdKernel {
   onDump: () => void = () => undefined;
 
   dump(): Promise<KernelEvent[]> {
+    // Read as the dump is asked for: what onDump changes, the next dump reads.
+    const state = this.state;
     this.onDump();
-    return Promise.resolve(this.state);
+    return Promise.resolve(state);
   }
 
   /** What was applied, in order (refused operations included). */
@@ -340,6 +343,50 @@ describe('NetdAgent', () => {
         ['vm1', 'configured'],
         ['vm2', 'configured'],
       ]);
+    });
+
+    it('dumps again, before planning, when notifications overflow again while the dump runs (its view is already stale)', async () => {
+      // vm1 is unplugged while the first dump runs, its notification among those lost; the
+      // agent planned on that dump and brought vm1 up (a link since gone) before it read again.
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      let dumps = 0;
+      const dumpsAtApply: number[] = [];
+      kernel.onApply = () => dumpsAtApply.push(dumps);
+      kernel.onDump = () => {
+        dumps += 1;
+        if (dumps !== 1) return;
+        kernel.state = [{ kind: 'link', op: 'new', link: VM2 }];
+        kernel.listener?.overflow();
+      };
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null);
+      await agent.start({ watch: true });
+      expect(dumps).toBe(2);
+      expect(kernel.applied.map(operationIfindex)).not.toContain(CLIENT_1.ifindex);
+      expect(kernel.applied).toContainEqual({ kind: 'link-up', ifindex: VM2.ifindex, group: PROVIDER_LINK_GROUP });
+      expect(new Set(dumpsAtApply)).toEqual(new Set([2]));
+      expect((await agent.status()).counters.fullSyncs).toBe(2);
+    });
+
+    it('plans anyway after 3 dumps in a row that overflowed, saying so once, rather than starve while the storm lasts', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      let dumps = 0;
+      const dumpsAtApply: number[] = [];
+      kernel.onApply = () => dumpsAtApply.push(dumps);
+      // A storm through the first 5 dumps: the 6th reads a quiet kernel.
+      kernel.onDump = () => {
+        dumps += 1;
+        if (dumps <= 5) kernel.listener?.overflow();
+      };
+      const lines: string[] = [];
+      const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      await agent.start({ watch: true });
+      expect(dumps).toBe(6);
+      // Planned on the 3rd dump (the view it had), then read again (3 more dumps).
+      expect(dumpsAtApply[0]).toBe(3);
+      const stale = lines.map((line) => (JSON.parse(line) as { msg: string }).msg).filter((msg) => msg.includes('planning on the last'));
+      expect(stale).toHaveLength(1);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['vm1', 'configured']]);
     });
 
     it('at start, drops what was read between subscribing and the first dump (the dump has it), and replays what arrives during it', async () => {

@@ -144,6 +144,44 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     }
   }, 90_000);
 
+  it.each([
+    ['run', ['run', '--no-dhcp', '--no-dns'], '0a:b3:ec:80', 'its control socket is removed'],
+    ['client --watch', ['client', '--watch'], '0a:b3:ec:00', 'what it configured stays'],
+  ] as const)('`%s`: a SIGTERM while its first reconcile has kernel requests under way stops it at once: one line, exit 143, no request left to time out or logged as failed', async (name, args, macPrefix, after) => {
+    // The kernel's sockets were closed under the reconcile's requests: those in flight waited out
+    // their 5 s timeout, those waiting for room in the socket's buffer went on, and each then
+    // failed with a warning per link ("Timeout has been reached") before the process could exit.
+    const ns = await harness.namespace(name === 'run' ? 'midrun' : 'midclient');
+    const LINKS = 1500;
+    const hex = (byte: number): string => byte.toString(16).padStart(2, '0');
+    const batch = Array.from({ length: LINKS }, (_, index) => `link add p${index + 1} address ${macPrefix}:${hex((index + 1) >> 8)}:${hex((index + 1) & 0xff)} type veth peer name q${index + 1}\n`);
+    await ns.exec(['ip', '-batch', '-'], { input: batch.join('') });
+    // The first link the agent brings up: its requests are under way.
+    const monitor = ns.spawn(['ip', 'monitor', 'link'], { enter: 'nsenter' });
+    const socket = join(dir, `mid-${name === 'run' ? 'run' : 'client'}.sock`);
+    const agent = ns.spawn(['node', CLI, ...args, ...(name === 'run' ? ['--control-socket', socket] : [])], {
+      enter: 'nsenter',
+      env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' },
+    });
+    try {
+      await eventually('a link brought up by the agent', () => Promise.resolve(agent.exit !== undefined || /^\d+: p\d+@q\d+: <[^>]*\bUP\b/m.test(monitor.stdout)), 30_000);
+      process.kill(agent.pid, 'SIGTERM');
+      const exit = await agent.wait();
+      await agent.waitClosed();
+      expect(exit.code, agent.stderr).toBe(143);
+      const lines = agent.stderr.split('\n').filter((line) => line !== '' && !line.startsWith('{'));
+      expect(lines).toEqual([`spectrum-netd: stopped by SIGTERM while starting (before its first reconcile was done); ${after}`]);
+      // Nothing was logged as failed after the stop: no request waited out its timeout, none was
+      // sent on the closed socket.
+      const logged = (agent.stderr + agent.stdout).split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as { level: number; msg: string });
+      expect(logged.filter((entry) => entry.level >= 40).map((entry) => entry.msg)).toEqual([]);
+      expect(logged.map((entry) => entry.msg)).not.toContain('initial reconcile done');
+    } finally {
+      await agent.kill('SIGKILL');
+      await monitor.kill('SIGKILL');
+    }
+  }, 90_000);
+
   /** A Unix socket at `path` whose peer answers each connection with `answer`; closed by the returned function. */
   async function fakeControlSocket(path: string, answer: (socket: Socket) => void): Promise<() => Promise<void>> {
     const sockets = new Set<Socket>();
