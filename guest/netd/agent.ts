@@ -373,6 +373,7 @@ export class NetdAgent {
     let held = new Set<number>();
     let downs: Operation[] = [];
     if (firewallFirst) {
+      this.#haltIfStopped();
       filtering = await this.#tellFirewall(current);
       if (!filtering) {
         held = this.#unfilteredLinks(current);
@@ -396,6 +397,7 @@ export class NetdAgent {
         .filter((ifindex) => this.#view.links.get(ifindex)?.up === true)
         .map((ifindex) => ({ kind: 'link-down', ifindex }) as const);
       const downFailures = takenDown.length === 0 ? 0 : await this.#applyAll(takenDown, touched);
+      this.#haltIfStopped();
       failures += downFailures;
       downs = [...downs, ...takenDown];
       // A link still up could make entries anew for an IP the purge would call settled.
@@ -413,7 +415,10 @@ export class NetdAgent {
       return !isRemoval(operation) && !held.has(ifindex) && !takenDownForPurge.has(ifindex);
     });
     failures += await this.#applyAll(additions, touched);
-    if (!firewallFirst) filtering = await this.#tellFirewall(current);
+    if (!firewallFirst) {
+      this.#haltIfStopped();
+      filtering = await this.#tellFirewall(current);
+    }
     this.#forgetStaleErrors([...removals, ...downs, ...additions]);
     // Why each link is held back: the purge only where it failed itself (it may have succeeded,
     // and the debt be kept for the firewall); a link that failed to go down for it says so already.
@@ -447,6 +452,7 @@ export class NetdAgent {
     const servingIp = new Map<string, number>();
     for (const link of current.providerLinks) servingIp.set(link.clientIp, link.ifindex);
     this.#servingIp = servingIp;
+    this.#haltIfStopped();
     await this.#tellServices(current);
     // Later notifications meet a view that has this reconcile's changes.
     this.#expectedEchoes.clear();
@@ -458,6 +464,15 @@ export class NetdAgent {
       this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');
     } else this.log.debug({ changes: 0 }, 'reconciled: nothing to change');
     this.#scheduleRetry(failures > 0 || !filtering || purgeFailed);
+  }
+
+  /**
+   * Cut the reconcile short once stopped: what it has not done yet (a firewall update, a
+   * conntrack purge, telling the services) is not done after a stop. Its kernel requests end
+   * as closed already (the kernel is closed under them); this covers the rest.
+   */
+  #haltIfStopped(): void {
+    if (this.#stopped) throw new NetdError('closed', 'the agent is stopping');
   }
 
   #purging(): boolean {

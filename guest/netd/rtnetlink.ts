@@ -240,12 +240,20 @@ export class RtnetlinkKernel implements NetdKernel {
     if (this.#waiting.length === 0 && this.#promisedBytes + bytes <= this.#bufferBytes) this.#promisedBytes += bytes;
     // Those that finish make room for the oldest waiting (see #release).
     else await new Promise<void>((go, stop) => this.#waiting.push({ bytes, go, stop }));
-    try {
-      return await this.#answered(send());
-    } finally {
-      this.#promisedBytes -= bytes;
-      this.#release();
-    }
+    const answer = send();
+    // The room is the answer's until it is read, not until we stop waiting for it: one that
+    // comes after the timeout (a kernel or an event loop stalled) still lands in the buffer, as
+    // does the GETLINK a late link-up answer lets go. After a close nothing more is read (nor let go).
+    answer.then(
+      () => this.#answerRead(bytes),
+      () => this.#answerRead(bytes),
+    );
+    return this.#answered(answer);
+  }
+
+  #answerRead(bytes: number): void {
+    this.#promisedBytes -= bytes;
+    this.#release();
   }
 
   /**

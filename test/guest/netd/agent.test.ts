@@ -6,6 +6,7 @@ import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter, ConntrackPort, ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
 import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '../../../guest/firewall-port.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
+import { NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import type { KernelEvent, KernelView } from '../../../guest/netd/kernel-view.js';
 import { type Operation, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
@@ -43,6 +44,8 @@ class ScriptedKernel implements NetdKernel {
   echo: ((operation: Operation, view: KernelView) => KernelEvent | null) | undefined;
 
   apply(operation: Operation, view: KernelView): Promise<void> {
+    // As RtnetlinkKernel: nothing goes to a closed kernel.
+    if (this.closed) return Promise.reject(new NetdError('closed', 'the rtnetlink socket was closed (the agent is stopping)'));
     const echo = this.echo?.(operation, view) ?? null;
     if (echo !== null) this.listener?.events([echo]);
     this.applied.push(operation);
@@ -54,7 +57,11 @@ class ScriptedKernel implements NetdKernel {
     return '1';
   }
 
-  close(): void {}
+  closed = false;
+
+  close(): void {
+    this.closed = true;
+  }
 }
 
 const CLIENT_1 = { ifindex: 2, name: 'vm1', mac: '0a:b3:ec:80:00:01', up: false, loopback: false, group: 0 };
@@ -455,6 +462,30 @@ describe('NetdAgent', () => {
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null, {}, conntrack);
       return agent;
     }
+
+    it('once stopped while the firewall takes a reconcile\'s model, sends nothing more: no conntrack purge, no kernel change', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      // The start sweep is owed: after the firewall, it would run before any link is configured.
+      let letFirewallEnd = (): void => undefined;
+      const firewallEnds = new Promise<void>((resolve) => (letFirewallEnd = resolve));
+      const reconcile = firewall.reconcile.bind(firewall);
+      let reconciling = (): void => undefined;
+      const firewallStarted = new Promise<void>((resolve) => (reconciling = resolve));
+      firewall.reconcile = (model) => {
+        reconciling();
+        return firewallEnds.then(() => reconcile(model));
+      };
+      const starting = started(kernel, firewall, conntrack).start({ watch: true });
+      await firewallStarted;
+      const appliedBeforeStop = kernel.applied.length;
+      agent!.stop();
+      letFirewallEnd();
+      await starting;
+      expect(conntrack.filters).toEqual([]);
+      expect(kernel.applied).toHaveLength(appliedBeforeStop);
+    });
 
     it('sweeps at start every client IP but those served as a previous agent left them and its own, after the firewall and before any link is configured', async () => {
       const kernel = new ScriptedKernel([
