@@ -240,6 +240,8 @@ export class RtnetlinkKernel implements NetdKernel {
     if (this.#waiting.length === 0 && this.#promisedBytes + bytes <= this.#bufferBytes) this.#promisedBytes += bytes;
     // Those that finish make room for the oldest waiting (see #release).
     else await new Promise<void>((go, stop) => this.#waiting.push({ bytes, go, stop }));
+    // Let go in the same turn as a close (a microtask apart): nothing more is sent.
+    if (this.#closed) throw closedError();
     const answer = send();
     // The room is the answer's until it is read, not until we stop waiting for it: one that
     // comes after the timeout (a kernel or an event loop stalled) still lands in the buffer, as
