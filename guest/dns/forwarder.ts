@@ -31,7 +31,7 @@ import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } fr
 import { RttEstimator } from './rtt-estimator.js';
 import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
-import { RECONNECT_FIRST_MS, RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
+import { RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
 
 export interface DnsForwarderOptions {
   /** Address clients query; default GATEWAY_IP. May not exist yet: see rebind(). */
@@ -196,6 +196,12 @@ const SOCKETS_PER_UPSTREAM = 64;
  * EINVAL: the source is no longer ours; ENODEV: the link a socket is bound to is gone.
  */
 const ROUTE_ERRNOS: ReadonlySet<number> = new Set([19 /* ENODEV */, 22 /* EINVAL */, 99 /* EADDRNOTAVAIL */, 100 /* ENETDOWN */, 101 /* ENETUNREACH */, 113 /* EHOSTUNREACH */]);
+/**
+ * A listening UDP socket bound again that lasts this long ends its failure streak: the next failure
+ * is warned about again, and bound again after RECONNECT_FIRST_MS. One failing sooner waits longer
+ * each time (up to RECONNECT_MAX_MS) and is said at info.
+ */
+const UDP_SETTLED_MS = 60_000;
 
 /**
  * An upstream and our UDP sockets connected to it. Connected: the kernel drops datagrams from any
@@ -285,6 +291,11 @@ class Forwarder implements DnsForwarder {
   #reconnectTimer: NodeJS.Timeout | undefined;
   /** Binds the listening UDP socket again after it failed (see #clientSocketFailed). */
   #rebindTimer: NodeJS.Timeout | undefined;
+  /** Rebinds scheduled in the listening UDP socket's current failure streak (sets the backoff). */
+  #rebindRound = 0;
+  /** Whether the listening UDP socket has failed, and when it was last bound (see UDP_SETTLED_MS). */
+  #udpFailed = false;
+  #udpBoundAt = 0;
   /** Retries since every wanted upstream was last connected (sets the backoff). */
   #reconnectRound = 0;
   /** Whether the last upstream list left out our own address (warned once per change). */
@@ -306,6 +317,8 @@ class Forwarder implements DnsForwarder {
   #timerAt = Number.POSITIVE_INFINITY;
   #closed: Promise<void> | undefined;
   #binding: Promise<void> | undefined;
+  /** The round of binding asked for while #binding was under way, run once that ends. */
+  #bindingNext: Promise<void> | undefined;
   #reloading: Promise<void> = Promise.resolve();
 
   constructor(options: DnsForwarderOptions) {
@@ -406,7 +419,20 @@ class Forwarder implements DnsForwarder {
 
   rebind(): Promise<void> {
     if (this.#closed !== undefined) return Promise.reject(new DnsError('closed', 'the DNS forwarder is closed'));
-    this.#binding ??= Promise.all([this.#bindMissing(), this.#connectMissingUpstreams()])
+    const running = this.#binding;
+    if (running !== undefined) {
+      // The round under way may be past a step whose socket failed since (the UDP one while the
+      // TCP listener is bound): joining it would leave that unbound. Everyone asking meanwhile
+      // gets one more round, after it, which binds what is missing then.
+      this.#bindingNext ??= running
+        .catch(() => undefined)
+        .then(() => {
+          this.#bindingNext = undefined;
+          return this.#closed === undefined ? this.rebind() : undefined;
+        });
+      return this.#bindingNext;
+    }
+    this.#binding = Promise.all([this.#bindMissing(), this.#connectMissingUpstreams()])
       .then(() => undefined)
       .finally(() => (this.#binding = undefined));
     return this.#binding;
@@ -464,16 +490,27 @@ class Forwarder implements DnsForwarder {
     this.#scheduleReconnect();
   }
 
+  /**
+   * Whether the listening UDP socket is in a failure streak: it failed, and has not stayed bound
+   * UDP_SETTLED_MS since. Binding is then tried again with backoff until it succeeds, and said at
+   * info (the failure that began the streak was warned about).
+   */
+  #udpFailing(): boolean {
+    return this.#udpFailed && (this.#udp === undefined || performance.now() - this.#udpBoundAt < UDP_SETTLED_MS);
+  }
+
   async #bindMissing(): Promise<void> {
     if (this.listening()) return;
     this.#counters.bindAttempts += 1;
     const where = `${this.#listen}:${this.#port}`;
     try {
-      if (this.#udp === undefined) this.#udp = this.#bindUdp();
+      if (this.#udp === undefined) {
+        this.#udp = this.#bindUdp();
+        this.#udpBoundAt = performance.now();
+      }
       if (this.#tcp === undefined) this.#tcp = await this.#bindTcp();
-      this.#counters.lastBindError = null;
-      this.#log.info({ listen: where }, 'DNS forwarder listening');
     } catch (error) {
+      if (this.#closed !== undefined) return;
       this.#counters.bindFailures += 1;
       const code = (error as NodeJS.ErrnoException).code;
       const hint =
@@ -484,9 +521,23 @@ class Forwarder implements DnsForwarder {
             : code === 'EACCES'
               ? `binding port ${this.#port} needs CAP_NET_BIND_SERVICE`
               : 'check the listen address and port';
-      this.#counters.lastBindError = `${code ?? 'error'}: ${errorText(error)} (${hint})`;
-      this.#log.warn({ listen: where, err: errorText(error) }, `DNS forwarder not listening: ${hint}`);
+      const failure = `${code ?? 'error'}: ${errorText(error)} (${hint})`;
+      const failing = this.#udpFailing();
+      // In a failure streak, the same failure again is not said again (as an upstream that stays unreachable).
+      const repeated = failing && failure === this.#counters.lastBindError;
+      this.#counters.lastBindError = failure;
+      // Outside one, rebind() is called again when links change (the listen address may come with one).
+      const retryMs = failing ? this.#scheduleRebind() : undefined;
+      if (repeated) return;
+      const retry = retryMs === undefined ? '' : `; trying again in ${retryMs / 1000} s`;
+      this.#log[failing ? 'info' : 'warn']({ listen: where, err: errorText(error) }, `DNS forwarder not listening: ${hint}${retry}`);
+      return;
     }
+    // The UDP socket may have failed while the TCP listener was being bound (or we were closed):
+    // #clientSocketFailed said so and binds it again; nothing says listening meanwhile.
+    if (!this.listening() || this.#closed !== undefined) return;
+    this.#counters.lastBindError = null;
+    this.#log.info({ listen: where }, 'DNS forwarder listening');
   }
 
   #bindUdp(): UdpSocket {
@@ -507,22 +558,42 @@ class Forwarder implements DnsForwarder {
 
   /**
    * The listening UDP socket cannot be read any more: as a bind that failed, said (log,
-   * lastBindError) and tried again, after RECONNECT_FIRST_MS (a socket that failed at once again
-   * is not rebound in a loop).
+   * lastBindError) and bound again, after RECONNECT_FIRST_MS, then with backoff while it keeps
+   * failing (a socket that fails again at once is not rebound in a loop), warned about once per
+   * failure streak (see UDP_SETTLED_MS). While closing: closed, nothing more.
    */
   #clientSocketFailed(socket: UdpSocket, error: UdpError): void {
     socket.close();
     if (this.#udp !== socket) return;
     this.#udp = undefined;
+    if (this.#closed !== undefined) return;
+    const streak = this.#udpFailed && performance.now() - this.#udpBoundAt < UDP_SETTLED_MS;
+    this.#udpFailed = true;
+    if (!streak) this.#rebindRound = 0;
     this.#counters.bindFailures += 1;
-    this.#counters.lastBindError = `${error.code}: ${error.message} (bound again shortly)`;
-    this.#log.warn({ listen: `${this.#listen}:${this.#port}`, err: error.message }, 'DNS forwarder not listening on UDP: its socket failed; binding it again');
-    if (this.#rebindTimer !== undefined || this.#closed !== undefined) return;
+    const retryMs = this.#scheduleRebind();
+    const when = retryMs === undefined ? 'shortly' : `in ${retryMs / 1000} s`;
+    this.#counters.lastBindError = `${error.code}: ${error.message} (bound again ${when})`;
+    this.#log[streak ? 'info' : 'warn'](
+      { listen: `${this.#listen}:${this.#port}`, err: error.message },
+      `DNS forwarder not listening on UDP: its socket failed; binding it again ${when}`,
+    );
+  }
+
+  /**
+   * rebind() after the backoff of the current failure streak (RECONNECT_FIRST_MS, doubling up to
+   * RECONNECT_MAX_MS, as upstream reconnects); the wait, or undefined where one is already due.
+   */
+  #scheduleRebind(): number | undefined {
+    if (this.#rebindTimer !== undefined || this.#closed !== undefined) return undefined;
+    const delay = reconnectDelayMs(this.#rebindRound);
+    this.#rebindRound += 1;
     this.#rebindTimer = setTimeout(() => {
       this.#rebindTimer = undefined;
       if (this.#closed === undefined) this.rebind().catch(() => undefined);
-    }, RECONNECT_FIRST_MS);
+    }, delay);
     this.#rebindTimer.unref();
+    return delay;
   }
 
   #bindTcp(): Promise<Server> {
@@ -588,7 +659,8 @@ class Forwarder implements DnsForwarder {
     // A socket that cannot be read any more: as a lost route, the link is connected again.
     const onFailed = (error: UdpError): void => {
       this.#counters.sendErrors += 1;
-      if (link.broken) return;
+      // Only a link in use is connected again: a retired one's sockets are closed once its queries time out.
+      if (link.broken || this.#closed !== undefined || !this.#upstreams.includes(link)) return;
       this.#log.warn({ upstream: key, err: error.message }, 'a socket to the upstream resolver failed: connecting to it again');
       link.broken = true;
       this.#scheduleReconnect();

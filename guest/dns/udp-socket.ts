@@ -103,6 +103,20 @@ export class UdpPeer {
 /** A receive handler: `message` is a view into the shared arena, valid only during the call. */
 export type DatagramHandler = (message: Buffer, from: UdpPeer) => void;
 
+/**
+ * Tests only: handed each socket as it starts reading, with a function that fails it as the addon
+ * does when its poll fails (onFailed with that errno; reading goes on until its owner closes it, as
+ * the forwarder does at once). Such a failure cannot be caused from outside the process.
+ */
+export type UdpFailureInjector = (socket: UdpSocket, fail: (errno: number) => void) => void;
+
+let failureInjector: UdpFailureInjector | undefined;
+
+/** Tests only: see UdpFailureInjector (undefined: none). */
+export function injectUdpFailuresForTests(injector: UdpFailureInjector | undefined): void {
+  failureInjector = injector;
+}
+
 function socketError(error: unknown, what: string): UdpError {
   const code = error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : 'EIO';
   return new UdpError('socket', code, `${what}: ${error instanceof Error ? error.message : String(error)}`);
@@ -206,6 +220,9 @@ export class UdpSocket {
     } catch (error) {
       throw socketError(error, 'cannot read the UDP socket');
     }
+    failureInjector?.(this, (errno) => {
+      if (this.#handle !== undefined) onBatch(-errno, true);
+    });
   }
 
   /** Send on a connected socket. */

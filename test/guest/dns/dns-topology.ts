@@ -145,7 +145,7 @@ export class ForwarderProcess {
     return new ForwarderProcess(child);
   }
 
-  async #command(command: 'counters' | 'rebind' | 'via', argument?: string): Promise<Record<string, unknown>> {
+  async #command(command: 'counters' | 'rebind' | 'via' | 'fail' | 'rebind-failing' | 'close-failing', argument?: string): Promise<Record<string, unknown>> {
     this.#tag += 1;
     this.process.child.stdin?.write(`${command} ${this.#tag}${argument === undefined ? '' : ` ${argument}`}\n`);
     // Up to the newline: with 'm' alone, `$` also matches the end of a line still arriving.
@@ -164,6 +164,21 @@ export class ForwarderProcess {
   /** setUpstreamLink(route): the link to an upstream provider at our own address. */
   setUpstreamLink(route: { readonly device: string; readonly ifindex: number; readonly source: string } | null): Promise<Record<string, unknown>> {
     return this.#command('via', JSON.stringify(route));
+  }
+
+  /** A poll failure of one of its sockets (see the fixture), which nothing outside can cause. */
+  fail(which: 'listening' | 'listening-at-once' | 'none-at-once' | 'upstream'): Promise<Record<string, unknown>> {
+    return this.#command('fail', which);
+  }
+
+  /** rebind(), whose new listening UDP socket fails while the TCP listener is bound; `again`: rebind() once more meanwhile. */
+  rebindFailing(again: boolean): Promise<Record<string, unknown>> {
+    return this.#command('rebind-failing', again ? 'again' : undefined);
+  }
+
+  /** close(), the listening UDP socket failing while it closes; the fixture exits after. */
+  closeFailing(): Promise<Record<string, unknown>> {
+    return this.#command('close-failing');
   }
 
   async counter(name: string): Promise<number> {

@@ -1,0 +1,177 @@
+// The forwarder's listening UDP socket failing (its poll cannot go on: the fixture fails it as the
+// udp-batch addon reports it, which nothing outside the process can cause): it is bound again,
+// with backoff while binding fails or the new socket fails at once, warned about once per streak,
+// status and log never saying it listens while it does not, and nothing said after close().
+// Each forwarder listens on its own gateway address, so the tests do not disturb each other.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { RECONNECT_MAX_MS } from '../../../guest/dns/upstream-reachability.js';
+import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
+import { ForwarderProcess, UPSTREAM_A, UPSTREAM_B, buildTopology, eventually, replaceResolvConf, requireDnsTools, startUpstream, type DnsTopology } from './dns-topology.js';
+
+const TIMEOUT_MS = 500;
+/** Bound again at the longest backoff, with room for a loaded machine. */
+const REBOUND_MS = RECONNECT_MAX_MS + 3000;
+
+interface LogLine {
+  readonly level: number;
+  readonly msg: string;
+}
+
+const WARN = 40;
+const INFO = 30;
+
+/** The forwarder's JSON log lines written after `from` characters of its stderr. */
+function logLines(forwarder: ForwarderProcess, from = 0): LogLine[] {
+  return forwarder.process.stderr
+    .slice(from)
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as LogLine);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describeNetns("DNS forwarder whose listening UDP socket fails", () => {
+  let harness: Harness;
+  let net: DnsTopology;
+  let confDir: string;
+  const started: ForwarderProcess[] = [];
+
+  async function start(options: Record<string, unknown>): Promise<ForwarderProcess> {
+    const forwarder = await ForwarderProcess.start(net.provider, { timeoutMs: TIMEOUT_MS, upstreams: [UPSTREAM_A], ...options });
+    started.push(forwarder);
+    return forwarder;
+  }
+
+  /** The answer for www.test.example from the forwarder at `server`, or '' for none. */
+  async function ask(server: string): Promise<string> {
+    return (await net.client.exec(['dig', `@${server}`, '+time=1', '+tries=1', '+short', 'www.test.example'], { allowFailure: true })).stdout.trim();
+  }
+
+  beforeAll(async () => {
+    requireDnsTools();
+    harness = createHarness('dnsre');
+    net = await buildTopology(harness);
+    startUpstream(net.internet, UPSTREAM_A, 'A');
+    startUpstream(net.internet, UPSTREAM_B, 'B');
+    confDir = mkdtempSync(join(tmpdir(), 'spectrum-dnsre-'));
+    writeFileSync(join(confDir, 'resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
+    await eventually('the upstream resolvers', async () => {
+      const answers = await Promise.all(
+        [UPSTREAM_A, UPSTREAM_B].map((upstream) => net.provider.exec(['dig', `@${upstream}`, '+time=1', '+tries=1', '+short', 'www.test.example'], { allowFailure: true })),
+      );
+      return answers.every((result) => /192\.0\.2\.8/.test(result.stdout));
+    });
+  });
+
+  afterAll(async () => {
+    for (const forwarder of started) if (forwarder.process.exit === undefined) await forwarder.process.kill();
+    await harness?.cleanup();
+    if (confDir !== undefined) rmSync(confDir, { recursive: true, force: true });
+  });
+
+  it('does not say it listens when its new UDP socket failed while the TCP listener was bound, and binds it again after the backoff', async () => {
+    const late = await start({ listen: '169.254.0.2' });
+    expect((await late.counters())['listening']).toBe(false);
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.2/32');
+    const mark = late.process.stderr.length;
+    const after = await late.rebindFailing(false);
+    expect(after['listening']).toBe(false);
+    expect(String(after['lastBindError'])).toMatch(/^EBADF: .*its poll failed \(bound again in 0\.25 s\)$/);
+    expect(logLines(late, mark).map((line) => line.msg)).toEqual(['DNS forwarder not listening on UDP: its socket failed; binding it again in 0.25 s']);
+    await eventually('the UDP socket bound again', async () => (await late.counters())['listening'] === true, REBOUND_MS);
+    expect((await late.counters())['lastBindError']).toBeNull();
+    expect(await ask('169.254.0.2')).toBe('192.0.2.80');
+    expect(logLines(late, mark).filter((line) => line.msg === 'DNS forwarder listening')).toHaveLength(1);
+  });
+
+  it('binds the failed UDP socket in a second round for a rebind() asked while the first was past that step', async () => {
+    const late = await start({ listen: '169.254.0.3' });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.3/32');
+    // Answered once the second rebind() is done, long before the backoff's first rebind.
+    const after = await late.rebindFailing(true);
+    expect(after['listening']).toBe(true);
+    expect(after['lastBindError']).toBeNull();
+    expect(await ask('169.254.0.3')).toBe('192.0.2.80');
+  });
+
+  it('tries a rebind that failed again with backoff until it binds, then answers', async () => {
+    const forwarder = await start({ listen: '169.254.0.4' });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.4/32');
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    // Gone from the link: the socket bound to it stays, binding a new one fails (EADDRNOTAVAIL).
+    await net.provider.ip(['address', 'del', '169.254.0.4/32', 'dev', 'cl0']);
+    const mark = forwarder.process.stderr.length;
+    const before = await forwarder.fail('listening');
+    expect(before['listening']).toBe(false);
+    // Rebinds at 0.25, 0.75, 1.75 s (then 3.75): a few, not one every 0.25 s, and more than the first.
+    await sleep(2500);
+    const during = await forwarder.counters();
+    const attempts = Number(during['bindAttempts']) - Number(before['bindAttempts']);
+    expect(attempts).toBeGreaterThanOrEqual(2);
+    expect(attempts).toBeLessThanOrEqual(4);
+    expect(during['listening']).toBe(false);
+    expect(String(during['lastBindError'])).toMatch(/EADDRNOTAVAIL/);
+    // Warned once, when the socket failed; the first failed bind at info, the same failure again not at all.
+    const lines = logLines(forwarder, mark);
+    expect(lines.filter((line) => line.level >= WARN).map((line) => line.msg)).toEqual(['DNS forwarder not listening on UDP: its socket failed; binding it again in 0.25 s']);
+    expect(lines.filter((line) => line.level === INFO && /not listening: .*trying again in 0\.5 s/.test(line.msg))).toHaveLength(1);
+    expect(lines.filter((line) => /not listening/.test(line.msg))).toHaveLength(2);
+    expect(lines.some((line) => line.msg === 'DNS forwarder listening')).toBe(false);
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.4/32');
+    await eventually('the UDP socket bound again', async () => (await forwarder.counters())['listening'] === true, REBOUND_MS);
+    expect((await forwarder.counters())['lastBindError']).toBeNull();
+    expect(await ask('169.254.0.4')).toBe('192.0.2.80');
+  });
+
+  it('backs off a UDP socket that fails again as soon as it is bound, warning once, and binds it for good once it holds', async () => {
+    const forwarder = await start({ listen: '169.254.0.5' });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.5/32');
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    const mark = forwarder.process.stderr.length;
+    await forwarder.fail('listening-at-once');
+    // Failures at 0, 0.25, 0.75, 1.75 s (then 3.75): without backoff, one every 0.25 s.
+    await sleep(2500);
+    const failures = logLines(forwarder, mark).filter((line) => /its socket failed/.test(line.msg));
+    expect(failures.length).toBeGreaterThanOrEqual(2);
+    expect(failures.length).toBeLessThanOrEqual(4);
+    expect(failures.map((line) => line.level)).toEqual([WARN, ...failures.slice(1).map(() => INFO)]);
+    expect(failures.map((line) => /binding it again in ([\d.]+) s/.exec(line.msg)?.[1])).toEqual(['0.25', '0.5', '1', '2'].slice(0, failures.length));
+    await forwarder.fail('none-at-once');
+    await eventually('the UDP socket bound again', async () => (await forwarder.counters())['listening'] === true, REBOUND_MS);
+    expect(await ask('169.254.0.5')).toBe('192.0.2.80');
+  });
+
+  it('says nothing after close(), not even of its UDP socket failing while it closes', async () => {
+    const forwarder = await start({ listen: '169.254.0.6' });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.6/32');
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    const mark = forwarder.process.stderr.length;
+    await forwarder.closeFailing();
+    await forwarder.process.wait();
+    await forwarder.process.waitClosed();
+    expect(forwarder.process.stderr.slice(mark)).toBe('');
+  });
+
+  it('connects again only an upstream in use when one of its sockets fails, not one just retired', async () => {
+    const forwarder = await start({ listen: '169.254.0.7', upstreams: undefined, resolvConfPath: join(confDir, 'resolv.conf'), timeoutMs: 2000 });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.7/32');
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    replaceResolvConf(confDir, `nameserver ${UPSTREAM_B}\n`);
+    await eventually('upstream B in use', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_B}:53`]));
+    const mark = forwarder.process.stderr.length;
+    // The oldest open socket: one of A's, kept until its queries could have timed out (2 s).
+    const retired = await forwarder.fail('upstream');
+    expect(retired['sendErrors']).toBe(1);
+    expect(logLines(forwarder, mark)).toEqual([]);
+    expect(await ask('169.254.0.7')).toBe('192.0.2.81');
+    // Once A's are closed, the oldest is one of B's: that link is connected again.
+    await sleep(2500);
+    await forwarder.fail('upstream');
+    expect(logLines(forwarder, mark).map((line) => line.msg)).toContain('a socket to the upstream resolver failed: connecting to it again');
+    await eventually('upstream B answering again', async () => (await ask('169.254.0.7')) === '192.0.2.81', REBOUND_MS);
+  });
+});
