@@ -5,6 +5,7 @@ import { createHarness, describeNetns, type Harness, type Netns } from './index.
 describeNetns('two namespaces joined by a veth', () => {
   let harness: Harness;
   let left: Netns;
+  let right: Netns;
 
   beforeAll(async () => {
     if (!existsSync('/bin/busybox')) {
@@ -12,12 +13,14 @@ describeNetns('two namespaces joined by a veth', () => {
     }
     harness = createHarness('ping');
     left = await harness.namespace('left');
-    const right = await harness.namespace('right');
+    right = await harness.namespace('right');
     await harness.veth(left, 'veth-l', right, 'veth-r');
     await harness.addAddress(left, 'veth-l', '100.64.0.1/24');
     await harness.addAddress(right, 'veth-r', '100.64.0.2/24');
     await harness.up(left, 'veth-l');
     await harness.up(right, 'veth-r');
+    // The end raised first is activated by the kernel's linkwatch some time after the other comes up.
+    await Promise.all([left.linkActive('veth-l'), right.linkActive('veth-r')]);
   });
 
   afterAll(async () => {
@@ -28,6 +31,19 @@ describeNetns('two namespaces joined by a veth', () => {
     const result = await left.exec(['/bin/busybox', 'ping', '-c', '1', '-W', '2', '100.64.0.2']);
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/1 packets received/);
+  });
+
+  it('waits for a veth end to be operationally up: not while its peer is down, up once its peer is', async () => {
+    await harness.veth(left, 'act-l', right, 'act-r');
+    try {
+      await harness.up(left, 'act-l');
+      await expect(left.linkActive('act-l', 300)).rejects.toThrow(/timed out after 300 ms waiting for act-l in netns .* to be operationally up/);
+      await harness.up(right, 'act-r');
+      await left.linkActive('act-l', 5000);
+      expect((await left.ip(['-o', 'link', 'show', 'dev', 'act-l'])).stdout).toMatch(/state UP/);
+    } finally {
+      await left.ip(['link', 'del', 'dev', 'act-l']); // the other tests here count left's devices
+    }
   });
 
   it('reports a failed ping to an unassigned address instead of throwing when allowFailure is set', async () => {

@@ -36,6 +36,7 @@ import {
   untrackNamespace,
   untrackProcessGroup,
 } from './process-registry.js';
+import { eventually } from './eventually.js';
 import { groupHasLiveMembers } from './proc.js';
 
 export type EnterMode = 'netns-exec' | 'nsenter';
@@ -263,6 +264,25 @@ export class Netns {
     this.#owner.assertOpen();
     assertSafeIpArgs(args);
     return runCommand(['ip', '-n', this.name, ...args], `for netns ${this.name}`, options);
+  }
+
+  /**
+   * Wait until the kernel has handled `dev`'s link-state events (operstate UP); resolves with the
+   * milliseconds it took. A veth end gets its carrier the moment its peer comes up, but only the
+   * kernel's linkwatch (a worker shared by every namespace, seconds behind on a loaded machine)
+   * activates its transmit queue: until then whatever it sends is dropped. Asking for the link
+   * by name (a GETLINK) makes Linux 6.7 on handle its queued event at once.
+   */
+  async linkActive(dev: string, timeoutMs = 30_000): Promise<number> {
+    assertInterfaceName(dev);
+    return eventually(
+      `${dev} in netns ${this.name} to be operationally up (its link-state event handled)`,
+      async () => {
+        const { stdout } = await this.ip(['-j', 'link', 'show', 'dev', dev]);
+        return (JSON.parse(stdout) as { operstate?: string }[])[0]?.operstate === 'UP';
+      },
+      timeoutMs,
+    );
   }
 
   /** Write /etc/netns/NAME/resolv.conf, which `ip netns exec` bind-mounts over /etc/resolv.conf. */

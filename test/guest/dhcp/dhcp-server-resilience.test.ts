@@ -11,7 +11,7 @@ import { LINK_REQUEST_LIMIT, SOCKET_RETRY } from '../../../guest/dhcp/dhcp-serve
 import { MAX_MESSAGE_LENGTH, encodeDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, type NetnsProcess, type ProcessExit } from '../../harness/index.js';
-import { buildTopology, clientLink, clientNetns, linksOf, providerIfname, remakeLink, type DhcpTopology } from './dhcp-topology.js';
+import { buildTopology, clientLink, clientNetns, linksActive, linksOf, providerIfname, remakeLink, type DhcpTopology } from './dhcp-topology.js';
 import { type ServerStats, ServerFixture, failLinkSocket, requireBuild, startProbeAsBoundClient } from './dhcp-server-fixture.js';
 
 /** busybox udhcpc with Debian's default.script, in a PID namespace: its exit (undefined if it ran out of time). */
@@ -55,6 +55,7 @@ describeNetns('DHCP server reopening its link sockets on its own', () => {
     requireBuild();
     harness = createHarness('dhcpretry');
     topology = await buildTopology(harness, ALL);
+    await linksActive(topology, ALL);
     // LATE is not served yet: a later setLinks adds it.
     server = await ServerFixture.start(topology.provider, topology.links.filter((link) => link.id !== LATE), 600);
   });
@@ -135,6 +136,7 @@ describeNetns('DHCP server reopening its link sockets on its own', () => {
     expect(links.find((link) => link.id === GONE)?.ifindex).not.toBe(linkOf(GONE).ifindex);
     expect(await server.setLinks(links)).toBe('ok');
     topology = { ...topology, links };
+    await linksActive(topology, [GONE]);
     const { exit, stderr } = await udhcpc(ns, 4);
     expect(exit, stderr).toMatchObject({ code: 0 });
     expect(await addresses(ns)).toEqual([`${clientIpTextOf(GONE)}/32`]);
@@ -156,7 +158,9 @@ describeNetns('DHCP server reopening its link sockets on its own', () => {
     await eventually('the retry that finds no link of its index', async () => counter(await server.stats(), 'socketRetries') === before + 1, 5000);
     expect(logLines(server, ifname, WARN, 'the link is gone')).toHaveLength(1);
 
-    // The new device's client gets nothing until the agent names the device.
+    // The new device's client gets nothing until the agent names the device (the device passing
+    // traffic: the kernel has activated both ends, so the server is what sends no answer).
+    await linksActive(topology, [SWAPPED]);
     const ns = client(SWAPPED);
     const unserved = await udhcpc(ns, 3);
     expect(unserved.exit?.code, unserved.stderr).not.toBe(0);
@@ -218,6 +222,7 @@ describeNetns('DHCP server under a client flooding its link', () => {
     requireBuild();
     harness = createHarness('dhcpflood');
     topology = await buildTopology(harness, [FLOODER, QUIET]);
+    await linksActive(topology, [FLOODER, QUIET]);
     server = await ServerFixture.start(topology.provider, topology.links, 600);
     probe = await startProbeAsBoundClient(harness, clientNetns(topology, FLOODER), clientIpTextOf(FLOODER));
   });

@@ -7,7 +7,7 @@ import { clientIpTextOf } from '../../../shared/client-ip.js';
 import { type DhcpPacket, MAX_MESSAGE_LENGTH, encodeDhcpPacket, parseDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
-import { buildTopology, clientNetns, type DhcpTopology } from './dhcp-topology.js';
+import { buildTopology, clientNetns, linksActive, type DhcpTopology } from './dhcp-topology.js';
 import { requireBuild, ServerFixture, startProbeAsBoundClient } from './dhcp-server-fixture.js';
 
 const UDHCPC = clientId(0x0102);
@@ -41,6 +41,7 @@ describeNetns('DHCP server with stock clients', () => {
     topology = await buildTopology(harness, [UDHCPC, DHCLIENT, DHCPCD, WRONG_MAC], {
       clientMacs: new Map([[WRONG_MAC, '0a:b3:ec:00:99:99']]),
     });
+    await linksActive(topology, [UDHCPC, DHCLIENT, DHCPCD, WRONG_MAC]);
     server = await ServerFixture.start(topology.provider, topology.links, 600);
   });
 
@@ -137,6 +138,7 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
     requireBuild();
     harness = createHarness('dhcpproto');
     topology = await buildTopology(harness, [PROBE]);
+    await linksActive(topology, [PROBE]);
     server = await ServerFixture.start(topology.provider, topology.links, 600);
     probe = await startProbeAsBoundClient(harness, clientNetns(topology, PROBE), PROBE_IP);
   });

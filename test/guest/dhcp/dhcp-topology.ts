@@ -124,6 +124,15 @@ export async function remakeLink(topology: DhcpTopology, id: ClientId, deleteFir
   await client.ip(['link', 'set', 'dev', 'eth0', 'up']);
 }
 
+/**
+ * Wait until the kernel has activated both ends of the links of `ids` (see Netns.linkActive):
+ * the later `up` gives both their carrier, but the kernel's linkwatch activates the other end
+ * some time after (seconds on a loaded machine), dropping what it sends meanwhile.
+ */
+export async function linksActive(topology: DhcpTopology, ids: readonly ClientId[]): Promise<void> {
+  await Promise.all(ids.flatMap((id) => [topology.provider.linkActive(providerIfname(id)), clientNetns(topology, id).linkActive('eth0')]));
+}
+
 /** The DhcpLinks of the provider namespace, ifindex read back from the kernel. */
 export async function linksOf(provider: Netns, ids: readonly ClientId[]): Promise<DhcpLink[]> {
   const { stdout } = await provider.ip(['-o', 'link', 'show']);

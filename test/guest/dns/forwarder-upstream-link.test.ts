@@ -70,6 +70,9 @@ describeNetns("DNS forwarder's link to its upstream provider, bound by index", (
     // The answers come from an address that is ours too.
     await provider.exec(['sh', '-c', 'echo 1 > /proc/sys/net/ipv4/conf/up0/accept_local']);
     await upstreamSide(upstreamA, 'A');
+    // Each veth end raised before its peer is activated by the kernel's linkwatch some time
+    // after the peer comes up (seconds on a loaded machine), dropping what it sends meanwhile.
+    await Promise.all([provider.linkActive('cl0'), client.linkActive('eth0'), provider.linkActive('up0'), upstreamA.linkActive('eth0')]);
     forwarder = await ForwarderProcess.start(provider, { upstreams: [GATEWAY], timeoutMs: TIMEOUT_MS });
     await forwarder.setUpstreamLink({ device: 'up0', ifindex: await ifindexOf(provider, 'up0'), source: OWN_IP });
   });
@@ -102,6 +105,8 @@ describeNetns("DNS forwarder's link to its upstream provider, bound by index", (
     const newIndex = await ifindexOf(provider, 'up0');
     expect(newIndex).not.toBe(oldIndex);
     await upstreamSide(upstreamB, 'B');
+    // The new link passes traffic (both ends activated): what keeps B unreached is the forwarder.
+    await Promise.all([provider.linkActive('up0'), upstreamB.linkActive('eth0')]);
 
     // Over TCP each query opens a connection through the link; over UDP the sends fail and the
     // sockets are opened again, several times over this while. Neither reaches B.

@@ -70,6 +70,15 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
   const snapshot = async (ns: Netns): Promise<string[]> =>
     Promise.all([ns.ip(['-d', 'addr']), ns.ip(['route']), ns.ip(['neigh', 'show', 'nud', 'permanent'])]).then((r) => r.map((x) => x.stdout));
 
+  /**
+   * Wait for the kernel to activate both ends of a client link (see Netns.linkActive): the two
+   * veth ends get their carrier when the later of them comes up, and the end the other side
+   * raised is activated by the kernel's linkwatch some time after; until then it drops traffic.
+   */
+  async function linkEndsActive(client: Netns, providerEnd: string, clientEnd = 'eth0'): Promise<void> {
+    await Promise.all([provider.linkActive(providerEnd), client.linkActive(clientEnd)]);
+  }
+
   async function pingGateway(client: Netns): Promise<void> {
     const result = await client.exec(['/bin/busybox', 'ping', '-c', '1', '-W', '2', '169.254.0.1'], { allowFailure: true });
     expect(result.stdout).toMatch(/1 packets received/);
@@ -106,6 +115,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     const { stdout } = await clients[0]!.exec(['node', CLI, 'client']);
     expect(stdout).toContain('eth0 100.64.0.1 configured');
     expect((await clients[0]!.ip(['route'])).stdout).toContain('default via 169.254.0.1 dev eth0');
+    await linkEndsActive(clients[0]!, 'vm1');
     await pingGateway(clients[0]!);
     expect((await provider.exec(['cat', '/proc/sys/net/ipv4/ip_forward'])).stdout.trim()).toBe('1');
     expect((await clients[0]!.exec(['cat', '/proc/sys/net/ipv4/ip_forward'])).stdout.trim()).toBe('0');
@@ -185,12 +195,16 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect((await provider.ip(['route', 'show', '100.64.0.2'])).stdout).toMatch(/dev client2/);
     expect((await provider.ip(['neigh', 'show', '100.64.0.2'])).stdout).toContain('PERMANENT');
     await clients[1]!.exec(['node', CLI, 'client']);
+    await linkEndsActive(clients[1]!, 'client2');
     await pingGateway(clients[1]!);
     const report = await status(join(dir, 'control.sock'));
     expect(report.model?.providerLinks.map((link) => link.ifname)).toEqual(['vm1', 'client2']);
   });
 
   it('changes nothing when restarted after SIGKILL', async () => {
+    // The snapshot shows the links' operational state, which the kernel, not the agent, sets
+    // once it has handled their carrier-on: taken before that, it would differ for that alone.
+    await Promise.all([provider.linkActive('vm1'), provider.linkActive('client2')]);
     const before = await snapshot(provider);
     await agent.kill('SIGKILL', 0);
     agent = await startAgent(provider, join(dir, 'control.sock'));
@@ -355,6 +369,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     const report = JSON.parse(stdout) as StatusJson;
     expect(report.model?.uplinks).toEqual(['up0']);
     expect(report.links.find((link) => link.name === 'up0')).toMatchObject({ role: 'client', id: 9, ip: '100.64.0.9', state: 'configured' });
+    await linkEndsActive(chained, 'vm9', 'up0');
     await pingGateway(chained);
   });
 
@@ -487,6 +502,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     await eventually('vm11 configured', async () => (await provider.ip(['neigh', 'show', '100.64.0.11'])).stdout.includes('PERMANENT'));
     expect((await provider.ip(['-d', 'link', 'show', 'dev', 'vm11'])).stdout).toMatch(new RegExp(`\\bgroup ${PROVIDER_LINK_GROUP}\\b`));
     await c11.exec(['node', CLI, 'client']);
+    await linkEndsActive(c11, 'vm11');
     await pingGateway(c11);
     // The client also holds an address no client has (so the table's "a client address arriving
     // elsewhere" rule does not catch it); the internet routes 100.64.0.0/16 to the provider.
@@ -496,6 +512,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     await internet.ip(['addr', 'add', '192.0.2.1/24', 'dev', 'wanp']);
     await internet.ip(['link', 'set', 'dev', 'wanp', 'up']);
     await internet.ip(['route', 'add', '100.64.0.0/16', 'via', '192.0.2.2']);
+    await Promise.all([provider.linkActive('wan'), internet.linkActive('wanp')]);
     const listen = (ns: Netns, port: number): NetnsProcess =>
       ns.spawn(['python3', '-u', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(("0.0.0.0", ${port}))\nprint("ready")\nwhile True:\n    data, peer = s.recvfrom(64)\n    print("from", peer[0])`]);
     const send = (ns: Netns, from: string, to: string, port: number): Promise<unknown> =>
