@@ -123,13 +123,21 @@ export function decodeNotification(type: number, payload: Buffer): KernelEvent |
   }
 }
 
+/**
+ * Why what notifications said is lost: the socket's buffer overflowed, or one came that could
+ * not be decoded (its type's name, and the parser's error in brief).
+ */
+export type NotificationLoss =
+  | { readonly kind: 'overflow' }
+  | { readonly kind: 'undecodable'; readonly messageType: string; readonly error: string };
+
 export interface KernelListener {
   events(events: readonly KernelEvent[]): void;
   /**
-   * Notifications were lost (the socket's buffer overflowed): the view must be rebuilt. Every
-   * event told after this was sent after it (what the socket still held is discarded).
+   * What notifications said was lost: the view must be rebuilt. Every event told after this was
+   * sent after what was lost (after an overflow, what the socket still held is discarded).
    */
-  overflow(): void;
+  lost(loss: NotificationLoss): void;
   /** The notification socket failed for good. */
   failed(error: Error): void;
 }
@@ -163,6 +171,28 @@ async function deleted(request: Promise<unknown>): Promise<void> {
   } catch (error) {
     if (!ALREADY_GONE.has(rejectionCode(error) ?? '')) throw error;
   }
+}
+
+/** How much of a parser's error a loss carries: its first line, this long at most. */
+const ERROR_CHARS = 200;
+
+function briefly(error: unknown): string {
+  const text = (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? '';
+  return text.length > ERROR_CHARS ? `${text.slice(0, ERROR_CHARS)}...` : text;
+}
+
+/**
+ * Tests only: handed each notification's type and payload before it is decoded; what it returns
+ * is decoded instead. A test truncates one, so that its real decoding fails as that of a message
+ * the `netlink` package's parsers cannot read would: nothing outside makes the kernel send one.
+ */
+export type NotificationPayloadHook = (type: number, payload: Buffer) => Buffer;
+
+let payloadHook: NotificationPayloadHook | undefined;
+
+/** Tests only: see NotificationPayloadHook (undefined: none). */
+export function alterNotificationsForTests(hook: NotificationPayloadHook | undefined): void {
+  payloadHook = hook;
 }
 
 /** What every request gets once the kernel was closed under it (a stop). */
@@ -216,17 +246,23 @@ export class RtnetlinkKernel implements NetdKernel {
     socket.watch({
       messages: (messages) => {
         const events: KernelEvent[] = [];
+        let loss: NotificationLoss | undefined;
         for (const message of messages) {
           try {
-            const event = decodeNotification(message.type, message.data);
+            const event = decodeNotification(message.type, payloadHook?.(message.type, message.data) ?? message.data);
             if (event !== null) events.push(event);
-          } catch {
-            // An attribute this library cannot parse: skip it rather than stop listening.
+          } catch (error) {
+            // Something the `netlink` package cannot parse: what it said (a link's new flags, say)
+            // is lost, as in an overflow, and the view must be read again. The rest of this batch
+            // was sent before that re-read is asked for, so the re-read has it: none of it is told.
+            loss = { kind: 'undecodable', messageType: rt.MessageType[message.type] ?? String(message.type), error: briefly(error) };
+            break;
           }
         }
         if (events.length > 0) listener.events(events);
+        if (loss !== undefined) listener.lost(loss);
       },
-      overflow: () => listener.overflow(),
+      overflow: () => listener.lost({ kind: 'overflow' }),
       failed: (code) => listener.failed(new NetdError('netlink', `rtnetlink notifications failed: ${code}`)),
     });
   }
