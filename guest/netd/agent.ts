@@ -104,6 +104,8 @@ export class NetdAgent {
   #fullSyncWanted = true;
   /** Whether planning on a re-read that overflowed was logged, since the last one that did not. */
   #stormSaid = false;
+  /** Whether a notification that could not be decoded was logged (once per agent). */
+  #undecodableSaid = false;
   #dumping = false;
   #running = false;
   #again = false;
@@ -188,9 +190,17 @@ export class NetdAgent {
           }
           if (changed) this.#schedule();
         },
-        overflow: () => {
-          // Said once per re-read: a storm overflows the socket again and again until it is read.
-          if (!this.#fullSyncWanted) this.log.warn('rtnetlink notifications overflowed: reading the whole state again');
+        lost: (loss) => {
+          if (loss.kind === 'overflow') {
+            // Said once per re-read: a storm overflows the socket again and again until it is read.
+            if (!this.#fullSyncWanted) this.log.warn('rtnetlink notifications overflowed: reading the whole state again');
+          } else {
+            // Said once per agent: a kernel that sends what the parser cannot read sends it again.
+            const what = { messageType: loss.messageType, error: loss.error };
+            if (this.#undecodableSaid) this.log.debug(what, 'an rtnetlink notification could not be decoded: reading the whole state again');
+            else this.log.warn(what, 'an rtnetlink notification could not be decoded: reading the whole state again (said once; later ones are logged at debug level)');
+            this.#undecodableSaid = true;
+          }
           this.#fullSyncWanted = true;
           this.#schedule();
         },

@@ -66,7 +66,9 @@ const GIVE_NOTIFY_FD = 'give the descriptor the service manager opened for readi
  * only for reading, a pipe's reading end or `3</dev/null`, would fail only at the write, after the
  * first reconcile), and where it is a pipe, its reading end must not be held by the agent on
  * another descriptor. (Not told apart by close-on-exec: Node sets it on the descriptors it
- * inherits too, uv_disable_stdio_inheritance.)
+ * inherits too, uv_disable_stdio_inheritance.) Nor can a pipe of libuv's be told from one whose
+ * reading end a service manager left open in the agent along with the writing end: refused alike,
+ * the message says what was found and both.
  */
 function checkNotifyFd(fd: number): void {
   let info: Stats;
@@ -84,13 +86,17 @@ function checkNotifyFd(fd: number): void {
   }
   // On another descriptor: the given one may be open for reading too where it is a named FIFO
   // opened read-write (sh: 3<>FIFO, so that the open waits for no reader), whose reader is elsewhere.
-  if (info.isFIFO() && holdsReadingEnd(info, fd)) {
-    throw new CliError(`--notify-fd ${fd} is not valid: it is a pipe whose reading end the agent holds itself (one of Node's own), not one given to it; ${GIVE_NOTIFY_FD}`, EXIT.usage);
+  const readingEnd = info.isFIFO() ? readingEndHeld(info, fd) : null;
+  if (readingEnd !== null) {
+    throw new CliError(
+      `--notify-fd ${fd} is not valid: the agent holds this pipe's reading end too (fd ${readingEnd}), as it holds those of libuv's own pipes, where a newline would reach libuv, not a service manager; if the service manager made this pipe, it left the reading end open in the agent: check that it passes only the writing end; ${GIVE_NOTIFY_FD}`,
+      EXIT.usage,
+    );
   }
 }
 
-/** Whether this process has the pipe `pipe` open for reading on a descriptor other than `given`. */
-function holdsReadingEnd(pipe: Stats, given: number): boolean {
+/** A descriptor other than `given` on which this process has the pipe `pipe` open for reading (null: none). */
+function readingEndHeld(pipe: Stats, given: number): number | null {
   let fds: string[];
   try {
     fds = readdirSync('/proc/self/fd');
@@ -98,17 +104,18 @@ function holdsReadingEnd(pipe: Stats, given: number): boolean {
     const code = (error as NodeJS.ErrnoException).code ?? String(error);
     throw new CliError(`--notify-fd cannot be checked: /proc/self/fd cannot be read (${code}); mount /proc`, EXIT.usage);
   }
-  return fds.some((name) => {
+  for (const name of fds) {
     const fd = Number(name);
-    if (fd === given) return false;
+    if (fd === given) continue;
     let info: Stats;
     try {
       info = fstatSync(fd);
     } catch {
-      return false; // closed meanwhile (readdir's own descriptor)
+      continue; // closed meanwhile (readdir's own descriptor)
     }
-    return info.isFIFO() && info.dev === pipe.dev && info.ino === pipe.ino && accessMode(fd) !== constants.O_WRONLY;
-  });
+    if (info.isFIFO() && info.dev === pipe.dev && info.ino === pipe.ino && accessMode(fd) !== constants.O_WRONLY) return fd;
+  }
+  return null;
 }
 
 /** The access mode (O_RDONLY, O_WRONLY, O_RDWR) descriptor fd was opened with, as /proc/self/fdinfo gives it (octal). */

@@ -4,7 +4,7 @@
 // /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { endianness } from 'node:os';
-import { type RtNetlinkSocket, createRtNetlink, rt } from 'netlink';
+import { Flags, MessageType, type NetlinkMessage, type NetlinkSocket, type RtNetlinkSocket, createRtNetlink, parseMessages, rt } from 'netlink';
 import type { KernelAddress, KernelEvent, KernelLink, KernelNeighbour, KernelRoute, KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
@@ -123,13 +123,21 @@ export function decodeNotification(type: number, payload: Buffer): KernelEvent |
   }
 }
 
+/**
+ * Why what notifications said is lost: the socket's buffer overflowed, or one came that could
+ * not be decoded (its type's name, and the parser's error in brief).
+ */
+export type NotificationLoss =
+  | { readonly kind: 'overflow' }
+  | { readonly kind: 'undecodable'; readonly messageType: string; readonly error: string };
+
 export interface KernelListener {
   events(events: readonly KernelEvent[]): void;
   /**
-   * Notifications were lost (the socket's buffer overflowed): the view must be rebuilt. Every
-   * event told after this was sent after it (what the socket still held is discarded).
+   * What notifications said was lost: the view must be rebuilt. Every event told after this was
+   * sent after what was lost (after an overflow, what the socket still held is discarded).
    */
-  overflow(): void;
+  lost(loss: NotificationLoss): void;
   /** The notification socket failed for good. */
   failed(error: Error): void;
 }
@@ -165,6 +173,46 @@ async function deleted(request: Promise<unknown>): Promise<void> {
   }
 }
 
+/** How much of a parser's error a loss carries: its first line, this long at most. */
+const ERROR_CHARS = 200;
+
+function briefly(error: unknown): string {
+  const text = (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? '';
+  return text.length > ERROR_CHARS ? `${text.slice(0, ERROR_CHARS)}...` : text;
+}
+
+/**
+ * Tests only: handed each notification's type and payload before it is decoded; what it returns
+ * is decoded instead. A test truncates one, so that its real decoding fails as that of a message
+ * the `netlink` package's parsers cannot read would: nothing outside makes the kernel send one.
+ */
+export type NotificationPayloadHook = (type: number, payload: Buffer) => Buffer;
+
+let payloadHook: NotificationPayloadHook | undefined;
+
+/** Tests only: see NotificationPayloadHook (undefined: none). */
+export function alterNotificationsForTests(hook: NotificationPayloadHook | undefined): void {
+  payloadHook = hook;
+}
+
+/**
+ * The `netlink` package's record of the requests awaiting an answer (NetlinkSocket's protected
+ * `requests` and `dropRef`, netlink 0.3). It drops a request's entry only when an answer comes:
+ * one whose answer never comes would stay for good after our timeout gave up on it.
+ */
+interface PendingRequests {
+  readonly requests: ReadonlyMap<number, unknown>;
+  dropRef(seq: number): void;
+}
+
+function pendingRequestsOf(socket: NetlinkSocket): PendingRequests | null {
+  const candidate = socket as unknown as Partial<PendingRequests>;
+  return candidate.requests instanceof Map && typeof candidate.dropRef === 'function' ? (candidate as PendingRequests) : null;
+}
+
+/** Where a request's message gets its sequence number: each call gives the next one. */
+type Sequenced = () => { readonly seq: number };
+
 /** What every request gets once the kernel was closed under it (a stop). */
 function closedError(): NetdError {
   return new NetdError('closed', 'the rtnetlink socket was closed (the agent is stopping)');
@@ -190,6 +238,14 @@ export class RtnetlinkKernel implements NetdKernel {
   readonly #waiting: { readonly bytes: number; readonly go: () => void; readonly stop: (error: NetdError) => void }[] = [];
   /** How to settle each request in flight at once, when the kernel is closed under it. */
   readonly #inFlight = new Set<(error: NetdError) => void>();
+  /**
+   * Requests that timed out, by the sequence number their answer will carry: how to give back
+   * their room once it is read. What the netlink package forgot (see #forget), kept here as one
+   * closure each; bounded, as each holds its room: a kernel that never answers fills the buffer's
+   * budget, and later requests then wait for room.
+   */
+  readonly #late = new Map<number, () => void>();
+  readonly #pending: PendingRequests;
   #closed = false;
 
   constructor(options: RtnetlinkOptions = {}) {
@@ -201,6 +257,14 @@ export class RtnetlinkKernel implements NetdKernel {
     } catch (error) {
       throw new NetdError('netlink', `cannot open an rtnetlink socket (${errnoOf(error)}): is this Linux?`);
     }
+    const pending = pendingRequestsOf(this.#requests.socket);
+    if (pending === null) {
+      this.#requests.socket.close();
+      throw new NetdError('netlink', 'the netlink package keeps no record of pending requests where 0.3 does (NetlinkSocket.requests, dropRef): is it another version? (package-lock.json pins it)');
+    }
+    this.#pending = pending;
+    // After the package's own listener: an answer it finds no request for is one that timed out.
+    this.#requests.socket.socket.on('message', (datagram: Buffer) => this.#lateAnswersRead(datagram));
     // Room for one request at least, whatever the buffer.
     this.#bufferBytes = Math.max(LINK_REPLY_BUDGET_BYTES, this.#requests.socket.getRecvBufferSize());
   }
@@ -216,17 +280,23 @@ export class RtnetlinkKernel implements NetdKernel {
     socket.watch({
       messages: (messages) => {
         const events: KernelEvent[] = [];
+        let loss: NotificationLoss | undefined;
         for (const message of messages) {
           try {
-            const event = decodeNotification(message.type, message.data);
+            const event = decodeNotification(message.type, payloadHook?.(message.type, message.data) ?? message.data);
             if (event !== null) events.push(event);
-          } catch {
-            // An attribute this library cannot parse: skip it rather than stop listening.
+          } catch (error) {
+            // Something the `netlink` package cannot parse: what it said (a link's new flags, say)
+            // is lost, as in an overflow, and the view must be read again. The rest of this batch
+            // was sent before that re-read is asked for, so the re-read has it: none of it is told.
+            loss = { kind: 'undecodable', messageType: rt.MessageType[message.type] ?? String(message.type), error: briefly(error) };
+            break;
           }
         }
         if (events.length > 0) listener.events(events);
+        if (loss !== undefined) listener.lost(loss);
       },
-      overflow: () => listener.overflow(),
+      overflow: () => listener.lost({ kind: 'overflow' }),
       failed: (code) => listener.failed(new NetdError('netlink', `rtnetlink notifications failed: ${code}`)),
     });
   }
@@ -235,22 +305,34 @@ export class RtnetlinkKernel implements NetdKernel {
    * `send` once the request socket's buffer has `bytes` for its answers besides those in flight,
    * in the order asked; rejected with a 'closed' NetdError as soon as the kernel is closed (close).
    */
-  async #request<T>(send: () => Promise<T>, bytes = ACK_BUDGET_BYTES): Promise<T> {
+  async #request<T>(send: (sequenced: Sequenced) => Promise<T>, bytes = ACK_BUDGET_BYTES): Promise<T> {
     if (this.#closed) throw closedError();
     if (this.#waiting.length === 0 && this.#promisedBytes + bytes <= this.#bufferBytes) this.#promisedBytes += bytes;
     // Those that finish make room for the oldest waiting (see #release).
     else await new Promise<void>((go, stop) => this.#waiting.push({ bytes, go, stop }));
     // Let go in the same turn as a close (a microtask apart): nothing more is sent.
     if (this.#closed) throw closedError();
-    const answer = send();
+    // The sequence number of the message whose answer is awaited (of two in a row, the later).
+    let seq: number | undefined;
+    const sequenced: Sequenced = () => {
+      seq = this.#requests.socket.generateSeq();
+      return { seq };
+    };
+    let read = false;
+    const answerRead = (): void => {
+      if (read) return;
+      read = true;
+      if (seq !== undefined) this.#late.delete(seq);
+      this.#answerRead(bytes);
+    };
+    const answer = send(sequenced);
     // The room is the answer's until it is read, not until we stop waiting for it: one that
-    // comes after the timeout (a kernel or an event loop stalled) still lands in the buffer, as
-    // does the GETLINK a late link-up answer lets go. After a close nothing more is read (nor let go).
-    answer.then(
-      () => this.#answerRead(bytes),
-      () => this.#answerRead(bytes),
-    );
-    return this.#answered(answer);
+    // comes after the timeout (a kernel or an event loop stalled) still lands in the buffer.
+    // After a close nothing more is read (nor let go).
+    answer.then(answerRead, answerRead);
+    return this.#answered(answer, () => {
+      if (!read && seq !== undefined) this.#forget(seq, answerRead);
+    });
   }
 
   #answerRead(bytes: number): void {
@@ -259,11 +341,41 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   /**
-   * `answer`, or a rejection after REQUEST_TIMEOUT_MS or at close. Our timer, not the netlink
-   * package's: its timers outlive a close (the socket drops the answers), and a process whose
-   * start was cut short by a signal would wait them out before it could exit.
+   * Have the netlink package forget request `seq`, which timed out, and give its room back when its
+   * answer is read (#lateAnswersRead) instead. The package's promise of it then never settles: a
+   * link-up's GETLINK, which its answer would let go, is never sent.
    */
-  #answered<T>(answer: Promise<T>): Promise<T> {
+  #forget(seq: number, answerRead: () => void): void {
+    if (!this.#pending.requests.has(seq)) return;
+    this.#pending.dropRef(seq);
+    this.#late.set(seq, answerRead);
+  }
+
+  /**
+   * A datagram the request socket read: the end of the answer of a request that timed out gives
+   * its room back. The end as the package takes it: a message that is not part of a multipart
+   * answer (an ack, a refusal, a single reply), or a multipart answer's DONE.
+   */
+  #lateAnswersRead(datagram: Buffer): void {
+    if (this.#late.size === 0) return;
+    let messages: NetlinkMessage[];
+    try {
+      messages = parseMessages(datagram);
+    } catch {
+      return; // the package drops it too (its 'invalid' event)
+    }
+    for (const message of messages) {
+      if ((message.flags & Flags.MULTI) !== 0 && message.type !== MessageType.DONE) continue;
+      this.#late.get(message.seq)?.();
+    }
+  }
+
+  /**
+   * `answer`, or a rejection after REQUEST_TIMEOUT_MS (`timedOut` called then) or at close. Our
+   * timer, not the netlink package's: its timers outlive a close (the socket drops the answers),
+   * and a process whose start was cut short by a signal would wait them out before it could exit.
+   */
+  #answered<T>(answer: Promise<T>, timedOut: () => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const settle = (): void => {
         clearTimeout(timer);
@@ -273,7 +385,10 @@ export class RtnetlinkKernel implements NetdKernel {
         settle();
         reject(error);
       };
-      const timer = setTimeout(() => abort(new NetdError('netlink', `request timed out: no answer from the kernel within ${REQUEST_TIMEOUT_MS / 1000} s`)), REQUEST_TIMEOUT_MS);
+      const timer = setTimeout(() => {
+        abort(new NetdError('netlink', `request timed out: no answer from the kernel within ${REQUEST_TIMEOUT_MS / 1000} s`));
+        timedOut();
+      }, REQUEST_TIMEOUT_MS);
       this.#inFlight.add(abort);
       // An answer that comes after a timeout or a close is dropped (it may still come: the
       // handlers stay, so that a late rejection is never unhandled).
@@ -301,14 +416,13 @@ export class RtnetlinkKernel implements NetdKernel {
 
   async dump(): Promise<KernelEvent[]> {
     // No timeout of the netlink package's: #request has its own (see #answered).
-    const options = {};
     const socket = this.#requests;
     try {
       // One dump at a time: a socket's multipart replies must not interleave.
-      const links = await this.#request(() => socket.getLinks(undefined, undefined, options));
-      const addresses = await this.#request(() => socket.getAddresses({ family: AF_INET }, undefined, options));
-      const routes = await this.#request(() => socket.getRoutes({ family: AF_INET }, undefined, options));
-      const neighbours = await this.#request(() => socket.getNeighbors({ family: AF_INET }, undefined, options));
+      const links = await this.#request((sequenced) => socket.getLinks(undefined, undefined, sequenced()));
+      const addresses = await this.#request((sequenced) => socket.getAddresses({ family: AF_INET }, undefined, sequenced()));
+      const routes = await this.#request((sequenced) => socket.getRoutes({ family: AF_INET }, undefined, sequenced()));
+      const neighbours = await this.#request((sequenced) => socket.getNeighbors({ family: AF_INET }, undefined, sequenced()));
       const events: KernelEvent[] = [];
       for (const m of links) {
         const link = decodeLink(m);
@@ -336,9 +450,9 @@ export class RtnetlinkKernel implements NetdKernel {
   async apply(operation: Operation, view: KernelView): Promise<void> {
     if (this.#closed) throw closedError();
     if (operation.kind === 'link-up' && view.links.get(operation.ifindex)?.lowerIfindex !== undefined) {
-      return this.#request(() => this.#change(operation, { syncLinkwatch: true }), LINK_REPLY_BUDGET_BYTES);
+      return this.#request((sequenced) => this.#change(operation, sequenced, { syncLinkwatch: true }), LINK_REPLY_BUDGET_BYTES);
     }
-    if (operation.kind !== 'sysctl') return this.#request(() => this.#change(operation));
+    if (operation.kind !== 'sysctl') return this.#request((sequenced) => this.#change(operation, sequenced));
     const { key } = operation;
     const link = key.ifindex === null ? null : view.links.get(key.ifindex);
     if (link === undefined) throw new NetdError('sysctl', `link ${String(key.ifindex)} is gone`);
@@ -350,9 +464,9 @@ export class RtnetlinkKernel implements NetdKernel {
     }
   }
 
-  /** One rtnetlink request, answered. */
-  async #change(operation: Exclude<Operation, { kind: 'sysctl' }>, { syncLinkwatch = false } = {}): Promise<void> {
-    const options = { flags: NLM_F_CREATE | NLM_F_REPLACE };
+  /** One rtnetlink request, answered (with a link-up's GETLINK, two in a row), each numbered by `sequenced`. */
+  async #change(operation: Exclude<Operation, { kind: 'sysctl' }>, sequenced: Sequenced, { syncLinkwatch = false } = {}): Promise<void> {
+    const creating = (): { flags: number; seq: number } => ({ flags: NLM_F_CREATE | NLM_F_REPLACE, ...sequenced() });
     const socket = this.#requests;
     switch (operation.kind) {
       case 'link-up':
@@ -362,6 +476,7 @@ export class RtnetlinkKernel implements NetdKernel {
         await socket.setLink(
           { index: operation.ifindex, flags: operation.kind === 'link-up' ? { up: true } : {}, change: { up: true } },
           operation.kind === 'link-up' && operation.group !== undefined ? { group: operation.group } : undefined,
+          sequenced(),
         );
         // Asking for the link makes the kernel handle now the link-state event still queued for
         // it (its creation's: a GETLINK syncs linkwatch, Linux 6.7 on), as `ip link set` does by
@@ -371,10 +486,10 @@ export class RtnetlinkKernel implements NetdKernel {
         // queue's 100 a second, its traffic dropped meanwhile. A device of its own (a provider
         // VM's virtio-net NIC) is activated as it comes up, its events not urgent: no request.
         // A link gone meanwhile has nothing to handle.
-        if (syncLinkwatch) await deleted(socket.getLink({ index: operation.ifindex }, undefined));
+        if (syncLinkwatch) await deleted(socket.getLink({ index: operation.ifindex }, undefined, sequenced()));
         return;
       case 'link-group':
-        await socket.setLink({ index: operation.ifindex }, { group: operation.group });
+        await socket.setLink({ index: operation.ifindex }, { group: operation.group }, sequenced());
         return;
       case 'address-add': {
         const { address } = operation;
@@ -382,7 +497,7 @@ export class RtnetlinkKernel implements NetdKernel {
         await socket.newAddress(
           { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex, scope: 0 },
           { local: ip, address: ip },
-          options,
+          creating(),
         );
         return;
       }
@@ -393,6 +508,7 @@ export class RtnetlinkKernel implements NetdKernel {
           socket.delAddress(
             { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex },
             { local: ip, address: ip },
+            sequenced(),
           ),
         );
         return;
@@ -414,7 +530,7 @@ export class RtnetlinkKernel implements NetdKernel {
             ...(route.gateway !== null && { gateway: ipBytes(route.gateway) }),
             ...(route.priority !== 0 && { priority: route.priority }),
           },
-          options,
+          creating(),
         );
         return;
       }
@@ -429,6 +545,7 @@ export class RtnetlinkKernel implements NetdKernel {
               ...(route.oif !== null && { oif: route.oif }),
               ...(route.priority !== 0 && { priority: route.priority }),
             },
+            sequenced(),
           ),
         );
         return;
@@ -438,13 +555,13 @@ export class RtnetlinkKernel implements NetdKernel {
         await socket.newNeighbor(
           { family: AF_INET, ifindex: neighbour.ifindex, state: { permanent: true } },
           { dst: ipBytes(neighbour.ip), lladdr: macBytes(neighbour.mac) },
-          options,
+          creating(),
         );
         return;
       }
       case 'neighbour-del': {
         const { neighbour } = operation;
-        await deleted(socket.delNeighbor({ family: AF_INET, ifindex: neighbour.ifindex }, { dst: ipBytes(neighbour.ip) }));
+        await deleted(socket.delNeighbor({ family: AF_INET, ifindex: neighbour.ifindex }, { dst: ipBytes(neighbour.ip) }, sequenced()));
         return;
       }
       default: {
@@ -472,6 +589,7 @@ export class RtnetlinkKernel implements NetdKernel {
     this.#closed = true;
     this.#requests.socket.close();
     this.#events?.close();
+    this.#late.clear();
     for (const waiting of this.#waiting.splice(0)) waiting.stop(closedError());
     for (const abort of [...this.#inFlight]) abort(closedError());
   }

@@ -338,7 +338,7 @@ describe('NetdAgent', () => {
       kernel.applied.length = 0;
       // While the dump runs, vm2 is plugged in: its notification comes after the dump's links.
       kernel.onDump = () => kernel.listener?.events([{ kind: 'link', op: 'new', link: VM2 }]);
-      kernel.listener?.overflow();
+      kernel.listener?.lost({ kind: 'overflow' });
       kernel.listener?.events([{ kind: 'address', op: 'new', address: address! }]);
       await new Promise((resolve) => setImmediate(resolve));
       await agent.idle();
@@ -363,7 +363,7 @@ describe('NetdAgent', () => {
         dumps += 1;
         if (dumps !== 1) return;
         kernel.state = [{ kind: 'link', op: 'new', link: VM2 }];
-        kernel.listener?.overflow();
+        kernel.listener?.lost({ kind: 'overflow' });
       };
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null);
       await agent.start({ watch: true });
@@ -382,7 +382,7 @@ describe('NetdAgent', () => {
       // A storm through the first 5 dumps: the 6th reads a quiet kernel.
       kernel.onDump = () => {
         dumps += 1;
-        if (dumps <= 5) kernel.listener?.overflow();
+        if (dumps <= 5) kernel.listener?.lost({ kind: 'overflow' });
       };
       const lines: string[] = [];
       const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
@@ -394,6 +394,29 @@ describe('NetdAgent', () => {
       const stale = lines.map((line) => (JSON.parse(line) as { msg: string }).msg).filter((msg) => msg.includes('planning on the last'));
       expect(stale).toHaveLength(1);
       expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['vm1', 'configured']]);
+    });
+
+    it('reads the whole state again after each notification that could not be decoded, warning once per agent', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const lines: { msg: string; messageType?: string }[] = [];
+      const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      await agent.start({ watch: true });
+      const lose = async (): Promise<number> => {
+        kernel.listener?.lost({ kind: 'undecodable', messageType: 'NEWLINK', error: 'Unexpected Link message length (4)' });
+        await new Promise((resolve) => setImmediate(resolve));
+        await agent!.idle();
+        return (await agent!.status()).counters.fullSyncs;
+      };
+      expect(await lose()).toBe(2);
+      // vm2 plugged in, told only by a notification that could not be decoded: the re-read finds it.
+      kernel.state = [...dumpOf(agent.view), { kind: 'link', op: 'new', link: VM2 }];
+      expect(await lose()).toBe(3);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([
+        ['vm1', 'configured'],
+        ['vm2', 'configured'],
+      ]);
+      expect(lines.filter((line) => line.msg.includes('could not be decoded')).map((line) => line.messageType)).toEqual(['NEWLINK']);
     });
 
     it('at start, drops what was read between subscribing and the first dump (the dump has it), and replays what arrives during it', async () => {

@@ -3,7 +3,7 @@
 // start-up refusals that come before the control socket is tried. (The agent itself is tested in
 // agent*.test.ts.)
 import { execFile, execFileSync } from 'node:child_process';
-import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, cpSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -139,20 +139,42 @@ describe('spectrum-netd run --notify-fd', () => {
     }
     const own = [...byPipe.values()].find((fds) => fds.length >= 2);
     expect(own, 'libuv holds both ends of its signal pipes').toBeDefined();
-    // Its writing end: the reading end is the agent's; its reading end: no newline can be written there.
+    const endOf = (fd: string): 'writing' | 'reading' => (/^flags:\s*[0-7]*[1-3]$/m.test(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8')) ? 'writing' : 'reading');
+    const ends = (own ?? []).map(endOf);
+    expect(ends.sort()).toEqual(['reading', 'writing']);
+    const readingFd = own?.find((fd) => endOf(fd) === 'reading') ?? '';
+    // Its writing end: the agent holds the reading end too; its reading end: no newline can be written there.
     const why = {
-      writing: "it is a pipe whose reading end the agent holds itself (one of Node's own), not one given to it",
+      writing: `the agent holds this pipe's reading end too (fd ${readingFd}), as it holds those of libuv's own pipes, where a newline would reach libuv, not a service manager; if the service manager made this pipe, it left the reading end open in the agent: check that it passes only the writing end`,
       reading: 'it is open only for reading, so the readiness newline could not be written to it',
     };
-    const ends: string[] = [];
     for (const fd of own ?? []) {
-      const end = /^flags:\s*[0-7]*[1-3]$/m.test(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8')) ? 'writing' : 'reading';
-      ends.push(end);
       const { code, err } = await runUntilPorts(['--notify-fd', fd]);
-      expect(err).toBe(`spectrum-netd: --notify-fd ${fd} is not valid: ${why[end]}; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`);
+      expect(err).toBe(`spectrum-netd: --notify-fd ${fd} is not valid: ${why[endOf(fd)]}; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`);
       expect(code).toBe(EXIT.usage);
     }
-    expect(ends.sort()).toEqual(['reading', 'writing']);
+  });
+
+  it('refuses the writing end of a pipe whose reading end a service manager left open in the agent too, naming that descriptor', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-netd-leak-'));
+    try {
+      // A FIFO opened at both ends, as an anonymous pipe() whose two ends were both passed on.
+      execFileSync('mkfifo', [join(dir, 'ready')]);
+      const reading = openSync(join(dir, 'ready'), constants.O_RDONLY | constants.O_NONBLOCK);
+      const writing = openSync(join(dir, 'ready'), constants.O_WRONLY);
+      try {
+        const { code, err } = await runUntilPorts(['--notify-fd', String(writing)]);
+        expect(err).toBe(
+          `spectrum-netd: --notify-fd ${writing} is not valid: the agent holds this pipe's reading end too (fd ${reading}), as it holds those of libuv's own pipes, where a newline would reach libuv, not a service manager; if the service manager made this pipe, it left the reading end open in the agent: check that it passes only the writing end; give the descriptor the service manager opened for readiness (s6: the notification-fd file)\n`,
+        );
+        expect(code).toBe(EXIT.usage);
+      } finally {
+        closeSync(writing);
+        closeSync(reading);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a descriptor open only for reading (/dev/null, a file), to which the readiness newline could never be written', async () => {

@@ -1,31 +1,67 @@
-// The request socket's answer budget (guest/netd/rtnetlink.ts) against a scripted `netlink`
-// socket whose answers come when the test says: what is in flight when a request times out.
+// The request socket's answer budget (guest/netd/rtnetlink.ts) against the `netlink` package's
+// own sockets over a scripted kernel, whose answers come when the test says: what is in flight
+// when a request times out, and what the package still waits for then.
+import type { NetlinkSocket, RawNetlinkSocket } from 'netlink';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
-/** A request the scripted socket was sent, answered (or refused) when the test says. */
+/** A request the scripted kernel was sent, answered when the test says. */
 interface Sent {
+  readonly seq: number;
+  /** Its answer: an ack, or for a dump its end (NLMSG_DONE). */
   readonly answer: () => void;
+  /** For a dump, one part of its answer before the end: a link (an empty RTM_NEWLINK, NLM_F_MULTI). */
+  readonly part: () => void;
 }
 
 const sent: Sent[] = [];
 /** Room for three acks' budgets (2 KiB each) and no more. */
 const BUFFER_BYTES = 6144;
+/** The package's socket under the agent's (the last one made). */
+let packageSocket: NetlinkSocket | undefined;
 
 vi.mock('netlink', async (importOriginal) => {
   const original = await importOriginal<typeof import('netlink')>();
-  const request = (): Promise<[]> =>
-    new Promise((resolve) => {
-      sent.push({ answer: () => resolve([]) });
-    });
+  const { EventEmitter } = await import('node:events');
+  const DUMP = 0x300;
+  /** What the package's NetlinkSocket needs of its raw socket; sends are read by the test's kernel. */
+  class ScriptedRawSocket extends EventEmitter {
+    send(data: Buffer | Buffer[], _options: unknown, callback?: (error?: Error) => void): void {
+      const bytes = Buffer.concat(Array.isArray(data) ? data : [data]);
+      const [request] = original.parseMessages(bytes);
+      if (request === undefined) throw new Error('no message sent');
+      const reply =
+        (request.flags & DUMP) === DUMP
+          ? original.formatMessage({ type: original.MessageType.DONE, flags: original.Flags.MULTI, seq: request.seq, port: 0, data: Buffer.alloc(4) })
+          : original.formatMessage({ type: original.MessageType.ERROR, flags: 0, seq: request.seq, port: 0, data: Buffer.concat([Buffer.alloc(4), bytes.subarray(0, 16)]) });
+      const part = original.formatMessage({ type: original.rt.MessageType.NEWLINK, flags: original.Flags.MULTI, seq: request.seq, port: 0, data: Buffer.alloc(16) });
+      sent.push({
+        seq: request.seq,
+        answer: () => this.emit('message', Buffer.concat(reply), { port: 0, groups: 0 }),
+        part: () => this.emit('message', Buffer.concat(part), { port: 0, groups: 0 }),
+      });
+      callback?.();
+    }
+    address(): { port: number; groups: number } {
+      return { port: 4242, groups: 0 };
+    }
+    getRecvBufferSize(): number {
+      return BUFFER_BYTES;
+    }
+    ref(): void {}
+    unref(): void {}
+    close(): void {}
+  }
   return {
     ...original,
-    createRtNetlink: () => ({
-      socket: { getRecvBufferSize: () => BUFFER_BYTES, close: () => undefined },
-      setLink: request,
-      getLink: request,
-    }),
+    createRtNetlink: () => {
+      packageSocket = new original.NetlinkSocket(new ScriptedRawSocket() as unknown as RawNetlinkSocket);
+      return new original.RtNetlinkSocket(packageSocket);
+    },
   };
 });
+
+/** The sequence numbers the package still waits for answers to (its protected `requests`). */
+const awaited = (): number[] => [...(packageSocket as unknown as { requests: Map<number, unknown> }).requests.keys()];
 
 const { RtnetlinkKernel } = await import('../../../guest/netd/rtnetlink.js');
 const { emptyView } = await import('../../../guest/netd/kernel-view.js');
@@ -69,6 +105,64 @@ describe('RtnetlinkKernel request budget', () => {
     sent[3]?.answer();
     await vi.advanceTimersByTimeAsync(0);
     expect(outcomes).toEqual(['#1 netlink', '#2 netlink', '#3 netlink', '#4 answered']);
+    kernel.close();
+  });
+
+  it('leaves no entry in the netlink package for a request that timed out, whether its answer comes late or never', async () => {
+    const kernel = new RtnetlinkKernel();
+    const view = emptyView();
+    const settled = Promise.allSettled([1, 2, 3].map((ifindex) => kernel.apply({ kind: 'link-group', ifindex, group: 0 }, view)));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toHaveLength(3);
+    expect(awaited()).toEqual(sent.map((request) => request.seq));
+    await vi.advanceTimersByTimeAsync(5_000);
+    const outcomes = await settled;
+    expect(outcomes.map((outcome) => (outcome.status === 'rejected' && outcome.reason instanceof NetdError ? outcome.reason.kind : outcome.status))).toEqual([
+      'netlink',
+      'netlink',
+      'netlink',
+    ]);
+    // Two answers never come: the package waits for none of the three.
+    expect(awaited()).toEqual([]);
+    sent[0]?.answer();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(awaited()).toEqual([]);
+    // Its room was kept until then: one more request goes out, and the package waits for it alone.
+    const fourth = kernel.apply({ kind: 'link-group', ifindex: 4, group: 0 }, view);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toHaveLength(4);
+    expect(awaited()).toEqual([sent[3]?.seq]);
+    sent[3]?.answer();
+    await expect(fourth).resolves.toBeUndefined();
+    expect(awaited()).toEqual([]);
+    kernel.close();
+  });
+
+  it("keeps the room of a dump that timed out until its late answer's end (NLMSG_DONE) is read, not its first part", async () => {
+    const kernel = new RtnetlinkKernel();
+    const view = emptyView();
+    const dump = kernel.dump().then(
+      () => 'answered',
+      (error: unknown) => (error instanceof NetdError ? error.kind : 'other'),
+    );
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await dump).toBe('netlink');
+    expect(awaited()).toEqual([]);
+    // The dump's room and two acks' fill the buffer: a third waits.
+    const groups = [1, 2, 3].map((ifindex) => kernel.apply({ kind: 'link-group', ifindex, group: 0 }, view));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toHaveLength(3);
+    sent[0]?.part();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toHaveLength(3);
+    sent[0]?.answer();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toHaveLength(4);
+    for (const request of sent.slice(1)) request.answer();
+    await expect(Promise.all(groups)).resolves.toEqual([undefined, undefined, undefined]);
+    expect(awaited()).toEqual([]);
     kernel.close();
   });
 

@@ -1,6 +1,7 @@
 // The agent's two rtnetlink sockets under load, in a namespace of their own: the notification
 // socket (our addon) through an overflow, a throwing listener and a close from its callback; the
-// request socket (the `netlink` package) under more requests at once than its buffer holds answers for.
+// request socket (the `netlink` package) under more requests at once than its buffer holds answers
+// for; and the agent over both when a notification cannot be decoded.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { compiled } from '../dns/dns-topology.js';
@@ -9,16 +10,26 @@ describeNetns('rtnetlink sockets in a namespace', () => {
   let harness: Harness;
   let events: Record<string, Record<string, unknown>>;
   let flood: { code: number | null; stderr: string; report: Record<string, unknown> | null };
+  let undecodable: Record<string, unknown>;
 
   beforeAll(async () => {
-    const [eventsFixture = '', floodFixture = ''] = compiled(['test/guest/netd/fixtures/rtnl-events', 'test/guest/netd/fixtures/rtnetlink-flood', 'guest/netd/rtnl-events', 'guest/netd/rtnetlink']);
+    const [eventsFixture = '', floodFixture = '', undecodableFixture = ''] = compiled([
+      'test/guest/netd/fixtures/rtnl-events',
+      'test/guest/netd/fixtures/rtnetlink-flood',
+      'test/guest/netd/fixtures/undecodable-notification',
+      'guest/netd/rtnl-events',
+      'guest/netd/rtnetlink',
+      'guest/netd/agent',
+    ]);
     harness = createHarness('rtnl');
     // The fixture exits by itself only if closing released every socket and poll handle.
     const { stdout } = await (await harness.namespace('events')).exec([process.execPath, eventsFixture], { timeoutMs: 20_000 });
     events = JSON.parse(stdout) as typeof events;
     const result = await (await harness.namespace('flood')).exec([process.execPath, floodFixture], { timeoutMs: 60_000, allowFailure: true });
     flood = { code: result.code, stderr: result.stderr, report: result.code === 0 ? (JSON.parse(result.stdout) as Record<string, unknown>) : null };
-  }, 90_000);
+    const mangling = await (await harness.namespace('undec')).exec([process.execPath, undecodableFixture], { timeoutMs: 30_000 });
+    undecodable = JSON.parse(mangling.stdout) as typeof undecodable;
+  }, 120_000);
 
   afterAll(async () => {
     await harness?.cleanup();
@@ -69,5 +80,16 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     expect(flood.code, flood.stderr).toBe(0);
     expect(flood.report?.['answered']).toBe(flood.report?.['count']);
     expect(flood.report?.['firstRejection']).toBeNull();
+  });
+
+  it('has the agent read the whole state again when a notification cannot be decoded, and converge on what it said; warned once', () => {
+    // Every link notification about p2 was made undecodable: the agent learnt of p2 only by re-reading.
+    expect(Number(undecodable['mangled'])).toBeGreaterThanOrEqual(1);
+    expect(undecodable['p1']).toBe('configured');
+    expect(undecodable['p2']).toBe('configured');
+    expect(undecodable['p2InView']).toBe(true);
+    expect(undecodable['p2Routes']).toMatch(/^100\.64\.0\.2 .*scope link/m);
+    expect(Number(undecodable['fullSyncs'])).toBeGreaterThan(Number(undecodable['fullSyncsAtStart']));
+    expect(undecodable['undecodableWarnings']).toEqual([{ messageType: 'NEWLINK', error: 'Unexpected Link message length (4)' }]);
   });
 });
