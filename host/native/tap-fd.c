@@ -54,12 +54,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "so-peerpidfd.h"  // after <sys/socket.h>: only where its headers lack SO_PEERPIDFD
+
 #ifndef PIDFD_GET_NET_NAMESPACE
 #define PIDFD_GET_NET_NAMESPACE _IO(0xFF, 4)  // Linux 6.11, include/uapi/linux/pidfd.h
-#endif
-
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77  // Linux 6.5, include/uapi/asm-generic/socket.h; newer than these headers
 #endif
 
 #define MAX_RIGHTS 16
@@ -260,10 +258,15 @@ static napi_value peer_pidfd(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv)) return NULL;
   int32_t fd;
   if (!int_arg(env, argv[0], &fd)) return NULL;
+#ifdef SO_PEERPIDFD
   int pidfd = -1;
   socklen_t size = sizeof pidfd;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &size) != 0) return throw_errno(env, errno, "SO_PEERPIDFD");
   return number(env, pidfd);
+#else
+  // Its number on this architecture is not known here (so-peerpidfd.h): as a kernel without it.
+  return throw_errno(env, ENOPROTOOPT, "SO_PEERPIDFD (its number on this architecture is unknown to this build)");
+#endif
 }
 
 static napi_value pidfd_exited(napi_env env, napi_callback_info info) {
