@@ -4,8 +4,8 @@
 // tap's MTU (cloud-hypervisor net_util/src/tap.rs; since PR #8112 it then offers none, before it
 // the add-net failed). Namespaces are told apart as the kernel does: by the (st_dev, st_ino) of
 // their nsfs inode. The VMM's namespace is held open while it is judged, and what the tap's name
-// resolves to there is asked in it (a socket made there), never read from /proc/PID/net/dev,
-// which lists no altnames.
+// resolves to there is asked in it (a route netlink socket made there, which loads no module for
+// a missing name as SIOCGIFMTU would), never read from /proc/PID/net/dev, which lists no altnames.
 import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
 import { DEFAULT_NIC_MTU } from './nic.js';
 import { deviceMtuIn } from './tap-fd.js';
@@ -140,8 +140,9 @@ export type NamedDevice =
   | { readonly kind: 'unknown'; readonly why: string };
 
 /**
- * What `name` resolves to in the network namespace open as `netnsFd` (SIOCGIFMTU there, as
- * cloud-hypervisor asks for its tap's MTU: device names and altnames alike). Reads only.
+ * What `name` resolves to in the network namespace open as `netnsFd`, as cloud-hypervisor's
+ * SIOCGIFMTU there resolves its tap's name (device names and altnames alike), asked by route
+ * netlink (tap-fd.ts deviceMtuIn): reads only, and loads no kernel module for a name nothing has.
  */
 export function namedDevice(netnsFd: number, name: string): NamedDevice {
   try {

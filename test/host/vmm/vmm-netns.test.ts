@@ -1,12 +1,17 @@
 // Whether a VMM runs in the taps' network namespace: the verdict (a property over all cases), and
-// the namespace of real processes, in this namespace, in one of the test's own, and gone.
-import { spawnSync } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+// the namespace of real processes, in this namespace, in one of the test's own, and gone; what a
+// name resolves to there, asked without a device ioctl.
+import { execFile, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_NIC_MTU, NIC_MTU_MAX, NIC_MTU_MIN } from '../../../host/vmm/nic.js';
 import { type PeerNetns, type PeerProcess, mtuVerdict, namedDevice, openPeerNetns, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
+import { compiledFixture } from './fake-cloud-hypervisor-process.js';
 
 const identity = fc.record({ dev: fc.bigInt({ min: 1n, max: 1n << 32n }), ino: fc.bigInt({ min: 1n, max: 1n << 32n }) });
 const peer: fc.Arbitrary<PeerNetns> = fc.oneof(
@@ -109,6 +114,35 @@ describeNetns('peerNetns with a namespace of the test', () => {
     } finally {
       closeSync(there);
       closeSync(here);
+    }
+  });
+
+  it('asks without a device ioctl (SIOCGIF*, for which the kernel first tries to load a module named after a missing name: dev_load runs modprobe), as strace shows', async () => {
+    // The kernel here may have no modules at all (no /proc/sys/kernel/modprobe), and pointing
+    // modprobe elsewhere would change the whole machine: what is observed is the call itself.
+    // Run from dist, in a process of its own under strace (ptrace: nothing outside it changes).
+    const compiled = compiledFixture('host/vmm/vmm-netns', ['host/vmm/tap-fd']);
+    await ns.ip(['tuntap', 'add', 'dev', 'snd8', 'mode', 'tap']);
+    await ns.ip(['link', 'set', 'snd8', 'mtu', '8000']);
+    await ns.ip(['link', 'property', 'add', 'dev', 'snd8', 'altname', 'snp7008']);
+    const dir = mkdtempSync(join(tmpdir(), 'sn-vmmns-strace-'));
+    try {
+      const trace = join(dir, 'trace');
+      const lookups = `
+        import { closeSync, openSync } from 'node:fs';
+        import { namedDevice } from ${JSON.stringify(compiled)};
+        const there = openSync(${JSON.stringify(`/run/netns/${ns.name}`)}, 'r');
+        console.log(JSON.stringify(['snp-absent', 'snd8', 'snp7008'].map((name) => namedDevice(there, name))));
+        closeSync(there);`;
+      const { stdout } = await promisify(execFile)('strace', ['-f', '-qq', '-e', 'trace=ioctl,setns', '-o', trace, process.execPath, '--input-type=module', '-e', lookups]);
+      expect(JSON.parse(stdout)).toEqual([{ kind: 'none' }, { kind: 'device', mtu: 8000 }, { kind: 'device', mtu: 8000 }]);
+      const calls = readFileSync(trace, 'utf8').split('\n');
+      // The trace saw the lookups (each enters the namespace and comes back) ...
+      expect(calls.filter((line) => /\bsetns\(\d+, CLONE_NEWNET\) += 0/.test(line)).length).toBeGreaterThanOrEqual(6);
+      // ... and no socket device ioctl (SIOC*, or the 0x89xx range where strace has no name).
+      expect(calls.filter((line) => /\bioctl\(\d+, (SIOC|0x89[0-9a-f]{2}\b)/i.test(line))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
