@@ -31,9 +31,12 @@
 //       reused. ENOTTY before 6.11, ESRCH once the process has exited, EACCES without ptrace
 //       access to it
 //   deviceMtu(netnsFd, name) -> mtu          the MTU of the device `name` resolves to in that
-//       network namespace (SIOCGIFMTU, as an unprivileged VMM there asks: an altname resolves to
-//       its device), on a datagram socket made there; nothing is changed. ENODEV if no device
-//       has that name there
+//       network namespace (a device's name or an altname, as a VMM's SIOCGIFMTU there resolves
+//       it), asked with RTM_GETLINK by IFLA_IFNAME on a route netlink socket made there: the
+//       kernel only looks the name up (rtnl_getlink, __dev_get_by_name, which knows altnames).
+//       Not SIOCGIFMTU: for a name nothing has, its dev_ioctl first calls dev_load, which runs
+//       modprobe for "netdev-NAME" (CAP_NET_ADMIN) and "NAME" (CAP_SYS_MODULE): a read must not
+//       load modules. Nothing is changed. ENODEV if no device has that name there
 // Descriptors are closed from JS (fs.closeSync).
 #define _GNU_SOURCE  // setns, struct ucred
 #define NAPI_VERSION 8
@@ -44,23 +47,29 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_link.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "so-peerpidfd.h"  // after <sys/socket.h>: only where its headers lack SO_PEERPIDFD
 
 #ifndef PIDFD_GET_NET_NAMESPACE
 #define PIDFD_GET_NET_NAMESPACE _IO(0xFF, 4)  // Linux 6.11, include/uapi/linux/pidfd.h
 #endif
 
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77  // Linux 6.5, include/uapi/asm-generic/socket.h; newer than these headers
-#endif
+// The reply to one RTM_GETLINK, statistics left out (RTEXT_FILTER_SKIP_STATS): a few KiB.
+#define LINK_REPLY_BYTES 32768
 
 #define MAX_RIGHTS 16
 #define TAP_FLAGS (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
@@ -260,10 +269,15 @@ static napi_value peer_pidfd(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv)) return NULL;
   int32_t fd;
   if (!int_arg(env, argv[0], &fd)) return NULL;
+#ifdef SO_PEERPIDFD
   int pidfd = -1;
   socklen_t size = sizeof pidfd;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &size) != 0) return throw_errno(env, errno, "SO_PEERPIDFD");
   return number(env, pidfd);
+#else
+  // Its number on this architecture is not known here (so-peerpidfd.h): as a kernel without it.
+  return throw_errno(env, ENOPROTOOPT, "SO_PEERPIDFD (its number on this architecture is unknown to this build)");
+#endif
 }
 
 static napi_value pidfd_exited(napi_env env, napi_callback_info info) {
@@ -292,6 +306,78 @@ static napi_value pidfd_netns(napi_env env, napi_callback_info info) {
   return number(env, netns_fd);
 }
 
+// The MTU of the device `name` resolves to in the namespace of `netlink` (a route netlink
+// socket), into *mtu: 0, or an errno (ENODEV: no device has that name).
+static int link_mtu(int netlink, const char *name, uint32_t *mtu) {
+  union {
+    uint8_t bytes[NLMSG_SPACE(sizeof(struct ifinfomsg)) + RTA_SPACE(IFNAMSIZ) + RTA_SPACE(sizeof(uint32_t))];
+    struct nlmsghdr align;
+  } request;
+  memset(&request, 0, sizeof request);
+  struct nlmsghdr *header = &request.align;
+  header->nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+  header->nlmsg_type = RTM_GETLINK;
+  header->nlmsg_flags = NLM_F_REQUEST;
+  header->nlmsg_seq = 1;
+  ((struct ifinfomsg *)NLMSG_DATA(header))->ifi_family = AF_UNSPEC;  // ifi_index 0: by name
+  // IFLA_IFNAME alone: the kernel looks it up among device names and altnames alike (an altname
+  // shorter than IFNAMSIZ, as every name here is, needs no IFLA_ALT_IFNAME).
+  struct rtattr *attribute = (struct rtattr *)(request.bytes + NLMSG_ALIGN(header->nlmsg_len));
+  attribute->rta_type = IFLA_IFNAME;
+  attribute->rta_len = RTA_LENGTH(strlen(name) + 1);
+  memcpy(RTA_DATA(attribute), name, strlen(name) + 1);
+  header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + RTA_ALIGN(attribute->rta_len);
+  attribute = (struct rtattr *)(request.bytes + header->nlmsg_len);
+  attribute->rta_type = IFLA_EXT_MASK;
+  attribute->rta_len = RTA_LENGTH(sizeof(uint32_t));
+  uint32_t filter = RTEXT_FILTER_SKIP_STATS;
+  memcpy(RTA_DATA(attribute), &filter, sizeof filter);
+  header->nlmsg_len += RTA_ALIGN(attribute->rta_len);
+
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  ssize_t sent;
+  do sent = sendto(netlink, request.bytes, header->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0) return errno;
+  uint8_t *reply = malloc(LINK_REPLY_BYTES);
+  if (reply == NULL) return ENOMEM;
+  int error = EPROTO;  // until an answer to this request says otherwise
+  for (int answered = 0; !answered;) {
+    ssize_t received = recv(netlink, reply, LINK_REPLY_BYTES, MSG_TRUNC);
+    if (received < 0) {
+      if (errno == EINTR) continue;
+      error = errno;  // EAGAIN: no answer within the socket's receive timeout
+      break;
+    }
+    if (received > LINK_REPLY_BYTES) {
+      error = EMSGSIZE;
+      break;
+    }
+    size_t left = (size_t)received;
+    for (struct nlmsghdr *message = (struct nlmsghdr *)reply; NLMSG_OK(message, left); message = NLMSG_NEXT(message, left)) {
+      if (message->nlmsg_seq != header->nlmsg_seq) continue;
+      answered = 1;
+      if (message->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *refusal = NLMSG_DATA(message);
+        if (message->nlmsg_len >= NLMSG_LENGTH(sizeof *refusal) && refusal->error < 0) error = -refusal->error;
+        break;
+      }
+      if (message->nlmsg_type != RTM_NEWLINK || message->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg))) break;
+      int length = (int)(message->nlmsg_len - NLMSG_LENGTH(sizeof(struct ifinfomsg)));
+      for (struct rtattr *found = IFLA_RTA(NLMSG_DATA(message)); RTA_OK(found, length); found = RTA_NEXT(found, length)) {
+        if (found->rta_type == IFLA_MTU && RTA_PAYLOAD(found) >= sizeof *mtu) {
+          memcpy(mtu, RTA_DATA(found), sizeof *mtu);
+          error = 0;
+          break;
+        }
+      }
+      break;
+    }
+  }
+  free(reply);
+  return error;
+}
+
 static napi_value device_mtu(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return NULL;
@@ -304,18 +390,17 @@ static napi_value device_mtu(napi_env env, napi_callback_info info) {
   int home;
   int error = netns_enter(netns_fd, &home);
   if (error != 0) return throw_errno(env, error, "setns");
-  int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int netlink = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
   error = errno;
   netns_leave(home);
-  if (probe < 0) return throw_errno(env, error, "socket");
-  struct ifreq request;
-  memset(&request, 0, sizeof request);
-  memcpy(request.ifr_name, name, strlen(name) + 1);  // shorter than IFNAMSIZ, checked above
-  int got = ioctl(probe, SIOCGIFMTU, &request);
-  error = errno;
-  close(probe);
-  if (got != 0) return throw_errno(env, error, name);
-  return number(env, request.ifr_mtu);
+  if (netlink < 0) return throw_errno(env, error, "netlink socket");
+  // The kernel answers while the request is sent; the bound only keeps a lost answer from hanging.
+  struct timeval bound = {.tv_sec = 2};
+  uint32_t mtu = 0;
+  error = setsockopt(netlink, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound) != 0 ? errno : link_mtu(netlink, name, &mtu);
+  close(netlink);
+  if (error != 0) return throw_errno(env, error, name);
+  return number(env, (int32_t)mtu);
 }
 
 static napi_value init(napi_env env, napi_value exports) {

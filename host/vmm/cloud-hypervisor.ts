@@ -15,10 +15,12 @@
 // must run in the taps' network namespace (as Spectrum's does): elsewhere it reads no MTU (the
 // guest stays at 1500; before PR #8112, April 2026, the add-net failed) or another device's. So
 // before the tap goes, the namespace of the process behind the socket (SO_PEERCRED, held by a
-// pidfd: SO_PEERPIDFD) is compared with the taps' (vmm-netns.ts), and a link MTU other than 1500
-// is refused there; at 1500 the tap's name is looked up there as cloud-hypervisor will (SIOCGIFMTU
-// in that namespace, so altnames count), and a device it names is refused unless its MTU is 1500
-// (its MTU would be the guest's). The MTU is read once, when the NIC is made: a NIC left from a link of another MTU
+// pidfd: SO_PEERPIDFD) is compared with the taps' (vmm-netns.ts). Where they differ, the tap's
+// name is looked up in the VMM's namespace as its SIOCGIFMTU will resolve it (device names and
+// altnames; asked by route netlink, which loads no kernel module for a missing name), and the NIC
+// is refused unless its guest would learn the link MTU all the same: from a device of that name
+// whose MTU is the link's, or, at 1500, from nothing of that name (no MTU offered: the guest's
+// default). The MTU is read once, when the NIC is made: a NIC left from a link of another MTU
 // keeps the old one (vm.info cannot tell).
 import { closeSync } from 'node:fs';
 import { request } from 'node:http';
@@ -28,7 +30,7 @@ import { quoteName, quoteText, shownText } from '../vm-name.js';
 import { deadline } from './deadline.js';
 import { DEFAULT_NIC_MTU, type VmmNic, vmmNic } from './nic.js';
 import { type RightsConnection, TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
-import { type NetnsIdentity, type OpenedNetns, type PeerProcess, mtuVerdict, namedDevice, netnsRelation, openPeerNetns, shownNetns, tapsNetns } from './vmm-netns.js';
+import { type NetnsIdentity, type OpenedNetns, type PeerProcess, mtuVerdict, openPeerNetns, shownNetns, tapsNetns, vmmPlace } from './vmm-netns.js';
 import { VmmSocket, VmmSocketError, noVmmThere } from './vmm-socket.js';
 
 export type CloudHypervisorErrorKind =
@@ -76,7 +78,7 @@ export interface CloudHypervisorOptions {
   readonly signal?: AbortSignal;
   /** The VM, for messages. */
   readonly vm?: string;
-  /** Told what an attach goes on despite (its VMM's namespace not known, or another one where the MTU is 1500). */
+  /** Told what an attach goes on despite (its VMM's namespace not known, or another one where its guest learns the link MTU all the same). */
   readonly log?: (level: 'info' | 'warn', message: string) => void;
   /**
    * chAttach: bound on taking back, as a whole, a NIC that vm.add-net may have added without
@@ -323,49 +325,57 @@ function vetNamespace(socketPath: string, nic: VmmNic, options: CloudHypervisorO
 }
 
 function vetOpened(socketPath: string, nic: VmmNic, options: CloudHypervisorOptions, peerPid: number, taps: NetnsIdentity, opened: OpenedNetns): void {
-  const peer = netnsRelation(opened, taps);
-  const verdict = mtuVerdict(peer, nic.mtu);
-  if (verdict === 'attach') return;
+  // In another namespace it reads the MTU of whatever the tap's name resolves to there (a
+  // device's name or an altname): vmmPlace asks there the same way.
+  const place = vmmPlace(opened, taps, nic.tap);
+  const verdict = mtuVerdict(place, nic.mtu);
+  if (verdict === 'attach' || place.kind === 'same') return;
+  const link = nic.mtu ?? DEFAULT_NIC_MTU;
   const of = options.vm === undefined ? '' : ` of VM ${options.vm}`;
   const tapsAt = `${options.tapNetnsPath ?? "spectrum-link's own"}, ${shownNetns(taps)}`;
-  if (opened.kind === 'unknown') {
-    const message = `cloud-hypervisor${of} at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${opened.why}; if not, its guest gets MTU 1500 on NIC ${nic.id}, not the link's ${String(nic.mtu)}`;
+  if (place.kind === 'unknown') {
+    const message = `cloud-hypervisor${of} at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${place.why}; if not, its guest gets MTU 1500 on NIC ${nic.id}, not the link's ${String(link)}`;
     options.log?.('warn', message);
     return;
   }
-  if (peer.kind !== 'other') return; // 'same' attaches above; 'unknown' only where opened is
   // SO_PEERCRED names the process that made the socket listen: cloud-hypervisor itself, unless a
   // launcher handed it a listening socket (`--api-socket fd=`) and still runs (once it has exited,
   // openPeerNetns cannot tell).
   // Its pidfd opens its namespace even where our PID namespace gives it no pid (SO_PEERCRED: 0).
   const who = peerPid > 0 ? `pid ${peerPid}, which made the socket listen` : 'not visible from our PID namespace, the process that made the socket listen';
-  const where = `cloud-hypervisor${of} at ${socketPath} (${who}) runs in network namespace ${shownNetns(peer.peer)}, not in the taps' (${tapsAt})`;
-  if (verdict === 'note') {
-    // It reads the MTU of whatever the tap's name resolves to there (a device's name or an
-    // altname), asked here the same way, in that namespace: 1500 where nothing has that name.
-    const named = namedDevice(opened.fd, nic.tap);
-    switch (named.kind) {
-      case 'none':
+  const where = `cloud-hypervisor${of} at ${socketPath} (${who}) runs in network namespace ${shownNetns(place.peer)}, not in the taps' (${tapsAt})`;
+  const { named } = place;
+  const byName = `it reads tap ${nic.tap}'s MTU by name in its own namespace`;
+  switch (named.kind) {
+    case 'none':
+      if (verdict === 'note') {
         options.log?.('info', `${where}: it cannot read tap ${nic.tap}'s MTU there, so its guest gets the default 1500, the link's (a cloud-hypervisor before PR #8112, April 2026, refuses the NIC there instead)`);
         return;
-      case 'device':
-        if (named.mtu === DEFAULT_NIC_MTU) {
-          options.log?.('info', `${where}: it reads tap ${nic.tap}'s MTU by name there, where that name is another device's (its own name or an altname) of MTU ${DEFAULT_NIC_MTU}, so its guest gets ${DEFAULT_NIC_MTU}, the link's`);
-          return;
-        }
-        throw new CloudHypervisorError(
-          'other-netns',
-          `${where}: it reads tap ${nic.tap}'s MTU by name in its own namespace, where that name is a device's (its own name or an altname) of MTU ${named.mtu}, so its guest would learn ${named.mtu}, not the link's 1500; run cloud-hypervisor in the taps' network namespace, or free the name ${nic.tap} there (rename that device, or delete that altname)`,
-        );
-      case 'unknown':
+      }
+      throw new CloudHypervisorError(
+        'other-netns',
+        `${where}: ${byName}, where nothing has that name, so its guest would get the default 1500, not the link MTU ${link}; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500 (its guest then gets 1500)`,
+      );
+    case 'device':
+      if (verdict === 'note') {
+        options.log?.('info', `${where}: it reads tap ${nic.tap}'s MTU by name there, where that name is another device's (its own name or an altname) of MTU ${named.mtu}, so its guest gets ${named.mtu}, the link's`);
+        return;
+      }
+      // Freed, the name gives the guest 1500: a way out only where that is the link's.
+      throw new CloudHypervisorError(
+        'other-netns',
+        `${where}: ${byName}, where that name is a device's (its own name or an altname) of MTU ${named.mtu}, so its guest would learn ${named.mtu}, not the link's ${link}; run cloud-hypervisor in the taps' network namespace, or ${link === DEFAULT_NIC_MTU ? `free the name ${nic.tap} there (rename that device, or delete that altname)` : `give that device MTU ${link} there`}`,
+      );
+    case 'unknown':
+      if (verdict === 'warn') {
         options.log?.('warn', `${where}: cannot tell whether a device there has the name ${nic.tap} (${named.why}); if so, its guest gets that device's MTU, not the link's 1500`);
         return;
-    }
+      }
+      throw new CloudHypervisorError(
+        'other-netns',
+        `${where}: ${byName}, and what that name is there cannot be told (${named.why}), so its guest may not learn the link MTU ${link}; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500`,
+      );
   }
-  throw new CloudHypervisorError(
-    'other-netns',
-    `${where}: it reads tap ${nic.tap}'s MTU by name in its own namespace, so its guest would not learn the link MTU ${String(nic.mtu)}; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500 (its guest then gets 1500)`,
-  );
 }
 
 /** Failures of a request that never reached cloud-hypervisor: an add-net failing so added nothing. */

@@ -177,9 +177,10 @@ export class SocketPeer {
 }
 
 /**
- * The MTU of the device that `name` resolves to in the network namespace open as `netnsFd`, read
- * as a VMM there reads a tap's (SIOCGIFMTU by name, so an altname counts), changing nothing.
- * Throws an errno error: ENODEV if no device there has that name.
+ * The MTU of the device that `name` resolves to in the network namespace open as `netnsFd` (its
+ * own name or an altname, as a VMM's SIOCGIFMTU there resolves it), asked by route netlink
+ * (RTM_GETLINK by name), which loads no kernel module for a name nothing has, where SIOCGIFMTU
+ * would; changes nothing. Throws an errno error: ENODEV if no device there has that name.
  */
 export function deviceMtuIn(netnsFd: number, name: string): number {
   return loaded().deviceMtu(netnsFd, name);

@@ -4,8 +4,8 @@
 // tap's MTU (cloud-hypervisor net_util/src/tap.rs; since PR #8112 it then offers none, before it
 // the add-net failed). Namespaces are told apart as the kernel does: by the (st_dev, st_ino) of
 // their nsfs inode. The VMM's namespace is held open while it is judged, and what the tap's name
-// resolves to there is asked in it (a socket made there), never read from /proc/PID/net/dev,
-// which lists no altnames.
+// resolves to there is asked in it (a route netlink socket made there, which loads no module for
+// a missing name as SIOCGIFMTU would), never read from /proc/PID/net/dev, which lists no altnames.
 import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
 import { DEFAULT_NIC_MTU } from './nic.js';
 import { deviceMtuIn } from './tap-fd.js';
@@ -28,16 +28,57 @@ export type PeerNetns =
 export const sameNetns = (a: NetnsIdentity, b: NetnsIdentity): boolean => a.dev === b.dev && a.ino === b.ino;
 
 /**
- * What to do about a NIC whose guest is to learn link MTU `mtu` (absent: the default), its VMM
- * in `peer` relative to the taps: 'attach'; 'note' (another namespace, but the guest's default
- * is the link MTU); 'warn' (cannot tell, and it matters); 'refuse' (the guest would get another
- * MTU than the link's).
+ * Where a VMM runs relative to the taps, as far as its guest's MTU goes: in the taps' namespace,
+ * in one that cannot be told, or in another, where it reads the MTU of whatever the tap's name
+ * resolves to there (`named`).
  */
-export function mtuVerdict(peer: PeerNetns, mtu: number | undefined): 'attach' | 'note' | 'warn' | 'refuse' {
-  if (peer.kind === 'same') return 'attach';
-  const matters = mtu !== undefined && mtu !== DEFAULT_NIC_MTU;
-  if (peer.kind === 'unknown') return matters ? 'warn' : 'attach';
-  return matters ? 'refuse' : 'note';
+export type VmmPlace =
+  | { readonly kind: 'same' }
+  /** Its namespace cannot be opened; `why` says so for an operator. */
+  | { readonly kind: 'unknown'; readonly why: string }
+  | { readonly kind: 'other'; readonly peer: NetnsIdentity; readonly named: NamedDevice };
+
+/**
+ * The MTU a guest learns from a VMM that reads its tap's MTU by name where that name resolves to
+ * `named`: that device's; none read (nothing has the name), the guest's default, 1500
+ * (cloud-hypervisor then offers none); undefined where that cannot be told.
+ */
+export function guestMtu(named: NamedDevice): number | undefined {
+  switch (named.kind) {
+    case 'none':
+      return DEFAULT_NIC_MTU;
+    case 'device':
+      return named.mtu;
+    case 'unknown':
+      return undefined;
+  }
+}
+
+export type MtuVerdict =
+  /** Nothing to say: the taps' namespace, or one that cannot be told where the link MTU is the default. */
+  | 'attach'
+  /** Another namespace, where the guest learns the link MTU all the same (guestMtu): attach, saying so. */
+  | 'note'
+  /** Cannot tell what the guest learns (its namespace unknown at another link MTU than the default; or, in another namespace at the default, what has the tap's name there): attach, warning. */
+  | 'warn'
+  /** Another namespace, where the guest would learn another MTU than the link's, or, at another MTU than the default, cannot be told to learn it. */
+  | 'refuse';
+
+/** What to do about a NIC whose guest is to learn link MTU `mtu` (absent: the default), its VMM at `place`. */
+export function mtuVerdict(place: VmmPlace, mtu: number | undefined): MtuVerdict {
+  const link = mtu ?? DEFAULT_NIC_MTU;
+  switch (place.kind) {
+    case 'same':
+      return 'attach';
+    case 'unknown':
+      // Most likely the taps' (as Spectrum runs it): attach, warning only where it matters.
+      return link === DEFAULT_NIC_MTU ? 'attach' : 'warn';
+    case 'other': {
+      const guest = guestMtu(place.named);
+      if (guest === undefined) return link === DEFAULT_NIC_MTU ? 'warn' : 'refuse';
+      return guest === link ? 'note' : 'refuse';
+    }
+  }
 }
 
 function identity(path: string): NetnsIdentity {
@@ -124,6 +165,16 @@ export function netnsRelation(opened: OpenedNetns, taps: NetnsIdentity): PeerNet
   return sameNetns(opened.identity, taps) ? { kind: 'same' } : { kind: 'other', peer: opened.identity, taps };
 }
 
+/**
+ * Where the VMM whose namespace openPeerNetns opened runs, relative to `taps`; in another
+ * namespace, what its tap's name `tap` resolves to there (namedDevice).
+ */
+export function vmmPlace(opened: OpenedNetns, taps: NetnsIdentity, tap: string): VmmPlace {
+  if (opened.kind === 'unknown') return opened;
+  if (sameNetns(opened.identity, taps)) return { kind: 'same' };
+  return { kind: 'other', peer: opened.identity, named: namedDevice(opened.fd, tap) };
+}
+
 /** Where process `peer` runs, relative to `taps`. */
 export function peerNetns(peer: PeerProcess, taps: NetnsIdentity): PeerNetns {
   const opened = openPeerNetns(peer);
@@ -140,8 +191,9 @@ export type NamedDevice =
   | { readonly kind: 'unknown'; readonly why: string };
 
 /**
- * What `name` resolves to in the network namespace open as `netnsFd` (SIOCGIFMTU there, as
- * cloud-hypervisor asks for its tap's MTU: device names and altnames alike). Reads only.
+ * What `name` resolves to in the network namespace open as `netnsFd`, as cloud-hypervisor's
+ * SIOCGIFMTU there resolves its tap's name (device names and altnames alike), asked by route
+ * netlink (tap-fd.ts deviceMtuIn): reads only, and loads no kernel module for a name nothing has.
  */
 export function namedDevice(netnsFd: number, name: string): NamedDevice {
   try {

@@ -246,8 +246,8 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       return { ...options, vm: 'appvm-lynx', log: (level, message) => heard.push({ level, message }), ...extra };
     };
 
-    it('another namespace and a link MTU other than 1500: other-netns in one line saying what to do, before anything is sent', async () => {
-      // The fake runs in this process, not in the taps' namespace.
+    it('another namespace with nothing of the tap\'s name and a link MTU other than 1500: other-netns in one line saying what to do, before anything is sent', async () => {
+      // The fake runs in this process, not in the taps' namespace; nothing here has the tap's name.
       const ch = await fake('Running');
       const fds = readdirSync('/proc/self/fd').length;
       const error = await chError(chAttach(ch.socketPath, { ...nic, mtu: 9000 }, logged()));
@@ -255,7 +255,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(error.message).not.toContain('\n');
       expect(error.message).toMatch(
         new RegExp(
-          `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${process.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' \\(${options.tapNetnsPath ?? ''}, net:\\[\\d+\\]\\): it reads tap snp42310's MTU by name in its own namespace, so its guest would not learn the link MTU 9000; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500`,
+          `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${process.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' \\(${options.tapNetnsPath ?? ''}, net:\\[\\d+\\]\\): it reads tap snp42310's MTU by name in its own namespace, where nothing has that name, so its guest would get the default 1500, not the link MTU 9000; run cloud-hypervisor in the taps' network namespace, or link with --mtu 1500 \\(its guest then gets 1500\\)$`,
         ),
       );
       expect(ch.requests).toEqual([]);
@@ -320,6 +320,42 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(error.message).toMatch(refusedForMtu(ch.pid, 9000));
       expect(heard).toEqual([]);
       expect(await ch.report()).toMatchObject({ requests: [], heldTapQueues: 0 });
+      // A link of MTU 9000: that altname's device gives its guest 9000, the link's.
+      expect(await chAttach(ch.socketPath, { ...nic, mtu: 9000 }, logged())).toMatchObject({ outcome: 'hot-added' });
+      expect(heard).toEqual([{ level: 'info', message: expect.stringMatching(/: it reads tap snp42310's MTU by name there, where that name is another device's \(its own name or an altname\) of MTU 9000, so its guest gets 9000, the link's$/) }]);
+      await chDetach(ch.socketPath, nic, options);
+    });
+
+    it("another namespace at a link MTU of 9000 where the tap's name is a device's of MTU 9000: attached, saying so at info level; of another MTU: other-netns saying which, before anything is sent", async () => {
+      // cloud-hypervisor there reads 9000 by the tap's name, and offers its guest that: the link's.
+      const { ns: elsewhere, ch } = await fakeElsewhere('same9000', async (ns) => {
+        await ns.ip(['tuntap', 'add', 'dev', nic.tap, 'mode', 'tap']);
+        await ns.ip(['link', 'set', nic.tap, 'mtu', '8000']);
+      });
+      const error = await chError(chAttach(ch.socketPath, { ...nic, mtu: 9000 }, logged()));
+      expect(error.kind).toBe('other-netns');
+      expect(error.message).not.toContain('\n');
+      expect(error.message).toMatch(
+        new RegExp(
+          `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${ch.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it reads tap snp42310's MTU by name in its own namespace, where that name is a device's \\(its own name or an altname\\) of MTU 8000, so its guest would learn 8000, not the link's 9000; run cloud-hypervisor in the taps' network namespace, or give that device MTU 9000 there$`,
+        ),
+      );
+      expect(heard).toEqual([]);
+      expect(await ch.report()).toMatchObject({ requests: [], heldTapQueues: 0 });
+      await elsewhere.ip(['link', 'set', nic.tap, 'mtu', '9000']);
+      expect(await chAttach(ch.socketPath, { ...nic, mtu: 9000 }, logged())).toMatchObject({ outcome: 'hot-added' });
+      expect(heard).toEqual([
+        {
+          level: 'info',
+          message: expect.stringMatching(
+            new RegExp(
+              `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${ch.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it reads tap snp42310's MTU by name there, where that name is another device's \\(its own name or an altname\\) of MTU 9000, so its guest gets 9000, the link's$`,
+            ),
+          ),
+        },
+      ]);
+      expect(await ch.report()).toMatchObject({ requests: [{ path: '/api/v1/vm.add-net', taps: ['snp42310'] }], heldTapQueues: 1 });
+      await chDetach(ch.socketPath, nic, options);
     });
 
     it("another namespace at MTU 1500 that has a device of the tap's name at MTU 1500: attached (its guest gets 1500 all the same), saying so at info level", async () => {
@@ -432,7 +468,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       // Its namespace is known by its pidfd (Linux 6.11), its pid is not.
       expect(result.heard).toEqual([]);
       expect(result.outcome.error).toMatch(
-        /^cloud-hypervisor of VM appvm-lynx at \S+api\.sock \(not visible from our PID namespace, the process that made the socket listen\) runs in network namespace net:\[\d+\], not in the taps' .*: it reads tap snp42310's MTU by name in its own namespace, so its guest would not learn the link MTU 9000;/,
+        /^cloud-hypervisor of VM appvm-lynx at \S+api\.sock \(not visible from our PID namespace, the process that made the socket listen\) runs in network namespace net:\[\d+\], not in the taps' .*: it reads tap snp42310's MTU by name in its own namespace, where nothing has that name, so its guest would get the default 1500, not the link MTU 9000;/,
       );
       expect(await ch.report()).toMatchObject({ requests: [], heldTapQueues: 0 });
     });

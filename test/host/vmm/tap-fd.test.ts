@@ -1,13 +1,42 @@
 // The tap_fd addon against the real kernel: tap queues opened in a namespace of the test's own,
 // and descriptors carried over a Unix socket with the first bytes of a connection.
+import { execFileSync } from 'node:child_process';
 import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TapFd, connectWithRights, peekRights, tapNameOf } from '../../../host/vmm/tap-fd.js';
 import { createHarness, describeNetns, eventually, type Harness, type Netns } from '../../harness/index.js';
 import { orphanedListener } from './orphaned-listener.js';
+
+describe('SO_PEERPIDFD where the C library\'s headers lack it (host/native/so-peerpidfd.h)', () => {
+  const native = fileURLToPath(new URL('../../../host/native/', import.meta.url));
+  /** SO_PEERPIDFD as the addon's build sees it for a compiler that predefines `macros` (and none of the host's): 'none' where undefined. */
+  const chosen = (macros: readonly string[]): string => {
+    const probe = '#include "so-peerpidfd.h"\n#ifdef SO_PEERPIDFD\nchosen SO_PEERPIDFD\n#else\nchosen none\n#endif\n';
+    const out = execFileSync('cc', ['-E', '-P', '-undef', ...macros.map((macro) => `-D${macro}`), '-I', native, '-x', 'c', '-'], { input: probe, encoding: 'utf8' });
+    const found = /^chosen (\S+)$/m.exec(out)?.[1];
+    if (found === undefined) throw new Error(`the preprocessor printed no choice: ${out}`);
+    return found;
+  };
+
+  it("takes each architecture's own number from the kernel's uapi headers (parisc and sparc differ), and guesses none for an architecture it does not know", () => {
+    // arch/parisc/include/uapi/asm/socket.h, arch/sparc/include/uapi/asm/socket.h
+    expect(chosen(['__hppa__'])).toBe('0x404B');
+    expect(chosen(['__sparc__'])).toBe('0x0056');
+    // include/uapi/asm-generic/socket.h (alpha's and mips' own headers agree)
+    for (const arch of ['__x86_64__', '__i386__', '__aarch64__', '__arm__', '__riscv', '__powerpc__', '__s390__', '__loongarch__', '__alpha__', '__mips__']) {
+      expect([arch, chosen([arch])]).toEqual([arch, '77']);
+    }
+    expect(chosen([])).toBe('none');
+    expect(chosen(['__m68k__'])).toBe('none');
+    // Headers that define it are taken as they are.
+    expect(chosen(['__hppa__', 'SO_PEERPIDFD=0x404B'])).toBe('0x404B');
+    expect(chosen(['__m68k__', 'SO_PEERPIDFD=4242'])).toBe('4242');
+  });
+});
 
 describeNetns('tap queues and descriptor passing', () => {
   let harness: Harness;

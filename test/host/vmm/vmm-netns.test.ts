@@ -1,19 +1,34 @@
 // Whether a VMM runs in the taps' network namespace: the verdict (a property over all cases), and
-// the namespace of real processes, in this namespace, in one of the test's own, and gone.
-import { spawnSync } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+// the namespace of real processes, in this namespace, in one of the test's own, and gone; what a
+// name resolves to there, asked without a device ioctl.
+import { execFile, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_NIC_MTU, NIC_MTU_MAX, NIC_MTU_MIN } from '../../../host/vmm/nic.js';
-import { type PeerNetns, type PeerProcess, mtuVerdict, namedDevice, openPeerNetns, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
+import { type NamedDevice, type PeerProcess, type VmmPlace, guestMtu, mtuVerdict, namedDevice, openPeerNetns, peerNetns, tapsNetns } from '../../../host/vmm/vmm-netns.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
+import { compiledFixture } from './fake-cloud-hypervisor-process.js';
 
 const identity = fc.record({ dev: fc.bigInt({ min: 1n, max: 1n << 32n }), ino: fc.bigInt({ min: 1n, max: 1n << 32n }) });
-const peer: fc.Arbitrary<PeerNetns> = fc.oneof(
-  fc.constant({ kind: 'same' as const }),
-  fc.record({ kind: fc.constant('other' as const), peer: identity, taps: identity }),
-  fc.record({ kind: fc.constant('unknown' as const), why: fc.string() }),
-);
+const anyMtu = fc.integer({ min: NIC_MTU_MIN, max: NIC_MTU_MAX });
+/** A link MTU (absent: the default), and where its VMM runs: a device there often has the link's MTU, or 1500. */
+const linkAndPlace: fc.Arbitrary<[number | undefined, VmmPlace]> = fc.option(anyMtu, { nil: undefined }).chain((mtu) => {
+  const named: fc.Arbitrary<NamedDevice> = fc.oneof(
+    fc.constant({ kind: 'none' as const }),
+    fc.record({ kind: fc.constant('device' as const), mtu: fc.oneof(fc.constant(mtu ?? DEFAULT_NIC_MTU), fc.constant(DEFAULT_NIC_MTU), anyMtu) }),
+    fc.record({ kind: fc.constant('unknown' as const), why: fc.string() }),
+  );
+  const place: fc.Arbitrary<VmmPlace> = fc.oneof(
+    fc.constant({ kind: 'same' as const }),
+    fc.record({ kind: fc.constant('unknown' as const), why: fc.string() }),
+    fc.record({ kind: fc.constant('other' as const), peer: identity, named }),
+  );
+  return fc.tuple(fc.constant(mtu), place);
+});
 
 /** A process known by its pid only (a kernel without SO_PEERPIDFD): nothing says whether it still runs. */
 const byPid = (pid: number): PeerProcess => ({ pid, running: () => undefined });
@@ -21,14 +36,42 @@ const byPid = (pid: number): PeerProcess => ({ pid, running: () => undefined });
 const exitedSince = (pid: number): PeerProcess => ({ pid, running: () => false });
 
 describe('mtuVerdict', () => {
-  it('refuses only another namespace with a link MTU other than 1500; warns only where it cannot tell and that MTU is asked for', () => {
+  it('in another namespace attaches (with a note) where the name resolves to a device of the link MTU, or to nothing at 1500; refuses another MTU; warns only where it cannot tell and the MTU is 1500', () => {
     fc.assert(
-      fc.property(peer, fc.option(fc.integer({ min: NIC_MTU_MIN, max: NIC_MTU_MAX }), { nil: undefined }), (where, mtu) => {
-        const matters = mtu !== undefined && mtu !== DEFAULT_NIC_MTU;
-        const expected = where.kind === 'same' ? 'attach' : where.kind === 'other' ? (matters ? 'refuse' : 'note') : matters ? 'warn' : 'attach';
-        expect(mtuVerdict(where, mtu)).toBe(expected);
+      fc.property(linkAndPlace, ([mtu, place]) => {
+        const link = mtu ?? DEFAULT_NIC_MTU;
+        const atDefault = link === DEFAULT_NIC_MTU;
+        let expected: string;
+        if (place.kind === 'same') expected = 'attach';
+        else if (place.kind === 'unknown') expected = atDefault ? 'attach' : 'warn';
+        else if (place.named.kind === 'device') expected = place.named.mtu === link ? 'note' : 'refuse';
+        else if (place.named.kind === 'none') expected = atDefault ? 'note' : 'refuse';
+        else expected = atDefault ? 'warn' : 'refuse';
+        expect(mtuVerdict(place, mtu)).toBe(expected);
       }),
     );
+  });
+
+  it('never lets a VMM in another namespace give its guest another MTU than the link\'s: it attaches there only where the guest learns the link MTU, or, at 1500, cannot be told to', () => {
+    fc.assert(
+      fc.property(linkAndPlace, ([mtu, place]) => {
+        if (place.kind !== 'other') return;
+        const link = mtu ?? DEFAULT_NIC_MTU;
+        const guest = guestMtu(place.named);
+        const attaches = mtuVerdict(place, mtu) !== 'refuse';
+        expect(attaches).toBe(guest === link || (guest === undefined && link === DEFAULT_NIC_MTU));
+      }),
+    );
+  });
+
+  it('guestMtu: the device\'s MTU; 1500 where nothing has the name (none is offered); undefined where that cannot be told', () => {
+    fc.assert(
+      fc.property(anyMtu, (mtu) => {
+        expect(guestMtu({ kind: 'device', mtu })).toBe(mtu);
+      }),
+    );
+    expect(guestMtu({ kind: 'none' })).toBe(DEFAULT_NIC_MTU);
+    expect(guestMtu({ kind: 'unknown', why: 'x' })).toBeUndefined();
   });
 });
 
@@ -109,6 +152,35 @@ describeNetns('peerNetns with a namespace of the test', () => {
     } finally {
       closeSync(there);
       closeSync(here);
+    }
+  });
+
+  it('asks without a device ioctl (SIOCGIF*, for which the kernel first tries to load a module named after a missing name: dev_load runs modprobe), as strace shows', async () => {
+    // The kernel here may have no modules at all (no /proc/sys/kernel/modprobe), and pointing
+    // modprobe elsewhere would change the whole machine: what is observed is the call itself.
+    // Run from dist, in a process of its own under strace (ptrace: nothing outside it changes).
+    const compiled = compiledFixture('host/vmm/vmm-netns', ['host/vmm/tap-fd']);
+    await ns.ip(['tuntap', 'add', 'dev', 'snd8', 'mode', 'tap']);
+    await ns.ip(['link', 'set', 'snd8', 'mtu', '8000']);
+    await ns.ip(['link', 'property', 'add', 'dev', 'snd8', 'altname', 'snp7008']);
+    const dir = mkdtempSync(join(tmpdir(), 'sn-vmmns-strace-'));
+    try {
+      const trace = join(dir, 'trace');
+      const lookups = `
+        import { closeSync, openSync } from 'node:fs';
+        import { namedDevice } from ${JSON.stringify(compiled)};
+        const there = openSync(${JSON.stringify(`/run/netns/${ns.name}`)}, 'r');
+        console.log(JSON.stringify(['snp-absent', 'snd8', 'snp7008'].map((name) => namedDevice(there, name))));
+        closeSync(there);`;
+      const { stdout } = await promisify(execFile)('strace', ['-f', '-qq', '-e', 'trace=ioctl,setns', '-o', trace, process.execPath, '--input-type=module', '-e', lookups]);
+      expect(JSON.parse(stdout)).toEqual([{ kind: 'none' }, { kind: 'device', mtu: 8000 }, { kind: 'device', mtu: 8000 }]);
+      const calls = readFileSync(trace, 'utf8').split('\n');
+      // The trace saw the lookups (each enters the namespace and comes back) ...
+      expect(calls.filter((line) => /\bsetns\(\d+, CLONE_NEWNET\) += 0/.test(line)).length).toBeGreaterThanOrEqual(6);
+      // ... and no socket device ioctl (SIOC*, or the 0x89xx range where strace has no name).
+      expect(calls.filter((line) => /\bioctl\(\d+, (SIOC|0x89[0-9a-f]{2}\b)/i.test(line))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
