@@ -178,6 +178,26 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     expect(forwarder.process.stderr.slice(mark)).toBe('');
   });
 
+  it('connects again an upstream whose sockets the kernel destroyed (ss -K), and answers through it again', async () => {
+    const forwarder = await start({ listen: '169.254.0.9' });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.9/32');
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    expect(await ask('169.254.0.9')).toBe('192.0.2.80');
+    const mark = forwarder.process.stderr.length;
+    // Disconnected and unhashed, they would never read another answer (the other forwarders'
+    // sockets to A go too: each connects again on its own).
+    const killed = await net.provider.exec(['ss', '-K', '-H', '-u', '-n', 'dst', `${UPSTREAM_A}:53`]);
+    expect(killed.stdout.split('\n').filter((line) => line.trim() !== '').length, 'ss -K destroyed no socket: does the kernel have CONFIG_INET_DIAG_DESTROY?').toBeGreaterThanOrEqual(64);
+    await eventually(
+      'the upstream connected again',
+      async () => logLines(forwarder, mark).some((line) => line.msg === 'a socket to the upstream resolver failed: connecting to it again'),
+      REBOUND_MS,
+    );
+    await eventually('answers through the upstream again', async () => (await ask('169.254.0.9')) === '192.0.2.80', REBOUND_MS);
+    const warnings = logLines(forwarder, mark).filter((line) => line.level >= WARN) as (LogLine & { err?: string })[];
+    expect(warnings.map((line) => line.err)).toEqual([expect.stringMatching(/\((ECONNABORTED|EDESTADDRREQ)\): the kernel destroyed it/)]);
+  });
+
   it('connects again only an upstream in use when one of its sockets fails, not one just retired', async () => {
     // A's sockets are kept until its queries could have timed out: long enough to fail one of
     // them however slowly this process goes.
