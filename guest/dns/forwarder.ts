@@ -77,7 +77,31 @@ export interface DnsForwarderOptions {
    */
   tcpIdleMs?: number;
   logger?: Logger;
+  /** What the forwarder's recovery runs on (see RecoveryClock); default the process's own. */
+  clock?: RecoveryClock;
 }
+
+/**
+ * The time the forwarder's recovery runs on: when its listening UDP socket was bound (a failure
+ * streak's length) and the backoff before binding it again or connecting upstreams again. Tests
+ * pass one they move by hand, so that backoff is checked by driving time, not by waiting for it.
+ */
+export interface RecoveryClock {
+  /** Milliseconds, monotonic. */
+  now(): number;
+  /** Call `callback` once, `ms` from now, without keeping the process alive; returns what cancels it. */
+  after(ms: number, callback: () => void): () => void;
+}
+
+/** The process's monotonic clock and its timers. */
+const PROCESS_CLOCK: RecoveryClock = {
+  now: () => performance.now(),
+  after(ms, callback) {
+    const timer = setTimeout(callback, ms);
+    timer.unref();
+    return () => clearTimeout(timer);
+  },
+};
 
 export interface DnsForwarderCounters {
   readonly listening: boolean;
@@ -146,7 +170,10 @@ export interface UpstreamLinkRoute {
 export interface DnsForwarder {
   /** True once both the UDP socket and the TCP listener are bound. */
   listening(): boolean;
-  /** Bind whatever is not bound yet (call after links, hence the listen address, appear). */
+  /**
+   * Bind whatever is not bound yet (call after links, hence the listen address, appear); but a UDP
+   * socket that failed, which is bound again when its backoff is due, not sooner.
+   */
   rebind(): Promise<void>;
   /**
    * Reach an upstream that is our own listen address through this link (null: no such link).
@@ -288,9 +315,14 @@ class Forwarder implements DnsForwarder {
   /** Wanted upstreams that #upstreams lacks (they could not be connected): retried on #reconnectTimer. */
   #missingUpstreams = 0;
   readonly #reachability = new UpstreamReachability();
-  #reconnectTimer: NodeJS.Timeout | undefined;
-  /** Binds the listening UDP socket again after it failed (see #clientSocketFailed). */
-  #rebindTimer: NodeJS.Timeout | undefined;
+  readonly #clock: RecoveryClock;
+  /** Cancels the pending reconnect (see #scheduleReconnect). */
+  #reconnectTimer: (() => void) | undefined;
+  /**
+   * Cancels the pending rebind of the listening UDP socket after a failure (see #scheduleRebind):
+   * while it is set, only it binds that socket again.
+   */
+  #rebindTimer: (() => void) | undefined;
   /** Rebinds scheduled in the listening UDP socket's current failure streak (sets the backoff). */
   #rebindRound = 0;
   /** Whether the listening UDP socket has failed, and when it was last bound (see UDP_SETTLED_MS). */
@@ -323,6 +355,7 @@ class Forwarder implements DnsForwarder {
 
   constructor(options: DnsForwarderOptions) {
     this.#log = options.logger ?? createLogger('spectrum-netd-dns');
+    this.#clock = options.clock ?? PROCESS_CLOCK;
     this.#listen = options.listen ?? GATEWAY_IP;
     this.#family = isIPv6(this.#listen) ? 6 : 4;
     this.#port = positiveInteger('port', options.port ?? DEFAULTS.port, 65_535);
@@ -421,9 +454,10 @@ class Forwarder implements DnsForwarder {
     if (this.#closed !== undefined) return Promise.reject(new DnsError('closed', 'the DNS forwarder is closed'));
     const running = this.#binding;
     if (running !== undefined) {
-      // The round under way may be past a step whose socket failed since (the UDP one while the
-      // TCP listener is bound): joining it would leave that unbound. Everyone asking meanwhile
-      // gets one more round, after it, which binds what is missing then.
+      // The round under way may be past a step that would succeed now (a bind that failed before
+      // the listen address came): joining it would leave that unbound. Everyone asking meanwhile
+      // gets one more round, after it, which binds what is missing then (but a UDP socket that
+      // failed meanwhile: that waits out its backoff, see #bindMissing).
       this.#bindingNext ??= running
         .catch(() => undefined)
         .then(() => {
@@ -467,7 +501,7 @@ class Forwarder implements DnsForwarder {
   #scheduleReconnect(): void {
     const needed = this.#missingUpstreams > 0 || this.#upstreams.some((link) => link.broken);
     if (!needed) {
-      if (this.#reconnectTimer !== undefined) clearTimeout(this.#reconnectTimer);
+      this.#reconnectTimer?.();
       this.#reconnectTimer = undefined;
       this.#reconnectRound = 0;
       return;
@@ -475,11 +509,10 @@ class Forwarder implements DnsForwarder {
     if (this.#reconnectTimer !== undefined || this.#closed !== undefined) return;
     const delay = reconnectDelayMs(this.#reconnectRound);
     this.#reconnectRound += 1;
-    this.#reconnectTimer = setTimeout(() => {
+    this.#reconnectTimer = this.#clock.after(delay, () => {
       this.#reconnectTimer = undefined;
       this.#reloading = this.#reloading.then(() => this.#connectMissingUpstreams());
-    }, delay);
-    this.#reconnectTimer.unref();
+    });
   }
 
   /** A send to `link` failed with -`result`; a lost route or source address gets the link connected again. */
@@ -496,17 +529,25 @@ class Forwarder implements DnsForwarder {
    * info (the failure that began the streak was warned about).
    */
   #udpFailing(): boolean {
-    return this.#udpFailed && (this.#udp === undefined || performance.now() - this.#udpBoundAt < UDP_SETTLED_MS);
+    return this.#udpFailed && (this.#udp === undefined || this.#clock.now() - this.#udpBoundAt < UDP_SETTLED_MS);
   }
 
   async #bindMissing(): Promise<void> {
     if (this.listening()) return;
+    // A UDP socket that failed waits out its backoff whoever asks (the agent at each change of
+    // links): only the rebind timer binds it again, so one that fails at once is not bound again
+    // at every link event of a storm. Nor does a link change cut the wait short: the forwarder
+    // cannot tell whether a change cures what failed (a socket the kernel destroyed or that
+    // failed its reads is not cured by a link appearing), the agent's link events come in storms
+    // just when links flap, and the wait is RECONNECT_MAX_MS at most.
+    const udpWaits = this.#udp === undefined && this.#rebindTimer !== undefined;
+    if (udpWaits && this.#tcp !== undefined) return;
     this.#counters.bindAttempts += 1;
     const where = `${this.#listen}:${this.#port}`;
     try {
-      if (this.#udp === undefined) {
+      if (this.#udp === undefined && !udpWaits) {
         this.#udp = this.#bindUdp();
-        this.#udpBoundAt = performance.now();
+        this.#udpBoundAt = this.#clock.now();
       }
       if (this.#tcp === undefined) this.#tcp = await this.#bindTcp();
     } catch (error) {
@@ -567,7 +608,7 @@ class Forwarder implements DnsForwarder {
     if (this.#udp !== socket) return;
     this.#udp = undefined;
     if (this.#closed !== undefined) return;
-    const streak = this.#udpFailed && performance.now() - this.#udpBoundAt < UDP_SETTLED_MS;
+    const streak = this.#udpFailed && this.#clock.now() - this.#udpBoundAt < UDP_SETTLED_MS;
     this.#udpFailed = true;
     if (!streak) this.#rebindRound = 0;
     this.#counters.bindFailures += 1;
@@ -588,11 +629,10 @@ class Forwarder implements DnsForwarder {
     if (this.#rebindTimer !== undefined || this.#closed !== undefined) return undefined;
     const delay = reconnectDelayMs(this.#rebindRound);
     this.#rebindRound += 1;
-    this.#rebindTimer = setTimeout(() => {
+    this.#rebindTimer = this.#clock.after(delay, () => {
       this.#rebindTimer = undefined;
       if (this.#closed === undefined) this.rebind().catch(() => undefined);
-    }, delay);
-    this.#rebindTimer.unref();
+    });
     return delay;
   }
 
@@ -1110,9 +1150,9 @@ class Forwarder implements DnsForwarder {
   async #closeAll(): Promise<void> {
     await this.#binding;
     this.#watcher?.close();
-    if (this.#reconnectTimer !== undefined) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer?.();
     this.#reconnectTimer = undefined;
-    if (this.#rebindTimer !== undefined) clearTimeout(this.#rebindTimer);
+    this.#rebindTimer?.();
     this.#rebindTimer = undefined;
     await this.#reloading;
     if (this.#timer !== undefined) clearTimeout(this.#timer);

@@ -36,9 +36,30 @@ interface Addon {
   localPort(handle: Handle): number;
   close(handle: Handle): void;
   tcpConnect(family: 4 | 6, address: string, port: number, source: string, ifindex: number): number;
+  errorClass(errno: number, sending: boolean): number;
 }
 
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, number]) => [number, name]));
+
+/**
+ * What an errno means for a socket (udp-batch.c, ERROR_CLASSES, where each is explained): 'again',
+ * nothing wrong (nothing to read, a send dropped for want of room); 'datagram', a datagram's or a
+ * peer's trouble (ICMP errors, a lost route), reported while the socket goes on; 'fatal', the
+ * socket is broken for good.
+ */
+export type UdpErrorClass = 'again' | 'datagram' | 'fatal';
+const ERROR_CLASS_NAMES: readonly UdpErrorClass[] = ['again', 'datagram', 'fatal'];
+
+/** The addon's class of `errno` met reading or sending. Throws UdpError where the addon is missing. */
+export function udpErrorClass(errno: number, direction: 'read' | 'send'): UdpErrorClass {
+  return ERROR_CLASS_NAMES[required().addon.errorClass(errno, direction === 'send')] ?? 'fatal';
+}
+
+/** Why a socket failed for good with `code`, for its error's message. */
+function failureReason(code: string, direction: 'read' | 'send'): string {
+  if (code === 'ECONNABORTED' || code === 'EDESTADDRREQ') return 'the kernel destroyed it (ss -K, say)';
+  return direction === 'read' ? 'its poll failed' : 'a send on it failed';
+}
 
 /** Datagrams one read takes at most. */
 const SLOTS = 32;
@@ -138,6 +159,9 @@ function linkBindError(error: unknown, what: string, link: BoundLink): UdpError 
 export class UdpSocket {
   #handle: Handle | undefined;
   readonly #peer: UdpPeer;
+  /** Where a failure for good is reported (set by receive()), and whether it was. */
+  #onFailed: ((error: UdpError) => void) | undefined;
+  #failed = false;
 
   private constructor(
     handle: Handle,
@@ -184,8 +208,11 @@ export class UdpSocket {
   /**
    * Start reading: `onDatagram` for each datagram, `onError` with the errno of an error the
    * kernel queued on the socket (ICMP unreachable on a connected socket, say), reading going on;
-   * `onFailed` once if the socket cannot be read any more (its poll failed), reading stopped:
-   * the socket is then of no use but to close. Throws UdpError where reading cannot start.
+   * `onFailed` once if the socket cannot be read any more (its poll failed, or a read's error is
+   * 'fatal': see udpErrorClass), reading stopped: the socket is then of no use but to close. A
+   * send whose error is 'fatal' is reported there too, from the event loop (never from inside
+   * the send).
+   * Throws UdpError where reading cannot start.
    */
   receive(onDatagram: DatagramHandler, onError: (code: number) => void, onFailed: (error: UdpError) => void): void {
     const { addon: native, bytes, meta: slots } = required();
@@ -193,8 +220,10 @@ export class UdpSocket {
     const family = this.family;
     const onBatch = (count: number, failed: boolean): void => {
       if (failed) {
+        if (this.#failed) return;
+        this.#failed = true;
         const code = ERRNO_NAMES.get(-count) ?? 'EIO';
-        onFailed(new UdpError('socket', code, `the UDP socket cannot be read any more (${code}): its poll failed`));
+        onFailed(new UdpError('socket', code, `the UDP socket cannot be read any more (${code}): ${failureReason(code, 'read')}`));
         return;
       }
       if (count < 0) {
@@ -220,6 +249,7 @@ export class UdpSocket {
     } catch (error) {
       throw socketError(error, 'cannot read the UDP socket');
     }
+    this.#onFailed = onFailed;
     failureInjector?.(this, (errno) => {
       if (this.#handle !== undefined) onBatch(-errno, true);
     });
@@ -228,12 +258,32 @@ export class UdpSocket {
   /** Send on a connected socket. */
   send(message: Uint8Array): number {
     if (this.#handle === undefined) return -9; // EBADF
-    return required().addon.send(this.#handle, message, 0, message.length);
+    const sent = required().addon.send(this.#handle, message, 0, message.length);
+    if (sent < 0) this.#sendFailed(-sent);
+    return sent;
   }
 
   sendTo(message: Uint8Array, to: UdpPeer): number {
     if (this.#handle === undefined) return -9; // EBADF
-    return required().addon.sendTo(this.#handle, message, 0, message.length, to.port, to.a0, to.a1, to.a2, to.a3);
+    const sent = required().addon.sendTo(this.#handle, message, 0, message.length, to.port, to.a0, to.a1, to.a2, to.a3);
+    if (sent < 0) this.#sendFailed(-sent);
+    return sent;
+  }
+
+  /**
+   * A send failed with `errno`: one that is fatal (the addon stopped reading) is reported as the
+   * socket's failure, once, from the event loop: the sender may be in the middle of handling a
+   * datagram of this very socket, and its owner closes it on failure.
+   */
+  #sendFailed(errno: number): void {
+    const onFailed = this.#onFailed;
+    if (onFailed === undefined || this.#failed || udpErrorClass(errno, 'send') !== 'fatal') return;
+    this.#failed = true;
+    const code = ERRNO_NAMES.get(errno) ?? 'EIO';
+    const error = new UdpError('socket', code, `the UDP socket cannot be used any more (${code}): ${failureReason(code, 'send')}`);
+    setImmediate(() => {
+      if (this.#handle !== undefined) onFailed(error);
+    });
   }
 
   localPort(): number {

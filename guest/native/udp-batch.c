@@ -14,9 +14,11 @@
 //   watch(handle, onBatch(count, failed))   count > 0: datagrams in slots 0..count-1; < 0: -errno,
 //       an error the kernel queued on the socket (reading goes on), or, with failed true, the
 //       socket failed for good: reported once, reading stops (close() still lets go of it).
-//       Throws {code} where polling cannot start.
+//       Which is which: ERROR_CLASSES. Throws {code} where polling cannot start.
 //   send(handle, bytes, offset, length) -> sent bytes or -errno     (connected socket)
 //   sendTo(handle, bytes, offset, length, port, a0, a1, a2, a3) -> sent bytes or -errno
+//       A send whose error is fatal (ERROR_CLASSES) also stops reading: the caller reports it.
+//   errorClass(errno, sending) -> 0 again, 1 datagram, 2 fatal   (ERROR_CLASSES)
 //   tcpConnect(family, address, port, source, ifindex) -> fd   non-blocking connect from `source`
 //       through link `ifindex` (as bindToIndex); the caller owns the descriptor; throws {code}
 //   localPort(handle) -> number
@@ -53,7 +55,8 @@
 typedef struct {
   polled_socket polled;  // first: the handle points at both (polled-socket.h)
   int family;
-  // Reported a failure: polling stopped for good (close() still lets go of the socket).
+  // Failed for good (a fatal read error, reported, or a fatal send error, which the sender
+  // reports): polling stopped (close() still lets go of the socket).
   int failed;
 } udp_socket;
 
@@ -77,6 +80,79 @@ static struct sockaddr_storage senders[MAX_SLOTS];
       return NULL;                                                   \
     }                                                                \
   } while (0)
+
+// What an errno from recvmmsg(2), SO_ERROR or send(2) means for the socket. Reading and sending
+// differ: the same errno can be a peer's trouble one way and our bug the other.
+typedef enum {
+  // Nothing to report: nothing (more) queued, or a send dropped for want of room for a moment.
+  // Reading waits for the next readiness; a send returns it (the datagram is lost, as UDP loses
+  // datagrams). The socket is fine.
+  ERROR_AGAIN = 0,
+  // A datagram's or a peer's trouble: an ICMP error the kernel queued on a connected socket, or a
+  // route or firewall a send met. Reported (reading goes on; a send returns it); the socket is fine.
+  ERROR_DATAGRAM = 1,
+  // The socket, or our use of it, is broken and will not heal: reported once as a failure, and
+  // reading stops (an error that stays would wake the loop for ever). Its owner binds a new one.
+  ERROR_FATAL = 2,
+} error_class;
+
+// Errnos not listed: fatal when reading (an error we cannot explain, which may stay: the owner's
+// new socket, with its backoff, is the safe course), a lost datagram when sending (an xfrm or
+// routing error not listed here must not tear down a socket that reads fine).
+static const struct {
+  int error;
+  error_class reading, sending;
+} ERROR_CLASSES[] = {
+    // Nothing queued; a full send buffer (EWOULDBLOCK is EAGAIN on Linux).
+    {EAGAIN, ERROR_AGAIN, ERROR_AGAIN},
+    // A signal came first; the datagram stays queued (a non-blocking call hardly sees it).
+    {EINTR, ERROR_AGAIN, ERROR_AGAIN},
+    // The kernel was short of memory for this call, or a device's queue was full (a send).
+    {ENOMEM, ERROR_AGAIN, ERROR_AGAIN},
+    {ENOBUFS, ERROR_AGAIN, ERROR_AGAIN},
+    // ICMP errors. Without IP_RECVERR the kernel queues only the "hard" ones, and only on a
+    // connected socket (an upstream's); the next read or send returns it, once (IPv4
+    // icmp_err_convert, IPv6 icmpv6_err_convert). They come from anyone who can forge one for our
+    // port: never fatal. Sends also meet the unreachable ones from the routing table.
+    {ECONNREFUSED, ERROR_DATAGRAM, ERROR_DATAGRAM},  // port unreachable: an upstream restarting
+    {ENETUNREACH, ERROR_DATAGRAM, ERROR_DATAGRAM},   // net unreachable or unknown; no route (a send)
+    {EHOSTUNREACH, ERROR_DATAGRAM, ERROR_DATAGRAM},  // host unreachable, filtered; no neighbour (a send)
+    {EHOSTDOWN, ERROR_DATAGRAM, ERROR_DATAGRAM},     // host unknown
+    {ENONET, ERROR_DATAGRAM, ERROR_DATAGRAM},        // host isolated
+    {ENOPROTOOPT, ERROR_DATAGRAM, ERROR_DATAGRAM},   // protocol unreachable
+    {EPROTO, ERROR_DATAGRAM, ERROR_DATAGRAM},        // parameter problem
+    {EACCES, ERROR_DATAGRAM, ERROR_DATAGRAM},        // ICMPv6 administratively prohibited; a prohibit route (a send)
+    {EMSGSIZE, ERROR_DATAGRAM, ERROR_DATAGRAM},      // ICMPv6 packet too big; a datagram larger than the path (a send)
+    // What a send meets once a route, our source address or a link goes (the forwarder connects
+    // its upstream sockets again on these), or a firewall rule (nftables, cgroup BPF) refuses it.
+    // No read returns them: there, as unlisted, fatal (EINVAL is a bad argument of ours).
+    {EINVAL, ERROR_FATAL, ERROR_DATAGRAM},  // a connected socket's source address is no longer ours
+    {EADDRNOTAVAIL, ERROR_FATAL, ERROR_DATAGRAM},
+    {ENETDOWN, ERROR_FATAL, ERROR_DATAGRAM},
+    {ENODEV, ERROR_FATAL, ERROR_DATAGRAM},  // the link the socket is bound to is gone
+    {EPERM, ERROR_FATAL, ERROR_DATAGRAM},
+    // Broken for good. Not our descriptor, or none (closed or replaced behind our back); bad
+    // memory or flags (our bug).
+    {EBADF, ERROR_FATAL, ERROR_FATAL},
+    {ENOTSOCK, ERROR_FATAL, ERROR_FATAL},
+    {EFAULT, ERROR_FATAL, ERROR_FATAL},
+    {EOPNOTSUPP, ERROR_FATAL, ERROR_FATAL},
+    // The kernel destroyed the socket (SOCK_DESTROY: `ss -K`): it is disconnected and, unless its
+    // port was bound explicitly, unhashed with port 0: it never receives again, and sends on it
+    // fail with EDESTADDRREQ.
+    {ECONNABORTED, ERROR_FATAL, ERROR_FATAL},
+    // A connected socket that is no longer connected (destroyed, as above), or shut down.
+    {EDESTADDRREQ, ERROR_FATAL, ERROR_FATAL},
+    {ENOTCONN, ERROR_FATAL, ERROR_FATAL},
+    {EPIPE, ERROR_FATAL, ERROR_FATAL},
+};
+
+static error_class classify(int error, int sending) {
+  for (size_t i = 0; i < sizeof ERROR_CLASSES / sizeof ERROR_CLASSES[0]; i++) {
+    if (ERROR_CLASSES[i].error == error) return sending ? ERROR_CLASSES[i].sending : ERROR_CLASSES[i].reading;
+  }
+  return sending ? ERROR_DATAGRAM : ERROR_FATAL;
+}
 
 static napi_value number(napi_env env, double value) {
   napi_value result;
@@ -299,12 +375,34 @@ static void deliver(udp_socket *socket, int count) {
   polled_deliver(&socket->polled, batch_arguments, &batch);
 }
 
+// No more reading: the socket failed for good (close() still lets go of it).
+static void stop_reading(udp_socket *socket) {
+  socket->failed = 1;
+  // Watched: the poll handle is initialised (not so before watch()).
+  if (socket->polled.callback != NULL) uv_poll_stop(&socket->polled.poll);
+}
+
 // The socket failed for good: said once (onBatch(-errno, true)), and no more polling.
 static void fail(udp_socket *socket, int error) {
-  socket->failed = 1;
-  uv_poll_stop(&socket->polled.poll);
+  stop_reading(socket);
   udp_batch batch = {.count = -error, .failed = 1};
   polled_deliver(&socket->polled, batch_arguments, &batch);
+}
+
+// An error reading the socket returned (recvmmsg, SO_ERROR): handed on as ERROR_CLASSES says.
+// Whether reading may go on.
+static int read_error(udp_socket *socket, int error) {
+  switch (classify(error, 0)) {
+    case ERROR_AGAIN:
+      return 1;
+    case ERROR_DATAGRAM:
+      deliver(socket, -error);
+      return 1;
+    case ERROR_FATAL:
+      break;
+  }
+  fail(socket, error);
+  return 0;
 }
 
 static void describe_sender(unsigned slot) {
@@ -331,10 +429,11 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
   udp_socket *socket = poll->data;
   if (socket->polled.closed || socket->failed) return;
   if (status < 0) {
-    // libuv stops a poll handle on POLLERR, reporting UV_EBADF. On a connected socket that is an
-    // ICMP error the kernel queued (ECONNREFUSED from an upstream restarting, or from anyone who
-    // forges one for our port): left stopped, the socket would never read another answer. Take
-    // the error (SO_ERROR clears it, or a send already did), report it, and poll again.
+    // libuv stops a poll handle on POLLERR, reporting UV_EBADF. On a connected socket that is
+    // mostly an ICMP error the kernel queued (ECONNREFUSED from an upstream restarting, or from
+    // anyone who forges one for our port): left stopped, the socket would never read another
+    // answer. Take the error (SO_ERROR clears it, or a send already did), report it, and poll
+    // again, unless it says the socket is broken (ERROR_CLASSES).
     int error = 0;
     socklen_t length = sizeof error;
     // Where that cannot be read, the poll stays stopped: the socket is deaf from now on, and says so.
@@ -342,14 +441,15 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
       fail(socket, errno);
       return;
     }
-    if (error != 0) deliver(socket, -error);
-    // Not when the handler closed it: the poll handle is closing then.
-    if (socket->polled.closed) return;
+    // An error the kernel queued (ECONNREFUSED, ...), or a socket it destroyed (ECONNABORTED).
+    if (error != 0 && !read_error(socket, error)) return;
+    // Not when the handler closed it (the poll handle is closing then), or a send of its failed for good.
+    if (socket->polled.closed || socket->failed) return;
     int restart = uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
     if (restart != 0) fail(socket, -restart);
     return;
   }
-  for (int batch = 0; batch < BATCHES_PER_WAKE && !socket->polled.closed; batch++) {
+  for (int batch = 0; batch < BATCHES_PER_WAKE && !socket->polled.closed && !socket->failed; batch++) {
     unsigned slots = arena.slots;
     for (unsigned i = 0; i < slots; i++) {
       vectors[i].iov_base = arena.bytes + i * arena.slot_size;
@@ -362,10 +462,11 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     }
     int count = recvmmsg(socket->polled.fd, messages, slots, MSG_DONTWAIT, NULL);
     if (count < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-      // An ICMP error queued on a connected socket (ECONNREFUSED, ...): reported, then read on.
-      deliver(socket, -errno);
-      continue;
+      int error = errno;
+      // Nothing (more) to read; an ICMP error queued on a connected socket (ECONNREFUSED, ...):
+      // reported, and what is queued after it read at the next readiness; or failed for good.
+      read_error(socket, error);
+      return;
     }
     for (int i = 0; i < count; i++) describe_sender((unsigned)i);
     deliver(socket, count);
@@ -427,8 +528,23 @@ static int get_slice(napi_env env, const napi_value *args, uint8_t **start, uint
   return 1;
 }
 
-static napi_value send_result(napi_env env, ssize_t sent) {
-  return number(env, sent < 0 ? -errno : (double)sent);
+// The bytes sent, or -errno; a fatal errno (ERROR_CLASSES) also stops reading the socket, whose
+// failure the caller reports (not from inside its own send: see udp-socket.ts).
+static napi_value send_result(napi_env env, udp_socket *socket, ssize_t sent) {
+  if (sent >= 0) return number(env, (double)sent);
+  int error = errno;
+  if (classify(error, 1) == ERROR_FATAL) stop_reading(socket);
+  return number(env, -error);
+}
+
+static napi_value error_class_of(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int32_t error = 0;
+  bool sending = false;
+  CHECK(napi_get_value_int32(env, argv[0], &error));
+  CHECK(napi_get_value_bool(env, argv[1], &sending));
+  return number(env, classify(error, sending));
 }
 
 static napi_value socket_send(napi_env env, napi_callback_info info) {
@@ -439,7 +555,7 @@ static napi_value socket_send(napi_env env, napi_callback_info info) {
   uint32_t length = 0;
   if (!get_slice(env, argv + 1, &data, &length)) return NULL;
   if (data == NULL) return number(env, -EINVAL);
-  return send_result(env, send(socket->polled.fd, data, length, MSG_DONTWAIT));
+  return send_result(env, socket, send(socket->polled.fd, data, length, MSG_DONTWAIT));
 }
 
 static napi_value socket_send_to(napi_env env, napi_callback_info info) {
@@ -469,7 +585,7 @@ static napi_value socket_send_to(napi_env env, napi_callback_info info) {
     memcpy(&in6->sin6_addr, words, sizeof words);
     address_length = sizeof *in6;
   }
-  return send_result(env, sendto(socket->polled.fd, data, length, MSG_DONTWAIT, (struct sockaddr *)&address, address_length));
+  return send_result(env, socket, sendto(socket->polled.fd, data, length, MSG_DONTWAIT, (struct sockaddr *)&address, address_length));
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -483,6 +599,7 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("sendTo", socket_send_to),
       ADDON_FUNCTION("localPort", socket_local_port),
       ADDON_FUNCTION("tcpConnect", tcp_connect),
+      ADDON_FUNCTION("errorClass", error_class_of),
       ADDON_FUNCTION("close", polled_socket_close),
   };
   EXPORT_FUNCTIONS(env, exports, functions);

@@ -145,7 +145,7 @@ export class ForwarderProcess {
     return new ForwarderProcess(child);
   }
 
-  async #command(command: 'counters' | 'rebind' | 'via' | 'fail' | 'rebind-failing' | 'close-failing', argument?: string): Promise<Record<string, unknown>> {
+  async #command(command: 'counters' | 'rebind' | 'via' | 'fail' | 'rebind-failing' | 'close-failing' | 'advance', argument?: string): Promise<Record<string, unknown>> {
     this.#tag += 1;
     this.process.child.stdin?.write(`${command} ${this.#tag}${argument === undefined ? '' : ` ${argument}`}\n`);
     // Up to the newline: with 'm' alone, `$` also matches the end of a line still arriving.
@@ -174,6 +174,11 @@ export class ForwarderProcess {
   /** rebind(), whose new listening UDP socket fails while the TCP listener is bound; `again`: rebind() once more meanwhile. */
   rebindFailing(again: boolean): Promise<Record<string, unknown>> {
     return this.#command('rebind-failing', again ? 'again' : undefined);
+  }
+
+  /** Move the forwarder's recovery clock on by `ms` (started with "manualClock": true). */
+  advance(ms: number): Promise<Record<string, unknown>> {
+    return this.#command('advance', String(ms));
   }
 
   /** close(), the listening UDP socket failing while it closes; the fixture exits after. */

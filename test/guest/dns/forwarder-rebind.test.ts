@@ -1,6 +1,7 @@
 // The forwarder's listening UDP socket failing (its poll cannot go on: the fixture fails it as the
 // udp-batch addon reports it, which nothing outside the process can cause): it is bound again,
-// with backoff while binding fails or the new socket fails at once, warned about once per streak,
+// with backoff while binding fails or the new socket fails at once (which the agent's rebind() at
+// each link change does not cut short: checked on a clock the test moves), warned about once per streak,
 // status and log never saying it listens while it does not, and nothing said after close().
 // Each forwarder listens on its own gateway address, so the tests do not disturb each other.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -103,14 +104,56 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     expect(logLines(late, mark).filter((line) => line.msg === 'DNS forwarder listening')).toHaveLength(1);
   });
 
-  it('binds the failed UDP socket in a second round for a rebind() asked while the first was past that step', async () => {
-    const late = await start({ listen: '169.254.0.3' });
+  it('leaves a UDP socket that failed while the TCP listener was bound to its backoff, even for a rebind() asked meanwhile', async () => {
+    const late = await start({ listen: '169.254.0.3', manualClock: true });
     await harness.addAddress(net.provider, 'cl0', '169.254.0.3/32');
-    // Answered once the second rebind() is done, long before the backoff's first rebind.
+    // The second rebind() runs a round of its own after the first: the failed socket is not in it.
     const after = await late.rebindFailing(true);
-    expect(after['listening']).toBe(true);
-    expect(after['lastBindError']).toBeNull();
+    expect(after['listening']).toBe(false);
+    expect(after['listeningSockets']).toBe(1);
+    expect((await late.advance(reconnectDelayMs(0) - 1))['listeningSockets']).toBe(1);
+    const bound = await late.advance(1);
+    expect(bound['listening']).toBe(true);
+    expect(bound['listeningSockets']).toBe(2);
+    expect(bound['lastBindError']).toBeNull();
     expect(await ask('169.254.0.3')).toBe('192.0.2.80');
+  });
+
+  it('binds a UDP socket that keeps failing again only when its backoff is due, however many link changes ask meanwhile', async () => {
+    const forwarder = await start({ listen: '169.254.0.8', manualClock: true });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.8/32');
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    const mark = forwarder.process.stderr.length;
+    // From now on each socket bound fails as soon as it is read.
+    expect((await forwarder.fail('listening-at-once'))['listening']).toBe(false);
+    /** The agent calls rebind() at every change of links: a storm of them, each after the last. */
+    const linkStorm = async (): Promise<Record<string, unknown>> => {
+      let counters: Record<string, unknown> = {};
+      for (let change = 0; change < 5; change++) counters = await forwarder.rebind();
+      return counters;
+    };
+    let bound = 1;
+    for (let round = 0; round < 5; round++) {
+      const wait = reconnectDelayMs(round);
+      const stormed = await linkStorm();
+      expect({ round, sockets: stormed['listeningSockets'], listening: stormed['listening'] }).toEqual({ round, sockets: bound, listening: false });
+      expect((await forwarder.advance(wait - 1))['listeningSockets']).toBe(bound);
+      bound += 1;
+      expect({ round, sockets: (await forwarder.advance(1))['listeningSockets'] }).toEqual({ round, sockets: bound });
+    }
+    // Each failure waited the next backoff: the storms moved none of them, nor added any.
+    const waits = logLines(forwarder, mark)
+      .filter((line) => /its socket failed/.test(line.msg))
+      .map((line) => /binding it again in ([\d.]+) s/.exec(line.msg)?.[1]);
+    expect(waits).toEqual(['0.25', '0.5', '1', '2', '2', '2']);
+    // Once sockets hold again, the rebind due binds one for good; link changes then find it listening.
+    await forwarder.fail('none-at-once');
+    expect((await linkStorm())['listeningSockets']).toBe(bound);
+    expect((await forwarder.advance(RECONNECT_MAX_MS))['listening']).toBe(true);
+    const settled = await linkStorm();
+    expect(settled['listening']).toBe(true);
+    expect(settled['listeningSockets']).toBe(bound + 1);
+    expect(await ask('169.254.0.8')).toBe('192.0.2.80');
   });
 
   it('tries a rebind that failed again with backoff until it binds, then answers', async () => {
@@ -176,6 +219,26 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     await forwarder.process.wait();
     await forwarder.process.waitClosed();
     expect(forwarder.process.stderr.slice(mark)).toBe('');
+  });
+
+  it('connects again an upstream whose sockets the kernel destroyed (ss -K), and answers through it again', async () => {
+    const forwarder = await start({ listen: '169.254.0.9' });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.9/32');
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    expect(await ask('169.254.0.9')).toBe('192.0.2.80');
+    const mark = forwarder.process.stderr.length;
+    // Disconnected and unhashed, they would never read another answer (the other forwarders'
+    // sockets to A go too: each connects again on its own).
+    const killed = await net.provider.exec(['ss', '-K', '-H', '-u', '-n', 'dst', `${UPSTREAM_A}:53`]);
+    expect(killed.stdout.split('\n').filter((line) => line.trim() !== '').length, 'ss -K destroyed no socket: does the kernel have CONFIG_INET_DIAG_DESTROY?').toBeGreaterThanOrEqual(64);
+    await eventually(
+      'the upstream connected again',
+      async () => logLines(forwarder, mark).some((line) => line.msg === 'a socket to the upstream resolver failed: connecting to it again'),
+      REBOUND_MS,
+    );
+    await eventually('answers through the upstream again', async () => (await ask('169.254.0.9')) === '192.0.2.80', REBOUND_MS);
+    const warnings = logLines(forwarder, mark).filter((line) => line.level >= WARN) as (LogLine & { err?: string })[];
+    expect(warnings.map((line) => line.err)).toEqual([expect.stringMatching(/\((ECONNABORTED|EDESTADDRREQ)\): the kernel destroyed it/)]);
   });
 
   it('connects again only an upstream in use when one of its sockets fails, not one just retired', async () => {

@@ -1,6 +1,7 @@
+import { constants } from 'node:os';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UdpPeer, hostKeyOfText } from '../../../guest/dns/udp-socket.js';
+import { UdpPeer, hostKeyOfText, udpErrorClass } from '../../../guest/dns/udp-socket.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../../harness/index.js';
 import { compiled } from './dns-topology.js';
 
@@ -26,6 +27,42 @@ describe('UDP peer keys', () => {
       }),
     );
     expect(hostKeyOfText('::1')).toBe(new UdpPeer(6, 53, 0, 0, 0, 1).hostKey());
+  });
+});
+
+describe('udp-batch error classes', () => {
+  /** Linux's numbers (asm-generic/errno.h) of errnos Node's os.constants lacks. */
+  const NOT_IN_NODE: Record<string, number> = { EHOSTDOWN: 112, ENONET: 64 };
+  const errno = (name: string): number => {
+    const number = (constants.errno as Record<string, number | undefined>)[name] ?? NOT_IN_NODE[name];
+    if (number === undefined) throw new Error(`no errno ${name}`);
+    return number;
+  };
+  const classes = (names: readonly string[], direction: 'read' | 'send'): Record<string, string> =>
+    Object.fromEntries(names.map((name) => [name, udpErrorClass(errno(name), direction)]));
+  const every = (names: readonly string[], value: string): Record<string, string> => Object.fromEntries(names.map((name) => [name, value]));
+  const AGAIN = ['EAGAIN', 'EINTR', 'ENOMEM', 'ENOBUFS'];
+  /** ICMP errors the kernel queues on a connected socket (anyone can forge one), and sends' unreachables. */
+  const PEER = ['ECONNREFUSED', 'ENETUNREACH', 'EHOSTUNREACH', 'EHOSTDOWN', 'ENONET', 'ENOPROTOOPT', 'EPROTO', 'EACCES', 'EMSGSIZE'];
+  /** A send's lost route, source address or link, or a firewall's refusal; no read returns them. */
+  const ROUTE = ['EINVAL', 'EADDRNOTAVAIL', 'ENETDOWN', 'ENODEV', 'EPERM'];
+  const BROKEN = ['EBADF', 'ENOTSOCK', 'EFAULT', 'EOPNOTSUPP', 'ECONNABORTED', 'EDESTADDRREQ', 'ENOTCONN', 'EPIPE'];
+
+  it('never stops a socket for what a peer, the network or a moment causes, and stops it for what says it is broken', () => {
+    expect(classes([...AGAIN, ...PEER, ...ROUTE, ...BROKEN], 'read')).toEqual({ ...every(AGAIN, 'again'), ...every(PEER, 'datagram'), ...every([...ROUTE, ...BROKEN], 'fatal') });
+    expect(classes([...AGAIN, ...PEER, ...ROUTE, ...BROKEN], 'send')).toEqual({ ...every(AGAIN, 'again'), ...every([...PEER, ...ROUTE], 'datagram'), ...every(BROKEN, 'fatal') });
+  });
+
+  it('takes an errno it does not list for a broken socket when reading (it may stay), and for a lost datagram when sending', () => {
+    const listed = new Set([...AGAIN, ...PEER, ...ROUTE, ...BROKEN, 'EWOULDBLOCK'].map(errno));
+    const unlisted = [...new Set(Object.values(constants.errno))].filter((number) => !listed.has(number));
+    expect(unlisted.length).toBeGreaterThan(50);
+    fc.assert(
+      fc.property(fc.constantFrom(...unlisted), (number) => {
+        expect(udpErrorClass(number, 'read')).toBe('fatal');
+        expect(udpErrorClass(number, 'send')).toBe('datagram');
+      }),
+    );
   });
 });
 
@@ -76,6 +113,18 @@ describeNetns('udp-batch sockets in a namespace', () => {
     // ECONNREFUSED (111) from a peer that was not listening yet, as an upstream that restarts
     // (or anyone who forges an ICMP error for our port) causes: the answers after it are read.
     expect(report['afterRefusal']).toEqual({ errors: [111], sends: [7, 7, 7], answers: 3 });
+  });
+
+  it('reports a connected socket the kernel destroyed (ss -K) failed for good, once, and reads it no more', () => {
+    // ECONNABORTED (103): disconnected and unhashed, it would never read another answer; taken for
+    // an ICMP error it was reported as one and polled on, deaf. A send on it then: EDESTADDRREQ (89).
+    expect(report['destroyed']).toEqual({ killed: 1, errors: [], failed: ['ECONNABORTED'], answers: 1, sends: [-89] });
+  });
+
+  it('reports a socket failed for good when a send says it is broken, from the event loop and once', () => {
+    // The send before the event loop saw the socket's error: its EDESTADDRREQ is the failure
+    // reported; the error the kernel queued (ECONNABORTED) is not reported after it.
+    expect(report['destroyedThenSent']).toEqual({ killed: 1, errors: [], failed: ['EDESTADDRREQ'], answers: 1, sends: [-89, -89] });
   });
 
   it("refuses another addon's socket handle (rtnl-events' to udp-batch, and the reverse) with a TypeError, never reading it as its own", () => {
