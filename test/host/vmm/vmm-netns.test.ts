@@ -155,6 +155,24 @@ describeNetns('peerNetns with a namespace of the test', () => {
     }
   });
 
+  it("resolves a name whose device's answer is large (hundreds of long altnames, up to the kernel's 64 KiB property list), as SIOCGIFMTU does", async () => {
+    await ns.ip(['tuntap', 'add', 'dev', 'snd9', 'mode', 'tap']);
+    await ns.ip(['link', 'set', 'snd9', 'mtu', '9000']);
+    // 400 altnames of 127 bytes: about 53 KiB of them in the device's RTM_NEWLINK.
+    const altnames = Array.from({ length: 400 }, (_, index) => `snp${String(index).padStart(3, '0')}${'x'.repeat(121)}`);
+    await ns.exec(['ip', '-batch', '-'], { input: altnames.map((altname) => `link property add dev snd9 altname ${altname}\n`).join('') });
+    await ns.ip(['link', 'property', 'add', 'dev', 'snd9', 'altname', 'snp7009']);
+    const shown = JSON.parse((await ns.ip(['-j', 'link', 'show', 'dev', 'snd9'])).stdout) as { altnames?: string[] }[];
+    expect(shown[0]?.altnames?.length).toBe(401);
+    const there = openSync(`/run/netns/${ns.name}`, 'r');
+    try {
+      expect(namedDevice(there, 'snd9')).toEqual({ kind: 'device', mtu: 9000 });
+      expect(namedDevice(there, 'snp7009')).toEqual({ kind: 'device', mtu: 9000 });
+    } finally {
+      closeSync(there);
+    }
+  });
+
   it('asks without a device ioctl (SIOCGIF*, for which the kernel first tries to load a module named after a missing name: dev_load runs modprobe), as strace shows', async () => {
     // The kernel here may have no modules at all (no /proc/sys/kernel/modprobe), and pointing
     // modprobe elsewhere would change the whole machine: what is observed is the call itself.
