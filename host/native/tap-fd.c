@@ -68,9 +68,6 @@
 #define PIDFD_GET_NET_NAMESPACE _IO(0xFF, 4)  // Linux 6.11, include/uapi/linux/pidfd.h
 #endif
 
-// The reply to one RTM_GETLINK, statistics left out (RTEXT_FILTER_SKIP_STATS): a few KiB.
-#define LINK_REPLY_BYTES 32768
-
 #define MAX_RIGHTS 16
 #define TAP_FLAGS (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
 
@@ -339,17 +336,31 @@ static int link_mtu(int netlink, const char *name, uint32_t *mtu) {
   do sent = sendto(netlink, request.bytes, header->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel);
   while (sent < 0 && errno == EINTR);
   if (sent < 0) return errno;
-  uint8_t *reply = malloc(LINK_REPLY_BYTES);
-  if (reply == NULL) return ENOMEM;
+  uint8_t *reply = NULL;
   int error = EPROTO;  // until an answer to this request says otherwise
   for (int answered = 0; !answered;) {
-    ssize_t received = recv(netlink, reply, LINK_REPLY_BYTES, MSG_TRUNC);
-    if (received < 0) {
+    // Each datagram is read whole, at its own size: statistics left out, a device's answer is a
+    // few KiB, but its altnames alone may take 64 KiB (the kernel's bound on its property list).
+    ssize_t size = recv(netlink, NULL, 0, MSG_PEEK | MSG_TRUNC);
+    if (size < 0) {
       if (errno == EINTR) continue;
       error = errno;  // EAGAIN: no answer within the socket's receive timeout
       break;
     }
-    if (received > LINK_REPLY_BYTES) {
+    free(reply);
+    reply = malloc(size > 0 ? (size_t)size : 1);
+    if (reply == NULL) {
+      error = ENOMEM;
+      break;
+    }
+    ssize_t received;
+    do received = recv(netlink, reply, (size_t)size, MSG_TRUNC);
+    while (received < 0 && errno == EINTR);
+    if (received < 0) {
+      error = errno;
+      break;
+    }
+    if (received > size) {
       error = EMSGSIZE;
       break;
     }

@@ -155,6 +155,59 @@ describeNetns('peerNetns with a namespace of the test', () => {
     }
   });
 
+  it("resolves the same names as an unprivileged SIOCGIFMTU there (cloud-hypervisor's): 15-byte names and altnames, not a prefix of a longer altname", async () => {
+    await ns.ip(['link', 'add', 'sndabcdefghijkl', 'type', 'veth', 'peer', 'name', 'snd10']);
+    await ns.ip(['link', 'set', 'sndabcdefghijkl', 'mtu', '9000']);
+    await ns.ip(['link', 'set', 'snd10', 'mtu', '7000']);
+    await ns.ip(['link', 'property', 'add', 'dev', 'snd10', 'altname', 'snpzyxwvutsrqpo']);
+    await ns.ip(['link', 'property', 'add', 'dev', 'snd10', 'altname', 'snplongaltname0123456789']);
+    const names = ['sndabcdefghijkl', 'sndabcdefghijk', 'snd10', 'snpzyxwvutsrqpo', 'snplongaltname0', 'snp-absent'];
+    // No capabilities (an empty bounding set): the kernel then tries no module load for a
+    // missing name (dev_load asks capable()), and the ioctl is asked as cloud-hypervisor asks it.
+    const ioctl = `
+import fcntl, socket, struct, sys
+probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for name in sys.argv[1:]:
+    try:
+        print(struct.unpack('16si12x', fcntl.ioctl(probe, 0x8921, struct.pack('16si12x', name.encode(), 0)))[1])
+    except OSError as error:
+        print(error.strerror if error.errno != 19 else 'none')`;
+    const asked = await ns.exec(['setpriv', '--bounding-set=-all', '--inh-caps=-all', 'python3', '-c', ioctl, ...names]);
+    const byIoctl = asked.stdout.trim().split('\n').map((line) => (line === 'none' ? { kind: 'none' } : { kind: 'device', mtu: Number(line) }));
+    expect(byIoctl).toEqual([
+      { kind: 'device', mtu: 9000 },
+      { kind: 'none' },
+      { kind: 'device', mtu: 7000 },
+      { kind: 'device', mtu: 7000 },
+      { kind: 'none' },
+      { kind: 'none' },
+    ]);
+    const there = openSync(`/run/netns/${ns.name}`, 'r');
+    try {
+      expect(names.map((name) => namedDevice(there, name))).toEqual(byIoctl);
+    } finally {
+      closeSync(there);
+    }
+  });
+
+  it("resolves a name whose device's answer is large (hundreds of long altnames, up to the kernel's 64 KiB property list), as SIOCGIFMTU does", async () => {
+    await ns.ip(['tuntap', 'add', 'dev', 'snd9', 'mode', 'tap']);
+    await ns.ip(['link', 'set', 'snd9', 'mtu', '9000']);
+    // 400 altnames of 127 bytes: about 53 KiB of them in the device's RTM_NEWLINK.
+    const altnames = Array.from({ length: 400 }, (_, index) => `snp${String(index).padStart(3, '0')}${'x'.repeat(121)}`);
+    await ns.exec(['ip', '-batch', '-'], { input: altnames.map((altname) => `link property add dev snd9 altname ${altname}\n`).join('') });
+    await ns.ip(['link', 'property', 'add', 'dev', 'snd9', 'altname', 'snp7009']);
+    const shown = JSON.parse((await ns.ip(['-j', 'link', 'show', 'dev', 'snd9'])).stdout) as { altnames?: string[] }[];
+    expect(shown[0]?.altnames?.length).toBe(401);
+    const there = openSync(`/run/netns/${ns.name}`, 'r');
+    try {
+      expect(namedDevice(there, 'snd9')).toEqual({ kind: 'device', mtu: 9000 });
+      expect(namedDevice(there, 'snp7009')).toEqual({ kind: 'device', mtu: 9000 });
+    } finally {
+      closeSync(there);
+    }
+  });
+
   it('asks without a device ioctl (SIOCGIF*, for which the kernel first tries to load a module named after a missing name: dev_load runs modprobe), as strace shows', async () => {
     // The kernel here may have no modules at all (no /proc/sys/kernel/modprobe), and pointing
     // modprobe elsewhere would change the whole machine: what is observed is the call itself.
