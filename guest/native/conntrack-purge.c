@@ -310,7 +310,7 @@ static int destroy_held(struct nfct_handle *handle, const held_entry *held, int 
   for (;;) {
     ssize_t length = recv(fd, answer.bytes, sizeof answer.bytes, 0);
     if (length < 0) return -1;
-    for (struct nlmsghdr *reply = &answer.header; NLMSG_OK(reply, (size_t)length); reply = NLMSG_NEXT(reply, length)) {
+    for (struct nlmsghdr *reply = &answer.header; NLMSG_OK(reply, length); reply = NLMSG_NEXT(reply, length)) {
       if (reply->nlmsg_seq != seq || reply->nlmsg_type != NLMSG_ERROR) continue;
       const struct nlmsgerr *outcome = NLMSG_DATA(reply);
       if (outcome->error == 0) return 0;

@@ -260,7 +260,7 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
       return errno;
     }
     if (received > RECEIVE_BYTES) return EMSGSIZE;
-    size_t left = (size_t)received;
+    int left = (int)received;  // signed: an unpadded last message takes it below 0, which NLMSG_OK ends on
     for (struct nlmsghdr *reply = (struct nlmsghdr *)receive; NLMSG_OK(reply, left); reply = NLMSG_NEXT(reply, left)) {
       if (reply->nlmsg_seq != seq) continue;  // a late answer to an earlier request
       if (reply->nlmsg_type == NLMSG_ERROR) {

@@ -364,7 +364,7 @@ static int link_mtu(int netlink, const char *name, uint32_t *mtu) {
       error = EMSGSIZE;
       break;
     }
-    size_t left = (size_t)received;
+    int left = (int)received;  // signed: an unpadded last message takes it below 0, which NLMSG_OK ends on
     for (struct nlmsghdr *message = (struct nlmsghdr *)reply; NLMSG_OK(message, left); message = NLMSG_NEXT(message, left)) {
       if (message->nlmsg_seq != header->nlmsg_seq) continue;
       answered = 1;
