@@ -9,7 +9,7 @@ import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
-import type { NetdKernel } from './rtnetlink.js';
+import type { NetdKernel, NotificationLoss } from './rtnetlink.js';
 import {
   type LinkReport,
   type Operation,
@@ -92,7 +92,7 @@ export interface ConntrackStatus {
   readonly lastError: string | null;
 }
 
-/** Full re-reads in a row, each overflowed while it ran, after which the agent plans on the last one anyway. */
+/** Full re-reads in a row, each made stale while it ran (notifications lost), after which the agent plans on the last one anyway. */
 const DUMPS_BEFORE_PLANNING = 3;
 
 /** Failed changes are retried after 0.5 s, then 1, 2... up to every 30 s. */
@@ -106,6 +106,8 @@ export class NetdAgent {
   #stormSaid = false;
   /** Whether a notification that could not be decoded was logged (once per agent). */
   #undecodableSaid = false;
+  /** How notifications were lost since the last re-read began: what the warning on planning on a stale one names. */
+  readonly #lossKinds = new Set<NotificationLoss['kind']>();
   #dumping = false;
   #running = false;
   #again = false;
@@ -191,6 +193,7 @@ export class NetdAgent {
           if (changed) this.#schedule();
         },
         lost: (loss) => {
+          this.#lossKinds.add(loss.kind);
           if (loss.kind === 'overflow') {
             // Said once per re-read: a storm overflows the socket again and again until it is read.
             if (!this.#fullSyncWanted) this.log.warn('rtnetlink notifications overflowed: reading the whole state again');
@@ -294,12 +297,14 @@ export class NetdAgent {
     for (let dumps = 1; this.#fullSyncWanted; dumps++) {
       if (dumps > DUMPS_BEFORE_PLANNING) {
         if (!this.#stormSaid) {
-          this.log.warn({ dumps: DUMPS_BEFORE_PLANNING }, 'rtnetlink notifications overflowed during every re-read in a row: planning on the last one, reading again after');
+          const why = this.#lossKinds.has('undecodable') ? (this.#lossKinds.has('overflow') ? 'overflowed or could not be decoded' : 'could not be decoded') : 'overflowed';
+          this.log.warn({ dumps: DUMPS_BEFORE_PLANNING }, `rtnetlink notifications ${why} during every re-read in a row: planning on the last one, reading again after`);
           this.#stormSaid = true;
         }
         break;
       }
       this.#fullSyncWanted = false;
+      this.#lossKinds.clear();
       this.#knownConfigured = new Set();
       this.#counters.fullSyncs += 1;
       const fresh = emptyView();

@@ -396,6 +396,22 @@ describe('NetdAgent', () => {
       expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['vm1', 'configured']]);
     });
 
+    it('says why it plans on a stale re-read: notifications that could not be decoded, not an overflow, where none overflowed', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      let dumps = 0;
+      kernel.onDump = () => {
+        dumps += 1;
+        if (dumps <= 5) kernel.listener?.lost({ kind: 'undecodable', messageType: 'NEWLINK', error: 'Unexpected Link message length (4)' });
+      };
+      const lines: string[] = [];
+      const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      await agent.start({ watch: true });
+      expect(dumps).toBe(6);
+      const stale = lines.map((line) => (JSON.parse(line) as { msg: string }).msg).filter((msg) => msg.includes('planning on the last'));
+      expect(stale).toEqual(['rtnetlink notifications could not be decoded during every re-read in a row: planning on the last one, reading again after']);
+    });
+
     it('reads the whole state again after each notification that could not be decoded, warning once per agent', async () => {
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
       const lines: { msg: string; messageType?: string }[] = [];
