@@ -5,7 +5,7 @@ import { Command } from 'commander';
 import { createHarness, netnsSupport } from '../harness/index.js';
 import { INTERNET_HTTP, TEST_NAME, udhcpc } from '../guest/provider-world.js';
 import { type Reach, type VmReport, demoJson, demoText } from './demo-report.js';
-import { APP_VMS, type ExampleSystem, type GuestResult, type LinkInfo, QemuGuest, startExampleSystem } from './example-system.js';
+import { APP_VMS, type ExampleSystem, type GuestResult, type LinkInfo, QemuGuest, linksActive, startExampleSystem } from './example-system.js';
 
 const options = new Command('demo')
   .option('--qemu', 'run the app VMs as real QEMU guests (TCG) instead of namespaces')
@@ -37,6 +37,7 @@ async function namespaceVms(system: ExampleSystem): Promise<{ vms: VmReport[]; r
   progress('linking appvm-lynx and appvm-catgirl to netvm (spectrum-link, netns attach)');
   const links = await linkAll(system, 'netns');
   progress('each app VM asks for a lease with busybox udhcpc and its stock script');
+  await linksActive(system, links.values());
   const vms: VmReport[] = [];
   for (const vm of APP_VMS) {
     const link = links.get(vm);
@@ -67,6 +68,8 @@ async function namespaceVms(system: ExampleSystem): Promise<{ vms: VmReport[]; r
 async function qemuVms(system: ExampleSystem): Promise<{ vms: VmReport[]; reach: Reach[]; guests: QemuGuest[] }> {
   progress('linking appvm-lynx and appvm-catgirl to netvm (taps, QEMU arguments printed by spectrum-link)');
   const links = await linkAll(system, 'none');
+  // The veths' ends (the taps are activated as QEMU takes them, while the guests boot).
+  await linksActive(system, links.values(), { taps: false });
   progress('booting both app VMs under QEMU (TCG, about 10 s): cloud kernel, virtio-net, busybox udhcpc');
   const guests: QemuGuest[] = [];
   const results = new Map<string, GuestResult>();

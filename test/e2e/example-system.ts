@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Harness, Netns, NetnsProcess } from '../harness/index.js';
-import { EXAMPLES, LINK_BIN, ROOT, withWorldOptions } from '../host/link-fixture.js';
+import { EXAMPLES, LINK_BIN, ROOT, linkDevicesActive, withWorldOptions } from '../host/link-fixture.js';
 import { Agent, INTERNET_HTTP, type Internet, TEST_NAME, makeInternet } from '../guest/provider-world.js';
 
 export const APP_VMS = ['appvm-lynx', 'appvm-catgirl'] as const;
@@ -20,6 +20,9 @@ export interface LinkInfo {
   readonly clientIp: string;
   readonly clientMac: string;
   readonly clientDevice: string;
+  readonly providerDevice: string;
+  readonly clientAttach: string;
+  readonly providerAttach: string;
   readonly vmmArguments?: { readonly client?: { readonly qemu: readonly string[] } };
 }
 
@@ -87,6 +90,16 @@ export async function startExampleSystem(harness: Harness, progress: Progress = 
       rmSync(stateDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Wait until the kernel has activated every device the links' traffic crosses (see
+ * linkDevicesActive): spectrum-link raises a veth's host end before its far end, and the kernel's
+ * linkwatch activates it (and makes the bridge port forward) some time after, seconds on a loaded
+ * machine. A tap is active once its VMM holds it: with taps, call this after the guests started.
+ */
+export async function linksActive(system: ExampleSystem, links: Iterable<LinkInfo>, options: { taps?: boolean } = {}): Promise<void> {
+  await Promise.all([...links].map((link) => linkDevicesActive(system, link, options)));
 }
 
 /** What a test guest printed: its NICs, and what it could reach. */

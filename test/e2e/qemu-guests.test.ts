@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../harness/index.js';
 import { Agent, INTERNET_HTTP } from '../guest/provider-world.js';
 import { makeConfigDir } from '../host/link-fixture.js';
-import { type ExampleSystem, type GuestResult, type LinkInfo, QemuGuest, startExampleSystem } from './example-system.js';
+import { type ExampleSystem, type GuestResult, type LinkInfo, QemuGuest, linksActive, startExampleSystem } from './example-system.js';
 
 function linksOf(stdout: string): LinkInfo[] {
   return (JSON.parse(stdout) as { links: LinkInfo[] }).links;
@@ -73,6 +73,11 @@ describeNetns('QEMU guests on spectrum-link taps, served by spectrum-netd', () =
     ]);
     expect(catgirlLinked.code, catgirlLinked.stderr).toBe(0);
     const catgirl = onlyLink(catgirlLinked.stdout);
+    // The guest asks for its lease as soon as it finds the NIC: every device on the way must pass
+    // traffic by then (the kernel's linkwatch activates a veth end raised before its peer, and a
+    // tap QEMU has just taken, some time after: seconds on a loaded machine). Asking for them by
+    // name makes the kernel handle their queued events at once (Linux 6.7 on).
+    await linksActive(system, [catgirl]);
 
     const drops = (await system.agent.status()).firewall!.isolationDrops;
     const lynxGuest = QemuGuest.start(system.host, {
@@ -89,6 +94,7 @@ describeNetns('QEMU guests on spectrum-link taps, served by spectrum-netd', () =
     await lynxGuest.process.waitForOutput(/SPECTRUM-WAITING nics=1/, 120_000);
     const relinked = await system.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', ...attachLynx, '--qmp-socket', qmpTemplate, '--json']);
     expect(relinked.code, relinked.stderr).toBe(0);
+    await linksActive(system, lynxLinks);
     const [catgirlResult, lynxResult] = await Promise.all([catgirlGuest.result(), lynxGuest.result()]);
 
     const leased = (link: LinkInfo) => expect.objectContaining({ mac: link.clientMac.toLowerCase(), dhcp: true, ip: `${link.clientIp}/32` });

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../harness/index.js';
-import { Agent, INTERNET_HTTP, type Internet, SLOW_BYTES, SLOW_PORT, clientIp, eventually, linkMac, makeInternet } from './provider-world.js';
+import { Agent, INTERNET_HTTP, type Internet, SLOW_BYTES, SLOW_PORT, clientIp, eventually, linkEndsActive, linkMac, makeInternet } from './provider-world.js';
 
 /** The internet's UDP server: every peer it hears from gets a datagram every 50 ms from then on. */
 const TICKER = '192.0.2.10';
@@ -84,6 +84,16 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
     });
   }
 
+  /**
+   * routed(id, ifname), then until the link passes traffic both ways: the agent raised `ifname`,
+   * and the kernel's linkwatch activates the client's eth0, raised before, some time after
+   * (seconds on a loaded machine), dropping what it sends meanwhile.
+   */
+  async function served(id: number, ifname: string, client: Netns): Promise<void> {
+    await routed(id, ifname);
+    await linkEndsActive(provider, ifname, client);
+  }
+
   /** A UDP flow from `client` to the ticker, from CLIENT_PORT; resolves once ticks arrive. */
   async function flow(client: Netns): Promise<NetnsProcess> {
     const process = track(client.spawn(['python3', '-u', '-c', clientScript(true)]));
@@ -112,11 +122,12 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
   const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
   /**
-   * Once `id` is routed out of `ifname`, the VM listening there gets none of the datagrams the
-   * ticker keeps sending to the old VM's masqueraded address (what a stale entry would deliver).
+   * Once `id` is routed out of `ifname` (and the link passes traffic: else what a stale entry
+   * delivers would be dropped on the way, and nothing would be seen for that), the VM listening
+   * there gets none of the datagrams the ticker keeps sending to the old VM's masqueraded address.
    */
-  async function expectNothingStale(listener: NetnsProcess, id: number, ifname: string): Promise<void> {
-    await routed(id, ifname);
+  async function expectNothingStale(listener: NetnsProcess, id: number, ifname: string, client: Netns): Promise<void> {
+    await served(id, ifname, client);
     await sleep(1500);
     expect(received(listener), `the new VM got the old VM's datagrams: ${listener.stdout}`).toBe(0);
   }
@@ -145,7 +156,7 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
 
   it("does not hand a stopped VM's flow to the next VM given its client id on a new link", async () => {
     const old = await vm('p20', 20);
-    await routed(20, 'p20');
+    await served(20, 'p20', old);
     await flow(old);
     expect(await entriesOf(clientIp(20))).not.toEqual([]);
     // The VM stops: its link goes. The ticker keeps sending to its masqueraded address.
@@ -153,7 +164,7 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
     await routed(20, null);
     const next = await vm('q20', 20);
     const listener = await listen(next);
-    await expectNothingStale(listener, 20, 'q20');
+    await expectNothingStale(listener, 20, 'q20', next);
     expect(await entriesOf(clientIp(20))).toEqual([]);
     expect((await agent.status()).counters.conntrackPurged).toBeGreaterThan(0);
     await provider.ip(['link', 'del', 'q20']);
@@ -161,7 +172,7 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
 
   it('does not hand the flow of a link whose client changed to the next link given that client id', async () => {
     const old = await vm('p21', 21);
-    await routed(21, 'p21');
+    await served(21, 'p21', old);
     await flow(old);
     // The host gives the link to another VM (id 22): the link serves 100.64.0.22 from now on.
     await provider.ip(['link', 'set', 'dev', 'p21', 'address', linkMac('provider', 22)]);
@@ -170,7 +181,7 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
     await routed(21, null);
     const next = await vm('q21', 21);
     const listener = await listen(next);
-    await expectNothingStale(listener, 21, 'q21');
+    await expectNothingStale(listener, 21, 'q21', next);
     await provider.ip(['link', 'del', 'p21']);
     await provider.ip(['link', 'del', 'q21']);
   });
@@ -178,8 +189,8 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
   it("keeps a served client's UDP and TCP flows while another link goes and its id comes back", async () => {
     const steady = await vm('p23', 23);
     const leaving = await vm('p24', 24);
-    await routed(23, 'p23');
-    await routed(24, 'p24');
+    await served(23, 'p23', steady);
+    await served(24, 'p24', leaving);
     await flow(leaving);
     const udp = await flow(steady);
     const tcp = track(steady.spawn(['curl', '-sS', '--max-time', '30', '-o', '/dev/null', '-w', '%{size_download}', `http://${INTERNET_HTTP}:${SLOW_PORT}/`]));
@@ -202,14 +213,14 @@ describeNetns('spectrum-netd provider: conntrack entries of clients no longer se
 
   it('purges at start the entries of a client id whose link changed while the agent was not running', async () => {
     const old = await vm('p25', 25);
-    await routed(25, 'p25');
+    await served(25, 'p25', old);
     await flow(old);
     await agent.kill('SIGKILL');
     await provider.ip(['link', 'del', 'p25']);
     const next = await vm('q25', 25);
     const listener = await listen(next);
     agent = await Agent.start(provider, join(dir, 'netd.sock'));
-    await expectNothingStale(listener, 25, 'q25');
+    await expectNothingStale(listener, 25, 'q25', next);
     expect(await entriesOf(clientIp(25))).toEqual([]);
     await provider.ip(['link', 'del', 'q25']);
   });

@@ -18,6 +18,7 @@ import {
   addClient,
   clientIp,
   eventually,
+  linkEndsActive,
   linkMac,
   makeInternet,
   udhcpc,
@@ -53,6 +54,8 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
     internet = await makeInternet(harness, provider);
     for (const id of [10, 11]) clients.set(id, await addClient(harness, provider, id));
     agent = await Agent.start(provider, join(dir, 'netd.sock'));
+    // The agent raised the provider ends; the clients' eth0, raised before, wait for linkwatch.
+    await Promise.all([...clients].map(([id, client]) => linkEndsActive(provider, `p${id}`, client)));
   });
   afterAll(async () => {
     await agent?.kill('SIGKILL');
@@ -161,6 +164,7 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
       return routes.includes('p12') && neighbours.includes(linkMac('client', 12));
     });
     expect(performance.now() - added).toBeLessThan(1000 + 300); // +300: the ip calls that made the link
+    await linkEndsActive(provider, 'p12', client);
     expect((await udhcpc(client)).code).toBe(0);
     expect(await fetchPage(client)).toContain(PAGE_TEXT);
 
@@ -215,6 +219,8 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
     const vpnAgent = await Agent.start(vpn, join(dir, 'vpn.sock'), ['--dns-upstream', INTERNET_DNS]);
     try {
       await eventually('vpnvm to have its upstream address', async () => (await vpn.ip(['-4', '-o', 'addr', 'show', 'dev', 'up13'])).stdout.includes(clientIp(13)));
+      // Each link's ends raised by the two agents and the test: all activated before any traffic.
+      await Promise.all([linkEndsActive(provider, 'p13', vpn, 'up13'), linkEndsActive(vpn, 'p14', inner), linkEndsActive(vpn, 'p15', innerPeer)]);
       expect((await udhcpc(inner)).code).toBe(0);
       expect((await udhcpc(innerPeer)).code).toBe(0);
       expect((await inner.ip(['-4', '-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${clientIp(14)}/32`);
@@ -245,6 +251,7 @@ describeNetns('spectrum-netd provider: links, NAT, isolation, anti-spoofing, DHC
       const through = `169.254.0.1:53 via up16 from ${clientIp(16)}`;
       await eventually('vpnvm2 to reach its upstream provider', async () => (await vpnAgent.status()).services?.dns?.upstreams.includes(through) === true);
       expect((await vpn.exec(['cat', '/proc/sys/net/ipv4/conf/up16/accept_local'])).stdout.trim()).toBe('1');
+      await Promise.all([linkEndsActive(provider, 'p16', vpn, 'up16'), linkEndsActive(vpn, 'p17', inner)]);
       expect((await udhcpc(inner)).code).toBe(0);
       const asked = (await agent.status()).services?.dns?.queries ?? 0;
       expect(await resolves(inner, TEST_NAME)).toBe(INTERNET_HTTP);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RECONNECT_MAX_MS } from '../../guest/dns/upstream-reachability.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
-import { Agent, INTERNET_DNS, INTERNET_HTTP, type Internet, TEST_NAME, addClient, clientIp, eventually, linkMac, makeInternet, udhcpc } from './provider-world.js';
+import { Agent, INTERNET_DNS, INTERNET_HTTP, type Internet, TEST_NAME, addClient, clientIp, eventually, linkEndsActive, linkMac, makeInternet, udhcpc } from './provider-world.js';
 
 /** Route there to answer: the forwarder's reconnect backoff, plus a dig that may just have failed. */
 const RECOVERY_MS = RECONNECT_MAX_MS + 2000;
@@ -51,6 +51,7 @@ describeNetns('spectrum-netd DNS with an uplink configured after the agent start
     const client = await addClient(harness, provider, 10);
     const agent = await Agent.start(provider, join(dir, 'netd.sock'), ['--dns-upstream', INTERNET_DNS]);
     agents.push(agent);
+    await linkEndsActive(provider, 'p10', client);
     expect((await udhcpc(client)).code).toBe(0);
     const dig = await client.exec(['dig', '@169.254.0.1', '+time=2', '+tries=1', TEST_NAME], { allowFailure: true });
     expect(dig.stdout).toMatch(/status: SERVFAIL/);
@@ -66,12 +67,16 @@ describeNetns('spectrum-netd DNS with an uplink configured after the agent start
     const inner = await addClient(harness, vpn, 14);
     const agent = await Agent.start(vpn, join(dir, 'vpn.sock'));
     agents.push(agent);
+    await linkEndsActive(vpn, 'p14', inner);
     expect((await udhcpc(inner)).code).toBe(0);
     // Plugged in now: netvm's end p13, vpnvm's end up13 (a client link of netvm).
     await harness.veth(provider, 'p13', vpn, 'up13');
     await provider.ip(['link', 'set', 'dev', 'p13', 'address', linkMac('provider', 13)]);
     await vpn.ip(['link', 'set', 'dev', 'up13', 'address', linkMac('client', 13)]);
     await eventually('vpnvm to have its upstream address', async () => (await vpn.ip(['-4', '-o', 'addr', 'show', 'dev', 'up13'])).stdout.includes(clientIp(13)));
+    // Timed from when the link passes traffic: the agents raise its ends, and the kernel's
+    // linkwatch activates the one raised first some time after (seconds on a loaded machine).
+    await linkEndsActive(provider, 'p13', vpn, 'up13');
     expect(await resolvedWithin(inner, RECOVERY_MS)).toBeLessThan(RECOVERY_MS);
     expect((await agent.status()).services?.dns?.upstreams).toEqual([`169.254.0.1:53 via up13 from ${clientIp(13)}`]);
   }, 60_000);

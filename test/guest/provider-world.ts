@@ -64,6 +64,7 @@ export async function makeInternet(harness: Harness, provider: Netns, uplink = '
   for (const address of ['192.0.2.10/24', `${INTERNET_HTTP}/24`, `${INTERNET_DNS}/24`]) await harness.addAddress(ns, 'eth0', address);
   await harness.up(provider, uplink);
   await harness.up(ns, 'eth0');
+  await linkEndsActive(provider, uplink, ns, 'eth0');
   const dir = mkdtempSync(join(tmpdir(), 'spectrum-internet-'));
   writeFileSync(join(dir, 'index.html'), `${PAGE_TEXT}\n`);
   const servers: NetnsProcess[] = [
@@ -85,6 +86,17 @@ export async function makeInternet(harness: Harness, provider: Netns, uplink = '
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Wait until the kernel has activated both ends of a veth (see Netns.linkActive): `ifname` in
+ * `provider` and `peerIfname` in `peer`. The end raised first gets its carrier when the other comes
+ * up, but the kernel's linkwatch activates it some time after (seconds on a loaded machine),
+ * dropping what it sends meanwhile. A client link's provider end is raised by the agent: call
+ * this once the agent runs, before the client's first packet.
+ */
+export async function linkEndsActive(provider: Netns, ifname: string, peer: Netns, peerIfname = 'eth0'): Promise<void> {
+  await Promise.all([provider.linkActive(ifname), peer.linkActive(peerIfname)]);
 }
 
 /** A client namespace whose eth0 is the client end of link `id`; the provider end is `ifname`. */

@@ -151,3 +151,20 @@ export async function devices(ns: Netns): Promise<Map<string, DeviceInfo>> {
   const list = JSON.parse(result.stdout) as DeviceInfo[];
   return new Map(list.map((device) => [device.ifname, device]));
 }
+
+/** What linkDevicesActive needs of a link, as `link --json` prints it. */
+export type LinkDevices = Pick<LinkJson, 'vm' | 'provider' | 'clientDevice' | 'providerDevice' | 'clientAttach' | 'providerAttach'>;
+
+/**
+ * Wait until the kernel has activated every device a link's traffic crosses (see
+ * Netns.linkActive): the host's two bridge ports and, where a side is attached as netns, its
+ * veth's far end in the VM's namespace. A veth end raised before its peer gets its carrier when
+ * the peer comes up, but the kernel's linkwatch activates it (and makes a bridge port forward)
+ * some time after: seconds on a loaded machine, dropping what crosses it meanwhile. A side
+ * attached otherwise is a tap, active once a VMM holds it; `taps: false` leaves taps out.
+ */
+export async function linkDevicesActive(world: Pick<LinkWorld, 'host' | 'vmNetns'>, link: LinkDevices, { taps = true }: { taps?: boolean } = {}): Promise<void> {
+  const side = (vm: string, device: string, attach: string): Promise<unknown>[] =>
+    attach === 'netns' ? [world.host.linkActive(device), world.vmNetns(vm).linkActive(device)] : taps ? [world.host.linkActive(device)] : [];
+  await Promise.all([...side(link.vm, link.clientDevice, link.clientAttach), ...side(link.provider, link.providerDevice, link.providerAttach)]);
+}

@@ -3,12 +3,23 @@ import { mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, type LinkWorld, devices, makeLinkWorld, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, type LinkWorld, devices, linkDevicesActive, makeLinkWorld, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
 interface LinkJson {
   vm: string;
-  links: { provider: string; id: number; clientIp: string; clientMac: string; providerMac: string; bridge: string; clientDevice: string; providerDevice: string }[];
+  links: {
+    provider: string;
+    id: number;
+    clientIp: string;
+    clientMac: string;
+    providerMac: string;
+    bridge: string;
+    clientDevice: string;
+    providerDevice: string;
+    clientAttach: string;
+    providerAttach: string;
+  }[];
 }
 
 function parseLink(stdout: string): LinkJson {
@@ -20,39 +31,47 @@ async function disableIpv6(ns: Netns, device: string): Promise<string> {
   return (await ns.exec(['cat', `/proc/sys/net/ipv6/conf/${device}/disable_ipv6`])).stdout.trim();
 }
 
-/** Counts the IPv6 frames an interface receives from one MAC for some seconds (argv: interface, MAC, seconds). */
+/**
+ * Counts the IPv6 frames an interface receives from one MAC (argv: interface, MAC, seconds): from
+ * the moment it prints "listening" until some seconds after a line on stdin.
+ */
 const CAPTURE_IPV6_FROM = `
-import socket, sys, time
+import select, socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))
 s.bind((sys.argv[1], 0))
-s.settimeout(0.1)
 print('listening', flush=True)
 source = bytes.fromhex(sys.argv[2].replace(':', ''))
-end = time.time() + float(sys.argv[3])
+end = None
 count = 0
-while time.time() < end:
-    try:
+while end is None or time.time() < end:
+    ready = select.select([s] if end is not None else [s, sys.stdin], [], [], 0.1)[0]
+    if sys.stdin in ready:
+        sys.stdin.readline()
+        end = time.time() + float(sys.argv[3])
+    if s in ready:
         frame, address = s.recvfrom(2048)
-    except socket.timeout:
-        continue
-    if address[2] != socket.PACKET_OUTGOING and frame[6:12] == source:
-        count += 1
+        if address[2] != socket.PACKET_OUTGOING and frame[6:12] == source:
+            count += 1
 print(count)
 `;
 
 /**
  * The IPv6 frames the netvm's interface receives from the host's port while the port goes down
- * and up (a port with addresses sends duplicate address detection, router solicitation and
- * listener reports each time).
+ * and up, and for 2.5 s after it is active again (a port with addresses sends duplicate address
+ * detection, router solicitation and listener reports each time). The kernel starts those once
+ * its linkwatch has handled the port's carrier-on, which can come seconds after the port is up
+ * on a loaded machine: a window timed from the `up` alone could close before the first of them.
  */
 async function ipv6FramesFromPort(world: LinkWorld, port: string): Promise<number> {
   const portMac = (await devices(world.host)).get(port)?.address ?? '';
   expect(portMac).toMatch(/^[0-9a-f:]{17}$/);
-  const capture = world.vmNetns('netvm').spawn(['python3', '-c', CAPTURE_IPV6_FROM, port, portMac, '2.5']);
+  const capture = world.vmNetns('netvm').spawn(['python3', '-c', CAPTURE_IPV6_FROM, port, portMac, '2.5'], { stdin: 'pipe' });
   // Only once the socket is bound: python's start-up under load took longer than a fixed wait.
   await capture.waitForOutput(/^listening$/m);
   await world.host.ip(['link', 'set', 'dev', port, 'down']);
   await world.host.ip(['link', 'set', 'dev', port, 'up']);
+  await Promise.all([world.host.linkActive(port), world.vmNetns('netvm').linkActive(port)]);
+  capture.child.stdin?.end('active\n');
   const exit = await capture.wait();
   await capture.waitClosed();
   expect(exit.code).toBe(0);
@@ -121,6 +140,7 @@ describeNetns('spectrum-link link --attach netns', () => {
     await netvmNs.ip(['route', 'add', `${link.clientIp}/32`, 'dev', link.providerDevice]);
     await lynxNs.ip(['address', 'add', `${link.clientIp}/32`, 'dev', link.clientDevice]);
     await lynxNs.ip(['route', 'add', '169.254.0.1/32', 'dev', link.clientDevice]);
+    await linkDevicesActive(world, { ...link, vm: output.vm });
     const ping = await lynxNs.exec(['/bin/busybox', 'ping', '-c', '1', '-W', '3', '169.254.0.1'], { allowFailure: true });
     expect(ping.stdout).toMatch(/1 packets received/);
   });
@@ -141,6 +161,8 @@ describeNetns('spectrum-link link --attach netns', () => {
     await world.host.ip(['link', 'set', 'dev', link.clientDevice, 'addrgenmode', 'eui64']);
     await world.host.ip(['link', 'set', 'dev', link.clientDevice, 'down']);
     await world.host.ip(['link', 'set', 'dev', link.clientDevice, 'up']);
+    // The kernel makes the address once its linkwatch has handled the port's carrier-on.
+    await world.host.linkActive(link.clientDevice);
     expect((await world.host.ip(['-6', 'addr', 'show', 'dev', link.clientDevice])).stdout).toMatch(/inet6 fe80::/);
     await world.host.ip(['link', 'del', link.providerDevice]);
     await world.host.ip(['link', 'set', link.bridge, 'down']);

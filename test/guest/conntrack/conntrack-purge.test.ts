@@ -107,6 +107,8 @@ describeNetns('conntrack purge through libnetfilter_conntrack', () => {
     for (const address of ['192.0.2.10/32', '192.0.2.20/32', '192.0.2.30/32', '100.64.0.3/32', '100.64.0.5/32']) await peer.ip(['address', 'add', address, 'dev', 'v1']);
     await ns.ip(['link', 'set', 'v0', 'up']);
     await peer.ip(['link', 'set', 'v1', 'up']);
+    // v0, raised first, is activated by the kernel's linkwatch some time after v1 comes up.
+    await Promise.all([ns.linkActive('v0'), peer.linkActive('v1')]);
     for (const network of ['192.0.2.0/24', '100.64.0.3/32', '100.64.0.5/32']) await ns.ip(['route', 'add', network, 'dev', 'v0']);
     // Tracking (every packet gets an entry) and a source NAT, whose entries name the client address in the reply direction only.
     await ns.exec(['nft', '-f', '-'], {

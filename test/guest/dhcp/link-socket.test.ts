@@ -21,6 +21,9 @@ describeNetns('DHCP link socket', () => {
     await harness.addAddress(client, 'eth0', '169.254.7.2/16');
     await harness.up(provider, 'link0');
     await harness.up(client, 'eth0');
+    // link0, raised first, is activated by the kernel's linkwatch some time after eth0 comes up
+    // (seconds on a loaded machine): until then the answers to the client's ARP are dropped.
+    await Promise.all([provider.linkActive('link0'), client.linkActive('eth0')]);
     ifindex = /^(\d+):/.exec((await provider.ip(['-o', 'link', 'show', 'dev', 'link0'])).stdout)?.[1] ?? '';
     expect(ifindex).not.toBe('');
     reader = provider.spawn([process.execPath, READER_FIXTURE, 'link0', ifindex], { stdin: 'pipe' });

@@ -96,6 +96,10 @@ export async function buildTopology(harness: Harness): Promise<DnsTopology> {
   ] as const) {
     await harness.up(ns, dev);
   }
+  // The end of each veth raised first gets its carrier when its peer comes up, but the kernel's
+  // linkwatch activates it some time after (seconds on a loaded machine), dropping what it sends
+  // meanwhile: the first queries, or their answers.
+  await Promise.all([internet.linkActive('inet0'), provider.linkActive('up0'), provider.linkActive('cl0'), client.linkActive('eth0')]);
   // As Spectrum's DHCP lease sets it up: the gateway is on-link, everything else behind it.
   await client.ip(['route', 'add', '169.254.0.0/16', 'dev', 'eth0', 'scope', 'link', 'src', CLIENT_IP]);
   await provider.ip(['route', 'add', `${CLIENT_IP}/32`, 'dev', 'cl0']);

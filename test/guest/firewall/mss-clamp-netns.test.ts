@@ -124,6 +124,8 @@ describeNetns('provider firewall: TCP MSS clamping behind a 1280-byte uplink who
     await harness.addAddress(serverNs, 'eth0', `${SERVER_IP}/24`);
     await harness.up(router, 'srv0');
     await harness.up(serverNs, 'eth0');
+    // srv0, raised first, is activated by the kernel's linkwatch some time after eth0 comes up.
+    await Promise.all([router.linkActive('srv0'), serverNs.linkActive('eth0')]);
     await serverNs.ip(['route', 'add', 'default', 'via', ROUTER_SERVER_SIDE_IP]);
     await world.provider.ip(['route', 'add', '198.51.100.0/24', 'via', INTERNET_IP, 'dev', UPLINK]);
     await world.provider.ip(['link', 'set', 'dev', UPLINK, 'mtu', String(SMALL_MTU)]);

@@ -78,6 +78,14 @@ export async function makeProviderWorld(harness: Harness, ids: readonly number[]
     await ns.ip(['route', 'add', 'default', 'via', GATEWAY_IP, 'dev', 'eth0']);
     clients.push({ id, ip, ns, providerIf });
   }
+  // The end of each veth raised first gets its carrier when its peer comes up, but the kernel's
+  // linkwatch activates it some time after (seconds on a loaded machine), dropping what it sends
+  // meanwhile: the tests' first packets, and the replies to them.
+  await Promise.all([
+    provider.linkActive(UPLINK),
+    internet.linkActive('eth0'),
+    ...clients.flatMap((client) => [provider.linkActive(client.providerIf), client.ns.linkActive('eth0')]),
+  ]);
   return {
     provider,
     internet,
