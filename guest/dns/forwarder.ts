@@ -82,9 +82,10 @@ export interface DnsForwarderOptions {
 }
 
 /**
- * The time the forwarder's recovery runs on: when its listening UDP socket was bound (a failure
- * streak's length) and the backoff before binding it again or connecting upstreams again. Tests
- * pass one they move by hand, so that backoff is checked by driving time, not by waiting for it.
+ * The time the forwarder's recovery runs on: when its listening UDP socket was bound and its
+ * upstreams connected (a failure streak's length), and the backoff before binding it again or
+ * connecting upstreams again. Tests pass one they move by hand, so that backoff is checked by
+ * driving time, not by waiting for it.
  */
 export interface RecoveryClock {
   /** Milliseconds, monotonic. */
@@ -224,11 +225,12 @@ const SOCKETS_PER_UPSTREAM = 64;
  */
 const ROUTE_ERRNOS: ReadonlySet<number> = new Set([19 /* ENODEV */, 22 /* EINVAL */, 99 /* EADDRNOTAVAIL */, 100 /* ENETDOWN */, 101 /* ENETUNREACH */, 113 /* EHOSTUNREACH */]);
 /**
- * A listening UDP socket bound again that lasts this long ends its failure streak: the next failure
- * is warned about again, and bound again after RECONNECT_FIRST_MS. One failing sooner waits longer
- * each time (up to RECONNECT_MAX_MS) and is said at info.
+ * A listening UDP socket bound again, or an upstream connected again after a socket of it failed,
+ * that lasts this long ends its failure streak: the next failure is warned about again, and bound
+ * or connected again after RECONNECT_FIRST_MS. One failing sooner waits longer each time (up to
+ * RECONNECT_MAX_MS) and is said at info.
  */
-const UDP_SETTLED_MS = 60_000;
+export const UDP_SETTLED_MS = 60_000;
 
 /**
  * An upstream and our UDP sockets connected to it. Connected: the kernel drops datagrams from any
@@ -241,8 +243,20 @@ interface UpstreamLink {
   readonly sockets: readonly UdpSocket[];
   /** When to resend a query this upstream has not answered. */
   readonly rtt: RttEstimator;
-  /** A send failed for want of a route or source address: connect again (see ROUTE_ERRNOS). */
+  /**
+   * A send failed for want of a route or source address: connected again at the next link change
+   * or reconnect round, whichever comes first (see ROUTE_ERRNOS). Apart from `failure`: a lost
+   * route is the network's doing, which a link change may well cure.
+   */
   broken: boolean;
+  /** When it was connected (the recovery clock): a socket of it failing within UDP_SETTLED_MS continues its failure streak. */
+  readonly connectedAt: number;
+  /**
+   * A socket of it failed (see #upstreamSocketFailed): it is connected again once `due`, which
+   * its streak's backoff sets, not sooner (a link change does not cut the wait short); `cancel`
+   * cancels that backoff's timer.
+   */
+  failure: { due: boolean; readonly cancel: () => void } | undefined;
 }
 
 interface PendingQuery {
@@ -270,6 +284,11 @@ interface PendingQuery {
 }
 
 type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForwarderCounters[K] };
+
+/** Whether `link` is to be connected again now: its route went, or a socket of it failed and its backoff is over. */
+function needsConnecting(link: UpstreamLink): boolean {
+  return link.broken || link.failure?.due === true;
+}
 
 /** The same upstream through the same link: a device that took the link's name is another. */
 function sameLink(a: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }, b: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): boolean {
@@ -330,6 +349,11 @@ class Forwarder implements DnsForwarder {
   #udpBoundAt = 0;
   /** Retries since every wanted upstream was last connected (sets the backoff). */
   #reconnectRound = 0;
+  /**
+   * Per upstream link (its text), the round of the last failure of its sockets' current failure
+   * streak (sets the backoff before it is connected again; see #upstreamSocketFailed).
+   */
+  readonly #upstreamFailureRounds = new Map<string, number>();
   /** Whether the last upstream list left out our own address (warned once per change). */
   #ignoringSelf = false;
   #upstreamRoute: UpstreamLinkRoute | undefined;
@@ -485,11 +509,14 @@ class Forwarder implements DnsForwarder {
     return this.#reloading;
   }
 
-  /** Upstreams that could not be connected (no route to them yet), or whose route went, are tried again. */
+  /**
+   * Upstreams that could not be connected (no route to them yet), or whose route went, are tried
+   * again; and those whose socket failed, once their backoff is due.
+   */
   async #connectMissingUpstreams(): Promise<void> {
     const wanted = this.#wantedUpstreams;
     if (wanted === undefined || this.#closed !== undefined) return;
-    if (this.#missingUpstreams === 0 && !this.#upstreams.some((link) => link.broken)) return;
+    if (this.#missingUpstreams === 0 && !this.#upstreams.some(needsConnecting)) return;
     await this.#setUpstreams(wanted.candidates, wanted.source);
   }
 
@@ -515,7 +542,11 @@ class Forwarder implements DnsForwarder {
     });
   }
 
-  /** A send to `link` failed with -`result`; a lost route or source address gets the link connected again. */
+  /**
+   * A send to `link` failed with -`result`; a lost route or source address gets the link connected
+   * again, on the reconnect rounds and at the next link change, even while a failure of its
+   * sockets waits out its backoff: the new sockets then go on with that failure streak.
+   */
   #sendFailed(link: UpstreamLink, result: number): void {
     this.#counters.sendErrors += 1;
     if (link.broken || !ROUTE_ERRNOS.has(-result)) return;
@@ -636,6 +667,33 @@ class Forwarder implements DnsForwarder {
     return delay;
   }
 
+  /**
+   * A socket of `link` (`key`) cannot be read any more: the link is connected again after the
+   * backoff of its failure streak, as the listening UDP socket is bound again: RECONNECT_FIRST_MS
+   * after a socket that had stayed connected UDP_SETTLED_MS, else the next wait, doubling up to
+   * RECONNECT_MAX_MS; warned about once per streak, the rest at info. A link change does not cut
+   * the wait short (the forwarder cannot tell whether it cures what failed, and link events come
+   * in storms just when links flap); a lost route (#sendFailed) still does.
+   */
+  #upstreamSocketFailed(link: UpstreamLink, key: string, error: UdpError): void {
+    this.#counters.sendErrors += 1;
+    // Only a link in use is connected again (a retired one's sockets are closed once its queries
+    // time out), and once: its other sockets failing meanwhile change nothing.
+    if (link.broken || link.failure !== undefined || this.#closed !== undefined || !this.#upstreams.includes(link)) return;
+    const last = this.#upstreamFailureRounds.get(key);
+    const streak = last !== undefined && this.#clock.now() - link.connectedAt < UDP_SETTLED_MS;
+    const round = streak ? last + 1 : 0;
+    this.#upstreamFailureRounds.set(key, round);
+    const delay = reconnectDelayMs(round);
+    const failure: { due: boolean; cancel: () => void } = { due: false, cancel: () => undefined };
+    link.failure = failure;
+    failure.cancel = this.#clock.after(delay, () => {
+      failure.due = true;
+      if (this.#closed === undefined) this.#reloading = this.#reloading.then(() => this.#connectMissingUpstreams());
+    });
+    this.#log[streak ? 'info' : 'warn']({ upstream: key, err: error.message }, `a socket to the upstream resolver failed: connecting to it again in ${delay / 1000} s`);
+  }
+
   #bindTcp(): Promise<Server> {
     return new Promise((resolve, reject) => {
       // Half-open: a client may send its queries and shut down its sending side at once (`nc -N`,
@@ -693,18 +751,10 @@ class Forwarder implements DnsForwarder {
     }
     if (this.#reachability.reached(key) === 'regained') this.#log.info({ upstream: key }, 'upstream resolver reachable again');
     const rtt = new RttEstimator({ initialMs: Math.min(INITIAL_RETRANSMIT_MS, this.#timeoutMs), minMs: Math.min(MIN_RETRANSMIT_MS, this.#timeoutMs), maxMs: this.#timeoutMs });
-    const link: UpstreamLink = { upstream, via, sockets, rtt, broken: false };
+    const link: UpstreamLink = { upstream, via, sockets, rtt, broken: false, connectedAt: this.#clock.now(), failure: undefined };
     // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
     const onError = (): void => void (this.#counters.sendErrors += 1);
-    // A socket that cannot be read any more: as a lost route, the link is connected again.
-    const onFailed = (error: UdpError): void => {
-      this.#counters.sendErrors += 1;
-      // Only a link in use is connected again: a retired one's sockets are closed once its queries time out.
-      if (link.broken || this.#closed !== undefined || !this.#upstreams.includes(link)) return;
-      this.#log.warn({ upstream: key, err: error.message }, 'a socket to the upstream resolver failed: connecting to it again');
-      link.broken = true;
-      this.#scheduleReconnect();
-    };
+    const onFailed = (error: UdpError): void => this.#upstreamSocketFailed(link, key, error);
     try {
       for (const socket of sockets) socket.receive((message) => this.#onUpstreamDatagram(link, socket, message), onError, onFailed);
     } catch (error) {
@@ -748,10 +798,12 @@ class Forwarder implements DnsForwarder {
       this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder (and no link to an upstream provider is known)`);
     }
     this.#ignoringSelf = ignoringSelf;
-    this.#reachability.retain(wanted.map(linkText));
+    const wantedKeys = wanted.map(linkText);
+    this.#reachability.retain(wantedKeys);
+    for (const key of [...this.#upstreamFailureRounds.keys()]) if (!wantedKeys.includes(key)) this.#upstreamFailureRounds.delete(key);
     const old = this.#upstreams;
     const changed =
-      wanted.length !== old.length || old.some((link) => link.broken) || wanted.some((want, i) => old[i] === undefined || !sameLink(want, old[i]));
+      wanted.length !== old.length || old.some(needsConnecting) || wanted.some((want, i) => old[i] === undefined || !sameLink(want, old[i]));
     if (changed) this.#switchUpstreams(old, wanted, source);
     else this.#missingUpstreams = 0;
     if (this.#closed === undefined) this.#scheduleReconnect();
@@ -761,7 +813,7 @@ class Forwarder implements DnsForwarder {
   #switchUpstreams(old: readonly UpstreamLink[], wanted: readonly { upstream: Upstream; via: UpstreamLinkRoute | undefined }[], source: string): void {
     // Keep the links of upstreams still listed (and still routed); connect new ones before switching over.
     const links = wanted.map(
-      (want) => old.find((link) => !link.broken && sameLink(link, want)) ?? this.#connectUpstream(want.upstream, want.via),
+      (want) => old.find((link) => !needsConnecting(link) && sameLink(link, want)) ?? this.#connectUpstream(want.upstream, want.via),
     );
     const kept = links.filter((link): link is UpstreamLink => link !== undefined);
     if (this.#closed !== undefined) {
@@ -774,6 +826,9 @@ class Forwarder implements DnsForwarder {
     this.#upstreams = kept;
     for (const link of old) {
       if (kept.includes(link)) continue;
+      link.failure?.cancel();
+      // Replaced (a lost route, say) after holding that long without a failure: its streak is over.
+      if (link.failure === undefined && this.#clock.now() - link.connectedAt >= UDP_SETTLED_MS) this.#upstreamFailureRounds.delete(linkText(link));
       for (const socket of link.sockets) {
         this.#retired.add(socket);
         setTimeout(() => {
@@ -1155,6 +1210,8 @@ class Forwarder implements DnsForwarder {
     this.#rebindTimer?.();
     this.#rebindTimer = undefined;
     await this.#reloading;
+    // After the reloads: none connects a link from now on, nor schedules a failure's backoff.
+    for (const link of this.#upstreams) link.failure?.cancel();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#pending.drain();

@@ -212,7 +212,8 @@ export class UdpSocket {
    * 'fatal': see udpErrorClass), reading stopped: the socket is then of no use but to close. A
    * send whose error is 'fatal' is reported there too, from the event loop (never from inside
    * the send).
-   * Throws UdpError where reading cannot start.
+   * Throws UdpError where reading cannot start: also where a send found the socket broken before
+   * (with that send's error), which nothing then reports.
    */
   receive(onDatagram: DatagramHandler, onError: (code: number) => void, onFailed: (error: UdpError) => void): void {
     const { addon: native, bytes, meta: slots } = required();

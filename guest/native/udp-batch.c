@@ -14,7 +14,8 @@
 //   watch(handle, onBatch(count, failed))   count > 0: datagrams in slots 0..count-1; < 0: -errno,
 //       an error the kernel queued on the socket (reading goes on), or, with failed true, the
 //       socket failed for good: reported once, reading stops (close() still lets go of it).
-//       Which is which: ERROR_CLASSES. Throws {code} where polling cannot start.
+//       Which is which: ERROR_CLASSES. Throws {code} where polling cannot start (on a socket a
+//       send found broken before, that send's errno).
 //   send(handle, bytes, offset, length) -> sent bytes or -errno     (connected socket)
 //   sendTo(handle, bytes, offset, length, port, a0, a1, a2, a3) -> sent bytes or -errno
 //       A send whose error is fatal (ERROR_CLASSES) also stops reading: the caller reports it.
@@ -55,8 +56,9 @@
 typedef struct {
   polled_socket polled;  // first: the handle points at both (polled-socket.h)
   int family;
-  // Failed for good (a fatal read error, reported, or a fatal send error, which the sender
-  // reports): polling stopped (close() still lets go of the socket).
+  // The errno it failed for good with, or 0 (a fatal read error, reported, or a fatal send
+  // error, which the sender reports): polling stopped, or never started (close() still lets go
+  // of the socket).
   int failed;
 } udp_socket;
 
@@ -375,16 +377,16 @@ static void deliver(udp_socket *socket, int count) {
   polled_deliver(&socket->polled, batch_arguments, &batch);
 }
 
-// No more reading: the socket failed for good (close() still lets go of it).
-static void stop_reading(udp_socket *socket) {
-  socket->failed = 1;
+// No more reading: the socket failed for good with `error` (close() still lets go of it).
+static void stop_reading(udp_socket *socket, int error) {
+  socket->failed = error != 0 ? error : EIO;
   // Watched: the poll handle is initialised (not so before watch()).
   if (socket->polled.callback != NULL) uv_poll_stop(&socket->polled.poll);
 }
 
 // The socket failed for good: said once (onBatch(-errno, true)), and no more polling.
 static void fail(udp_socket *socket, int error) {
-  stop_reading(socket);
+  stop_reading(socket, error);
   udp_batch batch = {.count = -error, .failed = 1};
   polled_deliver(&socket->polled, batch_arguments, &batch);
 }
@@ -492,11 +494,14 @@ static napi_value socket_watch(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "udp-batch: the callback must be a function");
     return NULL;
   }
+  // A send found it broken before it was read: polled, it would wake for whatever is queued for
+  // ever (on_readable reads no failed socket), and never say it failed.
+  if (socket->failed != 0) return throw_errno(env, socket->failed, "a send found the socket broken");
   if (!polled_socket_watch(env, &socket->polled, argv[1], "spectrum:udp")) return NULL;
   int error = uv_poll_start(&socket->polled.poll, UV_READABLE, on_readable);
   if (error != 0) {
     // Watched but never polled: close() still lets go of the poll handle.
-    socket->failed = 1;
+    socket->failed = -error;
     return throw_errno(env, -error, "uv_poll_start");
   }
   return NULL;
@@ -533,7 +538,7 @@ static int get_slice(napi_env env, const napi_value *args, uint8_t **start, uint
 static napi_value send_result(napi_env env, udp_socket *socket, ssize_t sent) {
   if (sent >= 0) return number(env, (double)sent);
   int error = errno;
-  if (classify(error, 1) == ERROR_FATAL) stop_reading(socket);
+  if (classify(error, 1) == ERROR_FATAL) stop_reading(socket, error);
   return number(env, -error);
 }
 

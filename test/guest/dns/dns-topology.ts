@@ -171,7 +171,7 @@ export class ForwarderProcess {
   }
 
   /** A poll failure of one of its sockets (see the fixture), which nothing outside can cause. */
-  fail(which: 'listening' | 'listening-at-once' | 'none-at-once' | 'upstream'): Promise<Record<string, unknown>> {
+  fail(which: 'listening' | 'listening-at-once' | 'none-at-once' | 'upstream' | 'upstream-newest' | 'upstreams-at-once'): Promise<Record<string, unknown>> {
     return this.#command('fail', which);
   }
 

@@ -2,12 +2,15 @@
 // udp-batch addon reports it, which nothing outside the process can cause): it is bound again,
 // with backoff while binding fails or the new socket fails at once (which the agent's rebind() at
 // each link change does not cut short: checked on a clock the test moves), warned about once per streak,
-// status and log never saying it listens while it does not, and nothing said after close().
+// status and log never saying it listens while it does not, and nothing said after close(). An
+// upstream's socket failing: the upstream is connected again, with the same backoff while its new
+// sockets fail at once (a lost route, though, at the next link change).
 // Each forwarder listens on its own gateway address, so the tests do not disturb each other.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { UDP_SETTLED_MS } from '../../../guest/dns/forwarder.js';
 import { RECONNECT_MAX_MS, reconnectDelayMs } from '../../../guest/dns/upstream-reachability.js';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { ForwarderProcess, UPSTREAM_A, UPSTREAM_B, buildTopology, eventually, replaceResolvConf, requireDnsTools, startUpstream, type DnsTopology } from './dns-topology.js';
@@ -49,6 +52,16 @@ function logLines(forwarder: ForwarderProcess, from = 0): LogLine[] {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The agent calls rebind() at every change of links: a storm of them, each after the last; the counters after. */
+async function linkStorm(forwarder: ForwarderProcess): Promise<Record<string, unknown>> {
+  let counters: Record<string, unknown> = {};
+  for (let change = 0; change < 5; change++) counters = await forwarder.rebind();
+  return counters;
+}
+
+/** Said when a socket to an upstream failed: the wait before it is connected again. */
+const UPSTREAM_FAILED = /^a socket to the upstream resolver failed: connecting to it again in ([\d.]+) s$/;
 
 describeNetns("DNS forwarder whose listening UDP socket fails", () => {
   let harness: Harness;
@@ -126,16 +139,10 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     const mark = forwarder.process.stderr.length;
     // From now on each socket bound fails as soon as it is read.
     expect((await forwarder.fail('listening-at-once'))['listening']).toBe(false);
-    /** The agent calls rebind() at every change of links: a storm of them, each after the last. */
-    const linkStorm = async (): Promise<Record<string, unknown>> => {
-      let counters: Record<string, unknown> = {};
-      for (let change = 0; change < 5; change++) counters = await forwarder.rebind();
-      return counters;
-    };
     let bound = 1;
     for (let round = 0; round < 5; round++) {
       const wait = reconnectDelayMs(round);
-      const stormed = await linkStorm();
+      const stormed = await linkStorm(forwarder);
       expect({ round, sockets: stormed['listeningSockets'], listening: stormed['listening'] }).toEqual({ round, sockets: bound, listening: false });
       expect((await forwarder.advance(wait - 1))['listeningSockets']).toBe(bound);
       bound += 1;
@@ -148,9 +155,9 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     expect(waits).toEqual(['0.25', '0.5', '1', '2', '2', '2']);
     // Once sockets hold again, the rebind due binds one for good; link changes then find it listening.
     await forwarder.fail('none-at-once');
-    expect((await linkStorm())['listeningSockets']).toBe(bound);
+    expect((await linkStorm(forwarder))['listeningSockets']).toBe(bound);
     expect((await forwarder.advance(RECONNECT_MAX_MS))['listening']).toBe(true);
-    const settled = await linkStorm();
+    const settled = await linkStorm(forwarder);
     expect(settled['listening']).toBe(true);
     expect(settled['listeningSockets']).toBe(bound + 1);
     expect(await ask('169.254.0.8')).toBe('192.0.2.80');
@@ -233,12 +240,85 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     expect(killed.stdout.split('\n').filter((line) => line.trim() !== '').length, 'ss -K destroyed no socket: does the kernel have CONFIG_INET_DIAG_DESTROY?').toBeGreaterThanOrEqual(64);
     await eventually(
       'the upstream connected again',
-      async () => logLines(forwarder, mark).some((line) => line.msg === 'a socket to the upstream resolver failed: connecting to it again'),
+      async () => logLines(forwarder, mark).some((line) => line.msg === 'a socket to the upstream resolver failed: connecting to it again in 0.25 s'),
       REBOUND_MS,
     );
     await eventually('answers through the upstream again', async () => (await ask('169.254.0.9')) === '192.0.2.80', REBOUND_MS);
     const warnings = logLines(forwarder, mark).filter((line) => line.level >= WARN) as (LogLine & { err?: string })[];
     expect(warnings.map((line) => line.err)).toEqual([expect.stringMatching(/\((ECONNABORTED|EDESTADDRREQ)\): the kernel destroyed it/)]);
+  });
+
+  it('connects again an upstream whose new sockets keep failing only when its backoff is due, however many link changes ask meanwhile; after a lost route, at the next one', async () => {
+    const forwarder = await start({ listen: '169.254.0.10', manualClock: true });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.10/32');
+    const started = await forwarder.rebind();
+    expect(started['listening']).toBe(true);
+    /** Times upstream A was connected: each connection opens the same number of sockets. */
+    const perConnection = Number(started['upstreamSockets']);
+    expect(perConnection).toBeGreaterThan(0);
+    const connections = (counters: Record<string, unknown>): number => Number(counters['upstreamSockets']) / perConnection;
+    const mark = forwarder.process.stderr.length;
+    /** [wait in s, level] of each failure said since `from`. */
+    const failures = (from: number): [string | undefined, number][] =>
+      logLines(forwarder, from)
+        .filter((line) => UPSTREAM_FAILED.test(line.msg))
+        .map((line) => [UPSTREAM_FAILED.exec(line.msg)?.[1], line.level]);
+    // One of A's sockets fails now, and so does every one connected from now on, as soon as it is read.
+    expect(connections(await forwarder.fail('upstreams-at-once'))).toBe(1);
+    let connected = 1;
+    for (let round = 0; round < 5; round++) {
+      const wait = reconnectDelayMs(round);
+      expect({ round, connections: connections(await linkStorm(forwarder)) }).toEqual({ round, connections: connected });
+      expect({ round, connections: connections(await forwarder.advance(wait - 1)) }).toEqual({ round, connections: connected });
+      connected += 1;
+      expect({ round, connections: connections(await forwarder.advance(1)) }).toEqual({ round, connections: connected });
+    }
+    // Each failure waited the next backoff, warned about once: the storms moved none of them, nor added any.
+    expect(failures(mark)).toEqual([['0.25', WARN], ...['0.5', '1', '2', '2', '2'].map((wait) => [wait, INFO])]);
+
+    /** A query whose send meets a lost route to A (EHOSTUNREACH), which then comes back. */
+    const loseRoute = async (): Promise<void> => {
+      const before = await forwarder.counters();
+      await net.provider.ip(['route', 'add', 'unreachable', `${UPSTREAM_A}/32`]);
+      try {
+        expect(await ask('169.254.0.10')).toBe('');
+      } finally {
+        await net.provider.ip(['route', 'del', 'unreachable', `${UPSTREAM_A}/32`]);
+      }
+      expect(Number((await forwarder.counters())['sendErrors'])).toBeGreaterThan(Number(before['sendErrors']));
+    };
+    // A lost route is not the sockets' doing: while the last failure still waits (2 s), the next
+    // link change connects A again, at once.
+    await forwarder.fail('none-at-once');
+    await loseRoute();
+    connected += 1;
+    expect(connections(await forwarder.rebind())).toBe(connected);
+    expect(await ask('169.254.0.10')).toBe('192.0.2.80');
+    // The new sockets go on with the streak: one failing within a minute waits the longest, said at info.
+    let from = forwarder.process.stderr.length;
+    await forwarder.fail('upstream-newest');
+    expect(failures(from)).toEqual([['2', INFO]]);
+    expect(connections(await linkStorm(forwarder))).toBe(connected);
+    connected += 1;
+    expect(connections(await forwarder.advance(RECONNECT_MAX_MS))).toBe(connected);
+    // Sockets that held a minute end the streak: the next failure is warned about, and waits the least.
+    await forwarder.advance(UDP_SETTLED_MS);
+    from = forwarder.process.stderr.length;
+    await forwarder.fail('upstream-newest');
+    expect(failures(from)).toEqual([['0.25', WARN]]);
+    connected += 1;
+    expect(connections(await forwarder.advance(reconnectDelayMs(0)))).toBe(connected);
+    // So do sockets that held a minute and were then replaced for a lost route.
+    await forwarder.advance(UDP_SETTLED_MS);
+    await loseRoute();
+    connected += 1;
+    expect(connections(await forwarder.rebind())).toBe(connected);
+    from = forwarder.process.stderr.length;
+    await forwarder.fail('upstream-newest');
+    expect(failures(from)).toEqual([['0.25', WARN]]);
+    connected += 1;
+    expect(connections(await forwarder.advance(reconnectDelayMs(0)))).toBe(connected);
+    expect(await ask('169.254.0.10')).toBe('192.0.2.80');
   });
 
   it('connects again only an upstream in use when one of its sockets fails, not one just retired', async () => {
@@ -262,11 +342,11 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
       "B's socket failed and said so",
       async () => {
         await forwarder.fail('upstream');
-        return logLines(forwarder, mark).some((line) => line.msg === 'a socket to the upstream resolver failed: connecting to it again');
+        return logLines(forwarder, mark).some((line) => UPSTREAM_FAILED.test(line.msg));
       },
       retiredMs + REBOUND_MS,
     );
-    expect(logLines(forwarder, mark).filter((line) => line.level >= WARN).map((line) => line.msg)).toEqual(['a socket to the upstream resolver failed: connecting to it again']);
+    expect(logLines(forwarder, mark).filter((line) => line.level >= WARN).map((line) => line.msg)).toEqual(['a socket to the upstream resolver failed: connecting to it again in 0.25 s']);
     await eventually('upstream B answering again', async () => (await ask('169.254.0.7')) === '192.0.2.81', REBOUND_MS);
   });
 });

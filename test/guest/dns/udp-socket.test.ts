@@ -127,6 +127,12 @@ describeNetns('udp-batch sockets in a namespace', () => {
     expect(report['destroyedThenSent']).toEqual({ killed: 1, errors: [], failed: ['EDESTADDRREQ'], answers: 1, sends: [-89, -89] });
   });
 
+  it('refuses to read a socket a send found broken before it was read, with the send\'s error', () => {
+    // ECONNABORTED (103): its poll would have woken for the queued datagram for ever, reading
+    // nothing, and its failure never been reported.
+    expect(report['brokenBeforeReceive']).toEqual({ killed: 1, sent: -103, thrown: 'socket:ECONNABORTED', delivered: 0, failed: [] });
+  });
+
   it("refuses another addon's socket handle (rtnl-events' to udp-batch, and the reverse) with a TypeError, never reading it as its own", () => {
     // Both took any external: a udp-batch handle closed by rtnl-events was read as its struct.
     const refused = 'TypeError:EINVAL';
