@@ -8,7 +8,7 @@ import { type OptionSource, optionSource, sourceName, usablePath } from '../shar
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { AddressError } from '../shared/address-error.js';
-import { type AttachChoice, AttachModeError, parseAttachChoice } from './attach-mode.js';
+import { type AttachChoice, AttachModeError, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
@@ -46,6 +46,8 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 const DEVICE_PREFIX_ENV = 'SPECTRUM_DEVICE_PREFIX';
 const NETNS_PREFIX_ENV = 'SPECTRUM_NETNS_PREFIX';
+/** --mtu: IPv4's least (RFC 791) to the most a device takes (a tap less: TAP_MTU_MAX). */
+const [MTU_MIN, MTU_MAX] = [68, 65535] as const;
 
 /** The flags of every linker command: where links are recorded, what their devices are called. */
 interface StateFlags {
@@ -85,7 +87,7 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
 function linkerOptionsOf(env: Env) {
   return {
     configDir: () =>
-      new Option('--config-dir <dir>', `VM config directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`).argParser(directoryOption('--config-dir')),
+      new Option('--config-dir <dir>', `directory of VM directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`).argParser(directoryOption('--config-dir')),
     stateDir: () =>
       new Option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`).argParser(directoryOption('--state-dir')),
     devicePrefix: () =>
@@ -96,7 +98,7 @@ function linkerOptionsOf(env: Env) {
     // An empty variable is no prefix, as none is.
     netnsPrefix: () =>
       new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV} or none`),
-    mtu: () => new Option('--mtu <bytes>', "MTU of every link device, which the VMs' NICs learn").default('1500'),
+    mtu: () => new Option('--mtu <bytes>', `MTU of every link device, which the VMs' NICs learn: ${MTU_MIN} to ${MTU_MAX}, a tap at most ${TAP_MTU_MAX}`).default('1500'),
     attach: (description: string) => new Option('--attach <mode>', description).argParser(collect).default([], 'none'),
     qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),
     chSocket: () => new Option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/vmm'),
@@ -476,7 +478,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...stateOptions(flags, env, command),
         configDir: configDirOf(flags.configDir, env),
         netnsPrefix: netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env)),
-        mtu: integerOption('--mtu', flags.mtu, 68, 65535, 'an MTU'),
+        mtu: integerOption('--mtu', flags.mtu, MTU_MIN, MTU_MAX, 'an MTU'),
         attach,
         vmm: vmmFactory(attach, flags),
       };

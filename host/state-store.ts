@@ -38,6 +38,7 @@ import {
   readdirSync,
   readlinkSync,
   renameSync,
+  statSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
@@ -105,9 +106,35 @@ export function stateFilePath(dir: string): string {
   return join(dir, STATE_FILE);
 }
 
+/**
+ * Why a state dir cannot be used, said as `link`'s lock says it (openStateDir): for a reader too,
+ * which would otherwise name a file under it (`<dir>/links.json`, ENOTDIR) or find no state at all.
+ */
+function stateDirUnusable(dir: string, reason: string): StateStoreError {
+  return new StateStoreError('state-dir-unusable', `state dir ${dir} cannot be used (${reason}); pass --state-dir or set ${STATE_DIR_ENV} to a writable directory`);
+}
+
+/** Opening `<dir>/links.json` said ENOTDIR: dir is a file, or a path above it is. */
+function notADirectory(dir: string): StateStoreError {
+  let reason = 'it is not a directory';
+  try {
+    statSync(dir);
+  } catch (error) {
+    if (isCode(error, 'ENOTDIR')) reason = 'a path above it is not a directory';
+  }
+  return stateDirUnusable(dir, reason);
+}
+
 /** Whether dir holds a state file at all (a state with no links still has one once written). */
 export function hasStateFile(dir: string): boolean {
-  return existsSync(stateFilePath(dir));
+  try {
+    statSync(stateFilePath(dir));
+    return true;
+  } catch (error) {
+    // A state dir that is a file holds no state, but is no state dir either: said so, not "no state file".
+    if (isCode(error, 'ENOTDIR')) throw notADirectory(dir);
+    return false;
+  }
 }
 
 /** The state recorded in dir; empty when there is no state file yet. Safe without the lock. */
@@ -131,6 +158,7 @@ export async function loadState(dir: string): Promise<LinkState> {
   } catch (error) {
     if (error instanceof StateStoreError) throw error;
     if (isCode(error, 'ENOENT')) return emptyState();
+    if (isCode(error, 'ENOTDIR')) throw notADirectory(dir);
     if (isCode(error, 'ELOOP')) {
       throw new StateStoreError(
         'read-failed',
@@ -313,7 +341,7 @@ function openStateDir(dir: string): { fd: number; key: string } {
     // makeDirs says why in its own words; open with O_DIRECTORY says ENOTDIR where the path is
     // no directory (or became something else meanwhile).
     const reason = error instanceof MakeDirError ? error.message : isCode(error, 'ENOTDIR') ? 'it is not a directory' : reasonOf(error);
-    throw new StateStoreError('state-dir-unusable', `state dir ${dir} cannot be used (${reason}); pass --state-dir or set ${STATE_DIR_ENV} to a writable directory`);
+    throw stateDirUnusable(dir, reason);
   }
 }
 

@@ -1,9 +1,10 @@
 // The spectrum-netd subcommands: run (provider agent), client (app VM links), status.
 import { type Stats, closeSync, constants, fstatSync, readFileSync, readdirSync, writeSync } from 'node:fs';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { integerOption } from '../../shared/cli/integer-option.js';
 import { type Interruption, interruptOnSignals, signalExitCode } from '../../shared/cli/interruption.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
+import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
 import type { ConntrackPort } from '../conntrack-port.js';
 import { KernelConntrack } from '../conntrack/conntrack-purge.js';
@@ -16,7 +17,7 @@ import { MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE, clientNewFlowBurst } f
 import { type ClientFlowLimitOption, type ClientNewFlowRateOption, NftablesFirewall, ProviderServices } from './provider-ports.js';
 import { NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
-import { ControlServer, DEFAULT_CONTROL_SOCKET, controlRequest } from './control-socket.js';
+import { ControlServer, DEFAULT_CONTROL_SOCKET, checkControlSocketPath, controlRequest } from './control-socket.js';
 import { NetdError } from './netd-error.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
 import { loadRtnlEventsAddon } from './rtnl-events.js';
@@ -34,7 +35,7 @@ const AGENT_STARTING = 'the agent is still starting';
  */
 function collectInterface(value: string, previous: string[]): string[] {
   if (Buffer.byteLength(value) > 15 || value === '' || value === '.' || value === '..' || /[/:\s]/.test(value)) {
-    throw new InvalidArgumentError("expected an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks");
+    throw new CliError(`--ignore ${JSON.stringify(value)} is not valid: give an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks`, EXIT.usage);
   }
   return [...previous, value];
 }
@@ -44,9 +45,22 @@ function collectUpstream(value: string, previous: string[]): string[] {
   try {
     parseUpstream(value);
   } catch (error) {
-    throw new InvalidArgumentError(error instanceof Error ? error.message : String(error));
+    // Said as every other bad value is: the option, the value, why (the parser's message names the value first).
+    const message = error instanceof Error ? error.message : String(error);
+    const why = message.startsWith(`upstream ${JSON.stringify(value)}: `) ? message.slice(`upstream ${JSON.stringify(value)}: `.length) : message;
+    throw new CliError(`--dns-upstream ${JSON.stringify(value)} is not valid: ${why}`, EXIT.usage);
   }
   return [...previous, value];
+}
+
+/** --control-socket: a path a Unix socket can have, checked as it is read, before anything is made or asked. */
+function controlSocketOption(value: string): string {
+  try {
+    return checkControlSocketPath(value);
+  } catch {
+    const shown = `${JSON.stringify(value.slice(0, 64))}${value.length > 64 ? '...' : ''}`;
+    throw new CliError(`--control-socket ${shown} is not valid: give a path of 1 to ${UNIX_SOCKET_PATH_MAX} bytes`, EXIT.usage);
+  }
 }
 
 /** --notify-fd: a descriptor number as a service manager gives one (s6: the notification-fd file). */
@@ -355,7 +369,7 @@ export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<
     .description('provider agent: configure every client link as it comes and goes, feed the firewall and services')
     .addOption(new Option('--ignore <ifname>', 'an interface the agent must not touch (repeatable)').argParser(collectInterface).default([], 'none'))
     .addOption(new Option('--allow-pair <a=b>', 'let client A open connections to client B (client IPs or ids; replies return; give B=A too for the other way) (repeatable)').argParser(collect).default([], 'none'))
-    .option('--control-socket <path>', 'Unix socket for `status`', DEFAULT_CONTROL_SOCKET)
+    .addOption(new Option('--control-socket <path>', 'Unix socket for `status`').argParser(controlSocketOption).default(DEFAULT_CONTROL_SOCKET))
     .addOption(new Option('--notify-fd <n>', 'write a newline to this fd once the initial reconcile is done (s6)').argParser(parseFd))
     .option('--no-firewall', 'do not manage nftables (no NAT, isolation, anti-spoofing or conntrack purge: for debugging only)')
     .option('--no-dhcp', 'do not serve DHCP on provider links')
@@ -528,7 +542,7 @@ export function statusCommand(): Command {
   return new Command('status')
     .description('show the running agent: links (name, role, id, client IP, state) and counters')
     .option('--json', 'print JSON')
-    .option('--control-socket <path>', "the agent's control socket", DEFAULT_CONTROL_SOCKET)
+    .addOption(new Option('--control-socket <path>', "the agent's control socket").argParser(controlSocketOption).default(DEFAULT_CONTROL_SOCKET))
     .option('--wait <seconds>', 'first wait up to this long for an agent that has configured every link (its first reconcile done): for service managers')
     .action(async (options: { json?: boolean; controlSocket: string; wait?: string }) => {
       const waitMs = options.wait === undefined ? undefined : integerOption('--wait', options.wait, 0, 3600, 'whole seconds') * 1000;

@@ -2,6 +2,7 @@
 // (What the commands do is tested in link-netns.test.ts and link-vmm.test.ts.)
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
+import { checkCommand } from '../../host/check-command.js';
 import { interruptedUndoingError, linkCommands, nicRemoval, undoStateLine, undoStepLine } from '../../host/link-commands.js';
 import type { LinkReport, VmmPort } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
@@ -80,6 +81,17 @@ describe('spectrum-link linker commands', () => {
       '--netns-prefix': '(default: $SPECTRUM_NETNS_PREFIX or none)',
     };
     for (const [option, text] of Object.entries(expected)) if ((OWN_OPTIONS[name] ?? []).includes(option)) expect(help, option).toContain(text);
+  });
+
+  it('check, link and show describe --config-dir in the same words', () => {
+    const described = (command: Command): string | undefined => command.options.find((option) => option.long === '--config-dir')?.description;
+    expect(described(named('link'))).toBe(described(checkCommand({})));
+    expect(described(named('show'))).toBe(described(checkCommand({})));
+  });
+
+  it('link --help gives the range of --mtu, and the most a tap takes', () => {
+    const help = named('link').helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain("--mtu <bytes> MTU of every link device, which the VMs' NICs learn: 68 to 65535, a tap at most 65521 (default: \"1500\")");
   });
 
   it.each(Object.keys(OWN_OPTIONS))('%s takes, and --help lists, only the options it uses', (name) => {

@@ -166,6 +166,22 @@ afterEach(async () => {
 
 const options = (): LinkerOptions => ({ configDir, stateDir, devicePrefix: PREFIX, netnsPrefix: '', mtu: 1500, attach: parseAttachChoice(['none']), vmm: NO_VMM });
 
+describe('gc with a --state-dir that is a file', () => {
+  it('says the state dir is no directory (as link does), not that it holds no state file, and removes nothing', async () => {
+    const file = join(stateDir, 'a-file');
+    await writeFile(file, '');
+    kernel.host = new Map([['snb9', {} as ObservedDevice]]);
+    for (const dir of [file, join(file, 'below')]) {
+      await expect(collectGarbage({ stateDir: dir, devicePrefix: PREFIX })).rejects.toMatchObject({
+        name: 'StateStoreError',
+        kind: 'state-dir-unusable',
+        message: expect.stringMatching(new RegExp(`^state dir ${dir} cannot be used \\((it|a path above it) is not a directory\\); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory$`)),
+      });
+    }
+    expect(kernel.removed).toEqual([]);
+  });
+});
+
 describe('link --keep-going after the one transaction failed', () => {
   it('goes on from the state file as it is, not as it was before the run: an undo step that failed leaves ids recorded whose devices may exist, and they stay', async () => {
     // The ids the three clients get (an empty state: their preferred ones); the kernel refuses c3's bridge.

@@ -54,6 +54,25 @@ describe('load and save', () => {
     await expect(loadState(dir)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'read-failed' });
   });
 
+  it('says a state dir that is a file (or lies below one) is no directory, as the lock does, not that its state file cannot be read', async () => {
+    const file = join(dir, 'a-file');
+    await writeFile(file, '');
+    await expect(loadState(file)).rejects.toMatchObject({
+      name: 'StateStoreError',
+      kind: 'state-dir-unusable',
+      message: `state dir ${file} cannot be used (it is not a directory); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory`,
+    });
+    await expect(loadState(join(file, 'below'))).rejects.toMatchObject({
+      kind: 'state-dir-unusable',
+      message: `state dir ${join(file, 'below')} cannot be used (a path above it is not a directory); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory`,
+    });
+    // The lock (link, unlink) says the same of the same dir.
+    await expect(withStateLock(file, async () => undefined)).rejects.toMatchObject({
+      kind: 'state-dir-unusable',
+      message: `state dir ${file} cannot be used (it is not a directory); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory`,
+    });
+  });
+
   it('refuses a state file that is a symlink (to a device or a FIFO too) or a FIFO at once instead of reading it (forever)', async () => {
     // A device first: the FIFO would block a plain read (and this test) for good.
     await symlink('/dev/null', stateFilePath(dir));

@@ -567,7 +567,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     const result = await provider.exec(['node', CLI, command, '--control-socket', path], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
     expect(result.code).toBe(2);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
-    expect(result.stderr).toMatch(/control socket path .* is not usable/);
+    expect(result.stderr).toMatch(/^spectrum-netd: --control-socket ".*"(\.\.\.)? is not valid: give a path of 1 to 107 bytes\n$/);
   });
 
   it.each([

@@ -12,7 +12,7 @@ import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NoopFirewall } from '../../../guest/firewall-port.js';
 import { NoopServices } from '../../../guest/services-port.js';
-import { type RunPorts, clientCommand, formatStatus, runCommand } from '../../../guest/netd/commands.js';
+import { type RunPorts, clientCommand, formatStatus, runCommand, statusCommand } from '../../../guest/netd/commands.js';
 import { ControlServer } from '../../../guest/netd/control-socket.js';
 import { EXIT, runCli } from '../../../shared/cli/run-cli.js';
 
@@ -82,6 +82,45 @@ describe('spectrum-netd --help', () => {
     expect(parsedOptions(runCommand(), [])).toMatchObject({ ignore: [], allowPair: [], dnsUpstream: [] });
     const options = parsedOptions(runCommand(), ['--ignore', 'wlan0', '--ignore', 'eth1', '--dns-upstream', '192.0.2.53', '--dns-upstream', '[2001:db8::1]:53', '--allow-pair', '1=2']);
     expect(options).toMatchObject({ ignore: ['wlan0', 'eth1'], dnsUpstream: ['192.0.2.53', '[2001:db8::1]:53'], allowPair: ['1=2'] });
+  });
+});
+
+describe('spectrum-netd: a bad option value is said as every other one is', () => {
+  /** The command as the bin runs it, its action replaced (nothing is started): exit code and stderr. */
+  async function refused(make: () => Command, args: readonly string[]): Promise<{ code: number; err: string; ran: boolean }> {
+    let err = '';
+    let ran = false;
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
+    try {
+      const command = make().action(() => void (ran = true));
+      const code = await runCli(new Command('spectrum-netd').addCommand(command), [command.name(), ...args]);
+      return { code, err, ran };
+    } finally {
+      stderr.mockRestore();
+    }
+  }
+
+  // Commander's own wording ("option '--ignore <ifname>' argument 'a b' is invalid. expected ...")
+  // was the odd one out among `--lease-seconds "10" is not valid: give ...` and the like.
+  it.each([
+    ['run', ['--ignore', 'a b'], runCommand, `--ignore "a b" is not valid: give an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks`],
+    ['client', ['--ignore', ''], clientCommand, `--ignore "" is not valid: give an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks`],
+    ['run', ['--dns-upstream', '1.2.3'], runCommand, '--dns-upstream "1.2.3" is not valid: expected an IP address, optionally with :port (IPv6 as [addr]:port)'],
+    ['run', ['--dns-upstream', '192.0.2.1:99999'], runCommand, '--dns-upstream "192.0.2.1:99999" is not valid: port must be 1..65535'],
+    ['run', ['--control-socket', ''], runCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],
+    ['status', ['--control-socket', ''], statusCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],
+    ['status', ['--control-socket', `/${'x'.repeat(120)}`], statusCommand, `--control-socket "/${'x'.repeat(63)}"... is not valid: give a path of 1 to 107 bytes`],
+  ] as const)('%s %j: one line naming the option and the value, exit 2, nothing run', async (_name, args, make, line) => {
+    expect(await refused(make, args)).toEqual({ code: EXIT.usage, err: `spectrum-netd: ${line}\n`, ran: false });
+  });
+
+  it('still takes the values those options took', () => {
+    expect(parsedOptions(runCommand(), ['--ignore', 'eth0', '--dns-upstream', '192.0.2.53:5353', '--control-socket', '/run/x.sock'])).toMatchObject({
+      ignore: ['eth0'],
+      dnsUpstream: ['192.0.2.53:5353'],
+      controlSocket: '/run/x.sock',
+    });
+    expect(parsedOptions(statusCommand(), [])).toMatchObject({ controlSocket: '/run/spectrum-netd/control.sock' });
   });
 });
 
