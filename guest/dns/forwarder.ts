@@ -257,6 +257,11 @@ interface UpstreamLink {
    * cancels that backoff's timer.
    */
   failure: { due: boolean; readonly cancel: () => void } | undefined;
+  /**
+   * Its sockets that failed: nothing reads them, so no query goes out of them while any other
+   * works (see #pickSocket); while none does, its queries go to the next upstream (#usableFrom).
+   */
+  readonly failedSockets: Set<UdpSocket>;
 }
 
 interface PendingQuery {
@@ -284,6 +289,11 @@ interface PendingQuery {
 }
 
 type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForwarderCounters[K] };
+
+/** Whether a query sent to `link` can be answered: some socket of it has not failed. */
+function usable(link: UpstreamLink): boolean {
+  return link.failedSockets.size < link.sockets.length;
+}
 
 /** Whether `link` is to be connected again now: its route went, or a socket of it failed and its backoff is over. */
 function needsConnecting(link: UpstreamLink): boolean {
@@ -675,8 +685,9 @@ class Forwarder implements DnsForwarder {
    * the wait short (the forwarder cannot tell whether it cures what failed, and link events come
    * in storms just when links flap); a lost route (#sendFailed) still does.
    */
-  #upstreamSocketFailed(link: UpstreamLink, key: string, error: UdpError): void {
+  #upstreamSocketFailed(link: UpstreamLink, socket: UdpSocket, key: string, error: UdpError): void {
     this.#counters.sendErrors += 1;
+    link.failedSockets.add(socket);
     // Only a link in use is connected again (a retired one's sockets are closed once its queries
     // time out), and once: its other sockets failing meanwhile change nothing.
     if (link.broken || link.failure !== undefined || this.#closed !== undefined || !this.#upstreams.includes(link)) return;
@@ -751,12 +762,17 @@ class Forwarder implements DnsForwarder {
     }
     if (this.#reachability.reached(key) === 'regained') this.#log.info({ upstream: key }, 'upstream resolver reachable again');
     const rtt = new RttEstimator({ initialMs: Math.min(INITIAL_RETRANSMIT_MS, this.#timeoutMs), minMs: Math.min(MIN_RETRANSMIT_MS, this.#timeoutMs), maxMs: this.#timeoutMs });
-    const link: UpstreamLink = { upstream, via, sockets, rtt, broken: false, connectedAt: this.#clock.now(), failure: undefined };
+    const link: UpstreamLink = { upstream, via, sockets, rtt, broken: false, connectedAt: this.#clock.now(), failure: undefined, failedSockets: new Set() };
     // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
     const onError = (): void => void (this.#counters.sendErrors += 1);
-    const onFailed = (error: UdpError): void => this.#upstreamSocketFailed(link, key, error);
     try {
-      for (const socket of sockets) socket.receive((message) => this.#onUpstreamDatagram(link, socket, message), onError, onFailed);
+      for (const socket of sockets) {
+        socket.receive(
+          (message) => this.#onUpstreamDatagram(link, socket, message),
+          onError,
+          (error) => this.#upstreamSocketFailed(link, socket, key, error),
+        );
+      }
     } catch (error) {
       for (const socket of sockets) socket.close();
       this.#log.warn({ upstream: key, err: errorText(error) }, 'cannot read the sockets to the upstream resolver; trying again');
@@ -873,7 +889,7 @@ class Forwarder implements DnsForwarder {
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
       return;
     }
-    const index = this.#preferred < upstreamCount ? this.#preferred : 0;
+    const { index, passed } = this.#usableFrom(this.#preferred < upstreamCount ? this.#preferred : 0, upstreamCount);
     const link = this.#upstreams[index];
     if (link === undefined) return;
     // The datagram is a view into the socket's arena: the pending query keeps a copy.
@@ -888,7 +904,7 @@ class Forwarder implements DnsForwarder {
       link,
       socket: undefined,
       upstreamIndex: index,
-      attempt: 0,
+      attempt: passed,
       id: 0,
       sentAt: 0,
       transmissions: 0,
@@ -929,13 +945,39 @@ class Forwarder implements DnsForwarder {
     entry.transmissions = 1;
     entry.upstreamUntil = now + this.#timeoutMs;
     writeId(entry.message, id);
-    const socket = entry.link.sockets[this.#socketPick() % entry.link.sockets.length];
+    const socket = this.#pickSocket(entry.link);
     entry.socket = socket;
     // A failed send (a socket closed as the upstream list changed, a route gone): the timeout moves the query on.
     const sent = socket === undefined ? -9 : socket.send(entry.message);
     if (sent < 0) this.#sendFailed(entry.link, sent);
     this.#armTimer();
     return true;
+  }
+
+  /** A socket of `link` at random, among those that have not failed while any has not. */
+  #pickSocket(link: UpstreamLink): UdpSocket | undefined {
+    const { sockets, failedSockets } = link;
+    if (!usable(link)) return sockets[this.#socketPick() % sockets.length];
+    // Drawn again until it is one that works: as even a pick among them as among all.
+    for (;;) {
+      const socket = sockets[this.#socketPick() % sockets.length];
+      if (socket !== undefined && !failedSockets.has(socket)) return socket;
+    }
+  }
+
+  /**
+   * The upstream a query goes to next, from `index` on in turn, with `left` of them still to try:
+   * the first that can answer (see usable()), and how many were passed over (they count as
+   * tried); where none can, `index` as before (a send may still tell of a lost route).
+   */
+  #usableFrom(index: number, left: number): { index: number; passed: number } {
+    const upstreams = this.#upstreams;
+    for (let passed = 0; passed < left; passed++) {
+      const at = (index + passed) % upstreams.length;
+      const link = upstreams[at];
+      if (link !== undefined && usable(link)) return { index: at, passed };
+    }
+    return { index, passed: 0 };
   }
 
   #answerUdp(query: Buffer, questionEnd: number, rcode: Rcode, client: UdpPeer): void {
@@ -997,11 +1039,15 @@ class Forwarder implements DnsForwarder {
       const entry = this.#pending.peek(id);
       if (entry === undefined) continue;
       const left = entry.upstreamUntil - now;
-      if (left >= MIN_RETRANSMIT_MS) this.#resend(entry, now, left);
+      // The socket it went out of failed since: no answer can come through it, so on at once.
+      if (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket)) {
+        this.#pending.take(id);
+        this.#retry(entry, 'socket-failed');
+      } else if (left >= MIN_RETRANSMIT_MS) this.#resend(entry, now, left);
       else if (left > 0) this.#pending.reschedule(id, entry.upstreamUntil);
       else {
         this.#pending.take(id);
-        this.#retry(entry);
+        this.#retry(entry, 'timed-out');
       }
     }
     this.#armTimer();
@@ -1018,17 +1064,21 @@ class Forwarder implements DnsForwarder {
     if (sent < 0) this.#sendFailed(entry.link, sent);
   }
 
-  /** An upstream did not answer in time: move on to the next one, or give up with SERVFAIL. */
-  #retry(entry: PendingQuery): void {
-    this.#counters.upstreamTimeouts += 1;
+  /**
+   * An upstream did not answer in time, or the socket the query went out of failed (said already,
+   * and no reason to prefer another upstream): move on to the next one, or give up with SERVFAIL.
+   */
+  #retry(entry: PendingQuery, why: 'timed-out' | 'socket-failed'): void {
+    if (why === 'timed-out') this.#counters.upstreamTimeouts += 1;
     const count = this.#upstreams.length;
     const failedIndex = entry.upstreamIndex;
     entry.attempt += 1;
     if (entry.attempt < count) {
-      const nextIndex = (failedIndex + 1) % count;
+      const { index: nextIndex, passed } = this.#usableFrom((failedIndex + 1) % count, count - entry.attempt);
+      entry.attempt += passed;
       const next = this.#upstreams[nextIndex];
       if (next !== undefined) {
-        if (this.#preferred === failedIndex) {
+        if (why === 'timed-out' && this.#preferred === failedIndex) {
           this.#preferred = nextIndex;
           this.#log.warn(
             { failed: upstreamText(entry.link.upstream), next: upstreamText(next.upstream) },

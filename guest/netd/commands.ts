@@ -45,10 +45,11 @@ function collectUpstream(value: string, previous: string[]): string[] {
   try {
     parseUpstream(value);
   } catch (error) {
-    // Said as every other bad value is: the option, the value, why (the parser's message names the value first).
+    // Said as every other bad value is: the option, the value, why. The parser's message names the
+    // value first, as it shows it (a long one cut short): that, once, and the rest as why.
     const message = error instanceof Error ? error.message : String(error);
-    const why = message.startsWith(`upstream ${JSON.stringify(value)}: `) ? message.slice(`upstream ${JSON.stringify(value)}: `.length) : message;
-    throw new CliError(`--dns-upstream ${JSON.stringify(value)} is not valid: ${why}`, EXIT.usage);
+    const named = /^upstream ("(?:[^"\\]|\\.)*"): (.*)$/s.exec(message);
+    throw new CliError(`--dns-upstream ${named?.[1] ?? JSON.stringify(value)} is not valid: ${named?.[2] ?? message}`, EXIT.usage);
   }
   return [...previous, value];
 }

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { UDP_SETTLED_MS } from '../../../guest/dns/forwarder.js';
 import { RECONNECT_MAX_MS, reconnectDelayMs } from '../../../guest/dns/upstream-reachability.js';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
-import { ForwarderProcess, UPSTREAM_A, UPSTREAM_B, buildTopology, eventually, replaceResolvConf, requireDnsTools, startUpstream, type DnsTopology } from './dns-topology.js';
+import { DEAD_UPSTREAM, ForwarderProcess, UPSTREAM_A, UPSTREAM_B, buildTopology, eventually, replaceResolvConf, requireDnsTools, startUpstream, type DnsTopology } from './dns-topology.js';
 
 const TIMEOUT_MS = 500;
 /** Bound again at the longest backoff, with room for a loaded machine. */
@@ -78,6 +78,28 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
   /** The answer for www.test.example from the forwarder at `server`, or '' for none. */
   async function ask(server: string): Promise<string> {
     return (await net.client.exec(['dig', `@${server}`, '+time=1', '+tries=1', '+short', 'www.test.example'], { allowFailure: true })).stdout.trim();
+  }
+
+  /** The local ports of the sockets `forwarder` has connected to `upstream` (ss names their process). */
+  async function portsTo(forwarder: ForwarderProcess, upstream: string): Promise<string[]> {
+    const listed = await net.provider.exec(['ss', '-H', '-u', '-n', '-p', 'dst', `${upstream}:53`]);
+    return listed.stdout
+      .split('\n')
+      .filter((line) => line.includes(`pid=${forwarder.process.pid},`))
+      .map((line) => {
+        // Local address:port, then the peer's (no state column where all are alike).
+        const fields = line.trim().split(/\s+/);
+        return fields[fields.indexOf(`${upstream}:53`) - 1]?.split(':').at(-1) ?? '';
+      });
+  }
+
+  /** The kernel destroys those sockets (ss -K), and `forwarder` has been told of each (its poll failed). */
+  async function destroy(forwarder: ForwarderProcess, upstream: string, ports: readonly string[]): Promise<void> {
+    const before = await forwarder.counter('sendErrors');
+    const filter = ports.flatMap((port, i) => [...(i === 0 ? [] : ['or']), 'sport', '=', `:${port}`]);
+    const killed = await net.provider.exec(['ss', '-K', '-H', '-u', '-n', 'dst', `${upstream}:53`, 'and', '(', ...filter, ')']);
+    expect(killed.stdout.split('\n').filter((line) => line.trim() !== '').length, 'ss -K destroyed no socket: does the kernel have CONFIG_INET_DIAG_DESTROY?').toBe(ports.length);
+    await eventually('the forwarder told of each socket destroyed', async () => (await forwarder.counter('sendErrors')) >= before + ports.length);
   }
 
   beforeAll(async () => {
@@ -319,6 +341,45 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     connected += 1;
     expect(connections(await forwarder.advance(reconnectDelayMs(0)))).toBe(connected);
     expect(await ask('169.254.0.10')).toBe('192.0.2.80');
+  });
+
+  it("sends no query out of an upstream's socket that failed: its other sockets carry them, and once none is left, the next upstream does at once", async () => {
+    // A query sent out of a failed socket is never answered (nothing reads that socket): it waited
+    // out the whole timeout, while the upstream waits its backoff (up to 2 s) to be connected again.
+    const forwarder = await start({ listen: '169.254.0.11', upstreams: [UPSTREAM_A, UPSTREAM_B], timeoutMs: 5000, manualClock: true });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.11/32');
+    const started = await forwarder.rebind();
+    expect(started['listening']).toBe(true);
+    expect(await ask('169.254.0.11')).toBe('192.0.2.80');
+    const ports = await portsTo(forwarder, UPSTREAM_A);
+    expect(ports).toHaveLength(Number(started['upstreamSockets']) / 2);
+    // All of A's sockets but one: each query goes out of that one (one of the dead had all but
+    // surely been picked by one of these queries, which would then have had no answer).
+    await destroy(forwarder, UPSTREAM_A, ports.slice(1));
+    let sendErrors = await forwarder.counter('sendErrors');
+    for (let query = 0; query < 4; query++) expect({ query, answer: await ask('169.254.0.11') }).toEqual({ query, answer: '192.0.2.80' });
+    // Nor did a send meet a dead one (EDESTADDRREQ).
+    expect(await forwarder.counter('sendErrors')).toBe(sendErrors);
+    // None of A's left: B answers at once, nothing sent to A first (where it would wait out A's resend time).
+    await destroy(forwarder, UPSTREAM_A, ports.slice(0, 1));
+    sendErrors = await forwarder.counter('sendErrors');
+    expect(await ask('169.254.0.11')).toBe('192.0.2.81');
+    expect(await forwarder.counter('sendErrors')).toBe(sendErrors);
+    // Connected again once its backoff is due, A is used again.
+    expect((await forwarder.advance(reconnectDelayMs(0)))['upstreamSockets']).toBe(Number(started['upstreamSockets']) * 1.5);
+    expect(await ask('169.254.0.11')).toBe('192.0.2.80');
+  });
+
+  it('moves a query whose socket failed while it waited on to the next upstream at its resend, not after the whole timeout', async () => {
+    const forwarder = await start({ listen: '169.254.0.12', upstreams: [DEAD_UPSTREAM, UPSTREAM_B], timeoutMs: 8000, manualClock: true });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.12/32');
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    // Sent to the dead upstream first, resent after 1 s (the first round-trip estimate), then after 3 s...
+    const asking = net.client.exec(['dig', '@169.254.0.12', '+time=5', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+    await eventually('the query waiting for the dead upstream', async () => (await forwarder.counter('pending')) === 1);
+    await destroy(forwarder, DEAD_UPSTREAM, await portsTo(forwarder, DEAD_UPSTREAM));
+    // ...whose socket, gone, would bring no answer: the resend due moves it on to B instead.
+    expect((await asking).stdout.trim()).toBe('192.0.2.81');
   });
 
   it('connects again only an upstream in use when one of its sockets fails, not one just retired', async () => {

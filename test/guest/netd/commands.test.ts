@@ -107,6 +107,8 @@ describe('spectrum-netd: a bad option value is said as every other one is', () =
     ['client', ['--ignore', ''], clientCommand, `--ignore "" is not valid: give an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks`],
     ['run', ['--dns-upstream', '1.2.3'], runCommand, '--dns-upstream "1.2.3" is not valid: expected an IP address, optionally with :port (IPv6 as [addr]:port)'],
     ['run', ['--dns-upstream', '192.0.2.1:99999'], runCommand, '--dns-upstream "192.0.2.1:99999" is not valid: port must be 1..65535'],
+    // Shown as the parser shows it (cut at 80 characters), once: not again inside the reason.
+    ['run', ['--dns-upstream', `192.0.2.1:${'9'.repeat(100)}`], runCommand, `--dns-upstream "192.0.2.1:${'9'.repeat(70)}…" is not valid: expected an IP address, optionally with :port`],
     ['run', ['--control-socket', ''], runCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],
     ['status', ['--control-socket', ''], statusCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],
     ['status', ['--control-socket', `/${'x'.repeat(120)}`], statusCommand, `--control-socket "/${'x'.repeat(63)}"... is not valid: give a path of 1 to 107 bytes`],
