@@ -112,6 +112,11 @@ export interface DnsForwarderCounters {
   readonly upstreams: readonly string[];
   /** Configured upstreams not reached (no route or address yet), with the error; tried again every few seconds. */
   readonly unreachableUpstreams: readonly string[];
+  /**
+   * Upstreams in use some of whose sockets failed (nothing reads them; queries leave them alone),
+   * with how many: connected again once their backoff is over.
+   */
+  readonly failingUpstreams: readonly string[];
   readonly resolvConfReloads: number;
   /** Client messages received, UDP and TCP. */
   readonly queries: number;
@@ -423,6 +428,7 @@ class Forwarder implements DnsForwarder {
       lastBindError: null,
       upstreams: [],
       unreachableUpstreams: [],
+      failingUpstreams: [],
       resolvConfReloads: 0,
       queries: 0,
       tcpQueries: 0,
@@ -481,6 +487,7 @@ class Forwarder implements DnsForwarder {
       pending: this.#pending.size,
       upstreams: this.#upstreams.map(linkText),
       unreachableUpstreams: this.#reachability.list(),
+      failingUpstreams: this.#upstreams.filter((link) => link.failedSockets.size > 0).map((link) => `${linkText(link)} (${link.failedSockets.size} of ${link.sockets.length} sockets failed)`),
     };
   }
 

@@ -531,8 +531,11 @@ export function formatStatus(status: StatusReply): string {
     // listed apart: what to look at when DNS fails. A bare "none" only when there is nothing to use
     // at all (none configured, or only our own address), never for one that is waiting.
     const unreachable = Array.isArray(dns['unreachableUpstreams']) ? dns['unreachableUpstreams'].map(String) : [];
+    // In use, but with sockets that failed (their queries go elsewhere until they are connected again).
+    const failing = Array.isArray(dns['failingUpstreams']) ? dns['failingUpstreams'].map(String) : [];
     const inUse = upstreams.length === 0 ? 'none' : upstreams.join(', ');
-    const upstreamText = unreachable.length === 0 && upstreams.length === 0 ? 'upstreams: none' : `upstreams in use: ${inUse}${unreachable.length === 0 ? '' : `; unreachable (retried): ${unreachable.join(', ')}`}`;
+    const apart = `${unreachable.length === 0 ? '' : `; unreachable (retried): ${unreachable.join(', ')}`}${failing.length === 0 ? '' : `; failing (connected again after a backoff): ${failing.join(', ')}`}`;
+    const upstreamText = unreachable.length === 0 && upstreams.length === 0 ? 'upstreams: none' : `upstreams in use: ${inUse}${apart}`;
     text += `\ndns: ${listening}; ${upstreamText}\n`;
     text += `dns: ${SHOWN_DNS_COUNTS.map(count).join(', ')}\n`;
   }

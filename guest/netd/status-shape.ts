@@ -47,6 +47,7 @@ const dns = z.object({
   lastBindError: z.string().nullable().optional(),
   upstreams: z.array(z.string()).optional(),
   unreachableUpstreams: z.array(z.string()).optional(),
+  failingUpstreams: z.array(z.string()).optional(),
 });
 
 const reaper = z.object({

@@ -356,6 +356,8 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     // All of A's sockets but one: each query goes out of that one (one of the dead had all but
     // surely been picked by one of these queries, which would then have had no answer).
     await destroy(forwarder, UPSTREAM_A, ports.slice(1));
+    // status names it, with how many of its sockets failed.
+    expect((await forwarder.counters())['failingUpstreams']).toEqual([`${UPSTREAM_A}:53 (${ports.length - 1} of ${ports.length} sockets failed)`]);
     let sendErrors = await forwarder.counter('sendErrors');
     for (let query = 0; query < 4; query++) expect({ query, answer: await ask('169.254.0.11') }).toEqual({ query, answer: '192.0.2.80' });
     // Nor did a send meet a dead one (EDESTADDRREQ).
@@ -366,7 +368,9 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     expect(await ask('169.254.0.11')).toBe('192.0.2.81');
     expect(await forwarder.counter('sendErrors')).toBe(sendErrors);
     // Connected again once its backoff is due, A is used again.
-    expect((await forwarder.advance(reconnectDelayMs(0)))['upstreamSockets']).toBe(Number(started['upstreamSockets']) * 1.5);
+    const reconnected = await forwarder.advance(reconnectDelayMs(0));
+    expect(reconnected['upstreamSockets']).toBe(Number(started['upstreamSockets']) * 1.5);
+    expect(reconnected['failingUpstreams']).toEqual([]);
     expect(await ask('169.254.0.11')).toBe('192.0.2.80');
   });
 

@@ -473,6 +473,14 @@ describe('spectrum-netd status, as text', () => {
     );
   });
 
+  it('names the upstream resolvers in use whose sockets failed, apart, only when there are some', () => {
+    const dns = { listening: true, upstreams: ['192.0.2.53:53', '192.0.2.54:53'], unreachableUpstreams: [], failingUpstreams: ['192.0.2.53:53 (64 of 64 sockets failed)'] };
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns } })).toContain(
+      '\ndns: listening; upstreams in use: 192.0.2.53:53, 192.0.2.54:53; failing (connected again after a backoff): 192.0.2.53:53 (64 of 64 sockets failed)\n',
+    );
+    expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, failingUpstreams: [] } } })).toContain('\ndns: listening; upstreams in use: 192.0.2.53:53, 192.0.2.54:53\n');
+  });
+
   it('never says "none" of the upstreams of an agent that has one configured but not reached yet', () => {
     const dns = { listening: true, upstreams: [], unreachableUpstreams: ['192.0.2.53:53 (ENETUNREACH)'] };
     const text = formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns } });

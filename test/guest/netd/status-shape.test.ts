@@ -17,6 +17,7 @@ const dns: DnsForwarderCounters = {
   lastBindError: 'bind 169.254.0.1:53: EADDRNOTAVAIL',
   upstreams: ['192.0.2.53:53'],
   unreachableUpstreams: ['192.0.2.54:53 (ENETUNREACH)'],
+  failingUpstreams: ['192.0.2.53:53 (3 of 64 sockets failed)'],
   resolvConfReloads: 1,
   queries: 9,
   tcpQueries: 1,
