@@ -1294,7 +1294,7 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     const { devicePrefix: prefix } = options;
     throw new LinkerError(
       'no-state',
-      `gc: no state file ${stateFilePath(options.stateDir)}, so no link is recorded and every ${prefix}b/${prefix}c/${prefix}p/${prefix}x device would go, also those of working links; check --state-dir (or ${STATE_DIR_ENV}). If the state is really lost and those devices are to go, write an empty state there first: {"version":1,"links":[]}`,
+      `gc: no state file ${stateFilePath(options.stateDir)}, so no link is recorded and every ${prefix}b/${prefix}c/${prefix}p device would go, also those of working links; check --state-dir (or ${STATE_DIR_ENV}). If the state is really lost and those devices are to go, write an empty state there first: {"version":1,"links":[]}`,
     );
   }
   return withStateLock(options.stateDir, async () => {

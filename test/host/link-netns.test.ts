@@ -243,6 +243,8 @@ describeNetns('spectrum-link link --attach netns', () => {
   it('gc removes devices with the prefix that no recorded link owns, and nothing else', async () => {
     await world.host.ip(['link', 'add', 'snb7', 'type', 'bridge']);
     await world.host.ip(['link', 'add', 'other7', 'type', 'bridge']);
+    // The prefix and an id, but no role of a link's devices (bridge b, client c, provider p): not ours.
+    await world.host.ip(['link', 'add', 'snx7', 'type', 'bridge']);
     const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
     const result = await world.link(['gc', '--json']);
     expect(result.code).toBe(0);
@@ -250,6 +252,7 @@ describeNetns('spectrum-link link --attach netns', () => {
     const host = await devices(world.host);
     expect(host.has('snb7')).toBe(false);
     expect(host.has('other7')).toBe(true);
+    expect(host.has('snx7')).toBe(true);
     expect(host.has(owned.bridge)).toBe(true);
   });
 
