@@ -19,6 +19,7 @@ import {
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
+  type RecordedLinkReport,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type UnusableVmDir,
@@ -182,9 +183,15 @@ function vmmArgumentLines(report: LinkReport, mtu: number): string[] {
   return [...lines(report.vm, sides?.client), ...lines(report.provider, sides?.provider)];
 }
 
-/** The JSON link object of the contract without VMM arguments: for links taken down, whose taps are gone. */
-function linkFieldsJson(report: LinkReport): Record<string, unknown> {
-  const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach } = report;
+/**
+ * The JSON link object of the contract without VMM arguments: for links taken down, whose taps are
+ * gone. A recorded link that is not linked (`unlink` took it down, its id kept) is attached no way:
+ * its attach modes are null, wherever it is printed (list, show, unlink, link --all's records).
+ */
+function linkFieldsJson(report: LinkReport | RecordedLinkReport): Record<string, unknown> {
+  const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice } = report;
+  const attached = !('linked' in report) || report.linked;
+  const [clientAttach, providerAttach] = attached ? [report.clientAttach, report.providerAttach] : [null, null];
   return { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach };
 }
 
@@ -677,14 +684,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   // A listed link's VMM arguments carry the MTU its bridge has, which --mtu gave it when it was
   // made. Only a link whose devices exist gets them: those of one taken down (unlink keeps its
   // id) or that lost a device (a crash, a reboot) would name taps that are not there.
-  // A link unlink took down (its id kept) has no attach mode: shown as null (`-`), not the default.
+  // A link unlink took down (its id kept) has no attach mode: shown as null (`-`), not the default (linkFieldsJson).
   const printListed = (listed: ListedLink[], json: boolean): void => {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
       const entries = listed.map((entry) =>
         entry.linked
           ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true }
-          : { ...linkFieldsJson(entry), clientAttach: null, providerAttach: null, present: entry.present, linked: false },
+          : { ...linkFieldsJson(entry), present: entry.present, linked: false },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');

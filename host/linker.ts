@@ -236,6 +236,20 @@ export interface LinkReport {
   readonly providerAttach: AttachMode;
 }
 
+/**
+ * A recorded link as reported, and whether it is linked (attach modes recorded): not, for one that
+ * `unlink` took down, its id kept; its attach modes are then only those asked for (--attach, or
+ * the default), not how it is attached (which it is not), and are shown as null.
+ */
+export interface RecordedLinkReport extends LinkReport {
+  readonly linked: boolean;
+}
+
+/** A recorded link as reported, with whether it is linked. */
+function recordedReport(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): RecordedLinkReport {
+  return { ...linkReport(link, options), linked: link.attached !== undefined };
+}
+
 const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
 
 /** `source`: where the value came from, as the message names it (the option, or the environment variable). */
@@ -355,7 +369,7 @@ function* chunksOf<T>(items: readonly T[]): Generator<T[]> {
 export interface OrphanedVm {
   readonly vm: VmName;
   /** Its recorded links as client, as recorded (devices may or may not exist). */
-  readonly links: readonly LinkReport[];
+  readonly links: readonly RecordedLinkReport[];
 }
 
 /** What `link` did: each VM's links, and the links it took down (providers no longer listed). */
@@ -384,13 +398,13 @@ export interface WholeConfigDir {
  * of that); the operator is told, and `unlink VM --forget` releases them.
  */
 function orphanedClients(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): OrphanedVm[] {
-  const byClient = new Map<VmName, LinkReport[]>();
+  const byClient = new Map<VmName, RecordedLinkReport[]>();
   for (const link of state.links) {
     const dir = snapshot.vms.get(link.client);
     if (dir !== undefined && dir.location !== 'dangling-symlink') continue;
     const reports = byClient.get(link.client) ?? [];
     if (reports.length === 0) byClient.set(link.client, reports);
-    reports.push(linkReport(link, options));
+    reports.push(recordedReport(link, options));
   }
   return [...byClient].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([vm, links]) => ({ vm, links }));
 }
@@ -401,7 +415,7 @@ export interface UnusableVmDir {
   /** What it is instead, in words (vmDirProblem): a symlink leading outside, to nothing, not a directory, unreadable. */
   readonly problem: string;
   /** Its recorded links as client, as recorded: left as they are (devices too). */
-  readonly links: readonly LinkReport[];
+  readonly links: readonly RecordedLinkReport[];
 }
 
 /**
@@ -413,7 +427,7 @@ export interface UnusableVmDir {
 function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): UnusableVmDir[] {
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
-    const links = linksOfClient(state, dir.name).map((link) => linkReport(link, options));
+    const links = linksOfClient(state, dir.name).map((link) => recordedReport(link, options));
     if (dir.location === 'dangling-symlink' && links.length > 0) return [];
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
     // without providers/net is, unless links are recorded for its name.
@@ -1096,8 +1110,8 @@ interface ReleaseOptions {
  * taps and bridges is what cuts the VMs off, so a VMM that refuses or stalls (it hosts an
  * untrusted guest) cannot keep its VM connected; its failures are returned.
  */
-async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: LinkReport[]; failures: VmmDetachFailure[] }> {
-  const reports = links.map((link) => linkReport(link, options));
+async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: RecordedLinkReport[]; failures: VmmDetachFailure[] }> {
+  const reports = links.map((link) => recordedReport(link, options));
   const failures = await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error));
   await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
   return { reports, failures };
@@ -1171,7 +1185,8 @@ export interface UnlinkFlags {
 
 /** What `unlink` did: the links taken down, and (with force) the VMM detaches that failed. */
 export interface UnlinkOutcome {
-  readonly reports: LinkReport[];
+  /** The links taken down; those `unlink` had taken down already are not `linked`. */
+  readonly reports: RecordedLinkReport[];
   readonly failures: VmmDetachFailure[];
   /**
    * Every VM that a link recorded before this unlink involves, as client or provider: an
@@ -1231,12 +1246,7 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
   });
 }
 
-export interface ListedLink extends LinkReport {
-  /**
-   * Whether the link is linked (an attach mode recorded); false for one `unlink` took down, its id
-   * kept: its attach modes are then only the default, not how it was or will be attached.
-   */
-  readonly linked: boolean;
+export interface ListedLink extends RecordedLinkReport {
   /** Whether the link's host devices exist right now. */
   readonly present: boolean;
   /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists. */
