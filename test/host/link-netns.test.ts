@@ -644,7 +644,8 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(result.code).toBe(1);
     expect(result.stdout).toBe('');
     expect(oneLineError(result.stderr)).toBe(
-      `spectrum-link: show: no VM appvm-lynxx in ${world().configDir} (no directory ${world().configDir}/appvm-lynxx) and no links recorded for it in ${world().stateDir}; check the name, --config-dir and --state-dir`,
+      `spectrum-link: show: no VM appvm-lynxx in config dir ${world().configDir} (from --config-dir): no directory ${world().configDir}/appvm-lynxx; ` +
+        `and no links recorded for it in state dir ${world().stateDir} (from --state-dir); check the name, --config-dir and --state-dir`,
     );
   });
 
@@ -653,7 +654,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     try {
       const result = await world().link(['show', 'notes.txt']);
       expect(result.code).toBe(1);
-      expect(oneLineError(result.stderr)).toMatch(/no VM notes\.txt in .* \(.*\/notes\.txt is not a directory\) and no links recorded/);
+      expect(oneLineError(result.stderr)).toMatch(/no VM notes\.txt in config dir .*: .*\/notes\.txt is not a directory; and no links recorded/);
     } finally {
       await rm(join(world().configDir, 'notes.txt'));
     }
