@@ -3,7 +3,7 @@ import { directoryOption } from '../shared/cli/directory-option.js';
 import { optionSource, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { CONFIG_DIR_ENV, type ConfigProblem, checkVm, configDirFrom } from './config.js';
-import { readConfigVms } from './config-reader.js';
+import { type ConfigDirSource, readConfigVms } from './config-reader.js';
 import { isVmName, vmName } from './vm-name.js';
 
 /** The result of checking one VM: the JSON contract of `check --json`. */
@@ -25,10 +25,13 @@ export function formatCheckText(report: CheckReport): string {
   return `${report.vm}: ok (${providers}; config dir ${report.configDir})\n`;
 }
 
-/** Check one VM directory (and its provider chain) and report. Only reads the file system. */
-export async function checkReport(configDir: string, name: string): Promise<CheckReport> {
+/**
+ * Check one VM directory (and its provider chain) and report. Only reads the file system.
+ * `source`: where configDir came from, for the message of one that cannot be read.
+ */
+export async function checkReport(configDir: string, name: string, source?: ConfigDirSource): Promise<CheckReport> {
   const vm = vmName(name);
-  const snapshot = await readConfigVms(configDir, [vm]);
+  const snapshot = await readConfigVms(configDir, [vm], source);
   const problems = checkVm(snapshot, vm);
   const dir = snapshot.vms.get(vm);
   const providers =
@@ -45,8 +48,9 @@ export function checkCommand(env: Readonly<Record<string, string | undefined>> =
     .option('--json', 'print one JSON object: {vm, configDir, valid, providers, problems: [{vm, kind, message}]}')
     .action(async (name: string, options: { configDir?: string; json?: boolean }) => {
       // A relative dir needs the working directory: one deleted would have every VM look missing.
-      const configDir = usablePath(configDirFrom(options.configDir, env), optionSource('--config-dir', options.configDir !== undefined, CONFIG_DIR_ENV, env));
-      const report = await checkReport(configDir, name);
+      const source = optionSource('--config-dir', options.configDir !== undefined, CONFIG_DIR_ENV, env);
+      const configDir = usablePath(configDirFrom(options.configDir, env), source);
+      const report = await checkReport(configDir, name, source);
       if (options.json === true) process.stdout.write(formatCheckJson(report));
       else if (report.valid) process.stdout.write(formatCheckText(report));
       if (!report.valid) {

@@ -5,7 +5,8 @@
 // Files inside a VM directory (vmlinux, images) may be symlinks anywhere, as they are in Spectrum.
 import { type Dirent, existsSync, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, sep } from 'node:path';
-import { type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type MisnamedVmDir, type VmDir } from './config.js';
+import { type OptionSource, pathFix, shownOrigin } from '../shared/cli/option-source.js';
+import { CONFIG_DIR_ENV, type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type MisnamedVmDir, type VmDir } from './config.js';
 import { type VmName, isVmName, shownPath, vmNameProblem } from './vm-name.js';
 
 // Synchronous calls behind the async interface: a config dir of a thousand VMs takes several
@@ -99,7 +100,13 @@ function readVmDir(root: string, name: VmName): VmDir {
   return { name, location: 'directory', kernel, blk, providers };
 }
 
-function configRoot(dir: string, list: boolean): { root: string; names: Buffer[] } {
+/**
+ * Where a config dir's path came from (--config-dir, $SPECTRUM_CONFIG_DIR, the default), for the
+ * messages that say what to check; left out (a caller that does not know), they name none.
+ */
+export type ConfigDirSource = OptionSource | undefined;
+
+function configRoot(dir: string, list: boolean, source: ConfigDirSource): { root: string; names: Buffer[] } {
   try {
     const root = realpathSync(dir);
     if (!list) {
@@ -110,11 +117,11 @@ function configRoot(dir: string, list: boolean): { root: string; names: Buffer[]
     return { root, names: readdirSync(root, { encoding: 'buffer' }) };
   } catch (error) {
     const code = codeOf(error);
-    if (code === 'ENOENT') {
-      throw new ConfigError('config-dir-missing', `config dir ${dir} does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to the directory holding the VM directories`);
-    }
-    if (code === 'ENOTDIR') throw new ConfigError('config-dir-not-a-directory', `config dir ${dir} is not a directory; it must hold one directory per VM`);
-    throw new ConfigError('config-dir-unreadable', `config dir ${dir} cannot be read (${reasonOf(error)}); check its permissions`);
+    const shown = shownOrigin('config dir', dir, source);
+    const fix = pathFix('--config-dir', CONFIG_DIR_ENV, source, 'the directory holding the VM directories');
+    if (code === 'ENOENT') throw new ConfigError('config-dir-missing', `${shown} does not exist; ${fix}`);
+    if (code === 'ENOTDIR') throw new ConfigError('config-dir-not-a-directory', `${shown} is not a directory (it must hold one directory per VM); ${fix}`);
+    throw new ConfigError('config-dir-unreadable', `${shown} cannot be read (${reasonOf(error)}); check its permissions`);
   }
 }
 
@@ -149,8 +156,8 @@ function misnamedVmDir(root: string, bytes: Buffer, text: string, utf8: boolean)
  * Read every VM directory of a config dir, and note the directories with providers whose names
  * are no VM names. Fails only when the config dir itself is unusable.
  */
-export async function readConfigDir(dir: string): Promise<ConfigSnapshot> {
-  const { root, names } = configRoot(dir, true);
+export async function readConfigDir(dir: string, source?: ConfigDirSource): Promise<ConfigSnapshot> {
+  const { root, names } = configRoot(dir, true, source);
   const vms = new Map<VmName, VmDir>();
   const misnamed: MisnamedVmDir[] = [];
   const valid: VmName[] = [];
@@ -171,8 +178,8 @@ export async function readConfigDir(dir: string): Promise<ConfigSnapshot> {
  * Read only the given VMs and every VM they reach through their providers: all that checking or
  * linking them needs, at a cost independent of how many other VMs the config dir holds.
  */
-export async function readConfigVms(dir: string, roots: readonly VmName[]): Promise<ConfigSnapshot> {
-  const { root } = configRoot(dir, false);
+export async function readConfigVms(dir: string, roots: readonly VmName[], source?: ConfigDirSource): Promise<ConfigSnapshot> {
+  const { root } = configRoot(dir, false, source);
   const vms = new Map<VmName, VmDir>();
   let frontier = [...new Set(roots)];
   while (frontier.length > 0) {

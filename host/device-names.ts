@@ -4,7 +4,9 @@
 //   bridge   snb42310
 //   client   snc42310   (tap handed to the client VM)
 //   provider snp42310   (tap handed to the provider VM)
-//   retired  snx42310   (a tap renamed on removal, like Spectrum's _dead<pid>)
+// (Spectrum's host renames a removed tap _dead<pid> instead of deleting it, working around
+// cloud-hypervisor not closing taps it no longer uses; here a link's devices are deleted, so there
+// is no fourth name, and gc claims no other.)
 // Linux limits interface names to 15 bytes (IFNAMSIZ 16 with the NUL). The id takes at most 5
 // digits (65534) and the role one letter, so a prefix may have at most 9 bytes. VM names are never
 // used: they are longer, and a name chosen by a VM's owner must not pick a host device.
@@ -37,7 +39,6 @@ export const DEVICE_ROLE_LETTER = {
   bridge: 'b',
   client: 'c',
   provider: 'p',
-  retired: 'x',
 } as const;
 
 export type DeviceRole = keyof typeof DEVICE_ROLE_LETTER;
@@ -69,7 +70,6 @@ export interface LinkDeviceNames {
   readonly bridge: string;
   readonly client: string;
   readonly provider: string;
-  readonly retired: string;
 }
 
 export function linkDeviceNames(prefix: DevicePrefix, id: ClientId): LinkDeviceNames {
@@ -77,7 +77,6 @@ export function linkDeviceNames(prefix: DevicePrefix, id: ClientId): LinkDeviceN
     bridge: deviceName(prefix, 'bridge', id),
     client: deviceName(prefix, 'client', id),
     provider: deviceName(prefix, 'provider', id),
-    retired: deviceName(prefix, 'retired', id),
   };
 }
 

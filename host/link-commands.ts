@@ -19,6 +19,7 @@ import {
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
+  type RecordedLinkReport,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type UnusableVmDir,
@@ -37,7 +38,7 @@ import {
   unlinkVm,
   unusedAttachModes,
 } from './linker.js';
-import { STATE_DIR_ENV, stateDirFrom } from './state-store.js';
+import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, stateDirFrom } from './state-store.js';
 import { VmNameError, shownPath } from './vm-name.js';
 import { type SideArguments, type VmmFlags, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
@@ -48,6 +49,13 @@ const DEVICE_PREFIX_ENV = 'SPECTRUM_DEVICE_PREFIX';
 const NETNS_PREFIX_ENV = 'SPECTRUM_NETNS_PREFIX';
 /** --mtu: IPv4's least (RFC 791) to the most a device takes (a tap less: TAP_MTU_MAX). */
 const [MTU_MIN, MTU_MAX] = [68, 65535] as const;
+/**
+ * --lock-wait, in seconds: 0 takes the lock only where it is free; at most an hour, six times the
+ * default (DEFAULT_LOCK_TIMEOUT_MS says why it is 10 minutes): a holder still there after that is
+ * stuck, not slow, and milliseconds typed for seconds (--vmm-timeout's unit) are refused.
+ */
+const [LOCK_WAIT_MIN_S, LOCK_WAIT_MAX_S] = [0, 3600] as const;
+const DEFAULT_LOCK_WAIT_S = DEFAULT_LOCK_TIMEOUT_MS / 1000;
 
 /** The flags of every linker command: where links are recorded, what their devices are called. */
 interface StateFlags {
@@ -61,7 +69,12 @@ interface VmmOptionFlags extends VmmFlags {
   attach: string[];
 }
 
-interface LinkFlags extends StateFlags, VmmOptionFlags {
+/** The flag of the commands that take the state lock: `link`, `unlink`, `gc`. */
+interface LockFlags {
+  lockWait: string;
+}
+
+interface LinkFlags extends StateFlags, VmmOptionFlags, LockFlags {
   configDir?: string;
   netnsPrefix: string;
   mtu: string;
@@ -69,7 +82,7 @@ interface LinkFlags extends StateFlags, VmmOptionFlags {
   keepGoing?: boolean;
 }
 
-interface UnlinkFlags extends StateFlags, VmmOptionFlags {
+interface UnlinkFlags extends StateFlags, VmmOptionFlags, LockFlags {
   forget?: boolean;
   force?: boolean;
 }
@@ -77,6 +90,8 @@ interface UnlinkFlags extends StateFlags, VmmOptionFlags {
 interface ShowFlags extends StateFlags {
   configDir?: string;
 }
+
+interface GcFlags extends StateFlags, LockFlags {}
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -108,6 +123,11 @@ function linkerOptionsOf(env: Env) {
         "bound on each VMM request, and on waiting for a guest to release a NIC; a NIC's whole attach, and its whole detach, gets twice it",
       ).default('5000'),
     qemuBus: () => new Option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)'),
+    lockWait: () =>
+      new Option('--lock-wait <seconds>', `how long to wait for another spectrum-link that holds the state lock: ${LOCK_WAIT_MIN_S} (not at all) to ${LOCK_WAIT_MAX_S}`).default(
+        env[LOCK_WAIT_ENV] || String(DEFAULT_LOCK_WAIT_S),
+        `$${LOCK_WAIT_ENV} or ${DEFAULT_LOCK_WAIT_S}`,
+      ),
     json: () => new Option('--json', 'print JSON'),
   };
 }
@@ -135,14 +155,26 @@ function netnsPrefixFrom(text: string, source: OptionSource): string {
   return checkNetnsPrefix(text, sourceName(source));
 }
 
-function stateOptions(flags: StateFlags, env: Env, command: Command): Pick<LinkerOptions, 'stateDir' | 'devicePrefix'> {
-  const stateDir = usablePath(stateDirFrom(flags.stateDir, env), optionSource('--state-dir', flags.stateDir !== undefined, STATE_DIR_ENV, env));
-  return { stateDir, devicePrefix: devicePrefixFrom(flags.devicePrefix, sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env)) };
+/** The state dir and where it came from (for messages that say what to check), and the device prefix. */
+function stateOptions(flags: StateFlags, env: Env, command: Command): Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix'> {
+  const stateDirSource = optionSource('--state-dir', flags.stateDir !== undefined, STATE_DIR_ENV, env);
+  const stateDir = usablePath(stateDirFrom(flags.stateDir, env), stateDirSource);
+  return { stateDir, stateDirSource, devicePrefix: devicePrefixFrom(flags.devicePrefix, sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env)) };
 }
 
-/** The config dir: --config-dir, else $SPECTRUM_CONFIG_DIR, else Spectrum's; a relative one needs the working directory. */
-function configDirOf(flag: string | undefined, env: Env): string {
-  return usablePath(configDirFrom(flag, env), optionSource('--config-dir', flag !== undefined, CONFIG_DIR_ENV, env));
+/**
+ * The config dir (--config-dir, else $SPECTRUM_CONFIG_DIR, else Spectrum's) and where it came
+ * from; a relative one needs the working directory.
+ */
+function configOptions(flag: string | undefined, env: Env): Pick<LinkerOptions, 'configDir' | 'configDirSource'> {
+  const configDirSource = optionSource('--config-dir', flag !== undefined, CONFIG_DIR_ENV, env);
+  return { configDir: usablePath(configDirFrom(flag, env), configDirSource), configDirSource };
+}
+
+/** --lock-wait (or $SPECTRUM_LOCK_WAIT) checked, in ms; a bad value is said to be its source's. */
+function lockWaitOf(flags: LockFlags, env: Env, command: Command): Pick<LinkerOptions, 'lockWaitMs'> {
+  const source = sourceName(sourceOf(command, 'lockWait', '--lock-wait', LOCK_WAIT_ENV, env));
+  return { lockWaitMs: integerOption(source, flags.lockWait, LOCK_WAIT_MIN_S, LOCK_WAIT_MAX_S, 'seconds') * 1000 };
 }
 
 /**
@@ -182,9 +214,15 @@ function vmmArgumentLines(report: LinkReport, mtu: number): string[] {
   return [...lines(report.vm, sides?.client), ...lines(report.provider, sides?.provider)];
 }
 
-/** The JSON link object of the contract without VMM arguments: for links taken down, whose taps are gone. */
-function linkFieldsJson(report: LinkReport): Record<string, unknown> {
-  const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach } = report;
+/**
+ * The JSON link object of the contract without VMM arguments: for links taken down, whose taps are
+ * gone. A recorded link that is not linked (`unlink` took it down, its id kept) is attached no way:
+ * its attach modes are null, wherever it is printed (list, show, unlink, link --all's records).
+ */
+function linkFieldsJson(report: LinkReport | RecordedLinkReport): Record<string, unknown> {
+  const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice } = report;
+  const attached = !('linked' in report) || report.linked;
+  const [clientAttach, providerAttach] = attached ? [report.clientAttach, report.providerAttach] : [null, null];
   return { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach };
 }
 
@@ -465,6 +503,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.chSocket())
     .addOption(option.vmmTimeout())
     .addOption(option.qemuBus())
+    .addOption(option.lockWait())
     .addOption(option.json())
     .option('--all', 'link every VM of the config dir that has providers')
     .option(
@@ -476,9 +515,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       checkSocketTemplates(flags);
       const linkerOpts: LinkerOptions = {
         ...stateOptions(flags, env, command),
-        configDir: configDirOf(flags.configDir, env),
+        ...configOptions(flags.configDir, env),
         netnsPrefix: netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env)),
         mtu: integerOption('--mtu', flags.mtu, MTU_MIN, MTU_MAX, 'an MTU'),
+        ...lockWaitOf(flags, env, command),
         attach,
         vmm: vmmFactory(attach, flags),
       };
@@ -487,7 +527,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       if (flags.all === true) {
         if (names.length > 0) throw new CliError('link: give VM names or --all, not both', EXIT.usage);
         // The whole dir holds every VM the linker must check too, so it is read once.
-        const snapshot = await readConfigDir(linkerOpts.configDir);
+        const snapshot = await readConfigDir(linkerOpts.configDir, linkerOpts.configDirSource);
         const listings = [...snapshot.vms.values()].flatMap((dir) => (dir.location === 'directory' ? [{ name: dir.name, providers: dir.providers }] : []));
         const count = (providers: Listing): number => (providers.state === 'directory' ? providers.entries.length : 0);
         // A providers/net that cannot be listed (no directory, unreadable) may well name providers:
@@ -556,7 +596,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // mode) is warned of, not refused: a VM that goes from the config dir would otherwise fail
       // every call of a script that passes one --attach set to all, until the script is changed.
       if (attach.perVm.size > 0 && wouldLog('warn')) {
-        for (const stray of await strayAttachModes(outcome, attach, linkerOpts.configDir, wholeDir?.snapshot)) {
+        for (const stray of await strayAttachModes(outcome, attach, linkerOpts, wholeDir?.snapshot)) {
           log().warn(`--attach ${stray.vm}=${stray.mode} was not used: this run linked no ${stray.vm} (nor a VM with it as a provider), and there is no such VM (${stray.reason}); check the name`);
         }
       }
@@ -640,6 +680,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.qmpSocket())
     .addOption(option.chSocket())
     .addOption(option.vmmTimeout())
+    .addOption(option.lockWait())
     .addOption(option.json())
     .option('--forget', 'also release the ids')
     .option('--force', "delete the devices even where a VMM does not detach its NIC (it refuses, or does not answer in time): cuts the VM off; exits 1 naming each such VMM")
@@ -647,7 +688,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const attach = parseAttachChoice(flags.attach);
       const forget = flags.forget === true;
       checkSocketTemplates(flags);
-      const options = { ...stateOptions(flags, env, command), attach, vmm: vmmFactory(attach, flags) };
+      const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags) };
       const { reports, failures, recordedVms } = await unlinkVm(name, { forget, force: flags.force === true }, options);
       // A per-VM mode for a VM that no recorded link involves could serve no unlink: a typo, most
       // likely, with which a link without a recorded mode got the default one. One for a VM with
@@ -677,14 +718,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   // A listed link's VMM arguments carry the MTU its bridge has, which --mtu gave it when it was
   // made. Only a link whose devices exist gets them: those of one taken down (unlink keeps its
   // id) or that lost a device (a crash, a reboot) would name taps that are not there.
-  // A link unlink took down (its id kept) has no attach mode: shown as null (`-`), not the default.
+  // A link unlink took down (its id kept) has no attach mode: shown as null (`-`), not the default (linkFieldsJson).
   const printListed = (listed: ListedLink[], json: boolean): void => {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
       const entries = listed.map((entry) =>
         entry.linked
           ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true }
-          : { ...linkFieldsJson(entry), clientAttach: null, providerAttach: null, present: entry.present, linked: false },
+          : { ...linkFieldsJson(entry), present: entry.present, linked: false },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
@@ -714,7 +755,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.devicePrefix())
     .addOption(option.json())
     .action(async (name: string, flags: ShowFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), configDir: configDirOf(flags.configDir, env), attach: DEFAULT_ATTACH };
+      const options = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env), attach: DEFAULT_ATTACH };
       printListed(await showLinks(name, options), flags.json === true);
     });
 
@@ -722,9 +763,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .description('delete host devices with the device prefix that no recorded link owns')
     .addOption(option.stateDir())
     .addOption(option.devicePrefix())
+    .addOption(option.lockWait())
     .addOption(option.json())
-    .action(async (flags: StateFlags, command: Command) => {
-      const removed = await collectGarbage(stateOptions(flags, env, command));
+    .action(async (flags: GcFlags, command: Command) => {
+      const removed = await collectGarbage({ ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command) });
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
       else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
     });

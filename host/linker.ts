@@ -1,11 +1,12 @@
 // The host linker's imperative shell: config and state in, devices and VMM attachments out.
 // Decisions live in pure modules (config, link-state, device-plan); this file sequences them
 // under the state lock and undoes a failed run's own work.
+import { pathCheck, pathOrigin, shownOrigin } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf } from './attach-mode.js';
-import { ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
-import { readConfigVms } from './config-reader.js';
+import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
+import { type ConfigDirSource, readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
 import { type NamespaceLeft, type PlanUndone, applyDevicePlan, deleteNamespaces, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
@@ -23,7 +24,19 @@ import {
   setAttachments,
   unlistedLinks,
 } from './link-state.js';
-import { STATE_DIR_ENV, StateStoreError, hasStateFile, loadState, probeStateWrite, saveState, stateFilePath, withStateLock } from './state-store.js';
+import {
+  type LockOptions,
+  type StateDirSource,
+  STATE_DIR_ENV,
+  StateStoreError,
+  hasStateFile,
+  loadState,
+  probeStateWrite,
+  saveState,
+  stateDirFix,
+  stateFilePath,
+  withStateLock,
+} from './state-store.js';
 import type { VmName } from './vm-name.js';
 import type { VmmNic } from './vmm/nic.js';
 import { vmName } from './vm-name.js';
@@ -84,6 +97,11 @@ export interface LinkProgressEvent {
 export interface LinkerOptions {
   readonly configDir: string;
   readonly stateDir: string;
+  /** Where configDir and stateDir came from (the option, its variable, the default), for messages that say what to check. */
+  readonly configDirSource?: ConfigDirSource;
+  readonly stateDirSource?: StateDirSource;
+  /** How long to wait for another run holding the state lock, in ms (0: not at all); the store's default where left out. */
+  readonly lockWaitMs?: number;
   readonly devicePrefix: DevicePrefix;
   /** VM `v` lives in namespace `<netnsPrefix>v` in netns mode. */
   readonly netnsPrefix: string;
@@ -213,13 +231,19 @@ function stopIfInterrupted(options: Pick<LinkerOptions, 'signal'>): void {
 }
 
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
-export type UnlinkOptions = Pick<LinkerOptions, 'stateDir' | 'devicePrefix' | 'attach' | 'vmm'>;
+export type UnlinkOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'devicePrefix' | 'attach' | 'vmm'>;
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */
-export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'devicePrefix' | 'attach'>;
+export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'attach'>;
 /** `show` also looks in the config dir for a VM without links. */
-export type ShowOptions = ListOptions & Pick<LinkerOptions, 'configDir'>;
+export type ShowOptions = ListOptions & Pick<LinkerOptions, 'configDir' | 'configDirSource'>;
 /** What `gc` needs: the recorded links and the prefix of the devices they own. */
-export type GcOptions = Pick<LinkerOptions, 'stateDir' | 'devicePrefix'>;
+export type GcOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'devicePrefix'>;
+
+/** The state lock's options of a run: its wait, and where its state dir came from. */
+function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'signal'>): LockOptions {
+  const { stateDirSource: source, lockWaitMs: timeoutMs, signal } = options;
+  return { ...(source === undefined ? {} : { source }), ...(timeoutMs === undefined ? {} : { timeoutMs }), ...(signal === undefined ? {} : { signal }) };
+}
 
 /** One connection as every command reports it (`link --json` links, `list --json` entries). */
 export interface LinkReport {
@@ -234,6 +258,20 @@ export interface LinkReport {
   readonly providerDevice: string;
   readonly clientAttach: AttachMode;
   readonly providerAttach: AttachMode;
+}
+
+/**
+ * A recorded link as reported, and whether it is linked (attach modes recorded): not, for one that
+ * `unlink` took down, its id kept; its attach modes are then only those asked for (--attach, or
+ * the default), not how it is attached (which it is not), and are shown as null.
+ */
+export interface RecordedLinkReport extends LinkReport {
+  readonly linked: boolean;
+}
+
+/** A recorded link as reported, with whether it is linked. */
+function recordedReport(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): RecordedLinkReport {
+  return { ...linkReport(link, options), linked: link.attached !== undefined };
 }
 
 const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
@@ -355,7 +393,7 @@ function* chunksOf<T>(items: readonly T[]): Generator<T[]> {
 export interface OrphanedVm {
   readonly vm: VmName;
   /** Its recorded links as client, as recorded (devices may or may not exist). */
-  readonly links: readonly LinkReport[];
+  readonly links: readonly RecordedLinkReport[];
 }
 
 /** What `link` did: each VM's links, and the links it took down (providers no longer listed). */
@@ -384,13 +422,13 @@ export interface WholeConfigDir {
  * of that); the operator is told, and `unlink VM --forget` releases them.
  */
 function orphanedClients(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): OrphanedVm[] {
-  const byClient = new Map<VmName, LinkReport[]>();
+  const byClient = new Map<VmName, RecordedLinkReport[]>();
   for (const link of state.links) {
     const dir = snapshot.vms.get(link.client);
     if (dir !== undefined && dir.location !== 'dangling-symlink') continue;
     const reports = byClient.get(link.client) ?? [];
     if (reports.length === 0) byClient.set(link.client, reports);
-    reports.push(linkReport(link, options));
+    reports.push(recordedReport(link, options));
   }
   return [...byClient].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([vm, links]) => ({ vm, links }));
 }
@@ -401,7 +439,7 @@ export interface UnusableVmDir {
   /** What it is instead, in words (vmDirProblem): a symlink leading outside, to nothing, not a directory, unreadable. */
   readonly problem: string;
   /** Its recorded links as client, as recorded: left as they are (devices too). */
-  readonly links: readonly LinkReport[];
+  readonly links: readonly RecordedLinkReport[];
 }
 
 /**
@@ -413,7 +451,7 @@ export interface UnusableVmDir {
 function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): UnusableVmDir[] {
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
-    const links = linksOfClient(state, dir.name).map((link) => linkReport(link, options));
+    const links = linksOfClient(state, dir.name).map((link) => recordedReport(link, options));
     if (dir.location === 'dangling-symlink' && links.length > 0) return [];
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
     // without providers/net is, unless links are recorded for its name.
@@ -512,7 +550,7 @@ async function linkTransaction(
     for (const chunk of chunksOf(vms)) {
       if (failed) break;
       stopIfInterrupted(options);
-      const config = snapshot ?? (await readConfigVms(options.configDir, chunk));
+      const config = snapshot ?? (await readConfigVms(options.configDir, chunk, options.configDirSource));
       const wanted = chunk.map((vm) => requireValidVm(config, vm));
       for (const vm of wanted) providers.set(vm.name, vm.providers);
       const allocation = allocateMany(state, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
@@ -647,7 +685,7 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
 
 /** Run fn under the state lock; an interruption while waiting for it is said as such. */
 function underLinkLock<T>(options: LinkerOptions, fn: () => Promise<T>): Promise<T> {
-  return withStateLock(options.stateDir, fn, options.signal === undefined ? {} : { signal: options.signal }).catch((error: unknown) => {
+  return withStateLock(options.stateDir, fn, lockOptions(options)).catch((error: unknown) => {
     // Interrupted while another run holds the lock: stop waiting (nothing made yet).
     if (error instanceof StateStoreError && error.kind === 'lock-aborted') {
       throw new LinkerError('interrupted-waiting', `interrupted (${String(options.signal?.reason)}) while waiting for the state lock: nothing was made`);
@@ -682,7 +720,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
   return underLinkLock(options, async () => {
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
-    const before = await loadState(options.stateDir);
+    const before = await loadState(options.stateDir, options.stateDirSource);
     const mode: TransactionMode = { attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
     const run = await linkTransaction(vms, options, snapshot, before, newRunDevices(), mode).catch((error: unknown) => {
       // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second
@@ -813,10 +851,10 @@ function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMa
 
 /** linkVmsKeepGoing under the state lock. */
 async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
-  const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms));
+  const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
   const { valid, invalid } = partitionValidVms(snapshot, vms);
   const failures = new Map<VmName, unknown>(invalid.map(({ name, error }) => [name, error]));
-  const before = await loadState(options.stateDir);
+  const before = await loadState(options.stateDir, options.stateDirSource);
   const made = newRunDevices();
   let devicesMade: LinkTransaction | undefined;
   let transactionFailure: unknown;
@@ -863,7 +901,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
       options.onLeftDown?.(links);
     };
     try {
-      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir), made, failures);
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir, options.stateDirSource), made, failures);
     } catch (error) {
       sayUndoWrite(new Map());
       throw error;
@@ -1039,11 +1077,16 @@ export function unusedAttachModes(attach: AttachChoice, vms: Iterable<VmName>, r
  * that this run did not touch is no stray: `link --all`, and scripts that pass one --attach set
  * to every call, name VMs that a given run need not touch.
  */
-export async function strayAttachModes(outcome: LinkOutcome, attach: AttachChoice, configDir: string, snapshot?: ConfigSnapshot): Promise<StrayAttach[]> {
+export async function strayAttachModes(
+  outcome: LinkOutcome,
+  attach: AttachChoice,
+  config: Pick<LinkerOptions, 'configDir' | 'configDirSource'>,
+  snapshot?: ConfigSnapshot,
+): Promise<StrayAttach[]> {
   const groups = [...outcome.linked, ...outcome.unlinked];
   const strays: StrayAttach[] = [];
   for (const { vm, mode } of unusedAttachModes(attach, groups.map(([vm]) => vm), groups.flatMap(([, reports]) => reports))) {
-    const reason = snapshot === undefined ? await noVmReason(configDir, vm) : vmDirProblem(snapshot, vm);
+    const reason = snapshot === undefined ? (await noVmReason(config, vm))?.reason : vmDirProblem(snapshot, vm);
     if (reason !== undefined) strays.push({ vm, mode, reason });
   }
   return strays;
@@ -1096,8 +1139,8 @@ interface ReleaseOptions {
  * taps and bridges is what cuts the VMs off, so a VMM that refuses or stalls (it hosts an
  * untrusted guest) cannot keep its VM connected; its failures are returned.
  */
-async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: LinkReport[]; failures: VmmDetachFailure[] }> {
-  const reports = links.map((link) => linkReport(link, options));
+async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: RecordedLinkReport[]; failures: VmmDetachFailure[] }> {
+  const reports = links.map((link) => recordedReport(link, options));
   const failures = await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error));
   await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
   return { reports, failures };
@@ -1171,7 +1214,8 @@ export interface UnlinkFlags {
 
 /** What `unlink` did: the links taken down, and (with force) the VMM detaches that failed. */
 export interface UnlinkOutcome {
-  readonly reports: LinkReport[];
+  /** The links taken down; those `unlink` had taken down already are not `linked`. */
+  readonly reports: RecordedLinkReport[];
   readonly failures: VmmDetachFailure[];
   /**
    * Every VM that a link recorded before this unlink involves, as client or provider: an
@@ -1205,9 +1249,12 @@ function detachStopped(vm: VmName, forget: boolean, error: unknown): unknown {
 export async function unlinkVm(name: string, flags: UnlinkFlags, options: UnlinkOptions): Promise<UnlinkOutcome> {
   const vm = vmName(name);
   return withStateLock(options.stateDir, async () => {
-    const state = await loadState(options.stateDir);
+    const state = await loadState(options.stateDir, options.stateDirSource);
     const links = linksOfVm(state, vm);
-    if (links.length === 0) throw new LinkerError('not-linked', `${vm} has no recorded links in ${options.stateDir}`);
+    if (links.length === 0) {
+      const check = pathCheck('the state dir', '--state-dir', STATE_DIR_ENV, options.stateDirSource);
+      throw new LinkerError('not-linked', `${vm} has no recorded links in ${shownOrigin('state dir', options.stateDir, options.stateDirSource)}; check the name and ${check}`);
+    }
     let next = releasedState(state, links);
     if (flags.forget) for (const link of links) next = forgetLink(next, link).state;
     const changes = !sameState(next, state);
@@ -1228,15 +1275,10 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
     }
     const recordedVms = new Set(state.links.flatMap((link) => [link.client, link.provider]));
     return { reports: released.reports, failures: released.failures, recordedVms };
-  });
+  }, lockOptions(options));
 }
 
-export interface ListedLink extends LinkReport {
-  /**
-   * Whether the link is linked (an attach mode recorded); false for one `unlink` took down, its id
-   * kept: its attach modes are then only the default, not how it was or will be attached.
-   */
-  readonly linked: boolean;
+export interface ListedLink extends RecordedLinkReport {
   /** Whether the link's host devices exist right now. */
   readonly present: boolean;
   /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists. */
@@ -1257,15 +1299,16 @@ async function listed(links: readonly Link[], options: ListOptions): Promise<Lis
 
 /** `list`: every recorded link, with whether its devices exist. */
 export async function listLinks(options: ListOptions): Promise<ListedLink[]> {
-  return listed((await loadState(options.stateDir)).links, options);
+  return listed((await loadState(options.stateDir, options.stateDirSource)).links, options);
 }
 
-/** Why `vm` is no VM of the config dir (the config dir itself unusable too), or undefined. */
-async function noVmReason(configDir: string, vm: VmName): Promise<string | undefined> {
+/** Why `vm` is no VM of the config dir (`dir`: the config dir itself is unusable, said in full), or undefined. */
+async function noVmReason(options: Pick<ShowOptions, 'configDir' | 'configDirSource'>, vm: VmName): Promise<{ reason: string; dir: boolean } | undefined> {
   try {
-    return vmDirProblem(await readConfigVms(configDir, [vm]), vm);
+    const reason = vmDirProblem(await readConfigVms(options.configDir, [vm], options.configDirSource), vm);
+    return reason === undefined ? undefined : { reason, dir: false };
   } catch (error) {
-    if (error instanceof ConfigError) return error.message;
+    if (error instanceof ConfigError) return { reason: error.message, dir: true };
     throw error;
   }
 }
@@ -1276,11 +1319,16 @@ async function noVmReason(configDir: string, vm: VmName): Promise<string | undef
  */
 export async function showLinks(name: string, options: ShowOptions): Promise<ListedLink[]> {
   const vm = vmName(name);
-  const links = linksOfVm(await loadState(options.stateDir), vm);
+  const links = linksOfVm(await loadState(options.stateDir, options.stateDirSource), vm);
   if (links.length === 0) {
-    const reason = await noVmReason(options.configDir, vm);
-    if (reason !== undefined) {
-      throw new LinkerError('unknown-vm', `show: no VM ${vm} in ${options.configDir} (${reason}) and no links recorded for it in ${options.stateDir}; check the name, --config-dir and --state-dir`);
+    const none = await noVmReason(options, vm);
+    const stateDir = shownOrigin('state dir', options.stateDir, options.stateDirSource);
+    // The config dir unusable: its own message says what to check.
+    if (none?.dir === true) throw new LinkerError('unknown-vm', `show: no links recorded for ${vm} in ${stateDir} and ${none.reason}`);
+    if (none !== undefined) {
+      const configDir = shownOrigin('config dir', options.configDir, options.configDirSource);
+      const check = `${pathCheck('the config dir', '--config-dir', CONFIG_DIR_ENV, options.configDirSource)} and ${pathCheck('the state dir', '--state-dir', STATE_DIR_ENV, options.stateDirSource)}`;
+      throw new LinkerError('unknown-vm', `show: no VM ${vm} in ${configDir}: ${none.reason}; and no links recorded for it in ${stateDir}; check the name, ${check}`);
     }
   }
   return listed(links, options);
@@ -1290,15 +1338,17 @@ export async function showLinks(name: string, options: ShowOptions): Promise<Lis
 export async function collectGarbage(options: GcOptions): Promise<string[]> {
   // With no state file every device with the prefix looks unowned, those of working links too:
   // far more likely a wrong --state-dir (or a lost state) than a host with nothing linked.
-  if (!hasStateFile(options.stateDir)) {
-    const { devicePrefix: prefix } = options;
+  if (!hasStateFile(options.stateDir, options.stateDirSource)) {
+    const { devicePrefix: prefix, stateDirSource: source } = options;
+    const origin = source === undefined ? '' : ` (the state dir ${source.from === 'default' ? 'is the default' : pathOrigin(source)})`;
     throw new LinkerError(
       'no-state',
-      `gc: no state file ${stateFilePath(options.stateDir)}, so no link is recorded and every ${prefix}b/${prefix}c/${prefix}p/${prefix}x device would go, also those of working links; check --state-dir (or ${STATE_DIR_ENV}). If the state is really lost and those devices are to go, write an empty state there first: {"version":1,"links":[]}`,
+      `gc: no state file ${stateFilePath(options.stateDir)}${origin}, so no link is recorded and every ${prefix}b/${prefix}c/${prefix}p device would go, also those of working links; ` +
+        `${stateDirFix(source, 'the state dir the links are recorded in')}. If the state is really lost and those devices are to go, write an empty state there first: {"version":1,"links":[]}`,
     );
   }
   return withStateLock(options.stateDir, async () => {
-    const state = await loadState(options.stateDir);
+    const state = await loadState(options.stateDir, options.stateDirSource);
     const owned = new Set<number>(state.links.map((link) => link.id));
     const devices = (await observeDevices([])).host;
     const orphans = [...devices.keys()].filter((device) => {
@@ -1307,6 +1357,6 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     });
     await removeDevices(orphans);
     return orphans;
-  });
+  }, lockOptions(options));
 }
 

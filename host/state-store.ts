@@ -43,6 +43,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { type OptionSource, pathFix, shownOrigin } from '../shared/cli/option-source.js';
 import { loadNativeAddon } from '../shared/native-addon.js';
 import { ID_COUNT, type LinkState, emptyState, parseState, serializeState } from './link-state.js';
 
@@ -107,38 +108,52 @@ export function stateFilePath(dir: string): string {
 }
 
 /**
+ * Where a state dir's path came from (--state-dir, $SPECTRUM_STATE_DIR, the default), for the
+ * messages that say what to check; left out (a caller that does not know), they name none.
+ */
+export type StateDirSource = OptionSource | undefined;
+
+/**
+ * What a message about a state dir that will not do says to check, by where its path came from
+ * (`want`: what it must be).
+ */
+export function stateDirFix(source: StateDirSource, want = 'a writable directory'): string {
+  return pathFix('--state-dir', STATE_DIR_ENV, source, want);
+}
+
+/**
  * Why a state dir cannot be used, said as `link`'s lock says it (openStateDir): for a reader too,
  * which would otherwise name a file under it (`<dir>/links.json`, ENOTDIR) or find no state at all.
  */
-function stateDirUnusable(dir: string, reason: string): StateStoreError {
-  return new StateStoreError('state-dir-unusable', `state dir ${dir} cannot be used (${reason}); pass --state-dir or set ${STATE_DIR_ENV} to a writable directory`);
+function stateDirUnusable(dir: string, reason: string, source: StateDirSource): StateStoreError {
+  return new StateStoreError('state-dir-unusable', `${shownOrigin('state dir', dir, source)} cannot be used (${reason}); ${stateDirFix(source)}`);
 }
 
 /** Opening `<dir>/links.json` said ENOTDIR: dir is a file, or a path above it is. */
-function notADirectory(dir: string): StateStoreError {
+function notADirectory(dir: string, source: StateDirSource): StateStoreError {
   let reason = 'it is not a directory';
   try {
     statSync(dir);
   } catch (error) {
     if (isCode(error, 'ENOTDIR')) reason = 'a path above it is not a directory';
   }
-  return stateDirUnusable(dir, reason);
+  return stateDirUnusable(dir, reason, source);
 }
 
 /** Whether dir holds a state file at all (a state with no links still has one once written). */
-export function hasStateFile(dir: string): boolean {
+export function hasStateFile(dir: string, source?: StateDirSource): boolean {
   try {
     statSync(stateFilePath(dir));
     return true;
   } catch (error) {
     // A state dir that is a file holds no state, but is no state dir either: said so, not "no state file".
-    if (isCode(error, 'ENOTDIR')) throw notADirectory(dir);
+    if (isCode(error, 'ENOTDIR')) throw notADirectory(dir, source);
     return false;
   }
 }
 
 /** The state recorded in dir; empty when there is no state file yet. Safe without the lock. */
-export async function loadState(dir: string): Promise<LinkState> {
+export async function loadState(dir: string, source?: StateDirSource): Promise<LinkState> {
   const path = stateFilePath(dir);
   let text: string;
   try {
@@ -158,7 +173,7 @@ export async function loadState(dir: string): Promise<LinkState> {
   } catch (error) {
     if (error instanceof StateStoreError) throw error;
     if (isCode(error, 'ENOENT')) return emptyState();
-    if (isCode(error, 'ENOTDIR')) throw notADirectory(dir);
+    if (isCode(error, 'ENOTDIR')) throw notADirectory(dir, source);
     if (isCode(error, 'ELOOP')) {
       throw new StateStoreError(
         'read-failed',
@@ -326,7 +341,7 @@ function removeStaleTemps(dir: string): void {
 }
 
 /** The state dir (made if missing) opened read-only, the descriptor the lock is taken on. */
-function openStateDir(dir: string): { fd: number; key: string } {
+function openStateDir(dir: string, source: StateDirSource): { fd: number; key: string } {
   try {
     makeDirs(dir);
     const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
@@ -341,7 +356,7 @@ function openStateDir(dir: string): { fd: number; key: string } {
     // makeDirs says why in its own words; open with O_DIRECTORY says ENOTDIR where the path is
     // no directory (or became something else meanwhile).
     const reason = error instanceof MakeDirError ? error.message : isCode(error, 'ENOTDIR') ? 'it is not a directory' : reasonOf(error);
-    throw stateDirUnusable(dir, reason);
+    throw stateDirUnusable(dir, reason, source);
   }
 }
 
@@ -449,13 +464,42 @@ function writeHolderPid(dir: string): void {
 }
 
 export interface LockOptions {
-  /** How long to wait for another invocation to finish, in milliseconds. */
+  /** How long to wait for another invocation to finish, in milliseconds (0: not at all). */
   readonly timeoutMs?: number;
   /** Aborted while waiting (a SIGINT, in the CLI): stop waiting, with kind 'lock-aborted'. */
   readonly signal?: AbortSignal;
+  /** Where the state dir's path came from, for the message of a dir that cannot be used. */
+  readonly source?: StateDirSource;
 }
 
-export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+/** The variable whose value (seconds) is `--lock-wait`'s default. */
+export const LOCK_WAIT_ENV = 'SPECTRUM_LOCK_WAIT';
+
+/**
+ * How long a run waits for another that holds the lock (`--lock-wait`'s default): 10 minutes. A
+ * run holds it while its VMMs answer, each step bounded by --vmm-timeout (T, 5 s by default): a
+ * NIC's hot-plug takes at most 4T (2T to add, 2T to take back an add given up), its detach 2T, so
+ * a VM linked to its provider by VMM on both sides can hold it 40 s, 60 s where a failure undoes
+ * the run, and `link --all` that long for each VM. At boot Spectrum starts VMs together, each
+ * `link`ing itself, and their runs queue on the lock: the last waits for all before it. A run that
+ * waits costs nothing, one that gives up leaves its VM without a network, so the wait is long
+ * enough for ten such VMs whose VMMs all stall; a holder still there after that is stuck, not slow.
+ */
+export const DEFAULT_LOCK_TIMEOUT_MS = 600_000;
+
+/**
+ * A waiter giving up after waitMs: how long it waited, who holds the lock, and how to wait longer
+ * (a holder may be slow rather than stuck: `link` holds it while its VMMs answer).
+ */
+function lockTimeout(dir: string, waitMs: number): StateStoreError {
+  const pid = holderPid(dir);
+  const waited = waitMs === 0 ? 'without waiting (a wait of 0 s)' : `after waiting ${waitMs / 1000} s`;
+  return new StateStoreError(
+    'lock-timeout',
+    `gave up on the lock of state dir ${dir} ${waited}: another spectrum-link${pid === undefined ? '' : ` (PID ${pid})`} is still holding it; ` +
+      `check that it is not stuck (a link holds it while its VMMs answer, up to four times --vmm-timeout per NIC), or wait longer with --lock-wait SECONDS (or ${LOCK_WAIT_ENV})`,
+  );
+}
 
 /** The locks (state dirs' device:inode) held by the current async call chain: nesting is an error, concurrent calls wait. */
 const held = new AsyncLocalStorage<ReadonlySet<string>>();
@@ -480,14 +524,16 @@ function sleepUnlessAborted(ms: number, signal: AbortSignal | undefined): Promis
  * this process dies. Not reentrant.
  */
 export async function withStateLock<T>(dir: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
-  const { fd, key } = openStateDir(dir);
+  const { fd, key } = openStateDir(dir, options.source);
   let locked = false;
   try {
     const outer = held.getStore() ?? new Set<string>();
     if (outer.has(key)) {
       throw new StateStoreError('lock-reentered', `this process already holds the lock of state dir ${dir}; do not nest withStateLock calls`);
     }
-    const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
+    const waitMs = options.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+    // A monotonic clock: at boot the wall clock may be set while a run waits.
+    const deadline = performance.now() + waitMs;
     for (let attempt = 0; ; attempt++) {
       try {
         locked = flockAddon().tryLock(fd);
@@ -495,13 +541,7 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
         throw new StateStoreError('lock-failed', `cannot take the lock of state dir ${dir} (${reasonOf(error)}); spectrum-link needs flock(2) on the state dir's file system`);
       }
       if (locked) break;
-      if (Date.now() >= deadline) {
-        const pid = holderPid(dir);
-        throw new StateStoreError(
-          'lock-timeout',
-          `timed out waiting for the lock of state dir ${dir}: another spectrum-link${pid === undefined ? '' : ` (PID ${pid})`} is still holding it; check that it is not stuck`,
-        );
-      }
+      if (performance.now() >= deadline) throw lockTimeout(dir, waitMs);
       await sleepUnlessAborted(Math.min(5 * 2 ** Math.min(attempt, 4), 50) * (0.5 + Math.random()), options.signal);
       if (options.signal?.aborted === true) {
         throw new StateStoreError('lock-aborted', `stopped waiting for the lock of state dir ${dir} (${String(options.signal.reason)}): nothing was changed`);

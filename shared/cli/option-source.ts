@@ -24,6 +24,43 @@ export function sourceName(source: OptionSource): string {
   return source.from === 'environment' ? `environment variable ${source.variable}` : 'the default';
 }
 
+/**
+ * Where a path came from, as a message says it after the path: `from --state-dir`, `from
+ * environment variable SPECTRUM_STATE_DIR`, `the default`.
+ */
+export function pathOrigin(source: OptionSource): string {
+  return source.from === 'default' ? 'the default' : `from ${sourceName(source)}`;
+}
+
+/**
+ * What a message about a path that will not do says to check, by where the path came from: the
+ * option given; the variable set (or the option, which overrides it); where neither was given
+ * (or where it is not known), either. `want`: what the path must be.
+ */
+export function pathFix(flag: string, variable: string, source: OptionSource | undefined, want: string): string {
+  if (source?.from === 'option') return `check ${flag}: it must be ${want}`;
+  if (source?.from === 'environment') return `check ${variable}: it must be ${want} (or pass ${flag}, which overrides it)`;
+  return `pass ${flag} or set ${variable} to ${want}`;
+}
+
+/**
+ * What a message says to check of a path, by where it came from: the option or variable that gave
+ * it; where neither did (or where it is not known), `what`, and how to give it.
+ */
+export function pathCheck(what: string, flag: string, variable: string, source: OptionSource | undefined): string {
+  if (source?.from === 'option') return flag;
+  if (source?.from === 'environment') return variable;
+  return `${what} (${flag} or ${variable})`;
+}
+
+/**
+ * A path as a message names it: with where it came from where that is known (`config dir X (from
+ * --config-dir)`), else alone. `what`: what the path is (`config dir`).
+ */
+export function shownOrigin(what: string, path: string, source: OptionSource | undefined): string {
+  return source === undefined ? `${what} ${path}` : `${what} ${path} (${pathOrigin(source)})`;
+}
+
 /** Whether the working directory still exists: getcwd(2) says ENOENT once it has been deleted. */
 function workingDirectoryExists(): boolean {
   try {

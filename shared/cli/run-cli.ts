@@ -53,11 +53,31 @@ function oneLine(text: string): string {
 }
 
 /**
+ * `help [command]` as a command of the program's own, in place of commander's: that one, asked of
+ * a command there is none of, prints the program's whole help as an error (exit 2) without saying
+ * why; this one says it in one line, as an unknown command is said.
+ */
+function addHelpCommand(program: Command): void {
+  if (program.commands.length === 0 || program.commands.some((command) => command.name() === 'help')) return;
+  const help = new Command('help')
+    .description('display help for command')
+    .argument('[command]')
+    .action((name: string | undefined) => {
+      if (name === undefined) program.help();
+      const command = program.commands.find((candidate) => candidate.name() === name || candidate.aliases().includes(name));
+      if (command === undefined) throw new CliError(`unknown command '${name}'`, EXIT.usage);
+      command.help();
+    });
+  program.helpCommand(false).addCommand(help);
+}
+
+/**
  * Run a commander program so that every failure is one line on stderr and a non-zero exit:
  * bad input exits 2, other expected failures their own code, bugs 70 — never a stack trace.
  */
 export async function runCli(program: Command, argv: readonly string[], known: ErrorExitCodes = []): Promise<number> {
   const name = program.name();
+  addHelpCommand(program);
   program.exitOverride();
   program.configureOutput({
     outputError: (text, write) => write(`${name}: ${oneLine(text.replace(/^error: /, ''))}\n`),

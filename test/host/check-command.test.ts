@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,7 +6,7 @@ import { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
 import { VmNameError } from '../../host/vm-name.js';
-import { ConfigError } from '../../host/config.js';
+import { ConfigError, DEFAULT_CONFIG_DIR } from '../../host/config.js';
 import { EXIT, runCli } from '../../shared/cli/run-cli.js';
 
 const EXAMPLES = join(import.meta.dirname, '..', '..', 'examples', 'svc', 'data');
@@ -81,5 +82,27 @@ describe('spectrum-link check', () => {
     const missing = await run(['check', 'netvm', '--config-dir', join(base, 'none')]);
     expect(missing.code).toBe(EXIT.failure);
     expect(missing.err).toContain('does not exist');
+  });
+
+  it('says where a config dir that does not exist came from (the option, the variable, the default) and what to check accordingly', async () => {
+    const none = join(base, 'none');
+    const want = 'the directory holding the VM directories';
+    expect(await run(['check', 'netvm', '--config-dir', none], { SPECTRUM_CONFIG_DIR: EXAMPLES })).toEqual({
+      code: EXIT.failure,
+      out: '',
+      err: `spectrum-link: config dir ${none} (from --config-dir) does not exist; check --config-dir: it must be ${want}\n`,
+    });
+    expect(await run(['check', 'netvm'], { SPECTRUM_CONFIG_DIR: none })).toEqual({
+      code: EXIT.failure,
+      out: '',
+      err: `spectrum-link: config dir ${none} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; check SPECTRUM_CONFIG_DIR: it must be ${want} (or pass --config-dir, which overrides it)\n`,
+    });
+    // Spectrum's own, which a test machine has not (an empty variable is as none).
+    expect(existsSync(DEFAULT_CONFIG_DIR)).toBe(false);
+    expect(await run(['check', 'netvm'], { SPECTRUM_CONFIG_DIR: '' })).toEqual({
+      code: EXIT.failure,
+      out: '',
+      err: `spectrum-link: config dir ${DEFAULT_CONFIG_DIR} (the default) does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to ${want}\n`,
+    });
   });
 });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { checkVm } from '../../host/config.js';
-import { isInside, readConfigDir } from '../../host/config-reader.js';
+import { isInside, readConfigDir, readConfigVms } from '../../host/config-reader.js';
 import { vmName } from '../../host/vm-name.js';
 
 let base: string;
@@ -120,6 +120,23 @@ describe('readConfigDir', () => {
     await expect(readConfigDir(join(base, 'none'))).rejects.toMatchObject({ name: 'ConfigError', kind: 'config-dir-missing' });
     await writeFile(join(base, 'file'), '');
     await expect(readConfigDir(join(base, 'file'))).rejects.toMatchObject({ kind: 'config-dir-not-a-directory' });
+  });
+
+  it('says where an unusable config dir came from, where it is told, and what to check of it', async () => {
+    const none = join(base, 'none');
+    const want = 'the directory holding the VM directories';
+    await expect(readConfigDir(none)).rejects.toMatchObject({ message: `config dir ${none} does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to ${want}` });
+    await expect(readConfigVms(none, [vmName('netvm')], { from: 'option', flag: '--config-dir' })).rejects.toMatchObject({
+      message: `config dir ${none} (from --config-dir) does not exist; check --config-dir: it must be ${want}`,
+    });
+    await writeFile(join(base, 'file'), '');
+    await expect(readConfigDir(join(base, 'file'), { from: 'environment', variable: 'SPECTRUM_CONFIG_DIR' })).rejects.toMatchObject({
+      kind: 'config-dir-not-a-directory',
+      message: `config dir ${join(base, 'file')} (from environment variable SPECTRUM_CONFIG_DIR) is not a directory (it must hold one directory per VM); check SPECTRUM_CONFIG_DIR: it must be ${want} (or pass --config-dir, which overrides it)`,
+    });
+    await expect(readConfigDir(none, { from: 'default' })).rejects.toMatchObject({
+      message: `config dir ${none} (the default) does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to ${want}`,
+    });
   });
 });
 

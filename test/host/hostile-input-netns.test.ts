@@ -89,7 +89,7 @@ describeNetns('spectrum-link and hostile input', () => {
       const stateDir = '/proc/self/spectrum-review-no-such-dir/state';
       const result = await linkWithin(15_000, [...args, '--state-dir', stateDir]);
       expect(result.code, result.stderr).toBe(1);
-      expect(oneLineError(result.stderr)).toContain(`state dir ${stateDir} cannot be used`);
+      expect(oneLineError(result.stderr)).toContain(`state dir ${stateDir} (from --state-dir) cannot be used`);
     },
   );
 

@@ -5,6 +5,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
 import { interruptedUndoingError, linkCommands, nicRemoval, undoStateLine, undoStepLine } from '../../host/link-commands.js';
 import type { LinkReport, VmmPort } from '../../host/linker.js';
+import { DEFAULT_LOCK_TIMEOUT_MS } from '../../host/state-store.js';
 import { vmName } from '../../host/vm-name.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 
@@ -17,15 +18,17 @@ const named = (name: string): Command => {
 
 /** The options each command uses, and so takes (--help aside). */
 const OWN_OPTIONS: Record<string, readonly string[]> = {
-  link: ['--config-dir', '--state-dir', '--device-prefix', '--netns-prefix', '--mtu', '--attach', '--qmp-socket', '--ch-socket', '--vmm-timeout', '--qemu-bus', '--json', '--all', '--keep-going'],
-  unlink: ['--state-dir', '--device-prefix', '--attach', '--qmp-socket', '--ch-socket', '--vmm-timeout', '--json', '--forget', '--force'],
+  link: ['--config-dir', '--state-dir', '--device-prefix', '--netns-prefix', '--mtu', '--attach', '--qmp-socket', '--ch-socket', '--vmm-timeout', '--qemu-bus', '--lock-wait', '--json', '--all', '--keep-going'],
+  unlink: ['--state-dir', '--device-prefix', '--attach', '--qmp-socket', '--ch-socket', '--vmm-timeout', '--lock-wait', '--json', '--forget', '--force'],
   list: ['--state-dir', '--device-prefix', '--json'],
   show: ['--config-dir', '--state-dir', '--device-prefix', '--json'],
-  gc: ['--state-dir', '--device-prefix', '--json'],
+  gc: ['--state-dir', '--device-prefix', '--lock-wait', '--json'],
 };
+/** The commands that take the state lock, and so --lock-wait. */
+const LOCKING = ['link', 'unlink', 'gc'];
 const EVERY_OPTION = [...new Set(Object.values(OWN_OPTIONS).flat())];
 /** A value for each option that takes one. */
-const VALUE: Record<string, string> = { '--mtu': '9000', '--attach': 'qemu', '--qemu-bus': 'rp0', '--netns-prefix': 'vm-', '--vmm-timeout': '300' };
+const VALUE: Record<string, string> = { '--mtu': '9000', '--attach': 'qemu', '--qemu-bus': 'rp0', '--netns-prefix': 'vm-', '--vmm-timeout': '300', '--lock-wait': '60' };
 const withValue = (option: string): string[] => (['--json', '--all', '--keep-going', '--forget', '--force'].includes(option) ? [option] : [option, VALUE[option] ?? '/tmp/x']);
 const argumentsOf: Record<string, string[]> = { link: ['appvm-lynx'], unlink: ['appvm-lynx'], list: [], show: ['appvm-lynx'], gc: [] };
 
@@ -79,6 +82,7 @@ describe('spectrum-link linker commands', () => {
       '--state-dir': '(default: $SPECTRUM_STATE_DIR or /var/lib/spectrum-link)',
       '--device-prefix': '(default: $SPECTRUM_DEVICE_PREFIX or sn)',
       '--netns-prefix': '(default: $SPECTRUM_NETNS_PREFIX or none)',
+      '--lock-wait': '(default: $SPECTRUM_LOCK_WAIT or 600)',
     };
     for (const [option, text] of Object.entries(expected)) if ((OWN_OPTIONS[name] ?? []).includes(option)) expect(help, option).toContain(text);
   });
@@ -87,6 +91,29 @@ describe('spectrum-link linker commands', () => {
     const described = (command: Command): string | undefined => command.options.find((option) => option.long === '--config-dir')?.description;
     expect(described(named('link'))).toBe(described(checkCommand({})));
     expect(described(named('show'))).toBe(described(checkCommand({})));
+  });
+
+  it.each(LOCKING)('%s --help gives the range of --lock-wait', (name) => {
+    const help = named(name).helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain('--lock-wait <seconds> how long to wait for another spectrum-link that holds the state lock: 0 (not at all) to 3600 (default: $SPECTRUM_LOCK_WAIT or 600)');
+  });
+
+  it.each(LOCKING)('%s waits 600 s for the lock by default (as the store does), or what $SPECTRUM_LOCK_WAIT says, or what --lock-wait says', (name) => {
+    expect(DEFAULT_LOCK_TIMEOUT_MS).toBe(600_000);
+    const waitOf = (env: Record<string, string>, args: readonly string[]): unknown => {
+      let wait: unknown;
+      const command = linkCommands(env, () => ({}) as VmmPort).find((candidate) => candidate.name() === name)!;
+      command
+        .exitOverride()
+        .action((...parsed: unknown[]) => void (wait = (parsed.at(-2) as { lockWait: unknown }).lockWait))
+        .parse([...(argumentsOf[name] ?? []), ...args], { from: 'user' });
+      return wait;
+    };
+    expect(waitOf({}, [])).toBe('600');
+    // An empty variable is as none.
+    expect(waitOf({ SPECTRUM_LOCK_WAIT: '' }, [])).toBe('600');
+    expect(waitOf({ SPECTRUM_LOCK_WAIT: '1200' }, [])).toBe('1200');
+    expect(waitOf({ SPECTRUM_LOCK_WAIT: '1200' }, ['--lock-wait', '0'])).toBe('0');
   });
 
   it('link --help gives the range of --mtu, and the most a tap takes', () => {

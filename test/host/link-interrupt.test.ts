@@ -71,7 +71,7 @@ describeNetns('link --all interrupted', () => {
       const started = performance.now();
       const exit = await run.kill('SIGINT', 10_000);
       await run.waitClosed();
-      // Long before the lock's 30 s timeout.
+      // Long before the lock wait's end (--lock-wait, 600 s by default).
       expect(performance.now() - started).toBeLessThan(5_000);
       expect(exit, run.stderr).toEqual({ code: 130, signal: null });
       expect(run.stderr).toBe('spectrum-link: link interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was made\n');

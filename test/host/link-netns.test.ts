@@ -243,6 +243,8 @@ describeNetns('spectrum-link link --attach netns', () => {
   it('gc removes devices with the prefix that no recorded link owns, and nothing else', async () => {
     await world.host.ip(['link', 'add', 'snb7', 'type', 'bridge']);
     await world.host.ip(['link', 'add', 'other7', 'type', 'bridge']);
+    // The prefix and an id, but no role of a link's devices (bridge b, client c, provider p): not ours.
+    await world.host.ip(['link', 'add', 'snx7', 'type', 'bridge']);
     const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
     const result = await world.link(['gc', '--json']);
     expect(result.code).toBe(0);
@@ -250,6 +252,7 @@ describeNetns('spectrum-link link --attach netns', () => {
     const host = await devices(world.host);
     expect(host.has('snb7')).toBe(false);
     expect(host.has('other7')).toBe(true);
+    expect(host.has('snx7')).toBe(true);
     expect(host.has(owned.bridge)).toBe(true);
   });
 
@@ -608,11 +611,15 @@ describeNetns('link --all and a client VM whose directory has gone', () => {
       expect(outputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded }] });
       expect(warnings(json.stderr)).toHaveLength(1);
 
-      // Without its directory: unlink takes its devices down (id kept, so it is still reported)...
+      // Without its directory: unlink takes its devices down (id kept, so it is still reported, as
+      // attached no way: null, as list says, not this run's --attach)...
       const unlinked = await world().link(['unlink', 'appvm-catgirl', '--json']);
       expect(unlinked.code, unlinked.stderr).toBe(0);
       expect((await devices(world().host)).has(catgirl.bridge)).toBe(false);
-      expect(warnings((await world().link(['link', '--all', '--attach', 'netns'])).stderr)).toEqual([expect.stringContaining('appvm-catgirl has 1 recorded link')]);
+      const down = await world().link(['link', '--all', '--attach', 'netns', '--json']);
+      expect(warnings(down.stderr)).toEqual([expect.stringContaining('appvm-catgirl has 1 recorded link')]);
+      const downOutputs = down.stdout.trim().split('\n').map((line) => JSON.parse(line) as LinkOutput);
+      expect(downOutputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded, clientAttach: null, providerAttach: null }] });
       // ...and --forget releases the id: nothing more to say.
       const forgotten = await world().link(['unlink', 'appvm-catgirl', '--forget', '--json']);
       expect(forgotten.code, forgotten.stderr).toBe(0);
@@ -637,7 +644,8 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(result.code).toBe(1);
     expect(result.stdout).toBe('');
     expect(oneLineError(result.stderr)).toBe(
-      `spectrum-link: show: no VM appvm-lynxx in ${world().configDir} (no directory ${world().configDir}/appvm-lynxx) and no links recorded for it in ${world().stateDir}; check the name, --config-dir and --state-dir`,
+      `spectrum-link: show: no VM appvm-lynxx in config dir ${world().configDir} (from --config-dir): no directory ${world().configDir}/appvm-lynxx; ` +
+        `and no links recorded for it in state dir ${world().stateDir} (from --state-dir); check the name, --config-dir and --state-dir`,
     );
   });
 
@@ -646,7 +654,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     try {
       const result = await world().link(['show', 'notes.txt']);
       expect(result.code).toBe(1);
-      expect(oneLineError(result.stderr)).toMatch(/no VM notes\.txt in .* \(.*\/notes\.txt is not a directory\) and no links recorded/);
+      expect(oneLineError(result.stderr)).toMatch(/no VM notes\.txt in config dir .*: .*\/notes\.txt is not a directory; and no links recorded/);
     } finally {
       await rm(join(world().configDir, 'notes.txt'));
     }
@@ -687,6 +695,24 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     const output = JSON.parse(unlinked.stdout) as { vm: string; unlinked: Record<string, unknown>[]; forgotten: boolean };
     const { vmmArguments: _, ...withoutArguments } = link as typeof link & { vmmArguments: unknown };
     expect(output).toEqual({ vm: 'appvm-lynx', unlinked: [withoutArguments], forgotten: false });
+  });
+
+  it('unlink --json of a link taken down already gives its attach modes as null (attached no way), as list --json does, not the --attach default', async () => {
+    const link = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout).links[0]!;
+    const { vmmArguments: _, ...fields } = link as typeof link & { vmmArguments: unknown };
+    const unlinkJson = async (args: readonly string[]): Promise<unknown> => {
+      const result = await world().link(['unlink', 'appvm-lynx', ...args, '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      return JSON.parse(result.stdout);
+    };
+    // Taken down: how it was attached.
+    expect(await unlinkJson([])).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...fields, clientAttach: 'none', providerAttach: 'none' }], forgotten: false });
+    const down = { ...fields, clientAttach: null, providerAttach: null };
+    const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as Record<string, unknown>[];
+    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...down, present: false, linked: false });
+    // Again, and with --forget: attached no way, whatever --attach says of links without a record.
+    expect(await unlinkJson([])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: false });
+    expect(await unlinkJson(['--attach', 'appvm-lynx=netns', '--forget'])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: true });
   });
 
   it('list and show give VMM arguments only to links whose devices exist: after unlink (id kept) or a lost device they would name missing taps', async () => {

@@ -3,14 +3,14 @@
 // deleted, and a bad value, are each one line that names where the value came from, and nothing
 // is made or recorded.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { type ExecResult, type Harness, type Netns, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
 import { EXAMPLES, LINK_BIN, requireBuild } from './link-fixture.js';
 
-const VARIABLES = ['SPECTRUM_STATE_DIR', 'SPECTRUM_CONFIG_DIR', 'SPECTRUM_DEVICE_PREFIX', 'SPECTRUM_NETNS_PREFIX'];
+const VARIABLES = ['SPECTRUM_STATE_DIR', 'SPECTRUM_CONFIG_DIR', 'SPECTRUM_DEVICE_PREFIX', 'SPECTRUM_NETNS_PREFIX', 'SPECTRUM_LOCK_WAIT'];
 /** An absolute state dir that no run below may make: each is refused before it would. */
 const ABSENT = `/tmp/spectrum-optsrc-absent-${process.pid}`;
 
@@ -93,13 +93,53 @@ describeNetns('spectrum-link option sources', () => {
     const checked = await spectrumLink(['check', 'appvm-lynx'], { env: { SPECTRUM_CONFIG_DIR: 'config' }, cwd: 'scratch' });
     expect(checked.code).toBe(1);
     expect(checked.stderr).toBe(
-      'spectrum-link: config dir config does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to the directory holding the VM directories\n',
+      'spectrum-link: config dir config (from environment variable SPECTRUM_CONFIG_DIR) does not exist; check SPECTRUM_CONFIG_DIR: it must be the directory holding the VM directories (or pass --config-dir, which overrides it)\n',
     );
+  });
+
+  const configFix = {
+    option: 'check --config-dir: it must be the directory holding the VM directories',
+    variable: 'check SPECTRUM_CONFIG_DIR: it must be the directory holding the VM directories (or pass --config-dir, which overrides it)',
+  };
+  const stateFix = {
+    option: 'check --state-dir: it must be a writable directory',
+    variable: 'check SPECTRUM_STATE_DIR: it must be a writable directory (or pass --state-dir, which overrides it)',
+  };
+  const missing = `/tmp/spectrum-optsrc-missing-${process.pid}`;
+  /** A file where a state dir is to be: no state dir can be made there. */
+  const file = (): string => join(scratch, 'a-file');
+
+  it.each([
+    [
+      ['show', 'appvm-lynx', '--config-dir', missing, '--state-dir', ABSENT],
+      {},
+      `show: no links recorded for appvm-lynx in state dir ${ABSENT} (from --state-dir) and config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`,
+    ],
+    [['link', '--all', '--state-dir', ABSENT], { SPECTRUM_CONFIG_DIR: missing }, `config dir ${missing} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; ${configFix.variable}`],
+    [['list', '--state-dir', 'FILE'], { SPECTRUM_STATE_DIR: ABSENT }, `state dir FILE (from --state-dir) cannot be used (it is not a directory); ${stateFix.option}`],
+    [['link', 'appvm-lynx', '--config-dir', EXAMPLES], { SPECTRUM_STATE_DIR: 'FILE' }, `state dir FILE (from environment variable SPECTRUM_STATE_DIR) cannot be used (it is not a directory); ${stateFix.variable}`],
+    [['unlink', 'appvm-lynx'], { SPECTRUM_STATE_DIR: 'FILE/below' }, `state dir FILE/below (from environment variable SPECTRUM_STATE_DIR) cannot be used (a path above it is not a directory); ${stateFix.variable}`],
+    [['gc', '--state-dir', 'FILE'], {}, `state dir FILE (from --state-dir) cannot be used (it is not a directory); ${stateFix.option}`],
+  ] as const)('says where a dir that cannot be used came from and what to check of it, in one line, exit 1, making nothing: %j (env %j)', async (args, env, said) => {
+    await writeFile(file(), '');
+    const withFile = (text: string): string => text.replaceAll('FILE', file());
+    try {
+      const result = await spectrumLink(args.map(withFile), { env: Object.fromEntries(Object.entries(env).map(([name, value]) => [name, withFile(value)])), cwd: 'scratch' });
+      expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 1, stdout: '', stderr: `spectrum-link: ${withFile(said)}\n` });
+      expect(await readdir(scratch)).toEqual(['a-file']);
+    } finally {
+      // Also where it failed: each test after it starts with an empty scratch dir.
+      await rm(file());
+    }
+    expect(existsSync(ABSENT)).toBe(false);
+    expect(existsSync(missing)).toBe(false);
+    expect(await devicesMade()).toEqual([]);
   });
 
   const badNetnsPrefix = (source: string): string => `spectrum-link: ${source} "../x" is not valid: up to 32 of A-Z a-z 0-9 . _ -\n`;
   const badDevicePrefix = (source: string): string =>
     `spectrum-link: ${source}: device prefix "Abc" is not valid: a device prefix is 1 to 9 characters: lower-case letters, digits, '_' and '-', starting with a letter\n`;
+  const badLockWait = (source: string, value: string): string => `spectrum-link: ${source} ${JSON.stringify(value)} is not valid: give seconds from 0 to 3600\n`;
   const link = ['link', 'appvm-lynx', '--config-dir', EXAMPLES];
 
   it.each([
@@ -110,6 +150,12 @@ describeNetns('spectrum-link option sources', () => {
     [['list', '--device-prefix', 'Abc'], {}, badDevicePrefix('--device-prefix')],
     [['gc', '--device-prefix', 'Abc'], { SPECTRUM_DEVICE_PREFIX: 'sn' }, badDevicePrefix('--device-prefix')],
     [link, { SPECTRUM_DEVICE_PREFIX: 'Abc' }, badDevicePrefix('environment variable SPECTRUM_DEVICE_PREFIX')],
+    [[...link, '--lock-wait', '3601'], {}, badLockWait('--lock-wait', '3601')],
+    [[...link, '--lock-wait', '-1'], {}, badLockWait('--lock-wait', '-1')],
+    [link, { SPECTRUM_LOCK_WAIT: '1.5' }, badLockWait('environment variable SPECTRUM_LOCK_WAIT', '1.5')],
+    [['unlink', 'appvm-lynx', '--lock-wait', '60s'], {}, badLockWait('--lock-wait', '60s')],
+    [['unlink', 'appvm-lynx'], { SPECTRUM_LOCK_WAIT: '86400' }, badLockWait('environment variable SPECTRUM_LOCK_WAIT', '86400')],
+    [['gc', '--lock-wait', ''], { SPECTRUM_LOCK_WAIT: '5' }, badLockWait('--lock-wait', '')],
   ] as const)('refuses %j with env %j in one line naming where the bad value came from, exit 2, making nothing', async (args, env, line) => {
     const result = await spectrumLink([...args, '--state-dir', ABSENT], { env, cwd: 'scratch' });
     expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 2, stdout: '', stderr: line });

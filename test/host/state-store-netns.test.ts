@@ -2,12 +2,14 @@
 // network namespaces (nsenter --net, unshare -n) with one --state-dir must still exclude each other.
 // And a state dir on a read-only mount (made in a mount namespace of its own) is said to be one.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { loadState } from '../../host/state-store.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
+import { devices } from './link-fixture.js';
+import { linkWorldPerSuite } from './link-world-suite.js';
 
 const FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'allocate.js');
 
@@ -122,5 +124,64 @@ describeNetns('a state dir on a read-only file system', () => {
     expect(full.code).toBe(1);
     expect(full.stdout).toBe(`write-failed ENOSPC: cannot write state file ${join(mountPoint, 'links.json')} (ENOSPC); check the state dir's permissions and free space\n${state}\nlinks.json\n`);
     expect(await readdir(mountPoint)).toEqual([]);
+  });
+});
+
+describeNetns('spectrum-link --lock-wait', () => {
+  const world = linkWorldPerSuite('lockwait');
+
+  /** A process holding the world's state lock (as a run of another spectrum-link would) until killed. */
+  async function holdLock(): Promise<ReturnType<Netns['spawn']>> {
+    if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run \`npm run build\` first`);
+    const holder = world().host.spawn([process.execPath, FIXTURE, 'hold', world().stateDir]);
+    await holder.waitForOutput(/locked/);
+    return holder;
+  }
+
+  /** The host's devices with the linker's prefix: none, where nothing was made. */
+  const linkDevices = async (): Promise<string[]> => [...(await devices(world().host)).keys()].filter((name) => /^sn[bcp][0-9]/.test(name));
+
+  it.each([
+    [['link', 'appvm-lynx', '--attach', 'netns', '--lock-wait', '1'], {}, 'after waiting 1 s'],
+    [['unlink', 'appvm-lynx', '--lock-wait', '0'], {}, 'without waiting (a wait of 0 s)'],
+    [['gc'], { SPECTRUM_LOCK_WAIT: '1' }, 'after waiting 1 s'],
+    [['link', 'appvm-lynx', '--attach', 'netns', '--lock-wait', '0'], { SPECTRUM_LOCK_WAIT: '3600' }, 'without waiting (a wait of 0 s)'],
+  ] as const)(
+    '%j (env %j) gives up on a lock held all through its wait: one line saying how long it waited, the holder and the option; exit 1, nothing made',
+    async (args, env, waited) => {
+      // gc refuses a state dir without a state file before it takes the lock.
+      await writeFile(join(world().stateDir, 'links.json'), '{"version":1,"links":[]}\n');
+      const holder = await holdLock();
+      try {
+        const result = await world().link(args, env);
+        const line =
+          `spectrum-link: gave up on the lock of state dir ${world().stateDir} ${waited}: another spectrum-link (PID ${holder.pid}) is still holding it; ` +
+          'check that it is not stuck (a link holds it while its VMMs answer, up to four times --vmm-timeout per NIC), or wait longer with --lock-wait SECONDS (or SPECTRUM_LOCK_WAIT)\n';
+        expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 1, stdout: '', stderr: line });
+      } finally {
+        await holder.kill('SIGKILL');
+      }
+      expect(await linkDevices()).toEqual([]);
+      expect(await readFile(join(world().stateDir, 'links.json'), 'utf8')).toBe('{"version":1,"links":[]}\n');
+    },
+  );
+
+  it('a run waits out a holder that lets go within --lock-wait, then does its work', async () => {
+    const holder = await holdLock();
+    let waiting: Promise<Awaited<ReturnType<ReturnType<typeof world>['link']>>>;
+    try {
+      waiting = world().link(['link', 'appvm-lynx', '--attach', 'netns', '--lock-wait', '60', '--json']);
+      // Let it start and find the lock taken; then the holder goes (the kernel releases its lock).
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    } finally {
+      await holder.kill('SIGKILL');
+    }
+    const result = await waiting;
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    const { links } = JSON.parse(result.stdout) as { links: { bridge: string }[] };
+    expect(links).toHaveLength(1);
+    expect(await linkDevices()).toContain(links[0]?.bridge);
+    const unlinked = await world().link(['unlink', 'appvm-lynx', '--forget']);
+    expect(unlinked.code, unlinked.stderr).toBe(0);
   });
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ID_COUNT, type Link, allocateLink, allocateLinks, emptyState, serializeState } from '../../host/link-state.js';
-import { STATE_FILE_MAX_BYTES, StateStoreError, loadState, probeStateWrite, saveState, stateDirFrom, stateFilePath, updateState, withStateLock } from '../../host/state-store.js';
+import { STATE_FILE_MAX_BYTES, StateStoreError, hasStateFile, loadState, probeStateWrite, saveState, stateDirFrom, stateFilePath, updateState, withStateLock } from '../../host/state-store.js';
 import { VM_NAME_MAX, vmName } from '../../host/vm-name.js';
 import { clientId } from '../../shared/client-id.js';
 import { CLIENT_ID_MIN } from '../../shared/scheme.js';
@@ -71,6 +71,22 @@ describe('load and save', () => {
       kind: 'state-dir-unusable',
       message: `state dir ${file} cannot be used (it is not a directory); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory`,
     });
+  });
+
+  it.each([
+    [{ from: 'option', flag: '--state-dir' }, '(from --state-dir) cannot be used (it is not a directory); check --state-dir: it must be a writable directory'],
+    [
+      { from: 'environment', variable: 'SPECTRUM_STATE_DIR' },
+      '(from environment variable SPECTRUM_STATE_DIR) cannot be used (it is not a directory); check SPECTRUM_STATE_DIR: it must be a writable directory (or pass --state-dir, which overrides it)',
+    ],
+    [{ from: 'default' }, '(the default) cannot be used (it is not a directory); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory'],
+  ] as const)('says where a state dir that cannot be used came from (%j), and what to check of it', async (source, said) => {
+    const file = join(dir, 'a-file');
+    await writeFile(file, '');
+    const refused = { kind: 'state-dir-unusable', message: `state dir ${file} ${said}` };
+    await expect(loadState(file, source)).rejects.toMatchObject(refused);
+    await expect(withStateLock(file, async () => undefined, { source })).rejects.toMatchObject(refused);
+    expect(() => hasStateFile(file, source)).toThrow(expect.objectContaining(refused));
   });
 
   it('refuses a state file that is a symlink (to a device or a FIFO too) or a FIFO at once instead of reading it (forever)', async () => {
@@ -293,6 +309,29 @@ describe('withStateLock', () => {
     await holding;
     expect(error).toBeInstanceOf(StateStoreError);
     expect(error).toMatchObject({ kind: 'lock-timeout', message: expect.stringContaining(`PID ${process.pid}`) });
+  });
+
+  it('says how long it waited before giving up, and how to wait longer; with a wait of 0, gives up at the first try, running nothing', async () => {
+    let release = (): void => undefined;
+    const holding = withStateLock(dir, () => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    let ran = false;
+    const waited = await withStateLock(dir, () => Promise.resolve((ran = true)), { timeoutMs: 250 }).catch((e: unknown) => e);
+    const none = await withStateLock(dir, () => Promise.resolve((ran = true)), { timeoutMs: 0 }).catch((e: unknown) => e);
+    release();
+    await holding;
+    const advice = `check that it is not stuck (a link holds it while its VMMs answer, up to four times --vmm-timeout per NIC), or wait longer with --lock-wait SECONDS (or SPECTRUM_LOCK_WAIT)`;
+    expect(waited).toMatchObject({
+      kind: 'lock-timeout',
+      message: `gave up on the lock of state dir ${dir} after waiting 0.25 s: another spectrum-link (PID ${process.pid}) is still holding it; ${advice}`,
+    });
+    expect(none).toMatchObject({
+      kind: 'lock-timeout',
+      message: `gave up on the lock of state dir ${dir} without waiting (a wait of 0 s): another spectrum-link (PID ${process.pid}) is still holding it; ${advice}`,
+    });
+    expect(ran).toBe(false);
+    // A free lock is taken with a wait of 0 too.
+    expect(await withStateLock(dir, () => Promise.resolve(1), { timeoutMs: 0 })).toBe(1);
   });
   it('writes its PID to a .lock-holder it makes itself: a symlink there is replaced, never written through (its target is untouched)', async () => {
     const target = join(dir, 'precious');

@@ -83,3 +83,22 @@ describe('output through a pipe', () => {
     }
   });
 });
+
+describe('help of a command', () => {
+  it.each(Object.entries(bins))('%s help NAME of no command: one line saying so, exit 2, as an unknown command is', async (name, bin) => {
+    const asked = await collect(spawn(bin, ['help', 'bogus'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect(asked).toEqual({ code: 2, stdout: '', stderr: `${name}: unknown command 'bogus'\n` });
+    const run = await collect(spawn(bin, ['bogus'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect(run).toEqual(asked);
+  });
+
+  it.each(Object.entries(bins))('%s help, and help of a command, print that help on stdout, exit 0', async (name, bin) => {
+    const whole = await collect(spawn(bin, ['help'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect([whole.code, whole.stderr]).toEqual([0, '']);
+    expect(whole.stdout).toMatch(new RegExp(`^Usage: ${name} \\[options\\] \\[command\\]\\n`));
+    expect(whole.stdout).toMatch(/^ {2}help \[command\] +display help for command$/m);
+    const one = await collect(spawn(bin, ['help', 'addr'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect([one.code, one.stderr]).toEqual([0, '']);
+    expect(one.stdout).toMatch(new RegExp(`^Usage: ${name} addr \\[options\\] <address>\\n`));
+  });
+});
