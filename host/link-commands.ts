@@ -172,9 +172,15 @@ function configOptions(flag: string | undefined, env: Env): Pick<LinkerOptions, 
 }
 
 /** --lock-wait (or $SPECTRUM_LOCK_WAIT) checked, in ms; a bad value is said to be its source's. */
-function lockWaitOf(flags: LockFlags, env: Env, command: Command): Pick<LinkerOptions, 'lockWaitMs'> {
+function lockWaitOf(flags: LockFlags, env: Env, command: Command): Pick<LinkerOptions, 'lockWaitMs' | 'onLockWait'> {
   const source = sourceName(sourceOf(command, 'lockWait', '--lock-wait', LOCK_WAIT_ENV, env));
-  return { lockWaitMs: integerOption(source, flags.lockWait, LOCK_WAIT_MIN_S, LOCK_WAIT_MAX_S, 'seconds') * 1000 };
+  const seconds = integerOption(source, flags.lockWait, LOCK_WAIT_MIN_S, LOCK_WAIT_MAX_S, 'seconds');
+  // A wait of up to minutes says so, once, so that it is not taken for a hang.
+  const onLockWait = (holderPid: string | undefined): void => {
+    const set = source === 'the default' ? `--lock-wait or ${LOCK_WAIT_ENV} sets it` : `set by ${source}`;
+    if (wouldLog('warn')) createLogger('spectrum-link').warn(`waiting for another spectrum-link${holderPid === undefined ? '' : ` (PID ${holderPid})`} to let go of the state lock: giving up after ${seconds} s (${set})`);
+  };
+  return { lockWaitMs: seconds * 1000, onLockWait };
 }
 
 /**

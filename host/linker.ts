@@ -102,6 +102,8 @@ export interface LinkerOptions {
   readonly stateDirSource?: StateDirSource;
   /** How long to wait for another run holding the state lock, in ms (0: not at all); the store's default where left out. */
   readonly lockWaitMs?: number;
+  /** Told once if another run still holds the state lock a second after the first try (LockOptions.onWaiting). */
+  readonly onLockWait?: (holderPid: string | undefined) => void;
   readonly devicePrefix: DevicePrefix;
   /** VM `v` lives in namespace `<netnsPrefix>v` in netns mode. */
   readonly netnsPrefix: string;
@@ -240,9 +242,14 @@ export type ShowOptions = ListOptions & Pick<LinkerOptions, 'configDir' | 'confi
 export type GcOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'devicePrefix'>;
 
 /** The state lock's options of a run: its wait, and where its state dir came from. */
-function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'signal'>): LockOptions {
-  const { stateDirSource: source, lockWaitMs: timeoutMs, signal } = options;
-  return { ...(source === undefined ? {} : { source }), ...(timeoutMs === undefined ? {} : { timeoutMs }), ...(signal === undefined ? {} : { signal }) };
+function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal'>): LockOptions {
+  const { stateDirSource: source, lockWaitMs: timeoutMs, onLockWait: onWaiting, signal } = options;
+  return {
+    ...(source === undefined ? {} : { source }),
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    ...(onWaiting === undefined ? {} : { onWaiting }),
+    ...(signal === undefined ? {} : { signal }),
+  };
 }
 
 /** One connection as every command reports it (`link --json` links, `list --json` entries). */

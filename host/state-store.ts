@@ -470,7 +470,16 @@ export interface LockOptions {
   readonly signal?: AbortSignal;
   /** Where the state dir's path came from, for the message of a dir that cannot be used. */
   readonly source?: StateDirSource;
+  /**
+   * Told once when the lock is still held by another run LOCK_WAIT_SAID_MS after the first try
+   * (with the holder's PID where it wrote one), where the wait is longer than that: a wait of
+   * minutes must not look like a hang.
+   */
+  readonly onWaiting?: (holderPid: string | undefined) => void;
 }
+
+/** How long a run waits for the lock before it says that it waits (LockOptions.onWaiting). */
+export const LOCK_WAIT_SAID_MS = 1000;
 
 /** The variable whose value (seconds) is `--lock-wait`'s default. */
 export const LOCK_WAIT_ENV = 'SPECTRUM_LOCK_WAIT';
@@ -534,6 +543,7 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
     const waitMs = options.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
     // A monotonic clock: at boot the wall clock may be set while a run waits.
     const deadline = performance.now() + waitMs;
+    let said = false;
     for (let attempt = 0; ; attempt++) {
       try {
         locked = flockAddon().tryLock(fd);
@@ -541,7 +551,13 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
         throw new StateStoreError('lock-failed', `cannot take the lock of state dir ${dir} (${reasonOf(error)}); spectrum-link needs flock(2) on the state dir's file system`);
       }
       if (locked) break;
-      if (performance.now() >= deadline) throw lockTimeout(dir, waitMs);
+      const now = performance.now();
+      // Said before giving up too (a wait long enough to say), so that a give-up always follows it.
+      if (!said && waitMs > LOCK_WAIT_SAID_MS && now >= deadline - waitMs + LOCK_WAIT_SAID_MS) {
+        said = true;
+        options.onWaiting?.(holderPid(dir));
+      }
+      if (now >= deadline) throw lockTimeout(dir, waitMs);
       await sleepUnlessAborted(Math.min(5 * 2 ** Math.min(attempt, 4), 50) * (0.5 + Math.random()), options.signal);
       if (options.signal?.aborted === true) {
         throw new StateStoreError('lock-aborted', `stopped waiting for the lock of state dir ${dir} (${String(options.signal.reason)}): nothing was changed`);
