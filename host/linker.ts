@@ -233,13 +233,13 @@ function stopIfInterrupted(options: Pick<LinkerOptions, 'signal'>): void {
 }
 
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
-export type UnlinkOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'devicePrefix' | 'attach' | 'vmm'>;
+export type UnlinkOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'devicePrefix' | 'attach' | 'vmm'>;
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */
 export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'attach'>;
 /** `show` also looks in the config dir for a VM without links. */
 export type ShowOptions = ListOptions & Pick<LinkerOptions, 'configDir' | 'configDirSource'>;
 /** What `gc` needs: the recorded links and the prefix of the devices they own. */
-export type GcOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'devicePrefix'>;
+export type GcOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'devicePrefix'>;
 
 /** The state lock's options of a run: its wait, and where its state dir came from. */
 function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal'>): LockOptions {
