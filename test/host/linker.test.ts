@@ -10,7 +10,7 @@ import { parseAttachChoice } from '../../host/attach-mode.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
-import { loadState, saveState } from '../../host/state-store.js';
+import { loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, collectGarbage, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
 
@@ -178,6 +178,29 @@ describe('gc with a --state-dir that is a file', () => {
         message: expect.stringMatching(new RegExp(`^state dir ${dir} cannot be used \\((it|a path above it) is not a directory\\); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory$`)),
       });
     }
+    expect(kernel.removed).toEqual([]);
+  });
+});
+
+describe('unlink and gc waiting for the state lock', () => {
+  it('wait as long as told, and say once that they wait (with the PID of the holder), as link does', async () => {
+    await writeFile(join(stateDir, 'links.json'), serializeState(emptyState()));
+    let release = (): void => undefined;
+    const holding = withStateLock(stateDir, () => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const told: Record<string, (string | undefined)[]> = { gc: [], unlink: [] };
+    const wait = { lockWaitMs: 1200 };
+    try {
+      const gc = collectGarbage({ stateDir, devicePrefix: PREFIX, ...wait, onLockWait: (pid) => void told['gc']!.push(pid) });
+      const unlink = unlinkVm(CLIENTS[0]!, { forget: false, force: false }, { ...options(), ...wait, onLockWait: (pid) => void told['unlink']!.push(pid) });
+      const gaveUp = { name: 'StateStoreError', kind: 'lock-timeout', message: expect.stringContaining('after waiting 1.2 s') };
+      // Both watched at once: whichever gives up first is not left unhandled.
+      await Promise.all([expect(gc).rejects.toMatchObject(gaveUp), expect(unlink).rejects.toMatchObject(gaveUp)]);
+    } finally {
+      release();
+      await holding;
+    }
+    expect(told).toEqual({ gc: [String(process.pid)], unlink: [String(process.pid)] });
     expect(kernel.removed).toEqual([]);
   });
 });
