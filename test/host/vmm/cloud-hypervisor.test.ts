@@ -245,6 +245,15 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       heard = [];
       return { ...options, vm: 'appvm-lynx', log: (level, message) => heard.push({ level, message }), ...extra };
     };
+    /** The info note of an attach to a cloud-hypervisor (pid) in another namespace where the tap's name is a device of the link's MTU. */
+    const deviceNote = (pid: number | undefined, mtu: number): { level: string; message: unknown } => ({
+      level: 'info',
+      message: expect.stringMatching(
+        new RegExp(
+          `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${String(pid)}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it reads tap snp42310's MTU by name there, where that name is another device's \\(its own name or an altname\\) of MTU ${mtu}, so its guest gets ${mtu}, the link's$`,
+        ),
+      ),
+    });
 
     it('another namespace with nothing of the tap\'s name and a link MTU other than 1500: other-netns in one line saying what to do, before anything is sent', async () => {
       // The fake runs in this process, not in the taps' namespace; nothing here has the tap's name.
@@ -344,16 +353,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(await ch.report()).toMatchObject({ requests: [], heldTapQueues: 0 });
       await elsewhere.ip(['link', 'set', nic.tap, 'mtu', '9000']);
       expect(await chAttach(ch.socketPath, { ...nic, mtu: 9000 }, logged())).toMatchObject({ outcome: 'hot-added' });
-      expect(heard).toEqual([
-        {
-          level: 'info',
-          message: expect.stringMatching(
-            new RegExp(
-              `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${ch.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it reads tap snp42310's MTU by name there, where that name is another device's \\(its own name or an altname\\) of MTU 9000, so its guest gets 9000, the link's$`,
-            ),
-          ),
-        },
-      ]);
+      expect(heard).toEqual([deviceNote(ch.pid, 9000)]);
       expect(await ch.report()).toMatchObject({ requests: [{ path: '/api/v1/vm.add-net', taps: ['snp42310'] }], heldTapQueues: 1 });
       await chDetach(ch.socketPath, nic, options);
     });
@@ -364,16 +364,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
         await ns.ip(['link', 'set', nic.tap, 'mtu', '1500']);
       });
       expect(await chAttach(ch.socketPath, { ...nic, mtu: 1500 }, logged())).toMatchObject({ outcome: 'hot-added' });
-      expect(heard).toEqual([
-        {
-          level: 'info',
-          message: expect.stringMatching(
-            new RegExp(
-              `^cloud-hypervisor of VM appvm-lynx at .*api\\.sock \\(pid ${ch.pid}, which made the socket listen\\) runs in network namespace net:\\[\\d+\\], not in the taps' .*: it reads tap snp42310's MTU by name there, where that name is another device's \\(its own name or an altname\\) of MTU 1500, so its guest gets 1500, the link's$`,
-            ),
-          ),
-        },
-      ]);
+      expect(heard).toEqual([deviceNote(ch.pid, 1500)]);
       expect(await ch.report()).toMatchObject({ requests: [{ path: '/api/v1/vm.add-net', taps: ['snp42310'] }], heldTapQueues: 1 });
       await chDetach(ch.socketPath, nic, options);
     });
