@@ -10,7 +10,7 @@ import type { ConntrackPort } from '../conntrack-port.js';
 import { KernelConntrack } from '../conntrack/conntrack-purge.js';
 import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption } from '../conntrack/conntrack-reaper.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
-import { parseUpstream } from '../dns/upstream.js';
+import { UpstreamSyntaxError, parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
 import { MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE, clientNewFlowBurst } from '../firewall/table-settings.js';
@@ -45,11 +45,10 @@ function collectUpstream(value: string, previous: string[]): string[] {
   try {
     parseUpstream(value);
   } catch (error) {
-    // Said as every other bad value is: the option, the value, why. The parser's message names the
-    // value first, as it shows it (a long one cut short): that, once, and the rest as why.
-    const message = error instanceof Error ? error.message : String(error);
-    const named = /^upstream ("(?:[^"\\]|\\.)*"): (.*)$/s.exec(message);
-    throw new CliError(`--dns-upstream ${named?.[1] ?? JSON.stringify(value)} is not valid: ${named?.[2] ?? message}`, EXIT.usage);
+    // Said as every other bad value is: the option, the value (as the parser shows it: a long one
+    // cut short), why.
+    if (error instanceof UpstreamSyntaxError) throw new CliError(`--dns-upstream ${error.shown} is not valid: ${error.reason}`, EXIT.usage);
+    throw error;
   }
   return [...previous, value];
 }
