@@ -326,6 +326,25 @@ function failedLine({ vm, error }: FailedVm): string {
 }
 
 /**
+ * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
+ * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
+ * held the signals are handled as without it (the process ends): their work is not interruptible.
+ */
+async function interruptibleLockWait<T>(name: 'unlink' | 'gc', nothing: string, run: (wait: { signal: AbortSignal; onLockHeld: () => void }) => Promise<T>): Promise<T> {
+  const interruption = interruptOnSignals('spectrum-link', nothing);
+  try {
+    return await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose() });
+  } catch (error) {
+    if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
+      throw new CliError(`${name} interrupted by ${interruption.received} while waiting for another spectrum-link to finish: ${nothing}`, signalExitCode(interruption.received));
+    }
+    throw error;
+  } finally {
+    interruption.dispose();
+  }
+}
+
+/**
  * What `link --keep-going` says where a signal stopped it VM by VM (hot-plugging NICs, or linking
  * one by one after a failure): what was undone, what stays linked, what was not done.
  */
@@ -695,7 +714,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const forget = flags.forget === true;
       checkSocketTemplates(flags);
       const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags) };
-      const { reports, failures, recordedVms } = await unlinkVm(name, { forget, force: flags.force === true }, options);
+      const { reports, failures, recordedVms } = await interruptibleLockWait('unlink', 'nothing was taken down', (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }));
       // A per-VM mode for a VM that no recorded link involves could serve no unlink: a typo, most
       // likely, with which a link without a recorded mode got the default one. One for a VM with
       // other links is fine: scripts pass one --attach set to every call.
@@ -772,7 +791,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.lockWait())
     .addOption(option.json())
     .action(async (flags: GcFlags, command: Command) => {
-      const removed = await collectGarbage({ ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command) });
+      const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command), ...wait }));
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
       else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
     });

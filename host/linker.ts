@@ -73,6 +73,7 @@ export class LinkerError extends Error {
       | 'unknown-vm'
       | 'vmm-detach-failed'
       | 'interrupted'
+      /** A signal came while the run waited for the state lock: nothing was done. */
       | 'interrupted-waiting'
       /** A signal came while a failed `link` was undone (the undo went on): `failure` is what failed first. */
       | 'interrupted-undoing',
@@ -104,6 +105,8 @@ export interface LinkerOptions {
   readonly lockWaitMs?: number;
   /** Told once if another run still holds the state lock a second after the first try (LockOptions.onWaiting). */
   readonly onLockWait?: (holderPid: string | undefined) => void;
+  /** Told once the state lock is held, before the run's work (the CLI of `unlink` and `gc` stops taking over signals then). */
+  readonly onLockHeld?: () => void;
   readonly devicePrefix: DevicePrefix;
   /** VM `v` lives in namespace `<netnsPrefix>v` in netns mode. */
   readonly netnsPrefix: string;
@@ -115,7 +118,8 @@ export interface LinkerOptions {
   /**
    * Aborting it (a SIGINT or SIGTERM, in the CLI) stops `link` at the next safe point: before a
    * chunk is planned or its devices made, before each NIC is hot-plugged. The run is then undone
-   * as on a failure, and fails with kind 'interrupted'.
+   * as on a failure, and fails with kind 'interrupted'. Any run it stops while it waits for the
+   * state lock (`unlink` and `gc` only then), with kind 'interrupted-waiting'.
    */
   readonly signal?: AbortSignal;
   /**
@@ -232,14 +236,19 @@ function stopIfInterrupted(options: Pick<LinkerOptions, 'signal'>): void {
   if (signal?.aborted === true) throw new LinkerError('interrupted', `interrupted (${String(signal.reason)}): what this run had made is undone`);
 }
 
+/**
+ * How a run waits for the state lock. For `unlink` and `gc`, the signal stops the wait only: once
+ * the lock is held (onLockHeld) they do their work as they would without it.
+ */
+export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld'>;
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
-export type UnlinkOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'devicePrefix' | 'attach' | 'vmm'>;
+export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'attach' | 'vmm'>;
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */
 export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'attach'>;
 /** `show` also looks in the config dir for a VM without links. */
 export type ShowOptions = ListOptions & Pick<LinkerOptions, 'configDir' | 'configDirSource'>;
 /** What `gc` needs: the recorded links and the prefix of the devices they own. */
-export type GcOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'devicePrefix'>;
+export type GcOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix'>;
 
 /** The state lock's options of a run: its wait, and where its state dir came from. */
 function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal'>): LockOptions {
@@ -690,12 +699,24 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
   return { state: next, unlinked, vmmFailures: released.failures };
 }
 
-/** Run fn under the state lock; an interruption while waiting for it is said as such. */
+/** Run `link`'s fn under the state lock; an interruption while waiting for it is said as such. */
 function underLinkLock<T>(options: LinkerOptions, fn: () => Promise<T>): Promise<T> {
-  return withStateLock(options.stateDir, fn, lockOptions(options)).catch((error: unknown) => {
-    // Interrupted while another run holds the lock: stop waiting (nothing made yet).
+  return underStateLock(options, 'nothing was made', fn);
+}
+
+/**
+ * Run fn under the state lock, telling onLockHeld first; an interruption (options.signal) while
+ * waiting for it fails with kind 'interrupted-waiting', its message ending with `nothing`.
+ */
+function underStateLock<T>(options: LockWaitOptions, nothing: string, fn: () => Promise<T>): Promise<T> {
+  const held = (): Promise<T> => {
+    options.onLockHeld?.();
+    return fn();
+  };
+  return withStateLock(options.stateDir, held, lockOptions(options)).catch((error: unknown) => {
+    // Interrupted while another run holds the lock: stop waiting (nothing done yet).
     if (error instanceof StateStoreError && error.kind === 'lock-aborted') {
-      throw new LinkerError('interrupted-waiting', `interrupted (${String(options.signal?.reason)}) while waiting for the state lock: nothing was made`);
+      throw new LinkerError('interrupted-waiting', `interrupted (${String(options.signal?.reason)}) while waiting for the state lock: ${nothing}`);
     }
     throw error;
   });
@@ -1255,7 +1276,7 @@ function detachStopped(vm: VmName, forget: boolean, error: unknown): unknown {
  */
 export async function unlinkVm(name: string, flags: UnlinkFlags, options: UnlinkOptions): Promise<UnlinkOutcome> {
   const vm = vmName(name);
-  return withStateLock(options.stateDir, async () => {
+  return underStateLock(options, 'nothing was taken down', async () => {
     const state = await loadState(options.stateDir, options.stateDirSource);
     const links = linksOfVm(state, vm);
     if (links.length === 0) {
@@ -1282,7 +1303,7 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
     }
     const recordedVms = new Set(state.links.flatMap((link) => [link.client, link.provider]));
     return { reports: released.reports, failures: released.failures, recordedVms };
-  }, lockOptions(options));
+  });
 }
 
 export interface ListedLink extends RecordedLinkReport {
@@ -1354,7 +1375,7 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
         `${stateDirFix(source, 'the state dir the links are recorded in')}. If the state is really lost and those devices are to go, write an empty state there first: {"version":1,"links":[]}`,
     );
   }
-  return withStateLock(options.stateDir, async () => {
+  return underStateLock(options, 'nothing was deleted', async () => {
     const state = await loadState(options.stateDir, options.stateDirSource);
     const owned = new Set<number>(state.links.map((link) => link.id));
     const devices = (await observeDevices([])).host;
@@ -1364,6 +1385,6 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     });
     await removeDevices(orphans);
     return orphans;
-  }, lockOptions(options));
+  });
 }
 

@@ -125,7 +125,8 @@ export function decodeNotification(type: number, payload: Buffer): KernelEvent |
 
 /**
  * Why what notifications said is lost: the socket's buffer overflowed, or one came that could
- * not be decoded (its type's name, and the parser's error in brief).
+ * not be decoded (its type's name, and the parser's error in brief; a datagram that could not be
+ * split into messages: 'unsplittable datagram').
  */
 export type NotificationLoss =
   | { readonly kind: 'overflow' }
@@ -179,6 +180,11 @@ const ERROR_CHARS = 200;
 function briefly(error: unknown): string {
   const text = (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? '';
   return text.length > ERROR_CHARS ? `${text.slice(0, ERROR_CHARS)}...` : text;
+}
+
+/** The loss of a datagram of notifications that could not be split into messages (the parser's error). */
+export function unsplittableLoss(error: string): NotificationLoss {
+  return { kind: 'undecodable', messageType: 'unsplittable datagram', error: briefly(error) };
 }
 
 /**
@@ -297,6 +303,7 @@ export class RtnetlinkKernel implements NetdKernel {
         if (loss !== undefined) listener.lost(loss);
       },
       overflow: () => listener.lost({ kind: 'overflow' }),
+      unsplittable: (error) => listener.lost(unsplittableLoss(error)),
       failed: (code) => listener.failed(new NetdError('netlink', `rtnetlink notifications failed: ${code}`)),
     });
   }

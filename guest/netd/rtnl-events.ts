@@ -1,6 +1,7 @@
 // Adapter over the rtnl-events addon (guest/native/rtnl-events.c): the agent's route netlink
 // notification socket. It hands on whole netlink messages, parsed by the `netlink` package, and
-// tells an overflow (notifications lost: read the whole state again) from a failure.
+// tells an overflow (notifications lost: read the whole state again) and a datagram that cannot be
+// split into messages (what it said lost, likewise) from a failure.
 import { constants } from 'node:os';
 import { type NetlinkMessage, parseMessages, rt } from 'netlink';
 import { loadNativeAddon } from '../../shared/native-addon.js';
@@ -27,6 +28,11 @@ export interface NotificationHandlers {
    * notification told after this was sent after it, none lost between (until the next overflow).
    */
   overflow(): void;
+  /**
+   * A datagram the `netlink` package could not split into messages (the parser's error): what it
+   * said is lost, as in an overflow, but nothing was discarded; the socket reads on.
+   */
+  unsplittable(error: string): void;
   /** The socket failed for good (the errno's name); it reads no more. */
   failed(code: string): void;
 }
@@ -49,6 +55,31 @@ export function loadRtnlEventsAddon(): Addon {
 
 function codeOf(error: unknown): string {
   return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : 'EIO';
+}
+
+/**
+ * Hand what the addon read to `handlers`: an overflow (-ENOBUFS), a failure (another -errno), or
+ * the datagrams it read (status 0), split into messages. Exported for the tests: the kernel sends
+ * no datagram the parser cannot split, so nothing outside makes that case happen.
+ */
+export function deliverDatagram(handlers: NotificationHandlers, status: number, bytes: Buffer | undefined): void {
+  if (status === -ENOBUFS) {
+    handlers.overflow();
+    return;
+  }
+  if (status < 0) {
+    handlers.failed(ERRNO_NAMES.get(-status) ?? `E${-status}`);
+    return;
+  }
+  let messages: NetlinkMessage[];
+  try {
+    messages = parseMessages(bytes ?? Buffer.alloc(0));
+  } catch (error) {
+    // Not an overflow (nothing was discarded): said as what it is, so the log names the cause.
+    handlers.unsplittable(error instanceof Error ? error.message : String(error));
+    return;
+  }
+  handlers.messages(messages);
 }
 
 export class RtnlEventSocket {
@@ -79,25 +110,7 @@ export class RtnlEventSocket {
 
   /** Hand every notification to `handlers`, in the order the kernel sent them. */
   watch(handlers: NotificationHandlers): void {
-    this.native.watch(this.#open(), (status, bytes) => {
-      if (status === -ENOBUFS) {
-        handlers.overflow();
-        return;
-      }
-      if (status < 0) {
-        handlers.failed(ERRNO_NAMES.get(-status) ?? `E${-status}`);
-        return;
-      }
-      let messages: NetlinkMessage[];
-      try {
-        messages = parseMessages(bytes ?? Buffer.alloc(0));
-      } catch {
-        // Datagrams the parser cannot split: whatever they said is lost, as in an overflow.
-        handlers.overflow();
-        return;
-      }
-      handlers.messages(messages);
-    });
+    this.native.watch(this.#open(), (status, bytes) => deliverDatagram(handlers, status, bytes));
   }
 
   close(): void {

@@ -334,7 +334,7 @@ function vetOpened(socketPath: string, nic: VmmNic, options: CloudHypervisorOpti
   const of = options.vm === undefined ? '' : ` of VM ${options.vm}`;
   const tapsAt = `${options.tapNetnsPath ?? "spectrum-link's own"}, ${shownNetns(taps)}`;
   if (place.kind === 'unknown') {
-    const message = `cloud-hypervisor${of} at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${place.why}; if not, its guest gets MTU 1500 on NIC ${nic.id}, not the link's ${String(link)}`;
+    const message = `cloud-hypervisor${of} at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${place.why}; if not, it reads tap ${nic.tap}'s MTU by name in its own namespace, so its guest gets on NIC ${nic.id} the MTU of whatever has that name there (a device's own name or an altname), 1500 where nothing does, not necessarily the link's ${String(link)}`;
     options.log?.('warn', message);
     return;
   }
