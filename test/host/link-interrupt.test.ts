@@ -8,12 +8,47 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { describeNetns, eventually, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, devices, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, type LinkWorld, devices, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 const CLIENTS = 300;
+const HOLD_FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'allocate.js');
+
+/**
+ * Run `args` while another process holds the state lock (after linking appvm-lynx, a state to keep:
+ * idempotent where a test before linked it already), and send `signal` a second into its wait.
+ */
+async function interruptedWhileWaiting(world: () => LinkWorld, args: readonly string[], signal: NodeJS.Signals, exitCode: number, line: string): Promise<void> {
+  const statePath = (): string => join(world().stateDir, 'links.json');
+  const hostDevices = async (): Promise<string[]> => [...(await devices(world().host)).keys()].sort();
+  const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
+  expect(first.code, first.stderr).toBe(0);
+  const holder = world().host.spawn(['node', HOLD_FIXTURE, 'hold', world().stateDir], { enter: 'nsenter' });
+  try {
+    await holder.waitForOutput(/locked/);
+    const stateBefore = await readFile(statePath(), 'utf8');
+    const devicesBefore = await hostDevices();
+    const run = world().host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const started = performance.now();
+    const exit = await run.kill(signal, 10_000);
+    await run.waitClosed();
+    // Long before the lock wait's end (--lock-wait, 600 s by default).
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(exit, run.stderr).toEqual({ code: exitCode, signal: null });
+    expect(run.stdout).toBe('');
+    // Before it, at most the record saying that it waits (after a second of waiting: a slow start may not get there).
+    const lines = run.stderr.split('\n').filter((text) => text !== '');
+    const waitSaid = lines.length > 1 && (JSON.parse(lines[0] ?? '') as { msg?: string }).msg?.startsWith('waiting for another spectrum-link') === true;
+    expect(lines.slice(waitSaid ? 1 : 0)).toEqual([`spectrum-link: ${line}`]);
+    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
+    expect(await hostDevices()).toEqual(devicesBefore);
+  } finally {
+    await holder.kill('SIGKILL', 5_000);
+  }
+}
 
 describeNetns('link --all interrupted', () => {
   const world = linkWorldPerSuite('linkint', CLIENTS);
@@ -57,32 +92,7 @@ describeNetns('link --all interrupted', () => {
   });
 
   it('a SIGINT while it waits for another run to release the state lock stops the wait: exit 130, nothing made', async () => {
-    const fixture = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'allocate.js');
-    // A state to keep (idempotent where the test above linked it already).
-    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
-    expect(first.code, first.stderr).toBe(0);
-    const holder = world().host.spawn(['node', fixture, 'hold', world().stateDir], { enter: 'nsenter' });
-    try {
-      await holder.waitForOutput(/locked/);
-      const stateBefore = await readFile(statePath(), 'utf8');
-      const devicesBefore = await hostDevices();
-      const run = spawnLink(['link', 'appvm-catgirl', '--attach', 'netns']);
-      await new Promise((resolve) => setTimeout(resolve, 1_000));
-      const started = performance.now();
-      const exit = await run.kill('SIGINT', 10_000);
-      await run.waitClosed();
-      // Long before the lock wait's end (--lock-wait, 600 s by default).
-      expect(performance.now() - started).toBeLessThan(5_000);
-      expect(exit, run.stderr).toEqual({ code: 130, signal: null });
-      // Before it, at most the record saying that it waits (after a second of waiting: a slow start may not get there).
-      const lines = run.stderr.split('\n').filter((line) => line !== '');
-      const waitSaid = lines.length > 1 && (JSON.parse(lines[0] ?? '') as { msg?: string }).msg?.startsWith('waiting for another spectrum-link') === true;
-      expect(lines.slice(waitSaid ? 1 : 0)).toEqual(['spectrum-link: link interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was made']);
-      expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
-      expect(await hostDevices()).toEqual(devicesBefore);
-    } finally {
-      await holder.kill('SIGKILL', 5_000);
-    }
+    await interruptedWhileWaiting(world, ['link', 'appvm-catgirl', '--attach', 'netns'], 'SIGINT', 130, 'link interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was made');
   });
 
   it('a second signal exits at once (143 after SIGTERM, saying so), and a re-run links every VM', async () => {
@@ -275,44 +285,12 @@ describeNetns('link --keep-going interrupted after its last safe point', () => {
 // wait, saying so in one line. (Once they hold the lock, a signal ends them as it always did.)
 describeNetns('unlink and gc interrupted while they wait for the state lock', () => {
   const world = linkWorldPerSuite('unlinkwait');
-  const fixture = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'allocate.js');
-  const statePath = (): string => join(world().stateDir, 'links.json');
-  const hostDevices = async (): Promise<string[]> => [...(await devices(world().host)).keys()].sort();
-
-  /** Run `args` while another process holds the state lock, and send `signal` a second into its wait. */
-  async function interruptedWhileWaiting(args: readonly string[], signal: NodeJS.Signals, exitCode: number, line: string): Promise<void> {
-    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
-    expect(first.code, first.stderr).toBe(0);
-    const holder = world().host.spawn(['node', fixture, 'hold', world().stateDir], { enter: 'nsenter' });
-    try {
-      await holder.waitForOutput(/locked/);
-      const stateBefore = await readFile(statePath(), 'utf8');
-      const devicesBefore = await hostDevices();
-      const run = world().host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
-      await new Promise((resolve) => setTimeout(resolve, 1_000));
-      const started = performance.now();
-      const exit = await run.kill(signal, 10_000);
-      await run.waitClosed();
-      // Long before the lock wait's end (--lock-wait, 600 s by default).
-      expect(performance.now() - started).toBeLessThan(5_000);
-      expect(exit, run.stderr).toEqual({ code: exitCode, signal: null });
-      expect(run.stdout).toBe('');
-      // Before it, at most the record saying that it waits (after a second of waiting: a slow start may not get there).
-      const lines = run.stderr.split('\n').filter((text) => text !== '');
-      const waitSaid = lines.length > 1 && (JSON.parse(lines[0] ?? '') as { msg?: string }).msg?.startsWith('waiting for another spectrum-link') === true;
-      expect(lines.slice(waitSaid ? 1 : 0)).toEqual([`spectrum-link: ${line}`]);
-      expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
-      expect(await hostDevices()).toEqual(devicesBefore);
-    } finally {
-      await holder.kill('SIGKILL', 5_000);
-    }
-  }
 
   it('unlink: a SIGINT stops the wait: exit 130, one line, nothing taken down', async () => {
-    await interruptedWhileWaiting(['unlink', 'appvm-lynx'], 'SIGINT', 130, 'unlink interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was taken down');
+    await interruptedWhileWaiting(world, ['unlink', 'appvm-lynx'], 'SIGINT', 130, 'unlink interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was taken down');
   });
 
   it('gc: a SIGTERM stops the wait: exit 143, one line, nothing deleted', async () => {
-    await interruptedWhileWaiting(['gc'], 'SIGTERM', 143, 'gc interrupted by SIGTERM while waiting for another spectrum-link to finish: nothing was deleted');
+    await interruptedWhileWaiting(world, ['gc'], 'SIGTERM', 143, 'gc interrupted by SIGTERM while waiting for another spectrum-link to finish: nothing was deleted');
   });
 });
