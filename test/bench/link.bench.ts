@@ -4,13 +4,14 @@
 //
 // Fairness: deleting a namespace with thousands of devices keeps the kernel busy (holding RTNL)
 // for many seconds after `ip netns del` returns, so every timed case first waits until a probe
-// that needs RTNL is quick again. And each device costs a little more when more devices exist
-// (sysfs is shared by all namespaces), so both comparisons run in rounds that alternate which
-// side goes first.
+// that needs RTNL is quick again. And each device costs more the more devices exist (sysfs is
+// shared by all namespaces): by hand, one ip -batch of 1000 links took 0.76 s alone and 1.43 s
+// beside 9,000 earlier devices. So every timed case runs alone, in a namespace of its own that is
+// deleted before the next case's wait; rounds still alternate which side goes first.
 import { execFileSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { type Netns, trackTempDir } from '../harness/index.js';
+import { type Harness, type Netns, trackTempDir } from '../harness/index.js';
 import { LINK_BIN, ROOT, makeConfigDir } from '../host/link-fixture.js';
 import { benchHarness } from './bench-netns.js';
 import { type BenchResult, median } from './measure.js';
@@ -127,25 +128,51 @@ function nodeStartup(env: NodeJS.ProcessEnv): number {
 }
 
 export async function linkBench(): Promise<BenchResult[]> {
-  const harness = benchHarness('benchlink');
-  if (typeof harness === 'string') {
-    console.error(`bench link: skipped: ${harness}`);
+  const support = benchHarness('benchlink');
+  if (typeof support === 'string') {
+    console.error(`bench link: skipped: ${support}`);
     return [];
   }
+  await support.cleanup();
   const results: BenchResult[] = [];
   const perLink = (name: string, totalSeconds: number, count: number, note?: string): void => {
     results.push({ suite: 'link', name, value: (totalSeconds * 1000) / count, unit: 'ms/link', ...(note === undefined ? {} : { note }) });
   };
   const configDir = await makeConfigDir(Math.max(SIDE_BY_SIDE, BULK) + 10);
   const states: string[] = [];
+  const newState = (label: string): string => {
+    const dir = `${configDir}.state-${label}`;
+    states.push(dir);
+    trackTempDir(dir);
+    return dir;
+  };
   // The probe's namespace outlives the others, to wait out their deletion at the end.
   const quiet = benchHarness('benchlinkquiet');
   if (typeof quiet === 'string') throw new Error(`bench link: ${quiet}`);
   const scratch = await quiet.namespace('quiet');
+  /** Harnesses still holding namespaces: removed at the end, also where a case fails. */
+  const open = new Set<Harness>();
+  /**
+   * One case alone on the kernel: a namespace of its own, made once the kernel is quiet, and
+   * deleted afterwards (the next case waits that deletion out), so that no case meets the
+   * devices of another. `prepare` runs untimed before the wait; `timed` is measured.
+   */
+  const alone = async (name: string, timed: (ns: Netns) => number, prepare?: (ns: Netns) => void): Promise<number> => {
+    const harness = benchHarness('benchlink');
+    if (typeof harness === 'string') throw new Error(`bench link: ${harness}`);
+    open.add(harness);
+    try {
+      const ns = await harness.namespace(name);
+      prepare?.(ns);
+      kernelQuiet(scratch);
+      return timed(ns);
+    } finally {
+      await harness.cleanup();
+      open.delete(harness);
+    }
+  };
   try {
-    kernelQuiet(scratch);
-    const shellNs = await harness.namespace('shell');
-    perLink(`Spectrum-style, one ip per step (${SIDE_BY_SIDE})`, perStepShell(shellNs, SIDE_BY_SIDE), SIDE_BY_SIDE);
+    perLink(`Spectrum-style, one ip per step (${SIDE_BY_SIDE})`, await alone('shell', (ns) => perStepShell(ns, SIDE_BY_SIDE)), SIDE_BY_SIDE);
 
     // spectrum-link links only the VMs asked for; `--all` would take every appvm of the dir.
     const vms = Array.from({ length: SIDE_BY_SIDE }, (_, index) => `appvm-${index}`);
@@ -155,29 +182,14 @@ export async function linkBench(): Promise<BenchResult[]> {
     const ratios: number[] = [];
     const floorTimes: number[] = [];
     const floorRatios: number[] = [];
-    let relinkNs: Netns | undefined;
-    let relinkState = '';
     for (let round = 0; round < ROUNDS; round++) {
-      const runBatch = async (): Promise<number> => {
-        const ns = await harness.namespace(`batch${round}`);
-        kernelQuiet(scratch);
-        return oneBatch(ns, SIDE_BY_SIDE);
+      const runBatch = (): Promise<number> => alone(`batch${round}`, (ns) => oneBatch(ns, SIDE_BY_SIDE));
+      const runLink = (): Promise<number> => {
+        const state = newState(String(round));
+        return alone(`link${round}`, (ns) => spectrumLink(ns, linkArgs(state, vms)));
       };
-      const runLink = async (): Promise<number> => {
-        const ns = await harness.namespace(`link${round}`);
-        relinkNs = ns;
-        relinkState = `${configDir}.state-${round}`;
-        states.push(relinkState);
-        trackTempDir(relinkState);
-        kernelQuiet(scratch);
-        return spectrumLink(ns, linkArgs(relinkState, vms));
-      };
-      const runFloor = async (): Promise<number> => {
-        const ns = await harness.namespace(`floor${round}`);
-        kernelQuiet(scratch);
-        return nodeFloor(ns, SIDE_BY_SIDE);
-      };
-      // Rounds rotate which goes first (a later one meets 600 more devices per earlier one).
+      const runFloor = (): Promise<number> => alone(`floor${round}`, (ns) => nodeFloor(ns, SIDE_BY_SIDE));
+      // Rounds rotate which goes first (the page cache, Node's files and the CPU's state then favour none).
       const sides = [runBatch, runLink, runFloor];
       const times = new Map<() => Promise<number>, number>();
       for (let turn = 0; turn < sides.length; turn++) {
@@ -208,49 +220,42 @@ export async function linkBench(): Promise<BenchResult[]> {
       unit: 'x',
       note: `rounds ${floorRatios.map((ratio) => ratio.toFixed(2)).join(', ')}`,
     });
-    if (relinkNs !== undefined) {
-      kernelQuiet(scratch);
-      const rerun = spectrumLink(relinkNs, linkArgs(relinkState, vms));
-      results.push({ suite: 'link', name: `re-link ${SIDE_BY_SIDE} VMs, nothing to change`, value: rerun * 1000, unit: 'ms' });
-      // Taking them all down: unlink of the provider (every link in one call) against one ip
-      // -batch that deletes the same devices of a batch namespace, device by device.
-      kernelQuiet(scratch);
-      const unlinked = spectrumLink(relinkNs, ['unlink', 'netvm', '--state-dir', relinkState]);
-      const deleteNs = await harness.namespace('batchdelete');
-      oneBatch(deleteNs, SIDE_BY_SIDE);
-      kernelQuiet(scratch);
-      const deleted = batchDelete(deleteNs, SIDE_BY_SIDE);
-      perLink(`spectrum-link unlink netvm: its ${SIDE_BY_SIDE} links in one call`, unlinked, SIDE_BY_SIDE, 'devices deleted as one device group');
-      perLink(`one precomputed ip -batch deleting the same devices one by one (${SIDE_BY_SIDE})`, deleted, SIDE_BY_SIDE);
-    }
 
-    // The bulk comparison at equal N, in two rounds that swap who goes first (the second of a
-    // round meets the first's devices, and at this size that costs it 20-30%).
+    // Linking again what is linked, then taking it all down: unlink of the provider (every link
+    // in one call) against one ip -batch that deletes the same devices, device by device.
+    const relinkState = newState('relink');
+    let unlinked = 0;
+    const rerun = await alone(
+      'relink',
+      (ns) => {
+        const time = spectrumLink(ns, linkArgs(relinkState, vms));
+        kernelQuiet(scratch);
+        unlinked = spectrumLink(ns, ['unlink', 'netvm', '--state-dir', relinkState]);
+        return time;
+      },
+      (ns) => void spectrumLink(ns, linkArgs(relinkState, vms)),
+    );
+    results.push({ suite: 'link', name: `re-link ${SIDE_BY_SIDE} VMs, nothing to change`, value: rerun * 1000, unit: 'ms' });
+    const deleted = await alone('batchdelete', (ns) => batchDelete(ns, SIDE_BY_SIDE), (ns) => void oneBatch(ns, SIDE_BY_SIDE));
+    perLink(`spectrum-link unlink netvm: its ${SIDE_BY_SIDE} links in one call`, unlinked, SIDE_BY_SIDE, 'devices deleted as one device group');
+    perLink(`one precomputed ip -batch deleting the same devices one by one (${SIDE_BY_SIDE})`, deleted, SIDE_BY_SIDE);
+
+    // The bulk comparison at equal N, in two rounds that swap who goes first, each side alone.
     const bulkVms = Array.from({ length: BULK }, (_, index) => `appvm-${index}`);
     const bulkTimes: number[] = [];
     const bulkBatchTimes: number[] = [];
-    let bulkNs: Netns | undefined;
-    let stateB = '';
     for (let round = 0; round < 2; round++) {
-      const runBatch = async (): Promise<number> => {
-        const ns = await harness.namespace(`bulkbatch${round}`);
-        kernelQuiet(scratch);
-        return oneBatch(ns, BULK);
-      };
-      const runLink = async (): Promise<number> => {
-        bulkNs = await harness.namespace(`bulk${round}`);
-        stateB = `${configDir}.state-bulk${round}`;
-        states.push(stateB);
-        trackTempDir(stateB);
-        kernelQuiet(scratch);
-        return spectrumLink(bulkNs, linkArgs(stateB, bulkVms));
+      const runBatch = async (): Promise<void> => void bulkBatchTimes.push(await alone(`bulkbatch${round}`, (ns) => oneBatch(ns, BULK)));
+      const runLink = async (): Promise<void> => {
+        const state = newState(`bulk${round}`);
+        bulkTimes.push(await alone(`bulk${round}`, (ns) => spectrumLink(ns, linkArgs(state, bulkVms))));
       };
       if (round === 0) {
-        bulkBatchTimes.push(await runBatch());
-        bulkTimes.push(await runLink());
+        await runBatch();
+        await runLink();
       } else {
-        bulkTimes.push(await runLink());
-        bulkBatchTimes.push(await runBatch());
+        await runLink();
+        await runBatch();
       }
     }
     const bulkRatios = bulkTimes.map((time, round) => time / (bulkBatchTimes[round] ?? time));
@@ -263,12 +268,19 @@ export async function linkBench(): Promise<BenchResult[]> {
       unit: 'x',
       note: `rounds ${bulkRatios.map((ratio) => ratio.toFixed(2)).join(', ')}; goal: <= 1`,
     });
-    if (bulkNs === undefined) throw new Error('bench link: no bulk namespace');
-    const singleNs = bulkNs;
 
     // One new VM at a time on a host that already has BULK links: what a VM start costs.
-    const singleArgs = (index: number): string[] => ['link', `appvm-${index}`, '--attach', 'none', '--config-dir', configDir, '--state-dir', stateB];
-    const singles = [BULK, BULK + 1, BULK + 2, BULK + 3, BULK + 4].map((index) => spectrumLink(singleNs, singleArgs(index)));
+    const singleState = newState('single');
+    const singleArgs = (index: number): string[] => ['link', `appvm-${index}`, '--attach', 'none', '--config-dir', configDir, '--state-dir', singleState];
+    let singles: number[] = [];
+    await alone(
+      'single',
+      (ns) => {
+        singles = [BULK, BULK + 1, BULK + 2, BULK + 3, BULK + 4].map((index) => spectrumLink(ns, singleArgs(index)));
+        return 0;
+      },
+      (ns) => void spectrumLink(ns, linkArgs(singleState, bulkVms)),
+    );
     results.push({ suite: 'link', name: `single link <vm>, host with ${BULK} links (median of 5)`, value: median(singles) * 1000, unit: 'ms', note: 'goal: < 200, includes Node start-up' });
     const startups = Array.from({ length: 5 }, () => nodeStartup(process.env));
     results.push({ suite: 'link', name: 'Node start-up alone, `node -e 0` (median of 5)', value: median(startups) * 1000, unit: 'ms', note: 'as the environment is; the bin itself drops NODE_EXTRA_CA_CERTS' });
@@ -277,7 +289,7 @@ export async function linkBench(): Promise<BenchResult[]> {
       results.push({ suite: 'link', name: '`node -e 0` without NODE_EXTRA_CA_CERTS (median of 5)', value: median(cleanStartups) * 1000, unit: 'ms' });
     }
   } finally {
-    await harness.cleanup();
+    for (const harness of open) await harness.cleanup();
     for (const dir of states) await rm(dir, { recursive: true, force: true });
     await rm(configDir, { recursive: true, force: true });
     // Leave the kernel as quiet as it was found: the next suite should not measure these deletions.
