@@ -149,6 +149,11 @@ export interface DnsForwarderCounters {
   readonly failed: number;
   /** Upstream datagrams that matched no pending query (late, spoofed, wrong source or question). */
   readonly upstreamRejected: number;
+  /**
+   * Our sockets' troubles, each counted once: sends that failed (to clients and upstreams), errors
+   * the kernel queued on a socket (ICMP unreachables), and upstream sockets that failed for good
+   * (a send that found its socket broken is one of them, not two).
+   */
   readonly sendErrors: number;
   readonly tcpConnections: number;
   readonly tcpRejected: number;
@@ -310,6 +315,17 @@ function sameLink(a: { readonly upstream: Upstream; readonly via: UpstreamLinkRo
   return linkText(a) === linkText(b) && a.via?.ifindex === b.via?.ifindex;
 }
 
+/**
+ * What an upstream's failure streak belongs to (see Forwarder.#upstreamFailureRounds): what its
+ * sockets are, not how it is named. Through a link, that link's index too (sameLink's identity):
+ * a device deleted and made again under the link's name has a new index, and its sockets start a
+ * streak of their own instead of going on with the old device's (a longer wait, and their first
+ * failure not warned about); sockets connected again through the same device go on with theirs.
+ */
+function streakKey(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): string {
+  return link.via === undefined ? linkText(link) : `${linkText(link)} (index ${link.via.ifindex})`;
+}
+
 /** An upstream as counters and logs show it: `169.254.0.1:53 via up0` for one reached through a link. */
 function linkText(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): string {
   return link.via === undefined ? upstreamText(link.upstream) : `${upstreamText(link.upstream)} via ${link.via.device} from ${link.via.source}`;
@@ -365,8 +381,8 @@ class Forwarder implements DnsForwarder {
   /** Retries since every wanted upstream was last connected (sets the backoff). */
   #reconnectRound = 0;
   /**
-   * Per upstream link (its text), the round of the last failure of its sockets' current failure
-   * streak (sets the backoff before it is connected again; see #upstreamSocketFailed).
+   * Per upstream link (its streakKey), the round of the last failure of its sockets' current
+   * failure streak (sets the backoff before it is connected again; see #upstreamSocketFailed).
    */
   readonly #upstreamFailureRounds = new Map<string, number>();
   /** Whether the last upstream list left out our own address (warned once per change). */
@@ -382,6 +398,12 @@ class Forwarder implements DnsForwarder {
   readonly #tcpUpstreams = new Set<TcpSocket>();
   /** Sockets of upstreams dropped from the list, closed once their queries have timed out. */
   readonly #retired = new Set<UdpSocket>();
+  /**
+   * Pending queries whose socket failed while no socket of their upstream works: each goes out
+   * again as soon as its upstream is connected again (#resendAwaiting), or, at its deadline, on to
+   * the next upstream or SERVFAIL (#socketFailedUnder).
+   */
+  readonly #awaitingReconnect = new Set<PendingQuery>();
   #watcher: ResolvConfWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   /** When #timer fires (Infinity when unarmed). */
@@ -685,23 +707,25 @@ class Forwarder implements DnsForwarder {
   }
 
   /**
-   * A socket of `link` (`key`) cannot be read any more: the link is connected again after the
-   * backoff of its failure streak, as the listening UDP socket is bound again: RECONNECT_FIRST_MS
-   * after a socket that had stayed connected UDP_SETTLED_MS, else the next wait, doubling up to
-   * RECONNECT_MAX_MS; warned about once per streak, the rest at info. A link change does not cut
-   * the wait short (the forwarder cannot tell whether it cures what failed, and link events come
-   * in storms just when links flap); a lost route (#sendFailed) still does.
+   * A socket of `link` (`key` as logs say it) cannot be read any more: the link is connected again
+   * after the backoff of its failure streak (streakKey's), as the listening UDP socket is bound
+   * again: RECONNECT_FIRST_MS after a socket that had stayed connected UDP_SETTLED_MS, else the
+   * next wait, doubling up to RECONNECT_MAX_MS; warned about once per streak, the rest at info. A
+   * link change does not cut the wait short (the forwarder cannot tell whether it cures what
+   * failed, and link events come in storms just when links flap); a lost route (#sendFailed) still does.
    */
   #upstreamSocketFailed(link: UpstreamLink, socket: UdpSocket, key: string, error: UdpError): void {
-    this.#counters.sendErrors += 1;
+    // A send that found the socket broken was counted by #sendFailed, as it returned: one
+    // failure, counted once.
+    if (error.foundBy !== 'send') this.#counters.sendErrors += 1;
     link.failedSockets.add(socket);
     // Only a link in use is connected again (a retired one's sockets are closed once its queries
     // time out), and once: its other sockets failing meanwhile change nothing.
     if (link.broken || link.failure !== undefined || this.#closed !== undefined || !this.#upstreams.includes(link)) return;
-    const last = this.#upstreamFailureRounds.get(key);
+    const last = this.#upstreamFailureRounds.get(streakKey(link));
     const streak = last !== undefined && this.#clock.now() - link.connectedAt < UDP_SETTLED_MS;
     const round = streak ? last + 1 : 0;
-    this.#upstreamFailureRounds.set(key, round);
+    this.#upstreamFailureRounds.set(streakKey(link), round);
     const delay = reconnectDelayMs(round);
     const failure: { due: boolean; cancel: () => void } = { due: false, cancel: () => undefined };
     link.failure = failure;
@@ -823,7 +847,10 @@ class Forwarder implements DnsForwarder {
     this.#ignoringSelf = ignoringSelf;
     const wantedKeys = wanted.map(linkText);
     this.#reachability.retain(wantedKeys);
-    for (const key of [...this.#upstreamFailureRounds.keys()]) if (!wantedKeys.includes(key)) this.#upstreamFailureRounds.delete(key);
+    // A link no longer wanted ends its streak: by its streakKey, so a device made again under the
+    // link's name (another index) does not inherit the old one's.
+    const wantedStreaks = wanted.map(streakKey);
+    for (const key of [...this.#upstreamFailureRounds.keys()]) if (!wantedStreaks.includes(key)) this.#upstreamFailureRounds.delete(key);
     const old = this.#upstreams;
     const changed =
       wanted.length !== old.length || old.some(needsConnecting) || wanted.some((want, i) => old[i] === undefined || !sameLink(want, old[i]));
@@ -851,7 +878,7 @@ class Forwarder implements DnsForwarder {
       if (kept.includes(link)) continue;
       link.failure?.cancel();
       // Replaced (a lost route, say) after holding that long without a failure: its streak is over.
-      if (link.failure === undefined && this.#clock.now() - link.connectedAt >= UDP_SETTLED_MS) this.#upstreamFailureRounds.delete(linkText(link));
+      if (link.failure === undefined && this.#clock.now() - link.connectedAt >= UDP_SETTLED_MS) this.#upstreamFailureRounds.delete(streakKey(link));
       for (const socket of link.sockets) {
         this.#retired.add(socket);
         setTimeout(() => {
@@ -860,6 +887,7 @@ class Forwarder implements DnsForwarder {
       }
     }
     this.#preferred = 0;
+    this.#resendAwaiting();
     const level = kept.length === 0 ? 'warn' : 'info';
     this.#log[level]({ source, upstreams: kept.map(linkText) }, kept.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
   }
@@ -929,6 +957,7 @@ class Forwarder implements DnsForwarder {
   /** A query has left the pending table for good (answered, given up on, or evicted). */
   #settled(entry: PendingQuery): void {
     if (entry.share !== undefined) this.#shares.remove(entry.share);
+    this.#awaitingReconnect.delete(entry);
   }
 
   /** Free a place of the full table for a client below its fair share (see fair-share.ts). */
@@ -1046,11 +1075,8 @@ class Forwarder implements DnsForwarder {
       const entry = this.#pending.peek(id);
       if (entry === undefined) continue;
       const left = entry.upstreamUntil - now;
-      // The socket it went out of failed since: no answer can come through it, so on at once.
-      if (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket)) {
-        this.#pending.take(id);
-        this.#retry(entry, 'socket-failed');
-      } else if (left >= MIN_RETRANSMIT_MS) this.#resend(entry, now, left);
+      if (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket)) this.#socketFailedUnder(entry, now, left);
+      else if (left >= MIN_RETRANSMIT_MS) this.#resend(entry, now, left);
       else if (left > 0) this.#pending.reschedule(id, entry.upstreamUntil);
       else {
         this.#pending.take(id);
@@ -1059,6 +1085,70 @@ class Forwarder implements DnsForwarder {
     }
     this.#armTimer();
   };
+
+  /**
+   * The socket `entry` went out of (still pending, due now) failed since: no answer can come
+   * through it (nothing reads it). It goes out again, as a resend, out of a working socket of its
+   * upstream: another of the link's, or of the link it has been connected again as. Where there
+   * is none, to the next upstream; where none is left to try (a single upstream, say), it waits
+   * within its time for its upstream to be connected again (#resendAwaiting: the failure's backoff
+   * is RECONNECT_MAX_MS at most), rather than be answered SERVFAIL while that is due.
+   */
+  #socketFailedUnder(entry: PendingQuery, now: number, left: number): void {
+    this.#awaitingReconnect.delete(entry);
+    if (left > 0) {
+      const working = this.#workingLinkTo(entry.link.upstream);
+      if (working !== undefined) {
+        this.#resendThrough(entry, working.link, working.index, now, left);
+        return;
+      }
+      if (entry.attempt + 1 >= this.#upstreams.length) {
+        this.#awaitingReconnect.add(entry);
+        this.#pending.reschedule(entry.id, entry.upstreamUntil);
+        return;
+      }
+    }
+    this.#pending.take(entry.id);
+    this.#retry(entry, 'socket-failed');
+  }
+
+  /**
+   * Upstreams were connected (again): the queries waiting for theirs (#awaitingReconnect) go out
+   * to it now, as resends, within their time (past it, their deadline moves them on).
+   */
+  #resendAwaiting(): void {
+    if (this.#awaitingReconnect.size === 0) return;
+    const now = performance.now();
+    for (const entry of this.#awaitingReconnect) {
+      const working = this.#workingLinkTo(entry.link.upstream);
+      const left = entry.upstreamUntil - now;
+      if (working === undefined || left <= 0) continue;
+      this.#awaitingReconnect.delete(entry);
+      this.#resendThrough(entry, working.link, working.index, now, left);
+    }
+    this.#armTimer();
+  }
+
+  /**
+   * The link in use to `upstream` with a socket that works, and its place in the list. By address
+   * and port: through a link, one made again under another index serves it as a new query would be.
+   */
+  #workingLinkTo(upstream: Upstream): { link: UpstreamLink; index: number } | undefined {
+    const index = this.#upstreams.findIndex((link) => usable(link) && sameUpstream(link.upstream, upstream));
+    const link = this.#upstreams[index];
+    return link === undefined ? undefined : { link, index };
+  }
+
+  /**
+   * Resend `entry` (same id) out of a working socket of `link`, which then alone may bring the
+   * answer: a new port, as random as the first (RFC 5452).
+   */
+  #resendThrough(entry: PendingQuery, link: UpstreamLink, index: number, now: number, left: number): void {
+    entry.link = link;
+    entry.upstreamIndex = index;
+    entry.socket = this.#pickSocket(link);
+    this.#resend(entry, now, left);
+  }
 
   /** The upstream's answer is late: the same query (id, port) again, and twice as long to wait. */
   #resend(entry: PendingQuery, now: number, left: number): void {
@@ -1273,6 +1363,7 @@ class Forwarder implements DnsForwarder {
     this.#timer = undefined;
     this.#pending.drain();
     this.#shares.clear();
+    this.#awaitingReconnect.clear();
     for (const socket of this.#tcpClients) socket.destroy();
     // Each in the middle of its exchange: ended with a reset, as every upstream connection is.
     for (const socket of this.#tcpUpstreams) resetUpstream(socket);

@@ -17,6 +17,11 @@ export class UdpError extends Error {
     /** errno name (EADDRNOTAVAIL, ...) for 'socket'. */
     readonly code: string,
     message: string,
+    /**
+     * For a socket's failure for good (receive()'s onFailed): whether reading or a send found it.
+     * A send that did returned its errno to its caller too, which may have counted it already.
+     */
+    readonly foundBy: 'read' | 'send' | undefined = undefined,
   ) {
     super(message);
   }
@@ -211,7 +216,7 @@ export class UdpSocket {
    * `onFailed` once if the socket cannot be read any more (its poll failed, or a read's error is
    * 'fatal': see udpErrorClass), reading stopped: the socket is then of no use but to close. A
    * send whose error is 'fatal' is reported there too, from the event loop (never from inside
-   * the send).
+   * the send), its error's foundBy 'send' (the send returned it as well).
    * Throws UdpError where reading cannot start: also where a send found the socket broken before
    * (with that send's error), which nothing then reports.
    */
@@ -224,7 +229,7 @@ export class UdpSocket {
         if (this.#failed) return;
         this.#failed = true;
         const code = ERRNO_NAMES.get(-count) ?? 'EIO';
-        onFailed(new UdpError('socket', code, `the UDP socket cannot be read any more (${code}): ${failureReason(code, 'read')}`));
+        onFailed(new UdpError('socket', code, `the UDP socket cannot be read any more (${code}): ${failureReason(code, 'read')}`, 'read'));
         return;
       }
       if (count < 0) {
@@ -281,7 +286,7 @@ export class UdpSocket {
     if (onFailed === undefined || this.#failed || udpErrorClass(errno, 'send') !== 'fatal') return;
     this.#failed = true;
     const code = ERRNO_NAMES.get(errno) ?? 'EIO';
-    const error = new UdpError('socket', code, `the UDP socket cannot be used any more (${code}): ${failureReason(code, 'send')}`);
+    const error = new UdpError('socket', code, `the UDP socket cannot be used any more (${code}): ${failureReason(code, 'send')}`, 'send');
     setImmediate(() => {
       if (this.#handle !== undefined) onFailed(error);
     });

@@ -170,8 +170,11 @@ export class ForwarderProcess {
     return this.#command('via', JSON.stringify(route));
   }
 
-  /** A poll failure of one of its sockets (see the fixture), which nothing outside can cause. */
-  fail(which: 'listening' | 'listening-at-once' | 'none-at-once' | 'upstream' | 'upstream-newest' | 'upstreams-at-once'): Promise<Record<string, unknown>> {
+  /**
+   * A poll failure of one of its sockets (see the fixture), which nothing outside can cause; or
+   * (upstreams-at-send) its upstream sockets destroyed under the send of a query.
+   */
+  fail(which: 'listening' | 'listening-at-once' | 'none-at-once' | 'upstream' | 'upstream-newest' | 'upstreams-at-once' | 'upstreams-at-send'): Promise<Record<string, unknown>> {
     return this.#command('fail', which);
   }
 

@@ -4,7 +4,10 @@
 // each link change does not cut short: checked on a clock the test moves), warned about once per streak,
 // status and log never saying it listens while it does not, and nothing said after close(). An
 // upstream's socket failing: the upstream is connected again, with the same backoff while its new
-// sockets fail at once (a lost route, though, at the next link change).
+// sockets fail at once (a lost route, though, at the next link change), the streak being that of
+// the link's device, not its name; a query whose socket failed under it going out again out of
+// another socket of its upstream, or once that is connected again; a send that found its socket
+// broken counted once.
 // Each forwarder listens on its own gateway address, so the tests do not disturb each other.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,8 +15,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { UDP_SETTLED_MS } from '../../../guest/dns/forwarder.js';
 import { RECONNECT_MAX_MS, reconnectDelayMs } from '../../../guest/dns/upstream-reachability.js';
-import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
-import { DEAD_UPSTREAM, ForwarderProcess, UPSTREAM_A, UPSTREAM_B, buildTopology, eventually, replaceResolvConf, requireDnsTools, startUpstream, type DnsTopology } from './dns-topology.js';
+import { createHarness, describeNetns, type Harness, type NetnsProcess } from '../../harness/index.js';
+import { DEAD_UPSTREAM, ForwarderProcess, UPSTREAM_A, UPSTREAM_B, buildTopology, compiled, eventually, replaceResolvConf, requireDnsTools, startUpstream, type DnsTopology } from './dns-topology.js';
 
 const TIMEOUT_MS = 500;
 /** Bound again at the longest backoff, with room for a loaded machine. */
@@ -63,6 +66,16 @@ async function linkStorm(forwarder: ForwarderProcess): Promise<Record<string, un
 /** Said when a socket to an upstream failed: the wait before it is connected again. */
 const UPSTREAM_FAILED = /^a socket to the upstream resolver failed: connecting to it again in ([\d.]+) s$/;
 
+/** [wait in s, level] of each failure of a socket to an upstream said since `from`. */
+function upstreamFailures(forwarder: ForwarderProcess, from: number): [string | undefined, number][] {
+  return logLines(forwarder, from)
+    .filter((line) => UPSTREAM_FAILED.test(line.msg))
+    .map((line) => [UPSTREAM_FAILED.exec(line.msg)?.[1], line.level]);
+}
+
+/** What the picky upstream (its fixture) answers every query but those from the first port it heard from. */
+const PICKY_ANSWER = '192.0.2.82';
+
 describeNetns("DNS forwarder whose listening UDP socket fails", () => {
   let harness: Harness;
   let net: DnsTopology;
@@ -100,6 +113,15 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     const killed = await net.provider.exec(['ss', '-K', '-H', '-u', '-n', 'dst', `${upstream}:53`, 'and', '(', ...filter, ')']);
     expect(killed.stdout.split('\n').filter((line) => line.trim() !== '').length, 'ss -K destroyed no socket: does the kernel have CONFIG_INET_DIAG_DESTROY?').toBe(ports.length);
     await eventually('the forwarder told of each socket destroyed', async () => (await forwarder.counter('sendErrors')) >= before + ports.length);
+  }
+
+  /** The picky upstream (see its fixture) at `address`, on the internet side; ready. */
+  async function pickyUpstream(address: string): Promise<NetnsProcess> {
+    const [fixture = ''] = compiled(['test/guest/dns/fixtures/picky-upstream']);
+    await harness.addAddress(net.internet, 'inet0', `${address}/24`);
+    const upstream = net.internet.spawn([process.execPath, fixture, JSON.stringify({ address, port: 53 })]);
+    await upstream.waitForOutput(/^ready$/m);
+    return upstream;
   }
 
   beforeAll(async () => {
@@ -413,5 +435,116 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     );
     expect(logLines(forwarder, mark).filter((line) => line.level >= WARN).map((line) => line.msg)).toEqual(['a socket to the upstream resolver failed: connecting to it again in 0.25 s']);
     await eventually('upstream B answering again', async () => (await ask('169.254.0.7')) === '192.0.2.81', REBOUND_MS);
+  });
+  it("gives a device made again under the name of the link to the upstream provider a failure streak of its own, while the same device's sockets go on with theirs", async () => {
+    const listen = '169.254.0.13';
+    const own = '100.64.0.13';
+    const forwarder = await start({ listen, upstreams: [listen], manualClock: true });
+    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    /** The link to the upstream provider, as the agent configures it (its peer left here: no query is sent); its index. */
+    const makeLink = async (): Promise<number> => {
+      const lines = ['link add vp13 type veth peer name vp13p', `address add ${own}/32 dev vp13`, 'link set vp13p up', 'link set vp13 up', `route add ${listen}/32 dev vp13`];
+      await net.provider.exec(['ip', '-batch', '-'], { input: lines.join('\n') });
+      return Number(/^(\d+):/.exec((await net.provider.ip(['-o', 'link', 'show', 'dev', 'vp13'])).stdout)?.[1]);
+    };
+    const route = (ifindex: number): { device: string; ifindex: number; source: string } => ({ device: 'vp13', ifindex, source: own });
+    const firstIndex = await makeLink();
+    const linked = await forwarder.setUpstreamLink(route(firstIndex));
+    expect(linked['upstreams']).toEqual([`${listen}:53 via vp13 from ${own}`]);
+    /** Times the upstream was connected: each connection opens the same number of sockets. */
+    const perConnection = Number(linked['upstreamSockets']);
+    expect(perConnection).toBeGreaterThan(0);
+    const connections = (counters: Record<string, unknown>): number => Number(counters['upstreamSockets']) / perConnection;
+    const failNewest = async (): Promise<[string | undefined, number][]> => {
+      const from = forwarder.process.stderr.length;
+      await forwarder.fail('upstream-newest');
+      return upstreamFailures(forwarder, from);
+    };
+    expect(await failNewest()).toEqual([['0.25', WARN]]);
+    expect(connections(await forwarder.advance(reconnectDelayMs(0)))).toBe(2);
+    // The same device: sockets failing again within a minute go on with the streak.
+    expect(await failNewest()).toEqual([['0.5', INFO]]);
+    expect(connections(await forwarder.advance(reconnectDelayMs(1)))).toBe(3);
+    // The device goes, and another is made under its name at once (within the minute), which the
+    // agent names the link: its sockets failing begin a streak of their own (before, they went on
+    // with the old device's: 1 s, said at info).
+    await net.provider.ip(['link', 'del', 'vp13']);
+    const secondIndex = await makeLink();
+    expect(secondIndex).not.toBe(firstIndex);
+    expect(connections(await forwarder.setUpstreamLink(route(secondIndex)))).toBe(4);
+    expect(await failNewest()).toEqual([['0.25', WARN]]);
+    expect(connections(await forwarder.advance(reconnectDelayMs(0)))).toBe(5);
+    expect(await failNewest()).toEqual([['0.5', INFO]]);
+  });
+
+  it('counts a send of a query that finds its socket broken once in sendErrors, not again as that socket failing', async () => {
+    const forwarder = await start({ listen: '169.254.0.15', manualClock: true });
+    await harness.addAddress(net.provider, 'cl0', '169.254.0.15/32');
+    const started = await forwarder.rebind();
+    expect(started['listening']).toBe(true);
+    const sockets = Number(started['upstreamSockets']);
+    expect(sockets).toBeGreaterThan(0);
+    // A query comes, and every socket to A is destroyed before the forwarder reads it: its send
+    // fails (EDESTADDRREQ) before a poll says its socket failed (ECONNABORTED).
+    const destroyed = await forwarder.fail('upstreams-at-send');
+    expect(destroyed['destroyedSockets']).toBe(sockets);
+    await eventually(
+      'every socket to A said failed',
+      async () => JSON.stringify((await forwarder.counters())['failingUpstreams']) === JSON.stringify([`${UPSTREAM_A}:53 (${sockets} of ${sockets} sockets failed)`]),
+    );
+    // One each: the sockets whose poll found them broken, and the one whose send did (the send
+    // counted, not its socket's failure as well). Were the send on a socket already known broken,
+    // it would be one more, a send of its own.
+    expect(Number((await forwarder.counters())['sendErrors']) - Number(started['sendErrors'])).toBe(sockets);
+  });
+
+  it('sends a query whose socket failed while it waited, to its only upstream, again at its resend out of another socket of that upstream', async () => {
+    const address = '192.0.2.57';
+    const upstream = await pickyUpstream(address);
+    try {
+      const forwarder = await start({ listen: '169.254.0.16', upstreams: [address], timeoutMs: 8000, manualClock: true });
+      await harness.addAddress(net.provider, 'cl0', '169.254.0.16/32');
+      const started = await forwarder.rebind();
+      expect(started['listening']).toBe(true);
+      const asking = net.client.exec(['dig', '@169.254.0.16', '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+      // The port the query went out of, which the upstream never answers; that socket then fails.
+      const port = (await upstream.waitForOutput(/^query (\d+)$/m))[1] ?? '';
+      await destroy(forwarder, address, [port]);
+      // Answered through another of the upstream's sockets (before, SERVFAIL at its resend).
+      expect((await asking).stdout.trim()).toBe(PICKY_ANSWER);
+      // The clock has not moved: the upstream was not connected again meanwhile.
+      const after = await forwarder.counters();
+      expect(after['upstreamSockets']).toBe(started['upstreamSockets']);
+      expect(after['failingUpstreams']).toEqual([`${address}:53 (1 of ${String(started['upstreamSockets'])} sockets failed)`]);
+    } finally {
+      await upstream.kill();
+    }
+  });
+
+  it('sends a query whose socket failed while it waited, to its only upstream with no other socket working, as soon as that is connected again', async () => {
+    const address = '192.0.2.58';
+    const upstream = await pickyUpstream(address);
+    try {
+      const forwarder = await start({ listen: '169.254.0.17', upstreams: [address], timeoutMs: 8000, manualClock: true });
+      await harness.addAddress(net.provider, 'cl0', '169.254.0.17/32');
+      expect((await forwarder.rebind())['listening']).toBe(true);
+      const asking = net.client.exec(['dig', '@169.254.0.17', '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+      await upstream.waitForOutput(/^query \d+$/m);
+      const sentBy = await forwarder.counter('fixtureMs');
+      await destroy(forwarder, address, await portsTo(forwarder, address));
+      // Past its resend (1 s after it was sent, by the forwarder's clock): no socket of the
+      // upstream works, and it is to be connected again only when the test moves the recovery
+      // clock. The query waits (before, it was answered SERVFAIL here).
+      await eventually("past the query's resend", async () => (await forwarder.counter('fixtureMs')) > sentBy + 1500);
+      const waiting = await forwarder.counters();
+      expect({ pending: waiting['pending'], failed: waiting['failed'] }).toEqual({ pending: 1, failed: 0 });
+      // Connected again: it goes out at once, and is answered.
+      await forwarder.advance(reconnectDelayMs(0));
+      expect((await asking).stdout.trim()).toBe(PICKY_ANSWER);
+      expect(await forwarder.counter('failed')).toBe(0);
+    } finally {
+      await upstream.kill();
+    }
   });
 });
