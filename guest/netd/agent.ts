@@ -9,7 +9,7 @@ import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
-import type { NetdKernel, NotificationLoss } from './rtnetlink.js';
+import type { NetdKernel, NotificationLoss, SkippedEntry } from './rtnetlink.js';
 import {
   type LinkReport,
   type Operation,
@@ -95,6 +95,14 @@ export interface ConntrackStatus {
 /** Full re-reads in a row, each made stale while it ran (notifications lost), after which the agent plans on the last one anyway. */
 const DUMPS_BEFORE_PLANNING = 3;
 
+/**
+ * How long after a re-read begins a notification that could not be decoded may ask for another:
+ * one asking sooner waits for this, and all those waiting share one re-read. The parser that
+ * failed on a notification may fail on every one about the same object: one flapping link
+ * would otherwise keep the agent re-reading everything back to back.
+ */
+const UNDECODABLE_REREAD_GAP_MS = 1_000;
+
 /** Failed changes are retried after 0.5 s, then 1, 2... up to every 30 s. */
 const RETRY: Backoff = { firstMs: 500, maxMs: 30_000 };
 
@@ -106,6 +114,17 @@ export class NetdAgent {
   #stormSaid = false;
   /** Whether a notification that could not be decoded was logged (once per agent). */
   #undecodableSaid = false;
+  /** Runs for UNDECODABLE_REREAD_GAP_MS from the start of each re-read: a notification that could not be decoded meanwhile waits for it. */
+  #rereadGap: NodeJS.Timeout | undefined;
+  /** A notification that could not be decoded came while #rereadGap ran: a re-read is owed when it ends. */
+  #rereadOwed = false;
+  /** What names each dump entry the last re-read skipped (see #saySkipped). */
+  #skippedSaid = new Set<string>();
+  /**
+   * Links whose link-up failed (a timeout, say): the kernel may have brought the link up all the
+   * same, without the GETLINK that should follow (see RtnetlinkKernel): done again while it is up.
+   */
+  readonly #linkUpOwed = new Set<number>();
   /** How notifications were lost since the last re-read began: what the warning on planning on a stale one names. */
   readonly #lossKinds = new Set<NotificationLoss['kind']>();
   #dumping = false;
@@ -193,7 +212,6 @@ export class NetdAgent {
           if (changed) this.#schedule();
         },
         lost: (loss) => {
-          this.#lossKinds.add(loss.kind);
           if (loss.kind === 'overflow') {
             // Said once per re-read: a storm overflows the socket again and again until it is read.
             if (!this.#fullSyncWanted) this.log.warn('rtnetlink notifications overflowed: reading the whole state again');
@@ -203,9 +221,14 @@ export class NetdAgent {
             if (this.#undecodableSaid) this.log.debug(what, 'an rtnetlink notification could not be decoded: reading the whole state again');
             else this.log.warn(what, 'an rtnetlink notification could not be decoded: reading the whole state again (said once; later ones are logged at debug level)');
             this.#undecodableSaid = true;
+            // Too soon after the last re-read began: coalesced into one when the gap ends. What
+            // it said stays unknown meanwhile; an overflow's re-read is not held back.
+            if (this.#rereadGap !== undefined) {
+              this.#rereadOwed = true;
+              return;
+            }
           }
-          this.#fullSyncWanted = true;
-          this.#schedule();
+          this.#reread(loss.kind);
         },
         failed: (error) => this.#fatal?.(error),
       });
@@ -231,6 +254,7 @@ export class NetdAgent {
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#rereadGap);
     clearInterval(this.#auditTimer);
     this.kernel.close();
   }
@@ -261,6 +285,53 @@ export class NetdAgent {
   #noteEvent(event: KernelEvent): void {
     if (event.kind === 'link' && event.op !== 'del') this.#seenLinks.add(event.link.ifindex);
     for (const ifindex of dirtyLinks(event, this.#servingIp)) this.#dirty.add(ifindex);
+  }
+
+  /** Read the whole state again: notifications were lost (`why`). */
+  #reread(why: NotificationLoss['kind']): void {
+    this.#lossKinds.add(why);
+    this.#fullSyncWanted = true;
+    this.#schedule();
+  }
+
+  /**
+   * A re-read begins. It reads what every notification read until now said, so one owed is paid;
+   * one that comes while the gap runs is owed, and asked for when it ends (at most one re-read a
+   * gap for notifications that could not be decoded, however many come).
+   */
+  #startRereadGap(): void {
+    this.#rereadOwed = false;
+    clearTimeout(this.#rereadGap);
+    this.#rereadGap = setTimeout(() => {
+      this.#rereadGap = undefined;
+      if (!this.#rereadOwed || this.#stopped) return;
+      this.#rereadOwed = false;
+      this.#reread('undecodable');
+    }, UNDECODABLE_REREAD_GAP_MS);
+    this.#rereadGap.unref();
+  }
+
+  /**
+   * Warn of each dump entry that could not be decoded (skipped: the rest was read), once while it
+   * lasts: re-read after re-read, the same entry fails the same way. Entries alike (routes name no
+   * link) are said as one, with their count.
+   */
+  #saySkipped(skipped: readonly SkippedEntry[]): void {
+    const counts = new Map<string, { readonly entry: SkippedEntry; count: number }>();
+    for (const entry of skipped) {
+      const key = `${entry.messageType} ${entry.ifindex ?? '-'} ${entry.error}`;
+      const seen = counts.get(key);
+      if (seen === undefined) counts.set(key, { entry, count: 1 });
+      else seen.count += 1;
+    }
+    for (const [key, { entry, count }] of counts) {
+      if (this.#skippedSaid.has(key)) continue;
+      this.log.warn(
+        { messageType: entry.messageType, ifindex: entry.ifindex, error: entry.error, entries: count },
+        'an rtnetlink entry could not be decoded: skipped, the rest read (said once while it lasts)',
+      );
+    }
+    this.#skippedSaid = new Set(counts.keys());
   }
 
   #schedule(): void {
@@ -320,8 +391,11 @@ export class NetdAgent {
       // first dump is asked for, so what changed between the two is in the dump.
       this.#pending.length = 0;
       this.#dumping = true;
+      this.#startRereadGap();
       try {
-        for (const event of await this.kernel.dump()) applyEvent(fresh, event);
+        const { events, skipped } = await this.kernel.dump();
+        for (const event of events) applyEvent(fresh, event);
+        this.#saySkipped(skipped);
       } finally {
         this.#dumping = false;
       }
@@ -425,7 +499,8 @@ export class NetdAgent {
       for (const operation of takenDown) takenDownForPurge.add(operation.ifindex);
       if (takenDown.length > 0 && outcome === 'settled') this.#schedule();
     }
-    const additions = current.operations.filter((operation) => {
+    const again = this.#linkUpsAgain(current);
+    const additions = [...current.operations, ...again].filter((operation) => {
       const ifindex = operationIfindex(operation) ?? -1;
       return !isRemoval(operation) && !held.has(ifindex) && !takenDownForPurge.has(ifindex);
     });
@@ -475,7 +550,7 @@ export class NetdAgent {
     // services only by one.
     if (current.upstreamPending && applied > 0) this.#schedule();
     this.#counters.lastReconcileMs = performance.now() - started;
-    if (current.operations.length > 0) {
+    if (current.operations.length > 0 || again.length > 0) {
       this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');
     } else this.log.debug({ changes: 0 }, 'reconciled: nothing to change');
     this.#scheduleRetry(failures > 0 || !filtering || purgeFailed);
@@ -542,6 +617,10 @@ export class NetdAgent {
       const operation = operations[index];
       if (operation === undefined) return;
       const ifindex = operationIfindex(operation);
+      if (operation.kind === 'link-up') {
+        if (result.status === 'fulfilled') this.#linkUpOwed.delete(operation.ifindex);
+        else this.#linkUpOwed.add(operation.ifindex);
+      }
       if (result.status === 'fulfilled') {
         applyOperation(this.#view, operation);
         this.log.debug(describeOperation(operation, nameOf));
@@ -558,6 +637,26 @@ export class NetdAgent {
       this.log.warn(text);
     });
     return failures;
+  }
+
+  /**
+   * The link-ups that failed, again, for links now up that the plan neither brings up nor takes
+   * down: the kernel may have made the change (its answer merely late) without the GETLINK that
+   * should have followed it, which a freshly raised veth needs to pass traffic at once (see
+   * RtnetlinkKernel.apply). On a link up, the change is none; the GETLINK follows it all the same.
+   * A link gone, or down with no link-up planned, is owed nothing: a later link-up is a new one.
+   */
+  #linkUpsAgain(current: Plan): Operation[] {
+    if (this.#linkUpOwed.size === 0) return [];
+    const planned = new Set<number>();
+    for (const operation of current.operations) if (operation.kind === 'link-up' || operation.kind === 'link-down') planned.add(operation.ifindex);
+    const again: Operation[] = [];
+    for (const ifindex of this.#linkUpOwed) {
+      if (planned.has(ifindex)) continue;
+      if (this.#view.links.get(ifindex)?.up === true) again.push({ kind: 'link-up', ifindex });
+      else this.#linkUpOwed.delete(ifindex);
+    }
+    return again;
   }
 
   /** A link the plan asks nothing of is where it should be: an older failure is no longer true. */

@@ -4,7 +4,7 @@
 // /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { endianness } from 'node:os';
-import { Flags, MessageType, type NetlinkMessage, type NetlinkSocket, type RtNetlinkSocket, createRtNetlink, parseMessages, rt } from 'netlink';
+import { AttrStream, Flags, FlagsGet, MessageType, type NetlinkMessage, type NetlinkSocket, type RtNetlinkSocket, createRtNetlink, parseMessages, rt } from 'netlink';
 import type { KernelAddress, KernelEvent, KernelLink, KernelNeighbour, KernelRoute, KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
@@ -94,7 +94,7 @@ export function decodeNeighbour(message: rt.NeighborMessage): KernelNeighbour | 
   return { ifindex, ip, mac, permanent: message.data.state?.permanent === true };
 }
 
-/** One notification as a view update, or null for anything the view does not track. */
+/** One notification (or dump entry) as a view update, or null for anything the view does not track. */
 export function decodeNotification(type: number, payload: Buffer): KernelEvent | null {
   const T = rt.MessageType;
   switch (type) {
@@ -143,10 +143,26 @@ export interface KernelListener {
   failed(error: Error): void;
 }
 
+/** An entry of a dump that the `netlink` package could not parse: skipped, the rest of the dump read. */
+export interface SkippedEntry {
+  /** Its message type's name (NEWLINK, NEWADDR, NEWROUTE, NEWNEIGH). */
+  readonly messageType: string;
+  /** The link it concerns, as its fixed header says; null where that has none (a route's). */
+  readonly ifindex: number | null;
+  /** The parser's error, in brief. */
+  readonly error: string;
+}
+
+/** The kernel's links, addresses, routes and neighbours, as events, and the entries that could not be decoded. */
+export interface KernelDump {
+  readonly events: KernelEvent[];
+  readonly skipped: SkippedEntry[];
+}
+
 /** What the agent needs from the kernel; a fake implements it in unit tests. */
 export interface NetdKernel {
   subscribe(listener: KernelListener): void;
-  dump(): Promise<KernelEvent[]>;
+  dump(): Promise<KernelDump>;
   apply(operation: Operation, view: KernelView): Promise<void>;
   readSysctl(path: string): string;
   close(): void;
@@ -187,6 +203,37 @@ export function unsplittableLoss(error: string): NotificationLoss {
   return { kind: 'undecodable', messageType: 'unsplittable datagram', error: briefly(error) };
 }
 
+const IFINDEX_AT_4 = new Set<number>([rt.MessageType.NEWLINK, rt.MessageType.DELLINK, rt.MessageType.NEWADDR, rt.MessageType.DELADDR, rt.MessageType.NEWNEIGH, rt.MessageType.DELNEIGH]);
+
+/**
+ * The link a message concerns, read from its fixed header alone (which the parser's failure says
+ * nothing of): bytes 4-7 in host order of a link's, address's and neighbour's (ifinfomsg,
+ * ifaddrmsg, ndmsg). A route's (rtmsg) names none; null then, and for a header cut short.
+ */
+function headerIfindex(type: number, payload: Buffer): number | null {
+  if (!IFINDEX_AT_4.has(type) || payload.length < 8) return null;
+  return endianness() === 'LE' ? payload.readUInt32LE(4) : payload.readUInt32BE(4);
+}
+
+/**
+ * The entries of a dump as events. One that the `netlink` package cannot parse is skipped and
+ * named, not the whole dump failed: the package is unmaintained, and a kernel's new attribute
+ * may be one its parser misreads; failing the dump for one link would stop the agent for all.
+ */
+export function decodeDumpEntries(messages: readonly NetlinkMessage[]): KernelDump {
+  const events: KernelEvent[] = [];
+  const skipped: SkippedEntry[] = [];
+  for (const message of messages) {
+    try {
+      const event = decodeNotification(message.type, dumpHook?.(message.type, message.data) ?? message.data);
+      if (event !== null) events.push(event);
+    } catch (error) {
+      skipped.push({ messageType: rt.MessageType[message.type] ?? String(message.type), ifindex: headerIfindex(message.type, message.data), error: briefly(error) });
+    }
+  }
+  return { events, skipped };
+}
+
 /**
  * Tests only: handed each notification's type and payload before it is decoded; what it returns
  * is decoded instead. A test truncates one, so that its real decoding fails as that of a message
@@ -199,6 +246,13 @@ let payloadHook: NotificationPayloadHook | undefined;
 /** Tests only: see NotificationPayloadHook (undefined: none). */
 export function alterNotificationsForTests(hook: NotificationPayloadHook | undefined): void {
   payloadHook = hook;
+}
+
+let dumpHook: NotificationPayloadHook | undefined;
+
+/** Tests only: as alterNotificationsForTests, for each entry of a dump (undefined: none). */
+export function alterDumpsForTests(hook: NotificationPayloadHook | undefined): void {
+  dumpHook = hook;
 }
 
 /**
@@ -315,8 +369,7 @@ export class RtnetlinkKernel implements NetdKernel {
   async #request<T>(send: (sequenced: Sequenced) => Promise<T>, bytes = ACK_BUDGET_BYTES): Promise<T> {
     if (this.#closed) throw closedError();
     if (this.#waiting.length === 0 && this.#promisedBytes + bytes <= this.#bufferBytes) this.#promisedBytes += bytes;
-    // Those that finish make room for the oldest waiting (see #release).
-    else await new Promise<void>((go, stop) => this.#waiting.push({ bytes, go, stop }));
+    else await this.#roomFor(bytes);
     // Let go in the same turn as a close (a microtask apart): nothing more is sent.
     if (this.#closed) throw closedError();
     // The sequence number of the message whose answer is awaited (of two in a row, the later).
@@ -339,6 +392,42 @@ export class RtnetlinkKernel implements NetdKernel {
     answer.then(answerRead, answerRead);
     return this.#answered(answer, () => {
       if (!read && seq !== undefined) this.#forget(seq, answerRead);
+    });
+  }
+
+  /**
+   * Wait for the buffer to have `bytes` for an answer: those that finish make room for the oldest
+   * waiting (see #release). Room comes only as answers are read, and a kernel that answers nothing,
+   * not even late, would hold what waits for good: after REQUEST_TIMEOUT_MS of waiting, rejected
+   * unsent. A bound of its own, before the answer's: a request's whole life is at most twice that.
+   */
+  #roomFor(bytes: number): Promise<void> {
+    return new Promise<void>((go, stop) => {
+      const waiting = {
+        bytes,
+        go: (): void => {
+          clearTimeout(timer);
+          go();
+        },
+        stop: (error: NetdError): void => {
+          clearTimeout(timer);
+          stop(error);
+        },
+      };
+      const timer = setTimeout(() => {
+        const at = this.#waiting.indexOf(waiting);
+        if (at >= 0) this.#waiting.splice(at, 1);
+        stop(
+          new NetdError(
+            'netlink',
+            `request not sent: no room for its answer in the rtnetlink socket's receive buffer within ${REQUEST_TIMEOUT_MS / 1000} s ` +
+              `(${this.#inFlight.size} requests in flight, ${this.#late.size} timed out and still unanswered): is the kernel stalled?`,
+          ),
+        );
+        // It may have been the oldest, that those after it waited behind (a link's reply needs more room than an ack).
+        this.#release();
+      }, REQUEST_TIMEOUT_MS);
+      this.#waiting.push(waiting);
     });
   }
 
@@ -421,33 +510,23 @@ export class RtnetlinkKernel implements NetdKernel {
     }
   }
 
-  async dump(): Promise<KernelEvent[]> {
+  async dump(): Promise<KernelDump> {
     // No timeout of the netlink package's: #request has its own (see #answered).
-    const socket = this.#requests;
+    const socket = this.#requests.socket;
+    // Asked for as the package's getLinks and the like ask, but its messages taken unparsed: those
+    // calls parse every entry and fail as a whole on one they cannot (see decodeDumpEntries).
+    const entries = (type: rt.MessageType, format: (out: AttrStream) => void): Promise<NetlinkMessage[]> => {
+      const body = new AttrStream();
+      format(body);
+      return this.#request(async (sequenced) => (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...sequenced() }))[0]);
+    };
     try {
       // One dump at a time: a socket's multipart replies must not interleave.
-      const links = await this.#request((sequenced) => socket.getLinks(undefined, undefined, sequenced()));
-      const addresses = await this.#request((sequenced) => socket.getAddresses({ family: AF_INET }, undefined, sequenced()));
-      const routes = await this.#request((sequenced) => socket.getRoutes({ family: AF_INET }, undefined, sequenced()));
-      const neighbours = await this.#request((sequenced) => socket.getNeighbors({ family: AF_INET }, undefined, sequenced()));
-      const events: KernelEvent[] = [];
-      for (const m of links) {
-        const link = decodeLink(m);
-        if (link !== null) events.push({ kind: 'link', op: 'new', link });
-      }
-      for (const m of addresses) {
-        const address = decodeAddress(m);
-        if (address !== null) events.push({ kind: 'address', op: 'new', address });
-      }
-      for (const m of routes) {
-        const route = decodeRoute(m);
-        if (route !== null) events.push({ kind: 'route', op: 'new', route });
-      }
-      for (const m of neighbours) {
-        const neighbour = decodeNeighbour(m);
-        if (neighbour !== null) events.push({ kind: 'neighbour', op: 'new', neighbour });
-      }
-      return events;
+      const links = await entries(rt.MessageType.GETLINK, (out) => rt.formatLinkMessage({ kind: 'link', data: {}, attrs: {} }, out));
+      const addresses = await entries(rt.MessageType.GETADDR, (out) => rt.formatAddressMessage({ kind: 'address', data: { family: AF_INET }, attrs: {} }, out));
+      const routes = await entries(rt.MessageType.GETROUTE, (out) => rt.formatRouteMessage({ kind: 'route', data: { family: AF_INET }, attrs: {} }, out));
+      const neighbours = await entries(rt.MessageType.GETNEIGH, (out) => rt.formatNeighborMessage({ kind: 'neighbor', data: { family: AF_INET }, attrs: {} }, out));
+      return decodeDumpEntries([...links, ...addresses, ...routes, ...neighbours]);
     } catch (error) {
       if (error instanceof NetdError && error.kind === 'closed') throw error;
       throw new NetdError('netlink', `reading the kernel's links, addresses, routes and neighbours failed: ${errnoOf(error)}`);

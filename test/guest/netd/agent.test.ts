@@ -1,7 +1,7 @@
 // The agent's loop against a scripted kernel: what status reports about failed operations.
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter, ConntrackPort, ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
 import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '../../../guest/firewall-port.js';
@@ -10,13 +10,15 @@ import { NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import type { KernelEvent, KernelView } from '../../../guest/netd/kernel-view.js';
 import { type Operation, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
-import type { KernelListener, NetdKernel } from '../../../guest/netd/rtnetlink.js';
+import type { KernelDump, KernelListener, NetdKernel, SkippedEntry } from '../../../guest/netd/rtnetlink.js';
 import type { ServicesPort, UpstreamLinkInfo } from '../../../guest/services-port.js';
 
 /** A kernel that refuses the operations `refuse` names and otherwise does as asked. */
 class ScriptedKernel implements NetdKernel {
   listener: KernelListener | undefined;
   refuse: (operation: Operation) => boolean = () => false;
+  /** What a refused operation fails with. */
+  refusal: Error = new Error('Request rejected: EPERM');
 
   /** `state`: what a dump reads. */
   constructor(public state: KernelEvent[]) {}
@@ -28,11 +30,16 @@ class ScriptedKernel implements NetdKernel {
   /** Called as each dump is asked for, before it answers (what the kernel sends meanwhile). */
   onDump: () => void = () => undefined;
 
-  dump(): Promise<KernelEvent[]> {
+  /** The entries a dump skips, as undecodable. */
+  skipped: SkippedEntry[] = [];
+  /** How long a dump takes to answer (0: at once). */
+  dumpMs = 0;
+
+  dump(): Promise<KernelDump> {
     // Read as the dump is asked for: what onDump changes, the next dump reads.
-    const state = this.state;
+    const answer = { events: this.state, skipped: this.skipped };
     this.onDump();
-    return Promise.resolve(state);
+    return this.dumpMs === 0 ? Promise.resolve(answer) : new Promise((resolve) => setTimeout(() => resolve(answer), this.dumpMs));
   }
 
   /** What was applied, in order (refused operations included). */
@@ -50,7 +57,7 @@ class ScriptedKernel implements NetdKernel {
     if (echo !== null) this.listener?.events([echo]);
     this.applied.push(operation);
     this.onApply(operation);
-    return this.refuse(operation) ? Promise.reject(new Error('Request rejected: EPERM')) : Promise.resolve();
+    return this.refuse(operation) ? Promise.reject(this.refusal) : Promise.resolve();
   }
 
   readSysctl(): string {
@@ -63,6 +70,14 @@ class ScriptedKernel implements NetdKernel {
     this.closed = true;
   }
 }
+
+/** What a dump of a kernel in the state `view` has reads. */
+const dumpOf = (view: KernelView): KernelEvent[] => [
+  ...[...view.links.values()].map((link) => ({ kind: 'link', op: 'new', link }) as const),
+  ...[...view.addresses.values()].map((address) => ({ kind: 'address', op: 'new', address }) as const),
+  ...[...view.routes.values()].map((route) => ({ kind: 'route', op: 'new', route }) as const),
+  ...[...view.neighbours.values()].map((neighbour) => ({ kind: 'neighbour', op: 'new', neighbour }) as const),
+];
 
 const CLIENT_1 = { ifindex: 2, name: 'vm1', mac: '0a:b3:ec:80:00:01', up: false, loopback: false, group: 0 };
 
@@ -110,7 +125,10 @@ class RecordingConntrack implements ConntrackPort {
 
 describe('NetdAgent', () => {
   let agent: NetdAgent | undefined;
-  afterEach(() => agent?.stop());
+  afterEach(() => {
+    agent?.stop();
+    vi.useRealTimers();
+  });
 
   it("reports a link's failed operation until the plan asks nothing more of that link", async () => {
     const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
@@ -318,12 +336,6 @@ describe('NetdAgent', () => {
 
   describe('a full re-read after notifications overflowed', () => {
     /** The kernel as the agent's view has it: what a dump reads. */
-    const dumpOf = (view: KernelView): KernelEvent[] => [
-      ...[...view.links.values()].map((link) => ({ kind: 'link', op: 'new', link }) as const),
-      ...[...view.addresses.values()].map((address) => ({ kind: 'address', op: 'new', address }) as const),
-      ...[...view.routes.values()].map((route) => ({ kind: 'route', op: 'new', route }) as const),
-      ...[...view.neighbours.values()].map((neighbour) => ({ kind: 'neighbour', op: 'new', neighbour }) as const),
-    ];
     const VM2 = { ...CLIENT_1, ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02' };
 
     it('drops what was read before the dump was asked for (older than it), and replays what arrives while it runs', async () => {
@@ -397,7 +409,11 @@ describe('NetdAgent', () => {
     });
 
     it('says why it plans on a stale re-read: notifications that could not be decoded, not an overflow, where none overflowed', async () => {
+      vi.useFakeTimers();
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      // Each dump takes longer than the gap an undecodable notification waits out after a re-read
+      // begins: the re-read it then asks for finds the dump running, and stale.
+      kernel.dumpMs = 1_500;
       let dumps = 0;
       kernel.onDump = () => {
         dumps += 1;
@@ -406,21 +422,27 @@ describe('NetdAgent', () => {
       const lines: string[] = [];
       const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
-      await agent.start({ watch: true });
+      const started = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(20_000);
+      await started;
       expect(dumps).toBe(6);
       const stale = lines.map((line) => (JSON.parse(line) as { msg: string }).msg).filter((msg) => msg.includes('planning on the last'));
       expect(stale).toEqual(['rtnetlink notifications could not be decoded during every re-read in a row: planning on the last one, reading again after']);
     });
 
     it('reads the whole state again after each notification that could not be decoded, warning once per agent', async () => {
+      vi.useFakeTimers();
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
       const lines: { msg: string; messageType?: string }[] = [];
       const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
-      await agent.start({ watch: true });
+      const started = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await started;
       const lose = async (): Promise<number> => {
         kernel.listener?.lost({ kind: 'undecodable', messageType: 'NEWLINK', error: 'Unexpected Link message length (4)' });
-        await new Promise((resolve) => setImmediate(resolve));
+        // Within a second of the last re-read's start: read again when that second is up.
+        await vi.advanceTimersByTimeAsync(1_001);
         await agent!.idle();
         return (await agent!.status()).counters.fullSyncs;
       };
@@ -435,6 +457,66 @@ describe('NetdAgent', () => {
       expect(lines.filter((line) => line.msg.includes('could not be decoded')).map((line) => line.messageType)).toEqual(['NEWLINK']);
     });
 
+    it('re-reads at most once a second for notifications that could not be decoded, however many keep coming, and still converges', async () => {
+      vi.useFakeTimers();
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      kernel.dumpMs = 5;
+      const lose = (): void => kernel.listener?.lost({ kind: 'undecodable', messageType: 'NEWLINK', error: 'Unexpected Link message length (4)' });
+      // A link whose every notification is undecodable, and busy: one comes with every re-read, and every 10 ms besides.
+      kernel.onDump = lose;
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null);
+      // Not waited for: re-reading in a loop, it would never be idle.
+      void agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(10);
+      const busy = setInterval(lose, 10);
+      await vi.advanceTimersByTimeAsync(4_500);
+      // vm2 plugged in, told only by one more of them: a re-read within the second finds it.
+      kernel.state = [...dumpOf(agent.view), { kind: 'link', op: 'new', link: VM2 }];
+      await vi.advanceTimersByTimeAsync(5_500);
+      clearInterval(busy);
+      // Ten seconds: the start's re-read, and one a second since.
+      expect((await agent.status()).counters.fullSyncs).toBeLessThanOrEqual(11);
+      expect((await agent.status()).counters.fullSyncs).toBeGreaterThanOrEqual(10);
+      expect(agent.view.links.has(VM2.ifindex)).toBe(true);
+    });
+
+    it('warns of a dump entry that could not be decoded once while it lasts, naming it, and serves the rest', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      const badLink = { messageType: 'NEWLINK', ifindex: 7, error: 'Unexpected length (got 2, expected 4)' };
+      const badRoute = { messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected Route message length (8)' };
+      kernel.skipped = [badLink, badRoute, badRoute];
+      const lines: { msg: string; messageType?: string; ifindex?: number | null; error?: string; entries?: number }[] = [];
+      const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      await agent.start({ watch: true });
+      const reread = async (): Promise<void> => {
+        kernel.listener?.lost({ kind: 'overflow' });
+        await new Promise((resolve) => setImmediate(resolve));
+        await agent!.idle();
+      };
+      const skippedSaid = (): unknown[] =>
+        lines.filter((line) => line.msg.includes('skipped')).map(({ messageType, ifindex, error, entries }) => ({ messageType, ifindex, error, entries }));
+      expect(skippedSaid()).toEqual([
+        { ...badLink, entries: 1 },
+        { ...badRoute, entries: 2 },
+      ]);
+      await reread();
+      await reread();
+      expect((await agent.status()).counters.fullSyncs).toBe(3);
+      expect(skippedSaid()).toHaveLength(2);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['vm1', 'configured']]);
+      // The link decodes again, then fails again: said again.
+      kernel.skipped = [badRoute, badRoute];
+      await reread();
+      kernel.skipped = [badLink, badRoute, badRoute];
+      await reread();
+      expect(skippedSaid()).toEqual([
+        { ...badLink, entries: 1 },
+        { ...badRoute, entries: 2 },
+        { ...badLink, entries: 1 },
+      ]);
+    });
+
     it('at start, drops what was read between subscribing and the first dump (the dump has it), and replays what arrives during it', async () => {
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
       // Read before the dump is asked for: vm1 under its old name, since renamed (the dump has the new one).
@@ -446,6 +528,38 @@ describe('NetdAgent', () => {
       await started;
       expect([...starting.view.links.values()].map((link) => link.name).sort()).toEqual(['vm1', 'vm2']);
     });
+  });
+
+  it('does a link-up that failed again once its link is up all the same (its answer was late): the GETLINK after it may not have been sent', async () => {
+    vi.useFakeTimers();
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    // The kernel makes every change and says so, but the first link-up's answer comes too late.
+    kernel.echo = (operation, view) => expectedEvent(view, operation);
+    kernel.refusal = new NetdError('netlink', 'request timed out: no answer from the kernel within 5 s');
+    let linkUps = 0;
+    kernel.refuse = (operation) => operation.kind === 'link-up' && ++linkUps === 1;
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), null, null);
+    const started = agent.start({ watch: true });
+    await vi.advanceTimersByTimeAsync(0);
+    await started;
+    const vm1LinkUps = (): Operation[] => kernel.applied.filter((operation) => operation.kind === 'link-up' && operation.ifindex === CLIENT_1.ifindex);
+    expect(vm1LinkUps()).toHaveLength(1);
+    expect(agent.view.links.get(CLIENT_1.ifindex)?.up).toBe(true);
+    // The retry finds vm1 up, and asks for it up again: its request is answered this time.
+    await vi.advanceTimersByTimeAsync(600);
+    await agent.idle();
+    expect(vm1LinkUps()).toEqual([
+      { kind: 'link-up', ifindex: CLIENT_1.ifindex, group: PROVIDER_LINK_GROUP },
+      { kind: 'link-up', ifindex: CLIENT_1.ifindex },
+    ]);
+    expect((await agent.status()).links.map((link) => [link.name, link.state, link.error])).toEqual([['vm1', 'configured', null]]);
+    // Done: a later reconcile owes vm1 nothing.
+    kernel.state = dumpOf(agent.view);
+    kernel.listener?.lost({ kind: 'overflow' });
+    await vi.advanceTimersByTimeAsync(10);
+    await agent.idle();
+    expect((await agent.status()).counters.fullSyncs).toBe(2);
+    expect(vm1LinkUps()).toHaveLength(2);
   });
 
   describe('notifications of its own changes', () => {

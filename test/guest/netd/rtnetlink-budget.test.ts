@@ -1,6 +1,7 @@
-// The request socket's answer budget (guest/netd/rtnetlink.ts) against the `netlink` package's
-// own sockets over a scripted kernel, whose answers come when the test says: what is in flight
-// when a request times out, and what the package still waits for then.
+// The request socket (guest/netd/rtnetlink.ts) against the `netlink` package's own sockets over a
+// scripted kernel, whose answers come when the test says: the answer budget (what is in flight
+// when a request times out, what the package still waits for then, how long a request waits for
+// room), and a dump holding an entry the package's parser cannot read.
 import type { NetlinkSocket, RawNetlinkSocket } from 'netlink';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
@@ -11,6 +12,8 @@ interface Sent {
   readonly answer: () => void;
   /** For a dump, one part of its answer before the end: a link (an empty RTM_NEWLINK, NLM_F_MULTI). */
   readonly part: () => void;
+  /** For a dump, parts of its answer before the end, in one datagram: these messages (type, payload). */
+  readonly parts: (messages: readonly (readonly [number, Buffer])[]) => void;
 }
 
 const sent: Sent[] = [];
@@ -34,10 +37,13 @@ vi.mock('netlink', async (importOriginal) => {
           ? original.formatMessage({ type: original.MessageType.DONE, flags: original.Flags.MULTI, seq: request.seq, port: 0, data: Buffer.alloc(4) })
           : original.formatMessage({ type: original.MessageType.ERROR, flags: 0, seq: request.seq, port: 0, data: Buffer.concat([Buffer.alloc(4), bytes.subarray(0, 16)]) });
       const part = original.formatMessage({ type: original.rt.MessageType.NEWLINK, flags: original.Flags.MULTI, seq: request.seq, port: 0, data: Buffer.alloc(16) });
+      const parts = (messages: readonly (readonly [number, Buffer])[]): Buffer =>
+        Buffer.concat(messages.flatMap(([type, data]) => original.formatMessage({ type, flags: original.Flags.MULTI, seq: request.seq, port: 0, data })));
       sent.push({
         seq: request.seq,
         answer: () => this.emit('message', Buffer.concat(reply), { port: 0, groups: 0 }),
         part: () => this.emit('message', Buffer.concat(part), { port: 0, groups: 0 }),
+        parts: (messages) => this.emit('message', parts(messages), { port: 0, groups: 0 }),
       });
       callback?.();
     }
@@ -87,15 +93,16 @@ describe('RtnetlinkKernel request budget', () => {
         (error: unknown) => outcomes.push(`${name} ${error instanceof NetdError ? error.kind : 'other'}`),
       );
     for (const ifindex of [1, 2, 3]) note(`#${ifindex}`, group(ifindex));
-    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(4_000);
     expect(sent).toHaveLength(3);
-    // The buffer is promised to those three: the fourth waits.
+    // The buffer is promised to those three: the fourth, asked for 4 s on, waits (when the three
+    // time out it has waited 1 s of the 5 it may wait for room).
     note('#4', group(4));
     await vi.advanceTimersByTimeAsync(0);
     expect(sent).toHaveLength(3);
     // No answer within 5 s: the three fail, but their answers may still come (a stalled kernel,
     // a blocked event loop), each taking its room in the buffer.
-    await vi.advanceTimersByTimeAsync(5_000);
+    await vi.advanceTimersByTimeAsync(1_000);
     expect(outcomes).toEqual(['#1 netlink', '#2 netlink', '#3 netlink']);
     expect(sent).toHaveLength(3);
     // One late answer read: its room goes to the fourth.
@@ -163,6 +170,81 @@ describe('RtnetlinkKernel request budget', () => {
     for (const request of sent.slice(1)) request.answer();
     await expect(Promise.all(groups)).resolves.toEqual([undefined, undefined, undefined]);
     expect(awaited()).toEqual([]);
+    kernel.close();
+  });
+
+  it('gives up on a request that found no room for its answer within 5 s, unsent, and lets those behind it go when it was what they waited behind', async () => {
+    const kernel = new RtnetlinkKernel();
+    const view = emptyView();
+    // A veth (it sits on its peer): its link-up asks for the link after, whose answer needs 6 KiB.
+    view.links.set(3, { ifindex: 3, name: 'p3', mac: '0a:b3:ec:80:00:03', up: false, loopback: false, group: 0, lowerIfindex: 4 });
+    /** How each request ended, by name, once it has. */
+    const outcomes = new Map<string, string>();
+    const note = (name: string, request: Promise<void>): void =>
+      void request.then(
+        () => outcomes.set(name, 'answered'),
+        (error: unknown) => outcomes.set(name, error instanceof NetdError ? `${error.kind}: ${error.message}` : 'other'),
+      );
+    for (const ifindex of [1, 2]) note(`ack ${ifindex}`, kernel.apply({ kind: 'link-group', ifindex, group: 0 }, view));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toHaveLength(2);
+    // Two acks' room taken: the link-up waits, and an ack asked for after it waits behind it.
+    note('link-up', kernel.apply({ kind: 'link-up', ifindex: 3 }, view));
+    await vi.advanceTimersByTimeAsync(1_000);
+    note('behind', kernel.apply({ kind: 'link-group', ifindex: 5, group: 0 }, view));
+    // One answer read: the link-up still finds too little room, and the ack waits behind it.
+    sent[0]?.answer();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(outcomes.get('ack 1')).toBe('answered');
+    expect(sent).toHaveLength(2);
+    // The kernel answers nothing more: the ack in flight times out (its room kept for its late
+    // answer), and the link-up, waiting as long, fails unsent rather than wait for ever.
+    await vi.advanceTimersByTimeAsync(4_000);
+    expect(outcomes.get('ack 2')).toMatch(/^netlink: request timed out/);
+    expect(outcomes.get('link-up')).toMatch(/^netlink: request not sent: no room for its answer .* within 5 s \(0 requests in flight, 1 timed out and still unanswered\)/);
+    // What waited behind it has room now, and went.
+    expect(sent).toHaveLength(3);
+    sent[2]?.answer();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(outcomes.get('behind')).toBe('answered');
+    kernel.close();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('reads a dump past an entry the parser cannot read, naming it (type, the link its header names, the error), instead of failing the dump', async () => {
+    const { rt, AttrStream } = await import('netlink');
+    /** A link's RTM_NEWLINK payload, its attributes padded as the kernel's are, and `more` after them. */
+    const link = (index: number, ifname: string, more: Buffer = Buffer.alloc(0)): Buffer => {
+      const out = new AttrStream();
+      rt.formatLinkMessage({ kind: 'link', data: { index, flags: {} }, attrs: { ifname } }, out);
+      const bytes = Buffer.concat(out.bufs);
+      return Buffer.concat([bytes, Buffer.alloc((4 - (bytes.length % 4)) % 4), more]);
+    };
+    // IFLA_MTU (4) given 2 bytes: the parser wants 4, and throws.
+    const shortMtu = Buffer.from([6, 0, 4, 0, 0x05, 0xdc, 0, 0]);
+    const kernel = new RtnetlinkKernel();
+    const dump = kernel.dump();
+    await vi.advanceTimersByTimeAsync(0);
+    sent[0]?.parts([
+      [rt.MessageType.NEWLINK, link(1, 'p1')],
+      [rt.MessageType.NEWLINK, link(7, 'p7', shortMtu)],
+      [rt.MessageType.NEWLINK, link(8, 'p8')],
+    ]);
+    sent[0]?.answer();
+    await vi.advanceTimersByTimeAsync(0);
+    sent[1]?.answer();
+    await vi.advanceTimersByTimeAsync(0);
+    // A route cut short (an rtmsg is 12 bytes): its header names no link.
+    sent[2]?.parts([[rt.MessageType.NEWROUTE, Buffer.alloc(8)]]);
+    sent[2]?.answer();
+    await vi.advanceTimersByTimeAsync(0);
+    sent[3]?.answer();
+    const { events, skipped } = await dump;
+    expect(events.map((event) => (event.kind === 'link' ? event.link.name : event.kind))).toEqual(['p1', 'p8']);
+    expect(skipped).toEqual([
+      { messageType: 'NEWLINK', ifindex: 7, error: 'Unexpected length (got 2, expected 4)' },
+      { messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected Route message length (8)' },
+    ]);
     kernel.close();
   });
 

@@ -1,7 +1,7 @@
 // The agent's two rtnetlink sockets under load, in a namespace of their own: the notification
 // socket (our addon) through an overflow, a throwing listener and a close from its callback; the
 // request socket (the `netlink` package) under more requests at once than its buffer holds answers
-// for; and the agent over both when a notification cannot be decoded.
+// for; and the agent over both when a notification, or a link in every dump, cannot be decoded.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { compiled } from '../dns/dns-topology.js';
@@ -91,5 +91,15 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     expect(undecodable['p2Routes']).toMatch(/^100\.64\.0\.2 .*scope link/m);
     expect(Number(undecodable['fullSyncs'])).toBeGreaterThan(Number(undecodable['fullSyncsAtStart']));
     expect(undecodable['undecodableWarnings']).toEqual([{ messageType: 'NEWLINK', error: 'Unexpected Link message length (4)' }]);
+  });
+
+  it('skips a link that cannot be decoded in its re-reads, names it once, and serves the links after it', () => {
+    // p3: a link the parser cannot read, in notifications and dumps alike. Its notifications asked
+    // for re-reads; each skipped it, and none stopped the agent.
+    expect(undecodable['fatal']).toBeNull();
+    expect(undecodable['p3InView']).toBe(false);
+    expect(undecodable['p4']).toBe('configured');
+    expect(Number(undecodable['reReadsWithP3'])).toBeGreaterThanOrEqual(1);
+    expect(undecodable['skippedWarnings']).toEqual([{ messageType: 'NEWLINK', ifindex: undecodable['p3Ifindex'], error: 'Unexpected length (got 2, expected 4)' }]);
   });
 });
