@@ -62,11 +62,13 @@ function addHelpCommand(program: Command): void {
   const help = new Command('help')
     .description('display help for command')
     .argument('[command]')
-    .action((name: string | undefined) => {
+    .action(async (name: string | undefined) => {
       if (name === undefined) program.help();
       const command = program.commands.find((candidate) => candidate.name() === name || candidate.aliases().includes(name));
-      if (command === undefined) throw new CliError(`unknown command '${name}'`, EXIT.usage);
-      command.help();
+      // Said by commander itself, as `PROGRAM -- NAME` is (its "Did you mean ...?" included): the
+      // program parsed again with NAME as its one operand, which fails as an unknown command.
+      if (command === undefined) await program.parseAsync(['--', name], { from: 'user' });
+      command?.help();
     });
   program.helpCommand(false).addCommand(help);
 }
