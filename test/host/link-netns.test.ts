@@ -878,3 +878,47 @@ describeNetns('link --all and a VM directory whose name is no VM name', () => {
     }
   });
 });
+
+/**
+ * The bytes of the kernel's answer to RTM_GETLINK by name, statistics left out, as spectrum-link
+ * asks (argv: device name): read into a buffer far larger than any answer.
+ */
+const GETLINK_ANSWER_BYTES = `
+import socket, struct, sys
+name = sys.argv[1].encode() + b'\\0'
+attributes = struct.pack('HH', 4 + len(name), 3) + name + b'\\0' * (-len(name) % 4) + struct.pack('HHI', 8, 29, 1 << 3)
+body = struct.pack('BxHiII', 0, 0, 0, 0, 0) + attributes
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+s.send(struct.pack('IHHII', 16 + len(body), 18, 1, 1, 0) + body)
+print(len(s.recv(1 << 20)))
+`;
+
+describeNetns('a link device whose route netlink answer passes 64 KiB (hundreds of long altnames)', () => {
+  const world = linkWorldPerSuite('linkbig');
+
+  it('show, list, link again, gc and unlink read it whole: each does its work as without them, and unlink deletes it', async () => {
+    const link = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout).links[0]!;
+    // As many altnames of 127 bytes as the kernel takes (it keeps the property list below 64 KiB;
+    // -force goes on past its refusals) ...
+    const altnames = Array.from({ length: 520 }, (_, index) => `alt${String(index).padStart(3, '0')}${'x'.repeat(121)}`);
+    await world().host.exec(['ip', '-force', '-batch', '-'], { input: altnames.map((name) => `link property add dev ${link.bridge} altname ${name}\n`).join(''), allowFailure: true });
+    // ... and the rest of the bridge's answer take it past 64 KiB.
+    expect(Number((await world().host.exec(['python3', '-c', GETLINK_ANSWER_BYTES, link.bridge])).stdout)).toBeGreaterThan(65536);
+
+    type Listed = { id: number; present: boolean; linked: boolean };
+    for (const command of [['show', 'appvm-lynx'], ['list']]) {
+      const result = await world().link([...command, '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      expect((JSON.parse(result.stdout) as Listed[]).find((entry) => entry.id === link.id)).toMatchObject({ present: true, linked: true });
+    }
+    const again = await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(parseLink(again.stdout).links).toEqual([link]);
+    const gc = await world().link(['gc', '--json']);
+    expect([gc.code, gc.stderr, gc.stdout]).toEqual([0, '', '{"removed":[]}\n']);
+    const unlinked = await world().link(['unlink', 'appvm-lynx']);
+    expect(unlinked.code, unlinked.stderr).toBe(0);
+    const left = await devices(world().host);
+    expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => left.has(device))).toEqual([]);
+  });
+});
