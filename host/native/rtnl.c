@@ -349,7 +349,7 @@ static int disable_ipv6(const rtnl_socket *socket, const char *name) {
     error = errno;
     // No IPv6 to turn off: none in this kernel (no conf directory at all), or none on this
     // device (the kernel takes it away below an MTU of 1280, and gives it back above). Else
-    // there is no such device.
+    // there is no such device. SIOCGIFINDEX loads no module (dev_load): the program made it or the plan found it.
     if (error == ENOENT) error = access("/proc/sys/net/ipv6/conf", F_OK) != 0 || if_nametoindex(name) != 0 ? 0 : ENODEV;
   }
   if (home >= 0) netns_leave(home);
@@ -398,6 +398,7 @@ static void run_execute(napi_env env, void *data) {
       struct ifreq request;
       memset(&request, 0, sizeof request);
       memcpy(request.ifr_name, payload, IFNAMSIZ - 1);
+      // No module load (dev_load, for a missing name): the master is a bridge this program made or the plan found.
       if (ioctl(job->socket->fd, SIOCGIFINDEX, &request) != 0) {
         error = errno;
         snprintf(detail, sizeof detail, "master %s", request.ifr_name);
