@@ -715,6 +715,33 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(await unlinkJson(['--attach', 'appvm-lynx=netns', '--forget'])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: true });
   });
 
+  it('unlink --json of a link recorded before the state kept attach modes, its devices up, gives the --attach modes it took it down with; unlink again, null', async () => {
+    const link = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    expect([link.clientAttach, link.providerAttach]).toEqual(['netns', 'netns']);
+    // Its record as spectrum-link wrote it before commit 13513d4: no "attached".
+    const state = JSON.parse(await readFile(statePath(), 'utf8')) as { version: number; links: { id: number; attached?: unknown }[] };
+    const legacy = state.links.map((entry) => {
+      if (entry.id !== link.id) return entry;
+      const { attached: _, ...rest } = entry;
+      return rest;
+    });
+    await writeFile(statePath(), JSON.stringify({ ...state, links: legacy }));
+    const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number; linked: boolean; present: boolean }[];
+    expect(listed.find((entry) => entry.id === link.id)).toMatchObject({ linked: false, present: true });
+
+    const unlinkJson = async (): Promise<unknown> => {
+      const result = await world().link(['unlink', 'appvm-lynx', '--attach', 'netns', '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      return JSON.parse(result.stdout);
+    };
+    expect(await unlinkJson()).toEqual({ vm: 'appvm-lynx', unlinked: [link], forgotten: false });
+    const host = await devices(world().host);
+    expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => host.has(device))).toEqual([]);
+    expect((await devices(world().vmNetns('appvm-lynx'))).has(link.clientDevice)).toBe(false);
+    // Taken down now: attached no way.
+    expect(await unlinkJson()).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...link, clientAttach: null, providerAttach: null }], forgotten: false });
+  });
+
   it('list and show give VMM arguments only to links whose devices exist: after unlink (id kept) or a lost device they would name missing taps', async () => {
     type Listed = Record<string, unknown> & { id: number; present: boolean; vmmArguments?: { client?: { qemu: string[] } } };
     const listedJson = async (args: readonly string[]): Promise<Listed | undefined> => {
