@@ -1172,7 +1172,7 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   // A link with no attach modes recorded is taken down already, unless devices of its names exist:
   // then it is up, recorded before the state kept attach modes, and goes with --attach's modes.
   const unrecorded = links.filter((link) => link.attached === undefined).map((link) => linkReport(link, options));
-  const present = unrecorded.length === 0 ? new Map() : (await observeDevices([], unrecorded.flatMap(devicesOf))).host;
+  const present = new Set(unrecorded.length === 0 ? [] : (await observeDevices([], unrecorded.flatMap(devicesOf))).host.keys());
   const reports = links.map((link): RecordedLinkReport => {
     const report = linkReport(link, options);
     return { ...report, linked: link.attached !== undefined || devicesOf(report).some((device) => present.has(device)) };
