@@ -1168,9 +1168,17 @@ interface ReleaseOptions {
  * untrusted guest) cannot keep its VM connected; its failures are returned.
  */
 async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: RecordedLinkReport[]; failures: VmmDetachFailure[] }> {
-  const reports = links.map((link) => recordedReport(link, options));
+  const devicesOf = (report: LinkReport): string[] => [report.clientDevice, report.providerDevice, report.bridge];
+  // A link with no attach modes recorded is taken down already, unless devices of its names exist:
+  // then it is up, recorded before the state kept attach modes, and goes with --attach's modes.
+  const unrecorded = links.filter((link) => link.attached === undefined).map((link) => linkReport(link, options));
+  const present = new Set(unrecorded.length === 0 ? [] : (await observeDevices([], unrecorded.flatMap(devicesOf))).host.keys());
+  const reports = links.map((link): RecordedLinkReport => {
+    const report = linkReport(link, options);
+    return { ...report, linked: link.attached !== undefined || devicesOf(report).some((device) => present.has(device)) };
+  });
   const failures = await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error));
-  await removeDevices(reports.flatMap((r) => [r.clientDevice, r.providerDevice, r.bridge]));
+  await removeDevices(reports.flatMap(devicesOf));
   return { reports, failures };
 }
 
@@ -1242,7 +1250,10 @@ export interface UnlinkFlags {
 
 /** What `unlink` did: the links taken down, and (with force) the VMM detaches that failed. */
 export interface UnlinkOutcome {
-  /** The links taken down; those `unlink` had taken down already are not `linked`. */
+  /**
+   * The links taken down; those `unlink` had taken down already are not `linked`. One recorded
+   * before the state kept attach modes, whose devices exist, is, with the modes of --attach.
+   */
   readonly reports: RecordedLinkReport[];
   readonly failures: VmmDetachFailure[];
   /**

@@ -50,6 +50,7 @@
 #define KIND_TAP 2
 #define KIND_ENSLAVE 3
 #define KIND_NO_IPV6 4
+// What a receive buffer starts at: every answer but a device's with a long property list fits.
 #define RECEIVE_BYTES 65536
 #define TEXT_BYTES 256
 
@@ -59,6 +60,12 @@ typedef struct {
   int netns_fd;
   int busy;
 } rtnl_socket;
+
+// Where answers are read: grown for a datagram larger than it, and kept so for the run.
+typedef struct {
+  uint8_t *bytes;
+  size_t capacity;
+} receive_buffer;
 
 typedef struct {
   rtnl_socket *socket;
@@ -240,8 +247,36 @@ static void ack_message(const struct nlmsghdr *message, char *text, size_t size)
   }
 }
 
+// The next datagram of the socket, read whole into `receive` (grown where it is larger); its
+// length, or -1 with errno set. A device's answer passes 64 KiB where its altnames fill its
+// property list (the kernel lets that take up to 64 KiB): its size is asked first (a peek that
+// copies nothing), so that no datagram is ever cut short.
+static ssize_t receive_whole(int fd, receive_buffer *receive) {
+  ssize_t size;
+  do size = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC);
+  while (size < 0 && errno == EINTR);
+  if (size < 0) return -1;
+  if ((size_t)size > receive->capacity) {
+    uint8_t *grown = realloc(receive->bytes, (size_t)size);
+    if (grown == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
+    receive->bytes = grown;
+    receive->capacity = (size_t)size;
+  }
+  ssize_t received;
+  do received = recv(fd, receive->bytes, receive->capacity, MSG_TRUNC);
+  while (received < 0 && errno == EINTR);
+  if (received > (ssize_t)receive->capacity) {
+    errno = EMSGSIZE;  // not the datagram peeked at: nothing else reads this socket meanwhile
+    return -1;
+  }
+  return received;
+}
+
 // Send one request and read until its ack (or the end of its dump); 0 or an errno, with detail.
-static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t length, uint8_t *receive, char *detail) {
+static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t length, receive_buffer *receive, char *detail) {
   struct nlmsghdr *header = (struct nlmsghdr *)message;
   uint32_t seq = index + 1;
   header->nlmsg_seq = seq;
@@ -254,14 +289,10 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
   while (sent < 0 && errno == EINTR);
   if (sent < 0) return errno;
   for (;;) {
-    ssize_t received = recv(job->socket->fd, receive, RECEIVE_BYTES, MSG_TRUNC);
-    if (received < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (received > RECEIVE_BYTES) return EMSGSIZE;
+    ssize_t received = receive_whole(job->socket->fd, receive);
+    if (received < 0) return errno;
     int left = (int)received;  // signed: an unpadded last message takes it below 0, which NLMSG_OK ends on
-    for (struct nlmsghdr *reply = (struct nlmsghdr *)receive; NLMSG_OK(reply, left); reply = NLMSG_NEXT(reply, left)) {
+    for (struct nlmsghdr *reply = (struct nlmsghdr *)receive->bytes; NLMSG_OK(reply, left); reply = NLMSG_NEXT(reply, left)) {
       if (reply->nlmsg_seq != seq) continue;  // a late answer to an earlier request
       if (reply->nlmsg_type == NLMSG_ERROR) {
         const struct nlmsgerr *error = NLMSG_DATA(reply);
@@ -318,7 +349,7 @@ static int disable_ipv6(const rtnl_socket *socket, const char *name) {
     error = errno;
     // No IPv6 to turn off: none in this kernel (no conf directory at all), or none on this
     // device (the kernel takes it away below an MTU of 1280, and gives it back above). Else
-    // there is no such device.
+    // there is no such device. SIOCGIFINDEX loads no module (dev_load): the program made it or the plan found it.
     if (error == ENOENT) error = access("/proc/sys/net/ipv6/conf", F_OK) != 0 || if_nametoindex(name) != 0 ? 0 : ENODEV;
   }
   if (home >= 0) netns_leave(home);
@@ -332,11 +363,11 @@ static int disable_ipv6(const rtnl_socket *socket, const char *name) {
 static void run_execute(napi_env env, void *data) {
   (void)env;
   rtnl_job *job = data;
-  uint8_t *receive = malloc(RECEIVE_BYTES);
+  receive_buffer receive = {.bytes = malloc(RECEIVE_BYTES), .capacity = RECEIVE_BYTES};
   uint8_t *scratch = malloc(job->program_length + 16);
-  if (receive == NULL || scratch == NULL) {
+  if (receive.bytes == NULL || scratch == NULL) {
     job->setup_error = ENOMEM;
-    free(receive);
+    free(receive.bytes);
     free(scratch);
     return;
   }
@@ -362,11 +393,12 @@ static void run_execute(napi_env env, void *data) {
       error = strnlen((const char *)payload, length) < length ? disable_ipv6(job->socket, (const char *)payload) : EINVAL;
     } else if (kind == KIND_REQUEST) {
       memcpy(scratch, payload, length);
-      error = length >= NLMSG_HDRLEN ? exchange(job, index, scratch, length, receive, detail) : EINVAL;
+      error = length >= NLMSG_HDRLEN ? exchange(job, index, scratch, length, &receive, detail) : EINVAL;
     } else if (kind == KIND_ENSLAVE && length >= IFNAMSIZ + NLMSG_HDRLEN) {
       struct ifreq request;
       memset(&request, 0, sizeof request);
       memcpy(request.ifr_name, payload, IFNAMSIZ - 1);
+      // No module load (dev_load, for a missing name): the master is a bridge this program made or the plan found.
       if (ioctl(job->socket->fd, SIOCGIFINDEX, &request) != 0) {
         error = errno;
         snprintf(detail, sizeof detail, "master %s", request.ifr_name);
@@ -380,7 +412,7 @@ static void run_execute(napi_env env, void *data) {
         uint32_t master_index = (uint32_t)request.ifr_ifindex;
         memcpy((uint8_t *)master + NLA_HDRLEN, &master_index, sizeof master_index);
         header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + NLA_ALIGN(master->nla_len);
-        error = exchange(job, index, scratch, header->nlmsg_len, receive, detail);
+        error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail);
       }
     } else {
       error = EINVAL;
@@ -391,7 +423,7 @@ static void run_execute(napi_env env, void *data) {
       failed = 1;
     }
   }
-  free(receive);
+  free(receive.bytes);
   free(scratch);
 }
 

@@ -8,7 +8,8 @@
 // JS API (host/vmm/tap-fd.ts wraps it); errors are thrown with `code` set to the errno's name:
 //   openTap(name, netnsPath | null) -> fd   a queue of the existing persistent tap `name`
 //       (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, non-blocking) in that network namespace (null: the
-//       caller's). ENODEV if there is no such tap (none is ever made here), EBUSY if another
+//       caller's). ENODEV if there is no such tap (none is ever made here, and no module is
+//       loaded for its name: it is looked up as deviceMtu looks, below), EBUSY if another
 //       process holds its queue, EINVAL if the device is no tap. The tap gets the virtio-net
 //       header flag if it lacked it (the kernel takes it from whoever attaches).
 //   connectUnix(path) -> fd                  a connected, non-blocking Unix stream socket
@@ -97,10 +98,34 @@ static napi_value number(napi_env env, int32_t value) {
   return result;
 }
 
+static int link_mtu(int netlink, const char *name, uint32_t *mtu);
+
+// A route netlink socket of this thread's network namespace whose answers come within a bound
+// (the kernel answers while a request is sent; the bound only keeps a lost answer from hanging),
+// or -1 with *error set.
+static int route_socket(int *error) {
+  int netlink = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  struct timeval bound = {.tv_sec = 2};
+  if (netlink < 0 || setsockopt(netlink, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound) != 0) {
+    *error = errno;
+    if (netlink >= 0) close(netlink);
+    return -1;
+  }
+  return netlink;
+}
+
 // A queue of the tap `name` in the current namespace, or -errno.
 static int attach_tap(const char *name) {
   // TUNSETIFF makes a tap that does not exist: refuse first, and again if one appeared meanwhile.
-  if (if_nametoindex(name) == 0) return -ENODEV;
+  // Asked by RTM_GETLINK, not if_nametoindex: the tap may be missing (deleted, or never made in
+  // that namespace), and for a missing name SIOCGIFINDEX first runs modprobe (dev_load).
+  int error = 0;
+  int netlink = route_socket(&error);
+  if (netlink < 0) return -error;
+  uint32_t mtu;
+  error = link_mtu(netlink, name, &mtu);
+  close(netlink);
+  if (error != 0) return -error;
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return -errno;
   struct ifreq request;
@@ -401,14 +426,11 @@ static napi_value device_mtu(napi_env env, napi_callback_info info) {
   int home;
   int error = netns_enter(netns_fd, &home);
   if (error != 0) return throw_errno(env, error, "setns");
-  int netlink = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  error = errno;
+  int netlink = route_socket(&error);
   netns_leave(home);
   if (netlink < 0) return throw_errno(env, error, "netlink socket");
-  // The kernel answers while the request is sent; the bound only keeps a lost answer from hanging.
-  struct timeval bound = {.tv_sec = 2};
   uint32_t mtu = 0;
-  error = setsockopt(netlink, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound) != 0 ? errno : link_mtu(netlink, name, &mtu);
+  error = link_mtu(netlink, name, &mtu);
   close(netlink);
   if (error != 0) return throw_errno(env, error, name);
   return number(env, (int32_t)mtu);

@@ -62,10 +62,16 @@ function addHelpCommand(program: Command): void {
   const help = new Command('help')
     .description('display help for command')
     .argument('[command]')
-    .action((name: string | undefined) => {
+    .action(async (name: string | undefined) => {
       if (name === undefined) program.help();
       const command = program.commands.find((candidate) => candidate.name() === name || candidate.aliases().includes(name));
-      if (command === undefined) throw new CliError(`unknown command '${name}'`, EXIT.usage);
+      if (command === undefined) {
+        // Said by commander itself, as `PROGRAM -- NAME` is (its "Did you mean ...?" included): the
+        // program parsed again with NAME as its one operand, which, as the bins have no default
+        // command, fails as an unknown command.
+        await program.parseAsync(['--', name], { from: 'user' });
+        throw new CliError(`unknown command '${name}'`, EXIT.usage);
+      }
       command.help();
     });
   program.helpCommand(false).addCommand(help);

@@ -715,6 +715,33 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(await unlinkJson(['--attach', 'appvm-lynx=netns', '--forget'])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: true });
   });
 
+  it('unlink --json of a link recorded before the state kept attach modes, its devices up, gives the --attach modes it took it down with; unlink again, null', async () => {
+    const link = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    expect([link.clientAttach, link.providerAttach]).toEqual(['netns', 'netns']);
+    // Its record as spectrum-link wrote it before commit 13513d4: no "attached".
+    const state = JSON.parse(await readFile(statePath(), 'utf8')) as { version: number; links: { id: number; attached?: unknown }[] };
+    const legacy = state.links.map((entry) => {
+      if (entry.id !== link.id) return entry;
+      const { attached: _, ...rest } = entry;
+      return rest;
+    });
+    await writeFile(statePath(), JSON.stringify({ ...state, links: legacy }));
+    const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number; linked: boolean; present: boolean }[];
+    expect(listed.find((entry) => entry.id === link.id)).toMatchObject({ linked: false, present: true });
+
+    const unlinkJson = async (): Promise<unknown> => {
+      const result = await world().link(['unlink', 'appvm-lynx', '--attach', 'netns', '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      return JSON.parse(result.stdout);
+    };
+    expect(await unlinkJson()).toEqual({ vm: 'appvm-lynx', unlinked: [link], forgotten: false });
+    const host = await devices(world().host);
+    expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => host.has(device))).toEqual([]);
+    expect((await devices(world().vmNetns('appvm-lynx'))).has(link.clientDevice)).toBe(false);
+    // Taken down now: attached no way.
+    expect(await unlinkJson()).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...link, clientAttach: null, providerAttach: null }], forgotten: false });
+  });
+
   it('list and show give VMM arguments only to links whose devices exist: after unlink (id kept) or a lost device they would name missing taps', async () => {
     type Listed = Record<string, unknown> & { id: number; present: boolean; vmmArguments?: { client?: { qemu: string[] } } };
     const listedJson = async (args: readonly string[]): Promise<Listed | undefined> => {
@@ -876,5 +903,49 @@ describeNetns('link --all and a VM directory whose name is no VM name', () => {
       await rm(latin1, { recursive: true });
       await rm(join(world().configDir, 'lost+found'), { recursive: true });
     }
+  });
+});
+
+/**
+ * The bytes of the kernel's answer to RTM_GETLINK by name, statistics left out, as spectrum-link
+ * asks (argv: device name): read into a buffer far larger than any answer.
+ */
+const GETLINK_ANSWER_BYTES = `
+import socket, struct, sys
+name = sys.argv[1].encode() + b'\\0'
+attributes = struct.pack('HH', 4 + len(name), 3) + name + b'\\0' * (-len(name) % 4) + struct.pack('HHI', 8, 29, 1 << 3)
+body = struct.pack('BxHiII', 0, 0, 0, 0, 0) + attributes
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+s.send(struct.pack('IHHII', 16 + len(body), 18, 1, 1, 0) + body)
+print(len(s.recv(1 << 20)))
+`;
+
+describeNetns('a link device whose route netlink answer passes 64 KiB (hundreds of long altnames)', () => {
+  const world = linkWorldPerSuite('linkbig');
+
+  it('show, list, link again, gc and unlink read it whole: each does its work as without them, and unlink deletes it', async () => {
+    const link = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout).links[0]!;
+    // As many altnames of 127 bytes as the kernel takes (it keeps the property list below 64 KiB;
+    // -force goes on past its refusals) ...
+    const altnames = Array.from({ length: 520 }, (_, index) => `alt${String(index).padStart(3, '0')}${'x'.repeat(121)}`);
+    await world().host.exec(['ip', '-force', '-batch', '-'], { input: altnames.map((name) => `link property add dev ${link.bridge} altname ${name}\n`).join(''), allowFailure: true });
+    // ... and the rest of the bridge's answer take it past 64 KiB.
+    expect(Number((await world().host.exec(['python3', '-c', GETLINK_ANSWER_BYTES, link.bridge])).stdout)).toBeGreaterThan(65536);
+
+    type Listed = { id: number; present: boolean; linked: boolean };
+    for (const command of [['show', 'appvm-lynx'], ['list']]) {
+      const result = await world().link([...command, '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      expect((JSON.parse(result.stdout) as Listed[]).find((entry) => entry.id === link.id)).toMatchObject({ present: true, linked: true });
+    }
+    const again = await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(parseLink(again.stdout).links).toEqual([link]);
+    const gc = await world().link(['gc', '--json']);
+    expect([gc.code, gc.stderr, gc.stdout]).toEqual([0, '', '{"removed":[]}\n']);
+    const unlinked = await world().link(['unlink', 'appvm-lynx']);
+    expect(unlinked.code, unlinked.stderr).toBe(0);
+    const left = await devices(world().host);
+    expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => left.has(device))).toEqual([]);
   });
 });

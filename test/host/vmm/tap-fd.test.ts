@@ -1,14 +1,16 @@
 // The tap_fd addon against the real kernel: tap queues opened in a namespace of the test's own,
 // and descriptors carried over a Unix socket with the first bytes of a connection.
-import { execFileSync } from 'node:child_process';
-import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TapFd, connectWithRights, peekRights, tapNameOf } from '../../../host/vmm/tap-fd.js';
 import { createHarness, describeNetns, eventually, type Harness, type Netns } from '../../harness/index.js';
+import { compiledFixture } from './fake-cloud-hypervisor-process.js';
 import { orphanedListener } from './orphaned-listener.js';
 
 describe('SO_PEERPIDFD where the C library\'s headers lack it (host/native/so-peerpidfd.h)', () => {
@@ -77,6 +79,35 @@ describeNetns('tap queues and descriptor passing', () => {
     expect(() => TapFd.open('tqmissing', nsPath)).toThrow(expect.objectContaining({ code: 'ENODEV' }));
     const { stdout } = await ns.ip(['-j', 'link', 'show']);
     expect((JSON.parse(stdout) as { ifname: string }[]).map((link) => link.ifname)).not.toContain('tqmissing');
+  });
+
+  it('looks the name up without a device ioctl (SIOCGIF*, for which the kernel first tries to load a module named after a missing name: dev_load runs modprobe), as strace shows', async () => {
+    // Run from dist, in a process of its own under strace (ptrace: nothing outside it changes).
+    const compiled = compiledFixture('host/vmm/tap-fd', []);
+    const dir = mkdtempSync(join(tmpdir(), 'sn-tapfd-strace-'));
+    try {
+      const trace = join(dir, 'trace');
+      const opens = `
+        import { TapFd } from ${JSON.stringify(compiled)};
+        const outcomes = ['tqabsent', 'tq1', 'bq1'].map((name) => {
+          try {
+            TapFd.open(name, ${JSON.stringify(nsPath)}).close();
+            return 'opened';
+          } catch (error) {
+            return error.code;
+          }
+        });
+        console.log(JSON.stringify(outcomes));`;
+      const { stdout } = await promisify(execFile)('strace', ['-f', '-qq', '-e', 'trace=ioctl', '-o', trace, process.execPath, '--input-type=module', '-e', opens]);
+      expect(JSON.parse(stdout)).toEqual(['ENODEV', 'opened', 'EINVAL']);
+      const calls = readFileSync(trace, 'utf8').split('\n');
+      // The trace saw the opens of the names that exist (TUNSETIFF on /dev/net/tun) ...
+      expect(calls.filter((line) => /\bioctl\(\d+, TUNSETIFF\b/.test(line))).toHaveLength(2);
+      // ... and no socket device ioctl (SIOC*, or the 0x89xx range where strace has no name).
+      expect(calls.filter((line) => /\bioctl\(\d+, (SIOC|0x89[0-9a-f]{2}\b)/i.test(line))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a device that is not a tap, and names of 16 bytes or more', () => {

@@ -92,6 +92,18 @@ describe('help of a command', () => {
     expect(run).toEqual(asked);
   });
 
+  const nearMisses = { 'spectrum-link': ['lnk', 'link'], 'spectrum-netd': ['stauts', 'status'] } as const;
+  it.each(Object.entries(bins))('%s help NAME close to a command: one line suggesting it, exit 2, as for NAME alone', async (name, bin) => {
+    const [typo, meant] = nearMisses[name as keyof typeof bins];
+    const asked = await collect(spawn(bin, ['help', typo], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect(asked).toEqual({ code: 2, stdout: '', stderr: `${name}: unknown command '${typo}' (Did you mean ${meant}?)\n` });
+    const run = await collect(spawn(bin, [typo], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect(run).toEqual(asked);
+    // A name that looks like an option is still a command name there, not the option.
+    const dashed = await collect(spawn(bin, ['help', '--', '--version'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect(dashed).toEqual({ code: 2, stdout: '', stderr: `${name}: unknown command '--version'\n` });
+  });
+
   it.each(Object.entries(bins))('%s help, and help of a command, print that help on stdout, exit 0', async (name, bin) => {
     const whole = await collect(spawn(bin, ['help'], { stdio: ['ignore', 'pipe', 'pipe'] }));
     expect([whole.code, whole.stderr]).toEqual([0, '']);
