@@ -2,6 +2,7 @@
 // answers); we relay to the provider's upstream resolvers. The imperative shell around the pure
 // pieces (header.ts, pending-table.ts, pending-shares.ts, fair-share.ts, rate-limiter.ts,
 // resolv-conf.ts, tcp-frames.ts).
+import { setMaxListeners } from 'node:events';
 import { isIPv6, createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { GATEWAY_IP } from '../../shared/scheme.js';
@@ -1208,6 +1209,13 @@ class Forwarder implements DnsForwarder {
     this.#counters.tcpConnections += 1;
     this.#tcpClients.add(socket);
     const reader = new FrameReader();
+    // Aborted once the connection is closed (the client reset it, or we closed it for junk or
+    // idleness): its queries' upstream exchanges end then, not at their timeouts. Else a client
+    // that resets each connection as soon as its queries are read frees its slots at once and
+    // opens more, and its exchanges upstream add up beyond every cap on connections.
+    const closed = new AbortController();
+    // One listener per query in flight: more than Node's default of 10 is no leak.
+    setMaxListeners(this.#maxTcpQueriesPerConnection, closed.signal);
     let inFlight = 0;
     let pumpScheduled = false;
     /** The client has sent its FIN: no further query comes. */
@@ -1232,6 +1240,7 @@ class Forwarder implements DnsForwarder {
     };
     let idleTimer = setTimeout(onIdle, this.#tcpIdleMs);
     socket.on('close', () => {
+      closed.abort();
       clearTimeout(idleTimer);
       this.#tcpClients.delete(socket);
       const left = (this.#tcpPerClient.get(remote) ?? 1) - 1;
@@ -1266,7 +1275,7 @@ class Forwarder implements DnsForwarder {
         }
         inFlight += 1;
         received = true;
-        void this.#serveTcpQuery(socket, query, remote).finally(() => {
+        void this.#serveTcpQuery(socket, query, remote, closed.signal).finally(() => {
           inFlight -= 1;
           lastActivity = performance.now();
           pumpLater();
@@ -1295,7 +1304,7 @@ class Forwarder implements DnsForwarder {
     });
   }
 
-  async #serveTcpQuery(socket: TcpSocket, query: Buffer, remote: number | string): Promise<void> {
+  async #serveTcpQuery(socket: TcpSocket, query: Buffer, remote: number | string, closed: AbortSignal): Promise<void> {
     this.#counters.queries += 1;
     this.#counters.tcpQueries += 1;
     if (!this.#limiter.allow(remote, performance.now())) {
@@ -1332,7 +1341,9 @@ class Forwarder implements DnsForwarder {
       const { upstream, via } = link;
       // Through the link, as for UDP: to our own address a plain connection would reach us.
       const open = via === undefined ? undefined : () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex });
-      const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open);
+      const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed);
+      // The client is gone: nobody to answer, and no upstream failed.
+      if (closed.aborted) return;
       if (response !== undefined) {
         this.#counters.answered += 1;
         reply(response);

@@ -32,7 +32,8 @@ export function resetUpstream(socket: Socket): void {
  * connection is ours alone, so the client's id cannot clash with anyone's and is kept; it ends
  * with a reset (resetUpstream) in every case. `sockets` tracks open connections so the forwarder
  * can end them on close. `open`: a connection made some other way (through a link, say), written
- * to at once; it throws when it cannot be made.
+ * to at once; it throws when it cannot be made. `abandoned`: once aborted (the client that asked
+ * is gone), the exchange ends at once, as at its timeout, and none starts.
  */
 export function exchangeOverTcp(
   upstream: Upstream,
@@ -41,8 +42,13 @@ export function exchangeOverTcp(
   timeoutMs: number,
   sockets: Set<Socket>,
   open?: () => Socket,
+  abandoned?: AbortSignal,
 ): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
+    if (abandoned?.aborted === true) {
+      resolve(undefined);
+      return;
+    }
     const question = query.subarray(12, questionEnd);
     const reader = new FrameReader();
     let settled = false;
@@ -61,11 +67,14 @@ export function exchangeOverTcp(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      abandoned?.removeEventListener('abort', onAbandoned);
       sockets.delete(socket);
       resetUpstream(socket);
       resolve(response);
     };
+    const onAbandoned = (): void => finish(undefined);
     const timer = setTimeout(() => finish(undefined), timeoutMs);
+    abandoned?.addEventListener('abort', onAbandoned, { once: true });
     socket.on('error', () => finish(undefined));
     socket.on('close', () => finish(undefined));
     // The upstream closed before a whole answer (none, or a frame cut short). Handled at once, in

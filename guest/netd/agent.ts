@@ -17,6 +17,7 @@ import {
   type PlanOptions,
   type ServedLinks,
   applyOperation,
+  arpFilterOf,
   describeOperation,
   dirtyLinks,
   disableIpv6Of,
@@ -414,13 +415,14 @@ export class NetdAgent {
     // Links configured at the last plan and touched by no event since need no per-link checks.
     const known = new Set(this.#knownConfigured);
     for (const ifindex of dirty) known.delete(ifindex);
-    // A new link's IPv6 sysctl is read before planning, not after a first plan asks for it:
+    // A new link's sysctls are read before planning, not after a first plan asks for them:
     // one plan per hot-plug instead of two (each plan covers every link).
     for (const ifindex of seenLinks) {
-      const key = disableIpv6Of(ifindex);
-      if (this.#view.sysctls.has(sysctlKeyId(key))) continue;
-      const path = sysctlPath(key, this.#view);
-      if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));
+      for (const key of [disableIpv6Of(ifindex), arpFilterOf(ifindex)]) {
+        if (this.#view.sysctls.has(sysctlKeyId(key))) continue;
+        const path = sysctlPath(key, this.#view);
+        if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));
+      }
     }
 
     let current = plan(this.#view, this.options, known, this.#served);

@@ -127,6 +127,16 @@ export interface UpstreamLink {
 
 export const IP_FORWARD: SysctlKey = { ifindex: null, template: 'net/ipv4/ip_forward' };
 export const disableIpv6Of = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv6/conf/{}/disable_ipv6' });
+/**
+ * Answer an ARP request on a link only when our route to its sender leaves by that link. Linux
+ * answers a request for one of its addresses from any sender, and first makes (or refreshes) a
+ * neighbour entry for that sender on the link; the firewall never sees ARP. So a client naming a
+ * new sender in each request filled the provider's whole neighbour table (gc_thresh3, 1024 by
+ * default) in a moment, and kept it full: no new entry could be made, for the uplink's gateway
+ * either, and every client lost its traffic upstream. With arp_filter only the link's own client
+ * is answered, the one address routed through it; ARP probes (sender 0.0.0.0) still are.
+ */
+export const arpFilterOf = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv4/conf/{}/arp_filter' });
 /** Take packets whose source is one of our addresses: a chained provider's upstream answers from 169.254.0.1. */
 export const acceptLocalOf = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv4/conf/{}/accept_local' });
 
@@ -253,6 +263,8 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
         // IPv6 off before the link comes up, so it never autoconfigures or solicits routers.
         const done = knownConfigured.has(link.ifindex) || [
           wantSysctl(view, wanted, disableIpv6Of(link.ifindex), '1'),
+          // Before it comes up as well, so that no client can fill the neighbour table meanwhile.
+          wantSysctl(view, wanted, arpFilterOf(link.ifindex), '1'),
           // Into the guarded group before (or as) it comes up: see PROVIDER_LINK_GROUP.
           wantUp(view, wanted, link.ifindex, PROVIDER_LINK_GROUP),
           wantAddress(view, wanted, { ifindex: link.ifindex, ip: GATEWAY_IP, prefixLength: 32 }),

@@ -713,6 +713,66 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
+  it("ends a TCP connection's upstream exchanges when its client resets it, so that reconnecting gets no more of them than the caps allow", async () => {
+    // An upstream that takes TCP connections and never answers (the upstream resolver waiting on
+    // a dead authoritative server), saying how many it holds: "open N most M".
+    const script = `const net = require('node:net');
+      let open = 0, most = 0;
+      const say = () => process.stdout.write('open ' + open + ' most ' + most + '\\n');
+      net.createServer((socket) => {
+        open += 1; most = Math.max(most, open); say();
+        socket.on('error', () => undefined);
+        socket.on('close', () => { open -= 1; say(); });
+        socket.resume();
+      }).listen(5303, '192.0.2.1', () => process.stdout.write('ready\\n'));`;
+    // A client that opens a connection, sends two queries, and resets it once they are read; ten times.
+    const client = `
+import socket, struct, sys, time
+def framed(name, ident):
+    q = struct.pack('>HHHHHH', ident, 0x0100, 1, 0, 0, 0)
+    q += b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\0\\0\\1\\0\\1'
+    return struct.pack('>H', len(q)) + q
+for round in range(10):
+    s = socket.create_connection(('169.254.0.1', int(sys.argv[1])), timeout=5)
+    s.sendall(framed('h%da.test.example' % round, 0x100) + framed('h%db.test.example' % round, 0x101))
+    time.sleep(0.15)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    s.close()
+    time.sleep(0.05)
+`;
+    const upstream = net.internet.spawn([process.execPath, '-e', script]);
+    await upstream.waitForOutput(/^ready$/m);
+    // One connection of two queries at a time for the client: two exchanges upstream at most.
+    const capped = await ForwarderProcess.start(net.provider, {
+      port: 5364,
+      upstreams: ['192.0.2.1:5303'],
+      timeoutMs: 8000,
+      maxTcpConnectionsPerClient: 1,
+      maxTcpQueriesPerConnection: 2,
+      ratePerClient: { perSecond: 100_000, burst: 100_000 },
+    });
+    const held = (): { open: number; most: number } => {
+      const [, open = '-1', most = '-1'] = /open (\d+) most (\d+)\n(?![^]*open)/.exec(upstream.stdout) ?? [];
+      return { open: Number(open), most: Number(most) };
+    };
+    try {
+      await net.client.exec(['python3', '-c', client, '5364'], { timeoutMs: 20_000 });
+      // A reset reaches the forwarder as the next connection comes: the old exchanges may still
+      // be ending as the new ones start, never more (all twenty, held to their timeout, before).
+      expect(held().most).toBeLessThanOrEqual(4);
+      // Long before the 8 s timeout, every exchange of the reset connections has ended upstream.
+      await eventually('no upstream connection left', async () => held().open === 0, 2000);
+      // Unanswered, and no upstream counted as failing for it. (A connection may come before the
+      // reset of the one before has reached the forwarder: refused then, its queries never read.)
+      const counters = await capped.counters();
+      expect(counters).toMatchObject({ answered: 0, upstreamTimeouts: 0, failed: 0 });
+      expect(Number(counters['tcpQueries'])).toBeGreaterThanOrEqual(16);
+    } finally {
+      await capped.process.kill();
+      await upstream.kill();
+    }
+  });
+
   it('closes a TCP connection whose query trickles in a byte a second once the idle timeout passes, but not one asking steadily', async () => {
     // Every byte is traffic, but no message completes: the connection holds a slot for nothing.
     const slow = await ForwarderProcess.start(net.provider, { port: 5361, upstreams: [UPSTREAM_A], tcpIdleMs: 1500 });

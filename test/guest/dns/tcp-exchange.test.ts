@@ -1,6 +1,7 @@
 // How each upstream TCP exchange of the forwarder ends, seen from the upstream: a reset in every
 // case (answer read whole over several segments, upstream's FIN, a cut frame, timeout, the
-// forwarder closing), for connections made by connect() and by `open` alike, no socket left tracked.
+// forwarder closing, the client that asked gone), for connections made by connect() and by
+// `open` alike, no socket left tracked.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { compiled } from './dns-topology.js';
@@ -35,5 +36,11 @@ describeNetns('upstream TCP exchanges of the DNS forwarder', () => {
   it('resets at its timeout and when the forwarder closes midway', () => {
     expect(report['timeout']).toEqual({ response: null, upstreamSaw: 'reset', socketsLeft: 0 });
     expect(report['closing']).toEqual({ response: null, upstreamSaw: 'reset', socketsLeft: 0 });
+  });
+
+  it('resets at once, not at its timeout, when the client that asked is gone (its signal aborted)', () => {
+    for (const name of ['abandoned', 'openAbandoned']) {
+      expect({ name, ...report[name] }).toEqual({ name, response: null, upstreamSaw: 'reset', socketsLeft: 0, endedBeforeTimeout: true });
+    }
   });
 });

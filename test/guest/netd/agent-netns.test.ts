@@ -558,6 +558,52 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     await provider.ip(['link', 'del', 'dev', 'ren11']);
   });
 
+  it("answers a client's ARP for the gateway only from its own address, so that naming other senders fills no neighbour table", async () => {
+    // Linux answers an ARP request for one of its addresses from any sender, making a neighbour
+    // entry for that sender on the link first; the firewall never sees ARP. A client naming a new
+    // sender in each request filled the provider's table (1024 entries, for the uplink's gateway
+    // too) in a moment. Here a few such requests, then the entries they left are counted.
+    const c12 = await harness.namespace('c12');
+    await clientLink(c12, 'vm12', 12);
+    await eventually('vm12 configured', async () => (await provider.ip(['neigh', 'show', '100.64.0.12'])).stdout.includes('PERMANENT'));
+    await c12.exec(['node', CLI, 'client']);
+    await linkEndsActive(c12, 'vm12');
+    // Requests "who has 169.254.0.1" from eth0's MAC, one per sender address; prints the sender
+    // addresses the replies that came within half a second were for.
+    const arp = `
+import json, socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(('eth0', 0))
+mac = bytes.fromhex(open('/sys/class/net/eth0/address').read().strip().replace(':', ''))
+for sender in sys.argv[1:]:
+    request = struct.pack('>HHBBH', 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton(sender) + bytes(6) + socket.inet_aton('169.254.0.1')
+    s.send(b'\\xff' * 6 + mac + b'\\x08\\x06' + request)
+answered = set()
+s.settimeout(0.1)
+deadline = time.monotonic() + 0.5
+while time.monotonic() < deadline:
+    try:
+        frame = s.recv(128)
+    except socket.timeout:
+        continue
+    if struct.unpack('>H', frame[20:22])[0] == 2:
+        answered.add(socket.inet_ntoa(frame[38:42]))
+print(json.dumps(sorted(answered)))
+`;
+    // Its own address, another client's, addresses off the link (none routed, or behind no link).
+    const others = ['100.64.0.1', '100.64.0.200', '203.0.113.1', '203.0.113.2', '203.0.113.3', '198.51.100.7', '169.254.0.9'];
+    const { stdout } = await c12.exec(['python3', '-c', arp, '100.64.0.12', ...others]);
+    expect(JSON.parse(stdout)).toEqual(['100.64.0.12']);
+    // Nothing but the client's permanent entry on its link.
+    const entries = (await provider.ip(['-4', 'neigh', 'show', 'dev', 'vm12'])).stdout.trim().split('\n');
+    expect(entries).toEqual([`100.64.0.12 lladdr ${mac(0x00, 12)} PERMANENT`]);
+    expect((await provider.exec(['cat', '/proc/sys/net/ipv4/conf/vm12/arp_filter'])).stdout.trim()).toBe('1');
+    // The client itself, its neighbour entry gone, still finds the gateway.
+    await c12.ip(['neigh', 'flush', 'dev', 'eth0']);
+    await pingGateway(c12);
+    await provider.ip(['link', 'del', 'dev', 'vm12']);
+  });
+
   it.each([
     ['run', ''],
     ['status', ''],

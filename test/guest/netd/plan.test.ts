@@ -6,6 +6,7 @@ import {
   type Operation,
   acceptLocalOf,
   applyOperation,
+  arpFilterOf,
   dirtyLinks,
   disableIpv6Of,
   isRemoval,
@@ -30,11 +31,14 @@ describe('planner', () => {
     view.links.set(7, { ifindex: 7, name: 'vm5', mac: '0a:b3:ec:80:a5:46', up: false, loopback: false, group: 0 });
     view.sysctls.set(sysctlKeyId(IP_FORWARD), '0');
     view.sysctls.set(sysctlKeyId(disableIpv6Of(7)), '0');
+    view.sysctls.set(sysctlKeyId(arpFilterOf(7)), '0');
     const result = plan(view, providerOptions);
     expect(result.unknownSysctls).toEqual([]);
     expect(result.operations).toEqual<Operation[]>([
       { kind: 'sysctl', key: IP_FORWARD, value: '1' },
       { kind: 'sysctl', key: disableIpv6Of(7), value: '1' },
+      // ARP answered only for the link's own client: see arpFilterOf.
+      { kind: 'sysctl', key: arpFilterOf(7), value: '1' },
       // Into the firewall's guarded group in the same request that brings it up.
       { kind: 'link-up', ifindex: 7, group: PROVIDER_LINK_GROUP },
       { kind: 'address-add', address: { ifindex: 7, ip: '169.254.0.1', prefixLength: 32 } },
@@ -252,7 +256,10 @@ describe('links that stop serving, or claim a client already served', () => {
     const view = emptyView();
     for (const [ifindex, name, mac] of links) view.links.set(ifindex, { ifindex, name, mac, up: false, loopback: false, group: 0 });
     view.sysctls.set(sysctlKeyId(IP_FORWARD), '1');
-    for (const [ifindex] of links) view.sysctls.set(sysctlKeyId(disableIpv6Of(ifindex)), '1');
+    for (const [ifindex] of links) {
+      view.sysctls.set(sysctlKeyId(disableIpv6Of(ifindex)), '1');
+      view.sysctls.set(sysctlKeyId(arpFilterOf(ifindex)), '1');
+    }
     return view;
   }
   /** Plan, apply, repeat with the plan's `served` (as the agent does) until the plan is empty. */
