@@ -33,6 +33,8 @@ const kernel = vi.hoisted(() => ({
   observed: 0,
   /** The devices removeDevices was asked to delete (unlink, link taking down a dropped provider), in order. */
   removed: [] as string[],
+  /** Where set, removeDevices fails with it before deleting anything (a lookup the kernel refused). */
+  lookupRefused: undefined as string | undefined,
   whileApplying: (): void | Promise<void> => undefined,
 }));
 
@@ -117,6 +119,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
   },
   undoDevices: async (names: readonly string[]) => leftOf(names, []),
   removeDevices: async (names: readonly string[]) => {
+    if (kernel.lookupRefused !== undefined) throw Object.assign(new Error(kernel.lookupRefused), { name: 'DeviceError', kind: 'query-failed' });
     kernel.removed.push(...names);
     const { left } = leftOf(names, []);
     if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
@@ -153,6 +156,7 @@ beforeEach(async () => {
   kernel.undonePlans = [];
   kernel.observed = 0;
   kernel.removed = [];
+  kernel.lookupRefused = undefined;
   kernel.whileApplying = () => undefined;
   store.failSaves = 0;
   store.failSyncs = 0;
@@ -768,6 +772,14 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     });
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
     expect((await loadState(stateDir)).links.map((recorded) => recorded.id)).toEqual([link.id]);
+  });
+
+  it.each([[false], [true]])('unlink (--forget: %j) whose device removal fails before any device goes (a lookup the kernel refused): that failure, the state file as it was, ids kept', async (forget) => {
+    const { vmm } = recordingVmm();
+    const { text } = await linkC1(vmm);
+    kernel.lookupRefused = 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again';
+    await expect(unlinkVm(c1, { forget, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({ name: 'DeviceError', kind: 'query-failed', message: kernel.lookupRefused });
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
   it('unlink: a check before whose only failure is the sync of the state dir says so, not that a change may be lost (there was none)', async () => {
