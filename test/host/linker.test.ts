@@ -774,6 +774,29 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect((await loadState(stateDir)).links.map((recorded) => recorded.id)).toEqual([link.id]);
   });
 
+  it('unlink --forget of a link recorded before the state kept attach modes, its devices up: a state file that cannot be written after says it took the link down', async () => {
+    const { vmm, detached } = recordingVmm();
+    const { link } = await linkC1(vmm);
+    // Its record as written before the state kept attach modes; its devices exist.
+    const legacy = JSON.parse(await readFile(join(stateDir, 'links.json'), 'utf8')) as { links: Record<string, unknown>[] };
+    for (const entry of legacy.links) delete entry['attached'];
+    await writeFile(join(stateDir, 'links.json'), JSON.stringify(legacy));
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    kernel.host = new Map([link.bridge, link.clientDevice, link.providerDevice].map((name) => [name, { name } as ObservedDevice]));
+    store.passSaves = 1;
+    store.failSaves = 1;
+    await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      kind: 'taken-down-not-recorded',
+      message:
+        `unlink c1: took down c1 -> netvm (id ${link.id}): their devices deleted, their NICs detached from their VMMs (where these run); ` +
+        `but then cannot write state file ${join(stateDir, 'links.json')} (ENOSPC); check the state dir's permissions and free space; so the state file still records them as linked (their ids not released): ` +
+        `once the state dir can be written, run the same spectrum-link unlink c1 --forget again with this run's other options (it finds them gone and records it)`,
+    });
+    expect(detached).toEqual([link.clientDevice, link.providerDevice]);
+    expect(kernel.removed).toEqual([link.clientDevice, link.providerDevice, link.bridge]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
   it.each([[false], [true]])('unlink (--forget: %j) whose device removal fails before any device goes (a lookup the kernel refused): that failure, the state file as it was, ids kept', async (forget) => {
     const { vmm } = recordingVmm();
     const { text } = await linkC1(vmm);
