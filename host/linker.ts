@@ -1309,7 +1309,8 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
     if (changes) {
       const again = `run the same spectrum-link unlink ${vm}${flags.forget ? ' --forget' : ''}${flags.force ? ' --force' : ''} again with this run's other options`;
       await saveState(options.stateDir, next).catch((error: unknown) => {
-        throw notRecorded(`unlink ${vm}: `, released.reports, released.failures, error, again, flags.forget, links.some((link) => link.attached !== undefined));
+        // Linked: recorded so, or recorded before the state kept attach modes, its devices up (releaseLinks).
+        throw notRecorded(`unlink ${vm}: `, released.reports, released.failures, error, again, flags.forget, released.reports.some((report) => report.linked));
       });
     }
     const recordedVms = new Set(state.links.flatMap((link) => [link.client, link.provider]));

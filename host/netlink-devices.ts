@@ -7,7 +7,7 @@ import { randomInt } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, createdKinds, stepText } from './device-plan.js';
 import { type LinkInfo, ProgramWriter, decodeLinks, observedDevices } from './link-message.js';
-import { RtnlError, type RtnlSocket, withRtnlSocket } from './rtnl-socket.js';
+import { type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from './rtnl-socket.js';
 
 export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create';
 
@@ -254,7 +254,8 @@ const REMOVAL_GROUPS = { min: 0x4000_0000, max: 0xffff_ffff } as const;
  * Each is deleted by the index it was found under, and only where the name is its own: a name
  * the kernel resolves to another device's altname is not this device. With `kinds`, only a
  * device of the kind given for its name goes; the names of those found of another kind are
- * returned.
+ * returned. A name the kernel cannot look up (any failure but ENODEV) fails it before any
+ * device goes (DeviceError 'query-failed').
  */
 export async function removeDevices(
   names: readonly string[],
@@ -266,7 +267,12 @@ export async function removeDevices(
     const wanted = new Set(names);
     const query = new ProgramWriter();
     for (const name of names) query.getLink(name);
-    const found = (await socket.run(query.finish(), true)).flatMap((outcome) => (outcome.state === 'done' ? decodeLinks(outcome.reply) : []));
+    const answers = await socket.run(query.finish(), true);
+    // A lookup the kernel failed (other than ENODEV, no such device) leaves unknown whether that
+    // device exists: passed over, it would stay while the caller records it gone.
+    const unanswered = answers.findIndex((outcome) => outcome.state !== 'done' && (outcome.state !== 'failed' || outcome.code !== 'ENODEV'));
+    if (unanswered >= 0) throw lookupFailed(names[unanswered] ?? '', answers[unanswered]);
+    const found = answers.flatMap((outcome) => (outcome.state === 'done' ? decodeLinks(outcome.reply) : []));
     const named = found.filter((link) => wanted.has(link.name));
     const ofKind = (link: LinkInfo): boolean => ofKindGiven(link, kinds);
     const kept = named.filter((link) => !ofKind(link)).map((link) => link.name);
@@ -280,6 +286,18 @@ export async function removeDevices(
     if (outcome?.state === 'failed') throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`);
     return kept;
   });
+}
+
+/** The failure of a removal whose lookup of `name` the kernel did not answer, saying what to check. */
+function lookupFailed(name: string, outcome: RecordOutcome | undefined): DeviceError {
+  const why = outcome?.state === 'failed' ? outcome.text : 'not run';
+  const code = outcome?.state === 'failed' ? outcome.code : undefined;
+  // EINVAL and ERANGE: the kernel's attribute policy refused the name itself.
+  const check =
+    code === 'EINVAL' || code === 'ERANGE'
+      ? 'check that it is a device name the kernel takes (at most 15 bytes) and run it again'
+      : "run it again; should it fail the same way, check the kernel's log (dmesg) and the host's free memory";
+  return new DeviceError('query-failed', `removing devices failed before any was removed: looking up ${name} failed (${why}), so whether it exists is unknown; ${check}`);
 }
 
 /**

@@ -33,6 +33,8 @@ const kernel = vi.hoisted(() => ({
   observed: 0,
   /** The devices removeDevices was asked to delete (unlink, link taking down a dropped provider), in order. */
   removed: [] as string[],
+  /** Where set, removeDevices fails with it before deleting anything (a lookup the kernel refused). */
+  lookupRefused: undefined as string | undefined,
   whileApplying: (): void | Promise<void> => undefined,
 }));
 
@@ -117,6 +119,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
   },
   undoDevices: async (names: readonly string[]) => leftOf(names, []),
   removeDevices: async (names: readonly string[]) => {
+    if (kernel.lookupRefused !== undefined) throw Object.assign(new Error(kernel.lookupRefused), { name: 'DeviceError', kind: 'query-failed' });
     kernel.removed.push(...names);
     const { left } = leftOf(names, []);
     if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
@@ -153,6 +156,7 @@ beforeEach(async () => {
   kernel.undonePlans = [];
   kernel.observed = 0;
   kernel.removed = [];
+  kernel.lookupRefused = undefined;
   kernel.whileApplying = () => undefined;
   store.failSaves = 0;
   store.failSyncs = 0;
@@ -768,6 +772,37 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     });
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
     expect((await loadState(stateDir)).links.map((recorded) => recorded.id)).toEqual([link.id]);
+  });
+
+  it('unlink --forget of a link recorded before the state kept attach modes, its devices up: a state file that cannot be written after says it took the link down', async () => {
+    const { vmm, detached } = recordingVmm();
+    const { link } = await linkC1(vmm);
+    // Its record as written before the state kept attach modes; its devices exist.
+    const legacy = JSON.parse(await readFile(join(stateDir, 'links.json'), 'utf8')) as { links: Record<string, unknown>[] };
+    for (const entry of legacy.links) delete entry['attached'];
+    await writeFile(join(stateDir, 'links.json'), JSON.stringify(legacy));
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    kernel.host = new Map([link.bridge, link.clientDevice, link.providerDevice].map((name) => [name, { name } as ObservedDevice]));
+    store.passSaves = 1;
+    store.failSaves = 1;
+    await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      kind: 'taken-down-not-recorded',
+      message:
+        `unlink c1: took down c1 -> netvm (id ${link.id}): their devices deleted, their NICs detached from their VMMs (where these run); ` +
+        `but then cannot write state file ${join(stateDir, 'links.json')} (ENOSPC); check the state dir's permissions and free space; so the state file still records them as linked (their ids not released): ` +
+        `once the state dir can be written, run the same spectrum-link unlink c1 --forget again with this run's other options (it finds them gone and records it)`,
+    });
+    expect(detached).toEqual([link.clientDevice, link.providerDevice]);
+    expect(kernel.removed).toEqual([link.clientDevice, link.providerDevice, link.bridge]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it.each([[false], [true]])('unlink (--forget: %j) whose device removal fails before any device goes (a lookup the kernel refused): that failure, the state file as it was, ids kept', async (forget) => {
+    const { vmm } = recordingVmm();
+    const { text } = await linkC1(vmm);
+    kernel.lookupRefused = 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again';
+    await expect(unlinkVm(c1, { forget, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({ name: 'DeviceError', kind: 'query-failed', message: kernel.lookupRefused });
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
   it('unlink: a check before whose only failure is the sync of the state dir says so, not that a change may be lost (there was none)', async () => {

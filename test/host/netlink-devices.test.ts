@@ -57,6 +57,27 @@ describeNetns('removeDevices in a namespace', () => {
     await host.ip(['link', 'del', 'other']);
   });
 
+  it('a name whose lookup the kernel refuses (not ENODEV) fails the removal in one line saying what to check, before any device goes', async () => {
+    await host.ip(['link', 'add', 'rb9', 'type', 'bridge']);
+    // 16 bytes: the kernel refuses the lookup itself (ERANGE, its attribute policy), so it cannot
+    // say whether such a device exists.
+    const refused = 'r'.repeat(16);
+    // removeDevices, then undoDevices (the undo of a failed link), which says what it left.
+    const script = `import { removeDevices, undoDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      const names = ['rb9', ${JSON.stringify(refused)}];
+      try { await removeDevices(names); console.log(JSON.stringify('removed')); }
+      catch (error) { console.log(JSON.stringify({ name: error.name, kind: error.kind, message: error.message })); }
+      console.log(JSON.stringify(await undoDevices(names)));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    const [removal, undo] = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as unknown);
+    const message = `removing devices failed before any was removed: looking up ${refused} failed (Numerical result out of range: Attribute failed policy validation), so whether it exists is unknown; check that it is a device name the kernel takes (at most 15 bytes) and run it again`;
+    expect(removal).toEqual({ name: 'DeviceError', kind: 'query-failed', message });
+    expect(undo).toEqual({ kept: [], left: { devices: ['rb9', refused], error: message } });
+    expect(await names(host)).toContain('rb9');
+    await host.ip(['link', 'del', 'rb9']);
+  });
+
   it("never removes a device of someone else's that is in the removal group: then ours go one by one", async () => {
     const ours = await makeDevices();
     await host.ip(['link', 'set', 'other', 'group', String(0x7000_0003)]);
