@@ -645,15 +645,19 @@ export class NetdAgent {
    * should have followed it, which a freshly raised veth needs to pass traffic at once (see
    * RtnetlinkKernel.apply). On a link up, the change is none; the GETLINK follows it all the same.
    * A link gone, or down with no link-up planned, is owed nothing: a later link-up is a new one.
+   * Nor is one the plan no longer configures (ignored, an uplink, a conflict): it is not ours to
+   * bring up.
    */
   #linkUpsAgain(current: Plan): Operation[] {
     if (this.#linkUpOwed.size === 0) return [];
     const planned = new Set<number>();
     for (const operation of current.operations) if (operation.kind === 'link-up' || operation.kind === 'link-down') planned.add(operation.ifindex);
+    const configured = new Set<number>();
+    for (const link of current.links) if (link.state === 'configured' || link.state === 'pending') configured.add(link.ifindex);
     const again: Operation[] = [];
     for (const ifindex of this.#linkUpOwed) {
       if (planned.has(ifindex)) continue;
-      if (this.#view.links.get(ifindex)?.up === true) again.push({ kind: 'link-up', ifindex });
+      if (configured.has(ifindex) && this.#view.links.get(ifindex)?.up === true) again.push({ kind: 'link-up', ifindex });
       else this.#linkUpOwed.delete(ifindex);
     }
     return again;

@@ -562,6 +562,25 @@ describe('NetdAgent', () => {
     expect(vm1LinkUps()).toHaveLength(2);
   });
 
+  it('does not redo a failed link-up on a link no longer its own to bring up (renamed to a name --ignore gives), up though it is', async () => {
+    vi.useFakeTimers();
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    // The kernel brings vm1 up and says so, but every link-up's answer comes too late.
+    kernel.echo = (operation, view) => expectedEvent(view, operation);
+    kernel.refusal = new NetdError('netlink', 'request timed out: no answer from the kernel within 5 s');
+    kernel.refuse = (operation) => operation.kind === 'link-up';
+    agent = new NetdAgent(kernel, { ...PROVIDER_OPTIONS, ignored: new Set(['keep1']) }, pino({ level: 'silent' }), null, null);
+    const started = agent.start({ watch: true });
+    await vi.advanceTimersByTimeAsync(0);
+    await started;
+    expect(agent.view.links.get(CLIENT_1.ifindex)?.up).toBe(true);
+    // Renamed before the retry: --ignore names it now, and the agent leaves it alone.
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, name: 'keep1', up: true, group: PROVIDER_LINK_GROUP } }]);
+    await vi.advanceTimersByTimeAsync(5_000);
+    await agent.idle();
+    expect(kernel.applied.filter((operation) => operation.kind === 'link-up')).toHaveLength(1);
+  });
+
   describe('notifications of its own changes', () => {
     const hotPlug = async (kernel: ScriptedKernel): Promise<number> => {
       const before = (await agent!.status()).counters.reconciles;
