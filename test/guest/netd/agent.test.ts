@@ -581,6 +581,47 @@ describe('NetdAgent', () => {
     expect(kernel.applied.filter((operation) => operation.kind === 'link-up')).toHaveLength(1);
   });
 
+  describe('a re-read with an entry it cannot decode', () => {
+    it('keeps a served provider link the dump lists but cannot read as last read: its firewall sets, services and conntrack entries stay, and the duplicate stays isolated', async () => {
+      const DUPLICATE = { ifindex: 3, name: 'vm2', mac: CLIENT_1.mac, up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([
+        { kind: 'link', op: 'new', link: CLIENT_1 },
+        { kind: 'link', op: 'new', link: DUPLICATE },
+      ]);
+      kernel.echo = (operation, view) => expectedEvent(view, operation);
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      const told: string[][] = [];
+      const services: ServicesPort = {
+        linksChanged: (links) => {
+          told.push(links.map((link) => link.ifname));
+          return Promise.resolve();
+        },
+      };
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, services, {}, conntrack);
+      await agent.start({ watch: true });
+      expect(firewall.models.at(-1)).toMatchObject({ providerLinks: [{ ifname: 'vm1', clientIp: '100.64.0.1' }], isolatedLinks: ['vm2'] });
+      const purges = conntrack.filters.length;
+      const applied = kernel.applied.length;
+      // vm1 now carries an attribute the parser cannot read: the dump lists it, skipped.
+      kernel.state = dumpOf(agent.view).filter((event) => !(event.kind === 'link' && event.link.ifindex === CLIENT_1.ifindex));
+      kernel.skipped = [{ messageType: 'NEWLINK', ifindex: CLIENT_1.ifindex, error: 'Unexpected length (got 2, expected 4)' }];
+      kernel.listener?.lost({ kind: 'overflow' });
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+      expect((await agent.status()).counters.fullSyncs).toBe(2);
+      expect(firewall.models.at(-1)).toMatchObject({ providerLinks: [{ ifname: 'vm1', clientIp: '100.64.0.1' }], isolatedLinks: ['vm2'] });
+      expect(told.at(-1)).toEqual(['vm1']);
+      expect(conntrack.filters.slice(purges)).toEqual([]);
+      expect(kernel.applied.slice(applied)).toEqual([]);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([
+        ['vm1', 'configured'],
+        ['vm2', 'conflict'],
+      ]);
+    });
+
+  });
+
   describe('notifications of its own changes', () => {
     const hotPlug = async (kernel: ScriptedKernel): Promise<number> => {
       const before = (await agent!.status()).counters.reconciles;
