@@ -802,11 +802,12 @@ export class NetdAgent {
  * exists: where `previous` had it, it keeps what was last read of it. Taken as gone, a provider
  * link would be dropped by the firewall, its client's services stopped and conntrack entries
  * deleted, its client id free for another link to take, all for a message the parser misreads.
- * Returns the links kept.
+ * And a default route there: the planner must know of it. Returns the links kept.
  */
 function keepUnreadable(fresh: KernelView, previous: KernelView, skipped: readonly SkippedEntry[]): Set<number> {
   const kept = new Set<number>();
   for (const entry of skipped) {
+    if (entry.defaultRoute) fresh.unreadableDefaultRoute = true;
     if (entry.messageType !== 'NEWLINK' || entry.ifindex === null || fresh.links.has(entry.ifindex)) continue;
     const known = previous.links.get(entry.ifindex);
     if (known === undefined) continue;

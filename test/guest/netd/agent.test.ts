@@ -484,7 +484,8 @@ describe('NetdAgent', () => {
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
       const badLink = { messageType: 'NEWLINK', ifindex: 7, error: 'Unexpected length (got 2, expected 4)' };
       const badRoute = { messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected Route message length (8)' };
-      kernel.skipped = [badLink, badRoute, badRoute];
+      const entry = (said: typeof badLink | typeof badRoute): SkippedEntry => ({ ...said, defaultRoute: false });
+      kernel.skipped = [entry(badLink), entry(badRoute), entry(badRoute)];
       const lines: { msg: string; messageType?: string; ifindex?: number | null; error?: string; entries?: number }[] = [];
       const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
@@ -506,9 +507,9 @@ describe('NetdAgent', () => {
       expect(skippedSaid()).toHaveLength(2);
       expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['vm1', 'configured']]);
       // The link decodes again, then fails again: said again.
-      kernel.skipped = [badRoute, badRoute];
+      kernel.skipped = [entry(badRoute), entry(badRoute)];
       await reread();
-      kernel.skipped = [badLink, badRoute, badRoute];
+      kernel.skipped = [entry(badLink), entry(badRoute), entry(badRoute)];
       await reread();
       expect(skippedSaid()).toEqual([
         { ...badLink, entries: 1 },
@@ -605,7 +606,7 @@ describe('NetdAgent', () => {
       const applied = kernel.applied.length;
       // vm1 now carries an attribute the parser cannot read: the dump lists it, skipped.
       kernel.state = dumpOf(agent.view).filter((event) => !(event.kind === 'link' && event.link.ifindex === CLIENT_1.ifindex));
-      kernel.skipped = [{ messageType: 'NEWLINK', ifindex: CLIENT_1.ifindex, error: 'Unexpected length (got 2, expected 4)' }];
+      kernel.skipped = [{ messageType: 'NEWLINK', ifindex: CLIENT_1.ifindex, error: 'Unexpected length (got 2, expected 4)', defaultRoute: false }];
       kernel.listener?.lost({ kind: 'overflow' });
       await new Promise((resolve) => setImmediate(resolve));
       await agent.idle();
@@ -620,6 +621,21 @@ describe('NetdAgent', () => {
       ]);
     });
 
+    it('leaves default routes alone where the dump lists one it cannot read (an IPv4 route via an IPv6 next hop)', async () => {
+      const NIC = { ifindex: 3, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
+      const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([
+        { kind: 'link', op: 'new', link: NIC },
+        { kind: 'link', op: 'new', link: APP },
+      ]);
+      // eth0's default route, via an IPv6 next hop: the dump lists it, skipped.
+      kernel.skipped = [{ messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected length for RouteVia', defaultRoute: true }];
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: true });
+      expect(kernel.applied.some((operation) => operation.kind === 'route-set' && operation.route.dst === '169.254.0.1')).toBe(true);
+      expect(kernel.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
+      expect((await agent.status()).links.find((link) => link.name === 'eth1')).toMatchObject({ note: 'a default route through another interface exists; left alone' });
+    });
   });
 
   describe('notifications of its own changes', () => {
