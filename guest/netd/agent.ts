@@ -317,7 +317,7 @@ export class NetdAgent {
    * lasts: re-read after re-read, the same entry fails the same way. Entries alike (routes name no
    * link) are said as one, with their count.
    */
-  #saySkipped(skipped: readonly SkippedEntry[]): void {
+  #saySkipped(skipped: readonly SkippedEntry[], kept: ReadonlySet<number>): void {
     const counts = new Map<string, { readonly entry: SkippedEntry; count: number }>();
     for (const entry of skipped) {
       const key = `${entry.messageType} ${entry.ifindex ?? '-'} ${entry.error}`;
@@ -327,9 +327,12 @@ export class NetdAgent {
     }
     for (const [key, { entry, count }] of counts) {
       if (this.#skippedSaid.has(key)) continue;
+      const keptAsLastRead = entry.messageType === 'NEWLINK' && entry.ifindex !== null && kept.has(entry.ifindex);
       this.log.warn(
-        { messageType: entry.messageType, ifindex: entry.ifindex, error: entry.error, entries: count },
-        'an rtnetlink entry could not be decoded: skipped, the rest read (said once while it lasts)',
+        { messageType: entry.messageType, ifindex: entry.ifindex, error: entry.error, entries: count, keptAsLastRead },
+        keptAsLastRead
+          ? 'an rtnetlink entry could not be decoded: the link keeps what was last read of it, the rest read (said once while it lasts)'
+          : 'an rtnetlink entry could not be decoded: skipped, the rest read (said once while it lasts)',
       );
     }
     this.#skippedSaid = new Set(counts.keys());
@@ -396,7 +399,7 @@ export class NetdAgent {
       try {
         const { events, skipped } = await this.kernel.dump();
         for (const event of events) applyEvent(fresh, event);
-        this.#saySkipped(skipped);
+        this.#saySkipped(skipped, keepUnreadable(fresh, this.#view, skipped));
       } finally {
         this.#dumping = false;
       }
@@ -647,15 +650,19 @@ export class NetdAgent {
    * should have followed it, which a freshly raised veth needs to pass traffic at once (see
    * RtnetlinkKernel.apply). On a link up, the change is none; the GETLINK follows it all the same.
    * A link gone, or down with no link-up planned, is owed nothing: a later link-up is a new one.
+   * Nor is one the plan no longer configures (ignored, an uplink, a conflict): it is not ours to
+   * bring up.
    */
   #linkUpsAgain(current: Plan): Operation[] {
     if (this.#linkUpOwed.size === 0) return [];
     const planned = new Set<number>();
     for (const operation of current.operations) if (operation.kind === 'link-up' || operation.kind === 'link-down') planned.add(operation.ifindex);
+    const configured = new Set<number>();
+    for (const link of current.links) if (link.state === 'configured' || link.state === 'pending') configured.add(link.ifindex);
     const again: Operation[] = [];
     for (const ifindex of this.#linkUpOwed) {
       if (planned.has(ifindex)) continue;
-      if (this.#view.links.get(ifindex)?.up === true) again.push({ kind: 'link-up', ifindex });
+      if (configured.has(ifindex) && this.#view.links.get(ifindex)?.up === true) again.push({ kind: 'link-up', ifindex });
       else this.#linkUpOwed.delete(ifindex);
     }
     return again;
@@ -790,6 +797,26 @@ export class NetdAgent {
   get view(): KernelView {
     return this.#view;
   }
+}
+
+/**
+ * What a re-read (`fresh`) cannot decode but must not take as absent. A link the dump listed
+ * exists: where `previous` had it, it keeps what was last read of it. Taken as gone, a provider
+ * link would be dropped by the firewall, its client's services stopped and conntrack entries
+ * deleted, its client id free for another link to take, all for a message the parser misreads.
+ * And a default route there: the planner must know of it. Returns the links kept.
+ */
+function keepUnreadable(fresh: KernelView, previous: KernelView, skipped: readonly SkippedEntry[]): Set<number> {
+  const kept = new Set<number>();
+  for (const entry of skipped) {
+    if (entry.defaultRoute) fresh.unreadableDefaultRoute = true;
+    if (entry.messageType !== 'NEWLINK' || entry.ifindex === null || fresh.links.has(entry.ifindex)) continue;
+    const known = previous.links.get(entry.ifindex);
+    if (known === undefined) continue;
+    fresh.links.set(entry.ifindex, known);
+    kept.add(entry.ifindex);
+  }
+  return kept;
 }
 
 /** Whether `error` says the kernel was closed under a request: the agent is stopping. */

@@ -58,6 +58,12 @@ export interface KernelView {
   readonly neighbours: Map<string, KernelNeighbour>;
   /** Values read from or written to /proc/sys, keyed by sysctlKeyId. */
   readonly sysctls: Map<string, string>;
+  /**
+   * The last re-read listed a default route it could not decode (SkippedEntry.defaultRoute): the
+   * planner leaves default routes alone, as for any other. Its notifications cannot be decoded
+   * either, so any change to it asks for another re-read, which says again.
+   */
+  unreadableDefaultRoute?: boolean;
 }
 
 export type KernelEvent =

@@ -308,9 +308,10 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           if (options.mode === 'provider') steps.push(wantSysctl(view, wanted, acceptLocalOf(link.ifindex), '1'));
           // Any default route but ours (whatever its metric) is left alone: replacing the metric-0
           // one would take a physical NIC's default away when ours was given a higher metric.
-          const otherDefault = [...view.routes.values()].some(
-            (route) => route.dstLength === 0 && !(route.oif === link.ifindex && route.gateway === GATEWAY_IP),
-          );
+          // One the dump could not read counts: a default it does not know of is still someone's.
+          const otherDefault =
+            view.unreadableDefaultRoute === true ||
+            [...view.routes.values()].some((route) => route.dstLength === 0 && !(route.oif === link.ifindex && route.gateway === GATEWAY_IP));
           if (!otherDefault) {
             steps.push(wantRoute(view, wanted, { dst: '0.0.0.0', dstLength: 0, oif: link.ifindex, gateway: GATEWAY_IP, priority: 0 }));
           } else note = 'a default route through another interface exists; left alone';

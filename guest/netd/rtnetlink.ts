@@ -151,6 +151,11 @@ export interface SkippedEntry {
   readonly ifindex: number | null;
   /** The parser's error, in brief. */
   readonly error: string;
+  /**
+   * A route that its fixed header (rtmsg) says is an IPv4 unicast default route of the main
+   * table: one the planner must know of, as it leaves every default route but its own alone.
+   */
+  readonly defaultRoute: boolean;
 }
 
 /** The kernel's links, addresses, routes and neighbours, as events, and the entries that could not be decoded. */
@@ -216,6 +221,17 @@ function headerIfindex(type: number, payload: Buffer): number | null {
 }
 
 /**
+ * Whether a route message is an IPv4 unicast default route of the main table, by its fixed header
+ * alone (rtm_table holds a table id below 256 itself). An IPv4 route via an IPv6 next hop (RTA_VIA,
+ * RFC 5549: BGP unnumbered, say) is one the `netlink` package cannot parse.
+ */
+function headerSaysDefaultRoute(type: number, payload: Buffer): boolean {
+  if (type !== rt.MessageType.NEWROUTE || payload.length < rt.__LENGTH_Route) return false;
+  const header = rt.parseRoute(payload.subarray(0, rt.__LENGTH_Route));
+  return header.family === AF_INET && header.dstLen === 0 && header.table === MAIN_TABLE && enumIs(header.type, 'UNICAST', 1);
+}
+
+/**
  * The entries of a dump as events. One that the `netlink` package cannot parse is skipped and
  * named, not the whole dump failed: the package is unmaintained, and a kernel's new attribute
  * may be one its parser misreads; failing the dump for one link would stop the agent for all.
@@ -228,7 +244,12 @@ export function decodeDumpEntries(messages: readonly NetlinkMessage[]): KernelDu
       const event = decodeNotification(message.type, dumpHook?.(message.type, message.data) ?? message.data);
       if (event !== null) events.push(event);
     } catch (error) {
-      skipped.push({ messageType: rt.MessageType[message.type] ?? String(message.type), ifindex: headerIfindex(message.type, message.data), error: briefly(error) });
+      skipped.push({
+        messageType: rt.MessageType[message.type] ?? String(message.type),
+        ifindex: headerIfindex(message.type, message.data),
+        error: briefly(error),
+        defaultRoute: headerSaysDefaultRoute(message.type, message.data),
+      });
     }
   }
   return { events, skipped };

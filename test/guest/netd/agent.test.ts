@@ -484,7 +484,8 @@ describe('NetdAgent', () => {
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
       const badLink = { messageType: 'NEWLINK', ifindex: 7, error: 'Unexpected length (got 2, expected 4)' };
       const badRoute = { messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected Route message length (8)' };
-      kernel.skipped = [badLink, badRoute, badRoute];
+      const entry = (said: typeof badLink | typeof badRoute): SkippedEntry => ({ ...said, defaultRoute: false });
+      kernel.skipped = [entry(badLink), entry(badRoute), entry(badRoute)];
       const lines: { msg: string; messageType?: string; ifindex?: number | null; error?: string; entries?: number }[] = [];
       const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
@@ -506,9 +507,9 @@ describe('NetdAgent', () => {
       expect(skippedSaid()).toHaveLength(2);
       expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['vm1', 'configured']]);
       // The link decodes again, then fails again: said again.
-      kernel.skipped = [badRoute, badRoute];
+      kernel.skipped = [entry(badRoute), entry(badRoute)];
       await reread();
-      kernel.skipped = [badLink, badRoute, badRoute];
+      kernel.skipped = [entry(badLink), entry(badRoute), entry(badRoute)];
       await reread();
       expect(skippedSaid()).toEqual([
         { ...badLink, entries: 1 },
@@ -560,6 +561,81 @@ describe('NetdAgent', () => {
     await agent.idle();
     expect((await agent.status()).counters.fullSyncs).toBe(2);
     expect(vm1LinkUps()).toHaveLength(2);
+  });
+
+  it('does not redo a failed link-up on a link no longer its own to bring up (renamed to a name --ignore gives), up though it is', async () => {
+    vi.useFakeTimers();
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    // The kernel brings vm1 up and says so, but every link-up's answer comes too late.
+    kernel.echo = (operation, view) => expectedEvent(view, operation);
+    kernel.refusal = new NetdError('netlink', 'request timed out: no answer from the kernel within 5 s');
+    kernel.refuse = (operation) => operation.kind === 'link-up';
+    agent = new NetdAgent(kernel, { ...PROVIDER_OPTIONS, ignored: new Set(['keep1']) }, pino({ level: 'silent' }), null, null);
+    const started = agent.start({ watch: true });
+    await vi.advanceTimersByTimeAsync(0);
+    await started;
+    expect(agent.view.links.get(CLIENT_1.ifindex)?.up).toBe(true);
+    // Renamed before the retry: --ignore names it now, and the agent leaves it alone.
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, name: 'keep1', up: true, group: PROVIDER_LINK_GROUP } }]);
+    await vi.advanceTimersByTimeAsync(5_000);
+    await agent.idle();
+    expect(kernel.applied.filter((operation) => operation.kind === 'link-up')).toHaveLength(1);
+  });
+
+  describe('a re-read with an entry it cannot decode', () => {
+    it('keeps a served provider link the dump lists but cannot read as last read: its firewall sets, services and conntrack entries stay, and the duplicate stays isolated', async () => {
+      const DUPLICATE = { ifindex: 3, name: 'vm2', mac: CLIENT_1.mac, up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([
+        { kind: 'link', op: 'new', link: CLIENT_1 },
+        { kind: 'link', op: 'new', link: DUPLICATE },
+      ]);
+      kernel.echo = (operation, view) => expectedEvent(view, operation);
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      const told: string[][] = [];
+      const services: ServicesPort = {
+        linksChanged: (links) => {
+          told.push(links.map((link) => link.ifname));
+          return Promise.resolve();
+        },
+      };
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, services, {}, conntrack);
+      await agent.start({ watch: true });
+      expect(firewall.models.at(-1)).toMatchObject({ providerLinks: [{ ifname: 'vm1', clientIp: '100.64.0.1' }], isolatedLinks: ['vm2'] });
+      const purges = conntrack.filters.length;
+      const applied = kernel.applied.length;
+      // vm1 now carries an attribute the parser cannot read: the dump lists it, skipped.
+      kernel.state = dumpOf(agent.view).filter((event) => !(event.kind === 'link' && event.link.ifindex === CLIENT_1.ifindex));
+      kernel.skipped = [{ messageType: 'NEWLINK', ifindex: CLIENT_1.ifindex, error: 'Unexpected length (got 2, expected 4)', defaultRoute: false }];
+      kernel.listener?.lost({ kind: 'overflow' });
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+      expect((await agent.status()).counters.fullSyncs).toBe(2);
+      expect(firewall.models.at(-1)).toMatchObject({ providerLinks: [{ ifname: 'vm1', clientIp: '100.64.0.1' }], isolatedLinks: ['vm2'] });
+      expect(told.at(-1)).toEqual(['vm1']);
+      expect(conntrack.filters.slice(purges)).toEqual([]);
+      expect(kernel.applied.slice(applied)).toEqual([]);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([
+        ['vm1', 'configured'],
+        ['vm2', 'conflict'],
+      ]);
+    });
+
+    it('leaves default routes alone where the dump lists one it cannot read (an IPv4 route via an IPv6 next hop)', async () => {
+      const NIC = { ifindex: 3, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
+      const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([
+        { kind: 'link', op: 'new', link: NIC },
+        { kind: 'link', op: 'new', link: APP },
+      ]);
+      // eth0's default route, via an IPv6 next hop: the dump lists it, skipped.
+      kernel.skipped = [{ messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected length for RouteVia', defaultRoute: true }];
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: true });
+      expect(kernel.applied.some((operation) => operation.kind === 'route-set' && operation.route.dst === '169.254.0.1')).toBe(true);
+      expect(kernel.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
+      expect((await agent.status()).links.find((link) => link.name === 'eth1')).toMatchObject({ note: 'a default route through another interface exists; left alone' });
+    });
   });
 
   describe('notifications of its own changes', () => {

@@ -242,8 +242,8 @@ describe('RtnetlinkKernel request budget', () => {
     const { events, skipped } = await dump;
     expect(events.map((event) => (event.kind === 'link' ? event.link.name : event.kind))).toEqual(['p1', 'p8']);
     expect(skipped).toEqual([
-      { messageType: 'NEWLINK', ifindex: 7, error: 'Unexpected length (got 2, expected 4)' },
-      { messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected Route message length (8)' },
+      { messageType: 'NEWLINK', ifindex: 7, error: 'Unexpected length (got 2, expected 4)', defaultRoute: false },
+      { messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected Route message length (8)', defaultRoute: false },
     ]);
     kernel.close();
   });

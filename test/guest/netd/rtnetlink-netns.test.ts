@@ -100,6 +100,15 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     expect(undecodable['p3InView']).toBe(false);
     expect(undecodable['p4']).toBe('configured');
     expect(Number(undecodable['reReadsWithP3'])).toBeGreaterThanOrEqual(1);
-    expect(undecodable['skippedWarnings']).toEqual([{ messageType: 'NEWLINK', ifindex: undecodable['p3Ifindex'], error: 'Unexpected length (got 2, expected 4)' }]);
+    expect(undecodable['skippedWarnings']).toEqual([
+      { messageType: 'NEWLINK', ifindex: undecodable['p3Ifindex'], error: 'Unexpected length (got 2, expected 4)', keptAsLastRead: false },
+      { messageType: 'NEWLINK', ifindex: undecodable['p5Ifindex'], error: 'Unexpected length (got 2, expected 4)', keptAsLastRead: true },
+    ]);
+  });
+
+  it('keeps a served link that became unreadable as last read, not taken as gone: still configured and routed to', () => {
+    expect(undecodable['p5']).toBe('configured');
+    expect(undecodable['p5InView']).toBe(true);
+    expect(undecodable['p5Routes']).toMatch(/^100\.64\.0\.5 .*scope link/m);
   });
 });

@@ -43,9 +43,34 @@ describe('decodeDumpEntries', () => {
     expect(decodeDumpEntries([entry(rt.MessageType.NEWADDR, address), entry(rt.MessageType.NEWNEIGH, Buffer.alloc(6)), entry(rt.MessageType.NEWLINK, Buffer.concat(fine.bufs))])).toEqual({
       events: [{ kind: 'link', op: 'new', link: expect.objectContaining({ ifindex: 9, name: 'p9' }) }],
       skipped: [
-        { messageType: 'NEWADDR', ifindex: 5, error: 'Invalid attribute length (64)' },
-        { messageType: 'NEWNEIGH', ifindex: null, error: 'Unexpected Neighbor message length (6)' },
+        { messageType: 'NEWADDR', ifindex: 5, error: 'Invalid attribute length (64)', defaultRoute: false },
+        { messageType: 'NEWNEIGH', ifindex: null, error: 'Unexpected Neighbor message length (6)', defaultRoute: false },
       ],
     });
+  });
+
+  it('says of a route it cannot read whether its header makes it an IPv4 main-table default route (one via an IPv6 next hop, RFC 5549)', () => {
+    /** An attribute as the kernel sends it (host order, padded to 4 bytes). */
+    const attribute = (type: number, data: Buffer): Buffer => Buffer.concat([u16(4 + data.length), u16(type), data, Buffer.alloc((4 - (data.length % 4)) % 4)]);
+    // RTA_VIA (18): an rtvia of family AF_INET6 (10) and 16 address bytes; the package wants 3 bytes.
+    const viaIpv6 = attribute(18, Buffer.concat([u16(10), Buffer.from('fe800000000000000000000000000001', 'hex')]));
+    /** An rtmsg (family, dst_len, src_len, tos, table, protocol, scope, type, flags), RTA_TABLE, RTA_OIF, RTA_VIA. */
+    const route = (dstLength: number, table: number, type: number): Buffer =>
+      Buffer.concat([Buffer.from([2, dstLength, 0, 0, table, 3, 0, type]), u32(0), attribute(15, u32(table)), attribute(4, u32(2)), viaIpv6]);
+    const entry = (data: Buffer): { type: number; flags: number; seq: number; port: number; data: Buffer } => ({ type: rt.MessageType.NEWROUTE, flags: 2, seq: 1, port: 0, data });
+    const { events, skipped } = decodeDumpEntries([
+      entry(route(0, 254, 1)),
+      // Not a default, another table's, not unicast (unreachable): none is the planner's business.
+      entry(route(24, 254, 1)),
+      entry(route(0, 100, 1)),
+      entry(route(0, 254, 7)),
+    ]);
+    expect(events).toEqual([]);
+    expect(skipped.map((one) => [one.error, one.defaultRoute])).toEqual([
+      ['Unexpected length for RouteVia', true],
+      ['Unexpected length for RouteVia', false],
+      ['Unexpected length for RouteVia', false],
+      ['Unexpected length for RouteVia', false],
+    ]);
   });
 });
