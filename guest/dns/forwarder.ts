@@ -292,7 +292,7 @@ interface PendingQuery {
   attempt: number;
   /** Our id for the current upstream, its key in the pending table. */
   id: number;
-  /** When the query last went out, and how often to the current upstream (1: not resent). */
+  /** When the query last went out, and how often to the current upstream (1: not resent; 0: not yet, see #sendUpstream). */
   sentAt: number;
   transmissions: number;
   /** When the current upstream's time is up (timeoutMs after the first transmission). */
@@ -400,9 +400,10 @@ class Forwarder implements DnsForwarder {
   /** Sockets of upstreams dropped from the list, closed once their queries have timed out. */
   readonly #retired = new Set<UdpSocket>();
   /**
-   * Pending queries whose socket failed while no socket of their upstream works: each goes out
-   * again as soon as its upstream is connected again (#resendAwaiting), or, at its deadline, on to
-   * the next upstream or SERVFAIL (#socketFailedUnder).
+   * Pending queries whose socket failed while no socket of their upstream works, and queries that
+   * came while none did (not sent yet, see #sendUpstream): each goes out (again) as soon as its
+   * upstream is connected again (#resendAwaiting), or, at its deadline, on to the next upstream or
+   * SERVFAIL (#socketFailedUnder).
    */
   readonly #awaitingReconnect = new Set<PendingQuery>();
   #watcher: ResolvConfWatcher | undefined;
@@ -982,6 +983,19 @@ class Forwarder implements DnsForwarder {
     entry.transmissions = 1;
     entry.upstreamUntil = now + this.#timeoutMs;
     writeId(entry.message, id);
+    if (!usable(entry.link)) {
+      // No socket of its upstream works (all failed, the upstream to be connected again after its
+      // backoff; #usableFrom found no other upstream to try either): nothing reads them, so a query
+      // sent out of one could not be answered and would go out again only at its resend. It waits
+      // for the upstream to be connected again (#resendAwaiting) and goes out then, within its
+      // time; at its deadline, on to the next upstream or SERVFAIL (#socketFailedUnder).
+      entry.socket = undefined;
+      entry.transmissions = 0;
+      this.#awaitingReconnect.add(entry);
+      this.#pending.reschedule(id, entry.upstreamUntil);
+      this.#armTimer();
+      return true;
+    }
     const socket = this.#pickSocket(entry.link);
     entry.socket = socket;
     // A failed send (a socket closed as the upstream list changed, a route gone): the timeout moves the query on.
@@ -1076,7 +1090,7 @@ class Forwarder implements DnsForwarder {
       const entry = this.#pending.peek(id);
       if (entry === undefined) continue;
       const left = entry.upstreamUntil - now;
-      if (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket)) this.#socketFailedUnder(entry, now, left);
+      if (this.#awaitingReconnect.has(entry) || (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket))) this.#socketFailedUnder(entry, now, left);
       else if (left >= MIN_RETRANSMIT_MS) this.#resend(entry, now, left);
       else if (left > 0) this.#pending.reschedule(id, entry.upstreamUntil);
       else {
@@ -1151,11 +1165,15 @@ class Forwarder implements DnsForwarder {
     this.#resend(entry, now, left);
   }
 
-  /** The upstream's answer is late: the same query (id, port) again, and twice as long to wait. */
+  /**
+   * The upstream's answer is late: the same query (id, port) again, and twice as long to wait. Or
+   * its first transmission, for one that waited for its upstream to be connected (#sendUpstream):
+   * not counted as a retransmit, and its answer timed.
+   */
   #resend(entry: PendingQuery, now: number, left: number): void {
     entry.transmissions += 1;
     entry.sentAt = now;
-    this.#counters.retransmits += 1;
+    if (entry.transmissions > 1) this.#counters.retransmits += 1;
     const wait = Math.min(left, entry.link.rtt.timeoutMs() * 2 ** (entry.transmissions - 1));
     this.#pending.reschedule(entry.id, now + wait);
     const sent = entry.socket === undefined ? -9 : entry.socket.send(entry.message);
