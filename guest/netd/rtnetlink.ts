@@ -4,8 +4,22 @@
 // /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { endianness } from 'node:os';
-import { AttrStream, Flags, FlagsGet, MessageType, type NetlinkMessage, type NetlinkSocket, type RtNetlinkSocket, createRtNetlink, parseMessages, rt } from 'netlink';
-import type { KernelAddress, KernelEvent, KernelLink, KernelNeighbour, KernelRoute, KernelView } from './kernel-view.js';
+import {
+  AttrStream,
+  Flags,
+  FlagsGet,
+  MessageType,
+  type NetlinkMessage,
+  type NetlinkSocket,
+  type RtNetlinkSocket,
+  createRtNetlink,
+  getU8,
+  parseAttributes,
+  parseMessages,
+  putU8,
+  rt,
+} from 'netlink';
+import { CLIENT_MARK, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
 import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl-events.js';
@@ -14,8 +28,11 @@ const AF_INET = 2;
 const MAIN_TABLE = 254;
 const NLM_F_REPLACE = 0x100;
 const NLM_F_CREATE = 0x400;
-/** What `ip route add` marks its routes with, so ours look like Spectrum's in `ip route`. */
-const RTPROT_BOOT = 3;
+/**
+ * An address's protocol (u8, Linux 6.3 on): the `netlink` package (0.3) neither sends nor parses it
+ * (its parser drops attributes it does not know), so it is read and written here.
+ */
+const IFA_PROTO = 11;
 const REQUEST_TIMEOUT_MS = 5_000;
 /**
  * What the notification socket asks for (the kernel doubles it). A first reconcile's burst is
@@ -65,11 +82,27 @@ function lowerIfindex(attribute: Buffer | undefined, ifindex: number): { lowerIf
   return lower === ifindex ? undefined : { lowerIfindex: lower };
 }
 
-export function decodeAddress(message: rt.AddressMessage): KernelAddress | null {
+/** `proto`: its IFA_PROTO (addressProto), which `message` lacks. */
+export function decodeAddress(message: rt.AddressMessage, proto = 0): KernelAddress | null {
   const ip = ipText(message.attrs.local ?? message.attrs.address);
   const { family, index, prefixlen } = message.data;
   if (family !== AF_INET || ip === null || index === undefined || prefixlen === undefined) return null;
-  return { ifindex: index, ip, prefixLength: prefixlen };
+  return { ifindex: index, ip, prefixLength: prefixlen, proto };
+}
+
+/** The IFA_PROTO of an address message (ifaddrmsg and its attributes); 0 without one (none given, or a kernel before 6.3). */
+export function addressProto(payload: Buffer): number {
+  let proto = 0;
+  parseAttributes(payload.subarray(rt.__LENGTH_Address), (attribute) => {
+    if (attribute.type === IFA_PROTO && attribute.data.length === 1) proto = getU8(attribute.data);
+  });
+  return proto;
+}
+
+/** rtm_protocol as a number: the `netlink` package gives the name of one it knows. */
+function protocolNumber(protocol: rt.RouteMessage['data']['protocol']): number {
+  if (protocol === undefined) return 0;
+  return typeof protocol === 'number' ? protocol : rt.RouteProtocol[protocol];
 }
 
 /** Main-table IPv4 unicast routes only: the others are none of the agent's business. */
@@ -83,7 +116,17 @@ export function decodeRoute(message: rt.RouteMessage): KernelRoute | null {
     oif: message.attrs.oif ?? null,
     gateway: ipText(message.attrs.gateway),
     priority: message.attrs.priority ?? 0,
+    protocol: protocolNumber(message.data.protocol),
   };
+}
+
+/** An address request's body (ifaddrmsg, IFA_LOCAL, IFA_ADDRESS), with IFA_PROTO where the address has one. */
+function addressMessage(address: KernelAddress, header: Partial<rt.Address> = {}): Uint8Array[] {
+  const ip = ipBytes(address.ip);
+  const body = new AttrStream();
+  rt.formatAddressMessage({ kind: 'address', data: { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex, ...header }, attrs: { local: ip, address: ip } }, body);
+  if (address.proto !== 0) body.push(IFA_PROTO, putU8(address.proto));
+  return body.bufs;
 }
 
 export function decodeNeighbour(message: rt.NeighborMessage): KernelNeighbour | null {
@@ -105,7 +148,7 @@ export function decodeNotification(type: number, payload: Buffer): KernelEvent |
     }
     case T.NEWADDR:
     case T.DELADDR: {
-      const address = decodeAddress(rt.parseAddressMessage(payload));
+      const address = decodeAddress(rt.parseAddressMessage(payload), addressProto(payload));
       return address === null ? null : { kind: 'address', op: type === T.NEWADDR ? 'new' : 'del', address };
     }
     case T.NEWROUTE:
@@ -598,28 +641,15 @@ export class RtnetlinkKernel implements NetdKernel {
       case 'link-group':
         await socket.setLink({ index: operation.ifindex }, { group: operation.group }, sequenced());
         return;
-      case 'address-add': {
-        const { address } = operation;
-        const ip = ipBytes(address.ip);
-        await socket.newAddress(
-          { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex, scope: 0 },
-          { local: ip, address: ip },
-          creating(),
-        );
+      case 'address-add':
+        // With NLM_F_REPLACE, an address already there takes the given IFA_PROTO (or loses its own
+        // without one): never sent for one the view has, which the plan counts as done.
+        await socket.socket.request(rt.MessageType.NEWADDR, addressMessage(operation.address, { scope: 0 }), creating());
         return;
-      }
-      case 'address-del': {
-        const { address } = operation;
-        const ip = ipBytes(address.ip);
-        await deleted(
-          socket.delAddress(
-            { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex },
-            { local: ip, address: ip },
-            sequenced(),
-          ),
-        );
+      case 'address-del':
+        // By address and prefix alone: the kernel matches no IFA_PROTO in a deletion (Linux 6.18).
+        await deleted(socket.socket.request(rt.MessageType.DELADDR, addressMessage({ ...operation.address, proto: 0 }), sequenced()));
         return;
-      }
       case 'route-set': {
         const { route } = operation;
         await socket.newRoute(
@@ -627,7 +657,7 @@ export class RtnetlinkKernel implements NetdKernel {
             family: AF_INET,
             dstLen: route.dstLength,
             table: MAIN_TABLE,
-            protocol: RTPROT_BOOT,
+            protocol: route.protocol,
             scope: route.gateway === null ? 'LINK' : 'UNIVERSE',
             type: 'UNICAST',
           },
@@ -643,10 +673,12 @@ export class RtnetlinkKernel implements NetdKernel {
       }
       case 'route-del': {
         const { route } = operation;
-        // Scope NOWHERE, type and protocol 0: match on prefix and metric, as `ip route del` does.
+        // Scope NOWHERE, type and protocol 0: match on prefix and metric, as `ip route del` does;
+        // client mode's own only while they carry its mark (one someone else has replaced stays).
+        const protocol: number = route.protocol === CLIENT_MARK ? CLIENT_MARK : 0;
         await deleted(
           socket.delRoute(
-            { family: AF_INET, dstLen: route.dstLength, table: MAIN_TABLE, scope: 'NOWHERE' },
+            { family: AF_INET, dstLen: route.dstLength, table: MAIN_TABLE, scope: 'NOWHERE', protocol },
             {
               ...(route.dstLength > 0 && { dst: ipBytes(route.dst) }),
               ...(route.oif !== null && { oif: route.oif }),

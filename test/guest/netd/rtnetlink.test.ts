@@ -2,7 +2,7 @@
 import { endianness } from 'node:os';
 import { AttrStream, rt } from 'netlink';
 import { describe, expect, it } from 'vitest';
-import { decodeDumpEntries, decodeLink } from '../../../guest/netd/rtnetlink.js';
+import { decodeDumpEntries, decodeLink, decodeNotification } from '../../../guest/netd/rtnetlink.js';
 
 /** A u32 attribute as the kernel sends it: host order. */
 const u32 = (value: number): Buffer => {
@@ -72,5 +72,37 @@ describe('decodeDumpEntries', () => {
       ['Unexpected length for RouteVia', false],
       ['Unexpected length for RouteVia', false],
     ]);
+  });
+});
+
+describe("the marks of what is configured (client mode's, see CLIENT_MARK)", () => {
+  const payload = (format: (out: AttrStream) => void): Buffer => {
+    const out = new AttrStream();
+    format(out);
+    return Buffer.concat(out.bufs);
+  };
+  const address = (proto: number | null): Buffer =>
+    payload((out) => {
+      rt.formatAddressMessage({ kind: 'address', data: { family: 2, prefixlen: 32, index: 3 }, attrs: { local: Buffer.from([100, 64, 0, 5]), label: 'eth0' } }, out);
+      // IFA_PROTO (11), a u8 the `netlink` package neither parses nor formats; then IFA_FLAGS after it.
+      if (proto !== null) out.push(11, Buffer.from([proto]));
+      out.push(8, u32(0x80));
+    });
+
+  it("reads an address's IFA_PROTO, which the netlink package drops, and 0 where there is none", () => {
+    expect(decodeNotification(rt.MessageType.NEWADDR, address(236))).toEqual({ kind: 'address', op: 'new', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 236 } });
+    expect(decodeNotification(rt.MessageType.DELADDR, address(null))).toEqual({ kind: 'address', op: 'del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 0 } });
+  });
+
+  it("reads a route's protocol as a number, whether the netlink package names it or not", () => {
+    const route = (protocol: number): Buffer =>
+      payload((out) => rt.formatRouteMessage({ kind: 'route', data: { family: 2, dstLen: 0, table: 254, protocol, type: 'UNICAST' }, attrs: { oif: 3, gateway: Buffer.from([169, 254, 0, 1]) } }, out));
+    for (const protocol of [3, 236, 0]) {
+      expect(decodeNotification(rt.MessageType.NEWROUTE, route(protocol))).toEqual({
+        kind: 'route',
+        op: 'new',
+        route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 0, protocol },
+      });
+    }
   });
 });
