@@ -168,6 +168,12 @@ export function applyEvent(view: KernelView, event: KernelEvent): void {
       else {
         const before = view.links.get(event.link.ifindex);
         view.links.set(event.link.ifindex, event.link);
+        // Renamed: its sysctls were read by a path that may have named it no longer (udev renames
+        // a new link a moment after it comes): missing then ('absent', taken as nothing to set),
+        // or another link's. Read again under the new name.
+        if (before !== undefined && before.name !== event.link.name) {
+          for (const key of view.sysctls.keys()) if (key.startsWith(`${event.link.ifindex}:`)) view.sysctls.delete(key);
+        }
         // Taking a device down flushes its routes and neighbours (permanent ones too); the
         // kernel sends no per-entry notification for all of them, so forget them here.
         if (before?.up === true && !event.link.up) {

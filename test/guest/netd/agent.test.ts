@@ -9,7 +9,7 @@ import { NetdAgent } from '../../../guest/netd/agent.js';
 import { NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { CLIENT_MARK, type KernelEvent, type KernelView } from '../../../guest/netd/kernel-view.js';
-import { type Operation, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
+import { type Operation, SYSCTL_ABSENT, arpFilterOf, disableIpv6Of, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
 import type { KernelDump, KernelListener, NetdKernel, SkippedEntry } from '../../../guest/netd/rtnetlink.js';
 import type { ServicesPort, UpstreamLinkInfo } from '../../../guest/services-port.js';
 
@@ -60,7 +60,7 @@ class ScriptedKernel implements NetdKernel {
     return this.refuse(operation) ? Promise.reject(this.refusal) : Promise.resolve();
   }
 
-  readSysctl(): string {
+  readSysctl(_path: string): string {
     return '1';
   }
 
@@ -272,6 +272,26 @@ describe('NetdAgent', () => {
     for (let waited = 0; waited < 5000 && firewall.models.length === 0; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
     await agent.idle();
     expect((await agent.status()).firewallError).toBeNull();
+  });
+
+  it("reads a new link's sysctls again once it is renamed: read under a name it had just lost, they were missing", async () => {
+    // udev renames a hot-plugged link a moment after the kernel makes it. Read under the old name,
+    // arp_filter and disable_ipv6 are missing (ENOENT, as with IPv6 compiled out), which the
+    // planner takes as nothing to set: the link served with neither, ARP answered for any sender.
+    const kernel = new ScriptedKernel([]);
+    kernel.readSysctl = (path: string): string => (path.includes('/eth1/') ? SYSCTL_ABSENT : '0');
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), null, null);
+    await agent.start({ watch: true });
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, name: 'eth1' } }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(kernel.applied).toContainEqual({ kind: 'link-up', ifindex: CLIENT_1.ifindex, group: PROVIDER_LINK_GROUP });
+    // The rename's notification, the link up as the agent left it.
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP } }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(kernel.applied).toContainEqual({ kind: 'sysctl', key: arpFilterOf(CLIENT_1.ifindex), value: '1' });
+    expect(kernel.applied).toContainEqual({ kind: 'sysctl', key: disableIpv6Of(CLIENT_1.ifindex), value: '1' });
   });
 
   it('tells the services of a new device that took the name of the link to the upstream provider, by its index', async () => {
