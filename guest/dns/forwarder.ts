@@ -1269,9 +1269,17 @@ class Forwarder implements DnsForwarder {
   // ---- TCP ----
 
   #onTcpClient(socket: TcpSocket): void {
-    const remote = hostKeyOfText(socket.remoteAddress ?? '');
-    const shares = this.#tcpShares;
     socket.on('error', () => undefined);
+    const address = socket.remoteAddress;
+    // Reset before we took it (getpeername: ENOTCONN): no query can come, and its client is
+    // unknown. Taken as a client of its own (holding none), it would close a connection of the
+    // client holding the most to make room for nothing: any client could do that at will.
+    if (address === undefined) {
+      socket.destroy();
+      return;
+    }
+    const remote = hostKeyOfText(address);
+    const shares = this.#tcpShares;
     // A fixed cap per client alone let a few clients asking steadily (maxTcpConnections /
     // maxTcpConnectionsPerClient of them) hold every connection, and every other client's TCP
     // was refused. As for the pending table, a client below its fair share takes a place of the
