@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import { type ClientId, clientId, isClientId } from '../../shared/client-id.js';
 import type { Logger } from '../../shared/log.js';
+import { GATEWAY_IP } from '../../shared/scheme.js';
 import { DhcpError } from './dhcp-error.js';
 import { RateLimiter } from '../dns/rate-limiter.js';
 import { type Backoff, backoffDelayMs } from '../backoff.js';
@@ -166,8 +167,8 @@ const LINK_LOG_TRACKED = 4096;
  * apart by link) and sends complete IP packets (IP_HDRINCL, source 169.254.0.1:67) out of that
  * link only: broadcasts to 255.255.255.255, unicasts to the client address through the /32 route
  * and permanent neighbour entry the agent keeps for it, so no ARP is needed before the client has
- * its address. A plain UDP socket holds 0.0.0.0:67 so that unicast renewals find a bound port and
- * the kernel does not answer them with ICMP port-unreachable; it never reads (see bindServerPort).
+ * its address. A plain UDP socket holds the gateway's port 67 so that unicast renewals find a bound
+ * port and the kernel does not answer them with ICMP port-unreachable; it never reads (see bindServerPort).
  */
 export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<DhcpServer> {
   const chain: readonly DhcpHandler[] = spectrumChain({
@@ -413,22 +414,33 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
 }
 
 /**
- * Hold 0.0.0.0:67 so unicast requests are not answered with ICMP port-unreachable; returns the
- * socket's descriptor. The link sockets read every request: this socket queues nothing (a filter
- * that keeps nothing, attached before the bind), so the kernel drops each datagram to port 67 on
- * it (counted in /proc/net/udp's drops) and nothing is read twice. A socket of Node's dgram always
- * reads, so a DHCP flood, broadcasts included, would cost the agent a second read and discard of
- * every datagram; this one Node never polls.
+ * Hold the gateway's port 67 so unicast requests are not answered with ICMP port-unreachable;
+ * returns the socket's descriptor. The link sockets read every request: this socket queues nothing
+ * (a filter that keeps nothing, attached before the bind), so the kernel drops each datagram to it
+ * (counted in /proc/net/udp's drops) and nothing is read twice. A socket of Node's dgram always
+ * reads, so a DHCP flood would cost the agent a second read and discard of every datagram; this
+ * one Node never polls. Bound to the gateway's address, not 0.0.0.0: broadcasts (most DHCP
+ * traffic, and on an uplink every other host's) then find no socket, as none is needed for them
+ * (the kernel answers no broadcast with port-unreachable), and count as no one's drop; a drop on
+ * 0.0.0.0:67 counted each in the provider's UdpInErrors, an error counter monitoring watches. Only
+ * unicast requests to the gateway (renewals, a few per client an hour) are still dropped here.
  */
 function bindServerPort(): number {
   try {
-    return nativeParts().holdUdpPort(SERVER_PORT);
+    return nativeParts().holdUdpPort(GATEWAY_IP, SERVER_PORT);
   } catch (error) {
     const text = error instanceof Error ? error.message : String(error);
     const code = error instanceof Error && 'code' in error ? error.code : undefined;
-    const hint = code === 'EADDRINUSE' ? 'is another DHCP server running in this namespace?' : 'does the agent have CAP_NET_BIND_SERVICE?';
-    throw new DhcpError('socket', `cannot bind UDP port 67: ${text} (${hint})`);
+    throw new DhcpError('socket', `cannot bind UDP port 67 of ${GATEWAY_IP}: ${text} (${portHolderHint(code)})`);
   }
+}
+
+/** What to check when port 67 cannot be held, by the errno's name (exported for its test). */
+export function portHolderHint(code: unknown): string {
+  if (code === 'EADDRINUSE') return 'is another DHCP server running in this namespace?';
+  if (code === 'EACCES' || code === 'EPERM') return 'does the agent have CAP_NET_BIND_SERVICE?';
+  if (code === 'EMFILE' || code === 'ENFILE') return "the agent's or the system's limit of open files is reached";
+  return "check the provider's kernel (IPv4, UDP) and memory";
 }
 
 function zeroCounters(): DhcpCounters {

@@ -912,7 +912,7 @@ class Forwarder implements DnsForwarder {
       }
     }
     this.#preferred = 0;
-    this.#resendAwaiting();
+    this.#resendAwaiting(wanted);
     const level = kept.length === 0 ? 'warn' : 'info';
     this.#log[level]({ source, upstreams: kept.map(linkText) }, kept.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
   }
@@ -1152,19 +1152,50 @@ class Forwarder implements DnsForwarder {
 
   /**
    * Upstreams were connected (again): the queries waiting for theirs (#awaitingReconnect) go out
-   * to it now, as resends, within their time (past it, their deadline moves them on).
+   * to it now, as resends, within their time (past it, their deadline moves them on). One whose
+   * upstream is no longer `wanted` (dropped from the list) waits for nothing that will come: it
+   * goes to the new list's upstreams now (#moveToCurrent), not SERVFAIL at its deadline.
    */
-  #resendAwaiting(): void {
+  #resendAwaiting(wanted: readonly { readonly upstream: Upstream }[]): void {
     if (this.#awaitingReconnect.size === 0) return;
     const now = performance.now();
-    for (const entry of this.#awaitingReconnect) {
+    // A copy: a query moved on may wait again, for its new upstream.
+    for (const entry of [...this.#awaitingReconnect]) {
       const working = this.#workingLinkTo(entry.link.upstream);
       const left = entry.upstreamUntil - now;
-      if (working === undefined || left <= 0) continue;
-      this.#awaitingReconnect.delete(entry);
-      this.#resendThrough(entry, working.link, working.index, now, left);
+      if (left <= 0) continue;
+      if (working !== undefined) {
+        this.#awaitingReconnect.delete(entry);
+        this.#resendThrough(entry, working.link, working.index, now, left);
+      } else if (!wanted.some((want) => sameUpstream(want.upstream, entry.link.upstream))) {
+        this.#moveToCurrent(entry);
+      }
     }
     this.#armTimer();
+  }
+
+  /**
+   * A waiting query whose upstream was dropped from the list: sent to the first upstream of the
+   * list now in use that can answer (waiting for it in turn where none can), as a new query would
+   * be, with the upstreams it tried still counted; SERVFAIL where the list is empty.
+   */
+  #moveToCurrent(entry: PendingQuery): void {
+    this.#awaitingReconnect.delete(entry);
+    this.#pending.take(entry.id);
+    const count = this.#upstreams.length;
+    const { index, passed } = this.#usableFrom(this.#preferred < count ? this.#preferred : 0, count);
+    const link = this.#upstreams[index];
+    if (link !== undefined) {
+      entry.link = link;
+      entry.upstreamIndex = index;
+      entry.attempt += passed;
+      // The id it had is free again (taken above): the table has room for it.
+      if (this.#sendUpstream(entry)) return;
+    }
+    this.#counters.noUpstream += 1;
+    this.#settled(entry);
+    writeId(entry.message, entry.clientId);
+    this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, entry.client);
   }
 
   /**
@@ -1238,9 +1269,17 @@ class Forwarder implements DnsForwarder {
   // ---- TCP ----
 
   #onTcpClient(socket: TcpSocket): void {
-    const remote = hostKeyOfText(socket.remoteAddress ?? '');
-    const shares = this.#tcpShares;
     socket.on('error', () => undefined);
+    const address = socket.remoteAddress;
+    // Reset before we took it (getpeername: ENOTCONN): no query can come, and its client is
+    // unknown. Taken as a client of its own (holding none), it would close a connection of the
+    // client holding the most to make room for nothing: any client could do that at will.
+    if (address === undefined) {
+      socket.destroy();
+      return;
+    }
+    const remote = hostKeyOfText(address);
+    const shares = this.#tcpShares;
     // A fixed cap per client alone let a few clients asking steadily (maxTcpConnections /
     // maxTcpConnectionsPerClient of them) hold every connection, and every other client's TCP
     // was refused. As for the pending table, a client below its fair share takes a place of the

@@ -16,10 +16,14 @@
 //   not yet bound to its link (see link-socket.ts).
 // bindToIndexOption() -> { level, option }: SO_BINDTOIFINDEX (Linux 5.1), which binds a socket to
 //   a device by index, as the agent knows its links; its number differs between architectures.
-// holdUdpPort(port) -> fd: a UDP socket bound to 0.0.0.0:port whose filter keeps nothing, so that
-//   the port is bound (a unicast datagram to it finds a socket, and the kernel answers no ICMP
-//   port-unreachable) yet nothing is ever queued on it: each datagram to the port is dropped in
-//   the kernel, counted in /proc/net/udp's drops, and wakes no one. The server's link sockets read
+// holdUdpPort(address, port) -> fd: a UDP socket bound to address:port (IP_FREEBIND: the address
+//   need not be on a link yet) whose filter keeps nothing, so that the port is bound (a unicast
+//   datagram to it finds a socket, and the kernel answers no ICMP port-unreachable) yet nothing is
+//   ever queued on it: each datagram to it is dropped in the kernel, counted in /proc/net/udp's
+//   drops (and UdpInErrors), and wakes no one. Bound to the gateway's address, not 0.0.0.0: a
+//   socket bound to an address gets no broadcasts, so those (most DHCP traffic, and every other
+//   host's on an uplink's LAN) find no socket and count only as UdpIgnoredMulti, as with none; only
+//   unicast requests to the gateway (renewals) are dropped here. The server's link sockets read
 //   the requests; a socket of Node's dgram would read every datagram to the port a second time, a
 //   flood's too, only to discard it. Node never polls the descriptor; close it with fs.closeSync.
 //   Throws an Error whose code is the errno's name (EADDRINUSE, EACCES, ...).
@@ -31,6 +35,7 @@
 
 #include <errno.h>
 #include <linux/filter.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -81,10 +86,17 @@ static napi_value bind_to_index_option(napi_env env, napi_callback_info info) {
 }
 
 static napi_value hold_udp_port(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  char text[64];  // longer than any IPv4 address: a longer string is cut short, and then refused
+  size_t copied;
+  struct in_addr host;
+  if (napi_get_value_string_utf8(env, argv[0], text, sizeof text, &copied) != napi_ok || copied >= sizeof text - 1 || inet_pton(AF_INET, text, &host) != 1) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the address is not an IPv4 address");
+    return NULL;
+  }
   uint32_t port;
-  if (napi_get_value_uint32(env, argv[0], &port) != napi_ok || port == 0 || port > 65535) {
+  if (napi_get_value_uint32(env, argv[1], &port) != napi_ok || port == 0 || port > 65535) {
     napi_throw_range_error(env, "EINVAL", ADDON_NAME ": the port is not 1..65535");
     return NULL;
   }
@@ -92,15 +104,19 @@ static napi_value hold_udp_port(napi_env env, napi_callback_info info) {
   if (fd < 0) return throw_errno(env, errno, "socket");
   // The filter before the bind: from the moment the port is bound, nothing is queued.
   struct sock_fprog fprog = {.len = sizeof drop_all_program / sizeof drop_all_program[0], .filter = drop_all_program};
-  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = {.s_addr = htonl(INADDR_ANY)}};
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = host};
+  const int on = 1;
   const char *step = "setsockopt(SO_ATTACH_FILTER)";
   if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) == 0) {
-    step = "bind";
-    if (bind(fd, (struct sockaddr *)&address, sizeof address) == 0) {
-      napi_value result;
-      if (napi_create_int32(env, fd, &result) == napi_ok) return result;
-      close(fd);
-      return NULL;
+    step = "setsockopt(IP_FREEBIND)";
+    if (setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &on, sizeof on) == 0) {
+      step = "bind";
+      if (bind(fd, (struct sockaddr *)&address, sizeof address) == 0) {
+        napi_value result;
+        if (napi_create_int32(env, fd, &result) == napi_ok) return result;
+        close(fd);
+        return NULL;
+      }
     }
   }
   int error = errno;

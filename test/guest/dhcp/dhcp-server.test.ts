@@ -1,14 +1,15 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ClientId, clientId } from '../../../shared/client-id.js';
 import { clientIpTextOf } from '../../../shared/client-ip.js';
 import { type DhcpPacket, MAX_MESSAGE_LENGTH, encodeDhcpPacket, parseDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
+import { portHolderHint } from '../../../guest/dhcp/dhcp-server.js';
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
 import { buildTopology, clientNetns, linksActive, type DhcpTopology } from './dhcp-topology.js';
-import { requireBuild, ServerFixture, startProbeAsBoundClient } from './dhcp-server-fixture.js';
+import { requireBuild, SERVER_FIXTURE, ServerFixture, startProbeAsBoundClient } from './dhcp-server-fixture.js';
 
 const UDHCPC = clientId(0x0102);
 const DHCLIENT = clientId(0x0a01);
@@ -198,24 +199,58 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
     expect(lease?.lastRenewed).toBeGreaterThanOrEqual(lease?.firstSeen ?? Infinity);
   });
 
-  /** The socket holding 0.0.0.0:67 in the provider, from /proc/net/udp: its receive queue's bytes and its drops. */
+  /** The socket holding the gateway's port 67 (169.254.0.1:67) in the provider, from /proc/net/udp: its receive queue's bytes and its drops. */
   async function portHolderQueue(): Promise<{ rxQueue: number; drops: number }> {
     const { stdout } = await topology.provider.exec(['cat', '/proc/net/udp'], { enter: 'nsenter' });
-    const entries = stdout.split('\n').slice(1).map((line) => line.trim().split(/\s+/)).filter((fields) => fields[1] === '00000000:0043');
-    expect(entries).toHaveLength(1);
+    const entries = stdout.split('\n').slice(1).map((line) => line.trim().split(/\s+/)).filter((fields) => fields[1]?.endsWith(':0043'));
+    // One socket on port 67, the gateway's address in the kernel's (little-endian) hex.
+    expect(entries.map((fields) => fields[1])).toEqual(['0100FEA9:0043']);
     const fields = entries[0] ?? [];
     return { rxQueue: Number.parseInt((fields[4] ?? '').split(':')[1] ?? '', 16), drops: Number(fields[12]) };
   }
 
-  it('never queues a datagram to port 67 on the socket holding the port, broadcast or unicast: the kernel drops it there, the link socket answers, and no ICMP port-unreachable goes out', async () => {
+  /** The provider's UDP counters (/proc/net/snmp's Udp: lines), by name. */
+  async function udpCounters(): Promise<Record<string, number>> {
+    const { stdout } = await topology.provider.exec(['cat', '/proc/net/snmp'], { enter: 'nsenter' });
+    const [names = [], values = []] = stdout.split('\n').filter((line) => line.startsWith('Udp:')).map((line) => line.split(/\s+/).slice(1));
+    return Object.fromEntries(names.map((name, i) => [name, Number(values[i])]));
+  }
+
+  it('never queues a datagram to port 67 on the socket holding the port: the kernel drops a unicast one there, the link socket answers, and no ICMP port-unreachable goes out', async () => {
     // Were the holder read (a dgram socket), every request, a flood's too, would be read twice.
     const before = await portHolderQueue();
     const unreachables = await unreachablesSent();
     expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, ciaddr: PROBE_IP, flags: 0x8000 }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.ack);
     expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, ciaddr: PROBE_IP }, '169.254.0.1'))[0])).toBe(MESSAGE_TYPE.ack);
     expect(typeOf((await exchange({ type: MESSAGE_TYPE.inform, ciaddr: PROBE_IP }, '169.254.0.1'))[0])).toBe(MESSAGE_TYPE.ack);
-    expect(await portHolderQueue()).toEqual({ rxQueue: 0, drops: before.drops + 3 });
+    // The two unicasts; the broadcast never reaches it (see the next test).
+    expect(await portHolderQueue()).toEqual({ rxQueue: 0, drops: before.drops + 2 });
     expect(await unreachablesSent()).toBe(unreachables);
+  });
+
+  it('counts no broadcast to port 67 in the provider\'s UDP error counters: answered by the link socket, it finds no socket holding the port', async () => {
+    // Held on 0.0.0.0, the port's socket dropped every broadcast (each client's DISCOVER and
+    // REQUEST, every other host's on an uplink's LAN) into UdpInErrors, which monitoring alerts on.
+    const before = await udpCounters();
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.discover }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.offer);
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, requested: PROBE_IP, serverId: '169.254.0.1' }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.ack);
+    const after = await udpCounters();
+    expect({ InErrors: after['InErrors'], RcvbufErrors: after['RcvbufErrors'], NoPorts: after['NoPorts'] }).toEqual({
+      InErrors: before['InErrors'],
+      RcvbufErrors: before['RcvbufErrors'],
+      NoPorts: before['NoPorts'],
+    });
+    // Unclaimed broadcasts, as with no socket on the port at all.
+    expect(after['IgnoredMulti']).toBe(Number(before['IgnoredMulti']) + 2);
+    // The port still held, on the gateway's address.
+    expect((await portHolderQueue()).rxQueue).toBe(0);
+  });
+
+  it('refuses to start a second server in the namespace (its port 67 taken), saying why', async () => {
+    const second = topology.provider.spawn([process.execPath, SERVER_FIXTURE, JSON.stringify({ links: [] })], { enter: 'nsenter' });
+    const exit = await second.wait();
+    expect(exit.code).not.toBe(0);
+    expect(second.stderr).toMatch(/cannot bind UDP port 67\b.*: bind: Address already in use \(is another DHCP server running in this namespace\?\)/);
   });
 
   it('ACKs a broadcast REBIND and an INIT-REBOOT for the right address', async () => {
@@ -297,3 +332,13 @@ function probeRequest(spec: { type: number; ciaddr?: string; requested?: string;
     chaddr, sname: new Uint8Array(64), file: new Uint8Array(128), options,
   };
 }
+
+describe('what to check when port 67 cannot be held', () => {
+  it('names the cause each errno points at', () => {
+    expect(portHolderHint('EADDRINUSE')).toBe('is another DHCP server running in this namespace?');
+    expect(portHolderHint('EACCES')).toBe('does the agent have CAP_NET_BIND_SERVICE?');
+    // Out of descriptors is no missing capability.
+    expect(portHolderHint('EMFILE')).toMatch(/limit of open files/);
+    expect(portHolderHint('ENOMEM')).not.toMatch(/CAP_NET_BIND_SERVICE/);
+  });
+});

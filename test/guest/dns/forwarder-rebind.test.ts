@@ -562,6 +562,25 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     }
   });
 
+  it('sends a query waiting for an upstream dropped from the list meanwhile (none of its sockets working) to the new upstream at once, not SERVFAIL at its deadline', async () => {
+    const listen = '169.254.0.19';
+    const dir = mkdtempSync(join(confDir, 'dropped-'));
+    writeFileSync(join(dir, 'resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
+    const forwarder = await start({ listen, upstreams: undefined, resolvConfPath: join(dir, 'resolv.conf'), timeoutMs: 8000, manualClock: true });
+    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    await eventually('upstream A answering', async () => (await ask(listen)) === '192.0.2.80');
+    // Every socket to A gone; A is connected again only when the test moves the recovery clock (never).
+    await destroy(forwarder, UPSTREAM_A, await portsTo(forwarder, UPSTREAM_A));
+    const asking = net.client.exec(['dig', `@${listen}`, '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+    await eventually('the query waiting for A', async () => (await forwarder.counter('pending')) === 1);
+    // resolv.conf now names B alone: nothing will connect A again, and B works. Waiting on for A,
+    // the query was answered SERVFAIL at its deadline (8 s), B never asked.
+    replaceResolvConf(dir, `nameserver ${UPSTREAM_B}\n`);
+    expect((await asking).stdout.trim()).toBe('192.0.2.81');
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_B}:53`], failed: 0, pending: 0 });
+  });
+
   it('sends a query whose socket failed while it waited, to its only upstream with no other socket working, as soon as that is connected again', async () => {
     const address = '192.0.2.58';
     const upstream = await pickyUpstream(address);

@@ -576,6 +576,50 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
+  it('closes no one\'s TCP connection for a connection reset before the forwarder took it, whose peer it cannot tell', async () => {
+    const [holderA, holderB] = ['100.64.0.25', '100.64.0.26'];
+    for (const address of [holderA, holderB]) {
+      await harness.addAddress(net.client, 'eth0', `${address}/32`);
+      await net.provider.ip(['route', 'add', `${address}/32`, 'dev', 'cl0']);
+    }
+    const fair = await ForwarderProcess.start(net.provider, { port: 5366, upstreams: [UPSTREAM_A], tcpIdleMs: 20_000, maxTcpConnections: 4, maxTcpConnectionsPerClient: 3 });
+    let stopped = false;
+    try {
+      const hold = (bind: string): Promise<(number | null)[]> => runQueryFixture({ mode: 'tcp-hold', port: 5366, bind, count: 2, holdMs: 4000 }) as Promise<(number | null)[]>;
+      // All four open, two each: A and B at their fair share (4 among 2), neither to lose one to the other.
+      const heldA = hold(holderA);
+      const heldB = hold(holderB);
+      await eventually('all four open', async () => (await fair.counter('tcpConnections')) === 4);
+      // While the forwarder is stopped, B opens three more and resets each: the kernel completes
+      // the handshakes (the listen queue) and the resets, so the forwarder, let go on, accepts
+      // connections already reset, whose peer address it cannot read (getpeername: ENOTCONN).
+      // Taken as a client of their own (address ''), holding none, each took the place of one of A's or B's.
+      process.kill(fair.process.pid, 'SIGSTOP');
+      stopped = true;
+      const reset = `const net = require('node:net'); let left = 3;
+        for (let i = 0; i < 3; i++) {
+          const socket = net.connect({ host: '169.254.0.1', port: 5366, localAddress: '${holderB}' });
+          socket.on('error', () => undefined);
+          socket.on('connect', () => { socket.resetAndDestroy(); if (--left === 0) setTimeout(() => process.stdout.write('reset\\n'), 200); });
+        }`;
+      const resetting = await net.client.exec([process.execPath, '-e', reset]);
+      expect(resetting.stdout).toBe('reset\n');
+      process.kill(fair.process.pid, 'SIGCONT');
+      stopped = false;
+      const counters = await fair.counters();
+      expect({ tcpEvicted: counters['tcpEvicted'] }).toEqual({ tcpEvicted: 0 });
+      const [a, b] = await Promise.all([heldA, heldB]);
+      expect({ a, b }).toEqual({ a: [null, null], b: [null, null] });
+    } finally {
+      if (stopped) process.kill(fair.process.pid, 'SIGCONT');
+      await fair.process.kill();
+      for (const address of [holderA, holderB]) {
+        await net.provider.ip(['route', 'del', `${address}/32`, 'dev', 'cl0']);
+        await net.client.ip(['address', 'del', `${address}/32`, 'dev', 'eth0']);
+      }
+    }
+  });
+
   it('closes a TCP connection at its first frame that is no query, freeing its client\'s slot, and keeps a pipelined stream open', async () => {
     const capped = await ForwarderProcess.start(net.provider, { port: 5363, upstreams: [UPSTREAM_A], maxTcpConnectionsPerClient: 2 });
     try {
