@@ -98,7 +98,8 @@ export interface LinkReport {
   readonly note: string | null;
   /**
    * Client mode: its addresses that this link keeps though it no longer wants them (ip/prefix),
-   * as the link's last IPv4 addresses while routes not ours go out of it (see removeUnwanted).
+   * as the link's last IPv4 addresses while routes or permanent neighbour entries not ours would
+   * go with them (see removeUnwanted).
    */
   readonly kept?: readonly string[];
 }
@@ -430,9 +431,10 @@ function isPrimaryRoute(route: KernelRoute, primary: number | null): boolean {
  * made it, and nothing without the mark: an address on a link that is no client link any more
  * (its MAC changed, it is --ignore'd) or of its former client id, the routes of a former primary
  * link. Kept while another route is being set in its place (the replace does it), and so is a
- * link's last IPv4 address while routes not ours go out of it: the kernel drops every route
- * through a link with its last address, and ours must not take anyone else's along (the link's
- * report says so: its note, and `kept`).
+ * link's last IPv4 address while routes not ours go out of it or permanent neighbour entries are
+ * on it (client mode makes none): the kernel drops every route through a link with its last
+ * address, and flushes its neighbour table, permanent entries too (fib_disable_ip), and ours must
+ * not take anyone else's along (the link's report says so: its note, and `kept`).
  */
 function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<number, readonly KernelAddress[]>, primary: number | null, reports: LinkReport[]): void {
   const replaced = new Set<string>();
@@ -454,7 +456,8 @@ function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<
       : [...view.routes.values()].filter(
           (route) => route.oif === ifindex && route.protocol !== CLIENT_MARK && route.protocol !== RTPROT_KERNEL && !replaced.has(routeKey(route)),
         );
-    if (theirs.length === 0) {
+    const pinned = othersStay ? [] : [...view.neighbours.values()].filter((neighbour) => neighbour.ifindex === ifindex && neighbour.permanent);
+    if (theirs.length === 0 && pinned.length === 0) {
       for (const address of addresses) wanted.operations.push({ kind: 'address-del', address });
       continue;
     }
@@ -462,8 +465,12 @@ function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<
     const report = reports[at];
     if (report === undefined) continue;
     const kept = addresses.map((address) => `${address.ip}/${address.prefixLength}`);
-    const routes = theirs.map((route) => (route.dstLength === 0 ? 'default' : `${route.dst}/${route.dstLength}`)).join(', ');
-    const why = `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take routes not ours with it (${routes})`;
+    const what = [theirs.length > 0 ? 'routes' : null, pinned.length > 0 ? 'permanent neighbour entries' : null].filter((part) => part !== null).join(' and ');
+    const entries = [
+      ...theirs.map((route) => (route.dstLength === 0 ? 'default' : `${route.dst}/${route.dstLength}`)),
+      ...pinned.map((neighbour) => `neighbour ${neighbour.ip}`),
+    ].join(', ');
+    const why = `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take ${what} not ours with it (${entries})`;
     reports[at] = { ...report, note: report.note === null ? why : `${report.note}; ${why}`, kept };
   }
 }

@@ -132,4 +132,20 @@ describeNetns('spectrum-netd client removes what it marked and no longer wants',
     watch = undefined;
     expect(exit.code).toBe(0);
   });
+
+  it("keeps a link's last address while an operator's permanent neighbour entry is on it (the kernel flushes the link's neighbours with it)", async () => {
+    await app.ip(['link', 'set', 'dev', 'eth1', 'address', '0a:b3:ec:00:00:06']);
+    expect((await client()).stdout).toBe('eth1 100.64.0.6 configured\n');
+    await app.ip(['neigh', 'add', '198.51.100.50', 'lladdr', '02:00:00:00:00:01', 'dev', 'eth1', 'nud', 'permanent']);
+    const kept = await client('--ignore', 'eth1');
+    expect(kept.stderr).toBe(
+      'spectrum-netd: no client-side link (MAC 0A:B3:EC:00:..:..) found: nothing configured\n' +
+        "spectrum-netd: eth1: ignored by --ignore; keeps 100.64.0.6/32 of client mode's: deleting its last IPv4 address would take permanent neighbour entries not ours with it (neighbour 198.51.100.50)\n",
+    );
+    expect(await addressesOf('eth1', 'marked')).toEqual(['100.64.0.6/32']);
+    expect((await app.ip(['neigh', 'show', 'dev', 'eth1'])).stdout).toContain('198.51.100.50 lladdr 02:00:00:00:00:01 PERMANENT');
+    await app.ip(['neigh', 'del', '198.51.100.50', 'dev', 'eth1']);
+    expect((await client('--ignore', 'eth1')).stderr).toBe('spectrum-netd: no client-side link (MAC 0A:B3:EC:00:..:..) found: nothing configured\n');
+    expect(await addressesOf('eth1')).toEqual([]);
+  });
 });

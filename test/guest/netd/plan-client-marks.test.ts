@@ -32,9 +32,21 @@ function primaryOf(view: KernelView, options: PlanOptions): number | null {
 }
 
 /**
+ * What the kernel would take along with the last IPv4 address of link `ifindex`, not ours: the
+ * routes out of it (but the kernel's own, those of its addresses), and its permanent neighbour
+ * entries (its neighbour table is flushed).
+ */
+function notOursOnLink(view: KernelView, ifindex: number): unknown[] {
+  return [
+    ...[...view.routes.values()].filter((route) => route.oif === ifindex && route.protocol !== CLIENT_MARK && route.protocol !== RTPROT_KERNEL),
+    ...[...view.neighbours.values()].filter((neighbour) => neighbour.ifindex === ifindex && neighbour.permanent),
+  ];
+}
+
+/**
  * What carries the mark in a converged view is wanted: a client link's own /32, the primary's
  * gateway /32 and default route; or, for an address, kept as the last of its link while routes
- * not ours go out of it (and said so in the link's report).
+ * or permanent neighbour entries not ours would go with it (and said so in the link's report).
  */
 function expectOnlyWantedMarks(view: KernelView, options: PlanOptions, result: Plan): void {
   const primary = primaryOf(view, options);
@@ -44,9 +56,8 @@ function expectOnlyWantedMarks(view: KernelView, options: PlanOptions, result: P
     const linkClass = link === undefined ? null : classifyLink(link, options.ignored);
     if (linkClass?.role === 'client' && linkClass.ownIp === address.ip && address.prefixLength === 32) continue;
     const others = [...view.addresses.values()].filter((other) => other.ifindex === address.ifindex && other.proto !== CLIENT_MARK);
-    const theirRoutes = [...view.routes.values()].filter((route) => route.oif === address.ifindex && route.protocol !== CLIENT_MARK && route.protocol !== RTPROT_KERNEL);
     expect(others).toEqual([]);
-    expect(theirRoutes.length).toBeGreaterThan(0);
+    expect(notOursOnLink(view, address.ifindex).length).toBeGreaterThan(0);
     const report = result.links.find((link) => link.ifindex === address.ifindex);
     expect(report?.kept).toContain(`${address.ip}/${address.prefixLength}`);
     expect(report?.note).toContain(`keeps ${report?.kept?.join(', ') ?? ''} of client mode's`);
@@ -85,7 +96,7 @@ describe('client mode marks what it configures, and removes only what carries it
     );
   });
 
-  it("never deletes a link's last IPv4 address while routes not its own go out of it (the kernel would drop them with it)", () => {
+  it("never deletes a link's last IPv4 address while routes or permanent neighbour entries not its own would go with it (the kernel drops them with it)", () => {
     fc.assert(
       fc.property(anyViewAndIgnored, ([view, options]) => {
         const operations = plan(view, options).operations;
@@ -96,8 +107,7 @@ describe('client mode marks what it configures, and removes only what carries it
           const { ifindex } = operation.address;
           const left = [...after.addresses.values()].some((address) => address.ifindex === ifindex);
           // Those still there once the plan is done (not replaced by its own).
-          const theirs = [...after.routes.values()].some((route) => route.oif === ifindex && route.protocol !== CLIENT_MARK && route.protocol !== RTPROT_KERNEL);
-          expect(left || !theirs).toBe(true);
+          expect(left || notOursOnLink(after, ifindex).length === 0).toBe(true);
         }
       }),
     );
@@ -233,6 +243,37 @@ describe('client mode across runs, by example', () => {
     // Once the operator's route is gone (or the link has another address), ours goes.
     view.routes.delete('203.0.113.0/24@0');
     expect(plan(view, clientOptions).operations).toEqual<Operation[]>([{ kind: 'address-del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: CLIENT_MARK } }]);
+  });
+
+  it("leaves the address of a link that is no client link any more while a permanent neighbour entry not its own is on it (the kernel would flush it)", () => {
+    const view = appVm();
+    view.links.delete(4);
+    view.addresses.clear();
+    view.routes.clear();
+    converge(view, clientOptions);
+    // The operator pins a neighbour on eth0, which then stops being a client link.
+    view.neighbours.set('3/192.0.2.50', { ifindex: 3, ip: '192.0.2.50', mac: '02:00:00:00:00:01', permanent: true });
+    view.neighbours.set('3/192.0.2.51', { ifindex: 3, ip: '192.0.2.51', mac: '02:00:00:00:00:02', permanent: false });
+    const ignoring = { ...clientOptions, ignored: new Set(['eth0']) };
+    const result = plan(view, ignoring);
+    expect(result.operations).toEqual<Operation[]>([
+      { kind: 'route-del', route: { dst: GW, dstLength: 32, oif: 3, gateway: null, priority: 0, protocol: CLIENT_MARK } },
+      { kind: 'route-del', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: GW, priority: 0, protocol: CLIENT_MARK } },
+    ]);
+    expect(result.links.find((link) => link.ifindex === 3)).toMatchObject({
+      kept: ['100.64.0.5/32'],
+      note: "ignored by --ignore; keeps 100.64.0.5/32 of client mode's: deleting its last IPv4 address would take permanent neighbour entries not ours with it (neighbour 192.0.2.50)",
+    });
+    for (const operation of result.operations) applyOperation(view, operation);
+    // A route of the operator's as well: both said.
+    view.routes.set('203.0.113.0/24@0', { dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: null, priority: 0, protocol: RTPROT_BOOT });
+    expect(plan(view, ignoring).links.find((link) => link.ifindex === 3)?.note).toBe(
+      "ignored by --ignore; keeps 100.64.0.5/32 of client mode's: deleting its last IPv4 address would take routes and permanent neighbour entries not ours with it (203.0.113.0/24, neighbour 192.0.2.50)",
+    );
+    // Once both are gone, ours goes (a neighbour entry the kernel made is no reason to stay).
+    view.routes.delete('203.0.113.0/24@0');
+    view.neighbours.delete('3/192.0.2.50');
+    expect(plan(view, ignoring).operations).toEqual<Operation[]>([{ kind: 'address-del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: CLIENT_MARK } }]);
   });
 
   it("gives the new primary the default route though a former primary's default, its own, is there", () => {
