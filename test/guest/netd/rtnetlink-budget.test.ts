@@ -1,7 +1,7 @@
 // The request socket (guest/netd/rtnetlink.ts) against the `netlink` package's own sockets over a
 // scripted kernel, whose answers come when the test says: the answer budget (what is in flight
 // when a request times out, what the package still waits for then, how long a request waits for
-// room), and a dump holding an entry the package's parser cannot read.
+// room), and a dump holding an entry that cannot be decoded.
 import type { NetlinkSocket, RawNetlinkSocket } from 'netlink';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
@@ -211,7 +211,7 @@ describe('RtnetlinkKernel request budget', () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
-  it('reads a dump past an entry the parser cannot read, naming it (type, the link its header names, the error), instead of failing the dump', async () => {
+  it('reads a dump past an entry it cannot decode, naming it (type, the link its header names, the error), instead of failing the dump', async () => {
     const { rt, AttrStream } = await import('netlink');
     /** A link's RTM_NEWLINK payload, its attributes padded as the kernel's are, and `more` after them. */
     const link = (index: number, ifname: string, more: Buffer = Buffer.alloc(0)): Buffer => {
@@ -220,15 +220,16 @@ describe('RtnetlinkKernel request budget', () => {
       const bytes = Buffer.concat(out.bufs);
       return Buffer.concat([bytes, Buffer.alloc((4 - (bytes.length % 4)) % 4), more]);
     };
-    // IFLA_MTU (4) given 2 bytes: the parser wants 4, and throws.
+    // IFLA_GROUP (27) given 2 bytes: the agent reads it, and wants 4. IFLA_MTU (4) given 2: not read.
+    const shortGroup = Buffer.from([6, 0, 27, 0, 0x01, 0x00, 0, 0]);
     const shortMtu = Buffer.from([6, 0, 4, 0, 0x05, 0xdc, 0, 0]);
     const kernel = new RtnetlinkKernel();
     const dump = kernel.dump();
     await vi.advanceTimersByTimeAsync(0);
     sent[0]?.parts([
       [rt.MessageType.NEWLINK, link(1, 'p1')],
-      [rt.MessageType.NEWLINK, link(7, 'p7', shortMtu)],
-      [rt.MessageType.NEWLINK, link(8, 'p8')],
+      [rt.MessageType.NEWLINK, link(7, 'p7', shortGroup)],
+      [rt.MessageType.NEWLINK, link(8, 'p8', shortMtu)],
     ]);
     sent[0]?.answer();
     await vi.advanceTimersByTimeAsync(0);
@@ -242,8 +243,8 @@ describe('RtnetlinkKernel request budget', () => {
     const { events, skipped } = await dump;
     expect(events.map((event) => (event.kind === 'link' ? event.link.name : event.kind))).toEqual(['p1', 'p8']);
     expect(skipped).toEqual([
-      { messageType: 'NEWLINK', ifindex: 7, error: 'Unexpected length (got 2, expected 4)', defaultRoute: false },
-      { messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected Route message length (8)', defaultRoute: false },
+      { messageType: 'NEWLINK', ifindex: 7, error: 'IFLA_GROUP: Unexpected length (got 2, expected 4)', defaultRoute: false },
+      { messageType: 'NEWROUTE', ifindex: null, error: 'a route message of 8 bytes, shorter than its fixed header (12)', defaultRoute: false },
     ]);
     kernel.close();
   });
