@@ -34,6 +34,13 @@ const NLM_F_CREATE = 0x400;
 const RTPROT_BOOT = 3;
 const REQUEST_TIMEOUT_MS = 5_000;
 /**
+ * How many dumps of a table are taken in a row while the kernel marks each inconsistent
+ * (NLM_F_DUMP_INTR), before the last is used as it is. Linux 6.18 marks its links' and IPv4
+ * addresses' dumps so (not its IPv4 routes' or neighbours'); a dump runs in parts, one for each
+ * read of the socket, and one that began before a change may miss an entry moved by it.
+ */
+const DUMP_TRIES = 3;
+/**
  * What the notification socket asks for (the kernel doubles it). A first reconcile's burst is
  * about 5.4 KiB of the buffer per provider link (a link's NEWLINK alone takes 2.3 KiB): 32 MiB
  * hold some 6000 links' worth; more is an overflow, which costs a full re-read, not a change.
@@ -274,10 +281,23 @@ export interface SkippedEntry {
   readonly defaultRoute: boolean;
 }
 
-/** The kernel's links, addresses, routes and neighbours, as events, and the entries that could not be decoded. */
-export interface KernelDump {
+/** Entries of dumps, as events, and those that could not be decoded. */
+export interface DecodedEntries {
   readonly events: KernelEvent[];
   readonly skipped: SkippedEntry[];
+}
+
+/** What a dump reads: each table the kernel dumps on its own. */
+export type DumpTable = 'links' | 'addresses' | 'routes' | 'neighbours';
+
+/** The kernel's links, addresses, routes and neighbours, as events, and the entries that could not be decoded. */
+export interface KernelDump extends DecodedEntries {
+  /**
+   * The tables whose every dump the kernel marked inconsistent (NLM_F_DUMP_INTR: the table changed
+   * while it was dumped), DUMP_TRIES of them in a row: the last is used, and may lack an entry that
+   * was there throughout (no notification tells of one that did not change).
+   */
+  readonly inconsistent: readonly DumpTable[];
 }
 
 /** What the agent needs from the kernel; a fake implements it in unit tests. */
@@ -351,7 +371,7 @@ function headerSaysDefaultRoute(type: number, payload: Buffer): boolean {
  * The entries of a dump as events. One that cannot be decoded (see decodeNotification) is skipped
  * and named, not the whole dump failed: failing the dump for one link would stop the agent for all.
  */
-export function decodeDumpEntries(messages: readonly NetlinkMessage[]): KernelDump {
+export function decodeDumpEntries(messages: readonly NetlinkMessage[]): DecodedEntries {
   const events: KernelEvent[] = [];
   const skipped: SkippedEntry[] = [];
   for (const message of messages) {
@@ -441,6 +461,8 @@ export class RtnetlinkKernel implements NetdKernel {
    * budget, and later requests then wait for room.
    */
   readonly #late = new Map<number, () => void>();
+  /** The dumps in flight, by the sequence number of their answer: whether the kernel marked a part of it NLM_F_DUMP_INTR. */
+  readonly #dumps = new Map<number, { interrupted: boolean }>();
   readonly #pending: PendingRequests;
   #closed = false;
 
@@ -460,7 +482,7 @@ export class RtnetlinkKernel implements NetdKernel {
     }
     this.#pending = pending;
     // After the package's own listener: an answer it finds no request for is one that timed out.
-    this.#requests.socket.socket.on('message', (datagram: Buffer) => this.#lateAnswersRead(datagram));
+    this.#requests.socket.socket.on('message', (datagram: Buffer) => this.#datagramRead(datagram));
     // Room for one request at least, whatever the buffer.
     this.#bufferBytes = Math.max(LINK_REPLY_BUDGET_BYTES, this.#requests.socket.getRecvBufferSize());
   }
@@ -584,21 +606,35 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   /**
-   * A datagram the request socket read: the end of the answer of a request that timed out gives
-   * its room back. The end as the package takes it: a message that is not part of a multipart
+   * The messages of a datagram the request socket read: the end of the answer of a request that
+   * timed out gives its room back. The end as the package takes it: a message that is not part of a multipart
    * answer (an ack, a refusal, a single reply), or a multipart answer's DONE.
    */
-  #lateAnswersRead(datagram: Buffer): void {
-    if (this.#late.size === 0) return;
+  #lateAnswersRead(messages: readonly NetlinkMessage[]): void {
+    for (const message of messages) {
+      if ((message.flags & Flags.MULTI) !== 0 && message.type !== MessageType.DONE) continue;
+      this.#late.get(message.seq)?.();
+    }
+  }
+
+  /**
+   * A datagram the request socket read, after the package read it (its answer's promise settles
+   * only after this): see #lateAnswersRead, and mark a dump that the kernel says was interrupted
+   * by a change. Looked for here, not in the entries the package hands over: it may be set on the
+   * answer's NLMSG_DONE alone (the part after the last change), which the package drops.
+   */
+  #datagramRead(datagram: Buffer): void {
+    if (this.#late.size === 0 && this.#dumps.size === 0) return;
     let messages: NetlinkMessage[];
     try {
       messages = parseMessages(datagram);
     } catch {
       return; // the package drops it too (its 'invalid' event)
     }
+    if (this.#late.size > 0) this.#lateAnswersRead(messages);
     for (const message of messages) {
-      if ((message.flags & Flags.MULTI) !== 0 && message.type !== MessageType.DONE) continue;
-      this.#late.get(message.seq)?.();
+      const dump = this.#dumps.get(message.seq);
+      if (dump !== undefined && (message.flags & Flags.DUMP_INTR) !== 0) dump.interrupted = true;
     }
   }
 
@@ -647,25 +683,53 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   async dump(): Promise<KernelDump> {
-    // No timeout of the netlink package's: #request has its own (see #answered).
-    const socket = this.#requests.socket;
-    // Asked for as the package's getLinks and the like ask, but its messages taken unparsed: those
-    // calls parse every entry and fail as a whole on one they cannot (see decodeDumpEntries).
-    const entries = (type: rt.MessageType, format: (out: AttrStream) => void): Promise<NetlinkMessage[]> => {
-      const body = new AttrStream();
-      format(body);
-      return this.#request(async (sequenced) => (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...sequenced() }))[0]);
-    };
     try {
       // One dump at a time: a socket's multipart replies must not interleave.
-      const links = await entries(rt.MessageType.GETLINK, (out) => rt.formatLinkMessage({ kind: 'link', data: {}, attrs: {} }, out));
-      const addresses = await entries(rt.MessageType.GETADDR, (out) => rt.formatAddressMessage({ kind: 'address', data: { family: AF_INET }, attrs: {} }, out));
-      const routes = await entries(rt.MessageType.GETROUTE, (out) => rt.formatRouteMessage({ kind: 'route', data: { family: AF_INET }, attrs: {} }, out));
-      const neighbours = await entries(rt.MessageType.GETNEIGH, (out) => rt.formatNeighborMessage({ kind: 'neighbor', data: { family: AF_INET }, attrs: {} }, out));
-      return decodeDumpEntries([...links, ...addresses, ...routes, ...neighbours]);
+      const tables = [
+        await this.#dumpTable('links', rt.MessageType.GETLINK, (out) => rt.formatLinkMessage({ kind: 'link', data: {}, attrs: {} }, out)),
+        await this.#dumpTable('addresses', rt.MessageType.GETADDR, (out) => rt.formatAddressMessage({ kind: 'address', data: { family: AF_INET }, attrs: {} }, out)),
+        await this.#dumpTable('routes', rt.MessageType.GETROUTE, (out) => rt.formatRouteMessage({ kind: 'route', data: { family: AF_INET }, attrs: {} }, out)),
+        await this.#dumpTable('neighbours', rt.MessageType.GETNEIGH, (out) => rt.formatNeighborMessage({ kind: 'neighbor', data: { family: AF_INET }, attrs: {} }, out)),
+      ];
+      return {
+        ...decodeDumpEntries(tables.flatMap(({ messages }) => messages)),
+        inconsistent: tables.filter(({ interrupted }) => interrupted).map(({ table }) => table),
+      };
     } catch (error) {
       if (error instanceof NetdError && error.kind === 'closed') throw error;
       throw new NetdError('netlink', `reading the kernel's links, addresses, routes and neighbours failed: ${errnoOf(error)}`);
+    }
+  }
+
+  /**
+   * One table's entries, asked for as the package's getLinks and the like ask, but taken unparsed:
+   * those calls parse every entry and fail as a whole on one they cannot (see decodeDumpEntries).
+   * Taken again while the kernel marks the dump interrupted by a change, up to DUMP_TRIES dumps
+   * (`interrupted`: the last was too): no notification would tell of an entry it missed.
+   */
+  async #dumpTable(
+    table: DumpTable,
+    type: rt.MessageType,
+    format: (out: AttrStream) => void,
+  ): Promise<{ readonly table: DumpTable; readonly messages: NetlinkMessage[]; readonly interrupted: boolean }> {
+    const socket = this.#requests.socket;
+    const body = new AttrStream();
+    format(body);
+    for (let tries = 1; ; tries++) {
+      let seq: number | undefined;
+      const dump = { interrupted: false };
+      try {
+        // No timeout of the netlink package's: #request has its own (see #answered).
+        const messages = await this.#request(async (sequenced) => {
+          const numbered = sequenced();
+          seq = numbered.seq;
+          this.#dumps.set(seq, dump);
+          return (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...numbered }))[0];
+        });
+        if (!dump.interrupted || tries === DUMP_TRIES) return { table, messages, interrupted: dump.interrupted };
+      } finally {
+        if (seq !== undefined) this.#dumps.delete(seq);
+      }
     }
   }
 

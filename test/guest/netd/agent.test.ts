@@ -10,7 +10,7 @@ import { NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import type { KernelEvent, KernelView } from '../../../guest/netd/kernel-view.js';
 import { type Operation, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
-import type { KernelDump, KernelListener, NetdKernel, SkippedEntry } from '../../../guest/netd/rtnetlink.js';
+import type { DumpTable, KernelDump, KernelListener, NetdKernel, SkippedEntry } from '../../../guest/netd/rtnetlink.js';
 import type { ServicesPort, UpstreamLinkInfo } from '../../../guest/services-port.js';
 
 /** A kernel that refuses the operations `refuse` names and otherwise does as asked. */
@@ -32,12 +32,14 @@ class ScriptedKernel implements NetdKernel {
 
   /** The entries a dump skips, as undecodable. */
   skipped: SkippedEntry[] = [];
+  /** The tables a dump says the kernel marked inconsistent in each of its tries. */
+  inconsistent: DumpTable[] = [];
   /** How long a dump takes to answer (0: at once). */
   dumpMs = 0;
 
   dump(): Promise<KernelDump> {
     // Read as the dump is asked for: what onDump changes, the next dump reads.
-    const answer = { events: this.state, skipped: this.skipped };
+    const answer = { events: this.state, skipped: this.skipped, inconsistent: this.inconsistent };
     this.onDump();
     return this.dumpMs === 0 ? Promise.resolve(answer) : new Promise((resolve) => setTimeout(() => resolve(answer), this.dumpMs));
   }
@@ -650,6 +652,34 @@ describe('NetdAgent', () => {
       await agent.start({ watch: true });
       expect(kernel.applied.filter((operation) => (operation.kind === 'route-set' || operation.kind === 'route-del') && operation.route.dstLength === 0)).toEqual([]);
       expect((await agent.status()).links.find((link) => link.name === 'eth1')).toMatchObject({ note: 'a default route through another interface exists; left alone' });
+    });
+
+    it('warns once while it lasts of a re-read whose tables the kernel marked inconsistent in every try, and plans on it', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      kernel.inconsistent = ['links', 'addresses'];
+      const lines: { msg: string; tables?: string[] }[] = [];
+      const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      await agent.start({ watch: true });
+      const reread = async (): Promise<void> => {
+        kernel.listener?.lost({ kind: 'overflow' });
+        await new Promise((resolve) => setImmediate(resolve));
+        await agent!.idle();
+      };
+      const said = (): unknown[] => lines.filter((line) => line.msg.includes('NLM_F_DUMP_INTR')).map((line) => line.tables);
+      expect(said()).toEqual([['links', 'addresses']]);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['vm1', 'configured']]);
+      await reread();
+      expect(said()).toHaveLength(1);
+      // Another table's: said. A consistent re-read, then the same again: said again.
+      kernel.inconsistent = ['links'];
+      await reread();
+      kernel.inconsistent = [];
+      await reread();
+      kernel.inconsistent = ['links'];
+      await reread();
+      expect(said()).toEqual([['links', 'addresses'], ['links'], ['links']]);
+      expect((await agent.status()).counters.fullSyncs).toBe(5);
     });
   });
 

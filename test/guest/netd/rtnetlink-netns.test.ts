@@ -1,8 +1,8 @@
 // The agent's two rtnetlink sockets under load, in a namespace of their own: the notification
 // socket (our addon) through an overflow, a throwing listener and a close from its callback; the
 // request socket (the `netlink` package) under more requests at once than its buffer holds answers
-// for; the agent over both when a notification, or a link in every dump, cannot be decoded; and
-// routes via an IPv6 next hop (RFC 5549).
+// for; the agent over both when a notification, or a link in every dump, cannot be decoded; routes
+// via an IPv6 next hop (RFC 5549); and dumps the kernel marks interrupted by a change.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { compiled } from '../dns/dns-topology.js';
@@ -13,13 +13,15 @@ describeNetns('rtnetlink sockets in a namespace', () => {
   let flood: { code: number | null; stderr: string; report: Record<string, unknown> | null };
   let undecodable: Record<string, unknown>;
   let viaIpv6: Record<string, unknown>;
+  let interrupted: Record<string, Record<string, unknown>>;
 
   beforeAll(async () => {
-    const [eventsFixture = '', floodFixture = '', undecodableFixture = '', viaIpv6Fixture = ''] = compiled([
+    const [eventsFixture = '', floodFixture = '', undecodableFixture = '', viaIpv6Fixture = '', interruptedFixture = ''] = compiled([
       'test/guest/netd/fixtures/rtnl-events',
       'test/guest/netd/fixtures/rtnetlink-flood',
       'test/guest/netd/fixtures/undecodable-notification',
       'test/guest/netd/fixtures/route-via-ipv6',
+      'test/guest/netd/fixtures/interrupted-dump',
       'guest/netd/rtnl-events',
       'guest/netd/rtnetlink',
       'guest/netd/agent',
@@ -33,6 +35,7 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     const mangling = await (await harness.namespace('undec')).exec([process.execPath, undecodableFixture], { timeoutMs: 30_000 });
     undecodable = JSON.parse(mangling.stdout) as typeof undecodable;
     viaIpv6 = JSON.parse((await (await harness.namespace('via6')).exec([process.execPath, viaIpv6Fixture], { timeoutMs: 20_000 })).stdout) as typeof viaIpv6;
+    interrupted = JSON.parse((await (await harness.namespace('intr')).exec([process.execPath, interruptedFixture], { timeoutMs: 30_000 })).stdout) as typeof interrupted;
   }, 120_000);
 
   afterAll(async () => {
@@ -129,9 +132,27 @@ describeNetns('rtnetlink sockets in a namespace', () => {
       { dst: '203.0.113.0', dstLength: 24, oif: ifindex, gateway: null, priority: 7 },
     ]);
     expect(viaIpv6['skipped']).toEqual([]);
+    // Nothing changed while it was dumped: no table said to be inconsistent.
+    expect(viaIpv6['inconsistent']).toEqual([]);
     expect(viaIpv6['notificationSays']).toEqual(['Unexpected length for RouteVia']);
     expect(viaIpv6['told']).toEqual([{ op: 'new', route: { dst: '198.51.100.0', dstLength: 24, oif: ifindex, gateway: null, priority: 0 } }]);
     expect(viaIpv6['losses']).toEqual([]);
   });
 
+  it('takes a dump of the addresses again when the kernel marks it interrupted by a change (NLM_F_DUMP_INTR), up to 3 in a row, then uses the last', () => {
+    const { once = {}, always = {} } = interrupted;
+    const total = Number(interrupted['total']);
+    // One change, under the first dump: a second is taken, whole, with the address added.
+    expect(once).toMatchObject({ addressDumps: 2, newest: true, inconsistent: [], skipped: 0 });
+    expect(Number(once['addresses'])).toBeGreaterThan(total);
+    // A change under every dump: the third is used, and said to be inconsistent.
+    expect(always).toMatchObject({ addressDumps: 3, inconsistent: ['addresses'], skipped: 0 });
+    expect(Number(always['addresses'])).toBeGreaterThan(total);
+  });
+
+  it('keeps a served link that became unreadable as last read, not taken as gone: still configured and routed to', () => {
+    expect(undecodable['p5']).toBe('configured');
+    expect(undecodable['p5InView']).toBe(true);
+    expect(undecodable['p5Routes']).toMatch(/^100\.64\.0\.5 .*scope link/m);
+  });
 });
