@@ -1,4 +1,4 @@
-import { createSocket as createUdpSocket, type Socket as UdpSocket } from 'node:dgram';
+import { closeSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import { type ClientId, clientId, isClientId } from '../../shared/client-id.js';
@@ -167,8 +167,7 @@ const LINK_LOG_TRACKED = 4096;
  * link only: broadcasts to 255.255.255.255, unicasts to the client address through the /32 route
  * and permanent neighbour entry the agent keeps for it, so no ARP is needed before the client has
  * its address. A plain UDP socket holds 0.0.0.0:67 so that unicast renewals find a bound port and
- * the kernel does not answer them with ICMP port-unreachable; what it reads is discarded (the raw
- * socket already has a copy).
+ * the kernel does not answer them with ICMP port-unreachable; it never reads (see bindServerPort).
  */
 export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<DhcpServer> {
   const chain: readonly DhcpHandler[] = spectrumChain({
@@ -188,7 +187,7 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   const linkLogs = new RateLimiter(LINK_LOG_RATE, LINK_LOG_TRACKED);
   /** Whether a warning or error caused by `ifname`'s client may be logged now. */
   const mayLog = (ifname: string): boolean => linkLogs.allow(ifname, performance.now());
-  const portHolder = await bindServerPort();
+  const portHolder = bindServerPort();
   let closed = false;
 
   function count(tally: DhcpCounters, ifname: string, request: DhcpRequest, drop: DropReason | undefined, replyType: number | undefined): void {
@@ -408,24 +407,28 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
       closed = true;
       for (const served of servedLinks.values()) stop(served);
       servedLinks.clear();
-      await new Promise<void>((resolve) => portHolder.close(() => resolve()));
+      closeSync(portHolder);
     },
   };
 }
 
-/** Hold 0.0.0.0:67 so unicast requests are not answered with ICMP port-unreachable. */
-async function bindServerPort(): Promise<UdpSocket> {
-  const socket = createUdpSocket({ type: 'udp4', recvBufferSize: 4096 });
-  socket.on('message', () => undefined);
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', (error) => {
-      socket.close();
-      reject(new DhcpError('socket', `cannot bind UDP port 67: ${error.message} (is another DHCP server running in this namespace?)`));
-    });
-    socket.bind({ port: SERVER_PORT, address: '0.0.0.0', exclusive: true }, () => resolve());
-  });
-  socket.on('error', () => undefined);
-  return socket;
+/**
+ * Hold 0.0.0.0:67 so unicast requests are not answered with ICMP port-unreachable; returns the
+ * socket's descriptor. The link sockets read every request: this socket queues nothing (a filter
+ * that keeps nothing, attached before the bind), so the kernel drops each datagram to port 67 on
+ * it (counted in /proc/net/udp's drops) and nothing is read twice. A socket of Node's dgram always
+ * reads, so a DHCP flood, broadcasts included, would cost the agent a second read and discard of
+ * every datagram; this one Node never polls.
+ */
+function bindServerPort(): number {
+  try {
+    return nativeParts().holdUdpPort(SERVER_PORT);
+  } catch (error) {
+    const text = error instanceof Error ? error.message : String(error);
+    const code = error instanceof Error && 'code' in error ? error.code : undefined;
+    const hint = code === 'EADDRINUSE' ? 'is another DHCP server running in this namespace?' : 'does the agent have CAP_NET_BIND_SERVICE?';
+    throw new DhcpError('socket', `cannot bind UDP port 67: ${text} (${hint})`);
+  }
 }
 
 function zeroCounters(): DhcpCounters {

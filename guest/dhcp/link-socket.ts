@@ -58,12 +58,15 @@ interface FilterAddon {
   dhcpServerFilter(): FilterOption;
   /** SO_BINDTOIFINDEX. */
   bindToIndexOption(): IntegerOption;
+  /** A UDP socket bound to 0.0.0.0:`port` that queues nothing (a filter that keeps nothing); its descriptor. */
+  holdUdpPort(port: number): number;
 }
 
 interface NativeParts {
   readonly raw: NativeModule;
   readonly portFilter: FilterOption;
   readonly bindToIndex: IntegerOption;
+  readonly holdUdpPort: (port: number) => number;
 }
 
 let native: NativeParts | undefined;
@@ -78,7 +81,7 @@ export function nativeParts(): NativeParts {
     const raw = require(join(dirname(require.resolve('raw-socket')), 'build', 'Release', 'raw.node')) as NativeModule;
     const filters = loadNativeAddon<FilterAddon>(import.meta.url, 'dhcp_filter.node');
     if (filters === undefined) throw new Error('the dhcp-filter addon (build/Release/dhcp_filter.node) is missing: run npm run build');
-    native = { raw, portFilter: filters.dhcpServerFilter(), bindToIndex: filters.bindToIndexOption() };
+    native = { raw, portFilter: filters.dhcpServerFilter(), bindToIndex: filters.bindToIndexOption(), holdUdpPort: (port) => filters.holdUdpPort(port) };
   }
   return native;
 }

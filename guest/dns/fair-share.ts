@@ -1,4 +1,5 @@
-// Who gets a place in the DNS forwarder's pending table once it is full.
+// Who gets a place in the DNS forwarder's pending table once it is full (and, alike, who gets a
+// client TCP connection once all are open: a "query" below is then a connection).
 //
 // Pushout, the longest-queue-drop of shared-buffer switches: a query of a client holding less than
 // its fair share of the full table (its places divided evenly among the clients holding any, the

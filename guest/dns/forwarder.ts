@@ -66,7 +66,12 @@ export interface DnsForwarderOptions {
   ratePerClient?: { perSecond: number; burst: number };
   /** Clients tracked by the rate limiter (least recently seen evicted). Default 4096. */
   maxRateClients?: number;
-  /** Open client TCP connections at once; more are refused. Default 64. */
+  /**
+   * Open client TCP connections at once. Default 64. Once they are all open, a client holding
+   * fewer than its fair share (this divided among the clients holding any, it counted) gets one
+   * in place of the oldest idle connection (else the oldest) of the client holding the most,
+   * which is closed; any other is refused (fair-share.ts, as for the pending table).
+   */
   maxTcpConnections?: number;
   /** Open TCP connections per client address; more are refused, so one client cannot hold them all. Default 8. */
   maxTcpConnectionsPerClient?: number;
@@ -158,6 +163,11 @@ export interface DnsForwarderCounters {
   readonly sendErrors: number;
   readonly tcpConnections: number;
   readonly tcpRejected: number;
+  /**
+   * Open TCP connections closed to give their place to a client holding fewer than its fair share
+   * of them (all maxTcpConnections open): each of the client holding the most.
+   */
+  readonly tcpEvicted: number;
   /** Closed for idleness (see DnsForwarderOptions.tcpIdleMs), a stalled partial message included. */
   readonly tcpIdleClosed: number;
   readonly pending: number;
@@ -275,6 +285,13 @@ interface UpstreamLink {
   readonly failedSockets: Set<UdpSocket>;
 }
 
+/** An open client TCP connection, as the fair share of connections sees it. */
+interface TcpClientConnection {
+  readonly socket: TcpSocket;
+  /** Its queries waiting for upstream: one with none is idle, the first to close for a newcomer. */
+  inFlight: number;
+}
+
 interface PendingQuery {
   readonly client: UdpPeer;
   /** Its place among its client's pending queries (under the client's host key), once in the table. */
@@ -292,7 +309,7 @@ interface PendingQuery {
   attempt: number;
   /** Our id for the current upstream, its key in the pending table. */
   id: number;
-  /** When the query last went out, and how often to the current upstream (1: not resent). */
+  /** When the query last went out, and how often to the current upstream (1: not resent; 0: not yet, see #sendUpstream). */
   sentAt: number;
   transmissions: number;
   /** When the current upstream's time is up (timeoutMs after the first transmission). */
@@ -300,6 +317,11 @@ interface PendingQuery {
 }
 
 type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForwarderCounters[K] };
+
+/** Whether a client TCP connection has no query waiting for upstream. */
+function isIdle(connection: TcpClientConnection): boolean {
+  return connection.inFlight === 0;
+}
 
 /** Whether a query sent to `link` can be answered: some socket of it has not failed. */
 function usable(link: UpstreamLink): boolean {
@@ -349,8 +371,8 @@ class Forwarder implements DnsForwarder {
   readonly #timeoutMs: number;
   readonly #maxTcpConnections: number;
   readonly #maxTcpConnectionsPerClient: number;
-  /** Open client TCP connections per host key; a key goes when its last connection closes. */
-  readonly #tcpPerClient = new Map<number | string, number>();
+  /** Open client TCP connections by host key, oldest first: who holds how many, and the largest holder. */
+  readonly #tcpShares = new PendingShares<number | string, TcpClientConnection>();
   readonly #maxTcpQueriesPerConnection: number;
   readonly #tcpIdleMs: number;
   readonly #resolvConfPath: string | undefined;
@@ -400,9 +422,10 @@ class Forwarder implements DnsForwarder {
   /** Sockets of upstreams dropped from the list, closed once their queries have timed out. */
   readonly #retired = new Set<UdpSocket>();
   /**
-   * Pending queries whose socket failed while no socket of their upstream works: each goes out
-   * again as soon as its upstream is connected again (#resendAwaiting), or, at its deadline, on to
-   * the next upstream or SERVFAIL (#socketFailedUnder).
+   * Pending queries whose socket failed while no socket of their upstream works, and queries that
+   * came while none did (not sent yet, see #sendUpstream): each goes out (again) as soon as its
+   * upstream is connected again (#resendAwaiting), or, at its deadline, on to the next upstream or
+   * SERVFAIL (#socketFailedUnder).
    */
   readonly #awaitingReconnect = new Set<PendingQuery>();
   #watcher: ResolvConfWatcher | undefined;
@@ -471,6 +494,7 @@ class Forwarder implements DnsForwarder {
       sendErrors: 0,
       tcpConnections: 0,
       tcpRejected: 0,
+      tcpEvicted: 0,
       tcpIdleClosed: 0,
       pending: 0,
     };
@@ -741,9 +765,9 @@ class Forwarder implements DnsForwarder {
     return new Promise((resolve, reject) => {
       // Half-open: a client may send its queries and shut down its sending side at once (`nc -N`,
       // shutdown(SHUT_WR)); it still reads the answers, so we end ours only once they are sent.
+      // No server.maxConnections: Node would refuse a newcomer at the cap before #onTcpClient
+      // could close a connection of the client holding the most to make room for it.
       const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }, (socket) => this.#onTcpClient(socket));
-      server.maxConnections = this.#maxTcpConnections;
-      server.on('drop', () => (this.#counters.tcpRejected += 1));
       const fail = (error: Error): void => {
         server.close();
         reject(error);
@@ -982,6 +1006,19 @@ class Forwarder implements DnsForwarder {
     entry.transmissions = 1;
     entry.upstreamUntil = now + this.#timeoutMs;
     writeId(entry.message, id);
+    if (!usable(entry.link)) {
+      // No socket of its upstream works (all failed, the upstream to be connected again after its
+      // backoff; #usableFrom found no other upstream to try either): nothing reads them, so a query
+      // sent out of one could not be answered and would go out again only at its resend. It waits
+      // for the upstream to be connected again (#resendAwaiting) and goes out then, within its
+      // time; at its deadline, on to the next upstream or SERVFAIL (#socketFailedUnder).
+      entry.socket = undefined;
+      entry.transmissions = 0;
+      this.#awaitingReconnect.add(entry);
+      this.#pending.reschedule(id, entry.upstreamUntil);
+      this.#armTimer();
+      return true;
+    }
     const socket = this.#pickSocket(entry.link);
     entry.socket = socket;
     // A failed send (a socket closed as the upstream list changed, a route gone): the timeout moves the query on.
@@ -1076,7 +1113,7 @@ class Forwarder implements DnsForwarder {
       const entry = this.#pending.peek(id);
       if (entry === undefined) continue;
       const left = entry.upstreamUntil - now;
-      if (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket)) this.#socketFailedUnder(entry, now, left);
+      if (this.#awaitingReconnect.has(entry) || (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket))) this.#socketFailedUnder(entry, now, left);
       else if (left >= MIN_RETRANSMIT_MS) this.#resend(entry, now, left);
       else if (left > 0) this.#pending.reschedule(id, entry.upstreamUntil);
       else {
@@ -1151,11 +1188,15 @@ class Forwarder implements DnsForwarder {
     this.#resend(entry, now, left);
   }
 
-  /** The upstream's answer is late: the same query (id, port) again, and twice as long to wait. */
+  /**
+   * The upstream's answer is late: the same query (id, port) again, and twice as long to wait. Or
+   * its first transmission, for one that waited for its upstream to be connected (#sendUpstream):
+   * not counted as a retransmit, and its answer timed.
+   */
   #resend(entry: PendingQuery, now: number, left: number): void {
     entry.transmissions += 1;
     entry.sentAt = now;
-    this.#counters.retransmits += 1;
+    if (entry.transmissions > 1) this.#counters.retransmits += 1;
     const wait = Math.min(left, entry.link.rtt.timeoutMs() * 2 ** (entry.transmissions - 1));
     this.#pending.reschedule(entry.id, now + wait);
     const sent = entry.socket === undefined ? -9 : entry.socket.send(entry.message);
@@ -1198,14 +1239,21 @@ class Forwarder implements DnsForwarder {
 
   #onTcpClient(socket: TcpSocket): void {
     const remote = hostKeyOfText(socket.remoteAddress ?? '');
-    const open = this.#tcpPerClient.get(remote) ?? 0;
+    const shares = this.#tcpShares;
     socket.on('error', () => undefined);
-    if (open >= this.#maxTcpConnectionsPerClient) {
+    // A fixed cap per client alone let a few clients asking steadily (maxTcpConnections /
+    // maxTcpConnectionsPerClient of them) hold every connection, and every other client's TCP
+    // was refused. As for the pending table, a client below its fair share takes a place of the
+    // client holding the most once all are taken; one at or below its share never loses one.
+    const place = admission(shares.countOf(remote), shares.clients, shares.size, this.#maxTcpConnections, this.#maxTcpConnectionsPerClient);
+    if (place === 'refuse') {
       this.#counters.tcpRejected += 1;
       socket.destroy();
       return;
     }
-    this.#tcpPerClient.set(remote, open + 1);
+    if (place === 'evict') this.#evictTcpClient();
+    const connection: TcpClientConnection = { socket, inFlight: 0 };
+    const share = shares.add(remote, connection);
     this.#counters.tcpConnections += 1;
     this.#tcpClients.add(socket);
     const reader = new FrameReader();
@@ -1216,7 +1264,6 @@ class Forwarder implements DnsForwarder {
     const closed = new AbortController();
     // One listener per query in flight: more than Node's default of 10 is no leak.
     setMaxListeners(this.#maxTcpQueriesPerConnection, closed.signal);
-    let inFlight = 0;
     let pumpScheduled = false;
     /** The client has sent its FIN: no further query comes. */
     let clientEnded = false;
@@ -1231,8 +1278,8 @@ class Forwarder implements DnsForwarder {
     const onIdle = (): void => {
       const quietFor = performance.now() - lastActivity;
       // A query waiting for upstream is bounded by the upstream timeouts; its settling restarts the clock.
-      if (inFlight > 0 || quietFor < this.#tcpIdleMs) {
-        idleTimer = setTimeout(onIdle, inFlight > 0 ? this.#tcpIdleMs : this.#tcpIdleMs - quietFor);
+      if (connection.inFlight > 0 || quietFor < this.#tcpIdleMs) {
+        idleTimer = setTimeout(onIdle, connection.inFlight > 0 ? this.#tcpIdleMs : this.#tcpIdleMs - quietFor);
         return;
       }
       this.#counters.tcpIdleClosed += 1;
@@ -1243,9 +1290,8 @@ class Forwarder implements DnsForwarder {
       closed.abort();
       clearTimeout(idleTimer);
       this.#tcpClients.delete(socket);
-      const left = (this.#tcpPerClient.get(remote) ?? 1) - 1;
-      if (left > 0) this.#tcpPerClient.set(remote, left);
-      else this.#tcpPerClient.delete(remote);
+      // A no-op for one evicted: its place went when it was chosen.
+      shares.remove(share);
     });
     // Answers the client has not read yet hold back its further queries (see TCP_WRITE_HIGH_WATER).
     const writeBlocked = (): boolean => socket.writableLength >= TCP_WRITE_HIGH_WATER;
@@ -1264,7 +1310,7 @@ class Forwarder implements DnsForwarder {
     };
     const pump = (): void => {
       let received = false;
-      while (inFlight < this.#maxTcpQueriesPerConnection && !socket.destroyed && !writeBlocked()) {
+      while (connection.inFlight < this.#maxTcpQueriesPerConnection && !socket.destroyed && !writeBlocked()) {
         // Frames are cut only as they are served: the rest of a chunk waits as bytes.
         const query = reader.next();
         if (query === undefined) break;
@@ -1273,10 +1319,10 @@ class Forwarder implements DnsForwarder {
           socket.destroy();
           return;
         }
-        inFlight += 1;
+        connection.inFlight += 1;
         received = true;
         void this.#serveTcpQuery(socket, query, remote, closed.signal).finally(() => {
-          inFlight -= 1;
+          connection.inFlight -= 1;
           lastActivity = performance.now();
           pumpLater();
         });
@@ -1285,12 +1331,12 @@ class Forwarder implements DnsForwarder {
       if (socket.destroyed) return;
       // After the client's FIN: every query it sent answered (the frames still held included; an
       // unfinished one never will be), our side ends too. end() sends what is buffered first.
-      if (clientEnded && inFlight === 0 && !reader.holding) {
+      if (clientEnded && connection.inFlight === 0 && !reader.holding) {
         if (!socket.writableEnded) socket.end();
         return;
       }
       // Reading pauses while frames wait: a client cannot make us buffer more than one chunk.
-      if (reader.holding || inFlight >= this.#maxTcpQueriesPerConnection || writeBlocked()) socket.pause();
+      if (reader.holding || connection.inFlight >= this.#maxTcpQueriesPerConnection || writeBlocked()) socket.pause();
       else if (socket.isPaused()) socket.resume();
     };
     socket.on('data', (chunk: Buffer) => {
@@ -1302,6 +1348,19 @@ class Forwarder implements DnsForwarder {
       clientEnded = true;
       pump();
     });
+  }
+
+  /**
+   * Close a connection of the client holding the most, to make room for a client below its fair
+   * share of them (see #onTcpClient): its oldest idle one, whose client loses no answer (it opens
+   * another when it asks again), else its oldest. Its place is free at once; its close comes later.
+   */
+  #evictTcpClient(): void {
+    const share = this.#tcpShares.oldestOfLargest(isIdle);
+    if (share === undefined) return;
+    this.#tcpShares.remove(share);
+    this.#counters.tcpEvicted += 1;
+    share.value.socket.destroy();
   }
 
   async #serveTcpQuery(socket: TcpSocket, query: Buffer, remote: number | string, closed: AbortSignal): Promise<void> {

@@ -1,6 +1,7 @@
 // Which client holds which pending queries: each client's in arrival order, and the client
 // holding the most, kept up to date in O(1) per change, so that a full pending table can give a
 // place of its largest holder to a client below its fair share (see fair-share.ts) at no search.
+// The forwarder keeps its clients' TCP connections in one too, for the same fairness.
 
 /** A value in its client's queue: what add() returns and remove() takes. */
 export interface Share<K, V> {
@@ -110,9 +111,16 @@ export class PendingShares<K, V> {
     return true;
   }
 
-  /** The oldest value of a client holding the most (the one to give up a place), or undefined when empty. */
-  oldestOfLargest(): Share<K, V> | undefined {
-    return this.#byCount[this.#most]?.oldest;
+  /**
+   * The oldest value of a client holding the most (the one to give up a place), or undefined when
+   * empty. With `prefer`, the oldest of that client's values `prefer` accepts, where any does (a
+   * walk through its values: for queues as short as a client's TCP connections).
+   */
+  oldestOfLargest(prefer?: (value: V) => boolean): Share<K, V> | undefined {
+    const oldest = this.#byCount[this.#most]?.oldest;
+    if (prefer === undefined) return oldest;
+    for (let node = oldest; node !== undefined; node = node.next) if (prefer(node.value)) return node;
+    return oldest;
   }
 
   /** Every value, each client's oldest first (tests check the queues against a model with it). */

@@ -16,14 +16,24 @@
 //   not yet bound to its link (see link-socket.ts).
 // bindToIndexOption() -> { level, option }: SO_BINDTOIFINDEX (Linux 5.1), which binds a socket to
 //   a device by index, as the agent knows its links; its number differs between architectures.
+// holdUdpPort(port) -> fd: a UDP socket bound to 0.0.0.0:port whose filter keeps nothing, so that
+//   the port is bound (a unicast datagram to it finds a socket, and the kernel answers no ICMP
+//   port-unreachable) yet nothing is ever queued on it: each datagram to the port is dropped in
+//   the kernel, counted in /proc/net/udp's drops, and wakes no one. The server's link sockets read
+//   the requests; a socket of Node's dgram would read every datagram to the port a second time, a
+//   flood's too, only to discard it. Node never polls the descriptor; close it with fs.closeSync.
+//   Throws an Error whose code is the errno's name (EADDRINUSE, EACCES, ...).
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
 #define ADDON_NAME "dhcp-filter"
 #include "../../shared/native/napi-plumbing.h"
 
+#include <errno.h>
 #include <linux/filter.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define DHCP_SERVER_PORT 67
 
@@ -70,10 +80,39 @@ static napi_value bind_to_index_option(napi_env env, napi_callback_info info) {
   return set_number(env, result, "option", SO_BINDTOIFINDEX);
 }
 
+static napi_value hold_udp_port(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  uint32_t port;
+  if (napi_get_value_uint32(env, argv[0], &port) != napi_ok || port == 0 || port > 65535) {
+    napi_throw_range_error(env, "EINVAL", ADDON_NAME ": the port is not 1..65535");
+    return NULL;
+  }
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  // The filter before the bind: from the moment the port is bound, nothing is queued.
+  struct sock_fprog fprog = {.len = sizeof drop_all_program / sizeof drop_all_program[0], .filter = drop_all_program};
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = {.s_addr = htonl(INADDR_ANY)}};
+  const char *step = "setsockopt(SO_ATTACH_FILTER)";
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) == 0) {
+    step = "bind";
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) == 0) {
+      napi_value result;
+      if (napi_create_int32(env, fd, &result) == napi_ok) return result;
+      close(fd);
+      return NULL;
+    }
+  }
+  int error = errno;
+  close(fd);
+  return throw_errno(env, error, step);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("dhcpServerFilter", dhcp_server_filter),
       ADDON_FUNCTION("bindToIndexOption", bind_to_index_option),
+      ADDON_FUNCTION("holdUdpPort", hold_udp_port),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
   return exports;

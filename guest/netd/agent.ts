@@ -155,6 +155,8 @@ export class NetdAgent {
   /** What the services were last told (null: nothing yet). */
   #servicesTold: { readonly links: readonly ProviderLink[]; readonly upstreamLink: UpstreamLinkInfo | null } | null = null;
   #errors = new Map<number, string>();
+  /** What #sayKept said last: a link's index and note. */
+  #keptSaid = new Set<string>();
   #retryTimer: NodeJS.Timeout | undefined;
   /** Retries since the last change that succeeded. */
   #retryRound = 0;
@@ -535,6 +537,7 @@ export class NetdAgent {
       filtering = await this.#tellFirewall(current);
     }
     this.#forgetStaleErrors([...removals, ...downs, ...additions]);
+    this.#sayKept(current.links);
     // Why each link is held back: the purge only where it failed itself (it may have succeeded,
     // and the debt be kept for the firewall); a link that failed to go down for it says so already.
     for (const ifindex of held) {
@@ -686,6 +689,21 @@ export class NetdAgent {
       else this.#linkUpOwed.delete(ifindex);
     }
     return again;
+  }
+
+  /**
+   * Client mode: a link that keeps addresses of ours it no longer wants (LinkReport.kept), said
+   * once while it lasts, at info level: `client` without --watch says it on stderr itself.
+   */
+  #sayKept(links: readonly LinkReport[]): void {
+    const said = new Set<string>();
+    for (const link of links) {
+      if (link.kept === undefined) continue;
+      const key = `${link.ifindex} ${link.note ?? ''}`;
+      said.add(key);
+      if (!this.#keptSaid.has(key)) this.log.info({ link: link.name, kept: link.kept }, link.note ?? 'keeps addresses it no longer wants');
+    }
+    this.#keptSaid = said;
   }
 
   /** A link the plan asks nothing of is where it should be: an older failure is no longer true. */

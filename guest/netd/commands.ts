@@ -454,6 +454,8 @@ export function clientCommand(): Command {
         for (const link of clientLinks) {
           process.stdout.write(`${link.name} ${link.ip ?? ''} ${link.state}${link.note === null ? '' : ` (${link.note})`}\n`);
         }
+        // What an earlier run gave a link that no longer wants it, and that stays: said, not failed.
+        for (const link of status.links) if (link.kept !== undefined) process.stderr.write(`spectrum-netd: ${link.name}: ${link.note ?? ''}\n`);
       } finally {
         agent.stop();
         interruption?.dispose();

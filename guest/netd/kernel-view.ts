@@ -25,6 +25,11 @@ export interface KernelAddress {
   readonly ifindex: number;
   readonly ip: string;
   readonly prefixLength: number;
+  /**
+   * Who made it (IFA_PROTO, Linux 6.3 on): CLIENT_MARK for what client mode adds; 0 where none
+   * was given (the provider's, an operator's `ip addr add`), and on older kernels, which drop it.
+   */
+  readonly proto: number;
 }
 
 /** A route of the main table (254). */
@@ -34,7 +39,21 @@ export interface KernelRoute {
   readonly oif: number | null;
   readonly gateway: string | null;
   readonly priority: number;
+  /** Who made it (rtm_protocol): RTPROT_BOOT for the provider's, CLIENT_MARK for client mode's, others' as they gave it. */
+  readonly protocol: number;
 }
+
+/** What `ip route add` marks its routes with: the provider's look like Spectrum's in `ip route`. */
+export const RTPROT_BOOT = 3;
+
+/**
+ * What `spectrum-netd client` marks all it configures with: the rtm_protocol of its routes and
+ * the IFA_PROTO of its addresses (`ip route show proto 236`; iproute2 6.3 on shows addresses' as
+ * `proto 236`). No state file is kept: each run removes what carries this mark and is no longer
+ * wanted, and never anything without it. Unassigned in iproute2's rt_protos (kernel values end at
+ * 4; daemons' run to 192), and above the kernel's own address protos (1 to 3).
+ */
+export const CLIENT_MARK = 236;
 
 export interface KernelNeighbour {
   readonly ifindex: number;
@@ -76,7 +95,7 @@ export function emptyView(): KernelView {
   return { links: new Map(), addresses: new Map(), routes: new Map(), neighbours: new Map(), sysctls: new Map() };
 }
 
-export const addressKey = (a: KernelAddress): string => `${a.ifindex}/${a.ip}/${a.prefixLength}`;
+export const addressKey = (a: Pick<KernelAddress, 'ifindex' | 'ip' | 'prefixLength'>): string => `${a.ifindex}/${a.ip}/${a.prefixLength}`;
 // The kernel identifies an IPv4 route by table, prefix, TOS and priority (metric).
 export const routeKey = (r: Pick<KernelRoute, 'dst' | 'dstLength' | 'priority'>): string => `${r.dst}/${r.dstLength}@${r.priority}`;
 export const neighbourKey = (n: Pick<KernelNeighbour, 'ifindex' | 'ip'>): string => `${n.ifindex}/${n.ip}`;
@@ -114,7 +133,8 @@ export function changesView(view: KernelView, event: KernelEvent): boolean {
     case 'link':
       return event.op === 'del' ? view.links.has(event.link.ifindex) : !sameEntry(view.links.get(event.link.ifindex), event.link);
     case 'address':
-      return event.op === 'del' ? view.addresses.has(addressKey(event.address)) : !view.addresses.has(addressKey(event.address));
+      // A new mark is a change too: a mark of ours that someone gave (or took) decides what client mode removes.
+      return event.op === 'del' ? view.addresses.has(addressKey(event.address)) : !sameEntry(view.addresses.get(addressKey(event.address)), event.address);
     case 'route': {
       const current = view.routes.get(routeKey(event.route));
       return event.op === 'del' ? current !== undefined : !sameEntry(current, event.route);
@@ -148,6 +168,12 @@ export function applyEvent(view: KernelView, event: KernelEvent): void {
       else {
         const before = view.links.get(event.link.ifindex);
         view.links.set(event.link.ifindex, event.link);
+        // Renamed: its sysctls were read by a path that may have named it no longer (udev renames
+        // a new link a moment after it comes): missing then ('absent', taken as nothing to set),
+        // or another link's. Read again under the new name.
+        if (before !== undefined && before.name !== event.link.name) {
+          for (const key of view.sysctls.keys()) if (key.startsWith(`${event.link.ifindex}:`)) view.sysctls.delete(key);
+        }
         // Taking a device down flushes its routes and neighbours (permanent ones too); the
         // kernel sends no per-entry notification for all of them, so forget them here.
         if (before?.up === true && !event.link.up) {

@@ -4,11 +4,13 @@ import { GATEWAY_IP, PROVIDER_LINK_GROUP } from '../../shared/scheme.js';
 import { type FirewallModel, isUsableInterfaceName } from '../firewall/model.js';
 import type { ProviderLink } from '../services-port.js';
 import {
+  CLIENT_MARK,
   type KernelAddress,
   type KernelEvent,
   type KernelNeighbour,
   type KernelRoute,
   type KernelView,
+  RTPROT_BOOT,
   type SysctlKey,
   addressKey,
   applyEvent,
@@ -94,6 +96,11 @@ export interface LinkReport {
   readonly ip: string | null;
   readonly state: LinkState;
   readonly note: string | null;
+  /**
+   * Client mode: its addresses that this link keeps though it no longer wants them (ip/prefix),
+   * as the link's last IPv4 addresses while routes not ours go out of it (see removeUnwanted).
+   */
+  readonly kept?: readonly string[];
 }
 
 export interface Plan {
@@ -206,6 +213,10 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
   const classes = new Map(links.map((link) => [link.ifindex, classifyLink(link, options.ignored)]));
   const holders = options.mode === 'provider' ? holdersById(view, links, classes, served) : new Map<number, number>();
   const isolatedLinks: string[] = [];
+  // What the client side is marked with: client mode's own mark (see CLIENT_MARK); in a provider,
+  // its upstream link is configured as before, like the provider's own links.
+  const marks = options.mode === 'client' ? { address: CLIENT_MARK, route: CLIENT_MARK } : { address: 0, route: RTPROT_BOOT };
+  const unwantedOwn = options.mode === 'client' ? unwantedMarkedAddresses(view, classes) : new Map<number, KernelAddress[]>();
   let primaryClientLink: number | null = null;
   let upstreamLink: UpstreamLink | null = null;
   let upstreamPending = false;
@@ -267,8 +278,8 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           wantSysctl(view, wanted, arpFilterOf(link.ifindex), '1'),
           // Into the guarded group before (or as) it comes up: see PROVIDER_LINK_GROUP.
           wantUp(view, wanted, link.ifindex, PROVIDER_LINK_GROUP),
-          wantAddress(view, wanted, { ifindex: link.ifindex, ip: GATEWAY_IP, prefixLength: 32 }),
-          wantRoute(view, wanted, { dst: linkClass.clientIp, dstLength: 32, oif: link.ifindex, gateway: null, priority: 0 }),
+          wantAddress(view, wanted, { ifindex: link.ifindex, ip: GATEWAY_IP, prefixLength: 32, proto: 0 }),
+          wantRoute(view, wanted, { dst: linkClass.clientIp, dstLength: 32, oif: link.ifindex, gateway: null, priority: 0, protocol: RTPROT_BOOT }),
           wantNeighbour(view, wanted, {
             ifindex: link.ifindex,
             ip: linkClass.clientIp,
@@ -290,30 +301,39 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
         if (options.mode === 'provider' && isUsableInterfaceName(link.name)) uplinks.push(link.name);
         const steps = [
           wantUp(view, wanted, link.ifindex, leaveGroup ? 0 : null),
-          wantAddress(view, wanted, { ifindex: link.ifindex, ip: linkClass.ownIp, prefixLength: 32 }),
+          wantAddress(view, wanted, { ifindex: link.ifindex, ip: linkClass.ownIp, prefixLength: 32, proto: marks.address }),
         ];
         // The /32 of another client id on this link (its MAC changed): the kernel would keep
-        // sending from it, and the provider now serving this link drops it as spoofed.
-        for (const address of view.addresses.values()) {
-          if (address.ifindex !== link.ifindex || address.prefixLength !== 32 || !inClientNetwork(address.ip) || address.ip === linkClass.ownIp) continue;
-          wanted.operations.push({ kind: 'address-del', address });
-          steps.push(false);
-        }
+        // sending from it, and the provider now serving this link drops it as spoofed. Client
+        // mode removes only its own (removeUnwanted); a chained provider, any such /32.
+        if (options.mode === 'provider') {
+          for (const address of view.addresses.values()) {
+            if (address.ifindex !== link.ifindex || address.prefixLength !== 32 || !inClientNetwork(address.ip) || address.ip === linkClass.ownIp) continue;
+            wanted.operations.push({ kind: 'address-del', address });
+            steps.push(false);
+          }
+        } else if (unwantedOwn.has(link.ifindex)) steps.push(false);
         let note: string | null = null;
         // Like Spectrum's app VM script, the first client link gets the gateway and default
         // routes; a second one would collide with them (the same /32 to 169.254.0.1).
         if (primaryClientLink === null) {
           primaryClientLink = link.ifindex;
-          steps.push(wantRoute(view, wanted, { dst: GATEWAY_IP, dstLength: 32, oif: link.ifindex, gateway: null, priority: 0 }));
+          steps.push(wantRoute(view, wanted, { dst: GATEWAY_IP, dstLength: 32, oif: link.ifindex, gateway: null, priority: 0, protocol: marks.route }));
           if (options.mode === 'provider') steps.push(wantSysctl(view, wanted, acceptLocalOf(link.ifindex), '1'));
           // Any default route but ours (whatever its metric) is left alone: replacing the metric-0
           // one would take a physical NIC's default away when ours was given a higher metric.
           // One the dump could not read counts: a default it does not know of is still someone's.
+          // Client mode's own through another link (a former primary's) goes instead (removeUnwanted).
           const otherDefault =
             view.unreadableDefaultRoute === true ||
-            [...view.routes.values()].some((route) => route.dstLength === 0 && !(route.oif === link.ifindex && route.gateway === GATEWAY_IP));
+            [...view.routes.values()].some(
+              (route) =>
+                route.dstLength === 0 &&
+                !(route.oif === link.ifindex && route.gateway === GATEWAY_IP) &&
+                !(options.mode === 'client' && route.protocol === CLIENT_MARK),
+            );
           if (!otherDefault) {
-            steps.push(wantRoute(view, wanted, { dst: '0.0.0.0', dstLength: 0, oif: link.ifindex, gateway: GATEWAY_IP, priority: 0 }));
+            steps.push(wantRoute(view, wanted, { dst: '0.0.0.0', dstLength: 0, oif: link.ifindex, gateway: GATEWAY_IP, priority: 0, protocol: marks.route }));
           } else note = 'a default route through another interface exists; left alone';
         } else note = 'not the first client link: address only';
         const configured = steps.every(Boolean);
@@ -350,8 +370,8 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
     for (const [ifindex, clientIp] of served) {
       if (servedNow.has(ifindex) || !view.links.has(ifindex)) continue;
       const before = wanted.operations.length;
-      const gateway = { ifindex, ip: GATEWAY_IP, prefixLength: 32 };
-      if (view.addresses.has(addressKey(gateway))) wanted.operations.push({ kind: 'address-del', address: gateway });
+      const gateway = view.addresses.get(addressKey({ ifindex, ip: GATEWAY_IP, prefixLength: 32 }));
+      if (gateway !== undefined) wanted.operations.push({ kind: 'address-del', address: gateway });
       const route = view.routes.get(routeKey({ dst: clientIp, dstLength: 32, priority: 0 }));
       if (route?.oif === ifindex) wanted.operations.push({ kind: 'route-del', route });
       const neighbour = view.neighbours.get(neighbourKey({ ifindex, ip: clientIp }));
@@ -361,6 +381,8 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
       nextServed.set(ifindex, clientIp);
     }
   }
+
+  if (options.mode === 'client') removeUnwanted(view, wanted, unwantedOwn, primaryClientLink, reports);
 
   return {
     unknownSysctls: wanted.unknown,
@@ -378,6 +400,72 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
     upstreamPending,
     served: nextServed,
   };
+}
+
+/** What the kernel marks the routes it makes itself with (an address's prefix route). */
+const RTPROT_KERNEL = 2;
+
+/** Client mode's addresses that it no longer wants, by link: all but each client link's own /32. */
+function unwantedMarkedAddresses(view: KernelView, classes: ReadonlyMap<number, LinkClass>): Map<number, KernelAddress[]> {
+  const unwanted = new Map<number, KernelAddress[]>();
+  for (const address of view.addresses.values()) {
+    if (address.proto !== CLIENT_MARK) continue;
+    const linkClass = classes.get(address.ifindex);
+    if (linkClass?.role === 'client' && address.ip === linkClass.ownIp && address.prefixLength === 32) continue;
+    const ofLink = unwanted.get(address.ifindex);
+    if (ofLink === undefined) unwanted.set(address.ifindex, [address]);
+    else ofLink.push(address);
+  }
+  return unwanted;
+}
+
+/** Whether `route` is one client mode configures on its primary link `primary`: the gateway's /32, or the default through it. */
+function isPrimaryRoute(route: KernelRoute, primary: number | null): boolean {
+  if (primary === null || route.oif !== primary || route.priority !== 0) return false;
+  return (route.dstLength === 32 && route.dst === GATEWAY_IP && route.gateway === null) || (route.dstLength === 0 && route.gateway === GATEWAY_IP);
+}
+
+/**
+ * Client mode: what carries its mark (CLIENT_MARK) and is no longer wanted goes, whatever run
+ * made it, and nothing without the mark: an address on a link that is no client link any more
+ * (its MAC changed, it is --ignore'd) or of its former client id, the routes of a former primary
+ * link. Kept while another route is being set in its place (the replace does it), and so is a
+ * link's last IPv4 address while routes not ours go out of it: the kernel drops every route
+ * through a link with its last address, and ours must not take anyone else's along (the link's
+ * report says so: its note, and `kept`).
+ */
+function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<number, readonly KernelAddress[]>, primary: number | null, reports: LinkReport[]): void {
+  const replaced = new Set<string>();
+  const added = new Set<number>();
+  for (const operation of wanted.operations) {
+    if (operation.kind === 'route-set') replaced.add(routeKey(operation.route));
+    if (operation.kind === 'address-add') added.add(operation.address.ifindex);
+  }
+  for (const route of view.routes.values()) {
+    if (route.protocol !== CLIENT_MARK || isPrimaryRoute(route, primary) || replaced.has(routeKey(route))) continue;
+    wanted.operations.push({ kind: 'route-del', route });
+  }
+  for (const [ifindex, addresses] of unwanted) {
+    const othersStay = added.has(ifindex) || [...view.addresses.values()].some((address) => address.ifindex === ifindex && !addresses.includes(address));
+    // The kernel's own routes through it are those of these addresses (their prefixes); one this
+    // plan replaces with its own leaves the link.
+    const theirs = othersStay
+      ? []
+      : [...view.routes.values()].filter(
+          (route) => route.oif === ifindex && route.protocol !== CLIENT_MARK && route.protocol !== RTPROT_KERNEL && !replaced.has(routeKey(route)),
+        );
+    if (theirs.length === 0) {
+      for (const address of addresses) wanted.operations.push({ kind: 'address-del', address });
+      continue;
+    }
+    const at = reports.findIndex((report) => report.ifindex === ifindex);
+    const report = reports[at];
+    if (report === undefined) continue;
+    const kept = addresses.map((address) => `${address.ip}/${address.prefixLength}`);
+    const routes = theirs.map((route) => (route.dstLength === 0 ? 'default' : `${route.dst}/${route.dstLength}`)).join(', ');
+    const why = `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take routes not ours with it (${routes})`;
+    reports[at] = { ...report, note: report.note === null ? why : `${report.note}; ${why}`, kept };
+  }
 }
 
 const UNUSABLE_NAME = "its name cannot go into the nftables ruleset: rename it (letters, digits, '_', '.', '-')";
@@ -559,16 +647,17 @@ export function describeOperation(operation: Operation, nameOf: (ifindex: number
     case 'link-down':
       return `link set ${nameOf(operation.ifindex)} down`;
     case 'address-add':
-      return `address add ${operation.address.ip}/${operation.address.prefixLength} dev ${nameOf(operation.address.ifindex)}`;
+      return `address add ${operation.address.ip}/${operation.address.prefixLength} dev ${nameOf(operation.address.ifindex)}${operation.address.proto === 0 ? '' : ` proto ${operation.address.proto}`}`;
     case 'address-del':
       return `address del ${operation.address.ip}/${operation.address.prefixLength} dev ${nameOf(operation.address.ifindex)}`;
     case 'route-set': {
       const { route } = operation;
       const via = route.gateway === null ? '' : ` via ${route.gateway}`;
-      return `route replace ${route.dstLength === 0 ? 'default' : `${route.dst}/${route.dstLength}`}${via} dev ${nameOf(route.oif)}`;
+      return `route replace ${route.dstLength === 0 ? 'default' : `${route.dst}/${route.dstLength}`}${via} dev ${nameOf(route.oif)} proto ${route.protocol}`;
     }
     case 'route-del':
-      return `route del ${operation.route.dst}/${operation.route.dstLength} dev ${nameOf(operation.route.oif)}`;
+      // Client mode's own are deleted only while they carry its mark (RtnetlinkKernel).
+      return `route del ${operation.route.dst}/${operation.route.dstLength} dev ${nameOf(operation.route.oif)}${operation.route.protocol === CLIENT_MARK ? ` proto ${CLIENT_MARK}` : ''}`;
     case 'neighbour-set':
       return `neigh replace ${operation.neighbour.ip} lladdr ${operation.neighbour.mac} dev ${nameOf(operation.neighbour.ifindex)} nud permanent`;
     case 'neighbour-del':

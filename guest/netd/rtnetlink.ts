@@ -17,11 +17,13 @@ import {
   createRtNetlink,
   getString,
   getU32,
+  getU8,
   parseAttributes,
   parseMessages,
+  putU8,
   rt,
 } from 'netlink';
-import type { KernelAddress, KernelEvent, KernelLink, KernelNeighbour, KernelRoute, KernelView } from './kernel-view.js';
+import { CLIENT_MARK, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
 import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl-events.js';
@@ -30,8 +32,6 @@ const AF_INET = 2;
 const MAIN_TABLE = 254;
 const NLM_F_REPLACE = 0x100;
 const NLM_F_CREATE = 0x400;
-/** What `ip route add` marks its routes with, so ours look like Spectrum's in `ip route`. */
-const RTPROT_BOOT = 3;
 const REQUEST_TIMEOUT_MS = 5_000;
 /**
  * How many dumps of a table are taken in a row while the kernel marks each inconsistent
@@ -76,6 +76,8 @@ const IFLA_LINK: AttributeType = { type: 5, name: 'IFLA_LINK' };
 const IFLA_GROUP: AttributeType = { type: 27, name: 'IFLA_GROUP' };
 const IFA_ADDRESS: AttributeType = { type: 1, name: 'IFA_ADDRESS' };
 const IFA_LOCAL: AttributeType = { type: 2, name: 'IFA_LOCAL' };
+/** An address's protocol (u8, Linux 6.3 on): the `netlink` package (0.3) neither parses nor formats it, so requests carry it from here too. */
+const IFA_PROTO: AttributeType = { type: 11, name: 'IFA_PROTO' };
 const RTA_DST: AttributeType = { type: 1, name: 'RTA_DST' };
 const RTA_OIF: AttributeType = { type: 4, name: 'RTA_OIF' };
 const RTA_GATEWAY: AttributeType = { type: 5, name: 'RTA_GATEWAY' };
@@ -120,6 +122,11 @@ class Attributes {
     // Neither flag is the kernel's on any attribute read here: its bytes would mean something else.
     if (attribute.nested === true || attribute.no === true) throw undecodable(`${type.name} is flagged ${attribute.nested === true ? 'nested' : 'in network byte order'}`);
     return attribute.data;
+  }
+
+  /** A u8 (the package's reader: exactly 1 byte). */
+  u8(type: AttributeType): number | undefined {
+    return this.#read(type, getU8);
   }
 
   /** A u32 in host order (the package's reader: exactly 4 bytes). */
@@ -179,7 +186,15 @@ export function decodeAddress(payload: Buffer): KernelAddress | null {
   if (family !== AF_INET || index === undefined || prefixlen === undefined) return null;
   const attrs = attributes();
   const ip = attrs.ipv4(IFA_LOCAL) ?? attrs.ipv4(IFA_ADDRESS);
-  return ip === undefined ? null : { ifindex: index, ip, prefixLength: prefixlen };
+  if (ip === undefined) return null;
+  // None given, or a kernel before 6.3: 0.
+  return { ifindex: index, ip, prefixLength: prefixlen, proto: attrs.u8(IFA_PROTO) ?? 0 };
+}
+
+/** rtm_protocol as a number: the `netlink` package gives the name of one it knows. */
+function protocolNumber(protocol: rt.Route['protocol']): number {
+  if (protocol === undefined) return 0;
+  return typeof protocol === 'number' ? protocol : rt.RouteProtocol[protocol];
 }
 
 /**
@@ -198,6 +213,7 @@ export function decodeRoute(payload: Buffer): KernelRoute | null {
     oif: attrs.u32(RTA_OIF) ?? null,
     gateway: attrs.ipv4(RTA_GATEWAY) ?? null,
     priority: attrs.u32(RTA_PRIORITY) ?? 0,
+    protocol: protocolNumber(header.protocol),
   };
 }
 
@@ -211,6 +227,15 @@ export function decodeNeighbour(payload: Buffer): KernelNeighbour | null {
   if (ip === undefined) return null;
   const lladdr = attrs.bytes(NDA_LLADDR);
   return { ifindex, ip, mac: lladdr === undefined ? null : macText(lladdr), permanent: header.state?.permanent === true };
+}
+
+/** An address request's body (ifaddrmsg, IFA_LOCAL, IFA_ADDRESS), with IFA_PROTO where the address has one. */
+function addressMessage(address: KernelAddress, header: Partial<rt.Address> = {}): Uint8Array[] {
+  const ip = ipBytes(address.ip);
+  const body = new AttrStream();
+  rt.formatAddressMessage({ kind: 'address', data: { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex, ...header }, attrs: { local: ip, address: ip } }, body);
+  if (address.proto !== 0) body.push(IFA_PROTO.type, putU8(address.proto));
+  return body.bufs;
 }
 
 /**
@@ -777,28 +802,15 @@ export class RtnetlinkKernel implements NetdKernel {
       case 'link-group':
         await socket.setLink({ index: operation.ifindex }, { group: operation.group }, sequenced());
         return;
-      case 'address-add': {
-        const { address } = operation;
-        const ip = ipBytes(address.ip);
-        await socket.newAddress(
-          { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex, scope: 0 },
-          { local: ip, address: ip },
-          creating(),
-        );
+      case 'address-add':
+        // With NLM_F_REPLACE, an address already there takes the given IFA_PROTO (or loses its own
+        // without one): never sent for one the view has, which the plan counts as done.
+        await socket.socket.request(rt.MessageType.NEWADDR, addressMessage(operation.address, { scope: 0 }), creating());
         return;
-      }
-      case 'address-del': {
-        const { address } = operation;
-        const ip = ipBytes(address.ip);
-        await deleted(
-          socket.delAddress(
-            { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex },
-            { local: ip, address: ip },
-            sequenced(),
-          ),
-        );
+      case 'address-del':
+        // By address and prefix alone: the kernel matches no IFA_PROTO in a deletion (Linux 6.18).
+        await deleted(socket.socket.request(rt.MessageType.DELADDR, addressMessage({ ...operation.address, proto: 0 }), sequenced()));
         return;
-      }
       case 'route-set': {
         const { route } = operation;
         await socket.newRoute(
@@ -806,7 +818,7 @@ export class RtnetlinkKernel implements NetdKernel {
             family: AF_INET,
             dstLen: route.dstLength,
             table: MAIN_TABLE,
-            protocol: RTPROT_BOOT,
+            protocol: route.protocol,
             scope: route.gateway === null ? 'LINK' : 'UNIVERSE',
             type: 'UNICAST',
           },
@@ -822,10 +834,12 @@ export class RtnetlinkKernel implements NetdKernel {
       }
       case 'route-del': {
         const { route } = operation;
-        // Scope NOWHERE, type and protocol 0: match on prefix and metric, as `ip route del` does.
+        // Scope NOWHERE, type and protocol 0: match on prefix and metric, as `ip route del` does;
+        // client mode's own only while they carry its mark (one someone else has replaced stays).
+        const protocol: number = route.protocol === CLIENT_MARK ? CLIENT_MARK : 0;
         await deleted(
           socket.delRoute(
-            { family: AF_INET, dstLen: route.dstLength, table: MAIN_TABLE, scope: 'NOWHERE' },
+            { family: AF_INET, dstLen: route.dstLength, table: MAIN_TABLE, scope: 'NOWHERE', protocol },
             {
               ...(route.dstLength > 0 && { dst: ipBytes(route.dst) }),
               ...(route.oif !== null && { oif: route.oif }),

@@ -198,6 +198,26 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
     expect(lease?.lastRenewed).toBeGreaterThanOrEqual(lease?.firstSeen ?? Infinity);
   });
 
+  /** The socket holding 0.0.0.0:67 in the provider, from /proc/net/udp: its receive queue's bytes and its drops. */
+  async function portHolderQueue(): Promise<{ rxQueue: number; drops: number }> {
+    const { stdout } = await topology.provider.exec(['cat', '/proc/net/udp'], { enter: 'nsenter' });
+    const entries = stdout.split('\n').slice(1).map((line) => line.trim().split(/\s+/)).filter((fields) => fields[1] === '00000000:0043');
+    expect(entries).toHaveLength(1);
+    const fields = entries[0] ?? [];
+    return { rxQueue: Number.parseInt((fields[4] ?? '').split(':')[1] ?? '', 16), drops: Number(fields[12]) };
+  }
+
+  it('never queues a datagram to port 67 on the socket holding the port, broadcast or unicast: the kernel drops it there, the link socket answers, and no ICMP port-unreachable goes out', async () => {
+    // Were the holder read (a dgram socket), every request, a flood's too, would be read twice.
+    const before = await portHolderQueue();
+    const unreachables = await unreachablesSent();
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, ciaddr: PROBE_IP, flags: 0x8000 }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.ack);
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, ciaddr: PROBE_IP }, '169.254.0.1'))[0])).toBe(MESSAGE_TYPE.ack);
+    expect(typeOf((await exchange({ type: MESSAGE_TYPE.inform, ciaddr: PROBE_IP }, '169.254.0.1'))[0])).toBe(MESSAGE_TYPE.ack);
+    expect(await portHolderQueue()).toEqual({ rxQueue: 0, drops: before.drops + 3 });
+    expect(await unreachablesSent()).toBe(unreachables);
+  });
+
   it('ACKs a broadcast REBIND and an INIT-REBOOT for the right address', async () => {
     expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, ciaddr: PROBE_IP, flags: 0x8000 }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.ack);
     expect(typeOf((await exchange({ type: MESSAGE_TYPE.request, requested: PROBE_IP }, '255.255.255.255'))[0])).toBe(MESSAGE_TYPE.ack);

@@ -331,15 +331,22 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
       }
       expect(Number((await forwarder.counters())['sendErrors'])).toBeGreaterThan(Number(before['sendErrors']));
     };
-    // A lost route is not the sockets' doing: while the last failure still waits (2 s), the next
-    // link change connects A again, at once.
+    // A lost route is not the sockets' doing: while a failure still waits (2 s), the next link
+    // change connects A again, at once. The route is lost to a send, which goes out of a socket
+    // that works (none goes out of one that failed): A is connected again once the last failure's
+    // wait is over, with sockets that hold, and then one of them fails (the streak goes on).
     await forwarder.fail('none-at-once');
+    connected += 1;
+    expect(connections(await forwarder.advance(RECONNECT_MAX_MS))).toBe(connected);
+    let from = forwarder.process.stderr.length;
+    await forwarder.fail('upstream-newest');
+    expect(failures(from)).toEqual([['2', INFO]]);
     await loseRoute();
     connected += 1;
     expect(connections(await forwarder.rebind())).toBe(connected);
     expect(await ask('169.254.0.10')).toBe('192.0.2.80');
     // The new sockets go on with the streak: one failing within a minute waits the longest, said at info.
-    let from = forwarder.process.stderr.length;
+    from = forwarder.process.stderr.length;
     await forwarder.fail('upstream-newest');
     expect(failures(from)).toEqual([['2', INFO]]);
     expect(connections(await linkStorm(forwarder))).toBe(connected);
@@ -517,6 +524,39 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
       const after = await forwarder.counters();
       expect(after['upstreamSockets']).toBe(started['upstreamSockets']);
       expect(after['failingUpstreams']).toEqual([`${address}:53 (1 of ${String(started['upstreamSockets'])} sockets failed)`]);
+    } finally {
+      await upstream.kill();
+    }
+  });
+
+  it('holds a new query to its only upstream while none of its sockets works, sending it out of none, and sends it as soon as the upstream is connected again', async () => {
+    const address = '192.0.2.59';
+    await harness.addAddress(net.internet, 'inet0', `${address}/24`);
+    const upstream = startUpstream(net.internet, address, 'A');
+    try {
+      const forwarder = await start({ listen: '169.254.0.18', upstreams: [address], timeoutMs: 8000, manualClock: true });
+      await harness.addAddress(net.provider, 'cl0', '169.254.0.18/32');
+      expect((await forwarder.rebind())['listening']).toBe(true);
+      await eventually('the upstream answering', async () => (await ask('169.254.0.18')) === '192.0.2.80');
+      // Every socket to the upstream gone; it is connected again only when the test moves the
+      // recovery clock.
+      await destroy(forwarder, address, await portsTo(forwarder, address));
+      const before = await forwarder.counters();
+      const asking = net.client.exec(['dig', '@169.254.0.18', '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+      await eventually('the query waiting', async () => (await forwarder.counter('pending')) === 1);
+      // Out of no socket: a send out of a destroyed one fails (EDESTADDRREQ), a sendError (before,
+      // it went out of one, and again only at its resend once the upstream was connected again).
+      const waiting = await forwarder.counters();
+      expect({ sendErrors: waiting['sendErrors'], failed: waiting['failed'] }).toEqual({ sendErrors: before['sendErrors'], failed: 0 });
+      // Connected again: it goes out at once, its first transmission (no retransmit), and is answered.
+      await forwarder.advance(reconnectDelayMs(0));
+      expect((await asking).stdout.trim()).toBe('192.0.2.80');
+      const after = await forwarder.counters();
+      expect({ retransmits: after['retransmits'], sendErrors: after['sendErrors'], failed: after['failed'] }).toEqual({
+        retransmits: before['retransmits'],
+        sendErrors: before['sendErrors'],
+        failed: 0,
+      });
     } finally {
       await upstream.kill();
     }

@@ -504,6 +504,78 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
+  it('gives a client a TCP connection while a few clients hold them all, closing the oldest idle one of the client holding the most, never one of a client at its fair share', async () => {
+    // An upstream over TCP answering every name at once but hang-*, which it never answers.
+    const script = `const net = require('node:net');
+      net.createServer((socket) => {
+        let buffered = Buffer.alloc(0);
+        socket.on('error', () => undefined);
+        socket.on('data', (chunk) => {
+          buffered = Buffer.concat([buffered, chunk]);
+          while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
+            const query = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
+            buffered = buffered.subarray(2 + query.length);
+            if (query.includes('hang-')) continue;
+            const record = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 77]);
+            const answer = Buffer.concat([query, record]); answer[2] |= 0x80; answer[3] |= 0x80; answer.writeUInt16BE(1, 6);
+            const length = Buffer.alloc(2); length.writeUInt16BE(answer.length, 0);
+            socket.write(Buffer.concat([length, answer]));
+          }
+        });
+      }).listen(5304, '192.0.2.1', () => process.stdout.write('ready\\n'));`;
+    const upstream = net.internet.spawn([process.execPath, '-e', script]);
+    await upstream.waitForOutput(/^ready$/m);
+    const [holderA, holderB, holderD] = ['100.64.0.21', '100.64.0.22', '100.64.0.24'];
+    for (const address of [holderA, holderB, holderD]) {
+      await harness.addAddress(net.client, 'eth0', `${address}/32`);
+      await net.provider.ip(['route', 'add', `${address}/32`, 'dev', 'cl0']);
+    }
+    const fair = await ForwarderProcess.start(net.provider, {
+      port: 5365,
+      upstreams: ['192.0.2.1:5304'],
+      timeoutMs: 8000,
+      tcpIdleMs: 20_000,
+      maxTcpConnections: 4,
+      maxTcpConnectionsPerClient: 3,
+    });
+    try {
+      /**
+       * Connections from `bind`, opened 50 ms apart, each sending `send` (default half a length
+       * prefix: idle); when each was closed, null for open to the end.
+       */
+      const hold = (bind: string, count: number, send?: string): Promise<(number | null)[]> =>
+        runQueryFixture({ mode: 'tcp-hold', port: 5365, bind, count, holdMs: 5000, ...(send !== undefined && { send }) }) as Promise<(number | null)[]>;
+      // A's oldest waits for the answer to a query (its other two are idle); then B's.
+      const hanging = Buffer.from(query('hang-1.test.example', 0x77), 'hex');
+      const framed = Buffer.concat([Buffer.from([hanging.length >> 8, hanging.length & 0xff]), hanging]).toString('hex');
+      const busyA = hold(holderA, 1, framed);
+      await eventually("A's query waiting upstream", async () => (await fair.counter('tcpQueries')) === 1);
+      const idleA = hold(holderA, 2);
+      await eventually("A's three open", async () => (await fair.counter('tcpConnections')) === 3);
+      const heldB = hold(holderB, 1);
+      await eventually('all four open', async () => (await fair.counter('tcpConnections')) === 4);
+      // D, holding none: below its fair share (4 among 3 clients: 1), it takes the place of A's
+      // oldest idle one (A holds the most). Its second is beyond its share: refused, closing no one's.
+      const heldD = hold(holderD, 2);
+      await eventually("D's second refused", async () => (await fair.counter('tcpRejected')) >= 1);
+      // Another client still gets its answer over TCP (before, refused as all were taken): in
+      // place of A's idle one left, A holding 2; B and D, at their share of 1, keep theirs.
+      // (No EDNS: the upstream appends its answer to the query as it came.)
+      expect((await dig(['+tcp', '+noedns', '-p', '5365', '-b', CLIENT_IP, '+short', 'www.test.example'])).trim()).toBe('192.0.2.77');
+      const closed = (times: (number | null)[]): boolean[] => times.map((ms) => ms !== null);
+      const [a0, a12, b, d] = await Promise.all([busyA, idleA, heldB, heldD]);
+      expect({ a: closed([...a0, ...a12]), b: closed(b), d: closed(d) }).toEqual({ a: [false, true, true], b: [false], d: [false, true] });
+      expect(await fair.counters()).toMatchObject({ tcpConnections: 6, tcpEvicted: 2, tcpRejected: 1, tcpIdleClosed: 0, answered: 1 });
+    } finally {
+      await fair.process.kill();
+      await upstream.kill();
+      for (const address of [holderA, holderB, holderD]) {
+        await net.provider.ip(['route', 'del', `${address}/32`, 'dev', 'cl0']);
+        await net.client.ip(['address', 'del', `${address}/32`, 'dev', 'eth0']);
+      }
+    }
+  });
+
   it('closes a TCP connection at its first frame that is no query, freeing its client\'s slot, and keeps a pipelined stream open', async () => {
     const capped = await ForwarderProcess.start(net.provider, { port: 5363, upstreams: [UPSTREAM_A], maxTcpConnectionsPerClient: 2 });
     try {

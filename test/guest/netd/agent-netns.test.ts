@@ -604,6 +604,28 @@ print(json.dumps(sorted(answered)))
     await provider.ip(['link', 'del', 'dev', 'vm12']);
   });
 
+  it('sets arp_filter and disable_ipv6 on provider links renamed as they come, as udev renames them', async () => {
+    // Renamed a moment after the agent learns of the link, its sysctls were read by the name it
+    // had just lost: missing, which was taken as nothing to set, for good. One link at a time, the
+    // agent idle when each comes (as a hot-plug finds it): a few in forty lost the race before.
+    const far = await harness.namespace('renfar');
+    const ids = Array.from({ length: 40 }, (_, index) => 320 + index);
+    const sysctls = async (id: number): Promise<string> =>
+      (await provider.exec(['cat', `/proc/sys/net/ipv4/conf/r${id}/arp_filter`, `/proc/sys/net/ipv6/conf/r${id}/disable_ipv6`])).stdout.trim().replace('\n', ',');
+    const all = async (): Promise<Record<string, string>> => Object.fromEntries(await Promise.all(ids.map(async (id) => [`r${id}`, await sysctls(id)])));
+    try {
+      for (const id of ids) {
+        await provider.exec(['ip', '-batch', '-'], { input: `link add t${id} address ${mac(0x80, id)} type veth peer name e${id} netns ${far.name}\nlink set dev t${id} name r${id}\n` });
+        await eventually(`r${id} configured`, async () => (await provider.ip(['neigh', 'show', 'dev', `r${id}`])).stdout.includes('PERMANENT'));
+      }
+      // Set within moments of the rest; a link that missed them never got them.
+      await eventually('arp_filter and disable_ipv6 on every renamed link', async () => Object.values(await all()).every((value) => value === '1,1'), 3000).catch(() => undefined);
+      expect(await all()).toEqual(Object.fromEntries(ids.map((id) => [`r${id}`, '1,1'])));
+    } finally {
+      await provider.exec(['ip', '-batch', '-'], { input: ids.map((id) => `link del dev r${id}\n`).join(''), allowFailure: true });
+    }
+  });
+
   it.each([
     ['run', ''],
     ['status', ''],

@@ -8,8 +8,8 @@ import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '
 import { NetdAgent } from '../../../guest/netd/agent.js';
 import { NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
-import type { KernelEvent, KernelView } from '../../../guest/netd/kernel-view.js';
-import { type Operation, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
+import { CLIENT_MARK, type KernelEvent, type KernelView } from '../../../guest/netd/kernel-view.js';
+import { type Operation, SYSCTL_ABSENT, arpFilterOf, disableIpv6Of, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
 import type { DumpTable, KernelDump, KernelListener, NetdKernel, SkippedEntry } from '../../../guest/netd/rtnetlink.js';
 import type { ServicesPort, UpstreamLinkInfo } from '../../../guest/services-port.js';
 
@@ -62,7 +62,7 @@ class ScriptedKernel implements NetdKernel {
     return this.refuse(operation) ? Promise.reject(this.refusal) : Promise.resolve();
   }
 
-  readSysctl(): string {
+  readSysctl(_path: string): string {
     return '1';
   }
 
@@ -130,6 +130,40 @@ describe('NetdAgent', () => {
   afterEach(() => {
     agent?.stop();
     vi.useRealTimers();
+  });
+
+  it("says once, in client mode, that a link keeps an address of ours while another's route needs it, and removes it once that route goes", async () => {
+    const ETH0 = { ifindex: 3, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
+    const OPERATOR_ROUTE = { dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: null, priority: 0, protocol: 4 };
+    const OURS = { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: CLIENT_MARK };
+    const kernel = new ScriptedKernel([
+      { kind: 'link', op: 'new', link: ETH0 },
+      { kind: 'address', op: 'new', address: OURS },
+      { kind: 'route', op: 'new', route: OPERATOR_ROUTE },
+    ]);
+    const lines: { msg: string; link?: string; kept?: string[] }[] = [];
+    const log = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+    agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, log, null, null);
+    await agent.start({ watch: true });
+    const said = (): typeof lines => lines.filter((line) => line.kept !== undefined);
+    expect(said()).toEqual([
+      expect.objectContaining({
+        link: 'eth0',
+        kept: ['100.64.0.5/32'],
+        msg: "addressing is left to the network manager; keeps 100.64.0.5/32 of client mode's: deleting its last IPv4 address would take routes not ours with it (203.0.113.0/24)",
+      }),
+    ]);
+    expect(kernel.applied).toEqual([]);
+    // Another change plans again: not said again.
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, mac: '52:54:00:00:00:01' } }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(said()).toHaveLength(1);
+    kernel.listener?.events([{ kind: 'route', op: 'del', route: OPERATOR_ROUTE }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(kernel.applied).toEqual([{ kind: 'address-del', address: OURS }]);
+    expect(said()).toHaveLength(1);
   });
 
   it("reports a link's failed operation until the plan asks nothing more of that link", async () => {
@@ -242,6 +276,26 @@ describe('NetdAgent', () => {
     expect((await agent.status()).firewallError).toBeNull();
   });
 
+  it("reads a new link's sysctls again once it is renamed: read under a name it had just lost, they were missing", async () => {
+    // udev renames a hot-plugged link a moment after the kernel makes it. Read under the old name,
+    // arp_filter and disable_ipv6 are missing (ENOENT, as with IPv6 compiled out), which the
+    // planner takes as nothing to set: the link served with neither, ARP answered for any sender.
+    const kernel = new ScriptedKernel([]);
+    kernel.readSysctl = (path: string): string => (path.includes('/eth1/') ? SYSCTL_ABSENT : '0');
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), null, null);
+    await agent.start({ watch: true });
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, name: 'eth1' } }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(kernel.applied).toContainEqual({ kind: 'link-up', ifindex: CLIENT_1.ifindex, group: PROVIDER_LINK_GROUP });
+    // The rename's notification, the link up as the agent left it.
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP } }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(kernel.applied).toContainEqual({ kind: 'sysctl', key: arpFilterOf(CLIENT_1.ifindex), value: '1' });
+    expect(kernel.applied).toContainEqual({ kind: 'sysctl', key: disableIpv6Of(CLIENT_1.ifindex), value: '1' });
+  });
+
   it('tells the services of a new device that took the name of the link to the upstream provider, by its index', async () => {
     const UP0 = { ifindex: 5, name: 'up0', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
     const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: UP0 }]);
@@ -263,9 +317,9 @@ describe('NetdAgent', () => {
     kernel.listener?.events([
       { kind: 'link', op: 'del', link: UP0 },
       { kind: 'link', op: 'new', link: { ...UP0, ifindex: 9, up: true } },
-      { kind: 'address', op: 'new', address: { ifindex: 9, ip: '100.64.0.7', prefixLength: 32 } },
-      { kind: 'route', op: 'new', route: { dst: '169.254.0.1', dstLength: 32, oif: 9, gateway: null, priority: 0 } },
-      { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: 9, gateway: '169.254.0.1', priority: 0 } },
+      { kind: 'address', op: 'new', address: { ifindex: 9, ip: '100.64.0.7', prefixLength: 32, proto: 0 } },
+      { kind: 'route', op: 'new', route: { dst: '169.254.0.1', dstLength: 32, oif: 9, gateway: null, priority: 0, protocol: 3 } },
+      { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: 9, gateway: '169.254.0.1', priority: 0, protocol: 3 } },
     ]);
     for (let waited = 0; waited < 5000 && told.at(-1)?.ifindex !== 9; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
     await agent.idle();
@@ -645,8 +699,8 @@ describe('NetdAgent', () => {
       const kernel = new ScriptedKernel([
         { kind: 'link', op: 'new', link: NIC },
         { kind: 'link', op: 'new', link: APP },
-        // What decodeRoute makes of `default via inet6 fe80::1 dev eth0` (RTA_VIA is not read).
-        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: NIC.ifindex, gateway: null, priority: 0 } },
+        // What decodeRoute makes of `default via inet6 fe80::1 dev eth0` (RTA_VIA is not read; `ip route add` marks it boot, 3).
+        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: NIC.ifindex, gateway: null, priority: 0, protocol: 3 } },
       ]);
       agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
       await agent.start({ watch: true });
@@ -764,10 +818,10 @@ describe('NetdAgent', () => {
     it('sweeps at start every client IP but those served as a previous agent left them and its own, after the firewall and before any link is configured', async () => {
       const kernel = new ScriptedKernel([
         { kind: 'link', op: 'new', link: { ...CLIENT_1, up: true } },
-        { kind: 'route', op: 'new', route: { dst: '100.64.0.1', dstLength: 32, oif: 2, gateway: null, priority: 0 } },
+        { kind: 'route', op: 'new', route: { dst: '100.64.0.1', dstLength: 32, oif: 2, gateway: null, priority: 0, protocol: 3 } },
         { kind: 'link', op: 'new', link: VM2 },
         { kind: 'link', op: 'new', link: { ifindex: 5, name: 'up0', mac: '0a:b3:ec:00:00:07', up: true, loopback: false, group: 0 } },
-        { kind: 'address', op: 'new', address: { ifindex: 5, ip: '100.64.0.7', prefixLength: 32 } },
+        { kind: 'address', op: 'new', address: { ifindex: 5, ip: '100.64.0.7', prefixLength: 32, proto: 0 } },
       ]);
       const firewall = new RecordingFirewall();
       const conntrack = new RecordingConntrack();
@@ -880,7 +934,7 @@ describe('NetdAgent', () => {
     it('while the start sweep fails, serves the links a previous agent configured and holds back the others', async () => {
       const kernel = new ScriptedKernel([
         { kind: 'link', op: 'new', link: { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP } },
-        { kind: 'route', op: 'new', route: { dst: '100.64.0.1', dstLength: 32, oif: 2, gateway: null, priority: 0 } },
+        { kind: 'route', op: 'new', route: { dst: '100.64.0.1', dstLength: 32, oif: 2, gateway: null, priority: 0, protocol: 3 } },
         { kind: 'link', op: 'new', link: VM2 },
       ]);
       const conntrack = new RecordingConntrack();

@@ -52,6 +52,16 @@ export const ADDRESS_V0 = bytes(
   'ffffffffdf2a3300df2a3300',
 );
 
+/**
+ * RTM_NEWADDR of 100.64.0.5/32 on v0 with IFA_PROTO 236 (client mode's mark), dumped in another
+ * namespace holding v0 (ifindex 3) alone: iproute2 before 6.3 cannot give an address a protocol, so
+ * it was added as `spectrum-netd client` adds one (RTM_NEWADDR: IFA_LOCAL, IFA_ADDRESS, IFA_PROTO).
+ */
+export const MARKED_ADDRESS_V0 = bytes(
+  '022080000300000008000100644000050800020064400005070003007630000005000b00ec000000080008008000000014' +
+  '000600ffffffffffffffff3dbf34003dbf3400',
+);
+
 /** RTM_NEWROUTE of `default via inet6 fe80::1 dev v0` (RTA_TABLE, RTA_VIA, RTA_OIF). */
 export const DEFAULT_ROUTE_VIA_IPV6 = bytes(
   '02000000fe0300010000000008000f00fe000000160012000a00fe800000000000000000000000000001000008000400' +

@@ -39,8 +39,8 @@ describe('kernel view', () => {
     const view = emptyView();
     const l = link('0a:b3:ec:80:00:05');
     applyEvent(view, { kind: 'link', op: 'new', link: l });
-    applyEvent(view, { kind: 'address', op: 'new', address: { ifindex: 2, ip: '169.254.0.1', prefixLength: 32 } });
-    applyEvent(view, { kind: 'route', op: 'new', route: { dst: '100.64.0.5', dstLength: 32, oif: 2, gateway: null, priority: 0 } });
+    applyEvent(view, { kind: 'address', op: 'new', address: { ifindex: 2, ip: '169.254.0.1', prefixLength: 32, proto: 0 } });
+    applyEvent(view, { kind: 'route', op: 'new', route: { dst: '100.64.0.5', dstLength: 32, oif: 2, gateway: null, priority: 0, protocol: 3 } });
     applyEvent(view, { kind: 'neighbour', op: 'new', neighbour: { ifindex: 2, ip: '100.64.0.5', mac: 'aa', permanent: true } });
     view.sysctls.set('2:net/ipv6/conf/{}/disable_ipv6', '1');
     applyEvent(view, { kind: 'link', op: 'del', link: l });
@@ -50,8 +50,8 @@ describe('kernel view', () => {
   it('forgets routes and neighbours (not addresses) when a link goes down, as the kernel flushes them silently', () => {
     const view = emptyView();
     applyEvent(view, { kind: 'link', op: 'new', link: link('0a:b3:ec:80:00:05') });
-    applyEvent(view, { kind: 'address', op: 'new', address: { ifindex: 2, ip: '169.254.0.1', prefixLength: 32 } });
-    applyEvent(view, { kind: 'route', op: 'new', route: { dst: '100.64.0.5', dstLength: 32, oif: 2, gateway: null, priority: 0 } });
+    applyEvent(view, { kind: 'address', op: 'new', address: { ifindex: 2, ip: '169.254.0.1', prefixLength: 32, proto: 0 } });
+    applyEvent(view, { kind: 'route', op: 'new', route: { dst: '100.64.0.5', dstLength: 32, oif: 2, gateway: null, priority: 0, protocol: 3 } });
     applyEvent(view, { kind: 'neighbour', op: 'new', neighbour: { ifindex: 2, ip: '100.64.0.5', mac: 'aa', permanent: true } });
     applyEvent(view, { kind: 'link', op: 'new', link: { ...link('0a:b3:ec:80:00:05'), up: false } });
     expect(view.addresses.size).toBe(1);

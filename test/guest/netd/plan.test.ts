@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type KernelEvent, applyEvent, emptyView, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
+import { CLIENT_MARK, type KernelEvent, RTPROT_BOOT, applyEvent, emptyView, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
 import {
   IP_FORWARD,
   type Operation,
@@ -41,8 +41,8 @@ describe('planner', () => {
       { kind: 'sysctl', key: arpFilterOf(7), value: '1' },
       // Into the firewall's guarded group in the same request that brings it up.
       { kind: 'link-up', ifindex: 7, group: PROVIDER_LINK_GROUP },
-      { kind: 'address-add', address: { ifindex: 7, ip: '169.254.0.1', prefixLength: 32 } },
-      { kind: 'route-set', route: { dst: '100.64.165.70', dstLength: 32, oif: 7, gateway: null, priority: 0 } },
+      { kind: 'address-add', address: { ifindex: 7, ip: '169.254.0.1', prefixLength: 32, proto: 0 } },
+      { kind: 'route-set', route: { dst: '100.64.165.70', dstLength: 32, oif: 7, gateway: null, priority: 0, protocol: 3 } },
       { kind: 'neighbour-set', neighbour: { ifindex: 7, ip: '100.64.165.70', mac: '0a:b3:ec:00:a5:46', permanent: true } },
     ]);
     expect(result.firewall).toEqual({ providerLinks: [{ ifname: 'vm5', clientIp: '100.64.165.70' }], uplinks: [], allowedPairs: [] });
@@ -55,9 +55,9 @@ describe('planner', () => {
     const result = plan(view, clientOptions);
     expect(result.operations).toEqual<Operation[]>([
       { kind: 'link-up', ifindex: 3 },
-      { kind: 'address-add', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32 } },
-      { kind: 'route-set', route: { dst: '169.254.0.1', dstLength: 32, oif: 3, gateway: null, priority: 0 } },
-      { kind: 'route-set', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 0 } },
+      { kind: 'address-add', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 236 } },
+      { kind: 'route-set', route: { dst: '169.254.0.1', dstLength: 32, oif: 3, gateway: null, priority: 0, protocol: 236 } },
+      { kind: 'route-set', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 0, protocol: 236 } },
     ]);
     expect(result.upstreamLink).toBeNull();
     // The same link in a provider VM: configured the same way, and it is an uplink.
@@ -72,17 +72,33 @@ describe('planner', () => {
     applyEvent(view, { kind: 'link', op: 'new', link: { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:07', up: true, loopback: false, group: 0 } });
     const result = plan(view, clientOptions);
     expect(result.operations).toEqual<Operation[]>([
-      { kind: 'address-add', address: { ifindex: 3, ip: '100.64.0.7', prefixLength: 32 } },
+      { kind: 'address-add', address: { ifindex: 3, ip: '100.64.0.7', prefixLength: 32, proto: 236 } },
       // Deleted after the add: a link left without an IPv4 address loses its routes.
-      { kind: 'address-del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32 } },
+      { kind: 'address-del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 236 } },
     ]);
     expect(result.links.find((link) => link.ifindex === 3)?.state).toBe('pending');
     for (const operation of result.operations) applyOperation(view, operation);
     expect([...view.addresses.values()].filter((a) => a.ifindex === 3).map((a) => a.ip)).toEqual(['100.64.0.7']);
-    // An address given by hand with another prefix, or outside 100.64.0.0/16, stays.
-    view.addresses.set('3/100.64.9.9/24', { ifindex: 3, ip: '100.64.9.9', prefixLength: 24 });
-    view.addresses.set('3/192.0.2.9/32', { ifindex: 3, ip: '192.0.2.9', prefixLength: 32 });
+    // An address given by hand stays: without client mode's mark, a /32 of 100.64.0.0/16 too.
+    view.addresses.set('3/100.64.9.9/24', { ifindex: 3, ip: '100.64.9.9', prefixLength: 24, proto: 0 });
+    view.addresses.set('3/192.0.2.9/32', { ifindex: 3, ip: '192.0.2.9', prefixLength: 32, proto: 0 });
+    view.addresses.set('3/100.64.0.9/32', { ifindex: 3, ip: '100.64.0.9', prefixLength: 32, proto: 0 });
     expect(plan(view, clientOptions).operations).toEqual([]);
+  });
+
+  it("takes any other /32 of the client network off a chained provider's client link, marked or not, as before client mode's mark", () => {
+    const view = emptyView();
+    view.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:07', up: true, loopback: false, group: 0 });
+    view.sysctls.set(sysctlKeyId(IP_FORWARD), '1');
+    view.sysctls.set(sysctlKeyId(acceptLocalOf(3)), '1');
+    view.addresses.set('3/100.64.0.5/32', { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 0 });
+    view.addresses.set('3/192.0.2.9/32', { ifindex: 3, ip: '192.0.2.9', prefixLength: 32, proto: 0 });
+    expect(plan(view, providerOptions).operations).toEqual<Operation[]>([
+      { kind: 'address-add', address: { ifindex: 3, ip: '100.64.0.7', prefixLength: 32, proto: 0 } },
+      { kind: 'address-del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 0 } },
+      { kind: 'route-set', route: { dst: '169.254.0.1', dstLength: 32, oif: 3, gateway: null, priority: 0, protocol: RTPROT_BOOT } },
+      { kind: 'route-set', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 0, protocol: RTPROT_BOOT } },
+    ]);
   });
 
   it("never replaces another interface's default route, even when ours exists with a higher metric", () => {
@@ -90,8 +106,8 @@ describe('planner', () => {
     view.links.set(2, { ifindex: 2, name: 'ens3', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 });
     view.links.set(3, { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false, group: 0 });
     // The physical NIC is preferred: Spectrum's default was given metric 100 by hand.
-    view.routes.set('0.0.0.0/0@0', { dst: '0.0.0.0', dstLength: 0, oif: 2, gateway: '192.0.2.1', priority: 0 });
-    view.routes.set('0.0.0.0/0@100', { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 100 });
+    view.routes.set('0.0.0.0/0@0', { dst: '0.0.0.0', dstLength: 0, oif: 2, gateway: '192.0.2.1', priority: 0, protocol: 3 });
+    view.routes.set('0.0.0.0/0@100', { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 100, protocol: 3 });
     const result = plan(view, clientOptions);
     expect(result.operations.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
     expect(result.links.find((link) => link.ifindex === 3)?.note).toBe('a default route through another interface exists; left alone');
@@ -132,7 +148,7 @@ describe('planner', () => {
     );
   });
 
-  it('never touches uplinks, ignored links or loopback, but to take them out of the guarded group in a provider', () => {
+  it("never touches uplinks, ignored links or loopback, but to take them out of the guarded group in a provider, or to remove client mode's own from them in a client VM", () => {
     fc.assert(
       fc.property(anyView, fc.boolean(), (view, client) => {
         const untouchable = new Set(
@@ -142,7 +158,10 @@ describe('planner', () => {
           const ifindex = operationIfindex(operation);
           const untouched = ifindex === null || !untouchable.has(ifindex);
           const leavesGroup = !client && operation.kind === 'link-group' && operation.group === 0 && view.links.get(operation.ifindex)?.group === PROVIDER_LINK_GROUP;
-          expect(untouched || leavesGroup).toBe(true);
+          const ownRemoved =
+            client &&
+            ((operation.kind === 'address-del' && operation.address.proto === CLIENT_MARK) || (operation.kind === 'route-del' && operation.route.protocol === CLIENT_MARK));
+          expect(untouched || leavesGroup || ownRemoved).toBe(true);
         }
       }),
     );

@@ -67,11 +67,11 @@ describe('purgeFilter', () => {
 
   it('sweeps the client network at start but for the routes a previous agent left to the same links, and its own addresses', () => {
     const view = emptyView();
-    const route = (dst: string, oif: number): void => void view.routes.set(routeKey({ dst, dstLength: 32, priority: 0 }), { dst, dstLength: 32, oif, gateway: null, priority: 0 });
+    const route = (dst: string, oif: number): void => void view.routes.set(routeKey({ dst, dstLength: 32, priority: 0 }), { dst, dstLength: 32, oif, gateway: null, priority: 0, protocol: 3 });
     route('100.64.0.1', 2); // served on link 2 before and now: kept
     route('100.64.0.2', 9); // its route leads out of another link: not what link 3 served
-    view.addresses.set('5/100.64.0.13/32', { ifindex: 5, ip: '100.64.0.13', prefixLength: 32 });
-    view.addresses.set('2/169.254.0.1/32', { ifindex: 2, ip: '169.254.0.1', prefixLength: 32 });
+    view.addresses.set('5/100.64.0.13/32', { ifindex: 5, ip: '100.64.0.13', prefixLength: 32, proto: 0 });
+    view.addresses.set('2/169.254.0.1/32', { ifindex: 2, ip: '169.254.0.1', prefixLength: 32, proto: 0 });
     const debt = startPurgeDebt(view, [
       { clientIp: '100.64.0.1', ifindex: 2 },
       { clientIp: '100.64.0.2', ifindex: 3 },

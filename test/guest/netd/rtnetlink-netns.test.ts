@@ -127,15 +127,16 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     const ifindex = viaIpv6['ifindex'];
     // The package's own parser throws on each (the dump has the kernel's local and broadcast routes besides, which it parses).
     expect((viaIpv6['dumpSays'] as string[]).filter((said) => said !== 'parsed')).toEqual(['Unexpected length for RouteVia', 'Unexpected length for RouteVia']);
+    // All added by `ip route add`, which marks them boot (rtm_protocol 3).
     expect(viaIpv6['dumped']).toEqual([
-      { dst: '0.0.0.0', dstLength: 0, oif: ifindex, gateway: null, priority: 0 },
-      { dst: '203.0.113.0', dstLength: 24, oif: ifindex, gateway: null, priority: 7 },
+      { dst: '0.0.0.0', dstLength: 0, oif: ifindex, gateway: null, priority: 0, protocol: 3 },
+      { dst: '203.0.113.0', dstLength: 24, oif: ifindex, gateway: null, priority: 7, protocol: 3 },
     ]);
     expect(viaIpv6['skipped']).toEqual([]);
     // Nothing changed while it was dumped: no table said to be inconsistent.
     expect(viaIpv6['inconsistent']).toEqual([]);
     expect(viaIpv6['notificationSays']).toEqual(['Unexpected length for RouteVia']);
-    expect(viaIpv6['told']).toEqual([{ op: 'new', route: { dst: '198.51.100.0', dstLength: 24, oif: ifindex, gateway: null, priority: 0 } }]);
+    expect(viaIpv6['told']).toEqual([{ op: 'new', route: { dst: '198.51.100.0', dstLength: 24, oif: ifindex, gateway: null, priority: 0, protocol: 3 } }]);
     expect(viaIpv6['losses']).toEqual([]);
   });
 

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { KernelAddress, KernelLink, KernelNeighbour, KernelRoute } from '../../../guest/netd/kernel-view.js';
 import { NetdError } from '../../../guest/netd/netd-error.js';
 import { decodeAddress, decodeDumpEntries, decodeLink, decodeNeighbour, decodeNotification, decodeRoute } from '../../../guest/netd/rtnetlink.js';
-import { ADDRESS_V0, CONNECTED_ROUTE, DEFAULT_ROUTE_VIA_IPV6, LINK_V0, NEIGHBOUR_V0, ROUTE_VIA_IPV6 } from './kernel-messages.js';
+import { ADDRESS_V0, CONNECTED_ROUTE, DEFAULT_ROUTE_VIA_IPV6, LINK_V0, MARKED_ADDRESS_V0, NEIGHBOUR_V0, ROUTE_VIA_IPV6 } from './kernel-messages.js';
 
 /** A u32 attribute as the kernel sends it: host order. */
 const u32 = (value: number): Buffer => {
@@ -41,10 +41,10 @@ type Kind = keyof typeof HEADER_LENGTH;
 
 /**
  * The attribute types the agent reads, by message (the spec: everything else it has no use for).
- * link: IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_GROUP; address: IFA_ADDRESS, IFA_LOCAL; route:
- * RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE; neighbour: NDA_DST, NDA_LLADDR.
+ * link: IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_GROUP; address: IFA_ADDRESS, IFA_LOCAL, IFA_PROTO;
+ * route: RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE; neighbour: NDA_DST, NDA_LLADDR.
  */
-const READ_TYPES: Record<Kind, readonly number[]> = { link: [1, 3, 5, 27], address: [1, 2], route: [1, 4, 5, 6, 15], neighbour: [1, 2] };
+const READ_TYPES: Record<Kind, readonly number[]> = { link: [1, 3, 5, 27], address: [1, 2, 11], route: [1, 4, 5, 6, 15], neighbour: [1, 2] };
 
 const DECODE: Record<Kind, (payload: Buffer) => unknown> = { link: decodeLink, address: decodeAddress, route: decodeRoute, neighbour: decodeNeighbour };
 
@@ -110,20 +110,30 @@ const anyLink: fc.Arbitrary<{ payload: Buffer; link: KernelLink }> = fc
     },
   }));
 
-/** Any IPv4 address message, and what it is read as (IFA_LOCAL where there is one, else IFA_ADDRESS). */
+/**
+ * Any IPv4 address message, and what it is read as (IFA_LOCAL where there is one, else IFA_ADDRESS;
+ * its IFA_PROTO, a u8 the `netlink` package does not format, or 0 without one).
+ */
 const anyAddress: fc.Arbitrary<{ payload: Buffer; address: KernelAddress }> = fc
-  .record({ index: fc.integer({ min: 1, max: 0x7fffffff }), prefixlen: fc.nat(32), local: fc.option(ipv4, { nil: undefined }), address: ipv4 })
-  .map(({ index, prefixlen, local, address }) => ({
-    payload: formatted((out) =>
+  .record({
+    index: fc.integer({ min: 1, max: 0x7fffffff }),
+    prefixlen: fc.nat(32),
+    local: fc.option(ipv4, { nil: undefined }),
+    address: ipv4,
+    proto: fc.option(fc.nat(255), { nil: undefined }),
+  })
+  .map(({ index, prefixlen, local, address, proto }) => ({
+    payload: formatted((out) => {
       rt.formatAddressMessage(
         { kind: 'address', data: { family: 2, prefixlen, index }, attrs: { address: Buffer.from(address), ...(local !== undefined && { local: Buffer.from(local) }) } },
         out,
-      ),
-    ),
-    address: { ifindex: index, ip: ipText(local ?? address), prefixLength: prefixlen },
+      );
+      if (proto !== undefined) out.push(11, Buffer.from([proto]));
+    }),
+    address: { ifindex: index, ip: ipText(local ?? address), prefixLength: prefixlen, proto: proto ?? 0 },
   }));
 
-/** Any main-table IPv4 unicast route message (its table in the header, in RTA_TABLE, or both), and what it is read as. */
+/** Any main-table IPv4 unicast route message (its table in the header, in RTA_TABLE, or both; any rtm_protocol), and what it is read as. */
 const anyRoute: fc.Arbitrary<{ payload: Buffer; route: KernelRoute }> = fc
   .record({
     dstLen: fc.nat(32),
@@ -132,14 +142,15 @@ const anyRoute: fc.Arbitrary<{ payload: Buffer; route: KernelRoute }> = fc
     oif: fc.option(fc.nat({ max: 0xffffffff }), { nil: undefined }),
     gateway: fc.option(ipv4, { nil: undefined }),
     priority: fc.option(fc.nat({ max: 0xffffffff }), { nil: undefined }),
+    protocol: fc.nat(255),
   })
-  .map(({ dstLen, dst, tableIn, oif, gateway, priority }) => ({
+  .map(({ dstLen, dst, tableIn, oif, gateway, priority, protocol }) => ({
     payload: formatted((out) =>
       rt.formatRouteMessage(
         {
           kind: 'route',
           // rtm_table says RT_TABLE_COMPAT (252) where RTA_TABLE alone holds the table.
-          data: { family: 2, dstLen, table: tableIn === 'attribute' ? 252 : 254, type: 'UNICAST' },
+          data: { family: 2, dstLen, table: tableIn === 'attribute' ? 252 : 254, protocol, type: 'UNICAST' },
           attrs: {
             ...(tableIn !== 'header' && { table: 254 }),
             ...(dst !== undefined && { dst: Buffer.from(dst) }),
@@ -151,7 +162,7 @@ const anyRoute: fc.Arbitrary<{ payload: Buffer; route: KernelRoute }> = fc
         out,
       ),
     ),
-    route: { dst: dst === undefined ? '0.0.0.0' : ipText(dst), dstLength: dstLen, oif: oif ?? null, gateway: gateway === undefined ? null : ipText(gateway), priority: priority ?? 0 },
+    route: { dst: dst === undefined ? '0.0.0.0' : ipText(dst), dstLength: dstLen, oif: oif ?? null, gateway: gateway === undefined ? null : ipText(gateway), priority: priority ?? 0, protocol },
   }));
 
 /** Any IPv4 neighbour message, and what it is read as. */
@@ -178,15 +189,22 @@ describe('decoding the bytes a kernel sent', () => {
   it('reads an IPv4 route via an IPv6 next hop (RTA_VIA, RFC 5549), which the netlink package cannot parse', () => {
     expect(() => rt.parseRouteMessage(DEFAULT_ROUTE_VIA_IPV6)).toThrow('Unexpected length for RouteVia');
     expect(() => rt.parseRouteMessage(ROUTE_VIA_IPV6)).toThrow('Unexpected length for RouteVia');
-    expect(decodeRoute(DEFAULT_ROUTE_VIA_IPV6)).toEqual({ dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: null, priority: 0 });
-    expect(decodeRoute(ROUTE_VIA_IPV6)).toEqual({ dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: null, priority: 7 });
-    expect(decodeRoute(CONNECTED_ROUTE)).toEqual({ dst: '100.64.0.0', dstLength: 24, oif: 3, gateway: null, priority: 0 });
+    // rtm_protocol: boot (3) for `ip route add`'s, kernel (2) for the kernel's own.
+    expect(decodeRoute(DEFAULT_ROUTE_VIA_IPV6)).toEqual({ dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: null, priority: 0, protocol: 3 });
+    expect(decodeRoute(ROUTE_VIA_IPV6)).toEqual({ dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: null, priority: 7, protocol: 3 });
+    expect(decodeRoute(CONNECTED_ROUTE)).toEqual({ dst: '100.64.0.0', dstLength: 24, oif: 3, gateway: null, priority: 0, protocol: 2 });
   });
 
   it('reads a veth, an address and a neighbour', () => {
     expect(decodeLink(LINK_V0)).toEqual({ ifindex: 3, name: 'v0', mac: '0a:b3:ec:80:00:01', up: true, loopback: false, group: 0, lowerIfindex: 2 });
-    expect(decodeAddress(ADDRESS_V0)).toEqual({ ifindex: 3, ip: '100.64.0.1', prefixLength: 24 });
+    expect(decodeAddress(ADDRESS_V0)).toEqual({ ifindex: 3, ip: '100.64.0.1', prefixLength: 24, proto: 0 });
     expect(decodeNeighbour(NEIGHBOUR_V0)).toEqual({ ifindex: 3, ip: '100.64.0.2', mac: '0a:b3:ec:00:00:02', permanent: true });
+  });
+
+  it("reads an address's IFA_PROTO (client mode's mark), which the netlink package's parser drops", () => {
+    expect(rt.parseAddressMessage(MARKED_ADDRESS_V0).attrs).not.toHaveProperty('proto');
+    expect(decodeAddress(MARKED_ADDRESS_V0)).toEqual({ ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 236 });
+    expect(decodeNotification(rt.MessageType.DELADDR, MARKED_ADDRESS_V0)).toEqual({ kind: 'address', op: 'del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 236 } });
   });
 
   it('reads a link whose IFLA_MTU is 2 bytes, which the netlink package cannot parse', () => {
@@ -200,6 +218,7 @@ describe('attributes the agent does not read', () => {
   const REAL: readonly (readonly [Kind, Buffer])[] = [
     ['link', LINK_V0],
     ['address', ADDRESS_V0],
+    ['address', MARKED_ADDRESS_V0],
     ['route', DEFAULT_ROUTE_VIA_IPV6],
     ['route', CONNECTED_ROUTE],
     ['route', ROUTE_VIA_IPV6],
@@ -259,6 +278,12 @@ describe('attributes the agent reads', () => {
     expect(undecodable(() => decodeLink(link(attribute(1, Buffer.alloc(6), 0x8000))))).toBe('IFLA_ADDRESS is flagged nested');
     expect(undecodable(() => decodeLink(link(attribute(27, u32(1), 0x4000))))).toBe('IFLA_GROUP is flagged in network byte order');
     expect(undecodable(() => decodeAddress(Buffer.concat([ADDRESS_V0, attribute(2, Buffer.alloc(16))])))).toBe('IFA_LOCAL: Unexpected length (got 16, expected 4)');
+    // IFA_PROTO is a u8: exactly 1 byte, neither flag.
+    expect(undecodable(() => decodeAddress(Buffer.concat([ADDRESS_V0, attribute(11, u16(236))])))).toBe('IFA_PROTO: Unexpected length (got 2, expected 1)');
+    expect(undecodable(() => decodeAddress(Buffer.concat([ADDRESS_V0, attribute(11, Buffer.alloc(0))])))).toBe('IFA_PROTO: Unexpected length (got 0, expected 1)');
+    expect(undecodable(() => decodeAddress(Buffer.concat([MARKED_ADDRESS_V0, attribute(11, u32(236))])))).toBe('IFA_PROTO: Unexpected length (got 4, expected 1)');
+    expect(undecodable(() => decodeAddress(Buffer.concat([ADDRESS_V0, attribute(11, Buffer.from([236]), 0x8000)])))).toBe('IFA_PROTO is flagged nested');
+    expect(undecodable(() => decodeNotification(rt.MessageType.NEWADDR, Buffer.concat([ADDRESS_V0, attribute(11, u16(236))])))).toBe('IFA_PROTO: Unexpected length (got 2, expected 1)');
     const route = (extra: Buffer): Buffer => Buffer.concat([ROUTE_VIA_IPV6, extra]);
     expect(undecodable(() => decodeRoute(route(attribute(15, u16(254)))))).toBe('RTA_TABLE: Unexpected length (got 2, expected 4)');
     expect(undecodable(() => decodeRoute(route(attribute(1, Buffer.alloc(16)))))).toBe('RTA_DST: Unexpected length (got 16, expected 4)');
@@ -268,6 +293,7 @@ describe('attributes the agent reads', () => {
     expect(undecodable(() => decodeNeighbour(Buffer.concat([NEIGHBOUR_V0, attribute(1, Buffer.alloc(16))])))).toBe('NDA_DST: Unexpected length (got 16, expected 4)');
     // A second of a type, well formed, after a malformed one: the last counts.
     expect(decodeLink(link(Buffer.concat([attribute(27, u16(1)), attribute(27, u32(9))])))).toMatchObject({ group: 9 });
+    expect(decodeAddress(Buffer.concat([ADDRESS_V0, attribute(11, u16(1)), attribute(11, Buffer.from([236]))]))).toMatchObject({ proto: 236 });
   });
 
   it('are read only where the agent needs them: another family, table or type, or an IFA_ADDRESS behind IFA_LOCAL, is no matter', () => {
@@ -275,6 +301,7 @@ describe('attributes the agent reads', () => {
     // An IPv6 address, neighbour and route (AF_INET6: 10): none of the agent's business, whatever their attributes.
     const ipv6 = (payload: Buffer): Buffer => Buffer.concat([Buffer.from([10]), payload.subarray(1), garbled]);
     expect(decodeAddress(ipv6(ADDRESS_V0))).toBeNull();
+    expect(decodeAddress(Buffer.concat([ipv6(ADDRESS_V0), attribute(11, u16(236))]))).toBeNull();
     expect(decodeNeighbour(ipv6(NEIGHBOUR_V0))).toBeNull();
     expect(decodeRoute(ipv6(CONNECTED_ROUTE))).toBeNull();
     // Another table's route (RTA_TABLE 100), and an unreachable one (type 7).
@@ -283,7 +310,7 @@ describe('attributes the agent reads', () => {
     unreachable[7] = 7;
     expect(decodeRoute(Buffer.concat([unreachable, garbled]))).toBeNull();
     // IFA_ADDRESS garbled behind a good IFA_LOCAL.
-    expect(decodeAddress(Buffer.concat([ADDRESS_V0, garbled]))).toEqual({ ifindex: 3, ip: '100.64.0.1', prefixLength: 24 });
+    expect(decodeAddress(Buffer.concat([ADDRESS_V0, garbled]))).toEqual({ ifindex: 3, ip: '100.64.0.1', prefixLength: 24, proto: 0 });
   });
 
   it('record the device a link sits on (IFLA_LINK: a veth peer) only where it is another', () => {
@@ -299,7 +326,7 @@ describe('decodeNotification', () => {
     expect(() => decodeNotification(rt.MessageType.NEWLINK, LINK_V0.subarray(0, 4))).toThrow('a link message of 4 bytes, shorter than its fixed header (16)');
     // An attribute that claims 64 bytes where 4 are left.
     expect(() => decodeNotification(rt.MessageType.DELADDR, Buffer.concat([ADDRESS_V0, u16(64), u16(1)]))).toThrow('Invalid attribute length (64)');
-    expect(decodeNotification(rt.MessageType.DELROUTE, ROUTE_VIA_IPV6)).toEqual({ kind: 'route', op: 'del', route: { dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: null, priority: 7 } });
+    expect(decodeNotification(rt.MessageType.DELROUTE, ROUTE_VIA_IPV6)).toEqual({ kind: 'route', op: 'del', route: { dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: null, priority: 7, protocol: 3 } });
   });
 });
 
@@ -321,7 +348,7 @@ describe('decodeDumpEntries', () => {
     ).toEqual({
       events: [
         { kind: 'link', op: 'new', link: expect.objectContaining({ ifindex: 9, name: 'p9' }) },
-        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: null, priority: 0 } },
+        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: null, priority: 0, protocol: 3 } },
       ],
       skipped: [
         { messageType: 'NEWADDR', ifindex: 5, error: 'Invalid attribute length (64)', defaultRoute: false },
@@ -353,5 +380,37 @@ describe('decodeDumpEntries', () => {
       ['RTA_OIF: Unexpected length (got 2, expected 4)', false],
       ['Invalid attribute length (64)', false],
     ]);
+  });
+});
+
+describe("the marks of what is configured (client mode's, see CLIENT_MARK)", () => {
+  const payload = (format: (out: AttrStream) => void): Buffer => {
+    const out = new AttrStream();
+    format(out);
+    return Buffer.concat(out.bufs);
+  };
+  const address = (proto: number | null): Buffer =>
+    payload((out) => {
+      rt.formatAddressMessage({ kind: 'address', data: { family: 2, prefixlen: 32, index: 3 }, attrs: { local: Buffer.from([100, 64, 0, 5]), label: 'eth0' } }, out);
+      // IFA_PROTO (11), a u8 the `netlink` package neither parses nor formats; then IFA_FLAGS after it.
+      if (proto !== null) out.push(11, Buffer.from([proto]));
+      out.push(8, u32(0x80));
+    });
+
+  it("reads an address's IFA_PROTO, which the netlink package drops, and 0 where there is none", () => {
+    expect(decodeNotification(rt.MessageType.NEWADDR, address(236))).toEqual({ kind: 'address', op: 'new', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 236 } });
+    expect(decodeNotification(rt.MessageType.DELADDR, address(null))).toEqual({ kind: 'address', op: 'del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 0 } });
+  });
+
+  it("reads a route's protocol as a number, whether the netlink package names it or not", () => {
+    const route = (protocol: number): Buffer =>
+      payload((out) => rt.formatRouteMessage({ kind: 'route', data: { family: 2, dstLen: 0, table: 254, protocol, type: 'UNICAST' }, attrs: { oif: 3, gateway: Buffer.from([169, 254, 0, 1]) } }, out));
+    for (const protocol of [3, 236, 0]) {
+      expect(decodeNotification(rt.MessageType.NEWROUTE, route(protocol))).toEqual({
+        kind: 'route',
+        op: 'new',
+        route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: '169.254.0.1', priority: 0, protocol },
+      });
+    }
   });
 });

@@ -37,6 +37,7 @@ const dns: DnsForwarderCounters = {
   sendErrors: 0,
   tcpConnections: 1,
   tcpRejected: 0,
+  tcpEvicted: 0,
   tcpIdleClosed: 0,
   pending: 0,
 };

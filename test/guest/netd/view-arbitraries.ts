@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { clientIpTextOf } from '../../../shared/client-ip.js';
 import { clientId } from '../../../shared/client-id.js';
-import { type KernelView, type KernelLink, addressKey, emptyView, neighbourKey, routeKey, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
+import { CLIENT_MARK, type KernelView, type KernelLink, RTPROT_BOOT, addressKey, emptyView, neighbourKey, routeKey, sysctlKeyId } from '../../../guest/netd/kernel-view.js';
 import { SYSCTL_ABSENT, plan, type PlanOptions } from '../../../guest/netd/plan.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { hexPair } from '../../shared/arbitraries.js';
@@ -37,12 +37,16 @@ export const anyLinks: fc.Arbitrary<KernelLink[]> = fc
 
 const anyIp = fc.oneof(smallId.map((id) => clientIpTextOf(clientId(id))), fc.constantFrom('169.254.0.1', '192.0.2.7', '0.0.0.0'));
 
-/** A view with links and whatever addresses, routes and neighbours (some ours, some not). */
+/**
+ * A view with links and whatever addresses, routes and neighbours (some ours, some not): some
+ * carry client mode's mark (an earlier run's, whatever links were then), others are the
+ * provider's (RTPROT_BOOT), the kernel's (2) or an operator's (0, 4 static).
+ */
 export const anyView: fc.Arbitrary<KernelView> = anyLinks.chain((links) => {
   const ifindex = fc.constantFrom(...links.map((link) => link.ifindex));
   return fc
     .record({
-      addresses: fc.array(fc.record({ ifindex, ip: anyIp, prefixLength: fc.constantFrom(32, 24) }), { maxLength: 6 }),
+      addresses: fc.array(fc.record({ ifindex, ip: anyIp, prefixLength: fc.constantFrom(32, 24), proto: fc.constantFrom(0, CLIENT_MARK) }), { maxLength: 6 }),
       routes: fc.array(
         fc.record({
           dst: anyIp,
@@ -50,6 +54,7 @@ export const anyView: fc.Arbitrary<KernelView> = anyLinks.chain((links) => {
           oif: fc.option(ifindex),
           gateway: fc.option(fc.constantFrom('169.254.0.1', '192.0.2.1')),
           priority: fc.constantFrom(0, 100),
+          protocol: fc.constantFrom(RTPROT_BOOT, CLIENT_MARK, 2, 4),
         }),
         { maxLength: 6 },
       ),
@@ -63,7 +68,10 @@ export const anyView: fc.Arbitrary<KernelView> = anyLinks.chain((links) => {
       const view = emptyView();
       for (const link of links) view.links.set(link.ifindex, link);
       for (const a of addresses) view.addresses.set(addressKey(a), a);
-      for (const r of routes) view.routes.set(routeKey(r), { ...r, dst: r.dstLength === 0 ? '0.0.0.0' : r.dst });
+      for (const r of routes) {
+        const route = { ...r, dst: r.dstLength === 0 ? '0.0.0.0' : r.dst };
+        view.routes.set(routeKey(route), route);
+      }
       for (const n of neighbours) view.neighbours.set(neighbourKey(n), n);
       // Whatever the sysctls currently say, as the adapter would read them.
       let seed = 0;
