@@ -9,7 +9,7 @@ import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
-import type { NetdKernel, NotificationLoss, SkippedEntry } from './rtnetlink.js';
+import type { DumpTable, NetdKernel, NotificationLoss, SkippedEntry } from './rtnetlink.js';
 import {
   type LinkReport,
   type Operation,
@@ -121,6 +121,8 @@ export class NetdAgent {
   #rereadOwed = false;
   /** What names each dump entry the last re-read skipped (see #saySkipped). */
   #skippedSaid = new Set<string>();
+  /** The tables the last re-read used though the kernel marked each of its dumps inconsistent (see #sayInconsistent). */
+  #inconsistentSaid = '';
   /**
    * Links whose link-up failed (a timeout, say): the kernel may have brought the link up all the
    * same, without the GETLINK that should follow (see RtnetlinkKernel): done again while it is up.
@@ -340,6 +342,23 @@ export class NetdAgent {
     this.#skippedSaid = new Set(counts.keys());
   }
 
+  /**
+   * Warn of the tables a re-read used though the kernel marked each of their dumps in a row
+   * inconsistent (changed while dumped), once while it lasts: a table that keeps changing marks
+   * re-read after re-read so. Its notifications tell of what changed; an entry the dump missed that
+   * did not change waits for the next re-read.
+   */
+  #sayInconsistent(tables: readonly DumpTable[]): void {
+    const said = tables.join(', ');
+    if (said !== '' && said !== this.#inconsistentSaid) {
+      this.log.warn(
+        { tables },
+        `the kernel's ${said} changed while each of their dumps in a row ran (NLM_F_DUMP_INTR): using the last, which may lack an entry (said once while it lasts)`,
+      );
+    }
+    this.#inconsistentSaid = said;
+  }
+
   #schedule(): void {
     if (this.#stopped) return;
     if (this.#running) {
@@ -399,9 +418,10 @@ export class NetdAgent {
       this.#dumping = true;
       this.#startRereadGap();
       try {
-        const { events, skipped } = await this.kernel.dump();
+        const { events, skipped, inconsistent } = await this.kernel.dump();
         for (const event of events) applyEvent(fresh, event);
         this.#saySkipped(skipped, keepUnreadable(fresh, this.#view, skipped));
+        this.#sayInconsistent(inconsistent);
       } finally {
         this.#dumping = false;
       }

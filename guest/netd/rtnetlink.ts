@@ -1,5 +1,6 @@
 // Adapter between the agent and the kernel: rtnetlink through the `netlink` package (dumps,
-// changes, and the parsers of every message), notifications through our own socket
+// changes, fixed headers and the splitting of attributes; the few attributes the agent reads are
+// decoded here), notifications through our own socket
 // (rtnl-events.ts), and /proc/sys for sysctls. Decoders are pure; no decisions here.
 // /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -9,10 +10,13 @@ import {
   Flags,
   FlagsGet,
   MessageType,
+  type NetlinkAttribute,
   type NetlinkMessage,
   type NetlinkSocket,
   type RtNetlinkSocket,
   createRtNetlink,
+  getString,
+  getU32,
   getU8,
   parseAttributes,
   parseMessages,
@@ -28,12 +32,14 @@ const AF_INET = 2;
 const MAIN_TABLE = 254;
 const NLM_F_REPLACE = 0x100;
 const NLM_F_CREATE = 0x400;
-/**
- * An address's protocol (u8, Linux 6.3 on): the `netlink` package (0.3) neither sends nor parses it
- * (its parser drops attributes it does not know), so it is read and written here.
- */
-const IFA_PROTO = 11;
 const REQUEST_TIMEOUT_MS = 5_000;
+/**
+ * How many dumps of a table are taken in a row while the kernel marks each inconsistent
+ * (NLM_F_DUMP_INTR), before the last is used as it is. Linux 6.18 marks its links' and IPv4
+ * addresses' dumps so (not its IPv4 routes' or neighbours'); a dump runs in parts, one for each
+ * read of the socket, and one that began before a change may miss an entry moved by it.
+ */
+const DUMP_TRIES = 3;
 /**
  * What the notification socket asks for (the kernel doubles it). A first reconcile's burst is
  * about 5.4 KiB of the buffer per provider link (a link's NEWLINK alone takes 2.3 KiB): 32 MiB
@@ -52,72 +58,175 @@ const ACK_BUDGET_BYTES = 2048;
 /** The same for a request answered with one link's RTM_NEWLINK: charged 3136 bytes for a veth (Linux 6.18, measured). */
 const LINK_REPLY_BUDGET_BYTES = 6144;
 
-const ipText = (bytes: Buffer | undefined): string | null => (bytes?.length === 4 ? bytes.join('.') : null);
 const ipBytes = (text: string): Buffer => Buffer.from(text.split('.').map(Number));
 const macText = (bytes: Buffer | undefined): string =>
   bytes === undefined ? '' : [...bytes].map((octet) => octet.toString(16).padStart(2, '0')).join(':');
 const macBytes = (text: string): Buffer => Buffer.from(text.split(':').map((pair) => parseInt(pair, 16)));
 const enumIs = (value: unknown, name: string, number: number): boolean => value === name || value === number;
 
-export function decodeLink(message: rt.LinkMessage): KernelLink | null {
-  const { index } = message.data;
-  const name = message.attrs.ifname;
+/** An attribute the agent reads: its type after a message's fixed header, and the kernel's name for it. */
+interface AttributeType {
+  readonly type: number;
+  readonly name: string;
+}
+
+const IFLA_ADDRESS: AttributeType = { type: 1, name: 'IFLA_ADDRESS' };
+const IFLA_IFNAME: AttributeType = { type: 3, name: 'IFLA_IFNAME' };
+const IFLA_LINK: AttributeType = { type: 5, name: 'IFLA_LINK' };
+const IFLA_GROUP: AttributeType = { type: 27, name: 'IFLA_GROUP' };
+const IFA_ADDRESS: AttributeType = { type: 1, name: 'IFA_ADDRESS' };
+const IFA_LOCAL: AttributeType = { type: 2, name: 'IFA_LOCAL' };
+/** An address's protocol (u8, Linux 6.3 on): the `netlink` package (0.3) neither parses nor formats it, so requests carry it from here too. */
+const IFA_PROTO: AttributeType = { type: 11, name: 'IFA_PROTO' };
+const RTA_DST: AttributeType = { type: 1, name: 'RTA_DST' };
+const RTA_OIF: AttributeType = { type: 4, name: 'RTA_OIF' };
+const RTA_GATEWAY: AttributeType = { type: 5, name: 'RTA_GATEWAY' };
+const RTA_PRIORITY: AttributeType = { type: 6, name: 'RTA_PRIORITY' };
+const RTA_TABLE: AttributeType = { type: 15, name: 'RTA_TABLE' };
+const NDA_DST: AttributeType = { type: 1, name: 'NDA_DST' };
+const NDA_LLADDR: AttributeType = { type: 2, name: 'NDA_LLADDR' };
+
+function undecodable(message: string): NetdError {
+  return new NetdError('undecodable', message);
+}
+
+/**
+ * A message's fixed header (ifinfomsg, ifaddrmsg, rtmsg, ndmsg), parsed by the `netlink` package,
+ * and the attributes after it: only the few the agent reads are ever looked at. The package's own
+ * message parsers decode every attribute, and throw on any whose length they do not expect (an
+ * IPv4 route's RTA_VIA naming an IPv6 next hop, RFC 5549, say): one the agent has no use for would
+ * lose it the whole message.
+ */
+function splitMessage<T>(payload: Buffer, what: string, headerLength: number, parseHeader: (bytes: Buffer) => T): { readonly header: T; readonly attributes: () => Attributes } {
+  if (payload.length < headerLength) throw undecodable(`a ${what} message of ${payload.length} bytes, shorter than its fixed header (${headerLength})`);
+  return { header: parseHeader(payload.subarray(0, headerLength)), attributes: () => new Attributes(payload.subarray(headerLength)) };
+}
+
+/**
+ * The attributes of a message, split by the `netlink` package (which throws on a stream it cannot
+ * split: one whose length runs past the message). Of each type the last counts, as the kernel's own
+ * nla_parse has it. A type is read only when asked for, and validated then: one the agent does not
+ * read can never make the message undecodable, whatever its length or content.
+ */
+class Attributes {
+  readonly #byType = new Map<number, NetlinkAttribute>();
+
+  constructor(stream: Buffer) {
+    parseAttributes(stream, (attribute) => this.#byType.set(attribute.type, attribute));
+  }
+
+  /** Its bytes as they are (any length); undefined where absent. */
+  bytes(type: AttributeType): Buffer | undefined {
+    const attribute = this.#byType.get(type.type);
+    if (attribute === undefined) return undefined;
+    // Neither flag is the kernel's on any attribute read here: its bytes would mean something else.
+    if (attribute.nested === true || attribute.no === true) throw undecodable(`${type.name} is flagged ${attribute.nested === true ? 'nested' : 'in network byte order'}`);
+    return attribute.data;
+  }
+
+  /** A u8 (the package's reader: exactly 1 byte). */
+  u8(type: AttributeType): number | undefined {
+    return this.#read(type, getU8);
+  }
+
+  /** A u32 in host order (the package's reader: exactly 4 bytes). */
+  u32(type: AttributeType): number | undefined {
+    return this.#read(type, getU32);
+  }
+
+  /** A NUL-terminated string (the package's reader). */
+  string(type: AttributeType): string | undefined {
+    return this.#read(type, (data) => getString(data));
+  }
+
+  /** An IPv4 address (exactly 4 bytes), dotted. */
+  ipv4(type: AttributeType): string | undefined {
+    return this.#read(type, (data) => {
+      if (data.length !== 4) throw new Error(`Unexpected length (got ${data.length}, expected 4)`);
+      return data.join('.');
+    });
+  }
+
+  #read<T>(type: AttributeType, get: (data: Buffer) => T): T | undefined {
+    const data = this.bytes(type);
+    if (data === undefined) return undefined;
+    try {
+      return get(data);
+    } catch (error) {
+      throw undecodable(`${type.name}: ${briefly(error)}`);
+    }
+  }
+}
+
+/** A link's RTM_NEWLINK or RTM_DELLINK payload; null for one without a name. Throws a NetdError ('undecodable'). */
+export function decodeLink(payload: Buffer): KernelLink | null {
+  const { header, attributes } = splitMessage(payload, 'link', rt.__LENGTH_Link, rt.parseLink);
+  const attrs = attributes();
+  const name = attrs.string(IFLA_IFNAME);
+  const { index } = header;
   if (index === undefined || name === undefined) return null;
+  const lower = attrs.u32(IFLA_LINK);
   return {
     ifindex: index,
     name,
-    mac: macText(message.attrs.address),
-    up: message.data.flags?.up === true,
-    loopback: message.data.flags?.loopback === true || enumIs(message.data.type, 'LOOPBACK', 772),
+    mac: macText(attrs.bytes(IFLA_ADDRESS)),
+    up: header.flags?.up === true,
+    loopback: header.flags?.loopback === true || enumIs(header.type, 'LOOPBACK', 772),
     // Every link message and dump entry carries IFLA_GROUP (since Linux 2.6.38).
-    group: message.attrs.group ?? 0,
-    ...lowerIfindex(message.attrs.link, index),
+    group: attrs.u32(IFLA_GROUP) ?? 0,
+    // IFLA_LINK, where it names a device other than the link itself.
+    ...(lower !== undefined && lower !== index && { lowerIfindex: lower }),
   };
 }
 
-/** IFLA_LINK (a u32 in host order), where it names a device other than the link itself. */
-function lowerIfindex(attribute: Buffer | undefined, ifindex: number): { lowerIfindex: number } | undefined {
-  if (attribute?.length !== 4) return undefined;
-  const lower = endianness() === 'LE' ? attribute.readUInt32LE(0) : attribute.readUInt32BE(0);
-  return lower === ifindex ? undefined : { lowerIfindex: lower };
-}
-
-/** `proto`: its IFA_PROTO (addressProto), which `message` lacks. */
-export function decodeAddress(message: rt.AddressMessage, proto = 0): KernelAddress | null {
-  const ip = ipText(message.attrs.local ?? message.attrs.address);
-  const { family, index, prefixlen } = message.data;
-  if (family !== AF_INET || ip === null || index === undefined || prefixlen === undefined) return null;
-  return { ifindex: index, ip, prefixLength: prefixlen, proto };
-}
-
-/** The IFA_PROTO of an address message (ifaddrmsg and its attributes); 0 without one (none given, or a kernel before 6.3). */
-export function addressProto(payload: Buffer): number {
-  let proto = 0;
-  parseAttributes(payload.subarray(rt.__LENGTH_Address), (attribute) => {
-    if (attribute.type === IFA_PROTO && attribute.data.length === 1) proto = getU8(attribute.data);
-  });
-  return proto;
+/** An IPv4 address's RTM_NEWADDR or RTM_DELADDR payload; null for another family's. Throws a NetdError ('undecodable'). */
+export function decodeAddress(payload: Buffer): KernelAddress | null {
+  const { header, attributes } = splitMessage(payload, 'address', rt.__LENGTH_Address, rt.parseAddress);
+  const { family, index, prefixlen } = header;
+  if (family !== AF_INET || index === undefined || prefixlen === undefined) return null;
+  const attrs = attributes();
+  const ip = attrs.ipv4(IFA_LOCAL) ?? attrs.ipv4(IFA_ADDRESS);
+  if (ip === undefined) return null;
+  // None given, or a kernel before 6.3: 0.
+  return { ifindex: index, ip, prefixLength: prefixlen, proto: attrs.u8(IFA_PROTO) ?? 0 };
 }
 
 /** rtm_protocol as a number: the `netlink` package gives the name of one it knows. */
-function protocolNumber(protocol: rt.RouteMessage['data']['protocol']): number {
+function protocolNumber(protocol: rt.Route['protocol']): number {
   if (protocol === undefined) return 0;
   return typeof protocol === 'number' ? protocol : rt.RouteProtocol[protocol];
 }
 
-/** Main-table IPv4 unicast routes only: the others are none of the agent's business. */
-export function decodeRoute(message: rt.RouteMessage): KernelRoute | null {
-  const table = message.attrs.table ?? message.data.table;
-  if (message.data.family !== AF_INET || table !== MAIN_TABLE || !enumIs(message.data.type, 'UNICAST', 1)) return null;
-  const dstLength = message.data.dstLen ?? 0;
+/**
+ * A route's RTM_NEWROUTE or RTM_DELROUTE payload: main-table IPv4 unicast routes only, the others
+ * are none of the agent's business (null). Throws a NetdError ('undecodable').
+ */
+export function decodeRoute(payload: Buffer): KernelRoute | null {
+  const { header, attributes } = splitMessage(payload, 'route', rt.__LENGTH_Route, rt.parseRoute);
+  if (header.family !== AF_INET || !enumIs(header.type, 'UNICAST', 1)) return null;
+  const attrs = attributes();
+  // rtm_table holds a table id below 256 itself; RTA_TABLE holds any.
+  if ((attrs.u32(RTA_TABLE) ?? header.table) !== MAIN_TABLE) return null;
   return {
-    dst: ipText(message.attrs.dst) ?? '0.0.0.0',
-    dstLength,
-    oif: message.attrs.oif ?? null,
-    gateway: ipText(message.attrs.gateway),
-    priority: message.attrs.priority ?? 0,
-    protocol: protocolNumber(message.data.protocol),
+    dst: attrs.ipv4(RTA_DST) ?? '0.0.0.0',
+    dstLength: header.dstLen ?? 0,
+    oif: attrs.u32(RTA_OIF) ?? null,
+    gateway: attrs.ipv4(RTA_GATEWAY) ?? null,
+    priority: attrs.u32(RTA_PRIORITY) ?? 0,
+    protocol: protocolNumber(header.protocol),
   };
+}
+
+/** An IPv4 neighbour's RTM_NEWNEIGH or RTM_DELNEIGH payload; null for another family's. Throws a NetdError ('undecodable'). */
+export function decodeNeighbour(payload: Buffer): KernelNeighbour | null {
+  const { header, attributes } = splitMessage(payload, 'neighbour', rt.__LENGTH_Neighbor, rt.parseNeighbor);
+  const { family, ifindex } = header;
+  if (family !== AF_INET || ifindex === undefined) return null;
+  const attrs = attributes();
+  const ip = attrs.ipv4(NDA_DST);
+  if (ip === undefined) return null;
+  const lladdr = attrs.bytes(NDA_LLADDR);
+  return { ifindex, ip, mac: lladdr === undefined ? null : macText(lladdr), permanent: header.state?.permanent === true };
 }
 
 /** An address request's body (ifaddrmsg, IFA_LOCAL, IFA_ADDRESS), with IFA_PROTO where the address has one. */
@@ -125,40 +234,36 @@ function addressMessage(address: KernelAddress, header: Partial<rt.Address> = {}
   const ip = ipBytes(address.ip);
   const body = new AttrStream();
   rt.formatAddressMessage({ kind: 'address', data: { family: AF_INET, prefixlen: address.prefixLength, index: address.ifindex, ...header }, attrs: { local: ip, address: ip } }, body);
-  if (address.proto !== 0) body.push(IFA_PROTO, putU8(address.proto));
+  if (address.proto !== 0) body.push(IFA_PROTO.type, putU8(address.proto));
   return body.bufs;
 }
 
-export function decodeNeighbour(message: rt.NeighborMessage): KernelNeighbour | null {
-  const ip = ipText(message.attrs.dst);
-  const { family, ifindex } = message.data;
-  if (family !== AF_INET || ip === null || ifindex === undefined) return null;
-  const mac = message.attrs.lladdr === undefined ? null : macText(message.attrs.lladdr);
-  return { ifindex, ip, mac, permanent: message.data.state?.permanent === true };
-}
-
-/** One notification (or dump entry) as a view update, or null for anything the view does not track. */
+/**
+ * One notification (or dump entry) as a view update, or null for anything the view does not track.
+ * Throws a NetdError ('undecodable') for a message the agent cannot read: one cut short, whose
+ * attributes cannot be split, or one of whose attributes it reads is malformed.
+ */
 export function decodeNotification(type: number, payload: Buffer): KernelEvent | null {
   const T = rt.MessageType;
   switch (type) {
     case T.NEWLINK:
     case T.DELLINK: {
-      const link = decodeLink(rt.parseLinkMessage(payload));
+      const link = decodeLink(payload);
       return link === null ? null : { kind: 'link', op: type === T.NEWLINK ? 'new' : 'del', link };
     }
     case T.NEWADDR:
     case T.DELADDR: {
-      const address = decodeAddress(rt.parseAddressMessage(payload), addressProto(payload));
+      const address = decodeAddress(payload);
       return address === null ? null : { kind: 'address', op: type === T.NEWADDR ? 'new' : 'del', address };
     }
     case T.NEWROUTE:
     case T.DELROUTE: {
-      const route = decodeRoute(rt.parseRouteMessage(payload));
+      const route = decodeRoute(payload);
       return route === null ? null : { kind: 'route', op: type === T.NEWROUTE ? 'new' : 'del', route };
     }
     case T.NEWNEIGH:
     case T.DELNEIGH: {
-      const neighbour = decodeNeighbour(rt.parseNeighborMessage(payload));
+      const neighbour = decodeNeighbour(payload);
       return neighbour === null ? null : { kind: 'neighbour', op: type === T.NEWNEIGH ? 'new' : 'del', neighbour };
     }
     default:
@@ -168,7 +273,7 @@ export function decodeNotification(type: number, payload: Buffer): KernelEvent |
 
 /**
  * Why what notifications said is lost: the socket's buffer overflowed, or one came that could
- * not be decoded (its type's name, and the parser's error in brief; a datagram that could not be
+ * not be decoded (its type's name, and why in brief; a datagram that could not be
  * split into messages: 'unsplittable datagram').
  */
 export type NotificationLoss =
@@ -186,13 +291,13 @@ export interface KernelListener {
   failed(error: Error): void;
 }
 
-/** An entry of a dump that the `netlink` package could not parse: skipped, the rest of the dump read. */
+/** An entry of a dump that could not be decoded (see decodeNotification): skipped, the rest of the dump read. */
 export interface SkippedEntry {
   /** Its message type's name (NEWLINK, NEWADDR, NEWROUTE, NEWNEIGH). */
   readonly messageType: string;
   /** The link it concerns, as its fixed header says; null where that has none (a route's). */
   readonly ifindex: number | null;
-  /** The parser's error, in brief. */
+  /** Why, in brief (the attribute's name, for one the agent reads that is malformed). */
   readonly error: string;
   /**
    * A route that its fixed header (rtmsg) says is an IPv4 unicast default route of the main
@@ -201,10 +306,23 @@ export interface SkippedEntry {
   readonly defaultRoute: boolean;
 }
 
-/** The kernel's links, addresses, routes and neighbours, as events, and the entries that could not be decoded. */
-export interface KernelDump {
+/** Entries of dumps, as events, and those that could not be decoded. */
+export interface DecodedEntries {
   readonly events: KernelEvent[];
   readonly skipped: SkippedEntry[];
+}
+
+/** What a dump reads: each table the kernel dumps on its own. */
+export type DumpTable = 'links' | 'addresses' | 'routes' | 'neighbours';
+
+/** The kernel's links, addresses, routes and neighbours, as events, and the entries that could not be decoded. */
+export interface KernelDump extends DecodedEntries {
+  /**
+   * The tables whose every dump the kernel marked inconsistent (NLM_F_DUMP_INTR: the table changed
+   * while it was dumped), DUMP_TRIES of them in a row: the last is used, and may lack an entry that
+   * was there throughout (no notification tells of one that did not change).
+   */
+  readonly inconsistent: readonly DumpTable[];
 }
 
 /** What the agent needs from the kernel; a fake implements it in unit tests. */
@@ -238,7 +356,7 @@ async function deleted(request: Promise<unknown>): Promise<void> {
   }
 }
 
-/** How much of a parser's error a loss carries: its first line, this long at most. */
+/** How much of a decoding error a loss carries: its first line, this long at most. */
 const ERROR_CHARS = 200;
 
 function briefly(error: unknown): string {
@@ -254,7 +372,7 @@ export function unsplittableLoss(error: string): NotificationLoss {
 const IFINDEX_AT_4 = new Set<number>([rt.MessageType.NEWLINK, rt.MessageType.DELLINK, rt.MessageType.NEWADDR, rt.MessageType.DELADDR, rt.MessageType.NEWNEIGH, rt.MessageType.DELNEIGH]);
 
 /**
- * The link a message concerns, read from its fixed header alone (which the parser's failure says
+ * The link a message concerns, read from its fixed header alone (which a decoding error says
  * nothing of): bytes 4-7 in host order of a link's, address's and neighbour's (ifinfomsg,
  * ifaddrmsg, ndmsg). A route's (rtmsg) names none; null then, and for a header cut short.
  */
@@ -265,8 +383,8 @@ function headerIfindex(type: number, payload: Buffer): number | null {
 
 /**
  * Whether a route message is an IPv4 unicast default route of the main table, by its fixed header
- * alone (rtm_table holds a table id below 256 itself). An IPv4 route via an IPv6 next hop (RTA_VIA,
- * RFC 5549: BGP unnumbered, say) is one the `netlink` package cannot parse.
+ * alone (rtm_table holds a table id below 256 itself): what can be said of one whose attributes
+ * cannot be read.
  */
 function headerSaysDefaultRoute(type: number, payload: Buffer): boolean {
   if (type !== rt.MessageType.NEWROUTE || payload.length < rt.__LENGTH_Route) return false;
@@ -275,11 +393,10 @@ function headerSaysDefaultRoute(type: number, payload: Buffer): boolean {
 }
 
 /**
- * The entries of a dump as events. One that the `netlink` package cannot parse is skipped and
- * named, not the whole dump failed: the package is unmaintained, and a kernel's new attribute
- * may be one its parser misreads; failing the dump for one link would stop the agent for all.
+ * The entries of a dump as events. One that cannot be decoded (see decodeNotification) is skipped
+ * and named, not the whole dump failed: failing the dump for one link would stop the agent for all.
  */
-export function decodeDumpEntries(messages: readonly NetlinkMessage[]): KernelDump {
+export function decodeDumpEntries(messages: readonly NetlinkMessage[]): DecodedEntries {
   const events: KernelEvent[] = [];
   const skipped: SkippedEntry[] = [];
   for (const message of messages) {
@@ -300,8 +417,8 @@ export function decodeDumpEntries(messages: readonly NetlinkMessage[]): KernelDu
 
 /**
  * Tests only: handed each notification's type and payload before it is decoded; what it returns
- * is decoded instead. A test truncates one, so that its real decoding fails as that of a message
- * the `netlink` package's parsers cannot read would: nothing outside makes the kernel send one.
+ * is decoded instead. A test truncates one, or gives it a malformed attribute the agent reads, so
+ * that its real decoding fails: nothing outside makes the kernel send such a message.
  */
 export type NotificationPayloadHook = (type: number, payload: Buffer) => Buffer;
 
@@ -369,6 +486,8 @@ export class RtnetlinkKernel implements NetdKernel {
    * budget, and later requests then wait for room.
    */
   readonly #late = new Map<number, () => void>();
+  /** The dumps in flight, by the sequence number of their answer: whether the kernel marked a part of it NLM_F_DUMP_INTR. */
+  readonly #dumps = new Map<number, { interrupted: boolean }>();
   readonly #pending: PendingRequests;
   #closed = false;
 
@@ -388,7 +507,7 @@ export class RtnetlinkKernel implements NetdKernel {
     }
     this.#pending = pending;
     // After the package's own listener: an answer it finds no request for is one that timed out.
-    this.#requests.socket.socket.on('message', (datagram: Buffer) => this.#lateAnswersRead(datagram));
+    this.#requests.socket.socket.on('message', (datagram: Buffer) => this.#datagramRead(datagram));
     // Room for one request at least, whatever the buffer.
     this.#bufferBytes = Math.max(LINK_REPLY_BUDGET_BYTES, this.#requests.socket.getRecvBufferSize());
   }
@@ -410,7 +529,7 @@ export class RtnetlinkKernel implements NetdKernel {
             const event = decodeNotification(message.type, payloadHook?.(message.type, message.data) ?? message.data);
             if (event !== null) events.push(event);
           } catch (error) {
-            // Something the `netlink` package cannot parse: what it said (a link's new flags, say)
+            // Something that cannot be decoded: what it said (a link's new flags, say)
             // is lost, as in an overflow, and the view must be read again. The rest of this batch
             // was sent before that re-read is asked for, so the re-read has it: none of it is told.
             loss = { kind: 'undecodable', messageType: rt.MessageType[message.type] ?? String(message.type), error: briefly(error) };
@@ -512,21 +631,35 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   /**
-   * A datagram the request socket read: the end of the answer of a request that timed out gives
-   * its room back. The end as the package takes it: a message that is not part of a multipart
+   * The messages of a datagram the request socket read: the end of the answer of a request that
+   * timed out gives its room back. The end as the package takes it: a message that is not part of a multipart
    * answer (an ack, a refusal, a single reply), or a multipart answer's DONE.
    */
-  #lateAnswersRead(datagram: Buffer): void {
-    if (this.#late.size === 0) return;
+  #lateAnswersRead(messages: readonly NetlinkMessage[]): void {
+    for (const message of messages) {
+      if ((message.flags & Flags.MULTI) !== 0 && message.type !== MessageType.DONE) continue;
+      this.#late.get(message.seq)?.();
+    }
+  }
+
+  /**
+   * A datagram the request socket read, after the package read it (its answer's promise settles
+   * only after this): see #lateAnswersRead, and mark a dump that the kernel says was interrupted
+   * by a change. Looked for here, not in the entries the package hands over: it may be set on the
+   * answer's NLMSG_DONE alone (the part after the last change), which the package drops.
+   */
+  #datagramRead(datagram: Buffer): void {
+    if (this.#late.size === 0 && this.#dumps.size === 0) return;
     let messages: NetlinkMessage[];
     try {
       messages = parseMessages(datagram);
     } catch {
       return; // the package drops it too (its 'invalid' event)
     }
+    if (this.#late.size > 0) this.#lateAnswersRead(messages);
     for (const message of messages) {
-      if ((message.flags & Flags.MULTI) !== 0 && message.type !== MessageType.DONE) continue;
-      this.#late.get(message.seq)?.();
+      const dump = this.#dumps.get(message.seq);
+      if (dump !== undefined && (message.flags & Flags.DUMP_INTR) !== 0) dump.interrupted = true;
     }
   }
 
@@ -575,25 +708,53 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   async dump(): Promise<KernelDump> {
-    // No timeout of the netlink package's: #request has its own (see #answered).
-    const socket = this.#requests.socket;
-    // Asked for as the package's getLinks and the like ask, but its messages taken unparsed: those
-    // calls parse every entry and fail as a whole on one they cannot (see decodeDumpEntries).
-    const entries = (type: rt.MessageType, format: (out: AttrStream) => void): Promise<NetlinkMessage[]> => {
-      const body = new AttrStream();
-      format(body);
-      return this.#request(async (sequenced) => (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...sequenced() }))[0]);
-    };
     try {
       // One dump at a time: a socket's multipart replies must not interleave.
-      const links = await entries(rt.MessageType.GETLINK, (out) => rt.formatLinkMessage({ kind: 'link', data: {}, attrs: {} }, out));
-      const addresses = await entries(rt.MessageType.GETADDR, (out) => rt.formatAddressMessage({ kind: 'address', data: { family: AF_INET }, attrs: {} }, out));
-      const routes = await entries(rt.MessageType.GETROUTE, (out) => rt.formatRouteMessage({ kind: 'route', data: { family: AF_INET }, attrs: {} }, out));
-      const neighbours = await entries(rt.MessageType.GETNEIGH, (out) => rt.formatNeighborMessage({ kind: 'neighbor', data: { family: AF_INET }, attrs: {} }, out));
-      return decodeDumpEntries([...links, ...addresses, ...routes, ...neighbours]);
+      const tables = [
+        await this.#dumpTable('links', rt.MessageType.GETLINK, (out) => rt.formatLinkMessage({ kind: 'link', data: {}, attrs: {} }, out)),
+        await this.#dumpTable('addresses', rt.MessageType.GETADDR, (out) => rt.formatAddressMessage({ kind: 'address', data: { family: AF_INET }, attrs: {} }, out)),
+        await this.#dumpTable('routes', rt.MessageType.GETROUTE, (out) => rt.formatRouteMessage({ kind: 'route', data: { family: AF_INET }, attrs: {} }, out)),
+        await this.#dumpTable('neighbours', rt.MessageType.GETNEIGH, (out) => rt.formatNeighborMessage({ kind: 'neighbor', data: { family: AF_INET }, attrs: {} }, out)),
+      ];
+      return {
+        ...decodeDumpEntries(tables.flatMap(({ messages }) => messages)),
+        inconsistent: tables.filter(({ interrupted }) => interrupted).map(({ table }) => table),
+      };
     } catch (error) {
       if (error instanceof NetdError && error.kind === 'closed') throw error;
       throw new NetdError('netlink', `reading the kernel's links, addresses, routes and neighbours failed: ${errnoOf(error)}`);
+    }
+  }
+
+  /**
+   * One table's entries, asked for as the package's getLinks and the like ask, but taken unparsed:
+   * those calls parse every entry and fail as a whole on one they cannot (see decodeDumpEntries).
+   * Taken again while the kernel marks the dump interrupted by a change, up to DUMP_TRIES dumps
+   * (`interrupted`: the last was too): no notification would tell of an entry it missed.
+   */
+  async #dumpTable(
+    table: DumpTable,
+    type: rt.MessageType,
+    format: (out: AttrStream) => void,
+  ): Promise<{ readonly table: DumpTable; readonly messages: NetlinkMessage[]; readonly interrupted: boolean }> {
+    const socket = this.#requests.socket;
+    const body = new AttrStream();
+    format(body);
+    for (let tries = 1; ; tries++) {
+      let seq: number | undefined;
+      const dump = { interrupted: false };
+      try {
+        // No timeout of the netlink package's: #request has its own (see #answered).
+        const messages = await this.#request(async (sequenced) => {
+          const numbered = sequenced();
+          seq = numbered.seq;
+          this.#dumps.set(seq, dump);
+          return (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...numbered }))[0];
+        });
+        if (!dump.interrupted || tries === DUMP_TRIES) return { table, messages, interrupted: dump.interrupted };
+      } finally {
+        if (seq !== undefined) this.#dumps.delete(seq);
+      }
     }
   }
 

@@ -10,7 +10,7 @@ import { NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { CLIENT_MARK, type KernelEvent, type KernelView } from '../../../guest/netd/kernel-view.js';
 import { type Operation, SYSCTL_ABSENT, arpFilterOf, disableIpv6Of, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
-import type { KernelDump, KernelListener, NetdKernel, SkippedEntry } from '../../../guest/netd/rtnetlink.js';
+import type { DumpTable, KernelDump, KernelListener, NetdKernel, SkippedEntry } from '../../../guest/netd/rtnetlink.js';
 import type { ServicesPort, UpstreamLinkInfo } from '../../../guest/services-port.js';
 
 /** A kernel that refuses the operations `refuse` names and otherwise does as asked. */
@@ -32,12 +32,14 @@ class ScriptedKernel implements NetdKernel {
 
   /** The entries a dump skips, as undecodable. */
   skipped: SkippedEntry[] = [];
+  /** The tables a dump says the kernel marked inconsistent in each of its tries. */
+  inconsistent: DumpTable[] = [];
   /** How long a dump takes to answer (0: at once). */
   dumpMs = 0;
 
   dump(): Promise<KernelDump> {
     // Read as the dump is asked for: what onDump changes, the next dump reads.
-    const answer = { events: this.state, skipped: this.skipped };
+    const answer = { events: this.state, skipped: this.skipped, inconsistent: this.inconsistent };
     this.onDump();
     return this.dumpMs === 0 ? Promise.resolve(answer) : new Promise((resolve) => setTimeout(() => resolve(answer), this.dumpMs));
   }
@@ -536,8 +538,8 @@ describe('NetdAgent', () => {
 
     it('warns of a dump entry that could not be decoded once while it lasts, naming it, and serves the rest', async () => {
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
-      const badLink = { messageType: 'NEWLINK', ifindex: 7, error: 'Unexpected length (got 2, expected 4)' };
-      const badRoute = { messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected Route message length (8)' };
+      const badLink = { messageType: 'NEWLINK', ifindex: 7, error: 'IFLA_GROUP: Unexpected length (got 2, expected 4)' };
+      const badRoute = { messageType: 'NEWROUTE', ifindex: null, error: 'a route message of 8 bytes, shorter than its fixed header (12)' };
       const entry = (said: typeof badLink | typeof badRoute): SkippedEntry => ({ ...said, defaultRoute: false });
       kernel.skipped = [entry(badLink), entry(badRoute), entry(badRoute)];
       const lines: { msg: string; messageType?: string; ifindex?: number | null; error?: string; entries?: number }[] = [];
@@ -658,9 +660,9 @@ describe('NetdAgent', () => {
       expect(firewall.models.at(-1)).toMatchObject({ providerLinks: [{ ifname: 'vm1', clientIp: '100.64.0.1' }], isolatedLinks: ['vm2'] });
       const purges = conntrack.filters.length;
       const applied = kernel.applied.length;
-      // vm1 now carries an attribute the parser cannot read: the dump lists it, skipped.
+      // vm1 now carries a malformed attribute the agent reads: the dump lists it, skipped.
       kernel.state = dumpOf(agent.view).filter((event) => !(event.kind === 'link' && event.link.ifindex === CLIENT_1.ifindex));
-      kernel.skipped = [{ messageType: 'NEWLINK', ifindex: CLIENT_1.ifindex, error: 'Unexpected length (got 2, expected 4)', defaultRoute: false }];
+      kernel.skipped = [{ messageType: 'NEWLINK', ifindex: CLIENT_1.ifindex, error: 'IFLA_GROUP: Unexpected length (got 2, expected 4)', defaultRoute: false }];
       kernel.listener?.lost({ kind: 'overflow' });
       await new Promise((resolve) => setImmediate(resolve));
       await agent.idle();
@@ -675,20 +677,63 @@ describe('NetdAgent', () => {
       ]);
     });
 
-    it('leaves default routes alone where the dump lists one it cannot read (an IPv4 route via an IPv6 next hop)', async () => {
+    it('leaves default routes alone where the dump lists one it cannot read (a malformed RTA_OIF)', async () => {
       const NIC = { ifindex: 3, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
       const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
       const kernel = new ScriptedKernel([
         { kind: 'link', op: 'new', link: NIC },
         { kind: 'link', op: 'new', link: APP },
       ]);
-      // eth0's default route, via an IPv6 next hop: the dump lists it, skipped.
-      kernel.skipped = [{ messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected length for RouteVia', defaultRoute: true }];
+      // eth0's default route: the dump lists it, skipped.
+      kernel.skipped = [{ messageType: 'NEWROUTE', ifindex: null, error: 'RTA_OIF: Unexpected length (got 2, expected 4)', defaultRoute: true }];
       agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
       await agent.start({ watch: true });
       expect(kernel.applied.some((operation) => operation.kind === 'route-set' && operation.route.dst === '169.254.0.1')).toBe(true);
       expect(kernel.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
       expect((await agent.status()).links.find((link) => link.name === 'eth1')).toMatchObject({ note: 'a default route through another interface exists; left alone' });
+    });
+
+    it('leaves default routes alone where the dump decodes one via an IPv6 next hop (RFC 5549: an oif, no IPv4 gateway)', async () => {
+      const NIC = { ifindex: 3, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
+      const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([
+        { kind: 'link', op: 'new', link: NIC },
+        { kind: 'link', op: 'new', link: APP },
+        // What decodeRoute makes of `default via inet6 fe80::1 dev eth0` (RTA_VIA is not read; `ip route add` marks it boot, 3).
+        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: NIC.ifindex, gateway: null, priority: 0, protocol: 3 } },
+      ]);
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: true });
+      expect(kernel.applied.filter((operation) => (operation.kind === 'route-set' || operation.kind === 'route-del') && operation.route.dstLength === 0)).toEqual([]);
+      expect((await agent.status()).links.find((link) => link.name === 'eth1')).toMatchObject({ note: 'a default route through another interface exists; left alone' });
+    });
+
+    it('warns once while it lasts of a re-read whose tables the kernel marked inconsistent in every try, and plans on it', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      kernel.inconsistent = ['links', 'addresses'];
+      const lines: { msg: string; tables?: string[] }[] = [];
+      const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      await agent.start({ watch: true });
+      const reread = async (): Promise<void> => {
+        kernel.listener?.lost({ kind: 'overflow' });
+        await new Promise((resolve) => setImmediate(resolve));
+        await agent!.idle();
+      };
+      const said = (): unknown[] => lines.filter((line) => line.msg.includes('NLM_F_DUMP_INTR')).map((line) => line.tables);
+      expect(said()).toEqual([['links', 'addresses']]);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['vm1', 'configured']]);
+      await reread();
+      expect(said()).toHaveLength(1);
+      // Another table's: said. A consistent re-read, then the same again: said again.
+      kernel.inconsistent = ['links'];
+      await reread();
+      kernel.inconsistent = [];
+      await reread();
+      kernel.inconsistent = ['links'];
+      await reread();
+      expect(said()).toEqual([['links', 'addresses'], ['links'], ['links']]);
+      expect((await agent.status()).counters.fullSyncs).toBe(5);
     });
   });
 

@@ -1,19 +1,21 @@
 // The request socket (guest/netd/rtnetlink.ts) against the `netlink` package's own sockets over a
 // scripted kernel, whose answers come when the test says: the answer budget (what is in flight
 // when a request times out, what the package still waits for then, how long a request waits for
-// room), and a dump holding an entry the package's parser cannot read.
+// room), a dump holding an entry that cannot be decoded, and dumps the kernel marks interrupted.
 import type { NetlinkSocket, RawNetlinkSocket } from 'netlink';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 /** A request the scripted kernel was sent, answered when the test says. */
 interface Sent {
   readonly seq: number;
-  /** Its answer: an ack, or for a dump its end (NLMSG_DONE). */
-  readonly answer: () => void;
+  /** The request's message type. */
+  readonly type: number;
+  /** Its answer: an ack, or for a dump its end (NLMSG_DONE, with `flags` besides NLM_F_MULTI). */
+  readonly answer: (flags?: number) => void;
   /** For a dump, one part of its answer before the end: a link (an empty RTM_NEWLINK, NLM_F_MULTI). */
   readonly part: () => void;
-  /** For a dump, parts of its answer before the end, in one datagram: these messages (type, payload). */
-  readonly parts: (messages: readonly (readonly [number, Buffer])[]) => void;
+  /** For a dump, parts of its answer before the end, in one datagram: these messages (type, payload), with `flags` besides NLM_F_MULTI. */
+  readonly parts: (messages: readonly (readonly [number, Buffer])[], flags?: number) => void;
 }
 
 const sent: Sent[] = [];
@@ -32,18 +34,19 @@ vi.mock('netlink', async (importOriginal) => {
       const bytes = Buffer.concat(Array.isArray(data) ? data : [data]);
       const [request] = original.parseMessages(bytes);
       if (request === undefined) throw new Error('no message sent');
-      const reply =
+      const reply = (flags: number): Uint8Array[] =>
         (request.flags & DUMP) === DUMP
-          ? original.formatMessage({ type: original.MessageType.DONE, flags: original.Flags.MULTI, seq: request.seq, port: 0, data: Buffer.alloc(4) })
+          ? original.formatMessage({ type: original.MessageType.DONE, flags: original.Flags.MULTI | flags, seq: request.seq, port: 0, data: Buffer.alloc(4) })
           : original.formatMessage({ type: original.MessageType.ERROR, flags: 0, seq: request.seq, port: 0, data: Buffer.concat([Buffer.alloc(4), bytes.subarray(0, 16)]) });
       const part = original.formatMessage({ type: original.rt.MessageType.NEWLINK, flags: original.Flags.MULTI, seq: request.seq, port: 0, data: Buffer.alloc(16) });
-      const parts = (messages: readonly (readonly [number, Buffer])[]): Buffer =>
-        Buffer.concat(messages.flatMap(([type, data]) => original.formatMessage({ type, flags: original.Flags.MULTI, seq: request.seq, port: 0, data })));
+      const parts = (messages: readonly (readonly [number, Buffer])[], flags: number): Buffer =>
+        Buffer.concat(messages.flatMap(([type, data]) => original.formatMessage({ type, flags: original.Flags.MULTI | flags, seq: request.seq, port: 0, data })));
       sent.push({
         seq: request.seq,
-        answer: () => this.emit('message', Buffer.concat(reply), { port: 0, groups: 0 }),
+        type: request.type,
+        answer: (flags = 0) => this.emit('message', Buffer.concat(reply(flags)), { port: 0, groups: 0 }),
         part: () => this.emit('message', Buffer.concat(part), { port: 0, groups: 0 }),
-        parts: (messages) => this.emit('message', parts(messages), { port: 0, groups: 0 }),
+        parts: (messages, flags = 0) => this.emit('message', parts(messages, flags), { port: 0, groups: 0 }),
       });
       callback?.();
     }
@@ -211,7 +214,7 @@ describe('RtnetlinkKernel request budget', () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
-  it('reads a dump past an entry the parser cannot read, naming it (type, the link its header names, the error), instead of failing the dump', async () => {
+  it('reads a dump past an entry it cannot decode, naming it (type, the link its header names, the error), instead of failing the dump', async () => {
     const { rt, AttrStream } = await import('netlink');
     /** A link's RTM_NEWLINK payload, its attributes padded as the kernel's are, and `more` after them. */
     const link = (index: number, ifname: string, more: Buffer = Buffer.alloc(0)): Buffer => {
@@ -220,15 +223,16 @@ describe('RtnetlinkKernel request budget', () => {
       const bytes = Buffer.concat(out.bufs);
       return Buffer.concat([bytes, Buffer.alloc((4 - (bytes.length % 4)) % 4), more]);
     };
-    // IFLA_MTU (4) given 2 bytes: the parser wants 4, and throws.
+    // IFLA_GROUP (27) given 2 bytes: the agent reads it, and wants 4. IFLA_MTU (4) given 2: not read.
+    const shortGroup = Buffer.from([6, 0, 27, 0, 0x01, 0x00, 0, 0]);
     const shortMtu = Buffer.from([6, 0, 4, 0, 0x05, 0xdc, 0, 0]);
     const kernel = new RtnetlinkKernel();
     const dump = kernel.dump();
     await vi.advanceTimersByTimeAsync(0);
     sent[0]?.parts([
       [rt.MessageType.NEWLINK, link(1, 'p1')],
-      [rt.MessageType.NEWLINK, link(7, 'p7', shortMtu)],
-      [rt.MessageType.NEWLINK, link(8, 'p8')],
+      [rt.MessageType.NEWLINK, link(7, 'p7', shortGroup)],
+      [rt.MessageType.NEWLINK, link(8, 'p8', shortMtu)],
     ]);
     sent[0]?.answer();
     await vi.advanceTimersByTimeAsync(0);
@@ -239,13 +243,111 @@ describe('RtnetlinkKernel request budget', () => {
     sent[2]?.answer();
     await vi.advanceTimersByTimeAsync(0);
     sent[3]?.answer();
-    const { events, skipped } = await dump;
+    const { events, skipped, inconsistent } = await dump;
     expect(events.map((event) => (event.kind === 'link' ? event.link.name : event.kind))).toEqual(['p1', 'p8']);
     expect(skipped).toEqual([
-      { messageType: 'NEWLINK', ifindex: 7, error: 'Unexpected length (got 2, expected 4)', defaultRoute: false },
-      { messageType: 'NEWROUTE', ifindex: null, error: 'Unexpected Route message length (8)', defaultRoute: false },
+      { messageType: 'NEWLINK', ifindex: 7, error: 'IFLA_GROUP: Unexpected length (got 2, expected 4)', defaultRoute: false },
+      { messageType: 'NEWROUTE', ifindex: null, error: 'a route message of 8 bytes, shorter than its fixed header (12)', defaultRoute: false },
     ]);
+    expect(inconsistent).toEqual([]);
     kernel.close();
+  });
+
+  describe('a dump the kernel marks interrupted (NLM_F_DUMP_INTR: its table changed while it was dumped)', () => {
+    const DUMP_INTR = 0x10;
+    /** What the scripted kernel answers a dump request with: entries (type, payload), and flags besides NLM_F_MULTI on them and on the end. */
+    interface DumpAnswer {
+      readonly entries?: readonly (readonly [number, Buffer])[];
+      readonly partFlags?: number;
+      readonly doneFlags?: number;
+    }
+
+    /** kernel.dump(), each of its requests answered as `answer` says (by its type, and how many of that type came before it, this one included); `asked`: what it sent. */
+    async function scriptedDump(
+      kernel: InstanceType<typeof RtnetlinkKernel>,
+      answer: (type: number, tries: number) => DumpAnswer,
+    ): Promise<{ readonly result: Awaited<ReturnType<InstanceType<typeof RtnetlinkKernel>['dump']>>; readonly asked: string[] }> {
+      const { rt } = await import('netlink');
+      const first = sent.length;
+      const dump = kernel.dump();
+      const tries = new Map<number, number>();
+      for (let at = first; ; at++) {
+        await vi.advanceTimersByTimeAsync(0);
+        const request = sent[at];
+        if (request === undefined) break;
+        tries.set(request.type, (tries.get(request.type) ?? 0) + 1);
+        const { entries = [], partFlags = 0, doneFlags = 0 } = answer(request.type, tries.get(request.type) ?? 0);
+        if (entries.length > 0) request.parts(entries, partFlags);
+        request.answer(doneFlags);
+      }
+      return { result: await dump, asked: sent.slice(first).map((request) => rt.MessageType[request.type] ?? String(request.type)) };
+    }
+
+    /** A link's RTM_NEWLINK payload, padded as the kernel pads it (the next message in its datagram starts aligned). */
+    const link = async (index: number, ifname: string): Promise<readonly [number, Buffer]> => {
+      const { rt, AttrStream } = await import('netlink');
+      const out = new AttrStream();
+      rt.formatLinkMessage({ kind: 'link', data: { index, flags: {} }, attrs: { ifname } }, out);
+      const bytes = Buffer.concat(out.bufs);
+      return [rt.MessageType.NEWLINK, Buffer.concat([bytes, Buffer.alloc((4 - (bytes.length % 4)) % 4)])];
+    };
+    const namesOf = (result: { readonly events: readonly { readonly kind: string; readonly link?: { readonly name: string } }[] }): (string | undefined)[] =>
+      result.events.map((event) => event.link?.name);
+
+    it('takes the table again, and uses the dump that was not marked: entries of the marked one, or its end, alike', async () => {
+      const { rt } = await import('netlink');
+      const [p1, p2] = [await link(1, 'p1'), await link(2, 'p2')];
+      for (const marked of [{ partFlags: DUMP_INTR }, { doneFlags: DUMP_INTR }]) {
+        sent.length = 0;
+        const kernel = new RtnetlinkKernel();
+        const { result, asked } = await scriptedDump(kernel, (type, tries) =>
+          type !== rt.MessageType.GETLINK ? {} : tries === 1 ? { entries: [p1], ...marked } : { entries: [p1, p2] },
+        );
+        expect(asked).toEqual(['GETLINK', 'GETLINK', 'GETADDR', 'GETROUTE', 'GETNEIGH']);
+        expect(namesOf(result)).toEqual(['p1', 'p2']);
+        expect(result.inconsistent).toEqual([]);
+        kernel.close();
+      }
+    });
+
+    it('uses the third of three marked dumps in a row as it is, and says which table', async () => {
+      const { rt } = await import('netlink');
+      const links = [await link(1, 'p1'), await link(2, 'p2'), await link(3, 'p3')];
+      const kernel = new RtnetlinkKernel();
+      const { result, asked } = await scriptedDump(kernel, (type, tries) =>
+        type === rt.MessageType.GETLINK ? { entries: links.slice(0, tries), partFlags: DUMP_INTR } : type === rt.MessageType.GETNEIGH ? { doneFlags: DUMP_INTR } : {},
+      );
+      expect(asked).toEqual(['GETLINK', 'GETLINK', 'GETLINK', 'GETADDR', 'GETROUTE', 'GETNEIGH', 'GETNEIGH', 'GETNEIGH']);
+      expect(namesOf(result)).toEqual(['p1', 'p2', 'p3']);
+      expect(result.inconsistent).toEqual(['links', 'neighbours']);
+      kernel.close();
+    });
+
+    it("takes no other flag for the mark, nor a mark on another dump's answer (one that timed out, answered late)", async () => {
+      const { rt } = await import('netlink');
+      const kernel = new RtnetlinkKernel();
+      const timedOut = kernel.dump().then(
+        () => 'answered',
+        (error: unknown) => (error instanceof NetdError ? error.kind : 'other'),
+      );
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(await timedOut).toBe('netlink');
+      const late = sent[0];
+      const p1 = await link(1, 'p1');
+      const { result, asked } = await scriptedDump(kernel, (type) => {
+        // The late answer, marked, comes while this dump of the links runs.
+        if (type === rt.MessageType.GETLINK) {
+          late?.parts([p1], DUMP_INTR);
+          late?.answer(DUMP_INTR);
+        }
+        // NLM_F_DUMP_FILTERED (0x20): the kernel filtered the dump as asked, nothing more.
+        return { entries: type === rt.MessageType.GETLINK ? [p1] : [], partFlags: 0x20, doneFlags: 0x20 };
+      });
+      expect(asked).toEqual(['GETLINK', 'GETADDR', 'GETROUTE', 'GETNEIGH']);
+      expect(namesOf(result)).toEqual(['p1']);
+      expect(result.inconsistent).toEqual([]);
+      kernel.close();
+    });
   });
 
   it('rejects at once, as closed, what waits for room and what is in flight when closed, and sends nothing after', async () => {

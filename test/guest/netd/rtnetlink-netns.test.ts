@@ -1,7 +1,8 @@
 // The agent's two rtnetlink sockets under load, in a namespace of their own: the notification
 // socket (our addon) through an overflow, a throwing listener and a close from its callback; the
 // request socket (the `netlink` package) under more requests at once than its buffer holds answers
-// for; and the agent over both when a notification, or a link in every dump, cannot be decoded.
+// for; the agent over both when a notification, or a link in every dump, cannot be decoded; routes
+// via an IPv6 next hop (RFC 5549); and dumps the kernel marks interrupted by a change.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { compiled } from '../dns/dns-topology.js';
@@ -11,12 +12,16 @@ describeNetns('rtnetlink sockets in a namespace', () => {
   let events: Record<string, Record<string, unknown>>;
   let flood: { code: number | null; stderr: string; report: Record<string, unknown> | null };
   let undecodable: Record<string, unknown>;
+  let viaIpv6: Record<string, unknown>;
+  let interrupted: Record<string, Record<string, unknown>>;
 
   beforeAll(async () => {
-    const [eventsFixture = '', floodFixture = '', undecodableFixture = ''] = compiled([
+    const [eventsFixture = '', floodFixture = '', undecodableFixture = '', viaIpv6Fixture = '', interruptedFixture = ''] = compiled([
       'test/guest/netd/fixtures/rtnl-events',
       'test/guest/netd/fixtures/rtnetlink-flood',
       'test/guest/netd/fixtures/undecodable-notification',
+      'test/guest/netd/fixtures/route-via-ipv6',
+      'test/guest/netd/fixtures/interrupted-dump',
       'guest/netd/rtnl-events',
       'guest/netd/rtnetlink',
       'guest/netd/agent',
@@ -29,6 +34,8 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     flood = { code: result.code, stderr: result.stderr, report: result.code === 0 ? (JSON.parse(result.stdout) as Record<string, unknown>) : null };
     const mangling = await (await harness.namespace('undec')).exec([process.execPath, undecodableFixture], { timeoutMs: 30_000 });
     undecodable = JSON.parse(mangling.stdout) as typeof undecodable;
+    viaIpv6 = JSON.parse((await (await harness.namespace('via6')).exec([process.execPath, viaIpv6Fixture], { timeoutMs: 20_000 })).stdout) as typeof viaIpv6;
+    interrupted = JSON.parse((await (await harness.namespace('intr')).exec([process.execPath, interruptedFixture], { timeoutMs: 30_000 })).stdout) as typeof interrupted;
   }, 120_000);
 
   afterAll(async () => {
@@ -90,20 +97,58 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     expect(undecodable['p2InView']).toBe(true);
     expect(undecodable['p2Routes']).toMatch(/^100\.64\.0\.2 .*scope link/m);
     expect(Number(undecodable['fullSyncs'])).toBeGreaterThan(Number(undecodable['fullSyncsAtStart']));
-    expect(undecodable['undecodableWarnings']).toEqual([{ messageType: 'NEWLINK', error: 'Unexpected Link message length (4)' }]);
+    expect(undecodable['undecodableWarnings']).toEqual([{ messageType: 'NEWLINK', error: 'a link message of 4 bytes, shorter than its fixed header (16)' }]);
   });
 
   it('skips a link that cannot be decoded in its re-reads, names it once, and serves the links after it', () => {
-    // p3: a link the parser cannot read, in notifications and dumps alike. Its notifications asked
-    // for re-reads; each skipped it, and none stopped the agent.
+    // p3: a link with a malformed attribute the agent reads, in notifications and dumps alike. Its
+    // notifications asked for re-reads; each skipped it, and none stopped the agent.
     expect(undecodable['fatal']).toBeNull();
     expect(undecodable['p3InView']).toBe(false);
     expect(undecodable['p4']).toBe('configured');
     expect(Number(undecodable['reReadsWithP3'])).toBeGreaterThanOrEqual(1);
     expect(undecodable['skippedWarnings']).toEqual([
-      { messageType: 'NEWLINK', ifindex: undecodable['p3Ifindex'], error: 'Unexpected length (got 2, expected 4)', keptAsLastRead: false },
-      { messageType: 'NEWLINK', ifindex: undecodable['p5Ifindex'], error: 'Unexpected length (got 2, expected 4)', keptAsLastRead: true },
+      { messageType: 'NEWLINK', ifindex: undecodable['p3Ifindex'], error: 'IFLA_GROUP: Unexpected length (got 2, expected 4)', keptAsLastRead: false },
+      { messageType: 'NEWLINK', ifindex: undecodable['p5Ifindex'], error: 'IFLA_GROUP: Unexpected length (got 2, expected 4)', keptAsLastRead: true },
     ]);
+  });
+
+  it('serves a link whose every message carries a malformed attribute it does not read (IFLA_MTU of 2 bytes), warning of nothing', () => {
+    expect(undecodable['p6']).toBe('configured');
+    expect(undecodable['p6Routes']).toMatch(/^100\.64\.0\.6 .*scope link/m);
+    const warnings = undecodable['allWarnings'] as { ifindex?: number | null; error?: string }[];
+    expect(warnings.filter((line) => line.ifindex === undecodable['p6Ifindex'])).toEqual([]);
+    // Every error warned of is p3's or p5's IFLA_GROUP, or p2's notifications cut short.
+    const errors = warnings.flatMap((line) => (line.error === undefined ? [] : [line.error]));
+    expect(errors.filter((error) => !error.startsWith('IFLA_GROUP: ') && !error.startsWith('a link message of 4 bytes'))).toEqual([]);
+  });
+
+  it("reads the kernel's IPv4 routes via an IPv6 next hop (RFC 5549), which the netlink package cannot, in a dump and as a notification", () => {
+    const ifindex = viaIpv6['ifindex'];
+    // The package's own parser throws on each (the dump has the kernel's local and broadcast routes besides, which it parses).
+    expect((viaIpv6['dumpSays'] as string[]).filter((said) => said !== 'parsed')).toEqual(['Unexpected length for RouteVia', 'Unexpected length for RouteVia']);
+    // All added by `ip route add`, which marks them boot (rtm_protocol 3).
+    expect(viaIpv6['dumped']).toEqual([
+      { dst: '0.0.0.0', dstLength: 0, oif: ifindex, gateway: null, priority: 0, protocol: 3 },
+      { dst: '203.0.113.0', dstLength: 24, oif: ifindex, gateway: null, priority: 7, protocol: 3 },
+    ]);
+    expect(viaIpv6['skipped']).toEqual([]);
+    // Nothing changed while it was dumped: no table said to be inconsistent.
+    expect(viaIpv6['inconsistent']).toEqual([]);
+    expect(viaIpv6['notificationSays']).toEqual(['Unexpected length for RouteVia']);
+    expect(viaIpv6['told']).toEqual([{ op: 'new', route: { dst: '198.51.100.0', dstLength: 24, oif: ifindex, gateway: null, priority: 0, protocol: 3 } }]);
+    expect(viaIpv6['losses']).toEqual([]);
+  });
+
+  it('takes a dump of the addresses again when the kernel marks it interrupted by a change (NLM_F_DUMP_INTR), up to 3 in a row, then uses the last', () => {
+    const { once = {}, always = {} } = interrupted;
+    const total = Number(interrupted['total']);
+    // One change, under the first dump: a second is taken, whole, with the address added.
+    expect(once).toMatchObject({ addressDumps: 2, newest: true, inconsistent: [], skipped: 0 });
+    expect(Number(once['addresses'])).toBeGreaterThan(total);
+    // A change under every dump: the third is used, and said to be inconsistent.
+    expect(always).toMatchObject({ addressDumps: 3, inconsistent: ['addresses'], skipped: 0 });
+    expect(Number(always['addresses'])).toBeGreaterThan(total);
   });
 
   it('keeps a served link that became unreadable as last read, not taken as gone: still configured and routed to', () => {
