@@ -304,7 +304,8 @@ export function staticTableText(settings: TableSettings): string {
  *   for); the rest is counted (ARP_COUNTER) and dropped before arp_process sees it. No sender
  *   hardware address is checked, as the inet table checks no MAC: the one entry a client's ARP can
  *   touch is its own address's, which the agent makes permanent with the client's MAC, and ARP
- *   never changes a permanent entry. An isolated link has no source element: all its ARP is dropped.
+ *   never changes a permanent entry. An isolated link has no source element: nothing of its ARP
+ *   passes but probes, which make no entry (as its DHCP discovery from 0.0.0.0 passes the inet table).
  * - the guard, as in the inet table: ARP from a link of PROVIDER_LINK_GROUP that client_links does
  *   not name (renamed while up, a name the sets cannot hold) is dropped, counted alike.
  * - from anywhere else (uplinks, a chained provider's upstream link): not ours to police.

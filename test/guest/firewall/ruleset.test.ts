@@ -340,7 +340,7 @@ describe('the ARP guard', () => {
     expect(staticTableText(SETTINGS)).toContain('\tset client_sources {\n\t\ttype ifname . ipv4_addr\n\t}\n');
   });
 
-  it('holds every provider link (isolated ones too) and only the served ones with a source: an isolated link has all its ARP dropped', () => {
+  it('holds every provider link (isolated ones too) and only the served ones with a source: an isolated link passes probes only', () => {
     fc.assert(
       fc.property(anyValidModel, fc.uniqueArray(fc.constantFrom('dup1', 'dup2', 'dup3'), { maxLength: 3 }), (model, isolated) => {
         const names = new Set(model.providerLinks.map((link) => link.ifname));
