@@ -564,7 +564,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
 
   it("answers a client's ARP for the gateway only from its own address, so that naming other senders fills no neighbour table", async () => {
     // Linux answers an ARP request for one of its addresses from any sender, making a neighbour
-    // entry for that sender on the link first; the firewall never sees ARP. A client naming a new
+    // entry for that sender on the link first; the inet table never sees ARP. A client naming a new
     // sender in each request filled the provider's table (1024 entries, for the uplink's gateway
     // too) in a moment. Here a few such requests, then the entries they left are counted.
     const c12 = await harness.namespace('c12');
