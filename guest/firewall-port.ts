@@ -11,6 +11,8 @@ export interface FirewallCounters {
   antispoofDrops: number;
   isolationDrops: number;
   inputDrops: number;
+  /** ARP the ARP guard dropped: a sender address not the link's client's, or a link not served. */
+  arpDrops: number;
   flowLimitDrops: number;
   flowRateDrops: number;
 }
@@ -48,7 +50,7 @@ export class NoopFirewall implements FirewallPort {
   }
 
   counters(): Promise<FirewallCounters> {
-    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
+    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
   }
 
   flowLimits(): FlowLimits | null {

@@ -1,5 +1,5 @@
 import { FirewallError } from './firewall-error.js';
-import { COUNTERS, TABLE_NAME } from './ruleset.js';
+import { ARP_COUNTER, ARP_TABLE_FAMILY, COUNTERS, TABLE_FAMILY, TABLE_NAME } from './ruleset.js';
 
 /** Packets the firewall dropped, by reason, since the table was (re)created. */
 export interface FirewallCounters {
@@ -16,6 +16,11 @@ export interface FirewallCounters {
   /** From a provider link to anything on the provider but the agent's gateway services. */
   readonly inputDrops: number;
   /**
+   * ARP from a provider link whose sender address is neither its client's nor a probe's
+   * 0.0.0.0, and any ARP from a provider link the table does not serve (ARP guard).
+   */
+  readonly arpDrops: number;
+  /**
    * New flows (forwarded, or to the gateway's services) from a client that already held its
    * flow limit of conntrack entries (see TableSettings.clientFlowLimit).
    */
@@ -31,8 +36,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Read `nft -j list counters table inet spectrum_netd` output. */
-export function parseCountersJson(text: string): FirewallCounters {
+/** The packet count of each counter of table `family` TABLE_NAME in `nft -j list counters` output. */
+function countersOf(text: string, family: string): Map<string, number> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -44,24 +49,33 @@ export function parseCountersJson(text: string): FirewallCounters {
   if (entries === undefined) throw new FirewallError('listing', 'nft counters JSON has no "nftables" array');
   for (const entry of entries) {
     const counter = isRecord(entry) ? entry['counter'] : undefined;
-    if (!isRecord(counter) || counter['table'] !== TABLE_NAME) continue;
+    // Both tables have our name: a counter is ours by its family too.
+    if (!isRecord(counter) || counter['table'] !== TABLE_NAME || counter['family'] !== family) continue;
     const name = counter['name'];
     const value = counter['packets'];
     if (typeof name === 'string' && typeof value === 'number') packets.set(name, value);
   }
-  const read = (name: string): number => {
+  return packets;
+}
+
+/** Read `nft -j list counters table inet spectrum_netd` output, and the same of `arp spectrum_netd`. */
+export function parseCountersJson(text: string, arpText: string): FirewallCounters {
+  const inet = countersOf(text, TABLE_FAMILY);
+  const arp = countersOf(arpText, ARP_TABLE_FAMILY);
+  const read = (packets: ReadonlyMap<string, number>, family: string, name: string): number => {
     const value = packets.get(name);
     if (value === undefined) {
       // A table of our name without our counters is not ours (someone replaced it): no listing problem.
-      throw new FirewallError('table-changed', `counter ${name} is missing from table ${TABLE_NAME}: reconcile the firewall to recreate it`);
+      throw new FirewallError('table-changed', `counter ${name} is missing from table ${family} ${TABLE_NAME}: reconcile the firewall to recreate it`);
     }
     return value;
   };
   return {
-    antispoofDrops: read(COUNTERS.antispoofDrops),
-    isolationDrops: read(COUNTERS.isolationDrops),
-    inputDrops: read(COUNTERS.inputDrops),
-    flowLimitDrops: read(COUNTERS.flowLimitDrops),
-    flowRateDrops: read(COUNTERS.flowRateDrops),
+    antispoofDrops: read(inet, TABLE_FAMILY, COUNTERS.antispoofDrops),
+    isolationDrops: read(inet, TABLE_FAMILY, COUNTERS.isolationDrops),
+    inputDrops: read(inet, TABLE_FAMILY, COUNTERS.inputDrops),
+    arpDrops: read(arp, ARP_TABLE_FAMILY, ARP_COUNTER),
+    flowLimitDrops: read(inet, TABLE_FAMILY, COUNTERS.flowLimitDrops),
+    flowRateDrops: read(inet, TABLE_FAMILY, COUNTERS.flowRateDrops),
   };
 }

@@ -12,7 +12,17 @@ import { FirewallError } from './firewall-error.js';
 import { type FirewallState, advanceFirewallState, firewallStateOf } from './firewall-state.js';
 import { type FirewallModel, type ValidFirewallModel, validateFirewallModel } from './model.js';
 import { type NftOutput, type NftResult, runNftInProcess } from './nft-library.js';
-import { TABLE, elementCommands, isEmptyDiff, parseTableListing, planFirewall, removeTableScript, staticTableText } from './ruleset.js';
+import {
+  ARP_TABLE,
+  type FirewallListings,
+  TABLE,
+  elementCommands,
+  isEmptyDiff,
+  parseTableListing,
+  planFirewall,
+  removeTableScript,
+  staticTableText,
+} from './ruleset.js';
 import { type TableSettings, assertTableSettings } from './table-settings.js';
 
 export interface NftOptions {
@@ -102,15 +112,20 @@ function failure(what: string, result: NftResult): FirewallError {
 const NO_SUCH_TABLE = /No such file or directory/;
 
 /**
- * The table's stateless numeric listing (see staticTableText), or undefined when there is no
+ * A table's stateless numeric listing (see staticTableText), or undefined when there is no such
  * table. Numeric, so that names /etc files give to the values (a device group in
  * /etc/iproute2/group, a protocol in /etc/protocols) never make it differ from the expected text.
  */
-async function readTable(options: NftOptions): Promise<string | undefined> {
-  const result = await runNft({ kind: 'command', output: { stateless: true, numeric: true, listing: true }, words: ['list', 'table', ...TABLE.split(' ')] }, options);
+async function readTable(table: string, options: NftOptions): Promise<string | undefined> {
+  const result = await runNft({ kind: 'command', output: { stateless: true, numeric: true, listing: true }, words: ['list', 'table', ...table.split(' ')] }, options);
   if (result.code === 0) return result.stdout;
   if (NO_SUCH_TABLE.test(result.stderr)) return undefined;
-  throw failure(`list table ${TABLE}`, result);
+  throw failure(`list table ${table}`, result);
+}
+
+/** Both tables' listings: the inet table and the ARP guard. */
+async function readTables(options: NftOptions): Promise<FirewallListings> {
+  return { inet: await readTable(TABLE, options), arp: await readTable(ARP_TABLE, options) };
 }
 
 async function applyScript(script: string, options: NftOptions): Promise<NftResult> {
@@ -119,7 +134,7 @@ async function applyScript(script: string, options: NftOptions): Promise<NftResu
 
 /**
  * Make the firewall enforce `model`: nothing happens when it already does; changed elements
- * only when the table has the expected structure; otherwise the whole table is replaced in one
+ * only when a table has the expected structure; otherwise that whole table is replaced, all in one
  * transaction. Returns whether anything changed.
  */
 export async function reconcileFirewall(model: FirewallModel, options: FirewallOptions): Promise<{ changed: boolean }> {
@@ -128,41 +143,45 @@ export async function reconcileFirewall(model: FirewallModel, options: FirewallO
   // Two attempts: an element transaction computed from a listing can fail if the table changed
   // in between (deleting an element someone else deleted); the second plan sees the new state.
   for (let attempt = 1; ; attempt++) {
-    const plan = planFirewall(await readTable(options), valid, options);
+    const plan = planFirewall(await readTables(options), valid, options);
     if (plan.kind === 'unchanged') return { changed: false };
     const result = await applyScript(plan.script, options);
     if (result.code === 0) return { changed: true };
-    if (attempt >= 2) throw failure(plan.kind === 'replace-table' ? `replacing table ${TABLE}` : `updating set elements of ${TABLE}`, result);
+    if (attempt >= 2) {
+      const names = plan.kind === 'replace-table' ? plan.tables.map((table) => (table === 'inet' ? TABLE : ARP_TABLE)).join(' and ') : '';
+      throw failure(plan.kind === 'replace-table' ? `replacing table ${names}` : `updating set elements of ${TABLE} and ${ARP_TABLE}`, result);
+    }
   }
 }
 
 /**
- * Whether the table exists with the structure `settings` make (its chains, rules and sets, whatever
- * their elements): the rules that hold clients to the flow limits. False when it is missing or
- * someone changed or replaced it, as the audit finds it (planFirewall's 'replace-table'). A listing
- * that fails throws.
+ * Whether the inet table exists with the structure `settings` make (its chains, rules and sets,
+ * whatever their elements): the rules that hold clients to the flow limits (the ARP guard holds
+ * none). False when it is missing or someone changed or replaced it, as the audit finds it
+ * (planFirewall's 'replace-table'). A listing that fails throws.
  */
 export async function tableHasStructure(settings: TableSettings, options: NftOptions = {}): Promise<boolean> {
-  const listing = await readTable(options);
+  const listing = await readTable(TABLE, options);
   return listing !== undefined && parseTableListing(listing).structure === staticTableText(settings);
 }
 
-/** The firewall's drop counters; a FirewallError of kind 'table-missing' when there is no table. */
+/** The firewall's drop counters, both tables'; a FirewallError of kind 'table-missing' when either table is missing. */
 export async function firewallCounters(options: NftOptions = {}): Promise<FirewallCounters> {
-  const result = await runNft({ kind: 'command', output: { json: true, listing: true }, words: ['list', 'counters', 'table', ...TABLE.split(' ')] }, options);
-  if (result.code !== 0) {
+  const listCounters = async (table: string): Promise<string> => {
+    const result = await runNft({ kind: 'command', output: { json: true, listing: true }, words: ['list', 'counters', 'table', ...table.split(' ')] }, options);
+    if (result.code === 0) return result.stdout;
     if (NO_SUCH_TABLE.test(result.stderr)) {
-      throw new FirewallError('table-missing', `table ${TABLE} does not exist: reconcileFirewall() creates it`);
+      throw new FirewallError('table-missing', `table ${table} does not exist: reconcileFirewall() creates it`);
     }
-    throw failure(`list counters table ${TABLE}`, result);
-  }
-  return parseCountersJson(result.stdout);
+    throw failure(`list counters table ${table}`, result);
+  };
+  return parseCountersJson(await listCounters(TABLE), await listCounters(ARP_TABLE));
 }
 
-/** Delete the table (and with it every rule, set and counter); nothing to do when it is gone. */
+/** Delete both tables (and with them every rule, set and counter); nothing to do for one that is gone. */
 export async function removeFirewall(options: NftOptions = {}): Promise<void> {
   const result = await applyScript(removeTableScript(), options);
-  if (result.code !== 0) throw failure(`deleting table ${TABLE}`, result);
+  if (result.code !== 0) throw failure(`deleting tables ${TABLE} and ${ARP_TABLE}`, result);
 }
 
 /**
@@ -185,7 +204,7 @@ export class FirewallReconciler {
    * someone else): a listing, nothing changed.
    */
   async differs(model: FirewallModel): Promise<boolean> {
-    return planFirewall(await readTable(this.options), validateFirewallModel(model), this.options).kind !== 'unchanged';
+    return planFirewall(await readTables(this.options), validateFirewallModel(model), this.options).kind !== 'unchanged';
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
- * The provider firewall as nft text, pure: the fixed table (chains never depend on the model),
- * the set elements a model needs, reading a table listing back, and the smallest nft script that
- * turns what exists into what should. See nft.ts for the adapter that runs it.
+ * The provider firewall as nft text, pure: the fixed tables (chains never depend on the model),
+ * `inet spectrum_netd` and the ARP guard `arp spectrum_netd`, the set elements a model needs,
+ * reading table listings back, and the smallest nft script that turns what exists into what
+ * should. See nft.ts for the adapter that runs it.
  *
  * Per-packet cost does not grow with the number of clients: every rule is fixed, and clients
  * only add elements to hash sets, looked up once per rule that names them.
@@ -14,6 +15,14 @@ import { type TableSettings, clientNewFlowBurst, clientTcpTimeoutsOf } from './t
 export const TABLE_FAMILY = 'inet';
 export const TABLE_NAME = 'spectrum_netd';
 export const TABLE = `${TABLE_FAMILY} ${TABLE_NAME}`;
+/**
+ * The ARP guard's table (staticArpTableText): the inet family never sees ARP, so it is a table of
+ * its own, of the same name, made, audited and changed together with TABLE, in the same transactions.
+ */
+export const ARP_TABLE_FAMILY = 'arp';
+export const ARP_TABLE = `${ARP_TABLE_FAMILY} ${TABLE_NAME}`;
+/** The firewall's tables: what a listing holds, what a replacement can make anew. */
+export type FirewallTable = 'inet' | 'arp';
 
 /** Named counters; firewallCounters() reads them. */
 export const COUNTERS = {
@@ -23,6 +32,9 @@ export const COUNTERS = {
   flowLimitDrops: 'flow_limit_drops',
   flowRateDrops: 'flow_rate_drops',
 } as const;
+
+/** The ARP guard's counter, in ARP_TABLE (counters belong to their table). */
+export const ARP_COUNTER = 'arp_drops';
 
 /** The sets clients change, with their nft key types. */
 export const SETS = {
@@ -40,6 +52,11 @@ export const SETS = {
 
 export type SetName = keyof typeof SETS;
 export const SET_NAMES = Object.keys(SETS) as SetName[];
+/**
+ * The sets ARP_TABLE has too, same names, same elements: sets belong to their table, so a
+ * provider link is an element of each of these in both tables, added and deleted in one transaction.
+ */
+export const ARP_SET_NAMES = ['client_links', 'client_sources'] as const satisfies readonly SetName[];
 
 /**
  * The set that counts each client address's conntrack entries (connlimit): traffic adds and the
@@ -68,6 +85,7 @@ export const CLIENT_TCP_TIMEOUT = 'client_tcp';
 export type FirewallElements = Readonly<Record<SetName, readonly string[]>>;
 
 const COMMENT = 'spectrum-netd provider firewall v1: owned by spectrum-netd, edits are replaced';
+const ARP_COMMENT = 'spectrum-netd ARP guard v1: owned by spectrum-netd, edits are replaced';
 
 /*
  * Values as `nft -n` prints them (nft 1.0.6), named as nft prints them otherwise. Why numbers:
@@ -268,6 +286,61 @@ export function staticTableText(settings: TableSettings): string {
   return `${lines.join('\n')}\n`;
 }
 
+/**
+ * The ARP guard, written as `nft -n -s list table arp spectrum_netd` prints it (nft 1.0.6), like
+ * staticTableText. It never depends on the model or the settings.
+ *
+ * Linux handles ARP below IP, where the inet table never looks: arp_rcv passes a packet to this
+ * family's input hook, then arp_process answers a request for one of our addresses (the gateway
+ * 169.254.0.1 is on every provider link) and makes or refreshes a neighbour entry for its sender,
+ * and with arp_accept (on the link or in `all`, the kernel takes the higher) does so for
+ * gratuitous ARP and unsolicited replies too. A client naming a new sender address in each packet
+ * fills the neighbour table (gc_thresh3, 1024 by default): the provider resolves no new neighbour,
+ * its uplink's gateway included, and every client loses its traffic. The planner's arp_filter
+ * narrows only the answers, only on links it configured, and only while nobody sets arp_accept:
+ * this guard holds whatever the sysctls say.
+ * - from a provider link (named in client_links) ARP passes only with the link's own client as
+ *   sender address, or 0.0.0.0 (an RFC 5227 probe, which the kernel answers and makes no entry
+ *   for); the rest is counted (ARP_COUNTER) and dropped before arp_process sees it. No sender
+ *   hardware address is checked, as the inet table checks no MAC: the one entry a client's ARP can
+ *   touch is its own address's, which the agent makes permanent with the client's MAC, and ARP
+ *   never changes a permanent entry. An isolated link has no source element: nothing of its ARP
+ *   passes but probes, which make no entry (as its DHCP discovery from 0.0.0.0 passes the inet table).
+ * - the guard, as in the inet table: ARP from a link of PROVIDER_LINK_GROUP that client_links does
+ *   not name (renamed while up, a name the sets cannot hold) is dropped, counted alike.
+ * - from anywhere else (uplinks, a chained provider's upstream link): not ours to police.
+ * Why this family's input hook, not a netdev ingress chain: an ingress chain hooks named devices,
+ * one hook per device, so each hot-plugged link would change the chain (and register a hook);
+ * this hook is one for every device, and a link is a set element here as in the inet table. It
+ * runs after arp_rcv has checked that the packet's address lengths are the device's (6 and 4 on
+ * Ethernet), so `arp saddr ip` reads the sender address where it is.
+ */
+export function staticArpTableText(): string {
+  const set = (name: SetName): string[] => [`\tset ${name} {`, `\t\ttype ${SETS[name]}`, '\t}', ''];
+  const drop = `counter name "${ARP_COUNTER}" drop`;
+  const lines = [
+    `table ${ARP_TABLE} {`,
+    `\tcomment "${ARP_COMMENT}"`,
+    `\tcounter ${ARP_COUNTER} {`,
+    '\t}',
+    '',
+    ...ARP_SET_NAMES.flatMap(set),
+    '\tchain input {',
+    `\t\ttype filter hook input priority ${PRIORITY.filter}; policy accept;`,
+    `\t\tiifgroup ${PROVIDER_LINK_GROUP} iifname != @client_links ${drop}`,
+    '\t\tiifname @client_links jump from_client_link',
+    '\t}',
+    '',
+    '\tchain from_client_link {',
+    '\t\tiifname . arp saddr ip @client_sources accept',
+    '\t\tarp saddr ip 0.0.0.0 accept',
+    `\t\t${drop}`,
+    '\t}',
+    '}',
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
 const ifnameElement = (name: string): string => `"${name}"`;
 
 function uniqueSorted(elements: Iterable<string>): string[] {
@@ -433,70 +506,125 @@ export function isEmptyDiff(diff: ElementDiff): boolean {
   return SET_NAMES.every((name) => diff.add[name].length === 0 && diff.delete[name].length === 0);
 }
 
-/** nft commands for a diff: deletions first, one command per set and direction. */
-export function elementCommands(diff: ElementDiff): string {
+/** nft commands for `table`'s sets among `names`: deletions first, one command per set and direction. */
+function tableElementCommands(table: string, names: readonly SetName[], diff: ElementDiff): string {
   const lines: string[] = [];
   for (const [verb, elements] of [
     ['delete', diff.delete],
     ['add', diff.add],
   ] as const) {
-    for (const name of SET_NAMES) {
+    for (const name of names) {
       const list = elements[name];
-      if (list.length > 0) lines.push(`${verb} element ${TABLE} ${name} { ${list.join(', ')} }`);
+      if (list.length > 0) lines.push(`${verb} element ${table} ${name} { ${list.join(', ')} }`);
     }
   }
   return lines.map((line) => `${line}\n`).join('');
 }
 
 /**
+ * nft commands for a diff, in both tables: the inet table's sets, then the ARP guard's
+ * (ARP_SET_NAMES, the same elements). Deletions first in each, one command per set and direction.
+ */
+export function elementCommands(diff: ElementDiff): string {
+  return `${tableElementCommands(TABLE, SET_NAMES, diff)}${tableElementCommands(ARP_TABLE, ARP_SET_NAMES, diff)}`;
+}
+
+/** The elements ARP_TABLE holds of a model's: its sets' only, the others empty. */
+export function arpElementsOf(elements: FirewallElements): FirewallElements {
+  return { ...emptyElements(), client_links: elements.client_links, client_sources: elements.client_sources };
+}
+
+/**
  * Replace whatever table exists (or none) with the full one, in one transaction: `add` makes the
  * `delete` valid when there is no table yet.
  */
-export function replaceTableScript(desired: FirewallElements, settings: TableSettings): string {
-  return `add table ${TABLE}\ndelete table ${TABLE}\n${staticTableText(settings)}${elementCommands({ add: desired, delete: emptyElements() })}`;
+function replaceOneTableScript(table: FirewallTable, desired: FirewallElements, settings: TableSettings): string {
+  const [name, text, names] = table === 'inet' ? [TABLE, staticTableText(settings), SET_NAMES] : [ARP_TABLE, staticArpTableText(), ARP_SET_NAMES];
+  return `add table ${name}\ndelete table ${name}\n${text}${tableElementCommands(name, names, { add: desired, delete: emptyElements() })}`;
 }
 
-/** Delete the table if it exists, in one transaction. */
+/** Replace both tables (whatever exists of them) with full ones, in one transaction. */
+export function replaceTableScript(desired: FirewallElements, settings: TableSettings): string {
+  return `${replaceOneTableScript('inet', desired, settings)}${replaceOneTableScript('arp', desired, settings)}`;
+}
+
+/** Delete both tables, those that exist, in one transaction. */
 export function removeTableScript(): string {
-  return `add table ${TABLE}\ndelete table ${TABLE}\n`;
+  return `add table ${TABLE}\ndelete table ${TABLE}\nadd table ${ARP_TABLE}\ndelete table ${ARP_TABLE}\n`;
+}
+
+/** The tables as `nft -n -s list table` prints each; undefined for one that does not exist. */
+export interface FirewallListings {
+  readonly inet: string | undefined;
+  readonly arp: string | undefined;
 }
 
 export type FirewallPlan =
   | { readonly kind: 'unchanged' }
   | {
       readonly kind: 'update-elements';
+      /** The inet table's. */
       readonly diff: ElementDiff;
+      /** ARP_TABLE's, in its sets (ARP_SET_NAMES) only. */
+      readonly arpDiff: ElementDiff;
       /** FLOW_SET elements to delete: see strayFlowKeys. */
       readonly strayFlowKeys: readonly string[];
       /** FLOW_RATE_SET elements to delete: see strayRateKeys. */
       readonly strayRateKeys: readonly string[];
       readonly script: string;
     }
-  | { readonly kind: 'replace-table'; readonly reason: 'missing' | 'structure'; readonly script: string };
+  | {
+      readonly kind: 'replace-table';
+      /** The inet table's, when it is replaced; else the ARP table's. */
+      readonly reason: 'missing' | 'structure';
+      /** The tables made anew; the other one, if any, gets its element changes in the same script. */
+      readonly tables: readonly FirewallTable[];
+      readonly script: string;
+    };
+
+/** What one table needs: made anew (and why), or its element changes (commands, possibly none). */
+type TableStep =
+  | { readonly replace: 'missing' | 'structure' }
+  | { readonly replace: null; readonly diff: ElementDiff; readonly strayFlowKeys: string[]; readonly strayRateKeys: string[]; readonly script: string };
 
 /**
- * What to do given the current listing (`undefined`: no table), the model and the settings:
- * nothing when everything matches, element changes when only elements differ, else the whole
- * table anew. FLOW_SET's and FLOW_RATE_SET's elements are traffic's: kept (see strayFlowKeys,
- * strayRateKeys), whatever they count.
+ * What to do given the current listings, the model and the settings: nothing when everything
+ * matches, element changes when only elements differ, else each table whose structure differs (or
+ * that is missing) anew, the other one's elements changed in the same transaction (so the inet
+ * table's flow counts survive a repair of the ARP guard). FLOW_SET's and FLOW_RATE_SET's elements
+ * are traffic's: kept (see strayFlowKeys, strayRateKeys), whatever they count.
  */
-export function planFirewall(listing: string | undefined, model: ValidFirewallModel, settings: TableSettings): FirewallPlan {
+export function planFirewall(listings: FirewallListings, model: ValidFirewallModel, settings: TableSettings): FirewallPlan {
   const desired = desiredElements(model);
-  if (listing === undefined) return { kind: 'replace-table', reason: 'missing', script: replaceTableScript(desired, settings) };
-  const current = parseTableListing(listing);
-  if (current.structure !== staticTableText(settings) || current.unknownSets.length > 0) {
-    return { kind: 'replace-table', reason: 'structure', script: replaceTableScript(desired, settings) };
+  const inet = ((): TableStep => {
+    if (listings.inet === undefined) return { replace: 'missing' };
+    const current = parseTableListing(listings.inet);
+    if (current.structure !== staticTableText(settings) || current.unknownSets.length > 0) return { replace: 'structure' };
+    const stray = strayFlowKeys(current.flowElements, settings);
+    const strayRate = strayRateKeys(current.rateElements, settings);
+    const diff = diffElements(current.elements, desired);
+    const deleteStray = (set: string, keys: readonly string[]): string => (keys.length > 0 ? `delete element ${TABLE} ${set} { ${keys.join(', ')} }\n` : '');
+    const script = `${deleteStray(FLOW_SET, stray)}${deleteStray(FLOW_RATE_SET, strayRate)}${tableElementCommands(TABLE, SET_NAMES, diff)}`;
+    return { replace: null, diff, strayFlowKeys: stray, strayRateKeys: strayRate, script };
+  })();
+  const arp = ((): TableStep => {
+    if (listings.arp === undefined) return { replace: 'missing' };
+    const current = parseTableListing(listings.arp);
+    // A flow or rate set's elements listed here mean a set the ARP guard does not have: its structure differs anyway.
+    if (current.structure !== staticArpTableText() || current.unknownSets.length > 0) return { replace: 'structure' };
+    const diff = diffElements(current.elements, arpElementsOf(desired));
+    return { replace: null, diff, strayFlowKeys: [], strayRateKeys: [], script: tableElementCommands(ARP_TABLE, ARP_SET_NAMES, diff) };
+  })();
+  if (inet.replace === null && arp.replace === null) {
+    const script = `${inet.script}${arp.script}`;
+    if (script === '') return { kind: 'unchanged' };
+    return { kind: 'update-elements', diff: inet.diff, arpDiff: arp.diff, strayFlowKeys: inet.strayFlowKeys, strayRateKeys: inet.strayRateKeys, script };
   }
-  const diff = diffElements(current.elements, desired);
-  const stray = strayFlowKeys(current.flowElements, settings);
-  const strayRate = strayRateKeys(current.rateElements, settings);
-  if (isEmptyDiff(diff) && stray.length === 0 && strayRate.length === 0) return { kind: 'unchanged' };
-  const deleteStray = (set: string, keys: readonly string[]): string => (keys.length > 0 ? `delete element ${TABLE} ${set} { ${keys.join(', ')} }\n` : '');
-  return {
-    kind: 'update-elements',
-    diff,
-    strayFlowKeys: stray,
-    strayRateKeys: strayRate,
-    script: `${deleteStray(FLOW_SET, stray)}${deleteStray(FLOW_RATE_SET, strayRate)}${elementCommands(diff)}`,
-  };
+  const steps = [
+    ['inet', inet],
+    ['arp', arp],
+  ] as const;
+  const tables = steps.flatMap(([table, step]) => (step.replace === null ? [] : [table]));
+  const script = steps.map(([table, step]) => (step.replace === null ? step.script : replaceOneTableScript(table, desired, settings))).join('');
+  return { kind: 'replace-table', reason: inet.replace ?? arp.replace ?? 'structure', tables, script };
 }

@@ -274,7 +274,7 @@ export class NetdAgent {
     let tableGone = false;
     const firewall =
       this.firewall === null
-        ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }
+        ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }
         : await this.firewall.counters().catch((error: unknown) => {
             // Missing, or replaced by a table of its name without our counters (not ours).
             tableGone = error instanceof FirewallError && (error.kind === 'table-missing' || error.kind === 'table-changed');

@@ -138,11 +138,14 @@ export const disableIpv6Of = (ifindex: number): SysctlKey => ({ ifindex, templat
 /**
  * Answer an ARP request on a link only when our route to its sender leaves by that link. Linux
  * answers a request for one of its addresses from any sender, and first makes (or refreshes) a
- * neighbour entry for that sender on the link; the firewall never sees ARP. So a client naming a
- * new sender in each request filled the provider's whole neighbour table (gc_thresh3, 1024 by
- * default) in a moment, and kept it full: no new entry could be made, for the uplink's gateway
- * either, and every client lost its traffic upstream. With arp_filter only the link's own client
- * is answered, the one address routed through it; ARP probes (sender 0.0.0.0) still are.
+ * neighbour entry for that sender on the link. So a client naming a new sender in each request
+ * filled the provider's whole neighbour table (gc_thresh3, 1024 by default) in a moment, and kept
+ * it full: no new entry could be made, for the uplink's gateway either, and every client lost its
+ * traffic upstream. With arp_filter only the link's own client is answered, the one address
+ * routed through it; ARP probes (sender 0.0.0.0) still are. The firewall's ARP guard (ruleset.ts,
+ * staticArpTableText) holds the same line whatever the sysctls say (arp_accept makes entries from
+ * gratuitous ARP and replies, which arp_filter does not look at); this stays as a second line, in
+ * force from before the link comes up.
  */
 export const arpFilterOf = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv4/conf/{}/arp_filter' });
 /** Take packets whose source is one of our addresses: a chained provider's upstream answers from 169.254.0.1. */
@@ -153,6 +156,11 @@ export const SYSCTL_ABSENT = 'absent';
 
 const ourMac = (mac: string): string => mac.toLowerCase();
 const inClientNetwork = (ip: string): boolean => ip.startsWith('100.64.');
+/** A unicast address a neighbour entry can be for: not 0.0.0.0, multicast (224/4), class E or broadcast (240/4). */
+const isUnicast = (ip: string): boolean => {
+  const first = Number(ip.split('.', 1)[0]);
+  return ip !== '0.0.0.0' && first < 224;
+};
 
 interface Wanted {
   readonly operations: Operation[];
@@ -360,8 +368,19 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
       }
     }
     for (const neighbour of view.neighbours.values()) {
-      if (!servedNow.has(neighbour.ifindex) || !neighbour.permanent) continue;
-      if (inClientNetwork(neighbour.ip) && neighbour.ip !== servedNow.get(neighbour.ifindex)) {
+      const clientIp = servedNow.get(neighbour.ifindex);
+      if (clientIp === undefined || neighbour.ip === clientIp) continue;
+      // Permanent: one we made for a former client of the link (another address's is an operator's).
+      // Not permanent: learnt from the client's ARP for an address not its own, which nothing here
+      // routes through the link. The firewall's ARP guard makes no new one, but one made before it
+      // (an agent upgraded on a running provider, arp_accept set before the table was made) stays:
+      // any ARP from its address refreshed it, arp_filter or not, and once the guard stops that
+      // the kernel evicts it only under pressure (at gc_thresh1, 60 s after it went stale; at
+      // gc_thresh2, 5 s after its last update), so a few hundred such entries could sit there
+      // until the table is nearly full. Deleted now, they free their room at once. Only unicast:
+      // the kernel makes a NOARP entry for a broadcast or multicast address it sends to (a DHCP
+      // reply to 255.255.255.255) and would make it again at the next send.
+      if (neighbour.permanent ? inClientNetwork(neighbour.ip) : isUnicast(neighbour.ip)) {
         wanted.operations.push({ kind: 'neighbour-del', neighbour });
       }
     }

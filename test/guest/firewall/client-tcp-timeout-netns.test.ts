@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLIENT_CLOSED_TIMEOUT_SECONDS, KERNEL_TCP_TIMEOUTS, TCP_TIMEOUT_SYSCTLS, type TcpTimeouts, clientTcpTimeouts } from '../../../guest/firewall/client-tcp-timeouts.js';
 import { FirewallReconciler, firewallCounters, reconcileFirewall } from '../../../guest/firewall/nft.js';
-import { CLIENT_TCP_TIMEOUT, TABLE_NAME, parseTableListing, planFirewall, staticTableText } from '../../../guest/firewall/ruleset.js';
+import { CLIENT_TCP_TIMEOUT, type FirewallListings, TABLE_NAME, parseTableListing, planFirewall, staticTableText } from '../../../guest/firewall/ruleset.js';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import type { TableSettings } from '../../../guest/firewall/table-settings.js';
 import { GATEWAY_IP } from '../../../shared/scheme.js';
@@ -177,6 +177,7 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
   const options = (): TableSettings & { netns: string } => ({ netns: provider.name, ...settings });
   const model = (): ReturnType<ProviderWorld['model']> => world.model({ allowedPairs: [{ from: a.ip, to: b.ip }] });
   const listing = async (): Promise<string> => (await provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', TABLE_NAME])).stdout;
+  const listings = async (): Promise<FirewallListings> => ({ inet: await listing(), arp: (await provider.exec(['nft', '-n', '-s', 'list', 'table', 'arp', TABLE_NAME])).stdout });
 
   /**
    * `client` connects to ip:port and closes; resolves with the provider's entry of that
@@ -378,7 +379,7 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
       const text = await listing();
       expect(text).toContain(`\tct timeout ${CLIENT_TCP_TIMEOUT} {\n\t\tprotocol tcp\n\t\tl3proto ip\n\t\tpolicy = { time_wait : 10 }\n\t}\n`);
       expect(parseTableListing(text).structure).toBe(staticTableText(settings));
-      expect(planFirewall(text, validateFirewallModel(model()), settings)).toEqual({ kind: 'unchanged' });
+      expect(planFirewall({ ...(await listings()), inet: text }, validateFirewallModel(model()), settings)).toEqual({ kind: 'unchanged' });
       expect(await reconcileFirewall(model(), options())).toEqual({ changed: false });
       expect(await new FirewallReconciler(options()).reconcile(model(), { verify: true })).toEqual({ changed: false });
     });
@@ -422,7 +423,7 @@ describeNetns("clients' TCP timeouts in network namespaces", () => {
         expect(await reconcileFirewall(model(), { netns: provider.name, ...tuned })).toEqual({ changed: true });
         const text = await listing();
         expect(text).toContain('\t\tpolicy = { established : 3600, time_wait : 10, close : 5 }\n');
-        expect(planFirewall(text, validateFirewallModel(model()), tuned)).toEqual({ kind: 'unchanged' });
+        expect(planFirewall({ ...(await listings()), inet: text }, validateFirewallModel(model()), tuned)).toEqual({ kind: 'unchanged' });
         const { held, entry } = await heldConnection(a.ns, a.ip, provider);
         expect(entry?.seconds).toBeLessThanOrEqual(3600);
         expect(entry?.seconds).toBeGreaterThan(3500);

@@ -16,21 +16,35 @@ const printed = (antispoof: number): string =>
     ],
   });
 
+// And for `nft -j list counters table arp spectrum_netd`.
+const printedArp = (arp: number): string =>
+  JSON.stringify({
+    nftables: [
+      { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
+      { counter: { family: 'arp', name: 'arp_drops', table: 'spectrum_netd', handle: 3, packets: arp, bytes: 28 * arp } },
+    ],
+  });
+
 describe('parseCountersJson', () => {
-  it('reads packet counts of the five drop counters of our table only', () => {
-    expect(parseCountersJson(printed(1))).toEqual({ antispoofDrops: 1, isolationDrops: 2, inputDrops: 3, flowLimitDrops: 4, flowRateDrops: 5 });
+  it('reads packet counts of the six drop counters of our tables only, each from its own family', () => {
+    expect(parseCountersJson(printed(1), printedArp(6))).toEqual({ antispoofDrops: 1, isolationDrops: 2, inputDrops: 3, arpDrops: 6, flowLimitDrops: 4, flowRateDrops: 5 });
+    // Both tables have our name: a counter of the other family is not the one asked for.
+    expect(() => parseCountersJson(printed(1), printed(1))).toThrow(expect.objectContaining({ kind: 'table-changed', message: expect.stringMatching(/^counter arp_drops is missing from table arp spectrum_netd/) }));
+    expect(() => parseCountersJson(printedArp(6), printedArp(6))).toThrow(expect.objectContaining({ kind: 'table-changed' }));
   });
 
   it('says a table whose counters are not ours is changed, not that the listing failed', () => {
     // `status` takes it as a table no longer ours: its flow limits not in force.
-    const lacking = '{"nftables": [{"counter": {"table": "spectrum_netd", "name": "input_drops", "packets": 1}}]}';
-    expect(() => parseCountersJson(lacking)).toThrow(expect.objectContaining({ kind: 'table-changed', message: expect.stringMatching(/^counter \S+ is missing from table spectrum_netd/) }));
-    expect(() => parseCountersJson('{}')).toThrow(expect.objectContaining({ kind: 'listing' }));
+    const lacking = '{"nftables": [{"counter": {"family": "inet", "table": "spectrum_netd", "name": "input_drops", "packets": 1}}]}';
+    expect(() => parseCountersJson(lacking, printedArp(0))).toThrow(expect.objectContaining({ kind: 'table-changed', message: expect.stringMatching(/^counter \S+ is missing from table inet spectrum_netd/) }));
+    expect(() => parseCountersJson('{}', printedArp(0))).toThrow(expect.objectContaining({ kind: 'listing' }));
+    expect(() => parseCountersJson(printed(1), '{}')).toThrow(expect.objectContaining({ kind: 'listing' }));
   });
 
   it('refuses output that is not JSON, has no nftables array, or lacks a counter', () => {
     for (const text of ['not json', '{}', '{"nftables": [{"counter": {"table": "spectrum_netd", "name": "input_drops", "packets": 1}}]}']) {
-      expect(() => parseCountersJson(text)).toThrow(FirewallError);
+      expect(() => parseCountersJson(text, printedArp(0))).toThrow(FirewallError);
+      expect(() => parseCountersJson(printed(0), text)).toThrow(FirewallError);
     }
   });
 });

@@ -7,9 +7,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { FirewallError } from '../../../guest/firewall/firewall-error.js';
 import { FirewallReconciler, firewallCounters, reconcileFirewall, removeFirewall } from '../../../guest/firewall/nft.js';
 import { parseTableListing, staticTableText } from '../../../guest/firewall/ruleset.js';
-import { GATEWAY_IP } from '../../../shared/scheme.js';
+import { GATEWAY_IP, PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns } from '../../harness/index.js';
 import { slowHttpServerScript } from '../provider-world.js';
+import { ARP_PROBE, ARP_PROBE_PACKETS_PER_SENDER } from './arp-probe.js';
 import {
   CODE_FRAG_NEEDED,
   CODE_PORT_UNREACHABLE,
@@ -369,6 +370,69 @@ describeNetns('provider firewall in network namespaces', () => {
     } finally {
       await a.ns.exec(['sysctl', '-q', '-w', 'net.ipv6.conf.eth0.disable_ipv6=1']);
     }
+  });
+
+  it('drops, whatever arp_accept says, ARP from a client link whose sender is not its client, and all but probes from a provider-group link serving nobody; counted', async () => {
+    // No arp_filter here (the agent's planner sets it): the guard alone. arp_accept makes
+    // gratuitous ARP and unsolicited replies create neighbour entries, for any sender.
+    const arpAccept = async (value: number): Promise<void> => void (await provider.exec(['sysctl', '-q', '-w', `net.ipv4.conf.all.arp_accept=${value}`]));
+    const learnt = async (dev: string, ips: readonly string[]): Promise<string[]> =>
+      (await provider.ip(['-4', 'neigh', 'show', 'dev', dev])).stdout.split('\n').filter((line) => ips.some((ip) => line.startsWith(`${ip} `)));
+    const probe = async (ns: Netns, providerMac: string, own: string, forged: readonly string[]): Promise<string[]> =>
+      JSON.parse((await ns.exec(['python3', '-c', ARP_PROBE, providerMac, own, ...forged])).stdout) as string[];
+    const macOf = async (dev: string): Promise<string> => (await provider.exec(['cat', `/sys/class/net/${dev}/address`])).stdout.trim();
+    // A link beside the clients', with the gateway address, in no group and no set at first.
+    const far = await harness.namespace('arpx');
+    const extra = 'snpx';
+    await harness.veth(provider, extra, far, 'eth0');
+    await provider.ip(['address', 'add', `${GATEWAY_IP}/32`, 'dev', extra]);
+    await harness.up(provider, extra);
+    await harness.up(far, 'eth0');
+    await Promise.all([provider.linkActive(extra), far.linkActive('eth0')]);
+    await arpAccept(1);
+    try {
+      // Another client's address, and addresses off the link.
+      const forged = [b.ip, ...Array.from({ length: 8 }, (_, index) => `203.0.113.${index + 1}`)];
+      let before = await firewallCounters(netns());
+      expect(await probe(a.ns, await macOf(a.providerIf), a.ip, forged)).toEqual(['0.0.0.0', a.ip].sort());
+      expect(await learnt(a.providerIf, forged)).toEqual([]);
+      let drops = (await firewallCounters(netns())).arpDrops - before.arpDrops;
+      expect(drops).toBeGreaterThanOrEqual(ARP_PROBE_PACKETS_PER_SENDER * forged.length);
+      expect(drops).toBeLessThan(ARP_PROBE_PACKETS_PER_SENDER * forged.length + 3);
+
+      // The control: a link the guard does not hold is not ours to police, and there the kernel
+      // answers every sender and learns them all (what the guard keeps from client links).
+      const senders = Array.from({ length: 8 }, (_, index) => `198.51.100.${index + 1}`);
+      const own = '198.51.100.100';
+      expect(await probe(far, await macOf(extra), own, senders)).toEqual(['0.0.0.0', own, ...senders].sort());
+      expect(await learnt(extra, [own, ...senders])).toHaveLength(senders.length + 1);
+      await provider.ip(['neigh', 'flush', 'dev', extra]);
+
+      // In the provider links' group, not named (renamed while up, a name the sets cannot hold):
+      // nothing passes. Then named as isolated (a second link for a client id already served): it
+      // has no client, so nothing passes but a probe, which makes no entry (as its DHCP discovery
+      // from 0.0.0.0 passes the inet table).
+      await provider.ip(['link', 'set', 'dev', extra, 'group', String(PROVIDER_LINK_GROUP)]);
+      for (const [model, passing] of [
+        [world.model(), []],
+        [world.model({ isolatedLinks: [extra] }), ['0.0.0.0']],
+      ] as const) {
+        await reconcileFirewall(model, netns());
+        before = await firewallCounters(netns());
+        expect(await probe(far, await macOf(extra), own, senders)).toEqual(passing);
+        expect(await learnt(extra, [own, ...senders])).toEqual([]);
+        drops = (await firewallCounters(netns())).arpDrops - before.arpDrops;
+        expect(drops).toBeGreaterThanOrEqual(ARP_PROBE_PACKETS_PER_SENDER * senders.length + 2 - passing.length);
+        expect(drops).toBeLessThan(ARP_PROBE_PACKETS_PER_SENDER * senders.length + 5);
+      }
+    } finally {
+      await arpAccept(0);
+      await provider.ip(['link', 'del', 'dev', extra]);
+      await reconcileFirewall(world.model(), netns());
+    }
+    // The clients' own ARP still passes: they reach the gateway, their neighbour entries flushed.
+    await a.ns.ip(['neigh', 'flush', 'dev', 'eth0']);
+    expect(await pings(a.ns, GATEWAY_IP)).toBe(true);
   });
 
   it('changes nothing, counters included, when the same model is applied again in this or a fresh process', async () => {

@@ -129,7 +129,7 @@ describe('advanceFirewallState', () => {
     );
   });
 
-  it('a link plugged in among a thousand: one element per set it belongs to', () => {
+  it('a link plugged in among a thousand: one element per set it belongs to, in both tables', () => {
     const providerLinks = Array.from({ length: 1000 }, (_, index) => ({ ifname: `snp${index + 1}`, clientIp: `100.64.${(index + 1) >> 8}.${(index + 1) & 255}` }));
     const previous = validateFirewallModel({ providerLinks, uplinks: ['eth0'], allowedPairs: [] });
     const next = { providerLinks: [...providerLinks, { ifname: 'snp1001', clientIp: '100.64.3.233' }], uplinks: ['eth0'], allowedPairs: [] };
@@ -139,6 +139,9 @@ describe('advanceFirewallState', () => {
         'add element inet spectrum_netd client_links { "snp1001" }',
         'add element inet spectrum_netd client_sources { "snp1001" . 100.64.3.233 }',
         'add element inet spectrum_netd client_ips { 100.64.3.233 }',
+        // The ARP guard's sets, in the same transaction: elements too, never a rule or chain.
+        'add element arp spectrum_netd client_links { "snp1001" }',
+        'add element arp spectrum_netd client_sources { "snp1001" . 100.64.3.233 }',
         '',
       ].join('\n'),
     );
@@ -163,6 +166,10 @@ describe('advanceFirewallState', () => {
         'delete element inet spectrum_netd client_sources { "snp1" . 100.64.0.1 }',
         'add element inet spectrum_netd client_links { "snp3" }',
         'add element inet spectrum_netd client_sources { "snp3" . 100.64.0.1 }',
+        'delete element arp spectrum_netd client_links { "snp1" }',
+        'delete element arp spectrum_netd client_sources { "snp1" . 100.64.0.1 }',
+        'add element arp spectrum_netd client_links { "snp3" }',
+        'add element arp spectrum_netd client_sources { "snp3" . 100.64.0.1 }',
         '',
       ].join('\n'),
     );

@@ -6,17 +6,17 @@ import { type FirewallModel, validateFirewallModel } from '../../../guest/firewa
 import type { NftOutput, NftResult } from '../../../guest/firewall/nft-library.js';
 import { FirewallReconciler } from '../../../guest/firewall/nft.js';
 import { desiredElements, staticTableText } from '../../../guest/firewall/ruleset.js';
-import { type SimulatedTable, applyScript, elementsOf, flowElementsOf, rateElementsOf, renderListing, withFlowElements, withRateElements } from './simulated-table.js';
+import { type SimulatedFirewall, applyScript, arpGuardMatches, elementsOf, flowElementsOf, listTable, rateElementsOf, withFlowElements, withRateElements } from './simulated-table.js';
 
-/** The one table, and a switch that makes the next change commit but report a timeout (a call past its timeout still runs). */
-const nft = vi.hoisted(() => ({ table: undefined as SimulatedTable | undefined, commitThenTimeOut: false, listings: 0 }));
+/** The tables, and a switch that makes the next change commit but report a timeout (a call past its timeout still runs). */
+const nft = vi.hoisted(() => ({ table: undefined as SimulatedFirewall | undefined, commitThenTimeOut: false, listings: 0 }));
 
 vi.mock('../../../guest/firewall/nft-library.js', () => ({
   loadNftLibrary: () => undefined,
   runNftInProcess: async (script: string, _output: NftOutput, timeoutMs: number, what: string): Promise<NftResult> => {
     if (script.startsWith('list table ')) {
       nft.listings += 1;
-      return nft.table === undefined ? { code: 1, stdout: '', stderr: 'Error: No such file or directory' } : { code: 0, stdout: renderListing(nft.table), stderr: '' };
+      return listTable(nft.table, script);
     }
     try {
       nft.table = applyScript(nft.table, script);
@@ -51,6 +51,7 @@ it('after a change that timed out (it may still have committed), reads the table
   // The link went away again before the retry: the table must lose what the timed-out call added.
   await reconciler.reconcile(before);
   expect(nft.table === undefined ? undefined : elementsOf(nft.table)).toEqual(desiredElements(validateFirewallModel(before)));
+  expect(nft.table && arpGuardMatches(nft.table)).toBe(true);
 });
 
 it('after a whole-table reconcile that timed out, reads the table again', async () => {
@@ -71,6 +72,32 @@ it('remembers a change that succeeded: the next one is an element transaction, n
   expect(await reconciler.reconcile(next)).toEqual({ changed: true });
   expect(nft.listings).toBe(listings);
   expect(nft.table === undefined ? undefined : elementsOf(nft.table)).toEqual(desiredElements(validateFirewallModel(next)));
+  // The ARP guard's sets follow in the same transaction.
+  expect(nft.table && arpGuardMatches(nft.table)).toBe(true);
+  await reconciler.reconcile(model(link('snp2', '100.64.0.2')));
+  expect(nft.table && arpGuardMatches(nft.table)).toBe(true);
+});
+
+it('an audit makes the ARP guard again (deleted, edited, or its elements changed) without replacing the inet table or its flow counts', async () => {
+  const reconciler = new FirewallReconciler(SETTINGS);
+  const links = model(link('snp1', '100.64.0.1'), link('snp2', '100.64.0.2'));
+  await reconciler.reconcile(links);
+  const counted = ['100.64.0.1 ct count over 64'];
+  nft.table = nft.table && withFlowElements(nft.table, counted);
+  const inet = nft.table?.inet;
+  const edits: ((firewall: SimulatedFirewall) => SimulatedFirewall)[] = [
+    (firewall) => (firewall.inet === undefined ? {} : { inet: firewall.inet }),
+    (firewall) => (firewall.arp === undefined ? firewall : { ...firewall, arp: { ...firewall.arp, structure: firewall.arp.structure.replace('\t\tarp saddr ip 0.0.0.0 accept\n', '') } }),
+    (firewall) => (firewall.arp === undefined ? firewall : { ...firewall, arp: { ...firewall.arp, elements: { ...firewall.arp.elements, client_sources: new Set(['"snp1" . 100.64.0.9']) } } }),
+  ];
+  for (const edit of edits) {
+    nft.table = nft.table && edit(nft.table);
+    expect(nft.table && arpGuardMatches(nft.table)).toBe(false);
+    expect(await reconciler.reconcile(links, { verify: true })).toEqual({ changed: true });
+    expect(nft.table && arpGuardMatches(nft.table)).toBe(true);
+    expect(nft.table?.inet).toEqual(inet);
+    expect(nft.table && flowElementsOf(nft.table)).toEqual(counted);
+  }
 });
 
 it('an audit keeps what traffic counts in the flow set, and deletes only an element a hand edit made', async () => {
@@ -111,15 +138,16 @@ it("an audit replaces a table whose flow set is declared otherwise, or that was 
   const links = model(link('snp1', '100.64.0.1'));
   await new FirewallReconciler(SETTINGS).reconcile(links);
   for (const edit of [(text: string) => text.replace('size 65535', 'size 16'), (text: string) => text.replace('\t\tflags dynamic\n', '')]) {
-    nft.table = nft.table && { ...nft.table, structure: edit(nft.table.structure) };
-    expect(nft.table?.structure).not.toBe(staticTableText(SETTINGS));
+    const inet = nft.table?.inet;
+    nft.table = inet && { ...nft.table, inet: { ...inet, structure: edit(inet.structure) } };
+    expect(nft.table?.inet?.structure).not.toBe(staticTableText(SETTINGS));
     expect(await new FirewallReconciler(SETTINGS).reconcile(links, { verify: true })).toEqual({ changed: true });
-    expect(nft.table?.structure).toBe(staticTableText(SETTINGS));
+    expect(nft.table?.inet?.structure).toBe(staticTableText(SETTINGS));
   }
   // The agent restarted with another --client-flow-limit, then another --client-new-flow-rate.
   for (const settings of [{ ...SETTINGS, clientFlowLimit: 65 }, { ...SETTINGS, clientFlowLimit: 65, clientNewFlowRate: 51 }]) {
     expect(await new FirewallReconciler(settings).reconcile(links)).toEqual({ changed: true });
-    expect(nft.table?.structure).toBe(staticTableText(settings));
+    expect(nft.table?.inet?.structure).toBe(staticTableText(settings));
   }
 });
 

@@ -4,12 +4,16 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import {
+  ARP_COUNTER,
+  ARP_SET_NAMES,
+  ARP_TABLE,
   CLIENT_TCP_TIMEOUT,
   COUNTERS,
   FLOW_RATE_SET,
   FLOW_SET,
   SET_NAMES,
   TABLE,
+  arpElementsOf,
   desiredElements,
   elementCommands,
   emptyElements,
@@ -17,6 +21,7 @@ import {
   planFirewall,
   removeTableScript,
   replaceTableScript,
+  staticArpTableText,
   staticTableText,
   strayFlowKeys,
   strayRateKeys,
@@ -25,7 +30,7 @@ import { DEFAULT_CLIENT_TCP_TIMEOUTS, KERNEL_TCP_TIMEOUTS, clientTcpTimeouts } f
 import type { TableSettings } from '../../../guest/firewall/table-settings.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { anyClientIp, anyFirewallModel, anyFlowElements, anyRateElements, anyTableSettings } from './arbitraries.js';
-import { applyScript, elementsOf, flowElementsOf, rateElementsOf, renderListing, tableOf } from './simulated-table.js';
+import { type SimulatedFirewall, applyScript, arpGuardMatches, arpTableOf, elementsOf, flowElementsOf, listingsOf, rateElementsOf, renderListing, tableOf } from './simulated-table.js';
 
 /** A cap as the agent derives it for a 2 GB VM (nf_conntrack_max 65536), and a rate given. */
 const SETTINGS: TableSettings = { clientFlowLimit: 4096, clientNewFlowRate: 500 };
@@ -83,7 +88,7 @@ describe('parseTableListing', () => {
   it('gives back the structure and every element, however nft wraps the lists, the flow set apart', () => {
     fc.assert(
       fc.property(anyValidModel, anySettingsAndFlows, anyPerLine, (model, [settings, flows, rates], perLine) => {
-        const listing = renderListing(tableOf(staticTableText(settings), desiredElements(model), flows, rates), perLine);
+        const listing = renderListing(tableOf(staticTableText(settings), desiredElements(model), flows, rates).inet ?? { structure: '', elements: {} }, perLine);
         const parsed = parseTableListing(listing);
         expect(parsed.structure).toBe(staticTableText(settings));
         expect(parsed.elements).toEqual(desiredElements(model));
@@ -121,7 +126,7 @@ describe('parseTableListing', () => {
 
 describe('a listing captured from nft 1.0.6 with traffic in both dynamic sets', () => {
   // `nft -n -s list table inet spectrum_netd` after two clients opened flows (flow-rate-netns).
-  const captured = readFileSync(fileURLToPath(new URL('fixtures/listing-with-traffic.txt', import.meta.url)), 'utf8');
+  const capturedInet = readFileSync(fileURLToPath(new URL('fixtures/listing-with-traffic.txt', import.meta.url)), 'utf8');
   const settings: TableSettings = { clientFlowLimit: 4096, clientNewFlowRate: 20 };
   const model = validateFirewallModel({
     providerLinks: [
@@ -131,28 +136,31 @@ describe('a listing captured from nft 1.0.6 with traffic in both dynamic sets', 
     uplinks: ['up0'],
     allowedPairs: [],
   });
+  // With the ARP guard made for the same links.
+  const arpListed = renderListing(arpTableOf(desiredElements(model)));
+  const captured = (edit: (text: string) => string = (text) => text) => ({ inet: edit(capturedInet), arp: arpListed });
 
   it('is the table text with traffic\'s elements, which are no drift: nothing to change', () => {
-    const parsed = parseTableListing(captured);
+    const parsed = parseTableListing(capturedInet);
     expect(parsed.structure).toBe(staticTableText(settings));
     expect(parsed.elements).toEqual(desiredElements(model));
     expect(parsed.flowElements).toEqual(['100.64.1.55 ct count over 4096', '100.64.1.56 ct count over 4096']);
     expect(parsed.rateElements).toEqual(['100.64.1.55 limit rate over 20/second burst 40 packets', '100.64.1.56 limit rate over 20/second burst 40 packets']);
-    expect(planFirewall(captured, model, settings)).toEqual({ kind: 'unchanged' });
+    expect(planFirewall(captured(), model, settings)).toEqual({ kind: 'unchanged' });
   });
 
   it('is replaced once the rate differs (another --client-new-flow-rate at a restart)', () => {
-    expect(planFirewall(captured, model, { ...settings, clientNewFlowRate: 21 })).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+    expect(planFirewall(captured(), model, { ...settings, clientNewFlowRate: 21 })).toMatchObject({ kind: 'replace-table', reason: 'structure' });
   });
 
   it("is the same table whatever /etc/protocols calls TCP, or without it: nft names a policy's protocol so even with -n", () => {
     for (const spelling of ['6', 'TCP', 'tcpx']) {
-      const listed = captured.replace('\t\tprotocol tcp\n', `\t\tprotocol ${spelling}\n`);
-      expect(listed).not.toBe(captured);
+      const listed = captured((text) => text.replace('\t\tprotocol tcp\n', `\t\tprotocol ${spelling}\n`));
+      expect(listed.inet).not.toBe(capturedInet);
       expect(planFirewall(listed, model, settings)).toEqual({ kind: 'unchanged' });
     }
     for (const spelling of ['udp', '17']) {
-      expect(planFirewall(captured.replace('\t\tprotocol tcp\n', `\t\tprotocol ${spelling}\n`), model, settings)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+      expect(planFirewall(captured((text) => text.replace('\t\tprotocol tcp\n', `\t\tprotocol ${spelling}\n`)), model, settings)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
     }
     // Only a policy's: a rule naming a protocol is numeric (-n) anyway, and anything else is kept as listed.
     expect(parseTableListing('table inet x {\n\tchain c {\n\t\tprotocol 6\n\t}\n}\n').structure).toContain('\t\tprotocol 6\n');
@@ -160,9 +168,9 @@ describe('a listing captured from nft 1.0.6 with traffic in both dynamic sets', 
 
   it("is replaced once clients' TCP timeouts differ (the provider's sysctls changed before a restart), or without the policy", () => {
     const tuned = clientTcpTimeouts({ ...KERNEL_TCP_TIMEOUTS, established: 3600 });
-    expect(planFirewall(captured, model, { ...settings, clientTcpTimeouts: tuned })).toMatchObject({ kind: 'replace-table', reason: 'structure' });
-    expect(planFirewall(captured.replace('\t\tmeta l4proto 6 ct timeout set "client_tcp"\n', ''), model, settings)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
-    expect(planFirewall(captured.replace('time_wait : 10', 'time_wait : 30'), model, settings)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+    expect(planFirewall(captured(), model, { ...settings, clientTcpTimeouts: tuned })).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+    expect(planFirewall(captured((text) => text.replace('\t\tmeta l4proto 6 ct timeout set "client_tcp"\n', '')), model, settings)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+    expect(planFirewall(captured((text) => text.replace('time_wait : 10', 'time_wait : 30')), model, settings)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
   });
 });
 
@@ -171,10 +179,11 @@ describe('planFirewall', () => {
     fc.assert(
       fc.property(anyValidModel, anyValidModel, anySettingsAndFlows, anyPerLine, (before, after, [settings, flows, rates], perLine) => {
         const current = tableOf(staticTableText(settings), desiredElements(before), flows, rates);
-        const plan = planFirewall(renderListing(current, perLine), after, settings);
+        const plan = planFirewall(listingsOf(current, perLine), after, settings);
         const result = plan.kind === 'unchanged' ? current : applyScript(current, plan.script);
-        expect(result?.structure).toBe(staticTableText(settings));
+        expect(result?.inet?.structure).toBe(staticTableText(settings));
         expect(result && elementsOf(result)).toEqual(desiredElements(after));
+        expect(result && arpGuardMatches(result)).toBe(true);
         // Traffic's counts: dropping one would let its client open as many flows again.
         expect(result && flowElementsOf(result)).toEqual(flows);
         expect(result && rateElementsOf(result)).toEqual(rates);
@@ -188,7 +197,7 @@ describe('planFirewall', () => {
   it('does nothing when the table already matches the model, whatever traffic left in the flow set', () => {
     fc.assert(
       fc.property(anyValidModel, anySettingsAndFlows, anyPerLine, (model, [settings, flows, rates], perLine) => {
-        const listing = renderListing(tableOf(staticTableText(settings), desiredElements(model), flows, rates), perLine);
+        const listing = listingsOf(tableOf(staticTableText(settings), desiredElements(model), flows, rates), perLine);
         expect(planFirewall(listing, model, settings)).toEqual({ kind: 'unchanged' });
       }),
     );
@@ -209,7 +218,7 @@ describe('planFirewall', () => {
           const expectedStray = listed.filter(isStray).map((element) => element.split(' ')[0] ?? '');
           expect(strayFlowKeys(listed, settings)).toEqual(expectedStray);
           const current = tableOf(staticTableText(settings), desiredElements(model), listed);
-          const plan = planFirewall(renderListing(current), model, settings);
+          const plan = planFirewall(listingsOf(current), model, settings);
           if (expectedStray.length === 0) {
             expect(plan).toEqual({ kind: 'unchanged' });
             return;
@@ -229,7 +238,7 @@ describe('planFirewall', () => {
     const listed = [`100.64.0.1 ${limit}`, '100.64.0.2', '100.64.0.3 limit rate over 500/second burst 5 packets', `100.64.0.4 ${limit.replace('over ', '')}`];
     expect(strayRateKeys(listed, SETTINGS)).toEqual(['100.64.0.2', '100.64.0.3', '100.64.0.4']);
     const current = tableOf(staticTableText(SETTINGS), desiredElements(model), [], listed);
-    const plan = planFirewall(renderListing(current), model, SETTINGS);
+    const plan = planFirewall(listingsOf(current), model, SETTINGS);
     expect(plan).toMatchObject({ kind: 'update-elements', strayFlowKeys: [], strayRateKeys: ['100.64.0.2', '100.64.0.3', '100.64.0.4'] });
     const result = applyScript(current, plan.kind === 'unchanged' ? '' : plan.script);
     expect(result && rateElementsOf(result)).toEqual([`100.64.0.1 ${limit}`]);
@@ -238,11 +247,12 @@ describe('planFirewall', () => {
   it('creates the whole table when there is none', () => {
     fc.assert(
       fc.property(anyValidModel, anyTableSettings, (model, settings) => {
-        const plan = planFirewall(undefined, model, settings);
-        expect(plan).toMatchObject({ kind: 'replace-table', reason: 'missing' });
+        const plan = planFirewall({ inet: undefined, arp: undefined }, model, settings);
+        expect(plan).toMatchObject({ kind: 'replace-table', reason: 'missing', tables: ['inet', 'arp'] });
         const result = applyScript(undefined, plan.kind === 'unchanged' ? '' : plan.script);
-        expect(result?.structure).toBe(staticTableText(settings));
+        expect(result?.inet?.structure).toBe(staticTableText(settings));
         expect(result && elementsOf(result)).toEqual(desiredElements(model));
+        expect(result && arpGuardMatches(result)).toBe(true);
       }),
     );
   });
@@ -255,11 +265,13 @@ describe('planFirewall', () => {
         const lineIndex = editable[lineDraw % editable.length] ?? 1;
         const edited = lines.flatMap((line, index) => (index !== lineIndex ? [line] : remove ? [] : [`${line} `]));
         const current = tableOf(edited.join('\n'), desiredElements(before), flows, rates);
-        const plan = planFirewall(renderListing(current), after, settings);
-        expect(plan).toMatchObject({ kind: 'replace-table', reason: 'structure' });
+        const plan = planFirewall(listingsOf(current), after, settings);
+        expect(plan).toMatchObject({ kind: 'replace-table', reason: 'structure', tables: ['inet'] });
         const result = applyScript(current, plan.kind === 'unchanged' ? '' : plan.script);
-        expect(result?.structure).toBe(staticTableText(settings));
+        expect(result?.inet?.structure).toBe(staticTableText(settings));
         expect(result && elementsOf(result)).toEqual(desiredElements(after));
+        // The ARP guard stood: its elements follow in the same transaction.
+        expect(result && arpGuardMatches(result)).toBe(true);
       }),
       { numRuns: 500 },
     );
@@ -276,7 +288,7 @@ describe('planFirewall', () => {
       declared.replace('flags dynamic', 'flags dynamic,timeout'),
       declared.replace('type ipv4_addr', 'type ipv4_addr . ifname'),
     ]) {
-      const listing = renderListing(tableOf(staticTableText(SETTINGS).replace(declared, other), desiredElements(model)));
+      const listing = listingsOf(tableOf(staticTableText(SETTINGS).replace(declared, other), desiredElements(model)));
       expect(planFirewall(listing, model, SETTINGS)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
     }
     for (const [made, wanted] of [
@@ -287,14 +299,127 @@ describe('planFirewall', () => {
       [NO_RATE, SETTINGS],
       [SETTINGS, NO_RATE],
     ] as const) {
-      const listing = renderListing(tableOf(staticTableText(made), desiredElements(model)));
+      const listing = listingsOf(tableOf(staticTableText(made), desiredElements(model)));
       expect(planFirewall(listing, model, wanted)).toMatchObject({ kind: 'replace-table', reason: 'structure' });
     }
   });
 
   it('replaces a table that has elements in a set this version does not know', () => {
     const extra = staticTableText(SETTINGS).replace('\tchain prerouting {', '\tset legacy {\n\t\ttype ipv4_addr\n\t\telements = { 100.64.0.1 }\n\t}\n\n\tchain prerouting {');
-    expect(planFirewall(extra, validateFirewallModel({ providerLinks: [], uplinks: [], allowedPairs: [] }), SETTINGS).kind).toBe('replace-table');
+    expect(planFirewall({ inet: extra, arp: staticArpTableText() }, validateFirewallModel({ providerLinks: [], uplinks: [], allowedPairs: [] }), SETTINGS).kind).toBe('replace-table');
+  });
+});
+
+describe('the ARP guard', () => {
+  /** The rules of one chain of the ARP guard, as lines. */
+  const arpChainRules = (name: string): string[] => {
+    const match = new RegExp(`\\tchain ${name} \\{\\n([\\s\\S]*?)\\n\\t\\}\\n`).exec(staticArpTableText());
+    return (match?.[1] ?? '').split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  };
+
+  it("hooks ARP input, before the kernel answers or learns a neighbour: from a provider link only its client's sender address or a probe's 0.0.0.0, the rest counted", () => {
+    expect(ARP_TABLE).toBe('arp spectrum_netd');
+    expect(staticArpTableText().startsWith(`table ${ARP_TABLE} {\n`)).toBe(true);
+    expect(arpChainRules('input')).toEqual([
+      'type filter hook input priority 0; policy accept;',
+      // As in the inet table: a provider-group link the sets do not name (renamed while up, a
+      // name they cannot hold) has all its ARP dropped.
+      `iifgroup ${PROVIDER_LINK_GROUP} iifname != @client_links counter name "${ARP_COUNTER}" drop`,
+      'iifname @client_links jump from_client_link',
+    ]);
+    expect(arpChainRules('from_client_link')).toEqual([
+      'iifname . arp saddr ip @client_sources accept',
+      'arp saddr ip 0.0.0.0 accept',
+      `counter name "${ARP_COUNTER}" drop`,
+    ]);
+    // One base chain for every device: a hot-plugged link is set elements, never a chain or a device hook.
+    expect(staticArpTableText().match(/type filter hook/g)).toHaveLength(1);
+    expect(staticArpTableText()).not.toContain('devices');
+    // Its sets are the inet table's, declared alike.
+    for (const name of ARP_SET_NAMES) expect(staticArpTableText()).toContain(`\tset ${name} {\n\t\ttype ${name === 'client_links' ? 'ifname' : 'ifname . ipv4_addr'}\n\t}\n`);
+    expect(staticTableText(SETTINGS)).toContain('\tset client_sources {\n\t\ttype ifname . ipv4_addr\n\t}\n');
+  });
+
+  it('holds every provider link (isolated ones too) and only the served ones with a source: an isolated link passes probes only', () => {
+    fc.assert(
+      fc.property(anyValidModel, fc.uniqueArray(fc.constantFrom('dup1', 'dup2', 'dup3'), { maxLength: 3 }), (model, isolated) => {
+        const names = new Set(model.providerLinks.map((link) => link.ifname));
+        const withIsolated = validateFirewallModel({ ...model, isolatedLinks: isolated.filter((name) => !names.has(name) && !model.uplinks.includes(name)) });
+        const arp = arpElementsOf(desiredElements(withIsolated));
+        expect(arp.client_links).toEqual(desiredElements(withIsolated).client_links);
+        expect(arp.client_sources).toEqual(withIsolated.providerLinks.map((link) => `"${link.ifname}" . ${link.clientIp}`).sort());
+        for (const name of withIsolated.isolatedLinks ?? []) {
+          expect(arp.client_links).toContain(`"${name}"`);
+          expect(arp.client_sources.some((source) => source.startsWith(`"${name}" . `))).toBe(false);
+        }
+        // Nothing else: no uplink, no client address on its own, no pair.
+        expect(arp.client_ips).toEqual([]);
+        expect(arp.uplinks).toEqual([]);
+        expect(arp.allowed_pairs).toEqual([]);
+      }),
+    );
+  });
+
+  it('reads a listing exactly as nft 1.0.6 printed it', () => {
+    // `nft -n -s list table arp spectrum_netd` with three links, one of them isolated.
+    const printed = readFileSync(fileURLToPath(new URL('fixtures/arp-listing.txt', import.meta.url)), 'utf8');
+    const model = validateFirewallModel({
+      providerLinks: [
+        { ifname: 'snp1', clientIp: '100.64.0.1' },
+        { ifname: 'eth0.10', clientIp: '100.64.1.2' },
+      ],
+      uplinks: ['up0'],
+      allowedPairs: [],
+      isolatedLinks: ['snp9'],
+    });
+    const parsed = parseTableListing(printed);
+    expect(parsed.structure).toBe(staticArpTableText());
+    expect(parsed.elements).toEqual(arpElementsOf(desiredElements(model)));
+    const inet = renderListing(tableOf(staticTableText(SETTINGS), desiredElements(model)).inet ?? { structure: '', elements: {} });
+    expect(planFirewall({ inet, arp: printed }, model, SETTINGS)).toEqual({ kind: 'unchanged' });
+  });
+
+  it('is made again alone when missing or changed in any line, its elements changed alone otherwise: the inet table and its traffic are left as they are', () => {
+    const anyArpState = fc.oneof(
+      fc.constant({ kind: 'missing' as const }),
+      fc.record({ kind: fc.constant('line' as const), lineDraw: fc.nat(), remove: fc.boolean() }),
+      fc.record({ kind: fc.constant('elements' as const), model: anyValidModel }),
+    );
+    fc.assert(
+      fc.property(anyValidModel, anySettingsAndFlows, anyArpState, (model, [settings, flows, rates], arpState) => {
+        const sound = tableOf(staticTableText(settings), desiredElements(model), flows, rates);
+        let current: SimulatedFirewall;
+        if (arpState.kind === 'missing') current = { ...(sound.inet !== undefined && { inet: sound.inet }) };
+        else if (arpState.kind === 'elements') current = { ...sound, arp: arpTableOf(desiredElements(arpState.model)) };
+        else {
+          const lines = staticArpTableText().split('\n');
+          const editable = lines.map((_line, index) => index).filter((index) => index > 0 && lines[index] !== '' && lines[index] !== '}');
+          const lineIndex = editable[arpState.lineDraw % editable.length] ?? 1;
+          const edited = lines.flatMap((line, index) => (index !== lineIndex ? [line] : arpState.remove ? [] : [`${line} `]));
+          current = { ...sound, arp: arpTableOf(desiredElements(model), edited.join('\n')) };
+        }
+        const plan = planFirewall(listingsOf(current), model, settings);
+        if (arpState.kind === 'elements') {
+          const same = JSON.stringify(arpElementsOf(desiredElements(arpState.model))) === JSON.stringify(arpElementsOf(desiredElements(model)));
+          expect(plan.kind).toBe(same ? 'unchanged' : 'update-elements');
+          if (plan.kind !== 'unchanged') expect(plan.script).not.toContain(` ${TABLE} `);
+        } else {
+          expect(plan).toMatchObject({ kind: 'replace-table', reason: arpState.kind === 'missing' ? 'missing' : 'structure', tables: ['arp'] });
+        }
+        const result = plan.kind === 'unchanged' ? current : applyScript(current, plan.script);
+        expect(result && arpGuardMatches(result)).toBe(true);
+        // The very same inet table: structure, elements, traffic's counts.
+        expect(result?.inet).toEqual(sound.inet);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('is removed with the inet table, whichever of them exists', () => {
+    const both = tableOf(staticTableText(SETTINGS), emptyElements());
+    for (const current of [both, { ...(both.inet !== undefined && { inet: both.inet }) }, { ...(both.arp !== undefined && { arp: both.arp }) }]) {
+      expect(applyScript(current, removeTableScript())).toBeUndefined();
+    }
   });
 });
 
@@ -307,25 +432,31 @@ describe('the static part', () => {
           .split('\n')
           .filter((line) => !line.startsWith('add element '))
           .join('\n');
-        expect(withoutElements).toBe(`add table ${TABLE}\ndelete table ${TABLE}\n${staticTableText(settings)}`);
+        expect(withoutElements).toBe(`add table ${TABLE}\ndelete table ${TABLE}\n${staticTableText(settings)}add table ${ARP_TABLE}\ndelete table ${ARP_TABLE}\n${staticArpTableText()}`);
       }),
     );
   });
 
   it('names no interface or client address', () => {
-    for (const settings of [SETTINGS, NO_CAP]) {
-      expect(staticTableText(settings)).not.toMatch(/100\.64\.\d+\.\d+(?!\/16)/);
-      expect(staticTableText(settings)).not.toMatch(/"(eth|snp|wlan)/);
+    for (const text of [staticTableText(SETTINGS), staticTableText(NO_CAP), staticArpTableText()]) {
+      expect(text).not.toMatch(/100\.64\.\d+\.\d+(?!\/16)/);
+      expect(text).not.toMatch(/"(eth|snp|wlan)/);
     }
   });
 
-  it('emits one add command per non-empty set, each element once', () => {
+  it('emits one add command per non-empty set of each table, each element once', () => {
     fc.assert(
       fc.property(anyValidModel, (model) => {
         const desired = desiredElements(model);
         const script = elementCommands({ add: desired, delete: emptyElements() });
         const nonEmpty = SET_NAMES.filter((name) => desired[name].length > 0);
-        expect(script.split('\n').filter((line) => line !== '')).toHaveLength(nonEmpty.length);
+        const arpNonEmpty = ARP_SET_NAMES.filter((name) => desired[name].length > 0);
+        const lines = script.split('\n').filter((line) => line !== '');
+        expect(lines).toHaveLength(nonEmpty.length + arpNonEmpty.length);
+        // The ARP guard's commands are the inet table's for the same sets, word for word.
+        expect(lines.filter((line) => line.includes(` ${ARP_TABLE} `)).map((line) => line.replace(ARP_TABLE, TABLE))).toEqual(
+          lines.filter((line) => ARP_SET_NAMES.some((name) => line.startsWith(`add element ${TABLE} ${name} `))),
+        );
       }),
     );
   });

@@ -7,6 +7,7 @@ import { parseCountersJson } from '../../../guest/firewall/counters.js';
 import { parseTableListing } from '../../../guest/firewall/ruleset.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, removeNamespaceSync } from '../../harness/index.js';
+import { ARP_PROBE, ARP_PROBE_PACKETS_PER_SENDER } from '../firewall/arp-probe.js';
 import { withoutFlowElements } from '../firewall/provider-world.js';
 import { eventually, udhcpc } from '../provider-world.js';
 
@@ -17,7 +18,7 @@ const mac = (role: 0x80 | 0x00, id: number): string =>
 interface StatusJson {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string }[];
   counters: { initialChanges: number | null; changesApplied: number; reconciles: number; firewallRepairs: number; fullSyncs: number };
-  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number };
+  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number; arpDrops: number };
   flowLimits: { clientFlowLimit: number; clientNewFlowRate: number } | null;
   model: { providerLinks: { ifname: string; clientIp: string }[]; uplinks: string[] } | null;
   reaper: { threshold: number | null; thresholdOption: string | number; count: number | null; reaps: number; reaped: number; failures: number; lastError: string | null } | null;
@@ -134,7 +135,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(byName.get('vm1')).toMatchObject({ role: 'provider', id: 1, ip: '100.64.0.1', state: 'configured' });
     expect(byName.get('wan')).toMatchObject({ role: 'uplink', state: 'unmanaged' });
     expect(byName.get('lo')?.role).toBe('ignored');
-    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
+    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
     // The cap the agent derived: an eighth of the kernel's conntrack table (nf_conntrack_max is machine-wide), at most 4096.
     const conntrackMax = Number((await provider.exec(['cat', '/proc/sys/net/netfilter/nf_conntrack_max'])).stdout);
     // The rules (the flow set's elements, which traffic adds, say it too).
@@ -522,7 +523,10 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     await atProvider.waitForOutput(/ready/);
     await atClient.waitForOutput(/ready/);
     const counters = async (): Promise<{ antispoofDrops: number; isolationDrops: number }> =>
-      parseCountersJson((await provider.exec(['nft', '-j', 'list', 'counters', 'table', 'inet', 'spectrum_netd'])).stdout);
+      parseCountersJson(
+        (await provider.exec(['nft', '-j', 'list', 'counters', 'table', 'inet', 'spectrum_netd'])).stdout,
+        (await provider.exec(['nft', '-j', 'list', 'counters', 'table', 'arp', 'spectrum_netd'])).stdout,
+      );
     const stat = (): string => (existsSync(`/proc/${agent.pid}/stat`) ? readFileSync(`/proc/${agent.pid}/stat`, 'utf8') : '');
     // The agent (the process this test started, by PID) cannot react: whatever is dropped now is
     // dropped by the table as it stood before the rename.
@@ -560,7 +564,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
 
   it("answers a client's ARP for the gateway only from its own address, so that naming other senders fills no neighbour table", async () => {
     // Linux answers an ARP request for one of its addresses from any sender, making a neighbour
-    // entry for that sender on the link first; the firewall never sees ARP. A client naming a new
+    // entry for that sender on the link first; the inet table never sees ARP. A client naming a new
     // sender in each request filled the provider's table (1024 entries, for the uplink's gateway
     // too) in a moment. Here a few such requests, then the entries they left are counted.
     const c12 = await harness.namespace('c12');
@@ -602,6 +606,56 @@ print(json.dumps(sorted(answered)))
     await c12.ip(['neigh', 'flush', 'dev', 'eth0']);
     await pingGateway(c12);
     await provider.ip(['link', 'del', 'dev', 'vm12']);
+  });
+
+  it("drops a client's ARP from any sender but itself before the kernel learns from it, whatever arp_accept says; its own ARP and 0.0.0.0 probes pass, and it leases and pings the gateway", async () => {
+    // With arp_accept (on the link or in `all`: the kernel takes the higher), gratuitous ARP and
+    // unsolicited replies make neighbour entries for their senders, arp_filter or not: only the
+    // firewall's ARP guard keeps a client from filling the table so.
+    const c13 = await harness.namespace('c13');
+    await clientLink(c13, 'vm13', 13);
+    await eventually('vm13 configured', async () => (await provider.ip(['neigh', 'show', '100.64.0.13'])).stdout.includes('PERMANENT'));
+    await c13.ip(['link', 'set', 'dev', 'eth0', 'up']);
+    await linkEndsActive(c13, 'vm13');
+    const arpAccept = async (value: number): Promise<void> => void (await provider.exec(['sysctl', '-q', '-w', `net.ipv4.conf.all.arp_accept=${value}`]));
+    await arpAccept(1);
+    // Every neighbour entry the kernel makes, changes or deletes on vm13, as it happens: the agent
+    // deletes entries a client taught it for others' addresses, so the table alone would not say.
+    const monitor = provider.spawn(['ip', '-o', 'monitor', 'neigh', 'dev', 'vm13']);
+    /** An entry of our own (permanent, outside the client network: left alone), to know the monitor has seen all before it. */
+    const mark = async (ip: string): Promise<void> => {
+      await provider.ip(['neigh', 'add', ip, 'lladdr', '02:00:00:00:00:99', 'dev', 'vm13', 'nud', 'permanent']);
+      // With `dev`, ip prints no device: `192.0.2.98 lladdr ... PERMANENT`.
+      await monitor.waitForOutput(new RegExp(`(^|\n)${ip.replaceAll('.', '\\.')} lladdr `));
+      await provider.ip(['neigh', 'del', ip, 'dev', 'vm13']);
+    };
+    try {
+      expect((await provider.exec(['cat', '/proc/sys/net/ipv4/conf/all/arp_accept'])).stdout.trim()).toBe('1');
+      const leased = await udhcpc(c13);
+      expect(leased.code, leased.stderr).toBe(0);
+      expect((await c13.ip(['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain('inet 100.64.0.13/32');
+      await mark('192.0.2.98');
+      const before = (await status(join(dir, 'control.sock'))).firewall.arpDrops;
+      // Another client's address, one in the client network nobody has, addresses off the link.
+      const forged = ['100.64.0.1', '100.64.0.200', '169.254.0.9', '198.51.100.7', ...Array.from({ length: 26 }, (_, index) => `203.0.113.${index + 1}`)];
+      const { stdout } = await c13.exec(['python3', '-c', ARP_PROBE, mac(0x80, 13), '100.64.0.13', ...forged]);
+      expect(JSON.parse(stdout)).toEqual(['0.0.0.0', '100.64.0.13']);
+      await mark('192.0.2.99');
+      const learnt = monitor.stdout.split('\n').filter((line) => forged.some((ip) => line.startsWith(`${ip} `) || line.startsWith(`Deleted ${ip} `)));
+      expect(learnt).toEqual([]);
+      const entries = (await provider.ip(['-4', 'neigh', 'show', 'dev', 'vm13'])).stdout.trim().split('\n');
+      expect(entries.filter((line) => !line.includes('NOARP'))).toEqual([`100.64.0.13 lladdr ${mac(0x00, 13)} PERMANENT`]);
+      // Each forged sender's packets, counted; its own and the probe are not.
+      const drops = (await status(join(dir, 'control.sock'))).firewall.arpDrops - before;
+      expect(drops).toBeGreaterThanOrEqual(ARP_PROBE_PACKETS_PER_SENDER * forged.length);
+      expect(drops).toBeLessThan(ARP_PROBE_PACKETS_PER_SENDER * forged.length + 10);
+      await c13.ip(['neigh', 'flush', 'dev', 'eth0']);
+      await pingGateway(c13);
+    } finally {
+      await monitor.kill('SIGTERM', 1000);
+      await arpAccept(0);
+      await provider.ip(['link', 'del', 'dev', 'vm13']);
+    }
   });
 
   it('sets arp_filter and disable_ipv6 on provider links renamed as they come, as udev renames them', async () => {

@@ -101,7 +101,7 @@ class RecordingFirewall implements FirewallPort {
   }
 
   counters(): Promise<FirewallCounters> {
-    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
+    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
   }
 
   flowLimits(): FlowLimits | null {

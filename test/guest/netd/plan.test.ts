@@ -223,6 +223,54 @@ describe('planner', () => {
     );
   });
 
+  it("deletes the neighbour entries a served link's client made for any address but its own, never the kernel's broadcast ones or another link's", () => {
+    const view = emptyView();
+    view.links.set(1, { ifindex: 1, name: 'lo', mac: '00:00:00:00:00:00', up: true, loopback: true, group: 0 });
+    view.links.set(5, { ifindex: 5, name: 'vm1', mac: '0a:b3:ec:80:00:01', up: true, loopback: false, group: PROVIDER_LINK_GROUP });
+    view.links.set(6, { ifindex: 6, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 });
+    for (const key of [IP_FORWARD, disableIpv6Of(5), arpFilterOf(5)]) view.sysctls.set(sysctlKeyId(key), '1');
+    converge(view);
+    const client = { ifindex: 5, ip: '100.64.0.1', mac: '0a:b3:ec:00:00:01', permanent: true };
+    // Learnt from the client's ARP before the guard (another client's address, the gateway's, one
+    // outside the client network), resolved or not; and what is no one's to delete.
+    const taught = [
+      { ifindex: 5, ip: '100.64.0.2', mac: '0a:b3:ec:00:00:01', permanent: false },
+      { ifindex: 5, ip: '169.254.0.1', mac: '0a:b3:ec:00:00:01', permanent: false },
+      { ifindex: 5, ip: '203.0.113.9', mac: null, permanent: false },
+    ];
+    const kept = [
+      { ifindex: 5, ip: '255.255.255.255', mac: 'ff:ff:ff:ff:ff:ff', permanent: false },
+      { ifindex: 5, ip: '224.0.0.251', mac: '01:00:5e:00:00:fb', permanent: false },
+      // An operator's static entry for an address outside the client network.
+      { ifindex: 5, ip: '192.0.2.7', mac: '0a:b3:ec:00:00:07', permanent: true },
+      { ifindex: 6, ip: '198.51.100.1', mac: '52:54:00:00:00:01', permanent: false },
+    ];
+    for (const neighbour of [...taught, ...kept]) applyEvent(view, { kind: 'neighbour', op: 'new', neighbour });
+    const result = plan(view, providerOptions);
+    expect(result.operations).toEqual(taught.map((neighbour) => ({ kind: 'neighbour-del', neighbour })));
+    // Before the firewall, with what only takes away.
+    expect(result.operations.every(isRemoval)).toBe(true);
+    for (const operation of result.operations) applyOperation(view, operation);
+    expect([...view.neighbours.values()]).toEqual(expect.arrayContaining([client, ...kept]));
+    expect(view.neighbours.size).toBe(1 + kept.length);
+    expect(plan(view, providerOptions).operations).toEqual([]);
+  });
+
+  it("leaves on a served link, once converged, no neighbour entry for a unicast address but its client's, and no permanent one in the client network", () => {
+    fc.assert(
+      fc.property(anyView, (view) => {
+        const converged = converge(view);
+        const clientOf = new Map(converged.providerLinks.map((link) => [link.ifindex, link.clientIp]));
+        for (const neighbour of view.neighbours.values()) {
+          const clientIp = clientOf.get(neighbour.ifindex);
+          if (clientIp === undefined || neighbour.ip === clientIp) continue;
+          if (neighbour.permanent) expect(neighbour.ip.startsWith('100.64.')).toBe(false);
+          else expect(['255.255.255.255', '224.0.0.251', '0.0.0.0']).toContain(neighbour.ip);
+        }
+      }),
+    );
+  });
+
   it('drops every trace of a link once it is gone: firewall entries, services, reports', () => {
     fc.assert(
       fc.property(anyView, fc.nat(), (view, pick) => {

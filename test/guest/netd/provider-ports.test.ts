@@ -11,22 +11,22 @@ import type { NftResult } from '../../../guest/firewall/nft-library.js';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import { desiredElements, emptyElements, staticTableText } from '../../../guest/firewall/ruleset.js';
 import { NftablesFirewall } from '../../../guest/netd/provider-ports.js';
-import { type SimulatedTable, applyScript, elementsOf, renderListing, tableOf } from '../firewall/simulated-table.js';
+import { type SimulatedFirewall, applyScript, elementsOf, listTable, tableOf } from '../firewall/simulated-table.js';
 
-/** The one table, and the structures it was made with, in order. */
+/** The tables, and the structures the inet one was made with, in order. */
 /** `refusing`: nft refuses every change (a listing still works), as the kernel may a transaction. */
-const nft = vi.hoisted(() => ({ table: undefined as SimulatedTable | undefined, made: [] as string[], refusing: false }));
+const nft = vi.hoisted(() => ({ table: undefined as SimulatedFirewall | undefined, made: [] as string[], refusing: false }));
 
 vi.mock('../../../guest/firewall/nft-library.js', () => ({
   loadNftLibrary: () => undefined,
   runNftInProcess: async (script: string): Promise<NftResult> => {
     if (script.startsWith('list table ')) {
-      return nft.table === undefined ? { code: 1, stdout: '', stderr: 'Error: No such file or directory' } : { code: 0, stdout: renderListing(nft.table), stderr: '' };
+      return listTable(nft.table, script);
     }
     if (nft.refusing) return { code: 1, stdout: '', stderr: 'Error: Could not process rule: Operation not permitted' };
-    const before = nft.table?.structure;
+    const before = nft.table?.inet?.structure;
     nft.table = applyScript(nft.table, script);
-    if (nft.table !== undefined && nft.table.structure !== before) nft.made.push(nft.table.structure);
+    if (nft.table?.inet !== undefined && nft.table.inet.structure !== before) nft.made.push(nft.table.inet.structure);
     return { code: 0, stdout: '', stderr: '' };
   },
 }));
@@ -260,7 +260,7 @@ it('counts a repair an audit makes while it follows a change of nf_conntrack_max
   const firewall = new NftablesFirewall('auto', 'auto', log, () => conntrackMax, () => provider);
   await firewall.reconcile(model);
   // Someone empties the table's sets (its structure stands), and nf_conntrack_max changes.
-  nft.table = tableOf(nft.table!.structure, emptyElements());
+  nft.table = tableOf(nft.table!.inet!.structure, emptyElements());
   conntrackMax = 4096;
   expect(await firewall.verify(model)).toBe(true);
   expect(nft.made).toEqual([table(1024, 46), table(512, 23)]);

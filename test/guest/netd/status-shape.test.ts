@@ -50,7 +50,7 @@ const full: AgentStatus & { reaper: ReaperStatus; services: ServicesStatus } = {
     { ifindex: 5, name: 'eth0', role: 'uplink', id: null, ip: null, state: 'unmanaged', note: 'addressing is left to the network manager', error: null },
   ],
   counters: { reconciles: 5, changesApplied: 9, initialChanges: null, failedChanges: 1, fullSyncs: 1, lastReconcileMs: 0.4498, firewallRepairs: 0, conntrackPurged: 3, conntrackPurgeFailures: 0, lastPurgeMs: 1.5 },
-  firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, flowLimitDrops: 5, flowRateDrops: 3 },
+  firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, arpDrops: 1, flowLimitDrops: 5, flowRateDrops: 3 },
   flowLimits: { clientFlowLimit: 4096, clientNewFlowRate: 100 },
   firewallError: 'nft -f - failed (exit 1): Error: Could not process rule: Operation not permitted',
   model: { providerLinks: [{ ifname: 'snp7', clientIp: '100.64.0.7' }], uplinks: ['eth0'], allowedPairs: [], isolatedLinks: ['snp8'] },

@@ -59,7 +59,8 @@ export const anyView: fc.Arbitrary<KernelView> = anyLinks.chain((links) => {
         { maxLength: 6 },
       ),
       neighbours: fc.array(
-        fc.record({ ifindex, ip: anyIp, mac: fc.option(fc.constantFrom('0a:b3:ec:00:00:01', '0a:b3:ec:00:00:02')), permanent: fc.boolean() }),
+        // Broadcast and multicast too: the kernel's NOARP entries for where it sent such packets.
+        fc.record({ ifindex, ip: fc.oneof(anyIp, fc.constantFrom('255.255.255.255', '224.0.0.251')), mac: fc.option(fc.constantFrom('0a:b3:ec:00:00:01', '0a:b3:ec:00:00:02')), permanent: fc.boolean() }),
         { maxLength: 6 },
       ),
       sysctlSeed: fc.array(fc.constantFrom('0', '1', SYSCTL_ABSENT), { minLength: 16, maxLength: 16 }),
