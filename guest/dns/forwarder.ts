@@ -26,11 +26,11 @@ import { cryptoRandomId } from './random-id.js';
 import { RateLimiter, type RateLimit } from './rate-limiter.js';
 import { MAX_UPSTREAMS } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
-import { exchangeOverTcp, resetUpstream } from './tcp-exchange.js';
+import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
 import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
-import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
+import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon, tcpUnacknowledged } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
 import { RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
 
@@ -326,6 +326,22 @@ type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForward
 /** Whether a client TCP connection has no query waiting for upstream. */
 function isIdle(connection: TcpClientConnection): boolean {
   return connection.inFlight === 0;
+}
+
+/**
+ * End a client's TCP connection that the forwarder closes itself (refused, evicted for a client
+ * below its fair share, idle, sending junk) with a reset where that loses nothing: all it was
+ * written acknowledged. Closed with a FIN, each left the provider a socket in TIME_WAIT (or
+ * FIN_WAIT) for about a minute, and a client opening connections only to be refused made them at
+ * its new-flow rate; after a reset none is left (RFC 7766 lets a server close idle connections).
+ * While an answer is still on its way or unread (a client reading it slowly), a reset would
+ * discard it: closed then as before, the kernel sending what it holds before its FIN. So is one
+ * whose sending side we shut down already (libuv cannot reset it).
+ */
+function closeClientConnection(socket: TcpSocket): void {
+  if (socket.destroyed) return;
+  if (socket.writableEnded || tcpUnacknowledged(socket) !== 0) socket.destroy();
+  else resetConnection(socket);
 }
 
 /** Whether `upstream` is among those a query `tried` (see PendingQuery.tried). */
@@ -1332,7 +1348,7 @@ class Forwarder implements DnsForwarder {
     const place = admission(shares.countOf(remote), shares.clients, shares.size, this.#maxTcpConnections, this.#maxTcpConnectionsPerClient);
     if (place === 'refuse') {
       this.#counters.tcpRejected += 1;
-      socket.destroy();
+      closeClientConnection(socket);
       return;
     }
     if (place === 'evict') this.#evictTcpClient();
@@ -1367,7 +1383,7 @@ class Forwarder implements DnsForwarder {
         return;
       }
       this.#counters.tcpIdleClosed += 1;
-      socket.destroy();
+      closeClientConnection(socket);
     };
     let idleTimer = setTimeout(onIdle, this.#tcpIdleMs);
     socket.on('close', () => {
@@ -1400,7 +1416,7 @@ class Forwarder implements DnsForwarder {
         if (query === undefined) break;
         if (query === 'empty-frame') {
           this.#counters.malformed += 1;
-          socket.destroy();
+          closeClientConnection(socket);
           return;
         }
         connection.inFlight += 1;
@@ -1444,7 +1460,7 @@ class Forwarder implements DnsForwarder {
     if (share === undefined) return;
     this.#tcpShares.remove(share);
     this.#counters.tcpEvicted += 1;
-    share.value.socket.destroy();
+    closeClientConnection(share.value.socket);
   }
 
   async #serveTcpQuery(socket: TcpSocket, query: Buffer, remote: number | string, closed: AbortSignal): Promise<void> {
@@ -1460,7 +1476,7 @@ class Forwarder implements DnsForwarder {
       // Not a query (shorter than a header, or a response): unanswered, as over UDP, and the
       // connection closed (RFC 7766 lets a server), so that one sending junk frees its client's
       // slot now, not after the idle timeout. The queries it still has pending go unanswered.
-      socket.destroy();
+      closeClientConnection(socket);
       return;
     }
     const reply = (response: Buffer): void => {
@@ -1520,7 +1536,7 @@ class Forwarder implements DnsForwarder {
     this.#awaitingReconnect.clear();
     for (const socket of this.#tcpClients) socket.destroy();
     // Each in the middle of its exchange: ended with a reset, as every upstream connection is.
-    for (const socket of this.#tcpUpstreams) resetUpstream(socket);
+    for (const socket of this.#tcpUpstreams) resetConnection(socket);
     const closing: Promise<void>[] = [];
     const upstreamSockets = [...this.#upstreams.flatMap((link) => link.sockets), ...this.#retired];
     this.#retired.clear();
