@@ -26,11 +26,11 @@ import { cryptoRandomId } from './random-id.js';
 import { RateLimiter, type RateLimit } from './rate-limiter.js';
 import { MAX_UPSTREAMS } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
-import { exchangeOverTcp, resetUpstream } from './tcp-exchange.js';
+import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
 import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
-import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon } from './udp-socket.js';
+import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon, tcpUnacknowledged } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
 import { RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
 
@@ -280,7 +280,7 @@ interface UpstreamLink {
   failure: { due: boolean; readonly cancel: () => void } | undefined;
   /**
    * Its sockets that failed: nothing reads them, so no query goes out of them while any other
-   * works (see #pickSocket); while none does, its queries go to the next upstream (#usableFrom).
+   * works (see #pickSocket); while none does, its queries go to the next upstream (#nextUpstream).
    */
   readonly failedSockets: Set<UdpSocket>;
 }
@@ -306,7 +306,12 @@ interface PendingQuery {
   /** The socket of `link` the current attempt went out of: only it may bring the answer. */
   socket: UdpSocket | undefined;
   upstreamIndex: number;
-  attempt: number;
+  /**
+   * The upstreams it went to (or waited for) and those passed over as unable to answer, by address:
+   * each is asked once at most. Not a count of positions: the list may change under the query
+   * (resolv.conf rewritten), and it then goes on to the new list's upstreams it has not tried.
+   */
+  readonly tried: Upstream[];
   /** Our id for the current upstream, its key in the pending table. */
   id: number;
   /** When the query last went out, and how often to the current upstream (1: not resent; 0: not yet, see #sendUpstream). */
@@ -321,6 +326,27 @@ type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForward
 /** Whether a client TCP connection has no query waiting for upstream. */
 function isIdle(connection: TcpClientConnection): boolean {
   return connection.inFlight === 0;
+}
+
+/**
+ * End a client's TCP connection that the forwarder closes itself (refused, evicted for a client
+ * below its fair share, idle, sending junk) with a reset where that loses nothing: all it was
+ * written acknowledged. Closed with a FIN, each left the provider a socket in TIME_WAIT (or
+ * FIN_WAIT) for about a minute, and a client opening connections only to be refused made them at
+ * its new-flow rate; after a reset none is left (RFC 7766 lets a server close idle connections).
+ * While an answer is still on its way or unread (a client reading it slowly), a reset would
+ * discard it: closed then as before, the kernel sending what it holds before its FIN. So is one
+ * whose sending side we shut down already (libuv cannot reset it).
+ */
+function closeClientConnection(socket: TcpSocket): void {
+  if (socket.destroyed) return;
+  if (socket.writableEnded || tcpUnacknowledged(socket) !== 0) socket.destroy();
+  else resetConnection(socket);
+}
+
+/** Whether `upstream` is among those a query `tried` (see PendingQuery.tried). */
+function hasTried(tried: readonly Upstream[], upstream: Upstream): boolean {
+  return tried.some((done) => sameUpstream(done, upstream));
 }
 
 /** Whether a query sent to `link` can be answered: some socket of it has not failed. */
@@ -949,9 +975,10 @@ class Forwarder implements DnsForwarder {
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
       return;
     }
-    const { index, passed } = this.#usableFrom(this.#preferred < upstreamCount ? this.#preferred : 0, upstreamCount);
-    const link = this.#upstreams[index];
-    if (link === undefined) return;
+    const tried: Upstream[] = [];
+    const index = this.#nextUpstream(tried, this.#firstIndex());
+    const link = index === undefined ? undefined : this.#upstreams[index];
+    if (link === undefined || index === undefined) return;
     // The datagram is a view into the socket's arena: the pending query keeps a copy.
     const query = Buffer.from(message);
     const entry: PendingQuery = {
@@ -964,7 +991,7 @@ class Forwarder implements DnsForwarder {
       link,
       socket: undefined,
       upstreamIndex: index,
-      attempt: passed,
+      tried,
       id: 0,
       sentAt: 0,
       transmissions: 0,
@@ -1005,10 +1032,11 @@ class Forwarder implements DnsForwarder {
     entry.sentAt = now;
     entry.transmissions = 1;
     entry.upstreamUntil = now + this.#timeoutMs;
+    if (!hasTried(entry.tried, entry.link.upstream)) entry.tried.push(entry.link.upstream);
     writeId(entry.message, id);
     if (!usable(entry.link)) {
       // No socket of its upstream works (all failed, the upstream to be connected again after its
-      // backoff; #usableFrom found no other upstream to try either): nothing reads them, so a query
+      // backoff; #nextUpstream found no other upstream to try either): nothing reads them, so a query
       // sent out of one could not be answered and would go out again only at its resend. It waits
       // for the upstream to be connected again (#resendAwaiting) and goes out then, within its
       // time; at its deadline, on to the next upstream or SERVFAIL (#socketFailedUnder).
@@ -1039,19 +1067,38 @@ class Forwarder implements DnsForwarder {
     }
   }
 
+  /** Where a new query goes first: the upstream that answered last. */
+  #firstIndex(): number {
+    return this.#preferred < this.#upstreams.length ? this.#preferred : 0;
+  }
+
   /**
-   * The upstream a query goes to next, from `index` on in turn, with `left` of them still to try:
-   * the first that can answer (see usable()), and how many were passed over (they count as
-   * tried); where none can, `index` as before (a send may still tell of a lost route).
+   * Where in the list in use a query that tried `tried` goes next, from `start` on in turn: the
+   * first upstream it has not tried that can answer (see usable()), those passed over on the way
+   * added to `tried` (they count as tried); where none can, the first it has not tried, to wait
+   * for (a send may still tell of a lost route); undefined where it has tried them all.
    */
-  #usableFrom(index: number, left: number): { index: number; passed: number } {
+  #nextUpstream(tried: Upstream[], start: number): number | undefined {
     const upstreams = this.#upstreams;
-    for (let passed = 0; passed < left; passed++) {
-      const at = (index + passed) % upstreams.length;
+    let firstUnusable: number | undefined;
+    let passed: Upstream[] | undefined;
+    for (let step = 0; step < upstreams.length; step++) {
+      const at = (start + step) % upstreams.length;
       const link = upstreams[at];
-      if (link !== undefined && usable(link)) return { index: at, passed };
+      if (link === undefined || hasTried(tried, link.upstream)) continue;
+      if (usable(link)) {
+        if (passed !== undefined) tried.push(...passed);
+        return at;
+      }
+      firstUnusable ??= at;
+      (passed ??= []).push(link.upstream);
     }
-    return { index, passed: 0 };
+    return firstUnusable;
+  }
+
+  /** Whether the list in use has an upstream `entry` has not tried (`usableOnly`: one that can answer). */
+  #hasUntried(entry: PendingQuery, usableOnly: boolean): boolean {
+    return this.#upstreams.some((link) => (!usableOnly || usable(link)) && !hasTried(entry.tried, link.upstream));
   }
 
   #answerUdp(query: Buffer, questionEnd: number, rcode: Rcode, client: UdpPeer): void {
@@ -1114,6 +1161,7 @@ class Forwarder implements DnsForwarder {
       if (entry === undefined) continue;
       const left = entry.upstreamUntil - now;
       if (this.#awaitingReconnect.has(entry) || (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket))) this.#socketFailedUnder(entry, now, left);
+      else if (left > 0 && this.#leftForUntried(entry)) this.#moveToCurrent(entry);
       else if (left >= MIN_RETRANSMIT_MS) this.#resend(entry, now, left);
       else if (left > 0) this.#pending.reschedule(id, entry.upstreamUntil);
       else {
@@ -1123,6 +1171,20 @@ class Forwarder implements DnsForwarder {
     }
     this.#armTimer();
   };
+
+  /**
+   * Whether `entry`'s upstream has left the list in use (resolv.conf rewritten since it was sent)
+   * while that list has an upstream it has not tried: it then goes there at its resend
+   * (#moveToCurrent), as a new query would, rather than again to the one the operator dropped (and
+   * which has not answered it yet). Where it has tried them all, it stays with its own, whose
+   * sockets are read until its time is up.
+   */
+  #leftForUntried(entry: PendingQuery): boolean {
+    const upstreams = this.#upstreams;
+    if (upstreams.includes(entry.link)) return false;
+    const upstream = entry.link.upstream;
+    return !upstreams.some((link) => sameUpstream(link.upstream, upstream)) && this.#hasUntried(entry, false);
+  }
 
   /**
    * The socket `entry` went out of (still pending, due now) failed since: no answer can come
@@ -1140,7 +1202,7 @@ class Forwarder implements DnsForwarder {
         this.#resendThrough(entry, working.link, working.index, now, left);
         return;
       }
-      if (entry.attempt + 1 >= this.#upstreams.length) {
+      if (!this.#hasUntried(entry, false)) {
         this.#awaitingReconnect.add(entry);
         this.#pending.reschedule(entry.id, entry.upstreamUntil);
         return;
@@ -1151,10 +1213,12 @@ class Forwarder implements DnsForwarder {
   }
 
   /**
-   * Upstreams were connected (again): the queries waiting for theirs (#awaitingReconnect) go out
-   * to it now, as resends, within their time (past it, their deadline moves them on). One whose
-   * upstream is no longer `wanted` (dropped from the list) waits for nothing that will come: it
-   * goes to the new list's upstreams now (#moveToCurrent), not SERVFAIL at its deadline.
+   * Upstreams were connected (again), or the list changed: the queries waiting for theirs
+   * (#awaitingReconnect) go out to it now, as resends, within their time (past it, their deadline
+   * moves them on). One whose upstream is no longer `wanted` (dropped from the list) waits for
+   * nothing that will come, and one for which the list now has an upstream that can answer and
+   * that it has not tried (added, or connected again) need not wait up to RECONNECT_MAX_MS or its
+   * deadline for its own: each goes to the list's upstreams now (#moveToCurrent).
    */
   #resendAwaiting(wanted: readonly { readonly upstream: Upstream }[]): void {
     if (this.#awaitingReconnect.size === 0) return;
@@ -1167,7 +1231,7 @@ class Forwarder implements DnsForwarder {
       if (working !== undefined) {
         this.#awaitingReconnect.delete(entry);
         this.#resendThrough(entry, working.link, working.index, now, left);
-      } else if (!wanted.some((want) => sameUpstream(want.upstream, entry.link.upstream))) {
+      } else if (!wanted.some((want) => sameUpstream(want.upstream, entry.link.upstream)) || this.#hasUntried(entry, true)) {
         this.#moveToCurrent(entry);
       }
     }
@@ -1175,24 +1239,31 @@ class Forwarder implements DnsForwarder {
   }
 
   /**
-   * A waiting query whose upstream was dropped from the list: sent to the first upstream of the
-   * list now in use that can answer (waiting for it in turn where none can), as a new query would
-   * be, with the upstreams it tried still counted; SERVFAIL where the list is empty.
+   * A pending query whose upstream was dropped from the list, or that has a better one to go to
+   * than the one it waits for: sent to the first upstream of the list now in use that it has not
+   * tried and that can answer (waiting for one it has not tried where none can), as a new query
+   * would be; SERVFAIL where it has tried them all.
    */
   #moveToCurrent(entry: PendingQuery): void {
     this.#awaitingReconnect.delete(entry);
     this.#pending.take(entry.id);
-    const count = this.#upstreams.length;
-    const { index, passed } = this.#usableFrom(this.#preferred < count ? this.#preferred : 0, count);
-    const link = this.#upstreams[index];
-    if (link !== undefined) {
+    this.#sendTo(entry, this.#nextUpstream(entry.tried, this.#firstIndex()));
+  }
+
+  /**
+   * Send `entry`, out of the table, to the upstream at `index` of the list in use; where there is
+   * none (undefined: it has tried every one), answer SERVFAIL.
+   */
+  #sendTo(entry: PendingQuery, index: number | undefined): void {
+    const link = index === undefined ? undefined : this.#upstreams[index];
+    if (link !== undefined && index !== undefined) {
       entry.link = link;
       entry.upstreamIndex = index;
-      entry.attempt += passed;
-      // The id it had is free again (taken above): the table has room for it.
+      // The id it had is free again (taken): the table has room for it.
       if (this.#sendUpstream(entry)) return;
     }
-    this.#counters.noUpstream += 1;
+    if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;
+    else this.#counters.failed += 1;
     this.#settled(entry);
     writeId(entry.message, entry.clientId);
     this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, entry.client);
@@ -1240,30 +1311,20 @@ class Forwarder implements DnsForwarder {
    */
   #retry(entry: PendingQuery, why: 'timed-out' | 'socket-failed'): void {
     if (why === 'timed-out') this.#counters.upstreamTimeouts += 1;
-    const count = this.#upstreams.length;
-    const failedIndex = entry.upstreamIndex;
-    entry.attempt += 1;
-    if (entry.attempt < count) {
-      const { index: nextIndex, passed } = this.#usableFrom((failedIndex + 1) % count, count - entry.attempt);
-      entry.attempt += passed;
-      const next = this.#upstreams[nextIndex];
-      if (next !== undefined) {
-        if (why === 'timed-out' && this.#preferred === failedIndex) {
-          this.#preferred = nextIndex;
-          this.#log.warn(
-            { failed: upstreamText(entry.link.upstream), next: upstreamText(next.upstream) },
-            `upstream resolver did not answer within ${this.#timeoutMs} ms; trying the next one`,
-          );
-        }
-        entry.link = next;
-        entry.upstreamIndex = nextIndex;
-        if (this.#sendUpstream(entry)) return;
-      }
+    const upstreams = this.#upstreams;
+    // Its upstream's place in the list in use, by address: the list may have changed since the
+    // query was sent (its upstream dropped: it goes on as a new query would).
+    const failedIndex = upstreams.findIndex((link) => sameUpstream(link.upstream, entry.link.upstream));
+    const nextIndex = this.#nextUpstream(entry.tried, failedIndex === -1 ? this.#firstIndex() : failedIndex + 1);
+    const next = nextIndex === undefined ? undefined : upstreams[nextIndex];
+    if (why === 'timed-out' && next !== undefined && nextIndex !== undefined && failedIndex !== -1 && this.#preferred === failedIndex) {
+      this.#preferred = nextIndex;
+      this.#log.warn(
+        { failed: upstreamText(entry.link.upstream), next: upstreamText(next.upstream) },
+        `upstream resolver did not answer within ${this.#timeoutMs} ms; trying the next one`,
+      );
     }
-    this.#counters.failed += 1;
-    this.#settled(entry);
-    writeId(entry.message, entry.clientId);
-    this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, entry.client);
+    this.#sendTo(entry, nextIndex);
   }
 
   // ---- TCP ----
@@ -1287,7 +1348,7 @@ class Forwarder implements DnsForwarder {
     const place = admission(shares.countOf(remote), shares.clients, shares.size, this.#maxTcpConnections, this.#maxTcpConnectionsPerClient);
     if (place === 'refuse') {
       this.#counters.tcpRejected += 1;
-      socket.destroy();
+      closeClientConnection(socket);
       return;
     }
     if (place === 'evict') this.#evictTcpClient();
@@ -1322,7 +1383,7 @@ class Forwarder implements DnsForwarder {
         return;
       }
       this.#counters.tcpIdleClosed += 1;
-      socket.destroy();
+      closeClientConnection(socket);
     };
     let idleTimer = setTimeout(onIdle, this.#tcpIdleMs);
     socket.on('close', () => {
@@ -1355,7 +1416,7 @@ class Forwarder implements DnsForwarder {
         if (query === undefined) break;
         if (query === 'empty-frame') {
           this.#counters.malformed += 1;
-          socket.destroy();
+          closeClientConnection(socket);
           return;
         }
         connection.inFlight += 1;
@@ -1399,7 +1460,7 @@ class Forwarder implements DnsForwarder {
     if (share === undefined) return;
     this.#tcpShares.remove(share);
     this.#counters.tcpEvicted += 1;
-    share.value.socket.destroy();
+    closeClientConnection(share.value.socket);
   }
 
   async #serveTcpQuery(socket: TcpSocket, query: Buffer, remote: number | string, closed: AbortSignal): Promise<void> {
@@ -1415,7 +1476,7 @@ class Forwarder implements DnsForwarder {
       // Not a query (shorter than a header, or a response): unanswered, as over UDP, and the
       // connection closed (RFC 7766 lets a server), so that one sending junk frees its client's
       // slot now, not after the idle timeout. The queries it still has pending go unanswered.
-      socket.destroy();
+      closeClientConnection(socket);
       return;
     }
     const reply = (response: Buffer): void => {
@@ -1475,7 +1536,7 @@ class Forwarder implements DnsForwarder {
     this.#awaitingReconnect.clear();
     for (const socket of this.#tcpClients) socket.destroy();
     // Each in the middle of its exchange: ended with a reset, as every upstream connection is.
-    for (const socket of this.#tcpUpstreams) resetUpstream(socket);
+    for (const socket of this.#tcpUpstreams) resetConnection(socket);
     const closing: Promise<void>[] = [];
     const upstreamSockets = [...this.#upstreams.flatMap((link) => link.sockets), ...this.#retired];
     this.#retired.clear();

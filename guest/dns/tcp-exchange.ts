@@ -4,15 +4,16 @@ import { FrameReader, frame } from './tcp-frames.js';
 import type { Upstream } from './upstream.js';
 
 /**
- * End a connection to an upstream with a reset (SO_LINGER 0), once its answer is read or the
- * exchange failed: nothing is left to send or to read. A close would leave the provider a socket
+ * End a TCP connection with a reset (SO_LINGER 0). A connection to an upstream, once its answer is
+ * read or the exchange failed: nothing is left to send or to read. (A client's connection that
+ * the forwarder closes: see closeClientConnection in forwarder.ts.) A close would leave the provider a socket
  * in TIME_WAIT for 60 s (one per TCP query: a few clients at the forwarder's per-client rate,
  * 200 a second, use up the ~28,000 local ports toward one upstream) and a conntrack entry in TIME_WAIT for
  * 120 s that no cap counts (a small provider's whole table in seconds); after a reset there is no
  * socket left and the entry is in CLOSE (10 s). A socket still connecting has no connection to
  * reset (Node's resetAndDestroy would wait for one): destroyed.
  */
-export function resetUpstream(socket: Socket): void {
+export function resetConnection(socket: Socket): void {
   if (socket.destroyed) return;
   if (socket.connecting) {
     socket.destroy();
@@ -30,7 +31,7 @@ export function resetUpstream(socket: Socket): void {
  * One query over a fresh TCP connection to `upstream`, resolving with the first response that
  * answers it, or undefined on any failure (refused, reset, timeout, bad or cut answer). The
  * connection is ours alone, so the client's id cannot clash with anyone's and is kept; it ends
- * with a reset (resetUpstream) in every case. `sockets` tracks open connections so the forwarder
+ * with a reset (resetConnection) in every case. `sockets` tracks open connections so the forwarder
  * can end them on close. `open`: a connection made some other way (through a link, say), written
  * to at once; it throws when it cannot be made. `abandoned`: once aborted (the client that asked
  * is gone), the exchange ends at once, as at its timeout, and none starts.
@@ -69,7 +70,7 @@ export function exchangeOverTcp(
       clearTimeout(timer);
       abandoned?.removeEventListener('abort', onAbandoned);
       sockets.delete(socket);
-      resetUpstream(socket);
+      resetConnection(socket);
       resolve(response);
     };
     const onAbandoned = (): void => finish(undefined);

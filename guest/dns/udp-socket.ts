@@ -41,6 +41,7 @@ interface Addon {
   localPort(handle: Handle): number;
   close(handle: Handle): void;
   tcpConnect(family: 4 | 6, address: string, port: number, source: string, ifindex: number): number;
+  tcpUnacknowledged(fd: number): number;
   errorClass(errno: number, sending: boolean): number;
 }
 
@@ -332,6 +333,22 @@ export function connectTcpThroughLink(family: 4 | 6, address: string, port: numb
   } catch (error) {
     closeSync(fd);
     throw socketError(error, `cannot use the TCP connection to ${address}:${port}`);
+  }
+}
+
+/**
+ * Bytes written to a TCP connection that its peer has not acknowledged yet: those Node still holds
+ * and those in the kernel, sent or not (SIOCOUTQ). Undefined where that cannot be told (no
+ * descriptor: the socket is closed; the ioctl failed).
+ */
+export function tcpUnacknowledged(socket: TcpSocket): number | undefined {
+  // net.Socket keeps its descriptor on its (undocumented, long-stable) libuv handle, as tap-fd.ts reads it.
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return undefined;
+  try {
+    return socket.writableLength + required().addon.tcpUnacknowledged(fd);
+  } catch {
+    return undefined;
   }
 }
 

@@ -22,6 +22,8 @@
 //   errorClass(errno, sending) -> 0 again, 1 datagram, 2 fatal   (ERROR_CLASSES)
 //   tcpConnect(family, address, port, source, ifindex) -> fd   non-blocking connect from `source`
 //       through link `ifindex` (as bindToIndex); the caller owns the descriptor; throws {code}
+//   tcpUnacknowledged(fd) -> bytes   written to TCP socket `fd` and not acknowledged by its peer
+//       yet, sent or not (SIOCOUTQ); throws {code}
 //   localPort(handle) -> number
 //   close(handle)
 // meta, per slot (META_INTS ints): length, port, a0..a3 (IPv4: a0 alone, host order), flags.
@@ -38,12 +40,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/sockios.h>  // SIOCOUTQ
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>  // snprintf
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -347,6 +351,18 @@ static napi_value tcp_connect(napi_env env, napi_callback_info info) {
   return throw_errno(env, failure, step);
 }
 
+// For TCP, SIOCOUTQ is write_seq - snd_una: what was queued and is not acknowledged yet. Node has
+// no getsockopt/ioctl: the forwarder resets a client connection only when this is 0 (forwarder.ts).
+static napi_value tcp_unacknowledged(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd = -1;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  int queued = 0;
+  if (ioctl(fd, SIOCOUTQ, &queued) != 0) return throw_errno(env, errno, "ioctl SIOCOUTQ");
+  return number(env, queued);
+}
+
 static napi_value socket_local_port(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   udp_socket *socket = socket_args(env, info, 1, argv);
@@ -604,6 +620,7 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("sendTo", socket_send_to),
       ADDON_FUNCTION("localPort", socket_local_port),
       ADDON_FUNCTION("tcpConnect", tcp_connect),
+      ADDON_FUNCTION("tcpUnacknowledged", tcp_unacknowledged),
       ADDON_FUNCTION("errorClass", error_class_of),
       ADDON_FUNCTION("close", polled_socket_close),
   };

@@ -581,6 +581,56 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_B}:53`], failed: 0, pending: 0 });
   });
 
+  /** A forwarder following its own resolv.conf (in a folder of its own) naming `upstreams`, listening on `listen`. */
+  async function following(listen: string, upstreams: readonly string[], options: Record<string, unknown> = {}): Promise<{ forwarder: ForwarderProcess; dir: string }> {
+    const dir = mkdtempSync(join(confDir, 'list-'));
+    writeFileSync(join(dir, 'resolv.conf'), upstreams.map((upstream) => `nameserver ${upstream}\n`).join(''));
+    const forwarder = await start({ listen, upstreams: undefined, resolvConfPath: join(dir, 'resolv.conf'), timeoutMs: 8000, ...options });
+    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    return { forwarder, dir };
+  }
+
+  it('sends a query already sent to an upstream dropped from the list meanwhile to the new upstream at its resend, not SERVFAIL', async () => {
+    const listen = '169.254.0.20';
+    const { forwarder, dir } = await following(listen, [DEAD_UPSTREAM]);
+    // Sent to the dead upstream (resent after 1 s, then 3 s, 7 s; its time up at 8 s).
+    const asking = net.client.exec(['dig', `@${listen}`, '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+    await eventually('the query waiting for the dead upstream', async () => (await forwarder.counter('pending')) === 1);
+    // resolv.conf now names B alone. Its tries counted against the new list's positions, the
+    // query had used that list up: SERVFAIL once its time with the dead one was up, B never asked.
+    replaceResolvConf(dir, `nameserver ${UPSTREAM_B}\n`);
+    expect((await asking).stdout.trim()).toBe('192.0.2.81');
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_B}:53`], failed: 0, pending: 0 });
+  });
+
+  it('asks each upstream of a list rewritten under a query once, by address, not by the old positions', async () => {
+    const listen = '169.254.0.21';
+    const { forwarder, dir } = await following(listen, [DEAD_UPSTREAM, UPSTREAM_B], { timeoutMs: 2000 });
+    const asking = net.client.exec(['dig', `@${listen}`, '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+    await eventually('the query waiting for the dead upstream', async () => (await forwarder.counter('pending')) === 1);
+    // The same upstreams, the other way round. Moving on from the dead one's old place (the first)
+    // to the next place, the query went to the dead one again, then SERVFAIL: B never asked.
+    replaceResolvConf(dir, `nameserver ${UPSTREAM_B}\nnameserver ${DEAD_UPSTREAM}\n`);
+    await eventually('the list reordered', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_B}:53`, `${DEAD_UPSTREAM}:53`]));
+    expect((await asking).stdout.trim()).toBe('192.0.2.81');
+    expect(await forwarder.counters()).toMatchObject({ upstreamTimeouts: 1, failed: 0, pending: 0 });
+  });
+
+  it('sends a query waiting for its upstream to be connected again to an upstream added to the list meanwhile, at once', async () => {
+    const listen = '169.254.0.22';
+    const { forwarder, dir } = await following(listen, [UPSTREAM_A], { manualClock: true });
+    await eventually('upstream A answering', async () => (await ask(listen)) === '192.0.2.80');
+    // Every socket to A gone; A is connected again only when the test moves the recovery clock (never).
+    await destroy(forwarder, UPSTREAM_A, await portsTo(forwarder, UPSTREAM_A));
+    const asking = net.client.exec(['dig', `@${listen}`, '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+    await eventually('the query waiting for A', async () => (await forwarder.counter('pending')) === 1);
+    // B is added, A kept: the query waited on for A until its deadline (8 s), and only then went to B.
+    replaceResolvConf(dir, `nameserver ${UPSTREAM_A}\nnameserver ${UPSTREAM_B}\n`);
+    expect((await asking).stdout.trim()).toBe('192.0.2.81');
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`, `${UPSTREAM_B}:53`], failed: 0, pending: 0 });
+  });
+
   it('sends a query whose socket failed while it waited, to its only upstream with no other socket working, as soon as that is connected again', async () => {
     const address = '192.0.2.58';
     const upstream = await pickyUpstream(address);

@@ -49,6 +49,10 @@ function rcodeOfHex(hex: string | null): number | null {
  *       {"closedAfterMs": ms | null} (null: still open after 8 s)
  *   steady PORT NAMES      sends one query every 0.5 s for each name in turn on one connection,
  *       reading each answer; prints {"answers": [[id, address]...], "end": ...}
+ *   ask-then-wait PORT NAMES  sends the first name's query, then reads until the forwarder closes;
+ *       prints {"answers", "end": "eof"|"reset"|"timeout", "bytes"} (bytes: all it read)
+ *   slow-read PORT NAMES   as ask-then-wait, but with a receive buffer of a few KB, and reading
+ *       nothing for its first 1.5 s: an answer larger than that waits in the forwarder's kernel
  * An empty name is a header asking no question, which the forwarder answers FORMERR.
  */
 const TCP_CLIENT = `
@@ -66,7 +70,11 @@ def answers_of(data):
         message, data = data[2:2 + length], data[2 + length:]
         answers.append([struct.unpack('>H', message[:2])[0], '.'.join(str(b) for b in message[-4:])])
     return answers
-s = socket.create_connection(('169.254.0.1', port), timeout=5)
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+if mode == 'slow-read':
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+s.settimeout(5)
+s.connect(('169.254.0.1', port))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 started = time.monotonic()
 ms = lambda: round((time.monotonic() - started) * 1000)
@@ -99,6 +107,19 @@ if mode == 'half-close':
         end = 'timeout'
     except ConnectionResetError:
         end = 'reset'
+elif mode in ('ask-then-wait', 'slow-read'):
+    s.sendall(framed(names[0], 0x100))
+    if mode == 'slow-read':
+        time.sleep(1.5)
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except socket.timeout:
+        end = 'timeout'
+    except ConnectionResetError:
+        end = 'reset'
+    print(json.dumps({'answers': answers_of(data), 'end': end, 'bytes': len(data)}))
+    sys.exit(0)
 else:
     for i, name in enumerate(names):
         s.sendall(framed(name, 0x100 + i))
@@ -791,7 +812,7 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
-  async function runTcpClient(mode: 'half-close' | 'trickle' | 'steady', port: number, names: readonly string[]): Promise<Record<string, unknown>> {
+  async function runTcpClient(mode: 'half-close' | 'trickle' | 'steady' | 'ask-then-wait' | 'slow-read', port: number, names: readonly string[]): Promise<Record<string, unknown>> {
     const { stdout } = await net.client.exec(['python3', '-c', TCP_CLIENT, mode, String(port), names.join(',')], { timeoutMs: 20_000 });
     return JSON.parse(stdout) as Record<string, unknown>;
   }
@@ -907,6 +928,63 @@ for round in range(10):
       expect(await slow.counter('tcpIdleClosed')).toBe(1);
     } finally {
       await slow.process.kill();
+    }
+  });
+
+  it('ends the TCP connections it refuses, evicts, closes for junk or when idle with a reset, leaving the provider no socket in TIME_WAIT', async () => {
+    const port = 5367;
+    const third = '100.64.0.27';
+    await harness.addAddress(net.client, 'eth0', `${third}/32`);
+    await net.provider.ip(['route', 'add', `${third}/32`, 'dev', 'cl0']);
+    const capped = await ForwarderProcess.start(net.provider, { port, upstreams: [UPSTREAM_A], tcpIdleMs: 1500, maxTcpConnections: 3, maxTcpConnectionsPerClient: 2 });
+    try {
+      const hold = (bind: string, count: number, send?: string): Promise<(number | null)[]> =>
+        runQueryFixture({ mode: 'tcp-hold', port, bind, count, holdMs: 4000, ...(send !== undefined && { send }) }) as Promise<(number | null)[]>;
+      // The client's first two held (idle), its next three refused at once (its cap of 2).
+      const heldA = hold(CLIENT_IP, 5);
+      await eventually("the client's three refused", async () => (await capped.counter('tcpRejected')) === 3);
+      // All three open once another client holds one; a third client, below its fair share of
+      // them, takes the place of the first client's oldest.
+      const heldF = hold(FLOOD_CLIENT_IP, 1);
+      await eventually('all three open', async () => (await capped.counter('tcpConnections')) === 3);
+      const heldT = hold(third, 1);
+      await eventually('one evicted', async () => (await capped.counter('tcpEvicted')) === 1);
+      // The rest closed when idle.
+      const closed = await Promise.all([heldA, heldF, heldT]);
+      expect(closed.flat().every((ms) => ms !== null), JSON.stringify(closed)).toBe(true);
+      // A frame that is no query closes its connection at once.
+      expect((await hold(CLIENT_IP, 1, '0003010203'))[0]).not.toBeNull();
+      // A client that asked, read its answer and sits idle: answered whole, then reset.
+      const asked = await runTcpClient('ask-then-wait', port, ['www.test.example']);
+      expect({ answers: asked['answers'], end: asked['end'] }).toEqual({ answers: [[0x100, '192.0.2.80']], end: 'reset' });
+      expect(await capped.counters()).toMatchObject({ tcpRejected: 3, tcpEvicted: 1, tcpIdleClosed: 4, malformed: 1 });
+      // Closed with a FIN, each connection the forwarder ended (ten) left its end in TIME_WAIT
+      // for a minute; reset, none is left.
+      const left = async (state: string): Promise<string> => (await net.provider.exec(['ss', '-Htan', 'state', state, 'sport', '=', `:${port}`])).stdout.trim();
+      await eventually("the forwarder's connections over", async () => (await left('connected')).split('\n').every((line) => line === '' || line.startsWith('TIME-WAIT')));
+      expect(await left('time-wait')).toBe('');
+    } finally {
+      await capped.process.kill();
+      await net.provider.ip(['route', 'del', `${third}/32`, 'dev', 'cl0']);
+      await net.client.ip(['address', 'del', `${third}/32`, 'dev', 'eth0']);
+    }
+  });
+
+  it('closes an idle TCP connection whose answer the client has not read yet without a reset, which would discard it', async () => {
+    const [bigUpstream = ''] = compiled(BIG_UPSTREAM_SOURCES);
+    const size = 8000;
+    const upstream = net.internet.spawn([process.execPath, bigUpstream, JSON.stringify({ address: '192.0.2.1', port: 5305, size })]);
+    await upstream.waitForOutput(/^ready$/m);
+    const quick = await ForwarderProcess.start(net.provider, { port: 5369, upstreams: ['192.0.2.1:5305'], tcpIdleMs: 300 });
+    try {
+      // The answer waits, unacknowledged, in the forwarder's kernel (the client's window is a few
+      // KB) when the idle timeout closes the connection: the client still reads all of it.
+      const result = await runTcpClient('slow-read', 5369, ['www.test.example']);
+      expect({ bytes: result['bytes'], end: result['end'] }).toEqual({ bytes: 2 + size, end: 'eof' });
+      expect(await quick.counter('tcpIdleClosed')).toBe(1);
+    } finally {
+      await quick.process.kill();
+      await upstream.kill();
     }
   });
 

@@ -119,6 +119,8 @@ describe('the answer status shows', () => {
     expect(problem({ counters: {} })).toEqual({ problem: 'status.links: Invalid input: expected array, received undefined' });
     expect(problem(replaced(overTheWire(full), ['services', 'leases', 0, 'hostname'], { a: 1 }))).toEqual({ problem: 'status.services.leases[0].hostname: Invalid input: expected string, received object' });
     expect(problem(replaced(overTheWire(full), ['counters', 'reconciles'], 'x'.repeat(100)))).toEqual({ problem: 'status.counters.reconciles: Invalid input: expected number, received string' });
+    // The DNS counts the text shows, TCP connections' among them.
+    expect(problem(replaced(overTheWire(full), ['services', 'dns', 'tcpRejected'], { a: 1 }))).toEqual({ problem: 'status.services.dns.tcpRejected: Invalid input: expected number, received object' });
   });
 
   it('never lets through what formatStatus cannot show: any one part of a status replaced by any JSON value, or removed', () => {
