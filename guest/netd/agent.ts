@@ -117,7 +117,7 @@ export class NetdAgent {
   #undecodableSaid = false;
   /** Runs for UNDECODABLE_REREAD_GAP_MS from the start of each re-read: a notification that could not be decoded meanwhile waits for it. */
   #rereadGap: NodeJS.Timeout | undefined;
-  /** A notification that could not be decoded came while #rereadGap ran: a re-read is owed when it ends. */
+  /** A notification that could not be decoded came while #rereadGap ran, or a re-read was inconsistent (#rereadLater): a re-read is owed when it ends. */
   #rereadOwed = false;
   /** What names each dump entry the last re-read skipped (see #saySkipped). */
   #skippedSaid = new Set<string>();
@@ -306,6 +306,21 @@ export class NetdAgent {
    */
   #startRereadGap(): void {
     this.#rereadOwed = false;
+    this.#armRereadGap();
+  }
+
+  /**
+   * A re-read whose tables the kernel marked inconsistent in every try may lack an entry that was
+   * there throughout, which no notification will tell of: another is owed, asked for when the gap
+   * ends (from now, where it has ended already), as for a notification that could not be decoded.
+   * One a second at most while the kernel keeps marking them.
+   */
+  #rereadLater(): void {
+    this.#rereadOwed = true;
+    if (this.#rereadGap === undefined) this.#armRereadGap();
+  }
+
+  #armRereadGap(): void {
     clearTimeout(this.#rereadGap);
     this.#rereadGap = setTimeout(() => {
       this.#rereadGap = undefined;
@@ -346,7 +361,7 @@ export class NetdAgent {
    * Warn of the tables a re-read used though the kernel marked each of their dumps in a row
    * inconsistent (changed while dumped), once while it lasts: a table that keeps changing marks
    * re-read after re-read so. Its notifications tell of what changed; an entry the dump missed that
-   * did not change waits for the next re-read.
+   * did not change waits for the next re-read (see #rereadLater).
    */
   #sayInconsistent(tables: readonly DumpTable[]): void {
     const said = tables.join(', ');
@@ -422,6 +437,7 @@ export class NetdAgent {
         for (const event of events) applyEvent(fresh, event);
         this.#saySkipped(skipped, keepUnreadable(fresh, this.#view, skipped));
         this.#sayInconsistent(inconsistent);
+        if (inconsistent.length > 0) this.#rereadLater();
       } finally {
         this.#dumping = false;
       }

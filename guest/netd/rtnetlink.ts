@@ -28,6 +28,7 @@ import { NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
 import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl-events.js';
 
+const AF_UNSPEC = 0;
 const AF_INET = 2;
 const MAIN_TABLE = 254;
 const NLM_F_REPLACE = 0x100;
@@ -158,9 +159,15 @@ class Attributes {
   }
 }
 
-/** A link's RTM_NEWLINK or RTM_DELLINK payload; null for one without a name. Throws a NetdError ('undecodable'). */
+/**
+ * A link's RTM_NEWLINK or RTM_DELLINK payload; null for one without a name, and for a bridge's
+ * message about one of its ports or itself (ifi_family AF_BRIDGE, sent to the same group): it has
+ * no IFLA_GROUP, and its RTM_DELLINK says a port left the bridge, not that the link is gone.
+ * Throws a NetdError ('undecodable').
+ */
 export function decodeLink(payload: Buffer): KernelLink | null {
   const { header, attributes } = splitMessage(payload, 'link', rt.__LENGTH_Link, rt.parseLink);
+  if (header.family !== AF_UNSPEC) return null;
   const attrs = attributes();
   const name = attrs.string(IFLA_IFNAME);
   const { index } = header;
@@ -172,7 +179,7 @@ export function decodeLink(payload: Buffer): KernelLink | null {
     mac: macText(attrs.bytes(IFLA_ADDRESS)),
     up: header.flags?.up === true,
     loopback: header.flags?.loopback === true || enumIs(header.type, 'LOOPBACK', 772),
-    // Every link message and dump entry carries IFLA_GROUP (since Linux 2.6.38).
+    // Every link message of the kernel's own (AF_UNSPEC) carries IFLA_GROUP (since Linux 2.6.38).
     group: attrs.u32(IFLA_GROUP) ?? 0,
     // IFLA_LINK, where it names a device other than the link itself.
     ...(lower !== undefined && lower !== index && { lowerIfindex: lower }),

@@ -709,15 +709,19 @@ describe('NetdAgent', () => {
     });
 
     it('warns once while it lasts of a re-read whose tables the kernel marked inconsistent in every try, and plans on it', async () => {
+      // No time passes: none of the re-reads each inconsistent one asks for a second on comes.
+      vi.useFakeTimers();
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
       kernel.inconsistent = ['links', 'addresses'];
       const lines: { msg: string; tables?: string[] }[] = [];
       const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
-      await agent.start({ watch: true });
+      const started = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await started;
       const reread = async (): Promise<void> => {
         kernel.listener?.lost({ kind: 'overflow' });
-        await new Promise((resolve) => setImmediate(resolve));
+        await vi.advanceTimersByTimeAsync(0);
         await agent!.idle();
       };
       const said = (): unknown[] => lines.filter((line) => line.msg.includes('NLM_F_DUMP_INTR')).map((line) => line.tables);
@@ -734,6 +738,59 @@ describe('NetdAgent', () => {
       await reread();
       expect(said()).toEqual([['links', 'addresses'], ['links'], ['links']]);
       expect((await agent.status()).counters.fullSyncs).toBe(5);
+    });
+
+    it('reads again a second after a re-read whose tables the kernel marked inconsistent in every try, while it lasts: an entry that re-read missed is found', async () => {
+      vi.useFakeTimers();
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      kernel.inconsistent = ['links'];
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null);
+      const started = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await started;
+      const fullSyncs = async (): Promise<number> => (await agent!.status()).counters.fullSyncs;
+      expect(await fullSyncs()).toBe(1);
+      // vm2 was there throughout, and missed by that dump: no notification tells of it.
+      kernel.state = [...dumpOf(agent.view), { kind: 'link', op: 'new', link: { ...CLIENT_1, ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02' } }];
+      await vi.advanceTimersByTimeAsync(1_001);
+      await agent.idle();
+      expect(await fullSyncs()).toBe(2);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([
+        ['vm1', 'configured'],
+        ['vm2', 'configured'],
+      ]);
+      // That re-read was marked too: another a second on, consistent, after which nothing more is owed.
+      kernel.inconsistent = [];
+      await vi.advanceTimersByTimeAsync(1_001);
+      await agent.idle();
+      expect(await fullSyncs()).toBe(3);
+      await vi.advanceTimersByTimeAsync(10_000);
+      await agent.idle();
+      expect(await fullSyncs()).toBe(3);
+    });
+
+    it('reads again a second after an inconsistent re-read ends, where that re-read took longer than a second', async () => {
+      vi.useFakeTimers();
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      kernel.dumpMs = 1_500;
+      kernel.inconsistent = ['addresses'];
+      let dumps = 0;
+      // The first dump is marked; those after it are not.
+      kernel.onDump = () => {
+        dumps += 1;
+        kernel.inconsistent = [];
+      };
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null);
+      const started = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(1_500);
+      await started;
+      expect(dumps).toBe(1);
+      await vi.advanceTimersByTimeAsync(900);
+      expect(dumps).toBe(1);
+      await vi.advanceTimersByTimeAsync(200);
+      expect(dumps).toBe(2);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(dumps).toBe(2);
     });
   });
 

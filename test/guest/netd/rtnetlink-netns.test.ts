@@ -2,7 +2,8 @@
 // socket (our addon) through an overflow, a throwing listener and a close from its callback; the
 // request socket (the `netlink` package) under more requests at once than its buffer holds answers
 // for; the agent over both when a notification, or a link in every dump, cannot be decoded; routes
-// via an IPv6 next hop (RFC 5549); and dumps the kernel marks interrupted by a change.
+// via an IPv6 next hop (RFC 5549); dumps the kernel marks interrupted by a change; and a bridge's
+// messages about its port.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { compiled } from '../dns/dns-topology.js';
@@ -14,14 +15,16 @@ describeNetns('rtnetlink sockets in a namespace', () => {
   let undecodable: Record<string, unknown>;
   let viaIpv6: Record<string, unknown>;
   let interrupted: Record<string, Record<string, unknown>>;
+  let bridgePort: Record<string, unknown>;
 
   beforeAll(async () => {
-    const [eventsFixture = '', floodFixture = '', undecodableFixture = '', viaIpv6Fixture = '', interruptedFixture = ''] = compiled([
+    const [eventsFixture = '', floodFixture = '', undecodableFixture = '', viaIpv6Fixture = '', interruptedFixture = '', bridgePortFixture = ''] = compiled([
       'test/guest/netd/fixtures/rtnl-events',
       'test/guest/netd/fixtures/rtnetlink-flood',
       'test/guest/netd/fixtures/undecodable-notification',
       'test/guest/netd/fixtures/route-via-ipv6',
       'test/guest/netd/fixtures/interrupted-dump',
+      'test/guest/netd/fixtures/bridge-port',
       'guest/netd/rtnl-events',
       'guest/netd/rtnetlink',
       'guest/netd/agent',
@@ -36,6 +39,7 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     undecodable = JSON.parse(mangling.stdout) as typeof undecodable;
     viaIpv6 = JSON.parse((await (await harness.namespace('via6')).exec([process.execPath, viaIpv6Fixture], { timeoutMs: 20_000 })).stdout) as typeof viaIpv6;
     interrupted = JSON.parse((await (await harness.namespace('intr')).exec([process.execPath, interruptedFixture], { timeoutMs: 30_000 })).stdout) as typeof interrupted;
+    bridgePort = JSON.parse((await (await harness.namespace('brport')).exec([process.execPath, bridgePortFixture], { timeoutMs: 30_000 })).stdout) as typeof bridgePort;
   }, 120_000);
 
   afterAll(async () => {
@@ -149,6 +153,17 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     // A change under every dump: the third is used, and said to be inconsistent.
     expect(always).toMatchObject({ addressDumps: 3, inconsistent: ['addresses'], skipped: 0 });
     expect(Number(always['addresses'])).toBeGreaterThan(total);
+  });
+
+  it("takes a bridge's messages about its port (AF_BRIDGE) for nothing: the link keeps its group, and is not gone, nor its address, as it leaves the bridge", () => {
+    const v0 = { inView: true, group: 7, address: true };
+    expect(bridgePort['atStart']).toEqual(v0);
+    expect(bridgePort['asPort']).toEqual(v0);
+    expect(bridgePort['afterLeaving']).toEqual(v0);
+    // Every step's notifications were told before the report.
+    expect(bridgePort['markers']).toBe(2);
+    expect(bridgePort['deletions']).toBe(0);
+    expect(bridgePort['losses']).toEqual([]);
   });
 
   it('keeps a served link that became unreadable as last read, not taken as gone: still configured and routed to', () => {

@@ -7,7 +7,17 @@ import { describe, expect, it } from 'vitest';
 import type { KernelAddress, KernelLink, KernelNeighbour, KernelRoute } from '../../../guest/netd/kernel-view.js';
 import { NetdError } from '../../../guest/netd/netd-error.js';
 import { decodeAddress, decodeDumpEntries, decodeLink, decodeNeighbour, decodeNotification, decodeRoute } from '../../../guest/netd/rtnetlink.js';
-import { ADDRESS_V0, CONNECTED_ROUTE, DEFAULT_ROUTE_VIA_IPV6, LINK_V0, MARKED_ADDRESS_V0, NEIGHBOUR_V0, ROUTE_VIA_IPV6 } from './kernel-messages.js';
+import {
+  ADDRESS_V0,
+  BRIDGE_PORT_DELLINK_V0,
+  BRIDGE_PORT_NEWLINK_V0,
+  CONNECTED_ROUTE,
+  DEFAULT_ROUTE_VIA_IPV6,
+  LINK_V0,
+  MARKED_ADDRESS_V0,
+  NEIGHBOUR_V0,
+  ROUTE_VIA_IPV6,
+} from './kernel-messages.js';
 
 /** A u32 attribute as the kernel sends it: host order. */
 const u32 = (value: number): Buffer => {
@@ -207,6 +217,20 @@ describe('decoding the bytes a kernel sent', () => {
     expect(decodeNotification(rt.MessageType.DELADDR, MARKED_ADDRESS_V0)).toEqual({ kind: 'address', op: 'del', address: { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: 236 } });
   });
 
+  it("takes a bridge's messages about its port (AF_BRIDGE, no IFLA_GROUP) for nothing: its RTM_DELLINK says the port left the bridge, not that the link is gone", () => {
+    // What they hold: v0 (ifindex 3, in group 7), by name, with no group.
+    expect(rt.parseLinkMessage(BRIDGE_PORT_NEWLINK_V0)).toMatchObject({ data: { family: 7, index: 3 }, attrs: { ifname: 'v0' } });
+    expect(rt.parseLinkMessage(BRIDGE_PORT_NEWLINK_V0).attrs).not.toHaveProperty('group');
+    expect(rt.parseLinkMessage(BRIDGE_PORT_DELLINK_V0)).toMatchObject({ data: { family: 7, index: 3 }, attrs: { ifname: 'v0' } });
+    expect(decodeLink(BRIDGE_PORT_NEWLINK_V0)).toBeNull();
+    expect(decodeNotification(rt.MessageType.NEWLINK, BRIDGE_PORT_NEWLINK_V0)).toBeNull();
+    expect(decodeNotification(rt.MessageType.DELLINK, BRIDGE_PORT_DELLINK_V0)).toBeNull();
+    // The kernel's own (AF_UNSPEC) with the same bytes after the family: read.
+    const own = Buffer.from(BRIDGE_PORT_DELLINK_V0);
+    own[0] = 0;
+    expect(decodeNotification(rt.MessageType.DELLINK, own)).toMatchObject({ kind: 'link', op: 'del', link: { ifindex: 3, name: 'v0' } });
+  });
+
   it('reads a link whose IFLA_MTU is 2 bytes, which the netlink package cannot parse', () => {
     const link = Buffer.concat([LINK_V0, SHORT_MTU]);
     expect(() => rt.parseLinkMessage(link)).toThrow('Unexpected length (got 2, expected 4)');
@@ -223,6 +247,8 @@ describe('attributes the agent does not read', () => {
     ['route', CONNECTED_ROUTE],
     ['route', ROUTE_VIA_IPV6],
     ['neighbour', NEIGHBOUR_V0],
+    ['link', BRIDGE_PORT_NEWLINK_V0],
+    ['link', BRIDGE_PORT_DELLINK_V0],
   ];
 
   it('reads real messages with their attributes laid out again as they were (the splitting the properties below rely on)', () => {
