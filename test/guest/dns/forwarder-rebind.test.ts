@@ -631,6 +631,24 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`, `${UPSTREAM_B}:53`], failed: 0, pending: 0 });
   });
 
+  it('asks an upstream it passed over while none of its sockets worked once it is connected again, when the one it asked instead does not answer', async () => {
+    const listen = '169.254.0.23';
+    const forwarder = await start({ listen, upstreams: [UPSTREAM_A, DEAD_UPSTREAM], timeoutMs: 2000, manualClock: true });
+    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    await eventually('upstream A answering', async () => (await ask(listen)) === '192.0.2.80');
+    // Every socket to A gone: the query passes A over and goes to the dead upstream.
+    await destroy(forwarder, UPSTREAM_A, await portsTo(forwarder, UPSTREAM_A));
+    const asking = net.client.exec(['dig', `@${listen}`, '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+    await eventually('the query sent to the dead upstream', async () => (await forwarder.counter('pending')) === 1);
+    // A connected again while the query waits for the dead one. Passed over, A counted as asked:
+    // SERVFAIL once the dead one's time was up, A never asked.
+    await forwarder.advance(reconnectDelayMs(0));
+    await eventually('A connected again', async () => ((await forwarder.counters())['failingUpstreams'] as unknown[]).length === 0);
+    expect((await asking).stdout.trim()).toBe('192.0.2.80');
+    expect(await forwarder.counters()).toMatchObject({ upstreamTimeouts: 1, failed: 0, pending: 0 });
+  });
+
   it('sends a query whose socket failed while it waited, to its only upstream with no other socket working, as soon as that is connected again', async () => {
     const address = '192.0.2.58';
     const upstream = await pickyUpstream(address);
