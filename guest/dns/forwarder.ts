@@ -355,6 +355,15 @@ function hasTried(tried: readonly Upstream[], upstream: Upstream): boolean {
   return tried.some((done) => sameUpstream(done, upstream));
 }
 
+/** The first link of `upstreams` from `start` on in turn whose upstream is not among `tried`. */
+function untriedFrom(upstreams: readonly UpstreamLink[], tried: readonly Upstream[], start: number): UpstreamLink | undefined {
+  for (let step = 0; step < upstreams.length; step++) {
+    const link = upstreams[(start + step) % upstreams.length];
+    if (link !== undefined && !hasTried(tried, link.upstream)) return link;
+  }
+  return undefined;
+}
+
 /** Whether a query sent to `link` can be answered: some socket of it has not failed. */
 function usable(link: UpstreamLink): boolean {
   return link.failedSockets.size < link.sockets.length;
@@ -1513,11 +1522,13 @@ class Forwarder implements DnsForwarder {
       reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
       return;
     }
-    const first = this.#preferred < upstreams.length ? this.#preferred : 0;
-    for (let attempt = 0; attempt < upstreams.length; attempt++) {
-      const link = upstreams[(first + attempt) % upstreams.length];
-      if (link === undefined || socket.destroyed || this.#closed !== undefined) return;
-      const { upstream, via } = link;
+    // As over UDP, each upstream asked once at most, by address, in the list in use at each step:
+    // resolv.conf may be rewritten while an upstream is asked (and an upstream given twice is one).
+    const tried: Upstream[] = [];
+    for (let next = untriedFrom(upstreams, tried, this.#firstIndex()); next !== undefined; ) {
+      if (socket.destroyed || this.#closed !== undefined) return;
+      const { upstream, via } = next;
+      tried.push(upstream);
       // Through the link, as for UDP: to our own address a plain connection would reach us.
       const open = via === undefined ? undefined : () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex });
       const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed);
@@ -1529,8 +1540,13 @@ class Forwarder implements DnsForwarder {
         return;
       }
       this.#counters.upstreamTimeouts += 1;
+      // On from its place in the list in use now (it may be gone from it, or elsewhere).
+      const inUse = this.#upstreams;
+      const at = inUse.findIndex((link) => sameUpstream(link.upstream, upstream));
+      next = untriedFrom(inUse, tried, at === -1 ? this.#firstIndex() : at + 1);
     }
-    this.#counters.failed += 1;
+    if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;
+    else this.#counters.failed += 1;
     reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
   }
 
