@@ -341,8 +341,9 @@ function isIdle(connection: TcpClientConnection): boolean {
  * FIN_WAIT) for about a minute, and a client opening connections only to be refused made them at
  * its new-flow rate; after a reset none is left (RFC 7766 lets a server close idle connections).
  * While an answer is still on its way or unread (a client reading it slowly), a reset would
- * discard it: closed then as before, the kernel sending what it holds before its FIN. So is one
- * whose sending side we shut down already (libuv cannot reset it).
+ * discard it: closed then as before, the kernel sending what it holds before its FIN (unless the
+ * client sent what we have not read, reading paused: closing then resets anyway, RFC 2525 2.17).
+ * So is one whose sending side we shut down already (libuv cannot reset it).
  */
 function closeClientConnection(socket: TcpSocket): void {
   if (socket.destroyed) return;
