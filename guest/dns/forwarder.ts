@@ -307,11 +307,17 @@ interface PendingQuery {
   socket: UdpSocket | undefined;
   upstreamIndex: number;
   /**
-   * The upstreams it went to (or waited for) and those passed over as unable to answer, by address:
-   * each is asked once at most. Not a count of positions: the list may change under the query
-   * (resolv.conf rewritten), and it then goes on to the new list's upstreams it has not tried.
+   * The upstreams it went to (or waited for), by address: each is asked once at most. Not a count
+   * of positions: the list may change under the query (resolv.conf rewritten), and it then goes on
+   * to the new list's upstreams it has not tried.
    */
   readonly tried: Upstream[];
+  /**
+   * Upstreams it passed over because none of their sockets worked (see #nextUpstream), by address:
+   * not waited for later, but asked once they can answer, if it is still unanswered then. Made
+   * only when there is one.
+   */
+  passed: Upstream[] | undefined;
   /** Our id for the current upstream, its key in the pending table. */
   id: number;
   /** When the query last went out, and how often to the current upstream (1: not resent; 0: not yet, see #sendUpstream). */
@@ -335,8 +341,9 @@ function isIdle(connection: TcpClientConnection): boolean {
  * FIN_WAIT) for about a minute, and a client opening connections only to be refused made them at
  * its new-flow rate; after a reset none is left (RFC 7766 lets a server close idle connections).
  * While an answer is still on its way or unread (a client reading it slowly), a reset would
- * discard it: closed then as before, the kernel sending what it holds before its FIN. So is one
- * whose sending side we shut down already (libuv cannot reset it).
+ * discard it: closed then as before, the kernel sending what it holds before its FIN (unless the
+ * client sent what we have not read, reading paused: closing then resets anyway, RFC 2525 2.17).
+ * So is one whose sending side we shut down already (libuv cannot reset it).
  */
 function closeClientConnection(socket: TcpSocket): void {
   if (socket.destroyed) return;
@@ -347,6 +354,15 @@ function closeClientConnection(socket: TcpSocket): void {
 /** Whether `upstream` is among those a query `tried` (see PendingQuery.tried). */
 function hasTried(tried: readonly Upstream[], upstream: Upstream): boolean {
   return tried.some((done) => sameUpstream(done, upstream));
+}
+
+/** The first link of `upstreams` from `start` on in turn whose upstream is not among `tried`. */
+function untriedFrom(upstreams: readonly UpstreamLink[], tried: readonly Upstream[], start: number): UpstreamLink | undefined {
+  for (let step = 0; step < upstreams.length; step++) {
+    const link = upstreams[(start + step) % upstreams.length];
+    if (link !== undefined && !hasTried(tried, link.upstream)) return link;
+  }
+  return undefined;
 }
 
 /** Whether a query sent to `link` can be answered: some socket of it has not failed. */
@@ -975,10 +991,10 @@ class Forwarder implements DnsForwarder {
       this.#answerUdp(message, verdict.questionEnd, RCODE.servFail, remote);
       return;
     }
-    const tried: Upstream[] = [];
-    const index = this.#nextUpstream(tried, this.#firstIndex());
-    const link = index === undefined ? undefined : this.#upstreams[index];
-    if (link === undefined || index === undefined) return;
+    // Where it goes is set below (#nextUpstream, which finds one for a new query while there are upstreams).
+    const firstIndex = this.#firstIndex();
+    const first = this.#upstreams[firstIndex];
+    if (first === undefined) return;
     // The datagram is a view into the socket's arena: the pending query keeps a copy.
     const query = Buffer.from(message);
     const entry: PendingQuery = {
@@ -988,15 +1004,21 @@ class Forwarder implements DnsForwarder {
       message: query,
       question: query.subarray(HEADER_LENGTH, verdict.questionEnd),
       questionEnd: verdict.questionEnd,
-      link,
+      link: first,
       socket: undefined,
-      upstreamIndex: index,
-      tried,
+      upstreamIndex: firstIndex,
+      tried: [],
+      passed: undefined,
       id: 0,
       sentAt: 0,
       transmissions: 0,
       upstreamUntil: 0,
     };
+    const index = this.#nextUpstream(entry, firstIndex);
+    const link = index === undefined ? undefined : this.#upstreams[index];
+    if (link === undefined || index === undefined) return;
+    entry.link = link;
+    entry.upstreamIndex = index;
     if (place === 'evict') this.#evictOldestOfLargest();
     if (!this.#sendUpstream(entry)) {
       this.#counters.overloaded += 1;
@@ -1073,32 +1095,40 @@ class Forwarder implements DnsForwarder {
   }
 
   /**
-   * Where in the list in use a query that tried `tried` goes next, from `start` on in turn: the
-   * first upstream it has not tried that can answer (see usable()), those passed over on the way
-   * added to `tried` (they count as tried); where none can, the first it has not tried, to wait
-   * for (a send may still tell of a lost route); undefined where it has tried them all.
+   * Where in the list in use `entry` goes next, from `start` on in turn: the first upstream it has
+   * not tried that can answer (see usable()), those passed over on the way added to `entry.passed`
+   * (not waited for later, but asked once they can answer); where none can, the first it has
+   * neither tried nor passed over, to wait for (a send may still tell of a lost route); undefined
+   * where there is none of either (see #hasUntried).
    */
-  #nextUpstream(tried: Upstream[], start: number): number | undefined {
+  #nextUpstream(entry: PendingQuery, start: number): number | undefined {
     const upstreams = this.#upstreams;
     let firstUnusable: number | undefined;
-    let passed: Upstream[] | undefined;
+    let passing: Upstream[] | undefined;
     for (let step = 0; step < upstreams.length; step++) {
       const at = (start + step) % upstreams.length;
       const link = upstreams[at];
-      if (link === undefined || hasTried(tried, link.upstream)) continue;
+      if (link === undefined || hasTried(entry.tried, link.upstream)) continue;
       if (usable(link)) {
-        if (passed !== undefined) tried.push(...passed);
+        if (passing !== undefined) (entry.passed ??= []).push(...passing);
         return at;
       }
+      if (entry.passed !== undefined && hasTried(entry.passed, link.upstream)) continue;
       firstUnusable ??= at;
-      (passed ??= []).push(link.upstream);
+      (passing ??= []).push(link.upstream);
     }
     return firstUnusable;
   }
 
-  /** Whether the list in use has an upstream `entry` has not tried (`usableOnly`: one that can answer). */
+  /**
+   * Whether the list in use has an upstream `entry` may go to (#nextUpstream finds one): one it has
+   * not tried that can answer, or (`usableOnly` false) that it has neither tried nor passed over.
+   */
   #hasUntried(entry: PendingQuery, usableOnly: boolean): boolean {
-    return this.#upstreams.some((link) => (!usableOnly || usable(link)) && !hasTried(entry.tried, link.upstream));
+    const { tried, passed } = entry;
+    return this.#upstreams.some(
+      (link) => !hasTried(tried, link.upstream) && (usable(link) || (!usableOnly && (passed === undefined || !hasTried(passed, link.upstream)))),
+    );
   }
 
   #answerUdp(query: Buffer, questionEnd: number, rcode: Rcode, client: UdpPeer): void {
@@ -1247,7 +1277,7 @@ class Forwarder implements DnsForwarder {
   #moveToCurrent(entry: PendingQuery): void {
     this.#awaitingReconnect.delete(entry);
     this.#pending.take(entry.id);
-    this.#sendTo(entry, this.#nextUpstream(entry.tried, this.#firstIndex()));
+    this.#sendTo(entry, this.#nextUpstream(entry, this.#firstIndex()));
   }
 
   /**
@@ -1315,7 +1345,7 @@ class Forwarder implements DnsForwarder {
     // Its upstream's place in the list in use, by address: the list may have changed since the
     // query was sent (its upstream dropped: it goes on as a new query would).
     const failedIndex = upstreams.findIndex((link) => sameUpstream(link.upstream, entry.link.upstream));
-    const nextIndex = this.#nextUpstream(entry.tried, failedIndex === -1 ? this.#firstIndex() : failedIndex + 1);
+    const nextIndex = this.#nextUpstream(entry, failedIndex === -1 ? this.#firstIndex() : failedIndex + 1);
     const next = nextIndex === undefined ? undefined : upstreams[nextIndex];
     if (why === 'timed-out' && next !== undefined && nextIndex !== undefined && failedIndex !== -1 && this.#preferred === failedIndex) {
       this.#preferred = nextIndex;
@@ -1493,11 +1523,13 @@ class Forwarder implements DnsForwarder {
       reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
       return;
     }
-    const first = this.#preferred < upstreams.length ? this.#preferred : 0;
-    for (let attempt = 0; attempt < upstreams.length; attempt++) {
-      const link = upstreams[(first + attempt) % upstreams.length];
-      if (link === undefined || socket.destroyed || this.#closed !== undefined) return;
-      const { upstream, via } = link;
+    // As over UDP, each upstream asked once at most, by address, in the list in use at each step:
+    // resolv.conf may be rewritten while an upstream is asked (and an upstream given twice is one).
+    const tried: Upstream[] = [];
+    for (let next = untriedFrom(upstreams, tried, this.#firstIndex()); next !== undefined; ) {
+      if (socket.destroyed || this.#closed !== undefined) return;
+      const { upstream, via } = next;
+      tried.push(upstream);
       // Through the link, as for UDP: to our own address a plain connection would reach us.
       const open = via === undefined ? undefined : () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex });
       const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed);
@@ -1509,8 +1541,13 @@ class Forwarder implements DnsForwarder {
         return;
       }
       this.#counters.upstreamTimeouts += 1;
+      // On from its place in the list in use now (it may be gone from it, or elsewhere).
+      const inUse = this.#upstreams;
+      const at = inUse.findIndex((link) => sameUpstream(link.upstream, upstream));
+      next = untriedFrom(inUse, tried, at === -1 ? this.#firstIndex() : at + 1);
     }
-    this.#counters.failed += 1;
+    if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;
+    else this.#counters.failed += 1;
     reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
   }
 

@@ -631,6 +631,50 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`, `${UPSTREAM_B}:53`], failed: 0, pending: 0 });
   });
 
+  it('asks an upstream it passed over while none of its sockets worked once it is connected again, when the one it asked instead does not answer', async () => {
+    const listen = '169.254.0.23';
+    const forwarder = await start({ listen, upstreams: [UPSTREAM_A, DEAD_UPSTREAM], timeoutMs: 2000, manualClock: true });
+    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    await eventually('upstream A answering', async () => (await ask(listen)) === '192.0.2.80');
+    // Every socket to A gone: the query passes A over and goes to the dead upstream.
+    await destroy(forwarder, UPSTREAM_A, await portsTo(forwarder, UPSTREAM_A));
+    const asking = net.client.exec(['dig', `@${listen}`, '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+    await eventually('the query sent to the dead upstream', async () => (await forwarder.counter('pending')) === 1);
+    // A connected again while the query waits for the dead one. Passed over, A counted as asked:
+    // SERVFAIL once the dead one's time was up, A never asked.
+    await forwarder.advance(reconnectDelayMs(0));
+    await eventually('A connected again', async () => ((await forwarder.counters())['failingUpstreams'] as unknown[]).length === 0);
+    expect((await asking).stdout.trim()).toBe('192.0.2.80');
+    expect(await forwarder.counters()).toMatchObject({ upstreamTimeouts: 1, failed: 0, pending: 0 });
+  });
+
+  it('sends a TCP query on to an upstream the list in use names when the one it asked does not answer, not only those listed when it came', async () => {
+    const listen = '169.254.0.24';
+    // On no host, and asked by no other test: the connection to it fails only once its neighbour
+    // entry does (3 s), after the query's time with it (2 s), whatever the tests before it sent.
+    const dead = '192.0.2.97';
+    const { forwarder, dir } = await following(listen, [dead], { timeoutMs: 2000 });
+    const asking = net.client.exec(['dig', `@${listen}`, '+tcp', '+time=6', '+tries=1', '+short', 'www.test.example'], { allowFailure: true });
+    await eventually('the TCP query asked of the dead upstream', async () => (await forwarder.counter('tcpQueries')) === 1);
+    // resolv.conf now names B alone: the query went through the list as it was when it came (the
+    // dead upstream alone), SERVFAIL, B never asked.
+    replaceResolvConf(dir, `nameserver ${UPSTREAM_B}\n`);
+    expect((await asking).stdout.trim()).toBe('192.0.2.81');
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_B}:53`], upstreamTimeouts: 1, failed: 0 });
+  });
+
+  it('asks an upstream named twice (--dns-upstream) once per TCP query', async () => {
+    const listen = '169.254.0.25';
+    const forwarder = await start({ listen, upstreams: [DEAD_UPSTREAM, DEAD_UPSTREAM], timeoutMs: 1000 });
+    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    const answer = await net.client.exec(['dig', `@${listen}`, '+tcp', '+time=6', '+tries=1', 'www.test.example'], { allowFailure: true });
+    expect(answer.stdout).toMatch(/status: SERVFAIL/);
+    // Once, then SERVFAIL (before: a second time, the list's second place).
+    expect(await forwarder.counters()).toMatchObject({ upstreamTimeouts: 1, failed: 1 });
+  });
+
   it('sends a query whose socket failed while it waited, to its only upstream with no other socket working, as soon as that is connected again', async () => {
     const address = '192.0.2.58';
     const upstream = await pickyUpstream(address);
