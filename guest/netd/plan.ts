@@ -377,7 +377,11 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
       // any ARP from its address refreshed it, arp_filter or not, and once the guard stops that
       // the kernel evicts it only under pressure (at gc_thresh1, 60 s after it went stale; at
       // gc_thresh2, 5 s after its last update), so a few hundred such entries could sit there
-      // until the table is nearly full. Deleted now, they free their room at once. Only unicast:
+      // until the table is nearly full. Deleted now, they free their room at once. The provider's
+      // own traffic to such an address (a socket bound to the link) makes one too, which never
+      // resolves (the guard drops any answer): deleted as it fails (the kernel says so after its
+      // probes, every ~3 s while that traffic lasts, deleted or not), a request and a reconcile
+      // each time. Only unicast:
       // the kernel makes a NOARP entry for a broadcast or multicast address it sends to (a DHCP
       // reply to 255.255.255.255) and would make it again at the next send.
       if (neighbour.permanent ? inClientNetwork(neighbour.ip) : isUnicast(neighbour.ip)) {
