@@ -140,10 +140,12 @@ print(json.dumps({'answers': answers_of(data), 'end': end, 'ms': ms()}))
 `;
 
 /**
- * An upstream over TCP at 192.0.2.1:`port` answering every query with an A record, 192.0.2.77,
- * after `delayMs`: its answers are still on their way when a client's FIN reaches the forwarder.
+ * An upstream over TCP at 192.0.2.1:`port` answering every query with an A record, 192.0.2.77:
+ * at once, or after `delayMs` (its answers still on their way when a client's FIN reaches the
+ * forwarder); names containing `neverAnswered` it never answers.
  */
-function slowTcpUpstreamScript(port: number, delayMs: number): string {
+function tcpUpstreamScript(port: number, options: { delayMs?: number; neverAnswered?: string } = {}): string {
+  const send = 'socket.write(Buffer.concat([length, answer]))';
   return `const net = require('node:net');
     net.createServer((socket) => {
       let buffered = Buffer.alloc(0);
@@ -152,11 +154,12 @@ function slowTcpUpstreamScript(port: number, delayMs: number): string {
         buffered = Buffer.concat([buffered, chunk]);
         while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
           const query = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
-          buffered = buffered.subarray(2 + query.length);
+          buffered = buffered.subarray(2 + query.length);${options.neverAnswered === undefined ? '' : `
+          if (query.includes(${JSON.stringify(options.neverAnswered)})) continue;`}
           const record = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 77]);
           const answer = Buffer.concat([query, record]); answer[2] |= 0x80; answer[3] |= 0x80; answer.writeUInt16BE(1, 6);
           const length = Buffer.alloc(2); length.writeUInt16BE(answer.length, 0);
-          setTimeout(() => socket.write(Buffer.concat([length, answer])), ${delayMs});
+          ${options.delayMs === undefined ? `${send};` : `setTimeout(() => ${send}, ${options.delayMs});`}
         }
       });
     }).listen(${port}, '192.0.2.1', () => process.stdout.write('ready\\n'));`;
@@ -527,23 +530,7 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
 
   it('gives a client a TCP connection while a few clients hold them all, closing the oldest idle one of the client holding the most, never one of a client at its fair share', async () => {
     // An upstream over TCP answering every name at once but hang-*, which it never answers.
-    const script = `const net = require('node:net');
-      net.createServer((socket) => {
-        let buffered = Buffer.alloc(0);
-        socket.on('error', () => undefined);
-        socket.on('data', (chunk) => {
-          buffered = Buffer.concat([buffered, chunk]);
-          while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
-            const query = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
-            buffered = buffered.subarray(2 + query.length);
-            if (query.includes('hang-')) continue;
-            const record = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 77]);
-            const answer = Buffer.concat([query, record]); answer[2] |= 0x80; answer[3] |= 0x80; answer.writeUInt16BE(1, 6);
-            const length = Buffer.alloc(2); length.writeUInt16BE(answer.length, 0);
-            socket.write(Buffer.concat([length, answer]));
-          }
-        });
-      }).listen(5304, '192.0.2.1', () => process.stdout.write('ready\\n'));`;
+    const script = tcpUpstreamScript(5304, { neverAnswered: 'hang-' });
     const upstream = net.internet.spawn([process.execPath, '-e', script]);
     await upstream.waitForOutput(/^ready$/m);
     const [holderA, holderB, holderD] = ['100.64.0.21', '100.64.0.22', '100.64.0.24'];
@@ -821,7 +808,7 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     // `nc -N`, or a script calling shutdown(SHUT_WR) after writing: the FIN reaches us before the
     // answers, which the upstream sends 200 ms later. Once with all three queries relayed at once,
     // once with one at a time (the others still buffered, unread, when the FIN comes).
-    const upstream = net.internet.spawn([process.execPath, '-e', slowTcpUpstreamScript(5302, 200)]);
+    const upstream = net.internet.spawn([process.execPath, '-e', tcpUpstreamScript(5302, { delayMs: 200 })]);
     await upstream.waitForOutput(/^ready$/m);
     // One connection per client: the second round is refused unless the first one's slot was freed.
     const options = { upstreams: ['192.0.2.1:5302'], tcpIdleMs: 5000, maxTcpConnectionsPerClient: 1 };

@@ -7,7 +7,7 @@ import { parseCountersJson } from '../../../guest/firewall/counters.js';
 import { parseTableListing } from '../../../guest/firewall/ruleset.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, removeNamespaceSync } from '../../harness/index.js';
-import { ARP_PROBE, ARP_PROBE_PACKETS_PER_SENDER } from '../firewall/arp-probe.js';
+import { ARP_ANSWERS, ARP_PROBE, ARP_PROBE_PACKETS_PER_SENDER, ARP_SOCKET } from '../firewall/arp-probe.js';
 import { withoutFlowElements } from '../firewall/provider-world.js';
 import { eventually, udhcpc } from '../provider-world.js';
 
@@ -575,25 +575,10 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     // Requests "who has 169.254.0.1" from eth0's MAC, one per sender address; prints the sender
     // addresses the replies that came within half a second were for.
     const arp = `
-import json, socket, struct, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
-s.bind(('eth0', 0))
-mac = bytes.fromhex(open('/sys/class/net/eth0/address').read().strip().replace(':', ''))
-for sender in sys.argv[1:]:
+${ARP_SOCKET}for sender in sys.argv[1:]:
     request = struct.pack('>HHBBH', 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton(sender) + bytes(6) + socket.inet_aton('169.254.0.1')
     s.send(b'\\xff' * 6 + mac + b'\\x08\\x06' + request)
-answered = set()
-s.settimeout(0.1)
-deadline = time.monotonic() + 0.5
-while time.monotonic() < deadline:
-    try:
-        frame = s.recv(128)
-    except socket.timeout:
-        continue
-    if struct.unpack('>H', frame[20:22])[0] == 2:
-        answered.add(socket.inet_ntoa(frame[38:42]))
-print(json.dumps(sorted(answered)))
-`;
+${ARP_ANSWERS}`;
     // Its own address, another client's, addresses off the link (none routed, or behind no link).
     const others = ['100.64.0.1', '100.64.0.200', '203.0.113.1', '203.0.113.2', '203.0.113.3', '198.51.100.7', '169.254.0.9'];
     const { stdout } = await c12.exec(['python3', '-c', arp, '100.64.0.12', ...others]);
