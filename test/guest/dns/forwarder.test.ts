@@ -70,6 +70,16 @@ def answers_of(data):
         message, data = data[2:2 + length], data[2 + length:]
         answers.append([struct.unpack('>H', message[:2])[0], '.'.join(str(b) for b in message[-4:])])
     return answers
+def read_until_closed():
+    data, end = b'', 'eof'
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except socket.timeout:
+        end = 'timeout'
+    except ConnectionResetError:
+        end = 'reset'
+    return data, end
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 if mode == 'slow-read':
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
@@ -100,24 +110,12 @@ data, end = b'', 'eof'
 if mode == 'half-close':
     s.sendall(b''.join(framed(name, 0x100 + i) for i, name in enumerate(names)))
     s.shutdown(socket.SHUT_WR)
-    try:
-        while chunk := s.recv(65536):
-            data += chunk
-    except socket.timeout:
-        end = 'timeout'
-    except ConnectionResetError:
-        end = 'reset'
+    data, end = read_until_closed()
 elif mode in ('ask-then-wait', 'slow-read'):
     s.sendall(framed(names[0], 0x100))
     if mode == 'slow-read':
         time.sleep(1.5)
-    try:
-        while chunk := s.recv(65536):
-            data += chunk
-    except socket.timeout:
-        end = 'timeout'
-    except ConnectionResetError:
-        end = 'reset'
+    data, end = read_until_closed()
     print(json.dumps({'answers': answers_of(data), 'end': end, 'bytes': len(data)}))
     sys.exit(0)
 else:
