@@ -130,7 +130,14 @@ function byNamespace(steps: readonly DeviceStep[]): Map<string | null, DeviceSte
   return groups;
 }
 
-function runIp(args: readonly string[]): Promise<{ code: number; stderr: string }> {
+interface IpResult {
+  /** null when a signal ended it. */
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stderr: string;
+}
+
+function runIpOnce(args: readonly string[]): Promise<IpResult> {
   return new Promise((resolve) => {
     // A process group of its own: a terminal's Ctrl-C (sent to the foreground group) must reach
     // spectrum-link alone, which stops at a safe point and undoes its run, not kill an `ip netns`
@@ -138,16 +145,46 @@ function runIp(args: readonly string[]): Promise<{ code: number; stderr: string 
     const child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', (error) => resolve({ code: 127, stderr: error.message }));
-    child.on('close', (code) => resolve({ code: code ?? 1, stderr }));
+    child.on('error', (error) => resolve({ code: 127, signal: null, stderr: error.message }));
+    child.on('close', (code, signal) => resolve({ code, signal, stderr }));
   });
 }
 
+/** Signals meant for spectrum-link (its interruption) that a child can catch while it is forked. */
+const GROUP_STOP_SIGNALS: ReadonlySet<string> = new Set(['SIGINT', 'SIGTERM']);
+/** Runs of one `ip` command that such a signal may end before one is let run. */
+const IP_RUNS_MAX = 3;
+
+/**
+ * Run `ip` with these arguments. The child leaves our process group only once forked (libuv calls
+ * setsid() in it): a Ctrl-C or a signal to the group in between is pending in the child, which it
+ * dies of before ip starts, though the signal was spectrum-link's (it handles it at a safe point).
+ * So a run ended by SIGINT or SIGTERM is run again; ip did nothing yet, and its commands here are
+ * idempotent where it did (the callers check the namespace, not the exit code alone).
+ */
+async function runIp(args: readonly string[]): Promise<IpResult> {
+  let result = await runIpOnce(args);
+  for (let run = 1; run < IP_RUNS_MAX && result.signal !== null && GROUP_STOP_SIGNALS.has(result.signal); run += 1) {
+    result = await runIpOnce(args);
+  }
+  return result;
+}
+
+/** Why `ip ARGS` failed, in one line: its own first line, else how it ended. */
+function ipFailure(args: readonly string[], result: IpResult): string {
+  if (result.code === 127) return 'the ip command (iproute2) is missing';
+  const said = result.stderr.split('\n')[0]?.trim() ?? '';
+  if (said !== '') return said;
+  const command = ['ip', ...args].join(' ');
+  if (result.signal !== null) return `${command} was killed by ${result.signal}`;
+  return `${command} exited with code ${String(result.code)}, saying nothing`;
+}
+
 async function createNamespace(name: string): Promise<void> {
-  const result = await runIp(['netns', 'add', name]);
+  const args = ['netns', 'add', name];
+  const result = await runIp(args);
   if (result.code !== 0 && !netnsExists(name)) {
-    const reason = result.code === 127 ? 'the ip command (iproute2) is missing' : (result.stderr.split('\n')[0]?.trim() ?? '');
-    throw new DeviceError('netns-create', `could not create network namespace ${name}: ${reason}`);
+    throw new DeviceError('netns-create', `could not create network namespace ${name}: ${ipFailure(args, result)}`);
   }
 }
 
@@ -235,10 +272,10 @@ export async function undoDevices(names: readonly string[], kinds?: ReadonlyMap<
 export async function deleteNamespaces(names: readonly string[]): Promise<NamespaceLeft[]> {
   const left: NamespaceLeft[] = [];
   for (const name of names) {
-    const result = await runIp(['netns', 'delete', name]);
+    const args = ['netns', 'delete', name];
+    const result = await runIp(args);
     if (result.code === 0 || !netnsExists(name)) continue;
-    const reason = result.code === 127 ? 'the ip command (iproute2) is missing' : (result.stderr.split('\n')[0]?.trim() || `ip netns delete exited ${result.code}`);
-    left.push({ netns: name, error: reason });
+    left.push({ netns: name, error: ipFailure(args, result) });
   }
   return left;
 }

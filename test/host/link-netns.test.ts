@@ -1,5 +1,6 @@
 import { accessSync, constants, existsSync } from 'node:fs';
-import { mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns, trackTempDir } from '../harness/index.js';
@@ -369,6 +370,60 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
     // The read-only mount stayed in that mount namespace: ours is writable as before.
     expect(() => accessSync('/proc/sys/net/ipv6/conf/all/disable_ipv6', constants.W_OK)).not.toThrow();
+  });
+
+  /**
+   * A directory holding an `ip` that logs its arguments and, for `netns add` only, ends as
+   * `mode` says; every other command, and `netns add` once done with, goes to the real ip
+   * (the directory comes first in PATH).
+   */
+  async function fakeIp(mode: 'interrupted-once' | 'killed' | 'silent'): Promise<{ env: Record<string, string>; calls: () => Promise<string[]> }> {
+    const dir = await mkdtemp(join(tmpdir(), 'spectrum-fake-ip-'));
+    trackTempDir(dir);
+    const ending = {
+      // As a child forked while a Ctrl-C reached spectrum-link's group: dead of SIGINT before ip ran.
+      'interrupted-once': `if [ ! -e "${dir}/interrupted" ]; then : > "${dir}/interrupted"; kill -INT $$; fi`,
+      killed: 'kill -KILL $$',
+      silent: 'exit 1',
+    }[mode];
+    const script = `#!/bin/sh\necho "$*" >> "${dir}/calls"\nif [ "$1 $2" = "netns add" ]; then ${ending}; fi\nPATH=\${PATH#*:} exec ip "$@"\n`;
+    await writeFile(join(dir, 'ip'), script, { mode: 0o755 });
+    const calls = async (): Promise<string[]> => (await readFile(join(dir, 'calls'), 'utf8').catch(() => '')).split('\n').filter((line) => line !== '');
+    return { env: { PATH: `${dir}:${process.env.PATH ?? ''}` }, calls };
+  }
+
+  it('runs `ip netns add` again when it died of a SIGINT before it ran (one meant for spectrum-link, caught while it was forked)', async () => {
+    const netns = `${world.netnsPrefix}appvm-20`;
+    // netvm's namespace made already (idempotent where a test before linked lynx).
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    const ip = await fakeIp('interrupted-once');
+    const result = await world.link(['link', 'appvm-20', '--attach', 'netns'], ip.env);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toBe('');
+    expect(await ip.calls()).toEqual([`netns add ${netns}`, `netns add ${netns}`]);
+    expect((await world.host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' })).stdout).toContain(netns);
+    // As before it: the VM neither linked nor with a namespace.
+    expect((await world.link(['unlink', 'appvm-20', '--forget', '--attach', 'netns'])).code).toBe(0);
+    await world.host.exec(['ip', 'netns', 'delete', netns], { enter: 'nsenter' });
+  });
+
+  it.each([
+    ['killed', 'was killed by SIGKILL'],
+    ['silent', 'exited with code 1, saying nothing'],
+  ] as const)('says how `ip netns add` ended where it said nothing (%s): one line, exit 1, nothing made or recorded', async (mode, ending) => {
+    const netns = `${world.netnsPrefix}appvm-20`;
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    const before = await devices(world.host);
+    const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
+    const ip = await fakeIp(mode);
+    const result = await world.link(['link', 'appvm-20', '--attach', 'netns'], ip.env);
+    expect(result.code).toBe(1);
+    expect(oneLineError(result.stderr)).toBe(`spectrum-link: could not create network namespace ${netns}: ip netns add ${netns} ${ending}`);
+    // Run once (the undo may try deleting the namespace, which is not there).
+    expect((await ip.calls()).filter((call) => call.startsWith('netns add'))).toEqual([`netns add ${netns}`]);
+    expect([...(await devices(world.host)).keys()].sort()).toEqual([...before.keys()].sort());
+    expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+    expect((await world.host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' })).stdout).not.toContain(netns);
   });
 });
 
