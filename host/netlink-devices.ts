@@ -188,17 +188,25 @@ async function createNamespace(name: string): Promise<void> {
   }
 }
 
-/** Carry out a plan; on failure delete what it created, then rethrow. */
+/**
+ * Carry out a plan. A failure is thrown as it is; the caller undoes the plan (undoDevicePlan),
+ * which tells what that undo could not delete, and keeps the failure that is thrown.
+ */
 export async function applyDevicePlan(plan: DevicePlan): Promise<void> {
-  try {
-    for (const name of plan.createNamespaces) await createNamespace(name);
-    await Promise.all([...byNamespace(plan.clearFarEnds)].map(([netns, steps]) => runSteps(netns, steps)));
-    await runSteps(null, plan.hostSteps.flat());
-    await Promise.all([...byNamespace(plan.configureFarEnds)].map(([netns, steps]) => runSteps(netns, steps)));
-  } catch (error) {
-    await undoDevicePlan(plan);
-    throw error;
-  }
+  for (const name of plan.createNamespaces) await createNamespace(name);
+  await inEachNamespace(plan.clearFarEnds);
+  await runSteps(null, plan.hostSteps.flat());
+  await inEachNamespace(plan.configureFarEnds);
+}
+
+/**
+ * Run steps in their namespaces side by side, and return once all are done: an undo that began
+ * while another namespace's steps ran would race them. The first failure is thrown.
+ */
+async function inEachNamespace(steps: readonly DeviceStep[]): Promise<void> {
+  const outcomes = await Promise.allSettled([...byNamespace(steps)].map(([netns, group]) => runSteps(netns, group)));
+  const failure = outcomes.find((outcome) => outcome.status === 'rejected');
+  if (failure !== undefined) throw failure.reason as unknown;
 }
 
 /** Devices an undo could not delete: those still there after their removal failed, and why. */
