@@ -11,10 +11,31 @@ export interface FirewallCounters {
   antispoofDrops: number;
   isolationDrops: number;
   inputDrops: number;
-  /** ARP the ARP guard dropped: a sender address not the link's client's, or a link not served. */
-  arpDrops: number;
+  /**
+   * ARP the ARP guard dropped: a sender address not the link's client's, or a link not served;
+   * null while the guard is not in force (FirewallReading.arpGuard says why).
+   */
+  arpDrops: number | null;
   flowLimitDrops: number;
   flowRateDrops: number;
+}
+
+/**
+ * The ARP guard (table arp spectrum_netd): in force (its counter read), missing (no table of its
+ * name, or one without our counter: deleted or replaced since the last update), or unsupported
+ * (nft refused the arp family: a kernel without CONFIG_NF_TABLES_ARP; the rest of the firewall
+ * stands without it).
+ */
+export type ArpGuardState = 'in-force' | 'missing' | 'unsupported';
+
+/** What `status` reads of the firewall's tables. */
+export interface FirewallReading {
+  /** The drop counters; null when the inet table's cannot be read (inetGone says whether it is gone). */
+  readonly counters: FirewallCounters | null;
+  /** The inet table is missing, or a table of its name holds none of our counters: it holds nobody to anything. */
+  readonly inetGone: boolean;
+  /** null: no firewall of ours, or its counter could not be read for another reason. */
+  readonly arpGuard: ArpGuardState | null;
 }
 
 /** The agent's view of the firewall: make the ruleset match a model, read its counters. */
@@ -22,7 +43,8 @@ export interface FirewallPort {
   reconcile(model: FirewallModel): Promise<void>;
   /** Read the ruleset back and repair what differs from `model`; true when something was repaired. */
   verify(model: FirewallModel): Promise<boolean>;
-  counters(): Promise<FirewallCounters>;
+  /** Read both tables' counters: never rejects for a table missing, says so instead. */
+  counters(): Promise<FirewallReading>;
   /**
    * The flow limits the table was made with, while it stands as made: null until a reconcile (or
    * audit) has applied them, once one finds the table missing or changed and cannot make it
@@ -49,8 +71,8 @@ export class NoopFirewall implements FirewallPort {
     return Promise.resolve(false);
   }
 
-  counters(): Promise<FirewallCounters> {
-    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
+  counters(): Promise<FirewallReading> {
+    return Promise.resolve({ counters: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }, inetGone: false, arpGuard: null });
   }
 
   flowLimits(): FlowLimits | null {

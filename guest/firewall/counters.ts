@@ -58,24 +58,38 @@ function countersOf(text: string, family: string): Map<string, number> {
   return packets;
 }
 
-/** Read `nft -j list counters table inet spectrum_netd` output, and the same of `arp spectrum_netd`. */
-export function parseCountersJson(text: string, arpText: string): FirewallCounters {
+/** The inet table's counters: all but the ARP guard's. */
+export type InetCounters = Omit<FirewallCounters, 'arpDrops'>;
+
+/** The packet count of counter `name` of table `family` TABLE_NAME; 'table-changed' when it has none. */
+function read(packets: ReadonlyMap<string, number>, family: string, name: string): number {
+  const value = packets.get(name);
+  if (value === undefined) {
+    // A table of our name without our counters is not ours (someone replaced it): no listing problem.
+    throw new FirewallError('table-changed', `counter ${name} is missing from table ${family} ${TABLE_NAME}: reconcile the firewall to recreate it`);
+  }
+  return value;
+}
+
+/** Read `nft -j list counters table inet spectrum_netd` output. */
+export function parseInetCountersJson(text: string): InetCounters {
   const inet = countersOf(text, TABLE_FAMILY);
-  const arp = countersOf(arpText, ARP_TABLE_FAMILY);
-  const read = (packets: ReadonlyMap<string, number>, family: string, name: string): number => {
-    const value = packets.get(name);
-    if (value === undefined) {
-      // A table of our name without our counters is not ours (someone replaced it): no listing problem.
-      throw new FirewallError('table-changed', `counter ${name} is missing from table ${family} ${TABLE_NAME}: reconcile the firewall to recreate it`);
-    }
-    return value;
-  };
   return {
     antispoofDrops: read(inet, TABLE_FAMILY, COUNTERS.antispoofDrops),
     isolationDrops: read(inet, TABLE_FAMILY, COUNTERS.isolationDrops),
     inputDrops: read(inet, TABLE_FAMILY, COUNTERS.inputDrops),
-    arpDrops: read(arp, ARP_TABLE_FAMILY, ARP_COUNTER),
     flowLimitDrops: read(inet, TABLE_FAMILY, COUNTERS.flowLimitDrops),
     flowRateDrops: read(inet, TABLE_FAMILY, COUNTERS.flowRateDrops),
   };
+}
+
+/** Read `nft -j list counters table arp spectrum_netd` output: the ARP guard's drops. */
+export function parseArpDropsJson(text: string): number {
+  return read(countersOf(text, ARP_TABLE_FAMILY), ARP_TABLE_FAMILY, ARP_COUNTER);
+}
+
+/** Read `nft -j list counters table inet spectrum_netd` output, and the same of `arp spectrum_netd`. */
+export function parseCountersJson(text: string, arpText: string): FirewallCounters {
+  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops } = parseInetCountersJson(text);
+  return { antispoofDrops, isolationDrops, inputDrops, arpDrops: parseArpDropsJson(arpText), flowLimitDrops, flowRateDrops };
 }

@@ -7,7 +7,8 @@
  * nothing at all, so counters and `nft list ruleset` stay byte-identical across agent restarts.
  */
 import { spawn } from 'node:child_process';
-import { type FirewallCounters, parseCountersJson } from './counters.js';
+import { arpFamilyRefused } from './arp-family.js';
+import { type FirewallCounters, type InetCounters, parseArpDropsJson, parseInetCountersJson } from './counters.js';
 import { FirewallError } from './firewall-error.js';
 import { type FirewallState, advanceFirewallState, firewallStateOf } from './firewall-state.js';
 import { type FirewallModel, type ValidFirewallModel, validateFirewallModel } from './model.js';
@@ -15,7 +16,9 @@ import { type NftOutput, type NftResult, runNftInProcess } from './nft-library.j
 import {
   ARP_TABLE,
   type FirewallListings,
+  type FirewallTable,
   TABLE,
+  TABLE_OF,
   elementCommands,
   isEmptyDiff,
   parseTableListing,
@@ -31,6 +34,11 @@ export interface NftOptions {
    * in the caller's own process and namespace.
    */
   readonly netns?: string;
+  /**
+   * Without `netns`: run `nft` from PATH as a process in the caller's namespace instead of
+   * libnftables (SPECTRUM_NETD_SPAWN_NFT): for tests that put a wrapper nft first in PATH.
+   */
+  readonly spawn?: boolean;
   /** Per nft call; default 10 s. */
   readonly timeoutMs?: number;
 }
@@ -38,8 +46,10 @@ export interface NftOptions {
 /**
  * Where nft runs, and the settings the table is made with. The settings are required: a table
  * made with one cap and audited against another would be replaced at every audit.
+ * `arpFamilyRefused`: nft refused the arp family before (the kernel has no CONFIG_NF_TABLES_ARP):
+ * make the inet table alone, and try the ARP guard no more.
  */
-export type FirewallOptions = NftOptions & TableSettings;
+export type FirewallOptions = NftOptions & TableSettings & { readonly arpFamilyRefused?: boolean };
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const NETNS_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -57,16 +67,17 @@ function outputArgs(output: NftOutput): string[] {
 
 function runNft(call: NftCall, options: NftOptions): Promise<NftResult> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  if (options.netns === undefined) {
+  if (options.netns === undefined && options.spawn !== true) {
     return call.kind === 'command'
       ? runNftInProcess(call.words.join(' '), call.output, timeoutMs, describe(call))
       : runNftInProcess(call.script, {}, timeoutMs, describe(call));
   }
-  if (!NETNS_NAME.test(options.netns)) {
+  if (options.netns !== undefined && !NETNS_NAME.test(options.netns)) {
     throw new FirewallError('netns-name', `network namespace name ${JSON.stringify(options.netns)} is not a plain name under /run/netns`);
   }
   const args = call.kind === 'command' ? [...outputArgs(call.output), ...call.words] : ['-f', '-'];
-  return spawnNft(['ip', 'netns', 'exec', options.netns, 'nft', ...args], timeoutMs, describe(call), call.kind === 'script' ? call.script : '');
+  const where = options.netns === undefined ? [] : ['ip', 'netns', 'exec', options.netns];
+  return spawnNft([...where, 'nft', ...args], timeoutMs, describe(call), call.kind === 'script' ? call.script : '');
 }
 
 /** One nft process: output collected, killed on timeout, never left running. */
@@ -123,9 +134,9 @@ async function readTable(table: string, options: NftOptions): Promise<string | u
   throw failure(`list table ${table}`, result);
 }
 
-/** Both tables' listings: the inet table and the ARP guard. */
-async function readTables(options: NftOptions): Promise<FirewallListings> {
-  return { inet: await readTable(TABLE, options), arp: await readTable(ARP_TABLE, options) };
+/** Both tables' listings: the inet table and the ARP guard (without `arpGuard`, not listed). */
+async function readTables(options: NftOptions, arpGuard: boolean): Promise<FirewallListings> {
+  return { inet: await readTable(TABLE, options), arp: arpGuard ? await readTable(ARP_TABLE, options) : undefined };
 }
 
 async function applyScript(script: string, options: NftOptions): Promise<NftResult> {
@@ -133,24 +144,53 @@ async function applyScript(script: string, options: NftOptions): Promise<NftResu
 }
 
 /**
+ * What a reconcile did: whether anything changed, and `arpFamilyRefused` (only then present) when
+ * the ARP guard was left out because nft refused its family (see arp-family.ts).
+ */
+export interface ReconcileOutcome {
+  readonly changed: boolean;
+  readonly arpFamilyRefused?: true;
+}
+
+/**
  * Make the firewall enforce `model`: nothing happens when it already does; changed elements
  * only when a table has the expected structure; otherwise that whole table is replaced, all in one
- * transaction. Returns whether anything changed.
+ * transaction. Returns whether anything changed. Where the kernel has no arp family (nft refuses
+ * the ARP guard's chain as unsupported), the inet table is made alone, and the outcome says so;
+ * any other failure throws.
  */
-export async function reconcileFirewall(model: FirewallModel, options: FirewallOptions): Promise<{ changed: boolean }> {
+export async function reconcileFirewall(model: FirewallModel, options: FirewallOptions): Promise<ReconcileOutcome> {
+  const found = { arpFamilyRefused: options.arpFamilyRefused === true };
+  const { changed } = await reconcileTables(model, options, found);
+  return found.arpFamilyRefused ? { changed, arpFamilyRefused: true } : { changed };
+}
+
+/**
+ * reconcileFirewall, telling `found` the arp family refused as soon as nft does, so that a
+ * reconcile that then fails for another reason (and throws) still tells it.
+ */
+async function reconcileTables(model: FirewallModel, options: FirewallOptions, found: { arpFamilyRefused: boolean }): Promise<{ changed: boolean }> {
   assertTableSettings(options);
   const valid = validateFirewallModel(model);
+  let arpGuard = !found.arpFamilyRefused;
   // Two attempts: an element transaction computed from a listing can fail if the table changed
   // in between (deleting an element someone else deleted); the second plan sees the new state.
-  for (let attempt = 1; ; attempt++) {
-    const plan = planFirewall(await readTables(options), valid, options);
+  // The arp family refused is no attempt: the same listing is planned again without it.
+  for (let attempt = 1; ; ) {
+    const plan = planFirewall(await readTables(options, arpGuard), valid, options, { arpGuard });
     if (plan.kind === 'unchanged') return { changed: false };
     const result = await applyScript(plan.script, options);
     if (result.code === 0) return { changed: true };
-    if (attempt >= 2) {
-      const names = plan.kind === 'replace-table' ? plan.tables.map((table) => (table === 'inet' ? TABLE : ARP_TABLE)).join(' and ') : '';
-      throw failure(plan.kind === 'replace-table' ? `replacing table ${names}` : `updating set elements of ${TABLE} and ${ARP_TABLE}`, result);
+    if (arpGuard && plan.kind === 'replace-table' && plan.tables.includes('arp') && arpFamilyRefused(plan.script, result.stderr)) {
+      arpGuard = false;
+      found.arpFamilyRefused = true;
+      continue;
     }
+    if (attempt >= 2) {
+      const names = plan.kind === 'replace-table' ? plan.tables.map((table) => TABLE_OF[table]).join(' and ') : '';
+      throw failure(plan.kind === 'replace-table' ? `replacing table ${names}` : `updating set elements of ${arpGuard ? `${TABLE} and ${ARP_TABLE}` : TABLE}`, result);
+    }
+    attempt += 1;
   }
 }
 
@@ -165,23 +205,47 @@ export async function tableHasStructure(settings: TableSettings, options: NftOpt
   return listing !== undefined && parseTableListing(listing).structure === staticTableText(settings);
 }
 
-/** The firewall's drop counters, both tables'; a FirewallError of kind 'table-missing' when either table is missing. */
-export async function firewallCounters(options: NftOptions = {}): Promise<FirewallCounters> {
-  const listCounters = async (table: string): Promise<string> => {
-    const result = await runNft({ kind: 'command', output: { json: true, listing: true }, words: ['list', 'counters', 'table', ...table.split(' ')] }, options);
-    if (result.code === 0) return result.stdout;
-    if (NO_SUCH_TABLE.test(result.stderr)) {
-      throw new FirewallError('table-missing', `table ${table} does not exist: reconcileFirewall() creates it`);
-    }
-    throw failure(`list counters table ${table}`, result);
-  };
-  return parseCountersJson(await listCounters(TABLE), await listCounters(ARP_TABLE));
+/** `nft -j list counters` of one table; a FirewallError of kind 'table-missing' when it does not exist. */
+async function listCounters(table: string, options: NftOptions): Promise<string> {
+  const result = await runNft({ kind: 'command', output: { json: true, listing: true }, words: ['list', 'counters', 'table', ...table.split(' ')] }, options);
+  if (result.code === 0) return result.stdout;
+  if (NO_SUCH_TABLE.test(result.stderr)) {
+    throw new FirewallError('table-missing', `table ${table} does not exist: reconcileFirewall() creates it`);
+  }
+  throw failure(`list counters table ${table}`, result);
 }
 
-/** Delete both tables (and with them every rule, set and counter); nothing to do for one that is gone. */
-export async function removeFirewall(options: NftOptions = {}): Promise<void> {
-  const result = await applyScript(removeTableScript(), options);
-  if (result.code !== 0) throw failure(`deleting tables ${TABLE} and ${ARP_TABLE}`, result);
+/**
+ * The inet table's drop counters; a FirewallError of kind 'table-missing' when it is missing,
+ * 'table-changed' when a table of its name has none of our counters.
+ */
+export async function inetCounters(options: NftOptions = {}): Promise<InetCounters> {
+  return parseInetCountersJson(await listCounters(TABLE, options));
+}
+
+/** The ARP guard's drop counter; failing as inetCounters does, for its own table. */
+export async function arpDrops(options: NftOptions = {}): Promise<number> {
+  return parseArpDropsJson(await listCounters(ARP_TABLE, options));
+}
+
+/** The firewall's drop counters, both tables'; a FirewallError of kind 'table-missing' when either table is missing. */
+export async function firewallCounters(options: NftOptions = {}): Promise<FirewallCounters> {
+  const inet = await inetCounters(options);
+  return { ...inet, arpDrops: await arpDrops(options) };
+}
+
+/**
+ * Delete the firewall's tables, by name (TABLE, ARP_TABLE: never another table), and with them
+ * every rule, set and counter, in one transaction. Returns those that existed, in that order;
+ * nothing to do for one that is gone.
+ */
+export async function removeFirewall(options: NftOptions = {}): Promise<FirewallTable[]> {
+  const present: FirewallTable[] = [];
+  for (const table of ['inet', 'arp'] as const) if ((await readTable(TABLE_OF[table], options)) !== undefined) present.push(table);
+  if (present.length === 0) return present;
+  const result = await applyScript(removeTableScript(present), options);
+  if (result.code !== 0) throw failure(`deleting ${present.map((table) => `table ${TABLE_OF[table]}`).join(' and ')}`, result);
+  return present;
 }
 
 /**
@@ -194,9 +258,21 @@ export async function removeFirewall(options: NftOptions = {}): Promise<void> {
  */
 export class FirewallReconciler {
   #applied: FirewallState | undefined;
+  /** nft refused the arp family (options', or found by a reconcile): the inet table alone from then on. */
+  #arpFamilyRefused: boolean;
 
   constructor(private readonly options: FirewallOptions) {
     assertTableSettings(options);
+    this.#arpFamilyRefused = options.arpFamilyRefused === true;
+  }
+
+  /**
+   * Whether nft refused the arp family (the kernel has no CONFIG_NF_TABLES_ARP): the firewall is
+   * the inet table alone, without the ARP guard. Once found, for the reconciler's life: a kernel
+   * does not gain the family without a reboot.
+   */
+  get arpFamilyRefused(): boolean {
+    return this.#arpFamilyRefused;
   }
 
   /**
@@ -204,7 +280,8 @@ export class FirewallReconciler {
    * someone else): a listing, nothing changed.
    */
   async differs(model: FirewallModel): Promise<boolean> {
-    return planFirewall(await readTables(this.options), validateFirewallModel(model), this.options).kind !== 'unchanged';
+    const arpGuard = !this.#arpFamilyRefused;
+    return planFirewall(await readTables(this.options, arpGuard), validateFirewallModel(model), this.options, { arpGuard }).kind !== 'unchanged';
   }
 
   /**
@@ -223,7 +300,7 @@ export class FirewallReconciler {
       // libnftables cannot be stopped and a killed nft may have sent its batch; then only a
       // listing knows what the table holds.
       this.#applied = undefined;
-      const result = await applyScript(elementCommands(diff), this.options);
+      const result = await applyScript(elementCommands(diff, { arpGuard: !this.#arpFamilyRefused }), this.options);
       if (result.code === 0) {
         this.#applied = state;
         return { changed: true };
@@ -233,8 +310,13 @@ export class FirewallReconciler {
     valid ??= validateFirewallModel(model);
     // As above: what a whole reconcile that throws did is unknown.
     this.#applied = undefined;
-    const outcome = await reconcileFirewall(valid, this.options);
-    this.#applied = firewallStateOf(valid);
-    return outcome;
+    const found = { arpFamilyRefused: this.#arpFamilyRefused };
+    try {
+      const outcome = await reconcileTables(valid, this.options, found);
+      this.#applied = firewallStateOf(valid);
+      return outcome;
+    } finally {
+      this.#arpFamilyRefused = found.arpFamilyRefused;
+    }
   }
 }

@@ -521,12 +521,19 @@ function tableElementCommands(table: string, names: readonly SetName[], diff: El
   return lines.map((line) => `${line}\n`).join('');
 }
 
+/** Which tables the firewall makes: without `arpGuard` (the kernel has no arp family), the inet table alone. */
+export interface FirewallTables {
+  readonly arpGuard: boolean;
+}
+
+const BOTH_TABLES: FirewallTables = { arpGuard: true };
+
 /**
  * nft commands for a diff, in both tables: the inet table's sets, then the ARP guard's
  * (ARP_SET_NAMES, the same elements). Deletions first in each, one command per set and direction.
  */
-export function elementCommands(diff: ElementDiff): string {
-  return `${tableElementCommands(TABLE, SET_NAMES, diff)}${tableElementCommands(ARP_TABLE, ARP_SET_NAMES, diff)}`;
+export function elementCommands(diff: ElementDiff, { arpGuard }: FirewallTables = BOTH_TABLES): string {
+  return `${tableElementCommands(TABLE, SET_NAMES, diff)}${arpGuard ? tableElementCommands(ARP_TABLE, ARP_SET_NAMES, diff) : ''}`;
 }
 
 /** The elements ARP_TABLE holds of a model's: its sets' only, the others empty. */
@@ -548,9 +555,15 @@ export function replaceTableScript(desired: FirewallElements, settings: TableSet
   return `${replaceOneTableScript('inet', desired, settings)}${replaceOneTableScript('arp', desired, settings)}`;
 }
 
-/** Delete both tables, those that exist, in one transaction. */
-export function removeTableScript(): string {
-  return `add table ${TABLE}\ndelete table ${TABLE}\nadd table ${ARP_TABLE}\ndelete table ${ARP_TABLE}\n`;
+/** The table each of the firewall's tables is: family and name. */
+export const TABLE_OF: Readonly<Record<FirewallTable, string>> = { inet: TABLE, arp: ARP_TABLE };
+
+/**
+ * Delete `tables` (by default both) in one transaction, by name and nothing else: `add` first, so
+ * one that is gone already is no failure.
+ */
+export function removeTableScript(tables: readonly FirewallTable[] = ['inet', 'arp']): string {
+  return tables.map((table) => `add table ${TABLE_OF[table]}\ndelete table ${TABLE_OF[table]}\n`).join('');
 }
 
 /** The tables as `nft -n -s list table` prints each; undefined for one that does not exist. */
@@ -592,9 +605,10 @@ type TableStep =
  * matches, element changes when only elements differ, else each table whose structure differs (or
  * that is missing) anew, the other one's elements changed in the same transaction (so the inet
  * table's flow counts survive a repair of the ARP guard). FLOW_SET's and FLOW_RATE_SET's elements
- * are traffic's: kept (see strayFlowKeys, strayRateKeys), whatever they count.
+ * are traffic's: kept (see strayFlowKeys, strayRateKeys), whatever they count. Without `arpGuard`
+ * (the kernel has no arp family), the inet table alone: the ARP guard's listing is not looked at.
  */
-export function planFirewall(listings: FirewallListings, model: ValidFirewallModel, settings: TableSettings): FirewallPlan {
+export function planFirewall(listings: FirewallListings, model: ValidFirewallModel, settings: TableSettings, { arpGuard }: FirewallTables = BOTH_TABLES): FirewallPlan {
   const desired = desiredElements(model);
   const inet = ((): TableStep => {
     if (listings.inet === undefined) return { replace: 'missing' };
@@ -608,6 +622,8 @@ export function planFirewall(listings: FirewallListings, model: ValidFirewallMod
     return { replace: null, diff, strayFlowKeys: stray, strayRateKeys: strayRate, script };
   })();
   const arp = ((): TableStep => {
+    // No ARP guard to make (the kernel has no arp family): whatever is listed is left alone.
+    if (!arpGuard) return { replace: null, diff: { add: emptyElements(), delete: emptyElements() }, strayFlowKeys: [], strayRateKeys: [], script: '' };
     if (listings.arp === undefined) return { replace: 'missing' };
     const current = parseTableListing(listings.arp);
     // A flow or rate set's elements listed here mean a set the ARP guard does not have: its structure differs anyway.

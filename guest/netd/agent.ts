@@ -3,7 +3,7 @@
 import type { Logger } from '../../shared/log.js';
 import { type Backoff, backoffDelayMs } from '../backoff.js';
 import type { ConntrackPort } from '../conntrack-port.js';
-import type { FirewallCounters, FirewallPort, FlowLimits } from '../firewall-port.js';
+import type { ArpGuardState, FirewallCounters, FirewallPort, FirewallReading, FlowLimits } from '../firewall-port.js';
 import { FirewallError } from '../firewall/firewall-error.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
@@ -68,8 +68,19 @@ export interface AgentTiming {
 export interface AgentStatus {
   readonly links: readonly (LinkReport & { readonly error: string | null })[];
   readonly counters: AgentCounters;
-  /** The firewall's drop counters; null when they cannot be read (no table of ours yet: see firewallError). */
+  /**
+   * The firewall's drop counters; null when the inet table's cannot be read (no table of ours
+   * yet: see firewallError). Its arpDrops is null while the ARP guard is not in force (arpGuard).
+   */
   readonly firewall: FirewallCounters | null;
+  /**
+   * The ARP guard (table arp spectrum_netd), apart from the inet table that `firewall` and
+   * `flowLimits` tell of: in force, missing (deleted or replaced since the last update; the next
+   * audit or update makes it again) or unsupported (the kernel has no arp family: the inet table
+   * stands without it); null without a firewall of ours, or when its counter cannot be read for
+   * another reason.
+   */
+  readonly arpGuard: ArpGuardState | null;
   /**
    * What the firewall holds each client to (0: no limit); null without a firewall, until an update
    * of it succeeded, while its table is missing or changed and updates fail (firewallError says why),
@@ -271,20 +282,29 @@ export class NetdAgent {
     }
     const links = (this.#lastPlan?.links ?? []).map((link) => ({ ...link, error: this.#errors.get(link.ifindex) ?? null }));
     // A table that could not be made has no counters: status still says why (firewallError).
-    let tableGone = false;
-    const firewall =
+    const reading: FirewallReading =
       this.firewall === null
-        ? { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }
-        : await this.firewall.counters().catch((error: unknown) => {
+        ? { counters: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }, inetGone: false, arpGuard: null }
+        : await this.firewall.counters().catch((error: unknown) => ({
+            counters: null,
             // Missing, or replaced by a table of its name without our counters (not ours).
-            tableGone = error instanceof FirewallError && (error.kind === 'table-missing' || error.kind === 'table-changed');
-            return null;
-          });
+            inetGone: error instanceof FirewallError && (error.kind === 'table-missing' || error.kind === 'table-changed'),
+            arpGuard: null,
+          }));
     const debt = this.#purgeDebt ?? NO_PURGE_DEBT;
     const conntrack = this.#purging() ? { owed: [...debt.released].sort(), sweepOwed: debt.sweep !== null, lastError: this.#purgeError } : null;
     // A table deleted or replaced since the last update holds nobody to its limits, until an audit makes it again.
-    const flowLimits = tableGone ? null : (this.firewall?.flowLimits() ?? null);
-    return { links, counters: { ...this.#counters }, firewall, flowLimits, firewallError: this.#firewallError, model: this.#lastPlan?.firewall ?? null, conntrack };
+    const flowLimits = reading.inetGone ? null : (this.firewall?.flowLimits() ?? null);
+    return {
+      links,
+      counters: { ...this.#counters },
+      firewall: reading.counters,
+      arpGuard: reading.arpGuard,
+      flowLimits,
+      firewallError: this.#firewallError,
+      model: this.#lastPlan?.firewall ?? null,
+      conntrack,
+    };
   }
 
   #noteEvent(event: KernelEvent): void {

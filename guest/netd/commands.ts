@@ -13,8 +13,9 @@ import type { DnsForwarder } from '../dns/forwarder.js';
 import { UpstreamSyntaxError, parseUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
+import { ARP_TABLE, TABLE } from '../firewall/ruleset.js';
 import { MAX_CLIENT_FLOW_LIMIT, MAX_CLIENT_NEW_FLOW_RATE, clientNewFlowBurst } from '../firewall/table-settings.js';
-import { type ClientFlowLimitOption, type ClientNewFlowRateOption, NftablesFirewall, ProviderServices } from './provider-ports.js';
+import { type ClientFlowLimitOption, type ClientNewFlowRateOption, NftablesFirewall, ProviderServices, removeOwnFirewall } from './provider-ports.js';
 import { NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, checkControlSocketPath, controlRequest } from './control-socket.js';
@@ -222,7 +223,10 @@ function firewallAuditMs(text: string): number {
 /** The real ports: nftables, the DHCP server and the DNS forwarder (each can be switched off). */
 async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts> {
   // First: it can fail (no nft-run addon), and then no service has been started.
-  const firewall = options.firewall ? new NftablesFirewall(options.clientFlowLimit, options.clientNewFlowRate, log) : new NoopFirewall();
+  const nft = { spawn: spawnNftFromEnv(process.env) };
+  const firewall = options.firewall ? new NftablesFirewall(options.clientFlowLimit, options.clientNewFlowRate, log, undefined, undefined, nft) : new NoopFirewall();
+  // Before any link comes up: a table an earlier run left would drop the links plugged from now on.
+  if (!options.firewall) await removeOwnFirewall(log, nft);
   // The firewall masquerades clients and lets established flows through: what makes a client's
   // old entries reach the next VM given its IP. Without it there is nothing of ours to purge.
   const conntrack = options.firewall ? new KernelConntrack() : undefined;
@@ -273,6 +277,20 @@ function stopRequestedBy(interruption: Interruption): Promise<NodeJS.Signals> {
 export const EVENT_BUFFER_ENV = 'SPECTRUM_NETD_EVENT_BUFFER_BYTES';
 const EVENT_BUFFER_RANGE = [4096, 1024 * 1024 * 1024] as const;
 
+/**
+ * `1`: run each nft call as an `nft` process from PATH instead of in-process libnftables, for
+ * tests: a wrapper nft first in PATH can stand for a kernel that nothing else can bring about (one
+ * without the arp family). Unset or empty: libnftables.
+ */
+export const SPAWN_NFT_ENV = 'SPECTRUM_NETD_SPAWN_NFT';
+
+export function spawnNftFromEnv(env: Readonly<Record<string, string | undefined>>): boolean {
+  const text = env[SPAWN_NFT_ENV];
+  if (text === undefined || text === '') return false;
+  if (text !== '1') throw new CliError(`environment variable ${SPAWN_NFT_ENV} ${JSON.stringify(text)} is not valid: expected 1 (run nft from PATH), or unset`, EXIT.usage);
+  return true;
+}
+
 export function eventBufferFromEnv(env: Readonly<Record<string, string | undefined>>): number | undefined {
   const text = env[EVENT_BUFFER_ENV];
   if (text === undefined || text === '') return undefined;
@@ -288,6 +306,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
   if (options.notifyFd !== undefined) checkNotifyFd(options.notifyFd);
   const eventBufferBytes = eventBufferFromEnv(process.env);
+  spawnNftFromEnv(process.env);
   // Before anything is made: without its notification socket the agent cannot follow the kernel.
   loadRtnlEventsAddon();
   const log = createLogger('spectrum-netd', { level: logLevel('info') });
@@ -476,7 +495,8 @@ export function formatStatus(status: StatusReply): string {
   ]);
   const counters = { ...status.counters, ...(status.firewall ?? {}) };
   // Timings are fractions of a millisecond: two decimals say all there is (--json keeps them whole).
-  const shown = (value: unknown): string => (typeof value === 'number' && !Number.isInteger(value) ? String(Number(value.toFixed(2))) : String(value));
+  // A counter of a table not in force (arpDrops without the ARP guard) is null: none to show.
+  const shown = (value: unknown): string => (value === null ? '-' : typeof value === 'number' && !Number.isInteger(value) ? String(Number(value.toFixed(2))) : String(value));
   let text = `${links}\n\n${Object.entries(counters).map(([name, value]) => `${name}: ${shown(value)}`).join('\n')}\n`;
   // Beside the drops they cause: what `auto` came to, and the rate.
   const limits = status.flowLimits;
@@ -485,16 +505,22 @@ export function formatStatus(status: StatusReply): string {
     const rate = limits.clientNewFlowRate === 0 ? 'no new-flow rate' : `${limits.clientNewFlowRate} new flows a second (${clientNewFlowBurst(limits)} at once)`;
     text += `flow limits per client: ${cap}, ${rate}\n`;
   }
-  // Limits are shown only once applied: without them, this says why.
+  // Limits are shown only once applied: without them, this says why. Each table apart: the inet
+  // one (isolation, NAT, anti-spoofing, the limits), then the ARP guard where it is not in force.
+  const arpGuard = arpGuardText(status.arpGuard);
   if (status.firewallError !== null && status.firewallError !== undefined) {
     text += `firewall: ${limits === null || limits === undefined ? 'not in force: ' : ''}the last update failed (retrying): ${status.firewallError}\n`;
   } else if (status.firewall === null && (limits === null || limits === undefined)) {
     // No update failed, yet no table of ours can be read: deleted or replaced since the last update.
-    text += 'firewall: not in force: its table cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n';
+    text += `firewall: not in force: its table ${TABLE} cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n`;
   } else if (status.firewall === null) {
     // Its table stands, as far as the agent can tell: only the read of its counters failed.
     text += 'firewall: its drop counters cannot be read just now\n';
+  } else if (arpGuard !== undefined) {
+    // The inet table stands: say so, or the line below would read as the whole firewall's.
+    text += `firewall: in force (table ${TABLE}), but not its ARP guard\n`;
   }
+  if (arpGuard !== undefined) text += `firewall: ARP guard: ${arpGuard}\n`;
   // Only while something is owed: then the links serving those IPs are held back.
   const conntrack = status.conntrack;
   if (conntrack !== null && conntrack !== undefined && (conntrack.owed.length > 0 || conntrack.sweepOwed || conntrack.lastError !== null)) {
@@ -541,6 +567,15 @@ export function formatStatus(status: StatusReply): string {
     text += `dns: ${SHOWN_DNS_COUNTS.map(count).join(', ')}\n`;
   }
   return text;
+}
+
+/** Why the ARP guard is not in force, for `status`; undefined while it is (or nothing is known of it). */
+function arpGuardText(state: StatusReply['arpGuard']): string | undefined {
+  if (state === 'unsupported') {
+    return `unavailable: nft refused the arp family (is CONFIG_NF_TABLES_ARP set in the kernel?), so clients' ARP is not policed; the rest of the firewall stands without it`;
+  }
+  if (state === 'missing') return `not in force: its table ${ARP_TABLE} cannot be read (deleted or replaced since the last update?); the next audit or update makes it again`;
+  return undefined;
 }
 
 export function statusCommand(): Command {

@@ -5,11 +5,12 @@ import { clientId } from '../../shared/client-id.js';
 import type { DhcpServer } from '../dhcp/dhcp-server.js';
 import type { LeaseInfo } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
-import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '../firewall-port.js';
+import type { ArpGuardState, FirewallModel, FirewallPort, FirewallReading, FlowLimits } from '../firewall-port.js';
 import { type TcpTimeouts, clientTcpTimeouts, sameTcpTimeouts, tcpTimeoutPolicyText } from '../firewall/client-tcp-timeouts.js';
 import { readConntrackMax } from '../firewall/conntrack-max.js';
 import { FirewallError } from '../firewall/firewall-error.js';
-import { FirewallReconciler, firewallCounters, tableHasStructure } from '../firewall/nft.js';
+import { FirewallReconciler, type NftOptions, arpDrops, inetCounters, removeFirewall, tableHasStructure } from '../firewall/nft.js';
+import { ARP_TABLE, TABLE, TABLE_OF } from '../firewall/ruleset.js';
 import { loadNftLibrary } from '../firewall/nft-library.js';
 import {
   MAX_DEFAULT_CLIENT_NEW_FLOW_RATE,
@@ -43,6 +44,8 @@ export class NftablesFirewall implements FirewallPort {
    * in force).
    */
   #flowLimits: FlowLimits | undefined;
+  /** nft refused the arp family (said once): every reconciler makes the inet table alone. */
+  #arpFamilyRefused = false;
 
   constructor(
     private readonly clientFlowLimit: ClientFlowLimitOption,
@@ -52,6 +55,8 @@ export class NftablesFirewall implements FirewallPort {
     private readonly conntrackMax: () => number | undefined = readConntrackMax,
     /** The provider's conntrack TCP timeouts (sysctls), likewise. */
     private readonly tcpTimeouts: () => TcpTimeouts | undefined = readTcpTimeouts,
+    /** How nft runs: libnftables in-process by default (`spawn`: SPECTRUM_NETD_SPAWN_NFT). */
+    private readonly nft: NftOptions = {},
   ) {
     assertTableSettings({ clientFlowLimit: clientFlowLimit === 'auto' ? 0 : clientFlowLimit, clientNewFlowRate: clientNewFlowRate === 'auto' ? 0 : clientNewFlowRate });
     this.#auditedTcpTimeouts = new Reread(() => mapDefined(tcpTimeouts(), clientTcpTimeouts), log, "firewall: cannot read the provider's TCP timeouts; clients' keep theirs until they can be read");
@@ -62,7 +67,7 @@ export class NftablesFirewall implements FirewallPort {
 
   async reconcile(model: FirewallModel): Promise<void> {
     try {
-      await (await this.#ready(model)).reconcile(model);
+      await this.#noting(await this.#ready(model), (reconciler) => reconciler.reconcile(model));
     } catch (error) {
       await this.#afterFailure();
       throw error;
@@ -86,7 +91,7 @@ export class NftablesFirewall implements FirewallPort {
       // A follow replaces the table whatever it holds: a repair in the same audit would be
       // counted nowhere. One more listing, at a follow only.
       if (follow !== undefined) changedBehind = await reconciler.differs(model);
-      ({ changed } = await (follow?.reconciler ?? reconciler).reconcile(model, { verify: true }));
+      ({ changed } = await this.#noting(follow?.reconciler ?? reconciler, (chosen) => chosen.reconcile(model, { verify: true })));
     } catch (error) {
       await this.#afterFailure();
       throw error;
@@ -123,7 +128,7 @@ export class NftablesFirewall implements FirewallPort {
   async #afterFailure(): Promise<void> {
     const applied = this.#settings;
     if (this.#flowLimits === undefined || applied === undefined) return;
-    const intact = await tableHasStructure(applied).catch(() => true);
+    const intact = await tableHasStructure(applied, this.nft).catch(() => true);
     if (!intact) this.#flowLimits = undefined;
   }
 
@@ -147,7 +152,7 @@ export class NftablesFirewall implements FirewallPort {
       const clientNewFlowRate = rate === 'auto' ? defaultClientNewFlowRate(conntrackMax) : rate;
       if (clientFlowLimit !== from.clientFlowLimit || clientNewFlowRate !== from.clientNewFlowRate) settings = { ...settings, clientFlowLimit, clientNewFlowRate };
     }
-    return settings === from ? undefined : { from, settings, reconciler: new FirewallReconciler(settings), conntrackMax };
+    return settings === from ? undefined : { from, settings, reconciler: this.#reconcilerFor(settings), conntrackMax };
   }
 
   /**
@@ -168,10 +173,8 @@ export class NftablesFirewall implements FirewallPort {
       // nf_conntrack is not loaded yet (a fresh boot, a modular kernel): the table's ct rules
       // load it. Made with what is known first (no cap, the most the default rate gives, the
       // kernel's default timeouts), then as it should be, before any client has a flow.
-      await new FirewallReconciler({
-        clientFlowLimit: limit === 'auto' ? 0 : limit,
-        clientNewFlowRate: rate === 'auto' ? MAX_DEFAULT_CLIENT_NEW_FLOW_RATE : rate,
-      }).reconcile(model);
+      const first = this.#reconcilerFor({ clientFlowLimit: limit === 'auto' ? 0 : limit, clientNewFlowRate: rate === 'auto' ? MAX_DEFAULT_CLIENT_NEW_FLOW_RATE : rate });
+      await this.#noting(first, (reconciler) => reconciler.reconcile(model));
       kernel = read();
     }
     const { conntrackMax, tcpTimeouts } = kernel;
@@ -199,12 +202,46 @@ export class NftablesFirewall implements FirewallPort {
       );
     }
     this.#settings = settings;
-    this.#reconciler = new FirewallReconciler(settings);
+    this.#reconciler = this.#reconcilerFor(settings);
     return this.#reconciler;
   }
 
-  counters(): Promise<FirewallCounters> {
-    return firewallCounters();
+  /** A reconciler for `settings`, run as this firewall runs nft, knowing what nft refused. */
+  #reconcilerFor(settings: TableSettings): FirewallReconciler {
+    return new FirewallReconciler({ ...settings, ...this.nft, arpFamilyRefused: this.#arpFamilyRefused });
+  }
+
+  /**
+   * Run `step` on `reconciler`; when it finds (failing or not) that nft refuses the arp family,
+   * say so once, and make every reconciler from then on the inet table alone.
+   */
+  async #noting<T>(reconciler: FirewallReconciler, step: (reconciler: FirewallReconciler) => Promise<T>): Promise<T> {
+    try {
+      return await step(reconciler);
+    } finally {
+      if (reconciler.arpFamilyRefused && !this.#arpFamilyRefused) {
+        this.#arpFamilyRefused = true;
+        // The table's reconciler, where another one found it (a follow's that failed), knows it too.
+        if (this.#reconciler !== undefined && !this.#reconciler.arpFamilyRefused && this.#settings !== undefined) this.#reconciler = this.#reconcilerFor(this.#settings);
+        this.log.warn(
+          { table: ARP_TABLE },
+          `firewall: nft refused the arp family, so there is no ARP guard and clients' ARP is not policed (arp_filter still narrows what is answered): is CONFIG_NF_TABLES_ARP set in the kernel? The rest of the firewall (table ${TABLE}) is made without it`,
+        );
+      }
+    }
+  }
+
+  async counters(): Promise<FirewallReading> {
+    const [inet, arp] = await Promise.allSettled([inetCounters(this.nft), this.#arpFamilyRefused ? Promise.resolve(null) : arpDrops(this.nft)]);
+    // Missing, or replaced by a table of its name without our counters (not ours).
+    const gone = (result: PromiseSettledResult<unknown>): boolean =>
+      result.status === 'rejected' && result.reason instanceof FirewallError && (result.reason.kind === 'table-missing' || result.reason.kind === 'table-changed');
+    const arpGuard: ArpGuardState | null = this.#arpFamilyRefused ? 'unsupported' : arp.status === 'fulfilled' ? 'in-force' : gone(arp) ? 'missing' : null;
+    return {
+      counters: inet.status === 'fulfilled' ? { ...inet.value, arpDrops: arp.status === 'fulfilled' ? arp.value : null } : null,
+      inetGone: gone(inet),
+      arpGuard,
+    };
   }
 
   /**
@@ -302,5 +339,27 @@ export class ProviderServices implements ServicesPort {
 
   async close(): Promise<void> {
     await Promise.allSettled([this.dhcp?.close(), this.dns?.close()]);
+  }
+}
+
+/**
+ * --no-firewall: delete the firewall's tables that an earlier run (or another version) of the
+ * agent left, by their names (inet and arp spectrum_netd, no other table), before any link comes
+ * up. Left in place, they would filter as that run left them: their guard drops every provider
+ * link plugged since, which their sets do not name. Said once, when there was one to delete. A
+ * failure is logged with what to do, and the agent goes on: --no-firewall is for debugging, and
+ * the tables may not even be there.
+ */
+export async function removeOwnFirewall(log: Logger, nft: NftOptions = {}): Promise<void> {
+  try {
+    const removed = (await removeFirewall(nft)).map((table) => TABLE_OF[table]);
+    if (removed.length > 0) {
+      log.warn({ tables: removed }, `--no-firewall: deleted the firewall tables an earlier run left (${removed.join(', ')}): no table of spectrum-netd filters traffic now`);
+    }
+  } catch (error) {
+    log.error(
+      { err: error },
+      `--no-firewall: cannot delete the firewall tables an earlier run may have left (${TABLE}, ${ARP_TABLE}); while they stand they drop the traffic of provider links plugged from now on: delete them with nft delete table`,
+    );
   }
 }

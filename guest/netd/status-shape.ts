@@ -25,8 +25,15 @@ export interface ShownServices {
   readonly dns?: Readonly<Record<string, unknown>> | null;
 }
 
-/** What the agent answers `{"command":"status"}` with. */
-export type StatusReply = AgentStatus & { readonly reaper?: ReaperStatus | null; readonly services?: ShownServices | null };
+/**
+ * What the agent answers `{"command":"status"}` with. `arpGuard` may be absent: an agent started
+ * before an upgrade (and `status` run after it) does not send it.
+ */
+export type StatusReply = Omit<AgentStatus, 'arpGuard'> & {
+  readonly arpGuard?: AgentStatus['arpGuard'];
+  readonly reaper?: ReaperStatus | null;
+  readonly services?: ShownServices | null;
+};
 
 // Objects let other fields through (--json prints them); only what formatStatus reads is checked.
 const link = z.object({
@@ -65,7 +72,9 @@ const status = z.object({
   links: z.array(link).readonly(),
   // initialChanges is null until the first reconcile is done.
   counters: z.record(z.string(), z.number().nullable()),
-  firewall: z.record(z.string(), z.number()).nullable(),
+  // A counter is null where its table is not in force (arpDrops without the ARP guard).
+  firewall: z.record(z.string(), z.number().nullable()).nullable(),
+  arpGuard: z.enum(['in-force', 'missing', 'unsupported']).nullable().optional(),
   flowLimits: z.object({ clientFlowLimit: z.number(), clientNewFlowRate: z.number() }).nullable(),
   firewallError: z.string().nullable(),
   model: z.object({}).nullable(),

@@ -514,8 +514,13 @@ describeNetns('provider firewall in network namespaces', () => {
   });
 
   it('removes the whole table, idempotently, and the control behaviour returns', async () => {
-    await removeFirewall(netns());
-    await removeFirewall(netns());
+    // Tables of others, one of our name in another family: never touched.
+    const others = 'table ip spectrum_netd {\n}\ntable arp filter {\n}\ntable inet spectrum_netd_other {\n}\n';
+    await provider.exec(['nft', '-f', '-'], { input: others });
+    expect(await removeFirewall(netns())).toEqual(['inet', 'arp']);
+    expect(await removeFirewall(netns())).toEqual([]);
+    expect(await ruleset(provider)).toBe(others);
+    await provider.exec(['nft', '-f', '-'], { input: 'delete table ip spectrum_netd\ndelete table arp filter\ndelete table inet spectrum_netd_other\n' });
     expect(await ruleset(provider)).toBe('');
     await expect(firewallCounters(netns())).rejects.toSatisfy((error) => error instanceof FirewallError && error.kind === 'table-missing');
     expect(await pings(a.ns, b.ip)).toBe(true);

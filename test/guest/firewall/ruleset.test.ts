@@ -415,11 +415,37 @@ describe('the ARP guard', () => {
     );
   });
 
-  it('is removed with the inet table, whichever of them exists', () => {
+  it('is removed with the inet table, whichever of them exists; or either alone', () => {
     const both = tableOf(staticTableText(SETTINGS), emptyElements());
     for (const current of [both, { ...(both.inet !== undefined && { inet: both.inet }) }, { ...(both.arp !== undefined && { arp: both.arp }) }]) {
       expect(applyScript(current, removeTableScript())).toBeUndefined();
     }
+    expect(applyScript(both, removeTableScript(['arp']))).toEqual({ inet: both.inet });
+    expect(applyScript(both, removeTableScript(['inet']))).toEqual({ arp: both.arp });
+  });
+
+  it('is left out where the kernel has no arp family: the inet table is planned alone, whatever is listed of the ARP guard', () => {
+    const noGuard = { arpGuard: false };
+    fc.assert(
+      fc.property(anyValidModel, anyValidModel, anySettingsAndFlows, fc.boolean(), (model, before, [settings, flows, rates], sound) => {
+        const inet = tableOf(sound ? staticTableText(settings) : `${staticTableText(settings)} `, desiredElements(before), flows, rates).inet;
+        const current: SimulatedFirewall = { ...(inet !== undefined && { inet }) };
+        const plan = planFirewall(listingsOf(current), model, settings, noGuard);
+        if (plan.kind !== 'unchanged') expect(plan.script).not.toContain(ARP_TABLE);
+        if (plan.kind === 'replace-table') expect(plan.tables).toEqual(['inet']);
+        const result = plan.kind === 'unchanged' ? current : applyScript(current, plan.script);
+        expect(result?.arp).toBeUndefined();
+        expect(result && elementsOf(result)).toEqual(desiredElements(model));
+        expect(result?.inet?.structure).toBe(staticTableText(settings));
+        // A listing of an ARP guard is not looked at: the same plan.
+        expect(planFirewall({ ...listingsOf(current), arp: 'table arp spectrum_netd {\n}\n' }, model, settings, noGuard)).toEqual(plan);
+      }),
+      { numRuns: 200 },
+    );
+    const diff = { add: desiredElements(validateFirewallModel({ providerLinks: [{ ifname: 'snp1', clientIp: '100.64.0.1' }], uplinks: [], allowedPairs: [] })), delete: emptyElements() };
+    expect(elementCommands(diff, noGuard)).not.toContain(ARP_TABLE);
+    expect(elementCommands(diff, noGuard)).toContain(`add element ${TABLE} client_links { "snp1" }`);
+    expect(elementCommands(diff)).toContain(`add element ${ARP_TABLE} client_links { "snp1" }`);
   });
 });
 

@@ -160,7 +160,7 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
         expect(gone).toMatchObject({ flowLimits: null, firewall: null, firewallError: null });
         const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
         expect(text).not.toMatch(/^flow limits per client/m);
-        expect(text).toMatch(/^firewall: not in force: its table cannot be read/m);
+        expect(text).toMatch(/^firewall: not in force: its table inet spectrum_netd cannot be read/m);
       } finally {
         await agent.kill();
       }
@@ -181,7 +181,7 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
         expect(replaced).toMatchObject({ flowLimits: null, firewall: null, firewallError: null });
         const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
         expect(text).not.toMatch(/^flow limits per client/m);
-        expect(text).toMatch(/^firewall: not in force: its table cannot be read \(deleted or replaced since the last update\?\)/m);
+        expect(text).toMatch(/^firewall: not in force: its table inet spectrum_netd cannot be read \(deleted or replaced since the last update\?\)/m);
       } finally {
         await agent.kill();
       }

@@ -4,7 +4,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter, ConntrackPort, ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
-import type { FirewallCounters, FirewallModel, FirewallPort, FlowLimits } from '../../../guest/firewall-port.js';
+import type { FirewallModel, FirewallPort, FirewallReading, FlowLimits } from '../../../guest/firewall-port.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
 import { NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
@@ -100,8 +100,8 @@ class RecordingFirewall implements FirewallPort {
     return this.reconcile(model).then(() => false);
   }
 
-  counters(): Promise<FirewallCounters> {
-    return Promise.resolve({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
+  counters(): Promise<FirewallReading> {
+    return Promise.resolve({ counters: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }, inetGone: false, arpGuard: 'in-force' });
   }
 
   flowLimits(): FlowLimits | null {

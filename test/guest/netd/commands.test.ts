@@ -446,8 +446,34 @@ describe('spectrum-netd status, as text', () => {
     expect(unread).toContain('\nflow limits per client: 128 conntrack entries, no new-flow rate\nfirewall: its drop counters cannot be read just now\n');
     expect(unread).not.toContain('not in force');
     expect(formatStatus({ ...quietStatus, firewall: null, flowLimits: null })).toContain(
-      '\nfirewall: not in force: its table cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n',
+      '\nfirewall: not in force: its table inet spectrum_netd cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n',
     );
+  });
+
+  it('tells the ARP guard apart from the rest of the firewall: unavailable on a kernel without the arp family, or its table missing, while the inet table stands', () => {
+    const limits = { clientFlowLimit: 128, clientNewFlowRate: 10 };
+    const withoutGuard = { ...quietStatus, flowLimits: limits, firewall: { ...quietStatus.firewall, arpDrops: null } };
+    const unsupported = formatStatus({ ...withoutGuard, arpGuard: 'unsupported' });
+    expect(unsupported).toContain('\narpDrops: -\n');
+    expect(unsupported).toContain(
+      '\nflow limits per client: 128 conntrack entries, 10 new flows a second (20 at once)\nfirewall: in force (table inet spectrum_netd), but not its ARP guard\n' +
+        "firewall: ARP guard: unavailable: nft refused the arp family (is CONFIG_NF_TABLES_ARP set in the kernel?), so clients' ARP is not policed; the rest of the firewall stands without it\n",
+    );
+    expect(unsupported).not.toContain('not in force');
+    const missing = formatStatus({ ...withoutGuard, arpGuard: 'missing' });
+    expect(missing).toContain(
+      '\nfirewall: in force (table inet spectrum_netd), but not its ARP guard\nfirewall: ARP guard: not in force: its table arp spectrum_netd cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n',
+    );
+    expect(missing).not.toMatch(/^firewall: not in force/m);
+    // The inet table gone, the ARP guard standing: only the inet table is named.
+    const inetGone = formatStatus({ ...quietStatus, firewall: null, arpGuard: 'in-force' });
+    expect(inetGone).toMatch(/^firewall: not in force: its table inet spectrum_netd cannot be read/m);
+    expect(inetGone).not.toContain('ARP guard');
+    // Both gone: a line for each.
+    expect(formatStatus({ ...quietStatus, firewall: null, arpGuard: 'missing' })).toMatch(
+      /^firewall: not in force: its table inet spectrum_netd cannot be read .*\nfirewall: ARP guard: not in force: its table arp spectrum_netd cannot be read /m,
+    );
+    expect(formatStatus({ ...quietStatus, flowLimits: limits, arpGuard: 'in-force' })).not.toContain('firewall:');
   });
 
   it("shows the reaper's threshold, count, what it deleted and its last error; nothing without a reaper", () => {

@@ -51,6 +51,7 @@ const full: AgentStatus & { reaper: ReaperStatus; services: ServicesStatus } = {
   ],
   counters: { reconciles: 5, changesApplied: 9, initialChanges: null, failedChanges: 1, fullSyncs: 1, lastReconcileMs: 0.4498, firewallRepairs: 0, conntrackPurged: 3, conntrackPurgeFailures: 0, lastPurgeMs: 1.5 },
   firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, arpDrops: 1, flowLimitDrops: 5, flowRateDrops: 3 },
+  arpGuard: 'in-force',
   flowLimits: { clientFlowLimit: 4096, clientNewFlowRate: 100 },
   firewallError: 'nft -f - failed (exit 1): Error: Could not process rule: Operation not permitted',
   model: { providerLinks: [{ ifname: 'snp7', clientIp: '100.64.0.7' }], uplinks: ['eth0'], allowedPairs: [], isolatedLinks: ['snp8'] },
@@ -108,6 +109,10 @@ describe('the answer status shows', () => {
     // `run` before this answer had them: a status without the reaper or the services (other ports).
     const { reaper: _reaper, services: _services, ...agentOnly } = full;
     expect(read(agentOnly)).toBeUndefined();
+    // The ARP guard not in force: its counter null; and an agent from before the guard was told apart.
+    expect(read({ ...full, arpGuard: 'unsupported', firewall: { ...full.firewall, arpDrops: null } })).toBeUndefined();
+    const { arpGuard: _arpGuard, ...olderAgent } = full;
+    expect(read(olderAgent)).toBeUndefined();
   });
 
   it('names the first field of another type, and what it is', () => {
