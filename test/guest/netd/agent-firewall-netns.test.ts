@@ -2,7 +2,8 @@
 // in force only while a table of ours holds them (a first update nft refuses, or a table deleted
 // that the agent cannot make again, shows the failure instead), and clients' TCP timeouts and
 // `auto` flow limits follow the provider's sysctls at the next audit, replacing the table once,
-// then left alone.
+// then left alone. The ARP guard apart: its table missing, or refused by a kernel without the arp
+// family (the inet table in force all the same); and --no-firewall deleting an earlier run's tables.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTableListing } from '../../../guest/firewall/ruleset.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, eventually } from '../../harness/index.js';
+import { writeNoArpFamilyNft } from '../firewall/no-arp-family.js';
 
 const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
 const mac = (role: 0x80 | 0x00, id: number): string => `0a:b3:ec:${role.toString(16).padStart(2, '0')}:00:${id.toString(16).padStart(2, '0')}`;
@@ -18,7 +20,8 @@ const AUDIT_SECONDS = 0.5;
 interface StatusJson {
   counters: { firewallRepairs: number };
   reaper: { threshold: number | null; lastError: string | null } | null;
-  firewall: { antispoofDrops: number } | null;
+  firewall: { antispoofDrops: number; arpDrops: number | null } | null;
+  arpGuard: 'in-force' | 'missing' | 'unsupported' | null;
   flowLimits: { clientFlowLimit: number; clientNewFlowRate: number } | null;
   firewallError: string | null;
   links: { name: string; state: string; error: string | null }[];
@@ -48,17 +51,29 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
     return provider;
   }
 
-  /** `limits`: --client-flow-limit and --client-new-flow-rate; `wrap`: what runs the agent (its argv follows). */
+  /** A provider link `name` for client `id`, its far end eth0 in a namespace of its own, `clientName` (returned). */
+  async function plugClient(provider: Netns, clientName: string, name: string, id: number): Promise<Netns> {
+    const client = await harness.namespace(clientName);
+    await harness.veth(provider, name, client, 'eth0');
+    await provider.ip(['link', 'set', 'dev', name, 'address', mac(0x80, id)]);
+    await client.ip(['link', 'set', 'dev', 'eth0', 'address', mac(0x00, id)]);
+    return client;
+  }
+
+  /** The tables in `ns`, in the order nft lists them. */
+  const tables = async (ns: Netns): Promise<string[]> => (await ns.exec(['nft', 'list', 'tables'])).stdout.trim().split('\n').filter(Boolean);
+
+  /** `limits`: --client-flow-limit and --client-new-flow-rate; `wrap`: what runs the agent (its argv follows); `env`: added to its environment. */
   async function startAgent(
     ns: Netns,
     socket: string,
     extra: readonly string[] = [],
-    { limits = ['300', '30'], wrap = [] }: { limits?: readonly [string, string]; wrap?: readonly string[] } = {},
+    { limits = ['300', '30'], wrap = [], env = {} }: { limits?: readonly [string, string]; wrap?: readonly string[]; env?: Readonly<Record<string, string>> } = {},
   ): Promise<NetnsProcess> {
     const options = ['--client-flow-limit', limits[0], '--client-new-flow-rate', limits[1]];
     const child = ns.spawn([...wrap, 'node', CLI, 'run', '--control-socket', socket, '--notify-fd', '1', ...options, ...extra], {
       enter: 'nsenter',
-      env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' },
+      env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info', ...env },
     });
     await child.waitForOutput(/^\n/, 10_000); // the readiness newline
     return child;
@@ -182,6 +197,100 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
         const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
         expect(text).not.toMatch(/^flow limits per client/m);
         expect(text).toMatch(/^firewall: not in force: its table inet spectrum_netd cannot be read \(deleted or replaced since the last update\?\)/m);
+      } finally {
+        await agent.kill();
+      }
+    });
+  });
+
+  describe('a kernel without the arp family (a wrapper nft stands for one: see test/guest/firewall/no-arp-family.ts)', () => {
+    it('makes the rest of the firewall, says once what to check, and status shows it in force without its ARP guard', async () => {
+      const provider = await providerWithClient('noarp');
+      const wrapper = writeNoArpFamilyNft(mkdtempSync(join(dir, 'nft-')));
+      const socket = join(dir, 'noarp.sock');
+      // The agent runs nft from PATH (SPECTRUM_NETD_SPAWN_NFT), so the wrapper first in it.
+      const env = { PATH: `${wrapper.dir}:${process.env['PATH'] ?? ''}`, SPECTRUM_NETD_SPAWN_NFT: '1' };
+      const agent = await startAgent(provider, socket, ['--firewall-audit', String(AUDIT_SECONDS)], { env });
+      try {
+        const shown = await status(provider, socket);
+        expect(shown).toMatchObject({ arpGuard: 'unsupported', flowLimits: { clientFlowLimit: 300, clientNewFlowRate: 30 }, firewallError: null, firewall: { antispoofDrops: 0, arpDrops: null } });
+        expect(shown.links.find((link) => link.name === 'vm1')).toMatchObject({ state: 'configured', error: null });
+        expect(await tables(provider)).toEqual(['table inet spectrum_netd']);
+        const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+        expect(text).toContain(
+          "\nfirewall: in force (table inet spectrum_netd), but not its ARP guard\nfirewall: ARP guard: unavailable: nft refused the arp family (is CONFIG_NF_TABLES_ARP set in the kernel?), so clients' ARP is not policed; the rest of the firewall stands without it\n",
+        );
+        expect(text).toContain('\narpDrops: -\n');
+        expect(text).not.toMatch(/not in force/);
+
+        // A link plugged later joins the inet table's sets, and audits go by: no failure, no repair.
+        await plugClient(provider, 'noarpc2', 'vm2', 2);
+        await eventually('vm2 configured', async () => (await status(provider, socket)).links.some((link) => link.name === 'vm2' && link.state === 'configured'), 10_000);
+        const listed = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
+        expect(listed.elements.client_links).toEqual(['"vm1"', '"vm2"']);
+        await new Promise((resolve) => setTimeout(resolve, 4 * AUDIT_SECONDS * 1000));
+        expect(await status(provider, socket)).toMatchObject({ arpGuard: 'unsupported', firewallError: null, counters: { firewallRepairs: 0 } });
+        const warnings = agent.stderr.split('\n').filter((line) => /nft refused the arp family/.test(line));
+        expect(warnings).toHaveLength(1);
+        expect(warnings[0]).toMatch(/"level":40.*is CONFIG_NF_TABLES_ARP set in the kernel\?/);
+      } finally {
+        await agent.kill();
+      }
+    });
+  });
+
+  describe('the ARP guard deleted by someone else', () => {
+    it('shows the ARP guard missing and the rest in force; the next update makes it again', async () => {
+      const provider = await providerWithClient('arpgone');
+      const socket = join(dir, 'arpgone.sock');
+      // No audit: the update that follows the plugged link makes it again.
+      const agent = await startAgent(provider, socket, ['--firewall-audit', '0']);
+      try {
+        expect(await status(provider, socket)).toMatchObject({ arpGuard: 'in-force', firewall: { arpDrops: 0 } });
+        await provider.exec(['nft', 'delete', 'table', 'arp', 'spectrum_netd']);
+        const gone = await status(provider, socket);
+        expect(gone).toMatchObject({ arpGuard: 'missing', flowLimits: { clientFlowLimit: 300, clientNewFlowRate: 30 }, firewallError: null, firewall: { antispoofDrops: 0, arpDrops: null } });
+        const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+        expect(text).toContain(
+          '\nfirewall: in force (table inet spectrum_netd), but not its ARP guard\nfirewall: ARP guard: not in force: its table arp spectrum_netd cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n',
+        );
+        expect(text).not.toMatch(/^firewall: not in force/m);
+
+        await plugClient(provider, 'arpgonec2', 'vm2', 2);
+        await eventually('the ARP guard made again', async () => (await status(provider, socket)).arpGuard === 'in-force', 10_000);
+        const listed = parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'arp', 'spectrum_netd'])).stdout);
+        expect(listed.elements.client_links).toEqual(['"vm1"', '"vm2"']);
+        expect(await status(provider, socket)).toMatchObject({ firewallError: null, firewall: { arpDrops: 0 } });
+      } finally {
+        await agent.kill();
+      }
+    });
+  });
+
+  describe('--no-firewall after a run with it', () => {
+    it("deletes the tables the earlier run left, and no other, saying so once: they drop no link plugged later", async () => {
+      const provider = await providerWithClient('nofw');
+      const socket = join(dir, 'nofw.sock');
+      const first = await startAgent(provider, socket);
+      // Stopped, it leaves its tables (clients stay isolated until a restart takes them over).
+      await first.kill('SIGTERM', 5000);
+      expect(await tables(provider)).toEqual(['table inet spectrum_netd', 'table arp spectrum_netd']);
+      // Others' tables, one of our name in another family: never touched.
+      await provider.exec(['nft', '-f', '-'], { input: 'table ip spectrum_netd {\n}\ntable arp filter {\n}\ntable inet spectrum_netd_other {\n}\n' });
+      const agent = await startAgent(provider, socket, ['--no-firewall']);
+      try {
+        expect(await tables(provider)).toEqual(['table ip spectrum_netd', 'table arp filter', 'table inet spectrum_netd_other']);
+        const said = agent.stderr.split('\n').filter((line) => /--no-firewall: deleted/.test(line));
+        expect(said).toHaveLength(1);
+        expect(said[0]).toMatch(/deleted the firewall tables an earlier run left \(inet spectrum_netd, arp spectrum_netd\)/);
+
+        // A provider link plugged now reaches the gateway: the earlier run's guard would drop it (not in its sets).
+        const client = await plugClient(provider, 'nofwc2', 'vm2', 2);
+        await eventually('vm2 configured', async () => (await status(provider, socket)).links.some((link) => link.name === 'vm2' && link.state === 'configured'), 10_000);
+        expect((await client.exec(['node', CLI, 'client'])).stdout).toContain('eth0 100.64.0.2 configured');
+        await Promise.all([provider.linkActive('vm2'), client.linkActive('eth0')]);
+        const ping = await client.exec(['/bin/busybox', 'ping', '-c', '1', '-W', '2', '169.254.0.1'], { allowFailure: true });
+        expect(ping.stdout).toMatch(/1 packets received/);
       } finally {
         await agent.kill();
       }

@@ -442,8 +442,10 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
   it('reads the firewall back every --firewall-audit and restores what someone else changed', async () => {
     await agent.kill('SIGTERM', 3000);
     agent = await startAgent(provider, join(dir, 'control.sock'), ['--firewall-audit', '0.3']);
-    // Less the flow set's elements, which come and go with the clients' conntrack entries.
-    const ruleset = async (): Promise<string> => withoutFlowElements((await provider.exec(['nft', '-s', 'list', 'ruleset'])).stdout);
+    // Less the flow set's elements, which come and go with the clients' conntrack entries; table
+    // by table, as a table made again is listed after the others.
+    const listing = async (family: string): Promise<string> => (await provider.exec(['nft', '-s', 'list', 'table', family, 'spectrum_netd'], { allowFailure: true })).stdout;
+    const ruleset = async (): Promise<string> => withoutFlowElements(`${await listing('inet')}${await listing('arp')}`);
     const before = await ruleset();
     expect(before).toContain('table inet spectrum_netd');
     // An element removed: no transaction of the agent's fails, so only the audit can see it.
@@ -455,6 +457,10 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     await provider.exec(['nft', 'delete', 'table', 'inet', 'spectrum_netd']);
     await eventually('the table restored', async () => (await ruleset()) === before);
     expect((await status(join(dir, 'control.sock'))).counters.firewallRepairs).toBe(2);
+    // The ARP guard alone, as the inet table.
+    await provider.exec(['nft', 'delete', 'table', 'arp', 'spectrum_netd']);
+    await eventually('the ARP guard restored', async () => (await ruleset()) === before);
+    expect((await status(join(dir, 'control.sock'))).counters.firewallRepairs).toBe(3);
     expect(agent.stdout + agent.stderr).toMatch(/changed by someone else: restored/);
   });
 
