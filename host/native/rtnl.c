@@ -483,6 +483,9 @@ static void run_execute(napi_env env, void *data) {
   }
   int failed = 0;
   size_t offset = 0;
+  // The master last looked up, by its own name: a link's two ports join its bridge a record or
+  // two apart, so each bridge is looked up once per program (a lookup is a round trip).
+  found_link last_master = {.index = 0, .name = ""};
   for (uint32_t index = 0; index < job->records; index++) {
     uint32_t kind, length;
     memcpy(&kind, job->program + offset, 4);
@@ -504,15 +507,18 @@ static void run_execute(napi_env env, void *data) {
     } else if (kind == KIND_REQUEST) {
       memcpy(scratch, payload, length);
       error = length >= NLMSG_HDRLEN ? exchange(job, index, scratch, length, &receive, detail, NULL) : EINVAL;
+      // A device deleted: its name may come back on another one.
+      if (length >= NLMSG_HDRLEN && ((const struct nlmsghdr *)scratch)->nlmsg_type == RTM_DELLINK) last_master = (found_link){.index = 0, .name = ""};
     } else if (kind == KIND_ENSLAVE && length >= IFNAMSIZ + NLMSG_HDRLEN) {
       char master_name[IFNAMSIZ];
       memcpy(master_name, payload, IFNAMSIZ - 1);
       master_name[IFNAMSIZ - 1] = '\0';
-      found_link master;
+      found_link master = last_master;
       char said[TEXT_BYTES / 2] = "";
       // The master is a bridge this program made or the plan found, unless someone deleted it
       // meanwhile: looked up so that no module is loaded for its name then.
-      error = lookup_link(job, index, master_name, &receive, said, &master);
+      if (last_master.index == 0 || strcmp(last_master.name, master_name) != 0) error = lookup_link(job, index, master_name, &receive, said, &master);
+      last_master = error == 0 && strcmp(master.name, master_name) == 0 ? master : (found_link){.index = 0, .name = ""};
       if (error == 0 && strcmp(master.name, master_name) != 0) {
         error = ENODEV;
         snprintf(detail, sizeof detail, "master %s is an altname of device %s, not a device's own name", master_name, master.name);
@@ -530,6 +536,7 @@ static void run_execute(napi_env env, void *data) {
         memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
         header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + NLA_ALIGN(master_attribute->nla_len);
         error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+        if (error != 0) last_master = (found_link){.index = 0, .name = ""};  // it may be gone
       }
     } else {
       error = EINVAL;

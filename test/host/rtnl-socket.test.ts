@@ -128,6 +128,26 @@ describeNetns('rtnl sockets in a namespace', () => {
     expect((await ipLinks()).has('tb2')).toBe(true);
   });
 
+  it('joins a master made anew under the same name within one program to the new one (its index is looked up again after a delete)', async () => {
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'add-bridge', name: 'tb9' },
+        { op: 'add-tap', name: 'tc9' },
+        { op: 'set', name: 'tc9', change: { master: 'tb9' } },
+        { op: 'delete', name: 'tb9' },
+        { op: 'add-bridge', name: 'tb9' },
+        { op: 'add-tap', name: 'tp9' },
+        { op: 'set', name: 'tp9', change: { master: 'tb9' } },
+        { op: 'set', name: 'tc9', change: { master: 'tb9' } },
+      ]),
+    );
+    expect(states(outcomes)).toEqual(Array(8).fill('done'));
+    const links = await ipLinks();
+    expect(links.get('tp9')?.master).toBe('tb9');
+    expect(links.get('tc9')?.master).toBe('tb9');
+    await socket.run(programOf([{ op: 'delete', name: 'tc9' }, { op: 'delete', name: 'tp9' }, { op: 'delete', name: 'tb9' }]));
+  });
+
   it('says which master is missing when a device cannot join it', async () => {
     const [outcome] = await socket.run(programOf([{ op: 'set', name: 'tc1', change: { master: 'nosuch' } }]));
     expect(outcome).toMatchObject({ state: 'failed', code: 'ENODEV', text: 'No such device: master nosuch' });
