@@ -8,7 +8,7 @@ import { type OptionSource, optionSource, sourceName, usablePath } from '../shar
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { AddressError } from '../shared/address-error.js';
-import { type AttachChoice, AttachModeError, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
+import { type AttachChoice, type AttachMode, AttachModeError, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
@@ -196,14 +196,24 @@ function checkSocketTemplates(flags: VmmFlags): void {
 /** list and show take no --attach: a link without a recorded attach mode is shown with the default. */
 const DEFAULT_ATTACH = parseAttachChoice([]);
 
-/** `attached`: false for a link with no attach mode recorded (unlinked, id kept), shown `-`. */
-function reportLine(report: LinkReport, attached = true): string {
+/**
+ * A link as printed: its attach modes may be unknown (null), for a link `list` found up whose
+ * record has none (written before the state kept them) where its device does not tell.
+ */
+type ShownLink = Omit<LinkReport, 'clientAttach' | 'providerAttach'> & { readonly clientAttach: AttachMode | null; readonly providerAttach: AttachMode | null };
+
+/**
+ * `attached`: false for a link with no attach mode recorded (unlinked, id kept), shown `-`; an
+ * attached side whose mode is unknown is shown `?`.
+ */
+function reportLine(report: ShownLink, attached = true): string {
+  const mode = (value: AttachMode | null): string => (attached ? (value ?? '?') : '-');
   return [
     `${report.vm} -> ${report.provider}`,
     `id ${report.id}`,
     `ip ${report.clientIp}`,
-    `client ${report.clientDevice} ${report.clientMac} (${attached ? report.clientAttach : '-'})`,
-    `provider ${report.providerDevice} ${report.providerMac} (${attached ? report.providerAttach : '-'})`,
+    `client ${report.clientDevice} ${report.clientMac} (${mode(report.clientAttach)})`,
+    `provider ${report.providerDevice} ${report.providerMac} (${mode(report.providerAttach)})`,
     `bridge ${report.bridge}`,
   ].join('  ');
 }
@@ -213,7 +223,7 @@ function reportLine(report: LinkReport, attached = true): string {
  * (whose guest learns the link MTU), one line per VMM, so that the operator can start the VM with
  * them. (Tap names and MACs need no shell quoting.)
  */
-function vmmArgumentLines(report: LinkReport, mtu: number): string[] {
+function vmmArgumentLines(report: ShownLink, mtu: number): string[] {
   const sides = vmmArgumentsFor(report, mtu);
   const lines = (vm: string, side: SideArguments | undefined): string[] =>
     side === undefined ? [] : [`  ${vm}: qemu ${side.qemu.join(' ')}`, `  ${vm}: cloud-hypervisor ${side.cloudHypervisor.join(' ')}`];
@@ -225,7 +235,7 @@ function vmmArgumentLines(report: LinkReport, mtu: number): string[] {
  * gone. A recorded link that is not linked (`unlink` took it down, its id kept) is attached no way:
  * its attach modes are null, wherever it is printed (list, show, unlink, link --all's records).
  */
-function linkFieldsJson(report: LinkReport | RecordedLinkReport): Record<string, unknown> {
+function linkFieldsJson(report: ShownLink | RecordedLinkReport): Record<string, unknown> {
   const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice } = report;
   const attached = !('linked' in report) || report.linked;
   const [clientAttach, providerAttach] = attached ? [report.clientAttach, report.providerAttach] : [null, null];
@@ -233,7 +243,7 @@ function linkFieldsJson(report: LinkReport | RecordedLinkReport): Record<string,
 }
 
 /** The JSON link object of the contract, with the VMM arguments for sides attached by hand (link MTU `mtu`). */
-function linkJson(report: LinkReport, mtu: number): Record<string, unknown> {
+function linkJson(report: ShownLink, mtu: number): Record<string, unknown> {
   const vmmArguments = vmmArgumentsFor(report, mtu);
   return { ...linkFieldsJson(report), ...(vmmArguments === undefined ? {} : { vmmArguments }) };
 }
@@ -744,6 +754,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   // made. Only a link whose devices exist gets them: those of one taken down (unlink keeps its
   // id) or that lost a device (a crash, a reboot) would name taps that are not there.
   // A link unlink took down (its id kept) has no attach mode: shown as null (`-`), not the default (linkFieldsJson).
+  // One up whose record has no attach modes (written before the state kept them) is linked, its
+  // modes as its devices show them: unknown for a tap (null, `?`), which gets no VMM arguments.
   const printListed = (listed: ListedLink[], json: boolean): void => {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
@@ -755,8 +767,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
     else {
-      const state = (entry: ListedLink): string =>
-        entry.linked ? (entry.present ? 'up' : 'devices missing') : entry.present ? 'unlinked (id kept), yet devices of its names exist' : 'unlinked (id kept)';
+      const state = (entry: ListedLink): string => {
+        if (!entry.linked) return 'unlinked (id kept)';
+        const shown = entry.present ? 'up' : 'devices missing';
+        return entry.attachRecorded ? shown : `${shown} (attach modes not recorded)`;
+      };
       const lines = listed.flatMap((entry) => [
         `${reportLine(entry, entry.linked)}  ${state(entry)}`,
         ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),

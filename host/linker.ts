@@ -7,7 +7,7 @@ import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf } from './attach-mode.js';
 import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { type ConfigDirSource, readConfigVms } from './config-reader.js';
-import { type DesiredConnection, type DesiredSide, type DevicePlan, planDevices, replacedDevices } from './device-plan.js';
+import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
 import { type NamespaceLeft, type PlanUndone, applyDevicePlan, deleteNamespaces, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
 import {
@@ -1318,22 +1318,46 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
   });
 }
 
-export interface ListedLink extends RecordedLinkReport {
+/**
+ * A recorded link as `list` and `show` report it. Linked: attach modes recorded, or (a record
+ * written before the state kept them, as `unlink` takes it) devices of its names exist. A side's
+ * attach mode is null where the link is attached no way (not linked), or where its record has
+ * none and its device does not tell it: a veth is netns, a tap any of none, qemu and
+ * cloud-hypervisor.
+ */
+export interface ListedLink extends Omit<RecordedLinkReport, 'clientAttach' | 'providerAttach'> {
+  readonly clientAttach: AttachMode | null;
+  readonly providerAttach: AttachMode | null;
+  /** False for a link whose record has no attach modes (unlink took it down, or it was written before the state kept them). */
+  readonly attachRecorded: boolean;
   /** Whether the link's host devices exist right now. */
   readonly present: boolean;
   /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists. */
   readonly mtu?: number;
 }
 
+/** The attach mode a side's host device shows where none is recorded: netns for a veth (no other mode makes one), else unknown. */
+function attachShown(device: ObservedDevice | undefined): AttachMode | null {
+  return device?.kind === 'veth' ? 'netns' : null;
+}
+
 /** Recorded links, with whether their devices exist. */
 async function listed(links: readonly Link[], options: ListOptions): Promise<ListedLink[]> {
   if (links.length === 0) return [];
   const devices = (await observeDevices([])).host;
-  return links.map((link) => {
+  return links.map((link): ListedLink => {
     const report = linkReport(link, options);
-    const present = [report.bridge, report.clientDevice, report.providerDevice].every((device) => devices.has(device));
+    const names = [report.bridge, report.clientDevice, report.providerDevice];
+    const present = names.every((device) => devices.has(device));
     const mtu = devices.get(report.bridge)?.mtu;
-    return { ...report, linked: link.attached !== undefined, present, ...(mtu === undefined ? {} : { mtu }) };
+    const base = { ...report, present, ...(mtu === undefined ? {} : { mtu }) };
+    if (link.attached !== undefined) return { ...base, linked: true, attachRecorded: true };
+    // No attach modes recorded: taken down by unlink, or up, recorded before the state kept them
+    // (devices of its names exist, as releaseLinks tells them apart).
+    if (!names.some((device) => devices.has(device))) return { ...base, linked: false, attachRecorded: false, clientAttach: null, providerAttach: null };
+    const clientAttach = attachShown(devices.get(report.clientDevice));
+    const providerAttach = attachShown(devices.get(report.providerDevice));
+    return { ...base, linked: true, attachRecorded: false, clientAttach, providerAttach };
   });
 }
 

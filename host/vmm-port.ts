@@ -5,7 +5,7 @@ import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
-import type { AttachChoice } from './attach-mode.js';
+import type { AttachChoice, AttachMode } from './attach-mode.js';
 import type { LinkReport, VmmPort } from './linker.js';
 import type { VmmNic } from './vmm/nic.js';
 import { deadline } from './vmm/deadline.js';
@@ -60,9 +60,13 @@ export interface SideArguments {
 
 /**
  * For sides attached by hand (`none`): the arguments that give the VMM its NIC on our tap, whose
- * guest learns the link MTU `mtu`.
+ * guest learns the link MTU `mtu`. A side whose mode is unknown (null: `list` of a link whose
+ * record has none) gets none.
  */
-export function vmmArgumentsFor(report: LinkReport, mtu: number): { client?: SideArguments; provider?: SideArguments } | undefined {
+export function vmmArgumentsFor(
+  report: Pick<LinkReport, 'clientDevice' | 'clientMac' | 'providerDevice' | 'providerMac'> & { readonly clientAttach: AttachMode | null; readonly providerAttach: AttachMode | null },
+  mtu: number,
+): { client?: SideArguments; provider?: SideArguments } | undefined {
   const sideArguments = (tap: string, mac: string): SideArguments => {
     const nic: VmmNic = { id: tap, tap, mac, mtu };
     return { cloudHypervisor: cloudHypervisorNetArguments(nic), qemu: qemuNetArguments(nic) };

@@ -3,8 +3,12 @@
 //
 // Why native: the host steps used to go to `ip -batch`, which resolves every device name with a
 // request of its own, and costs a process start (fork of the whole Node process) per batch. Here
-// a request names its device itself, a master is resolved with an ioctl on the same socket
-// (SIOCGIFINDEX, no RTNL), and the steps run while JS goes on.
+// a request names its device itself, a master is resolved with a query on the same socket, and
+// the steps run while JS goes on. Names are looked up by route netlink (RTM_GETLINK), never by a
+// device ioctl (SIOCGIFINDEX and the like): for a name no device has (one deleted by someone else
+// meanwhile), those first try to load a module named after it (dev_load runs modprobe).
+// A name the kernel resolves to another device's altname (its lookups by name all take them) is
+// no device of that name here: a master or device found so is refused.
 //
 // JS API (host/rtnl-socket.ts wraps it):
 //   open(netnsPath: string | null) -> handle   NETLINK_ROUTE socket in that network namespace
@@ -14,15 +18,20 @@
 // A program is a list of records: u32 kind, u32 payload length, payload padded to 4 bytes.
 //   REQUEST (1)  one netlink message; NLM_F_ACK is added and its seq becomes the record's index + 1
 //   TAP     (2)  a NUL-terminated name: a new persistent tap (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) in
-//                the socket's namespace; EBUSY where a device of that name exists
+//                the socket's namespace; EBUSY where a device of that name exists (or has it as
+//                an altname: the text names that device)
 //   ENSLAVE (3)  16 bytes, a NUL-padded master name, then a netlink message to which IFLA_MASTER,
-//                the master's index as the socket's namespace knows it, is appended
+//                the master's index as the socket's namespace knows it, is appended; ENODEV where
+//                no device has that name as its own
 //   NO_IPV6 (4)  a NUL-terminated device name: IPv6 off on it (disable_ipv6, which has no
-//                netlink form) in the socket's namespace; done where IPv6 does not run on it
+//                netlink form) in the socket's namespace; done where IPv6 does not run on it;
+//                ENODEV where no device has that name as its own
 // Results, per record i: errors[i] 0 done, an errno, or -1 not run (a record before it failed and
 // keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack), else
 // undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
-// A dump request (NLM_F_DUMP) is answered with every part up to NLMSG_DONE.
+// A dump request (NLM_F_DUMP) is answered with every part up to NLMSG_DONE. A datagram of an
+// answer that no memory can be had for is read off all the same (discarded), and its record fails
+// with ENOMEM saying so: left unread, it would stay first in line for every read after it.
 #define _GNU_SOURCE  // setns
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -250,8 +259,10 @@ static void ack_message(const struct nlmsghdr *message, char *text, size_t size)
 // The next datagram of the socket, read whole into `receive` (grown where it is larger); its
 // length, or -1 with errno set. A device's answer passes 64 KiB where its altnames fill its
 // property list (the kernel lets that take up to 64 KiB): its size is asked first (a peek that
-// copies nothing), so that no datagram is ever cut short.
-static ssize_t receive_whole(int fd, receive_buffer *receive) {
+// copies nothing), so that no datagram is ever cut short. Where the buffer cannot grow to it, the
+// datagram is read off into nothing (discarded: a read takes it off the socket, however little
+// it copies), so that the next read gets the next one; -1 with ENOMEM, its size in *discarded.
+static ssize_t receive_whole(int fd, receive_buffer *receive, size_t *discarded) {
   ssize_t size;
   do size = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC);
   while (size < 0 && errno == EINTR);
@@ -259,6 +270,11 @@ static ssize_t receive_whole(int fd, receive_buffer *receive) {
   if ((size_t)size > receive->capacity) {
     uint8_t *grown = realloc(receive->bytes, (size_t)size);
     if (grown == NULL) {
+      ssize_t dropped;
+      do dropped = recv(fd, NULL, 0, MSG_TRUNC);
+      while (dropped < 0 && errno == EINTR);
+      if (dropped < 0) return -1;
+      *discarded = (size_t)size;
       errno = ENOMEM;
       return -1;
     }
@@ -275,8 +291,32 @@ static ssize_t receive_whole(int fd, receive_buffer *receive) {
   return received;
 }
 
+// A device as a lookup's answer gives it: its index and its own name (empty until answered).
+typedef struct {
+  int index;
+  char name[IFNAMSIZ];
+} found_link;
+
+// The index and own name of an RTM_NEWLINK message into `found`.
+static void read_link(const struct nlmsghdr *message, found_link *found) {
+  if (message->nlmsg_type != RTM_NEWLINK || message->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg))) return;
+  const struct ifinfomsg *info = NLMSG_DATA(message);
+  int left = (int)(message->nlmsg_len - NLMSG_LENGTH(sizeof *info));
+  for (const struct rtattr *attribute = IFLA_RTA(info); RTA_OK(attribute, left); attribute = RTA_NEXT(attribute, left)) {
+    if (attribute->rta_type != IFLA_IFNAME) continue;
+    size_t bytes = strnlen(RTA_DATA(attribute), RTA_PAYLOAD(attribute));
+    if (bytes >= IFNAMSIZ) return;
+    memcpy(found->name, RTA_DATA(attribute), bytes);
+    found->name[bytes] = '\0';
+    found->index = info->ifi_index;
+    return;
+  }
+}
+
 // Send one request and read until its ack (or the end of its dump); 0 or an errno, with detail.
-static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t length, receive_buffer *receive, char *detail) {
+// The answers are kept as the record's replies, or, with `found` (a lookup of the program's own),
+// read into it instead.
+static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t length, receive_buffer *receive, char *detail, found_link *found) {
   struct nlmsghdr *header = (struct nlmsghdr *)message;
   uint32_t seq = index + 1;
   header->nlmsg_seq = seq;
@@ -289,8 +329,13 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
   while (sent < 0 && errno == EINTR);
   if (sent < 0) return errno;
   for (;;) {
-    ssize_t received = receive_whole(job->socket->fd, receive);
-    if (received < 0) return errno;
+    size_t discarded = 0;
+    ssize_t received = receive_whole(job->socket->fd, receive, &discarded);
+    if (received < 0) {
+      int error = errno;
+      if (discarded > 0) snprintf(detail, TEXT_BYTES / 2, "no memory to read the kernel's answer of %zu bytes, which was discarded", discarded);
+      return error;
+    }
     int left = (int)received;  // signed: an unpadded last message takes it below 0, which NLMSG_OK ends on
     for (struct nlmsghdr *reply = (struct nlmsghdr *)receive->bytes; NLMSG_OK(reply, left); reply = NLMSG_NEXT(reply, left)) {
       if (reply->nlmsg_seq != seq) continue;  // a late answer to an earlier request
@@ -310,10 +355,47 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
         // Its ack (NLM_F_ACK on a dump) may follow in the same or the next read; none is needed.
         return 0;
       }
+      if (found != NULL) {
+        read_link(reply, found);
+        continue;
+      }
       int error = keep_reply(job, reply);
       if (error != 0) return error;
     }
   }
+}
+
+// Look `name` up on the job's socket (RTM_GETLINK by IFLA_IFNAME, statistics left out): 0 with
+// the device it resolves to (by its own name or an altname) in `found`, or an errno (ENODEV: no
+// device has that name) with the kernel's detail. No module is loaded for a missing name.
+static int lookup_link(rtnl_job *job, uint32_t index, const char *name, receive_buffer *receive, char *detail, found_link *found) {
+  union {
+    uint8_t bytes[NLMSG_SPACE(sizeof(struct ifinfomsg)) + RTA_SPACE(IFNAMSIZ) + RTA_SPACE(sizeof(uint32_t))];
+    struct nlmsghdr align;
+  } request;
+  size_t bytes = strnlen(name, IFNAMSIZ);
+  if (bytes == 0 || bytes >= IFNAMSIZ) return EINVAL;
+  memset(&request, 0, sizeof request);
+  struct nlmsghdr *header = &request.align;
+  header->nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+  header->nlmsg_type = RTM_GETLINK;
+  ((struct ifinfomsg *)NLMSG_DATA(header))->ifi_family = AF_UNSPEC;  // ifi_index 0: by name
+  struct rtattr *attribute = (struct rtattr *)(request.bytes + NLMSG_ALIGN(header->nlmsg_len));
+  attribute->rta_type = IFLA_IFNAME;
+  attribute->rta_len = RTA_LENGTH(bytes + 1);
+  memcpy(RTA_DATA(attribute), name, bytes);
+  header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + RTA_ALIGN(attribute->rta_len);
+  attribute = (struct rtattr *)(request.bytes + header->nlmsg_len);
+  attribute->rta_type = IFLA_EXT_MASK;
+  attribute->rta_len = RTA_LENGTH(sizeof(uint32_t));
+  uint32_t filter = RTEXT_FILTER_SKIP_STATS;
+  memcpy(RTA_DATA(attribute), &filter, sizeof filter);
+  header->nlmsg_len += RTA_ALIGN(attribute->rta_len);
+  found->index = 0;
+  found->name[0] = '\0';
+  int error = exchange(job, index, request.bytes, header->nlmsg_len, receive, detail, found);
+  if (error == 0 && found->name[0] == '\0') error = EPROTO;  // acknowledged without the device
+  return error;
 }
 
 static int create_tap(const rtnl_socket *socket, const char *name) {
@@ -325,15 +407,30 @@ static int create_tap(const rtnl_socket *socket, const char *name) {
   memset(&request, 0, sizeof request);
   strncpy(request.ifr_name, name, IFNAMSIZ - 1);
   // IFF_TUN_EXCL: a tap of that name made since the plan looked is refused (EBUSY), not joined;
-  // joined, it would count as made by this run and be deleted by its undo.
+  // joined, it would count as made by this run and be deleted by its undo. So is a device that
+  // has the name as an altname (TUNSETIFF looks names up as the kernel does, altnames too).
   request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL;
   if (ioctl(fd, TUNSETIFF, &request) != 0 || ioctl(fd, TUNSETPERSIST, 1) != 0) error = errno;
   close(fd);
   return error;
 }
 
-// /proc/sys/net shows a thread the namespace it is in when it opens a file there.
-static int disable_ipv6(const rtnl_socket *socket, const char *name) {
+// Why a tap could not be made where a device has its name (EBUSY): that device's own name or an
+// altname, as a lookup tells.
+static void name_taken(rtnl_job *job, uint32_t index, const char *name, receive_buffer *receive, char *detail) {
+  found_link found;
+  char ignored[TEXT_BYTES / 2] = "";
+  if (lookup_link(job, index, name, receive, ignored, &found) == 0 && strcmp(found.name, name) != 0) {
+    snprintf(detail, TEXT_BYTES / 2, "device %s has that name as an altname", found.name);
+  } else {
+    snprintf(detail, TEXT_BYTES / 2, "a device of that name exists");
+  }
+}
+
+// /proc/sys/net shows a thread the namespace it is in when it opens a file there; its
+// directories are named after devices' own names (never altnames).
+static int disable_ipv6(rtnl_job *job, uint32_t index, const char *name, receive_buffer *receive, char *detail) {
+  const rtnl_socket *socket = job->socket;
   // Not a device's own file: "all" and "default" would turn IPv6 off namespace-wide.
   if (strlen(name) >= IFNAMSIZ || strchr(name, '/') != NULL || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
       strcmp(name, "all") == 0 || strcmp(name, "default") == 0) {
@@ -345,19 +442,32 @@ static int disable_ipv6(const rtnl_socket *socket, const char *name) {
   int error = socket->netns_fd >= 0 ? netns_enter(socket->netns_fd, &home) : 0;
   if (error != 0) return error;
   int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) {
-    error = errno;
-    // No IPv6 to turn off: none in this kernel (no conf directory at all), or none on this
-    // device (the kernel takes it away below an MTU of 1280, and gives it back above). Else
-    // there is no such device. SIOCGIFINDEX loads no module (dev_load): the program made it or the plan found it.
-    if (error == ENOENT) error = access("/proc/sys/net/ipv6/conf", F_OK) != 0 || if_nametoindex(name) != 0 ? 0 : ENODEV;
-  }
+  if (fd < 0) error = errno;
+  int ipv6 = error != ENOENT || access("/proc/sys/net/ipv6/conf", F_OK) == 0;
   if (home >= 0) netns_leave(home);
   if (fd >= 0) {
     if (write(fd, "1", 1) != 1) error = errno;
     close(fd);
+    return error;
   }
-  return error;
+  if (error != ENOENT) return error;
+  // No IPv6 to turn off: none in this kernel (no conf directory at all), or none on this device
+  // (the kernel takes it away below an MTU of 1280, and gives it back above). Else there is no
+  // such device: asked on the socket, by route netlink, which loads no module for a missing name.
+  if (!ipv6) return 0;
+  found_link found;
+  char said[TEXT_BYTES / 2] = "";
+  error = lookup_link(job, index, name, receive, said, &found);
+  if (error == ENODEV) return ENODEV;
+  if (error != 0) {
+    snprintf(detail, TEXT_BYTES / 2, "looking %s up%s%.*s", name, said[0] != '\0' ? ": " : "", TEXT_BYTES / 4, said);
+    return error;
+  }
+  if (strcmp(found.name, name) != 0) {
+    snprintf(detail, TEXT_BYTES / 2, "%s is an altname of device %s, not a device's own name", name, found.name);
+    return ENODEV;
+  }
+  return 0;
 }
 
 static void run_execute(napi_env env, void *data) {
@@ -373,6 +483,9 @@ static void run_execute(napi_env env, void *data) {
   }
   int failed = 0;
   size_t offset = 0;
+  // The master last looked up, by its own name: a link's two ports join its bridge a record or
+  // two apart, so each bridge is looked up once per program (a lookup is a round trip).
+  found_link last_master = {.index = 0, .name = ""};
   for (uint32_t index = 0; index < job->records; index++) {
     uint32_t kind, length;
     memcpy(&kind, job->program + offset, 4);
@@ -388,31 +501,42 @@ static void run_execute(napi_env env, void *data) {
     int error = 0;
     if (kind == KIND_TAP) {
       error = strnlen((const char *)payload, length) < length ? create_tap(job->socket, (const char *)payload) : EINVAL;
-      if (error == EBUSY) snprintf(detail, sizeof detail, "a device of that name exists");
+      if (error == EBUSY) name_taken(job, index, (const char *)payload, &receive, detail);
     } else if (kind == KIND_NO_IPV6) {
-      error = strnlen((const char *)payload, length) < length ? disable_ipv6(job->socket, (const char *)payload) : EINVAL;
+      error = strnlen((const char *)payload, length) < length ? disable_ipv6(job, index, (const char *)payload, &receive, detail) : EINVAL;
     } else if (kind == KIND_REQUEST) {
       memcpy(scratch, payload, length);
-      error = length >= NLMSG_HDRLEN ? exchange(job, index, scratch, length, &receive, detail) : EINVAL;
+      error = length >= NLMSG_HDRLEN ? exchange(job, index, scratch, length, &receive, detail, NULL) : EINVAL;
+      // A device deleted: its name may come back on another one.
+      if (length >= NLMSG_HDRLEN && ((const struct nlmsghdr *)scratch)->nlmsg_type == RTM_DELLINK) last_master = (found_link){.index = 0, .name = ""};
     } else if (kind == KIND_ENSLAVE && length >= IFNAMSIZ + NLMSG_HDRLEN) {
-      struct ifreq request;
-      memset(&request, 0, sizeof request);
-      memcpy(request.ifr_name, payload, IFNAMSIZ - 1);
-      // No module load (dev_load, for a missing name): the master is a bridge this program made or the plan found.
-      if (ioctl(job->socket->fd, SIOCGIFINDEX, &request) != 0) {
-        error = errno;
-        snprintf(detail, sizeof detail, "master %s", request.ifr_name);
+      char master_name[IFNAMSIZ];
+      memcpy(master_name, payload, IFNAMSIZ - 1);
+      master_name[IFNAMSIZ - 1] = '\0';
+      found_link master = last_master;
+      char said[TEXT_BYTES / 2] = "";
+      // The master is a bridge this program made or the plan found, unless someone deleted it
+      // meanwhile: looked up so that no module is loaded for its name then.
+      if (last_master.index == 0 || strcmp(last_master.name, master_name) != 0) error = lookup_link(job, index, master_name, &receive, said, &master);
+      last_master = error == 0 && strcmp(master.name, master_name) == 0 ? master : (found_link){.index = 0, .name = ""};
+      if (error == 0 && strcmp(master.name, master_name) != 0) {
+        error = ENODEV;
+        snprintf(detail, sizeof detail, "master %s is an altname of device %s, not a device's own name", master_name, master.name);
+      } else if (error != 0) {
+        int more = error != ENODEV && said[0] != '\0';
+        snprintf(detail, sizeof detail, "master %s%s%.*s", master_name, more ? ": " : "", (int)(sizeof detail - 32), more ? said : "");
       } else {
         size_t message_length = length - IFNAMSIZ;
         memcpy(scratch, payload + IFNAMSIZ, message_length);
         struct nlmsghdr *header = (struct nlmsghdr *)scratch;
-        struct nlattr *master = (struct nlattr *)(scratch + NLMSG_ALIGN(header->nlmsg_len));
-        master->nla_type = IFLA_MASTER;
-        master->nla_len = NLA_HDRLEN + sizeof(uint32_t);
-        uint32_t master_index = (uint32_t)request.ifr_ifindex;
-        memcpy((uint8_t *)master + NLA_HDRLEN, &master_index, sizeof master_index);
-        header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + NLA_ALIGN(master->nla_len);
-        error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail);
+        struct nlattr *master_attribute = (struct nlattr *)(scratch + NLMSG_ALIGN(header->nlmsg_len));
+        master_attribute->nla_type = IFLA_MASTER;
+        master_attribute->nla_len = NLA_HDRLEN + sizeof(uint32_t);
+        uint32_t master_index = (uint32_t)master.index;
+        memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
+        header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + NLA_ALIGN(master_attribute->nla_len);
+        error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+        if (error != 0) last_master = (found_link){.index = 0, .name = ""};  // it may be gone
       }
     } else {
       error = EINVAL;

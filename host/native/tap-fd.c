@@ -11,7 +11,10 @@
 //       caller's). ENODEV if there is no such tap (none is ever made here, and no module is
 //       loaded for its name: it is looked up as deviceMtu looks, below), EBUSY if another
 //       process holds its queue, EINVAL if the device is no tap. The tap gets the virtio-net
-//       header flag if it lacked it (the kernel takes it from whoever attaches).
+//       header flag if it lacked it (the kernel takes it from whoever attaches). Only a device
+//       whose own name is `name`: where `name` is another device's altname (which the kernel's
+//       lookups, TUNSETIFF's too, resolve), that device is not attached, and the error's code is
+//       ERR_TAP_ALTNAME, its `device` that device's own name.
 //   connectUnix(path) -> fd                  a connected, non-blocking Unix stream socket
 //   sendWithRights(fd, bytes, fds) -> sent   one sendmsg of bytes with fds attached (SCM_RIGHTS)
 //   peekRights(fd, max) -> fds | null        the descriptors attached to the first unread bytes,
@@ -98,7 +101,7 @@ static napi_value number(napi_env env, int32_t value) {
   return result;
 }
 
-static int link_mtu(int netlink, const char *name, uint32_t *mtu);
+static int link_lookup(int netlink, const char *name, uint32_t *mtu, char *own_name);
 
 // A route netlink socket of this thread's network namespace whose answers come within a bound
 // (the kernel answers while a request is sent; the bound only keeps a lost answer from hanging),
@@ -114,8 +117,10 @@ static int route_socket(int *error) {
   return netlink;
 }
 
-// A queue of the tap `name` in the current namespace, or -errno.
-static int attach_tap(const char *name) {
+// A queue of the tap `name` in the current namespace, or -errno. Where `name` is an altname of
+// another device, -ENODEV with that device's own name in `owner` (else owner is left empty).
+static int attach_tap(const char *name, char owner[IFNAMSIZ]) {
+  owner[0] = '\0';
   // TUNSETIFF makes a tap that does not exist: refuse first, and again if one appeared meanwhile.
   // Asked by RTM_GETLINK, not if_nametoindex: the tap may be missing (deleted, or never made in
   // that namespace), and for a missing name SIOCGIFINDEX first runs modprobe (dev_load).
@@ -123,9 +128,16 @@ static int attach_tap(const char *name) {
   int netlink = route_socket(&error);
   if (netlink < 0) return -error;
   uint32_t mtu;
-  error = link_mtu(netlink, name, &mtu);
+  char found[IFNAMSIZ];
+  error = link_lookup(netlink, name, &mtu, found);
   close(netlink);
   if (error != 0) return -error;
+  // TUNSETIFF looks its name up as the kernel does every name (__dev_get_by_name), altnames too:
+  // another device's altname would attach that device (and give it the header flag).
+  if (strcmp(found, name) != 0) {
+    memcpy(owner, found, IFNAMSIZ);
+    return -ENODEV;
+  }
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return -errno;
   struct ifreq request;
@@ -142,7 +154,29 @@ static int attach_tap(const char *name) {
     close(fd);  // made just now by TUNSETIFF: closing removes it again
     return -ENODEV;
   }
+  // Renamed, or the name moved to another device's altnames, since the lookup: not ours either.
+  if (strncmp(request.ifr_name, name, IFNAMSIZ) != 0) {
+    memcpy(owner, request.ifr_name, IFNAMSIZ - 1);
+    owner[IFNAMSIZ - 1] = '\0';
+    close(fd);
+    return -ENODEV;
+  }
   return fd;
+}
+
+// The error of a name that is another device's altname: code ERR_TAP_ALTNAME, `device` its own name.
+static napi_value throw_altname(napi_env env, const char *name, const char *owner) {
+  char message[160];
+  snprintf(message, sizeof message, "%s is an altname of device %s, not a device's own name", name, owner);
+  napi_value code, text, device, exception;
+  napi_create_string_utf8(env, "ERR_TAP_ALTNAME", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
+  napi_create_string_utf8(env, owner, NAPI_AUTO_LENGTH, &device);
+  napi_create_error(env, code, text, &exception);
+  napi_set_named_property(env, exception, "code", code);
+  napi_set_named_property(env, exception, "device", device);
+  napi_throw(env, exception);
+  return NULL;
 }
 
 static napi_value open_tap(napi_env env, napi_callback_info info) {
@@ -154,8 +188,9 @@ static napi_value open_tap(napi_env env, napi_callback_info info) {
   napi_valuetype type;
   if (napi_typeof(env, argv[1], &type) != napi_ok) return NULL;
   int fd;
+  char owner[IFNAMSIZ];
   if (type == napi_null || type == napi_undefined) {
-    fd = attach_tap(name);
+    fd = attach_tap(name, owner);
   } else {
     char path[4096];
     if (!string_arg(env, argv[1], path, sizeof path, "namespace path")) return NULL;
@@ -165,9 +200,10 @@ static napi_value open_tap(napi_env env, napi_callback_info info) {
     int error = netns_enter(netns_fd, &home);
     close(netns_fd);
     if (error != 0) return throw_errno(env, error, path);
-    fd = attach_tap(name);
+    fd = attach_tap(name, owner);
     netns_leave(home);
   }
+  if (fd < 0 && owner[0] != '\0') return throw_altname(env, name, owner);
   if (fd < 0) return throw_errno(env, -fd, name);
   return number(env, fd);
 }
@@ -328,9 +364,11 @@ static napi_value pidfd_netns(napi_env env, napi_callback_info info) {
   return number(env, netns_fd);
 }
 
-// The MTU of the device `name` resolves to in the namespace of `netlink` (a route netlink
-// socket), into *mtu: 0, or an errno (ENODEV: no device has that name).
-static int link_mtu(int netlink, const char *name, uint32_t *mtu) {
+// The MTU and own name (IFNAMSIZ bytes, NUL-terminated) of the device `name` resolves to (its
+// own name or an altname) in the namespace of `netlink` (a route netlink socket), into *mtu and
+// own_name: 0, or an errno (ENODEV: no device has that name).
+static int link_lookup(int netlink, const char *name, uint32_t *mtu, char *own_name) {
+  own_name[0] = '\0';
   union {
     uint8_t bytes[NLMSG_SPACE(sizeof(struct ifinfomsg)) + RTA_SPACE(IFNAMSIZ) + RTA_SPACE(sizeof(uint32_t))];
     struct nlmsghdr align;
@@ -400,13 +438,19 @@ static int link_mtu(int netlink, const char *name, uint32_t *mtu) {
       }
       if (message->nlmsg_type != RTM_NEWLINK || message->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg))) break;
       int length = (int)(message->nlmsg_len - NLMSG_LENGTH(sizeof(struct ifinfomsg)));
+      int has_mtu = 0;
       for (struct rtattr *found = IFLA_RTA(NLMSG_DATA(message)); RTA_OK(found, length); found = RTA_NEXT(found, length)) {
         if (found->rta_type == IFLA_MTU && RTA_PAYLOAD(found) >= sizeof *mtu) {
           memcpy(mtu, RTA_DATA(found), sizeof *mtu);
-          error = 0;
-          break;
+          has_mtu = 1;
+        } else if (found->rta_type == IFLA_IFNAME) {
+          size_t bytes = strnlen(RTA_DATA(found), RTA_PAYLOAD(found));
+          if (bytes >= IFNAMSIZ) bytes = IFNAMSIZ - 1;
+          memcpy(own_name, RTA_DATA(found), bytes);
+          own_name[bytes] = '\0';
         }
       }
+      if (has_mtu && own_name[0] != '\0') error = 0;
       break;
     }
   }
@@ -430,7 +474,8 @@ static napi_value device_mtu(napi_env env, napi_callback_info info) {
   netns_leave(home);
   if (netlink < 0) return throw_errno(env, error, "netlink socket");
   uint32_t mtu = 0;
-  error = link_mtu(netlink, name, &mtu);
+  char own_name[IFNAMSIZ];
+  error = link_lookup(netlink, name, &mtu, own_name);
   close(netlink);
   if (error != 0) return throw_errno(env, error, name);
   return number(env, (int32_t)mtu);

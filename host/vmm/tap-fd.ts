@@ -42,7 +42,9 @@ export class TapFd {
 
   /**
    * Open a queue of the existing tap `tap` in the namespace at netnsPath (a /run/netns file), or
-   * in ours (null). Throws an errno error: ENODEV no such tap, EBUSY its queue is held elsewhere.
+   * in ours (null). Throws an errno error: ENODEV no such tap, EBUSY its queue is held elsewhere;
+   * or, where `tap` is only another device's altname (which is left alone), code ERR_TAP_ALTNAME
+   * with `device` that device's own name.
    */
   static open(tap: string, netnsPath: string | null = null): TapFd {
     return new TapFd(loaded().openTap(tap, netnsPath), tap);
@@ -67,6 +69,10 @@ export function tapOpenProblem(error: unknown, tap: string): string | undefined 
       return undefined;
     case 'ENODEV':
       return `tap ${tap} does not exist in this network namespace: has the link been made (spectrum-link link)?`;
+    case 'ERR_TAP_ALTNAME': {
+      const device = (error as { device?: unknown }).device;
+      return `tap ${tap} does not exist in this network namespace: ${tap} is an altname of device ${String(device)}, which was left alone; delete that altname (ip link property del dev ${String(device)} altname ${tap}) and link again`;
+    }
     case 'EINVAL':
       return `device ${tap} is not a tap: was it made by someone else?`;
     case 'ERR_ADDON_MISSING':

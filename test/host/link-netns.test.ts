@@ -770,19 +770,25 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(await unlinkJson(['--attach', 'appvm-lynx=netns', '--forget'])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: true });
   });
 
-  it('unlink --json of a link recorded before the state kept attach modes, its devices up, gives the --attach modes it took it down with; unlink again, null', async () => {
-    const link = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
-    expect([link.clientAttach, link.providerAttach]).toEqual(['netns', 'netns']);
-    // Its record as spectrum-link wrote it before commit 13513d4: no "attached".
+  /** Rewrite link `id`'s record as spectrum-link wrote it before commit 13513d4: no "attached". */
+  const dropAttachModes = async (id: number): Promise<void> => {
     const state = JSON.parse(await readFile(statePath(), 'utf8')) as { version: number; links: { id: number; attached?: unknown }[] };
+    expect(state.links.find((entry) => entry.id === id)?.attached).toBeDefined();
     const legacy = state.links.map((entry) => {
-      if (entry.id !== link.id) return entry;
+      if (entry.id !== id) return entry;
       const { attached: _, ...rest } = entry;
       return rest;
     });
     await writeFile(statePath(), JSON.stringify({ ...state, links: legacy }));
+  };
+
+  it('unlink --json of a link recorded before the state kept attach modes, its devices up, gives the --attach modes it took it down with; unlink again, null', async () => {
+    const link = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
+    expect([link.clientAttach, link.providerAttach]).toEqual(['netns', 'netns']);
+    await dropAttachModes(link.id);
+    // Up, as list says too (its veths show netns).
     const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number; linked: boolean; present: boolean }[];
-    expect(listed.find((entry) => entry.id === link.id)).toMatchObject({ linked: false, present: true });
+    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...link, linked: true, present: true });
 
     const unlinkJson = async (): Promise<unknown> => {
       const result = await world().link(['unlink', 'appvm-lynx', '--attach', 'netns', '--json']);
@@ -795,6 +801,44 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect((await devices(world().vmNetns('appvm-lynx'))).has(link.clientDevice)).toBe(false);
     // Taken down now: attached no way.
     expect(await unlinkJson()).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...link, clientAttach: null, providerAttach: null }], forgotten: false });
+  });
+
+  it('list and show report a link recorded before the state kept attach modes as linked while devices of its names exist: a veth side netns, a tap side unknown (null, ?) and without VMM arguments', async () => {
+    const linked = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--attach', 'appvm-lynx=netns', '--json'])).stdout).links[0]!;
+    const { vmmArguments: _, ...link } = linked as typeof linked & { vmmArguments?: unknown };
+    expect([link.clientAttach, link.providerAttach]).toEqual(['netns', 'none']);
+    await dropAttachModes(link.id);
+    const shown = async (args: readonly string[]): Promise<{ json: unknown; lines: string[] }> => {
+      const json = await world().link([...args, '--json']);
+      const text = await world().link(args);
+      expect([json.code, json.stderr, text.code, text.stderr]).toEqual([0, '', 0, '']);
+      const entry = (JSON.parse(json.stdout) as { id: number }[]).find((listed) => listed.id === link.id);
+      const lines = text.stdout.trimEnd().split('\n');
+      const start = lines.findIndex((line) => line.startsWith('appvm-lynx -> netvm '));
+      const end = lines.findIndex((line, index) => index > start && !line.startsWith('  '));
+      return { json: entry, lines: lines.slice(start, end < 0 ? undefined : end) };
+    };
+    const line = (client: string, provider: string, state: string): string =>
+      `appvm-lynx -> netvm  id ${link.id}  ip ${link.clientIp}  client ${link.clientDevice} ${link.clientMac} (${client})  provider ${link.providerDevice} ${link.providerMac} (${provider})  bridge ${link.bridge}  ${state}`;
+    for (const command of [['list'], ['show', 'appvm-lynx'], ['show', 'netvm']]) {
+      expect(await shown(command)).toEqual({
+        json: { ...link, clientAttach: 'netns', providerAttach: null, present: true, linked: true },
+        lines: [line('netns', '?', 'up (attach modes not recorded)')],
+      });
+    }
+    // Its provider's tap lost: still linked (devices of its names exist), but not all there.
+    await world().host.ip(['link', 'del', 'dev', link.providerDevice]);
+    expect(await shown(['list'])).toEqual({
+      json: { ...link, clientAttach: 'netns', providerAttach: null, present: false, linked: true },
+      lines: [line('netns', '?', 'devices missing (attach modes not recorded)')],
+    });
+    // Every device gone: taken down (as unlink takes such a link), attached no way.
+    await world().host.ip(['link', 'del', 'dev', link.clientDevice]);
+    await world().host.ip(['link', 'del', 'dev', link.bridge]);
+    expect(await shown(['show', 'appvm-lynx'])).toEqual({
+      json: { ...link, clientAttach: null, providerAttach: null, present: false, linked: false },
+      lines: [line('-', '-', 'unlinked (id kept)')],
+    });
   });
 
   it('list and show give VMM arguments only to links whose devices exist: after unlink (id kept) or a lost device they would name missing taps', async () => {

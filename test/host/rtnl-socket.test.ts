@@ -1,11 +1,16 @@
 // The rtnl addon against the real kernel, in a namespace of its own: the addon opens its socket
 // (and the tun device, for taps) inside that namespace, so this process's own is never touched.
-import { existsSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceStep } from '../../host/device-plan.js';
 import { ProgramWriter, decodeLinks } from '../../host/link-message.js';
 import { type RecordOutcome, RtnlError, RtnlSocket } from '../../host/rtnl-socket.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
+import { compiledFixture } from './vmm/fake-cloud-hypervisor-process.js';
 
 /** A step without its namespace (the socket's is meant), for each kind of step. */
 type StepHere<T = DeviceStep> = T extends unknown ? Omit<T, 'netns'> : never;
@@ -17,6 +22,31 @@ function programOf(steps: readonly StepHere[]) {
 }
 
 const states = (outcomes: readonly RecordOutcome[]) => outcomes.map((outcome) => (outcome.state === 'failed' ? outcome.code : outcome.state));
+
+/**
+ * A Node process of its own (from dist) that runs `steps` (StepHere values, or queries of a device
+ * by name) on a socket in the namespace at `nsPath`, keeping going, and prints each record's
+ * [state or code, text]; run by `command` (e.g. strace's, ending with the node to run) with `env`.
+ */
+async function runInChild(nsPath: string, steps: readonly (StepHere | { query: string })[], command: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<[string, string?][]> {
+  const socketModule = compiledFixture('host/rtnl-socket', ['host/link-message']);
+  const messageModule = compiledFixture('host/link-message', []);
+  const script = `
+    import { RtnlSocket } from ${JSON.stringify(socketModule)};
+    import { ProgramWriter } from ${JSON.stringify(messageModule)};
+    const writer = new ProgramWriter();
+    for (const step of ${JSON.stringify(steps)}) {
+      if ('query' in step) writer.getLink(step.query);
+      else writer.step({ netns: null, ...step }, new Map());
+    }
+    const socket = RtnlSocket.open(${JSON.stringify(nsPath)});
+    const outcomes = await socket.run(writer.finish(), true);
+    socket.close();
+    console.log(JSON.stringify(outcomes.map((outcome) => (outcome.state === 'failed' ? [outcome.code, outcome.text] : [outcome.state]))));`;
+  const [program = process.execPath, ...args] = command;
+  const { stdout } = await promisify(execFile)(program, [...args, '--input-type=module', '-e', script], { env });
+  return JSON.parse(stdout) as [string, string?][];
+}
 
 interface IpLink {
   ifname: string;
@@ -96,6 +126,26 @@ describeNetns('rtnl sockets in a namespace', () => {
     expect((await ipLinks()).has('tb2')).toBe(false);
     expect(states(await socket.run(program, true))).toEqual(['EEXIST', 'done']);
     expect((await ipLinks()).has('tb2')).toBe(true);
+  });
+
+  it('joins a master made anew under the same name within one program to the new one (its index is looked up again after a delete)', async () => {
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'add-bridge', name: 'tb9' },
+        { op: 'add-tap', name: 'tc9' },
+        { op: 'set', name: 'tc9', change: { master: 'tb9' } },
+        { op: 'delete', name: 'tb9' },
+        { op: 'add-bridge', name: 'tb9' },
+        { op: 'add-tap', name: 'tp9' },
+        { op: 'set', name: 'tp9', change: { master: 'tb9' } },
+        { op: 'set', name: 'tc9', change: { master: 'tb9' } },
+      ]),
+    );
+    expect(states(outcomes)).toEqual(Array(8).fill('done'));
+    const links = await ipLinks();
+    expect(links.get('tp9')?.master).toBe('tb9');
+    expect(links.get('tc9')?.master).toBe('tb9');
+    await socket.run(programOf([{ op: 'delete', name: 'tc9' }, { op: 'delete', name: 'tp9' }, { op: 'delete', name: 'tb9' }]));
   });
 
   it('says which master is missing when a device cannot join it', async () => {
@@ -185,6 +235,112 @@ describeNetns('rtnl sockets in a namespace', () => {
     expect(states(outcomes)).toEqual(['EBUSY', 'EBUSY']);
     expect(outcomes[0]).toMatchObject({ text: 'Device or resource busy: a device of that name exists' });
     expect((await ipLinks()).get('tx2')?.linkinfo?.info_kind).toBe('bridge');
+  });
+
+  it("acts on no device by another device's altname: a tap of that name is not made, a master of that name not joined, IPv6 of that name not its business; each says whose altname it is", async () => {
+    await ns.ip(['link', 'add', 'ta1', 'type', 'bridge']);
+    await ns.ip(['link', 'property', 'add', 'dev', 'ta1', 'altname', 'taalias']);
+    await ns.ip(['tuntap', 'add', 'dev', 'ta2', 'mode', 'tap']);
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'add-tap', name: 'taalias' },
+        { op: 'set', name: 'ta2', change: { master: 'taalias' } },
+        { op: 'disable-ipv6', name: 'taalias' },
+      ]),
+      true,
+    );
+    expect(outcomes).toEqual([
+      { state: 'failed', errno: expect.any(Number), code: 'EBUSY', text: 'Device or resource busy: device ta1 has that name as an altname' },
+      { state: 'failed', errno: expect.any(Number), code: 'ENODEV', text: "No such device: master taalias is an altname of device ta1, not a device's own name" },
+      { state: 'failed', errno: expect.any(Number), code: 'ENODEV', text: "No such device: taalias is an altname of device ta1, not a device's own name" },
+    ]);
+    const links = await ipLinks();
+    expect(links.get('ta2')?.master).toBeUndefined();
+    expect(links.has('taalias')).toBe(false);
+  });
+
+  it('looks a master and a device without IPv6 settings up by route netlink, not by a device ioctl (SIOCGIF*, for which the kernel first tries to load a module named after a missing name: dev_load runs modprobe), as strace shows; missing, they fail as before', async () => {
+    // Run from dist, in a process of its own under strace (ptrace: nothing outside it changes).
+    await ns.ip(['tuntap', 'add', 'dev', 'ts1', 'mode', 'tap']);
+    await ns.ip(['link', 'add', 'tsb1', 'type', 'bridge']);
+    const dir = mkdtempSync(join(tmpdir(), 'sn-rtnl-strace-'));
+    try {
+      const trace = join(dir, 'trace');
+      const outcomes = await runInChild(
+        `/run/netns/${ns.name}`,
+        [
+          // Deleted meanwhile (by someone else): the master, a device to turn IPv6 off on.
+          { op: 'set', name: 'ts1', change: { master: 'tsgone' } },
+          { op: 'disable-ipv6', name: 'tsgone' },
+          // There: both work as ever.
+          { op: 'set', name: 'ts1', change: { master: 'tsb1' } },
+          { op: 'disable-ipv6', name: 'ts1' },
+          { op: 'add-tap', name: 'ts2' },
+        ],
+        ['strace', '-f', '-qq', '-e', 'trace=ioctl', '-o', trace, process.execPath],
+      );
+      expect(outcomes).toEqual([['ENODEV', 'No such device: master tsgone'], ['ENODEV', 'No such device'], ['done'], ['done'], ['done']]);
+      expect((await ipLinks()).get('ts1')?.master).toBe('tsb1');
+      const calls = readFileSync(trace, 'utf8').split('\n');
+      // The trace saw the run's thread: the tap made (TUNSETIFF on /dev/net/tun) ...
+      expect(calls.filter((line) => /\bioctl\(\d+, TUNSETIFF\b/.test(line))).toHaveLength(1);
+      // ... and no socket device ioctl (SIOC*, or the 0x89xx range where strace has no name).
+      expect(calls.filter((line) => /\bioctl\(\d+, (SIOC|0x89[0-9a-f]{2}\b)/i.test(line))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("reads off (discards) an answer it has no memory for and says so, so that the next request is answered: realloc made to fail for the addon's receive buffer", async () => {
+    // A device whose answer passes 64 KiB (the buffer's first size): hundreds of long altnames.
+    await ns.ip(['link', 'add', 'tbig', 'type', 'bridge']);
+    const altnames = Array.from({ length: 520 }, (_, index) => `alt${String(index).padStart(3, '0')}${'x'.repeat(121)}`);
+    await ns.exec(['ip', '-force', '-batch', '-'], { input: altnames.map((name) => `link property add dev tbig altname ${name}\n`).join(''), allowFailure: true });
+    const dir = mkdtempSync(join(tmpdir(), 'sn-rtnl-nomem-'));
+    try {
+      // A preload whose realloc fails for the rtnl addon's calls above 64 KiB (its receive buffer
+      // growing; its kept replies start at 64 KiB): malloc failing as it would with no memory.
+      const shim = join(dir, 'no-big-realloc.so');
+      writeFileSync(
+        join(dir, 'shim.c'),
+        `#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <string.h>
+void *realloc(void *pointer, size_t size) {
+  static void *(*real)(void *, size_t);
+  if (real == NULL) real = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+  Dl_info caller;
+  if (size > 65536 && dladdr(__builtin_return_address(0), &caller) != 0 && caller.dli_fname != NULL) {
+    size_t length = strlen(caller.dli_fname);
+    if (length >= 10 && strcmp(caller.dli_fname + length - 10, "/rtnl.node") == 0) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  return real(pointer, size);
+}
+`,
+      );
+      await promisify(execFile)('cc', ['-shared', '-fPIC', '-O2', '-o', shim, join(dir, 'shim.c'), '-ldl']);
+      const small: StepHere = { op: 'set', name: 'tb1', change: { up: true } };
+      // The big answer (to a query, then to the lookup of a master), each followed by a request
+      // answered by a small one.
+      const outcomes = await runInChild(`/run/netns/${ns.name}`, [{ query: 'tbig' }, small, { op: 'set', name: 'tc1', change: { master: 'tbig' } }, small], [process.execPath], {
+        ...process.env,
+        LD_PRELOAD: shim,
+      });
+      const discarded = "no memory to read the kernel's answer of \\d+ bytes, which was discarded";
+      expect(outcomes).toEqual([
+        ['ENOMEM', expect.stringMatching(new RegExp(`^Cannot allocate memory: ${discarded}$`))],
+        ['done'],
+        ['ENOMEM', expect.stringMatching(new RegExp(`^Cannot allocate memory: master tbig: ${discarded}$`))],
+        ['done'],
+      ]);
+      expect((await ipLinks()).get('tc1')?.master).toBe('tb1');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('puts devices in a device group and deletes the group with one request: those devices go, with a veth\'s peer, and nothing else', async () => {

@@ -126,6 +126,20 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(ch.requests).toEqual([]);
     });
 
+    it("a tap's name that is only another tap's altname: tap-unavailable saying so, nothing sent and that tap not handed over", async () => {
+      await tapsNs!.ip(['tuntap', 'add', 'dev', 'snd5', 'mode', 'tap', 'vnet_hdr']);
+      await tapsNs!.ip(['link', 'property', 'add', 'dev', 'snd5', 'altname', 'snp5']);
+      cleanups.push(async () => void (await tapsNs!.ip(['link', 'del', 'dev', 'snd5'])));
+      const ch = await fake('Running');
+      const error = await chError(chAttach(ch.socketPath, { ...nic, id: 'snp5', tap: 'snp5' }, options));
+      expect(error.kind).toBe('tap-unavailable');
+      expect(error.message).toBe(
+        `cloud-hypervisor at ${ch.socketPath}: tap snp5 does not exist in this network namespace: snp5 is an altname of device snd5, which was left alone; delete that altname (ip link property del dev snd5 altname snp5) and link again`,
+      );
+      expect(ch.requests).toEqual([]);
+      expect(ch.heldTapQueues()).toBe(0);
+    });
+
     it('409 for a device that is not a NIC: conflict', async () => {
       const ch = await fake('Running');
       ch.otherDevices.add('snp42310');

@@ -81,6 +81,27 @@ describeNetns('tap queues and descriptor passing', () => {
     expect((JSON.parse(stdout) as { ifname: string }[]).map((link) => link.ifname)).not.toContain('tqmissing');
   });
 
+  it("opens only a tap whose own name is the one given: another tap's altname is refused (ERR_TAP_ALTNAME, naming it) and that tap left alone", async () => {
+    // tq3 without the virtio-net header: a queue opened on it would give it the flag.
+    await ns.ip(['tuntap', 'add', 'dev', 'tq3', 'mode', 'tap']);
+    await ns.ip(['link', 'property', 'add', 'dev', 'tq3', 'altname', 'tqalias']);
+    const header = async (): Promise<string> => (/vnet_hdr (on|off)/.exec((await ns.ip(['-d', 'link', 'show', 'dev', 'tq3'])).stdout)?.[1] ?? 'unknown');
+    expect(await header()).toBe('off');
+    let refused: unknown;
+    try {
+      TapFd.open('tqalias', nsPath).close();
+    } catch (error) {
+      refused = error;
+    }
+    expect(refused).toMatchObject({ code: 'ERR_TAP_ALTNAME', device: 'tq3', message: 'tqalias is an altname of device tq3, not a device\'s own name' });
+    expect(await header()).toBe('off');
+    // Under its own name it opens (and takes the header flag).
+    const own = TapFd.open('tq3', nsPath);
+    expect(tapNameOf(own.fd)).toBe('tq3');
+    own.close();
+    expect(await header()).toBe('on');
+  });
+
   it('looks the name up without a device ioctl (SIOCGIF*, for which the kernel first tries to load a module named after a missing name: dev_load runs modprobe), as strace shows', async () => {
     // Run from dist, in a process of its own under strace (ptrace: nothing outside it changes).
     const compiled = compiledFixture('host/vmm/tap-fd', []);
