@@ -3,7 +3,7 @@
 // pieces (header.ts, pending-table.ts, pending-shares.ts, fair-share.ts, rate-limiter.ts,
 // resolv-conf.ts, tcp-frames.ts).
 import { setMaxListeners } from 'node:events';
-import { isIPv6, createServer, type Server, type Socket as TcpSocket } from 'node:net';
+import { isIPv4, isIPv6, createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { GATEWAY_IP } from '../../shared/scheme.js';
 import { createLogger, type Logger } from '../../shared/log.js';
@@ -15,7 +15,9 @@ import {
   answersQuestion,
   errorResponse,
   inspectQuery,
+  isFailureAnswer,
   isResponse,
+  rcodeOf,
   readId,
   writeId,
   type Rcode,
@@ -28,7 +30,7 @@ import { MAX_UPSTREAMS } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
 import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
-import { DNS_PORT, parseUpstream, sameUpstream, upstreamText, type Upstream } from './upstream.js';
+import { DNS_PORT, parseUpstream, sameUpstream, upstreamKey, upstreamText, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
 import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon, tcpUnacknowledged } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
@@ -149,6 +151,11 @@ export interface DnsForwarderCounters {
   readonly noUpstream: number;
   /** Upstream attempts that timed out (each moves on to the next upstream). */
   readonly upstreamTimeouts: number;
+  /**
+   * Upstream answers SERVFAIL or REFUSED that moved their query on to an upstream it had not asked
+   * (where none was left, the answer was relayed and is not counted here).
+   */
+  readonly upstreamErrors: number;
   /** Queries sent to the same upstream again because its answer was late. */
   readonly retransmits: number;
   /** Every upstream failed: answered SERVFAIL. */
@@ -259,6 +266,8 @@ export const UDP_SETTLED_MS = 60_000;
  */
 interface UpstreamLink {
   readonly upstream: Upstream;
+  /** upstreamKey(upstream), made once: the key of its last answer's time (see Forwarder.#lastAnswered). */
+  readonly key: string;
   /** Set for the upstream provider's forwarder at our own address (see UpstreamLinkRoute). */
   readonly via: UpstreamLinkRoute | undefined;
   readonly sockets: readonly UdpSocket[];
@@ -305,7 +314,6 @@ interface PendingQuery {
   link: UpstreamLink;
   /** The socket of `link` the current attempt went out of: only it may bring the answer. */
   socket: UdpSocket | undefined;
-  upstreamIndex: number;
   /**
    * The upstreams it went to (or waited for), by address: each is asked once at most. Not a count
    * of positions: the list may change under the query (resolv.conf rewritten), and it then goes on
@@ -318,6 +326,12 @@ interface PendingQuery {
    * only when there is one.
    */
   passed: Upstream[] | undefined;
+  /**
+   * Set where this query failed (no answer in time, SERVFAIL or REFUSED) at the upstream then asked
+   * first for new queries: that upstream, when, and how; whether another's answer to it makes that
+   * other asked first instead is #preferOver's to weigh.
+   */
+  failedFirst: { readonly upstream: Upstream; readonly at: number; readonly how: FailureHow } | undefined;
   /** Our id for the current upstream, its key in the pending table. */
   id: number;
   /** When the query last went out, and how often to the current upstream (1: not resent; 0: not yet, see #sendUpstream). */
@@ -326,6 +340,9 @@ interface PendingQuery {
   /** When the current upstream's time is up (timeoutMs after the first transmission). */
   upstreamUntil: number;
 }
+
+/** How an upstream failed a query: no answer within the timeout, or an answer that is none (isFailureAnswer). */
+type FailureHow = 'timed-out' | 'SERVFAIL' | 'REFUSED';
 
 type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForwarderCounters[K] };
 
@@ -377,7 +394,12 @@ function needsConnecting(link: UpstreamLink): boolean {
 
 /** The same upstream through the same link: a device that took the link's name is another. */
 function sameLink(a: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }, b: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): boolean {
-  return linkText(a) === linkText(b) && a.via?.ifindex === b.via?.ifindex;
+  return (
+    sameUpstream(a.upstream, b.upstream) &&
+    a.via?.device === b.via?.device &&
+    a.via?.source === b.via?.source &&
+    a.via?.ifindex === b.via?.ifindex
+  );
 }
 
 /**
@@ -388,7 +410,8 @@ function sameLink(a: { readonly upstream: Upstream; readonly via: UpstreamLinkRo
  * failure not warned about); sockets connected again through the same device go on with theirs.
  */
 function streakKey(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): string {
-  return link.via === undefined ? linkText(link) : `${linkText(link)} (index ${link.via.ifindex})`;
+  const { upstream, via } = link;
+  return via === undefined ? upstreamKey(upstream) : `${upstreamKey(upstream)} via ${via.device} from ${via.source} (index ${via.ifindex})`;
 }
 
 /** An upstream as counters and logs show it: `169.254.0.1:53 via up0` for one reached through a link. */
@@ -455,8 +478,23 @@ class Forwarder implements DnsForwarder {
   #upstreamRoute: UpstreamLinkRoute | undefined;
   /** Upstreams given in the options, connected in start(). */
   readonly #configured: readonly Upstream[] | undefined;
-  /** Index of the upstream that answered last: tried first. */
-  #preferred = 0;
+  /**
+   * The upstream new queries go to first (see #firstIndex): the list's first until it fails in a
+   * way that is its own, not one name's (see #preferOver). By address, not by place: upstreams
+   * connected again (a socket that failed, a route back) keep it; a list changed starts again
+   * from its first.
+   */
+  #preferred: Upstream | undefined;
+  /** The upstreams in the list last asked for (see #setUpstreams), connected or not. */
+  #wantedList: readonly Upstream[] = [];
+  /**
+   * When each upstream in the list (by upstreamKey) last answered a query with an answer (not
+   * SERVFAIL or REFUSED): the upstream asked first gives way only after failing for a whole
+   * timeout with none (#preferOver).
+   */
+  readonly #lastAnswered = new Map<string, number>();
+  /** This forwarder as an upstream: one naming it (however written) would be asked by itself. */
+  readonly #self: Upstream;
   #udp: UdpSocket | undefined;
   #tcp: Server | undefined;
   readonly #tcpClients = new Set<TcpSocket>();
@@ -486,6 +524,10 @@ class Forwarder implements DnsForwarder {
     this.#listen = options.listen ?? GATEWAY_IP;
     this.#family = isIPv6(this.#listen) ? 6 : 4;
     this.#port = positiveInteger('port', options.port ?? DEFAULTS.port, 65_535);
+    if (!isIPv4(this.#listen) && !isIPv6(this.#listen)) {
+      throw new DnsError('listen-address', `listen address ${JSON.stringify(this.#listen.slice(0, 80))} is not an IP address`);
+    }
+    this.#self = parseUpstream(this.#family === 6 ? `[${this.#listen}]:${this.#port}` : `${this.#listen}:${this.#port}`);
     this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 60_000);
     this.#maxTcpConnections = positiveInteger('maxTcpConnections', options.maxTcpConnections ?? DEFAULTS.maxTcpConnections, 65_535);
     this.#maxTcpConnectionsPerClient = positiveInteger(
@@ -530,6 +572,7 @@ class Forwarder implements DnsForwarder {
       evicted: 0,
       noUpstream: 0,
       upstreamTimeouts: 0,
+      upstreamErrors: 0,
       retransmits: 0,
       failed: 0,
       upstreamRejected: 0,
@@ -860,7 +903,17 @@ class Forwarder implements DnsForwarder {
     }
     if (this.#reachability.reached(key) === 'regained') this.#log.info({ upstream: key }, 'upstream resolver reachable again');
     const rtt = new RttEstimator({ initialMs: Math.min(INITIAL_RETRANSMIT_MS, this.#timeoutMs), minMs: Math.min(MIN_RETRANSMIT_MS, this.#timeoutMs), maxMs: this.#timeoutMs });
-    const link: UpstreamLink = { upstream, via, sockets, rtt, broken: false, connectedAt: this.#clock.now(), failure: undefined, failedSockets: new Set() };
+    const link: UpstreamLink = {
+      upstream,
+      key: upstreamKey(upstream),
+      via,
+      sockets,
+      rtt,
+      broken: false,
+      connectedAt: this.#clock.now(),
+      failure: undefined,
+      failedSockets: new Set(),
+    };
     // Errors here are ICMP unreachables (ECONNREFUSED) and the like: the timeout moves on.
     const onError = (): void => void (this.#counters.sendErrors += 1);
     try {
@@ -901,7 +954,7 @@ class Forwarder implements DnsForwarder {
     this.#wantedUpstreams = { candidates, source };
     // Forwarding to ourselves would loop every query until the pending table fills, unless our
     // address is also the upstream provider's and a link to it is known (a chained provider).
-    const self: Upstream = { address: this.#listen, port: this.#port, family: this.#family };
+    const self = this.#self;
     const route = this.#upstreamRoute;
     const wanted = candidates
       .filter((upstream) => !sameUpstream(upstream, self) || (route !== undefined && upstream.family === 4))
@@ -912,6 +965,17 @@ class Forwarder implements DnsForwarder {
       this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder (and no link to an upstream provider is known)`);
     }
     this.#ignoringSelf = ignoringSelf;
+    // The upstream asked first is kept while the list is the same (upstreams connected again, a
+    // resolv.conf rewritten with the same servers): a new list is the operator's order.
+    const list = wanted.map((want) => want.upstream);
+    const sameList = list.length === this.#wantedList.length && list.every((upstream, i) => {
+      const before = this.#wantedList[i];
+      return before !== undefined && sameUpstream(upstream, before);
+    });
+    if (!sameList) this.#preferred = undefined;
+    this.#wantedList = list;
+    const listKeys = new Set(list.map(upstreamKey));
+    for (const key of [...this.#lastAnswered.keys()]) if (!listKeys.has(key)) this.#lastAnswered.delete(key);
     const wantedKeys = wanted.map(linkText);
     this.#reachability.retain(wantedKeys);
     // A link no longer wanted ends its streak: by its streakKey, so a device made again under the
@@ -953,7 +1017,6 @@ class Forwarder implements DnsForwarder {
         }, this.#timeoutMs + 100).unref();
       }
     }
-    this.#preferred = 0;
     this.#resendAwaiting(wanted);
     const level = kept.length === 0 ? 'warn' : 'info';
     this.#log[level]({ source, upstreams: kept.map(linkText) }, kept.length === 0 ? 'no upstream resolvers: answering SERVFAIL' : 'upstream resolvers');
@@ -1006,9 +1069,9 @@ class Forwarder implements DnsForwarder {
       questionEnd: verdict.questionEnd,
       link: first,
       socket: undefined,
-      upstreamIndex: firstIndex,
       tried: [],
       passed: undefined,
+      failedFirst: undefined,
       id: 0,
       sentAt: 0,
       transmissions: 0,
@@ -1018,7 +1081,6 @@ class Forwarder implements DnsForwarder {
     const link = index === undefined ? undefined : this.#upstreams[index];
     if (link === undefined || index === undefined) return;
     entry.link = link;
-    entry.upstreamIndex = index;
     if (place === 'evict') this.#evictOldestOfLargest();
     if (!this.#sendUpstream(entry)) {
       this.#counters.overloaded += 1;
@@ -1089,9 +1151,12 @@ class Forwarder implements DnsForwarder {
     }
   }
 
-  /** Where a new query goes first: the upstream that answered last. */
+  /** Where in the list in use a new query goes first: the preferred upstream, else (not connected, or none) the first. */
   #firstIndex(): number {
-    return this.#preferred < this.#upstreams.length ? this.#preferred : 0;
+    const preferred = this.#preferred;
+    if (preferred === undefined) return 0;
+    const index = this.#upstreams.findIndex((link) => sameUpstream(link.upstream, preferred));
+    return index === -1 ? 0 : index;
   }
 
   /**
@@ -1162,12 +1227,19 @@ class Forwarder implements DnsForwarder {
       return;
     }
     this.#pending.take(id);
-    this.#settled(entry);
+    const now = performance.now();
     // Karn: a resent query's answer may be to either copy, so only single sends are timed.
-    if (entry.transmissions === 1) link.rtt.sample(performance.now() - entry.sentAt);
-    if (this.#upstreams[entry.upstreamIndex] === link) {
-      this.#preferred = entry.upstreamIndex;
+    if (entry.transmissions === 1) link.rtt.sample(now - entry.sentAt);
+    if (!isFailureAnswer(message)) {
+      this.#lastAnswered.set(link.key, now);
+      if (entry.failedFirst !== undefined) this.#preferOver(entry.failedFirst, link);
+    } else if (this.#hasUntried(entry, true)) {
+      // SERVFAIL or REFUSED: this upstream could not answer it, another may (as a stub resolver
+      // given the same list would ask it: our clients have only us to ask). The last one's is relayed.
+      this.#retry(entry, rcodeOf(message) === RCODE.servFail ? 'SERVFAIL' : 'REFUSED');
+      return;
     }
+    this.#settled(entry);
     writeId(message, entry.clientId);
     this.#counters.answered += 1;
     this.#sendToClient(message, entry.client);
@@ -1229,7 +1301,7 @@ class Forwarder implements DnsForwarder {
     if (left > 0) {
       const working = this.#workingLinkTo(entry.link.upstream);
       if (working !== undefined) {
-        this.#resendThrough(entry, working.link, working.index, now, left);
+        this.#resendThrough(entry, working, now, left);
         return;
       }
       if (!this.#hasUntried(entry, false)) {
@@ -1260,7 +1332,7 @@ class Forwarder implements DnsForwarder {
       if (left <= 0) continue;
       if (working !== undefined) {
         this.#awaitingReconnect.delete(entry);
-        this.#resendThrough(entry, working.link, working.index, now, left);
+        this.#resendThrough(entry, working, now, left);
       } else if (!wanted.some((want) => sameUpstream(want.upstream, entry.link.upstream)) || this.#hasUntried(entry, true)) {
         this.#moveToCurrent(entry);
       }
@@ -1288,7 +1360,6 @@ class Forwarder implements DnsForwarder {
     const link = index === undefined ? undefined : this.#upstreams[index];
     if (link !== undefined && index !== undefined) {
       entry.link = link;
-      entry.upstreamIndex = index;
       // The id it had is free again (taken): the table has room for it.
       if (this.#sendUpstream(entry)) return;
     }
@@ -1300,22 +1371,19 @@ class Forwarder implements DnsForwarder {
   }
 
   /**
-   * The link in use to `upstream` with a socket that works, and its place in the list. By address
-   * and port: through a link, one made again under another index serves it as a new query would be.
+   * The link in use to `upstream` with a socket that works. By address and port: through a link,
+   * one made again under another index serves it as a new query would be.
    */
-  #workingLinkTo(upstream: Upstream): { link: UpstreamLink; index: number } | undefined {
-    const index = this.#upstreams.findIndex((link) => usable(link) && sameUpstream(link.upstream, upstream));
-    const link = this.#upstreams[index];
-    return link === undefined ? undefined : { link, index };
+  #workingLinkTo(upstream: Upstream): UpstreamLink | undefined {
+    return this.#upstreams.find((link) => usable(link) && sameUpstream(link.upstream, upstream));
   }
 
   /**
    * Resend `entry` (same id) out of a working socket of `link`, which then alone may bring the
    * answer: a new port, as random as the first (RFC 5452).
    */
-  #resendThrough(entry: PendingQuery, link: UpstreamLink, index: number, now: number, left: number): void {
+  #resendThrough(entry: PendingQuery, link: UpstreamLink, now: number, left: number): void {
     entry.link = link;
-    entry.upstreamIndex = index;
     entry.socket = this.#pickSocket(link);
     this.#resend(entry, now, left);
   }
@@ -1336,25 +1404,54 @@ class Forwarder implements DnsForwarder {
   }
 
   /**
-   * An upstream did not answer in time, or the socket the query went out of failed (said already,
-   * and no reason to prefer another upstream): move on to the next one, or give up with SERVFAIL.
+   * An upstream did not answer in time, answered SERVFAIL or REFUSED, or the socket the query went
+   * out of failed (said already, and our socket's failure, not the upstream's): move on to the next
+   * one, or give up with SERVFAIL. A failure of the upstream asked first is noted on the query, for
+   * #preferOver to weigh once another answers it.
    */
-  #retry(entry: PendingQuery, why: 'timed-out' | 'socket-failed'): void {
+  #retry(entry: PendingQuery, why: FailureHow | 'socket-failed'): void {
     if (why === 'timed-out') this.#counters.upstreamTimeouts += 1;
+    else if (why !== 'socket-failed') this.#counters.upstreamErrors += 1;
     const upstreams = this.#upstreams;
+    if (why !== 'socket-failed' && entry.failedFirst === undefined) {
+      const first = upstreams[this.#firstIndex()];
+      if (first !== undefined && sameUpstream(first.upstream, entry.link.upstream)) entry.failedFirst = { upstream: first.upstream, at: performance.now(), how: why };
+    }
     // Its upstream's place in the list in use, by address: the list may have changed since the
     // query was sent (its upstream dropped: it goes on as a new query would).
     const failedIndex = upstreams.findIndex((link) => sameUpstream(link.upstream, entry.link.upstream));
-    const nextIndex = this.#nextUpstream(entry, failedIndex === -1 ? this.#firstIndex() : failedIndex + 1);
-    const next = nextIndex === undefined ? undefined : upstreams[nextIndex];
-    if (why === 'timed-out' && next !== undefined && nextIndex !== undefined && failedIndex !== -1 && this.#preferred === failedIndex) {
-      this.#preferred = nextIndex;
-      this.#log.warn(
-        { failed: upstreamText(entry.link.upstream), next: upstreamText(next.upstream) },
-        `upstream resolver did not answer within ${this.#timeoutMs} ms; trying the next one`,
-      );
-    }
-    this.#sendTo(entry, nextIndex);
+    this.#sendTo(entry, this.#nextUpstream(entry, failedIndex === -1 ? this.#firstIndex() : failedIndex + 1));
+  }
+
+  /**
+   * `link` answered a query that the upstream asked first failed (`failed`): new queries go to
+   * `link` first from now on, if that one is still asked first and gave no answer (but SERVFAIL and
+   * REFUSED) to any query for a whole timeout up to its failure or since.
+   *
+   * Why so much (one client's broken names must not move everyone's queries): a query can fail
+   * for its name alone. A name whose servers are down or lame takes a resolver seconds to give up
+   * on (past our timeout), then SERVFAIL; a name one resolver refuses or cannot validate (DNSSEC),
+   * another may answer. The upstream is at fault only where it fails everything: silent, or
+   * failing every query, for as long as one query is given (had it answered others meanwhile, the
+   * name was at fault); and another upstream must do better on the same query (where none answers
+   * it, nothing is learned). dnsmasq and systemd-resolved let a single failure move every query
+   * (dnsmasq: a client's retry or a REFUSED has it take whichever server answers next; resolved
+   * moves to its next server after a timeout, SERVFAIL or REFUSED), which is this weakness; both
+   * ask the next server for the query that failed, as we do. A socket of ours failing is none of
+   * the upstream's doing, and moves nothing.
+   */
+  #preferOver(failed: { readonly upstream: Upstream; readonly at: number; readonly how: FailureHow }, link: UpstreamLink): void {
+    const upstreams = this.#upstreams;
+    const first = upstreams[this.#firstIndex()];
+    if (first === undefined || !sameUpstream(first.upstream, failed.upstream) || sameUpstream(link.upstream, failed.upstream) || !upstreams.includes(link)) return;
+    const answered = this.#lastAnswered.get(first.key);
+    if (answered !== undefined && answered >= failed.at - this.#timeoutMs) return;
+    this.#preferred = link.upstream;
+    const how = failed.how === 'timed-out' ? `did not answer a query within ${this.#timeoutMs} ms` : `answered a query ${failed.how}`;
+    this.#log.warn(
+      { failed: linkText(first), next: linkText(link) },
+      `upstream resolver ${how}, and answered no other for that long, while the next one answered it: asking the next one first from now on`,
+    );
   }
 
   // ---- TCP ----
@@ -1535,16 +1632,20 @@ class Forwarder implements DnsForwarder {
       const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed);
       // The client is gone: nobody to answer, and no upstream failed.
       if (closed.aborted) return;
-      if (response !== undefined) {
-        this.#counters.answered += 1;
-        reply(response);
-        return;
-      }
-      this.#counters.upstreamTimeouts += 1;
       // On from its place in the list in use now (it may be gone from it, or elsewhere).
       const inUse = this.#upstreams;
       const at = inUse.findIndex((link) => sameUpstream(link.upstream, upstream));
       next = untriedFrom(inUse, tried, at === -1 ? this.#firstIndex() : at + 1);
+      // As over UDP, SERVFAIL or REFUSED goes on to the next upstream, the last one's relayed. Over
+      // TCP, though, nothing moves the upstream asked first: the exchanges are few (truncated
+      // answers), and an upstream may fail TCP alone.
+      if (response !== undefined && (next === undefined || !isFailureAnswer(response))) {
+        this.#counters.answered += 1;
+        reply(response);
+        return;
+      }
+      if (response === undefined) this.#counters.upstreamTimeouts += 1;
+      else this.#counters.upstreamErrors += 1;
     }
     if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;
     else this.#counters.failed += 1;

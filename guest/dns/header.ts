@@ -68,6 +68,16 @@ export function rcodeOf(message: Uint8Array): number {
   return (message[3] ?? 0) & 0x0f;
 }
 
+/**
+ * Whether a response is SERVFAIL or REFUSED: the server did not answer the question, where another
+ * server may (RFC 1034 4.3.1: SERVFAIL is a temporary error; REFUSED, a policy of that server).
+ * Every other rcode (NXDOMAIN included) is an answer.
+ */
+export function isFailureAnswer(message: Uint8Array): boolean {
+  const rcode = rcodeOf(message);
+  return rcode === RCODE.servFail || rcode === RCODE.refused;
+}
+
 export function questionCount(message: Uint8Array): number {
   return u16(message, 4);
 }

@@ -37,7 +37,7 @@ export function resetConnection(socket: Socket): void {
  * is gone), the exchange ends at once, as at its timeout, and none starts.
  */
 export function exchangeOverTcp(
-  upstream: Upstream,
+  upstream: Pick<Upstream, 'address' | 'port' | 'family'>,
   query: Buffer,
   questionEnd: number,
   timeoutMs: number,

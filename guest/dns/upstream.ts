@@ -1,5 +1,14 @@
+import { createRequire } from 'node:module';
 import { isIPv4, isIPv6 } from 'node:net';
 import { DnsError } from './dns-error.js';
+
+// ip-num is loaded on first use (as in shared/client-ip.ts): only parsing an upstream needs it.
+const require = createRequire(import.meta.url);
+let ipNum: typeof import('ip-num') | undefined;
+function ipNumModule(): typeof import('ip-num') {
+  ipNum ??= require('ip-num') as typeof import('ip-num');
+  return ipNum;
+}
 
 export const DNS_PORT = 53;
 
@@ -9,6 +18,12 @@ export interface Upstream {
   readonly address: string;
   readonly port: number;
   readonly family: 4 | 6;
+  /**
+   * The address as parsed, in one form however it was written (`2001:DB8:0::1` and `2001:db8::1`,
+   * `::ffff:192.0.2.1` and `192.0.2.1`: the same server): what upstreams are compared by (see
+   * sameUpstream), `address` being kept for what logs and status show.
+   */
+  readonly addressKey: string;
 }
 
 const MAX_UPSTREAM_TEXT = 80;
@@ -38,6 +53,32 @@ function ipv6Of(text: string): boolean {
   return isIPv6(bare);
 }
 
+const IPV4_MAPPED_PREFIX = 0xffffn;
+
+/**
+ * `address` (one isIPv4 or ipv6Of accepts) as a number in text, IPv4 as `4:` and IPv6 as `6:` with
+ * its zone; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it reaches. Zones are
+ * compared as written (`%2` and `%eth0` may be the same link; nothing here can tell).
+ */
+function addressKeyOf(address: string, family: 4 | 6, shown: string): string {
+  const { IPv4, IPv6 } = ipNumModule();
+  try {
+    if (family === 4) return `4:${IPv4.fromString(address).getValue()}`;
+    const percent = address.indexOf('%');
+    const bare = percent === -1 ? address : address.slice(0, percent);
+    const zone = percent === -1 ? '' : address.slice(percent);
+    const value = IPv6.fromString(bare).getValue();
+    return value >> 32n === IPV4_MAPPED_PREFIX && zone === '' ? `4:${value & 0xffffffffn}` : `6:${value}${zone}`;
+  } catch {
+    // Node's parser took it, ip-num does not: refused rather than compared by its text.
+    throw new UpstreamSyntaxError(shown, 'not an IP address that can be compared with the others');
+  }
+}
+
+function upstreamOf(address: string, port: number, family: 4 | 6, shown: string): Upstream {
+  return { address, port, family, addressKey: addressKeyOf(address, family, shown) };
+}
+
 /**
  * Parse "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port". IPv6 may carry a zone.
  */
@@ -46,17 +87,17 @@ export function parseUpstream(text: string): Upstream {
   if (text.length === 0 || text.length > MAX_UPSTREAM_TEXT) {
     throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port');
   }
-  if (isIPv4(text)) return { address: text, port: DNS_PORT, family: 4 };
-  if (ipv6Of(text)) return { address: text, port: DNS_PORT, family: 6 };
+  if (isIPv4(text)) return upstreamOf(text, DNS_PORT, 4, shown);
+  if (ipv6Of(text)) return upstreamOf(text, DNS_PORT, 6, shown);
   const bracketed = /^\[([^\]]+)\](?::([^:]*))?$/.exec(text);
   if (bracketed !== null) {
     const address = bracketed[1] ?? '';
     if (!ipv6Of(address)) throw new UpstreamSyntaxError(shown, 'not an IPv6 address in brackets');
-    return { address, port: bracketed[2] === undefined ? DNS_PORT : parsePort(bracketed[2], text), family: 6 };
+    return upstreamOf(address, bracketed[2] === undefined ? DNS_PORT : parsePort(bracketed[2], text), 6, shown);
   }
   const colon = text.lastIndexOf(':');
   if (colon > 0 && isIPv4(text.slice(0, colon))) {
-    return { address: text.slice(0, colon), port: parsePort(text.slice(colon + 1), text), family: 4 };
+    return upstreamOf(text.slice(0, colon), parsePort(text.slice(colon + 1), text), 4, shown);
   }
   throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port (IPv6 as [addr]:port)');
 }
@@ -65,6 +106,12 @@ export function upstreamText(upstream: Upstream): string {
   return upstream.family === 6 ? `[${upstream.address}]:${upstream.port}` : `${upstream.address}:${upstream.port}`;
 }
 
+/** The same server: the same address, however written (see Upstream.addressKey), and port. */
 export function sameUpstream(a: Upstream, b: Upstream): boolean {
-  return a.address === b.address && a.port === b.port;
+  return a.addressKey === b.addressKey && a.port === b.port;
+}
+
+/** What sameUpstream compares, as one string (a map's key). */
+export function upstreamKey(upstream: Upstream): string {
+  return `${upstream.addressKey}#${upstream.port}`;
 }

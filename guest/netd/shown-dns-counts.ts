@@ -2,14 +2,16 @@
 // shows these, and status-shape.ts checks them.
 
 /**
- * The DNS forwarder's counters `status` shows, in its order: UDP and TCP queries, then the client
- * TCP connections taken, refused and evicted (what to look at when DNS over TCP is refused).
+ * The DNS forwarder's counters `status` shows, in its order: UDP and TCP queries (the upstreams'
+ * timeouts and SERVFAIL or REFUSED answers among them), then the client TCP connections taken,
+ * refused, evicted and closed for idleness (what to look at when DNS over TCP is refused or cut).
  */
 export const SHOWN_DNS_COUNTS = [
   'queries',
   'answered',
   'retransmits',
   'upstreamTimeouts',
+  'upstreamErrors',
   'failed',
   'rateLimited',
   'overloaded',
@@ -18,4 +20,5 @@ export const SHOWN_DNS_COUNTS = [
   'tcpConnections',
   'tcpRejected',
   'tcpEvicted',
+  'tcpIdleClosed',
 ] as const;

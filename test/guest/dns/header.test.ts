@@ -7,6 +7,7 @@ import {
   answersQuestion,
   errorResponse,
   inspectQuery,
+  isFailureAnswer,
   isResponse,
   questionEndOf,
   rcodeOf,
@@ -131,6 +132,17 @@ describe('DNS header', () => {
         const same = Buffer.compare(encodeQuery(id, other).subarray(HEADER_LENGTH), question) === 0;
         expect(answersQuestion(reply, question)).toBe(same);
         expect(answersQuestion(query, question)).toBe(false); // not a response
+      }),
+    );
+  });
+
+  it('tells SERVFAIL and REFUSED (the server did not answer) from every other rcode, whatever the other header bits', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 15 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 15 }), (rcode, flags, z) => {
+        const response = Buffer.alloc(HEADER_LENGTH);
+        response[2] = flags;
+        response[3] = (z << 4) | rcode;
+        expect(isFailureAnswer(response)).toBe(rcode === RCODE.servFail || rcode === RCODE.refused);
       }),
     );
   });

@@ -2,26 +2,68 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_UPSTREAMS, parseResolvConf } from '../../../guest/dns/resolv-conf.js';
 import { DnsError } from '../../../guest/dns/dns-error.js';
-import { parseUpstream, upstreamText } from '../../../guest/dns/upstream.js';
+import { parseUpstream, sameUpstream, upstreamText } from '../../../guest/dns/upstream.js';
 
 const anyIpv4 = fc.ipV4();
 const anyPort = fc.integer({ min: 1, max: 65_535 });
 
 describe('upstream addresses', () => {
   it('parses IPv4 with and without a port, and IPv6 bare, bracketed, with a port and with a zone', () => {
-    expect(parseUpstream('192.0.2.53')).toEqual({ address: '192.0.2.53', port: 53, family: 4 });
-    expect(parseUpstream('192.0.2.53:5353')).toEqual({ address: '192.0.2.53', port: 5353, family: 4 });
-    expect(parseUpstream('2001:db8::1')).toEqual({ address: '2001:db8::1', port: 53, family: 6 });
-    expect(parseUpstream('[2001:db8::1]')).toEqual({ address: '2001:db8::1', port: 53, family: 6 });
-    expect(parseUpstream('[2001:db8::1]:5300')).toEqual({ address: '2001:db8::1', port: 5300, family: 6 });
-    expect(parseUpstream('fe80::1%eth0')).toEqual({ address: 'fe80::1%eth0', port: 53, family: 6 });
+    expect(parseUpstream('192.0.2.53')).toMatchObject({ address: '192.0.2.53', port: 53, family: 4 });
+    expect(parseUpstream('192.0.2.53:5353')).toMatchObject({ address: '192.0.2.53', port: 5353, family: 4 });
+    expect(parseUpstream('2001:db8::1')).toMatchObject({ address: '2001:db8::1', port: 53, family: 6 });
+    expect(parseUpstream('[2001:db8::1]')).toMatchObject({ address: '2001:db8::1', port: 53, family: 6 });
+    expect(parseUpstream('[2001:db8::1]:5300')).toMatchObject({ address: '2001:db8::1', port: 5300, family: 6 });
+    expect(parseUpstream('fe80::1%eth0')).toMatchObject({ address: 'fe80::1%eth0', port: 53, family: 6 });
   });
 
   it('round-trips through its text form', () => {
     fc.assert(
       fc.property(fc.oneof(anyIpv4, fc.ipV6()), anyPort, (address, port) => {
-        const upstream = { address, port, family: address.includes(':') ? 6 : 4 };
-        expect(parseUpstream(upstreamText(upstream as never))).toEqual(upstream);
+        const upstream = parseUpstream(address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
+        expect(upstream).toMatchObject({ address, port, family: address.includes(':') ? 6 : 4 });
+        expect(parseUpstream(upstreamText(upstream))).toEqual(upstream);
+      }),
+    );
+  });
+
+  // Eight 16-bit groups, written as ip-num would not: every group in full, or bare, upper case, or
+  // with the longest run of zeros folded (the URL parser's form, RFC 5952).
+  const anyGroups = fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 8, maxLength: 8 });
+  const writings = (groups: readonly number[]): string[] => {
+    const full = groups.map((group) => group.toString(16).padStart(4, '0')).join(':');
+    return [full, full.toUpperCase(), groups.map((group) => group.toString(16)).join(':'), new URL(`http://[${full}]/`).hostname.slice(1, -1)];
+  };
+
+  it('tells upstreams apart by address and port, however the address is written', () => {
+    fc.assert(
+      fc.property(anyGroups, anyGroups, anyPort, anyPort, fc.nat(3), fc.nat(3), (a, b, portA, portB, i, j) => {
+        const first = parseUpstream(`[${writings(a)[i] ?? ''}]:${portA}`);
+        const second = parseUpstream(`[${writings(b)[j] ?? ''}]:${portB}`);
+        const sameAddress = a.every((group, k) => group === b[k]);
+        expect(sameUpstream(first, second)).toBe(sameAddress && portA === portB);
+        expect(sameUpstream(first, parseUpstream(`[${writings(a)[(i + 1) % 4] ?? ''}]:${portA}`))).toBe(true);
+      }),
+    );
+    expect(sameUpstream(parseUpstream('2001:DB8:0::1'), parseUpstream('2001:db8::1'))).toBe(true);
+    expect(sameUpstream(parseUpstream('[2001:db8::1]:53'), parseUpstream('[2001:db8::1]:5353'))).toBe(false);
+    expect(sameUpstream(parseUpstream('fe80::1%eth0'), parseUpstream('FE80::1%eth0'))).toBe(true);
+    expect(sameUpstream(parseUpstream('fe80::1%eth0'), parseUpstream('fe80::1%eth1'))).toBe(false);
+    expect(sameUpstream(parseUpstream('fe80::1%eth0'), parseUpstream('fe80::1'))).toBe(false);
+  });
+
+  it('takes an IPv4-mapped IPv6 address for the IPv4 address it reaches, and nothing else for it', () => {
+    fc.assert(
+      fc.property(anyIpv4, anyIpv4, anyPort, (a, b, port) => {
+        const octets = a.split('.').map(Number);
+        const hex = `${(((octets[0] ?? 0) << 8) | (octets[1] ?? 0)).toString(16)}:${(((octets[2] ?? 0) << 8) | (octets[3] ?? 0)).toString(16)}`;
+        for (const mapped of [`::ffff:${a}`, `::FFFF:${hex}`, `0:0:0:0:0:ffff:${a}`]) {
+          expect(sameUpstream(parseUpstream(`[${mapped}]:${port}`), parseUpstream(`${a}:${port}`))).toBe(true);
+          expect(sameUpstream(parseUpstream(`[${mapped}]:${port}`), parseUpstream(`${b}:${port}`))).toBe(a === b);
+        }
+        // Not the IPv4-compatible form (::a.b.c.d), nor NAT64 (64:ff9b::/96): other addresses.
+        expect(sameUpstream(parseUpstream(`[::${a}]:${port}`), parseUpstream(`${a}:${port}`))).toBe(false);
+        expect(sameUpstream(parseUpstream(`[64:ff9b::${a}]:${port}`), parseUpstream(`${a}:${port}`))).toBe(false);
       }),
     );
   });
@@ -61,6 +103,11 @@ describe('resolv.conf', () => {
     const conf = parseResolvConf(text);
     expect(conf.upstreams.map(upstreamText)).toEqual(['192.0.2.53:53', '192.0.2.54:53', '[2001:db8::53]:53', '198.51.100.1:5353']);
     expect(conf.skipped).toEqual(['dns.example']);
+  });
+
+  it('drops a nameserver listed again under another spelling of its address', () => {
+    const conf = parseResolvConf(['nameserver 2001:db8::53', 'nameserver 2001:DB8:0:0::53', 'nameserver 192.0.2.53', 'nameserver ::ffff:192.0.2.53', 'nameserver [::ffff:c000:235]:53'].join('\n'));
+    expect(conf.upstreams.map(upstreamText)).toEqual(['[2001:db8::53]:53', '192.0.2.53:53']);
   });
 
   it('finds exactly the listed nameservers among any mix of other lines, at most MAX_UPSTREAMS, no duplicates', () => {

@@ -161,7 +161,10 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(text.stdout).toMatch(/^flowRateDrops: 0$/m);
     expect(text.stdout).toContain(`\nflow limits per client: ${cap} conntrack entries, 100 new flows a second (200 at once)\n`);
     expect(text.stdout).toMatch(/^dns: listening; upstreams(?: in use)?: /m);
-    expect(text.stdout).toMatch(/^dns: queries \d+, answered \d+, retransmits \d+, upstreamTimeouts \d+, failed \d+/m);
+    // The counts of the forwarder's queries and client TCP connections, idle closes included (once in the JSON alone).
+    expect(text.stdout).toMatch(
+      /^dns: queries \d+, answered \d+, retransmits \d+, upstreamTimeouts \d+, upstreamErrors \d+, failed \d+, rateLimited \d+, overloaded \d+, evicted \d+, malformed \d+, tcpConnections \d+, tcpRejected \d+, tcpEvicted \d+, tcpIdleClosed \d+$/m,
+    );
   });
 
   it('configures a hot-plugged link within a second, and removes nothing but it when it goes', async () => {
