@@ -380,6 +380,12 @@ describe('spectrum-netd run: its rtnetlink notification socket', () => {
     expect(code).toBe(EXIT.usage);
   });
 
+  it.each(['0', 'yes', 'true', ' 1', '1 '])('refuses SPECTRUM_NETD_SPAWN_NFT=%j at start: one line, exit 2', async (value) => {
+    const { code, stderr } = await runBesideAnother({ env: { SPECTRUM_NETD_SPAWN_NFT: value } });
+    expect(stderr).toBe(`spectrum-netd: environment variable SPECTRUM_NETD_SPAWN_NFT ${JSON.stringify(value)} is not valid: expected 1 (run nft from PATH), or unset\n`);
+    expect(code).toBe(EXIT.usage);
+  });
+
   it('stops at start with one line saying how to build its addon when the build lacks it', async () => {
     // The built bin where no build/Release is found above it (its packages linked in).
     const copy = join(dir, 'no-addon');
