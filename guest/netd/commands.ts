@@ -507,12 +507,15 @@ export function formatStatus(status: StatusReply): string {
   }
   // Limits are shown only once applied: without them, this says why. Each table apart: the inet
   // one (isolation, NAT, anti-spoofing, the limits), then the ARP guard where it is not in force.
-  const arpGuard = arpGuardText(status.arpGuard);
-  if (status.firewallError !== null && status.firewallError !== undefined) {
+  const updateFailed = status.firewallError !== null && status.firewallError !== undefined;
+  const arpGuard = arpGuardText(status.arpGuard, updateFailed);
+  if (updateFailed) {
     text += `firewall: ${limits === null || limits === undefined ? 'not in force: ' : ''}the last update failed (retrying): ${status.firewallError}\n`;
   } else if (status.firewall === null && (limits === null || limits === undefined)) {
     // No update failed, yet no table of ours can be read: deleted or replaced since the last update.
-    text += `firewall: not in force: its table ${TABLE} cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n`;
+    // An agent from before arpGuard read both tables' counters as one: either may be the one gone.
+    const gone = status.arpGuard === undefined ? `${TABLE} or ${ARP_TABLE}` : TABLE;
+    text += `firewall: not in force: its table ${gone} cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n`;
   } else if (status.firewall === null) {
     // Its table stands, as far as the agent can tell: only the read of its counters failed.
     text += 'firewall: its drop counters cannot be read just now\n';
@@ -569,12 +572,20 @@ export function formatStatus(status: StatusReply): string {
   return text;
 }
 
-/** Why the ARP guard is not in force, for `status`; undefined while it is (or nothing is known of it). */
-function arpGuardText(state: StatusReply['arpGuard']): string | undefined {
+/**
+ * Why the ARP guard is not in force, for `status`; undefined while it is (or nothing is known of
+ * it). While updates fail (`updateFailed`, said on the line before), no more than that: the guard
+ * may never have been made, and whether the rest stands is that line's to say.
+ */
+function arpGuardText(state: StatusReply['arpGuard'], updateFailed: boolean): string | undefined {
   if (state === 'unsupported') {
-    return `unavailable: nft refused the arp family (is CONFIG_NF_TABLES_ARP set in the kernel?), so clients' ARP is not policed; the rest of the firewall stands without it`;
+    const unpoliced = `unavailable: nft refused the arp family (is CONFIG_NF_TABLES_ARP set in the kernel?), so clients' ARP is not policed`;
+    return updateFailed ? unpoliced : `${unpoliced}; the rest of the firewall stands without it`;
   }
-  if (state === 'missing') return `not in force: its table ${ARP_TABLE} cannot be read (deleted or replaced since the last update?); the next audit or update makes it again`;
+  if (state === 'missing') {
+    const unread = `not in force: its table ${ARP_TABLE} cannot be read`;
+    return updateFailed ? unread : `${unread} (deleted or replaced since the last update?); the next audit or update makes it again`;
+  }
   return undefined;
 }
 

@@ -380,6 +380,12 @@ describe('spectrum-netd run: its rtnetlink notification socket', () => {
     expect(code).toBe(EXIT.usage);
   });
 
+  it.each(['0', 'yes', 'true', ' 1', '1 '])('refuses SPECTRUM_NETD_SPAWN_NFT=%j at start: one line, exit 2', async (value) => {
+    const { code, stderr } = await runBesideAnother({ env: { SPECTRUM_NETD_SPAWN_NFT: value } });
+    expect(stderr).toBe(`spectrum-netd: environment variable SPECTRUM_NETD_SPAWN_NFT ${JSON.stringify(value)} is not valid: expected 1 (run nft from PATH), or unset\n`);
+    expect(code).toBe(EXIT.usage);
+  });
+
   it('stops at start with one line saying how to build its addon when the build lacks it', async () => {
     // The built bin where no build/Release is found above it (its packages linked in).
     const copy = join(dir, 'no-addon');
@@ -445,7 +451,7 @@ describe('spectrum-netd status, as text', () => {
     const unread = formatStatus({ ...quietStatus, firewall: null, flowLimits: limits });
     expect(unread).toContain('\nflow limits per client: 128 conntrack entries, no new-flow rate\nfirewall: its drop counters cannot be read just now\n');
     expect(unread).not.toContain('not in force');
-    expect(formatStatus({ ...quietStatus, firewall: null, flowLimits: null })).toContain(
+    expect(formatStatus({ ...quietStatus, firewall: null, flowLimits: null, arpGuard: null })).toContain(
       '\nfirewall: not in force: its table inet spectrum_netd cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n',
     );
   });
@@ -474,6 +480,27 @@ describe('spectrum-netd status, as text', () => {
       /^firewall: not in force: its table inet spectrum_netd cannot be read .*\nfirewall: ARP guard: not in force: its table arp spectrum_netd cannot be read /m,
     );
     expect(formatStatus({ ...quietStatus, flowLimits: limits, arpGuard: 'in-force' })).not.toContain('firewall:');
+  });
+
+  it('while an update fails, says of the ARP guard only what it is: no guess that it was deleted, no claim that the rest stands', () => {
+    const failed = 'nft replacing table inet spectrum_netd and arp spectrum_netd failed (exit 1): Error: Could not process rule: Operation not permitted';
+    // A first update nft refused: neither table was ever made, and updates fail.
+    const missing = formatStatus({ ...quietStatus, firewall: null, firewallError: failed, arpGuard: 'missing' });
+    expect(missing).toContain(`\nfirewall: not in force: the last update failed (retrying): ${failed}\nfirewall: ARP guard: not in force: its table arp spectrum_netd cannot be read\n`);
+    expect(missing).not.toMatch(/deleted or replaced|makes it again/);
+    // No arp family, and the inet table refused too: nothing of the firewall stands.
+    const unsupported = formatStatus({ ...quietStatus, firewall: null, firewallError: failed, arpGuard: 'unsupported' });
+    expect(unsupported).toContain(
+      "\nfirewall: ARP guard: unavailable: nft refused the arp family (is CONFIG_NF_TABLES_ARP set in the kernel?), so clients' ARP is not policed\n",
+    );
+    expect(unsupported).not.toContain('stands');
+  });
+
+  it('does not name the inet table as the one gone for an agent from before the ARP guard was told apart (either table could be)', () => {
+    // quietStatus has no arpGuard, as such an agent's answer.
+    const text = formatStatus({ ...quietStatus, firewall: null });
+    expect(text).toContain('\nfirewall: not in force: its table inet spectrum_netd or arp spectrum_netd cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n');
+    expect(text).not.toContain('ARP guard');
   });
 
   it("shows the reaper's threshold, count, what it deleted and its last error; nothing without a reaper", () => {
