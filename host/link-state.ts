@@ -98,14 +98,20 @@ export function linksOfClient(state: LinkState, client: VmName): Link[] {
   return state.links.filter((link) => link.client === client);
 }
 
+/** A client's links to providers its config no longer names, whether up or not. */
+export function linksToUnlisted(state: LinkState, client: VmName, providers: readonly VmName[]): Link[] {
+  const listed = new Set(providers);
+  return linksOfClient(state, client).filter((link) => !listed.has(link.provider));
+}
+
 /**
  * A client's links that are up (attachments recorded) to providers its config no longer names:
  * `link` takes them down (the config is what the client may reach), keeping their ids as
- * `unlink` does.
+ * `unlink` does. (So are those recorded before the state kept attach modes whose devices exist:
+ * the state alone cannot tell them, see the linker's takeDownUnlisted.)
  */
 export function unlistedLinks(state: LinkState, client: VmName, providers: readonly VmName[]): Link[] {
-  const listed = new Set(providers);
-  return linksOfClient(state, client).filter((link) => link.attached !== undefined && !listed.has(link.provider));
+  return linksToUnlisted(state, client, providers).filter((link) => link.attached !== undefined);
 }
 
 export function linksOfProvider(state: LinkState, provider: VmName): Link[] {

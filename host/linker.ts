@@ -18,11 +18,11 @@ import {
   forgetLink,
   linksOfClient,
   linksOfProvider,
+  linksToUnlisted,
   lookupLink,
   restorePairs,
   sameState,
   setAttachments,
-  unlistedLinks,
 } from './link-state.js';
 import {
   type LockOptions,
@@ -665,13 +665,32 @@ interface UnlistedTakedown {
 }
 
 /**
+ * Of these links, those up: attach modes recorded, or none (a record written before the state
+ * kept them) while devices of its names exist, as unlink and list take it (releaseLinks). Such a
+ * link left up would keep its client connected to a provider its config no longer names.
+ */
+async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<Link[]> {
+  const devicesOf = (link: Link): string[] => Object.values(linkDeviceNames(options.devicePrefix, link.id));
+  const unrecorded = links.filter((link) => link.attached === undefined);
+  if (unrecorded.length === 0) return [...links];
+  const present = await observeDevices([], unrecorded.flatMap(devicesOf)).catch((error: unknown) => {
+    const pairs = unrecorded.map((link) => `${link.client} -> ${link.provider}`).join(', ');
+    throw new LinkerError(
+      'unlisted-not-taken-down',
+      `linked, but taking down ${pairs} (no longer among the providers) was not begun: whether their devices exist (recorded without attach modes) is unknown: ${reasonOf(error)}; so none of them was taken down: run the same link again`,
+    );
+  });
+  return links.filter((link) => link.attached !== undefined || devicesOf(link).some((device) => present.host.has(device)));
+}
+
+/**
  * Take down each listed client's links to providers it no longer names (`listed`: each client's
  * providers now), as `unlink --force` does, and save the state; as unlink, only once the state
  * file is found writable, and saying what went where it cannot be written after. Under the
  * caller's lock.
  */
 async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
-  const unlisted = [...listed].flatMap(([vm, providers]) => unlistedLinks(state, vm, providers));
+  const unlisted = await linksUp([...listed].flatMap(([vm, providers]) => linksToUnlisted(state, vm, providers)), options);
   const unlinked = new Map<VmName, LinkReport[]>();
   if (unlisted.length === 0) return { state, unlinked, vmmFailures: [] };
   const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');

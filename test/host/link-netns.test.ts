@@ -628,6 +628,36 @@ describeNetns('a provider dropped from a client\'s config', () => {
       await rename(`${net}.away`, net);
     }
   });
+
+  it('takes down a link recorded before the state kept attach modes whose devices are up (as unlink takes it), not only links with attach modes recorded', async () => {
+    await writeFile(providerFile('appvm-catgirl', 'appvm-lynx'), '');
+    const [both] = await linkJsonOf(['link', 'appvm-catgirl']);
+    const viaLynx = both!.links.find((link) => link.provider === 'appvm-lynx')!;
+    // Its record as spectrum-link wrote it before commit 13513d4: no "attached".
+    const statePath = join(world().stateDir, 'links.json');
+    const state = JSON.parse(await readFile(statePath, 'utf8')) as { links: { id: number; attached?: unknown }[] };
+    expect(state.links.find((entry) => entry.id === viaLynx.id)?.attached).toBeDefined();
+    const legacy = state.links.map((entry) => {
+      if (entry.id !== viaLynx.id) return entry;
+      const { attached: _, ...rest } = entry;
+      return rest;
+    });
+    await writeFile(statePath, JSON.stringify({ ...state, links: legacy }));
+
+    await rm(providerFile('appvm-catgirl', 'appvm-lynx'));
+    const [after] = await linkJsonOf(['link', 'appvm-catgirl']);
+    expect(after?.links.map((link) => link.provider)).toEqual(['netvm']);
+    // Taken down with --attach's modes, as unlink takes such a link.
+    expect(after?.unlinked).toEqual([viaLynx]);
+    const host = await devices(world().host);
+    expect([viaLynx.bridge, viaLynx.clientDevice, viaLynx.providerDevice].filter((device) => host.has(device))).toEqual([]);
+    expect((await devices(world().vmNetns('appvm-lynx'))).has(viaLynx.providerDevice)).toBe(false);
+    // Down now, its id kept: nothing more to take down.
+    const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number; linked: boolean; present: boolean }[];
+    expect(listed.find((entry) => entry.id === viaLynx.id)).toMatchObject({ linked: false, present: false });
+    const [again] = await linkJsonOf(['link', 'appvm-catgirl']);
+    expect(again).not.toHaveProperty('unlinked');
+  });
 });
 
 describeNetns('link --all and a client VM whose directory has gone', () => {
