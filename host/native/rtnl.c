@@ -529,13 +529,20 @@ static void run_execute(napi_env env, void *data) {
         size_t message_length = length - IFNAMSIZ;
         memcpy(scratch, payload + IFNAMSIZ, message_length);
         struct nlmsghdr *header = (struct nlmsghdr *)scratch;
-        struct nlattr *master_attribute = (struct nlattr *)(scratch + NLMSG_ALIGN(header->nlmsg_len));
-        master_attribute->nla_type = IFLA_MASTER;
-        master_attribute->nla_len = NLA_HDRLEN + sizeof(uint32_t);
-        uint32_t master_index = (uint32_t)master.index;
-        memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
-        header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + NLA_ALIGN(master_attribute->nla_len);
-        error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+        // IFLA_MASTER goes after the message as its header measures it: within the record only
+        // (scratch has room for it there), whatever a program says.
+        if (header->nlmsg_len < NLMSG_HDRLEN || header->nlmsg_len > message_length) {
+          error = EINVAL;
+          snprintf(detail, sizeof detail, "a join record whose message length (%u) is not within it (%zu bytes)", header->nlmsg_len, message_length);
+        } else {
+          struct nlattr *master_attribute = (struct nlattr *)(scratch + NLMSG_ALIGN(header->nlmsg_len));
+          master_attribute->nla_type = IFLA_MASTER;
+          master_attribute->nla_len = NLA_HDRLEN + sizeof(uint32_t);
+          uint32_t master_index = (uint32_t)master.index;
+          memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
+          header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + NLA_ALIGN(master_attribute->nla_len);
+          error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+        }
         if (error != 0) last_master = (found_link){.index = 0, .name = ""};  // it may be gone
       }
     } else {

@@ -148,6 +148,19 @@ describeNetns('rtnl sockets in a namespace', () => {
     await socket.run(programOf([{ op: 'delete', name: 'tc9' }, { op: 'delete', name: 'tp9' }, { op: 'delete', name: 'tb9' }]));
   });
 
+  it('refuses a join record whose message claims more bytes than the record holds (EINVAL, said), writing nothing past it', async () => {
+    expect(states(await socket.run(programOf([{ op: 'add-bridge', name: 'tb8' }, { op: 'add-tap', name: 'tc8' }])))).toEqual(['done', 'done']);
+    const { bytes, records } = programOf([{ op: 'set', name: 'tc8', change: { master: 'tb8' } }]);
+    const forged = Uint8Array.from(bytes);
+    const view = new DataView(forged.buffer);
+    expect(view.getUint32(0, true)).toBe(3); // one join (ENSLAVE) record: kind, length, master's name, message
+    view.setUint32(8 + 16, 0x7fff_0000, true); // the message's nlmsg_len
+    const [outcome] = await socket.run({ bytes: forged, records });
+    expect(outcome).toMatchObject({ state: 'failed', code: 'EINVAL', text: expect.stringMatching(/message length \(2147418112\) is not within it/) });
+    expect((await ipLinks()).get('tc8')?.master).toBeUndefined();
+    await socket.run(programOf([{ op: 'delete', name: 'tc8' }, { op: 'delete', name: 'tb8' }]));
+  });
+
   it('says which master is missing when a device cannot join it', async () => {
     const [outcome] = await socket.run(programOf([{ op: 'set', name: 'tc1', change: { master: 'nosuch' } }]));
     expect(outcome).toMatchObject({ state: 'failed', code: 'ENODEV', text: 'No such device: master nosuch' });
