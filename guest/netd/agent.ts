@@ -9,7 +9,7 @@ import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
-import type { DumpTable, NetdKernel, NotificationLoss, SkippedEntry } from './rtnetlink.js';
+import type { DumpTable, FailedDump, NetdKernel, NotificationLoss, SkippedEntry } from './rtnetlink.js';
 import {
   type LinkReport,
   type Operation,
@@ -115,6 +115,25 @@ const DUMPS_BEFORE_PLANNING = 3;
  */
 const UNDECODABLE_REREAD_GAP_MS = 1_000;
 
+/**
+ * Why the whole state is read again: notifications were lost (an overflow, one that could not be
+ * decoded), or the last re-read used a dump the kernel marked inconsistent (NLM_F_DUMP_INTR) or
+ * ended with an error (NLMSG_DONE), each of DUMP_TRIES in a row.
+ */
+type RereadCause = NotificationLoss['kind'] | 'inconsistent dump' | 'failed dump';
+
+/** The causes of re-reads in words, for the log ('rtnetlink notifications overflowed or could not be decoded, ...'). */
+function rereadCausesText(causes: ReadonlySet<RereadCause>): string {
+  const lost = [causes.has('overflow') ? 'overflowed' : null, causes.has('undecodable') ? 'could not be decoded' : null].filter((part) => part !== null);
+  return [
+    lost.length > 0 ? `rtnetlink notifications ${lost.join(' or ')}` : null,
+    causes.has('inconsistent dump') ? 'the kernel marked a dump inconsistent (NLM_F_DUMP_INTR) in each try' : null,
+    causes.has('failed dump') ? 'the kernel ended a dump with an error (NLMSG_DONE) in each try' : null,
+  ]
+    .filter((part) => part !== null)
+    .join(', and ');
+}
+
 /** Failed changes are retried after 0.5 s, then 1, 2... up to every 30 s. */
 const RETRY: Backoff = { firstMs: 500, maxMs: 30_000 };
 
@@ -128,19 +147,24 @@ export class NetdAgent {
   #undecodableSaid = false;
   /** Runs for UNDECODABLE_REREAD_GAP_MS from the start of each re-read: a notification that could not be decoded meanwhile waits for it. */
   #rereadGap: NodeJS.Timeout | undefined;
-  /** A notification that could not be decoded came while #rereadGap ran, or a re-read was inconsistent (#rereadLater): a re-read is owed when it ends. */
-  #rereadOwed = false;
+  /**
+   * Why a re-read is owed when #rereadGap ends (none: none is): a notification that could not be
+   * decoded came while it ran, or a re-read used an inconsistent or failed dump (#rereadLater).
+   */
+  readonly #rereadOwed = new Set<RereadCause>();
   /** What names each dump entry the last re-read skipped (see #saySkipped). */
   #skippedSaid = new Set<string>();
   /** The tables the last re-read used though the kernel marked each of its dumps inconsistent (see #sayInconsistent). */
   #inconsistentSaid = '';
+  /** The tables, with their errors, the last re-read used though the kernel ended each of its dumps with an error (see #sayFailed). */
+  #failedSaid = '';
   /**
    * Links whose link-up failed (a timeout, say): the kernel may have brought the link up all the
    * same, without the GETLINK that should follow (see RtnetlinkKernel): done again while it is up.
    */
   readonly #linkUpOwed = new Set<number>();
-  /** How notifications were lost since the last re-read began: what the warning on planning on a stale one names. */
-  readonly #lossKinds = new Set<NotificationLoss['kind']>();
+  /** Why re-reads were asked for since the last one began: what the warning on planning on a stale one names. */
+  readonly #lossKinds = new Set<RereadCause>();
   #dumping = false;
   #running = false;
   #again = false;
@@ -240,7 +264,7 @@ export class NetdAgent {
             // Too soon after the last re-read began: coalesced into one when the gap ends. What
             // it said stays unknown meanwhile; an overflow's re-read is not held back.
             if (this.#rereadGap !== undefined) {
-              this.#rereadOwed = true;
+              this.#rereadOwed.add(loss.kind);
               return;
             }
           }
@@ -312,9 +336,9 @@ export class NetdAgent {
     for (const ifindex of dirtyLinks(event, this.#servingIp)) this.#dirty.add(ifindex);
   }
 
-  /** Read the whole state again: notifications were lost (`why`). */
-  #reread(why: NotificationLoss['kind']): void {
-    this.#lossKinds.add(why);
+  /** Read the whole state again, for `why`. */
+  #reread(...why: readonly RereadCause[]): void {
+    for (const cause of why) this.#lossKinds.add(cause);
     this.#fullSyncWanted = true;
     this.#schedule();
   }
@@ -325,18 +349,19 @@ export class NetdAgent {
    * gap for notifications that could not be decoded, however many come).
    */
   #startRereadGap(): void {
-    this.#rereadOwed = false;
+    this.#rereadOwed.clear();
     this.#armRereadGap();
   }
 
   /**
-   * A re-read whose tables the kernel marked inconsistent in every try may lack an entry that was
-   * there throughout, which no notification will tell of: another is owed, asked for when the gap
-   * ends (from now, where it has ended already), as for a notification that could not be decoded.
-   * One a second at most while the kernel keeps marking them.
+   * A re-read whose tables the kernel marked inconsistent, or whose dumps it ended with an error,
+   * in every try may lack an entry that was there throughout, which no notification will tell of:
+   * another is owed (`why`), asked for when the gap ends (from now, where it has ended already), as
+   * for a notification that could not be decoded. One a second at most while the kernel keeps
+   * marking or failing them.
    */
-  #rereadLater(): void {
-    this.#rereadOwed = true;
+  #rereadLater(why: RereadCause): void {
+    this.#rereadOwed.add(why);
     if (this.#rereadGap === undefined) this.#armRereadGap();
   }
 
@@ -344,9 +369,12 @@ export class NetdAgent {
     clearTimeout(this.#rereadGap);
     this.#rereadGap = setTimeout(() => {
       this.#rereadGap = undefined;
-      if (!this.#rereadOwed || this.#stopped) return;
-      this.#rereadOwed = false;
-      this.#reread('undecodable');
+      if (this.#rereadOwed.size === 0 || this.#stopped) return;
+      const why = [...this.#rereadOwed];
+      this.#rereadOwed.clear();
+      // Each cause was said when it came (a warning once while it lasts); this says which re-read paid it.
+      this.log.debug({ why }, `reading the whole state again, as owed: ${rereadCausesText(new Set(why))}`);
+      this.#reread(...why);
     }, UNDECODABLE_REREAD_GAP_MS);
     this.#rereadGap.unref();
   }
@@ -394,6 +422,24 @@ export class NetdAgent {
     this.#inconsistentSaid = said;
   }
 
+  /**
+   * Warn of the tables a re-read used though the kernel ended each of their dumps in a row with an
+   * error (a negative errno in NLMSG_DONE: what came after it is not in the dump), once while it
+   * lasts: a dump that fails on an entry fails on it each time.
+   */
+  #sayFailed(failed: readonly FailedDump[]): void {
+    const said = failed.map(({ table, error }) => `${table} ${error}`).join(', ');
+    if (said !== '' && said !== this.#failedSaid) {
+      const routes = failed.some(({ table }) => table === 'routes') ? ", leaving every default route alone (one it did not come to is still someone's)" : '';
+      this.log.warn(
+        { failed },
+        `the kernel ended every dump in a row of its ${failed.map(({ table }) => table).join(', ')} with an error in NLMSG_DONE (${said}): ` +
+          `using the last, which lacks what came after the error${routes} (said once while it lasts)`,
+      );
+    }
+    this.#failedSaid = said;
+  }
+
   #schedule(): void {
     if (this.#stopped) return;
     if (this.#running) {
@@ -428,8 +474,7 @@ export class NetdAgent {
     for (let dumps = 1; this.#fullSyncWanted; dumps++) {
       if (dumps > DUMPS_BEFORE_PLANNING) {
         if (!this.#stormSaid) {
-          const why = this.#lossKinds.has('undecodable') ? (this.#lossKinds.has('overflow') ? 'overflowed or could not be decoded' : 'could not be decoded') : 'overflowed';
-          this.log.warn({ dumps: DUMPS_BEFORE_PLANNING }, `rtnetlink notifications ${why} during every re-read in a row: planning on the last one, reading again after`);
+          this.log.warn({ dumps: DUMPS_BEFORE_PLANNING }, `${rereadCausesText(this.#lossKinds)} during every re-read in a row: planning on the last one, reading again after`);
           this.#stormSaid = true;
         }
         break;
@@ -453,11 +498,15 @@ export class NetdAgent {
       this.#dumping = true;
       this.#startRereadGap();
       try {
-        const { events, skipped, inconsistent } = await this.kernel.dump();
+        const { events, skipped, inconsistent, failed } = await this.kernel.dump();
         for (const event of events) applyEvent(fresh, event);
         this.#saySkipped(skipped, keepUnreadable(fresh, this.#view, skipped));
         this.#sayInconsistent(inconsistent);
-        if (inconsistent.length > 0) this.#rereadLater();
+        this.#sayFailed(failed);
+        // A default route the failed dump did not come to is still someone's (see unreadableDefaultRoute).
+        if (failed.some(({ table }) => table === 'routes')) fresh.unreadableDefaultRoute = true;
+        if (inconsistent.length > 0) this.#rereadLater('inconsistent dump');
+        if (failed.length > 0) this.#rereadLater('failed dump');
       } finally {
         this.#dumping = false;
       }

@@ -36,7 +36,12 @@ export interface KernelAddress {
 export interface KernelRoute {
   readonly dst: string;
   readonly dstLength: number;
+  /** Null for a route of several next hops (RTA_MULTIPATH alone names their devices). */
   readonly oif: number | null;
+  /**
+   * Its next hop: an IPv4 address (RTA_GATEWAY), or an IPv6 one (RTA_VIA, RFC 5549: an IPv4 route
+   * via an IPv6 next hop), RFC 5952 text ('fe80::1'); null for none (a link route).
+   */
   readonly gateway: string | null;
   readonly priority: number;
   /** Who made it (rtm_protocol): RTPROT_BOOT for the provider's, CLIENT_MARK for client mode's, others' as they gave it. */
@@ -78,9 +83,11 @@ export interface KernelView {
   /** Values read from or written to /proc/sys, keyed by sysctlKeyId. */
   readonly sysctls: Map<string, string>;
   /**
-   * The last re-read listed a default route it could not decode (SkippedEntry.defaultRoute): the
-   * planner leaves default routes alone, as for any other. Its notifications cannot be decoded
-   * either, so any change to it asks for another re-read, which says again.
+   * The last re-read listed a default route it could not decode (SkippedEntry.defaultRoute), or
+   * its dump of the routes ended with an error (KernelDump.failed) before all were listed: the
+   * planner leaves default routes alone, as for any other. An undecodable one's notifications
+   * cannot be decoded either, so any change to it asks for another re-read, which says again; a
+   * failed dump is taken again a second on while it fails.
    */
   unreadableDefaultRoute?: boolean;
 }

@@ -333,16 +333,18 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           // one would take a physical NIC's default away when ours was given a higher metric.
           // One the dump could not read counts: a default it does not know of is still someone's.
           // Client mode's own through another link (a former primary's) goes instead (removeUnwanted).
-          const otherDefault =
-            view.unreadableDefaultRoute === true ||
-            [...view.routes.values()].some(
-              (route) =>
-                route.dstLength === 0 &&
-                !(route.oif === link.ifindex && route.gateway === GATEWAY_IP) &&
-                !(options.mode === 'client' && route.protocol === CLIENT_MARK),
-            );
-          if (!otherDefault) {
+          const otherDefaults = [...view.routes.values()].filter(
+            (route) =>
+              route.dstLength === 0 &&
+              !(route.oif === link.ifindex && route.gateway === GATEWAY_IP) &&
+              !(options.mode === 'client' && route.protocol === CLIENT_MARK),
+          );
+          if (view.unreadableDefaultRoute !== true && otherDefaults.length === 0) {
             steps.push(wantRoute(view, wanted, { dst: '0.0.0.0', dstLength: 0, oif: link.ifindex, gateway: GATEWAY_IP, priority: 0, protocol: marks.route }));
+          } else if (view.unreadableDefaultRoute !== true && otherDefaults.every((route) => route.oif === link.ifindex)) {
+            // Through this link, by another next hop (an IPv6 one, say: RFC 5549) or none.
+            const hops = otherDefaults.map((route) => (route.gateway === null ? 'with no gateway' : `via ${route.gateway}`));
+            note = `a default route not ours through this link ${[...new Set(hops)].join(' and ')} exists; left alone`;
           } else note = 'a default route through another interface exists; left alone';
         } else note = 'not the first client link: address only';
         const configured = steps.every(Boolean);

@@ -5,6 +5,7 @@
 // /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { endianness } from 'node:os';
+import { getSystemErrorName } from 'node:util';
 import {
   AttrStream,
   Flags,
@@ -30,15 +31,17 @@ import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl
 
 const AF_UNSPEC = 0;
 const AF_INET = 2;
+const AF_INET6 = 10;
 const MAIN_TABLE = 254;
 const NLM_F_REPLACE = 0x100;
 const NLM_F_CREATE = 0x400;
 const REQUEST_TIMEOUT_MS = 5_000;
 /**
  * How many dumps of a table are taken in a row while the kernel marks each inconsistent
- * (NLM_F_DUMP_INTR), before the last is used as it is. Linux 6.18 marks its links' and IPv4
- * addresses' dumps so (not its IPv4 routes' or neighbours'); a dump runs in parts, one for each
- * read of the socket, and one that began before a change may miss an entry moved by it.
+ * (NLM_F_DUMP_INTR), or ends each with an error, before the last is used as it is. Linux 6.18
+ * marks its links' and IPv4 addresses' dumps so (not its IPv4 routes' or neighbours'); a dump runs
+ * in parts, one for each read of the socket, and one that began before a change may miss an entry
+ * moved by it. One that fails puts a negative errno in its NLMSG_DONE, and gives no more entries.
  */
 const DUMP_TRIES = 3;
 /**
@@ -60,6 +63,20 @@ const ACK_BUDGET_BYTES = 2048;
 const LINK_REPLY_BUDGET_BYTES = 6144;
 
 const ipBytes = (text: string): Buffer => Buffer.from(text.split('.').map(Number));
+
+/** Exactly 4 bytes, dotted. */
+function ipv4Text(bytes: Buffer): string {
+  if (bytes.length !== 4) throw new Error(`Unexpected length (got ${bytes.length}, expected 4)`);
+  return bytes.join('.');
+}
+
+/** Exactly 16 bytes, compressed as RFC 5952 has it (`fe80::1`): the WHATWG URL parser's serialisation (an IPv4-mapped one in hex). */
+function ipv6Text(bytes: Buffer): string {
+  if (bytes.length !== 16) throw new Error(`Unexpected length (got ${bytes.length}, expected 16)`);
+  const groups = Array.from({ length: 8 }, (_, at) => bytes.readUInt16BE(2 * at).toString(16));
+  return new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
+}
+
 const macText = (bytes: Buffer | undefined): string =>
   bytes === undefined ? '' : [...bytes].map((octet) => octet.toString(16).padStart(2, '0')).join(':');
 const macBytes = (text: string): Buffer => Buffer.from(text.split(':').map((pair) => parseInt(pair, 16)));
@@ -84,6 +101,8 @@ const RTA_OIF: AttributeType = { type: 4, name: 'RTA_OIF' };
 const RTA_GATEWAY: AttributeType = { type: 5, name: 'RTA_GATEWAY' };
 const RTA_PRIORITY: AttributeType = { type: 6, name: 'RTA_PRIORITY' };
 const RTA_TABLE: AttributeType = { type: 15, name: 'RTA_TABLE' };
+/** A next hop of another family (struct rtvia: a u16 family, then its address): an IPv4 route's IPv6 gateway (RFC 5549). */
+const RTA_VIA: AttributeType = { type: 18, name: 'RTA_VIA' };
 const NDA_DST: AttributeType = { type: 1, name: 'NDA_DST' };
 const NDA_LLADDR: AttributeType = { type: 2, name: 'NDA_LLADDR' };
 
@@ -95,8 +114,8 @@ function undecodable(message: string): NetdError {
  * A message's fixed header (ifinfomsg, ifaddrmsg, rtmsg, ndmsg), parsed by the `netlink` package,
  * and the attributes after it: only the few the agent reads are ever looked at. The package's own
  * message parsers decode every attribute, and throw on any whose length they do not expect (an
- * IPv4 route's RTA_VIA naming an IPv6 next hop, RFC 5549, say): one the agent has no use for would
- * lose it the whole message.
+ * IPv4 route's RTA_VIA naming an IPv6 next hop, RFC 5549, which they take for 3 bytes, say): one
+ * the agent has no use for would lose it the whole message.
  */
 function splitMessage<T>(payload: Buffer, what: string, headerLength: number, parseHeader: (bytes: Buffer) => T): { readonly header: T; readonly attributes: () => Attributes } {
   if (payload.length < headerLength) throw undecodable(`a ${what} message of ${payload.length} bytes, shorter than its fixed header (${headerLength})`);
@@ -142,9 +161,22 @@ class Attributes {
 
   /** An IPv4 address (exactly 4 bytes), dotted. */
   ipv4(type: AttributeType): string | undefined {
+    return this.#read(type, ipv4Text);
+  }
+
+  /**
+   * A struct rtvia: its family (u16, host order), then an address of that family: an IPv6 one
+   * (16 bytes) as RFC 5952 text, an IPv4 one (4 bytes) dotted; any other family, or length, is
+   * malformed (the kernel takes no other next hop for an IPv4 route).
+   */
+  via(type: AttributeType): string | undefined {
     return this.#read(type, (data) => {
-      if (data.length !== 4) throw new Error(`Unexpected length (got ${data.length}, expected 4)`);
-      return data.join('.');
+      if (data.length < 2) throw new Error(`Unexpected length (got ${data.length}, expected 6 or 18)`);
+      const family = endianness() === 'LE' ? data.readUInt16LE(0) : data.readUInt16BE(0);
+      const address = data.subarray(2);
+      if (family === AF_INET6) return ipv6Text(address);
+      if (family === AF_INET) return ipv4Text(address);
+      throw new Error(`Unexpected family ${family} (expected ${AF_INET6} or ${AF_INET})`);
     });
   }
 
@@ -206,7 +238,12 @@ function protocolNumber(protocol: rt.Route['protocol']): number {
 
 /**
  * A route's RTM_NEWROUTE or RTM_DELROUTE payload: main-table IPv4 unicast routes only, the others
- * are none of the agent's business (null). Throws a NetdError ('undecodable').
+ * are none of the agent's business (null). Throws a NetdError ('undecodable'). Its gateway is
+ * RTA_GATEWAY's, or RTA_VIA's (an IPv6 next hop, RFC 5549: without it, such a route on a link
+ * would read as the link route the agent gives a client). A route of several next hops carries
+ * them in RTA_MULTIPATH alone, with no RTA_OIF: read as one of no device and no gateway, never a
+ * route of the agent's (each of those has a device), so one in place of its own is replaced all
+ * the same; which next hops it has is not read.
  */
 export function decodeRoute(payload: Buffer): KernelRoute | null {
   const { header, attributes } = splitMessage(payload, 'route', rt.__LENGTH_Route, rt.parseRoute);
@@ -218,7 +255,7 @@ export function decodeRoute(payload: Buffer): KernelRoute | null {
     dst: attrs.ipv4(RTA_DST) ?? '0.0.0.0',
     dstLength: header.dstLen ?? 0,
     oif: attrs.u32(RTA_OIF) ?? null,
-    gateway: attrs.ipv4(RTA_GATEWAY) ?? null,
+    gateway: attrs.ipv4(RTA_GATEWAY) ?? attrs.via(RTA_VIA) ?? null,
     priority: attrs.u32(RTA_PRIORITY) ?? 0,
     protocol: protocolNumber(header.protocol),
   };
@@ -330,6 +367,17 @@ export interface KernelDump extends DecodedEntries {
    * was there throughout (no notification tells of one that did not change).
    */
   readonly inconsistent: readonly DumpTable[];
+  /**
+   * The tables whose every dump the kernel ended with an error (a negative errno in NLMSG_DONE),
+   * DUMP_TRIES of them in a row: the last is used, and lacks whatever came after the error.
+   */
+  readonly failed: readonly FailedDump[];
+}
+
+/** A table whose dumps the kernel ended with an error: its errno's name, as the last said it. */
+export interface FailedDump {
+  readonly table: DumpTable;
+  readonly error: string;
 }
 
 /** What the agent needs from the kernel; a fake implements it in unit tests. */
@@ -458,6 +506,27 @@ function pendingRequestsOf(socket: NetlinkSocket): PendingRequests | null {
   return candidate.requests instanceof Map && typeof candidate.dropRef === 'function' ? (candidate as PendingRequests) : null;
 }
 
+/** How the kernel ended a dump: whether it marked a part NLM_F_DUMP_INTR, and the error its NLMSG_DONE carried (an errno's name), if any. */
+interface DumpEnd {
+  interrupted: boolean;
+  error: string | null;
+}
+
+/**
+ * The error an NLMSG_DONE carries: its payload begins with an int (host order), a negative errno
+ * where the dump failed (Linux puts there what the table's dump returned), else 0. Null for none.
+ */
+function doneError(payload: Buffer): string | null {
+  if (payload.length < 4) return null;
+  const errno = endianness() === 'LE' ? payload.readInt32LE(0) : payload.readInt32BE(0);
+  if (errno >= 0) return null;
+  try {
+    return getSystemErrorName(errno);
+  } catch {
+    return `errno ${-errno}`;
+  }
+}
+
 /** Where a request's message gets its sequence number: each call gives the next one. */
 type Sequenced = () => { readonly seq: number };
 
@@ -493,8 +562,8 @@ export class RtnetlinkKernel implements NetdKernel {
    * budget, and later requests then wait for room.
    */
   readonly #late = new Map<number, () => void>();
-  /** The dumps in flight, by the sequence number of their answer: whether the kernel marked a part of it NLM_F_DUMP_INTR. */
-  readonly #dumps = new Map<number, { interrupted: boolean }>();
+  /** The dumps in flight, by the sequence number of their answer: how the kernel ended it (see DumpEnd). */
+  readonly #dumps = new Map<number, DumpEnd>();
   readonly #pending: PendingRequests;
   #closed = false;
 
@@ -652,8 +721,9 @@ export class RtnetlinkKernel implements NetdKernel {
   /**
    * A datagram the request socket read, after the package read it (its answer's promise settles
    * only after this): see #lateAnswersRead, and mark a dump that the kernel says was interrupted
-   * by a change. Looked for here, not in the entries the package hands over: it may be set on the
-   * answer's NLMSG_DONE alone (the part after the last change), which the package drops.
+   * by a change, or ended with an error. Looked for here, not in the entries the package hands
+   * over: the mark may be set on the answer's NLMSG_DONE alone (the part after the last change),
+   * and the error is NLMSG_DONE's payload, which the package drops (it settles the dump as whole).
    */
   #datagramRead(datagram: Buffer): void {
     if (this.#late.size === 0 && this.#dumps.size === 0) return;
@@ -666,7 +736,9 @@ export class RtnetlinkKernel implements NetdKernel {
     if (this.#late.size > 0) this.#lateAnswersRead(messages);
     for (const message of messages) {
       const dump = this.#dumps.get(message.seq);
-      if (dump !== undefined && (message.flags & Flags.DUMP_INTR) !== 0) dump.interrupted = true;
+      if (dump === undefined) continue;
+      if ((message.flags & Flags.DUMP_INTR) !== 0) dump.interrupted = true;
+      if (message.type === MessageType.DONE) dump.error = doneError(message.data);
     }
   }
 
@@ -725,7 +797,8 @@ export class RtnetlinkKernel implements NetdKernel {
       ];
       return {
         ...decodeDumpEntries(tables.flatMap(({ messages }) => messages)),
-        inconsistent: tables.filter(({ interrupted }) => interrupted).map(({ table }) => table),
+        inconsistent: tables.filter(({ end }) => end.interrupted).map(({ table }) => table),
+        failed: tables.flatMap(({ table, end }) => (end.error === null ? [] : [{ table, error: end.error }])),
       };
     } catch (error) {
       if (error instanceof NetdError && error.kind === 'closed') throw error;
@@ -736,20 +809,21 @@ export class RtnetlinkKernel implements NetdKernel {
   /**
    * One table's entries, asked for as the package's getLinks and the like ask, but taken unparsed:
    * those calls parse every entry and fail as a whole on one they cannot (see decodeDumpEntries).
-   * Taken again while the kernel marks the dump interrupted by a change, up to DUMP_TRIES dumps
-   * (`interrupted`: the last was too): no notification would tell of an entry it missed.
+   * Taken again while the kernel marks the dump interrupted by a change, or ends it with an error,
+   * up to DUMP_TRIES dumps (`end`: how the last ended): no notification would tell of an entry it
+   * missed.
    */
   async #dumpTable(
     table: DumpTable,
     type: rt.MessageType,
     format: (out: AttrStream) => void,
-  ): Promise<{ readonly table: DumpTable; readonly messages: NetlinkMessage[]; readonly interrupted: boolean }> {
+  ): Promise<{ readonly table: DumpTable; readonly messages: NetlinkMessage[]; readonly end: DumpEnd }> {
     const socket = this.#requests.socket;
     const body = new AttrStream();
     format(body);
     for (let tries = 1; ; tries++) {
       let seq: number | undefined;
-      const dump = { interrupted: false };
+      const dump: DumpEnd = { interrupted: false, error: null };
       try {
         // No timeout of the netlink package's: #request has its own (see #answered).
         const messages = await this.#request(async (sequenced) => {
@@ -758,7 +832,7 @@ export class RtnetlinkKernel implements NetdKernel {
           this.#dumps.set(seq, dump);
           return (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...numbered }))[0];
         });
-        if (!dump.interrupted || tries === DUMP_TRIES) return { table, messages, interrupted: dump.interrupted };
+        if ((!dump.interrupted && dump.error === null) || tries === DUMP_TRIES) return { table, messages, end: dump };
       } finally {
         if (seq !== undefined) this.#dumps.delete(seq);
       }
@@ -767,6 +841,10 @@ export class RtnetlinkKernel implements NetdKernel {
 
   async apply(operation: Operation, view: KernelView): Promise<void> {
     if (this.#closed) throw closedError();
+    // A route read from the kernel may have one (RTA_VIA); the planner never asks for one, and the request carries RTA_GATEWAY alone.
+    if (operation.kind === 'route-set' && operation.route.gateway?.includes(':') === true) {
+      throw new NetdError('apply', `route ${operation.route.dst}/${operation.route.dstLength} via ${operation.route.gateway}: the agent sets no route via an IPv6 next hop`);
+    }
     if (operation.kind === 'link-up' && view.links.get(operation.ifindex)?.lowerIfindex !== undefined) {
       return this.#request((sequenced) => this.#change(operation, sequenced, { syncLinkwatch: true }), LINK_REPLY_BUDGET_BYTES);
     }

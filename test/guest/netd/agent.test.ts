@@ -10,7 +10,7 @@ import { NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { CLIENT_MARK, type KernelEvent, type KernelView } from '../../../guest/netd/kernel-view.js';
 import { type Operation, SYSCTL_ABSENT, arpFilterOf, disableIpv6Of, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
-import type { DumpTable, KernelDump, KernelListener, NetdKernel, SkippedEntry } from '../../../guest/netd/rtnetlink.js';
+import type { DumpTable, FailedDump, KernelDump, KernelListener, NetdKernel, SkippedEntry } from '../../../guest/netd/rtnetlink.js';
 import type { ServicesPort, UpstreamLinkInfo } from '../../../guest/services-port.js';
 
 /** A kernel that refuses the operations `refuse` names and otherwise does as asked. */
@@ -34,12 +34,14 @@ class ScriptedKernel implements NetdKernel {
   skipped: SkippedEntry[] = [];
   /** The tables a dump says the kernel marked inconsistent in each of its tries. */
   inconsistent: DumpTable[] = [];
+  /** The tables a dump says the kernel ended with an error in each of its tries. */
+  failed: FailedDump[] = [];
   /** How long a dump takes to answer (0: at once). */
   dumpMs = 0;
 
   dump(): Promise<KernelDump> {
     // Read as the dump is asked for: what onDump changes, the next dump reads.
-    const answer = { events: this.state, skipped: this.skipped, inconsistent: this.inconsistent };
+    const answer = { events: this.state, skipped: this.skipped, inconsistent: this.inconsistent, failed: this.failed };
     this.onDump();
     return this.dumpMs === 0 ? Promise.resolve(answer) : new Promise((resolve) => setTimeout(() => resolve(answer), this.dumpMs));
   }
@@ -693,14 +695,14 @@ describe('NetdAgent', () => {
       expect((await agent.status()).links.find((link) => link.name === 'eth1')).toMatchObject({ note: 'a default route through another interface exists; left alone' });
     });
 
-    it('leaves default routes alone where the dump decodes one via an IPv6 next hop (RFC 5549: an oif, no IPv4 gateway)', async () => {
+    it('leaves default routes alone where the dump decodes one via an IPv6 next hop (RFC 5549: an oif, an IPv6 gateway)', async () => {
       const NIC = { ifindex: 3, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
       const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
       const kernel = new ScriptedKernel([
         { kind: 'link', op: 'new', link: NIC },
         { kind: 'link', op: 'new', link: APP },
-        // What decodeRoute makes of `default via inet6 fe80::1 dev eth0` (RTA_VIA is not read; `ip route add` marks it boot, 3).
-        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: NIC.ifindex, gateway: null, priority: 0, protocol: 3 } },
+        // What decodeRoute makes of `default via inet6 fe80::1 dev eth0` (RTA_VIA; `ip route add` marks it boot, 3).
+        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: NIC.ifindex, gateway: 'fe80::1', priority: 0, protocol: 3 } },
       ]);
       agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
       await agent.start({ watch: true });
@@ -791,6 +793,117 @@ describe('NetdAgent', () => {
       expect(dumps).toBe(2);
       await vi.advanceTimersByTimeAsync(10_000);
       expect(dumps).toBe(2);
+    });
+  });
+
+  describe('a re-read whose dumps the kernel ended with an error (a negative errno in NLMSG_DONE)', () => {
+    it('warns once while it lasts, naming the tables and errors, plans on it, and reads again a second on while it lasts', async () => {
+      vi.useFakeTimers();
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      kernel.failed = [{ table: 'links', error: 'EINVAL' }];
+      const lines: { msg: string; failed?: unknown }[] = [];
+      const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      const started = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await started;
+      const said = (): unknown[] => lines.filter((line) => line.msg.includes('NLMSG_DONE')).map((line) => [line.msg, line.failed]);
+      expect(said()).toEqual([
+        [
+          'the kernel ended every dump in a row of its links with an error in NLMSG_DONE (links EINVAL): using the last, which lacks what came after the error (said once while it lasts)',
+          [{ table: 'links', error: 'EINVAL' }],
+        ],
+      ]);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['vm1', 'configured']]);
+      const fullSyncs = async (): Promise<number> => (await agent!.status()).counters.fullSyncs;
+      expect(await fullSyncs()).toBe(1);
+      // vm2 was there throughout, after where the dump failed: no notification tells of it.
+      const VM2 = { ...CLIENT_1, ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02' };
+      kernel.state = [...dumpOf(agent.view), { kind: 'link', op: 'new', link: VM2 }];
+      await vi.advanceTimersByTimeAsync(1_001);
+      await agent.idle();
+      expect(await fullSyncs()).toBe(2);
+      expect(agent.view.links.has(VM2.ifindex)).toBe(true);
+      // Still failing the same way: not said again. Another table too: said.
+      expect(said()).toHaveLength(1);
+      kernel.failed = [
+        { table: 'links', error: 'EINVAL' },
+        { table: 'routes', error: 'EMSGSIZE' },
+      ];
+      await vi.advanceTimersByTimeAsync(1_001);
+      await agent.idle();
+      expect(await fullSyncs()).toBe(3);
+      expect(said()).toHaveLength(2);
+      expect(said()[1]).toEqual([
+        "the kernel ended every dump in a row of its links, routes with an error in NLMSG_DONE (links EINVAL, routes EMSGSIZE): using the last, which lacks what came after the error, leaving every default route alone (one it did not come to is still someone's) (said once while it lasts)",
+        [
+          { table: 'links', error: 'EINVAL' },
+          { table: 'routes', error: 'EMSGSIZE' },
+        ],
+      ]);
+      // Whole again: one more re-read a second on, then none owed.
+      kernel.failed = [];
+      await vi.advanceTimersByTimeAsync(1_001);
+      await agent.idle();
+      expect(await fullSyncs()).toBe(4);
+      await vi.advanceTimersByTimeAsync(10_000);
+      await agent.idle();
+      expect(await fullSyncs()).toBe(4);
+    });
+
+    it('leaves default routes alone while its dump of the routes fails: a default it did not come to is still someone\'s', async () => {
+      const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
+      kernel.failed = [{ table: 'routes', error: 'EMSGSIZE' }];
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: false });
+      expect(kernel.applied.some((operation) => operation.kind === 'route-set' && operation.route.dst === '169.254.0.1')).toBe(true);
+      expect(kernel.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
+      // Another table's failure is no matter to default routes.
+      const other = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
+      other.failed = [{ table: 'neighbours', error: 'EMSGSIZE' }];
+      const second = new NetdAgent(other, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await second.start({ watch: false });
+      second.stop();
+      expect(other.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toHaveLength(1);
+    });
+  });
+
+  describe('a re-read owed (asked for when a second has passed since the last began)', () => {
+    /** The debug lines saying why an owed re-read is taken. */
+    const owedLines = (lines: readonly { msg: string; why?: unknown }[]): unknown[] =>
+      lines.filter((line) => line.msg.startsWith('reading the whole state again, as owed')).map((line) => [line.why, line.msg]);
+
+    it('says what it is owed for: an inconsistent dump, a failed one, a notification that could not be decoded, never one for another', async () => {
+      vi.useFakeTimers();
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      kernel.inconsistent = ['addresses'];
+      const lines: { msg: string; why?: unknown }[] = [];
+      const log = pino({ level: 'debug' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      const started = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await started;
+      const secondOn = async (): Promise<void> => {
+        await vi.advanceTimersByTimeAsync(1_001);
+        await agent!.idle();
+      };
+      kernel.inconsistent = [];
+      kernel.failed = [{ table: 'routes', error: 'EMSGSIZE' }];
+      await secondOn();
+      kernel.failed = [];
+      await secondOn();
+      // A notification that could not be decoded, within the second after that re-read began.
+      kernel.listener?.lost({ kind: 'undecodable', messageType: 'NEWLINK', error: 'Unexpected Link message length (4)' });
+      await secondOn();
+      expect(owedLines(lines)).toEqual([
+        [['inconsistent dump'], 'reading the whole state again, as owed: the kernel marked a dump inconsistent (NLM_F_DUMP_INTR) in each try'],
+        [['failed dump'], 'reading the whole state again, as owed: the kernel ended a dump with an error (NLMSG_DONE) in each try'],
+        [['undecodable'], 'reading the whole state again, as owed: rtnetlink notifications could not be decoded'],
+      ]);
+      expect((await agent.status()).counters.fullSyncs).toBe(4);
+      await secondOn();
+      expect(owedLines(lines)).toHaveLength(3);
     });
   });
 

@@ -1,6 +1,7 @@
 // `spectrum-netd client` across runs, in a namespace: what it configures carries its mark
 // (CLIENT_MARK) in the kernel, and a later run (or --watch, on the change) removes what carries
-// it and is no longer wanted; an operator's addresses and routes stay.
+// it and is no longer wanted, and sets back a route of its own replaced by one via an IPv6 next
+// hop; an operator's addresses and routes stay.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -79,6 +80,35 @@ describeNetns('spectrum-netd client removes what it marked and no longer wants',
     expect((await app.ip(['route', 'show', 'proto', String(MARK)])).stdout).toBe('default via 169.254.0.1 dev eth0 \n169.254.0.1 dev eth0 scope link \n');
     // A second run changes nothing.
     expect((await client()).stdout).toBe('eth0 100.64.0.5 configured\neth1 100.64.0.6 configured (not the first client link: address only)\n');
+  });
+
+  it("sets its gateway /32 back where a route via an IPv6 next hop on the same link replaced it (RFC 5549), and leaves an operator's default route via one alone", async () => {
+    await app.ip(['route', 'replace', '169.254.0.1/32', 'via', 'inet6', 'fe80::1', 'dev', 'eth0']);
+    expect(await routes()).toContain('169.254.0.1 via inet6 fe80::1 dev eth0');
+    expect((await client()).stdout).toBe('eth0 100.64.0.5 configured\neth1 100.64.0.6 configured (not the first client link: address only)\n');
+    expect((await app.ip(['route', 'show', 'proto', String(MARK)])).stdout).toBe('default via 169.254.0.1 dev eth0 \n169.254.0.1 dev eth0 scope link \n');
+    expect(await routes()).not.toContain('fe80::1');
+    // With --watch: set back as it starts (it has subscribed by then), and again as the kernel tells of it.
+    const ours = async (): Promise<boolean> => (await app.ip(['route', 'show', '169.254.0.1/32'])).stdout === '169.254.0.1 dev eth0 proto 236 scope link \n';
+    await app.ip(['route', 'replace', '169.254.0.1/32', 'via', 'inet6', 'fe80::1', 'dev', 'eth0']);
+    const watching = app.spawn(['node', CLI, 'client', '--watch'], { enter: 'nsenter' });
+    try {
+      await eventually('the gateway /32 set back as --watch starts', ours, 20_000);
+      await app.ip(['route', 'replace', '169.254.0.1/32', 'via', 'inet6', 'fe80::1', 'dev', 'eth0']);
+      await eventually('the gateway /32 set back as the kernel tells of its replacement', ours);
+    } finally {
+      expect((await watching.kill('SIGTERM', 5000)).code).toBe(0);
+    }
+    // The operator's default route, through the same link via an IPv6 next hop (unmarked): not ours to replace.
+    await app.ip(['-4', 'route', 'replace', 'default', 'via', 'inet6', 'fe80::1', 'dev', 'eth0']);
+    expect((await client()).stdout).toBe(
+      'eth0 100.64.0.5 configured (a default route not ours through this link via fe80::1 exists; left alone)\neth1 100.64.0.6 configured (not the first client link: address only)\n',
+    );
+    expect(await routes()).toContain('default via inet6 fe80::1 dev eth0');
+    // Gone: its own comes back.
+    await app.ip(['-4', 'route', 'del', 'default']);
+    expect((await client()).stdout).toBe('eth0 100.64.0.5 configured\neth1 100.64.0.6 configured (not the first client link: address only)\n');
+    expect((await app.ip(['route', 'show', 'proto', String(MARK)])).stdout).toBe('default via 169.254.0.1 dev eth0 \n169.254.0.1 dev eth0 scope link \n');
   });
 
   it('takes its address off the primary once it is --ignore\'d, and moves the routes to the next client link; the operator\'s stay', async () => {

@@ -118,6 +118,51 @@ describe('planner', () => {
     expect(view.routes.get('0.0.0.0/0@0')).toMatchObject({ oif: 3, gateway: '169.254.0.1' });
   });
 
+  describe('a route of ours replaced by one via an IPv6 next hop on the same link (RFC 5549: RTA_VIA)', () => {
+    const VIA_IPV6 = 'fe80::1';
+
+    it("repairs a provider link's client route: a route through the link via a gateway is not its link route", () => {
+      const view = emptyView();
+      view.links.set(7, { ifindex: 7, name: 'vm5', mac: '0a:b3:ec:80:a5:46', up: false, loopback: false, group: 0 });
+      converge(view);
+      const ours = view.routes.get('100.64.165.70/32@0');
+      expect(ours).toEqual({ dst: '100.64.165.70', dstLength: 32, oif: 7, gateway: null, priority: 0, protocol: RTPROT_BOOT });
+      // `ip route replace 100.64.165.70/32 via inet6 fe80::1 dev vm5` (on a link whose IPv6 someone turned back on).
+      applyEvent(view, { kind: 'route', op: 'new', route: { ...ours!, gateway: VIA_IPV6 } });
+      const result = plan(view, providerOptions);
+      expect(result.operations).toEqual<Operation[]>([{ kind: 'route-set', route: ours! }]);
+      expect(result.links.find((link) => link.ifindex === 7)?.state).toBe('pending');
+    });
+
+    it("repairs a client link's gateway /32, and its own default route, in client mode", () => {
+      const view = emptyView();
+      view.links.set(3, { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false, group: 0 });
+      converge(view, clientOptions);
+      const gatewayRoute = view.routes.get('169.254.0.1/32@0');
+      const defaultRoute = view.routes.get('0.0.0.0/0@0');
+      applyEvent(view, { kind: 'route', op: 'new', route: { ...gatewayRoute!, gateway: VIA_IPV6 } });
+      expect(plan(view, clientOptions).operations).toEqual<Operation[]>([{ kind: 'route-set', route: gatewayRoute! }]);
+      // Its own default (its mark) via the IPv6 next hop: set back, not taken for someone else's.
+      applyEvent(view, { kind: 'route', op: 'new', route: gatewayRoute! });
+      applyEvent(view, { kind: 'route', op: 'new', route: { ...defaultRoute!, gateway: VIA_IPV6 } });
+      expect(plan(view, clientOptions).operations).toEqual<Operation[]>([{ kind: 'route-set', route: defaultRoute! }]);
+    });
+
+    it("leaves an operator's default route via an IPv6 next hop on the client link alone, and says it is on that link", () => {
+      const view = emptyView();
+      view.links.set(3, { ifindex: 3, name: 'eth0', mac: '0a:b3:ec:00:00:05', up: true, loopback: false, group: 0 });
+      // `ip route add default via inet6 fe80::1 dev eth0` (boot, 3: not client mode's mark).
+      view.routes.set('0.0.0.0/0@0', { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: VIA_IPV6, priority: 0, protocol: RTPROT_BOOT });
+      const result = plan(view, clientOptions);
+      expect(result.operations.filter((operation) => (operation.kind === 'route-set' || operation.kind === 'route-del') && operation.route.dstLength === 0)).toEqual([]);
+      expect(result.links.find((link) => link.ifindex === 3)?.note).toBe('a default route not ours through this link via fe80::1 exists; left alone');
+      // Through another interface as well: said as before.
+      view.links.set(2, { ifindex: 2, name: 'ens3', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 });
+      view.routes.set('0.0.0.0/0@100', { dst: '0.0.0.0', dstLength: 0, oif: 2, gateway: '192.0.2.1', priority: 100, protocol: RTPROT_BOOT });
+      expect(plan(view, clientOptions).links.find((link) => link.ifindex === 3)?.note).toBe('a default route through another interface exists; left alone');
+    });
+  });
+
   it("gives a chained provider's first client link accept_local and names it as the way to the upstream provider", () => {
     const view = emptyView();
     view.links.set(3, { ifindex: 3, name: 'up0', mac: '0a:b3:ec:00:00:05', up: false, loopback: false, group: 0 });

@@ -10,8 +10,8 @@ interface Sent {
   readonly seq: number;
   /** The request's message type. */
   readonly type: number;
-  /** Its answer: an ack, or for a dump its end (NLMSG_DONE, with `flags` besides NLM_F_MULTI). */
-  readonly answer: (flags?: number) => void;
+  /** Its answer: an ack, or for a dump its end (NLMSG_DONE, with `flags` besides NLM_F_MULTI, carrying `errno`: 0, or a negative one for a failed dump). */
+  readonly answer: (flags?: number, errno?: number) => void;
   /** For a dump, one part of its answer before the end: a link (an empty RTM_NEWLINK, NLM_F_MULTI). */
   readonly part: () => void;
   /** For a dump, parts of its answer before the end, in one datagram: these messages (type, payload), with `flags` besides NLM_F_MULTI. */
@@ -27,16 +27,24 @@ let packageSocket: NetlinkSocket | undefined;
 vi.mock('netlink', async (importOriginal) => {
   const original = await importOriginal<typeof import('netlink')>();
   const { EventEmitter } = await import('node:events');
+  const { endianness } = await import('node:os');
   const DUMP = 0x300;
+  /** An int in host order, as NLMSG_DONE carries its error. */
+  const hostInt = (value: number): Buffer => {
+    const bytes = Buffer.alloc(4);
+    if (endianness() === 'LE') bytes.writeInt32LE(value);
+    else bytes.writeInt32BE(value);
+    return bytes;
+  };
   /** What the package's NetlinkSocket needs of its raw socket; sends are read by the test's kernel. */
   class ScriptedRawSocket extends EventEmitter {
     send(data: Buffer | Buffer[], _options: unknown, callback?: (error?: Error) => void): void {
       const bytes = Buffer.concat(Array.isArray(data) ? data : [data]);
       const [request] = original.parseMessages(bytes);
       if (request === undefined) throw new Error('no message sent');
-      const reply = (flags: number): Uint8Array[] =>
+      const reply = (flags: number, errno: number): Uint8Array[] =>
         (request.flags & DUMP) === DUMP
-          ? original.formatMessage({ type: original.MessageType.DONE, flags: original.Flags.MULTI | flags, seq: request.seq, port: 0, data: Buffer.alloc(4) })
+          ? original.formatMessage({ type: original.MessageType.DONE, flags: original.Flags.MULTI | flags, seq: request.seq, port: 0, data: hostInt(errno) })
           : original.formatMessage({ type: original.MessageType.ERROR, flags: 0, seq: request.seq, port: 0, data: Buffer.concat([Buffer.alloc(4), bytes.subarray(0, 16)]) });
       const part = original.formatMessage({ type: original.rt.MessageType.NEWLINK, flags: original.Flags.MULTI, seq: request.seq, port: 0, data: Buffer.alloc(16) });
       const parts = (messages: readonly (readonly [number, Buffer])[], flags: number): Buffer =>
@@ -44,7 +52,7 @@ vi.mock('netlink', async (importOriginal) => {
       sent.push({
         seq: request.seq,
         type: request.type,
-        answer: (flags = 0) => this.emit('message', Buffer.concat(reply(flags)), { port: 0, groups: 0 }),
+        answer: (flags = 0, errno = 0) => this.emit('message', Buffer.concat(reply(flags, errno)), { port: 0, groups: 0 }),
         part: () => this.emit('message', Buffer.concat(part), { port: 0, groups: 0 }),
         parts: (messages, flags = 0) => this.emit('message', parts(messages, flags), { port: 0, groups: 0 }),
       });
@@ -253,13 +261,15 @@ describe('RtnetlinkKernel request budget', () => {
     kernel.close();
   });
 
-  describe('a dump the kernel marks interrupted (NLM_F_DUMP_INTR: its table changed while it was dumped)', () => {
+  describe('a dump the kernel marks interrupted (NLM_F_DUMP_INTR: its table changed while it was dumped), or ends with an error', () => {
     const DUMP_INTR = 0x10;
     /** What the scripted kernel answers a dump request with: entries (type, payload), and flags besides NLM_F_MULTI on them and on the end. */
     interface DumpAnswer {
       readonly entries?: readonly (readonly [number, Buffer])[];
       readonly partFlags?: number;
       readonly doneFlags?: number;
+      /** What NLMSG_DONE carries: 0, or a negative errno (the dump failed). */
+      readonly doneErrno?: number;
     }
 
     /** kernel.dump(), each of its requests answered as `answer` says (by its type, and how many of that type came before it, this one included); `asked`: what it sent. */
@@ -276,9 +286,9 @@ describe('RtnetlinkKernel request budget', () => {
         const request = sent[at];
         if (request === undefined) break;
         tries.set(request.type, (tries.get(request.type) ?? 0) + 1);
-        const { entries = [], partFlags = 0, doneFlags = 0 } = answer(request.type, tries.get(request.type) ?? 0);
+        const { entries = [], partFlags = 0, doneFlags = 0, doneErrno = 0 } = answer(request.type, tries.get(request.type) ?? 0);
         if (entries.length > 0) request.parts(entries, partFlags);
-        request.answer(doneFlags);
+        request.answer(doneFlags, doneErrno);
       }
       return { result: await dump, asked: sent.slice(first).map((request) => rt.MessageType[request.type] ?? String(request.type)) };
     }
@@ -306,6 +316,7 @@ describe('RtnetlinkKernel request budget', () => {
         expect(asked).toEqual(['GETLINK', 'GETLINK', 'GETADDR', 'GETROUTE', 'GETNEIGH']);
         expect(namesOf(result)).toEqual(['p1', 'p2']);
         expect(result.inconsistent).toEqual([]);
+        expect(result.failed).toEqual([]);
         kernel.close();
       }
     });
@@ -320,6 +331,7 @@ describe('RtnetlinkKernel request budget', () => {
       expect(asked).toEqual(['GETLINK', 'GETLINK', 'GETLINK', 'GETADDR', 'GETROUTE', 'GETNEIGH', 'GETNEIGH', 'GETNEIGH']);
       expect(namesOf(result)).toEqual(['p1', 'p2', 'p3']);
       expect(result.inconsistent).toEqual(['links', 'neighbours']);
+      expect(result.failed).toEqual([]);
       kernel.close();
     });
 
@@ -348,6 +360,64 @@ describe('RtnetlinkKernel request budget', () => {
       expect(result.inconsistent).toEqual([]);
       kernel.close();
     });
+
+    describe('a dump the kernel ends with an error (a negative errno in NLMSG_DONE, which the netlink package drops)', () => {
+      const EINVAL = -22;
+      const EMSGSIZE = -90;
+
+      it('takes the table again, and uses the dump that ended without one', async () => {
+        const { rt } = await import('netlink');
+        const [p1, p2] = [await link(1, 'p1'), await link(2, 'p2')];
+        const kernel = new RtnetlinkKernel();
+        // The first dump fails after p1: the package settles it as whole, with p1 alone.
+        const { result, asked } = await scriptedDump(kernel, (type, tries) =>
+          type !== rt.MessageType.GETLINK ? {} : tries === 1 ? { entries: [p1], doneErrno: EMSGSIZE } : { entries: [p1, p2] },
+        );
+        expect(asked).toEqual(['GETLINK', 'GETLINK', 'GETADDR', 'GETROUTE', 'GETNEIGH']);
+        expect(namesOf(result)).toEqual(['p1', 'p2']);
+        expect(result.failed).toEqual([]);
+        expect(result.inconsistent).toEqual([]);
+        kernel.close();
+      });
+
+      it("uses the third of three failed dumps in a row as it is, and says which table and the last one's error", async () => {
+        const { rt } = await import('netlink');
+        const p1 = await link(1, 'p1');
+        const kernel = new RtnetlinkKernel();
+        const { result, asked } = await scriptedDump(kernel, (type, tries) =>
+          type === rt.MessageType.GETLINK
+            ? { entries: [p1], doneErrno: tries === 3 ? EINVAL : EMSGSIZE }
+            : type === rt.MessageType.GETROUTE
+              ? { doneErrno: EMSGSIZE, doneFlags: DUMP_INTR }
+              : {},
+        );
+        expect(asked).toEqual(['GETLINK', 'GETLINK', 'GETLINK', 'GETADDR', 'GETROUTE', 'GETROUTE', 'GETROUTE', 'GETNEIGH']);
+        expect(namesOf(result)).toEqual(['p1']);
+        expect(result.failed).toEqual([
+          { table: 'links', error: 'EINVAL' },
+          { table: 'routes', error: 'EMSGSIZE' },
+        ]);
+        expect(result.inconsistent).toEqual(['routes']);
+        kernel.close();
+      });
+    });
+  });
+
+  it('refuses, unsent, to set a route via an IPv6 next hop (one read from the kernel): its request would carry the address as an IPv4 gateway', async () => {
+    const kernel = new RtnetlinkKernel();
+    const route = { dst: '100.64.0.1', dstLength: 32, oif: 7, gateway: 'fe80::1', priority: 0, protocol: 3 };
+    await expect(kernel.apply({ kind: 'route-set', route }, emptyView())).rejects.toMatchObject({
+      kind: 'apply',
+      message: 'route 100.64.0.1/32 via fe80::1: the agent sets no route via an IPv6 next hop',
+    });
+    expect(sent).toEqual([]);
+    // Its deletion names no gateway: sent.
+    const deletion = kernel.apply({ kind: 'route-del', route }, emptyView());
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toHaveLength(1);
+    sent[0]?.answer();
+    await expect(deletion).resolves.toBeUndefined();
+    kernel.close();
   });
 
   it('rejects at once, as closed, what waits for room and what is in flight when closed, and sends nothing after', async () => {

@@ -2,8 +2,8 @@
 // socket (our addon) through an overflow, a throwing listener and a close from its callback; the
 // request socket (the `netlink` package) under more requests at once than its buffer holds answers
 // for; the agent over both when a notification, or a link in every dump, cannot be decoded; routes
-// via an IPv6 next hop (RFC 5549); dumps the kernel marks interrupted by a change; and a bridge's
-// messages about its port.
+// via an IPv6 next hop (RFC 5549); dumps the kernel marks interrupted by a change, or ends with an
+// error; and a bridge's messages about its port.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { compiled } from '../dns/dns-topology.js';
@@ -15,16 +15,18 @@ describeNetns('rtnetlink sockets in a namespace', () => {
   let undecodable: Record<string, unknown>;
   let viaIpv6: Record<string, unknown>;
   let interrupted: Record<string, Record<string, unknown>>;
+  let failedDump: Record<string, Record<string, unknown>>;
   let bridgePort: Record<string, unknown>;
 
   beforeAll(async () => {
-    const [eventsFixture = '', floodFixture = '', undecodableFixture = '', viaIpv6Fixture = '', interruptedFixture = '', bridgePortFixture = ''] = compiled([
+    const [eventsFixture = '', floodFixture = '', undecodableFixture = '', viaIpv6Fixture = '', interruptedFixture = '', bridgePortFixture = '', failedDumpFixture = ''] = compiled([
       'test/guest/netd/fixtures/rtnl-events',
       'test/guest/netd/fixtures/rtnetlink-flood',
       'test/guest/netd/fixtures/undecodable-notification',
       'test/guest/netd/fixtures/route-via-ipv6',
       'test/guest/netd/fixtures/interrupted-dump',
       'test/guest/netd/fixtures/bridge-port',
+      'test/guest/netd/fixtures/failed-dump',
       'guest/netd/rtnl-events',
       'guest/netd/rtnetlink',
       'guest/netd/agent',
@@ -40,6 +42,7 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     viaIpv6 = JSON.parse((await (await harness.namespace('via6')).exec([process.execPath, viaIpv6Fixture], { timeoutMs: 20_000 })).stdout) as typeof viaIpv6;
     interrupted = JSON.parse((await (await harness.namespace('intr')).exec([process.execPath, interruptedFixture], { timeoutMs: 30_000 })).stdout) as typeof interrupted;
     bridgePort = JSON.parse((await (await harness.namespace('brport')).exec([process.execPath, bridgePortFixture], { timeoutMs: 30_000 })).stdout) as typeof bridgePort;
+    failedDump = JSON.parse((await (await harness.namespace('fdump')).exec([process.execPath, failedDumpFixture], { timeoutMs: 30_000 })).stdout) as typeof failedDump;
   }, 120_000);
 
   afterAll(async () => {
@@ -127,20 +130,21 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     expect(errors.filter((error) => !error.startsWith('IFLA_GROUP: ') && !error.startsWith('a link message of 4 bytes'))).toEqual([]);
   });
 
-  it("reads the kernel's IPv4 routes via an IPv6 next hop (RFC 5549), which the netlink package cannot, in a dump and as a notification", () => {
+  it("reads the kernel's IPv4 routes via an IPv6 next hop (RFC 5549), which the netlink package cannot, in a dump and as a notification, the next hop as their gateway", () => {
     const ifindex = viaIpv6['ifindex'];
     // The package's own parser throws on each (the dump has the kernel's local and broadcast routes besides, which it parses).
     expect((viaIpv6['dumpSays'] as string[]).filter((said) => said !== 'parsed')).toEqual(['Unexpected length for RouteVia', 'Unexpected length for RouteVia']);
-    // All added by `ip route add`, which marks them boot (rtm_protocol 3).
+    // All added by `ip route add`, which marks them boot (rtm_protocol 3). Via a gateway: not
+    // routes on the link (as a client's /32 route of the agent's is).
     expect(viaIpv6['dumped']).toEqual([
-      { dst: '0.0.0.0', dstLength: 0, oif: ifindex, gateway: null, priority: 0, protocol: 3 },
-      { dst: '203.0.113.0', dstLength: 24, oif: ifindex, gateway: null, priority: 7, protocol: 3 },
+      { dst: '0.0.0.0', dstLength: 0, oif: ifindex, gateway: 'fe80::1', priority: 0, protocol: 3 },
+      { dst: '203.0.113.0', dstLength: 24, oif: ifindex, gateway: 'fe80::1', priority: 7, protocol: 3 },
     ]);
     expect(viaIpv6['skipped']).toEqual([]);
     // Nothing changed while it was dumped: no table said to be inconsistent.
     expect(viaIpv6['inconsistent']).toEqual([]);
     expect(viaIpv6['notificationSays']).toEqual(['Unexpected length for RouteVia']);
-    expect(viaIpv6['told']).toEqual([{ op: 'new', route: { dst: '198.51.100.0', dstLength: 24, oif: ifindex, gateway: null, priority: 0, protocol: 3 } }]);
+    expect(viaIpv6['told']).toEqual([{ op: 'new', route: { dst: '198.51.100.0', dstLength: 24, oif: ifindex, gateway: 'fe80::2', priority: 0, protocol: 3 } }]);
     expect(viaIpv6['losses']).toEqual([]);
   });
 
@@ -153,6 +157,14 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     // A change under every dump: the third is used, and said to be inconsistent.
     expect(always).toMatchObject({ addressDumps: 3, inconsistent: ['addresses'], skipped: 0 });
     expect(Number(always['addresses'])).toBeGreaterThan(total);
+  });
+
+  it('takes a dump of the links again when the kernel ends it with an error in its NLMSG_DONE (EINVAL), up to 3 in a row, then uses the last and says which table failed how', () => {
+    const { once = {}, always = {} } = failedDump;
+    // One failed dump: the second is taken, whole.
+    expect(once).toEqual({ linkDumps: 2, links: ['lo', 'v0', 'v1'], failed: [], inconsistent: [] });
+    // Every one failed (before any link): the third is used as it is, and said to have failed.
+    expect(always).toEqual({ linkDumps: 3, links: [], failed: [{ table: 'links', error: 'EINVAL' }], inconsistent: [] });
   });
 
   it("takes a bridge's messages about its port (AF_BRIDGE) for nothing: the link keeps its group, and is not gone, nor its address, as it leaves the bridge", () => {

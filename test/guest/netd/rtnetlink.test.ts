@@ -2,6 +2,7 @@
 // attributes the agent reads are decoded, so no other can make a message undecodable.
 import { endianness } from 'node:os';
 import fc from 'fast-check';
+import { IPv6 } from 'ip-num';
 import { AttrStream, parseAttributes, rt } from 'netlink';
 import { describe, expect, it } from 'vitest';
 import type { KernelAddress, KernelLink, KernelNeighbour, KernelRoute } from '../../../guest/netd/kernel-view.js';
@@ -52,9 +53,9 @@ type Kind = keyof typeof HEADER_LENGTH;
 /**
  * The attribute types the agent reads, by message (the spec: everything else it has no use for).
  * link: IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_GROUP; address: IFA_ADDRESS, IFA_LOCAL, IFA_PROTO;
- * route: RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE; neighbour: NDA_DST, NDA_LLADDR.
+ * route: RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE, RTA_VIA; neighbour: NDA_DST, NDA_LLADDR.
  */
-const READ_TYPES: Record<Kind, readonly number[]> = { link: [1, 3, 5, 27], address: [1, 2, 11], route: [1, 4, 5, 6, 15], neighbour: [1, 2] };
+const READ_TYPES: Record<Kind, readonly number[]> = { link: [1, 3, 5, 27], address: [1, 2, 11], route: [1, 4, 5, 6, 15, 18], neighbour: [1, 2] };
 
 const DECODE: Record<Kind, (payload: Buffer) => unknown> = { link: decodeLink, address: decodeAddress, route: decodeRoute, neighbour: decodeNeighbour };
 
@@ -86,6 +87,23 @@ const extraAttributes = (kind: Kind): fc.Arbitrary<[number, Buffer][]> => fc.arr
 
 const ipv4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255));
 const ipText = (octets: readonly number[]): string => octets.join('.');
+
+/** RTA_VIA's payload (struct rtvia): the family (u16, host order), then the address. */
+const via = (family: number, address: Uint8Array): Buffer => Buffer.concat([u16(family), address]);
+const AF_INET = 2;
+const AF_INET6 = 10;
+
+/** IPv6 next hops, as the kernel sends them and as RFC 5952 writes them (the longest run of zero groups, the first of equals, as ::; none for one group). */
+const IPV6_HOPS: readonly (readonly [string, string])[] = [
+  ['fe800000000000000000000000000001', 'fe80::1'],
+  ['20010db8000000000001000000000000', '2001:db8:0:0:1::'],
+  ['20010db8000000010000000000000001', '2001:db8:0:1::1'],
+  ['20010db8000100010001000100010001', '2001:db8:1:1:1:1:1:1'],
+  ['20010db8000000010001000100010001', '2001:db8:0:1:1:1:1:1'],
+  ['20010db80000000100000000000000ff', '2001:db8:0:1::ff'],
+  ['00000000000000000000000000000000', '::'],
+  ['20010db800000000000100000000abcd', '2001:db8::1:0:0:abcd'],
+];
 
 /** Any link message the agent can read, and what it is read as. */
 const anyLink: fc.Arbitrary<{ payload: Buffer; link: KernelLink }> = fc
@@ -150,12 +168,15 @@ const anyRoute: fc.Arbitrary<{ payload: Buffer; route: KernelRoute }> = fc
     dst: fc.option(ipv4, { nil: undefined }),
     tableIn: fc.constantFrom('header', 'attribute', 'both'),
     oif: fc.option(fc.nat({ max: 0xffffffff }), { nil: undefined }),
-    gateway: fc.option(ipv4, { nil: undefined }),
+    // An IPv4 gateway (RTA_GATEWAY), an IPv6 one (RTA_VIA, RFC 5549), or none: the kernel sends one at most.
+    gateway: fc.option(fc.oneof(ipv4.map((octets) => ({ ipv4: octets })), fc.constantFrom(...IPV6_HOPS).map(([hex, text]) => ({ ipv6: Buffer.from(hex, 'hex'), text }))), {
+      nil: undefined,
+    }),
     priority: fc.option(fc.nat({ max: 0xffffffff }), { nil: undefined }),
     protocol: fc.nat(255),
   })
   .map(({ dstLen, dst, tableIn, oif, gateway, priority, protocol }) => ({
-    payload: formatted((out) =>
+    payload: formatted((out) => {
       rt.formatRouteMessage(
         {
           kind: 'route',
@@ -165,14 +186,23 @@ const anyRoute: fc.Arbitrary<{ payload: Buffer; route: KernelRoute }> = fc
             ...(tableIn !== 'header' && { table: 254 }),
             ...(dst !== undefined && { dst: Buffer.from(dst) }),
             ...(oif !== undefined && { oif }),
-            ...(gateway !== undefined && { gateway: Buffer.from(gateway) }),
+            ...(gateway !== undefined && 'ipv4' in gateway && { gateway: Buffer.from(gateway.ipv4) }),
             ...(priority !== undefined && { priority }),
           },
         },
         out,
-      ),
-    ),
-    route: { dst: dst === undefined ? '0.0.0.0' : ipText(dst), dstLength: dstLen, oif: oif ?? null, gateway: gateway === undefined ? null : ipText(gateway), priority: priority ?? 0, protocol },
+      );
+      // RTA_VIA: the `netlink` package formats it as 3 bytes.
+      if (gateway !== undefined && 'ipv6' in gateway) out.push(18, via(AF_INET6, gateway.ipv6));
+    }),
+    route: {
+      dst: dst === undefined ? '0.0.0.0' : ipText(dst),
+      dstLength: dstLen,
+      oif: oif ?? null,
+      gateway: gateway === undefined ? null : 'ipv4' in gateway ? ipText(gateway.ipv4) : gateway.text,
+      priority: priority ?? 0,
+      protocol,
+    },
   }));
 
 /** Any IPv4 neighbour message, and what it is read as. */
@@ -199,9 +229,10 @@ describe('decoding the bytes a kernel sent', () => {
   it('reads an IPv4 route via an IPv6 next hop (RTA_VIA, RFC 5549), which the netlink package cannot parse', () => {
     expect(() => rt.parseRouteMessage(DEFAULT_ROUTE_VIA_IPV6)).toThrow('Unexpected length for RouteVia');
     expect(() => rt.parseRouteMessage(ROUTE_VIA_IPV6)).toThrow('Unexpected length for RouteVia');
-    // rtm_protocol: boot (3) for `ip route add`'s, kernel (2) for the kernel's own.
-    expect(decodeRoute(DEFAULT_ROUTE_VIA_IPV6)).toEqual({ dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: null, priority: 0, protocol: 3 });
-    expect(decodeRoute(ROUTE_VIA_IPV6)).toEqual({ dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: null, priority: 7, protocol: 3 });
+    // rtm_protocol: boot (3) for `ip route add`'s, kernel (2) for the kernel's own. The IPv6 next
+    // hop is the gateway: not a route on the link, as the kernel's connected route is.
+    expect(decodeRoute(DEFAULT_ROUTE_VIA_IPV6)).toEqual({ dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: 'fe80::1', priority: 0, protocol: 3 });
+    expect(decodeRoute(ROUTE_VIA_IPV6)).toEqual({ dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: 'fe80::1', priority: 7, protocol: 3 });
     expect(decodeRoute(CONNECTED_ROUTE)).toEqual({ dst: '100.64.0.0', dstLength: 24, oif: 3, gateway: null, priority: 0, protocol: 2 });
   });
 
@@ -316,6 +347,14 @@ describe('attributes the agent reads', () => {
     expect(undecodable(() => decodeRoute(route(attribute(4, u16(3)))))).toBe('RTA_OIF: Unexpected length (got 2, expected 4)');
     expect(undecodable(() => decodeRoute(route(attribute(5, Buffer.alloc(16)))))).toBe('RTA_GATEWAY: Unexpected length (got 16, expected 4)');
     expect(undecodable(() => decodeRoute(route(attribute(6, Buffer.alloc(8)))))).toBe('RTA_PRIORITY: Unexpected length (got 8, expected 4)');
+    // RTA_VIA: a family the kernel takes for an IPv4 route's next hop (AF_INET6, AF_INET), and an address of its length.
+    const viaRoute = (payload: Buffer): Buffer => route(attribute(18, payload));
+    expect(undecodable(() => decodeRoute(viaRoute(via(AF_INET6, Buffer.alloc(4)))))).toBe('RTA_VIA: Unexpected length (got 4, expected 16)');
+    expect(undecodable(() => decodeRoute(viaRoute(via(AF_INET, Buffer.alloc(16)))))).toBe('RTA_VIA: Unexpected length (got 16, expected 4)');
+    expect(undecodable(() => decodeRoute(viaRoute(via(17, Buffer.alloc(6)))))).toBe('RTA_VIA: Unexpected family 17 (expected 10 or 2)');
+    expect(undecodable(() => decodeRoute(viaRoute(Buffer.from([10]))))).toBe('RTA_VIA: Unexpected length (got 1, expected 6 or 18)');
+    expect(undecodable(() => decodeRoute(viaRoute(Buffer.alloc(0))))).toBe('RTA_VIA: Unexpected length (got 0, expected 6 or 18)');
+    expect(undecodable(() => decodeRoute(route(attribute(18, via(AF_INET6, Buffer.alloc(16)), 0x8000))))).toBe('RTA_VIA is flagged nested');
     expect(undecodable(() => decodeNeighbour(Buffer.concat([NEIGHBOUR_V0, attribute(1, Buffer.alloc(16))])))).toBe('NDA_DST: Unexpected length (got 16, expected 4)');
     // A second of a type, well formed, after a malformed one: the last counts.
     expect(decodeLink(link(Buffer.concat([attribute(27, u16(1)), attribute(27, u32(9))])))).toMatchObject({ group: 9 });
@@ -339,6 +378,29 @@ describe('attributes the agent reads', () => {
     expect(decodeAddress(Buffer.concat([ADDRESS_V0, garbled]))).toEqual({ ifindex: 3, ip: '100.64.0.1', prefixLength: 24, proto: 0 });
   });
 
+  it("read a route's next hop from RTA_VIA as from RTA_GATEWAY: an IPv6 one as RFC 5952 text, an IPv4 one dotted", () => {
+    const route = (next: Buffer): Buffer => Buffer.concat([CONNECTED_ROUTE, attribute(18, next)]);
+    for (const [hex, text] of IPV6_HOPS) expect(decodeRoute(route(via(AF_INET6, Buffer.from(hex, 'hex'))))).toMatchObject({ oif: 3, gateway: text });
+    expect(decodeRoute(route(via(AF_INET, Buffer.from([192, 0, 2, 1]))))).toMatchObject({ oif: 3, gateway: '192.0.2.1' });
+    // Any 16 bytes: text that reads back as them.
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (bytes) => {
+        const gateway = decodeRoute(route(via(AF_INET6, bytes)))?.gateway ?? '';
+        expect(gateway).toMatch(/^[0-9a-f:]+$/);
+        expect(IPv6.fromString(gateway).getValue()).toBe(BigInt(`0x${Buffer.from(bytes).toString('hex')}`));
+      }),
+    );
+  });
+
+  it('read a route of several next hops (RTA_MULTIPATH, no RTA_OIF) as one of no device and no gateway: never taken for one of the agent\'s', () => {
+    // Two struct rtnexthop (len 8, flags, hops, ifindex): through links 3 and 4.
+    const hops = Buffer.concat([u16(8), Buffer.from([0, 0]), u32(3), u16(8), Buffer.from([0, 0]), u32(4)]);
+    const multipath = formatted((out) =>
+      rt.formatRouteMessage({ kind: 'route', data: { family: 2, dstLen: 32, table: 254, protocol: 3, type: 'UNICAST' }, attrs: { table: 254, dst: Buffer.from([100, 64, 0, 1]), multipath: hops } }, out),
+    );
+    expect(decodeRoute(multipath)).toEqual({ dst: '100.64.0.1', dstLength: 32, oif: null, gateway: null, priority: 0, protocol: 3 });
+  });
+
   it('record the device a link sits on (IFLA_LINK: a veth peer) only where it is another', () => {
     const link = (attrs: rt.LinkMessage['attrs']): Buffer => formatted((out) => rt.formatLinkMessage({ kind: 'link', data: { index: 5, flags: { up: true } }, attrs: { ifname: 'p5', ...attrs } }, out));
     expect(decodeLink(link({ link: u32(7) }))).toMatchObject({ ifindex: 5, name: 'p5', up: true, lowerIfindex: 7 });
@@ -352,7 +414,7 @@ describe('decodeNotification', () => {
     expect(() => decodeNotification(rt.MessageType.NEWLINK, LINK_V0.subarray(0, 4))).toThrow('a link message of 4 bytes, shorter than its fixed header (16)');
     // An attribute that claims 64 bytes where 4 are left.
     expect(() => decodeNotification(rt.MessageType.DELADDR, Buffer.concat([ADDRESS_V0, u16(64), u16(1)]))).toThrow('Invalid attribute length (64)');
-    expect(decodeNotification(rt.MessageType.DELROUTE, ROUTE_VIA_IPV6)).toEqual({ kind: 'route', op: 'del', route: { dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: null, priority: 7, protocol: 3 } });
+    expect(decodeNotification(rt.MessageType.DELROUTE, ROUTE_VIA_IPV6)).toEqual({ kind: 'route', op: 'del', route: { dst: '203.0.113.0', dstLength: 24, oif: 3, gateway: 'fe80::1', priority: 7, protocol: 3 } });
   });
 });
 
@@ -374,7 +436,7 @@ describe('decodeDumpEntries', () => {
     ).toEqual({
       events: [
         { kind: 'link', op: 'new', link: expect.objectContaining({ ifindex: 9, name: 'p9' }) },
-        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: null, priority: 0, protocol: 3 } },
+        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: 3, gateway: 'fe80::1', priority: 0, protocol: 3 } },
       ],
       skipped: [
         { messageType: 'NEWADDR', ifindex: 5, error: 'Invalid attribute length (64)', defaultRoute: false },

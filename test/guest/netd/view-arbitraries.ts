@@ -52,7 +52,8 @@ export const anyView: fc.Arbitrary<KernelView> = anyLinks.chain((links) => {
           dst: anyIp,
           dstLength: fc.constantFrom(32, 0),
           oif: fc.option(ifindex),
-          gateway: fc.option(fc.constantFrom('169.254.0.1', '192.0.2.1')),
+          // An IPv6 one too (RTA_VIA, RFC 5549: an IPv4 route via an IPv6 next hop).
+          gateway: fc.option(fc.constantFrom('169.254.0.1', '192.0.2.1', 'fe80::1')),
           priority: fc.constantFrom(0, 100),
           protocol: fc.constantFrom(RTPROT_BOOT, CLIENT_MARK, 2, 4),
         }),
