@@ -152,7 +152,7 @@ export interface DnsForwarderCounters {
   /** Upstream attempts that timed out (each moves on to the next upstream). */
   readonly upstreamTimeouts: number;
   /**
-   * Upstream answers SERVFAIL or REFUSED that moved their query on to an upstream it had not asked
+   * Upstream answers SERVFAIL, REFUSED or NOTIMP that moved their query on to an upstream it had not asked
    * (where none was left, the answer was relayed and is not counted here).
    */
   readonly upstreamErrors: number;
@@ -327,7 +327,7 @@ interface PendingQuery {
    */
   passed: Upstream[] | undefined;
   /**
-   * Set where this query failed (no answer in time, SERVFAIL or REFUSED) at the upstream then asked
+   * Set where this query failed (no answer in time, SERVFAIL, REFUSED or NOTIMP) at the upstream then asked
    * first for new queries: that upstream, when, and how; whether another's answer to it makes that
    * other asked first instead is #preferOver's to weigh.
    */
@@ -342,7 +342,7 @@ interface PendingQuery {
 }
 
 /** How an upstream failed a query: no answer within the timeout, or an answer that is none (isFailureAnswer). */
-type FailureHow = 'timed-out' | 'SERVFAIL' | 'REFUSED';
+type FailureHow = 'timed-out' | 'SERVFAIL' | 'REFUSED' | 'NOTIMP';
 
 type MutableCounters = { -readonly [K in keyof DnsForwarderCounters]: DnsForwarderCounters[K] };
 
@@ -489,7 +489,7 @@ class Forwarder implements DnsForwarder {
   #wantedList: readonly Upstream[] = [];
   /**
    * When each upstream in the list (by upstreamKey) last answered a query with an answer (not
-   * SERVFAIL or REFUSED): the upstream asked first gives way only after failing for a whole
+   * SERVFAIL, REFUSED or NOTIMP): the upstream asked first gives way only after failing for a whole
    * timeout with none (#preferOver).
    */
   readonly #lastAnswered = new Map<string, number>();
@@ -1234,9 +1234,10 @@ class Forwarder implements DnsForwarder {
       this.#lastAnswered.set(link.key, now);
       if (entry.failedFirst !== undefined) this.#preferOver(entry.failedFirst, link);
     } else if (this.#hasUntried(entry, true)) {
-      // SERVFAIL or REFUSED: this upstream could not answer it, another may (as a stub resolver
-      // given the same list would ask it: our clients have only us to ask). The last one's is relayed.
-      this.#retry(entry, rcodeOf(message) === RCODE.servFail ? 'SERVFAIL' : 'REFUSED');
+      // SERVFAIL, REFUSED or NOTIMP: this upstream could not answer it, another may (as a stub
+      // resolver given the same list would ask it: our clients have only us to ask). The last one's is relayed.
+      const rcode = rcodeOf(message);
+      this.#retry(entry, rcode === RCODE.servFail ? 'SERVFAIL' : rcode === RCODE.refused ? 'REFUSED' : 'NOTIMP');
       return;
     }
     this.#settled(entry);
@@ -1404,7 +1405,7 @@ class Forwarder implements DnsForwarder {
   }
 
   /**
-   * An upstream did not answer in time, answered SERVFAIL or REFUSED, or the socket the query went
+   * An upstream did not answer in time, answered SERVFAIL, REFUSED or NOTIMP, or the socket the query went
    * out of failed (said already, and our socket's failure, not the upstream's): move on to the next
    * one, or give up with SERVFAIL. A failure of the upstream asked first is noted on the query, for
    * #preferOver to weigh once another answers it.
@@ -1425,8 +1426,8 @@ class Forwarder implements DnsForwarder {
 
   /**
    * `link` answered a query that the upstream asked first failed (`failed`): new queries go to
-   * `link` first from now on, if that one is still asked first and gave no answer (but SERVFAIL and
-   * REFUSED) to any query for a whole timeout up to its failure or since.
+   * `link` first from now on, if that one is still asked first and gave no answer (but SERVFAIL,
+   * REFUSED and NOTIMP) to any query for a whole timeout up to its failure or since.
    *
    * Why so much (one client's broken names must not move everyone's queries): a query can fail
    * for its name alone. A name whose servers are down or lame takes a resolver seconds to give up
@@ -1636,7 +1637,7 @@ class Forwarder implements DnsForwarder {
       const inUse = this.#upstreams;
       const at = inUse.findIndex((link) => sameUpstream(link.upstream, upstream));
       next = untriedFrom(inUse, tried, at === -1 ? this.#firstIndex() : at + 1);
-      // As over UDP, SERVFAIL or REFUSED goes on to the next upstream, the last one's relayed. Over
+      // As over UDP, SERVFAIL, REFUSED or NOTIMP goes on to the next upstream, the last one's relayed. Over
       // TCP, though, nothing moves the upstream asked first: the exchanges are few (truncated
       // answers), and an upstream may fail TCP alone.
       if (response !== undefined && (next === undefined || !isFailureAnswer(response))) {

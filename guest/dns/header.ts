@@ -69,13 +69,15 @@ export function rcodeOf(message: Uint8Array): number {
 }
 
 /**
- * Whether a response is SERVFAIL or REFUSED: the server did not answer the question, where another
- * server may (RFC 1034 4.3.1: SERVFAIL is a temporary error; REFUSED, a policy of that server).
+ * Whether a response is SERVFAIL, REFUSED or NOTIMP: the server did not answer the question, where
+ * another server may (RFC 1034 4.3.1: SERVFAIL is a temporary error; REFUSED, a policy of that
+ * server; NOTIMP, a kind of query that server does not support, RFC 1035 4.1.1). The three a stub
+ * resolver (glibc's res_send) takes as its server rejecting the query, to ask its next one.
  * Every other rcode (NXDOMAIN included) is an answer.
  */
 export function isFailureAnswer(message: Uint8Array): boolean {
   const rcode = rcodeOf(message);
-  return rcode === RCODE.servFail || rcode === RCODE.refused;
+  return rcode === RCODE.servFail || rcode === RCODE.refused || rcode === RCODE.notImp;
 }
 
 export function questionCount(message: Uint8Array): number {

@@ -20,9 +20,10 @@ const REFUSING = { address: '192.0.2.63', answer: '192.0.2.73' };
  *   lame: the first never answers (a resolver still trying lame servers), the second does;
  *   bogus: the first SERVFAIL (it cannot validate, say), the second answers;
  *   blocked: the first REFUSED (a policy of its own), the second answers;
+ *   unsupported: the first NOTIMP (a kind of query it does not implement), the second answers;
  *   broken: both SERVFAIL.
  */
-const FIRST_LABELS = { void: 'silent', gone: 'silent', lame: 'silent', bogus: 'servfail', blocked: 'refused', broken: 'servfail' };
+const FIRST_LABELS = { void: 'silent', gone: 'silent', lame: 'silent', bogus: 'servfail', blocked: 'refused', unsupported: 'notimp', broken: 'servfail' };
 const SECOND_LABELS = { void: 'silent', gone: 'servfail', broken: 'servfail' };
 
 /**
@@ -163,6 +164,19 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
     // Where the last upstream fails too, its answer is relayed.
     expect(await ask(listen, 'broken', true)).toMatchObject({ status: 'SERVFAIL' });
     expect(await forwarder.counters()).toMatchObject({ tcpQueries: 3, upstreamErrors: 2, failed: 0, answered: 3 });
+  });
+
+  it('asks the next upstream when one answers NOTIMP, as a stub resolver given the same list would, over UDP and TCP', async () => {
+    const listen = '169.254.0.48';
+    const forwarder = await start(listen, { upstreams: [FIRST.address, SECOND.address], timeoutMs: 5000 });
+    expect(await ask(listen, 'www')).toEqual(answered(FIRST.answer));
+    // Before: the first's NOTIMP relayed, the second never asked (glibc's stub asks its next server
+    // after SERVFAIL, NOTIMP or REFUSED alike).
+    expect(await ask(listen, 'unsupported')).toEqual(answered(SECOND.answer));
+    expect(await ask(listen, 'unsupported', true)).toEqual(answered(SECOND.answer));
+    expect(await ask(listen, 'www')).toEqual(answered(FIRST.answer));
+    expect(await forwarder.counters()).toMatchObject({ upstreamErrors: 2, upstreamTimeouts: 0, failed: 0, answered: 4 });
+    expect(switches(forwarder)).toBe(0);
   });
 
   it('passes over an upstream that refuses everything after one query, and says so once', async () => {
