@@ -110,7 +110,8 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
 
   it('keeps asking the first upstream after a name that no upstream answers, in time or at all', async () => {
     const listen = '169.254.0.40';
-    const forwarder = await start(listen, { upstreams: [FIRST.address, SECOND.address], timeoutMs: 500 });
+    // An answer needed in time: long enough for a busy machine (2 cores, other tests beside).
+    const forwarder = await start(listen, { upstreams: [FIRST.address, SECOND.address], timeoutMs: 1500 });
     expect(await ask(listen, 'www')).toEqual(answered(FIRST.answer));
     // Neither answers: SERVFAIL once both had their time. Before, the first's timeout moved every
     // query to the second.
@@ -194,7 +195,7 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
 
   it('keeps asking first the upstream that answered for the one that did not, across that upstream being connected again', async () => {
     const listen = '169.254.0.45';
-    const forwarder = await start(listen, { upstreams: [DEAD_UPSTREAM, SECOND.address], timeoutMs: 500, manualClock: true });
+    const forwarder = await start(listen, { upstreams: [DEAD_UPSTREAM, SECOND.address], timeoutMs: 1500, manualClock: true });
     expect(await ask(listen, 'www')).toEqual(answered(SECOND.answer));
     const before = await forwarder.counters();
     expect(before).toMatchObject({ upstreamTimeouts: 1, answered: 1 });
@@ -212,13 +213,13 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
   it('asks an upstream written two ways once per query, and knows itself however written', async () => {
     // Nothing listens on ::1 port 5399 of the provider namespace: no answer in time.
     const listen = '169.254.0.46';
-    const forwarder = await start(listen, { upstreams: ['[::1]:5399', '[0:0:0::1]:5399'], timeoutMs: 500 });
+    const forwarder = await start(listen, { upstreams: ['[::1]:5399', '[0:0:0::1]:5399'], timeoutMs: 1500 });
     expect(await ask(listen, 'www')).toMatchObject({ status: 'SERVFAIL' });
     // Once, then SERVFAIL (before: a second time, the same server by another name).
     expect(await forwarder.counters()).toMatchObject({ upstreamTimeouts: 1, failed: 1 });
     // Our own address as an IPv4-mapped IPv6 one: left out, as it is when written plainly.
     const self = '169.254.0.47';
-    const itself = await start(self, { upstreams: [`::ffff:${self}`, SECOND.address], timeoutMs: 500 });
+    const itself = await start(self, { upstreams: [`::ffff:${self}`, SECOND.address], timeoutMs: 1500 });
     expect((await itself.counters())['upstreams']).toEqual([`${SECOND.address}:53`]);
     expect(itself.process.stderr).toContain(`ignoring ${self}:53 as an upstream`);
     expect(await ask(self, 'www')).toEqual(answered(SECOND.answer));
