@@ -4,7 +4,7 @@
 // `ip netns add` (it also mounts them under /run/netns, where this module finds them).
 import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
 import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, createdKinds, stepText } from './device-plan.js';
 import { type LinkInfo, ProgramWriter, decodeLinks, observedDevices } from './link-message.js';
 import { type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from './rtnl-socket.js';
@@ -40,6 +40,21 @@ export function namespaceIpv6(): { ipv6: boolean; ipv6Forwarding: boolean } {
 
 export function netnsExists(name: string): boolean {
   return existsSync(`${NETNS_DIR}/${name}`);
+}
+
+/** The file system of a namespace's file (NSFS_MAGIC), as bind-mounted under /run/netns. */
+const NSFS_MAGIC = 0x6e736673;
+
+/**
+ * Whether a network namespace is mounted at /run/netns/NAME: not merely a file there, as an
+ * `ip netns add` cut short between making the file and mounting the namespace leaves it.
+ */
+function namespaceMounted(name: string): boolean {
+  try {
+    return statfsSync(`${NETNS_DIR}/${name}`).type === NSFS_MAGIC;
+  } catch {
+    return false;
+  }
 }
 
 const netnsPath = (netns: string | null): string | null => (netns === null ? null : `${NETNS_DIR}/${netns}`);
@@ -82,7 +97,9 @@ export async function observeDevices(netnsNames: Iterable<string>, only?: readon
   const names = [...new Set(netnsNames)];
   const [hostDevices, ...farDevices] = await Promise.all([
     listDevices(null, only),
-    ...names.map((name) => (netnsExists(name) ? listDevices(name, only) : Promise.resolve(null))),
+    // A file there without a namespace mounted is none: the plan makes it, and its undo (or ip's
+    // refusal, said) clears the file, instead of every run failing to enter it.
+    ...names.map((name) => (namespaceMounted(name) ? listDevices(name, only) : Promise.resolve(null))),
   ]);
   return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
 }
@@ -183,9 +200,11 @@ function ipFailure(args: readonly string[], result: IpResult): string {
 async function createNamespace(name: string): Promise<void> {
   const args = ['netns', 'add', name];
   const result = await runIp(args);
-  if (result.code !== 0 && !netnsExists(name)) {
-    throw new DeviceError('netns-create', `could not create network namespace ${name}: ${ipFailure(args, result)}`);
-  }
+  // Failed, yet there: made meanwhile. A file without a namespace mounted is not (ip's retry
+  // meets it as "File exists"); the caller's undo deletes it (ip netns delete), as it was to.
+  if (result.code === 0 || namespaceMounted(name)) return;
+  const empty = netnsExists(name) ? `; ${NETNS_DIR}/${name} holds no network namespace (an ip netns add cut short leaves it so)` : '';
+  throw new DeviceError('netns-create', `could not create network namespace ${name}: ${ipFailure(args, result)}${empty}`);
 }
 
 /**

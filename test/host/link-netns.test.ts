@@ -377,12 +377,15 @@ describeNetns('spectrum-link link --attach netns', () => {
    * `mode` says; every other command, and `netns add` once done with, goes to the real ip
    * (the directory comes first in PATH).
    */
-  async function fakeIp(mode: 'interrupted-once' | 'killed' | 'silent'): Promise<{ env: Record<string, string>; calls: () => Promise<string[]> }> {
+  async function fakeIp(mode: 'interrupted-once' | 'interrupted-half-made' | 'killed' | 'silent'): Promise<{ env: Record<string, string>; calls: () => Promise<string[]> }> {
     const dir = await mkdtemp(join(tmpdir(), 'spectrum-fake-ip-'));
     trackTempDir(dir);
     const ending = {
       // As a child forked while a Ctrl-C reached spectrum-link's group: dead of SIGINT before ip ran.
       'interrupted-once': `if [ ! -e "${dir}/interrupted" ]; then : > "${dir}/interrupted"; kill -INT $$; fi`,
+      // As an ip killed by a SIGTERM sent to it (a service stop signals the whole cgroup) after it
+      // made the namespace's file, before it mounted the namespace there: the file left empty.
+      'interrupted-half-made': `if [ ! -e "${dir}/interrupted" ]; then : > "${dir}/interrupted"; : > "/run/netns/$3"; kill -TERM $$; fi`,
       killed: 'kill -KILL $$',
       silent: 'exit 1',
     }[mode];
@@ -424,6 +427,50 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect([...(await devices(world.host)).keys()].sort()).toEqual([...before.keys()].sort());
     expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
     expect((await world.host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' })).stdout).not.toContain(netns);
+  });
+
+  it('takes no namespace file that an `ip netns add` cut short left empty for a namespace: fails saying so, its undo removes the file, and the next run links', async () => {
+    const netns = `${world.netnsPrefix}appvm-20`;
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    const before = await devices(world.host);
+    const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
+    const ip = await fakeIp('interrupted-half-made');
+    const result = await world.link(['link', 'appvm-20', '--attach', 'netns'], ip.env);
+    expect(result.code).toBe(1);
+    expect(oneLineError(result.stderr)).toBe(
+      `spectrum-link: could not create network namespace ${netns}: Cannot create namespace file "/run/netns/${netns}": File exists; /run/netns/${netns} holds no network namespace (an ip netns add cut short leaves it so)`,
+    );
+    // The run again (SIGTERM, as a stop caught while forked), then its undo's deletion, which removes the empty file.
+    expect(await ip.calls()).toEqual([`netns add ${netns}`, `netns add ${netns}`, `netns delete ${netns}`]);
+    expect(existsSync(`/run/netns/${netns}`)).toBe(false);
+    expect([...(await devices(world.host)).keys()].sort()).toEqual([...before.keys()].sort());
+    expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+    // Nothing left in the way: the next run links.
+    const again = await world.link(['link', 'appvm-20', '--attach', 'netns']);
+    expect(again.code, again.stderr).toBe(0);
+    expect((await world.host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' })).stdout).toContain(netns);
+    expect((await world.link(['unlink', 'appvm-20', '--forget', '--attach', 'netns'])).code).toBe(0);
+    await world.host.exec(['ip', 'netns', 'delete', netns], { enter: 'nsenter' });
+  });
+
+  it('takes an empty namespace file that an `ip netns add` cut short left before the run for no namespace: the run fails saying so, and its undo removes it', async () => {
+    const netns = `${world.netnsPrefix}appvm-20`;
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns'])).code).toBe(0);
+    const before = await devices(world.host);
+    const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
+    await writeFile(`/run/netns/${netns}`, '');
+    const result = await world.link(['link', 'appvm-20', '--attach', 'netns']);
+    expect(result.code).toBe(1);
+    expect(oneLineError(result.stderr)).toBe(
+      `spectrum-link: could not create network namespace ${netns}: Cannot create namespace file "/run/netns/${netns}": File exists; /run/netns/${netns} holds no network namespace (an ip netns add cut short leaves it so)`,
+    );
+    expect(existsSync(`/run/netns/${netns}`)).toBe(false);
+    expect([...(await devices(world.host)).keys()].sort()).toEqual([...before.keys()].sort());
+    expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+    const again = await world.link(['link', 'appvm-20', '--attach', 'netns']);
+    expect(again.code, again.stderr).toBe(0);
+    expect((await world.link(['unlink', 'appvm-20', '--forget', '--attach', 'netns'])).code).toBe(0);
+    await world.host.exec(['ip', 'netns', 'delete', netns], { enter: 'nsenter' });
   });
 });
 
