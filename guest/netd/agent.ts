@@ -494,7 +494,8 @@ export class NetdAgent {
       // report every later change to the same object follows its event, so replaying converges
       // (kernel-view.ts). At start the same holds: the socket was opened (subscribe) before this
       // first dump is asked for, so what changed between the two is in the dump.
-      this.#pending.length = 0;
+      // Kept aside for a links dump the kernel ends with an error (see keepUnlisted).
+      const dropped = this.#pending.splice(0);
       this.#dumping = true;
       this.#startRereadGap();
       try {
@@ -503,6 +504,7 @@ export class NetdAgent {
         this.#saySkipped(skipped, keepUnreadable(fresh, this.#view, skipped));
         this.#sayInconsistent(inconsistent);
         this.#sayFailed(failed);
+        if (failed.some(({ table }) => table === 'links')) keepUnlisted(fresh, this.#view, dropped);
         // A default route the failed dump did not come to is still someone's (see unreadableDefaultRoute).
         if (failed.some(({ table }) => table === 'routes')) fresh.unreadableDefaultRoute = true;
         if (inconsistent.length > 0) this.#rereadLater('inconsistent dump');
@@ -940,6 +942,24 @@ function keepUnreadable(fresh: KernelView, previous: KernelView, skipped: readon
     kept.add(entry.ifindex);
   }
   return kept;
+}
+
+/**
+ * A links dump the kernel ended with an error lacks the links after it, which no notification
+ * will tell of: each link the agent last knew of (`previous`, with the notifications dropped since,
+ * `since`) that `fresh` does not list is kept as last known. Taken as gone, a provider link would
+ * be dropped by the firewall, its client's services stopped and conntrack entries deleted, and in
+ * client mode the primary link's marked address and routes removed (see keepUnreadable). One
+ * deleted meanwhile whose notification was lost stays until a dump of the links is whole.
+ */
+function keepUnlisted(fresh: KernelView, previous: KernelView, since: readonly KernelEvent[]): void {
+  const known = new Map(previous.links);
+  for (const event of since) {
+    if (event.kind !== 'link') continue;
+    if (event.op === 'del') known.delete(event.link.ifindex);
+    else known.set(event.link.ifindex, event.link);
+  }
+  for (const [ifindex, link] of known) if (!fresh.links.has(ifindex)) fresh.links.set(ifindex, link);
 }
 
 /** Whether `error` says the kernel was closed under a request: the agent is stopping. */

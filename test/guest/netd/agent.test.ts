@@ -867,6 +867,61 @@ describe('NetdAgent', () => {
       second.stop();
       expect(other.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toHaveLength(1);
     });
+
+    it('keeps as last known the links its dump of the links did not come to: their firewall sets, services and conntrack entries stay; not one deleted meanwhile', async () => {
+      const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02', up: false, loopback: false, group: 0 };
+      const VM3 = { ifindex: 4, name: 'vm3', mac: '0a:b3:ec:80:00:03', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([CLIENT_1, VM2, VM3].map((link) => ({ kind: 'link', op: 'new', link }) as const));
+      kernel.echo = (operation, view) => expectedEvent(view, operation);
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      const told: string[][] = [];
+      const services: ServicesPort = {
+        linksChanged: (links) => {
+          told.push(links.map((link) => link.ifname));
+          return Promise.resolve();
+        },
+      };
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, services, {}, conntrack);
+      await agent.start({ watch: true });
+      expect(told.at(-1)).toEqual(['vm1', 'vm2', 'vm3']);
+      const purges = conntrack.filters.length;
+      const applied = kernel.applied.length;
+      // The links' dump fails before vm2 and vm3; vm3 was deleted, as a notification read before the dump said.
+      const linkOf = (event: KernelEvent): number | null =>
+        event.kind === 'link' ? event.link.ifindex : event.kind === 'address' ? event.address.ifindex : event.kind === 'route' ? event.route.oif : event.neighbour.ifindex;
+      kernel.state = dumpOf(agent.view).filter((event) => linkOf(event) !== VM3.ifindex && !(event.kind === 'link' && event.link.ifindex === VM2.ifindex));
+      kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
+      kernel.listener?.lost({ kind: 'overflow' });
+      kernel.listener?.events([{ kind: 'link', op: 'del', link: { ...VM3, up: true, group: PROVIDER_LINK_GROUP } }]);
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+      expect((await agent.status()).counters.fullSyncs).toBe(2);
+      expect([...agent.view.links.keys()]).toEqual([CLIENT_1.ifindex, VM2.ifindex]);
+      expect(firewall.models.at(-1)?.providerLinks.map((link) => link.ifname)).toEqual(['vm1', 'vm2']);
+      expect(told.at(-1)).toEqual(['vm1', 'vm2']);
+      // Only vm3's client IP is released.
+      expect(conntrack.filters.slice(purges)).toEqual([{ addresses: ['100.64.0.3'], sweep: null }]);
+      expect(kernel.applied.slice(applied)).toEqual([]);
+    });
+
+    it('in client mode, keeps the primary link its dump of the links did not come to: its marked address and routes stay', async () => {
+      const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
+      kernel.echo = (operation, view) => expectedEvent(view, operation);
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: true });
+      expect(kernel.applied.map((operation) => operation.kind)).toEqual(['link-up', 'address-add', 'route-set', 'route-set']);
+      const applied = kernel.applied.length;
+      kernel.state = dumpOf(agent.view).filter((event) => event.kind !== 'link');
+      kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
+      kernel.listener?.lost({ kind: 'overflow' });
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+      expect((await agent.status()).counters.fullSyncs).toBe(2);
+      expect(kernel.applied.slice(applied)).toEqual([]);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['eth1', 'configured']]);
+    });
   });
 
   describe('a re-read owed (asked for when a second has passed since the last began)', () => {
