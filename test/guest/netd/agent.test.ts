@@ -1173,6 +1173,52 @@ describe('NetdAgent', () => {
       expect((await agent!.status()).conntrack).toEqual({ owed: [], sweepOwed: false, lastError: null });
     });
 
+    it('at start, while its dump of the links, addresses or routes fails, neither sweeps nor takes down a link a previous agent configured; sweeps once a re-read is whole', async () => {
+      vi.useFakeTimers();
+      const VM1_UP = { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP };
+      const VM1_ROUTE = { dst: '100.64.0.1', dstLength: 32, oif: 2, gateway: null, priority: 0, protocol: 3 };
+      // vm1 as a previous agent left it; its route is after where the dump of the routes failed.
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: VM1_UP }]);
+      kernel.failed = [{ table: 'routes', error: 'EMSGSIZE' }];
+      const conntrack = new RecordingConntrack();
+      const starting = started(kernel, new RecordingFirewall(), conntrack).start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await starting;
+      expect(conntrack.filters).toEqual([]);
+      expect(kernel.applied).toEqual([]);
+      const status = await agent!.status();
+      expect(status.conntrack).toEqual({ owed: [], sweepOwed: true, lastError: null });
+      expect(status.links).toMatchObject([
+        {
+          name: 'vm1',
+          error:
+            "held back until the conntrack entries of its client IP's former VM are deleted: the kernel ended its dump of the routes with an error, and which client IPs are served as a previous agent left them is read from it (see the log); retrying",
+        },
+      ]);
+      // Whole a second on: vm1's route is read, and its entries kept.
+      kernel.state = [{ kind: 'link', op: 'new', link: VM1_UP }, { kind: 'route', op: 'new', route: VM1_ROUTE }];
+      kernel.failed = [];
+      await vi.advanceTimersByTimeAsync(1_001);
+      await agent!.idle();
+      expect((await agent!.status()).counters.fullSyncs).toBe(2);
+      expect(conntrack.filters).toEqual([{ addresses: [], sweep: { ...SWEEP, keep: ['100.64.0.1'] } }]);
+      expect(kernel.applied.filter((operation) => operation.kind === 'link-down')).toEqual([]);
+      expect((await agent!.status()).conntrack).toEqual({ owed: [], sweepOwed: false, lastError: null });
+      // The links' or addresses' dump failing holds the sweep as well (what a previous agent served, or its own address, may be missing).
+      for (const table of ['links', 'addresses'] as const) {
+        const other = new ScriptedKernel([{ kind: 'link', op: 'new', link: VM1_UP }, { kind: 'route', op: 'new', route: VM1_ROUTE }]);
+        other.failed = [{ table, error: 'EMSGSIZE' }];
+        const otherConntrack = new RecordingConntrack();
+        const otherAgent = new NetdAgent(other, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null, {}, otherConntrack);
+        const otherStarting = otherAgent.start({ watch: true });
+        await vi.advanceTimersByTimeAsync(0);
+        await otherStarting;
+        otherAgent.stop();
+        expect([table, otherConntrack.filters]).toEqual([table, []]);
+        expect((await otherAgent.status()).conntrack).toMatchObject({ sweepOwed: true });
+      }
+    });
+
     it('keeps the debt while the firewall cannot take the change (a released client may still be accepted), and purges again once it can', async () => {
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
       const firewall = new RecordingFirewall();
