@@ -459,7 +459,9 @@ function isPrimaryRoute(route: KernelRoute, primary: number | null): boolean {
  * link's last IPv4 address while routes not ours go out of it or permanent neighbour entries are
  * on it (client mode makes none): the kernel drops every route through a link with its last
  * address, and flushes its neighbour table, permanent entries too (fib_disable_ip), and ours must
- * not take anyone else's along (the link's report says so: its note, and `kept`).
+ * not take anyone else's along (the link's report says so: its note, and `kept`). Kept as well
+ * while the last re-read's dump of the routes or neighbours was cut short by an error
+ * (KernelView.cutShort): one not listed may go out of it, or be on it.
  */
 function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<number, readonly KernelAddress[]>, primary: number | null, reports: LinkReport[]): void {
   const replaced = new Set<string>();
@@ -482,7 +484,9 @@ function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<
           (route) => route.oif === ifindex && route.protocol !== CLIENT_MARK && route.protocol !== RTPROT_KERNEL && !replaced.has(routeKey(route)),
         );
     const pinned = othersStay ? [] : [...view.neighbours.values()].filter((neighbour) => neighbour.ifindex === ifindex && neighbour.permanent);
-    if (theirs.length === 0 && pinned.length === 0) {
+    // What a dump cut short did not come to may go out of it, or be on it, all the same.
+    const unlisted = othersStay ? [] : (['routes', 'neighbours'] as const).filter((table) => view.cutShort?.has(table) === true);
+    if (theirs.length === 0 && pinned.length === 0 && unlisted.length === 0) {
       for (const address of addresses) wanted.operations.push({ kind: 'address-del', address });
       continue;
     }
@@ -495,7 +499,10 @@ function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<
       ...theirs.map((route) => (route.dstLength === 0 ? 'default' : `${route.dst}/${route.dstLength}`)),
       ...pinned.map((neighbour) => `neighbour ${neighbour.ip}`),
     ].join(', ');
-    const why = `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take ${what} not ours with it (${entries})`;
+    const why =
+      what === ''
+        ? `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take any route or neighbour entry not ours with it, and the kernel ended its dump of the ${unlisted.join(' and ')} with an error before all were read`
+        : `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take ${what} not ours with it (${entries})`;
     reports[at] = { ...report, note: report.note === null ? why : `${report.note}; ${why}`, kept };
   }
 }

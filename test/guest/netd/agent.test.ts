@@ -922,6 +922,35 @@ describe('NetdAgent', () => {
       expect(kernel.applied.slice(applied)).toEqual([]);
       expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['eth1', 'configured']]);
     });
+
+    it("in client mode, keeps a link's last address of its own it no longer wants while its dump of the routes or neighbours fails: one not listed may need it", async () => {
+      const ETH0 = { ifindex: 3, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
+      const OURS = { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: CLIENT_MARK };
+      for (const table of ['routes', 'neighbours'] as const) {
+        const kernel = new ScriptedKernel([
+          { kind: 'link', op: 'new', link: ETH0 },
+          { kind: 'address', op: 'new', address: OURS },
+        ]);
+        kernel.failed = [{ table, error: 'EMSGSIZE' }];
+        const client = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+        await client.start({ watch: false });
+        client.stop();
+        expect(kernel.applied).toEqual([]);
+        expect((await client.status()).links.find((link) => link.name === 'eth0')).toMatchObject({
+          kept: ['100.64.0.5/32'],
+          note: `addressing is left to the network manager; keeps 100.64.0.5/32 of client mode's: deleting its last IPv4 address would take any route or neighbour entry not ours with it, and the kernel ended its dump of the ${table} with an error before all were read`,
+        });
+      }
+      // Another table's failure is no matter: it goes.
+      const kernel = new ScriptedKernel([
+        { kind: 'link', op: 'new', link: ETH0 },
+        { kind: 'address', op: 'new', address: OURS },
+      ]);
+      kernel.failed = [{ table: 'addresses', error: 'EMSGSIZE' }];
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: false });
+      expect(kernel.applied).toEqual([{ kind: 'address-del', address: OURS }]);
+    });
   });
 
   describe('a re-read owed (asked for when a second has passed since the last began)', () => {
