@@ -437,7 +437,9 @@ function unwantedMarkedAddresses(view: KernelView, classes: ReadonlyMap<number, 
   for (const address of view.addresses.values()) {
     if (address.proto !== CLIENT_MARK) continue;
     const linkClass = classes.get(address.ifindex);
-    if (linkClass?.role === 'client' && address.ip === linkClass.ownIp && address.prefixLength === 32) continue;
+    // On a link the view lacks (after a links dump cut short): not known to be unwanted.
+    if (linkClass === undefined) continue;
+    if (linkClass.role === 'client' && address.ip === linkClass.ownIp && address.prefixLength === 32) continue;
     const ofLink = unwanted.get(address.ifindex);
     if (ofLink === undefined) unwanted.set(address.ifindex, [address]);
     else ofLink.push(address);
@@ -461,7 +463,8 @@ function isPrimaryRoute(route: KernelRoute, primary: number | null): boolean {
  * address, and flushes its neighbour table, permanent entries too (fib_disable_ip), and ours must
  * not take anyone else's along (the link's report says so: its note, and `kept`). Kept as well
  * while the last re-read's dump of the routes or neighbours was cut short by an error
- * (KernelView.cutShort): one not listed may go out of it, or be on it.
+ * (KernelView.cutShort): one not listed may go out of it, or be on it. Nothing on a link the view
+ * lacks goes: a links dump cut short did not list it (the kernel drops a gone link's own).
  */
 function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<number, readonly KernelAddress[]>, primary: number | null, reports: LinkReport[]): void {
   const replaced = new Set<string>();
@@ -472,6 +475,9 @@ function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<
   }
   for (const route of view.routes.values()) {
     if (route.protocol !== CLIENT_MARK || isPrimaryRoute(route, primary) || replaced.has(routeKey(route))) continue;
+    // Out of a link the view lacks (after a links dump cut short): maybe the primary's. One of a
+    // link gone went with it (the kernel drops a device's routes; the view forgets them).
+    if (route.oif !== null && !view.links.has(route.oif)) continue;
     wanted.operations.push({ kind: 'route-del', route });
   }
   for (const [ifindex, addresses] of unwanted) {

@@ -923,6 +923,20 @@ describe('NetdAgent', () => {
       expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['eth1', 'configured']]);
     });
 
+    it('in client mode, removes nothing of its own on a link its dump of the links did not come to, at start too (no link last known)', async () => {
+      const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: true, loopback: false, group: 0 };
+      // eth1 as an earlier run left it; the links' dump fails before it.
+      const kernel = new ScriptedKernel([
+        { kind: 'address', op: 'new', address: { ifindex: APP.ifindex, ip: '100.64.0.7', prefixLength: 32, proto: CLIENT_MARK } },
+        { kind: 'route', op: 'new', route: { dst: '169.254.0.1', dstLength: 32, oif: APP.ifindex, gateway: null, priority: 0, protocol: CLIENT_MARK } },
+        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: APP.ifindex, gateway: '169.254.0.1', priority: 0, protocol: CLIENT_MARK } },
+      ]);
+      kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: false });
+      expect(kernel.applied).toEqual([]);
+    });
+
     it("in client mode, keeps a link's last address of its own it no longer wants while its dump of the routes or neighbours fails: one not listed may need it", async () => {
       const ETH0 = { ifindex: 3, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
       const OURS = { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: CLIENT_MARK };
