@@ -345,6 +345,9 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
             // Through this link, by another next hop (an IPv6 one, say: RFC 5549) or none.
             const hops = otherDefaults.map((route) => (route.gateway === null ? 'with no gateway' : `via ${route.gateway}`));
             note = `a default route not ours through this link ${[...new Set(hops)].join(' and ')} exists; left alone`;
+          } else if (otherDefaults.length === 0 && view.cutShort?.has('routes') === true) {
+            // None read: the dump ended before it came to one, if there is one.
+            note = 'the kernel ended its dump of the routes with an error: a default route it did not come to would be left alone, so ours is not added yet';
           } else note = 'a default route through another interface exists; left alone';
         } else note = 'not the first client link: address only';
         const configured = steps.every(Boolean);

@@ -859,6 +859,10 @@ describe('NetdAgent', () => {
       await agent.start({ watch: false });
       expect(kernel.applied.some((operation) => operation.kind === 'route-set' && operation.route.dst === '169.254.0.1')).toBe(true);
       expect(kernel.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
+      // None was read: the note does not say one exists.
+      expect((await agent.status()).links.find((link) => link.name === 'eth1')?.note).toBe(
+        'the kernel ended its dump of the routes with an error: a default route it did not come to would be left alone, so ours is not added yet',
+      );
       // Another table's failure is no matter to default routes.
       const other = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
       other.failed = [{ table: 'neighbours', error: 'EMSGSIZE' }];
