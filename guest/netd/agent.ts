@@ -211,6 +211,12 @@ export class NetdAgent {
   };
   /** The conntrack entries to delete before some client IPs are served again (null: the first reconcile has not planned yet). */
   #purgeDebt: PurgeDebt | null = null;
+  /**
+   * The start's sweep (PurgeDebt.sweep) was last reckoned on a view whose links, addresses or
+   * routes a failed dump cut short (KernelView.cutShort): its keep may lack a client IP served on
+   * what the dump did not come to. Not run meanwhile; reckoned again until it is not.
+   */
+  #sweepCutShort = false;
   #purgeError: string | null = null;
   #auditWanted = false;
   #auditTimer: NodeJS.Timeout | undefined;
@@ -494,7 +500,8 @@ export class NetdAgent {
       // report every later change to the same object follows its event, so replaying converges
       // (kernel-view.ts). At start the same holds: the socket was opened (subscribe) before this
       // first dump is asked for, so what changed between the two is in the dump.
-      this.#pending.length = 0;
+      // Kept aside for a links dump the kernel ends with an error (see keepUnlisted).
+      const dropped = this.#pending.splice(0);
       this.#dumping = true;
       this.#startRereadGap();
       try {
@@ -503,6 +510,8 @@ export class NetdAgent {
         this.#saySkipped(skipped, keepUnreadable(fresh, this.#view, skipped));
         this.#sayInconsistent(inconsistent);
         this.#sayFailed(failed);
+        if (failed.length > 0) fresh.cutShort = new Set(failed.map(({ table }) => table));
+        if (failed.some(({ table }) => table === 'links')) keepUnlisted(fresh, this.#view, dropped);
         // A default route the failed dump did not come to is still someone's (see unreadableDefaultRoute).
         if (failed.some(({ table }) => table === 'routes')) fresh.unreadableDefaultRoute = true;
         if (inconsistent.length > 0) this.#rereadLater('inconsistent dump');
@@ -546,8 +555,15 @@ export class NetdAgent {
 
     // Client IPs no longer served by the link that served them: their conntrack entries are owed.
     // At start, every client IP but those a previous agent served as they are now (see purge-debt.ts).
+    // The start's sweep keeps what the view shows served: reckoned on a view that a failed dump
+    // cut short, it is reckoned again on each plan until one that is not (see #sweepCutShort).
     if (this.#purging()) {
-      const before = this.#purgeDebt ?? startPurgeDebt(this.#view, current.providerLinks);
+      const debt = this.#purgeDebt;
+      const before =
+        debt === null || (this.#sweepCutShort && debt.sweep !== null)
+          ? { ...startPurgeDebt(this.#view, current.providerLinks), released: debt?.released ?? new Set<string>() }
+          : debt;
+      if (before !== debt) this.#sweepCutShort = sweepReadsCutShort(this.#view);
       this.#purgeDebt = withReleased(before, releasedClientIps(this.#servingIp, servingLinks(current.providerLinks)));
     }
     const owed = this.#purgeDebt !== null && !isSettled(this.#purgeDebt);
@@ -594,17 +610,26 @@ export class NetdAgent {
     let heldForConntrack = new Set<number>();
     const takenDownForPurge = new Set<number>();
     if (owed) {
-      const takenDown = [...heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks)]
-        .filter((ifindex) => this.#view.links.get(ifindex)?.up === true)
-        .map((ifindex) => ({ kind: 'link-down', ifindex }) as const);
+      // A sweep reckoned on a view cut short would delete the entries of clients served on what
+      // the dump did not come to, and take their links down: it waits, with the links it holds
+      // back, for a re-read that is whole (owed a second on: see #rereadLater).
+      const sweepWaits = this.#sweepCutShort && this.#purgeDebt?.sweep !== null;
+      const takenDown = sweepWaits
+        ? []
+        : [...heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks)]
+            .filter((ifindex) => this.#view.links.get(ifindex)?.up === true)
+            .map((ifindex) => ({ kind: 'link-down', ifindex }) as const);
       const downFailures = takenDown.length === 0 ? 0 : await this.#applyAll(takenDown, touched);
       this.#haltIfStopped();
       failures += downFailures;
       downs = [...downs, ...takenDown];
       // A link still up could make entries anew for an IP the purge would call settled.
-      const outcome = downFailures > 0 ? 'not-purged' : await this.#purge(filtering);
-      purgeFailed = outcome !== 'settled';
-      if (outcome === 'threw') purgeHeldBy = 'deleting them failed (see the log and status)';
+      const outcome = downFailures > 0 || sweepWaits ? 'not-purged' : await this.#purge(filtering);
+      purgeFailed = outcome !== 'settled' && !sweepWaits;
+      if (sweepWaits) {
+        const tables = SWEEP_READS.filter((table) => this.#view.cutShort?.has(table) === true).join(', ');
+        purgeHeldBy = `the kernel ended its dump of the ${tables} with an error, and which client IPs are served as a previous agent left them is read from it (see the log)`;
+      } else if (outcome === 'threw') purgeHeldBy = 'deleting them failed (see the log and status)';
       else if (downFailures > 0) purgeHeldBy = 'a link already up serving such an IP could not be taken down first (see its error)';
       heldForConntrack = heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks);
       for (const ifindex of heldForConntrack) held.add(ifindex);
@@ -940,6 +965,32 @@ function keepUnreadable(fresh: KernelView, previous: KernelView, skipped: readon
     kept.add(entry.ifindex);
   }
   return kept;
+}
+
+/**
+ * A links dump the kernel ended with an error lacks the links after it, which no notification
+ * will tell of: each link the agent last knew of (`previous`, with the notifications dropped since,
+ * `since`) that `fresh` does not list is kept as last known. Taken as gone, a provider link would
+ * be dropped by the firewall, its client's services stopped and conntrack entries deleted, and in
+ * client mode the primary link's marked address and routes removed (see keepUnreadable). One
+ * deleted meanwhile whose notification was lost stays until a dump of the links is whole.
+ */
+function keepUnlisted(fresh: KernelView, previous: KernelView, since: readonly KernelEvent[]): void {
+  const known = new Map(previous.links);
+  for (const event of since) {
+    if (event.kind !== 'link') continue;
+    if (event.op === 'del') known.delete(event.link.ifindex);
+    else known.set(event.link.ifindex, event.link);
+  }
+  for (const [ifindex, link] of known) if (!fresh.links.has(ifindex)) fresh.links.set(ifindex, link);
+}
+
+/** What the start's sweep is reckoned from (startPurgeDebt). */
+const SWEEP_READS: readonly DumpTable[] = ['links', 'addresses', 'routes'];
+
+/** Whether a failed dump cut short what the start's sweep is reckoned from in `view`. */
+function sweepReadsCutShort(view: KernelView): boolean {
+  return SWEEP_READS.some((table) => view.cutShort?.has(table) === true);
 }
 
 /** Whether `error` says the kernel was closed under a request: the agent is stopping. */

@@ -90,7 +90,16 @@ export interface KernelView {
    * failed dump is taken again a second on while it fails.
    */
   unreadableDefaultRoute?: boolean;
+  /**
+   * The tables whose dump, in the last re-read, the kernel ended with an error (KernelDump.failed):
+   * each lacks what came after the error, which is not gone for that (a links dump's are kept as
+   * last known). Nothing is done that needs to know all of one: absent, every table was whole.
+   */
+  cutShort?: ReadonlySet<DumpTable>;
 }
+
+/** What a re-read reads: each table the kernel dumps on its own. */
+export type DumpTable = 'links' | 'addresses' | 'routes' | 'neighbours';
 
 export type KernelEvent =
   | { readonly kind: 'link'; readonly op: 'new' | 'del'; readonly link: KernelLink }

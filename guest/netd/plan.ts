@@ -345,6 +345,9 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
             // Through this link, by another next hop (an IPv6 one, say: RFC 5549) or none.
             const hops = otherDefaults.map((route) => (route.gateway === null ? 'with no gateway' : `via ${route.gateway}`));
             note = `a default route not ours through this link ${[...new Set(hops)].join(' and ')} exists; left alone`;
+          } else if (otherDefaults.length === 0 && view.cutShort?.has('routes') === true) {
+            // None read: the dump ended before it came to one, if there is one.
+            note = 'the kernel ended its dump of the routes with an error: a default route it did not come to would be left alone, so ours is not added yet';
           } else note = 'a default route through another interface exists; left alone';
         } else note = 'not the first client link: address only';
         const configured = steps.every(Boolean);
@@ -437,7 +440,9 @@ function unwantedMarkedAddresses(view: KernelView, classes: ReadonlyMap<number, 
   for (const address of view.addresses.values()) {
     if (address.proto !== CLIENT_MARK) continue;
     const linkClass = classes.get(address.ifindex);
-    if (linkClass?.role === 'client' && address.ip === linkClass.ownIp && address.prefixLength === 32) continue;
+    // On a link the view lacks (after a links dump cut short): not known to be unwanted.
+    if (linkClass === undefined) continue;
+    if (linkClass.role === 'client' && address.ip === linkClass.ownIp && address.prefixLength === 32) continue;
     const ofLink = unwanted.get(address.ifindex);
     if (ofLink === undefined) unwanted.set(address.ifindex, [address]);
     else ofLink.push(address);
@@ -459,7 +464,10 @@ function isPrimaryRoute(route: KernelRoute, primary: number | null): boolean {
  * link's last IPv4 address while routes not ours go out of it or permanent neighbour entries are
  * on it (client mode makes none): the kernel drops every route through a link with its last
  * address, and flushes its neighbour table, permanent entries too (fib_disable_ip), and ours must
- * not take anyone else's along (the link's report says so: its note, and `kept`).
+ * not take anyone else's along (the link's report says so: its note, and `kept`). Kept as well
+ * while the last re-read's dump of the routes or neighbours was cut short by an error
+ * (KernelView.cutShort): one not listed may go out of it, or be on it. Nothing on a link the view
+ * lacks goes: a links dump cut short did not list it (the kernel drops a gone link's own).
  */
 function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<number, readonly KernelAddress[]>, primary: number | null, reports: LinkReport[]): void {
   const replaced = new Set<string>();
@@ -470,6 +478,9 @@ function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<
   }
   for (const route of view.routes.values()) {
     if (route.protocol !== CLIENT_MARK || isPrimaryRoute(route, primary) || replaced.has(routeKey(route))) continue;
+    // Out of a link the view lacks (after a links dump cut short): maybe the primary's. One of a
+    // link gone went with it (the kernel drops a device's routes; the view forgets them).
+    if (route.oif !== null && !view.links.has(route.oif)) continue;
     wanted.operations.push({ kind: 'route-del', route });
   }
   for (const [ifindex, addresses] of unwanted) {
@@ -482,7 +493,9 @@ function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<
           (route) => route.oif === ifindex && route.protocol !== CLIENT_MARK && route.protocol !== RTPROT_KERNEL && !replaced.has(routeKey(route)),
         );
     const pinned = othersStay ? [] : [...view.neighbours.values()].filter((neighbour) => neighbour.ifindex === ifindex && neighbour.permanent);
-    if (theirs.length === 0 && pinned.length === 0) {
+    // What a dump cut short did not come to may go out of it, or be on it, all the same.
+    const unlisted = othersStay ? [] : (['routes', 'neighbours'] as const).filter((table) => view.cutShort?.has(table) === true);
+    if (theirs.length === 0 && pinned.length === 0 && unlisted.length === 0) {
       for (const address of addresses) wanted.operations.push({ kind: 'address-del', address });
       continue;
     }
@@ -495,7 +508,10 @@ function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<
       ...theirs.map((route) => (route.dstLength === 0 ? 'default' : `${route.dst}/${route.dstLength}`)),
       ...pinned.map((neighbour) => `neighbour ${neighbour.ip}`),
     ].join(', ');
-    const why = `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take ${what} not ours with it (${entries})`;
+    const why =
+      what === ''
+        ? `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take any route or neighbour entry not ours with it, and the kernel ended its dump of the ${unlisted.join(' and ')} with an error before all were read`
+        : `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take ${what} not ours with it (${entries})`;
     reports[at] = { ...report, note: report.note === null ? why : `${report.note}; ${why}`, kept };
   }
 }

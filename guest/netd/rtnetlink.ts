@@ -24,7 +24,7 @@ import {
   putU8,
   rt,
 } from 'netlink';
-import { CLIENT_MARK, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView } from './kernel-view.js';
+import { CLIENT_MARK, type DumpTable, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
 import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl-events.js';
@@ -356,8 +356,7 @@ export interface DecodedEntries {
   readonly skipped: SkippedEntry[];
 }
 
-/** What a dump reads: each table the kernel dumps on its own. */
-export type DumpTable = 'links' | 'addresses' | 'routes' | 'neighbours';
+export type { DumpTable };
 
 /** The kernel's links, addresses, routes and neighbours, as events, and the entries that could not be decoded. */
 export interface KernelDump extends DecodedEntries {

@@ -859,6 +859,10 @@ describe('NetdAgent', () => {
       await agent.start({ watch: false });
       expect(kernel.applied.some((operation) => operation.kind === 'route-set' && operation.route.dst === '169.254.0.1')).toBe(true);
       expect(kernel.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
+      // None was read: the note does not say one exists.
+      expect((await agent.status()).links.find((link) => link.name === 'eth1')?.note).toBe(
+        'the kernel ended its dump of the routes with an error: a default route it did not come to would be left alone, so ours is not added yet',
+      );
       // Another table's failure is no matter to default routes.
       const other = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
       other.failed = [{ table: 'neighbours', error: 'EMSGSIZE' }];
@@ -866,6 +870,104 @@ describe('NetdAgent', () => {
       await second.start({ watch: false });
       second.stop();
       expect(other.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toHaveLength(1);
+    });
+
+    it('keeps as last known the links its dump of the links did not come to: their firewall sets, services and conntrack entries stay; not one deleted meanwhile', async () => {
+      const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02', up: false, loopback: false, group: 0 };
+      const VM3 = { ifindex: 4, name: 'vm3', mac: '0a:b3:ec:80:00:03', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([CLIENT_1, VM2, VM3].map((link) => ({ kind: 'link', op: 'new', link }) as const));
+      kernel.echo = (operation, view) => expectedEvent(view, operation);
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      const told: string[][] = [];
+      const services: ServicesPort = {
+        linksChanged: (links) => {
+          told.push(links.map((link) => link.ifname));
+          return Promise.resolve();
+        },
+      };
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, services, {}, conntrack);
+      await agent.start({ watch: true });
+      expect(told.at(-1)).toEqual(['vm1', 'vm2', 'vm3']);
+      const purges = conntrack.filters.length;
+      const applied = kernel.applied.length;
+      // The links' dump fails before vm2 and vm3; vm3 was deleted, as a notification read before the dump said.
+      const linkOf = (event: KernelEvent): number | null =>
+        event.kind === 'link' ? event.link.ifindex : event.kind === 'address' ? event.address.ifindex : event.kind === 'route' ? event.route.oif : event.neighbour.ifindex;
+      kernel.state = dumpOf(agent.view).filter((event) => linkOf(event) !== VM3.ifindex && !(event.kind === 'link' && event.link.ifindex === VM2.ifindex));
+      kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
+      kernel.listener?.lost({ kind: 'overflow' });
+      kernel.listener?.events([{ kind: 'link', op: 'del', link: { ...VM3, up: true, group: PROVIDER_LINK_GROUP } }]);
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+      expect((await agent.status()).counters.fullSyncs).toBe(2);
+      expect([...agent.view.links.keys()]).toEqual([CLIENT_1.ifindex, VM2.ifindex]);
+      expect(firewall.models.at(-1)?.providerLinks.map((link) => link.ifname)).toEqual(['vm1', 'vm2']);
+      expect(told.at(-1)).toEqual(['vm1', 'vm2']);
+      // Only vm3's client IP is released.
+      expect(conntrack.filters.slice(purges)).toEqual([{ addresses: ['100.64.0.3'], sweep: null }]);
+      expect(kernel.applied.slice(applied)).toEqual([]);
+    });
+
+    it('in client mode, keeps the primary link its dump of the links did not come to: its marked address and routes stay', async () => {
+      const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
+      kernel.echo = (operation, view) => expectedEvent(view, operation);
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: true });
+      expect(kernel.applied.map((operation) => operation.kind)).toEqual(['link-up', 'address-add', 'route-set', 'route-set']);
+      const applied = kernel.applied.length;
+      kernel.state = dumpOf(agent.view).filter((event) => event.kind !== 'link');
+      kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
+      kernel.listener?.lost({ kind: 'overflow' });
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+      expect((await agent.status()).counters.fullSyncs).toBe(2);
+      expect(kernel.applied.slice(applied)).toEqual([]);
+      expect((await agent.status()).links.map((link) => [link.name, link.state])).toEqual([['eth1', 'configured']]);
+    });
+
+    it('in client mode, removes nothing of its own on a link its dump of the links did not come to, at start too (no link last known)', async () => {
+      const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: true, loopback: false, group: 0 };
+      // eth1 as an earlier run left it; the links' dump fails before it.
+      const kernel = new ScriptedKernel([
+        { kind: 'address', op: 'new', address: { ifindex: APP.ifindex, ip: '100.64.0.7', prefixLength: 32, proto: CLIENT_MARK } },
+        { kind: 'route', op: 'new', route: { dst: '169.254.0.1', dstLength: 32, oif: APP.ifindex, gateway: null, priority: 0, protocol: CLIENT_MARK } },
+        { kind: 'route', op: 'new', route: { dst: '0.0.0.0', dstLength: 0, oif: APP.ifindex, gateway: '169.254.0.1', priority: 0, protocol: CLIENT_MARK } },
+      ]);
+      kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: false });
+      expect(kernel.applied).toEqual([]);
+    });
+
+    it("in client mode, keeps a link's last address of its own it no longer wants while its dump of the routes or neighbours fails: one not listed may need it", async () => {
+      const ETH0 = { ifindex: 3, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
+      const OURS = { ifindex: 3, ip: '100.64.0.5', prefixLength: 32, proto: CLIENT_MARK };
+      for (const table of ['routes', 'neighbours'] as const) {
+        const kernel = new ScriptedKernel([
+          { kind: 'link', op: 'new', link: ETH0 },
+          { kind: 'address', op: 'new', address: OURS },
+        ]);
+        kernel.failed = [{ table, error: 'EMSGSIZE' }];
+        const client = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+        await client.start({ watch: false });
+        client.stop();
+        expect(kernel.applied).toEqual([]);
+        expect((await client.status()).links.find((link) => link.name === 'eth0')).toMatchObject({
+          kept: ['100.64.0.5/32'],
+          note: `addressing is left to the network manager; keeps 100.64.0.5/32 of client mode's: deleting its last IPv4 address would take any route or neighbour entry not ours with it, and the kernel ended its dump of the ${table} with an error before all were read`,
+        });
+      }
+      // Another table's failure is no matter: it goes.
+      const kernel = new ScriptedKernel([
+        { kind: 'link', op: 'new', link: ETH0 },
+        { kind: 'address', op: 'new', address: OURS },
+      ]);
+      kernel.failed = [{ table: 'addresses', error: 'EMSGSIZE' }];
+      agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await agent.start({ watch: false });
+      expect(kernel.applied).toEqual([{ kind: 'address-del', address: OURS }]);
     });
   });
 
@@ -1116,6 +1218,52 @@ describe('NetdAgent', () => {
       conntrack.failing = false;
       await until(() => kernel.applied.some((operation) => isRouteTo(operation, '100.64.0.2', VM2.ifindex)));
       expect((await agent!.status()).conntrack).toEqual({ owed: [], sweepOwed: false, lastError: null });
+    });
+
+    it('at start, while its dump of the links, addresses or routes fails, neither sweeps nor takes down a link a previous agent configured; sweeps once a re-read is whole', async () => {
+      vi.useFakeTimers();
+      const VM1_UP = { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP };
+      const VM1_ROUTE = { dst: '100.64.0.1', dstLength: 32, oif: 2, gateway: null, priority: 0, protocol: 3 };
+      // vm1 as a previous agent left it; its route is after where the dump of the routes failed.
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: VM1_UP }]);
+      kernel.failed = [{ table: 'routes', error: 'EMSGSIZE' }];
+      const conntrack = new RecordingConntrack();
+      const starting = started(kernel, new RecordingFirewall(), conntrack).start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await starting;
+      expect(conntrack.filters).toEqual([]);
+      expect(kernel.applied).toEqual([]);
+      const status = await agent!.status();
+      expect(status.conntrack).toEqual({ owed: [], sweepOwed: true, lastError: null });
+      expect(status.links).toMatchObject([
+        {
+          name: 'vm1',
+          error:
+            "held back until the conntrack entries of its client IP's former VM are deleted: the kernel ended its dump of the routes with an error, and which client IPs are served as a previous agent left them is read from it (see the log); retrying",
+        },
+      ]);
+      // Whole a second on: vm1's route is read, and its entries kept.
+      kernel.state = [{ kind: 'link', op: 'new', link: VM1_UP }, { kind: 'route', op: 'new', route: VM1_ROUTE }];
+      kernel.failed = [];
+      await vi.advanceTimersByTimeAsync(1_001);
+      await agent!.idle();
+      expect((await agent!.status()).counters.fullSyncs).toBe(2);
+      expect(conntrack.filters).toEqual([{ addresses: [], sweep: { ...SWEEP, keep: ['100.64.0.1'] } }]);
+      expect(kernel.applied.filter((operation) => operation.kind === 'link-down')).toEqual([]);
+      expect((await agent!.status()).conntrack).toEqual({ owed: [], sweepOwed: false, lastError: null });
+      // The links' or addresses' dump failing holds the sweep as well (what a previous agent served, or its own address, may be missing).
+      for (const table of ['links', 'addresses'] as const) {
+        const other = new ScriptedKernel([{ kind: 'link', op: 'new', link: VM1_UP }, { kind: 'route', op: 'new', route: VM1_ROUTE }]);
+        other.failed = [{ table, error: 'EMSGSIZE' }];
+        const otherConntrack = new RecordingConntrack();
+        const otherAgent = new NetdAgent(other, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null, {}, otherConntrack);
+        const otherStarting = otherAgent.start({ watch: true });
+        await vi.advanceTimersByTimeAsync(0);
+        await otherStarting;
+        otherAgent.stop();
+        expect([table, otherConntrack.filters]).toEqual([table, []]);
+        expect((await otherAgent.status()).conntrack).toMatchObject({ sweepOwed: true });
+      }
     });
 
     it('keeps the debt while the firewall cannot take the change (a released client may still be accepted), and purges again once it can', async () => {
