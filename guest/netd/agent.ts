@@ -118,7 +118,7 @@ const UNDECODABLE_REREAD_GAP_MS = 1_000;
 /**
  * Why the whole state is read again: notifications were lost (an overflow, one that could not be
  * decoded), or the last re-read used a dump the kernel marked inconsistent (NLM_F_DUMP_INTR) or
- * ended with an error (NLMSG_DONE), each of DUMP_TRIES in a row.
+ * ended with an error (NLMSG_DONE) or refused (NLMSG_ERROR), each of DUMP_TRIES in a row.
  */
 type RereadCause = NotificationLoss['kind'] | 'inconsistent dump' | 'failed dump';
 
@@ -128,7 +128,7 @@ function rereadCausesText(causes: ReadonlySet<RereadCause>): string {
   return [
     lost.length > 0 ? `rtnetlink notifications ${lost.join(' or ')}` : null,
     causes.has('inconsistent dump') ? 'the kernel marked a dump inconsistent (NLM_F_DUMP_INTR) in each try' : null,
-    causes.has('failed dump') ? 'the kernel ended a dump with an error (NLMSG_DONE) in each try' : null,
+    causes.has('failed dump') ? 'the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), in each try' : null,
   ]
     .filter((part) => part !== null)
     .join(', and ');
@@ -430,16 +430,17 @@ export class NetdAgent {
 
   /**
    * Warn of the tables a re-read used though the kernel ended each of their dumps in a row with an
-   * error (a negative errno in NLMSG_DONE: what came after it is not in the dump), once while it
-   * lasts: a dump that fails on an entry fails on it each time.
+   * error (a negative errno in NLMSG_DONE: what came after it is not in the dump; or an NLMSG_ERROR
+   * refusing the request: none of it is), once while it lasts: a dump that fails on an entry fails
+   * on it each time.
    */
   #sayFailed(failed: readonly FailedDump[]): void {
-    const said = failed.map(({ table, error }) => `${table} ${error}`).join(', ');
+    const said = failed.map(({ table, error, refused }) => `${table} ${error} in ${refused === true ? 'NLMSG_ERROR' : 'NLMSG_DONE'}`).join(', ');
     if (said !== '' && said !== this.#failedSaid) {
       const routes = failed.some(({ table }) => table === 'routes') ? ", leaving every default route alone (one it did not come to is still someone's)" : '';
       this.log.warn(
         { failed },
-        `the kernel ended every dump in a row of its ${failed.map(({ table }) => table).join(', ')} with an error in NLMSG_DONE (${said}): ` +
+        `the kernel ended every dump in a row of its ${failed.map(({ table }) => table).join(', ')} with an error (${said}): ` +
           `using the last, which lacks what came after the error${routes} (said once while it lasts)`,
       );
     }

@@ -1,6 +1,8 @@
 /** Every way the agent can fail; the message says what to check. */
 export type NetdErrorKind =
   | 'netlink'
+  /** The kernel refused a dump request with an error that says the request itself is wrong (not one that may pass). */
+  | 'dump-refused'
   /** A kernel message cut short, whose attributes cannot be split, or one of whose attributes the agent reads is malformed. */
   | 'undecodable'
   /** The kernel's sockets were closed under a request: the agent is stopping. */

@@ -41,7 +41,8 @@ const REQUEST_TIMEOUT_MS = 5_000;
  * (NLM_F_DUMP_INTR), or ends each with an error, before the last is used as it is. Linux 6.18
  * marks its links' and IPv4 addresses' dumps so (not its IPv4 routes' or neighbours'); a dump runs
  * in parts, one for each read of the socket, and one that began before a change may miss an entry
- * moved by it. One that fails puts a negative errno in its NLMSG_DONE, and gives no more entries.
+ * moved by it. One that fails puts a negative errno in its NLMSG_DONE, and gives no more entries;
+ * one the kernel could not start it refuses with an NLMSG_ERROR instead, and gives none.
  */
 const DUMP_TRIES = 3;
 /**
@@ -377,6 +378,11 @@ export interface KernelDump extends DecodedEntries {
 export interface FailedDump {
   readonly table: DumpTable;
   readonly error: string;
+  /**
+   * The last was refused: the kernel answered the request with an NLMSG_ERROR, not entries ending
+   * in NLMSG_DONE (a dump of the socket's still running: EBUSY), so none of the table was read.
+   */
+  readonly refused?: true;
 }
 
 /** What the agent needs from the kernel; a fake implements it in unit tests. */
@@ -505,10 +511,41 @@ function pendingRequestsOf(socket: NetlinkSocket): PendingRequests | null {
   return candidate.requests instanceof Map && typeof candidate.dropRef === 'function' ? (candidate as PendingRequests) : null;
 }
 
-/** How the kernel ended a dump: whether it marked a part NLM_F_DUMP_INTR, and the error its NLMSG_DONE carried (an errno's name), if any. */
+/**
+ * How the kernel ended a dump: whether it marked a part NLM_F_DUMP_INTR, and the error its
+ * NLMSG_DONE carried (an errno's name), if any; or the error it refused the request with.
+ */
 interface DumpEnd {
   interrupted: boolean;
   error: string | null;
+  refused?: true;
+}
+
+/**
+ * Errors that say a dump request itself is wrong, whenever it is sent: the kernel has no dump of
+ * the kind (EOPNOTSUPP, which Node names ENOTSUP; EAFNOSUPPORT, EPROTONOSUPPORT: no IPv4), finds
+ * the request malformed (EINVAL), or denies it (EPERM, EACCES: a security module). Any other
+ * refusal (EBUSY, ENOBUFS, ENOMEM) may pass: the dump is taken again, as one that failed.
+ */
+const REFUSED_FOR_GOOD = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EAFNOSUPPORT', 'EPROTONOSUPPORT', 'EINVAL', 'EPERM', 'EACCES']);
+
+/** What to check, for a refusal for good. */
+function refusalHint(code: string): string {
+  if (code === 'EPERM' || code === 'EACCES') return 'is a security module (SELinux, AppArmor, a seccomp filter) denying this process rtnetlink reads?';
+  if (code === 'EINVAL') return 'does this kernel check dump requests in a way Linux 6.18 does not?';
+  return 'is this kernel built with IPv4 (CONFIG_INET)?';
+}
+
+/**
+ * The errno's name in the netlink package's rejection of a request the kernel answered with an
+ * NLMSG_ERROR ("Request rejected: EBUSY"; "errno N" for one Node has no name for, which the package
+ * says as "Unknown system error -N"); undefined for any other failure (a timeout, a send that
+ * failed, an answer that could not be parsed).
+ */
+function refusalCode(error: unknown): string | undefined {
+  const match = /^Request rejected: (?:(E[A-Z0-9]+)|(?:Unknown system error )?-(\d+))$/.exec(error instanceof Error ? error.message : '');
+  if (match === null) return undefined;
+  return match[1] ?? `errno ${match[2] ?? ''}`;
 }
 
 /**
@@ -797,10 +834,10 @@ export class RtnetlinkKernel implements NetdKernel {
       return {
         ...decodeDumpEntries(tables.flatMap(({ messages }) => messages)),
         inconsistent: tables.filter(({ end }) => end.interrupted).map(({ table }) => table),
-        failed: tables.flatMap(({ table, end }) => (end.error === null ? [] : [{ table, error: end.error }])),
+        failed: tables.flatMap(({ table, end }) => (end.error === null ? [] : [{ table, error: end.error, ...(end.refused && { refused: true as const }) }])),
       };
     } catch (error) {
-      if (error instanceof NetdError && error.kind === 'closed') throw error;
+      if (error instanceof NetdError && (error.kind === 'closed' || error.kind === 'dump-refused')) throw error;
       throw new NetdError('netlink', `reading the kernel's links, addresses, routes and neighbours failed: ${errnoOf(error)}`);
     }
   }
@@ -809,8 +846,9 @@ export class RtnetlinkKernel implements NetdKernel {
    * One table's entries, asked for as the package's getLinks and the like ask, but taken unparsed:
    * those calls parse every entry and fail as a whole on one they cannot (see decodeDumpEntries).
    * Taken again while the kernel marks the dump interrupted by a change, or ends it with an error,
-   * up to DUMP_TRIES dumps (`end`: how the last ended): no notification would tell of an entry it
-   * missed.
+   * or refuses it (an NLMSG_ERROR, which the package rejects the request with), up to DUMP_TRIES
+   * dumps (`end`: how the last ended): no notification would tell of an entry it missed. A refusal
+   * that says the request itself is wrong (REFUSED_FOR_GOOD) is thrown at once, as 'dump-refused'.
    */
   async #dumpTable(
     table: DumpTable,
@@ -824,13 +862,24 @@ export class RtnetlinkKernel implements NetdKernel {
       let seq: number | undefined;
       const dump: DumpEnd = { interrupted: false, error: null };
       try {
-        // No timeout of the netlink package's: #request has its own (see #answered).
-        const messages = await this.#request(async (sequenced) => {
-          const numbered = sequenced();
-          seq = numbered.seq;
-          this.#dumps.set(seq, dump);
-          return (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...numbered }))[0];
-        });
+        let messages: NetlinkMessage[] = [];
+        try {
+          // No timeout of the netlink package's: #request has its own (see #answered).
+          messages = await this.#request(async (sequenced) => {
+            const numbered = sequenced();
+            seq = numbered.seq;
+            this.#dumps.set(seq, dump);
+            return (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...numbered }))[0];
+          });
+        } catch (error) {
+          const code = refusalCode(error);
+          if (code === undefined) throw error;
+          if (REFUSED_FOR_GOOD.has(code)) {
+            throw new NetdError('dump-refused', `the kernel refused the agent's request to dump its ${table} (NLMSG_ERROR ${code}), as wrong in itself: ${refusalHint(code)}`);
+          }
+          dump.error = code;
+          dump.refused = true;
+        }
         if ((!dump.interrupted && dump.error === null) || tries === DUMP_TRIES) return { table, messages, end: dump };
       } finally {
         if (seq !== undefined) this.#dumps.delete(seq);

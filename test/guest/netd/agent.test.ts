@@ -796,7 +796,7 @@ describe('NetdAgent', () => {
     });
   });
 
-  describe('a re-read whose dumps the kernel ended with an error (a negative errno in NLMSG_DONE)', () => {
+  describe('a re-read whose dumps the kernel ended with an error (a negative errno in NLMSG_DONE), or refused (NLMSG_ERROR)', () => {
     it('warns once while it lasts, naming the tables and errors, plans on it, and reads again a second on while it lasts', async () => {
       vi.useFakeTimers();
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
@@ -807,10 +807,10 @@ describe('NetdAgent', () => {
       const started = agent.start({ watch: true });
       await vi.advanceTimersByTimeAsync(0);
       await started;
-      const said = (): unknown[] => lines.filter((line) => line.msg.includes('NLMSG_DONE')).map((line) => [line.msg, line.failed]);
+      const said = (): unknown[] => lines.filter((line) => line.msg.startsWith('the kernel ended every dump')).map((line) => [line.msg, line.failed]);
       expect(said()).toEqual([
         [
-          'the kernel ended every dump in a row of its links with an error in NLMSG_DONE (links EINVAL): using the last, which lacks what came after the error (said once while it lasts)',
+          'the kernel ended every dump in a row of its links with an error (links EINVAL in NLMSG_DONE): using the last, which lacks what came after the error (said once while it lasts)',
           [{ table: 'links', error: 'EINVAL' }],
         ],
       ]);
@@ -824,31 +824,36 @@ describe('NetdAgent', () => {
       await agent.idle();
       expect(await fullSyncs()).toBe(2);
       expect(agent.view.links.has(VM2.ifindex)).toBe(true);
-      // Still failing the same way: not said again. Another table too: said.
+      // Still failing the same way: not said again. Another table too, refused: said, and how.
       expect(said()).toHaveLength(1);
       kernel.failed = [
         { table: 'links', error: 'EINVAL' },
-        { table: 'routes', error: 'EMSGSIZE' },
+        { table: 'routes', error: 'EBUSY', refused: true },
       ];
       await vi.advanceTimersByTimeAsync(1_001);
       await agent.idle();
       expect(await fullSyncs()).toBe(3);
       expect(said()).toHaveLength(2);
       expect(said()[1]).toEqual([
-        "the kernel ended every dump in a row of its links, routes with an error in NLMSG_DONE (links EINVAL, routes EMSGSIZE): using the last, which lacks what came after the error, leaving every default route alone (one it did not come to is still someone's) (said once while it lasts)",
+        "the kernel ended every dump in a row of its links, routes with an error (links EINVAL in NLMSG_DONE, routes EBUSY in NLMSG_ERROR): using the last, which lacks what came after the error, leaving every default route alone (one it did not come to is still someone's) (said once while it lasts)",
         [
           { table: 'links', error: 'EINVAL' },
-          { table: 'routes', error: 'EMSGSIZE' },
+          { table: 'routes', error: 'EBUSY', refused: true },
         ],
       ]);
+      // Refused still, and still the same: not said again, and read again a second on.
+      await vi.advanceTimersByTimeAsync(1_001);
+      await agent.idle();
+      expect(await fullSyncs()).toBe(4);
+      expect(said()).toHaveLength(2);
       // Whole again: one more re-read a second on, then none owed.
       kernel.failed = [];
       await vi.advanceTimersByTimeAsync(1_001);
       await agent.idle();
-      expect(await fullSyncs()).toBe(4);
+      expect(await fullSyncs()).toBe(5);
       await vi.advanceTimersByTimeAsync(10_000);
       await agent.idle();
-      expect(await fullSyncs()).toBe(4);
+      expect(await fullSyncs()).toBe(5);
     });
 
     it('leaves default routes alone while its dump of the routes fails: a default it did not come to is still someone\'s', async () => {
@@ -1000,7 +1005,7 @@ describe('NetdAgent', () => {
       await secondOn();
       expect(owedLines(lines)).toEqual([
         [['inconsistent dump'], 'reading the whole state again, as owed: the kernel marked a dump inconsistent (NLM_F_DUMP_INTR) in each try'],
-        [['failed dump'], 'reading the whole state again, as owed: the kernel ended a dump with an error (NLMSG_DONE) in each try'],
+        [['failed dump'], 'reading the whole state again, as owed: the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), in each try'],
         [['undecodable'], 'reading the whole state again, as owed: rtnetlink notifications could not be decoded'],
       ]);
       expect((await agent.status()).counters.fullSyncs).toBe(4);

@@ -1,7 +1,8 @@
 // The request socket (guest/netd/rtnetlink.ts) against the `netlink` package's own sockets over a
 // scripted kernel, whose answers come when the test says: the answer budget (what is in flight
 // when a request times out, what the package still waits for then, how long a request waits for
-// room), a dump holding an entry that cannot be decoded, and dumps the kernel marks interrupted.
+// room), a dump holding an entry that cannot be decoded, and dumps the kernel marks interrupted,
+// ends with an error, or refuses (NLMSG_ERROR).
 import type { NetlinkSocket, RawNetlinkSocket } from 'netlink';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
@@ -16,6 +17,8 @@ interface Sent {
   readonly part: () => void;
   /** For a dump, parts of its answer before the end, in one datagram: these messages (type, payload), with `flags` besides NLM_F_MULTI. */
   readonly parts: (messages: readonly (readonly [number, Buffer])[], flags?: number) => void;
+  /** Its answer an NLMSG_ERROR carrying `errno` (negative), as the kernel refuses a dump it cannot start. */
+  readonly refuse: (errno: number) => void;
 }
 
 const sent: Sent[] = [];
@@ -55,6 +58,12 @@ vi.mock('netlink', async (importOriginal) => {
         answer: (flags = 0, errno = 0) => this.emit('message', Buffer.concat(reply(flags, errno)), { port: 0, groups: 0 }),
         part: () => this.emit('message', Buffer.concat(part), { port: 0, groups: 0 }),
         parts: (messages, flags = 0) => this.emit('message', parts(messages, flags), { port: 0, groups: 0 }),
+        refuse: (errno) =>
+          this.emit(
+            'message',
+            Buffer.concat(original.formatMessage({ type: original.MessageType.ERROR, flags: 0, seq: request.seq, port: 0, data: Buffer.concat([hostInt(errno), bytes.subarray(0, 16)]) })),
+            { port: 0, groups: 0 },
+          ),
       });
       callback?.();
     }
@@ -270,6 +279,8 @@ describe('RtnetlinkKernel request budget', () => {
       readonly doneFlags?: number;
       /** What NLMSG_DONE carries: 0, or a negative errno (the dump failed). */
       readonly doneErrno?: number;
+      /** A negative errno: the request is answered with an NLMSG_ERROR carrying it, and nothing else. */
+      readonly refusedErrno?: number;
     }
 
     /** kernel.dump(), each of its requests answered as `answer` says (by its type, and how many of that type came before it, this one included); `asked`: what it sent. */
@@ -279,18 +290,28 @@ describe('RtnetlinkKernel request budget', () => {
     ): Promise<{ readonly result: Awaited<ReturnType<InstanceType<typeof RtnetlinkKernel>['dump']>>; readonly asked: string[] }> {
       const { rt } = await import('netlink');
       const first = sent.length;
-      const dump = kernel.dump();
+      // Handled at once: a dump refused for good fails while the loop below still runs.
+      const dump = kernel.dump().then(
+        (result) => ({ result }),
+        (error: unknown) => ({ error }),
+      );
       const tries = new Map<number, number>();
       for (let at = first; ; at++) {
         await vi.advanceTimersByTimeAsync(0);
         const request = sent[at];
         if (request === undefined) break;
         tries.set(request.type, (tries.get(request.type) ?? 0) + 1);
-        const { entries = [], partFlags = 0, doneFlags = 0, doneErrno = 0 } = answer(request.type, tries.get(request.type) ?? 0);
+        const { entries = [], partFlags = 0, doneFlags = 0, doneErrno = 0, refusedErrno } = answer(request.type, tries.get(request.type) ?? 0);
+        if (refusedErrno !== undefined) {
+          request.refuse(refusedErrno);
+          continue;
+        }
         if (entries.length > 0) request.parts(entries, partFlags);
         request.answer(doneFlags, doneErrno);
       }
-      return { result: await dump, asked: sent.slice(first).map((request) => rt.MessageType[request.type] ?? String(request.type)) };
+      const outcome = await dump;
+      if ('error' in outcome) throw outcome.error;
+      return { result: outcome.result, asked: sent.slice(first).map((request) => rt.MessageType[request.type] ?? String(request.type)) };
     }
 
     /** A link's RTM_NEWLINK payload, padded as the kernel pads it (the next message in its datagram starts aligned). */
@@ -400,6 +421,81 @@ describe('RtnetlinkKernel request budget', () => {
         expect(result.inconsistent).toEqual(['routes']);
         kernel.close();
       });
+    });
+
+    describe('a dump the kernel refuses (an NLMSG_ERROR answering the request, which the netlink package rejects it with)', () => {
+      const EBUSY = -16;
+      const ENOBUFS = -105;
+      /** An errno Node has no name for: a refusal that may pass all the same. */
+      const NO_NAME = -4242;
+
+      it('takes the table again, as a dump ended with that error, and uses the dump that was not refused', async () => {
+        const { rt } = await import('netlink');
+        const [p1, p2] = [await link(1, 'p1'), await link(2, 'p2')];
+        const kernel = new RtnetlinkKernel();
+        const { result, asked } = await scriptedDump(kernel, (type, tries) =>
+          type === rt.MessageType.GETLINK ? { entries: [p1, p2] } : type === rt.MessageType.GETROUTE && tries === 1 ? { refusedErrno: EBUSY } : {},
+        );
+        expect(asked).toEqual(['GETLINK', 'GETADDR', 'GETROUTE', 'GETROUTE', 'GETNEIGH']);
+        expect(namesOf(result)).toEqual(['p1', 'p2']);
+        expect(result.failed).toEqual([]);
+        expect(result.inconsistent).toEqual([]);
+        kernel.close();
+      });
+
+      it("uses the third of three refused dumps in a row as it is (none of the table), says which table, the last one's error, and that it was refused", async () => {
+        const { rt } = await import('netlink');
+        const p1 = await link(1, 'p1');
+        const kernel = new RtnetlinkKernel();
+        const { result, asked } = await scriptedDump(kernel, (type, tries) =>
+          type === rt.MessageType.GETLINK
+            ? { entries: [p1] }
+            : type === rt.MessageType.GETROUTE
+              ? { refusedErrno: [NO_NAME, ENOBUFS, EBUSY][tries - 1] ?? 0 }
+              : type === rt.MessageType.GETNEIGH
+                ? tries < 3
+                  ? { refusedErrno: ENOBUFS }
+                  : { doneErrno: -90 }
+                : {},
+        );
+        expect(asked).toEqual(['GETLINK', 'GETADDR', 'GETROUTE', 'GETROUTE', 'GETROUTE', 'GETNEIGH', 'GETNEIGH', 'GETNEIGH']);
+        expect(namesOf(result)).toEqual(['p1']);
+        // How the last ended counts: the neighbours' third ended in NLMSG_DONE.
+        expect(result.failed).toEqual([
+          { table: 'routes', error: 'EBUSY', refused: true },
+          { table: 'neighbours', error: 'EMSGSIZE' },
+        ]);
+        expect(result.inconsistent).toEqual([]);
+        kernel.close();
+      });
+
+      it('fails at once, in one line, on a refusal that says the request itself is wrong (EINVAL, EOPNOTSUPP, EAFNOSUPPORT, EPERM...): no dump is taken again', async () => {
+        const { rt } = await import('netlink');
+        for (const [errno, name, hint] of [
+          [-22, 'EINVAL', /does this kernel check dump requests/],
+          [-95, 'ENOTSUP', /IPv4 \(CONFIG_INET\)/],
+          [-97, 'EAFNOSUPPORT', /IPv4 \(CONFIG_INET\)/],
+          [-1, 'EPERM', /security module/],
+          [-13, 'EACCES', /security module/],
+        ] as const) {
+          sent.length = 0;
+          const kernel = new RtnetlinkKernel();
+          const outcome = scriptedDump(kernel, (type) => (type === rt.MessageType.GETROUTE ? { refusedErrno: errno } : {})).then(
+            () => null,
+            (error: unknown) => error,
+          );
+          const error = await outcome;
+          expect(error).toBeInstanceOf(NetdError);
+          expect(error).toMatchObject({ kind: 'dump-refused' });
+          const message = (error as Error).message;
+          expect(message).toContain(`the kernel refused the agent's request to dump its routes (NLMSG_ERROR ${name})`);
+          expect(message).toMatch(hint);
+          expect(message).not.toContain('\n');
+          expect(sent.map((request) => rt.MessageType[request.type])).toEqual(['GETLINK', 'GETADDR', 'GETROUTE']);
+          kernel.close();
+        }
+      });
+
     });
   });
 

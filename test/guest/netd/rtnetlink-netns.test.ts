@@ -2,8 +2,8 @@
 // socket (our addon) through an overflow, a throwing listener and a close from its callback; the
 // request socket (the `netlink` package) under more requests at once than its buffer holds answers
 // for; the agent over both when a notification, or a link in every dump, cannot be decoded; routes
-// via an IPv6 next hop (RFC 5549); dumps the kernel marks interrupted by a change, or ends with an
-// error; and a bridge's messages about its port.
+// via an IPv6 next hop (RFC 5549); dumps the kernel marks interrupted by a change, ends with an
+// error, or refuses (NLMSG_ERROR); and a bridge's messages about its port.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { compiled } from '../dns/dns-topology.js';
@@ -16,10 +16,11 @@ describeNetns('rtnetlink sockets in a namespace', () => {
   let viaIpv6: Record<string, unknown>;
   let interrupted: Record<string, Record<string, unknown>>;
   let failedDump: Record<string, Record<string, unknown>>;
+  let refusedDump: Record<string, Record<string, unknown>>;
   let bridgePort: Record<string, unknown>;
 
   beforeAll(async () => {
-    const [eventsFixture = '', floodFixture = '', undecodableFixture = '', viaIpv6Fixture = '', interruptedFixture = '', bridgePortFixture = '', failedDumpFixture = ''] = compiled([
+    const [eventsFixture = '', floodFixture = '', undecodableFixture = '', viaIpv6Fixture = '', interruptedFixture = '', bridgePortFixture = '', failedDumpFixture = '', refusedDumpFixture = ''] = compiled([
       'test/guest/netd/fixtures/rtnl-events',
       'test/guest/netd/fixtures/rtnetlink-flood',
       'test/guest/netd/fixtures/undecodable-notification',
@@ -27,6 +28,7 @@ describeNetns('rtnetlink sockets in a namespace', () => {
       'test/guest/netd/fixtures/interrupted-dump',
       'test/guest/netd/fixtures/bridge-port',
       'test/guest/netd/fixtures/failed-dump',
+      'test/guest/netd/fixtures/refused-dump',
       'guest/netd/rtnl-events',
       'guest/netd/rtnetlink',
       'guest/netd/agent',
@@ -43,6 +45,7 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     interrupted = JSON.parse((await (await harness.namespace('intr')).exec([process.execPath, interruptedFixture], { timeoutMs: 30_000 })).stdout) as typeof interrupted;
     bridgePort = JSON.parse((await (await harness.namespace('brport')).exec([process.execPath, bridgePortFixture], { timeoutMs: 30_000 })).stdout) as typeof bridgePort;
     failedDump = JSON.parse((await (await harness.namespace('fdump')).exec([process.execPath, failedDumpFixture], { timeoutMs: 30_000 })).stdout) as typeof failedDump;
+    refusedDump = JSON.parse((await (await harness.namespace('rdump')).exec([process.execPath, refusedDumpFixture], { timeoutMs: 30_000 })).stdout) as typeof refusedDump;
   }, 120_000);
 
   afterAll(async () => {
@@ -165,6 +168,25 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     expect(once).toEqual({ linkDumps: 2, links: ['lo', 'v0', 'v1'], failed: [], inconsistent: [] });
     // Every one failed (before any link): the third is used as it is, and said to have failed.
     expect(always).toEqual({ linkDumps: 3, links: [], failed: [{ table: 'links', error: 'EINVAL' }], inconsistent: [] });
+  });
+
+  it('takes a dump of the routes again when the kernel refuses it with an NLMSG_ERROR (EBUSY: a dump of the socket still running), up to 3 in a row, then uses the last and says so', () => {
+    const { once = {}, always = {}, after = {} } = refusedDump;
+    // One refused: the second is taken, whole.
+    expect(once).toEqual({ routeDumps: 2, routes: ['100.64.0.0/24'], links: 3, failed: [], inconsistent: [] });
+    // Every one refused: the third is used as it is (no route at all), and said to have been refused; the other tables are read.
+    expect(always).toEqual({ routeDumps: 3, routes: [], links: 3, failed: [{ table: 'routes', error: 'EBUSY', refused: true }], inconsistent: [] });
+    expect(after).toEqual({ routeDumps: 1, routes: ['100.64.0.0/24'], links: 3, failed: [], inconsistent: [] });
+  });
+
+  it('fails the dump at once, in one line, when the kernel refuses a request as wrong in itself (EOPNOTSUPP: a type it has no handler for)', () => {
+    const { wrong = {} } = refusedDump;
+    expect(wrong['routeDumps']).toBe(1);
+    expect(wrong['rejected']).toEqual({
+      name: 'NetdError',
+      kind: 'dump-refused',
+      message: "the kernel refused the agent's request to dump its routes (NLMSG_ERROR ENOTSUP), as wrong in itself: is this kernel built with IPv4 (CONFIG_INET)?",
+    });
   });
 
   it("takes a bridge's messages about its port (AF_BRIDGE) for nothing: the link keeps its group, and is not gone, nor its address, as it leaves the bridge", () => {
