@@ -348,7 +348,8 @@ export class ProviderServices implements ServicesPort {
  * up. Left in place, they would filter as that run left them: their guard drops every provider
  * link plugged since, which their sets do not name. Said once, when there was one to delete. A
  * failure is logged with what to do, and the agent goes on: --no-firewall is for debugging, and
- * the tables may not even be there.
+ * the tables may not even be there. Where nft itself is not there (no nft binary, no libnftables:
+ * a debugging run may well lack them) nothing could be checked: said in one info line, no error.
  */
 export async function removeOwnFirewall(log: Logger, nft: NftOptions = {}): Promise<void> {
   try {
@@ -357,6 +358,13 @@ export async function removeOwnFirewall(log: Logger, nft: NftOptions = {}): Prom
       log.warn({ tables: removed }, `--no-firewall: deleted the firewall tables an earlier run left (${removed.join(', ')}): no table of spectrum-netd filters traffic now`);
     }
   } catch (error) {
+    if (error instanceof FirewallError && (error.kind === 'nft-missing' || error.kind === 'nft-library')) {
+      log.info(
+        { reason: error.message },
+        `--no-firewall: nft is not available here, so whether an earlier run left its firewall tables (${TABLE}, ${ARP_TABLE}) could not be checked; none deleted`,
+      );
+      return;
+    }
     log.error(
       { err: error },
       `--no-firewall: cannot delete the firewall tables an earlier run may have left (${TABLE}, ${ARP_TABLE}); while they stand they drop the traffic of provider links plugged from now on: delete them with nft delete table`,
