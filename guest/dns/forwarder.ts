@@ -1449,9 +1449,11 @@ class Forwarder implements DnsForwarder {
     if (answered !== undefined && answered >= failed.at - this.#timeoutMs) return;
     this.#preferred = link.upstream;
     const how = failed.how === 'timed-out' ? `did not answer a query within ${this.#timeoutMs} ms` : `answered a query ${failed.how}`;
+    // Named: the one that answered may come anywhere after it in the list (those between failed the query too).
     this.#log.warn(
-      { failed: linkText(first), next: linkText(link) },
-      `upstream resolver ${how}, and answered no other for that long, while the next one answered it: asking the next one first from now on`,
+      { failed: linkText(first), askedFirst: linkText(link) },
+      `upstream resolver ${upstreamText(first.upstream)} ${how}, and answered no other for that long, while ${upstreamText(link.upstream)} answered it: ` +
+        `asking ${upstreamText(link.upstream)} first from now on`,
     );
   }
 

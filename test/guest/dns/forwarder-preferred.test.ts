@@ -88,9 +88,9 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
 
   const answered = (address: string): Answer => ({ status: 'NOERROR', address });
 
-  /** How many warnings of the forwarder say it now asks another upstream first. */
-  function switches(forwarder: ForwarderProcess): number {
-    return forwarder.process.stderr.split('\n').filter((line) => line.includes('asking the next one first from now on')).length;
+  /** The upstreams the forwarder's warnings say it asks first from then on, in order (one warning each). */
+  function switches(forwarder: ForwarderProcess): string[] {
+    return forwarder.process.stderr.split('\n').flatMap((line) => /: asking (\S+) first from now on"/.exec(line)?.[1] ?? []);
   }
 
   beforeAll(async () => {
@@ -121,7 +121,7 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
     expect(await ask(listen, 'gone')).toMatchObject({ status: 'SERVFAIL' });
     expect(await ask(listen, 'www')).toEqual(answered(FIRST.answer));
     expect(await forwarder.counters()).toMatchObject({ upstreamTimeouts: 3, upstreamErrors: 0, failed: 1, answered: 4 });
-    expect(switches(forwarder)).toBe(0);
+    expect(switches(forwarder)).toEqual([]);
   });
 
   it("keeps asking the first upstream while it answers other clients, when a name only the second answers in time comes: everyone else's queries stay", async () => {
@@ -139,7 +139,7 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
     expect(Object.keys(answers)).toEqual([FIRST.answer]);
     expect(answers[FIRST.answer]).toBeGreaterThan(sent / 2);
     expect(await ask(listen, 'www')).toEqual(answered(FIRST.answer));
-    expect(switches(forwarder)).toBe(0);
+    expect(switches(forwarder)).toEqual([]);
   });
 
   it('asks the next upstream when one answers SERVFAIL or REFUSED, relaying its answer, and keeps asking the first first when it answers the rest', async () => {
@@ -154,7 +154,7 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
     // The first answered www just before: the failures were those names', not the upstream's.
     expect(await ask(listen, 'www')).toEqual(answered(FIRST.answer));
     expect(await forwarder.counters()).toMatchObject({ upstreamErrors: 3, upstreamTimeouts: 0, failed: 0, answered: 5 });
-    expect(switches(forwarder)).toBe(0);
+    expect(switches(forwarder)).toEqual([]);
   });
 
   it('asks the next upstream over TCP too when one answers SERVFAIL, without moving the first', async () => {
@@ -177,7 +177,7 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
     expect(await ask(listen, 'unsupported', true)).toEqual(answered(SECOND.answer));
     expect(await ask(listen, 'www')).toEqual(answered(FIRST.answer));
     expect(await forwarder.counters()).toMatchObject({ upstreamErrors: 2, upstreamTimeouts: 0, failed: 0, answered: 4 });
-    expect(switches(forwarder)).toBe(0);
+    expect(switches(forwarder)).toEqual([]);
   });
 
   it('passes over an upstream that refuses everything after one query, and says so once', async () => {
@@ -190,7 +190,21 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
     expect(await ask(listen, 'www')).toEqual(answered(SECOND.answer));
     expect(await ask(listen, 'n1')).toEqual(answered(SECOND.answer));
     expect(await forwarder.counter('upstreamErrors')).toBe(1);
-    expect(switches(forwarder)).toBe(1);
+    expect(switches(forwarder)).toEqual([`${SECOND.address}:53`]);
+  });
+
+  it('names the upstream it asks first from now on: the one that answered, not the next in the list, where that one failed the query too', async () => {
+    const listen = '169.254.0.49';
+    const forwarder = await start(listen, { upstreams: [REFUSING.address, FIRST.address, SECOND.address], timeoutMs: 5000 });
+    // Refused by the first, SERVFAIL from the next, answered by the third: asked first from now on.
+    expect(await ask(listen, 'bogus')).toEqual(answered(SECOND.answer));
+    expect(switches(forwarder)).toEqual([`${SECOND.address}:53`]);
+    expect(forwarder.process.stderr).toContain(
+      `upstream resolver ${REFUSING.address}:53 answered a query REFUSED, and answered no other for that long, while ${SECOND.address}:53 answered it: asking ${SECOND.address}:53 first from now on`,
+    );
+    // FIRST, next in the list, answers www too: the answer says who was asked first.
+    expect(await ask(listen, 'www')).toEqual(answered(SECOND.answer));
+    expect(await forwarder.counters()).toMatchObject({ upstreamErrors: 2, upstreamTimeouts: 0, failed: 0, answered: 2 });
   });
 
   it('keeps asking first the upstream that answered for the one that did not, across that upstream being connected again', async () => {
@@ -199,7 +213,7 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
     expect(await ask(listen, 'www')).toEqual(answered(SECOND.answer));
     const before = await forwarder.counters();
     expect(before).toMatchObject({ upstreamTimeouts: 1, answered: 1 });
-    expect(switches(forwarder)).toBe(1);
+    expect(switches(forwarder)).toEqual([`${SECOND.address}:53`]);
     // A socket of the second fails: it is connected again after its backoff (64 new sockets).
     await forwarder.fail('upstream-newest');
     const reconnected = await forwarder.advance(reconnectDelayMs(0));
