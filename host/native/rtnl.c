@@ -37,6 +37,7 @@
 #include <node_api.h>
 #define ADDON_NAME "rtnl"
 #include "../../shared/native/napi-plumbing.h"
+#include "getlink-request.h"
 #include "netns-switch.h"
 
 #include <errno.h>
@@ -369,31 +370,13 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
 // the device it resolves to (by its own name or an altname) in `found`, or an errno (ENODEV: no
 // device has that name) with the kernel's detail. No module is loaded for a missing name.
 static int lookup_link(rtnl_job *job, uint32_t index, const char *name, receive_buffer *receive, char *detail, found_link *found) {
-  union {
-    uint8_t bytes[NLMSG_SPACE(sizeof(struct ifinfomsg)) + RTA_SPACE(IFNAMSIZ) + RTA_SPACE(sizeof(uint32_t))];
-    struct nlmsghdr align;
-  } request;
   size_t bytes = strnlen(name, IFNAMSIZ);
   if (bytes == 0 || bytes >= IFNAMSIZ) return EINVAL;
-  memset(&request, 0, sizeof request);
-  struct nlmsghdr *header = &request.align;
-  header->nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
-  header->nlmsg_type = RTM_GETLINK;
-  ((struct ifinfomsg *)NLMSG_DATA(header))->ifi_family = AF_UNSPEC;  // ifi_index 0: by name
-  struct rtattr *attribute = (struct rtattr *)(request.bytes + NLMSG_ALIGN(header->nlmsg_len));
-  attribute->rta_type = IFLA_IFNAME;
-  attribute->rta_len = RTA_LENGTH(bytes + 1);
-  memcpy(RTA_DATA(attribute), name, bytes);
-  header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + RTA_ALIGN(attribute->rta_len);
-  attribute = (struct rtattr *)(request.bytes + header->nlmsg_len);
-  attribute->rta_type = IFLA_EXT_MASK;
-  attribute->rta_len = RTA_LENGTH(sizeof(uint32_t));
-  uint32_t filter = RTEXT_FILTER_SKIP_STATS;
-  memcpy(RTA_DATA(attribute), &filter, sizeof filter);
-  header->nlmsg_len += RTA_ALIGN(attribute->rta_len);
+  getlink_request request;
+  getlink_request_by_name(&request, name);
   found->index = 0;
   found->name[0] = '\0';
-  int error = exchange(job, index, request.bytes, header->nlmsg_len, receive, detail, found);
+  int error = exchange(job, index, request.bytes, request.header.nlmsg_len, receive, detail, found);
   if (error == 0 && found->name[0] == '\0') error = EPROTO;  // acknowledged without the device
   return error;
 }

@@ -47,6 +47,7 @@
 #include <node_api.h>
 #define ADDON_NAME "tap-fd"
 #include "../../shared/native/napi-plumbing.h"
+#include "getlink-request.h"
 #include "netns-switch.h"
 
 #include <errno.h>
@@ -369,30 +370,11 @@ static napi_value pidfd_netns(napi_env env, napi_callback_info info) {
 // own_name: 0, or an errno (ENODEV: no device has that name).
 static int link_lookup(int netlink, const char *name, uint32_t *mtu, char *own_name) {
   own_name[0] = '\0';
-  union {
-    uint8_t bytes[NLMSG_SPACE(sizeof(struct ifinfomsg)) + RTA_SPACE(IFNAMSIZ) + RTA_SPACE(sizeof(uint32_t))];
-    struct nlmsghdr align;
-  } request;
-  memset(&request, 0, sizeof request);
-  struct nlmsghdr *header = &request.align;
-  header->nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
-  header->nlmsg_type = RTM_GETLINK;
+  getlink_request request;
+  getlink_request_by_name(&request, name);
+  struct nlmsghdr *header = &request.header;
   header->nlmsg_flags = NLM_F_REQUEST;
   header->nlmsg_seq = 1;
-  ((struct ifinfomsg *)NLMSG_DATA(header))->ifi_family = AF_UNSPEC;  // ifi_index 0: by name
-  // IFLA_IFNAME alone: the kernel looks it up among device names and altnames alike (an altname
-  // shorter than IFNAMSIZ, as every name here is, needs no IFLA_ALT_IFNAME).
-  struct rtattr *attribute = (struct rtattr *)(request.bytes + NLMSG_ALIGN(header->nlmsg_len));
-  attribute->rta_type = IFLA_IFNAME;
-  attribute->rta_len = RTA_LENGTH(strlen(name) + 1);
-  memcpy(RTA_DATA(attribute), name, strlen(name) + 1);
-  header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + RTA_ALIGN(attribute->rta_len);
-  attribute = (struct rtattr *)(request.bytes + header->nlmsg_len);
-  attribute->rta_type = IFLA_EXT_MASK;
-  attribute->rta_len = RTA_LENGTH(sizeof(uint32_t));
-  uint32_t filter = RTEXT_FILTER_SKIP_STATS;
-  memcpy(RTA_DATA(attribute), &filter, sizeof filter);
-  header->nlmsg_len += RTA_ALIGN(attribute->rta_len);
 
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
   ssize_t sent;
