@@ -973,16 +973,28 @@ function keepUnreadable(fresh: KernelView, previous: KernelView, skipped: readon
  * `since`) that `fresh` does not list is kept as last known. Taken as gone, a provider link would
  * be dropped by the firewall, its client's services stopped and conntrack entries deleted, and in
  * client mode the primary link's marked address and routes removed (see keepUnreadable). One
- * deleted meanwhile whose notification was lost stays until a dump of the links is whole.
+ * deleted meanwhile whose notification was lost stays until a dump of the links is whole, or until
+ * another link is known by its name (KernelView.lastKnown): a name is one link's at a time, and two
+ * links of one name would have the firewall refuse every update.
  */
 function keepUnlisted(fresh: KernelView, previous: KernelView, since: readonly KernelEvent[]): void {
   const known = new Map(previous.links);
   for (const event of since) {
     if (event.kind !== 'link') continue;
     if (event.op === 'del') known.delete(event.link.ifindex);
-    else known.set(event.link.ifindex, event.link);
+    else {
+      for (const [ifindex, link] of known) if (ifindex !== event.link.ifindex && link.name === event.link.name) known.delete(ifindex);
+      known.set(event.link.ifindex, event.link);
+    }
   }
-  for (const [ifindex, link] of known) if (!fresh.links.has(ifindex)) fresh.links.set(ifindex, link);
+  const listed = new Set([...fresh.links.values()].map((link) => link.name));
+  const kept = new Set<number>();
+  for (const [ifindex, link] of known) {
+    if (fresh.links.has(ifindex) || listed.has(link.name)) continue;
+    fresh.links.set(ifindex, link);
+    kept.add(ifindex);
+  }
+  fresh.lastKnown = kept;
 }
 
 /** What the start's sweep is reckoned from (startPurgeDebt). */

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter, ConntrackPort, ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
 import type { FirewallModel, FirewallPort, FirewallReading, FlowLimits } from '../../../guest/firewall-port.js';
+import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
 import { NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
@@ -907,6 +908,53 @@ describe('NetdAgent', () => {
       // Only vm3's client IP is released.
       expect(conntrack.filters.slice(purges)).toEqual([{ addresses: ['100.64.0.3'], sweep: null }]);
       expect(kernel.applied.slice(applied)).toEqual([]);
+    });
+
+    it('forgets a link kept as last known once another link is known by its name (deleted, its notification lost, the name taken again): the firewall is not told two links of one name', async () => {
+      const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02', up: false, loopback: false, group: 0 };
+      // A new vm2, for client 5 (a NIC plugged where vm2's was, given its name).
+      const NEW_VM2 = { ifindex: 7, name: 'vm2', mac: '0a:b3:ec:80:00:05', up: false, loopback: false, group: 0 };
+      const arrivals = ['read before the dump', 'listed by the dump', 'read after the dump'] as const;
+      for (const arrival of arrivals) {
+        const kernel = new ScriptedKernel([CLIENT_1, VM2].map((link) => ({ kind: 'link', op: 'new', link }) as const));
+        kernel.echo = (operation, view) => expectedEvent(view, operation);
+        const firewall = new RecordingFirewall();
+        const conntrack = new RecordingConntrack();
+        const provider = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null, {}, conntrack);
+        await provider.start({ watch: true });
+        const purges = conntrack.filters.length;
+        // vm2 was deleted, its notification lost in the overflow; the links' dump fails before where it was.
+        const gone = (event: KernelEvent): boolean =>
+          (event.kind === 'link' && event.link.ifindex === VM2.ifindex) ||
+          (event.kind === 'address' && event.address.ifindex === VM2.ifindex) ||
+          (event.kind === 'route' && event.route.oif === VM2.ifindex) ||
+          (event.kind === 'neighbour' && event.neighbour.ifindex === VM2.ifindex);
+        kernel.state = dumpOf(provider.view).filter((event) => !gone(event));
+        if (arrival === 'listed by the dump') kernel.state = [...kernel.state, { kind: 'link', op: 'new', link: NEW_VM2 }];
+        kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
+        kernel.listener?.lost({ kind: 'overflow' });
+        if (arrival === 'read before the dump') kernel.listener?.events([{ kind: 'link', op: 'new', link: NEW_VM2 }]);
+        await new Promise((resolve) => setImmediate(resolve));
+        await provider.idle();
+        if (arrival === 'read after the dump') {
+          kernel.listener?.events([{ kind: 'link', op: 'new', link: NEW_VM2 }]);
+          await new Promise((resolve) => setImmediate(resolve));
+          await provider.idle();
+        }
+        provider.stop();
+        expect([arrival, [...provider.view.links.keys()].sort((a, b) => a - b)]).toEqual([arrival, [CLIENT_1.ifindex, NEW_VM2.ifindex]]);
+        const model = firewall.models.at(-1);
+        expect([arrival, model?.providerLinks]).toEqual([
+          arrival,
+          [
+            { ifname: 'vm1', clientIp: '100.64.0.1' },
+            { ifname: 'vm2', clientIp: '100.64.0.5' },
+          ],
+        ]);
+        expect(() => validateFirewallModel(model as FirewallModel)).not.toThrow();
+        // The old vm2's client IP is released.
+        expect([arrival, conntrack.filters.slice(purges)]).toEqual([arrival, [{ addresses: ['100.64.0.2'], sweep: null }]]);
+      }
     });
 
     it('in client mode, keeps the primary link its dump of the links did not come to: its marked address and routes stay', async () => {
