@@ -1314,6 +1314,62 @@ describe('NetdAgent', () => {
       }
     });
 
+    it('while its dump of the routes keeps failing, serves a link that is down once its client IP alone is purged (the sweep would purge it all the same); one up still waits, not taken down', async () => {
+      vi.useFakeTimers();
+      const VM1_UP = { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP };
+      const VM1_ROUTE = { dst: '100.64.0.1', dstLength: 32, oif: 2, gateway: null, priority: 0, protocol: 3 };
+      const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02', up: false, loopback: false, group: 0 };
+      // vm1 as a previous agent left it; the routes' dump fails before any route, in every re-read.
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: VM1_UP }]);
+      kernel.echo = (operation, view) => expectedEvent(view, operation);
+      kernel.failed = [{ table: 'routes', error: 'EMSGSIZE' }];
+      const conntrack = new RecordingConntrack();
+      const starting = started(kernel, new RecordingFirewall(), conntrack).start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await starting;
+      expect(conntrack.filters).toEqual([]);
+      // From now on a dump reads what the agent made (its view, with every change's echo), but no route.
+      const dump = kernel.dump.bind(kernel);
+      kernel.dump = () => {
+        kernel.state = dumpOf(agent!.view).filter((event) => event.kind !== 'route');
+        return dump();
+      };
+      // vm2 is plugged (down: no previous agent served it), and re-read after re-read the routes' dump fails.
+      // Its purge fails at first: held back, and says why.
+      conntrack.failing = true;
+      kernel.listener?.events([{ kind: 'link', op: 'new', link: VM2 }]);
+      await vi.advanceTimersByTimeAsync(0);
+      await agent!.idle();
+      expect((await agent!.status()).links.find((link) => link.name === 'vm2')?.error).toBe(
+        "held back until the conntrack entries of its client IP's former VM are deleted: deleting them failed (see the log and status); retrying",
+      );
+      expect(kernel.applied.filter((operation) => operationIfindex(operation) === VM2.ifindex)).toEqual([]);
+      conntrack.failing = false;
+      await vi.advanceTimersByTimeAsync(5_000);
+      await agent!.idle();
+      expect((await agent!.status()).counters.fullSyncs).toBeGreaterThanOrEqual(5);
+      // Its IP alone, once: the re-reads after it purge nothing more.
+      expect(conntrack.filters).toEqual([{ addresses: ['100.64.0.2'], sweep: null }]);
+      expect(kernel.applied.filter((operation) => operation.kind === 'link-up').map((operation) => operation.ifindex)).toEqual([VM2.ifindex]);
+      expect(kernel.applied.some((operation) => isRouteTo(operation, '100.64.0.2', VM2.ifindex))).toBe(true);
+      expect(kernel.applied.filter((operation) => operation.kind === 'link-down')).toEqual([]);
+      const status = await agent!.status();
+      expect(status.conntrack).toEqual({ owed: [], sweepOwed: true, lastError: null });
+      expect(status.links.map((link) => [link.name, link.error === null ? null : link.error.slice(0, 40)])).toEqual([
+        ['vm1', "held back until the conntrack entries of"],
+        ['vm2', null],
+      ]);
+      // Whole: the sweep keeps vm1's IP (its route is read) and vm2's (purged already: what it has now is its VM's).
+      kernel.dump = dump;
+      kernel.state = [...dumpOf(agent!.view).filter((event) => !(event.kind === 'route' && event.route.oif === VM2.ifindex)), { kind: 'route', op: 'new', route: VM1_ROUTE }];
+      kernel.failed = [];
+      await vi.advanceTimersByTimeAsync(1_001);
+      await agent!.idle();
+      expect(conntrack.filters.slice(1)).toEqual([{ addresses: [], sweep: { ...SWEEP, keep: ['100.64.0.1', '100.64.0.2'] } }]);
+      expect(kernel.applied.filter((operation) => operation.kind === 'link-down')).toEqual([]);
+      expect((await agent!.status()).conntrack).toEqual({ owed: [], sweepOwed: false, lastError: null });
+    });
+
     it('keeps the debt while the firewall cannot take the change (a released client may still be accepted), and purges again once it can', async () => {
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
       const firewall = new RecordingFirewall();
