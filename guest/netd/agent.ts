@@ -798,6 +798,8 @@ export class NetdAgent {
     const results = await Promise.allSettled(operations.map((operation) => this.kernel.apply(operation, this.#view)));
     // Stopped meanwhile: the rest of this reconcile is dropped, with nothing to log per link.
     for (const result of results) if (result.status === 'rejected' && isClosed(result.reason)) throw result.reason;
+    /** Links kept as last known that the kernel says are gone (see #forgetGone). */
+    const gone = new Set<number>();
     let failures = 0;
     results.forEach((result, index) => {
       const operation = operations[index];
@@ -815,6 +817,7 @@ export class NetdAgent {
       }
       failures += 1;
       const reason = result.reason instanceof Error ? result.reason.message : String(result.reason);
+      if (ifindex !== null && this.#view.lastKnown?.has(ifindex) === true && NO_DEVICE.test(reason)) gone.add(ifindex);
       const text = `${describeOperation(operation, nameOf)}: ${reason}`;
       if (ifindex !== null) {
         touched.add(ifindex);
@@ -822,7 +825,24 @@ export class NetdAgent {
       }
       this.log.warn(text);
     });
+    if (gone.size > 0) this.#forgetGone(gone);
     return failures;
+  }
+
+  /**
+   * Links kept as last known (KernelView.lastKnown) to which the kernel answered a change with
+   * ENODEV: gone, their deletion unheard (lost in an overflow). No notification will say so, and a
+   * dump that fails on an entry lists them no more each time: forgotten now, or each re-read would
+   * ask the same changes of them, and warn of each, while the dump fails; their clients released.
+   */
+  #forgetGone(gone: ReadonlySet<number>): void {
+    for (const ifindex of gone) {
+      const link = this.#view.links.get(ifindex);
+      if (link === undefined) continue;
+      this.log.warn({ link: link.name, ifindex }, 'a link kept as last known (a dump of the links ended with an error before it) is gone, the kernel says (ENODEV): forgotten');
+      applyEvent(this.#view, { kind: 'link', op: 'del', link });
+    }
+    this.#schedule();
   }
 
   /**
@@ -1044,6 +1064,9 @@ function keepUnlisted(fresh: KernelView, previous: KernelView, since: readonly K
   }
   fresh.lastKnown = kept;
 }
+
+/** How a refusal names a device the kernel does not have (`Request rejected: ENODEV`). */
+const NO_DEVICE = /\bENODEV\b/;
 
 /** What the start's sweep is reckoned from (startPurgeDebt). */
 const SWEEP_READS: readonly DumpTable[] = ['links', 'addresses', 'routes'];

@@ -957,6 +957,43 @@ describe('NetdAgent', () => {
       }
     });
 
+    it('forgets a link kept as last known once the kernel answers a change to it with ENODEV (deleted, its notification lost): its client is released, and it is asked nothing more', async () => {
+      vi.useFakeTimers();
+      const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([CLIENT_1, VM2].map((link) => ({ kind: 'link', op: 'new', link }) as const));
+      kernel.echo = (operation, view) => (operationIfindex(operation) === VM2.ifindex && kernel.refuse(operation) ? null : expectedEvent(view, operation));
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null, {}, conntrack);
+      const starting = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await starting;
+      const purges = conntrack.filters.length;
+      // vm2 was deleted, its notification lost in the overflow; the links' dump fails before where it was, re-read after re-read.
+      kernel.state = dumpOf(agent.view).filter(
+        (event) =>
+          !(event.kind === 'link' && event.link.ifindex === VM2.ifindex) &&
+          !(event.kind === 'address' && event.address.ifindex === VM2.ifindex) &&
+          !(event.kind === 'route' && event.route.oif === VM2.ifindex) &&
+          !(event.kind === 'neighbour' && event.neighbour.ifindex === VM2.ifindex),
+      );
+      kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
+      kernel.refuse = (operation) => operationIfindex(operation) === VM2.ifindex;
+      kernel.refusal = new Error('Request rejected: ENODEV');
+      const applied = kernel.applied.length;
+      kernel.listener?.lost({ kind: 'overflow' });
+      await vi.advanceTimersByTimeAsync(5_000);
+      await agent.idle();
+      expect((await agent.status()).counters.fullSyncs).toBeGreaterThanOrEqual(5);
+      expect([...agent.view.links.keys()]).toEqual([CLIENT_1.ifindex]);
+      expect(firewall.models.at(-1)?.providerLinks.map((link) => link.ifname)).toEqual(['vm1']);
+      expect(conntrack.filters.slice(purges)).toEqual([{ addresses: ['100.64.0.2'], sweep: null }]);
+      // One plan's changes to it, refused; none after.
+      const refused = kernel.applied.slice(applied).filter((operation) => operationIfindex(operation) === VM2.ifindex);
+      expect(refused.map((operation) => operation.kind)).toEqual(['address-add', 'route-set', 'neighbour-set']);
+      expect((await agent.status()).links.map((link) => [link.name, link.error])).toEqual([['vm1', null]]);
+    });
+
     it('in client mode, keeps the primary link its dump of the links did not come to: its marked address and routes stay', async () => {
       const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
