@@ -874,6 +874,8 @@ describe('NetdAgent', () => {
     });
 
     it('keeps as last known the links its dump of the links did not come to: their firewall sets, services and conntrack entries stay; not one deleted meanwhile', async () => {
+      // No time passes: the re-read owed a second on does not come (fullSyncs stays 2 however slow the run).
+      vi.useFakeTimers();
       const VM2 = { ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02', up: false, loopback: false, group: 0 };
       const VM3 = { ifindex: 4, name: 'vm3', mac: '0a:b3:ec:80:00:03', up: false, loopback: false, group: 0 };
       const kernel = new ScriptedKernel([CLIENT_1, VM2, VM3].map((link) => ({ kind: 'link', op: 'new', link }) as const));
@@ -888,7 +890,9 @@ describe('NetdAgent', () => {
         },
       };
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, services, {}, conntrack);
-      await agent.start({ watch: true });
+      const starting = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await starting;
       expect(told.at(-1)).toEqual(['vm1', 'vm2', 'vm3']);
       const purges = conntrack.filters.length;
       const applied = kernel.applied.length;
@@ -899,7 +903,7 @@ describe('NetdAgent', () => {
       kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
       kernel.listener?.lost({ kind: 'overflow' });
       kernel.listener?.events([{ kind: 'link', op: 'del', link: { ...VM3, up: true, group: PROVIDER_LINK_GROUP } }]);
-      await new Promise((resolve) => setImmediate(resolve));
+      await vi.advanceTimersByTimeAsync(0);
       await agent.idle();
       expect((await agent.status()).counters.fullSyncs).toBe(2);
       expect([...agent.view.links.keys()]).toEqual([CLIENT_1.ifindex, VM2.ifindex]);
@@ -995,17 +999,21 @@ describe('NetdAgent', () => {
     });
 
     it('in client mode, keeps the primary link its dump of the links did not come to: its marked address and routes stay', async () => {
+      // No time passes: the re-read owed a second on does not come (fullSyncs stays 2 however slow the run).
+      vi.useFakeTimers();
       const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
       kernel.echo = (operation, view) => expectedEvent(view, operation);
       agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
-      await agent.start({ watch: true });
+      const starting = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await starting;
       expect(kernel.applied.map((operation) => operation.kind)).toEqual(['link-up', 'address-add', 'route-set', 'route-set']);
       const applied = kernel.applied.length;
       kernel.state = dumpOf(agent.view).filter((event) => event.kind !== 'link');
       kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
       kernel.listener?.lost({ kind: 'overflow' });
-      await new Promise((resolve) => setImmediate(resolve));
+      await vi.advanceTimersByTimeAsync(0);
       await agent.idle();
       expect((await agent.status()).counters.fullSyncs).toBe(2);
       expect(kernel.applied.slice(applied)).toEqual([]);
