@@ -32,6 +32,7 @@ import {
   heldForPurge,
   isSettled,
   purgeFilter,
+  purgedAlone,
   releasedClientIps,
   servingLinks,
   startPurgeDebt,
@@ -217,6 +218,8 @@ export class NetdAgent {
    * what the dump did not come to. Not run meanwhile; reckoned again until it is not.
    */
   #sweepCutShort = false;
+  /** Client IPs whose entries were deleted on their own while the start's sweep waited (see #purgeAlone): it keeps them. */
+  readonly #sweptAlone = new Set<string>();
   #purgeError: string | null = null;
   #auditWanted = false;
   #auditTimer: NodeJS.Timeout | undefined;
@@ -562,7 +565,7 @@ export class NetdAgent {
       const debt = this.#purgeDebt;
       const before =
         debt === null || (this.#sweepCutShort && debt.sweep !== null)
-          ? { ...startPurgeDebt(this.#view, current.providerLinks), released: debt?.released ?? new Set<string>() }
+          ? { ...startPurgeDebt(this.#view, current.providerLinks, this.#sweptAlone), released: debt?.released ?? new Set<string>() }
           : debt;
       if (before !== debt) this.#sweepCutShort = sweepReadsCutShort(this.#view);
       this.#purgeDebt = withReleased(before, releasedClientIps(this.#servingIp, servingLinks(current.providerLinks)));
@@ -609,6 +612,8 @@ export class NetdAgent {
     /** Why the purge did not happen, where the firewall is not why. */
     let purgeHeldBy: string | null = null;
     let heldForConntrack = new Set<number>();
+    /** Links whose client IP's purge on its own (#purgeAlone) did not settle, and why (null: the firewall). */
+    const heldAlone = new Map<number, string | null>();
     const takenDownForPurge = new Set<number>();
     if (owed) {
       // A sweep reckoned on a view cut short would delete the entries of clients served on what
@@ -628,6 +633,10 @@ export class NetdAgent {
       const outcome = downFailures > 0 || sweepWaits ? 'not-purged' : await this.#purge(filtering);
       purgeFailed = outcome !== 'settled' && !sweepWaits;
       if (sweepWaits) {
+        // Meanwhile a link it holds back that is down need not wait (see #purgeAlone).
+        const alone = await this.#purgeAlone(current, filtering);
+        for (const ifindex of alone.links) heldAlone.set(ifindex, alone.outcome === 'threw' ? 'deleting them failed (see the log and status)' : null);
+        if (alone.outcome === 'threw') purgeFailed = true;
         const tables = SWEEP_READS.filter((table) => this.#view.cutShort?.has(table) === true).join(', ');
         purgeHeldBy = `the kernel ended its dump of the ${tables} with an error, and which client IPs are served as a previous agent left them is read from it (see the log)`;
       } else if (outcome === 'threw') purgeHeldBy = 'deleting them failed (see the log and status)';
@@ -653,8 +662,9 @@ export class NetdAgent {
     // and the debt be kept for the firewall); a link that failed to go down for it says so already.
     for (const ifindex of held) {
       if (takenDownForPurge.has(ifindex) && touched.has(ifindex)) continue;
-      if (heldForConntrack.has(ifindex) && purgeHeldBy !== null) {
-        this.#errors.set(ifindex, `held back until the conntrack entries of its client IP's former VM are deleted: ${purgeHeldBy}; retrying`);
+      const heldBy = heldAlone.has(ifindex) ? (heldAlone.get(ifindex) ?? null) : purgeHeldBy;
+      if (heldForConntrack.has(ifindex) && heldBy !== null) {
+        this.#errors.set(ifindex, `held back until the conntrack entries of its client IP's former VM are deleted: ${heldBy}; retrying`);
       } else {
         this.#errors.set(ifindex, 'held back until the firewall filters this link: updating the firewall failed (see the log); retrying');
       }
@@ -739,6 +749,44 @@ export class NetdAgent {
   }
 
   /**
+   * While the start's sweep waits for a whole dump, the links it holds back that are down: no
+   * previous agent serves one (a device loses its routes as it goes down, and takes none while
+   * down), so the sweep would purge its client IP whatever the dump lacked. Those IPs' entries are
+   * deleted on their own, and the sweep keeps them from then on (#sweptAlone): a new link is served
+   * at once, not only once a dump is whole, which a dump that fails on an entry never is. Settled as
+   * #purge is, only where the firewall took the plan. Returns the links it did not settle.
+   */
+  async #purgeAlone(current: Plan, filtering: boolean): Promise<{ readonly outcome: 'settled' | 'not-purged' | 'threw'; readonly links: readonly number[] }> {
+    const debt = this.#purgeDebt;
+    if (this.conntrack === null || debt === null) return { outcome: 'settled', links: [] };
+    const held = heldForPurge(debt, current.providerLinks);
+    const down = current.providerLinks.filter((link) => held.has(link.ifindex) && this.#view.links.get(link.ifindex)?.up !== true);
+    if (down.length === 0) return { outcome: 'settled', links: [] };
+    const ips = down.map((link) => link.clientIp).sort();
+    const links = down.map((link) => link.ifindex);
+    const started = performance.now();
+    try {
+      const result = await this.conntrack.purge({ addresses: ips, sweep: null });
+      this.#counters.lastPurgeMs = performance.now() - started;
+      this.#counters.conntrackPurged += result.deleted;
+      this.#purgeError = null;
+      this.log.info(
+        { released: ips, sweep: false, deleted: result.deleted, scanned: result.scanned, ms: Number(this.#counters.lastPurgeMs.toFixed(1)) },
+        "deleted the conntrack entries of new links' client IPs on their own, while the start's sweep waits for a whole dump",
+      );
+      if (!filtering) return { outcome: 'not-purged', links };
+      this.#purgeDebt = purgedAlone(debt, ips);
+      for (const ip of ips) this.#sweptAlone.add(ip);
+      return { outcome: 'settled', links: [] };
+    } catch (error) {
+      this.#counters.conntrackPurgeFailures += 1;
+      this.#purgeError = error instanceof Error ? error.message : String(error);
+      this.log.error({ err: error, released: ips, sweep: false }, 'deleting old conntrack entries failed; their client IPs are held back, retrying');
+      return { outcome: 'threw', links };
+    }
+  }
+
+  /**
    * Send every operation at once: one socket keeps them in order in the kernel, so a link is up
    * before routes through it are added, and the round trips overlap.
    */
@@ -751,6 +799,8 @@ export class NetdAgent {
     const results = await Promise.allSettled(operations.map((operation) => this.kernel.apply(operation, this.#view)));
     // Stopped meanwhile: the rest of this reconcile is dropped, with nothing to log per link.
     for (const result of results) if (result.status === 'rejected' && isClosed(result.reason)) throw result.reason;
+    /** Links kept as last known that the kernel says are gone (see #forgetGone). */
+    const gone = new Set<number>();
     let failures = 0;
     results.forEach((result, index) => {
       const operation = operations[index];
@@ -768,6 +818,7 @@ export class NetdAgent {
       }
       failures += 1;
       const reason = result.reason instanceof Error ? result.reason.message : String(result.reason);
+      if (ifindex !== null && this.#view.lastKnown?.has(ifindex) === true && NO_DEVICE.test(reason)) gone.add(ifindex);
       const text = `${describeOperation(operation, nameOf)}: ${reason}`;
       if (ifindex !== null) {
         touched.add(ifindex);
@@ -775,7 +826,24 @@ export class NetdAgent {
       }
       this.log.warn(text);
     });
+    if (gone.size > 0) this.#forgetGone(gone);
     return failures;
+  }
+
+  /**
+   * Links kept as last known (KernelView.lastKnown) to which the kernel answered a change with
+   * ENODEV: gone, their deletion unheard (lost in an overflow). No notification will say so, and a
+   * dump that fails on an entry lists them no more each time: forgotten now, or each re-read would
+   * ask the same changes of them, and warn of each, while the dump fails; their clients released.
+   */
+  #forgetGone(gone: ReadonlySet<number>): void {
+    for (const ifindex of gone) {
+      const link = this.#view.links.get(ifindex);
+      if (link === undefined) continue;
+      this.log.warn({ link: link.name, ifindex }, 'a link kept as last known (a dump of the links ended with an error before it) is gone, the kernel says (ENODEV): forgotten');
+      applyEvent(this.#view, { kind: 'link', op: 'del', link });
+    }
+    this.#schedule();
   }
 
   /**
@@ -974,17 +1042,32 @@ function keepUnreadable(fresh: KernelView, previous: KernelView, skipped: readon
  * `since`) that `fresh` does not list is kept as last known. Taken as gone, a provider link would
  * be dropped by the firewall, its client's services stopped and conntrack entries deleted, and in
  * client mode the primary link's marked address and routes removed (see keepUnreadable). One
- * deleted meanwhile whose notification was lost stays until a dump of the links is whole.
+ * deleted meanwhile whose notification was lost stays until a dump of the links is whole, or until
+ * another link is known by its name (KernelView.lastKnown): a name is one link's at a time, and two
+ * links of one name would have the firewall refuse every update.
  */
 function keepUnlisted(fresh: KernelView, previous: KernelView, since: readonly KernelEvent[]): void {
   const known = new Map(previous.links);
   for (const event of since) {
     if (event.kind !== 'link') continue;
     if (event.op === 'del') known.delete(event.link.ifindex);
-    else known.set(event.link.ifindex, event.link);
+    else {
+      for (const [ifindex, link] of known) if (ifindex !== event.link.ifindex && link.name === event.link.name) known.delete(ifindex);
+      known.set(event.link.ifindex, event.link);
+    }
   }
-  for (const [ifindex, link] of known) if (!fresh.links.has(ifindex)) fresh.links.set(ifindex, link);
+  const listed = new Set([...fresh.links.values()].map((link) => link.name));
+  const kept = new Set<number>();
+  for (const [ifindex, link] of known) {
+    if (fresh.links.has(ifindex) || listed.has(link.name)) continue;
+    fresh.links.set(ifindex, link);
+    kept.add(ifindex);
+  }
+  fresh.lastKnown = kept;
 }
+
+/** How a refusal names a device the kernel does not have (`Request rejected: ENODEV`). */
+const NO_DEVICE = /\bENODEV\b/;
 
 /** What the start's sweep is reckoned from (startPurgeDebt). */
 const SWEEP_READS: readonly DumpTable[] = ['links', 'addresses', 'routes'];

@@ -96,6 +96,12 @@ export interface KernelView {
    * last known). Nothing is done that needs to know all of one: absent, every table was whole.
    */
   cutShort?: ReadonlySet<DumpTable>;
+  /**
+   * The links a links dump cut short did not list, kept as last known (no notification has told of
+   * them since). A name is one link's at a time: one known since by a kept link's name says that
+   * link is gone (its deletion unheard) or renamed, and the kept link is forgotten (applyEvent).
+   */
+  lastKnown?: Set<number>;
 }
 
 /** What a re-read reads: each table the kernel dumps on its own. */
@@ -127,6 +133,7 @@ export function sysctlPath(key: SysctlKey, view: KernelView): string | null {
 /** Everything the kernel drops together with a device. */
 function forgetLink(view: KernelView, ifindex: number): void {
   view.links.delete(ifindex);
+  view.lastKnown?.delete(ifindex);
   for (const [key, address] of view.addresses) if (address.ifindex === ifindex) view.addresses.delete(key);
   for (const [key, route] of view.routes) if (route.oif === ifindex) view.routes.delete(key);
   for (const [key, neighbour] of view.neighbours) if (neighbour.ifindex === ifindex) view.neighbours.delete(key);
@@ -176,12 +183,21 @@ export function eventObjectKey(event: KernelEvent): string {
   }
 }
 
+/** `link` is known now: not as last known, and no link kept as last known has its name any more (see KernelView.lastKnown). */
+function forgetNamesakes(view: KernelView, link: KernelLink): void {
+  const kept = view.lastKnown;
+  if (kept === undefined) return;
+  kept.delete(link.ifindex);
+  for (const ifindex of kept) if (view.links.get(ifindex)?.name === link.name) forgetLink(view, ifindex);
+}
+
 /** Apply one notification (or dump entry) to the view. */
 export function applyEvent(view: KernelView, event: KernelEvent): void {
   switch (event.kind) {
     case 'link':
       if (event.op === 'del') forgetLink(view, event.link.ifindex);
       else {
+        forgetNamesakes(view, event.link);
         const before = view.links.get(event.link.ifindex);
         view.links.set(event.link.ifindex, event.link);
         // Renamed: its sysctls were read by a path that may have named it no longer (udev renames

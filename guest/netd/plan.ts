@@ -341,8 +341,9 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           );
           if (view.unreadableDefaultRoute !== true && otherDefaults.length === 0) {
             steps.push(wantRoute(view, wanted, { dst: '0.0.0.0', dstLength: 0, oif: link.ifindex, gateway: GATEWAY_IP, priority: 0, protocol: marks.route }));
-          } else if (view.unreadableDefaultRoute !== true && otherDefaults.every((route) => route.oif === link.ifindex)) {
-            // Through this link, by another next hop (an IPv6 one, say: RFC 5549) or none.
+          } else if (otherDefaults.length > 0 && otherDefaults.every((route) => route.oif === link.ifindex)) {
+            // Through this link, by another next hop (an IPv6 one, say: RFC 5549) or none; read so
+            // whatever a dump could not read besides.
             const hops = otherDefaults.map((route) => (route.gateway === null ? 'with no gateway' : `via ${route.gateway}`));
             note = `a default route not ours through this link ${[...new Set(hops)].join(' and ')} exists; left alone`;
           } else if (otherDefaults.length === 0 && view.cutShort?.has('routes') === true) {

@@ -56,8 +56,9 @@ export function releasedClientIps(before: ReadonlyMap<string, number>, after: Re
  * The debt of an agent that starts: `view` as the agent read it (before its first changes), and
  * the provider links its first plan serves.
  */
-export function startPurgeDebt(view: KernelView, links: readonly Pick<ProviderLink, 'clientIp' | 'ifindex'>[]): PurgeDebt {
-  const keep = new Set<string>();
+export function startPurgeDebt(view: KernelView, links: readonly Pick<ProviderLink, 'clientIp' | 'ifindex'>[], purged: Iterable<string> = []): PurgeDebt {
+  // Those whose entries were deleted on their own since the start (purgedAlone): what they have now is their VM's.
+  const keep = new Set<string>(purged);
   for (const link of links) {
     if (view.routes.get(routeKey({ dst: link.clientIp, dstLength: 32, priority: 0 }))?.oif === link.ifindex) keep.add(link.clientIp);
   }
@@ -66,6 +67,16 @@ export function startPurgeDebt(view: KernelView, links: readonly Pick<ProviderLi
     if (inClientNetwork(address.ip) && !view.routes.has(routeKey({ dst: address.ip, dstLength: 32, priority: 0 }))) keep.add(address.ip);
   }
   return { released: new Set(), sweep: { keep } };
+}
+
+/**
+ * `debt` once the entries of `ips` were deleted on their own, while its sweep was still owed: none
+ * of them is released any more, and the sweep keeps them (what they have from then on is their
+ * VM's).
+ */
+export function purgedAlone(debt: PurgeDebt, ips: readonly string[]): PurgeDebt {
+  const released = new Set([...debt.released].filter((ip) => !ips.includes(ip)));
+  return { released, sweep: debt.sweep === null ? null : { keep: new Set([...debt.sweep.keep, ...ips]) } };
 }
 
 /** `debt` with `ips` released too. */

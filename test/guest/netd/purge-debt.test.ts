@@ -10,6 +10,7 @@ import {
   isSettled,
   owes,
   purgeFilter,
+  purgedAlone,
   releasedClientIps,
   servingLinks,
   startPurgeDebt,
@@ -150,5 +151,23 @@ describe('the purge bookkeeping over a run of plans', () => {
         },
       ),
     );
+  });
+});
+
+describe('purgedAlone', () => {
+  it('owes none of the IPs purged on their own, and everything else as before; a settled sweep stays settled', () => {
+    fc.assert(
+      fc.property(anyDebt, fc.array(clientIps, { maxLength: 3 }), anyIp, (debt, purged, ip) => {
+        const after = purgedAlone(debt, purged);
+        expect(owes(after, ip)).toBe(purged.includes(ip) ? false : owes(debt, ip));
+        expect(after.sweep === null).toBe(debt.sweep === null);
+      }),
+    );
+  });
+
+  it('is what the sweep keeps when reckoned again at start', () => {
+    const debt = startPurgeDebt(emptyView(), [{ clientIp: '100.64.0.2', ifindex: 3 }], ['100.64.0.2']);
+    expect(purgeFilter(debt)).toEqual({ addresses: [], sweep: { network: '100.64.0.0', prefixLength: 16, keep: ['100.64.0.2'] } });
+    expect(heldForPurge(debt, [{ clientIp: '100.64.0.2', ifindex: 3 }])).toEqual(new Set());
   });
 });
