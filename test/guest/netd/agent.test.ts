@@ -128,6 +128,18 @@ class RecordingConntrack implements ConntrackPort {
   }
 }
 
+
+/** Services that record the names of the links they are told of, each time. */
+function recordingServices(): { told: string[][]; services: ServicesPort } {
+  const told: string[][] = [];
+  const services: ServicesPort = {
+    linksChanged: (links) => {
+      told.push(links.map((link) => link.ifname));
+      return Promise.resolve();
+    },
+  };
+  return { told, services };
+}
 describe('NetdAgent', () => {
   let agent: NetdAgent | undefined;
   afterEach(() => {
@@ -651,13 +663,7 @@ describe('NetdAgent', () => {
       kernel.echo = (operation, view) => expectedEvent(view, operation);
       const firewall = new RecordingFirewall();
       const conntrack = new RecordingConntrack();
-      const told: string[][] = [];
-      const services: ServicesPort = {
-        linksChanged: (links) => {
-          told.push(links.map((link) => link.ifname));
-          return Promise.resolve();
-        },
-      };
+      const { told, services } = recordingServices();
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, services, {}, conntrack);
       await agent.start({ watch: true });
       expect(firewall.models.at(-1)).toMatchObject({ providerLinks: [{ ifname: 'vm1', clientIp: '100.64.0.1' }], isolatedLinks: ['vm2'] });
@@ -887,13 +893,7 @@ describe('NetdAgent', () => {
       kernel.echo = (operation, view) => expectedEvent(view, operation);
       const firewall = new RecordingFirewall();
       const conntrack = new RecordingConntrack();
-      const told: string[][] = [];
-      const services: ServicesPort = {
-        linksChanged: (links) => {
-          told.push(links.map((link) => link.ifname));
-          return Promise.resolve();
-        },
-      };
+      const { told, services } = recordingServices();
       agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, services, {}, conntrack);
       const starting = agent.start({ watch: true });
       await vi.advanceTimersByTimeAsync(0);
