@@ -128,7 +128,6 @@ class RecordingConntrack implements ConntrackPort {
   }
 }
 
-
 /** Services that record the names of the links they are told of, each time. */
 function recordingServices(): { told: string[][]; services: ServicesPort } {
   const told: string[][] = [];
