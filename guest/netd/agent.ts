@@ -128,7 +128,7 @@ function rereadCausesText(causes: ReadonlySet<RereadCause>): string {
   return [
     lost.length > 0 ? `rtnetlink notifications ${lost.join(' or ')}` : null,
     causes.has('inconsistent dump') ? 'the kernel marked a dump inconsistent (NLM_F_DUMP_INTR) in each try' : null,
-    causes.has('failed dump') ? 'the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), in each try' : null,
+    causes.has('failed dump') ? 'the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), or the socket failed to receive during it, in each try' : null,
   ]
     .filter((part) => part !== null)
     .join(', and ');
@@ -431,11 +431,12 @@ export class NetdAgent {
   /**
    * Warn of the tables a re-read used though the kernel ended each of their dumps in a row with an
    * error (a negative errno in NLMSG_DONE: what came after it is not in the dump; or an NLMSG_ERROR
-   * refusing the request: none of it is), once while it lasts: a dump that fails on an entry fails
-   * on it each time.
+   * refusing the request: none of it is; or the socket failing to receive while it ran, taken as
+   * cut short all the same), once while it lasts: a dump that fails on an entry fails on it each time.
    */
   #sayFailed(failed: readonly FailedDump[]): void {
-    const said = failed.map(({ table, error, refused }) => `${table} ${error} in ${refused === true ? 'NLMSG_ERROR' : 'NLMSG_DONE'}`).join(', ');
+    const how = ({ refused, receiveFailed }: FailedDump): string => (refused === true ? 'in NLMSG_ERROR' : receiveFailed === true ? 'on receiving' : 'in NLMSG_DONE');
+    const said = failed.map((dump) => `${dump.table} ${dump.error} ${how(dump)}`).join(', ');
     if (said !== '' && said !== this.#failedSaid) {
       const routes = failed.some(({ table }) => table === 'routes') ? ", leaving every default route alone (one it did not come to is still someone's)" : '';
       this.log.warn(

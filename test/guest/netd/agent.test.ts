@@ -856,6 +856,19 @@ describe('NetdAgent', () => {
       expect(await fullSyncs()).toBe(5);
     });
 
+    it('says a table during each of whose dumps the socket failed to receive as such (ENOBUFS on receiving), and takes it as cut short', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      kernel.failed = [{ table: 'links', error: 'ENOBUFS', receiveFailed: true }];
+      const lines: { msg: string }[] = [];
+      const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      await agent.start({ watch: false });
+      expect(lines.filter((line) => line.msg.startsWith('the kernel ended every dump')).map((line) => line.msg)).toEqual([
+        'the kernel ended every dump in a row of its links with an error (links ENOBUFS on receiving): using the last, which lacks what came after the error (said once while it lasts)',
+      ]);
+      expect(agent.view.cutShort).toEqual(new Set(['links']));
+    });
+
     it('leaves default routes alone while its dump of the routes fails: a default it did not come to is still someone\'s', async () => {
       const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
@@ -1005,7 +1018,10 @@ describe('NetdAgent', () => {
       await secondOn();
       expect(owedLines(lines)).toEqual([
         [['inconsistent dump'], 'reading the whole state again, as owed: the kernel marked a dump inconsistent (NLM_F_DUMP_INTR) in each try'],
-        [['failed dump'], 'reading the whole state again, as owed: the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), in each try'],
+        [
+          ['failed dump'],
+          'reading the whole state again, as owed: the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), or the socket failed to receive during it, in each try',
+        ],
         [['undecodable'], 'reading the whole state again, as owed: rtnetlink notifications could not be decoded'],
       ]);
       expect((await agent.status()).counters.fullSyncs).toBe(4);
