@@ -630,7 +630,7 @@ export class NetdAgent {
       purgeFailed = outcome !== 'settled' && !sweepWaits;
       if (sweepWaits) {
         const tables = SWEEP_READS.filter((table) => this.#view.cutShort?.has(table) === true).join(', ');
-        purgeHeldBy = `the kernel ended its dump of the ${tables} with an error, and which client IPs are served as a previous agent left them is read from it (see the log)`;
+        purgeHeldBy = `the ${tables} could not be read whole (a dump failed, or was refused: see the log), and which client IPs are served as a previous agent left them is read from them`;
       } else if (outcome === 'threw') purgeHeldBy = 'deleting them failed (see the log and status)';
       else if (downFailures > 0) purgeHeldBy = 'a link already up serving such an IP could not be taken down first (see its error)';
       heldForConntrack = heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks);
