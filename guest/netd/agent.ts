@@ -129,7 +129,7 @@ function rereadCausesText(causes: ReadonlySet<RereadCause>): string {
   return [
     lost.length > 0 ? `rtnetlink notifications ${lost.join(' or ')}` : null,
     causes.has('inconsistent dump') ? 'the kernel marked a dump inconsistent (NLM_F_DUMP_INTR) in each try' : null,
-    causes.has('failed dump') ? 'the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), in each try' : null,
+    causes.has('failed dump') ? 'the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), or the socket failed to receive during it, in each try' : null,
   ]
     .filter((part) => part !== null)
     .join(', and ');
@@ -434,11 +434,12 @@ export class NetdAgent {
   /**
    * Warn of the tables a re-read used though the kernel ended each of their dumps in a row with an
    * error (a negative errno in NLMSG_DONE: what came after it is not in the dump; or an NLMSG_ERROR
-   * refusing the request: none of it is), once while it lasts: a dump that fails on an entry fails
-   * on it each time.
+   * refusing the request: none of it is; or the socket failing to receive while it ran, taken as
+   * cut short all the same), once while it lasts: a dump that fails on an entry fails on it each time.
    */
   #sayFailed(failed: readonly FailedDump[]): void {
-    const said = failed.map(({ table, error, refused }) => `${table} ${error} in ${refused === true ? 'NLMSG_ERROR' : 'NLMSG_DONE'}`).join(', ');
+    const how = ({ refused, receiveFailed }: FailedDump): string => (refused === true ? 'in NLMSG_ERROR' : receiveFailed === true ? 'on receiving' : 'in NLMSG_DONE');
+    const said = failed.map((dump) => `${dump.table} ${dump.error} ${how(dump)}`).join(', ');
     if (said !== '' && said !== this.#failedSaid) {
       const routes = failed.some(({ table }) => table === 'routes') ? ", leaving every default route alone (one it did not come to is still someone's)" : '';
       this.log.warn(
@@ -638,7 +639,7 @@ export class NetdAgent {
         for (const ifindex of alone.links) heldAlone.set(ifindex, alone.outcome === 'threw' ? 'deleting them failed (see the log and status)' : null);
         if (alone.outcome === 'threw') purgeFailed = true;
         const tables = SWEEP_READS.filter((table) => this.#view.cutShort?.has(table) === true).join(', ');
-        purgeHeldBy = `the kernel ended its dump of the ${tables} with an error, and which client IPs are served as a previous agent left them is read from it (see the log)`;
+        purgeHeldBy = `the ${tables} could not be read whole (a dump failed, or was refused: see the log), and which client IPs are served as a previous agent left them is read from them`;
       } else if (outcome === 'threw') purgeHeldBy = 'deleting them failed (see the log and status)';
       else if (downFailures > 0) purgeHeldBy = 'a link already up serving such an IP could not be taken down first (see its error)';
       heldForConntrack = heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks);

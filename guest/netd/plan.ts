@@ -347,8 +347,8 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
             const hops = otherDefaults.map((route) => (route.gateway === null ? 'with no gateway' : `via ${route.gateway}`));
             note = `a default route not ours through this link ${[...new Set(hops)].join(' and ')} exists; left alone`;
           } else if (otherDefaults.length === 0 && view.cutShort?.has('routes') === true) {
-            // None read: the dump ended before it came to one, if there is one.
-            note = 'the kernel ended its dump of the routes with an error: a default route it did not come to would be left alone, so ours is not added yet';
+            // None read: the dump ended before it came to one, if there is one (or was refused, and came to none).
+            note = 'the routes could not be read whole (their dump failed, or was refused: see the log): a default route the dump did not come to would be left alone, so ours is not added yet';
           } else note = 'a default route through another interface exists; left alone';
         } else note = 'not the first client link: address only';
         const configured = steps.every(Boolean);
@@ -511,7 +511,7 @@ function removeUnwanted(view: KernelView, wanted: Wanted, unwanted: ReadonlyMap<
     ].join(', ');
     const why =
       what === ''
-        ? `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take any route or neighbour entry not ours with it, and the kernel ended its dump of the ${unlisted.join(' and ')} with an error before all were read`
+        ? `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take any route or neighbour entry not ours with it, and the ${unlisted.join(' and ')} could not be read whole (a dump failed, or was refused: see the log)`
         : `keeps ${kept.join(', ')} of client mode's: deleting its last IPv4 address would take ${what} not ours with it (${entries})`;
     reports[at] = { ...report, note: report.note === null ? why : `${report.note}; ${why}`, kept };
   }

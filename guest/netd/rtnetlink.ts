@@ -27,7 +27,7 @@ import {
 import { CLIENT_MARK, type DumpTable, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
-import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl-events.js';
+import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon, quietOverruns } from './rtnl-events.js';
 
 const AF_UNSPEC = 0;
 const AF_INET = 2;
@@ -56,12 +56,15 @@ const REQUEST_BUFFER_BYTES = 4 * 1024 * 1024;
 /**
  * What one request in flight may take of the request socket's receive buffer: its ack (the
  * request echoed back) is charged about 800 bytes (Linux 6.18, measured); twice that, for
- * margin. An ack that finds the buffer full is dropped, and the `netlink` package then aborts
- * the process, so no more requests are in flight than the buffer holds acks for.
+ * margin. An ack that finds the buffer full is dropped (said by no error: NETLINK_NO_ENOBUFS,
+ * on which error the `netlink` package would abort the process), so no more requests are in
+ * flight than the buffer holds acks for; one dropped all the same is found (see #unanswered).
  */
 const ACK_BUDGET_BYTES = 2048;
 /** The same for a request answered with one link's RTM_NEWLINK: charged 3136 bytes for a veth (Linux 6.18, measured). */
 const LINK_REPLY_BUDGET_BYTES = 6144;
+/** Troubles of the request socket of a kind less than this apart are one run of them: one warning. */
+const TROUBLE_QUIET_MS = 60_000;
 
 const ipBytes = (text: string): Buffer => Buffer.from(text.split('.').map(Number));
 
@@ -369,7 +372,8 @@ export interface KernelDump extends DecodedEntries {
   readonly inconsistent: readonly DumpTable[];
   /**
    * The tables whose every dump the kernel ended with an error (a negative errno in NLMSG_DONE),
-   * DUMP_TRIES of them in a row: the last is used, and lacks whatever came after the error.
+   * DUMP_TRIES of them in a row: the last is used, and lacks whatever came after the error. (Or
+   * refused, or the socket failed to receive while it ran: see FailedDump.)
    */
   readonly failed: readonly FailedDump[];
 }
@@ -383,6 +387,12 @@ export interface FailedDump {
    * in NLMSG_DONE (a dump of the socket's still running: EBUSY), so none of the table was read.
    */
   readonly refused?: true;
+  /**
+   * The last ended whole as the kernel said it, but the socket failed to receive while it ran
+   * (`error`: its errno, ENOBUFS or ENOMEM where the kernel could not make a part of it): taken as
+   * cut short all the same, what the failure cost it unknown.
+   */
+  readonly receiveFailed?: true;
 }
 
 /** What the agent needs from the kernel; a fake implements it in unit tests. */
@@ -519,6 +529,8 @@ interface DumpEnd {
   interrupted: boolean;
   error: string | null;
   refused?: true;
+  /** The socket failed to receive while it ran (the errno's name): see RtnetlinkKernel's #receiveFailed. */
+  receiveError?: string;
 }
 
 /**
@@ -571,9 +583,33 @@ function closedError(): NetdError {
   return new NetdError('closed', 'the rtnetlink socket was closed (the agent is stopping)');
 }
 
+/** Where the request socket says what went wrong with it (a pino logger is one). */
+export interface RtnetlinkLog {
+  warn(details: object, message: string): void;
+  debug(details: object, message: string): void;
+}
+
 export interface RtnetlinkOptions {
   /** The notification socket's receive buffer to ask for (default DEFAULT_EVENT_BUFFER_BYTES). */
   readonly eventBufferBytes?: number;
+  /** Where answers the kernel dropped, and the request socket's receive errors, are said; none: not said. */
+  readonly log?: RtnetlinkLog;
+}
+
+/** A request sent whose answer has not been read: awaited, or given up on (see #unanswered). */
+interface Unanswered {
+  /** A dump's: its answer's parts after the first may come after the answers to later requests. */
+  readonly dump: boolean;
+  /** Its answer will never come: reject it if still awaited, and give its room back. */
+  readonly lost: () => void;
+}
+
+/** What a request whose answer the kernel dropped fails with. */
+function droppedError(): NetdError {
+  return new NetdError(
+    'netlink',
+    "no answer will come: the kernel dropped it, the rtnetlink socket's receive buffer full (it answered a later request); the change may have been made",
+  );
 }
 
 /**
@@ -592,6 +628,18 @@ export class RtnetlinkKernel implements NetdKernel {
   /** How to settle each request in flight at once, when the kernel is closed under it. */
   readonly #inFlight = new Set<(error: NetdError) => void>();
   /**
+   * Requests sent whose answer has not been read (awaited, or timed out), by the sequence number
+   * it will carry, in the order sent. The kernel answers a socket's requests in that order, each
+   * while it is sent (the parts of a dump after its first aside): an answer read to one means that
+   * every one sent before it whose answer is still unread, a dump aside, will never get one. The
+   * kernel dropped it, the buffer full, and says so by no error (see ACK_BUDGET_BYTES): it fails
+   * at once, and its room is given back.
+   */
+  readonly #unanswered = new Map<number, Unanswered>();
+  /** When each kind of trouble of the request socket was last met (Date.now()): see #sayTrouble. */
+  readonly #troubleMet = new Map<'dropped' | 'receive', number>();
+  readonly #log: RtnetlinkLog | undefined;
+  /**
    * Requests that timed out, by the sequence number their answer will carry: how to give back
    * their room once it is read. What the netlink package forgot (see #forget), kept here as one
    * closure each; bounded, as each holds its room: a kernel that never answers fills the buffer's
@@ -605,6 +653,7 @@ export class RtnetlinkKernel implements NetdKernel {
 
   constructor(options: RtnetlinkOptions = {}) {
     this.#eventBufferBytes = options.eventBufferBytes ?? DEFAULT_EVENT_BUFFER_BYTES;
+    this.#log = options.log;
     // Before anything is made: a build without the notification addon cannot run an agent.
     loadRtnlEventsAddon();
     try {
@@ -618,8 +667,16 @@ export class RtnetlinkKernel implements NetdKernel {
       throw new NetdError('netlink', 'the netlink package keeps no record of pending requests where 0.3 does (NetlinkSocket.requests, dropRef): is it another version? (package-lock.json pins it)');
     }
     this.#pending = pending;
+    try {
+      quietOverruns(this.#requests.socket.address().port);
+    } catch (error) {
+      this.#requests.socket.close();
+      throw error;
+    }
     // After the package's own listener: an answer it finds no request for is one that timed out.
     this.#requests.socket.socket.on('message', (datagram: Buffer) => this.#datagramRead(datagram));
+    // The package re-emits its raw socket's: unheard, one would end the process.
+    this.#requests.socket.on('error', (error: unknown) => this.#receiveFailed(error));
     // Room for one request at least, whatever the buffer.
     this.#bufferBytes = Math.max(LINK_REPLY_BUDGET_BYTES, this.#requests.socket.getRecvBufferSize());
   }
@@ -661,7 +718,7 @@ export class RtnetlinkKernel implements NetdKernel {
    * `send` once the request socket's buffer has `bytes` for its answers besides those in flight,
    * in the order asked; rejected with a 'closed' NetdError as soon as the kernel is closed (close).
    */
-  async #request<T>(send: (sequenced: Sequenced) => Promise<T>, bytes = ACK_BUDGET_BYTES): Promise<T> {
+  async #request<T>(send: (sequenced: Sequenced) => Promise<T>, bytes = ACK_BUDGET_BYTES, dump = false): Promise<T> {
     if (this.#closed) throw closedError();
     if (this.#waiting.length === 0 && this.#promisedBytes + bytes <= this.#bufferBytes) this.#promisedBytes += bytes;
     else await this.#roomFor(bytes);
@@ -669,15 +726,30 @@ export class RtnetlinkKernel implements NetdKernel {
     if (this.#closed) throw closedError();
     // The sequence number of the message whose answer is awaited (of two in a row, the later).
     let seq: number | undefined;
+    let abort: ((error: NetdError) => void) | undefined;
+    const unanswered: Unanswered = {
+      dump,
+      lost: () => {
+        abort?.(droppedError());
+        if (seq !== undefined && this.#pending.requests.has(seq)) this.#pending.dropRef(seq);
+        answerRead();
+      },
+    };
     const sequenced: Sequenced = () => {
+      // (The first of two in a row was answered: the second is sent after that.)
+      if (seq !== undefined) this.#unanswered.delete(seq);
       seq = this.#requests.socket.generateSeq();
+      this.#unanswered.set(seq, unanswered);
       return { seq };
     };
     let read = false;
     const answerRead = (): void => {
       if (read) return;
       read = true;
-      if (seq !== undefined) this.#late.delete(seq);
+      if (seq !== undefined) {
+        this.#late.delete(seq);
+        this.#unanswered.delete(seq);
+      }
       this.#answerRead(bytes);
     };
     const answer = send(sequenced);
@@ -685,9 +757,11 @@ export class RtnetlinkKernel implements NetdKernel {
     // comes after the timeout (a kernel or an event loop stalled) still lands in the buffer.
     // After a close nothing more is read (nor let go).
     answer.then(answerRead, answerRead);
-    return this.#answered(answer, () => {
+    const answered = this.#answered(answer, () => {
       if (!read && seq !== undefined) this.#forget(seq, answerRead);
     });
+    abort = answered.abort;
+    return answered.settled;
   }
 
   /**
@@ -762,13 +836,15 @@ export class RtnetlinkKernel implements NetdKernel {
    * and the error is NLMSG_DONE's payload, which the package drops (it settles the dump as whole).
    */
   #datagramRead(datagram: Buffer): void {
-    if (this.#late.size === 0 && this.#dumps.size === 0) return;
+    // Every request timed out, or dump in flight, is unanswered too.
+    if (this.#unanswered.size === 0) return;
     let messages: NetlinkMessage[];
     try {
       messages = parseMessages(datagram);
     } catch {
       return; // the package drops it too (its 'invalid' event)
     }
+    this.#droppedBefore(messages);
     if (this.#late.size > 0) this.#lateAnswersRead(messages);
     for (const message of messages) {
       const dump = this.#dumps.get(message.seq);
@@ -779,17 +855,75 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   /**
-   * `answer`, or a rejection after REQUEST_TIMEOUT_MS (`timedOut` called then) or at close. Our
-   * timer, not the netlink package's: its timers outlive a close (the socket drops the answers),
-   * and a process whose start was cut short by a signal would wait them out before it could exit.
+   * The requests whose answers the kernel dropped, as the answers in `messages` show (see
+   * #unanswered): each fails at once, its room given back, and a warning says so.
    */
-  #answered<T>(answer: Promise<T>, timedOut: () => void): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+  #droppedBefore(messages: readonly NetlinkMessage[]): void {
+    let dropped = 0;
+    for (const message of messages) {
+      if (!this.#unanswered.has(message.seq)) continue; // not a request of ours
+      for (const [seq, request] of this.#unanswered) {
+        if (seq === message.seq) break;
+        if (request.dump) continue;
+        request.lost(); // (out of #unanswered with it)
+        dropped += 1;
+      }
+      // Its answer ends here: no later message of this datagram makes it one dropped.
+      if ((message.flags & Flags.MULTI) === 0 || message.type === MessageType.DONE) this.#unanswered.delete(message.seq);
+    }
+    if (dropped === 0) return;
+    this.#sayTrouble(
+      'dropped',
+      { requests: dropped },
+      `the kernel dropped the answers to ${dropped} rtnetlink requests, the request socket's receive buffer full: each failed. ` +
+        "Did an answer take more of the buffer than the agent allows for (2 KiB a change, 6 KiB a link it asks for), as a link's with many altnames may?",
+    );
+  }
+
+  /**
+   * The request socket failed to receive (the `netlink` package's 'error'). An overrun of its
+   * buffer says nothing (see ACK_BUDGET_BYTES): what is left is the kernel's failing to make the
+   * next part of a dump it is reading (ENOBUFS, ENOMEM), which it makes again later. A dump
+   * running now is taken again all the same, not taken as whole: what the failure cost is unknown.
+   */
+  #receiveFailed(error: unknown): void {
+    if (this.#closed) return;
+    const code = errnoOf(error);
+    for (const dump of this.#dumps.values()) dump.receiveError = code;
+    this.#sayTrouble(
+      'receive',
+      { error: code, dumping: this.#dumps.size > 0 },
+      `the rtnetlink request socket failed to receive (${code})${this.#dumps.size > 0 ? ': the dump it was reading is taken again' : ''}. ` +
+        'Is memory short (ENOBUFS, ENOMEM: the kernel could not make the next part of a dump)?',
+    );
+  }
+
+  /**
+   * A warning for the first trouble of a kind; one less than TROUBLE_QUIET_MS after the last of
+   * its kind is said at debug level: a run of them, one warning while it lasts.
+   */
+  #sayTrouble(kind: 'dropped' | 'receive', details: object, message: string): void {
+    const now = Date.now();
+    const last = this.#troubleMet.get(kind);
+    this.#troubleMet.set(kind, now);
+    if (last !== undefined && now - last < TROUBLE_QUIET_MS) this.#log?.debug(details, message);
+    else this.#log?.warn(details, `${message} (said once while it lasts)`);
+  }
+
+  /**
+   * `answer` (`settled`), or a rejection after REQUEST_TIMEOUT_MS (`timedOut` called then), at
+   * close, or at `abort`. Our timer, not the netlink package's: its timers outlive a close (the
+   * socket drops the answers), and a process whose start was cut short by a signal would wait
+   * them out before it could exit.
+   */
+  #answered<T>(answer: Promise<T>, timedOut: () => void): { readonly settled: Promise<T>; readonly abort: (error: NetdError) => void } {
+    let abort: (error: NetdError) => void = () => undefined;
+    const settled = new Promise<T>((resolve, reject) => {
       const settle = (): void => {
         clearTimeout(timer);
         this.#inFlight.delete(abort);
       };
-      const abort = (error: NetdError): void => {
+      abort = (error: NetdError): void => {
         settle();
         reject(error);
       };
@@ -811,6 +945,7 @@ export class RtnetlinkKernel implements NetdKernel {
         },
       );
     });
+    return { settled, abort };
   }
 
   /** Let the oldest waiting requests go, as many in a row as now have room. */
@@ -834,7 +969,10 @@ export class RtnetlinkKernel implements NetdKernel {
       return {
         ...decodeDumpEntries(tables.flatMap(({ messages }) => messages)),
         inconsistent: tables.filter(({ end }) => end.interrupted).map(({ table }) => table),
-        failed: tables.flatMap(({ table, end }) => (end.error === null ? [] : [{ table, error: end.error, ...(end.refused && { refused: true as const }) }])),
+        failed: tables.flatMap(({ table, end }): FailedDump[] => {
+          if (end.error !== null) return [{ table, error: end.error, ...(end.refused && { refused: true as const }) }];
+          return end.receiveError === undefined ? [] : [{ table, error: end.receiveError, receiveFailed: true }];
+        }),
       };
     } catch (error) {
       if (error instanceof NetdError && (error.kind === 'closed' || error.kind === 'dump-refused')) throw error;
@@ -846,8 +984,9 @@ export class RtnetlinkKernel implements NetdKernel {
    * One table's entries, asked for as the package's getLinks and the like ask, but taken unparsed:
    * those calls parse every entry and fail as a whole on one they cannot (see decodeDumpEntries).
    * Taken again while the kernel marks the dump interrupted by a change, or ends it with an error,
-   * or refuses it (an NLMSG_ERROR, which the package rejects the request with), up to DUMP_TRIES
-   * dumps (`end`: how the last ended): no notification would tell of an entry it missed. A refusal
+   * or refuses it (an NLMSG_ERROR, which the package rejects the request with), or the socket fails
+   * to receive while it runs (see #receiveFailed), up to DUMP_TRIES dumps (`end`: how the last
+   * ended): no notification would tell of an entry it missed. A refusal
    * that says the request itself is wrong (REFUSED_FOR_GOOD) is thrown at once, as 'dump-refused'.
    */
   async #dumpTable(
@@ -870,7 +1009,7 @@ export class RtnetlinkKernel implements NetdKernel {
             seq = numbered.seq;
             this.#dumps.set(seq, dump);
             return (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...numbered }))[0];
-          });
+          }, ACK_BUDGET_BYTES, true);
         } catch (error) {
           const code = refusalCode(error);
           if (code === undefined) throw error;
@@ -880,7 +1019,7 @@ export class RtnetlinkKernel implements NetdKernel {
           dump.error = code;
           dump.refused = true;
         }
-        if ((!dump.interrupted && dump.error === null) || tries === DUMP_TRIES) return { table, messages, end: dump };
+        if ((!dump.interrupted && dump.error === null && dump.receiveError === undefined) || tries === DUMP_TRIES) return { table, messages, end: dump };
       } finally {
         if (seq !== undefined) this.#dumps.delete(seq);
       }
@@ -1023,6 +1162,7 @@ export class RtnetlinkKernel implements NetdKernel {
     this.#requests.socket.close();
     this.#events?.close();
     this.#late.clear();
+    this.#unanswered.clear();
     for (const waiting of this.#waiting.splice(0)) waiting.stop(closedError());
     for (const abort of [...this.#inFlight]) abort(closedError());
   }

@@ -862,6 +862,19 @@ describe('NetdAgent', () => {
       expect(await fullSyncs()).toBe(5);
     });
 
+    it('says a table during each of whose dumps the socket failed to receive as such (ENOBUFS on receiving), and takes it as cut short', async () => {
+      const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+      kernel.failed = [{ table: 'links', error: 'ENOBUFS', receiveFailed: true }];
+      const lines: { msg: string }[] = [];
+      const log = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), null);
+      await agent.start({ watch: false });
+      expect(lines.filter((line) => line.msg.startsWith('the kernel ended every dump')).map((line) => line.msg)).toEqual([
+        'the kernel ended every dump in a row of its links with an error (links ENOBUFS on receiving): using the last, which lacks what came after the error (said once while it lasts)',
+      ]);
+      expect(agent.view.cutShort).toEqual(new Set(['links']));
+    });
+
     it('leaves default routes alone while its dump of the routes fails: a default it did not come to is still someone\'s', async () => {
       const APP = { ifindex: 4, name: 'eth1', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
       const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
@@ -871,9 +884,16 @@ describe('NetdAgent', () => {
       expect(kernel.applied.some((operation) => operation.kind === 'route-set' && operation.route.dst === '169.254.0.1')).toBe(true);
       expect(kernel.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
       // None was read: the note does not say one exists.
-      expect((await agent.status()).links.find((link) => link.name === 'eth1')?.note).toBe(
-        'the kernel ended its dump of the routes with an error: a default route it did not come to would be left alone, so ours is not added yet',
-      );
+      const note = 'the routes could not be read whole (their dump failed, or was refused: see the log): a default route the dump did not come to would be left alone, so ours is not added yet';
+      expect((await agent.status()).links.find((link) => link.name === 'eth1')?.note).toBe(note);
+      // Refused (an NLMSG_ERROR: none of the table read), the same, and said as true of it.
+      const refused = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
+      refused.failed = [{ table: 'routes', error: 'EBUSY', refused: true }];
+      const third = new NetdAgent(refused, { mode: 'client', ignored: new Set(), allowedPairs: [] }, pino({ level: 'silent' }), null, null);
+      await third.start({ watch: false });
+      third.stop();
+      expect(refused.applied.filter((operation) => operation.kind === 'route-set' && operation.route.dstLength === 0)).toEqual([]);
+      expect((await third.status()).links.find((link) => link.name === 'eth1')?.note).toBe(note);
       // Another table's failure is no matter to default routes.
       const other = new ScriptedKernel([{ kind: 'link', op: 'new', link: APP }]);
       other.failed = [{ table: 'neighbours', error: 'EMSGSIZE' }];
@@ -1053,7 +1073,7 @@ describe('NetdAgent', () => {
         expect(kernel.applied).toEqual([]);
         expect((await client.status()).links.find((link) => link.name === 'eth0')).toMatchObject({
           kept: ['100.64.0.5/32'],
-          note: `addressing is left to the network manager; keeps 100.64.0.5/32 of client mode's: deleting its last IPv4 address would take any route or neighbour entry not ours with it, and the kernel ended its dump of the ${table} with an error before all were read`,
+          note: `addressing is left to the network manager; keeps 100.64.0.5/32 of client mode's: deleting its last IPv4 address would take any route or neighbour entry not ours with it, and the ${table} could not be read whole (a dump failed, or was refused: see the log)`,
         });
       }
       // Another table's failure is no matter: it goes.
@@ -1097,7 +1117,10 @@ describe('NetdAgent', () => {
       await secondOn();
       expect(owedLines(lines)).toEqual([
         [['inconsistent dump'], 'reading the whole state again, as owed: the kernel marked a dump inconsistent (NLM_F_DUMP_INTR) in each try'],
-        [['failed dump'], 'reading the whole state again, as owed: the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), in each try'],
+        [
+          ['failed dump'],
+          'reading the whole state again, as owed: the kernel ended a dump with an error (NLMSG_DONE), or refused it (NLMSG_ERROR), or the socket failed to receive during it, in each try',
+        ],
         [['undecodable'], 'reading the whole state again, as owed: rtnetlink notifications could not be decoded'],
       ]);
       expect((await agent.status()).counters.fullSyncs).toBe(4);
@@ -1336,7 +1359,7 @@ describe('NetdAgent', () => {
         {
           name: 'vm1',
           error:
-            "held back until the conntrack entries of its client IP's former VM are deleted: the kernel ended its dump of the routes with an error, and which client IPs are served as a previous agent left them is read from it (see the log); retrying",
+            "held back until the conntrack entries of its client IP's former VM are deleted: the routes could not be read whole (a dump failed, or was refused: see the log), and which client IPs are served as a previous agent left them is read from them; retrying",
         },
       ]);
       // Whole a second on: vm1's route is read, and its entries kept.

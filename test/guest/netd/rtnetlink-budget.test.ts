@@ -1,8 +1,8 @@
 // The request socket (guest/netd/rtnetlink.ts) against the `netlink` package's own sockets over a
 // scripted kernel, whose answers come when the test says: the answer budget (what is in flight
 // when a request times out, what the package still waits for then, how long a request waits for
-// room), a dump holding an entry that cannot be decoded, and dumps the kernel marks interrupted,
-// ends with an error, or refuses (NLMSG_ERROR).
+// room), a dump holding an entry that cannot be decoded, dumps the kernel marks interrupted,
+// ends with an error, or refuses (NLMSG_ERROR), answers the kernel drops, and receive errors.
 import type { NetlinkSocket, RawNetlinkSocket } from 'netlink';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
@@ -85,6 +85,31 @@ vi.mock('netlink', async (importOriginal) => {
     },
   };
 });
+
+/** The ports NETLINK_NO_ENOBUFS was asked for on (the scripted socket has no descriptor to set it on). */
+const quieted: number[] = [];
+vi.mock('../../../guest/netd/rtnl-events.js', async (importOriginal) => ({
+  ...(await importOriginal<typeof import('../../../guest/netd/rtnl-events.js')>()),
+  quietOverruns: (port: number) => void quieted.push(port),
+}));
+
+/** The package's socket fails to receive (its raw socket's 'error', which it re-emits), with an errno as the package's addon gives it. */
+const receiveError = (code: 'ENOBUFS' | 'ENOMEM' = 'ENOBUFS'): void => {
+  const error = Object.assign(new Error(`Error when receiving Netlink message: ${code}`), {
+    name: 'ErrnoException' as const,
+    code,
+    errno: code === 'ENOBUFS' ? 105 : 12,
+    syscall: 'recvmsg',
+  });
+  packageSocket?.socket.emit('error', error);
+};
+
+/** A log that keeps what it is told. */
+function keptLog(): { readonly warned: string[]; readonly debugged: string[]; readonly log: { warn(details: object, message: string): void; debug(details: object, message: string): void } } {
+  const warned: string[] = [];
+  const debugged: string[] = [];
+  return { warned, debugged, log: { warn: (_details, message) => void warned.push(message), debug: (_details, message) => void debugged.push(message) } };
+}
 
 /** The sequence numbers the package still waits for answers to (its protected `requests`). */
 const awaited = (): number[] => [...(packageSocket as unknown as { requests: Map<number, unknown> }).requests.keys()];
@@ -496,6 +521,159 @@ describe('RtnetlinkKernel request budget', () => {
         }
       });
 
+    });
+  });
+
+  describe('answers the kernel dropped (the buffer full: said by no error), and receive errors', () => {
+    it('has the kernel drop an answer that finds the buffer full with no socket error (NETLINK_NO_ENOBUFS), on the request socket', () => {
+      quieted.length = 0;
+      const kernel = new RtnetlinkKernel();
+      expect(quieted).toEqual([4242]);
+      kernel.close();
+    });
+
+    it('fails at once a request whose answer an answer to a later one shows dropped, gives its room back, and warns once while it lasts', async () => {
+      const { warned, debugged, log } = keptLog();
+      const kernel = new RtnetlinkKernel({ log });
+      const view = emptyView();
+      const outcomes = new Map<number, string>();
+      const group = (ifindex: number): void =>
+        void kernel.apply({ kind: 'link-group', ifindex, group: 0 }, view).then(
+          () => outcomes.set(ifindex, 'answered'),
+          (error: unknown) => outcomes.set(ifindex, error instanceof NetdError ? `${error.kind}: ${error.message}` : 'other'),
+        );
+      for (const ifindex of [1, 2, 3, 4]) group(ifindex);
+      await vi.advanceTimersByTimeAsync(0);
+      // Three acks' room: the fourth waits.
+      expect(sent).toHaveLength(3);
+      // The second's answer comes first: the first's was dropped.
+      sent[1]?.answer();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(outcomes.get(1)).toBe(
+        "netlink: no answer will come: the kernel dropped it, the rtnetlink socket's receive buffer full (it answered a later request); the change may have been made",
+      );
+      expect(outcomes.get(2)).toBe('answered');
+      // Both rooms back: the fourth went.
+      expect(sent).toHaveLength(4);
+      expect(awaited()).toEqual([sent[2]?.seq, sent[3]?.seq]);
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatch(/^the kernel dropped the answers to 1 rtnetlink requests, the request socket's receive buffer full: each failed\. .*\(said once while it lasts\)$/);
+      // Another, 10 s on: the same run, said at debug level only.
+      await vi.advanceTimersByTimeAsync(10_000);
+      group(5);
+      await vi.advanceTimersByTimeAsync(0);
+      // (The third and fourth timed out meanwhile, their room kept for their answers.)
+      expect(outcomes.get(3)).toMatch(/^netlink: request timed out/);
+      sent[4]?.answer();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(outcomes.get(5)).toBe('answered');
+      expect(warned).toHaveLength(1);
+      expect(debugged).toEqual([expect.stringMatching(/^the kernel dropped the answers to 2 rtnetlink requests/)]);
+      // A minute without: a new run, warned of again.
+      await vi.advanceTimersByTimeAsync(60_000);
+      for (const ifindex of [6, 7]) group(ifindex);
+      await vi.advanceTimersByTimeAsync(0);
+      sent[6]?.answer();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(outcomes.get(6)).toMatch(/^netlink: no answer will come/);
+      expect(warned).toHaveLength(2);
+      kernel.close();
+    });
+
+    it('gives back the room of requests that timed out once an answer to a later one shows theirs dropped', async () => {
+      const kernel = new RtnetlinkKernel();
+      const view = emptyView();
+      const timedOut = Promise.allSettled([1, 2, 3].map((ifindex) => kernel.apply({ kind: 'link-group', ifindex, group: 0 }, view)));
+      await vi.advanceTimersByTimeAsync(5_000);
+      await timedOut;
+      // All three rooms kept for their answers: a fourth waits, until the third's answer comes late.
+      const fourth = kernel.apply({ kind: 'link-group', ifindex: 4, group: 0 }, view);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(sent).toHaveLength(3);
+      sent[2]?.answer();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(sent).toHaveLength(4);
+      // The first two will never be answered: their room is back too, and two more go at once.
+      const more = [5, 6].map((ifindex) => kernel.apply({ kind: 'link-group', ifindex, group: 0 }, view));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(sent).toHaveLength(6);
+      for (const request of sent.slice(3)) request.answer();
+      await expect(Promise.all([fourth, ...more])).resolves.toEqual([undefined, undefined, undefined]);
+      kernel.close();
+    });
+
+    it("keeps the room of a dump that timed out until its end, though answers to later requests come before its later parts", async () => {
+      const kernel = new RtnetlinkKernel();
+      const view = emptyView();
+      void kernel.dump().catch(() => undefined);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(sent).toHaveLength(1);
+      // The dump's room and two acks' fill the buffer: two more wait.
+      const changes = [1, 2, 3, 4].map((ifindex) => kernel.apply({ kind: 'link-group', ifindex, group: 0 }, view));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(sent).toHaveLength(3);
+      // Its first part was queued as it was asked for; the next come as the socket is read, after
+      // the answer to a change sent since: that answer gives back its own room alone.
+      sent[0]?.part();
+      sent[1]?.answer();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(sent).toHaveLength(4);
+      sent[0]?.part();
+      sent[0]?.answer();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(sent).toHaveLength(5);
+      for (const request of sent.slice(2)) request.answer();
+      await expect(Promise.all(changes)).resolves.toEqual([undefined, undefined, undefined, undefined]);
+      kernel.close();
+    });
+
+    it('survives a receive error (the package re-emits it): one warning for a run of them, and the dump it was reading taken again', async () => {
+      const { rt } = await import('netlink');
+      const { warned, debugged, log } = keptLog();
+      const kernel = new RtnetlinkKernel({ log });
+      const dump = kernel.dump();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(() => {
+        receiveError();
+        receiveError('ENOMEM');
+      }).not.toThrow();
+      expect(warned).toEqual([
+        'the rtnetlink request socket failed to receive (ENOBUFS): the dump it was reading is taken again. Is memory short (ENOBUFS, ENOMEM: the kernel could not make the next part of a dump)? (said once while it lasts)',
+      ]);
+      expect(debugged).toHaveLength(1);
+      // Its end read whole all the same: taken again.
+      sent[0]?.part();
+      sent[0]?.answer();
+      for (let at = 1; at < 5; at++) {
+        await vi.advanceTimersByTimeAsync(0);
+        sent[at]?.answer();
+      }
+      const { failed } = await dump;
+      expect(sent.map((request) => rt.MessageType[request.type])).toEqual(['GETLINK', 'GETLINK', 'GETADDR', 'GETROUTE', 'GETNEIGH']);
+      expect(failed).toEqual([]);
+      // Requests in flight are not failed for it: a receive error drops no answer.
+      const change = kernel.apply({ kind: 'link-group', ifindex: 1, group: 0 }, emptyView());
+      await vi.advanceTimersByTimeAsync(0);
+      receiveError();
+      sent[5]?.answer();
+      await expect(change).resolves.toBeUndefined();
+      kernel.close();
+    });
+
+    it('uses the third of three dumps of a table in a row that a receive error came during, said to have failed so (receiveFailed)', async () => {
+      const { rt } = await import('netlink');
+      const kernel = new RtnetlinkKernel();
+      const dump = kernel.dump();
+      for (let at = 0; at < 6; at++) {
+        await vi.advanceTimersByTimeAsync(0);
+        const request = sent[at];
+        if (request?.type === rt.MessageType.GETLINK) receiveError();
+        request?.answer();
+      }
+      const { failed } = await dump;
+      expect(sent.map((request) => rt.MessageType[request.type])).toEqual(['GETLINK', 'GETLINK', 'GETLINK', 'GETADDR', 'GETROUTE', 'GETNEIGH']);
+      expect(failed).toEqual([{ table: 'links', error: 'ENOBUFS', receiveFailed: true }]);
+      kernel.close();
     });
   });
 

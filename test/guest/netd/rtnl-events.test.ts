@@ -1,7 +1,8 @@
 // What the notification socket's wrapper (guest/netd/rtnl-events.ts) makes of what its addon read:
 // a datagram the `netlink` package cannot split into messages is said as such (the agent logs it
 // as undecodable, naming the cause), not as an overflow. The kernel sends no such datagram, so
-// the wrapper's delivery is fed one directly.
+// the wrapper's delivery is fed one directly. And how setting NETLINK_NO_ENOBUFS on the request
+// socket fails.
 import { constants, endianness } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { unsplittableLoss } from '../../../guest/netd/rtnetlink.js';
@@ -64,5 +65,20 @@ describe('unsplittableLoss', () => {
     expect(unsplittableLoss('Invalid header length (64)')).toEqual({ kind: 'undecodable', messageType: 'unsplittable datagram', error: 'Invalid header length (64)' });
     const long = unsplittableLoss(`${'x'.repeat(300)}\nsecond line`);
     expect(long.kind === 'undecodable' ? long.error : '').toBe(`${'x'.repeat(200)}...`);
+  });
+});
+
+describe('quietOverruns', () => {
+  it("fails in one line naming the port when no route netlink socket of this process is bound to it (the `netlink` package's would be)", async () => {
+    const { quietOverruns } = await import('../../../guest/netd/rtnl-events.js');
+    // A port no socket of this process holds: the kernel binds one to the process id (not 1 for a
+    // test runner's worker), then to ids from -4096 down; the `netlink` package to (32 << 22) | pid and up.
+    expect(() => quietOverruns(1)).toThrow(
+      expect.objectContaining({
+        name: 'NetdError',
+        kind: 'netlink',
+        message: 'cannot set NETLINK_NO_ENOBUFS on the rtnetlink request socket (ENOTSOCK): no route netlink socket of this process is bound to its port (1): is the `netlink` package another version?',
+      }),
+    );
   });
 });
