@@ -1067,8 +1067,12 @@ function keepUnlisted(fresh: KernelView, previous: KernelView, since: readonly K
   fresh.lastKnown = kept;
 }
 
-/** How a refusal names a device the kernel does not have (`Request rejected: ENODEV`). */
-const NO_DEVICE = /\bENODEV\b/;
+/**
+ * How the kernel refuses a request for a device it does not have: the whole text, as the netlink
+ * package gives it. Not a word in any text: another failure's may name the link, whose name may be
+ * ENODEV (a sysctl's path).
+ */
+const NO_DEVICE = /^Request rejected: ENODEV$/;
 
 /** What the start's sweep is reckoned from (startPurgeDebt). */
 const SWEEP_READS: readonly DumpTable[] = ['links', 'addresses', 'routes'];

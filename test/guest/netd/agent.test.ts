@@ -1022,6 +1022,38 @@ describe('NetdAgent', () => {
       expect((await agent.status()).links.map((link) => [link.name, link.error])).toEqual([['vm1', null]]);
     });
 
+    it("keeps a link kept as last known whose change failed for another reason, though the failure's text names it and its name reads ENODEV", async () => {
+      vi.useFakeTimers();
+      // A link of that name is served like any other ('.' and '-' bound a word as well: vm-ENODEV).
+      const NAMED = { ifindex: 3, name: 'ENODEV', mac: '0a:b3:ec:80:00:02', up: false, loopback: false, group: 0 };
+      const kernel = new ScriptedKernel([CLIENT_1, NAMED].map((link) => ({ kind: 'link', op: 'new', link }) as const));
+      kernel.echo = (operation, view) => expectedEvent(view, operation);
+      const firewall = new RecordingFirewall();
+      const conntrack = new RecordingConntrack();
+      agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), firewall, null, {}, conntrack);
+      const starting = agent.start({ watch: true });
+      await vi.advanceTimersByTimeAsync(0);
+      await starting;
+      const purges = conntrack.filters.length;
+      // It is there still; the links' dump fails before it. Its sysctls read 0, and writing them fails as RtnetlinkKernel says so.
+      kernel.state = dumpOf(agent.view).filter((event) => !(event.kind === 'link' && event.link.ifindex === NAMED.ifindex));
+      kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
+      kernel.readSysctl = (path: string): string => (path.includes('/ENODEV/') ? '0' : '1');
+      kernel.refuse = (operation) => operation.kind === 'sysctl' && operation.key.ifindex === NAMED.ifindex;
+      kernel.refusal = new NetdError('sysctl', 'cannot write /proc/sys/net/ipv6/conf/ENODEV/disable_ipv6 (EROFS): is /proc/sys mounted writable?');
+      const applied = kernel.applied.length;
+      kernel.listener?.lost({ kind: 'overflow' });
+      await vi.advanceTimersByTimeAsync(3_000);
+      await agent.idle();
+      expect(kernel.applied.slice(applied).some((operation) => kernel.refuse(operation))).toBe(true);
+      expect([...agent.view.links.keys()]).toEqual([CLIENT_1.ifindex, NAMED.ifindex]);
+      expect(firewall.models.at(-1)?.providerLinks).toEqual([
+        { ifname: 'vm1', clientIp: '100.64.0.1' },
+        { ifname: 'ENODEV', clientIp: '100.64.0.2' },
+      ]);
+      expect(conntrack.filters.slice(purges)).toEqual([]);
+    });
+
     it('in client mode, keeps the primary link its dump of the links did not come to: its marked address and routes stay', async () => {
       // No time passes: the re-read owed a second on does not come (fullSyncs stays 2 however slow the run).
       vi.useFakeTimers();
