@@ -426,6 +426,20 @@ async function deleted(request: Promise<unknown>): Promise<void> {
   }
 }
 
+/**
+ * A link-up's request for the link (see #change), whose answer is not needed: done where the
+ * kernel could not deliver its reply (EAGAIN: rtnl_getlink's unicast found the request socket's
+ * buffer full; it handled the link's queued events before it made the reply), or where the link
+ * is gone.
+ */
+async function linkAskedFor(request: Promise<unknown>): Promise<void> {
+  try {
+    await deleted(request);
+  } catch (error) {
+    if (rejectionCode(error) !== 'EAGAIN') throw error;
+  }
+}
+
 /** How much of a decoding error a loss carries: its first line, this long at most. */
 const ERROR_CHARS = 200;
 
@@ -1068,8 +1082,9 @@ export class RtnetlinkKernel implements NetdKernel {
         // every new link's carrier-on (in any namespace: the queue is the kernel's) waits for the
         // queue's 100 a second, its traffic dropped meanwhile. A device of its own (a provider
         // VM's virtio-net NIC) is activated as it comes up, its events not urgent: no request.
-        // A link gone meanwhile has nothing to handle.
-        if (syncLinkwatch) await deleted(socket.getLink({ index: operation.ifindex }, undefined, sequenced()));
+        // A link gone meanwhile has nothing to handle; a reply that found the buffer full (EAGAIN)
+        // was made after the events were handled.
+        if (syncLinkwatch) await linkAskedFor(socket.getLink({ index: operation.ifindex }, undefined, sequenced()));
         return;
       case 'link-group':
         await socket.setLink({ index: operation.ifindex }, { group: operation.group }, sequenced());

@@ -580,6 +580,28 @@ describe('RtnetlinkKernel request budget', () => {
       kernel.close();
     });
 
+    it("counts a veth's link-up done where the kernel could not deliver its reply to the link's request after (EAGAIN, the buffer full), and gives its room back", async () => {
+      const { rt } = await import('netlink');
+      const kernel = new RtnetlinkKernel();
+      const view = emptyView();
+      view.links.set(3, { ifindex: 3, name: 'p3', mac: '0a:b3:ec:80:00:03', up: false, loopback: false, group: 0, lowerIfindex: 4 });
+      const linkUp = kernel.apply({ kind: 'link-up', ifindex: 3 }, view);
+      await vi.advanceTimersByTimeAsync(0);
+      sent[0]?.answer();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(sent.map((request) => rt.MessageType[request.type])).toEqual(['SETLINK', 'GETLINK']);
+      // The link is up (its SETLINK acked), and its events handled before the reply was made:
+      // rtnl_getlink refuses with the error of a unicast that found the buffer full.
+      sent[1]?.refuse(-11);
+      await expect(linkUp).resolves.toBeUndefined();
+      expect(awaited()).toEqual([]);
+      // Its 6 KiB back: the buffer's three acks' room all there.
+      for (const ifindex of [1, 2, 5]) void kernel.apply({ kind: 'link-group', ifindex, group: 0 }, view);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(sent).toHaveLength(5);
+      kernel.close();
+    });
+
     it('gives back the room of requests that timed out once an answer to a later one shows theirs dropped', async () => {
       const kernel = new RtnetlinkKernel();
       const view = emptyView();
