@@ -3,7 +3,10 @@ import { mkdir, mkdtemp, readFile, readlink, rename, rm, symlink, writeFile } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createHarness, describeNetns, type Harness, type Netns, trackTempDir } from '../harness/index.js';
+import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
+import { preferredId } from '../../host/link-state.js';
+import { vmName } from '../../host/vm-name.js';
+import { createHarness, describeNetns, eventually, type Harness, type Netns, trackTempDir } from '../harness/index.js';
 import { LINK_BIN, type LinkWorld, devices, linkDevicesActive, makeLinkWorld, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
@@ -1123,5 +1126,50 @@ describeNetns('a link device whose route netlink answer passes 64 KiB (hundreds 
     expect(unlinked.code, unlinked.stderr).toBe(0);
     const left = await devices(world().host);
     expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => left.has(device))).toEqual([]);
+  });
+});
+
+describeNetns('a bridge deleted by someone else while its ports join it', () => {
+  const world = linkWorldPerSuite('linkgone');
+
+  it('says its master is gone, in one line saying what to check, where the kernel says only "Invalid argument" (of the index the run had looked up); the run is undone', async () => {
+    const id = preferredId({ client: vmName('appvm-lynx'), provider: vmName('netvm') });
+    const names = linkDeviceNames(devicePrefix(DEFAULT_DEVICE_PREFIX), id);
+    // In a mount namespace of its own, spectrum-link finds at /proc/sys/net/ipv6/conf a directory
+    // of the test's: new devices forward IPv6 there (default/forwarding 1), so each new port has
+    // IPv6 turned off just before it joins the bridge, and the provider port's disable_ipv6 is a
+    // FIFO, which its opening for writing waits on until the test reads it. So the run stops
+    // after the client port joined the bridge, before the provider port does.
+    const conf = await mkdtemp(join(tmpdir(), 'spectrum-ipv6-conf-'));
+    trackTempDir(conf);
+    for (const dir of ['default', names.bridge, names.client, names.provider]) await mkdir(join(conf, dir));
+    await writeFile(join(conf, 'default', 'forwarding'), '1\n');
+    for (const device of [names.bridge, names.client]) await writeFile(join(conf, device, 'disable_ipv6'), '0\n');
+    const fifo = join(conf, names.provider, 'disable_ipv6');
+    await world().host.exec(['mkfifo', fifo], { enter: 'nsenter' });
+    const withConf = 'mount --bind "$0" /proc/sys/net/ipv6/conf && exec "$@"';
+    const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'none'], world());
+    const run = world().host.spawn(['unshare', '-m', 'sh', '-c', withConf, conf, 'node', LINK_BIN, ...args], { enter: 'nsenter' });
+    try {
+      await eventually(`${names.client} to join ${names.bridge}`, async () => (await devices(world().host)).get(names.client)?.master === names.bridge, 30_000);
+      await world().host.ip(['link', 'del', 'dev', names.bridge]);
+      // On with the run: the provider port joins the bridge as the run looked it up for the client port.
+      const read = await world().host.exec(['cat', fifo], { enter: 'nsenter', timeoutMs: 30_000 });
+      expect(read.stdout).toBe('1');
+      const exit = await run.wait();
+      expect(exit.code, run.stderr).toBe(1);
+    } finally {
+      // Failed before the FIFO was read, it would wait on it for ever.
+      if (run.exit === undefined) await run.kill('SIGKILL');
+      await run.waitClosed();
+    }
+    expect(oneLineError(run.stderr)).toContain(
+      `ip link set dev ${names.provider} mtu 1500 master ${names.bridge} up failed: No such device: master ${names.bridge}, there when this run looked it up, was deleted meanwhile by something else; ` +
+        'check what else deletes network devices on this host',
+    );
+    // Undone: no device of the link, nothing recorded.
+    const host = await devices(world().host);
+    expect([names.bridge, names.client, names.provider].filter((device) => host.has(device))).toEqual([]);
+    expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toEqual([]);
   });
 });
