@@ -82,6 +82,19 @@ async function ipv6FramesFromPort(world: LinkWorld, port: string): Promise<numbe
   return Number(/^(\d+)$/m.exec(capture.stdout)?.[1] ?? 'NaN');
 }
 
+/** Rewrite link `id`'s record in the state dir as spectrum-link wrote it before commit 13513d4: no "attached". */
+async function dropAttachModesOf(stateDir: string, id: number): Promise<void> {
+  const statePath = join(stateDir, 'links.json');
+  const state = JSON.parse(await readFile(statePath, 'utf8')) as { version: number; links: { id: number; attached?: unknown }[] };
+  expect(state.links.find((entry) => entry.id === id)?.attached).toBeDefined();
+  const legacy = state.links.map((entry) => {
+    if (entry.id !== id) return entry;
+    const { attached: _, ...rest } = entry;
+    return rest;
+  });
+  await writeFile(statePath, JSON.stringify({ ...state, links: legacy }));
+}
+
 function oneLineError(stderr: string): string {
   const lines = stderr.split('\n').filter((line) => line !== '');
   expect(lines).toHaveLength(1);
@@ -743,7 +756,7 @@ describeNetns('link --all and a client VM whose directory has gone', () => {
       expect(outputs.map((output) => output.vm)).toEqual(['appvm-lynx', 'appvm-catgirl']);
       expect(outputs[0]).not.toHaveProperty('orphaned');
       const { vmmArguments: _, ...recorded } = catgirl as typeof catgirl & { vmmArguments?: unknown };
-      expect(outputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded }] });
+      expect(outputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded, attachRecorded: true }] });
       expect(warnings(json.stderr)).toHaveLength(1);
 
       // Without its directory: unlink takes its devices down (id kept, so it is still reported, as
@@ -754,7 +767,7 @@ describeNetns('link --all and a client VM whose directory has gone', () => {
       const down = await world().link(['link', '--all', '--attach', 'netns', '--json']);
       expect(warnings(down.stderr)).toEqual([expect.stringContaining('appvm-catgirl has 1 recorded link')]);
       const downOutputs = down.stdout.trim().split('\n').map((line) => JSON.parse(line) as LinkOutput);
-      expect(downOutputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded, clientAttach: null, providerAttach: null }] });
+      expect(downOutputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded, clientAttach: null, providerAttach: null, attachRecorded: false }] });
       // ...and --forget releases the id: nothing more to say.
       const forgotten = await world().link(['unlink', 'appvm-catgirl', '--forget', '--json']);
       expect(forgotten.code, forgotten.stderr).toBe(0);
@@ -844,23 +857,13 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(await unlinkJson([])).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...fields, clientAttach: 'none', providerAttach: 'none' }], forgotten: false });
     const down = { ...fields, clientAttach: null, providerAttach: null };
     const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as Record<string, unknown>[];
-    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...down, present: false, linked: false });
+    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...down, attachRecorded: false, present: false, linked: false });
     // Again, and with --forget: attached no way, whatever --attach says of links without a record.
     expect(await unlinkJson([])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: false });
     expect(await unlinkJson(['--attach', 'appvm-lynx=netns', '--forget'])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: true });
   });
 
-  /** Rewrite link `id`'s record as spectrum-link wrote it before commit 13513d4: no "attached". */
-  const dropAttachModes = async (id: number): Promise<void> => {
-    const state = JSON.parse(await readFile(statePath(), 'utf8')) as { version: number; links: { id: number; attached?: unknown }[] };
-    expect(state.links.find((entry) => entry.id === id)?.attached).toBeDefined();
-    const legacy = state.links.map((entry) => {
-      if (entry.id !== id) return entry;
-      const { attached: _, ...rest } = entry;
-      return rest;
-    });
-    await writeFile(statePath(), JSON.stringify({ ...state, links: legacy }));
-  };
+  const dropAttachModes = (id: number): Promise<void> => dropAttachModesOf(world().stateDir, id);
 
   it('unlink --json of a link recorded before the state kept attach modes, its devices up, gives the --attach modes it took it down with; unlink again, null', async () => {
     const link = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
@@ -868,7 +871,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     await dropAttachModes(link.id);
     // Up, as list says too (its veths show netns).
     const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number; linked: boolean; present: boolean }[];
-    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...link, linked: true, present: true });
+    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...link, attachRecorded: false, linked: true, present: true });
 
     const unlinkJson = async (): Promise<unknown> => {
       const result = await world().link(['unlink', 'appvm-lynx', '--attach', 'netns', '--json']);
@@ -902,21 +905,21 @@ describeNetns('show, unlink --json and options a command does not use', () => {
       `appvm-lynx -> netvm  id ${link.id}  ip ${link.clientIp}  client ${link.clientDevice} ${link.clientMac} (${client})  provider ${link.providerDevice} ${link.providerMac} (${provider})  bridge ${link.bridge}  ${state}`;
     for (const command of [['list'], ['show', 'appvm-lynx'], ['show', 'netvm']]) {
       expect(await shown(command)).toEqual({
-        json: { ...link, clientAttach: 'netns', providerAttach: null, present: true, linked: true },
+        json: { ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false, present: true, linked: true },
         lines: [line('netns', '?', 'up (attach modes not recorded)')],
       });
     }
     // Its provider's tap lost: still linked (devices of its names exist), but not all there.
     await world().host.ip(['link', 'del', 'dev', link.providerDevice]);
     expect(await shown(['list'])).toEqual({
-      json: { ...link, clientAttach: 'netns', providerAttach: null, present: false, linked: true },
+      json: { ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false, present: false, linked: true },
       lines: [line('netns', '?', 'devices missing (attach modes not recorded)')],
     });
     // Every device gone: taken down (as unlink takes such a link), attached no way.
     await world().host.ip(['link', 'del', 'dev', link.clientDevice]);
     await world().host.ip(['link', 'del', 'dev', link.bridge]);
     expect(await shown(['show', 'appvm-lynx'])).toEqual({
-      json: { ...link, clientAttach: null, providerAttach: null, present: false, linked: false },
+      json: { ...link, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: false },
       lines: [line('-', '-', 'unlinked (id kept)')],
     });
   });
@@ -940,7 +943,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     const linked = JSON.parse((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as { links: (Record<string, unknown> & { vmmArguments: unknown; clientDevice: string })[] };
     const link = linked.links[0]!;
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
-      expect(await listedJson(command)).toEqual({ ...link, present: true, linked: true });
+      expect(await listedJson(command)).toEqual({ ...link, attachRecorded: true, present: true, linked: true });
       const lines = await human(command);
       expect(lines[0]).toMatch(/  up$/);
       expect(lines.slice(1).map((line) => line.split(':')[0])).toEqual(['  appvm-lynx', '  appvm-lynx', '  netvm', '  netvm']);
@@ -948,7 +951,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     const { vmmArguments: _, ...withoutArguments } = link;
     const missing = async (): Promise<void> => {
       for (const command of [['list'], ['show', 'appvm-lynx']]) {
-        expect(await listedJson(command)).toEqual({ ...withoutArguments, present: false, linked: true });
+        expect(await listedJson(command)).toEqual({ ...withoutArguments, attachRecorded: true, present: false, linked: true });
         const lines = await human(command);
         expect(lines).toHaveLength(1);
         expect(lines[0]).toMatch(/  devices missing$/);
@@ -958,7 +961,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     // as none (null, `-`), not as the default (`none`, which would say it was attached by hand).
     expect((await world().link(['unlink', 'appvm-lynx'])).code).toBe(0);
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
-      expect(await listedJson(command)).toEqual({ ...withoutArguments, clientAttach: null, providerAttach: null, present: false, linked: false });
+      expect(await listedJson(command)).toEqual({ ...withoutArguments, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: false });
       const lines = await human(command);
       expect(lines).toEqual([`appvm-lynx -> netvm  id ${link.id}  ip ${String(link.clientIp)}  client ${link.clientDevice} ${String(link.clientMac)} (-)  provider ${String(link.providerDevice)} ${String(link.providerMac)} (-)  bridge ${String(link.bridge)}  unlinked (id kept)`]);
     }
@@ -1171,5 +1174,46 @@ describeNetns('a bridge deleted by someone else while its ports join it', () => 
     const host = await devices(world().host);
     expect([names.bridge, names.client, names.provider].filter((device) => host.has(device))).toEqual([]);
     expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toEqual([]);
+  });
+});
+
+describeNetns('link --all and a link recorded before the state kept attach modes', () => {
+  const world = linkWorldPerSuite('linklegacy');
+
+  type Output = { vm: string; links: unknown[]; orphaned?: unknown[]; unusableDir?: string; recorded?: unknown[] };
+
+  it("reports it, up, as list does in a client's orphaned (directory gone) and recorded (no directory) entries: a veth side netns, a tap side null, attachRecorded false", async () => {
+    const linked = parseLink((await world().link(['link', 'appvm-catgirl', '--attach', 'none', '--attach', 'appvm-catgirl=netns', '--json'])).stdout).links[0]!;
+    const { vmmArguments: _, ...link } = linked as typeof linked & { vmmArguments?: unknown };
+    expect([link.clientAttach, link.providerAttach]).toEqual(['netns', 'none']);
+    await dropAttachModesOf(world().stateDir, link.id);
+    // Its modes as its devices show them: netns for the client's veth, unknown for netvm's tap.
+    const inferred = { vm: 'appvm-catgirl', ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false };
+    const listed = (JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number }[]).find((entry) => entry.id === link.id);
+    expect(listed).toEqual({ ...inferred, present: true, linked: true });
+    const catgirlOutput = async (): Promise<Output | undefined> => {
+      const result = await world().link(['link', '--all', '--attach', 'none', '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      return result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Output).find((output) => output.vm === 'appvm-catgirl');
+    };
+    const dir = join(world().configDir, 'appvm-catgirl');
+    const away = `${world().configDir}-appvm-catgirl`;
+    trackTempDir(away);
+    await rename(dir, away);
+    try {
+      expect(await catgirlOutput()).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [inferred] });
+      // A file in its place: no VM directory, its links left as they are.
+      await writeFile(dir, '');
+      try {
+        expect(await catgirlOutput()).toEqual({ vm: 'appvm-catgirl', links: [], unusableDir: `${dir} is not a directory`, recorded: [inferred] });
+      } finally {
+        await rm(dir);
+      }
+    } finally {
+      await rename(away, dir);
+    }
+    // Left as it was: its devices up.
+    const host = await devices(world().host);
+    expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => !host.has(device))).toEqual([]);
   });
 });
