@@ -35,6 +35,8 @@ export interface DesiredConnection {
 
 /** A network device as the kernel reports it, reduced to what the plan compares. */
 export interface ObservedDevice {
+  /** Its ifindex in its namespace: a step on a device the plan saw addresses it by this (DeviceStep). */
+  readonly index: number;
   readonly name: string;
   /** `bridge`, `tun`, `veth`, ... or null for a device without link info (loopback, ethernet). */
   readonly kind: string | null;
@@ -72,16 +74,26 @@ export interface DeviceChange {
   readonly addrGenModeNone?: true;
 }
 
+/**
+ * The device a step acts on that the plan saw: the ifindex it saw it under. The step addresses it
+ * by that, not by its name: the kernel resolves a name to a device that has it as an altname too,
+ * which someone may have given another device since the plan looked (and a device of ours renamed
+ * meanwhile is still the one the plan decided on). Absent for a device this plan creates.
+ */
+interface SeenIndex {
+  readonly index?: number;
+}
+
 /** One change to one device, in the current namespace (netns null) or in a VM namespace. */
 export type DeviceStep = { readonly netns: string | null } & (
-  | { readonly op: 'delete'; readonly name: string }
+  | ({ readonly op: 'delete'; readonly name: string } & SeenIndex)
   | { readonly op: 'add-bridge'; readonly name: string }
   | { readonly op: 'add-tap'; readonly name: string }
   /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
   | { readonly op: 'add-veth'; readonly name: string; readonly peerNetns: string }
   /** Turn IPv6 off on it (which also removes every IPv6 address it has). */
   | { readonly op: 'disable-ipv6'; readonly name: string }
-  | { readonly op: 'set'; readonly name: string; readonly change: DeviceChange }
+  | ({ readonly op: 'set'; readonly name: string; readonly change: DeviceChange } & SeenIndex)
 );
 
 /** A step as the command that does the same (for messages: every operator reads ip and sysctl). */
@@ -139,7 +151,7 @@ function bridgeSteps(connection: DesiredConnection, seen: ObservedDevice | undef
   if (!hostIpv6) return fixDevice(null, wanted, seen);
   const off: DeviceStep = { netns: null, op: 'disable-ipv6', name };
   if (seen !== undefined && seen.mtu < IPV6_MIN_MTU && mtu >= IPV6_MIN_MTU) {
-    return [{ netns: null, op: 'set', name, change: { mtu } }, off, ...fixDevice(null, wanted, { ...seen, mtu })];
+    return [{ netns: null, op: 'set', name, index: seen.index, change: { mtu } }, off, ...fixDevice(null, wanted, { ...seen, mtu })];
   }
   return [...(seen?.ipv6 === false ? [] : [off]), ...fixDevice(null, wanted, seen)];
 }
@@ -177,7 +189,7 @@ function fixDevice(
   if (seen?.up !== true) change.up = true;
   if (seen === undefined && wanted.addrGenModeNone === true) change.addrGenModeNone = true;
   if (Object.keys(change).length === 0) return [];
-  return [{ netns, op: 'set', name: wanted.name, change }];
+  return [{ netns, op: 'set', name: wanted.name, ...(seen !== undefined && { index: seen.index }), change }];
 }
 
 interface PlanBuilder {
@@ -199,7 +211,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
 
   if (attach.kind === 'tap') {
     const isTap = seen?.kind === 'tun';
-    if (seen !== undefined && !isTap) steps.push({ netns: null, op: 'delete', name: side.device });
+    if (seen !== undefined && !isTap) steps.push({ netns: null, op: 'delete', name: side.device, index: seen.index });
     if (!isTap) {
       steps.push({ netns: null, op: 'add-tap', name: side.device });
       creates.push(side.device);
@@ -214,8 +226,8 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
   // A veth pair lives and dies together: both ends present means the pair is ours and whole.
   const pairWhole = seen?.kind === 'veth' && far?.kind === 'veth';
   if (!pairWhole) {
-    if (seen !== undefined) steps.push({ netns: null, op: 'delete', name: side.device });
-    if (far !== undefined) plan.clearFarEnds.push({ netns: attach.netns, op: 'delete', name: side.device });
+    if (seen !== undefined) steps.push({ netns: null, op: 'delete', name: side.device, index: seen.index });
+    if (far !== undefined) plan.clearFarEnds.push({ netns: attach.netns, op: 'delete', name: side.device, index: far.index });
     steps.push({ netns: null, op: 'add-veth', name: side.device, peerNetns: attach.netns });
     creates.push(side.device);
   }
@@ -265,7 +277,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     hostSteps.push(steps);
     const bridge = observed.host.get(connection.bridge);
     const isBridge = bridge?.kind === 'bridge';
-    if (bridge !== undefined && !isBridge) steps.push({ netns: null, op: 'delete', name: connection.bridge });
+    if (bridge !== undefined && !isBridge) steps.push({ netns: null, op: 'delete', name: connection.bridge, index: bridge.index });
     if (!isBridge) {
       steps.push({ netns: null, op: 'add-bridge', name: connection.bridge });
       creates.push(connection.bridge);

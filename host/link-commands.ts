@@ -234,12 +234,15 @@ function vmmArgumentLines(report: ShownLink, mtu: number): string[] {
  * The JSON link object of the contract without VMM arguments: for links taken down, whose taps are
  * gone. A recorded link that is not linked (`unlink` took it down, its id kept) is attached no way:
  * its attach modes are null, wherever it is printed (list, show, unlink, link --all's records).
+ * A recorded link as it stands (list, show, link --all's records) says whether its modes are the
+ * state's (`attachRecorded`): where the state has none for a link up, they are as its devices show them.
  */
-function linkFieldsJson(report: ShownLink | RecordedLinkReport): Record<string, unknown> {
+function linkFieldsJson(report: ShownLink | RecordedLinkReport | ListedLink): Record<string, unknown> {
   const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice } = report;
   const attached = !('linked' in report) || report.linked;
   const [clientAttach, providerAttach] = attached ? [report.clientAttach, report.providerAttach] : [null, null];
-  return { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach };
+  const recorded = 'attachRecorded' in report ? { attachRecorded: report.attachRecorded } : {};
+  return { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach, ...recorded };
 }
 
 /** The JSON link object of the contract, with the VMM arguments for sides attached by hand (link MTU `mtu`). */

@@ -160,14 +160,22 @@ export class ProgramWriter {
     this.view.setUint16(at, this.length - at, true);
   }
 
+  /**
+   * The ifinfomsg of a request about an existing device: by the index the plan saw it under where
+   * it has one, else by name. Never both: with an index, IFLA_IFNAME asks for a rename.
+   */
+  private device(name: string, index: number | undefined, up: boolean): void {
+    this.ifinfomsg(index ?? 0, up);
+    if (index === undefined) this.stringAttribute(IFLA_IFNAME, name);
+  }
+
   /** The record that carries out one step (in the namespace of the socket it runs on). */
   step(step: DeviceStep, namespaceFds: NamespaceFds): this {
     switch (step.op) {
       case 'delete':
         this.beginRecord(KIND_REQUEST);
         this.beginMessage(RTM_DELLINK, 0);
-        this.ifinfomsg(0, false);
-        this.stringAttribute(IFLA_IFNAME, step.name);
+        this.device(step.name, step.index, false);
         break;
       case 'add-bridge':
         this.beginRecord(KIND_REQUEST);
@@ -220,8 +228,7 @@ export class ProgramWriter {
           text.encodeInto(master, this.bytes.subarray(at, at + IFNAMSIZ - 1));
         }
         this.beginMessage(RTM_NEWLINK, 0);
-        this.ifinfomsg(0, up === true);
-        this.stringAttribute(IFLA_IFNAME, step.name);
+        this.device(step.name, step.index, up === true);
         if (mac !== undefined) this.macAttribute(IFLA_ADDRESS, mac);
         if (mtu !== undefined) this.u32Attribute(IFLA_MTU, mtu);
         if (addrGenModeNone === true) {
@@ -405,6 +412,7 @@ export function observedDevices(links: readonly LinkInfo[]): Map<string, Observe
     links.map((link) => [
       link.name,
       {
+        index: link.index,
         name: link.name,
         kind: link.kind,
         master: link.masterIndex === null ? null : (names.get(link.masterIndex) ?? `ifindex ${String(link.masterIndex)}`),

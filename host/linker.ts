@@ -285,11 +285,6 @@ export interface RecordedLinkReport extends LinkReport {
   readonly linked: boolean;
 }
 
-/** A recorded link as reported, with whether it is linked. */
-function recordedReport(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): RecordedLinkReport {
-  return { ...linkReport(link, options), linked: link.attached !== undefined };
-}
-
 const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
 
 /** `source`: where the value came from, as the message names it (the option, or the environment variable). */
@@ -408,8 +403,8 @@ function* chunksOf<T>(items: readonly T[]): Generator<T[]> {
 /** A client VM with recorded links that the config dir has no directory for (`link --all`). */
 export interface OrphanedVm {
   readonly vm: VmName;
-  /** Its recorded links as client, as recorded (devices may or may not exist). */
-  readonly links: readonly RecordedLinkReport[];
+  /** Its recorded links as client, as `list` shows them (devices may or may not exist). */
+  readonly links: readonly ListedLink[];
 }
 
 /** What `link` did: each VM's links, and the links it took down (providers no longer listed). */
@@ -437,14 +432,14 @@ export interface WholeConfigDir {
  * to nothing. Their links are left alone (the VM may still run: its directory going says nothing
  * of that); the operator is told, and `unlink VM --forget` releases them.
  */
-function orphanedClients(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): OrphanedVm[] {
-  const byClient = new Map<VmName, RecordedLinkReport[]>();
+function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; links: Link[] }[] {
+  const byClient = new Map<VmName, Link[]>();
   for (const link of state.links) {
     const dir = snapshot.vms.get(link.client);
     if (dir !== undefined && dir.location !== 'dangling-symlink') continue;
-    const reports = byClient.get(link.client) ?? [];
-    if (reports.length === 0) byClient.set(link.client, reports);
-    reports.push(recordedReport(link, options));
+    const links = byClient.get(link.client) ?? [];
+    if (links.length === 0) byClient.set(link.client, links);
+    links.push(link);
   }
   return [...byClient].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([vm, links]) => ({ vm, links }));
 }
@@ -454,8 +449,8 @@ export interface UnusableVmDir {
   readonly vm: VmName;
   /** What it is instead, in words (vmDirProblem): a symlink leading outside, to nothing, not a directory, unreadable. */
   readonly problem: string;
-  /** Its recorded links as client, as recorded: left as they are (devices too). */
-  readonly links: readonly RecordedLinkReport[];
+  /** Its recorded links as client, as `list` shows them: left as they are (devices too). */
+  readonly links: readonly ListedLink[];
 }
 
 /**
@@ -464,16 +459,38 @@ export interface UnusableVmDir {
  * each is said. A symlink to nothing whose VM has links recorded is said as an orphaned client; a
  * file that is no directory, only where links are recorded for its name.
  */
-function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): UnusableVmDir[] {
+function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[] }[] {
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
-    const links = linksOfClient(state, dir.name).map((link) => recordedReport(link, options));
+    const links = linksOfClient(state, dir.name);
     if (dir.location === 'dangling-symlink' && links.length > 0) return [];
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
     // without providers/net is, unless links are recorded for its name.
     if (dir.location === 'not-a-directory' && links.length === 0) return [];
     return [{ vm: dir.name, problem: vmDirProblem(snapshot, dir.name) ?? dir.location, links }];
   });
+}
+
+/**
+ * What `link --all` reports of the VMs it could not link whose links it leaves as they are: the
+ * orphaned clients and the unusable entries, their links as `list` shows them (`listed`: a link
+ * recorded before the state kept attach modes is linked, with modes its devices show, while they
+ * exist). The devices are looked at only where there are such links.
+ */
+async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<{ orphaned: OrphanedVm[]; unusable: UnusableVmDir[] }> {
+  const orphans = orphanedClients(state, snapshot);
+  const unusables = unusableVmDirs(state, snapshot);
+  const links = [...orphans, ...unusables].flatMap((entry) => entry.links);
+  const shown = new Map<Link, ListedLink>();
+  (await listed(links, options)).forEach((entry, index) => {
+    const link = links[index];
+    if (link !== undefined) shown.set(link, entry);
+  });
+  const shownOf = (entries: readonly Link[]): ListedLink[] => entries.flatMap((link) => shown.get(link) ?? []);
+  return {
+    orphaned: orphans.map(({ vm, links: own }) => ({ vm, links: shownOf(own) })),
+    unusable: unusables.map(({ vm, problem, links: own }) => ({ vm, problem, links: shownOf(own) })),
+  };
 }
 
 /** What one link transaction made: the state after it, each VM's links, each VM's providers now. */
@@ -778,8 +795,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
       throw error;
     });
     const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
-    const orphaned = snapshot === undefined ? [] : orphanedClients(down.state, snapshot, options);
-    const unusable = snapshot === undefined ? [] : unusableVmDirs(down.state, snapshot, options);
+    const { orphaned, unusable } = snapshot === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, snapshot, options);
     return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures };
   });
 }
@@ -966,8 +982,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
     return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], failed, interrupted: said };
   }
   const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options);
-  const orphaned = wholeDir === undefined ? [] : orphanedClients(down.state, snapshot, options);
-  const unusable = wholeDir === undefined ? [] : unusableVmDirs(down.state, snapshot, options);
+  const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, snapshot, options);
   return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, failed };
 }
 
@@ -1360,8 +1375,11 @@ function attachShown(device: ObservedDevice | undefined): AttachMode | null {
   return device?.kind === 'veth' ? 'netns' : null;
 }
 
-/** Recorded links, with whether their devices exist. */
-async function listed(links: readonly Link[], options: ListOptions): Promise<ListedLink[]> {
+/**
+ * Recorded links, with whether their devices exist: as every command that shows recorded links
+ * shows them (`list`, `show`, and `link --all`'s orphaned and unusable entries).
+ */
+async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<ListedLink[]> {
   if (links.length === 0) return [];
   const devices = (await observeDevices([])).host;
   return links.map((link): ListedLink => {

@@ -125,16 +125,34 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Pro
     const writer = new ProgramWriter();
     for (const step of steps) writer.step(step, fds);
     const program = writer.finish();
-    const outcomes = await inNamespace(netns, (socket) => socket.run(program));
-    const failed = outcomes.findIndex((outcome) => outcome.state === 'failed');
-    const outcome = outcomes[failed];
-    const step = steps[failed];
-    if (outcome?.state === 'failed' && step !== undefined) {
-      throw new DeviceError('step-failed', `${stepText(step)}${where(netns)} failed: ${outcome.text}`);
-    }
+    const failure = await inNamespace(netns, async (socket) => {
+      const outcomes = await socket.run(program);
+      const failed = outcomes.findIndex((outcome) => outcome.state === 'failed');
+      const outcome = outcomes[failed];
+      const step = steps[failed];
+      if (outcome?.state !== 'failed' || step === undefined) return undefined;
+      return `${stepText(step)}${where(netns)} failed: ${await failureText(socket, step, outcome)}`;
+    });
+    if (failure !== undefined) throw new DeviceError('step-failed', failure);
   } finally {
     for (const fd of fds.values()) closeSync(fd);
   }
+}
+
+/**
+ * Why a step failed, in words. A join whose master the program looked up for an earlier port
+ * gives the kernel that index again; where the master was deleted meanwhile (by something else:
+ * a run holds the state lock), the kernel says only EINVAL, so the master is looked up once more
+ * to say that it is gone.
+ */
+async function failureText(socket: RtnlSocket, step: DeviceStep, outcome: RecordOutcome & { state: 'failed' }): Promise<string> {
+  const master = step.op === 'set' ? step.change.master : undefined;
+  if (master === undefined || outcome.code !== 'EINVAL') return outcome.text;
+  const [lookup] = await socket.run(new ProgramWriter().getLink(master).finish(), true);
+  // No device has that name as its own now (an altname of another device is not the master).
+  const gone = lookup?.state === 'failed' ? lookup.code === 'ENODEV' : lookup?.state === 'done' && !decodeLinks(lookup.reply).some((link) => link.name === master);
+  if (!gone) return outcome.text;
+  return `No such device: master ${master}, there when this run looked it up, was deleted meanwhile by something else; check what else deletes network devices on this host (another spectrum-link with another --state-dir, a network manager), then link again`;
 }
 
 function byNamespace(steps: readonly DeviceStep[]): Map<string | null, DeviceStep[]> {

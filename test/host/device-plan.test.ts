@@ -37,16 +37,24 @@ const NO_IPV6 = { ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false };
  */
 function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly DeviceStep[], host: HostIpv6): Map<string, ObservedDevice> {
   const devices = new Map(start);
+  let nextIndex = Math.max(1, ...[...start.values()].map((device) => device.index)) + 1;
+  // A device the plan saw is addressed by the index it saw (its name may be another device's
+  // altname by the time the step runs); only one the plan made is addressed by name.
+  const addressed = (step: DeviceStep & { op: 'delete' | 'set' }): void => {
+    if (start.get(step.name)?.index === devices.get(step.name)?.index) expect(step.index).toBe(devices.get(step.name)?.index);
+    else expect(step.index).toBeUndefined();
+  };
   for (const step of steps) {
     const { name } = step;
     switch (step.op) {
       case 'add-tap':
       case 'add-bridge':
         expect(devices.has(name)).toBe(false);
-        devices.set(name, { name, kind: step.op === 'add-tap' ? 'tun' : 'bridge', master: null, mtu: 1500, up: false, mac: '02:00:00:00:00:01', ...freshIpv6(host) });
+        devices.set(name, { index: nextIndex++, name, kind: step.op === 'add-tap' ? 'tun' : 'bridge', master: null, mtu: 1500, up: false, mac: '02:00:00:00:00:01', ...freshIpv6(host) });
         break;
       case 'delete':
         expect(devices.has(name)).toBe(true);
+        addressed(step);
         devices.delete(name);
         for (const [other, device] of devices) if (device.master === name) devices.set(other, { ...device, master: null });
         break;
@@ -54,6 +62,7 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
         const device = devices.get(name);
         expect(device).toBeDefined();
         if (device === undefined) break;
+        addressed(step);
         const { mac, mtu, master, up, addrGenModeNone } = step.change;
         if (master !== undefined) expect(devices.get(master)?.kind).toBe('bridge');
         const newMtu = mtu ?? device.mtu;
@@ -84,6 +93,7 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
 /** A device named like one of the connection's, in some state (right, wrong kind, down, ...). */
 const someDevice = (name: string): fc.Arbitrary<ObservedDevice> =>
   fc.record({
+    index: fc.integer({ min: 2, max: 1 << 20 }),
     name: fc.constant(name),
     kind: fc.constantFrom<string | null>('bridge', 'bond', 'tun', 'veth', 'dummy', null),
     master: fc.constantFrom<string | null>(null, 'snb1', 'snb2', 'other'),
@@ -111,8 +121,8 @@ describe('planDevices, tap connections', () => {
   });
 
   it('re-enslaves the ports of a non-bridge device that held the bridge name (deleting it released them)', () => {
-    const bond: ObservedDevice = { name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ...NO_IPV6 };
-    const port: ObservedDevice = { name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ...NO_IPV6 };
+    const bond: ObservedDevice = { index: 7, name: 'snb7', kind: 'bond', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ...NO_IPV6 };
+    const port: ObservedDevice = { index: 8, name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ...NO_IPV6 };
     const steps = planDevices([connection(7)], observedHost([bond, port])).hostSteps.flat().map((step) => stepText(step));
     expect(steps.slice(0, 3)).toEqual(['ip link del dev snb7', 'ip link add snb7 type bridge', 'ip link set dev snc7 master snb7']);
   });
@@ -166,8 +176,8 @@ describe('replacedDevices', () => {
   });
 
   it('holds the host end of a veth that is to be a tap (another attach mode)', () => {
-    const veth: ObservedDevice = { name: 'snc7', kind: 'veth', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ...NO_IPV6 };
-    const bridge: ObservedDevice = { name: 'snb7', kind: 'bridge', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ...NO_IPV6 };
+    const veth: ObservedDevice = { index: 8, name: 'snc7', kind: 'veth', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ...NO_IPV6 };
+    const bridge: ObservedDevice = { index: 7, name: 'snb7', kind: 'bridge', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ...NO_IPV6 };
     expect(replacedDevices(planDevices([connection(7)], observedHost([bridge, veth])))).toEqual(['snc7']);
     expect(replacedDevices(planDevices([connection(7)], observedHost([])))).toEqual([]);
   });
@@ -190,6 +200,7 @@ describe('createdKinds', () => {
 describe('planDevices, IPv6 on the host\'s devices', () => {
   type Ipv6 = 'off' | 'no-address' | 'addresses' | 'forwarding';
   const device = (name: string, master: string | null, ipv6: Ipv6, mtu = 1500): ObservedDevice => ({
+    index: name.charCodeAt(2),
     name,
     kind: master === null ? 'bridge' : 'tun',
     master,

@@ -49,6 +49,24 @@ describe('ProgramWriter', () => {
     expect(decodeLinks(payload.subarray(16))).toMatchObject([{ name: 'snc7', up: true }]);
   });
 
+  it('addresses a device the plan saw by the index it saw, never by its name (another device may have it as an altname by then; with an index, a name asks for a rename)', () => {
+    const program = new ProgramWriter()
+      .step({ netns: null, op: 'delete', name: 'snb2', index: 41 }, new Map())
+      .step({ netns: null, op: 'set', name: 'snc2', index: 42, change: { mtu: 1400 } }, new Map())
+      .step({ netns: null, op: 'set', name: 'snp2', index: 43, change: { master: 'snb2', up: true } }, new Map())
+      .step({ netns: null, op: 'set', name: 'snp3', change: { mtu: 1400 } }, new Map())
+      .finish();
+    const [del, set, join, byName] = records(program);
+    // Header and ifinfomsg alone (32 bytes), then only the change's attributes: no IFLA_IFNAME.
+    expect(header(del?.payload ?? new Uint8Array())).toMatchObject({ type: 17, index: 41, length: 32 });
+    expect(header(set?.payload ?? new Uint8Array())).toMatchObject({ type: 16, index: 42, length: 32 + 8 });
+    expect(join?.kind).toBe(3);
+    expect(header(join?.payload.subarray(16) ?? new Uint8Array())).toMatchObject({ type: 16, index: 43, length: 32 });
+    // A device the plan makes has no index yet: by name.
+    expect(header(byName?.payload ?? new Uint8Array())).toMatchObject({ index: 0 });
+    expect(decodeLinks(byName?.payload ?? new Uint8Array())).toMatchObject([{ name: 'snp3', mtu: 1400 }]);
+  });
+
   it('refuses a master name that would not fit the kernel\'s 16 bytes (it would name another device)', () => {
     expect(() => new ProgramWriter().step({ netns: null, op: 'set', name: 'snc7', change: { master: 'a'.repeat(16) } }, new Map())).toThrow(/longer than 15 bytes/);
     expect(() => new ProgramWriter().step({ netns: null, op: 'set', name: 'snc7', change: { master: 'a'.repeat(15) } }, new Map())).not.toThrow();

@@ -3,7 +3,10 @@ import { mkdir, mkdtemp, readFile, readlink, rename, rm, symlink, writeFile } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createHarness, describeNetns, type Harness, type Netns, trackTempDir } from '../harness/index.js';
+import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
+import { preferredId } from '../../host/link-state.js';
+import { vmName } from '../../host/vm-name.js';
+import { createHarness, describeNetns, eventually, type Harness, type Netns, trackTempDir } from '../harness/index.js';
 import { LINK_BIN, type LinkWorld, devices, linkDevicesActive, makeLinkWorld, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
@@ -77,6 +80,19 @@ async function ipv6FramesFromPort(world: LinkWorld, port: string): Promise<numbe
   await capture.waitClosed();
   expect(exit.code).toBe(0);
   return Number(/^(\d+)$/m.exec(capture.stdout)?.[1] ?? 'NaN');
+}
+
+/** Rewrite link `id`'s record in the state dir as spectrum-link wrote it before commit 13513d4: no "attached". */
+async function dropAttachModesOf(stateDir: string, id: number): Promise<void> {
+  const statePath = join(stateDir, 'links.json');
+  const state = JSON.parse(await readFile(statePath, 'utf8')) as { version: number; links: { id: number; attached?: unknown }[] };
+  expect(state.links.find((entry) => entry.id === id)?.attached).toBeDefined();
+  const legacy = state.links.map((entry) => {
+    if (entry.id !== id) return entry;
+    const { attached: _, ...rest } = entry;
+    return rest;
+  });
+  await writeFile(statePath, JSON.stringify({ ...state, links: legacy }));
 }
 
 function oneLineError(stderr: string): string {
@@ -740,7 +756,7 @@ describeNetns('link --all and a client VM whose directory has gone', () => {
       expect(outputs.map((output) => output.vm)).toEqual(['appvm-lynx', 'appvm-catgirl']);
       expect(outputs[0]).not.toHaveProperty('orphaned');
       const { vmmArguments: _, ...recorded } = catgirl as typeof catgirl & { vmmArguments?: unknown };
-      expect(outputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded }] });
+      expect(outputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded, attachRecorded: true }] });
       expect(warnings(json.stderr)).toHaveLength(1);
 
       // Without its directory: unlink takes its devices down (id kept, so it is still reported, as
@@ -751,7 +767,7 @@ describeNetns('link --all and a client VM whose directory has gone', () => {
       const down = await world().link(['link', '--all', '--attach', 'netns', '--json']);
       expect(warnings(down.stderr)).toEqual([expect.stringContaining('appvm-catgirl has 1 recorded link')]);
       const downOutputs = down.stdout.trim().split('\n').map((line) => JSON.parse(line) as LinkOutput);
-      expect(downOutputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded, clientAttach: null, providerAttach: null }] });
+      expect(downOutputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded, clientAttach: null, providerAttach: null, attachRecorded: false }] });
       // ...and --forget releases the id: nothing more to say.
       const forgotten = await world().link(['unlink', 'appvm-catgirl', '--forget', '--json']);
       expect(forgotten.code, forgotten.stderr).toBe(0);
@@ -841,23 +857,13 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(await unlinkJson([])).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...fields, clientAttach: 'none', providerAttach: 'none' }], forgotten: false });
     const down = { ...fields, clientAttach: null, providerAttach: null };
     const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as Record<string, unknown>[];
-    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...down, present: false, linked: false });
+    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...down, attachRecorded: false, present: false, linked: false });
     // Again, and with --forget: attached no way, whatever --attach says of links without a record.
     expect(await unlinkJson([])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: false });
     expect(await unlinkJson(['--attach', 'appvm-lynx=netns', '--forget'])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: true });
   });
 
-  /** Rewrite link `id`'s record as spectrum-link wrote it before commit 13513d4: no "attached". */
-  const dropAttachModes = async (id: number): Promise<void> => {
-    const state = JSON.parse(await readFile(statePath(), 'utf8')) as { version: number; links: { id: number; attached?: unknown }[] };
-    expect(state.links.find((entry) => entry.id === id)?.attached).toBeDefined();
-    const legacy = state.links.map((entry) => {
-      if (entry.id !== id) return entry;
-      const { attached: _, ...rest } = entry;
-      return rest;
-    });
-    await writeFile(statePath(), JSON.stringify({ ...state, links: legacy }));
-  };
+  const dropAttachModes = (id: number): Promise<void> => dropAttachModesOf(world().stateDir, id);
 
   it('unlink --json of a link recorded before the state kept attach modes, its devices up, gives the --attach modes it took it down with; unlink again, null', async () => {
     const link = parseLink((await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
@@ -865,7 +871,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     await dropAttachModes(link.id);
     // Up, as list says too (its veths show netns).
     const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number; linked: boolean; present: boolean }[];
-    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...link, linked: true, present: true });
+    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...link, attachRecorded: false, linked: true, present: true });
 
     const unlinkJson = async (): Promise<unknown> => {
       const result = await world().link(['unlink', 'appvm-lynx', '--attach', 'netns', '--json']);
@@ -899,21 +905,21 @@ describeNetns('show, unlink --json and options a command does not use', () => {
       `appvm-lynx -> netvm  id ${link.id}  ip ${link.clientIp}  client ${link.clientDevice} ${link.clientMac} (${client})  provider ${link.providerDevice} ${link.providerMac} (${provider})  bridge ${link.bridge}  ${state}`;
     for (const command of [['list'], ['show', 'appvm-lynx'], ['show', 'netvm']]) {
       expect(await shown(command)).toEqual({
-        json: { ...link, clientAttach: 'netns', providerAttach: null, present: true, linked: true },
+        json: { ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false, present: true, linked: true },
         lines: [line('netns', '?', 'up (attach modes not recorded)')],
       });
     }
     // Its provider's tap lost: still linked (devices of its names exist), but not all there.
     await world().host.ip(['link', 'del', 'dev', link.providerDevice]);
     expect(await shown(['list'])).toEqual({
-      json: { ...link, clientAttach: 'netns', providerAttach: null, present: false, linked: true },
+      json: { ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false, present: false, linked: true },
       lines: [line('netns', '?', 'devices missing (attach modes not recorded)')],
     });
     // Every device gone: taken down (as unlink takes such a link), attached no way.
     await world().host.ip(['link', 'del', 'dev', link.clientDevice]);
     await world().host.ip(['link', 'del', 'dev', link.bridge]);
     expect(await shown(['show', 'appvm-lynx'])).toEqual({
-      json: { ...link, clientAttach: null, providerAttach: null, present: false, linked: false },
+      json: { ...link, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: false },
       lines: [line('-', '-', 'unlinked (id kept)')],
     });
   });
@@ -937,7 +943,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     const linked = JSON.parse((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as { links: (Record<string, unknown> & { vmmArguments: unknown; clientDevice: string })[] };
     const link = linked.links[0]!;
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
-      expect(await listedJson(command)).toEqual({ ...link, present: true, linked: true });
+      expect(await listedJson(command)).toEqual({ ...link, attachRecorded: true, present: true, linked: true });
       const lines = await human(command);
       expect(lines[0]).toMatch(/  up$/);
       expect(lines.slice(1).map((line) => line.split(':')[0])).toEqual(['  appvm-lynx', '  appvm-lynx', '  netvm', '  netvm']);
@@ -945,7 +951,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     const { vmmArguments: _, ...withoutArguments } = link;
     const missing = async (): Promise<void> => {
       for (const command of [['list'], ['show', 'appvm-lynx']]) {
-        expect(await listedJson(command)).toEqual({ ...withoutArguments, present: false, linked: true });
+        expect(await listedJson(command)).toEqual({ ...withoutArguments, attachRecorded: true, present: false, linked: true });
         const lines = await human(command);
         expect(lines).toHaveLength(1);
         expect(lines[0]).toMatch(/  devices missing$/);
@@ -955,7 +961,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     // as none (null, `-`), not as the default (`none`, which would say it was attached by hand).
     expect((await world().link(['unlink', 'appvm-lynx'])).code).toBe(0);
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
-      expect(await listedJson(command)).toEqual({ ...withoutArguments, clientAttach: null, providerAttach: null, present: false, linked: false });
+      expect(await listedJson(command)).toEqual({ ...withoutArguments, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: false });
       const lines = await human(command);
       expect(lines).toEqual([`appvm-lynx -> netvm  id ${link.id}  ip ${String(link.clientIp)}  client ${link.clientDevice} ${String(link.clientMac)} (-)  provider ${String(link.providerDevice)} ${String(link.providerMac)} (-)  bridge ${String(link.bridge)}  unlinked (id kept)`]);
     }
@@ -1123,5 +1129,91 @@ describeNetns('a link device whose route netlink answer passes 64 KiB (hundreds 
     expect(unlinked.code, unlinked.stderr).toBe(0);
     const left = await devices(world().host);
     expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => left.has(device))).toEqual([]);
+  });
+});
+
+describeNetns('a bridge deleted by someone else while its ports join it', () => {
+  const world = linkWorldPerSuite('linkgone');
+
+  it('says its master is gone, in one line saying what to check, where the kernel says only "Invalid argument" (of the index the run had looked up); the run is undone', async () => {
+    const id = preferredId({ client: vmName('appvm-lynx'), provider: vmName('netvm') });
+    const names = linkDeviceNames(devicePrefix(DEFAULT_DEVICE_PREFIX), id);
+    // In a mount namespace of its own, spectrum-link finds at /proc/sys/net/ipv6/conf a directory
+    // of the test's: new devices forward IPv6 there (default/forwarding 1), so each new port has
+    // IPv6 turned off just before it joins the bridge, and the provider port's disable_ipv6 is a
+    // FIFO, which its opening for writing waits on until the test reads it. So the run stops
+    // after the client port joined the bridge, before the provider port does.
+    const conf = await mkdtemp(join(tmpdir(), 'spectrum-ipv6-conf-'));
+    trackTempDir(conf);
+    for (const dir of ['default', names.bridge, names.client, names.provider]) await mkdir(join(conf, dir));
+    await writeFile(join(conf, 'default', 'forwarding'), '1\n');
+    for (const device of [names.bridge, names.client]) await writeFile(join(conf, device, 'disable_ipv6'), '0\n');
+    const fifo = join(conf, names.provider, 'disable_ipv6');
+    await world().host.exec(['mkfifo', fifo], { enter: 'nsenter' });
+    const withConf = 'mount --bind "$0" /proc/sys/net/ipv6/conf && exec "$@"';
+    const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'none'], world());
+    const run = world().host.spawn(['unshare', '-m', 'sh', '-c', withConf, conf, 'node', LINK_BIN, ...args], { enter: 'nsenter' });
+    try {
+      await eventually(`${names.client} to join ${names.bridge}`, async () => (await devices(world().host)).get(names.client)?.master === names.bridge, 30_000);
+      await world().host.ip(['link', 'del', 'dev', names.bridge]);
+      // On with the run: the provider port joins the bridge as the run looked it up for the client port.
+      const read = await world().host.exec(['cat', fifo], { enter: 'nsenter', timeoutMs: 30_000 });
+      expect(read.stdout).toBe('1');
+      const exit = await run.wait();
+      expect(exit.code, run.stderr).toBe(1);
+    } finally {
+      // Failed before the FIFO was read, it would wait on it for ever.
+      if (run.exit === undefined) await run.kill('SIGKILL');
+      await run.waitClosed();
+    }
+    expect(oneLineError(run.stderr)).toContain(
+      `ip link set dev ${names.provider} mtu 1500 master ${names.bridge} up failed: No such device: master ${names.bridge}, there when this run looked it up, was deleted meanwhile by something else; ` +
+        'check what else deletes network devices on this host',
+    );
+    // Undone: no device of the link, nothing recorded.
+    const host = await devices(world().host);
+    expect([names.bridge, names.client, names.provider].filter((device) => host.has(device))).toEqual([]);
+    expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toEqual([]);
+  });
+});
+
+describeNetns('link --all and a link recorded before the state kept attach modes', () => {
+  const world = linkWorldPerSuite('linklegacy');
+
+  type Output = { vm: string; links: unknown[]; orphaned?: unknown[]; unusableDir?: string; recorded?: unknown[] };
+
+  it("reports it, up, as list does in a client's orphaned (directory gone) and recorded (no directory) entries: a veth side netns, a tap side null, attachRecorded false", async () => {
+    const linked = parseLink((await world().link(['link', 'appvm-catgirl', '--attach', 'none', '--attach', 'appvm-catgirl=netns', '--json'])).stdout).links[0]!;
+    const { vmmArguments: _, ...link } = linked as typeof linked & { vmmArguments?: unknown };
+    expect([link.clientAttach, link.providerAttach]).toEqual(['netns', 'none']);
+    await dropAttachModesOf(world().stateDir, link.id);
+    // Its modes as its devices show them: netns for the client's veth, unknown for netvm's tap.
+    const inferred = { vm: 'appvm-catgirl', ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false };
+    const listed = (JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number }[]).find((entry) => entry.id === link.id);
+    expect(listed).toEqual({ ...inferred, present: true, linked: true });
+    const catgirlOutput = async (): Promise<Output | undefined> => {
+      const result = await world().link(['link', '--all', '--attach', 'none', '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      return result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Output).find((output) => output.vm === 'appvm-catgirl');
+    };
+    const dir = join(world().configDir, 'appvm-catgirl');
+    const away = `${world().configDir}-appvm-catgirl`;
+    trackTempDir(away);
+    await rename(dir, away);
+    try {
+      expect(await catgirlOutput()).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [inferred] });
+      // A file in its place: no VM directory, its links left as they are.
+      await writeFile(dir, '');
+      try {
+        expect(await catgirlOutput()).toEqual({ vm: 'appvm-catgirl', links: [], unusableDir: `${dir} is not a directory`, recorded: [inferred] });
+      } finally {
+        await rm(dir);
+      }
+    } finally {
+      await rename(away, dir);
+    }
+    // Left as it was: its devices up.
+    const host = await devices(world().host);
+    expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => !host.has(device))).toEqual([]);
   });
 });

@@ -241,7 +241,7 @@ describe('link --keep-going interrupted during the one transaction', () => {
     const earlier = setAttachments(allocation.state, [{ pair: { client: CLIENTS[0]!, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]);
     await saveState(stateDir, earlier);
     const c1 = linkDeviceNames(PREFIX, allocation.links[0]!.id);
-    const device = (name: string, kind: string): ObservedDevice => ({ name, kind, master: c1.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:01', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
+    const device = (name: string, kind: string): ObservedDevice => ({ index: 2, name, kind, master: c1.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:01', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
     kernel.host = new Map([
       [c1.bridge, { ...device(c1.bridge, 'bridge'), master: null }],
       [c1.client, device(c1.client, 'veth')],
@@ -276,7 +276,7 @@ describe('link failing in its first chunk while the next chunk is planned', () =
     if (c6 === undefined || c1 === undefined) throw new Error('no ids');
     await saveState(stateDir, setAttachments(allocation.state, [{ pair: { client: c6.client, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]));
     const names = linkDeviceNames(PREFIX, c6.id);
-    const device = (name: string, kind: string): ObservedDevice => ({ name, kind, master: names.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:06', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
+    const device = (name: string, kind: string): ObservedDevice => ({ index: 2, name, kind, master: names.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:06', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
     kernel.host = new Map([
       [names.bridge, { ...device(names.bridge, 'bridge'), master: null }],
       [names.client, device(names.client, 'veth')],
@@ -306,7 +306,7 @@ describe('link --keep-going interrupted while linking VM by VM after the one tra
     if (c1Link === undefined || c3Link === undefined) throw new Error('no ids');
     await saveState(stateDir, setAttachments(allocation.state, [{ pair: { client: c3Link.client, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]));
     const c3 = linkDeviceNames(PREFIX, c3Link.id);
-    const device = (name: string, kind: string): ObservedDevice => ({ name, kind, master: c3.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:03', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
+    const device = (name: string, kind: string): ObservedDevice => ({ index: 2, name, kind, master: c3.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:03', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
     kernel.host = new Map([
       [c3.bridge, { ...device(c3.bridge, 'bridge'), master: null }],
       [c3.client, device(c3.client, 'veth')],
@@ -561,7 +561,7 @@ describe('a failed link whose undo has a step that fails', () => {
     const earlier = setAttachments(allocateMany(emptyState(), [{ client: clients[0]!, provider: NETVM }]).state, [{ pair: { client: clients[0]!, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]);
     await saveState(stateDir, earlier);
     const c1 = linkDeviceNames(PREFIX, ids.get(clients[0]!)!);
-    const device = (name: string, kind: string): ObservedDevice => ({ name, kind, master: c1.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:01', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
+    const device = (name: string, kind: string): ObservedDevice => ({ index: 2, name, kind, master: c1.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:01', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
     kernel.host = new Map([
       [c1.bridge, { ...device(c1.bridge, 'bridge'), master: null }],
       [c1.client, device(c1.client, 'veth')],

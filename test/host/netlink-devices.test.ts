@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
-import { ROOT } from './link-fixture.js';
+import { ROOT, devices } from './link-fixture.js';
 
 const MODULE = join(ROOT, 'dist', 'host', 'netlink-devices.js');
 
@@ -85,5 +85,52 @@ describeNetns('removeDevices in a namespace', () => {
     expect(await names(host)).toEqual(['lo', 'other']);
     expect(await names(vm)).toEqual(['lo']);
     await host.ip(['link', 'del', 'other']);
+  });
+});
+
+describeNetns('applyDevicePlan in a namespace', () => {
+  let harness: Harness;
+  let host: Netns;
+  const PLAN_MODULE = join(ROOT, 'dist', 'host', 'device-plan.js');
+
+  beforeAll(async () => {
+    if (!existsSync(MODULE)) throw new Error(`${MODULE} is missing: run \`npm run build\` first`);
+    harness = createHarness('plandev');
+    host = await harness.namespace('host');
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  it("acts on the devices the plan saw, by their index: one renamed since gets its change; another device given the name as an altname since is left alone", async () => {
+    await host.ip(['link', 'add', 'ab7', 'type', 'bridge']);
+    // Down (a device is renamed only while down), silent (no IPv6 step by name), and one joined already.
+    for (const tap of ['ac7', 'ap7']) await host.ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    for (const tap of ['ac7', 'ap7']) await host.ip(['link', 'set', 'dev', tap, 'addrgenmode', 'none']);
+    await host.ip(['link', 'set', 'dev', 'ac7', 'master', 'ab7']);
+    // The plan looks, then someone renames both taps and gives their names to another device as
+    // altnames (which the kernel resolves names to), then the plan runs: MTU and up for the
+    // client tap, join, MTU and up for the provider tap.
+    const script = `import { execFileSync } from 'node:child_process';
+      import { observeDevices, applyDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const side = (device, mac) => ({ device, mac, attach: { kind: 'tap' } });
+      const connection = { bridge: 'ab7', mtu: 1400, client: side('ac7', '0a:b3:ec:00:00:07'), provider: side('ap7', '0a:b3:ec:80:00:07') };
+      const plan = planDevices([connection], await observeDevices([], ['ab7', 'ac7', 'ap7']));
+      const ip = (...args) => execFileSync('ip', args);
+      ip('link', 'set', 'dev', 'ac7', 'name', 'mine-c7');
+      ip('link', 'set', 'dev', 'ap7', 'name', 'mine-p7');
+      ip('tuntap', 'add', 'dev', 'other7', 'mode', 'tap');
+      ip('link', 'property', 'add', 'dev', 'other7', 'altname', 'ac7', 'altname', 'ap7');
+      await applyDevicePlan(plan);`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    const links = await devices(host);
+    for (const tap of ['mine-c7', 'mine-p7']) expect(links.get(tap)).toMatchObject({ mtu: 1400, master: 'ab7', flags: expect.arrayContaining(['UP']) });
+    expect(links.get('other7')?.mtu).toBe(1500);
+    expect(links.get('other7')?.master).toBeUndefined();
+    expect(links.get('other7')?.flags).not.toContain('UP');
+    expect(links.get('ab7')).toMatchObject({ mtu: 1400, flags: expect.arrayContaining(['UP']) });
   });
 });
