@@ -146,6 +146,10 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   // each of its clients, the state lock held throughout.
   const unanswered = new Map<string, string>();
   return {
+    checkSocket(kind, vm) {
+      if (kind === 'qemu') qmpSocket(vm);
+      else chSocket(vm);
+    },
     async attach(kind, vm, nic) {
       const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
       const earlier = unanswered.get(socket);
