@@ -198,7 +198,9 @@ function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): Config
         problems.push(problem(vm.name, 'image-not-a-file', `${entryPath(`${base}/blk`, entry.name)} is ${ENTRY_TEXT[entry.type]}; disk images must be files or block devices`));
       }
       if (good.length === 0) {
-        problems.push(problem(vm.name, 'no-disk-image', `no disk image: ${base}/blk/ holds no *${IMAGE_SUFFIX} file; at least one is required`));
+        // Where it holds *.img entries of other types (said above), "holds no *.img" would contradict those lines.
+        const held = images.length === 0 ? `no *${IMAGE_SUFFIX} file` : `no *${IMAGE_SUFFIX} that is a file or block device`;
+        problems.push(problem(vm.name, 'no-disk-image', `no disk image: ${base}/blk/ holds ${held}; at least one is required`));
       }
       break;
     }

@@ -40,7 +40,7 @@ import {
 } from './linker.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, stateDirFrom } from './state-store.js';
 import { VmNameError, shownPath } from './vm-name.js';
-import { type SideArguments, type VmmFlags, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
+import { type SideArguments, VMM_TIMEOUT_MAX_MS, VMM_TIMEOUT_MIN_MS, type VmmFlags, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -120,7 +120,7 @@ function linkerOptionsOf(env: Env) {
     vmmTimeout: () =>
       new Option(
         '--vmm-timeout <ms>',
-        "bound on each VMM request, and on waiting for a guest to release a NIC; a NIC's whole attach, and its whole detach, gets twice it",
+        `bound on each VMM request, and on waiting for a guest to release a NIC: ${VMM_TIMEOUT_MIN_MS} to ${VMM_TIMEOUT_MAX_MS}; a NIC's whole attach, and its whole detach, gets twice it`,
       ).default('5000'),
     qemuBus: () => new Option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)'),
     lockWait: () =>

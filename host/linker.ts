@@ -56,6 +56,13 @@ export interface VmmPort {
    * runs under the state lock: a VMM answering each step just in time cannot stretch it.
    */
   detach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
+  /**
+   * Refuse, as bad input, a VM whose VMM socket path cannot be one (too long for a Unix socket).
+   * Asked before anything is made for its links, as of an MTU a tap cannot take: found only at the
+   * attach, it would fail the run after the devices of a link that was up another way had been
+   * replaced, leaving that link down for a typo.
+   */
+  checkSocket?(kind: VmmKind, vm: VmName): void;
 }
 
 export class LinkerError extends Error {
@@ -325,9 +332,15 @@ function sideOf(mode: AttachMode, vm: VmName, device: string, mac: string, optio
   return { device, mac, attach: mode === 'netns' ? { kind: 'veth', netns: `${options.netnsPrefix}${vm}` } : { kind: 'tap' } };
 }
 
+/** Refuse a side its device or VMM cannot be given: bad input, said before anything is made. */
+function assertSideUsable(mode: AttachMode, vm: string, options: LinkerOptions): void {
+  assertSideMtu(options.mtu, mode, vm);
+  if (mode === 'qemu' || mode === 'cloud-hypervisor') options.vmm.checkSocket?.(mode, vmName(vm));
+}
+
 function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredConnection {
-  assertSideMtu(options.mtu, report.clientAttach, report.vm);
-  assertSideMtu(options.mtu, report.providerAttach, report.provider);
+  assertSideUsable(report.clientAttach, report.vm, options);
+  assertSideUsable(report.providerAttach, report.provider, options);
   return {
     bridge: report.bridge,
     mtu: options.mtu,
@@ -780,7 +793,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
   const vms = [...new Set(names.map(vmName))];
   const snapshot = wholeDir?.snapshot;
   // Each VM's own side, before any chunk's devices are made (a provider's is checked as its links are planned).
-  for (const vm of vms) assertSideMtu(options.mtu, attachModeOf(options.attach, vm), vm);
+  for (const vm of vms) assertSideUsable(attachModeOf(options.attach, vm), vm, options);
   return underLinkLock(options, async () => {
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
@@ -867,6 +880,7 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
       return added;
     },
     detach: (kind, vm, nic) => options.vmm.detach(kind, vm, nic),
+    checkSocket: (kind, vm) => options.vmm.checkSocket?.(kind, vm),
   };
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];

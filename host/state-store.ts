@@ -140,10 +140,13 @@ function notADirectory(dir: string, source: StateDirSource): StateStoreError {
   return stateDirUnusable(dir, reason, source);
 }
 
-/** Whether dir holds a state file at all (a state with no links still has one once written). */
+/**
+ * Whether dir holds a state file at all (a state with no links still has one once written). Not
+ * followed: a symlink there, to nothing too, is a state file that loadState refuses as one, not none.
+ */
 export function hasStateFile(dir: string, source?: StateDirSource): boolean {
   try {
-    statSync(stateFilePath(dir));
+    lstatSync(stateFilePath(dir));
     return true;
   } catch (error) {
     // A state dir that is a file holds no state, but is no state dir either: said so, not "no state file".

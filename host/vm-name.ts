@@ -28,6 +28,8 @@ export const VM_NAME_MAX = 64;
 
 const ALLOWED = /^[A-Za-z0-9._-]$/;
 const FIRST = /^[A-Za-z0-9]$/;
+/** What Node makes of bytes that are no UTF-8, in argv and in file names read as strings. */
+const REPLACEMENT = '\uFFFD';
 
 // Untrusted text in messages: shared with the guest (shared/shown-text.ts), re-exported for host code.
 export { quoteName, quoteText, shownPath, shownText } from '../shared/shown-text.js';
@@ -45,6 +47,14 @@ export function vmNameProblem(text: string): VmNameError | undefined {
     return new VmNameError('too-long', `VM name ${quoteName(text)} is ${text.length} characters long: ${rules}`);
   }
   for (const char of text) {
+    // Bytes that are no UTF-8 (in an argument, a file name) reach us as U+FFFD, which a message
+    // quoting it would show as a bare "�": say what it stands for.
+    if (char === REPLACEMENT) {
+      return new VmNameError(
+        'bad-character',
+        `VM name ${quoteName(text)} is not valid UTF-8 (a "${REPLACEMENT}", U+FFFD, stands for bytes that are not): ${rules}`,
+      );
+    }
     if (!ALLOWED.test(char)) {
       return new VmNameError(
         'bad-character',

@@ -124,10 +124,14 @@ export class VmmPortError extends Error {
  */
 export const WHOLE_NIC_TIMEOUTS = 2;
 
+/** --vmm-timeout's range, in ms: up to ten minutes, as a VMM stalled longer is stuck, not slow. */
+export const VMM_TIMEOUT_MIN_MS = 1;
+export const VMM_TIMEOUT_MAX_MS = 600_000;
+
 const VMM_NAMES = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' } as const;
 
 export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
-  const timeoutMs = integerOption('--vmm-timeout', flags.vmmTimeout ?? '5000', 1, 600_000, 'milliseconds');
+  const timeoutMs = integerOption('--vmm-timeout', flags.vmmTimeout ?? '5000', VMM_TIMEOUT_MIN_MS, VMM_TIMEOUT_MAX_MS, 'milliseconds');
   // Checked up front, for every command: unlink talks to the VMMs recorded, whatever --attach says.
   socketTemplate('--qmp-socket', flags.qmpSocket);
   socketTemplate('--ch-socket', flags.chSocket);
@@ -142,6 +146,10 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   // each of its clients, the state lock held throughout.
   const unanswered = new Map<string, string>();
   return {
+    checkSocket(kind, vm) {
+      if (kind === 'qemu') qmpSocket(vm);
+      else chSocket(vm);
+    },
     async attach(kind, vm, nic) {
       const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
       const earlier = unanswered.get(socket);

@@ -76,7 +76,8 @@ export class ControlServer {
       if (code !== 'EEXIST') throw new NetdError('control-socket', `cannot create the folder of ${path}: ${error instanceof Error ? error.message : String(error)}`);
     }
     if (await probe(path)) {
-      throw new NetdError('already-running', `another spectrum-netd answers on ${path}: stop it, or give --control-socket another path`);
+      // Only a connect: what listens may be no agent (a socket of something else's, a mistyped path).
+      throw new NetdError('already-running', `a process is listening on ${path} (another spectrum-netd?): stop it, or give --control-socket another path`);
     }
     removeStaleSocket(path);
     const idleMs = options.idleMs ?? SERVER_IDLE_MS;

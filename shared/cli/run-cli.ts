@@ -48,8 +48,23 @@ function exitCodeOf(error: unknown, known: ErrorExitCodes): number {
   return EXIT.internal;
 }
 
+// What a terminal would act on: C0 and C1 controls, DEL, format characters (bidi overrides).
+const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/gu;
+
+/**
+ * A message as one line, with nothing in it a terminal acts on: names from files and peers are
+ * quoted where they are put in (shown-text.ts), but a path or value as the operator gave it (an
+ * option, an environment variable) is said as given, and an escape sequence in it would reach
+ * the terminal raw. Escaped here, for every message, as JSON writes them.
+ */
 function oneLine(text: string): string {
-  return text.replace(/\s*\n\s*/g, ' ').trim();
+  return text
+    .replace(/\s*\n\s*/g, ' ')
+    .trim()
+    .replace(TERMINAL_ACTIVE, (char) => {
+      const code = char.codePointAt(0) ?? 0;
+      return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, '0')}`;
+    });
 }
 
 /**

@@ -82,6 +82,16 @@ describe('checkVm', () => {
     ]);
   });
 
+  it('says of a blk/ whose *.img entries are all of other types that none is a file or block device, not that it holds none', () => {
+    const messages = (entries: { name: string; type: 'file' | 'directory' | 'other' }[]): string[] =>
+      checkVm(snapshot(vm('a', [], { blk: { state: 'directory', entries } })), vmName('a')).map((p) => p.message);
+    expect(messages([{ name: 'p.img', type: 'other' }])).toEqual([
+      'a: /cfg/a/blk/p.img is a special file (a FIFO, socket or character device); disk images must be files or block devices',
+      'a: no disk image: /cfg/a/blk/ holds no *.img that is a file or block device; at least one is required',
+    ]);
+    expect(messages([{ name: 'root.qcow2', type: 'file' }])).toEqual(['a: no disk image: /cfg/a/blk/ holds no *.img file; at least one is required']);
+  });
+
   it('reports provider problems: bad name, self, missing, not a VM, providers/net not a directory', () => {
     const s = snapshot(
       vm('app', ['.hidden', 'app', 'ghost', 'file', 'netvm']),

@@ -223,6 +223,30 @@ describeNetns('spectrum-link and hostile input', () => {
     expect([...(await devices(world().host)).keys()].sort()).toEqual(before);
   });
 
+  it.each([[[]], [['--keep-going']]])(
+    'a VMM socket path too long for a VM whose link is up another way is refused before its devices are replaced (link %j): exit 2, the link left up as it was',
+    async (extra) => {
+      const linked = await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--json']);
+      expect(linked.code, linked.stderr).toBe(0);
+      const [link] = (JSON.parse(linked.stdout) as { links: LinkJson[] }).links;
+      const before = await devices(world().host);
+      const client = before.get(link!.clientDevice);
+      expect(client?.linkinfo?.info_kind).toBe('veth');
+      // 116 bytes for appvm-lynx: found only at the hot-plug, after the veth had been replaced by a
+      // tap (and the undo deleted the tap), the link was left down for a typo.
+      const tooLong = `/tmp/${'x'.repeat(100)}/{vm}`;
+      const result = await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--attach', 'appvm-lynx=qemu', '--qmp-socket', tooLong, ...extra]);
+      expect(result.code, result.stderr).toBe(2);
+      const line = extra.length === 0 ? oneLineError(result.stderr) : result.stderr;
+      expect(line).toContain('a Unix socket path has at most 107');
+      expect(result.stderr).not.toContain('is down');
+      const after = await devices(world().host);
+      for (const device of [link!.bridge, link!.clientDevice, link!.providerDevice]) expect(after.get(device)?.ifindex, device).toBe(before.get(device)?.ifindex);
+      const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as (LinkJson & { present: boolean })[];
+      expect(listed.find((entry) => entry.vm === 'appvm-lynx')).toMatchObject({ clientAttach: 'netns', present: true });
+    },
+  );
+
   it('link --all says so where it passes over a VM directory with providers that leads out of the config dir', async () => {
     // `link appvm-outside` fails saying the symlink leads outside; --all said nothing and exited 0.
     const outside = await mkdtemp(join(tmpdir(), 'spectrum-review-outside-'));

@@ -7,6 +7,8 @@ import { interruptedUndoingError, linkCommands, nicRemoval, undoStateLine, undoS
 import type { LinkReport, VmmPort } from '../../host/linker.js';
 import { DEFAULT_LOCK_TIMEOUT_MS } from '../../host/state-store.js';
 import { vmName } from '../../host/vm-name.js';
+import { vmmPort } from '../../host/vmm-port.js';
+import { parseAttachChoice } from '../../host/attach-mode.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 
 const commands = (): Command[] => linkCommands({}, () => ({}) as VmmPort);
@@ -114,6 +116,15 @@ describe('spectrum-link linker commands', () => {
     expect(waitOf({ SPECTRUM_LOCK_WAIT: '' }, [])).toBe('600');
     expect(waitOf({ SPECTRUM_LOCK_WAIT: '1200' }, [])).toBe('1200');
     expect(waitOf({ SPECTRUM_LOCK_WAIT: '1200' }, ['--lock-wait', '0'])).toBe('0');
+  });
+
+  it.each(['link', 'unlink'])('%s --help gives the range of --vmm-timeout that the VMM options take', (name) => {
+    const help = named(name).helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain('--vmm-timeout <ms> bound on each VMM request, and on waiting for a guest to release a NIC: 1 to 600000;');
+    const port = (vmmTimeout: string): VmmPort => vmmPort(parseAttachChoice([]), { qmpSocket: '/run/vm/{vm}/qmp.sock', chSocket: '/run/vm/{vm}/vmm', vmmTimeout });
+    expect(() => port('600000')).not.toThrow();
+    expect(() => port('1')).not.toThrow();
+    for (const outside of ['600001', '0']) expect(() => port(outside)).toThrow(expect.objectContaining({ exitCode: EXIT.usage, message: expect.stringContaining('from 1 to 600000') }));
   });
 
   it('link --help gives the range of --mtu, and the most a tap takes', () => {

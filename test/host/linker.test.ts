@@ -2,7 +2,7 @@
 // what the namespace tests cannot make happen, such as an undo step that fails. The state store
 // is the real one, but for a switch that makes its next writes fail (the file left as it is).
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -183,6 +183,24 @@ describe('gc with a --state-dir that is a file', () => {
       });
     }
     expect(kernel.removed).toEqual([]);
+  });
+});
+
+describe('gc with a state file that is a symlink', () => {
+  it.each([
+    ['to nothing', 'gone.json'],
+    ['to a state file', 'real.json'],
+  ])('%s: says it is a symlink, as link and list do, not that there is no state file (whose fix would write through it), and removes nothing', async (_, target) => {
+    await writeFile(join(stateDir, 'real.json'), serializeState(emptyState()));
+    await symlink(target, join(stateDir, 'links.json'));
+    kernel.host = new Map([['snb9', {} as ObservedDevice]]);
+    await expect(collectGarbage({ stateDir, devicePrefix: PREFIX })).rejects.toMatchObject({
+      name: 'StateStoreError',
+      kind: 'read-failed',
+      message: expect.stringMatching(/links\.json is a symbolic link .*--state-dir/),
+    });
+    expect(kernel.removed).toEqual([]);
+    expect(await readlink(join(stateDir, 'links.json'))).toBe(target);
   });
 });
 

@@ -33,6 +33,14 @@ describe('vmName', () => {
     expect(() => vmName('../etc')).toThrow(VmNameError);
   });
 
+  it('says of a name with U+FFFD, as bytes that are no UTF-8 reach it (an argument, a file name), that it is not UTF-8', () => {
+    const fromBytes = Buffer.from([0x76, 0x6d, 0xff, 0xfe]).toString('utf8');
+    expect(vmNameProblem(fromBytes)).toMatchObject({
+      kind: 'bad-character',
+      message: expect.stringMatching(/^VM name "vm\uFFFD\uFFFD" is not valid UTF-8 \(a "\uFFFD", U\+FFFD, stands for bytes that are not\): VM names are /),
+    });
+  });
+
   it('accepts exactly the names of the grammar', () => {
     fc.assert(fc.property(goodName, (name) => {
       expect(isVmName(name)).toBe(true);

@@ -65,6 +65,21 @@ describe('the control socket', () => {
     expect(readFileSync(path, 'utf8')).toBe('nameserver 192.0.2.53\n');
   });
 
+  it('refuses a path something listens on, without claiming it is an agent (it only connected) and leaving that socket', async () => {
+    const path = join(dir, 'other.sock');
+    const other = createServer();
+    await new Promise<void>((resolve) => other.listen(path, resolve));
+    try {
+      await expect(ControlServer.listen(path, () => Promise.resolve({}))).rejects.toMatchObject({
+        kind: 'already-running',
+        message: `a process is listening on ${path} (another spectrum-netd?): stop it, or give --control-socket another path`,
+      });
+      expect(statSync(path).isSocket()).toBe(true);
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+    }
+  });
+
   it("makes the socket's own folder (as /run/spectrum-netd at boot), but no tree of folders for a mistyped path", async () => {
     server = await ControlServer.listen(join(dir, 'spectrum-netd', 'control.sock'), () => Promise.resolve({}));
     expect(statSync(join(dir, 'spectrum-netd')).isDirectory()).toBe(true);

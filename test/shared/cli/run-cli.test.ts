@@ -114,3 +114,22 @@ describe('help of a command', () => {
     expect(one.stdout).toMatch(new RegExp(`^Usage: ${name} addr \\[options\\] <address>\\n`));
   });
 });
+
+describe('what the bins say of input holding terminal controls', () => {
+  // A value as the operator gave it (an option, an environment variable) is said as given: an
+  // escape sequence in it reached the terminal raw (ESC [ 2 J clears it). Neither command below
+  // touches a network: check reads a config dir, status connects to a Unix socket.
+  const cases = {
+    'spectrum-link': ['check', 'netvm', '--config-dir', '/nonexistent/\x1b[2Jx\u202e'],
+    'spectrum-netd': ['status', '--control-socket', '/nonexistent/\x1b[2Jx\u202e'],
+  } as const;
+  it.each(Object.entries(bins))('%s escapes them in its one line, as JSON writes them', async (name, bin) => {
+    const ended = await collect(spawn(bin, [...cases[name as keyof typeof bins]], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect(ended.code).toBe(1);
+    expect(ended.stderr).not.toMatch(/[\p{Cc}\p{Cf}](?!$)/u);
+    expect(ended.stderr).toContain('/nonexistent/\\u001b[2Jx\\u202e');
+    expect(ended.stderr.split('\n').filter((line) => line !== '')).toHaveLength(1);
+    const unknown = await collect(spawn(bin, ['--\x1b[2J'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect(unknown).toEqual({ code: 2, stdout: '', stderr: `${name}: unknown option '--\\u001b[2J'\n` });
+  });
+});
