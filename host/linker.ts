@@ -404,7 +404,7 @@ function* chunksOf<T>(items: readonly T[]): Generator<T[]> {
 export interface OrphanedVm {
   readonly vm: VmName;
   /** Its recorded links as client, as `list` shows them (devices may or may not exist). */
-  readonly links: readonly ListedLink[];
+  readonly links: readonly LeftLink[];
 }
 
 /** What `link` did: each VM's links, and the links it took down (providers no longer listed). */
@@ -450,7 +450,7 @@ export interface UnusableVmDir {
   /** What it is instead, in words (vmDirProblem): a symlink leading outside, to nothing, not a directory, unreadable. */
   readonly problem: string;
   /** Its recorded links as client, as `list` shows them: left as they are (devices too). */
-  readonly links: readonly ListedLink[];
+  readonly links: readonly LeftLink[];
 }
 
 /**
@@ -472,21 +472,38 @@ function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmNam
 }
 
 /**
+ * A recorded link that `link --all` leaves as it is, as `list` shows it less whether its devices
+ * exist now (which nothing prints there).
+ */
+export type LeftLink = Omit<ListedLink, 'present' | 'mtu'>;
+
+/** A recorded link as the state has it: its modes where recorded, else null (attached no way as far as the record tells). */
+function asRecorded(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): LeftLink {
+  const report = linkReport(link, options);
+  if (link.attached !== undefined) return { ...report, linked: true, attachRecorded: true };
+  return { ...report, linked: false, attachRecorded: false, clientAttach: null, providerAttach: null };
+}
+
+/**
  * What `link --all` reports of the VMs it could not link whose links it leaves as they are: the
  * orphaned clients and the unusable entries, their links as `list` shows them (`listed`: a link
  * recorded before the state kept attach modes is linked, with modes its devices show, while they
- * exist). The devices are looked at only where there are such links.
+ * exist). The devices are looked at only where such a link is among them. Where they cannot be
+ * (the listing fails), the links are given as recorded: the run is done and recorded by then, and
+ * what it linked and took down must still be said, not lost to a report of what it left alone.
  */
 async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<{ orphaned: OrphanedVm[]; unusable: UnusableVmDir[] }> {
   const orphans = orphanedClients(state, snapshot);
   const unusables = unusableVmDirs(state, snapshot);
   const links = [...orphans, ...unusables].flatMap((entry) => entry.links);
-  const shown = new Map<Link, ListedLink>();
-  (await listed(links, options)).forEach((entry, index) => {
+  const recorded = (): LeftLink[] => links.map((link) => asRecorded(link, options));
+  const reports: readonly LeftLink[] = links.some((link) => link.attached === undefined) ? await listed(links, options).catch(recorded) : recorded();
+  const shown = new Map<Link, LeftLink>();
+  reports.forEach((entry, index) => {
     const link = links[index];
     if (link !== undefined) shown.set(link, entry);
   });
-  const shownOf = (entries: readonly Link[]): ListedLink[] => entries.flatMap((link) => shown.get(link) ?? []);
+  const shownOf = (entries: readonly Link[]): LeftLink[] => entries.flatMap((link) => shown.get(link) ?? []);
   return {
     orphaned: orphans.map(({ vm, links: own }) => ({ vm, links: shownOf(own) })),
     unusable: unusables.map(({ vm, problem, links: own }) => ({ vm, problem, links: shownOf(own) })),

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
+import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
@@ -35,6 +36,8 @@ const kernel = vi.hoisted(() => ({
   removed: [] as string[],
   /** Where set, removeDevices fails with it before deleting anything (a lookup the kernel refused). */
   lookupRefused: undefined as string | undefined,
+  /** Where set, a listing of every device (list, show, link --all's left links) fails with it. */
+  listingRefused: undefined as string | undefined,
   whileApplying: (): void | Promise<void> => undefined,
 }));
 
@@ -99,7 +102,8 @@ const leftOf = vi.hoisted(() => (devices: readonly string[], namespaces: readonl
 });
 
 vi.mock('../../host/netlink-devices.js', () => ({
-  observeDevices: async () => {
+  observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
+    if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
     kernel.observed += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() };
   },
@@ -157,6 +161,7 @@ beforeEach(async () => {
   kernel.observed = 0;
   kernel.removed = [];
   kernel.lookupRefused = undefined;
+  kernel.listingRefused = undefined;
   kernel.whileApplying = () => undefined;
   store.failSaves = 0;
   store.failSyncs = 0;
@@ -890,5 +895,32 @@ describe('an MTU above what a tap takes', () => {
     await expect(linkVms([...CLIENTS, ...vms], { ...options(), mtu: 65535, attach })).rejects.toMatchObject({ name: 'AttachModeError', kind: 'mtu', message: expect.stringContaining('c7 is attached with qemu') });
     expect([kernel.observed, kernel.undone]).toEqual([0, 0]);
     expect(existsSync(join(stateDir, 'links.json'))).toBe(false);
+  });
+});
+
+describe("link --all whose listing of the devices, for the links it leaves as they are, fails", () => {
+  it("still returns what it linked, and gives those links as the state records them (attachRecorded false, modes null where it records none)", async () => {
+    // A client whose directory has gone: one link recorded before the state kept attach modes, one recorded with them.
+    const gone = vmName('gone');
+    const other = vmName('other');
+    const allocation = allocateMany(emptyState(), [{ client: gone, provider: NETVM }, { client: gone, provider: other }]);
+    const [old, modern] = allocation.links;
+    const state = setAttachments(allocation.state, [{ pair: { client: gone, provider: other }, attached: { client: 'netns', provider: 'qemu' } }]);
+    await writeFile(join(stateDir, 'links.json'), serializeState(state));
+    kernel.listingRefused = 'listing devices failed: Cannot allocate memory';
+    const outcome = await linkVms([CLIENTS[0]!], options(), { snapshot: await readConfigDir(configDir), withoutProviders: [] });
+    expect([...outcome.linked.keys()]).toEqual(['c1']);
+    expect(outcome.orphaned.map(({ vm, links }) => ({ vm, links: links.map(({ id, clientAttach, providerAttach, attachRecorded, linked }) => ({ id, clientAttach, providerAttach, attachRecorded, linked })) }))).toEqual([
+      {
+        vm: 'gone',
+        links: expect.arrayContaining([
+          { id: old!.id, clientAttach: null, providerAttach: null, attachRecorded: false, linked: false },
+          { id: modern!.id, clientAttach: 'netns', providerAttach: 'qemu', attachRecorded: true, linked: true },
+        ]),
+      },
+    ]);
+    // What it linked is recorded.
+    const saved = parseState(await readFile(join(stateDir, 'links.json'), 'utf8'), 'test');
+    expect(saved.links.map((link) => link.client).sort()).toEqual(['c1', 'gone', 'gone']);
   });
 });
