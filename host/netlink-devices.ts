@@ -143,12 +143,18 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Pro
  * Why a step failed, in words. A join whose master the program looked up for an earlier port
  * gives the kernel that index again; where the master was deleted meanwhile (by something else:
  * a run holds the state lock), the kernel says only EINVAL, so the master is looked up once more
- * to say that it is gone.
+ * to say that it is gone. Where that lookup fails, the kernel's word stands.
  */
 async function failureText(socket: RtnlSocket, step: DeviceStep, outcome: RecordOutcome & { state: 'failed' }): Promise<string> {
   const master = step.op === 'set' ? step.change.master : undefined;
   if (master === undefined || outcome.code !== 'EINVAL') return outcome.text;
-  const [lookup] = await socket.run(new ProgramWriter().getLink(master).finish(), true);
+  let lookup: RecordOutcome | undefined;
+  try {
+    [lookup] = await socket.run(new ProgramWriter().getLink(master).finish(), true);
+  } catch {
+    // Only a better word for the failure: one of its own must not take the step's place.
+    return outcome.text;
+  }
   // No device has that name as its own now (an altname of another device is not the master).
   const gone = lookup?.state === 'failed' ? lookup.code === 'ENODEV' : lookup?.state === 'done' && !decodeLinks(lookup.reply).some((link) => link.name === master);
   if (!gone) return outcome.text;

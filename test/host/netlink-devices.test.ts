@@ -133,4 +133,33 @@ describeNetns('applyDevicePlan in a namespace', () => {
     expect(links.get('other7')?.flags).not.toContain('UP');
     expect(links.get('ab7')).toMatchObject({ mtu: 1400, flags: expect.arrayContaining(['UP']) });
   });
+
+  it("a join the kernel refuses with EINVAL while its master is there keeps the kernel's reason, also where the second look at the master fails", async () => {
+    await host.ip(['link', 'add', 'ab8', 'type', 'bridge']);
+    await host.ip(['tuntap', 'add', 'dev', 'ac8', 'mode', 'tap']);
+    // An MTU above the tap's maximum: EINVAL, the master there all along. The second run, the
+    // socket's once the first fails, is the look at the master: then it is made to fail, as the
+    // addon's run fails where it finds no memory for it.
+    const rtnl = pathToFileURL(join(ROOT, 'dist', 'host', 'rtnl-socket.js')).href;
+    const script = `import { applyDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { RtnlSocket } from ${JSON.stringify(rtnl)};
+      const step = { netns: null, op: 'set', name: 'ac8', change: { mtu: 70000, master: 'ab8' } };
+      const plan = { createNamespaces: [], clearFarEnds: [], hostSteps: [[step]], configureFarEnds: [], creates: [] };
+      const said = async () => { try { await applyDevicePlan(plan); return 'done'; } catch (error) { return { name: error.name, kind: error.kind, message: error.message }; } };
+      const real = await said();
+      const run = RtnlSocket.prototype.run;
+      let runs = 0;
+      RtnlSocket.prototype.run = function (...args) {
+        runs += 1;
+        return runs === 2 ? Promise.reject(Object.assign(new Error('Cannot allocate memory'), { code: 'ENOMEM' })) : run.apply(this, args);
+      };
+      console.log(JSON.stringify([real, await said()]));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    const [real, lookupFailed] = JSON.parse(result.stdout) as unknown[];
+    const failure = { name: 'DeviceError', kind: 'step-failed', message: 'ip link set dev ac8 mtu 70000 master ab8 failed: Invalid argument: mtu greater than device maximum' };
+    expect(real).toEqual(failure);
+    expect(lookupFailed).toEqual(failure);
+    expect((await devices(host)).get('ac8')?.master).toBeUndefined();
+  });
 });
