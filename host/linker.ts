@@ -590,8 +590,8 @@ async function linkTransaction(
   let state = before;
   const byVm = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
-  /** The plans whose carrying out began, in order. */
-  const started: DevicePlan[] = [];
+  /** The plans whose carrying out began, in order, each with the devices it made so far (its undo deletes those alone). */
+  const started: { plan: DevicePlan; made: Set<string> }[] = [];
   // Chunks are applied one after another; after a failure the rest are not.
   let applying: Promise<void> = Promise.resolve();
   let failed = false;
@@ -637,11 +637,12 @@ async function linkTransaction(
           stopIfInterrupted(options);
           // Only a plan begun is undone: one never carried out made nothing, and its `creates`
           // name the devices it was to replace, which are still there, up and in use.
-          started.push(plan);
+          const planMade = new Set<string>();
+          started.push({ plan, made: planMade });
           for (const device of plan.creates) made.created.add(device);
           for (const device of replacedDevices(plan)) made.replaced.add(device);
           for (const netns of plan.createNamespaces) made.namespaces.add(netns);
-          await applyDevicePlan(plan);
+          await applyDevicePlan(plan, planMade);
           applied += chunk.length;
           options.progress?.({ phase: 'devices', done: applied, total: vms.length });
         })
@@ -660,15 +661,16 @@ async function linkTransaction(
     // Each step of the undo is done whatever the one before did; one that fails is told (the
     // failure undone stays what is thrown), and the devices it left keep their links' ids.
     const left = new Set<string>();
-    for (const plan of started.reverse()) {
-      const undone = await undoDevicePlan(plan).catch(
+    for (const { plan, made: planMade } of started.reverse()) {
+      const undone = await undoDevicePlan(plan, planMade).catch(
         (undoError: unknown): PlanUndone => ({
           kept: [],
           left: { devices: plan.creates, error: reasonOf(undoError) },
           namespaces: plan.createNamespaces.map((netns) => ({ netns, error: reasonOf(undoError) })),
         }),
       );
-      // A device it had yet to replace when a step before failed is there still, and up.
+      // A device it had yet to replace when a step before failed is there still, and up; one of
+      // its names it did not make (someone else's, made since it looked) was none of its.
       for (const device of undone.kept) {
         made.created.delete(device);
         made.replaced.delete(device);

@@ -30,6 +30,8 @@ const kernel = vi.hoisted(() => ({
   undone: 0,
   /** The plans undone, in order. */
   undonePlans: [] as DevicePlan[],
+  /** What each undone plan was told it made (undoDevicePlan's second argument), in order. */
+  undoneMade: [] as (ReadonlySet<string> | undefined)[],
   /** Device queries so far (one per chunk of VMs). */
   observed: 0,
   /** The devices removeDevices was asked to delete (unlink, link taking down a dropped provider), in order. */
@@ -107,14 +109,20 @@ vi.mock('../../host/netlink-devices.js', () => ({
     kernel.observed += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() };
   },
-  applyDevicePlan: async (plan: DevicePlan) => {
+  applyDevicePlan: async (plan: DevicePlan, made?: Set<string>) => {
     await kernel.whileApplying();
+    // Devices are made in order up to the first refused.
+    for (const device of plan.creates) {
+      if (kernel.refused.has(device)) break;
+      made?.add(device);
+    }
     const refused = plan.creates.find((device) => kernel.refused.has(device));
     if (refused !== undefined) throw Object.assign(new Error(`ip link add ${refused} type bridge failed: File exists`), { kind: 'step-failed' });
   },
-  undoDevicePlan: async (plan: DevicePlan) => {
+  undoDevicePlan: async (plan: DevicePlan, made?: ReadonlySet<string>) => {
     kernel.undone += 1;
     kernel.undonePlans.push(plan);
+    kernel.undoneMade.push(made === undefined ? undefined : new Set(made));
     if (kernel.undoFailures > 0) {
       kernel.undoFailures -= 1;
       throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
@@ -158,6 +166,7 @@ beforeEach(async () => {
   kernel.keptNamespaces.clear();
   kernel.undone = 0;
   kernel.undonePlans = [];
+  kernel.undoneMade = [];
   kernel.observed = 0;
   kernel.removed = [];
   kernel.lookupRefused = undefined;
@@ -922,5 +931,22 @@ describe("link --all whose listing of the devices, for the links it leaves as th
     // What it linked is recorded.
     const saved = parseState(await readFile(join(stateDir, 'links.json'), 'utf8'), 'test');
     expect(saved.links.map((link) => link.client).sort()).toEqual(['c1', 'gone', 'gone']);
+  });
+});
+
+describe('a failed link undoes only what its plans made', () => {
+  it("tells each plan's undo the devices that plan made: not the one the kernel refused (someone else's of that name), nor those after it", async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    const c3 = linkDeviceNames(PREFIX, ids[2]!);
+    kernel.refused.add(c3.bridge);
+    await expect(linkVms(CLIENTS, options())).rejects.toThrow(/File exists$/);
+    expect(kernel.undonePlans).toHaveLength(kernel.undoneMade.length);
+    const made = kernel.undonePlans.map((plan, index) => ({ creates: plan.creates, made: kernel.undoneMade[index] }));
+    const refusedPlan = made.find(({ creates }) => creates.includes(c3.bridge));
+    expect(refusedPlan?.made).toBeInstanceOf(Set);
+    const refusedAt = refusedPlan!.creates.indexOf(c3.bridge);
+    expect([...refusedPlan!.made!]).toEqual(refusedPlan!.creates.slice(0, refusedAt));
+    expect(refusedPlan!.made!.has(c3.bridge)).toBe(false);
+    expect(refusedPlan!.made!.has(c3.client)).toBe(false);
   });
 });

@@ -162,4 +162,25 @@ describeNetns('applyDevicePlan in a namespace', () => {
     expect(lookupFailed).toEqual(failure);
     expect((await devices(host)).get('ac8')?.master).toBeUndefined();
   });
+
+  it("a failed plan's undo leaves alone a device of a name it was to create that someone else made after it looked (its create refused): it deletes only what it made", async () => {
+    // The plan looks (nothing there), then someone else makes a tap and a bridge of the names it
+    // is to create; its bridge is refused (File exists), and its undo runs.
+    const script = `import { execFileSync } from 'node:child_process';
+      import { observeDevices, applyDevicePlan, undoDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const side = (device, mac) => ({ device, mac, attach: { kind: 'tap' } });
+      const connection = { bridge: 'ab9', mtu: 1500, client: side('ac9', '0a:b3:ec:00:00:09'), provider: side('ap9', '0a:b3:ec:80:00:09') };
+      const plan = planDevices([connection], await observeDevices([], ['ab9', 'ac9', 'ap9']));
+      const made = new Set();
+      execFileSync('ip', ['link', 'add', 'ab9', 'type', 'bridge']);
+      execFileSync('ip', ['tuntap', 'add', 'dev', 'ap9', 'mode', 'tap']);
+      const failure = await applyDevicePlan(plan, made).then(() => 'done', (error) => error.message);
+      console.log(JSON.stringify({ failure, undone: await undoDevicePlan(plan, made) }));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(JSON.parse(result.stdout)).toEqual({ failure: 'ip link add ab9 type bridge failed: File exists', undone: { kept: ['ab9', 'ap9'], namespaces: [] } });
+    const links = await devices(host);
+    expect([...links.keys()].filter((name) => name.endsWith('9')).sort()).toEqual(['ab9', 'ap9']);
+  });
 });
