@@ -15,6 +15,7 @@ import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix
 import {
   type FailedVm,
   type KeepGoingOutcome,
+  type LeftLink,
   type LinkProgressEvent,
   type LinkReport,
   type LinkerOptions,
@@ -237,7 +238,7 @@ function vmmArgumentLines(report: ShownLink, mtu: number): string[] {
  * A recorded link as it stands (list, show, link --all's records) says whether its modes are the
  * state's (`attachRecorded`): where the state has none for a link up, they are as its devices show them.
  */
-function linkFieldsJson(report: ShownLink | RecordedLinkReport | ListedLink): Record<string, unknown> {
+function linkFieldsJson(report: ShownLink | RecordedLinkReport | LeftLink): Record<string, unknown> {
   const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice } = report;
   const attached = !('linked' in report) || report.linked;
   const [clientAttach, providerAttach] = attached ? [report.clientAttach, report.providerAttach] : [null, null];

@@ -417,7 +417,7 @@ function* chunksOf<T>(items: readonly T[]): Generator<T[]> {
 export interface OrphanedVm {
   readonly vm: VmName;
   /** Its recorded links as client, as `list` shows them (devices may or may not exist). */
-  readonly links: readonly ListedLink[];
+  readonly links: readonly LeftLink[];
 }
 
 /** What `link` did: each VM's links, and the links it took down (providers no longer listed). */
@@ -463,7 +463,7 @@ export interface UnusableVmDir {
   /** What it is instead, in words (vmDirProblem): a symlink leading outside, to nothing, not a directory, unreadable. */
   readonly problem: string;
   /** Its recorded links as client, as `list` shows them: left as they are (devices too). */
-  readonly links: readonly ListedLink[];
+  readonly links: readonly LeftLink[];
 }
 
 /**
@@ -485,21 +485,38 @@ function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmNam
 }
 
 /**
+ * A recorded link that `link --all` leaves as it is, as `list` shows it less whether its devices
+ * exist now (which nothing prints there).
+ */
+export type LeftLink = Omit<ListedLink, 'present' | 'mtu'>;
+
+/** A recorded link as the state has it: its modes where recorded, else null (attached no way as far as the record tells). */
+function asRecorded(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): LeftLink {
+  const report = linkReport(link, options);
+  if (link.attached !== undefined) return { ...report, linked: true, attachRecorded: true };
+  return { ...report, linked: false, attachRecorded: false, clientAttach: null, providerAttach: null };
+}
+
+/**
  * What `link --all` reports of the VMs it could not link whose links it leaves as they are: the
  * orphaned clients and the unusable entries, their links as `list` shows them (`listed`: a link
  * recorded before the state kept attach modes is linked, with modes its devices show, while they
- * exist). The devices are looked at only where there are such links.
+ * exist). The devices are looked at only where such a link is among them. Where they cannot be
+ * (the listing fails), the links are given as recorded: the run is done and recorded by then, and
+ * what it linked and took down must still be said, not lost to a report of what it left alone.
  */
 async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<{ orphaned: OrphanedVm[]; unusable: UnusableVmDir[] }> {
   const orphans = orphanedClients(state, snapshot);
   const unusables = unusableVmDirs(state, snapshot);
   const links = [...orphans, ...unusables].flatMap((entry) => entry.links);
-  const shown = new Map<Link, ListedLink>();
-  (await listed(links, options)).forEach((entry, index) => {
+  const recorded = (): LeftLink[] => links.map((link) => asRecorded(link, options));
+  const reports: readonly LeftLink[] = links.some((link) => link.attached === undefined) ? await listed(links, options).catch(recorded) : recorded();
+  const shown = new Map<Link, LeftLink>();
+  reports.forEach((entry, index) => {
     const link = links[index];
     if (link !== undefined) shown.set(link, entry);
   });
-  const shownOf = (entries: readonly Link[]): ListedLink[] => entries.flatMap((link) => shown.get(link) ?? []);
+  const shownOf = (entries: readonly Link[]): LeftLink[] => entries.flatMap((link) => shown.get(link) ?? []);
   return {
     orphaned: orphans.map(({ vm, links: own }) => ({ vm, links: shownOf(own) })),
     unusable: unusables.map(({ vm, problem, links: own }) => ({ vm, problem, links: shownOf(own) })),
@@ -586,8 +603,8 @@ async function linkTransaction(
   let state = before;
   const byVm = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
-  /** The plans whose carrying out began, in order. */
-  const started: DevicePlan[] = [];
+  /** The plans whose carrying out began, in order, each with the devices it made so far (its undo deletes those alone). */
+  const started: { plan: DevicePlan; made: Set<string> }[] = [];
   // Chunks are applied one after another; after a failure the rest are not.
   let applying: Promise<void> = Promise.resolve();
   let failed = false;
@@ -633,11 +650,12 @@ async function linkTransaction(
           stopIfInterrupted(options);
           // Only a plan begun is undone: one never carried out made nothing, and its `creates`
           // name the devices it was to replace, which are still there, up and in use.
-          started.push(plan);
+          const planMade = new Set<string>();
+          started.push({ plan, made: planMade });
           for (const device of plan.creates) made.created.add(device);
           for (const device of replacedDevices(plan)) made.replaced.add(device);
           for (const netns of plan.createNamespaces) made.namespaces.add(netns);
-          await applyDevicePlan(plan);
+          await applyDevicePlan(plan, planMade);
           applied += chunk.length;
           options.progress?.({ phase: 'devices', done: applied, total: vms.length });
         })
@@ -656,15 +674,16 @@ async function linkTransaction(
     // Each step of the undo is done whatever the one before did; one that fails is told (the
     // failure undone stays what is thrown), and the devices it left keep their links' ids.
     const left = new Set<string>();
-    for (const plan of started.reverse()) {
-      const undone = await undoDevicePlan(plan).catch(
+    for (const { plan, made: planMade } of started.reverse()) {
+      const undone = await undoDevicePlan(plan, planMade).catch(
         (undoError: unknown): PlanUndone => ({
           kept: [],
           left: { devices: plan.creates, error: reasonOf(undoError) },
           namespaces: plan.createNamespaces.map((netns) => ({ netns, error: reasonOf(undoError) })),
         }),
       );
-      // A device it had yet to replace when a step before failed is there still, and up.
+      // A device it had yet to replace when a step before failed is there still, and up; one of
+      // its names it did not make (someone else's, made since it looked) was none of its.
       for (const device of undone.kept) {
         made.created.delete(device);
         made.replaced.delete(device);

@@ -113,8 +113,11 @@ function openNamespace(name: string): number {
   }
 }
 
-/** Run steps in one namespace, in order; the first failure stops them and is thrown. */
-async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Promise<void> {
+/**
+ * Run steps in one namespace, in order; the first failure stops them and is thrown. The name of
+ * each device a step made (add-bridge, add-tap, add-veth done) is added to `made`.
+ */
+async function runSteps(netns: string | null, steps: readonly DeviceStep[], made?: Set<string>): Promise<void> {
   if (steps.length === 0) return;
   // A veth's peer is placed by a descriptor of its namespace, open for the length of the run.
   const fds = new Map<string, number>();
@@ -127,6 +130,10 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Pro
     const program = writer.finish();
     const failure = await inNamespace(netns, async (socket) => {
       const outcomes = await socket.run(program);
+      outcomes.forEach((outcome, index) => {
+        const step = steps[index];
+        if (outcome.state === 'done' && step !== undefined && step.op.startsWith('add-')) made?.add(step.name);
+      });
       const failed = outcomes.findIndex((outcome) => outcome.state === 'failed');
       const outcome = outcomes[failed];
       const step = steps[failed];
@@ -143,12 +150,18 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[]): Pro
  * Why a step failed, in words. A join whose master the program looked up for an earlier port
  * gives the kernel that index again; where the master was deleted meanwhile (by something else:
  * a run holds the state lock), the kernel says only EINVAL, so the master is looked up once more
- * to say that it is gone.
+ * to say that it is gone. Where that lookup fails, the kernel's word stands.
  */
 async function failureText(socket: RtnlSocket, step: DeviceStep, outcome: RecordOutcome & { state: 'failed' }): Promise<string> {
   const master = step.op === 'set' ? step.change.master : undefined;
   if (master === undefined || outcome.code !== 'EINVAL') return outcome.text;
-  const [lookup] = await socket.run(new ProgramWriter().getLink(master).finish(), true);
+  let lookup: RecordOutcome | undefined;
+  try {
+    [lookup] = await socket.run(new ProgramWriter().getLink(master).finish(), true);
+  } catch {
+    // Only a better word for the failure: one of its own must not take the step's place.
+    return outcome.text;
+  }
   // No device has that name as its own now (an altname of another device is not the master).
   const gone = lookup?.state === 'failed' ? lookup.code === 'ENODEV' : lookup?.state === 'done' && !decodeLinks(lookup.reply).some((link) => link.name === master);
   if (!gone) return outcome.text;
@@ -227,12 +240,15 @@ async function createNamespace(name: string): Promise<void> {
 
 /**
  * Carry out a plan. A failure is thrown as it is; the caller undoes the plan (undoDevicePlan),
- * which tells what that undo could not delete, and keeps the failure that is thrown.
+ * which tells what that undo could not delete, and keeps the failure that is thrown. The names of
+ * the devices it made go into `made`, for that undo: a device of a name it was to create that it
+ * did not make (its step refused, as one someone else made meanwhile is, or not reached) is not
+ * its to delete.
  */
-export async function applyDevicePlan(plan: DevicePlan): Promise<void> {
+export async function applyDevicePlan(plan: DevicePlan, made?: Set<string>): Promise<void> {
   for (const name of plan.createNamespaces) await createNamespace(name);
   await inEachNamespace(plan.clearFarEnds);
-  await runSteps(null, plan.hostSteps.flat());
+  await runSteps(null, plan.hostSteps.flat(), made);
   await inEachNamespace(plan.configureFarEnds);
 }
 
@@ -261,7 +277,7 @@ export interface NamespaceLeft {
 
 /** What deleting devices as far as possible did. */
 export interface DevicesUndone {
-  /** Devices under a name given but of another kind than the one given for it: left as they are. */
+  /** Devices under a name given but of another kind than the one given for it (or, undoing a plan, one it did not make): left as they are. */
   readonly kept: string[];
   /** Where the removal failed: the devices still there. */
   readonly left?: DevicesLeft;
@@ -276,11 +292,18 @@ export interface PlanUndone extends DevicesUndone {
  * Remove what a plan created (devices, then the namespaces it made), as far as possible: each
  * step is tried whatever the one before did, and what a failed one left is returned. A device
  * under the name of one it creates but of another kind is the one it was to replace, which it did
- * not reach (a step before failed): left as it is, and returned (`kept`).
+ * not reach (a step before failed): left as it is, and returned (`kept`). With `made` (what
+ * applyDevicePlan said it made), only those of its devices go: one of those names that it did not
+ * make is someone else's, or the one it was to replace, and is left as it is too (and returned as
+ * kept where it is there).
  */
-export async function undoDevicePlan(plan: DevicePlan): Promise<PlanUndone> {
-  const devices = await undoDevices(plan.creates, createdKinds(plan));
-  return { ...devices, namespaces: await deleteNamespaces(plan.createNamespaces) };
+export async function undoDevicePlan(plan: DevicePlan, made?: ReadonlySet<string>): Promise<PlanUndone> {
+  const ours = made === undefined ? plan.creates : plan.creates.filter((name) => made.has(name));
+  const devices = await undoDevices(ours, createdKinds(plan));
+  const notMade = made === undefined ? [] : plan.creates.filter((name) => !made.has(name));
+  // Where that cannot be seen, taken as there (as one not reached is): what is not ours is not said to be down.
+  const there = notMade.length === 0 ? [] : await listDevices(null, notMade).then((found) => [...found.keys()], () => notMade);
+  return { ...devices, kept: [...devices.kept, ...there], namespaces: await deleteNamespaces(plan.createNamespaces) };
 }
 
 /** Whether a device is of the kind `kinds` gives its name; any kind where it gives none. */

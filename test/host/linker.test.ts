@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
+import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
@@ -29,12 +30,16 @@ const kernel = vi.hoisted(() => ({
   undone: 0,
   /** The plans undone, in order. */
   undonePlans: [] as DevicePlan[],
+  /** What each undone plan was told it made (undoDevicePlan's second argument), in order. */
+  undoneMade: [] as (ReadonlySet<string> | undefined)[],
   /** Device queries so far (one per chunk of VMs). */
   observed: 0,
   /** The devices removeDevices was asked to delete (unlink, link taking down a dropped provider), in order. */
   removed: [] as string[],
   /** Where set, removeDevices fails with it before deleting anything (a lookup the kernel refused). */
   lookupRefused: undefined as string | undefined,
+  /** Where set, a listing of every device (list, show, link --all's left links) fails with it. */
+  listingRefused: undefined as string | undefined,
   whileApplying: (): void | Promise<void> => undefined,
 }));
 
@@ -99,18 +104,25 @@ const leftOf = vi.hoisted(() => (devices: readonly string[], namespaces: readonl
 });
 
 vi.mock('../../host/netlink-devices.js', () => ({
-  observeDevices: async () => {
+  observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
+    if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
     kernel.observed += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() };
   },
-  applyDevicePlan: async (plan: DevicePlan) => {
+  applyDevicePlan: async (plan: DevicePlan, made?: Set<string>) => {
     await kernel.whileApplying();
+    // Devices are made in order up to the first refused.
+    for (const device of plan.creates) {
+      if (kernel.refused.has(device)) break;
+      made?.add(device);
+    }
     const refused = plan.creates.find((device) => kernel.refused.has(device));
     if (refused !== undefined) throw Object.assign(new Error(`ip link add ${refused} type bridge failed: File exists`), { kind: 'step-failed' });
   },
-  undoDevicePlan: async (plan: DevicePlan) => {
+  undoDevicePlan: async (plan: DevicePlan, made?: ReadonlySet<string>) => {
     kernel.undone += 1;
     kernel.undonePlans.push(plan);
+    kernel.undoneMade.push(made === undefined ? undefined : new Set(made));
     if (kernel.undoFailures > 0) {
       kernel.undoFailures -= 1;
       throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
@@ -154,9 +166,11 @@ beforeEach(async () => {
   kernel.keptNamespaces.clear();
   kernel.undone = 0;
   kernel.undonePlans = [];
+  kernel.undoneMade = [];
   kernel.observed = 0;
   kernel.removed = [];
   kernel.lookupRefused = undefined;
+  kernel.listingRefused = undefined;
   kernel.whileApplying = () => undefined;
   store.failSaves = 0;
   store.failSyncs = 0;
@@ -908,5 +922,49 @@ describe('an MTU above what a tap takes', () => {
     await expect(linkVms([...CLIENTS, ...vms], { ...options(), mtu: 65535, attach })).rejects.toMatchObject({ name: 'AttachModeError', kind: 'mtu', message: expect.stringContaining('c7 is attached with qemu') });
     expect([kernel.observed, kernel.undone]).toEqual([0, 0]);
     expect(existsSync(join(stateDir, 'links.json'))).toBe(false);
+  });
+});
+
+describe("link --all whose listing of the devices, for the links it leaves as they are, fails", () => {
+  it("still returns what it linked, and gives those links as the state records them (attachRecorded false, modes null where it records none)", async () => {
+    // A client whose directory has gone: one link recorded before the state kept attach modes, one recorded with them.
+    const gone = vmName('gone');
+    const other = vmName('other');
+    const allocation = allocateMany(emptyState(), [{ client: gone, provider: NETVM }, { client: gone, provider: other }]);
+    const [old, modern] = allocation.links;
+    const state = setAttachments(allocation.state, [{ pair: { client: gone, provider: other }, attached: { client: 'netns', provider: 'qemu' } }]);
+    await writeFile(join(stateDir, 'links.json'), serializeState(state));
+    kernel.listingRefused = 'listing devices failed: Cannot allocate memory';
+    const outcome = await linkVms([CLIENTS[0]!], options(), { snapshot: await readConfigDir(configDir), withoutProviders: [] });
+    expect([...outcome.linked.keys()]).toEqual(['c1']);
+    expect(outcome.orphaned.map(({ vm, links }) => ({ vm, links: links.map(({ id, clientAttach, providerAttach, attachRecorded, linked }) => ({ id, clientAttach, providerAttach, attachRecorded, linked })) }))).toEqual([
+      {
+        vm: 'gone',
+        links: expect.arrayContaining([
+          { id: old!.id, clientAttach: null, providerAttach: null, attachRecorded: false, linked: false },
+          { id: modern!.id, clientAttach: 'netns', providerAttach: 'qemu', attachRecorded: true, linked: true },
+        ]),
+      },
+    ]);
+    // What it linked is recorded.
+    const saved = parseState(await readFile(join(stateDir, 'links.json'), 'utf8'), 'test');
+    expect(saved.links.map((link) => link.client).sort()).toEqual(['c1', 'gone', 'gone']);
+  });
+});
+
+describe('a failed link undoes only what its plans made', () => {
+  it("tells each plan's undo the devices that plan made: not the one the kernel refused (someone else's of that name), nor those after it", async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    const c3 = linkDeviceNames(PREFIX, ids[2]!);
+    kernel.refused.add(c3.bridge);
+    await expect(linkVms(CLIENTS, options())).rejects.toThrow(/File exists$/);
+    expect(kernel.undonePlans).toHaveLength(kernel.undoneMade.length);
+    const made = kernel.undonePlans.map((plan, index) => ({ creates: plan.creates, made: kernel.undoneMade[index] }));
+    const refusedPlan = made.find(({ creates }) => creates.includes(c3.bridge));
+    expect(refusedPlan?.made).toBeInstanceOf(Set);
+    const refusedAt = refusedPlan!.creates.indexOf(c3.bridge);
+    expect([...refusedPlan!.made!]).toEqual(refusedPlan!.creates.slice(0, refusedAt));
+    expect(refusedPlan!.made!.has(c3.bridge)).toBe(false);
+    expect(refusedPlan!.made!.has(c3.client)).toBe(false);
   });
 });

@@ -133,4 +133,54 @@ describeNetns('applyDevicePlan in a namespace', () => {
     expect(links.get('other7')?.flags).not.toContain('UP');
     expect(links.get('ab7')).toMatchObject({ mtu: 1400, flags: expect.arrayContaining(['UP']) });
   });
+
+  it("a join the kernel refuses with EINVAL while its master is there keeps the kernel's reason, also where the second look at the master fails", async () => {
+    await host.ip(['link', 'add', 'ab8', 'type', 'bridge']);
+    await host.ip(['tuntap', 'add', 'dev', 'ac8', 'mode', 'tap']);
+    // An MTU above the tap's maximum: EINVAL, the master there all along. The second run, the
+    // socket's once the first fails, is the look at the master: then it is made to fail, as the
+    // addon's run fails where it finds no memory for it.
+    const rtnl = pathToFileURL(join(ROOT, 'dist', 'host', 'rtnl-socket.js')).href;
+    const script = `import { applyDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { RtnlSocket } from ${JSON.stringify(rtnl)};
+      const step = { netns: null, op: 'set', name: 'ac8', change: { mtu: 70000, master: 'ab8' } };
+      const plan = { createNamespaces: [], clearFarEnds: [], hostSteps: [[step]], configureFarEnds: [], creates: [] };
+      const said = async () => { try { await applyDevicePlan(plan); return 'done'; } catch (error) { return { name: error.name, kind: error.kind, message: error.message }; } };
+      const real = await said();
+      const run = RtnlSocket.prototype.run;
+      let runs = 0;
+      RtnlSocket.prototype.run = function (...args) {
+        runs += 1;
+        return runs === 2 ? Promise.reject(Object.assign(new Error('Cannot allocate memory'), { code: 'ENOMEM' })) : run.apply(this, args);
+      };
+      console.log(JSON.stringify([real, await said()]));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    const [real, lookupFailed] = JSON.parse(result.stdout) as unknown[];
+    const failure = { name: 'DeviceError', kind: 'step-failed', message: 'ip link set dev ac8 mtu 70000 master ab8 failed: Invalid argument: mtu greater than device maximum' };
+    expect(real).toEqual(failure);
+    expect(lookupFailed).toEqual(failure);
+    expect((await devices(host)).get('ac8')?.master).toBeUndefined();
+  });
+
+  it("a failed plan's undo leaves alone a device of a name it was to create that someone else made after it looked (its create refused): it deletes only what it made", async () => {
+    // The plan looks (nothing there), then someone else makes a tap and a bridge of the names it
+    // is to create; its bridge is refused (File exists), and its undo runs.
+    const script = `import { execFileSync } from 'node:child_process';
+      import { observeDevices, applyDevicePlan, undoDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const side = (device, mac) => ({ device, mac, attach: { kind: 'tap' } });
+      const connection = { bridge: 'ab9', mtu: 1500, client: side('ac9', '0a:b3:ec:00:00:09'), provider: side('ap9', '0a:b3:ec:80:00:09') };
+      const plan = planDevices([connection], await observeDevices([], ['ab9', 'ac9', 'ap9']));
+      const made = new Set();
+      execFileSync('ip', ['link', 'add', 'ab9', 'type', 'bridge']);
+      execFileSync('ip', ['tuntap', 'add', 'dev', 'ap9', 'mode', 'tap']);
+      const failure = await applyDevicePlan(plan, made).then(() => 'done', (error) => error.message);
+      console.log(JSON.stringify({ failure, undone: await undoDevicePlan(plan, made) }));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(JSON.parse(result.stdout)).toEqual({ failure: 'ip link add ab9 type bridge failed: File exists', undone: { kept: ['ab9', 'ap9'], namespaces: [] } });
+    const links = await devices(host);
+    expect([...links.keys()].filter((name) => name.endsWith('9')).sort()).toEqual(['ab9', 'ap9']);
+  });
 });
