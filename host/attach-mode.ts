@@ -30,7 +30,10 @@ export function assertSideMtu(mtu: number, mode: AttachMode, vm: string): void {
 
 /** The attach mode of every VM: a default plus per-VM choices. */
 export interface AttachChoice {
+  /** `--attach MODE`'s, else the default (`none`): what `unlink`, `list` and `show` take for a link recorded without modes. */
   readonly fallback: AttachMode;
+  /** `--attach MODE`'s, where given: a request for every VM (`link` keeps recorded modes only where it is not). */
+  readonly forAll?: AttachMode;
   readonly perVm: ReadonlyMap<VmName, AttachMode>;
 }
 
@@ -68,9 +71,15 @@ export function parseAttachChoice(values: readonly string[], fallback: AttachMod
       perVm.set(vm, { mode, value });
     }
   }
-  return { fallback: chosen?.mode ?? fallback, perVm: new Map([...perVm].map(([vm, { mode }]) => [vm, mode])) };
+  const modes = new Map([...perVm].map(([vm, { mode }]) => [vm, mode]));
+  return chosen === undefined ? { fallback, perVm: modes } : { fallback: chosen.mode, forAll: chosen.mode, perVm: modes };
 }
 
 export function attachModeOf(choice: AttachChoice, vm: VmName): AttachMode {
   return choice.perVm.get(vm) ?? choice.fallback;
+}
+
+/** The mode `--attach` asks for a VM (`VM=MODE`, else `MODE`), or undefined where it says nothing of it. */
+export function chosenAttachMode(choice: AttachChoice, vm: VmName): AttachMode | undefined {
+  return choice.perVm.get(vm) ?? choice.forAll;
 }

@@ -12,6 +12,7 @@ import { type AttachChoice, type AttachMode, AttachModeError, TAP_MTU_MAX, parse
 import { CONFIG_DIR_ENV, type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
+import type { AmbiguousAttach } from './kept-attach.js';
 import {
   type FailedVm,
   type KeepGoingOutcome,
@@ -115,7 +116,7 @@ function linkerOptionsOf(env: Env) {
     netnsPrefix: () =>
       new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV} or none`),
     mtu: () => new Option('--mtu <bytes>', `MTU of every link device, which the VMs' NICs learn: ${MTU_MIN} to ${MTU_MAX}, a tap at most ${TAP_MTU_MAX}`).default('1500'),
-    attach: (description: string) => new Option('--attach <mode>', description).argParser(collect).default([], 'none'),
+    attach: (description: string, fallback = 'none') => new Option('--attach <mode>', description).argParser(collect).default([], fallback),
     qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),
     chSocket: () => new Option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/vmm'),
     vmmTimeout: () =>
@@ -266,6 +267,17 @@ function orphanWarning(vm: string, links: number, configDir: string): string {
 function unusableWarning({ vm, problem, links }: UnusableVmDir): string {
   const recorded = links.length === 0 ? 'no links are recorded for it' : `its ${links.length} recorded link${links.length === 1 ? ' is' : 's are'} left as ${links.length === 1 ? 'it is' : 'they are'} (devices too)`;
   return `${vm} is not linked: ${problem}; ${recorded}`;
+}
+
+/**
+ * What `link` says of a VM that --attach did not name whose up links have different modes on its
+ * side: those links kept theirs, and its links of the run that were not up got `none`.
+ */
+function ambiguousWarning({ vm, modes, links }: AmbiguousAttach): string {
+  const named = links.map((link) => `${link.client} -> ${link.provider}`).join(', ');
+  const take = links.length === 1 ? 'takes' : 'take';
+  const shown = modes.length > 1 ? `${modes.slice(0, -1).join(', ')} and ${modes.at(-1) ?? ''}` : modes.join('');
+  return `${vm}'s links are attached as ${shown} on its side, so its mode is ambiguous: those links keep theirs, and ${named} ${take} none; to attach ${vm} one way, link with --attach ${vm}=MODE`;
 }
 
 /** What `link --all` says of a directory with providers whose name is no VM name. */
@@ -537,7 +549,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.devicePrefix())
     .addOption(option.netnsPrefix())
     .addOption(option.mtu())
-    .addOption(option.attach('attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable)'))
+    .addOption(
+      option.attach(
+        'attach mode: none|cloud-hypervisor|qemu|netns, or VM=MODE for one VM (repeatable); a VM it does not name keeps the mode its links record (none where they record none, or disagree)',
+        'recorded, else none',
+      ),
+    )
     .addOption(option.qmpSocket())
     .addOption(option.chSocket())
     .addOption(option.vmmTimeout())
@@ -629,10 +646,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // A line each (the message alone: fields would take more lines on a terminal).
       if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
       if (unusable.length > 0 && wouldLog('warn')) for (const entry of unusable) log().warn(unusableWarning(entry));
+      if (outcome.ambiguousAttach.length > 0 && wouldLog('warn')) for (const entry of outcome.ambiguousAttach) log().warn(ambiguousWarning(entry));
       const misnamed = wholeDir?.snapshot.misnamed ?? [];
       if (misnamed.length > 0 && wouldLog('warn')) for (const dir of misnamed) log().warn(misnamedWarning(dir, wholeDir?.snapshot.dir ?? linkerOpts.configDir));
-      // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant got the default
-      // mode) is warned of, not refused: a VM that goes from the config dir would otherwise fail
+      // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant kept its mode)
+      // is warned of, not refused: a VM that goes from the config dir would otherwise fail
       // every call of a script that passes one --attach set to all, until the script is changed.
       if (attach.perVm.size > 0 && wouldLog('warn')) {
         for (const stray of await strayAttachModes(outcome, attach, linkerOpts, wholeDir?.snapshot)) {

@@ -4,11 +4,12 @@
 import { pathCheck, pathOrigin, shownOrigin } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
-import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf } from './attach-mode.js';
+import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf, chosenAttachMode } from './attach-mode.js';
 import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { type ConfigDirSource, readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
+import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
 import { type NamespaceLeft, type PlanUndone, applyDevicePlan, deleteNamespaces, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
 import {
   type Link,
@@ -303,14 +304,11 @@ export function checkNetnsPrefix(prefix: string, source = '--netns-prefix'): str
 }
 
 /**
- * A link as reported. Attach modes: those recorded when its devices were made (what exists),
- * else those the options ask for (what link will make).
+ * A link as reported. Attach modes: `desired` where given (what link will make), else those
+ * recorded when its devices were made (what exists), else those of --attach or its default.
  */
-export function linkReport(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>, use: 'recorded' | 'desired' = 'recorded'): LinkReport {
-  const attached: LinkAttachment =
-    use === 'recorded' && link.attached !== undefined
-      ? link.attached
-      : { client: attachModeOf(options.attach, link.client), provider: attachModeOf(options.attach, link.provider) };
+export function linkReport(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>, desired?: LinkAttachment): LinkReport {
+  const attached: LinkAttachment = desired ?? link.attached ?? { client: attachModeOf(options.attach, link.client), provider: attachModeOf(options.attach, link.provider) };
   const addresses = linkAddressesOf(link.id);
   const names = linkDeviceNames(options.devicePrefix, link.id);
   return {
@@ -432,6 +430,11 @@ export interface LinkOutcome {
   readonly unusable: readonly UnusableVmDir[];
   /** VMMs that did not detach a NIC of a link taken down, which went all the same (as `unlink --force`). */
   readonly vmmFailures: readonly VmmDetachFailure[];
+  /**
+   * VMs that --attach did not name whose up links have different modes on their side, each with
+   * the links of the run (not up before it) whose side of it so got `none` (kept-attach.ts).
+   */
+  readonly ambiguousAttach: readonly AmbiguousAttach[];
 }
 
 /** `link --all`: the whole config dir as read, and the VMs read there that name no provider now. */
@@ -568,6 +571,8 @@ function linksLeftDown(reports: readonly LinkReport[], before: LinkState, made: 
 
 /** What a link transaction does beyond ids and devices. */
 interface TransactionMode {
+  /** The attach modes it gives each side: --attach's, else kept (kept-attach.ts). */
+  readonly attachModes: KeptAttach;
   /** Hot-plug the NICs too (false: `link --keep-going`, which attaches VM by VM after it). */
   readonly attach: boolean;
   /** Told of the links the transaction's undo leaves down (linksLeftDown). */
@@ -620,7 +625,7 @@ async function linkTransaction(
       const reports: LinkReport[] = [];
       for (const vm of wanted) byVm.set(vm.name, []);
       for (const link of allocation.links) {
-        const report = linkReport(link, options, 'desired');
+        const report = linkReport(link, options, linkAttachModes(mode.attachModes, link));
         byVm.get(link.client)?.push(report);
         reports.push(report);
       }
@@ -767,6 +772,37 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
   return { state: next, unlinked, vmmFailures: released.failures };
 }
 
+/**
+ * The links up before a `link` run, whose modes it keeps where --attach says nothing of a VM
+ * (kept-attach.ts): those with attach modes recorded; and those recorded without (written before
+ * the state kept them) while devices of their names exist, as unlink and list take them, each
+ * side as its device shows it. Devices are looked at only where the state has records without
+ * modes (links unlink took down, ids kept, among them).
+ */
+async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<StandingLink[]> {
+  const namesOf = (link: Link): ReturnType<typeof linkDeviceNames> => linkDeviceNames(options.devicePrefix, link.id);
+  // Not where --attach names both its VMs (`--attach MODE` names all): nothing of it is kept.
+  const chosen = (vm: VmName): boolean => chosenAttachMode(options.attach, vm) !== undefined;
+  const unrecorded = state.links.filter((link) => link.attached === undefined && !(chosen(link.client) && chosen(link.provider)));
+  const host = unrecorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unrecorded.flatMap((link) => Object.values(namesOf(link))))).host;
+  return state.links.flatMap((link): StandingLink[] => {
+    if (link.attached !== undefined) return [{ pair: link, modes: link.attached }];
+    const names = namesOf(link);
+    if (!Object.values(names).some((device) => host.has(device))) return [];
+    return [{ pair: link, modes: { client: shownAttachMode(host.get(names.client)?.kind), provider: shownAttachMode(host.get(names.provider)?.kind) } }];
+  });
+}
+
+/**
+ * What a `link` run knows of attach modes (from the state `before` it, and the devices of links
+ * recorded without modes), each VM's side of its new links checked as linkVms checks a chosen one.
+ */
+async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions): Promise<KeptAttach> {
+  const kept = keptAttach(options.attach, await standingLinks(before, options));
+  for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options);
+  return kept;
+}
+
 /** Run `link`'s fn under the state lock; an interruption while waiting for it is said as such. */
 function underLinkLock<T>(options: LinkerOptions, fn: () => Promise<T>): Promise<T> {
   return underStateLock(options, 'nothing was made', fn);
@@ -797,7 +833,8 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
 
 /**
  * `link <vm...>`: every connection of each client VM to each of its providers, ids allocated
- * (or found) in the state, devices converged, VMMs attached; then its connections to providers
+ * (or found) in the state, devices converged, VMMs attached, each side as --attach asks where it
+ * names the side's VM, else as kept (kept-attach.ts); then its connections to providers
  * its config no longer names taken down (ids kept). Idempotent. `wholeDir` (`link --all`): the
  * config dir as already read by the caller, whose VMs without providers lose their client links
  * too, and whose gone clients (orphaned) and entries that are no usable VM directory (unusable) are reported.
@@ -811,13 +848,18 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
 export async function linkVms(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<LinkOutcome> {
   const vms = [...new Set(names.map(vmName))];
   const snapshot = wholeDir?.snapshot;
-  // Each VM's own side, before any chunk's devices are made (a provider's is checked as its links are planned).
-  for (const vm of vms) assertSideUsable(attachModeOf(options.attach, vm), vm, options);
+  // Each VM's own side, before any chunk's devices are made (a provider's is checked as its links
+  // are planned): here where --attach names it, else once the state says what it keeps.
+  for (const vm of vms) {
+    const chosen = chosenAttachMode(options.attach, vm);
+    if (chosen !== undefined) assertSideUsable(chosen, vm, options);
+  }
   return underLinkLock(options, async () => {
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir, options.stateDirSource);
-    const mode: TransactionMode = { attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
+    const kept = await runAttachModes(vms, before, options);
+    const mode: TransactionMode = { attachModes: kept, attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
     const run = await linkTransaction(vms, options, snapshot, before, newRunDevices(), mode).catch((error: unknown) => {
       // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second
       // one does), and is said with the failure, not instead of it.
@@ -828,7 +870,8 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     });
     const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
     const { orphaned, unusable } = snapshot === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, snapshot, options);
-    return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures };
+    const ambiguous = ambiguousAttach(kept, [...run.linked.values()].flat().map(pairOf));
+    return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: ambiguous };
   });
 }
 
@@ -951,6 +994,9 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
   const { valid, invalid } = partitionValidVms(snapshot, vms);
   const failures = new Map<VmName, unknown>(invalid.map(({ name, error }) => [name, error]));
   const before = await loadState(options.stateDir, options.stateDirSource);
+  // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
+  // kept or chosen, fails alone).
+  const kept = keptAttach(options.attach, await standingLinks(before, options));
   const made = newRunDevices();
   let devicesMade: LinkTransaction | undefined;
   let transactionFailure: unknown;
@@ -968,6 +1014,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
   };
   try {
     devicesMade = await linkTransaction(valid, options, snapshot, before, made, {
+      attachModes: kept,
       attach: false,
       leftDown: (links) => void leftDown.push(...links),
       undoWriteFailed: (failure) => void (undoWrite = failure),
@@ -997,7 +1044,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
       options.onLeftDown?.(links);
     };
     try {
-      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir, options.stateDirSource), made, failures);
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir, options.stateDirSource), made, failures, kept);
     } catch (error) {
       sayUndoWrite(new Map());
       throw error;
@@ -1010,13 +1057,14 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
   const { state, linked, providers, interrupted } = pass;
   const failed = vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
+  const ambiguous = ambiguousAttach(kept, [...linkedInOrder.values()].flat().map(pairOf));
   if (interrupted !== undefined) {
     const said = interrupted.during === 'one-by-one' && transactionFailure !== undefined ? { ...interrupted, failure: transactionFailure } : interrupted;
-    return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], failed, interrupted: said };
+    return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, failed, interrupted: said };
   }
   const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options);
   const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, snapshot, options);
-  return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, failed };
+  return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: ambiguous, failed };
 }
 
 /**
@@ -1111,6 +1159,7 @@ async function linkOneByOne(
   before: LinkState,
   made: RunDevices,
   failures: Map<VmName, unknown>,
+  attachModes: KeptAttach,
 ): Promise<KeepGoingPass> {
   const { progress, onLeftDown, ...quiet } = options;
   let state = before;
@@ -1124,6 +1173,7 @@ async function linkOneByOne(
       // Where it fails, the next VM goes on from the state the file holds after its undo: records
       // kept there (devices it could not delete, or a write back that failed) are kept.
       const mode: TransactionMode = {
+        attachModes,
         attach: true,
         ...(onLeftDown === undefined ? {} : { leftDown: onLeftDown }),
         ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }),
@@ -1168,9 +1218,9 @@ export function unusedAttachModes(attach: AttachChoice, vms: Iterable<VmName>, r
 /**
  * The per-VM attach modes of a finished `link` run that named a VM the run did not touch (no
  * client linked or taken down, nor a provider of one) and that the config dir has no directory
- * for: most likely a typo, with which the VM meant got the default mode. A VM of the config dir
- * that this run did not touch is no stray: `link --all`, and scripts that pass one --attach set
- * to every call, name VMs that a given run need not touch.
+ * for: most likely a typo, with which the VM meant kept its mode (kept-attach.ts). A VM of the
+ * config dir that this run did not touch is no stray: `link --all`, and scripts that pass one
+ * --attach set to every call, name VMs that a given run need not touch.
  */
 export async function strayAttachModes(
   outcome: LinkOutcome,
@@ -1405,7 +1455,7 @@ export interface ListedLink extends Omit<RecordedLinkReport, 'clientAttach' | 'p
 
 /** The attach mode a side's host device shows where none is recorded: netns for a veth (no other mode makes one), else unknown. */
 function attachShown(device: ObservedDevice | undefined): AttachMode | null {
-  return device?.kind === 'veth' ? 'netns' : null;
+  return shownAttachMode(device?.kind) ?? null;
 }
 
 /**

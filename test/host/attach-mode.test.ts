@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TAP_MTU_MAX, assertSideMtu, attachModeOf, parseAttachChoice } from '../../host/attach-mode.js';
+import { TAP_MTU_MAX, assertSideMtu, attachModeOf, chosenAttachMode, parseAttachChoice } from '../../host/attach-mode.js';
 import { vmName } from '../../host/vm-name.js';
 
 describe('parseAttachChoice', () => {
@@ -8,6 +8,17 @@ describe('parseAttachChoice', () => {
     expect(attachModeOf(choice, vmName('netvm'))).toBe('netns');
     expect(attachModeOf(choice, vmName('appvm-lynx'))).toBe('qemu');
     expect(attachModeOf(parseAttachChoice([]), vmName('appvm-lynx'))).toBe('none');
+  });
+
+  it('tells a mode --attach asks for (MODE, VM=MODE) from the default, which it does not', () => {
+    const lynx = vmName('appvm-lynx');
+    const netvm = vmName('netvm');
+    expect(chosenAttachMode(parseAttachChoice([]), lynx)).toBeUndefined();
+    expect(chosenAttachMode(parseAttachChoice(['netvm=netns']), lynx)).toBeUndefined();
+    expect(chosenAttachMode(parseAttachChoice(['netvm=netns']), netvm)).toBe('netns');
+    // `--attach none` is a request too, not the default.
+    expect(chosenAttachMode(parseAttachChoice(['none', 'netvm=netns']), lynx)).toBe('none');
+    expect(chosenAttachMode(parseAttachChoice(['none', 'netvm=netns']), netvm)).toBe('netns');
   });
 
   it('accepts the same mode given twice for one scope', () => {

@@ -1217,3 +1217,114 @@ describeNetns('link --all and a link recorded before the state kept attach modes
     expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => !host.has(device))).toEqual([]);
   });
 });
+
+describeNetns('link without --attach keeps the recorded attach modes', () => {
+  // appvm-0: a third client of netvm, for a new link of a provider recorded with two modes.
+  const world = linkWorldPerSuite('linkkeep', 1);
+
+  type Link = LinkJson['links'][number];
+  const linkOf = async (args: readonly string[]): Promise<{ links: Link[]; stderr: string }> => {
+    const result = await world().link([...args, '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    return { links: result.stdout.trim().split('\n').flatMap((line) => parseLink(line).links), stderr: result.stderr };
+  };
+  /** The ifindex and kind of each device a link has: on the host, and in the VM namespaces of its netns sides. */
+  type Shown = [index: number | undefined, kind: string | undefined];
+  const deviceIndexes = async (link: Link, client: string): Promise<{ bridge: Shown; client: Shown; provider: Shown; clientFar: Shown; providerFar: Shown }> => {
+    const host = await devices(world().host);
+    const shown = (map: Map<string, { ifindex: number; linkinfo?: { info_kind?: string } }>, name: string): Shown => [map.get(name)?.ifindex, map.get(name)?.linkinfo?.info_kind];
+    const far = async (vm: string, device: string, mode: string): Promise<Shown> => (mode === 'netns' ? shown(await devices(world().vmNetns(vm)), device) : [undefined, undefined]);
+    return {
+      bridge: shown(host, link.bridge),
+      client: shown(host, link.clientDevice),
+      provider: shown(host, link.providerDevice),
+      clientFar: await far(client, link.clientDevice, link.clientAttach),
+      providerFar: await far(link.provider, link.providerDevice, link.providerAttach),
+    };
+  };
+  const recorded = async (id: number): Promise<unknown> =>
+    (JSON.parse(await readFile(join(world().stateDir, 'links.json'), 'utf8')) as { links: { id: number; attached?: unknown }[] }).links.find((entry) => entry.id === id)?.attached;
+
+  it('a netns link re-run without --attach (by name, --keep-going, --all) stays up as it is: same devices (ifindex unchanged), the VM namespace\'s interface intact; --attach none switches it to taps', async () => {
+    const [made] = (await linkOf(['link', 'appvm-lynx', '--attach', 'netns'])).links;
+    expect([made?.clientAttach, made?.providerAttach]).toEqual(['netns', 'netns']);
+    const before = await deviceIndexes(made!, 'appvm-lynx');
+    expect(before.clientFar[1]).toBe('veth');
+    expect(before.providerFar[1]).toBe('veth');
+    for (const args of [['link', 'appvm-lynx'], ['link', '--keep-going', 'appvm-lynx'], ['link', '--all']]) {
+      const { links, stderr } = await linkOf(args);
+      expect(stderr).toBe('');
+      const again = links.find((link) => link.id === made!.id);
+      expect(again, args.join(' ')).toEqual(made);
+      expect(await deviceIndexes(made!, 'appvm-lynx'), args.join(' ')).toEqual(before);
+      expect(await recorded(made!.id)).toEqual({ client: 'netns', provider: 'netns' });
+    }
+    // And carries traffic as before: the lynx namespace's interface is up with its MAC.
+    const lynx = (await devices(world().vmNetns('appvm-lynx'))).get(made!.clientDevice);
+    expect(lynx?.flags).toContain('UP');
+    expect(lynx?.address).toBe(made!.clientMac.toLowerCase());
+
+    // Asked for, `none` is a request: taps replace the veths, their far ends gone.
+    const [switched] = (await linkOf(['link', 'appvm-lynx', '--attach', 'none'])).links;
+    expect([switched?.id, switched?.clientAttach, switched?.providerAttach]).toEqual([made!.id, 'none', 'none']);
+    const host = await devices(world().host);
+    expect([host.get(made!.clientDevice)?.linkinfo?.info_kind, host.get(made!.providerDevice)?.linkinfo?.info_kind]).toEqual(['tun', 'tun']);
+    expect((await devices(world().vmNetns('appvm-lynx'))).has(made!.clientDevice)).toBe(false);
+    expect(await recorded(made!.id)).toEqual({ client: 'none', provider: 'none' });
+    // Now recorded as none, a re-run keeps the taps.
+    const [kept] = (await linkOf(['link', 'appvm-lynx'])).links;
+    expect([kept?.clientAttach, kept?.providerAttach]).toEqual(['none', 'none']);
+    // --all linked netvm's other clients too.
+    await world().link(['unlink', 'netvm']);
+  });
+
+  it('a link recorded before the state kept attach modes keeps what its devices show: a veth side netns, a tap side none', async () => {
+    const [made] = (await linkOf(['link', 'appvm-catgirl', '--attach', 'none', '--attach', 'appvm-catgirl=netns'])).links;
+    const before = await deviceIndexes(made!, 'appvm-catgirl');
+    await dropAttachModesOf(world().stateDir, made!.id);
+    const [again] = (await linkOf(['link', 'appvm-catgirl'])).links;
+    expect([again?.clientAttach, again?.providerAttach]).toEqual(['netns', 'none']);
+    expect(await deviceIndexes(made!, 'appvm-catgirl')).toEqual(before);
+    // Recorded now.
+    expect(await recorded(made!.id)).toEqual({ client: 'netns', provider: 'none' });
+    await world().link(['unlink', 'appvm-catgirl']);
+  });
+
+  it("gives a new client of a provider recorded as netns a netns side in the provider's namespace, and itself none where nothing is recorded of it", async () => {
+    await linkOf(['link', 'appvm-lynx', '--attach', 'netns']);
+    const { links, stderr } = await linkOf(['link', 'appvm-catgirl']);
+    expect(stderr).toBe('');
+    const [link] = links;
+    expect([link?.clientAttach, link?.providerAttach]).toEqual(['none', 'netns']);
+    const netvm = await devices(world().vmNetns('netvm'));
+    expect(netvm.get(link!.providerDevice)?.linkinfo?.info_kind).toBe('veth');
+    expect((await devices(world().host)).get(link!.clientDevice)?.linkinfo?.info_kind).toBe('tun');
+    await world().link(['unlink', 'netvm']);
+  });
+
+  it('a provider recorded with two modes: each of its links keeps its own, a new one gets none on its side, and a warning says so; --attach VM=MODE settles it', async () => {
+    const [lynx] = (await linkOf(['link', 'appvm-lynx', '--attach', 'netns'])).links;
+    const [catgirl] = (await linkOf(['link', 'appvm-catgirl', '--attach', 'none'])).links;
+    const lynxDevices = await deviceIndexes(lynx!, 'appvm-lynx');
+    const catgirlDevices = await deviceIndexes(catgirl!, 'appvm-catgirl');
+    // Re-run, the two as they are: nothing ambiguous is decided, nothing said.
+    const rerun = await linkOf(['link', 'appvm-lynx', 'appvm-catgirl']);
+    expect(rerun.stderr).toBe('');
+    expect(rerun.links).toEqual([lynx, catgirl]);
+    expect(await deviceIndexes(lynx!, 'appvm-lynx')).toEqual(lynxDevices);
+    expect(await deviceIndexes(catgirl!, 'appvm-catgirl')).toEqual(catgirlDevices);
+
+    const { links, stderr } = await linkOf(['link', 'appvm-0']);
+    const [fresh] = links;
+    expect([fresh?.clientAttach, fresh?.providerAttach]).toEqual(['none', 'none']);
+    expect(stderr.split('\n').filter((line) => line !== '')).toEqual([
+      expect.stringContaining("netvm's links are attached as none and netns on its side, so its mode is ambiguous: those links keep theirs, and appvm-0 -> netvm takes none; to attach netvm one way, link with --attach netvm=MODE"),
+    ]);
+    expect(await deviceIndexes(lynx!, 'appvm-lynx')).toEqual(lynxDevices);
+    // Named, netvm gets that mode on the link of the run, and no warning.
+    const named = await linkOf(['link', 'appvm-0', '--attach', 'netvm=netns']);
+    expect(named.stderr).toBe('');
+    expect([named.links[0]?.clientAttach, named.links[0]?.providerAttach]).toEqual(['none', 'netns']);
+    await world().link(['unlink', 'netvm']);
+  });
+});

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { QmpClient } from '../../host/vmm/qmp.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../harness/index.js';
 import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { linkWorldPerSuite } from './link-world-suite.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { FakeCloudHypervisorProcess } from './vmm/fake-cloud-hypervisor-process.js';
 
@@ -406,5 +407,54 @@ describeNetns('spectrum-link with VMMs', () => {
     // A side a VMM takes over itself gets no such lines.
     const mixed = await world.link(['link', 'appvm-lynx', '--attach', 'none', '--attach', 'netvm=netns']);
     expect(mixed.stdout.trimEnd().split('\n').slice(1).map((line) => line.split(':')[0])).toEqual(['  appvm-lynx', '  appvm-lynx']);
+  });
+});
+
+describeNetns('spectrum-link with VMMs, linked again without --attach', () => {
+  // A world and a QEMU of its own: the suite above leaves NICs pending unplug in its QEMUs.
+  const world = linkWorldPerSuite('linkvmmkeep');
+  let qemu: NetnsProcess | undefined;
+  let socketDir: string | undefined;
+  afterAll(async () => {
+    await qemu?.kill('SIGKILL');
+    if (socketDir !== undefined) await rm(socketDir, { recursive: true, force: true });
+  });
+
+  it('keeps a QEMU-attached link as it is: the NIC stays in QEMU on the same tap, recorded as qemu, so unlink without --attach detaches it', async () => {
+    socketDir = await mkdtemp(join(tmpdir(), 'spectrum-vmm-keep-'));
+    const qmpPath = join(socketDir, 'appvm-lynx.qmp');
+    qemu = world().host.spawn(['qemu-system-x86_64', '-machine', 'pc', '-accel', 'tcg', '-S', '-nodefaults', '-display', 'none', '-qmp', `unix:${qmpPath},server=on,wait=off`]);
+    const deadline = Date.now() + 15_000;
+    while (!existsSync(qmpPath)) {
+      if (Date.now() > deadline) throw new Error('QEMU did not create its QMP socket within 15 s');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const qmpTemplate = join(socketDir, '{vm}.qmp');
+    const first = await world().link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--qmp-socket', qmpTemplate, '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    const link = (JSON.parse(first.stdout) as LinkOutput).links[0]!;
+    const nicMac = (): Promise<unknown> => qmp(qmpPath, (client) => client.execute('qom-get', { path: `/machine/peripheral/${link.clientDevice}`, property: 'mac' }));
+    expect(String(await nicMac()).toUpperCase()).toBe(link.clientMac);
+    expect(await carrierFlags(world().host, link.clientDevice)).toContain('LOWER_UP');
+    const tapIndex = (await devices(world().host)).get(link.clientDevice)?.ifindex;
+
+    const again = await world().link(['link', 'appvm-lynx', '--qmp-socket', qmpTemplate, '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toBe('');
+    expect(JSON.parse(again.stdout)).toMatchObject({ links: [{ id: link.id, clientAttach: 'qemu', providerAttach: 'none' }] });
+    // The same tap, still held by QEMU's NIC.
+    const tap = (await devices(world().host)).get(link.clientDevice);
+    expect([tap?.ifindex, tap?.linkinfo?.info_kind]).toEqual([tapIndex, 'tun']);
+    expect(tap?.flags).toContain('LOWER_UP');
+    expect(String(await nicMac()).toUpperCase()).toBe(link.clientMac);
+
+    // Recorded as qemu, unlink reaches QEMU with no --attach: the netdev goes (no guest acknowledges the device's unplug).
+    const unlinked = await world().link(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
+    expect(unlinked.code, unlinked.stderr).toBe(0);
+    const netdevGone = await qmp(qmpPath, async (client) => {
+      await client.execute('netdev_add', { type: 'user', id: `net-${link.clientDevice}` });
+      return true;
+    }).catch((error: unknown) => String(error));
+    expect(netdevGone).toBe(true);
   });
 });

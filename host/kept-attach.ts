@@ -1,0 +1,137 @@
+// The attach mode a `link` run gives each side of a link. `--attach` is a request: where it names
+// the side's VM (`VM=MODE`, or `MODE` for all) that mode, even `none` over a link up another way.
+// Where it says nothing of the VM, a run converges rather than re-attaches: a link up keeps its
+// own side's mode (as recorded; for a record written before the state kept modes, as its device
+// shows it); a link not up (new, or taken down by unlink) gets the VM's, the one its up links
+// agree on; `none` where nothing is known of the VM, or where its links disagree (ambiguous: no
+// mode wins silently; the CLI warns). Pure: what the state records and what the devices show
+// come in as data (StandingLink).
+import { ATTACH_MODES, type AttachChoice, type AttachMode, chosenAttachMode } from './attach-mode.js';
+import type { LinkAttachment, LinkPair } from './link-state.js';
+import type { VmName } from './vm-name.js';
+
+/** Each side's mode as far as a run can tell; undefined: unknown. */
+export interface KnownAttachment {
+  readonly client: AttachMode | undefined;
+  readonly provider: AttachMode | undefined;
+}
+
+/**
+ * A link that is up: its attach modes recorded; or, its record written before the state kept
+ * them while devices of its names exist, each side's mode as its device shows it (shownAttachMode).
+ */
+export interface StandingLink {
+  readonly pair: LinkPair;
+  readonly modes: KnownAttachment;
+}
+
+/** The mode a side's host device shows: netns for a veth (no other mode makes one); a tap is none, qemu or cloud-hypervisor alike. */
+export function shownAttachMode(kind: string | null | undefined): AttachMode | undefined {
+  return kind === 'veth' ? 'netns' : undefined;
+}
+
+/** Where a side's mode came from. */
+export type ModeSource =
+  /** `--attach` names the VM. */
+  | 'attach'
+  /** The link is up: its own side's mode, recorded or shown by its device. */
+  | 'link'
+  /** The link is up, recorded without modes, and its device does not show the mode (a tap, or missing): none. */
+  | 'unshown'
+  /** The link is not up: the mode every up link of the VM has on its side. */
+  | 'vm'
+  /** The link is not up, and no up link of the VM tells its mode: none. */
+  | 'unrecorded'
+  /** The link is not up, and the VM's up links have different modes on its side: none. */
+  | 'ambiguous';
+
+export interface SideMode {
+  readonly mode: AttachMode;
+  readonly from: ModeSource;
+}
+
+/** What a run knows of attach modes: `--attach`, each up link's sides, each VM's sides over its up links. */
+export interface KeptAttach {
+  readonly choice: AttachChoice;
+  /** By pair key (pairKey). */
+  readonly links: ReadonlyMap<string, KnownAttachment>;
+  /** The modes known of each VM's side over its up links, as client and as provider, in ATTACH_MODES order. */
+  readonly vms: ReadonlyMap<VmName, readonly AttachMode[]>;
+}
+
+const pairKey = (pair: LinkPair): string => `${pair.client}\n${pair.provider}`;
+
+/** A run's KeptAttach: `--attach` as parsed, and the links up before it (one pass: a thousand links stay cheap). */
+export function keptAttach(choice: AttachChoice, standing: readonly StandingLink[]): KeptAttach {
+  const links = new Map<string, KnownAttachment>();
+  const known = new Map<VmName, Set<AttachMode>>();
+  const add = (vm: VmName, mode: AttachMode | undefined): void => {
+    if (mode === undefined) return;
+    const modes = known.get(vm) ?? new Set<AttachMode>();
+    if (modes.size === 0) known.set(vm, modes);
+    modes.add(mode);
+  };
+  for (const { pair, modes } of standing) {
+    links.set(pairKey(pair), modes);
+    add(pair.client, modes.client);
+    add(pair.provider, modes.provider);
+  }
+  const vms = new Map([...known].map(([vm, modes]): [VmName, AttachMode[]] => [vm, ATTACH_MODES.filter((mode) => modes.has(mode))]));
+  return { choice, links, vms };
+}
+
+/** The mode a VM's side of a link that is not up gets where `--attach` says nothing of the VM. */
+function vmSideMode(kept: KeptAttach, vm: VmName): SideMode {
+  const modes = kept.vms.get(vm) ?? [];
+  const [only] = modes;
+  if (only === undefined) return { mode: 'none', from: 'unrecorded' };
+  return modes.length === 1 ? { mode: only, from: 'vm' } : { mode: 'none', from: 'ambiguous' };
+}
+
+/** The mode of one side of a link: `--attach`'s for its VM, else the link's own where it is up, else the VM's. */
+export function sideMode(kept: KeptAttach, pair: LinkPair, side: 'client' | 'provider'): SideMode {
+  const vm = pair[side];
+  const chosen = chosenAttachMode(kept.choice, vm);
+  if (chosen !== undefined) return { mode: chosen, from: 'attach' };
+  const standing = kept.links.get(pairKey(pair));
+  if (standing === undefined) return vmSideMode(kept, vm);
+  const own = standing[side];
+  return own === undefined ? { mode: 'none', from: 'unshown' } : { mode: own, from: 'link' };
+}
+
+/** The attach modes a run gives a link. */
+export function linkAttachModes(kept: KeptAttach, pair: LinkPair): LinkAttachment {
+  return { client: sideMode(kept, pair, 'client').mode, provider: sideMode(kept, pair, 'provider').mode };
+}
+
+/**
+ * The mode a run gives a VM's side of a new link (as client, or as provider): `--attach`'s, else
+ * the VM's. What `link` checks before anything is made (an MTU a tap cannot take, a VMM socket).
+ */
+export function newLinkMode(kept: KeptAttach, vm: VmName): SideMode {
+  const chosen = chosenAttachMode(kept.choice, vm);
+  return chosen === undefined ? vmSideMode(kept, vm) : { mode: chosen, from: 'attach' };
+}
+
+/** A VM whose up links have different modes on its side, and the links of a run that so got `none` for it. */
+export interface AmbiguousAttach {
+  readonly vm: VmName;
+  /** The modes its up links have on its side, in ATTACH_MODES order (two or more). */
+  readonly modes: readonly AttachMode[];
+  /** The links of the run (not up before it) whose side of the VM got `none` for that. */
+  readonly links: readonly LinkPair[];
+}
+
+/** Of the links of a run, those whose side of a VM got `none` as its up links disagree, by VM (in the order first met). */
+export function ambiguousAttach(kept: KeptAttach, pairs: readonly LinkPair[]): AmbiguousAttach[] {
+  const byVm = new Map<VmName, LinkPair[]>();
+  for (const pair of pairs) {
+    for (const side of ['client', 'provider'] as const) {
+      if (sideMode(kept, pair, side).from !== 'ambiguous') continue;
+      const links = byVm.get(pair[side]) ?? [];
+      if (links.length === 0) byVm.set(pair[side], links);
+      links.push(pair);
+    }
+  }
+  return [...byVm].map(([vm, links]) => ({ vm, modes: kept.vms.get(vm) ?? [], links }));
+}

@@ -1,0 +1,123 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ATTACH_MODES, type AttachMode, parseAttachChoice } from '../../host/attach-mode.js';
+import { type StandingLink, ambiguousAttach, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from '../../host/kept-attach.js';
+import type { LinkPair } from '../../host/link-state.js';
+import { type VmName, vmName } from '../../host/vm-name.js';
+
+const VMS = ['appvm-a', 'appvm-b', 'netvm', 'wanvm'].map(vmName);
+const mode = fc.constantFrom(...ATTACH_MODES);
+const vm = fc.constantFrom(...VMS);
+const pairOf = (client: string, provider: string): LinkPair => ({ client: vmName(client), provider: vmName(provider) });
+
+/** Links up (distinct pairs, no self-links), each side's mode known or not. */
+const standing = fc
+  .uniqueArray(
+    fc.record({ client: vm, provider: vm, clientMode: fc.option(mode, { nil: undefined }), providerMode: fc.option(mode, { nil: undefined }) }),
+    { selector: (link) => `${link.client}\n${link.provider}`, maxLength: 8 },
+  )
+  .map((links) =>
+    links
+      .filter((link) => link.client !== link.provider)
+      .map((link): StandingLink => ({ pair: { client: link.client, provider: link.provider }, modes: { client: link.clientMode, provider: link.providerMode } })),
+  );
+
+/** `--attach` values: maybe a mode for all, maybe some VM=MODE. */
+const attachValues = fc.tuple(fc.option(mode, { nil: undefined }), fc.dictionary(vm, mode, { maxKeys: 2 })).map(([all, perVm]) => [
+  ...(all === undefined ? [] : [all]),
+  ...Object.entries(perVm).map(([name, chosen]) => `${name}=${chosen}`),
+]);
+
+/** The modes the up links of `of` know on its side. */
+function knownModes(links: readonly StandingLink[], of: VmName): Set<AttachMode> {
+  const modes = new Set<AttachMode>();
+  for (const { pair, modes: sides } of links) {
+    if (pair.client === of && sides.client !== undefined) modes.add(sides.client);
+    if (pair.provider === of && sides.provider !== undefined) modes.add(sides.provider);
+  }
+  return modes;
+}
+
+describe('kept attach modes', () => {
+  it('keep each up link as it is where --attach names neither VM: a re-run converges (a side whose mode is unknown is none)', () => {
+    fc.assert(
+      fc.property(standing, (links) => {
+        const kept = keptAttach(parseAttachChoice([]), links);
+        for (const { pair, modes } of links) {
+          expect(linkAttachModes(kept, pair)).toEqual({ client: modes.client ?? 'none', provider: modes.provider ?? 'none' });
+        }
+      }),
+    );
+  });
+
+  it('give a side --attach names its mode, whatever is recorded (`--attach none` too), and keep the others', () => {
+    fc.assert(
+      fc.property(standing, attachValues, (links, values) => {
+        const choice = parseAttachChoice(values);
+        const kept = keptAttach(choice, links);
+        for (const { pair, modes } of links) {
+          for (const side of ['client', 'provider'] as const) {
+            const chosen = choice.perVm.get(pair[side]) ?? choice.forAll;
+            expect(sideMode(kept, pair, side)).toEqual(chosen === undefined ? expect.objectContaining({ mode: modes[side] ?? 'none' }) : { mode: chosen, from: 'attach' });
+          }
+        }
+      }),
+    );
+  });
+
+  it("give a link that is not up the VM's mode where its up links agree on it, else none (ambiguous where they disagree)", () => {
+    fc.assert(
+      fc.property(standing, vm, vm, (links, client, provider) => {
+        fc.pre(client !== provider && !links.some((link) => link.pair.client === client && link.pair.provider === provider));
+        const kept = keptAttach(parseAttachChoice([]), links);
+        const pair = { client, provider };
+        for (const side of ['client', 'provider'] as const) {
+          const modes = [...knownModes(links, pair[side])];
+          const expected = modes.length === 0 ? { mode: 'none', from: 'unrecorded' } : modes.length === 1 ? { mode: modes[0], from: 'vm' } : { mode: 'none', from: 'ambiguous' };
+          expect(sideMode(kept, pair, side)).toEqual(expected);
+          expect(newLinkMode(kept, pair[side])).toEqual(expected);
+        }
+        const ambiguous = ambiguousAttach(kept, [pair, ...links.map((link) => link.pair)]);
+        const expectedVms = (['client', 'provider'] as const).map((side) => pair[side]).filter((of) => knownModes(links, of).size > 1);
+        expect(ambiguous.map((entry) => entry.vm)).toEqual(expectedVms);
+        for (const entry of ambiguous) {
+          // Only the link that was not up: the up ones kept their own modes.
+          expect(entry.links).toEqual([pair]);
+          expect(entry.modes).toEqual(ATTACH_MODES.filter((known) => knownModes(links, entry.vm).has(known)));
+        }
+      }),
+    );
+  });
+
+  it('a provider up as netns for one client gives a new client netns on its side, the client none where nothing is recorded of it', () => {
+    const kept = keptAttach(parseAttachChoice([]), [{ pair: pairOf('appvm-a', 'netvm'), modes: { client: 'qemu', provider: 'netns' } }]);
+    expect(linkAttachModes(kept, pairOf('appvm-b', 'netvm'))).toEqual({ client: 'none', provider: 'netns' });
+    // The client of it, linked to another provider: its qemu is kept for the new link too.
+    expect(linkAttachModes(kept, pairOf('appvm-a', 'wanvm'))).toEqual({ client: 'qemu', provider: 'none' });
+    expect(ambiguousAttach(kept, [pairOf('appvm-b', 'netvm'), pairOf('appvm-a', 'wanvm')])).toEqual([]);
+  });
+
+  it('a provider up as netns for one client and none for another: each keeps its own, a new client gets none on its side, said as ambiguous', () => {
+    const links: StandingLink[] = [
+      { pair: pairOf('appvm-a', 'netvm'), modes: { client: 'netns', provider: 'netns' } },
+      { pair: pairOf('appvm-b', 'netvm'), modes: { client: 'none', provider: 'none' } },
+    ];
+    const kept = keptAttach(parseAttachChoice([]), links);
+    expect(linkAttachModes(kept, pairOf('appvm-a', 'netvm'))).toEqual({ client: 'netns', provider: 'netns' });
+    expect(linkAttachModes(kept, pairOf('appvm-b', 'netvm'))).toEqual({ client: 'none', provider: 'none' });
+    expect(sideMode(kept, pairOf('wanvm', 'netvm'), 'provider')).toEqual({ mode: 'none', from: 'ambiguous' });
+    const run = [pairOf('appvm-a', 'netvm'), pairOf('appvm-b', 'netvm'), pairOf('wanvm', 'netvm')];
+    expect(ambiguousAttach(kept, run)).toEqual([{ vm: 'netvm', modes: ['none', 'netns'], links: [pairOf('wanvm', 'netvm')] }]);
+    // Named, it is no longer ambiguous.
+    expect(ambiguousAttach(keptAttach(parseAttachChoice(['netvm=netns']), links), run)).toEqual([]);
+  });
+
+  it('reads a veth as netns and a tap (none, qemu or cloud-hypervisor alike) or no device as unknown', () => {
+    expect(shownAttachMode('veth')).toBe('netns');
+    for (const kind of ['tun', 'bridge', null, undefined]) expect(shownAttachMode(kind)).toBeUndefined();
+    // An up link recorded without modes, a veth client and a tap provider: netns kept, the tap none.
+    const kept = keptAttach(parseAttachChoice([]), [{ pair: pairOf('appvm-a', 'netvm'), modes: { client: 'netns', provider: undefined } }]);
+    expect(sideMode(kept, pairOf('appvm-a', 'netvm'), 'client')).toEqual({ mode: 'netns', from: 'link' });
+    expect(sideMode(kept, pairOf('appvm-a', 'netvm'), 'provider')).toEqual({ mode: 'none', from: 'unshown' });
+  });
+});
