@@ -585,9 +585,14 @@ function requestMessage(type: number, flags: number, body: Uint8Array[]): Uint8A
   return Buffer.concat(formatMessage({ type, flags: Flags.REQUEST | flags, seq: 0, port: 0, data: body }));
 }
 
+/** What the agent runs its requests on: rtnl-socket.ts's RtnlSocket (a scripted fake in unit tests). */
+export type RequestSocket = Pick<RtnlSocket, 'runMarked' | 'close'>;
+
 export interface RtnetlinkOptions {
   /** The notification socket's receive buffer to ask for (default DEFAULT_EVENT_BUFFER_BYTES). */
   readonly eventBufferBytes?: number;
+  /** Tests only: the request socket to use instead of one opened in this namespace. */
+  readonly requestSocket?: RequestSocket;
 }
 
 /**
@@ -597,7 +602,7 @@ export interface RtnetlinkOptions {
  * each request answered before the next is sent (so no answer is ever dropped for want of room).
  */
 export class RtnetlinkKernel implements NetdKernel {
-  readonly #requests: RtnlSocket;
+  readonly #requests: RequestSocket;
   readonly #eventBufferBytes: number;
   #events: RtnlEventSocket | undefined;
   /** Requests not yet in a program, oldest first. */
@@ -614,6 +619,10 @@ export class RtnetlinkKernel implements NetdKernel {
     this.#eventBufferBytes = options.eventBufferBytes ?? DEFAULT_EVENT_BUFFER_BYTES;
     // Before anything is made: a build without the notification addon cannot run an agent.
     loadRtnlEventsAddon();
+    if (options.requestSocket !== undefined) {
+      this.#requests = options.requestSocket;
+      return;
+    }
     try {
       this.#requests = RtnlSocket.open(null);
     } catch (error) {
