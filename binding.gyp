@@ -29,7 +29,7 @@
     },
     {
       "target_name": "rtnl",
-      "sources": ["host/native/rtnl.c"],
+      "sources": ["shared/native/rtnl.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
     },
     {

@@ -1,7 +1,8 @@
 // Pure codec between device steps and route netlink (rtnetlink(7)): the requests a program for
-// host/native/rtnl.c holds, and the RTM_NEWLINK answers read back into observed devices.
+// shared/native/rtnl.c holds, and the RTM_NEWLINK answers read back into observed devices.
 // Layouts from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/veth.h>, <linux/ipv6.h>.
 import type { DeviceStep, ObservedDevice } from './device-plan.js';
+import type { Program } from '../shared/rtnl-socket.js';
 
 const NLMSG_HDRLEN = 16;
 const IFINFOMSG_LEN = 16;
@@ -291,10 +292,7 @@ export class ProgramWriter {
   }
 }
 
-export interface Program {
-  readonly bytes: Uint8Array;
-  readonly records: number;
-}
+export type { Program };
 
 /**
  * Descriptors a program refers to: veth peers are placed by a namespace file descriptor, which

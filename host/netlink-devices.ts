@@ -1,4 +1,4 @@
-// Adapter between device plans and the kernel, through route netlink (host/rtnl-socket.ts):
+// Adapter between device plans and the kernel, through route netlink (shared/rtnl-socket.ts):
 // observe devices by name (or all of them), carry out plan steps in order per namespace, undo
 // what a failed run created. No decisions are made here. VM namespaces are made with
 // `ip netns add` (it also mounts them under /run/netns, where this module finds them).
@@ -7,7 +7,7 @@ import { randomInt } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
 import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, createdKinds, stepText } from './device-plan.js';
 import { type LinkInfo, ProgramWriter, decodeLinks, observedDevices } from './link-message.js';
-import { type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from './rtnl-socket.js';
+import { type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
 
 export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create';
 

@@ -20,10 +20,6 @@
 //                 was sent after it; reading goes on
 //       other < 0: -errno, the socket failed; reported once, reading stops
 //   close(handle)
-//   quietOverruns(port)   NETLINK_NO_ENOBUFS on this process's route netlink socket bound to `port`
-//       (the `netlink` package's request socket, which gives no descriptor): an answer that finds
-//       its buffer full is then dropped with no socket error, on which the package would abort
-//       the process as above; throws {code} (ENOTSOCK: no such socket)
 #define _GNU_SOURCE  // strerrorname_np (napi-plumbing.h)
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -34,7 +30,6 @@
 #include "polled-socket.h"
 #include <uv.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -320,54 +315,12 @@ static napi_value socket_watch(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// This process's NETLINK_ROUTE socket bound to `port` (port ids are unique per protocol and
-// namespace): its descriptor, found among the process's own; -1 where none is (`error` ENOTSOCK),
-// or where they cannot be listed.
-static int route_socket_at(uint32_t port, int *error) {
-  DIR *fds = opendir("/proc/self/fd");
-  if (fds == NULL) {
-    *error = errno;
-    return -1;
-  }
-  int found = -1;
-  *error = ENOTSOCK;
-  for (struct dirent *entry = readdir(fds); entry != NULL && found < 0; entry = readdir(fds)) {
-    char *end = NULL;
-    long fd = strtol(entry->d_name, &end, 10);
-    if (end == entry->d_name || *end != '\0' || fd < 0 || fd > INT32_MAX || fd == dirfd(fds)) continue;
-    struct sockaddr_nl address;
-    socklen_t length = sizeof address;
-    memset(&address, 0, sizeof address);
-    // Any other descriptor fails here (ENOTSOCK) or names another family.
-    if (getsockname((int)fd, (struct sockaddr *)&address, &length) != 0 || address.nl_family != AF_NETLINK || address.nl_pid != port) continue;
-    int protocol = -1;
-    length = sizeof protocol;
-    if (getsockopt((int)fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &length) == 0 && protocol == NETLINK_ROUTE) found = (int)fd;
-  }
-  closedir(fds);
-  return found;
-}
-
-static napi_value quiet_overruns(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  uint32_t port = 0;
-  CHECK(napi_get_value_uint32(env, argv[0], &port));
-  int error = 0;
-  int fd = route_socket_at(port, &error);
-  if (fd < 0) return throw_errno(env, error, "no route netlink socket of this process is bound to that port");
-  int on = 1;
-  if (setsockopt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &on, sizeof on) != 0) return throw_errno(env, errno, "setsockopt NETLINK_NO_ENOBUFS");
-  return NULL;
-}
-
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("open", socket_open),
       ADDON_FUNCTION("receiveBuffer", socket_receive_buffer),
       ADDON_FUNCTION("watch", socket_watch),
       ADDON_FUNCTION("close", polled_socket_close),
-      ADDON_FUNCTION("quietOverruns", quiet_overruns),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
   return exports;

@@ -343,7 +343,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
     });
     control = await startStep(listening, (made) => made.close());
     ports = await startStep(portsFor(options, log), (made) => made.close?.());
-    const kernel = new RtnetlinkKernel({ ...(eventBufferBytes !== undefined && { eventBufferBytes }), log });
+    const kernel = new RtnetlinkKernel(eventBufferBytes !== undefined ? { eventBufferBytes } : {});
     agent = new NetdAgent(
       kernel,
       { mode: 'provider', ignored: new Set(options.ignore), allowedPairs },
@@ -445,7 +445,7 @@ export function clientCommand(): Command {
       // included (one line, exit 128 + the signal; after it, a clean stop); a second exits at once.
       const interruption = watch ? interruptOnSignals('spectrum-netd', 'what it configured stays') : undefined;
       const stopRequested = interruption === undefined ? undefined : stopRequestedBy(interruption);
-      const kernel = new RtnetlinkKernel({ log });
+      const kernel = new RtnetlinkKernel();
       const agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(options.ignore), allowedPairs: [] }, log, null, null);
       let fail: (error: Error) => void = () => undefined;
       const fatal = new Promise<never>((_, reject) => (fail = reject));

@@ -1,7 +1,8 @@
-// Adapter between the agent and the kernel: rtnetlink through the `netlink` package (dumps,
-// changes, fixed headers and the splitting of attributes; the few attributes the agent reads are
-// decoded here), notifications through our own socket
-// (rtnl-events.ts), and /proc/sys for sysctls. Decoders are pure; no decisions here.
+// Adapter between the agent and the kernel: rtnetlink requests (dumps, changes) through the rtnl
+// addon's socket (shared/rtnl-socket.ts), formatted and split by the `netlink` package's pure codecs
+// (fixed headers and attributes; the few attributes the agent reads are decoded here),
+// notifications through our own socket (rtnl-events.ts), and /proc/sys for sysctls. Decoders are
+// pure; no decisions here.
 // /proc/sys reads and writes take microseconds: synchronous calls beat a thread-pool round trip.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { endianness } from 'node:os';
@@ -10,12 +11,9 @@ import {
   AttrStream,
   Flags,
   FlagsGet,
-  MessageType,
   type NetlinkAttribute,
   type NetlinkMessage,
-  type NetlinkSocket,
-  type RtNetlinkSocket,
-  createRtNetlink,
+  formatMessage,
   getString,
   getU32,
   getU8,
@@ -27,7 +25,8 @@ import {
 import { CLIENT_MARK, type DumpTable, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView } from './kernel-view.js';
 import { NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
-import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon, quietOverruns } from './rtnl-events.js';
+import { type MarkedOutcome, RtnlError, RtnlSocket, requestProgram } from '../../shared/rtnl-socket.js';
+import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl-events.js';
 
 const AF_UNSPEC = 0;
 const AF_INET = 2;
@@ -35,6 +34,7 @@ const AF_INET6 = 10;
 const MAIN_TABLE = 254;
 const NLM_F_REPLACE = 0x100;
 const NLM_F_CREATE = 0x400;
+/** A request not answered within this of asking fails (rtnl.c gives up on it after as long: its ANSWER_TIMEOUT_SECONDS). */
 const REQUEST_TIMEOUT_MS = 5_000;
 /**
  * How many dumps of a table are taken in a row while the kernel marks each inconsistent
@@ -51,21 +51,6 @@ const DUMP_TRIES = 3;
  * hold some 6000 links' worth; more is an overflow, which costs a full re-read, not a change.
  */
 const DEFAULT_EVENT_BUFFER_BYTES = 16 * 1024 * 1024;
-/** What the request socket asks for (the kernel doubles it, after capping it at net.core.rmem_max). */
-const REQUEST_BUFFER_BYTES = 4 * 1024 * 1024;
-/**
- * What one request in flight may take of the request socket's receive buffer: its ack (the
- * request echoed back) is charged about 800 bytes (Linux 6.18, measured); twice that, for
- * margin. An ack that finds the buffer full is dropped (said by no error: NETLINK_NO_ENOBUFS,
- * on which error the `netlink` package would abort the process), so no more requests are in
- * flight than the buffer holds acks for; one dropped all the same is found (see #unanswered).
- */
-const ACK_BUDGET_BYTES = 2048;
-/** The same for a request answered with one link's RTM_NEWLINK: charged 3136 bytes for a veth (Linux 6.18, measured). */
-const LINK_REPLY_BUDGET_BYTES = 6144;
-/** Troubles of the request socket of a kind less than this apart are one run of them: one warning. */
-const TROUBLE_QUIET_MS = 60_000;
-
 const ipBytes = (text: string): Buffer => Buffer.from(text.split('.').map(Number));
 
 /** Exactly 4 bytes, dotted. */
@@ -521,21 +506,6 @@ export function alterDumpsForTests(hook: NotificationPayloadHook | undefined): v
 }
 
 /**
- * The `netlink` package's record of the requests awaiting an answer (NetlinkSocket's protected
- * `requests` and `dropRef`, netlink 0.3). It drops a request's entry only when an answer comes:
- * one whose answer never comes would stay for good after our timeout gave up on it.
- */
-interface PendingRequests {
-  readonly requests: ReadonlyMap<number, unknown>;
-  dropRef(seq: number): void;
-}
-
-function pendingRequestsOf(socket: NetlinkSocket): PendingRequests | null {
-  const candidate = socket as unknown as Partial<PendingRequests>;
-  return candidate.requests instanceof Map && typeof candidate.dropRef === 'function' ? (candidate as PendingRequests) : null;
-}
-
-/**
  * How the kernel ended a dump: whether it marked a part NLM_F_DUMP_INTR, and the error its
  * NLMSG_DONE carried (an errno's name), if any; or the error it refused the request with.
  */
@@ -543,7 +513,7 @@ interface DumpEnd {
   interrupted: boolean;
   error: string | null;
   refused?: true;
-  /** The socket failed to receive while it ran (the errno's name): see RtnetlinkKernel's #receiveFailed. */
+  /** The socket failed to receive while it ran (the errno's name): the kernel could not make a part of it. */
   receiveError?: string;
 }
 
@@ -562,137 +532,103 @@ function refusalHint(code: string): string {
   return 'is this kernel built with IPv4 (CONFIG_INET)?';
 }
 
-/**
- * The errno's name in the netlink package's rejection of a request the kernel answered with an
- * NLMSG_ERROR ("Request rejected: EBUSY"; "errno N" for one Node has no name for, which the package
- * says as "Unknown system error -N"); undefined for any other failure (a timeout, a send that
- * failed, an answer that could not be parsed).
- */
-function refusalCode(error: unknown): string | undefined {
-  const match = /^Request rejected: (?:(E[A-Z0-9]+)|(?:Unknown system error )?-(\d+))$/.exec(error instanceof Error ? error.message : '');
-  if (match === null) return undefined;
-  return match[1] ?? `errno ${match[2] ?? ''}`;
-}
-
-/**
- * The error an NLMSG_DONE carries: its payload begins with an int (host order), a negative errno
- * where the dump failed (Linux puts there what the table's dump returned), else 0. Null for none.
- */
-function doneError(payload: Buffer): string | null {
-  if (payload.length < 4) return null;
-  const errno = endianness() === 'LE' ? payload.readInt32LE(0) : payload.readInt32BE(0);
-  if (errno >= 0) return null;
+/** An errno's name as Node gives it (ENOTSUP for 95), or "errno N" for one it has no name for. */
+function errnoName(errno: number): string {
   try {
-    return getSystemErrorName(errno);
+    return getSystemErrorName(-errno);
   } catch {
-    return `errno ${-errno}`;
+    return `errno ${errno}`;
   }
 }
-
-/** Where a request's message gets its sequence number: each call gives the next one. */
-type Sequenced = () => { readonly seq: number };
 
 /** What every request gets once the kernel was closed under it (a stop). */
 function closedError(): NetdError {
   return new NetdError('closed', 'the rtnetlink socket was closed (the agent is stopping)');
 }
 
-/** Where the request socket says what went wrong with it (a pino logger is one). */
-export interface RtnetlinkLog {
-  warn(details: object, message: string): void;
-  debug(details: object, message: string): void;
+function timedOutError(): NetdError {
+  return new NetdError('netlink', `request timed out: no answer from the kernel within ${REQUEST_TIMEOUT_MS / 1000} s`);
 }
+
+/**
+ * What a request the kernel refused (its NLMSG_ERROR) fails with: "Request rejected: ENODEV", the
+ * whole text, as the agent matches it (see agent.ts, NO_DEVICE); what the kernel said besides
+ * (its extended ack) is `detail`.
+ */
+export class KernelRefusal extends Error {
+  override readonly name = 'KernelRefusal';
+  constructor(
+    readonly code: string,
+    readonly detail: string,
+  ) {
+    super(`Request rejected: ${code}`);
+  }
+}
+
+/** How a failed request's outcome reads as an error. */
+function failureError(outcome: Extract<MarkedOutcome, { state: 'failed' }>): Error {
+  const code = errnoName(outcome.errno);
+  if (outcome.marks.failure === 'refused') return new KernelRefusal(code, outcome.text);
+  if (outcome.marks.failure === 'timed-out' || outcome.marks.failure === 'not-sent') return timedOutError();
+  return new NetdError('netlink', `rtnetlink request failed (${code}): ${outcome.text}`);
+}
+
+/** A request waiting in the queue, or in the program running: how to settle it. */
+interface Queued {
+  readonly message: Uint8Array;
+  readonly answered: (outcome: MarkedOutcome) => void;
+  readonly fail: (error: Error) => void;
+}
+
+/** A whole request message for the request socket (its seq is set as it is sent). */
+function requestMessage(type: number, flags: number, body: Uint8Array[]): Uint8Array {
+  return Buffer.concat(formatMessage({ type, flags: Flags.REQUEST | flags, seq: 0, port: 0, data: body }));
+}
+
+/** What the agent runs its requests on: rtnl-socket.ts's RtnlSocket (a scripted fake in unit tests). */
+export type RequestSocket = Pick<RtnlSocket, 'runMarked' | 'close'>;
 
 export interface RtnetlinkOptions {
   /** The notification socket's receive buffer to ask for (default DEFAULT_EVENT_BUFFER_BYTES). */
   readonly eventBufferBytes?: number;
-  /** Where answers the kernel dropped, and the request socket's receive errors, are said; none: not said. */
-  readonly log?: RtnetlinkLog;
-}
-
-/** A request sent whose answer has not been read: awaited, or given up on (see #unanswered). */
-interface Unanswered {
-  /** A dump's: its answer's parts after the first may come after the answers to later requests. */
-  readonly dump: boolean;
-  /** Its answer will never come: reject it if still awaited, and give its room back. */
-  readonly lost: () => void;
-}
-
-/** What a request whose answer the kernel dropped fails with. */
-function droppedError(): NetdError {
-  return new NetdError(
-    'netlink',
-    "no answer will come: the kernel dropped it, the rtnetlink socket's receive buffer full (it answered a later request); the change may have been made",
-  );
+  /** Tests only: the request socket to use instead of one opened in this namespace. */
+  readonly requestSocket?: RequestSocket;
 }
 
 /**
  * Two sockets: one only listens (its notifications never mix with replies), one only asks. The
- * listening one is ours (rtnl-events.ts): it survives an overflow of its buffer and says so.
+ * listening one is rtnl-events.ts; the asking one is rtnl-socket.ts's: requests queue here, and
+ * what is queued while a program of them runs on its worker thread goes as the next program,
+ * each request answered before the next is sent (so no answer is ever dropped for want of room).
  */
 export class RtnetlinkKernel implements NetdKernel {
-  readonly #requests: RtNetlinkSocket;
+  readonly #requests: RequestSocket;
   readonly #eventBufferBytes: number;
   #events: RtnlEventSocket | undefined;
-  /** The request socket's buffer promised to the answers of requests in flight, and all there is. */
-  #promisedBytes = 0;
-  readonly #bufferBytes: number;
-  /** Requests waiting for their answers' room, oldest first (the kernel sees them in order). */
-  readonly #waiting: { readonly bytes: number; readonly go: () => void; readonly stop: (error: NetdError) => void }[] = [];
-  /** How to settle each request in flight at once, when the kernel is closed under it. */
-  readonly #inFlight = new Set<(error: NetdError) => void>();
-  /**
-   * Requests sent whose answer has not been read (awaited, or timed out), by the sequence number
-   * it will carry, in the order sent. The kernel answers a socket's requests in that order, each
-   * while it is sent (the parts of a dump after its first aside): an answer read to one means that
-   * every one sent before it whose answer is still unread, a dump aside, will never get one. The
-   * kernel dropped it, the buffer full, and says so by no error (see ACK_BUDGET_BYTES): it fails
-   * at once, and its room is given back.
-   */
-  readonly #unanswered = new Map<number, Unanswered>();
-  /** When each kind of trouble of the request socket was last met (Date.now()): see #sayTrouble. */
-  readonly #troubleMet = new Map<'dropped' | 'receive', number>();
-  readonly #log: RtnetlinkLog | undefined;
-  /**
-   * Requests that timed out, by the sequence number their answer will carry: how to give back
-   * their room once it is read. What the netlink package forgot (see #forget), kept here as one
-   * closure each; bounded, as each holds its room: a kernel that never answers fills the buffer's
-   * budget, and later requests then wait for room.
-   */
-  readonly #late = new Map<number, () => void>();
-  /** The dumps in flight, by the sequence number of their answer: how the kernel ended it (see DumpEnd). */
-  readonly #dumps = new Map<number, DumpEnd>();
-  readonly #pending: PendingRequests;
+  /** Requests not yet in a program, oldest first. */
+  #queue: Queued[] = [];
+  /** Whether a program runs on the request socket (one at a time). */
+  #running = false;
+  /** Whether a run of what is queued is due at the end of this turn. */
+  #due = false;
+  /** Every request not yet settled, queued or in the program running: how to fail it at a close. */
+  readonly #unsettled = new Set<Queued>();
   #closed = false;
 
   constructor(options: RtnetlinkOptions = {}) {
     this.#eventBufferBytes = options.eventBufferBytes ?? DEFAULT_EVENT_BUFFER_BYTES;
-    this.#log = options.log;
     // Before anything is made: a build without the notification addon cannot run an agent.
     loadRtnlEventsAddon();
+    if (options.requestSocket !== undefined) {
+      this.#requests = options.requestSocket;
+      return;
+    }
     try {
-      this.#requests = createRtNetlink({ recvBufferSize: REQUEST_BUFFER_BYTES, sendBufferSize: 0 });
+      this.#requests = RtnlSocket.open(null);
     } catch (error) {
+      if (error instanceof RtnlError && error.kind === 'addon-missing') throw new NetdError('netlink', error.message);
       throw new NetdError('netlink', `cannot open an rtnetlink socket (${errnoOf(error)}): is this Linux?`);
     }
-    const pending = pendingRequestsOf(this.#requests.socket);
-    if (pending === null) {
-      this.#requests.socket.close();
-      throw new NetdError('netlink', 'the netlink package keeps no record of pending requests where 0.3 does (NetlinkSocket.requests, dropRef): is it another version? (package-lock.json pins it)');
-    }
-    this.#pending = pending;
-    try {
-      quietOverruns(this.#requests.socket.address().port);
-    } catch (error) {
-      this.#requests.socket.close();
-      throw error;
-    }
-    // After the package's own listener: an answer it finds no request for is one that timed out.
-    this.#requests.socket.socket.on('message', (datagram: Buffer) => this.#datagramRead(datagram));
-    // The package re-emits its raw socket's: unheard, one would end the process.
-    this.#requests.socket.on('error', (error: unknown) => this.#receiveFailed(error));
-    // Room for one request at least, whatever the buffer.
-    this.#bufferBytes = Math.max(LINK_REPLY_BUDGET_BYTES, this.#requests.socket.getRecvBufferSize());
   }
 
   /** The notification socket's receive buffer (null before subscribe). */
@@ -729,251 +665,79 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   /**
-   * `send` once the request socket's buffer has `bytes` for its answers besides those in flight,
-   * in the order asked; rejected with a 'closed' NetdError as soon as the kernel is closed (close).
+   * Ask the kernel `message`: its outcome, once its program has run. Rejected with a timeout when
+   * no answer came within REQUEST_TIMEOUT_MS of asking (a kernel that answers nothing: rtnl.c's own
+   * timeout frees the socket; a request still queued then is never sent), and with a 'closed'
+   * NetdError at once at a close.
    */
-  async #request<T>(send: (sequenced: Sequenced) => Promise<T>, bytes = ACK_BUDGET_BYTES, dump = false): Promise<T> {
-    if (this.#closed) throw closedError();
-    if (this.#waiting.length === 0 && this.#promisedBytes + bytes <= this.#bufferBytes) this.#promisedBytes += bytes;
-    else await this.#roomFor(bytes);
-    // Let go in the same turn as a close (a microtask apart): nothing more is sent.
-    if (this.#closed) throw closedError();
-    // The sequence number of the message whose answer is awaited (of two in a row, the later).
-    let seq: number | undefined;
-    let abort: ((error: NetdError) => void) | undefined;
-    const unanswered: Unanswered = {
-      dump,
-      lost: () => {
-        abort?.(droppedError());
-        if (seq !== undefined && this.#pending.requests.has(seq)) this.#pending.dropRef(seq);
-        answerRead();
-      },
-    };
-    const sequenced: Sequenced = () => {
-      // (The first of two in a row was answered: the second is sent after that.)
-      if (seq !== undefined) this.#unanswered.delete(seq);
-      seq = this.#requests.socket.generateSeq();
-      this.#unanswered.set(seq, unanswered);
-      return { seq };
-    };
-    let read = false;
-    const answerRead = (): void => {
-      if (read) return;
-      read = true;
-      if (seq !== undefined) {
-        this.#late.delete(seq);
-        this.#unanswered.delete(seq);
-      }
-      this.#answerRead(bytes);
-    };
-    const answer = send(sequenced);
-    // The room is the answer's until it is read, not until we stop waiting for it: one that
-    // comes after the timeout (a kernel or an event loop stalled) still lands in the buffer.
-    // After a close nothing more is read (nor let go).
-    answer.then(answerRead, answerRead);
-    const answered = this.#answered(answer, () => {
-      if (!read && seq !== undefined) this.#forget(seq, answerRead);
-    });
-    abort = answered.abort;
-    return answered.settled;
-  }
-
-  /**
-   * Wait for the buffer to have `bytes` for an answer: those that finish make room for the oldest
-   * waiting (see #release). Room comes only as answers are read, and a kernel that answers nothing,
-   * not even late, would hold what waits for good: after REQUEST_TIMEOUT_MS of waiting, rejected
-   * unsent. A bound of its own, before the answer's: a request's whole life is at most twice that.
-   */
-  #roomFor(bytes: number): Promise<void> {
-    return new Promise<void>((go, stop) => {
-      const waiting = {
-        bytes,
-        go: (): void => {
-          clearTimeout(timer);
-          go();
-        },
-        stop: (error: NetdError): void => {
-          clearTimeout(timer);
-          stop(error);
-        },
-      };
-      const timer = setTimeout(() => {
-        const at = this.#waiting.indexOf(waiting);
-        if (at >= 0) this.#waiting.splice(at, 1);
-        stop(
-          new NetdError(
-            'netlink',
-            `request not sent: no room for its answer in the rtnetlink socket's receive buffer within ${REQUEST_TIMEOUT_MS / 1000} s ` +
-              `(${this.#inFlight.size} requests in flight, ${this.#late.size} timed out and still unanswered): is the kernel stalled?`,
-          ),
-        );
-        // It may have been the oldest, that those after it waited behind (a link's reply needs more room than an ack).
-        this.#release();
-      }, REQUEST_TIMEOUT_MS);
-      this.#waiting.push(waiting);
-    });
-  }
-
-  #answerRead(bytes: number): void {
-    this.#promisedBytes -= bytes;
-    this.#release();
-  }
-
-  /**
-   * Have the netlink package forget request `seq`, which timed out, and give its room back when its
-   * answer is read (#lateAnswersRead) instead. The package's promise of it then never settles: a
-   * link-up's GETLINK, which its answer would let go, is never sent.
-   */
-  #forget(seq: number, answerRead: () => void): void {
-    if (!this.#pending.requests.has(seq)) return;
-    this.#pending.dropRef(seq);
-    this.#late.set(seq, answerRead);
-  }
-
-  /**
-   * The messages of a datagram the request socket read: the end of the answer of a request that
-   * timed out gives its room back. The end as the package takes it: a message that is not part of a multipart
-   * answer (an ack, a refusal, a single reply), or a multipart answer's DONE.
-   */
-  #lateAnswersRead(messages: readonly NetlinkMessage[]): void {
-    for (const message of messages) {
-      if ((message.flags & Flags.MULTI) !== 0 && message.type !== MessageType.DONE) continue;
-      this.#late.get(message.seq)?.();
-    }
-  }
-
-  /**
-   * A datagram the request socket read, after the package read it (its answer's promise settles
-   * only after this): see #lateAnswersRead, and mark a dump that the kernel says was interrupted
-   * by a change, or ended with an error. Looked for here, not in the entries the package hands
-   * over: the mark may be set on the answer's NLMSG_DONE alone (the part after the last change),
-   * and the error is NLMSG_DONE's payload, which the package drops (it settles the dump as whole).
-   */
-  #datagramRead(datagram: Buffer): void {
-    // Every request timed out, or dump in flight, is unanswered too.
-    if (this.#unanswered.size === 0) return;
-    let messages: NetlinkMessage[];
-    try {
-      messages = parseMessages(datagram);
-    } catch {
-      return; // the package drops it too (its 'invalid' event)
-    }
-    this.#droppedBefore(messages);
-    if (this.#late.size > 0) this.#lateAnswersRead(messages);
-    for (const message of messages) {
-      const dump = this.#dumps.get(message.seq);
-      if (dump === undefined) continue;
-      if ((message.flags & Flags.DUMP_INTR) !== 0) dump.interrupted = true;
-      if (message.type === MessageType.DONE) dump.error = doneError(message.data);
-    }
-  }
-
-  /**
-   * The requests whose answers the kernel dropped, as the answers in `messages` show (see
-   * #unanswered): each fails at once, its room given back, and a warning says so.
-   */
-  #droppedBefore(messages: readonly NetlinkMessage[]): void {
-    let dropped = 0;
-    for (const message of messages) {
-      if (!this.#unanswered.has(message.seq)) continue; // not a request of ours
-      for (const [seq, request] of this.#unanswered) {
-        if (seq === message.seq) break;
-        if (request.dump) continue;
-        request.lost(); // (out of #unanswered with it)
-        dropped += 1;
-      }
-      // Its answer ends here: no later message of this datagram makes it one dropped.
-      if ((message.flags & Flags.MULTI) === 0 || message.type === MessageType.DONE) this.#unanswered.delete(message.seq);
-    }
-    if (dropped === 0) return;
-    this.#sayTrouble(
-      'dropped',
-      { requests: dropped },
-      `the kernel dropped the answers to ${dropped} rtnetlink requests, the request socket's receive buffer full: each failed. ` +
-        "Did an answer take more of the buffer than the agent allows for (2 KiB a change, 6 KiB a link it asks for), as a link's with many altnames may?",
-    );
-  }
-
-  /**
-   * The request socket failed to receive (the `netlink` package's 'error'). An overrun of its
-   * buffer says nothing (see ACK_BUDGET_BYTES): what is left is the kernel's failing to make the
-   * next part of a dump it is reading (ENOBUFS, ENOMEM), which it makes again later. A dump
-   * running now is taken again all the same, not taken as whole: what the failure cost is unknown.
-   */
-  #receiveFailed(error: unknown): void {
-    if (this.#closed) return;
-    const code = errnoOf(error);
-    for (const dump of this.#dumps.values()) dump.receiveError = code;
-    this.#sayTrouble(
-      'receive',
-      { error: code, dumping: this.#dumps.size > 0 },
-      `the rtnetlink request socket failed to receive (${code})${this.#dumps.size > 0 ? ': the dump it was reading is taken again' : ''}. ` +
-        'Is memory short (ENOBUFS, ENOMEM: the kernel could not make the next part of a dump)?',
-    );
-  }
-
-  /**
-   * A warning for the first trouble of a kind; one less than TROUBLE_QUIET_MS after the last of
-   * its kind is said at debug level: a run of them, one warning while it lasts.
-   */
-  #sayTrouble(kind: 'dropped' | 'receive', details: object, message: string): void {
-    const now = Date.now();
-    const last = this.#troubleMet.get(kind);
-    this.#troubleMet.set(kind, now);
-    if (last !== undefined && now - last < TROUBLE_QUIET_MS) this.#log?.debug(details, message);
-    else this.#log?.warn(details, `${message} (said once while it lasts)`);
-  }
-
-  /**
-   * `answer` (`settled`), or a rejection after REQUEST_TIMEOUT_MS (`timedOut` called then), at
-   * close, or at `abort`. Our timer, not the netlink package's: its timers outlive a close (the
-   * socket drops the answers), and a process whose start was cut short by a signal would wait
-   * them out before it could exit.
-   */
-  #answered<T>(answer: Promise<T>, timedOut: () => void): { readonly settled: Promise<T>; readonly abort: (error: NetdError) => void } {
-    let abort: (error: NetdError) => void = () => undefined;
-    const settled = new Promise<T>((resolve, reject) => {
-      const settle = (): void => {
+  #ask(message: Uint8Array): Promise<MarkedOutcome> {
+    if (this.#closed) return Promise.reject(closedError());
+    return new Promise<MarkedOutcome>((resolve, reject) => {
+      const settle = (): boolean => {
+        if (!this.#unsettled.delete(request)) return false;
         clearTimeout(timer);
-        this.#inFlight.delete(abort);
+        return true;
       };
-      abort = (error: NetdError): void => {
-        settle();
-        reject(error);
-      };
-      const timer = setTimeout(() => {
-        abort(new NetdError('netlink', `request timed out: no answer from the kernel within ${REQUEST_TIMEOUT_MS / 1000} s`));
-        timedOut();
-      }, REQUEST_TIMEOUT_MS);
-      this.#inFlight.add(abort);
-      // An answer that comes after a timeout or a close is dropped (it may still come: the
-      // handlers stay, so that a late rejection is never unhandled).
-      answer.then(
-        (value) => {
-          settle();
-          resolve(value);
-        },
-        (error: unknown) => {
-          settle();
+      const request: Queued = {
+        message,
+        answered: (outcome) => settle() && resolve(outcome),
+        fail: (error) => {
+          if (!settle()) return;
+          const at = this.#queue.indexOf(request);
+          if (at >= 0) this.#queue.splice(at, 1);
           reject(error);
         },
-      );
+      };
+      const timer = setTimeout(() => request.fail(timedOutError()), REQUEST_TIMEOUT_MS);
+      this.#unsettled.add(request);
+      this.#queue.push(request);
+      this.#runSoon();
     });
-    return { settled, abort };
   }
 
-  /** Let the oldest waiting requests go, as many in a row as now have room. */
-  #release(): void {
-    for (let next = this.#waiting[0]; next !== undefined && this.#promisedBytes + next.bytes <= this.#bufferBytes; next = this.#waiting[0]) {
-      this.#waiting.shift();
-      this.#promisedBytes += next.bytes;
-      next.go();
-    }
+  /** Run what is queued once this turn's requests are in: those asked together go as one program. */
+  #runSoon(): void {
+    if (this.#due) return;
+    this.#due = true;
+    queueMicrotask(() => {
+      this.#due = false;
+      this.#runQueued();
+    });
+  }
+
+  /** Run what is queued as one program, unless one runs; keepGoing: one failure stops no other. */
+  #runQueued(): void {
+    if (this.#running || this.#closed || this.#queue.length === 0) return;
+    const batch = this.#queue;
+    this.#queue = [];
+    this.#running = true;
+    this.#requests.runMarked(requestProgram(batch.map(({ message }) => message)), true).then(
+      (outcomes) => {
+        batch.forEach((request, index) => {
+          const outcome = outcomes[index];
+          if (outcome === undefined || outcome.state === 'not-run') request.fail(this.#closed ? closedError() : new NetdError('netlink', 'rtnetlink request not run'));
+          else request.answered(outcome);
+        });
+      },
+      (error: unknown) => {
+        const failure = this.#closed ? closedError() : new NetdError('netlink', `rtnetlink requests failed (${errnoOf(error)}): ${error instanceof Error ? error.message : String(error)}`);
+        for (const request of batch) request.fail(failure);
+      },
+    ).finally(() => {
+      this.#running = false;
+      this.#runQueued();
+    });
+  }
+
+  /** Ask `message`, which is answered by an ack alone: resolved when done, else rejected (see failureError). */
+  async #change(message: Uint8Array): Promise<void> {
+    const outcome = await this.#ask(message);
+    if (outcome.state === 'failed') throw failureError(outcome);
   }
 
   async dump(): Promise<KernelDump> {
     try {
-      // One dump at a time: a socket's multipart replies must not interleave.
+      // One table after another: what a dump tells is read before the next is asked for.
       const tables = [
         await this.#dumpTable('links', rt.MessageType.GETLINK, (out) => rt.formatLinkMessage({ kind: 'link', data: {}, attrs: {} }, out)),
         await this.#dumpTable('addresses', rt.MessageType.GETADDR, (out) => rt.formatAddressMessage({ kind: 'address', data: { family: AF_INET }, attrs: {} }, out)),
@@ -990,53 +754,49 @@ export class RtnetlinkKernel implements NetdKernel {
       };
     } catch (error) {
       if (error instanceof NetdError && (error.kind === 'closed' || error.kind === 'dump-refused')) throw error;
-      throw new NetdError('netlink', `reading the kernel's links, addresses, routes and neighbours failed: ${errnoOf(error)}`);
+      throw new NetdError('netlink', `reading the kernel's links, addresses, routes and neighbours failed: ${error instanceof NetdError ? error.message : errnoOf(error)}`);
     }
   }
 
   /**
-   * One table's entries, asked for as the package's getLinks and the like ask, but taken unparsed:
-   * those calls parse every entry and fail as a whole on one they cannot (see decodeDumpEntries).
-   * Taken again while the kernel marks the dump interrupted by a change, or ends it with an error,
-   * or refuses it (an NLMSG_ERROR, which the package rejects the request with), or the socket fails
-   * to receive while it runs (see #receiveFailed), up to DUMP_TRIES dumps (`end`: how the last
-   * ended): no notification would tell of an entry it missed. A refusal
-   * that says the request itself is wrong (REFUSED_FOR_GOOD) is thrown at once, as 'dump-refused'.
+   * One table's entries, taken unparsed (see decodeDumpEntries). Taken again while the kernel
+   * marks the dump interrupted by a change, or ends it with an error, or refuses it (an
+   * NLMSG_ERROR), or the socket fails to receive while it runs (the kernel could not make a part
+   * of it: read whole all the same), up to DUMP_TRIES dumps (`end`: how the last ended): no
+   * notification would tell of an entry it missed. A refusal that says the request itself is
+   * wrong (REFUSED_FOR_GOOD) is thrown at once, as 'dump-refused'.
    */
   async #dumpTable(
     table: DumpTable,
     type: rt.MessageType,
     format: (out: AttrStream) => void,
   ): Promise<{ readonly table: DumpTable; readonly messages: NetlinkMessage[]; readonly end: DumpEnd }> {
-    const socket = this.#requests.socket;
     const body = new AttrStream();
     format(body);
+    const message = requestMessage(type, FlagsGet.DUMP, body.bufs);
     for (let tries = 1; ; tries++) {
-      let seq: number | undefined;
-      const dump: DumpEnd = { interrupted: false, error: null };
-      try {
-        let messages: NetlinkMessage[] = [];
-        try {
-          // No timeout of the netlink package's: #request has its own (see #answered).
-          messages = await this.#request(async (sequenced) => {
-            const numbered = sequenced();
-            seq = numbered.seq;
-            this.#dumps.set(seq, dump);
-            return (await socket.request(type, body.bufs, { flags: FlagsGet.DUMP, ...numbered }))[0];
-          }, ACK_BUDGET_BYTES, true);
-        } catch (error) {
-          const code = refusalCode(error);
-          if (code === undefined) throw error;
-          if (REFUSED_FOR_GOOD.has(code)) {
-            throw new NetdError('dump-refused', `the kernel refused the agent's request to dump its ${table} (NLMSG_ERROR ${code}), as wrong in itself: ${refusalHint(code)}`);
-          }
-          dump.error = code;
-          dump.refused = true;
+      const outcome = await this.#ask(message);
+      const end: DumpEnd = { interrupted: outcome.marks.interrupted, error: null };
+      let messages: NetlinkMessage[] = [];
+      if (outcome.state === 'failed') {
+        const code = errnoName(outcome.errno);
+        const { failure } = outcome.marks;
+        if (failure === 'refused' && REFUSED_FOR_GOOD.has(code)) {
+          throw new NetdError('dump-refused', `the kernel refused the agent's request to dump its ${table} (NLMSG_ERROR ${code}), as wrong in itself: ${refusalHint(code)}`);
         }
-        if ((!dump.interrupted && dump.error === null && dump.receiveError === undefined) || tries === DUMP_TRIES) return { table, messages, end: dump };
-      } finally {
-        if (seq !== undefined) this.#dumps.delete(seq);
+        if (failure === 'refused') {
+          end.error = code;
+          end.refused = true;
+        } else if (failure === 'dump-failed') {
+          end.error = code;
+        } else if (failure === 'receive') {
+          end.receiveError = code;
+        } else {
+          throw failureError(outcome);
+        }
       }
+      if (outcome.marks.failure !== 'refused') messages = parseMessages(Buffer.from(outcome.reply));
+      if ((!end.interrupted && end.error === null && end.receiveError === undefined) || tries === DUMP_TRIES) return { table, messages, end };
     }
   }
 
@@ -1046,10 +806,10 @@ export class RtnetlinkKernel implements NetdKernel {
     if (operation.kind === 'route-set' && operation.route.gateway?.includes(':') === true) {
       throw new NetdError('apply', `route ${operation.route.dst}/${operation.route.dstLength} via ${operation.route.gateway}: the agent sets no route via an IPv6 next hop`);
     }
-    if (operation.kind === 'link-up' && view.links.get(operation.ifindex)?.lowerIfindex !== undefined) {
-      return this.#request((sequenced) => this.#change(operation, sequenced, { syncLinkwatch: true }), LINK_REPLY_BUDGET_BYTES);
+    if (operation.kind !== 'sysctl') {
+      const syncLinkwatch = operation.kind === 'link-up' && view.links.get(operation.ifindex)?.lowerIfindex !== undefined;
+      return this.#changeFor(operation, syncLinkwatch);
     }
-    if (operation.kind !== 'sysctl') return this.#request((sequenced) => this.#change(operation, sequenced));
     const { key } = operation;
     const link = key.ifindex === null ? null : view.links.get(key.ifindex);
     if (link === undefined) throw new NetdError('sysctl', `link ${String(key.ifindex)} is gone`);
@@ -1061,20 +821,41 @@ export class RtnetlinkKernel implements NetdKernel {
     }
   }
 
-  /** One rtnetlink request, answered (with a link-up's GETLINK, two in a row), each numbered by `sequenced`. */
-  async #change(operation: Exclude<Operation, { kind: 'sysctl' }>, sequenced: Sequenced, { syncLinkwatch = false } = {}): Promise<void> {
-    const creating = (): { flags: number; seq: number } => ({ flags: NLM_F_CREATE | NLM_F_REPLACE, ...sequenced() });
-    const socket = this.#requests;
+  /** One rtnetlink request, answered (with a link-up's GETLINK, two: the second asked once the first is answered). */
+  async #changeFor(operation: Exclude<Operation, { kind: 'sysctl' }>, syncLinkwatch: boolean): Promise<void> {
+    const T = rt.MessageType;
+    const creating = NLM_F_CREATE | NLM_F_REPLACE;
+    const link = (data: rt.Link, attrs: rt.LinkMessage['attrs'] = {}): Uint8Array[] => {
+      const out = new AttrStream();
+      rt.formatLinkMessage({ kind: 'link', data, attrs }, out);
+      return out.bufs;
+    };
+    const route = (data: rt.Route, attrs: rt.RouteAttrs): Uint8Array[] => {
+      const out = new AttrStream();
+      rt.formatRouteMessage({ kind: 'route', data, attrs }, out);
+      return out.bufs;
+    };
+    const neighbour = (data: rt.Neighbor, attrs: rt.NeighborAttrs): Uint8Array[] => {
+      const out = new AttrStream();
+      rt.formatNeighborMessage({ kind: 'neighbor', data, attrs }, out);
+      return out.bufs;
+    };
     switch (operation.kind) {
       case 'link-up':
-      case 'link-down':
+      case 'link-down': {
         // `change` names the flag to set; `flags` without it clears it. A group comes in the same
         // request: the kernel sets IFLA_GROUP before it changes the flags.
-        await socket.setLink(
-          { index: operation.ifindex, flags: operation.kind === 'link-up' ? { up: true } : {}, change: { up: true } },
-          operation.kind === 'link-up' && operation.group !== undefined ? { group: operation.group } : undefined,
-          sequenced(),
+        const up = this.#change(
+          requestMessage(
+            T.SETLINK,
+            0,
+            link(
+              { index: operation.ifindex, flags: operation.kind === 'link-up' ? { up: true } : {}, change: { up: true } },
+              operation.kind === 'link-up' && operation.group !== undefined ? { group: operation.group } : {},
+            ),
+          ),
         );
+        // Asked at once, so that it goes in the same program, after the link-up is answered.
         // Asking for the link makes the kernel handle now the link-state event still queued for
         // it (its creation's: a GETLINK syncs linkwatch, Linux 6.7 on), as `ip link set` does by
         // looking the name up. Left queued, the event of an up device that sits on another (a
@@ -1082,73 +863,66 @@ export class RtnetlinkKernel implements NetdKernel {
         // every new link's carrier-on (in any namespace: the queue is the kernel's) waits for the
         // queue's 100 a second, its traffic dropped meanwhile. A device of its own (a provider
         // VM's virtio-net NIC) is activated as it comes up, its events not urgent: no request.
-        // A link gone meanwhile has nothing to handle; a reply that found the buffer full (EAGAIN)
+        // A link gone meanwhile has nothing to handle; a reply refused for want of room (EAGAIN)
         // was made after the events were handled.
-        if (syncLinkwatch) await linkAskedFor(socket.getLink({ index: operation.ifindex }, undefined, sequenced()));
+        const asked = syncLinkwatch ? linkAskedFor(this.#change(requestMessage(T.GETLINK, 0, link({ index: operation.ifindex })))) : Promise.resolve();
+        await Promise.all([up, asked]);
         return;
+      }
       case 'link-group':
-        await socket.setLink({ index: operation.ifindex }, { group: operation.group }, sequenced());
+        await this.#change(requestMessage(T.SETLINK, 0, link({ index: operation.ifindex }, { group: operation.group })));
         return;
       case 'address-add':
         // With NLM_F_REPLACE, an address already there takes the given IFA_PROTO (or loses its own
         // without one): never sent for one the view has, which the plan counts as done.
-        await socket.socket.request(rt.MessageType.NEWADDR, addressMessage(operation.address, { scope: 0 }), creating());
+        await this.#change(requestMessage(T.NEWADDR, creating, addressMessage(operation.address, { scope: 0 })));
         return;
       case 'address-del':
         // By address and prefix alone: the kernel matches no IFA_PROTO in a deletion (Linux 6.18).
-        await deleted(socket.socket.request(rt.MessageType.DELADDR, addressMessage({ ...operation.address, proto: 0 }), sequenced()));
+        await deleted(this.#change(requestMessage(T.DELADDR, 0, addressMessage({ ...operation.address, proto: 0 }))));
         return;
       case 'route-set': {
-        const { route } = operation;
-        await socket.newRoute(
-          {
-            family: AF_INET,
-            dstLen: route.dstLength,
-            table: MAIN_TABLE,
-            protocol: route.protocol,
-            scope: route.gateway === null ? 'LINK' : 'UNIVERSE',
-            type: 'UNICAST',
-          },
-          {
-            ...(route.dstLength > 0 && { dst: ipBytes(route.dst) }),
-            ...(route.oif !== null && { oif: route.oif }),
-            ...(route.gateway !== null && { gateway: ipBytes(route.gateway) }),
-            ...(route.priority !== 0 && { priority: route.priority }),
-          },
-          creating(),
-        );
+        const { route: wanted } = operation;
+        const data: rt.Route = {
+          family: AF_INET,
+          dstLen: wanted.dstLength,
+          table: MAIN_TABLE,
+          protocol: wanted.protocol,
+          scope: wanted.gateway === null ? 'LINK' : 'UNIVERSE',
+          type: 'UNICAST',
+        };
+        const attrs: rt.RouteAttrs = {
+          ...(wanted.dstLength > 0 && { dst: ipBytes(wanted.dst) }),
+          ...(wanted.oif !== null && { oif: wanted.oif }),
+          ...(wanted.gateway !== null && { gateway: ipBytes(wanted.gateway) }),
+          ...(wanted.priority !== 0 && { priority: wanted.priority }),
+        };
+        await this.#change(requestMessage(T.NEWROUTE, creating, route(data, attrs)));
         return;
       }
       case 'route-del': {
-        const { route } = operation;
+        const { route: gone } = operation;
         // Scope NOWHERE, type and protocol 0: match on prefix and metric, as `ip route del` does;
         // client mode's own only while they carry its mark (one someone else has replaced stays).
-        const protocol: number = route.protocol === CLIENT_MARK ? CLIENT_MARK : 0;
-        await deleted(
-          socket.delRoute(
-            { family: AF_INET, dstLen: route.dstLength, table: MAIN_TABLE, scope: 'NOWHERE', protocol },
-            {
-              ...(route.dstLength > 0 && { dst: ipBytes(route.dst) }),
-              ...(route.oif !== null && { oif: route.oif }),
-              ...(route.priority !== 0 && { priority: route.priority }),
-            },
-            sequenced(),
-          ),
-        );
+        const protocol: number = gone.protocol === CLIENT_MARK ? CLIENT_MARK : 0;
+        const data: rt.Route = { family: AF_INET, dstLen: gone.dstLength, table: MAIN_TABLE, scope: 'NOWHERE', protocol };
+        const attrs: rt.RouteAttrs = {
+          ...(gone.dstLength > 0 && { dst: ipBytes(gone.dst) }),
+          ...(gone.oif !== null && { oif: gone.oif }),
+          ...(gone.priority !== 0 && { priority: gone.priority }),
+        };
+        await deleted(this.#change(requestMessage(T.DELROUTE, 0, route(data, attrs))));
         return;
       }
       case 'neighbour-set': {
-        const { neighbour } = operation;
-        await socket.newNeighbor(
-          { family: AF_INET, ifindex: neighbour.ifindex, state: { permanent: true } },
-          { dst: ipBytes(neighbour.ip), lladdr: macBytes(neighbour.mac) },
-          creating(),
-        );
+        const { neighbour: wanted } = operation;
+        const body = neighbour({ family: AF_INET, ifindex: wanted.ifindex, state: { permanent: true } }, { dst: ipBytes(wanted.ip), lladdr: macBytes(wanted.mac) });
+        await this.#change(requestMessage(T.NEWNEIGH, creating, body));
         return;
       }
       case 'neighbour-del': {
-        const { neighbour } = operation;
-        await deleted(socket.delNeighbor({ family: AF_INET, ifindex: neighbour.ifindex }, { dst: ipBytes(neighbour.ip) }, sequenced()));
+        const { neighbour: gone } = operation;
+        await deleted(this.#change(requestMessage(T.DELNEIGH, 0, neighbour({ family: AF_INET, ifindex: gone.ifindex }, { dst: ipBytes(gone.ip) }))));
         return;
       }
       default: {
@@ -1168,17 +942,16 @@ export class RtnetlinkKernel implements NetdKernel {
   }
 
   /**
-   * Close both sockets. Every request in flight, and every one waiting for room, is rejected at
-   * once with a 'closed' NetdError (the kernel may have made a change whose answer is dropped).
+   * Close both sockets. Every request queued or in the program running is rejected at once with a
+   * 'closed' NetdError (the kernel may have made a change whose answer is not read); the request
+   * socket's descriptor is closed once the running program's worker is done with it.
    */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#requests.socket.close();
+    this.#requests.close();
     this.#events?.close();
-    this.#late.clear();
-    this.#unanswered.clear();
-    for (const waiting of this.#waiting.splice(0)) waiting.stop(closedError());
-    for (const abort of [...this.#inFlight]) abort(closedError());
+    this.#queue = [];
+    for (const request of [...this.#unsettled]) request.fail(closedError());
   }
 }

@@ -12,7 +12,6 @@ interface Addon {
   receiveBuffer(handle: object): ReceiveBuffer;
   watch(handle: object, onEvent: (status: number, bytes: Buffer | undefined) => void): void;
   close(handle: object): void;
-  quietOverruns(port: number): void;
 }
 
 /** The socket's receive buffer as the kernel set it (twice what was asked, for its bookkeeping). */
@@ -52,23 +51,6 @@ export function loadRtnlEventsAddon(): Addon {
     throw new NetdError('netlink', 'the rtnl-events addon (build/Release/rtnl_events.node) is missing: run npm run build (it needs make, g++ and python3)');
   }
   return addon;
-}
-
-/**
- * Have an answer that finds the `netlink` package's socket bound to `port` (the agent's request
- * socket) full dropped with no socket error (NETLINK_NO_ENOBUFS): on that error the package aborts
- * the process (see rtnl-events.c), and the package gives no descriptor to set it on. Throws a
- * NetdError.
- */
-export function quietOverruns(port: number): void {
-  try {
-    loadRtnlEventsAddon().quietOverruns(port);
-  } catch (error) {
-    if (error instanceof NetdError) throw error;
-    const code = codeOf(error);
-    const hint = code === 'ENOTSOCK' ? `no route netlink socket of this process is bound to its port (${port}): is the \`netlink\` package another version?` : 'is /proc mounted?';
-    throw new NetdError('netlink', `cannot set NETLINK_NO_ENOBUFS on the rtnetlink request socket (${code}): ${hint}`);
-  }
 }
 
 function codeOf(error: unknown): string {

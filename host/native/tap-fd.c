@@ -47,8 +47,8 @@
 #include <node_api.h>
 #define ADDON_NAME "tap-fd"
 #include "../../shared/native/napi-plumbing.h"
-#include "getlink-request.h"
-#include "netns-switch.h"
+#include "../../shared/native/getlink-request.h"
+#include "../../shared/native/netns-switch.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceStep } from '../../host/device-plan.js';
 import { ProgramWriter, decodeLinks } from '../../host/link-message.js';
-import { type RecordOutcome, RtnlError, RtnlSocket } from '../../host/rtnl-socket.js';
+import { type RecordOutcome, RtnlError, RtnlSocket } from '../../shared/rtnl-socket.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
 import { compiledFixture } from './vmm/fake-cloud-hypervisor-process.js';
 
@@ -29,7 +29,7 @@ const states = (outcomes: readonly RecordOutcome[]) => outcomes.map((outcome) =>
  * [state or code, text]; run by `command` (e.g. strace's, ending with the node to run) with `env`.
  */
 async function runInChild(nsPath: string, steps: readonly (StepHere | { query: string })[], command: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<[string, string?][]> {
-  const socketModule = compiledFixture('host/rtnl-socket', ['host/link-message']);
+  const socketModule = compiledFixture('shared/rtnl-socket', ['host/link-message']);
   const messageModule = compiledFixture('host/link-message', []);
   const script = `
     import { RtnlSocket } from ${JSON.stringify(socketModule)};

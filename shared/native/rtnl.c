@@ -1,5 +1,7 @@
-// Route netlink for spectrum-link: a program of link requests and tap creations, run in order on
-// a worker thread, each request's acknowledgement awaited before the next is sent.
+// Route netlink for spectrum-link and spectrum-netd: a program of requests (and, for the linker,
+// tap creations), run in order on a worker thread, each request's answer read before the next is
+// sent: the receive buffer never holds more than one answer, so none is ever dropped for want of
+// room, and a failure of the socket is a record's result, never an exception in a libuv callback.
 //
 // Why native: the host steps used to go to `ip -batch`, which resolves every device name with a
 // request of its own, and costs a process start (fork of the whole Node process) per batch. Here
@@ -10,13 +12,16 @@
 // A name the kernel resolves to another device's altname (its lookups by name all take them) is
 // no device of that name here: a master or device found so is refused.
 //
-// JS API (host/rtnl-socket.ts wraps it):
+// JS API (shared/rtnl-socket.ts wraps it):
 //   open(netnsPath: string | null) -> handle   NETLINK_ROUTE socket in that network namespace
 //       (null: the caller's); throws {code}
-//   run(handle, program: Uint8Array, keepGoing: boolean) -> Promise<{errors, texts, replies, spans}>
-//   close(handle)
+//   run(handle, program: Uint8Array, keepGoing: boolean) -> Promise<{errors, texts, replies, spans, marks}>
+//   close(handle)   at once where no program runs; else the descriptor is closed when the running
+//                   one ends (its records not yet begun are not run), never under its worker
 // A program is a list of records: u32 kind, u32 payload length, payload padded to 4 bytes.
-//   REQUEST (1)  one netlink message; NLM_F_ACK is added and its seq becomes the record's index + 1
+//   REQUEST (1)  one netlink message; NLM_F_ACK is added and its seq becomes the socket's next one
+//                (a counter: no two requests of a socket's life share one, so a late answer to one
+//                that timed out is never taken for another's)
 //   TAP     (2)  a NUL-terminated name: a new persistent tap (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) in
 //                the socket's namespace; EBUSY where a device of that name exists (or has it as
 //                an altname: the text names that device)
@@ -29,14 +34,26 @@
 // Results, per record i: errors[i] 0 done, an errno, or -1 not run (a record before it failed and
 // keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack), else
 // undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
+// marks[i] says how record i's answer went (MARK_*: a dump marked interrupted, a refusal, an error
+// in NLMSG_DONE, a receive error under a dump, a timeout).
 // A dump request (NLM_F_DUMP) is answered with every part up to NLMSG_DONE. A datagram of an
 // answer that no memory can be had for is read off all the same (discarded), and its record fails
 // with ENOMEM saying so: left unread, it would stay first in line for every read after it.
+// Only the kernel's datagrams (sender port 0) with the request's seq are answers: any other
+// (another socket's, root's in this namespace may send here) is read off and passed over.
+// No datagram within ANSWER_TIMEOUT_SECONDS (SO_RCVTIMEO) fails the record as timed out
+// (ETIMEDOUT), and the records after it fail unsent: the kernel is not answering, and what a caller
+// gave up on is better not sent late. A receive error under a dump (the kernel could not make its
+// next part: ENOBUFS, ENOMEM) lets the dump go on (the kernel makes that part at the next read);
+// it is read to its NLMSG_DONE and fails with that errno (MARK_RECEIVE_FAILED). Before each request
+// is sent, whatever the socket holds is read off (no answer to it can be there yet), so its answer
+// finds the buffer empty; elsewhere ENOBUFS says an answer was dropped all the same, the buffer
+// filled meanwhile (by datagrams from someone else, say).
 #define _GNU_SOURCE  // setns
 #define NAPI_VERSION 8
 #include <node_api.h>
 #define ADDON_NAME "rtnl"
-#include "../../shared/native/napi-plumbing.h"
+#include "napi-plumbing.h"
 #include "getlink-request.h"
 #include "netns-switch.h"
 
@@ -63,12 +80,27 @@
 // What a receive buffer starts at: every answer but a device's with a long property list fits.
 #define RECEIVE_BYTES 65536
 #define TEXT_BYTES 256
+// How long a request waits for the next datagram of its answer.
+#define ANSWER_TIMEOUT_SECONDS 5
+
+// marks[i], a record's answer: bits.
+#define MARK_INTERRUPTED 1     // a part of its dump came marked NLM_F_DUMP_INTR
+#define MARK_REFUSED 2         // failed: the kernel's NLMSG_ERROR
+#define MARK_DONE_ERROR 4      // failed: an error in its dump's NLMSG_DONE
+#define MARK_RECEIVE_FAILED 8  // failed: the socket failed to receive under its dump (read whole)
+#define MARK_TIMED_OUT 16      // failed: no answer within ANSWER_TIMEOUT_SECONDS
+#define MARK_NOT_SENT 32       // failed unsent: an earlier record of the program timed out
 
 typedef struct {
   int fd;
   // The namespace the socket was opened in, where not the process's own (-1): taps are made there.
   int netns_fd;
   int busy;
+  // close() came while a program ran: the worker stops before its next record, and the
+  // descriptors are closed when it is done (read and set across threads).
+  int closing;
+  // The seq the next request gets (never 0).
+  uint32_t next_seq;
 } rtnl_socket;
 
 // Where answers are read: grown for a datagram larger than it, and kept so for the run.
@@ -86,10 +118,13 @@ typedef struct {
   int32_t *errors;
   char (*texts)[TEXT_BYTES];
   int32_t *spans;
+  int32_t *marks;
   uint8_t *replies;
   size_t replies_length;
   size_t replies_capacity;
   int setup_error;  // an errno that stopped the run before its first record
+  // The socket's handle, held while the job runs: a socket dropped by JS meanwhile is not freed.
+  napi_ref handle;
   napi_async_work work;
   napi_deferred deferred;
 } rtnl_job;
@@ -109,7 +144,7 @@ static rtnl_socket *socket_of(napi_env env, napi_value handle) {
     return NULL;
   }
   rtnl_socket *socket = data;
-  if (socket->fd < 0) {
+  if (socket->fd < 0 || socket->closing) {
     napi_throw_error(env, "EBADF", "rtnl: socket is closed");
     return NULL;
   }
@@ -130,6 +165,8 @@ static int configure(int fd) {
   // Acks without a copy of the request, with the kernel's explanation of a refusal.
   if (setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one) != 0) return errno;
   if (setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one) != 0) return errno;
+  struct timeval timeout = {.tv_sec = ANSWER_TIMEOUT_SECONDS, .tv_usec = 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) != 0) return errno;
   struct sockaddr_nl local = {.nl_family = AF_NETLINK};
   if (bind(fd, (struct sockaddr *)&local, sizeof local) != 0) return errno;
   return 0;
@@ -183,6 +220,7 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
   }
   socket->fd = fd;
   socket->netns_fd = netns_fd;
+  socket->next_seq = 1;
   napi_value handle;
   if (napi_create_external(env, socket, finalize_socket, NULL, &handle) != napi_ok) {
     close(fd);
@@ -194,17 +232,23 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
   return handle;
 }
 
+static void close_descriptors(rtnl_socket *socket) {
+  if (socket->fd >= 0) close(socket->fd);
+  socket->fd = -1;
+  if (socket->netns_fd >= 0) close(socket->netns_fd);
+  socket->netns_fd = -1;
+}
+
 static napi_value socket_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
   void *data = NULL;
   if (napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL) return NULL;
   rtnl_socket *socket = data;
-  if (socket->fd >= 0 && !socket->busy) {
-    close(socket->fd);
-    socket->fd = -1;
-    if (socket->netns_fd >= 0) close(socket->netns_fd);
-    socket->netns_fd = -1;
+  if (socket->busy) {
+    __atomic_store_n(&socket->closing, 1, __ATOMIC_RELAXED);  // closed by run_complete
+  } else {
+    close_descriptors(socket);
   }
   return NULL;
 }
@@ -257,39 +301,53 @@ static void ack_message(const struct nlmsghdr *message, char *text, size_t size)
   }
 }
 
-// The next datagram of the socket, read whole into `receive` (grown where it is larger); its
-// length, or -1 with errno set. A device's answer passes 64 KiB where its altnames fill its
-// property list (the kernel lets that take up to 64 KiB): its size is asked first (a peek that
-// copies nothing), so that no datagram is ever cut short. Where the buffer cannot grow to it, the
-// datagram is read off into nothing (discarded: a read takes it off the socket, however little
-// it copies), so that the next read gets the next one; -1 with ENOMEM, its size in *discarded.
+// The next datagram of the kernel's on the socket, read whole into `receive` (grown where it is
+// larger); its length, or -1 with errno set (EAGAIN: none within ANSWER_TIMEOUT_SECONDS). A
+// device's answer passes 64 KiB where its altnames fill its property list (the kernel lets that
+// take up to 64 KiB): its size and sender are asked first (a peek that copies nothing), so that no
+// datagram is ever cut short. One from anyone but the kernel (sender port 0) is read off into
+// nothing (a read takes a datagram off the socket, however little it copies) and passed over.
+// Where the buffer cannot grow to one, it is read off so too, so that the next read gets the next
+// one; -1 with ENOMEM, its size in *discarded.
 static ssize_t receive_whole(int fd, receive_buffer *receive, size_t *discarded) {
-  ssize_t size;
-  do size = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC);
-  while (size < 0 && errno == EINTR);
-  if (size < 0) return -1;
-  if ((size_t)size > receive->capacity) {
-    uint8_t *grown = realloc(receive->bytes, (size_t)size);
-    if (grown == NULL) {
-      ssize_t dropped;
-      do dropped = recv(fd, NULL, 0, MSG_TRUNC);
-      while (dropped < 0 && errno == EINTR);
-      if (dropped < 0) return -1;
-      *discarded = (size_t)size;
-      errno = ENOMEM;
+  for (;;) {
+    struct sockaddr_nl sender;
+    socklen_t sender_length = sizeof sender;
+    ssize_t size;
+    do {
+      memset(&sender, 0, sizeof sender);
+      sender_length = sizeof sender;
+      size = recvfrom(fd, NULL, 0, MSG_PEEK | MSG_TRUNC, (struct sockaddr *)&sender, &sender_length);
+    } while (size < 0 && errno == EINTR);
+    if (size < 0) return -1;
+    int from_kernel = sender_length >= sizeof sender && sender.nl_family == AF_NETLINK && sender.nl_pid == 0;
+    if (!from_kernel || (size_t)size > receive->capacity) {
+      uint8_t *grown = from_kernel ? realloc(receive->bytes, (size_t)size) : NULL;
+      if (grown == NULL) {
+        ssize_t dropped;
+        do dropped = recv(fd, NULL, 0, MSG_TRUNC);
+        while (dropped < 0 && errno == EINTR);
+        if (dropped < 0) return -1;
+        if (!from_kernel) continue;
+        *discarded = (size_t)size;
+        errno = ENOMEM;
+        return -1;
+      }
+      receive->bytes = grown;
+      receive->capacity = (size_t)size;
+    }
+    ssize_t received;
+    do {
+      sender_length = sizeof sender;
+      received = recvfrom(fd, receive->bytes, receive->capacity, MSG_TRUNC, (struct sockaddr *)&sender, &sender_length);
+    } while (received < 0 && errno == EINTR);
+    if (received < 0) return -1;
+    if (received > (ssize_t)receive->capacity || sender.nl_pid != 0) {
+      errno = EMSGSIZE;  // not the datagram peeked at: nothing else reads this socket meanwhile
       return -1;
     }
-    receive->bytes = grown;
-    receive->capacity = (size_t)size;
+    return received;
   }
-  ssize_t received;
-  do received = recv(fd, receive->bytes, receive->capacity, MSG_TRUNC);
-  while (received < 0 && errno == EINTR);
-  if (received > (ssize_t)receive->capacity) {
-    errno = EMSGSIZE;  // not the datagram peeked at: nothing else reads this socket meanwhile
-    return -1;
-  }
-  return received;
 }
 
 // A device as a lookup's answer gives it: its index and its own name (empty until answered).
@@ -314,36 +372,62 @@ static void read_link(const struct nlmsghdr *message, found_link *found) {
   }
 }
 
-// Send one request and read until its ack (or the end of its dump); 0 or an errno, with detail.
-// The answers are kept as the record's replies, or, with `found` (a lookup of the program's own),
-// read into it instead.
+// Send one request and read until its ack (or the end of its dump); 0 or an errno, with detail,
+// and how it went in the record's marks. The answers are kept as the record's replies, or, with
+// `found` (a lookup of the program's own), read into it instead.
 static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t length, receive_buffer *receive, char *detail, found_link *found) {
   struct nlmsghdr *header = (struct nlmsghdr *)message;
-  uint32_t seq = index + 1;
+  rtnl_socket *socket = job->socket;
+  uint32_t seq = socket->next_seq++;
+  if (socket->next_seq == 0) socket->next_seq = 1;
+  int32_t *mark = &job->marks[index];
   header->nlmsg_seq = seq;
   header->nlmsg_pid = 0;
   header->nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
   int dump = (header->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP;
+  // Whatever the socket holds now is no answer to this request (a late answer to one that timed
+  // out, someone else's datagram): read off, so that the answer finds the buffer empty, never
+  // dropped for want of room. A socket error pending (a drop meanwhile) is stale too.
+  for (;;) {
+    ssize_t stale = recv(socket->fd, NULL, 0, MSG_DONTWAIT | MSG_TRUNC);
+    if (stale < 0 && errno != EINTR && errno != ENOBUFS && errno != ENOMEM) break;
+  }
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
   ssize_t sent;
-  do sent = sendto(job->socket->fd, message, length, 0, (struct sockaddr *)&kernel, sizeof kernel);
+  do sent = sendto(socket->fd, message, length, 0, (struct sockaddr *)&kernel, sizeof kernel);
   while (sent < 0 && errno == EINTR);
   if (sent < 0) return errno;
+  int receive_error = 0;  // under a dump: the socket's error, the dump going on
   for (;;) {
     size_t discarded = 0;
-    ssize_t received = receive_whole(job->socket->fd, receive, &discarded);
+    ssize_t received = receive_whole(socket->fd, receive, &discarded);
     if (received < 0) {
       int error = errno;
-      if (discarded > 0) snprintf(detail, TEXT_BYTES / 2, "no memory to read the kernel's answer of %zu bytes, which was discarded", discarded);
+      if (discarded > 0) {
+        snprintf(detail, TEXT_BYTES / 2, "no memory to read the kernel's answer of %zu bytes, which was discarded", discarded);
+      } else if (error == EAGAIN || error == EWOULDBLOCK) {
+        *mark |= MARK_TIMED_OUT;
+        snprintf(detail, TEXT_BYTES / 2, "no answer from the kernel within %d s", ANSWER_TIMEOUT_SECONDS);
+        return ETIMEDOUT;
+      } else if (dump && (error == ENOBUFS || error == ENOMEM)) {
+        // The kernel could not make the dump's next part: it makes it at the next read.
+        receive_error = error;
+        continue;
+      } else if (error == ENOBUFS) {
+        snprintf(detail, TEXT_BYTES / 2, "the kernel dropped an answer, the socket's receive buffer full; the change may have been made");
+      }
       return error;
     }
     int left = (int)received;  // signed: an unpadded last message takes it below 0, which NLMSG_OK ends on
     for (struct nlmsghdr *reply = (struct nlmsghdr *)receive->bytes; NLMSG_OK(reply, left); reply = NLMSG_NEXT(reply, left)) {
       if (reply->nlmsg_seq != seq) continue;  // a late answer to an earlier request
+      if (reply->nlmsg_flags & NLM_F_DUMP_INTR) *mark |= MARK_INTERRUPTED;
       if (reply->nlmsg_type == NLMSG_ERROR) {
         const struct nlmsgerr *error = NLMSG_DATA(reply);
+        if (reply->nlmsg_len < NLMSG_LENGTH(sizeof *error)) return EPROTO;
         if (error->error == 0 && !dump) return 0;
         if (error->error != 0) {
+          *mark |= MARK_REFUSED;
           ack_message(reply, detail, TEXT_BYTES / 2);
           return -error->error;
         }
@@ -352,7 +436,15 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
       if (reply->nlmsg_type == NLMSG_DONE) {
         int status = 0;
         if (reply->nlmsg_len >= NLMSG_LENGTH(sizeof status)) memcpy(&status, NLMSG_DATA(reply), sizeof status);
-        if (status != 0) return -status;
+        if (status != 0) {
+          *mark |= MARK_DONE_ERROR;
+          return -status;
+        }
+        if (receive_error != 0) {
+          *mark |= MARK_RECEIVE_FAILED;
+          snprintf(detail, TEXT_BYTES / 2, "the socket failed to receive under the dump (the kernel could not make a part of it)");
+          return receive_error;
+        }
         // Its ack (NLM_F_ACK on a dump) may follow in the same or the next read; none is needed.
         return 0;
       }
@@ -469,6 +561,7 @@ static void run_execute(napi_env env, void *data) {
   // The master last looked up, by its own name: a link's two ports join its bridge a record or
   // two apart, so each bridge is looked up once per program (a lookup is a round trip).
   found_link last_master = {.index = 0, .name = ""};
+  int timed_out = 0;
   for (uint32_t index = 0; index < job->records; index++) {
     uint32_t kind, length;
     memcpy(&kind, job->program + offset, 4);
@@ -476,8 +569,13 @@ static void run_execute(napi_env env, void *data) {
     uint8_t *payload = job->program + offset + 8;
     offset += 8 + ((length + 3) & ~3u);
     job->spans[2 * index] = (int32_t)job->replies_length;
-    if (failed && !job->keep_going) {
+    if ((failed && !job->keep_going) || __atomic_load_n(&job->socket->closing, __ATOMIC_RELAXED)) {
       job->errors[index] = -1;
+      continue;
+    }
+    if (timed_out) {
+      job->marks[index] = MARK_NOT_SENT;
+      fail(job, index, ETIMEDOUT, "not sent: the kernel left an earlier request of its batch unanswered");
       continue;
     }
     char detail[TEXT_BYTES / 2] = "";
@@ -535,6 +633,7 @@ static void run_execute(napi_env env, void *data) {
     if (error != 0) {
       fail(job, index, error, detail);
       failed = 1;
+      if (job->marks[index] & MARK_TIMED_OUT) timed_out = 1;
     }
   }
   free(receive.bytes);
@@ -546,6 +645,7 @@ static void free_job(rtnl_job *job) {
   free(job->errors);
   free(job->texts);
   free(job->spans);
+  free(job->marks);
   free(job->replies);
   free(job);
 }
@@ -562,10 +662,13 @@ static napi_value int32_array(napi_env env, const int32_t *values, size_t count)
 static void run_complete(napi_env env, napi_status status, void *data) {
   rtnl_job *job = data;
   job->socket->busy = 0;
-  napi_value result = NULL, errors = NULL, texts = NULL, replies = NULL, spans = NULL;
+  // A close() that came while this ran: its worker is done with the descriptors now.
+  if (job->socket->closing) close_descriptors(job->socket);
+  napi_value result = NULL, errors = NULL, texts = NULL, replies = NULL, spans = NULL, marks = NULL;
   if (status == napi_ok && job->setup_error == 0) {
     errors = int32_array(env, job->errors, job->records);
     spans = int32_array(env, job->spans, 2 * (size_t)job->records);
+    marks = int32_array(env, job->marks, job->records);
     void *copy = NULL;
     if (napi_create_buffer_copy(env, job->replies_length, job->replies_length > 0 ? job->replies : (const void *)"", &copy, &replies) != napi_ok) replies = NULL;
     if (napi_create_array_with_length(env, job->records, &texts) == napi_ok) {
@@ -576,7 +679,8 @@ static void run_complete(napi_env env, napi_status status, void *data) {
         napi_set_element(env, texts, index, text);
       }
     }
-    if (errors != NULL && spans != NULL && replies != NULL && texts != NULL && napi_create_object(env, &result) == napi_ok) {
+    if (errors != NULL && spans != NULL && marks != NULL && replies != NULL && texts != NULL && napi_create_object(env, &result) == napi_ok) {
+      napi_set_named_property(env, result, "marks", marks);
       napi_set_named_property(env, result, "errors", errors);
       napi_set_named_property(env, result, "texts", texts);
       napi_set_named_property(env, result, "replies", replies);
@@ -595,6 +699,7 @@ static void run_complete(napi_env env, napi_status status, void *data) {
     napi_reject_deferred(env, job->deferred, exception);
   }
   napi_delete_async_work(env, job->work);
+  napi_delete_reference(env, job->handle);
   free_job(job);
 }
 
@@ -649,12 +754,14 @@ static napi_value socket_run(napi_env env, napi_callback_info info) {
   job->errors = calloc(records > 0 ? records : 1, sizeof *job->errors);
   job->texts = calloc(records > 0 ? records : 1, sizeof *job->texts);
   job->spans = calloc(records > 0 ? 2 * (size_t)records : 1, sizeof *job->spans);
-  if (job->program == NULL || job->errors == NULL || job->texts == NULL || job->spans == NULL) {
+  job->marks = calloc(records > 0 ? records : 1, sizeof *job->marks);
+  if (job->program == NULL || job->errors == NULL || job->texts == NULL || job->spans == NULL || job->marks == NULL) {
     free_job(job);
     return throw_errno(env, ENOMEM, "rtnl run");
   }
   if (length > 0) memcpy(job->program, bytes, length);
   napi_value promise, name;
+  CHECK(napi_create_reference(env, argv[0], 1, &job->handle));
   CHECK(napi_create_promise(env, &job->deferred, &promise));
   CHECK(napi_create_string_utf8(env, "rtnl.run", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_create_async_work(env, NULL, name, run_execute, run_complete, job, &job->work));

@@ -1,0 +1,173 @@
+// Adapter over the rtnl addon (shared/native/rtnl.c): a route netlink socket in one network
+// namespace that runs programs of requests on a worker thread, each answered before the next is
+// sent. spectrum-link runs its link programs on it, spectrum-netd its requests. The handle owns
+// the socket.
+import { constants } from 'node:os';
+import { loadNativeAddon } from './native-addon.js';
+
+/** Records for rtnl.c (see there): u32 kind, u32 payload length, payload padded to 4 bytes. */
+export interface Program {
+  readonly bytes: Uint8Array;
+  readonly records: number;
+}
+
+/** Record kind of one netlink message sent as it is (rtnl.c's REQUEST). */
+const KIND_REQUEST = 1;
+
+/** A program of one REQUEST record for each message (a whole netlink message each, in host order: its seq is set as it is sent). */
+export function requestProgram(messages: readonly Uint8Array[]): Program {
+  const length = messages.reduce((sum, message) => sum + 8 + ((message.length + 3) & ~3), 0);
+  const bytes = new Uint8Array(length);
+  const view = new DataView(bytes.buffer);
+  const little = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+  let at = 0;
+  for (const message of messages) {
+    view.setUint32(at, KIND_REQUEST, little);
+    view.setUint32(at + 4, message.length, little);
+    bytes.set(message, at + 8);
+    at += 8 + ((message.length + 3) & ~3);
+  }
+  return { bytes, records: messages.length };
+}
+
+export type RtnlErrorKind = 'addon-missing' | 'socket';
+
+export class RtnlError extends Error {
+  override readonly name = 'RtnlError';
+  constructor(
+    readonly kind: RtnlErrorKind,
+    /** The errno name (ENOENT, EPERM, ...). */
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What a run reports, per record (see rtnl.c). */
+interface RawOutcome {
+  readonly errors: Int32Array;
+  readonly texts: readonly (string | undefined)[];
+  readonly replies: Buffer;
+  readonly spans: Int32Array;
+  readonly marks: Int32Array;
+}
+
+interface Addon {
+  open(netnsPath: string | null): object;
+  run(handle: object, program: Uint8Array, keepGoing: boolean): Promise<RawOutcome>;
+  close(handle: object): void;
+}
+
+/** How one record of a program went. */
+export type RecordOutcome =
+  | { readonly state: 'done'; readonly reply: Uint8Array }
+  | { readonly state: 'failed'; readonly errno: number; readonly code: string; readonly text: string }
+  | { readonly state: 'not-run' };
+
+/** How a record's answer went, besides its outcome (rtnl.c's MARK_*). */
+export interface RecordMarks {
+  /** A part of its dump came marked NLM_F_DUMP_INTR: the table changed while it was dumped. */
+  readonly interrupted: boolean;
+  /** It failed how: the kernel's NLMSG_ERROR ('refused'), an error in its dump's NLMSG_DONE ('dump-failed'), a receive error under its dump, read whole all the same ('receive'), no answer within 5 s ('timed-out'), unsent after an earlier record timed out ('not-sent'); null for anything else. */
+  readonly failure: 'refused' | 'dump-failed' | 'receive' | 'timed-out' | 'not-sent' | null;
+}
+
+function marksOf(bits: number): RecordMarks {
+  const failure = (bits & 2) !== 0 ? 'refused' : (bits & 4) !== 0 ? 'dump-failed' : (bits & 8) !== 0 ? 'receive' : (bits & 16) !== 0 ? 'timed-out' : (bits & 32) !== 0 ? 'not-sent' : null;
+  return { interrupted: (bits & 1) !== 0, failure };
+}
+
+/** A record's outcome with its marks, and the messages it was answered with (a failed dump's too: those before its error). */
+export type MarkedOutcome = RecordOutcome & { readonly marks: RecordMarks; readonly reply: Uint8Array };
+
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, number]) => [number, name]));
+
+let addon: Addon | undefined;
+
+function loaded(): Addon {
+  if (addon !== undefined) return addon;
+  const found = loadNativeAddon<Addon>(import.meta.url, 'rtnl.node');
+  if (found === undefined) throw new RtnlError('addon-missing', 'ENOENT', 'the rtnl addon (build/Release/rtnl.node) is missing: run npm run build (it needs make, g++ and python3)');
+  addon = found;
+  return addon;
+}
+
+function codeOf(error: unknown): string {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : 'EIO';
+}
+
+export class RtnlSocket {
+  private handle: object | undefined;
+
+  private constructor(
+    private readonly native: Addon,
+    handle: object,
+  ) {
+    this.handle = handle;
+  }
+
+  /** A socket in the namespace at `netnsPath` (a /run/netns file), or in ours (null). */
+  static open(netnsPath: string | null): RtnlSocket {
+    const native = loaded();
+    try {
+      return new RtnlSocket(native, native.open(netnsPath));
+    } catch (error) {
+      const where = netnsPath === null ? 'this network namespace' : netnsPath;
+      throw new RtnlError('socket', codeOf(error), `cannot open a route netlink socket in ${where}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
+  /**
+   * Run the records in order, each answered before the next is sent. After a failure the rest
+   * are not run, unless keepGoing.
+   */
+  async run(program: Program, keepGoing = false): Promise<RecordOutcome[]> {
+    const raw = await this.#runRaw(program, keepGoing);
+    return raw === null ? [] : outcomesOf(raw);
+  }
+
+  /** As run, each outcome with its marks. */
+  async runMarked(program: Program, keepGoing = false): Promise<MarkedOutcome[]> {
+    const raw = await this.#runRaw(program, keepGoing);
+    if (raw === null) return [];
+    return outcomesOf(raw).map((outcome, index) => {
+      const start = raw.spans[2 * index] ?? 0;
+      return { ...outcome, marks: marksOf(raw.marks[index] ?? 0), reply: raw.replies.subarray(start, start + (raw.spans[2 * index + 1] ?? 0)) };
+    });
+  }
+
+  async #runRaw(program: Program, keepGoing: boolean): Promise<RawOutcome | null> {
+    if (this.handle === undefined) throw new RtnlError('socket', 'EBADF', 'route netlink socket used after close');
+    if (program.records === 0) return null;
+    return this.native.run(this.handle, program.bytes, keepGoing);
+  }
+
+  /** Closed at once where no program runs; else its descriptor is closed when the running one ends (its records not yet begun are not run). */
+  close(): void {
+    if (this.handle === undefined) return;
+    this.native.close(this.handle);
+    this.handle = undefined;
+  }
+}
+
+function outcomesOf(raw: RawOutcome): RecordOutcome[] {
+    return Array.from(raw.errors, (errno, index): RecordOutcome => {
+      if (errno === 0) {
+        const start = raw.spans[2 * index] ?? 0;
+        return { state: 'done', reply: raw.replies.subarray(start, start + (raw.spans[2 * index + 1] ?? 0)) };
+      }
+      if (errno < 0) return { state: 'not-run' };
+      return { state: 'failed', errno, code: ERRNO_NAMES.get(errno) ?? `E${String(errno)}`, text: raw.texts[index] ?? `errno ${String(errno)}` };
+    });
+}
+
+/** Open a socket, use it, close it. */
+export async function withRtnlSocket<T>(netnsPath: string | null, use: (socket: RtnlSocket) => Promise<T>): Promise<T> {
+  const socket = RtnlSocket.open(netnsPath);
+  try {
+    return await use(socket);
+  } finally {
+    socket.close();
+  }
+}
