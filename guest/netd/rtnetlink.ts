@@ -34,8 +34,14 @@ const AF_INET6 = 10;
 const MAIN_TABLE = 254;
 const NLM_F_REPLACE = 0x100;
 const NLM_F_CREATE = 0x400;
-/** A request not answered within this of asking fails (rtnl.c gives up on it after as long: its ANSWER_TIMEOUT_SECONDS). */
+/** How long rtnl.c waits for the kernel's answer to a request sent (its ANSWER_TIMEOUT_SECONDS). */
 const REQUEST_TIMEOUT_MS = 5_000;
+/**
+ * A request still unsettled this long after it was asked fails: one queued behind a batch that the
+ * kernel holds up (a send waits for RTNL, which rtnl.c's timeout does not bound). Longer than
+ * rtnl.c's own wait, so that a request sent and not answered fails as rtnl.c tells it.
+ */
+const WAIT_BOUND_MS = REQUEST_TIMEOUT_MS + 2_000;
 /**
  * How many dumps of a table are taken in a row while the kernel marks each inconsistent
  * (NLM_F_DUMP_INTR), or ends each with an error, before the last is used as it is. Linux 6.18
@@ -551,6 +557,21 @@ function timedOutError(): NetdError {
 }
 
 /**
+ * What a request fails with that waited WAIT_BOUND_MS since it was asked: still queued (never
+ * sent now), or in the batch that runs (whose requests before it took that long: it may yet be
+ * sent, and made).
+ */
+function waitedTooLongError(queued: boolean): NetdError {
+  const seconds = WAIT_BOUND_MS / 1000;
+  return new NetdError(
+    'netlink',
+    queued
+      ? `request timed out: not sent within ${seconds} s of asking (the kernel took that long over the requests before it); it will not be sent`
+      : `request timed out: no answer within ${seconds} s of asking (its batch still runs: it may yet be made)`,
+  );
+}
+
+/**
  * What a request the kernel refused (its NLMSG_ERROR) fails with: "Request rejected: ENODEV", the
  * whole text, as the agent matches it (see agent.ts, NO_DEVICE); what the kernel said besides
  * (its extended ack) is `detail`.
@@ -666,9 +687,9 @@ export class RtnetlinkKernel implements NetdKernel {
 
   /**
    * Ask the kernel `message`: its outcome, once its program has run. Rejected with a timeout when
-   * no answer came within REQUEST_TIMEOUT_MS of asking (a kernel that answers nothing: rtnl.c's own
-   * timeout frees the socket; a request still queued then is never sent), and with a 'closed'
-   * NetdError at once at a close.
+   * the kernel did not answer it within REQUEST_TIMEOUT_MS of its sending (rtnl.c's), or when it is
+   * still unsettled WAIT_BOUND_MS after asking (a request still queued then is never sent), and
+   * with a 'closed' NetdError at once at a close.
    */
   #ask(message: Uint8Array): Promise<MarkedOutcome> {
     if (this.#closed) return Promise.reject(closedError());
@@ -688,7 +709,7 @@ export class RtnetlinkKernel implements NetdKernel {
           reject(error);
         },
       };
-      const timer = setTimeout(() => request.fail(timedOutError()), REQUEST_TIMEOUT_MS);
+      const timer = setTimeout(() => request.fail(waitedTooLongError(this.#queue.includes(request))), WAIT_BOUND_MS);
       this.#unsettled.add(request);
       this.#queue.push(request);
       this.#runSoon();

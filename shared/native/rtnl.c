@@ -44,8 +44,9 @@
 // No datagram within ANSWER_TIMEOUT_SECONDS (SO_RCVTIMEO) fails the record as timed out
 // (ETIMEDOUT), and the records after it fail unsent: the kernel is not answering, and what a caller
 // gave up on is better not sent late. A receive error under a dump (the kernel could not make its
-// next part: ENOBUFS, ENOMEM) lets the dump go on (the kernel makes that part at the next read);
-// it is read to its NLMSG_DONE and fails with that errno (MARK_RECEIVE_FAILED). Before each request
+// next part: ENOBUFS, ENOMEM) lets the dump go on: the kernel makes the next part only after a read
+// that gets a datagram, so a no-op with an ack is sent to bring one (up to DUMP_NUDGES times); the
+// dump is read to its NLMSG_DONE and fails with that errno (MARK_RECEIVE_FAILED). Before each request
 // is sent, whatever the socket holds is read off (no answer to it can be there yet), so its answer
 // finds the buffer empty; elsewhere ENOBUFS says an answer was dropped all the same, the buffer
 // filled meanwhile (by datagrams from someone else, say).
@@ -82,6 +83,8 @@
 #define TEXT_BYTES 256
 // How long a request waits for the next datagram of its answer.
 #define ANSWER_TIMEOUT_SECONDS 5
+// How many times a dump whose part the kernel could not make is nudged on (see nudge) before it fails.
+#define DUMP_NUDGES 16
 
 // marks[i], a record's answer: bits.
 #define MARK_INTERRUPTED 1     // a part of its dump came marked NLM_F_DUMP_INTR
@@ -372,6 +375,18 @@ static void read_link(const struct nlmsghdr *message, found_link *found) {
   }
 }
 
+// Ask the kernel for an ack of nothing (NLMSG_NOOP), under a seq of its own: a datagram to read,
+// after which the kernel makes the next part of a dump it could not make before. 0 or an errno.
+static int nudge(rtnl_socket *socket) {
+  struct nlmsghdr noop = {.nlmsg_len = NLMSG_HDRLEN, .nlmsg_type = NLMSG_NOOP, .nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK, .nlmsg_seq = socket->next_seq++};
+  if (socket->next_seq == 0) socket->next_seq = 1;
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  ssize_t sent;
+  do sent = sendto(socket->fd, &noop, sizeof noop, 0, (struct sockaddr *)&kernel, sizeof kernel);
+  while (sent < 0 && errno == EINTR);
+  return sent < 0 ? errno : 0;
+}
+
 // Send one request and read until its ack (or the end of its dump); 0 or an errno, with detail,
 // and how it went in the record's marks. The answers are kept as the record's replies, or, with
 // `found` (a lookup of the program's own), read into it instead.
@@ -398,6 +413,7 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
   while (sent < 0 && errno == EINTR);
   if (sent < 0) return errno;
   int receive_error = 0;  // under a dump: the socket's error, the dump going on
+  int nudges = 0;
   for (;;) {
     size_t discarded = 0;
     ssize_t received = receive_whole(socket->fd, receive, &discarded);
@@ -409,9 +425,13 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
         *mark |= MARK_TIMED_OUT;
         snprintf(detail, TEXT_BYTES / 2, "no answer from the kernel within %d s", ANSWER_TIMEOUT_SECONDS);
         return ETIMEDOUT;
-      } else if (dump && (error == ENOBUFS || error == ENOMEM)) {
-        // The kernel could not make the dump's next part: it makes it at the next read.
+      } else if (dump && (error == ENOBUFS || error == ENOMEM) && nudges < DUMP_NUDGES) {
+        // The kernel could not make the dump's next part. It makes the next one only after a read
+        // that gets a datagram (netlink_recvmsg), and none is coming: a no-op with an ack asked
+        // for (its own seq, passed over below) brings one, and the dump goes on.
         receive_error = error;
+        nudges++;
+        if (nudge(socket) != 0) return error;
         continue;
       } else if (error == ENOBUFS) {
         snprintf(detail, TEXT_BYTES / 2, "the kernel dropped an answer, the socket's receive buffer full; the change may have been made");
