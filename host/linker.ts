@@ -10,7 +10,7 @@ import { type ConfigDirSource, readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
 import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
-import { type NamespaceLeft, type PlanUndone, applyDevicePlan, deleteNamespaces, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
+import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, deleteNamespaces, newPlanMade, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
 import {
   type Link,
   type LinkAttachment,
@@ -542,7 +542,7 @@ interface RunDevices {
   readonly created: Set<string>;
   /** Of those, the ones made anew in place of a device that was there: an undo loses both. */
   readonly replaced: Set<string>;
-  /** VM namespaces the plans create. */
+  /** VM namespaces the plans made (their `ip netns add` did; not one someone else made meanwhile). */
   readonly namespaces: Set<string>;
 }
 
@@ -608,8 +608,8 @@ async function linkTransaction(
   let state = before;
   const byVm = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
-  /** The plans whose carrying out began, in order, each with the devices it made so far (its undo deletes those alone). */
-  const started: { plan: DevicePlan; made: Set<string> }[] = [];
+  /** The plans whose carrying out began, in order, each with the devices and namespaces it made so far (its undo deletes those alone). */
+  const started: { plan: DevicePlan; made: PlanMade }[] = [];
   // Chunks are applied one after another; after a failure the rest are not.
   let applying: Promise<void> = Promise.resolve();
   let failed = false;
@@ -655,12 +655,16 @@ async function linkTransaction(
           stopIfInterrupted(options);
           // Only a plan begun is undone: one never carried out made nothing, and its `creates`
           // name the devices it was to replace, which are still there, up and in use.
-          const planMade = new Set<string>();
+          const planMade = newPlanMade();
           started.push({ plan, made: planMade });
           for (const device of plan.creates) made.created.add(device);
           for (const device of replacedDevices(plan)) made.replaced.add(device);
-          for (const netns of plan.createNamespaces) made.namespaces.add(netns);
-          await applyDevicePlan(plan, planMade);
+          try {
+            await applyDevicePlan(plan, planMade);
+          } finally {
+            // Only those its `ip netns add` made: one someone else made meanwhile is never the run's to delete (undoVms).
+            for (const netns of planMade.namespaces) made.namespaces.add(netns);
+          }
           applied += chunk.length;
           options.progress?.({ phase: 'devices', done: applied, total: vms.length });
         })
@@ -684,7 +688,7 @@ async function linkTransaction(
         (undoError: unknown): PlanUndone => ({
           kept: [],
           left: { devices: plan.creates, error: reasonOf(undoError) },
-          namespaces: plan.createNamespaces.map((netns) => ({ netns, error: reasonOf(undoError) })),
+          namespaces: [...planMade.namespaces].map((netns) => ({ netns, error: reasonOf(undoError) })),
         }),
       );
       // A device it had yet to replace when a step before failed is there still, and up; one of

@@ -11,6 +11,7 @@ import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
+import type { PlanMade } from '../../host/netlink-devices.js';
 import { loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, collectGarbage, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
@@ -30,8 +31,14 @@ const kernel = vi.hoisted(() => ({
   undone: 0,
   /** The plans undone, in order. */
   undonePlans: [] as DevicePlan[],
-  /** What each undone plan was told it made (undoDevicePlan's second argument), in order. */
+  /** What each undone plan was told it made (undoDevicePlan's second argument), in order: its devices. */
   undoneMade: [] as (ReadonlySet<string> | undefined)[],
+  /** And its namespaces. */
+  undoneMadeNamespaces: [] as (ReadonlySet<string> | undefined)[],
+  /** VM namespaces someone else makes between a plan's look and its `ip netns add`: applyDevicePlan does not make them. */
+  foreignNamespaces: new Set<string>(),
+  /** The namespaces deleteNamespaces was asked to delete (the undo of VMs of a --keep-going run), in order. */
+  deletedNamespaces: [] as string[],
   /** Device queries so far (one per chunk of VMs). */
   observed: 0,
   /** The devices removeDevices was asked to delete (unlink, link taking down a dropped provider), in order. */
@@ -104,25 +111,28 @@ const leftOf = vi.hoisted(() => (devices: readonly string[], namespaces: readonl
 });
 
 vi.mock('../../host/netlink-devices.js', () => ({
+  newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set() }),
   observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
     if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
     kernel.observed += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() };
   },
-  applyDevicePlan: async (plan: DevicePlan, made?: Set<string>) => {
+  applyDevicePlan: async (plan: DevicePlan, made?: PlanMade) => {
     await kernel.whileApplying();
-    // Devices are made in order up to the first refused.
+    // Namespaces first, but for those someone else made meanwhile; then devices, in order up to the first refused.
+    for (const netns of plan.createNamespaces) if (!kernel.foreignNamespaces.has(netns)) made?.namespaces.add(netns);
     for (const device of plan.creates) {
       if (kernel.refused.has(device)) break;
-      made?.add(device);
+      made?.devices.add(device);
     }
     const refused = plan.creates.find((device) => kernel.refused.has(device));
     if (refused !== undefined) throw Object.assign(new Error(`ip link add ${refused} type bridge failed: File exists`), { kind: 'step-failed' });
   },
-  undoDevicePlan: async (plan: DevicePlan, made?: ReadonlySet<string>) => {
+  undoDevicePlan: async (plan: DevicePlan, made?: PlanMade) => {
     kernel.undone += 1;
     kernel.undonePlans.push(plan);
-    kernel.undoneMade.push(made === undefined ? undefined : new Set(made));
+    kernel.undoneMade.push(made === undefined ? undefined : new Set(made.devices));
+    kernel.undoneMadeNamespaces.push(made === undefined ? undefined : new Set(made.namespaces));
     if (kernel.undoFailures > 0) {
       kernel.undoFailures -= 1;
       throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
@@ -137,7 +147,10 @@ vi.mock('../../host/netlink-devices.js', () => ({
     if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
     return [];
   },
-  deleteNamespaces: async (names: readonly string[]) => leftOf([], names).namespaces,
+  deleteNamespaces: async (names: readonly string[]) => {
+    kernel.deletedNamespaces.push(...names);
+    return leftOf([], names).namespaces;
+  },
 }));
 
 const NO_VMM: VmmPort = { attach: async () => true, detach: async () => undefined };
@@ -167,6 +180,9 @@ beforeEach(async () => {
   kernel.undone = 0;
   kernel.undonePlans = [];
   kernel.undoneMade = [];
+  kernel.undoneMadeNamespaces = [];
+  kernel.foreignNamespaces.clear();
+  kernel.deletedNamespaces = [];
   kernel.observed = 0;
   kernel.removed = [];
   kernel.lookupRefused = undefined;
@@ -966,5 +982,30 @@ describe('a failed link undoes only what its plans made', () => {
     expect([...refusedPlan!.made!]).toEqual(refusedPlan!.creates.slice(0, refusedAt));
     expect(refusedPlan!.made!.has(c3.bridge)).toBe(false);
     expect(refusedPlan!.made!.has(c3.client)).toBe(false);
+  });
+});
+
+describe('a failed link deletes only the VM namespaces its own `ip netns add` made', () => {
+  /** A VMM that refuses every NIC: c1 fails at its hot-plug, after its devices (and namespace) are made. */
+  const refusingVmm: VmmPort = {
+    attach: async () => {
+      throw new Error('QMP: device_add refused');
+    },
+    detach: async () => undefined,
+  };
+  const c1 = CLIENTS[0]!;
+  const run = () => linkVmsKeepGoing([c1], { ...options(), attach: parseAttachChoice([`${c1}=netns`, `${NETVM}=qemu`]), vmm: refusingVmm });
+
+  it('--keep-going: a VM undone alone keeps its namespace where someone else made it between the look and the make', async () => {
+    kernel.foreignNamespaces.add(c1);
+    const outcome = await run();
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual([c1]);
+    expect(kernel.deletedNamespaces).toEqual([]);
+  });
+
+  it('--keep-going: a VM undone alone loses the namespace its run made', async () => {
+    const outcome = await run();
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual([c1]);
+    expect(kernel.deletedNamespaces).toEqual([c1]);
   });
 });
