@@ -678,6 +678,9 @@ async function linkTransaction(
     stopIfInterrupted(options);
     if (mode.attach) await attachToVmms([...byVm.values()].flat(), options);
   } catch (error) {
+    // A plan not yet begun (a chunk planned while the one before it was made) is never begun now:
+    // it would make devices, maybe replacing those of links up another way, only for the undo.
+    failed = true;
     await applying.catch(() => undefined);
     const reports = [...byVm.values()].flat();
     // Each step of the undo is done whatever the one before did; one that fails is told (the

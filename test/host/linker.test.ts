@@ -1009,3 +1009,19 @@ describe('a failed link deletes only the VM namespaces its own `ip netns add` ma
     expect(kernel.deletedNamespaces).toEqual([c1]);
   });
 });
+
+describe('link of several chunks of VMs with the config read whole, a later chunk failing as it is planned', () => {
+  it('never begins the plan of the chunk before it that had not begun: no devices made only for the undo', async () => {
+    // c1..c4 (the first chunk) and c5 (the second), whose provider is no VM of the config dir.
+    const c4 = vmName('c4');
+    const c5 = vmName('c5');
+    await addVm(c4, [NETVM]);
+    await addVm(c5, ['nosuchvm']);
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const snapshot = await readConfigDir(configDir);
+    await expect(linkVms([...CLIENTS, c4, c5], options(), { snapshot, withoutProviders: [] })).rejects.toMatchObject({ name: 'ConfigError' });
+    expect(applies).toBe(0);
+    expect(kernel.undone).toBe(0);
+  });
+});
