@@ -804,9 +804,23 @@ async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'dev
  * What a `link` run knows of attach modes (from the state `before` it, and the devices of links
  * recorded without modes), each VM's side of its new links checked as linkVms checks a chosen one.
  */
-async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions): Promise<KeptAttach> {
+async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions, snapshot?: ConfigSnapshot): Promise<KeptAttach> {
   const kept = keptAttach(options.attach, await standingLinks(before, options));
   for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options);
+  // With the config read whole (link --all), every side of every link of the run, providers' too:
+  // found as a later chunk is planned, the refusal would come once earlier chunks' devices are
+  // made, some replacing those of links up another way, which the undo leaves down. Up to the
+  // first invalid VM, which fails the run in its chunk.
+  if (snapshot !== undefined) {
+    for (const vm of vms) {
+      if (partitionValidVms(snapshot, [vm]).valid.length === 0) break;
+      for (const provider of requireValidVm(snapshot, vm).providers) {
+        const modes = linkAttachModes(kept, { client: vm, provider });
+        assertSideUsable(modes.client, vm, options);
+        assertSideUsable(modes.provider, provider, options);
+      }
+    }
+  }
   return kept;
 }
 
@@ -865,7 +879,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir, options.stateDirSource);
-    const kept = await runAttachModes(vms, before, options);
+    const kept = await runAttachModes(vms, before, options, snapshot);
     const mode: TransactionMode = { attachModes: kept, attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
     const run = await linkTransaction(vms, options, snapshot, before, newRunDevices(), mode).catch((error: unknown) => {
       // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second

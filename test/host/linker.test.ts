@@ -1010,6 +1010,34 @@ describe('a failed link deletes only the VM namespaces its own `ip netns add` ma
   });
 });
 
+describe("link of several chunks of VMs, a later chunk's side refused as bad input (its kept mode's VMM socket)", () => {
+  it('is refused before any chunk\'s devices are made: a provider\'s recorded mode is checked up front where the config is read whole (link --all)', async () => {
+    // c1..c12 (the first two chunks, of 4 and 8) and c13 (the third), whose provider qvm is
+    // recorded as QEMU-attached: the first chunk is made while the second is planned.
+    const qvm = vmName('qvm');
+    const more = Array.from({ length: 10 }, (_, index) => vmName(`c${index + 4}`));
+    const last = more.at(-1)!;
+    await addVm(qvm);
+    for (const vm of more) await addVm(vm, [vm === last ? qvm : NETVM]);
+    const clients = [...CLIENTS, ...more];
+    const pairs = clients.map((client) => ({ client, provider: client === last ? qvm : NETVM }));
+    const allocated = allocateMany(emptyState(), pairs);
+    await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: pair.provider === qvm ? 'qemu' : 'none' } }))));
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const refused = new Error('the QMP socket path of qvm is longer than a Unix socket takes');
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (kind, vm) => {
+        if (kind === 'qemu' && vm === qvm) throw refused;
+      },
+    };
+    const snapshot = await readConfigDir(configDir);
+    await expect(linkVms(clients, { ...options(), attach: parseAttachChoice([]), vmm }, { snapshot, withoutProviders: [] })).rejects.toBe(refused);
+    expect(applies).toBe(0);
+  });
+});
+
 describe('link of several chunks of VMs with the config read whole, a later chunk failing as it is planned', () => {
   it('never begins the plan of the chunk before it that had not begun: no devices made only for the undo', async () => {
     // c1..c4 (the first chunk) and c5 (the second), whose provider is no VM of the config dir.
