@@ -10,7 +10,7 @@ import { type ConfigDirSource, readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
 import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
-import { type NamespaceLeft, type PlanUndone, applyDevicePlan, deleteNamespaces, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
+import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, deleteNamespaces, newPlanMade, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
 import {
   type Link,
   type LinkAttachment,
@@ -542,7 +542,7 @@ interface RunDevices {
   readonly created: Set<string>;
   /** Of those, the ones made anew in place of a device that was there: an undo loses both. */
   readonly replaced: Set<string>;
-  /** VM namespaces the plans create. */
+  /** VM namespaces the plans made (their `ip netns add` did; not one someone else made meanwhile). */
   readonly namespaces: Set<string>;
 }
 
@@ -608,8 +608,8 @@ async function linkTransaction(
   let state = before;
   const byVm = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
-  /** The plans whose carrying out began, in order, each with the devices it made so far (its undo deletes those alone). */
-  const started: { plan: DevicePlan; made: Set<string> }[] = [];
+  /** The plans whose carrying out began, in order, each with the devices and namespaces it made so far (its undo deletes those alone). */
+  const started: { plan: DevicePlan; made: PlanMade }[] = [];
   // Chunks are applied one after another; after a failure the rest are not.
   let applying: Promise<void> = Promise.resolve();
   let failed = false;
@@ -655,12 +655,16 @@ async function linkTransaction(
           stopIfInterrupted(options);
           // Only a plan begun is undone: one never carried out made nothing, and its `creates`
           // name the devices it was to replace, which are still there, up and in use.
-          const planMade = new Set<string>();
+          const planMade = newPlanMade();
           started.push({ plan, made: planMade });
           for (const device of plan.creates) made.created.add(device);
           for (const device of replacedDevices(plan)) made.replaced.add(device);
-          for (const netns of plan.createNamespaces) made.namespaces.add(netns);
-          await applyDevicePlan(plan, planMade);
+          try {
+            await applyDevicePlan(plan, planMade);
+          } finally {
+            // Only those its `ip netns add` made: one someone else made meanwhile is never the run's to delete (undoVms).
+            for (const netns of planMade.namespaces) made.namespaces.add(netns);
+          }
           applied += chunk.length;
           options.progress?.({ phase: 'devices', done: applied, total: vms.length });
         })
@@ -674,6 +678,9 @@ async function linkTransaction(
     stopIfInterrupted(options);
     if (mode.attach) await attachToVmms([...byVm.values()].flat(), options);
   } catch (error) {
+    // A plan not yet begun (a chunk planned while the one before it was made) is never begun now:
+    // it would make devices, maybe replacing those of links up another way, only for the undo.
+    failed = true;
     await applying.catch(() => undefined);
     const reports = [...byVm.values()].flat();
     // Each step of the undo is done whatever the one before did; one that fails is told (the
@@ -684,7 +691,7 @@ async function linkTransaction(
         (undoError: unknown): PlanUndone => ({
           kept: [],
           left: { devices: plan.creates, error: reasonOf(undoError) },
-          namespaces: plan.createNamespaces.map((netns) => ({ netns, error: reasonOf(undoError) })),
+          namespaces: [...planMade.namespaces].map((netns) => ({ netns, error: reasonOf(undoError) })),
         }),
       );
       // A device it had yet to replace when a step before failed is there still, and up; one of
@@ -797,9 +804,23 @@ async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'dev
  * What a `link` run knows of attach modes (from the state `before` it, and the devices of links
  * recorded without modes), each VM's side of its new links checked as linkVms checks a chosen one.
  */
-async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions): Promise<KeptAttach> {
+async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions, snapshot?: ConfigSnapshot): Promise<KeptAttach> {
   const kept = keptAttach(options.attach, await standingLinks(before, options));
   for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options);
+  // With the config read whole (link --all), every side of every link of the run, providers' too:
+  // found as a later chunk is planned, the refusal would come once earlier chunks' devices are
+  // made, some replacing those of links up another way, which the undo leaves down. Up to the
+  // first invalid VM, which fails the run in its chunk.
+  if (snapshot !== undefined) {
+    for (const vm of vms) {
+      if (partitionValidVms(snapshot, [vm]).valid.length === 0) break;
+      for (const provider of requireValidVm(snapshot, vm).providers) {
+        const modes = linkAttachModes(kept, { client: vm, provider });
+        assertSideUsable(modes.client, vm, options);
+        assertSideUsable(modes.provider, provider, options);
+      }
+    }
+  }
   return kept;
 }
 
@@ -858,7 +879,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir, options.stateDirSource);
-    const kept = await runAttachModes(vms, before, options);
+    const kept = await runAttachModes(vms, before, options, snapshot);
     const mode: TransactionMode = { attachModes: kept, attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
     const run = await linkTransaction(vms, options, snapshot, before, newRunDevices(), mode).catch((error: unknown) => {
       // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second

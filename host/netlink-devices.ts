@@ -228,27 +228,51 @@ function ipFailure(args: readonly string[], result: IpResult): string {
   return `${command} exited with code ${String(result.code)}, saying nothing`;
 }
 
-async function createNamespace(name: string): Promise<void> {
+/** What carrying out a plan made, for its undo: a name not in it is none of the plan's to delete. */
+export interface PlanMade {
+  /** The devices its add steps made (add-bridge, add-tap, add-veth done). */
+  readonly devices: Set<string>;
+  /**
+   * The VM namespaces its `ip netns add` made; and those it found as a file holding no namespace
+   * (or nothing, its ip having failed), which the undo clears. Not one mounted there by someone
+   * else between the plan's look and its `ip netns add` (which ip refused: File exists): that one
+   * is used, never deleted.
+   */
+  readonly namespaces: Set<string>;
+}
+
+export const newPlanMade = (): PlanMade => ({ devices: new Set(), namespaces: new Set() });
+
+/** Make a VM namespace; where this call made it (or left a file to clear), its name goes into `made`. */
+async function createNamespace(name: string, made?: Set<string>): Promise<void> {
   const args = ['netns', 'add', name];
   const result = await runIp(args);
-  // Failed, yet there: made meanwhile. A file without a namespace mounted is not (ip's retry
-  // meets it as "File exists"); the caller's undo deletes it (ip netns delete), as it was to.
-  if (result.code === 0 || namespaceMounted(name)) return;
+  if (result.code === 0) {
+    made?.add(name);
+    return;
+  }
+  // Failed, yet there: made meanwhile by someone else (ip's File exists). Used, but not this
+  // run's: its undo leaves it (ip killed after it mounted one is taken so too: better a namespace
+  // left than another's deleted).
+  if (namespaceMounted(name)) return;
+  // A file without a namespace mounted is none (ip's retry meets it as "File exists"), or there
+  // is nothing: the undo deletes it (ip netns delete), so that it stops no later run.
+  made?.add(name);
   const empty = netnsExists(name) ? `; ${NETNS_DIR}/${name} holds no network namespace (an ip netns add cut short leaves it so)` : '';
   throw new DeviceError('netns-create', `could not create network namespace ${name}: ${ipFailure(args, result)}${empty}`);
 }
 
 /**
  * Carry out a plan. A failure is thrown as it is; the caller undoes the plan (undoDevicePlan),
- * which tells what that undo could not delete, and keeps the failure that is thrown. The names of
- * the devices it made go into `made`, for that undo: a device of a name it was to create that it
- * did not make (its step refused, as one someone else made meanwhile is, or not reached) is not
- * its to delete.
+ * which tells what that undo could not delete, and keeps the failure that is thrown. What it made
+ * goes into `made`, for that undo: a device of a name it was to create that it did not make (its
+ * step refused, as one someone else made meanwhile is, or not reached) is not its to delete, nor
+ * is a VM namespace someone else made meanwhile, nor one it did not reach.
  */
-export async function applyDevicePlan(plan: DevicePlan, made?: Set<string>): Promise<void> {
-  for (const name of plan.createNamespaces) await createNamespace(name);
+export async function applyDevicePlan(plan: DevicePlan, made?: PlanMade): Promise<void> {
+  for (const name of plan.createNamespaces) await createNamespace(name, made?.namespaces);
   await inEachNamespace(plan.clearFarEnds);
-  await runSteps(null, plan.hostSteps.flat(), made);
+  await runSteps(null, plan.hostSteps.flat(), made?.devices);
   await inEachNamespace(plan.configureFarEnds);
 }
 
@@ -293,17 +317,18 @@ export interface PlanUndone extends DevicesUndone {
  * step is tried whatever the one before did, and what a failed one left is returned. A device
  * under the name of one it creates but of another kind is the one it was to replace, which it did
  * not reach (a step before failed): left as it is, and returned (`kept`). With `made` (what
- * applyDevicePlan said it made), only those of its devices go: one of those names that it did not
- * make is someone else's, or the one it was to replace, and is left as it is too (and returned as
- * kept where it is there).
+ * applyDevicePlan said it made), only those of its devices and namespaces go: one of those names
+ * that it did not make is someone else's, or the one it was to replace, and is left as it is too
+ * (a device returned as kept where it is there).
  */
-export async function undoDevicePlan(plan: DevicePlan, made?: ReadonlySet<string>): Promise<PlanUndone> {
-  const ours = made === undefined ? plan.creates : plan.creates.filter((name) => made.has(name));
+export async function undoDevicePlan(plan: DevicePlan, made?: PlanMade): Promise<PlanUndone> {
+  const ours = made === undefined ? plan.creates : plan.creates.filter((name) => made.devices.has(name));
   const devices = await undoDevices(ours, createdKinds(plan));
-  const notMade = made === undefined ? [] : plan.creates.filter((name) => !made.has(name));
+  const notMade = made === undefined ? [] : plan.creates.filter((name) => !made.devices.has(name));
   // Where that cannot be seen, taken as there (as one not reached is): what is not ours is not said to be down.
   const there = notMade.length === 0 ? [] : await listDevices(null, notMade).then((found) => [...found.keys()], () => notMade);
-  return { ...devices, kept: [...devices.kept, ...there], namespaces: await deleteNamespaces(plan.createNamespaces) };
+  const namespaces = made === undefined ? plan.createNamespaces : plan.createNamespaces.filter((name) => made.namespaces.has(name));
+  return { ...devices, kept: [...devices.kept, ...there], namespaces: await deleteNamespaces(namespaces) };
 }
 
 /** Whether a device is of the kind `kinds` gives its name; any kind where it gives none. */

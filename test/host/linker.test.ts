@@ -11,6 +11,7 @@ import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
+import type { PlanMade } from '../../host/netlink-devices.js';
 import { loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, collectGarbage, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
@@ -30,8 +31,14 @@ const kernel = vi.hoisted(() => ({
   undone: 0,
   /** The plans undone, in order. */
   undonePlans: [] as DevicePlan[],
-  /** What each undone plan was told it made (undoDevicePlan's second argument), in order. */
+  /** What each undone plan was told it made (undoDevicePlan's second argument), in order: its devices. */
   undoneMade: [] as (ReadonlySet<string> | undefined)[],
+  /** And its namespaces. */
+  undoneMadeNamespaces: [] as (ReadonlySet<string> | undefined)[],
+  /** VM namespaces someone else makes between a plan's look and its `ip netns add`: applyDevicePlan does not make them. */
+  foreignNamespaces: new Set<string>(),
+  /** The namespaces deleteNamespaces was asked to delete (the undo of VMs of a --keep-going run), in order. */
+  deletedNamespaces: [] as string[],
   /** Device queries so far (one per chunk of VMs). */
   observed: 0,
   /** The devices removeDevices was asked to delete (unlink, link taking down a dropped provider), in order. */
@@ -104,25 +111,28 @@ const leftOf = vi.hoisted(() => (devices: readonly string[], namespaces: readonl
 });
 
 vi.mock('../../host/netlink-devices.js', () => ({
+  newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set() }),
   observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
     if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
     kernel.observed += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() };
   },
-  applyDevicePlan: async (plan: DevicePlan, made?: Set<string>) => {
+  applyDevicePlan: async (plan: DevicePlan, made?: PlanMade) => {
     await kernel.whileApplying();
-    // Devices are made in order up to the first refused.
+    // Namespaces first, but for those someone else made meanwhile; then devices, in order up to the first refused.
+    for (const netns of plan.createNamespaces) if (!kernel.foreignNamespaces.has(netns)) made?.namespaces.add(netns);
     for (const device of plan.creates) {
       if (kernel.refused.has(device)) break;
-      made?.add(device);
+      made?.devices.add(device);
     }
     const refused = plan.creates.find((device) => kernel.refused.has(device));
     if (refused !== undefined) throw Object.assign(new Error(`ip link add ${refused} type bridge failed: File exists`), { kind: 'step-failed' });
   },
-  undoDevicePlan: async (plan: DevicePlan, made?: ReadonlySet<string>) => {
+  undoDevicePlan: async (plan: DevicePlan, made?: PlanMade) => {
     kernel.undone += 1;
     kernel.undonePlans.push(plan);
-    kernel.undoneMade.push(made === undefined ? undefined : new Set(made));
+    kernel.undoneMade.push(made === undefined ? undefined : new Set(made.devices));
+    kernel.undoneMadeNamespaces.push(made === undefined ? undefined : new Set(made.namespaces));
     if (kernel.undoFailures > 0) {
       kernel.undoFailures -= 1;
       throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
@@ -137,7 +147,10 @@ vi.mock('../../host/netlink-devices.js', () => ({
     if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
     return [];
   },
-  deleteNamespaces: async (names: readonly string[]) => leftOf([], names).namespaces,
+  deleteNamespaces: async (names: readonly string[]) => {
+    kernel.deletedNamespaces.push(...names);
+    return leftOf([], names).namespaces;
+  },
 }));
 
 const NO_VMM: VmmPort = { attach: async () => true, detach: async () => undefined };
@@ -167,6 +180,9 @@ beforeEach(async () => {
   kernel.undone = 0;
   kernel.undonePlans = [];
   kernel.undoneMade = [];
+  kernel.undoneMadeNamespaces = [];
+  kernel.foreignNamespaces.clear();
+  kernel.deletedNamespaces = [];
   kernel.observed = 0;
   kernel.removed = [];
   kernel.lookupRefused = undefined;
@@ -966,5 +982,74 @@ describe('a failed link undoes only what its plans made', () => {
     expect([...refusedPlan!.made!]).toEqual(refusedPlan!.creates.slice(0, refusedAt));
     expect(refusedPlan!.made!.has(c3.bridge)).toBe(false);
     expect(refusedPlan!.made!.has(c3.client)).toBe(false);
+  });
+});
+
+describe('a failed link deletes only the VM namespaces its own `ip netns add` made', () => {
+  /** A VMM that refuses every NIC: c1 fails at its hot-plug, after its devices (and namespace) are made. */
+  const refusingVmm: VmmPort = {
+    attach: async () => {
+      throw new Error('QMP: device_add refused');
+    },
+    detach: async () => undefined,
+  };
+  const c1 = CLIENTS[0]!;
+  const run = () => linkVmsKeepGoing([c1], { ...options(), attach: parseAttachChoice([`${c1}=netns`, `${NETVM}=qemu`]), vmm: refusingVmm });
+
+  it('--keep-going: a VM undone alone keeps its namespace where someone else made it between the look and the make', async () => {
+    kernel.foreignNamespaces.add(c1);
+    const outcome = await run();
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual([c1]);
+    expect(kernel.deletedNamespaces).toEqual([]);
+  });
+
+  it('--keep-going: a VM undone alone loses the namespace its run made', async () => {
+    const outcome = await run();
+    expect(outcome.failed.map((failure) => failure.vm)).toEqual([c1]);
+    expect(kernel.deletedNamespaces).toEqual([c1]);
+  });
+});
+
+describe("link of several chunks of VMs, a later chunk's side refused as bad input (its kept mode's VMM socket)", () => {
+  it('is refused before any chunk\'s devices are made: a provider\'s recorded mode is checked up front where the config is read whole (link --all)', async () => {
+    // c1..c12 (the first two chunks, of 4 and 8) and c13 (the third), whose provider qvm is
+    // recorded as QEMU-attached: the first chunk is made while the second is planned.
+    const qvm = vmName('qvm');
+    const more = Array.from({ length: 10 }, (_, index) => vmName(`c${index + 4}`));
+    const last = more.at(-1)!;
+    await addVm(qvm);
+    for (const vm of more) await addVm(vm, [vm === last ? qvm : NETVM]);
+    const clients = [...CLIENTS, ...more];
+    const pairs = clients.map((client) => ({ client, provider: client === last ? qvm : NETVM }));
+    const allocated = allocateMany(emptyState(), pairs);
+    await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: pair.provider === qvm ? 'qemu' : 'none' } }))));
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const refused = new Error('the QMP socket path of qvm is longer than a Unix socket takes');
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (kind, vm) => {
+        if (kind === 'qemu' && vm === qvm) throw refused;
+      },
+    };
+    const snapshot = await readConfigDir(configDir);
+    await expect(linkVms(clients, { ...options(), attach: parseAttachChoice([]), vmm }, { snapshot, withoutProviders: [] })).rejects.toBe(refused);
+    expect(applies).toBe(0);
+  });
+});
+
+describe('link of several chunks of VMs with the config read whole, a later chunk failing as it is planned', () => {
+  it('never begins the plan of the chunk before it that had not begun: no devices made only for the undo', async () => {
+    // c1..c4 (the first chunk) and c5 (the second), whose provider is no VM of the config dir.
+    const c4 = vmName('c4');
+    const c5 = vmName('c5');
+    await addVm(c4, [NETVM]);
+    await addVm(c5, ['nosuchvm']);
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const snapshot = await readConfigDir(configDir);
+    await expect(linkVms([...CLIENTS, c4, c5], options(), { snapshot, withoutProviders: [] })).rejects.toMatchObject({ name: 'ConfigError' });
+    expect(applies).toBe(0);
+    expect(kernel.undone).toBe(0);
   });
 });

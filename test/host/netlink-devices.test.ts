@@ -172,7 +172,7 @@ describeNetns('applyDevicePlan in a namespace', () => {
       const side = (device, mac) => ({ device, mac, attach: { kind: 'tap' } });
       const connection = { bridge: 'ab9', mtu: 1500, client: side('ac9', '0a:b3:ec:00:00:09'), provider: side('ap9', '0a:b3:ec:80:00:09') };
       const plan = planDevices([connection], await observeDevices([], ['ab9', 'ac9', 'ap9']));
-      const made = new Set();
+      const made = { devices: new Set(), namespaces: new Set() };
       execFileSync('ip', ['link', 'add', 'ab9', 'type', 'bridge']);
       execFileSync('ip', ['tuntap', 'add', 'dev', 'ap9', 'mode', 'tap']);
       const failure = await applyDevicePlan(plan, made).then(() => 'done', (error) => error.message);
@@ -182,5 +182,38 @@ describeNetns('applyDevicePlan in a namespace', () => {
     expect(JSON.parse(result.stdout)).toEqual({ failure: 'ip link add ab9 type bridge failed: File exists', undone: { kept: ['ab9', 'ap9'], namespaces: [] } });
     const links = await devices(host);
     expect([...links.keys()].filter((name) => name.endsWith('9')).sort()).toEqual(['ab9', 'ap9']);
+  });
+
+  it("a failed plan's undo leaves alone a VM namespace someone else made after it looked (its ip netns add refused: File exists): it deletes only the namespaces it made", async () => {
+    const vmx = `${harness.prefix}vmx`;
+    // The plan looks: no namespace vmx, no devices.
+    const look = `import { observeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const connection = {
+        bridge: 'ab6', mtu: 1500,
+        client: { device: 'ac6', mac: '0a:b3:ec:00:00:06', attach: { kind: 'veth', netns: ${JSON.stringify(vmx)} } },
+        provider: { device: 'ap6', mac: '0a:b3:ec:80:00:06', attach: { kind: 'tap' } },
+      };
+      console.log(JSON.stringify(planDevices([connection], await observeDevices([${JSON.stringify(vmx)}], ['ab6', 'ac6', 'ap6']))));`;
+    const planned = await host.exec(['node', '--input-type=module', '-e', look], { enter: 'nsenter', allowFailure: true });
+    expect([planned.code, planned.stderr]).toEqual([0, '']);
+    const plan = JSON.parse(planned.stdout) as { createNamespaces: string[] };
+    expect(plan.createNamespaces).toEqual([vmx]);
+    // Then someone else makes that namespace (a VM starting), and a bridge of the plan's name, so
+    // that the plan, once its ip netns add is refused, fails at its bridge; and its undo runs.
+    const other = await harness.namespace('vmx');
+    await host.ip(['link', 'add', 'ab6', 'type', 'bridge']);
+    const run = `import { applyDevicePlan, undoDevicePlan, newPlanMade } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      const plan = ${JSON.stringify(plan)};
+      const made = newPlanMade();
+      const failure = await applyDevicePlan(plan, made).then(() => 'done', (error) => error.message);
+      console.log(JSON.stringify({ failure, undone: await undoDevicePlan(plan, made) }));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', run], { enter: 'nsenter', allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(JSON.parse(result.stdout)).toEqual({ failure: 'ip link add ab6 type bridge failed: File exists', undone: { kept: ['ab6'], namespaces: [] } });
+    // Its namespace is there still, and is the one it made (its loopback as it left it: up).
+    expect(existsSync(`/run/netns/${vmx}`)).toBe(true);
+    expect((await devices(other)).get('lo')?.flags).toContain('UP');
+    await host.ip(['link', 'del', 'ab6']);
   });
 });
