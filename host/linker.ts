@@ -781,21 +781,24 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
 
 /**
  * The links up before a `link` run, whose modes it keeps where --attach says nothing of a VM
- * (kept-attach.ts): those with attach modes recorded; and those recorded without (written before
- * the state kept them) while devices of their names exist, as unlink and list take them, each
- * side as its device shows it. Devices are looked at only where the state has records without
- * modes (links unlink took down, ids kept, among them).
+ * (kept-attach.ts): those recorded while devices of their names exist, as unlink and list take
+ * them, each side in its recorded mode, or (a record written before the state kept modes) as its
+ * device shows it. A record whose devices are all gone is not up: after a reboot (the state
+ * outlives the devices) its VMM may not run yet, and a link made anew the recorded way would
+ * hot-plug into nothing. Devices are looked at (one listing) only for links --attach does not
+ * settle whole.
  */
 async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<StandingLink[]> {
   const namesOf = (link: Link): ReturnType<typeof linkDeviceNames> => linkDeviceNames(options.devicePrefix, link.id);
-  // Not where --attach names both its VMs (`--attach MODE` names all): nothing of it is kept.
+  // Not where --attach names both its VMs (`--attach MODE` names all): nothing of it is kept, and
+  // each of its VMs has the mode --attach gives it on every link.
   const chosen = (vm: VmName): boolean => chosenAttachMode(options.attach, vm) !== undefined;
-  const unrecorded = state.links.filter((link) => link.attached === undefined && !(chosen(link.client) && chosen(link.provider)));
-  const host = unrecorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unrecorded.flatMap((link) => Object.values(namesOf(link))))).host;
-  return state.links.flatMap((link): StandingLink[] => {
-    if (link.attached !== undefined) return [{ pair: link, modes: link.attached }];
+  const unsettled = state.links.filter((link) => !(chosen(link.client) && chosen(link.provider)));
+  const host = unsettled.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unsettled.flatMap((link) => Object.values(namesOf(link))))).host;
+  return unsettled.flatMap((link): StandingLink[] => {
     const names = namesOf(link);
     if (!Object.values(names).some((device) => host.has(device))) return [];
+    if (link.attached !== undefined) return [{ pair: link, modes: link.attached }];
     return [{ pair: link, modes: { client: shownAttachMode(host.get(names.client)?.kind), provider: shownAttachMode(host.get(names.provider)?.kind) } }];
   });
 }

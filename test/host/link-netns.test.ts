@@ -1290,6 +1290,22 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     await world().link(['unlink', 'appvm-catgirl']);
   });
 
+  it('a link recorded whose devices are all gone (a reboot: the state outlives them) is not up: linked again without --attach it gets none, not its recorded mode', async () => {
+    const [made] = (await linkOf(['link', 'appvm-lynx', '--attach', 'netns'])).links;
+    expect([made?.clientAttach, made?.providerAttach]).toEqual(['netns', 'netns']);
+    // As after a reboot: none of its devices left (a veth's far end goes with it).
+    for (const device of [made!.clientDevice, made!.providerDevice, made!.bridge]) await world().host.ip(['link', 'del', device]);
+    expect(await recorded(made!.id)).toEqual({ client: 'netns', provider: 'netns' });
+    const { links, stderr } = await linkOf(['link', 'appvm-lynx']);
+    expect(stderr).toBe('');
+    const [again] = links;
+    expect([again?.id, again?.clientAttach, again?.providerAttach]).toEqual([made!.id, 'none', 'none']);
+    const host = await devices(world().host);
+    expect([host.get(made!.clientDevice)?.linkinfo?.info_kind, host.get(made!.providerDevice)?.linkinfo?.info_kind]).toEqual(['tun', 'tun']);
+    expect(await recorded(made!.id)).toEqual({ client: 'none', provider: 'none' });
+    await world().link(['unlink', 'appvm-lynx']);
+  });
+
   it("gives a new client of a provider recorded as netns a netns side in the provider's namespace, and itself none where nothing is recorded of it", async () => {
     await linkOf(['link', 'appvm-lynx', '--attach', 'netns']);
     const { links, stderr } = await linkOf(['link', 'appvm-catgirl']);

@@ -1023,6 +1023,10 @@ describe("link of several chunks of VMs, a later chunk's side refused as bad inp
     const pairs = clients.map((client) => ({ client, provider: client === last ? qvm : NETVM }));
     const allocated = allocateMany(emptyState(), pairs);
     await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: pair.provider === qvm ? 'qemu' : 'none' } }))));
+    // Up: their devices exist (a record whose devices are gone keeps no mode).
+    kernel.host = new Map(
+      allocated.state.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice])),
+    );
     let applies = 0;
     kernel.whileApplying = () => void (applies += 1);
     const refused = new Error('the QMP socket path of qvm is longer than a Unix socket takes');
