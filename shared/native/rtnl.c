@@ -780,13 +780,43 @@ static napi_value socket_run(napi_env env, napi_callback_info info) {
     return throw_errno(env, ENOMEM, "rtnl run");
   }
   if (length > 0) memcpy(job->program, bytes, length);
-  napi_value promise, name;
-  CHECK(napi_create_reference(env, argv[0], 1, &job->handle));
-  CHECK(napi_create_promise(env, &job->deferred, &promise));
-  CHECK(napi_create_string_utf8(env, "rtnl.run", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_create_async_work(env, NULL, name, run_execute, run_complete, job, &job->work));
-  CHECK(napi_queue_async_work(env, job->work));
-  socket->busy = 1;
+  napi_value promise = NULL, name;
+  const char *failed = NULL;
+  if (napi_create_reference(env, argv[0], 1, &job->handle) != napi_ok) {
+    free_job(job);
+    napi_throw_error(env, "EINTERNAL", "rtnl: napi_create_reference failed");
+    return NULL;
+  }
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) {
+    failed = "rtnl: napi_create_promise failed";
+  } else if (napi_create_string_utf8(env, "rtnl.run", NAPI_AUTO_LENGTH, &name) != napi_ok) {
+    failed = "rtnl: napi_create_string_utf8 failed";
+  } else if (napi_create_async_work(env, NULL, name, run_execute, run_complete, job, &job->work) != napi_ok) {
+    failed = "rtnl: napi_create_async_work failed";
+  } else if (napi_queue_async_work(env, job->work) != napi_ok) {
+    failed = "rtnl: napi_queue_async_work failed";
+    napi_delete_async_work(env, job->work);
+  }
+  if (failed == NULL) {
+    socket->busy = 1;
+    return promise;
+  }
+  // Not queued: the job and its hold on the socket's handle go now (held, the handle would never
+  // be freed, nor its descriptor closed by the finalizer). A promise made is rejected (that is the
+  // only way to release it); the caller gets it as it would any other.
+  napi_deferred deferred = job->deferred;
+  napi_delete_reference(env, job->handle);
+  free_job(job);
+  if (promise == NULL) {
+    napi_throw_error(env, "EINTERNAL", failed);
+    return NULL;
+  }
+  napi_value code, text, exception;
+  napi_create_string_utf8(env, "EINTERNAL", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, failed, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &exception);
+  napi_set_named_property(env, exception, "code", code);
+  napi_reject_deferred(env, deferred, exception);
   return promise;
 }
 
