@@ -32,8 +32,9 @@
 //                netlink form) in the socket's namespace; done where IPv6 does not run on it;
 //                ENODEV where no device has that name as its own
 // Results, per record i: errors[i] 0 done, an errno, or -1 not run (a record before it failed and
-// keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack), else
-// undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
+// keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack; a record
+// timed out or not sent after one, what happened alone: "no answer from the kernel within 5 s",
+// "not sent: ..."), else undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
 // marks[i] says how record i's answer went (MARK_*: a dump marked interrupted, a refusal, an error
 // in NLMSG_DONE, a receive error under a dump, a timeout).
 // A dump request (NLM_F_DUMP) is answered with every part up to NLMSG_DONE. A datagram of an
@@ -258,7 +259,11 @@ static napi_value socket_close(napi_env env, napi_callback_info info) {
 
 static void fail(rtnl_job *job, uint32_t index, int error, const char *detail) {
   job->errors[index] = error;
-  if (detail != NULL && detail[0] != '\0') {
+  // A record the kernel left unanswered, or not sent after one: the detail says what happened
+  // (strerror's "Connection timed out" is about connections, which this is not).
+  if (error == ETIMEDOUT && (job->marks[index] & (MARK_TIMED_OUT | MARK_NOT_SENT)) && detail != NULL && detail[0] != '\0') {
+    snprintf(job->texts[index], TEXT_BYTES, "%s", detail);
+  } else if (detail != NULL && detail[0] != '\0') {
     snprintf(job->texts[index], TEXT_BYTES, "%s: %s", strerror(error), detail);
   } else {
     snprintf(job->texts[index], TEXT_BYTES, "%s", strerror(error));

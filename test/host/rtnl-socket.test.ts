@@ -455,6 +455,24 @@ static napi_status failing_queue_work(napi_env env, napi_async_work work) {
     expect((await ipLinks()).has('tb2')).toBe(false);
   });
 
+  it('fails a request the kernel leaves unanswered after 5 s, and the one behind it unsent, each saying what happened (not "Connection timed out")', async () => {
+    await ns.ip(['link', 'add', 'tt1', 'type', 'bridge']);
+    const index = await indexOf('tt1');
+    const { bytes, records } = new ProgramWriter().setGroup(index, 9).setGroup(index, 8).finish();
+    // The first message's nlmsg_len past its datagram: the kernel passes it over, answering nothing.
+    const cut = Uint8Array.from(bytes);
+    const view = new DataView(cut.buffer);
+    view.setUint32(8, view.getUint32(8, true) + 4, true);
+    const outcomes = await socket.runMarked({ bytes: cut, records }, true);
+    expect(outcomes.map((outcome) => (outcome.state === 'failed' ? [outcome.code, outcome.text, outcome.marks.failure] : [outcome.state]))).toEqual([
+      ['ETIMEDOUT', 'no answer from the kernel within 5 s', 'timed-out'],
+      ['ETIMEDOUT', 'not sent: the kernel left an earlier request of its batch unanswered', 'not-sent'],
+    ]);
+    expect(JSON.parse((await ns.ip(['-j', 'link', 'show', 'dev', 'tt1'])).stdout)).toMatchObject([{ group: 'default' }]);
+    // The socket goes on: the next request is answered.
+    expect(states(await socket.run(new ProgramWriter().setGroup(index, 8).finish()))).toEqual(['done']);
+  });
+
   it('says clearly when the namespace does not exist, and refuses use after close', async () => {
     expect(() => RtnlSocket.open(`/run/netns/${ns.name}-missing`)).toThrow(RtnlError);
     try {
