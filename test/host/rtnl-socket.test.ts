@@ -220,6 +220,26 @@ describeNetns('rtnl sockets in a namespace', () => {
     expect(existsSync('/proc/sys/net/ipv6/conf/tc9')).toBe(false);
   });
 
+  it('turns IPv6 off on a device the plan saw by its index, under the name it has now; one gone fails saying so', async () => {
+    await ns.ip(['link', 'add', 'ti1', 'type', 'bridge']);
+    const index = await indexOf('ti1');
+    await ns.ip(['link', 'set', 'dev', 'ti1', 'name', 'ti2']);
+    await ns.ip(['link', 'add', 'ti1', 'type', 'bridge']);
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'disable-ipv6', name: 'ti1', index },
+        { op: 'disable-ipv6', name: 'tgone', index: 0x7fff_fff0 },
+      ]),
+      true,
+    );
+    expect(outcomes).toEqual([
+      { state: 'done', reply: expect.anything() },
+      { state: 'failed', errno: expect.any(Number), code: 'ENODEV', text: 'No such device: device tgone (ifindex 2147483632), there when the plan looked, is gone' },
+    ]);
+    const sysctl = async (name: string) => (await ns.exec(['cat', `/proc/sys/net/ipv6/conf/${name}/disable_ipv6`])).stdout.trim();
+    expect([await sysctl('ti2'), await sysctl('ti1')]).toEqual(['1', '0']);
+  });
+
   it('sets addrgenmode none with the message that enslaves a port and brings it up: no address comes with its carrier', async () => {
     await ns.ip(['link', 'add', 'tb7', 'type', 'bridge']);
     await ns.ip(['link', 'add', 'tv7', 'type', 'veth', 'peer', 'name', 'tw7']);
