@@ -172,7 +172,7 @@ describeNetns('applyDevicePlan in a namespace', () => {
     // An MTU above the tap's maximum: EINVAL, the master there all along. The second run, the
     // socket's once the first fails, is the look at the master: then it is made to fail, as the
     // addon's run fails where it finds no memory for it.
-    const rtnl = pathToFileURL(join(ROOT, 'dist', 'host', 'rtnl-socket.js')).href;
+    const rtnl = pathToFileURL(join(ROOT, 'dist', 'shared', 'rtnl-socket.js')).href;
     const script = `import { applyDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
       import { RtnlSocket } from ${JSON.stringify(rtnl)};
       const step = { netns: null, op: 'set', name: 'ac8', change: { mtu: 70000, master: 'ab8' } };
