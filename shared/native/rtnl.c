@@ -27,7 +27,9 @@
 //                an altname: the text names that device)
 //   ENSLAVE (3)  16 bytes, a NUL-padded master name, then a netlink message to which IFLA_MASTER,
 //                the master's index as the socket's namespace knows it, is appended; ENODEV where
-//                no device has that name as its own
+//                no device has that name as its own. The index is looked up once for a run of
+//                joins to one master; refused (EINVAL) with that index, the master is looked up
+//                again, and the join tried once more where its name has another index now
 //   NO_IPV6 (4)  an s32 ifindex, then a NUL-terminated device name: IPv6 off on it (disable_ipv6,
 //                which has no netlink form, by the device's own name) in the socket's namespace;
 //                done where IPv6 does not run on it. With an ifindex (not 0), on the device of that
@@ -702,7 +704,8 @@ static void run_execute(napi_env env, void *data) {
       char said[TEXT_BYTES / 2] = "";
       // The master is a bridge this program made or the plan found, unless someone deleted it
       // meanwhile: looked up so that no module is loaded for its name then.
-      if (last_master.index == 0 || strcmp(last_master.name, master_name) != 0) error = lookup_link(job, index, master_name, &receive, said, &master);
+      int cached = last_master.index != 0 && strcmp(last_master.name, master_name) == 0;
+      if (!cached) error = lookup_link(job, index, master_name, &receive, said, &master);
       last_master = error == 0 && strcmp(master.name, master_name) == 0 ? master : (found_link){.index = 0, .name = ""};
       if (error == 0 && strcmp(master.name, master_name) != 0) {
         error = ENODEV;
@@ -727,8 +730,23 @@ static void run_execute(napi_env env, void *data) {
           memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
           header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + NLA_ALIGN(master_attribute->nla_len);
           error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+          // The kernel refuses an index no device has only with EINVAL: a master looked up for an
+          // earlier port may have been deleted and made anew under its name meanwhile (by
+          // someone else). Looked up again, once: where its own name has another index now, the
+          // join is tried again with that, once. Gone, or the same, the refusal stands.
+          found_link fresh;
+          char ignored[TEXT_BYTES / 2] = "";
+          if (error == EINVAL && cached && lookup_link(job, index, master_name, &receive, ignored, &fresh) == 0 && strcmp(fresh.name, master_name) == 0 &&
+              fresh.index != master.index) {
+            master = fresh;
+            master_index = (uint32_t)master.index;
+            memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
+            job->marks[index] = 0;  // the refusal is not this record's outcome
+            detail[0] = '\0';
+            error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+          }
         }
-        if (error != 0) last_master = (found_link){.index = 0, .name = ""};  // it may be gone
+        last_master = error == 0 ? master : (found_link){.index = 0, .name = ""};  // it may be gone
       }
     } else {
       error = EINVAL;
