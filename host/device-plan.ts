@@ -78,7 +78,9 @@ export interface DeviceChange {
  * The device a step acts on that the plan saw: the ifindex it saw it under. The step addresses it
  * by that, not by its name: the kernel resolves a name to a device that has it as an altname too,
  * which someone may have given another device since the plan looked (and a device of ours renamed
- * meanwhile is still the one the plan decided on). Absent for a device this plan creates.
+ * meanwhile is still the one the plan decided on). IPv6 off, which has only a form by name
+ * (/proc/sys), goes to the name the device of that index has when the step runs. Absent for a
+ * device this plan creates.
  */
 interface SeenIndex {
   readonly index?: number;
@@ -92,7 +94,7 @@ export type DeviceStep = { readonly netns: string | null } & (
   /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
   | { readonly op: 'add-veth'; readonly name: string; readonly peerNetns: string }
   /** Turn IPv6 off on it (which also removes every IPv6 address it has). */
-  | { readonly op: 'disable-ipv6'; readonly name: string }
+  | ({ readonly op: 'disable-ipv6'; readonly name: string } & SeenIndex)
   | ({ readonly op: 'set'; readonly name: string; readonly change: DeviceChange } & SeenIndex)
 );
 
@@ -149,7 +151,7 @@ function bridgeSteps(connection: DesiredConnection, seen: ObservedDevice | undef
   const { bridge: name, mtu } = connection;
   const wanted = { name, master: null, mtu };
   if (!hostIpv6) return fixDevice(null, wanted, seen);
-  const off: DeviceStep = { netns: null, op: 'disable-ipv6', name };
+  const off: DeviceStep = { netns: null, op: 'disable-ipv6', name, ...(seen !== undefined && { index: seen.index }) };
   if (seen !== undefined && seen.mtu < IPV6_MIN_MTU && mtu >= IPV6_MIN_MTU) {
     return [{ netns: null, op: 'set', name, index: seen.index, change: { mtu } }, off, ...fixDevice(null, wanted, { ...seen, mtu })];
   }
@@ -166,7 +168,7 @@ function bridgeSteps(connection: DesiredConnection, seen: ObservedDevice | undef
 function portSteps(connection: DesiredConnection, name: string, seen: ObservedDevice | undefined, observed: ObservedDevices): DeviceStep[] {
   const wanted = { name, master: connection.bridge, mtu: connection.mtu };
   if (!observed.ipv6 || connection.mtu < IPV6_MIN_MTU) return fixDevice(null, wanted, seen);
-  const off: DeviceStep = { netns: null, op: 'disable-ipv6', name };
+  const off: DeviceStep = { netns: null, op: 'disable-ipv6', name, ...(seen !== undefined && { index: seen.index }) };
   if (seen === undefined) return observed.ipv6Forwarding ? [off, ...fixDevice(null, wanted, seen)] : fixDevice(null, { ...wanted, addrGenModeNone: true }, seen);
   const noisy = seen.mtu < IPV6_MIN_MTU || (seen.ipv6 && (seen.ipv6LinkLocal || seen.ipv6Forwarding));
   return [...fixDevice(null, wanted, seen), ...(noisy ? [off] : [])];

@@ -190,6 +190,8 @@ export class ProgramWriter {
       case 'add-tap':
       case 'disable-ipv6': {
         this.beginRecord(step.op === 'add-tap' ? KIND_TAP : KIND_DISABLE_IPV6);
+        // IPv6 off goes by the index the plan saw (0: by name), as rtnl.c looks its name up then.
+        if (step.op === 'disable-ipv6') this.view.setInt32(this.reserve(4), step.index ?? 0, true);
         const length = Buffer.byteLength(step.name) + 1;
         const at = this.reserve(length);
         text.encodeInto(step.name, this.bytes.subarray(at, at + length - 1));

@@ -1,4 +1,4 @@
-// An RTM_GETLINK request for a device by name, statistics left out (a device's answer is then a
+// An RTM_GETLINK request for a device by name or by index, statistics left out (a device's answer is then a
 // few KiB, its altnames aside). Shared by host/native/rtnl.c and host/native/tap-fd.c.
 #ifndef SPECTRUM_GETLINK_REQUEST_H
 #define SPECTRUM_GETLINK_REQUEST_H
@@ -35,6 +35,23 @@ static void getlink_request_by_name(getlink_request *request, const char *name) 
   uint32_t filter = RTEXT_FILTER_SKIP_STATS;
   memcpy(RTA_DATA(attribute), &filter, sizeof filter);
   header->nlmsg_len += RTA_ALIGN(attribute->rta_len);
+}
+
+// Fill `request` to look the device with index `ifindex` up (its own name comes back); as above.
+__attribute__((unused)) static void getlink_request_by_index(getlink_request *request, int ifindex) {
+  memset(request, 0, sizeof *request);
+  struct nlmsghdr *header = &request->header;
+  header->nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+  header->nlmsg_type = RTM_GETLINK;
+  struct ifinfomsg *info = NLMSG_DATA(header);
+  info->ifi_family = AF_UNSPEC;
+  info->ifi_index = ifindex;
+  struct rtattr *attribute = (struct rtattr *)(request->bytes + NLMSG_ALIGN(header->nlmsg_len));
+  attribute->rta_type = IFLA_EXT_MASK;
+  attribute->rta_len = RTA_LENGTH(sizeof(uint32_t));
+  uint32_t filter = RTEXT_FILTER_SKIP_STATS;
+  memcpy(RTA_DATA(attribute), &filter, sizeof filter);
+  header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + RTA_ALIGN(attribute->rta_len);
 }
 
 #endif

@@ -27,13 +27,20 @@
 //                an altname: the text names that device)
 //   ENSLAVE (3)  16 bytes, a NUL-padded master name, then a netlink message to which IFLA_MASTER,
 //                the master's index as the socket's namespace knows it, is appended; ENODEV where
-//                no device has that name as its own
-//   NO_IPV6 (4)  a NUL-terminated device name: IPv6 off on it (disable_ipv6, which has no
-//                netlink form) in the socket's namespace; done where IPv6 does not run on it;
-//                ENODEV where no device has that name as its own
+//                no device has that name as its own. The index is looked up once for a run of
+//                joins to one master; refused (EINVAL) with that index, the master is looked up
+//                again, and the join tried once more where its name has another index now
+//   NO_IPV6 (4)  an s32 ifindex, then a NUL-terminated device name: IPv6 off on it (disable_ipv6,
+//                which has no netlink form, by the device's own name) in the socket's namespace;
+//                done where IPv6 does not run on it. With an ifindex (not 0), on the device of that
+//                index under the name it has now (looked up just before the write: renamed since,
+//                it is still the one meant, and another device given its old name is not it),
+//                ENODEV where it is gone; without, by the name, ENODEV where no device has it as
+//                its own
 // Results, per record i: errors[i] 0 done, an errno, or -1 not run (a record before it failed and
-// keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack), else
-// undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
+// keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack; a record
+// timed out or not sent after one, what happened alone: "no answer from the kernel within 5 s",
+// "not sent: ..."), else undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
 // marks[i] says how record i's answer went (MARK_*: a dump marked interrupted, a refusal, an error
 // in NLMSG_DONE, a receive error under a dump, a timeout).
 // A dump request (NLM_F_DUMP) is answered with every part up to NLMSG_DONE. A datagram of an
@@ -258,7 +265,11 @@ static napi_value socket_close(napi_env env, napi_callback_info info) {
 
 static void fail(rtnl_job *job, uint32_t index, int error, const char *detail) {
   job->errors[index] = error;
-  if (detail != NULL && detail[0] != '\0') {
+  // A record the kernel left unanswered, or not sent after one: the detail says what happened
+  // (strerror's "Connection timed out" is about connections, which this is not).
+  if (error == ETIMEDOUT && (job->marks[index] & (MARK_TIMED_OUT | MARK_NOT_SENT)) && detail != NULL && detail[0] != '\0') {
+    snprintf(job->texts[index], TEXT_BYTES, "%s", detail);
+  } else if (detail != NULL && detail[0] != '\0') {
     snprintf(job->texts[index], TEXT_BYTES, "%s: %s", strerror(error), detail);
   } else {
     snprintf(job->texts[index], TEXT_BYTES, "%s", strerror(error));
@@ -493,6 +504,18 @@ static int lookup_link(rtnl_job *job, uint32_t index, const char *name, receive_
   return error;
 }
 
+// Look the device with index `ifindex` up on the job's socket: 0 with its own name in `found`,
+// or an errno (ENODEV: no device has that index) with the kernel's detail.
+static int lookup_link_by_index(rtnl_job *job, uint32_t index, int ifindex, receive_buffer *receive, char *detail, found_link *found) {
+  getlink_request request;
+  getlink_request_by_index(&request, ifindex);
+  found->index = 0;
+  found->name[0] = '\0';
+  int error = exchange(job, index, request.bytes, request.header.nlmsg_len, receive, detail, found);
+  if (error == 0 && (found->name[0] == '\0' || found->index != ifindex)) error = EPROTO;  // acknowledged without the device
+  return error;
+}
+
 static int create_tap(const rtnl_socket *socket, const char *name) {
   if (strlen(name) >= IFNAMSIZ) return EINVAL;  // the kernel would cut it short, not refuse it
   int error = 0;
@@ -522,24 +545,35 @@ static void name_taken(rtnl_job *job, uint32_t index, const char *name, receive_
   }
 }
 
+// Whether `name` can be a device's own directory under /proc/sys/net/ipv6/conf: not "all" or
+// "default" (which would turn IPv6 off namespace-wide), nor a path.
+static int conf_name(const char *name) {
+  return strlen(name) < IFNAMSIZ && strchr(name, '/') == NULL && strcmp(name, ".") != 0 && strcmp(name, "..") != 0 && strcmp(name, "all") != 0 &&
+         strcmp(name, "default") != 0;
+}
+
 // /proc/sys/net shows a thread the namespace it is in when it opens a file there; its
-// directories are named after devices' own names (never altnames).
-static int disable_ipv6(rtnl_job *job, uint32_t index, const char *name, receive_buffer *receive, char *detail) {
-  const rtnl_socket *socket = job->socket;
-  // Not a device's own file: "all" and "default" would turn IPv6 off namespace-wide.
-  if (strlen(name) >= IFNAMSIZ || strchr(name, '/') != NULL || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
-      strcmp(name, "all") == 0 || strcmp(name, "default") == 0) {
-    return EINVAL;
-  }
+// directories are named after devices' own names (never altnames). Device `name`'s disable_ipv6
+// opened for writing in the socket's namespace: a descriptor, or -1 with *error (ENOENT: no such
+// file; then *ipv6 says whether the namespace has IPv6 at all).
+static int open_disable_ipv6(const rtnl_socket *socket, const char *name, int *error, int *ipv6) {
   char path[64];
   snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
   int home = -1;
-  int error = socket->netns_fd >= 0 ? netns_enter(socket->netns_fd, &home) : 0;
-  if (error != 0) return error;
+  *ipv6 = 1;
+  *error = socket->netns_fd >= 0 ? netns_enter(socket->netns_fd, &home) : 0;
+  if (*error != 0) return -1;
   int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) error = errno;
-  int ipv6 = error != ENOENT || access("/proc/sys/net/ipv6/conf", F_OK) == 0;
+  if (fd < 0) *error = errno;
+  if (*error == ENOENT) *ipv6 = access("/proc/sys/net/ipv6/conf", F_OK) == 0;
   if (home >= 0) netns_leave(home);
+  return fd;
+}
+
+static int disable_ipv6(rtnl_job *job, uint32_t index, const char *name, receive_buffer *receive, char *detail) {
+  if (!conf_name(name)) return EINVAL;
+  int error = 0, ipv6 = 1;
+  int fd = open_disable_ipv6(job->socket, name, &error, &ipv6);
   if (fd >= 0) {
     if (write(fd, "1", 1) != 1) error = errno;
     close(fd);
@@ -563,6 +597,51 @@ static int disable_ipv6(rtnl_job *job, uint32_t index, const char *name, receive
     return ENODEV;
   }
   return 0;
+}
+
+// The own name of device `ifindex` (seen as `seen`), looked up for disable_ipv6_by_index.
+static int current_name(rtnl_job *job, uint32_t index, const char *seen, int ifindex, receive_buffer *receive, char *detail, found_link *found) {
+  char said[TEXT_BYTES / 2] = "";
+  int error = lookup_link_by_index(job, index, ifindex, receive, said, found);
+  if (error == ENODEV) {
+    snprintf(detail, TEXT_BYTES / 2, "device %.*s (ifindex %d), there when the plan looked, is gone", IFNAMSIZ, seen, ifindex);
+  } else if (error != 0) {
+    snprintf(detail, TEXT_BYTES / 2, "looking %.*s up by its ifindex %d%s%.*s", IFNAMSIZ, seen, ifindex, said[0] != '\0' ? ": " : "", TEXT_BYTES / 4, said);
+  }
+  return error;
+}
+
+// How many times a device renamed under disable_ipv6_by_index is looked up anew.
+#define RENAME_RETRIES 4
+
+// IPv6 off on the device with index `ifindex` (seen as `seen`), under whatever name it has now:
+// its file is opened under the name a lookup by index gives, and written only where a second
+// lookup gives the same name. The file opened then is that device's: were it another's that had
+// the name at the open, that one was renamed (or deleted) since, which takes its file away (a
+// write fails ENOENT), and this one is looked up again. So are a rename between lookup and open.
+static int disable_ipv6_by_index(rtnl_job *job, uint32_t index, const char *seen, int ifindex, receive_buffer *receive, char *detail) {
+  for (int attempt = 0; attempt < RENAME_RETRIES; attempt++) {
+    found_link found, again;
+    int error = current_name(job, index, seen, ifindex, receive, detail, &found);
+    if (error != 0) return error;
+    if (!conf_name(found.name)) return EINVAL;
+    int ipv6 = 1;
+    int fd = open_disable_ipv6(job->socket, found.name, &error, &ipv6);
+    if (fd < 0 && error != ENOENT) return error;
+    if (fd < 0 && !ipv6) return 0;  // no IPv6 in this kernel
+    error = current_name(job, index, seen, ifindex, receive, detail, &again);
+    if (error != 0 || strcmp(again.name, found.name) != 0) {
+      if (fd >= 0) close(fd);
+      if (error != 0) return error;
+      continue;  // renamed meanwhile
+    }
+    if (fd < 0) return 0;  // no IPv6 on it: below an MTU of 1280
+    error = write(fd, "1", 1) == 1 ? 0 : errno;
+    close(fd);
+    if (error != ENOENT) return error;
+  }
+  snprintf(detail, TEXT_BYTES / 2, "device %.*s (ifindex %d) was renamed again and again while its IPv6 was turned off", IFNAMSIZ, seen, ifindex);
+  return EAGAIN;
 }
 
 static void run_execute(napi_env env, void *data) {
@@ -604,7 +683,14 @@ static void run_execute(napi_env env, void *data) {
       error = strnlen((const char *)payload, length) < length ? create_tap(job->socket, (const char *)payload) : EINVAL;
       if (error == EBUSY) name_taken(job, index, (const char *)payload, &receive, detail);
     } else if (kind == KIND_NO_IPV6) {
-      error = strnlen((const char *)payload, length) < length ? disable_ipv6(job, index, (const char *)payload, &receive, detail) : EINVAL;
+      int32_t ifindex = 0;
+      const char *name = (const char *)payload + sizeof ifindex;
+      if (length > sizeof ifindex) memcpy(&ifindex, payload, sizeof ifindex);
+      if (length <= sizeof ifindex || strnlen(name, length - sizeof ifindex) == length - sizeof ifindex || ifindex < 0) {
+        error = EINVAL;
+      } else {
+        error = ifindex > 0 ? disable_ipv6_by_index(job, index, name, ifindex, &receive, detail) : disable_ipv6(job, index, name, &receive, detail);
+      }
     } else if (kind == KIND_REQUEST) {
       memcpy(scratch, payload, length);
       error = length >= NLMSG_HDRLEN ? exchange(job, index, scratch, length, &receive, detail, NULL) : EINVAL;
@@ -618,7 +704,8 @@ static void run_execute(napi_env env, void *data) {
       char said[TEXT_BYTES / 2] = "";
       // The master is a bridge this program made or the plan found, unless someone deleted it
       // meanwhile: looked up so that no module is loaded for its name then.
-      if (last_master.index == 0 || strcmp(last_master.name, master_name) != 0) error = lookup_link(job, index, master_name, &receive, said, &master);
+      int cached = last_master.index != 0 && strcmp(last_master.name, master_name) == 0;
+      if (!cached) error = lookup_link(job, index, master_name, &receive, said, &master);
       last_master = error == 0 && strcmp(master.name, master_name) == 0 ? master : (found_link){.index = 0, .name = ""};
       if (error == 0 && strcmp(master.name, master_name) != 0) {
         error = ENODEV;
@@ -643,8 +730,23 @@ static void run_execute(napi_env env, void *data) {
           memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
           header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + NLA_ALIGN(master_attribute->nla_len);
           error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+          // The kernel refuses an index no device has only with EINVAL: a master looked up for an
+          // earlier port may have been deleted and made anew under its name meanwhile (by
+          // someone else). Looked up again, once: where its own name has another index now, the
+          // join is tried again with that, once. Gone, or the same, the refusal stands.
+          found_link fresh;
+          char ignored[TEXT_BYTES / 2] = "";
+          if (error == EINVAL && cached && lookup_link(job, index, master_name, &receive, ignored, &fresh) == 0 && strcmp(fresh.name, master_name) == 0 &&
+              fresh.index != master.index) {
+            master = fresh;
+            master_index = (uint32_t)master.index;
+            memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
+            job->marks[index] = 0;  // the refusal is not this record's outcome
+            detail[0] = '\0';
+            error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+          }
         }
-        if (error != 0) last_master = (found_link){.index = 0, .name = ""};  // it may be gone
+        last_master = error == 0 ? master : (found_link){.index = 0, .name = ""};  // it may be gone
       }
     } else {
       error = EINVAL;
@@ -780,13 +882,43 @@ static napi_value socket_run(napi_env env, napi_callback_info info) {
     return throw_errno(env, ENOMEM, "rtnl run");
   }
   if (length > 0) memcpy(job->program, bytes, length);
-  napi_value promise, name;
-  CHECK(napi_create_reference(env, argv[0], 1, &job->handle));
-  CHECK(napi_create_promise(env, &job->deferred, &promise));
-  CHECK(napi_create_string_utf8(env, "rtnl.run", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_create_async_work(env, NULL, name, run_execute, run_complete, job, &job->work));
-  CHECK(napi_queue_async_work(env, job->work));
-  socket->busy = 1;
+  napi_value promise = NULL, name;
+  const char *failed = NULL;
+  if (napi_create_reference(env, argv[0], 1, &job->handle) != napi_ok) {
+    free_job(job);
+    napi_throw_error(env, "EINTERNAL", "rtnl: napi_create_reference failed");
+    return NULL;
+  }
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) {
+    failed = "rtnl: napi_create_promise failed";
+  } else if (napi_create_string_utf8(env, "rtnl.run", NAPI_AUTO_LENGTH, &name) != napi_ok) {
+    failed = "rtnl: napi_create_string_utf8 failed";
+  } else if (napi_create_async_work(env, NULL, name, run_execute, run_complete, job, &job->work) != napi_ok) {
+    failed = "rtnl: napi_create_async_work failed";
+  } else if (napi_queue_async_work(env, job->work) != napi_ok) {
+    failed = "rtnl: napi_queue_async_work failed";
+    napi_delete_async_work(env, job->work);
+  }
+  if (failed == NULL) {
+    socket->busy = 1;
+    return promise;
+  }
+  // Not queued: the job and its hold on the socket's handle go now (held, the handle would never
+  // be freed, nor its descriptor closed by the finalizer). A promise made is rejected (that is the
+  // only way to release it); the caller gets it as it would any other.
+  napi_deferred deferred = job->deferred;
+  napi_delete_reference(env, job->handle);
+  free_job(job);
+  if (promise == NULL) {
+    napi_throw_error(env, "EINTERNAL", failed);
+    return NULL;
+  }
+  napi_value code, text, exception;
+  napi_create_string_utf8(env, "EINTERNAL", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, failed, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &exception);
+  napi_set_named_property(env, exception, "code", code);
+  napi_reject_deferred(env, deferred, exception);
   return promise;
 }
 

@@ -40,7 +40,7 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
   let nextIndex = Math.max(1, ...[...start.values()].map((device) => device.index)) + 1;
   // A device the plan saw is addressed by the index it saw (its name may be another device's
   // altname by the time the step runs); only one the plan made is addressed by name.
-  const addressed = (step: DeviceStep & { op: 'delete' | 'set' }): void => {
+  const addressed = (step: DeviceStep & { op: 'delete' | 'set' | 'disable-ipv6' }): void => {
     if (start.get(step.name)?.index === devices.get(step.name)?.index) expect(step.index).toBe(devices.get(step.name)?.index);
     else expect(step.index).toBeUndefined();
   };
@@ -80,6 +80,7 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
       case 'disable-ipv6': {
         const device = devices.get(name);
         expect(device).toBeDefined();
+        addressed(step);
         if (device !== undefined) devices.set(name, { ...device, ...NO_IPV6 });
         break;
       }

@@ -55,8 +55,12 @@ describe('ProgramWriter', () => {
       .step({ netns: null, op: 'set', name: 'snc2', index: 42, change: { mtu: 1400 } }, new Map())
       .step({ netns: null, op: 'set', name: 'snp2', index: 43, change: { master: 'snb2', up: true } }, new Map())
       .step({ netns: null, op: 'set', name: 'snp3', change: { mtu: 1400 } }, new Map())
+      .step({ netns: null, op: 'disable-ipv6', name: 'snb2', index: 0x01020304 }, new Map())
       .finish();
-    const [del, set, join, byName] = records(program);
+    const [del, set, join, byName, noIpv6] = records(program);
+    // IPv6 off: the index (rtnl.c looks its name up when it runs), then the name the plan saw.
+    expect(noIpv6?.kind).toBe(4);
+    expect(Buffer.from(noIpv6?.payload ?? []).toString('latin1')).toBe('\x04\x03\x02\x01snb2\0');
     // Header and ifinfomsg alone (32 bytes), then only the change's attributes: no IFLA_IFNAME.
     expect(header(del?.payload ?? new Uint8Array())).toMatchObject({ type: 17, index: 41, length: 32 });
     expect(header(set?.payload ?? new Uint8Array())).toMatchObject({ type: 16, index: 42, length: 32 + 8 });
@@ -93,7 +97,8 @@ describe('ProgramWriter', () => {
     expect(Buffer.from(veth?.payload ?? []).includes(Buffer.from([8, 0, 28, 0, 42, 0, 0, 0]))).toBe(true);
     expect(header(del?.payload ?? new Uint8Array())).toMatchObject({ type: 17 });
     expect(noIpv6?.kind).toBe(4);
-    expect(Buffer.from(noIpv6?.payload ?? []).toString('latin1')).toBe('snb1\0');
+    // No index (a device the plan makes): 0, then the name.
+    expect(Buffer.from(noIpv6?.payload ?? []).toString('latin1')).toBe('\0\0\0\0snb1\0');
     expect(header(get?.payload ?? new Uint8Array())).toMatchObject({ type: 18, flags: 0x1 });
     expect(header(dump?.payload ?? new Uint8Array())).toMatchObject({ type: 18, flags: 0x1 | 0x300 });
     expect(header(byIndex?.payload ?? new Uint8Array())).toMatchObject({ type: 17, index: 77, length: 32 });

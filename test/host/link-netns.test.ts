@@ -1177,6 +1177,47 @@ describeNetns('a bridge deleted by someone else while its ports join it', () => 
   });
 });
 
+describeNetns('a bridge deleted and made anew under its name by someone else while its ports join it', () => {
+  const world = linkWorldPerSuite('linkanew');
+
+  it('joins the second port to the new bridge (the join refused with the index the run had looked up, EINVAL, the bridge is looked up again and the join tried once more): the run succeeds', async () => {
+    const id = preferredId({ client: vmName('appvm-lynx'), provider: vmName('netvm') });
+    const names = linkDeviceNames(devicePrefix(DEFAULT_DEVICE_PREFIX), id);
+    // The run paused between its ports as in 'a bridge deleted by someone else while its ports
+    // join it': the provider port's disable_ipv6 is a FIFO in a conf directory of the test's.
+    const conf = await mkdtemp(join(tmpdir(), 'spectrum-ipv6-conf-'));
+    trackTempDir(conf);
+    for (const dir of ['default', names.bridge, names.client, names.provider]) await mkdir(join(conf, dir));
+    await writeFile(join(conf, 'default', 'forwarding'), '1\n');
+    for (const device of [names.bridge, names.client]) await writeFile(join(conf, device, 'disable_ipv6'), '0\n');
+    const fifo = join(conf, names.provider, 'disable_ipv6');
+    await world().host.exec(['mkfifo', fifo], { enter: 'nsenter' });
+    const withConf = 'mount --bind "$0" /proc/sys/net/ipv6/conf && exec "$@"';
+    const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'none'], world());
+    const run = world().host.spawn(['unshare', '-m', 'sh', '-c', withConf, conf, 'node', LINK_BIN, ...args], { enter: 'nsenter' });
+    const ifindex = async (name: string) => (JSON.parse((await world().host.ip(['-j', 'link', 'show', 'dev', name])).stdout) as { ifindex: number }[])[0]?.ifindex;
+    let oldIndex: number | undefined;
+    try {
+      await eventually(`${names.client} to join ${names.bridge}`, async () => (await devices(world().host)).get(names.client)?.master === names.bridge, 30_000);
+      oldIndex = await ifindex(names.bridge);
+      await world().host.ip(['link', 'del', 'dev', names.bridge]);
+      await world().host.ip(['link', 'add', names.bridge, 'type', 'bridge']);
+      const read = await world().host.exec(['cat', fifo], { enter: 'nsenter', timeoutMs: 30_000 });
+      expect(read.stdout).toBe('1');
+      const exit = await run.wait();
+      expect(exit.code, run.stderr).toBe(0);
+    } finally {
+      if (run.exit === undefined) await run.kill('SIGKILL');
+      await run.waitClosed();
+    }
+    const newIndex = await ifindex(names.bridge);
+    expect(newIndex).not.toBe(oldIndex);
+    const host = await devices(world().host);
+    expect(host.get(names.provider)?.master).toBe(names.bridge);
+    expect(host.get(names.bridge)?.flags).toContain('UP');
+  });
+});
+
 describeNetns('link --all and a link recorded before the state kept attach modes', () => {
   const world = linkWorldPerSuite('linklegacy');
 

@@ -134,13 +134,45 @@ describeNetns('applyDevicePlan in a namespace', () => {
     expect(links.get('ab7')).toMatchObject({ mtu: 1400, flags: expect.arrayContaining(['UP']) });
   });
 
+  it("turns IPv6 off on the devices the plan saw by their index: ours renamed since gets it under its new name; another device given the old name keeps its IPv6", async () => {
+    // A bridge with IPv6 on, and a port of it that makes addresses (IPv6 goes off on it), both
+    // down (a device is renamed only while down); a port already silent.
+    await host.ip(['link', 'add', 'ab6', 'type', 'bridge']);
+    for (const tap of ['ac6', 'ap6']) await host.ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    await host.ip(['link', 'set', 'dev', 'ap6', 'addrgenmode', 'none']);
+    for (const tap of ['ac6', 'ap6']) await host.ip(['link', 'set', 'dev', tap, 'master', 'ab6']);
+    // The plan looks, then someone renames the bridge and the noisy port and makes devices of
+    // their old names, then the plan runs.
+    const script = `import { execFileSync } from 'node:child_process';
+      import { observeDevices, applyDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices, stepText } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const side = (device, mac) => ({ device, mac, attach: { kind: 'tap' } });
+      const connection = { bridge: 'ab6', mtu: 1400, client: side('ac6', '0a:b3:ec:00:00:06'), provider: side('ap6', '0a:b3:ec:80:00:06') };
+      const plan = planDevices([connection], await observeDevices([], ['ab6', 'ac6', 'ap6']));
+      console.log(JSON.stringify(plan.hostSteps.flat().filter((step) => step.op === 'disable-ipv6').map(stepText)));
+      const ip = (...args) => execFileSync('ip', args);
+      ip('link', 'set', 'dev', 'ab6', 'name', 'mine-b6');
+      ip('link', 'set', 'dev', 'ac6', 'name', 'mine-c6');
+      ip('link', 'add', 'ab6', 'type', 'bridge');
+      ip('tuntap', 'add', 'dev', 'ac6', 'mode', 'tap');
+      await applyDevicePlan(plan);`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(JSON.parse(result.stdout)).toEqual(['sysctl -w net.ipv6.conf.ac6.disable_ipv6=1', 'sysctl -w net.ipv6.conf.ab6.disable_ipv6=1']);
+    const disabled = async (name: string) => (await host.exec(['cat', `/proc/sys/net/ipv6/conf/${name}/disable_ipv6`])).stdout.trim();
+    expect({ ours: [await disabled('mine-b6'), await disabled('mine-c6')], theirs: [await disabled('ab6'), await disabled('ac6')] }).toEqual({ ours: ['1', '1'], theirs: ['0', '0'] });
+    const links = await devices(host);
+    expect(links.get('mine-b6')).toMatchObject({ mtu: 1400, flags: expect.arrayContaining(['UP']) });
+    expect(links.get('ab6')?.flags).not.toContain('UP');
+  });
+
   it("a join the kernel refuses with EINVAL while its master is there keeps the kernel's reason, also where the second look at the master fails", async () => {
     await host.ip(['link', 'add', 'ab8', 'type', 'bridge']);
     await host.ip(['tuntap', 'add', 'dev', 'ac8', 'mode', 'tap']);
     // An MTU above the tap's maximum: EINVAL, the master there all along. The second run, the
     // socket's once the first fails, is the look at the master: then it is made to fail, as the
     // addon's run fails where it finds no memory for it.
-    const rtnl = pathToFileURL(join(ROOT, 'dist', 'host', 'rtnl-socket.js')).href;
+    const rtnl = pathToFileURL(join(ROOT, 'dist', 'shared', 'rtnl-socket.js')).href;
     const script = `import { applyDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
       import { RtnlSocket } from ${JSON.stringify(rtnl)};
       const step = { netns: null, op: 'set', name: 'ac8', change: { mtu: 70000, master: 'ab8' } };

@@ -220,6 +220,26 @@ describeNetns('rtnl sockets in a namespace', () => {
     expect(existsSync('/proc/sys/net/ipv6/conf/tc9')).toBe(false);
   });
 
+  it('turns IPv6 off on a device the plan saw by its index, under the name it has now; one gone fails saying so', async () => {
+    await ns.ip(['link', 'add', 'ti1', 'type', 'bridge']);
+    const index = await indexOf('ti1');
+    await ns.ip(['link', 'set', 'dev', 'ti1', 'name', 'ti2']);
+    await ns.ip(['link', 'add', 'ti1', 'type', 'bridge']);
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'disable-ipv6', name: 'ti1', index },
+        { op: 'disable-ipv6', name: 'tgone', index: 0x7fff_fff0 },
+      ]),
+      true,
+    );
+    expect(outcomes).toEqual([
+      { state: 'done', reply: expect.anything() },
+      { state: 'failed', errno: expect.any(Number), code: 'ENODEV', text: 'No such device: device tgone (ifindex 2147483632), there when the plan looked, is gone' },
+    ]);
+    const sysctl = async (name: string) => (await ns.exec(['cat', `/proc/sys/net/ipv6/conf/${name}/disable_ipv6`])).stdout.trim();
+    expect([await sysctl('ti2'), await sysctl('ti1')]).toEqual(['1', '0']);
+  });
+
   it('sets addrgenmode none with the message that enslaves a port and brings it up: no address comes with its carrier', async () => {
     await ns.ip(['link', 'add', 'tb7', 'type', 'bridge']);
     await ns.ip(['link', 'add', 'tv7', 'type', 'veth', 'peer', 'name', 'tw7']);
@@ -356,6 +376,78 @@ void *realloc(void *pointer, size_t size) {
     }
   });
 
+  it("lets go of the socket's handle where a run cannot be queued (the N-API calls after the handle is held fail): the handle is collected and its descriptor closed", async () => {
+    // A build of the addon in which one of those calls fails, as RTNL_FAIL says: each wrapped by
+    // a macro of a header included first (node_api.h is guarded, so only the addon's calls are).
+    const dir = mkdtempSync(join(tmpdir(), 'sn-rtnl-nocall-'));
+    try {
+      writeFileSync(
+        join(dir, 'failing.h'),
+        `#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <stdlib.h>
+#include <string.h>
+static int failing(const char *call) { const char *named = getenv("RTNL_FAIL"); return named != NULL && strcmp(named, call) == 0; }
+static napi_status failing_create_promise(napi_env env, napi_deferred *deferred, napi_value *promise) {
+  return failing("promise") ? napi_generic_failure : napi_create_promise(env, deferred, promise);
+}
+static napi_status failing_create_string(napi_env env, const char *text, size_t length, napi_value *value) {
+  return failing("string") && strcmp(text, "rtnl.run") == 0 ? napi_generic_failure : napi_create_string_utf8(env, text, length, value);
+}
+static napi_status failing_create_work(napi_env env, napi_value resource, napi_value name, napi_async_execute_callback execute, napi_async_complete_callback complete, void *data, napi_async_work *work) {
+  return failing("work") ? napi_generic_failure : napi_create_async_work(env, resource, name, execute, complete, data, work);
+}
+static napi_status failing_queue_work(napi_env env, napi_async_work work) {
+  return failing("queue") ? napi_generic_failure : napi_queue_async_work(env, work);
+}
+#define napi_create_promise failing_create_promise
+#define napi_create_string_utf8 failing_create_string
+#define napi_create_async_work failing_create_work
+#define napi_queue_async_work failing_queue_work
+`,
+      );
+      const addonPath = join(dir, 'rtnl.node');
+      const native = join(import.meta.dirname, '../../shared/native');
+      await promisify(execFile)('cc', ['-shared', '-fPIC', '-O2', '-I/usr/include/node', `-I${native}`, '-include', join(dir, 'failing.h'), '-o', addonPath, join(native, 'rtnl.c')]);
+      // A run (of no records) on a socket the script then drops without closing it; the
+      // finalizer closes an unclosed one's descriptor once the handle is collected.
+      const script = `
+        const addon = { exports: {} };
+        process.dlopen(addon, ${JSON.stringify(addonPath)});
+        const { open, run } = addon.exports;
+        const collected = [];
+        const registry = new FinalizationRegistry((what) => collected.push(what));
+        const sockets = () => fs.readdirSync('/proc/self/fd').filter((fd) => { try { return fs.readlinkSync('/proc/self/fd/' + fd).startsWith('socket:'); } catch { return false; } }).length;
+        const before = sockets();
+        let handle = open(${JSON.stringify(`/run/netns/${ns.name}`)});
+        let outcome;
+        try { await run(handle, new Uint8Array(0), false); outcome = 'ran'; } catch (error) { outcome = error.code + ': ' + error.message; }
+        registry.register(handle, 'handle');
+        handle = undefined;
+        for (let tries = 0; tries < 20 && collected.length === 0; tries++) {
+          globalThis.gc();
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        console.log(JSON.stringify({ outcome, collected, socketsLeft: sockets() - before }));`;
+      const outcomes: Record<string, unknown> = {};
+      for (const call of ['none', 'promise', 'string', 'work', 'queue']) {
+        const { stdout } = await promisify(execFile)(process.execPath, ['--expose-gc', '--input-type=module', '-e', `import fs from 'node:fs';${script}`], { env: { ...process.env, RTNL_FAIL: call } });
+        outcomes[call] = JSON.parse(stdout);
+      }
+      const failed = (call: string) => ({ outcome: `EINTERNAL: rtnl: ${call} failed`, collected: ['handle'], socketsLeft: 0 });
+      expect(outcomes).toEqual({
+        none: { outcome: 'ran', collected: ['handle'], socketsLeft: 0 },
+        promise: failed('napi_create_promise'),
+        string: failed('napi_create_string_utf8'),
+        work: failed('napi_create_async_work'),
+        queue: failed('napi_queue_async_work'),
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('puts devices in a device group and deletes the group with one request: those devices go, with a veth\'s peer, and nothing else', async () => {
     await ns.ip(['link', 'add', 'tg1', 'type', 'bridge']);
     await ns.ip(['tuntap', 'add', 'dev', 'tg2', 'mode', 'tap']);
@@ -381,6 +473,24 @@ void *realloc(void *pointer, size_t size) {
     const outcomes = await socket.run(new ProgramWriter().deleteByIndex(index).deleteByIndex(index).finish(), true);
     expect(states(outcomes)).toEqual(['done', 'ENODEV']);
     expect((await ipLinks()).has('tb2')).toBe(false);
+  });
+
+  it('fails a request the kernel leaves unanswered after 5 s, and the one behind it unsent, each saying what happened (not "Connection timed out")', async () => {
+    await ns.ip(['link', 'add', 'tt1', 'type', 'bridge']);
+    const index = await indexOf('tt1');
+    const { bytes, records } = new ProgramWriter().setGroup(index, 9).setGroup(index, 8).finish();
+    // The first message's nlmsg_len past its datagram: the kernel passes it over, answering nothing.
+    const cut = Uint8Array.from(bytes);
+    const view = new DataView(cut.buffer);
+    view.setUint32(8, view.getUint32(8, true) + 4, true);
+    const outcomes = await socket.runMarked({ bytes: cut, records }, true);
+    expect(outcomes.map((outcome) => (outcome.state === 'failed' ? [outcome.code, outcome.text, outcome.marks.failure] : [outcome.state]))).toEqual([
+      ['ETIMEDOUT', 'no answer from the kernel within 5 s', 'timed-out'],
+      ['ETIMEDOUT', 'not sent: the kernel left an earlier request of its batch unanswered', 'not-sent'],
+    ]);
+    expect(JSON.parse((await ns.ip(['-j', 'link', 'show', 'dev', 'tt1'])).stdout)).toMatchObject([{ group: 'default' }]);
+    // The socket goes on: the next request is answered.
+    expect(states(await socket.run(new ProgramWriter().setGroup(index, 8).finish()))).toEqual(['done']);
   });
 
   it('says clearly when the namespace does not exist, and refuses use after close', async () => {
