@@ -204,10 +204,13 @@ describeNetns('rtnetlink sockets in a namespace', () => {
   it('takes a dump of the addresses again when the kernel marks it interrupted by a change (NLM_F_DUMP_INTR), up to 3 in a row, then uses the last', () => {
     const { once = {}, always = {} } = interrupted;
     const total = Number(interrupted['total']);
+    // Each case was taken until the kernel interrupted the dumps it is about (the fixture's marks).
     // One change, under the first dump: a second is taken, whole, with the address added.
+    expect(once['marks'], `attempts: ${String(once['attempts'])}`).toEqual([true, false]);
     expect(once).toMatchObject({ addressDumps: 2, newest: true, inconsistent: [], skipped: 0 });
     expect(Number(once['addresses'])).toBeGreaterThan(total);
     // A change under every dump: the third is used, and said to be inconsistent.
+    expect(always['marks'], `attempts: ${String(always['attempts'])}`).toEqual([true, true, true]);
     expect(always).toMatchObject({ addressDumps: 3, inconsistent: ['addresses'], skipped: 0 });
     expect(Number(always['addresses'])).toBeGreaterThan(total);
   });
