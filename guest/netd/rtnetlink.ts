@@ -556,6 +556,14 @@ function timedOutError(): NetdError {
   return new NetdError('netlink', `request timed out: no answer from the kernel within ${REQUEST_TIMEOUT_MS / 1000} s`);
 }
 
+/** What a request fails with that rtnl.c never sent: one before it in its batch timed out (the kernel may yet make that one). */
+function notSentError(): NetdError {
+  return new NetdError(
+    'netlink',
+    `request timed out: not sent, the kernel having left a request before it in its batch unanswered for ${REQUEST_TIMEOUT_MS / 1000} s`,
+  );
+}
+
 /**
  * What a request fails with that waited WAIT_BOUND_MS since it was asked: still queued (never
  * sent now), or in the batch that runs (whose requests before it took that long: it may yet be
@@ -590,7 +598,8 @@ export class KernelRefusal extends Error {
 function failureError(outcome: Extract<MarkedOutcome, { state: 'failed' }>): Error {
   const code = errnoName(outcome.errno);
   if (outcome.marks.failure === 'refused') return new KernelRefusal(code, outcome.text);
-  if (outcome.marks.failure === 'timed-out' || outcome.marks.failure === 'not-sent') return timedOutError();
+  if (outcome.marks.failure === 'timed-out') return timedOutError();
+  if (outcome.marks.failure === 'not-sent') return notSentError();
   return new NetdError('netlink', `rtnetlink request failed (${code}): ${outcome.text}`);
 }
 

@@ -137,33 +137,35 @@ describeNetns('applyDevicePlan in a namespace', () => {
   it("turns IPv6 off on the devices the plan saw by their index: ours renamed since gets it under its new name; another device given the old name keeps its IPv6", async () => {
     // A bridge with IPv6 on, and a port of it that makes addresses (IPv6 goes off on it), both
     // down (a device is renamed only while down); a port already silent.
-    await host.ip(['link', 'add', 'ab6', 'type', 'bridge']);
-    for (const tap of ['ac6', 'ap6']) await host.ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
-    await host.ip(['link', 'set', 'dev', 'ap6', 'addrgenmode', 'none']);
-    for (const tap of ['ac6', 'ap6']) await host.ip(['link', 'set', 'dev', tap, 'master', 'ab6']);
+    await host.ip(['link', 'add', 'ab5', 'type', 'bridge']);
+    for (const tap of ['ac5', 'ap5']) await host.ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    await host.ip(['link', 'set', 'dev', 'ap5', 'addrgenmode', 'none']);
+    for (const tap of ['ac5', 'ap5']) await host.ip(['link', 'set', 'dev', tap, 'master', 'ab5']);
     // The plan looks, then someone renames the bridge and the noisy port and makes devices of
     // their old names, then the plan runs.
     const script = `import { execFileSync } from 'node:child_process';
       import { observeDevices, applyDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
       import { planDevices, stepText } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
       const side = (device, mac) => ({ device, mac, attach: { kind: 'tap' } });
-      const connection = { bridge: 'ab6', mtu: 1400, client: side('ac6', '0a:b3:ec:00:00:06'), provider: side('ap6', '0a:b3:ec:80:00:06') };
-      const plan = planDevices([connection], await observeDevices([], ['ab6', 'ac6', 'ap6']));
+      const connection = { bridge: 'ab5', mtu: 1400, client: side('ac5', '0a:b3:ec:00:00:05'), provider: side('ap5', '0a:b3:ec:80:00:05') };
+      const plan = planDevices([connection], await observeDevices([], ['ab5', 'ac5', 'ap5']));
       console.log(JSON.stringify(plan.hostSteps.flat().filter((step) => step.op === 'disable-ipv6').map(stepText)));
       const ip = (...args) => execFileSync('ip', args);
-      ip('link', 'set', 'dev', 'ab6', 'name', 'mine-b6');
-      ip('link', 'set', 'dev', 'ac6', 'name', 'mine-c6');
-      ip('link', 'add', 'ab6', 'type', 'bridge');
-      ip('tuntap', 'add', 'dev', 'ac6', 'mode', 'tap');
+      ip('link', 'set', 'dev', 'ab5', 'name', 'mine-b5');
+      ip('link', 'set', 'dev', 'ac5', 'name', 'mine-c5');
+      ip('link', 'add', 'ab5', 'type', 'bridge');
+      ip('tuntap', 'add', 'dev', 'ac5', 'mode', 'tap');
       await applyDevicePlan(plan);`;
     const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
     expect([result.code, result.stderr]).toEqual([0, '']);
-    expect(JSON.parse(result.stdout)).toEqual(['sysctl -w net.ipv6.conf.ac6.disable_ipv6=1', 'sysctl -w net.ipv6.conf.ab6.disable_ipv6=1']);
+    expect(JSON.parse(result.stdout)).toEqual(['sysctl -w net.ipv6.conf.ac5.disable_ipv6=1', 'sysctl -w net.ipv6.conf.ab5.disable_ipv6=1']);
     const disabled = async (name: string) => (await host.exec(['cat', `/proc/sys/net/ipv6/conf/${name}/disable_ipv6`])).stdout.trim();
-    expect({ ours: [await disabled('mine-b6'), await disabled('mine-c6')], theirs: [await disabled('ab6'), await disabled('ac6')] }).toEqual({ ours: ['1', '1'], theirs: ['0', '0'] });
+    expect({ ours: [await disabled('mine-b5'), await disabled('mine-c5')], theirs: [await disabled('ab5'), await disabled('ac5')] }).toEqual({ ours: ['1', '1'], theirs: ['0', '0'] });
     const links = await devices(host);
-    expect(links.get('mine-b6')).toMatchObject({ mtu: 1400, flags: expect.arrayContaining(['UP']) });
-    expect(links.get('ab6')?.flags).not.toContain('UP');
+    expect(links.get('mine-b5')).toMatchObject({ mtu: 1400, flags: expect.arrayContaining(['UP']) });
+    expect(links.get('ab5')?.flags).not.toContain('UP');
+    // The names are this test's alone, and go with it: the namespace is the whole suite's.
+    for (const device of ['mine-b5', 'mine-c5', 'ab5', 'ac5', 'ap5']) await host.ip(['link', 'del', device]);
   });
 
   it("a join the kernel refuses with EINVAL while its master is there keeps the kernel's reason, also where the second look at the master fails", async () => {

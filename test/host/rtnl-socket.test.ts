@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceStep } from '../../host/device-plan.js';
@@ -409,7 +409,10 @@ static napi_status failing_queue_work(napi_env env, napi_async_work work) {
       );
       const addonPath = join(dir, 'rtnl.node');
       const native = join(import.meta.dirname, '../../shared/native');
-      await promisify(execFile)('cc', ['-shared', '-fPIC', '-O2', '-I/usr/include/node', `-I${native}`, '-include', join(dir, 'failing.h'), '-o', addonPath, join(native, 'rtnl.c')]);
+      // The running Node's own headers (<prefix>/include/node: /usr for a distribution's package,
+      // /usr/local or nvm's directory for one from nodejs.org).
+      const headers = join(dirname(process.execPath), '..', 'include', 'node');
+      await promisify(execFile)('cc', ['-shared', '-fPIC', '-O2', `-I${headers}`, `-I${native}`, '-include', join(dir, 'failing.h'), '-o', addonPath, join(native, 'rtnl.c')]);
       // A run (of no records) on a socket the script then drops without closing it; the
       // finalizer closes an unclosed one's descriptor once the handle is collected.
       const script = `

@@ -58,13 +58,15 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     const mangling = await (await harness.namespace('undec')).exec([process.execPath, undecodableFixture], { timeoutMs: 30_000 });
     undecodable = JSON.parse(mangling.stdout) as typeof undecodable;
     viaIpv6 = JSON.parse((await (await harness.namespace('via6')).exec([process.execPath, viaIpv6Fixture], { timeoutMs: 20_000 })).stdout) as typeof viaIpv6;
-    interrupted = JSON.parse((await (await harness.namespace('intr')).exec([process.execPath, interruptedFixture], { timeoutMs: 30_000 })).stdout) as typeof interrupted;
+    // Up to 6 takes of each of its two cases (all 12: 13 s here), taken again on a loaded machine,
+    // where each is slower.
+    interrupted = JSON.parse((await (await harness.namespace('intr')).exec([process.execPath, interruptedFixture], { timeoutMs: 90_000 })).stdout) as typeof interrupted;
     bridgePort = JSON.parse((await (await harness.namespace('brport')).exec([process.execPath, bridgePortFixture], { timeoutMs: 30_000 })).stdout) as typeof bridgePort;
     failedDump = JSON.parse((await (await harness.namespace('fdump')).exec([process.execPath, failedDumpFixture], { timeoutMs: 30_000 })).stdout) as typeof failedDump;
     refusedDump = JSON.parse((await (await harness.namespace('rdump')).exec([process.execPath, refusedDumpFixture], { timeoutMs: 30_000 })).stdout) as typeof refusedDump;
     const socketResult = await (await harness.namespace('rsock')).exec([process.execPath, requestSocketFixture], { timeoutMs: 30_000, allowFailure: true });
     requestSocket = { code: socketResult.code, stderr: socketResult.stderr, report: socketResult.code === 0 ? (JSON.parse(socketResult.stdout) as Record<string, unknown>) : null };
-  }, 150_000);
+  }, 210_000);
 
   afterAll(async () => {
     await harness?.cleanup();
@@ -136,7 +138,7 @@ describeNetns('rtnetlink sockets in a namespace', () => {
     const report = requestSocket.report ?? {};
     const timedOut = 'netlink: request timed out: no answer from the kernel within 5 s';
     expect(report['unanswered']).toBe(timedOut);
-    expect(report['behind']).toBe(timedOut);
+    expect(report['behind']).toBe('netlink: request timed out: not sent, the kernel having left a request before it in its batch unanswered for 5 s');
     expect(Number(report['unansweredMs'])).toBeGreaterThanOrEqual(4_900);
     // Neither group was set: the first was passed over, the second never sent.
     expect(report['groupAfterUnanswered']).toBe('default');
