@@ -224,11 +224,11 @@ describeNetns('applyDevicePlan in a namespace', () => {
     const look = `import { observeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
       import { planDevices } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
       const connection = {
-        bridge: 'ab5', mtu: 1500,
-        client: { device: 'ac5', mac: '0a:b3:ec:00:00:05', attach: { kind: 'veth', netns: ${JSON.stringify(vmx)} } },
-        provider: { device: 'ap5', mac: '0a:b3:ec:80:00:05', attach: { kind: 'tap' } },
+        bridge: 'ab4', mtu: 1500,
+        client: { device: 'ac4', mac: '0a:b3:ec:00:00:04', attach: { kind: 'veth', netns: ${JSON.stringify(vmx)} } },
+        provider: { device: 'ap4', mac: '0a:b3:ec:80:00:04', attach: { kind: 'tap' } },
       };
-      console.log(JSON.stringify(planDevices([connection], await observeDevices([${JSON.stringify(vmx)}], ['ab5', 'ac5', 'ap5']))));`;
+      console.log(JSON.stringify(planDevices([connection], await observeDevices([${JSON.stringify(vmx)}], ['ab4', 'ac4', 'ap4']))));`;
     const planned = await host.exec(['node', '--input-type=module', '-e', look], { enter: 'nsenter', allowFailure: true });
     expect([planned.code, planned.stderr]).toEqual([0, '']);
     const plan = JSON.parse(planned.stdout) as { createNamespaces: string[] };
@@ -236,7 +236,7 @@ describeNetns('applyDevicePlan in a namespace', () => {
     // Then someone else makes that namespace (a VM starting), and a bridge of the plan's name, so
     // that the plan, once its ip netns add is refused, fails at its bridge; and its undo runs.
     const other = await harness.namespace('vmx');
-    await host.ip(['link', 'add', 'ab5', 'type', 'bridge']);
+    await host.ip(['link', 'add', 'ab4', 'type', 'bridge']);
     const run = `import { applyDevicePlan, undoDevicePlan, newPlanMade } from ${JSON.stringify(pathToFileURL(MODULE).href)};
       const plan = ${JSON.stringify(plan)};
       const made = newPlanMade();
@@ -244,10 +244,10 @@ describeNetns('applyDevicePlan in a namespace', () => {
       console.log(JSON.stringify({ failure, undone: await undoDevicePlan(plan, made) }));`;
     const result = await host.exec(['node', '--input-type=module', '-e', run], { enter: 'nsenter', allowFailure: true });
     expect([result.code, result.stderr]).toEqual([0, '']);
-    expect(JSON.parse(result.stdout)).toEqual({ failure: 'ip link add ab5 type bridge failed: File exists', undone: { kept: ['ab5'], namespaces: [] } });
+    expect(JSON.parse(result.stdout)).toEqual({ failure: 'ip link add ab4 type bridge failed: File exists', undone: { kept: ['ab4'], namespaces: [] } });
     // Its namespace is there still, and is the one it made (its loopback as it left it: up).
     expect(existsSync(`/run/netns/${vmx}`)).toBe(true);
     expect((await devices(other)).get('lo')?.flags).toContain('UP');
-    await host.ip(['link', 'del', 'ab5']);
+    await host.ip(['link', 'del', 'ab4']);
   });
 });
