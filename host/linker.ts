@@ -783,10 +783,11 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
  * The links up before a `link` run, whose modes it keeps where --attach says nothing of a VM
  * (kept-attach.ts): those recorded while devices of their names exist, as unlink and list take
  * them, each side in its recorded mode, or (a record written before the state kept modes) as its
- * device shows it. A record whose devices are all gone is not up: after a reboot (the state
- * outlives the devices) its VMM may not run yet, and a link made anew the recorded way would
- * hot-plug into nothing. Devices are looked at (one listing) only for links --attach does not
- * settle whole.
+ * device shows it. Of a record whose devices are all gone (after a reboot: the state outlives the
+ * devices) only the sides that need no VMM keep their mode (`netns`: the plan makes a missing
+ * namespace; `none`): a `qemu` or `cloud-hypervisor` VMM may not run yet, and a NIC hot-plugged
+ * into nothing would fail the run. Devices are looked at (one listing) only for links --attach
+ * does not settle whole.
  */
 async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<StandingLink[]> {
   const namesOf = (link: Link): ReturnType<typeof linkDeviceNames> => linkDeviceNames(options.devicePrefix, link.id);
@@ -797,7 +798,11 @@ async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'dev
   const host = unsettled.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unsettled.flatMap((link) => Object.values(namesOf(link))))).host;
   return unsettled.flatMap((link): StandingLink[] => {
     const names = namesOf(link);
-    if (!Object.values(names).some((device) => host.has(device))) return [];
+    if (!Object.values(names).some((device) => host.has(device))) {
+      if (link.attached === undefined) return [];
+      const withoutVmm = (mode: AttachMode): AttachMode | undefined => (mode === 'netns' || mode === 'none' ? mode : undefined);
+      return [{ pair: link, modes: { client: withoutVmm(link.attached.client), provider: withoutVmm(link.attached.provider) } }];
+    }
     if (link.attached !== undefined) return [{ pair: link, modes: link.attached }];
     return [{ pair: link, modes: { client: shownAttachMode(host.get(names.client)?.kind), provider: shownAttachMode(host.get(names.provider)?.kind) } }];
   });

@@ -1331,19 +1331,24 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     await world().link(['unlink', 'appvm-catgirl']);
   });
 
-  it('a link recorded whose devices are all gone (a reboot: the state outlives them) is not up: linked again without --attach it gets none, not its recorded mode', async () => {
+  it('a link recorded whose devices are all gone (a reboot: the state outlives them), linked again without --attach: a netns side keeps netns, a qemu side gets none (its VMM may not run yet)', async () => {
     const [made] = (await linkOf(['link', 'appvm-lynx', '--attach', 'netns'])).links;
     expect([made?.clientAttach, made?.providerAttach]).toEqual(['netns', 'netns']);
-    // As after a reboot: none of its devices left (a veth's far end goes with it).
+    // As after a reboot: none of its devices left (a veth's far end goes with it); and, as if it
+    // had been linked to a QEMU, its client side recorded qemu.
     for (const device of [made!.clientDevice, made!.providerDevice, made!.bridge]) await world().host.ip(['link', 'del', device]);
-    expect(await recorded(made!.id)).toEqual({ client: 'netns', provider: 'netns' });
+    const file = join(world().stateDir, 'links.json');
+    const state = JSON.parse(await readFile(file, 'utf8')) as { links: { id: number; attached?: { client: string; provider: string } }[] };
+    for (const entry of state.links) if (entry.id === made!.id) entry.attached = { client: 'qemu', provider: 'netns' };
+    await writeFile(file, JSON.stringify(state));
     const { links, stderr } = await linkOf(['link', 'appvm-lynx']);
     expect(stderr).toBe('');
     const [again] = links;
-    expect([again?.id, again?.clientAttach, again?.providerAttach]).toEqual([made!.id, 'none', 'none']);
+    expect([again?.id, again?.clientAttach, again?.providerAttach]).toEqual([made!.id, 'none', 'netns']);
     const host = await devices(world().host);
-    expect([host.get(made!.clientDevice)?.linkinfo?.info_kind, host.get(made!.providerDevice)?.linkinfo?.info_kind]).toEqual(['tun', 'tun']);
-    expect(await recorded(made!.id)).toEqual({ client: 'none', provider: 'none' });
+    expect(host.get(made!.clientDevice)?.linkinfo?.info_kind).toBe('tun');
+    expect((await devices(world().vmNetns('netvm'))).get(made!.providerDevice)?.linkinfo?.info_kind).toBe('veth');
+    expect(await recorded(made!.id)).toEqual({ client: 'none', provider: 'netns' });
     await world().link(['unlink', 'appvm-lynx']);
   });
 
