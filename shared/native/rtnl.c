@@ -52,7 +52,7 @@
 // (ETIMEDOUT), and the records after it fail unsent: the kernel is not answering, and what a caller
 // gave up on is better not sent late. A receive error under a dump (the kernel could not make its
 // next part: ENOBUFS, ENOMEM) lets the dump go on: the kernel makes the next part only after a read
-// that gets a datagram, so a no-op with an ack is sent to bring one (up to DUMP_NUDGES times); the
+// that gets a datagram, so a no-op with an ack is sent to bring one (up to DUMP_NUDGES times in a row); the
 // dump is read to its NLMSG_DONE and fails with that errno (MARK_RECEIVE_FAILED). Before each request
 // is sent, whatever the socket holds is read off (no answer to it can be there yet), so its answer
 // finds the buffer empty; elsewhere ENOBUFS says an answer was dropped all the same, the buffer
@@ -90,7 +90,7 @@
 #define TEXT_BYTES 256
 // How long a request waits for the next datagram of its answer.
 #define ANSWER_TIMEOUT_SECONDS 5
-// How many times a dump whose part the kernel could not make is nudged on (see nudge) before it fails.
+// How many times in a row a dump whose part the kernel could not make is nudged on (see nudge) before it fails.
 #define DUMP_NUDGES 16
 
 // marks[i], a record's answer: bits.
@@ -436,14 +436,24 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
         *mark |= MARK_TIMED_OUT;
         snprintf(detail, TEXT_BYTES / 2, "no answer from the kernel within %d s", ANSWER_TIMEOUT_SECONDS);
         return ETIMEDOUT;
-      } else if (dump && (error == ENOBUFS || error == ENOMEM) && nudges < DUMP_NUDGES) {
+      } else if (dump && (error == ENOBUFS || error == ENOMEM)) {
         // The kernel could not make the dump's next part. It makes the next one only after a read
         // that gets a datagram (netlink_recvmsg), and none is coming: a no-op with an ack asked
         // for (its own seq, passed over below) brings one, and the dump goes on.
         receive_error = error;
-        nudges++;
-        if (nudge(socket) != 0) return error;
-        continue;
+        int unsent = nudges < DUMP_NUDGES ? nudge(socket) : 0;
+        if (nudges < DUMP_NUDGES && unsent == 0) {
+          nudges++;
+          continue;
+        }
+        // Given up on: failed as a dump the socket could not receive whole (taken again by netd).
+        *mark |= MARK_RECEIVE_FAILED;
+        if (unsent != 0) {
+          snprintf(detail, TEXT_BYTES / 2, "the kernel could not make a part of the dump, and the no-op that would bring it on could not be sent (%s)", strerror(unsent));
+        } else {
+          snprintf(detail, TEXT_BYTES / 2, "the kernel could not make a part of the dump %d times in a row", DUMP_NUDGES);
+        }
+        return error;
       } else if (error == ENOBUFS) {
         snprintf(detail, TEXT_BYTES / 2, "the kernel dropped an answer, the socket's receive buffer full; the change may have been made");
       }
@@ -451,7 +461,8 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
     }
     int left = (int)received;  // signed: an unpadded last message takes it below 0, which NLMSG_OK ends on
     for (struct nlmsghdr *reply = (struct nlmsghdr *)receive->bytes; NLMSG_OK(reply, left); reply = NLMSG_NEXT(reply, left)) {
-      if (reply->nlmsg_seq != seq) continue;  // a late answer to an earlier request
+      if (reply->nlmsg_seq != seq) continue;  // a late answer to an earlier request, a nudge's ack
+      nudges = 0;  // a part of the dump came: its failures are counted in a row
       if (reply->nlmsg_flags & NLM_F_DUMP_INTR) *mark |= MARK_INTERRUPTED;
       if (reply->nlmsg_type == NLMSG_ERROR) {
         const struct nlmsgerr *error = NLMSG_DATA(reply);
