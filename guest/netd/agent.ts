@@ -8,7 +8,7 @@ import { FirewallError } from '../firewall/firewall-error.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
 import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
-import { NetdError } from './netd-error.js';
+import { KernelRefusal, NetdError } from './netd-error.js';
 import type { DumpTable, FailedDump, NetdKernel, NotificationLoss, SkippedEntry } from './rtnetlink.js';
 import {
   type LinkReport,
@@ -819,7 +819,7 @@ export class NetdAgent {
       }
       failures += 1;
       const reason = result.reason instanceof Error ? result.reason.message : String(result.reason);
-      if (ifindex !== null && this.#view.lastKnown?.has(ifindex) === true && NO_DEVICE.test(reason)) gone.add(ifindex);
+      if (ifindex !== null && this.#view.lastKnown?.has(ifindex) === true && refusedForNoDevice(result.reason)) gone.add(ifindex);
       const text = `${describeOperation(operation, nameOf)}: ${reason}`;
       if (ifindex !== null) {
         touched.add(ifindex);
@@ -1068,11 +1068,13 @@ function keepUnlisted(fresh: KernelView, previous: KernelView, since: readonly K
 }
 
 /**
- * How the kernel refuses a request for a device it does not have: the whole text, as the netlink
- * package gives it. Not a word in any text: another failure's may name the link, whose name may be
- * ENODEV (a sysctl's path).
+ * Whether the kernel refused a request for a device it does not have (ENODEV in its NLMSG_ERROR).
+ * By the refusal's code, never by a word in a text: another failure's may name the link, whose
+ * name may be ENODEV (a sysctl's path).
  */
-const NO_DEVICE = /^Request rejected: ENODEV$/;
+function refusedForNoDevice(reason: unknown): boolean {
+  return reason instanceof KernelRefusal && reason.code === 'ENODEV';
+}
 
 /** What the start's sweep is reckoned from (startPurgeDebt). */
 const SWEEP_READS: readonly DumpTable[] = ['links', 'addresses', 'routes'];

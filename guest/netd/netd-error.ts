@@ -26,3 +26,17 @@ export class NetdError extends Error {
     super(message);
   }
 }
+
+/**
+ * What a request the kernel refused (its NLMSG_ERROR) fails with: its errno name as `code`, the
+ * message "Request rejected: ENODEV"; what the kernel said besides (its extended ack) is `detail`.
+ */
+export class KernelRefusal extends Error {
+  override readonly name = 'KernelRefusal';
+  constructor(
+    readonly code: string,
+    readonly detail: string,
+  ) {
+    super(`Request rejected: ${code}`);
+  }
+}

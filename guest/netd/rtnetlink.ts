@@ -23,7 +23,7 @@ import {
   rt,
 } from 'netlink';
 import { CLIENT_MARK, type DumpTable, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView } from './kernel-view.js';
-import { NetdError } from './netd-error.js';
+import { KernelRefusal, NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
 import { type MarkedOutcome, RtnlError, RtnlSocket, requestProgram } from '../../shared/rtnl-socket.js';
 import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl-events.js';
@@ -400,9 +400,9 @@ function errnoOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** The errno name in a refusal from the netlink package ("Request rejected: ESRCH"). */
+/** The errno name of a refusal by the kernel (its NLMSG_ERROR), else undefined. */
 function rejectionCode(error: unknown): string | undefined {
-  return /^Request rejected: (E[A-Z0-9]+)$/.exec(error instanceof Error ? error.message : '')?.[1];
+  return error instanceof KernelRefusal ? error.code : undefined;
 }
 
 // A deletion that finds nothing has reached what the plan wants: the kernel removes a link's
@@ -577,21 +577,6 @@ function waitedTooLongError(queued: boolean): NetdError {
       ? `request timed out: not sent within ${seconds} s of asking (the kernel took that long over the requests before it); it will not be sent`
       : `request timed out: no answer within ${seconds} s of asking (its batch still runs: it may yet be made)`,
   );
-}
-
-/**
- * What a request the kernel refused (its NLMSG_ERROR) fails with: "Request rejected: ENODEV", the
- * whole text, as the agent matches it (see agent.ts, NO_DEVICE); what the kernel said besides
- * (its extended ack) is `detail`.
- */
-export class KernelRefusal extends Error {
-  override readonly name = 'KernelRefusal';
-  constructor(
-    readonly code: string,
-    readonly detail: string,
-  ) {
-    super(`Request rejected: ${code}`);
-  }
 }
 
 /** How a failed request's outcome reads as an error. */

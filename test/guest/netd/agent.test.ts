@@ -7,7 +7,7 @@ import type { ConntrackFilter, ConntrackPort, ConntrackPurgeResult } from '../..
 import type { FirewallModel, FirewallPort, FirewallReading, FlowLimits } from '../../../guest/firewall-port.js';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
-import { NetdError } from '../../../guest/netd/netd-error.js';
+import { KernelRefusal, NetdError } from '../../../guest/netd/netd-error.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { CLIENT_MARK, type KernelEvent, type KernelView } from '../../../guest/netd/kernel-view.js';
 import { type Operation, SYSCTL_ABSENT, arpFilterOf, disableIpv6Of, expectedEvent, operationIfindex } from '../../../guest/netd/plan.js';
@@ -19,7 +19,7 @@ class ScriptedKernel implements NetdKernel {
   listener: KernelListener | undefined;
   refuse: (operation: Operation) => boolean = () => false;
   /** What a refused operation fails with. */
-  refusal: Error = new Error('Request rejected: EPERM');
+  refusal: Error = new KernelRefusal('EPERM', '');
 
   /** `state`: what a dump reads. */
   constructor(public state: KernelEvent[]) {}
@@ -1007,7 +1007,7 @@ describe('NetdAgent', () => {
       );
       kernel.failed = [{ table: 'links', error: 'EMSGSIZE' }];
       kernel.refuse = (operation) => operationIfindex(operation) === VM2.ifindex;
-      kernel.refusal = new Error('Request rejected: ENODEV');
+      kernel.refusal = new KernelRefusal('ENODEV', '');
       const applied = kernel.applied.length;
       kernel.listener?.lost({ kind: 'overflow' });
       await vi.advanceTimersByTimeAsync(5_000);
