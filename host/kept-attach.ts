@@ -10,19 +10,38 @@ import { ATTACH_MODES, type AttachChoice, type AttachMode, chosenAttachMode } fr
 import type { LinkAttachment, LinkPair } from './link-state.js';
 import type { VmName } from './vm-name.js';
 
-/** Each side's mode as far as a run can tell; undefined: unknown. */
+/**
+ * A side's mode as far as a run can tell; undefined: unknown (none); 'not-up': the side is taken
+ * as not up, and gets the VM's mode as a new link's side does (goneLink).
+ */
+export type KnownMode = AttachMode | 'not-up' | undefined;
+
+/** Each side's mode as far as a run can tell. */
 export interface KnownAttachment {
-  readonly client: AttachMode | undefined;
-  readonly provider: AttachMode | undefined;
+  readonly client: KnownMode;
+  readonly provider: KnownMode;
 }
 
 /**
  * A link that is up: its attach modes recorded; or, its record written before the state kept
- * them while devices of its names exist, each side's mode as its device shows it (shownAttachMode).
+ * them while devices of its names exist, each side's mode as its device shows it (shownAttachMode);
+ * or a record whose devices are all gone (goneLink).
  */
 export interface StandingLink {
   readonly pair: LinkPair;
   readonly modes: KnownAttachment;
+}
+
+/**
+ * A recorded link whose devices are all gone (after a reboot: the state outlives them): a netns or
+ * none side needs no VMM and keeps its mode (a missing namespace is made); a qemu or
+ * cloud-hypervisor side is not up: it gets the VM's mode, the one its up links agree on, so none
+ * after a reboot (its VMM may not run yet, and a NIC hot-plugged into nothing would fail the run),
+ * but the VM's mode where its VMM evidently runs (its other links up as qemu).
+ */
+export function goneLink(pair: LinkPair, attached: LinkAttachment): StandingLink {
+  const withoutVmm = (mode: AttachMode): KnownMode => (mode === 'netns' || mode === 'none' ? mode : 'not-up');
+  return { pair, modes: { client: withoutVmm(attached.client), provider: withoutVmm(attached.provider) } };
 }
 
 /** The mode a side's host device shows: netns for a veth (no other mode makes one); a tap is none, qemu or cloud-hypervisor alike. */
@@ -65,8 +84,8 @@ const pairKey = (pair: LinkPair): string => `${pair.client}\n${pair.provider}`;
 export function keptAttach(choice: AttachChoice, standing: readonly StandingLink[]): KeptAttach {
   const links = new Map<string, KnownAttachment>();
   const known = new Map<VmName, Set<AttachMode>>();
-  const add = (vm: VmName, mode: AttachMode | undefined): void => {
-    if (mode === undefined) return;
+  const add = (vm: VmName, mode: KnownMode): void => {
+    if (mode === undefined || mode === 'not-up') return;
     const modes = known.get(vm) ?? new Set<AttachMode>();
     if (modes.size === 0) known.set(vm, modes);
     modes.add(mode);
@@ -96,6 +115,7 @@ export function sideMode(kept: KeptAttach, pair: LinkPair, side: 'client' | 'pro
   const standing = kept.links.get(pairKey(pair));
   if (standing === undefined) return vmSideMode(kept, vm);
   const own = standing[side];
+  if (own === 'not-up') return vmSideMode(kept, vm);
   return own === undefined ? { mode: 'none', from: 'unshown' } : { mode: own, from: 'link' };
 }
 

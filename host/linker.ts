@@ -9,7 +9,7 @@ import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, partitionValidVms, re
 import { type ConfigDirSource, readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
-import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
+import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, deleteNamespaces, newPlanMade, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
 import {
   type Link,
@@ -785,9 +785,8 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
  * them, each side in its recorded mode, or (a record written before the state kept modes) as its
  * device shows it. Of a record whose devices are all gone (after a reboot: the state outlives the
  * devices) only the sides that need no VMM keep their mode (`netns`: the plan makes a missing
- * namespace; `none`): a `qemu` or `cloud-hypervisor` VMM may not run yet, and a NIC hot-plugged
- * into nothing would fail the run. Devices are looked at (one listing) only for links --attach
- * does not settle whole.
+ * namespace; `none`); a `qemu` or `cloud-hypervisor` side is not up and gets the VM's mode
+ * (goneLink). Devices are looked at (one listing) only for links --attach does not settle whole.
  */
 async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<StandingLink[]> {
   const namesOf = (link: Link): ReturnType<typeof linkDeviceNames> => linkDeviceNames(options.devicePrefix, link.id);
@@ -798,11 +797,7 @@ async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'dev
   const host = unsettled.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unsettled.flatMap((link) => Object.values(namesOf(link))))).host;
   return unsettled.flatMap((link): StandingLink[] => {
     const names = namesOf(link);
-    if (!Object.values(names).some((device) => host.has(device))) {
-      if (link.attached === undefined) return [];
-      const withoutVmm = (mode: AttachMode): AttachMode | undefined => (mode === 'netns' || mode === 'none' ? mode : undefined);
-      return [{ pair: link, modes: { client: withoutVmm(link.attached.client), provider: withoutVmm(link.attached.provider) } }];
-    }
+    if (!Object.values(names).some((device) => host.has(device))) return link.attached === undefined ? [] : [goneLink(link, link.attached)];
     if (link.attached !== undefined) return [{ pair: link, modes: link.attached }];
     return [{ pair: link, modes: { client: shownAttachMode(host.get(names.client)?.kind), provider: shownAttachMode(host.get(names.provider)?.kind) } }];
   });

@@ -449,7 +449,8 @@ static int exchange(rtnl_job *job, uint32_t index, uint8_t *message, size_t leng
         // Given up on: failed as a dump the socket could not receive whole (taken again by netd).
         *mark |= MARK_RECEIVE_FAILED;
         if (unsent != 0) {
-          snprintf(detail, TEXT_BYTES / 2, "the kernel could not make a part of the dump, and the no-op that would bring it on could not be sent (%s)", strerror(unsent));
+          // At most 127 bytes: "No buffer space available" fits, with its closing parenthesis.
+          snprintf(detail, TEXT_BYTES / 2, "the kernel could not make a part of the dump, and the no-op to bring it on could not be sent (%s)", strerror(unsent));
         } else {
           snprintf(detail, TEXT_BYTES / 2, "the kernel could not make a part of the dump %d times in a row", DUMP_NUDGES);
         }

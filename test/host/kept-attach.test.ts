@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTACH_MODES, type AttachMode, parseAttachChoice } from '../../host/attach-mode.js';
-import { type StandingLink, ambiguousAttach, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from '../../host/kept-attach.js';
+import { type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from '../../host/kept-attach.js';
 import type { LinkPair } from '../../host/link-state.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
 
@@ -32,8 +32,8 @@ const attachValues = fc.tuple(fc.option(mode, { nil: undefined }), fc.dictionary
 function knownModes(links: readonly StandingLink[], of: VmName): Set<AttachMode> {
   const modes = new Set<AttachMode>();
   for (const { pair, modes: sides } of links) {
-    if (pair.client === of && sides.client !== undefined) modes.add(sides.client);
-    if (pair.provider === of && sides.provider !== undefined) modes.add(sides.provider);
+    if (pair.client === of && sides.client !== undefined && sides.client !== 'not-up') modes.add(sides.client);
+    if (pair.provider === of && sides.provider !== undefined && sides.provider !== 'not-up') modes.add(sides.provider);
   }
   return modes;
 }
@@ -110,6 +110,29 @@ describe('kept attach modes', () => {
     expect(ambiguousAttach(kept, run)).toEqual([{ vm: 'netvm', modes: ['none', 'netns'], links: [pairOf('wanvm', 'netvm')] }]);
     // Named, it is no longer ambiguous.
     expect(ambiguousAttach(keptAttach(parseAttachChoice(['netvm=netns']), links), run)).toEqual([]);
+  });
+
+  it("a recorded link whose devices are all gone: a netns or none side keeps its mode, a qemu or cloud-hypervisor side gets the VM's (none after a reboot, the VM's mode where its VMM runs its other links)", () => {
+    const gone = goneLink(pairOf('appvm-a', 'netvm'), { client: 'qemu', provider: 'netns' });
+    // After a reboot, nothing of appvm-a up: its side none (its VMM may not run yet), netvm's netns.
+    const rebooted = keptAttach(parseAttachChoice([]), [gone]);
+    expect(sideMode(rebooted, gone.pair, 'client')).toEqual({ mode: 'none', from: 'unrecorded' });
+    expect(sideMode(rebooted, gone.pair, 'provider')).toEqual({ mode: 'netns', from: 'link' });
+    // A kept netns side counts for its VM: a new client of netvm gets netns there.
+    expect(newLinkMode(rebooted, vmName('netvm'))).toEqual({ mode: 'netns', from: 'vm' });
+    // appvm-a's other link up as qemu (its QEMU runs): the gone link's side is qemu again.
+    const running = keptAttach(parseAttachChoice([]), [gone, { pair: pairOf('appvm-a', 'wanvm'), modes: { client: 'qemu', provider: 'none' } }]);
+    expect(sideMode(running, gone.pair, 'client')).toEqual({ mode: 'qemu', from: 'vm' });
+    // Its up links disagreeing, the gone side gets none said as ambiguous, as a new link's would.
+    const disagree = keptAttach(parseAttachChoice([]), [
+      goneLink(pairOf('appvm-a', 'netvm'), { client: 'cloud-hypervisor', provider: 'none' }),
+      { pair: pairOf('appvm-a', 'wanvm'), modes: { client: 'qemu', provider: 'none' } },
+      { pair: pairOf('appvm-a', 'appvm-b'), modes: { client: 'netns', provider: 'netns' } },
+    ]);
+    expect(ambiguousAttach(disagree, [pairOf('appvm-a', 'netvm')])).toEqual([{ vm: 'appvm-a', modes: ['qemu', 'netns'], links: [pairOf('appvm-a', 'netvm')] }]);
+    // A none side keeps none, whatever the VM's other links.
+    const keptNone = keptAttach(parseAttachChoice([]), [goneLink(pairOf('appvm-a', 'netvm'), { client: 'none', provider: 'none' }), { pair: pairOf('appvm-a', 'wanvm'), modes: { client: 'qemu', provider: 'none' } }]);
+    expect(sideMode(keptNone, pairOf('appvm-a', 'netvm'), 'client')).toEqual({ mode: 'none', from: 'link' });
   });
 
   it('reads a veth as netns and a tap (none, qemu or cloud-hypervisor alike) or no device as unknown', () => {

@@ -376,6 +376,72 @@ void *realloc(void *pointer, size_t size) {
     }
   });
 
+  it('gives up on a dump the kernel cannot make a part of (a receive error, ENOBUFS), saying whole why: the no-op that would bring it on not sent, or 16 nudges in a row in vain', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sn-rtnl-nudge-'));
+    try {
+      // A preload: once a dump is sent on a netlink socket, each read that waits for a datagram
+      // fails as the kernel failing to make the dump's part would (ENOBUFS); NUDGE=unsent also
+      // makes the no-op (NLMSG_NOOP) fail to be sent (ENOBUFS), NUDGE=sent lets it go out.
+      const shim = join(dir, 'dump-enobufs.so');
+      writeFileSync(
+        join(dir, 'shim.c'),
+        `#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <linux/netlink.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+static int armed;
+ssize_t sendto(int fd, const void *buffer, size_t length, int flags, const struct sockaddr *to, socklen_t to_length) {
+  static ssize_t (*real)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+  if (real == NULL) real = (ssize_t (*)(int, const void *, size_t, int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "sendto");
+  if (to != NULL && to->sa_family == AF_NETLINK && length >= sizeof(struct nlmsghdr)) {
+    const struct nlmsghdr *header = buffer;
+    if ((header->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP) armed = 1;
+    const char *nudge = getenv("NUDGE");
+    if (header->nlmsg_type == NLMSG_NOOP && nudge != NULL && strcmp(nudge, "unsent") == 0) {
+      errno = ENOBUFS;
+      return -1;
+    }
+  }
+  return real(fd, buffer, length, flags, to, to_length);
+}
+ssize_t recvfrom(int fd, void *buffer, size_t length, int flags, struct sockaddr *from, socklen_t *from_length) {
+  static ssize_t (*real)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+  if (real == NULL) real = (ssize_t (*)(int, void *, size_t, int, struct sockaddr *, socklen_t *))dlsym(RTLD_NEXT, "recvfrom");
+  if (armed && (flags & MSG_PEEK) && !(flags & MSG_DONTWAIT)) {
+    errno = ENOBUFS;
+    return -1;
+  }
+  return real(fd, buffer, length, flags, from, from_length);
+}
+`,
+      );
+      await promisify(execFile)('cc', ['-shared', '-fPIC', '-O2', '-o', shim, join(dir, 'shim.c'), '-ldl']);
+      const socketModule = compiledFixture('shared/rtnl-socket', ['host/link-message']);
+      // A dump of the links (RTM_GETLINK, NLM_F_DUMP): its header and an empty ifinfomsg.
+      const script = `
+        import { RtnlSocket, requestProgram } from ${JSON.stringify(socketModule)};
+        const message = new Uint8Array(32);
+        const view = new DataView(message.buffer);
+        view.setUint32(0, 32, true);
+        view.setUint16(4, 18, true);
+        view.setUint16(6, 0x301, true);
+        const socket = RtnlSocket.open(${JSON.stringify(`/run/netns/${ns.name}`)});
+        const [outcome] = await socket.runMarked(requestProgram([message]));
+        socket.close();
+        console.log(JSON.stringify([outcome.state === 'failed' ? outcome.code : outcome.state, outcome.state === 'failed' ? outcome.text : '', outcome.marks.failure]));`;
+      const dump = async (nudge: string): Promise<unknown> =>
+        JSON.parse((await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, LD_PRELOAD: shim, NUDGE: nudge } })).stdout);
+      const said = 'No buffer space available: the kernel could not make a part of the dump';
+      expect(await dump('unsent')).toEqual(['ENOBUFS', `${said}, and the no-op to bring it on could not be sent (No buffer space available)`, 'receive']);
+      expect(await dump('sent')).toEqual(['ENOBUFS', `${said} 16 times in a row`, 'receive']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("lets go of the socket's handle where a run cannot be queued (the N-API calls after the handle is held fail): the handle is collected and its descriptor closed", async () => {
     // A build of the addon in which one of those calls fails, as RTNL_FAIL says: each wrapped by
     // a macro of a header included first (node_api.h is guarded, so only the addon's calls are).
