@@ -10,7 +10,7 @@ import type { ConntrackPort } from '../conntrack-port.js';
 import { KernelConntrack } from '../conntrack/conntrack-purge.js';
 import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption } from '../conntrack/conntrack-reaper.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
-import { UpstreamSyntaxError, parseUpstream } from '../dns/upstream.js';
+import { UnusableUpstreamError, UpstreamSyntaxError, parseConfiguredUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
 import { ARP_TABLE, TABLE } from '../firewall/ruleset.js';
@@ -41,14 +41,17 @@ function collectInterface(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** --dns-upstream: checked when given, so that a typo is a usage error, not a failed start. */
+/**
+ * --dns-upstream: checked when given, so that a typo, or an address at which no resolver can be
+ * (0.0.0.0, a broadcast or multicast address), is a usage error, not a failed start.
+ */
 function collectUpstream(value: string, previous: string[]): string[] {
   try {
-    parseUpstream(value);
+    parseConfiguredUpstream(value);
   } catch (error) {
     // Said as every other bad value is: the option, the value (as the parser shows it: a long one
     // cut short), why.
-    if (error instanceof UpstreamSyntaxError) throw new CliError(`--dns-upstream ${error.shown} is not valid: ${error.reason}`, EXIT.usage);
+    if (error instanceof UpstreamSyntaxError || error instanceof UnusableUpstreamError) throw new CliError(`--dns-upstream ${error.shown} is not valid: ${error.reason}`, EXIT.usage);
     throw error;
   }
   return [...previous, value];

@@ -107,6 +107,9 @@ describe('spectrum-netd: a bad option value is said as every other one is', () =
     ['client', ['--ignore', ''], clientCommand, `--ignore "" is not valid: give an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks`],
     ['run', ['--dns-upstream', '1.2.3'], runCommand, '--dns-upstream "1.2.3" is not valid: expected an IP address, optionally with :port (IPv6 as [addr]:port)'],
     ['run', ['--dns-upstream', '192.0.2.1:99999'], runCommand, '--dns-upstream "192.0.2.1:99999" is not valid: port must be 1..65535'],
+    // Well-formed, but no resolver can be there: they were taken, and the forwarder sent to them.
+    ['run', ['--dns-upstream', '0.0.0.0'], runCommand, `--dns-upstream "0.0.0.0" is not valid: the unspecified address names no server: give the resolver's own address (127.0.0.1 or ::1 for one on this VM)`],
+    ['run', ['--dns-upstream', '[ff02::fb]:5353'], runCommand, `--dns-upstream "[ff02::fb]:5353" is not valid: a multicast address (ff00::/8) names no one server: give the resolver's own address`],
     // Shown as the parser shows it (cut at 80 characters), once: not again inside the reason.
     ['run', ['--dns-upstream', `192.0.2.1:${'9'.repeat(100)}`], runCommand, `--dns-upstream "192.0.2.1:${'9'.repeat(70)}…" is not valid: expected an IP address, optionally with :port`],
     ['run', ['--control-socket', ''], runCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],
