@@ -533,7 +533,10 @@ export function formatStatus(status: StatusReply): string {
   // one (isolation, NAT, anti-spoofing, the limits), then the ARP guard where it is not in force.
   const updateFailed = status.firewallError !== null && status.firewallError !== undefined;
   const arpGuard = arpGuardText(status.arpGuard, updateFailed);
-  if (updateFailed) {
+  if (status.firewallEnabled === false) {
+    // Zero counters here read as "in force, nothing dropped".
+    text += 'firewall: off (run with --no-firewall): no isolation, NAT, anti-spoofing, ARP guard or flow limits, so no drop counters\n';
+  } else if (updateFailed) {
     text += `firewall: ${limits === null || limits === undefined ? 'not in force: ' : ''}the last update failed (retrying): ${status.firewallError}\n`;
   } else if (status.firewall === null && (limits === null || limits === undefined)) {
     // No update failed, yet no table of ours can be read: deleted or replaced since the last update.

@@ -466,6 +466,16 @@ describe('spectrum-netd status, as text', () => {
     );
   });
 
+  it('says the firewall is off when the agent runs with --no-firewall, with no drop counters (zeros read as "nothing dropped")', () => {
+    const text = formatStatus({ ...quietStatus, firewallEnabled: false, firewall: null, arpGuard: null });
+    expect(text).toContain('\nfirewall: off (run with --no-firewall): no isolation, NAT, anti-spoofing, ARP guard or flow limits, so no drop counters\n');
+    expect(text).not.toMatch(/Drops|not in force|cannot be read/);
+    // With one, as before; and an agent from before firewallEnabled was sent.
+    expect(formatStatus({ ...quietStatus, firewallEnabled: true })).not.toContain('firewall:');
+    expect(formatStatus({ ...quietStatus, firewallEnabled: true })).toContain('\nantispoofDrops: 0\n');
+    expect(formatStatus(quietStatus)).toContain('\nantispoofDrops: 0\n');
+  });
+
   it('tells the ARP guard apart from the rest of the firewall: unavailable on a kernel without the arp family, or its table missing, while the inet table stands', () => {
     const limits = { clientFlowLimit: 128, clientNewFlowRate: 10 };
     const withoutGuard = { ...quietStatus, flowLimits: limits, firewall: { ...quietStatus.firewall, arpDrops: null } };
