@@ -29,7 +29,7 @@ export interface FirewallCounters {
 export type ArpGuardState = 'in-force' | 'missing' | 'unsupported';
 
 /** What `status` reads of the firewall's tables. */
-export interface FirewallReading {
+export interface FirewallTablesReading {
   /** The drop counters; null when the inet table's cannot be read (inetGone says whether it is gone). */
   readonly counters: FirewallCounters | null;
   /** The inet table is missing, or a table of its name holds none of our counters: it holds nobody to anything. */
@@ -38,12 +38,18 @@ export interface FirewallReading {
   readonly arpGuard: ArpGuardState | null;
 }
 
+/**
+ * What `status` reads of the firewall: its tables, or `off` where there is none (run with
+ * --no-firewall): nothing filters, so there is nothing to count (not "nothing dropped").
+ */
+export type FirewallReading = FirewallTablesReading | { readonly off: true };
+
 /** The agent's view of the firewall: make the ruleset match a model, read its counters. */
 export interface FirewallPort {
   reconcile(model: FirewallModel): Promise<void>;
   /** Read the ruleset back and repair what differs from `model`; true when something was repaired. */
   verify(model: FirewallModel): Promise<boolean>;
-  /** Read both tables' counters: never rejects for a table missing, says so instead. */
+  /** Read both tables' counters: never rejects for a table missing, says so instead; `off` without a firewall. */
   counters(): Promise<FirewallReading>;
   /**
    * The flow limits the table was made with, while it stands as made: null until a reconcile (or
@@ -53,7 +59,7 @@ export interface FirewallPort {
   flowLimits(): FlowLimits | null;
 }
 
-/** Stand-in until the nftables firewall is plugged in: remembers the last model, counts nothing. */
+/** No firewall (run with --no-firewall): remembers the last model, filters nothing, and says it is off. */
 export class NoopFirewall implements FirewallPort {
   #model: FirewallModel | undefined;
 
@@ -72,7 +78,7 @@ export class NoopFirewall implements FirewallPort {
   }
 
   counters(): Promise<FirewallReading> {
-    return Promise.resolve({ counters: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }, inetGone: false, arpGuard: null });
+    return Promise.resolve({ off: true });
   }
 
   flowLimits(): FlowLimits | null {

@@ -30,7 +30,7 @@ import { MAX_UPSTREAMS } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
 import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
-import { DNS_PORT, parseUpstream, sameUpstream, upstreamKey, upstreamText, type Upstream } from './upstream.js';
+import { DNS_PORT, parseConfiguredUpstream, parseUpstream, sameUpstream, upstreamKey, upstreamText, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
 import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon, tcpUnacknowledged } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
@@ -41,7 +41,11 @@ export interface DnsForwarderOptions {
   listen?: string;
   /** Default 53. */
   port?: number;
-  /** "ip" or "ip:port" ("[v6]:port"); when absent, the nameservers of resolvConfPath. */
+  /**
+   * "ip" or "ip:port" ("[v6]:port"); when absent, the nameservers of resolvConfPath. An address at
+   * which no resolver can be (0.0.0.0, a broadcast or multicast address) is refused at start
+   * (parseConfiguredUpstream).
+   */
   upstreams?: readonly string[];
   /** Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). */
   resolvConfPath?: string;
@@ -583,7 +587,7 @@ class Forwarder implements DnsForwarder {
       tcpIdleClosed: 0,
       pending: 0,
     };
-    this.#configured = options.upstreams?.map(parseUpstream);
+    this.#configured = options.upstreams?.map(parseConfiguredUpstream);
     if (this.#configured === undefined) {
       this.#resolvConfPath = options.resolvConfPath ?? DEFAULTS.resolvConfPath;
     }

@@ -38,6 +38,21 @@ export class UpstreamSyntaxError extends DnsError {
   }
 }
 
+/** `text` as messages show it: quoted, a long one cut short. */
+function shownUpstream(text: string): string {
+  return JSON.stringify(text.length > MAX_UPSTREAM_TEXT ? `${text.slice(0, MAX_UPSTREAM_TEXT)}…` : text);
+}
+
+/** A well-formed upstream at which no resolver can be (see unusableUpstream): `shown` as UpstreamSyntaxError's, and why. */
+export class UnusableUpstreamError extends DnsError {
+  constructor(
+    readonly shown: string,
+    readonly reason: string,
+  ) {
+    super('upstream-unusable', `upstream ${shown}: ${reason}`);
+  }
+}
+
 function parsePort(text: string, whole: string): number {
   if (!/^[0-9]{1,5}$/.test(text)) throw new UpstreamSyntaxError(JSON.stringify(whole), 'port must be 1..65535');
   const port = Number(text);
@@ -55,24 +70,40 @@ function ipv6Of(text: string): boolean {
 
 const IPV4_MAPPED_PREFIX = 0xffffn;
 
+/** An address as a number: IPv4 as such, IPv6 with its zone (`%eth0`, or empty). */
+interface AddressValue {
+  readonly family: 4 | 6;
+  readonly value: bigint;
+  readonly zone: string;
+}
+
 /**
- * `address` (one isIPv4 or ipv6Of accepts) as a number in text, IPv4 as `4:` and IPv6 as `6:` with
- * its zone; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it reaches. Zones are
- * compared as written (`%2` and `%eth0` may be the same link; nothing here can tell).
+ * `address` (one isIPv4 or ipv6Of accepts) as a number; an IPv4-mapped IPv6 address
+ * (::ffff:a.b.c.d) as the IPv4 address it reaches.
  */
-function addressKeyOf(address: string, family: 4 | 6, shown: string): string {
+function addressValueOf(address: string, family: 4 | 6, shown: string): AddressValue {
   const { IPv4, IPv6 } = ipNumModule();
   try {
-    if (family === 4) return `4:${IPv4.fromString(address).getValue()}`;
+    if (family === 4) return { family: 4, value: IPv4.fromString(address).getValue(), zone: '' };
     const percent = address.indexOf('%');
     const bare = percent === -1 ? address : address.slice(0, percent);
     const zone = percent === -1 ? '' : address.slice(percent);
     const value = IPv6.fromString(bare).getValue();
-    return value >> 32n === IPV4_MAPPED_PREFIX && zone === '' ? `4:${value & 0xffffffffn}` : `6:${value}${zone}`;
+    return value >> 32n === IPV4_MAPPED_PREFIX && zone === '' ? { family: 4, value: value & 0xffffffffn, zone: '' } : { family: 6, value, zone };
   } catch {
     // Node's parser took it, ip-num does not: refused rather than compared by its text.
     throw new UpstreamSyntaxError(shown, 'not an IP address that can be compared with the others');
   }
+}
+
+/**
+ * The address as a number in text, IPv4 as `4:` and IPv6 as `6:` with its zone (see
+ * addressValueOf). Zones are compared as written (`%2` and `%eth0` may be the same link; nothing
+ * here can tell).
+ */
+function addressKeyOf(address: string, family: 4 | 6, shown: string): string {
+  const { family: keyFamily, value, zone } = addressValueOf(address, family, shown);
+  return `${keyFamily}:${value}${zone}`;
 }
 
 function upstreamOf(address: string, port: number, family: 4 | 6, shown: string): Upstream {
@@ -83,7 +114,7 @@ function upstreamOf(address: string, port: number, family: 4 | 6, shown: string)
  * Parse "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port". IPv6 may carry a zone.
  */
 export function parseUpstream(text: string): Upstream {
-  const shown = JSON.stringify(text.length > MAX_UPSTREAM_TEXT ? `${text.slice(0, MAX_UPSTREAM_TEXT)}…` : text);
+  const shown = shownUpstream(text);
   if (text.length === 0 || text.length > MAX_UPSTREAM_TEXT) {
     throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port');
   }
@@ -100,6 +131,39 @@ export function parseUpstream(text: string): Upstream {
     return upstreamOf(text.slice(0, colon), parsePort(text.slice(colon + 1), text), 4, shown);
   }
   throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port (IPv6 as [addr]:port)');
+}
+
+/**
+ * An upstream given as configuration (--dns-upstream, DnsForwarderOptions.upstreams): parsed as
+ * parseUpstream does, then refused where no resolver can be there (see unusableUpstream), once,
+ * at setup, as a typo is. (The nameservers of a resolv.conf are not: glibc takes them as written.)
+ */
+export function parseConfiguredUpstream(text: string): Upstream {
+  const upstream = parseUpstream(text);
+  const reason = unusableUpstream(upstream);
+  if (reason !== undefined) throw new UnusableUpstreamError(shownUpstream(text), reason);
+  return upstream;
+}
+
+const GIVE_ITS_ADDRESS = "give the resolver's own address";
+
+/**
+ * Why no resolver can answer from `upstream`, or undefined where one can. The forwarder connects
+ * its sockets to the upstream and takes answers only from that address and port, so it must be
+ * one server's unicast address: not the unspecified address (Linux takes it for this host's
+ * loopback, which 127.0.0.1 or ::1 says plainly), nor the broadcast address (a send there is
+ * refused without SO_BROADCAST), nor a multicast group (answers come from each member's own
+ * address). Loopback (a resolver on this VM) is one; so is the gateway 169.254.0.1, the upstream
+ * provider's forwarder for a chained provider (reached through its link to that provider; a
+ * provider with no such link leaves it out at run time, saying why). A port of 0 never parses.
+ */
+export function unusableUpstream(upstream: Upstream): string | undefined {
+  const { family, value } = addressValueOf(upstream.address, upstream.family, shownUpstream(upstream.address));
+  if (value === 0n) return `the unspecified address names no server: ${GIVE_ITS_ADDRESS} (127.0.0.1 or ::1 for one on this VM)`;
+  if (family === 4 && value === 0xffffffffn) return `the broadcast address names no one server: ${GIVE_ITS_ADDRESS}`;
+  if (family === 4 && value >> 28n === 0xen) return `a multicast address (224.0.0.0/4) names no one server: ${GIVE_ITS_ADDRESS}`;
+  if (family === 6 && value >> 120n === 0xffn) return `a multicast address (ff00::/8) names no one server: ${GIVE_ITS_ADDRESS}`;
+  return undefined;
 }
 
 export function upstreamText(upstream: Upstream): string {

@@ -70,6 +70,12 @@ export interface AgentStatus {
   readonly links: readonly (LinkReport & { readonly error: string | null })[];
   readonly counters: AgentCounters;
   /**
+   * Whether a firewall of the agent's filters: false when run with --no-firewall (and in client
+   * mode), where `firewall`, `arpGuard`, `flowLimits` and `firewallError` are null, none of them
+   * saying why (nothing filters, so nothing is counted).
+   */
+  readonly firewallEnabled: boolean;
+  /**
    * The firewall's drop counters; null when the inet table's cannot be read (no table of ours
    * yet: see firewallError). Its arpDrops is null while the ARP guard is not in force (arpGuard).
    */
@@ -317,7 +323,7 @@ export class NetdAgent {
     // A table that could not be made has no counters: status still says why (firewallError).
     const reading: FirewallReading =
       this.firewall === null
-        ? { counters: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 }, inetGone: false, arpGuard: null }
+        ? { off: true }
         : await this.firewall.counters().catch((error: unknown) => ({
             counters: null,
             // Missing, or replaced by a table of its name without our counters (not ours).
@@ -327,12 +333,14 @@ export class NetdAgent {
     const debt = this.#purgeDebt ?? NO_PURGE_DEBT;
     const conntrack = this.#purging() ? { owed: [...debt.released].sort(), sweepOwed: debt.sweep !== null, lastError: this.#purgeError } : null;
     // A table deleted or replaced since the last update holds nobody to its limits, until an audit makes it again.
-    const flowLimits = reading.inetGone ? null : (this.firewall?.flowLimits() ?? null);
+    const tables = 'off' in reading ? null : reading;
+    const flowLimits = tables === null || tables.inetGone ? null : (this.firewall?.flowLimits() ?? null);
     return {
       links,
       counters: { ...this.#counters },
-      firewall: reading.counters,
-      arpGuard: reading.arpGuard,
+      firewallEnabled: tables !== null,
+      firewall: tables?.counters ?? null,
+      arpGuard: tables?.arpGuard ?? null,
       flowLimits,
       firewallError: this.#firewallError,
       model: this.#lastPlan?.firewall ?? null,

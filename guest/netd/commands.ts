@@ -10,7 +10,7 @@ import type { ConntrackPort } from '../conntrack-port.js';
 import { KernelConntrack } from '../conntrack/conntrack-purge.js';
 import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption } from '../conntrack/conntrack-reaper.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
-import { UpstreamSyntaxError, parseUpstream } from '../dns/upstream.js';
+import { UnusableUpstreamError, UpstreamSyntaxError, parseConfiguredUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
 import { ARP_TABLE, TABLE } from '../firewall/ruleset.js';
@@ -41,14 +41,17 @@ function collectInterface(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** --dns-upstream: checked when given, so that a typo is a usage error, not a failed start. */
+/**
+ * --dns-upstream: checked when given, so that a typo, or an address at which no resolver can be
+ * (0.0.0.0, a broadcast or multicast address), is a usage error, not a failed start.
+ */
 function collectUpstream(value: string, previous: string[]): string[] {
   try {
-    parseUpstream(value);
+    parseConfiguredUpstream(value);
   } catch (error) {
     // Said as every other bad value is: the option, the value (as the parser shows it: a long one
     // cut short), why.
-    if (error instanceof UpstreamSyntaxError) throw new CliError(`--dns-upstream ${error.shown} is not valid: ${error.reason}`, EXIT.usage);
+    if (error instanceof UpstreamSyntaxError || error instanceof UnusableUpstreamError) throw new CliError(`--dns-upstream ${error.shown} is not valid: ${error.reason}`, EXIT.usage);
     throw error;
   }
   return [...previous, value];
@@ -220,8 +223,13 @@ function firewallAuditMs(text: string): number {
   return Math.round(seconds * 1000);
 }
 
-/** The real ports: nftables, the DHCP server and the DNS forwarder (each can be switched off). */
-async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts> {
+/**
+ * The real ports: nftables, the DHCP server and the DNS forwarder (each can be switched off).
+ * `stop`: aborted by a signal while they are made; then no service is started only to be closed
+ * again at once (each logs as it starts: a DNS upstream with no route, say), and what was made is
+ * closed.
+ */
+async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal): Promise<RunPorts> {
   // First: it can fail (no nft-run addon), and then no service has been started.
   const nft = { spawn: spawnNftFromEnv(process.env) };
   const firewall = options.firewall ? new NftablesFirewall(options.clientFlowLimit, options.clientNewFlowRate, log, undefined, undefined, nft) : new NoopFirewall();
@@ -233,9 +241,11 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
   // Without the firewall there is no flow cap for closed entries to get around (and no table of
   // ours that makes the kernel track flows): nothing to reap.
   const reaper = options.firewall && options.conntrackReapThreshold !== 0 ? new ConntrackReaper(options.conntrackReapThreshold, log) : undefined;
+  throwIfStopped(stop);
   const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds: options.leaseSeconds, logger: log }) : null;
   let dns: DnsForwarder | null = null;
   try {
+    throwIfStopped(stop);
     if (options.dns) {
       const { startDnsForwarder } = await import('../dns/forwarder.js');
       dns = await startDnsForwarder({
@@ -258,6 +268,11 @@ async function providerPorts(options: RunOptions, log: Logger): Promise<RunPorts
     warmUp: async () => dhcp?.warmUp(),
     close: () => services.close(),
   };
+}
+
+/** What a start-up step that `stop` cut short fails with (see runAgent's startStep: never shown). */
+function throwIfStopped(stop: AbortSignal): void {
+  if (stop.aborted) throw new NetdError('stopped', `stopped by ${String(stop.reason)} while starting`);
 }
 
 /** The one line of an agent stopped by `signal` before its first reconcile was done; `after`: what is left. */
@@ -302,7 +317,10 @@ export function eventBufferFromEnv(env: Readonly<Record<string, string | undefin
   return bytes;
 }
 
-async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log: Logger) => Promise<RunPorts>): Promise<void> {
+/** What makes the firewall and services of `run`; `stop` is aborted by a signal meanwhile (see providerPorts). */
+export type PortsFactory = (options: RunOptions, log: Logger, stop: AbortSignal) => Promise<RunPorts>;
+
+async function runAgent(options: RunOptions, portsFor: PortsFactory): Promise<void> {
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
   if (options.notifyFd !== undefined) checkNotifyFd(options.notifyFd);
   const eventBufferBytes = eventBufferFromEnv(process.env);
@@ -315,13 +333,18 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   const interruption = interruptOnSignals('spectrum-netd', 'its control socket may be left (the next start replaces it)');
   const stopRequested = stopRequestedBy(interruption);
   /**
-   * A start-up step, cut short by a signal: then the step is left to finish, and `undo` undoes
-   * what it made (the control socket, the services), which the teardown below never got.
+   * A start-up step, cut short by a signal: `cancel` cuts it short where that takes more than the
+   * aborted signal, the step is waited for, and `undo` undoes what it made (the control socket,
+   * the services), which the teardown below never got. Waited for, so that nothing the step does
+   * (a DNS upstream's warning as the forwarder starts) is logged after the line saying that the
+   * agent stopped: each step ends soon once cut short (a second signal still exits at once).
    */
-  const startStep = async <T>(step: Promise<T>, undo: (made: T) => unknown): Promise<T> => {
+  const startStep = async <T>(step: Promise<T>, undo: (made: T) => unknown, cancel: () => void = () => undefined): Promise<T> => {
     const outcome = await Promise.race([step.then((made) => ({ made })), stopRequested.then((signal) => ({ signal }))]);
     if ('made' in outcome) return outcome.made;
-    step.then(undo).catch(() => undefined);
+    cancel();
+    // How it ends no longer matters (a step cut short fails): the agent stops either way.
+    await step.then(undo).catch(() => undefined);
     throw stoppedWhileStarting(outcome.signal, 'its control socket is removed');
   };
   let agent: NetdAgent | undefined;
@@ -342,7 +365,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
       throw new Error('unknown request: the agent answers {"command":"status"}');
     });
     control = await startStep(listening, (made) => made.close());
-    ports = await startStep(portsFor(options, log), (made) => made.close?.());
+    ports = await startStep(portsFor(options, log, interruption.signal), (made) => made.close?.());
     const kernel = new RtnetlinkKernel(eventBufferBytes !== undefined ? { eventBufferBytes } : {});
     agent = new NetdAgent(
       kernel,
@@ -354,9 +377,10 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
       ports.conntrack ?? null,
     );
     const started = performance.now();
-    // What it configured stays, as after a stop once started (agent.stop below ends its watch,
-    // and cuts a reconcile under way short: its kernel requests are rejected as closed).
-    await startStep(Promise.race([agent.start({ watch: true, onFatal: (error) => fail(error) }), fatal]), () => undefined);
+    // What it configured stays, as after a stop once started (agent.stop ends its watch, and cuts
+    // a reconcile under way short: its kernel requests are rejected as closed).
+    const starting = agent;
+    await startStep(Promise.race([starting.start({ watch: true, onFatal: (error) => fail(error) }), fatal]), () => undefined, () => starting.stop());
     ready = true;
     ports.reaper?.start();
     const status = await agent.status();
@@ -383,7 +407,7 @@ async function runAgent(options: RunOptions, portsFor: (options: RunOptions, log
   }
 }
 
-export function runCommand(ports: (options: RunOptions, log: Logger) => Promise<RunPorts> = providerPorts): Command {
+export function runCommand(ports: PortsFactory = providerPorts): Command {
   return new Command('run')
     .description('provider agent: configure every client link as it comes and goes, feed the firewall and services')
     .addOption(new Option('--ignore <ifname>', 'an interface the agent must not touch (repeatable)').argParser(collectInterface).default([], 'none'))
@@ -509,7 +533,10 @@ export function formatStatus(status: StatusReply): string {
   // one (isolation, NAT, anti-spoofing, the limits), then the ARP guard where it is not in force.
   const updateFailed = status.firewallError !== null && status.firewallError !== undefined;
   const arpGuard = arpGuardText(status.arpGuard, updateFailed);
-  if (updateFailed) {
+  if (status.firewallEnabled === false) {
+    // Zero counters here read as "in force, nothing dropped".
+    text += 'firewall: off (run with --no-firewall): no isolation, NAT, anti-spoofing, ARP guard or flow limits, so no drop counters\n';
+  } else if (updateFailed) {
     text += `firewall: ${limits === null || limits === undefined ? 'not in force: ' : ''}the last update failed (retrying): ${status.firewallError}\n`;
   } else if (status.firewall === null && (limits === null || limits === undefined)) {
     // No update failed, yet no table of ours can be read: deleted or replaced since the last update.

@@ -14,6 +14,8 @@ export type NetdErrorKind =
   | 'already-running'
   | 'not-running'
   | 'not-ready'
+  /** A start-up step cut short by a signal (never shown: the agent says it stopped). */
+  | 'stopped'
   | 'notify-fd'
   | 'allow-pair';
 

@@ -26,11 +26,12 @@ export interface ShownServices {
 }
 
 /**
- * What the agent answers `{"command":"status"}` with. `arpGuard` may be absent: an agent started
- * before an upgrade (and `status` run after it) does not send it.
+ * What the agent answers `{"command":"status"}` with. `arpGuard` and `firewallEnabled` may be
+ * absent: an agent started before an upgrade (and `status` run after it) does not send them.
  */
-export type StatusReply = Omit<AgentStatus, 'arpGuard'> & {
+export type StatusReply = Omit<AgentStatus, 'arpGuard' | 'firewallEnabled'> & {
   readonly arpGuard?: AgentStatus['arpGuard'];
+  readonly firewallEnabled?: AgentStatus['firewallEnabled'];
   readonly reaper?: ReaperStatus | null;
   readonly services?: ShownServices | null;
 };
@@ -72,6 +73,8 @@ const status = z.object({
   links: z.array(link).readonly(),
   // initialChanges is null until the first reconcile is done.
   counters: z.record(z.string(), z.number().nullable()),
+  // false: run with --no-firewall (firewall then null).
+  firewallEnabled: z.boolean().optional(),
   // A counter is null where its table is not in force (arpDrops without the ARP guard).
   firewall: z.record(z.string(), z.number().nullable()).nullable(),
   arpGuard: z.enum(['in-force', 'missing', 'unsupported']).nullable().optional(),

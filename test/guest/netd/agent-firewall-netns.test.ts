@@ -3,7 +3,8 @@
 // that the agent cannot make again, shows the failure instead), and clients' TCP timeouts and
 // `auto` flow limits follow the provider's sysctls at the next audit, replacing the table once,
 // then left alone. The ARP guard apart: its table missing, or refused by a kernel without the arp
-// family (the inet table in force all the same); and --no-firewall deleting an earlier run's tables.
+// family (the inet table in force all the same); and --no-firewall deleting an earlier run's tables,
+// its status saying the firewall is off.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ const AUDIT_SECONDS = 0.5;
 
 interface StatusJson {
   counters: { firewallRepairs: number };
+  firewallEnabled?: boolean;
   reaper: { threshold: number | null; lastError: string | null } | null;
   firewall: { antispoofDrops: number; arpDrops: number | null } | null;
   arpGuard: 'in-force' | 'missing' | 'unsupported' | null;
@@ -246,7 +248,7 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
       // No audit: the update that follows the plugged link makes it again.
       const agent = await startAgent(provider, socket, ['--firewall-audit', '0']);
       try {
-        expect(await status(provider, socket)).toMatchObject({ arpGuard: 'in-force', firewall: { arpDrops: 0 } });
+        expect(await status(provider, socket)).toMatchObject({ firewallEnabled: true, arpGuard: 'in-force', firewall: { arpDrops: 0 } });
         await provider.exec(['nft', 'delete', 'table', 'arp', 'spectrum_netd']);
         const gone = await status(provider, socket);
         expect(gone).toMatchObject({ arpGuard: 'missing', flowLimits: { clientFlowLimit: 300, clientNewFlowRate: 30 }, firewallError: null, firewall: { antispoofDrops: 0, arpDrops: null } });
@@ -268,7 +270,7 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
   });
 
   describe('--no-firewall after a run with it', () => {
-    it("deletes the tables the earlier run left, and no other, saying so once: they drop no link plugged later", async () => {
+    it("deletes the tables the earlier run left, and no other, saying so once: they drop no link plugged later; status says the firewall is off", async () => {
       const provider = await providerWithClient('nofw');
       const socket = join(dir, 'nofw.sock');
       const first = await startAgent(provider, socket);
@@ -291,6 +293,12 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
         await Promise.all([provider.linkActive('vm2'), client.linkActive('eth0')]);
         const ping = await client.exec(['/bin/busybox', 'ping', '-c', '1', '-W', '2', '169.254.0.1'], { allowFailure: true });
         expect(ping.stdout).toMatch(/1 packets received/);
+
+        // Status says the firewall is off: not zero drops, which read as a firewall in force.
+        expect(await status(provider, socket)).toMatchObject({ firewallEnabled: false, firewall: null, arpGuard: null, flowLimits: null, firewallError: null });
+        const text = (await provider.exec(['node', CLI, 'status', '--control-socket', socket])).stdout;
+        expect(text).toContain('\nfirewall: off (run with --no-firewall): no isolation, NAT, anti-spoofing, ARP guard or flow limits, so no drop counters\n');
+        expect(text).not.toMatch(/Drops:|not in force/);
       } finally {
         await agent.kill();
       }

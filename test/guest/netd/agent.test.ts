@@ -4,7 +4,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConntrackError } from '../../../guest/conntrack/conntrack-error.js';
 import type { ConntrackFilter, ConntrackPort, ConntrackPurgeResult } from '../../../guest/conntrack-port.js';
-import type { FirewallModel, FirewallPort, FirewallReading, FlowLimits } from '../../../guest/firewall-port.js';
+import { type FirewallModel, type FirewallPort, type FirewallReading, type FlowLimits, NoopFirewall } from '../../../guest/firewall-port.js';
 import { validateFirewallModel } from '../../../guest/firewall/model.js';
 import { NetdAgent } from '../../../guest/netd/agent.js';
 import { KernelRefusal, NetdError } from '../../../guest/netd/netd-error.js';
@@ -288,6 +288,19 @@ describe('NetdAgent', () => {
     for (let waited = 0; waited < 5000 && firewall.models.length === 0; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
     await agent.idle();
     expect((await agent.status()).firewallError).toBeNull();
+  });
+
+  it('says its firewall is off where there is none (run with --no-firewall), not zero drops; counts them where there is one', async () => {
+    // --no-firewall's status showed every drop counter as 0: a firewall in force that dropped nothing.
+    const off = new NetdAgent(new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]), PROVIDER_OPTIONS, pino({ level: 'silent' }), new NoopFirewall(), null);
+    agent = off;
+    await off.start({ watch: true });
+    expect(await off.status()).toMatchObject({ firewallEnabled: false, firewall: null, arpGuard: null, flowLimits: null, firewallError: null });
+    off.stop();
+    const on = new NetdAgent(new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]), PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), null);
+    agent = on;
+    await on.start({ watch: true });
+    expect(await on.status()).toMatchObject({ firewallEnabled: true, firewall: { antispoofDrops: 0, arpDrops: 0 }, arpGuard: 'in-force' });
   });
 
   it("reads a new link's sysctls again once it is renamed: read under a name it had just lost, they were missing", async () => {

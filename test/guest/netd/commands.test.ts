@@ -12,7 +12,7 @@ import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NoopFirewall } from '../../../guest/firewall-port.js';
 import { NoopServices } from '../../../guest/services-port.js';
-import { type RunPorts, clientCommand, formatStatus, runCommand, statusCommand } from '../../../guest/netd/commands.js';
+import { type PortsFactory, clientCommand, formatStatus, runCommand, statusCommand } from '../../../guest/netd/commands.js';
 import { ControlServer } from '../../../guest/netd/control-socket.js';
 import { EXIT, runCli } from '../../../shared/cli/run-cli.js';
 
@@ -107,6 +107,9 @@ describe('spectrum-netd: a bad option value is said as every other one is', () =
     ['client', ['--ignore', ''], clientCommand, `--ignore "" is not valid: give an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks`],
     ['run', ['--dns-upstream', '1.2.3'], runCommand, '--dns-upstream "1.2.3" is not valid: expected an IP address, optionally with :port (IPv6 as [addr]:port)'],
     ['run', ['--dns-upstream', '192.0.2.1:99999'], runCommand, '--dns-upstream "192.0.2.1:99999" is not valid: port must be 1..65535'],
+    // Well-formed, but no resolver can be there: they were taken, and the forwarder sent to them.
+    ['run', ['--dns-upstream', '0.0.0.0'], runCommand, `--dns-upstream "0.0.0.0" is not valid: the unspecified address names no server: give the resolver's own address (127.0.0.1 or ::1 for one on this VM)`],
+    ['run', ['--dns-upstream', '[ff02::fb]:5353'], runCommand, `--dns-upstream "[ff02::fb]:5353" is not valid: a multicast address (ff00::/8) names no one server: give the resolver's own address`],
     // Shown as the parser shows it (cut at 80 characters), once: not again inside the reason.
     ['run', ['--dns-upstream', `192.0.2.1:${'9'.repeat(100)}`], runCommand, `--dns-upstream "192.0.2.1:${'9'.repeat(70)}…" is not valid: expected an IP address, optionally with :port`],
     ['run', ['--control-socket', ''], runCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],
@@ -293,25 +296,30 @@ describe('spectrum-netd run, stopped while it starts', () => {
 
   /**
    * `run` as the bin runs it, its ports (the firewall and services) still being made when `signal`
-   * comes: they are the promise returned, settled by the test. No link, firewall or service is touched.
+   * comes, and made a while after it (as services starting up are), saying so as they are made
+   * and closed. No link, firewall or service is touched. What was said, in order: the ports' doing
+   * and the lines on stderr.
    */
-  async function stopWhileMakingPorts(signal: NodeJS.Signals, socket: string): Promise<{ code: number; err: string; made: () => void; closed: Promise<void> }> {
-    let err = '';
-    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
-    let made: () => void = () => undefined;
-    let closed: () => void = () => undefined;
-    const closing = new Promise<void>((resolve) => (closed = resolve));
-    const ports = (): Promise<RunPorts> => {
+  async function stopWhileMakingPorts(signal: NodeJS.Signals, socket: string): Promise<{ code: number; said: string[] }> {
+    const said: string[] = [];
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => (said.push(`stderr: ${String(chunk)}`), true));
+    const ports: PortsFactory = () => {
       // The control socket is there: the agent is starting. Signalled as a service manager would.
       expect(statSync(socket).isSocket()).toBe(true);
-      setImmediate(() => process.emit(signal, signal));
       return new Promise((resolve) => {
-        made = () => resolve({ firewall: new NoopFirewall(), services: new NoopServices(), close: () => Promise.resolve(closed()) });
+        setImmediate(() => {
+          process.emit(signal, signal);
+          setTimeout(() => {
+            // Where a DNS forwarder starting up logs (an upstream with no route, say).
+            said.push('ports made');
+            resolve({ firewall: new NoopFirewall(), services: new NoopServices(), close: () => Promise.resolve(void said.push('ports closed')) });
+          }, 50);
+        });
       });
     };
     try {
       const code = await runCli(new Command('spectrum-netd').addCommand(runCommand(ports)), ['run', '--control-socket', socket]);
-      return { code, err, made, closed: closing };
+      return { code, said };
     } finally {
       stderr.mockRestore();
     }
@@ -320,19 +328,21 @@ describe('spectrum-netd run, stopped while it starts', () => {
   it.each([
     ['SIGTERM', 143],
     ['SIGINT', 130],
-  ] as const)('%s: one line, its control socket removed, exit %i; services made after it are closed', async (signal, exitCode) => {
-    // It was killed with no line, and left its control socket.
+  ] as const)('%s: one line, its control socket removed, exit %i; services made after it are closed, before the line and nothing after it', async (signal, exitCode) => {
+    // It was killed with no line, and left its control socket. Then it said the line at once, and
+    // services made after it were closed later, what they logged coming after the line.
     const socket = join(dir, `${signal}.sock`);
     const listeners = process.listenerCount(signal);
     const stopped = await stopWhileMakingPorts(signal, socket);
-    expect(stopped.err).toBe(`spectrum-netd: stopped by ${signal} while starting (before its first reconcile was done); its control socket is removed\n`);
+    expect(stopped.said).toEqual([
+      'ports made',
+      'ports closed',
+      `stderr: spectrum-netd: stopped by ${signal} while starting (before its first reconcile was done); its control socket is removed\n`,
+    ]);
     expect(stopped.code).toBe(exitCode);
     expect(existsSync(socket)).toBe(false);
     // The signal handling is given back: a later signal ends the process as usual.
     expect(process.listenerCount(signal)).toBe(listeners);
-    // The services the cut-short step still made (its sockets bound) are closed, not left serving.
-    stopped.made();
-    await stopped.closed;
   });
 });
 
@@ -454,6 +464,16 @@ describe('spectrum-netd status, as text', () => {
     expect(formatStatus({ ...quietStatus, firewall: null, flowLimits: null, arpGuard: null })).toContain(
       '\nfirewall: not in force: its table inet spectrum_netd cannot be read (deleted or replaced since the last update?); the next audit or update makes it again\n',
     );
+  });
+
+  it('says the firewall is off when the agent runs with --no-firewall, with no drop counters (zeros read as "nothing dropped")', () => {
+    const text = formatStatus({ ...quietStatus, firewallEnabled: false, firewall: null, arpGuard: null });
+    expect(text).toContain('\nfirewall: off (run with --no-firewall): no isolation, NAT, anti-spoofing, ARP guard or flow limits, so no drop counters\n');
+    expect(text).not.toMatch(/Drops|not in force|cannot be read/);
+    // With one, as before; and an agent from before firewallEnabled was sent.
+    expect(formatStatus({ ...quietStatus, firewallEnabled: true })).not.toContain('firewall:');
+    expect(formatStatus({ ...quietStatus, firewallEnabled: true })).toContain('\nantispoofDrops: 0\n');
+    expect(formatStatus(quietStatus)).toContain('\nantispoofDrops: 0\n');
   });
 
   it('tells the ARP guard apart from the rest of the firewall: unavailable on a kernel without the arp family, or its table missing, while the inet table stands', () => {

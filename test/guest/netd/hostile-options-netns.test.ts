@@ -4,7 +4,7 @@
 // `status` says in one line what is wrong with a control socket whose peer is no (or another)
 // spectrum-netd.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -89,6 +89,42 @@ describeNetns('spectrum-netd run and mistaken options', () => {
       expect(exit.code, agent.stderr).toBe(143);
       const lines = agent.stderr.split('\n').filter((line) => line !== '' && !line.startsWith('{'));
       expect(lines).toEqual(['spectrum-netd: stopped by SIGTERM while starting (before its first reconcile was done); its control socket is removed']);
+      expect(existsSync(socket)).toBe(false);
+    } finally {
+      await agent.kill('SIGKILL');
+    }
+  });
+
+  it('a SIGTERM while its services are being made stops it with nothing logged after its one line: no service is started only to warn and be closed', async () => {
+    // The DNS forwarder was started after the line, and warned then that its upstream had no route.
+    const ns = await harness.namespace('makingports');
+    // --no-firewall's check for tables an earlier run left runs nft first, before any service: a
+    // wrapper nft first in PATH (the agent runs nft from PATH with SPECTRUM_NETD_SPAWN_NFT=1)
+    // holds it there until the test releases it, then runs the real one.
+    const real = execFileSync('sh', ['-c', 'command -v nft'], { encoding: 'utf8' }).trim();
+    const gate = mkdtempSync(join(dir, 'nft-gate-'));
+    const [called, released] = [join(gate, 'called'), join(gate, 'released')];
+    writeFileSync(join(gate, 'nft'), `#!/bin/sh\ntouch '${called}'\nwhile [ ! -e '${released}' ]; do sleep 0.05; done\nexec '${real}' "$@"\n`, { mode: 0o755 });
+    const socket = join(dir, 'makingports.sock');
+    // 192.0.2.53: no route to it in this namespace, which the forwarder warns about as it starts.
+    const agent = ns.spawn(['node', CLI, 'run', '--no-firewall', '--no-dhcp', '--dns-upstream', '192.0.2.53', '--control-socket', socket], {
+      enter: 'nsenter',
+      env: { ...process.env, PATH: `${gate}:${process.env['PATH'] ?? ''}`, SPECTRUM_NETD_SPAWN_NFT: '1', SPECTRUM_LOG_LEVEL: 'info' },
+    });
+    try {
+      await eventually('nft called while the services are being made', () => Promise.resolve(existsSync(called) || agent.exit !== undefined), 20_000);
+      process.kill(agent.pid, 'SIGTERM');
+      // Queued in the agent before nft can go on (the wrapper sees the release within 50 ms, then
+      // execs nft): the signal comes first.
+      writeFileSync(released, '');
+      const exit = await agent.wait();
+      await agent.waitClosed();
+      expect(exit.code, agent.stderr).toBe(143);
+      const lines = agent.stderr.split('\n').filter((line) => line !== '');
+      expect(lines.at(-1)).toBe('spectrum-netd: stopped by SIGTERM while starting (before its first reconcile was done); its control socket is removed');
+      // Nor before it: the forwarder was never started, only to be closed.
+      const logged = lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as { level: number; msg: string });
+      expect(logged.filter((entry) => entry.level >= 40).map((entry) => entry.msg)).toEqual([]);
       expect(existsSync(socket)).toBe(false);
     } finally {
       await agent.kill('SIGKILL');

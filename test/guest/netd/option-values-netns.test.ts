@@ -51,6 +51,21 @@ describeNetns('spectrum-netd run: a bad option value changes nothing on the syst
     expect(existsSync(folder)).toBe(false);
   });
 
+  // Well-formed addresses at which no resolver can be: they were taken, and the agent started.
+  const giveIt = "give the resolver's own address";
+  it.each([
+    ['0.0.0.0', `the unspecified address names no server: ${giveIt} (127.0.0.1 or ::1 for one on this VM)`],
+    ['[::]:53', `the unspecified address names no server: ${giveIt} (127.0.0.1 or ::1 for one on this VM)`],
+    ['255.255.255.255', `the broadcast address names no one server: ${giveIt}`],
+    ['224.0.0.251:5353', `a multicast address (224.0.0.0/4) names no one server: ${giveIt}`],
+  ])('refuses --dns-upstream %s before anything is made: one line saying why, exit 2, no stack trace', async (value, reason) => {
+    const folder = join(dir, 'never-dns-upstream');
+    const { code, stderr } = await netd(['run', '--control-socket', join(folder, 'control.sock'), '--dns-upstream', '192.0.2.53', '--dns-upstream', value]);
+    expect(stderr).toBe(`spectrum-netd: --dns-upstream ${JSON.stringify(value)} is not valid: ${reason}\n`);
+    expect(code).toBe(EXIT.usage);
+    expect(existsSync(folder)).toBe(false);
+  });
+
   // With another agent on the socket the user was told about it, not about the value; and with
   // --no-firewall the flow options were never checked at all. (Were the check lost, the agent here
   // stops at the one already answering, before anything else.)

@@ -51,6 +51,7 @@ const full: AgentStatus & { reaper: ReaperStatus; services: ServicesStatus } = {
     { ifindex: 5, name: 'eth0', role: 'uplink', id: null, ip: null, state: 'unmanaged', note: 'addressing is left to the network manager', error: null },
   ],
   counters: { reconciles: 5, changesApplied: 9, initialChanges: null, failedChanges: 1, fullSyncs: 1, lastReconcileMs: 0.4498, firewallRepairs: 0, conntrackPurged: 3, conntrackPurgeFailures: 0, lastPurgeMs: 1.5 },
+  firewallEnabled: true,
   firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, arpDrops: 1, flowLimitDrops: 5, flowRateDrops: 3 },
   arpGuard: 'in-force',
   flowLimits: { clientFlowLimit: 4096, clientNewFlowRate: 100 },
@@ -114,6 +115,10 @@ describe('the answer status shows', () => {
     expect(read({ ...full, arpGuard: 'unsupported', firewall: { ...full.firewall, arpDrops: null } })).toBeUndefined();
     const { arpGuard: _arpGuard, ...olderAgent } = full;
     expect(read(olderAgent)).toBeUndefined();
+    // Run with --no-firewall; and an agent from before that was said.
+    expect(read({ ...full, firewallEnabled: false, firewall: null, arpGuard: null, flowLimits: null, firewallError: null })).toBeUndefined();
+    const { firewallEnabled: _firewallEnabled, ...beforeFirewallOff } = full;
+    expect(read(beforeFirewallOff)).toBeUndefined();
   });
 
   it('names the first field of another type, and what it is', () => {
@@ -124,6 +129,7 @@ describe('the answer status shows', () => {
     expect(problem([])).toEqual({ problem: 'status: Invalid input: expected object, received array' });
     expect(problem({ counters: {} })).toEqual({ problem: 'status.links: Invalid input: expected array, received undefined' });
     expect(problem(replaced(overTheWire(full), ['services', 'leases', 0, 'hostname'], { a: 1 }))).toEqual({ problem: 'status.services.leases[0].hostname: Invalid input: expected string, received object' });
+    expect(problem({ ...(overTheWire(full) as object), firewallEnabled: 'off' })).toEqual({ problem: 'status.firewallEnabled: Invalid input: expected boolean, received string' });
     expect(problem(replaced(overTheWire(full), ['counters', 'reconciles'], 'x'.repeat(100)))).toEqual({ problem: 'status.counters.reconciles: Invalid input: expected number, received string' });
     // The DNS counts the text shows, TCP connections' among them.
     expect(problem(replaced(overTheWire(full), ['services', 'dns', 'tcpRejected'], { a: 1 }))).toEqual({ problem: 'status.services.dns.tcpRejected: Invalid input: expected number, received object' });

@@ -1,0 +1,111 @@
+// Configured upstreams at which no resolver can be: refused at setup, each with its reason. (Their
+// parsing and comparison: resolv-conf.test.ts.)
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { DnsError } from '../../../guest/dns/dns-error.js';
+import { startDnsForwarder } from '../../../guest/dns/forwarder.js';
+import { UnusableUpstreamError, parseConfiguredUpstream, parseUpstream, unusableUpstream } from '../../../guest/dns/upstream.js';
+
+const anyPort = fc.integer({ min: 1, max: 65_535 });
+const octets = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255));
+const dotted = (parts: readonly number[]): string => parts.join('.');
+
+/** What the refusal of an IPv4 address should say, from its octets alone; undefined: none. */
+function expectedIpv4Refusal([a, b, c, d]: readonly number[]): RegExp | undefined {
+  if (a === 0 && b === 0 && c === 0 && d === 0) return /^the unspecified address names no server: give the resolver's own address \(127\.0\.0\.1 or ::1 for one on this VM\)$/;
+  if (a === 255 && b === 255 && c === 255 && d === 255) return /^the broadcast address names no one server: give the resolver's own address$/;
+  if (a !== undefined && a >= 224 && a <= 239) return /^a multicast address \(224\.0\.0\.0\/4\) names no one server: give the resolver's own address$/;
+  return undefined;
+}
+
+describe('unusableUpstream', () => {
+  it('refuses exactly the unspecified, broadcast and multicast IPv4 addresses, however written, whatever the port', () => {
+    // The addresses refused are a handful among 2^32: draw them often.
+    const special = fc.constantFrom([0, 0, 0, 0], [255, 255, 255, 255], [224, 0, 0, 251], [239, 255, 255, 250], [223, 255, 255, 255], [240, 0, 0, 1], [127, 0, 0, 1], [169, 254, 0, 1]);
+    fc.assert(
+      fc.property(fc.oneof(octets, special), anyPort, (parts, port) => {
+        const expected = expectedIpv4Refusal(parts);
+        const [a = 0, b = 0, c = 0, d = 0] = parts;
+        const hex = `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+        for (const text of [`${dotted(parts)}:${port}`, `[::ffff:${dotted(parts)}]:${port}`, `[::FFFF:${hex}]:${port}`]) {
+          const reason = unusableUpstream(parseUpstream(text));
+          if (expected === undefined) expect(reason).toBeUndefined();
+          else expect(reason).toMatch(expected);
+        }
+      }),
+    );
+  });
+
+  it('refuses exactly the unspecified IPv6 address and the multicast ones (ff00::/8)', () => {
+    const groups = fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 8, maxLength: 8 });
+    const multicast = fc.tuple(fc.integer({ min: 0xff00, max: 0xffff }), fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 7, maxLength: 7 })).map(([first, rest]) => [first, ...rest]);
+    fc.assert(
+      fc.property(fc.oneof(groups, multicast, fc.constant([0, 0, 0, 0, 0, 0, 0, 0])), anyPort, (parts, port) => {
+        const text = `[${parts.map((group) => group.toString(16)).join(':')}]:${port}`;
+        const reason = unusableUpstream(parseUpstream(text));
+        const mapped = parts.slice(0, 5).every((group) => group === 0) && parts[5] === 0xffff;
+        if (mapped) return; // an IPv4 address: the test above
+        if (parts.every((group) => group === 0)) expect(reason).toMatch(/^the unspecified address names no server/);
+        else if ((parts[0] ?? 0) >= 0xff00) expect(reason).toBe("a multicast address (ff00::/8) names no one server: give the resolver's own address");
+        else expect(reason).toBeUndefined();
+      }),
+    );
+  });
+
+  it("takes a resolver on this VM (loopback), the gateway (a chained provider's upstream provider), and a link-local one with its zone", () => {
+    for (const text of ['127.0.0.1', '127.0.0.53:53', '[::1]:5353', '169.254.0.1', '192.0.2.53', 'fe80::1%eth0', '[fe80::1%eth0]:53']) {
+      expect(unusableUpstream(parseUpstream(text)), text).toBeUndefined();
+    }
+  });
+});
+
+describe('parseConfiguredUpstream', () => {
+  it('refuses an unusable address with its own kind, the value shown as the syntax errors show it', () => {
+    for (const [text, reason] of [
+      ['0.0.0.0', /^the unspecified address/],
+      ['[::]:53', /^the unspecified address/],
+      ['255.255.255.255:53', /^the broadcast address/],
+      ['224.0.0.251', /^a multicast address \(224/],
+      ['ff02::fb', /^a multicast address \(ff00/],
+      ['[::ffff:0.0.0.0]:53', /^the unspecified address/],
+    ] as const) {
+      let refusal: unknown;
+      try {
+        parseConfiguredUpstream(text);
+      } catch (error) {
+        refusal = error;
+      }
+      expect(refusal, text).toBeInstanceOf(UnusableUpstreamError);
+      expect(refusal).toMatchObject({ kind: 'upstream-unusable', shown: JSON.stringify(text), reason: expect.stringMatching(reason) as string });
+    }
+  });
+
+  it('leaves a bad text, port 0 included, to the syntax error, and takes what parseUpstream takes otherwise', () => {
+    expect(() => parseConfiguredUpstream('192.0.2.1:0')).toThrow(expect.objectContaining({ kind: 'upstream-syntax', reason: 'port must be 1..65535' }) as DnsError);
+    expect(() => parseConfiguredUpstream('resolver.example')).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
+    fc.assert(
+      fc.property(fc.oneof(fc.ipV4(), fc.ipV6().map((address) => `[${address}]`)), anyPort, (address, port) => {
+        const text = `${address}:${port}`;
+        const parsed = parseUpstream(text);
+        if (unusableUpstream(parsed) === undefined) expect(parseConfiguredUpstream(text)).toEqual(parsed);
+        else expect(() => parseConfiguredUpstream(text)).toThrow(UnusableUpstreamError);
+      }),
+    );
+  });
+
+  it('is what the forwarder checks its configured upstreams with, at start', async () => {
+    // Refused before any socket is made; were it not, the forwarder is closed at once (its listen
+    // address is none of this namespace's, and a connected UDP socket sends nothing by itself).
+    const outcome = await startDnsForwarder({ listen: '192.0.2.1', upstreams: ['192.0.2.53', '239.255.255.250:1900'] }).then(
+      async (forwarder) => {
+        await forwarder.close();
+        return 'started';
+      },
+      (error: unknown) => error,
+    );
+    expect(outcome).toMatchObject({
+      kind: 'upstream-unusable',
+      message: 'upstream "239.255.255.250:1900": a multicast address (224.0.0.0/4) names no one server: give the resolver\'s own address',
+    });
+  });
+});
