@@ -133,6 +133,25 @@ export function newLinkMode(kept: KeptAttach, vm: VmName): SideMode {
   return chosen === undefined ? vmSideMode(kept, vm) : { mode: chosen, from: 'attach' };
 }
 
+/** One side of a link. */
+export type LinkSide = 'client' | 'provider';
+
+/** Whether a side in this mode is a NIC that a VMM holds, hot-plugged by the run that attached it. */
+export function isVmmMode(mode: AttachMode): mode is 'qemu' | 'cloud-hypervisor' {
+  return mode === 'qemu' || mode === 'cloud-hypervisor';
+}
+
+/**
+ * The sides of a link attached as `recorded` whose NIC a run that gives it `wanted` takes out of
+ * their VMM first, as unlink would: each attached as qemu or cloud-hypervisor that gets another
+ * mode (the other VMM's too). Left there, the NIC would stay in the guest (on the same tap, for a
+ * side that becomes `none` or the other VMM's) while the state no longer records it, so that no
+ * unlink would take it out. A side that keeps its VMM mode keeps its NIC.
+ */
+export function switchedVmmSides(recorded: LinkAttachment, wanted: LinkAttachment): LinkSide[] {
+  return (['client', 'provider'] as const).filter((side) => isVmmMode(recorded[side]) && wanted[side] !== recorded[side]);
+}
+
 /** A VM whose up links have different modes on its side, and the links of a run that so got `none` for it. */
 export interface AmbiguousAttach {
   readonly vm: VmName;

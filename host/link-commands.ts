@@ -16,6 +16,7 @@ import type { AmbiguousAttach } from './kept-attach.js';
 import {
   type FailedVm,
   type KeepGoingOutcome,
+  type LeftDownLink,
   type LeftLink,
   type LinkProgressEvent,
   type LinkReport,
@@ -412,11 +413,22 @@ export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals
 }
 
 /**
- * What is said of a link that a failed run leaves down: up before, its devices replaced by the
- * run (to attach it another way), the new ones deleted by the undo; the old are not brought back.
+ * What is said of a link that a failed run leaves down, its record as before the run: up before,
+ * its devices replaced by the run (to attach it another way), the new ones deleted by the undo,
+ * the old not brought back; or NICs of it taken out of their VMMs by the run (to attach those
+ * sides another way), which the undo does not put back.
  */
-function leftDownLine(link: LinkReport): string {
-  return `${link.vm} -> ${link.provider} (id ${link.id}) is down: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back): link ${link.vm} again`;
+function leftDownLine(link: LeftDownLink): string {
+  const down = `${link.vm} -> ${link.provider} (id ${link.id}) is down`;
+  if (link.takenBack.length === 0) {
+    return `${down}: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back): link ${link.vm} again`;
+  }
+  const nics = link.takenBack.map(({ vmm, vm, nic, to }) => `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`).join(' and ');
+  const replaced = link.replaced ? ', and replaced its devices, the new ones deleted by undoing the run' : '';
+  return (
+    `${down}: this run took its ${nics}${replaced}; undoing the run puts no NIC back, and its record is as before (${link.vm}'s side ${link.clientAttach}, ${link.provider}'s ${link.providerAttach}): ` +
+    `link ${link.vm} again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks`
+  );
 }
 
 /**
@@ -603,7 +615,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges');
       let outcome: KeepGoingOutcome;
       // Links a failed run (or, with --keep-going, a failed VM) left down: a line each.
-      const leftDown: LinkReport[] = [];
+      const leftDown: LeftDownLink[] = [];
       // NICs an undo could not take back from their VMMs: a line each too.
       const undoFailures: VmmDetachFailure[] = [];
       // State files an undo could not write back: a line each too.
@@ -615,7 +627,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // not written back, then the NICs not taken back.
       const undoLines = (): string[] => [...leftDown.map(leftDownLine), ...undoSteps.map(undoStepLine), ...undoWrites.map(undoStateLine), ...undoDetachLines()];
       try {
-        const onLeftDown = (links: readonly LinkReport[]): void => void leftDown.push(...links);
+        const onLeftDown = (links: readonly LeftDownLink[]): void => void leftDown.push(...links);
         const onUndoDetachFailed = (failures: readonly VmmDetachFailure[]): void => void undoFailures.push(...failures);
         const onUndoStateWriteFailed = (failure: UndoStateWriteFailure): void => void undoWrites.push(failure);
         const onUndoStepFailed = (failure: UndoStepFailure): void => void undoSteps.push(failure);

@@ -9,7 +9,19 @@ import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, partitionValidVms, re
 import { type ConfigDirSource, readConfigVms } from './config-reader.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
-import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
+import {
+  type AmbiguousAttach,
+  type KeptAttach,
+  type LinkSide,
+  type StandingLink,
+  ambiguousAttach,
+  goneLink,
+  keptAttach,
+  linkAttachModes,
+  newLinkMode,
+  shownAttachMode,
+  switchedVmmSides,
+} from './kept-attach.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, deleteNamespaces, newPlanMade, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
 import {
   type Link,
@@ -133,9 +145,10 @@ export interface LinkerOptions {
   /**
    * Told of the links an undo leaves down: up before the run (recorded so), their devices replaced
    * by it (to attach them another way: a veth that is to be a tap), and the new ones deleted by
-   * the undo, which cannot bring the old ones back. Their records stay as they were.
+   * the undo, which cannot bring the old ones back; or NICs of theirs taken out of their VMMs by
+   * it, to attach those sides another way (takeBackSwitched). Their records stay as they were.
    */
-  readonly onLeftDown?: (links: readonly LinkReport[]) => void;
+  readonly onLeftDown?: (links: readonly LeftDownLink[]) => void;
   /**
    * Told of the NICs the undo of a failed `link` hot-plugged but could not detach (the VMM refused
    * or did not answer in time): the undo deletes the devices all the same, so the VMM may still
@@ -347,17 +360,20 @@ function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredC
   };
 }
 
+const BOTH_SIDES: readonly LinkSide[] = ['client', 'provider'];
+
 /**
- * The VMM hot-plugs a link needs: each side whose VM runs under a VMM we talk to. `mtu`: the link
- * MTU the guests are to learn (attach); a detach needs none.
+ * The VMM hot-plugs a link needs: each side (of `of`) whose VM runs under a VMM we talk to. `mtu`:
+ * the link MTU the guests are to learn (attach); a detach needs none.
  */
-function vmmNics(report: LinkReport, mtu?: number): { kind: VmmKind; vm: VmName; nic: VmmNic }[] {
+function vmmNics(report: LinkReport, mtu?: number, of: readonly LinkSide[] = BOTH_SIDES): { kind: VmmKind; vm: VmName; nic: VmmNic }[] {
   const nics: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
   const sides = [
-    [report.clientAttach, report.vm, report.clientDevice, report.clientMac],
-    [report.providerAttach, report.provider, report.providerDevice, report.providerMac],
+    ['client', report.clientAttach, report.vm, report.clientDevice, report.clientMac],
+    ['provider', report.providerAttach, report.provider, report.providerDevice, report.providerMac],
   ] as const;
-  for (const [mode, vm, device, mac] of sides) {
+  for (const [side, mode, vm, device, mac] of sides) {
+    if (!of.includes(side)) continue;
     if (mode === 'qemu' || mode === 'cloud-hypervisor') nics.push({ kind: mode, vm: vmName(vm), nic: { id: device, tap: device, mac, ...(mtu === undefined ? {} : { mtu }) } });
   }
   return nics;
@@ -402,8 +418,9 @@ async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptio
 }
 
 // VMs are linked in chunks that grow (4, 8, 16, ...): while the kernel makes one chunk's devices
-// on the addon's worker thread, the next chunk's directories are read, its ids allocated and
-// recorded, and its devices planned. The first chunk is small so that the kernel starts early.
+// on the addon's worker thread, the next chunk's ids are allocated and recorded, and its devices
+// planned. The first chunk is small so that the kernel starts early. (The VMs' directories are
+// read before the first chunk, every side of every link checked up front: runAttachModes.)
 const FIRST_CHUNK = 4;
 
 function* chunksOf<T>(items: readonly T[]): Generator<T[]> {
@@ -544,9 +561,34 @@ interface RunDevices {
   readonly replaced: Set<string>;
   /** VM namespaces the plans made (their `ip netns add` did; not one someone else made meanwhile). */
   readonly namespaces: Set<string>;
+  /** The links whose NICs the run took out of their VMMs to attach those sides another way (takeBackSwitched), by pair (keyOf), as recorded. */
+  readonly takenBack: Map<string, { readonly link: LinkReport; readonly nics: TakenBackNic[] }>;
 }
 
-const newRunDevices = (): RunDevices => ({ created: new Set(), replaced: new Set(), namespaces: new Set() });
+const newRunDevices = (): RunDevices => ({ created: new Set(), replaced: new Set(), namespaces: new Set(), takenBack: new Map() });
+
+/** A NIC a run took out of its VMM to attach its side of a link another way (takeBackSwitched). */
+export interface TakenBackNic {
+  readonly vmm: VmmKind;
+  /** The VM whose VMM held it. */
+  readonly vm: VmName;
+  /** The NIC (and tap) id. */
+  readonly nic: string;
+  /** The mode the run was to give that side. */
+  readonly to: AttachMode;
+}
+
+/**
+ * A link an undo leaves down, as recorded (its record stays as it was before the run): the run
+ * replaced its devices (`replaced`), or took NICs of it out of their VMMs (`takenBack`), or both.
+ */
+export interface LeftDownLink extends LinkReport {
+  readonly replaced: boolean;
+  readonly takenBack: readonly TakenBackNic[];
+}
+
+/** A link's pair as a key. */
+const keyOf = (pair: { readonly vm: string; readonly provider: string }): string => `${pair.vm}\n${pair.provider}`;
 
 const linkDevicesOf = (report: LinkReport): string[] => [report.bridge, report.clientDevice, report.providerDevice];
 const pairOf = (report: LinkReport): { client: VmName; provider: VmName } => ({ client: vmName(report.vm), provider: vmName(report.provider) });
@@ -559,13 +601,15 @@ const linkNamespacesOf = (report: LinkReport, netnsPrefix: string): string[] => 
 
 /**
  * Of the links an undo took back to their records in `before`, those it leaves down: up then
- * (recorded so), with a device the run had replaced. As recorded, for the operator's line.
+ * (recorded so), with a device the run had replaced, or a NIC it had taken out of its VMM. As
+ * recorded, for the operator's line.
  */
-function linksLeftDown(reports: readonly LinkReport[], before: LinkState, made: RunDevices, options: LinkerOptions): LinkReport[] {
+function linksLeftDown(reports: readonly LinkReport[], before: LinkState, made: RunDevices, options: LinkerOptions): LeftDownLink[] {
   return reports.flatMap((report) => {
     const earlier = lookupLink(before, pairOf(report));
     const replaced = linkDevicesOf(report).some((device) => made.replaced.has(device));
-    return earlier?.attached !== undefined && replaced ? [linkReport(earlier, options)] : [];
+    const takenBack = made.takenBack.get(keyOf(report))?.nics ?? [];
+    return earlier?.attached !== undefined && (replaced || takenBack.length > 0) ? [{ ...linkReport(earlier, options), replaced, takenBack }] : [];
   });
 }
 
@@ -576,7 +620,7 @@ interface TransactionMode {
   /** Hot-plug the NICs too (false: `link --keep-going`, which attaches VM by VM after it). */
   readonly attach: boolean;
   /** Told of the links the transaction's undo leaves down (linksLeftDown). */
-  readonly leftDown?: (links: readonly LinkReport[]) => void;
+  readonly leftDown?: (links: readonly LeftDownLink[]) => void;
   /** Told where the undo could not write the state file back (writeBack). */
   readonly undoWriteFailed?: (failure: UndoStateWriteFailure) => void;
   /**
@@ -590,7 +634,7 @@ interface TransactionMode {
  * One link transaction, under the state lock its caller holds, from the state `before` (as the
  * state file has it): ids allocated (or found) and recorded, devices converged, VMMs attached
  * (mode.attach), chunk by chunk; what its plans do is added to `made`. `snapshot`: the config as
- * already read, else each chunk's VMs are read as they come. A failure (a bad VM, a kernel
+ * read (every VM of `vms` and the providers they reach). A failure (a bad VM, a kernel
  * refusal, a VMM, an interruption) undoes it: the devices it made, the NICs it hot-plugged, the
  * state file back to `before` (ids it allocated go back, but for those of links whose devices it
  * could not delete; ids the pairs already had stay theirs); then it is rethrown, also where a
@@ -600,7 +644,7 @@ interface TransactionMode {
 async function linkTransaction(
   vms: readonly VmName[],
   options: LinkerOptions,
-  snapshot: ConfigSnapshot | undefined,
+  snapshot: ConfigSnapshot,
   before: LinkState,
   made: RunDevices,
   mode: TransactionMode,
@@ -618,8 +662,7 @@ async function linkTransaction(
     for (const chunk of chunksOf(vms)) {
       if (failed) break;
       stopIfInterrupted(options);
-      const config = snapshot ?? (await readConfigVms(options.configDir, chunk, options.configDirSource));
-      const wanted = chunk.map((vm) => requireValidVm(config, vm));
+      const wanted = chunk.map((vm) => requireValidVm(snapshot, vm));
       for (const vm of wanted) providers.set(vm.name, vm.providers);
       const allocation = allocateMany(state, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
       const reports: LinkReport[] = [];
@@ -711,7 +754,12 @@ async function linkTransaction(
       holds = await writeBack(options, state, target, mode.undoWriteFailed);
     }
     mode.undone?.(holds);
-    const leftDown = linksLeftDown(reports, before, made, options);
+    // Links of its VMs whose NICs were taken out of their VMMs before it (takeBackSwitched) are
+    // left down too, also where the failure came before their chunk was planned.
+    const clients = new Set(vms);
+    const planned = new Set(reports.map(keyOf));
+    const unplanned = [...made.takenBack.values()].filter(({ link }) => clients.has(vmName(link.vm)) && !planned.has(keyOf(link))).map(({ link }) => link);
+    const leftDown = linksLeftDown([...reports, ...unplanned], before, made, options);
     if (leftDown.length > 0) mode.leftDown?.(leftDown);
     throw error;
   }
@@ -805,26 +853,115 @@ async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'dev
 
 /**
  * What a `link` run knows of attach modes (from the state `before` it, and the devices of links
- * recorded without modes), each VM's side of its new links checked as linkVms checks a chosen one.
+ * recorded without modes), each VM's side of its new links checked as linkVms checks a chosen one;
+ * and the config of its VMs: `wholeDir` as read (link --all), else the named VMs and the
+ * providers they reach, read here (once: its chunks take them from it).
  */
-async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions, snapshot?: ConfigSnapshot): Promise<KeptAttach> {
+async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions, wholeDir?: ConfigSnapshot): Promise<{ kept: KeptAttach; snapshot: ConfigSnapshot }> {
   const kept = keptAttach(options.attach, await standingLinks(before, options));
   for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options);
-  // With the config read whole (link --all), every side of every link of the run, providers' too:
-  // found as a later chunk is planned, the refusal would come once earlier chunks' devices are
-  // made, some replacing those of links up another way, which the undo leaves down. Up to the
-  // first invalid VM, which fails the run in its chunk.
-  if (snapshot !== undefined) {
-    for (const vm of vms) {
-      if (partitionValidVms(snapshot, [vm]).valid.length === 0) break;
-      for (const provider of requireValidVm(snapshot, vm).providers) {
-        const modes = linkAttachModes(kept, { client: vm, provider });
-        assertSideUsable(modes.client, vm, options);
-        assertSideUsable(modes.provider, provider, options);
-      }
-    }
+  const snapshot = wholeDir ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
+  // Every side of every link of the run, providers' too: found as a later chunk is planned, the
+  // refusal would come once earlier chunks' devices are made, some replacing those of links up
+  // another way, which the undo leaves down. Up to the first invalid VM, which fails the run in
+  // its chunk.
+  for (const vm of vms) {
+    if (partitionValidVms(snapshot, [vm]).valid.length === 0) break;
+    assertLinksUsable(vm, snapshot, kept, options);
   }
-  return kept;
+  return { kept, snapshot };
+}
+
+/** Refuse, as bad input, a side of a (valid) client's links that its device or VMM cannot be given, in the modes the run gives them. */
+function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions): void {
+  for (const provider of requireValidVm(snapshot, vm).providers) {
+    const modes = linkAttachModes(kept, { client: vm, provider });
+    assertSideUsable(modes.client, vm, options);
+    assertSideUsable(modes.provider, provider, options);
+  }
+}
+
+/** A side of a link up as a VMM attached it, which a run attaches another way (switchedVmmSides). */
+interface SwitchedSide {
+  /** The link as recorded before the run. */
+  readonly link: LinkReport;
+  readonly side: LinkSide;
+  /** The mode the run gives that side. */
+  readonly to: AttachMode;
+}
+
+/**
+ * The sides of a run's links (each client's of `vms` to the providers its config names) that are
+ * up as a VMM attached them, recorded so, and that the run attaches another way: their NICs come
+ * out of those VMMs before anything is made (takeBackSwitched). Where there are any, every VM of
+ * the run must be valid first (else the error of the first that is not is thrown): the run would
+ * fail at it with those NICs out. A link whose devices are all gone (after a reboot) is not up,
+ * and passed: a VMM started since holds no NIC of it (one that kept running holds it on a deleted
+ * tap, which reaches nothing, and the next attach there says so). Costs one pass over the state;
+ * the devices are listed only where a record would switch.
+ */
+async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<SwitchedSide[]> {
+  const order = new Map(vms.map((vm, index) => [vm, index]));
+  const candidates = before.links.flatMap((link) => {
+    if (link.attached === undefined || !order.has(link.client)) return [];
+    const wanted = linkAttachModes(kept, link);
+    const sides = switchedVmmSides(link.attached, wanted);
+    return sides.length > 0 ? [{ link, wanted, sides }] : [];
+  });
+  if (candidates.length === 0) return [];
+  const invalid = partitionValidVms(snapshot, vms).invalid[0];
+  if (invalid !== undefined) throw invalid.error;
+  // A link to a provider the config no longer names is taken down after the run, as unlink --force does.
+  const named = candidates.filter(({ link }) => requireValidVm(snapshot, link.client).providers.includes(link.provider));
+  const recorded = named.map((candidate) => ({ ...candidate, report: linkReport(candidate.link, options) }));
+  const host = recorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], recorded.flatMap(({ report }) => linkDevicesOf(report)))).host;
+  return recorded
+    .filter(({ report }) => linkDevicesOf(report).some((device) => host.has(device)))
+    .sort((a, b) => (order.get(a.link.client) ?? 0) - (order.get(b.link.client) ?? 0))
+    .flatMap(({ report, wanted, sides }) => sides.map((side) => ({ link: report, side, to: wanted[side] })));
+}
+
+/**
+ * The error of a VMM that did not give back the NIC of a switched side (it refused, or did not
+ * answer in time), which stops the run before anything is made for that link, as a plain unlink
+ * stops: its devices and record stay as they are, and so does the NIC, as far as the VMM did not
+ * carry out its removal. Usage errors (a socket path that cannot be) stay as they are.
+ */
+function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknown {
+  if (error instanceof CliError) return error;
+  const vm = side === 'client' ? link.vm : link.provider;
+  const from = side === 'client' ? link.clientAttach : link.providerAttach;
+  const nic = side === 'client' ? link.clientDevice : link.providerDevice;
+  const vmm = from === 'qemu' ? 'QEMU' : from;
+  return new LinkerError(
+    'vmm-detach-failed',
+    `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not attached as ${to}: its NIC ${nic} was to come out of the ${vmm} of ${vm} first: ${reasonOf(error)}; ` +
+      `so nothing was made for it, and it stays as it was, recorded as ${from} on that side with its devices (a NIC the VMM had already been asked to remove may be gone from ${vm}: link again once it answers): ` +
+      `to attach it as ${to} whatever that VMM says, run spectrum-link unlink ${link.vm} --force, then this link again, each with this run's other options`,
+  );
+}
+
+/**
+ * Take the NICs of switched sides out of their VMMs (switchedSides), one after another, as unlink
+ * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
+ * refuses connections: the VM stopped) holds none, and is passed; one that refuses or does not
+ * answer in time throws (switchRefused). Each NIC taken out is added to `made`, so that an undo
+ * of the run says its link is left down (linksLeftDown). A signal stops it before a NIC.
+ */
+async function takeBackSwitched(switched: readonly SwitchedSide[], options: LinkerOptions, made: RunDevices): Promise<void> {
+  for (const target of switched) {
+    stopIfInterrupted(options);
+    await detachFromVmms([target.link], options.vmm, false, (error) => switchRefused(target, error), [target.side]);
+    const key = keyOf(target.link);
+    const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
+    made.takenBack.set(key, taken);
+    for (const { kind, vm, nic } of vmmNics(target.link, undefined, [target.side])) taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to });
+  }
+}
+
+/** The links whose NICs `made` says were taken out of their VMMs, of these clients, as left down (a run that failed before it made anything for them). */
+function takenBackLeftDown(made: RunDevices, clients: ReadonlySet<string>): LeftDownLink[] {
+  return [...made.takenBack.values()].filter(({ link }) => clients.has(link.vm)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
 }
 
 /** Run `link`'s fn under the state lock; an interruption while waiting for it is said as such. */
@@ -862,8 +999,13 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  * its config no longer names taken down (ids kept). Idempotent. `wholeDir` (`link --all`): the
  * config dir as already read by the caller, whose VMs without providers lose their client links
  * too, and whose gone clients (orphaned) and entries that are no usable VM directory (unusable) are reported.
+ * A side up as qemu or cloud-hypervisor (recorded so) that the run attaches another way has its
+ * NIC taken out of that VMM first, as unlink does, before anything is made; a VMM that refuses or
+ * stalls it stops the run there, as it stops a plain unlink (the link as it was, and nothing
+ * made): left in, the NIC would stay in the guest while the state no longer records it.
  * A failure while linking (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole
- * run, and takes nothing down (links whose devices it had replaced are left down: onLeftDown).
+ * run, and takes nothing down (links whose devices it had replaced, or whose NICs it had taken out
+ * of their VMMs, are left down: onLeftDown).
  * Links taken down go whatever their VMMs say (as `unlink --force`): the config is the operator's
  * word, and a VMM (it hosts an untrusted guest) that refuses or stalls the detach must not keep
  * its VM connected to a provider the config no longer names; such VMMs are returned
@@ -871,9 +1013,9 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  */
 export async function linkVms(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<LinkOutcome> {
   const vms = [...new Set(names.map(vmName))];
-  const snapshot = wholeDir?.snapshot;
-  // Each VM's own side, before any chunk's devices are made (a provider's is checked as its links
-  // are planned): here where --attach names it, else once the state says what it keeps.
+  // Each VM's own side, before any chunk's devices are made (the other sides of its links are
+  // checked once the state says what it keeps and the config which providers it has): here where
+  // --attach names it.
   for (const vm of vms) {
     const chosen = chosenAttachMode(options.attach, vm);
     if (chosen !== undefined) assertSideUsable(chosen, vm, options);
@@ -882,9 +1024,17 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir, options.stateDirSource);
-    const kept = await runAttachModes(vms, before, options, snapshot);
+    const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot);
+    const made = newRunDevices();
+    // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
+    // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made.
+    await takeBackSwitched(await switchedSides(vms, snapshot, before, kept, options), options, made).catch((error: unknown) => {
+      const down = takenBackLeftDown(made, new Set(vms));
+      if (down.length > 0) leftDown?.(down);
+      throw error;
+    });
     const mode: TransactionMode = { attachModes: kept, attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
-    const run = await linkTransaction(vms, options, snapshot, before, newRunDevices(), mode).catch((error: unknown) => {
+    const run = await linkTransaction(vms, options, snapshot, before, made, mode).catch((error: unknown) => {
       // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second
       // one does), and is said with the failure, not instead of it.
       if (options.signal?.aborted === true && !isInterruption(error)) {
@@ -893,7 +1043,7 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
       throw error;
     });
     const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
-    const { orphaned, unusable } = snapshot === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, snapshot, options);
+    const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, wholeDir.snapshot, options);
     const ambiguous = ambiguousAttach(kept, [...run.linked.values()].flat().map(pairOf));
     return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: ambiguous };
   });
@@ -936,15 +1086,18 @@ interface KeepGoingPass extends LinkTransaction {
  * `link --keep-going <vm...>` (as `make -k`): as linkVms, but a VM that fails (an invalid config,
  * a kernel refusal, a VMM that refuses or stalls) is undone alone (its devices, the NICs
  * hot-plugged for it, the ids allocated for it) while every other VM is linked. The healthy case
- * costs what linkVms does: VMs whose config is invalid are set aside up front, the rest get their
- * ids and devices in one transaction (no VMM is asked in it, so that its undo has no NIC to take
- * back: a guest that does not release one in time would keep it), then NICs are hot-plugged VM by
- * VM (attachVmByVm), a VM whose VMM fails undone alone. Only where the one transaction fails (a
- * kernel refusal; it has then undone itself) are the VMs linked again one by one, from the state
- * file as it is then. The state lock is held throughout.
- * A state that cannot be read or written fails the whole run, as does an interruption during the
- * one transaction (undone as in linkVms); one later stops at the next safe point, undoes the VM in
- * progress (and, while hot-plugging, the VMs after it), and returns what was linked (`interrupted`).
+ * costs what linkVms does: VMs whose config is invalid are set aside up front, and so are VMs
+ * with a side to be attached another way whose NIC a VMM does not give back (takeBackSwitched:
+ * nothing made for them); the rest get their ids and devices in one transaction (no VMM is asked
+ * in it, so that its undo has no NIC to take back: a guest that does not release one in time
+ * would keep it), then NICs are hot-plugged VM by VM (attachVmByVm), a VM whose VMM fails undone
+ * alone. Only where the one transaction fails (a kernel refusal; it has then undone itself) are
+ * the VMs linked again one by one, from the state file as it is then. The state lock is held
+ * throughout.
+ * A state that cannot be read or written fails the whole run, as does an interruption before or
+ * during the one transaction (undone as in linkVms); one later stops at the next safe point,
+ * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
+ * linked (`interrupted`).
  */
 export async function linkVmsKeepGoing(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const vms = [...new Set(names.map(vmName))];
@@ -1015,19 +1168,40 @@ function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMa
 /** linkVmsKeepGoing under the state lock. */
 async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
-  const { valid, invalid } = partitionValidVms(snapshot, vms);
-  const failures = new Map<VmName, unknown>(invalid.map(({ name, error }) => [name, error]));
+  const partition = partitionValidVms(snapshot, vms);
+  const failures = new Map<VmName, unknown>(partition.invalid.map(({ name, error }) => [name, error]));
   const before = await loadState(options.stateDir, options.stateDirSource);
   // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
   // kept or chosen, fails alone).
   const kept = keptAttach(options.attach, await standingLinks(before, options));
   const made = newRunDevices();
+  // NICs of sides to be attached another way come out of their VMMs first, VM by VM
+  // (takeBackSwitched): a VM whose VMM (or a provider's, for its links) does not give one back
+  // fails alone, nothing made for it; the NICs taken out for it before are said as its links
+  // left down.
+  const switched = await switchedSides(partition.valid, snapshot, before, kept, options);
+  for (const vm of partition.valid) {
+    const own = switched.filter((target) => target.link.vm === vm);
+    if (own.length === 0) continue;
+    try {
+      // A side that cannot be given its new mode (bad input) fails the VM before its NICs come out.
+      assertLinksUsable(vm, snapshot, kept, options);
+      await takeBackSwitched(own, options, made);
+    } catch (error) {
+      // Nothing made yet: an interruption stops the whole run (as in the one transaction).
+      const down = takenBackLeftDown(made, isInterruption(error) ? new Set(partition.valid) : new Set([vm]));
+      if (down.length > 0) options.onLeftDown?.(down);
+      if (isInterruption(error)) throw error;
+      failures.set(vm, error);
+    }
+  }
+  const valid = partition.valid.filter((vm) => !failures.has(vm));
   let devicesMade: LinkTransaction | undefined;
   let transactionFailure: unknown;
   // The links the transaction's undo leaves down: said where the run ends there (or its one VM
   // failed); where the VMs are linked again one by one, only those of VMs not linked again that
   // their own undo did not say (below).
-  const leftDown: LinkReport[] = [];
+  const leftDown: LeftDownLink[] = [];
   // Where the transaction's undo could not write the state back: said as leftDown is, of the
   // links of VMs not linked again (a VM linked one by one records its links anew).
   let undoWrite: UndoStateWriteFailure | undefined;
@@ -1063,7 +1237,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
     // pass before it, or it failed before its links were planned) are said after the pass.
     const said = new Set<string>();
     const key = (link: LinkReport): string => `${link.vm}\n${link.provider}`;
-    const tell = (links: readonly LinkReport[]): void => {
+    const tell = (links: readonly LeftDownLink[]): void => {
       for (const link of links) said.add(key(link));
       options.onLeftDown?.(links);
     };
@@ -1277,13 +1451,13 @@ export interface VmmDetachFailure {
 const reasonOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 /**
- * Detach each link's VMM NICs, one after another. Without force the first failure is thrown (as
- * `refused` makes it); with force every NIC is tried and the failures are returned.
+ * Detach each link's VMM NICs (of `sides`), one after another. Without force the first failure is
+ * thrown (as `refused` makes it); with force every NIC is tried and the failures are returned.
  */
-async function detachFromVmms(reports: readonly LinkReport[], vmm: VmmPort, force: boolean, refused: (error: unknown) => unknown): Promise<VmmDetachFailure[]> {
+async function detachFromVmms(reports: readonly LinkReport[], vmm: VmmPort, force: boolean, refused: (error: unknown) => unknown, sides: readonly LinkSide[] = BOTH_SIDES): Promise<VmmDetachFailure[]> {
   const failures: VmmDetachFailure[] = [];
   for (const report of reports) {
-    for (const target of vmmNics(report)) {
+    for (const target of vmmNics(report, undefined, sides)) {
       try {
         await vmm.detach(target.kind, target.vm, target.nic);
       } catch (error) {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTACH_MODES, type AttachMode, parseAttachChoice } from '../../host/attach-mode.js';
-import { type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from '../../host/kept-attach.js';
+import { type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode, switchedVmmSides } from '../../host/kept-attach.js';
 import type { LinkPair } from '../../host/link-state.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
 
@@ -142,5 +142,22 @@ describe('kept attach modes', () => {
     const kept = keptAttach(parseAttachChoice([]), [{ pair: pairOf('appvm-a', 'netvm'), modes: { client: 'netns', provider: undefined } }]);
     expect(sideMode(kept, pairOf('appvm-a', 'netvm'), 'client')).toEqual({ mode: 'netns', from: 'link' });
     expect(sideMode(kept, pairOf('appvm-a', 'netvm'), 'provider')).toEqual({ mode: 'none', from: 'unshown' });
+  });
+});
+
+describe('switched VMM sides', () => {
+  it("are the sides recorded as qemu or cloud-hypervisor that get another mode (the other VMM's too): their NICs come out first; a side that keeps its VMM mode, or was none or netns, is none of them", () => {
+    const attachment = fc.record({ client: mode, provider: mode });
+    fc.assert(
+      fc.property(attachment, attachment, (recorded, wanted) => {
+        const switched = switchedVmmSides(recorded, wanted);
+        for (const side of ['client', 'provider'] as const) {
+          const byVmm = recorded[side] === 'qemu' || recorded[side] === 'cloud-hypervisor';
+          expect(switched.includes(side)).toBe(byVmm && wanted[side] !== recorded[side]);
+        }
+      }),
+    );
+    expect(switchedVmmSides({ client: 'qemu', provider: 'cloud-hypervisor' }, { client: 'cloud-hypervisor', provider: 'cloud-hypervisor' })).toEqual(['client']);
+    expect(switchedVmmSides({ client: 'netns', provider: 'qemu' }, { client: 'none', provider: 'none' })).toEqual(['provider']);
   });
 });

@@ -13,8 +13,9 @@ import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { loadState, saveState, withStateLock } from '../../host/state-store.js';
-import { type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, collectGarbage, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
-import { vmName } from '../../host/vm-name.js';
+import { type LeftDownLink, type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, collectGarbage, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
+import type { ClientId } from '../../shared/client-id.js';
+import { type VmName, vmName } from '../../host/vm-name.js';
 
 /**
  * The scripted kernel: the host devices it reports; a plan creating one of `refused` fails; the
@@ -1042,6 +1043,39 @@ describe("link of several chunks of VMs, a later chunk's side refused as bad inp
   });
 });
 
+describe("link of several chunks of VMs named (not --all), a later chunk's side refused as bad input (its kept mode's VMM socket)", () => {
+  it("is refused before any chunk's devices are made, as with --all: the named VMs' providers are read up front, a provider's recorded mode checked there", async () => {
+    // As above, without the whole config dir: c13 (the third chunk) has qvm as its provider,
+    // recorded as QEMU-attached, whose socket path cannot be.
+    const qvm = vmName('qvm');
+    const more = Array.from({ length: 10 }, (_, index) => vmName(`c${index + 4}`));
+    const last = more.at(-1)!;
+    await addVm(qvm);
+    for (const vm of more) await addVm(vm, [vm === last ? qvm : NETVM]);
+    const clients = [...CLIENTS, ...more];
+    const pairs = clients.map((client) => ({ client, provider: client === last ? qvm : NETVM }));
+    const allocated = allocateMany(emptyState(), pairs);
+    await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: pair.provider === qvm ? 'qemu' : 'none' } }))));
+    kernel.host = new Map(
+      allocated.state.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice])),
+    );
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const refused = new Error('the QMP socket path of qvm is longer than a Unix socket takes');
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (kind, vm) => {
+        if (kind === 'qemu' && vm === qvm) throw refused;
+      },
+    };
+    const stateBefore = await readFile(join(stateDir, 'links.json'), 'utf8');
+    await expect(linkVms(clients, { ...options(), attach: parseAttachChoice([]), vmm })).rejects.toBe(refused);
+    expect(applies).toBe(0);
+    expect(kernel.undone).toBe(0);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+  });
+});
+
 describe('link of several chunks of VMs with the config read whole, a later chunk failing as it is planned', () => {
   it('never begins the plan of the chunk before it that had not begun: no devices made only for the undo', async () => {
     // c1..c4 (the first chunk) and c5 (the second), whose provider is no VM of the config dir.
@@ -1054,6 +1088,118 @@ describe('link of several chunks of VMs with the config read whole, a later chun
     const snapshot = await readConfigDir(configDir);
     await expect(linkVms([...CLIENTS, c4, c5], options(), { snapshot, withoutProviders: [] })).rejects.toMatchObject({ name: 'ConfigError' });
     expect(applies).toBe(0);
+    expect(kernel.undone).toBe(0);
+  });
+});
+
+describe('link of a side up as a VMM attached it, to be attached another way', () => {
+  const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+  /** What happened, in order: each detach (`detach KIND VM NIC`), attach, and plan carried out. */
+  let events: string[];
+  /** Detaches of these NIC ids are refused, as a VMM refuses device_del. */
+  let refuse: Set<string>;
+  const vmm = (): VmmPort => ({
+    attach: async (kind, vm, nic) => {
+      events.push(`attach ${kind} ${vm} ${nic.id}`);
+      return true;
+    },
+    detach: async (kind, vm, nic) => {
+      events.push(`detach ${kind} ${vm} ${nic.id}`);
+      if (refuse.has(nic.id)) throw new Error("QEMU refused device_del: Bus 'pci.0' does not support hotplugging (GenericError)");
+    },
+  });
+  /** Each client linked to netvm, recorded with these modes, its devices there (up). */
+  async function linkedAs(modes: { client: 'qemu' | 'cloud-hypervisor' | 'none' | 'netns'; provider: 'qemu' | 'cloud-hypervisor' | 'none' | 'netns' }, clients: readonly VmName[] = CLIENTS): Promise<{ text: string; ids: ClientId[] }> {
+    const allocation = allocateMany(emptyState(), clients.map((client) => ({ client, provider: NETVM })));
+    await saveState(stateDir, setAttachments(allocation.state, allocation.links.map((link) => ({ pair: link, attached: modes }))));
+    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    return { text: await readFile(join(stateDir, 'links.json'), 'utf8'), ids: allocation.links.map((link) => link.id) };
+  }
+  const names = (id: ClientId): ReturnType<typeof linkDeviceNames> => linkDeviceNames(PREFIX, id);
+  beforeEach(() => {
+    events = [];
+    refuse = new Set();
+    kernel.whileApplying = () => void events.push('apply');
+  });
+
+  it("takes the NIC out of the VMM the state records, before anything is made, and records the new mode; a side kept, or a VMM mode kept, is not taken out", async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'cloud-hypervisor' });
+    const outcome = await linkVms([c1], { ...options(), attach: parseAttachChoice([`${c1}=none`]), vmm: vmm() });
+    expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`, 'apply', `attach cloud-hypervisor netvm ${names(ids[0]!).provider}`]);
+    expect(outcome.linked.get(c1)).toMatchObject([{ clientAttach: 'none', providerAttach: 'cloud-hypervisor' }]);
+    expect((await loadState(stateDir)).links.find((link) => link.client === c1)?.attached).toEqual({ client: 'none', provider: 'cloud-hypervisor' });
+    // The provider's side to netns, c2's side kept (its VMM's mode): only netvm's NIC comes out.
+    events = [];
+    await linkVms([c2], { ...options(), attach: parseAttachChoice([`${NETVM}=netns`]), vmm: vmm() });
+    expect(events.filter((event) => event.startsWith('detach'))).toEqual([`detach cloud-hypervisor netvm ${names(ids[1]!).provider}`]);
+    // The other VMM's mode is another mode: out of QEMU, into cloud-hypervisor.
+    events = [];
+    await linkVms([c3], { ...options(), attach: parseAttachChoice([`${c3}=cloud-hypervisor`, `${NETVM}=cloud-hypervisor`]), vmm: vmm() });
+    expect(events).toEqual([`detach qemu c3 ${names(ids[2]!).client}`, 'apply', `attach cloud-hypervisor c3 ${names(ids[2]!).client}`, `attach cloud-hypervisor netvm ${names(ids[2]!).provider}`]);
+  });
+
+  it('takes nothing out of a link whose devices are all gone (after a reboot: no VMM holds a NIC of it), the NIC of one up in the same run', async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'none' }, [c1, c2]);
+    for (const name of Object.values(names(ids[0]!))) kernel.host.delete(name);
+    await linkVms([c1, c2], { ...options(), attach: parseAttachChoice(['none']), vmm: vmm() });
+    expect(events.filter((event) => event.startsWith('detach'))).toEqual([`detach qemu c2 ${names(ids[1]!).client}`]);
+  });
+
+  it('a VMM refusing stops the run before anything is made, as a plain unlink stops: the link as it was, one line saying so and what to do', async () => {
+    const { text, ids } = await linkedAs({ client: 'qemu', provider: 'none' });
+    refuse.add(names(ids[0]!).client);
+    const leftDown: LinkReport[] = [];
+    await expect(linkVms(CLIENTS, { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links) => void leftDown.push(...links) })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'vmm-detach-failed',
+      message:
+        `c1's side of c1 -> netvm (id ${ids[0]}) was not attached as none: its NIC ${names(ids[0]!).client} was to come out of the QEMU of c1 first: QEMU refused device_del: Bus 'pci.0' does not support hotplugging (GenericError); ` +
+        "so nothing was made for it, and it stays as it was, recorded as qemu on that side with its devices (a NIC the VMM had already been asked to remove may be gone from c1: link again once it answers): " +
+        "to attach it as none whatever that VMM says, run spectrum-link unlink c1 --force, then this link again, each with this run's other options",
+    });
+    expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`]);
+    expect(kernel.undone).toBe(0);
+    expect(leftDown).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('where one VMM refuses after another gave its NIC back, or the run fails after, the links whose NICs came out are said left down, their records as before', async () => {
+    const { text, ids } = await linkedAs({ client: 'qemu', provider: 'none' });
+    refuse.add(names(ids[1]!).client);
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    await expect(linkVms(CLIENTS, run)).rejects.toMatchObject({ kind: 'vmm-detach-failed' });
+    expect(leftDown).toEqual([expect.objectContaining({ vm: 'c1', id: ids[0], clientAttach: 'qemu', replaced: false, takenBack: [{ vmm: 'qemu', vm: 'c1', nic: names(ids[0]!).client, to: 'none' }] })]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+
+    // All given back, then the kernel refuses c3's bridge: every link is undone to its record, each said down.
+    refuse.clear();
+    leftDown.length = 0;
+    // c3's bridge gone (its link still up: its taps are there), made anew: where the kernel refuses it.
+    kernel.host.delete(names(ids[2]!).bridge);
+    kernel.refused.add(names(ids[2]!).bridge);
+    await expect(linkVms(CLIENTS, run)).rejects.toThrow(/File exists$/);
+    expect(leftDown.map((link) => [link.vm, link.clientAttach, link.takenBack.map((nic) => nic.nic)]).sort()).toEqual(CLIENTS.map((vm, index) => [vm, 'qemu', [names(ids[index]!).client]]));
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('an invalid VM in the run: its error, before any NIC comes out (the run would fail at it); without it, the NIC comes out', async () => {
+    await linkedAs({ client: 'qemu', provider: 'none' }, [c1]);
+    await expect(linkVms([c1, vmName('nosuchvm')], { ...options(), attach: parseAttachChoice(['none']), vmm: vmm() })).rejects.toMatchObject({ name: 'ConfigError', message: expect.stringContaining('nosuchvm') });
+    expect(events).toEqual([]);
+    await linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: vmm() });
+    expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(1);
+  });
+
+  it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it; the others are linked', async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'none' });
+    refuse.add(names(ids[1]!).client);
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), attach: parseAttachChoice(['none']), vmm: vmm() });
+    expect(outcome.failed).toEqual([{ vm: 'c2', error: expect.objectContaining({ kind: 'vmm-detach-failed' }) }]);
+    expect([...outcome.linked.keys()]).toEqual(['c1', 'c3']);
+    const recorded = new Map((await loadState(stateDir)).links.map((link) => [link.client, link.attached?.client]));
+    expect(Object.fromEntries(recorded)).toEqual({ c1: 'none', c2: 'qemu', c3: 'none' });
+    // Nothing was planned for c2: its devices are not among those any plan made.
     expect(kernel.undone).toBe(0);
   });
 });

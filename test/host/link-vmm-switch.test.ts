@@ -1,0 +1,228 @@
+// `link` of a side up as a VMM attached it (qemu, cloud-hypervisor) to another mode: the NIC comes
+// out of that VMM first, as unlink takes it out, so that the guest keeps no NIC the state no longer
+// records. A VMM that runs no more (its socket gone) holds none: the run goes on. One that refuses
+// or stalls stops the run before anything is made, as it stops a plain unlink. A run that fails
+// after a NIC came out says that link is down. A real QEMU (paused, QMP only), a scripted QMP
+// server (vmm/scripted-qemu.ts) and the spec-exact fake cloud-hypervisor play the VMMs; the built
+// spectrum-link runs in a test namespace.
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { QmpClient } from '../../host/vmm/qmp.js';
+import { createHarness, describeNetns, eventually, type Harness, type NetnsProcess } from '../harness/index.js';
+import { type LinkJson, type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
+import { ScriptedQemu } from './vmm/scripted-qemu.js';
+
+const stderrLines = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
+const escaped = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+describeNetns('link to another attach mode takes the NIC out of the VMM the state records first', () => {
+  let harness: Harness;
+  let world: LinkWorld;
+  let socketDir: string;
+  let qmpTemplate: string;
+  let qemu: ScriptedQemu;
+  const fakes: FakeCloudHypervisor[] = [];
+
+  beforeAll(async () => {
+    harness = createHarness('vmmswitch');
+    world = await makeLinkWorld(harness);
+    socketDir = await mkdtemp(join(tmpdir(), 'spectrum-vmm-switch-'));
+    qmpTemplate = join(socketDir, '{vm}.qmp');
+    qemu = await ScriptedQemu.start(join(socketDir, 'appvm-lynx.qmp'));
+  });
+  afterEach(async () => {
+    for (const fake of fakes.splice(0)) await fake.close();
+    qemu.deviceDel = 'ok';
+    qemu.devices.clear();
+    qemu.netdevs.clear();
+    // No VMM at these paths: whatever is left is taken down as of VMs that are gone.
+    const nowhere = ['--qmp-socket', join(socketDir, 'none-{vm}'), '--ch-socket', join(socketDir, 'none-{vm}')];
+    await world.link(['unlink', 'appvm-lynx', '--forget', ...nowhere]);
+    await world.link(['unlink', 'appvm-catgirl', '--forget', ...nowhere]);
+  });
+  afterAll(async () => {
+    await qemu?.close();
+    await world?.dispose();
+    await harness?.cleanup();
+    if (socketDir !== undefined) await rm(socketDir, { recursive: true, force: true });
+  });
+
+  const fake = async (): Promise<FakeCloudHypervisor> => {
+    const started = await FakeCloudHypervisor.start('Running');
+    fakes.push(started);
+    return started;
+  };
+  const linked = async (args: readonly string[]): Promise<LinkJson> => {
+    const result = await world.link([...args, '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    return (JSON.parse(result.stdout.trim().split('\n')[0]!) as { links: LinkJson[] }).links[0]!;
+  };
+  const lynxAsQemu = (): Promise<LinkJson> => linked(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate]);
+  const listed = async (): Promise<string> => (await world.link(['list', '--json'])).stdout;
+  /** Each of the link's host devices with its kind and ifindex: the same after a run that changed nothing. */
+  const linkDevices = async (link: LinkJson): Promise<string[]> => {
+    const host = await devices(world.host);
+    return [link.bridge, link.clientDevice, link.providerDevice].map((name) => `${name} ${host.get(name)?.linkinfo?.info_kind} ${host.get(name)?.ifindex}`);
+  };
+
+  it('qemu to none, in a real QEMU: its netdev is removed (the tap, kept for the VMM arguments, loses its carrier), recorded none; unlink then asks QEMU nothing', async () => {
+    // A QEMU of its own, paused, with QMP only (no guest: device_del is never acknowledged, and
+    // the netdev is removed after --vmm-timeout all the same, as unlink does).
+    const realDir = await mkdtemp(join(tmpdir(), 'spectrum-vmm-switch-real-'));
+    const qmpPath = join(realDir, 'appvm-lynx.qmp');
+    let real: NetnsProcess | undefined;
+    try {
+      real = world.host.spawn(['qemu-system-x86_64', '-machine', 'pc', '-accel', 'tcg', '-S', '-nodefaults', '-display', 'none', '-qmp', `unix:${qmpPath},server=on,wait=off`]);
+      await eventually('QEMU to make its QMP socket', async () => existsSync(qmpPath), 15_000);
+      const realTemplate = join(realDir, '{vm}.qmp');
+      const qmp = async <T>(fn: (client: QmpClient) => Promise<T>): Promise<T> => {
+        const client = await QmpClient.connect(qmpPath, { timeoutMs: 5000 });
+        try {
+          return await fn(client);
+        } finally {
+          client.close();
+        }
+      };
+      const link = await linked(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--qmp-socket', realTemplate]);
+      const carrier = async (): Promise<boolean> => (await devices(world.host)).get(link.clientDevice)?.flags.includes('LOWER_UP') === true;
+      await eventually('the tap QEMU holds to get a carrier', carrier, 5000);
+      const tapBefore = (await devices(world.host)).get(link.clientDevice)?.ifindex;
+
+      const switched = await linked(['link', 'appvm-lynx', '--attach', 'appvm-lynx=none', '--qmp-socket', realTemplate, '--vmm-timeout', '300']);
+      expect(switched).toMatchObject({ id: link.id, clientAttach: 'none' });
+      // The same tap (a `none` side is a tap too), no longer held by QEMU.
+      expect((await devices(world.host)).get(link.clientDevice)?.ifindex).toBe(tapBefore);
+      await eventually('the tap to lose its carrier', async () => !(await carrier()), 5000);
+      // QEMU's netdev of the NIC is gone: one of its id can be added again.
+      expect(await qmp(async (client) => (await client.execute('netdev_add', { type: 'user', id: `net-${link.clientDevice}` }), 'added'))).toBe('added');
+      expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientAttach: 'none', present: true }]);
+    } finally {
+      await real?.kill('SIGKILL');
+      await rm(realDir, { recursive: true, force: true });
+    }
+  });
+
+  it('cloud-hypervisor to netns: vm.remove-device before the veth replaces the tap; the VMM holds no tap queue', async () => {
+    const ch = await fake();
+    const link = await linked(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', ch.socketPath]);
+    expect(ch.nets).toHaveLength(1);
+    const switched = await linked(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=netns', '--attach', 'netvm=netns', '--ch-socket', ch.socketPath]);
+    expect(switched).toMatchObject({ id: link.id, clientAttach: 'netns' });
+    expect(ch.requests.filter((request) => request.path === '/api/v1/vm.remove-device')).toMatchObject([{ method: 'PUT', body: { id: link.clientDevice } }]);
+    expect([ch.nets.length, ch.heldTapQueues()]).toEqual([0, 0]);
+    expect((await devices(world.host)).get(link.clientDevice)?.linkinfo?.info_kind).toBe('veth');
+  });
+
+  it('qemu to cloud-hypervisor: out of QEMU (device_del, netdev_del), into cloud-hypervisor, on the same tap', async () => {
+    const ch = await fake();
+    const link = await lynxAsQemu();
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+    const switched = await linked(['link', 'appvm-lynx', '--attach', 'appvm-lynx=cloud-hypervisor', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate, '--ch-socket', ch.socketPath]);
+    expect(switched).toMatchObject({ id: link.id, clientAttach: 'cloud-hypervisor' });
+    expect([qemu.devices.size, qemu.netdevs.size]).toEqual([0, 0]);
+    expect(qemu.commands).toContain('device_del');
+    expect(ch.requests.find((request) => request.path === '/api/v1/vm.add-net')).toMatchObject({ body: { id: link.clientDevice }, taps: [link.clientDevice] });
+  });
+
+  it('a VMM no longer running (nothing at its socket: the VM stopped) holds no NIC: the run goes on, saying so at level info', async () => {
+    const stoppedDir = await mkdtemp(join(tmpdir(), 'spectrum-vmm-switch-stopped-'));
+    try {
+      const stopped = await ScriptedQemu.start(join(stoppedDir, 'appvm-lynx.qmp'));
+      const template = join(stoppedDir, '{vm}.qmp');
+      const link = await linked(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
+      await stopped.close();
+      await rm(join(stoppedDir, 'appvm-lynx.qmp'), { force: true });
+      const result = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=none', '--attach', 'netvm=netns', '--qmp-socket', template, '--json'], { SPECTRUM_LOG_LEVEL: 'info' });
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toContain(`no QEMU socket at ${join(stoppedDir, 'appvm-lynx.qmp')}: appvm-lynx taken as not running, and its NIC ${link.clientDevice} as gone with it (not detached)`);
+      expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientAttach: 'none', present: true }]);
+    } finally {
+      await rm(stoppedDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a VMM refusing or never answering stops the run as it stops a plain unlink: one line, the link, its devices and record as they were, the NIC still in; unlink --force, then link, as it says', async () => {
+    const link = await lynxAsQemu();
+    const before = { list: await listed(), devices: await linkDevices(link), state: await readFile(join(world.stateDir, 'links.json'), 'utf8') };
+    const toNone = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=none', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300'];
+    const unchanged = async (): Promise<void> => {
+      expect(await listed()).toBe(before.list);
+      expect(await linkDevices(link)).toEqual(before.devices);
+      expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(before.state);
+      expect(qemu.devices.has(link.clientDevice)).toBe(true);
+    };
+
+    qemu.deviceDel = 'refuse';
+    const refused = await world.link(toNone);
+    expect(refused.code).toBe(1);
+    expect(stderrLines(refused.stderr)).toHaveLength(1);
+    expect(refused.stderr).toMatch(
+      new RegExp(
+        `^spectrum-link: appvm-lynx's side of appvm-lynx -> netvm \\(id ${link.id}\\) was not attached as none: its NIC ${link.clientDevice} was to come out of the QEMU of appvm-lynx first: QEMU refused device_del: .*; ` +
+          'so nothing was made for it, and it stays as it was, recorded as qemu on that side with its devices .*: ' +
+          "to attach it as none whatever that VMM says, run spectrum-link unlink appvm-lynx --force, then this link again, each with this run's other options\\n$",
+      ),
+    );
+    await unchanged();
+
+    qemu.deviceDel = 'silent';
+    const started = Date.now();
+    const stalled = await world.link(toNone);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(stalled.code).toBe(1);
+    expect(stderrLines(stalled.stderr)).toHaveLength(1);
+    expect(stalled.stderr).toMatch(/was not attached as none: its NIC \S+ was to come out of the QEMU of appvm-lynx first: .*no reply to device_del within 300 ms/);
+    await unchanged();
+
+    // As the line says: unlink --force cuts it off (the NIC reported left), then the link is made as asked.
+    qemu.deviceDel = 'refuse';
+    expect((await world.link(['unlink', 'appvm-lynx', '--force', '--qmp-socket', qmpTemplate])).code).toBe(1);
+    expect(await linked(toNone.slice(0, -2))).toMatchObject({ id: link.id, clientAttach: 'none' });
+  });
+
+  it('a run that fails after a NIC came out undoes itself, and says that link is down (its record as before); link again attaches it back as recorded', async () => {
+    const link = await lynxAsQemu();
+    const state = await readFile(join(world.stateDir, 'links.json'), 'utf8');
+    // appvm-lynx to none (its NIC comes out of QEMU), appvm-catgirl to qemu, whose QEMU is nowhere: its hot-plug fails the run.
+    const failed = await world.link(['link', 'appvm-lynx', 'appvm-catgirl', '--attach', 'appvm-lynx=none', '--attach', 'appvm-catgirl=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate]);
+    expect(failed.code).toBe(1);
+    const lines = stderrLines(failed.stderr);
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/appvm-catgirl\.qmp/);
+    expect(lines[1]).toBe(
+      `spectrum-link: appvm-lynx -> netvm (id ${link.id}) is down: this run took its NIC ${link.clientDevice} out of the QEMU of appvm-lynx (to attach that side as none); ` +
+        "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's netns): " +
+        'link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run\'s --attach as that asks',
+    );
+    expect(qemu.devices.has(link.clientDevice)).toBe(false);
+    expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(state);
+
+    const again = await linked(['link', 'appvm-lynx', '--qmp-socket', qmpTemplate]);
+    expect(again).toMatchObject({ id: link.id, clientAttach: 'qemu', providerAttach: 'netns' });
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+  });
+
+  it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it, its link as it was; the others are linked', async () => {
+    const link = await lynxAsQemu();
+    const lynxDevices = await linkDevices(link);
+    qemu.deviceDel = 'refuse';
+    const result = await world.link(['link', 'appvm-lynx', 'appvm-catgirl', '--keep-going', '--attach', 'none', '--qmp-socket', qmpTemplate, '--json']);
+    expect(result.code).toBe(1);
+    const printed = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as { vm: string; links: LinkJson[]; error?: string });
+    expect(printed.map(({ vm, links }) => [vm, links.map((one) => one.clientAttach)])).toEqual([
+      ['appvm-catgirl', ['none']],
+      ['appvm-lynx', []],
+    ]);
+    expect(printed[1]?.error).toMatch(new RegExp(`^appvm-lynx's side of appvm-lynx -> netvm \\(id ${link.id}\\) was not attached as none: .*QEMU refused device_del`));
+    expect(stderrLines(result.stderr)).toEqual([expect.stringMatching(new RegExp(`^spectrum-link: link appvm-lynx failed: ${escaped("appvm-lynx's side of appvm-lynx -> netvm")}`))]);
+    expect(await linkDevices(link)).toEqual(lynxDevices);
+    expect(JSON.parse(await listed())).toEqual(
+      expect.arrayContaining([expect.objectContaining({ vm: 'appvm-lynx', clientAttach: 'qemu' }), expect.objectContaining({ vm: 'appvm-catgirl', clientAttach: 'none' })]),
+    );
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+  });
+});
