@@ -7,16 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { type ExecResult, describeNetns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, type LinkJson, devices, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, type LinkJson, devices, oneLineError, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
-
-function oneLineError(stderr: string): string {
-  const lines = stderr.split('\n').filter((line) => line !== '');
-  expect(lines, stderr).toHaveLength(1);
-  expect(stderr).not.toMatch(/\n\s+at /);
-  return lines[0] ?? '';
-}
-
 
 describeNetns('spectrum-link and hostile input', () => {
   const world = linkWorldPerSuite('hostile');
