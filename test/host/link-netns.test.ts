@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -263,16 +263,25 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(host.has(owned.bridge)).toBe(true);
   });
 
-  it('gc refuses a state dir without a state file (a mistyped --state-dir), deleting nothing and creating no dir', async () => {
+  it('gc refuses a state dir without a state file (a mistyped --state-dir: missing, exit 2; there but empty, exit 1), deleting nothing and creating no dir', async () => {
     const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
     const wrong = `${world.stateDir}-typo`;
-    const result = await world.link(['gc', '--state-dir', wrong, '--json']);
-    expect(result.code).toBe(1);
-    expect(result.stdout).toBe('');
-    expect(oneLineError(result.stderr)).toMatch(/no state file .*-typo\/links\.json.*check --state-dir/);
+    const missing = await world.link(['gc', '--state-dir', wrong, '--json']);
+    expect([missing.code, missing.stdout]).toEqual([2, '']);
+    expect(oneLineError(missing.stderr)).toMatch(/state dir .*-typo \(from --state-dir\) does not exist; check --state-dir/);
+    expect(existsSync(wrong)).toBe(false);
+    await mkdir(wrong);
+    trackTempDir(wrong);
+    try {
+      const empty = await world.link(['gc', '--state-dir', wrong, '--json']);
+      expect([empty.code, empty.stdout]).toEqual([1, '']);
+      expect(oneLineError(empty.stderr)).toMatch(/no state file .*-typo\/links\.json.*check --state-dir/);
+      expect(await readdir(wrong)).toEqual([]);
+    } finally {
+      await rm(wrong, { recursive: true, force: true });
+    }
     const host = await devices(world.host);
     for (const device of [owned.bridge, owned.clientDevice, owned.providerDevice]) expect(host.has(device)).toBe(true);
-    expect(existsSync(wrong)).toBe(false);
   });
 
   it('refuses a corrupt state file with one line, leaving the file as it was', async () => {
