@@ -3,7 +3,6 @@ import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'vitest';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { preferredId } from '../../host/link-state.js';
 import { vmName } from '../../host/vm-name.js';
@@ -178,11 +177,13 @@ export function lynxDeviceNames(): ReturnType<typeof linkDeviceNames> {
   return linkDeviceNames(devicePrefix(DEFAULT_DEVICE_PREFIX), preferredId({ client: vmName('appvm-lynx'), provider: vmName('netvm') }));
 }
 
-/** A failure's stderr: one line, no stack trace; that line. */
+/**
+ * A failure's stderr, which must be one line without a stack trace: that line (else it throws,
+ * failing the test: this module is loaded outside vitest too, by the demo and the benchmarks).
+ */
 export function oneLineError(stderr: string): string {
   const lines = stderr.split('\n').filter((line) => line !== '');
-  expect(lines, stderr).toHaveLength(1);
-  expect(stderr).not.toMatch(/\n\s+at /);
+  if (lines.length !== 1 || /\n\s+at /.test(stderr)) throw new Error(`expected one line on stderr, without a stack trace, got: ${JSON.stringify(stderr)}`);
   return lines[0] ?? '';
 }
 
