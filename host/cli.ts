@@ -8,6 +8,7 @@ import { AttachModeError } from './attach-mode.js';
 import { checkCommand } from './check-command.js';
 import { DeviceNameError } from './device-names.js';
 import { linkCommands } from './link-commands.js';
+import { StateStoreError } from './state-store.js';
 import { VmNameError } from './vm-name.js';
 import { vmmPort } from './vmm-port.js';
 
@@ -18,13 +19,15 @@ const program = new Command('spectrum-link')
   .addCommand(checkCommand());
 for (const command of linkCommands(process.env, vmmPort)) program.addCommand(command);
 
-// Bad names and options are usage errors (exit 2); every other module error exits 1 (run-cli).
+// Bad names and options are usage errors (exit 2), as is a state dir named that does not exist;
+// every other module error exits 1 (run-cli).
 main(
   program,
   [
     [VmNameError, EXIT.usage],
     [DeviceNameError, EXIT.usage],
     [AttachModeError, EXIT.usage],
+    [StateStoreError, EXIT.usage, ['state-dir-missing']],
   ],
   { exitAtOnce: true },
 );

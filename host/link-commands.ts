@@ -41,7 +41,7 @@ import {
   unlinkVm,
   unusedAttachModes,
 } from './linker.js';
-import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, stateDirFrom } from './state-store.js';
+import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirFrom } from './state-store.js';
 import { VmNameError, shownPath } from './vm-name.js';
 import { type SideArguments, VMM_TIMEOUT_MAX_MS, VMM_TIMEOUT_MIN_MS, type VmmFlags, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
@@ -758,6 +758,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const forget = flags.forget === true;
       checkSocketTemplates(flags);
       const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags) };
+      // Before the lock, which would make it.
+      requireNamedStateDir(options.stateDir, options.stateDirSource);
       const { reports, failures, recordedVms } = await interruptibleLockWait('unlink', 'nothing was taken down', (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }));
       // A per-VM mode for a VM that no recorded link involves could serve no unlink: a typo, most
       // likely, with which a link without a recorded mode got the default one. One for a VM with
@@ -819,7 +821,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.stateDir())
     .addOption(option.devicePrefix())
     .addOption(option.json())
-    .action(async (flags: StateFlags, command: Command) => printListed(await listLinks({ ...stateOptions(flags, env, command), attach: DEFAULT_ATTACH }), flags.json === true));
+    .action(async (flags: StateFlags, command: Command) => {
+      const options = { ...stateOptions(flags, env, command), attach: DEFAULT_ATTACH };
+      requireNamedStateDir(options.stateDir, options.stateDirSource);
+      printListed(await listLinks(options), flags.json === true);
+    });
 
   const show = new Command('show')
     .description('show the links of one VM (as client or as provider); a name with no links and no VM directory is an error')
@@ -830,6 +836,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.json())
     .action(async (name: string, flags: ShowFlags, command: Command) => {
       const options = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env), attach: DEFAULT_ATTACH };
+      requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await showLinks(name, options), flags.json === true);
     });
 
@@ -840,7 +847,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.lockWait())
     .addOption(option.json())
     .action(async (flags: GcFlags, command: Command) => {
-      const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command), ...wait }));
+      const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command) };
+      requireNamedStateDir(options.stateDir, options.stateDirSource);
+      const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait }));
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
       else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
     });

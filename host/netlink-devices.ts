@@ -7,7 +7,7 @@ import { randomInt } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
 import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, createdKinds, stepText } from './device-plan.js';
 import { type LinkInfo, ProgramWriter, decodeLinks, observedDevices } from './link-message.js';
-import { type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
+import { type MarkedOutcome, type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
 
 export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create';
 
@@ -129,7 +129,7 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], made
     for (const step of steps) writer.step(step, fds);
     const program = writer.finish();
     const failure = await inNamespace(netns, async (socket) => {
-      const outcomes = await socket.run(program);
+      const outcomes = await socket.runMarked(program);
       outcomes.forEach((outcome, index) => {
         const step = steps[index];
         if (outcome.state === 'done' && step !== undefined && step.op.startsWith('add-')) made?.add(step.name);
@@ -150,10 +150,19 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], made
  * Why a step failed, in words. A join whose master the program looked up for an earlier port
  * gives the kernel that index again; where the master was deleted meanwhile (by something else:
  * a run holds the state lock), the kernel says only EINVAL, so the master is looked up once more
- * to say that it is gone. Where that lookup fails, the kernel's word stands.
+ * to say that it is gone. Where that lookup fails, the kernel's word stands. A master that is no
+ * bridge (rtnl.c's own EOPNOTSUPP, not the kernel's refusal; its text names the device's kind)
+ * was made under the bridge's name by something else since the plan looked: the plan replaces
+ * such a device where it finds one.
  */
-async function failureText(socket: RtnlSocket, step: DeviceStep, outcome: RecordOutcome & { state: 'failed' }): Promise<string> {
+async function failureText(socket: RtnlSocket, step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' }): Promise<string> {
   const master = step.op === 'set' ? step.change.master : undefined;
+  if (master !== undefined && outcome.code === 'EOPNOTSUPP' && outcome.marks.failure === null) {
+    return (
+      `${outcome.text}; something else made it under this link's bridge name after this run looked (a port joined to it would be its port, not the link's): ` +
+      'check what else makes network devices on this host (another spectrum-link with another --state-dir, a network manager), then link again, which replaces it with the bridge'
+    );
+  }
   if (master === undefined || outcome.code !== 'EINVAL') return outcome.text;
   let lookup: RecordOutcome | undefined;
   try {

@@ -67,6 +67,8 @@ export const STATE_FILE_MAX_BYTES = 64 * 1024 * 1024;
 
 export type StateStoreErrorKind =
   | 'state-dir-unusable'
+  /** A state dir named by --state-dir or its variable does not exist (requireNamedStateDir): bad input. */
+  | 'state-dir-missing'
   | 'read-failed'
   /** The state file is larger than STATE_FILE_MAX_BYTES: not read, left as it is. */
   | 'too-large'
@@ -138,6 +140,24 @@ function notADirectory(dir: string, source: StateDirSource): StateStoreError {
     if (isCode(error, 'ENOTDIR')) reason = 'a path above it is not a directory';
   }
   return stateDirUnusable(dir, reason, source);
+}
+
+/**
+ * Refuse a state dir named by --state-dir or $SPECTRUM_STATE_DIR that does not exist: a typo, most
+ * likely, which a command that only reads or takes down (list, show, unlink, gc) would take for a
+ * host with nothing linked. The default one missing is such a host (nothing linked yet); `link`
+ * makes either, as its first record needs it. Anything else wrong with the path is left to the
+ * reader or the lock, which say it (not a directory, a path above it not one).
+ */
+export function requireNamedStateDir(dir: string, source: StateDirSource): void {
+  if (source === undefined || source.from === 'default') return;
+  try {
+    statSync(dir);
+  } catch (error) {
+    if (!isCode(error, 'ENOENT')) return;
+    const want = 'the directory the links are recorded in (spectrum-link link makes it as it records the first)';
+    throw new StateStoreError('state-dir-missing', `${shownOrigin('state dir', dir, source)} does not exist; ${stateDirFix(source, want)}`);
+  }
 }
 
 /**

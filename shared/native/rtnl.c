@@ -27,9 +27,11 @@
 //                an altname: the text names that device)
 //   ENSLAVE (3)  16 bytes, a NUL-padded master name, then a netlink message to which IFLA_MASTER,
 //                the master's index as the socket's namespace knows it, is appended; ENODEV where
-//                no device has that name as its own. The index is looked up once for a run of
-//                joins to one master; refused (EINVAL) with that index, the master is looked up
-//                again, and the join tried once more where its name has another index now
+//                no device has that name as its own, EOPNOTSUPP where the device that has it is
+//                no bridge (a bond or a VRF would take the port too). The index is looked up once
+//                for a run of joins to one master; refused (EINVAL) with that index, the master is
+//                looked up again, and the join tried once more where its name has another index
+//                now, and is a bridge's
 //   NO_IPV6 (4)  an s32 ifindex, then a NUL-terminated device name: IPv6 off on it (disable_ipv6,
 //                which has no netlink form, by the device's own name) in the socket's namespace;
 //                done where IPv6 does not run on it. With an ifindex (not 0), on the device of that
@@ -364,26 +366,51 @@ static ssize_t receive_whole(int fd, receive_buffer *receive, size_t *discarded)
   }
 }
 
-// A device as a lookup's answer gives it: its index and its own name (empty until answered).
+// What a kind (IFLA_INFO_KIND) is kept to: every kind the kernel has is far shorter.
+#define KIND_BYTES 32
+
+// A device as a lookup's answer gives it: its index, its own name (empty until answered) and its
+// kind (IFLA_INFO_KIND: "bridge", "bond", ...; empty for one without link info, as an ethernet).
 typedef struct {
   int index;
   char name[IFNAMSIZ];
+  char kind[KIND_BYTES];
 } found_link;
 
-// The index and own name of an RTM_NEWLINK message into `found`.
+// The kind an IFLA_LINKINFO attribute gives (its IFLA_INFO_KIND) into `kind`; left as it is without one.
+static void read_kind(const struct rtattr *linkinfo, char *kind) {
+  int left = (int)RTA_PAYLOAD(linkinfo);
+  for (const struct rtattr *attribute = RTA_DATA(linkinfo); RTA_OK(attribute, left); attribute = RTA_NEXT(attribute, left)) {
+    if ((attribute->rta_type & NLA_TYPE_MASK) != IFLA_INFO_KIND) continue;
+    size_t bytes = strnlen(RTA_DATA(attribute), RTA_PAYLOAD(attribute));
+    if (bytes >= KIND_BYTES) bytes = KIND_BYTES - 1;
+    memcpy(kind, RTA_DATA(attribute), bytes);
+    kind[bytes] = '\0';
+    return;
+  }
+}
+
+// The index, own name and kind of an RTM_NEWLINK message into `found`.
 static void read_link(const struct nlmsghdr *message, found_link *found) {
   if (message->nlmsg_type != RTM_NEWLINK || message->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg))) return;
   const struct ifinfomsg *info = NLMSG_DATA(message);
   int left = (int)(message->nlmsg_len - NLMSG_LENGTH(sizeof *info));
+  char name[IFNAMSIZ] = "";
+  char kind[KIND_BYTES] = "";
   for (const struct rtattr *attribute = IFLA_RTA(info); RTA_OK(attribute, left); attribute = RTA_NEXT(attribute, left)) {
-    if (attribute->rta_type != IFLA_IFNAME) continue;
-    size_t bytes = strnlen(RTA_DATA(attribute), RTA_PAYLOAD(attribute));
-    if (bytes >= IFNAMSIZ) return;
-    memcpy(found->name, RTA_DATA(attribute), bytes);
-    found->name[bytes] = '\0';
-    found->index = info->ifi_index;
-    return;
+    if ((attribute->rta_type & NLA_TYPE_MASK) == IFLA_LINKINFO) {
+      read_kind(attribute, kind);
+    } else if (attribute->rta_type == IFLA_IFNAME) {
+      size_t bytes = strnlen(RTA_DATA(attribute), RTA_PAYLOAD(attribute));
+      if (bytes >= IFNAMSIZ) return;
+      memcpy(name, RTA_DATA(attribute), bytes);
+      name[bytes] = '\0';
+    }
   }
+  if (name[0] == '\0') return;
+  memcpy(found->name, name, sizeof name);
+  memcpy(found->kind, kind, sizeof kind);
+  found->index = info->ifi_index;
 }
 
 // Ask the kernel for an ack of nothing (NLMSG_NOOP), under a seq of its own: a datagram to read,
@@ -511,6 +538,7 @@ static int lookup_link(rtnl_job *job, uint32_t index, const char *name, receive_
   getlink_request_by_name(&request, name);
   found->index = 0;
   found->name[0] = '\0';
+  found->kind[0] = '\0';
   int error = exchange(job, index, request.bytes, request.header.nlmsg_len, receive, detail, found);
   if (error == 0 && found->name[0] == '\0') error = EPROTO;  // acknowledged without the device
   return error;
@@ -523,6 +551,7 @@ static int lookup_link_by_index(rtnl_job *job, uint32_t index, int ifindex, rece
   getlink_request_by_index(&request, ifindex);
   found->index = 0;
   found->name[0] = '\0';
+  found->kind[0] = '\0';
   int error = exchange(job, index, request.bytes, request.header.nlmsg_len, receive, detail, found);
   if (error == 0 && (found->name[0] == '\0' || found->index != ifindex)) error = EPROTO;  // acknowledged without the device
   return error;
@@ -656,6 +685,30 @@ static int disable_ipv6_by_index(rtnl_job *job, uint32_t index, const char *seen
   return EAGAIN;
 }
 
+// No device: what a master not (or no longer) known is.
+#define NO_LINK ((found_link){.index = 0, .name = "", .kind = ""})
+
+// Whether a device looked up as master `name` is one a port may join: a bridge under that name
+// as its own. 0, or an errno with why in `detail`: ENODEV where the name is another device's
+// altname; EOPNOTSUPP where the device is of another kind (made under the bridge's name by
+// someone else since the plan looked: a bond or a VRF takes ports too, and the port would be
+// joined to it).
+static int usable_master(const found_link *master, const char *name, char *detail) {
+  if (strcmp(master->name, name) != 0) {
+    snprintf(detail, TEXT_BYTES / 2, "master %s is an altname of device %s, not a device's own name", name, master->name);
+    return ENODEV;
+  }
+  if (strcmp(master->kind, "bridge") != 0) {
+    if (master->kind[0] == '\0') {
+      snprintf(detail, TEXT_BYTES / 2, "master %s (ifindex %d) is a device of no link kind (a physical one, say), not a bridge", name, master->index);
+    } else {
+      snprintf(detail, TEXT_BYTES / 2, "master %s (ifindex %d) is a device of kind %s, not a bridge", name, master->index, master->kind);
+    }
+    return EOPNOTSUPP;
+  }
+  return 0;
+}
+
 static void run_execute(napi_env env, void *data) {
   (void)env;
   rtnl_job *job = data;
@@ -707,7 +760,7 @@ static void run_execute(napi_env env, void *data) {
       memcpy(scratch, payload, length);
       error = length >= NLMSG_HDRLEN ? exchange(job, index, scratch, length, &receive, detail, NULL) : EINVAL;
       // A device deleted: its name may come back on another one.
-      if (length >= NLMSG_HDRLEN && ((const struct nlmsghdr *)scratch)->nlmsg_type == RTM_DELLINK) last_master = (found_link){.index = 0, .name = ""};
+      if (length >= NLMSG_HDRLEN && ((const struct nlmsghdr *)scratch)->nlmsg_type == RTM_DELLINK) last_master = NO_LINK;
     } else if (kind == KIND_ENSLAVE && length >= IFNAMSIZ + NLMSG_HDRLEN) {
       char master_name[IFNAMSIZ];
       memcpy(master_name, payload, IFNAMSIZ - 1);
@@ -718,14 +771,12 @@ static void run_execute(napi_env env, void *data) {
       // meanwhile: looked up so that no module is loaded for its name then.
       int cached = last_master.index != 0 && strcmp(last_master.name, master_name) == 0;
       if (!cached) error = lookup_link(job, index, master_name, &receive, said, &master);
-      last_master = error == 0 && strcmp(master.name, master_name) == 0 ? master : (found_link){.index = 0, .name = ""};
-      if (error == 0 && strcmp(master.name, master_name) != 0) {
-        error = ENODEV;
-        snprintf(detail, sizeof detail, "master %s is an altname of device %s, not a device's own name", master_name, master.name);
-      } else if (error != 0) {
+      if (error == 0) error = usable_master(&master, master_name, detail);
+      last_master = error == 0 ? master : NO_LINK;
+      if (error != 0 && detail[0] == '\0') {
         int more = error != ENODEV && said[0] != '\0';
         snprintf(detail, sizeof detail, "master %s%s%.*s", master_name, more ? ": " : "", (int)(sizeof detail - 32), more ? said : "");
-      } else {
+      } else if (error == 0) {
         size_t message_length = length - IFNAMSIZ;
         memcpy(scratch, payload + IFNAMSIZ, message_length);
         struct nlmsghdr *header = (struct nlmsghdr *)scratch;
@@ -745,20 +796,24 @@ static void run_execute(napi_env env, void *data) {
           // The kernel refuses an index no device has only with EINVAL: a master looked up for an
           // earlier port may have been deleted and made anew under its name meanwhile (by
           // someone else). Looked up again, once: where its own name has another index now, the
-          // join is tried again with that, once. Gone, or the same, the refusal stands.
+          // join is tried again with that, once, if it is a bridge (a bond or a VRF made under
+          // its name would take the port too). Gone, or the same, the refusal stands.
           found_link fresh;
           char ignored[TEXT_BYTES / 2] = "";
           if (error == EINVAL && cached && lookup_link(job, index, master_name, &receive, ignored, &fresh) == 0 && strcmp(fresh.name, master_name) == 0 &&
               fresh.index != master.index) {
-            master = fresh;
-            master_index = (uint32_t)master.index;
-            memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
             job->marks[index] = 0;  // the refusal is not this record's outcome
             detail[0] = '\0';
-            error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+            error = usable_master(&fresh, master_name, detail);
+            if (error == 0) {
+              master = fresh;
+              master_index = (uint32_t)master.index;
+              memcpy((uint8_t *)master_attribute + NLA_HDRLEN, &master_index, sizeof master_index);
+              error = exchange(job, index, scratch, header->nlmsg_len, &receive, detail, NULL);
+            }
           }
         }
-        last_master = error == 0 ? master : (found_link){.index = 0, .name = ""};  // it may be gone
+        last_master = error == 0 ? master : NO_LINK;  // it may be gone
       }
     } else {
       error = EINVAL;

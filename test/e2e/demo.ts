@@ -2,17 +2,38 @@
 // torn down. App VMs are namespaces running busybox udhcpc, or QEMU guests with --qemu.
 import { randomBytes } from 'node:crypto';
 import { Command } from 'commander';
+import { runCli } from '../../shared/cli/run-cli.js';
 import { createHarness, netnsSupport } from '../harness/index.js';
 import { INTERNET_HTTP, TEST_NAME, udhcpc } from '../guest/provider-world.js';
 import { type Reach, type VmReport, demoJson, demoText } from './demo-report.js';
 import { APP_VMS, type ExampleSystem, type GuestResult, type LinkInfo, QemuGuest, linksActive, startExampleSystem } from './example-system.js';
 
-const options = new Command('demo')
-  .option('--qemu', 'run the app VMs as real QEMU guests (TCG) instead of namespaces')
-  .option('--keep', 'leave the system running until Ctrl-C, and say how to explore it')
-  .option('--json', 'print one JSON object instead of tables')
-  .parse()
-  .opts<{ qemu?: boolean; keep?: boolean; json?: boolean }>();
+interface DemoOptions {
+  qemu?: boolean;
+  keep?: boolean;
+  json?: boolean;
+}
+
+/**
+ * The demo's options, or the exit code to end with at once: bad usage (an unknown option, an
+ * operand) is one line and exit 2, as in the project's bins (run-cli.ts); --help exits 0.
+ */
+async function demoOptions(argv: readonly string[]): Promise<DemoOptions | number> {
+  let parsed: DemoOptions | undefined;
+  const program = new Command('demo')
+    .option('--qemu', 'run the app VMs as real QEMU guests (TCG) instead of namespaces')
+    .option('--keep', 'leave the system running until Ctrl-C, and say how to explore it')
+    .option('--json', 'print one JSON object instead of tables')
+    .action((given: DemoOptions) => {
+      parsed = given;
+    });
+  const code = await runCli(program, argv);
+  return parsed ?? code;
+}
+
+const given = await demoOptions(process.argv.slice(2));
+if (typeof given === 'number') process.exit(given);
+const options: DemoOptions = given;
 
 const steps = 9;
 let step = 0;

@@ -7,16 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { type ExecResult, describeNetns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, type LinkJson, devices, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, type LinkJson, devices, oneLineError, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
-
-function oneLineError(stderr: string): string {
-  const lines = stderr.split('\n').filter((line) => line !== '');
-  expect(lines, stderr).toHaveLength(1);
-  expect(stderr).not.toMatch(/\n\s+at /);
-  return lines[0] ?? '';
-}
-
 
 describeNetns('spectrum-link and hostile input', () => {
   const world = linkWorldPerSuite('hostile');
@@ -81,17 +73,18 @@ describeNetns('spectrum-link and hostile input', () => {
     }
   }
 
-  it.each([['link', 'appvm-lynx'], ['unlink', 'appvm-lynx']])(
-    '%s with a --state-dir that cannot be made because mkdir there says ENOENT (under /proc) fails with one line, exit 1, in seconds',
-    async (...args) => {
-      // Node's mkdirSync({ recursive: true }) retries such a path forever (state-store.ts): the run
-      // spun at full CPU, and `link`, whose signal handler the busy loop never lets run, ignored SIGTERM.
-      const stateDir = '/proc/self/spectrum-review-no-such-dir/state';
-      const result = await linkWithin(15_000, [...args, '--state-dir', stateDir]);
-      expect(result.code, result.stderr).toBe(1);
-      expect(oneLineError(result.stderr)).toContain(`state dir ${stateDir} (from --state-dir) cannot be used`);
-    },
-  );
+  // Node's mkdirSync({ recursive: true }) retries such a path forever (state-store.ts): the run
+  // spun at full CPU, and `link`, whose signal handler the busy loop never lets run, ignored SIGTERM.
+  // `unlink` does not make a state dir named that does not exist: it refuses it before its lock would.
+  const procStateDir = '/proc/self/spectrum-review-no-such-dir/state';
+  it.each([
+    [['link', 'appvm-lynx'], 1, `state dir ${procStateDir} (from --state-dir) cannot be used`],
+    [['unlink', 'appvm-lynx'], 2, `state dir ${procStateDir} (from --state-dir) does not exist`],
+  ] as const)('%j with a --state-dir that cannot be made because mkdir there says ENOENT (under /proc) fails with one line, exit %d, in seconds', async (args, code, said) => {
+    const result = await linkWithin(15_000, [...args, '--state-dir', procStateDir]);
+    expect(result.code, result.stderr).toBe(code);
+    expect(oneLineError(result.stderr)).toContain(said);
+  });
 
   it('unlink whose state file cannot be written (a read-only mount) fails with one line and takes nothing down', async () => {
     const links = await linkLynx();

@@ -3,6 +3,9 @@ import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
+import { preferredId } from '../../host/link-state.js';
+import { vmName } from '../../host/vm-name.js';
 import { type ExecResult, type Harness, type Netns, runPrefix, trackTempDir } from '../harness/index.js';
 
 /** The checkout: two levels up from test/host, three from its compiled copy in dist/test/host. */
@@ -167,4 +170,45 @@ export async function linkDevicesActive(world: Pick<LinkWorld, 'host' | 'vmNetns
   const side = (vm: string, device: string, attach: string): Promise<unknown>[] =>
     attach === 'netns' ? [world.host.linkActive(device), world.vmNetns(vm).linkActive(device)] : taps ? [world.host.linkActive(device)] : [];
   await Promise.all([...side(link.vm, link.clientDevice, link.clientAttach), ...side(link.provider, link.providerDevice, link.providerAttach)]);
+}
+
+/** The host devices of link appvm-lynx -> netvm where it gets its preferred id (a world's first link of it), with the default prefix. */
+export function lynxDeviceNames(): ReturnType<typeof linkDeviceNames> {
+  return linkDeviceNames(devicePrefix(DEFAULT_DEVICE_PREFIX), preferredId({ client: vmName('appvm-lynx'), provider: vmName('netvm') }));
+}
+
+/**
+ * A failure's stderr, which must be one line without a stack trace: that line (else it throws,
+ * failing the test: this module is loaded outside vitest too, by the demo and the benchmarks).
+ */
+export function oneLineError(stderr: string): string {
+  const lines = stderr.split('\n').filter((line) => line !== '');
+  if (lines.length !== 1 || /\n\s+at /.test(stderr)) throw new Error(`expected one line on stderr, without a stack trace, got: ${JSON.stringify(stderr)}`);
+  return lines[0] ?? '';
+}
+
+/**
+ * `link appvm-lynx --attach none` started so that it stops just before port `port` joins the
+ * bridge (`provider`: after the client port joined it; `client`: before either did, the bridge
+ * made): in a mount namespace of its own, spectrum-link finds at /proc/sys/net/ipv6/conf a
+ * directory of the test's, where new devices forward IPv6 (default/forwarding 1), so each new port
+ * has IPv6 turned off just before it joins the bridge, and that port's disable_ipv6 is a FIFO,
+ * whose opening for writing waits until the test reads it.
+ */
+export async function linkPausedBeforeJoin(
+  world: LinkWorld,
+  port: 'client' | 'provider',
+): Promise<{ names: ReturnType<typeof linkDeviceNames>; fifo: string; run: ReturnType<LinkWorld['host']['spawn']> }> {
+  const names = lynxDeviceNames();
+  const conf = await mkdtemp(join(tmpdir(), 'spectrum-ipv6-conf-'));
+  trackTempDir(conf);
+  for (const dir of ['default', names.bridge, names.client, names.provider]) await mkdir(join(conf, dir));
+  await writeFile(join(conf, 'default', 'forwarding'), '1\n');
+  for (const device of [names.bridge, names.client, names.provider].filter((device) => device !== names[port])) await writeFile(join(conf, device, 'disable_ipv6'), '0\n');
+  const fifo = join(conf, names[port], 'disable_ipv6');
+  await world.host.exec(['mkfifo', fifo], { enter: 'nsenter' });
+  const withConf = 'mount --bind "$0" /proc/sys/net/ipv6/conf && exec "$@"';
+  const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'none'], world);
+  const run = world.host.spawn(['unshare', '-m', 'sh', '-c', withConf, conf, 'node', LINK_BIN, ...args], { enter: 'nsenter' });
+  return { names, fifo, run };
 }

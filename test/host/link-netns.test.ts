@@ -1,13 +1,10 @@
 import { accessSync, constants, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { preferredId } from '../../host/link-state.js';
-import { vmName } from '../../host/vm-name.js';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, type LinkWorld, devices, linkDevicesActive, makeLinkWorld, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
 interface LinkJson {
@@ -93,13 +90,6 @@ async function dropAttachModesOf(stateDir: string, id: number): Promise<void> {
     return rest;
   });
   await writeFile(statePath, JSON.stringify({ ...state, links: legacy }));
-}
-
-function oneLineError(stderr: string): string {
-  const lines = stderr.split('\n').filter((line) => line !== '');
-  expect(lines).toHaveLength(1);
-  expect(stderr).not.toMatch(/\n\s+at /);
-  return lines[0] ?? '';
 }
 
 describeNetns('spectrum-link link --attach netns', () => {
@@ -273,16 +263,25 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(host.has(owned.bridge)).toBe(true);
   });
 
-  it('gc refuses a state dir without a state file (a mistyped --state-dir), deleting nothing and creating no dir', async () => {
+  it('gc refuses a state dir without a state file (a mistyped --state-dir: missing, exit 2; there but empty, exit 1), deleting nothing and creating no dir', async () => {
     const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
     const wrong = `${world.stateDir}-typo`;
-    const result = await world.link(['gc', '--state-dir', wrong, '--json']);
-    expect(result.code).toBe(1);
-    expect(result.stdout).toBe('');
-    expect(oneLineError(result.stderr)).toMatch(/no state file .*-typo\/links\.json.*check --state-dir/);
+    const missing = await world.link(['gc', '--state-dir', wrong, '--json']);
+    expect([missing.code, missing.stdout]).toEqual([2, '']);
+    expect(oneLineError(missing.stderr)).toMatch(/state dir .*-typo \(from --state-dir\) does not exist; check --state-dir/);
+    expect(existsSync(wrong)).toBe(false);
+    await mkdir(wrong);
+    trackTempDir(wrong);
+    try {
+      const empty = await world.link(['gc', '--state-dir', wrong, '--json']);
+      expect([empty.code, empty.stdout]).toEqual([1, '']);
+      expect(oneLineError(empty.stderr)).toMatch(/no state file .*-typo\/links\.json.*check --state-dir/);
+      expect(await readdir(wrong)).toEqual([]);
+    } finally {
+      await rm(wrong, { recursive: true, force: true });
+    }
     const host = await devices(world.host);
     for (const device of [owned.bridge, owned.clientDevice, owned.providerDevice]) expect(host.has(device)).toBe(true);
-    expect(existsSync(wrong)).toBe(false);
   });
 
   it('refuses a corrupt state file with one line, leaving the file as it was', async () => {
@@ -510,7 +509,6 @@ describeNetns('device names at the 15-byte boundary', () => {
     expect((await devices(world.host)).has(link.bridge)).toBe(true);
   });
 });
-
 
 describeNetns('linking many VMs in one call', () => {
   const VMS = Array.from({ length: 12 }, (_, index) => `appvm-${index}`);
@@ -1132,35 +1130,11 @@ describeNetns('a link device whose route netlink answer passes 64 KiB (hundreds 
   });
 });
 
-/**
- * `link appvm-lynx --attach none` started so that it stops after the client port joined the
- * bridge, before the provider port does: in a mount namespace of its own, spectrum-link finds at
- * /proc/sys/net/ipv6/conf a directory of the test's, where new devices forward IPv6
- * (default/forwarding 1), so each new port has IPv6 turned off just before it joins the bridge,
- * and the provider port's disable_ipv6 is a FIFO, whose opening for writing waits until the test
- * reads it.
- */
-async function linkPausedBetweenPorts(world: LinkWorld): Promise<{ names: ReturnType<typeof linkDeviceNames>; fifo: string; run: ReturnType<LinkWorld['host']['spawn']> }> {
-  const id = preferredId({ client: vmName('appvm-lynx'), provider: vmName('netvm') });
-  const names = linkDeviceNames(devicePrefix(DEFAULT_DEVICE_PREFIX), id);
-  const conf = await mkdtemp(join(tmpdir(), 'spectrum-ipv6-conf-'));
-  trackTempDir(conf);
-  for (const dir of ['default', names.bridge, names.client, names.provider]) await mkdir(join(conf, dir));
-  await writeFile(join(conf, 'default', 'forwarding'), '1\n');
-  for (const device of [names.bridge, names.client]) await writeFile(join(conf, device, 'disable_ipv6'), '0\n');
-  const fifo = join(conf, names.provider, 'disable_ipv6');
-  await world.host.exec(['mkfifo', fifo], { enter: 'nsenter' });
-  const withConf = 'mount --bind "$0" /proc/sys/net/ipv6/conf && exec "$@"';
-  const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'none'], world);
-  const run = world.host.spawn(['unshare', '-m', 'sh', '-c', withConf, conf, 'node', LINK_BIN, ...args], { enter: 'nsenter' });
-  return { names, fifo, run };
-}
-
 describeNetns('a bridge deleted by someone else while its ports join it', () => {
   const world = linkWorldPerSuite('linkgone');
 
   it('says its master is gone, in one line saying what to check, where the kernel says only "Invalid argument" (of the index the run had looked up); the run is undone', async () => {
-    const { names, fifo, run } = await linkPausedBetweenPorts(world());
+    const { names, fifo, run } = await linkPausedBeforeJoin(world(), 'provider');
     try {
       await eventually(`${names.client} to join ${names.bridge}`, async () => (await devices(world().host)).get(names.client)?.master === names.bridge, 30_000);
       await world().host.ip(['link', 'del', 'dev', names.bridge]);
@@ -1189,7 +1163,7 @@ describeNetns('a bridge deleted and made anew under its name by someone else whi
   const world = linkWorldPerSuite('linkanew');
 
   it('joins the second port to the new bridge (the join refused with the index the run had looked up, EINVAL, the bridge is looked up again and the join tried once more): the run succeeds', async () => {
-    const { names, fifo, run } = await linkPausedBetweenPorts(world());
+    const { names, fifo, run } = await linkPausedBeforeJoin(world(), 'provider');
     const ifindex = async (name: string) => (JSON.parse((await world().host.ip(['-j', 'link', 'show', 'dev', name])).stdout) as { ifindex: number }[])[0]?.ifindex;
     let oldIndex: number | undefined;
     try {

@@ -3,7 +3,7 @@
 // deleted, and a bad value, are each one line that names where the value came from, and nothing
 // is made or recorded.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
@@ -88,8 +88,13 @@ describeNetns('spectrum-link option sources', () => {
   });
 
   it('takes those relative paths from a working directory that exists', async () => {
-    const listed = await spectrumLink(['list', '--state-dir', 'state'], { env: { SPECTRUM_CONFIG_DIR: 'config' }, cwd: 'scratch' });
-    expect({ code: listed.code, stdout: listed.stdout, stderr: listed.stderr }).toEqual({ code: 0, stdout: 'no links recorded\n', stderr: '' });
+    await mkdir(join(scratch, 'state'));
+    try {
+      const listed = await spectrumLink(['list', '--state-dir', 'state'], { env: { SPECTRUM_CONFIG_DIR: 'config' }, cwd: 'scratch' });
+      expect({ code: listed.code, stdout: listed.stdout, stderr: listed.stderr }).toEqual({ code: 0, stdout: 'no links recorded\n', stderr: '' });
+    } finally {
+      await rm(join(scratch, 'state'), { recursive: true });
+    }
     const checked = await spectrumLink(['check', 'appvm-lynx'], { env: { SPECTRUM_CONFIG_DIR: 'config' }, cwd: 'scratch' });
     expect(checked.code).toBe(1);
     expect(checked.stderr).toBe(
@@ -111,9 +116,9 @@ describeNetns('spectrum-link option sources', () => {
 
   it.each([
     [
-      ['show', 'appvm-lynx', '--config-dir', missing, '--state-dir', ABSENT],
+      ['show', 'appvm-lynx', '--config-dir', missing, '--state-dir', 'SCRATCH'],
       {},
-      `show: no links recorded for appvm-lynx in state dir ${ABSENT} (from --state-dir) and config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`,
+      `show: no links recorded for appvm-lynx in state dir SCRATCH (from --state-dir) and config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`,
     ],
     [['link', '--all', '--state-dir', ABSENT], { SPECTRUM_CONFIG_DIR: missing }, `config dir ${missing} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; ${configFix.variable}`],
     [['list', '--state-dir', 'FILE'], { SPECTRUM_STATE_DIR: ABSENT }, `state dir FILE (from --state-dir) cannot be used (it is not a directory); ${stateFix.option}`],
@@ -122,7 +127,7 @@ describeNetns('spectrum-link option sources', () => {
     [['gc', '--state-dir', 'FILE'], {}, `state dir FILE (from --state-dir) cannot be used (it is not a directory); ${stateFix.option}`],
   ] as const)('says where a dir that cannot be used came from and what to check of it, in one line, exit 1, making nothing: %j (env %j)', async (args, env, said) => {
     await writeFile(file(), '');
-    const withFile = (text: string): string => text.replaceAll('FILE', file());
+    const withFile = (text: string): string => text.replaceAll('FILE', file()).replaceAll('SCRATCH', scratch);
     try {
       const result = await spectrumLink(args.map(withFile), { env: Object.fromEntries(Object.entries(env).map(([name, value]) => [name, withFile(value)])), cwd: 'scratch' });
       expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 1, stdout: '', stderr: `spectrum-link: ${withFile(said)}\n` });
@@ -134,6 +139,45 @@ describeNetns('spectrum-link option sources', () => {
     expect(existsSync(ABSENT)).toBe(false);
     expect(existsSync(missing)).toBe(false);
     expect(await devicesMade()).toEqual([]);
+  });
+
+  const missingStateDir = (source: 'option' | 'variable'): string =>
+    source === 'option'
+      ? `spectrum-link: state dir ${ABSENT} (from --state-dir) does not exist; check --state-dir: it must be the directory the links are recorded in (spectrum-link link makes it as it records the first)\n`
+      : `spectrum-link: state dir ${ABSENT} (from environment variable SPECTRUM_STATE_DIR) does not exist; check SPECTRUM_STATE_DIR: it must be the directory the links are recorded in (spectrum-link link makes it as it records the first) (or pass --state-dir, which overrides it)\n`;
+
+  it.each([
+    [['list', '--state-dir', ABSENT], {}, 'option'],
+    [['list', '--json'], { SPECTRUM_STATE_DIR: ABSENT }, 'variable'],
+    [['show', 'appvm-lynx', '--config-dir', EXAMPLES, '--state-dir', ABSENT], {}, 'option'],
+    [['show', 'appvm-lynx', '--config-dir', EXAMPLES], { SPECTRUM_STATE_DIR: ABSENT }, 'variable'],
+    [['unlink', 'appvm-lynx', '--state-dir', ABSENT], {}, 'option'],
+    [['unlink', 'appvm-lynx', '--forget'], { SPECTRUM_STATE_DIR: ABSENT }, 'variable'],
+    [['gc', '--state-dir', ABSENT], {}, 'option'],
+    [['gc'], { SPECTRUM_STATE_DIR: ABSENT }, 'variable'],
+  ] as const)('refuses %j (env %j) where the state dir it names does not exist (a typo, not a host with nothing linked): one line naming where it came from, exit 2, making nothing', async (args, env, source) => {
+    const result = await spectrumLink(args, { env, cwd: 'scratch' });
+    expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 2, stdout: '', stderr: missingStateDir(source) });
+    expect(existsSync(ABSENT)).toBe(false);
+    expect(await readdir(scratch)).toEqual([]);
+    expect(await devicesMade()).toEqual([]);
+  });
+
+  it('link makes a state dir it is given that does not exist, and records there: then list, show, unlink and gc take it', async () => {
+    const linked = await spectrumLink(['link', 'appvm-lynx', '--config-dir', EXAMPLES, '--attach', 'none', '--json'], { env: { SPECTRUM_STATE_DIR: ABSENT }, cwd: 'scratch' });
+    expect(linked.code, linked.stderr).toBe(0);
+    expect(existsSync(join(ABSENT, 'links.json'))).toBe(true);
+    for (const args of [['list'], ['show', 'appvm-lynx', '--config-dir', EXAMPLES], ['gc'], ['unlink', 'appvm-lynx']]) {
+      const result = await spectrumLink([...args, '--state-dir', ABSENT], { cwd: 'scratch' });
+      expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(0);
+    }
+    expect(await devicesMade()).toEqual([]);
+  });
+
+  it('takes the default state dir missing (/var/lib/spectrum-link, in a mount namespace of its own where /var/lib is empty) as a host with nothing linked yet: list says so, exit 0', async () => {
+    const script = 'mount -t tmpfs spectrum-test /var/lib && exec "$@"';
+    const result = await host.exec(['unshare', '-m', 'sh', '-c', script, 'sh', 'node', LINK_BIN, 'list'], { enter: 'nsenter', allowFailure: true, env: environment({}) });
+    expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 0, stdout: 'no links recorded\n', stderr: '' });
   });
 
   const badNetnsPrefix = (source: string): string => `spectrum-link: ${source} "../x" is not valid: up to 32 of A-Z a-z 0-9 . _ -\n`;

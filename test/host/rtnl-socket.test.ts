@@ -167,6 +167,105 @@ describeNetns('rtnl sockets in a namespace', () => {
     expect((await ipLinks()).get('tc1')?.master).toBe('tb1');
   });
 
+  it('joins a port to no master that is not a bridge (a veth, an ifb, a vxlan, loopback of no link kind under the name): refused, EOPNOTSUPP, naming the device and its kind', async () => {
+    await ns.ip(['link', 'add', 'tk1', 'type', 'veth', 'peer', 'name', 'tk1peer']);
+    await ns.ip(['link', 'add', 'tk2', 'type', 'ifb']);
+    await ns.ip(['link', 'add', 'tk3', 'type', 'vxlan', 'id', '7', 'dstport', '4789']);
+    await ns.ip(['tuntap', 'add', 'dev', 'tkp', 'mode', 'tap']);
+    const masters = ['tk1', 'tk2', 'tk3', 'lo'];
+    const outcomes = await socket.run(programOf(masters.map((master) => ({ op: 'set', name: 'tkp', change: { master } }))), true);
+    const shown = [`of kind veth`, `of kind ifb`, `of kind vxlan`, `of no link kind (a physical one, say)`];
+    const texts = await Promise.all(masters.map(async (master, index) => `Operation not supported: master ${master} (ifindex ${await indexOf(master)}) is a device ${shown[index]}, not a bridge`));
+    expect(outcomes).toEqual(texts.map((text) => ({ state: 'failed', errno: expect.any(Number), code: 'EOPNOTSUPP', text })));
+    expect((await ipLinks()).get('tkp')?.master).toBeUndefined();
+    await ns.ip(['link', 'del', 'tk1']);
+    for (const device of ['tk2', 'tk3', 'tkp']) await ns.ip(['link', 'del', device]);
+  });
+
+  it('joins no port to a device of another kind made under the bridge\'s name after a delete within the program (the name looked up again): refused, EOPNOTSUPP', async () => {
+    const outcomes = await socket.run(
+      programOf([
+        { op: 'add-bridge', name: 'tb6' },
+        { op: 'add-tap', name: 'tc6' },
+        { op: 'set', name: 'tc6', change: { master: 'tb6' } },
+        { op: 'delete', name: 'tb6' },
+        { op: 'add-tap', name: 'tb6' },
+        { op: 'add-tap', name: 'tp6' },
+        { op: 'set', name: 'tp6', change: { master: 'tb6' } },
+      ]),
+    );
+    expect(states(outcomes)).toEqual([...Array(6).fill('done'), 'EOPNOTSUPP']);
+    expect(outcomes[6]).toMatchObject({ text: `Operation not supported: master tb6 (ifindex ${await indexOf('tb6')}) is a device of kind tun, not a bridge` });
+    expect((await ipLinks()).get('tp6')?.master).toBeUndefined();
+    await socket.run(programOf([{ op: 'delete', name: 'tc6' }, { op: 'delete', name: 'tp6' }, { op: 'delete', name: 'tb6' }]));
+  });
+
+  it('takes the kind from the lookup\'s answer: a bridge the kernel would take the port into, reported as a bond (a preload rewrites its IFLA_INFO_KIND), is refused', async () => {
+    // This kernel has no bond or VRF (CONFIG_BONDING, CONFIG_NET_VRF), the kinds besides a bridge
+    // that take ports: a bridge whose answer says bond stands for one. Joined, the port would be
+    // the bond's.
+    await ns.ip(['link', 'add', 'tg1', 'type', 'bridge']);
+    await ns.ip(['tuntap', 'add', 'dev', 'tg2', 'mode', 'tap']);
+    const dir = mkdtempSync(join(tmpdir(), 'sn-rtnl-kind-'));
+    try {
+      const shim = join(dir, 'disguise.so');
+      writeFileSync(
+        join(dir, 'shim.c'),
+        `#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+/* Each RTM_NEWLINK read of device $DISGUISE of kind bridge says bond instead (same padded length). */
+static void disguise(void *buffer, ssize_t length) {
+  const char *name = getenv("DISGUISE");
+  int left = (int)length;
+  for (struct nlmsghdr *message = buffer; name != NULL && NLMSG_OK(message, left); message = NLMSG_NEXT(message, left)) {
+    if (message->nlmsg_type != RTM_NEWLINK) continue;
+    int attributes = IFLA_PAYLOAD(message);
+    struct rtattr *kind = NULL;
+    int named = 0;
+    for (struct rtattr *attribute = IFLA_RTA((struct ifinfomsg *)NLMSG_DATA(message)); RTA_OK(attribute, attributes); attribute = RTA_NEXT(attribute, attributes)) {
+      if (attribute->rta_type == IFLA_IFNAME && strcmp(RTA_DATA(attribute), name) == 0) named = 1;
+      if ((attribute->rta_type & NLA_TYPE_MASK) != IFLA_LINKINFO) continue;
+      int inner = RTA_PAYLOAD(attribute);
+      for (struct rtattr *nested = RTA_DATA(attribute); RTA_OK(nested, inner); nested = RTA_NEXT(nested, inner)) {
+        if (nested->rta_type == IFLA_INFO_KIND) kind = nested;
+      }
+    }
+    if (named && kind != NULL && RTA_PAYLOAD(kind) == 7 && memcmp(RTA_DATA(kind), "bridge", 7) == 0) {
+      memcpy(RTA_DATA(kind), "bond\\0\\0", 7);
+      kind->rta_len = RTA_LENGTH(5);
+    }
+  }
+}
+ssize_t recvfrom(int fd, void *buffer, size_t length, int flags, struct sockaddr *from, socklen_t *from_length) {
+  static ssize_t (*real)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+  if (real == NULL) real = (ssize_t (*)(int, void *, size_t, int, struct sockaddr *, socklen_t *))dlsym(RTLD_NEXT, "recvfrom");
+  ssize_t received = real(fd, buffer, length, flags, from, from_length);
+  if (received > 0 && buffer != NULL && !(flags & MSG_PEEK)) disguise(buffer, received < (ssize_t)length ? received : (ssize_t)length);
+  return received;
+}
+`,
+      );
+      await promisify(execFile)('cc', ['-shared', '-fPIC', '-O2', '-o', shim, join(dir, 'shim.c'), '-ldl']);
+      const join2: StepHere = { op: 'set', name: 'tg2', change: { master: 'tg1' } };
+      const disguised = await runInChild(`/run/netns/${ns.name}`, [join2], [process.execPath], { ...process.env, LD_PRELOAD: shim, DISGUISE: 'tg1' });
+      expect(disguised).toEqual([['EOPNOTSUPP', `Operation not supported: master tg1 (ifindex ${await indexOf('tg1')}) is a device of kind bond, not a bridge`]]);
+      expect((await ipLinks()).get('tg2')?.master).toBeUndefined();
+      // The same join, its answer as the kernel gave it: done.
+      expect(await runInChild(`/run/netns/${ns.name}`, [join2], [process.execPath], { ...process.env, LD_PRELOAD: shim })).toEqual([['done']]);
+      expect((await ipLinks()).get('tg2')?.master).toBe('tg1');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      await ns.ip(['link', 'del', 'tg2']);
+      await ns.ip(['link', 'del', 'tg1']);
+    }
+  });
+
   it('takes 15-byte names and refuses 16-byte ones without cutting them short', async () => {
     const fifteen = 'a'.repeat(15);
     const sixteen = 'b'.repeat(16);
