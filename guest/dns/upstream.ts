@@ -14,7 +14,11 @@ export const DNS_PORT = 53;
 
 /** An upstream resolver the forwarder sends queries to. */
 export interface Upstream {
-  /** Literal address; IPv6 may carry a zone ("fe80::1%eth0"). */
+  /**
+   * Literal address; IPv6 may carry a zone ("fe80::1%eth0"). An IPv4-mapped IPv6 address
+   * (::ffff:a.b.c.d) is its IPv4 address (family 4): the forwarder's IPv6 sockets are IPv6-only,
+   * and one connected to a mapped address gets ENETUNREACH.
+   */
   readonly address: string;
   readonly port: number;
   readonly family: 4 | 6;
@@ -79,7 +83,8 @@ interface AddressValue {
 
 /**
  * `address` (one isIPv4 or ipv6Of accepts) as a number; an IPv4-mapped IPv6 address
- * (::ffff:a.b.c.d) as the IPv4 address it reaches.
+ * (::ffff:a.b.c.d) as the IPv4 address it reaches, with a zone too (Linux sends to that IPv4
+ * address whatever the scope id, as glibc's resolver does with such a nameserver).
  */
 function addressValueOf(address: string, family: 4 | 6, shown: string): AddressValue {
   const { IPv4, IPv6 } = ipNumModule();
@@ -89,7 +94,7 @@ function addressValueOf(address: string, family: 4 | 6, shown: string): AddressV
     const bare = percent === -1 ? address : address.slice(0, percent);
     const zone = percent === -1 ? '' : address.slice(percent);
     const value = IPv6.fromString(bare).getValue();
-    return value >> 32n === IPV4_MAPPED_PREFIX && zone === '' ? { family: 4, value: value & 0xffffffffn, zone: '' } : { family: 6, value, zone };
+    return value >> 32n === IPV4_MAPPED_PREFIX ? { family: 4, value: value & 0xffffffffn, zone: '' } : { family: 6, value, zone };
   } catch {
     // Node's parser took it, ip-num does not: refused rather than compared by its text.
     throw new UpstreamSyntaxError(shown, 'not an IP address that can be compared with the others');
@@ -97,17 +102,20 @@ function addressValueOf(address: string, family: 4 | 6, shown: string): AddressV
 }
 
 /**
- * The address as a number in text, IPv4 as `4:` and IPv6 as `6:` with its zone (see
- * addressValueOf). Zones are compared as written (`%2` and `%eth0` may be the same link; nothing
- * here can tell).
+ * The upstream at `address`, its key the address as a number in text, IPv4 as `4:` and IPv6 as
+ * `6:` with its zone (see addressValueOf). Zones are compared as written (`%2` and `%eth0` may be
+ * the same link; nothing here can tell). An IPv4-mapped address is given as the IPv4 address it
+ * reaches: an IPv6-only socket (the forwarder's) cannot send to it.
  */
-function addressKeyOf(address: string, family: 4 | 6, shown: string): string {
-  const { family: keyFamily, value, zone } = addressValueOf(address, family, shown);
-  return `${keyFamily}:${value}${zone}`;
+function upstreamOf(address: string, port: number, family: 4 | 6, shown: string): Upstream {
+  const { family: reached, value, zone } = addressValueOf(address, family, shown);
+  const addressKey = `${reached}:${value}${zone}`;
+  if (reached === 4 && family === 6) return { address: ipv4Text(value), port, family: 4, addressKey };
+  return { address, port, family, addressKey };
 }
 
-function upstreamOf(address: string, port: number, family: 4 | 6, shown: string): Upstream {
-  return { address, port, family, addressKey: addressKeyOf(address, family, shown) };
+function ipv4Text(value: bigint): string {
+  return [24n, 16n, 8n, 0n].map((shift) => String((value >> shift) & 0xffn)).join('.');
 }
 
 /**

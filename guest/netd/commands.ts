@@ -241,13 +241,18 @@ async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal
   // Without the firewall there is no flow cap for closed entries to get around (and no table of
   // ours that makes the kernel track flows): nothing to reap.
   const reaper = options.firewall && options.conntrackReapThreshold !== 0 ? new ConntrackReaper(options.conntrackReapThreshold, log) : undefined;
+  // Each service's module is loaded on first use (tens of ms): checked again once it is, right
+  // before the service starts.
   throwIfStopped(stop);
-  const dhcp = options.dhcp ? await (await import('../dhcp/dhcp-server.js')).startDhcpServer({ leaseSeconds: options.leaseSeconds, logger: log }) : null;
+  const dhcpModule = options.dhcp ? await import('../dhcp/dhcp-server.js') : undefined;
+  throwIfStopped(stop);
+  const dhcp = dhcpModule === undefined ? null : await dhcpModule.startDhcpServer({ leaseSeconds: options.leaseSeconds, logger: log });
   let dns: DnsForwarder | null = null;
   try {
     throwIfStopped(stop);
     if (options.dns) {
       const { startDnsForwarder } = await import('../dns/forwarder.js');
+      throwIfStopped(stop);
       dns = await startDnsForwarder({
         logger: log,
         resolvConfPath: options.resolvConf,

@@ -238,4 +238,14 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
     expect(itself.process.stderr).toContain(`ignoring ${self}:53 as an upstream`);
     expect(await ask(self, 'www')).toEqual(answered(SECOND.answer));
   });
+
+  it('asks an upstream given as an IPv4-mapped IPv6 address over IPv4, UDP and TCP', async () => {
+    // Its IPv6-only sockets could not be connected to it (ENETUNREACH): "no route to it", SERVFAIL.
+    const listen = '169.254.0.50';
+    const forwarder = await start(listen, { upstreams: [`[::ffff:${SECOND.address}]:53`], timeoutMs: 1500 });
+    expect((await forwarder.counters())['upstreams']).toEqual([`${SECOND.address}:53`]);
+    expect(await ask(listen, 'www')).toEqual(answered(SECOND.answer));
+    expect(await ask(listen, 'www', true)).toEqual(answered(SECOND.answer));
+    expect(forwarder.process.stderr).not.toContain('cannot use upstream resolver');
+  });
 });

@@ -59,6 +59,26 @@ describe('unusableUpstream', () => {
   });
 });
 
+describe('parseUpstream, an IPv4-mapped IPv6 address', () => {
+  it('is the IPv4 address it reaches, sent to over IPv4: an IPv6-only socket connected to it gets ENETUNREACH', () => {
+    // It was kept as IPv6 (family 6): the forwarder's IPv6-only sockets never reached it, warning
+    // "no route to it" for ever.
+    fc.assert(
+      fc.property(fc.ipV4(), anyPort, fc.constantFrom('', '%lo'), (address, port, zone) => {
+        const octets = address.split('.').map(Number);
+        const hex = `${(((octets[0] ?? 0) << 8) | (octets[1] ?? 0)).toString(16)}:${(((octets[2] ?? 0) << 8) | (octets[3] ?? 0)).toString(16)}`;
+        const plain = parseUpstream(`${address}:${port}`);
+        for (const mapped of [`::ffff:${address}`, `::FFFF:${hex}`, `0:0:0:0:0:ffff:${address}`]) {
+          expect(parseUpstream(`[${mapped}${zone}]:${port}`)).toEqual(plain);
+        }
+      }),
+    );
+    // Not the IPv4-compatible form (::a.b.c.d), nor an IPv4-translated one (::ffff:0:a.b.c.d): IPv6 addresses.
+    expect(parseUpstream('[::192.0.2.53]:53')).toMatchObject({ address: '::192.0.2.53', family: 6 });
+    expect(parseUpstream('[::ffff:0:192.0.2.53]:53')).toMatchObject({ address: '::ffff:0:192.0.2.53', family: 6 });
+  });
+});
+
 describe('parseConfiguredUpstream', () => {
   it('refuses an unusable address with its own kind, the value shown as the syntax errors show it', () => {
     for (const [text, reason] of [
@@ -68,6 +88,9 @@ describe('parseConfiguredUpstream', () => {
       ['224.0.0.251', /^a multicast address \(224/],
       ['ff02::fb', /^a multicast address \(ff00/],
       ['[::ffff:0.0.0.0]:53', /^the unspecified address/],
+      // With a zone as well: the kernel sends to the IPv4 address whatever the scope (they were taken).
+      ['[::ffff:0.0.0.0%lo]:53', /^the unspecified address/],
+      ['[::ffff:224.0.0.251%lo]:5353', /^a multicast address \(224/],
     ] as const) {
       let refusal: unknown;
       try {

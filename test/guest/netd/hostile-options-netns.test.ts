@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSy
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type Harness, type Netns, createHarness, describeNetns, eventually } from '../../harness/index.js';
 
@@ -123,6 +123,53 @@ describeNetns('spectrum-netd run and mistaken options', () => {
       const lines = agent.stderr.split('\n').filter((line) => line !== '');
       expect(lines.at(-1)).toBe('spectrum-netd: stopped by SIGTERM while starting (before its first reconcile was done); its control socket is removed');
       // Nor before it: the forwarder was never started, only to be closed.
+      const logged = lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as { level: number; msg: string });
+      expect(logged.filter((entry) => entry.level >= 40).map((entry) => entry.msg)).toEqual([]);
+      expect(existsSync(socket)).toBe(false);
+    } finally {
+      await agent.kill('SIGKILL');
+    }
+  });
+
+  it('a SIGTERM while the DNS forwarder\'s module is being loaded stops it with no forwarder started: nothing logged but its one line', async () => {
+    // Checked only before the module was loaded (tens of ms on first use): the forwarder was then
+    // started all the same, warned that its upstream had no route, and was closed.
+    const ns = await harness.namespace('loadingdns');
+    // A module-load hook holds the forwarder's module until the test releases it (then loads it as
+    // usual): the agent runs as it does, its import of the module under way.
+    const gate = mkdtempSync(join(dir, 'import-gate-'));
+    const [called, released, hook, register] = ['called', 'released', 'hook.mjs', 'register.mjs'].map((name) => join(gate, name)) as [string, string, string, string];
+    writeFileSync(
+      hook,
+      [
+        "import { existsSync, writeFileSync } from 'node:fs';",
+        "import { setTimeout as sleep } from 'node:timers/promises';",
+        'export async function load(url, context, nextLoad) {',
+        "  if (url.endsWith('/dist/guest/dns/forwarder.js')) {",
+        `    writeFileSync(${JSON.stringify(called)}, '');`,
+        `    while (!existsSync(${JSON.stringify(released)})) await sleep(50);`,
+        '  }',
+        '  return nextLoad(url, context);',
+        '}',
+      ].join('\n'),
+    );
+    writeFileSync(register, `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hook).href)});\n`);
+    const socket = join(dir, 'loadingdns.sock');
+    // 192.0.2.53: no route to it in this namespace, which the forwarder warns about as it starts.
+    const agent = ns.spawn(['node', '--import', pathToFileURL(register).href, CLI, 'run', '--no-firewall', '--no-dhcp', '--dns-upstream', '192.0.2.53', '--control-socket', socket], {
+      enter: 'nsenter',
+      env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' },
+    });
+    try {
+      await eventually('the forwarder\'s module loading', () => Promise.resolve(existsSync(called) || agent.exit !== undefined), 20_000);
+      process.kill(agent.pid, 'SIGTERM');
+      // Taken by the agent before the module can load (the hook sees the release within 50 ms).
+      writeFileSync(released, '');
+      const exit = await agent.wait();
+      await agent.waitClosed();
+      expect(exit.code, agent.stderr).toBe(143);
+      const lines = agent.stderr.split('\n').filter((line) => line !== '');
+      expect(lines.at(-1)).toBe('spectrum-netd: stopped by SIGTERM while starting (before its first reconcile was done); its control socket is removed');
       const logged = lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as { level: number; msg: string });
       expect(logged.filter((entry) => entry.level >= 40).map((entry) => entry.msg)).toEqual([]);
       expect(existsSync(socket)).toBe(false);
