@@ -945,17 +945,22 @@ function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknow
  * Take the NICs of switched sides out of their VMMs (switchedSides), one after another, as unlink
  * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
  * refuses connections: the VM stopped) holds none, and is passed; one that refuses or does not
- * answer in time throws (switchRefused). Each NIC taken out is added to `made`, so that an undo
- * of the run says its link is left down (linksLeftDown). A signal stops it before a NIC.
+ * answer in time throws (switchRefused). Every socket path is checked before the first NIC.
+ * Each NIC taken out is added to `made`, so that an undo of the run says its link is left down
+ * (linksLeftDown). A signal stops it before a NIC.
  */
 async function takeBackSwitched(switched: readonly SwitchedSide[], options: LinkerOptions, made: RunDevices): Promise<void> {
+  const nicsOf = (target: SwitchedSide): ReturnType<typeof vmmNics> => vmmNics(target.link, undefined, [target.side]);
+  // Every socket path first (bad input, e.g. too long under this run's --qmp-socket): refused
+  // only at its detach, it would come after NICs before it were taken out.
+  for (const target of switched) for (const { kind, vm } of nicsOf(target)) options.vmm.checkSocket?.(kind, vm);
   for (const target of switched) {
     stopIfInterrupted(options);
     await detachFromVmms([target.link], options.vmm, false, (error) => switchRefused(target, error), [target.side]);
     const key = keyOf(target.link);
     const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
     made.takenBack.set(key, taken);
-    for (const { kind, vm, nic } of vmmNics(target.link, undefined, [target.side])) taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to });
+    for (const { kind, vm, nic } of nicsOf(target)) taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to });
   }
 }
 

@@ -13,6 +13,7 @@ import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { loadState, saveState, withStateLock } from '../../host/state-store.js';
+import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import { type LeftDownLink, type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, collectGarbage, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
@@ -1190,6 +1191,28 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     await linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: vmm() });
     expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(1);
   });
+
+  it('a socket path that cannot be, of a VMM a NIC is to come out of, is refused as bad input before any NIC comes out', async () => {
+    // Both sides of each link up as QEMU attached them; this run's --qmp-socket gives netvm a path too long.
+    const { text } = await linkedAs({ client: 'qemu', provider: 'qemu' }, [c1]);
+    const tooLong = new CliError('--qmp-socket "/long/{vm}" gives VM netvm the socket path "/long/netvm", 108 bytes: a Unix socket path has at most 107; use a shorter path', EXIT.usage);
+    const port: VmmPort = {
+      ...vmm(),
+      checkSocket: (kind, vm) => {
+        if (kind === 'qemu' && vm === NETVM) throw tooLong;
+      },
+    };
+    const leftDown: LeftDownLink[] = [];
+    await expect(linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: port, onLeftDown: (links) => void leftDown.push(...links) })).rejects.toBe(tooLong);
+    expect(events).toEqual([]);
+    expect(leftDown).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    // --keep-going: that client fails alone, as bad input, its NIC still in.
+    const outcome = await linkVmsKeepGoing([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: port });
+    expect(outcome.failed).toEqual([{ vm: c1, error: tooLong }]);
+    expect(events).toEqual([]);
+  });
+
 
   it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it; the others are linked', async () => {
     const { ids } = await linkedAs({ client: 'qemu', provider: 'none' });
