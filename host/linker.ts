@@ -1193,8 +1193,9 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
       assertLinksUsable(vm, snapshot, kept, options);
       await takeBackSwitched(own, options, made);
     } catch (error) {
-      // Nothing made yet: an interruption stops the whole run (as in the one transaction).
-      const down = takenBackLeftDown(made, isInterruption(error) ? new Set(partition.valid) : new Set([vm]));
+      // Nothing made yet: an interruption stops the whole run (as in the one transaction), and
+      // the links of each VM not failed already (those said with its failure) are said down.
+      const down = takenBackLeftDown(made, isInterruption(error) ? new Set(partition.valid.filter((other) => !failures.has(other))) : new Set([vm]));
       if (down.length > 0) options.onLeftDown?.(down);
       if (isInterruption(error)) throw error;
       failures.set(vm, error);

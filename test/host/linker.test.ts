@@ -1214,6 +1214,30 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
   });
 
 
+  it('--keep-going, a signal after a VM failed with a NIC of its out: that link is said left down once', async () => {
+    // Both sides of c1's and c2's links up as QEMU attached them; c1's provider side is refused
+    // (its client side came out), and a signal comes meanwhile: the run stops before c2.
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'qemu' }, [c1, c2]);
+    refuse.add(names(ids[0]!).provider);
+    const controller = new AbortController();
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        if (refuse.has(nic.id)) {
+          controller.abort('SIGTERM');
+          throw new Error('QEMU refused device_del');
+        }
+      },
+    };
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: port, signal: controller.signal, onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    await expect(linkVmsKeepGoing([c1, c2], run)).rejects.toMatchObject({ kind: 'interrupted' });
+    expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`, `detach qemu netvm ${names(ids[0]!).provider}`]);
+    expect(leftDown.map((link) => [link.vm, link.takenBack.map((nic) => nic.nic)])).toEqual([['c1', [names(ids[0]!).client]]]);
+  });
+
+
   it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it; the others are linked', async () => {
     const { ids } = await linkedAs({ client: 'qemu', provider: 'none' });
     refuse.add(names(ids[1]!).client);
