@@ -76,6 +76,13 @@ export interface VmmPort {
    * replaced, leaving that link down for a typo.
    */
   checkSocket?(kind: VmmKind, vm: VmName): void;
+  /**
+   * What this port (one run) was told where that VM's VMM did not answer a detach in time (a
+   * request, or the whole detach), else undefined. `link` does not ask such a VMM again to take
+   * out a NIC for another mode (takeBackSwitched): with --keep-going, each client of a stalled
+   * provider would cost the bound again, under the state lock.
+   */
+  unansweredDetach?(kind: VmmKind, vm: VmName): string | undefined;
 }
 
 export class LinkerError extends Error {
@@ -361,6 +368,8 @@ function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredC
 }
 
 const BOTH_SIDES: readonly LinkSide[] = ['client', 'provider'];
+
+const VMM_NAMES: Readonly<Record<VmmKind, string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
 /**
  * The VMM hot-plugs a link needs: each side (of `of`) whose VM runs under a VMM we talk to. `mtu`:
@@ -945,8 +954,9 @@ function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknow
  * Take the NICs of switched sides out of their VMMs (switchedSides), one after another, as unlink
  * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
  * refuses connections: the VM stopped) holds none, and is passed; one that refuses or does not
- * answer in time throws (switchRefused). Every socket path is checked before the first NIC.
- * Each NIC taken out is added to `made`, so that an undo of the run says its link is left down
+ * answer in time throws (switchRefused), and so does one that did not answer a detach in time
+ * earlier in the run (not asked again). Every socket path is checked before the first NIC. Each
+ * NIC taken out is added to `made`, so that an undo of the run says its link is left down
  * (linksLeftDown). A signal stops it before a NIC.
  */
 async function takeBackSwitched(switched: readonly SwitchedSide[], options: LinkerOptions, made: RunDevices): Promise<void> {
@@ -956,6 +966,12 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
   for (const target of switched) for (const { kind, vm } of nicsOf(target)) options.vmm.checkSocket?.(kind, vm);
   for (const target of switched) {
     stopIfInterrupted(options);
+    for (const { kind, vm, nic } of nicsOf(target)) {
+      const earlier = options.vmm.unansweredDetach?.(kind, vm);
+      if (earlier !== undefined) {
+        throw switchRefused(target, new Error(`the ${VMM_NAMES[kind]} of ${vm} did not answer a detach in time earlier in this run (${earlier}), so it was not asked to remove NIC ${nic.id}: check that VMM`));
+      }
+    }
     await detachFromVmms([target.link], options.vmm, false, (error) => switchRefused(target, error), [target.side]);
     const key = keyOf(target.link);
     const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
@@ -1125,6 +1141,7 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
     },
     detach: (kind, vm, nic) => options.vmm.detach(kind, vm, nic),
     checkSocket: (kind, vm) => options.vmm.checkSocket?.(kind, vm),
+    unansweredDetach: (kind, vm) => options.vmm.unansweredDetach?.(kind, vm),
   };
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];

@@ -1213,6 +1213,30 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(events).toEqual([]);
   });
 
+  it('--keep-going: a VMM that did not answer a detach in time is not asked again for the next client: each of its clients fails, the VMM asked once', async () => {
+    // netvm's side of each link up as QEMU attached it, to be attached as none; netvm's QEMU stalls.
+    await linkedAs({ client: 'none', provider: 'qemu' });
+    const stalled = new Map<string, string>();
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        const said = `QMP socket /run/vm/${vm}/qmp.sock: no reply to device_del within 300 ms`;
+        stalled.set(`${kind} ${vm}`, said);
+        throw new Error(said);
+      },
+      unansweredDetach: (kind, vm) => stalled.get(`${kind} ${vm}`),
+    };
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), attach: parseAttachChoice([`${NETVM}=none`]), vmm: port });
+    expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(1);
+    expect(outcome.failed.map(({ vm }) => vm)).toEqual(CLIENTS);
+    expect(outcome.failed[1]?.error).toMatchObject({
+      kind: 'vmm-detach-failed',
+      message: expect.stringMatching(
+        /^netvm's side of c2 -> netvm \(id \d+\) was not attached as none: its NIC \S+ was to come out of the QEMU of netvm first: the QEMU of netvm did not answer a detach in time earlier in this run \(QMP socket \/run\/vm\/netvm\/qmp\.sock: no reply to device_del within 300 ms\), so it was not asked to remove NIC \S+: check that VMM; so nothing was made for it/,
+      ),
+    });
+  });
 
   it('--keep-going, a signal after a VM failed with a NIC of its out: that link is said left down once', async () => {
     // Both sides of c1's and c2's links up as QEMU attached them; c1's provider side is refused
@@ -1236,7 +1260,6 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`, `detach qemu netvm ${names(ids[0]!).provider}`]);
     expect(leftDown.map((link) => [link.vm, link.takenBack.map((nic) => nic.nic)])).toEqual([['c1', [names(ids[0]!).client]]]);
   });
-
 
   it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it; the others are linked', async () => {
     const { ids } = await linkedAs({ client: 'qemu', provider: 'none' });
