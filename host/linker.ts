@@ -1049,19 +1049,19 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const made = newRunDevices();
     // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
     // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made.
+    // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
+    // ran, which only a second one cuts short) is said with the failure, not instead of it, and
+    // not lost either: the exit code tells of it.
+    const failedThenSignalled = (error: unknown): unknown =>
+      options.signal?.aborted === true && !isInterruption(error) ? new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error) : error;
     await takeBackSwitched(await switchedSides(vms, snapshot, before, kept, options), options, made).catch((error: unknown) => {
       const down = takenBackLeftDown(made, new Set(vms));
       if (down.length > 0) leftDown?.(down);
-      throw error;
+      throw failedThenSignalled(error);
     });
     const mode: TransactionMode = { attachModes: kept, attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
     const run = await linkTransaction(vms, options, snapshot, before, made, mode).catch((error: unknown) => {
-      // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second
-      // one does), and is said with the failure, not instead of it.
-      if (options.signal?.aborted === true && !isInterruption(error)) {
-        throw new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error);
-      }
-      throw error;
+      throw failedThenSignalled(error);
     });
     const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
     const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, wholeDir.snapshot, options);

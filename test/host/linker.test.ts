@@ -1261,6 +1261,26 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(leftDown.map((link) => [link.vm, link.takenBack.map((nic) => nic.nic)])).toEqual([['c1', [names(ids[0]!).client]]]);
   });
 
+  it('a VMM refusing while a signal comes: the refusal, then the signal, said (interrupted-undoing), not the refusal alone', async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'none' }, [c1]);
+    const controller = new AbortController();
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        controller.abort('SIGTERM');
+        throw new Error('QEMU refused device_del');
+      },
+    };
+    const failure = await linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: port, signal: controller.signal }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(failure).toMatchObject({ kind: 'interrupted-undoing', failure: { kind: 'vmm-detach-failed', message: expect.stringContaining(`its NIC ${names(ids[0]!).client} was to come out of the QEMU of c1 first: QEMU refused device_del`) } });
+    expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`]);
+    expect(kernel.undone).toBe(0);
+  });
+
   it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it; the others are linked', async () => {
     const { ids } = await linkedAs({ client: 'qemu', provider: 'none' });
     refuse.add(names(ids[1]!).client);
