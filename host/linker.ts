@@ -870,12 +870,13 @@ async function runAttachModes(vms: readonly VmName[], before: LinkState, options
   const kept = keptAttach(options.attach, await standingLinks(before, options));
   for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options);
   const snapshot = wholeDir ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
-  // Every side of every link of the run, providers' too: found as a later chunk is planned, the
-  // refusal would come once earlier chunks' devices are made, some replacing those of links up
-  // another way, which the undo leaves down. Up to the first invalid VM, which fails the run in
-  // its chunk.
+  // Every VM valid, and every side of every link of the run, providers' too, in the order the
+  // chunks would meet them: found as a later chunk is planned, the failure would come once earlier
+  // chunks' devices are made, some replacing those of links up another way, which the undo
+  // leaves down.
   for (const vm of vms) {
-    if (partitionValidVms(snapshot, [vm]).valid.length === 0) break;
+    const invalid = partitionValidVms(snapshot, [vm]).invalid[0];
+    if (invalid !== undefined) throw invalid.error;
     assertLinksUsable(vm, snapshot, kept, options);
   }
   return { kept, snapshot };
@@ -900,14 +901,14 @@ interface SwitchedSide {
 }
 
 /**
- * The sides of a run's links (each client's of `vms` to the providers its config names) that are
- * up as a VMM attached them, recorded so, and that the run attaches another way: their NICs come
- * out of those VMMs before anything is made (takeBackSwitched). Where there are any, every VM of
- * the run must be valid first (else the error of the first that is not is thrown): the run would
- * fail at it with those NICs out. A link whose devices are all gone (after a reboot) is not up,
- * and passed: a VMM started since holds no NIC of it (one that kept running holds it on a deleted
- * tap, which reaches nothing, and the next attach there says so). Costs one pass over the state;
- * the devices are listed only where a record would switch.
+ * The sides of a run's links (each client's of `vms`, every one valid, to the providers its config
+ * names) that are up as a VMM attached them, recorded so, and that the run attaches another way:
+ * their NICs come out of those VMMs before anything is made (takeBackSwitched). (The callers
+ * check the VMs first: a run failing at an invalid one would fail with those NICs out.) A link
+ * whose devices are all gone (after a reboot) is not up, and passed: a VMM started since holds no
+ * NIC of it (one that kept running holds it on a deleted tap, which reaches nothing, and the next
+ * attach there says so). Costs one pass over the state; the devices are listed only where a
+ * record would switch.
  */
 async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<SwitchedSide[]> {
   const order = new Map(vms.map((vm, index) => [vm, index]));
@@ -918,8 +919,6 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
     return sides.length > 0 ? [{ link, wanted, sides }] : [];
   });
   if (candidates.length === 0) return [];
-  const invalid = partitionValidVms(snapshot, vms).invalid[0];
-  if (invalid !== undefined) throw invalid.error;
   // A link to a provider the config no longer names is taken down after the run, as unlink --force does.
   const named = candidates.filter(({ link }) => requireValidVm(snapshot, link.client).providers.includes(link.provider));
   const recorded = named.map((candidate) => ({ ...candidate, report: linkReport(candidate.link, options) }));

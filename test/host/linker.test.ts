@@ -1077,6 +1077,39 @@ describe("link of several chunks of VMs named (not --all), a later chunk's side 
   });
 });
 
+describe('link of several chunks of VMs, an invalid VM in a later chunk', () => {
+  it.each([
+    ['named', false],
+    ['the config read whole (--all)', true],
+  ])("fails the run before any chunk's devices are made (%s): none replaced only for the undo, no link left down", async (_how, whole) => {
+    // c1..c12 (the first two chunks, of 4 and 8), their links up as netns (veths, which
+    // --attach none replaces with taps); c13 (the third chunk) names a provider that is no VM.
+    const more = Array.from({ length: 10 }, (_, index) => vmName(`c${index + 4}`));
+    const last = more.at(-1)!;
+    for (const vm of more) await addVm(vm, [vm === last ? 'nosuchvm' : NETVM]);
+    const clients = [...CLIENTS, ...more];
+    const pairs = clients.filter((client) => client !== last).map((client) => ({ client, provider: NETVM }));
+    const allocated = allocateMany(emptyState(), pairs);
+    await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'netns', provider: 'netns' } }))));
+    kernel.host = new Map(
+      allocated.state.links.flatMap((link) =>
+        Object.entries(linkDeviceNames(PREFIX, link.id)).map(([role, name]): [string, ObservedDevice] => [name, { name, kind: role === 'bridge' ? 'bridge' : 'veth' } as ObservedDevice]),
+      ),
+    );
+    const stateBefore = await readFile(join(stateDir, 'links.json'), 'utf8');
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    const wholeDir = whole ? { snapshot: await readConfigDir(configDir), withoutProviders: [] } : undefined;
+    await expect(linkVms(clients, run, wholeDir)).rejects.toMatchObject({ name: 'ConfigError', message: expect.stringContaining('nosuchvm') });
+    expect(applies).toBe(0);
+    expect(kernel.undone).toBe(0);
+    expect(leftDown).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+  });
+});
+
 describe('link of several chunks of VMs with the config read whole, a later chunk failing as it is planned', () => {
   it('never begins the plan of the chunk before it that had not begun: no devices made only for the undo', async () => {
     // c1..c4 (the first chunk) and c5 (the second), whose provider is no VM of the config dir.
