@@ -1023,8 +1023,9 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  * NIC taken out of that VMM first, as unlink does, before anything is made; a VMM that refuses or
  * stalls it stops the run there, as it stops a plain unlink (the link as it was, and nothing
  * made): left in, the NIC would stay in the guest while the state no longer records it.
- * A failure while linking (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole
- * run, and takes nothing down (links whose devices it had replaced, or whose NICs it had taken out
+ * An invalid VM, or a side that cannot be given its mode (bad input), fails the run before
+ * anything is made (runAttachModes). A failure while linking (a kernel refusal, a VMM, a signal)
+ * undoes the whole run, and takes nothing down (links whose devices it had replaced, or whose NICs it had taken out
  * of their VMMs, are left down: onLeftDown).
  * Links taken down go whatever their VMMs say (as `unlink --force`): the config is the operator's
  * word, and a VMM (it hosts an untrusted guest) that refuses or stalls the detach must not keep
