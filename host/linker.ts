@@ -1025,8 +1025,8 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  * made): left in, the NIC would stay in the guest while the state no longer records it.
  * An invalid VM, or a side that cannot be given its mode (bad input), fails the run before
  * anything is made (runAttachModes). A failure while linking (a kernel refusal, a VMM, a signal)
- * undoes the whole run, and takes nothing down (links whose devices it had replaced, or whose NICs it had taken out
- * of their VMMs, are left down: onLeftDown).
+ * undoes the whole run, and takes nothing down (links whose devices it had replaced, or whose
+ * NICs it had taken out of their VMMs, are left down: onLeftDown).
  * Links taken down go whatever their VMMs say (as `unlink --force`): the config is the operator's
  * word, and a VMM (it hosts an untrusted guest) that refuses or stalls the detach must not keep
  * its VM connected to a provider the config no longer names; such VMMs are returned
@@ -1047,13 +1047,13 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const before = await loadState(options.stateDir, options.stateDirSource);
     const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot);
     const made = newRunDevices();
-    // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
-    // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made.
     // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
     // ran, which only a second one cuts short) is said with the failure, not instead of it, and
     // not lost either: the exit code tells of it.
     const failedThenSignalled = (error: unknown): unknown =>
       options.signal?.aborted === true && !isInterruption(error) ? new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error) : error;
+    // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
+    // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made.
     await takeBackSwitched(await switchedSides(vms, snapshot, before, kept, options), options, made).catch((error: unknown) => {
       const down = takenBackLeftDown(made, new Set(vms));
       if (down.length > 0) leftDown?.(down);
