@@ -76,6 +76,13 @@ export interface VmmPort {
    * replaced, leaving that link down for a typo.
    */
   checkSocket?(kind: VmmKind, vm: VmName): void;
+  /**
+   * What this port (one run) was told where that VM's VMM did not answer a detach in time (a
+   * request, or the whole detach), else undefined. `link` does not ask such a VMM again to take
+   * out a NIC for another mode (takeBackSwitched): with --keep-going, each client of a stalled
+   * provider would cost the bound again, under the state lock.
+   */
+  unansweredDetach?(kind: VmmKind, vm: VmName): string | undefined;
 }
 
 export class LinkerError extends Error {
@@ -361,6 +368,8 @@ function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredC
 }
 
 const BOTH_SIDES: readonly LinkSide[] = ['client', 'provider'];
+
+const VMM_NAMES: Readonly<Record<VmmKind, string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
 /**
  * The VMM hot-plugs a link needs: each side (of `of`) whose VM runs under a VMM we talk to. `mtu`:
@@ -861,12 +870,13 @@ async function runAttachModes(vms: readonly VmName[], before: LinkState, options
   const kept = keptAttach(options.attach, await standingLinks(before, options));
   for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options);
   const snapshot = wholeDir ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
-  // Every side of every link of the run, providers' too: found as a later chunk is planned, the
-  // refusal would come once earlier chunks' devices are made, some replacing those of links up
-  // another way, which the undo leaves down. Up to the first invalid VM, which fails the run in
-  // its chunk.
+  // Every VM valid, and every side of every link of the run, providers' too, in the order the
+  // chunks would meet them: found as a later chunk is planned, the failure would come once earlier
+  // chunks' devices are made, some replacing those of links up another way, which the undo
+  // leaves down.
   for (const vm of vms) {
-    if (partitionValidVms(snapshot, [vm]).valid.length === 0) break;
+    const invalid = partitionValidVms(snapshot, [vm]).invalid[0];
+    if (invalid !== undefined) throw invalid.error;
     assertLinksUsable(vm, snapshot, kept, options);
   }
   return { kept, snapshot };
@@ -891,14 +901,14 @@ interface SwitchedSide {
 }
 
 /**
- * The sides of a run's links (each client's of `vms` to the providers its config names) that are
- * up as a VMM attached them, recorded so, and that the run attaches another way: their NICs come
- * out of those VMMs before anything is made (takeBackSwitched). Where there are any, every VM of
- * the run must be valid first (else the error of the first that is not is thrown): the run would
- * fail at it with those NICs out. A link whose devices are all gone (after a reboot) is not up,
- * and passed: a VMM started since holds no NIC of it (one that kept running holds it on a deleted
- * tap, which reaches nothing, and the next attach there says so). Costs one pass over the state;
- * the devices are listed only where a record would switch.
+ * The sides of a run's links (each client's of `vms`, every one valid, to the providers its config
+ * names) that are up as a VMM attached them, recorded so, and that the run attaches another way:
+ * their NICs come out of those VMMs before anything is made (takeBackSwitched). (The callers
+ * check the VMs first: a run failing at an invalid one would fail with those NICs out.) A link
+ * whose devices are all gone (after a reboot) is not up, and passed: a VMM started since holds no
+ * NIC of it (one that kept running holds it on a deleted tap, which reaches nothing, and the next
+ * attach there says so). Costs one pass over the state; the devices are listed only where a
+ * record would switch.
  */
 async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<SwitchedSide[]> {
   const order = new Map(vms.map((vm, index) => [vm, index]));
@@ -909,8 +919,6 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
     return sides.length > 0 ? [{ link, wanted, sides }] : [];
   });
   if (candidates.length === 0) return [];
-  const invalid = partitionValidVms(snapshot, vms).invalid[0];
-  if (invalid !== undefined) throw invalid.error;
   // A link to a provider the config no longer names is taken down after the run, as unlink --force does.
   const named = candidates.filter(({ link }) => requireValidVm(snapshot, link.client).providers.includes(link.provider));
   const recorded = named.map((candidate) => ({ ...candidate, report: linkReport(candidate.link, options) }));
@@ -945,17 +953,29 @@ function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknow
  * Take the NICs of switched sides out of their VMMs (switchedSides), one after another, as unlink
  * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
  * refuses connections: the VM stopped) holds none, and is passed; one that refuses or does not
- * answer in time throws (switchRefused). Each NIC taken out is added to `made`, so that an undo
- * of the run says its link is left down (linksLeftDown). A signal stops it before a NIC.
+ * answer in time throws (switchRefused), and so does one that did not answer a detach in time
+ * earlier in the run (not asked again). Every socket path is checked before the first NIC. Each
+ * NIC taken out is added to `made`, so that an undo of the run says its link is left down
+ * (linksLeftDown). A signal stops it before a NIC.
  */
 async function takeBackSwitched(switched: readonly SwitchedSide[], options: LinkerOptions, made: RunDevices): Promise<void> {
+  const nicsOf = (target: SwitchedSide): ReturnType<typeof vmmNics> => vmmNics(target.link, undefined, [target.side]);
+  // Every socket path first (bad input, e.g. too long under this run's --qmp-socket): refused
+  // only at its detach, it would come after NICs before it were taken out.
+  for (const target of switched) for (const { kind, vm } of nicsOf(target)) options.vmm.checkSocket?.(kind, vm);
   for (const target of switched) {
     stopIfInterrupted(options);
+    for (const { kind, vm, nic } of nicsOf(target)) {
+      const earlier = options.vmm.unansweredDetach?.(kind, vm);
+      if (earlier !== undefined) {
+        throw switchRefused(target, new Error(`the ${VMM_NAMES[kind]} of ${vm} did not answer a detach in time earlier in this run (${earlier}), so it was not asked to remove NIC ${nic.id}: check that VMM`));
+      }
+    }
     await detachFromVmms([target.link], options.vmm, false, (error) => switchRefused(target, error), [target.side]);
     const key = keyOf(target.link);
     const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
     made.takenBack.set(key, taken);
-    for (const { kind, vm, nic } of vmmNics(target.link, undefined, [target.side])) taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to });
+    for (const { kind, vm, nic } of nicsOf(target)) taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to });
   }
 }
 
@@ -1003,9 +1023,10 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  * NIC taken out of that VMM first, as unlink does, before anything is made; a VMM that refuses or
  * stalls it stops the run there, as it stops a plain unlink (the link as it was, and nothing
  * made): left in, the NIC would stay in the guest while the state no longer records it.
- * A failure while linking (a bad VM late in the list, a kernel refusal, a VMM) undoes the whole
- * run, and takes nothing down (links whose devices it had replaced, or whose NICs it had taken out
- * of their VMMs, are left down: onLeftDown).
+ * An invalid VM, or a side that cannot be given its mode (bad input), fails the run before
+ * anything is made (runAttachModes). A failure while linking (a kernel refusal, a VMM, a signal)
+ * undoes the whole run, and takes nothing down (links whose devices it had replaced, or whose
+ * NICs it had taken out of their VMMs, are left down: onLeftDown).
  * Links taken down go whatever their VMMs say (as `unlink --force`): the config is the operator's
  * word, and a VMM (it hosts an untrusted guest) that refuses or stalls the detach must not keep
  * its VM connected to a provider the config no longer names; such VMMs are returned
@@ -1026,21 +1047,21 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const before = await loadState(options.stateDir, options.stateDirSource);
     const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot);
     const made = newRunDevices();
+    // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
+    // ran, which only a second one cuts short) is said with the failure, not instead of it, and
+    // not lost either: the exit code tells of it.
+    const failedThenSignalled = (error: unknown): unknown =>
+      options.signal?.aborted === true && !isInterruption(error) ? new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error) : error;
     // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
     // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made.
     await takeBackSwitched(await switchedSides(vms, snapshot, before, kept, options), options, made).catch((error: unknown) => {
       const down = takenBackLeftDown(made, new Set(vms));
       if (down.length > 0) leftDown?.(down);
-      throw error;
+      throw failedThenSignalled(error);
     });
     const mode: TransactionMode = { attachModes: kept, attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
     const run = await linkTransaction(vms, options, snapshot, before, made, mode).catch((error: unknown) => {
-      // Failed, and undone; a signal that came meanwhile did not cut the undo short (only a second
-      // one does), and is said with the failure, not instead of it.
-      if (options.signal?.aborted === true && !isInterruption(error)) {
-        throw new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error);
-      }
-      throw error;
+      throw failedThenSignalled(error);
     });
     const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
     const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, wholeDir.snapshot, options);
@@ -1120,6 +1141,7 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
     },
     detach: (kind, vm, nic) => options.vmm.detach(kind, vm, nic),
     checkSocket: (kind, vm) => options.vmm.checkSocket?.(kind, vm),
+    unansweredDetach: (kind, vm) => options.vmm.unansweredDetach?.(kind, vm),
   };
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];
@@ -1188,8 +1210,9 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
       assertLinksUsable(vm, snapshot, kept, options);
       await takeBackSwitched(own, options, made);
     } catch (error) {
-      // Nothing made yet: an interruption stops the whole run (as in the one transaction).
-      const down = takenBackLeftDown(made, isInterruption(error) ? new Set(partition.valid) : new Set([vm]));
+      // Nothing made yet: an interruption stops the whole run (as in the one transaction), and
+      // the links of each VM not failed already (those said with its failure) are said down.
+      const down = takenBackLeftDown(made, isInterruption(error) ? new Set(partition.valid.filter((other) => !failures.has(other))) : new Set([vm]));
       if (down.length > 0) options.onLeftDown?.(down);
       if (isInterruption(error)) throw error;
       failures.set(vm, error);

@@ -145,10 +145,16 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   // failure, and a provider's VMM that stalls would cost a --vmm-timeout (and a take-back) for
   // each of its clients, the state lock held throughout.
   const unanswered = new Map<string, string>();
+  // Likewise those that did not answer a detach in time: a detach still asks them (unlink --force
+  // tries every NIC), but link does not ask one again to take out a NIC for another mode.
+  const unansweredDetaches = new Map<string, string>();
   return {
     checkSocket(kind, vm) {
       if (kind === 'qemu') qmpSocket(vm);
       else chSocket(vm);
+    },
+    unansweredDetach(kind, vm) {
+      return unansweredDetaches.get(kind === 'qemu' ? qmpSocket(vm) : chSocket(vm));
     },
     async attach(kind, vm, nic) {
       const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
@@ -222,12 +228,17 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
           log().info({ vm, nic: nic.id }, `${VMM_NAMES[kind]} socket ${socket} refuses connections: the VMM has exited; nothing to detach`);
           return;
         }
-        // Given up by the whole bound (not a request's own).
-        if ((await vmmErrorOfKind(error, 'timeout')) && error instanceof Error && error.message.includes(why)) {
-          throw new VmmPortError(
-            'detach-deadline',
-            `the ${VMM_NAMES[kind]} of ${vm} (socket ${socket}) did not finish removing NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout`,
-          );
+        if (await vmmErrorOfKind(error, 'timeout')) {
+          // Given up by the whole bound (not a request's own).
+          const failure =
+            error instanceof Error && error.message.includes(why)
+              ? new VmmPortError(
+                  'detach-deadline',
+                  `the ${VMM_NAMES[kind]} of ${vm} (socket ${socket}) did not finish removing NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout`,
+                )
+              : error;
+          unansweredDetaches.set(socket, failure instanceof Error ? failure.message : String(failure));
+          throw failure;
         }
         throw error;
       } finally {

@@ -601,11 +601,19 @@ describeNetns('linking many VMs in one call', () => {
     expect(answer).toHaveLength(VMS.length * 5);
     expect(answer[0]).toMatch(/^appvm-0 -> netvm  id \d+/);
 
-    // A late bad VM: the first chunks were made (and drawn) before the run failed and was undone.
-    const failed = await onTerminal(['link', ...VMS, 'appvm-missing', '--attach', 'none']);
+    // A late failure (the last VM's QEMU is nowhere: its NIC's hot-plug fails): the chunks' devices
+    // were made (and drawn) before the run failed and was undone. (A late bad VM is refused before
+    // anything is made, and draws nothing.)
+    const last = VMS.at(-1) ?? '';
+    const failed = await onTerminal(['link', ...VMS, '--attach', 'none', '--attach', `${last}=qemu`, '--qmp-socket', '/nonexistent/{vm}.qmp']);
     expect(failed.code).not.toBe(0);
-    expect(failed.stdout).toContain(`${ERASE}linking: devices for 4 of 13 VMs`);
-    expect(afterProgress(failed.stdout)).toEqual([expect.stringMatching(/^spectrum-link: .*appvm-missing/)]);
+    expect(failed.stdout).toContain(`${ERASE}linking: devices for 4 of 12 VMs`);
+    expect(afterProgress(failed.stdout)).toEqual([expect.stringMatching(new RegExp(`^spectrum-link: .*${last}`))]);
+    // A late bad VM fails the run before anything is made: nothing drawn, its error alone.
+    const refused = await onTerminal(['link', ...VMS, 'appvm-missing', '--attach', 'none']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stdout).not.toContain(ERASE);
+    expect(refused.stdout.replace(/\r/g, '').split('\n').filter((line) => line !== '')).toEqual([expect.stringMatching(/^spectrum-link: .*appvm-missing/)]);
 
     // Asked for JSON, the terminal gets only JSON.
     const json = await onTerminal(['link', ...VMS, '--attach', 'none', '--json']);

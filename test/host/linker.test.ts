@@ -13,6 +13,7 @@ import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { loadState, saveState, withStateLock } from '../../host/state-store.js';
+import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import { type LeftDownLink, type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, collectGarbage, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
@@ -1076,6 +1077,39 @@ describe("link of several chunks of VMs named (not --all), a later chunk's side 
   });
 });
 
+describe('link of several chunks of VMs, an invalid VM in a later chunk', () => {
+  it.each([
+    ['named', false],
+    ['the config read whole (--all)', true],
+  ])("fails the run before any chunk's devices are made (%s): none replaced only for the undo, no link left down", async (_how, whole) => {
+    // c1..c12 (the first two chunks, of 4 and 8), their links up as netns (veths, which
+    // --attach none replaces with taps); c13 (the third chunk) names a provider that is no VM.
+    const more = Array.from({ length: 10 }, (_, index) => vmName(`c${index + 4}`));
+    const last = more.at(-1)!;
+    for (const vm of more) await addVm(vm, [vm === last ? 'nosuchvm' : NETVM]);
+    const clients = [...CLIENTS, ...more];
+    const pairs = clients.filter((client) => client !== last).map((client) => ({ client, provider: NETVM }));
+    const allocated = allocateMany(emptyState(), pairs);
+    await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'netns', provider: 'netns' } }))));
+    kernel.host = new Map(
+      allocated.state.links.flatMap((link) =>
+        Object.entries(linkDeviceNames(PREFIX, link.id)).map(([role, name]): [string, ObservedDevice] => [name, { name, kind: role === 'bridge' ? 'bridge' : 'veth' } as ObservedDevice]),
+      ),
+    );
+    const stateBefore = await readFile(join(stateDir, 'links.json'), 'utf8');
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    const wholeDir = whole ? { snapshot: await readConfigDir(configDir), withoutProviders: [] } : undefined;
+    await expect(linkVms(clients, run, wholeDir)).rejects.toMatchObject({ name: 'ConfigError', message: expect.stringContaining('nosuchvm') });
+    expect(applies).toBe(0);
+    expect(kernel.undone).toBe(0);
+    expect(leftDown).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+  });
+});
+
 describe('link of several chunks of VMs with the config read whole, a later chunk failing as it is planned', () => {
   it('never begins the plan of the chunk before it that had not begun: no devices made only for the undo', async () => {
     // c1..c4 (the first chunk) and c5 (the second), whose provider is no VM of the config dir.
@@ -1189,6 +1223,95 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(events).toEqual([]);
     await linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: vmm() });
     expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(1);
+  });
+
+  it('a socket path that cannot be, of a VMM a NIC is to come out of, is refused as bad input before any NIC comes out', async () => {
+    // Both sides of each link up as QEMU attached them; this run's --qmp-socket gives netvm a path too long.
+    const { text } = await linkedAs({ client: 'qemu', provider: 'qemu' }, [c1]);
+    const tooLong = new CliError('--qmp-socket "/long/{vm}" gives VM netvm the socket path "/long/netvm", 108 bytes: a Unix socket path has at most 107; use a shorter path', EXIT.usage);
+    const port: VmmPort = {
+      ...vmm(),
+      checkSocket: (kind, vm) => {
+        if (kind === 'qemu' && vm === NETVM) throw tooLong;
+      },
+    };
+    const leftDown: LeftDownLink[] = [];
+    await expect(linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: port, onLeftDown: (links) => void leftDown.push(...links) })).rejects.toBe(tooLong);
+    expect(events).toEqual([]);
+    expect(leftDown).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    // --keep-going: that client fails alone, as bad input, its NIC still in.
+    const outcome = await linkVmsKeepGoing([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: port });
+    expect(outcome.failed).toEqual([{ vm: c1, error: tooLong }]);
+    expect(events).toEqual([]);
+  });
+
+  it('--keep-going: a VMM that did not answer a detach in time is not asked again for the next client: each of its clients fails, the VMM asked once', async () => {
+    // netvm's side of each link up as QEMU attached it, to be attached as none; netvm's QEMU stalls.
+    await linkedAs({ client: 'none', provider: 'qemu' });
+    const stalled = new Map<string, string>();
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        const said = `QMP socket /run/vm/${vm}/qmp.sock: no reply to device_del within 300 ms`;
+        stalled.set(`${kind} ${vm}`, said);
+        throw new Error(said);
+      },
+      unansweredDetach: (kind, vm) => stalled.get(`${kind} ${vm}`),
+    };
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), attach: parseAttachChoice([`${NETVM}=none`]), vmm: port });
+    expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(1);
+    expect(outcome.failed.map(({ vm }) => vm)).toEqual(CLIENTS);
+    expect(outcome.failed[1]?.error).toMatchObject({
+      kind: 'vmm-detach-failed',
+      message: expect.stringMatching(
+        /^netvm's side of c2 -> netvm \(id \d+\) was not attached as none: its NIC \S+ was to come out of the QEMU of netvm first: the QEMU of netvm did not answer a detach in time earlier in this run \(QMP socket \/run\/vm\/netvm\/qmp\.sock: no reply to device_del within 300 ms\), so it was not asked to remove NIC \S+: check that VMM; so nothing was made for it/,
+      ),
+    });
+  });
+
+  it('--keep-going, a signal after a VM failed with a NIC of its out: that link is said left down once', async () => {
+    // Both sides of c1's and c2's links up as QEMU attached them; c1's provider side is refused
+    // (its client side came out), and a signal comes meanwhile: the run stops before c2.
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'qemu' }, [c1, c2]);
+    refuse.add(names(ids[0]!).provider);
+    const controller = new AbortController();
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        if (refuse.has(nic.id)) {
+          controller.abort('SIGTERM');
+          throw new Error('QEMU refused device_del');
+        }
+      },
+    };
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: port, signal: controller.signal, onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    await expect(linkVmsKeepGoing([c1, c2], run)).rejects.toMatchObject({ kind: 'interrupted' });
+    expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`, `detach qemu netvm ${names(ids[0]!).provider}`]);
+    expect(leftDown.map((link) => [link.vm, link.takenBack.map((nic) => nic.nic)])).toEqual([['c1', [names(ids[0]!).client]]]);
+  });
+
+  it('a VMM refusing while a signal comes: the refusal, then the signal, said (interrupted-undoing), not the refusal alone', async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'none' }, [c1]);
+    const controller = new AbortController();
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        controller.abort('SIGTERM');
+        throw new Error('QEMU refused device_del');
+      },
+    };
+    const failure = await linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: port, signal: controller.signal }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(failure).toMatchObject({ kind: 'interrupted-undoing', failure: { kind: 'vmm-detach-failed', message: expect.stringContaining(`its NIC ${names(ids[0]!).client} was to come out of the QEMU of c1 first: QEMU refused device_del`) } });
+    expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`]);
+    expect(kernel.undone).toBe(0);
   });
 
   it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it; the others are linked', async () => {

@@ -83,3 +83,32 @@ describe('a VMM that does not answer an attach in time', () => {
     }
   });
 });
+
+describe('a VMM that does not answer a detach in time', () => {
+  it('is told of by the same port (one run), with what was said, so that link does not ask it again to take out a NIC for another mode; not of another VMM, nor by the next port', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    // Its greeting comes far too late: the detach times out before any command.
+    const stalled = await ScriptedQemu.start(join(dir, 'netvm.qmp'));
+    stalled.delayMs = 60_000;
+    try {
+      const port = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: join(dir, '{vm}.qmp'), vmmTimeout: '100' });
+      const nic = { id: 'snp1', tap: 'snp1', mac: '0A:B3:EC:80:00:01' };
+      expect(port.unansweredDetach?.('qemu', vmName('netvm'))).toBeUndefined();
+      const failure: unknown = await port.detach('qemu', vmName('netvm'), nic).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(failure).toMatchObject({ name: 'QmpError', kind: 'timeout' });
+      expect(port.unansweredDetach?.('qemu', vmName('netvm'))).toBe((failure as Error).message);
+      // A VMM that runs no more (nothing at its socket) holds no NIC: nothing to tell of it.
+      await port.detach('qemu', vmName('appvm-lynx'), nic);
+      expect(port.unansweredDetach?.('qemu', vmName('appvm-lynx'))).toBeUndefined();
+      expect(port.unansweredDetach?.('cloud-hypervisor', vmName('netvm'))).toBeUndefined();
+      const next = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: join(dir, '{vm}.qmp'), vmmTimeout: '100' });
+      expect(next.unansweredDetach?.('qemu', vmName('netvm'))).toBeUndefined();
+    } finally {
+      await stalled.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
