@@ -142,11 +142,40 @@ function notADirectory(dir: string, source: StateDirSource): StateStoreError {
   return stateDirUnusable(dir, reason, source);
 }
 
+/** A symlink to nothing on a state dir's path, said as makeDirs (which cannot make a directory there) says it. */
+function symlinkToNothing(path: string): string {
+  let target = '?';
+  try {
+    target = readlinkSync(path);
+  } catch {
+    // Gone or changed meanwhile: the path is said all the same.
+  }
+  return `${path} is a symlink to ${target}, which does not exist`;
+}
+
+/**
+ * The nearest symlink to nothing among `absolute` (which does not exist) and the paths above it
+ * up to the first that exists, said as makeDirs says it; undefined where there is none.
+ */
+function danglingSymlinkOn(absolute: string): string | undefined {
+  for (let path = absolute; !existsSync(path); path = dirname(path)) {
+    try {
+      if (lstatSync(path).isSymbolicLink()) return symlinkToNothing(path);
+    } catch {
+      // Not there at all: the path above it is looked at.
+    }
+    if (dirname(path) === path) break;
+  }
+  return undefined;
+}
+
 /**
  * Refuse a state dir named by --state-dir or $SPECTRUM_STATE_DIR that does not exist: a typo, most
  * likely, which a command that only reads or takes down (list, show, unlink, gc) would take for a
  * host with nothing linked. The default one missing is such a host (nothing linked yet); `link`
- * makes either, as its first record needs it. Anything else wrong with the path is left to the
+ * makes either, as its first record needs it. A path that does not exist because it is, or goes
+ * through, a symlink to nothing is no typo and nothing `link` can make a directory at: it cannot
+ * be used, said as `link` says it (exit 1). Anything else wrong with the path is left to the
  * reader or the lock, which say it (not a directory, a path above it not one).
  */
 export function requireNamedStateDir(dir: string, source: StateDirSource): void {
@@ -155,6 +184,14 @@ export function requireNamedStateDir(dir: string, source: StateDirSource): void 
     statSync(dir);
   } catch (error) {
     if (!isCode(error, 'ENOENT')) return;
+    let absolute: string | undefined;
+    try {
+      absolute = resolve(dir);
+    } catch {
+      // The working directory gone (a relative dir is refused so before this, by usablePath).
+    }
+    const dangling = absolute === undefined ? undefined : danglingSymlinkOn(absolute);
+    if (dangling !== undefined) throw stateDirUnusable(dir, dangling, source);
     const want = 'the directory the links are recorded in (spectrum-link link makes it as it records the first)';
     throw new StateStoreError('state-dir-missing', `${shownOrigin('state dir', dir, source)} does not exist; ${stateDirFix(source, want)}`);
   }
@@ -415,7 +452,7 @@ function makeDirs(dir: string): void {
         const there = lstatSync(path);
         // Made meanwhile by another run: as good.
         if (there.isDirectory()) continue;
-        if (there.isSymbolicLink()) throw new MakeDirError(`${path} is a symlink to ${readlinkSync(path)}, which does not exist`);
+        if (there.isSymbolicLink()) throw new MakeDirError(symlinkToNothing(path));
         throw new MakeDirError(path === absolute ? 'it is not a directory' : 'a path above it is not a directory');
       }
       if (isCode(error, 'ENOTDIR')) throw new MakeDirError('a path above it is not a directory');

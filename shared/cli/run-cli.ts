@@ -57,7 +57,7 @@ const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/gu;
  * option, an environment variable) is said as given, and an escape sequence in it would reach
  * the terminal raw. Escaped here, for every message, as JSON writes them.
  */
-function oneLine(text: string): string {
+export function oneLine(text: string): string {
   return text
     .replace(/\s*\n\s*/g, ' ')
     .trim()

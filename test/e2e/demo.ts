@@ -2,7 +2,7 @@
 // torn down. App VMs are namespaces running busybox udhcpc, or QEMU guests with --qemu.
 import { randomBytes } from 'node:crypto';
 import { Command } from 'commander';
-import { runCli } from '../../shared/cli/run-cli.js';
+import { oneLine, runCli } from '../../shared/cli/run-cli.js';
 import { createHarness, netnsSupport } from '../harness/index.js';
 import { INTERNET_HTTP, TEST_NAME, udhcpc } from '../guest/provider-world.js';
 import { type Reach, type VmReport, demoJson, demoText } from './demo-report.js';
@@ -183,7 +183,9 @@ process.env['SPECTRUM_TEST_PREFIX'] ??= `sndemo${randomBytes(3).toString('hex')}
 main().then(
   () => process.exit(0),
   (error: unknown) => {
-    process.stderr.write(`demo: ${error instanceof Error ? error.message : String(error)}\n`);
+    // One line, as the README says, also where the message carries a command's stderr (the
+    // harness's CommandError: "...\nstderr: ...").
+    process.stderr.write(`demo: ${oneLine(error instanceof Error ? error.message : String(error))}\n`);
     process.exit(1);
   },
 );

@@ -3,7 +3,7 @@
 // deleted, and a bad value, are each one line that names where the value came from, and nothing
 // is made or recorded.
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
@@ -138,6 +138,30 @@ describeNetns('spectrum-link option sources', () => {
     }
     expect(existsSync(ABSENT)).toBe(false);
     expect(existsSync(missing)).toBe(false);
+    expect(await devicesMade()).toEqual([]);
+  });
+
+  // A symlink to nothing is no typo, and no directory can be made there (link says so): every
+  // command says it as link does, exit 1, rather than that the dir does not exist (exit 2, "link makes it").
+  it.each([
+    [['list', '--state-dir', 'LINK'], {}, 'LINK', 'option'],
+    [['show', 'appvm-lynx', '--config-dir', EXAMPLES], { SPECTRUM_STATE_DIR: 'LINK' }, 'LINK', 'variable'],
+    [['unlink', 'appvm-lynx', '--state-dir', 'LINK/below'], {}, 'LINK/below', 'option'],
+    [['gc'], { SPECTRUM_STATE_DIR: 'LINK' }, 'LINK', 'variable'],
+    [['link', 'appvm-lynx', '--config-dir', EXAMPLES, '--state-dir', 'LINK'], {}, 'LINK', 'option'],
+  ] as const)('says a state dir that is a symlink to nothing (or under one) cannot be used, as link says it, in one line, exit 1, making nothing: %j (env %j)', async (args, env, named, source) => {
+    const link = join(scratch, 'a-link');
+    const target = join(scratch, 'nowhere');
+    await symlink(target, link);
+    const withLink = (text: string): string => text.replaceAll('LINK', link);
+    try {
+      const result = await spectrumLink(args.map(withLink), { env: Object.fromEntries(Object.entries(env).map(([name, value]) => [name, withLink(value)])), cwd: 'scratch' });
+      const said = `state dir ${withLink(named)} (from ${source === 'option' ? '--state-dir' : 'environment variable SPECTRUM_STATE_DIR'}) cannot be used (${link} is a symlink to ${target}, which does not exist); ${stateFix[source]}`;
+      expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 1, stdout: '', stderr: `spectrum-link: ${said}\n` });
+      expect(await readdir(scratch)).toEqual(['a-link']);
+    } finally {
+      await rm(link);
+    }
     expect(await devicesMade()).toEqual([]);
   });
 
