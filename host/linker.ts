@@ -954,23 +954,29 @@ function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknow
  * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
  * refuses connections: the VM stopped) holds none, and is passed; one that refuses or does not
  * answer in time throws (switchRefused), and so does one that did not answer a detach in time
- * earlier in the run (not asked again). Every socket path is checked before the first NIC. Each
- * NIC taken out is added to `made`, so that an undo of the run says its link is left down
- * (linksLeftDown). A signal stops it before a NIC.
+ * earlier in the run (not asked again). Every socket path, and every VMM's earlier stall, is
+ * checked before the first NIC (within one call, a stall throws at once: no NIC is asked after
+ * it). Each NIC taken out is added to `made`, so that an undo of the run says its link is left
+ * down (linksLeftDown). A signal stops it before a NIC.
  */
 async function takeBackSwitched(switched: readonly SwitchedSide[], options: LinkerOptions, made: RunDevices): Promise<void> {
   const nicsOf = (target: SwitchedSide): ReturnType<typeof vmmNics> => vmmNics(target.link, undefined, [target.side]);
   // Every socket path first (bad input, e.g. too long under this run's --qmp-socket): refused
   // only at its detach, it would come after NICs before it were taken out.
   for (const target of switched) for (const { kind, vm } of nicsOf(target)) options.vmm.checkSocket?.(kind, vm);
+  // And every VMM that stalled a detach earlier in the run (--keep-going: a provider's, for a
+  // client before): found only at its own NIC, it would come after the client's NICs before it
+  // (its own side of the link) had been taken out, leaving that link down for nothing.
   for (const target of switched) {
-    stopIfInterrupted(options);
     for (const { kind, vm, nic } of nicsOf(target)) {
       const earlier = options.vmm.unansweredDetach?.(kind, vm);
       if (earlier !== undefined) {
         throw switchRefused(target, new Error(`the ${VMM_NAMES[kind]} of ${vm} did not answer a detach in time earlier in this run (${earlier}), so it was not asked to remove NIC ${nic.id}: check that VMM`));
       }
     }
+  }
+  for (const target of switched) {
+    stopIfInterrupted(options);
     await detachFromVmms([target.link], options.vmm, false, (error) => switchRefused(target, error), [target.side]);
     const key = keyOf(target.link);
     const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };

@@ -1271,6 +1271,31 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     });
   });
 
+  it("--keep-going: a later client of a VMM that did not answer a detach in time keeps its own NICs in: it fails before any comes out, its link not left down", async () => {
+    // Both sides of each link up as QEMU attached them, to be attached as none; netvm's QEMU
+    // stalls, the clients' own QEMUs give their NICs back.
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'qemu' });
+    const stalled = new Map<string, string>();
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        if (vm !== NETVM) return;
+        const said = `QMP socket /run/vm/${vm}/qmp.sock: no reply to device_del within 300 ms`;
+        stalled.set(`${kind} ${vm}`, said);
+        throw new Error(said);
+      },
+      unansweredDetach: (kind, vm) => stalled.get(`${kind} ${vm}`),
+    };
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: port, onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    const outcome = await linkVmsKeepGoing(CLIENTS, run);
+    expect(outcome.failed.map(({ vm }) => vm)).toEqual(CLIENTS);
+    // c1's NIC came out before netvm stalled (unknown then); c2's and c3's stay in.
+    expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`, `detach qemu netvm ${names(ids[0]!).provider}`]);
+    expect(leftDown.map((link) => link.vm)).toEqual(['c1']);
+  });
+
   it('--keep-going, a signal after a VM failed with a NIC of its out: that link is said left down once', async () => {
     // Both sides of c1's and c2's links up as QEMU attached them; c1's provider side is refused
     // (its client side came out), and a signal comes meanwhile: the run stops before c2.
