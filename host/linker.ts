@@ -92,7 +92,7 @@ export class LinkerError extends Error {
       | 'not-linked'
       /** `link` took down no link to a provider dropped from the config: that failed, or the state could not be written first. */
       | 'unlisted-not-taken-down'
-      /** `unlink` took nothing down: the state file could not be written (read-only, full, no permission). */
+      /** `unlink` took nothing down, or `link` took no NIC out for another mode: the state file could not be written (read-only, full, no permission). */
       | 'state-not-writable'
       /** Links were taken down (NICs detached, devices deleted), and then the state file could not record it. */
       | 'taken-down-not-recorded'
@@ -985,6 +985,22 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
   }
 }
 
+/**
+ * Refuse a run with NICs to take out of their VMMs for other modes (switchedSides) where the state
+ * file cannot be written (stateWriteProblem, as unlink refuses), before the first comes out: found
+ * at the run's first save, the failure would come with those NICs out, their links left down.
+ */
+async function assertStateWritableForTakeOut(switched: readonly SwitchedSide[], options: LinkerOptions): Promise<void> {
+  if (switched.length === 0) return;
+  const problem = await stateWriteProblem(options.stateDir);
+  if (problem !== undefined) {
+    throw new LinkerError(
+      'state-not-writable',
+      `link: ${problem.message}; so no NIC was taken out of its VMM and nothing was made (sides up as a VMM attached them were to be attached another way, which the state could not record): link again once the state dir can be written`,
+    );
+  }
+}
+
 /** The links whose NICs `made` says were taken out of their VMMs, of these clients, as left down (a run that failed before it made anything for them). */
 function takenBackLeftDown(made: RunDevices, clients: ReadonlySet<string>): LeftDownLink[] {
   return [...made.takenBack.values()].filter(({ link }) => clients.has(link.vm)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
@@ -1059,8 +1075,14 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const failedThenSignalled = (error: unknown): unknown =>
       options.signal?.aborted === true && !isInterruption(error) ? new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error) : error;
     // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
-    // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made.
-    await takeBackSwitched(await switchedSides(vms, snapshot, before, kept, options), options, made).catch((error: unknown) => {
+    // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made, and so
+    // does a state dir that cannot be written, checked before the first NIC.
+    const switched = await switchedSides(vms, snapshot, before, kept, options);
+    const takeOut = async (): Promise<void> => {
+      await assertStateWritableForTakeOut(switched, options);
+      await takeBackSwitched(switched, options, made);
+    };
+    await takeOut().catch((error: unknown) => {
       const down = takenBackLeftDown(made, new Set(vms));
       if (down.length > 0) leftDown?.(down);
       throw failedThenSignalled(error);
@@ -1208,6 +1230,8 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
   // fails alone, nothing made for it; the NICs taken out for it before are said as its links
   // left down.
   const switched = await switchedSides(partition.valid, snapshot, before, kept, options);
+  // The state is every VM's: one that cannot be written fails the run, before any NIC comes out.
+  await assertStateWritableForTakeOut(switched, options);
   for (const vm of partition.valid) {
     const own = switched.filter((target) => target.link.vm === vm);
     if (own.length === 0) continue;

@@ -1246,6 +1246,39 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(events).toEqual([]);
   });
 
+  it.each([['link', false], ['link --keep-going', true]])('%s: a state dir that cannot be written (a full disk) stops it before any NIC comes out, as it stops unlink', async (_how, keepGoing) => {
+    const { text } = await linkedAs({ client: 'qemu', provider: 'none' });
+    store.failSaves = 1;
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    await expect(keepGoing ? linkVmsKeepGoing(CLIENTS, run) : linkVms(CLIENTS, run)).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'state-not-writable',
+      message: expect.stringMatching(
+        /^link: cannot write state file .*links\.json \(ENOSPC\); check the state dir's permissions and free space; so no NIC was taken out of its VMM and nothing was made .*: link again once the state dir can be written$/,
+      ),
+    });
+    expect(events).toEqual([]);
+    expect(leftDown).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    // Writable again: the NICs come out, the new modes recorded.
+    await (keepGoing ? linkVmsKeepGoing(CLIENTS, run) : linkVms(CLIENTS, run));
+    expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(CLIENTS.length);
+  });
+
+  it('a state dir that cannot be written while a signal comes: that failure, then the signal, said (interrupted-undoing), no NIC out', async () => {
+    await linkedAs({ client: 'qemu', provider: 'none' }, [c1]);
+    store.failSaves = 1;
+    const controller = new AbortController();
+    controller.abort('SIGINT');
+    const failure = await linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), signal: controller.signal }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(failure).toMatchObject({ kind: 'interrupted-undoing', failure: { kind: 'state-not-writable' } });
+    expect(events).toEqual([]);
+  });
+
   it('--keep-going: a VMM that did not answer a detach in time is not asked again for the next client: each of its clients fails, the VMM asked once', async () => {
     // netvm's side of each link up as QEMU attached it, to be attached as none; netvm's QEMU stalls.
     await linkedAs({ client: 'none', provider: 'qemu' });
