@@ -92,7 +92,7 @@ export class LinkerError extends Error {
       | 'not-linked'
       /** `link` took down no link to a provider dropped from the config: that failed, or the state could not be written first. */
       | 'unlisted-not-taken-down'
-      /** `unlink` took nothing down: the state file could not be written (read-only, full, no permission). */
+      /** `unlink` took nothing down, or `link` took no NIC out for another mode: the state file could not be written (read-only, full, no permission). */
       | 'state-not-writable'
       /** Links were taken down (NICs detached, devices deleted), and then the state file could not record it. */
       | 'taken-down-not-recorded'
@@ -954,28 +954,50 @@ function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknow
  * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
  * refuses connections: the VM stopped) holds none, and is passed; one that refuses or does not
  * answer in time throws (switchRefused), and so does one that did not answer a detach in time
- * earlier in the run (not asked again). Every socket path is checked before the first NIC. Each
- * NIC taken out is added to `made`, so that an undo of the run says its link is left down
- * (linksLeftDown). A signal stops it before a NIC.
+ * earlier in the run (not asked again). Every socket path, and every VMM's earlier stall, is
+ * checked before the first NIC (within one call, a stall throws at once: no NIC is asked after
+ * it). Each NIC taken out is added to `made`, so that an undo of the run says its link is left
+ * down (linksLeftDown). A signal stops it before a NIC.
  */
 async function takeBackSwitched(switched: readonly SwitchedSide[], options: LinkerOptions, made: RunDevices): Promise<void> {
   const nicsOf = (target: SwitchedSide): ReturnType<typeof vmmNics> => vmmNics(target.link, undefined, [target.side]);
   // Every socket path first (bad input, e.g. too long under this run's --qmp-socket): refused
   // only at its detach, it would come after NICs before it were taken out.
   for (const target of switched) for (const { kind, vm } of nicsOf(target)) options.vmm.checkSocket?.(kind, vm);
+  // And every VMM that stalled a detach earlier in the run (--keep-going: a provider's, for a
+  // client before): found only at its own NIC, it would come after the client's NICs before it
+  // (its own side of the link) had been taken out, leaving that link down for nothing.
   for (const target of switched) {
-    stopIfInterrupted(options);
     for (const { kind, vm, nic } of nicsOf(target)) {
       const earlier = options.vmm.unansweredDetach?.(kind, vm);
       if (earlier !== undefined) {
         throw switchRefused(target, new Error(`the ${VMM_NAMES[kind]} of ${vm} did not answer a detach in time earlier in this run (${earlier}), so it was not asked to remove NIC ${nic.id}: check that VMM`));
       }
     }
+  }
+  for (const target of switched) {
+    stopIfInterrupted(options);
     await detachFromVmms([target.link], options.vmm, false, (error) => switchRefused(target, error), [target.side]);
     const key = keyOf(target.link);
     const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
     made.takenBack.set(key, taken);
     for (const { kind, vm, nic } of nicsOf(target)) taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to });
+  }
+}
+
+/**
+ * Refuse a run with NICs to take out of their VMMs for other modes (switchedSides) where the state
+ * file cannot be written (stateWriteProblem, as unlink refuses), before the first comes out: found
+ * at the run's first save, the failure would come with those NICs out, their links left down.
+ */
+async function assertStateWritableForTakeOut(switched: readonly SwitchedSide[], options: LinkerOptions): Promise<void> {
+  if (switched.length === 0) return;
+  const problem = await stateWriteProblem(options.stateDir);
+  if (problem !== undefined) {
+    throw new LinkerError(
+      'state-not-writable',
+      `link: ${problem.message}; so no NIC was taken out of its VMM and nothing was made (sides up as a VMM attached them were to be attached another way, which the state could not record): link again once the state dir can be written`,
+    );
   }
 }
 
@@ -1053,8 +1075,14 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const failedThenSignalled = (error: unknown): unknown =>
       options.signal?.aborted === true && !isInterruption(error) ? new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error) : error;
     // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
-    // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made.
-    await takeBackSwitched(await switchedSides(vms, snapshot, before, kept, options), options, made).catch((error: unknown) => {
+    // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made, and so
+    // does a state dir that cannot be written, checked before the first NIC.
+    const switched = await switchedSides(vms, snapshot, before, kept, options);
+    const takeOut = async (): Promise<void> => {
+      await assertStateWritableForTakeOut(switched, options);
+      await takeBackSwitched(switched, options, made);
+    };
+    await takeOut().catch((error: unknown) => {
       const down = takenBackLeftDown(made, new Set(vms));
       if (down.length > 0) leftDown?.(down);
       throw failedThenSignalled(error);
@@ -1202,6 +1230,8 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDi
   // fails alone, nothing made for it; the NICs taken out for it before are said as its links
   // left down.
   const switched = await switchedSides(partition.valid, snapshot, before, kept, options);
+  // The state is every VM's: one that cannot be written fails the run, before any NIC comes out.
+  await assertStateWritableForTakeOut(switched, options);
   for (const vm of partition.valid) {
     const own = switched.filter((target) => target.link.vm === vm);
     if (own.length === 0) continue;

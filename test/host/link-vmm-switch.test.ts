@@ -169,10 +169,12 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     );
     await unchanged();
 
+    // Given up at the request's own bound (--vmm-timeout, said in the line), asked nothing after:
+    // no wall-clock bound here, which a loaded machine would make flaky (speed is for benchmarks).
     qemu.deviceDel = 'silent';
-    const started = Date.now();
+    const asked = qemu.commands.length;
     const stalled = await world.link(toNone);
-    expect(Date.now() - started).toBeLessThan(5000);
+    expect(qemu.commands.slice(asked).filter((command) => command === 'device_del' || command === 'netdev_del')).toEqual(['device_del']);
     expect(stalled.code).toBe(1);
     expect(stderrLines(stalled.stderr)).toHaveLength(1);
     expect(stalled.stderr).toMatch(/was not attached as none: its NIC \S+ was to come out of the QEMU of appvm-lynx first: .*no reply to device_del within 300 ms/);

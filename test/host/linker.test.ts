@@ -1246,6 +1246,39 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(events).toEqual([]);
   });
 
+  it.each([['link', false], ['link --keep-going', true]])('%s: a state dir that cannot be written (a full disk) stops it before any NIC comes out, as it stops unlink', async (_how, keepGoing) => {
+    const { text } = await linkedAs({ client: 'qemu', provider: 'none' });
+    store.failSaves = 1;
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    await expect(keepGoing ? linkVmsKeepGoing(CLIENTS, run) : linkVms(CLIENTS, run)).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'state-not-writable',
+      message: expect.stringMatching(
+        /^link: cannot write state file .*links\.json \(ENOSPC\); check the state dir's permissions and free space; so no NIC was taken out of its VMM and nothing was made .*: link again once the state dir can be written$/,
+      ),
+    });
+    expect(events).toEqual([]);
+    expect(leftDown).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    // Writable again: the NICs come out, the new modes recorded.
+    await (keepGoing ? linkVmsKeepGoing(CLIENTS, run) : linkVms(CLIENTS, run));
+    expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(CLIENTS.length);
+  });
+
+  it('a state dir that cannot be written while a signal comes: that failure, then the signal, said (interrupted-undoing), no NIC out', async () => {
+    await linkedAs({ client: 'qemu', provider: 'none' }, [c1]);
+    store.failSaves = 1;
+    const controller = new AbortController();
+    controller.abort('SIGINT');
+    const failure = await linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), signal: controller.signal }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(failure).toMatchObject({ kind: 'interrupted-undoing', failure: { kind: 'state-not-writable' } });
+    expect(events).toEqual([]);
+  });
+
   it('--keep-going: a VMM that did not answer a detach in time is not asked again for the next client: each of its clients fails, the VMM asked once', async () => {
     // netvm's side of each link up as QEMU attached it, to be attached as none; netvm's QEMU stalls.
     await linkedAs({ client: 'none', provider: 'qemu' });
@@ -1269,6 +1302,31 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
         /^netvm's side of c2 -> netvm \(id \d+\) was not attached as none: its NIC \S+ was to come out of the QEMU of netvm first: the QEMU of netvm did not answer a detach in time earlier in this run \(QMP socket \/run\/vm\/netvm\/qmp\.sock: no reply to device_del within 300 ms\), so it was not asked to remove NIC \S+: check that VMM; so nothing was made for it/,
       ),
     });
+  });
+
+  it("--keep-going: a later client of a VMM that did not answer a detach in time keeps its own NICs in: it fails before any comes out, its link not left down", async () => {
+    // Both sides of each link up as QEMU attached them, to be attached as none; netvm's QEMU
+    // stalls, the clients' own QEMUs give their NICs back.
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'qemu' });
+    const stalled = new Map<string, string>();
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        if (vm !== NETVM) return;
+        const said = `QMP socket /run/vm/${vm}/qmp.sock: no reply to device_del within 300 ms`;
+        stalled.set(`${kind} ${vm}`, said);
+        throw new Error(said);
+      },
+      unansweredDetach: (kind, vm) => stalled.get(`${kind} ${vm}`),
+    };
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: port, onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    const outcome = await linkVmsKeepGoing(CLIENTS, run);
+    expect(outcome.failed.map(({ vm }) => vm)).toEqual(CLIENTS);
+    // c1's NIC came out before netvm stalled (unknown then); c2's and c3's stay in.
+    expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`, `detach qemu netvm ${names(ids[0]!).provider}`]);
+    expect(leftDown.map((link) => link.vm)).toEqual(['c1']);
   });
 
   it('--keep-going, a signal after a VM failed with a NIC of its out: that link is said left down once', async () => {
