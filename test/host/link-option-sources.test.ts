@@ -204,6 +204,28 @@ describeNetns('spectrum-link option sources', () => {
     expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 0, stdout: 'no links recorded\n', stderr: '' });
   });
 
+  it.each([
+    [['unlink', 'appvm-lynx'], 'appvm-lynx has no recorded links in state dir /var/lib/spectrum-link (the default); check the name and the state dir (--state-dir or SPECTRUM_STATE_DIR)'],
+    [['gc'], 'gc: no state file /var/lib/spectrum-link/links.json (the state dir is the default), so no link is recorded'],
+  ] as const)('on a fresh host (the default state dir missing: /var/lib empty, in a mount namespace of its own), %j says there is nothing, exit 1, as with the dir there and empty, and makes nothing', async (args, said) => {
+    // Run first with /var/lib empty, then with the state dir made there: the same line both times,
+    // and nothing made by the first. (Each run's output is one line: stdout and stderr together.)
+    const script = [
+      'mount -t tmpfs spectrum-test /var/lib || exit 99',
+      'missing=$("$@" 2>&1); missing_code=$?',
+      'left=$(ls -A /var/lib)',
+      'mkdir /var/lib/spectrum-link',
+      'there=$("$@" 2>&1); there_code=$?',
+      'printf "%s\\n" "$missing_code $missing" "left:$left" "$there_code $there"',
+    ].join('\n');
+    const result = await host.exec(['unshare', '-m', 'sh', '-c', script, 'sh', 'node', LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true, env: environment({}) });
+    expect(result.code, result.stderr).toBe(0);
+    const [missing = '', left, there] = result.stdout.split('\n');
+    expect(missing.startsWith(`1 spectrum-link: ${said}`), missing).toBe(true);
+    expect(left).toBe('left:');
+    expect(there).toBe(missing);
+  });
+
   const badNetnsPrefix = (source: string): string => `spectrum-link: ${source} "../x" is not valid: up to 32 of A-Z a-z 0-9 . _ -\n`;
   const badDevicePrefix = (source: string): string =>
     `spectrum-link: ${source}: device prefix "Abc" is not valid: a device prefix is 1 to 9 characters: lower-case letters, digits, '_' and '-', starting with a letter\n`;
