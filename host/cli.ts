@@ -3,13 +3,10 @@
 // is set Node reads and parses the CA bundle before any code runs (85 of 125 ms of start-up here).
 import { Command } from 'commander';
 import { addrCommand } from '../shared/cli/addr-command.js';
-import { EXIT, main } from '../shared/cli/run-cli.js';
-import { AttachModeError } from './attach-mode.js';
+import { main } from '../shared/cli/run-cli.js';
 import { checkCommand } from './check-command.js';
-import { DeviceNameError } from './device-names.js';
+import { LINK_EXIT_CODES } from './exit-codes.js';
 import { linkCommands } from './link-commands.js';
-import { StateStoreError } from './state-store.js';
-import { VmNameError } from './vm-name.js';
 import { vmmPort } from './vmm-port.js';
 
 const program = new Command('spectrum-link')
@@ -19,15 +16,4 @@ const program = new Command('spectrum-link')
   .addCommand(checkCommand());
 for (const command of linkCommands(process.env, vmmPort)) program.addCommand(command);
 
-// Bad names and options are usage errors (exit 2), as is a state dir named that does not exist;
-// every other module error exits 1 (run-cli).
-main(
-  program,
-  [
-    [VmNameError, EXIT.usage],
-    [DeviceNameError, EXIT.usage],
-    [AttachModeError, EXIT.usage],
-    [StateStoreError, EXIT.usage, ['state-dir-missing']],
-  ],
-  { exitAtOnce: true },
-);
+main(program, LINK_EXIT_CODES, { exitAtOnce: true });

@@ -6,6 +6,7 @@
 import { type Dirent, existsSync, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { type OptionSource, pathFix, shownOrigin } from '../shared/cli/option-source.js';
+import { danglingSymlinkOn } from '../shared/dangling-symlink.js';
 import { CONFIG_DIR_ENV, type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type MisnamedVmDir, type VmDir } from './config.js';
 import { type VmName, isVmName, shownPath, vmNameProblem } from './vm-name.js';
 
@@ -119,7 +120,13 @@ function configRoot(dir: string, list: boolean, source: ConfigDirSource): { root
     const code = codeOf(error);
     const shown = shownOrigin('config dir', dir, source);
     const fix = pathFix('--config-dir', CONFIG_DIR_ENV, source, 'the directory holding the VM directories');
-    if (code === 'ENOENT') throw new ConfigError('config-dir-missing', `${shown} does not exist; ${fix}`);
+    if (code === 'ENOENT') {
+      // A symlink to nothing is no typo: said as the state dir's is (state-store.ts).
+      const dangling = danglingSymlinkOn(dir);
+      if (dangling !== undefined) throw new ConfigError('config-dir-symlink-to-nothing', `${shown} cannot be used (${dangling}); ${fix}`);
+      const named = source !== undefined && source.from !== 'default';
+      throw new ConfigError(named ? 'named-config-dir-missing' : 'config-dir-missing', `${shown} does not exist; ${fix}`);
+    }
     if (code === 'ENOTDIR') throw new ConfigError('config-dir-not-a-directory', `${shown} is not a directory (it must hold one directory per VM); ${fix}`);
     throw new ConfigError('config-dir-unreadable', `${shown} cannot be read (${reasonOf(error)}); check its permissions`);
   }

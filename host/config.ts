@@ -94,7 +94,16 @@ export interface ConfigProblem {
   readonly message: string;
 }
 
-export type ConfigErrorKind = 'config-dir-missing' | 'config-dir-not-a-directory' | 'config-dir-unreadable' | 'invalid-vm';
+export type ConfigErrorKind =
+  /** The config dir does not exist: the default one (or one whose source is not known), a host without it. */
+  | 'config-dir-missing'
+  /** A config dir named by --config-dir or its variable does not exist: a typo, bad input (exit 2, cli.ts). */
+  | 'named-config-dir-missing'
+  /** The config dir is, or is under, a symlink to nothing: no typo, and nothing there to read. */
+  | 'config-dir-symlink-to-nothing'
+  | 'config-dir-not-a-directory'
+  | 'config-dir-unreadable'
+  | 'invalid-vm';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';

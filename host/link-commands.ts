@@ -4,7 +4,7 @@ import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/prog
 import { directoryOption } from '../shared/cli/directory-option.js';
 import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
-import { type OptionSource, optionSource, sourceName, usablePath } from '../shared/cli/option-source.js';
+import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { AddressError } from '../shared/address-error.js';
@@ -41,8 +41,8 @@ import {
   unlinkVm,
   unusedAttachModes,
 } from './linker.js';
-import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirFrom } from './state-store.js';
-import { VmNameError, shownPath } from './vm-name.js';
+import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
+import { VmNameError, shownPath, vmName } from './vm-name.js';
 import { type SideArguments, VMM_TIMEOUT_MAX_MS, VMM_TIMEOUT_MIN_MS, type VmmFlags, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
 
@@ -252,6 +252,16 @@ function linkFieldsJson(report: ShownLink | RecordedLinkReport | LeftLink): Reco
 function linkJson(report: ShownLink, mtu: number): Record<string, unknown> {
   const vmmArguments = vmmArgumentsFor(report, mtu);
   return { ...linkFieldsJson(report), ...(vmmArguments === undefined ? {} : { vmmArguments }) };
+}
+
+/**
+ * What `unlink` says of a VM with no recorded links, as unlinkVm says it (linker.ts): here for a
+ * state dir that does not exist, which unlink does not lock (test/host/link-option-sources.test.ts
+ * holds the two to the same line).
+ */
+function notLinkedError(vm: string, options: Pick<LinkerOptions, 'stateDir' | 'stateDirSource'>): LinkerError {
+  const check = pathCheck('the state dir', '--state-dir', STATE_DIR_ENV, options.stateDirSource);
+  return new LinkerError('not-linked', `${vm} has no recorded links in ${shownOrigin('state dir', options.stateDir, options.stateDirSource)}; check the name and ${check}`);
 }
 
 /** What `link --all` says of a client VM whose directory has gone but whose links are recorded. */
@@ -760,6 +770,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags) };
       // Before the lock, which would make it.
       requireNamedStateDir(options.stateDir, options.stateDirSource);
+      // The default one missing (a fresh host) records no links: said as unlinkVm says it, without
+      // the lock, which would make the dir; a command that finds nothing to do leaves no trace.
+      if (stateDirAbsent(options.stateDir)) throw notLinkedError(vmName(name), options);
       const { reports, failures, recordedVms } = await interruptibleLockWait('unlink', 'nothing was taken down', (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }));
       // A per-VM mode for a VM that no recorded link involves could serve no unlink: a typo, most
       // likely, with which a link without a recorded mode got the default one. One for a VM with

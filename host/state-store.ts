@@ -36,7 +36,6 @@ import {
   openSync,
   readFileSync,
   readdirSync,
-  readlinkSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -44,6 +43,7 @@ import {
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { type OptionSource, pathFix, shownOrigin } from '../shared/cli/option-source.js';
+import { danglingSymlinkOn, symlinkToNothing } from '../shared/dangling-symlink.js';
 import { loadNativeAddon } from '../shared/native-addon.js';
 import { ID_COUNT, type LinkState, emptyState, parseState, serializeState } from './link-state.js';
 
@@ -142,33 +142,6 @@ function notADirectory(dir: string, source: StateDirSource): StateStoreError {
   return stateDirUnusable(dir, reason, source);
 }
 
-/** A symlink to nothing on a state dir's path, said as makeDirs (which cannot make a directory there) says it. */
-function symlinkToNothing(path: string): string {
-  let target = '?';
-  try {
-    target = readlinkSync(path);
-  } catch {
-    // Gone or changed meanwhile: the path is said all the same.
-  }
-  return `${path} is a symlink to ${target}, which does not exist`;
-}
-
-/**
- * The nearest symlink to nothing among `absolute` (which does not exist) and the paths above it
- * up to the first that exists, said as makeDirs says it; undefined where there is none.
- */
-function danglingSymlinkOn(absolute: string): string | undefined {
-  for (let path = absolute; !existsSync(path); path = dirname(path)) {
-    try {
-      if (lstatSync(path).isSymbolicLink()) return symlinkToNothing(path);
-    } catch {
-      // Not there at all: the path above it is looked at.
-    }
-    if (dirname(path) === path) break;
-  }
-  return undefined;
-}
-
 /**
  * Refuse a state dir named by --state-dir or $SPECTRUM_STATE_DIR that does not exist: a typo, most
  * likely, which a command that only reads or takes down (list, show, unlink, gc) would take for a
@@ -184,16 +157,27 @@ export function requireNamedStateDir(dir: string, source: StateDirSource): void 
     statSync(dir);
   } catch (error) {
     if (!isCode(error, 'ENOENT')) return;
-    let absolute: string | undefined;
-    try {
-      absolute = resolve(dir);
-    } catch {
-      // The working directory gone (a relative dir is refused so before this, by usablePath).
-    }
-    const dangling = absolute === undefined ? undefined : danglingSymlinkOn(absolute);
+    // (A relative dir whose working directory is gone is refused before this, by usablePath.)
+    const dangling = danglingSymlinkOn(dir);
     if (dangling !== undefined) throw stateDirUnusable(dir, dangling, source);
     const want = 'the directory the links are recorded in (spectrum-link link makes it as it records the first)';
     throw new StateStoreError('state-dir-missing', `${shownOrigin('state dir', dir, source)} does not exist; ${stateDirFix(source, want)}`);
+  }
+}
+
+/**
+ * Whether a state dir does not exist, with no symlink to nothing on its path: the default one on a
+ * host where nothing was linked yet (a named one is refused before, requireNamedStateDir). It
+ * records no links, which a command that takes links down (`unlink`) says without the lock, which
+ * would make it: a command that finds nothing to do leaves no trace. A dir that is there, or
+ * cannot be (a symlink to nothing, a file on its path), is left to the reader or the lock.
+ */
+export function stateDirAbsent(dir: string): boolean {
+  try {
+    statSync(dir);
+    return false;
+  } catch (error) {
+    return isCode(error, 'ENOENT') && danglingSymlinkOn(dir) === undefined;
   }
 }
 

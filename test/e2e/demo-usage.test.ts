@@ -1,14 +1,16 @@
 // The demo's command line (scripts/demo passes its options through): bad usage is one line and
-// exit 2, as in spectrum-link and spectrum-netd, before anything is brought up; a failure of the
-// demo itself is one line and exit 1.
+// exit 2, as in spectrum-link and spectrum-netd, before anything is brought up (scripts/demo
+// refuses it before it runs scripts/setup); a failure of the demo itself is one line and exit 1.
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { describeNetns, trackTempDir } from '../harness/index.js';
+import { ROOT } from '../host/link-fixture.js';
 import { compiledFixture } from '../host/vmm/fake-cloud-hypervisor-process.js';
+import DEMO_OPTIONS from './demo-options.json' with { type: 'json' };
 
 /** Run the built demo with these arguments (and environment); its exit code and output. */
 async function demo(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -22,12 +24,72 @@ async function demo(args: readonly string[], env: NodeJS.ProcessEnv = process.en
   }
 }
 
+/** The fake trees made (fakeDemoTree), removed after each test. */
+const trees: string[] = [];
+afterEach(() => {
+  for (const tree of trees.splice(0)) rmSync(tree, { recursive: true, force: true });
+});
+
+/**
+ * A copy of scripts/demo in a tree of its own with the demo's options, whose scripts/setup,
+ * scripts/build-test-guest and built demo each leave a file in `ran/` (the demo prints its
+ * arguments): the tree's root.
+ */
+function fakeDemoTree(): string {
+  const tree = mkdtempSync(join(tmpdir(), 'sn-demo-script-'));
+  trackTempDir(tree);
+  trees.push(tree);
+  for (const dir of ['scripts', 'test/e2e', 'dist/test/e2e', 'ran']) mkdirSync(join(tree, dir), { recursive: true });
+  copyFileSync(join(ROOT, 'scripts', 'demo'), join(tree, 'scripts', 'demo'));
+  copyFileSync(join(ROOT, 'test', 'e2e', 'demo-options.json'), join(tree, 'test', 'e2e', 'demo-options.json'));
+  for (const script of ['setup', 'build-test-guest']) {
+    writeFileSync(join(tree, 'scripts', script), `#!/bin/sh\ntouch ran/${script}\n`);
+    chmodSync(join(tree, 'scripts', script), 0o755);
+  }
+  writeFileSync(join(tree, 'dist', 'test', 'e2e', 'demo.js'), "console.log(['demo', ...process.argv.slice(2)].join(' '));\n");
+  return tree;
+}
+
+/** Run scripts/demo of a fake tree (fakeDemoTree) with these arguments: its exit code and output. */
+async function demoScript(tree: string, args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(join(tree, 'scripts', 'demo'), args, { timeout: 30_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: unknown; stdout?: string; stderr?: string };
+    return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
+
 describe('demo usage', () => {
   it.each([
     [['--bogus'], "demo: unknown option '--bogus'\n"],
     [['--json', 'extra'], 'demo: too many arguments. Expected 0 arguments but got 1.\n'],
   ])('refuses %j in one line, exit 2, bringing nothing up', async (args, line) => {
     expect(await demo(args)).toEqual({ code: 2, stdout: '', stderr: line });
+  });
+
+  // scripts/demo, copied beside the demo's options into a tree whose scripts/setup,
+  // scripts/build-test-guest and built demo only say that they ran (and with what).
+  it.each([
+    [['--bogus'], "demo: unknown option '--bogus'\n"],
+    [['--json', 'extra'], 'demo: too many arguments. Expected 0 arguments but got 1.\n'],
+    [['--qemu', '-x'], "demo: unknown option '-x'\n"],
+  ])('scripts/demo refuses %j as the demo does, in one line, exit 2, before it runs scripts/setup (or builds the test guest)', async (args, line) => {
+    const tree = fakeDemoTree();
+    expect(await demoScript(tree, args)).toEqual({ code: 2, stdout: '', stderr: line });
+    expect(readdirSync(join(tree, 'ran'))).toEqual([]);
+    // The demo's own line for them.
+    expect((await demo(args)).stderr).toBe(line);
+  });
+
+  it('scripts/demo passes the demo options it is given (and --help) through setup to the demo', async () => {
+    const tree = fakeDemoTree();
+    const options = Object.keys(DEMO_OPTIONS);
+    expect(options).toContain('--qemu');
+    expect(await demoScript(tree, options)).toEqual({ code: 0, stdout: `demo ${options.join(' ')}\n`, stderr: '' });
+    expect(readdirSync(join(tree, 'ran')).sort()).toEqual(['build-test-guest', 'setup']);
+    expect(await demoScript(fakeDemoTree(), ['--help'])).toEqual({ code: 0, stdout: 'demo --help\n', stderr: '' });
   });
 
   it('prints its help on --help, exit 0', async () => {

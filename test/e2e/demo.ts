@@ -7,12 +7,12 @@ import { createHarness, netnsSupport } from '../harness/index.js';
 import { INTERNET_HTTP, TEST_NAME, udhcpc } from '../guest/provider-world.js';
 import { type Reach, type VmReport, demoJson, demoText } from './demo-report.js';
 import { APP_VMS, type ExampleSystem, type GuestResult, type LinkInfo, QemuGuest, linksActive, startExampleSystem } from './example-system.js';
+// The options (flag: help text), in one place: scripts/demo checks its arguments against them
+// before it runs scripts/setup.
+import DEMO_OPTIONS from './demo-options.json' with { type: 'json' };
 
-interface DemoOptions {
-  qemu?: boolean;
-  keep?: boolean;
-  json?: boolean;
-}
+/** What commander makes of DEMO_OPTIONS: `--qemu` given is `{ qemu: true }`. */
+type DemoOptions = { [Flag in keyof typeof DEMO_OPTIONS as Flag extends `--${infer Name}` ? Name : never]?: boolean };
 
 /**
  * The demo's options, or the exit code to end with at once: bad usage (an unknown option, an
@@ -20,13 +20,10 @@ interface DemoOptions {
  */
 async function demoOptions(argv: readonly string[]): Promise<DemoOptions | number> {
   let parsed: DemoOptions | undefined;
-  const program = new Command('demo')
-    .option('--qemu', 'run the app VMs as real QEMU guests (TCG) instead of namespaces')
-    .option('--keep', 'leave the system running until Ctrl-C, and say how to explore it')
-    .option('--json', 'print one JSON object instead of tables')
-    .action((given: DemoOptions) => {
-      parsed = given;
-    });
+  const program = new Command('demo').action((given: DemoOptions) => {
+    parsed = given;
+  });
+  for (const [flag, description] of Object.entries(DEMO_OPTIONS)) program.option(flag, description);
   const code = await runCli(program, argv);
   return parsed ?? code;
 }

@@ -5,7 +5,7 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Harness, Netns, NetnsProcess } from '../harness/index.js';
+import { type Harness, type Netns, type NetnsProcess, trackTempDir } from '../harness/index.js';
 import { EXAMPLES, LINK_BIN, ROOT, linkDevicesActive, withWorldOptions } from '../host/link-fixture.js';
 import { Agent, INTERNET_HTTP, type Internet, TEST_NAME, makeInternet } from '../guest/provider-world.js';
 
@@ -51,6 +51,19 @@ export async function startExampleSystem(harness: Harness, progress: Progress = 
   progress('creating the host namespace');
   const host = await harness.namespace('host');
   const stateDir = mkdtempSync(join(tmpdir(), 'spectrum-example-state-'));
+  // Removed by dispose, at once where the system fails to come up (the namespaces and processes
+  // made by then are the harness's to remove), and at exit or on a signal before either.
+  trackTempDir(stateDir);
+  try {
+    return await bringUp(harness, host, stateDir, progress, configDir);
+  } catch (error) {
+    rmSync(stateDir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** startExampleSystem once its host namespace and state dir are made. */
+async function bringUp(harness: Harness, host: Netns, stateDir: string, progress: Progress, configDir: string): Promise<ExampleSystem> {
   const netnsPrefix = `${harness.prefix}vm-`;
   const adopted = new Map<string, Netns>();
   const vmNetns = (vm: string): Netns => {
@@ -73,8 +86,15 @@ export async function startExampleSystem(harness: Harness, progress: Progress = 
   await netvm.ip(['link', 'set', 'lo', 'up']);
   progress('building the simulated internet behind netvm (HTTP 192.0.2.80, DNS 192.0.2.53)');
   const internet = await makeInternet(harness, netvm);
-  progress('starting spectrum-netd in netvm');
-  const agent = await Agent.start(netvm, join(stateDir, 'netd.sock'));
+  let agent: Agent;
+  try {
+    progress('starting spectrum-netd in netvm');
+    agent = await Agent.start(netvm, join(stateDir, 'netd.sock'));
+  } catch (error) {
+    // Its servers' files too (the servers would go with the harness, the files not).
+    await internet.stop();
+    throw error;
+  }
   return {
     host,
     netvm,

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
-import { VmNameError } from '../../host/vm-name.js';
-import { ConfigError, DEFAULT_CONFIG_DIR } from '../../host/config.js';
+import { LINK_EXIT_CODES } from '../../host/exit-codes.js';
+import { DEFAULT_CONFIG_DIR } from '../../host/config.js';
 import { EXIT, runCli } from '../../shared/cli/run-cli.js';
 
 const EXAMPLES = join(import.meta.dirname, '..', '..', 'examples', 'svc', 'data');
@@ -18,10 +18,7 @@ async function run(args: string[], env: Record<string, string> = {}): Promise<{ 
   const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
   try {
     const program = new Command('spectrum-link').addCommand(checkCommand(env));
-    const code = await runCli(program, args, [
-      [VmNameError, EXIT.usage],
-      [ConfigError, EXIT.failure],
-    ]);
+    const code = await runCli(program, args, LINK_EXIT_CODES);
     return { code, out, err };
   } finally {
     stdout.mockRestore();
@@ -70,7 +67,7 @@ describe('spectrum-link check', () => {
     expect(JSON.parse(json.out).problems.map((p: { kind: string }) => p.kind)).toEqual(['kernel-missing', 'blk-missing', 'self-provider', 'provider-missing']);
   });
 
-  it('exits 2 for bad names and usage, 1 for a missing config dir', async () => {
+  it('exits 2 for bad names and usage, and for a config dir named that does not exist', async () => {
     for (const name of ['../etc', 'a/b', '', 'a b', '..']) expect((await run(['check', name, '--config-dir', EXAMPLES])).code).toBe(EXIT.usage);
     expect((await run(['check'])).code).toBe(EXIT.usage);
     // Not the working directory: a checked VM of that name there would pass.
@@ -80,20 +77,20 @@ describe('spectrum-link check', () => {
       err: 'spectrum-link: --config-dir "" is not valid: give a directory (an empty path would mean the working directory)\n',
     });
     const missing = await run(['check', 'netvm', '--config-dir', join(base, 'none')]);
-    expect(missing.code).toBe(EXIT.failure);
+    expect(missing.code).toBe(EXIT.usage);
     expect(missing.err).toContain('does not exist');
   });
 
-  it('says where a config dir that does not exist came from (the option, the variable, the default) and what to check accordingly', async () => {
+  it('says where a config dir that does not exist came from (the option, the variable, the default) and what to check accordingly: named, bad input (exit 2); the default, the host lacks it (exit 1)', async () => {
     const none = join(base, 'none');
     const want = 'the directory holding the VM directories';
     expect(await run(['check', 'netvm', '--config-dir', none], { SPECTRUM_CONFIG_DIR: EXAMPLES })).toEqual({
-      code: EXIT.failure,
+      code: EXIT.usage,
       out: '',
       err: `spectrum-link: config dir ${none} (from --config-dir) does not exist; check --config-dir: it must be ${want}\n`,
     });
     expect(await run(['check', 'netvm'], { SPECTRUM_CONFIG_DIR: none })).toEqual({
-      code: EXIT.failure,
+      code: EXIT.usage,
       out: '',
       err: `spectrum-link: config dir ${none} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; check SPECTRUM_CONFIG_DIR: it must be ${want} (or pass --config-dir, which overrides it)\n`,
     });

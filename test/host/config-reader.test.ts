@@ -126,17 +126,36 @@ describe('readConfigDir', () => {
     const none = join(base, 'none');
     const want = 'the directory holding the VM directories';
     await expect(readConfigDir(none)).rejects.toMatchObject({ message: `config dir ${none} does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to ${want}` });
+    // Named (by the option or the variable): a typo, its own kind (bad input); the default or a dir of no known source: the host's.
     await expect(readConfigVms(none, [vmName('netvm')], { from: 'option', flag: '--config-dir' })).rejects.toMatchObject({
+      kind: 'named-config-dir-missing',
       message: `config dir ${none} (from --config-dir) does not exist; check --config-dir: it must be ${want}`,
     });
+    await expect(readConfigDir(none, { from: 'environment', variable: 'SPECTRUM_CONFIG_DIR' })).rejects.toMatchObject({ kind: 'named-config-dir-missing' });
     await writeFile(join(base, 'file'), '');
     await expect(readConfigDir(join(base, 'file'), { from: 'environment', variable: 'SPECTRUM_CONFIG_DIR' })).rejects.toMatchObject({
       kind: 'config-dir-not-a-directory',
       message: `config dir ${join(base, 'file')} (from environment variable SPECTRUM_CONFIG_DIR) is not a directory (it must hold one directory per VM); check SPECTRUM_CONFIG_DIR: it must be ${want} (or pass --config-dir, which overrides it)`,
     });
     await expect(readConfigDir(none, { from: 'default' })).rejects.toMatchObject({
+      kind: 'config-dir-missing',
       message: `config dir ${none} (the default) does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to ${want}`,
     });
+  });
+
+  it('says a config dir that is, or is under, a symlink to nothing cannot be used, naming the symlink and its target: no typo, whatever its source', async () => {
+    const link = join(base, 'link');
+    await symlink(join(base, 'gone'), link);
+    const said = `${link} is a symlink to ${join(base, 'gone')}, which does not exist`;
+    const want = 'the directory holding the VM directories';
+    for (const [dir, source, message] of [
+      [link, { from: 'option', flag: '--config-dir' }, `config dir ${link} (from --config-dir) cannot be used (${said}); check --config-dir: it must be ${want}`],
+      [join(link, 'vms'), { from: 'default' }, `config dir ${join(link, 'vms')} (the default) cannot be used (${said}); pass --config-dir or set SPECTRUM_CONFIG_DIR to ${want}`],
+    ] as const) {
+      for (const read of [() => readConfigDir(dir, source), () => readConfigVms(dir, [vmName('netvm')], source)]) {
+        await expect(read()).rejects.toMatchObject({ kind: 'config-dir-symlink-to-nothing', message });
+      }
+    }
   });
 });
 

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { type ExecResult, type Harness, type Netns, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
+import { DEFAULT_CONFIG_DIR } from '../../host/config.js';
 import { EXAMPLES, LINK_BIN, requireBuild } from './link-fixture.js';
 
 const VARIABLES = ['SPECTRUM_STATE_DIR', 'SPECTRUM_CONFIG_DIR', 'SPECTRUM_DEVICE_PREFIX', 'SPECTRUM_NETNS_PREFIX', 'SPECTRUM_LOCK_WAIT'];
@@ -96,7 +97,7 @@ describeNetns('spectrum-link option sources', () => {
       await rm(join(scratch, 'state'), { recursive: true });
     }
     const checked = await spectrumLink(['check', 'appvm-lynx'], { env: { SPECTRUM_CONFIG_DIR: 'config' }, cwd: 'scratch' });
-    expect(checked.code).toBe(1);
+    expect(checked.code).toBe(2);
     expect(checked.stderr).toBe(
       'spectrum-link: config dir config (from environment variable SPECTRUM_CONFIG_DIR) does not exist; check SPECTRUM_CONFIG_DIR: it must be the directory holding the VM directories (or pass --config-dir, which overrides it)\n',
     );
@@ -120,7 +121,6 @@ describeNetns('spectrum-link option sources', () => {
       {},
       `show: no links recorded for appvm-lynx in state dir SCRATCH (from --state-dir) and config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`,
     ],
-    [['link', '--all', '--state-dir', ABSENT], { SPECTRUM_CONFIG_DIR: missing }, `config dir ${missing} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; ${configFix.variable}`],
     [['list', '--state-dir', 'FILE'], { SPECTRUM_STATE_DIR: ABSENT }, `state dir FILE (from --state-dir) cannot be used (it is not a directory); ${stateFix.option}`],
     [['link', 'appvm-lynx', '--config-dir', EXAMPLES], { SPECTRUM_STATE_DIR: 'FILE' }, `state dir FILE (from environment variable SPECTRUM_STATE_DIR) cannot be used (it is not a directory); ${stateFix.variable}`],
     [['unlink', 'appvm-lynx'], { SPECTRUM_STATE_DIR: 'FILE/below' }, `state dir FILE/below (from environment variable SPECTRUM_STATE_DIR) cannot be used (a path above it is not a directory); ${stateFix.variable}`],
@@ -137,6 +137,39 @@ describeNetns('spectrum-link option sources', () => {
       await rm(file());
     }
     expect(existsSync(ABSENT)).toBe(false);
+    expect(existsSync(missing)).toBe(false);
+    expect(await devicesMade()).toEqual([]);
+  });
+
+  const configWant = 'the directory holding the VM directories';
+  it.each([
+    [['check', 'appvm-lynx', '--config-dir', missing], {}, 2, `config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`],
+    [['check', 'appvm-lynx'], { SPECTRUM_CONFIG_DIR: missing }, 2, `config dir ${missing} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; ${configFix.variable}`],
+    [['link', 'appvm-lynx', '--config-dir', missing, '--state-dir', 'STATE'], {}, 2, `config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`],
+    [['link', 'appvm-lynx', '--state-dir', 'STATE'], { SPECTRUM_CONFIG_DIR: missing }, 2, `config dir ${missing} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; ${configFix.variable}`],
+    [['link', '--all', '--config-dir', missing, '--state-dir', 'STATE'], {}, 2, `config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`],
+    [['link', '--all', '--state-dir', 'STATE'], { SPECTRUM_CONFIG_DIR: missing }, 2, `config dir ${missing} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; ${configFix.variable}`],
+    [['link', 'appvm-lynx', 'appvm-catgirl', '--keep-going', '--config-dir', missing, '--state-dir', 'STATE'], {}, 2, `config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`],
+    // The default missing: the host lacks Spectrum's config dir, nothing typed is wrong (a test machine has none: check-command.test.ts).
+    [['link', 'appvm-lynx', '--state-dir', 'STATE'], {}, 1, `config dir ${DEFAULT_CONFIG_DIR} (the default) does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to ${configWant}`],
+    // A symlink to nothing is no typo: it cannot be used, as a state dir there cannot.
+    [['link', '--all', '--config-dir', 'LINK', '--state-dir', 'STATE'], {}, 1, `config dir LINK (from --config-dir) cannot be used (LINK is a symlink to NOWHERE, which does not exist); ${configFix.option}`],
+    [['check', 'appvm-lynx'], { SPECTRUM_CONFIG_DIR: 'LINK/vms' }, 1, `config dir LINK/vms (from environment variable SPECTRUM_CONFIG_DIR) cannot be used (LINK is a symlink to NOWHERE, which does not exist); ${configFix.variable}`],
+  ] as const)('says a config dir that does not exist or cannot be used, and where it came from, in one line, making nothing (named and missing: bad input, exit 2): %j (env %j) exits %d', async (args, env, code, said) => {
+    // A state dir that is there: link takes its lock before it reads the config dir.
+    const [link, target, state] = [join(scratch, 'a-link'), join(scratch, 'nowhere'), join(scratch, 'state')];
+    await symlink(target, link);
+    await mkdir(state);
+    const withPaths = (text: string): string => text.replaceAll('LINK', link).replaceAll('NOWHERE', target).replaceAll('STATE', state);
+    try {
+      const result = await spectrumLink(args.map(withPaths), { env: Object.fromEntries(Object.entries(env).map(([name, value]) => [name, withPaths(value)])), cwd: 'scratch' });
+      expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code, stdout: '', stderr: `spectrum-link: ${withPaths(said)}\n` });
+      expect((await readdir(scratch)).sort()).toEqual(['a-link', 'state']);
+      expect(await readdir(state)).toEqual([]);
+    } finally {
+      await rm(link);
+      await rm(state, { recursive: true });
+    }
     expect(existsSync(missing)).toBe(false);
     expect(await devicesMade()).toEqual([]);
   });
@@ -202,6 +235,28 @@ describeNetns('spectrum-link option sources', () => {
     const script = 'mount -t tmpfs spectrum-test /var/lib && exec "$@"';
     const result = await host.exec(['unshare', '-m', 'sh', '-c', script, 'sh', 'node', LINK_BIN, 'list'], { enter: 'nsenter', allowFailure: true, env: environment({}) });
     expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 0, stdout: 'no links recorded\n', stderr: '' });
+  });
+
+  it.each([
+    [['unlink', 'appvm-lynx'], 'appvm-lynx has no recorded links in state dir /var/lib/spectrum-link (the default); check the name and the state dir (--state-dir or SPECTRUM_STATE_DIR)'],
+    [['gc'], 'gc: no state file /var/lib/spectrum-link/links.json (the state dir is the default), so no link is recorded'],
+  ] as const)('on a fresh host (the default state dir missing: /var/lib empty, in a mount namespace of its own), %j says there is nothing, exit 1, as with the dir there and empty, and makes nothing', async (args, said) => {
+    // Run first with /var/lib empty, then with the state dir made there: the same line both times,
+    // and nothing made by the first. (Each run's output is one line: stdout and stderr together.)
+    const script = [
+      'mount -t tmpfs spectrum-test /var/lib || exit 99',
+      'missing=$("$@" 2>&1); missing_code=$?',
+      'left=$(ls -A /var/lib)',
+      'mkdir /var/lib/spectrum-link',
+      'there=$("$@" 2>&1); there_code=$?',
+      'printf "%s\\n" "$missing_code $missing" "left:$left" "$there_code $there"',
+    ].join('\n');
+    const result = await host.exec(['unshare', '-m', 'sh', '-c', script, 'sh', 'node', LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true, env: environment({}) });
+    expect(result.code, result.stderr).toBe(0);
+    const [missing = '', left, there] = result.stdout.split('\n');
+    expect(missing.startsWith(`1 spectrum-link: ${said}`), missing).toBe(true);
+    expect(left).toBe('left:');
+    expect(there).toBe(missing);
   });
 
   const badNetnsPrefix = (source: string): string => `spectrum-link: ${source} "../x" is not valid: up to 32 of A-Z a-z 0-9 . _ -\n`;
