@@ -1,13 +1,13 @@
 // The demo's command line (scripts/demo passes its options through): bad usage is one line and
 // exit 2, as in spectrum-link and spectrum-netd, before anything is brought up (scripts/demo
 // refuses it before it runs scripts/setup); a failure of the demo itself is one line and exit 1.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { describeNetns, trackTempDir } from '../harness/index.js';
+import { describeNetns, runPrefix, trackTempDir } from '../harness/index.js';
 import { ROOT } from '../host/link-fixture.js';
 import { compiledFixture } from '../host/vmm/fake-cloud-hypervisor-process.js';
 import DEMO_OPTIONS from './demo-options.json' with { type: 'json' };
@@ -100,6 +100,36 @@ describe('demo usage', () => {
 });
 
 describeNetns('demo failure', () => {
+  it('stopped by SIGTERM once the simulated internet is up, dies by it leaving nothing: no namespace, nothing in the temp dir (its state dir, the internet\'s files)', async () => {
+    const script = compiledFixture('test/e2e/demo', ['shared/cli/run-cli', 'test/e2e/example-system', 'test/guest/provider-world', 'test/harness/process-registry']);
+    // The demo's temp dirs go in a dir of this test's own (TMPDIR), so that no other test's count.
+    const temp = mkdtempSync(join(tmpdir(), 'sn-demo-signal-'));
+    trackTempDir(temp);
+    try {
+      const child = spawn(process.execPath, [script], { env: { ...process.env, TMPDIR: temp }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      // Said after makeInternet returned: the internet's files are there from now until the tear-down.
+      const internetUp = new Promise<void>((resolve) => {
+        child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+          stderr += chunk;
+          if (stderr.includes('] starting spectrum-netd in netvm\n')) resolve();
+        });
+      });
+      await Promise.race([internetUp, exited]);
+      const made = readdirSync(temp).map((name) => name.replace(/[^-]+$/, '')).sort();
+      child.kill('SIGTERM');
+      expect(await exited, stderr).toEqual({ code: null, signal: 'SIGTERM' });
+      expect(made).toEqual(['spectrum-example-state-', 'spectrum-internet-']);
+      expect(readdirSync(temp)).toEqual([]);
+      const prefix = `${runPrefix()}demo-${child.pid ?? 0}-`;
+      expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(prefix);
+      expect(readdirSync('/etc/netns').filter((name) => name.startsWith(prefix))).toEqual([]);
+    } finally {
+      rmSync(temp, { recursive: true, force: true });
+    }
+  });
+
   it('says a failure whose message carries a command\'s stderr of several lines (an `ip netns add` refused) in one line after its progress lines, exit 1, nothing left up', async () => {
     // An `ip` first in PATH that refuses to make the demo's host namespace, in two lines, and
     // passes everything else (the harness's probe, its clean-up) to the real one.
