@@ -2,7 +2,7 @@
 // exit 2, as in spectrum-link and spectrum-netd, before anything is brought up (scripts/demo
 // refuses it before it runs scripts/setup); a failure of the demo itself is one line and exit 1.
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -31,16 +31,18 @@ afterEach(() => {
 });
 
 /**
- * A copy of scripts/demo in a tree of its own with the demo's options, whose scripts/setup,
- * scripts/build-test-guest and built demo each leave a file in `ran/` (the demo prints its
- * arguments): the tree's root.
+ * A copy of scripts/demo (and its check of its arguments) in a tree of its own with the demo's
+ * options, whose scripts/setup, scripts/build-test-guest and built demo each leave a file in
+ * `ran/` (the demo prints its arguments): the tree's root. `installed`: with this checkout's
+ * node_modules (as after npm ci); without, as a fresh clone.
  */
-function fakeDemoTree(): string {
+function fakeDemoTree(installed = false): string {
   const tree = mkdtempSync(join(tmpdir(), 'sn-demo-script-'));
   trackTempDir(tree);
   trees.push(tree);
   for (const dir of ['scripts', 'test/e2e', 'dist/test/e2e', 'ran']) mkdirSync(join(tree, dir), { recursive: true });
-  copyFileSync(join(ROOT, 'scripts', 'demo'), join(tree, 'scripts', 'demo'));
+  for (const script of ['demo', 'demo-usage.cjs']) copyFileSync(join(ROOT, 'scripts', script), join(tree, 'scripts', script));
+  if (installed) symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'));
   copyFileSync(join(ROOT, 'test', 'e2e', 'demo-options.json'), join(tree, 'test', 'e2e', 'demo-options.json'));
   for (const script of ['setup', 'build-test-guest']) {
     writeFileSync(join(tree, 'scripts', script), `#!/bin/sh\ntouch ran/${script}\n`);
@@ -90,6 +92,35 @@ describe('demo usage', () => {
     expect(await demoScript(tree, options)).toEqual({ code: 0, stdout: `demo ${options.join(' ')}\n`, stderr: '' });
     expect(readdirSync(join(tree, 'ran')).sort()).toEqual(['build-test-guest', 'setup']);
     expect(await demoScript(fakeDemoTree(), ['--help'])).toEqual({ code: 0, stdout: 'demo --help\n', stderr: '' });
+  });
+
+  // What the built demo makes of some arguments, told apart without bringing anything up: a run
+  // prefix that is not one stops a demo that took them at its first step (exit 1, saying so).
+  async function demoVerdict(args: readonly string[]): Promise<{ takes: true } | { takes: false; line: string }> {
+    const result = await demo(args, { ...process.env, SPECTRUM_TEST_PREFIX: 'not a prefix' });
+    if (result.code === 0 && result.stdout.startsWith('Usage: demo')) return { takes: true };
+    if (result.code === 1 && result.stderr.startsWith('demo: the demo needs root and network namespaces: ')) return { takes: true };
+    expect(result, 'bad usage: exit 2, one line on stderr').toMatchObject({ code: 2, stdout: '', stderr: expect.stringMatching(/^demo: [^\n]*\n$/) });
+    return { takes: false, line: result.stderr };
+  }
+
+  // `--` ends the options (the demo takes it); --help wins over anything before `--`; commander's
+  // hint for a near miss; arguments with spaces, quotes, a newline, an escape sequence.
+  it.each([
+    [['--']], [['--json', '--']], [['--', 'x']], [['--', '--qemu']], [['--', '--help']], [['-']], [['']], [['a b', "it's \"quoted\""]],
+    [['--json=1']], [['--jsno']], [['--he']], [['-hx']], [['--help', 'x']], [['x', '--help']], [['--bogus', '--help']], [['-h', '--bogus']],
+    [['x', '--bogus']], [['--bogus', 'x']], [['--qemu', '--qemu']], [['--keep', '--json']], [['--a\nb']], [['--\u001b[31mred']],
+  ])('scripts/demo takes or refuses %j as the demo does, with the demo\'s line (without its "Did you mean" before npm ci), before setup', async (args) => {
+    const [verdict, installed, fresh] = await Promise.all([demoVerdict(args), demoScript(fakeDemoTree(true), args), demoScript(fakeDemoTree(false), args)]);
+    if (verdict.takes) {
+      const passed = { code: 0, stdout: `${['demo', ...args].join(' ')}\n`, stderr: '' };
+      expect({ installed, fresh }).toEqual({ installed: passed, fresh: passed });
+    } else {
+      expect(installed).toEqual({ code: 2, stdout: '', stderr: verdict.line });
+      expect(fresh).toEqual({ code: 2, stdout: '', stderr: verdict.line.replace(/ \(Did you mean [^)]*\?\)\n$/, '\n') });
+    }
+    const ran = args.includes('--qemu') ? ['build-test-guest', 'setup'] : ['setup'];
+    for (const tree of trees) expect(readdirSync(join(tree, 'ran')).sort(), tree).toEqual(verdict.takes ? ran : []);
   });
 
   it('prints its help on --help, exit 0', async () => {
