@@ -35,6 +35,7 @@ function commanderProblem(Command) {
     program.parse(args, { from: 'user' });
     return undefined;
   } catch (error) {
+    if (!error || typeof error.code !== 'string' || !error.code.startsWith('commander.')) throw error;
     // Help asked for: the demo prints it (exit 0).
     if (error.exitCode === 0) return undefined;
     return said.replace(/^error: /, '');
@@ -66,7 +67,13 @@ try {
 } catch {
   // Not installed yet (or too new for this Node.js, which setup then says).
 }
-const problem = Command === undefined ? plainProblem() : commanderProblem(Command);
+let problem;
+try {
+  problem = Command === undefined ? plainProblem() : commanderProblem(Command);
+} catch {
+  // Commander failing itself (too new for this Node.js, which setup then says): checked as without it.
+  problem = plainProblem();
+}
 if (problem !== undefined) {
   process.stderr.write(`demo: ${oneLine(problem)}\n`);
   process.exitCode = 2;

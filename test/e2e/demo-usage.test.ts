@@ -123,6 +123,14 @@ describe('demo usage', () => {
     for (const tree of trees) expect(readdirSync(join(tree, 'ran')).sort(), tree).toEqual(verdict.takes ? ran : []);
   });
 
+  it('scripts/demo checks as on a fresh clone where commander fails itself (too new for an old Node.js): no stack trace', async () => {
+    const tree = fakeDemoTree();
+    mkdirSync(join(tree, 'node_modules', 'commander'), { recursive: true });
+    writeFileSync(join(tree, 'node_modules', 'commander', 'index.js'), "exports.Command = class { constructor() { throw new TypeError('not on this Node.js'); } };\n");
+    expect(await demoScript(tree, ['--jsno'])).toEqual({ code: 2, stdout: '', stderr: "demo: unknown option '--jsno'\n" });
+    expect(await demoScript(tree, ['--json'])).toEqual({ code: 0, stdout: 'demo --json\n', stderr: '' });
+  });
+
   it('prints its help on --help, exit 0', async () => {
     const result = await demo(['--help']);
     expect([result.code, result.stderr]).toEqual([0, '']);
