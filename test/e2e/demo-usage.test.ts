@@ -139,30 +139,40 @@ describe('demo usage', () => {
 });
 
 describeNetns('demo failure', () => {
-  it('stopped by SIGTERM once the simulated internet is up, dies by it leaving nothing: no namespace, nothing in the temp dir (its state dir, the internet\'s files)', async () => {
+  // The moments: its state dir and the internet's files are there (said after makeInternet
+  // returned); spectrum-link has made an app VM's namespace, which the demo adopts only once the
+  // link is said (killed with the demo, spectrum-link leaves it).
+  it.each([
+    ['the simulated internet is up', '] starting spectrum-netd in netvm\n', undefined],
+    ['spectrum-link has made an app VM\'s namespace', '] linking appvm-lynx and appvm-catgirl to netvm', 'vm-appvm-'],
+  ])('stopped by SIGTERM once %s, dies by it leaving nothing: no namespace, nothing in the temp dir (its state dir, the internet\'s files)', async (_when, line, namespace) => {
     const script = compiledFixture('test/e2e/demo', ['shared/cli/run-cli', 'test/e2e/example-system', 'test/guest/provider-world', 'test/harness/process-registry']);
     // The demo's temp dirs go in a dir of this test's own (TMPDIR), so that no other test's count.
     const temp = mkdtempSync(join(tmpdir(), 'sn-demo-signal-'));
     trackTempDir(temp);
+    const namespaces = (prefix: string): string[] => execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((entry) => entry.split(' ')[0] ?? '').filter((name) => name.startsWith(prefix));
     try {
       const child = spawn(process.execPath, [script], { env: { ...process.env, TMPDIR: temp }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const prefix = `${runPrefix()}demo-${child.pid ?? 0}-`;
       let stderr = '';
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-      // Said after makeInternet returned: the internet's files are there from now until the tear-down.
-      const internetUp = new Promise<void>((resolve) => {
+      const said = new Promise<void>((resolve) => {
         child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
           stderr += chunk;
-          if (stderr.includes('] starting spectrum-netd in netvm\n')) resolve();
+          if (stderr.includes(line)) resolve();
         });
       });
-      await Promise.race([internetUp, exited]);
+      await Promise.race([said, exited]);
+      if (namespace !== undefined) {
+        const made = (): boolean => namespaces(prefix).some((name) => name.includes(namespace));
+        for (let done = false; !made() && !done; ) done = await Promise.race([exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5))]);
+      }
       const made = readdirSync(temp).map((name) => name.replace(/[^-]+$/, '')).sort();
       child.kill('SIGTERM');
       expect(await exited, stderr).toEqual({ code: null, signal: 'SIGTERM' });
       expect(made).toEqual(['spectrum-example-state-', 'spectrum-internet-']);
       expect(readdirSync(temp)).toEqual([]);
-      const prefix = `${runPrefix()}demo-${child.pid ?? 0}-`;
-      expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(prefix);
+      expect(namespaces(prefix)).toEqual([]);
       expect(readdirSync('/etc/netns').filter((name) => name.startsWith(prefix))).toEqual([]);
     } finally {
       rmSync(temp, { recursive: true, force: true });
