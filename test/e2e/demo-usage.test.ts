@@ -1,13 +1,13 @@
 // The demo's command line (scripts/demo passes its options through): bad usage is one line and
 // exit 2, as in spectrum-link and spectrum-netd, before anything is brought up (scripts/demo
 // refuses it before it runs scripts/setup); a failure of the demo itself is one line and exit 1.
-import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { describeNetns, trackTempDir } from '../harness/index.js';
+import { describeNetns, runPrefix, trackTempDir } from '../harness/index.js';
 import { ROOT } from '../host/link-fixture.js';
 import { compiledFixture } from '../host/vmm/fake-cloud-hypervisor-process.js';
 import DEMO_OPTIONS from './demo-options.json' with { type: 'json' };
@@ -31,16 +31,18 @@ afterEach(() => {
 });
 
 /**
- * A copy of scripts/demo in a tree of its own with the demo's options, whose scripts/setup,
- * scripts/build-test-guest and built demo each leave a file in `ran/` (the demo prints its
- * arguments): the tree's root.
+ * A copy of scripts/demo (and its check of its arguments) in a tree of its own with the demo's
+ * options, whose scripts/setup, scripts/build-test-guest and built demo each leave a file in
+ * `ran/` (the demo prints its arguments): the tree's root. `installed`: with this checkout's
+ * node_modules (as after npm ci); without, as a fresh clone.
  */
-function fakeDemoTree(): string {
+function fakeDemoTree(installed = false): string {
   const tree = mkdtempSync(join(tmpdir(), 'sn-demo-script-'));
   trackTempDir(tree);
   trees.push(tree);
   for (const dir of ['scripts', 'test/e2e', 'dist/test/e2e', 'ran']) mkdirSync(join(tree, dir), { recursive: true });
-  copyFileSync(join(ROOT, 'scripts', 'demo'), join(tree, 'scripts', 'demo'));
+  for (const script of ['demo', 'demo-usage.cjs']) copyFileSync(join(ROOT, 'scripts', script), join(tree, 'scripts', script));
+  if (installed) symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'));
   copyFileSync(join(ROOT, 'test', 'e2e', 'demo-options.json'), join(tree, 'test', 'e2e', 'demo-options.json'));
   for (const script of ['setup', 'build-test-guest']) {
     writeFileSync(join(tree, 'scripts', script), `#!/bin/sh\ntouch ran/${script}\n`);
@@ -92,6 +94,43 @@ describe('demo usage', () => {
     expect(await demoScript(fakeDemoTree(), ['--help'])).toEqual({ code: 0, stdout: 'demo --help\n', stderr: '' });
   });
 
+  // What the built demo makes of some arguments, told apart without bringing anything up: a run
+  // prefix that is not one stops a demo that took them at its first step (exit 1, saying so).
+  async function demoVerdict(args: readonly string[]): Promise<{ takes: true } | { takes: false; line: string }> {
+    const result = await demo(args, { ...process.env, SPECTRUM_TEST_PREFIX: 'not a prefix' });
+    if (result.code === 0 && result.stdout.startsWith('Usage: demo')) return { takes: true };
+    if (result.code === 1 && result.stderr.startsWith('demo: the demo needs root and network namespaces: ')) return { takes: true };
+    expect(result, 'bad usage: exit 2, one line on stderr').toMatchObject({ code: 2, stdout: '', stderr: expect.stringMatching(/^demo: [^\n]*\n$/) });
+    return { takes: false, line: result.stderr };
+  }
+
+  // `--` ends the options (the demo takes it); --help wins over anything before `--`; commander's
+  // hint for a near miss; arguments with spaces, quotes, a newline, an escape sequence.
+  it.each([
+    [['--']], [['--json', '--']], [['--', 'x']], [['--', '--qemu']], [['--', '--help']], [['-']], [['']], [['a b', "it's \"quoted\""]],
+    [['--json=1']], [['--jsno']], [['--he']], [['-hx']], [['--help', 'x']], [['x', '--help']], [['--bogus', '--help']], [['-h', '--bogus']],
+    [['x', '--bogus']], [['--bogus', 'x']], [['--qemu', '--qemu']], [['--keep', '--json']], [['--a\nb']], [['--\u001b[31mred']],
+  ])('scripts/demo takes or refuses %j as the demo does, with the demo\'s line (without its "Did you mean" before npm ci), before setup', async (args) => {
+    const [verdict, installed, fresh] = await Promise.all([demoVerdict(args), demoScript(fakeDemoTree(true), args), demoScript(fakeDemoTree(false), args)]);
+    if (verdict.takes) {
+      const passed = { code: 0, stdout: `${['demo', ...args].join(' ')}\n`, stderr: '' };
+      expect({ installed, fresh }).toEqual({ installed: passed, fresh: passed });
+    } else {
+      expect(installed).toEqual({ code: 2, stdout: '', stderr: verdict.line });
+      expect(fresh).toEqual({ code: 2, stdout: '', stderr: verdict.line.replace(/ \(Did you mean [^)]*\?\)\n$/, '\n') });
+    }
+    const ran = args.includes('--qemu') ? ['build-test-guest', 'setup'] : ['setup'];
+    for (const tree of trees) expect(readdirSync(join(tree, 'ran')).sort(), tree).toEqual(verdict.takes ? ran : []);
+  });
+
+  it('scripts/demo checks as on a fresh clone where commander fails itself (too new for an old Node.js): no stack trace', async () => {
+    const tree = fakeDemoTree();
+    mkdirSync(join(tree, 'node_modules', 'commander'), { recursive: true });
+    writeFileSync(join(tree, 'node_modules', 'commander', 'index.js'), "exports.Command = class { constructor() { throw new TypeError('not on this Node.js'); } };\n");
+    expect(await demoScript(tree, ['--jsno'])).toEqual({ code: 2, stdout: '', stderr: "demo: unknown option '--jsno'\n" });
+    expect(await demoScript(tree, ['--json'])).toEqual({ code: 0, stdout: 'demo --json\n', stderr: '' });
+  });
+
   it('prints its help on --help, exit 0', async () => {
     const result = await demo(['--help']);
     expect([result.code, result.stderr]).toEqual([0, '']);
@@ -100,6 +139,46 @@ describe('demo usage', () => {
 });
 
 describeNetns('demo failure', () => {
+  // The moments: its state dir and the internet's files are there (said after makeInternet
+  // returned); spectrum-link has made an app VM's namespace, which the demo adopts only once the
+  // link is said (killed with the demo, spectrum-link leaves it).
+  it.each([
+    ['the simulated internet is up', '] starting spectrum-netd in netvm\n', undefined],
+    ['spectrum-link has made an app VM\'s namespace', '] linking appvm-lynx and appvm-catgirl to netvm', 'vm-appvm-'],
+  ])('stopped by SIGTERM once %s, dies by it leaving nothing: no namespace, nothing in the temp dir (its state dir, the internet\'s files)', async (_when, line, namespace) => {
+    const script = compiledFixture('test/e2e/demo', ['shared/cli/run-cli', 'test/e2e/example-system', 'test/guest/provider-world', 'test/harness/process-registry']);
+    // The demo's temp dirs go in a dir of this test's own (TMPDIR), so that no other test's count.
+    const temp = mkdtempSync(join(tmpdir(), 'sn-demo-signal-'));
+    trackTempDir(temp);
+    const namespaces = (prefix: string): string[] => execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((entry) => entry.split(' ')[0] ?? '').filter((name) => name.startsWith(prefix));
+    try {
+      const child = spawn(process.execPath, [script], { env: { ...process.env, TMPDIR: temp }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const prefix = `${runPrefix()}demo-${child.pid ?? 0}-`;
+      let stderr = '';
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      const said = new Promise<void>((resolve) => {
+        child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+          stderr += chunk;
+          if (stderr.includes(line)) resolve();
+        });
+      });
+      await Promise.race([said, exited]);
+      if (namespace !== undefined) {
+        const made = (): boolean => namespaces(prefix).some((name) => name.includes(namespace));
+        for (let done = false; !made() && !done; ) done = await Promise.race([exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5))]);
+      }
+      const made = readdirSync(temp).map((name) => name.replace(/[^-]+$/, '')).sort();
+      child.kill('SIGTERM');
+      expect(await exited, stderr).toEqual({ code: null, signal: 'SIGTERM' });
+      expect(made).toEqual(['spectrum-example-state-', 'spectrum-internet-']);
+      expect(readdirSync(temp)).toEqual([]);
+      expect(namespaces(prefix)).toEqual([]);
+      expect(readdirSync('/etc/netns').filter((name) => name.startsWith(prefix))).toEqual([]);
+    } finally {
+      rmSync(temp, { recursive: true, force: true });
+    }
+  });
+
   it('says a failure whose message carries a command\'s stderr of several lines (an `ip netns add` refused) in one line after its progress lines, exit 1, nothing left up', async () => {
     // An `ip` first in PATH that refuses to make the demo's host namespace, in two lines, and
     // passes everything else (the harness's probe, its clean-up) to the real one.

@@ -5,7 +5,7 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Harness, type Netns, type NetnsProcess, trackTempDir } from '../harness/index.js';
+import { type Harness, type Netns, type NetnsProcess, trackNamespacePrefix, trackTempDir } from '../harness/index.js';
 import { EXAMPLES, LINK_BIN, ROOT, linkDevicesActive, withWorldOptions } from '../host/link-fixture.js';
 import { Agent, INTERNET_HTTP, type Internet, TEST_NAME, makeInternet } from '../guest/provider-world.js';
 
@@ -65,6 +65,9 @@ export async function startExampleSystem(harness: Harness, progress: Progress = 
 /** startExampleSystem once its host namespace and state dir are made. */
 async function bringUp(harness: Harness, host: Netns, stateDir: string, progress: Progress, configDir: string): Promise<ExampleSystem> {
   const netnsPrefix = `${harness.prefix}vm-`;
+  // spectrum-link makes the VMs' namespaces, adopted once it has said their links (vmNetns): one
+  // it made before a signal stopped it (and the demo) is removed at exit all the same.
+  trackNamespacePrefix(netnsPrefix);
   const adopted = new Map<string, Netns>();
   const vmNetns = (vm: string): Netns => {
     const name = `${netnsPrefix}${vm}`;

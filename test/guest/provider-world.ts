@@ -4,7 +4,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ExecResult, Harness, Netns, NetnsProcess } from '../harness/index.js';
+import { type ExecResult, type Harness, type Netns, type NetnsProcess, trackTempDir } from '../harness/index.js';
 import { ROOT } from '../host/link-fixture.js';
 
 export const NETD_CLI = join(ROOT, 'dist', 'guest', 'cli.js');
@@ -66,17 +66,27 @@ export async function makeInternet(harness: Harness, provider: Netns, uplink = '
   await harness.up(ns, 'eth0');
   await linkEndsActive(provider, uplink, ns, 'eth0');
   const dir = mkdtempSync(join(tmpdir(), 'spectrum-internet-'));
-  writeFileSync(join(dir, 'index.html'), `${PAGE_TEXT}\n`);
-  const servers: NetnsProcess[] = [
-    ns.spawn(['python3', '-u', '-m', 'http.server', '80', '--bind', INTERNET_HTTP, '--directory', dir]),
-    ns.spawn([
-      'dnsmasq', '--keep-in-foreground', '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${INTERNET_DNS}`,
-      '--port=53', `--address=/${TEST_NAME}/${INTERNET_HTTP}`, '--pid-file=', '--user=root', '--log-facility=-',
-    ]),
-    ns.spawn(['python3', '-u', '-c', slowHttpServerScript(INTERNET_HTTP, SLOW_PORT, SLOW_CHUNKS, SLOW_CHUNK_BYTES)]),
-  ];
-  await servers[0]?.waitForOutput(/Serving HTTP/, 10_000);
-  await servers[2]?.waitForOutput(/slow ready/, 10_000);
+  // Removed by stop, at once where a server does not start, and at exit or on a signal before
+  // either (the servers, and the namespace, are the harness's to remove).
+  trackTempDir(dir);
+  const servers: NetnsProcess[] = [];
+  try {
+    writeFileSync(join(dir, 'index.html'), `${PAGE_TEXT}\n`);
+    servers.push(
+      ns.spawn(['python3', '-u', '-m', 'http.server', '80', '--bind', INTERNET_HTTP, '--directory', dir]),
+      ns.spawn([
+        'dnsmasq', '--keep-in-foreground', '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${INTERNET_DNS}`,
+        '--port=53', `--address=/${TEST_NAME}/${INTERNET_HTTP}`, '--pid-file=', '--user=root', '--log-facility=-',
+      ]),
+      ns.spawn(['python3', '-u', '-c', slowHttpServerScript(INTERNET_HTTP, SLOW_PORT, SLOW_CHUNKS, SLOW_CHUNK_BYTES)]),
+    );
+    await servers[0]?.waitForOutput(/Serving HTTP/, 10_000);
+    await servers[2]?.waitForOutput(/slow ready/, 10_000);
+  } catch (error) {
+    for (const server of servers) await server.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
   // The provider resolves through the internet's DNS server, as connman would set it up.
   provider.setResolvConf(`nameserver ${INTERNET_DNS}\n`);
   return {

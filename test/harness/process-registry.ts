@@ -16,6 +16,7 @@ export const NETNS_ETC_DIR = '/etc/netns';
 const liveNamespaces = new Set<string>();
 const liveProcessGroups = new Set<number>();
 const liveTempDirs = new Set<string>();
+const liveNamespacePrefixes = new Set<string>();
 const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 let handlersInstalled = false;
 
@@ -35,6 +36,17 @@ export function trackProcessGroup(pgid: number): void {
 
 export function untrackProcessGroup(pgid: number): void {
   liveProcessGroups.delete(pgid);
+}
+
+/**
+ * Namespaces that something other than the harness makes (spectrum-link's netns attach) under a
+ * prefix of this run's own, removed on exit or signal with the rest: one made before the harness
+ * adopts it (its maker stopped by the signal part way) would be left otherwise.
+ */
+export function trackNamespacePrefix(prefix: string): void {
+  assertOwnedNamespace(prefix);
+  installExitHandlers();
+  liveNamespacePrefixes.add(prefix);
 }
 
 /**
@@ -104,6 +116,22 @@ function cleanupSync(): void {
     }
   }
   liveNamespaces.clear();
+  if (liveNamespacePrefixes.size > 0) {
+    let names: string[] = [];
+    try {
+      names = namespaceNames();
+    } catch (error) {
+      process.stderr.write(`test harness: could not list the namespaces under ${[...liveNamespacePrefixes].join(', ')}: ${String(error)}\n`);
+    }
+    for (const name of names.filter((candidate) => [...liveNamespacePrefixes].some((prefix) => candidate.startsWith(prefix)))) {
+      try {
+        removeNamespaceSync(name);
+      } catch (error) {
+        process.stderr.write(`test harness: could not delete namespace ${name}: ${String(error)}\n`);
+      }
+    }
+    liveNamespacePrefixes.clear();
+  }
   for (const dir of liveTempDirs) rmSync(dir, { recursive: true, force: true });
   liveTempDirs.clear();
 }
