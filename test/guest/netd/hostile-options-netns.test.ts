@@ -95,6 +95,29 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     }
   });
 
+  /**
+   * Once the agent is held at a gate (`called` made), SIGTERM it, then release the gate: it exits
+   * 143 with the stopped-while-starting line last, no warning logged before it (no service was
+   * started only to be closed), and its control socket removed.
+   */
+  async function expectStoppedAtGate(agent: ReturnType<Netns['spawn']>, gate: { what: string; called: string; released: string; socket: string }): Promise<void> {
+    try {
+      await eventually(gate.what, () => Promise.resolve(existsSync(gate.called) || agent.exit !== undefined), 20_000);
+      process.kill(agent.pid, 'SIGTERM');
+      writeFileSync(gate.released, '');
+      const exit = await agent.wait();
+      await agent.waitClosed();
+      expect(exit.code, agent.stderr).toBe(143);
+      const lines = agent.stderr.split('\n').filter((line) => line !== '');
+      expect(lines.at(-1)).toBe('spectrum-netd: stopped by SIGTERM while starting (before its first reconcile was done); its control socket is removed');
+      const logged = lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as { level: number; msg: string });
+      expect(logged.filter((entry) => entry.level >= 40).map((entry) => entry.msg)).toEqual([]);
+      expect(existsSync(gate.socket)).toBe(false);
+    } finally {
+      await agent.kill('SIGKILL');
+    }
+  }
+
   it('a SIGTERM while its services are being made stops it with nothing logged after its one line: no service is started only to warn and be closed', async () => {
     // The DNS forwarder was started after the line, and warned then that its upstream had no route.
     const ns = await harness.namespace('makingports');
@@ -111,24 +134,9 @@ describeNetns('spectrum-netd run and mistaken options', () => {
       enter: 'nsenter',
       env: { ...process.env, PATH: `${gate}:${process.env['PATH'] ?? ''}`, SPECTRUM_NETD_SPAWN_NFT: '1', SPECTRUM_LOG_LEVEL: 'info' },
     });
-    try {
-      await eventually('nft called while the services are being made', () => Promise.resolve(existsSync(called) || agent.exit !== undefined), 20_000);
-      process.kill(agent.pid, 'SIGTERM');
-      // Queued in the agent before nft can go on (the wrapper sees the release within 50 ms, then
-      // execs nft): the signal comes first.
-      writeFileSync(released, '');
-      const exit = await agent.wait();
-      await agent.waitClosed();
-      expect(exit.code, agent.stderr).toBe(143);
-      const lines = agent.stderr.split('\n').filter((line) => line !== '');
-      expect(lines.at(-1)).toBe('spectrum-netd: stopped by SIGTERM while starting (before its first reconcile was done); its control socket is removed');
-      // Nor before it: the forwarder was never started, only to be closed.
-      const logged = lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as { level: number; msg: string });
-      expect(logged.filter((entry) => entry.level >= 40).map((entry) => entry.msg)).toEqual([]);
-      expect(existsSync(socket)).toBe(false);
-    } finally {
-      await agent.kill('SIGKILL');
-    }
+    // Queued in the agent before nft can go on (the wrapper sees the release within 50 ms, then
+    // execs nft): the signal comes first.
+    await expectStoppedAtGate(agent, { what: 'nft called while the services are being made', called, released, socket });
   });
 
   it('a SIGTERM while the DNS forwarder\'s module is being loaded stops it with no forwarder started: nothing logged but its one line', async () => {
@@ -160,22 +168,8 @@ describeNetns('spectrum-netd run and mistaken options', () => {
       enter: 'nsenter',
       env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' },
     });
-    try {
-      await eventually('the forwarder\'s module loading', () => Promise.resolve(existsSync(called) || agent.exit !== undefined), 20_000);
-      process.kill(agent.pid, 'SIGTERM');
-      // Taken by the agent before the module can load (the hook sees the release within 50 ms).
-      writeFileSync(released, '');
-      const exit = await agent.wait();
-      await agent.waitClosed();
-      expect(exit.code, agent.stderr).toBe(143);
-      const lines = agent.stderr.split('\n').filter((line) => line !== '');
-      expect(lines.at(-1)).toBe('spectrum-netd: stopped by SIGTERM while starting (before its first reconcile was done); its control socket is removed');
-      const logged = lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as { level: number; msg: string });
-      expect(logged.filter((entry) => entry.level >= 40).map((entry) => entry.msg)).toEqual([]);
-      expect(existsSync(socket)).toBe(false);
-    } finally {
-      await agent.kill('SIGKILL');
-    }
+    // Taken by the agent before the module can load (the hook sees the release within 50 ms).
+    await expectStoppedAtGate(agent, { what: "the forwarder's module loading", called, released, socket });
   });
 
   /** Whether process `pid` has a socket open past stdio (socket pairs): `client` opens its rtnetlink sockets first, Node none of its own. */
