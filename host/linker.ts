@@ -29,6 +29,7 @@ import {
   type LinkAttachment,
   type LinkState,
   allocateMany,
+  emptyState,
   forgetLink,
   linksOfClient,
   linksOfProvider,
@@ -47,6 +48,7 @@ import {
   loadState,
   probeStateWrite,
   saveState,
+  stateDirAbsent,
   stateDirFix,
   stateFilePath,
   withStateLock,
@@ -1068,11 +1070,16 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const chosen = chosenAttachMode(options.attach, vm);
     if (chosen !== undefined) assertSideUsable(chosen, vm, options);
   }
+  // A state dir not made yet records nothing: the run's checks (the config dir, its VMs, each side
+  // of their links) are made before the lock, which makes the dir, so that a run refused leaves
+  // nothing made (a config dir named that does not exist, say: bad input). The config as read is
+  // the run's; the checks are made again under the lock, on the state as it is then.
+  const fresh = stateDirAbsent(options.stateDir) ? await runAttachModes(vms, emptyState(), options, wholeDir?.snapshot) : undefined;
   return underLinkLock(options, async () => {
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir, options.stateDirSource);
-    const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot);
+    const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot ?? fresh?.snapshot);
     const made = newRunDevices();
     // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
     // ran, which only a second one cuts short) is said with the failure, not instead of it, and
@@ -1179,10 +1186,13 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];
   const run: LinkerOptions = { ...options, vmm, onUndoDetachFailed: (failures) => void undetached.push(...failures), onUndoStepFailed: (failure) => void steps.push(failure) };
+  // The config is read before the lock, which makes a state dir not made yet: a config dir that
+  // cannot be read (one named that does not exist: bad input) fails the run with nothing made.
+  const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
   return underLinkLock(options, async () => {
     let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {
-      const outcome = await keepGoing(vms, run, wholeDir);
+      const outcome = await keepGoing(vms, run, snapshot, wholeDir);
       linked = outcome.linked;
       return outcome;
     } finally {
@@ -1220,9 +1230,8 @@ function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMa
   return left.reverse();
 }
 
-/** linkVmsKeepGoing under the state lock. */
-async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
-  const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
+/** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
+async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const partition = partitionValidVms(snapshot, vms);
   const failures = new Map<VmName, unknown>(partition.invalid.map(({ name, error }) => [name, error]));
   const before = await loadState(options.stateDir, options.stateDirSource);
