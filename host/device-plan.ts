@@ -33,6 +33,9 @@ export interface DesiredConnection {
   readonly provider: DesiredSide;
 }
 
+/** The kind the kernel reports for each device the plan makes (a tap is a `tun` device in tap mode). */
+export const DEVICE_KIND = { bridge: 'bridge', tap: 'tun', veth: 'veth' } as const;
+
 /** A network device as the kernel reports it, reduced to what the plan compares. */
 export interface ObservedDevice {
   /** Its ifindex in its namespace: a step on a device the plan saw addresses it by this (DeviceStep). */
@@ -212,7 +215,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
   const attach = side.attach;
 
   if (attach.kind === 'tap') {
-    const isTap = seen?.kind === 'tun';
+    const isTap = seen?.kind === DEVICE_KIND.tap;
     if (seen !== undefined && !isTap) steps.push({ netns: null, op: 'delete', name: side.device, index: seen.index });
     if (!isTap) {
       steps.push({ netns: null, op: 'add-tap', name: side.device });
@@ -226,7 +229,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
   if (farDevices === null) plan.missingNamespaces.add(attach.netns);
   const far = farDevices?.get(side.device);
   // A veth pair lives and dies together: both ends present means the pair is ours and whole.
-  const pairWhole = seen?.kind === 'veth' && far?.kind === 'veth';
+  const pairWhole = seen?.kind === DEVICE_KIND.veth && far?.kind === DEVICE_KIND.veth;
   if (!pairWhole) {
     if (seen !== undefined) steps.push({ netns: null, op: 'delete', name: side.device, index: seen.index });
     if (far !== undefined) plan.clearFarEnds.push({ netns: attach.netns, op: 'delete', name: side.device, index: far.index });
@@ -261,9 +264,9 @@ export function replacedDevices(plan: DevicePlan): string[] {
 export function createdKinds(plan: DevicePlan): Map<string, string> {
   const kinds = new Map<string, string>();
   for (const step of plan.hostSteps.flat()) {
-    if (step.op === 'add-bridge') kinds.set(step.name, 'bridge');
-    else if (step.op === 'add-tap') kinds.set(step.name, 'tun');
-    else if (step.op === 'add-veth') kinds.set(step.name, 'veth');
+    if (step.op === 'add-bridge') kinds.set(step.name, DEVICE_KIND.bridge);
+    else if (step.op === 'add-tap') kinds.set(step.name, DEVICE_KIND.tap);
+    else if (step.op === 'add-veth') kinds.set(step.name, DEVICE_KIND.veth);
   }
   return kinds;
 }
@@ -278,7 +281,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     plan.hostSteps = steps;
     hostSteps.push(steps);
     const bridge = observed.host.get(connection.bridge);
-    const isBridge = bridge?.kind === 'bridge';
+    const isBridge = bridge?.kind === DEVICE_KIND.bridge;
     if (bridge !== undefined && !isBridge) steps.push({ netns: null, op: 'delete', name: connection.bridge, index: bridge.index });
     if (!isBridge) {
       steps.push({ netns: null, op: 'add-bridge', name: connection.bridge });

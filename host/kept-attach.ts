@@ -24,8 +24,9 @@ export interface KnownAttachment {
 
 /**
  * A link that is up: its attach modes recorded; or, its record written before the state kept
- * them while devices of its names exist, each side's mode as its device shows it (shownAttachMode);
- * or a record whose devices are all gone (goneLink).
+ * them while a device of the link's kind exists under one of its names (link-device-kinds.ts),
+ * each side's mode as its device shows it (shownAttachMode); or a record whose devices are all
+ * gone (goneLink).
  */
 export interface StandingLink {
   readonly pair: LinkPair;

@@ -12,6 +12,8 @@ import { type AttachChoice, type AttachMode, AttachModeError, TAP_MTU_MAX, parse
 import { CONFIG_DIR_ENV, type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
 import { readConfigDir } from './config-reader.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
+import { DEVICE_KIND } from './device-plan.js';
+import type { ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import {
   type FailedVm,
@@ -219,6 +221,16 @@ function reportLine(report: ShownLink, attached = true): string {
     `provider ${report.providerDevice} ${report.providerMac} (${mode(report.providerAttach)})`,
     `bridge ${report.bridge}`,
   ].join('  ');
+}
+
+/** The kernel's kinds as a listing says them: a tap is a `tun` device. */
+const KIND_WORDS: Readonly<Record<string, string>> = { [DEVICE_KIND.tap]: 'tap' };
+
+/** What `list` and `show` say, under a link, of a device under one of its names that is of another kind than the link makes there. */
+function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
+  const found = kind === null ? 'a device without a kind (no link info)' : `a device of kind ${kind}`;
+  const wanted = expected.map((one) => KIND_WORDS[one] ?? one).join(' or ');
+  return `  ${device} is ${found}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
 }
 
 /**
@@ -805,13 +817,16 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   // A link unlink took down (its id kept) has no attach mode: shown as null (`-`), not the default (linkFieldsJson).
   // One up whose record has no attach modes (written before the state kept them) is linked, its
   // modes as its devices show them: unknown for a tap (null, `?`), which gets no VMM arguments.
+  // A device under a link's name of another kind than the link makes there is none of its (not
+  // present, not linked): `foreign` in JSON, a line under the link in text.
   const printListed = (listed: ListedLink[], json: boolean): void => {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
+      const foreign = (entry: ListedLink): Record<string, unknown>[] => entry.foreign.map(({ device, kind, expected }) => ({ device, kind, expected }));
       const entries = listed.map((entry) =>
         entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true }
-          : { ...linkFieldsJson(entry), present: entry.present, linked: false },
+          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true, foreign: foreign(entry) }
+          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
@@ -824,6 +839,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const lines = listed.flatMap((entry) => [
         `${reportLine(entry, entry.linked)}  ${state(entry)}`,
         ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
+        ...entry.foreign.map(foreignLine),
       ]);
       process.stdout.write(lines.map((line) => `${line}\n`).join(''));
     }

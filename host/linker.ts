@@ -7,8 +7,9 @@ import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf, chosenAttachMode } from './attach-mode.js';
 import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { type ConfigDirSource, readConfigVms } from './config-reader.js';
-import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
+import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
+import { type ForeignDevice, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen } from './link-device-kinds.js';
 import {
   type AmbiguousAttach,
   type KeptAttach,
@@ -28,6 +29,7 @@ import {
   type LinkAttachment,
   type LinkState,
   allocateMany,
+  emptyState,
   forgetLink,
   linksOfClient,
   linksOfProvider,
@@ -46,6 +48,7 @@ import {
   loadState,
   probeStateWrite,
   saveState,
+  stateDirAbsent,
   stateDirFix,
   stateFilePath,
   withStateLock,
@@ -515,9 +518,9 @@ function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmNam
 
 /**
  * A recorded link that `link --all` leaves as it is, as `list` shows it less whether its devices
- * exist now (which nothing prints there).
+ * exist now, and which devices under its names are foreign (which nothing prints there).
  */
-export type LeftLink = Omit<ListedLink, 'present' | 'mtu'>;
+export type LeftLink = Omit<ListedLink, 'present' | 'foreign' | 'mtu'>;
 
 /** A recorded link as the state has it: its modes where recorded, else null (attached no way as far as the record tells). */
 function asRecorded(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): LeftLink {
@@ -784,8 +787,10 @@ interface UnlistedTakedown {
 
 /**
  * Of these links, those up: attach modes recorded, or none (a record written before the state
- * kept them) while devices of its names exist, as unlink and list take it (releaseLinks). Such a
- * link left up would keep its client connected to a provider its config no longer names.
+ * kept them) while a device of the link's kind exists under one of its names, as unlink and list
+ * take it (releaseLinks). Such a link left up would keep its client connected to a provider its
+ * config no longer names. One whose names hold only devices of other kinds is not up (list says
+ * it is not linked): left as it is, those devices with it (its unlink deletes them).
  */
 async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<Link[]> {
   const devicesOf = (link: Link): string[] => Object.values(linkDeviceNames(options.devicePrefix, link.id));
@@ -798,7 +803,7 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
       `linked, but taking down ${pairs} (no longer among the providers) was not begun: whether their devices exist (recorded without attach modes) is unknown: ${reasonOf(error)}; so none of them was taken down: run the same link again`,
     );
   });
-  return links.filter((link) => link.attached !== undefined || devicesOf(link).some((device) => present.host.has(device)));
+  return links.filter((link) => link.attached !== undefined || seenOf(link, present.host, options).own.length > 0);
 }
 
 /**
@@ -838,11 +843,12 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
 
 /**
  * The links up before a `link` run, whose modes it keeps where --attach says nothing of a VM
- * (kept-attach.ts): those recorded while devices of their names exist, as unlink and list take
- * them, each side in its recorded mode, or (a record written before the state kept modes) as its
- * device shows it. Of a record whose devices are all gone (after a reboot: the state outlives the
- * devices) only the sides that need no VMM keep their mode (`netns`: the plan makes a missing
- * namespace; `none`); a `qemu` or `cloud-hypervisor` side is not up and gets the VM's mode
+ * (kept-attach.ts): those recorded while a device of the link's kind exists under one of their
+ * names, as unlink and list take them, each side in its recorded mode, or (a record written before
+ * the state kept modes) as its device shows it. Of a record whose devices are all gone (after a
+ * reboot: the state outlives the devices; devices of other kinds under its names are none of its,
+ * link-device-kinds.ts) only the sides that need no VMM keep their mode (`netns`: the plan makes a
+ * missing namespace; `none`); a `qemu` or `cloud-hypervisor` side is not up and gets the VM's mode
  * (goneLink). Devices are looked at (one listing) only for links --attach does not settle whole.
  */
 async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<StandingLink[]> {
@@ -854,7 +860,7 @@ async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'dev
   const host = unsettled.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unsettled.flatMap((link) => Object.values(namesOf(link))))).host;
   return unsettled.flatMap((link): StandingLink[] => {
     const names = namesOf(link);
-    if (!Object.values(names).some((device) => host.has(device))) return link.attached === undefined ? [] : [goneLink(link, link.attached)];
+    if (seenOf(link, host, options).own.length === 0) return link.attached === undefined ? [] : [goneLink(link, link.attached)];
     if (link.attached !== undefined) return [{ pair: link, modes: link.attached }];
     return [{ pair: link, modes: { client: shownAttachMode(host.get(names.client)?.kind), provider: shownAttachMode(host.get(names.provider)?.kind) } }];
   });
@@ -905,7 +911,8 @@ interface SwitchedSide {
  * names) that are up as a VMM attached them, recorded so, and that the run attaches another way:
  * their NICs come out of those VMMs before anything is made (takeBackSwitched). (The callers
  * check the VMs first: a run failing at an invalid one would fail with those NICs out.) A link
- * whose devices are all gone (after a reboot) is not up, and passed: a VMM started since holds no
+ * whose devices are all gone (after a reboot; devices of other kinds under its names are none of
+ * its, as standingLinks takes them) is not up, and passed: a VMM started since holds no
  * NIC of it (one that kept running holds it on a deleted tap, which reaches nothing, and the next
  * attach there says so). Costs one pass over the state; the devices are listed only where a
  * record would switch.
@@ -924,7 +931,7 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   const recorded = named.map((candidate) => ({ ...candidate, report: linkReport(candidate.link, options) }));
   const host = recorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], recorded.flatMap(({ report }) => linkDevicesOf(report)))).host;
   return recorded
-    .filter(({ report }) => linkDevicesOf(report).some((device) => host.has(device)))
+    .filter(({ link }) => seenOf(link, host, options).own.length > 0)
     .sort((a, b) => (order.get(a.link.client) ?? 0) - (order.get(b.link.client) ?? 0))
     .flatMap(({ report, wanted, sides }) => sides.map((side) => ({ link: report, side, to: wanted[side] })));
 }
@@ -1063,11 +1070,16 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
     const chosen = chosenAttachMode(options.attach, vm);
     if (chosen !== undefined) assertSideUsable(chosen, vm, options);
   }
+  // A state dir not made yet records nothing: the run's checks (the config dir, its VMs, each side
+  // of their links) are made before the lock, which makes the dir, so that a run refused leaves
+  // nothing made (a config dir named that does not exist, say: bad input). The config as read is
+  // the run's; the checks are made again under the lock, on the state as it is then.
+  const fresh = stateDirAbsent(options.stateDir) ? await runAttachModes(vms, emptyState(), options, wholeDir?.snapshot) : undefined;
   return underLinkLock(options, async () => {
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir, options.stateDirSource);
-    const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot);
+    const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot ?? fresh?.snapshot);
     const made = newRunDevices();
     // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
     // ran, which only a second one cuts short) is said with the failure, not instead of it, and
@@ -1174,10 +1186,13 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];
   const run: LinkerOptions = { ...options, vmm, onUndoDetachFailed: (failures) => void undetached.push(...failures), onUndoStepFailed: (failure) => void steps.push(failure) };
+  // The config is read before the lock, which makes a state dir not made yet: a config dir that
+  // cannot be read (one named that does not exist: bad input) fails the run with nothing made.
+  const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
   return underLinkLock(options, async () => {
     let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {
-      const outcome = await keepGoing(vms, run, wholeDir);
+      const outcome = await keepGoing(vms, run, snapshot, wholeDir);
       linked = outcome.linked;
       return outcome;
     } finally {
@@ -1215,9 +1230,8 @@ function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMa
   return left.reverse();
 }
 
-/** linkVmsKeepGoing under the state lock. */
-async function keepGoing(vms: readonly VmName[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
-  const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
+/** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
+async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const partition = partitionValidVms(snapshot, vms);
   const failures = new Map<VmName, unknown>(partition.invalid.map(({ name, error }) => [name, error]));
   const before = await loadState(options.stateDir, options.stateDirSource);
@@ -1534,16 +1548,21 @@ interface ReleaseOptions {
  * they leave is releasedState's). With force, the devices go whatever the VMMs said: deleting the
  * taps and bridges is what cuts the VMs off, so a VMM that refuses or stalls (it hosts an
  * untrusted guest) cannot keep its VM connected; its failures are returned.
+ * Every device under the links' names goes, of whatever kind: the device prefix's names are the
+ * linker's, and a device of another kind there is one the link's next plan would replace; but
+ * only one of the link's kind makes a link recorded without attach modes linked (list says so too).
  */
 async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: RecordedLinkReport[]; failures: VmmDetachFailure[] }> {
   const devicesOf = (report: LinkReport): string[] => [report.clientDevice, report.providerDevice, report.bridge];
-  // A link with no attach modes recorded is taken down already, unless devices of its names exist:
-  // then it is up, recorded before the state kept attach modes, and goes with --attach's modes.
-  const unrecorded = links.filter((link) => link.attached === undefined).map((link) => linkReport(link, options));
-  const present = new Set(unrecorded.length === 0 ? [] : (await observeDevices([], unrecorded.flatMap(devicesOf))).host.keys());
+  // A link with no attach modes recorded is taken down already, unless a device of its kind exists
+  // under one of its names: then it is up, recorded before the state kept attach modes, and goes
+  // with --attach's modes.
+  const unrecorded = links.filter((link) => link.attached === undefined);
+  const namesOf = (link: Link): string[] => Object.values(linkDeviceNames(options.devicePrefix, link.id));
+  const host = unrecorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unrecorded.flatMap(namesOf))).host;
   const reports = links.map((link): RecordedLinkReport => {
     const report = linkReport(link, options);
-    return { ...report, linked: link.attached !== undefined || devicesOf(report).some((device) => present.has(device)) };
+    return { ...report, linked: link.attached !== undefined || seenOf(link, host, options).own.length > 0 };
   });
   const failures = await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error));
   await removeDevices(reports.flatMap(devicesOf));
@@ -1620,7 +1639,8 @@ export interface UnlinkFlags {
 export interface UnlinkOutcome {
   /**
    * The links taken down; those `unlink` had taken down already are not `linked`. One recorded
-   * before the state kept attach modes, whose devices exist, is, with the modes of --attach.
+   * before the state kept attach modes, a device of its kind under one of its names, is, with the
+   * modes of --attach (releaseLinks).
    */
   readonly reports: RecordedLinkReport[];
   readonly failures: VmmDetachFailure[];
@@ -1688,19 +1708,21 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
 
 /**
  * A recorded link as `list` and `show` report it. Linked: attach modes recorded, or (a record
- * written before the state kept them, as `unlink` takes it) devices of its names exist. A side's
- * attach mode is null where the link is attached no way (not linked), or where its record has
- * none and its device does not tell it: a veth is netns, a tap any of none, qemu and
- * cloud-hypervisor.
+ * written before the state kept them, as `unlink` takes it) a device of the link's kind exists
+ * under one of its names. A side's attach mode is null where the link is attached no way (not
+ * linked), or where its record has none and its device does not tell it: a veth is netns, a tap
+ * any of none, qemu and cloud-hypervisor.
  */
 export interface ListedLink extends Omit<RecordedLinkReport, 'clientAttach' | 'providerAttach'> {
   readonly clientAttach: AttachMode | null;
   readonly providerAttach: AttachMode | null;
   /** False for a link whose record has no attach modes (unlink took it down, or it was written before the state kept them). */
   readonly attachRecorded: boolean;
-  /** Whether the link's host devices exist right now. */
+  /** Whether the link's host devices exist right now: under each of its names a device of the kind the link makes there (link-device-kinds.ts). */
   readonly present: boolean;
-  /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists. */
+  /** The devices under its names of another kind than the link makes there (a vxlan under its bridge's name, say): none of the link's. */
+  readonly foreign: readonly ForeignDevice[];
+  /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists (a bridge, not a foreign device). */
   readonly mtu?: number;
 }
 
@@ -1709,23 +1731,29 @@ function attachShown(device: ObservedDevice | undefined): AttachMode | null {
   return shownAttachMode(device?.kind) ?? null;
 }
 
+/** What is under a link's names among `host`'s devices: its own (of the kinds it makes there) and foreign ones (link-device-kinds.ts). */
+function seenOf(link: Link, host: ReadonlyMap<string, ObservedDevice>, options: Pick<LinkerOptions, 'devicePrefix'>): LinkDevicesSeen {
+  return linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached), host);
+}
+
 /**
  * Recorded links, with whether their devices exist: as every command that shows recorded links
- * shows them (`list`, `show`, and `link --all`'s orphaned and unusable entries).
+ * shows them (`list`, `show`, and `link --all`'s orphaned and unusable entries). One listing of
+ * the host's devices serves them all (their kinds come with it).
  */
 async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<ListedLink[]> {
   if (links.length === 0) return [];
   const devices = (await observeDevices([])).host;
   return links.map((link): ListedLink => {
     const report = linkReport(link, options);
-    const names = [report.bridge, report.clientDevice, report.providerDevice];
-    const present = names.every((device) => devices.has(device));
-    const mtu = devices.get(report.bridge)?.mtu;
-    const base = { ...report, present, ...(mtu === undefined ? {} : { mtu }) };
+    const seen = seenOf(link, devices, options);
+    const bridge = devices.get(report.bridge);
+    const mtu = bridge?.kind === DEVICE_KIND.bridge ? bridge.mtu : undefined;
+    const base = { ...report, present: seen.whole, foreign: seen.foreign, ...(mtu === undefined ? {} : { mtu }) };
     if (link.attached !== undefined) return { ...base, linked: true, attachRecorded: true };
     // No attach modes recorded: taken down by unlink, or up, recorded before the state kept them
-    // (devices of its names exist, as releaseLinks tells them apart).
-    if (!names.some((device) => devices.has(device))) return { ...base, linked: false, attachRecorded: false, clientAttach: null, providerAttach: null };
+    // (a device of the link's kind under one of its names, as releaseLinks tells them apart).
+    if (seen.own.length === 0) return { ...base, linked: false, attachRecorded: false, clientAttach: null, providerAttach: null };
     const clientAttach = attachShown(devices.get(report.clientDevice));
     const providerAttach = attachShown(devices.get(report.providerDevice));
     return { ...base, linked: true, attachRecorded: false, clientAttach, providerAttach };
@@ -1769,7 +1797,11 @@ export async function showLinks(name: string, options: ShowOptions): Promise<Lis
   return listed(links, options);
 }
 
-/** `gc`: delete devices named with our prefix that no recorded link owns (e.g. after a crash). */
+/**
+ * `gc`: delete devices named with our prefix that no recorded link owns (e.g. after a crash). A
+ * device of another kind under a recorded link's name stays: its id is owned, and that link's
+ * `link` replaces it, its `unlink` deletes it (list and show say it is foreign).
+ */
 export async function collectGarbage(options: GcOptions): Promise<string[]> {
   // With no state file every device with the prefix looks unowned, those of working links too:
   // far more likely a wrong --state-dir (or a lost state) than a host with nothing linked.

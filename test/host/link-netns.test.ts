@@ -863,7 +863,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     expect(await unlinkJson([])).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...fields, clientAttach: 'none', providerAttach: 'none' }], forgotten: false });
     const down = { ...fields, clientAttach: null, providerAttach: null };
     const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as Record<string, unknown>[];
-    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...down, attachRecorded: false, present: false, linked: false });
+    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...down, attachRecorded: false, present: false, linked: false, foreign: [] });
     // Again, and with --forget: attached no way, whatever --attach says of links without a record.
     expect(await unlinkJson([])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: false });
     expect(await unlinkJson(['--attach', 'appvm-lynx=netns', '--forget'])).toEqual({ vm: 'appvm-lynx', unlinked: [down], forgotten: true });
@@ -877,7 +877,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     await dropAttachModes(link.id);
     // Up, as list says too (its veths show netns).
     const listed = JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number; linked: boolean; present: boolean }[];
-    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...link, attachRecorded: false, linked: true, present: true });
+    expect(listed.find((entry) => entry.id === link.id)).toEqual({ ...link, attachRecorded: false, linked: true, present: true, foreign: [] });
 
     const unlinkJson = async (): Promise<unknown> => {
       const result = await world().link(['unlink', 'appvm-lynx', '--attach', 'netns', '--json']);
@@ -911,21 +911,21 @@ describeNetns('show, unlink --json and options a command does not use', () => {
       `appvm-lynx -> netvm  id ${link.id}  ip ${link.clientIp}  client ${link.clientDevice} ${link.clientMac} (${client})  provider ${link.providerDevice} ${link.providerMac} (${provider})  bridge ${link.bridge}  ${state}`;
     for (const command of [['list'], ['show', 'appvm-lynx'], ['show', 'netvm']]) {
       expect(await shown(command)).toEqual({
-        json: { ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false, present: true, linked: true },
+        json: { ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false, present: true, linked: true, foreign: [] },
         lines: [line('netns', '?', 'up (attach modes not recorded)')],
       });
     }
     // Its provider's tap lost: still linked (devices of its names exist), but not all there.
     await world().host.ip(['link', 'del', 'dev', link.providerDevice]);
     expect(await shown(['list'])).toEqual({
-      json: { ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false, present: false, linked: true },
+      json: { ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false, present: false, linked: true, foreign: [] },
       lines: [line('netns', '?', 'devices missing (attach modes not recorded)')],
     });
     // Every device gone: taken down (as unlink takes such a link), attached no way.
     await world().host.ip(['link', 'del', 'dev', link.clientDevice]);
     await world().host.ip(['link', 'del', 'dev', link.bridge]);
     expect(await shown(['show', 'appvm-lynx'])).toEqual({
-      json: { ...link, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: false },
+      json: { ...link, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: false, foreign: [] },
       lines: [line('-', '-', 'unlinked (id kept)')],
     });
   });
@@ -949,7 +949,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     const linked = JSON.parse((await world().link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as { links: (Record<string, unknown> & { vmmArguments: unknown; clientDevice: string })[] };
     const link = linked.links[0]!;
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
-      expect(await listedJson(command)).toEqual({ ...link, attachRecorded: true, present: true, linked: true });
+      expect(await listedJson(command)).toEqual({ ...link, attachRecorded: true, present: true, linked: true, foreign: [] });
       const lines = await human(command);
       expect(lines[0]).toMatch(/  up$/);
       expect(lines.slice(1).map((line) => line.split(':')[0])).toEqual(['  appvm-lynx', '  appvm-lynx', '  netvm', '  netvm']);
@@ -957,7 +957,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     const { vmmArguments: _, ...withoutArguments } = link;
     const missing = async (): Promise<void> => {
       for (const command of [['list'], ['show', 'appvm-lynx']]) {
-        expect(await listedJson(command)).toEqual({ ...withoutArguments, attachRecorded: true, present: false, linked: true });
+        expect(await listedJson(command)).toEqual({ ...withoutArguments, attachRecorded: true, present: false, linked: true, foreign: [] });
         const lines = await human(command);
         expect(lines).toHaveLength(1);
         expect(lines[0]).toMatch(/  devices missing$/);
@@ -967,7 +967,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     // as none (null, `-`), not as the default (`none`, which would say it was attached by hand).
     expect((await world().link(['unlink', 'appvm-lynx'])).code).toBe(0);
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
-      expect(await listedJson(command)).toEqual({ ...withoutArguments, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: false });
+      expect(await listedJson(command)).toEqual({ ...withoutArguments, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: false, foreign: [] });
       const lines = await human(command);
       expect(lines).toEqual([`appvm-lynx -> netvm  id ${link.id}  ip ${String(link.clientIp)}  client ${link.clientDevice} ${String(link.clientMac)} (-)  provider ${String(link.providerDevice)} ${String(link.providerMac)} (-)  bridge ${String(link.bridge)}  unlinked (id kept)`]);
     }
@@ -1208,7 +1208,7 @@ describeNetns('link --all and a link recorded before the state kept attach modes
     // Its modes as its devices show them: netns for the client's veth, unknown for netvm's tap.
     const inferred = { vm: 'appvm-catgirl', ...link, clientAttach: 'netns', providerAttach: null, attachRecorded: false };
     const listed = (JSON.parse((await world().link(['list', '--json'])).stdout) as { id: number }[]).find((entry) => entry.id === link.id);
-    expect(listed).toEqual({ ...inferred, present: true, linked: true });
+    expect(listed).toEqual({ ...inferred, present: true, linked: true, foreign: [] });
     const catgirlOutput = async (): Promise<Output | undefined> => {
       const result = await world().link(['link', '--all', '--attach', 'none', '--json']);
       expect(result.code, result.stderr).toBe(0);

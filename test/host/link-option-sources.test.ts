@@ -156,19 +156,23 @@ describeNetns('spectrum-link option sources', () => {
     [['link', '--all', '--config-dir', 'LINK', '--state-dir', 'STATE'], {}, 1, `config dir LINK (from --config-dir) cannot be used (LINK is a symlink to NOWHERE, which does not exist); ${configFix.option}`],
     [['check', 'appvm-lynx'], { SPECTRUM_CONFIG_DIR: 'LINK/vms' }, 1, `config dir LINK/vms (from environment variable SPECTRUM_CONFIG_DIR) cannot be used (LINK is a symlink to NOWHERE, which does not exist); ${configFix.variable}`],
   ] as const)('says a config dir that does not exist or cannot be used, and where it came from, in one line, making nothing (named and missing: bad input, exit 2): %j (env %j) exits %d', async (args, env, code, said) => {
-    // A state dir that is there: link takes its lock before it reads the config dir.
     const [link, target, state] = [join(scratch, 'a-link'), join(scratch, 'nowhere'), join(scratch, 'state')];
     await symlink(target, link);
-    await mkdir(state);
     const withPaths = (text: string): string => text.replaceAll('LINK', link).replaceAll('NOWHERE', target).replaceAll('STATE', state);
+    const run = (): Promise<ExecResult> => spectrumLink(args.map(withPaths), { env: Object.fromEntries(Object.entries(env).map(([name, value]) => [name, withPaths(value)])), cwd: 'scratch' });
     try {
-      const result = await spectrumLink(args.map(withPaths), { env: Object.fromEntries(Object.entries(env).map(([name, value]) => [name, withPaths(value)])), cwd: 'scratch' });
-      expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code, stdout: '', stderr: `spectrum-link: ${withPaths(said)}\n` });
-      expect((await readdir(scratch)).sort()).toEqual(['a-link', 'state']);
-      expect(await readdir(state)).toEqual([]);
+      // The state dir not made yet (link makes it as it records the first link): refused before
+      // it is made. Then with it there: left as it was.
+      for (const stateDir of ['absent', 'there'] as const) {
+        if (stateDir === 'there') await mkdir(state);
+        const result = await run();
+        expect({ stateDir, code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ stateDir, code, stdout: '', stderr: `spectrum-link: ${withPaths(said)}\n` });
+        expect((await readdir(scratch)).sort()).toEqual(stateDir === 'there' ? ['a-link', 'state'] : ['a-link']);
+        if (stateDir === 'there') expect(await readdir(state)).toEqual([]);
+      }
     } finally {
       await rm(link);
-      await rm(state, { recursive: true });
+      await rm(state, { recursive: true, force: true });
     }
     expect(existsSync(missing)).toBe(false);
     expect(await devicesMade()).toEqual([]);
@@ -264,6 +268,7 @@ describeNetns('spectrum-link option sources', () => {
     `spectrum-link: ${source}: device prefix "Abc" is not valid: a device prefix is 1 to 9 characters: lower-case letters, digits, '_' and '-', starting with a letter\n`;
   const badLockWait = (source: string, value: string): string => `spectrum-link: ${source} ${JSON.stringify(value)} is not valid: give seconds from 0 to 3600\n`;
   const link = ['link', 'appvm-lynx', '--config-dir', EXAMPLES];
+  const badMtu = "spectrum-link: --mtu 65535 is more than a tap takes (65521, Linux's tun driver), and appvm-lynx is attached with none (a tap): give --mtu 65521 or less; only netns links take more\n";
 
   it.each([
     [link, { SPECTRUM_NETNS_PREFIX: '../x' }, badNetnsPrefix('environment variable SPECTRUM_NETNS_PREFIX')],
@@ -279,6 +284,9 @@ describeNetns('spectrum-link option sources', () => {
     [['unlink', 'appvm-lynx', '--lock-wait', '60s'], {}, badLockWait('--lock-wait', '60s')],
     [['unlink', 'appvm-lynx'], { SPECTRUM_LOCK_WAIT: '86400' }, badLockWait('environment variable SPECTRUM_LOCK_WAIT', '86400')],
     [['gc', '--lock-wait', ''], { SPECTRUM_LOCK_WAIT: '5' }, badLockWait('--lock-wait', '')],
+    // Bad input found only once the state says what the run keeps (none of it, the state dir not
+    // made yet): refused before the lock would make the dir.
+    [[...link, '--mtu', '65535'], {}, badMtu],
   ] as const)('refuses %j with env %j in one line naming where the bad value came from, exit 2, making nothing', async (args, env, line) => {
     const result = await spectrumLink([...args, '--state-dir', ABSENT], { env, cwd: 'scratch' });
     expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 2, stdout: '', stderr: line });

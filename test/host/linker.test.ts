@@ -832,7 +832,8 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     for (const entry of legacy.links) delete entry['attached'];
     await writeFile(join(stateDir, 'links.json'), JSON.stringify(legacy));
     const text = await readFile(join(stateDir, 'links.json'), 'utf8');
-    kernel.host = new Map([link.bridge, link.clientDevice, link.providerDevice].map((name) => [name, { name } as ObservedDevice]));
+    // Of their kinds: a device of another kind under a link's name is none of its (link-device-kinds.ts).
+    kernel.host = new Map([link.bridge, link.clientDevice, link.providerDevice].map((name) => [name, { name, kind: name === link.bridge ? 'bridge' : 'tun' } as ObservedDevice]));
     store.passSaves = 1;
     store.failSaves = 1;
     await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
@@ -1027,7 +1028,7 @@ describe("link of several chunks of VMs, a later chunk's side refused as bad inp
     await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: pair.provider === qvm ? 'qemu' : 'none' } }))));
     // Up: their devices exist (a record whose devices are gone keeps no mode).
     kernel.host = new Map(
-      allocated.state.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice])),
+      allocated.state.links.flatMap((link) => Object.entries(linkDeviceNames(PREFIX, link.id)).map(([role, name]): [string, ObservedDevice] => [name, { name, kind: role === 'bridge' ? 'bridge' : 'tun' } as ObservedDevice])),
     );
     let applies = 0;
     kernel.whileApplying = () => void (applies += 1);
@@ -1058,7 +1059,7 @@ describe("link of several chunks of VMs named (not --all), a later chunk's side 
     const allocated = allocateMany(emptyState(), pairs);
     await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: pair.provider === qvm ? 'qemu' : 'none' } }))));
     kernel.host = new Map(
-      allocated.state.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice])),
+      allocated.state.links.flatMap((link) => Object.entries(linkDeviceNames(PREFIX, link.id)).map(([role, name]): [string, ObservedDevice] => [name, { name, kind: role === 'bridge' ? 'bridge' : 'tun' } as ObservedDevice])),
     );
     let applies = 0;
     kernel.whileApplying = () => void (applies += 1);

@@ -1,0 +1,178 @@
+// A device under one of a link's names but of another kind than the link makes there (a vxlan or
+// an ifb left under its bridge's name, say) is none of the link's: it makes no link present in
+// `list` and `show` (which say it is foreign), none linked or up where the record has no attach
+// modes (list, show, unlink, link taking down a dropped provider), and no recorded link's devices
+// there (link keeps no mode of a link whose devices are all gone). unlink deletes it with the
+// link's devices, as the plan of a link replaces it; gc leaves it, its id owned. The built bin, in
+// a test namespace.
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, expect, it } from 'vitest';
+import { describeNetns } from '../harness/index.js';
+import { type LinkJson, devices, lynxDeviceNames } from './link-fixture.js';
+import { linkWorldPerSuite } from './link-world-suite.js';
+
+type Attached = { client: string; provider: string } | undefined;
+
+describeNetns('list, show, unlink and link tell a link\'s devices by kind', () => {
+  const world = linkWorldPerSuite('listkind');
+  const names = lynxDeviceNames();
+  const statePath = (): string => join(world().stateDir, 'links.json');
+
+  afterEach(async () => {
+    for (const vm of ['appvm-lynx', 'appvm-catgirl']) await world().link(['unlink', vm, '--forget']);
+    const host = await devices(world().host);
+    for (const name of [names.bridge, names.client, names.provider]) if (host.has(name)) await world().host.ip(['link', 'del', 'dev', name]);
+  });
+
+  /** Rewrite link `id`'s attach modes in the state file (undefined: none, as spectrum-link wrote it before the state kept them). */
+  const recordAttached = async (id: number, attached: Attached): Promise<void> => {
+    const state = JSON.parse(await readFile(statePath(), 'utf8')) as { links: { id: number; attached?: unknown }[] };
+    const links = state.links.map((entry) => {
+      if (entry.id !== id) return entry;
+      const { attached: _, ...rest } = entry;
+      return attached === undefined ? rest : { ...rest, attached };
+    });
+    await writeFile(statePath(), JSON.stringify({ ...state, links }));
+  };
+
+  const linkJson = async (args: readonly string[]): Promise<LinkJson & Record<string, unknown>> => {
+    const result = await world().link([...args, '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    const { vmmArguments: _, ...link } = (JSON.parse(result.stdout.trim().split('\n')[0] ?? '') as { links: (LinkJson & Record<string, unknown>)[] }).links[0]!;
+    return link;
+  };
+
+  /** Delete the link's devices, then make `made` under its names (each an `ip` command line). */
+  const replaceDevices = async (made: readonly (readonly string[])[]): Promise<void> => {
+    const host = await devices(world().host);
+    for (const name of [names.bridge, names.client, names.provider]) if (host.has(name)) await world().host.ip(['link', 'del', 'dev', name]);
+    for (const args of made) await world().host.ip(args);
+  };
+  const vxlanAtBridge = ['link', 'add', 'dev', names.bridge, 'type', 'vxlan', 'id', '7', 'dstport', '4789'];
+  const ifbAtClient = ['link', 'add', 'dev', names.client, 'type', 'ifb'];
+
+  /** `list` or `show` of the link: its JSON entry, and its text lines (the link's and those under it). */
+  const shown = async (args: readonly string[], id: number): Promise<{ json: unknown; lines: string[] }> => {
+    const json = await world().link([...args, '--json']);
+    const text = await world().link(args);
+    expect([json.code, json.stderr, text.code, text.stderr]).toEqual([0, '', 0, '']);
+    const lines = text.stdout.trimEnd().split('\n');
+    const start = lines.findIndex((line) => line.startsWith(`appvm-lynx -> netvm  id ${id} `));
+    const end = lines.findIndex((line, index) => index > start && !line.startsWith('  '));
+    return { json: (JSON.parse(json.stdout) as { id: number }[]).find((entry) => entry.id === id), lines: lines.slice(start, end < 0 ? undefined : end) };
+  };
+  const lineOf = (link: LinkJson & Record<string, unknown>, client: string, provider: string, state: string): string =>
+    `appvm-lynx -> netvm  id ${link.id}  ip ${String(link.clientIp)}  client ${link.clientDevice} ${String(link.clientMac)} (${client})  provider ${link.providerDevice} ${String(link.providerMac)} (${provider})  bridge ${link.bridge}  ${state}`;
+
+  it('a recorded link whose bridge is a vxlan is not present: list and show say its bridge is foreign (JSON `foreign`, a line under it)', async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    expect(link.bridge).toBe(names.bridge);
+    // Up: nothing foreign.
+    expect((await shown(['list'], link.id)).json).toMatchObject({ ...link, attachRecorded: true, present: true, linked: true, foreign: [] });
+    await world().host.ip(['link', 'del', 'dev', names.bridge]);
+    await world().host.ip(vxlanAtBridge);
+    for (const command of [['list'], ['show', 'appvm-lynx'], ['show', 'netvm']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...link, attachRecorded: true, present: false, linked: true, foreign: [{ device: names.bridge, kind: 'vxlan', expected: ['bridge'] }] },
+        lines: [lineOf(link, 'none', 'none', 'devices missing'), `  ${names.bridge} is a device of kind vxlan, not this link's bridge`],
+      });
+    }
+    // A port's name on a bridge, a netns side's on a tap: foreign too.
+    await replaceDevices([
+      ['link', 'add', 'dev', names.bridge, 'type', 'bridge'],
+      ['link', 'add', 'dev', names.client, 'type', 'bridge'],
+      ['tuntap', 'add', 'dev', names.provider, 'mode', 'tap'],
+    ]);
+    await recordAttached(link.id, { client: 'none', provider: 'netns' });
+    expect(await shown(['list'], link.id)).toEqual({
+      json: {
+        ...link,
+        providerAttach: 'netns',
+        attachRecorded: true,
+        present: false,
+        linked: true,
+        foreign: [
+          { device: names.client, kind: 'bridge', expected: ['tun'] },
+          { device: names.provider, kind: 'tun', expected: ['veth'] },
+        ],
+      },
+      lines: [
+        lineOf(link, 'none', 'netns', 'devices missing'),
+        `  ${names.client} is a device of kind bridge, not this link's client tap`,
+        `  ${names.provider} is a device of kind tun, not this link's provider veth`,
+      ],
+    });
+  });
+
+  it('a record without attach modes whose names hold only devices of other kinds is not linked (list, show, unlink); gc leaves those devices (the id is owned), unlink deletes them', async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    await recordAttached(link.id, undefined);
+    await replaceDevices([vxlanAtBridge, ifbAtClient]);
+    const foreign = [
+      { device: names.bridge, kind: 'vxlan', expected: ['bridge'] },
+      { device: names.client, kind: 'ifb', expected: ['tun', 'veth'] },
+    ];
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...link, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: false, foreign },
+        lines: [
+          lineOf(link, '-', '-', 'unlinked (id kept)'),
+          `  ${names.bridge} is a device of kind vxlan, not this link's bridge`,
+          `  ${names.client} is a device of kind ifb, not this link's client tap or veth`,
+        ],
+      });
+    }
+    // A tap of its own beside them: linked (as recorded before the state kept modes), not present.
+    await world().host.ip(['tuntap', 'add', 'dev', names.provider, 'mode', 'tap']);
+    expect((await shown(['list'], link.id)).json).toEqual({ ...link, clientAttach: null, providerAttach: null, attachRecorded: false, present: false, linked: true, foreign });
+    await world().host.ip(['link', 'del', 'dev', names.provider]);
+
+    const gc = await world().link(['gc', '--json']);
+    expect([gc.code, gc.stderr, JSON.parse(gc.stdout)]).toEqual([0, '', { removed: [] }]);
+    const unlinked = await world().link(['unlink', 'appvm-lynx', '--json']);
+    expect(unlinked.code, unlinked.stderr).toBe(0);
+    // Not linked: attached no way (not as --attach's default would have it).
+    expect(JSON.parse(unlinked.stdout)).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...link, clientAttach: null, providerAttach: null }], forgotten: false });
+    const host = await devices(world().host);
+    expect([names.bridge, names.client, names.provider].filter((name) => host.has(name))).toEqual([]);
+  });
+
+  it('link keeps no attach mode of a link whose names hold only devices of other kinds: not up, its sides get their VMs\' modes (a record without modes, and one recorded qemu)', async () => {
+    const catgirl = await linkJson(['link', 'appvm-catgirl', '--attach', 'netns']);
+    expect(catgirl.providerAttach).toBe('netns');
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    await recordAttached(link.id, undefined);
+    await replaceDevices([vxlanAtBridge]);
+    // Not up: netvm's side gets netvm's mode (its link from appvm-catgirl is netns), appvm-lynx's
+    // none (it has no other link). Taken as up, the link would keep none on both.
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual({ ...link, providerAttach: 'netns' });
+    expect((await devices(world().host)).get(names.bridge)?.linkinfo?.info_kind).toBe('bridge');
+
+    // Recorded qemu on appvm-lynx's side, its devices replaced by others: not up, so no NIC is
+    // hot-plugged into a QEMU that is not there (taken as up, the run would fail at its socket).
+    await recordAttached(link.id, { client: 'qemu', provider: 'netns' });
+    await replaceDevices([vxlanAtBridge, ifbAtClient]);
+    const socketDir = join(world().stateDir, 'no-vmm');
+    try {
+      expect(await linkJson(['link', 'appvm-lynx', '--qmp-socket', join(socketDir, '{vm}.qmp')])).toEqual({ ...link, clientAttach: 'none', providerAttach: 'netns' });
+    } finally {
+      await rm(socketDir, { recursive: true, force: true });
+    }
+  });
+
+  it('link takes down no link to a provider dropped from the config whose record has no attach modes and whose names hold only devices of other kinds (not linked): they stay', async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    await recordAttached(link.id, undefined);
+    await replaceDevices([vxlanAtBridge]);
+    const provider = join(world().configDir, 'appvm-lynx', 'providers', 'net', 'netvm');
+    await rm(provider);
+    try {
+      const result = await world().link(['link', 'appvm-lynx']);
+      expect([result.code, result.stdout, result.stderr]).toEqual([0, 'appvm-lynx: no providers, nothing to link\n', '']);
+      expect((await devices(world().host)).get(names.bridge)?.linkinfo?.info_kind).toBe('vxlan');
+    } finally {
+      await writeFile(provider, '');
+    }
+  });
+});
