@@ -1014,9 +1014,12 @@ describe('a failed link deletes only the VM namespaces its own `ip netns add` ma
 });
 
 describe("link of several chunks of VMs, a later chunk's side refused as bad input (its kept mode's VMM socket)", () => {
-  it('is refused before any chunk\'s devices are made: a provider\'s recorded mode is checked up front where the config is read whole (link --all)', async () => {
-    // c1..c12 (the first two chunks, of 4 and 8) and c13 (the third), whose provider qvm is
-    // recorded as QEMU-attached: the first chunk is made while the second is planned.
+  /**
+   * c1..c12 (the first two chunks, of 4 and 8) and c13 (the third), whose provider qvm is
+   * recorded as QEMU-attached, its socket path one that cannot be: the first chunk would be made
+   * while the second is planned.
+   */
+  async function laterChunkRefused(): Promise<{ clients: VmName[]; vmm: VmmPort; refused: Error; applies: () => number }> {
     const qvm = vmName('qvm');
     const more = Array.from({ length: 10 }, (_, index) => vmName(`c${index + 4}`));
     const last = more.at(-1)!;
@@ -1026,12 +1029,11 @@ describe("link of several chunks of VMs, a later chunk's side refused as bad inp
     const pairs = clients.map((client) => ({ client, provider: client === last ? qvm : NETVM }));
     const allocated = allocateMany(emptyState(), pairs);
     await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: pair.provider === qvm ? 'qemu' : 'none' } }))));
-    // Up: their devices exist (a record whose devices are gone keeps no mode).
     kernel.host = new Map(
       allocated.state.links.flatMap((link) => Object.entries(linkDeviceNames(PREFIX, link.id)).map(([role, name]): [string, ObservedDevice] => [name, { name, kind: role === 'bridge' ? 'bridge' : 'tun' } as ObservedDevice])),
     );
-    let applies = 0;
-    kernel.whileApplying = () => void (applies += 1);
+    let applied = 0;
+    kernel.whileApplying = () => void (applied += 1);
     const refused = new Error('the QMP socket path of qvm is longer than a Unix socket takes');
     const vmm: VmmPort = {
       ...NO_VMM,
@@ -1039,40 +1041,21 @@ describe("link of several chunks of VMs, a later chunk's side refused as bad inp
         if (kind === 'qemu' && vm === qvm) throw refused;
       },
     };
+    return { clients, vmm, refused, applies: () => applied };
+  }
+
+  it('is refused before any chunk\'s devices are made: a provider\'s recorded mode is checked up front where the config is read whole (link --all)', async () => {
+    const { clients, vmm, refused, applies } = await laterChunkRefused();
     const snapshot = await readConfigDir(configDir);
     await expect(linkVms(clients, { ...options(), attach: parseAttachChoice([]), vmm }, { snapshot, withoutProviders: [] })).rejects.toBe(refused);
-    expect(applies).toBe(0);
+    expect(applies()).toBe(0);
   });
-});
 
-describe("link of several chunks of VMs named (not --all), a later chunk's side refused as bad input (its kept mode's VMM socket)", () => {
-  it("is refused before any chunk's devices are made, as with --all: the named VMs' providers are read up front, a provider's recorded mode checked there", async () => {
-    // As above, without the whole config dir: c13 (the third chunk) has qvm as its provider,
-    // recorded as QEMU-attached, whose socket path cannot be.
-    const qvm = vmName('qvm');
-    const more = Array.from({ length: 10 }, (_, index) => vmName(`c${index + 4}`));
-    const last = more.at(-1)!;
-    await addVm(qvm);
-    for (const vm of more) await addVm(vm, [vm === last ? qvm : NETVM]);
-    const clients = [...CLIENTS, ...more];
-    const pairs = clients.map((client) => ({ client, provider: client === last ? qvm : NETVM }));
-    const allocated = allocateMany(emptyState(), pairs);
-    await saveState(stateDir, setAttachments(allocated.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: pair.provider === qvm ? 'qemu' : 'none' } }))));
-    kernel.host = new Map(
-      allocated.state.links.flatMap((link) => Object.entries(linkDeviceNames(PREFIX, link.id)).map(([role, name]): [string, ObservedDevice] => [name, { name, kind: role === 'bridge' ? 'bridge' : 'tun' } as ObservedDevice])),
-    );
-    let applies = 0;
-    kernel.whileApplying = () => void (applies += 1);
-    const refused = new Error('the QMP socket path of qvm is longer than a Unix socket takes');
-    const vmm: VmmPort = {
-      ...NO_VMM,
-      checkSocket: (kind, vm) => {
-        if (kind === 'qemu' && vm === qvm) throw refused;
-      },
-    };
+  it("is refused before any chunk's devices are made, as with --all, where VMs are named: the named VMs' providers are read up front, a provider's recorded mode checked there", async () => {
+    const { clients, vmm, refused, applies } = await laterChunkRefused();
     const stateBefore = await readFile(join(stateDir, 'links.json'), 'utf8');
     await expect(linkVms(clients, { ...options(), attach: parseAttachChoice([]), vmm })).rejects.toBe(refused);
-    expect(applies).toBe(0);
+    expect(applies()).toBe(0);
     expect(kernel.undone).toBe(0);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
   });
