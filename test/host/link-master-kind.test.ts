@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import { describeNetns, eventually } from '../harness/index.js';
 import { devices, linkPausedBeforeJoin, lynxDeviceNames, oneLineError } from './link-fixture.js';
-import { linkWorldPerSuite } from './link-world-suite.js';
+import { linkWorldPerSuite, resumePausedLink } from './link-world-suite.js';
 
 /** `ip link add` arguments that make a device of some kind other than a bridge under `name`. */
 const OTHER_KINDS: readonly (readonly [kind: string, add: (name: string) => string[]])[] = [
@@ -57,9 +57,11 @@ describeNetns('a device of another kind under a link bridge name', () => {
     async (kind, port, add) => {
       const state = (): Promise<string> => readFile(join(world().stateDir, 'links.json'), 'utf8');
       const before = await state();
-      const { fifo, run } = await linkPausedBeforeJoin(world(), port);
+      const paused = await linkPausedBeforeJoin(world(), port);
+      const { run } = paused;
       let index: number | undefined;
-      try {
+      // Then on with the run: the port joins whatever has the bridge's name now.
+      await resumePausedLink(world(), paused, 1, async () => {
         const ready = async (): Promise<boolean> => {
           const host = await devices(world().host);
           return port === 'client' ? host.has(names.client) : host.get(names.client)?.master === names.bridge;
@@ -68,16 +70,7 @@ describeNetns('a device of another kind under a link bridge name', () => {
         await world().host.ip(['link', 'del', 'dev', names.bridge]);
         await world().host.ip(add(names.bridge));
         index = (await devices(world().host)).get(names.bridge)?.ifindex;
-        // On with the run: the port joins whatever has the bridge's name now.
-        const read = await world().host.exec(['cat', fifo], { enter: 'nsenter', timeoutMs: 30_000 });
-        expect(read.stdout).toBe('1');
-        const exit = await run.wait();
-        expect(exit.code, run.stderr).toBe(1);
-      } finally {
-        // Failed before the FIFO was read, it would wait on it for ever.
-        if (run.exit === undefined) await run.kill('SIGKILL');
-        await run.waitClosed();
-      }
+      });
       try {
         const device = port === 'client' ? names.client : names.provider;
         expect(oneLineError(run.stderr)).toBe(

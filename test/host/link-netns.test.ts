@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, trackTempDir } from '../harness/index.js';
 import { LINK_BIN, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, withWorldOptions } from './link-fixture.js';
-import { linkWorldPerSuite } from './link-world-suite.js';
+import { linkWorldPerSuite, resumePausedLink } from './link-world-suite.js';
 
 interface LinkJson {
   vm: string;
@@ -1142,20 +1142,13 @@ describeNetns('a bridge deleted by someone else while its ports join it', () => 
   const world = linkWorldPerSuite('linkgone');
 
   it('says its master is gone, in one line saying what to check, where the kernel says only "Invalid argument" (of the index the run had looked up); the run is undone', async () => {
-    const { names, fifo, run } = await linkPausedBeforeJoin(world(), 'provider');
-    try {
+    const paused = await linkPausedBeforeJoin(world(), 'provider');
+    const { names, run } = paused;
+    // Then on with the run: the provider port joins the bridge as the run looked it up for the client port.
+    await resumePausedLink(world(), paused, 1, async () => {
       await eventually(`${names.client} to join ${names.bridge}`, async () => (await devices(world().host)).get(names.client)?.master === names.bridge, 30_000);
       await world().host.ip(['link', 'del', 'dev', names.bridge]);
-      // On with the run: the provider port joins the bridge as the run looked it up for the client port.
-      const read = await world().host.exec(['cat', fifo], { enter: 'nsenter', timeoutMs: 30_000 });
-      expect(read.stdout).toBe('1');
-      const exit = await run.wait();
-      expect(exit.code, run.stderr).toBe(1);
-    } finally {
-      // Failed before the FIFO was read, it would wait on it for ever.
-      if (run.exit === undefined) await run.kill('SIGKILL');
-      await run.waitClosed();
-    }
+    });
     expect(oneLineError(run.stderr)).toContain(
       `ip link set dev ${names.provider} mtu 1500 master ${names.bridge} up failed: No such device: master ${names.bridge}, there when this run looked it up, was deleted meanwhile by something else; ` +
         'check what else deletes network devices on this host',
@@ -1171,22 +1164,16 @@ describeNetns('a bridge deleted and made anew under its name by someone else whi
   const world = linkWorldPerSuite('linkanew');
 
   it('joins the second port to the new bridge (the join refused with the index the run had looked up, EINVAL, the bridge is looked up again and the join tried once more): the run succeeds', async () => {
-    const { names, fifo, run } = await linkPausedBeforeJoin(world(), 'provider');
+    const paused = await linkPausedBeforeJoin(world(), 'provider');
+    const { names } = paused;
     const ifindex = async (name: string) => (JSON.parse((await world().host.ip(['-j', 'link', 'show', 'dev', name])).stdout) as { ifindex: number }[])[0]?.ifindex;
     let oldIndex: number | undefined;
-    try {
+    await resumePausedLink(world(), paused, 0, async () => {
       await eventually(`${names.client} to join ${names.bridge}`, async () => (await devices(world().host)).get(names.client)?.master === names.bridge, 30_000);
       oldIndex = await ifindex(names.bridge);
       await world().host.ip(['link', 'del', 'dev', names.bridge]);
       await world().host.ip(['link', 'add', names.bridge, 'type', 'bridge']);
-      const read = await world().host.exec(['cat', fifo], { enter: 'nsenter', timeoutMs: 30_000 });
-      expect(read.stdout).toBe('1');
-      const exit = await run.wait();
-      expect(exit.code, run.stderr).toBe(0);
-    } finally {
-      if (run.exit === undefined) await run.kill('SIGKILL');
-      await run.waitClosed();
-    }
+    });
     const newIndex = await ifindex(names.bridge);
     expect(newIndex).not.toBe(oldIndex);
     const host = await devices(world().host);

@@ -1,7 +1,7 @@
 // A link world per describe block: made before its tests, removed after them (also when they fail).
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { type Harness, createHarness } from '../harness/index.js';
-import { type LinkWorld, makeLinkWorld } from './link-fixture.js';
+import { type LinkWorld, type linkPausedBeforeJoin, makeLinkWorld } from './link-fixture.js';
 
 /** The world of the enclosing describe block, for its tests to call. */
 export function linkWorldPerSuite(name: string, extraClients = 0): () => LinkWorld {
@@ -19,4 +19,23 @@ export function linkWorldPerSuite(name: string, extraClients = 0): () => LinkWor
     if (world === undefined) throw new Error(`link world ${name} used outside its tests`);
     return world;
   };
+}
+
+/**
+ * Do `meanwhile` while a run made by linkPausedBeforeJoin waits at its port's join, then let it
+ * on and wait for it to exit with `code`. A run that ended before reading the FIFO is killed (it
+ * would wait on it for ever).
+ */
+export async function resumePausedLink(world: LinkWorld, paused: Pick<Awaited<ReturnType<typeof linkPausedBeforeJoin>>, 'fifo' | 'run'>, code: number, meanwhile: () => Promise<void>): Promise<void> {
+  const { fifo, run } = paused;
+  try {
+    await meanwhile();
+    const read = await world.host.exec(['cat', fifo], { enter: 'nsenter', timeoutMs: 30_000 });
+    expect(read.stdout).toBe('1');
+    const exit = await run.wait();
+    expect(exit.code, run.stderr).toBe(code);
+  } finally {
+    if (run.exit === undefined) await run.kill('SIGKILL');
+    await run.waitClosed();
+  }
 }
