@@ -1186,12 +1186,15 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];
   const run: LinkerOptions = { ...options, vmm, onUndoDetachFailed: (failures) => void undetached.push(...failures), onUndoStepFailed: (failure) => void steps.push(failure) };
-  // The config is read before the lock, which makes a state dir not made yet: a config dir that
-  // cannot be read (one named that does not exist: bad input) fails the run with nothing made.
-  const snapshot = wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
+  // A state dir not made yet: the config is read before the lock, which makes the dir, so that a
+  // config dir that cannot be read (one named that does not exist: bad input) fails the run with
+  // nothing made (as linkVms). Else under the lock: a run that waits for it (up to --lock-wait)
+  // links the config as it is then, not a provider dropped while it waited.
+  const early = wholeDir === undefined && stateDirAbsent(options.stateDir) ? await readConfigVms(options.configDir, vms, options.configDirSource) : undefined;
   return underLinkLock(options, async () => {
     let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {
+      const snapshot = wholeDir?.snapshot ?? early ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
       const outcome = await keepGoing(vms, run, snapshot, wholeDir);
       linked = outcome.linked;
       return outcome;
