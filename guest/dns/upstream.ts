@@ -47,7 +47,10 @@ function shownUpstream(text: string): string {
   return JSON.stringify(text.length > MAX_UPSTREAM_TEXT ? `${text.slice(0, MAX_UPSTREAM_TEXT)}…` : text);
 }
 
-/** A well-formed upstream at which no resolver can be (see unusableUpstream): `shown` as UpstreamSyntaxError's, and why. */
+/**
+ * A well-formed configured upstream at which no resolver can be (see unusableUpstream), or part of
+ * which would be ignored (see zoneIgnored): `shown` as UpstreamSyntaxError's, and why.
+ */
 export class UnusableUpstreamError extends DnsError {
   constructor(
     readonly shown: string,
@@ -143,14 +146,29 @@ export function parseUpstream(text: string): Upstream {
 
 /**
  * An upstream given as configuration (--dns-upstream, DnsForwarderOptions.upstreams): parsed as
- * parseUpstream does, then refused where no resolver can be there (see unusableUpstream), once,
- * at setup, as a typo is. (The nameservers of a resolv.conf are not: glibc takes them as written.)
+ * parseUpstream does, then refused where no resolver can be there (see unusableUpstream), or where
+ * part of it would be ignored (a zone on an IPv4-mapped address, see zoneIgnored), once, at setup,
+ * as a typo is. (The nameservers of a resolv.conf are not: glibc takes them as written.)
  */
 export function parseConfiguredUpstream(text: string): Upstream {
   const upstream = parseUpstream(text);
-  const reason = unusableUpstream(upstream);
+  const reason = unusableUpstream(upstream) ?? zoneIgnored(text, upstream);
   if (reason !== undefined) throw new UnusableUpstreamError(shownUpstream(text), reason);
   return upstream;
+}
+
+/**
+ * Why the zone of `text`, parsed as `upstream`, would be ignored, or undefined where it has none
+ * or one that counts. An IPv4-mapped address is asked over IPv4 (see Upstream.address), where no
+ * zone picks a link: the routes do, as the kernel does for a mapped address on a dual-stack
+ * socket. A --dns-upstream written with one (meant to pin a link, or naming none) would be taken
+ * as its IPv4 address without a word.
+ */
+function zoneIgnored(text: string, upstream: Upstream): string | undefined {
+  const zone = /%[^\]]*/.exec(text)?.[0];
+  if (zone === undefined || upstream.family !== 4) return undefined;
+  const plain = upstream.port === DNS_PORT ? upstream.address : upstreamText(upstream);
+  return `an IPv4-mapped address is asked over IPv4, where a zone (${zone}) picks no link (the routes do): give ${plain}`;
 }
 
 const GIVE_ITS_ADDRESS = "give the resolver's own address";

@@ -110,6 +110,11 @@ describe('resolv.conf', () => {
     expect(conf.upstreams.map(upstreamText)).toEqual(['[2001:db8::53]:53', '192.0.2.53:53']);
   });
 
+  it('takes an IPv4-mapped nameserver with a zone as its IPv4 address, as glibc does (a --dns-upstream so written is refused)', () => {
+    const conf = parseResolvConf(['nameserver ::ffff:192.0.2.53%eth1', 'nameserver 192.0.2.53', 'nameserver ::ffff:198.51.100.1%nosuch'].join('\n'));
+    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [] });
+  });
+
   it('finds exactly the listed nameservers among any mix of other lines, at most MAX_UPSTREAMS, no duplicates', () => {
     const nameserverLine = fc.tuple(anyIpv4, fc.option(anyPort, { nil: undefined })).map(([ip, port]) => ({
       line: `nameserver ${ip}${port === undefined ? '' : `:${port}`}`,

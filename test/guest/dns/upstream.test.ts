@@ -91,6 +91,10 @@ describe('parseConfiguredUpstream', () => {
       // With a zone as well: the kernel sends to the IPv4 address whatever the scope (they were taken).
       ['[::ffff:0.0.0.0%lo]:53', /^the unspecified address/],
       ['[::ffff:224.0.0.251%lo]:5353', /^a multicast address \(224/],
+      // A usable one with a zone: asked over IPv4, the zone ignored without a word (it was taken so).
+      ['[::ffff:192.0.2.53%eth1]:53', /^an IPv4-mapped address is asked over IPv4, where a zone \(%eth1\) picks no link \(the routes do\): give 192\.0\.2\.53$/],
+      ['::FFFF:c000:235%nosuch', /: give 192\.0\.2\.53$/],
+      ['[::ffff:127.0.0.1%lo]:5353', /\(%lo\).*: give 127\.0\.0\.1:5353$/],
     ] as const) {
       let refusal: unknown;
       try {

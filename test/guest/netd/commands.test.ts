@@ -110,6 +110,7 @@ describe('spectrum-netd: a bad option value is said as every other one is', () =
     // Well-formed, but no resolver can be there: they were taken, and the forwarder sent to them.
     ['run', ['--dns-upstream', '0.0.0.0'], runCommand, `--dns-upstream "0.0.0.0" is not valid: the unspecified address names no server: give the resolver's own address (127.0.0.1 or ::1 for one on this VM)`],
     ['run', ['--dns-upstream', '[ff02::fb]:5353'], runCommand, `--dns-upstream "[ff02::fb]:5353" is not valid: a multicast address (ff00::/8) names no one server: give the resolver's own address`],
+    ['run', ['--dns-upstream', '[::ffff:192.0.2.53%eth1]:5353'], runCommand, '--dns-upstream "[::ffff:192.0.2.53%eth1]:5353" is not valid: an IPv4-mapped address is asked over IPv4, where a zone (%eth1) picks no link (the routes do): give 192.0.2.53:5353'],
     // Shown as the parser shows it (cut at 80 characters), once: not again inside the reason.
     ['run', ['--dns-upstream', `192.0.2.1:${'9'.repeat(100)}`], runCommand, `--dns-upstream "192.0.2.1:${'9'.repeat(70)}…" is not valid: expected an IP address, optionally with :port`],
     ['run', ['--control-socket', ''], runCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],

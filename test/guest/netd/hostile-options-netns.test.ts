@@ -31,6 +31,17 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
+  /**
+   * Send `signal` to `child`, which the wait for `awaited` ended on (that, or the child's exit):
+   * one that exited first fails the test with its stderr, and is not signalled (its PID may be
+   * another process's by now). Checked and sent in one tick: Node reaps a child, and sets its
+   * exit, only between ticks.
+   */
+  function signalStillRunning(child: ReturnType<Netns['spawn']>, signal: NodeJS.Signals, awaited: string): void {
+    if (child.exit !== undefined) throw new Error(`${child.argv.join(' ')} exited (${JSON.stringify(child.exit)}) before ${awaited}: ${child.stderr}`);
+    process.kill(child.pid, signal);
+  }
+
   it.each([
     ['--client-flow-limit', 'x'],
     ['--client-flow-limit', '-1'],
@@ -83,7 +94,7 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     try {
       await eventually('the control socket', () => Promise.resolve(existsSync(socket) || agent.exit !== undefined), 20_000);
       // As a service manager stops it: the agent alone.
-      process.kill(agent.pid, 'SIGTERM');
+      signalStillRunning(agent, 'SIGTERM', 'the control socket');
       const exit = await agent.wait();
       expect(agent.stderr).not.toContain('initial reconcile done');
       expect(exit.code, agent.stderr).toBe(143);
@@ -103,7 +114,7 @@ describeNetns('spectrum-netd run and mistaken options', () => {
   async function expectStoppedAtGate(agent: ReturnType<Netns['spawn']>, gate: { what: string; called: string; released: string; socket: string }): Promise<void> {
     try {
       await eventually(gate.what, () => Promise.resolve(existsSync(gate.called) || agent.exit !== undefined), 20_000);
-      process.kill(agent.pid, 'SIGTERM');
+      signalStillRunning(agent, 'SIGTERM', gate.what);
       writeFileSync(gate.released, '');
       const exit = await agent.wait();
       await agent.waitClosed();
@@ -199,7 +210,7 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     try {
       // As soon as it has its rtnetlink sockets: the start under way.
       await eventually('the rtnetlink sockets of spectrum-netd client', () => Promise.resolve(starting.exit !== undefined || hasSocket(starting.pid)), 20_000);
-      process.kill(starting.pid, signal);
+      signalStillRunning(starting, signal, 'its rtnetlink sockets');
       const exit = await starting.wait();
       expect(starting.stderr).not.toContain('reconciled');
       expect(exit.code, starting.stderr).toBe(code);
@@ -211,7 +222,7 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     const running = ns.spawn(['node', CLI, 'client', '--watch'], { enter: 'nsenter', env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info' } });
     try {
       await eventually('its first reconcile', () => Promise.resolve(running.exit !== undefined || /"msg":"reconciled/.test(running.stderr + running.stdout)), 30_000);
-      process.kill(running.pid, signal);
+      signalStillRunning(running, signal, 'its first reconcile');
       const exit = await running.wait();
       expect(exit.code, running.stderr).toBe(0);
       expect((running.stderr + running.stdout).split('\n').filter((line) => line.includes('"msg":"stopping"')).map((line) => (JSON.parse(line) as { signal: string }).signal)).toEqual([signal]);
@@ -242,7 +253,7 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     });
     try {
       await eventually('a link brought up by the agent', () => Promise.resolve(agent.exit !== undefined || /^\d+: p\d+@q\d+: <[^>]*\bUP\b/m.test(monitor.stdout)), 30_000);
-      process.kill(agent.pid, 'SIGTERM');
+      signalStillRunning(agent, 'SIGTERM', 'a link brought up by the agent');
       const exit = await agent.wait();
       await agent.waitClosed();
       expect(exit.code, agent.stderr).toBe(143);

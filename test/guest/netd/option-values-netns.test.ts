@@ -58,6 +58,8 @@ describeNetns('spectrum-netd run: a bad option value changes nothing on the syst
     ['[::]:53', `the unspecified address names no server: ${giveIt} (127.0.0.1 or ::1 for one on this VM)`],
     ['255.255.255.255', `the broadcast address names no one server: ${giveIt}`],
     ['224.0.0.251:5353', `a multicast address (224.0.0.0/4) names no one server: ${giveIt}`],
+    // A zone on an IPv4-mapped address picks no link: it was taken and dropped without a word.
+    ['[::ffff:192.0.2.54%eth1]', 'an IPv4-mapped address is asked over IPv4, where a zone (%eth1) picks no link (the routes do): give 192.0.2.54'],
   ])('refuses --dns-upstream %s before anything is made: one line saying why, exit 2, no stack trace', async (value, reason) => {
     const folder = join(dir, 'never-dns-upstream');
     const { code, stderr } = await netd(['run', '--control-socket', join(folder, 'control.sock'), '--dns-upstream', '192.0.2.53', '--dns-upstream', value]);
