@@ -123,9 +123,12 @@ describe('what the bins say of input holding terminal controls', () => {
     'spectrum-link': ['check', 'netvm', '--config-dir', '/nonexistent/\x1b[2Jx\u202e'],
     'spectrum-netd': ['status', '--control-socket', '/nonexistent/\x1b[2Jx\u202e'],
   } as const;
+  // A config dir named that does not exist is bad input (exit 2); a control socket that cannot be
+  // reached is a failure (exit 1).
+  const codes = { 'spectrum-link': 2, 'spectrum-netd': 1 } as const;
   it.each(Object.entries(bins))('%s escapes them in its one line, as JSON writes them', async (name, bin) => {
     const ended = await collect(spawn(bin, [...cases[name as keyof typeof bins]], { stdio: ['ignore', 'pipe', 'pipe'] }));
-    expect(ended.code).toBe(1);
+    expect(ended.code).toBe(codes[name as keyof typeof bins]);
     expect(ended.stderr).not.toMatch(/[\p{Cc}\p{Cf}](?!$)/u);
     expect(ended.stderr).toContain('/nonexistent/\\u001b[2Jx\\u202e');
     expect(ended.stderr.split('\n').filter((line) => line !== '')).toHaveLength(1);
