@@ -227,12 +227,23 @@ function reportLine(report: ShownLink, attached = true): string {
 /** The kernel's kinds as a listing says them: a tap is a `tun` device. */
 const KIND_WORDS: Readonly<Record<string, string>> = { [DEVICE_KIND.tap]: 'tap' };
 
+/** A device of a kind the kernel reports (null: no link info), in words. */
+const deviceOfKind = (kind: string | null): string => (kind === null ? 'a device without a kind (no link info)' : `a device of kind ${kind}`);
+
 /** What `list` and `show` say, under a link, of a device under one of its names that is of another kind than the link makes there. */
 function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
-  const found = kind === null ? 'a device without a kind (no link info)' : `a device of kind ${kind}`;
   const wanted = expected.map((one) => KIND_WORDS[one] ?? one).join(' or ');
-  return `  ${device} is ${found}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
+  return `  ${device} is ${deviceOfKind(kind)}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
 }
+
+/** What `unlink` says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
+function foreignDeletedLine(foreign: readonly ForeignDevice[]): string {
+  const each = foreign.map(({ role, device, kind }) => `${device}, ${deviceOfKind(kind)} under this link's ${role === 'bridge' ? 'bridge' : `${role} device`} name`);
+  return `  also deleted ${each.join('; ')}`;
+}
+
+/** The JSON of devices under a link's names of another kind than it makes there (`foreign` of list and show, `foreignDeleted` of unlink). */
+const foreignJson = (foreign: readonly ForeignDevice[]): Record<string, unknown>[] => foreign.map(({ device, kind, expected }) => ({ device, kind, expected }));
 
 /**
  * For a side attached by hand (`--attach none`), the arguments that give its VMM a NIC on the tap
@@ -791,12 +802,15 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const failuresOf = (report: LinkReport): VmmDetachFailure[] => failures.filter((failure) => failure.link.id === report.id);
       // The taps are gone: no VMM arguments (they would name devices that no longer exist). A
       // link taken down while a VMM did not detach its NIC says so (`vmmFailures`).
+      // Devices of other kinds under a link's names went with its own: said under it (`foreignDeleted`).
       if (flags.json === true) {
-        process.stdout.write(`${JSON.stringify({ vm: name, unlinked: reports.map((report) => unlinkedJson(report, failures)), forgotten: forget })}\n`);
+        const unlinked = reports.map((report) => ({ ...unlinkedJson(report, failures), ...(report.foreignDeleted.length > 0 && { foreignDeleted: foreignJson(report.foreignDeleted) }) }));
+        process.stdout.write(`${JSON.stringify({ vm: name, unlinked, forgotten: forget })}\n`);
       } else {
         for (const report of reports) {
           const forced = failuresOf(report).length > 0 ? ', VMM detach failed' : '';
           process.stdout.write(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}${forget ? ', forgotten' : ', kept'}${forced})\n`);
+          if (report.foreignDeleted.length > 0) process.stdout.write(`${foreignDeletedLine(report.foreignDeleted)}\n`);
         }
       }
       if (failures.length > 0) {
@@ -816,7 +830,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   const printListed = (listed: ListedLink[], json: boolean): void => {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
-      const foreign = (entry: ListedLink): Record<string, unknown>[] => entry.foreign.map(({ device, kind, expected }) => ({ device, kind, expected }));
+      const foreign = (entry: ListedLink): Record<string, unknown>[] => foreignJson(entry.foreign);
       const entries = listed.map((entry) =>
         entry.linked
           ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true, foreign: foreign(entry) }

@@ -316,6 +316,16 @@ export interface RecordedLinkReport extends LinkReport {
   readonly linked: boolean;
 }
 
+/** A link taken down (unlink, link taking down a provider dropped). */
+export interface ReleasedLinkReport extends RecordedLinkReport {
+  /**
+   * The devices of other kinds than the link makes there (a vxlan left under its bridge's name,
+   * say: link-device-kinds.ts) that were under its names: deleted with its own, as every device
+   * under a link's names goes.
+   */
+  readonly foreignDeleted: readonly ForeignDevice[];
+}
+
 const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
 
 /** `source`: where the value came from, as the message names it (the option, or the environment variable). */
@@ -1635,7 +1645,7 @@ interface ReleaseOptions {
  * linker's, and a device of another kind there is one the link's next plan would replace; but
  * only one of the link's kind makes a link recorded without attach modes linked (list says so too).
  */
-async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: RecordedLinkReport[]; failures: VmmDetachFailure[] }> {
+async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: ReleasedLinkReport[]; failures: VmmDetachFailure[] }> {
   const devicesOf = (report: LinkReport): string[] => [report.clientDevice, report.providerDevice, report.bridge];
   // A link with no attach modes recorded is taken down already, unless a device of its kind exists
   // under one of its names: then it is up, recorded before the state kept attach modes, and goes
@@ -1643,13 +1653,13 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   const unrecorded = links.filter((link) => link.attached === undefined);
   const namesOf = (link: Link): string[] => Object.values(linkDeviceNames(options.devicePrefix, link.id));
   const host = unrecorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unrecorded.flatMap(namesOf))).host;
-  const reports = links.map((link): RecordedLinkReport => {
-    const report = linkReport(link, options);
-    return { ...report, linked: link.attached !== undefined || seenOf(link, host, options).own.length > 0 };
-  });
+  const taken = links.map((link) => ({ link, report: { ...linkReport(link, options), linked: link.attached !== undefined || seenOf(link, host, options).own.length > 0 } }));
+  const reports: RecordedLinkReport[] = taken.map(({ report }) => report);
   const failures = await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error));
-  await removeDevices(reports.flatMap(devicesOf));
-  return { reports, failures };
+  const gone = new Map((await removeDevices(reports.flatMap(devicesOf))).removed.map((device) => [device.name, device]));
+  // Of what went, the devices of other kinds than each link makes under its names: said (unlink).
+  const foreignOf = (link: Link): readonly ForeignDevice[] => linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached), gone).foreign;
+  return { reports: taken.map(({ link, report }) => ({ ...report, foreignDeleted: foreignOf(link) })), failures };
 }
 
 /** The state with these links taken down: their attachments cleared, their ids kept. */
@@ -1725,7 +1735,7 @@ export interface UnlinkOutcome {
    * before the state kept attach modes, a device of its kind under one of its names, is, with the
    * modes of --attach (releaseLinks).
    */
-  readonly reports: RecordedLinkReport[];
+  readonly reports: ReleasedLinkReport[];
   readonly failures: VmmDetachFailure[];
   /**
    * Every VM that a link recorded before this unlink involves, as client or provider: an

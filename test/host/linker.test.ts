@@ -175,7 +175,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
     kernel.removed.push(...names);
     const { left } = leftOf(names, []);
     if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
-    return [];
+    return { kept: [], removed: names.flatMap((name) => (kernel.host.has(name) ? [{ name, kind: kernel.host.get(name)?.kind ?? null }] : [])) };
   },
   deleteNamespaces: async (names: readonly string[]) => {
     kernel.deletedNamespaces.push(...names);
