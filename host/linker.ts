@@ -1132,7 +1132,7 @@ function assertChosenSidesUsable(vms: readonly VmName[], options: LinkerOptions)
   }
 }
 
-/** linkVms of VMs known up front, or of those that `read` gives (linkAll), read by the run; returns them as linked (`run`). */
+/** linkVms of VMs known up front, or of those that `target` reads (linkAll), read by the run; returns them as linked (`run`). */
 async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options: LinkerOptions): Promise<LinkOutcome & { readonly run: T }> {
   const absent = stateDirAbsent(options.stateDir);
   const read = async (): Promise<T> => (typeof target === 'function' ? target() : target);
