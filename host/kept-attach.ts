@@ -7,6 +7,7 @@
 // mode wins silently; the CLI warns). Pure: what the state records and what the devices show
 // come in as data (StandingLink).
 import { ATTACH_MODES, type AttachChoice, type AttachMode, chosenAttachMode } from './attach-mode.js';
+import { DEVICE_KIND } from './device-plan.js';
 import type { LinkAttachment, LinkPair } from './link-state.js';
 import type { VmName } from './vm-name.js';
 
@@ -47,7 +48,7 @@ export function goneLink(pair: LinkPair, attached: LinkAttachment): StandingLink
 
 /** The mode a side's host device shows: netns for a veth (no other mode makes one); a tap is none, qemu or cloud-hypervisor alike. */
 export function shownAttachMode(kind: string | null | undefined): AttachMode | undefined {
-  return kind === 'veth' ? 'netns' : undefined;
+  return kind === DEVICE_KIND.veth ? 'netns' : undefined;
 }
 
 /** Where a side's mode came from. */

@@ -9,13 +9,13 @@ import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { AddressError } from '../shared/address-error.js';
 import { type AttachChoice, type AttachMode, AttachModeError, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
-import { CONFIG_DIR_ENV, type Listing, type MisnamedVmDir, configDirFrom } from './config.js';
-import { readConfigDir } from './config-reader.js';
+import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { DEVICE_KIND } from './device-plan.js';
 import type { ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import {
+  type AllVms,
   type FailedVm,
   type KeepGoingOutcome,
   type LeftDownLink,
@@ -31,10 +31,11 @@ import {
   type VmmDetachFailure,
   type VmmKind,
   type VmmPort,
-  type WholeConfigDir,
   LinkerError,
   checkNetnsPrefix,
   collectGarbage,
+  linkAll,
+  linkAllKeepGoing,
   linkVms,
   linkVmsKeepGoing,
   listLinks,
@@ -226,12 +227,23 @@ function reportLine(report: ShownLink, attached = true): string {
 /** The kernel's kinds as a listing says them: a tap is a `tun` device. */
 const KIND_WORDS: Readonly<Record<string, string>> = { [DEVICE_KIND.tap]: 'tap' };
 
+/** A device of a kind the kernel reports (null: no link info), in words. */
+const deviceOfKind = (kind: string | null): string => (kind === null ? 'a device without a kind (no link info)' : `a device of kind ${kind}`);
+
 /** What `list` and `show` say, under a link, of a device under one of its names that is of another kind than the link makes there. */
 function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
-  const found = kind === null ? 'a device without a kind (no link info)' : `a device of kind ${kind}`;
   const wanted = expected.map((one) => KIND_WORDS[one] ?? one).join(' or ');
-  return `  ${device} is ${found}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
+  return `  ${device} is ${deviceOfKind(kind)}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
 }
+
+/** What `unlink` says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
+function foreignDeletedLine(foreign: readonly ForeignDevice[]): string {
+  const each = foreign.map(({ role, device, kind }) => `${device}, ${deviceOfKind(kind)} under this link's ${role === 'bridge' ? 'bridge' : `${role} device`} name`);
+  return `  also deleted ${each.join('; ')}`;
+}
+
+/** The JSON of devices under a link's names of another kind than it makes there (`foreign` of list and show, `foreignDeleted` of unlink). */
+const foreignJson = (foreign: readonly ForeignDevice[]): Record<string, unknown>[] => foreign.map(({ device, kind, expected }) => ({ device, kind, expected }));
 
 /**
  * For a side attached by hand (`--attach none`), the arguments that give its VMM a NIC on the tap
@@ -612,30 +624,18 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         attach,
         vmm: vmmFactory(attach, flags),
       };
-      let vms = names;
-      let wholeDir: WholeConfigDir | undefined;
-      if (flags.all === true) {
-        if (names.length > 0) throw new CliError('link: give VM names or --all, not both', EXIT.usage);
-        // The whole dir holds every VM the linker must check too, so it is read once.
-        const snapshot = await readConfigDir(linkerOpts.configDir, linkerOpts.configDirSource);
-        const listings = [...snapshot.vms.values()].flatMap((dir) => (dir.location === 'directory' ? [{ name: dir.name, providers: dir.providers }] : []));
-        const count = (providers: Listing): number => (providers.state === 'directory' ? providers.entries.length : 0);
-        // A providers/net that cannot be listed (no directory, unreadable) may well name providers:
-        // such a VM is linked too, so that its check fails the run saying what to fix.
-        const unlisted = (providers: Listing): boolean => providers.state === 'not-a-directory' || providers.state === 'unreadable';
-        vms = listings.filter((vm) => count(vm.providers) > 0 || unlisted(vm.providers)).map((vm) => vm.name).sort();
-        // Read, and naming no provider now: whatever they were linked to as clients goes. (A VM
-        // whose directory could not be read, or has gone, is left as it is.)
-        const withoutProviders = listings.filter((vm) => vm.providers.state === 'missing' || (vm.providers.state === 'directory' && count(vm.providers) === 0)).map((vm) => vm.name);
-        wholeDir = { snapshot, withoutProviders };
-      } else if (names.length === 0) throw new CliError('link: name at least one VM, or use --all', EXIT.usage);
+      // `link --all` reads the config dir itself, once it holds the state lock (linkAll).
+      if (flags.all === true && names.length > 0) throw new CliError('link: give VM names or --all, not both', EXIT.usage);
+      if (flags.all !== true && names.length === 0) throw new CliError('link: name at least one VM, or use --all', EXIT.usage);
       const started = performance.now();
       // A bulk link takes seconds: on a terminal, a line that says how far it has got.
-      const progress: Progress = flags.json !== true && vms.length > 1 ? terminalProgress() : NO_PROGRESS;
+      const progress: Progress = flags.json !== true && (flags.all === true || names.length > 1) ? terminalProgress() : NO_PROGRESS;
       // The first SIGINT or SIGTERM stops the run at its next safe point and undoes it, as a
       // failure would; a second exits at once.
       const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges');
       let outcome: KeepGoingOutcome;
+      // `link --all`'s VMs and the config dir as the run linked them.
+      let all: AllVms | undefined;
       // Links a failed run (or, with --keep-going, a failed VM) left down: a line each.
       const leftDown: LeftDownLink[] = [];
       // NICs an undo could not take back from their VMMs: a line each too.
@@ -654,7 +654,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const onUndoStateWriteFailed = (failure: UndoStateWriteFailure): void => void undoWrites.push(failure);
         const onUndoStepFailed = (failure: UndoStepFailure): void => void undoSteps.push(failure);
         const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed };
-        outcome = flags.keepGoing === true ? await linkVmsKeepGoing(vms, runOptions, wholeDir) : { ...(await linkVms(vms, runOptions, wholeDir)), failed: [] };
+        if (flags.all === true) {
+          const whole = flags.keepGoing === true ? await linkAllKeepGoing(runOptions) : { ...(await linkAll(runOptions)), failed: [] };
+          ({ all, ...outcome } = whole);
+        } else outcome = flags.keepGoing === true ? await linkVmsKeepGoing(names, runOptions) : { ...(await linkVms(names, runOptions)), failed: [] };
       } catch (error) {
         if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
           throw new CliError(`link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`, signalExitCode(interruption.received));
@@ -681,19 +684,21 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
       if (unusable.length > 0 && wouldLog('warn')) for (const entry of unusable) log().warn(unusableWarning(entry));
       if (outcome.ambiguousAttach.length > 0 && wouldLog('warn')) for (const entry of outcome.ambiguousAttach) log().warn(ambiguousWarning(entry));
-      const misnamed = wholeDir?.snapshot.misnamed ?? [];
-      if (misnamed.length > 0 && wouldLog('warn')) for (const dir of misnamed) log().warn(misnamedWarning(dir, wholeDir?.snapshot.dir ?? linkerOpts.configDir));
+      // Of the config dir as linked (read under the lock), not as it was when the run began.
+      const snapshot = all?.wholeDir.snapshot;
+      const misnamed = snapshot?.misnamed ?? [];
+      if (misnamed.length > 0 && wouldLog('warn')) for (const dir of misnamed) log().warn(misnamedWarning(dir, snapshot?.dir ?? linkerOpts.configDir));
       // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant kept its mode)
       // is warned of, not refused: a VM that goes from the config dir would otherwise fail
       // every call of a script that passes one --attach set to all, until the script is changed.
       if (attach.perVm.size > 0 && wouldLog('warn')) {
-        for (const stray of await strayAttachModes(outcome, attach, linkerOpts, wholeDir?.snapshot)) {
+        for (const stray of await strayAttachModes(outcome, attach, linkerOpts, snapshot)) {
           log().warn(`--attach ${stray.vm}=${stray.mode} was not used: this run linked no ${stray.vm} (nor a VM with it as a provider), and there is no such VM (${stray.reason}); check the name`);
         }
       }
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
       if (wouldLog('info')) {
-        log().info({ vms: vms.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
+        log().info({ vms: all?.vms.length ?? names.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
       }
       const lines: string[] = [];
       // VMs without providers that had nothing to take down are not reported by --all.
@@ -797,12 +802,15 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const failuresOf = (report: LinkReport): VmmDetachFailure[] => failures.filter((failure) => failure.link.id === report.id);
       // The taps are gone: no VMM arguments (they would name devices that no longer exist). A
       // link taken down while a VMM did not detach its NIC says so (`vmmFailures`).
+      // Devices of other kinds under a link's names went with its own: said under it (`foreignDeleted`).
       if (flags.json === true) {
-        process.stdout.write(`${JSON.stringify({ vm: name, unlinked: reports.map((report) => unlinkedJson(report, failures)), forgotten: forget })}\n`);
+        const unlinked = reports.map((report) => ({ ...unlinkedJson(report, failures), ...(report.foreignDeleted.length > 0 && { foreignDeleted: foreignJson(report.foreignDeleted) }) }));
+        process.stdout.write(`${JSON.stringify({ vm: name, unlinked, forgotten: forget })}\n`);
       } else {
         for (const report of reports) {
           const forced = failuresOf(report).length > 0 ? ', VMM detach failed' : '';
           process.stdout.write(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}${forget ? ', forgotten' : ', kept'}${forced})\n`);
+          if (report.foreignDeleted.length > 0) process.stdout.write(`${foreignDeletedLine(report.foreignDeleted)}\n`);
         }
       }
       if (failures.length > 0) {
@@ -822,7 +830,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   const printListed = (listed: ListedLink[], json: boolean): void => {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
-      const foreign = (entry: ListedLink): Record<string, unknown>[] => entry.foreign.map(({ device, kind, expected }) => ({ device, kind, expected }));
+      const foreign = (entry: ListedLink): Record<string, unknown>[] => foreignJson(entry.foreign);
       const entries = listed.map((entry) =>
         entry.linked
           ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true, foreign: foreign(entry) }

@@ -5,8 +5,8 @@ import { pathCheck, pathOrigin, shownOrigin } from '../shared/cli/option-source.
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf, chosenAttachMode } from './attach-mode.js';
-import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
-import { type ConfigDirSource, readConfigVms } from './config-reader.js';
+import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
+import { type ConfigDirSource, readConfigDir, readConfigVms } from './config-reader.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
 import { type ForeignDevice, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen } from './link-device-kinds.js';
@@ -316,6 +316,16 @@ export interface RecordedLinkReport extends LinkReport {
   readonly linked: boolean;
 }
 
+/** A link taken down (unlink, link taking down a provider dropped). */
+export interface ReleasedLinkReport extends RecordedLinkReport {
+  /**
+   * The devices of other kinds than the link makes there (a vxlan left under its bridge's name,
+   * say: link-device-kinds.ts) that were under its names: deleted with its own, as every device
+   * under a link's names goes.
+   */
+  readonly foreignDeleted: readonly ForeignDevice[];
+}
+
 const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
 
 /** `source`: where the value came from, as the message names it (the option, or the environment variable). */
@@ -470,6 +480,40 @@ export interface LinkOutcome {
 export interface WholeConfigDir {
   readonly snapshot: ConfigSnapshot;
   readonly withoutProviders: readonly VmName[];
+}
+
+/** The VMs a `link` run links, and the whole config dir they come from where it has one (`link --all`). */
+interface RunVms {
+  readonly vms: readonly VmName[];
+  readonly wholeDir?: WholeConfigDir | undefined;
+}
+
+/** `link --all`'s VMs, and the config dir as the run read and linked it. */
+export interface AllVms {
+  /** Sorted by name. */
+  readonly vms: readonly VmName[];
+  readonly wholeDir: WholeConfigDir;
+}
+
+/**
+ * The VMs `link --all` links in a config dir read whole: those that name providers, and those
+ * whose providers/net cannot be listed (no directory, unreadable), which may well name some, so
+ * that their check fails the run saying what to fix. The VMs read there that name no provider
+ * (`withoutProviders`) lose whatever they were linked to as clients; a VM whose directory could
+ * not be read, or has gone, is left as it is. Pure.
+ */
+export function allVmsOf(snapshot: ConfigSnapshot): AllVms {
+  const listings = [...snapshot.vms.values()].flatMap((dir) => (dir.location === 'directory' ? [{ name: dir.name, providers: dir.providers }] : []));
+  const count = (providers: Listing): number => (providers.state === 'directory' ? providers.entries.length : 0);
+  const unlisted = (providers: Listing): boolean => providers.state === 'not-a-directory' || providers.state === 'unreadable';
+  const vms = listings.filter((vm) => count(vm.providers) > 0 || unlisted(vm.providers)).map((vm) => vm.name).sort();
+  const withoutProviders = listings.filter((vm) => vm.providers.state === 'missing' || (vm.providers.state === 'directory' && count(vm.providers) === 0)).map((vm) => vm.name);
+  return { vms, wholeDir: { snapshot, withoutProviders } };
+}
+
+/** `link --all`'s VMs, the config dir read whole (once: it holds every VM the run checks too). */
+async function readAllVms(options: Pick<LinkerOptions, 'configDir' | 'configDirSource'>): Promise<AllVms> {
+  return allVmsOf(await readConfigDir(options.configDir, options.configDirSource));
 }
 
 /**
@@ -1045,9 +1089,10 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  * `link <vm...>`: every connection of each client VM to each of its providers, ids allocated
  * (or found) in the state, devices converged, VMMs attached, each side as --attach asks where it
  * names the side's VM, else as kept (kept-attach.ts); then its connections to providers
- * its config no longer names taken down (ids kept). Idempotent. `wholeDir` (`link --all`): the
- * config dir as already read by the caller, whose VMs without providers lose their client links
- * too, and whose gone clients (orphaned) and entries that are no usable VM directory (unusable) are reported.
+ * its config no longer names taken down (ids kept). Idempotent. `wholeDir` (as `link --all` has
+ * it, linkAll): the config dir as already read, whose VMs without providers lose their client
+ * links too, and whose gone clients (orphaned) and entries that are no usable VM directory
+ * (unusable) are reported.
  * A side up as qemu or cloud-hypervisor (recorded so) that the run attaches another way has its
  * NIC taken out of that VMM first, as unlink does, before anything is made; a VMM that refuses or
  * stalls it stops the run there, as it stops a plain unlink (the link as it was, and nothing
@@ -1062,20 +1107,48 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  * (`vmmFailures`), what was linked stays linked.
  */
 export async function linkVms(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<LinkOutcome> {
-  const vms = [...new Set(names.map(vmName))];
-  // Each VM's own side, before any chunk's devices are made (the other sides of its links are
-  // checked once the state says what it keeps and the config which providers it has): here where
-  // --attach names it.
+  const { run: _, ...outcome } = await linkRun({ vms: [...new Set(names.map(vmName))], wholeDir }, options);
+  return outcome;
+}
+
+/**
+ * `link --all`: linkVms of every VM of the config dir with providers (allVmsOf), the dir read by
+ * the run: once it holds the state lock, so that a run that waited for it (up to --lock-wait)
+ * links the config as it is then (a VM or provider dropped meanwhile not linked, one added
+ * linked); where the state dir is not made yet, before the lock, which makes it (as linkVms reads
+ * its config), so that a config dir that cannot be used, or bad input there, leaves nothing made.
+ * Read once either way. `all`: the VMs and the config dir as linked.
+ */
+export async function linkAll(options: LinkerOptions): Promise<LinkOutcome & { readonly all: AllVms }> {
+  const { run, ...outcome } = await linkRun(() => readAllVms(options), options);
+  return { ...outcome, all: run };
+}
+
+/** The side of each VM that --attach names, checked before any chunk's devices are made (the other sides of its links are checked once the state says what it keeps and the config which providers it has). */
+function assertChosenSidesUsable(vms: readonly VmName[], options: LinkerOptions): void {
   for (const vm of vms) {
     const chosen = chosenAttachMode(options.attach, vm);
     if (chosen !== undefined) assertSideUsable(chosen, vm, options);
   }
+}
+
+/** linkVms of VMs known up front, or of those that `target` reads (linkAll), read by the run; returns them as linked (`run`). */
+async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options: LinkerOptions): Promise<LinkOutcome & { readonly run: T }> {
+  const absent = stateDirAbsent(options.stateDir);
+  const read = async (): Promise<T> => (typeof target === 'function' ? target() : target);
   // A state dir not made yet records nothing: the run's checks (the config dir, its VMs, each side
   // of their links) are made before the lock, which makes the dir, so that a run refused leaves
   // nothing made (a config dir named that does not exist, say: bad input). The config as read is
-  // the run's; the checks are made again under the lock, on the state as it is then.
-  const fresh = stateDirAbsent(options.stateDir) ? await runAttachModes(vms, emptyState(), options, wholeDir?.snapshot) : undefined;
+  // the run's; the checks are made again under the lock, on the state as it is then. Else
+  // `link --all` reads the config dir under the lock (linkAll); VMs named are checked here (their
+  // config is read under the lock too: runAttachModes).
+  const known = typeof target !== 'function' || absent ? await read() : undefined;
+  if (known !== undefined) assertChosenSidesUsable(known.vms, options);
+  const fresh = known !== undefined && absent ? await runAttachModes(known.vms, emptyState(), options, known.wholeDir?.snapshot) : undefined;
   return underLinkLock(options, async () => {
+    const run = known ?? (await read());
+    if (known === undefined) assertChosenSidesUsable(run.vms, options);
+    const { vms, wholeDir } = run;
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir, options.stateDirSource);
@@ -1100,13 +1173,13 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
       throw failedThenSignalled(error);
     });
     const mode: TransactionMode = { attachModes: kept, attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
-    const run = await linkTransaction(vms, options, snapshot, before, made, mode).catch((error: unknown) => {
+    const linkedRun = await linkTransaction(vms, options, snapshot, before, made, mode).catch((error: unknown) => {
       throw failedThenSignalled(error);
     });
-    const down = await takeDownUnlisted(run.state, listedProviders(wholeDir?.withoutProviders ?? [], run.providers), options);
+    const down = await takeDownUnlisted(linkedRun.state, listedProviders(wholeDir?.withoutProviders ?? [], linkedRun.providers), options);
     const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, wholeDir.snapshot, options);
-    const ambiguous = ambiguousAttach(kept, [...run.linked.values()].flat().map(pairOf));
-    return { linked: new Map(vms.map((vm) => [vm, run.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: ambiguous };
+    const ambiguous = ambiguousAttach(kept, [...linkedRun.linked.values()].flat().map(pairOf));
+    return { linked: new Map(vms.map((vm) => [vm, linkedRun.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: ambiguous, run };
   });
 }
 
@@ -1161,7 +1234,18 @@ interface KeepGoingPass extends LinkTransaction {
  * linked (`interrupted`).
  */
 export async function linkVmsKeepGoing(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
-  const vms = [...new Set(names.map(vmName))];
+  const { run: _, ...outcome } = await keepGoingRun({ vms: [...new Set(names.map(vmName))], wholeDir }, options);
+  return outcome;
+}
+
+/** `link --all --keep-going`: linkVmsKeepGoing of the VMs linkAll links, the config dir read as linkAll reads it. */
+export async function linkAllKeepGoing(options: LinkerOptions): Promise<KeepGoingOutcome & { readonly all: AllVms }> {
+  const { run, ...outcome } = await keepGoingRun(() => readAllVms(options), options);
+  return { ...outcome, all: run };
+}
+
+/** linkVmsKeepGoing of VMs known up front, or of those that `target` reads (linkAllKeepGoing); returns them as linked (`run`). */
+async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), options: LinkerOptions): Promise<KeepGoingOutcome & { readonly run: T }> {
   // NICs an undo could not take back, said once the run ends: a later VM's attach in this run
   // that adds a NIC of the same id to the same VMM shows that VMM no longer held the one left
   // (neither cloud-hypervisor nor QEMU takes a second device of an id it has; QEMU's netdev left
@@ -1186,18 +1270,24 @@ export async function linkVmsKeepGoing(names: readonly string[], options: Linker
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];
   const run: LinkerOptions = { ...options, vmm, onUndoDetachFailed: (failures) => void undetached.push(...failures), onUndoStepFailed: (failure) => void steps.push(failure) };
+  // The VMs (`link --all`'s read from the config dir) and the config they are linked from: the
+  // whole dir as read, else the VMs and the providers they reach.
+  const read = async (): Promise<{ vms: T; snapshot: ConfigSnapshot }> => {
+    const vms = typeof target === 'function' ? await target() : target;
+    return { vms, snapshot: vms.wholeDir?.snapshot ?? (await readConfigVms(options.configDir, vms.vms, options.configDirSource)) };
+  };
   // A state dir not made yet: the config is read before the lock, which makes the dir, so that a
   // config dir that cannot be read (one named that does not exist: bad input) fails the run with
   // nothing made (as linkVms). Else under the lock: a run that waits for it (up to --lock-wait)
-  // links the config as it is then, not a provider dropped while it waited.
-  const early = wholeDir === undefined && stateDirAbsent(options.stateDir) ? await readConfigVms(options.configDir, vms, options.configDirSource) : undefined;
+  // links the config as it is then, not a VM or provider dropped while it waited.
+  const early = stateDirAbsent(options.stateDir) ? await read() : undefined;
   return underLinkLock(options, async () => {
     let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {
-      const snapshot = wholeDir?.snapshot ?? early ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
-      const outcome = await keepGoing(vms, run, snapshot, wholeDir);
+      const { vms, snapshot } = early ?? (await read());
+      const outcome = await keepGoing(vms.vms, run, snapshot, vms.wholeDir);
       linked = outcome.linked;
-      return outcome;
+      return { ...outcome, run: vms };
     } finally {
       if (undetached.length > 0) options.onUndoDetachFailed?.(undetached);
       for (const failure of stepsStillLeft(steps, linked, options.netnsPrefix)) options.onUndoStepFailed?.(failure);
@@ -1555,7 +1645,7 @@ interface ReleaseOptions {
  * linker's, and a device of another kind there is one the link's next plan would replace; but
  * only one of the link's kind makes a link recorded without attach modes linked (list says so too).
  */
-async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: RecordedLinkReport[]; failures: VmmDetachFailure[] }> {
+async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: ReleasedLinkReport[]; failures: VmmDetachFailure[] }> {
   const devicesOf = (report: LinkReport): string[] => [report.clientDevice, report.providerDevice, report.bridge];
   // A link with no attach modes recorded is taken down already, unless a device of its kind exists
   // under one of its names: then it is up, recorded before the state kept attach modes, and goes
@@ -1563,13 +1653,13 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   const unrecorded = links.filter((link) => link.attached === undefined);
   const namesOf = (link: Link): string[] => Object.values(linkDeviceNames(options.devicePrefix, link.id));
   const host = unrecorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unrecorded.flatMap(namesOf))).host;
-  const reports = links.map((link): RecordedLinkReport => {
-    const report = linkReport(link, options);
-    return { ...report, linked: link.attached !== undefined || seenOf(link, host, options).own.length > 0 };
-  });
+  const taken = links.map((link) => ({ link, report: { ...linkReport(link, options), linked: link.attached !== undefined || seenOf(link, host, options).own.length > 0 } }));
+  const reports: RecordedLinkReport[] = taken.map(({ report }) => report);
   const failures = await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error));
-  await removeDevices(reports.flatMap(devicesOf));
-  return { reports, failures };
+  const gone = new Map((await removeDevices(reports.flatMap(devicesOf))).removed.map((device) => [device.name, device]));
+  // Of what went, the devices of other kinds than each link makes under its names: said (unlink).
+  const foreignOf = (link: Link): readonly ForeignDevice[] => linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached), gone).foreign;
+  return { reports: taken.map(({ link, report }) => ({ ...report, foreignDeleted: foreignOf(link) })), failures };
 }
 
 /** The state with these links taken down: their attachments cleared, their ids kept. */
@@ -1645,7 +1735,7 @@ export interface UnlinkOutcome {
    * before the state kept attach modes, a device of its kind under one of its names, is, with the
    * modes of --attach (releaseLinks).
    */
-  readonly reports: RecordedLinkReport[];
+  readonly reports: ReleasedLinkReport[];
   readonly failures: VmmDetachFailure[];
   /**
    * Every VM that a link recorded before this unlink involves, as client or provider: an

@@ -352,7 +352,7 @@ function ofKindGiven(device: { readonly name: string; readonly kind: string | nu
  */
 export async function undoDevices(names: readonly string[], kinds?: ReadonlyMap<string, string>): Promise<DevicesUndone> {
   try {
-    return { kept: await removeDevices(names, undefined, kinds) };
+    return { kept: (await removeDevices(names, undefined, kinds)).kept };
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     try {
@@ -387,21 +387,29 @@ const ONE_BY_ONE_MAX = 3;
 /** Device groups for removal: above what administrators number theirs with (/etc/iproute2/group). */
 const REMOVAL_GROUPS = { min: 0x4000_0000, max: 0xffff_ffff } as const;
 
+/** What removeDevices did. */
+export interface DevicesRemoved {
+  /** The devices it deleted (or found gone as it deleted them), each with its kind as the kernel reported it (null: no link info). */
+  readonly removed: { readonly name: string; readonly kind: string | null }[];
+  /** The names whose device is of another kind than `kinds` gives them: left as they are. */
+  readonly kept: string[];
+}
+
 /**
  * Delete these devices from the current namespace where they exist; a veth takes its peer along.
  * More than a link's devices go together (removeTogether), in device group `group` (random).
  * Each is deleted by the index it was found under, and only where the name is its own: a name
  * the kernel resolves to another device's altname is not this device. With `kinds`, only a
  * device of the kind given for its name goes; the names of those found of another kind are
- * returned. A name the kernel cannot look up (any failure but ENODEV) fails it before any
+ * returned as kept. A name the kernel cannot look up (any failure but ENODEV) fails it before any
  * device goes (DeviceError 'query-failed').
  */
 export async function removeDevices(
   names: readonly string[],
   group = randomInt(REMOVAL_GROUPS.min, REMOVAL_GROUPS.max),
   kinds?: ReadonlyMap<string, string>,
-): Promise<string[]> {
-  if (names.length === 0) return [];
+): Promise<DevicesRemoved> {
+  if (names.length === 0) return { removed: [], kept: [] };
   return inNamespace(null, async (socket) => {
     const wanted = new Set(names);
     const query = new ProgramWriter();
@@ -416,14 +424,15 @@ export async function removeDevices(
     const ofKind = (link: LinkInfo): boolean => ofKindGiven(link, kinds);
     const kept = named.filter((link) => !ofKind(link)).map((link) => link.name);
     const doomed = [...new Map(named.filter(ofKind).map((link) => [link.index, link])).values()];
-    if (doomed.length > ONE_BY_ONE_MAX && (await removeTogether(socket, doomed, group))) return kept;
+    const done: DevicesRemoved = { removed: doomed.map(({ name, kind }) => ({ name, kind })), kept };
+    if (doomed.length > ONE_BY_ONE_MAX && (await removeTogether(socket, doomed, group))) return done;
     const removal = new ProgramWriter();
     for (const link of doomed) removal.deleteByIndex(link.index);
     const outcomes = await socket.run(removal.finish(), true);
     const failed = outcomes.findIndex((outcome) => outcome.state === 'failed' && outcome.code !== 'ENODEV');
     const outcome = outcomes[failed];
     if (outcome?.state === 'failed') throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`);
-    return kept;
+    return done;
   });
 }
 

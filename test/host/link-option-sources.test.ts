@@ -150,6 +150,7 @@ describeNetns('spectrum-link option sources', () => {
     [['link', '--all', '--config-dir', missing, '--state-dir', 'STATE'], {}, 2, `config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`],
     [['link', '--all', '--state-dir', 'STATE'], { SPECTRUM_CONFIG_DIR: missing }, 2, `config dir ${missing} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; ${configFix.variable}`],
     [['link', 'appvm-lynx', 'appvm-catgirl', '--keep-going', '--config-dir', missing, '--state-dir', 'STATE'], {}, 2, `config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`],
+    [['link', '--all', '--keep-going', '--config-dir', missing, '--state-dir', 'STATE'], {}, 2, `config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`],
     // The default missing: the host lacks Spectrum's config dir, nothing typed is wrong (a test machine has none: check-command.test.ts).
     [['link', 'appvm-lynx', '--state-dir', 'STATE'], {}, 1, `config dir ${DEFAULT_CONFIG_DIR} (the default) does not exist; pass --config-dir or set SPECTRUM_CONFIG_DIR to ${configWant}`],
     // A symlink to nothing is no typo: it cannot be used, as a state dir there cannot.

@@ -1,7 +1,7 @@
 // The linker's sequencing with the kernel adapter (netlink-devices.ts) replaced by a scripted one:
 // what the namespace tests cannot make happen, such as an undo step that fails. The state store
 // is the real one, but for a switch that makes its next writes fail (the file left as it is).
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +14,21 @@ import { type LinkState, allocateMany, emptyState, parseState, preferredId, seri
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
-import { type LeftDownLink, type LinkReport, type LinkerOptions, type UndoStateWriteFailure, type UndoStepFailure, type VmmDetachFailure, type VmmPort, collectGarbage, linkVms, linkVmsKeepGoing, unlinkVm } from '../../host/linker.js';
+import {
+  type LeftDownLink,
+  type LinkReport,
+  type LinkerOptions,
+  type UndoStateWriteFailure,
+  type UndoStepFailure,
+  type VmmDetachFailure,
+  type VmmPort,
+  collectGarbage,
+  linkAll,
+  linkAllKeepGoing,
+  linkVms,
+  linkVmsKeepGoing,
+  unlinkVm,
+} from '../../host/linker.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
 
@@ -51,6 +65,20 @@ const kernel = vi.hoisted(() => ({
   listingRefused: undefined as string | undefined,
   whileApplying: (): void | Promise<void> => undefined,
 }));
+
+/** Reads of a whole config dir (readConfigDir, as link --all makes them), counted; each as the real one. */
+const configReads = vi.hoisted(() => ({ whole: 0 }));
+
+vi.mock('../../host/config-reader.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../host/config-reader.js')>();
+  return {
+    ...real,
+    readConfigDir: (...args: Parameters<typeof real.readConfigDir>) => {
+      configReads.whole += 1;
+      return real.readConfigDir(...args);
+    },
+  };
+});
 
 /**
  * The next `failSaves` state writes fail as a full disk makes them fail: the file keeps what it
@@ -147,7 +175,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
     kernel.removed.push(...names);
     const { left } = leftOf(names, []);
     if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
-    return [];
+    return { kept: [], removed: names.flatMap((name) => (kernel.host.has(name) ? [{ name, kind: kernel.host.get(name)?.kind ?? null }] : [])) };
   },
   deleteNamespaces: async (names: readonly string[]) => {
     kernel.deletedNamespaces.push(...names);
@@ -1366,5 +1394,55 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(Object.fromEntries(recorded)).toEqual({ c1: 'none', c2: 'qemu', c3: 'none' });
     // Nothing was planned for c2: its devices are not among those any plan made.
     expect(kernel.undone).toBe(0);
+  });
+});
+
+describe('link --all reads the config dir itself (linkAll, linkAllKeepGoing)', () => {
+  const runs = [
+    ['linkAll', linkAll],
+    ['linkAllKeepGoing', linkAllKeepGoing],
+  ] as const;
+  /** While the run holds the state lock, before it does anything else: c3 drops netvm, c4 comes (netvm its provider). */
+  const changeOnceLocked = (): void => {
+    rmSync(join(configDir, 'c3', 'providers', 'net', NETVM));
+    mkdirSync(join(configDir, 'c4', 'providers', 'net'), { recursive: true });
+    mkdirSync(join(configDir, 'c4', 'blk'));
+    writeFileSync(join(configDir, 'c4', 'vmlinux'), '');
+    writeFileSync(join(configDir, 'c4', 'blk', 'root.img'), '');
+    writeFileSync(join(configDir, 'c4', 'providers', 'net', NETVM), '');
+  };
+
+  it.each(runs)('%s, the state dir there: once it holds the state lock (a change made then is linked), the dir read once', async (_name, link) => {
+    configReads.whole = 0;
+    const outcome = await link({ ...options(), onLockHeld: changeOnceLocked });
+    expect({ linked: [...outcome.linked.keys()], vms: outcome.all.vms, withoutProviders: outcome.all.wholeDir.withoutProviders, reads: configReads.whole }).toEqual({
+      linked: ['c1', 'c2', 'c4'],
+      vms: ['c1', 'c2', 'c4'],
+      withoutProviders: ['c3', NETVM],
+      reads: 1,
+    });
+    expect(parseState(await readFile(join(stateDir, 'links.json'), 'utf8'), 'test').links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c4']);
+  });
+
+  it.each(runs)('%s, the state dir not made yet: before the lock, which makes it (a change made once it is held is not linked), the dir read once', async (_name, link) => {
+    configReads.whole = 0;
+    const fresh = join(stateDir, 'fresh');
+    const outcome = await link({ ...options(), stateDir: fresh, onLockHeld: changeOnceLocked });
+    expect({ linked: [...outcome.linked.keys()], vms: outcome.all.vms, reads: configReads.whole }).toEqual({ linked: CLIENTS, vms: CLIENTS, reads: 1 });
+  });
+
+  it.each(runs)('%s, the state dir not made yet, the config dir missing: fails, nothing made (no state dir)', async (_name, link) => {
+    const fresh = join(stateDir, 'fresh');
+    await expect(link({ ...options(), configDir: join(configDir, 'missing'), stateDir: fresh })).rejects.toMatchObject({ name: 'ConfigError', kind: 'config-dir-missing' });
+    expect(existsSync(fresh)).toBe(false);
+  });
+
+  it('linkAll, the state dir not made yet, a VM naming a provider that is no VM: fails, nothing made (no state dir, no device)', async () => {
+    await addVm('c4', ['nosuchvm']);
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const fresh = join(stateDir, 'fresh');
+    await expect(linkAll({ ...options(), stateDir: fresh })).rejects.toMatchObject({ name: 'ConfigError', message: expect.stringContaining('nosuchvm') });
+    expect({ applies, stateDir: existsSync(fresh) }).toEqual({ applies: 0, stateDir: false });
   });
 });

@@ -132,8 +132,38 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     expect([gc.code, gc.stderr, JSON.parse(gc.stdout)]).toEqual([0, '', { removed: [] }]);
     const unlinked = await world().link(['unlink', 'appvm-lynx', '--json']);
     expect(unlinked.code, unlinked.stderr).toBe(0);
-    // Not linked: attached no way (not as --attach's default would have it).
-    expect(JSON.parse(unlinked.stdout)).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...link, clientAttach: null, providerAttach: null }], forgotten: false });
+    // Not linked: attached no way (not as --attach's default would have it). The devices it deleted, all foreign, said.
+    expect(JSON.parse(unlinked.stdout)).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...link, clientAttach: null, providerAttach: null, foreignDeleted: foreign }], forgotten: false });
+    const host = await devices(world().host);
+    expect([names.bridge, names.client, names.provider].filter((name) => host.has(name))).toEqual([]);
+  });
+
+  it.each([['text'], ['json']] as const)('unlink of a link up whose bridge is a vxlan and client tap an ifb says it deleted them (%s): a line under the link, or `foreignDeleted`; none said where all were its own', async (format) => {
+    const json = format === 'json' ? ['--json'] : [];
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    // All its own: nothing more said (no `foreignDeleted`).
+    const own = await world().link(['unlink', 'appvm-lynx', ...json]);
+    expect([own.code, own.stderr]).toEqual([0, '']);
+    expect(format === 'json' ? JSON.parse(own.stdout) : own.stdout).toEqual(format === 'json' ? { vm: 'appvm-lynx', unlinked: [link], forgotten: false } : `unlinked appvm-lynx -> netvm (id ${link.id}, kept)\n`);
+    expect(await linkJson(['link', 'appvm-lynx', '--attach', 'none'])).toEqual(link);
+    await world().host.ip(['link', 'del', 'dev', names.bridge]);
+    await world().host.ip(vxlanAtBridge);
+    await world().host.ip(['link', 'del', 'dev', names.client]);
+    await world().host.ip(ifbAtClient);
+    const unlinked = await world().link(['unlink', 'appvm-lynx', ...json]);
+    expect([unlinked.code, unlinked.stderr]).toEqual([0, '']);
+    if (format === 'json') {
+      const foreignDeleted = [
+        { device: names.bridge, kind: 'vxlan', expected: ['bridge'] },
+        { device: names.client, kind: 'ifb', expected: ['tun'] },
+      ];
+      expect(JSON.parse(unlinked.stdout)).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...link, foreignDeleted }], forgotten: false });
+    } else {
+      expect(unlinked.stdout).toBe(
+        `unlinked appvm-lynx -> netvm (id ${link.id}, kept)\n` +
+          `  also deleted ${names.bridge}, a device of kind vxlan under this link's bridge name; ${names.client}, a device of kind ifb under this link's client device name\n`,
+      );
+    }
     const host = await devices(world().host);
     expect([names.bridge, names.client, names.provider].filter((name) => host.has(name))).toEqual([]);
   });
