@@ -1158,6 +1158,9 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
   const known = typeof target !== 'function' || absent ? await read() : undefined;
   if (known !== undefined) assertChosenSidesUsable(known.vms, options);
   const fresh = known !== undefined && absent ? await runAttachModes(known.vms, emptyState(), options, known.wholeDir?.snapshot) : undefined;
+  // A signal while it read and checked (a whole config dir takes a while): stopped before the lock
+  // makes the dir. (Where the dir is there, nothing before the lock waits for a signal to come.)
+  if (absent) stopIfInterrupted(options);
   return underLinkLock(options, async () => {
     // Read before the lock, the config may have changed while another run made the dir and
     // recorded (recordedMeanwhile): read again, as where the dir was there.
@@ -1298,6 +1301,8 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
   // (recordedMeanwhile). Else under the lock: a run that waits for it (up to --lock-wait) links
   // the config as it is then, not a VM or provider dropped while it waited.
   const early = stateDirAbsent(options.stateDir) ? await read() : undefined;
+  // A signal while it read: stopped before the lock makes the dir.
+  if (early !== undefined) stopIfInterrupted(options);
   return underLinkLock(options, async () => {
     let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {

@@ -1465,15 +1465,16 @@ describe('link --all reads the config dir itself (linkAll, linkAllKeepGoing)', (
   });
 });
 
-describe('link where the state dir is not made yet, and another run makes it and records while this one waits', () => {
-  const runs = [
-    ['linkVms', (options: LinkerOptions) => linkVms(CLIENTS, options)],
-    ['linkVmsKeepGoing', (options: LinkerOptions) => linkVmsKeepGoing(CLIENTS, options)],
-    ['linkAll', linkAll],
-    ['linkAllKeepGoing', linkAllKeepGoing],
-  ] as const;
+/** Every way `link` runs, of CLIENTS (named) or of the whole config dir. */
+const EVERY_LINK_RUN = [
+  ['linkVms', (options: LinkerOptions) => linkVms(CLIENTS, options)],
+  ['linkVmsKeepGoing', (options: LinkerOptions) => linkVmsKeepGoing(CLIENTS, options)],
+  ['linkAll', linkAll],
+  ['linkAllKeepGoing', linkAllKeepGoing],
+] as const;
 
-  it.each(runs)('%s: reads the config again under the lock (c3 dropped netvm meanwhile: not linked)', async (_name, link) => {
+describe('link where the state dir is not made yet, and another run makes it and records while this one waits', () => {
+  it.each(EVERY_LINK_RUN)('%s: reads the config again under the lock (c3 dropped netvm meanwhile: not linked)', async (_name, link) => {
     const fresh = join(stateDir, 'fresh');
     // Read before the lock (the dir not there); then, before this run holds the lock, another
     // makes the dir and records (an empty state will do), and c3 drops netvm.
@@ -1488,10 +1489,20 @@ describe('link where the state dir is not made yet, and another run makes it and
     expect({ withLinks, recorded }).toEqual({ withLinks: ['c1', 'c2'], recorded: ['c1', 'c2'] });
   });
 
-  it.each(runs)('%s: no other run recorded (the dir its own lock made): the config read before the lock serves, read once', async (_name, link) => {
+  it.each(EVERY_LINK_RUN)('%s: no other run recorded (the dir its own lock made): the config read before the lock serves, read once', async (_name, link) => {
     configReads.whole = 0;
     configReads.named = 0;
     const outcome = await link({ ...options(), stateDir: join(stateDir, 'fresh') });
     expect({ linked: [...outcome.linked.keys()], reads: configReads.whole + configReads.named }).toEqual({ linked: CLIENTS, reads: 1 });
+  });
+});
+
+describe('link where the state dir is not made yet, interrupted while it reads the config before the lock', () => {
+  it.each(EVERY_LINK_RUN)('%s: stopped there: interrupted, no state dir made', async (_name, link) => {
+    const fresh = join(stateDir, 'fresh');
+    const stop = new AbortController();
+    configReads.afterRead = async () => stop.abort('SIGINT');
+    await expect(link({ ...options(), stateDir: fresh, signal: stop.signal })).rejects.toMatchObject({ name: 'LinkerError', kind: 'interrupted' });
+    expect(existsSync(fresh)).toBe(false);
   });
 });
