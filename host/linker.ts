@@ -1162,8 +1162,8 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
   // makes the dir. (Where the dir is there, nothing before the lock waits for a signal to come.)
   if (absent) stopIfInterrupted(options);
   return underLinkLock(options, async () => {
-    // Read before the lock, the config may have changed while another run made the dir and
-    // recorded (recordedMeanwhile): read again, as where the dir was there.
+    // The config read before the lock may have changed while another run made the dir and
+    // recorded (recordedMeanwhile): read again then, as where the dir was there.
     const again = absent && recordedMeanwhile(options);
     const run = known === undefined || (again && typeof target === 'function') ? await read() : known;
     if (run !== known) assertChosenSidesUsable(run.vms, options);
