@@ -1057,6 +1057,17 @@ function takenBackLeftDown(made: RunDevices, clients: ReadonlySet<string>): Left
   return [...made.takenBack.values()].filter(({ link }) => clients.has(link.vm)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
 }
 
+/**
+ * Under the lock of a `link` run that found no state dir and so read its config before the lock
+ * (which makes the dir): whether another run made the dir and recorded meanwhile (a state file is
+ * there), while this one waited for it (at a first boot, VMs that start together each `link`).
+ * Its config is then read again: it may have changed while this run waited (up to --lock-wait),
+ * and a refusal now makes nothing (the dir is the other run's).
+ */
+function recordedMeanwhile(options: Pick<LinkerOptions, 'stateDir' | 'stateDirSource'>): boolean {
+  return hasStateFile(options.stateDir, options.stateDirSource);
+}
+
 /** Run `link`'s fn under the state lock; an interruption while waiting for it is said as such. */
 function underLinkLock<T>(options: LinkerOptions, fn: () => Promise<T>): Promise<T> {
   return underStateLock(options, 'nothing was made', fn);
@@ -1116,8 +1127,9 @@ export async function linkVms(names: readonly string[], options: LinkerOptions, 
  * the run: once it holds the state lock, so that a run that waited for it (up to --lock-wait)
  * links the config as it is then (a VM or provider dropped meanwhile not linked, one added
  * linked); where the state dir is not made yet, before the lock, which makes it (as linkVms reads
- * its config), so that a config dir that cannot be used, or bad input there, leaves nothing made.
- * Read once either way. `all`: the VMs and the config dir as linked.
+ * its config), so that a config dir that cannot be used, or bad input there, leaves nothing made
+ * (and again under the lock where another run made the dir and recorded meanwhile:
+ * recordedMeanwhile). Else read once. `all`: the VMs and the config dir as linked.
  */
 export async function linkAll(options: LinkerOptions): Promise<LinkOutcome & { readonly all: AllVms }> {
   const { run, ...outcome } = await linkRun(() => readAllVms(options), options);
@@ -1139,20 +1151,27 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
   // A state dir not made yet records nothing: the run's checks (the config dir, its VMs, each side
   // of their links) are made before the lock, which makes the dir, so that a run refused leaves
   // nothing made (a config dir named that does not exist, say: bad input). The config as read is
-  // the run's; the checks are made again under the lock, on the state as it is then. Else
+  // the run's (unless another run recorded meanwhile: recordedMeanwhile); the checks are made
+  // again under the lock, on the state as it is then. Else
   // `link --all` reads the config dir under the lock (linkAll); VMs named are checked here (their
   // config is read under the lock too: runAttachModes).
   const known = typeof target !== 'function' || absent ? await read() : undefined;
   if (known !== undefined) assertChosenSidesUsable(known.vms, options);
   const fresh = known !== undefined && absent ? await runAttachModes(known.vms, emptyState(), options, known.wholeDir?.snapshot) : undefined;
+  // A signal while it read and checked (a whole config dir takes a while): stopped before the lock
+  // makes the dir. (Where the dir is there, nothing before the lock waits for a signal to come.)
+  if (absent) stopIfInterrupted(options);
   return underLinkLock(options, async () => {
-    const run = known ?? (await read());
-    if (known === undefined) assertChosenSidesUsable(run.vms, options);
+    // The config read before the lock may have changed while another run made the dir and
+    // recorded (recordedMeanwhile): read again then, as where the dir was there.
+    const again = absent && recordedMeanwhile(options);
+    const run = known === undefined || (again && typeof target === 'function') ? await read() : known;
+    if (run !== known) assertChosenSidesUsable(run.vms, options);
     const { vms, wholeDir } = run;
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir, options.stateDirSource);
-    const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot ?? fresh?.snapshot);
+    const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot ?? (again ? undefined : fresh?.snapshot));
     const made = newRunDevices();
     // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
     // ran, which only a second one cuts short) is said with the failure, not instead of it, and
@@ -1278,13 +1297,17 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
   };
   // A state dir not made yet: the config is read before the lock, which makes the dir, so that a
   // config dir that cannot be read (one named that does not exist: bad input) fails the run with
-  // nothing made (as linkVms). Else under the lock: a run that waits for it (up to --lock-wait)
-  // links the config as it is then, not a VM or provider dropped while it waited.
+  // nothing made (as linkVms); read again under the lock where another run recorded meanwhile
+  // (recordedMeanwhile). Else under the lock: a run that waits for it (up to --lock-wait) links
+  // the config as it is then, not a VM or provider dropped while it waited.
   const early = stateDirAbsent(options.stateDir) ? await read() : undefined;
+  // A signal while it read: stopped before the lock makes the dir.
+  if (early !== undefined) stopIfInterrupted(options);
   return underLinkLock(options, async () => {
     let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {
-      const { vms, snapshot } = early ?? (await read());
+      // Read again where another run made the dir and recorded while this one waited (recordedMeanwhile).
+      const { vms, snapshot } = early === undefined || recordedMeanwhile(options) ? await read() : early;
       const outcome = await keepGoing(vms.vms, run, snapshot, vms.wholeDir);
       linked = outcome.linked;
       return { ...outcome, run: vms };

@@ -18,8 +18,8 @@ describeNetns('link reads the config under the state lock', () => {
 
   /**
    * Run `link ARGS` while another run holds the state lock; once it says it waits, do
-   * `meanwhile`, then let the lock go. Its exit, stdout and what it said on stderr (the messages,
-   * but for that it waits).
+   * `meanwhile`, then let the lock go. Its exit, stdout and what it said on stderr (the log
+   * records' messages, but for that it waits, and a failure's line).
    */
   const linkWaitingForLock = async (args: readonly string[], meanwhile: () => Promise<void>): Promise<{ exit: unknown; stdout: string; said: string[] }> => {
     if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run \`npm run build\` first`);
@@ -34,7 +34,11 @@ describeNetns('link reads the config under the state lock', () => {
         await holder.kill('SIGKILL');
         const exit = await run.wait();
         await run.waitClosed();
-        const records = run.stderr.split('\n').filter((line) => line !== '').map((line) => (JSON.parse(line) as { msg: string }).msg);
+        // Log records are JSON; the line of a failure is not (`spectrum-link: ...`).
+        const records = run.stderr
+          .split('\n')
+          .filter((line) => line !== '')
+          .map((line) => (line.startsWith('{') ? (JSON.parse(line) as { msg: string }).msg : line));
         return { exit, stdout: run.stdout, said: records.filter((msg) => !msg.startsWith('waiting for another spectrum-link')) };
       } finally {
         if (run.exit === undefined) await run.kill('SIGKILL');
@@ -49,6 +53,14 @@ describeNetns('link reads the config under the state lock', () => {
     const statePath = join(world().stateDir, 'links.json');
     const links = existsSync(statePath) ? (JSON.parse(await readFile(statePath, 'utf8')) as { links: { client: string; provider: string }[] }).links : [];
     return links.map((link) => `${link.client} -> ${link.provider}`).sort();
+  };
+  /** A VM directory whose only provider is netvm. */
+  const addVm = async (dir: string): Promise<void> => {
+    await mkdir(join(dir, 'blk'), { recursive: true });
+    await mkdir(join(dir, 'providers', 'net'), { recursive: true });
+    await writeFile(join(dir, 'vmlinux'), '');
+    await writeFile(join(dir, 'blk', 'root.img'), '');
+    await writeFile(join(dir, 'providers', 'net', 'netvm'), '');
   };
   const linkDevices = async (): Promise<string[]> => [...(await devices(world().host)).keys()].filter((name) => /^sn[bcp][0-9]/.test(name)).sort();
 
@@ -70,14 +82,6 @@ describeNetns('link reads the config under the state lock', () => {
       const config = world().configDir;
       const provider = join(config, 'appvm-lynx', 'providers', 'net', 'netvm');
       const [catgirl, newt, misnamed] = [join(config, 'appvm-catgirl'), join(config, 'appvm-newt'), join(config, 'appvm+newt')];
-      /** A VM directory whose only provider is netvm. */
-      const addVm = async (dir: string): Promise<void> => {
-        await mkdir(join(dir, 'blk'), { recursive: true });
-        await mkdir(join(dir, 'providers', 'net'), { recursive: true });
-        await writeFile(join(dir, 'vmlinux'), '');
-        await writeFile(join(dir, 'blk', 'root.img'), '');
-        await writeFile(join(dir, 'providers', 'net', 'netvm'), '');
-      };
       try {
         const result = await linkWaitingForLock(['--all', ...extra, '--attach', 'none', '--json'], async () => {
           await rm(provider);
@@ -106,4 +110,16 @@ describeNetns('link reads the config under the state lock', () => {
       expect(await linkDevices()).toEqual([]);
     },
   );
+
+  it('link --all --attach netns --attach appvm-newt=none --mtu 65535, waiting for the lock while appvm-newt comes (a tap cannot take that MTU): refused once it holds it, exit 2, one line, nothing made', async () => {
+    const newt = join(world().configDir, 'appvm-newt');
+    try {
+      const result = await linkWaitingForLock(['--all', '--attach', 'netns', '--attach', 'appvm-newt=none', '--mtu', '65535'], () => addVm(newt));
+      expect(result).toEqual({ exit: { code: 2, signal: null }, stdout: '', said: [expect.stringMatching(/^spectrum-link: .*--mtu 65535 is more than a tap takes \(65521.*appvm-newt/)] });
+      expect(await recorded()).toEqual([]);
+      expect(await linkDevices()).toEqual([]);
+    } finally {
+      await rm(newt, { recursive: true, force: true });
+    }
+  });
 });

@@ -66,16 +66,33 @@ const kernel = vi.hoisted(() => ({
   whileApplying: (): void | Promise<void> => undefined,
 }));
 
-/** Reads of a whole config dir (readConfigDir, as link --all makes them), counted; each as the real one. */
-const configReads = vi.hoisted(() => ({ whole: 0 }));
+/**
+ * Reads of a whole config dir (readConfigDir, as link --all makes them) and of VMs named
+ * (readConfigVms), counted; each as the real one. `afterRead`, where set, runs once after the
+ * next read of either (what another run does meanwhile), then is cleared.
+ */
+const configReads = vi.hoisted(() => ({ whole: 0, named: 0, afterRead: undefined as (() => Promise<void>) | undefined }));
 
 vi.mock('../../host/config-reader.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../host/config-reader.js')>();
+  const after = async (): Promise<void> => {
+    const hook = configReads.afterRead;
+    configReads.afterRead = undefined;
+    await hook?.();
+  };
   return {
     ...real,
-    readConfigDir: (...args: Parameters<typeof real.readConfigDir>) => {
+    readConfigDir: async (...args: Parameters<typeof real.readConfigDir>) => {
       configReads.whole += 1;
-      return real.readConfigDir(...args);
+      const snapshot = await real.readConfigDir(...args);
+      await after();
+      return snapshot;
+    },
+    readConfigVms: async (...args: Parameters<typeof real.readConfigVms>) => {
+      configReads.named += 1;
+      const snapshot = await real.readConfigVms(...args);
+      await after();
+      return snapshot;
     },
   };
 });
@@ -218,6 +235,7 @@ beforeEach(async () => {
   kernel.lookupRefused = undefined;
   kernel.listingRefused = undefined;
   kernel.whileApplying = () => undefined;
+  configReads.afterRead = undefined;
   store.failSaves = 0;
   store.failSyncs = 0;
   store.passSaves = 0;
@@ -1444,5 +1462,47 @@ describe('link --all reads the config dir itself (linkAll, linkAllKeepGoing)', (
     const fresh = join(stateDir, 'fresh');
     await expect(linkAll({ ...options(), stateDir: fresh })).rejects.toMatchObject({ name: 'ConfigError', message: expect.stringContaining('nosuchvm') });
     expect({ applies, stateDir: existsSync(fresh) }).toEqual({ applies: 0, stateDir: false });
+  });
+});
+
+/** Every way `link` runs, of CLIENTS (named) or of the whole config dir. */
+const EVERY_LINK_RUN = [
+  ['linkVms', (options: LinkerOptions) => linkVms(CLIENTS, options)],
+  ['linkVmsKeepGoing', (options: LinkerOptions) => linkVmsKeepGoing(CLIENTS, options)],
+  ['linkAll', linkAll],
+  ['linkAllKeepGoing', linkAllKeepGoing],
+] as const;
+
+describe('link where the state dir is not made yet, and another run makes it and records while this one waits', () => {
+  it.each(EVERY_LINK_RUN)('%s: reads the config again under the lock (c3 dropped netvm meanwhile: not linked)', async (_name, link) => {
+    const fresh = join(stateDir, 'fresh');
+    // Read before the lock (the dir not there); then, before this run holds the lock, another
+    // makes the dir and records (an empty state will do), and c3 drops netvm.
+    configReads.afterRead = async () => {
+      await mkdir(fresh);
+      await saveState(fresh, emptyState());
+      await rm(join(configDir, 'c3', 'providers', 'net', NETVM));
+    };
+    const outcome = await link({ ...options(), stateDir: fresh });
+    const withLinks = [...outcome.linked].filter(([, reports]) => reports.length > 0).map(([vm]) => vm);
+    const recorded = parseState(await readFile(join(fresh, 'links.json'), 'utf8'), 'test').links.map((entry) => entry.client).sort();
+    expect({ withLinks, recorded }).toEqual({ withLinks: ['c1', 'c2'], recorded: ['c1', 'c2'] });
+  });
+
+  it.each(EVERY_LINK_RUN)('%s: no other run recorded (the dir its own lock made): the config read before the lock serves, read once', async (_name, link) => {
+    configReads.whole = 0;
+    configReads.named = 0;
+    const outcome = await link({ ...options(), stateDir: join(stateDir, 'fresh') });
+    expect({ linked: [...outcome.linked.keys()], reads: configReads.whole + configReads.named }).toEqual({ linked: CLIENTS, reads: 1 });
+  });
+});
+
+describe('link where the state dir is not made yet, interrupted while it reads the config before the lock', () => {
+  it.each(EVERY_LINK_RUN)('%s: stopped there: interrupted, no state dir made', async (_name, link) => {
+    const fresh = join(stateDir, 'fresh');
+    const stop = new AbortController();
+    configReads.afterRead = async () => stop.abort('SIGINT');
+    await expect(link({ ...options(), stateDir: fresh, signal: stop.signal })).rejects.toMatchObject({ name: 'LinkerError', kind: 'interrupted' });
+    expect(existsSync(fresh)).toBe(false);
   });
 });
