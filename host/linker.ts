@@ -1171,7 +1171,10 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
     const before = await loadState(options.stateDir, options.stateDirSource);
-    const { kept, snapshot } = await runAttachModes(vms, before, options, wholeDir?.snapshot ?? (again ? undefined : fresh?.snapshot));
+    // Still nothing recorded: the checks made before the lock, on an empty state and this config,
+    // hold as they are (a thousand VMs' take milliseconds).
+    const unchanged = fresh !== undefined && !again && before.links.length === 0;
+    const { kept, snapshot } = unchanged ? fresh : await runAttachModes(vms, before, options, wholeDir?.snapshot ?? (again ? undefined : fresh?.snapshot));
     const made = newRunDevices();
     // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
     // ran, which only a second one cuts short) is said with the failure, not instead of it, and
