@@ -924,11 +924,8 @@ async function runAttachModes(vms: readonly VmName[], before: LinkState, options
   // chunks would meet them: found as a later chunk is planned, the failure would come once earlier
   // chunks' devices are made, some replacing those of links up another way, which the undo
   // leaves down.
-  for (const vm of vms) {
-    const invalid = partitionValidVms(snapshot, [vm]).invalid[0];
-    if (invalid !== undefined) throw invalid.error;
-    assertLinksUsable(vm, snapshot, kept, options);
-  }
+  // (assertLinksUsable throws an invalid VM's error first, as requireValidVm says it.)
+  for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options);
   return { kept, snapshot };
 }
 
@@ -1422,9 +1419,8 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
     // left down of a VM that is not linked again and did not say them (a signal stopped the
     // pass before it, or it failed before its links were planned) are said after the pass.
     const said = new Set<string>();
-    const key = (link: LinkReport): string => `${link.vm}\n${link.provider}`;
     const tell = (links: readonly LeftDownLink[]): void => {
-      for (const link of links) said.add(key(link));
+      for (const link of links) said.add(keyOf(link));
       options.onLeftDown?.(links);
     };
     try {
@@ -1434,7 +1430,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
       throw error;
     }
     const linkedNow = pass.linked;
-    const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(key(link)));
+    const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(keyOf(link)));
     if (unsaid.length > 0) options.onLeftDown?.(unsaid);
     sayUndoWrite(linkedNow);
   } else pass = { state: before, linked: new Map(), providers: new Map() };
