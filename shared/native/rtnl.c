@@ -377,6 +377,9 @@ typedef struct {
   char kind[KIND_BYTES];
 } found_link;
 
+// No device: what a lookup starts from, and a master not (or no longer) known is.
+#define NO_LINK ((found_link){.index = 0, .name = "", .kind = ""})
+
 // The kind an IFLA_LINKINFO attribute gives (its IFLA_INFO_KIND) into `kind`; left as it is without one.
 static void read_kind(const struct rtattr *linkinfo, char *kind) {
   int left = (int)RTA_PAYLOAD(linkinfo);
@@ -536,9 +539,7 @@ static int lookup_link(rtnl_job *job, uint32_t index, const char *name, receive_
   if (bytes == 0 || bytes >= IFNAMSIZ) return EINVAL;
   getlink_request request;
   getlink_request_by_name(&request, name);
-  found->index = 0;
-  found->name[0] = '\0';
-  found->kind[0] = '\0';
+  *found = NO_LINK;
   int error = exchange(job, index, request.bytes, request.header.nlmsg_len, receive, detail, found);
   if (error == 0 && found->name[0] == '\0') error = EPROTO;  // acknowledged without the device
   return error;
@@ -549,9 +550,7 @@ static int lookup_link(rtnl_job *job, uint32_t index, const char *name, receive_
 static int lookup_link_by_index(rtnl_job *job, uint32_t index, int ifindex, receive_buffer *receive, char *detail, found_link *found) {
   getlink_request request;
   getlink_request_by_index(&request, ifindex);
-  found->index = 0;
-  found->name[0] = '\0';
-  found->kind[0] = '\0';
+  *found = NO_LINK;
   int error = exchange(job, index, request.bytes, request.header.nlmsg_len, receive, detail, found);
   if (error == 0 && (found->name[0] == '\0' || found->index != ifindex)) error = EPROTO;  // acknowledged without the device
   return error;
@@ -684,9 +683,6 @@ static int disable_ipv6_by_index(rtnl_job *job, uint32_t index, const char *seen
   snprintf(detail, TEXT_BYTES / 2, "device %.*s (ifindex %d) was renamed again and again while its IPv6 was turned off", IFNAMSIZ, seen, ifindex);
   return EAGAIN;
 }
-
-// No device: what a master not (or no longer) known is.
-#define NO_LINK ((found_link){.index = 0, .name = "", .kind = ""})
 
 // Whether a device looked up as master `name` is one a port may join: a bridge under that name
 // as its own. 0, or an errno with why in `detail`: ENODEV where the name is another device's
