@@ -32,7 +32,7 @@ import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
 import { DNS_PORT, parseConfiguredUpstream, parseUpstream, sameUpstream, upstreamKey, upstreamText, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
-import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, hostKeyOfText, loadUdpAddon, tcpUnacknowledged } from './udp-socket.js';
+import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, connectTcpThroughZone, hostKeyOfText, loadUdpAddon, tcpUnacknowledged } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
 import { RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
 
@@ -43,8 +43,9 @@ export interface DnsForwarderOptions {
   port?: number;
   /**
    * "ip" or "ip:port" ("[v6]:port"); when absent, the nameservers of resolvConfPath. An address at
-   * which no resolver can be (0.0.0.0, a broadcast or multicast address), or an IPv4-mapped one
-   * with a zone (which would be ignored), is refused at start (parseConfiguredUpstream).
+   * which no resolver can be (0.0.0.0/8, a broadcast, multicast or IPv4-compatible address), or
+   * one with a zone that would be ignored (any but a link-local address), is refused at start
+   * (parseConfiguredUpstream).
    */
   upstreams?: readonly string[];
   /** Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). */
@@ -456,6 +457,12 @@ class Forwarder implements DnsForwarder {
   #upstreams: readonly UpstreamLink[] = [];
   /** Wanted upstreams that #upstreams lacks (they could not be connected): retried on #reconnectTimer. */
   #missingUpstreams = 0;
+  /**
+   * Wanted upstreams (by upstreamKey) whose zone named no interface: not connected again, on
+   * #reconnectTimer or otherwise, until the upstreams are read again (a resolv.conf reload), as a
+   * typo stays one however often it is tried.
+   */
+  readonly #zoneNamesNoInterface = new Set<string>();
   readonly #reachability = new UpstreamReachability();
   readonly #clock: RecoveryClock;
   /** Cancels the pending reconnect (see #scheduleReconnect). */
@@ -885,6 +892,16 @@ class Forwarder implements DnsForwarder {
     } catch (error) {
       for (const socket of sockets) socket.close();
       const code = error instanceof UdpError ? error.code : 'error';
+      if (error instanceof UdpError && error.kind === 'zone') {
+        this.#zoneNamesNoInterface.add(upstreamKey(upstream));
+        if (this.#reachability.failed(key, code) === 'lost') {
+          this.#log.warn(
+            { upstream: key, err: errorText(error) },
+            'cannot use upstream resolver: its zone names no interface of this VM (no interface has that name, nor that index): check the address; not tried again until the upstreams are read again (resolv.conf rewritten, or the agent started again), its queries going to the other upstreams or answered SERVFAIL meanwhile',
+          );
+        }
+        return undefined;
+      }
       if (this.#reachability.failed(key, code) === 'lost') {
         const hint =
           code === 'ENETUNREACH' || code === 'EHOSTUNREACH'
@@ -949,6 +966,8 @@ class Forwarder implements DnsForwarder {
     this.#counters.resolvConfReloads += 1;
     if (conf.error !== undefined) this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers');
     if (conf.skipped.length > 0) this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses');
+    // Read again: a zone that named no interface is tried again (said again only if it was not listed).
+    this.#zoneNamesNoInterface.clear();
     await this.#setUpstreams(conf.upstreams, path);
   }
 
@@ -997,15 +1016,17 @@ class Forwarder implements DnsForwarder {
   /** Connect what `wanted` lacks and switch over; what failed to connect is counted in #missingUpstreams. */
   #switchUpstreams(old: readonly UpstreamLink[], wanted: readonly { upstream: Upstream; via: UpstreamLinkRoute | undefined }[], source: string): void {
     // Keep the links of upstreams still listed (and still routed); connect new ones before switching over.
+    const refused = (want: { readonly upstream: Upstream }): boolean => this.#zoneNamesNoInterface.has(upstreamKey(want.upstream));
     const links = wanted.map(
-      (want) => old.find((link) => !needsConnecting(link) && sameLink(link, want)) ?? this.#connectUpstream(want.upstream, want.via),
+      (want) => old.find((link) => !needsConnecting(link) && sameLink(link, want)) ?? (refused(want) ? undefined : this.#connectUpstream(want.upstream, want.via)),
     );
     const kept = links.filter((link): link is UpstreamLink => link !== undefined);
     if (this.#closed !== undefined) {
       for (const link of kept) if (!old.includes(link)) for (const socket of link.sockets) socket.close();
       return;
     }
-    this.#missingUpstreams = wanted.length - kept.length;
+    // One whose zone named no interface is not missing: no retry would find it.
+    this.#missingUpstreams = wanted.filter((want, i) => links[i] === undefined && !refused(want)).length;
     // A retry that connected nothing new leaves the list as it was: nothing to switch or log.
     if (kept.length === old.length && kept.every((link, i) => link === old[i])) return;
     this.#upstreams = kept;
@@ -1635,7 +1656,13 @@ class Forwarder implements DnsForwarder {
       const { upstream, via } = next;
       tried.push(upstream);
       // Through the link, as for UDP: to our own address a plain connection would reach us.
-      const open = via === undefined ? undefined : () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex });
+      // A link-local one's zone picks its link, by name or index (Node's net reads only a name).
+      const open =
+        via !== undefined
+          ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
+          : upstream.address.includes('%')
+            ? () => connectTcpThroughZone(upstream.address, upstream.port)
+            : undefined;
       const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed);
       // The client is gone: nobody to answer, and no upstream failed.
       if (closed.aborted) return;

@@ -8,7 +8,8 @@ import { constants } from 'node:os';
 import { loadNativeAddon } from '../../shared/native-addon.js';
 import { type BoundLink, NO_BIND_TO_INDEX } from '../link-binding.js';
 
-export type UdpErrorKind = 'addon-missing' | 'socket';
+/** 'zone': an IPv6 address's zone names no interface (neither the name nor the index of one). */
+export type UdpErrorKind = 'addon-missing' | 'socket' | 'zone';
 
 export class UdpError extends Error {
   override readonly name = 'UdpError';
@@ -149,6 +150,17 @@ function socketError(error: unknown, what: string): UdpError {
   return new UdpError('socket', code, `${what}: ${error instanceof Error ? error.message : String(error)}`);
 }
 
+/**
+ * The error of a bind or connect to `address`: of kind 'zone' where its zone names no interface
+ * (the addon's ENXIO, which neither bind(2) nor connect(2) returns), else as socketError.
+ */
+function addressError(error: unknown, what: string, address: string): UdpError {
+  const failure = socketError(error, what);
+  if (failure.code !== 'ENXIO') return failure;
+  const zone = address.slice(address.indexOf('%'));
+  return new UdpError('zone', failure.code, `${what}: the zone ${zone} names no interface: no interface has that name (on a link-local address) or that index`);
+}
+
 /** A failure to bind to `link`, saying what it means where the kernel is why. */
 function linkBindError(error: unknown, what: string, link: BoundLink): UdpError {
   const failure = socketError(error, what);
@@ -183,7 +195,7 @@ export class UdpSocket {
     try {
       return new UdpSocket(native.open(family, address, port, bufferBytes), family);
     } catch (error) {
-      throw socketError(error, `cannot bind UDP ${address === '' ? 'any' : address}:${port}`);
+      throw addressError(error, `cannot bind UDP ${address === '' ? 'any' : address}:${port}`, address);
     }
   }
 
@@ -202,12 +214,16 @@ export class UdpSocket {
     }
   }
 
-  /** Only datagrams from `address`:`port` arrive, and send() goes there. Throws UdpError (ENETUNREACH: no route yet). */
+  /**
+   * Only datagrams from `address`:`port` arrive, and send() goes there. A link-local IPv6 address
+   * may carry a zone as glibc reads one: an interface's name or index (fe80::1%eth0, fe80::1%2).
+   * Throws UdpError (ENETUNREACH: no route yet; kind 'zone': its zone names no interface).
+   */
   connect(address: string, port: number): void {
     try {
       required().addon.connect(this.#live(), address, port);
     } catch (error) {
-      throw socketError(error, `cannot connect UDP to ${address}:${port}`);
+      throw addressError(error, `cannot connect UDP to ${address}:${port}`, address);
     }
   }
 
@@ -328,12 +344,34 @@ export function connectTcpThroughLink(family: 4 | 6, address: string, port: numb
   } catch (error) {
     throw linkBindError(error, `cannot connect TCP to ${address}:${port} through ${link.ifname}`, link);
   }
+  return tcpSocketOf(fd, `${address}:${port}`);
+}
+
+/** A net.Socket owning the connected (or connecting) TCP descriptor `fd`, to `peer`. Throws UdpError. */
+function tcpSocketOf(fd: number, peer: string): TcpSocket {
   try {
     return new TcpSocket({ fd, readable: true, writable: true });
   } catch (error) {
     closeSync(fd);
-    throw socketError(error, `cannot use the TCP connection to ${address}:${port}`);
+    throw socketError(error, `cannot use the TCP connection to ${peer}`);
   }
+}
+
+/**
+ * A TCP connection to a link-local `address` through the link its zone picks, by name or by index
+ * as UdpSocket.connect reads it (Node's net takes only a name there: libuv reads fe80::1%2 as
+ * naming no link, and the kernel refuses a link-local address without one), as a net.Socket that
+ * owns the descriptor. It may still be connecting, as connectTcpThroughLink's. Throws UdpError.
+ */
+export function connectTcpThroughZone(address: string, port: number): TcpSocket {
+  const { addon: native } = required();
+  let fd: number;
+  try {
+    fd = native.tcpConnect(6, address, port, '', 0);
+  } catch (error) {
+    throw addressError(error, `cannot connect TCP to [${address}]:${port}`, address);
+  }
+  return tcpSocketOf(fd, `[${address}]:${port}`);
 }
 
 /**

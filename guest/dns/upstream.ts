@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { isIPv4, isIPv6 } from 'node:net';
+import type { IPv4, IPv6 } from 'ip-num';
 import { DnsError } from './dns-error.js';
 
 // ip-num is loaded on first use (as in shared/client-ip.ts): only parsing an upstream needs it.
@@ -15,7 +16,8 @@ export const DNS_PORT = 53;
 /** An upstream resolver the forwarder sends queries to. */
 export interface Upstream {
   /**
-   * Literal address; IPv6 may carry a zone ("fe80::1%eth0"). An IPv4-mapped IPv6 address
+   * Literal address; a link-local IPv6 address may carry a zone ("fe80::1%eth0", "fe80::1%2"),
+   * one on any other IPv6 address is dropped (see zoneOf). An IPv4-mapped IPv6 address
    * (::ffff:a.b.c.d) is its IPv4 address (family 4): the forwarder's IPv6 sockets are IPv6-only,
    * and one connected to a mapped address gets ENETUNREACH.
    */
@@ -75,29 +77,26 @@ function ipv6Of(text: string): boolean {
   return isIPv6(bare);
 }
 
-const IPV4_MAPPED_PREFIX = 0xffffn;
-
-/** An address as a number: IPv4 as such, IPv6 with its zone (`%eth0`, or empty). */
-interface AddressValue {
-  readonly family: 4 | 6;
-  readonly value: bigint;
-  readonly zone: string;
-}
+/**
+ * An address as ip-num parsed it: IPv4 as such, an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as
+ * the IPv4 address it reaches, IPv6 with the zone (`%eth0`) that picks its link, empty where none
+ * does (see zoneOf).
+ */
+type ParsedAddress = { readonly family: 4; readonly ip: IPv4; readonly zone: '' } | { readonly family: 6; readonly ip: IPv6; readonly zone: string };
 
 /**
- * `address` (one isIPv4 or ipv6Of accepts) as a number; an IPv4-mapped IPv6 address
- * (::ffff:a.b.c.d) as the IPv4 address it reaches, with a zone too (Linux sends to that IPv4
- * address whatever the scope id, as glibc's resolver does with such a nameserver).
+ * `address` (one isIPv4 or ipv6Of accepts) as ip-num parses it (see ParsedAddress). A zone on an
+ * IPv4-mapped address is dropped: Linux sends to that IPv4 address whatever the scope id, as
+ * glibc's resolver does with such a nameserver.
  */
-function addressValueOf(address: string, family: 4 | 6, shown: string): AddressValue {
+function parsedAddressOf(address: string, family: 4 | 6, shown: string): ParsedAddress {
   const { IPv4, IPv6 } = ipNumModule();
   try {
-    if (family === 4) return { family: 4, value: IPv4.fromString(address).getValue(), zone: '' };
+    if (family === 4) return { family: 4, ip: IPv4.fromString(address), zone: '' };
     const percent = address.indexOf('%');
-    const bare = percent === -1 ? address : address.slice(0, percent);
-    const zone = percent === -1 ? '' : address.slice(percent);
-    const value = IPv6.fromString(bare).getValue();
-    return value >> 32n === IPV4_MAPPED_PREFIX ? { family: 4, value: value & 0xffffffffn, zone: '' } : { family: 6, value, zone };
+    const ip = IPv6.fromString(percent === -1 ? address : address.slice(0, percent));
+    if (ip.isIPv4Mapped()) return { family: 4, ip: new IPv4(ip.getValue() & 0xffffffffn), zone: '' };
+    return { family: 6, ip, zone: percent === -1 ? '' : zoneOf(ip, address.slice(percent)) };
   } catch {
     // Node's parser took it, ip-num does not: refused rather than compared by its text.
     throw new UpstreamSyntaxError(shown, 'not an IP address that can be compared with the others');
@@ -105,20 +104,30 @@ function addressValueOf(address: string, family: 4 | 6, shown: string): AddressV
 }
 
 /**
- * The upstream at `address`, its key the address as a number in text, IPv4 as `4:` and IPv6 as
- * `6:` with its zone (see addressValueOf). Zones are compared as written (`%2` and `%eth0` may be
- * the same link; nothing here can tell). An IPv4-mapped address is given as the IPv4 address it
- * reaches: an IPv6-only socket (the forwarder's) cannot send to it.
+ * The zone `zone` (`%eth0`) of `ip` where it picks a link, else empty. Linux heeds a scope id only
+ * where the address needs one (__ipv6_addr_needs_scope_id: link-local unicast, fe80::/10, and
+ * link- or interface-local multicast, never an upstream): sent to any other address, a datagram
+ * or connection goes where the routes say, the scope id ignored (as glibc's resolver leaves it).
+ * Kept there, it would only part the upstream from itself written without one, and fail where it
+ * names no interface, for nothing.
  */
-function upstreamOf(address: string, port: number, family: 4 | 6, shown: string): Upstream {
-  const { family: reached, value, zone } = addressValueOf(address, family, shown);
-  const addressKey = `${reached}:${value}${zone}`;
-  if (reached === 4 && family === 6) return { address: ipv4Text(value), port, family: 4, addressKey };
-  return { address, port, family, addressKey };
+function zoneOf(ip: IPv6, zone: string): string {
+  return ip.isLinkLocal() ? zone : '';
 }
 
-function ipv4Text(value: bigint): string {
-  return [24n, 16n, 8n, 0n].map((shift) => String((value >> shift) & 0xffn)).join('.');
+/**
+ * The upstream at `address`, its key the address as a number in text, IPv4 as `4:` and IPv6 as
+ * `6:` with its zone (see parsedAddressOf). Zones are compared as written (`%2` and `%eth0` may be
+ * the same link; nothing here can tell). An IPv4-mapped address is given as the IPv4 address it
+ * reaches: an IPv6-only socket (the forwarder's) cannot send to it; an IPv6 address with a zone
+ * that picks no link (see zoneOf), without it.
+ */
+function upstreamOf(address: string, port: number, family: 4 | 6, shown: string): Upstream {
+  const parsed = parsedAddressOf(address, family, shown);
+  const addressKey = `${parsed.family}:${parsed.ip.getValue()}${parsed.zone}`;
+  if (parsed.family === 4 && family === 6) return { address: parsed.ip.toString(), port, family: 4, addressKey };
+  if (parsed.family === 6 && parsed.zone === '' && address.includes('%')) return { address: address.slice(0, address.indexOf('%')), port, family, addressKey };
+  return { address, port, family, addressKey };
 }
 
 /**
@@ -147,8 +156,8 @@ export function parseUpstream(text: string): Upstream {
 /**
  * An upstream given as configuration (--dns-upstream, DnsForwarderOptions.upstreams): parsed as
  * parseUpstream does, then refused where no resolver can be there (see unusableUpstream), or where
- * part of it would be ignored (a zone on an IPv4-mapped address, see zoneIgnored), once, at setup,
- * as a typo is. (The nameservers of a resolv.conf are not: glibc takes them as written.)
+ * part of it would be ignored (a zone that picks no link, see zoneIgnored), once, at setup, as a
+ * typo is. (The nameservers of a resolv.conf are not: glibc takes them as written.)
  */
 export function parseConfiguredUpstream(text: string): Upstream {
   const upstream = parseUpstream(text);
@@ -157,18 +166,24 @@ export function parseConfiguredUpstream(text: string): Upstream {
   return upstream;
 }
 
+/** `upstream` as an operator would give it: the address alone where the port is DNS's. */
+function givenAs(upstream: Upstream): string {
+  return upstream.port === DNS_PORT ? upstream.address : upstreamText(upstream);
+}
+
 /**
  * Why the zone of `text`, parsed as `upstream`, would be ignored, or undefined where it has none
- * or one that counts. An IPv4-mapped address is asked over IPv4 (see Upstream.address), where no
- * zone picks a link: the routes do, as the kernel does for a mapped address on a dual-stack
- * socket. A --dns-upstream written with one (meant to pin a link, or naming none) would be taken
- * as its IPv4 address without a word.
+ * or one that counts. Only a link-local address's zone picks a link (see zoneOf): an IPv4-mapped
+ * address is asked over IPv4, where the routes pick it, as the kernel does for a mapped address on
+ * a dual-stack socket; any other IPv6 address, Linux sends to where the routes say, the scope id
+ * ignored. A --dns-upstream written with one (meant to pin a link, or naming none) would be taken
+ * without it, without a word.
  */
 function zoneIgnored(text: string, upstream: Upstream): string | undefined {
   const zone = /%[^\]]*/.exec(text)?.[0];
-  if (zone === undefined || upstream.family !== 4) return undefined;
-  const plain = upstream.port === DNS_PORT ? upstream.address : upstreamText(upstream);
-  return `an IPv4-mapped address is asked over IPv4, where a zone (${zone}) picks no link (the routes do): give ${plain}`;
+  if (zone === undefined || upstream.address.includes('%')) return undefined;
+  if (upstream.family === 4) return `an IPv4-mapped address is asked over IPv4, where a zone (${zone}) picks no link (the routes do): give ${givenAs(upstream)}`;
+  return `a zone (${zone}) picks a link only for a link-local address (fe80::/10); Linux ignores it on any other, sending where the routes say: give ${givenAs(upstream)}`;
 }
 
 const GIVE_ITS_ADDRESS = "give the resolver's own address";
@@ -179,16 +194,33 @@ const GIVE_ITS_ADDRESS = "give the resolver's own address";
  * one server's unicast address: not the unspecified address (Linux takes it for this host's
  * loopback, which 127.0.0.1 or ::1 says plainly), nor the broadcast address (a send there is
  * refused without SO_BROADCAST), nor a multicast group (answers come from each member's own
- * address). Loopback (a resolver on this VM) is one; so is the gateway 169.254.0.1, the upstream
- * provider's forwarder for a chained provider (reached through its link to that provider; a
- * provider with no such link leaves it out at run time, saying why). A port of 0 never parses.
+ * address); nor one no server can have: another address of 0.0.0.0/8 ("this network", which RFC
+ * 1122 allows only as a source; Linux sends to it by the default route, and routers drop it), or
+ * an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291: Linux sends to it over IPv6
+ * as to any IPv6 address, never to a.b.c.d). Loopback (a resolver on this VM) is one; so is the
+ * gateway 169.254.0.1, the upstream provider's forwarder for a chained provider (reached through
+ * its link to that provider; a provider with no such link leaves it out at run time, saying why).
+ * A port of 0 never parses.
  */
 export function unusableUpstream(upstream: Upstream): string | undefined {
-  const { family, value } = addressValueOf(upstream.address, upstream.family, shownUpstream(upstream.address));
-  if (value === 0n) return `the unspecified address names no server: ${GIVE_ITS_ADDRESS} (127.0.0.1 or ::1 for one on this VM)`;
-  if (family === 4 && value === 0xffffffffn) return `the broadcast address names no one server: ${GIVE_ITS_ADDRESS}`;
-  if (family === 4 && value >> 28n === 0xen) return `a multicast address (224.0.0.0/4) names no one server: ${GIVE_ITS_ADDRESS}`;
-  if (family === 6 && value >> 120n === 0xffn) return `a multicast address (ff00::/8) names no one server: ${GIVE_ITS_ADDRESS}`;
+  const parsed = parsedAddressOf(upstream.address, upstream.family, shownUpstream(upstream.address));
+  const { IPv4, IPv4CidrRange, IPv6CidrRange } = ipNumModule();
+  if (parsed.ip.isUnspecified()) return `the unspecified address names no server: ${GIVE_ITS_ADDRESS} (127.0.0.1 or ::1 for one on this VM)`;
+  if (parsed.family === 4) {
+    const { ip } = parsed;
+    if (ip.isBroadcast()) return `the broadcast address names no one server: ${GIVE_ITS_ADDRESS}`;
+    if (ip.isMulticast()) return `a multicast address (224.0.0.0/4) names no one server: ${GIVE_ITS_ADDRESS}`;
+    if (IPv4CidrRange.fromCidr('0.0.0.0/8').contains(ip)) return `an address in 0.0.0.0/8 ("this network") is no destination: ${GIVE_ITS_ADDRESS}`;
+    return undefined;
+  }
+  const { ip } = parsed;
+  if (ip.isMulticast()) return `a multicast address (ff00::/8) names no one server: ${GIVE_ITS_ADDRESS}`;
+  if (IPv6CidrRange.fromCidr('::/96').contains(ip) && !ip.isLoopback()) {
+    // What was likely meant: the IPv4 address, where one can be there.
+    const ipv4: Upstream = { address: new IPv4(ip.getValue()).toString(), port: upstream.port, family: 4, addressKey: '' };
+    const give = unusableUpstream(ipv4) === undefined ? `give ${givenAs(ipv4)} for the IPv4 address` : GIVE_ITS_ADDRESS;
+    return `an IPv4-compatible address (::/96, deprecated) is asked over IPv6, as any IPv6 address, where no resolver is: ${give}`;
+  }
   return undefined;
 }
 

@@ -21,7 +21,9 @@
 //       A send whose error is fatal (ERROR_CLASSES) also stops reading: the caller reports it.
 //   errorClass(errno, sending) -> 0 again, 1 datagram, 2 fatal   (ERROR_CLASSES)
 //   tcpConnect(family, address, port, source, ifindex) -> fd   non-blocking connect from `source`
-//       through link `ifindex` (as bindToIndex); the caller owns the descriptor; throws {code}
+//       through link `ifindex` (as bindToIndex; 0: none); the caller owns the descriptor; throws {code}
+// An IPv6 address may carry a zone as glibc reads one (make_address): an interface's name on a
+// link-local address, or an index; one naming no interface throws ENXIO.
 //   tcpUnacknowledged(fd) -> bytes   written to TCP socket `fd` and not acknowledged by its peer
 //       yet, sent or not (SIOCOUTQ); throws {code}
 //   localPort(handle) -> number
@@ -42,6 +44,7 @@
 #include <errno.h>
 #include <linux/sockios.h>  // SIOCOUTQ
 #include <net/if.h>
+#include <netdb.h>  // getaddrinfo
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>  // snprintf
@@ -172,7 +175,13 @@ static udp_socket *socket_args(napi_env env, napi_callback_info info, size_t wan
   return (udp_socket *)polled_socket_of(env, argv[0]);
 }
 
-// family 4|6 and a literal address into a sockaddr; 0 on success, else an errno.
+// What make_address returns for an IPv6 address whose zone names no interface: neither an
+// interface's name (on a link-local address) nor an index one has. No bind(2) or connect(2) of
+// ours returns it, so it says that alone.
+#define ZONE_NAMES_NO_INTERFACE ENXIO
+
+// family 4|6 and a literal address into a sockaddr; 0 on success, else an errno
+// (ZONE_NAMES_NO_INTERFACE: see there).
 static int make_address(napi_env env, int family, napi_value address, uint32_t port, struct sockaddr_storage *out, socklen_t *length) {
   char text[INET6_ADDRSTRLEN + IFNAMSIZ + 1];
   size_t copied = 0;
@@ -189,15 +198,30 @@ static int make_address(napi_env env, int family, napi_value address, uint32_t p
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
     in6->sin6_family = AF_INET6;
     in6->sin6_port = htons((uint16_t)port);
-    // A link-local address names its link: fe80::1%eth0.
-    char *zone = strchr(text, '%');
-    if (zone != NULL) {
-      *zone++ = '\0';
-      in6->sin6_scope_id = if_nametoindex(zone);
-      if (in6->sin6_scope_id == 0) return ENODEV;
-    }
-    if (copied > 0 && inet_pton(AF_INET6, text, &in6->sin6_addr) != 1) return EINVAL;
     *length = sizeof *in6;
+    if (copied == 0) return 0;
+    // A link-local address names its link: fe80::1%eth0, or by index, fe80::1%2. Read by
+    // getaddrinfo, as glibc's resolver reads a resolv.conf nameserver (the same parser,
+    // __inet6_scopeid_pton): on a link-local address an interface's name, else a number.
+    struct addrinfo hints = {.ai_family = AF_INET6, .ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICHOST};
+    struct addrinfo *found = NULL;
+    int status = getaddrinfo(text, NULL, &hints, &found);
+    if (status != 0 || found == NULL) {
+      if (status == EAI_MEMORY) return ENOMEM;
+      // Refused for its zone alone where the address without it is one.
+      char *zone = strchr(text, '%');
+      if (zone == NULL) return EINVAL;
+      *zone = '\0';
+      return inet_pton(AF_INET6, text, &in6->sin6_addr) == 1 ? ZONE_NAMES_NO_INTERFACE : EINVAL;
+    }
+    const struct sockaddr_in6 *parsed = (const struct sockaddr_in6 *)found->ai_addr;
+    in6->sin6_addr = parsed->sin6_addr;
+    in6->sin6_scope_id = parsed->sin6_scope_id;
+    freeaddrinfo(found);
+    // A number is taken without a look (as glibc does): one no interface has would fail only at
+    // connect, as ENETUNREACH (a route that may yet come), tried again for ever.
+    char name[IF_NAMESIZE];
+    if (in6->sin6_scope_id != 0 && if_indextoname(in6->sin6_scope_id, name) == NULL) return ZONE_NAMES_NO_INTERFACE;
   }
   return 0;
 }
@@ -316,8 +340,10 @@ static napi_value socket_bind_to_index(napi_env env, napi_callback_info info) {
 }
 
 // A TCP connection through one link, for the rare DNS-over-TCP exchange with an upstream that
-// only that link reaches (Node's net cannot bind to a link). Not a udp_socket: the descriptor is
-// handed to net.Socket, which owns it from then on.
+// only that link reaches (Node's net cannot bind to a link); or, with link index 0, through none,
+// to a link-local upstream whose zone picks its link (Node's net takes only names there, as
+// libuv's uv_ip6_addr reads a zone, not fe80::1%2). Not a udp_socket: the descriptor is handed to
+// net.Socket, which owns it from then on.
 static napi_value tcp_connect(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!get_args(env, info, 5, argv)) return NULL;
@@ -333,12 +359,14 @@ static napi_value tcp_connect(napi_env env, napi_callback_info info) {
   int error = make_address(env, (int)family, argv[1], port, &remote, &remote_length);
   if (error == 0) error = make_address(env, (int)family, argv[3], 0, &local, &local_length);
   if (error != 0) return throw_errno(env, error, "bad address");
+  // 0: through no one link; anything else must be a link's index.
+  uint32_t given_link = 0;
   int ifindex = 0;
-  if (!get_ifindex(env, argv[4], &ifindex)) return NULL;
+  if ((napi_get_value_uint32(env, argv[4], &given_link) != napi_ok || given_link != 0) && !get_ifindex(env, argv[4], &ifindex)) return NULL;
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
   const char *step = NULL;
-  int failure = bind_to_index(fd, ifindex, &step);
+  int failure = ifindex == 0 ? 0 : bind_to_index(fd, ifindex, &step);
   if (failure == 0) {
     step = "bind";
     if (bind(fd, (struct sockaddr *)&local, local_length) == 0) {

@@ -50,6 +50,31 @@ describe('upstream addresses', () => {
     expect(sameUpstream(parseUpstream('fe80::1%eth0'), parseUpstream('FE80::1%eth0'))).toBe(true);
     expect(sameUpstream(parseUpstream('fe80::1%eth0'), parseUpstream('fe80::1%eth1'))).toBe(false);
     expect(sameUpstream(parseUpstream('fe80::1%eth0'), parseUpstream('fe80::1'))).toBe(false);
+    expect(sameUpstream(parseUpstream('fe80::1%2'), parseUpstream('fe80::1%eth0'))).toBe(false);
+  });
+
+  it('keeps the zone of a link-local address (fe80::/10), and drops one on any other IPv6 address, which Linux ignores: the same server', () => {
+    const zone = fc.oneof(fc.constantFrom('eth0', 'lo', '2', 'up0.12'), fc.stringMatching(/^[A-Za-z0-9_.-]{1,15}$/));
+    const linkLocalGroups = fc.tuple(fc.integer({ min: 0xfe80, max: 0xfebf }), anyGroups).map(([first, rest]) => [first, ...rest.slice(1)]);
+    fc.assert(
+      fc.property(fc.oneof(anyGroups, linkLocalGroups), zone, anyPort, fc.nat(3), (groups, name, port, i) => {
+        const written = writings(groups)[i] ?? '';
+        const plain = parseUpstream(`[${written}]:${port}`);
+        const zoned = parseUpstream(`[${written}%${name}]:${port}`);
+        const linkLocal = ((groups[0] ?? 0) & 0xffc0) === 0xfe80;
+        if (linkLocal) {
+          expect(zoned).toMatchObject({ address: `${written}%${name}`, port, family: 6 });
+          expect(sameUpstream(zoned, plain)).toBe(false);
+        } else {
+          // Counted apart, each was asked, and a zone naming no interface failed its every connect.
+          expect(zoned).toEqual(plain);
+          expect(zoned.address).not.toContain('%');
+        }
+      }),
+    );
+    expect(parseUpstream('2001:db8::1%eth0')).toEqual(parseUpstream('2001:db8::1'));
+    expect(parseUpstream('[::1%lo]:5353')).toEqual(parseUpstream('[::1]:5353'));
+    expect(parseUpstream('fe80::1%2')).toMatchObject({ address: 'fe80::1%2', family: 6 });
   });
 
   it('takes an IPv4-mapped IPv6 address for the IPv4 address it reaches, and nothing else for it', () => {
@@ -113,6 +138,13 @@ describe('resolv.conf', () => {
   it('takes an IPv4-mapped nameserver with a zone as its IPv4 address, as glibc does (a --dns-upstream so written is refused)', () => {
     const conf = parseResolvConf(['nameserver ::ffff:192.0.2.53%eth1', 'nameserver 192.0.2.53', 'nameserver ::ffff:198.51.100.1%nosuch'].join('\n'));
     expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [] });
+  });
+
+  it('drops a nameserver listed again with a zone on an address that is not link-local, as glibc and Linux ignore it, and keeps link-local ones per zone', () => {
+    const conf = parseResolvConf(
+      ['nameserver 2001:db8::53%eth0', 'nameserver 2001:db8::53', 'nameserver 2001:db8::53%nosuch', 'nameserver fe80::53%eth0', 'nameserver fe80::53%2', 'nameserver fe80::53%eth0'].join('\n'),
+    );
+    expect(conf.upstreams.map(upstreamText)).toEqual(['[2001:db8::53]:53', '[fe80::53%eth0]:53', '[fe80::53%2]:53']);
   });
 
   it('finds exactly the listed nameservers among any mix of other lines, at most MAX_UPSTREAMS, no duplicates', () => {

@@ -92,6 +92,22 @@ describeNetns('udp-batch sockets in a namespace', () => {
     expect(report['connectNoRoute']).toBe('socket:ENETUNREACH');
   });
 
+  it("reads a link-local address's zone as glibc does, a name or an index, and says so where it names no interface", () => {
+    // lo has no link-local address: the kernel's ENETUNREACH, once the zone was read as lo (index
+    // 1). An index was taken for a name (ENODEV, "no such device"), and tried again for ever.
+    const noZone = 'zone:ENXIO';
+    expect(report['zones']).toEqual({
+      'fe80::1%lo': 'socket:ENETUNREACH',
+      'fe80::1%1': 'socket:ENETUNREACH',
+      'fe80::1%01': 'socket:ENETUNREACH',
+      'fe80::1%nosuch0': noZone,
+      'fe80::1%99999': noZone,
+      '[fe80::1%lo]': 'socket:EINVAL',
+    });
+    // Over TCP too (Node's net reads fe80::1%1 as naming no link).
+    expect(report['tcpZones']).toEqual({ 'fe80::1%1': 'socket:ENETUNREACH', 'fe80::1%nosuch0': noZone, 'fe80::1%99999': noZone });
+  });
+
   it('makes TCP connections through a named link for net.Socket, and says when it cannot', () => {
     expect(report['tcp']).toEqual({ echoed: 'echo:hello', refused: 'error:ECONNREFUSED', noSuchLink: 'socket:ENODEV' });
   });

@@ -15,13 +15,28 @@ function expectedIpv4Refusal([a, b, c, d]: readonly number[]): RegExp | undefine
   if (a === 0 && b === 0 && c === 0 && d === 0) return /^the unspecified address names no server: give the resolver's own address \(127\.0\.0\.1 or ::1 for one on this VM\)$/;
   if (a === 255 && b === 255 && c === 255 && d === 255) return /^the broadcast address names no one server: give the resolver's own address$/;
   if (a !== undefined && a >= 224 && a <= 239) return /^a multicast address \(224\.0\.0\.0\/4\) names no one server: give the resolver's own address$/;
+  if (a === 0) return /^an address in 0\.0\.0\.0\/8 \("this network"\) is no destination: give the resolver's own address$/;
   return undefined;
 }
 
 describe('unusableUpstream', () => {
-  it('refuses exactly the unspecified, broadcast and multicast IPv4 addresses, however written, whatever the port', () => {
-    // The addresses refused are a handful among 2^32: draw them often.
-    const special = fc.constantFrom([0, 0, 0, 0], [255, 255, 255, 255], [224, 0, 0, 251], [239, 255, 255, 250], [223, 255, 255, 255], [240, 0, 0, 1], [127, 0, 0, 1], [169, 254, 0, 1]);
+  it('refuses exactly the unspecified, broadcast and multicast IPv4 addresses and the rest of 0.0.0.0/8, however written, whatever the port', () => {
+    // The addresses refused are a handful among 2^32: draw them often. (0.0.0.0/8 beyond 0.0.0.0
+    // was taken: Linux sends there by the default route, and no server can be there.)
+    const special = fc.constantFrom(
+      [0, 0, 0, 0],
+      [0, 0, 0, 1],
+      [0, 1, 2, 3],
+      [0, 255, 255, 255],
+      [1, 0, 0, 0],
+      [255, 255, 255, 255],
+      [224, 0, 0, 251],
+      [239, 255, 255, 250],
+      [223, 255, 255, 255],
+      [240, 0, 0, 1],
+      [127, 0, 0, 1],
+      [169, 254, 0, 1],
+    );
     fc.assert(
       fc.property(fc.oneof(octets, special), anyPort, (parts, port) => {
         const expected = expectedIpv4Refusal(parts);
@@ -36,25 +51,33 @@ describe('unusableUpstream', () => {
     );
   });
 
-  it('refuses exactly the unspecified IPv6 address and the multicast ones (ff00::/8)', () => {
+  it('refuses exactly the unspecified IPv6 address, the multicast ones (ff00::/8) and the IPv4-compatible ones (::/96 but :: and ::1)', () => {
     const groups = fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 8, maxLength: 8 });
     const multicast = fc.tuple(fc.integer({ min: 0xff00, max: 0xffff }), fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 7, maxLength: 7 })).map(([first, rest]) => [first, ...rest]);
+    const compatible = fc.oneof(octets, fc.constantFrom([0, 0, 0, 1], [0, 0, 0, 2], [255, 255, 255, 255], [192, 0, 2, 53])).map(([a = 0, b = 0, c = 0, d = 0]) => [0, 0, 0, 0, 0, 0, (a << 8) | b, (c << 8) | d]);
     fc.assert(
-      fc.property(fc.oneof(groups, multicast, fc.constant([0, 0, 0, 0, 0, 0, 0, 0])), anyPort, (parts, port) => {
+      fc.property(fc.oneof(groups, multicast, compatible, fc.constant([0, 0, 0, 0, 0, 0, 0, 0])), anyPort, (parts, port) => {
         const text = `[${parts.map((group) => group.toString(16)).join(':')}]:${port}`;
         const reason = unusableUpstream(parseUpstream(text));
         const mapped = parts.slice(0, 5).every((group) => group === 0) && parts[5] === 0xffff;
         if (mapped) return; // an IPv4 address: the test above
+        const [g6 = 0, g7 = 0] = parts.slice(6);
+        const embedded = [g6 >> 8, g6 & 0xff, g7 >> 8, g7 & 0xff];
         if (parts.every((group) => group === 0)) expect(reason).toMatch(/^the unspecified address names no server/);
         else if ((parts[0] ?? 0) >= 0xff00) expect(reason).toBe("a multicast address (ff00::/8) names no one server: give the resolver's own address");
-        else expect(reason).toBeUndefined();
+        else if (parts.slice(0, 6).every((group) => group === 0) && !(g6 === 0 && g7 === 1)) {
+          // ::a.b.c.d: what was meant is offered where a resolver can be at a.b.c.d.
+          const give = expectedIpv4Refusal(embedded) === undefined ? `give ${dotted(embedded)}${port === 53 ? '' : `:${port}`} for the IPv4 address` : "give the resolver's own address";
+          expect(reason).toBe(`an IPv4-compatible address (::/96, deprecated) is asked over IPv6, as any IPv6 address, where no resolver is: ${give}`);
+        } else expect(reason).toBeUndefined();
       }),
     );
   });
 
-  it("takes a resolver on this VM (loopback), the gateway (a chained provider's upstream provider), and a link-local one with its zone", () => {
-    for (const text of ['127.0.0.1', '127.0.0.53:53', '[::1]:5353', '169.254.0.1', '192.0.2.53', 'fe80::1%eth0', '[fe80::1%eth0]:53']) {
+  it("takes a resolver on this VM (loopback), the gateway (a chained provider's upstream provider), and a link-local one with its zone, by name or index", () => {
+    for (const text of ['127.0.0.1', '127.0.0.53:53', '[::1]:5353', '169.254.0.1', '192.0.2.53', 'fe80::1%eth0', '[fe80::1%eth0]:53', 'fe80::1%2', '[febf::1%12]:5353']) {
       expect(unusableUpstream(parseUpstream(text)), text).toBeUndefined();
+      expect(parseConfiguredUpstream(text), text).toEqual(parseUpstream(text));
     }
   });
 });
@@ -95,6 +118,19 @@ describe('parseConfiguredUpstream', () => {
       ['[::ffff:192.0.2.53%eth1]:53', /^an IPv4-mapped address is asked over IPv4, where a zone \(%eth1\) picks no link \(the routes do\): give 192\.0\.2\.53$/],
       ['::FFFF:c000:235%nosuch', /: give 192\.0\.2\.53$/],
       ['[::ffff:127.0.0.1%lo]:5353', /\(%lo\).*: give 127\.0\.0\.1:5353$/],
+      // IPv4-compatible (::a.b.c.d): taken, and asked over IPv6, where no resolver is.
+      ['::255.255.255.255', /^an IPv4-compatible address \(::\/96, deprecated\) is asked over IPv6, as any IPv6 address, where no resolver is: give the resolver's own address$/],
+      ['::1.2.3.4', /: give 1\.2\.3\.4 for the IPv4 address$/],
+      ['[::c000:235]:5353', /^an IPv4-compatible address .*: give 192\.0\.2\.53:5353 for the IPv4 address$/],
+      // 0.0.0.0/8 beyond 0.0.0.0: taken, and sent by the default route.
+      ['0.1.2.3', /^an address in 0\.0\.0\.0\/8 \("this network"\) is no destination: give the resolver's own address$/],
+      ['0.255.255.255:53', /^an address in 0\.0\.0\.0\/8/],
+      ['[::ffff:0.0.0.1]:53', /^an address in 0\.0\.0\.0\/8/],
+      // A zone on an IPv6 address that is not link-local: Linux ignores it (it was taken, and
+      // counted apart from the same address without one).
+      ['2001:db8::1%eth0', /^a zone \(%eth0\) picks a link only for a link-local address \(fe80::\/10\); Linux ignores it on any other, sending where the routes say: give 2001:db8::1$/],
+      ['[2001:DB8::1%2]:5353', /\(%2\).*: give \[2001:DB8::1\]:5353$/],
+      ['[::1%lo]:53', /\(%lo\).*: give ::1$/],
     ] as const) {
       let refusal: unknown;
       try {

@@ -111,6 +111,9 @@ describe('spectrum-netd: a bad option value is said as every other one is', () =
     ['run', ['--dns-upstream', '0.0.0.0'], runCommand, `--dns-upstream "0.0.0.0" is not valid: the unspecified address names no server: give the resolver's own address (127.0.0.1 or ::1 for one on this VM)`],
     ['run', ['--dns-upstream', '[ff02::fb]:5353'], runCommand, `--dns-upstream "[ff02::fb]:5353" is not valid: a multicast address (ff00::/8) names no one server: give the resolver's own address`],
     ['run', ['--dns-upstream', '[::ffff:192.0.2.53%eth1]:5353'], runCommand, '--dns-upstream "[::ffff:192.0.2.53%eth1]:5353" is not valid: an IPv4-mapped address is asked over IPv4, where a zone (%eth1) picks no link (the routes do): give 192.0.2.53:5353'],
+    ['run', ['--dns-upstream', '::1.2.3.4'], runCommand, '--dns-upstream "::1.2.3.4" is not valid: an IPv4-compatible address (::/96, deprecated) is asked over IPv6, as any IPv6 address, where no resolver is: give 1.2.3.4 for the IPv4 address'],
+    ['run', ['--dns-upstream', '0.1.2.3:5353'], runCommand, `--dns-upstream "0.1.2.3:5353" is not valid: an address in 0.0.0.0/8 ("this network") is no destination: give the resolver's own address`],
+    ['run', ['--dns-upstream', '2001:db8::1%eth0'], runCommand, '--dns-upstream "2001:db8::1%eth0" is not valid: a zone (%eth0) picks a link only for a link-local address (fe80::/10); Linux ignores it on any other, sending where the routes say: give 2001:db8::1'],
     // Shown as the parser shows it (cut at 80 characters), once: not again inside the reason.
     ['run', ['--dns-upstream', `192.0.2.1:${'9'.repeat(100)}`], runCommand, `--dns-upstream "192.0.2.1:${'9'.repeat(70)}…" is not valid: expected an IP address, optionally with :port`],
     ['run', ['--control-socket', ''], runCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],

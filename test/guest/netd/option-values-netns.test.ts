@@ -60,6 +60,12 @@ describeNetns('spectrum-netd run: a bad option value changes nothing on the syst
     ['224.0.0.251:5353', `a multicast address (224.0.0.0/4) names no one server: ${giveIt}`],
     // A zone on an IPv4-mapped address picks no link: it was taken and dropped without a word.
     ['[::ffff:192.0.2.54%eth1]', 'an IPv4-mapped address is asked over IPv4, where a zone (%eth1) picks no link (the routes do): give 192.0.2.54'],
+    // IPv4-compatible addresses and the rest of 0.0.0.0/8: taken, and asked where no resolver is.
+    ['::255.255.255.255', `an IPv4-compatible address (::/96, deprecated) is asked over IPv6, as any IPv6 address, where no resolver is: ${giveIt}`],
+    ['[::192.0.2.54]:5353', 'an IPv4-compatible address (::/96, deprecated) is asked over IPv6, as any IPv6 address, where no resolver is: give 192.0.2.54:5353 for the IPv4 address'],
+    ['0.0.0.1', `an address in 0.0.0.0/8 ("this network") is no destination: ${giveIt}`],
+    // A zone on an address that is not link-local: Linux ignores it.
+    ['[2001:db8::53%2]:53', 'a zone (%2) picks a link only for a link-local address (fe80::/10); Linux ignores it on any other, sending where the routes say: give 2001:db8::53'],
   ])('refuses --dns-upstream %s before anything is made: one line saying why, exit 2, no stack trace', async (value, reason) => {
     const folder = join(dir, 'never-dns-upstream');
     const { code, stderr } = await netd(['run', '--control-socket', join(folder, 'control.sock'), '--dns-upstream', '192.0.2.53', '--dns-upstream', value]);

@@ -1,0 +1,103 @@
+// The forwarder and link-local upstreams from resolv.conf, their link named by its zone as glibc
+// reads one: an interface's name or index (`nameserver fe80::1%2`, as resolv.conf managers write
+// it). A zone naming no interface is said once, and tried again only when resolv.conf is read
+// again: no reconnect round would find the interface it names.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { RECONNECT_MAX_MS } from '../../../guest/dns/upstream-reachability.js';
+import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
+import { ForwarderProcess, buildTopology, compiled, eventually, replaceResolvConf, requireDnsTools, type DnsTopology } from './dns-topology.js';
+
+const ANSWER = '192.0.2.80';
+const NO_INTERFACE = /its zone names no interface of this VM/;
+
+describeNetns('DNS forwarder with a link-local upstream, its link given by name or index', () => {
+  let harness: Harness;
+  let net: DnsTopology;
+  let confDir: string;
+  let upstream: NetnsProcess;
+  let forwarder: ForwarderProcess;
+  /** The upstream's address: the internet end's link-local address. */
+  let linkLocal = '';
+  /** The index of the provider's end of that link. */
+  let uplinkIndex = 0;
+
+  /** `dev`'s link-local address once duplicate address detection is done with it. */
+  async function linkLocalOf(ns: Netns, dev: string): Promise<string> {
+    let address = '';
+    await eventually(`the link-local address of ${dev}`, async () => {
+      const { stdout } = await ns.ip(['-6', '-o', 'address', 'show', 'dev', dev, 'scope', 'link']);
+      address = /inet6 (fe80::[0-9a-f:]+)\/64/.exec(stdout)?.[1] ?? '';
+      return address !== '' && !/tentative/.test(stdout);
+    });
+    return address;
+  }
+
+  async function ask(tcp = false): Promise<string> {
+    const { stdout } = await net.client.exec(['dig', '@169.254.0.1', '+time=2', '+tries=1', ...(tcp ? ['+tcp'] : []), 'www.test.example'], { allowFailure: true });
+    return /^www\.test\.example\.\s+\d+\s+IN\s+A\s+(\S+)/m.exec(stdout)?.[1] ?? (/status: (\w+)/.exec(stdout)?.[1] ?? 'no reply');
+  }
+
+  const warnings = (): string[] => forwarder.process.stderr.split('\n').filter((line) => NO_INTERFACE.test(line));
+
+  async function reloaded(text: string): Promise<void> {
+    const reloads = await forwarder.counter('resolvConfReloads');
+    replaceResolvConf(confDir, text);
+    await eventually('the reload', async () => (await forwarder.counter('resolvConfReloads')) > reloads);
+  }
+
+  beforeAll(async () => {
+    requireDnsTools();
+    harness = createHarness('dnszone');
+    net = await buildTopology(harness);
+    linkLocal = await linkLocalOf(net.internet, 'inet0');
+    await linkLocalOf(net.provider, 'up0');
+    uplinkIndex = Number(/^(\d+):/.exec((await net.provider.ip(['-o', 'link', 'show', 'dev', 'up0'])).stdout)?.[1]);
+    expect(uplinkIndex).toBeGreaterThan(1);
+    const [fixture = ''] = compiled(['test/guest/dns/fixtures/scripted-upstream']);
+    upstream = net.internet.spawn([process.execPath, fixture, JSON.stringify({ address: `${linkLocal}%inet0`, port: 53, answer: ANSWER })]);
+    await upstream.waitForOutput(/^ready$/m);
+    confDir = mkdtempSync(join(tmpdir(), 'spectrum-dns-zone-'));
+    writeFileSync(join(confDir, 'resolv.conf'), `nameserver ${linkLocal}%${uplinkIndex}\n`);
+    // Reconnect rounds come only when the test moves the clock on.
+    forwarder = await ForwarderProcess.start(net.provider, { resolvConfPath: join(confDir, 'resolv.conf'), timeoutMs: 1500, manualClock: true });
+  });
+
+  afterAll(async () => {
+    if (forwarder !== undefined && forwarder.process.exit === undefined) await forwarder.process.kill();
+    if (upstream !== undefined && upstream.exit === undefined) await upstream.kill();
+    await harness?.cleanup();
+    if (confDir !== undefined) rmSync(confDir, { recursive: true, force: true });
+  });
+
+  it("asks an upstream whose zone is its link's index, over UDP and TCP", async () => {
+    // The index was taken for an interface's name: "no such device", SERVFAIL for ever.
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%${uplinkIndex}]:53`], unreachableUpstreams: [] });
+    expect(await ask()).toBe(ANSWER);
+    // Node's net reads a zone as a name alone: over TCP too, through the addon.
+    expect(await ask(true)).toBe(ANSWER);
+    expect(upstream.stdout).toMatch(/^query www tcp$/m);
+  });
+
+  it('says once that a zone names no interface, by name or index, tries it again only when resolv.conf is read again, and asks the others meanwhile', async () => {
+    const text = [`nameserver ${linkLocal}%nosuch0`, `nameserver ${linkLocal}%99999`, `nameserver ${linkLocal}%up0`].join('\n');
+    await reloaded(text);
+    expect(await forwarder.counters()).toMatchObject({
+      upstreams: [`[${linkLocal}%up0]:53`],
+      unreachableUpstreams: [`[${linkLocal}%nosuch0]:53 (ENXIO)`, `[${linkLocal}%99999]:53 (ENXIO)`],
+    });
+    expect(await ask()).toBe(ANSWER);
+    expect(warnings()).toHaveLength(2);
+    // No reconnect round tries them: they were missing upstreams, tried every round for ever.
+    const binds = Number((await forwarder.counters())['upstreamBinds']);
+    // Each advance runs one round (the next is scheduled once it has run).
+    for (let round = 0; round < 5; round++) expect((await forwarder.advance(RECONNECT_MAX_MS))['upstreamBinds']).toBe(binds);
+    // Read again: tried again, once each, and not said again while they stay listed.
+    await reloaded(text);
+    expect(await forwarder.counter('upstreamBinds')).toBe(binds + 2);
+    expect(warnings()).toHaveLength(2);
+    expect(warnings()[0]).toMatch(/not tried again until the upstreams are read again/);
+  });
+});
