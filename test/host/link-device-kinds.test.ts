@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
-import { type DesiredSide, DEVICE_KIND, type ObservedDevice, type ObservedDevices, createdKinds, planDevices, replacedDevices } from '../../host/device-plan.js';
+import { type DesiredSide, DEVICE_KIND, type ObservedDevice, type ObservedDevices, TUN_MODE_KIND, createdKinds, planDevices, replacedDevices } from '../../host/device-plan.js';
 import { type LinkDeviceNames, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { expectedLinkDevices, linkDevicesSeen, sideDeviceKinds } from '../../host/link-device-kinds.js';
 import type { LinkAttachment } from '../../host/link-state.js';
@@ -15,7 +15,7 @@ const mode = fc.constantFrom(...ATTACH_MODES);
 /** A record's attach modes, or none (written before the state kept them). */
 const attached = fc.option(fc.record({ client: mode, provider: mode }), { nil: undefined });
 /** What may be under a name: nothing, or a device of one of these kinds (null: no link info). */
-const kind = fc.option(fc.constantFrom<string | null>('bridge', 'tun', 'veth', 'vxlan', 'ifb', 'bond', null), { nil: undefined });
+const kind = fc.option(fc.constantFrom<string | null>('bridge', 'tun', TUN_MODE_KIND, 'veth', 'vxlan', 'ifb', 'bond', null), { nil: undefined });
 const found = fc.record({ bridge: kind, client: kind, provider: kind });
 
 function device(name: string, kindOf: string | null, index: number): ObservedDevice {

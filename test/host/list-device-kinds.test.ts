@@ -105,6 +105,45 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     });
   });
 
+  it('a tun device in tun mode under a tap\'s name is no tap: list and show say it is foreign (kind `tun (mode tun)`), unlink says it deleted it, and link replaces it with a tap', async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    const tunModeAtClient = async (): Promise<void> => {
+      await world().host.ip(['link', 'del', 'dev', names.client]);
+      await world().host.ip(['tuntap', 'add', 'dev', names.client, 'mode', 'tun']);
+    };
+    await tunModeAtClient();
+    const foreign = [{ device: names.client, kind: 'tun (mode tun)', expected: ['tun'] }];
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...link, attachRecorded: true, present: false, linked: true, foreign },
+        lines: [lineOf(link, 'none', 'none', 'devices missing'), `  ${names.client} is a device of kind tun (mode tun), not this link's client tap`],
+      });
+    }
+    // link makes a tap of it, and says so as any link does.
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+    const client = (await devices(world().host)).get(names.client) as { linkinfo?: { info_kind?: string; info_data?: { type?: string } } } | undefined;
+    expect(client?.linkinfo).toMatchObject({ info_kind: 'tun', info_data: { type: 'tap' } });
+    expect((await shown(['list'], link.id)).json).toMatchObject({ ...link, attachRecorded: true, present: true, linked: true, foreign: [] });
+    // unlink deletes it as a foreign device, and says so.
+    await tunModeAtClient();
+    const unlinked = await world().link(['unlink', 'appvm-lynx', '--json']);
+    expect([unlinked.code, unlinked.stderr]).toEqual([0, '']);
+    expect(JSON.parse(unlinked.stdout)).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...link, foreignDeleted: foreign }], forgotten: false });
+    // Recorded without attach modes, its names holding only that one: not linked.
+    await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    await recordAttached(link.id, undefined);
+    await replaceDevices([['tuntap', 'add', 'dev', names.client, 'mode', 'tun']]);
+    expect((await shown(['list'], link.id)).json).toEqual({
+      ...link,
+      clientAttach: null,
+      providerAttach: null,
+      attachRecorded: false,
+      present: false,
+      linked: false,
+      foreign: [{ device: names.client, kind: 'tun (mode tun)', expected: ['tun', 'veth'] }],
+    });
+  });
+
   it('a record without attach modes whose names hold only devices of other kinds is not linked (list, show, unlink); gc leaves those devices (the id is owned), unlink deletes them', async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
     await recordAttached(link.id, undefined);
