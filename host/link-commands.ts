@@ -25,6 +25,7 @@ import {
   type LinkerOptions,
   type ListedLink,
   type RecordedLinkReport,
+  type ReleasedLinkReport,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type UnusableVmDir,
@@ -236,13 +237,13 @@ function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
   return `  ${device} is ${deviceOfKind(kind)}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
 }
 
-/** What `unlink` says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
+/** What `unlink` (and `link` taking down a provider dropped) says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
 function foreignDeletedLine(foreign: readonly ForeignDevice[]): string {
   const each = foreign.map(({ role, device, kind }) => `${device}, ${deviceOfKind(kind)} under this link's ${role === 'bridge' ? 'bridge' : `${role} device`} name`);
   return `  also deleted ${each.join('; ')}`;
 }
 
-/** The JSON of devices under a link's names of another kind than it makes there (`foreign` of list and show, `foreignDeleted` of unlink). */
+/** The JSON of devices under a link's names of another kind than it makes there (`foreign` of list and show, `foreignDeleted` of unlink and of link's `unlinked`). */
 const foreignJson = (foreign: readonly ForeignDevice[]): Record<string, unknown>[] => foreign.map(({ device, kind, expected }) => ({ device, kind, expected }));
 
 /**
@@ -364,10 +365,14 @@ function unlistedLine(failure: VmmDetachFailure): string {
   return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
 }
 
-/** A link taken down as JSON (no VMM arguments: its taps are gone), with the VMMs that did not detach it. */
-function unlinkedJson(report: LinkReport, failures: readonly VmmDetachFailure[]): Record<string, unknown> {
+/**
+ * A link taken down as JSON (no VMM arguments: its taps are gone), with the VMMs that did not
+ * detach it and the devices of other kinds under its names that went with it (`unlink`, and
+ * `link` taking down a provider dropped, say them alike).
+ */
+function unlinkedJson(report: ReleasedLinkReport, failures: readonly VmmDetachFailure[]): Record<string, unknown> {
   const failed = failures.filter((failure) => failure.link.id === report.id).map(({ vm, vmm, nic, error }) => ({ vm, vmm, nic, error }));
-  return { ...linkFieldsJson(report), ...(failed.length > 0 && { vmmFailures: failed }) };
+  return { ...linkFieldsJson(report), ...(failed.length > 0 && { vmmFailures: failed }), ...(report.foreignDeleted.length > 0 && { foreignDeleted: foreignJson(report.foreignDeleted) }) };
 }
 
 const PROGRESS_TEXT: Readonly<Record<LinkProgressEvent['phase'], (done: number, total: number) => string>> = {
@@ -715,6 +720,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         for (const report of gone) {
           const forced = vmmFailures.some((failure) => failure.link.id === report.id) ? ', VMM detach failed' : '';
           lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept${forced}): ${report.provider} is no longer among ${report.vm}'s providers\n`);
+          if (report.foreignDeleted.length > 0) lines.push(`${foreignDeletedLine(report.foreignDeleted)}\n`);
         }
       }
       // With --keep-going, a line for each VM it did not link (stderr says why too).
@@ -804,7 +810,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // link taken down while a VMM did not detach its NIC says so (`vmmFailures`).
       // Devices of other kinds under a link's names went with its own: said under it (`foreignDeleted`).
       if (flags.json === true) {
-        const unlinked = reports.map((report) => ({ ...unlinkedJson(report, failures), ...(report.foreignDeleted.length > 0 && { foreignDeleted: foreignJson(report.foreignDeleted) }) }));
+        const unlinked = reports.map((report) => unlinkedJson(report, failures));
         process.stdout.write(`${JSON.stringify({ vm: name, unlinked, forgotten: forget })}\n`);
       } else {
         for (const report of reports) {

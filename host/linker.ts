@@ -461,8 +461,8 @@ export interface OrphanedVm {
 export interface LinkOutcome {
   /** In the order asked for; a VM named twice is linked once. */
   readonly linked: Map<VmName, LinkReport[]>;
-  /** Per client, only where there were any. */
-  readonly unlinked: Map<VmName, LinkReport[]>;
+  /** Per client, only where there were any; each with the devices of other kinds under its names that went with it, as unlink says them. */
+  readonly unlinked: Map<VmName, ReleasedLinkReport[]>;
   /** With the whole config dir (`link --all`): clients whose directory has gone, by name; else none. */
   readonly orphaned: readonly OrphanedVm[];
   /** With the whole config dir (`link --all`): its entries with a VM name that are no usable VM directory, by name; else none. */
@@ -825,7 +825,7 @@ async function linkTransaction(
 /** What taking down the links to providers no longer listed did. */
 interface UnlistedTakedown {
   readonly state: LinkState;
-  readonly unlinked: Map<VmName, LinkReport[]>;
+  readonly unlinked: Map<VmName, ReleasedLinkReport[]>;
   readonly vmmFailures: VmmDetachFailure[];
 }
 
@@ -858,7 +858,7 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
  */
 async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
   const unlisted = await linksUp([...listed].flatMap(([vm, providers]) => linksToUnlisted(state, vm, providers)), options);
-  const unlinked = new Map<VmName, LinkReport[]>();
+  const unlinked = new Map<VmName, ReleasedLinkReport[]>();
   if (unlisted.length === 0) return { state, unlinked, vmmFailures: [] };
   const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
   const next = releasedState(state, unlisted);

@@ -207,6 +207,32 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     expect([names.bridge, names.client, names.provider].filter((name) => host.has(name))).toEqual([]);
   });
 
+  it.each([['text'], ['json']] as const)('link taking down a link to a provider dropped from the config says the devices of other kinds it deleted with it (%s), as unlink does', async (format) => {
+    const json = format === 'json' ? ['--json'] : [];
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    await world().host.ip(['link', 'del', 'dev', names.bridge]);
+    await world().host.ip(vxlanAtBridge);
+    const provider = join(world().configDir, 'appvm-lynx', 'providers', 'net', 'netvm');
+    await rm(provider);
+    try {
+      const result = await world().link(['link', 'appvm-lynx', ...json]);
+      expect([result.code, result.stderr]).toEqual([0, '']);
+      if (format === 'json') {
+        const foreignDeleted = [{ device: names.bridge, kind: 'vxlan', expected: ['bridge'] }];
+        expect(JSON.parse(result.stdout)).toEqual({ vm: 'appvm-lynx', links: [], unlinked: [{ ...link, foreignDeleted }] });
+      } else {
+        expect(result.stdout).toBe(
+          `unlinked appvm-lynx -> netvm (id ${link.id}, kept): netvm is no longer among appvm-lynx's providers\n` +
+            `  also deleted ${names.bridge}, a device of kind vxlan under this link's bridge name\n`,
+        );
+      }
+      const host = await devices(world().host);
+      expect([names.bridge, names.client, names.provider].filter((name) => host.has(name))).toEqual([]);
+    } finally {
+      await writeFile(provider, '');
+    }
+  });
+
   it('link keeps no attach mode of a link whose names hold only devices of other kinds: not up, its sides get their VMs\' modes (a record without modes, and one recorded qemu)', async () => {
     const catgirl = await linkJson(['link', 'appvm-catgirl', '--attach', 'netns']);
     expect(catgirl.providerAttach).toBe('netns');
