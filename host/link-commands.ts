@@ -12,7 +12,7 @@ import { type AttachChoice, type AttachMode, AttachModeError, TAP_MTU_MAX, parse
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { DEVICE_KIND } from './device-plan.js';
-import type { ForeignDevice } from './link-device-kinds.js';
+import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import {
   type AllVms,
@@ -94,7 +94,12 @@ interface UnlinkFlags extends StateFlags, VmmOptionFlags, LockFlags {
   force?: boolean;
 }
 
-interface ShowFlags extends StateFlags {
+/** The flags of `list` (and `show`): where netns-mode VMs live, for where their veths' far ends are to be. */
+interface ListFlags extends StateFlags {
+  netnsPrefix: string;
+}
+
+interface ShowFlags extends ListFlags {
   configDir?: string;
 }
 
@@ -235,6 +240,11 @@ const deviceOfKind = (kind: string | null): string => (kind === null ? 'a device
 function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
   const wanted = expected.map((one) => KIND_WORDS[one] ?? one).join(' or ');
   return `  ${device} is ${deviceOfKind(kind)}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
+}
+
+/** What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's namespace. */
+function farEndLine({ device, netns }: FarEndElsewhere): string {
+  return `  ${device} is a veth whose far end is not in network namespace ${netns} (link makes the pair anew)`;
 }
 
 /** What `unlink` (and `link` taking down a provider dropped) says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
@@ -837,10 +847,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
       const foreign = (entry: ListedLink): Record<string, unknown>[] => foreignJson(entry.foreign);
+      // `farEndsElsewhere` only where there are any.
+      const elsewhere = (entry: ListedLink): Record<string, unknown> =>
+        entry.farEndsElsewhere.length === 0 ? {} : { farEndsElsewhere: entry.farEndsElsewhere.map(({ device, netns }) => ({ device, netns })) };
       const entries = listed.map((entry) =>
         entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true, foreign: foreign(entry) }
-          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry) },
+          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry) }
+          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
@@ -854,18 +867,24 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         `${reportLine(entry, entry.linked)}  ${state(entry)}`,
         ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
         ...entry.foreign.map(foreignLine),
+        ...entry.farEndsElsewhere.map(farEndLine),
       ]);
       process.stdout.write(lines.map((line) => `${line}\n`).join(''));
     }
   };
 
+  // --netns-prefix: a veth whose far end is not in its VM's namespace is not present (link makes
+  // the pair anew), so list and show need to know where VMs live, as link does.
+  const netnsPrefixOf = (flags: ListFlags, command: Command): string => netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env));
+
   const list = new Command('list')
     .description('list every recorded link and whether its devices exist')
     .addOption(option.stateDir())
     .addOption(option.devicePrefix())
+    .addOption(option.netnsPrefix())
     .addOption(option.json())
-    .action(async (flags: StateFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), attach: DEFAULT_ATTACH };
+    .action(async (flags: ListFlags, command: Command) => {
+      const options = { ...stateOptions(flags, env, command), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await listLinks(options), flags.json === true);
     });
@@ -876,9 +895,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.configDir())
     .addOption(option.stateDir())
     .addOption(option.devicePrefix())
+    .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (name: string, flags: ShowFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env), attach: DEFAULT_ATTACH };
+      const options = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await showLinks(name, options), flags.json === true);
     });

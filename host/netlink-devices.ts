@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
 import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, createdKinds, stepText } from './device-plan.js';
-import { type LinkInfo, ProgramWriter, decodeLinks, observedDevices } from './link-message.js';
+import { type LinkInfo, ProgramWriter, decodeLinks, decodeNamespaceId, observedDevices } from './link-message.js';
 import { type MarkedOutcome, type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
 
 export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create';
@@ -102,6 +102,54 @@ export async function observeDevices(netnsNames: Iterable<string>, only?: readon
     ...names.map((name) => (namespaceMounted(name) ? listDevices(name, only) : Promise.resolve(null))),
   ]);
   return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
+}
+
+/** Namespace descriptors open at once for namespaceIds: well below the usual 1024 a process may have. */
+const NAMESPACE_IDS_AT_ONCE = 256;
+
+/**
+ * The id the current namespace gives each of these VM namespaces (RTM_GETNSID, by a descriptor of
+ * its /run/netns file), as a device's IFLA_LINK_NETNSID names the namespace of its peer: those
+ * mounted and given one (the kernel gives one to the namespace of every veth peer it reports, so
+ * a namespace without one holds no peer of a device here). One socket for all of them, 256 at a
+ * time. A query the kernel fails for a namespace fails it (DeviceError 'query-failed'): where a
+ * pair's far end is is then unknown.
+ */
+export async function namespaceIds(names: Iterable<string>): Promise<Map<string, number>> {
+  const ids = new Map<string, number>();
+  const unique = [...new Set(names)];
+  if (unique.length === 0) return ids;
+  await inNamespace(null, async (socket) => {
+    for (let start = 0; start < unique.length; start += NAMESPACE_IDS_AT_ONCE) {
+      const open: { name: string; fd: number }[] = [];
+      try {
+        for (const name of unique.slice(start, start + NAMESPACE_IDS_AT_ONCE)) {
+          try {
+            open.push({ name, fd: openSync(`${NETNS_DIR}/${name}`, 'r') });
+          } catch {
+            // Not there: no id.
+          }
+        }
+        const query = new ProgramWriter();
+        for (const { fd } of open) query.getNamespaceId(fd);
+        const outcomes = await socket.run(query.finish(), true);
+        open.forEach(({ name }, index) => {
+          const outcome = outcomes[index];
+          // EINVAL: what it opened is no namespace (a file an `ip netns add` cut short left): no id.
+          if (outcome?.state === 'failed' && outcome.code === 'EINVAL') return;
+          if (outcome?.state !== 'done') {
+            const why = outcome?.state === 'failed' ? outcome.text : 'not run';
+            throw new DeviceError('query-failed', `looking up the id of network namespace ${name} failed (${why}), so whether veths have their far end there is unknown; run it again`);
+          }
+          const id = decodeNamespaceId(outcome.reply);
+          if (id !== null) ids.set(name, id);
+        });
+      } finally {
+        for (const { fd } of open) closeSync(fd);
+      }
+    }
+  });
+  return ids;
 }
 
 function openNamespace(name: string): number {

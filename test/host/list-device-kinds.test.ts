@@ -9,7 +9,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { describeNetns } from '../harness/index.js';
-import { type LinkJson, devices, lynxDeviceNames } from './link-fixture.js';
+import { LINK_BIN, type LinkJson, devices, lynxDeviceNames } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
 type Attached = { client: string; provider: string } | undefined;
@@ -141,6 +141,56 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
       present: false,
       linked: false,
       foreign: [{ device: names.client, kind: 'tun (mode tun)', expected: ['tun', 'veth'] }],
+    });
+  });
+
+  it("a netns link whose veth has its far end outside its VM's namespace (moved elsewhere, or that namespace no longer mounted) is not present in list and show, which say so; link makes the pair anew", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect([link.clientAttach, link.providerAttach]).toEqual(['netns', 'netns']);
+    const [lynxNs, netvmNs] = [`${world().netnsPrefix}appvm-lynx`, `${world().netnsPrefix}netvm`];
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    expect((await shown(['list'], link.id)).json).toEqual(up);
+    const farEndLine = (device: string, netns: string): string => `  ${device} is a veth whose far end is not in network namespace ${netns} (link makes the pair anew)`;
+
+    // The client's far end moved to another namespace.
+    const elsewhere = await world().harness.namespace('elsewhere');
+    await world().vmNetns('appvm-lynx').ip(['link', 'set', 'dev', names.client, 'netns', elsewhere.name]);
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...up, present: false, farEndsElsewhere: [{ device: names.client, netns: lynxNs }] },
+        lines: [lineOf(link, 'netns', 'netns', 'devices missing'), farEndLine(names.client, lynxNs)],
+      });
+    }
+    // As the plan takes it: link makes the pair anew, and then it is present.
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+    expect((await shown(['list'], link.id)).json).toEqual(up);
+
+    // netvm's namespace unmounted (ip netns delete) while a process still runs in it: the provider
+    // veth is still there, its far end in a namespace without a name.
+    const holder = world().vmNetns('netvm').spawn(['sh', '-c', 'echo held; exec sleep 60'], { enter: 'nsenter' });
+    try {
+      await holder.waitForOutput(/held/);
+      await world().host.exec(['ip', 'netns', 'delete', netvmNs], { enter: 'nsenter' });
+      expect((await devices(world().host)).get(names.provider)?.linkinfo?.info_kind).toBe('veth');
+      expect(await shown(['list'], link.id)).toEqual({
+        json: { ...up, present: false, farEndsElsewhere: [{ device: names.provider, netns: netvmNs }] },
+        lines: [lineOf(link, 'netns', 'netns', 'devices missing'), farEndLine(names.provider, netvmNs)],
+      });
+      expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+      expect((await shown(['list'], link.id)).json).toEqual(up);
+    } finally {
+      await holder.kill('SIGKILL');
+      await holder.waitClosed();
+    }
+    // list without the world's --netns-prefix looks for the far ends elsewhere: it says where it looked.
+    const unprefixed = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir, '--json'], { enter: 'nsenter', allowFailure: true });
+    expect([unprefixed.code, unprefixed.stderr]).toEqual([0, '']);
+    expect((JSON.parse(unprefixed.stdout) as { id: number }[]).find((entry) => entry.id === link.id)).toMatchObject({
+      present: false,
+      farEndsElsewhere: [
+        { device: names.client, netns: 'appvm-lynx' },
+        { device: names.provider, netns: 'netvm' },
+      ],
     });
   });
 
