@@ -598,7 +598,9 @@ async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, options
   const unusables = unusableVmDirs(state, snapshot);
   const links = [...orphans, ...unusables].flatMap((entry) => entry.links);
   const recorded = (): LeftLink[] => links.map((link) => asRecorded(link, options));
-  const reports: readonly LeftLink[] = links.some((link) => link.attached === undefined) ? await listed(links, options).catch(recorded) : recorded();
+  // Without the VM namespaces (netnsPrefix): where veths' far ends are counts only for `present`, which is not said here.
+  const asListed = (): Promise<ListedLink[]> => listed(links, { devicePrefix: options.devicePrefix, attach: options.attach });
+  const reports: readonly LeftLink[] = links.some((link) => link.attached === undefined) ? await asListed().catch(recorded) : recorded();
   const shown = new Map<Link, LeftLink>();
   reports.forEach((entry, index) => {
     const link = links[index];
@@ -1903,7 +1905,7 @@ async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devi
   if (links.length === 0) return [];
   const devices = (await observeDevices([])).host;
   // Where the VM namespaces are known (list, show): whether each veth's far end is in its VM's,
-  // by the namespace ids the dump gave and one query per such namespace, all on one socket.
+  // by the namespace ids the dump gave and one query per such namespace (namespaceIds), after it.
   const { netnsPrefix } = options;
   const farEnds = netnsPrefix === undefined ? undefined : { prefix: netnsPrefix, ids: await namespaceIds(farEndNamespaces(links, devices, { ...options, netnsPrefix })) };
   return links.map((link): ListedLink => {
