@@ -36,12 +36,19 @@ export interface DesiredConnection {
 /** The kind the kernel reports for each device the plan makes (a tap is a `tun` device in tap mode). */
 export const DEVICE_KIND = { bridge: 'bridge', tap: 'tun', veth: 'veth' } as const;
 
+/**
+ * The kind a `tun` device in tun mode (`ip tuntap add mode tun`: IP packets, no frames) is
+ * observed as: no tap, so none of a link's (link-message.ts tells it by IFLA_TUN_TYPE, which
+ * kernels report from 4.20 on; before, every `tun` device is taken as a tap, as it was).
+ */
+export const TUN_MODE_KIND = 'tun (mode tun)';
+
 /** A network device as the kernel reports it, reduced to what the plan compares. */
 export interface ObservedDevice {
   /** Its ifindex in its namespace: a step on a device the plan saw addresses it by this (DeviceStep). */
   readonly index: number;
   readonly name: string;
-  /** `bridge`, `tun`, `veth`, ... or null for a device without link info (loopback, ethernet). */
+  /** `bridge`, `tun` (a tap), `veth`, ... (TUN_MODE_KIND for a tun device in tun mode), or null for a device without link info (loopback, ethernet). */
   readonly kind: string | null;
   readonly master: string | null;
   readonly mtu: number;
@@ -54,6 +61,11 @@ export interface ObservedDevice {
   readonly ipv6LinkLocal: boolean;
   /** Whether IPv6 runs on it with forwarding on (it then joins the all-routers groups). */
   readonly ipv6Forwarding: boolean;
+  /**
+   * For a device whose peer is in another namespace (a veth whose far end is elsewhere), the id
+   * this namespace gives that one (IFLA_LINK_NETNSID); absent where it has no peer elsewhere.
+   */
+  readonly peerNetnsId?: number;
 }
 
 /** What the kernel has: the current namespace's devices and those of each VM namespace. */

@@ -12,7 +12,7 @@ import { type AttachChoice, type AttachMode, AttachModeError, TAP_MTU_MAX, parse
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { DEVICE_KIND } from './device-plan.js';
-import type { ForeignDevice } from './link-device-kinds.js';
+import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import {
   type AllVms,
@@ -25,6 +25,7 @@ import {
   type LinkerOptions,
   type ListedLink,
   type RecordedLinkReport,
+  type ReleasedLinkReport,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type UnusableVmDir,
@@ -93,7 +94,12 @@ interface UnlinkFlags extends StateFlags, VmmOptionFlags, LockFlags {
   force?: boolean;
 }
 
-interface ShowFlags extends StateFlags {
+/** The flags of `list` (and `show`): where netns-mode VMs live, for where their veths' far ends are to be. */
+interface ListFlags extends StateFlags {
+  netnsPrefix: string;
+}
+
+interface ShowFlags extends ListFlags {
   configDir?: string;
 }
 
@@ -236,13 +242,18 @@ function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
   return `  ${device} is ${deviceOfKind(kind)}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
 }
 
-/** What `unlink` says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
+/** What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's namespace. */
+function farEndLine({ device, netns }: FarEndElsewhere): string {
+  return `  ${device} is a veth whose far end is not in network namespace ${netns} (link makes the pair anew)`;
+}
+
+/** What `unlink` (and `link` taking down a provider dropped) says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
 function foreignDeletedLine(foreign: readonly ForeignDevice[]): string {
   const each = foreign.map(({ role, device, kind }) => `${device}, ${deviceOfKind(kind)} under this link's ${role === 'bridge' ? 'bridge' : `${role} device`} name`);
   return `  also deleted ${each.join('; ')}`;
 }
 
-/** The JSON of devices under a link's names of another kind than it makes there (`foreign` of list and show, `foreignDeleted` of unlink). */
+/** The JSON of devices under a link's names of another kind than it makes there (`foreign` of list and show, `foreignDeleted` of unlink and of link's `unlinked`). */
 const foreignJson = (foreign: readonly ForeignDevice[]): Record<string, unknown>[] => foreign.map(({ device, kind, expected }) => ({ device, kind, expected }));
 
 /**
@@ -364,10 +375,14 @@ function unlistedLine(failure: VmmDetachFailure): string {
   return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
 }
 
-/** A link taken down as JSON (no VMM arguments: its taps are gone), with the VMMs that did not detach it. */
-function unlinkedJson(report: LinkReport, failures: readonly VmmDetachFailure[]): Record<string, unknown> {
+/**
+ * A link taken down as JSON (no VMM arguments: its taps are gone), with the VMMs that did not
+ * detach it and the devices of other kinds under its names that went with it (`unlink`, and
+ * `link` taking down a provider dropped, say them alike).
+ */
+function unlinkedJson(report: ReleasedLinkReport, failures: readonly VmmDetachFailure[]): Record<string, unknown> {
   const failed = failures.filter((failure) => failure.link.id === report.id).map(({ vm, vmm, nic, error }) => ({ vm, vmm, nic, error }));
-  return { ...linkFieldsJson(report), ...(failed.length > 0 && { vmmFailures: failed }) };
+  return { ...linkFieldsJson(report), ...(failed.length > 0 && { vmmFailures: failed }), ...(report.foreignDeleted.length > 0 && { foreignDeleted: foreignJson(report.foreignDeleted) }) };
 }
 
 const PROGRESS_TEXT: Readonly<Record<LinkProgressEvent['phase'], (done: number, total: number) => string>> = {
@@ -715,6 +730,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         for (const report of gone) {
           const forced = vmmFailures.some((failure) => failure.link.id === report.id) ? ', VMM detach failed' : '';
           lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept${forced}): ${report.provider} is no longer among ${report.vm}'s providers\n`);
+          if (report.foreignDeleted.length > 0) lines.push(`${foreignDeletedLine(report.foreignDeleted)}\n`);
         }
       }
       // With --keep-going, a line for each VM it did not link (stderr says why too).
@@ -804,7 +820,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // link taken down while a VMM did not detach its NIC says so (`vmmFailures`).
       // Devices of other kinds under a link's names went with its own: said under it (`foreignDeleted`).
       if (flags.json === true) {
-        const unlinked = reports.map((report) => ({ ...unlinkedJson(report, failures), ...(report.foreignDeleted.length > 0 && { foreignDeleted: foreignJson(report.foreignDeleted) }) }));
+        const unlinked = reports.map((report) => unlinkedJson(report, failures));
         process.stdout.write(`${JSON.stringify({ vm: name, unlinked, forgotten: forget })}\n`);
       } else {
         for (const report of reports) {
@@ -831,10 +847,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
       const foreign = (entry: ListedLink): Record<string, unknown>[] => foreignJson(entry.foreign);
+      // `farEndsElsewhere` only where there are any.
+      const elsewhere = (entry: ListedLink): Record<string, unknown> =>
+        entry.farEndsElsewhere.length === 0 ? {} : { farEndsElsewhere: entry.farEndsElsewhere.map(({ device, netns }) => ({ device, netns })) };
       const entries = listed.map((entry) =>
         entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true, foreign: foreign(entry) }
-          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry) },
+          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry) }
+          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
@@ -848,18 +867,24 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         `${reportLine(entry, entry.linked)}  ${state(entry)}`,
         ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
         ...entry.foreign.map(foreignLine),
+        ...entry.farEndsElsewhere.map(farEndLine),
       ]);
       process.stdout.write(lines.map((line) => `${line}\n`).join(''));
     }
   };
 
+  // --netns-prefix: a veth whose far end is not in its VM's namespace is not present (link makes
+  // the pair anew), so list and show need to know where VMs live, as link does.
+  const netnsPrefixOf = (flags: ListFlags, command: Command): string => netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env));
+
   const list = new Command('list')
     .description('list every recorded link and whether its devices exist')
     .addOption(option.stateDir())
     .addOption(option.devicePrefix())
+    .addOption(option.netnsPrefix())
     .addOption(option.json())
-    .action(async (flags: StateFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), attach: DEFAULT_ATTACH };
+    .action(async (flags: ListFlags, command: Command) => {
+      const options = { ...stateOptions(flags, env, command), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await listLinks(options), flags.json === true);
     });
@@ -870,9 +895,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.configDir())
     .addOption(option.stateDir())
     .addOption(option.devicePrefix())
+    .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (name: string, flags: ShowFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env), attach: DEFAULT_ATTACH };
+      const options = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await showLinks(name, options), flags.json === true);
     });

@@ -5,7 +5,9 @@
 // link present (list, show), linked or up (a record without attach modes: list, show, unlink,
 // link), nor a recorded link's devices there (kept-attach's goneLink, switched VMM sides). Such a
 // device is foreign: list and show say so, link replaces it, unlink deletes it with the link's
-// devices. Pure: the devices come in as the kernel reported them.
+// devices. A veth of the link's whose far end is not in its VM's namespace (moved, or that
+// namespace no longer mounted) is the link's, but the link is not whole (list, show): its plan
+// makes the pair anew. Pure: the devices come in as the kernel reported them.
 import type { AttachMode } from './attach-mode.js';
 import type { DeviceRole, LinkDeviceNames } from './device-names.js';
 import { DEVICE_KIND, type ObservedDevice } from './device-plan.js';
@@ -25,14 +27,25 @@ export interface ExpectedDevice {
   readonly role: DeviceRole;
   readonly device: string;
   readonly kinds: readonly string[];
+  /** A side's: the VM namespace a veth there has its far end in (netns mode), where the caller tells it. */
+  readonly netns?: string;
 }
 
-/** A link's names, bridge first, each with the kinds the link makes there (`attached`: its recorded modes, if any). */
-export function expectedLinkDevices(names: LinkDeviceNames, attached: LinkAttachment | undefined): ExpectedDevice[] {
+/** The VM namespace of each side's VM (`<netnsPrefix><vm>`), where a veth there has its far end. */
+export interface SideNamespaces {
+  readonly client: string;
+  readonly provider: string;
+}
+
+/**
+ * A link's names, bridge first, each with the kinds the link makes there (`attached`: its recorded
+ * modes, if any); with `namespaces`, each side's with the namespace its veth's far end is in.
+ */
+export function expectedLinkDevices(names: LinkDeviceNames, attached: LinkAttachment | undefined, namespaces?: SideNamespaces): ExpectedDevice[] {
   return [
     { role: 'bridge', device: names.bridge, kinds: [DEVICE_KIND.bridge] },
-    { role: 'client', device: names.client, kinds: sideDeviceKinds(attached?.client) },
-    { role: 'provider', device: names.provider, kinds: sideDeviceKinds(attached?.provider) },
+    { role: 'client', device: names.client, kinds: sideDeviceKinds(attached?.client), ...(namespaces !== undefined && { netns: namespaces.client }) },
+    { role: 'provider', device: names.provider, kinds: sideDeviceKinds(attached?.provider), ...(namespaces !== undefined && { netns: namespaces.provider }) },
   ];
 }
 
@@ -46,25 +59,53 @@ export interface ForeignDevice {
   readonly expected: readonly string[];
 }
 
+/** A veth of a link's side whose far end is not in the namespace of the side's VM. */
+export interface FarEndElsewhere {
+  readonly role: DeviceRole;
+  readonly device: string;
+  /** The namespace the far end is to be in. */
+  readonly netns: string;
+}
+
 /** What is under a link's names. */
 export interface LinkDevicesSeen {
   /** The names that hold a device of the kind the link makes there. */
   readonly own: readonly string[];
-  /** Every name holds one (the link's devices are all there). */
+  /** Every name holds one (the link's devices are all there), and no veth of them has its far end elsewhere. */
   readonly whole: boolean;
   /** The names that hold a device of another kind, in the order of `expected`. */
   readonly foreign: readonly ForeignDevice[];
+  /** Of `own`, the veths whose far end is not in their VM's namespace (only where the caller gave the namespaces' ids). */
+  readonly farEndsElsewhere: readonly FarEndElsewhere[];
 }
 
-/** Tell a link's own devices from foreign ones among the devices the kernel has (`host`, by name). */
-export function linkDevicesSeen(expected: readonly ExpectedDevice[], host: ReadonlyMap<string, Pick<ObservedDevice, 'kind'>>): LinkDevicesSeen {
+/**
+ * Tell a link's own devices from foreign ones among the devices the kernel has (`host`, by name).
+ * With `netnsIds` (the id the current namespace gives each VM namespace it has one for, as
+ * IFLA_LINK_NETNSID gives a veth's far end: namespaceIds), a veth under a side's name whose
+ * `expected` names a namespace is whole only with its far end there: its peer in a namespace of
+ * that id. As the plan takes a pair (device-plan.ts), which makes it anew where the namespace
+ * does not hold its far end, or is not mounted (no id).
+ */
+export function linkDevicesSeen(
+  expected: readonly ExpectedDevice[],
+  host: ReadonlyMap<string, Pick<ObservedDevice, 'kind' | 'peerNetnsId'>>,
+  netnsIds?: ReadonlyMap<string, number>,
+): LinkDevicesSeen {
   const own: string[] = [];
   const foreign: ForeignDevice[] = [];
-  for (const { role, device, kinds } of expected) {
+  const farEndsElsewhere: FarEndElsewhere[] = [];
+  for (const { role, device, kinds, netns } of expected) {
     const found = host.get(device);
     if (found === undefined) continue;
-    if (found.kind !== null && kinds.includes(found.kind)) own.push(device);
-    else foreign.push({ role, device, kind: found.kind, expected: kinds });
+    if (found.kind === null || !kinds.includes(found.kind)) {
+      foreign.push({ role, device, kind: found.kind, expected: kinds });
+      continue;
+    }
+    own.push(device);
+    if (found.kind !== DEVICE_KIND.veth || netns === undefined || netnsIds === undefined) continue;
+    const id = netnsIds.get(netns);
+    if (id === undefined || found.peerNetnsId !== id) farEndsElsewhere.push({ role, device, netns });
   }
-  return { own, whole: own.length === expected.length, foreign };
+  return { own, whole: own.length === expected.length && farEndsElsewhere.length === 0, foreign, farEndsElsewhere };
 }

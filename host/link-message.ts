@@ -1,7 +1,8 @@
 // Pure codec between device steps and route netlink (rtnetlink(7)): the requests a program for
 // shared/native/rtnl.c holds, and the RTM_NEWLINK answers read back into observed devices.
-// Layouts from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/veth.h>, <linux/ipv6.h>.
-import type { DeviceStep, ObservedDevice } from './device-plan.js';
+// Layouts from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/veth.h>, <linux/ipv6.h>,
+// <linux/if_tun.h>, <linux/net_namespace.h>.
+import { type DeviceStep, type ObservedDevice, TUN_MODE_KIND } from './device-plan.js';
 import type { Program } from '../shared/rtnl-socket.js';
 
 const NLMSG_HDRLEN = 16;
@@ -11,6 +12,8 @@ const NLA_HDRLEN = 4;
 const RTM_NEWLINK = 16;
 const RTM_DELLINK = 17;
 const RTM_GETLINK = 18;
+const RTM_NEWNSID = 88;
+const RTM_GETNSID = 90;
 
 const NLM_F_REQUEST = 0x1;
 const NLM_F_DUMP = 0x300;
@@ -20,12 +23,14 @@ const NLM_F_CREATE = 0x400;
 const IFLA_ADDRESS = 1;
 const IFLA_IFNAME = 3;
 const IFLA_MTU = 4;
+const IFLA_LINK = 5;
 const IFLA_MASTER = 10;
 const IFLA_LINKINFO = 18;
 const IFLA_NET_NS_FD = 28;
 const IFLA_EXT_MASK = 29;
 const IFLA_AF_SPEC = 26;
 const IFLA_GROUP = 27;
+const IFLA_LINK_NETNSID = 37;
 const AF_INET6 = 10;
 const IFLA_INET6_CONF = 2;
 /** DEVCONF_FORWARDING and DEVCONF_DISABLE_IPV6 in <linux/ipv6.h>: their places among IFLA_INET6_CONF's s32 values. */
@@ -36,6 +41,13 @@ const IN6_ADDR_GEN_MODE_NONE = 1;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 const VETH_INFO_PEER = 1;
+/** A tun device's mode, in its IFLA_INFO_DATA (u8: IFF_TUN or IFF_TAP). */
+const IFLA_TUN_TYPE = 3;
+const IFF_TUN = 1;
+/** struct rtgenmsg, padded: the head of a namespace id message. */
+const RTGENMSG_LEN = 4;
+const NETNSA_NSID = 1;
+const NETNSA_FD = 3;
 const NLA_TYPE_MASK = 0x3fff;
 /** Leave the 200-odd bytes of counters out of answers: nothing here reads them. */
 const RTEXT_FILTER_SKIP_STATS = 1 << 3;
@@ -277,6 +289,17 @@ export class ProgramWriter {
     return this.linkRequest(RTM_DELLINK, 0, 0, () => this.u32Attribute(IFLA_GROUP, group));
   }
 
+  /** A query for the id this namespace gives the namespace of descriptor `fd` (answered with an RTM_NEWNSID). */
+  getNamespaceId(fd: number): this {
+    this.beginRecord(KIND_REQUEST);
+    this.beginMessage(RTM_GETNSID, 0);
+    this.reserve(RTGENMSG_LEN); // rtgen_family AF_UNSPEC
+    this.u32Attribute(NETNSA_FD, fd);
+    this.endMessage();
+    this.endRecord();
+    return this;
+  }
+
   /** One request record: a link message about device `index` (0: named by its attributes), with the attributes `body` writes. */
   private linkRequest(type: number, flags: number, index: number, body?: () => void): this {
     this.beginRecord(KIND_REQUEST);
@@ -306,7 +329,12 @@ export type NamespaceFds = ReadonlyMap<string, number>;
 export interface LinkInfo {
   readonly index: number;
   readonly name: string;
+  /** As ObservedDevice's: the kernel's IFLA_INFO_KIND, TUN_MODE_KIND for a tun device in tun mode. */
   readonly kind: string | null;
+  /** The index of its peer (a veth's far end; IFLA_LINK), in the namespace peerNetnsId names, else in its own; null where it reports none. */
+  readonly peerIndex: number | null;
+  /** The id this namespace gives the namespace its peer is in (IFLA_LINK_NETNSID), null where that is its own (or it has no peer). */
+  readonly peerNetnsId: number | null;
   readonly masterIndex: number | null;
   readonly mtu: number;
   readonly up: boolean;
@@ -368,6 +396,27 @@ function u32Of(payload: Uint8Array | undefined): number | null {
   return new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0, true);
 }
 
+function s32Of(payload: Uint8Array | undefined): number | null {
+  if (payload === undefined || payload.length < 4) return null;
+  return new DataView(payload.buffer, payload.byteOffset, 4).getInt32(0, true);
+}
+
+/**
+ * The device's kind from its IFLA_LINKINFO: IFLA_INFO_KIND, but a tun device that says it is in
+ * tun mode (IFLA_INFO_DATA's IFLA_TUN_TYPE, from Linux 4.20 on) is TUN_MODE_KIND: the kernel
+ * calls taps and tun-mode devices both `tun`. One that does not say stays `tun` (a tap, as
+ * before the kernel told them apart).
+ */
+function kindOf(info: Uint8Array | undefined): string | null {
+  if (info === undefined) return null;
+  const attributes = attributesOf(info, 0, info.length);
+  const kind = stringOf(attributes.get(IFLA_INFO_KIND));
+  if (kind !== 'tun') return kind;
+  const data = attributes.get(IFLA_INFO_DATA);
+  const type = data === undefined ? undefined : attributesOf(data, 0, data.length).get(IFLA_TUN_TYPE)?.[0];
+  return type === IFF_TUN ? TUN_MODE_KIND : kind;
+}
+
 /** Every RTM_NEWLINK message in `bytes` (answers to queries; anything else is skipped). */
 export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
   const links: LinkInfo[] = [];
@@ -379,15 +428,15 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
     if (view.getUint16(offset + 4, true) === RTM_NEWLINK && length >= NLMSG_HDRLEN + IFINFOMSG_LEN) {
       const body = offset + NLMSG_HDRLEN;
       const attributes = attributesOf(bytes, body + IFINFOMSG_LEN, offset + length);
-      const info = attributes.get(IFLA_LINKINFO);
-      const kind = info === undefined ? null : stringOf(attributesOf(info, 0, info.length).get(IFLA_INFO_KIND));
       const address = attributes.get(IFLA_ADDRESS);
       const name = stringOf(attributes.get(IFLA_IFNAME));
       if (name !== null) {
         links.push({
           index: view.getInt32(body + 4, true),
           name,
-          kind,
+          kind: kindOf(attributes.get(IFLA_LINKINFO)),
+          peerIndex: u32Of(attributes.get(IFLA_LINK)),
+          peerNetnsId: s32Of(attributes.get(IFLA_LINK_NETNSID)),
           masterIndex: u32Of(attributes.get(IFLA_MASTER)),
           mtu: u32Of(attributes.get(IFLA_MTU)) ?? 0,
           up: (view.getUint32(body + 8, true) & IFF_UP) !== 0,
@@ -422,7 +471,27 @@ export function observedDevices(links: readonly LinkInfo[]): Map<string, Observe
         ipv6: link.ipv6,
         ipv6LinkLocal: link.ipv6LinkLocal,
         ipv6Forwarding: link.ipv6Forwarding,
+        ...(link.peerNetnsId !== null && { peerNetnsId: link.peerNetnsId }),
       },
     ]),
   );
+}
+
+/**
+ * The namespace id an RTM_NEWNSID answer gives (NETNSA_NSID), or null where it gives none or
+ * says none is assigned (negative: NETNSA_NSID_NOT_ASSIGNED).
+ */
+export function decodeNamespaceId(bytes: Uint8Array): number | null {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let offset = 0;
+  while (offset + NLMSG_HDRLEN <= bytes.length) {
+    const length = view.getUint32(offset, true);
+    if (length < NLMSG_HDRLEN || offset + length > bytes.length) break;
+    if (view.getUint16(offset + 4, true) === RTM_NEWNSID && length >= NLMSG_HDRLEN + RTGENMSG_LEN) {
+      const id = s32Of(attributesOf(bytes, offset + NLMSG_HDRLEN + RTGENMSG_LEN, offset + length).get(NETNSA_NSID));
+      return id === null || id < 0 ? null : id;
+    }
+    offset += align4(length);
+  }
+  return null;
 }

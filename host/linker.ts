@@ -9,7 +9,7 @@ import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, partiti
 import { type ConfigDirSource, readConfigDir, readConfigVms } from './config-reader.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
-import { type ForeignDevice, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen } from './link-device-kinds.js';
+import { type FarEndElsewhere, type ForeignDevice, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen } from './link-device-kinds.js';
 import {
   type AmbiguousAttach,
   type KeptAttach,
@@ -23,7 +23,19 @@ import {
   shownAttachMode,
   switchedVmmSides,
 } from './kept-attach.js';
-import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, deleteNamespaces, newPlanMade, observeDevices, removeDevices, undoDevicePlan, undoDevices } from './netlink-devices.js';
+import {
+  type NamespaceLeft,
+  type PlanMade,
+  type PlanUndone,
+  applyDevicePlan,
+  deleteNamespaces,
+  namespaceIds,
+  newPlanMade,
+  observeDevices,
+  removeDevices,
+  undoDevicePlan,
+  undoDevices,
+} from './netlink-devices.js';
 import {
   type Link,
   type LinkAttachment,
@@ -275,7 +287,7 @@ export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' 
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
 export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'attach' | 'vmm'>;
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */
-export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'attach'>;
+export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'attach' | 'netnsPrefix'>;
 /** `show` also looks in the config dir for a VM without links. */
 export type ShowOptions = ListOptions & Pick<LinkerOptions, 'configDir' | 'configDirSource'>;
 /** What `gc` needs: the recorded links and the prefix of the devices they own. */
@@ -461,8 +473,8 @@ export interface OrphanedVm {
 export interface LinkOutcome {
   /** In the order asked for; a VM named twice is linked once. */
   readonly linked: Map<VmName, LinkReport[]>;
-  /** Per client, only where there were any. */
-  readonly unlinked: Map<VmName, LinkReport[]>;
+  /** Per client, only where there were any; each with the devices of other kinds under its names that went with it, as unlink says them. */
+  readonly unlinked: Map<VmName, ReleasedLinkReport[]>;
   /** With the whole config dir (`link --all`): clients whose directory has gone, by name; else none. */
   readonly orphaned: readonly OrphanedVm[];
   /** With the whole config dir (`link --all`): its entries with a VM name that are no usable VM directory, by name; else none. */
@@ -564,7 +576,7 @@ function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmNam
  * A recorded link that `link --all` leaves as it is, as `list` shows it less whether its devices
  * exist now, and which devices under its names are foreign (which nothing prints there).
  */
-export type LeftLink = Omit<ListedLink, 'present' | 'foreign' | 'mtu'>;
+export type LeftLink = Omit<ListedLink, 'present' | 'foreign' | 'farEndsElsewhere' | 'mtu'>;
 
 /** A recorded link as the state has it: its modes where recorded, else null (attached no way as far as the record tells). */
 function asRecorded(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): LeftLink {
@@ -586,7 +598,9 @@ async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, options
   const unusables = unusableVmDirs(state, snapshot);
   const links = [...orphans, ...unusables].flatMap((entry) => entry.links);
   const recorded = (): LeftLink[] => links.map((link) => asRecorded(link, options));
-  const reports: readonly LeftLink[] = links.some((link) => link.attached === undefined) ? await listed(links, options).catch(recorded) : recorded();
+  // Without the VM namespaces (netnsPrefix): where veths' far ends are counts only for `present`, which is not said here.
+  const asListed = (): Promise<ListedLink[]> => listed(links, { devicePrefix: options.devicePrefix, attach: options.attach });
+  const reports: readonly LeftLink[] = links.some((link) => link.attached === undefined) ? await asListed().catch(recorded) : recorded();
   const shown = new Map<Link, LeftLink>();
   reports.forEach((entry, index) => {
     const link = links[index];
@@ -825,7 +839,7 @@ async function linkTransaction(
 /** What taking down the links to providers no longer listed did. */
 interface UnlistedTakedown {
   readonly state: LinkState;
-  readonly unlinked: Map<VmName, LinkReport[]>;
+  readonly unlinked: Map<VmName, ReleasedLinkReport[]>;
   readonly vmmFailures: VmmDetachFailure[];
 }
 
@@ -858,7 +872,7 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
  */
 async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
   const unlisted = await linksUp([...listed].flatMap(([vm, providers]) => linksToUnlisted(state, vm, providers)), options);
-  const unlinked = new Map<VmName, LinkReport[]>();
+  const unlinked = new Map<VmName, ReleasedLinkReport[]>();
   if (unlisted.length === 0) return { state, unlinked, vmmFailures: [] };
   const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
   const next = releasedState(state, unlisted);
@@ -1833,10 +1847,16 @@ export interface ListedLink extends Omit<RecordedLinkReport, 'clientAttach' | 'p
   readonly providerAttach: AttachMode | null;
   /** False for a link whose record has no attach modes (unlink took it down, or it was written before the state kept them). */
   readonly attachRecorded: boolean;
-  /** Whether the link's host devices exist right now: under each of its names a device of the kind the link makes there (link-device-kinds.ts). */
+  /**
+   * Whether the link's host devices exist right now: under each of its names a device of the kind
+   * the link makes there (link-device-kinds.ts), each veth of them with its far end in its VM's
+   * namespace (where `list` and `show` know the namespaces: --netns-prefix).
+   */
   readonly present: boolean;
   /** The devices under its names of another kind than the link makes there (a vxlan under its bridge's name, say): none of the link's. */
   readonly foreign: readonly ForeignDevice[];
+  /** Its veths whose far end is not in their VM's namespace (moved elsewhere, or that namespace no longer mounted): the link's, but not present; its `link` makes them anew. */
+  readonly farEndsElsewhere: readonly FarEndElsewhere[];
   /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists (a bridge, not a foreign device). */
   readonly mtu?: number;
 }
@@ -1846,9 +1866,34 @@ function attachShown(device: ObservedDevice | undefined): AttachMode | null {
   return shownAttachMode(device?.kind) ?? null;
 }
 
-/** What is under a link's names among `host`'s devices: its own (of the kinds it makes there) and foreign ones (link-device-kinds.ts). */
-function seenOf(link: Link, host: ReadonlyMap<string, ObservedDevice>, options: Pick<LinkerOptions, 'devicePrefix'>): LinkDevicesSeen {
-  return linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached), host);
+/**
+ * What is under a link's names among `host`'s devices: its own (of the kinds it makes there) and
+ * foreign ones (link-device-kinds.ts); with `farEnds`, its veths whose far end is not in their
+ * VM's namespace (`<prefix><vm>`, by the ids namespaceIds gave) too.
+ */
+function seenOf(
+  link: Link,
+  host: ReadonlyMap<string, ObservedDevice>,
+  options: Pick<LinkerOptions, 'devicePrefix'>,
+  farEnds?: { readonly prefix: string; readonly ids: ReadonlyMap<string, number> },
+): LinkDevicesSeen {
+  const namespaces = farEnds === undefined ? undefined : { client: `${farEnds.prefix}${link.client}`, provider: `${farEnds.prefix}${link.provider}` };
+  return linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached, namespaces), host, farEnds?.ids);
+}
+
+/**
+ * The VM namespaces where veths under these links' side names are to have their far ends: of
+ * each side that is a veth now and may be one (recorded as netns, or with no mode recorded).
+ */
+function farEndNamespaces(links: readonly Link[], host: ReadonlyMap<string, ObservedDevice>, options: Pick<LinkerOptions, 'devicePrefix' | 'netnsPrefix'>): string[] {
+  return links.flatMap((link) => {
+    const names = linkDeviceNames(options.devicePrefix, link.id);
+    const sides = [
+      [names.client, link.client, link.attached?.client],
+      [names.provider, link.provider, link.attached?.provider],
+    ] as const;
+    return sides.flatMap(([device, vm, mode]) => (host.get(device)?.kind === DEVICE_KIND.veth && (mode === undefined || mode === 'netns') ? [`${options.netnsPrefix}${vm}`] : []));
+  });
 }
 
 /**
@@ -1856,15 +1901,19 @@ function seenOf(link: Link, host: ReadonlyMap<string, ObservedDevice>, options: 
  * shows them (`list`, `show`, and `link --all`'s orphaned and unusable entries). One listing of
  * the host's devices serves them all (their kinds come with it).
  */
-async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<ListedLink[]> {
+async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devicePrefix' | 'attach'> & Partial<Pick<LinkerOptions, 'netnsPrefix'>>): Promise<ListedLink[]> {
   if (links.length === 0) return [];
   const devices = (await observeDevices([])).host;
+  // Where the VM namespaces are known (list, show): whether each veth's far end is in its VM's,
+  // by the namespace ids the dump gave and one query per such namespace (namespaceIds), after it.
+  const { netnsPrefix } = options;
+  const farEnds = netnsPrefix === undefined ? undefined : { prefix: netnsPrefix, ids: await namespaceIds(farEndNamespaces(links, devices, { ...options, netnsPrefix })) };
   return links.map((link): ListedLink => {
     const report = linkReport(link, options);
-    const seen = seenOf(link, devices, options);
+    const seen = seenOf(link, devices, options, farEnds);
     const bridge = devices.get(report.bridge);
     const mtu = bridge?.kind === DEVICE_KIND.bridge ? bridge.mtu : undefined;
-    const base = { ...report, present: seen.whole, foreign: seen.foreign, ...(mtu === undefined ? {} : { mtu }) };
+    const base = { ...report, present: seen.whole, foreign: seen.foreign, farEndsElsewhere: seen.farEndsElsewhere, ...(mtu === undefined ? {} : { mtu }) };
     if (link.attached !== undefined) return { ...base, linked: true, attachRecorded: true };
     // No attach modes recorded: taken down by unlink, or up, recorded before the state kept them
     // (a device of the link's kind under one of its names, as releaseLinks tells them apart).

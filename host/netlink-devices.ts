@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
 import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, createdKinds, stepText } from './device-plan.js';
-import { type LinkInfo, ProgramWriter, decodeLinks, observedDevices } from './link-message.js';
+import { type LinkInfo, ProgramWriter, decodeLinks, decodeNamespaceId, observedDevices } from './link-message.js';
 import { type MarkedOutcome, type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
 
 export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create';
@@ -102,6 +102,54 @@ export async function observeDevices(netnsNames: Iterable<string>, only?: readon
     ...names.map((name) => (namespaceMounted(name) ? listDevices(name, only) : Promise.resolve(null))),
   ]);
   return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
+}
+
+/** Namespace descriptors open at once for namespaceIds: well below the usual 1024 a process may have. */
+const NAMESPACE_IDS_AT_ONCE = 256;
+
+/**
+ * The id the current namespace gives each of these VM namespaces (RTM_GETNSID, by a descriptor of
+ * its /run/netns file), as a device's IFLA_LINK_NETNSID names the namespace of its peer: those
+ * mounted and given one (the kernel gives one to the namespace of every veth peer it reports, so
+ * a namespace without one holds no peer of a device here). One socket for all of them, 256 at a
+ * time. A query the kernel fails for a namespace fails it (DeviceError 'query-failed'): where a
+ * pair's far end is is then unknown.
+ */
+export async function namespaceIds(names: Iterable<string>): Promise<Map<string, number>> {
+  const ids = new Map<string, number>();
+  const unique = [...new Set(names)];
+  if (unique.length === 0) return ids;
+  await inNamespace(null, async (socket) => {
+    for (let start = 0; start < unique.length; start += NAMESPACE_IDS_AT_ONCE) {
+      const open: { name: string; fd: number }[] = [];
+      try {
+        for (const name of unique.slice(start, start + NAMESPACE_IDS_AT_ONCE)) {
+          try {
+            open.push({ name, fd: openSync(`${NETNS_DIR}/${name}`, 'r') });
+          } catch {
+            // Not there: no id.
+          }
+        }
+        const query = new ProgramWriter();
+        for (const { fd } of open) query.getNamespaceId(fd);
+        const outcomes = await socket.run(query.finish(), true);
+        open.forEach(({ name }, index) => {
+          const outcome = outcomes[index];
+          // EINVAL: what it opened is no namespace (a file an `ip netns add` cut short left): no id.
+          if (outcome?.state === 'failed' && outcome.code === 'EINVAL') return;
+          if (outcome?.state !== 'done') {
+            const why = outcome?.state === 'failed' ? outcome.text : 'not run';
+            throw new DeviceError('query-failed', `looking up the id of network namespace ${name} failed (${why}), so whether veths have their far end there is unknown; run it again`);
+          }
+          const id = decodeNamespaceId(outcome.reply);
+          if (id !== null) ids.set(name, id);
+        });
+      } finally {
+        for (const { fd } of open) closeSync(fd);
+      }
+    }
+  });
+  return ids;
 }
 
 function openNamespace(name: string): number {
@@ -389,7 +437,11 @@ const REMOVAL_GROUPS = { min: 0x4000_0000, max: 0xffff_ffff } as const;
 
 /** What removeDevices did. */
 export interface DevicesRemoved {
-  /** The devices it deleted (or found gone as it deleted them), each with its kind as the kernel reported it (null: no link info). */
+  /**
+   * The devices it deleted, each with its kind as the kernel reported it (null: no link info): a
+   * veth whose peer among them it deleted first went with that one. Not one found gone as it was
+   * to be deleted (by something else meanwhile): it never says it deleted what it did not.
+   */
   readonly removed: { readonly name: string; readonly kind: string | null }[];
   /** The names whose device is of another kind than `kinds` gives them: left as they are. */
   readonly kept: string[];
@@ -424,16 +476,35 @@ export async function removeDevices(
     const ofKind = (link: LinkInfo): boolean => ofKindGiven(link, kinds);
     const kept = named.filter((link) => !ofKind(link)).map((link) => link.name);
     const doomed = [...new Map(named.filter(ofKind).map((link) => [link.index, link])).values()];
-    const done: DevicesRemoved = { removed: doomed.map(({ name, kind }) => ({ name, kind })), kept };
-    if (doomed.length > ONE_BY_ONE_MAX && (await removeTogether(socket, doomed, group))) return done;
+    const doneOf = (deleted: ReadonlySet<number>): DevicesRemoved => ({ removed: doomed.filter((link) => deleted.has(link.index)).map(({ name, kind }) => ({ name, kind })), kept });
+    if (doomed.length > ONE_BY_ONE_MAX) {
+      const together = await removeTogether(socket, doomed, group);
+      if (together !== undefined) return doneOf(together);
+    }
     const removal = new ProgramWriter();
     for (const link of doomed) removal.deleteByIndex(link.index);
     const outcomes = await socket.run(removal.finish(), true);
     const failed = outcomes.findIndex((outcome) => outcome.state === 'failed' && outcome.code !== 'ENODEV');
     const outcome = outcomes[failed];
     if (outcome?.state === 'failed') throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`);
-    return done;
+    return doneOf(deletedOf(doomed, outcomes));
   });
+}
+
+/**
+ * Of devices deleted one by one (`outcomes` in their order), the indexes of those the deletions
+ * took: each whose deletion was done, and each found gone (ENODEV) whose veth peer, in this
+ * namespace, was one of those done (deleting a veth takes its peer). Another one found gone went
+ * by something else meanwhile.
+ */
+function deletedOf(doomed: readonly LinkInfo[], outcomes: readonly RecordOutcome[]): Set<number> {
+  const deleted = new Set(doomed.filter((_, index) => outcomes[index]?.state === 'done').map((link) => link.index));
+  const withPeer = doomed.filter((link, index) => {
+    const outcome = outcomes[index];
+    return outcome?.state === 'failed' && outcome.code === 'ENODEV' && link.peerNetnsId === null && link.peerIndex !== null && deleted.has(link.peerIndex);
+  });
+  for (const link of withPeer) deleted.add(link.index);
+  return deleted;
 }
 
 /** The failure of a removal whose lookup of `name` the kernel did not answer, saying what to check. */
@@ -452,20 +523,23 @@ function lookupFailed(name: string, outcome: RecordOutcome | undefined): DeviceE
  * Delete these devices with one request: put them in a device group of their own and delete the
  * group. The kernel then unregisters them as one batch, waiting once for the network stack to let
  * go of them instead of once per device (300 links' devices: 22 s one by one, 5 s together, the
- * rest being each bridge's own grace period). False, with nothing deleted, where the group turns
- * out to hold a device that is not among them, or the kernel refuses the group deletion.
+ * rest being each bridge's own grace period). The indexes of those deleted: those in the group
+ * when it went (one gone before, by something else, is not among them). Undefined, with nothing
+ * deleted, where the group turns out to hold a device that is not among them, or the kernel
+ * refuses the group deletion.
  */
-async function removeTogether(socket: RtnlSocket, doomed: readonly LinkInfo[], group: number): Promise<boolean> {
+async function removeTogether(socket: RtnlSocket, doomed: readonly LinkInfo[], group: number): Promise<Set<number> | undefined> {
   const marking = new ProgramWriter();
   for (const link of doomed) marking.setGroup(link.index, group);
   marking.dumpLinks();
   const outcomes = await socket.run(marking.finish(), true);
   const dump = outcomes[outcomes.length - 1];
-  if (dump?.state !== 'done') return false;
+  if (dump?.state !== 'done') return undefined;
   // Never delete what is not ours: a device someone else put in this group stops the batch. And
   // one of ours that is there but not in the group (its marking refused) would be left behind.
   const ours = new Set(doomed.map((link) => link.index));
-  if (decodeLinks(dump.reply).some((link) => (link.group === group) !== ours.has(link.index))) return false;
+  const there = decodeLinks(dump.reply);
+  if (there.some((link) => (link.group === group) !== ours.has(link.index))) return undefined;
   const [removal] = await socket.run(new ProgramWriter().deleteGroup(group).finish());
-  return removal?.state === 'done';
+  return removal?.state === 'done' ? new Set(there.filter((link) => ours.has(link.index)).map((link) => link.index)) : undefined;
 }

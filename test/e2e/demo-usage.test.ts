@@ -52,10 +52,10 @@ function fakeDemoTree(installed = false): string {
   return tree;
 }
 
-/** Run scripts/demo of a fake tree (fakeDemoTree) with these arguments: its exit code and output. */
-async function demoScript(tree: string, args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Run scripts/demo of a fake tree (fakeDemoTree) with these arguments (and environment): its exit code and output. */
+async function demoScript(tree: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await promisify(execFile)(join(tree, 'scripts', 'demo'), args, { timeout: 30_000 });
+    const { stdout, stderr } = await promisify(execFile)(join(tree, 'scripts', 'demo'), args, { timeout: 30_000, env });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failed = error as { code?: unknown; stdout?: string; stderr?: string };
@@ -85,20 +85,42 @@ describe('demo usage', () => {
     expect((await demo(args)).stderr).toBe(line);
   });
 
-  it('scripts/demo passes the demo options it is given (and --help) through setup to the demo', async () => {
+  it('scripts/demo passes the demo options it is given through setup to the demo', async () => {
     const tree = fakeDemoTree();
     const options = Object.keys(DEMO_OPTIONS);
     expect(options).toContain('--qemu');
     expect(await demoScript(tree, options)).toEqual({ code: 0, stdout: `demo ${options.join(' ')}\n`, stderr: '' });
     expect(readdirSync(join(tree, 'ran')).sort()).toEqual(['build-test-guest', 'setup']);
-    expect(await demoScript(fakeDemoTree(), ['--help'])).toEqual({ code: 0, stdout: 'demo --help\n', stderr: '' });
+  });
+
+  it.each([[['--help']], [['--help', '--qemu']], [['--qemu', '-h']]])('scripts/demo %j prints the demo\'s own help, exit 0, before it runs scripts/setup or builds the test guest (installed or a fresh clone)', async (args) => {
+    const help = await demo(['--help']);
+    expect([help.code, help.stderr]).toEqual([0, '']);
+    expect(help.stdout).toMatch(/^Usage: demo/);
+    for (const installed of [true, false]) {
+      const tree = fakeDemoTree(installed);
+      expect(await demoScript(tree, args), installed ? 'installed' : 'fresh').toEqual({ code: 0, stdout: help.stdout, stderr: '' });
+      expect(readdirSync(join(tree, 'ran'))).toEqual([]);
+    }
+  });
+
+  it.each([[['--bogus']], [['--help']], [[]]])('scripts/demo %j without node on PATH says so in one line, exit 1, before it runs scripts/setup', async (args) => {
+    const tree = fakeDemoTree(true);
+    // A PATH with what the script and its fakes use, but no node.
+    const bin = join(tree, 'bin');
+    mkdirSync(bin);
+    for (const tool of ['bash', 'dirname', 'touch']) symlinkSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim(), join(bin, tool));
+    const result = await demoScript(tree, args, { PATH: bin });
+    expect(result).toMatchObject({ code: 1, stdout: '' });
+    expect(result.stderr).toMatch(/^demo: Node.js is not on PATH: [^\n]*install Node.js 20.19 or newer[^\n]*\n$/);
+    expect(readdirSync(join(tree, 'ran'))).toEqual([]);
   });
 
   // What the built demo makes of some arguments, told apart without bringing anything up: a run
   // prefix that is not one stops a demo that took them at its first step (exit 1, saying so).
-  async function demoVerdict(args: readonly string[]): Promise<{ takes: true } | { takes: false; line: string }> {
+  async function demoVerdict(args: readonly string[]): Promise<{ takes: true; help?: string } | { takes: false; line: string }> {
     const result = await demo(args, { ...process.env, SPECTRUM_TEST_PREFIX: 'not a prefix' });
-    if (result.code === 0 && result.stdout.startsWith('Usage: demo')) return { takes: true };
+    if (result.code === 0 && result.stdout.startsWith('Usage: demo')) return { takes: true, help: result.stdout };
     if (result.code === 1 && result.stderr.startsWith('demo: the demo needs root and network namespaces: ')) return { takes: true };
     expect(result, 'bad usage: exit 2, one line on stderr').toMatchObject({ code: 2, stdout: '', stderr: expect.stringMatching(/^demo: [^\n]*\n$/) });
     return { takes: false, line: result.stderr };
@@ -110,17 +132,18 @@ describe('demo usage', () => {
     [['--']], [['--json', '--']], [['--', 'x']], [['--', '--qemu']], [['--', '--help']], [['-']], [['']], [['a b', "it's \"quoted\""]],
     [['--json=1']], [['--jsno']], [['--he']], [['-hx']], [['--help', 'x']], [['x', '--help']], [['--bogus', '--help']], [['-h', '--bogus']],
     [['x', '--bogus']], [['--bogus', 'x']], [['--qemu', '--qemu']], [['--keep', '--json']], [['--a\nb']], [['--\u001b[31mred']],
-  ])('scripts/demo takes or refuses %j as the demo does, with the demo\'s line (without its "Did you mean" before npm ci), before setup', async (args) => {
+  ])('scripts/demo takes or refuses %j as the demo does, with the demo\'s help or line (without its "Did you mean" before npm ci), before setup', async (args) => {
     const [verdict, installed, fresh] = await Promise.all([demoVerdict(args), demoScript(fakeDemoTree(true), args), demoScript(fakeDemoTree(false), args)]);
     if (verdict.takes) {
-      const passed = { code: 0, stdout: `${['demo', ...args].join(' ')}\n`, stderr: '' };
+      // Help is printed by the script itself; anything else the demo takes goes to the demo.
+      const passed = { code: 0, stdout: verdict.help ?? `${['demo', ...args].join(' ')}\n`, stderr: '' };
       expect({ installed, fresh }).toEqual({ installed: passed, fresh: passed });
     } else {
       expect(installed).toEqual({ code: 2, stdout: '', stderr: verdict.line });
       expect(fresh).toEqual({ code: 2, stdout: '', stderr: verdict.line.replace(/ \(Did you mean [^)]*\?\)\n$/, '\n') });
     }
     const ran = args.includes('--qemu') ? ['build-test-guest', 'setup'] : ['setup'];
-    for (const tree of trees) expect(readdirSync(join(tree, 'ran')).sort(), tree).toEqual(verdict.takes ? ran : []);
+    for (const tree of trees) expect(readdirSync(join(tree, 'ran')).sort(), tree).toEqual(verdict.takes && verdict.help === undefined ? ran : []);
   });
 
   it('scripts/demo checks as on a fresh clone where commander fails itself (too new for an old Node.js): no stack trace', async () => {

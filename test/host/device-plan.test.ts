@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type DesiredConnection, type DeviceStep, type ObservedDevice, createdKinds, isEmptyPlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
+import { type DesiredConnection, type DeviceStep, type ObservedDevice, TUN_MODE_KIND, createdKinds, isEmptyPlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -96,7 +96,7 @@ const someDevice = (name: string): fc.Arbitrary<ObservedDevice> =>
   fc.record({
     index: fc.integer({ min: 2, max: 1 << 20 }),
     name: fc.constant(name),
-    kind: fc.constantFrom<string | null>('bridge', 'bond', 'tun', 'veth', 'dummy', null),
+    kind: fc.constantFrom<string | null>('bridge', 'bond', 'tun', TUN_MODE_KIND, 'veth', 'dummy', null),
     master: fc.constantFrom<string | null>(null, 'snb1', 'snb2', 'other'),
     mtu: fc.constantFrom(1000, 1280, 1500, 9000),
     up: fc.boolean(),
@@ -126,6 +126,15 @@ describe('planDevices, tap connections', () => {
     const port: ObservedDevice = { index: 8, name: 'snc7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:08', ...NO_IPV6 };
     const steps = planDevices([connection(7)], observedHost([bond, port])).hostSteps.flat().map((step) => stepText(step));
     expect(steps.slice(0, 3)).toEqual(['ip link del dev snb7', 'ip link add snb7 type bridge', 'ip link set dev snc7 master snb7']);
+  });
+
+  it('replaces a tun device in tun mode under a tap\'s name with a tap, as any device of another kind (its port joins anew)', () => {
+    const bridge: ObservedDevice = { index: 7, name: 'snb7', kind: 'bridge', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ...NO_IPV6 };
+    const tun: ObservedDevice = { index: 8, name: 'snc7', kind: TUN_MODE_KIND, master: null, mtu: 1500, up: true, mac: '', ...NO_IPV6 };
+    const tap: ObservedDevice = { index: 9, name: 'snp7', kind: 'tun', master: 'snb7', mtu: 1500, up: true, mac: '02:00:00:00:00:09', ...NO_IPV6 };
+    const plan = planDevices([connection(7)], observedHost([bridge, tun, tap]));
+    expect(plan.hostSteps.flat().map((step) => stepText(step))).toEqual(['ip link del dev snc7', 'ip tuntap add dev snc7 mode tap vnet_hdr', 'ip link set dev snc7 mtu 1500 master snb7 up addrgenmode none']);
+    expect([plan.creates, replacedDevices(plan)]).toEqual([['snc7'], ['snc7']]);
   });
 
   it('reaches the desired devices from any starting state, and planning again then changes nothing', () => {

@@ -22,8 +22,8 @@ const named = (name: string): Command => {
 const OWN_OPTIONS: Record<string, readonly string[]> = {
   link: ['--config-dir', '--state-dir', '--device-prefix', '--netns-prefix', '--mtu', '--attach', '--qmp-socket', '--ch-socket', '--vmm-timeout', '--qemu-bus', '--lock-wait', '--json', '--all', '--keep-going'],
   unlink: ['--state-dir', '--device-prefix', '--attach', '--qmp-socket', '--ch-socket', '--vmm-timeout', '--lock-wait', '--json', '--forget', '--force'],
-  list: ['--state-dir', '--device-prefix', '--json'],
-  show: ['--config-dir', '--state-dir', '--device-prefix', '--json'],
+  list: ['--state-dir', '--device-prefix', '--netns-prefix', '--json'],
+  show: ['--config-dir', '--state-dir', '--device-prefix', '--netns-prefix', '--json'],
   gc: ['--state-dir', '--device-prefix', '--lock-wait', '--json'],
 };
 /** The commands that take the state lock, and so --lock-wait. */

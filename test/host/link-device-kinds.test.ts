@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
-import { type DesiredSide, DEVICE_KIND, type ObservedDevice, type ObservedDevices, createdKinds, planDevices, replacedDevices } from '../../host/device-plan.js';
+import { type DesiredSide, DEVICE_KIND, type ObservedDevice, type ObservedDevices, TUN_MODE_KIND, createdKinds, planDevices, replacedDevices } from '../../host/device-plan.js';
 import { type LinkDeviceNames, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { expectedLinkDevices, linkDevicesSeen, sideDeviceKinds } from '../../host/link-device-kinds.js';
 import type { LinkAttachment } from '../../host/link-state.js';
@@ -15,7 +15,7 @@ const mode = fc.constantFrom(...ATTACH_MODES);
 /** A record's attach modes, or none (written before the state kept them). */
 const attached = fc.option(fc.record({ client: mode, provider: mode }), { nil: undefined });
 /** What may be under a name: nothing, or a device of one of these kinds (null: no link info). */
-const kind = fc.option(fc.constantFrom<string | null>('bridge', 'tun', 'veth', 'vxlan', 'ifb', 'bond', null), { nil: undefined });
+const kind = fc.option(fc.constantFrom<string | null>('bridge', 'tun', TUN_MODE_KIND, 'veth', 'vxlan', 'ifb', 'bond', null), { nil: undefined });
 const found = fc.record({ bridge: kind, client: kind, provider: kind });
 
 function device(name: string, kindOf: string | null, index: number): ObservedDevice {
@@ -91,9 +91,70 @@ describe('link device kinds', () => {
         const made = createdKinds(planDevices([connection], observedOf(new Map())));
         const host = new Map([...made].map(([name, kindOf], index): [string, ObservedDevice] => [name, device(name, kindOf, index + 1)]));
         // Recorded, and (to a record without modes) whatever they were.
-        for (const recorded of [modes, undefined]) expect(linkDevicesSeen(expectedLinkDevices(NAMES, recorded), host)).toEqual({ own: [NAMES.bridge, NAMES.client, NAMES.provider], whole: true, foreign: [] });
+        for (const recorded of [modes, undefined]) expect(linkDevicesSeen(expectedLinkDevices(NAMES, recorded), host)).toEqual({ own: [NAMES.bridge, NAMES.client, NAMES.provider], whole: true, foreign: [], farEndsElsewhere: [] });
         expect(made.get(NAMES.bridge)).toBe(DEVICE_KIND.bridge);
       }),
     );
+  });
+});
+
+describe('far ends of a link\'s veths', () => {
+  const SIDE_NETNS = { client: 'vm-c', provider: 'vm-p' } as const;
+  /** Where a side's device is: nothing, a tap, or a veth whose far end is in the VM's namespace, in another, or here. */
+  const sideState = fc.constantFrom('none', 'tap', 'veth-in-vm', 'veth-elsewhere', 'veth-here');
+  const ID_OF_VM = { client: 5, provider: 6 } as const;
+  const OTHER_ID = 9;
+
+  /** The host's devices (a bridge, and each side as `states` says), and what the kernel has for the plan and for namespaceIds. */
+  function world(states: { client: string; provider: string }, mounted: { client: boolean; provider: boolean }): { host: Map<string, ObservedDevice>; observed: ObservedDevices; ids: Map<string, number> } {
+    const host = hostOf({ bridge: 'bridge', client: undefined, provider: undefined });
+    const farDevices = new Map<string, Map<string, ObservedDevice>>([[SIDE_NETNS.client, new Map()], [SIDE_NETNS.provider, new Map()]]);
+    (['client', 'provider'] as const).forEach((role, index) => {
+      const state = states[role];
+      if (state === 'none') return;
+      const name = NAMES[role];
+      const peerNetnsId = state === 'veth-in-vm' ? ID_OF_VM[role] : state === 'veth-elsewhere' ? OTHER_ID : undefined;
+      host.set(name, { ...device(name, state === 'tap' ? 'tun' : 'veth', index + 2), ...(peerNetnsId !== undefined && { peerNetnsId }) });
+      if (state === 'veth-in-vm') farDevices.get(SIDE_NETNS[role])?.set(name, device(name, 'veth', 20 + index));
+    });
+    const netns = new Map((['client', 'provider'] as const).map((role) => [SIDE_NETNS[role], mounted[role] ? (farDevices.get(SIDE_NETNS[role]) ?? null) : null]));
+    const ids = new Map((['client', 'provider'] as const).flatMap((role) => (mounted[role] ? [[SIDE_NETNS[role], ID_OF_VM[role]] as const] : [])));
+    return { host, observed: { ipv6: false, ipv6Forwarding: false, host, netns }, ids };
+  }
+  const vethSide = (role: 'client' | 'provider'): DesiredSide => ({ device: NAMES[role], mac: '02:00:00:00:00:02', attach: { kind: 'veth', netns: SIDE_NETNS[role] } });
+
+  it('a netns link is whole exactly where its plan makes no device anew (every veth with its far end in its VM\'s mounted namespace)', () => {
+    fc.assert(
+      fc.property(fc.record({ client: sideState, provider: sideState }), fc.record({ client: fc.boolean(), provider: fc.boolean() }), (states, mounted) => {
+        // A far end in the VM's namespace only where that namespace is mounted: else it would have no name to be found by.
+        fc.pre((['client', 'provider'] as const).every((role) => mounted[role] || states[role] !== 'veth-in-vm'));
+        const { host, observed, ids } = world(states, mounted);
+        const plan = planDevices([{ bridge: NAMES.bridge, mtu: 1500, client: vethSide('client'), provider: vethSide('provider') }], observed);
+        for (const recorded of [{ client: 'netns', provider: 'netns' } as const, undefined]) {
+          const seen = linkDevicesSeen(expectedLinkDevices(NAMES, recorded, SIDE_NETNS), host, ids);
+          // Unrecorded, a tap is the link's own (either kind): the plan for netns replaces it all the same.
+          const taps = recorded === undefined && (states.client === 'tap' || states.provider === 'tap');
+          if (!taps) expect(seen.whole).toBe(plan.creates.length === 0);
+          const away = seen.farEndsElsewhere.map((entry) => entry.device);
+          expect(away).toEqual((['client', 'provider'] as const).filter((role) => states[role].startsWith('veth') && !(states[role] === 'veth-in-vm' && mounted[role])).map((role) => NAMES[role]));
+          // Still the link's own: list says where the far end should be, unlink and link take it as the link's.
+          for (const name of away) expect(seen.own).toContain(name);
+        }
+      }),
+    );
+  });
+
+  it('without the namespaces\' ids (unlink, link), a veth is the link\'s whatever its far end, as before', () => {
+    const { host } = world({ client: 'veth-elsewhere', provider: 'veth-here' }, { client: true, provider: false });
+    expect(linkDevicesSeen(expectedLinkDevices(NAMES, { client: 'netns', provider: 'netns' }), host)).toEqual({ own: [NAMES.bridge, NAMES.client, NAMES.provider], whole: true, foreign: [], farEndsElsewhere: [] });
+    expect(linkDevicesSeen(expectedLinkDevices(NAMES, { client: 'netns', provider: 'netns' }, SIDE_NETNS), host, new Map([[SIDE_NETNS.client, 5]]))).toEqual({
+      own: [NAMES.bridge, NAMES.client, NAMES.provider],
+      whole: false,
+      foreign: [],
+      farEndsElsewhere: [
+        { role: 'client', device: NAMES.client, netns: SIDE_NETNS.client },
+        { role: 'provider', device: NAMES.provider, netns: SIDE_NETNS.provider },
+      ],
+    });
   });
 });

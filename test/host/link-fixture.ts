@@ -23,6 +23,8 @@ export function requireBuild(): void {
 /** The commands that read the config dir, and those that read the state dir. */
 const CONFIG_COMMANDS = new Set(['link', 'show', 'check']);
 const STATE_COMMANDS = new Set(['link', 'unlink', 'list', 'show', 'gc']);
+/** The commands that take --netns-prefix (where netns-mode VMs live). */
+const NETNS_COMMANDS = new Set(['link', 'list', 'show']);
 
 /**
  * `args` (a spectrum-link command line) with a world's dirs and netns prefix right after the
@@ -35,7 +37,7 @@ export function withWorldOptions(args: readonly string[], world: { configDir: st
     command,
     ...(CONFIG_COMMANDS.has(command) ? ['--config-dir', world.configDir] : []),
     ...(STATE_COMMANDS.has(command) ? ['--state-dir', world.stateDir] : []),
-    ...(command === 'link' ? ['--netns-prefix', world.netnsPrefix] : []),
+    ...(NETNS_COMMANDS.has(command) ? ['--netns-prefix', world.netnsPrefix] : []),
     ...rest,
   ];
 }

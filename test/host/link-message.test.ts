@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { DeviceStep } from '../../host/device-plan.js';
-import { type LinkInfo, type Program, ProgramWriter, decodeLinks, observedDevices } from '../../host/link-message.js';
+import { TUN_MODE_KIND } from '../../host/device-plan.js';
+import { type LinkInfo, type Program, ProgramWriter, decodeLinks, decodeNamespaceId, observedDevices } from '../../host/link-message.js';
 
 /** The records of a program, as rtnl.c reads them: kind, payload. */
 function records(program: Program): { kind: number; payload: Uint8Array }[] {
@@ -36,7 +37,7 @@ describe('ProgramWriter', () => {
         expect(only?.kind).toBe(1);
         const message = only?.payload ?? new Uint8Array();
         expect(header(message)).toMatchObject({ length: message.length, type: 16 });
-        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '', ipv6: quiet, ipv6LinkLocal: false, ipv6Forwarding: false, group: 0 }]);
+        expect(decodeLinks(message)).toEqual([{ index: 0, name, kind: null, peerIndex: null, peerNetnsId: null, masterIndex: null, mtu: mtu ?? 0, up, mac: address ?? '', ipv6: quiet, ipv6LinkLocal: false, ipv6Forwarding: false, group: 0 }]);
       }),
     );
   });
@@ -137,20 +138,26 @@ describe('ProgramWriter', () => {
   });
 });
 
-/** An RTM_NEWLINK answer for `name` with IFLA_AF_SPEC holding these families' attributes. */
-function answerWithAfSpec(name: string, families: ReadonlyMap<number, Buffer>): Uint8Array {
-  const attribute = (type: number, payload: Buffer): Buffer => {
-    const head = Buffer.alloc(4);
-    head.writeUInt16LE(4 + payload.length, 0);
-    head.writeUInt16LE(type, 2);
-    return Buffer.concat([head, payload, Buffer.alloc((4 - (payload.length % 4)) % 4)]);
-  };
-  const afSpec = attribute(26, Buffer.concat([...families].map(([family, payload]) => attribute(family, payload))));
-  const body = Buffer.concat([Buffer.alloc(16), attribute(3, Buffer.from(`${name}\0`)), afSpec]);
+/** A netlink attribute, padded. */
+function attribute(type: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(4);
+  head.writeUInt16LE(4 + payload.length, 0);
+  head.writeUInt16LE(type, 2);
+  return Buffer.concat([head, payload, Buffer.alloc((4 - (payload.length % 4)) % 4)]);
+}
+
+/** An RTM_NEWLINK answer for `name` with these attributes after its name. */
+function answerWith(name: string, attributes: readonly Buffer[]): Uint8Array {
+  const body = Buffer.concat([Buffer.alloc(16), attribute(3, Buffer.from(`${name}\0`)), ...attributes]);
   const header = Buffer.alloc(16);
   header.writeUInt32LE(16 + body.length, 0);
   header.writeUInt16LE(16, 4);
   return Buffer.concat([header, body]);
+}
+
+/** An RTM_NEWLINK answer for `name` with IFLA_AF_SPEC holding these families' attributes. */
+function answerWithAfSpec(name: string, families: ReadonlyMap<number, Buffer>): Uint8Array {
+  return answerWith(name, [attribute(26, Buffer.concat([...families].map(([family, payload]) => attribute(family, payload))))]);
 }
 
 /**
@@ -199,6 +206,29 @@ describe('decodeLinks', () => {
     expect(linkLocalOf(Buffer.concat([inet6Conf(1), addrGenMode(0)]))).toBe(false);
   });
 
+  it("tells a tun device in tun mode from a tap by IFLA_INFO_DATA's IFLA_TUN_TYPE; one that does not say (kernels before 4.20) is a tap, as before", () => {
+    const kindOf = (linkInfo: Buffer) => decodeLinks(answerWith('snc1', [attribute(18, linkInfo)]))[0]?.kind;
+    const tun = attribute(1, Buffer.from('tun\0'));
+    // IFLA_TUN_TYPE (3) is a u8: IFF_TUN 1, IFF_TAP 2; other tun attributes around it.
+    const data = (type: number) => attribute(2, Buffer.concat([attribute(1, Buffer.from([0, 0, 0, 0])), attribute(3, Buffer.from([type])), attribute(4, Buffer.from([0]))]));
+    expect(kindOf(Buffer.concat([tun, data(1)]))).toBe(TUN_MODE_KIND);
+    expect(kindOf(Buffer.concat([tun, data(2)]))).toBe('tun');
+    expect(kindOf(tun)).toBe('tun');
+    // Another kind's IFLA_INFO_DATA is none of a tun's.
+    expect(kindOf(Buffer.concat([attribute(1, Buffer.from('vxlan\0')), data(1)]))).toBe('vxlan');
+    expect(decodeLinks(answerWith('lo', []))[0]?.kind).toBeNull();
+  });
+
+  it("reads a device's peer: its index (IFLA_LINK) and the id of its namespace where that is another (IFLA_LINK_NETNSID)", () => {
+    const u32 = (value: number): Buffer => Buffer.from(new Uint32Array([value]).buffer);
+    const [elsewhere] = decodeLinks(answerWith('snc1', [attribute(5, u32(4)), attribute(37, u32(2))]));
+    expect([elsewhere?.peerIndex, elsewhere?.peerNetnsId]).toEqual([4, 2]);
+    const [here] = decodeLinks(answerWith('snc1', [attribute(5, u32(9))]));
+    expect([here?.peerIndex, here?.peerNetnsId]).toEqual([9, null]);
+    const host = observedDevices([elsewhere!, { ...here!, name: 'snp1', index: 3 }]);
+    expect([host.get('snc1')?.peerNetnsId, host.get('snp1')?.peerNetnsId]).toEqual([2, undefined]);
+  });
+
   it('never throws on arbitrary bytes, and reads only whole messages', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 512, size: 'max' }), (bytes) => {
@@ -212,10 +242,32 @@ describe('decodeLinks', () => {
 
 describe('observedDevices', () => {
   it('names masters it has seen, and gives unknown masters a name no device can have', () => {
-    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', masterIndex, mtu: 1500, up: true, mac: '', ipv6: true, ipv6LinkLocal: true, ipv6Forwarding: false, group: 0 });
+    const link = (index: number, name: string, masterIndex: number | null): LinkInfo => ({ index, name, kind: 'tun', peerIndex: null, peerNetnsId: null, masterIndex, mtu: 1500, up: true, mac: '', ipv6: true, ipv6LinkLocal: true, ipv6Forwarding: false, group: 0 });
     const devices = observedDevices([link(5, 'snb1', null), link(6, 'snc1', 5), link(7, 'snp1', 99)]);
     expect(devices.get('snc1')?.master).toBe('snb1');
     expect(devices.get('snp1')?.master).toBe('ifindex 99');
     expect(devices.get('snb1')?.master).toBeNull();
+  });
+});
+
+describe('namespace ids', () => {
+  it('asks for the id of the namespace of a descriptor (RTM_GETNSID, NETNSA_FD), and reads the answer (none where not assigned)', () => {
+    const [record] = records(new ProgramWriter().getNamespaceId(17).finish());
+    const view = new DataView(record!.payload.buffer, record!.payload.byteOffset, record!.payload.byteLength);
+    expect([record!.kind, view.getUint32(0, true), view.getUint16(4, true), record!.payload.length]).toEqual([1, 28, 90, 28]);
+    // After the padded rtgenmsg (family 0): NETNSA_FD.
+    expect([view.getUint8(16), view.getUint16(20, true), view.getUint16(22, true), view.getUint32(24, true)]).toEqual([0, 8, 3, 17]);
+    const answer = (id: number): Uint8Array => {
+      const message = Buffer.alloc(28);
+      message.writeUInt32LE(28, 0);
+      message.writeUInt16LE(88, 4);
+      message.writeUInt16LE(8, 20);
+      message.writeUInt16LE(1, 22);
+      message.writeInt32LE(id, 24);
+      return message;
+    };
+    expect(decodeNamespaceId(answer(3))).toBe(3);
+    expect(decodeNamespaceId(answer(-1))).toBeNull();
+    expect(decodeNamespaceId(new Uint8Array())).toBeNull();
   });
 });

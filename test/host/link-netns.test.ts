@@ -997,7 +997,7 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     [['list', '--mtu', '9000']],
     [['list', '--config-dir', '/tmp']],
     [['show', 'appvm-lynx', '--attach', 'qemu']],
-    [['show', 'appvm-lynx', '--netns-prefix', 'x']],
+    [['show', 'appvm-lynx', '--mtu', '9000']],
     [['gc', '--attach', 'none']],
     [['gc', '--qmp-socket', '/tmp/{vm}']],
     [['unlink', 'appvm-lynx', '--mtu', '9000']],

@@ -9,7 +9,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { describeNetns } from '../harness/index.js';
-import { type LinkJson, devices, lynxDeviceNames } from './link-fixture.js';
+import { LINK_BIN, type LinkJson, devices, lynxDeviceNames } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
 type Attached = { client: string; provider: string } | undefined;
@@ -105,6 +105,95 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     });
   });
 
+  it('a tun device in tun mode under a tap\'s name is no tap: list and show say it is foreign (kind `tun (mode tun)`), unlink says it deleted it, and link replaces it with a tap', async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    const tunModeAtClient = async (): Promise<void> => {
+      await world().host.ip(['link', 'del', 'dev', names.client]);
+      await world().host.ip(['tuntap', 'add', 'dev', names.client, 'mode', 'tun']);
+    };
+    await tunModeAtClient();
+    const foreign = [{ device: names.client, kind: 'tun (mode tun)', expected: ['tun'] }];
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...link, attachRecorded: true, present: false, linked: true, foreign },
+        lines: [lineOf(link, 'none', 'none', 'devices missing'), `  ${names.client} is a device of kind tun (mode tun), not this link's client tap`],
+      });
+    }
+    // link makes a tap of it, and says so as any link does.
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+    const client = (await devices(world().host)).get(names.client) as { linkinfo?: { info_kind?: string; info_data?: { type?: string } } } | undefined;
+    expect(client?.linkinfo).toMatchObject({ info_kind: 'tun', info_data: { type: 'tap' } });
+    expect((await shown(['list'], link.id)).json).toMatchObject({ ...link, attachRecorded: true, present: true, linked: true, foreign: [] });
+    // unlink deletes it as a foreign device, and says so.
+    await tunModeAtClient();
+    const unlinked = await world().link(['unlink', 'appvm-lynx', '--json']);
+    expect([unlinked.code, unlinked.stderr]).toEqual([0, '']);
+    expect(JSON.parse(unlinked.stdout)).toEqual({ vm: 'appvm-lynx', unlinked: [{ ...link, foreignDeleted: foreign }], forgotten: false });
+    // Recorded without attach modes, its names holding only that one: not linked.
+    await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    await recordAttached(link.id, undefined);
+    await replaceDevices([['tuntap', 'add', 'dev', names.client, 'mode', 'tun']]);
+    expect((await shown(['list'], link.id)).json).toEqual({
+      ...link,
+      clientAttach: null,
+      providerAttach: null,
+      attachRecorded: false,
+      present: false,
+      linked: false,
+      foreign: [{ device: names.client, kind: 'tun (mode tun)', expected: ['tun', 'veth'] }],
+    });
+  });
+
+  it("a netns link whose veth has its far end outside its VM's namespace (moved elsewhere, or that namespace no longer mounted) is not present in list and show, which say so; link makes the pair anew", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect([link.clientAttach, link.providerAttach]).toEqual(['netns', 'netns']);
+    const [lynxNs, netvmNs] = [`${world().netnsPrefix}appvm-lynx`, `${world().netnsPrefix}netvm`];
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    expect((await shown(['list'], link.id)).json).toEqual(up);
+    const farEndLine = (device: string, netns: string): string => `  ${device} is a veth whose far end is not in network namespace ${netns} (link makes the pair anew)`;
+
+    // The client's far end moved to another namespace.
+    const elsewhere = await world().harness.namespace('elsewhere');
+    await world().vmNetns('appvm-lynx').ip(['link', 'set', 'dev', names.client, 'netns', elsewhere.name]);
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...up, present: false, farEndsElsewhere: [{ device: names.client, netns: lynxNs }] },
+        lines: [lineOf(link, 'netns', 'netns', 'devices missing'), farEndLine(names.client, lynxNs)],
+      });
+    }
+    // As the plan takes it: link makes the pair anew, and then it is present.
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+    expect((await shown(['list'], link.id)).json).toEqual(up);
+
+    // netvm's namespace unmounted (ip netns delete) while a process still runs in it: the provider
+    // veth is still there, its far end in a namespace without a name.
+    const holder = world().vmNetns('netvm').spawn(['sh', '-c', 'echo held; exec sleep 60'], { enter: 'nsenter' });
+    try {
+      await holder.waitForOutput(/held/);
+      await world().host.exec(['ip', 'netns', 'delete', netvmNs], { enter: 'nsenter' });
+      expect((await devices(world().host)).get(names.provider)?.linkinfo?.info_kind).toBe('veth');
+      expect(await shown(['list'], link.id)).toEqual({
+        json: { ...up, present: false, farEndsElsewhere: [{ device: names.provider, netns: netvmNs }] },
+        lines: [lineOf(link, 'netns', 'netns', 'devices missing'), farEndLine(names.provider, netvmNs)],
+      });
+      expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+      expect((await shown(['list'], link.id)).json).toEqual(up);
+    } finally {
+      await holder.kill('SIGKILL');
+      await holder.waitClosed();
+    }
+    // list without the world's --netns-prefix looks for the far ends elsewhere: it says where it looked.
+    const unprefixed = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir, '--json'], { enter: 'nsenter', allowFailure: true });
+    expect([unprefixed.code, unprefixed.stderr]).toEqual([0, '']);
+    expect((JSON.parse(unprefixed.stdout) as { id: number }[]).find((entry) => entry.id === link.id)).toMatchObject({
+      present: false,
+      farEndsElsewhere: [
+        { device: names.client, netns: 'appvm-lynx' },
+        { device: names.provider, netns: 'netvm' },
+      ],
+    });
+  });
+
   it('a record without attach modes whose names hold only devices of other kinds is not linked (list, show, unlink); gc leaves those devices (the id is owned), unlink deletes them', async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
     await recordAttached(link.id, undefined);
@@ -166,6 +255,32 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
     const host = await devices(world().host);
     expect([names.bridge, names.client, names.provider].filter((name) => host.has(name))).toEqual([]);
+  });
+
+  it.each([['text'], ['json']] as const)('link taking down a link to a provider dropped from the config says the devices of other kinds it deleted with it (%s), as unlink does', async (format) => {
+    const json = format === 'json' ? ['--json'] : [];
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    await world().host.ip(['link', 'del', 'dev', names.bridge]);
+    await world().host.ip(vxlanAtBridge);
+    const provider = join(world().configDir, 'appvm-lynx', 'providers', 'net', 'netvm');
+    await rm(provider);
+    try {
+      const result = await world().link(['link', 'appvm-lynx', ...json]);
+      expect([result.code, result.stderr]).toEqual([0, '']);
+      if (format === 'json') {
+        const foreignDeleted = [{ device: names.bridge, kind: 'vxlan', expected: ['bridge'] }];
+        expect(JSON.parse(result.stdout)).toEqual({ vm: 'appvm-lynx', links: [], unlinked: [{ ...link, foreignDeleted }] });
+      } else {
+        expect(result.stdout).toBe(
+          `unlinked appvm-lynx -> netvm (id ${link.id}, kept): netvm is no longer among appvm-lynx's providers\n` +
+            `  also deleted ${names.bridge}, a device of kind vxlan under this link's bridge name\n`,
+        );
+      }
+      const host = await devices(world().host);
+      expect([names.bridge, names.client, names.provider].filter((name) => host.has(name))).toEqual([]);
+    } finally {
+      await writeFile(provider, '');
+    }
   });
 
   it('link keeps no attach mode of a link whose names hold only devices of other kinds: not up, its sides get their VMs\' modes (a record without modes, and one recorded qemu)', async () => {

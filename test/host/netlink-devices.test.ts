@@ -78,6 +78,35 @@ describeNetns('removeDevices in a namespace', () => {
     await host.ip(['link', 'del', 'rb9']);
   });
 
+  // Something else deletes `gone` after removeDevices looked the names up, before it deletes them:
+  // it says it removed only what its deletions took (a veth's peer among the names goes with it).
+  it.each([
+    ['one by one', ['vg1', 'va1', 'vb1'], ['va1', 'vb1']],
+    ['together', ['vg1', 'vd1', 'vd2', 'va1', 'vb1'], ['vd1', 'vd2', 'va1', 'vb1']],
+  ])('never says it removed a device that something else deleted meanwhile (%s); a veth whose peer it deleted went with it', async (_how, given, removed) => {
+    for (const name of given.filter((name) => !name.startsWith('vb'))) {
+      await host.ip(name.startsWith('va') ? ['link', 'add', name, 'type', 'veth', 'peer', 'name', name.replace('va', 'vb')] : ['link', 'add', name, 'type', 'bridge']);
+    }
+    const rtnl = pathToFileURL(join(ROOT, 'dist', 'shared', 'rtnl-socket.js')).href;
+    const script = `import { execFileSync } from 'node:child_process';
+      import { removeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { RtnlSocket } from ${JSON.stringify(rtnl)};
+      const run = RtnlSocket.prototype.run;
+      let runs = 0;
+      RtnlSocket.prototype.run = async function (...args) {
+        runs += 1;
+        const outcomes = await run.apply(this, args);
+        if (runs === 1) execFileSync('ip', ['link', 'del', 'vg1']);
+        return outcomes;
+      };
+      console.log(JSON.stringify(await removeDevices(${JSON.stringify(given)}, 0x7000_0004)));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    const kinds = new Map([['vd', 'bridge'], ['va', 'veth'], ['vb', 'veth']]);
+    expect(JSON.parse(result.stdout)).toEqual({ removed: removed.map((name) => ({ name, kind: kinds.get(name.slice(0, 2)) })), kept: [] });
+    expect(await names(host)).toEqual(['lo']);
+  });
+
   it("never removes a device of someone else's that is in the removal group: then ours go one by one", async () => {
     const ours = await makeDevices();
     await host.ip(['link', 'set', 'other', 'group', String(0x7000_0003)]);
