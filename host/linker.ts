@@ -39,7 +39,9 @@ import {
 import {
   type Link,
   type LinkAttachment,
+  type LinkPair,
   type LinkState,
+  StateError,
   allocateMany,
   emptyState,
   forgetLink,
@@ -1063,6 +1065,81 @@ async function assertStateWritableForTakeOut(switched: readonly SwitchedSide[], 
   }
 }
 
+/** The pairs a client of a run links (the VM valid): to each provider its config names, in order. */
+function pairsOf(snapshot: ConfigSnapshot, vm: VmName): LinkPair[] {
+  return requireValidVm(snapshot, vm).providers.map((provider) => ({ client: vm, provider }));
+}
+
+/**
+ * List the host devices and VM namespaces of these links (their ids allocated), each side in the
+ * mode the run gives it, as the run's transaction lists them (observeDevices, a chunk at a time):
+ * done before the NICs of switched sides come out (takeBackSwitched), so that a listing that
+ * fails fails the run (or, with --keep-going, the VM) with none out, not after, their links down.
+ */
+async function listRunDevices(links: readonly Link[], kept: KeptAttach, options: LinkerOptions): Promise<void> {
+  const connections = links.map((link) => desiredConnection(linkReport(link, options, linkAttachModes(kept, link)), options));
+  await observeDevices(netnsNames(connections), connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]));
+}
+
+/**
+ * Before the NICs of switched sides come out (takeBackSwitched): what the run's transaction could
+ * fail at while the kernel is as it was, found now, so that the run fails with no NIC out rather
+ * than after, those links left down: the ids of every link of the run (allocateMany from `before`,
+ * the chunks' ids: a StateError where they run out), and the listing of their devices. (The VMs
+ * and every side were checked before (runAttachModes), the state dir is probed next
+ * (assertStateWritableForTakeOut), and planning cannot fail.) What can still fail after them (a
+ * listing that fails only then, a save that the probe let through, the kernel, a VMM) is said
+ * with the links it leaves down (linksLeftDown).
+ */
+async function assertRunStartable(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<void> {
+  const { links } = allocateMany(before, vms.flatMap((vm) => pairsOf(snapshot, vm)));
+  await listRunDevices(links, kept, options);
+}
+
+/** The ids a VM's links get in a `link --keep-going` run, or why it gets none (a StateError: the ids ran out). */
+type KeepGoingIds = { readonly links: readonly Link[] } | { readonly error: StateError };
+
+/**
+ * The ids a `link --keep-going` run gives each of these VMs' links (every VM valid, in the run's
+ * order), or why a VM gets none, found before a NIC of its comes out: all at once where every VM
+ * gets its ids (nothing then fails at them); else VM by VM, as the pass one by one allocates them
+ * after the one transaction failed at them, a VM that gets none holding none. (Were a VM before
+ * to fail for another reason, a run would give its ids back; here it keeps them, so a later VM may
+ * be refused ids that the run would have found: only where every id is held. VM by VM costs a
+ * pass over the state per VM, as that pass one by one does, and its save of the whole state more.)
+ */
+function keepGoingIds(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState): Map<VmName, KeepGoingIds> {
+  const pairs = vms.map((vm) => pairsOf(snapshot, vm));
+  const ids = new Map<VmName, KeepGoingIds>();
+  const refused = (error: unknown): StateError => {
+    if (error instanceof StateError) return error;
+    throw error;
+  };
+  try {
+    const { links } = allocateMany(before, pairs.flat());
+    let at = 0;
+    vms.forEach((vm, index) => {
+      const count = pairs[index]?.length ?? 0;
+      ids.set(vm, { links: links.slice(at, at + count) });
+      at += count;
+    });
+    return ids;
+  } catch (error) {
+    refused(error);
+  }
+  let state = before;
+  vms.forEach((vm, index) => {
+    try {
+      const allocation = allocateMany(state, pairs[index] ?? []);
+      state = allocation.state;
+      ids.set(vm, { links: allocation.links });
+    } catch (error) {
+      ids.set(vm, { error: refused(error) });
+    }
+  });
+  return ids;
+}
+
 /** The links whose NICs `made` says were taken out of their VMMs, of these clients, as left down (a run that failed before it made anything for them). */
 function takenBackLeftDown(made: RunDevices, clients: ReadonlySet<string>): LeftDownLink[] {
   return [...made.takenBack.values()].filter(({ link }) => clients.has(link.vm)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
@@ -1194,9 +1271,11 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
       options.signal?.aborted === true && !isInterruption(error) ? new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error) : error;
     // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
     // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made, and so
-    // does a state dir that cannot be written, checked before the first NIC.
+    // do ids that run out, a device listing that fails (assertRunStartable) and a state dir that
+    // cannot be written, each checked before the first NIC.
     const switched = await switchedSides(vms, snapshot, before, kept, options);
     const takeOut = async (): Promise<void> => {
+      if (switched.length > 0) await assertRunStartable(vms, snapshot, before, kept, options);
       await assertStateWritableForTakeOut(switched, options);
       await takeBackSwitched(switched, options, made);
     };
@@ -1376,12 +1455,19 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
   const switched = await switchedSides(partition.valid, snapshot, before, kept, options);
   // The state is every VM's: one that cannot be written fails the run, before any NIC comes out.
   await assertStateWritableForTakeOut(switched, options);
+  // The ids of each VM's links, found before its NICs come out, as its devices' listing is.
+  const ids = switched.length === 0 ? new Map<VmName, KeepGoingIds>() : keepGoingIds(partition.valid, snapshot, before);
   for (const vm of partition.valid) {
     const own = switched.filter((target) => target.link.vm === vm);
     if (own.length === 0) continue;
     try {
-      // A side that cannot be given its new mode (bad input) fails the VM before its NICs come out.
+      // A side that cannot be given its new mode (bad input) fails the VM before its NICs come
+      // out, and so do ids that run out and a listing of its devices that fails, as the run
+      // would fail it at them after (assertRunStartable).
       assertLinksUsable(vm, snapshot, kept, options);
+      const vmIds = ids.get(vm);
+      if (vmIds !== undefined && 'error' in vmIds) throw vmIds.error;
+      await listRunDevices(vmIds?.links ?? [], kept, options);
       await takeBackSwitched(own, options, made);
     } catch (error) {
       // Nothing made yet: an interruption stops the whole run (as in the one transaction), and

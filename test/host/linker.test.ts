@@ -10,7 +10,7 @@ import { parseAttachChoice } from '../../host/attach-mode.js';
 import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
+import { ID_COUNT, type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
@@ -63,6 +63,8 @@ const kernel = vi.hoisted(() => ({
   lookupRefused: undefined as string | undefined,
   /** Where set, a listing of every device (list, show, link --all's left links) fails with it. */
   listingRefused: undefined as string | undefined,
+  /** A query of named devices that names one of these fails, as the kernel's refusal. */
+  unlistable: new Set<string>(),
   whileApplying: (): void | Promise<void> => undefined,
 }));
 
@@ -161,6 +163,8 @@ vi.mock('../../host/netlink-devices.js', () => ({
   newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set() }),
   observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
     if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
+    const unlisted = only?.find((name) => kernel.unlistable.has(name));
+    if (unlisted !== undefined) throw Object.assign(new Error(`listing devices failed: ${unlisted}: No buffer space available`), { name: 'DeviceError', kind: 'query-failed' });
     kernel.observed += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() };
   },
@@ -234,6 +238,7 @@ beforeEach(async () => {
   kernel.removed = [];
   kernel.lookupRefused = undefined;
   kernel.listingRefused = undefined;
+  kernel.unlistable.clear();
   kernel.whileApplying = () => undefined;
   configReads.afterRead = undefined;
   store.failSaves = 0;
@@ -1400,6 +1405,62 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(failure).toMatchObject({ kind: 'interrupted-undoing', failure: { kind: 'vmm-detach-failed', message: expect.stringContaining(`its NIC ${names(ids[0]!).client} was to come out of the QEMU of c1 first: QEMU refused device_del`) } });
     expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`]);
     expect(kernel.undone).toBe(0);
+  });
+
+  describe('what the run would fail at before it made anything, found before any NIC comes out', () => {
+    /** c1 up with its side as QEMU attached it (to be none), c1 naming c2 as a provider too: a link that needs an id. */
+    beforeEach(async () => {
+      await writeFile(join(configDir, 'c1', 'providers', 'net', 'c2'), '');
+    });
+    const runs = [
+      ['link', linkVms],
+      ['link --keep-going', linkVmsKeepGoing],
+    ] as const;
+    /** The run's failure: thrown (link), or its one VM's (--keep-going). */
+    const failureOf = async (run: (typeof runs)[number][1], options: LinkerOptions): Promise<unknown> => {
+      try {
+        const outcome = await run([c1], options);
+        expect(outcome).toMatchObject({ failed: [{ vm: c1 }], linked: new Map() });
+        return (outcome as Awaited<ReturnType<typeof linkVmsKeepGoing>>).failed[0]?.error;
+      } catch (error) {
+        return error;
+      }
+    };
+
+    it.each(runs)('%s: ids run out (every id held): that failure, no NIC out, no link said down, the state as it was', async (_how, run) => {
+      // Every id held: c1 -> netvm (id 1) among them; c1 -> c2 gets none.
+      const held: LinkState = {
+        version: 1,
+        links: Array.from({ length: ID_COUNT }, (_, index) => ({
+          client: index === 0 ? c1 : vmName(`f${index}`),
+          provider: NETVM,
+          id: (index + 1) as ClientId,
+          ...(index === 0 && { attached: { client: 'qemu', provider: 'none' } as const }),
+        })),
+      };
+      await saveState(stateDir, held);
+      kernel.host = new Map(Object.values(names(1 as ClientId)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice]));
+      const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+      const leftDown: LeftDownLink[] = [];
+      const failure = await failureOf(run, { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links) => void leftDown.push(...links) });
+      expect(failure).toMatchObject({ name: 'StateError', kind: 'exhausted', message: expect.stringContaining('no free client id for c1 -> c2') });
+      expect(events).toEqual([]);
+      expect(leftDown).toEqual([]);
+      expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    });
+
+    it.each(runs)('%s: a listing of the devices that fails: that failure, no NIC out, no link said down, the state as it was', async (_how, run) => {
+      const { text } = await linkedAs({ client: 'qemu', provider: 'none' }, [c1]);
+      // The new link c1 -> c2's id, and its bridge, whose query the kernel refuses.
+      const [, added] = allocateMany(await loadState(stateDir), [{ client: c1, provider: NETVM }, { client: c1, provider: vmName('c2') }]).links;
+      kernel.unlistable.add(names(added!.id).bridge);
+      const leftDown: LeftDownLink[] = [];
+      const failure = await failureOf(run, { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links) => void leftDown.push(...links) });
+      expect(failure).toMatchObject({ name: 'DeviceError', kind: 'query-failed', message: expect.stringContaining(names(added!.id).bridge) });
+      expect(events).toEqual([]);
+      expect(leftDown).toEqual([]);
+      expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    });
   });
 
   it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it; the others are linked', async () => {
