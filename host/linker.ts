@@ -1249,6 +1249,12 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
   // A signal while it read and checked (a whole config dir takes a while): stopped before the lock
   // makes the dir. (Where the dir is there, nothing before the lock waits for a signal to come.)
   if (absent) stopIfInterrupted(options);
+  // Nor is it made where the run has no link to make (no VM of it has a provider): a run that
+  // records nothing leaves no trace.
+  if (known !== undefined && fresh !== undefined && known.vms.every((vm) => pairsOf(fresh.snapshot, vm).length === 0)) {
+    const { orphaned, unusable } = known.wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(emptyState(), fresh.snapshot, options);
+    return { linked: new Map(known.vms.map((vm) => [vm, []])), unlinked: new Map(), orphaned, unusable, vmmFailures: [], ambiguousAttach: [], run: known };
+  }
   return underLinkLock(options, async () => {
     // The config read before the lock may have changed while another run made the dir and
     // recorded (recordedMeanwhile): read again then, as where the dir was there.
@@ -1396,6 +1402,13 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
   const early = stateDirAbsent(options.stateDir) ? await read() : undefined;
   // A signal while it read: stopped before the lock makes the dir.
   if (early !== undefined) stopIfInterrupted(options);
+  // Nor is it made where the run has no link to make (every VM failed, or has no provider): a run
+  // that records nothing leaves no trace, as a plain link refused before the lock leaves none.
+  const idle = early === undefined ? undefined : keepGoingIdle(early.vms.vms, early.snapshot, options);
+  if (idle !== undefined && early !== undefined) {
+    const { orphaned, unusable } = early.vms.wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(emptyState(), early.snapshot, options);
+    return { linked: new Map(idle.linked.map((vm) => [vm, []])), unlinked: new Map(), orphaned, unusable, vmmFailures: [], ambiguousAttach: [], failed: idle.failed, run: early.vms };
+  }
   return underLinkLock(options, async () => {
     let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {
@@ -1409,6 +1422,32 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
       for (const failure of stepsStillLeft(steps, linked, options.netnsPrefix)) options.onUndoStepFailed?.(failure);
     }
   });
+}
+
+/**
+ * What a `link --keep-going` run with nothing recorded yet (no state dir) does where it has no
+ * link to make: every VM of `vms` invalid, or with a side that cannot be given its mode (bad
+ * input), or without providers, each checked as the run checks it (on an empty state: no mode
+ * kept); the VMs failed (with why) and those left (nothing to link), in the order of `vms`. Else
+ * undefined: it has links to make, under the lock.
+ */
+function keepGoingIdle(vms: readonly VmName[], snapshot: ConfigSnapshot, options: LinkerOptions): { linked: VmName[]; failed: FailedVm[] } | undefined {
+  const kept = keptAttach(options.attach, []);
+  const { valid, invalid } = partitionValidVms(snapshot, vms);
+  const failures = new Map<VmName, unknown>(invalid.map(({ name, error }) => [name, error]));
+  for (const vm of valid) {
+    try {
+      assertLinksUsable(vm, snapshot, kept, options);
+    } catch (error) {
+      failures.set(vm, error);
+      continue;
+    }
+    if (pairsOf(snapshot, vm).length > 0) return undefined;
+  }
+  return {
+    linked: vms.filter((vm) => !failures.has(vm)),
+    failed: vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : [])),
+  };
 }
 
 /**

@@ -1567,3 +1567,34 @@ describe('link where the state dir is not made yet, interrupted while it reads t
     expect(existsSync(fresh)).toBe(false);
   });
 });
+
+describe('link where the state dir is not made yet, and the run has no link to make', () => {
+  it.each(EVERY_LINK_RUN.filter(([name]) => name.endsWith('KeepGoing')))('%s: every VM failed (its config, a side refused as bad input): each said, no state dir made', async (_name, link) => {
+    for (const vm of ['c1', 'c2']) await writeFile(join(configDir, vm, 'providers', 'net', 'nosuchvm'), '');
+    const tooLong = new CliError('--qmp-socket "/long/{vm}" gives VM c3 the socket path "/long/c3", 108 bytes: a Unix socket path has at most 107; use a shorter path', EXIT.usage);
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (kind, vm) => {
+        if (kind === 'qemu' && vm === 'c3') throw tooLong;
+      },
+    };
+    const fresh = join(stateDir, 'fresh');
+    const outcome = await link({ ...options(), stateDir: fresh, attach: parseAttachChoice(['c3=qemu']), vmm });
+    expect(outcome.failed.map(({ vm, error }) => [vm, (error as Error).name])).toEqual([
+      ['c1', 'ConfigError'],
+      ['c2', 'ConfigError'],
+      ['c3', 'CliError'],
+    ]);
+    expect([...outcome.linked]).toEqual([]);
+    expect(existsSync(fresh)).toBe(false);
+  });
+
+  it.each(EVERY_LINK_RUN)('%s: no VM has a provider: nothing linked (each VM named said so), no state dir made', async (_name, link) => {
+    for (const vm of CLIENTS) await rm(join(configDir, vm, 'providers', 'net', NETVM));
+    const fresh = join(stateDir, 'fresh');
+    const outcome = await link({ ...options(), stateDir: fresh });
+    expect([...outcome.linked].every(([, reports]) => reports.length === 0)).toBe(true);
+    expect([...outcome.linked.keys()]).toEqual(_name.startsWith('linkAll') ? [] : CLIENTS);
+    expect(existsSync(fresh)).toBe(false);
+  });
+});
