@@ -2054,13 +2054,13 @@ export async function listLinks(options: ListOptions): Promise<ListedLink[]> {
   return listed((await loadState(options.stateDir, options.stateDirSource)).links, options);
 }
 
-/** Why `vm` is no VM of the config dir (`dir`: the config dir itself is unusable, said in full), or undefined. */
-async function noVmReason(options: Pick<ShowOptions, 'configDir' | 'configDirSource'>, vm: VmName): Promise<{ reason: string; dir: boolean } | undefined> {
+/** Why `vm` is no VM of the config dir (`dir`: the config dir itself is unusable, its error), or undefined. */
+async function noVmReason(options: Pick<ShowOptions, 'configDir' | 'configDirSource'>, vm: VmName): Promise<{ reason: string; dir?: ConfigError } | undefined> {
   try {
     const reason = vmDirProblem(await readConfigVms(options.configDir, [vm], options.configDirSource), vm);
-    return reason === undefined ? undefined : { reason, dir: false };
+    return reason === undefined ? undefined : { reason };
   } catch (error) {
-    if (error instanceof ConfigError) return { reason: error.message, dir: true };
+    if (error instanceof ConfigError) return { reason: error.message, dir: error };
     throw error;
   }
 }
@@ -2075,8 +2075,9 @@ export async function showLinks(name: string, options: ShowOptions): Promise<Lis
   if (links.length === 0) {
     const none = await noVmReason(options, vm);
     const stateDir = shownOrigin('state dir', options.stateDir, options.stateDirSource);
-    // The config dir unusable: its own message says what to check.
-    if (none?.dir === true) throw new LinkerError('unknown-vm', `show: no links recorded for ${vm} in ${stateDir} and ${none.reason}`);
+    // The config dir unusable: its own message says what to check, and its kind sets the exit
+    // code, as for every command that reads it (one named that does not exist: bad input).
+    if (none?.dir !== undefined) throw new ConfigError(none.dir.kind, `show: no links recorded for ${vm} in ${stateDir} and ${none.reason}`);
     if (none !== undefined) {
       const configDir = shownOrigin('config dir', options.configDir, options.configDirSource);
       const check = `${pathCheck('the config dir', '--config-dir', CONFIG_DIR_ENV, options.configDirSource)} and ${pathCheck('the state dir', '--state-dir', STATE_DIR_ENV, options.stateDirSource)}`;

@@ -15,6 +15,7 @@ import type { PlanMade } from '../../host/netlink-devices.js';
 import { loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import {
+  type KeepGoingOutcome,
   type LeftDownLink,
   type LinkReport,
   type LinkerOptions,
@@ -1579,7 +1580,7 @@ describe('link where the state dir is not made yet, and the run has no link to m
       },
     };
     const fresh = join(stateDir, 'fresh');
-    const outcome = await link({ ...options(), stateDir: fresh, attach: parseAttachChoice(['c3=qemu']), vmm });
+    const outcome = (await link({ ...options(), stateDir: fresh, attach: parseAttachChoice(['c3=qemu']), vmm })) as KeepGoingOutcome;
     expect(outcome.failed.map(({ vm, error }) => [vm, (error as Error).name])).toEqual([
       ['c1', 'ConfigError'],
       ['c2', 'ConfigError'],
