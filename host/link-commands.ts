@@ -401,6 +401,11 @@ function failedLine({ vm, error }: FailedVm): string {
   return `link ${vm} failed: ${reasonText(error)}`;
 }
 
+/** The JSON line of `link --keep-going --json` for a VM it did not link (`badInput`: it failed by bad usage or input, as plain link would have exited 2). */
+function failedJson({ vm, error }: FailedVm): Record<string, unknown> {
+  return { vm, links: [], error: reasonText(error), ...(isUsageError(error) && { badInput: true }) };
+}
+
 /**
  * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
@@ -661,8 +666,18 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoSteps: UndoStepFailure[] = [];
       const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, vmmSocket(flags, failure.vmm, failure.vm)));
       // Said after the failure: the links left down, the devices and namespaces left, the records
-      // not written back, then the NICs not taken back.
-      const undoLines = (): string[] => [...leftDown.map(leftDownLine), ...undoSteps.map(undoStepLine), ...undoWrites.map(undoStateLine), ...undoDetachLines()];
+      // not written back, then the NICs not taken back. With --keep-going, the VMs that failed
+      // before a signal stopped the run come first, each with its links left down.
+      const undoLines = (failed: readonly FailedVm[] = []): string[] => {
+        const failedVms = new Set<string>(failed.map((entry) => entry.vm));
+        return [
+          ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
+          ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
+          ...undoSteps.map(undoStepLine),
+          ...undoWrites.map(undoStateLine),
+          ...undoDetachLines(),
+        ];
+      };
       try {
         const onLeftDown = (links: readonly LeftDownLink[]): void => void leftDown.push(...links);
         const onUndoDetachFailed = (failures: readonly VmmDetachFailure[]): void => void undoFailures.push(...failures);
@@ -678,10 +693,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           throw new CliError(`link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`, signalExitCode(interruption.received));
         }
         if (error instanceof LinkerError && error.kind === 'interrupted' && interruption.received !== undefined) {
+          // The VMs --keep-going had failed before it: said as where it ends unstopped (stdout too, with --json).
+          if (flags.json === true && error.failed.length > 0) process.stdout.write(error.failed.map((entry) => `${JSON.stringify(failedJson(entry))}\n`).join(''));
           throw new CliError(
             `link interrupted by ${interruption.received}: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were`,
             signalExitCode(interruption.received),
-            undoLines(),
+            undoLines(error.failed),
             'lines',
           );
         }
@@ -735,9 +752,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       }
       // With --keep-going, a line for each VM it did not link (stderr says why too).
       // (`badInput`: it failed by bad usage or input, as plain link would have exited 2.)
-      if (flags.json === true) {
-        for (const entry of failed) lines.push(`${JSON.stringify({ vm: entry.vm, links: [], error: reasonText(entry.error), ...(isUsageError(entry.error) && { badInput: true }) })}\n`);
-      }
+      if (flags.json === true) for (const entry of failed) lines.push(`${JSON.stringify(failedJson(entry))}\n`);
       // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
       if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
       // And one for each entry that is no usable VM directory, its recorded links (left as they are) as `recorded`.

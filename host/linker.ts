@@ -124,6 +124,11 @@ export class LinkerError extends Error {
     message: string,
     /** For 'interrupted-undoing': the failure the run was undone for, as thrown. */
     readonly failure?: unknown,
+    /**
+     * For 'interrupted' of `link --keep-going`: the VMs that had failed before the signal stopped
+     * the run (each alone, nothing made for it or undone), in the order asked for, to be said too.
+     */
+    readonly failed: readonly FailedVm[] = [],
   ) {
     super(message);
   }
@@ -1327,7 +1332,7 @@ export interface KeepGoingOutcome extends LinkOutcome {
   };
 }
 
-const isInterruption = (error: unknown): boolean => error instanceof LinkerError && error.kind === 'interrupted';
+const isInterruption = (error: unknown): error is LinkerError => error instanceof LinkerError && error.kind === 'interrupted';
 
 /** What a pass over the VMs of `link --keep-going` linked, and where a signal stopped it. */
 interface KeepGoingPass extends LinkTransaction {
@@ -1347,7 +1352,8 @@ interface KeepGoingPass extends LinkTransaction {
  * the VMs linked again one by one, from the state file as it is then. The state lock is held
  * throughout.
  * A state that cannot be read or written fails the whole run, as does an interruption before or
- * during the one transaction (undone as in linkVms); one later stops at the next safe point,
+ * during the one transaction (undone as in linkVms; the VMs failed before it come with it,
+ * LinkerError.failed, to be said); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
  * linked (`interrupted`).
  */
@@ -1478,6 +1484,21 @@ function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMa
   return left.reverse();
 }
 
+/** The VMs of `vms` that failed, each with why, in that order. */
+function failedInOrder(vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): FailedVm[] {
+  return vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
+}
+
+/**
+ * The interruption that stops a `link --keep-going` run before its passes VM by VM (while it takes
+ * NICs out for other modes, or in its one transaction), with the VMs that had failed before it
+ * (invalid, or a VMM that did not give a NIC back), so that their failures are said with it.
+ */
+function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): LinkerError {
+  if (failures.size === 0) return error;
+  return new LinkerError(error.kind, error.message, error.failure, failedInOrder(vms, failures));
+}
+
 /** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
 async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const partition = partitionValidVms(snapshot, vms);
@@ -1510,10 +1531,11 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
       await takeBackSwitched(own, options, made);
     } catch (error) {
       // Nothing made yet: an interruption stops the whole run (as in the one transaction), and
-      // the links of each VM not failed already (those said with its failure) are said down.
+      // the links of each VM not failed already (those said with its failure) are said down,
+      // as are the VMs failed already (interruptedAfter).
       const down = takenBackLeftDown(made, isInterruption(error) ? new Set(partition.valid.filter((other) => !failures.has(other))) : new Set([vm]));
       if (down.length > 0) options.onLeftDown?.(down);
-      if (isInterruption(error)) throw error;
+      if (isInterruption(error)) throw interruptedAfter(error, vms, failures);
       failures.set(vm, error);
     }
   }
@@ -1544,7 +1566,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
     const whole = isInterruption(error) || error instanceof StateStoreError;
     if ((whole || valid.length === 1) && leftDown.length > 0) options.onLeftDown?.(leftDown);
     if (whole || valid.length === 1) sayUndoWrite(new Map());
-    if (whole) throw error;
+    if (whole) throw isInterruption(error) ? interruptedAfter(error, vms, failures) : error;
     if (valid.length === 1) failures.set(valid[0] as VmName, error);
     transactionFailure = error;
   }
@@ -1574,7 +1596,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
     sayUndoWrite(linkedNow);
   } else pass = { state: before, linked: new Map(), providers: new Map() };
   const { state, linked, providers, interrupted } = pass;
-  const failed = vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
+  const failed = failedInOrder(vms, failures);
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
   const ambiguous = ambiguousAttach(kept, [...linkedInOrder.values()].flat().map(pairOf));
   if (interrupted !== undefined) {
