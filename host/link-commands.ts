@@ -470,18 +470,26 @@ export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals
  * What is said of a link that a failed run leaves down, its record as before the run: up before,
  * its devices replaced by the run (to attach it another way), the new ones deleted by the undo,
  * the old not brought back; or NICs of it taken out of their VMMs by the run (to attach those
- * sides another way), which the undo does not put back.
+ * sides another way), which the undo does not put back. A side whose VMM was not running had no
+ * NIC to take out: said so, not as one taken out.
  */
-function leftDownLine(link: LeftDownLink): string {
+export function leftDownLine(link: LeftDownLink): string {
   const down = `${link.vm} -> ${link.provider} (id ${link.id}) is down`;
-  if (link.takenBack.length === 0) {
-    return `${down}: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back): link ${link.vm} again`;
+  const taken = link.takenBack.filter((nic) => nic.taken);
+  const stopped = link.takenBack
+    .filter((nic) => !nic.taken)
+    .map(({ vmm, vm, nic }) => `the ${VMM_NAMES[vmm]} of ${vm} was not running, so it held no NIC ${nic} and nothing was taken out of it`)
+    .join('; ');
+  const notRunning = stopped === '' ? '' : ` (${stopped})`;
+  if (taken.length === 0) {
+    return `${down}: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back)${notRunning}: link ${link.vm} again`;
   }
-  const nics = link.takenBack.map(({ vmm, vm, nic, to }) => `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`).join(' and ');
+  const nics = taken.map(({ vmm, vm, nic, to }) => `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`).join(' and ');
   const replaced = link.replaced ? ', and replaced its devices, the new ones deleted by undoing the run' : '';
+  const again = taken.length === 1 ? 'the NIC added again' : 'the NICs added again';
   return (
-    `${down}: this run took its ${nics}${replaced}; undoing the run puts no NIC back, and its record is as before (${link.vm}'s side ${link.clientAttach}, ${link.provider}'s ${link.providerAttach}): ` +
-    `link ${link.vm} again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks`
+    `${down}: this run took its ${nics}${replaced}${notRunning}; undoing the run puts no NIC back, and its record is as before (${link.vm}'s side ${link.clientAttach}, ${link.provider}'s ${link.providerAttach}): ` +
+    `link ${link.vm} again: without --attach it attaches the link as recorded (${again}), with this run's --attach as that asks`
   );
 }
 

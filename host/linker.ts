@@ -84,8 +84,11 @@ export interface VmmPort {
   /**
    * Unplug a NIC. Bounded as a whole too (the CLI's: twice --vmm-timeout), plain or forced, as it
    * runs under the state lock: a VMM answering each step just in time cannot stretch it.
+   * 'not-running' where no VMM runs there (nothing at its socket, or a socket refusing
+   * connections: the VM stopped), which holds no NIC: nothing was taken out; else (or nothing
+   * said) the VMM no longer holds it.
    */
-  detach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
+  detach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<'not-running' | void>;
   /**
    * Refuse, as bad input, a VM whose VMM socket path cannot be one (too long for a Unix socket).
    * Asked before anything is made for its links, as of an MTU a tap cannot take: found only at the
@@ -653,6 +656,8 @@ export interface TakenBackNic {
   readonly nic: string;
   /** The mode the run was to give that side. */
   readonly to: AttachMode;
+  /** False where that VMM was not running (VmmPort.detach said so): it held no NIC, and nothing was taken out. */
+  readonly taken: boolean;
 }
 
 /**
@@ -676,17 +681,21 @@ const linkNamespacesOf = (report: LinkReport, netnsPrefix: string): string[] => 
   ...(report.providerAttach === 'netns' ? [`${netnsPrefix}${report.provider}`] : []),
 ];
 
+/** Whether the run took a NIC of these out of a VMM (not only found that VMM not running). */
+const anyTaken = (nics: readonly TakenBackNic[]): boolean => nics.some((nic) => nic.taken);
+
 /**
  * Of the links an undo took back to their records in `before`, those it leaves down: up then
- * (recorded so), with a device the run had replaced, or a NIC it had taken out of its VMM. As
- * recorded, for the operator's line.
+ * (recorded so), with a device the run had replaced, or a NIC it had taken out of its VMM (one
+ * whose VMM was not running was not taken out: the run left that side as it was). As recorded,
+ * for the operator's line.
  */
 function linksLeftDown(reports: readonly LinkReport[], before: LinkState, made: RunDevices, options: LinkerOptions): LeftDownLink[] {
   return reports.flatMap((report) => {
     const earlier = lookupLink(before, pairOf(report));
     const replaced = linkDevicesOf(report).some((device) => made.replaced.has(device));
     const takenBack = made.takenBack.get(keyOf(report))?.nics ?? [];
-    return earlier?.attached !== undefined && (replaced || takenBack.length > 0) ? [{ ...linkReport(earlier, options), replaced, takenBack }] : [];
+    return earlier?.attached !== undefined && (replaced || anyTaken(takenBack)) ? [{ ...linkReport(earlier, options), replaced, takenBack }] : [];
   });
 }
 
@@ -1021,7 +1030,8 @@ function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknow
 /**
  * Take the NICs of switched sides out of their VMMs (switchedSides), one after another, as unlink
  * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
- * refuses connections: the VM stopped) holds none, and is passed; one that refuses or does not
+ * refuses connections: the VM stopped) holds none, and is passed (its NIC recorded as not taken
+ * out: an undo leaves that side as it was, and says so); one that refuses or does not
  * answer in time throws (switchRefused), and so does one that did not answer a detach in time
  * earlier in the run (not asked again). Every socket path, and every VMM's earlier stall, is
  * checked before the first NIC (within one call, a stall throws at once: no NIC is asked after
@@ -1046,11 +1056,15 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
   }
   for (const target of switched) {
     stopIfInterrupted(options);
-    await detachFromVmms([target.link], options.vmm, false, (error) => switchRefused(target, error), [target.side]);
     const key = keyOf(target.link);
-    const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
-    made.takenBack.set(key, taken);
-    for (const { kind, vm, nic } of nicsOf(target)) taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to });
+    for (const { kind, vm, nic } of nicsOf(target)) {
+      const found = await options.vmm.detach(kind, vm, nic).catch((error: unknown) => {
+        throw switchRefused(target, error);
+      });
+      const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
+      made.takenBack.set(key, taken);
+      taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to, taken: found !== 'not-running' });
+    }
   }
 }
 
@@ -1147,7 +1161,7 @@ function keepGoingIds(vms: readonly VmName[], snapshot: ConfigSnapshot, before: 
 
 /** The links whose NICs `made` says were taken out of their VMMs, of these clients, as left down (a run that failed before it made anything for them). */
 function takenBackLeftDown(made: RunDevices, clients: ReadonlySet<string>): LeftDownLink[] {
-  return [...made.takenBack.values()].filter(({ link }) => clients.has(link.vm)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
+  return [...made.takenBack.values()].filter(({ link, nics }) => clients.has(link.vm) && anyTaken(nics)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
 }
 
 /**

@@ -1239,7 +1239,7 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     const leftDown: LeftDownLink[] = [];
     const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
     await expect(linkVms(CLIENTS, run)).rejects.toMatchObject({ kind: 'vmm-detach-failed' });
-    expect(leftDown).toEqual([expect.objectContaining({ vm: 'c1', id: ids[0], clientAttach: 'qemu', replaced: false, takenBack: [{ vmm: 'qemu', vm: 'c1', nic: names(ids[0]!).client, to: 'none' }] })]);
+    expect(leftDown).toEqual([expect.objectContaining({ vm: 'c1', id: ids[0], clientAttach: 'qemu', replaced: false, takenBack: [{ vmm: 'qemu', vm: 'c1', nic: names(ids[0]!).client, to: 'none', taken: true }] })]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
 
     // All given back, then the kernel refuses c3's bridge: every link is undone to its record, each said down.
@@ -1251,6 +1251,36 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     await expect(linkVms(CLIENTS, run)).rejects.toThrow(/File exists$/);
     expect(leftDown.map((link) => [link.vm, link.clientAttach, link.takenBack.map((nic) => nic.nic)]).sort()).toEqual(CLIENTS.map((vm, index) => [vm, 'qemu', [names(ids[index]!).client]]));
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('a VMM that was not running held no NIC: a run that fails after leaves that side as it was, so its link is not said down for it', async () => {
+    // c1's and c2's client sides up as QEMU attached them, c3's both sides; c1's QEMU and c3's
+    // are not running (the VMs stopped), c2's and netvm's give their NICs back.
+    const allocation = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM })));
+    const modes = (client: VmName): { client: 'qemu'; provider: 'qemu' | 'none' } => ({ client: 'qemu', provider: client === c3 ? 'qemu' : 'none' });
+    await saveState(stateDir, setAttachments(allocation.state, allocation.links.map((link) => ({ pair: link, attached: modes(link.client) }))));
+    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(names(link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    const [, id2, id3] = allocation.links.map((link) => link.id) as [ClientId, ClientId, ClientId];
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        return vm === c1 || vm === c3 ? 'not-running' : undefined;
+      },
+    };
+    // c3's bridge gone (its link still up: its taps are there), made anew: the kernel refuses it,
+    // and the run fails after every NIC came out.
+    kernel.host.delete(names(id3).bridge);
+    kernel.refused.add(names(id3).bridge);
+    const leftDown: LeftDownLink[] = [];
+    await expect(linkVms(CLIENTS, { ...options(), attach: parseAttachChoice(['none']), vmm: port, onLeftDown: (links) => void leftDown.push(...links) })).rejects.toThrow(/File exists$/);
+    expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(4);
+    // c1: nothing taken out, nothing replaced: as it was, not said. c3: its provider side's NIC
+    // taken out, its client side's VMM not running: said, each NIC as it went.
+    expect(leftDown.map((link) => [link.vm, link.takenBack.map(({ nic, taken }) => [nic, taken])]).sort()).toEqual([
+      ['c2', [[names(id2).client, true]]],
+      ['c3', [[names(id3).client, false], [names(id3).provider, true]]],
+    ]);
   });
 
   it('an invalid VM in the run: its error, before any NIC comes out (the run would fail at it); without it, the NIC comes out', async () => {
