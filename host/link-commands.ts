@@ -7,8 +7,8 @@ import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
-import { AddressError } from '../shared/address-error.js';
-import { type AttachChoice, type AttachMode, AttachModeError, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
+import { isLinkUsageError } from './exit-codes.js';
+import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { DEVICE_KIND } from './device-plan.js';
@@ -46,7 +46,7 @@ import {
   unusedAttachModes,
 } from './linker.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
-import { VmNameError, shownPath, vmName } from './vm-name.js';
+import { shownPath, vmName } from './vm-name.js';
 import { type SideArguments, VMM_TIMEOUT_MAX_MS, VMM_TIMEOUT_MIN_MS, type VmmFlags, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
 
@@ -403,7 +403,7 @@ function failedLine({ vm, error }: FailedVm): string {
 
 /** The JSON line of `link --keep-going --json` for a VM it did not link (`badInput`: it failed by bad usage or input, as plain link would have exited 2). */
 function failedJson({ vm, error }: FailedVm): Record<string, unknown> {
-  return { vm, links: [], error: reasonText(error), ...(isUsageError(error) && { badInput: true }) };
+  return { vm, links: [], error: reasonText(error), ...(isLinkUsageError(error) && { badInput: true }) };
 }
 
 /**
@@ -569,14 +569,6 @@ export function undoStepLine(failure: UndoStepFailure): string {
   );
 }
 
-/** Module errors that are bad usage (exit 2, cli.ts): kept as they are. */
-const USAGE_ERRORS = [VmNameError, DeviceNameError, AttachModeError, AddressError] as const;
-
-/** Whether a failure is bad usage or input, which exits 2 (cli.ts, run-cli.ts): e.g. a VMM socket path too long. */
-function isUsageError(error: unknown): boolean {
-  return (error instanceof CliError && error.exitCode === EXIT.usage) || USAGE_ERRORS.some((type) => error instanceof type);
-}
-
 /**
  * The error a failed `link` ends with, and after it a line per link its undo left down. An
  * expected failure (a CliError, or a module error with a `kind`: exit 1) gets them as its further
@@ -588,7 +580,7 @@ function withLeftDown(error: unknown, lines: readonly string[]): unknown {
   if (error instanceof CliError && (error.details.length === 0 || error.detailsAs === 'lines')) {
     return new CliError(error.message, error.exitCode, [...error.details, ...lines], 'lines');
   }
-  const expected = error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string' && !USAGE_ERRORS.some((type) => error instanceof type);
+  const expected = error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string' && !isLinkUsageError(error);
   if (expected && !(error instanceof CliError)) return new CliError(error.message, EXIT.failure, lines, 'lines');
   process.stderr.write(lines.map((line) => `spectrum-link: ${line}\n`).join(''));
   return error;
@@ -801,7 +793,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools.
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
-        throw new CliError(first, failed.some((entry) => isUsageError(entry.error)) ? EXIT.usage : EXIT.failure, rest, 'lines');
+        throw new CliError(first, failed.some((entry) => isLinkUsageError(entry.error)) ? EXIT.usage : EXIT.failure, rest, 'lines');
       }
     });
 
