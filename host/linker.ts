@@ -48,7 +48,6 @@ import {
   linksOfClient,
   linksOfProvider,
   linksToUnlisted,
-  lookupLink,
   restorePairs,
   sameState,
   setAttachments,
@@ -237,7 +236,8 @@ const namespaceLeft = ({ netns, error }: NamespaceLeft): UndoStepFailure => ({ s
  * own) while they may be there; gc leaves them, unlink and a link again converge them.
  */
 function undoneState(state: LinkState, before: LinkState, reports: readonly LinkReport[], left: ReadonlySet<string>): LinkState {
-  const kept = (report: LinkReport): boolean => lookupLink(before, pairOf(report)) === undefined && linkDevicesOf(report).some((device) => left.has(device));
+  const earlier = left.size === 0 ? new Map<string, Link>() : linksByPair(before);
+  const kept = (report: LinkReport): boolean => !earlier.has(keyOf(report)) && linkDevicesOf(report).some((device) => left.has(device));
   return restorePairs(state, before, reports.filter((report) => !kept(report)).map(pairOf));
 }
 
@@ -272,8 +272,9 @@ async function writeBack(options: Pick<LinkerOptions, 'stateDir' | 'devicePrefix
     return target;
   } catch (error) {
     const written = error instanceof StateStoreError && error.kind === 'sync-failed';
+    const targetLinks = linksByPair(target);
     const unchanged = (link: Link): boolean => {
-      const was = lookupLink(target, link);
+      const was = targetLinks.get(keyOf({ vm: link.client, provider: link.provider }));
       return was !== undefined && was.id === link.id && was.attached?.client === link.attached?.client && was.attached?.provider === link.attached?.provider;
     };
     const recorded = held.links.filter((link) => !unchanged(link)).map((link) => linkReport(link, options));
@@ -571,9 +572,10 @@ export interface UnusableVmDir {
  * file that is no directory, only where links are recorded for its name.
  */
 function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[] }[] {
+  const stateOf = statesByClient(state);
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
-    const links = linksOfClient(state, dir.name);
+    const links = linksOfClient(stateOf(dir.name), dir.name);
     if (dir.location === 'dangling-symlink' && links.length > 0) return [];
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
     // without providers/net is, unless links are recorded for its name.
@@ -672,6 +674,29 @@ export interface LeftDownLink extends LinkReport {
 /** A link's pair as a key. */
 const keyOf = (pair: { readonly vm: string; readonly provider: string }): string => `${pair.vm}\n${pair.provider}`;
 
+/**
+ * A state's links by pair (keyOf), in one pass: for a lookup per link or per VM of a run, where
+ * link-state.ts's lookupLink would scan the whole state each time (quadratic in a bulk run).
+ */
+function linksByPair(state: LinkState): Map<string, Link> {
+  return new Map(state.links.map((link) => [keyOf({ vm: link.client, provider: link.provider }), link]));
+}
+
+/**
+ * A state's links by client, each client's as a state of its own (in the state's order), in one
+ * pass: link-state.ts's queries of one client (linksOfClient, linksToUnlisted) then scan that
+ * client's links alone, not the whole state once per VM of a run.
+ */
+function statesByClient(state: LinkState): (client: VmName) => LinkState {
+  const byClient = new Map<VmName, Link[]>();
+  for (const link of state.links) {
+    const links = byClient.get(link.client);
+    if (links === undefined) byClient.set(link.client, [link]);
+    else links.push(link);
+  }
+  return (client) => ({ version: state.version, links: byClient.get(client) ?? [] });
+}
+
 const linkDevicesOf = (report: LinkReport): string[] => [report.bridge, report.clientDevice, report.providerDevice];
 const pairOf = (report: LinkReport): { client: VmName; provider: VmName } => ({ client: vmName(report.vm), provider: vmName(report.provider) });
 
@@ -691,8 +716,9 @@ const anyTaken = (nics: readonly TakenBackNic[]): boolean => nics.some((nic) => 
  * for the operator's line.
  */
 function linksLeftDown(reports: readonly LinkReport[], before: LinkState, made: RunDevices, options: LinkerOptions): LeftDownLink[] {
+  const recorded = linksByPair(before);
   return reports.flatMap((report) => {
-    const earlier = lookupLink(before, pairOf(report));
+    const earlier = recorded.get(keyOf(report));
     const replaced = linkDevicesOf(report).some((device) => made.replaced.has(device));
     const takenBack = made.takenBack.get(keyOf(report))?.nics ?? [];
     return earlier?.attached !== undefined && (replaced || anyTaken(takenBack)) ? [{ ...linkReport(earlier, options), replaced, takenBack }] : [];
@@ -887,7 +913,8 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
  * caller's lock.
  */
 async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
-  const unlisted = await linksUp([...listed].flatMap(([vm, providers]) => linksToUnlisted(state, vm, providers)), options);
+  const stateOf = statesByClient(state);
+  const unlisted = await linksUp([...listed].flatMap(([vm, providers]) => linksToUnlisted(stateOf(vm), vm, providers)), options);
   const unlinked = new Map<VmName, ReleasedLinkReport[]>();
   if (unlisted.length === 0) return { state, unlinked, vmmFailures: [] };
   const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
@@ -1531,8 +1558,15 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
   await assertStateWritableForTakeOut(switched, options);
   // The ids of each VM's links, found before its NICs come out, as its devices' listing is.
   const ids = switched.length === 0 ? new Map<VmName, KeepGoingIds>() : keepGoingIds(partition.valid, snapshot, before);
+  // Each VM's switched sides, grouped once (not a pass over them all per VM).
+  const switchedOf = new Map<string, SwitchedSide[]>();
+  for (const target of switched) {
+    const of = switchedOf.get(target.link.vm);
+    if (of === undefined) switchedOf.set(target.link.vm, [target]);
+    else of.push(target);
+  }
   for (const vm of partition.valid) {
-    const own = switched.filter((target) => target.link.vm === vm);
+    const own = switchedOf.get(vm) ?? [];
     if (own.length === 0) continue;
     try {
       // A side that cannot be given its new mode (bad input) fails the VM before its NICs come
