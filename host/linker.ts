@@ -1058,7 +1058,7 @@ function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknow
  * Take the NICs of switched sides out of their VMMs (switchedSides), one after another, as unlink
  * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
  * refuses connections: the VM stopped) holds none, and is passed (its NIC recorded as not taken
- * out: an undo leaves that side as it was, and says so); one that refuses or does not
+ * out: an undo does not say its link down for it); one that refuses or does not
  * answer in time throws (switchRefused), and so does one that did not answer a detach in time
  * earlier in the run (not asked again). Every socket path, and every VMM's earlier stall, is
  * checked before the first NIC (within one call, a stall throws at once: no NIC is asked after
@@ -1480,9 +1480,10 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
  */
 function keepGoingIdle(vms: readonly VmName[], snapshot: ConfigSnapshot, options: LinkerOptions): { linked: VmName[]; failed: FailedVm[] } | undefined {
   const kept = keptAttach(options.attach, []);
-  const { valid, invalid } = partitionValidVms(snapshot, vms);
-  const failures = new Map<VmName, unknown>(invalid.map(({ name, error }) => [name, error]));
-  for (const vm of valid) {
+  const failures = new Map<VmName, unknown>();
+  // VM by VM, up to the first with a link to make (usually the first): an invalid VM's error is
+  // as partitionValidVms gives it (assertLinksUsable).
+  for (const vm of vms) {
     try {
       assertLinksUsable(vm, snapshot, kept, options);
     } catch (error) {
@@ -1491,10 +1492,7 @@ function keepGoingIdle(vms: readonly VmName[], snapshot: ConfigSnapshot, options
     }
     if (pairsOf(snapshot, vm).length > 0) return undefined;
   }
-  return {
-    linked: vms.filter((vm) => !failures.has(vm)),
-    failed: vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : [])),
-  };
+  return { linked: vms.filter((vm) => !failures.has(vm)), failed: failedInOrder(vms, failures) };
 }
 
 /**
