@@ -1,7 +1,7 @@
 // spectrum-link's module errors and the exit code each means (run-cli.ts's main): bad names and
 // options are usage errors (exit 2), as are a state dir and a config dir named (by option or
 // variable) that do not exist; every other module error exits 1.
-import { EXIT, type ErrorExitCodes } from '../shared/cli/run-cli.js';
+import { EXIT, type ErrorExitCodes, exitCodeOf } from '../shared/cli/run-cli.js';
 import { AttachModeError } from './attach-mode.js';
 import { ConfigError } from './config.js';
 import { DeviceNameError } from './device-names.js';
@@ -15,3 +15,12 @@ export const LINK_EXIT_CODES: ErrorExitCodes = [
   [StateStoreError, EXIT.usage, ['state-dir-missing']],
   [ConfigError, EXIT.usage, ['named-config-dir-missing']],
 ];
+
+/**
+ * Whether spectrum-link exits 2 on this error (bad usage or input), as its main decides it from the
+ * table above: for what a run says of a failure it carries on with (a VM `link --keep-going` did
+ * not link is `badInput`), so that the two cannot drift apart.
+ */
+export function isLinkUsageError(error: unknown): boolean {
+  return exitCodeOf(error, LINK_EXIT_CODES) === EXIT.usage;
+}

@@ -7,8 +7,8 @@ import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
-import { AddressError } from '../shared/address-error.js';
-import { type AttachChoice, type AttachMode, AttachModeError, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
+import { isLinkUsageError } from './exit-codes.js';
+import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { DEVICE_KIND } from './device-plan.js';
@@ -46,7 +46,7 @@ import {
   unusedAttachModes,
 } from './linker.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
-import { VmNameError, shownPath, vmName } from './vm-name.js';
+import { shownPath, vmName } from './vm-name.js';
 import { type SideArguments, VMM_TIMEOUT_MAX_MS, VMM_TIMEOUT_MIN_MS, type VmmFlags, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
 
@@ -401,6 +401,11 @@ function failedLine({ vm, error }: FailedVm): string {
   return `link ${vm} failed: ${reasonText(error)}`;
 }
 
+/** The JSON line of `link --keep-going --json` for a VM it did not link (`badInput`: it failed by bad usage or input, as plain link would have exited 2). */
+function failedJson({ vm, error }: FailedVm): Record<string, unknown> {
+  return { vm, links: [], error: reasonText(error), ...(isLinkUsageError(error) && { badInput: true }) };
+}
+
 /**
  * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
@@ -465,18 +470,26 @@ export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals
  * What is said of a link that a failed run leaves down, its record as before the run: up before,
  * its devices replaced by the run (to attach it another way), the new ones deleted by the undo,
  * the old not brought back; or NICs of it taken out of their VMMs by the run (to attach those
- * sides another way), which the undo does not put back.
+ * sides another way), which the undo does not put back. A side whose VMM was not running had no
+ * NIC to take out: said so, not as one taken out.
  */
-function leftDownLine(link: LeftDownLink): string {
+export function leftDownLine(link: LeftDownLink): string {
   const down = `${link.vm} -> ${link.provider} (id ${link.id}) is down`;
-  if (link.takenBack.length === 0) {
-    return `${down}: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back): link ${link.vm} again`;
+  const taken = link.takenBack.filter((nic) => nic.taken);
+  const stopped = link.takenBack
+    .filter((nic) => !nic.taken)
+    .map(({ vmm, vm, nic }) => `the ${VMM_NAMES[vmm]} of ${vm} was not running, so it held no NIC ${nic} and nothing was taken out of it`)
+    .join('; ');
+  const notRunning = stopped === '' ? '' : ` (${stopped})`;
+  if (taken.length === 0) {
+    return `${down}: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back)${notRunning}: link ${link.vm} again`;
   }
-  const nics = link.takenBack.map(({ vmm, vm, nic, to }) => `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`).join(' and ');
+  const nics = taken.map(({ vmm, vm, nic, to }) => `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`).join(' and ');
   const replaced = link.replaced ? ', and replaced its devices, the new ones deleted by undoing the run' : '';
+  const again = taken.length === 1 ? 'the NIC added again' : 'the NICs added again';
   return (
-    `${down}: this run took its ${nics}${replaced}; undoing the run puts no NIC back, and its record is as before (${link.vm}'s side ${link.clientAttach}, ${link.provider}'s ${link.providerAttach}): ` +
-    `link ${link.vm} again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks`
+    `${down}: this run took its ${nics}${replaced}${notRunning}; undoing the run puts no NIC back, and its record is as before (${link.vm}'s side ${link.clientAttach}, ${link.provider}'s ${link.providerAttach}): ` +
+    `link ${link.vm} again: without --attach it attaches the link as recorded (${again}), with this run's --attach as that asks`
   );
 }
 
@@ -556,14 +569,6 @@ export function undoStepLine(failure: UndoStepFailure): string {
   );
 }
 
-/** Module errors that are bad usage (exit 2, cli.ts): kept as they are. */
-const USAGE_ERRORS = [VmNameError, DeviceNameError, AttachModeError, AddressError] as const;
-
-/** Whether a failure is bad usage or input, which exits 2 (cli.ts, run-cli.ts): e.g. a VMM socket path too long. */
-function isUsageError(error: unknown): boolean {
-  return (error instanceof CliError && error.exitCode === EXIT.usage) || USAGE_ERRORS.some((type) => error instanceof type);
-}
-
 /**
  * The error a failed `link` ends with, and after it a line per link its undo left down. An
  * expected failure (a CliError, or a module error with a `kind`: exit 1) gets them as its further
@@ -575,7 +580,7 @@ function withLeftDown(error: unknown, lines: readonly string[]): unknown {
   if (error instanceof CliError && (error.details.length === 0 || error.detailsAs === 'lines')) {
     return new CliError(error.message, error.exitCode, [...error.details, ...lines], 'lines');
   }
-  const expected = error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string' && !USAGE_ERRORS.some((type) => error instanceof type);
+  const expected = error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string' && !isLinkUsageError(error);
   if (expected && !(error instanceof CliError)) return new CliError(error.message, EXIT.failure, lines, 'lines');
   process.stderr.write(lines.map((line) => `spectrum-link: ${line}\n`).join(''));
   return error;
@@ -661,8 +666,18 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoSteps: UndoStepFailure[] = [];
       const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, vmmSocket(flags, failure.vmm, failure.vm)));
       // Said after the failure: the links left down, the devices and namespaces left, the records
-      // not written back, then the NICs not taken back.
-      const undoLines = (): string[] => [...leftDown.map(leftDownLine), ...undoSteps.map(undoStepLine), ...undoWrites.map(undoStateLine), ...undoDetachLines()];
+      // not written back, then the NICs not taken back. With --keep-going, the VMs that failed
+      // before a signal stopped the run come first, each with its links left down.
+      const undoLines = (failed: readonly FailedVm[] = []): string[] => {
+        const failedVms = new Set<string>(failed.map((entry) => entry.vm));
+        return [
+          ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
+          ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
+          ...undoSteps.map(undoStepLine),
+          ...undoWrites.map(undoStateLine),
+          ...undoDetachLines(),
+        ];
+      };
       try {
         const onLeftDown = (links: readonly LeftDownLink[]): void => void leftDown.push(...links);
         const onUndoDetachFailed = (failures: readonly VmmDetachFailure[]): void => void undoFailures.push(...failures);
@@ -678,10 +693,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           throw new CliError(`link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`, signalExitCode(interruption.received));
         }
         if (error instanceof LinkerError && error.kind === 'interrupted' && interruption.received !== undefined) {
+          // The VMs --keep-going had failed before it: said as where it ends unstopped (stdout too, with --json).
+          if (flags.json === true && error.failed.length > 0) process.stdout.write(error.failed.map((entry) => `${JSON.stringify(failedJson(entry))}\n`).join(''));
           throw new CliError(
             `link interrupted by ${interruption.received}: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were`,
             signalExitCode(interruption.received),
-            undoLines(),
+            undoLines(error.failed),
             'lines',
           );
         }
@@ -735,9 +752,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       }
       // With --keep-going, a line for each VM it did not link (stderr says why too).
       // (`badInput`: it failed by bad usage or input, as plain link would have exited 2.)
-      if (flags.json === true) {
-        for (const entry of failed) lines.push(`${JSON.stringify({ vm: entry.vm, links: [], error: reasonText(entry.error), ...(isUsageError(entry.error) && { badInput: true }) })}\n`);
-      }
+      if (flags.json === true) for (const entry of failed) lines.push(`${JSON.stringify(failedJson(entry))}\n`);
       // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
       if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
       // And one for each entry that is no usable VM directory, its recorded links (left as they are) as `recorded`.
@@ -778,7 +793,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools.
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
-        throw new CliError(first, failed.some((entry) => isUsageError(entry.error)) ? EXIT.usage : EXIT.failure, rest, 'lines');
+        throw new CliError(first, failed.some((entry) => isLinkUsageError(entry.error)) ? EXIT.usage : EXIT.failure, rest, 'lines');
       }
     });
 

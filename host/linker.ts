@@ -39,14 +39,15 @@ import {
 import {
   type Link,
   type LinkAttachment,
+  type LinkPair,
   type LinkState,
+  StateError,
   allocateMany,
   emptyState,
   forgetLink,
   linksOfClient,
   linksOfProvider,
   linksToUnlisted,
-  lookupLink,
   restorePairs,
   sameState,
   setAttachments,
@@ -82,8 +83,11 @@ export interface VmmPort {
   /**
    * Unplug a NIC. Bounded as a whole too (the CLI's: twice --vmm-timeout), plain or forced, as it
    * runs under the state lock: a VMM answering each step just in time cannot stretch it.
+   * 'not-running' where no VMM runs there (nothing at its socket, or a socket refusing
+   * connections: the VM stopped), which holds no NIC: nothing was taken out; else (or nothing
+   * said) the VMM no longer holds it.
    */
-  detach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
+  detach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<'not-running' | void>;
   /**
    * Refuse, as bad input, a VM whose VMM socket path cannot be one (too long for a Unix socket).
    * Asked before anything is made for its links, as of an MTU a tap cannot take: found only at the
@@ -122,6 +126,11 @@ export class LinkerError extends Error {
     message: string,
     /** For 'interrupted-undoing': the failure the run was undone for, as thrown. */
     readonly failure?: unknown,
+    /**
+     * For 'interrupted' of `link --keep-going`: the VMs that had failed before the signal stopped
+     * the run (each alone, nothing made for it or undone), in the order asked for, to be said too.
+     */
+    readonly failed: readonly FailedVm[] = [],
   ) {
     super(message);
   }
@@ -227,7 +236,8 @@ const namespaceLeft = ({ netns, error }: NamespaceLeft): UndoStepFailure => ({ s
  * own) while they may be there; gc leaves them, unlink and a link again converge them.
  */
 function undoneState(state: LinkState, before: LinkState, reports: readonly LinkReport[], left: ReadonlySet<string>): LinkState {
-  const kept = (report: LinkReport): boolean => lookupLink(before, pairOf(report)) === undefined && linkDevicesOf(report).some((device) => left.has(device));
+  const earlier = left.size === 0 ? new Map<string, Link>() : linksByPair(before);
+  const kept = (report: LinkReport): boolean => !earlier.has(keyOf(report)) && linkDevicesOf(report).some((device) => left.has(device));
   return restorePairs(state, before, reports.filter((report) => !kept(report)).map(pairOf));
 }
 
@@ -262,8 +272,9 @@ async function writeBack(options: Pick<LinkerOptions, 'stateDir' | 'devicePrefix
     return target;
   } catch (error) {
     const written = error instanceof StateStoreError && error.kind === 'sync-failed';
+    const targetLinks = linksByPair(target);
     const unchanged = (link: Link): boolean => {
-      const was = lookupLink(target, link);
+      const was = targetLinks.get(keyOf({ vm: link.client, provider: link.provider }));
       return was !== undefined && was.id === link.id && was.attached?.client === link.attached?.client && was.attached?.provider === link.attached?.provider;
     };
     const recorded = held.links.filter((link) => !unchanged(link)).map((link) => linkReport(link, options));
@@ -561,9 +572,10 @@ export interface UnusableVmDir {
  * file that is no directory, only where links are recorded for its name.
  */
 function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[] }[] {
+  const stateOf = statesByClient(state);
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
-    const links = linksOfClient(state, dir.name);
+    const links = linksOfClient(stateOf(dir.name), dir.name);
     if (dir.location === 'dangling-symlink' && links.length > 0) return [];
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
     // without providers/net is, unless links are recorded for its name.
@@ -646,6 +658,8 @@ export interface TakenBackNic {
   readonly nic: string;
   /** The mode the run was to give that side. */
   readonly to: AttachMode;
+  /** False where that VMM was not running (VmmPort.detach said so): it held no NIC, and nothing was taken out. */
+  readonly taken: boolean;
 }
 
 /**
@@ -660,6 +674,29 @@ export interface LeftDownLink extends LinkReport {
 /** A link's pair as a key. */
 const keyOf = (pair: { readonly vm: string; readonly provider: string }): string => `${pair.vm}\n${pair.provider}`;
 
+/**
+ * A state's links by pair (keyOf), in one pass: for a lookup per link or per VM of a run, where
+ * link-state.ts's lookupLink would scan the whole state each time (quadratic in a bulk run).
+ */
+function linksByPair(state: LinkState): Map<string, Link> {
+  return new Map(state.links.map((link) => [keyOf({ vm: link.client, provider: link.provider }), link]));
+}
+
+/**
+ * A state's links by client, each client's as a state of its own (in the state's order), in one
+ * pass: link-state.ts's queries of one client (linksOfClient, linksToUnlisted) then scan that
+ * client's links alone, not the whole state once per VM of a run.
+ */
+function statesByClient(state: LinkState): (client: VmName) => LinkState {
+  const byClient = new Map<VmName, Link[]>();
+  for (const link of state.links) {
+    const links = byClient.get(link.client);
+    if (links === undefined) byClient.set(link.client, [link]);
+    else links.push(link);
+  }
+  return (client) => ({ version: state.version, links: byClient.get(client) ?? [] });
+}
+
 const linkDevicesOf = (report: LinkReport): string[] => [report.bridge, report.clientDevice, report.providerDevice];
 const pairOf = (report: LinkReport): { client: VmName; provider: VmName } => ({ client: vmName(report.vm), provider: vmName(report.provider) });
 
@@ -669,17 +706,22 @@ const linkNamespacesOf = (report: LinkReport, netnsPrefix: string): string[] => 
   ...(report.providerAttach === 'netns' ? [`${netnsPrefix}${report.provider}`] : []),
 ];
 
+/** Whether the run took a NIC of these out of a VMM (not only found that VMM not running). */
+const anyTaken = (nics: readonly TakenBackNic[]): boolean => nics.some((nic) => nic.taken);
+
 /**
  * Of the links an undo took back to their records in `before`, those it leaves down: up then
- * (recorded so), with a device the run had replaced, or a NIC it had taken out of its VMM. As
- * recorded, for the operator's line.
+ * (recorded so), with a device the run had replaced, or a NIC it had taken out of its VMM (one
+ * whose VMM was not running was not taken out: the run left that side as it was). As recorded,
+ * for the operator's line.
  */
 function linksLeftDown(reports: readonly LinkReport[], before: LinkState, made: RunDevices, options: LinkerOptions): LeftDownLink[] {
+  const recorded = linksByPair(before);
   return reports.flatMap((report) => {
-    const earlier = lookupLink(before, pairOf(report));
+    const earlier = recorded.get(keyOf(report));
     const replaced = linkDevicesOf(report).some((device) => made.replaced.has(device));
     const takenBack = made.takenBack.get(keyOf(report))?.nics ?? [];
-    return earlier?.attached !== undefined && (replaced || takenBack.length > 0) ? [{ ...linkReport(earlier, options), replaced, takenBack }] : [];
+    return earlier?.attached !== undefined && (replaced || anyTaken(takenBack)) ? [{ ...linkReport(earlier, options), replaced, takenBack }] : [];
   });
 }
 
@@ -871,7 +913,8 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
  * caller's lock.
  */
 async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
-  const unlisted = await linksUp([...listed].flatMap(([vm, providers]) => linksToUnlisted(state, vm, providers)), options);
+  const stateOf = statesByClient(state);
+  const unlisted = await linksUp([...listed].flatMap(([vm, providers]) => linksToUnlisted(stateOf(vm), vm, providers)), options);
   const unlinked = new Map<VmName, ReleasedLinkReport[]>();
   if (unlisted.length === 0) return { state, unlinked, vmmFailures: [] };
   const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
@@ -1014,7 +1057,8 @@ function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknow
 /**
  * Take the NICs of switched sides out of their VMMs (switchedSides), one after another, as unlink
  * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
- * refuses connections: the VM stopped) holds none, and is passed; one that refuses or does not
+ * refuses connections: the VM stopped) holds none, and is passed (its NIC recorded as not taken
+ * out: an undo does not say its link down for it); one that refuses or does not
  * answer in time throws (switchRefused), and so does one that did not answer a detach in time
  * earlier in the run (not asked again). Every socket path, and every VMM's earlier stall, is
  * checked before the first NIC (within one call, a stall throws at once: no NIC is asked after
@@ -1039,11 +1083,15 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
   }
   for (const target of switched) {
     stopIfInterrupted(options);
-    await detachFromVmms([target.link], options.vmm, false, (error) => switchRefused(target, error), [target.side]);
     const key = keyOf(target.link);
-    const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
-    made.takenBack.set(key, taken);
-    for (const { kind, vm, nic } of nicsOf(target)) taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to });
+    for (const { kind, vm, nic } of nicsOf(target)) {
+      const found = await options.vmm.detach(kind, vm, nic).catch((error: unknown) => {
+        throw switchRefused(target, error);
+      });
+      const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
+      made.takenBack.set(key, taken);
+      taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to, taken: found !== 'not-running' });
+    }
   }
 }
 
@@ -1063,9 +1111,84 @@ async function assertStateWritableForTakeOut(switched: readonly SwitchedSide[], 
   }
 }
 
+/** The pairs a client of a run links (the VM valid): to each provider its config names, in order. */
+function pairsOf(snapshot: ConfigSnapshot, vm: VmName): LinkPair[] {
+  return requireValidVm(snapshot, vm).providers.map((provider) => ({ client: vm, provider }));
+}
+
+/**
+ * List the host devices and VM namespaces of these links (their ids allocated), each side in the
+ * mode the run gives it, as the run's transaction lists them (observeDevices, a chunk at a time):
+ * done before the NICs of switched sides come out (takeBackSwitched), so that a listing that
+ * fails fails the run (or, with --keep-going, the VM) with none out, not after, their links down.
+ */
+async function listRunDevices(links: readonly Link[], kept: KeptAttach, options: LinkerOptions): Promise<void> {
+  const connections = links.map((link) => desiredConnection(linkReport(link, options, linkAttachModes(kept, link)), options));
+  await observeDevices(netnsNames(connections), connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]));
+}
+
+/**
+ * Before the NICs of switched sides come out (takeBackSwitched): what the run's transaction could
+ * fail at while the kernel is as it was, found now, so that the run fails with no NIC out rather
+ * than after, those links left down: the ids of every link of the run (allocateMany from `before`,
+ * the chunks' ids: a StateError where they run out), and the listing of their devices. (The VMs
+ * and every side were checked before (runAttachModes), the state dir is probed next
+ * (assertStateWritableForTakeOut), and planning cannot fail.) What can still fail after them (a
+ * listing that fails only then, a save that the probe let through, the kernel, a VMM) is said
+ * with the links it leaves down (linksLeftDown).
+ */
+async function assertRunStartable(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<void> {
+  const { links } = allocateMany(before, vms.flatMap((vm) => pairsOf(snapshot, vm)));
+  await listRunDevices(links, kept, options);
+}
+
+/** The ids a VM's links get in a `link --keep-going` run, or why it gets none (a StateError: the ids ran out). */
+type KeepGoingIds = { readonly links: readonly Link[] } | { readonly error: StateError };
+
+/**
+ * The ids a `link --keep-going` run gives each of these VMs' links (every VM valid, in the run's
+ * order), or why a VM gets none, found before a NIC of its comes out: all at once where every VM
+ * gets its ids (nothing then fails at them); else VM by VM, as the pass one by one allocates them
+ * after the one transaction failed at them, a VM that gets none holding none. (Were a VM before
+ * to fail for another reason, a run would give its ids back; here it keeps them, so a later VM may
+ * be refused ids that the run would have found: only where every id is held. VM by VM costs a
+ * pass over the state per VM, as that pass one by one does, and its save of the whole state more.)
+ */
+function keepGoingIds(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState): Map<VmName, KeepGoingIds> {
+  const pairs = vms.map((vm) => pairsOf(snapshot, vm));
+  const ids = new Map<VmName, KeepGoingIds>();
+  const refused = (error: unknown): StateError => {
+    if (error instanceof StateError) return error;
+    throw error;
+  };
+  try {
+    const { links } = allocateMany(before, pairs.flat());
+    let at = 0;
+    vms.forEach((vm, index) => {
+      const count = pairs[index]?.length ?? 0;
+      ids.set(vm, { links: links.slice(at, at + count) });
+      at += count;
+    });
+    return ids;
+  } catch (error) {
+    refused(error);
+  }
+  let state = before;
+  vms.forEach((vm, index) => {
+    try {
+      const allocation = allocateMany(state, pairs[index] ?? []);
+      state = allocation.state;
+      ids.set(vm, { links: allocation.links });
+    } catch (error) {
+      ids.set(vm, { error: refused(error) });
+    }
+  });
+  return ids;
+}
+
 /** The links whose NICs `made` says were taken out of their VMMs, of these clients, as left down (a run that failed before it made anything for them). */
 function takenBackLeftDown(made: RunDevices, clients: ReadonlySet<string>): LeftDownLink[] {
-  return [...made.takenBack.values()].filter(({ link }) => clients.has(link.vm)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
+  return [...made.takenBack.values()].filter(({ link, nics }) => clients.has(link.vm) && anyTaken(nics)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
 }
 
 /**
@@ -1172,6 +1295,12 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
   // A signal while it read and checked (a whole config dir takes a while): stopped before the lock
   // makes the dir. (Where the dir is there, nothing before the lock waits for a signal to come.)
   if (absent) stopIfInterrupted(options);
+  // Nor is it made where the run has no link to make (no VM of it has a provider): a run that
+  // records nothing leaves no trace.
+  if (known !== undefined && fresh !== undefined && known.vms.every((vm) => pairsOf(fresh.snapshot, vm).length === 0)) {
+    const { orphaned, unusable } = known.wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(emptyState(), fresh.snapshot, options);
+    return { linked: new Map(known.vms.map((vm) => [vm, []])), unlinked: new Map(), orphaned, unusable, vmmFailures: [], ambiguousAttach: [], run: known };
+  }
   return underLinkLock(options, async () => {
     // The config read before the lock may have changed while another run made the dir and
     // recorded (recordedMeanwhile): read again then, as where the dir was there.
@@ -1194,9 +1323,11 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
       options.signal?.aborted === true && !isInterruption(error) ? new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error) : error;
     // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
     // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made, and so
-    // does a state dir that cannot be written, checked before the first NIC.
+    // do ids that run out, a device listing that fails (assertRunStartable) and a state dir that
+    // cannot be written, each checked before the first NIC.
     const switched = await switchedSides(vms, snapshot, before, kept, options);
     const takeOut = async (): Promise<void> => {
+      if (switched.length > 0) await assertRunStartable(vms, snapshot, before, kept, options);
       await assertStateWritableForTakeOut(switched, options);
       await takeBackSwitched(switched, options, made);
     };
@@ -1242,7 +1373,7 @@ export interface KeepGoingOutcome extends LinkOutcome {
   };
 }
 
-const isInterruption = (error: unknown): boolean => error instanceof LinkerError && error.kind === 'interrupted';
+const isInterruption = (error: unknown): error is LinkerError => error instanceof LinkerError && error.kind === 'interrupted';
 
 /** What a pass over the VMs of `link --keep-going` linked, and where a signal stopped it. */
 interface KeepGoingPass extends LinkTransaction {
@@ -1262,7 +1393,8 @@ interface KeepGoingPass extends LinkTransaction {
  * the VMs linked again one by one, from the state file as it is then. The state lock is held
  * throughout.
  * A state that cannot be read or written fails the whole run, as does an interruption before or
- * during the one transaction (undone as in linkVms); one later stops at the next safe point,
+ * during the one transaction (undone as in linkVms; the VMs failed before it come with it,
+ * LinkerError.failed, to be said); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
  * linked (`interrupted`).
  */
@@ -1317,6 +1449,13 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
   const early = stateDirAbsent(options.stateDir) ? await read() : undefined;
   // A signal while it read: stopped before the lock makes the dir.
   if (early !== undefined) stopIfInterrupted(options);
+  // Nor is it made where the run has no link to make (every VM failed, or has no provider): a run
+  // that records nothing leaves no trace, as a plain link refused before the lock leaves none.
+  const idle = early === undefined ? undefined : keepGoingIdle(early.vms.vms, early.snapshot, options);
+  if (idle !== undefined && early !== undefined) {
+    const { orphaned, unusable } = early.vms.wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(emptyState(), early.snapshot, options);
+    return { linked: new Map(idle.linked.map((vm) => [vm, []])), unlinked: new Map(), orphaned, unusable, vmmFailures: [], ambiguousAttach: [], failed: idle.failed, run: early.vms };
+  }
   return underLinkLock(options, async () => {
     let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {
@@ -1330,6 +1469,30 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
       for (const failure of stepsStillLeft(steps, linked, options.netnsPrefix)) options.onUndoStepFailed?.(failure);
     }
   });
+}
+
+/**
+ * What a `link --keep-going` run with nothing recorded yet (no state dir) does where it has no
+ * link to make: every VM of `vms` invalid, or with a side that cannot be given its mode (bad
+ * input), or without providers, each checked as the run checks it (on an empty state: no mode
+ * kept); the VMs failed (with why) and those left (nothing to link), in the order of `vms`. Else
+ * undefined: it has links to make, under the lock.
+ */
+function keepGoingIdle(vms: readonly VmName[], snapshot: ConfigSnapshot, options: LinkerOptions): { linked: VmName[]; failed: FailedVm[] } | undefined {
+  const kept = keptAttach(options.attach, []);
+  const failures = new Map<VmName, unknown>();
+  // VM by VM, up to the first with a link to make (usually the first): an invalid VM's error is
+  // as partitionValidVms gives it (assertLinksUsable).
+  for (const vm of vms) {
+    try {
+      assertLinksUsable(vm, snapshot, kept, options);
+    } catch (error) {
+      failures.set(vm, error);
+      continue;
+    }
+    if (pairsOf(snapshot, vm).length > 0) return undefined;
+  }
+  return { linked: vms.filter((vm) => !failures.has(vm)), failed: failedInOrder(vms, failures) };
 }
 
 /**
@@ -1360,6 +1523,21 @@ function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMa
   return left.reverse();
 }
 
+/** The VMs of `vms` that failed, each with why, in that order. */
+function failedInOrder(vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): FailedVm[] {
+  return vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
+}
+
+/**
+ * The interruption that stops a `link --keep-going` run before its passes VM by VM (while it takes
+ * NICs out for other modes, or in its one transaction), with the VMs that had failed before it
+ * (invalid, or a VMM that did not give a NIC back), so that their failures are said with it.
+ */
+function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): LinkerError {
+  if (failures.size === 0) return error;
+  return new LinkerError(error.kind, error.message, error.failure, failedInOrder(vms, failures));
+}
+
 /** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
 async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const partition = partitionValidVms(snapshot, vms);
@@ -1376,19 +1554,34 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
   const switched = await switchedSides(partition.valid, snapshot, before, kept, options);
   // The state is every VM's: one that cannot be written fails the run, before any NIC comes out.
   await assertStateWritableForTakeOut(switched, options);
+  // The ids of each VM's links, found before its NICs come out, as its devices' listing is.
+  const ids = switched.length === 0 ? new Map<VmName, KeepGoingIds>() : keepGoingIds(partition.valid, snapshot, before);
+  // Each VM's switched sides, grouped once (not a pass over them all per VM).
+  const switchedOf = new Map<string, SwitchedSide[]>();
+  for (const target of switched) {
+    const of = switchedOf.get(target.link.vm);
+    if (of === undefined) switchedOf.set(target.link.vm, [target]);
+    else of.push(target);
+  }
   for (const vm of partition.valid) {
-    const own = switched.filter((target) => target.link.vm === vm);
+    const own = switchedOf.get(vm) ?? [];
     if (own.length === 0) continue;
     try {
-      // A side that cannot be given its new mode (bad input) fails the VM before its NICs come out.
+      // A side that cannot be given its new mode (bad input) fails the VM before its NICs come
+      // out, and so do ids that run out and a listing of its devices that fails, as the run
+      // would fail it at them after (assertRunStartable).
       assertLinksUsable(vm, snapshot, kept, options);
+      const vmIds = ids.get(vm);
+      if (vmIds !== undefined && 'error' in vmIds) throw vmIds.error;
+      await listRunDevices(vmIds?.links ?? [], kept, options);
       await takeBackSwitched(own, options, made);
     } catch (error) {
       // Nothing made yet: an interruption stops the whole run (as in the one transaction), and
-      // the links of each VM not failed already (those said with its failure) are said down.
+      // the links of each VM not failed already (those said with its failure) are said down,
+      // as are the VMs failed already (interruptedAfter).
       const down = takenBackLeftDown(made, isInterruption(error) ? new Set(partition.valid.filter((other) => !failures.has(other))) : new Set([vm]));
       if (down.length > 0) options.onLeftDown?.(down);
-      if (isInterruption(error)) throw error;
+      if (isInterruption(error)) throw interruptedAfter(error, vms, failures);
       failures.set(vm, error);
     }
   }
@@ -1419,7 +1612,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
     const whole = isInterruption(error) || error instanceof StateStoreError;
     if ((whole || valid.length === 1) && leftDown.length > 0) options.onLeftDown?.(leftDown);
     if (whole || valid.length === 1) sayUndoWrite(new Map());
-    if (whole) throw error;
+    if (whole) throw isInterruption(error) ? interruptedAfter(error, vms, failures) : error;
     if (valid.length === 1) failures.set(valid[0] as VmName, error);
     transactionFailure = error;
   }
@@ -1449,7 +1642,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
     sayUndoWrite(linkedNow);
   } else pass = { state: before, linked: new Map(), providers: new Map() };
   const { state, linked, providers, interrupted } = pass;
-  const failed = vms.flatMap((vm) => (failures.has(vm) ? [{ vm, error: failures.get(vm) }] : []));
+  const failed = failedInOrder(vms, failures);
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
   const ambiguous = ambiguousAttach(kept, [...linkedInOrder.values()].flat().map(pairOf));
   if (interrupted !== undefined) {
@@ -1929,13 +2122,13 @@ export async function listLinks(options: ListOptions): Promise<ListedLink[]> {
   return listed((await loadState(options.stateDir, options.stateDirSource)).links, options);
 }
 
-/** Why `vm` is no VM of the config dir (`dir`: the config dir itself is unusable, said in full), or undefined. */
-async function noVmReason(options: Pick<ShowOptions, 'configDir' | 'configDirSource'>, vm: VmName): Promise<{ reason: string; dir: boolean } | undefined> {
+/** Why `vm` is no VM of the config dir (`dir`: the config dir itself is unusable, its error), or undefined. */
+async function noVmReason(options: Pick<ShowOptions, 'configDir' | 'configDirSource'>, vm: VmName): Promise<{ reason: string; dir?: ConfigError } | undefined> {
   try {
     const reason = vmDirProblem(await readConfigVms(options.configDir, [vm], options.configDirSource), vm);
-    return reason === undefined ? undefined : { reason, dir: false };
+    return reason === undefined ? undefined : { reason };
   } catch (error) {
-    if (error instanceof ConfigError) return { reason: error.message, dir: true };
+    if (error instanceof ConfigError) return { reason: error.message, dir: error };
     throw error;
   }
 }
@@ -1950,8 +2143,9 @@ export async function showLinks(name: string, options: ShowOptions): Promise<Lis
   if (links.length === 0) {
     const none = await noVmReason(options, vm);
     const stateDir = shownOrigin('state dir', options.stateDir, options.stateDirSource);
-    // The config dir unusable: its own message says what to check.
-    if (none?.dir === true) throw new LinkerError('unknown-vm', `show: no links recorded for ${vm} in ${stateDir} and ${none.reason}`);
+    // The config dir unusable: its own message says what to check, and its kind sets the exit
+    // code, as for every command that reads it (one named that does not exist: bad input).
+    if (none?.dir !== undefined) throw new ConfigError(none.dir.kind, `show: no links recorded for ${vm} in ${stateDir} and ${none.reason}`);
     if (none !== undefined) {
       const configDir = shownOrigin('config dir', options.configDir, options.configDirSource);
       const check = `${pathCheck('the config dir', '--config-dir', CONFIG_DIR_ENV, options.configDirSource)} and ${pathCheck('the state dir', '--state-dir', STATE_DIR_ENV, options.stateDirSource)}`;

@@ -36,6 +36,7 @@ import {
   openSync,
   readFileSync,
   readdirSync,
+  readlinkSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -131,6 +132,40 @@ function stateDirUnusable(dir: string, reason: string, source: StateDirSource): 
   return new StateStoreError('state-dir-unusable', `${shownOrigin('state dir', dir, source)} cannot be used (${reason}); ${stateDirFix(source)}`);
 }
 
+/** Whether following path meets a loop of symlinks (stat says ELOOP: too many levels of them). */
+function loops(path: string): boolean {
+  try {
+    statSync(path);
+    return false;
+  } catch (error) {
+    return isCode(error, 'ELOOP');
+  }
+}
+
+/**
+ * Where path (or a path above it) is a symlink that leads round a loop of symlinks, that symlink
+ * in words (`<symlink> is a symlink to <target>, which loops ...`), else undefined. Such a path
+ * does not exist either, but it is no symlink to nothing: said as what it is.
+ */
+function symlinkLoopOn(path: string): string | undefined {
+  let at: string;
+  try {
+    at = resolve(path);
+  } catch {
+    return undefined;
+  }
+  if (!loops(at)) return undefined;
+  // The one nearest the root: the paths above it resolve, so it is itself the symlink that loops.
+  while (dirname(at) !== at && loops(dirname(at))) at = dirname(at);
+  let target = '?';
+  try {
+    target = readlinkSync(at);
+  } catch {
+    // Changed meanwhile: the path is said all the same.
+  }
+  return `${at} is a symlink to ${target}, which loops (ELOOP: too many levels of symbolic links)`;
+}
+
 /** Opening `<dir>/links.json` said ENOTDIR: dir is a file, or a path above it is. */
 function notADirectory(dir: string, source: StateDirSource): StateStoreError {
   let reason = 'it is not a directory';
@@ -192,6 +227,9 @@ export function hasStateFile(dir: string, source?: StateDirSource): boolean {
   } catch (error) {
     // A state dir that is a file holds no state, but is no state dir either: said so, not "no state file".
     if (isCode(error, 'ENOTDIR')) throw notADirectory(dir, source);
+    // Nor is one that loops (a symlink loop on its path).
+    const loop = isCode(error, 'ELOOP') ? symlinkLoopOn(dir) : undefined;
+    if (loop !== undefined) throw stateDirUnusable(dir, loop, source);
     return false;
   }
 }
@@ -219,6 +257,9 @@ export async function loadState(dir: string, source?: StateDirSource): Promise<L
     if (isCode(error, 'ENOENT')) return emptyState();
     if (isCode(error, 'ENOTDIR')) throw notADirectory(dir, source);
     if (isCode(error, 'ELOOP')) {
+      // The state dir itself may be what loops (O_NOFOLLOW refuses only the file's own symlink).
+      const loop = symlinkLoopOn(dir);
+      if (loop !== undefined) throw stateDirUnusable(dir, loop, source);
       throw new StateStoreError(
         'read-failed',
         `state file ${path} is a symbolic link (not a regular file), which a save would replace rather than follow; move the file it points to there, or pass --state-dir the directory it is in`,
@@ -436,7 +477,8 @@ function makeDirs(dir: string): void {
         const there = lstatSync(path);
         // Made meanwhile by another run: as good.
         if (there.isDirectory()) continue;
-        if (there.isSymbolicLink()) throw new MakeDirError(symlinkToNothing(path));
+        // A symlink that leads nowhere: to nothing, or round a loop, each said as what it is.
+        if (there.isSymbolicLink()) throw new MakeDirError(symlinkLoopOn(path) ?? symlinkToNothing(path));
         throw new MakeDirError(path === absolute ? 'it is not a directory' : 'a path above it is not a directory');
       }
       if (isCode(error, 'ENOTDIR')) throw new MakeDirError('a path above it is not a directory');

@@ -222,11 +222,11 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
             { vm, nic: nic.id },
             `no ${VMM_NAMES[kind]} socket at ${socket}: ${vm} taken as not running, and its NIC ${nic.id} as gone with it (not detached); if ${vm} runs with its VMM socket elsewhere, that NIC stays there, on a deleted tap: unlink again with ${option} giving that path and --attach ${vm}=${kind} (before any --forget), or remove the NIC at that socket`,
           );
-          return;
+          return 'not-running';
         }
         if (gone === 'stale-socket') {
           log().info({ vm, nic: nic.id }, `${VMM_NAMES[kind]} socket ${socket} refuses connections: the VMM has exited; nothing to detach`);
-          return;
+          return 'not-running';
         }
         if (await vmmErrorOfKind(error, 'timeout')) {
           // Given up by the whole bound (not a request's own).

@@ -35,7 +35,7 @@ export type ErrorExitCodes = ReadonlyArray<
 >;
 
 /** Errors from a known module carry their own code; anything else is a bug, still one line. */
-function exitCodeOf(error: unknown, known: ErrorExitCodes): number {
+export function exitCodeOf(error: unknown, known: ErrorExitCodes): number {
   if (error instanceof AddressError) return EXIT.usage;
   if (error instanceof CliError) return error.exitCode;
   for (const [type, code, kinds] of known) {

@@ -3,8 +3,8 @@
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
-import { interruptedUndoingError, linkCommands, nicRemoval, undoStateLine, undoStepLine } from '../../host/link-commands.js';
-import type { LinkReport, VmmPort } from '../../host/linker.js';
+import { interruptedUndoingError, leftDownLine, linkCommands, nicRemoval, undoStateLine, undoStepLine } from '../../host/link-commands.js';
+import type { LeftDownLink, LinkReport, VmmPort } from '../../host/linker.js';
 import { DEFAULT_LOCK_TIMEOUT_MS } from '../../host/state-store.js';
 import { vmName } from '../../host/vm-name.js';
 import { vmmPort } from '../../host/vmm-port.js';
@@ -247,6 +247,49 @@ describe('spectrum-link linker commands', () => {
         "then run spectrum-link link appvm-lynx appvm-catgirl with this run's other options, which converges them",
     );
     expect(line).not.toContain('\n');
+  });
+});
+
+describe('leftDownLine', () => {
+  const link = (fields: Pick<LeftDownLink, 'replaced' | 'takenBack'>): LeftDownLink => ({
+    vm: 'appvm-lynx',
+    provider: 'netvm',
+    id: 42,
+    clientIp: '100.64.0.42',
+    clientMac: '02:00:00:00:00:2a',
+    providerMac: '02:00:00:00:00:2b',
+    bridge: 'snb42',
+    clientDevice: 'snc42',
+    providerDevice: 'snp42',
+    clientAttach: 'qemu',
+    providerAttach: 'qemu',
+    ...fields,
+  });
+
+  it('says a NIC taken out as taken out, and a VMM that was not running as holding none, nothing taken out of it', () => {
+    const line = leftDownLine(
+      link({
+        replaced: false,
+        takenBack: [
+          { vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'none', taken: false },
+          { vmm: 'qemu', vm: vmName('netvm'), nic: 'snp42', to: 'none', taken: true },
+        ],
+      }),
+    );
+    expect(line).toBe(
+      'appvm-lynx -> netvm (id 42) is down: this run took its NIC snp42 out of the QEMU of netvm (to attach that side as none) ' +
+        '(the QEMU of appvm-lynx was not running, so it held no NIC snc42 and nothing was taken out of it); ' +
+        "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's qemu): " +
+        "link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks",
+    );
+  });
+
+  it('a link down for its devices replaced, whose VMM was not running: says it replaced them, and took nothing out', () => {
+    const line = leftDownLine(link({ replaced: true, takenBack: [{ vmm: 'cloud-hypervisor', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'netns', taken: false }] }));
+    expect(line).toBe(
+      'appvm-lynx -> netvm (id 42) is down: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back) ' +
+        '(the cloud-hypervisor of appvm-lynx was not running, so it held no NIC snc42 and nothing was taken out of it): link appvm-lynx again',
+    );
   });
 });
 

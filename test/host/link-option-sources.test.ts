@@ -116,11 +116,6 @@ describeNetns('spectrum-link option sources', () => {
   const file = (): string => join(scratch, 'a-file');
 
   it.each([
-    [
-      ['show', 'appvm-lynx', '--config-dir', missing, '--state-dir', 'SCRATCH'],
-      {},
-      `show: no links recorded for appvm-lynx in state dir SCRATCH (from --state-dir) and config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`,
-    ],
     [['list', '--state-dir', 'FILE'], { SPECTRUM_STATE_DIR: ABSENT }, `state dir FILE (from --state-dir) cannot be used (it is not a directory); ${stateFix.option}`],
     [['link', 'appvm-lynx', '--config-dir', EXAMPLES], { SPECTRUM_STATE_DIR: 'FILE' }, `state dir FILE (from environment variable SPECTRUM_STATE_DIR) cannot be used (it is not a directory); ${stateFix.variable}`],
     [['unlink', 'appvm-lynx'], { SPECTRUM_STATE_DIR: 'FILE/below' }, `state dir FILE/below (from environment variable SPECTRUM_STATE_DIR) cannot be used (a path above it is not a directory); ${stateFix.variable}`],
@@ -139,6 +134,23 @@ describeNetns('spectrum-link option sources', () => {
     expect(existsSync(ABSENT)).toBe(false);
     expect(existsSync(missing)).toBe(false);
     expect(await devicesMade()).toEqual([]);
+  });
+
+  it.each([
+    [['show', 'appvm-lynx', '--config-dir', missing, '--state-dir', 'SCRATCH'], {}, `config dir ${missing} (from --config-dir) does not exist; ${configFix.option}`],
+    [['show', 'appvm-lynx', '--state-dir', 'SCRATCH'], { SPECTRUM_CONFIG_DIR: missing }, `config dir ${missing} (from environment variable SPECTRUM_CONFIG_DIR) does not exist; ${configFix.variable}`],
+  ] as const)('show of a VM with no links, the config dir named not there: bad input, exit 2, as for link and check, in one line: %j (env %j)', async (args, env, said) => {
+    const result = await spectrumLink(
+      args.map((arg) => arg.replaceAll('SCRATCH', scratch)),
+      { env, cwd: 'scratch' },
+    );
+    expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `spectrum-link: show: no links recorded for appvm-lynx in state dir ${scratch} (from --state-dir) and ${said}\n`,
+    });
+    expect(await readdir(scratch)).toEqual([]);
+    expect(existsSync(missing)).toBe(false);
   });
 
   const configWant = 'the directory holding the VM directories';

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { QmpClient } from '../../host/vmm/qmp.js';
 import { createHarness, describeNetns, eventually, type Harness, type NetnsProcess } from '../harness/index.js';
-import { type LinkJson, type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { LINK_BIN, type LinkJson, type LinkWorld, devices, makeLinkWorld, withWorldOptions } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
@@ -206,6 +206,35 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     const again = await linked(['link', 'appvm-lynx', '--qmp-socket', qmpTemplate]);
     expect(again).toMatchObject({ id: link.id, clientAttach: 'qemu', providerAttach: 'netns' });
     expect(qemu.devices.has(link.clientDevice)).toBe(true);
+  });
+
+  it('--keep-going, a signal while it takes NICs out: the VMs that had failed there are said (stderr, and stdout with --json) before the interruption exits 130', async () => {
+    const catgirlQemu = await ScriptedQemu.start(join(socketDir, 'appvm-catgirl.qmp'));
+    try {
+      const lynx = await lynxAsQemu();
+      const catgirl = await linked(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate]);
+      // appvm-lynx's QEMU refuses its NIC back (it fails alone); appvm-catgirl's gives it back,
+      // slowly: the SIGINT comes meanwhile, and stops the run at its next safe point.
+      qemu.deviceDel = 'refuse';
+      catgirlQemu.stepDelayMs = 400;
+      const args = ['link', 'appvm-lynx', 'appvm-catgirl', '--keep-going', '--attach', 'none', '--qmp-socket', qmpTemplate, '--json'];
+      const run = world.host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world)], { enter: 'nsenter' });
+      await eventually('appvm-catgirl\'s QEMU to be asked for its NIC', async () => catgirlQemu.commands.includes('device_del'), 30_000);
+      const exit = await run.kill('SIGINT', 30_000);
+      await run.waitClosed();
+      expect(exit, run.stderr).toEqual({ code: 130, signal: null });
+      expect(run.stdout.trim().split('\n').map((line) => JSON.parse(line) as unknown)).toEqual([
+        { vm: 'appvm-lynx', links: [], error: expect.stringMatching(/^appvm-lynx's side of appvm-lynx -> netvm .*QEMU refused device_del/) },
+      ]);
+      expect(stderrLines(run.stderr)).toEqual([
+        'spectrum-link: link interrupted by SIGINT: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were',
+        expect.stringMatching(new RegExp(`^spectrum-link: link appvm-lynx failed: ${escaped(`appvm-lynx's side of appvm-lynx -> netvm (id ${lynx.id})`)} .*QEMU refused device_del`)),
+        expect.stringMatching(new RegExp(`^spectrum-link: ${escaped(`appvm-catgirl -> netvm (id ${catgirl.id}) is down: this run took its NIC ${catgirl.clientDevice} out of the QEMU of appvm-catgirl`)}`)),
+      ]);
+      expect(qemu.devices.has(lynx.clientDevice)).toBe(true);
+    } finally {
+      await catgirlQemu.close();
+    }
   });
 
   it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it, its link as it was; the others are linked', async () => {

@@ -10,11 +10,12 @@ import { parseAttachChoice } from '../../host/attach-mode.js';
 import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
+import { ID_COUNT, type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import {
+  type KeepGoingOutcome,
   type LeftDownLink,
   type LinkReport,
   type LinkerOptions,
@@ -63,6 +64,8 @@ const kernel = vi.hoisted(() => ({
   lookupRefused: undefined as string | undefined,
   /** Where set, a listing of every device (list, show, link --all's left links) fails with it. */
   listingRefused: undefined as string | undefined,
+  /** A query of named devices that names one of these fails, as the kernel's refusal. */
+  unlistable: new Set<string>(),
   whileApplying: (): void | Promise<void> => undefined,
 }));
 
@@ -161,6 +164,8 @@ vi.mock('../../host/netlink-devices.js', () => ({
   newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set() }),
   observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
     if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
+    const unlisted = only?.find((name) => kernel.unlistable.has(name));
+    if (unlisted !== undefined) throw Object.assign(new Error(`listing devices failed: ${unlisted}: No buffer space available`), { name: 'DeviceError', kind: 'query-failed' });
     kernel.observed += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() };
   },
@@ -234,6 +239,7 @@ beforeEach(async () => {
   kernel.removed = [];
   kernel.lookupRefused = undefined;
   kernel.listingRefused = undefined;
+  kernel.unlistable.clear();
   kernel.whileApplying = () => undefined;
   configReads.afterRead = undefined;
   store.failSaves = 0;
@@ -1233,7 +1239,7 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     const leftDown: LeftDownLink[] = [];
     const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
     await expect(linkVms(CLIENTS, run)).rejects.toMatchObject({ kind: 'vmm-detach-failed' });
-    expect(leftDown).toEqual([expect.objectContaining({ vm: 'c1', id: ids[0], clientAttach: 'qemu', replaced: false, takenBack: [{ vmm: 'qemu', vm: 'c1', nic: names(ids[0]!).client, to: 'none' }] })]);
+    expect(leftDown).toEqual([expect.objectContaining({ vm: 'c1', id: ids[0], clientAttach: 'qemu', replaced: false, takenBack: [{ vmm: 'qemu', vm: 'c1', nic: names(ids[0]!).client, to: 'none', taken: true }] })]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
 
     // All given back, then the kernel refuses c3's bridge: every link is undone to its record, each said down.
@@ -1245,6 +1251,36 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     await expect(linkVms(CLIENTS, run)).rejects.toThrow(/File exists$/);
     expect(leftDown.map((link) => [link.vm, link.clientAttach, link.takenBack.map((nic) => nic.nic)]).sort()).toEqual(CLIENTS.map((vm, index) => [vm, 'qemu', [names(ids[index]!).client]]));
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('a VMM that was not running held no NIC: a run that fails after leaves that side as it was, so its link is not said down for it', async () => {
+    // c1's and c2's client sides up as QEMU attached them, c3's both sides; c1's QEMU and c3's
+    // are not running (the VMs stopped), c2's and netvm's give their NICs back.
+    const allocation = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM })));
+    const modes = (client: VmName): { client: 'qemu'; provider: 'qemu' | 'none' } => ({ client: 'qemu', provider: client === c3 ? 'qemu' : 'none' });
+    await saveState(stateDir, setAttachments(allocation.state, allocation.links.map((link) => ({ pair: link, attached: modes(link.client) }))));
+    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(names(link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    const [, id2, id3] = allocation.links.map((link) => link.id) as [ClientId, ClientId, ClientId];
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        return vm === c1 || vm === c3 ? 'not-running' : undefined;
+      },
+    };
+    // c3's bridge gone (its link still up: its taps are there), made anew: the kernel refuses it,
+    // and the run fails after every NIC came out.
+    kernel.host.delete(names(id3).bridge);
+    kernel.refused.add(names(id3).bridge);
+    const leftDown: LeftDownLink[] = [];
+    await expect(linkVms(CLIENTS, { ...options(), attach: parseAttachChoice(['none']), vmm: port, onLeftDown: (links) => void leftDown.push(...links) })).rejects.toThrow(/File exists$/);
+    expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(4);
+    // c1: nothing taken out, nothing replaced: as it was, not said. c3: its provider side's NIC
+    // taken out, its client side's VMM not running: said, each NIC as it went.
+    expect(leftDown.map((link) => [link.vm, link.takenBack.map(({ nic, taken }) => [nic, taken])]).sort()).toEqual([
+      ['c2', [[names(id2).client, true]]],
+      ['c3', [[names(id3).client, false], [names(id3).provider, true]]],
+    ]);
   });
 
   it('an invalid VM in the run: its error, before any NIC comes out (the run would fail at it); without it, the NIC comes out', async () => {
@@ -1377,7 +1413,8 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     };
     const leftDown: LeftDownLink[] = [];
     const run = { ...options(), attach: parseAttachChoice(['none']), vmm: port, signal: controller.signal, onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
-    await expect(linkVmsKeepGoing([c1, c2], run)).rejects.toMatchObject({ kind: 'interrupted' });
+    // c1's failure comes with the interruption, to be said with it.
+    await expect(linkVmsKeepGoing([c1, c2], run)).rejects.toMatchObject({ kind: 'interrupted', failed: [{ vm: c1, error: expect.objectContaining({ kind: 'vmm-detach-failed' }) }] });
     expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`, `detach qemu netvm ${names(ids[0]!).provider}`]);
     expect(leftDown.map((link) => [link.vm, link.takenBack.map((nic) => nic.nic)])).toEqual([['c1', [names(ids[0]!).client]]]);
   });
@@ -1400,6 +1437,62 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(failure).toMatchObject({ kind: 'interrupted-undoing', failure: { kind: 'vmm-detach-failed', message: expect.stringContaining(`its NIC ${names(ids[0]!).client} was to come out of the QEMU of c1 first: QEMU refused device_del`) } });
     expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`]);
     expect(kernel.undone).toBe(0);
+  });
+
+  describe('what the run would fail at before it made anything, found before any NIC comes out', () => {
+    /** c1 up with its side as QEMU attached it (to be none), c1 naming c2 as a provider too: a link that needs an id. */
+    beforeEach(async () => {
+      await writeFile(join(configDir, 'c1', 'providers', 'net', 'c2'), '');
+    });
+    const runs = [
+      ['link', linkVms],
+      ['link --keep-going', linkVmsKeepGoing],
+    ] as const;
+    /** The run's failure: thrown (link), or its one VM's (--keep-going). */
+    const failureOf = async (run: (typeof runs)[number][1], options: LinkerOptions): Promise<unknown> => {
+      try {
+        const outcome = await run([c1], options);
+        expect(outcome).toMatchObject({ failed: [{ vm: c1 }], linked: new Map() });
+        return (outcome as Awaited<ReturnType<typeof linkVmsKeepGoing>>).failed[0]?.error;
+      } catch (error) {
+        return error;
+      }
+    };
+
+    it.each(runs)('%s: ids run out (every id held): that failure, no NIC out, no link said down, the state as it was', async (_how, run) => {
+      // Every id held: c1 -> netvm (id 1) among them; c1 -> c2 gets none.
+      const held: LinkState = {
+        version: 1,
+        links: Array.from({ length: ID_COUNT }, (_, index) => ({
+          client: index === 0 ? c1 : vmName(`f${index}`),
+          provider: NETVM,
+          id: (index + 1) as ClientId,
+          ...(index === 0 && { attached: { client: 'qemu', provider: 'none' } as const }),
+        })),
+      };
+      await saveState(stateDir, held);
+      kernel.host = new Map(Object.values(names(1 as ClientId)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice]));
+      const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+      const leftDown: LeftDownLink[] = [];
+      const failure = await failureOf(run, { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links) => void leftDown.push(...links) });
+      expect(failure).toMatchObject({ name: 'StateError', kind: 'exhausted', message: expect.stringContaining('no free client id for c1 -> c2') });
+      expect(events).toEqual([]);
+      expect(leftDown).toEqual([]);
+      expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    });
+
+    it.each(runs)('%s: a listing of the devices that fails: that failure, no NIC out, no link said down, the state as it was', async (_how, run) => {
+      const { text } = await linkedAs({ client: 'qemu', provider: 'none' }, [c1]);
+      // The new link c1 -> c2's id, and its bridge, whose query the kernel refuses.
+      const [, added] = allocateMany(await loadState(stateDir), [{ client: c1, provider: NETVM }, { client: c1, provider: vmName('c2') }]).links;
+      kernel.unlistable.add(names(added!.id).bridge);
+      const leftDown: LeftDownLink[] = [];
+      const failure = await failureOf(run, { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links) => void leftDown.push(...links) });
+      expect(failure).toMatchObject({ name: 'DeviceError', kind: 'query-failed', message: expect.stringContaining(names(added!.id).bridge) });
+      expect(events).toEqual([]);
+      expect(leftDown).toEqual([]);
+      expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    });
   });
 
   it('--keep-going: a VM whose VMM does not give its NIC back fails alone, nothing made for it; the others are linked', async () => {
@@ -1503,6 +1596,37 @@ describe('link where the state dir is not made yet, interrupted while it reads t
     const stop = new AbortController();
     configReads.afterRead = async () => stop.abort('SIGINT');
     await expect(link({ ...options(), stateDir: fresh, signal: stop.signal })).rejects.toMatchObject({ name: 'LinkerError', kind: 'interrupted' });
+    expect(existsSync(fresh)).toBe(false);
+  });
+});
+
+describe('link where the state dir is not made yet, and the run has no link to make', () => {
+  it.each(EVERY_LINK_RUN.filter(([name]) => name.endsWith('KeepGoing')))('%s: every VM failed (its config, a side refused as bad input): each said, no state dir made', async (_name, link) => {
+    for (const vm of ['c1', 'c2']) await writeFile(join(configDir, vm, 'providers', 'net', 'nosuchvm'), '');
+    const tooLong = new CliError('--qmp-socket "/long/{vm}" gives VM c3 the socket path "/long/c3", 108 bytes: a Unix socket path has at most 107; use a shorter path', EXIT.usage);
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (kind, vm) => {
+        if (kind === 'qemu' && vm === 'c3') throw tooLong;
+      },
+    };
+    const fresh = join(stateDir, 'fresh');
+    const outcome = (await link({ ...options(), stateDir: fresh, attach: parseAttachChoice(['c3=qemu']), vmm })) as KeepGoingOutcome;
+    expect(outcome.failed.map(({ vm, error }) => [vm, (error as Error).name])).toEqual([
+      ['c1', 'ConfigError'],
+      ['c2', 'ConfigError'],
+      ['c3', 'CliError'],
+    ]);
+    expect([...outcome.linked]).toEqual([]);
+    expect(existsSync(fresh)).toBe(false);
+  });
+
+  it.each(EVERY_LINK_RUN)('%s: no VM has a provider: nothing linked (each VM named said so), no state dir made', async (_name, link) => {
+    for (const vm of CLIENTS) await rm(join(configDir, vm, 'providers', 'net', NETVM));
+    const fresh = join(stateDir, 'fresh');
+    const outcome = await link({ ...options(), stateDir: fresh });
+    expect([...outcome.linked].every(([, reports]) => reports.length === 0)).toBe(true);
+    expect([...outcome.linked.keys()]).toEqual(_name.startsWith('linkAll') ? [] : CLIENTS);
     expect(existsSync(fresh)).toBe(false);
   });
 });

@@ -154,6 +154,24 @@ describe('load and save', () => {
   });
 });
 
+describe('a state dir that is, or lies below, a symlink loop', () => {
+  it.each([
+    ['to itself', ['loop', 'loop']],
+    ['round two symlinks', ['loop', 'other', 'other', 'loop']],
+  ])('%s: said as a loop (not as a symlink to nothing, nor as a state file that is a symlink), by the lock (mkdir), a read and a look for the state file', async (_how, links) => {
+    for (let index = 0; index < links.length; index += 2) await symlink(join(dir, links[index + 1]!), join(dir, links[index]!));
+    const said = (stateDir: string): string =>
+      `state dir ${stateDir} cannot be used (${join(dir, 'loop')} is a symlink to ${join(dir, links[1]!)}, which loops (ELOOP: too many levels of symbolic links)); pass --state-dir or set SPECTRUM_STATE_DIR to a writable directory`;
+    for (const stateDir of [join(dir, 'loop'), join(dir, 'loop', 'sub')]) {
+      const refused = { name: 'StateStoreError', kind: 'state-dir-unusable', message: said(stateDir) };
+      await expect(updateState(stateDir, (state) => ({ state }))).rejects.toMatchObject(refused);
+      await expect(loadState(stateDir)).rejects.toMatchObject(refused);
+      expect(() => hasStateFile(stateDir)).toThrow(expect.objectContaining(refused));
+    }
+    expect((await readdir(dir)).sort()).toEqual([...new Set(links)].sort());
+  });
+});
+
 describe('the size bound', () => {
   it('is at least four times the largest state: every id held, by the longest names, attached the longest way', async () => {
     const links: Link[] = Array.from({ length: ID_COUNT }, (_, index) => ({

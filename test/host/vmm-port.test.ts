@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,6 +80,29 @@ describe('a VMM that does not answer an attach in time', () => {
     } finally {
       await stalled.close();
       await other.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a detach of a NIC of a VMM that no longer runs', () => {
+  it("says 'not-running' (it held no NIC: nothing was taken out), at no socket or one that refuses connections; a VMM that runs gives it back and says nothing of that", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    // A socket nobody listens on: what a VMM that exited leaves (the process exits without closing its server).
+    execFileSync(process.execPath, ['-e', "require('node:net').createServer().listen(process.argv[1], () => process.exit(0))", join(dir, 'appvm-catgirl.qmp')]);
+    const running = await ScriptedQemu.start(join(dir, 'netvm.qmp'));
+    try {
+      const port = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: join(dir, '{vm}.qmp'), chSocket: join(dir, '{vm}.ch'), vmmTimeout: '1000' });
+      const nic = { id: 'snc7', tap: 'snc7', mac: '0A:B3:EC:00:00:07' };
+      expect(await port.detach('qemu', vmName('appvm-lynx'), nic)).toBe('not-running');
+      expect(await port.detach('cloud-hypervisor', vmName('appvm-lynx'), nic)).toBe('not-running');
+      expect(await port.detach('qemu', vmName('appvm-catgirl'), nic)).toBe('not-running');
+      running.devices.set('snc7', { mac: '0a:b3:ec:00:00:07', netdev: 'net-snc7' });
+      running.netdevs.add('net-snc7');
+      expect(await port.detach('qemu', vmName('netvm'), nic)).toBeUndefined();
+      expect(running.commands).toContain('device_del');
+    } finally {
+      await running.close();
       await rm(dir, { recursive: true, force: true });
     }
   });
