@@ -43,9 +43,9 @@ export interface DnsForwarderOptions {
   port?: number;
   /**
    * "ip" or "ip:port" ("[v6]:port"); when absent, the nameservers of resolvConfPath. An address at
-   * which no resolver can be (0.0.0.0/8, a broadcast, multicast or IPv4-compatible address), or
-   * one with a zone that would be ignored (any but a link-local address), is refused at start
-   * (parseConfiguredUpstream).
+   * which no resolver can be (0.0.0.0/8, a broadcast, multicast or IPv4-compatible address, a
+   * link-local one without a zone), or one with a zone that would be ignored (any but a
+   * link-local address), is refused at start (parseConfiguredUpstream).
    */
   upstreams?: readonly string[];
   /** Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). */
