@@ -242,11 +242,11 @@ static int make_address(napi_env env, int family, napi_value address, uint32_t p
     in6->sin6_scope_id = parsed->sin6_scope_id;
     freeaddrinfo(found);
     // A zone read as index 0 (fe80::1%0) names none: the kernel would take the address as given
-    // without one (EINVAL on a link-local address), a socket's error tried again for ever.
+    // without one (EINVAL on a link-local address), an error that says nothing of the zone.
     if (in6->sin6_scope_id == 0) return strchr(text, '%') == NULL ? 0 : ZONE_NAMES_NO_INTERFACE;
     // A number is taken without a look (as glibc does): one no interface has would fail only at
-    // connect, as ENETUNREACH (a route that may yet come), tried again for ever. The look itself
-    // may fail for another reason (out of descriptors: it asks through a socket), said as such.
+    // connect, as ENETUNREACH (as if a route were missing). The look itself may fail for another
+    // reason (out of descriptors: it asks through a socket), said as such.
     char name[IF_NAMESIZE];
     errno = 0;
     if (if_indextoname(in6->sin6_scope_id, name) == NULL) return interface_lookup_error(errno);
