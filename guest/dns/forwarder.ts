@@ -43,9 +43,9 @@ export interface DnsForwarderOptions {
   port?: number;
   /**
    * "ip" or "ip:port" ("[v6]:port"); when absent, the nameservers of resolvConfPath. An address at
-   * which no resolver can be (0.0.0.0/8, a broadcast, multicast or IPv4-compatible address), or
-   * one with a zone that would be ignored (any but a link-local address), is refused at start
-   * (parseConfiguredUpstream).
+   * which no resolver can be (0.0.0.0/8, a broadcast, multicast or IPv4-compatible address, a
+   * link-local one without a zone), or one with a zone that would be ignored (any but a
+   * link-local address), is refused at start (parseConfiguredUpstream).
    */
   upstreams?: readonly string[];
   /** Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). */
@@ -455,14 +455,12 @@ class Forwarder implements DnsForwarder {
   readonly #limiter: RateLimiter;
   readonly #counters: MutableCounters;
   #upstreams: readonly UpstreamLink[] = [];
-  /** Wanted upstreams that #upstreams lacks (they could not be connected): retried on #reconnectTimer. */
-  #missingUpstreams = 0;
   /**
-   * Wanted upstreams (by upstreamKey) whose zone named no interface: not connected again, on
-   * #reconnectTimer or otherwise, until the upstreams are read again (a resolv.conf reload), as a
-   * typo stays one however often it is tried.
+   * Wanted upstreams that #upstreams lacks (they could not be connected): retried on
+   * #reconnectTimer. One whose zone named no interface is too: the interface may yet come
+   * (hot-plugged, or another renamed to that name), as netd's links do.
    */
-  readonly #zoneNamesNoInterface = new Set<string>();
+  #missingUpstreams = 0;
   readonly #reachability = new UpstreamReachability();
   readonly #clock: RecoveryClock;
   /** Cancels the pending reconnect (see #scheduleReconnect). */
@@ -893,11 +891,10 @@ class Forwarder implements DnsForwarder {
       for (const socket of sockets) socket.close();
       const code = error instanceof UdpError ? error.code : 'error';
       if (error instanceof UdpError && error.kind === 'zone') {
-        this.#zoneNamesNoInterface.add(upstreamKey(upstream));
         if (this.#reachability.failed(key, code) === 'lost') {
           this.#log.warn(
             { upstream: key, err: errorText(error) },
-            'cannot use upstream resolver: its zone names no interface of this VM (no interface has that name, nor that index): check the address; not tried again until the upstreams are read again (resolv.conf rewritten, or the agent started again), its queries going to the other upstreams or answered SERVFAIL meanwhile',
+            `cannot use upstream resolver: its zone names no interface of this VM (no interface has that name, nor that index): check the address; trying again at least every ${RECONNECT_MAX_MS / 1000} s (an interface of that name may yet come), its queries going to the other upstreams or answered SERVFAIL meanwhile`,
           );
         }
         return undefined;
@@ -966,8 +963,6 @@ class Forwarder implements DnsForwarder {
     this.#counters.resolvConfReloads += 1;
     if (conf.error !== undefined) this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers');
     if (conf.skipped.length > 0) this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses');
-    // Read again: a zone that named no interface is tried again (said again only if it was not listed).
-    this.#zoneNamesNoInterface.clear();
     await this.#setUpstreams(conf.upstreams, path);
   }
 
@@ -1016,17 +1011,15 @@ class Forwarder implements DnsForwarder {
   /** Connect what `wanted` lacks and switch over; what failed to connect is counted in #missingUpstreams. */
   #switchUpstreams(old: readonly UpstreamLink[], wanted: readonly { upstream: Upstream; via: UpstreamLinkRoute | undefined }[], source: string): void {
     // Keep the links of upstreams still listed (and still routed); connect new ones before switching over.
-    const refused = (want: { readonly upstream: Upstream }): boolean => this.#zoneNamesNoInterface.has(upstreamKey(want.upstream));
     const links = wanted.map(
-      (want) => old.find((link) => !needsConnecting(link) && sameLink(link, want)) ?? (refused(want) ? undefined : this.#connectUpstream(want.upstream, want.via)),
+      (want) => old.find((link) => !needsConnecting(link) && sameLink(link, want)) ?? this.#connectUpstream(want.upstream, want.via),
     );
     const kept = links.filter((link): link is UpstreamLink => link !== undefined);
     if (this.#closed !== undefined) {
       for (const link of kept) if (!old.includes(link)) for (const socket of link.sockets) socket.close();
       return;
     }
-    // One whose zone named no interface is not missing: no retry would find it.
-    this.#missingUpstreams = wanted.filter((want, i) => links[i] === undefined && !refused(want)).length;
+    this.#missingUpstreams = wanted.length - kept.length;
     // A retry that connected nothing new leaves the list as it was: nothing to switch or log.
     if (kept.length === old.length && kept.every((link, i) => link === old[i])) return;
     this.#upstreams = kept;

@@ -197,7 +197,8 @@ const GIVE_ITS_ADDRESS = "give the resolver's own address";
  * address); nor one no server can have: another address of 0.0.0.0/8 ("this network", which RFC
  * 1122 allows only as a source; Linux sends to it by the default route, and routers drop it), or
  * an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291: Linux sends to it over IPv6
- * as to any IPv6 address, never to a.b.c.d). Loopback (a resolver on this VM) is one; so is the
+ * as to any IPv6 address, never to a.b.c.d); nor a link-local one without a zone (the kernel
+ * refuses to send to one through no link, EINVAL). Loopback (a resolver on this VM) is one; so is the
  * gateway 169.254.0.1, the upstream provider's forwarder for a chained provider (reached through
  * its link to that provider; a provider with no such link leaves it out at run time, saying why).
  * A port of 0 never parses.
@@ -215,6 +216,10 @@ export function unusableUpstream(upstream: Upstream): string | undefined {
   }
   const { ip } = parsed;
   if (ip.isMulticast()) return `a multicast address (ff00::/8) names no one server: ${GIVE_ITS_ADDRESS}`;
+  if (ip.isLinkLocal() && parsed.zone === '') {
+    const zoned = givenAs({ ...upstream, address: `${upstream.address}%eth0` });
+    return `a link-local address (fe80::/10) is one on each link: Linux sends to it only through the link its zone names, and refuses it without one: give that link's name or index as its zone (${zoned})`;
+  }
   if (IPv6CidrRange.fromCidr('::/96').contains(ip) && !ip.isLoopback()) {
     // What was likely meant: the IPv4 address, where one can be there.
     const ipv4: Upstream = { address: new IPv4(ip.getValue()).toString(), port: upstream.port, family: 4, addressKey: '' };

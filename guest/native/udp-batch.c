@@ -176,9 +176,32 @@ static udp_socket *socket_args(napi_env env, napi_callback_info info, size_t wan
 }
 
 // What make_address returns for an IPv6 address whose zone names no interface: neither an
-// interface's name (on a link-local address) nor an index one has. No bind(2) or connect(2) of
-// ours returns it, so it says that alone.
+// interface's name (on a link-local address) nor an index one has (0 included). No bind(2) or
+// connect(2) of ours returns it, so it says that alone.
 #define ZONE_NAMES_NO_INTERFACE ENXIO
+
+// The errno of a failed if_nametoindex or if_indextoname: ZONE_NAMES_NO_INTERFACE where no
+// interface has that name (ENODEV, one 16 bytes or more long included) or index (ENXIO), else why
+// it could not look. glibc asks the kernel through a socket of its own, and where none can be
+// opened says ENOENT: the errno of opening one says why (out of descriptors, EMFILE).
+static int interface_lookup_error(int error) {
+  if (error == ENODEV || error == ENXIO || error == 0) return ZONE_NAMES_NO_INTERFACE;
+  if (error != ENOENT) return error;
+  int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  close(fd);
+  return EAGAIN;  // descriptors were freed meanwhile
+}
+
+// Why `zone` of `address`, which getaddrinfo did not take, could not be read: as neither a name
+// (which only a link-local address may have) nor a number, it names no interface, unless the look
+// for the name failed for another reason, which getaddrinfo keeps to itself.
+static int zone_error(const struct in6_addr *address, const char *zone) {
+  if (!IN6_IS_ADDR_LINKLOCAL(address) && !IN6_IS_ADDR_MC_LINKLOCAL(address) && !IN6_IS_ADDR_MC_NODELOCAL(address)) return ZONE_NAMES_NO_INTERFACE;
+  errno = 0;
+  if (if_nametoindex(zone) != 0) return EAGAIN;  // it came meanwhile
+  return interface_lookup_error(errno);
+}
 
 // family 4|6 and a literal address into a sockaddr; 0 on success, else an errno
 // (ZONE_NAMES_NO_INTERFACE: see there).
@@ -211,17 +234,22 @@ static int make_address(napi_env env, int family, napi_value address, uint32_t p
       // Refused for its zone alone where the address without it is one.
       char *zone = strchr(text, '%');
       if (zone == NULL) return EINVAL;
-      *zone = '\0';
-      return inet_pton(AF_INET6, text, &in6->sin6_addr) == 1 ? ZONE_NAMES_NO_INTERFACE : EINVAL;
+      *zone++ = '\0';
+      return inet_pton(AF_INET6, text, &in6->sin6_addr) == 1 ? zone_error(&in6->sin6_addr, zone) : EINVAL;
     }
     const struct sockaddr_in6 *parsed = (const struct sockaddr_in6 *)found->ai_addr;
     in6->sin6_addr = parsed->sin6_addr;
     in6->sin6_scope_id = parsed->sin6_scope_id;
     freeaddrinfo(found);
+    // A zone read as index 0 (fe80::1%0) names none: the kernel would take the address as given
+    // without one (EINVAL on a link-local address), an error that says nothing of the zone.
+    if (in6->sin6_scope_id == 0) return strchr(text, '%') == NULL ? 0 : ZONE_NAMES_NO_INTERFACE;
     // A number is taken without a look (as glibc does): one no interface has would fail only at
-    // connect, as ENETUNREACH (a route that may yet come), tried again for ever.
+    // connect, as ENETUNREACH (as if a route were missing). The look itself may fail for another
+    // reason (out of descriptors: it asks through a socket), said as such.
     char name[IF_NAMESIZE];
-    if (in6->sin6_scope_id != 0 && if_indextoname(in6->sin6_scope_id, name) == NULL) return ZONE_NAMES_NO_INTERFACE;
+    errno = 0;
+    if (if_indextoname(in6->sin6_scope_id, name) == NULL) return interface_lookup_error(errno);
   }
   return 0;
 }

@@ -43,9 +43,9 @@ function collectInterface(value: string, previous: string[]): string[] {
 
 /**
  * --dns-upstream: checked when given, so that a typo, an address at which no resolver can be
- * (0.0.0.0 and the rest of 0.0.0.0/8, a broadcast or multicast address, an IPv4-compatible one),
- * or a zone that would be ignored (on any address but a link-local one), is a usage error, not a
- * failed start.
+ * (0.0.0.0 and the rest of 0.0.0.0/8, a broadcast or multicast address, an IPv4-compatible one,
+ * a link-local one without a zone), or a zone that would be ignored (on any address but a
+ * link-local one), is a usage error, not a failed start.
  */
 function collectUpstream(value: string, previous: string[]): string[] {
   try {

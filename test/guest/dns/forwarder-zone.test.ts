@@ -1,7 +1,7 @@
 // The forwarder and link-local upstreams from resolv.conf, their link named by its zone as glibc
 // reads one: an interface's name or index (`nameserver fe80::1%2`, as resolv.conf managers write
-// it). A zone naming no interface is said once, and tried again only when resolv.conf is read
-// again: no reconnect round would find the interface it names.
+// it). A zone naming no interface is said once, and tried again on the reconnect rounds: an
+// interface of that name may yet come (hot-plugged, renamed).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,7 +81,7 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     expect(upstream.stdout).toMatch(/^query www tcp$/m);
   });
 
-  it('says once that a zone names no interface, by name or index, tries it again only when resolv.conf is read again, and asks the others meanwhile', async () => {
+  it('says once that a zone names no interface, by name or index, tries it again on the reconnect rounds without saying it again, and asks the others meanwhile', async () => {
     const text = [`nameserver ${linkLocal}%nosuch0`, `nameserver ${linkLocal}%99999`, `nameserver ${linkLocal}%up0`].join('\n');
     await reloaded(text);
     expect(await forwarder.counters()).toMatchObject({
@@ -90,14 +90,30 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     });
     expect(await ask()).toBe(ANSWER);
     expect(warnings()).toHaveLength(2);
-    // No reconnect round tries them: they were missing upstreams, tried every round for ever.
+    // Each reconnect round tries each once (an advance runs one round: the next is scheduled once
+    // it has run), and so does a reload; none is said again while it stays listed.
     const binds = Number((await forwarder.counters())['upstreamBinds']);
-    // Each advance runs one round (the next is scheduled once it has run).
-    for (let round = 0; round < 5; round++) expect((await forwarder.advance(RECONNECT_MAX_MS))['upstreamBinds']).toBe(binds);
-    // Read again: tried again, once each, and not said again while they stay listed.
+    for (let round = 1; round <= 3; round++) expect((await forwarder.advance(RECONNECT_MAX_MS))['upstreamBinds']).toBe(binds + 2 * round);
     await reloaded(text);
-    expect(await forwarder.counter('upstreamBinds')).toBe(binds + 2);
+    expect(await forwarder.counter('upstreamBinds')).toBe(binds + 8);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%up0]:53`] });
     expect(warnings()).toHaveLength(2);
-    expect(warnings()[0]).toMatch(/not tried again until the upstreams are read again/);
+    expect(warnings()[0]).toMatch(/trying again at least every 2 s \(an interface of that name may yet come\)/);
+  });
+
+  it('uses an upstream whose zone named no interface once one of that name comes (hot-plugged, renamed), with no resolv.conf rewrite', async () => {
+    await reloaded(`nameserver ${linkLocal}%late0\n`);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [], unreachableUpstreams: [`[${linkLocal}%late0]:53 (ENXIO)`] });
+    expect(await ask()).toBe('SERVFAIL');
+    // The uplink takes that name (a link is renamed only while down: its link-local address comes back).
+    await net.provider.ip(['link', 'set', 'up0', 'down']);
+    await net.provider.ip(['link', 'set', 'up0', 'name', 'late0']);
+    await net.provider.ip(['link', 'set', 'late0', 'up']);
+    await linkLocalOf(net.provider, 'late0');
+    await linkLocalOf(net.internet, 'inet0');
+    // At the next reconnect round (it was left out until resolv.conf was read again, or the agent
+    // started again for a --dns-upstream, however soon the interface came).
+    expect(await forwarder.advance(RECONNECT_MAX_MS)).toMatchObject({ upstreams: [`[${linkLocal}%late0]:53`], unreachableUpstreams: [] });
+    expect(await ask()).toBe(ANSWER);
   });
 });

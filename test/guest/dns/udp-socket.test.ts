@@ -102,10 +102,24 @@ describeNetns('udp-batch sockets in a namespace', () => {
       'fe80::1%01': 'socket:ENETUNREACH',
       'fe80::1%nosuch0': noZone,
       'fe80::1%99999': noZone,
+      // Index 0 is no interface's: read as none, the kernel's EINVAL (a link-local address needs
+      // one), a socket's error tried again for ever.
+      'fe80::1%0': noZone,
+      'fe80::1%00': noZone,
       '[fe80::1%lo]': 'socket:EINVAL',
     });
     // Over TCP too (Node's net reads fe80::1%1 as naming no link).
-    expect(report['tcpZones']).toEqual({ 'fe80::1%1': 'socket:ENETUNREACH', 'fe80::1%nosuch0': noZone, 'fe80::1%99999': noZone });
+    expect(report['tcpZones']).toEqual({ 'fe80::1%1': 'socket:ENETUNREACH', 'fe80::1%nosuch0': noZone, 'fe80::1%99999': noZone, 'fe80::1%0': noZone });
+  });
+
+  it('says why a zone could not be read where that is no fault of the zone (out of descriptors), rather than that it names no interface', () => {
+    // Taken for a zone naming no interface, an upstream was never tried again.
+    expect(report['zonesOutOfDescriptors']).toEqual({
+      'fe80::1%lo': 'socket:EMFILE',
+      'tcp fe80::1%lo': 'socket:EMFILE',
+      'fe80::1%1': 'socket:EMFILE',
+      'tcp fe80::1%1': 'socket:EMFILE',
+    });
   });
 
   it('makes TCP connections through a named link for net.Socket, and says when it cannot', () => {

@@ -51,12 +51,13 @@ describe('unusableUpstream', () => {
     );
   });
 
-  it('refuses exactly the unspecified IPv6 address, the multicast ones (ff00::/8) and the IPv4-compatible ones (::/96 but :: and ::1)', () => {
+  it('refuses exactly the unspecified IPv6 address, the multicast ones (ff00::/8), the IPv4-compatible ones (::/96 but :: and ::1) and the link-local ones without a zone', () => {
     const groups = fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 8, maxLength: 8 });
     const multicast = fc.tuple(fc.integer({ min: 0xff00, max: 0xffff }), fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 7, maxLength: 7 })).map(([first, rest]) => [first, ...rest]);
+    const linkLocal = fc.tuple(fc.integer({ min: 0xfe80, max: 0xfebf }), fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 7, maxLength: 7 })).map(([first, rest]) => [first, ...rest]);
     const compatible = fc.oneof(octets, fc.constantFrom([0, 0, 0, 1], [0, 0, 0, 2], [255, 255, 255, 255], [192, 0, 2, 53])).map(([a = 0, b = 0, c = 0, d = 0]) => [0, 0, 0, 0, 0, 0, (a << 8) | b, (c << 8) | d]);
     fc.assert(
-      fc.property(fc.oneof(groups, multicast, compatible, fc.constant([0, 0, 0, 0, 0, 0, 0, 0])), anyPort, (parts, port) => {
+      fc.property(fc.oneof(groups, multicast, compatible, linkLocal, fc.constant([0, 0, 0, 0, 0, 0, 0, 0])), anyPort, (parts, port) => {
         const text = `[${parts.map((group) => group.toString(16)).join(':')}]:${port}`;
         const reason = unusableUpstream(parseUpstream(text));
         const mapped = parts.slice(0, 5).every((group) => group === 0) && parts[5] === 0xffff;
@@ -65,6 +66,13 @@ describe('unusableUpstream', () => {
         const embedded = [g6 >> 8, g6 & 0xff, g7 >> 8, g7 & 0xff];
         if (parts.every((group) => group === 0)) expect(reason).toMatch(/^the unspecified address names no server/);
         else if ((parts[0] ?? 0) >= 0xff00) expect(reason).toBe("a multicast address (ff00::/8) names no one server: give the resolver's own address");
+        else if (((parts[0] ?? 0) & 0xffc0) === 0xfe80) {
+          // Taken, and every connect refused by the kernel (EINVAL: no link), for ever.
+          const zoned = `${parts.map((group) => group.toString(16)).join(':')}%eth0`;
+          expect(reason).toBe(
+            `a link-local address (fe80::/10) is one on each link: Linux sends to it only through the link its zone names, and refuses it without one: give that link's name or index as its zone (${port === 53 ? zoned : `[${zoned}]:${port}`})`,
+          );
+        }
         else if (parts.slice(0, 6).every((group) => group === 0) && !(g6 === 0 && g7 === 1)) {
           // ::a.b.c.d: what was meant is offered where a resolver can be at a.b.c.d.
           const give = expectedIpv4Refusal(embedded) === undefined ? `give ${dotted(embedded)}${port === 53 ? '' : `:${port}`} for the IPv4 address` : "give the resolver's own address";
@@ -131,6 +139,9 @@ describe('parseConfiguredUpstream', () => {
       ['2001:db8::1%eth0', /^a zone \(%eth0\) picks a link only for a link-local address \(fe80::\/10\); Linux ignores it on any other, sending where the routes say: give 2001:db8::1$/],
       ['[2001:DB8::1%2]:5353', /\(%2\).*: give \[2001:DB8::1\]:5353$/],
       ['[::1%lo]:53', /\(%lo\).*: give ::1$/],
+      // A link-local one without a zone: taken, and refused by the kernel at every connect (EINVAL).
+      ['fe80::53', /^a link-local address \(fe80::\/10\) is one on each link: .*: give that link's name or index as its zone \(fe80::53%eth0\)$/],
+      ['[FEBF::1]:5353', /as its zone \(\[FEBF::1%eth0\]:5353\)$/],
     ] as const) {
       let refusal: unknown;
       try {
