@@ -66,6 +66,8 @@ export interface ObservedDevice {
    * this namespace gives that one (IFLA_LINK_NETNSID); absent where it has no peer elsewhere.
    */
   readonly peerNetnsId?: number;
+  /** With peerNetnsId: that peer's index in its namespace (IFLA_LINK), by which its name there is looked up (list, show). */
+  readonly peerIndex?: number;
 }
 
 /** What the kernel has: the current namespace's devices and those of each VM namespace. */

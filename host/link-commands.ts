@@ -242,9 +242,9 @@ function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
   return `  ${device} is ${deviceOfKind(kind)}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
 }
 
-/** What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's namespace. */
+/** What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's namespace under its name. */
 function farEndLine({ device, netns }: FarEndElsewhere): string {
-  return `  ${device} is a veth whose far end is not in network namespace ${netns} (link makes the pair anew)`;
+  return `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (link makes the pair anew)`;
 }
 
 /** What `unlink` (and `link` taking down a provider dropped) says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */

@@ -5,8 +5,8 @@
 // link present (list, show), linked or up (a record without attach modes: list, show, unlink,
 // link), nor a recorded link's devices there (kept-attach's goneLink, switched VMM sides). Such a
 // device is foreign: list and show say so, link replaces it, unlink deletes it with the link's
-// devices. A veth of the link's whose far end is not in its VM's namespace (moved, or that
-// namespace no longer mounted) is the link's, but the link is not whole (list, show): its plan
+// devices. A veth of the link's whose far end is not in its VM's namespace under its name (moved,
+// renamed, or that namespace no longer mounted) is the link's, but the link is not whole (list, show): its plan
 // makes the pair anew. Pure: the devices come in as the kernel reported them.
 import type { AttachMode } from './attach-mode.js';
 import type { DeviceRole, LinkDeviceNames } from './device-names.js';
@@ -59,7 +59,7 @@ export interface ForeignDevice {
   readonly expected: readonly string[];
 }
 
-/** A veth of a link's side whose far end is not in the namespace of the side's VM. */
+/** A veth of a link's side whose far end is not in the namespace of the side's VM under the veth's name. */
 export interface FarEndElsewhere {
   readonly role: DeviceRole;
   readonly device: string;
@@ -75,22 +75,34 @@ export interface LinkDevicesSeen {
   readonly whole: boolean;
   /** The names that hold a device of another kind, in the order of `expected`. */
   readonly foreign: readonly ForeignDevice[];
-  /** Of `own`, the veths whose far end is not in their VM's namespace (only where the caller gave the namespaces' ids). */
+  /** Of `own`, the veths whose far end is not in their VM's namespace under their name (only where the caller gave `farEnds`). */
   readonly farEndsElsewhere: readonly FarEndElsewhere[];
 }
 
 /**
+ * Where veths' far ends are, as `list` and `show` find out (namespaceIds, farEndNames): the id
+ * the current namespace gives each VM namespace it has one for (as IFLA_LINK_NETNSID gives a
+ * veth's far end), and the name each veth's far end there has, by the veth's name (null: gone
+ * meanwhile; none where the kernel did not show it: then the namespace alone counts).
+ */
+export interface FarEndsFound {
+  readonly netnsIds: ReadonlyMap<string, number>;
+  readonly names: ReadonlyMap<string, string | null>;
+}
+
+/**
  * Tell a link's own devices from foreign ones among the devices the kernel has (`host`, by name).
- * With `netnsIds` (the id the current namespace gives each VM namespace it has one for, as
- * IFLA_LINK_NETNSID gives a veth's far end: namespaceIds), a veth under a side's name whose
- * `expected` names a namespace is whole only with its far end there: its peer in a namespace of
- * that id. As the plan takes a pair (device-plan.ts), which makes it anew where the namespace
- * does not hold its far end, or is not mounted (no id).
+ * With `farEnds`, a veth under a side's name whose `expected` names a namespace is whole only
+ * with its far end there under its own name: its peer in a namespace of that id, named like it
+ * (where the kernel showed the name).
+ * As the plan takes a pair (device-plan.ts), which looks the far end up by name there and makes
+ * the pair anew where the namespace does not hold it (moved elsewhere, or renamed), or is not
+ * mounted (no id).
  */
 export function linkDevicesSeen(
   expected: readonly ExpectedDevice[],
   host: ReadonlyMap<string, Pick<ObservedDevice, 'kind' | 'peerNetnsId'>>,
-  netnsIds?: ReadonlyMap<string, number>,
+  farEnds?: FarEndsFound,
 ): LinkDevicesSeen {
   const own: string[] = [];
   const foreign: ForeignDevice[] = [];
@@ -103,9 +115,10 @@ export function linkDevicesSeen(
       continue;
     }
     own.push(device);
-    if (found.kind !== DEVICE_KIND.veth || netns === undefined || netnsIds === undefined) continue;
-    const id = netnsIds.get(netns);
-    if (id === undefined || found.peerNetnsId !== id) farEndsElsewhere.push({ role, device, netns });
+    if (found.kind !== DEVICE_KIND.veth || netns === undefined || farEnds === undefined) continue;
+    const id = farEnds.netnsIds.get(netns);
+    const farName = farEnds.names.get(device);
+    if (id === undefined || found.peerNetnsId !== id || (farName !== undefined && farName !== device)) farEndsElsewhere.push({ role, device, netns });
   }
   return { own, whole: own.length === expected.length && farEndsElsewhere.length === 0, foreign, farEndsElsewhere };
 }

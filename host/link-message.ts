@@ -31,6 +31,8 @@ const IFLA_EXT_MASK = 29;
 const IFLA_AF_SPEC = 26;
 const IFLA_GROUP = 27;
 const IFLA_LINK_NETNSID = 37;
+/** A request's: the namespace (by the id this one gives it) that a device it names is in. */
+const IFLA_TARGET_NETNSID = 46;
 const AF_INET6 = 10;
 const IFLA_INET6_CONF = 2;
 /** DEVCONF_FORWARDING and DEVCONF_DISABLE_IPV6 in <linux/ipv6.h>: their places among IFLA_INET6_CONF's s32 values. */
@@ -269,6 +271,18 @@ export class ProgramWriter {
     });
   }
 
+  /**
+   * A query for the device with this index in the namespace this one gives id `netnsId`
+   * (IFLA_TARGET_NETNSID: no socket in that namespace needed), answered with its RTM_NEWLINK, or
+   * ENODEV (none has that index there) or EINVAL (no namespace has that id now).
+   */
+  getLinkIn(netnsId: number, index: number): this {
+    return this.linkRequest(RTM_GETLINK, 0, index, () => {
+      this.u32Attribute(IFLA_TARGET_NETNSID, netnsId);
+      this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    });
+  }
+
   /** A query for every device of the namespace. */
   dumpLinks(): this {
     return this.linkRequest(RTM_GETLINK, NLM_F_DUMP, 0, () => this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS));
@@ -471,7 +485,7 @@ export function observedDevices(links: readonly LinkInfo[]): Map<string, Observe
         ipv6: link.ipv6,
         ipv6LinkLocal: link.ipv6LinkLocal,
         ipv6Forwarding: link.ipv6Forwarding,
-        ...(link.peerNetnsId !== null && { peerNetnsId: link.peerNetnsId }),
+        ...(link.peerNetnsId !== null && { peerNetnsId: link.peerNetnsId, ...(link.peerIndex !== null && { peerIndex: link.peerIndex }) }),
       },
     ]),
   );

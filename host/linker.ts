@@ -9,7 +9,7 @@ import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, partiti
 import { type ConfigDirSource, readConfigDir, readConfigVms } from './config-reader.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
-import { type FarEndElsewhere, type ForeignDevice, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen } from './link-device-kinds.js';
+import { type FarEndElsewhere, type FarEndsFound, type ForeignDevice, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen } from './link-device-kinds.js';
 import {
   type AmbiguousAttach,
   type KeptAttach,
@@ -29,6 +29,7 @@ import {
   type PlanUndone,
   applyDevicePlan,
   deleteNamespaces,
+  farEndNames,
   namespaceIds,
   newPlanMade,
   observeDevices,
@@ -2048,7 +2049,7 @@ export interface ListedLink extends Omit<RecordedLinkReport, 'clientAttach' | 'p
   readonly present: boolean;
   /** The devices under its names of another kind than the link makes there (a vxlan under its bridge's name, say): none of the link's. */
   readonly foreign: readonly ForeignDevice[];
-  /** Its veths whose far end is not in their VM's namespace (moved elsewhere, or that namespace no longer mounted): the link's, but not present; its `link` makes them anew. */
+  /** Its veths whose far end is not in their VM's namespace under their name (moved elsewhere, renamed, or that namespace no longer mounted): the link's, but not present; its `link` makes them anew. */
   readonly farEndsElsewhere: readonly FarEndElsewhere[];
   /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists (a bridge, not a foreign device). */
   readonly mtu?: number;
@@ -2062,31 +2063,41 @@ function attachShown(device: ObservedDevice | undefined): AttachMode | null {
 /**
  * What is under a link's names among `host`'s devices: its own (of the kinds it makes there) and
  * foreign ones (link-device-kinds.ts); with `farEnds`, its veths whose far end is not in their
- * VM's namespace (`<prefix><vm>`, by the ids namespaceIds gave) too.
+ * VM's namespace (`<prefix><vm>`) under their name (as farEndsFound found them) too.
  */
 function seenOf(
   link: Link,
   host: ReadonlyMap<string, ObservedDevice>,
   options: Pick<LinkerOptions, 'devicePrefix'>,
-  farEnds?: { readonly prefix: string; readonly ids: ReadonlyMap<string, number> },
+  farEnds?: { readonly prefix: string; readonly found: FarEndsFound },
 ): LinkDevicesSeen {
   const namespaces = farEnds === undefined ? undefined : { client: `${farEnds.prefix}${link.client}`, provider: `${farEnds.prefix}${link.provider}` };
-  return linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached, namespaces), host, farEnds?.ids);
+  return linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached, namespaces), host, farEnds?.found);
 }
 
 /**
- * The VM namespaces where veths under these links' side names are to have their far ends: of
- * each side that is a veth now and may be one (recorded as netns, or with no mode recorded).
+ * Where the veths under these links' side names have their far ends, of each side that is a veth
+ * now and may be one (recorded as netns, or with no mode recorded): the ids of their VM
+ * namespaces (one query per namespace, namespaceIds), then, of each veth whose peer is in its
+ * VM's, the name the peer has there (one query per such veth, farEndNames): the plan looks it up
+ * by name.
  */
-function farEndNamespaces(links: readonly Link[], host: ReadonlyMap<string, ObservedDevice>, options: Pick<LinkerOptions, 'devicePrefix' | 'netnsPrefix'>): string[] {
-  return links.flatMap((link) => {
+async function farEndsFound(links: readonly Link[], host: ReadonlyMap<string, ObservedDevice>, options: Pick<LinkerOptions, 'devicePrefix' | 'netnsPrefix'>): Promise<FarEndsFound> {
+  const sides = links.flatMap((link) => {
     const names = linkDeviceNames(options.devicePrefix, link.id);
     const sides = [
       [names.client, link.client, link.attached?.client],
       [names.provider, link.provider, link.attached?.provider],
     ] as const;
-    return sides.flatMap(([device, vm, mode]) => (host.get(device)?.kind === DEVICE_KIND.veth && (mode === undefined || mode === 'netns') ? [`${options.netnsPrefix}${vm}`] : []));
+    return sides.flatMap(([device, vm, mode]) => (host.get(device)?.kind === DEVICE_KIND.veth && (mode === undefined || mode === 'netns') ? [{ device, netns: `${options.netnsPrefix}${vm}` }] : []));
   });
+  const netnsIds = await namespaceIds(sides.map(({ netns }) => netns));
+  const peers = sides.flatMap(({ device, netns }) => {
+    const veth = host.get(device);
+    const netnsId = netnsIds.get(netns);
+    return netnsId !== undefined && veth?.peerNetnsId === netnsId && veth.peerIndex !== undefined ? [{ device, netnsId, index: veth.peerIndex }] : [];
+  });
+  return { netnsIds, names: await farEndNames(peers) };
 }
 
 /**
@@ -2097,10 +2108,10 @@ function farEndNamespaces(links: readonly Link[], host: ReadonlyMap<string, Obse
 async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devicePrefix' | 'attach'> & Partial<Pick<LinkerOptions, 'netnsPrefix'>>): Promise<ListedLink[]> {
   if (links.length === 0) return [];
   const devices = (await observeDevices([])).host;
-  // Where the VM namespaces are known (list, show): whether each veth's far end is in its VM's,
-  // by the namespace ids the dump gave and one query per such namespace (namespaceIds), after it.
+  // Where the VM namespaces are known (list, show): whether each veth's far end is in its VM's
+  // under its name, by the namespace ids the dump gave and queries after it (farEndsFound).
   const { netnsPrefix } = options;
-  const farEnds = netnsPrefix === undefined ? undefined : { prefix: netnsPrefix, ids: await namespaceIds(farEndNamespaces(links, devices, { ...options, netnsPrefix })) };
+  const farEnds = netnsPrefix === undefined ? undefined : { prefix: netnsPrefix, found: await farEndsFound(links, devices, { ...options, netnsPrefix }) };
   return links.map((link): ListedLink => {
     const report = linkReport(link, options);
     const seen = seenOf(link, devices, options, farEnds);

@@ -152,6 +152,41 @@ export async function namespaceIds(names: Iterable<string>): Promise<Map<string,
   return ids;
 }
 
+/** A veth of the current namespace whose peer is in another: that one's id here and the peer's index there. */
+export interface VethPeer {
+  readonly device: string;
+  readonly netnsId: number;
+  readonly index: number;
+}
+
+/**
+ * The name each of these veths' far end has in its namespace (RTM_GETLINK by its index there,
+ * IFLA_TARGET_NETNSID: one socket, here, for all of them), by the veth's name: a far end that is
+ * there under another name is not where a plan looks for it (by name). Null for one that is gone
+ * meanwhile (ENODEV), or whose namespace is (EINVAL). None where the kernel shows it only to a
+ * process with CAP_NET_ADMIN there (EACCES, EPERM: `list` as another user): unknown. Any other
+ * failure fails it (DeviceError 'query-failed').
+ */
+export async function farEndNames(peers: readonly VethPeer[]): Promise<Map<string, string | null>> {
+  const names = new Map<string, string | null>();
+  if (peers.length === 0) return names;
+  await inNamespace(null, async (socket) => {
+    const query = new ProgramWriter();
+    for (const { netnsId, index } of peers) query.getLinkIn(netnsId, index);
+    const outcomes = await socket.run(query.finish(), true);
+    peers.forEach(({ device }, index) => {
+      const outcome = outcomes[index];
+      if (outcome?.state === 'failed' && (outcome.code === 'ENODEV' || outcome.code === 'EINVAL')) names.set(device, null);
+      else if (outcome?.state === 'failed' && (outcome.code === 'EACCES' || outcome.code === 'EPERM')) return;
+      else if (outcome?.state !== 'done') {
+        const why = outcome?.state === 'failed' ? outcome.text : 'not run';
+        throw new DeviceError('query-failed', `looking up the far end of veth ${device} failed (${why}), so whether it is where its link has it is unknown; run it again`);
+      } else names.set(device, decodeLinks(outcome.reply)[0]?.name ?? null);
+    });
+  });
+  return names;
+}
+
 function openNamespace(name: string): number {
   try {
     return openSync(`${NETNS_DIR}/${name}`, 'r');

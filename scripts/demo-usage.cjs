@@ -93,10 +93,11 @@ try {
   // Commander failing itself (too new for this Node.js, which setup then says): checked as without it.
   verdict = plainVerdict();
 }
-if (verdict?.help !== undefined) {
+// No syntax past ES2019 (`?.` and the like): an older Node.js than setup takes runs this too.
+if (verdict !== undefined && verdict.help !== undefined) {
   process.stdout.write(verdict.help);
   process.exitCode = HELP_SHOWN;
-} else if (verdict?.problem !== undefined) {
+} else if (verdict !== undefined && verdict.problem !== undefined) {
   process.stderr.write(`demo: ${oneLine(verdict.problem)}\n`);
   process.exitCode = 2;
 }

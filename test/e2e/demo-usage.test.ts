@@ -2,7 +2,7 @@
 // exit 2, as in spectrum-link and spectrum-netd, before anything is brought up (scripts/demo
 // refuses it before it runs scripts/setup); a failure of the demo itself is one line and exit 1.
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -152,6 +152,17 @@ describe('demo usage', () => {
     writeFileSync(join(tree, 'node_modules', 'commander', 'index.js'), "exports.Command = class { constructor() { throw new TypeError('not on this Node.js'); } };\n");
     expect(await demoScript(tree, ['--jsno'])).toEqual({ code: 2, stdout: '', stderr: "demo: unknown option '--jsno'\n" });
     expect(await demoScript(tree, ['--json'])).toEqual({ code: 0, stdout: 'demo --json\n', stderr: '' });
+  });
+
+  // It runs on whatever Node.js is on PATH, before setup checks the version (Debian 11's and
+  // Ubuntu 22.04's are 12): a syntax error there would be a stack trace instead of setup's line.
+  it('scripts/demo-usage.cjs uses no syntax past ES2019 (Node.js 12): TypeScript lowers nothing of it for that target', async () => {
+    const ts = (await import('typescript')).default;
+    const source = readFileSync(join(ROOT, 'scripts', 'demo-usage.cjs'), 'utf8');
+    const emitted = (target: number): string => ts.transpileModule(source, { compilerOptions: { target, module: ts.ModuleKind.CommonJS }, fileName: 'demo-usage.js' }).outputText;
+    expect(emitted(ts.ScriptTarget.ES2019)).toBe(emitted(ts.ScriptTarget.ESNext));
+    // The check can fail: a line with `?.` is lowered.
+    expect(ts.transpileModule('a?.b;', { compilerOptions: { target: ts.ScriptTarget.ES2019 } }).outputText).not.toContain('?.');
   });
 
   it('prints its help on --help, exit 0', async () => {

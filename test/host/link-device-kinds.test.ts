@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
 import { type DesiredSide, DEVICE_KIND, type ObservedDevice, type ObservedDevices, TUN_MODE_KIND, createdKinds, planDevices, replacedDevices } from '../../host/device-plan.js';
 import { type LinkDeviceNames, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { expectedLinkDevices, linkDevicesSeen, sideDeviceKinds } from '../../host/link-device-kinds.js';
+import { type FarEndsFound, expectedLinkDevices, linkDevicesSeen, sideDeviceKinds } from '../../host/link-device-kinds.js';
 import type { LinkAttachment } from '../../host/link-state.js';
 import { clientId } from '../../shared/client-id.js';
 
@@ -100,34 +100,43 @@ describe('link device kinds', () => {
 
 describe('far ends of a link\'s veths', () => {
   const SIDE_NETNS = { client: 'vm-c', provider: 'vm-p' } as const;
-  /** Where a side's device is: nothing, a tap, or a veth whose far end is in the VM's namespace, in another, or here. */
-  const sideState = fc.constantFrom('none', 'tap', 'veth-in-vm', 'veth-elsewhere', 'veth-here');
+  /**
+   * Where a side's device is: nothing, a tap, or a veth whose far end is in the VM's namespace
+   * (under the veth's name, or renamed there), in another, or here.
+   */
+  const sideState = fc.constantFrom('none', 'tap', 'veth-in-vm', 'veth-renamed', 'veth-elsewhere', 'veth-here');
+  const inVm = (state: string): boolean => state === 'veth-in-vm' || state === 'veth-renamed';
   const ID_OF_VM = { client: 5, provider: 6 } as const;
   const OTHER_ID = 9;
 
-  /** The host's devices (a bridge, and each side as `states` says), and what the kernel has for the plan and for namespaceIds. */
-  function world(states: { client: string; provider: string }, mounted: { client: boolean; provider: boolean }): { host: Map<string, ObservedDevice>; observed: ObservedDevices; ids: Map<string, number> } {
+  /** The host's devices (a bridge, and each side as `states` says), and what the kernel has for the plan and for list (namespaceIds, farEndNames). */
+  function world(states: { client: string; provider: string }, mounted: { client: boolean; provider: boolean }): { host: Map<string, ObservedDevice>; observed: ObservedDevices; ids: FarEndsFound } {
     const host = hostOf({ bridge: 'bridge', client: undefined, provider: undefined });
     const farDevices = new Map<string, Map<string, ObservedDevice>>([[SIDE_NETNS.client, new Map()], [SIDE_NETNS.provider, new Map()]]);
+    const farNames = new Map<string, string>();
     (['client', 'provider'] as const).forEach((role, index) => {
       const state = states[role];
       if (state === 'none') return;
       const name = NAMES[role];
-      const peerNetnsId = state === 'veth-in-vm' ? ID_OF_VM[role] : state === 'veth-elsewhere' ? OTHER_ID : undefined;
-      host.set(name, { ...device(name, state === 'tap' ? 'tun' : 'veth', index + 2), ...(peerNetnsId !== undefined && { peerNetnsId }) });
-      if (state === 'veth-in-vm') farDevices.get(SIDE_NETNS[role])?.set(name, device(name, 'veth', 20 + index));
+      const peerNetnsId = inVm(state) ? ID_OF_VM[role] : state === 'veth-elsewhere' ? OTHER_ID : undefined;
+      host.set(name, { ...device(name, state === 'tap' ? 'tun' : 'veth', index + 2), ...(peerNetnsId !== undefined && { peerNetnsId, peerIndex: 20 + index }) });
+      const farName = state === 'veth-renamed' ? `eth${index}` : name;
+      if (inVm(state)) {
+        farDevices.get(SIDE_NETNS[role])?.set(farName, device(farName, 'veth', 20 + index));
+        farNames.set(name, farName);
+      }
     });
     const netns = new Map((['client', 'provider'] as const).map((role) => [SIDE_NETNS[role], mounted[role] ? (farDevices.get(SIDE_NETNS[role]) ?? null) : null]));
-    const ids = new Map((['client', 'provider'] as const).flatMap((role) => (mounted[role] ? [[SIDE_NETNS[role], ID_OF_VM[role]] as const] : [])));
-    return { host, observed: { ipv6: false, ipv6Forwarding: false, host, netns }, ids };
+    const netnsIds = new Map((['client', 'provider'] as const).flatMap((role) => (mounted[role] ? [[SIDE_NETNS[role], ID_OF_VM[role]] as const] : [])));
+    return { host, observed: { ipv6: false, ipv6Forwarding: false, host, netns }, ids: { netnsIds, names: farNames } };
   }
   const vethSide = (role: 'client' | 'provider'): DesiredSide => ({ device: NAMES[role], mac: '02:00:00:00:00:02', attach: { kind: 'veth', netns: SIDE_NETNS[role] } });
 
-  it('a netns link is whole exactly where its plan makes no device anew (every veth with its far end in its VM\'s mounted namespace)', () => {
+  it('a netns link is whole exactly where its plan makes no device anew (every veth with its far end in its VM\'s mounted namespace, under its name)', () => {
     fc.assert(
       fc.property(fc.record({ client: sideState, provider: sideState }), fc.record({ client: fc.boolean(), provider: fc.boolean() }), (states, mounted) => {
         // A far end in the VM's namespace only where that namespace is mounted: else it would have no name to be found by.
-        fc.pre((['client', 'provider'] as const).every((role) => mounted[role] || states[role] !== 'veth-in-vm'));
+        fc.pre((['client', 'provider'] as const).every((role) => mounted[role] || !inVm(states[role])));
         const { host, observed, ids } = world(states, mounted);
         const plan = planDevices([{ bridge: NAMES.bridge, mtu: 1500, client: vethSide('client'), provider: vethSide('provider') }], observed);
         for (const recorded of [{ client: 'netns', provider: 'netns' } as const, undefined]) {
@@ -147,7 +156,7 @@ describe('far ends of a link\'s veths', () => {
   it('without the namespaces\' ids (unlink, link), a veth is the link\'s whatever its far end, as before', () => {
     const { host } = world({ client: 'veth-elsewhere', provider: 'veth-here' }, { client: true, provider: false });
     expect(linkDevicesSeen(expectedLinkDevices(NAMES, { client: 'netns', provider: 'netns' }), host)).toEqual({ own: [NAMES.bridge, NAMES.client, NAMES.provider], whole: true, foreign: [], farEndsElsewhere: [] });
-    expect(linkDevicesSeen(expectedLinkDevices(NAMES, { client: 'netns', provider: 'netns' }, SIDE_NETNS), host, new Map([[SIDE_NETNS.client, 5]]))).toEqual({
+    expect(linkDevicesSeen(expectedLinkDevices(NAMES, { client: 'netns', provider: 'netns' }, SIDE_NETNS), host, { netnsIds: new Map([[SIDE_NETNS.client, 5]]), names: new Map() })).toEqual({
       own: [NAMES.bridge, NAMES.client, NAMES.provider],
       whole: false,
       foreign: [],

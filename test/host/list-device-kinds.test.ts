@@ -150,7 +150,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     const [lynxNs, netvmNs] = [`${world().netnsPrefix}appvm-lynx`, `${world().netnsPrefix}netvm`];
     const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
     expect((await shown(['list'], link.id)).json).toEqual(up);
-    const farEndLine = (device: string, netns: string): string => `  ${device} is a veth whose far end is not in network namespace ${netns} (link makes the pair anew)`;
+    const farEndLine = (device: string, netns: string): string => `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (link makes the pair anew)`;
 
     // The client's far end moved to another namespace.
     const elsewhere = await world().harness.namespace('elsewhere');
@@ -192,6 +192,28 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
         { device: names.provider, netns: 'netvm' },
       ],
     });
+  });
+
+  it("a netns link whose veth's far end is in its VM's namespace under another name (the VM renamed it) is not present in list and show, as link makes the pair anew", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const lynxNs = `${world().netnsPrefix}appvm-lynx`;
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    expect((await shown(['list'], link.id)).json).toEqual(up);
+    const hostIndex = async (): Promise<number | undefined> => ((await devices(world().host)).get(names.client) as { ifindex?: number } | undefined)?.ifindex;
+    const before = await hostIndex();
+    // Renamed in the VM's namespace (down first: the kernel renames no device that is up).
+    await world().vmNetns('appvm-lynx').ip(['link', 'set', 'dev', names.client, 'down']);
+    await world().vmNetns('appvm-lynx').ip(['link', 'set', 'dev', names.client, 'name', 'renamed0']);
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...up, present: false, farEndsElsewhere: [{ device: names.client, netns: lynxNs }] },
+        lines: [lineOf(link, 'netns', 'netns', 'devices missing'), `  ${names.client} is a veth whose far end is not ${names.client} in network namespace ${lynxNs} (link makes the pair anew)`],
+      });
+    }
+    // The plan's reading: no ${names.client} in the namespace, so it makes the pair anew.
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+    expect(await hostIndex()).not.toBe(before);
+    expect((await shown(['list'], link.id)).json).toEqual(up);
   });
 
   it('a record without attach modes whose names hold only devices of other kinds is not linked (list, show, unlink); gc leaves those devices (the id is owned), unlink deletes them', async () => {

@@ -107,6 +107,28 @@ describeNetns('removeDevices in a namespace', () => {
     expect(await names(host)).toEqual(['lo']);
   });
 
+  it("farEndNames: a veth's far end by its name in its namespace; null where none is there now; none said to a process without CAP_NET_ADMIN there (unknown), which it does not fail on", async () => {
+    await host.ip(['link', 'add', 'fa1', 'type', 'veth', 'peer', 'name', 'fb1', 'netns', vm.name]);
+    const script = `import { farEndNames, observeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      const veth = (await observeDevices([], ['fa1'])).host.get('fa1');
+      const peers = [
+        { device: 'fa1', netnsId: veth.peerNetnsId, index: veth.peerIndex },
+        { device: 'gone', netnsId: veth.peerNetnsId, index: 1000000 },
+        { device: 'no-such-namespace', netnsId: 4242, index: veth.peerIndex },
+      ];
+      console.log(JSON.stringify([...(await farEndNames(peers))]));`;
+    try {
+      const asRoot = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+      expect([asRoot.code, asRoot.stderr]).toEqual([0, '']);
+      expect(JSON.parse(asRoot.stdout)).toEqual([['fa1', 'fb1'], ['gone', null], ['no-such-namespace', null]]);
+      const asNobody = await host.exec(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'node', '--input-type=module', '-e', script], { allowFailure: true });
+      expect([asNobody.code, asNobody.stderr]).toEqual([0, '']);
+      expect(JSON.parse(asNobody.stdout)).toEqual([['no-such-namespace', null]]);
+    } finally {
+      await host.ip(['link', 'del', 'fa1']);
+    }
+  });
+
   it("never removes a device of someone else's that is in the removal group: then ours go one by one", async () => {
     const ours = await makeDevices();
     await host.ip(['link', 'set', 'other', 'group', String(0x7000_0003)]);
