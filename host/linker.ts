@@ -1631,15 +1631,21 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
       for (const link of links) said.add(keyOf(link));
       options.onLeftDown?.(links);
     };
+    // The VMs the pass links again, as it goes: also where a state that cannot be read or written
+    // stops it (thrown), the links of the VMs it had not linked again by then are said down.
+    const linkedNow = new Map<VmName, LinkReport[]>();
+    const sayUnsaid = (): void => {
+      const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(keyOf(link)));
+      if (unsaid.length > 0) options.onLeftDown?.(unsaid);
+    };
     try {
-      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir, options.stateDirSource), made, failures, kept);
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir, options.stateDirSource), made, failures, kept, linkedNow);
     } catch (error) {
+      sayUnsaid();
       sayUndoWrite(new Map());
       throw error;
     }
-    const linkedNow = pass.linked;
-    const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(keyOf(link)));
-    if (unsaid.length > 0) options.onLeftDown?.(unsaid);
+    sayUnsaid();
     sayUndoWrite(linkedNow);
   } else pass = { state: before, linked: new Map(), providers: new Map() };
   const { state, linked, providers, interrupted } = pass;
@@ -1748,10 +1754,11 @@ async function linkOneByOne(
   made: RunDevices,
   failures: Map<VmName, unknown>,
   attachModes: KeptAttach,
+  /** The VMs linked, filled as it goes (the caller's: a failure that stops the pass leaves it as far as it got). */
+  linked = new Map<VmName, LinkReport[]>(),
 ): Promise<KeepGoingPass> {
   const { progress, onLeftDown, ...quiet } = options;
   let state = before;
-  const linked = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
   const undoWrite = options.onUndoStateWriteFailed;
   for (const [index, vm] of vms.entries()) {

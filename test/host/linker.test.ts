@@ -1506,6 +1506,38 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     // Nothing was planned for c2: its devices are not among those any plan made.
     expect(kernel.undone).toBe(0);
   });
+
+  it('--keep-going, the one transaction failed after every NIC came out, then a state write fails in the pass one by one: every link not linked again is said left down', async () => {
+    const { text, ids } = await linkedAs({ client: 'qemu', provider: 'none' });
+    // c3's bridge gone (its link still up: its taps are there), made anew: the kernel refuses it.
+    kernel.host.delete(names(ids[2]!).bridge);
+    kernel.refused.add(names(ids[2]!).bridge);
+    // The probe before the NICs come out, the transaction's save and its undo's write back go
+    // through; c1's save in the pass one by one fails (a full disk), failing the whole run.
+    store.passSaves = 3;
+    store.failSaves = 1;
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    await expect(linkVmsKeepGoing(CLIENTS, run)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'write-failed' });
+    expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(CLIENTS.length);
+    // Each link once, its record as before the run.
+    expect(leftDown.map((link) => [link.vm, link.takenBack.map((nic) => nic.nic)]).sort()).toEqual(CLIENTS.map((vm, index) => [vm, [names(ids[index]!).client]]));
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('--keep-going, a state write that fails in the pass one by one after a VM was linked again there: its links are not said down, the others are', async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'none' });
+    kernel.host.delete(names(ids[2]!).bridge);
+    kernel.refused.add(names(ids[2]!).bridge);
+    // As above, but c1 is linked again one by one (its save goes through), and c2's save fails.
+    store.passSaves = 4;
+    store.failSaves = 1;
+    const leftDown: LeftDownLink[] = [];
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
+    await expect(linkVmsKeepGoing(CLIENTS, run)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'write-failed' });
+    expect(leftDown.map((link) => link.vm).sort()).toEqual(['c2', 'c3']);
+    expect((await loadState(stateDir)).links.find((link) => link.client === c1)?.attached).toEqual({ client: 'none', provider: 'none' });
+  });
 });
 
 describe('link --all reads the config dir itself (linkAll, linkAllKeepGoing)', () => {
