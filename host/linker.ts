@@ -2191,8 +2191,8 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
       const parsed = parseDeviceName(options.devicePrefix, device);
       return parsed !== undefined && !owned.has(parsed.id);
     });
-    await removeDevices(orphans);
-    return orphans;
+    // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
+    return (await removeDevices(orphans)).removed.map((device) => device.name);
   });
 }
 
