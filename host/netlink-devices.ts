@@ -104,6 +104,29 @@ export async function observeDevices(netnsNames: Iterable<string>, only?: readon
   return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
 }
 
+const errorCode = (error: unknown): string => (error instanceof Error && 'code' in error ? String(error.code) : 'EIO');
+
+/**
+ * Whether opening /run/netns/NAME failed as it does where no namespace is there: no such file (or
+ * no such dir), or one this user may not open that holds none (an `ip netns add` cut short leaves
+ * its file so; a mounted one anyone may open).
+ */
+function namespaceAbsent(name: string, code: string): boolean {
+  if (code === 'ENOENT' || code === 'ENOTDIR') return true;
+  return (code === 'EACCES' || code === 'EPERM') && !namespaceMounted(name);
+}
+
+/** Opening a namespace's file failed for another reason than its absence: where veths' far ends are is then unknown. */
+function namespaceUnopened(name: string, code: string): DeviceError {
+  const check =
+    code === 'EMFILE'
+      ? 'this process has too many files open: raise its limit (ulimit -n) and run it again'
+      : code === 'ENFILE'
+        ? 'the system has too many files open: close some (or raise fs.file-max) and run it again'
+        : 'run it again';
+  return new DeviceError('query-failed', `looking up the id of network namespace ${name} failed (cannot open ${NETNS_DIR}/${name}: ${code}), so whether veths have their far end there is unknown; ${check}`);
+}
+
 /** Namespace descriptors open at once for namespaceIds: well below the usual 1024 a process may have. */
 const NAMESPACE_IDS_AT_ONCE = 256;
 
@@ -113,7 +136,8 @@ const NAMESPACE_IDS_AT_ONCE = 256;
  * mounted and given one (the kernel gives one to the namespace of every veth peer it reports, so
  * a namespace without one holds no peer of a device here). One socket for all of them, 256 at a
  * time. A query the kernel fails for a namespace fails it (DeviceError 'query-failed'): where a
- * pair's far end is is then unknown.
+ * pair's far end is is then unknown; so does a file there that cannot be opened for another reason
+ * than that it holds no namespace (too many files open: EMFILE, ENFILE).
  */
 export async function namespaceIds(names: Iterable<string>): Promise<Map<string, number>> {
   const ids = new Map<string, number>();
@@ -126,8 +150,10 @@ export async function namespaceIds(names: Iterable<string>): Promise<Map<string,
         for (const name of unique.slice(start, start + NAMESPACE_IDS_AT_ONCE)) {
           try {
             open.push({ name, fd: openSync(`${NETNS_DIR}/${name}`, 'r') });
-          } catch {
-            // Not there: no id.
+          } catch (error) {
+            const code = errorCode(error);
+            // Not there: no id. Any other failure (too many files open, say) leaves it unknown.
+            if (!namespaceAbsent(name, code)) throw namespaceUnopened(name, code);
           }
         }
         const query = new ProgramWriter();
@@ -191,7 +217,7 @@ function openNamespace(name: string): number {
   try {
     return openSync(`${NETNS_DIR}/${name}`, 'r');
   } catch (error) {
-    const code = error instanceof Error && 'code' in error ? String(error.code) : 'EIO';
+    const code = errorCode(error);
     throw new DeviceError('netlink', `cannot open network namespace ${name} (${NETNS_DIR}/${name}: ${code}); was it deleted meanwhile?`);
   }
 }
