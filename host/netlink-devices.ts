@@ -91,17 +91,20 @@ async function listDevices(netns: string | null, only?: readonly string[]): Prom
 
 /**
  * The devices of the current namespace and of each named VM namespace (null where absent): all
- * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host).
+ * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host); and
+ * the ids the current namespace gives those namespaces (namespaceIds: one socket for all of them).
  */
 export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[]): Promise<ObservedDevices> {
   const names = [...new Set(netnsNames)];
-  const [hostDevices, ...farDevices] = await Promise.all([
-    listDevices(null, only),
-    // A file there without a namespace mounted is none: the plan makes it, and its undo (or ip's
-    // refusal, said) clears the file, instead of every run failing to enter it.
-    ...names.map((name) => (namespaceMounted(name) ? listDevices(name, only) : Promise.resolve(null))),
+  // A file there without a namespace mounted is none: the plan makes it, and its undo (or ip's
+  // refusal, said) clears the file, instead of every run failing to enter it.
+  const mounted = new Set(names.filter((name) => namespaceMounted(name)));
+  const [{ hostDevices, netnsIds }, ...farDevices] = await Promise.all([
+    // The ids after the listing: reporting a veth whose peer is in a namespace without an id gives it one.
+    listDevices(null, only).then(async (devices) => ({ hostDevices: devices, netnsIds: await namespaceIds(mounted) })),
+    ...names.map((name) => (mounted.has(name) ? listDevices(name, only) : Promise.resolve(null))),
   ]);
-  return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
+  return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])), netnsIds };
 }
 
 const errorCode = (error: unknown): string => (error instanceof Error && 'code' in error ? String(error.code) : 'EIO');

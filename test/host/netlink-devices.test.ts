@@ -130,6 +130,23 @@ describeNetns('removeDevices in a namespace', () => {
     }
   });
 
+  it("observeDevices gives the ids the current namespace gives the VM namespaces: a veth's peer there is the device of its peerIndex in the namespace of its peerNetnsId", async () => {
+    await host.ip(['link', 'add', 'oa1', 'type', 'veth', 'peer', 'name', 'ob1', 'netns', vm.name]);
+    const script = `import { observeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      const observed = await observeDevices([${JSON.stringify(vm.name)}, 'no-such-namespace'], ['oa1', 'ob1']);
+      const veth = observed.host.get('oa1');
+      console.log(JSON.stringify({ peer: [veth.peerNetnsId, veth.peerIndex], ids: [...observed.netnsIds], far: observed.netns.get(${JSON.stringify(vm.name)}).get('ob1').index }));`;
+    try {
+      const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+      expect([result.code, result.stderr]).toEqual([0, '']);
+      const { peer, ids, far } = JSON.parse(result.stdout) as { peer: [number, number]; ids: [string, number][]; far: number };
+      expect(ids).toEqual([[vm.name, peer[0]]]);
+      expect(peer[1]).toBe(far);
+    } finally {
+      await host.ip(['link', 'del', 'oa1']);
+    }
+  });
+
   it('namespaceIds: a namespace file it cannot open for want of descriptors (EMFILE) fails it, saying so, where one not there (or unreadable, holding none) has no id', async () => {
     await host.ip(['link', 'add', 'na1', 'type', 'veth', 'peer', 'name', 'nb1', 'netns', vm.name]);
     // What an \`ip netns add\` cut short leaves: a file nobody may read, holding no namespace.
