@@ -66,7 +66,7 @@ export interface ObservedDevice {
    * this namespace gives that one (IFLA_LINK_NETNSID); absent where it has no peer elsewhere.
    */
   readonly peerNetnsId?: number;
-  /** With peerNetnsId: that peer's index in its namespace (IFLA_LINK), by which its name there is looked up (list, show). */
+  /** With peerNetnsId: that peer's index in its namespace (IFLA_LINK): the plan takes the VM namespace's device of this index for the peer, list and show look its name up by it. */
   readonly peerIndex?: number;
 }
 
@@ -79,6 +79,12 @@ export interface ObservedDevices {
   readonly host: ReadonlyMap<string, ObservedDevice>;
   /** null: the namespace does not exist. */
   readonly netns: ReadonlyMap<string, ReadonlyMap<string, ObservedDevice> | null>;
+  /**
+   * The id the current namespace gives each namespace of `netns` that has one, as a device's
+   * peerNetnsId names the namespace of its peer. One without an id (or not there) holds no peer of
+   * a device here: the kernel gives one to the namespace of every peer it reports.
+   */
+  readonly netnsIds: ReadonlyMap<string, number>;
 }
 
 /** What a `set` step changes on an existing device; absent fields stay as they are. */
@@ -220,6 +226,15 @@ interface PlanBuilder {
   readonly creates: string[];
 }
 
+/**
+ * Whether `far`, a device of the VM namespace whose id here is `netnsId` (undefined: it has
+ * none), is the peer of `host`: there (the host end's peer namespace id) and of the index the host
+ * end gives its peer.
+ */
+function isPeer(host: ObservedDevice, far: ObservedDevice, netnsId: number | undefined): boolean {
+  return netnsId !== undefined && host.peerNetnsId === netnsId && host.peerIndex === far.index;
+}
+
 function planSide(side: DesiredSide, connection: DesiredConnection, observed: ObservedDevices, plan: PlanBuilder, bridgeReplaced: boolean): void {
   const { hostSteps: steps, creates } = plan;
   const found = observed.host.get(side.device);
@@ -242,8 +257,11 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
   const farDevices = observed.netns.get(attach.netns) ?? null;
   if (farDevices === null) plan.missingNamespaces.add(attach.netns);
   const far = farDevices?.get(side.device);
-  // A veth pair lives and dies together: both ends present means the pair is ours and whole.
-  const pairWhole = seen?.kind === DEVICE_KIND.veth && far?.kind === DEVICE_KIND.veth;
+  // A veth pair lives and dies together: both ends present, each the other's peer, means the pair
+  // is ours and whole. A veth under the name there that is not the host end's peer (another pair's
+  // end moved in under it) is none of the pair's: the pair is made anew, as list and show take it
+  // (link-device-kinds.ts).
+  const pairWhole = seen?.kind === DEVICE_KIND.veth && far?.kind === DEVICE_KIND.veth && isPeer(seen, far, observed.netnsIds.get(attach.netns));
   if (!pairWhole) {
     if (seen !== undefined) steps.push({ netns: null, op: 'delete', name: side.device, index: seen.index });
     if (far !== undefined) plan.clearFarEnds.push({ netns: attach.netns, op: 'delete', name: side.device, index: far.index });

@@ -875,7 +875,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     else {
       const state = (entry: ListedLink): string => {
         if (!entry.linked) return 'unlinked (id kept)';
-        const shown = entry.present ? 'up' : 'devices missing';
+        // Every device there, yet not present: only for veths whose far end is not in its VM's namespace (lines under it say which).
+        const elsewhere = entry.farEndsElsewhere.length === 1 ? 'far end elsewhere' : 'far ends elsewhere';
+        const shown = entry.present ? 'up' : entry.devicesThere ? elsewhere : 'devices missing';
         return entry.attachRecorded ? shown : `${shown} (attach modes not recorded)`;
       };
       const lines = listed.flatMap((entry) => [

@@ -71,7 +71,9 @@ export interface FarEndElsewhere {
 export interface LinkDevicesSeen {
   /** The names that hold a device of the kind the link makes there. */
   readonly own: readonly string[];
-  /** Every name holds one (the link's devices are all there), and no veth of them has its far end elsewhere. */
+  /** Every name holds one: the link's devices are all there. */
+  readonly devicesThere: boolean;
+  /** They are all there, and no veth of them has its far end elsewhere. */
   readonly whole: boolean;
   /** The names that hold a device of another kind, in the order of `expected`. */
   readonly foreign: readonly ForeignDevice[];
@@ -95,9 +97,10 @@ export interface FarEndsFound {
  * With `farEnds`, a veth under a side's name whose `expected` names a namespace is whole only
  * with its far end there under its own name: its peer in a namespace of that id, named like it
  * (where the kernel showed the name).
- * As the plan takes a pair (device-plan.ts), which looks the far end up by name there and makes
- * the pair anew where the namespace does not hold it (moved elsewhere, or renamed), or is not
- * mounted (no id).
+ * As the plan takes a pair (device-plan.ts), which takes the device under the veth's name there
+ * for its far end only where it is the veth's peer, and makes the pair anew where the namespace
+ * does not hold it so (moved elsewhere, renamed, another veth given its name), or is not mounted
+ * (no id).
  */
 export function linkDevicesSeen(
   expected: readonly ExpectedDevice[],
@@ -120,5 +123,6 @@ export function linkDevicesSeen(
     const farName = farEnds.names.get(device);
     if (id === undefined || found.peerNetnsId !== id || (farName !== undefined && farName !== device)) farEndsElsewhere.push({ role, device, netns });
   }
-  return { own, whole: own.length === expected.length && farEndsElsewhere.length === 0, foreign, farEndsElsewhere };
+  const devicesThere = own.length === expected.length;
+  return { own, devicesThere, whole: devicesThere && farEndsElsewhere.length === 0, foreign, farEndsElsewhere };
 }

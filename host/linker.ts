@@ -589,7 +589,7 @@ function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmNam
  * A recorded link that `link --all` leaves as it is, as `list` shows it less whether its devices
  * exist now, and which devices under its names are foreign (which nothing prints there).
  */
-export type LeftLink = Omit<ListedLink, 'present' | 'foreign' | 'farEndsElsewhere' | 'mtu'>;
+export type LeftLink = Omit<ListedLink, 'present' | 'devicesThere' | 'foreign' | 'farEndsElsewhere' | 'mtu'>;
 
 /** A recorded link as the state has it: its modes where recorded, else null (attached no way as far as the record tells). */
 function asRecorded(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): LeftLink {
@@ -2054,6 +2054,8 @@ export interface ListedLink extends Omit<RecordedLinkReport, 'clientAttach' | 'p
    * namespace (where `list` and `show` know the namespaces: --netns-prefix).
    */
   readonly present: boolean;
+  /** Whether each of its names holds a device of the kind the link makes there: not present then only for its far ends elsewhere. */
+  readonly devicesThere: boolean;
   /** The devices under its names of another kind than the link makes there (a vxlan under its bridge's name, say): none of the link's. */
   readonly foreign: readonly ForeignDevice[];
   /** Its veths whose far end is not in their VM's namespace under their name (moved elsewhere, renamed, or that namespace no longer mounted): the link's, but not present; its `link` makes them anew. */
@@ -2086,8 +2088,8 @@ function seenOf(
  * Where the veths under these links' side names have their far ends, of each side that is a veth
  * now and may be one (recorded as netns, or with no mode recorded): the ids of their VM
  * namespaces (one query per namespace, namespaceIds), then, of each veth whose peer is in its
- * VM's, the name the peer has there (one query per such veth, farEndNames): the plan looks it up
- * by name.
+ * VM's, the name the peer has there (one query per such veth, farEndNames): the plan takes the
+ * device under the veth's name there for the peer only where it is.
  */
 async function farEndsFound(links: readonly Link[], host: ReadonlyMap<string, ObservedDevice>, options: Pick<LinkerOptions, 'devicePrefix' | 'netnsPrefix'>): Promise<FarEndsFound> {
   const sides = links.flatMap((link) => {
@@ -2124,7 +2126,7 @@ async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devi
     const seen = seenOf(link, devices, options, farEnds);
     const bridge = devices.get(report.bridge);
     const mtu = bridge?.kind === DEVICE_KIND.bridge ? bridge.mtu : undefined;
-    const base = { ...report, present: seen.whole, foreign: seen.foreign, farEndsElsewhere: seen.farEndsElsewhere, ...(mtu === undefined ? {} : { mtu }) };
+    const base = { ...report, present: seen.whole, devicesThere: seen.devicesThere, foreign: seen.foreign, farEndsElsewhere: seen.farEndsElsewhere, ...(mtu === undefined ? {} : { mtu }) };
     if (link.attached !== undefined) return { ...base, linked: true, attachRecorded: true };
     // No attach modes recorded: taken down by unlink, or up, recorded before the state kept them
     // (a device of the link's kind under one of its names, as releaseLinks tells them apart).
@@ -2198,8 +2200,8 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
       const parsed = parseDeviceName(options.devicePrefix, device);
       return parsed !== undefined && !owned.has(parsed.id);
     });
-    await removeDevices(orphans);
-    return orphans;
+    // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
+    return (await removeDevices(orphans)).removed.map((device) => device.name);
   });
 }
 

@@ -91,17 +91,43 @@ async function listDevices(netns: string | null, only?: readonly string[]): Prom
 
 /**
  * The devices of the current namespace and of each named VM namespace (null where absent): all
- * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host).
+ * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host); and
+ * the ids the current namespace gives those namespaces (namespaceIds: one socket for all of them).
  */
 export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[]): Promise<ObservedDevices> {
   const names = [...new Set(netnsNames)];
-  const [hostDevices, ...farDevices] = await Promise.all([
-    listDevices(null, only),
-    // A file there without a namespace mounted is none: the plan makes it, and its undo (or ip's
-    // refusal, said) clears the file, instead of every run failing to enter it.
-    ...names.map((name) => (namespaceMounted(name) ? listDevices(name, only) : Promise.resolve(null))),
+  // A file there without a namespace mounted is none: the plan makes it, and its undo (or ip's
+  // refusal, said) clears the file, instead of every run failing to enter it.
+  const mounted = new Set(names.filter((name) => namespaceMounted(name)));
+  const [{ hostDevices, netnsIds }, ...farDevices] = await Promise.all([
+    // The ids after the listing: reporting a veth whose peer is in a namespace without an id gives it one.
+    listDevices(null, only).then(async (devices) => ({ hostDevices: devices, netnsIds: await namespaceIds(mounted) })),
+    ...names.map((name) => (mounted.has(name) ? listDevices(name, only) : Promise.resolve(null))),
   ]);
-  return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])) };
+  return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])), netnsIds };
+}
+
+const errorCode = (error: unknown): string => (error instanceof Error && 'code' in error ? String(error.code) : 'EIO');
+
+/**
+ * Whether opening /run/netns/NAME failed as it does where no namespace is there: no such file (or
+ * no such dir), or one this user may not open that holds none (an `ip netns add` cut short leaves
+ * its file so; a mounted one anyone may open).
+ */
+function namespaceAbsent(name: string, code: string): boolean {
+  if (code === 'ENOENT' || code === 'ENOTDIR') return true;
+  return (code === 'EACCES' || code === 'EPERM') && !namespaceMounted(name);
+}
+
+/** Opening a namespace's file failed for another reason than its absence: where veths' far ends are is then unknown. */
+function namespaceUnopened(name: string, code: string): DeviceError {
+  const check =
+    code === 'EMFILE'
+      ? 'this process has too many files open: raise its limit (ulimit -n) and run it again'
+      : code === 'ENFILE'
+        ? 'the system has too many files open: close some (or raise fs.file-max) and run it again'
+        : 'run it again';
+  return new DeviceError('query-failed', `looking up the id of network namespace ${name} failed (cannot open ${NETNS_DIR}/${name}: ${code}), so whether veths have their far end there is unknown; ${check}`);
 }
 
 /** Namespace descriptors open at once for namespaceIds: well below the usual 1024 a process may have. */
@@ -113,7 +139,8 @@ const NAMESPACE_IDS_AT_ONCE = 256;
  * mounted and given one (the kernel gives one to the namespace of every veth peer it reports, so
  * a namespace without one holds no peer of a device here). One socket for all of them, 256 at a
  * time. A query the kernel fails for a namespace fails it (DeviceError 'query-failed'): where a
- * pair's far end is is then unknown.
+ * pair's far end is is then unknown; so does a file there that cannot be opened for another reason
+ * than that it holds no namespace (too many files open: EMFILE, ENFILE).
  */
 export async function namespaceIds(names: Iterable<string>): Promise<Map<string, number>> {
   const ids = new Map<string, number>();
@@ -126,8 +153,10 @@ export async function namespaceIds(names: Iterable<string>): Promise<Map<string,
         for (const name of unique.slice(start, start + NAMESPACE_IDS_AT_ONCE)) {
           try {
             open.push({ name, fd: openSync(`${NETNS_DIR}/${name}`, 'r') });
-          } catch {
-            // Not there: no id.
+          } catch (error) {
+            const code = errorCode(error);
+            // Not there: no id. Any other failure (too many files open, say) leaves it unknown.
+            if (!namespaceAbsent(name, code)) throw namespaceUnopened(name, code);
           }
         }
         const query = new ProgramWriter();
@@ -191,7 +220,7 @@ function openNamespace(name: string): number {
   try {
     return openSync(`${NETNS_DIR}/${name}`, 'r');
   } catch (error) {
-    const code = error instanceof Error && 'code' in error ? String(error.code) : 'EIO';
+    const code = errorCode(error);
     throw new DeviceError('netlink', `cannot open network namespace ${name} (${NETNS_DIR}/${name}: ${code}); was it deleted meanwhile?`);
   }
 }

@@ -26,7 +26,7 @@ const connections: DesiredConnection[] = Array.from({ length: count }, (_, index
     provider: { device: names.provider, mac: providerMacOf(id), attach: { kind: 'tap' } },
   };
 });
-applyDevicePlan(planDevices(connections, { ...namespaceIpv6(), host: new Map(), netns: new Map() })).catch((error: unknown) => {
+applyDevicePlan(planDevices(connections, { ...namespaceIpv6(), host: new Map(), netns: new Map(), netnsIds: new Map() })).catch((error: unknown) => {
   console.error(`node-floor: ${error instanceof Error ? error.message : String(error)}`);
   process.exitCode = 1;
 });

@@ -25,6 +25,7 @@ const observedHost = (devices: Iterable<ObservedDevice>, host: HostIpv6 = PLAIN_
   ipv6Forwarding: host.forwarding,
   host: new Map([...devices].map((d) => [d.name, d])),
   netns: new Map(),
+  netnsIds: new Map(),
 });
 
 /** A device's IPv6 as the kernel starts it (when made, or when its MTU rises past 1280). */
@@ -190,6 +191,39 @@ describe('replacedDevices', () => {
     const bridge: ObservedDevice = { index: 7, name: 'snb7', kind: 'bridge', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:07', ...NO_IPV6 };
     expect(replacedDevices(planDevices([connection(7)], observedHost([bridge, veth])))).toEqual(['snc7']);
     expect(replacedDevices(planDevices([connection(7)], observedHost([])))).toEqual([]);
+  });
+});
+
+describe('planDevices, veth connections', () => {
+  const withVeth: DesiredConnection = { ...connection(1), client: { device: 'snc1', mac: '0a:b3:ec:00:00:01', attach: { kind: 'veth', netns: 'vm-a' } } };
+  const linked = (name: string, kind: string, index: number, master: string | null): ObservedDevice => ({ index, name, kind, master, mtu: 1500, up: true, mac: '0a:b3:ec:00:00:01', ...NO_IPV6 });
+  /** The host end's peer: index 20 in the namespace the host gives id 5. */
+  const hostEnd: ObservedDevice = { ...linked('snc1', 'veth', 8, 'snb1'), peerNetnsId: 5, peerIndex: 20 };
+  const observed = (far: ObservedDevice, netnsIds: ReadonlyMap<string, number>) => ({
+    ...observedHost([linked('snb1', 'bridge', 7, null), hostEnd, linked('snp1', 'tun', 9, 'snb1')], { ipv6: false, forwarding: false }),
+    netns: new Map([['vm-a', new Map([['snc1', far]])]]),
+    netnsIds,
+  });
+
+  it("takes a pair as whole only where the veth under its name in the VM's namespace is the host end's peer (that namespace, that index): another veth there goes, and the pair is made anew", () => {
+    const peer = linked('snc1', 'veth', 20, null);
+    expect(isEmptyPlan(planDevices([withVeth], observed(peer, new Map([['vm-a', 5]]))))).toBe(true);
+    const notPeers: [ObservedDevice, ReadonlyMap<string, number>][] = [
+      // Another index there (the peer renamed or gone, another veth given its name).
+      [linked('snc1', 'veth', 21, null), new Map([['vm-a', 5]])],
+      // The peer's index, but in another namespace: that namespace has another id, or none.
+      [peer, new Map([['vm-a', 6]])],
+      [peer, new Map()],
+    ];
+    for (const [far, netnsIds] of notPeers) {
+      const plan = planDevices([withVeth], observed(far, netnsIds));
+      expect(plan.clearFarEnds).toEqual([{ netns: 'vm-a', op: 'delete', name: 'snc1', index: far.index }]);
+      expect(plan.hostSteps.flat().slice(0, 2)).toEqual([
+        { netns: null, op: 'delete', name: 'snc1', index: hostEnd.index },
+        { netns: null, op: 'add-veth', name: 'snc1', peerNetns: 'vm-a' },
+      ]);
+      expect(plan.creates).toEqual(['snc1']);
+    }
   });
 });
 

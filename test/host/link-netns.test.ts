@@ -2,9 +2,10 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, ROOT, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite, resumePausedLink } from './link-world-suite.js';
 
 interface LinkJson {
@@ -261,6 +262,32 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(host.has('other7')).toBe(true);
     expect(host.has('snx7')).toBe(true);
     expect(host.has(owned.bridge)).toBe(true);
+  });
+
+  it('gc says it removed only the orphans the kernel deleted, not one that something else deleted meanwhile', async () => {
+    parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout);
+    await world.host.ip(['link', 'add', 'snb8', 'type', 'bridge']);
+    await world.host.ip(['link', 'add', 'snb9', 'type', 'bridge']);
+    const moduleOf = (path: string): string => JSON.stringify(pathToFileURL(join(ROOT, 'dist', path)).href);
+    // gc's route netlink programs: the listing, the orphans' lookup, their deletion. Something else
+    // deletes snb8 after the lookup, before the deletion.
+    const script = `import { execFileSync } from 'node:child_process';
+      import { collectGarbage } from ${moduleOf('host/linker.js')};
+      import { devicePrefix } from ${moduleOf('host/device-names.js')};
+      import { RtnlSocket } from ${moduleOf('shared/rtnl-socket.js')};
+      const run = RtnlSocket.prototype.run;
+      let runs = 0;
+      RtnlSocket.prototype.run = async function (...args) {
+        runs += 1;
+        if (runs === 3) execFileSync('ip', ['link', 'del', 'snb8']);
+        return run.apply(this, args);
+      };
+      console.log(JSON.stringify(await collectGarbage({ stateDir: ${JSON.stringify(world.stateDir)}, devicePrefix: devicePrefix('sn') })));`;
+    const result = await world.host.exec(['node', '--input-type=module', '-e', script], { enter: 'nsenter', allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(JSON.parse(result.stdout)).toEqual(['snb9']);
+    const host = await devices(world.host);
+    expect([host.has('snb8'), host.has('snb9')]).toEqual([false, false]);
   });
 
   it('gc refuses a state dir without a state file (a mistyped --state-dir: missing, exit 2; there but empty, exit 1), deleting nothing and creating no dir', async () => {

@@ -167,7 +167,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
     const unlisted = only?.find((name) => kernel.unlistable.has(name));
     if (unlisted !== undefined) throw Object.assign(new Error(`listing devices failed: ${unlisted}: No buffer space available`), { name: 'DeviceError', kind: 'query-failed' });
     kernel.observed += 1;
-    return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map() };
+    return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map(), netnsIds: new Map() };
   },
   applyDevicePlan: async (plan: DevicePlan, made?: PlanMade) => {
     await kernel.whileApplying();

@@ -158,7 +158,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
       expect(await shown(command, link.id)).toEqual({
         json: { ...up, present: false, farEndsElsewhere: [{ device: names.client, netns: lynxNs }] },
-        lines: [lineOf(link, 'netns', 'netns', 'devices missing'), farEndLine(names.client, lynxNs)],
+        lines: [lineOf(link, 'netns', 'netns', 'far end elsewhere'), farEndLine(names.client, lynxNs)],
       });
     }
     // As the plan takes it: link makes the pair anew, and then it is present.
@@ -174,7 +174,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
       expect((await devices(world().host)).get(names.provider)?.linkinfo?.info_kind).toBe('veth');
       expect(await shown(['list'], link.id)).toEqual({
         json: { ...up, present: false, farEndsElsewhere: [{ device: names.provider, netns: netvmNs }] },
-        lines: [lineOf(link, 'netns', 'netns', 'devices missing'), farEndLine(names.provider, netvmNs)],
+        lines: [lineOf(link, 'netns', 'netns', 'far end elsewhere'), farEndLine(names.provider, netvmNs)],
       });
       expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
       expect((await shown(['list'], link.id)).json).toEqual(up);
@@ -192,6 +192,33 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
         { device: names.provider, netns: 'netvm' },
       ],
     });
+    const unprefixedText = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir], { enter: 'nsenter', allowFailure: true });
+    expect([unprefixedText.code, unprefixedText.stderr]).toEqual([0, '']);
+    expect(unprefixedText.stdout.split('\n').filter((line) => line.startsWith(`appvm-lynx -> netvm  id ${link.id} `))).toEqual([lineOf(link, 'netns', 'netns', 'far ends elsewhere')]);
+  });
+
+  it("a netns link whose VM's namespace holds a veth under its veth's name that is not that veth's peer (another pair's end moved in under it) is not present in list and show, and link makes the pair anew", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const lynxNs = `${world().netnsPrefix}appvm-lynx`;
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    const hostIndex = async (): Promise<number | undefined> => ((await devices(world().host)).get(names.client) as { ifindex?: number } | undefined)?.ifindex;
+    const before = await hostIndex();
+    // The far end moved to another namespace, and another pair made there with an end in the VM's namespace under its name.
+    const other = await world().harness.namespace('impostor');
+    await world().vmNetns('appvm-lynx').ip(['link', 'set', 'dev', names.client, 'netns', other.name]);
+    await other.ip(['link', 'add', 'impostor0', 'type', 'veth', 'peer', 'name', names.client, 'netns', lynxNs]);
+    expect((await devices(world().vmNetns('appvm-lynx'))).get(names.client)?.linkinfo?.info_kind).toBe('veth');
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...up, present: false, farEndsElsewhere: [{ device: names.client, netns: lynxNs }] },
+        lines: [lineOf(link, 'netns', 'netns', 'far end elsewhere'), `  ${names.client} is a veth whose far end is not ${names.client} in network namespace ${lynxNs} (link makes the pair anew)`],
+      });
+    }
+    // As list takes it, so does the plan: the veth there goes (its peer with it), the pair is made anew.
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+    expect(await hostIndex()).not.toBe(before);
+    expect([...(await devices(other)).keys()]).toEqual(['lo']);
+    expect((await shown(['list'], link.id)).json).toEqual(up);
   });
 
   it("a netns link whose veth's far end is in its VM's namespace under another name (the VM renamed it) is not present in list and show, as link makes the pair anew", async () => {
@@ -207,7 +234,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
       expect(await shown(command, link.id)).toEqual({
         json: { ...up, present: false, farEndsElsewhere: [{ device: names.client, netns: lynxNs }] },
-        lines: [lineOf(link, 'netns', 'netns', 'devices missing'), `  ${names.client} is a veth whose far end is not ${names.client} in network namespace ${lynxNs} (link makes the pair anew)`],
+        lines: [lineOf(link, 'netns', 'netns', 'far end elsewhere'), `  ${names.client} is a veth whose far end is not ${names.client} in network namespace ${lynxNs} (link makes the pair anew)`],
       });
     }
     // The plan's reading: no ${names.client} in the namespace, so it makes the pair anew.

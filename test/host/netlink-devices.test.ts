@@ -1,6 +1,7 @@
 // removeDevices against the kernel: the built module runs inside a test namespace (it works on the
 // namespace of its process), so this process's own is never touched.
 import { existsSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -126,6 +127,60 @@ describeNetns('removeDevices in a namespace', () => {
       expect(JSON.parse(asNobody.stdout)).toEqual([['no-such-namespace', null]]);
     } finally {
       await host.ip(['link', 'del', 'fa1']);
+    }
+  });
+
+  it("observeDevices gives the ids the current namespace gives the VM namespaces: a veth's peer there is the device of its peerIndex in the namespace of its peerNetnsId", async () => {
+    await host.ip(['link', 'add', 'oa1', 'type', 'veth', 'peer', 'name', 'ob1', 'netns', vm.name]);
+    const script = `import { observeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      const observed = await observeDevices([${JSON.stringify(vm.name)}, 'no-such-namespace'], ['oa1', 'ob1']);
+      const veth = observed.host.get('oa1');
+      console.log(JSON.stringify({ peer: [veth.peerNetnsId, veth.peerIndex], ids: [...observed.netnsIds], far: observed.netns.get(${JSON.stringify(vm.name)}).get('ob1').index }));`;
+    try {
+      const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+      expect([result.code, result.stderr]).toEqual([0, '']);
+      const { peer, ids, far } = JSON.parse(result.stdout) as { peer: [number, number]; ids: [string, number][]; far: number };
+      expect(ids).toEqual([[vm.name, peer[0]]]);
+      expect(peer[1]).toBe(far);
+    } finally {
+      await host.ip(['link', 'del', 'oa1']);
+    }
+  });
+
+  it('namespaceIds: a namespace file it cannot open for want of descriptors (EMFILE) fails it, saying so, where one not there (or unreadable, holding none) has no id', async () => {
+    await host.ip(['link', 'add', 'na1', 'type', 'veth', 'peer', 'name', 'nb1', 'netns', vm.name]);
+    // What an \`ip netns add\` cut short leaves: a file nobody may read, holding no namespace.
+    const leftover = `${vm.name}-left`;
+    await writeFile(`/run/netns/${leftover}`, '', { mode: 0 });
+    const script = `import { closeSync, openSync } from 'node:fs';
+      import { namespaceIds } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      const names = [${JSON.stringify(vm.name)}, ${JSON.stringify(leftover)}, 'no-such-namespace'];
+      const found = [...(await namespaceIds(names))].map(([name]) => name);
+      if (process.argv[1] === 'found') { console.log(JSON.stringify(found)); process.exit(0); }
+      // Every descriptor taken but one, for the netlink socket: none left for the namespace's file.
+      const held = [];
+      try { for (;;) held.push(openSync('/dev/null', 'r')); } catch (error) { if (error.code !== 'EMFILE') throw error; }
+      closeSync(held.pop());
+      let outcome;
+      try { outcome = [...(await namespaceIds(names))]; } catch (error) { outcome = { name: error.name, kind: error.kind, message: error.message }; }
+      for (const fd of held) closeSync(fd);
+      console.log(JSON.stringify({ found, outcome }));`;
+    try {
+      const asNobody = await host.exec(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'node', '--input-type=module', '-e', script, 'found'], { allowFailure: true });
+      expect([asNobody.code, asNobody.stderr, JSON.parse(asNobody.stdout)]).toEqual([0, '', [vm.name]]);
+      const result = await host.exec(['prlimit', '--nofile=128:128', 'node', '--input-type=module', '-e', script], { allowFailure: true });
+      expect([result.code, result.stderr]).toEqual([0, '']);
+      expect(JSON.parse(result.stdout)).toEqual({
+        found: [vm.name],
+        outcome: {
+          name: 'DeviceError',
+          kind: 'query-failed',
+          message: `looking up the id of network namespace ${vm.name} failed (cannot open /run/netns/${vm.name}: EMFILE), so whether veths have their far end there is unknown; this process has too many files open: raise its limit (ulimit -n) and run it again`,
+        },
+      });
+    } finally {
+      await rm(`/run/netns/${leftover}`, { force: true });
+      await host.ip(['link', 'del', 'na1']);
     }
   });
 
