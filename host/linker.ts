@@ -5,7 +5,7 @@ import { pathCheck, pathOrigin, shownOrigin } from '../shared/cli/option-source.
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf, chosenAttachMode } from './attach-mode.js';
-import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
+import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, leadsNowhere, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { type ConfigDirSource, readConfigDir, readConfigVms } from './config-reader.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
@@ -541,14 +541,14 @@ async function readAllVms(options: Pick<LinkerOptions, 'configDir' | 'configDirS
 
 /**
  * Client VMs with recorded links that a whole config dir has no directory for: gone, or a symlink
- * to nothing. Their links are left alone (the VM may still run: its directory going says nothing
- * of that); the operator is told, and `unlink VM --forget` releases them.
+ * to nothing or round a loop. Their links are left alone (the VM may still run: its directory
+ * going says nothing of that); the operator is told, and `unlink VM --forget` releases them.
  */
 function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; links: Link[] }[] {
   const byClient = new Map<VmName, Link[]>();
   for (const link of state.links) {
     const dir = snapshot.vms.get(link.client);
-    if (dir !== undefined && dir.location !== 'dangling-symlink') continue;
+    if (dir !== undefined && !leadsNowhere(dir)) continue;
     const links = byClient.get(link.client) ?? [];
     if (links.length === 0) byClient.set(link.client, links);
     links.push(link);
@@ -568,15 +568,15 @@ export interface UnusableVmDir {
 /**
  * The entries of a whole config dir with a VM name that are no usable VM directory: `link --all`
  * links none of them and leaves their links as they are (`link <vm>` of one fails, saying why), so
- * each is said. A symlink to nothing whose VM has links recorded is said as an orphaned client; a
- * file that is no directory, only where links are recorded for its name.
+ * each is said. A symlink to nothing (or round a loop) whose VM has links recorded is said as an
+ * orphaned client; a file that is no directory, only where links are recorded for its name.
  */
 function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[] }[] {
   const stateOf = statesByClient(state);
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
     const links = linksOfClient(stateOf(dir.name), dir.name);
-    if (dir.location === 'dangling-symlink' && links.length > 0) return [];
+    if (leadsNowhere(dir) && links.length > 0) return [];
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
     // without providers/net is, unless links are recorded for its name.
     if (dir.location === 'not-a-directory' && links.length === 0) return [];
