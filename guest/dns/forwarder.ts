@@ -30,7 +30,7 @@ import { MAX_UPSTREAMS } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
 import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
-import { DNS_PORT, parseConfiguredUpstream, parseUpstream, sameUpstream, upstreamKey, upstreamText, type Upstream } from './upstream.js';
+import { DNS_PORT, parseConfiguredUpstream, parseUpstream, sameUpstream, upstreamKey, upstreamText, withoutDuplicates, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
 import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, connectTcpThroughZone, hostKeyOfText, loadUdpAddon, tcpUnacknowledged } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
@@ -45,7 +45,8 @@ export interface DnsForwarderOptions {
    * "ip" or "ip:port" ("[v6]:port"); when absent, the nameservers of resolvConfPath. An address at
    * which no resolver can be (0.0.0.0/8, a broadcast, multicast or IPv4-compatible address, a
    * link-local one without a zone), or one with a zone that would be ignored (any but a
-   * link-local address), is refused at start (parseConfiguredUpstream).
+   * link-local address), is refused at start (parseConfiguredUpstream). The same server given
+   * again (sameUpstream, however written) is taken once, where it first comes.
    */
   upstreams?: readonly string[];
   /** Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). */
@@ -592,7 +593,9 @@ class Forwarder implements DnsForwarder {
       tcpIdleClosed: 0,
       pending: 0,
     };
-    this.#configured = options.upstreams?.map(parseConfiguredUpstream);
+    // The same server given twice (or written two ways) is one upstream, as in resolv.conf: else
+    // each would take its own sockets, show twice in status and count twice toward MAX_UPSTREAMS.
+    this.#configured = options.upstreams === undefined ? undefined : withoutDuplicates(options.upstreams.map(parseConfiguredUpstream));
     if (this.#configured === undefined) {
       this.#resolvConfPath = options.resolvConfPath ?? DEFAULTS.resolvConfPath;
     }
