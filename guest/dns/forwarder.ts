@@ -170,8 +170,9 @@ export interface DnsForwarderCounters {
   readonly upstreamRejected: number;
   /**
    * Our sockets' troubles, each counted once: sends that failed (to clients and upstreams), errors
-   * the kernel queued on a socket (ICMP unreachables), and upstream sockets that failed for good
-   * (a send that found its socket broken is one of them, not two).
+   * the kernel queued on a socket (ICMP unreachables), upstream sockets that failed for good
+   * (a send that found its socket broken is one of them, not two), and TCP connections to an
+   * upstream (through a zone or a link) that could not be opened.
    */
   readonly sendErrors: number;
   readonly tcpConnections: number;
@@ -423,6 +424,17 @@ function streakKey(link: { readonly upstream: Upstream; readonly via: UpstreamLi
 /** An upstream as counters and logs show it: `169.254.0.1:53 via up0` for one reached through a link. */
 function linkText(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): string {
   return link.via === undefined ? upstreamText(link.upstream) : `${upstreamText(link.upstream)} via ${link.via.device} from ${link.via.source}`;
+}
+
+/**
+ * What an upstream's sockets that could not be opened for want of file descriptors say to check:
+ * the agent's own limit of open files (EMFILE; its 64 sockets per upstream count) or the system's
+ * (ENFILE). Not the address or the link, which are not why.
+ */
+function outOfDescriptors(code: 'EMFILE' | 'ENFILE'): string {
+  return code === 'EMFILE'
+    ? `the agent is out of file descriptors (EMFILE: its limit of open files is reached; each upstream takes ${SOCKETS_PER_UPSTREAM}): raise its limit (LimitNOFILE, ulimit -n) or see what holds them in /proc/${process.pid}/fd`
+    : "the agent is out of file descriptors (ENFILE: the system's limit of open files, fs.file-max, is reached): raise it or see which process holds them";
 }
 
 function positiveInteger(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -914,7 +926,9 @@ class Forwarder implements DnsForwarder {
                 ? `link ${via.device} (index ${via.ifindex}) is gone: its sockets bind no other device of that name; waiting for the link to the upstream provider to be configured again`
                 : code === 'ENOPROTOOPT'
                   ? NO_BIND_TO_INDEX
-                  : 'check the address and the link towards it';
+                  : code === 'EMFILE' || code === 'ENFILE'
+                    ? outOfDescriptors(code)
+                    : 'check the address and the link towards it';
         this.#log.warn(
           { upstream: key, err: errorText(error) },
           `cannot use upstream resolver: ${hint}; trying again at least every ${RECONNECT_MAX_MS / 1000} s, its queries going to the other upstreams or answered SERVFAIL meanwhile`,
@@ -1653,12 +1667,26 @@ class Forwarder implements DnsForwarder {
       tried.push(upstream);
       // Through the link, as for UDP: to our own address a plain connection would reach us.
       // A link-local one's zone picks its link, by name or index (Node's net reads only a name).
-      const open =
+      const opening =
         via !== undefined
           ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
           : upstream.address.includes('%')
             ? () => connectTcpThroughZone(upstream.address, upstream.port)
             : undefined;
+      // A connection that could not be opened (its zone names no interface any more, the agent
+      // out of descriptors) is our socket's trouble, not the upstream's silence: a sendError.
+      let openFailed = false;
+      const open =
+        opening === undefined
+          ? undefined
+          : (): TcpSocket => {
+              try {
+                return opening();
+              } catch (error) {
+                openFailed = true;
+                throw error;
+              }
+            };
       const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed);
       // The client is gone: nobody to answer, and no upstream failed.
       if (closed.aborted) return;
@@ -1674,7 +1702,8 @@ class Forwarder implements DnsForwarder {
         reply(response);
         return;
       }
-      if (response === undefined) this.#counters.upstreamTimeouts += 1;
+      if (response === undefined && openFailed) this.#counters.sendErrors += 1;
+      else if (response === undefined) this.#counters.upstreamTimeouts += 1;
       else this.#counters.upstreamErrors += 1;
     }
     if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;
