@@ -6,7 +6,7 @@
 import { type Dirent, existsSync, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { type OptionSource, pathFix, shownOrigin } from '../shared/cli/option-source.js';
-import { danglingSymlinkOn } from '../shared/dangling-symlink.js';
+import { danglingSymlinkOn, symlinkLoopOn } from '../shared/dangling-symlink.js';
 import { CONFIG_DIR_ENV, type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type MisnamedVmDir, type VmDir } from './config.js';
 import { type VmName, isVmName, shownPath, vmNameProblem } from './vm-name.js';
 
@@ -31,7 +31,8 @@ function typeOf(path: string): EntryType {
     if (info.isBlockDevice()) return 'block-device';
     return 'other';
   } catch (error) {
-    if (codeOf(error) === 'ENOENT' || codeOf(error) === 'ELOOP') return 'dangling-symlink';
+    if (codeOf(error) === 'ENOENT') return 'dangling-symlink';
+    if (codeOf(error) === 'ELOOP') return 'symlink-loop';
     return 'other';
   }
 }
@@ -89,7 +90,12 @@ function readVmDir(root: string, name: VmName): VmDir {
     real = link.isSymbolicLink() ? realpathSync(path) : path;
   } catch (error) {
     const code = codeOf(error);
-    if (code === 'ENOENT' || code === 'ELOOP') return { name, location: 'dangling-symlink' };
+    if (code === 'ENOENT') return { name, location: 'dangling-symlink' };
+    if (code === 'ELOOP') {
+      // Said as a loop (the state dir's are so, state-store.ts), not as a symlink to nothing.
+      const loop = symlinkLoopOn(path);
+      return loop === undefined ? { name, location: 'symlink-loop' } : { name, location: 'symlink-loop', reason: loop };
+    }
     return { name, location: 'unreadable', reason: reasonOf(error) };
   }
   if (!isInside(root, real)) return { name, location: 'escapes-config-dir', reason: real };
@@ -126,6 +132,11 @@ function configRoot(dir: string, list: boolean, source: ConfigDirSource): { root
       if (dangling !== undefined) throw new ConfigError('config-dir-symlink-to-nothing', `${shown} cannot be used (${dangling}); ${fix}`);
       const named = source !== undefined && source.from !== 'default';
       throw new ConfigError(named ? 'named-config-dir-missing' : 'config-dir-missing', `${shown} does not exist; ${fix}`);
+    }
+    if (code === 'ELOOP') {
+      // Nor is a loop of symlinks: said as a loop, as the state dir's is (state-store.ts).
+      const loop = symlinkLoopOn(dir);
+      if (loop !== undefined) throw new ConfigError('config-dir-symlink-loop', `${shown} cannot be used (${loop}); ${fix}`);
     }
     if (code === 'ENOTDIR') throw new ConfigError('config-dir-not-a-directory', `${shown} is not a directory (it must hold one directory per VM); ${fix}`);
     throw new ConfigError('config-dir-unreadable', `${shown} cannot be read (${reasonOf(error)}); check its permissions`);

@@ -14,7 +14,7 @@ import { type VmName, entryPath, isVmName, quoteName, shownPath, vmNameProblem }
 export const DEFAULT_CONFIG_DIR = '/ext/svc/data';
 export const CONFIG_DIR_ENV = 'SPECTRUM_CONFIG_DIR';
 
-export type EntryType = 'file' | 'directory' | 'block-device' | 'other' | 'dangling-symlink';
+export type EntryType = 'file' | 'directory' | 'block-device' | 'other' | 'dangling-symlink' | 'symlink-loop';
 
 export interface DirEntry {
   readonly name: string;
@@ -31,8 +31,11 @@ export type Listing =
 
 export type FileState = 'file' | 'missing' | 'not-a-file' | 'unreadable';
 
-/** Why a config dir entry is not a usable VM directory. */
-export type BadLocation = 'not-a-directory' | 'escapes-config-dir' | 'dangling-symlink' | 'unreadable';
+/**
+ * Why a config dir entry is not a usable VM directory. A 'symlink-loop' (a symlink that leads round
+ * a loop of symlinks) is of a class with a 'dangling-symlink': no typo, and nothing there.
+ */
+export type BadLocation = 'not-a-directory' | 'escapes-config-dir' | 'dangling-symlink' | 'symlink-loop' | 'unreadable';
 
 export type VmDir =
   | {
@@ -43,6 +46,11 @@ export type VmDir =
       readonly providers: Listing;
     }
   | { readonly name: VmName; readonly location: BadLocation; readonly reason?: string };
+
+/** Whether a config dir entry is a symlink that leads nowhere: to nothing, or round a loop. */
+export function leadsNowhere(vm: VmDir): boolean {
+  return vm.location === 'dangling-symlink' || vm.location === 'symlink-loop';
+}
 
 /**
  * A directory of the config dir that a valid name would make a VM with providers (it has a
@@ -70,6 +78,7 @@ export type ConfigProblemKind =
   | 'vm-not-a-directory'
   | 'vm-escapes-config-dir'
   | 'vm-dangling-symlink'
+  | 'vm-symlink-loop'
   | 'vm-unreadable'
   | 'kernel-missing'
   | 'kernel-not-a-file'
@@ -101,6 +110,8 @@ export type ConfigErrorKind =
   | 'named-config-dir-missing'
   /** The config dir is, or is under, a symlink to nothing: no typo, and nothing there to read. */
   | 'config-dir-symlink-to-nothing'
+  /** The config dir is, or is under, a symlink that loops: of a class with one to nothing. */
+  | 'config-dir-symlink-loop'
   | 'config-dir-not-a-directory'
   | 'config-dir-unreadable'
   | 'invalid-vm';
@@ -137,6 +148,7 @@ const LOCATION_PROBLEM: Record<BadLocation, ConfigProblemKind> = {
   'not-a-directory': 'vm-not-a-directory',
   'escapes-config-dir': 'vm-escapes-config-dir',
   'dangling-symlink': 'vm-dangling-symlink',
+  'symlink-loop': 'vm-symlink-loop',
   unreadable: 'vm-unreadable',
 };
 
@@ -148,6 +160,9 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
       return `${path} is a symlink that leads outside the config dir${reason === undefined ? '' : ` (to ${shownPath(reason)})`}; VM directories must stay inside it`;
     case 'dangling-symlink':
       return `${path} is a symlink to nothing`;
+    case 'symlink-loop':
+      // The reason, where read, is the symlink and its target in words (shared/dangling-symlink.ts).
+      return reason ?? `${path} is a symlink that loops (ELOOP: too many levels of symbolic links)`;
     case 'unreadable':
       return `${path} cannot be read${reason === undefined ? '' : ` (${reason})`}; check its permissions`;
   }
@@ -170,6 +185,7 @@ const ENTRY_TEXT: Record<EntryType, string> = {
   'block-device': 'a block device',
   other: 'a special file (a FIFO, socket or character device)',
   'dangling-symlink': 'a symlink to nothing',
+  'symlink-loop': 'a symlink that loops (ELOOP: too many levels of symbolic links)',
 };
 
 /** Problems with one VM directory's own files (not following providers). */

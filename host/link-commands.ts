@@ -692,9 +692,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
           throw new CliError(`link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`, signalExitCode(interruption.received));
         }
+        // The VMs --keep-going had failed before a signal or a state failure stopped it: said as
+        // where it ends unstopped (stdout too, with --json).
+        const writeFailedJson = (failed: readonly FailedVm[]): void => {
+          if (flags.json === true && failed.length > 0) process.stdout.write(failed.map((entry) => `${JSON.stringify(failedJson(entry))}\n`).join(''));
+        };
         if (error instanceof LinkerError && error.kind === 'interrupted' && interruption.received !== undefined) {
-          // The VMs --keep-going had failed before it: said as where it ends unstopped (stdout too, with --json).
-          if (flags.json === true && error.failed.length > 0) process.stdout.write(error.failed.map((entry) => `${JSON.stringify(failedJson(entry))}\n`).join(''));
+          writeFailedJson(error.failed);
           throw new CliError(
             `link interrupted by ${interruption.received}: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were`,
             signalExitCode(interruption.received),
@@ -705,6 +709,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         // Failed, then (or as it failed) interrupted: first why it failed, then what the signal did.
         if (error instanceof LinkerError && error.kind === 'interrupted-undoing' && interruption.received !== undefined) {
           throw interruptedUndoingError(error.failure, interruption.received, undoLines());
+        }
+        // The state failure as it is said without them (its exit code too), then those VMs.
+        if (error instanceof LinkerError && error.kind === 'state-failed') {
+          writeFailedJson(error.failed);
+          throw withLeftDown(error.failure, undoLines(error.failed));
         }
         throw withLeftDown(error, undoLines());
       } finally {

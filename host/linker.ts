@@ -5,7 +5,7 @@ import { pathCheck, pathOrigin, shownOrigin } from '../shared/cli/option-source.
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf, chosenAttachMode } from './attach-mode.js';
-import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
+import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, leadsNowhere, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { type ConfigDirSource, readConfigDir, readConfigVms } from './config-reader.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
@@ -123,13 +123,19 @@ export class LinkerError extends Error {
       /** A signal came while the run waited for the state lock: nothing was done. */
       | 'interrupted-waiting'
       /** A signal came while a failed `link` was undone (the undo went on): `failure` is what failed first. */
-      | 'interrupted-undoing',
+      | 'interrupted-undoing'
+      /**
+       * `link --keep-going` stopped by a state file that could not be read or written (`failure`,
+       * the StateStoreError, whose message this is) after VMs of it had failed (`failed`).
+       */
+      | 'state-failed',
     message: string,
-    /** For 'interrupted-undoing': the failure the run was undone for, as thrown. */
+    /** For 'interrupted-undoing': the failure the run was undone for, as thrown; for 'state-failed', the StateStoreError. */
     readonly failure?: unknown,
     /**
-     * For 'interrupted' of `link --keep-going`: the VMs that had failed before the signal stopped
-     * the run (each alone, nothing made for it or undone), in the order asked for, to be said too.
+     * For 'interrupted' and 'state-failed' of `link --keep-going`: the VMs that had failed before
+     * the signal or the state failure stopped the run (each alone, nothing made for it or
+     * undone), in the order asked for, to be said too.
      */
     readonly failed: readonly FailedVm[] = [],
   ) {
@@ -542,14 +548,14 @@ async function readAllVms(options: Pick<LinkerOptions, 'configDir' | 'configDirS
 
 /**
  * Client VMs with recorded links that a whole config dir has no directory for: gone, or a symlink
- * to nothing. Their links are left alone (the VM may still run: its directory going says nothing
- * of that); the operator is told, and `unlink VM --forget` releases them.
+ * to nothing or round a loop. Their links are left alone (the VM may still run: its directory
+ * going says nothing of that); the operator is told, and `unlink VM --forget` releases them.
  */
 function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; links: Link[] }[] {
   const byClient = new Map<VmName, Link[]>();
   for (const link of state.links) {
     const dir = snapshot.vms.get(link.client);
-    if (dir !== undefined && dir.location !== 'dangling-symlink') continue;
+    if (dir !== undefined && !leadsNowhere(dir)) continue;
     const links = byClient.get(link.client) ?? [];
     if (links.length === 0) byClient.set(link.client, links);
     links.push(link);
@@ -569,15 +575,15 @@ export interface UnusableVmDir {
 /**
  * The entries of a whole config dir with a VM name that are no usable VM directory: `link --all`
  * links none of them and leaves their links as they are (`link <vm>` of one fails, saying why), so
- * each is said. A symlink to nothing whose VM has links recorded is said as an orphaned client; a
- * file that is no directory, only where links are recorded for its name.
+ * each is said. A symlink to nothing (or round a loop) whose VM has links recorded is said as an
+ * orphaned client; a file that is no directory, only where links are recorded for its name.
  */
 function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[] }[] {
   const stateOf = statesByClient(state);
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
     const links = linksOfClient(stateOf(dir.name), dir.name);
-    if (dir.location === 'dangling-symlink' && links.length > 0) return [];
+    if (leadsNowhere(dir) && links.length > 0) return [];
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
     // without providers/net is, unless links are recorded for its name.
     if (dir.location === 'not-a-directory' && links.length === 0) return [];
@@ -1394,8 +1400,8 @@ interface KeepGoingPass extends LinkTransaction {
  * the VMs linked again one by one, from the state file as it is then. The state lock is held
  * throughout.
  * A state that cannot be read or written fails the whole run, as does an interruption before or
- * during the one transaction (undone as in linkVms; the VMs failed before it come with it,
- * LinkerError.failed, to be said); one later stops at the next safe point,
+ * during the one transaction (undone as in linkVms; the VMs failed before either come with it,
+ * LinkerError.failed, to be said: a state failure then as a LinkerError 'state-failed'); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
  * linked (`interrupted`).
  */
@@ -1539,10 +1545,30 @@ function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: 
   return new LinkerError(error.kind, error.message, error.failure, failedInOrder(vms, failures));
 }
 
+/**
+ * The state failure that stops a `link --keep-going` run (the state is every VM's), with the VMs
+ * that had failed before it, so that their failures are said with it (as interruptedAfter); as
+ * thrown where none had.
+ */
+function stateFailedAfter(error: StateStoreError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): Error {
+  if (failures.size === 0) return error;
+  return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures));
+}
+
 /** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
 async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
+  const failures = new Map<VmName, unknown>();
+  try {
+    return await keepGoingPasses(vms, options, snapshot, failures, wholeDir);
+  } catch (error) {
+    throw error instanceof StateStoreError ? stateFailedAfter(error, vms, failures) : error;
+  }
+}
+
+/** keepGoing's passes; `failures`: the VMs failed so far, each with why (for a state failure to carry). */
+async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, failures: Map<VmName, unknown>, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const partition = partitionValidVms(snapshot, vms);
-  const failures = new Map<VmName, unknown>(partition.invalid.map(({ name, error }) => [name, error]));
+  for (const { name, error } of partition.invalid) failures.set(name, error);
   const before = await loadState(options.stateDir, options.stateDirSource);
   // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
   // kept or chosen, fails alone).

@@ -36,7 +36,6 @@ import {
   openSync,
   readFileSync,
   readdirSync,
-  readlinkSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -44,7 +43,7 @@ import {
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { type OptionSource, pathFix, shownOrigin } from '../shared/cli/option-source.js';
-import { danglingSymlinkOn, symlinkToNothing } from '../shared/dangling-symlink.js';
+import { danglingSymlinkOn, symlinkLoopOn, symlinkToNothing } from '../shared/dangling-symlink.js';
 import { loadNativeAddon } from '../shared/native-addon.js';
 import { ID_COUNT, type LinkState, emptyState, parseState, serializeState } from './link-state.js';
 
@@ -130,40 +129,6 @@ export function stateDirFix(source: StateDirSource, want = 'a writable directory
  */
 function stateDirUnusable(dir: string, reason: string, source: StateDirSource): StateStoreError {
   return new StateStoreError('state-dir-unusable', `${shownOrigin('state dir', dir, source)} cannot be used (${reason}); ${stateDirFix(source)}`);
-}
-
-/** Whether following path meets a loop of symlinks (stat says ELOOP: too many levels of them). */
-function loops(path: string): boolean {
-  try {
-    statSync(path);
-    return false;
-  } catch (error) {
-    return isCode(error, 'ELOOP');
-  }
-}
-
-/**
- * Where path (or a path above it) is a symlink that leads round a loop of symlinks, that symlink
- * in words (`<symlink> is a symlink to <target>, which loops ...`), else undefined. Such a path
- * does not exist either, but it is no symlink to nothing: said as what it is.
- */
-function symlinkLoopOn(path: string): string | undefined {
-  let at: string;
-  try {
-    at = resolve(path);
-  } catch {
-    return undefined;
-  }
-  if (!loops(at)) return undefined;
-  // The one nearest the root: the paths above it resolve, so it is itself the symlink that loops.
-  while (dirname(at) !== at && loops(dirname(at))) at = dirname(at);
-  let target = '?';
-  try {
-    target = readlinkSync(at);
-  } catch {
-    // Changed meanwhile: the path is said all the same.
-  }
-  return `${at} is a symlink to ${target}, which loops (ELOOP: too many levels of symbolic links)`;
 }
 
 /** Opening `<dir>/links.json` said ENOTDIR: dir is a file, or a path above it is. */

@@ -1,6 +1,7 @@
-// A path that does not exist because it is, or goes through, a symlink to nothing: no typo, and
-// nothing a directory can be made at. Said the same way of the state dir and the config dir.
-import { existsSync, lstatSync, readlinkSync } from 'node:fs';
+// A path that does not exist because it is, or goes through, a symlink to nothing or round a loop
+// of symlinks: no typo, and nothing a directory can be made at. Said the same way of the state
+// dir, the config dir and a VM directory's entry in it.
+import { existsSync, lstatSync, readlinkSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 /** A symlink to nothing, in words: `<path> is a symlink to <target>, which does not exist`. */
@@ -35,4 +36,38 @@ export function danglingSymlinkOn(path: string): string | undefined {
     if (dirname(at) === at) break;
   }
   return undefined;
+}
+
+/** Whether following path meets a loop of symlinks (stat says ELOOP: too many levels of them). */
+function loops(path: string): boolean {
+  try {
+    statSync(path);
+    return false;
+  } catch (error) {
+    return error instanceof Error && 'code' in error && error.code === 'ELOOP';
+  }
+}
+
+/**
+ * Where path (or a path above it) is a symlink that leads round a loop of symlinks, that symlink
+ * in words (`<symlink> is a symlink to <target>, which loops ...`), else undefined. Such a path
+ * does not exist either, but it is no symlink to nothing: said as what it is.
+ */
+export function symlinkLoopOn(path: string): string | undefined {
+  let at: string;
+  try {
+    at = resolve(path);
+  } catch {
+    return undefined;
+  }
+  if (!loops(at)) return undefined;
+  // The one nearest the root: the paths above it resolve, so it is itself the symlink that loops.
+  while (dirname(at) !== at && loops(dirname(at))) at = dirname(at);
+  let target = '?';
+  try {
+    target = readlinkSync(at);
+  } catch {
+    // Changed meanwhile: the path is said all the same.
+  }
+  return `${at} is a symlink to ${target}, which loops (ELOOP: too many levels of symbolic links)`;
 }

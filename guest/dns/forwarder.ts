@@ -30,7 +30,7 @@ import { MAX_UPSTREAMS } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
 import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
-import { DNS_PORT, parseConfiguredUpstream, parseUpstream, sameUpstream, upstreamKey, upstreamText, type Upstream } from './upstream.js';
+import { DNS_PORT, parseConfiguredUpstream, parseUpstream, sameUpstream, upstreamKey, upstreamText, withoutDuplicates, type Upstream } from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
 import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, connectTcpThroughZone, hostKeyOfText, loadUdpAddon, tcpUnacknowledged } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
@@ -45,7 +45,8 @@ export interface DnsForwarderOptions {
    * "ip" or "ip:port" ("[v6]:port"); when absent, the nameservers of resolvConfPath. An address at
    * which no resolver can be (0.0.0.0/8, a broadcast, multicast or IPv4-compatible address, a
    * link-local one without a zone), or one with a zone that would be ignored (any but a
-   * link-local address), is refused at start (parseConfiguredUpstream).
+   * link-local address), is refused at start (parseConfiguredUpstream). The same server given
+   * again (sameUpstream, however written) is taken once, where it first comes.
    */
   upstreams?: readonly string[];
   /** Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). */
@@ -169,8 +170,9 @@ export interface DnsForwarderCounters {
   readonly upstreamRejected: number;
   /**
    * Our sockets' troubles, each counted once: sends that failed (to clients and upstreams), errors
-   * the kernel queued on a socket (ICMP unreachables), and upstream sockets that failed for good
-   * (a send that found its socket broken is one of them, not two).
+   * the kernel queued on a socket (ICMP unreachables), upstream sockets that failed for good
+   * (a send that found its socket broken is one of them, not two), and TCP connections to an
+   * upstream (through a zone or a link) that could not be opened.
    */
   readonly sendErrors: number;
   readonly tcpConnections: number;
@@ -424,6 +426,17 @@ function linkText(link: { readonly upstream: Upstream; readonly via: UpstreamLin
   return link.via === undefined ? upstreamText(link.upstream) : `${upstreamText(link.upstream)} via ${link.via.device} from ${link.via.source}`;
 }
 
+/**
+ * What an upstream's sockets that could not be opened for want of file descriptors say to check:
+ * the agent's own limit of open files (EMFILE; its 64 sockets per upstream count) or the system's
+ * (ENFILE). Not the address or the link, which are not why.
+ */
+function outOfDescriptors(code: 'EMFILE' | 'ENFILE'): string {
+  return code === 'EMFILE'
+    ? `the agent is out of file descriptors (EMFILE: its limit of open files is reached; each upstream takes ${SOCKETS_PER_UPSTREAM}): raise its limit (LimitNOFILE, ulimit -n) or see what holds them in /proc/${process.pid}/fd`
+    : "the agent is out of file descriptors (ENFILE: the system's limit of open files, fs.file-max, is reached): raise it or see which process holds them";
+}
+
 function positiveInteger(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
   if (!Number.isInteger(value) || value < 1 || value > max) throw new DnsError('option-range', `${name} must be an integer 1..${max}, got ${value}`);
   return value;
@@ -592,7 +605,9 @@ class Forwarder implements DnsForwarder {
       tcpIdleClosed: 0,
       pending: 0,
     };
-    this.#configured = options.upstreams?.map(parseConfiguredUpstream);
+    // The same server given twice (or written two ways) is one upstream, as in resolv.conf: else
+    // each would take its own sockets, show twice in status and count twice toward MAX_UPSTREAMS.
+    this.#configured = options.upstreams === undefined ? undefined : withoutDuplicates(options.upstreams.map(parseConfiguredUpstream));
     if (this.#configured === undefined) {
       this.#resolvConfPath = options.resolvConfPath ?? DEFAULTS.resolvConfPath;
     }
@@ -911,7 +926,9 @@ class Forwarder implements DnsForwarder {
                 ? `link ${via.device} (index ${via.ifindex}) is gone: its sockets bind no other device of that name; waiting for the link to the upstream provider to be configured again`
                 : code === 'ENOPROTOOPT'
                   ? NO_BIND_TO_INDEX
-                  : 'check the address and the link towards it';
+                  : code === 'EMFILE' || code === 'ENFILE'
+                    ? outOfDescriptors(code)
+                    : 'check the address and the link towards it';
         this.#log.warn(
           { upstream: key, err: errorText(error) },
           `cannot use upstream resolver: ${hint}; trying again at least every ${RECONNECT_MAX_MS / 1000} s, its queries going to the other upstreams or answered SERVFAIL meanwhile`,
@@ -1650,12 +1667,26 @@ class Forwarder implements DnsForwarder {
       tried.push(upstream);
       // Through the link, as for UDP: to our own address a plain connection would reach us.
       // A link-local one's zone picks its link, by name or index (Node's net reads only a name).
-      const open =
+      const opening =
         via !== undefined
           ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
           : upstream.address.includes('%')
             ? () => connectTcpThroughZone(upstream.address, upstream.port)
             : undefined;
+      // A connection that could not be opened (its zone names no interface any more, the agent
+      // out of descriptors) is our socket's trouble, not the upstream's silence: a sendError.
+      let openFailed = false;
+      const open =
+        opening === undefined
+          ? undefined
+          : (): TcpSocket => {
+              try {
+                return opening();
+              } catch (error) {
+                openFailed = true;
+                throw error;
+              }
+            };
       const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed);
       // The client is gone: nobody to answer, and no upstream failed.
       if (closed.aborted) return;
@@ -1671,7 +1702,8 @@ class Forwarder implements DnsForwarder {
         reply(response);
         return;
       }
-      if (response === undefined) this.#counters.upstreamTimeouts += 1;
+      if (response === undefined && openFailed) this.#counters.sendErrors += 1;
+      else if (response === undefined) this.#counters.upstreamTimeouts += 1;
       else this.#counters.upstreamErrors += 1;
     }
     if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;

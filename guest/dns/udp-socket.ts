@@ -152,12 +152,14 @@ function socketError(error: unknown, what: string): UdpError {
 
 /**
  * The error of a bind or connect to `address`: of kind 'zone' where its zone names no interface
- * (the addon's ENXIO, which neither bind(2) nor connect(2) returns), else as socketError.
+ * (the addon's ENXIO, which neither bind(2) nor connect(2) returns), else as socketError. An
+ * address without a zone has none to blame: its ENXIO, whatever gave it, is said as socketError.
  */
 function addressError(error: unknown, what: string, address: string): UdpError {
   const failure = socketError(error, what);
-  if (failure.code !== 'ENXIO') return failure;
-  const zone = address.slice(address.indexOf('%'));
+  const percent = address.indexOf('%');
+  if (failure.code !== 'ENXIO' || percent === -1) return failure;
+  const zone = address.slice(percent);
   return new UdpError('zone', failure.code, `${what}: the zone ${zone} names no interface: no interface has that name (on a link-local address) or that index`);
 }
 

@@ -242,3 +242,17 @@ export function sameUpstream(a: Upstream, b: Upstream): boolean {
 export function upstreamKey(upstream: Upstream): string {
   return `${upstream.addressKey}#${upstream.port}`;
 }
+
+/**
+ * `upstreams` less each that is the same server (sameUpstream) as one before it, however written:
+ * the first kept, the order kept, as resolv.conf's nameservers are taken (parseResolvConf).
+ */
+export function withoutDuplicates(upstreams: readonly Upstream[]): Upstream[] {
+  const seen = new Set<string>();
+  return upstreams.filter((upstream) => {
+    const key = upstreamKey(upstream);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

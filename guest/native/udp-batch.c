@@ -346,10 +346,13 @@ static napi_value socket_connect(napi_env env, napi_callback_info info) {
 }
 
 // A link's index as JS gives it: 1..INT_MAX; 0 (with a RangeError thrown) otherwise.
-static int get_ifindex(napi_env env, napi_value value, int *ifindex) {
-  uint32_t number = 0;
-  if (napi_get_value_uint32(env, value, &number) != napi_ok || number == 0 || number > INT32_MAX) {
-    napi_throw_range_error(env, "EINVAL", "udp-batch: a link index is 1..2147483647");
+// A link index given from JS, an integer: 1..INT32_MAX, or, where `none_allowed`, 0 (no link).
+// Read as a double: napi_get_value_uint32 cuts a fraction off (0.5 would be 0, no link; 2.5 link 2).
+static int get_ifindex(napi_env env, napi_value value, int none_allowed, int *ifindex) {
+  double number = -1;
+  const double least = none_allowed ? 0 : 1;
+  if (napi_get_value_double(env, value, &number) != napi_ok || !(number >= least && number <= INT32_MAX) || (double)(int32_t)number != number) {
+    napi_throw_range_error(env, "EINVAL", none_allowed ? "udp-batch: a link index is 0 (none) or 1..2147483647, a whole number" : "udp-batch: a link index is 1..2147483647, a whole number");
     return 0;
   }
   *ifindex = (int)number;
@@ -361,7 +364,7 @@ static napi_value socket_bind_to_index(napi_env env, napi_callback_info info) {
   udp_socket *socket = socket_args(env, info, 2, argv);
   if (socket == NULL) return NULL;
   int ifindex = 0;
-  if (!get_ifindex(env, argv[1], &ifindex)) return NULL;
+  if (!get_ifindex(env, argv[1], 0, &ifindex)) return NULL;
   const char *step = NULL;
   int error = bind_to_index(socket->polled.fd, ifindex, &step);
   return error == 0 ? NULL : throw_errno(env, error, step);
@@ -388,9 +391,8 @@ static napi_value tcp_connect(napi_env env, napi_callback_info info) {
   if (error == 0) error = make_address(env, (int)family, argv[3], 0, &local, &local_length);
   if (error != 0) return throw_errno(env, error, "bad address");
   // 0: through no one link; anything else must be a link's index.
-  uint32_t given_link = 0;
   int ifindex = 0;
-  if ((napi_get_value_uint32(env, argv[4], &given_link) != napi_ok || given_link != 0) && !get_ifindex(env, argv[4], &ifindex)) return NULL;
+  if (!get_ifindex(env, argv[4], 1, &ifindex)) return NULL;
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
   const char *step = NULL;

@@ -159,6 +159,52 @@ describe('readConfigDir', () => {
   });
 });
 
+describe('symlink loops', () => {
+  const want = 'the directory holding the VM directories';
+  const loopsText = 'which loops (ELOOP: too many levels of symbolic links)';
+
+  it.each([
+    ['to itself', ['loop', 'loop']],
+    ['round two symlinks', ['loop', 'other', 'other', 'loop']],
+  ])('%s: a config dir that is, or is under, one is said as a loop (the symlink, its target), not as unreadable, whatever its source', async (_how, links) => {
+    for (let index = 0; index < links.length; index += 2) await symlink(join(base, links[index + 1]!), join(base, links[index]!));
+    const said = `${join(base, 'loop')} is a symlink to ${join(base, links[1]!)}, ${loopsText}`;
+    const loop = join(base, 'loop');
+    for (const [dir, source, message] of [
+      [loop, { from: 'option', flag: '--config-dir' }, `config dir ${loop} (from --config-dir) cannot be used (${said}); check --config-dir: it must be ${want}`],
+      [join(loop, 'vms'), { from: 'default' }, `config dir ${join(loop, 'vms')} (the default) cannot be used (${said}); pass --config-dir or set SPECTRUM_CONFIG_DIR to ${want}`],
+    ] as const) {
+      for (const read of [() => readConfigDir(dir, source), () => readConfigVms(dir, [vmName('netvm')], source)]) {
+        await expect(read()).rejects.toMatchObject({ name: 'ConfigError', kind: 'config-dir-symlink-loop', message });
+      }
+    }
+  });
+
+  it.each([
+    ['to itself', ['looping', 'looping']],
+    ['round two symlinks', ['looping', 'other', 'other', 'looping']],
+  ])('%s: a VM entry that is one is said as a loop (not as a symlink to nothing), itself and as a provider, read whole or by name', async (_how, links) => {
+    for (let index = 0; index < links.length; index += 2) await symlink(links[index + 1]!, join(cfg, links[index]!));
+    await makeVm('app', { providers: ['looping'] });
+    for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('app'), vmName('looping')])]) {
+      const said = `${snapshot.dir}/looping is a symlink to ${links[1]!}, ${loopsText}`;
+      expect(checkVm(snapshot, vmName('looping'))).toEqual([{ vm: 'looping', kind: 'vm-symlink-loop', message: `looping: ${said}` }]);
+      expect(checkVm(snapshot, vmName('app'))).toEqual([
+        { vm: 'app', kind: 'provider-not-a-vm', message: `app: provider "looping" (${snapshot.dir}/app/providers/net/looping) is not a VM directory: ${said}` },
+      ]);
+    }
+  });
+
+  it('a disk image that is one is said as a loop', async () => {
+    await makeVm('app', { images: ['root.img'] });
+    await symlink('loop.img', join(cfg, 'app', 'blk', 'loop.img'));
+    const snapshot = await readConfigDir(cfg);
+    expect(checkVm(snapshot, vmName('app'))).toEqual([
+      { vm: 'app', kind: 'image-not-a-file', message: `app: ${snapshot.dir}/app/blk/loop.img is a symlink that loops (ELOOP: too many levels of symbolic links); disk images must be files or block devices` },
+    ]);
+  });
+});
+
 describe('isInside', () => {
   it('is strict and component-wise', () => {
     expect(isInside('/a/b', '/a/b/c')).toBe(true);

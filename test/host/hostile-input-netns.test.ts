@@ -264,7 +264,7 @@ describeNetns('spectrum-link and hostile input', () => {
     }
   });
 
-  it('link --all: a line per entry it cannot use as a VM directory (out of the config dir with links up, to nothing), which say its links stay, and a --json line each; a stray file without links passed over quietly; exit 0, those links left up', async () => {
+  it('link --all: a line per entry it cannot use as a VM directory (out of the config dir with links up, to nothing, round a loop), which say its links stay, and a --json line each; a stray file without links passed over quietly; exit 0, those links left up', async () => {
     const [catgirl] = (JSON.parse((await world().link(['link', 'appvm-catgirl', '--attach', 'none', '--json'])).stdout) as { links: LinkJson[] }).links;
     // appvm-catgirl's directory moves out of the config dir, a symlink to it left in its place.
     const dir = join(world().configDir, 'appvm-catgirl');
@@ -272,10 +272,13 @@ describeNetns('spectrum-link and hostile input', () => {
     trackTempDir(outside);
     const dangling = join(world().configDir, 'appvm-gone');
     const file = join(world().configDir, 'appvm-file');
+    const loop = join(world().configDir, 'appvm-loop');
+    const loopSaid = `${loop} is a symlink to appvm-loop, which loops (ELOOP: too many levels of symbolic links)`;
     await rename(dir, outside);
     try {
       await symlink(outside, dir);
       await symlink(join(world().configDir, 'nowhere'), dangling);
+      await symlink('appvm-loop', loop);
       await writeFile(file, '');
       const text = await world().link(['link', '--all', '--attach', 'none']);
       expect(text.code, text.stderr).toBe(0);
@@ -283,6 +286,7 @@ describeNetns('spectrum-link and hostile input', () => {
       expect(lines).toEqual([
         expect.stringContaining(`appvm-catgirl is not linked: ${dir} is a symlink that leads outside the config dir (to ${outside}); VM directories must stay inside it; its 1 recorded link is left as it is (devices too)`),
         expect.stringContaining(`appvm-gone is not linked: ${dangling} is a symlink to nothing; no links are recorded for it`),
+        expect.stringContaining(`appvm-loop is not linked: ${loopSaid}; no links are recorded for it`),
       ]);
       await expectDevices([catgirl!]);
       const json = await world().link(['link', '--all', '--attach', 'none', '--json']);
@@ -291,11 +295,13 @@ describeNetns('spectrum-link and hostile input', () => {
       expect(outputs.filter((output) => output.unusableDir !== undefined)).toEqual([
         { vm: 'appvm-catgirl', links: [], unusableDir: expect.stringContaining('leads outside the config dir'), recorded: [expect.objectContaining({ vm: 'appvm-catgirl', id: catgirl!.id, bridge: catgirl!.bridge })] },
         { vm: 'appvm-gone', links: [], unusableDir: `${dangling} is a symlink to nothing` },
+        { vm: 'appvm-loop', links: [], unusableDir: loopSaid },
       ]);
       await expectDevices([catgirl!]);
     } finally {
       await rm(dir, { force: true });
       await rm(dangling, { force: true });
+      await rm(loop, { force: true });
       await rm(file, { force: true });
       await rename(outside, dir);
     }

@@ -97,6 +97,36 @@ describeNetns('link --keep-going: a VM whose config is invalid', () => {
   });
 });
 
+describeNetns('link --keep-going: a state file that cannot be read, after a VM failed', () => {
+  const world = linkWorldPerSuite('linkkeepst', 1);
+
+  it('says the state failure (exit 1), then the VM that had failed before it, as where it ends unstopped; with --json also its line on stdout; nothing linked', async () => {
+    const bad = join(world().configDir, 'appvm-catgirl', 'providers', 'net', 'nosuchvm');
+    const statePath = join(world().stateDir, 'links.json');
+    await writeFile(bad, '');
+    // A directory in the state file's place: no state can be read.
+    await rm(statePath, { force: true });
+    await mkdir(join(statePath, 'in-the-way'), { recursive: true });
+    try {
+      const devicesBefore = [...(await devices(world().host)).keys()].sort();
+      const stateLine = `spectrum-link: cannot read state file ${statePath} (not a regular file); check that it is a readable file`;
+      const failedLine = `spectrum-link: link appvm-catgirl failed: VM appvm-catgirl in ${world().configDir} is not valid (1 problem): appvm-catgirl: provider "nosuchvm" (${bad}) has no VM directory ${world().configDir}/nosuchvm; create that VM or remove the file`;
+      const text = await world().link(['link', '--all', '--attach', 'netns', '--keep-going']);
+      expect({ code: text.code, stdout: text.stdout, stderr: lines(text.stderr) }).toEqual({ code: 1, stdout: '', stderr: [stateLine, failedLine] });
+      const json = await world().link(['link', '--all', '--attach', 'netns', '--keep-going', '--json']);
+      expect({ code: json.code, stdout: jsonLines(json.stdout), stderr: lines(json.stderr) }).toEqual({
+        code: 1,
+        stdout: [{ vm: 'appvm-catgirl', links: [], error: expect.stringMatching(/^VM appvm-catgirl in .* is not valid \(1 problem\): .*nosuchvm/) }],
+        stderr: [stateLine, failedLine],
+      });
+      expect([...(await devices(world().host)).keys()].sort()).toEqual(devicesBefore);
+    } finally {
+      await rm(bad, { force: true });
+      await rm(statePath, { recursive: true, force: true });
+    }
+  });
+});
+
 describeNetns('link --keep-going: a VMM that refuses a NIC', () => {
   const world = linkWorldPerSuite('linkkeepvmm');
   const fakes: FakeCloudHypervisor[] = [];

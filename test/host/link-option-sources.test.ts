@@ -168,10 +168,14 @@ describeNetns('spectrum-link option sources', () => {
     // A symlink to nothing is no typo: it cannot be used, as a state dir there cannot.
     [['link', '--all', '--config-dir', 'LINK', '--state-dir', 'STATE'], {}, 1, `config dir LINK (from --config-dir) cannot be used (LINK is a symlink to NOWHERE, which does not exist); ${configFix.option}`],
     [['check', 'appvm-lynx'], { SPECTRUM_CONFIG_DIR: 'LINK/vms' }, 1, `config dir LINK/vms (from environment variable SPECTRUM_CONFIG_DIR) cannot be used (LINK is a symlink to NOWHERE, which does not exist); ${configFix.variable}`],
+    // Nor is a loop of symlinks: said as a loop, of a class with a symlink to nothing.
+    [['link', 'appvm-lynx', '--config-dir', 'CYCLE', '--state-dir', 'STATE'], {}, 1, `config dir CYCLE (from --config-dir) cannot be used (CYCLE is a symlink to CYCLE, which loops (ELOOP: too many levels of symbolic links)); ${configFix.option}`],
+    [['check', 'appvm-lynx'], { SPECTRUM_CONFIG_DIR: 'CYCLE/vms' }, 1, `config dir CYCLE/vms (from environment variable SPECTRUM_CONFIG_DIR) cannot be used (CYCLE is a symlink to CYCLE, which loops (ELOOP: too many levels of symbolic links)); ${configFix.variable}`],
   ] as const)('says a config dir that does not exist or cannot be used, and where it came from, in one line, making nothing (named and missing: bad input, exit 2): %j (env %j) exits %d', async (args, env, code, said) => {
-    const [link, target, state] = [join(scratch, 'a-link'), join(scratch, 'nowhere'), join(scratch, 'state')];
+    const [link, target, loop, state] = [join(scratch, 'a-link'), join(scratch, 'nowhere'), join(scratch, 'a-loop'), join(scratch, 'state')];
     await symlink(target, link);
-    const withPaths = (text: string): string => text.replaceAll('LINK', link).replaceAll('NOWHERE', target).replaceAll('STATE', state);
+    await symlink(loop, loop);
+    const withPaths = (text: string): string => text.replaceAll('LINK', link).replaceAll('NOWHERE', target).replaceAll('CYCLE', loop).replaceAll('STATE', state);
     const run = (): Promise<ExecResult> => spectrumLink(args.map(withPaths), { env: Object.fromEntries(Object.entries(env).map(([name, value]) => [name, withPaths(value)])), cwd: 'scratch' });
     try {
       // The state dir not made yet (link makes it as it records the first link): refused before
@@ -180,11 +184,12 @@ describeNetns('spectrum-link option sources', () => {
         if (stateDir === 'there') await mkdir(state);
         const result = await run();
         expect({ stateDir, code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ stateDir, code, stdout: '', stderr: `spectrum-link: ${withPaths(said)}\n` });
-        expect((await readdir(scratch)).sort()).toEqual(stateDir === 'there' ? ['a-link', 'state'] : ['a-link']);
+        expect((await readdir(scratch)).sort()).toEqual(stateDir === 'there' ? ['a-link', 'a-loop', 'state'] : ['a-link', 'a-loop']);
         if (stateDir === 'there') expect(await readdir(state)).toEqual([]);
       }
     } finally {
       await rm(link);
+      await rm(loop);
       await rm(state, { recursive: true, force: true });
     }
     expect(existsSync(missing)).toBe(false);

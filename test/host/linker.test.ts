@@ -12,7 +12,7 @@ import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { ID_COUNT, type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
-import { loadState, saveState, withStateLock } from '../../host/state-store.js';
+import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import {
   type KeepGoingOutcome,
@@ -435,7 +435,7 @@ describe('link --keep-going interrupted while linking VM by VM after the one tra
 });
 
 describe('link --keep-going linking VM by VM after the one transaction failed', () => {
-  it('fails the whole run where the state file cannot be written, as the one transaction does (not each VM after it, one by one)', async () => {
+  it('fails the whole run where the state file cannot be written, as the one transaction does (not each VM after it, one by one), with the VM failed before it', async () => {
     const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
     kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
     // While c2 (the second VM linked one by one) has its devices made, the state file becomes
@@ -447,7 +447,38 @@ describe('link --keep-going linking VM by VM after the one transaction failed', 
       await rm(join(stateDir, 'links.json'));
       await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
     };
-    await expect(linkVmsKeepGoing(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'write-failed' });
+    // c1, refused by the kernel alone too, failed before: it comes with the state failure, to be said.
+    const c1Bridge = linkDeviceNames(PREFIX, ids[0]!).bridge;
+    await expect(linkVmsKeepGoing(CLIENTS, options())).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'state-failed',
+      message: expect.stringMatching(/^cannot write state file /),
+      failure: { name: 'StateStoreError', kind: 'write-failed' },
+      failed: [{ vm: 'c1', error: expect.objectContaining({ message: expect.stringContaining(c1Bridge) }) }],
+    });
+  });
+});
+
+describe('link --keep-going stopped by a state that cannot be read or written', () => {
+  const invalid = vmName('c0');
+  const stopped = (failure: Record<string, unknown>): Record<string, unknown> => ({
+    name: 'LinkerError',
+    kind: 'state-failed',
+    failure,
+    failed: [{ vm: invalid, error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) }],
+  });
+
+  it.each([
+    ['cannot be read (a directory in its place)', async (): Promise<void> => void (await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true })), { name: 'StateStoreError', kind: 'read-failed' }],
+    ['cannot be written (the one transaction\'s record of its ids)', async (): Promise<void> => void (store.failSaves = 1), { name: 'StateStoreError', kind: 'write-failed' }],
+  ] as const)('where it %s, carries the VMs that had failed before it (an invalid one), in the order asked for; with none, the state failure as thrown', async (_how, breakState, failure) => {
+    await addVm(invalid, ['nosuchvm']);
+    await breakState();
+    await expect(linkVmsKeepGoing([invalid, ...CLIENTS], options())).rejects.toMatchObject({ ...stopped(failure), message: expect.stringMatching(/state file/) });
+    await breakState();
+    const alone = await linkVmsKeepGoing(CLIENTS, options()).catch((error: unknown) => error);
+    expect(alone).toBeInstanceOf(StateStoreError);
+    expect(alone).toMatchObject(failure);
   });
 });
 

@@ -239,6 +239,15 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
     expect(await ask(self, 'www')).toEqual(answered(SECOND.answer));
   });
 
+  it('takes a --dns-upstream given twice, or written two ways, once (the first kept, the order kept), as resolv.conf\'s duplicates: one upstream in status, not one each toward the 8 at most', async () => {
+    const listen = '169.254.0.51';
+    // SECOND eight times (plainly, IPv4-mapped, with the default port): before, eight upstreams, FIRST cut off by the limit.
+    const twice = [SECOND.address, `::ffff:${SECOND.address}`, `${SECOND.address}:53`, `[::ffff:${SECOND.address}]:53`, SECOND.address, SECOND.address, SECOND.address, SECOND.address];
+    const forwarder = await start(listen, { upstreams: [...twice, FIRST.address, `${FIRST.address}:53`], timeoutMs: 1500 });
+    expect((await forwarder.counters())['upstreams']).toEqual([`${SECOND.address}:53`, `${FIRST.address}:53`]);
+    expect(await ask(listen, 'www')).toEqual(answered(SECOND.answer));
+  });
+
   it('asks an upstream given as an IPv4-mapped IPv6 address over IPv4, UDP and TCP', async () => {
     // Its IPv6-only sockets could not be connected to it (ENETUNREACH): "no route to it", SERVFAIL.
     const listen = '169.254.0.50';

@@ -2,13 +2,14 @@
 // reads one: an interface's name or index (`nameserver fe80::1%2`, as resolv.conf managers write
 // it). A zone naming no interface is said once, and tried again on the reconnect rounds: an
 // interface of that name may yet come (hot-plugged, renamed).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RECONNECT_MAX_MS } from '../../../guest/dns/upstream-reachability.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
-import { ForwarderProcess, buildTopology, compiled, eventually, replaceResolvConf, requireDnsTools, type DnsTopology } from './dns-topology.js';
+import { DEAD_UPSTREAM, ForwarderProcess, buildTopology, compiled, eventually, replaceResolvConf, requireDnsTools, type DnsTopology } from './dns-topology.js';
 
 const ANSWER = '192.0.2.80';
 const NO_INTERFACE = /its zone names no interface of this VM/;
@@ -115,5 +116,45 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     // started again for a --dns-upstream, however soon the interface came).
     expect(await forwarder.advance(RECONNECT_MAX_MS)).toMatchObject({ upstreams: [`[${linkLocal}%late0]:53`], unreachableUpstreams: [] });
     expect(await ask()).toBe(ANSWER);
+  });
+
+  it('says an upstream whose sockets could not be opened for want of file descriptors is so (the agent out of them), not to check its address and link', async () => {
+    // The forwarder's own process (ip netns exec execs it): its limit of open files just above
+    // what it holds, fewer than an upstream's 64 sockets.
+    const pid = forwarder.process.pid;
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain('fixtures/forwarder');
+    const prlimit = (...args: string[]): string => execFileSync('prlimit', ['--pid', String(pid), ...args], { encoding: 'utf8' });
+    const limit = /^\s*(\d+)/.exec(prlimit('--nofile', '--noheadings', '--output', 'SOFT'))?.[1];
+    if (limit === undefined) throw new Error('cannot read the limit of open files');
+    // Descriptors take the lowest free number below the limit: 8 free ones below it (the reload
+    // reads resolv.conf through one), whatever gaps the sockets closed before left.
+    const open = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+    let below = 0;
+    for (let free = 0; free < 8; below += 1) if (!open.has(below)) free += 1;
+    prlimit(`--nofile=${below}:`);
+    try {
+      await reloaded(`nameserver ${linkLocal}%late0\nnameserver ${DEAD_UPSTREAM}\n`);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%late0]:53`], unreachableUpstreams: [`${DEAD_UPSTREAM}:53 (EMFILE)`] });
+    } finally {
+      prlimit(`--nofile=${limit}:`);
+    }
+    const said = forwarder.process.stderr.split('\n').filter((line) => line.includes(`${DEAD_UPSTREAM}:53`) && line.includes('cannot use upstream resolver'));
+    expect(said).toEqual([expect.stringContaining('cannot use upstream resolver: the agent is out of file descriptors (EMFILE: its limit of open files is reached; each upstream takes 64)')]);
+    expect(said[0]).not.toContain('check the address');
+    expect(await ask()).toBe(ANSWER);
+  });
+
+  it('counts a TCP connection through a zone that could not be opened (its interface renamed away) as a socket trouble (sendErrors), not as an upstream timeout', async () => {
+    await reloaded(`nameserver ${linkLocal}%late0\n`);
+    expect(await ask(true)).toBe(ANSWER);
+    const before = await forwarder.counters();
+    // Its UDP sockets stay connected to the link (by index); a new TCP connection looks the name up.
+    await net.provider.ip(['link', 'set', 'late0', 'down']);
+    await net.provider.ip(['link', 'set', 'late0', 'name', 'away0']);
+    await net.provider.ip(['link', 'set', 'away0', 'up']);
+    expect(await ask(true)).toBe('SERVFAIL');
+    const after = await forwarder.counters();
+    const grew = (name: string): number => Number(after[name]) - Number(before[name]);
+    expect({ upstreamTimeouts: grew('upstreamTimeouts'), sendErrors: grew('sendErrors'), failed: grew('failed') }).toEqual({ upstreamTimeouts: 0, sendErrors: 1, failed: 1 });
   });
 });

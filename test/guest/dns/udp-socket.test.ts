@@ -122,6 +122,23 @@ describeNetns('udp-batch sockets in a namespace', () => {
     });
   });
 
+  it('refuses a link index that is no whole number (tcpConnect, bindToIndex), never taking 0.5 for 0 (no link) nor 1.5 for 1', () => {
+    const refused = 'RangeError:EINVAL';
+    expect(report['linkIndexes']).toEqual({
+      'tcpConnect 0': 'fd',
+      'tcpConnect 1': 'fd',
+      'tcpConnect 0.5': refused,
+      'tcpConnect 1.5': refused,
+      'tcpConnect -1': refused,
+      'tcpConnect NaN': refused,
+      'tcpConnect 2147483648': refused,
+      'bindToIndex 1': 'bound',
+      'bindToIndex 0.5': refused,
+      'bindToIndex 1.5': refused,
+      'bindToIndex 0': refused,
+    });
+  });
+
   it('makes TCP connections through a named link for net.Socket, and says when it cannot', () => {
     expect(report['tcp']).toEqual({ echoed: 'echo:hello', refused: 'error:ECONNREFUSED', noSuchLink: 'socket:ENODEV' });
   });

@@ -4,7 +4,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DnsError } from '../../../guest/dns/dns-error.js';
 import { startDnsForwarder } from '../../../guest/dns/forwarder.js';
-import { UnusableUpstreamError, parseConfiguredUpstream, parseUpstream, unusableUpstream } from '../../../guest/dns/upstream.js';
+import { MAX_UPSTREAMS, parseResolvConf } from '../../../guest/dns/resolv-conf.js';
+import { UnusableUpstreamError, parseConfiguredUpstream, parseUpstream, unusableUpstream, upstreamKey, withoutDuplicates } from '../../../guest/dns/upstream.js';
 
 const anyPort = fc.integer({ min: 1, max: 65_535 });
 const octets = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255));
@@ -181,5 +182,29 @@ describe('parseConfiguredUpstream', () => {
       kind: 'upstream-unusable',
       message: 'upstream "239.255.255.250:1900": a multicast address (224.0.0.0/4) names no one server: give the resolver\'s own address',
     });
+  });
+});
+
+describe('withoutDuplicates', () => {
+  /** One of a few servers, written one of the ways that name it (plainly, IPv4-mapped, the default port, another port). */
+  const written = fc.tuple(fc.integer({ min: 1, max: 4 }), fc.constantFrom('plain', 'mapped', 'port53', 'mapped53', 'port5353', 'v6', 'v6long')).map(([host, how]) => {
+    const v4 = `192.0.2.${host}`;
+    const v6 = `2001:db8::${host}`;
+    return { plain: v4, mapped: `::ffff:${v4}`, port53: `${v4}:53`, mapped53: `[::ffff:${v4}]:53`, port5353: `${v4}:5353`, v6, v6long: `[2001:DB8:0:0::${host}]:53` }[how];
+  });
+
+  it('keeps the first of each server (by upstreamKey), in order: what resolv.conf keeps of the same nameservers, but for its limit', () => {
+    fc.assert(
+      fc.property(fc.array(written, { maxLength: 24 }), (texts) => {
+        const upstreams = texts.map(parseConfiguredUpstream);
+        const kept = withoutDuplicates(upstreams);
+        const keys = kept.map(upstreamKey);
+        expect(new Set(keys).size).toBe(keys.length);
+        // Each kept one is the first of its server, and they come in the order given.
+        expect(kept).toEqual(upstreams.filter((upstream, index) => upstreams.findIndex((other) => upstreamKey(other) === upstreamKey(upstream)) === index));
+        const resolvConf = parseResolvConf(texts.map((text) => `nameserver ${text}`).join('\n'));
+        expect(resolvConf.upstreams).toEqual(kept.slice(0, MAX_UPSTREAMS));
+      }),
+    );
   });
 });
