@@ -54,6 +54,7 @@ function fileState(path: string): FileState {
     return statSync(path).isFile() ? 'file' : 'not-a-file';
   } catch (error) {
     const code = codeOf(error);
+    if (code === 'ELOOP') return 'symlink-loop';
     return code === 'ENOENT' || code === 'ENOTDIR' ? 'missing' : 'unreadable';
   }
 }
@@ -68,6 +69,8 @@ function listing(path: string): Listing {
     const code = codeOf(error);
     if (code === 'ENOENT') return { state: 'missing' };
     if (code === 'ENOTDIR') return { state: 'not-a-directory' };
+    // No directory there either, said as a loop: not unreadable (its permissions are not why).
+    if (code === 'ELOOP') return { state: 'not-a-directory', loops: true };
     return { state: 'unreadable', reason: reasonOf(error) };
   }
   const entries: DirEntry[] = found.map((entry) => ({ name: entry.name, type: entryTypeOf(path, entry) })).sort(byName);

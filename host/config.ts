@@ -22,14 +22,18 @@ export interface DirEntry {
   readonly type: EntryType;
 }
 
-/** What was found at a directory path. */
+/** What was found at a directory path (`loops`: a symlink that leads round a loop of symlinks). */
 export type Listing =
   | { readonly state: 'missing' }
-  | { readonly state: 'not-a-directory' }
+  | { readonly state: 'not-a-directory'; readonly loops?: true }
   | { readonly state: 'unreadable'; readonly reason: string }
   | { readonly state: 'directory'; readonly entries: readonly DirEntry[] };
 
-export type FileState = 'file' | 'missing' | 'not-a-file' | 'unreadable';
+/** What was found at a file's path ('symlink-loop': a symlink that leads round a loop of symlinks). */
+export type FileState = 'file' | 'missing' | 'not-a-file' | 'symlink-loop' | 'unreadable';
+
+/** A symlink that leads round a loop, in words (as ENTRY_TEXT's, after the path). */
+const LOOPS = 'is a symlink that loops (ELOOP: too many levels of symbolic links)';
 
 /**
  * Why a config dir entry is not a usable VM directory. A 'symlink-loop' (a symlink that leads round
@@ -162,7 +166,7 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
       return `${path} is a symlink to nothing`;
     case 'symlink-loop':
       // The reason, where read, is the symlink and its target in words (shared/dangling-symlink.ts).
-      return reason ?? `${path} is a symlink that loops (ELOOP: too many levels of symbolic links)`;
+      return reason ?? `${path} ${LOOPS}`;
     case 'unreadable':
       return `${path} cannot be read${reason === undefined ? '' : ` (${reason})`}; check its permissions`;
   }
@@ -199,6 +203,10 @@ function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): Config
     case 'not-a-file':
       problems.push(problem(vm.name, 'kernel-not-a-file', `${base}/vmlinux is not a file; it must be the uncompressed Linux kernel image`));
       break;
+    case 'symlink-loop':
+      // No file there, as for a directory: not unreadable (its permissions are not why).
+      problems.push(problem(vm.name, 'kernel-not-a-file', `${base}/vmlinux ${LOOPS}; it must be the uncompressed Linux kernel image`));
+      break;
     case 'unreadable':
       problems.push(problem(vm.name, 'kernel-unreadable', `${base}/vmlinux cannot be read; check its permissions`));
       break;
@@ -211,7 +219,7 @@ function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): Config
       problems.push(problem(vm.name, 'blk-missing', `no disk image: ${base}/blk/ is missing; create it with at least one *${IMAGE_SUFFIX} image`));
       break;
     case 'not-a-directory':
-      problems.push(problem(vm.name, 'blk-not-a-directory', `${base}/blk is not a directory; it must be a directory of *${IMAGE_SUFFIX} disk images`));
+      problems.push(problem(vm.name, 'blk-not-a-directory', `${base}/blk ${blk.loops === true ? LOOPS : 'is not a directory'}; it must be a directory of *${IMAGE_SUFFIX} disk images`));
       break;
     case 'unreadable':
       problems.push(problem(vm.name, 'blk-unreadable', `${base}/blk/ cannot be read (${blk.reason}); check its permissions`));
@@ -291,7 +299,8 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     problems.push(...ownProblems(dir, vm));
     const base = `${dir}/${vm.name}`;
     if (vm.providers.state === 'not-a-directory') {
-      problems.push(problem(vm.name, 'providers-not-a-directory', `${base}/providers/net is not a directory; it must hold one file named for each provider VM`));
+      const what = vm.providers.loops === true ? LOOPS : 'is not a directory';
+      problems.push(problem(vm.name, 'providers-not-a-directory', `${base}/providers/net ${what}; it must hold one file named for each provider VM`));
     } else if (vm.providers.state === 'unreadable') {
       problems.push(problem(vm.name, 'providers-unreadable', `${base}/providers/net/ cannot be read (${vm.providers.reason}); check its permissions`));
     }

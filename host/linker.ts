@@ -126,11 +126,17 @@ export class LinkerError extends Error {
       | 'interrupted-undoing'
       /**
        * `link --keep-going` stopped by a state file that could not be read or written (`failure`,
-       * the StateStoreError, whose message this is) after VMs of it had failed (`failed`).
+       * the StateStoreError, or the LinkerError of a state dir found not writable before a take-out
+       * or take-down, or of a take-down not recorded: whose message this is) after VMs of it had
+       * failed (`failed`).
        */
       | 'state-failed',
     message: string,
-    /** For 'interrupted-undoing': the failure the run was undone for, as thrown; for 'state-failed', the StateStoreError. */
+    /**
+     * For 'interrupted-undoing': the failure the run was undone for, as thrown; for 'state-failed',
+     * the state failure (see there); for 'state-not-writable', 'unlisted-not-taken-down' and
+     * 'taken-down-not-recorded' where the state dir could not be written, the StateStoreError.
+     */
     readonly failure?: unknown,
     /**
      * For 'interrupted' and 'state-failed' of `link --keep-going`: the VMs that had failed before
@@ -933,6 +939,7 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
     throw new LinkerError(
       'unlisted-not-taken-down',
       `linked, but taking down ${pairs} (no longer among the providers) was not begun: ${problem.message}; so none of them was taken down (no NIC detached, no device deleted): run the same link again once the state dir can be written`,
+      problem,
     );
   }
   // With force a VMM's failure is returned, not thrown: what is left to throw is the host's
@@ -1114,6 +1121,7 @@ async function assertStateWritableForTakeOut(switched: readonly SwitchedSide[], 
     throw new LinkerError(
       'state-not-writable',
       `link: ${problem.message}; so no NIC was taken out of its VMM and nothing was made (sides up as a VMM attached them were to be attached another way, which the state could not record): link again once the state dir can be written`,
+      problem,
     );
   }
 }
@@ -1550,9 +1558,22 @@ function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: 
  * that had failed before it, so that their failures are said with it (as interruptedAfter); as
  * thrown where none had.
  */
-function stateFailedAfter(error: StateStoreError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): Error {
+function stateFailedAfter(error: StateStoreError | LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): Error {
   if (failures.size === 0) return error;
   return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures));
+}
+
+/** The LinkerErrors of a state dir that could not be written (their `failure`, the StateStoreError). */
+const STATE_WRITE_KINDS: ReadonlySet<LinkerError['kind']> = new Set(['state-not-writable', 'unlisted-not-taken-down', 'taken-down-not-recorded']);
+
+/**
+ * Whether `error` is a failure of the state file, which stops a whole `link --keep-going` run: the
+ * store's own, or a state dir found not writable before NICs came out for other modes, or before
+ * or after a take-down of links to providers dropped (a LinkerError carrying the store's).
+ */
+function isStateFailure(error: unknown): error is StateStoreError | LinkerError {
+  if (error instanceof StateStoreError) return true;
+  return error instanceof LinkerError && STATE_WRITE_KINDS.has(error.kind) && error.failure instanceof StateStoreError;
 }
 
 /** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
@@ -1561,7 +1582,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
   try {
     return await keepGoingPasses(vms, options, snapshot, failures, wholeDir);
   } catch (error) {
-    throw error instanceof StateStoreError ? stateFailedAfter(error, vms, failures) : error;
+    throw isStateFailure(error) ? stateFailedAfter(error, vms, failures) : error;
   }
 }
 
@@ -1966,16 +1987,17 @@ function notRecorded(said: string, reports: readonly LinkReport[], failures: rea
   if (!(error instanceof StateStoreError)) return error;
   if (!wereLinked) {
     // Only --forget changed the state: nothing was up to take down.
-    return new LinkerError('taken-down-not-recorded', `${said}its links were unlinked already; but then ${error.message}; so the state file still records their ids: once the state dir can be written, ${again}`);
+    return new LinkerError('taken-down-not-recorded', `${said}its links were unlinked already; but then ${error.message}; so the state file still records their ids: once the state dir can be written, ${again}`, error);
   }
   const what = `${said}took down ${takenDownText(reports, failures)}`;
   if (error.kind === 'sync-failed') {
-    return new LinkerError('taken-down-not-recorded', `${what}; then ${error.message}: should a crash bring back their records as linked, ${again} (it finds them gone and records it)`);
+    return new LinkerError('taken-down-not-recorded', `${what}; then ${error.message}: should a crash bring back their records as linked, ${again} (it finds them gone and records it)`, error);
   }
   const ids = idsKept ? ' (their ids not released)' : '';
   return new LinkerError(
     'taken-down-not-recorded',
     `${what}; but then ${error.message}; so the state file still records them as linked${ids}: once the state dir can be written, ${again} (it finds them gone and records it)`,
+    error,
   );
 }
 
@@ -2047,6 +2069,7 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
       throw new LinkerError(
         'state-not-writable',
         `unlink ${vm}: ${problem.message}; so nothing was taken down (no NIC detached, no device deleted), as the state could not record it: unlink again once the state dir can be written`,
+        problem,
       );
     }
     const released = await releaseLinks(links, options, { force: flags.force, refused: (error) => detachStopped(vm, flags.forget, error) });

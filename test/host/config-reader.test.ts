@@ -205,6 +205,27 @@ describe('symlink loops', () => {
   });
 });
 
+describe('symlink loops within a VM directory', () => {
+  const loops = 'is a symlink that loops (ELOOP: too many levels of symbolic links)';
+
+  it('a vmlinux, blk or providers/net that is one is said as a loop, not as unreadable (nor to check its permissions)', async () => {
+    await makeVm('netvm');
+    const app = await makeVm('app', { kernel: false, images: [] });
+    await symlink('vmlinux', join(app, 'vmlinux'));
+    await symlink('blk', join(app, 'blk'));
+    await mkdir(join(app, 'providers'));
+    await symlink('../providers/net', join(app, 'providers', 'net'));
+    for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('app')])]) {
+      const at = `${snapshot.dir}/app`;
+      expect(checkVm(snapshot, vmName('app'))).toEqual([
+        { vm: 'app', kind: 'kernel-not-a-file', message: `app: ${at}/vmlinux ${loops}; it must be the uncompressed Linux kernel image` },
+        { vm: 'app', kind: 'blk-not-a-directory', message: `app: ${at}/blk ${loops}; it must be a directory of *.img disk images` },
+        { vm: 'app', kind: 'providers-not-a-directory', message: `app: ${at}/providers/net ${loops}; it must hold one file named for each provider VM` },
+      ]);
+    }
+  });
+});
+
 describe('isInside', () => {
   it('is strict and component-wise', () => {
     expect(isInside('/a/b', '/a/b/c')).toBe(true);

@@ -67,6 +67,8 @@ const kernel = vi.hoisted(() => ({
   /** A query of named devices that names one of these fails, as the kernel's refusal. */
   unlistable: new Set<string>(),
   whileApplying: (): void | Promise<void> => undefined,
+  /** Runs as removeDevices deletes devices (unlink, link taking down a provider dropped). */
+  whileRemoving: (): void => undefined,
 }));
 
 /**
@@ -194,6 +196,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
   undoDevices: async (names: readonly string[]) => leftOf(names, []),
   removeDevices: async (names: readonly string[]) => {
     if (kernel.lookupRefused !== undefined) throw Object.assign(new Error(kernel.lookupRefused), { name: 'DeviceError', kind: 'query-failed' });
+    kernel.whileRemoving();
     kernel.removed.push(...names);
     const { left } = leftOf(names, []);
     if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
@@ -241,6 +244,7 @@ beforeEach(async () => {
   kernel.listingRefused = undefined;
   kernel.unlistable.clear();
   kernel.whileApplying = () => undefined;
+  kernel.whileRemoving = () => undefined;
   configReads.afterRead = undefined;
   store.failSaves = 0;
   store.failSyncs = 0;
@@ -479,6 +483,31 @@ describe('link --keep-going stopped by a state that cannot be read or written', 
     const alone = await linkVmsKeepGoing(CLIENTS, options()).catch((error: unknown) => error);
     expect(alone).toBeInstanceOf(StateStoreError);
     expect(alone).toMatchObject(failure);
+  });
+});
+
+describe('link --keep-going whose take-down of a dropped provider cannot be recorded', () => {
+  it.each([
+    ['not begun (the state dir cannot be written)', 'unlisted-not-taken-down', /^linked, but taking down c1 -> netvm2 .*was not begun: cannot write state file /],
+    ['done, not recorded (the state file cannot be written after)', 'taken-down-not-recorded', /^linked; then, as no longer among the providers, took down c1 -> netvm2 .*but then cannot write state file /],
+  ] as const)('%s: a state failure that stops the run, so it carries the VMs that had failed before it (an invalid one), to be said', async (_how, kind, message) => {
+    const c0 = vmName('c0');
+    const c1 = CLIENTS[0]!;
+    await addVm('netvm2');
+    await writeFile(join(configDir, c1, 'providers', 'net', 'netvm2'), '');
+    await linkVms([c1], options());
+    await rm(join(configDir, c1, 'providers', 'net', 'netvm2'));
+    await addVm(c0, ['nosuchvm']);
+    // The probe before the take-down, or the write after it.
+    if (kind === 'unlisted-not-taken-down') store.failSaves = 1;
+    else kernel.whileRemoving = () => void (store.failSaves = 1);
+    await expect(linkVmsKeepGoing([c0, c1], options())).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'state-failed',
+      message,
+      failure: { name: 'LinkerError', kind, message, failure: { name: 'StateStoreError', kind: 'write-failed' } },
+      failed: [{ vm: c0, error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) }],
+    });
   });
 });
 
@@ -1361,6 +1390,23 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     // Writable again: the NICs come out, the new modes recorded.
     await (keepGoing ? linkVmsKeepGoing(CLIENTS, run) : linkVms(CLIENTS, run));
     expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(CLIENTS.length);
+  });
+
+  it('link --keep-going: that state failure, after a VM failed (an invalid one), carries it, to be said with it, no NIC out', async () => {
+    const { text } = await linkedAs({ client: 'qemu', provider: 'none' });
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    store.failSaves = 1;
+    const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm() };
+    await expect(linkVmsKeepGoing([c0, ...CLIENTS], run)).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'state-failed',
+      message: expect.stringMatching(/^link: cannot write state file .*; so no NIC was taken out of its VMM and nothing was made/),
+      failure: { name: 'LinkerError', kind: 'state-not-writable', failure: { name: 'StateStoreError', kind: 'write-failed' } },
+      failed: [{ vm: c0, error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) }],
+    });
+    expect(events).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
   it('a state dir that cannot be written while a signal comes: that failure, then the signal, said (interrupted-undoing), no NIC out', async () => {
