@@ -8,7 +8,7 @@
 // come in as data (StandingLink).
 import { ATTACH_MODES, type AttachChoice, type AttachMode, chosenAttachMode } from './attach-mode.js';
 import { DEVICE_KIND } from './device-plan.js';
-import type { LinkAttachment, LinkPair } from './link-state.js';
+import { type LinkAttachment, type LinkPair, recordedSocket } from './link-state.js';
 import type { VmName } from './vm-name.js';
 
 /**
@@ -144,14 +144,27 @@ export function isVmmMode(mode: AttachMode): mode is 'qemu' | 'cloud-hypervisor'
 }
 
 /**
+ * Whether a side attached as `recorded` keeps its VMM mode in `wanted` but not its socket: both
+ * sockets known (`wanted`'s, the run's template's), and different. A record without one is taken
+ * as attached through the run's template's, as before sockets were recorded: not moved.
+ */
+export function movedVmmSocket(recorded: LinkAttachment, wanted: LinkAttachment, side: LinkSide): boolean {
+  const from = recordedSocket(recorded, side);
+  const to = recordedSocket(wanted, side);
+  return isVmmMode(recorded[side]) && wanted[side] === recorded[side] && from !== undefined && to !== undefined && from !== to;
+}
+
+/**
  * The sides of a link attached as `recorded` whose NIC a run that gives it `wanted` takes out of
  * their VMM first, as unlink would: each attached as qemu or cloud-hypervisor that gets another
- * mode (the other VMM's too). Left there, the NIC would stay in the guest (on the same tap, for a
- * side that becomes `none` or the other VMM's) while the state no longer records it, so that no
- * unlink would take it out. A side that keeps its VMM mode keeps its NIC.
+ * mode (the other VMM's too), or keeps its mode through another socket (movedVmmSocket: the
+ * template gives the VM's VMM another path now). Left there, the NIC would stay in the guest (on
+ * the same tap, for a side that becomes `none` or the other VMM's; for a socket moved, in a VMM
+ * the run does not attach it to) while the state no longer records it, so that no unlink would
+ * take it out. A side that keeps its VMM mode and socket keeps its NIC.
  */
 export function switchedVmmSides(recorded: LinkAttachment, wanted: LinkAttachment): LinkSide[] {
-  return (['client', 'provider'] as const).filter((side) => isVmmMode(recorded[side]) && wanted[side] !== recorded[side]);
+  return (['client', 'provider'] as const).filter((side) => isVmmMode(recorded[side]) && (wanted[side] !== recorded[side] || movedVmmSocket(recorded, wanted, side)));
 }
 
 /** A VM whose up links have different modes on its side, and the links of a run that so got `none` for it. */

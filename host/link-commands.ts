@@ -47,7 +47,7 @@ import {
 } from './linker.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { shownPath, vmName } from './vm-name.js';
-import { type SideArguments, VMM_TIMEOUT_MAX_MS, VMM_TIMEOUT_MIN_MS, type VmmFlags, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
+import { type SideArguments, VMM_TIMEOUT_MAX_MS, VMM_TIMEOUT_MIN_MS, type VmmFlags, recordableSocket, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
 import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -216,18 +216,26 @@ type ShownLink = Omit<LinkReport, 'clientAttach' | 'providerAttach'> & { readonl
 
 /**
  * `attached`: false for a link with no attach mode recorded (unlinked, id kept), shown `-`; an
- * attached side whose mode is unknown is shown `?`.
+ * attached side whose mode is unknown is shown `?`. `sockets` (list, show): each side's recorded
+ * VMM socket after its mode, where there is one.
  */
-function reportLine(report: ShownLink, attached = true): string {
-  const mode = (value: AttachMode | null): string => (attached ? (value ?? '?') : '-');
+function reportLine(report: ShownLink, attached = true, sockets = false): string {
+  const mode = (value: AttachMode | null, socket: string | undefined): string =>
+    attached ? `${value ?? '?'}${sockets && socket !== undefined ? `, socket ${socket}` : ''}` : '-';
   return [
     `${report.vm} -> ${report.provider}`,
     `id ${report.id}`,
     `ip ${report.clientIp}`,
-    `client ${report.clientDevice} ${report.clientMac} (${mode(report.clientAttach)})`,
-    `provider ${report.providerDevice} ${report.providerMac} (${mode(report.providerAttach)})`,
+    `client ${report.clientDevice} ${report.clientMac} (${mode(report.clientAttach, report.clientSocket)})`,
+    `provider ${report.providerDevice} ${report.providerMac} (${mode(report.providerAttach, report.providerSocket)})`,
     `bridge ${report.bridge}`,
   ].join('  ');
+}
+
+/** The JSON of a listed link's recorded VMM sockets (`list`, `show`), each only where there is one. */
+function socketsJson(report: ShownLink): Record<string, string> {
+  const { clientSocket, providerSocket } = report;
+  return { ...(clientSocket === undefined ? {} : { clientSocket }), ...(providerSocket === undefined ? {} : { providerSocket }) };
 }
 
 /** The kernel's kinds as a listing says them: a tap is a `tun` device. */
@@ -348,15 +356,21 @@ function vmmFailureLine(failure: VmmDetachFailure, conflict: string, retry: stri
   );
 }
 
+/** The socket option of a VMM kind. */
+const socketOption = (vmm: VmmKind): string => (vmm === 'qemu' ? '--qmp-socket' : '--ch-socket');
+
 /**
  * What `unlink <unlinked> --force` says of a VMM that did not detach a NIC, whose socket is
  * `socket`: how to remove the NIC there. The state no longer records how the link was attached,
- * so a later unlink reaches that VMM only with --attach, and with --forget not at all (no record).
+ * so a later unlink reaches that VMM only with --attach (and, where the socket recorded is not
+ * the one this run's template gives, `elsewhere`, that socket's option naming it), and with
+ * --forget not at all (no record).
  */
-function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean, socket: string): string {
+function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean, socket: string, elsewhere: string | undefined): string {
   const { vm, vmm, nic } = failure;
   // The run's other options too: its state dir, device prefix and VMM socket are where that unlink finds the link and the VMM.
-  const unlinkAgain = forget ? '' : `, or spectrum-link unlink ${unlinked} --attach ${vm}=${vmm} with this run's other options detaches it`;
+  const at = elsewhere === undefined ? '' : ` ${socketOption(vmm)} ${shellWord(elsewhere)}`;
+  const unlinkAgain = forget ? '' : `, or spectrum-link unlink ${unlinked} --attach ${vm}=${vmm}${at} with this run's other options detaches it`;
   return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic)}${unlinkAgain}; or `);
 }
 
@@ -365,12 +379,18 @@ function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean
  * names. Only an unlink of the client reaches that NIC now (with --attach, as the state no longer
  * records it), and that takes the client's other links down too.
  */
-function unlistedLine(failure: VmmDetachFailure): string {
+function unlistedLine(failure: VmmDetachFailure, elsewhere: string | undefined): string {
   const { link, vm, vmm } = failure;
-  // With the run's state dir, device prefix and VMM socket (where that unlink finds the link and the VMM); unlink refuses link's other options.
-  const socket = vmm === 'qemu' ? '--qmp-socket' : '--ch-socket';
+  // With the run's state dir, device prefix and VMM socket (where that unlink finds the link and
+  // the VMM), or the socket it was asked at where the state recorded one that this run's template
+  // does not give (`elsewhere`); unlink refuses link's other options.
+  const socket = socketOption(vmm);
+  const options =
+    elsewhere === undefined
+      ? `with this run's --state-dir, --device-prefix and ${socket} (where given)`
+      : `${socket} ${shellWord(elsewhere)} with this run's --state-dir and --device-prefix (where given)`;
   const retry =
-    `once the VMM answers, spectrum-link unlink ${link.vm} --attach ${vm}=${vmm} with this run's --state-dir, --device-prefix and ${socket} (where given) detaches it ` +
+    `once the VMM answers, spectrum-link unlink ${link.vm} --attach ${vm}=${vmm} ${options} detaches it ` +
     `(taking ${link.vm}'s other links down too: link ${link.vm} again after), or `;
   return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
 }
@@ -484,7 +504,14 @@ export function leftDownLine(link: LeftDownLink): string {
   if (taken.length === 0) {
     return `${down}: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back)${notRunning}: link ${link.vm} again`;
   }
-  const nics = taken.map(({ vmm, vm, nic, to }) => `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`).join(' and ');
+  // A side kept in its mode through another socket: the sockets say what changed.
+  const nics = taken
+    .map(({ vmm, vm, nic, to, toSocket, socket }) =>
+      toSocket === undefined
+        ? `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`
+        : `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} at ${socket ?? 'the socket recorded'} (to attach that side as ${to} through socket ${toSocket})`,
+    )
+    .join(' and ');
   const replaced = link.replaced ? ', and replaced its devices, the new ones deleted by undoing the run' : '';
   const again = taken.length === 1 ? 'the NIC added again' : 'the NICs added again';
   return (
@@ -602,6 +629,14 @@ function vmmSocket(flags: VmmFlags, kind: VmmKind, vm: string): string {
   }
 }
 
+/**
+ * The socket a NIC was asked at where the state recorded it and this run's template gives
+ * another: a later unlink, the record gone, reaches it only with the option naming it.
+ */
+function recordedElsewhere(flags: VmmFlags, failure: VmmDetachFailure): string | undefined {
+  return failure.socket !== undefined && failure.socket !== recordableSocket(vmmSocket(flags, failure.vmm, failure.vm)) ? failure.socket : undefined;
+}
+
 export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   let logger: Logger | undefined;
   const log = (): Logger => (logger ??= createLogger('spectrum-link'));
@@ -664,7 +699,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoWrites: UndoStateWriteFailure[] = [];
       // Undo steps that failed (devices, namespaces left): a line each too.
       const undoSteps: UndoStepFailure[] = [];
-      const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, vmmSocket(flags, failure.vmm, failure.vm)));
+      const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm)));
       // Said after the failure: the links left down, the devices and namespaces left, the records
       // not written back, then the NICs not taken back. With --keep-going, the VMs that failed
       // before a signal stopped the run come first, each with its links left down.
@@ -781,7 +816,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
         ...undoSteps.map(undoStepLine),
         ...undoWrites.map(undoStateLine),
-        ...vmmFailures.map(unlistedLine),
+        ...vmmFailures.map((failure) => unlistedLine(failure, recordedElsewhere(flags, failure))),
         ...undoDetachLines(),
       ];
       // Stopped by a signal VM by VM: what was linked is printed and stays.
@@ -854,7 +889,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         }
       }
       if (failures.length > 0) {
-        const [first = '', ...rest] = failures.map((failure) => forcedLine(failure, name, forget, vmmSocket(flags, failure.vmm, failure.vm)));
+        const [first = '', ...rest] = failures.map((failure) => forcedLine(failure, name, forget, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure)));
         throw new CliError(first, EXIT.failure, rest, 'lines');
       }
     });
@@ -874,9 +909,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // `farEndsElsewhere` only where there are any.
       const elsewhere = (entry: ListedLink): Record<string, unknown> =>
         entry.farEndsElsewhere.length === 0 ? {} : { farEndsElsewhere: entry.farEndsElsewhere.map(({ device, netns }) => ({ device, netns })) };
+      // `clientSocket` and `providerSocket`: each only where the state records it (a linked link's VMM side).
       const entries = listed.map((entry) =>
         entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry) }
+          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry) }
           : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
@@ -890,7 +926,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         return entry.attachRecorded ? shown : `${shown} (attach modes not recorded)`;
       };
       const lines = listed.flatMap((entry) => [
-        `${reportLine(entry, entry.linked)}  ${state(entry)}`,
+        `${reportLine(entry, entry.linked, true)}  ${state(entry)}`,
         ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
         ...entry.foreign.map(foreignLine),
         ...entry.farEndsElsewhere.map(farEndLine),

@@ -11,9 +11,12 @@
 //
 // File format (version 1), links sorted by id:
 //   {"version":1,"links":[{"client":"appvm-lynx","provider":"netvm","id":42310,
-//     "attached":{"client":"qemu","provider":"netns"}}]}   ("attached" only while linked)
+//     "attached":{"client":"qemu","provider":"netns","clientSocket":"/run/vm/appvm-lynx/qmp.sock"}}]}
+// ("attached" only while linked; a side's socket only where it is qemu or cloud-hypervisor, and
+// recorded: files written before sockets were recorded have none, and are read as before)
 import { type ClientId, isClientId } from '../shared/client-id.js';
 import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../shared/scheme.js';
+import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { ATTACH_MODES, type AttachMode } from './attach-mode.js';
 import { type VmName, isVmName, quoteName } from './vm-name.js';
 
@@ -28,6 +31,40 @@ export interface LinkPair {
 export interface LinkAttachment {
   readonly client: AttachMode;
   readonly provider: AttachMode;
+  /**
+   * The VMM socket a qemu or cloud-hypervisor client side was hot-plugged through (absolute, as
+   * isRecordedSocket takes it), where recorded: where its NIC is taken out. Absent (a record
+   * written before sockets were recorded, or a path the state cannot hold): the run's template's.
+   */
+  readonly clientSocket?: string;
+  /** The same of the provider side. */
+  readonly providerSocket?: string;
+}
+
+/** A side's recorded socket (LinkAttachment's clientSocket or providerSocket). */
+export function recordedSocket(attached: LinkAttachment | undefined, side: 'client' | 'provider'): string | undefined {
+  return side === 'client' ? attached?.clientSocket : attached?.providerSocket;
+}
+
+/** Whether two attachments (or their absence) are the same: modes and recorded sockets alike. */
+export function sameAttachment(a: LinkAttachment | undefined, b: LinkAttachment | undefined): boolean {
+  return a?.client === b?.client && a?.provider === b?.provider && a?.clientSocket === b?.clientSocket && a?.providerSocket === b?.providerSocket;
+}
+
+// What JSON writes escaped (control characters, '"', a backslash), and lone surrogates, which a
+// path cannot carry as written: a path with any of these is not recorded. Without escapes a
+// socket takes at most 107 bytes of a line, which keeps the largest state within its bound
+// (state-store.ts).
+const UNRECORDABLE = /[\u0000-\u001f"\\]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Whether a VMM socket path is one the state records: absolute (a relative one would lead
+ * elsewhere from another working directory), at most a Unix socket path's 107 bytes, and written
+ * in JSON as it is (UNRECORDABLE). The linker records only such paths, the parser takes only
+ * such, and the VMM port checks one again before it connects to it.
+ */
+export function isRecordedSocket(value: unknown): value is string {
+  return typeof value === 'string' && value.startsWith('/') && Buffer.byteLength(value) <= UNIX_SOCKET_PATH_MAX && !UNRECORDABLE.test(value);
 }
 
 export interface Link extends LinkPair {
@@ -203,12 +240,29 @@ export function forgetVm(state: LinkState, vm: VmName): { state: LinkState; forg
 
 const isAttachMode = (value: unknown): value is AttachMode => ATTACH_MODES.some((mode) => mode === value);
 
-/** undefined when absent, null when malformed. */
+const isVmmMode = (mode: AttachMode): boolean => mode === 'qemu' || mode === 'cloud-hypervisor';
+
+/**
+ * undefined when absent, null when malformed. A side's socket is optional (files written before
+ * sockets were recorded have none), but where present it must be a side's in a VMM mode, and a
+ * path the state records (isRecordedSocket).
+ */
 function parseAttachment(value: unknown): LinkAttachment | undefined | null {
   if (value === undefined) return undefined;
-  if (!isRecord(value) || Object.keys(value).length !== 2) return null;
-  const { client, provider } = value;
-  return isAttachMode(client) && isAttachMode(provider) ? { client, provider } : null;
+  if (!isRecord(value)) return null;
+  for (const key in value) {
+    if (key !== 'client' && key !== 'provider' && key !== 'clientSocket' && key !== 'providerSocket') return null;
+  }
+  const { client, provider, clientSocket, providerSocket } = value;
+  if (!isAttachMode(client) || !isAttachMode(provider)) return null;
+  const socketOk = (socket: unknown, mode: AttachMode): boolean => socket === undefined || (isVmmMode(mode) && isRecordedSocket(socket));
+  if (!socketOk(clientSocket, client) || !socketOk(providerSocket, provider)) return null;
+  return {
+    client,
+    provider,
+    ...(clientSocket === undefined ? {} : { clientSocket: clientSocket as string }),
+    ...(providerSocket === undefined ? {} : { providerSocket: providerSocket as string }),
+  };
 }
 
 /** Record how a recorded link is attached now (undefined: its devices are gone). */
@@ -257,18 +311,21 @@ export function sameState(a: LinkState, b: LinkState): boolean {
       link.id === other.id &&
       link.client === other.client &&
       link.provider === other.provider &&
-      link.attached?.client === other.attached?.client &&
-      link.attached?.provider === other.attached?.provider
+      sameAttachment(link.attached, other.attached)
     );
   });
 }
 
 /** One link as a line of the file: the JSON of {client, provider, id[, attached]}. */
 function linkLine({ client, provider, id, attached }: Link): string {
-  // VM names and attach modes never need JSON escapes (their characters are [A-Za-z0-9._-]), so
-  // the text is built directly: a thousand JSON.stringify calls are a good part of a link run.
+  // VM names and attach modes never need JSON escapes (their characters are [A-Za-z0-9._-]), nor
+  // do recorded sockets (isRecordedSocket), so the text is built directly: a thousand
+  // JSON.stringify calls are a good part of a link run.
   const head = `    {"client":"${client}","provider":"${provider}","id":${id}`;
-  return attached === undefined ? `${head}}` : `${head},"attached":{"client":"${attached.client}","provider":"${attached.provider}"}}`;
+  if (attached === undefined) return `${head}}`;
+  const { clientSocket, providerSocket } = attached;
+  const sockets = `${clientSocket === undefined ? '' : `,"clientSocket":"${clientSocket}"`}${providerSocket === undefined ? '' : `,"providerSocket":"${providerSocket}"`}`;
+  return `${head},"attached":{"client":"${attached.client}","provider":"${attached.provider}"${sockets}}}`;
 }
 
 /** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
@@ -348,7 +405,9 @@ export function parseState(text: string, source: string): LinkState {
       let ok = true;
       const attached = parseAttachment(entry['attached']);
       if (attached === null) {
-        problems.push(`${at}.attached must be {"client": MODE, "provider": MODE} with MODE one of ${ATTACH_MODES.join(', ')}`);
+        problems.push(
+          `${at}.attached must be {"client": MODE, "provider": MODE} with MODE one of ${ATTACH_MODES.join(', ')}, and "clientSocket" or "providerSocket" only of a qemu or cloud-hypervisor side: an absolute path of at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'`,
+        );
         ok = false;
       }
       for (const [key, value] of [['client', client], ['provider', provider]] as const) {

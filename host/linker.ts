@@ -19,6 +19,8 @@ import {
   goneLink,
   keptAttach,
   linkAttachModes,
+  isVmmMode,
+  movedVmmSocket,
   newLinkMode,
   shownAttachMode,
   switchedVmmSides,
@@ -49,7 +51,9 @@ import {
   linksOfClient,
   linksOfProvider,
   linksToUnlisted,
+  recordedSocket,
   restorePairs,
+  sameAttachment,
   sameState,
   setAttachments,
 } from './link-state.js';
@@ -82,27 +86,39 @@ export interface VmmPort {
    */
   attach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<boolean>;
   /**
-   * Unplug a NIC. Bounded as a whole too (the CLI's: twice --vmm-timeout), plain or forced, as it
-   * runs under the state lock: a VMM answering each step just in time cannot stretch it.
+   * Unplug a NIC, at `socket` where given (the one the state records the side was attached
+   * through), else at the VM's socket as this port has it (its template's). Bounded as a whole too
+   * (the CLI's: twice --vmm-timeout), plain or forced, as it runs under the state lock: a VMM
+   * answering each step just in time cannot stretch it.
    * 'not-running' where no VMM runs there (nothing at its socket, or a socket refusing
    * connections: the VM stopped), which holds no NIC: nothing was taken out; else (or nothing
    * said) the VMM no longer holds it.
    */
-  detach(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<'not-running' | void>;
+  detach(kind: VmmKind, vm: VmName, nic: VmmNic, socket?: string): Promise<'not-running' | void>;
   /**
-   * Refuse, as bad input, a VM whose VMM socket path cannot be one (too long for a Unix socket).
-   * Asked before anything is made for its links, as of an MTU a tap cannot take: found only at the
-   * attach, it would fail the run after the devices of a link that was up another way had been
-   * replaced, leaving that link down for a typo.
+   * Refuse, as bad input, a VM whose VMM socket path cannot be one (too long for a Unix socket);
+   * `socket`: a recorded one, checked instead of the template's. Asked before anything is made for
+   * its links, as of an MTU a tap cannot take: found only at the attach, it would fail the run
+   * after the devices of a link that was up another way had been replaced, leaving that link down
+   * for a typo.
    */
-  checkSocket?(kind: VmmKind, vm: VmName): void;
+  checkSocket?(kind: VmmKind, vm: VmName, socket?: string): void;
   /**
-   * What this port (one run) was told where that VM's VMM did not answer a detach in time (a
-   * request, or the whole detach), else undefined. `link` does not ask such a VMM again to take
-   * out a NIC for another mode (takeBackSwitched): with --keep-going, each client of a stalled
-   * provider would cost the bound again, under the state lock.
+   * What this port (one run) was told where that VM's VMM (at `socket` where given, else at its
+   * template's) did not answer a detach in time (a request, or the whole detach), else undefined.
+   * `link` does not ask such a VMM again to take out a NIC for another mode (takeBackSwitched):
+   * with --keep-going, each client of a stalled provider would cost the bound again, under the
+   * state lock.
    */
-  unansweredDetach?(kind: VmmKind, vm: VmName): string | undefined;
+  unansweredDetach?(kind: VmmKind, vm: VmName, socket?: string): string | undefined;
+  /**
+   * The socket this port attaches a VM's NIC through, as the state records it (absolute:
+   * link-state.ts's isRecordedSocket), so that its detach finds it there whatever a later run's
+   * template gives; undefined where it has none the state can record (checkSocket refuses one too
+   * long; a path the state cannot hold is not recorded, and its detach goes to the template's, as
+   * before sockets were recorded). Without it, nothing is recorded.
+   */
+  socketOf?(kind: VmmKind, vm: VmName): string | undefined;
 }
 
 export class LinkerError extends Error {
@@ -288,7 +304,7 @@ async function writeBack(options: Pick<LinkerOptions, 'stateDir' | 'devicePrefix
     const targetLinks = linksByPair(target);
     const unchanged = (link: Link): boolean => {
       const was = targetLinks.get(keyOf({ vm: link.client, provider: link.provider }));
-      return was !== undefined && was.id === link.id && was.attached?.client === link.attached?.client && was.attached?.provider === link.attached?.provider;
+      return was !== undefined && was.id === link.id && sameAttachment(was.attached, link.attached);
     };
     const recorded = held.links.filter((link) => !unchanged(link)).map((link) => linkReport(link, options));
     const clients = [...new Set(recorded.map((report) => vmName(report.vm)))];
@@ -341,6 +357,10 @@ export interface LinkReport {
   readonly providerDevice: string;
   readonly clientAttach: AttachMode;
   readonly providerAttach: AttachMode;
+  /** The socket a qemu or cloud-hypervisor client side is attached through, where recorded (or, for what link makes, to be). */
+  readonly clientSocket?: string;
+  /** The same of the provider side. */
+  readonly providerSocket?: string;
 }
 
 /**
@@ -392,6 +412,34 @@ export function linkReport(link: Link, options: Pick<LinkerOptions, 'devicePrefi
     providerDevice: names.provider,
     clientAttach: attached.client,
     providerAttach: attached.provider,
+    ...(attached.clientSocket === undefined ? {} : { clientSocket: attached.clientSocket }),
+    ...(attached.providerSocket === undefined ? {} : { providerSocket: attached.providerSocket }),
+  };
+}
+
+/** What a report says of how its link is attached: its modes, and its sockets where known (to record). */
+function attachmentOf(report: LinkReport): LinkAttachment {
+  return {
+    client: report.clientAttach,
+    provider: report.providerAttach,
+    ...(report.clientSocket === undefined ? {} : { clientSocket: report.clientSocket }),
+    ...(report.providerSocket === undefined ? {} : { providerSocket: report.providerSocket }),
+  };
+}
+
+/**
+ * The attachment a run gives a link (`modes`), with the socket the run attaches each VMM side
+ * through (VmmPort.socketOf), recorded with it: where a later run takes that NIC out.
+ */
+function withSockets(modes: LinkAttachment, pair: LinkPair, vmm: VmmPort): LinkAttachment {
+  const socketOf = (mode: AttachMode, vm: VmName): string | undefined => (isVmmMode(mode) ? vmm.socketOf?.(mode, vm) : undefined);
+  const clientSocket = socketOf(modes.client, pair.client);
+  const providerSocket = socketOf(modes.provider, pair.provider);
+  return {
+    client: modes.client,
+    provider: modes.provider,
+    ...(clientSocket === undefined ? {} : { clientSocket }),
+    ...(providerSocket === undefined ? {} : { providerSocket }),
   };
 }
 
@@ -420,21 +468,36 @@ const BOTH_SIDES: readonly LinkSide[] = ['client', 'provider'];
 
 const VMM_NAMES: Readonly<Record<VmmKind, string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
+/** A NIC of a link's side in a VMM: `socket`, the one its report names (recorded), where it names one. */
+interface VmmTarget {
+  readonly kind: VmmKind;
+  readonly vm: VmName;
+  readonly nic: VmmNic;
+  readonly socket?: string;
+}
+
 /**
  * The VMM hot-plugs a link needs: each side (of `of`) whose VM runs under a VMM we talk to. `mtu`:
- * the link MTU the guests are to learn (attach); a detach needs none.
+ * the link MTU the guests are to learn (attach); a detach needs none, and goes to `socket`.
  */
-function vmmNics(report: LinkReport, mtu?: number, of: readonly LinkSide[] = BOTH_SIDES): { kind: VmmKind; vm: VmName; nic: VmmNic }[] {
-  const nics: { kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
+function vmmNics(report: LinkReport, mtu?: number, of: readonly LinkSide[] = BOTH_SIDES): VmmTarget[] {
+  const nics: VmmTarget[] = [];
   const sides = [
-    ['client', report.clientAttach, report.vm, report.clientDevice, report.clientMac],
-    ['provider', report.providerAttach, report.provider, report.providerDevice, report.providerMac],
+    ['client', report.clientAttach, report.vm, report.clientDevice, report.clientMac, report.clientSocket],
+    ['provider', report.providerAttach, report.provider, report.providerDevice, report.providerMac, report.providerSocket],
   ] as const;
-  for (const [side, mode, vm, device, mac] of sides) {
+  for (const [side, mode, vm, device, mac, socket] of sides) {
     if (!of.includes(side)) continue;
-    if (mode === 'qemu' || mode === 'cloud-hypervisor') nics.push({ kind: mode, vm: vmName(vm), nic: { id: device, tap: device, mac, ...(mtu === undefined ? {} : { mtu }) } });
+    if (mode === 'qemu' || mode === 'cloud-hypervisor') {
+      nics.push({ kind: mode, vm: vmName(vm), nic: { id: device, tap: device, mac, ...(mtu === undefined ? {} : { mtu }) }, ...(socket === undefined ? {} : { socket }) });
+    }
   }
   return nics;
+}
+
+/** A VMM's failure to detach a target's NIC, as said (with the socket it was asked at, where recorded). */
+function detachFailure(link: LinkReport, target: VmmTarget, error: unknown): VmmDetachFailure {
+  return { link, vmm: target.kind, vm: target.vm, nic: target.nic.id, error: reasonOf(error), ...(target.socket === undefined ? {} : { socket: target.socket }) };
 }
 
 function netnsNames(connections: readonly DesiredConnection[]): string[] {
@@ -449,7 +512,7 @@ interface NicCount {
 
 /** Hot-plug each link's VMM sides; on failure detach what this did and rethrow. */
 async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptions, count?: NicCount): Promise<void> {
-  const attached: { link: LinkReport; kind: VmmKind; vm: VmName; nic: VmmNic }[] = [];
+  const attached: (VmmTarget & { link: LinkReport })[] = [];
   const targets = reports.flatMap((report) => vmmNics(report, options.mtu).map((target) => ({ ...target, link: report })));
   const counted = count ?? { done: 0, total: targets.length };
   try {
@@ -466,8 +529,8 @@ async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptio
     // not give back is told, as that VMM may still hold it on a deleted tap.
     const failures: VmmDetachFailure[] = [];
     for (const target of attached.reverse()) {
-      await options.vmm.detach(target.kind, target.vm, target.nic).catch((detachError: unknown) => {
-        failures.push({ link: target.link, vmm: target.kind, vm: target.vm, nic: target.nic.id, error: reasonOf(detachError) });
+      await options.vmm.detach(target.kind, target.vm, target.nic, target.socket).catch((detachError: unknown) => {
+        failures.push(detachFailure(target.link, target, detachError));
       });
     }
     if (failures.length > 0) options.onUndoDetachFailed?.(failures);
@@ -671,6 +734,10 @@ export interface TakenBackNic {
   readonly nic: string;
   /** The mode the run was to give that side. */
   readonly to: AttachMode;
+  /** Where the side keeps its mode through another socket (movedVmmSocket): the one the run was to attach it through. */
+  readonly toSocket?: string;
+  /** The socket it was taken out at, where the state recorded one (else the run's template's). */
+  readonly socket?: string;
   /** False where that VMM was not running (VmmPort.detach said so): it held no NIC, and nothing was taken out. */
   readonly taken: boolean;
 }
@@ -793,13 +860,14 @@ async function linkTransaction(
       const reports: LinkReport[] = [];
       for (const vm of wanted) byVm.set(vm.name, []);
       for (const link of allocation.links) {
-        const report = linkReport(link, options, linkAttachModes(mode.attachModes, link));
+        // Each VMM side with the socket it is attached through, recorded: where its NIC is taken out.
+        const report = linkReport(link, options, withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm));
         byVm.get(link.client)?.push(report);
         reports.push(report);
       }
       const next = setAttachments(
         allocation.state,
-        reports.map((report) => ({ pair: pairOf(report), attached: { client: report.clientAttach, provider: report.providerAttach } })),
+        reports.map((report) => ({ pair: pairOf(report), attached: attachmentOf(report) })),
       );
       const connections = reports.map((report) => desiredConnection(report, options));
       // The query only reads, so it runs while the state is written (and while the kernel
@@ -1016,6 +1084,8 @@ interface SwitchedSide {
   readonly side: LinkSide;
   /** The mode the run gives that side. */
   readonly to: AttachMode;
+  /** Where it keeps its mode through another socket (movedVmmSocket): the socket the run attaches it through. */
+  readonly toSocket?: string;
 }
 
 /**
@@ -1033,7 +1103,8 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   const order = new Map(vms.map((vm, index) => [vm, index]));
   const candidates = before.links.flatMap((link) => {
     if (link.attached === undefined || !order.has(link.client)) return [];
-    const wanted = linkAttachModes(kept, link);
+    // With the sockets the run attaches through: a side kept in its VMM mode through another one moves.
+    const wanted = withSockets(linkAttachModes(kept, link), link, options.vmm);
     const sides = switchedVmmSides(link.attached, wanted);
     return sides.length > 0 ? [{ link, wanted, sides }] : [];
   });
@@ -1045,7 +1116,12 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   return recorded
     .filter(({ link }) => seenOf(link, host, options).own.length > 0)
     .sort((a, b) => (order.get(a.link.client) ?? 0) - (order.get(b.link.client) ?? 0))
-    .flatMap(({ report, wanted, sides }) => sides.map((side) => ({ link: report, side, to: wanted[side] })));
+    .flatMap(({ link, report, wanted, sides }) =>
+      sides.map((side): SwitchedSide => {
+        const toSocket = link.attached !== undefined && movedVmmSocket(link.attached, wanted, side) ? recordedSocket(wanted, side) : undefined;
+        return { link: report, side, to: wanted[side], ...(toSocket === undefined ? {} : { toSocket }) };
+      }),
+    );
 }
 
 /**
@@ -1054,17 +1130,20 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
  * stops: its devices and record stay as they are, and so does the NIC, as far as the VMM did not
  * carry out its removal. Usage errors (a socket path that cannot be) stay as they are.
  */
-function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknown {
+function switchRefused({ link, side, to, toSocket }: SwitchedSide, error: unknown): unknown {
   if (error instanceof CliError) return error;
   const vm = side === 'client' ? link.vm : link.provider;
   const from = side === 'client' ? link.clientAttach : link.providerAttach;
   const nic = side === 'client' ? link.clientDevice : link.providerDevice;
   const vmm = from === 'qemu' ? 'QEMU' : from;
+  // A socket moved (movedVmmSocket): the mode is the same, the sockets say what changes.
+  const toWhat = toSocket === undefined ? to : `${to} through socket ${toSocket}`;
+  const at = toSocket === undefined ? '' : ` at ${(side === 'client' ? link.clientSocket : link.providerSocket) ?? ''}, the socket recorded,`;
   return new LinkerError(
     'vmm-detach-failed',
-    `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not attached as ${to}: its NIC ${nic} was to come out of the ${vmm} of ${vm} first: ${reasonOf(error)}; ` +
+    `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not attached as ${toWhat}: its NIC ${nic} was to come out of the ${vmm} of ${vm}${at} first: ${reasonOf(error)}; ` +
       `so nothing was made for it, and it stays as it was, recorded as ${from} on that side with its devices (a NIC the VMM had already been asked to remove may be gone from ${vm}: link again once it answers): ` +
-      `to attach it as ${to} whatever that VMM says, run spectrum-link unlink ${link.vm} --force, then this link again, each with this run's other options`,
+      `to attach it as ${toWhat} whatever that VMM says, run spectrum-link unlink ${link.vm} --force, then this link again, each with this run's other options`,
   );
 }
 
@@ -1080,16 +1159,17 @@ function switchRefused({ link, side, to }: SwitchedSide, error: unknown): unknow
  * down (linksLeftDown). A signal stops it before a NIC.
  */
 async function takeBackSwitched(switched: readonly SwitchedSide[], options: LinkerOptions, made: RunDevices): Promise<void> {
+  // Each NIC at the socket recorded for it, where there is one (vmmNics).
   const nicsOf = (target: SwitchedSide): ReturnType<typeof vmmNics> => vmmNics(target.link, undefined, [target.side]);
   // Every socket path first (bad input, e.g. too long under this run's --qmp-socket): refused
   // only at its detach, it would come after NICs before it were taken out.
-  for (const target of switched) for (const { kind, vm } of nicsOf(target)) options.vmm.checkSocket?.(kind, vm);
+  for (const target of switched) for (const { kind, vm, socket } of nicsOf(target)) options.vmm.checkSocket?.(kind, vm, socket);
   // And every VMM that stalled a detach earlier in the run (--keep-going: a provider's, for a
   // client before): found only at its own NIC, it would come after the client's NICs before it
   // (its own side of the link) had been taken out, leaving that link down for nothing.
   for (const target of switched) {
-    for (const { kind, vm, nic } of nicsOf(target)) {
-      const earlier = options.vmm.unansweredDetach?.(kind, vm);
+    for (const { kind, vm, nic, socket } of nicsOf(target)) {
+      const earlier = options.vmm.unansweredDetach?.(kind, vm, socket);
       if (earlier !== undefined) {
         throw switchRefused(target, new Error(`the ${VMM_NAMES[kind]} of ${vm} did not answer a detach in time earlier in this run (${earlier}), so it was not asked to remove NIC ${nic.id}: check that VMM`));
       }
@@ -1098,13 +1178,14 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
   for (const target of switched) {
     stopIfInterrupted(options);
     const key = keyOf(target.link);
-    for (const { kind, vm, nic } of nicsOf(target)) {
-      const found = await options.vmm.detach(kind, vm, nic).catch((error: unknown) => {
+    for (const { kind, vm, nic, socket } of nicsOf(target)) {
+      const found = await options.vmm.detach(kind, vm, nic, socket).catch((error: unknown) => {
         throw switchRefused(target, error);
       });
       const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
       made.takenBack.set(key, taken);
-      taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to, taken: found !== 'not-running' });
+      const sockets = { ...(target.toSocket === undefined ? {} : { toSocket: target.toSocket }), ...(socket === undefined ? {} : { socket }) };
+      taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to, ...sockets, taken: found !== 'not-running' });
     }
   }
 }
@@ -1443,9 +1524,10 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
       }
       return added;
     },
-    detach: (kind, vm, nic) => options.vmm.detach(kind, vm, nic),
-    checkSocket: (kind, vm) => options.vmm.checkSocket?.(kind, vm),
-    unansweredDetach: (kind, vm) => options.vmm.unansweredDetach?.(kind, vm),
+    detach: (kind, vm, nic, socket) => options.vmm.detach(kind, vm, nic, socket),
+    checkSocket: (kind, vm, socket) => options.vmm.checkSocket?.(kind, vm, socket),
+    unansweredDetach: (kind, vm, socket) => options.vmm.unansweredDetach?.(kind, vm, socket),
+    socketOf: (kind, vm) => options.vmm.socketOf?.(kind, vm),
   };
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];
@@ -1890,6 +1972,8 @@ export interface VmmDetachFailure {
   readonly nic: string;
   /** What went wrong, in one line. */
   readonly error: string;
+  /** The socket it was asked at, where the state recorded one (else the run's template's). */
+  readonly socket?: string;
 }
 
 const reasonOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
@@ -1901,12 +1985,13 @@ const reasonOf = (error: unknown): string => (error instanceof Error ? error.mes
 async function detachFromVmms(reports: readonly LinkReport[], vmm: VmmPort, force: boolean, refused: (error: unknown) => unknown, sides: readonly LinkSide[] = BOTH_SIDES): Promise<VmmDetachFailure[]> {
   const failures: VmmDetachFailure[] = [];
   for (const report of reports) {
+    // At the socket recorded for each NIC, where there is one (vmmNics): where it was attached.
     for (const target of vmmNics(report, undefined, sides)) {
       try {
-        await vmm.detach(target.kind, target.vm, target.nic);
+        await vmm.detach(target.kind, target.vm, target.nic, target.socket);
       } catch (error) {
         if (!force) throw refused(error);
-        failures.push({ link: report, vmm: target.kind, vm: target.vm, nic: target.nic.id, error: reasonOf(error) });
+        failures.push(detachFailure(report, target, error));
       }
     }
   }

@@ -56,14 +56,15 @@ const TEMP_SUFFIX = '.tmp';
 const HOLDER_FILE = '.lock-holder';
 
 /**
- * The largest state file read: 64 MiB. The largest state spectrum-link writes holds all 65534 ids
- * (CLIENT_ID_MIN..CLIENT_ID_MAX), each on a line of at most 243 bytes (two 64-character VM names,
- * a 5-digit id, both sides attached with cloud-hypervisor, the longest mode): 15.9 MB. 64 MiB is
+ * The largest state file read: 128 MiB. The largest state spectrum-link writes holds all 65534 ids
+ * (CLIENT_ID_MIN..CLIENT_ID_MAX), each on a line of at most 495 bytes (two 64-character VM names,
+ * a 5-digit id, both sides attached with cloud-hypervisor, the longest mode, through sockets of
+ * 107 bytes, the longest recorded: link-state.ts's isRecordedSocket): 32.5 MB. 128 MiB is over
  * four times that, room for a file reformatted by hand (pretty-printed with a key per line it is
- * 20 MB). A larger file cannot be a state, and reading it would take as long and as much memory as
- * it is large (a sparse file of 3 GB: 17 s and 4 GB, holding the lock) only to be refused.
+ * 38 MB). A larger file cannot be a state, and reading it would take as long and as much
+ * memory as it is large (a sparse file of 3 GB: 17 s and 4 GB, holding the lock) only to be refused.
  */
-export const STATE_FILE_MAX_BYTES = 64 * 1024 * 1024;
+export const STATE_FILE_MAX_BYTES = 128 * 1024 * 1024;
 
 export type StateStoreErrorKind =
   | 'state-dir-unusable'
@@ -241,7 +242,7 @@ function tooLargeMessage(path: string, size: number): string {
   const mib = (bytes: number): string => `${(bytes / MIB).toFixed(bytes % MIB === 0 ? 0 : 1)} MiB`;
   return (
     `state file ${path} is ${size} bytes (${mib(size)}), more than the ${STATE_FILE_MAX_BYTES} bytes (${mib(STATE_FILE_MAX_BYTES)}) a state file can take ` +
-    `(all ${ID_COUNT} links take at most 16 MB), so it was not read, and was left untouched: check what wrote it, or move it aside to start over (every recorded id is then forgotten)`
+    `(all ${ID_COUNT} links take at most 33 MB), so it was not read, and was left untouched: check what wrote it, or move it aside to start over (every recorded id is then forgotten)`
   );
 }
 

@@ -6,6 +6,7 @@ import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
+import { isRecordedSocket } from './link-state.js';
 import type { LinkReport, VmmPort } from './linker.js';
 import type { VmmNic } from './vmm/nic.js';
 import { deadline } from './vmm/deadline.js';
@@ -106,7 +107,9 @@ export class VmmPortError extends Error {
       /** A VMM that answered each step of an attach, but did not finish it within its whole bound. */
       | 'attach-deadline'
       /** A VMM that answered each step of a detach, but did not finish it within its whole bound. */
-      | 'detach-deadline',
+      | 'detach-deadline'
+      /** A socket the state records that is no path it would record (isRecordedSocket): not connected to. */
+      | 'recorded-socket',
     message: string,
   ) {
     super(message);
@@ -130,6 +133,42 @@ export const VMM_TIMEOUT_MAX_MS = 600_000;
 
 const VMM_NAMES = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' } as const;
 
+/**
+ * A socket path as the state records it: absolute (one relative to the working directory of this
+ * run, as connect(2) takes it, joined to it as it is, not normalized: `..` after a symlinked
+ * directory leads where the kernel takes it), where the state can hold it (isRecordedSocket);
+ * else undefined, and nothing is recorded.
+ */
+export function recordableSocket(path: string): string | undefined {
+  let absolute: string;
+  try {
+    const cwd = path.startsWith('/') ? '' : process.cwd();
+    absolute = path.startsWith('/') ? path : `${cwd === '/' ? '' : cwd}/${path}`;
+  } catch {
+    return undefined; // the working directory deleted: the CLI refuses a relative template then
+  }
+  return isRecordedSocket(absolute) ? absolute : undefined;
+}
+
+/**
+ * A socket the state records for a VM's NIC, checked again before it is connected to, as every
+ * socket path is: a path the state would record (absolute, at most a Unix socket path's 107
+ * bytes: isRecordedSocket); the last component is then opened O_NOFOLLOW by the VMM client
+ * (vmm/vmm-socket.ts), a symlink there refused, as at a template's path. The path was checked when
+ * it was recorded, and the parser refuses a state file holding another; past that, a path in the
+ * state is trusted as much as the state file is: it is root's (the state dir's owner's), and
+ * whoever may write it may as well have any NIC taken out anywhere.
+ */
+function recordedSocketPath(path: string, kind: 'qemu' | 'cloud-hypervisor', vm: string): string {
+  if (!isRecordedSocket(path)) {
+    throw new VmmPortError(
+      'recorded-socket',
+      `the state records ${JSON.stringify(path)} as the socket of the ${VMM_NAMES[kind]} of ${vm}, which is no path it records (absolute, at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'): check the state file`,
+    );
+  }
+  return path;
+}
+
 export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   const timeoutMs = integerOption('--vmm-timeout', flags.vmmTimeout ?? '5000', VMM_TIMEOUT_MIN_MS, VMM_TIMEOUT_MAX_MS, 'milliseconds');
   // Checked up front, for every command: unlink talks to the VMMs recorded, whatever --attach says.
@@ -148,13 +187,22 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   // Likewise those that did not answer a detach in time: a detach still asks them (unlink --force
   // tries every NIC), but link does not ask one again to take out a NIC for another mode.
   const unansweredDetaches = new Map<string, string>();
+  // Where a NIC is detached: at the socket the state records for it (checked again), else at the template's.
+  const detachSocket = (kind: 'qemu' | 'cloud-hypervisor', vm: string, recorded: string | undefined): string =>
+    recorded !== undefined ? recordedSocketPath(recorded, kind, vm) : kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
   return {
-    checkSocket(kind, vm) {
-      if (kind === 'qemu') qmpSocket(vm);
-      else chSocket(vm);
+    checkSocket(kind, vm, recorded) {
+      detachSocket(kind, vm, recorded);
     },
-    unansweredDetach(kind, vm) {
-      return unansweredDetaches.get(kind === 'qemu' ? qmpSocket(vm) : chSocket(vm));
+    unansweredDetach(kind, vm, recorded) {
+      return unansweredDetaches.get(detachSocket(kind, vm, recorded));
+    },
+    socketOf(kind, vm) {
+      try {
+        return recordableSocket(kind === 'qemu' ? qmpSocket(vm) : chSocket(vm));
+      } catch {
+        return undefined; // too long: checkSocket refuses it before anything is made
+      }
     },
     async attach(kind, vm, nic) {
       const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
@@ -190,12 +238,12 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
         whole.clear();
       }
     },
-    async detach(kind, vm, nic) {
+    async detach(kind, vm, nic, recorded) {
       // The whole detach is bounded too: each request is, but a VMM answering each just before
       // its bound could stretch a QMP detach (seven steps) to some 7 times --vmm-timeout under the
       // state lock. Twice is room for a well-behaved one: the wait for an unplug the guest does
       // not acknowledge takes one --vmm-timeout, the rest milliseconds.
-      const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
+      const socket = detachSocket(kind, vm, recorded);
       const wholeMs = WHOLE_NIC_TIMEOUTS * timeoutMs;
       const why = `the whole detach of NIC ${nic.id} took over ${wholeMs} ms`;
       const finishBy = performance.now() + wholeMs;
@@ -212,16 +260,18 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
         // No VMM runs there: the VM holds no NIC of ours. A socket missing is what a VMM that
         // exited leaves (QEMU removes its QMP socket at exit, checked with Debian's 7.2; a stopped
         // VM's runtime directory goes with it): the usual unlink after a VM stopped, so said only
-        // at level info. The state does not record where the socket was: a VMM run with its
+        // at level info. Where the state recorded the socket, that is where the NIC was attached.
+        // Where it did not (a record written before sockets were recorded), a VMM run with its
         // socket elsewhere would keep the NIC, on the tap deleted next, so the line says what a
         // later unlink needs (the record no longer says how it was attached).
         const gone = await vmmGone(error);
         if (gone === 'no-socket') {
           const option = kind === 'qemu' ? '--qmp-socket' : '--ch-socket';
-          log().info(
-            { vm, nic: nic.id },
-            `no ${VMM_NAMES[kind]} socket at ${socket}: ${vm} taken as not running, and its NIC ${nic.id} as gone with it (not detached); if ${vm} runs with its VMM socket elsewhere, that NIC stays there, on a deleted tap: unlink again with ${option} giving that path and --attach ${vm}=${kind} (before any --forget), or remove the NIC at that socket`,
-          );
+          const elsewhere =
+            recorded !== undefined
+              ? 'the state records that socket as the one it was attached through'
+              : `if ${vm} runs with its VMM socket elsewhere, that NIC stays there, on a deleted tap: unlink again with ${option} giving that path and --attach ${vm}=${kind} (before any --forget), or remove the NIC at that socket`;
+          log().info({ vm, nic: nic.id }, `no ${VMM_NAMES[kind]} socket at ${socket}: ${vm} taken as not running, and its NIC ${nic.id} as gone with it (not detached); ${elsewhere}`);
           return 'not-running';
         }
         if (gone === 'stale-socket') {

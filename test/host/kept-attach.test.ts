@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTACH_MODES, type AttachMode, parseAttachChoice } from '../../host/attach-mode.js';
-import { type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode, switchedVmmSides } from '../../host/kept-attach.js';
-import type { LinkPair } from '../../host/link-state.js';
+import { type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, movedVmmSocket, newLinkMode, shownAttachMode, sideMode, switchedVmmSides } from '../../host/kept-attach.js';
+import type { LinkAttachment, LinkPair } from '../../host/link-state.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
 
 const VMS = ['appvm-a', 'appvm-b', 'netvm', 'wanvm'].map(vmName);
@@ -159,5 +159,34 @@ describe('switched VMM sides', () => {
     );
     expect(switchedVmmSides({ client: 'qemu', provider: 'cloud-hypervisor' }, { client: 'cloud-hypervisor', provider: 'cloud-hypervisor' })).toEqual(['client']);
     expect(switchedVmmSides({ client: 'netns', provider: 'qemu' }, { client: 'none', provider: 'none' })).toEqual(['provider']);
+  });
+
+  it('are also the sides that keep their VMM mode through another socket, both sockets known; a record without one is taken as at the run\'s (not moved)', () => {
+    const socket = fc.option(fc.constantFrom('/run/vm/a/qmp.sock', '/run/vm/b/qmp.sock', '/srv/vm/a.sock'), { nil: undefined });
+    const attachment = fc
+      .record({ client: mode, provider: mode, clientSocket: socket, providerSocket: socket })
+      .map(({ client, provider, clientSocket, providerSocket }): LinkAttachment => ({
+        client,
+        provider,
+        ...(clientSocket === undefined ? {} : { clientSocket }),
+        ...(providerSocket === undefined ? {} : { providerSocket }),
+      }));
+    fc.assert(
+      fc.property(attachment, attachment, (recorded, wanted) => {
+        const switched = switchedVmmSides(recorded, wanted);
+        for (const side of ['client', 'provider'] as const) {
+          const byVmm = recorded[side] === 'qemu' || recorded[side] === 'cloud-hypervisor';
+          const [from, to] = side === 'client' ? [recorded.clientSocket, wanted.clientSocket] : [recorded.providerSocket, wanted.providerSocket];
+          const moved = byVmm && wanted[side] === recorded[side] && from !== undefined && to !== undefined && from !== to;
+          expect(movedVmmSocket(recorded, wanted, side)).toBe(moved);
+          expect(switched.includes(side)).toBe(byVmm && (wanted[side] !== recorded[side] || moved));
+        }
+      }),
+    );
+    const at = (path: string): LinkAttachment => ({ client: 'qemu', provider: 'netns', clientSocket: path });
+    expect(switchedVmmSides(at('/run/vm/a/qmp.sock'), at('/srv/vm/a.sock'))).toEqual(['client']);
+    expect(switchedVmmSides(at('/run/vm/a/qmp.sock'), at('/run/vm/a/qmp.sock'))).toEqual([]);
+    // Recorded before sockets were: taken as at the run's template's.
+    expect(switchedVmmSides({ client: 'qemu', provider: 'netns' }, at('/srv/vm/a.sock'))).toEqual([]);
   });
 });

@@ -293,6 +293,32 @@ describe('leftDownLine', () => {
   });
 });
 
+describe('leftDownLine of a side kept in its mode through another socket', () => {
+  it('says the socket its NIC came out at and the one it was to go in at', () => {
+    const line = leftDownLine({
+      vm: 'appvm-lynx',
+      provider: 'netvm',
+      id: 42,
+      clientIp: '100.64.0.42',
+      clientMac: '02:00:00:00:00:2a',
+      providerMac: '02:00:00:00:00:2b',
+      bridge: 'snb42',
+      clientDevice: 'snc42',
+      providerDevice: 'snp42',
+      clientAttach: 'qemu',
+      providerAttach: 'netns',
+      clientSocket: '/run/a/appvm-lynx.qmp',
+      replaced: false,
+      takenBack: [{ vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'qemu', toSocket: '/run/b/appvm-lynx.qmp', socket: '/run/a/appvm-lynx.qmp', taken: true }],
+    });
+    expect(line).toBe(
+      'appvm-lynx -> netvm (id 42) is down: this run took its NIC snc42 out of the QEMU of appvm-lynx at /run/a/appvm-lynx.qmp (to attach that side as qemu through socket /run/b/appvm-lynx.qmp); ' +
+        "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's netns): " +
+        "link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks",
+    );
+  });
+});
+
 describe('nicRemoval', () => {
   it('gives a socket path the shell would split or act on quoted, so the command runs as printed', () => {
     expect(nicRemoval('cloud-hypervisor', '/run/vm/appvm-lynx/api.sock', 'snc7c')).toMatch(/^ch-remote --api-socket \/run\/vm\/appvm-lynx\/api\.sock remove-device snc7c /);

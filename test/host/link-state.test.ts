@@ -5,6 +5,7 @@ import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../../shared/scheme.js';
 import {
   ID_COUNT,
   type Link,
+  type LinkAttachment,
   type LinkPair,
   type LinkState,
   StateError,
@@ -14,6 +15,7 @@ import {
   emptyState,
   forgetLink,
   forgetVm,
+  isRecordedSocket,
   linkById,
   lookupLink,
   parseState,
@@ -27,6 +29,7 @@ import {
 } from '../../host/link-state.js';
 import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
+import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
 
 const vmNames = fc.constantFrom('netvm', 'vpnvm', 'torvm', 'appvm-lynx', 'appvm-catgirl', 'a', 'b', 'c').map(vmName);
 const pairs = fc.tuple(vmNames, vmNames).filter(([c, p]) => c !== p).map(([client, provider]): LinkPair => ({ client, provider }));
@@ -298,6 +301,112 @@ describe('recorded attachment', () => {
   it('refuses a malformed attachment', () => {
     const text = '{"version":1,"links":[{"client":"a","provider":"b","id":5,"attached":{"client":"kvm","provider":"netns"}}]}';
     expect(() => parseState(text, 'test')).toThrow(expect.objectContaining({ kind: 'bad-schema' }));
+  });
+});
+
+describe('recorded VMM sockets', () => {
+  // Paths the state records: absolute, up to 107 bytes, some of their characters non-ASCII.
+  const socketPaths = fc
+    .string({ unit: fc.constantFrom('a', 'z', '0', '/', '.', '-', '_', ' ', '{', '}', 'é', '😀'), maxLength: 60 })
+    .map((rest) => `/${rest}`)
+    .filter((path) => Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX);
+  const vmmMode = fc.constantFrom<AttachMode>('qemu', 'cloud-hypervisor');
+  /** A side: its mode, and a socket where it is a VMM's (or not: a record written before sockets were). */
+  const side = fc.oneof(
+    fc.constantFrom<AttachMode>('none', 'netns').map((mode) => ({ mode, socket: undefined })),
+    fc.tuple(vmmMode, fc.option(socketPaths, { nil: undefined })).map(([mode, socket]) => ({ mode, socket })),
+  );
+  const attachment = fc.option(
+    fc.tuple(side, side).map(
+      ([client, provider]): LinkAttachment => ({
+        client: client.mode,
+        provider: provider.mode,
+        ...(client.socket === undefined ? {} : { clientSocket: client.socket }),
+        ...(provider.socket === undefined ? {} : { providerSocket: provider.socket }),
+      }),
+    ),
+    { nil: undefined },
+  );
+  const withAttachments = (sequence: Op[], attachments: [LinkPair, LinkAttachment | undefined][]): LinkState =>
+    setAttachments(sequence.reduce(apply, emptyState()), attachments.map(([pair, attached]) => ({ pair, attached })));
+  const attachOps = fc.array(fc.tuple(pairs, attachment), { maxLength: 10 });
+
+  it('round-trip through the file, each link written as the JSON of its fields, and sameState holds exactly when the texts are equal', () => {
+    fc.assert(
+      fc.property(ops, attachOps, ops, attachOps, (opsA, attachA, opsB, attachB) => {
+        const state = withAttachments(opsA, attachA);
+        const text = serializeState(state);
+        expect(parseState(text, 'test')).toEqual(state);
+        expect(serializeState(parseState(text, 'test'))).toBe(text);
+        const lines = text.split('\n').filter((line) => line.startsWith('    ')).map((line) => line.trim().replace(/,$/, ''));
+        expect(lines).toEqual(state.links.map(({ client, provider, id, attached }) => JSON.stringify(attached === undefined ? { client, provider, id } : { client, provider, id, attached })));
+        const other = withAttachments(opsB, attachB);
+        expect(sameState(state, other)).toBe(text === serializeState(other));
+      }),
+    );
+  });
+
+  it('a file written before sockets were recorded reads as before, and is written back as it was', () => {
+    const old =
+      '{\n  "version": 1,\n  "links": [\n' +
+      '    {"client":"appvm-lynx","provider":"netvm","id":42,"attached":{"client":"qemu","provider":"cloud-hypervisor"}},\n' +
+      '    {"client":"appvm-catgirl","provider":"netvm","id":43}\n  ]\n}\n';
+    const state = parseState(old, 'test');
+    expect(state.links).toEqual([
+      { client: 'appvm-lynx', provider: 'netvm', id: 42, attached: { client: 'qemu', provider: 'cloud-hypervisor' } },
+      { client: 'appvm-catgirl', provider: 'netvm', id: 43 },
+    ]);
+    expect(serializeState(state)).toBe(old);
+    // Any state without sockets is written as before: no socket key in it.
+    const modes = fc.constantFrom<AttachMode | undefined>(undefined, ...ATTACH_MODES);
+    fc.assert(
+      fc.property(ops, fc.array(fc.tuple(pairs, modes, modes), { maxLength: 10 }), (sequence, attachments) => {
+        const state = setAttachments(
+          sequence.reduce(apply, emptyState()),
+          attachments.map(([pair, client, provider]) => ({ pair, attached: client === undefined || provider === undefined ? undefined : { client, provider } })),
+        );
+        expect(serializeState(state)).not.toMatch(/Socket/);
+      }),
+    );
+  });
+
+  it('isRecordedSocket takes exactly an absolute path of at most 107 bytes that JSON writes as it is', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 120 }), fc.string({ unit: 'binary', maxLength: 120 }).map((rest) => `/${rest}`), socketPaths), (path) => {
+        const wellFormed = Buffer.from(path, 'utf8').toString('utf8') === path;
+        const plain = JSON.stringify(path) === `"${path}"`;
+        expect(isRecordedSocket(path)).toBe(path.startsWith('/') && Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX && wellFormed && plain);
+      }),
+    );
+    for (const value of [undefined, null, 7, ['/run/vm/a.sock'], '', 'run/vm/a.sock', `/${'a'.repeat(UNIX_SOCKET_PATH_MAX)}`, '/run/vm/a"b', '/run/vm/a\\b', '/run/vm/a\nb', '/run/vm/\ud800']) {
+      expect(isRecordedSocket(value)).toBe(false);
+    }
+    expect(isRecordedSocket(`/${'a'.repeat(UNIX_SOCKET_PATH_MAX - 1)}`)).toBe(true);
+  });
+
+  it('refuses a malformed socket as it refuses other malformed fields: one not a path the state records, or of a side that is no VMM\'s', () => {
+    const fileWith = (attached: unknown): string => JSON.stringify({ version: 1, links: [{ client: 'a', provider: 'b', id: 5, attached }] });
+    for (const attached of [
+      { client: 'qemu', provider: 'none', clientSocket: 'run/vm/a/qmp.sock' },
+      { client: 'qemu', provider: 'none', clientSocket: `/${'a'.repeat(UNIX_SOCKET_PATH_MAX)}` },
+      { client: 'qemu', provider: 'none', clientSocket: 42 },
+      { client: 'qemu', provider: 'none', clientSocket: null },
+      { client: 'qemu', provider: 'none', clientSocket: '' },
+      { client: 'qemu', provider: 'none', clientSocket: '/run/vm/a\nb' },
+      { client: 'none', provider: 'netns', providerSocket: '/run/vm/b/vmm' },
+      { client: 'qemu', provider: 'none', providerSocket: '/run/vm/b/vmm' },
+      { client: 'qemu', provider: 'none', socket: '/run/vm/a/qmp.sock' },
+    ]) {
+      expect(() => parseState(fileWith(attached), 'test'), JSON.stringify(attached)).toThrow(
+        expect.objectContaining({ kind: 'bad-schema', message: expect.stringContaining('links[0].attached must be {"client": MODE, "provider": MODE}') }),
+      );
+    }
+    expect(parseState(fileWith({ client: 'qemu', provider: 'cloud-hypervisor', clientSocket: '/run/vm/a/qmp.sock', providerSocket: '/run/vm/b/vmm' }), 'test').links[0]?.attached).toEqual({
+      client: 'qemu',
+      provider: 'cloud-hypervisor',
+      clientSocket: '/run/vm/a/qmp.sock',
+      providerSocket: '/run/vm/b/vmm',
+    });
   });
 });
 

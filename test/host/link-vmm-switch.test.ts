@@ -6,7 +6,7 @@
 // server (vmm/scripted-qemu.ts) and the spec-exact fake cloud-hypervisor play the VMMs; the built
 // spectrum-link runs in a test namespace.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
@@ -102,6 +102,50 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientAttach: 'none', present: true }]);
     } finally {
       await real?.kill('SIGKILL');
+      await rm(realDir, { recursive: true, force: true });
+    }
+  });
+
+  it('qemu kept, its --qmp-socket moved to another QEMU, in real QEMUs: the first\'s netdev is removed, the second gets the NIC; unlink under a socket leading nowhere takes it out of the second, as recorded', async () => {
+    // Two QEMUs of their own, paused, with QMP only (no guest: device_del is never acknowledged,
+    // and the netdev is removed after --vmm-timeout all the same).
+    const realDir = await mkdtemp(join(tmpdir(), 'spectrum-vmm-moved-real-'));
+    const qemus: NetnsProcess[] = [];
+    try {
+      const qmpPaths = ['a', 'b'].map((name) => join(realDir, `${name}-appvm-lynx.qmp`));
+      for (const qmpPath of qmpPaths) {
+        qemus.push(world.host.spawn(['qemu-system-x86_64', '-machine', 'pc', '-accel', 'tcg', '-S', '-nodefaults', '-display', 'none', '-qmp', `unix:${qmpPath},server=on,wait=off`]));
+        await eventually('QEMU to make its QMP socket', async () => existsSync(qmpPath), 15_000);
+      }
+      const [first, second] = qmpPaths as [string, string];
+      const netdevAddable = async (qmpPath: string, id: string): Promise<boolean> => {
+        const client = await QmpClient.connect(qmpPath, { timeoutMs: 5000 });
+        try {
+          await client.execute('netdev_add', { type: 'user', id });
+          await client.execute('netdev_del', { id });
+          return true;
+        } catch {
+          return false;
+        } finally {
+          client.close();
+        }
+      };
+      const link = await linked(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--qmp-socket', join(realDir, 'a-{vm}.qmp')]);
+      const netdev = `net-${link.clientDevice}`;
+      expect([await netdevAddable(first, netdev), await netdevAddable(second, netdev)]).toEqual([false, true]);
+
+      const moved = await linked(['link', 'appvm-lynx', '--qmp-socket', join(realDir, 'b-{vm}.qmp'), '--vmm-timeout', '300']);
+      expect(moved).toMatchObject({ id: link.id, clientAttach: 'qemu' });
+      expect([await netdevAddable(first, netdev), await netdevAddable(second, netdev)]).toEqual([true, false]);
+      const carrier = async (): Promise<boolean> => (await devices(world.host)).get(link.clientDevice)?.flags.includes('LOWER_UP') === true;
+      await eventually('the tap the second QEMU holds to have a carrier', carrier, 5000);
+      expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: second }]);
+
+      const unlinked = await world.link(['unlink', 'appvm-lynx', '--qmp-socket', join(socketDir, 'none-{vm}'), '--vmm-timeout', '300']);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+      expect(await netdevAddable(second, netdev)).toBe(true);
+    } finally {
+      for (const real of qemus) await real.kill('SIGKILL');
       await rm(realDir, { recursive: true, force: true });
     }
   });
@@ -255,5 +299,79 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       expect.arrayContaining([expect.objectContaining({ vm: 'appvm-lynx', clientAttach: 'qemu' }), expect.objectContaining({ vm: 'appvm-catgirl', clientAttach: 'none' })]),
     );
     expect(qemu.devices.has(link.clientDevice)).toBe(true);
+  });
+
+  it('a side kept as qemu whose --qmp-socket now gives another path: its NIC comes out of the QEMU at the socket recorded first, then goes into the one at the new path; list and show say the socket; unlink finds it there', async () => {
+    const movedDir = await mkdtemp(join(tmpdir(), 'spectrum-vmm-moved-'));
+    const moved = await ScriptedQemu.start(join(movedDir, 'appvm-lynx.qmp'));
+    try {
+      const link = await lynxAsQemu();
+      const recorded = join(socketDir, 'appvm-lynx.qmp');
+      const [entry] = JSON.parse(await listed()) as Record<string, unknown>[];
+      expect(entry).toMatchObject({ id: link.id, clientAttach: 'qemu', clientSocket: recorded });
+      expect(entry).not.toHaveProperty('providerSocket');
+
+      const again = await linked(['link', 'appvm-lynx', '--qmp-socket', join(movedDir, '{vm}.qmp')]);
+      expect(again).toMatchObject({ id: link.id, clientAttach: 'qemu', providerAttach: 'netns' });
+      expect(qemu.devices.has(link.clientDevice)).toBe(false);
+      expect(moved.devices.has(link.clientDevice)).toBe(true);
+      const now = join(movedDir, 'appvm-lynx.qmp');
+      expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: now }]);
+      expect(JSON.parse((await world.link(['show', 'appvm-lynx', '--json'])).stdout)).toMatchObject([{ id: link.id, clientSocket: now }]);
+      const text = (await world.link(['list'])).stdout;
+      expect(text).toContain(`client ${link.clientDevice} `);
+      expect(text).toContain(`(qemu, socket ${now})`);
+      expect(text).toContain('(netns)');
+
+      // The old socket's QEMU refusing its NIC back: the run stops as a switch does, nothing made.
+      const back = await linked(['link', 'appvm-lynx', '--qmp-socket', qmpTemplate]);
+      expect(back).toMatchObject({ id: link.id, clientAttach: 'qemu' });
+      expect([qemu.devices.has(link.clientDevice), moved.devices.has(link.clientDevice)]).toEqual([true, false]);
+      qemu.deviceDel = 'refuse';
+      const refused = await world.link(['link', 'appvm-lynx', '--qmp-socket', join(movedDir, '{vm}.qmp')]);
+      expect(refused.code).toBe(1);
+      expect(stderrLines(refused.stderr)).toEqual([
+        expect.stringMatching(
+          new RegExp(
+            `^spectrum-link: ${escaped(`appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not attached as qemu through socket ${now}: its NIC ${link.clientDevice} was to come out of the QEMU of appvm-lynx at ${recorded}, the socket recorded, first: QEMU refused device_del`)}`,
+          ),
+        ),
+      ]);
+      expect([qemu.devices.has(link.clientDevice), moved.devices.has(link.clientDevice)]).toEqual([true, false]);
+      qemu.deviceDel = 'ok';
+
+      // unlink with a --qmp-socket that leads nowhere: the NIC comes out at the socket recorded.
+      const unlinked = await world.link(['unlink', 'appvm-lynx', '--qmp-socket', join(socketDir, 'none-{vm}')]);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+      expect(qemu.devices.has(link.clientDevice)).toBe(false);
+    } finally {
+      await moved.close();
+      await rm(movedDir, { recursive: true, force: true });
+    }
+  });
+
+  it('link under a --qmp-socket that leads nowhere now: a side switched and a provider dropped come out of the QEMU at the sockets recorded', async () => {
+    const extraProvider = join(world.configDir, 'appvm-lynx', 'providers', 'net', 'appvm-catgirl');
+    try {
+      await writeFile(extraProvider, '');
+      const both = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--attach', 'appvm-catgirl=netns', '--qmp-socket', qmpTemplate, '--json']);
+      expect(both.code, both.stderr).toBe(0);
+      const links = (JSON.parse(both.stdout) as { links: LinkJson[] }).links;
+      expect(qemu.devices.size).toBe(2);
+      await rm(extraProvider);
+      const nowhere = join(socketDir, 'none-{vm}');
+      const asked = qemu.commands.length;
+      const result = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=none', '--qmp-socket', nowhere, '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(qemu.devices.size).toBe(0);
+      expect(qemu.commands.slice(asked).filter((command) => command === 'device_del')).toHaveLength(2);
+      const printed = JSON.parse(result.stdout) as { links: LinkJson[]; unlinked?: LinkJson[] };
+      expect(printed.links).toMatchObject([{ provider: 'netvm', clientAttach: 'none' }]);
+      expect(printed.unlinked).toMatchObject([{ id: links.find((link) => link.provider === 'appvm-catgirl')!.id }]);
+    } finally {
+      await rm(extraProvider, { force: true });
+      // Not recorded as linked any more: the afterEach's unlink has nothing of it to take down.
+      await world.link(['unlink', 'appvm-lynx', '--forget', '--qmp-socket', join(socketDir, 'none-{vm}')]);
+    }
   });
 });

@@ -1739,3 +1739,185 @@ describe('link where the state dir is not made yet, and the run has no link to m
     expect(existsSync(fresh)).toBe(false);
   });
 });
+
+describe('the VMM socket each side was attached through, recorded', () => {
+  const [c1, c2] = CLIENTS as [VmName, VmName];
+  /** What happened, in order: each detach and attach with its socket, and each plan carried out. */
+  let events: string[];
+  /** The directory the port's templates give each VM's sockets in now (as --qmp-socket and --ch-socket would). */
+  let socketDir: string;
+  /** Detaches of these NIC ids are refused, as a VMM refuses device_del. */
+  let refuse: Set<string>;
+  const socketOf = (kind: string, vm: string): string => `${socketDir}/${vm}.${kind}`;
+  const vmm = (): VmmPort => ({
+    attach: async (kind, vm, nic) => {
+      events.push(`attach ${kind} ${vm} ${nic.id} at ${socketOf(kind, vm)}`);
+      return true;
+    },
+    detach: async (kind, vm, nic, socket) => {
+      events.push(`detach ${kind} ${vm} ${nic.id} at ${socket ?? `the template's ${socketOf(kind, vm)}`}`);
+      if (refuse.has(nic.id)) throw new Error("QEMU refused device_del: Bus 'pci.0' does not support hotplugging (GenericError)");
+    },
+    socketOf,
+  });
+  const names = (id: ClientId): ReturnType<typeof linkDeviceNames> => linkDeviceNames(PREFIX, id);
+  /** The devices of these links there, as the kernel reports them: the links are up. */
+  const up = (ids: readonly ClientId[]): void => {
+    kernel.host = new Map(ids.flatMap((id) => Object.values(names(id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+  };
+  const attachedOf = async (client: VmName): Promise<unknown> => (await loadState(stateDir)).links.find((link) => link.client === client)?.attached;
+  /** c1 (and `more`) linked to netvm through the sockets under /run/a: c1's side qemu, netvm's cloud-hypervisor; the links up. */
+  async function linkedAtA(more: readonly VmName[] = []): Promise<ClientId[]> {
+    socketDir = '/run/a';
+    const outcome = await linkVms([c1, ...more], { ...options(), attach: parseAttachChoice(['qemu', `${NETVM}=cloud-hypervisor`]), vmm: vmm() });
+    const ids = [c1, ...more].map((vm) => outcome.linked.get(vm)![0]!.id as ClientId);
+    up(ids);
+    events = [];
+    return ids;
+  }
+  beforeEach(() => {
+    events = [];
+    refuse = new Set();
+    kernel.whileApplying = () => void events.push('apply');
+  });
+
+  it('link records each VMM side with the socket it attached it through; unlink, under templates that now give other paths, detaches each NIC there', async () => {
+    const [id] = await linkedAtA();
+    expect(await attachedOf(c1)).toEqual({ client: 'qemu', provider: 'cloud-hypervisor', clientSocket: '/run/a/c1.qemu', providerSocket: '/run/a/netvm.cloud-hypervisor' });
+    socketDir = '/run/b';
+    const outcome = await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    expect(events).toEqual([`detach qemu c1 ${names(id!).client} at /run/a/c1.qemu`, `detach cloud-hypervisor netvm ${names(id!).provider} at /run/a/netvm.cloud-hypervisor`]);
+    expect(outcome.reports).toMatchObject([{ clientSocket: '/run/a/c1.qemu', providerSocket: '/run/a/netvm.cloud-hypervisor' }]);
+    // Taken down: nothing recorded of how it was attached, sockets too.
+    expect(await attachedOf(c1)).toBeUndefined();
+  });
+
+  it('unlink --force: a VMM that does not detach is said with the socket it was asked at', async () => {
+    const [id] = await linkedAtA();
+    socketDir = '/run/b';
+    refuse.add(names(id!).client);
+    const outcome = await unlinkVm(c1, { forget: false, force: true }, { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    expect(outcome.failures).toMatchObject([{ vmm: 'qemu', vm: 'c1', nic: names(id!).client, socket: '/run/a/c1.qemu' }]);
+  });
+
+  it('link taking down a provider dropped from the config detaches at the sockets recorded', async () => {
+    const [id] = await linkedAtA();
+    await addVm('netvm2');
+    await writeFile(join(configDir, c1, 'providers', 'net', 'netvm2'), '');
+    await rm(join(configDir, c1, 'providers', 'net', NETVM));
+    socketDir = '/run/b';
+    const outcome = await linkVms([c1], { ...options(), attach: parseAttachChoice(['none']), vmm: vmm() });
+    expect(outcome.unlinked.get(c1)?.map((report) => report.id)).toEqual([id]);
+    expect(events.filter((event) => event.startsWith('detach'))).toEqual([
+      `detach qemu c1 ${names(id!).client} at /run/a/c1.qemu`,
+      `detach cloud-hypervisor netvm ${names(id!).provider} at /run/a/netvm.cloud-hypervisor`,
+    ]);
+  });
+
+  it('link of a side to another mode takes its NIC out at the socket recorded', async () => {
+    const [id] = await linkedAtA();
+    socketDir = '/run/b';
+    await linkVms([c1], { ...options(), attach: parseAttachChoice([`${c1}=none`]), vmm: vmm() });
+    expect(events).toEqual([
+      `detach qemu c1 ${names(id!).client} at /run/a/c1.qemu`,
+      // netvm's side keeps its mode, through the socket its template gives now: out at the old one first.
+      `detach cloud-hypervisor netvm ${names(id!).provider} at /run/a/netvm.cloud-hypervisor`,
+      'apply',
+      `attach cloud-hypervisor netvm ${names(id!).provider} at /run/b/netvm.cloud-hypervisor`,
+    ]);
+    expect(await attachedOf(c1)).toEqual({ client: 'none', provider: 'cloud-hypervisor', providerSocket: '/run/b/netvm.cloud-hypervisor' });
+  });
+
+  it('link of a side kept in its VMM mode whose template now gives another path: out at the old socket first, in at the new, recorded so; the same path changes nothing', async () => {
+    const [id] = await linkedAtA();
+    // The same templates: nothing comes out.
+    await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    expect(events.filter((event) => event.startsWith('detach'))).toEqual([]);
+    events = [];
+    socketDir = '/run/b';
+    const outcome = await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    expect(events).toEqual([
+      `detach qemu c1 ${names(id!).client} at /run/a/c1.qemu`,
+      `detach cloud-hypervisor netvm ${names(id!).provider} at /run/a/netvm.cloud-hypervisor`,
+      'apply',
+      `attach qemu c1 ${names(id!).client} at /run/b/c1.qemu`,
+      `attach cloud-hypervisor netvm ${names(id!).provider} at /run/b/netvm.cloud-hypervisor`,
+    ]);
+    expect(outcome.linked.get(c1)).toMatchObject([{ clientAttach: 'qemu', providerAttach: 'cloud-hypervisor', clientSocket: '/run/b/c1.qemu', providerSocket: '/run/b/netvm.cloud-hypervisor' }]);
+    expect(await attachedOf(c1)).toEqual({ client: 'qemu', provider: 'cloud-hypervisor', clientSocket: '/run/b/c1.qemu', providerSocket: '/run/b/netvm.cloud-hypervisor' });
+  });
+
+  it('a record written before sockets were recorded is taken as at the template\'s: nothing comes out, and the socket is recorded now', async () => {
+    const allocation = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]);
+    await saveState(stateDir, setAttachments(allocation.state, [{ pair: allocation.links[0]!, attached: { client: 'qemu', provider: 'none' } }]));
+    const id = allocation.links[0]!.id;
+    up([id]);
+    socketDir = '/run/b';
+    await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    expect(events).toEqual(['apply', `attach qemu c1 ${names(id).client} at /run/b/c1.qemu`]);
+    expect(await attachedOf(c1)).toEqual({ client: 'qemu', provider: 'none', clientSocket: '/run/b/c1.qemu' });
+    // And unlink of such a record goes to the template's, as before.
+    await saveState(stateDir, setAttachments(allocation.state, [{ pair: allocation.links[0]!, attached: { client: 'qemu', provider: 'none' } }]));
+    events = [];
+    await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    expect(events).toEqual([`detach qemu c1 ${names(id).client} at the template's /run/b/c1.qemu`]);
+  });
+
+  it('a VMM refusing a moved NIC back stops the run as it stops a switch: nothing made, the link as it was, one line naming both sockets', async () => {
+    const [id] = await linkedAtA();
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    refuse.add(names(id!).client);
+    socketDir = '/run/b';
+    await expect(linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm() })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'vmm-detach-failed',
+      message:
+        `c1's side of c1 -> netvm (id ${id}) was not attached as qemu through socket /run/b/c1.qemu: its NIC ${names(id!).client} was to come out of the QEMU of c1 at /run/a/c1.qemu, the socket recorded, first: ` +
+        "QEMU refused device_del: Bus 'pci.0' does not support hotplugging (GenericError); so nothing was made for it, and it stays as it was, recorded as qemu on that side with its devices " +
+        '(a NIC the VMM had already been asked to remove may be gone from c1: link again once it answers): ' +
+        "to attach it as qemu through socket /run/b/c1.qemu whatever that VMM says, run spectrum-link unlink c1 --force, then this link again, each with this run's other options",
+    });
+    expect(events).toEqual([`detach qemu c1 ${names(id!).client} at /run/a/c1.qemu`]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('a run that fails after a moved NIC came out says that link down, with the sockets; its record as before', async () => {
+    const [id1, id2] = await linkedAtA([c2]);
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    // c2's bridge gone (its link still up: its taps are there), made anew: the kernel refuses it.
+    kernel.host.delete(names(id2!).bridge);
+    kernel.refused.add(names(id2!).bridge);
+    socketDir = '/run/b';
+    const leftDown: LeftDownLink[] = [];
+    await expect(linkVms([c1, c2], { ...options(), attach: parseAttachChoice([`${NETVM}=none`]), vmm: vmm(), onLeftDown: (links) => void leftDown.push(...links) })).rejects.toThrow(/File exists$/);
+    const c1Down = leftDown.find((link) => link.vm === c1);
+    expect(c1Down).toMatchObject({ id: id1, clientSocket: '/run/a/c1.qemu', takenBack: expect.arrayContaining([{ vmm: 'qemu', vm: 'c1', nic: names(id1!).client, to: 'qemu', toSocket: '/run/b/c1.qemu', socket: '/run/a/c1.qemu', taken: true }]) });
+    // netvm's side to none: a switch, its NIC out at the socket recorded.
+    expect(c1Down?.takenBack).toContainEqual({ vmm: 'cloud-hypervisor', vm: 'netvm', nic: names(id1!).provider, to: 'none', socket: '/run/a/netvm.cloud-hypervisor', taken: true });
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('the socket recorded is checked before any NIC comes out, and a VMM that stalled a detach there is not asked again (--keep-going)', async () => {
+    await linkedAtA([c2]);
+    socketDir = '/run/b';
+    const checked: string[] = [];
+    const stalled = new Map<string, string>();
+    const port: VmmPort = {
+      ...vmm(),
+      checkSocket: (kind, vm, socket) => void checked.push(`${kind} ${vm} ${socket ?? 'template'}`),
+      detach: async (kind, vm, nic, socket) => {
+        events.push(`detach ${kind} ${vm} ${nic.id} at ${socket ?? 'template'}`);
+        if (vm === NETVM) {
+          stalled.set(socket ?? 'template', 'no reply to device_del within 300 ms');
+          throw new Error('no reply to device_del within 300 ms');
+        }
+      },
+      unansweredDetach: (_kind, _vm, socket) => stalled.get(socket ?? 'template'),
+    };
+    const outcome = await linkVmsKeepGoing([c1, c2], { ...options(), attach: parseAttachChoice([`${NETVM}=none`]), vmm: port });
+    expect(checked).toContain('cloud-hypervisor netvm /run/a/netvm.cloud-hypervisor');
+    // c1's QEMU moves (out at /run/a), netvm's stalls: c1 fails; c2 fails at once, netvm's VMM not asked again.
+    expect(outcome.failed.map(({ vm }) => vm)).toEqual([c1, c2]);
+    expect(events.filter((event) => event.startsWith('detach cloud-hypervisor'))).toHaveLength(1);
+  });
+});

@@ -354,6 +354,29 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     }
   });
 
+  it('unlink under a --qmp-socket that now gives another path finds the NIC at the socket recorded; --force where that QEMU refuses names that socket in its line, to remove the NIC there or unlink again', async () => {
+    const elsewhere = ['--qmp-socket', join(socketDir, 'none-{vm}')];
+    const recorded = join(socketDir, 'appvm-lynx.qmp');
+    const first = await linkLynx();
+    const plain = await world.link(['unlink', 'appvm-lynx', ...elsewhere]);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(qemu.devices.has(first.clientDevice)).toBe(false);
+
+    const link = await linkLynx();
+    qemu.deviceDel = 'refuse';
+    const forced = await world.link(['unlink', 'appvm-lynx', '--force', ...elsewhere]);
+    expect(forced.code).toBe(1);
+    const lines = stderrLines(forced.stderr);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`remove the NIC with QMP at ${recorded}: device_del {"id":"${link.clientDevice}"}`);
+    expect(lines[0]).toContain(`or spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu --qmp-socket ${recorded} with this run's other options detaches it`);
+    // As the line says, once QEMU answers.
+    qemu.deviceDel = 'ok';
+    const again = await world.link(['unlink', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--qmp-socket', recorded]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(qemu.devices.size).toBe(0);
+  });
+
   it('--force with VMMs that detach: exit 0, output as a plain unlink (no vmmFailures)', async () => {
     const link = await linkLynx();
     const forced = await world.link(['unlink', 'appvm-lynx', '--force', '--qmp-socket', qmpTemplate, '--json']);
@@ -490,9 +513,11 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       const run = await world.host.exec(['unshare', '-m', 'sh', '-c', script, mountPoint, 'node', LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true });
       expect(run.code, run.stderr).toBe(1);
       const [, stateText = ''] = run.stdout.split('--- state\n');
-      // What the file still records: the run's link, its attach modes.
+      // What the file still records: the run's link, its attach modes (and its QEMU's socket).
       const state = JSON.parse(stateText) as { links: { client: string; provider: string; id: number; attached?: unknown }[] };
-      expect(state.links).toEqual([{ client: 'appvm-lynx', provider: 'netvm', id: expect.any(Number), attached: { client: 'qemu', provider: 'netns' } }]);
+      expect(state.links).toEqual([
+        { client: 'appvm-lynx', provider: 'netvm', id: expect.any(Number), attached: { client: 'qemu', provider: 'netns', clientSocket: join(socketDir, 'appvm-lynx.qmp') } },
+      ]);
       const id = state.links[0]!.id;
       expect(stderrLines(run.stderr)).toEqual([
         // The failure undone stays the first line.

@@ -136,3 +136,72 @@ describe('a VMM that does not answer a detach in time', () => {
     }
   });
 });
+
+describe('the socket recorded for a NIC', () => {
+  it('socketOf: the path a NIC is attached through, absolute (a relative one joined to the working directory, not normalized); none where the state cannot hold it', () => {
+    const port = vmmPort(parseAttachChoice([]), { qmpSocket: '/run/vm/{vm}/../{vm}.qmp', chSocket: 'vms/{vm}/api' });
+    expect(port.socketOf?.('qemu', vmName('netvm'))).toBe('/run/vm/netvm/../netvm.qmp');
+    expect(port.socketOf?.('cloud-hypervisor', vmName('netvm'))).toBe(join(process.cwd(), 'vms/netvm/api'));
+    // Too long (checkSocket refuses it), or with what JSON would escape: not recorded.
+    expect(vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: `/${'x'.repeat(UNIX_SOCKET_PATH_MAX)}/{vm}` }).socketOf?.('qemu', vmName('netvm'))).toBeUndefined();
+    expect(vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: '/run/"vm"/{vm}' }).socketOf?.('qemu', vmName('netvm'))).toBeUndefined();
+  });
+
+  it('a detach goes to the socket recorded, whatever the template gives now; one not given goes to the template\'s', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    const recorded = await ScriptedQemu.start(join(dir, 'old-netvm.qmp'));
+    const now = await ScriptedQemu.start(join(dir, 'netvm.qmp'));
+    try {
+      const port = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: join(dir, '{vm}.qmp'), vmmTimeout: '1000' });
+      const nic = { id: 'snp7', tap: 'snp7', mac: '0A:B3:EC:80:00:07' };
+      for (const qemu of [recorded, now]) {
+        qemu.devices.set('snp7', { mac: '0a:b3:ec:80:00:07', netdev: 'net-snp7' });
+        qemu.netdevs.add('net-snp7');
+      }
+      expect(await port.detach('qemu', vmName('netvm'), nic, recorded.path)).toBeUndefined();
+      expect([recorded.devices.has('snp7'), now.devices.has('snp7'), now.connections]).toEqual([false, true, 0]);
+      expect(await port.detach('qemu', vmName('netvm'), nic)).toBeUndefined();
+      expect(now.devices.has('snp7')).toBe(false);
+    } finally {
+      await recorded.close();
+      await now.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('is checked again before use: one the state would not record is refused, nothing connected to; a symlink there is not followed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    const real = await ScriptedQemu.start(join(dir, 'real.qmp'));
+    try {
+      const port = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: join(dir, '{vm}.qmp'), vmmTimeout: '1000' });
+      const nic = { id: 'snp7', tap: 'snp7', mac: '0A:B3:EC:80:00:07' };
+      for (const bad of ['relative.qmp', `/${'x'.repeat(UNIX_SOCKET_PATH_MAX)}`, '/run/a\nb']) {
+        const refused = { name: 'VmmPortError', kind: 'recorded-socket', message: expect.stringContaining(`the state records ${JSON.stringify(bad)} as the socket of the QEMU of netvm`) };
+        expect(() => port.checkSocket?.('qemu', vmName('netvm'), bad)).toThrow(expect.objectContaining(refused));
+        await expect(port.detach('qemu', vmName('netvm'), nic, bad)).rejects.toMatchObject(refused);
+      }
+      execFileSync('ln', ['-s', real.path, join(dir, 'link.qmp')]);
+      await expect(port.detach('qemu', vmName('netvm'), nic, join(dir, 'link.qmp'))).rejects.toMatchObject({ message: expect.stringContaining('symlink') });
+      expect(real.connections).toBe(0);
+    } finally {
+      await real.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a VMM that did not answer a detach in time at a recorded socket is told of by that socket', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    const stalled = await ScriptedQemu.start(join(dir, 'old-netvm.qmp'));
+    stalled.delayMs = 60_000;
+    try {
+      const port = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: join(dir, '{vm}.qmp'), vmmTimeout: '100' });
+      const nic = { id: 'snp1', tap: 'snp1', mac: '0A:B3:EC:80:00:01' };
+      await expect(port.detach('qemu', vmName('netvm'), nic, stalled.path)).rejects.toMatchObject({ name: 'QmpError', kind: 'timeout' });
+      expect(port.unansweredDetach?.('qemu', vmName('netvm'), stalled.path)).toMatch(/./);
+      expect(port.unansweredDetach?.('qemu', vmName('netvm'))).toBeUndefined();
+    } finally {
+      await stalled.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
