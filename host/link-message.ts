@@ -345,7 +345,7 @@ export interface LinkInfo {
   readonly name: string;
   /** As ObservedDevice's: the kernel's IFLA_INFO_KIND, TUN_MODE_KIND for a tun device in tun mode. */
   readonly kind: string | null;
-  /** The index of its peer (a veth's far end; IFLA_LINK), in the namespace peerNetnsId names, else in its own; null where it reports none. */
+  /** The index of its peer (a veth's far end; IFLA_LINK, else its own index where peerNetnsId is given), in the namespace peerNetnsId names, else in its own; null where it reports none. */
   readonly peerIndex: number | null;
   /** The id this namespace gives the namespace its peer is in (IFLA_LINK_NETNSID), null where that is its own (or it has no peer). */
   readonly peerNetnsId: number | null;
@@ -445,12 +445,17 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
       const address = attributes.get(IFLA_ADDRESS);
       const name = stringOf(attributes.get(IFLA_IFNAME));
       if (name !== null) {
+        const index = view.getInt32(body + 4, true);
+        const peerNetnsId = s32Of(attributes.get(IFLA_LINK_NETNSID));
         links.push({
-          index: view.getInt32(body + 4, true),
+          index,
           name,
           kind: kindOf(attributes.get(IFLA_LINKINFO)),
-          peerIndex: u32Of(attributes.get(IFLA_LINK)),
-          peerNetnsId: s32Of(attributes.get(IFLA_LINK_NETNSID)),
+          // Kernels before 5.2 (and stable ones without its backport) leave IFLA_LINK out where it
+          // is the device's own index, also for a peer in another namespace that has this index
+          // there: then the peer's index is this one.
+          peerIndex: u32Of(attributes.get(IFLA_LINK)) ?? (peerNetnsId === null ? null : index),
+          peerNetnsId,
           masterIndex: u32Of(attributes.get(IFLA_MASTER)),
           mtu: u32Of(attributes.get(IFLA_MTU)) ?? 0,
           up: (view.getUint32(body + 8, true) & IFF_UP) !== 0,

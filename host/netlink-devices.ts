@@ -112,11 +112,18 @@ const errorCode = (error: unknown): string => (error instanceof Error && 'code' 
 /**
  * Whether opening /run/netns/NAME failed as it does where no namespace is there: no such file (or
  * no such dir), or one this user may not open that holds none (an `ip netns add` cut short leaves
- * its file so; a mounted one anyone may open).
+ * its file so; a mounted one anyone may open). Not one this user cannot even look at (a symlink
+ * to another user's /proc/PID/ns/net, say): a namespace may be there.
  */
 function namespaceAbsent(name: string, code: string): boolean {
   if (code === 'ENOENT' || code === 'ENOTDIR') return true;
-  return (code === 'EACCES' || code === 'EPERM') && !namespaceMounted(name);
+  if (code !== 'EACCES' && code !== 'EPERM') return false;
+  try {
+    return statfsSync(`${NETNS_DIR}/${name}`).type !== NSFS_MAGIC;
+  } catch (error) {
+    const statCode = errorCode(error);
+    return statCode === 'ENOENT' || statCode === 'ENOTDIR';
+  }
 }
 
 /** Opening a namespace's file failed for another reason than its absence: where veths' far ends are is then unknown. */
@@ -126,7 +133,9 @@ function namespaceUnopened(name: string, code: string): DeviceError {
       ? 'this process has too many files open: raise its limit (ulimit -n) and run it again'
       : code === 'ENFILE'
         ? 'the system has too many files open: close some (or raise fs.file-max) and run it again'
-        : 'run it again';
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'this user may not open it (another user\'s process\'s namespace, say): run it as root'
+          : 'run it again';
   return new DeviceError('query-failed', `looking up the id of network namespace ${name} failed (cannot open ${NETNS_DIR}/${name}: ${code}), so whether veths have their far end there is unknown; ${check}`);
 }
 

@@ -229,6 +229,22 @@ describe('decodeLinks', () => {
     expect([host.get('snc1')?.peerNetnsId, host.get('snp1')?.peerNetnsId]).toEqual([2, undefined]);
   });
 
+  it("takes a peer in another namespace without IFLA_LINK (kernels before 5.2 leave it out where it equals the device's own index) to have the device's index there", () => {
+    const u32 = (value: number): Buffer => Buffer.from(new Uint32Array([value]).buffer);
+    /** answerWith's message with the ifinfomsg's index set. */
+    const withIndex = (index: number, attributes: readonly Buffer[]): Uint8Array => {
+      const message = Buffer.from(answerWith('snc1', attributes));
+      message.writeInt32LE(index, 16 + 4);
+      return message;
+    };
+    const [elsewhere] = decodeLinks(withIndex(3, [attribute(37, u32(2))]));
+    expect([elsewhere?.index, elsewhere?.peerIndex, elsewhere?.peerNetnsId]).toEqual([3, 3, 2]);
+    expect(observedDevices([elsewhere!]).get('snc1')).toMatchObject({ index: 3, peerNetnsId: 2, peerIndex: 3 });
+    // In its own namespace, no IFLA_LINK is no peer.
+    const [alone] = decodeLinks(withIndex(3, []));
+    expect([alone?.peerIndex, alone?.peerNetnsId]).toEqual([null, null]);
+  });
+
   it('never throws on arbitrary bytes, and reads only whole messages', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 512, size: 'max' }), (bytes) => {

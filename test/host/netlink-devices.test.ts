@@ -1,11 +1,12 @@
 // removeDevices against the kernel: the built module runs inside a test namespace (it works on the
 // namespace of its process), so this process's own is never touched.
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
+import { createHarness, describeNetns, eventually, type Harness, type Netns } from '../harness/index.js';
 import { ROOT, devices } from './link-fixture.js';
 
 const MODULE = join(ROOT, 'dist', 'host', 'netlink-devices.js');
@@ -181,6 +182,36 @@ describeNetns('removeDevices in a namespace', () => {
     } finally {
       await rm(`/run/netns/${leftover}`, { force: true });
       await host.ip(['link', 'del', 'na1']);
+    }
+  });
+
+  it("namespaceIds: a namespace this user may not open nor look at (a symlink to a root process's /proc/PID/ns/net) fails it, saying so, not taken for none", async () => {
+    await host.ip(['link', 'add', 'pa1', 'type', 'veth', 'peer', 'name', 'pb1', 'netns', vm.name]);
+    // A root process in the VM namespace, and the namespace named by a symlink to its ns file (as tools that do not bind-mount name them).
+    const holder = spawn('nsenter', [`--net=/run/netns/${vm.name}`, 'sleep', '60'], { stdio: 'ignore' });
+    const linked = `${vm.name}-proc`;
+    const script = `import { namespaceIds } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      let outcome;
+      try { outcome = [...(await namespaceIds([${JSON.stringify(linked)}]))]; } catch (error) { outcome = { name: error.name, kind: error.kind, message: error.message }; }
+      console.log(JSON.stringify(outcome));`;
+    try {
+      const inVm = `net:[${String((await stat(`/run/netns/${vm.name}`)).ino)}]`;
+      await eventually('the holder in the VM namespace', async () => (await readlink(`/proc/${String(holder.pid)}/ns/net`).catch(() => '')) === inVm);
+      await symlink(`/proc/${String(holder.pid)}/ns/net`, `/run/netns/${linked}`);
+      const peerNetnsId = (JSON.parse((await host.ip(['-j', '-d', 'link', 'show', 'pa1'])).stdout) as { link_netnsid?: number }[])[0]?.link_netnsid;
+      const asRoot = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+      expect([asRoot.code, asRoot.stderr, JSON.parse(asRoot.stdout)]).toEqual([0, '', [[linked, peerNetnsId]]]);
+      const asNobody = await host.exec(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'node', '--input-type=module', '-e', script], { allowFailure: true });
+      expect([asNobody.code, asNobody.stderr]).toEqual([0, '']);
+      expect(JSON.parse(asNobody.stdout)).toEqual({
+        name: 'DeviceError',
+        kind: 'query-failed',
+        message: `looking up the id of network namespace ${linked} failed (cannot open /run/netns/${linked}: EACCES), so whether veths have their far end there is unknown; this user may not open it (another user's process's namespace, say): run it as root`,
+      });
+    } finally {
+      holder.kill();
+      await rm(`/run/netns/${linked}`, { force: true });
+      await host.ip(['link', 'del', 'pa1']);
     }
   });
 
