@@ -111,7 +111,12 @@ interface SeenIndex {
 
 /** One change to one device, in the current namespace (netns null) or in a VM namespace. */
 export type DeviceStep = { readonly netns: string | null } & (
-  | ({ readonly op: 'delete'; readonly name: string } & SeenIndex)
+  /**
+   * Delete a device the plan saw, only ever by the index it saw it under (SeenIndex): one gone
+   * when the step runs is not looked for under its name, which another device may have by then.
+   * Gone, it has reached the step's goal: the step counts as done (netlink-devices.ts).
+   */
+  | { readonly op: 'delete'; readonly name: string; readonly index: number }
   | { readonly op: 'add-bridge'; readonly name: string }
   | { readonly op: 'add-tap'; readonly name: string }
   /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
@@ -283,7 +288,8 @@ export function isEmptyPlan(plan: DevicePlan): boolean {
 /**
  * The host devices a plan deletes to make anew under the same name (one of another kind: a veth
  * that is to be a tap, a bridge's name on something else; half a veth pair): undoing the plan
- * (deleting `creates`) takes the new ones away and cannot bring the old ones back.
+ * (deleting `creates`) takes the new ones away and cannot bring the old ones back. One found gone
+ * when its delete runs was not deleted by the plan (netlink-devices.ts's PlanMade.vanished).
  */
 export function replacedDevices(plan: DevicePlan): string[] {
   return plan.hostSteps.flat().flatMap((step) => (step.op === 'delete' && step.netns === null ? [step.name] : []));

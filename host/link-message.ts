@@ -188,10 +188,8 @@ export class ProgramWriter {
   step(step: DeviceStep, namespaceFds: NamespaceFds): this {
     switch (step.op) {
       case 'delete':
-        this.beginRecord(KIND_REQUEST);
-        this.beginMessage(RTM_DELLINK, 0);
-        this.device(step.name, step.index, false);
-        break;
+        // By the index alone: the kernel then looks for no device by name (ENODEV where that one is gone).
+        return this.deleteByIndex(step.index);
       case 'add-bridge':
         this.beginRecord(KIND_REQUEST);
         this.beginMessage(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);

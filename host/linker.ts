@@ -715,7 +715,7 @@ interface LinkTransaction {
 interface RunDevices {
   /** Host devices the plans create (deleting them undoes the plans). */
   readonly created: Set<string>;
-  /** Of those, the ones made anew in place of a device that was there: an undo loses both. */
+  /** Of those, the ones made anew in place of a device that was there (and that the run deleted: not one it found gone): an undo loses both. */
   readonly replaced: Set<string>;
   /** VM namespaces the plans made (their `ip netns add` did; not one someone else made meanwhile). */
   readonly namespaces: Set<string>;
@@ -900,6 +900,8 @@ async function linkTransaction(
           } finally {
             // Only those its `ip netns add` made: one someone else made meanwhile is never the run's to delete (undoVms).
             for (const netns of planMade.namespaces) made.namespaces.add(netns);
+            // One it found gone when it came to delete it, something else took: the run replaced nothing there.
+            for (const device of planMade.vanished) made.replaced.delete(device);
           }
           applied += chunk.length;
           options.progress?.({ phase: 'devices', done: applied, total: vms.length });

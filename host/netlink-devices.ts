@@ -234,11 +234,31 @@ function openNamespace(name: string): number {
   }
 }
 
+/** What running steps did, by device name: each set given is filled in as the steps run. */
+interface StepsDone {
+  /** The devices its add steps made (add-bridge, add-tap, add-veth done). */
+  readonly made?: Set<string> | undefined;
+  /** The devices its delete steps deleted. */
+  readonly deleted?: Set<string>;
+  /** The devices its delete steps found gone already (ENODEV for the index the plan saw): none of those it deleted. */
+  readonly gone?: Set<string>;
+}
+
 /**
- * Run steps in one namespace, in order; the first failure stops them and is thrown. The name of
- * each device a step made (add-bridge, add-tap, add-veth done) is added to `made`.
+ * Whether a delete step's failure says that its device is gone: the kernel's ENODEV for the index
+ * it was seen under (the step goes by that alone: link-message.ts). What it was to bring about
+ * (no such device there) is so: reconciled, not a failure.
  */
-async function runSteps(netns: string | null, steps: readonly DeviceStep[], made?: Set<string>): Promise<void> {
+const foundGone = (step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' }): boolean =>
+  step.op === 'delete' && outcome.code === 'ENODEV' && outcome.marks.failure === 'refused';
+
+/**
+ * Run steps in one namespace, in order; the first failure stops them and is thrown. A delete
+ * whose device is gone already (deleted by something else since the plan looked, or with the far
+ * end of its veth pair: a pair dies together) counts as done, and the steps after it run. What
+ * they did goes into `done`.
+ */
+async function runSteps(netns: string | null, steps: readonly DeviceStep[], done: StepsDone = {}): Promise<void> {
   if (steps.length === 0) return;
   // A veth's peer is placed by a descriptor of its namespace, open for the length of the run.
   const fds = new Map<string, number>();
@@ -246,20 +266,29 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], made
     for (const step of steps) {
       if (step.op === 'add-veth' && !fds.has(step.peerNetns)) fds.set(step.peerNetns, openNamespace(step.peerNetns));
     }
-    const writer = new ProgramWriter();
-    for (const step of steps) writer.step(step, fds);
-    const program = writer.finish();
     const failure = await inNamespace(netns, async (socket) => {
-      const outcomes = await socket.runMarked(program);
-      outcomes.forEach((outcome, index) => {
-        const step = steps[index];
-        if (outcome.state === 'done' && step !== undefined && step.op.startsWith('add-')) made?.add(step.name);
-      });
-      const failed = outcomes.findIndex((outcome) => outcome.state === 'failed');
-      const outcome = outcomes[failed];
-      const step = steps[failed];
-      if (outcome?.state !== 'failed' || step === undefined) return undefined;
-      return `${stepText(step)}${where(netns)} failed: ${await failureText(socket, step, outcome)}`;
+      // The program stops at its first failure: after a delete that found its device gone, the
+      // steps after it run as a program of their own (rare: one more round trip).
+      for (let from = 0; from < steps.length; ) {
+        const rest = steps.slice(from);
+        const writer = new ProgramWriter();
+        for (const step of rest) writer.step(step, fds);
+        const outcomes = await socket.runMarked(writer.finish());
+        outcomes.forEach((outcome, index) => {
+          const step = rest[index];
+          if (outcome.state !== 'done' || step === undefined) return;
+          if (step.op.startsWith('add-')) done.made?.add(step.name);
+          else if (step.op === 'delete') done.deleted?.add(step.name);
+        });
+        const failed = outcomes.findIndex((outcome) => outcome.state === 'failed');
+        const outcome = outcomes[failed];
+        const step = rest[failed];
+        if (outcome?.state !== 'failed' || step === undefined) return undefined;
+        if (!foundGone(step, outcome)) return `${stepText(step)}${where(netns)} failed: ${await failureText(socket, step, outcome)}`;
+        done.gone?.add(step.name);
+        from += failed + 1;
+      }
+      return undefined;
     });
     if (failure !== undefined) throw new DeviceError('step-failed', failure);
   } finally {
@@ -369,9 +398,15 @@ export interface PlanMade {
    * is used, never deleted.
    */
   readonly namespaces: Set<string>;
+  /**
+   * Host devices its delete steps found gone already (something else deleted them since the plan
+   * looked): not ones it deleted, so not ones it replaced. Not one whose veth far end, under its
+   * name, it had deleted (a pair dies together): that one it took itself.
+   */
+  readonly vanished: Set<string>;
 }
 
-export const newPlanMade = (): PlanMade => ({ devices: new Set(), namespaces: new Set() });
+export const newPlanMade = (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set() });
 
 /** Make a VM namespace; where this call made it (or left a file to clear), its name goes into `made`. */
 async function createNamespace(name: string, made?: Set<string>): Promise<void> {
@@ -397,12 +432,21 @@ async function createNamespace(name: string, made?: Set<string>): Promise<void> 
  * which tells what that undo could not delete, and keeps the failure that is thrown. What it made
  * goes into `made`, for that undo: a device of a name it was to create that it did not make (its
  * step refused, as one someone else made meanwhile is, or not reached) is not its to delete, nor
- * is a VM namespace someone else made meanwhile, nor one it did not reach.
+ * is a VM namespace someone else made meanwhile, nor one it did not reach. A device its delete
+ * step finds gone already is as the plan wants it (runSteps): the run goes on, and, where it went
+ * by something else's doing, its name goes into `made.vanished`.
  */
 export async function applyDevicePlan(plan: DevicePlan, made?: PlanMade): Promise<void> {
   for (const name of plan.createNamespaces) await createNamespace(name, made?.namespaces);
-  await inEachNamespace(plan.clearFarEnds);
-  await runSteps(null, plan.hostSteps.flat(), made?.devices);
+  // Far ends are named as their host ends: one deleted here takes a host end of its pair along.
+  const farEndsDeleted = new Set<string>();
+  await inEachNamespace(plan.clearFarEnds, { deleted: farEndsDeleted });
+  const gone = new Set<string>();
+  try {
+    await runSteps(null, plan.hostSteps.flat(), { made: made?.devices, gone });
+  } finally {
+    for (const name of gone) if (!farEndsDeleted.has(name)) made?.vanished.add(name);
+  }
   await inEachNamespace(plan.configureFarEnds);
 }
 
@@ -410,8 +454,8 @@ export async function applyDevicePlan(plan: DevicePlan, made?: PlanMade): Promis
  * Run steps in their namespaces side by side, and return once all are done: an undo that began
  * while another namespace's steps ran would race them. The first failure is thrown.
  */
-async function inEachNamespace(steps: readonly DeviceStep[]): Promise<void> {
-  const outcomes = await Promise.allSettled([...byNamespace(steps)].map(([netns, group]) => runSteps(netns, group)));
+async function inEachNamespace(steps: readonly DeviceStep[], done?: StepsDone): Promise<void> {
+  const outcomes = await Promise.allSettled([...byNamespace(steps)].map(([netns, group]) => runSteps(netns, group, done)));
   const failure = outcomes.find((outcome) => outcome.status === 'rejected');
   if (failure !== undefined) throw failure.reason as unknown;
 }

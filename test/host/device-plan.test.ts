@@ -321,7 +321,7 @@ describe('planDevices, IPv6 on the host\'s devices', () => {
 describe('stepText', () => {
   it('says each step as the ip command that does the same', () => {
     const steps: DeviceStep[] = [
-      { netns: null, op: 'delete', name: 'snb1' },
+      { netns: null, op: 'delete', name: 'snb1', index: 4 },
       { netns: null, op: 'add-veth', name: 'snc1', peerNetns: 'vm-a' },
       { netns: 'vm-a', op: 'set', name: 'snc1', change: { mac: '0a:b3:ec:00:00:01', mtu: 1500, up: true } },
       { netns: null, op: 'set', name: 'snc1', change: { master: 'snb1' } },

@@ -82,7 +82,7 @@ describe('ProgramWriter', () => {
       .step({ netns: null, op: 'add-bridge', name: 'snb1' }, new Map())
       .step({ netns: null, op: 'add-tap', name: 'snc1' }, new Map())
       .step({ netns: null, op: 'add-veth', name: 'snp1', peerNetns: 'vm-a' }, new Map([['vm-a', 42]]))
-      .step({ netns: null, op: 'delete', name: 'snb2' }, new Map())
+      .step({ netns: null, op: 'delete', name: 'snb2', index: 44 }, new Map())
       .step({ netns: null, op: 'disable-ipv6', name: 'snb1' }, new Map())
       .getLink('snb1')
       .dumpLinks()
@@ -96,7 +96,8 @@ describe('ProgramWriter', () => {
     expect(decodeLinks(veth?.payload ?? new Uint8Array())).toMatchObject([{ name: 'snp1', kind: 'veth' }]);
     // The peer carries its own name and the namespace descriptor (IFLA_NET_NS_FD = 28, value 42).
     expect(Buffer.from(veth?.payload ?? []).includes(Buffer.from([8, 0, 28, 0, 42, 0, 0, 0]))).toBe(true);
-    expect(header(del?.payload ?? new Uint8Array())).toMatchObject({ type: 17 });
+    // By the index the plan saw alone (no IFLA_IFNAME): a device gone is not looked for by name.
+    expect(header(del?.payload ?? new Uint8Array())).toMatchObject({ type: 17, index: 44, length: 32 });
     expect(noIpv6?.kind).toBe(4);
     // No index (a device the plan makes): 0, then the name.
     expect(Buffer.from(noIpv6?.payload ?? []).toString('latin1')).toBe('\0\0\0\0snb1\0');
@@ -109,7 +110,7 @@ describe('ProgramWriter', () => {
     const step: fc.Arbitrary<DeviceStep> = fc.oneof(
       deviceName.map((name): DeviceStep => ({ netns: null, op: 'add-tap', name })),
       deviceName.map((name): DeviceStep => ({ netns: null, op: 'add-bridge', name })),
-      deviceName.map((name): DeviceStep => ({ netns: null, op: 'delete', name })),
+      fc.tuple(deviceName, fc.integer({ min: 1, max: 0x7fff_ffff })).map(([name, index]): DeviceStep => ({ netns: null, op: 'delete', name, index })),
       fc.tuple(deviceName, deviceName, fc.integer({ min: 68, max: 65535 })).map(([name, master, mtu]): DeviceStep => ({ netns: null, op: 'set', name, change: { mtu, master, up: true } })),
       fc.tuple(deviceName, fc.integer({ min: 68, max: 65535 })).map(([name, mtu]): DeviceStep => ({ netns: null, op: 'set', name, change: { mtu } })),
     );

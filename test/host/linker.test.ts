@@ -54,6 +54,8 @@ const kernel = vi.hoisted(() => ({
   undoneMadeNamespaces: [] as (ReadonlySet<string> | undefined)[],
   /** VM namespaces someone else makes between a plan's look and its `ip netns add`: applyDevicePlan does not make them. */
   foreignNamespaces: new Set<string>(),
+  /** Host devices something else deletes between a plan's look and its delete steps: applyDevicePlan finds those gone (made.vanished). */
+  vanished: new Set<string>(),
   /** The namespaces deleteNamespaces was asked to delete (the undo of VMs of a --keep-going run), in order. */
   deletedNamespaces: [] as string[],
   /** Device queries so far (one per chunk of VMs). */
@@ -163,7 +165,7 @@ const leftOf = vi.hoisted(() => (devices: readonly string[], namespaces: readonl
 });
 
 vi.mock('../../host/netlink-devices.js', () => ({
-  newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set() }),
+  newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set() }),
   observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
     if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
     const unlisted = only?.find((name) => kernel.unlistable.has(name));
@@ -175,6 +177,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
     await kernel.whileApplying();
     // Namespaces first, but for those someone else made meanwhile; then devices, in order up to the first refused.
     for (const netns of plan.createNamespaces) if (!kernel.foreignNamespaces.has(netns)) made?.namespaces.add(netns);
+    for (const step of plan.hostSteps.flat()) if (step.op === 'delete' && kernel.vanished.has(step.name)) made?.vanished.add(step.name);
     for (const device of plan.creates) {
       if (kernel.refused.has(device)) break;
       made?.devices.add(device);
@@ -237,6 +240,7 @@ beforeEach(async () => {
   kernel.undoneMade = [];
   kernel.undoneMadeNamespaces = [];
   kernel.foreignNamespaces.clear();
+  kernel.vanished.clear();
   kernel.deletedNamespaces = [];
   kernel.observed = 0;
   kernel.removed = [];
@@ -361,6 +365,32 @@ describe('link --keep-going interrupted during the one transaction', () => {
     await expect(run).rejects.toMatchObject({ kind: 'interrupted' });
     expect(leftDown.map((link) => [link.vm, link.provider, link.id, link.clientAttach])).toEqual([['c1', 'netvm', allocation.links[0]!.id, 'netns']]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(serializeState(earlier));
+  });
+});
+
+describe('link failing after a device it was to replace turned out gone', () => {
+  it('does not say an earlier link left down for a device something else deleted (found gone when its delete came): the run replaced none of it', async () => {
+    // c1 and c2 linked earlier by netns (their client devices veths, recorded so); this run makes
+    // them taps. Something else deleted c1's veth after the run looked; the kernel then refuses
+    // c3's bridge, and the run is undone: c2's veth it did delete, c1's it did not.
+    const allocation = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM })));
+    const [c1Link, c2Link, c3Link] = allocation.links;
+    if (c1Link === undefined || c2Link === undefined || c3Link === undefined) throw new Error('no ids');
+    const attached = { client: 'netns', provider: 'none' } as const;
+    await saveState(stateDir, setAttachments(allocation.state, [c1Link, c2Link].map((link) => ({ pair: { client: link.client, provider: NETVM }, attached }))));
+    kernel.host = new Map();
+    for (const link of [c1Link, c2Link]) {
+      const names = linkDeviceNames(PREFIX, link.id);
+      const device = (name: string, kind: string): ObservedDevice => ({ index: 2, name, kind, master: names.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:01', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
+      kernel.host.set(names.bridge, { ...device(names.bridge, 'bridge'), master: null });
+      kernel.host.set(names.client, device(names.client, 'veth'));
+      kernel.host.set(names.provider, device(names.provider, 'tun'));
+    }
+    kernel.vanished.add(linkDeviceNames(PREFIX, c1Link.id).client);
+    kernel.refused.add(linkDeviceNames(PREFIX, c3Link.id).bridge);
+    const leftDown: LinkReport[] = [];
+    await expect(linkVms(CLIENTS, { ...options(), onLeftDown: (links) => void leftDown.push(...links) })).rejects.toThrow(/File exists$/);
+    expect(leftDown.map((link) => [link.vm, link.id, link.clientAttach])).toEqual([['c2', c2Link.id, 'netns']]);
   });
 });
 

@@ -355,6 +355,104 @@ describeNetns('applyDevicePlan in a namespace', () => {
     expect([...links.keys()].filter((name) => name.endsWith('9')).sort()).toEqual(['ab9', 'ap9']);
   });
 
+  /** A plan of one link (client `name`c, a veth into VM namespace `vm`; provider `name`p, a tap) as a script's lines: `connection`, `names`. */
+  const vethLink = (id: number, vm: string): string => `
+      const connection = {
+        bridge: 'ab${id}', mtu: 1400,
+        client: { device: 'ac${id}', mac: '0a:b3:ec:00:00:0${id}', attach: { kind: 'veth', netns: ${JSON.stringify(vm)} } },
+        provider: { device: 'ap${id}', mac: '0a:b3:ec:80:00:0${id}', attach: { kind: 'tap' } },
+      };
+      const names = ['ab${id}', 'ac${id}', 'ap${id}'];`;
+
+  /** Devices of a veth link as the plan makes them: a bridge with the host end and the tap, the far end in the VM's namespace with the link MAC. */
+  const expectLinkDevices = async (id: number, vm: Netns): Promise<void> => {
+    const links = await devices(host);
+    expect(links.get(`ab${id}`)).toMatchObject({ mtu: 1400, linkinfo: { info_kind: 'bridge' }, flags: expect.arrayContaining(['UP']) });
+    expect(links.get(`ac${id}`)).toMatchObject({ mtu: 1400, master: `ab${id}`, linkinfo: { info_kind: 'veth' } });
+    expect(links.get(`ap${id}`)).toMatchObject({ mtu: 1400, master: `ab${id}`, linkinfo: { info_kind: 'tun' } });
+    expect((await devices(vm)).get(`ac${id}`)).toMatchObject({ mtu: 1400, address: `0a:b3:ec:00:00:0${id}`, linkinfo: { info_kind: 'veth' }, flags: expect.arrayContaining(['UP']) });
+  };
+
+  it("a host end gone with the far end the plan deleted first (a veth pair dies together, taken as not whole) counts as deleted: the run goes on, and the devices end as planned", async () => {
+    const vm = await harness.namespace('vmg3');
+    await host.ip(['link', 'add', 'ac3', 'type', 'veth', 'peer', 'name', 'ac3', 'netns', vm.name]);
+    // The plan takes the pair as not whole while it is one, as without the VM namespace's id:
+    // it deletes the far end, which takes the host end with it, then the host end by its index.
+    const script = `import { observeDevices, applyDevicePlan, newPlanMade } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices, isEmptyPlan, stepText } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      ${vethLink(3, vm.name)}
+      const plan = planDevices([connection], { ...(await observeDevices([${JSON.stringify(vm.name)}], names)), netnsIds: new Map() });
+      const deletes = [...plan.clearFarEnds, ...plan.hostSteps.flat()].filter((step) => step.op === 'delete').map((step) => [step.netns, stepText(step)]);
+      const made = newPlanMade();
+      await applyDevicePlan(plan, made);
+      const again = planDevices([connection], await observeDevices([${JSON.stringify(vm.name)}], names));
+      console.log(JSON.stringify({ deletes, made: [...made.devices].sort(), vanished: [...made.vanished], again: isEmptyPlan(again) }));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { enter: 'nsenter', allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    // Its own far-end delete took the host end: the run deleted it (vanished says only what something else took).
+    expect(JSON.parse(result.stdout)).toEqual({ deletes: [[vm.name, 'ip link del dev ac3'], [null, 'ip link del dev ac3']], made: ['ab3', 'ac3', 'ap3'], vanished: [], again: true });
+    await expectLinkDevices(3, vm);
+    for (const device of ['ac3', 'ap3', 'ab3']) await host.ip(['link', 'del', device]);
+  });
+
+  it('devices the plan was to delete that something else deleted between its look and its steps (host and far end) count as deleted: the run goes on, and the devices end as planned', async () => {
+    const vm = await harness.namespace('vmg6');
+    // A tap under the bridge's name and one under the client's (to be a bridge and a veth), and a
+    // stale far end in the VM's namespace: the plan deletes all three.
+    for (const tap of ['ab6', 'ac6']) await host.ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    await vm.ip(['tuntap', 'add', 'dev', 'ac6', 'mode', 'tap']);
+    const script = `import { execFileSync } from 'node:child_process';
+      import { observeDevices, applyDevicePlan, newPlanMade } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices, isEmptyPlan, stepText } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      ${vethLink(6, vm.name)}
+      const plan = planDevices([connection], await observeDevices([${JSON.stringify(vm.name)}], names));
+      const deletes = [...plan.clearFarEnds, ...plan.hostSteps.flat()].filter((step) => step.op === 'delete').map((step) => [step.netns, stepText(step)]);
+      execFileSync('ip', ['link', 'del', 'ab6']);
+      execFileSync('ip', ['link', 'del', 'ac6']);
+      execFileSync('ip', ['-n', ${JSON.stringify(vm.name)}, 'link', 'del', 'ac6']);
+      const made = newPlanMade();
+      await applyDevicePlan(plan, made);
+      const again = planDevices([connection], await observeDevices([${JSON.stringify(vm.name)}], names));
+      console.log(JSON.stringify({ deletes, made: [...made.devices].sort(), vanished: [...made.vanished].sort(), again: isEmptyPlan(again) }));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { enter: 'nsenter', allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(JSON.parse(result.stdout)).toEqual({
+      deletes: [[vm.name, 'ip link del dev ac6'], [null, 'ip link del dev ab6'], [null, 'ip link del dev ac6']],
+      made: ['ab6', 'ac6', 'ap6'],
+      vanished: ['ab6', 'ac6'],
+      again: true,
+    });
+    await expectLinkDevices(6, vm);
+    for (const device of ['ac6', 'ap6', 'ab6']) await host.ip(['link', 'del', device]);
+  });
+
+  it('a delete goes by the index the plan saw alone: a device made anew under the name meanwhile is not deleted (its add then refused, the run undone, that device left)', async () => {
+    await host.ip(['link', 'add', 'ab2', 'type', 'bridge']);
+    await host.ip(['link', 'add', 'ac2', 'type', 'veth', 'peer', 'name', 'ac2peer']);
+    // The plan deletes the veth to make a tap of its name; meanwhile someone else deletes it and
+    // makes a bridge of that name (another index).
+    const script = `import { execFileSync } from 'node:child_process';
+      import { observeDevices, applyDevicePlan, undoDevicePlan, newPlanMade } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const side = (device, mac) => ({ device, mac, attach: { kind: 'tap' } });
+      const connection = { bridge: 'ab2', mtu: 1500, client: side('ac2', '0a:b3:ec:00:00:02'), provider: side('ap2', '0a:b3:ec:80:00:02') };
+      const plan = planDevices([connection], await observeDevices([], ['ab2', 'ac2', 'ap2']));
+      execFileSync('ip', ['link', 'del', 'ac2']);
+      execFileSync('ip', ['link', 'add', 'ac2', 'type', 'bridge']);
+      const made = newPlanMade();
+      const failure = await applyDevicePlan(plan, made).then(() => 'done', (error) => error.message);
+      console.log(JSON.stringify({ failure, vanished: [...made.vanished], undone: await undoDevicePlan(plan, made) }));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(JSON.parse(result.stdout)).toEqual({
+      failure: expect.stringMatching(/^ip tuntap add dev ac2 mode tap vnet_hdr failed: Device or resource busy/),
+      vanished: ['ac2'],
+      undone: { kept: ['ac2'], namespaces: [] },
+    });
+    expect((await devices(host)).get('ac2')?.linkinfo?.info_kind).toBe('bridge');
+    for (const device of ['ac2', 'ab2']) await host.ip(['link', 'del', device]);
+  });
+
   it("a failed plan's undo leaves alone a VM namespace someone else made after it looked (its ip netns add refused: File exists): it deletes only the namespaces it made", async () => {
     const vmx = `${harness.prefix}vmx`;
     // The plan looks: no namespace vmx, no devices.
