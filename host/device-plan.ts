@@ -115,8 +115,11 @@ export type DeviceStep = { readonly netns: string | null } & (
    * Delete a device the plan saw, only ever by the index it saw it under (SeenIndex): one gone
    * when the step runs is not looked for under its name, which another device may have by then.
    * Gone, it has reached the step's goal: the step counts as done (netlink-devices.ts).
+   * withFarEnd: a host veth whose peer may be the far end of its name that clearFarEnds deletes
+   * first (the plan could not tell: that VM namespace has no id here), so found gone it may have
+   * gone with that one; found gone without it, something else took it.
    */
-  | { readonly op: 'delete'; readonly name: string; readonly index: number }
+  | { readonly op: 'delete'; readonly name: string; readonly index: number; readonly withFarEnd?: true }
   | { readonly op: 'add-bridge'; readonly name: string }
   | { readonly op: 'add-tap'; readonly name: string }
   /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
@@ -240,6 +243,15 @@ function isPeer(host: ObservedDevice, far: ObservedDevice, netnsId: number | und
   return netnsId !== undefined && host.peerNetnsId === netnsId && host.peerIndex === far.index;
 }
 
+/**
+ * Whether `far` may be the peer of `host` though isPeer cannot say so: a veth whose peer has the
+ * far end's index in a namespace the plan has no id for here (where it has one, isPeer tells).
+ * Deleting `far` then may take `host` along.
+ */
+function maybePeers(host: ObservedDevice, far: ObservedDevice | undefined, netnsId: number | undefined): boolean {
+  return netnsId === undefined && far?.kind === DEVICE_KIND.veth && host.kind === DEVICE_KIND.veth && host.peerNetnsId !== undefined && host.peerIndex === far.index;
+}
+
 function planSide(side: DesiredSide, connection: DesiredConnection, observed: ObservedDevices, plan: PlanBuilder, bridgeReplaced: boolean): void {
   const { hostSteps: steps, creates } = plan;
   const found = observed.host.get(side.device);
@@ -268,7 +280,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
   // (link-device-kinds.ts).
   const pairWhole = seen?.kind === DEVICE_KIND.veth && far?.kind === DEVICE_KIND.veth && isPeer(seen, far, observed.netnsIds.get(attach.netns));
   if (!pairWhole) {
-    if (seen !== undefined) steps.push({ netns: null, op: 'delete', name: side.device, index: seen.index });
+    if (seen !== undefined) steps.push({ netns: null, op: 'delete', name: side.device, index: seen.index, ...(maybePeers(seen, far, observed.netnsIds.get(attach.netns)) && { withFarEnd: true as const }) });
     if (far !== undefined) plan.clearFarEnds.push({ netns: attach.netns, op: 'delete', name: side.device, index: far.index });
     steps.push({ netns: null, op: 'add-veth', name: side.device, peerNetns: attach.netns });
     creates.push(side.device);

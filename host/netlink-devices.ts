@@ -400,8 +400,8 @@ export interface PlanMade {
   readonly namespaces: Set<string>;
   /**
    * Host devices its delete steps found gone already (something else deleted them since the plan
-   * looked): not ones it deleted, so not ones it replaced. Not one whose veth far end, under its
-   * name, it had deleted (a pair dies together): that one it took itself.
+   * looked): not ones it deleted, so not ones it replaced. Not a veth whose peer may have been the
+   * far end of its name that it had deleted (a pair dies together): that one it took itself.
    */
   readonly vanished: Set<string>;
 }
@@ -438,14 +438,17 @@ async function createNamespace(name: string, made?: Set<string>): Promise<void> 
  */
 export async function applyDevicePlan(plan: DevicePlan, made?: PlanMade): Promise<void> {
   for (const name of plan.createNamespaces) await createNamespace(name, made?.namespaces);
-  // Far ends are named as their host ends: one deleted here takes a host end of its pair along.
+  // Far ends are named as their host ends: one deleted here takes the host end along where it
+  // is that one's peer, which only a delete step withFarEnd may be (the plan could not tell).
   const farEndsDeleted = new Set<string>();
   await inEachNamespace(plan.clearFarEnds, { deleted: farEndsDeleted });
+  const hostSteps = plan.hostSteps.flat();
+  const withFarEnd = new Set(hostSteps.flatMap((step) => (step.op === 'delete' && step.withFarEnd === true ? [step.name] : [])));
   const gone = new Set<string>();
   try {
-    await runSteps(null, plan.hostSteps.flat(), { made: made?.devices, gone });
+    await runSteps(null, hostSteps, { made: made?.devices, gone });
   } finally {
-    for (const name of gone) if (!farEndsDeleted.has(name)) made?.vanished.add(name);
+    for (const name of gone) if (!(withFarEnd.has(name) && farEndsDeleted.has(name))) made?.vanished.add(name);
   }
   await inEachNamespace(plan.configureFarEnds);
 }

@@ -208,18 +208,23 @@ describe('planDevices, veth connections', () => {
   it("takes a pair as whole only where the veth under its name in the VM's namespace is the host end's peer (that namespace, that index): another veth there goes, and the pair is made anew", () => {
     const peer = linked('snc1', 'veth', 20, null);
     expect(isEmptyPlan(planDevices([withVeth], observed(peer, new Map([['vm-a', 5]]))))).toBe(true);
-    const notPeers: [ObservedDevice, ReadonlyMap<string, number>][] = [
+    // Each with whether the far end may be the host end's peer all the same (withFarEnd: deleted
+    // first, it may take the host end along), which only a namespace without an id here leaves open.
+    const notPeers: [ObservedDevice, ReadonlyMap<string, number>, boolean][] = [
       // Another index there (the peer renamed or gone, another veth given its name).
-      [linked('snc1', 'veth', 21, null), new Map([['vm-a', 5]])],
+      [linked('snc1', 'veth', 21, null), new Map([['vm-a', 5]]), false],
+      [linked('snc1', 'veth', 21, null), new Map(), false],
       // The peer's index, but in another namespace: that namespace has another id, or none.
-      [peer, new Map([['vm-a', 6]])],
-      [peer, new Map()],
+      [peer, new Map([['vm-a', 6]]), false],
+      [peer, new Map(), true],
+      // No veth there: no peer of any.
+      [linked('snc1', 'tun', 20, null), new Map(), false],
     ];
-    for (const [far, netnsIds] of notPeers) {
+    for (const [far, netnsIds, withFarEnd] of notPeers) {
       const plan = planDevices([withVeth], observed(far, netnsIds));
       expect(plan.clearFarEnds).toEqual([{ netns: 'vm-a', op: 'delete', name: 'snc1', index: far.index }]);
       expect(plan.hostSteps.flat().slice(0, 2)).toEqual([
-        { netns: null, op: 'delete', name: 'snc1', index: hostEnd.index },
+        { netns: null, op: 'delete', name: 'snc1', index: hostEnd.index, ...(withFarEnd && { withFarEnd }) },
         { netns: null, op: 'add-veth', name: 'snc1', peerNetns: 'vm-a' },
       ]);
       expect(plan.creates).toEqual(['snc1']);

@@ -426,6 +426,50 @@ describeNetns('applyDevicePlan in a namespace', () => {
     for (const device of ['ac6', 'ap6', 'ab6']) await host.ip(['link', 'del', device]);
   });
 
+  it('a host device something else deleted counts as vanished though the run deleted a far end of its name first, where that was none of its pair (a tap; a veth whose peer is another device there)', async () => {
+    const vm = await harness.namespace('vmg4');
+    // Link 4: a tap where the client's veth is to be, a stale tap under its name in the VM's
+    // namespace. Link 5: a veth whose peer is in the VM's namespace under another name (which gives
+    // that namespace an id here), and another pair's veth under its name there.
+    await host.ip(['tuntap', 'add', 'dev', 'ac4', 'mode', 'tap']);
+    await vm.ip(['tuntap', 'add', 'dev', 'ac4', 'mode', 'tap']);
+    await host.ip(['link', 'add', 'ac5', 'type', 'veth', 'peer', 'name', 'ac5x', 'netns', vm.name]);
+    await vm.ip(['link', 'add', 'ac5', 'type', 'veth', 'peer', 'name', 'ac5q']);
+    const script = `import { execFileSync } from 'node:child_process';
+      import { observeDevices, applyDevicePlan, newPlanMade } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices, isEmptyPlan, stepText } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const link = (id) => ({
+        bridge: 'ab' + id, mtu: 1400,
+        client: { device: 'ac' + id, mac: '0a:b3:ec:00:00:0' + id, attach: { kind: 'veth', netns: ${JSON.stringify(vm.name)} } },
+        provider: { device: 'ap' + id, mac: '0a:b3:ec:80:00:0' + id, attach: { kind: 'tap' } },
+      });
+      const connections = [link(4), link(5)];
+      const names = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
+      const plan = planDevices(connections, await observeDevices([${JSON.stringify(vm.name)}], names));
+      const deletes = [...plan.clearFarEnds, ...plan.hostSteps.flat()].filter((step) => step.op === 'delete').map((step) => [step.netns, stepText(step)]);
+      // Something else deletes both host devices after the plan looked.
+      execFileSync('ip', ['link', 'del', 'ac4']);
+      execFileSync('ip', ['link', 'del', 'ac5']);
+      const made = newPlanMade();
+      await applyDevicePlan(plan, made);
+      const again = planDevices(connections, await observeDevices([${JSON.stringify(vm.name)}], names));
+      console.log(JSON.stringify({ deletes, vanished: [...made.vanished].sort(), again: isEmptyPlan(again) }));`;
+    try {
+      const result = await host.exec(['node', '--input-type=module', '-e', script], { enter: 'nsenter', allowFailure: true });
+      expect([result.code, result.stderr]).toEqual([0, '']);
+      expect(JSON.parse(result.stdout)).toEqual({
+        deletes: [[vm.name, 'ip link del dev ac4'], [vm.name, 'ip link del dev ac5'], [null, 'ip link del dev ac4'], [null, 'ip link del dev ac5']],
+        // The far ends the run deleted were none of theirs: the run replaced neither.
+        vanished: ['ac4', 'ac5'],
+        again: true,
+      });
+      for (const id of [4, 5]) await expectLinkDevices(id, vm);
+    } finally {
+      // Names later tests use: gone whatever this one found (a veth takes its far end along).
+      for (const device of ['ac4', 'ap4', 'ab4', 'ac5', 'ap5', 'ab5']) await host.ip(['link', 'del', device], { allowFailure: true });
+    }
+  });
+
   it('a delete goes by the index the plan saw alone: a device made anew under the name meanwhile is not deleted (its add then refused, the run undone, that device left)', async () => {
     await host.ip(['link', 'add', 'ab2', 'type', 'bridge']);
     await host.ip(['link', 'add', 'ac2', 'type', 'veth', 'peer', 'name', 'ac2peer']);
