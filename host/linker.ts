@@ -1248,7 +1248,7 @@ async function assertMovesReachable(switched: readonly SwitchedSide[], options: 
       const name = VMM_NAMES[kind];
       throw new LinkerError(
         'vmm-socket-moved',
-        `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${toSocket}: the ${name} of ${vm} runs at ${socket}, the socket recorded, which holds its NIC ${nic.id}, ` +
+        `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${toSocket}: the ${name} of ${vm} runs at ${socket}, the socket recorded for its NIC ${nic.id}, ` +
           `and no ${name} can be reached at ${toSocket}, the path ${option} gives now (${there.why}); so no NIC was taken out and nothing was made for it: ` +
           `run link again with the ${option} that ${name} runs with (giving ${socket}), or, to move the NIC, once a ${name} of ${vm} runs at ${toSocket}`,
       );

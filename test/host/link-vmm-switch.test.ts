@@ -360,7 +360,7 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     const refused = await world.link(['link', 'appvm-lynx', '--qmp-socket', join(socketDir, 'none-{vm}')]);
     expect(refused.code).toBe(1);
     expect(stderrLines(refused.stderr)).toEqual([
-      `spectrum-link: appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not moved to socket ${nowhere}: the QEMU of appvm-lynx runs at ${qemu.path}, the socket recorded, which holds its NIC ${link.clientDevice}, ` +
+      `spectrum-link: appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not moved to socket ${nowhere}: the QEMU of appvm-lynx runs at ${qemu.path}, the socket recorded for its NIC ${link.clientDevice}, ` +
         `and no QEMU can be reached at ${nowhere}, the path --qmp-socket gives now (nothing is at that path); so no NIC was taken out and nothing was made for it: ` +
         `run link again with the --qmp-socket that QEMU runs with (giving ${qemu.path}), or, to move the NIC, once a QEMU of appvm-lynx runs at ${nowhere}`,
     ]);

@@ -1973,7 +1973,7 @@ describe('a side whose socket moved, where a VMM runs at the socket recorded', (
       name: 'LinkerError',
       kind: 'vmm-socket-moved',
       message:
-        `c1's side of c1 -> netvm (id ${id}) was not moved to socket /run/b/c1.qemu: the QEMU of c1 runs at /run/a/c1.qemu, the socket recorded, which holds its NIC ${names(id!).client}, ` +
+        `c1's side of c1 -> netvm (id ${id}) was not moved to socket /run/b/c1.qemu: the QEMU of c1 runs at /run/a/c1.qemu, the socket recorded for its NIC ${names(id!).client}, ` +
         'and no QEMU can be reached at /run/b/c1.qemu, the path --qmp-socket gives now (nothing is at that path); so no NIC was taken out and nothing was made for it: ' +
         'run link again with the --qmp-socket that QEMU runs with (giving /run/a/c1.qemu), or, to move the NIC, once a QEMU of c1 runs at /run/b/c1.qemu',
     });
