@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { QmpClient } from '../../host/vmm/qmp.js';
 import { TapFd } from '../../host/vmm/tap-fd.js';
@@ -368,20 +368,23 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     expect(qemu.devices.has(link.clientDevice)).toBe(true);
     expect(await readFile(stateFile, 'utf8')).toBe(text);
 
-    // The same socket, relative to the working directory and through `./`: nothing comes out; recorded as now spelled.
+    // The same socket, relative to the working directory (the socket dir: a short path, as the
+    // state records at most 107 bytes) and through `./`: nothing comes out; recorded as now spelled.
     // (The tap held here, as the QEMU holding the NIC would: the scripted one only says it has it.)
-    const spelled = `${relative(process.cwd(), socketDir)}/./{vm}.qmp`;
     const held = TapFd.open(link.clientDevice, `/run/netns/${world.host.name}`);
+    const cwd = process.cwd();
     let again: LinkJson;
     try {
-      again = await linked(['link', 'appvm-lynx', '--qmp-socket', spelled]);
+      process.chdir(socketDir);
+      again = await linked(['link', 'appvm-lynx', '--qmp-socket', './{vm}.qmp']);
     } finally {
+      process.chdir(cwd);
       held.close();
     }
     expect(again).toMatchObject({ id: link.id, clientAttach: 'qemu' });
     expect(qemu.commands.slice(asked).filter((command) => command === 'device_del')).toEqual([]);
     expect(qemu.devices.has(link.clientDevice)).toBe(true);
-    expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: `${process.cwd()}/${spelled.replace('{vm}', 'appvm-lynx')}` }]);
+    expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: `${socketDir}/./appvm-lynx.qmp` }]);
   });
 
   it('link under a --qmp-socket that leads nowhere now: a side switched and a provider dropped come out of the QEMU at the sockets recorded', async () => {
