@@ -143,15 +143,21 @@ export function isVmmMode(mode: AttachMode): mode is 'qemu' | 'cloud-hypervisor'
   return mode === 'qemu' || mode === 'cloud-hypervisor';
 }
 
+/** Whether two recorded socket paths name the same socket (VmmPort.sameSocket); by default, the same text. */
+export type SameSocket = (recorded: string, wanted: string) => boolean;
+
+const sameText: SameSocket = (recorded, wanted) => recorded === wanted;
+
 /**
  * Whether a side attached as `recorded` keeps its VMM mode in `wanted` but not its socket: both
- * sockets known (`wanted`'s, the run's template's), and different. A record without one is taken
- * as attached through the run's template's, as before sockets were recorded: not moved.
+ * sockets known (`wanted`'s, the run's template's), and not the same (`same`). A record without
+ * one is taken as attached through the run's template's, as before sockets were recorded: not
+ * moved.
  */
-export function movedVmmSocket(recorded: LinkAttachment, wanted: LinkAttachment, side: LinkSide): boolean {
+export function movedVmmSocket(recorded: LinkAttachment, wanted: LinkAttachment, side: LinkSide, same: SameSocket = sameText): boolean {
   const from = recordedSocket(recorded, side);
   const to = recordedSocket(wanted, side);
-  return isVmmMode(recorded[side]) && wanted[side] === recorded[side] && from !== undefined && to !== undefined && from !== to;
+  return isVmmMode(recorded[side]) && wanted[side] === recorded[side] && from !== undefined && to !== undefined && from !== to && !same(from, to);
 }
 
 /**
@@ -163,8 +169,8 @@ export function movedVmmSocket(recorded: LinkAttachment, wanted: LinkAttachment,
  * the run does not attach it to) while the state no longer records it, so that no unlink would
  * take it out. A side that keeps its VMM mode and socket keeps its NIC.
  */
-export function switchedVmmSides(recorded: LinkAttachment, wanted: LinkAttachment): LinkSide[] {
-  return (['client', 'provider'] as const).filter((side) => isVmmMode(recorded[side]) && (wanted[side] !== recorded[side] || movedVmmSocket(recorded, wanted, side)));
+export function switchedVmmSides(recorded: LinkAttachment, wanted: LinkAttachment, same: SameSocket = sameText): LinkSide[] {
+  return (['client', 'provider'] as const).filter((side) => isVmmMode(recorded[side]) && (wanted[side] !== recorded[side] || movedVmmSocket(recorded, wanted, side, same)));
 }
 
 /** A VM whose up links have different modes on its side, and the links of a run that so got `none` for it. */

@@ -18,7 +18,7 @@ import { type ClientId, isClientId } from '../shared/client-id.js';
 import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../shared/scheme.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { ATTACH_MODES, type AttachMode } from './attach-mode.js';
-import { type VmName, isVmName, quoteName } from './vm-name.js';
+import { type VmName, isVmName, quoteName, shownText } from './vm-name.js';
 
 export const STATE_VERSION = 1;
 
@@ -356,6 +356,47 @@ function wellFormedLink(entry: unknown): Link | undefined {
 }
 
 const PROBLEMS_SHOWN = 5;
+
+/** How much of a value of the file a message shows (as a name: vm-name.ts's quoteName). */
+const VALUE_SHOWN_MAX = 70;
+
+/**
+ * A value of the file for a message: its JSON, bounded and with nothing a terminal acts on (a
+ * string as a name is quoted); `absent` where there is none. One nested too deeply for
+ * JSON.stringify (which recurses, where JSON.parse does not) is said so, not a RangeError.
+ */
+function shownValue(value: unknown, absent: string): string {
+  if (value === undefined) return absent;
+  if (typeof value === 'string') return quoteName(value);
+  let text: string;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    return 'a value nested too deeply to show';
+  }
+  return shownText(text, VALUE_SHOWN_MAX);
+}
+
+/**
+ * The problems of a file, found one by one: only the first few are kept to be named, the rest
+ * counted (a malformed file of the largest size read holds tens of millions of entries, and a
+ * message kept for each would take gigabytes).
+ */
+class Problems {
+  readonly shown: string[] = [];
+  count = 0;
+
+  add(problem: string): void {
+    this.count += 1;
+    if (this.shown.length < PROBLEMS_SHOWN) this.shown.push(problem);
+  }
+
+  /** `what` (`malformed`, `inconsistent`): the first few named, and how many more. */
+  text(what: string): string {
+    const more = this.count > PROBLEMS_SHOWN ? `; and ${this.count - PROBLEMS_SHOWN} more` : '';
+    return `${what}: ${this.shown.join('; ')}${more}`;
+  }
+}
 const KEEP = 'The file was left untouched: fix it, or move it aside to start over (every recorded id is then forgotten)';
 
 /**
@@ -378,15 +419,15 @@ export function parseState(text: string, source: string): LinkState {
       `state file ${source} has version ${version}, written by a newer spectrum-link; this one reads version ${STATE_VERSION}. Use the newer spectrum-link`,
     );
   }
-  const problems: string[] = [];
-  if (version !== STATE_VERSION) problems.push(`"version" must be ${STATE_VERSION}, found ${JSON.stringify(version) ?? 'nothing'}`);
+  const problems = new Problems();
+  if (version !== STATE_VERSION) problems.add(`"version" must be ${STATE_VERSION}, found ${shownValue(version, 'nothing')}`);
   for (const key of Object.keys(data)) {
-    if (key !== 'version' && key !== 'links') problems.push(`unknown key ${quoteName(key)}`);
+    if (key !== 'version' && key !== 'links') problems.add(`unknown key ${quoteName(key)}`);
   }
   const raw = data['links'];
   const links: Link[] = [];
   if (!Array.isArray(raw)) {
-    problems.push(`"links" must be an array`);
+    problems.add(`"links" must be an array`);
   } else {
     raw.forEach((entry: unknown, index) => {
       const wellFormed = wellFormedLink(entry);
@@ -396,32 +437,32 @@ export function parseState(text: string, source: string): LinkState {
       }
       const at = `links[${index}]`;
       if (!isRecord(entry)) {
-        problems.push(`${at} is not an object`);
+        problems.add(`${at} is not an object`);
         return;
       }
       const extra = Object.keys(entry).filter((key) => key !== 'client' && key !== 'provider' && key !== 'id' && key !== 'attached');
-      if (extra.length > 0) problems.push(`${at} has unknown key${extra.length === 1 ? '' : 's'} ${extra.map(quoteName).join(', ')}`);
+      if (extra.length > 0) problems.add(`${at} has unknown key${extra.length === 1 ? '' : 's'} ${extra.map(quoteName).join(', ')}`);
       const { client, provider, id } = entry;
       let ok = true;
       const attached = parseAttachment(entry['attached']);
       if (attached === null) {
-        problems.push(
+        problems.add(
           `${at}.attached must be {"client": MODE, "provider": MODE} with MODE one of ${ATTACH_MODES.join(', ')}, and "clientSocket" or "providerSocket" only of a qemu or cloud-hypervisor side: an absolute path of at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'`,
         );
         ok = false;
       }
       for (const [key, value] of [['client', client], ['provider', provider]] as const) {
         if (typeof value !== 'string' || !isVmName(value)) {
-          problems.push(`${at}.${key} is not a VM name: ${JSON.stringify(value) ?? 'missing'}`);
+          problems.add(`${at}.${key} is not a VM name: ${shownValue(value, 'missing')}`);
           ok = false;
         }
       }
       if (typeof id !== 'number' || !isClientId(id)) {
-        problems.push(`${at}.id must be an integer from ${CLIENT_ID_MIN} to ${CLIENT_ID_MAX}, found ${JSON.stringify(id) ?? 'nothing'}`);
+        problems.add(`${at}.id must be an integer from ${CLIENT_ID_MIN} to ${CLIENT_ID_MAX}, found ${shownValue(id, 'nothing')}`);
         ok = false;
       }
       if (ok && client === provider) {
-        problems.push(`${at} links ${String(client)} to itself`);
+        problems.add(`${at} links ${String(client)} to itself`);
         ok = false;
       }
       if (ok) {
@@ -430,27 +471,19 @@ export function parseState(text: string, source: string): LinkState {
       }
     });
   }
-  if (problems.length > 0) {
-    const shown = problems.slice(0, PROBLEMS_SHOWN).join('; ');
-    const more = problems.length > PROBLEMS_SHOWN ? `; and ${problems.length - PROBLEMS_SHOWN} more` : '';
-    throw new StateError('bad-schema', `state file ${source} is malformed: ${shown}${more}. ${KEEP}`);
-  }
-  const conflicts: string[] = [];
+  if (problems.count > 0) throw new StateError('bad-schema', `state file ${source} is ${problems.text('malformed')}. ${KEEP}`);
+  const conflicts = new Problems();
   const byId = new Map<number, Link>();
   const byPair = new Map<string, Link>();
   for (const link of links) {
     const sameId = byId.get(link.id);
-    if (sameId !== undefined) conflicts.push(`id ${link.id} is held by both ${pairText(sameId)} and ${pairText(link)}`);
+    if (sameId !== undefined) conflicts.add(`id ${link.id} is held by both ${pairText(sameId)} and ${pairText(link)}`);
     const key = `${link.client}\n${link.provider}`;
     const samePairLink = byPair.get(key);
-    if (samePairLink !== undefined) conflicts.push(`${pairText(link)} has two ids, ${samePairLink.id} and ${link.id}`);
+    if (samePairLink !== undefined) conflicts.add(`${pairText(link)} has two ids, ${samePairLink.id} and ${link.id}`);
     byId.set(link.id, link);
     byPair.set(key, link);
   }
-  if (conflicts.length > 0) {
-    const shown = conflicts.slice(0, PROBLEMS_SHOWN).join('; ');
-    const more = conflicts.length > PROBLEMS_SHOWN ? `; and ${conflicts.length - PROBLEMS_SHOWN} more` : '';
-    throw new StateError('conflict', `state file ${source} is inconsistent: ${shown}${more}. ${KEEP}`);
-  }
+  if (conflicts.count > 0) throw new StateError('conflict', `state file ${source} is ${conflicts.text('inconsistent')}. ${KEEP}`);
   return withLinks(links);
 }

@@ -119,7 +119,24 @@ export interface VmmPort {
    * before sockets were recorded). Without it, nothing is recorded.
    */
   socketOf?(kind: VmmKind, vm: VmName): string | undefined;
+  /**
+   * Whether a VMM takes connections at `socket` (one the state records, or would: socketOf), asked
+   * of a VM's socket, nothing sent: `link` asks it before it takes out a NIC whose socket moved
+   * (assertMovesReachable). Not running: `none` where nothing is there or the socket refuses
+   * connections (no VMM runs there), else something no VMM can be reached through; `why` says it.
+   */
+  vmmAt?(kind: VmmKind, vm: VmName, socket: string): Promise<VmmPresence>;
+  /**
+   * Whether two socket paths the state records (or would) name the same socket however spelled
+   * (`./`, `..`, `//`, a symlinked directory: their directories resolved, their last components as
+   * they are), so that a side whose template now spells its socket otherwise is not moved.
+   * Without it, only the same text is the same socket.
+   */
+  sameSocket?(recorded: string, wanted: string): boolean;
 }
+
+/** What is at a VMM socket (VmmPort.vmmAt). */
+export type VmmPresence = { readonly running: true } | { readonly running: false; readonly none: boolean; readonly why: string };
 
 export class LinkerError extends Error {
   override readonly name = 'LinkerError';
@@ -135,6 +152,11 @@ export class LinkerError extends Error {
       | 'no-state'
       | 'unknown-vm'
       | 'vmm-detach-failed'
+      /**
+       * `link` took no NIC out and made nothing: a side kept in its VMM mode whose socket moved
+       * has a VMM running at the socket recorded, and none to be reached at the new one.
+       */
+      | 'vmm-socket-moved'
       | 'interrupted'
       /** A signal came while the run waited for the state lock: nothing was done. */
       | 'interrupted-waiting'
@@ -1103,11 +1125,13 @@ interface SwitchedSide {
  */
 async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<SwitchedSide[]> {
   const order = new Map(vms.map((vm, index) => [vm, index]));
+  const same = (recorded: string, wanted: string): boolean => options.vmm.sameSocket?.(recorded, wanted) === true;
   const candidates = before.links.flatMap((link) => {
     if (link.attached === undefined || !order.has(link.client)) return [];
-    // With the sockets the run attaches through: a side kept in its VMM mode through another one moves.
+    // With the sockets the run attaches through: a side kept in its VMM mode through another one
+    // moves (the same socket spelled otherwise does not: VmmPort.sameSocket).
     const wanted = withSockets(linkAttachModes(kept, link), link, options.vmm);
-    const sides = switchedVmmSides(link.attached, wanted);
+    const sides = switchedVmmSides(link.attached, wanted, same);
     return sides.length > 0 ? [{ link, wanted, sides }] : [];
   });
   if (candidates.length === 0) return [];
@@ -1120,7 +1144,7 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
     .sort((a, b) => (order.get(a.link.client) ?? 0) - (order.get(b.link.client) ?? 0))
     .flatMap(({ link, report, wanted, sides }) =>
       sides.map((side): SwitchedSide => {
-        const toSocket = link.attached !== undefined && movedVmmSocket(link.attached, wanted, side) ? recordedSocket(wanted, side) : undefined;
+        const toSocket = link.attached !== undefined && movedVmmSocket(link.attached, wanted, side, same) ? recordedSocket(wanted, side) : undefined;
         return { link: report, side, to: wanted[side], ...(toSocket === undefined ? {} : { toSocket }) };
       }),
     );
@@ -1177,6 +1201,7 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
       }
     }
   }
+  await assertMovesReachable(switched, options);
   for (const target of switched) {
     stopIfInterrupted(options);
     const key = keyOf(target.link);
@@ -1188,6 +1213,47 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
       made.takenBack.set(key, taken);
       const sockets = { ...(target.toSocket === undefined ? {} : { toSocket: target.toSocket }), ...(socket === undefined ? {} : { socket }) };
       taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to, ...sockets, taken: found !== 'not-running' });
+    }
+  }
+}
+
+/**
+ * Refuse, before any NIC comes out (takeBackSwitched), a side kept in its VMM mode whose socket
+ * moved (toSocket) where a VMM runs at the socket recorded and none can be reached at the new one
+ * (VmmPort.vmmAt): most likely the run's --qmp-socket or --ch-socket is not the one the VM runs
+ * with (a plain `link` after one with its own), and taking the working NIC out for an attach that
+ * then fails would leave the link down. Where none runs at the socket recorded (the VM restarted
+ * with its socket elsewhere), the NIC went with that VMM: the side moves. Each socket is asked once.
+ */
+async function assertMovesReachable(switched: readonly SwitchedSide[], options: LinkerOptions): Promise<void> {
+  const { vmm } = options;
+  const probe = vmm.vmmAt;
+  if (probe === undefined) return;
+  const asked = new Map<string, Promise<VmmPresence>>();
+  const at = (kind: VmmKind, vm: VmName, socket: string): Promise<VmmPresence> => {
+    const key = `${kind}\n${vm}\n${socket}`;
+    const known = asked.get(key);
+    if (known !== undefined) return known;
+    const presence = probe.call(vmm, kind, vm, socket);
+    asked.set(key, presence);
+    return presence;
+  };
+  for (const target of switched) {
+    const { toSocket } = target;
+    if (toSocket === undefined) continue;
+    for (const { kind, vm, nic, socket } of vmmNics(target.link, undefined, [target.side])) {
+      if (socket === undefined || !(await at(kind, vm, socket)).running) continue;
+      const there = await at(kind, vm, toSocket);
+      if (there.running) continue;
+      const { link } = target;
+      const option = kind === 'qemu' ? '--qmp-socket' : '--ch-socket';
+      const name = VMM_NAMES[kind];
+      throw new LinkerError(
+        'vmm-socket-moved',
+        `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${toSocket}: the ${name} of ${vm} runs at ${socket}, the socket recorded for its NIC ${nic.id}, ` +
+          `and no ${name} can be reached at ${toSocket}, the path ${option} gives now (${there.why}); so no NIC was taken out and nothing was made for it: ` +
+          `run link again with the ${option} that ${name} runs with (giving ${socket}), or, to move the NIC, once a ${name} of ${vm} runs at ${toSocket}`,
+      );
     }
   }
 }
@@ -1517,6 +1583,7 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
   // back an id it allocated, and a later pair whose preferred id (a hash of the pair) is that one,
   // or probes on to it, gets it, and with it the NIC id of the provider side.
   const undetached: VmmDetachFailure[] = [];
+  const { vmmAt } = options.vmm;
   const vmm: VmmPort = {
     attach: async (kind, vm, nic) => {
       const added = await options.vmm.attach(kind, vm, nic);
@@ -1530,6 +1597,8 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
     checkSocket: (kind, vm, socket) => options.vmm.checkSocket?.(kind, vm, socket),
     unansweredDetach: (kind, vm, socket) => options.vmm.unansweredDetach?.(kind, vm, socket),
     socketOf: (kind, vm) => options.vmm.socketOf?.(kind, vm),
+    ...(vmmAt === undefined ? {} : { vmmAt: (kind: VmmKind, vm: VmName, socket: string) => vmmAt.call(options.vmm, kind, vm, socket) }),
+    sameSocket: (recorded, wanted) => options.vmm.sameSocket?.(recorded, wanted) === true,
   };
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];

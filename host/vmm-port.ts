@@ -1,6 +1,7 @@
 // Plugs the VMM clients (host/vmm/) into the linker: socket paths from templates, one timeout,
 // and the rule that a VM where no VMM runs (nothing at its socket path, or a socket that refuses
 // connections) has nothing left to detach; anything else at the path fails the detach.
+import { realpathSync } from 'node:fs';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
@@ -169,6 +170,37 @@ function recordedSocketPath(path: string, kind: 'qemu' | 'cloud-hypervisor', vm:
   return path;
 }
 
+/**
+ * A recorded socket path with its directory resolved (realpath: symlinks, `.`, `..` and repeated
+ * slashes as the kernel takes them), its last component as it is: the socket itself is not
+ * followed (a symlink there is refused at connect, vmm/vmm-socket.ts). Undefined where the
+ * directory cannot be resolved (gone, no permission) or the last component names no file of its
+ * own (empty, `.` or `..`).
+ */
+function resolvedSocket(path: string): string | undefined {
+  const slash = path.lastIndexOf('/');
+  const name = path.slice(slash + 1);
+  if (name === '' || name === '.' || name === '..') return undefined;
+  try {
+    const dir = realpathSync.native(path.slice(0, slash) || '/');
+    return `${dir === '/' ? '' : dir}/${name}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether two socket paths the state records (or would: recordableSocket) name the same socket:
+ * the same text, or the same once their directories are resolved (resolvedSocket), so that
+ * `qmp/{vm}.sock` from /srv and `/srv/./qmp/{vm}.sock` are one. Where either directory cannot be
+ * resolved, only the same text is.
+ */
+export function sameSocketPath(recorded: string, wanted: string): boolean {
+  if (recorded === wanted) return true;
+  const left = resolvedSocket(recorded);
+  return left !== undefined && left === resolvedSocket(wanted);
+}
+
 export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   const timeoutMs = integerOption('--vmm-timeout', flags.vmmTimeout ?? '5000', VMM_TIMEOUT_MIN_MS, VMM_TIMEOUT_MAX_MS, 'milliseconds');
   // Checked up front, for every command: unlink talks to the VMMs recorded, whatever --attach says.
@@ -197,6 +229,11 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
     unansweredDetach(kind, vm, recorded) {
       return unansweredDetaches.get(detachSocket(kind, vm, recorded));
     },
+    async vmmAt(kind, vm, socket) {
+      // Bounded by one --vmm-timeout; a socket the state would not record is refused as at a detach.
+      return (await import('./vmm/vmm-socket.js')).vmmPresence(detachSocket(kind, vm, socket), timeoutMs);
+    },
+    sameSocket: sameSocketPath,
     socketOf(kind, vm) {
       try {
         return recordableSocket(kind === 'qemu' ? qmpSocket(vm) : chSocket(vm));

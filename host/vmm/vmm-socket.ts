@@ -9,6 +9,7 @@
 // it may be symlinks (e.g. /run/vm/<vm> to a directory named by VM id), those being the host's
 // to make, not the VM's.
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { createConnection } from 'node:net';
 
 /** O_PATH, which Node's fs.constants lacks; the same value on x86-64 and arm64 (asm-generic). */
 const O_PATH = 0o10000000;
@@ -123,4 +124,41 @@ function openError(error: NodeJS.ErrnoException, missing: string): Error {
     default:
       return new VmmSocketError('unopenable', error.message);
   }
+}
+
+/**
+ * Whether a VMM takes connections at a socket path (the last component not followed, as
+ * VmmSocket.find): connected, then closed at once, nothing sent (QEMU and cloud-hypervisor take a
+ * client that leaves without a request). Else why not: nothing there or a socket refusing
+ * connections (`none`: no VMM runs there, noVmmThere), or anything else (a symlink, not a socket,
+ * no permission, no connection within `timeoutMs`).
+ */
+export type VmmPresence = { readonly running: true } | { readonly running: false; readonly none: boolean; readonly why: string };
+
+export async function vmmPresence(path: string, timeoutMs: number): Promise<VmmPresence> {
+  let found: VmmSocket;
+  try {
+    found = VmmSocket.find(path, 'nothing at that path');
+  } catch (error) {
+    const none = noVmmThere(error) !== undefined;
+    return { running: false, none, why: none ? 'nothing is at that path' : error instanceof Error ? error.message : String(error) };
+  }
+  return new Promise((resolve) => {
+    const socket = createConnection({ path: found.connectPath });
+    let settled = false;
+    const settle = (presence: VmmPresence): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      found.close();
+      resolve(presence);
+    };
+    const timer = setTimeout(() => settle({ running: false, none: false, why: `it took no connection within ${timeoutMs} ms` }), timeoutMs);
+    socket.once('connect', () => settle({ running: true }));
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      const none = noVmmThere(error) !== undefined;
+      settle({ running: false, none, why: none ? 'a socket there refuses connections (left by a VMM that exited)' : found.connectProblem(error) });
+    });
+  });
 }

@@ -189,4 +189,14 @@ describe('switched VMM sides', () => {
     // Recorded before sockets were: taken as at the run's template's.
     expect(switchedVmmSides({ client: 'qemu', provider: 'netns' }, at('/srv/vm/a.sock'))).toEqual([]);
   });
+
+  it('a socket the port finds the same as the one recorded (spelled otherwise) is not moved; only a socket not the same is', () => {
+    const at = (path: string): LinkAttachment => ({ client: 'qemu', provider: 'netns', clientSocket: path });
+    const same = (recorded: string, wanted: string): boolean => recorded.replaceAll('/./', '/') === wanted.replaceAll('/./', '/');
+    expect(switchedVmmSides(at('/run/vm/a/qmp.sock'), at('/run/vm/./a/qmp.sock'), same)).toEqual([]);
+    expect(movedVmmSocket(at('/run/vm/a/qmp.sock'), at('/run/vm/./a/qmp.sock'), 'client', same)).toBe(false);
+    expect(switchedVmmSides(at('/run/vm/a/qmp.sock'), at('/run/vm/./b/qmp.sock'), same)).toEqual(['client']);
+    // Without the port's word, only the same text is the same socket.
+    expect(switchedVmmSides(at('/run/vm/a/qmp.sock'), at('/run/vm/./a/qmp.sock'))).toEqual(['client']);
+  });
 });

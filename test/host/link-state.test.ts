@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { clientId } from '../../shared/client-id.js';
@@ -28,7 +30,7 @@ import {
   unlistedLinks,
 } from '../../host/link-state.js';
 import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
-import { type VmName, vmName } from '../../host/vm-name.js';
+import { type VmName, isVmName, vmName } from '../../host/vm-name.js';
 import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
 
 const vmNames = fc.constantFrom('netvm', 'vpnvm', 'torvm', 'appvm-lynx', 'appvm-catgirl', 'a', 'b', 'c').map(vmName);
@@ -466,6 +468,105 @@ describe('restorePairs', () => {
         const touched = [...wanted, ...now.map(([pair]) => pair)];
         expect(sameState(restorePairs(run, before, touched), before)).toBe(true);
       }),
+    );
+  });
+});
+
+describe('hostile values in a state file', () => {
+  const fileOf = (entry: string): string => `{"version":1,"links":[${entry}]}`;
+  const refusal = (text: string): StateError => {
+    try {
+      parseState(text, 'f');
+    } catch (error) {
+      if (error instanceof StateError) return error;
+      throw error;
+    }
+    throw new Error('parsed');
+  };
+
+  it('a value nested deeper than JSON.stringify can write back is said as malformed, not a RangeError', () => {
+    const deep = `${'['.repeat(200_000)}${']'.repeat(200_000)}`;
+    for (const text of [fileOf(`{"client":${deep},"provider":"b","id":5}`), fileOf(`{"client":"a","provider":"b","id":${deep}}`), `{"version":${deep},"links":[]}`]) {
+      expect(refusal(text)).toMatchObject({ kind: 'bad-schema', message: expect.stringContaining('a value nested too deeply to show') });
+    }
+  });
+
+  it('a long value, or one a terminal would act on, is shown bounded and escaped: the message stays one short line', () => {
+    for (const value of [JSON.stringify('x'.repeat(100_000)), `[${'1,'.repeat(50_000)}1]`, JSON.stringify('a\u009b2Jb'), JSON.stringify('a\u202eb')]) {
+      const { message } = refusal(fileOf(`{"client":${value},"provider":"b","id":5}`));
+      expect(message).toMatch(/^state file f is malformed: links\[0\]\.client is not a VM name: /);
+      expect(message.length).toBeLessThan(400);
+      expect(message).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u202e]/);
+    }
+  });
+
+  it('a file of millions of malformed entries is refused in bounded memory: the first few named, the rest counted', () => {
+    // 3 million entries, 6 MB: a message kept for each takes some 300 MB, over the child's heap.
+    const count = 3_000_000;
+    const script = `
+      const { parseState } = await import(${JSON.stringify(join(import.meta.dirname, '..', '..', 'dist', 'host', 'link-state.js'))});
+      try { parseState('{"version":1,"links":[' + '0,'.repeat(${count - 1}) + '0]}', 'f'); } catch (error) { console.log(error.kind, error.message); }`;
+    const out = execFileSync(process.execPath, ['--max-old-space-size=128', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    expect(out).toBe(
+      `bad-schema state file f is malformed: ${[0, 1, 2, 3, 4].map((index) => `links[${index}] is not an object`).join('; ')}; and ${count - 5} more. ` +
+        'The file was left untouched: fix it, or move it aside to start over (every recorded id is then forgotten)\n',
+    );
+  });
+
+  it('the quick path for well-formed entries agrees with the full check: an entry is taken exactly as the format says, else refused', () => {
+    const modes = [...ATTACH_MODES, 'QEMU', '', 'netns '];
+    const hostile = ['/run/vm/a/qmp.sock', `/${'s'.repeat(UNIX_SOCKET_PATH_MAX - 1)}`, `/${'s'.repeat(UNIX_SOCKET_PATH_MAX)}`, 'run/a.sock', '/run/a"b', '/run/a\\b', '/run/a\nb', '/run/\ud800', '/run/é😀', '', 7, null, ['/a']];
+    const value = (pool: readonly unknown[]): fc.Arbitrary<unknown> => fc.oneof(fc.constantFrom(...pool), fc.constant(undefined));
+    const attached = fc.oneof(
+      fc.constant(undefined),
+      fc.constantFrom(null, 'qemu', [], ['qemu', 'none']),
+      fc.record({ client: value(modes), provider: value(modes), clientSocket: value(hostile), providerSocket: value(hostile), socket: fc.constantFrom(undefined, '/a') }),
+    );
+    const entry = fc.oneof(
+      fc.constantFrom(null, 5, 'a', []),
+      fc.record({
+        client: value(['a', 'b', 'netvm', 'appvm-lynx', '../x', 'A', '', 'x'.repeat(65), 5, null]),
+        provider: value(['a', 'b', 'netvm', '-x', 5]),
+        id: value([1, 42310, CLIENT_ID_MAX, 0, CLIENT_ID_MAX + 1, 1.5, -1, '1', null]),
+        attached,
+        extra: fc.constantFrom(undefined, 1),
+        proto: fc.boolean(),
+      }),
+    );
+    const isPlain = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+    const isVmm = (mode: unknown): boolean => mode === 'qemu' || mode === 'cloud-hypervisor';
+    /** The format, as the README and link-state.ts's header say it. */
+    const expected = (e: unknown): Link | undefined => {
+      if (!isPlain(e) || Object.keys(e).some((key) => !['client', 'provider', 'id', 'attached'].includes(key))) return undefined;
+      const { client, provider, id, attached: at } = e;
+      if (typeof client !== 'string' || typeof provider !== 'string' || !isVmName(client) || !isVmName(provider) || client === provider) return undefined;
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < CLIENT_ID_MIN || id > CLIENT_ID_MAX) return undefined;
+      const link = { client: vmName(client), provider: vmName(provider), id: clientId(id) };
+      if (at === undefined) return link;
+      if (!isPlain(at) || Object.keys(at).some((key) => !['client', 'provider', 'clientSocket', 'providerSocket'].includes(key))) return undefined;
+      if (!ATTACH_MODES.includes(at['client'] as AttachMode) || !ATTACH_MODES.includes(at['provider'] as AttachMode)) return undefined;
+      for (const [socket, mode] of [[at['clientSocket'], at['client']], [at['providerSocket'], at['provider']]]) {
+        if (socket !== undefined && !(isVmm(mode) && isRecordedSocket(socket))) return undefined;
+      }
+      return { ...link, attached: at as unknown as LinkAttachment };
+    };
+    fc.assert(
+      fc.property(entry, (generated) => {
+        let e: unknown = generated;
+        if (isPlain(generated)) {
+          const { extra, proto, ...rest } = generated;
+          const built: Record<string, unknown> = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
+          if (isPlain(built['attached'])) built['attached'] = Object.fromEntries(Object.entries(built['attached']).filter(([, v]) => v !== undefined));
+          if (extra !== undefined) built['extra'] = extra;
+          if (proto === true) Object.defineProperty(built, '__proto__', { value: 1, enumerable: true });
+          e = built;
+        }
+        const text = fileOf(JSON.stringify(e));
+        const want = expected(JSON.parse(JSON.stringify(e)));
+        if (want === undefined) expect(() => parseState(text, 'f')).toThrow(expect.objectContaining({ name: 'StateError', kind: 'bad-schema' }));
+        else expect(parseState(text, 'f').links).toEqual([want]);
+      }),
+      { numRuns: 2000 },
     );
   });
 });

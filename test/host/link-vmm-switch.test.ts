@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { QmpClient } from '../../host/vmm/qmp.js';
+import { TapFd } from '../../host/vmm/tap-fd.js';
 import { createHarness, describeNetns, eventually, type Harness, type NetnsProcess } from '../harness/index.js';
 import { LINK_BIN, type LinkJson, type LinkWorld, devices, makeLinkWorld, withWorldOptions } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
@@ -348,6 +349,42 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       await moved.close();
       await rm(movedDir, { recursive: true, force: true });
     }
+  });
+
+  it('a side kept as qemu under a --qmp-socket leading where no QEMU runs, its QEMU running at the socket recorded: refused before its NIC comes out (one line naming both, exit 1), the link as it was; the same socket spelled from the working directory is no move', async () => {
+    const link = await lynxAsQemu();
+    const stateFile = join(world.stateDir, 'links.json');
+    const text = await readFile(stateFile, 'utf8');
+    const asked = qemu.commands.length;
+    const nowhere = join(socketDir, 'none-appvm-lynx');
+    const refused = await world.link(['link', 'appvm-lynx', '--qmp-socket', join(socketDir, 'none-{vm}')]);
+    expect(refused.code).toBe(1);
+    expect(stderrLines(refused.stderr)).toEqual([
+      `spectrum-link: appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not moved to socket ${nowhere}: the QEMU of appvm-lynx runs at ${qemu.path}, the socket recorded for its NIC ${link.clientDevice}, ` +
+        `and no QEMU can be reached at ${nowhere}, the path --qmp-socket gives now (nothing is at that path); so no NIC was taken out and nothing was made for it: ` +
+        `run link again with the --qmp-socket that QEMU runs with (giving ${qemu.path}), or, to move the NIC, once a QEMU of appvm-lynx runs at ${nowhere}`,
+    ]);
+    expect(qemu.commands.slice(asked)).toEqual([]);
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+    expect(await readFile(stateFile, 'utf8')).toBe(text);
+
+    // The same socket, relative to the working directory (the socket dir: a short path, as the
+    // state records at most 107 bytes) and through `./`: nothing comes out; recorded as now spelled.
+    // (The tap held here, as the QEMU holding the NIC would: the scripted one only says it has it.)
+    const held = TapFd.open(link.clientDevice, `/run/netns/${world.host.name}`);
+    const cwd = process.cwd();
+    let again: LinkJson;
+    try {
+      process.chdir(socketDir);
+      again = await linked(['link', 'appvm-lynx', '--qmp-socket', './{vm}.qmp']);
+    } finally {
+      process.chdir(cwd);
+      held.close();
+    }
+    expect(again).toMatchObject({ id: link.id, clientAttach: 'qemu' });
+    expect(qemu.commands.slice(asked).filter((command) => command === 'device_del')).toEqual([]);
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+    expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: `${socketDir}/./appvm-lynx.qmp` }]);
   });
 
   it('link under a --qmp-socket that leads nowhere now: a side switched and a provider dropped come out of the QEMU at the sockets recorded', async () => {

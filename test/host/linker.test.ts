@@ -1951,3 +1951,95 @@ describe('the VMM socket each side was attached through, recorded', () => {
     expect(events.filter((event) => event.startsWith('detach cloud-hypervisor'))).toHaveLength(1);
   });
 });
+
+describe('a side whose socket moved, where a VMM runs at the socket recorded', () => {
+  const [c1, c2] = CLIENTS as [VmName, VmName];
+  let events: string[];
+  let socketDir: string;
+  /** The sockets a VMM takes connections at. */
+  let running: Set<string>;
+  const socketOf = (kind: string, vm: string): string => `${socketDir}/${vm}.${kind}`;
+  const vmm = (same?: (recorded: string, wanted: string) => boolean): VmmPort => ({
+    attach: async (kind, vm, nic) => {
+      events.push(`attach ${kind} ${vm} ${nic.id} at ${socketOf(kind, vm)}`);
+      return true;
+    },
+    detach: async (kind, vm, nic, socket) => {
+      events.push(`detach ${kind} ${vm} ${nic.id} at ${socket ?? 'template'}`);
+    },
+    socketOf,
+    vmmAt: async (_kind, _vm, socket) => {
+      events.push(`asked ${socket}`);
+      return running.has(socket) ? { running: true } : { running: false, none: true, why: 'nothing is at that path' };
+    },
+    ...(same === undefined ? {} : { sameSocket: same }),
+  });
+  const names = (id: ClientId): ReturnType<typeof linkDeviceNames> => linkDeviceNames(PREFIX, id);
+  const up = (ids: readonly ClientId[]): void => {
+    kernel.host = new Map(ids.flatMap((id) => Object.values(names(id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+  };
+  /** c1 (and `more`) linked to netvm, each client side qemu through /run/a, netvm's side netns; the links up. */
+  async function linkedAtA(more: readonly VmName[] = []): Promise<ClientId[]> {
+    socketDir = '/run/a';
+    const outcome = await linkVms([c1, ...more], { ...options(), attach: parseAttachChoice(['qemu', `${NETVM}=netns`]), vmm: vmm() });
+    const ids = [c1, ...more].map((vm) => outcome.linked.get(vm)![0]!.id as ClientId);
+    up(ids);
+    events = [];
+    return ids;
+  }
+  beforeEach(() => {
+    events = [];
+    running = new Set();
+    kernel.whileApplying = () => void events.push('apply');
+  });
+
+  it('a VMM at the socket recorded and none at the new path: refused before any NIC comes out, nothing made, one line naming both', async () => {
+    const [id] = await linkedAtA();
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    running.add('/run/a/c1.qemu');
+    socketDir = '/run/b';
+    const refused = linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    await expect(refused).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'vmm-socket-moved',
+      message:
+        `c1's side of c1 -> netvm (id ${id}) was not moved to socket /run/b/c1.qemu: the QEMU of c1 runs at /run/a/c1.qemu, the socket recorded for its NIC ${names(id!).client}, ` +
+        'and no QEMU can be reached at /run/b/c1.qemu, the path --qmp-socket gives now (nothing is at that path); so no NIC was taken out and nothing was made for it: ' +
+        'run link again with the --qmp-socket that QEMU runs with (giving /run/a/c1.qemu), or, to move the NIC, once a QEMU of c1 runs at /run/b/c1.qemu',
+    });
+    expect(events).toEqual(['asked /run/a/c1.qemu', 'asked /run/b/c1.qemu']);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('no VMM at the socket recorded (the VM restarted elsewhere), or one at both: the side moves, out at the old, in at the new', async () => {
+    const [id] = await linkedAtA();
+    socketDir = '/run/b';
+    await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    expect(events).toEqual(['asked /run/a/c1.qemu', `detach qemu c1 ${names(id!).client} at /run/a/c1.qemu`, 'apply', `attach qemu c1 ${names(id!).client} at /run/b/c1.qemu`]);
+    events = [];
+    running = new Set(['/run/b/c1.qemu', '/run/c/c1.qemu']);
+    socketDir = '/run/c';
+    await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    expect(events).toEqual(['asked /run/b/c1.qemu', 'asked /run/c/c1.qemu', `detach qemu c1 ${names(id!).client} at /run/b/c1.qemu`, 'apply', `attach qemu c1 ${names(id!).client} at /run/c/c1.qemu`]);
+  });
+
+  it('--keep-going: that VM fails alone, its NIC in, nothing made for it; the others are linked', async () => {
+    const [id1, id2] = await linkedAtA([c2]);
+    running.add('/run/a/c1.qemu');
+    socketDir = '/run/b';
+    const outcome = await linkVmsKeepGoing([c1, c2], { ...options(), attach: parseAttachChoice([]), vmm: vmm() });
+    expect(outcome.failed).toEqual([{ vm: c1, error: expect.objectContaining({ kind: 'vmm-socket-moved' }) }]);
+    expect(outcome.linked.get(c2)).toMatchObject([{ id: id2, clientSocket: '/run/b/c2.qemu' }]);
+    expect(events.filter((event) => event.includes(names(id1!).client))).toEqual([]);
+    expect((await loadState(stateDir)).links.find((link) => link.id === id1)?.attached).toEqual({ client: 'qemu', provider: 'netns', clientSocket: '/run/a/c1.qemu' });
+  });
+
+  it('the same socket spelled otherwise (the port\'s sameSocket) is no move: nothing asked, nothing comes out; the new spelling is recorded', async () => {
+    const [id] = await linkedAtA();
+    running.add('/run/a/c1.qemu');
+    socketDir = '/run/./a';
+    await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm((recorded, wanted) => recorded.replace('/./', '/') === wanted.replace('/./', '/')) });
+    expect(events).toEqual(['apply', `attach qemu c1 ${names(id!).client} at /run/./a/c1.qemu`]);
+    expect((await loadState(stateDir)).links[0]?.attached).toEqual({ client: 'qemu', provider: 'netns', clientSocket: '/run/./a/c1.qemu' });
+  });
+});

@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
-import { UNIX_SOCKET_PATH_MAX, qemuBus, socketPath, socketTemplate, vmmPort } from '../../host/vmm-port.js';
+import { UNIX_SOCKET_PATH_MAX, qemuBus, sameSocketPath, socketPath, socketTemplate, vmmPort } from '../../host/vmm-port.js';
 import { vmName } from '../../host/vm-name.js';
 import { EXIT } from '../../shared/cli/run-cli.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
@@ -141,7 +141,14 @@ describe('the socket recorded for a NIC', () => {
   it('socketOf: the path a NIC is attached through, absolute (a relative one joined to the working directory, not normalized); none where the state cannot hold it', () => {
     const port = vmmPort(parseAttachChoice([]), { qmpSocket: '/run/vm/{vm}/../{vm}.qmp', chSocket: 'vms/{vm}/api' });
     expect(port.socketOf?.('qemu', vmName('netvm'))).toBe('/run/vm/netvm/../netvm.qmp');
-    expect(port.socketOf?.('cloud-hypervisor', vmName('netvm'))).toBe(join(process.cwd(), 'vms/netvm/api'));
+    // From a working directory of a short path: one of the checkout's could make it longer than the state records.
+    const cwd = process.cwd();
+    try {
+      process.chdir(tmpdir());
+      expect(port.socketOf?.('cloud-hypervisor', vmName('netvm'))).toBe(`${process.cwd()}/vms/netvm/api`);
+    } finally {
+      process.chdir(cwd);
+    }
     // Too long (checkSocket refuses it), or with what JSON would escape: not recorded.
     expect(vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: `/${'x'.repeat(UNIX_SOCKET_PATH_MAX)}/{vm}` }).socketOf?.('qemu', vmName('netvm'))).toBeUndefined();
     expect(vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: '/run/"vm"/{vm}' }).socketOf?.('qemu', vmName('netvm'))).toBeUndefined();
@@ -201,6 +208,57 @@ describe('the socket recorded for a NIC', () => {
       expect(port.unansweredDetach?.('qemu', vmName('netvm'))).toBeUndefined();
     } finally {
       await stalled.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('where a moved socket leads', () => {
+  it('sameSocketPath: the same socket however its directory is spelled (relative joined to the working directory, ./, .., //, a symlinked directory); another name, or one in another directory, is another', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-same-'));
+    try {
+      await mkdir(join(dir, 'qmp'));
+      await symlink(join(dir, 'qmp'), join(dir, 'alias'));
+      await mkdir(join(dir, 'other'));
+      const socket = join(dir, 'qmp', 'netvm.sock');
+      // Relative, from a working directory of a short path (the state records at most 107 bytes).
+      const cwd = process.cwd();
+      let fromCwd: string | undefined;
+      try {
+        process.chdir(join(dir, 'other'));
+        fromCwd = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: '../qmp/{vm}.sock' }).socketOf?.('qemu', vmName('netvm'));
+      } finally {
+        process.chdir(cwd);
+      }
+      expect(fromCwd).toBe(`${dir}/other/../qmp/netvm.sock`);
+      for (const spelled of [socket, `${dir}/./qmp/netvm.sock`, `${dir}//qmp/netvm.sock`, `${dir}/other/../qmp/netvm.sock`, `${dir}/alias/netvm.sock`, fromCwd ?? '']) {
+        expect(sameSocketPath(socket, spelled), spelled).toBe(true);
+      }
+      // The socket itself is not followed: a symlink to it is another path (and refused at connect).
+      await symlink(socket, join(dir, 'qmp', 'link.sock'));
+      for (const other of [join(dir, 'qmp', 'link.sock'), join(dir, 'other', 'netvm.sock'), `${dir}/qmp/netvm.sock/`, `${dir}/qmp/.`, `${dir}/gone/../qmp/netvm.sock`]) {
+        expect(sameSocketPath(socket, other), other).toBe(false);
+      }
+      // A directory that cannot be resolved (gone): only the same text is the same.
+      expect(sameSocketPath('/nonexistent-sn/a.sock', '/nonexistent-sn/./a.sock')).toBe(false);
+      expect(sameSocketPath('/nonexistent-sn/a.sock', '/nonexistent-sn/a.sock')).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('vmmAt: running where a VMM takes connections, none where nothing is there; a socket the state would not record is refused, nothing connected to', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-at-'));
+    const qemu = await ScriptedQemu.start(join(dir, 'netvm.qmp'));
+    try {
+      const port = vmmPort(parseAttachChoice([]), { ...flags, vmmTimeout: '1000' });
+      expect(await port.vmmAt?.('qemu', vmName('netvm'), qemu.path)).toEqual({ running: true });
+      expect(await port.vmmAt?.('qemu', vmName('netvm'), join(dir, 'none.qmp'))).toMatchObject({ running: false, none: true });
+      await expect(port.vmmAt?.('qemu', vmName('netvm'), 'relative.qmp')).rejects.toMatchObject({ name: 'VmmPortError', kind: 'recorded-socket' });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(qemu.connections).toBe(1);
+    } finally {
+      await qemu.close();
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { VmmSocket, VmmSocketError, noVmmThere } from '../../../host/vmm/vmm-socket.js';
+import { VmmSocket, VmmSocketError, noVmmThere, vmmPresence } from '../../../host/vmm/vmm-socket.js';
 
 let dir: string;
 let servers: Server[];
@@ -132,5 +132,27 @@ describe('noVmmThere', () => {
     // EACCES: a socket that may not be opened; ENOENT on connect: /proc/self/fd missing, not the socket.
     for (const code of ['EACCES', 'ENOENT', 'EPERM']) expect(noVmmThere(errno(code)), code).toBeUndefined();
     expect(noVmmThere(new VmmSocketError('unopenable', 'permission denied: run as a user that may open the socket'))).toBeUndefined();
+  });
+});
+
+describe('vmmPresence', () => {
+  it('running where a socket takes a connection (closed at once, nothing sent); none where nothing is there or a socket refuses; else why not, a symlink not followed', async () => {
+    const path = join(dir, 'vmm.sock');
+    const server = await listen(path);
+    const before = openFds();
+    expect(await vmmPresence(path, 1000)).toEqual({ running: true });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(server.connections()).toBe(1);
+    expect(await vmmPresence(join(dir, 'none'), 1000)).toEqual({ running: false, none: true, why: 'nothing is at that path' });
+    // A socket bound but not listening refuses connections, as one a VMM left when it exited.
+    const stale = join(dir, 'stale.sock');
+    execFileSync('python3', ['-c', 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', stale]);
+    expect(await vmmPresence(stale, 1000)).toEqual({ running: false, none: true, why: 'a socket there refuses connections (left by a VMM that exited)' });
+    symlinkSync(path, join(dir, 'link.sock'));
+    expect(await vmmPresence(join(dir, 'link.sock'), 1000)).toMatchObject({ running: false, none: false, why: expect.stringContaining('symlink') });
+    writeFileSync(join(dir, 'file'), '');
+    expect(await vmmPresence(join(dir, 'file'), 1000)).toEqual({ running: false, none: false, why: 'not a socket but a regular file: check the path' });
+    expect(server.connections()).toBe(1);
+    expect(openFds()).toBe(before);
   });
 });
