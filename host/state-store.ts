@@ -56,15 +56,16 @@ const TEMP_SUFFIX = '.tmp';
 const HOLDER_FILE = '.lock-holder';
 
 /**
- * The largest state file read: 128 MiB. The largest state spectrum-link writes holds all 65534 ids
+ * The largest state file read: 64 MiB. The largest state spectrum-link writes holds all 65534 ids
  * (CLIENT_ID_MIN..CLIENT_ID_MAX), each on a line of at most 495 bytes (two 64-character VM names,
  * a 5-digit id, both sides attached with cloud-hypervisor, the longest mode, through sockets of
- * 107 bytes, the longest recorded: link-state.ts's isRecordedSocket): 32.5 MB. 128 MiB is over
- * four times that, room for a file reformatted by hand (pretty-printed with a key per line it is
- * 38 MB). A larger file cannot be a state, and reading it would take as long and as much
+ * 107 bytes, the longest recorded: link-state.ts's isRecordedSocket): 32.5 MB. 64 MiB is twice
+ * that, room for a file reformatted by hand (pretty-printed with a key per line it is 38 MB), and
+ * no more: JSON.parse of junk near the bound takes gigabytes (128 MiB of `[{},{},...]`: 69 s and
+ * 4.1 GB, a reviewer measured). A larger file cannot be a state, and reading it would take as long and as much
  * memory as it is large (a sparse file of 3 GB: 17 s and 4 GB, holding the lock) only to be refused.
  */
-export const STATE_FILE_MAX_BYTES = 128 * 1024 * 1024;
+export const STATE_FILE_MAX_BYTES = 64 * 1024 * 1024;
 
 export type StateStoreErrorKind =
   | 'state-dir-unusable'
