@@ -250,25 +250,27 @@ describe('spectrum-link linker commands', () => {
   });
 });
 
+/** appvm-lynx -> netvm, id 42, both sides qemu unless `fields` says otherwise, left down as `fields` says. */
+const leftDownOf = (fields: Pick<LeftDownLink, 'replaced' | 'takenBack'> & Partial<LeftDownLink>): LeftDownLink => ({
+  vm: 'appvm-lynx',
+  provider: 'netvm',
+  id: 42,
+  clientIp: '100.64.0.42',
+  clientMac: '02:00:00:00:00:2a',
+  providerMac: '02:00:00:00:00:2b',
+  bridge: 'snb42',
+  clientDevice: 'snc42',
+  providerDevice: 'snp42',
+  clientAttach: 'qemu',
+  providerAttach: 'qemu',
+  ...fields,
+});
+
 describe('leftDownLine', () => {
-  const link = (fields: Pick<LeftDownLink, 'replaced' | 'takenBack'>): LeftDownLink => ({
-    vm: 'appvm-lynx',
-    provider: 'netvm',
-    id: 42,
-    clientIp: '100.64.0.42',
-    clientMac: '02:00:00:00:00:2a',
-    providerMac: '02:00:00:00:00:2b',
-    bridge: 'snb42',
-    clientDevice: 'snc42',
-    providerDevice: 'snp42',
-    clientAttach: 'qemu',
-    providerAttach: 'qemu',
-    ...fields,
-  });
 
   it('says a NIC taken out as taken out, and a VMM that was not running as holding none, nothing taken out of it', () => {
     const line = leftDownLine(
-      link({
+      leftDownOf({
         replaced: false,
         takenBack: [
           { vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'none', taken: false },
@@ -285,7 +287,7 @@ describe('leftDownLine', () => {
   });
 
   it('a link down for its devices replaced, whose VMM was not running: says it replaced them, and took nothing out', () => {
-    const line = leftDownLine(link({ replaced: true, takenBack: [{ vmm: 'cloud-hypervisor', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'netns', taken: false }] }));
+    const line = leftDownLine(leftDownOf({ replaced: true, takenBack: [{ vmm: 'cloud-hypervisor', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'netns', taken: false }] }));
     expect(line).toBe(
       'appvm-lynx -> netvm (id 42) is down: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back) ' +
         '(the cloud-hypervisor of appvm-lynx was not running, so it held no NIC snc42 and nothing was taken out of it): link appvm-lynx again',
@@ -295,22 +297,14 @@ describe('leftDownLine', () => {
 
 describe('leftDownLine of a side kept in its mode through another socket', () => {
   it('says the socket its NIC came out at and the one it was to go in at', () => {
-    const line = leftDownLine({
-      vm: 'appvm-lynx',
-      provider: 'netvm',
-      id: 42,
-      clientIp: '100.64.0.42',
-      clientMac: '02:00:00:00:00:2a',
-      providerMac: '02:00:00:00:00:2b',
-      bridge: 'snb42',
-      clientDevice: 'snc42',
-      providerDevice: 'snp42',
-      clientAttach: 'qemu',
-      providerAttach: 'netns',
-      clientSocket: '/run/a/appvm-lynx.qmp',
-      replaced: false,
-      takenBack: [{ vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'qemu', toSocket: '/run/b/appvm-lynx.qmp', socket: '/run/a/appvm-lynx.qmp', taken: true }],
-    });
+    const line = leftDownLine(
+      leftDownOf({
+        providerAttach: 'netns',
+        clientSocket: '/run/a/appvm-lynx.qmp',
+        replaced: false,
+        takenBack: [{ vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'qemu', toSocket: '/run/b/appvm-lynx.qmp', socket: '/run/a/appvm-lynx.qmp', taken: true }],
+      }),
+    );
     expect(line).toBe(
       'appvm-lynx -> netvm (id 42) is down: this run took its NIC snc42 out of the QEMU of appvm-lynx at /run/a/appvm-lynx.qmp (to attach that side as qemu through socket /run/b/appvm-lynx.qmp); ' +
         "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's netns): " +
