@@ -267,7 +267,6 @@ const leftDownOf = (fields: Pick<LeftDownLink, 'replaced' | 'takenBack'> & Parti
 });
 
 describe('leftDownLine', () => {
-
   it('says a NIC taken out as taken out, and a VMM that was not running as holding none, nothing taken out of it', () => {
     const line = leftDownLine(
       leftDownOf({
