@@ -11,6 +11,9 @@
 // per port, 5% of linking). Where the host forwards IPv6, a port also joins the all-routers
 // groups and reports them, address or not: then, and on a port found making addresses (an older
 // spectrum-link's), IPv6 goes off, which also drops the address it may have.
+import type { NamespaceIdentity } from '../shared/rtnl-socket.js';
+
+export type { NamespaceIdentity };
 
 /** How one side of a connection reaches its VM. */
 export type SideDevice =
@@ -70,6 +73,16 @@ export interface ObservedDevice {
   readonly peerIndex?: number;
 }
 
+/**
+ * A VM namespace as observed: which namespace its file held (the descriptor the devices were
+ * listed through), and those devices. The indexes seen are that namespace's: one made anew under
+ * the name since numbers its own devices from 1 again.
+ */
+export interface ObservedNamespace {
+  readonly identity: NamespaceIdentity;
+  readonly devices: ReadonlyMap<string, ObservedDevice>;
+}
+
 /** What the kernel has: the current namespace's devices and those of each VM namespace. */
 export interface ObservedDevices {
   /** Whether the kernel runs IPv6 in the current namespace (without it, no device has IPv6 settings). */
@@ -78,7 +91,7 @@ export interface ObservedDevices {
   readonly ipv6Forwarding: boolean;
   readonly host: ReadonlyMap<string, ObservedDevice>;
   /** null: the namespace does not exist. */
-  readonly netns: ReadonlyMap<string, ReadonlyMap<string, ObservedDevice> | null>;
+  readonly netns: ReadonlyMap<string, ObservedNamespace | null>;
   /**
    * The id the current namespace gives each namespace of `netns` that has one, as a device's
    * peerNetnsId names the namespace of its peer. One without an id (or not there) holds no peer of
@@ -162,6 +175,14 @@ export function stepText(step: DeviceStep): string {
 export interface DevicePlan {
   /** VM namespaces to create before any step runs. */
   readonly createNamespaces: readonly string[];
+  /**
+   * The VM namespaces the plan saw (there when it looked), each with the identity it had then:
+   * its steps there (by the indexes it saw), and the veth peers it places there, go into that
+   * namespace only; another under its name by then fails the run before any of them
+   * (netlink-devices.ts). Not one it creates: absent when it looked, it saw nothing there, and its
+   * steps there go by name alone.
+   */
+  readonly seenNamespaces: readonly { readonly netns: string; readonly identity: NamespaceIdentity }[];
   readonly clearFarEnds: readonly DeviceStep[];
   /** One list per connection, in plan order (empty where nothing changes). */
   readonly hostSteps: readonly (readonly DeviceStep[])[];
@@ -227,6 +248,7 @@ function fixDevice(
 
 interface PlanBuilder {
   readonly missingNamespaces: Set<string>;
+  readonly seenNamespaces: Map<string, NamespaceIdentity>;
   readonly clearFarEnds: DeviceStep[];
   /** The current connection's host steps. */
   hostSteps: DeviceStep[];
@@ -271,9 +293,10 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
     return;
   }
 
-  const farDevices = observed.netns.get(attach.netns) ?? null;
-  if (farDevices === null) plan.missingNamespaces.add(attach.netns);
-  const far = farDevices?.get(side.device);
+  const farNamespace = observed.netns.get(attach.netns) ?? null;
+  if (farNamespace === null) plan.missingNamespaces.add(attach.netns);
+  else plan.seenNamespaces.set(attach.netns, farNamespace.identity);
+  const far = farNamespace?.devices.get(side.device);
   // A veth pair lives and dies together: both ends present, each the other's peer, means the pair
   // is ours and whole. A veth under the name there that is not the host end's peer (another pair's
   // end moved in under it) is none of the pair's: the pair is made anew, as list and show take it
@@ -323,7 +346,7 @@ export function createdKinds(plan: DevicePlan): Map<string, string> {
 
 /** The steps that make every connection's devices exist exactly as desired. */
 export function planDevices(connections: readonly DesiredConnection[], observed: ObservedDevices): DevicePlan {
-  const plan: PlanBuilder = { missingNamespaces: new Set(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };
+  const plan: PlanBuilder = { missingNamespaces: new Set(), seenNamespaces: new Map(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };
   const { creates } = plan;
   const hostSteps: DeviceStep[][] = [];
   for (const connection of connections) {
@@ -343,6 +366,13 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     // The bridge comes up after its ports joined, as in a hand-written batch.
     steps.push(...bridgeSteps(connection, isBridge ? bridge : undefined, observed.ipv6));
   }
-  const { missingNamespaces, clearFarEnds, configureFarEnds } = plan;
-  return { createNamespaces: [...missingNamespaces], clearFarEnds, hostSteps, configureFarEnds, creates };
+  const { missingNamespaces, seenNamespaces, clearFarEnds, configureFarEnds } = plan;
+  return {
+    createNamespaces: [...missingNamespaces],
+    seenNamespaces: [...seenNamespaces].map(([netns, identity]) => ({ netns, identity })),
+    clearFarEnds,
+    hostSteps,
+    configureFarEnds,
+    creates,
+  };
 }

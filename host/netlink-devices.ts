@@ -4,12 +4,21 @@
 // `ip netns add` (it also mounts them under /run/netns, where this module finds them).
 import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
-import { type DevicePlan, type DeviceStep, type ObservedDevice, type ObservedDevices, createdKinds, stepText } from './device-plan.js';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, statfsSync } from 'node:fs';
+import {
+  type DevicePlan,
+  type DeviceStep,
+  type NamespaceIdentity,
+  type ObservedDevice,
+  type ObservedDevices,
+  type ObservedNamespace,
+  createdKinds,
+  stepText,
+} from './device-plan.js';
 import { type LinkInfo, ProgramWriter, decodeLinks, decodeNamespaceId, observedDevices } from './link-message.js';
 import { type MarkedOutcome, type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
 
-export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create';
+export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create' | 'netns-replaced';
 
 export class DeviceError extends Error {
   override readonly name = 'DeviceError';
@@ -73,26 +82,43 @@ async function inNamespace<T>(netns: string | null, use: (socket: RtnlSocket) =>
 /** The named devices of a namespace that exist (missing names are simply absent), or all of them. */
 async function listDevices(netns: string | null, only?: readonly string[]): Promise<Map<string, ObservedDevice>> {
   if (only?.length === 0) return new Map();
+  return inNamespace(netns, (socket) => listDevicesOn(socket, netns, only));
+}
+
+/**
+ * A VM namespace's devices as listDevices gives them, and which namespace they are of: that of
+ * the socket that listed them (its namespace file's descriptor, fstat: no request).
+ */
+async function observeNamespace(netns: string, only?: readonly string[]): Promise<ObservedNamespace> {
   return inNamespace(netns, async (socket) => {
-    const writer = new ProgramWriter();
-    if (only === undefined) writer.dumpLinks();
-    else for (const name of only) writer.getLink(name);
-    const outcomes = await socket.run(writer.finish(), true);
-    const links: LinkInfo[] = [];
-    for (const outcome of outcomes) {
-      if (outcome.state === 'done') links.push(...decodeLinks(outcome.reply));
-      else if (outcome.state === 'failed' && outcome.code !== 'ENODEV') {
-        throw new DeviceError('query-failed', `listing devices${where(netns)} failed: ${outcome.text}`);
-      }
-    }
-    return observedDevices(links);
+    const identity = socket.namespace();
+    if (identity === null) throw new DeviceError('netlink', `a socket opened in network namespace ${netns} says it is in this one`);
+    return { identity, devices: only?.length === 0 ? new Map() : await listDevicesOn(socket, netns, only) };
   });
+}
+
+/** listDevices on a socket in namespace `netns`. */
+async function listDevicesOn(socket: RtnlSocket, netns: string | null, only?: readonly string[]): Promise<Map<string, ObservedDevice>> {
+  const writer = new ProgramWriter();
+  if (only === undefined) writer.dumpLinks();
+  else for (const name of only) writer.getLink(name);
+  const outcomes = await socket.run(writer.finish(), true);
+  const links: LinkInfo[] = [];
+  for (const outcome of outcomes) {
+    if (outcome.state === 'done') links.push(...decodeLinks(outcome.reply));
+    else if (outcome.state === 'failed' && outcome.code !== 'ENODEV') {
+      throw new DeviceError('query-failed', `listing devices${where(netns)} failed: ${outcome.text}`);
+    }
+  }
+  return observedDevices(links);
 }
 
 /**
  * The devices of the current namespace and of each named VM namespace (null where absent): all
- * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host); and
- * the ids the current namespace gives those namespaces (namespaceIds: one socket for all of them).
+ * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host), each
+ * VM namespace's with which namespace it was (the plan's steps by index there go to that one
+ * only); and the ids the current namespace gives those namespaces (namespaceIds: one socket for
+ * all of them).
  */
 export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[]): Promise<ObservedDevices> {
   const names = [...new Set(netnsNames)];
@@ -102,7 +128,7 @@ export async function observeDevices(netnsNames: Iterable<string>, only?: readon
   const [{ hostDevices, netnsIds }, ...farDevices] = await Promise.all([
     // The ids after the listing: reporting a veth whose peer is in a namespace without an id gives it one.
     listDevices(null, only).then(async (devices) => ({ hostDevices: devices, netnsIds: await namespaceIds(mounted) })),
-    ...names.map((name) => (mounted.has(name) ? listDevices(name, only) : Promise.resolve(null))),
+    ...names.map((name) => (mounted.has(name) ? observeNamespace(name, only) : Promise.resolve(null))),
   ]);
   return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])), netnsIds };
 }
@@ -234,6 +260,24 @@ function openNamespace(name: string): number {
   }
 }
 
+/** The VM namespaces a plan saw, by name: the identity each had when it looked (DevicePlan.seenNamespaces). */
+type SeenNamespaces = ReadonlyMap<string, NamespaceIdentity>;
+
+/**
+ * Fail where a descriptor of VM namespace `name` (its identity given) is not of the namespace the
+ * plan saw under that name: one deleted and made anew since, or another mounted there, numbers
+ * its devices afresh, and a step by an index the plan saw would hit whatever has that index now.
+ * Nothing to check where the plan saw none there (one it creates): it has no steps by index there.
+ */
+function checkSeen(name: string, identity: NamespaceIdentity | null, seen: SeenNamespaces): void {
+  const expected = seen.get(name);
+  if (expected === undefined || (identity !== null && identity.dev === expected.dev && identity.ino === expected.ino)) return;
+  throw new DeviceError(
+    'netns-replaced',
+    `network namespace ${name} was replaced since this run looked at it (deleted and made anew, or another mounted at ${NETNS_DIR}/${name}): its devices are not the ones this run saw, so it changes nothing there; run link again`,
+  );
+}
+
 /** What running steps did, by device name: each set given is filled in as the steps run. */
 interface StepsDone {
   /** The devices its add steps made (add-bridge, add-tap, add-veth done). */
@@ -256,9 +300,11 @@ const foundGone = (step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' 
  * Run steps in one namespace, in order; the first failure stops them and is thrown. A delete
  * whose device is gone already (deleted by something else since the plan looked, or with the far
  * end of its veth pair: a pair dies together) counts as done, and the steps after it run. What
- * they did goes into `done`.
+ * they did goes into `done`. Before any runs, each VM namespace they go into (theirs, and those
+ * veth peers go to) is checked to be the one the plan saw under its name (`seen`: checkSeen), by
+ * the descriptor they go through (one fstat each).
  */
-async function runSteps(netns: string | null, steps: readonly DeviceStep[], done: StepsDone = {}): Promise<void> {
+async function runSteps(netns: string | null, steps: readonly DeviceStep[], seen: SeenNamespaces, done: StepsDone = {}): Promise<void> {
   if (steps.length === 0) return;
   // A veth's peer is placed by a descriptor of its namespace, open for the length of the run.
   const fds = new Map<string, number>();
@@ -266,7 +312,12 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], done
     for (const step of steps) {
       if (step.op === 'add-veth' && !fds.has(step.peerNetns)) fds.set(step.peerNetns, openNamespace(step.peerNetns));
     }
+    for (const [name, fd] of fds) {
+      const { dev, ino } = fstatSync(fd);
+      checkSeen(name, { dev, ino }, seen);
+    }
     const failure = await inNamespace(netns, async (socket) => {
+      if (netns !== null) checkSeen(netns, socket.namespace(), seen);
       // The program stops at its first failure: after a delete that found its device gone, the
       // steps after it run as a program of their own (rare: one more round trip).
       for (let from = 0; from < steps.length; ) {
@@ -434,31 +485,35 @@ async function createNamespace(name: string, made?: Set<string>): Promise<void> 
  * step refused, as one someone else made meanwhile is, or not reached) is not its to delete, nor
  * is a VM namespace someone else made meanwhile, nor one it did not reach. A device its delete
  * step finds gone already is as the plan wants it (runSteps): the run goes on, and, where it went
- * by something else's doing, its name goes into `made.vanished`.
+ * by something else's doing, its name goes into `made.vanished`. A VM namespace the plan saw
+ * that is another by the time its steps (or veth peers) go there, deleted and made anew or
+ * another mounted under its name, fails the run before any of them (DeviceError
+ * 'netns-replaced'): the indexes the plan saw there are not that one's.
  */
 export async function applyDevicePlan(plan: DevicePlan, made?: PlanMade): Promise<void> {
   for (const name of plan.createNamespaces) await createNamespace(name, made?.namespaces);
+  const seen: SeenNamespaces = new Map(plan.seenNamespaces.map(({ netns, identity }) => [netns, identity]));
   // Far ends are named as their host ends: one deleted here takes the host end along where it
   // is that one's peer, which only a delete step withFarEnd may be (the plan could not tell).
   const farEndsDeleted = new Set<string>();
-  await inEachNamespace(plan.clearFarEnds, { deleted: farEndsDeleted });
+  await inEachNamespace(plan.clearFarEnds, seen, { deleted: farEndsDeleted });
   const hostSteps = plan.hostSteps.flat();
   const withFarEnd = new Set(hostSteps.flatMap((step) => (step.op === 'delete' && step.withFarEnd === true ? [step.name] : [])));
   const gone = new Set<string>();
   try {
-    await runSteps(null, hostSteps, { made: made?.devices, gone });
+    await runSteps(null, hostSteps, seen, { made: made?.devices, gone });
   } finally {
     for (const name of gone) if (!(withFarEnd.has(name) && farEndsDeleted.has(name))) made?.vanished.add(name);
   }
-  await inEachNamespace(plan.configureFarEnds);
+  await inEachNamespace(plan.configureFarEnds, seen);
 }
 
 /**
  * Run steps in their namespaces side by side, and return once all are done: an undo that began
  * while another namespace's steps ran would race them. The first failure is thrown.
  */
-async function inEachNamespace(steps: readonly DeviceStep[], done?: StepsDone): Promise<void> {
-  const outcomes = await Promise.allSettled([...byNamespace(steps)].map(([netns, group]) => runSteps(netns, group, done)));
+async function inEachNamespace(steps: readonly DeviceStep[], seen: SeenNamespaces, done?: StepsDone): Promise<void> {
+  const outcomes = await Promise.allSettled([...byNamespace(steps)].map(([netns, group]) => runSteps(netns, group, seen, done)));
   const failure = outcomes.find((outcome) => outcome.status === 'rejected');
   if (failure !== undefined) throw failure.reason as unknown;
 }

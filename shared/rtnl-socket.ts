@@ -53,8 +53,19 @@ interface RawOutcome {
   readonly marks: Int32Array;
 }
 
+/**
+ * Which network namespace a namespace file holds: the device and inode number of its nsfs file
+ * (one inode per namespace, for its life). Another namespace mounted at the same path since, or
+ * one deleted and made anew under the same name, has another.
+ */
+export interface NamespaceIdentity {
+  readonly dev: number;
+  readonly ino: number;
+}
+
 interface Addon {
   open(netnsPath: string | null): object;
+  namespace(handle: object): NamespaceIdentity | null;
   run(handle: object, program: Uint8Array, keepGoing: boolean): Promise<RawOutcome>;
   close(handle: object): void;
 }
@@ -115,6 +126,19 @@ export class RtnlSocket {
     } catch (error) {
       const where = netnsPath === null ? 'this network namespace' : netnsPath;
       throw new RtnlError('socket', codeOf(error), `cannot open a route netlink socket in ${where}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
+  /**
+   * The namespace this socket is in, as the descriptor of the namespace file it was opened by says
+   * (fstat: no request); null for one opened in ours.
+   */
+  namespace(): NamespaceIdentity | null {
+    if (this.handle === undefined) throw new RtnlError('socket', 'EBADF', 'route netlink socket used after close');
+    try {
+      return this.native.namespace(this.handle);
+    } catch (error) {
+      throw new RtnlError('socket', codeOf(error), `cannot tell which network namespace a route netlink socket is in: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
 

@@ -15,6 +15,10 @@
 // JS API (shared/rtnl-socket.ts wraps it):
 //   open(netnsPath: string | null) -> handle   NETLINK_ROUTE socket in that network namespace
 //       (null: the caller's); throws {code}
+//   namespace(handle) -> {dev, ino} | null   which namespace the socket is in: fstat of the
+//       descriptor of the namespace file it was opened in (nsfs: one inode per namespace, so
+//       another one mounted at that path since, or one made anew under its name, differs); null
+//       for the caller's. Throws {code}
 //   run(handle, program: Uint8Array, keepGoing: boolean) -> Promise<{errors, texts, replies, spans, marks}>
 //   close(handle)   at once where no program runs; else the descriptor is closed when the running
 //                   one ends (its records not yet begun are not run), never under its worker
@@ -81,6 +85,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define KIND_REQUEST 1
@@ -242,6 +247,34 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   return handle;
+}
+
+// Largest integer a JS number holds exactly (2^53 - 1).
+#define EXACT_NUMBER_MAX 9007199254740991ULL
+
+static napi_value socket_namespace(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  rtnl_socket *socket = socket_of(env, argv[0]);
+  if (socket == NULL) return NULL;
+  napi_value result;
+  if (socket->netns_fd < 0) {
+    CHECK(napi_get_null(env, &result));
+    return result;
+  }
+  struct stat status;
+  if (fstat(socket->netns_fd, &status) != 0) return throw_errno(env, errno, "namespace file");
+  // nsfs gives a 32-bit inode number on an anonymous device: both exact as numbers.
+  if ((unsigned long long)status.st_dev > EXACT_NUMBER_MAX || (unsigned long long)status.st_ino > EXACT_NUMBER_MAX) {
+    return throw_errno(env, EOVERFLOW, "namespace file");
+  }
+  napi_value dev, ino;
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_create_double(env, (double)status.st_dev, &dev));
+  CHECK(napi_create_double(env, (double)status.st_ino, &ino));
+  CHECK(napi_set_named_property(env, result, "dev", dev));
+  CHECK(napi_set_named_property(env, result, "ino", ino));
+  return result;
 }
 
 static void close_descriptors(rtnl_socket *socket) {
@@ -988,6 +1021,7 @@ static napi_value socket_run(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("open", socket_open),
+      ADDON_FUNCTION("namespace", socket_namespace),
       ADDON_FUNCTION("run", socket_run),
       ADDON_FUNCTION("close", socket_close),
   };

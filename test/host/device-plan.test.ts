@@ -201,7 +201,7 @@ describe('planDevices, veth connections', () => {
   const hostEnd: ObservedDevice = { ...linked('snc1', 'veth', 8, 'snb1'), peerNetnsId: 5, peerIndex: 20 };
   const observed = (far: ObservedDevice, netnsIds: ReadonlyMap<string, number>) => ({
     ...observedHost([linked('snb1', 'bridge', 7, null), hostEnd, linked('snp1', 'tun', 9, 'snb1')], { ipv6: false, forwarding: false }),
-    netns: new Map([['vm-a', new Map([['snc1', far]])]]),
+    netns: new Map([['vm-a', { identity: { dev: 4, ino: 4026532300 }, devices: new Map([['snc1', far]]) }]]),
     netnsIds,
   });
 
@@ -229,6 +229,49 @@ describe('planDevices, veth connections', () => {
       ]);
       expect(plan.creates).toEqual(['snc1']);
     }
+  });
+});
+
+describe('planDevices, the VM namespaces it saw', () => {
+  const IDENTITY = { dev: 4, ino: 4026532301 };
+  const side = (device: string, netns: string) => ({ device, mac: '0a:b3:ec:00:00:01', attach: { kind: 'veth', netns } }) as const;
+  const wanted: DesiredConnection = { ...connection(1), client: side('snc1', 'vm-a'), provider: side('snp1', 'vm-b') };
+  const veth = (name: string, index: number, peer?: { peerNetnsId: number; peerIndex: number }): ObservedDevice => ({
+    index,
+    name,
+    kind: 'veth',
+    master: null,
+    mtu: 1000,
+    up: false,
+    mac: '02:00:00:00:00:05',
+    ...NO_IPV6,
+    ...peer,
+  });
+  /** One VM namespace: absent, or there (with an id here, or none) holding a veth under the side's name or nothing. */
+  const namespace = (device: string) =>
+    fc.record({ there: fc.boolean(), id: fc.option(fc.constantFrom(5, 6), { nil: undefined }), far: fc.option(fc.integer({ min: 2, max: 4 }), { nil: undefined }) }).map((ns) => ({ ...ns, device }));
+
+  it("records each VM namespace it saw with the identity it saw it under, and goes by an index only in those: none in one it creates (absent when it looked, it saw nothing there)", () => {
+    fc.assert(
+      fc.property(namespace('snc1'), namespace('snp1'), fc.integer({ min: 2, max: 4 }), (a, b, peerIndex) => {
+        const sides = [['vm-a', a], ['vm-b', b]] as const;
+        const host = sides.map(([, ns], index) => veth(ns.device, 10 + index, { peerNetnsId: 5, peerIndex }));
+        const observed = {
+          ...observedHost(host, { ipv6: false, forwarding: false }),
+          netns: new Map(sides.map(([name, ns], index) => [name, ns.there ? { identity: { ...IDENTITY, ino: IDENTITY.ino + index }, devices: new Map(ns.far === undefined ? [] : [[ns.device, veth(ns.device, ns.far)]]) } : null])),
+          netnsIds: new Map(sides.flatMap(([name, ns]) => (ns.there && ns.id !== undefined ? [[name, ns.id] as const] : []))),
+        };
+        const plan = planDevices([wanted], observed);
+        expect(plan.seenNamespaces).toEqual(sides.flatMap(([name, ns], index) => (ns.there ? [{ netns: name, identity: { ...IDENTITY, ino: IDENTITY.ino + index } }] : [])));
+        expect(plan.createNamespaces).toEqual(sides.flatMap(([name, ns]) => (ns.there ? [] : [name])));
+        const seen = new Set(plan.seenNamespaces.map(({ netns }) => netns));
+        const vmSteps = [...plan.clearFarEnds, ...plan.hostSteps.flat(), ...plan.configureFarEnds].filter((step) => step.netns !== null);
+        for (const step of vmSteps) if ('index' in step && step.index !== undefined) expect(seen.has(step.netns ?? '')).toBe(true);
+        // Each VM namespace its steps go into (or veth peers go to) is one it saw, or one it creates.
+        const into = [...vmSteps.map((step) => step.netns ?? ''), ...plan.hostSteps.flat().flatMap((step) => (step.op === 'add-veth' ? [step.peerNetns] : []))];
+        for (const netns of into) expect(seen.has(netns) !== plan.createNamespaces.includes(netns)).toBe(true);
+      }),
+    );
   });
 });
 

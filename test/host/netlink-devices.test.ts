@@ -136,7 +136,7 @@ describeNetns('removeDevices in a namespace', () => {
     const script = `import { observeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
       const observed = await observeDevices([${JSON.stringify(vm.name)}, 'no-such-namespace'], ['oa1', 'ob1']);
       const veth = observed.host.get('oa1');
-      console.log(JSON.stringify({ peer: [veth.peerNetnsId, veth.peerIndex], ids: [...observed.netnsIds], far: observed.netns.get(${JSON.stringify(vm.name)}).get('ob1').index }));`;
+      console.log(JSON.stringify({ peer: [veth.peerNetnsId, veth.peerIndex], ids: [...observed.netnsIds], far: observed.netns.get(${JSON.stringify(vm.name)}).devices.get('ob1').index }));`;
     try {
       const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
       expect([result.code, result.stderr]).toEqual([0, '']);
@@ -315,7 +315,7 @@ describeNetns('applyDevicePlan in a namespace', () => {
     const script = `import { applyDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
       import { RtnlSocket } from ${JSON.stringify(rtnl)};
       const step = { netns: null, op: 'set', name: 'ac8', change: { mtu: 70000, master: 'ab8' } };
-      const plan = { createNamespaces: [], clearFarEnds: [], hostSteps: [[step]], configureFarEnds: [], creates: [] };
+      const plan = { createNamespaces: [], seenNamespaces: [], clearFarEnds: [], hostSteps: [[step]], configureFarEnds: [], creates: [] };
       const said = async () => { try { await applyDevicePlan(plan); return 'done'; } catch (error) { return { name: error.name, kind: error.kind, message: error.message }; } };
       const real = await said();
       const run = RtnlSocket.prototype.run;
@@ -495,6 +495,72 @@ describeNetns('applyDevicePlan in a namespace', () => {
     });
     expect((await devices(host)).get('ac2')?.linkinfo?.info_kind).toBe('bridge');
     for (const device of ['ac2', 'ab2']) await host.ip(['link', 'del', device]);
+  });
+
+  // A VM namespace the plan saw is deleted and made anew under its name between the plan's look
+  // and its steps (a VM restarted), and its first device, someone else's tap, gets the index the
+  // plan saw there. The run must go nowhere near it: it fails, saying so, before any step there
+  // (or before any at all, where a veth's peer was to go there), and is undone.
+  it.each([
+    // A stale far end to clear: deleted by the index the plan saw.
+    { id: 1, before: 'far end', holdOld: false, seenAt: [['ip link del dev nc1', 2]], made: [] },
+    // A whole pair whose far end is to change: set by the index the plan saw, after the host steps
+    // (the old namespace held open meanwhile, so that the pair lives on).
+    { id: 2, before: 'pair', holdOld: true, seenAt: [['ip link set dev nc2 address 0a:b3:ec:00:00:02 mtu 1400 up', 2]], made: ['nb2', 'np2'] },
+    // A new pair, its peer to go there: by name alone, yet the look there was of another namespace.
+    { id: 3, before: 'nothing', holdOld: false, seenAt: [], made: [] },
+  ])("a VM namespace replaced since the plan looked ($before there) fails the run in one line before any step goes there; its new devices are left as they are", async ({ id, before, holdOld, seenAt, made }) => {
+    const vm = await harness.namespace(`vmr${id}`);
+    if (before === 'far end') await vm.ip(['tuntap', 'add', 'dev', `nc${id}`, 'mode', 'tap']);
+    if (before === 'pair') await host.ip(['link', 'add', `nc${id}`, 'type', 'veth', 'peer', 'name', `nc${id}`, 'netns', vm.name]);
+    const script = `import { execFileSync } from 'node:child_process';
+      import { openSync } from 'node:fs';
+      import { observeDevices, applyDevicePlan, undoDevicePlan, newPlanMade } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices, stepText } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const vm = ${JSON.stringify(vm.name)};
+      const connection = {
+        bridge: 'nb${id}', mtu: 1400,
+        client: { device: 'nc${id}', mac: '0a:b3:ec:00:00:0${id}', attach: { kind: 'veth', netns: vm } },
+        provider: { device: 'np${id}', mac: '0a:b3:ec:80:00:0${id}', attach: { kind: 'tap' } },
+      };
+      const plan = planDevices([connection], await observeDevices([vm], ['nb${id}', 'nc${id}', 'np${id}']));
+      const seenAt = [...plan.clearFarEnds, ...plan.configureFarEnds].filter((step) => step.index !== undefined).map((step) => [stepText(step), step.index]);
+      const old = ${holdOld} ? openSync('/run/netns/' + vm, 'r') : undefined;
+      const ip = (...args) => execFileSync('ip', args, { encoding: 'utf8' });
+      ip('netns', 'del', vm);
+      ip('netns', 'add', vm);
+      ip('-n', vm, 'tuntap', 'add', 'dev', 'theirs', 'mode', 'tap');
+      const [{ ifindex, address }] = JSON.parse(ip('-n', vm, '-j', 'link', 'show', 'dev', 'theirs'));
+      const made = newPlanMade();
+      const failure = await applyDevicePlan(plan, made).then(() => 'done', (error) => ({ name: error.name, kind: error.kind, message: error.message }));
+      const undone = await undoDevicePlan(plan, made);
+      console.log(JSON.stringify({ seenAt, theirs: { ifindex, address }, failure, made: [...made.devices].sort(), undone }));`;
+    try {
+      const result = await host.exec(['node', '--input-type=module', '-e', script], { enter: 'nsenter', allowFailure: true });
+      expect([result.code, result.stderr]).toEqual([0, '']);
+      const said = JSON.parse(result.stdout) as { theirs: { ifindex: number; address: string } };
+      expect(said).toEqual({
+        seenAt,
+        // Where the plan saw a device by index there, theirs has that index now.
+        theirs: { ifindex: 2, address: said.theirs.address },
+        failure: {
+          name: 'DeviceError',
+          kind: 'netns-replaced',
+          message: `network namespace ${vm.name} was replaced since this run looked at it (deleted and made anew, or another mounted at /run/netns/${vm.name}): its devices are not the ones this run saw, so it changes nothing there; run link again`,
+        },
+        made,
+        undone: { kept: [], namespaces: [] },
+      });
+      // Their tap is as they made it, and nothing of the link is in their namespace or left here.
+      const theirs = await devices(vm);
+      expect([...theirs.keys()].sort()).toEqual(['lo', 'theirs']);
+      expect(theirs.get('theirs')).toMatchObject({ ifindex: 2, mtu: 1500, address: said.theirs.address });
+      expect(theirs.get('theirs')?.flags).not.toContain('UP');
+      // (A pair's host end goes with the old namespace, which the script held until it ended.)
+      await eventually(`no device of link ${id} left on the host`, async () => [...(await devices(host)).keys()].every((name) => !name.endsWith(String(id))));
+    } finally {
+      for (const device of [`nc${id}`, `np${id}`, `nb${id}`]) await host.ip(['link', 'del', device], { allowFailure: true });
+    }
   });
 
   it("a failed plan's undo leaves alone a VM namespace someone else made after it looked (its ip netns add refused: File exists): it deletes only the namespaces it made", async () => {

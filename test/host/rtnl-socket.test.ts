@@ -1,7 +1,7 @@
 // The rtnl addon against the real kernel, in a namespace of its own: the addon opens its socket
 // (and the tun device, for taps) inside that namespace, so this process's own is never touched.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -658,6 +658,28 @@ static napi_status failing_queue_work(napi_env env, napi_async_work work) {
     expect(JSON.parse((await ns.ip(['-j', 'link', 'show', 'dev', 'tt1'])).stdout)).toMatchObject([{ group: 'default' }]);
     // The socket goes on: the next request is answered.
     expect(states(await socket.run(new ProgramWriter().setGroup(index, 8).finish()))).toEqual(['done']);
+  });
+
+  it("says which namespace it is in: that of the namespace file it was opened by (its nsfs device and inode), another namespace's differing; none for the caller's own", async () => {
+    const { dev, ino } = statSync(`/run/netns/${ns.name}`);
+    expect(socket.namespace()).toEqual({ dev, ino });
+    const other = await harness.namespace('other');
+    const elsewhere = RtnlSocket.open(`/run/netns/${other.name}`);
+    try {
+      const { dev: otherDev, ino: otherIno } = statSync(`/run/netns/${other.name}`);
+      expect(elsewhere.namespace()).toEqual({ dev: otherDev, ino: otherIno });
+      expect(otherIno).not.toBe(ino);
+    } finally {
+      elsewhere.close();
+    }
+    // Only opened (a socket changes nothing): the caller's namespace has no file to tell it by.
+    const own = RtnlSocket.open(null);
+    try {
+      expect(own.namespace()).toBeNull();
+    } finally {
+      own.close();
+    }
+    expect(() => elsewhere.namespace()).toThrow(expect.objectContaining({ code: 'EBADF' }) as Error);
   });
 
   it('says clearly when the namespace does not exist, and refuses use after close', async () => {
