@@ -4,7 +4,7 @@
 // `ip netns add` (it also mounts them under /run/netns, where this module finds them).
 import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, statfsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
 import {
   type DevicePlan,
   type DeviceStep,
@@ -16,7 +16,7 @@ import {
   stepText,
 } from './device-plan.js';
 import { type LinkInfo, ProgramWriter, decodeLinks, decodeNamespaceId, observedDevices } from './link-message.js';
-import { type MarkedOutcome, type RecordOutcome, RtnlError, type RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
+import { type MarkedOutcome, type RecordOutcome, RtnlError, RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
 
 export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create' | 'netns-replaced';
 
@@ -271,11 +271,29 @@ type SeenNamespaces = ReadonlyMap<string, NamespaceIdentity>;
  */
 function checkSeen(name: string, identity: NamespaceIdentity | null, seen: SeenNamespaces): void {
   const expected = seen.get(name);
-  if (expected === undefined || (identity !== null && identity.dev === expected.dev && identity.ino === expected.ino)) return;
+  if (expected === undefined || (identity !== null && identity.dev === expected.dev && identity.ino === expected.ino && identity.cookie === expected.cookie)) return;
   throw new DeviceError(
     'netns-replaced',
     `network namespace ${name} was replaced since this run looked at it (deleted and made anew, or another mounted at ${NETNS_DIR}/${name}): its devices are not the ones this run saw, so it changes nothing there; run link again`,
   );
+}
+
+/**
+ * Which namespace a descriptor of VM namespace `name` holds (its cookie told by a socket opened
+ * there through it: an inode number alone may be a deleted namespace's, given again).
+ */
+function identityOf(name: string, fd: number): NamespaceIdentity | null {
+  try {
+    const socket = RtnlSocket.open(`/proc/self/fd/${fd}`);
+    try {
+      return socket.namespace();
+    } finally {
+      socket.close();
+    }
+  } catch (error) {
+    if (error instanceof RtnlError) throw new DeviceError('netlink', `cannot tell which network namespace ${name} is: ${error.message}`);
+    throw error;
+  }
 }
 
 /** What running steps did, by device name: each set given is filled in as the steps run. */
@@ -312,10 +330,7 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], seen
     for (const step of steps) {
       if (step.op === 'add-veth' && !fds.has(step.peerNetns)) fds.set(step.peerNetns, openNamespace(step.peerNetns));
     }
-    for (const [name, fd] of fds) {
-      const { dev, ino } = fstatSync(fd);
-      checkSeen(name, { dev, ino }, seen);
-    }
+    for (const [name, fd] of fds) if (seen.has(name)) checkSeen(name, identityOf(name, fd), seen);
     const failure = await inNamespace(netns, async (socket) => {
       if (netns !== null) checkSeen(netns, socket.namespace(), seen);
       // The program stops at its first failure: after a delete that found its device gone, the

@@ -55,12 +55,14 @@ interface RawOutcome {
 
 /**
  * Which network namespace a namespace file holds: the device and inode number of its nsfs file
- * (one inode per namespace, for its life). Another namespace mounted at the same path since, or
- * one deleted and made anew under the same name, has another.
+ * (one inode per living namespace), and the namespace's cookie. The inode number of one deleted is
+ * given to the next one made (one deleted and made anew under its name often has it): the cookie,
+ * never given twice, tells them apart. Null before Linux 5.14 (no SO_NETNS_COOKIE): the inode alone.
  */
 export interface NamespaceIdentity {
   readonly dev: number;
   readonly ino: number;
+  readonly cookie: number | null;
 }
 
 interface Addon {
@@ -131,7 +133,7 @@ export class RtnlSocket {
 
   /**
    * The namespace this socket is in, as the descriptor of the namespace file it was opened by says
-   * (fstat: no request); null for one opened in ours.
+   * (fstat), with its cookie (getsockopt): no request; null for one opened in ours.
    */
   namespace(): NamespaceIdentity | null {
     if (this.handle === undefined) throw new RtnlError('socket', 'EBADF', 'route netlink socket used after close');

@@ -15,10 +15,10 @@
 // JS API (shared/rtnl-socket.ts wraps it):
 //   open(netnsPath: string | null) -> handle   NETLINK_ROUTE socket in that network namespace
 //       (null: the caller's); throws {code}
-//   namespace(handle) -> {dev, ino} | null   which namespace the socket is in: fstat of the
-//       descriptor of the namespace file it was opened in (nsfs: one inode per namespace, so
-//       another one mounted at that path since, or one made anew under its name, differs); null
-//       for the caller's. Throws {code}
+//   namespace(handle) -> {dev, ino, cookie} | null   which namespace the socket is in: fstat of
+//       the descriptor of the namespace file it was opened in (nsfs: one inode per living
+//       namespace), and the namespace's cookie (SO_NETNS_COOKIE, never reused, unlike a freed
+//       inode number; null before Linux 5.14); null for the caller's. Throws {code}
 //   run(handle, program: Uint8Array, keepGoing: boolean) -> Promise<{errors, texts, replies, spans, marks}>
 //   close(handle)   at once where no program runs; else the descriptor is closed when the running
 //                   one ends (its records not yet begun are not run), never under its worker
@@ -87,6 +87,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 // Linux 5.14; older headers lack it
+#endif
 
 #define KIND_REQUEST 1
 #define KIND_TAP 2
@@ -262,18 +266,33 @@ static napi_value socket_namespace(napi_env env, napi_callback_info info) {
     CHECK(napi_get_null(env, &result));
     return result;
   }
+  if (socket->fd < 0) return throw_errno(env, EBADF, "netlink socket");
   struct stat status;
   if (fstat(socket->netns_fd, &status) != 0) return throw_errno(env, errno, "namespace file");
-  // nsfs gives a 32-bit inode number on an anonymous device: both exact as numbers.
-  if ((unsigned long long)status.st_dev > EXACT_NUMBER_MAX || (unsigned long long)status.st_ino > EXACT_NUMBER_MAX) {
+  // The inode number is the namespace's only while it lives: the kernel gives a freed one to the
+  // next namespace made (ip netns del, then add, often gets the same). Its cookie is never given
+  // again (a counter); a kernel before 5.14 has none (ENOPROTOOPT): null, the inode alone.
+  uint64_t cookie = 0;
+  socklen_t length = sizeof cookie;
+  int has_cookie = getsockopt(socket->fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &length) == 0;
+  if (!has_cookie && errno != ENOPROTOOPT) return throw_errno(env, errno, "netlink socket");
+  // nsfs gives a 32-bit inode number on an anonymous device, the cookie counts namespaces made:
+  // all exact as numbers.
+  if ((unsigned long long)status.st_dev > EXACT_NUMBER_MAX || (unsigned long long)status.st_ino > EXACT_NUMBER_MAX || cookie > EXACT_NUMBER_MAX) {
     return throw_errno(env, EOVERFLOW, "namespace file");
   }
-  napi_value dev, ino;
+  napi_value dev, ino, cookie_value;
   CHECK(napi_create_object(env, &result));
   CHECK(napi_create_double(env, (double)status.st_dev, &dev));
   CHECK(napi_create_double(env, (double)status.st_ino, &ino));
+  if (has_cookie) {
+    CHECK(napi_create_double(env, (double)cookie, &cookie_value));
+  } else {
+    CHECK(napi_get_null(env, &cookie_value));
+  }
   CHECK(napi_set_named_property(env, result, "dev", dev));
   CHECK(napi_set_named_property(env, result, "ino", ino));
+  CHECK(napi_set_named_property(env, result, "cookie", cookie_value));
   return result;
 }
 

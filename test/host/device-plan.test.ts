@@ -201,7 +201,7 @@ describe('planDevices, veth connections', () => {
   const hostEnd: ObservedDevice = { ...linked('snc1', 'veth', 8, 'snb1'), peerNetnsId: 5, peerIndex: 20 };
   const observed = (far: ObservedDevice, netnsIds: ReadonlyMap<string, number>) => ({
     ...observedHost([linked('snb1', 'bridge', 7, null), hostEnd, linked('snp1', 'tun', 9, 'snb1')], { ipv6: false, forwarding: false }),
-    netns: new Map([['vm-a', { identity: { dev: 4, ino: 4026532300 }, devices: new Map([['snc1', far]]) }]]),
+    netns: new Map([['vm-a', { identity: { dev: 4, ino: 4026532300, cookie: 2 }, devices: new Map([['snc1', far]]) }]]),
     netnsIds,
   });
 
@@ -233,7 +233,7 @@ describe('planDevices, veth connections', () => {
 });
 
 describe('planDevices, the VM namespaces it saw', () => {
-  const IDENTITY = { dev: 4, ino: 4026532301 };
+  const IDENTITY = { dev: 4, ino: 4026532301, cookie: 3 };
   const side = (device: string, netns: string) => ({ device, mac: '0a:b3:ec:00:00:01', attach: { kind: 'veth', netns } }) as const;
   const wanted: DesiredConnection = { ...connection(1), client: side('snc1', 'vm-a'), provider: side('snp1', 'vm-b') };
   const veth = (name: string, index: number, peer?: { peerNetnsId: number; peerIndex: number }): ObservedDevice => ({

@@ -43,7 +43,7 @@ const sideOf = (attach: AttachMode, name: string): DesiredSide => ({ device: nam
 /** What the kernel has: `host`, and a VM namespace holding the far end of each netns side (a whole pair where the host end is a veth). */
 function observedOf(host: Map<string, ObservedDevice>): ObservedDevices {
   const far = new Map((['client', 'provider'] as const).map((role): [string, ObservedDevice] => [NAMES[role], device(NAMES[role], 'veth', FAR_INDEX[role])]));
-  return { ipv6: false, ipv6Forwarding: false, host, netns: new Map([[NETNS, { identity: { dev: 4, ino: 4026532300 }, devices: far }]]), netnsIds: new Map([[NETNS, NETNS_ID]]) };
+  return { ipv6: false, ipv6Forwarding: false, host, netns: new Map([[NETNS, { identity: { dev: 4, ino: 4026532300, cookie: 2 }, devices: far }]]), netnsIds: new Map([[NETNS, NETNS_ID]]) };
 }
 
 describe('link device kinds', () => {
@@ -148,7 +148,7 @@ describe('far ends of a link\'s veths', () => {
       farDevices.get(SIDE_NETNS[role])?.set(NAMES[role], impostorOf(role, states[role], index));
     });
     const netns = new Map(
-      (['client', 'provider'] as const).map((role, index) => [SIDE_NETNS[role], mounted[role] ? { identity: { dev: 4, ino: 4026532300 + index }, devices: farDevices.get(SIDE_NETNS[role]) ?? new Map() } : null]),
+      (['client', 'provider'] as const).map((role, index) => [SIDE_NETNS[role], mounted[role] ? { identity: { dev: 4, ino: 4026532300 + index, cookie: 2 + index }, devices: farDevices.get(SIDE_NETNS[role]) ?? new Map() } : null]),
     );
     const netnsIds = new Map((['client', 'provider'] as const).flatMap((role) => (mounted[role] ? [[SIDE_NETNS[role], ID_OF_VM[role]] as const] : [])));
     return { host, observed: { ipv6: false, ipv6Forwarding: false, host, netns, netnsIds }, ids: { netnsIds, names: farNames } };

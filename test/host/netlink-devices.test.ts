@@ -1,15 +1,17 @@
 // removeDevices against the kernel: the built module runs inside a test namespace (it works on the
 // namespace of its process), so this process's own is never touched.
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, eventually, type Harness, type Netns } from '../harness/index.js';
 import { ROOT, devices } from './link-fixture.js';
 
 const MODULE = join(ROOT, 'dist', 'host', 'netlink-devices.js');
+const execFileAsync = promisify(execFile);
 
 describeNetns('removeDevices in a namespace', () => {
   let harness: Harness;
@@ -560,6 +562,55 @@ describeNetns('applyDevicePlan in a namespace', () => {
       await eventually(`no device of link ${id} left on the host`, async () => [...(await devices(host)).keys()].every((name) => !name.endsWith(String(id))));
     } finally {
       for (const device of [`nc${id}`, `np${id}`, `nb${id}`]) await host.ip(['link', 'del', device], { allowFailure: true });
+    }
+  });
+
+  // The kernel gives a deleted namespace's inode number to the next namespace made: one deleted
+  // and made anew under its name often has the very number the plan saw. Its devices are still
+  // not the ones the plan saw (its own tap has the index the plan saw its far end under).
+  it("a VM namespace deleted and made anew under its name with the inode number the plan saw (the kernel gives freed ones again) fails the run all the same; its tap is left alone", async () => {
+    const vm = await harness.namespace('vmr4');
+    const fillers = `${harness.prefix}fill4x`;
+    await vm.ip(['tuntap', 'add', 'dev', 'nc4', 'mode', 'tap']);
+    const script = `import { execFileSync } from 'node:child_process';
+      import { statSync, writeFileSync } from 'node:fs';
+      import { setTimeout as sleep } from 'node:timers/promises';
+      import { observeDevices, applyDevicePlan, newPlanMade } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const vm = ${JSON.stringify(vm.name)};
+      const connection = {
+        bridge: 'nb4', mtu: 1400,
+        client: { device: 'nc4', mac: '0a:b3:ec:00:00:04', attach: { kind: 'veth', netns: vm } },
+        provider: { device: 'np4', mac: '0a:b3:ec:80:00:04', attach: { kind: 'tap' } },
+      };
+      const plan = planDevices([connection], await observeDevices([vm], ['nb4', 'nc4', 'np4']));
+      const [{ identity }] = plan.seenNamespaces;
+      const ip = (...args) => execFileSync('ip', args, { encoding: 'utf8' });
+      ip('netns', 'del', vm);
+      // Made anew until it gets the number the plan saw: one given another (a lower one free, or
+      // the old one not yet freed) is kept under a filler's name meanwhile, so that the next is not.
+      let ino;
+      for (let attempt = 0; attempt < 400; attempt++) {
+        ip('netns', 'add', vm);
+        ino = statSync('/run/netns/' + vm).ino;
+        if (ino === identity.ino) break;
+        writeFileSync('/run/netns/${fillers}' + attempt, '');
+        execFileSync('mount', ['--bind', '/run/netns/' + vm, '/run/netns/${fillers}' + attempt]);
+        ip('netns', 'del', vm);
+        await sleep(10);
+      }
+      ip('-n', vm, 'tuntap', 'add', 'dev', 'theirs', 'mode', 'tap');
+      const [{ ifindex }] = JSON.parse(ip('-n', vm, '-j', 'link', 'show', 'dev', 'theirs'));
+      const failure = await applyDevicePlan(plan, newPlanMade()).then(() => 'done', (error) => ({ name: error.name, kind: error.kind }));
+      console.log(JSON.stringify({ sameInode: ino === identity.ino, seenAt: plan.clearFarEnds.map((step) => step.index), ifindex, failure }));`;
+    try {
+      const result = await host.exec(['node', '--input-type=module', '-e', script], { enter: 'nsenter', allowFailure: true });
+      expect([result.code, result.stderr]).toEqual([0, '']);
+      expect(JSON.parse(result.stdout)).toEqual({ sameInode: true, seenAt: [2], ifindex: 2, failure: { name: 'DeviceError', kind: 'netns-replaced' } });
+      expect([...(await devices(vm)).keys()].sort()).toEqual(['lo', 'theirs']);
+    } finally {
+      for (const name of readdirSync('/run/netns').filter((entry) => entry.startsWith(fillers))) await execFileAsync('ip', ['netns', 'del', name]).catch(() => undefined);
+      for (const device of ['nc4', 'np4', 'nb4']) await host.ip(['link', 'del', device], { allowFailure: true });
     }
   });
 

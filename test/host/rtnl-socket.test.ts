@@ -662,13 +662,16 @@ static napi_status failing_queue_work(napi_env env, napi_async_work work) {
 
   it("says which namespace it is in: that of the namespace file it was opened by (its nsfs device and inode), another namespace's differing; none for the caller's own", async () => {
     const { dev, ino } = statSync(`/run/netns/${ns.name}`);
-    expect(socket.namespace()).toEqual({ dev, ino });
+    const { cookie } = socket.namespace() ?? { cookie: null };
+    expect(socket.namespace()).toEqual({ dev, ino, cookie: expect.any(Number) as number });
     const other = await harness.namespace('other');
     const elsewhere = RtnlSocket.open(`/run/netns/${other.name}`);
     try {
       const { dev: otherDev, ino: otherIno } = statSync(`/run/netns/${other.name}`);
-      expect(elsewhere.namespace()).toEqual({ dev: otherDev, ino: otherIno });
+      expect(elsewhere.namespace()).toEqual({ dev: otherDev, ino: otherIno, cookie: expect.any(Number) as number });
       expect(otherIno).not.toBe(ino);
+      // The cookie is the namespace's, never another's: made after, the other's is greater.
+      expect(elsewhere.namespace()?.cookie).toBeGreaterThan(cookie ?? Infinity);
     } finally {
       elsewhere.close();
     }
