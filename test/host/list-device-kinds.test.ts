@@ -65,6 +65,9 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
   const lineOf = (link: LinkJson & Record<string, unknown>, client: string, provider: string, state: string): string =>
     `appvm-lynx -> netvm  id ${link.id}  ip ${String(link.clientIp)}  client ${link.clientDevice} ${String(link.clientMac)} (${client})  provider ${link.providerDevice} ${String(link.providerMac)} (${provider})  bridge ${link.bridge}  ${state}`;
 
+  /** The line under a netns link of list and show for its veth `device` whose far end is not where the link has it. */
+  const farEndLine = (device: string, netns: string): string => `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (link makes the pair anew)`;
+
   it('a recorded link whose bridge is a vxlan is not present: list and show say its bridge is foreign (JSON `foreign`, a line under it)', async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
     expect(link.bridge).toBe(names.bridge);
@@ -150,7 +153,6 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     const [lynxNs, netvmNs] = [`${world().netnsPrefix}appvm-lynx`, `${world().netnsPrefix}netvm`];
     const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
     expect((await shown(['list'], link.id)).json).toEqual(up);
-    const farEndLine = (device: string, netns: string): string => `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (link makes the pair anew)`;
 
     // The client's far end moved to another namespace.
     const elsewhere = await world().harness.namespace('elsewhere');
@@ -211,7 +213,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
       expect(await shown(command, link.id)).toEqual({
         json: { ...up, present: false, farEndsElsewhere: [{ device: names.client, netns: lynxNs }] },
-        lines: [lineOf(link, 'netns', 'netns', 'far end elsewhere'), `  ${names.client} is a veth whose far end is not ${names.client} in network namespace ${lynxNs} (link makes the pair anew)`],
+        lines: [lineOf(link, 'netns', 'netns', 'far end elsewhere'), farEndLine(names.client, lynxNs)],
       });
     }
     // As list takes it, so does the plan: the veth there goes (its peer with it), the pair is made anew.
@@ -234,7 +236,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     for (const command of [['list'], ['show', 'appvm-lynx']]) {
       expect(await shown(command, link.id)).toEqual({
         json: { ...up, present: false, farEndsElsewhere: [{ device: names.client, netns: lynxNs }] },
-        lines: [lineOf(link, 'netns', 'netns', 'far end elsewhere'), `  ${names.client} is a veth whose far end is not ${names.client} in network namespace ${lynxNs} (link makes the pair anew)`],
+        lines: [lineOf(link, 'netns', 'netns', 'far end elsewhere'), farEndLine(names.client, lynxNs)],
       });
     }
     // The plan's reading: no ${names.client} in the namespace, so it makes the pair anew.
