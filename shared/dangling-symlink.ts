@@ -15,18 +15,23 @@ export function symlinkToNothing(path: string): string {
   return `${path} is a symlink to ${target}, which does not exist`;
 }
 
+/** `path` made absolute, or undefined where a relative one cannot be (the working directory gone). */
+function absoluteOf(path: string): string | undefined {
+  try {
+    return resolve(path);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The nearest symlink to nothing among `path` (which does not exist) and the paths above it up to
  * the first that exists, in words (symlinkToNothing); undefined where there is none, or where a
  * relative path cannot be resolved (the working directory gone).
  */
 export function danglingSymlinkOn(path: string): string | undefined {
-  let absolute: string;
-  try {
-    absolute = resolve(path);
-  } catch {
-    return undefined;
-  }
+  const absolute = absoluteOf(path);
+  if (absolute === undefined) return undefined;
   for (let at = absolute; !existsSync(at); at = dirname(at)) {
     try {
       if (lstatSync(at).isSymbolicLink()) return symlinkToNothing(at);
@@ -54,13 +59,8 @@ function loops(path: string): boolean {
  * does not exist either, but it is no symlink to nothing: said as what it is.
  */
 export function symlinkLoopOn(path: string): string | undefined {
-  let at: string;
-  try {
-    at = resolve(path);
-  } catch {
-    return undefined;
-  }
-  if (!loops(at)) return undefined;
+  let at = absoluteOf(path);
+  if (at === undefined || !loops(at)) return undefined;
   // The one nearest the root: the paths above it resolve, so it is itself the symlink that loops.
   while (dirname(at) !== at && loops(dirname(at))) at = dirname(at);
   let target = '?';
