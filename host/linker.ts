@@ -182,6 +182,12 @@ export class LinkerError extends Error {
      * undone), in the order asked for, to be said too.
      */
     readonly failed: readonly FailedVm[] = [],
+    /**
+     * For 'state-failed' of `link --keep-going`: the VMs it had linked again one by one (after its
+     * one transaction failed) before the state failure stopped it, in the order asked for, each
+     * with its links: linked and recorded, to be printed as where the run ends unstopped.
+     */
+    readonly linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
   ) {
     super(message);
   }
@@ -1558,7 +1564,8 @@ interface KeepGoingPass extends LinkTransaction {
  * throughout.
  * A state that cannot be read or written fails the whole run, as does an interruption before or
  * during the one transaction (undone as in linkVms; the VMs failed before either come with it,
- * LinkerError.failed, to be said: a state failure then as a LinkerError 'state-failed'); one later stops at the next safe point,
+ * LinkerError.failed, to be said: a state failure then as a LinkerError 'state-failed', which
+ * also carries the VMs linked again one by one before it, LinkerError.linked, to be printed); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
  * linked (`interrupted`).
  */
@@ -1632,6 +1639,10 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
       const outcome = await keepGoing(vms.vms, run, snapshot, vms.wholeDir);
       linked = outcome.linked;
       return { ...outcome, run: vms };
+    } catch (error) {
+      // Stopped by a state failure after VMs were linked again one by one: those stay linked.
+      if (error instanceof LinkerError) linked = error.linked;
+      throw error;
     } finally {
       if (undetached.length > 0) options.onUndoDetachFailed?.(undetached);
       for (const failure of stepsStillLeft(steps, linked, options.netnsPrefix)) options.onUndoStepFailed?.(failure);
@@ -1708,12 +1719,14 @@ function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: 
 
 /**
  * The state failure that stops a `link --keep-going` run (the state is every VM's), with the VMs
- * that had failed before it, so that their failures are said with it (as interruptedAfter); as
- * thrown where none had.
+ * that had failed before it, so that their failures are said with it (as interruptedAfter), and
+ * those it had linked again one by one (`linked`), so that they are printed; as thrown where
+ * none had failed or been linked.
  */
-function stateFailedAfter(error: StateStoreError | LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): Error {
-  if (failures.size === 0) return error;
-  return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures));
+function stateFailedAfter(error: StateStoreError | LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>, linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map()): Error {
+  if (failures.size === 0 && linked.size === 0) return error;
+  const linkedInOrder = new Map(vms.flatMap((vm): [VmName, readonly LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
+  return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures), linkedInOrder);
 }
 
 /** The LinkerErrors of a state dir that could not be written (their `failure`, the StateStoreError). */
@@ -1832,7 +1845,8 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
       options.onLeftDown?.(links);
     };
     // The VMs the pass links again, as it goes: also where a state that cannot be read or written
-    // stops it (thrown), the links of the VMs it had not linked again by then are said down.
+    // stops it (thrown), the links of the VMs it had not linked again by then are said down, and
+    // those it had come with that failure, to be printed.
     const linkedNow = new Map<VmName, LinkReport[]>();
     const sayUnsaid = (): void => {
       const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(keyOf(link)));
@@ -1842,8 +1856,8 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
       pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir, options.stateDirSource), made, failures, kept, linkedNow);
     } catch (error) {
       sayUnsaid();
-      sayUndoWrite(new Map());
-      throw error;
+      sayUndoWrite(linkedNow);
+      throw isStateFailure(error) ? stateFailedAfter(error, vms, failures, linkedNow) : error;
     }
     sayUnsaid();
     sayUndoWrite(linkedNow);
