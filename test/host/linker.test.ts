@@ -593,6 +593,47 @@ describe('link --keep-going whose one transaction\'s undo left devices, then sto
   });
 });
 
+describe('link --keep-going where the state dir is not made yet, and the state lock cannot be taken', () => {
+  // No directory can be made under /proc (mkdir says ENOENT): nothing is made anywhere.
+  const unmakeable = '/proc/spectrum-link-test-no-such-dir/state';
+
+  it.each([
+    ['linkVmsKeepGoing', (run: LinkerOptions) => linkVmsKeepGoing(CLIENTS, run)],
+    ['linkAllKeepGoing', linkAllKeepGoing],
+  ] as const)('%s: the VMs that failed their checks before it (c1: its config) come with the lock failure, to be said; with none, the lock failure as thrown', async (_name, link) => {
+    await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
+    const lockFailure = { name: 'StateStoreError', kind: 'state-dir-unusable', message: expect.stringMatching(/^state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/) };
+    await expect(link({ ...options(), stateDir: unmakeable })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'state-failed',
+      message: lockFailure.message,
+      failure: lockFailure,
+      failed: [{ vm: 'c1', error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) }],
+      linked: new Map(),
+    });
+    await rm(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'));
+    const alone = await link({ ...options(), stateDir: unmakeable }).catch((error: unknown) => error);
+    expect(alone).toBeInstanceOf(StateStoreError);
+    expect(alone).toMatchObject(lockFailure);
+  });
+
+  it('the bin says the lock failure, then the VM that failed before it (with --json also its line on stdout); exit 1, as for the lock failure alone', async () => {
+    await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
+    const lockLine = expect.stringMatching(/^spectrum-link: state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/);
+    const failedLine = expect.stringMatching(/^spectrum-link: link c1 failed: VM c1 in .* is not valid .*nosuchvm/);
+    const text = await linkCli(['--keep-going', ...CLIENTS], unmakeable);
+    expect(text).toEqual({ code: 1, stdout: '', stderr: [lockLine, failedLine] });
+    const json = await linkCli(['--keep-going', '--json', '--all'], unmakeable);
+    expect({ ...json, stdout: json.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown) }).toEqual({
+      code: 1,
+      stdout: [{ vm: 'c1', links: [], error: expect.stringMatching(/^VM c1 in .* is not valid .*nosuchvm/) }],
+      stderr: [lockLine, failedLine],
+    });
+    const alone = await linkCli(['--keep-going', 'c2'], unmakeable);
+    expect(alone).toEqual({ code: 1, stdout: '', stderr: [lockLine] });
+  });
+});
+
 describe('link --keep-going stopped by a state that cannot be read or written', () => {
   const invalid = vmName('c0');
   const stopped = (failure: Record<string, unknown>): Record<string, unknown> => ({
