@@ -416,6 +416,26 @@ function linkProgressText(progress: Progress): (event: LinkProgressEvent) => voi
   return ({ phase, done, total }) => progress.update(PROGRESS_TEXT[phase](done, total));
 }
 
+/**
+ * What `link` prints on stdout of a VM: its links (each with the VMM arguments of its sides), and
+ * those it took down (no longer among its providers, `gone`); with --json (`json`) one line.
+ */
+function linkedVmLines(vm: string, reports: readonly LinkReport[], gone: readonly ReleasedLinkReport[], vmmFailures: readonly VmmDetachFailure[], json: boolean, mtu: number): string[] {
+  if (json) {
+    const unlinkedEntries = gone.map((report) => unlinkedJson(report, vmmFailures));
+    return [`${JSON.stringify({ vm, links: reports.map((report) => linkJson(report, mtu)), ...(gone.length > 0 && { unlinked: unlinkedEntries }) })}\n`];
+  }
+  const lines: string[] = [];
+  if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
+  for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report, mtu).map((line) => `${line}\n`));
+  for (const report of gone) {
+    const forced = vmmFailures.some((failure) => failure.link.id === report.id) ? ', VMM detach failed' : '';
+    lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept${forced}): ${report.provider} is no longer among ${report.vm}'s providers\n`);
+    if (report.foreignDeleted.length > 0) lines.push(`${foreignDeletedLine(report.foreignDeleted)}\n`);
+  }
+  return lines;
+}
+
 /** What `link --keep-going` says of a VM it did not link: one line. */
 function failedLine({ vm, error }: FailedVm): string {
   return `link ${vm} failed: ${reasonText(error)}`;
@@ -745,8 +765,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         if (error instanceof LinkerError && error.kind === 'interrupted-undoing' && interruption.received !== undefined) {
           throw interruptedUndoingError(error.failure, interruption.received, undoLines());
         }
-        // The state failure as it is said without them (its exit code too), then those VMs.
+        // The state failure as it is said without them (its exit code too), then those VMs. The
+        // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped.
         if (error instanceof LinkerError && error.kind === 'state-failed') {
+          const linkedLines = [...error.linked].flatMap(([vm, reports]) => linkedVmLines(vm, reports, [], [], flags.json === true, linkerOpts.mtu));
+          if (linkedLines.length > 0) process.stdout.write(linkedLines.join(''));
           writeFailedJson(error.failed);
           throw withLeftDown(error.failure, undoLines(error.failed));
         }
@@ -779,20 +802,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const lines: string[] = [];
       // VMs without providers that had nothing to take down are not reported by --all.
       for (const vm of new Set([...linked.keys(), ...unlinked.keys()])) {
-        const reports = linked.get(vm) ?? [];
-        const gone = unlinked.get(vm) ?? [];
-        if (flags.json === true) {
-          const unlinkedEntries = gone.map((report) => unlinkedJson(report, vmmFailures));
-          lines.push(`${JSON.stringify({ vm, links: reports.map((report) => linkJson(report, linkerOpts.mtu)), ...(gone.length > 0 && { unlinked: unlinkedEntries }) })}\n`);
-          continue;
-        }
-        if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
-        for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report, linkerOpts.mtu).map((line) => `${line}\n`));
-        for (const report of gone) {
-          const forced = vmmFailures.some((failure) => failure.link.id === report.id) ? ', VMM detach failed' : '';
-          lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept${forced}): ${report.provider} is no longer among ${report.vm}'s providers\n`);
-          if (report.foreignDeleted.length > 0) lines.push(`${foreignDeletedLine(report.foreignDeleted)}\n`);
-        }
+        lines.push(...linkedVmLines(vm, linked.get(vm) ?? [], unlinked.get(vm) ?? [], vmmFailures, flags.json === true, linkerOpts.mtu));
       }
       // With --keep-going, a line for each VM it did not link (stderr says why too).
       // (`badInput`: it failed by bad usage or input, as plain link would have exited 2.)

@@ -64,6 +64,11 @@ const KIND_REQUEST = 1;
 const KIND_TAP = 2;
 const KIND_ENSLAVE = 3;
 const KIND_DISABLE_IPV6 = 4;
+/**
+ * A record kind's flag (rtnl.c's GONE_GOES_ON): refused with ENODEV (its device gone already), the
+ * record is said failed so, and the program goes on as after one done.
+ */
+const FLAG_GONE_GOES_ON = 0x100;
 
 const text = new TextEncoder();
 
@@ -188,8 +193,10 @@ export class ProgramWriter {
   step(step: DeviceStep, namespaceFds: NamespaceFds): this {
     switch (step.op) {
       case 'delete':
-        // By the index alone: the kernel then looks for no device by name (ENODEV where that one is gone).
-        return this.deleteByIndex(step.index);
+        // By the index alone: the kernel then looks for no device by name (ENODEV where that one
+        // is gone). Gone is what the step is for: its record says so, and the program goes on.
+        this.linkRequest(RTM_DELLINK, 0, step.index, undefined, FLAG_GONE_GOES_ON);
+        return this;
       case 'add-bridge':
         this.beginRecord(KIND_REQUEST);
         this.beginMessage(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
@@ -312,9 +319,9 @@ export class ProgramWriter {
     return this;
   }
 
-  /** One request record: a link message about device `index` (0: named by its attributes), with the attributes `body` writes. */
-  private linkRequest(type: number, flags: number, index: number, body?: () => void): this {
-    this.beginRecord(KIND_REQUEST);
+  /** One request record (its kind with `recordFlags`): a link message about device `index` (0: named by its attributes), with the attributes `body` writes. */
+  private linkRequest(type: number, flags: number, index: number, body?: () => void, recordFlags = 0): this {
+    this.beginRecord(KIND_REQUEST | recordFlags);
     this.beginMessage(type, flags);
     this.ifinfomsg(index, false);
     body?.();

@@ -179,9 +179,16 @@ export class LinkerError extends Error {
     /**
      * For 'interrupted' and 'state-failed' of `link --keep-going`: the VMs that had failed before
      * the signal or the state failure stopped the run (each alone, nothing made for it or
-     * undone), in the order asked for, to be said too.
+     * undone), in the order asked for, to be said too; for 'state-failed' where the state lock
+     * could not be taken, with no state dir yet: those that failed their checks before it.
      */
     readonly failed: readonly FailedVm[] = [],
+    /**
+     * For 'state-failed' of `link --keep-going`: the VMs it had linked again one by one (after its
+     * one transaction failed) before the state failure stopped it, in the order asked for, each
+     * with its links: linked and recorded, to be printed as where the run ends unstopped.
+     */
+    readonly linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
   ) {
     super(message);
   }
@@ -1558,7 +1565,10 @@ interface KeepGoingPass extends LinkTransaction {
  * throughout.
  * A state that cannot be read or written fails the whole run, as does an interruption before or
  * during the one transaction (undone as in linkVms; the VMs failed before either come with it,
- * LinkerError.failed, to be said: a state failure then as a LinkerError 'state-failed'); one later stops at the next safe point,
+ * LinkerError.failed, to be said: a state failure then as a LinkerError 'state-failed', which
+ * also carries the VMs linked again one by one before it, LinkerError.linked, to be printed; and
+ * where no state dir was there yet and its lock cannot be taken, the VMs that failed their checks
+ * before it); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
  * linked (`interrupted`).
  */
@@ -1624,7 +1634,9 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
     const { orphaned, unusable } = early.vms.wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(emptyState(), early.snapshot, options);
     return { linked: new Map(idle.linked.map((vm) => [vm, []])), unlinked: new Map(), orphaned, unusable, vmmFailures: [], ambiguousAttach: [], failed: idle.failed, run: early.vms };
   }
+  let locked = false;
   return underLinkLock(options, async () => {
+    locked = true;
     let linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map();
     try {
       // Read again where another run made the dir and recorded while this one waited (recordedMeanwhile).
@@ -1632,10 +1644,19 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
       const outcome = await keepGoing(vms.vms, run, snapshot, vms.wholeDir);
       linked = outcome.linked;
       return { ...outcome, run: vms };
+    } catch (error) {
+      // Stopped by a state failure after VMs were linked again one by one: those stay linked.
+      if (error instanceof LinkerError) linked = error.linked;
+      throw error;
     } finally {
       if (undetached.length > 0) options.onUndoDetachFailed?.(undetached);
       for (const failure of stepsStillLeft(steps, linked, options.netnsPrefix)) options.onUndoStepFailed?.(failure);
     }
+  }).catch((error: unknown) => {
+    // The lock not taken (its dir could not be made, say): the VMs whose config was read before
+    // it and that fail their checks are said with that failure, as with one under the lock.
+    if (locked || early === undefined || !isStateFailure(error)) throw error;
+    throw stateFailedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options));
   });
 }
 
@@ -1649,18 +1670,38 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
 function keepGoingIdle(vms: readonly VmName[], snapshot: ConfigSnapshot, options: LinkerOptions): { linked: VmName[]; failed: FailedVm[] } | undefined {
   const kept = keptAttach(options.attach, []);
   const failures = new Map<VmName, unknown>();
-  // VM by VM, up to the first with a link to make (usually the first): an invalid VM's error is
-  // as partitionValidVms gives it (assertLinksUsable).
+  // VM by VM, up to the first with a link to make (usually the first).
   for (const vm of vms) {
-    try {
-      assertLinksUsable(vm, snapshot, kept, options);
-    } catch (error) {
-      failures.set(vm, error);
-      continue;
-    }
-    if (pairsOf(snapshot, vm).length > 0) return undefined;
+    const failure = checksFailure(vm, snapshot, kept, options);
+    if (failure !== undefined) failures.set(vm, failure.error);
+    else if (pairsOf(snapshot, vm).length > 0) return undefined;
   }
   return { linked: vms.filter((vm) => !failures.has(vm)), failed: failedInOrder(vms, failures) };
+}
+
+/**
+ * Why VM `vm` fails the checks a `link --keep-going` run with nothing recorded yet makes before the
+ * lock (on an empty state: `kept`, no mode kept), or undefined where it passes them: an invalid
+ * VM's error is as partitionValidVms gives it (assertLinksUsable).
+ */
+function checksFailure(vm: VmName, snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions): { readonly error: unknown } | undefined {
+  try {
+    assertLinksUsable(vm, snapshot, kept, options);
+    return undefined;
+  } catch (error) {
+    return { error };
+  }
+}
+
+/** The VMs of `vms` that fail those checks (checksFailure), each with why. */
+function failingChecks(vms: readonly VmName[], snapshot: ConfigSnapshot, options: LinkerOptions): Map<VmName, unknown> {
+  const kept = keptAttach(options.attach, []);
+  const failures = new Map<VmName, unknown>();
+  for (const vm of vms) {
+    const failure = checksFailure(vm, snapshot, kept, options);
+    if (failure !== undefined) failures.set(vm, failure.error);
+  }
+  return failures;
 }
 
 /**
@@ -1708,12 +1749,14 @@ function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: 
 
 /**
  * The state failure that stops a `link --keep-going` run (the state is every VM's), with the VMs
- * that had failed before it, so that their failures are said with it (as interruptedAfter); as
- * thrown where none had.
+ * that had failed before it, so that their failures are said with it (as interruptedAfter), and
+ * those it had linked again one by one (`linked`), so that they are printed; as thrown where
+ * none had failed or been linked.
  */
-function stateFailedAfter(error: StateStoreError | LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): Error {
-  if (failures.size === 0) return error;
-  return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures));
+function stateFailedAfter(error: StateStoreError | LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>, linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map()): Error {
+  if (failures.size === 0 && linked.size === 0) return error;
+  const linkedInOrder = new Map(vms.flatMap((vm): [VmName, readonly LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
+  return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures), linkedInOrder);
 }
 
 /** The LinkerErrors of a state dir that could not be written (their `failure`, the StateStoreError). */
@@ -1832,7 +1875,8 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
       options.onLeftDown?.(links);
     };
     // The VMs the pass links again, as it goes: also where a state that cannot be read or written
-    // stops it (thrown), the links of the VMs it had not linked again by then are said down.
+    // stops it (thrown), the links of the VMs it had not linked again by then are said down, and
+    // those it had come with that failure, to be printed.
     const linkedNow = new Map<VmName, LinkReport[]>();
     const sayUnsaid = (): void => {
       const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(keyOf(link)));
@@ -1842,8 +1886,8 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
       pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir, options.stateDirSource), made, failures, kept, linkedNow);
     } catch (error) {
       sayUnsaid();
-      sayUndoWrite(new Map());
-      throw error;
+      sayUndoWrite(linkedNow);
+      throw isStateFailure(error) ? stateFailedAfter(error, vms, failures, linkedNow) : error;
     }
     sayUnsaid();
     sayUndoWrite(linkedNow);

@@ -333,26 +333,21 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], seen
     for (const [name, fd] of fds) if (seen.has(name)) checkSeen(name, identityOf(name, fd), seen);
     const failure = await inNamespace(netns, async (socket) => {
       if (netns !== null) checkSeen(netns, socket.namespace(), seen);
-      // The program stops at its first failure: after a delete that found its device gone, the
-      // steps after it run as a program of their own (rare: one more round trip).
-      for (let from = 0; from < steps.length; ) {
-        const rest = steps.slice(from);
-        const writer = new ProgramWriter();
-        for (const step of rest) writer.step(step, fds);
-        const outcomes = await socket.runMarked(writer.finish());
-        outcomes.forEach((outcome, index) => {
-          const step = rest[index];
-          if (outcome.state !== 'done' || step === undefined) return;
+      // One program, whatever devices went meanwhile: a delete step's record lets it go on past
+      // its device found gone (link-message.ts), and its first other failure stops it.
+      const writer = new ProgramWriter();
+      for (const step of steps) writer.step(step, fds);
+      const outcomes = await socket.runMarked(writer.finish());
+      for (const [index, outcome] of outcomes.entries()) {
+        const step = steps[index];
+        if (step === undefined) break;
+        if (outcome.state === 'done') {
           if (step.op.startsWith('add-')) done.made?.add(step.name);
           else if (step.op === 'delete') done.deleted?.add(step.name);
-        });
-        const failed = outcomes.findIndex((outcome) => outcome.state === 'failed');
-        const outcome = outcomes[failed];
-        const step = rest[failed];
-        if (outcome?.state !== 'failed' || step === undefined) return undefined;
-        if (!foundGone(step, outcome)) return `${stepText(step)}${where(netns)} failed: ${await failureText(socket, step, outcome)}`;
-        done.gone?.add(step.name);
-        from += failed + 1;
+        } else if (outcome.state === 'failed') {
+          if (!foundGone(step, outcome)) return `${stepText(step)}${where(netns)} failed: ${await failureText(socket, step, outcome)}`;
+          done.gone?.add(step.name);
+        }
       }
       return undefined;
     });

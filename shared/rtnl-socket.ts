@@ -5,7 +5,7 @@
 import { constants } from 'node:os';
 import { loadNativeAddon } from './native-addon.js';
 
-/** Records for rtnl.c (see there): u32 kind, u32 payload length, payload padded to 4 bytes. */
+/** Records for rtnl.c (see there): u32 kind (with its flags), u32 payload length, payload padded to 4 bytes. */
 export interface Program {
   readonly bytes: Uint8Array;
   readonly records: number;
@@ -146,7 +146,8 @@ export class RtnlSocket {
 
   /**
    * Run the records in order, each answered before the next is sent. After a failure the rest
-   * are not run, unless keepGoing.
+   * are not run, unless keepGoing, or it is one its record's kind lets the program go on after
+   * (rtnl.c's GONE_GOES_ON: the kernel's ENODEV).
    */
   async run(program: Program, keepGoing = false): Promise<RecordOutcome[]> {
     const raw = await this.#runRaw(program, keepGoing);

@@ -22,7 +22,10 @@
 //   run(handle, program: Uint8Array, keepGoing: boolean) -> Promise<{errors, texts, replies, spans, marks}>
 //   close(handle)   at once where no program runs; else the descriptor is closed when the running
 //                   one ends (its records not yet begun are not run), never under its worker
-// A program is a list of records: u32 kind, u32 payload length, payload padded to 4 bytes.
+// A program is a list of records: u32 kind, u32 payload length, payload padded to 4 bytes. The
+// kind may carry a flag: GONE_GOES_ON (0x100), that a record the kernel refuses with ENODEV (no
+// such device: a delete by index whose device is gone already) is reported so (errors[i], texts[i],
+// MARK_REFUSED), and the program goes on as after one done, keepGoing or not.
 //   REQUEST (1)  one netlink message; NLM_F_ACK is added and its seq becomes the socket's next one
 //                (a counter: no two requests of a socket's life share one, so a late answer to one
 //                that timed out is never taken for another's)
@@ -43,10 +46,10 @@
 //                it is still the one meant, and another device given its old name is not it),
 //                ENODEV where it is gone; without, by the name, ENODEV where no device has it as
 //                its own
-// Results, per record i: errors[i] 0 done, an errno, or -1 not run (a record before it failed and
-// keepGoing is false); texts[i] why it failed (strerror and the kernel's extended ack; a record
-// timed out or not sent after one, what happened alone: "no answer from the kernel within 5 s",
-// "not sent: ..."), else undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
+// Results, per record i: errors[i] 0 done, an errno, or -1 not run (a record before it failed, not
+// as its GONE_GOES_ON flag lets it, and keepGoing is false); texts[i] why it failed (strerror and
+// the kernel's extended ack; a record timed out or not sent after one, what happened alone: "no
+// answer from the kernel within 5 s", "not sent: ..."), else undefined; the messages it was answered with (not the ack) are replies[spans[2i] ..][spans[2i+1] bytes].
 // marks[i] says how record i's answer went (MARK_*: a dump marked interrupted, a refusal, an error
 // in NLMSG_DONE, a receive error under a dump, a timeout).
 // A dump request (NLM_F_DUMP) is answered with every part up to NLMSG_DONE. A datagram of an
@@ -96,6 +99,8 @@
 #define KIND_TAP 2
 #define KIND_ENSLAVE 3
 #define KIND_NO_IPV6 4
+// A record kind's flags (see the top): any other bit makes it a kind that is none (EINVAL).
+#define FLAG_GONE_GOES_ON 0x100
 // What a receive buffer starts at: every answer but a device's with a long property list fits.
 #define RECEIVE_BYTES 65536
 #define TEXT_BYTES 256
@@ -778,6 +783,8 @@ static void run_execute(napi_env env, void *data) {
     uint32_t kind, length;
     memcpy(&kind, job->program + offset, 4);
     memcpy(&length, job->program + offset + 4, 4);
+    uint32_t flags = kind & FLAG_GONE_GOES_ON;
+    kind &= ~(uint32_t)FLAG_GONE_GOES_ON;
     uint8_t *payload = job->program + offset + 8;
     offset += 8 + ((length + 3) & ~3u);
     job->spans[2 * index] = (int32_t)job->replies_length;
@@ -869,7 +876,10 @@ static void run_execute(napi_env env, void *data) {
     job->spans[2 * index + 1] = (int32_t)(job->replies_length - (size_t)job->spans[2 * index]);
     if (error != 0) {
       fail(job, index, error, detail);
-      failed = 1;
+      // Its device gone, as the record's flag allows: said, and the program goes on (one program
+      // for a plan whatever devices went meanwhile, not one more per device gone).
+      int gone = (flags & FLAG_GONE_GOES_ON) && error == ENODEV && (job->marks[index] & MARK_REFUSED);
+      if (!gone) failed = 1;
       if (job->marks[index] & MARK_TIMED_OUT) timed_out = 1;
     }
   }

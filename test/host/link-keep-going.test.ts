@@ -125,6 +125,28 @@ describeNetns('link --keep-going: a state file that cannot be read, after a VM f
       await rm(statePath, { recursive: true, force: true });
     }
   });
+
+  it('with no state dir yet, says a state lock that cannot be taken (its dir cannot be made: under /proc), then the VM that had failed before it; with --json also its line on stdout; nothing made', async () => {
+    const bad = join(world().configDir, 'appvm-catgirl', 'providers', 'net', 'nosuchvm');
+    const unmakeable = '/proc/spectrum-link-test-no-such-dir/state';
+    await writeFile(bad, '');
+    try {
+      const devicesBefore = [...(await devices(world().host)).keys()].sort();
+      const lockLine = expect.stringMatching(/^spectrum-link: state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/);
+      const failedLine = `spectrum-link: link appvm-catgirl failed: VM appvm-catgirl in ${world().configDir} is not valid (1 problem): appvm-catgirl: provider "nosuchvm" (${bad}) has no VM directory ${world().configDir}/nosuchvm; create that VM or remove the file`;
+      const text = await world().link(['link', '--all', '--attach', 'netns', '--keep-going', '--state-dir', unmakeable]);
+      expect({ code: text.code, stdout: text.stdout, stderr: lines(text.stderr) }).toEqual({ code: 1, stdout: '', stderr: [lockLine, failedLine] });
+      const json = await world().link(['link', '--all', '--attach', 'netns', '--keep-going', '--json', '--state-dir', unmakeable]);
+      expect({ code: json.code, stdout: jsonLines(json.stdout), stderr: lines(json.stderr) }).toEqual({
+        code: 1,
+        stdout: [{ vm: 'appvm-catgirl', links: [], error: expect.stringMatching(/^VM appvm-catgirl in .* is not valid \(1 problem\): .*nosuchvm/) }],
+        stderr: [lockLine, failedLine],
+      });
+      expect([...(await devices(world().host)).keys()].sort()).toEqual(devicesBefore);
+    } finally {
+      await rm(bad, { force: true });
+    }
+  });
 });
 
 describeNetns('link --keep-going: a VMM that refuses a NIC', () => {

@@ -97,6 +97,9 @@ describe('ProgramWriter', () => {
     // The peer carries its own name and the namespace descriptor (IFLA_NET_NS_FD = 28, value 42).
     expect(Buffer.from(veth?.payload ?? []).includes(Buffer.from([8, 0, 28, 0, 42, 0, 0, 0]))).toBe(true);
     // By the index the plan saw alone (no IFLA_IFNAME): a device gone is not looked for by name.
+    // Its record lets the program go on past that device gone (ENODEV); a removal's does not.
+    expect(del?.kind).toBe(1 | 0x100);
+    expect(byIndex?.kind).toBe(1);
     expect(header(del?.payload ?? new Uint8Array())).toMatchObject({ type: 17, index: 44, length: 32 });
     expect(noIpv6?.kind).toBe(4);
     // No index (a device the plan makes): 0, then the name.

@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
 import { readConfigDir } from '../../host/config-reader.js';
@@ -13,7 +14,8 @@ import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { ID_COUNT, type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
-import { CliError, EXIT } from '../../shared/cli/run-cli.js';
+import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
+import { linkCommands } from '../../host/link-commands.js';
 import {
   type KeepGoingOutcome,
   type LeftDownLink,
@@ -262,6 +264,27 @@ afterEach(async () => {
 
 const options = (): LinkerOptions => ({ configDir, stateDir, devicePrefix: PREFIX, netnsPrefix: '', mtu: 1500, attach: parseAttachChoice(['none']), vmm: NO_VMM });
 
+/**
+ * `spectrum-link link ARGS` as the bin runs it (runCli), over the scripted kernel, with the config
+ * and state dirs of `options()` (`stateDir` in their place where given) and no VMM: its exit code,
+ * stdout, and stderr's lines.
+ */
+async function linkCli(args: readonly string[], state = stateDir): Promise<{ code: number; stdout: string; stderr: string[] }> {
+  let stdout = '';
+  let stderr = '';
+  const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
+  try {
+    const program = new Command('spectrum-link');
+    for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
+    const code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', state, '--device-prefix', 'sn', '--attach', 'none', ...args]);
+    return { code, stdout, stderr: stderr.split('\n').filter((line) => line !== '') };
+  } finally {
+    out.mockRestore();
+    err.mockRestore();
+  }
+}
+
 describe('gc with a --state-dir that is a file', () => {
   it('says the state dir is no directory (as link does), not that it holds no state file, and removes nothing', async () => {
     const file = join(stateDir, 'a-file');
@@ -469,19 +492,24 @@ describe('link --keep-going interrupted while linking VM by VM after the one tra
 });
 
 describe('link --keep-going linking VM by VM after the one transaction failed', () => {
-  it('fails the whole run where the state file cannot be written, as the one transaction does (not each VM after it, one by one), with the VM failed before it', async () => {
+  it('fails the whole run where the state file cannot be written, as the one transaction does (not each VM after it, one by one), with the VM failed before it, and the VM linked again before it (c2) with its links, to be printed (text and --json)', async () => {
     const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
     kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
-    // While c2 (the second VM linked one by one) has its devices made, the state file becomes
-    // a directory with something in it: no state can be written over it from then on.
-    let applies = 0;
-    kernel.whileApplying = async () => {
-      applies += 1;
-      if (applies !== 3) return;
-      await rm(join(stateDir, 'links.json'));
-      await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
+    // While c2 (the second VM linked one by one) has its devices made (its ids recorded before),
+    // the state file becomes a directory with something in it: no state can be written over it
+    // from then on, and c3's record of its ids fails.
+    const breakWhileC2Applies = (): void => {
+      let applies = 0;
+      kernel.whileApplying = async () => {
+        applies += 1;
+        if (applies !== 3) return;
+        await rm(join(stateDir, 'links.json'));
+        await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
+      };
     };
-    // c1, refused by the kernel alone too, failed before: it comes with the state failure, to be said.
+    breakWhileC2Applies();
+    // c1, refused by the kernel alone too, failed before: it comes with the state failure, to be
+    // said; c2, linked and recorded, too, to be printed.
     const c1Bridge = linkDeviceNames(PREFIX, ids[0]!).bridge;
     await expect(linkVmsKeepGoing(CLIENTS, options())).rejects.toMatchObject({
       name: 'LinkerError',
@@ -489,7 +517,120 @@ describe('link --keep-going linking VM by VM after the one transaction failed', 
       message: expect.stringMatching(/^cannot write state file /),
       failure: { name: 'StateStoreError', kind: 'write-failed' },
       failed: [{ vm: 'c1', error: expect.objectContaining({ message: expect.stringContaining(c1Bridge) }) }],
+      linked: new Map([['c2', [expect.objectContaining({ vm: 'c2', provider: NETVM, id: ids[1] })]]]),
     });
+    // As the bin says it: c2's line on stdout; the state failure, then c1's failure, on stderr (exit 1).
+    for (const json of [false, true]) {
+      await rm(join(stateDir, 'links.json'), { recursive: true, force: true });
+      breakWhileC2Applies();
+      const run = await linkCli([...(json ? ['--json'] : []), '--keep-going', ...CLIENTS]);
+      const out = run.stdout.split('\n').filter((line) => line !== '');
+      if (json) {
+        expect(out.map((line) => JSON.parse(line) as unknown)).toEqual([
+          { vm: 'c2', links: [expect.objectContaining({ vm: 'c2', provider: NETVM, id: ids[1] })] },
+          { vm: 'c1', links: [], error: expect.stringContaining(c1Bridge) },
+        ]);
+      } else {
+        expect(out.filter((line) => / -> /.test(line))).toEqual([expect.stringMatching(new RegExp(`^c2 -> netvm  id ${ids[1]}  `))]);
+      }
+      expect({ code: run.code, stderr: run.stderr }).toEqual({
+        code: 1,
+        stderr: [expect.stringMatching(/^spectrum-link: cannot write state file /), expect.stringMatching(new RegExp(`^spectrum-link: link c1 failed: .*${c1Bridge}`))],
+      });
+    }
+  });
+});
+
+describe('link --keep-going whose one transaction\'s undo could not sync its write back, then stopped by a state failure in the pass one by one', () => {
+  it('says that write back of the links of the VMs not linked again only: the VM linked again before the state failure (c2) is recorded anew', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    // The one transaction's undo writes the state back, its dir's sync failing; then, while c2
+    // has its devices made one by one, no state can be written any more (c3's record fails).
+    let applies = 0;
+    kernel.whileApplying = async () => {
+      applies += 1;
+      if (applies === 1) store.failSyncs = 1;
+      if (applies !== 3) return;
+      await rm(join(stateDir, 'links.json'));
+      await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
+    };
+    const told: UndoStateWriteFailure[] = [];
+    await expect(linkVmsKeepGoing(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) })).rejects.toMatchObject({
+      kind: 'state-failed',
+      failed: [{ vm: 'c1' }],
+      linked: new Map([['c2', [expect.objectContaining({ id: ids[1] })]]]),
+    });
+    expect(told).toEqual([
+      expect.objectContaining({ written: true, recorded: [expect.objectContaining({ vm: 'c1', id: ids[0] }), expect.objectContaining({ vm: 'c3', id: ids[2] })], clients: ['c1', 'c3'] }),
+    ]);
+  });
+});
+
+describe('link --keep-going whose one transaction\'s undo left devices, then stopped by a state failure in the pass one by one', () => {
+  it('says the devices left of VMs not linked again only: those of the VM linked again before the state failure (c2) are its own now', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    const bridges = ids.map((id) => linkDeviceNames(PREFIX, id).bridge);
+    kernel.refused.add(bridges[0]!);
+    // The undos leave c1's and c2's bridges (their ids stay recorded); then, while c2 has its
+    // devices made one by one, no state can be written any more (c3's record fails).
+    kernel.kept.add(bridges[0]!);
+    kernel.kept.add(bridges[1]!);
+    let applies = 0;
+    kernel.whileApplying = async () => {
+      applies += 1;
+      if (applies !== 3) return;
+      await rm(join(stateDir, 'links.json'));
+      await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
+    };
+    const told: UndoStepFailure[] = [];
+    await expect(linkVmsKeepGoing(CLIENTS, { ...options(), onUndoStepFailed: (failure) => void told.push(failure) })).rejects.toMatchObject({
+      kind: 'state-failed',
+      failed: [{ vm: 'c1' }],
+      linked: new Map([['c2', [expect.objectContaining({ id: ids[1] })]]]),
+    });
+    expect(told.flatMap((failure) => (failure.step === 'devices' ? failure.left.map(({ link, devices }) => [link.vm, devices]) : []))).toEqual([['c1', [bridges[0]]]]);
+  });
+});
+
+describe('link --keep-going where the state dir is not made yet, and the state lock cannot be taken', () => {
+  // No directory can be made under /proc (mkdir says ENOENT): nothing is made anywhere.
+  const unmakeable = '/proc/spectrum-link-test-no-such-dir/state';
+
+  it.each([
+    ['linkVmsKeepGoing', (run: LinkerOptions) => linkVmsKeepGoing(CLIENTS, run)],
+    ['linkAllKeepGoing', linkAllKeepGoing],
+  ] as const)('%s: the VMs that failed their checks before it (c1: its config) come with the lock failure, to be said; with none, the lock failure as thrown', async (_name, link) => {
+    await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
+    const lockFailure = { name: 'StateStoreError', kind: 'state-dir-unusable', message: expect.stringMatching(/^state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/) };
+    await expect(link({ ...options(), stateDir: unmakeable })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'state-failed',
+      message: lockFailure.message,
+      failure: lockFailure,
+      failed: [{ vm: 'c1', error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) }],
+      linked: new Map(),
+    });
+    await rm(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'));
+    const alone = await link({ ...options(), stateDir: unmakeable }).catch((error: unknown) => error);
+    expect(alone).toBeInstanceOf(StateStoreError);
+    expect(alone).toMatchObject(lockFailure);
+  });
+
+  it('the bin says the lock failure, then the VM that failed before it (with --json also its line on stdout); exit 1, as for the lock failure alone', async () => {
+    await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
+    const lockLine = expect.stringMatching(/^spectrum-link: state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/);
+    const failedLine = expect.stringMatching(/^spectrum-link: link c1 failed: VM c1 in .* is not valid .*nosuchvm/);
+    const text = await linkCli(['--keep-going', ...CLIENTS], unmakeable);
+    expect(text).toEqual({ code: 1, stdout: '', stderr: [lockLine, failedLine] });
+    const json = await linkCli(['--keep-going', '--json', '--all'], unmakeable);
+    expect({ ...json, stdout: json.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown) }).toEqual({
+      code: 1,
+      stdout: [{ vm: 'c1', links: [], error: expect.stringMatching(/^VM c1 in .* is not valid .*nosuchvm/) }],
+      stderr: [lockLine, failedLine],
+    });
+    const alone = await linkCli(['--keep-going', 'c2'], unmakeable);
+    expect(alone).toEqual({ code: 1, stdout: '', stderr: [lockLine] });
   });
 });
 
@@ -1636,12 +1777,19 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     const { ids } = await linkedAs({ client: 'qemu', provider: 'none' });
     kernel.host.delete(names(ids[2]!).bridge);
     kernel.refused.add(names(ids[2]!).bridge);
-    // As above, but c1 is linked again one by one (its save goes through), and c2's save fails.
+    // As above, but c1 is linked again one by one (its save goes through), and c2's save fails:
+    // c1 comes with the state failure, linked (no VM had failed before it).
     store.passSaves = 4;
     store.failSaves = 1;
     const leftDown: LeftDownLink[] = [];
     const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
-    await expect(linkVmsKeepGoing(CLIENTS, run)).rejects.toMatchObject({ name: 'StateStoreError', kind: 'write-failed' });
+    await expect(linkVmsKeepGoing(CLIENTS, run)).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'state-failed',
+      failure: { name: 'StateStoreError', kind: 'write-failed' },
+      failed: [],
+      linked: new Map([[c1, [expect.objectContaining({ vm: c1, id: ids[0], clientAttach: 'none' })]]]),
+    });
     expect(leftDown.map((link) => link.vm).sort()).toEqual(['c2', 'c3']);
     expect((await loadState(stateDir)).links.find((link) => link.client === c1)?.attached).toEqual({ client: 'none', provider: 'none' });
   });

@@ -614,6 +614,75 @@ describeNetns('applyDevicePlan in a namespace', () => {
     }
   });
 
+  it('a plan many of whose delete steps find their device gone (something else deleted them after it looked) runs as one program, not one more per device gone: each counts as vanished, the run goes on, the first real failure stops it', async () => {
+    const rtnl = pathToFileURL(join(ROOT, 'dist', 'shared', 'rtnl-socket.js')).href;
+    // 20 links whose three names each hold a device of another kind (a tap where the bridge is to
+    // be, bridges where the taps are): 60 delete steps, all of whose devices go before the plan
+    // runs. Then 2 more so, but a bridge is made anew under the name of the first link's client tap
+    // meanwhile: the run stops at that tap, refused, whatever devices it found gone before.
+    const script = `import { execFileSync } from 'node:child_process';
+      import { observeDevices, applyDevicePlan, newPlanMade } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices, isEmptyPlan, stepText } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      import { RtnlSocket } from ${JSON.stringify(rtnl)};
+      const batch = (lines) => execFileSync('ip', ['-batch', '-'], { input: lines.join('\\n') + '\\n' });
+      const side = (device, mac) => ({ device, mac, attach: { kind: 'tap' } });
+      const link = (id) => ({ bridge: 'qb' + id, mtu: 1400, client: side('qc' + id, '0a:b3:ec:00:00:' + id), provider: side('qp' + id, '0a:b3:ec:80:00:' + id) });
+      // Each program the runner is given: its records.
+      const sent = [];
+      const runMarked = RtnlSocket.prototype.runMarked;
+      RtnlSocket.prototype.runMarked = function (program, ...rest) {
+        sent.push(program.records);
+        return runMarked.call(this, program, ...rest);
+      };
+      const run = async (ids, meanwhile) => {
+        const connections = ids.map(link);
+        const names = connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]);
+        batch(ids.flatMap((id) => ['tuntap add dev qb' + id + ' mode tap', 'link add qc' + id + ' type bridge', 'link add qp' + id + ' type bridge']));
+        const plan = planDevices(connections, await observeDevices([], names));
+        batch(names.map((name) => 'link del ' + name));
+        batch(meanwhile);
+        const made = newPlanMade();
+        sent.length = 0;
+        const failure = await applyDevicePlan(plan, made).then(() => 'done', (error) => ({ name: error.name, kind: error.kind, message: error.message }));
+        const steps = plan.hostSteps.flat();
+        const again = isEmptyPlan(planDevices(connections, await observeDevices([], names)));
+        return { steps: steps.length, deletes: steps.filter((step) => step.op === 'delete').map(stepText), sent: [...sent], failure, made: [...made.devices].sort(), vanished: [...made.vanished].sort(), again };
+      };
+      const ids = (from, count) => Array.from({ length: count }, (_, index) => from + index);
+      console.log(JSON.stringify([await run(ids(10, 20), []), await run(ids(40, 2), ['link add qc40 type bridge'])]));`;
+    try {
+      const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+      expect([result.code, result.stderr]).toEqual([0, '']);
+      const [all, stopped] = JSON.parse(result.stdout) as { steps: number }[];
+      const names = (ids: number[]): string[] => ids.flatMap((id) => [`qb${id}`, `qc${id}`, `qp${id}`]).sort();
+      const ids = Array.from({ length: 20 }, (_, index) => 10 + index);
+      expect(all).toEqual({
+        steps: all?.steps,
+        deletes: ids.flatMap((id) => [`ip link del dev qb${id}`, `ip link del dev qc${id}`, `ip link del dev qp${id}`]),
+        // The host steps, every one of them, in one program.
+        sent: [all?.steps],
+        failure: 'done',
+        made: names(ids),
+        vanished: names(ids),
+        again: true,
+      });
+      // The client tap of link 40 refused: its bridge, made before, is the run's; the devices it
+      // found gone up to there are said; nothing after it ran (link 41's deletes neither).
+      expect(stopped).toEqual({
+        steps: stopped?.steps,
+        deletes: [40, 41].flatMap((id) => [`ip link del dev qb${id}`, `ip link del dev qc${id}`, `ip link del dev qp${id}`]),
+        sent: [stopped?.steps],
+        failure: { name: 'DeviceError', kind: 'step-failed', message: 'ip tuntap add dev qc40 mode tap vnet_hdr failed: Device or resource busy: a device of that name exists' },
+        made: ['qb40'],
+        vanished: ['qb40', 'qc40'],
+        again: false,
+      });
+    } finally {
+      const ids = [...Array.from({ length: 20 }, (_, index) => 10 + index), 40, 41];
+      await host.exec(['ip', '-batch', '-force', '-'], { input: ids.flatMap((id) => [`link del qb${id}`, `link del qc${id}`, `link del qp${id}`]).join('\n') + '\n', allowFailure: true });
+    }
+  });
+
   it("a failed plan's undo leaves alone a VM namespace someone else made after it looked (its ip netns add refused: File exists): it deletes only the namespaces it made", async () => {
     const vmx = `${harness.prefix}vmx`;
     // The plan looks: no namespace vmx, no devices.

@@ -642,6 +642,32 @@ static napi_status failing_queue_work(napi_env env, napi_async_work work) {
     expect((await ipLinks()).has('tb2')).toBe(false);
   });
 
+  it("goes on past a delete step whose device is gone (the kernel's ENODEV, said), in a program that stops at a failure; any other ENODEV stops it, a removal's delete by index too", async () => {
+    await ns.ip(['link', 'add', 'tz1', 'type', 'bridge']);
+    const gone = await indexOf('tz1');
+    await ns.ip(['link', 'del', 'tz1']);
+    const program = programOf([
+      { op: 'delete', name: 'tz1', index: gone },
+      { op: 'add-bridge', name: 'tz2' },
+      { op: 'delete', name: 'tz1', index: gone },
+      // By the index it had: no device has it, and this step is not one that makes it gone.
+      { op: 'set', name: 'tz1', index: gone, change: { mtu: 1400 } },
+      { op: 'add-bridge', name: 'tz3' },
+    ]);
+    const outcomes = await socket.runMarked(program);
+    expect(outcomes.map((outcome) => [outcome.state === 'failed' ? outcome.code : outcome.state, outcome.marks.failure])).toEqual([
+      ['ENODEV', 'refused'],
+      ['done', null],
+      ['ENODEV', 'refused'],
+      ['ENODEV', 'refused'],
+      ['not-run', null],
+    ]);
+    expect(outcomes[0]).toMatchObject({ text: expect.stringMatching(/^No such device/) });
+    expect([(await ipLinks()).has('tz2'), (await ipLinks()).has('tz3')]).toEqual([true, false]);
+    expect(states(await socket.run(new ProgramWriter().deleteByIndex(gone).deleteByIndex(await indexOf('tz2')).finish()))).toEqual(['ENODEV', 'not-run']);
+    await ns.ip(['link', 'del', 'tz2']);
+  });
+
   it('fails a request the kernel leaves unanswered after 5 s, and the one behind it unsent, each saying what happened (not "Connection timed out")', async () => {
     await ns.ip(['link', 'add', 'tt1', 'type', 'bridge']);
     const index = await indexOf('tt1');
