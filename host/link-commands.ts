@@ -47,7 +47,18 @@ import {
 } from './linker.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { shownPath, vmName } from './vm-name.js';
-import { type SideArguments, VMM_TIMEOUT_MAX_MS, VMM_TIMEOUT_MIN_MS, type VmmFlags, recordableSocket, socketPath, socketTemplate, vmmArgumentsFor } from './vmm-port.js';
+import {
+  type SideArguments,
+  VMM_TIMEOUT_MAX_MS,
+  VMM_TIMEOUT_MIN_MS,
+  type VmmFlags,
+  absoluteSocket,
+  sameSocketPath,
+  shownSocket,
+  socketPath,
+  socketTemplate,
+  vmmArgumentsFor,
+} from './vmm-port.js';
 import { DEFAULT_NIC_MTU, qemuNetdevId } from './vmm/nic.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -217,11 +228,12 @@ type ShownLink = Omit<LinkReport, 'clientAttach' | 'providerAttach'> & { readonl
 /**
  * `attached`: false for a link with no attach mode recorded (unlinked, id kept), shown `-`; an
  * attached side whose mode is unknown is shown `?`. `sockets` (list, show): each side's recorded
- * VMM socket after its mode, where there is one.
+ * VMM socket after its mode, where there is one, escaped where it holds what a terminal acts on
+ * (shownSocket: the state file may have been edited by hand; --json gives it exact).
  */
 function reportLine(report: ShownLink, attached = true, sockets = false): string {
   const mode = (value: AttachMode | null, socket: string | undefined): string =>
-    attached ? `${value ?? '?'}${sockets && socket !== undefined ? `, socket ${socket}` : ''}` : '-';
+    attached ? `${value ?? '?'}${sockets && socket !== undefined ? `, socket ${shownSocket(socket)}` : ''}` : '-';
   return [
     `${report.vm} -> ${report.provider}`,
     `id ${report.id}`,
@@ -359,39 +371,56 @@ function vmmFailureLine(failure: VmmDetachFailure, conflict: string, retry: stri
 /** The socket option of a VMM kind. */
 const socketOption = (vmm: VmmKind): string => (vmm === 'qemu' ? '--qmp-socket' : '--ch-socket');
 
+/** Words joined as a list is said: `a`, `a and b`, `a, b and c`. */
+const wordList = (words: readonly string[]): string => (words.length > 1 ? `${words.slice(0, -1).join(', ')} and ${words.at(-1) ?? ''}` : words.join(''));
+
+/**
+ * The `spectrum-link unlink` that, once a VMM answers, detaches the NIC it did not (`failure`), of
+ * a link the run took down, as the state is after the run (`unlinked`: the VM to unlink); or
+ * undefined where no such command does that and nothing else. The state no longer records how
+ * that link was attached, so `--attach VM=MODE` brings back that VM's side, and only its: not
+ * this run's own --attach, which would give other sides modes too. Its socket: this run's socket
+ * options give it (and every socket the state does not record, as in this run); else (`elsewhere`,
+ * recorded where this run's option does not lead) the command names it, as a template without
+ * `{vm}`, which that unlink would take for every socket of that kind the state does not record:
+ * offered only where it reaches no other NIC so (VmmDetachFailure.throughTemplate).
+ */
+function unlinkRetry(unlinked: string, failure: VmmDetachFailure, elsewhere: string | undefined): string | undefined {
+  const { vm, vmm } = failure;
+  // Where that unlink finds the link (state dir, device prefix) and the VMMs; unlink refuses link's other options.
+  const options = ['--state-dir', '--device-prefix', '--qmp-socket', '--ch-socket'];
+  const command = `spectrum-link unlink ${unlinked} --attach ${vm}=${vmm}`;
+  if (elsewhere === undefined) return `${command} with this run's ${wordList(options)} (where given)`;
+  if ((failure.throughTemplate ?? []).length > 0) return undefined;
+  const socket = socketOption(vmm);
+  return `${command} ${socket} ${shellWord(elsewhere)} with this run's ${wordList(options.filter((option) => option !== socket))} (where given)`;
+}
+
 /**
  * What `unlink <unlinked> --force` says of a VMM that did not detach a NIC, whose socket is
- * `socket`: how to remove the NIC there. The state no longer records how the link was attached,
- * so a later unlink reaches that VMM only with --attach (and, where the socket recorded is not
- * the one this run's template gives, `elsewhere`, that socket's option naming it), and with
- * --forget not at all (no record).
+ * `socket`: how to remove the NIC there, or an unlink that does (unlinkRetry); with --forget,
+ * only the first (no record is left for an unlink to find).
  */
-function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean, socket: string, elsewhere: string | undefined): string {
-  const { vm, vmm, nic } = failure;
-  // The run's other options too: its state dir, device prefix and VMM socket are where that unlink finds the link and the VMM.
-  const at = elsewhere === undefined ? '' : ` ${socketOption(vmm)} ${shellWord(elsewhere)}`;
-  const unlinkAgain = forget ? '' : `, or spectrum-link unlink ${unlinked} --attach ${vm}=${vmm}${at} with this run's other options detaches it`;
+export function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean, socket: string, elsewhere: string | undefined): string {
+  const { vmm, nic } = failure;
+  const retry = forget ? undefined : unlinkRetry(unlinked, failure, elsewhere);
+  const unlinkAgain = retry === undefined ? '' : `, or ${retry} detaches it`;
   return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic)}${unlinkAgain}; or `);
 }
 
 /**
  * What `link` says of a VMM that did not detach a NIC of a link to a provider the config no longer
- * names. Only an unlink of the client reaches that NIC now (with --attach, as the state no longer
- * records it), and that takes the client's other links down too.
+ * names, whose socket is `socket`. Only an unlink of the client reaches that NIC now (with
+ * --attach, as the state no longer records it: unlinkRetry), and that takes the client's other
+ * links down too; where no unlink does that alone, the line says how to remove the NIC at its socket.
  */
-function unlistedLine(failure: VmmDetachFailure, elsewhere: string | undefined): string {
-  const { link, vm, vmm } = failure;
-  // With the run's state dir, device prefix and VMM socket (where that unlink finds the link and
-  // the VMM), or the socket it was asked at where the state recorded one that this run's template
-  // does not give (`elsewhere`); unlink refuses link's other options.
-  const socket = socketOption(vmm);
-  const options =
-    elsewhere === undefined
-      ? `with this run's --state-dir, --device-prefix and ${socket} (where given)`
-      : `${socket} ${shellWord(elsewhere)} with this run's --state-dir and --device-prefix (where given)`;
+export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewhere: string | undefined): string {
+  const { link, vm, vmm, nic } = failure;
+  const unlink = unlinkRetry(link.vm, failure, elsewhere);
   const retry =
-    `once the VMM answers, spectrum-link unlink ${link.vm} --attach ${vm}=${vmm} ${options} detaches it ` +
-    `(taking ${link.vm}'s other links down too: link ${link.vm} again after), or `;
+    unlink === undefined
+      ? `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic)} (an unlink naming that socket would look there for NICs of other VMs too), or `
+      : `once the VMM answers, ${unlink} detaches it (taking ${link.vm}'s other links down too: link ${link.vm} again after), or `;
   return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
 }
 
@@ -650,11 +679,15 @@ function vmmSocket(flags: VmmFlags, kind: VmmKind, vm: string): string {
 }
 
 /**
- * The socket a NIC was asked at where the state recorded it and this run's template gives
- * another: a later unlink, the record gone, reaches it only with the option naming it.
+ * The socket a NIC was asked at where the state recorded it and this run's template leads to
+ * another (the same socket spelled otherwise is none: sameSocketPath): a later unlink, the record
+ * gone, reaches it only with the option naming it.
  */
 function recordedElsewhere(flags: VmmFlags, failure: VmmDetachFailure): string | undefined {
-  return failure.socket !== undefined && failure.socket !== recordableSocket(vmmSocket(flags, failure.vmm, failure.vm)) ? failure.socket : undefined;
+  const { socket } = failure;
+  if (socket === undefined) return undefined;
+  const now = absoluteSocket(vmmSocket(flags, failure.vmm, failure.vm));
+  return now !== undefined && sameSocketPath(socket, now) ? undefined : socket;
 }
 
 export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
@@ -826,7 +859,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
         ...undoSteps.map(undoStepLine),
         ...undoWrites.map(undoStateLine),
-        ...vmmFailures.map((failure) => unlistedLine(failure, recordedElsewhere(flags, failure))),
+        ...vmmFailures.map((failure) => unlistedLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure))),
         ...undoDetachLines(),
       ];
       // Stopped by a signal VM by VM: what was linked is printed and stays.

@@ -67,6 +67,14 @@ export function isRecordedSocket(value: unknown): value is string {
   return typeof value === 'string' && value.startsWith('/') && Buffer.byteLength(value) <= UNIX_SOCKET_PATH_MAX && !UNRECORDABLE.test(value);
 }
 
+/** Why the state does not record a socket path (isRecordedSocket), in words; undefined where it does. */
+export function unrecordedSocketReason(path: string): string | undefined {
+  if (!path.startsWith('/')) return 'it is not absolute';
+  const bytes = Buffer.byteLength(path);
+  if (bytes > UNIX_SOCKET_PATH_MAX) return `it is ${bytes} bytes long, and a Unix socket path at most ${UNIX_SOCKET_PATH_MAX}`;
+  return UNRECORDABLE.test(path) ? `it holds a control character, '"' or '\\'` : undefined;
+}
+
 export interface Link extends LinkPair {
   readonly id: ClientId;
   /**

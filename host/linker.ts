@@ -4,6 +4,7 @@
 import { pathCheck, pathOrigin, shownOrigin } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
+import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf, chosenAttachMode } from './attach-mode.js';
 import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, leadsNowhere, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { type ConfigDirSource, readConfigDir, readConfigVms } from './config-reader.js';
@@ -56,6 +57,7 @@ import {
   sameAttachment,
   sameState,
   setAttachments,
+  unrecordedSocketReason,
 } from './link-state.js';
 import {
   type LockOptions,
@@ -120,6 +122,13 @@ export interface VmmPort {
    */
   socketOf?(kind: VmmKind, vm: VmName): string | undefined;
   /**
+   * The socket this port attaches a VM's NIC through, made absolute as socketOf makes it, also
+   * where the state cannot hold it (socketOf: undefined): so that a side recorded at a socket this
+   * path names too keeps that record (withSockets), and one recorded at another is refused, not
+   * moved unrecorded (switchedSides). Undefined where there is none (checkSocket refuses it).
+   */
+  templateSocket?(kind: VmmKind, vm: VmName): string | undefined;
+  /**
    * Whether a VMM takes connections at `socket` (one the state records, or would: socketOf), asked
    * of a VM's socket, nothing sent: `link` asks it before it takes out a NIC whose socket moved
    * (assertMovesReachable). Not running: `none` where nothing is there or the socket refuses
@@ -157,6 +166,12 @@ export class LinkerError extends Error {
        * has a VMM running at the socket recorded, and none to be reached at the new one.
        */
       | 'vmm-socket-moved'
+      /**
+       * `link` took no NIC out and made nothing: a side kept in its VMM mode would move from the
+       * socket recorded to a path the state cannot record (longer than a Unix socket path once made
+       * absolute, or with a control character, '"' or '\'): bad input, as a socket path too long is.
+       */
+      | 'vmm-socket-unrecordable'
       | 'interrupted'
       /** A signal came while the run waited for the state lock: nothing was done. */
       | 'interrupted-waiting'
@@ -458,12 +473,23 @@ function attachmentOf(report: LinkReport): LinkAttachment {
 
 /**
  * The attachment a run gives a link (`modes`), with the socket the run attaches each VMM side
- * through (VmmPort.socketOf), recorded with it: where a later run takes that NIC out.
+ * through (VmmPort.socketOf), recorded with it: where a later run takes that NIC out. Where the
+ * state cannot hold that path (too long once made absolute, say), a side kept in its mode keeps the
+ * socket `recorded` for it if the path names that socket too (VmmPort.sameSocket), as a side
+ * whose socket is spelled otherwise keeps its NIC; else it gets none (a side up that would so
+ * move is refused before: switchedSides).
  */
-function withSockets(modes: LinkAttachment, pair: LinkPair, vmm: VmmPort): LinkAttachment {
-  const socketOf = (mode: AttachMode, vm: VmName): string | undefined => (isVmmMode(mode) ? vmm.socketOf?.(mode, vm) : undefined);
-  const clientSocket = socketOf(modes.client, pair.client);
-  const providerSocket = socketOf(modes.provider, pair.provider);
+function withSockets(modes: LinkAttachment, pair: LinkPair, vmm: VmmPort, recorded?: LinkAttachment): LinkAttachment {
+  const socketOf = (side: LinkSide, mode: AttachMode, vm: VmName): string | undefined => {
+    if (!isVmmMode(mode)) return undefined;
+    const socket = vmm.socketOf?.(mode, vm);
+    if (socket !== undefined) return socket;
+    const kept = recorded?.[side] === mode ? recordedSocket(recorded, side) : undefined;
+    const path = kept === undefined ? undefined : vmm.templateSocket?.(mode, vm);
+    return kept !== undefined && path !== undefined && vmm.sameSocket?.(kept, path) === true ? kept : undefined;
+  };
+  const clientSocket = socketOf('client', modes.client, pair.client);
+  const providerSocket = socketOf('provider', modes.provider, pair.provider);
   return {
     client: modes.client,
     provider: modes.provider,
@@ -890,7 +916,7 @@ async function linkTransaction(
       for (const vm of wanted) byVm.set(vm.name, []);
       for (const link of allocation.links) {
         // Each VMM side with the socket it is attached through, recorded: where its NIC is taken out.
-        const report = linkReport(link, options, withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm));
+        const report = linkReport(link, options, withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm, link.attached));
         byVm.get(link.client)?.push(report);
         reports.push(report);
       }
@@ -1052,7 +1078,9 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
     });
   }
   for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
-  return { state: next, unlinked, vmmFailures: released.failures };
+  const ids = new Set<number>(unlisted.map((link) => link.id));
+  const vmmFailures = released.failures.map((failure) => ({ ...failure, throughTemplate: reachedThroughTemplate(next, failure, ids) }));
+  return { state: next, unlinked, vmmFailures };
 }
 
 /**
@@ -1117,6 +1145,28 @@ interface SwitchedSide {
   readonly to: AttachMode;
   /** Where it keeps its mode through another socket (movedVmmSocket): the socket the run attaches it through. */
   readonly toSocket?: string;
+  /**
+   * Where it keeps its mode through another socket whose path the state cannot record (too long
+   * once made absolute, say: VmmPort.templateSocket): that path. Moved, its NIC would be where no
+   * record says, and the socket recorded lost: refused before any NIC comes out (assertMovesRecordable).
+   */
+  readonly unrecordable?: string;
+}
+
+/**
+ * The sides of a link attached as `recorded`, kept in their VMM mode in `wanted`, whose socket is
+ * recorded and would go unrecorded: the run's path for them (VmmPort.templateSocket) is not one
+ * the state can hold, nor the socket recorded (withSockets keeps that one).
+ */
+function unrecordableMoves(recorded: LinkAttachment, wanted: LinkAttachment, pair: LinkPair, vmm: VmmPort): Map<LinkSide, string> {
+  const moves = new Map<LinkSide, string>();
+  for (const side of BOTH_SIDES) {
+    const mode = recorded[side];
+    if (!isVmmMode(mode) || wanted[side] !== mode || recordedSocket(recorded, side) === undefined || recordedSocket(wanted, side) !== undefined) continue;
+    const path = vmm.templateSocket?.(mode, side === 'client' ? pair.client : pair.provider);
+    if (path !== undefined) moves.set(side, path);
+  }
+  return moves;
 }
 
 /**
@@ -1136,10 +1186,12 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   const candidates = before.links.flatMap((link) => {
     if (link.attached === undefined || !order.has(link.client)) return [];
     // With the sockets the run attaches through: a side kept in its VMM mode through another one
-    // moves (the same socket spelled otherwise does not: VmmPort.sameSocket).
-    const wanted = withSockets(linkAttachModes(kept, link), link, options.vmm);
-    const sides = switchedVmmSides(link.attached, wanted, same);
-    return sides.length > 0 ? [{ link, wanted, sides }] : [];
+    // moves (the same socket spelled otherwise does not: VmmPort.sameSocket); one that would move
+    // to a path the state cannot record is taken too, to be refused.
+    const wanted = withSockets(linkAttachModes(kept, link), link, options.vmm, link.attached);
+    const unrecordable = unrecordableMoves(link.attached, wanted, link, options.vmm);
+    const sides = [...switchedVmmSides(link.attached, wanted, same), ...unrecordable.keys()];
+    return sides.length > 0 ? [{ link, wanted, sides, unrecordable }] : [];
   });
   if (candidates.length === 0) return [];
   // A link to a provider the config no longer names is taken down after the run, as unlink --force does.
@@ -1149,10 +1201,11 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   return recorded
     .filter(({ link }) => seenOf(link, host, options).own.length > 0)
     .sort((a, b) => (order.get(a.link.client) ?? 0) - (order.get(b.link.client) ?? 0))
-    .flatMap(({ link, report, wanted, sides }) =>
+    .flatMap(({ link, report, wanted, sides, unrecordable }) =>
       sides.map((side): SwitchedSide => {
         const toSocket = link.attached !== undefined && movedVmmSocket(link.attached, wanted, side, same) ? recordedSocket(wanted, side) : undefined;
-        return { link: report, side, to: wanted[side], ...(toSocket === undefined ? {} : { toSocket }) };
+        const path = unrecordable.get(side);
+        return { link: report, side, to: wanted[side], ...(toSocket === undefined ? {} : { toSocket }), ...(path === undefined ? {} : { unrecordable: path }) };
       }),
     );
 }
@@ -1192,6 +1245,7 @@ function switchRefused({ link, side, to, toSocket }: SwitchedSide, error: unknow
  * down (linksLeftDown). A signal stops it before a NIC.
  */
 async function takeBackSwitched(switched: readonly SwitchedSide[], options: LinkerOptions, made: RunDevices): Promise<void> {
+  assertMovesRecordable(switched);
   // Each NIC at the socket recorded for it, where there is one (vmmNics).
   const nicsOf = (target: SwitchedSide): ReturnType<typeof vmmNics> => vmmNics(target.link, undefined, [target.side]);
   // Every socket path first (bad input, e.g. too long under this run's --qmp-socket): refused
@@ -1221,6 +1275,30 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
       const sockets = { ...(target.toSocket === undefined ? {} : { toSocket: target.toSocket }), ...(socket === undefined ? {} : { socket }) };
       taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to, ...sockets, taken: found !== 'not-running' });
     }
+  }
+}
+
+/**
+ * Refuse, as bad input and before any NIC comes out (takeBackSwitched), a side kept in its VMM
+ * mode that would move to a socket whose path the state cannot record (`unrecordable`): its NIC
+ * would then be attached where no record says (a later unlink under another template would not
+ * find it), and the socket recorded, where it is now, lost. Where that path names the socket
+ * recorded, nothing moves and that socket stays recorded (withSockets): no refusal.
+ */
+function assertMovesRecordable(switched: readonly SwitchedSide[]): void {
+  for (const { link, side, unrecordable } of switched) {
+    if (unrecordable === undefined) continue;
+    const [vm, mode, nic, recorded] =
+      side === 'client' ? [link.vm, link.clientAttach, link.clientDevice, link.clientSocket] : [link.provider, link.providerAttach, link.providerDevice, link.providerSocket];
+    const option = mode === 'qemu' ? '--qmp-socket' : '--ch-socket';
+    const name = mode === 'qemu' ? 'QEMU' : mode;
+    const reason = unrecordedSocketReason(unrecordable) ?? 'the state does not record it';
+    throw new LinkerError(
+      'vmm-socket-unrecordable',
+      `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${unrecordable}, the path ${option} gives now: the state cannot record that path (${reason}), ` +
+        `so its NIC would be where no record says, and the socket recorded for it, ${recorded ?? ''}, lost; so no NIC was taken out and nothing was made for it (NIC ${nic} stays in the ${name} of ${vm} at that socket): ` +
+        `give a ${option} whose path the state can record (absolute, at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'), or the one that gives ${recorded ?? ''}`,
+    );
   }
 }
 
@@ -1498,6 +1576,8 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     // cannot be written, each checked before the first NIC.
     const switched = await switchedSides(vms, snapshot, before, kept, options);
     const takeOut = async (): Promise<void> => {
+      // Bad input first, as a socket path too long is found before anything else.
+      assertMovesRecordable(switched);
       if (switched.length > 0) await assertRunStartable(vms, snapshot, before, kept, options);
       await assertStateWritableForTakeOut(switched, options);
       await takeBackSwitched(switched, options, made);
@@ -1607,6 +1687,7 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
     checkSocket: (kind, vm, socket) => options.vmm.checkSocket?.(kind, vm, socket),
     unansweredDetach: (kind, vm, socket) => options.vmm.unansweredDetach?.(kind, vm, socket),
     socketOf: (kind, vm) => options.vmm.socketOf?.(kind, vm),
+    templateSocket: (kind, vm) => options.vmm.templateSocket?.(kind, vm),
     ...(vmmAt === undefined ? {} : { vmmAt: (kind: VmmKind, vm: VmName, socket: string) => vmmAt.call(options.vmm, kind, vm, socket) }),
     sameSocket: (recorded, wanted) => options.vmm.sameSocket?.(recorded, wanted) === true,
   };
@@ -2089,6 +2170,34 @@ export interface VmmDetachFailure {
   readonly error: string;
   /** The socket it was asked at, where the state recorded one (else the run's template's). */
   readonly socket?: string;
+  /**
+   * Of a link `link` took down (a provider dropped): the VMs of which an `unlink` of the link's
+   * client, run after it, would detach NICs of this kind through the socket template
+   * (reachedThroughTemplate), so that the line offers such an unlink with a socket option naming
+   * `socket` only where that reaches no other NIC. Absent (`unlink`'s own): none, as unlink
+   * takes down every link of its VM, and `--attach VM=MODE` then brings back only that VM's sides.
+   */
+  readonly throughTemplate?: readonly VmName[];
+}
+
+/**
+ * The VMs whose NICs of `failure`'s kind `unlink <client> --attach <VM>=<kind>` (the client of the
+ * failure's link, its VM) would detach through the socket template, run on `state`: each side
+ * recorded in that mode without a socket, and each side of that VM in a link recorded without
+ * modes (to which that --attach gives the mode); not those of the links `released` (by id), taken
+ * down by the run that failed, whose NICs it detached (or said, each, where a VMM did not).
+ */
+function reachedThroughTemplate(state: LinkState, failure: VmmDetachFailure, released: ReadonlySet<number>): VmName[] {
+  const reached = new Set<VmName>();
+  for (const link of linksOfVm(state, vmName(failure.link.vm))) {
+    if (released.has(link.id)) continue;
+    for (const side of BOTH_SIDES) {
+      const vm = side === 'client' ? link.client : link.provider;
+      const { attached } = link;
+      if (attached === undefined ? vm === failure.vm : attached[side] === failure.vmm && recordedSocket(attached, side) === undefined) reached.add(vm);
+    }
+  }
+  return [...reached];
 }
 
 const reasonOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));

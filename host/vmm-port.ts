@@ -5,6 +5,7 @@ import { realpathSync } from 'node:fs';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
+import { shownText } from '../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
 import { isRecordedSocket } from './link-state.js';
@@ -135,20 +136,37 @@ export const VMM_TIMEOUT_MAX_MS = 600_000;
 const VMM_NAMES = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' } as const;
 
 /**
- * A socket path as the state records it: absolute (one relative to the working directory of this
- * run, as connect(2) takes it, joined to it as it is, not normalized: `..` after a symlinked
- * directory leads where the kernel takes it), where the state can hold it (isRecordedSocket);
- * else undefined, and nothing is recorded.
+ * A socket path made absolute: one relative to the working directory of this run, as connect(2)
+ * takes it, joined to it as it is, not normalized (`..` after a symlinked directory leads where
+ * the kernel takes it). Undefined where the working directory is deleted (the CLI refuses a
+ * relative template then). It may be longer than a Unix socket path (a relative one is not).
+ */
+export function absoluteSocket(path: string): string | undefined {
+  if (path.startsWith('/')) return path;
+  try {
+    const cwd = process.cwd();
+    return `${cwd === '/' ? '' : cwd}/${path}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A socket path as the state records it: absolute (absoluteSocket), where the state can hold it
+ * (isRecordedSocket); else undefined, and nothing is recorded.
  */
 export function recordableSocket(path: string): string | undefined {
-  let absolute: string;
-  try {
-    const cwd = path.startsWith('/') ? '' : process.cwd();
-    absolute = path.startsWith('/') ? path : `${cwd === '/' ? '' : cwd}/${path}`;
-  } catch {
-    return undefined; // the working directory deleted: the CLI refuses a relative template then
-  }
-  return isRecordedSocket(absolute) ? absolute : undefined;
+  const absolute = absoluteSocket(path);
+  return absolute !== undefined && isRecordedSocket(absolute) ? absolute : undefined;
+}
+
+/**
+ * A socket path for a human line (list, show, a log line): as it is, or quoted with control and
+ * format characters escaped where it holds any (a state file edited by hand may), whole: a
+ * recorded one is at most 107 bytes, so none is cut short.
+ */
+export function shownSocket(path: string): string {
+  return shownText(path, UNIX_SOCKET_PATH_MAX);
 }
 
 /**
@@ -201,6 +219,37 @@ export function sameSocketPath(recorded: string, wanted: string): boolean {
   return left !== undefined && left === resolvedSocket(wanted);
 }
 
+/**
+ * What a port was told of VMMs that did not answer in time, by socket: one VMM however its socket
+ * is spelled (relative or absolute, `./`, `..`, `//`, a symlinked directory), as sameSocketPath
+ * takes two spellings for one, so that a VMM that stalled at the path a template gives is known
+ * at the path the state records for it, and the other way round.
+ */
+class UnansweredVmms {
+  /** What was said, by each socket's absolute path and, where its directory resolves, its resolved one. */
+  private readonly said = new Map<string, string>();
+
+  /** The keys a socket is known by: its absolute path, and its resolved one (resolvedSocket) where there is one. */
+  private static keysOf(socket: string): string[] {
+    const absolute = absoluteSocket(socket) ?? socket;
+    const resolved = resolvedSocket(absolute);
+    return resolved === undefined || resolved === absolute ? [absolute] : [resolved, absolute];
+  }
+
+  note(socket: string, said: string): void {
+    for (const key of UnansweredVmms.keysOf(socket)) this.said.set(key, said);
+  }
+
+  of(socket: string): string | undefined {
+    if (this.said.size === 0) return undefined;
+    for (const key of UnansweredVmms.keysOf(socket)) {
+      const said = this.said.get(key);
+      if (said !== undefined) return said;
+    }
+    return undefined;
+  }
+}
+
 export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   const timeoutMs = integerOption('--vmm-timeout', flags.vmmTimeout ?? '5000', VMM_TIMEOUT_MIN_MS, VMM_TIMEOUT_MAX_MS, 'milliseconds');
   // Checked up front, for every command: unlink talks to the VMMs recorded, whatever --attach says.
@@ -215,10 +264,11 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   // asked again while this port lasts (one run). `link --keep-going` links VM by VM after a
   // failure, and a provider's VMM that stalls would cost a --vmm-timeout (and a take-back) for
   // each of its clients, the state lock held throughout.
-  const unanswered = new Map<string, string>();
+  const unanswered = new UnansweredVmms();
   // Likewise those that did not answer a detach in time: a detach still asks them (unlink --force
-  // tries every NIC), but link does not ask one again to take out a NIC for another mode.
-  const unansweredDetaches = new Map<string, string>();
+  // tries every NIC), but link does not ask one again to take out a NIC for another mode, at the
+  // socket recorded or at the template's, however either spells it.
+  const unansweredDetaches = new UnansweredVmms();
   // Where a NIC is detached: at the socket the state records for it (checked again), else at the template's.
   const detachSocket = (kind: 'qemu' | 'cloud-hypervisor', vm: string, recorded: string | undefined): string =>
     recorded !== undefined ? recordedSocketPath(recorded, kind, vm) : kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
@@ -227,7 +277,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       detachSocket(kind, vm, recorded);
     },
     unansweredDetach(kind, vm, recorded) {
-      return unansweredDetaches.get(detachSocket(kind, vm, recorded));
+      return unansweredDetaches.of(detachSocket(kind, vm, recorded));
     },
     async vmmAt(kind, vm, socket) {
       // Bounded by one --vmm-timeout; a socket the state would not record is refused as at a detach.
@@ -241,9 +291,16 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
         return undefined; // too long: checkSocket refuses it before anything is made
       }
     },
+    templateSocket(kind, vm) {
+      try {
+        return absoluteSocket(kind === 'qemu' ? qmpSocket(vm) : chSocket(vm));
+      } catch {
+        return undefined; // too long: checkSocket refuses it before anything is made
+      }
+    },
     async attach(kind, vm, nic) {
       const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
-      const earlier = unanswered.get(socket);
+      const earlier = unanswered.of(socket);
       if (earlier !== undefined) {
         throw new VmmPortError(
           'unanswered-earlier',
@@ -269,7 +326,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
                 `the ${VMM_NAMES[kind]} of ${vm} (socket ${socket}) did not finish adding NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole attach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout, then run link again`,
               )
             : error;
-        if (timedOut) unanswered.set(socket, failure instanceof Error ? failure.message : String(failure));
+        if (timedOut) unanswered.note(socket, failure instanceof Error ? failure.message : String(failure));
         throw failure;
       } finally {
         whole.clear();
@@ -308,11 +365,11 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
             recorded !== undefined
               ? 'the state records that socket as the one it was attached through'
               : `if ${vm} runs with its VMM socket elsewhere, that NIC stays there, on a deleted tap: unlink again with ${option} giving that path and --attach ${vm}=${kind} (before any --forget), or remove the NIC at that socket`;
-          log().info({ vm, nic: nic.id }, `no ${VMM_NAMES[kind]} socket at ${socket}: ${vm} taken as not running, and its NIC ${nic.id} as gone with it (not detached); ${elsewhere}`);
+          log().info({ vm, nic: nic.id }, `no ${VMM_NAMES[kind]} socket at ${shownSocket(socket)}: ${vm} taken as not running, and its NIC ${nic.id} as gone with it (not detached); ${elsewhere}`);
           return 'not-running';
         }
         if (gone === 'stale-socket') {
-          log().info({ vm, nic: nic.id }, `${VMM_NAMES[kind]} socket ${socket} refuses connections: the VMM has exited; nothing to detach`);
+          log().info({ vm, nic: nic.id }, `${VMM_NAMES[kind]} socket ${shownSocket(socket)} refuses connections: the VMM has exited; nothing to detach`);
           return 'not-running';
         }
         if (await vmmErrorOfKind(error, 'timeout')) {
@@ -324,7 +381,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
                   `the ${VMM_NAMES[kind]} of ${vm} (socket ${socket}) did not finish removing NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout`,
                 )
               : error;
-          unansweredDetaches.set(socket, failure instanceof Error ? failure.message : String(failure));
+          unansweredDetaches.note(socket, failure instanceof Error ? failure.message : String(failure));
           throw failure;
         }
         throw error;

@@ -36,6 +36,7 @@ describe('bad usage or input (exit 2)', () => {
       new AttachModeError('unknown-mode', 'a bad mode'),
       new AddressError('unrecognised', 'a bad address'),
       new CliError('a socket path too long', EXIT.usage),
+      new LinkerError('vmm-socket-unrecordable', 'a side would move to a socket path the state cannot record'),
     ];
     const failures = [
       new ConfigError('config-dir-missing', 'the default config dir does not exist'),

@@ -207,6 +207,25 @@ describeNetns('spectrum-link and hostile input', () => {
     });
   });
 
+  it('list and show print a socket of a hand-edited state file holding what a terminal acts on (a bidi override, a C1 control, DEL) quoted whole, those escaped; --json gives it as recorded', async () => {
+    const [link] = await linkLynx();
+    // Under the state dir: the afterEach's unlink looks for a VMM there, and finds none.
+    const hostile = `${world().stateDir}/\u202eevil\u0085\u007f.qmp`;
+    const state = (await readFile(statePath(), 'utf8')).replace('"attached":{"client":"none","provider":"none"}', `"attached":{"client":"qemu","provider":"none","clientSocket":${JSON.stringify(hostile)}}`);
+    expect(state).toContain('"clientSocket"');
+    await writeFile(statePath(), state);
+    const shown = `"${world().stateDir}/\\u202eevil\\u0085\\u007f.qmp"`;
+    for (const args of [['list'], ['show', 'appvm-lynx']]) {
+      const text = await world().link(args);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).not.toMatch(/[\u007f-\u009f\u202e]/);
+      expect(text.stdout).toContain(`client ${link!.clientDevice} `);
+      expect(text.stdout).toContain(`(qemu, socket ${shown})`);
+      const json = await world().link([...args, '--json']);
+      expect(JSON.parse(json.stdout)).toMatchObject([{ id: link!.id, clientSocket: hostile }]);
+    }
+  });
+
   it('an --mtu above what a tap takes (65521) is refused as bad input: exit 2, one line, no device made', async () => {
     const before = [...(await devices(world().host)).keys()].sort();
     // 68 to 65535 passes the option check; the kernel then refuses `ip link set dev snc... mtu 65535` (exit 1).

@@ -3,8 +3,8 @@
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
-import { interruptedUndoingError, leftDownLine, linkCommands, nicRemoval, undoStateLine, undoStepLine } from '../../host/link-commands.js';
-import type { LeftDownLink, LinkReport, VmmPort } from '../../host/linker.js';
+import { forcedLine, interruptedUndoingError, leftDownLine, linkCommands, nicRemoval, undoStateLine, undoStepLine, unlistedLine } from '../../host/link-commands.js';
+import type { LeftDownLink, LinkReport, VmmDetachFailure, VmmPort } from '../../host/linker.js';
 import { DEFAULT_LOCK_TIMEOUT_MS } from '../../host/state-store.js';
 import { vmName } from '../../host/vm-name.js';
 import { vmmPort } from '../../host/vmm-port.js';
@@ -317,5 +317,44 @@ describe('nicRemoval', () => {
     expect(nicRemoval('cloud-hypervisor', '/run/vm/appvm-lynx/api.sock', 'snc7c')).toMatch(/^ch-remote --api-socket \/run\/vm\/appvm-lynx\/api\.sock remove-device snc7c /);
     expect(nicRemoval('cloud-hypervisor', "/run/my vms/it's.sock", 'snc7c')).toMatch(/^ch-remote --api-socket '\/run\/my vms\/it'\\''s\.sock' remove-device snc7c /);
     expect(nicRemoval('qemu', '/run/vm/appvm-lynx/qmp.sock', 'snc7c')).toContain('netdev_del');
+  });
+});
+
+describe('the unlink a line offers for a NIC a VMM did not give back', () => {
+  const dropped: LinkReport = { ...link('appvm-lynx', 42), provider: 'appvm-catgirl', providerAttach: 'qemu', providerSocket: '/run/old/appvm-catgirl.qmp' };
+  const failure = (throughTemplate?: string[]): VmmDetachFailure => ({
+    link: dropped,
+    vmm: 'qemu',
+    vm: vmName('appvm-catgirl'),
+    nic: 'snp42',
+    error: 'QEMU refused device_del',
+    socket: '/run/old/appvm-catgirl.qmp',
+    ...(throughTemplate === undefined ? {} : { throughTemplate: throughTemplate.map(vmName) }),
+  });
+  /** The command a line offers, from `spectrum-link unlink` to `detaches it`, or undefined. */
+  const offered = (line: string): string | undefined => /spectrum-link unlink .*? detaches it/.exec(line)?.[0];
+
+  it("names that VM's mode alone and this run's state dir, device prefix and socket options, not its other options (its --attach would give other sides modes, looked for through the socket option)", () => {
+    const at = '/run/vm/appvm-catgirl/qmp.sock';
+    expect(offered(unlistedLine(failure([]), at, undefined))).toBe(
+      "spectrum-link unlink appvm-lynx --attach appvm-catgirl=qemu with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket (where given) detaches it",
+    );
+    expect(offered(forcedLine(failure(), 'appvm-lynx', false, at, undefined))).toBe(
+      "spectrum-link unlink appvm-lynx --attach appvm-catgirl=qemu with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket (where given) detaches it",
+    );
+    // With --forget nothing is left for an unlink to find.
+    expect(offered(forcedLine(failure(), 'appvm-lynx', true, at, undefined))).toBeUndefined();
+  });
+
+  it('a socket recorded where this run\'s option does not lead: named by its option, a path without {vm}, only where that unlink would look there for no other NIC', () => {
+    const old = '/run/old/appvm-catgirl.qmp';
+    const named = "spectrum-link unlink appvm-lynx --attach appvm-catgirl=qemu --qmp-socket /run/old/appvm-catgirl.qmp with this run's --state-dir, --device-prefix and --ch-socket (where given) detaches it";
+    expect(offered(unlistedLine(failure([]), old, old))).toBe(named);
+    expect(offered(forcedLine(failure(), 'appvm-lynx', false, old, old))).toBe(named);
+    // A side of appvm-lynx's links left that the state records as qemu without a socket: that
+    // unlink would look for its NIC at that path too. No unlink is offered; the removal at the socket is.
+    const line = unlistedLine(failure(['appvm-lynx']), old, old);
+    expect(offered(line)).toBeUndefined();
+    expect(line).toContain(`once the VMM answers, remove the NIC with ${nicRemoval('qemu', old, 'snp42')} (an unlink naming that socket would look there for NICs of other VMs too), or restart appvm-catgirl`);
   });
 });

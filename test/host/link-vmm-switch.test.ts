@@ -6,7 +6,7 @@
 // server (vmm/scripted-qemu.ts) and the spec-exact fake cloud-hypervisor play the VMMs; the built
 // spectrum-link runs in a test namespace.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
@@ -385,6 +385,53 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     expect(qemu.commands.slice(asked).filter((command) => command === 'device_del')).toEqual([]);
     expect(qemu.devices.has(link.clientDevice)).toBe(true);
     expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: `${socketDir}/./appvm-lynx.qmp` }]);
+  });
+
+  it('a side kept as qemu under a relative --qmp-socket that, from a deep working directory, makes a path over 107 bytes: another socket is refused as bad input before its NIC comes out (exit 2, one line, nothing changed; --keep-going: that VM fails alone); the same socket is no move, the socket recorded kept', async () => {
+    const link = await lynxAsQemu();
+    const stateFile = join(world.stateDir, 'links.json');
+    const text = await readFile(stateFile, 'utf8');
+    // A relative template short itself (connect takes it as it is) but over 107 bytes made absolute.
+    const deep = join(socketDir, 'd'.repeat(60), 'e'.repeat(60));
+    await mkdir(deep, { recursive: true });
+    await mkdir(join(socketDir, 'moved'));
+    const moved = await ScriptedQemu.start(join(socketDir, 'moved', 'appvm-lynx.qmp'));
+    const asked = qemu.commands.length;
+    const path = `${deep}/../../moved/appvm-lynx.qmp`;
+    const cwd = process.cwd();
+    try {
+      process.chdir(deep);
+      const refused = await world.link(['link', 'appvm-lynx', '--qmp-socket', '../../moved/{vm}.qmp']);
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(stderrLines(refused.stderr)).toEqual([
+        `spectrum-link: appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not moved to socket ${path}, the path --qmp-socket gives now: ` +
+          `the state cannot record that path (it is ${Buffer.byteLength(path)} bytes long, and a Unix socket path at most 107), so its NIC would be where no record says, ` +
+          `and the socket recorded for it, ${qemu.path}, lost; so no NIC was taken out and nothing was made for it (NIC ${link.clientDevice} stays in the QEMU of appvm-lynx at that socket): ` +
+          `give a --qmp-socket whose path the state can record (absolute, at most 107 bytes, without control characters, '"' or '\\'), or the one that gives ${qemu.path}`,
+      ]);
+      const keepGoing = await world.link(['link', 'appvm-lynx', '--keep-going', '--json', '--qmp-socket', '../../moved/{vm}.qmp']);
+      expect(keepGoing.code, keepGoing.stderr).toBe(2);
+      expect(JSON.parse(keepGoing.stdout)).toMatchObject({ vm: 'appvm-lynx', links: [], badInput: true, error: expect.stringContaining('the state cannot record that path') });
+      expect(qemu.commands.slice(asked)).toEqual([]);
+      expect(moved.connections).toBe(0);
+      expect(await readFile(stateFile, 'utf8')).toBe(text);
+
+      // The same socket so spelled: nothing comes out, and the socket recorded stays recorded.
+      // (The tap held here, as the QEMU holding the NIC would: the scripted one only says it has it.)
+      const held = TapFd.open(link.clientDevice, `/run/netns/${world.host.name}`);
+      try {
+        const again = await linked(['link', 'appvm-lynx', '--qmp-socket', '../../{vm}.qmp']);
+        expect(again).toMatchObject({ id: link.id, clientAttach: 'qemu' });
+      } finally {
+        held.close();
+      }
+    } finally {
+      process.chdir(cwd);
+      await moved.close();
+    }
+    expect(qemu.commands.slice(asked).filter((command) => command === 'device_del')).toEqual([]);
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+    expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: qemu.path }]);
   });
 
   it('link under a --qmp-socket that leads nowhere now: a side switched and a provider dropped come out of the QEMU at the sockets recorded', async () => {

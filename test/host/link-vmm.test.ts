@@ -209,7 +209,7 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(refused.code).toBe(1);
       expect(refused.stderr.trim().split('\n')).toHaveLength(1);
       expect(refused.stderr).toMatch(
-        /^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC \S+ \(link appvm-catgirl -> appvm-lynx, id \d+\): .*500.*the host side was removed anyway .*spectrum-link unlink appvm-catgirl --attach appvm-catgirl=cloud-hypervisor with this run's --state-dir, --device-prefix and --ch-socket \(where given\) detaches it/,
+        /^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC \S+ \(link appvm-catgirl -> appvm-lynx, id \d+\): .*500.*the host side was removed anyway .*spectrum-link unlink appvm-catgirl --attach appvm-catgirl=cloud-hypervisor with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \(where given\) detaches it/,
       );
       expect(refused.stdout).toMatch(/unlinked appvm-catgirl -> appvm-lynx \(id \d+, kept, VMM detach failed\)/);
       // The VMM still has the NIC (on a deleted tap); nothing is left to take down, so linking

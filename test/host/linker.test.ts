@@ -16,6 +16,7 @@ import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 import { linkCommands } from '../../host/link-commands.js';
+import { isLinkUsageError } from '../../host/exit-codes.js';
 import {
   type KeepGoingOutcome,
   type LeftDownLink,
@@ -2189,5 +2190,123 @@ describe('a side whose socket moved, where a VMM runs at the socket recorded', (
     await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm((recorded, wanted) => recorded.replace('/./', '/') === wanted.replace('/./', '/')) });
     expect(events).toEqual(['apply', `attach qemu c1 ${names(id!).client} at /run/./a/c1.qemu`]);
     expect((await loadState(stateDir)).links[0]?.attached).toEqual({ client: 'qemu', provider: 'netns', clientSocket: '/run/./a/c1.qemu' });
+  });
+});
+
+describe('a side kept in its VMM mode whose template now gives a path the state cannot record', () => {
+  const [c1, c2] = CLIENTS as [VmName, VmName];
+  let events: string[];
+  /** The directory each VM's template gives its socket in now (as --qmp-socket would), by VM; /run/a where none is given. */
+  let dirs: Map<string, string>;
+  /** Over 107 bytes: the state cannot record a socket under it. */
+  const LONG = `/run/${'x'.repeat(110)}`;
+  const pathOf = (kind: string, vm: string): string => `${dirs.get(vm) ?? '/run/a'}/${vm}.${kind}`;
+  // As the real port: socketOf only where the state can record it, templateSocket whatever it is;
+  // the same socket however many `/./` spell it.
+  const vmm: VmmPort = {
+    attach: async (kind, vm, nic) => {
+      events.push(`attach ${kind} ${vm} ${nic.id} at ${pathOf(kind, vm)}`);
+      return true;
+    },
+    detach: async (kind, vm, nic, socket) => void events.push(`detach ${kind} ${vm} ${nic.id} at ${socket ?? 'template'}`),
+    socketOf: (kind, vm) => (pathOf(kind, vm).length <= 107 ? pathOf(kind, vm) : undefined),
+    templateSocket: pathOf,
+    sameSocket: (recorded, wanted) => recorded.replace(/\/(?:\.\/)+/g, '/') === wanted.replace(/\/(?:\.\/)+/g, '/'),
+    vmmAt: async () => ({ running: true }),
+  };
+  const names = (id: ClientId): ReturnType<typeof linkDeviceNames> => linkDeviceNames(PREFIX, id);
+  /** c1 and c2 linked to netvm, each client side qemu through /run/a, netvm's netns; the links up. */
+  async function linkedAtA(): Promise<ClientId[]> {
+    dirs = new Map();
+    const outcome = await linkVms([c1, c2], { ...options(), attach: parseAttachChoice(['qemu', `${NETVM}=netns`]), vmm });
+    const ids = [c1, c2].map((vm) => outcome.linked.get(vm)![0]!.id as ClientId);
+    kernel.host = new Map(ids.flatMap((id) => Object.values(names(id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    events = [];
+    return ids;
+  }
+  beforeEach(() => {
+    events = [];
+    kernel.whileApplying = () => void events.push('apply');
+  });
+
+  it('another socket there is refused as bad input before any NIC comes out: nothing asked or made, the record (its socket too) as it was', async () => {
+    const [id] = await linkedAtA();
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    dirs.set(c1, LONG);
+    const path = `${LONG}/c1.qemu`;
+    const refused = await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({
+      name: 'LinkerError',
+      kind: 'vmm-socket-unrecordable',
+      message:
+        `c1's side of c1 -> netvm (id ${id}) was not moved to socket ${path}, the path --qmp-socket gives now: the state cannot record that path (it is ${path.length} bytes long, and a Unix socket path at most 107), ` +
+        `so its NIC would be where no record says, and the socket recorded for it, /run/a/c1.qemu, lost; so no NIC was taken out and nothing was made for it (NIC ${names(id!).client} stays in the QEMU of c1 at that socket): ` +
+        `give a --qmp-socket whose path the state can record (absolute, at most 107 bytes, without control characters, '"' or '\\'), or the one that gives /run/a/c1.qemu`,
+    });
+    expect(isLinkUsageError(refused)).toBe(true);
+    expect(events).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('--keep-going: that VM fails alone (bad input), its record as it was; the others are linked', async () => {
+    const [id1, id2] = await linkedAtA();
+    dirs.set(c1, LONG).set(c2, '/run/b');
+    const outcome = await linkVmsKeepGoing([c1, c2], { ...options(), attach: parseAttachChoice([]), vmm });
+    expect(outcome.failed).toEqual([{ vm: c1, error: expect.objectContaining({ kind: 'vmm-socket-unrecordable' }) }]);
+    expect(isLinkUsageError(outcome.failed[0]?.error)).toBe(true);
+    expect(outcome.linked.get(c2)).toMatchObject([{ id: id2, clientSocket: '/run/b/c2.qemu' }]);
+    expect(events.filter((event) => event.includes(names(id1!).client))).toEqual([]);
+    expect((await loadState(stateDir)).links.find((link) => link.id === id1)?.attached).toEqual({ client: 'qemu', provider: 'netns', clientSocket: '/run/a/c1.qemu' });
+  });
+
+  it('the same socket there is no move: nothing comes out, and the socket recorded stays recorded', async () => {
+    const [id] = await linkedAtA();
+    dirs.set(c1, `/run/${'./'.repeat(60)}a`);
+    await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm });
+    expect(events).toEqual(['apply', `attach qemu c1 ${names(id!).client} at ${pathOf('qemu', c1)}`]);
+    expect((await loadState(stateDir)).links.find((link) => link.id === id)?.attached).toEqual({ client: 'qemu', provider: 'netns', clientSocket: '/run/a/c1.qemu' });
+  });
+});
+
+describe('link taking down a dropped provider whose VMM does not detach: what an unlink of the client would reach through the socket template', () => {
+  const c1 = CLIENTS[0]!;
+  const c2 = CLIENTS[1]!;
+  const socketOf = (kind: string, vm: string): string => `/run/a/${vm}.${kind}`;
+  /** Detaches of NICs of these VMs are refused. */
+  let refusing: Set<string>;
+  const vmm: VmmPort = {
+    attach: async () => true,
+    detach: async (_kind, vm) => {
+      if (refusing.has(vm)) throw new Error('QEMU refused device_del');
+    },
+    socketOf,
+  };
+
+  it('names the VMs whose sides of the client\'s links left (client or provider) an unlink would detach through the template: recorded in that mode without a socket; not those recorded with one, nor of the links taken down', async () => {
+    refusing = new Set();
+    await addVm('netvm2');
+    await writeFile(join(configDir, c1, 'providers', 'net', 'netvm2'), '');
+    const linked = await linkVms([c1], { ...options(), attach: parseAttachChoice(['qemu', `${NETVM}=cloud-hypervisor`]), vmm });
+    expect(linked.linked.get(c1)?.map((report) => report.provider)).toEqual([NETVM, 'netvm2']);
+    // Up: their devices there.
+    const ids = linked.linked.get(c1)!.map((report) => report.id as ClientId);
+    kernel.host = new Map(ids.flatMap((id) => Object.values(linkDeviceNames(PREFIX, id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    // c1 is c2's provider too, in a record written before sockets were recorded: its side qemu, no socket.
+    const before = await loadState(stateDir);
+    const allocation = allocateMany(before, [{ client: c2, provider: c1 }]);
+    await saveState(stateDir, setAttachments(allocation.state, [{ pair: allocation.links[0]!, attached: { client: 'none', provider: 'qemu' } }]));
+    await rm(join(configDir, c1, 'providers', 'net', 'netvm2'));
+    refusing.add('netvm2');
+    const outcome = await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm });
+    expect(outcome.vmmFailures).toEqual([expect.objectContaining({ vm: 'netvm2', vmm: 'qemu', socket: '/run/a/netvm2.qemu', throughTemplate: [c1] })]);
+    // Of cloud-hypervisor sides, none: netvm's is recorded with its socket.
+    refusing = new Set([NETVM]);
+    await rm(join(configDir, c1, 'providers', 'net', NETVM));
+    await writeFile(join(configDir, c1, 'providers', 'net', 'netvm2'), '');
+    const again = await linkVms([c1], { ...options(), attach: parseAttachChoice(['netvm2=qemu']), vmm });
+    expect(again.vmmFailures).toEqual([expect.objectContaining({ vm: NETVM, vmm: 'cloud-hypervisor', throughTemplate: [] })]);
   });
 });

@@ -106,7 +106,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
           `the host side was removed anyway \\(tap ${link.clientDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
           `which the next link reports as a conflict: once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, ` +
           `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${link.clientDevice}"\\}, ` +
-          "or spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu with this run's other options detaches it; or restart appvm-lynx$",
+          "or spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \\(where given\\) detaches it; or restart appvm-lynx$",
       ),
     );
     // The JSON says which link went down despite its VMM, and which VMM.
@@ -225,7 +225,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       new RegExp(
         `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${link.clientDevice} .*answered 500.*the host side was removed anyway.*: once the VMM answers, ` +
           `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.clientDevice} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${link.clientDevice}"\\} on that socket\\), ` +
-          "or spectrum-link unlink appvm-catgirl --attach appvm-catgirl=cloud-hypervisor with this run's other options detaches it; or restart appvm-catgirl$",
+          "or spectrum-link unlink appvm-catgirl --attach appvm-catgirl=cloud-hypervisor with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \\(where given\\) detaches it; or restart appvm-catgirl$",
       ),
     );
     expect(await linkDevicesOf(link)).toEqual([]);
@@ -289,7 +289,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(lines[1]).toMatch(
       new RegExp(
         `^spectrum-link: cloud-hypervisor of netvm did not detach NIC ${link.providerDevice} .*no answer to GET vm\\.info within 300 ms.*host side was removed anyway.*` +
-          `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.providerDevice} .*, or spectrum-link unlink appvm-lynx --attach netvm=cloud-hypervisor with this run's other options detaches it; or restart netvm$`,
+          `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.providerDevice} .*, or spectrum-link unlink appvm-lynx --attach netvm=cloud-hypervisor with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \\(where given\\) detaches it; or restart netvm$`,
       ),
     );
     const json = JSON.parse(forced.stdout) as UnlinkJson;
@@ -326,7 +326,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         new RegExp(
           `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${dropped.clientDevice} \\(link appvm-lynx -> appvm-catgirl, id ${dropped.id}\\): QEMU refused device_del: .*; ` +
             `the host side was removed anyway \\(tap ${dropped.clientDevice} and bridge ${dropped.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
-            "which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu with this run's --state-dir, --device-prefix and --qmp-socket \\(where given\\) detaches it \\(taking appvm-lynx's other links down too: link appvm-lynx again after\\), or restart appvm-lynx$",
+            "which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \\(where given\\) detaches it \\(taking appvm-lynx's other links down too: link appvm-lynx again after\\), or restart appvm-lynx$",
         ),
       );
       // What is linked stays linked; the link taken down says which VMM did not detach it.
@@ -354,7 +354,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     }
   });
 
-  it('unlink under a --qmp-socket that now gives another path finds the NIC at the socket recorded; --force where that QEMU refuses names that socket in its line, to remove the NIC there or unlink again', async () => {
+  it('unlink under a --qmp-socket that now gives another path finds the NIC at the socket recorded; --force where that QEMU refuses names that socket in its line, to remove the NIC there or unlink again; that unlink, run as printed, looks there for that NIC alone', async () => {
     const elsewhere = ['--qmp-socket', join(socketDir, 'none-{vm}')];
     const recorded = join(socketDir, 'appvm-lynx.qmp');
     const first = await linkLynx();
@@ -364,17 +364,23 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
 
     const link = await linkLynx();
     qemu.deviceDel = 'refuse';
-    const forced = await world.link(['unlink', 'appvm-lynx', '--force', ...elsewhere]);
+    // With an --attach for links recorded without modes (a script passing one set to every call):
+    // none here, but given again to the unlink after, it would give netvm's side a mode too.
+    const forced = await world.link(['unlink', 'appvm-lynx', '--force', ...elsewhere, '--attach', 'qemu']);
     expect(forced.code).toBe(1);
     const lines = stderrLines(forced.stderr);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`remove the NIC with QMP at ${recorded}: device_del {"id":"${link.clientDevice}"}`);
-    expect(lines[0]).toContain(`or spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu --qmp-socket ${recorded} with this run's other options detaches it`);
-    // As the line says, once QEMU answers.
+    const printed = /, or spectrum-link (unlink .*?) with this run's (.*?) detaches it;/.exec(lines[0]!);
+    expect(printed?.slice(1)).toEqual([`unlink appvm-lynx --attach appvm-lynx=qemu --qmp-socket ${recorded}`, '--state-dir, --device-prefix and --ch-socket (where given)']);
+    // As the line says, once QEMU answers (the world gives the state dir; no other option was given).
     qemu.deviceDel = 'ok';
-    const again = await world.link(['unlink', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--qmp-socket', recorded]);
+    const connections = qemu.connections;
+    const again = await world.link(printed![1]!.split(' '));
     expect(again.code, again.stderr).toBe(0);
     expect(qemu.devices.size).toBe(0);
+    // Asked for appvm-lynx's NIC alone: no connection looking there for netvm's.
+    expect(qemu.connections - connections).toBe(1);
   });
 
   it('--force with VMMs that detach: exit 0, output as a plain unlink (no vmmFailures)', async () => {

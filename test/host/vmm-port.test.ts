@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
-import { UNIX_SOCKET_PATH_MAX, qemuBus, sameSocketPath, socketPath, socketTemplate, vmmPort } from '../../host/vmm-port.js';
+import { UNIX_SOCKET_PATH_MAX, qemuBus, sameSocketPath, shownSocket, socketPath, socketTemplate, vmmPort } from '../../host/vmm-port.js';
 import { vmName } from '../../host/vm-name.js';
 import { EXIT } from '../../shared/cli/run-cli.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
@@ -154,6 +154,30 @@ describe('the socket recorded for a NIC', () => {
     expect(vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: '/run/"vm"/{vm}' }).socketOf?.('qemu', vmName('netvm'))).toBeUndefined();
   });
 
+  it('templateSocket: the same path made absolute, also where the state cannot record it (too long once absolute, a \'"\'); none where the template\'s is too long for a socket', () => {
+    const deep = `/${'d'.repeat(60)}/${'e'.repeat(60)}`;
+    const cwd = process.cwd();
+    try {
+      process.chdir(tmpdir());
+      const port = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: '../q/{vm}.qmp' });
+      expect(port.templateSocket?.('qemu', vmName('netvm'))).toBe(`${process.cwd()}/../q/netvm.qmp`);
+      expect(port.templateSocket?.('cloud-hypervisor', vmName('netvm'))).toBe('/run/vm/netvm/vmm');
+    } finally {
+      process.chdir(cwd);
+    }
+    const long = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: `${deep}/{vm}.qmp`, chSocket: '/run/"vm"/{vm}' });
+    // Over 107 bytes: socketPath refuses it (checkSocket), so there is none.
+    expect(long.templateSocket?.('qemu', vmName('netvm'))).toBeUndefined();
+    expect(long.templateSocket?.('cloud-hypervisor', vmName('netvm'))).toBe('/run/"vm"/netvm');
+    expect(long.socketOf?.('cloud-hypervisor', vmName('netvm'))).toBeUndefined();
+  });
+
+  it('shownSocket: a socket path as it is, or quoted whole with control and format characters escaped', () => {
+    expect(shownSocket('/run/vm/appvm-lynx/qmp.sock')).toBe('/run/vm/appvm-lynx/qmp.sock');
+    const hostile = `/run/${'v'.repeat(80)}/\u202e\u0085\u007f.sock`;
+    expect(shownSocket(hostile)).toBe(`"/run/${'v'.repeat(80)}/\\u202e\\u0085\\u007f.sock"`);
+  });
+
   it('a detach goes to the socket recorded, whatever the template gives now; one not given goes to the template\'s', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
     const recorded = await ScriptedQemu.start(join(dir, 'old-netvm.qmp'));
@@ -192,6 +216,38 @@ describe('the socket recorded for a NIC', () => {
       expect(real.connections).toBe(0);
     } finally {
       await real.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a VMM that did not answer a detach in time is told of by its socket however spelled (relative or absolute, ./, .., //, a symlinked directory), at the template\'s path or the one recorded; not another socket', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    await mkdir(join(dir, 'qmp'));
+    await mkdir(join(dir, 'other'));
+    await symlink(join(dir, 'qmp'), join(dir, 'alias'));
+    const stalled = await ScriptedQemu.start(join(dir, 'qmp', 'netvm.qmp'));
+    stalled.delayMs = 60_000;
+    const cwd = process.cwd();
+    try {
+      // The template relative to the working directory (a short path: the state records at most 107 bytes).
+      process.chdir(join(dir, 'other'));
+      const port = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: '../qmp/{vm}.qmp', vmmTimeout: '100' });
+      const nic = { id: 'snp1', tap: 'snp1', mac: '0A:B3:EC:80:00:01' };
+      await expect(port.detach('qemu', vmName('netvm'), nic)).rejects.toMatchObject({ name: 'QmpError', kind: 'timeout' });
+      const said = port.unansweredDetach?.('qemu', vmName('netvm'));
+      expect(said).toMatch(/no answer|within/);
+      for (const spelled of [join(dir, 'qmp', 'netvm.qmp'), `${dir}/./qmp/netvm.qmp`, `${dir}//qmp/netvm.qmp`, `${dir}/other/../qmp/netvm.qmp`, `${dir}/alias/netvm.qmp`]) {
+        expect(port.unansweredDetach?.('qemu', vmName('netvm'), spelled), spelled).toBe(said);
+      }
+      for (const other of [join(dir, 'qmp', 'appvm-lynx.qmp'), join(dir, 'other', 'netvm.qmp')]) expect(port.unansweredDetach?.('qemu', vmName('netvm'), other), other).toBeUndefined();
+      // And the other way round: stalled at a spelling the state records, known at the template's.
+      const next = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: '../qmp/{vm}.qmp', vmmTimeout: '100' });
+      await expect(next.detach('qemu', vmName('netvm'), nic, `${dir}/alias/netvm.qmp`)).rejects.toMatchObject({ name: 'QmpError', kind: 'timeout' });
+      expect(next.unansweredDetach?.('qemu', vmName('netvm'))).toMatch(/no answer|within/);
+      expect(next.unansweredDetach?.('qemu', vmName('appvm-lynx'))).toBeUndefined();
+    } finally {
+      process.chdir(cwd);
+      await stalled.close();
       await rm(dir, { recursive: true, force: true });
     }
   });
