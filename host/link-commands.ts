@@ -802,6 +802,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped.
         if (error instanceof LinkerError && error.kind === 'state-failed') {
           const linkedLines = [...error.linked].flatMap(([vm, reports]) => linkedVmLines(vm, reports, [], [], flags.json === true, linkerOpts.mtu));
+          // The progress line erased first (as before the lines of a run that ends unstopped):
+          // else the first of them would go on where it ends, on a terminal.
+          progress.done();
           if (linkedLines.length > 0) process.stdout.write(linkedLines.join(''));
           writeFailedJson(error.failed);
           throw withLeftDown(error.failure, undoLines(error.failed));

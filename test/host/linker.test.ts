@@ -540,7 +540,63 @@ describe('link --keep-going linking VM by VM after the one transaction failed', 
       });
     }
   });
+
+  it('on a terminal, erases its progress line before it prints the VM linked again (c2): its line starts a line of its own', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    let applies = 0;
+    kernel.whileApplying = async () => {
+      applies += 1;
+      if (applies !== 3) return;
+      await rm(join(stateDir, 'links.json'));
+      await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
+    };
+    // stdout and stderr on one terminal: what is written to either, in order, as it would show.
+    let written = '';
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true, writable: true });
+    let code: number;
+    try {
+      const program = new Command('spectrum-link');
+      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
+      code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', stateDir, '--device-prefix', 'sn', '--attach', 'none', '--keep-going', ...CLIENTS]);
+    } finally {
+      out.mockRestore();
+      err.mockRestore();
+      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+      else Object.defineProperty(process.stderr, 'isTTY', tty);
+    }
+    // A progress line was drawn (redrawn in place: carriage return, erase line).
+    expect(written).toContain('\r\x1b[2Klinking VM by VM after a failure: ');
+    const screen = terminalScreen(written);
+    expect({ code, linked: screen.filter((line) => / -> /.test(line)) }).toEqual({ code: 1, linked: [expect.stringMatching(new RegExp(`^c2 -> netvm  id ${ids[1]}  `))] });
+  });
 });
+
+/** The lines a terminal shows for `written`: carriage return, erase line (ESC [2K) and newline as a terminal takes them. */
+function terminalScreen(written: string): string[] {
+  const lines = [''];
+  let column = 0;
+  for (let at = 0; at < written.length; at++) {
+    const row = lines.length - 1;
+    if (written.startsWith('\x1b[2K', at)) {
+      lines[row] = '';
+      at += 3;
+    } else if (written[at] === '\r') {
+      column = 0;
+    } else if (written[at] === '\n') {
+      lines.push('');
+      column = 0;
+    } else {
+      const line = (lines[row] ?? '').padEnd(column);
+      lines[row] = `${line.slice(0, column)}${written[at] ?? ''}${line.slice(column + 1)}`;
+      column += 1;
+    }
+  }
+  return lines;
+}
 
 describe('link --keep-going whose one transaction\'s undo could not sync its write back, then stopped by a state failure in the pass one by one', () => {
   it('says that write back of the links of the VMs not linked again only: the VM linked again before the state failure (c2) is recorded anew', async () => {
