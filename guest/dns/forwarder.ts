@@ -30,9 +30,21 @@ import { MAX_UPSTREAMS } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
 import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
-import { DNS_PORT, parseConfiguredUpstream, parseUpstream, sameUpstream, upstreamKey, upstreamText, withoutDuplicates, type Upstream } from './upstream.js';
+import {
+  DNS_PORT,
+  endpointText,
+  givenAs,
+  parseConfiguredUpstream,
+  parseUpstream,
+  sameUpstream,
+  upstreamKey,
+  upstreamText,
+  withoutDuplicates,
+  zonedExample,
+  type Upstream,
+} from './upstream.js';
 import { RttEstimator } from './rtt-estimator.js';
-import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, connectTcpThroughZone, hostKeyOfText, loadUdpAddon, tcpUnacknowledged } from './udp-socket.js';
+import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, connectTcpThroughZone, hostKeyOfText, loadUdpAddon, tcpUnacknowledged, zoneIndexOf } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
 import { RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
 
@@ -46,10 +58,14 @@ export interface DnsForwarderOptions {
    * which no resolver can be (0.0.0.0/8, a broadcast, multicast or IPv4-compatible address, a
    * link-local one without a zone), or one with a zone that would be ignored (any but a
    * link-local address), is refused at start (parseConfiguredUpstream). The same server given
-   * again (sameUpstream, however written) is taken once, where it first comes.
+   * again (sameUpstream, however written; a link-local one by its link's name and by its index)
+   * is taken once, where it first comes.
    */
   upstreams?: readonly string[];
-  /** Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). */
+  /**
+   * Default /etc/resolv.conf; re-read whenever it changes (also when replaced by rename). A
+   * link-local nameserver without a zone is left out, said once (see #sayWithoutZone).
+   */
   resolvConfPath?: string;
   /**
    * How long one upstream gets to answer before the next is tried. Default 1500 ms. Within it
@@ -155,7 +171,10 @@ export interface DnsForwarderCounters {
   readonly evicted: number;
   /** No usable upstream configured: answered SERVFAIL. */
   readonly noUpstream: number;
-  /** Upstream attempts that timed out (each moves on to the next upstream). */
+  /**
+   * Upstream attempts that timed out (each moves on to the next upstream); over TCP, also those
+   * whose connection the upstream ended without a whole answer.
+   */
   readonly upstreamTimeouts: number;
   /**
    * Upstream answers SERVFAIL, REFUSED or NOTIMP that moved their query on to an upstream it had not asked
@@ -172,7 +191,8 @@ export interface DnsForwarderCounters {
    * Our sockets' troubles, each counted once: sends that failed (to clients and upstreams), errors
    * the kernel queued on a socket (ICMP unreachables), upstream sockets that failed for good
    * (a send that found its socket broken is one of them, not two), and TCP connections to an
-   * upstream (through a zone or a link) that could not be opened.
+   * upstream that could not be opened (through a zone or a link) or that failed with an error
+   * (refused, unreachable, reset), as ICMP errors on its UDP sockets are.
    */
   readonly sendErrors: number;
   readonly tcpConnections: number;
@@ -549,7 +569,7 @@ class Forwarder implements DnsForwarder {
     if (!isIPv4(this.#listen) && !isIPv6(this.#listen)) {
       throw new DnsError('listen-address', `listen address ${JSON.stringify(this.#listen.slice(0, 80))} is not an IP address`);
     }
-    this.#self = parseUpstream(this.#family === 6 ? `[${this.#listen}]:${this.#port}` : `${this.#listen}:${this.#port}`);
+    this.#self = parseUpstream(endpointText(this.#listen, this.#port));
     this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 60_000);
     this.#maxTcpConnections = positiveInteger('maxTcpConnections', options.maxTcpConnections ?? DEFAULTS.maxTcpConnections, 65_535);
     this.#maxTcpConnectionsPerClient = positiveInteger(
@@ -747,7 +767,7 @@ class Forwarder implements DnsForwarder {
     const udpWaits = this.#udp === undefined && this.#rebindTimer !== undefined;
     if (udpWaits && this.#tcp !== undefined) return;
     this.#counters.bindAttempts += 1;
-    const where = `${this.#listen}:${this.#port}`;
+    const where = endpointText(this.#listen, this.#port);
     try {
       if (this.#udp === undefined && !udpWaits) {
         this.#udp = this.#bindUdp();
@@ -820,7 +840,7 @@ class Forwarder implements DnsForwarder {
     const when = retryMs === undefined ? 'shortly' : `in ${retryMs / 1000} s`;
     this.#counters.lastBindError = `${error.code}: ${error.message} (bound again ${when})`;
     this.#log[streak ? 'info' : 'warn'](
-      { listen: `${this.#listen}:${this.#port}`, err: error.message },
+      { listen: endpointText(this.#listen, this.#port), err: error.message },
       `DNS forwarder not listening on UDP: its socket failed; binding it again ${when}`,
     );
   }
@@ -980,22 +1000,57 @@ class Forwarder implements DnsForwarder {
     this.#counters.resolvConfReloads += 1;
     if (conf.error !== undefined) this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers');
     if (conf.skipped.length > 0) this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses');
+    this.#sayWithoutZone(path, conf.withoutZone, conf.upstreams.length === 0);
     await this.#setUpstreams(conf.upstreams, path);
+  }
+
+  /**
+   * What resolv.conf's link-local nameservers without a zone were last said to be (see
+   * #sayWithoutZone): said again only once that changes.
+   */
+  #withoutZoneSaid = '';
+
+  /**
+   * Say once that resolv.conf's link-local nameservers `withoutZone` (fe80::1) are not used, and
+   * what to write instead: each with its link's zone. They are left out, not tried again: the
+   * kernel refuses every connect to one (EINVAL: no link), as glibc's resolver finds; tried on
+   * the reconnect rounds, one was "not reached" for ever, its warning saying to check an address
+   * of ours. Said again when the list changes, or whether they are all there is (`only`: then
+   * every query is answered SERVFAIL, which is said plainly).
+   */
+  #sayWithoutZone(path: string, withoutZone: readonly Upstream[], only: boolean): void {
+    const given = withoutZone.map(givenAs);
+    const said = given.length === 0 ? '' : `${given.join(' ')}${only ? ' (only)' : ''}`;
+    if (said === this.#withoutZoneSaid) return;
+    this.#withoutZoneSaid = said;
+    if (said === '') return;
+    const examples = withoutZone.map((upstream) => `nameserver ${zonedExample(upstream)}`);
+    const which = given.length === 1 ? `a link-local nameserver without a zone (${given[0]})` : `link-local nameservers without a zone (${given.join(', ')})`;
+    const outcome = only ? ', and no other: no upstream resolvers, every query answered SERVFAIL' : ': left out, the other nameservers used';
+    this.#log.warn(
+      { path, nameservers: given },
+      `resolv.conf names ${which}${outcome} (Linux sends to a link-local address, fe80::/10, only through the link its zone names, and refuses one without; glibc's resolver fails on it too): ` +
+        `write ${given.length === 1 ? 'it' : 'each'} with its link's name or index as its zone (${examples.join(', ')})`,
+    );
   }
 
   #wantedUpstreams: { readonly candidates: readonly Upstream[]; readonly source: string } | undefined;
 
   async #setUpstreams(candidates: readonly Upstream[], source: string): Promise<void> {
     this.#wantedUpstreams = { candidates, source };
+    // A link-local upstream given by its link's name and again by its index is one server: the
+    // first kept, as for any duplicate. By the interfaces of now: a zone naming none yet counts
+    // on its own until it does (this runs again at each reconnect round while it is missing).
+    const distinct = withoutDuplicates(candidates, (upstream) => zoneIndexOf(upstream.address));
     // Forwarding to ourselves would loop every query until the pending table fills, unless our
     // address is also the upstream provider's and a link to it is known (a chained provider).
     const self = this.#self;
     const route = this.#upstreamRoute;
-    const wanted = candidates
+    const wanted = distinct
       .filter((upstream) => !sameUpstream(upstream, self) || (route !== undefined && upstream.family === 4))
       .slice(0, MAX_UPSTREAMS)
       .map((upstream) => ({ upstream, via: sameUpstream(upstream, self) ? route : undefined }));
-    const ignoringSelf = wanted.length < Math.min(candidates.length, MAX_UPSTREAMS);
+    const ignoringSelf = wanted.length < Math.min(distinct.length, MAX_UPSTREAMS);
     if (ignoringSelf && !this.#ignoringSelf) {
       this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder (and no link to an upstream provider is known)`);
     }
@@ -1673,23 +1728,9 @@ class Forwarder implements DnsForwarder {
           : upstream.address.includes('%')
             ? () => connectTcpThroughZone(upstream.address, upstream.port)
             : undefined;
-      // A connection that could not be opened (its zone names no interface any more, the agent
-      // out of descriptors) is our socket's trouble, not the upstream's silence: a sendError.
-      let openFailed = false;
-      const open =
-        opening === undefined
-          ? undefined
-          : (): TcpSocket => {
-              try {
-                return opening();
-              } catch (error) {
-                openFailed = true;
-                throw error;
-              }
-            };
-      const response = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed);
+      const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, opening, closed);
       // The client is gone: nobody to answer, and no upstream failed.
-      if (closed.aborted) return;
+      if (closed.aborted || outcome === 'abandoned') return;
       // On from its place in the list in use now (it may be gone from it, or elsewhere).
       const inUse = this.#upstreams;
       const at = inUse.findIndex((link) => sameUpstream(link.upstream, upstream));
@@ -1697,13 +1738,17 @@ class Forwarder implements DnsForwarder {
       // As over UDP, SERVFAIL, REFUSED or NOTIMP goes on to the next upstream, the last one's relayed. Over
       // TCP, though, nothing moves the upstream asked first: the exchanges are few (truncated
       // answers), and an upstream may fail TCP alone.
-      if (response !== undefined && (next === undefined || !isFailureAnswer(response))) {
+      if (typeof outcome !== 'string' && (next === undefined || !isFailureAnswer(outcome))) {
         this.#counters.answered += 1;
-        reply(response);
+        reply(outcome);
         return;
       }
-      if (response === undefined && openFailed) this.#counters.sendErrors += 1;
-      else if (response === undefined) this.#counters.upstreamTimeouts += 1;
+      // A connection that could not be opened (its zone names no interface any more, the agent
+      // out of descriptors) or that Node reported an error on (refused, unreachable, reset) is a
+      // socket's trouble, as an ICMP error on a UDP socket is: a sendError, not the upstream's
+      // silence.
+      if (outcome === 'socket-error') this.#counters.sendErrors += 1;
+      else if (typeof outcome === 'string') this.#counters.upstreamTimeouts += 1;
       else this.#counters.upstreamErrors += 1;
     }
     if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;

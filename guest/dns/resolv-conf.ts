@@ -1,4 +1,4 @@
-import { parseUpstream, sameUpstream, type Upstream } from './upstream.js';
+import { lacksItsZone, parseUpstream, sameUpstream, type Upstream } from './upstream.js';
 
 /** More than glibc's 3 (MAXNS), so nothing usable is lost; fewer than a hostile file could list. */
 export const MAX_UPSTREAMS = 8;
@@ -10,21 +10,32 @@ export interface ResolvConf {
   readonly upstreams: readonly Upstream[];
   /** nameserver values that could not be used, for the log. */
   readonly skipped: readonly string[];
+  /**
+   * Link-local nameservers without a zone (`fe80::1`), in file order, duplicates removed, at most
+   * MAX_UPSTREAMS: not among `upstreams`. The kernel sends to such an address through no link
+   * (EINVAL at every connect, glibc's resolver failing on it alike), so trying it again could
+   * never help; the forwarder says once what to write instead.
+   */
+  readonly withoutZone: readonly Upstream[];
 }
 
 /**
  * The nameserver lines of a resolv.conf. Like glibc: one keyword per line, `#` or `;` at the
- * start of a line begins a comment, the value is the first word after the keyword, other
- * keywords (search, domain, options, sortlist) are ignored. Beyond glibc, "ip:port" and
- * "[ipv6]:port" are accepted (test setups and some resolvers write them).
+ * start of a line begins a comment, the value is the first word after the keyword (words part at
+ * spaces and tabs), other keywords (search, domain, options, sortlist) are ignored. Beyond glibc,
+ * "ip:port" and "[ipv6]:port" are accepted (test setups and some resolvers write them). A
+ * link-local nameserver without a zone is listed apart (see ResolvConf.withoutZone).
  */
 export function parseResolvConf(text: string): ResolvConf {
   const upstreams: Upstream[] = [];
   const skipped: string[] = [];
+  const withoutZone: Upstream[] = [];
   for (const rawLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
     const line = rawLine.trim();
     if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
-    const words = line.split(/\s+/);
+    // Words part at spaces and tabs alone, as glibc's: a zone may hold other blanks (U+3000)
+    // that Linux takes in a name.
+    const words = line.split(/[ \t]+/);
     if (words[0] !== 'nameserver') continue;
     const value = words[1];
     if (value === undefined) continue;
@@ -35,8 +46,12 @@ export function parseResolvConf(text: string): ResolvConf {
       if (skipped.length < MAX_UPSTREAMS) skipped.push(value.slice(0, 80));
       continue;
     }
+    if (lacksItsZone(upstream)) {
+      if (withoutZone.length < MAX_UPSTREAMS && !withoutZone.some((known) => sameUpstream(known, upstream))) withoutZone.push(upstream);
+      continue;
+    }
     if (upstreams.some((known) => sameUpstream(known, upstream))) continue;
     if (upstreams.length < MAX_UPSTREAMS) upstreams.push(upstream);
   }
-  return { upstreams, skipped };
+  return { upstreams, skipped, withoutZone };
 }

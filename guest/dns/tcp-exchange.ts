@@ -28,10 +28,20 @@ export function resetConnection(socket: Socket): void {
 }
 
 /**
+ * Why an exchange over TCP brought no answer: 'socket-error', the connection could not be opened
+ * (`open` threw) or Node reported an error on it (its 'error' event: refused, unreachable, reset),
+ * the trouble of a socket, which the forwarder counts as a send error, as it does for UDP;
+ * 'timed-out', no whole answer within the time; 'no-answer', the connection ended without one
+ * (the upstream's FIN, a frame cut short, an empty frame); 'abandoned', the client that asked is
+ * gone.
+ */
+export type TcpExchangeFailure = 'socket-error' | 'timed-out' | 'no-answer' | 'abandoned';
+
+/**
  * One query over a fresh TCP connection to `upstream`, resolving with the first response that
- * answers it, or undefined on any failure (refused, reset, timeout, bad or cut answer). The
- * connection is ours alone, so the client's id cannot clash with anyone's and is kept; it ends
- * with a reset (resetConnection) in every case. `sockets` tracks open connections so the forwarder
+ * answers it, or with why there is none (TcpExchangeFailure). The connection is ours alone, so
+ * the client's id cannot clash with anyone's and is kept; it ends with a reset (resetConnection)
+ * in every case. `sockets` tracks open connections so the forwarder
  * can end them on close. `open`: a connection made some other way (through a link, say), written
  * to at once; it throws when it cannot be made. `abandoned`: once aborted (the client that asked
  * is gone), the exchange ends at once, as at its timeout, and none starts.
@@ -44,10 +54,10 @@ export function exchangeOverTcp(
   sockets: Set<Socket>,
   open?: () => Socket,
   abandoned?: AbortSignal,
-): Promise<Buffer | undefined> {
+): Promise<Buffer | TcpExchangeFailure> {
   return new Promise((resolve) => {
     if (abandoned?.aborted === true) {
-      resolve(undefined);
+      resolve('abandoned');
       return;
     }
     const question = query.subarray(12, questionEnd);
@@ -60,11 +70,11 @@ export function exchangeOverTcp(
       // libuv refuses, EINVAL); 'end' below resets.
       socket = open?.() ?? connect({ host: upstream.address, port: upstream.port, family: upstream.family, noDelay: true, allowHalfOpen: true });
     } catch {
-      resolve(undefined);
+      resolve('socket-error');
       return;
     }
     sockets.add(socket);
-    const finish = (response: Buffer | undefined): void => {
+    const finish = (response: Buffer | TcpExchangeFailure): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -73,15 +83,16 @@ export function exchangeOverTcp(
       resetConnection(socket);
       resolve(response);
     };
-    const onAbandoned = (): void => finish(undefined);
-    const timer = setTimeout(() => finish(undefined), timeoutMs);
+    const onAbandoned = (): void => finish('abandoned');
+    const timer = setTimeout(() => finish('timed-out'), timeoutMs);
     abandoned?.addEventListener('abort', onAbandoned, { once: true });
-    socket.on('error', () => finish(undefined));
-    socket.on('close', () => finish(undefined));
+    socket.on('error', () => finish('socket-error'));
+    // Closed with no error: by the upstream (a reset is an error), or by the forwarder closing.
+    socket.on('close', () => finish('no-answer'));
     // The upstream closed before a whole answer (none, or a frame cut short). Handled at once, in
     // the 'end' event: Node shuts our side down after it (nextTick) unless allowHalfOpen (a
     // socket made by `open` may not have it), and then it could not be reset.
-    socket.on('end', () => finish(undefined));
+    socket.on('end', () => finish('no-answer'));
     if (open === undefined) socket.on('connect', () => socket.write(frame(query)));
     else socket.write(frame(query));
     socket.on('data', (chunk: Buffer) => {
@@ -89,7 +100,7 @@ export function exchangeOverTcp(
       for (const response of frames) {
         if (readId(response) === readId(query) && answersQuestion(response, question)) return finish(response);
       }
-      if (error !== undefined) finish(undefined);
+      if (error !== undefined) finish('no-answer');
     });
   });
 }

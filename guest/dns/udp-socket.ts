@@ -7,6 +7,7 @@ import { Socket as TcpSocket } from 'node:net';
 import { constants } from 'node:os';
 import { loadNativeAddon } from '../../shared/native-addon.js';
 import { type BoundLink, NO_BIND_TO_INDEX } from '../link-binding.js';
+import { endpointText } from './upstream.js';
 
 /** 'zone': an IPv6 address's zone names no interface (neither the name nor the index of one). */
 export type UdpErrorKind = 'addon-missing' | 'socket' | 'zone';
@@ -44,6 +45,7 @@ interface Addon {
   tcpConnect(family: 4 | 6, address: string, port: number, source: string, ifindex: number): number;
   tcpUnacknowledged(fd: number): number;
   errorClass(errno: number, sending: boolean): number;
+  zoneIndex(address: string): number;
 }
 
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, number]) => [number, name]));
@@ -197,7 +199,7 @@ export class UdpSocket {
     try {
       return new UdpSocket(native.open(family, address, port, bufferBytes), family);
     } catch (error) {
-      throw addressError(error, `cannot bind UDP ${address === '' ? 'any' : address}:${port}`, address);
+      throw addressError(error, `cannot bind UDP ${address === '' ? `any:${port}` : endpointText(address, port)}`, address);
     }
   }
 
@@ -225,7 +227,7 @@ export class UdpSocket {
     try {
       required().addon.connect(this.#live(), address, port);
     } catch (error) {
-      throw addressError(error, `cannot connect UDP to ${address}:${port}`, address);
+      throw addressError(error, `cannot connect UDP to ${endpointText(address, port)}`, address);
     }
   }
 
@@ -344,9 +346,9 @@ export function connectTcpThroughLink(family: 4 | 6, address: string, port: numb
   try {
     fd = native.tcpConnect(family, address, port, source, link.ifindex);
   } catch (error) {
-    throw linkBindError(error, `cannot connect TCP to ${address}:${port} through ${link.ifname}`, link);
+    throw linkBindError(error, `cannot connect TCP to ${endpointText(address, port)} through ${link.ifname}`, link);
   }
-  return tcpSocketOf(fd, `${address}:${port}`);
+  return tcpSocketOf(fd, endpointText(address, port));
 }
 
 /** A net.Socket owning the connected (or connecting) TCP descriptor `fd`, to `peer`. Throws UdpError. */
@@ -371,9 +373,25 @@ export function connectTcpThroughZone(address: string, port: number): TcpSocket 
   try {
     fd = native.tcpConnect(6, address, port, '', 0);
   } catch (error) {
-    throw addressError(error, `cannot connect TCP to [${address}]:${port}`, address);
+    throw addressError(error, `cannot connect TCP to ${endpointText(address, port)}`, address);
   }
-  return tcpSocketOf(fd, `[${address}]:${port}`);
+  return tcpSocketOf(fd, endpointText(address, port));
+}
+
+/**
+ * The index of the interface that the zone of the IPv6 `address` names now (`fe80::1%eth0`,
+ * `fe80::1%2`), read as UdpSocket.connect reads it; undefined where it has none, or names no
+ * interface (or could not be read: the connect then says why).
+ */
+export function zoneIndexOf(address: string): number | undefined {
+  if (!address.includes('%')) return undefined;
+  try {
+    const index = required().addon.zoneIndex(address);
+    return index > 0 ? index : undefined;
+  } catch (error) {
+    if (error instanceof UdpError) throw error;
+    return undefined;
+  }
 }
 
 /**

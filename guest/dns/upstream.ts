@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { IPv4, IPv6 } from 'ip-num';
+import { isInterfaceName } from '../interface-name.js';
 import { DnsError } from './dns-error.js';
 
 // ip-num is loaded on first use (as in shared/client-ip.ts): only parsing an upstream needs it.
@@ -69,12 +70,15 @@ function parsePort(text: string, whole: string): number {
   return port;
 }
 
+/**
+ * Whether `text` is an IPv6 address, with a zone or without. A zone runs from the first '%' to the
+ * end (as glibc's getaddrinfo reads it) and must be what Linux takes for an interface's name
+ * (isInterfaceName), which an index is too: `+` or `@` may be in one, `/`, `:` or a blank never.
+ */
 function ipv6Of(text: string): boolean {
   const percent = text.indexOf('%');
-  const bare = percent === -1 ? text : text.slice(0, percent);
-  const zone = percent === -1 ? '' : text.slice(percent + 1);
-  if (percent !== -1 && !/^[A-Za-z0-9_.-]{1,15}$/.test(zone)) return false;
-  return isIPv6(bare);
+  if (percent !== -1 && !isInterfaceName(text.slice(percent + 1))) return false;
+  return isIPv6(percent === -1 ? text : text.slice(0, percent));
 }
 
 /**
@@ -117,10 +121,11 @@ function zoneOf(ip: IPv6, zone: string): string {
 
 /**
  * The upstream at `address`, its key the address as a number in text, IPv4 as `4:` and IPv6 as
- * `6:` with its zone (see parsedAddressOf). Zones are compared as written (`%2` and `%eth0` may be
- * the same link; nothing here can tell). An IPv4-mapped address is given as the IPv4 address it
- * reaches: an IPv6-only socket (the forwarder's) cannot send to it; an IPv6 address with a zone
- * that picks no link (see zoneOf), without it.
+ * `6:` with its zone (see parsedAddressOf). Zones are compared as written here (`%2` and `%eth0`
+ * may be the same link, which only the interfaces of the moment tell: see withoutDuplicates). An
+ * IPv4-mapped address is given as the IPv4 address it reaches: an IPv6-only socket (the
+ * forwarder's) cannot send to it; an IPv6 address with a zone that picks no link (see zoneOf),
+ * without it.
  */
 function upstreamOf(address: string, port: number, family: 4 | 6, shown: string): Upstream {
   const parsed = parsedAddressOf(address, family, shown);
@@ -130,27 +135,44 @@ function upstreamOf(address: string, port: number, family: 4 | 6, shown: string)
   return { address, port, family, addressKey };
 }
 
+/** An upstream's text taken apart: the address as written (its zone with it), the port, the family. */
+interface WrittenUpstream {
+  readonly address: string;
+  readonly port: number;
+  readonly family: 4 | 6;
+}
+
+/**
+ * "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port" taken apart. IPv6 may carry a zone;
+ * in brackets, one may hold `]` (a name Linux takes): the address ends at the last `]` before
+ * the port.
+ */
+function writtenUpstream(text: string, shown: string): WrittenUpstream {
+  if (text.length === 0 || text.length > MAX_UPSTREAM_TEXT) {
+    throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port');
+  }
+  if (isIPv4(text)) return { address: text, port: DNS_PORT, family: 4 };
+  if (ipv6Of(text)) return { address: text, port: DNS_PORT, family: 6 };
+  const bracketed = /^\[(.+)\](?::([^:\]]*))?$/.exec(text);
+  if (bracketed !== null) {
+    const address = bracketed[1] ?? '';
+    if (!ipv6Of(address)) throw new UpstreamSyntaxError(shown, 'not an IPv6 address in brackets');
+    return { address, port: bracketed[2] === undefined ? DNS_PORT : parsePort(bracketed[2], text), family: 6 };
+  }
+  const colon = text.lastIndexOf(':');
+  if (colon > 0 && isIPv4(text.slice(0, colon))) {
+    return { address: text.slice(0, colon), port: parsePort(text.slice(colon + 1), text), family: 4 };
+  }
+  throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port (IPv6 as [addr]:port)');
+}
+
 /**
  * Parse "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port". IPv6 may carry a zone.
  */
 export function parseUpstream(text: string): Upstream {
   const shown = shownUpstream(text);
-  if (text.length === 0 || text.length > MAX_UPSTREAM_TEXT) {
-    throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port');
-  }
-  if (isIPv4(text)) return upstreamOf(text, DNS_PORT, 4, shown);
-  if (ipv6Of(text)) return upstreamOf(text, DNS_PORT, 6, shown);
-  const bracketed = /^\[([^\]]+)\](?::([^:]*))?$/.exec(text);
-  if (bracketed !== null) {
-    const address = bracketed[1] ?? '';
-    if (!ipv6Of(address)) throw new UpstreamSyntaxError(shown, 'not an IPv6 address in brackets');
-    return upstreamOf(address, bracketed[2] === undefined ? DNS_PORT : parsePort(bracketed[2], text), 6, shown);
-  }
-  const colon = text.lastIndexOf(':');
-  if (colon > 0 && isIPv4(text.slice(0, colon))) {
-    return upstreamOf(text.slice(0, colon), parsePort(text.slice(colon + 1), text), 4, shown);
-  }
-  throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port (IPv6 as [addr]:port)');
+  const { address, port, family } = writtenUpstream(text, shown);
+  return upstreamOf(address, port, family, shown);
 }
 
 /**
@@ -160,28 +182,31 @@ export function parseUpstream(text: string): Upstream {
  * typo is. (The nameservers of a resolv.conf are not: glibc takes them as written.)
  */
 export function parseConfiguredUpstream(text: string): Upstream {
-  const upstream = parseUpstream(text);
-  const reason = unusableUpstream(upstream) ?? zoneIgnored(text, upstream);
-  if (reason !== undefined) throw new UnusableUpstreamError(shownUpstream(text), reason);
+  const shown = shownUpstream(text);
+  const written = writtenUpstream(text, shown);
+  const upstream = upstreamOf(written.address, written.port, written.family, shown);
+  const reason = unusableUpstream(upstream) ?? zoneIgnored(written.address, upstream);
+  if (reason !== undefined) throw new UnusableUpstreamError(shown, reason);
   return upstream;
 }
 
 /** `upstream` as an operator would give it: the address alone where the port is DNS's. */
-function givenAs(upstream: Upstream): string {
+export function givenAs(upstream: Upstream): string {
   return upstream.port === DNS_PORT ? upstream.address : upstreamText(upstream);
 }
 
 /**
- * Why the zone of `text`, parsed as `upstream`, would be ignored, or undefined where it has none
- * or one that counts. Only a link-local address's zone picks a link (see zoneOf): an IPv4-mapped
+ * Why the zone of `address` (as written), parsed as `upstream`, would be ignored, or undefined
+ * where it has none or one that counts. Only a link-local address's zone picks a link (see zoneOf): an IPv4-mapped
  * address is asked over IPv4, where the routes pick it, as the kernel does for a mapped address on
  * a dual-stack socket; any other IPv6 address, Linux sends to where the routes say, the scope id
  * ignored. A --dns-upstream written with one (meant to pin a link, or naming none) would be taken
  * without it, without a word.
  */
-function zoneIgnored(text: string, upstream: Upstream): string | undefined {
-  const zone = /%[^\]]*/.exec(text)?.[0];
-  if (zone === undefined || upstream.address.includes('%')) return undefined;
+function zoneIgnored(address: string, upstream: Upstream): string | undefined {
+  const percent = address.indexOf('%');
+  if (percent === -1 || upstream.address.includes('%')) return undefined;
+  const zone = address.slice(percent);
   if (upstream.family === 4) return `an IPv4-mapped address is asked over IPv4, where a zone (${zone}) picks no link (the routes do): give ${givenAs(upstream)}`;
   return `a zone (${zone}) picks a link only for a link-local address (fe80::/10); Linux ignores it on any other, sending where the routes say: give ${givenAs(upstream)}`;
 }
@@ -217,8 +242,7 @@ export function unusableUpstream(upstream: Upstream): string | undefined {
   const { ip } = parsed;
   if (ip.isMulticast()) return `a multicast address (ff00::/8) names no one server: ${GIVE_ITS_ADDRESS}`;
   if (ip.isLinkLocal() && parsed.zone === '') {
-    const zoned = givenAs({ ...upstream, address: `${upstream.address}%eth0` });
-    return `a link-local address (fe80::/10) is one on each link: Linux sends to it only through the link its zone names, and refuses it without one: give that link's name or index as its zone (${zoned})`;
+    return `a link-local address (fe80::/10) is one on each link: Linux sends to it only through the link its zone names, and refuses it without one: give that link's name or index as its zone (${zonedExample(upstream)})`;
   }
   if (IPv6CidrRange.fromCidr('::/96').contains(ip) && !ip.isLoopback()) {
     // What was likely meant: the IPv4 address, where one can be there.
@@ -229,8 +253,28 @@ export function unusableUpstream(upstream: Upstream): string | undefined {
   return undefined;
 }
 
+/**
+ * Whether `upstream` is a link-local address without a zone: one on each link, to which the
+ * kernel sends through none (every send and connect EINVAL, glibc's resolver failing alike), so
+ * no resolver can answer from it (see unusableUpstream).
+ */
+export function lacksItsZone(upstream: Upstream): boolean {
+  if (upstream.family !== 6 || upstream.address.includes('%')) return false;
+  return parsedAddressOf(upstream.address, 6, shownUpstream(upstream.address)).ip.isLinkLocal();
+}
+
+/** `upstream` as given with a zone, `%eth0`, for messages saying to give one. */
+export function zonedExample(upstream: Upstream): string {
+  return givenAs({ ...upstream, address: `${upstream.address}%eth0` });
+}
+
+/** `address`:`port` as messages show it: an IPv6 address in brackets (`[fe80::1%eth0]:53`). */
+export function endpointText(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
 export function upstreamText(upstream: Upstream): string {
-  return upstream.family === 6 ? `[${upstream.address}]:${upstream.port}` : `${upstream.address}:${upstream.port}`;
+  return endpointText(upstream.address, upstream.port);
 }
 
 /** The same server: the same address, however written (see Upstream.addressKey), and port. */
@@ -244,13 +288,34 @@ export function upstreamKey(upstream: Upstream): string {
 }
 
 /**
- * `upstreams` less each that is the same server (sameUpstream) as one before it, however written:
- * the first kept, the order kept, as resolv.conf's nameservers are taken (parseResolvConf).
+ * The index of the interface that the zone of a link-local `upstream` (`%eth0`, `%2`) names now,
+ * read as a connect reads it (udp-socket.ts, zoneIndexOf); undefined where it names none (yet).
  */
-export function withoutDuplicates(upstreams: readonly Upstream[]): Upstream[] {
+export type ZoneIndex = (upstream: Upstream) => number | undefined;
+
+/**
+ * What withoutDuplicates compares: upstreamKey, but for a zone `zoneIndex` reads, the interface
+ * it names by its index, however the zone names it.
+ */
+function linkKey(upstream: Upstream, zoneIndex: ZoneIndex | undefined): string {
+  const percent = upstream.addressKey.indexOf('%');
+  const index = percent === -1 || zoneIndex === undefined ? undefined : zoneIndex(upstream);
+  return index === undefined ? upstreamKey(upstream) : `${upstream.addressKey.slice(0, percent)} on link ${index}#${upstream.port}`;
+}
+
+/**
+ * `upstreams` less each that is the same server (sameUpstream) as one before it, however written:
+ * the first kept, the order kept, as resolv.conf's nameservers are taken (parseResolvConf). Given
+ * `zoneIndex`, also each link-local one whose zone names the same interface as one before it,
+ * by name or by index (`fe80::1%eth0`, `fe80::1%2` where eth0 has index 2): the same server,
+ * which would be asked twice and take two places. A zone that names no interface (yet) is
+ * compared as written: it may come to name one, a new interface or that of one before it (it is
+ * compared again then: the forwarder does at each reconnect round).
+ */
+export function withoutDuplicates(upstreams: readonly Upstream[], zoneIndex?: ZoneIndex): Upstream[] {
   const seen = new Set<string>();
   return upstreams.filter((upstream) => {
-    const key = upstreamKey(upstream);
+    const key = linkKey(upstream, zoneIndex);
     if (seen.has(key)) return false;
     seen.add(key);
     return true;

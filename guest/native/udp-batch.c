@@ -345,6 +345,20 @@ static napi_value socket_connect(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// The index of the interface an IPv6 address's zone names, read as a connect reads it
+// (make_address: by name on a link-local address, else as a number); 0 for an address without
+// one. Throws as a connect does (ENXIO: the zone names no interface). The forwarder tells by it
+// that fe80::1%eth0 and fe80::1%2 are the same upstream where eth0 has index 2.
+static napi_value zone_index(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  struct sockaddr_storage address;
+  socklen_t length = 0;
+  int error = make_address(env, 6, argv[0], 0, &address, &length);
+  if (error != 0) return throw_errno(env, error, "bad address");
+  return number(env, ((const struct sockaddr_in6 *)&address)->sin6_scope_id);
+}
+
 // A link's index as JS gives it: 1..INT_MAX; 0 (with a RangeError thrown) otherwise.
 // A link index given from JS, an integer: 1..INT32_MAX, or, where `none_allowed`, 0 (no link).
 // Read as a double: napi_get_value_uint32 cuts a fraction off (0.5 would be 0, no link; 2.5 link 2).
@@ -680,6 +694,7 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("tcpConnect", tcp_connect),
       ADDON_FUNCTION("tcpUnacknowledged", tcp_unacknowledged),
       ADDON_FUNCTION("errorClass", error_class_of),
+      ADDON_FUNCTION("zoneIndex", zone_index),
       ADDON_FUNCTION("close", polled_socket_close),
   };
   EXPORT_FUNCTIONS(env, exports, functions);

@@ -7,6 +7,7 @@ import { CliError, EXIT } from '../../shared/cli/run-cli.js';
 import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
 import type { ConntrackPort } from '../conntrack-port.js';
+import { isInterfaceName } from '../interface-name.js';
 import { KernelConntrack } from '../conntrack/conntrack-purge.js';
 import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption } from '../conntrack/conntrack-reaper.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
@@ -31,11 +32,11 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
 const AGENT_STARTING = 'the agent is still starting';
 
 /**
- * --ignore: a name Linux could give an interface (dev_valid_name: 1 to 15 bytes, not . or ..,
- * no '/', ':' or blanks); any other would silently match nothing.
+ * --ignore: a name Linux could give an interface (isInterfaceName: dev_valid_name's 1 to 15 bytes,
+ * not . or .., no '/', ':' or blanks); any other would silently match nothing.
  */
 function collectInterface(value: string, previous: string[]): string[] {
-  if (Buffer.byteLength(value) > 15 || value === '' || value === '.' || value === '..' || /[/:\s]/.test(value)) {
+  if (!isInterfaceName(value)) {
     throw new CliError(`--ignore ${JSON.stringify(value)} is not valid: give an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks`, EXIT.usage);
   }
   return [...previous, value];

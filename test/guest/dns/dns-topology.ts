@@ -52,6 +52,7 @@ export function compiled(sources: readonly string[]): string[] {
 export const FORWARDER_SOURCES = [
   'test/guest/dns/fixtures/forwarder',
   'guest/backoff',
+  'guest/interface-name',
   'guest/token-bucket',
   'guest/dns/fair-share',
   'guest/dns/forwarder',

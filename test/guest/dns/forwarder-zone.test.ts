@@ -1,7 +1,9 @@
 // The forwarder and link-local upstreams from resolv.conf, their link named by its zone as glibc
 // reads one: an interface's name or index (`nameserver fe80::1%2`, as resolv.conf managers write
-// it). A zone naming no interface is said once, and tried again on the reconnect rounds: an
-// interface of that name may yet come (hot-plugged, renamed).
+// it), any name Linux gives one. A zone naming no interface is said once, and tried again on the
+// reconnect rounds: an interface of that name may yet come (hot-plugged, renamed). The same
+// server given by its link's name and by its index is one upstream; one given without a zone is
+// said once and left out.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,9 +38,11 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     return address;
   }
 
-  async function ask(tcp = false): Promise<string> {
-    const { stdout } = await net.client.exec(['dig', '@169.254.0.1', '+time=2', '+tries=1', ...(tcp ? ['+tcp'] : []), 'www.test.example'], { allowFailure: true });
-    return /^www\.test\.example\.\s+\d+\s+IN\s+A\s+(\S+)/m.exec(stdout)?.[1] ?? (/status: (\w+)/.exec(stdout)?.[1] ?? 'no reply');
+  /** The answer to `label`.test.example (`lame`: the upstream never answers it), its status, or 'no reply'. */
+  async function ask(tcp = false, label = 'www', port = 53): Promise<string> {
+    const name = `${label}.test.example`;
+    const { stdout } = await net.client.exec(['dig', '@169.254.0.1', '-p', String(port), '+time=4', '+tries=1', ...(tcp ? ['+tcp'] : []), name], { allowFailure: true });
+    return new RegExp(`^${name.replaceAll('.', '\\.')}\\.\\s+\\d+\\s+IN\\s+A\\s+(\\S+)`, 'm').exec(stdout)?.[1] ?? (/status: (\w+)/.exec(stdout)?.[1] ?? 'no reply');
   }
 
   const warnings = (): string[] => forwarder.process.stderr.split('\n').filter((line) => NO_INTERFACE.test(line));
@@ -58,7 +62,7 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     uplinkIndex = Number(/^(\d+):/.exec((await net.provider.ip(['-o', 'link', 'show', 'dev', 'up0'])).stdout)?.[1]);
     expect(uplinkIndex).toBeGreaterThan(1);
     const [fixture = ''] = compiled(['test/guest/dns/fixtures/scripted-upstream']);
-    upstream = net.internet.spawn([process.execPath, fixture, JSON.stringify({ address: `${linkLocal}%inet0`, port: 53, answer: ANSWER })]);
+    upstream = net.internet.spawn([process.execPath, fixture, JSON.stringify({ address: `${linkLocal}%inet0`, port: 53, answer: ANSWER, labels: { lame: 'silent' } })]);
     await upstream.waitForOutput(/^ready$/m);
     confDir = mkdtempSync(join(tmpdir(), 'spectrum-dns-zone-'));
     writeFileSync(join(confDir, 'resolv.conf'), `nameserver ${linkLocal}%${uplinkIndex}\n`);
@@ -82,6 +86,58 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     expect(upstream.stdout).toMatch(/^query www tcp$/m);
   });
 
+  it("takes a link-local upstream given by its link's name and again by its index as one, asked once (the first kept), from resolv.conf and --dns-upstream alike", async () => {
+    // Two upstreams before: each took its sockets and a place, and a query failed at each in turn.
+    await reloaded(`nameserver ${linkLocal}%up0\nnameserver ${linkLocal}%${uplinkIndex}\n`);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%up0]:53`], unreachableUpstreams: [] });
+    const before = await forwarder.counters();
+    // A name it never answers: one timeout, not two (3 s, past dig's wait).
+    expect(await ask(false, 'lame')).toBe('SERVFAIL');
+    const after = await forwarder.counters();
+    const grew = (name: string): number => Number(after[name]) - Number(before[name]);
+    expect({ upstreamTimeouts: grew('upstreamTimeouts'), failed: grew('failed') }).toEqual({ upstreamTimeouts: 1, failed: 1 });
+    expect(await ask(true)).toBe(ANSWER);
+    // The first kept, however it names the link; another address on that link is another server.
+    await reloaded(`nameserver ${linkLocal}%${uplinkIndex}\nnameserver [${linkLocal}%up0]:53\nnameserver fe80::53%up0\n`);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%${uplinkIndex}]:53`, '[fe80::53%up0]:53'] });
+    const configured = await ForwarderProcess.start(net.provider, { port: 5300, upstreams: [`${linkLocal}%up0`, `[${linkLocal}%${uplinkIndex}]:53`], timeoutMs: 1500, manualClock: true });
+    try {
+      expect(await configured.counters()).toMatchObject({ upstreams: [`[${linkLocal}%up0]:53`], unreachableUpstreams: [] });
+      expect(await ask(false, 'www', 5300)).toBe(ANSWER);
+    } finally {
+      await configured.process.kill();
+    }
+  });
+
+  it('leaves out a link-local nameserver without a zone, saying once what to write instead, and tries it no more; said plainly when it is the only one', async () => {
+    // It was taken, every connect refused (EINVAL), "unreachable" and tried again for ever, its
+    // warning saying to check an address of ours.
+    const said = (): string[] => forwarder.process.stderr.split('\n').filter((line) => line.includes('without a zone'));
+    const text = `nameserver fe80::53\nnameserver ${linkLocal}%up0\n`;
+    await reloaded(text);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%up0]:53`], unreachableUpstreams: [] });
+    expect(await ask()).toBe(ANSWER);
+    const binds = await forwarder.counter('upstreamBinds');
+    await forwarder.advance(RECONNECT_MAX_MS);
+    expect((await forwarder.advance(RECONNECT_MAX_MS))['upstreamBinds']).toBe(binds);
+    await reloaded(text);
+    expect(said()).toEqual([
+      expect.stringContaining(
+        'resolv.conf names a link-local nameserver without a zone (fe80::53): left out, the other nameservers used (Linux sends to a link-local address, fe80::/10, only through the link its zone names, and refuses one without; ' +
+          "glibc's resolver fails on it too): write it with its link's name or index as its zone (nameserver fe80::53%eth0)",
+      ),
+    ]);
+    await reloaded('nameserver fe80::53\nnameserver [fe80::54]:5353\n');
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [], unreachableUpstreams: [] });
+    expect(await ask()).toBe('SERVFAIL');
+    expect((await forwarder.advance(RECONNECT_MAX_MS))['upstreamBinds']).toBe(binds);
+    expect(said()).toHaveLength(2);
+    expect(said()[1]).toContain(
+      'resolv.conf names link-local nameservers without a zone (fe80::53, [fe80::54]:5353), and no other: no upstream resolvers, every query answered SERVFAIL (',
+    );
+    expect(said()[1]).toContain('write each with its link\'s name or index as its zone (nameserver fe80::53%eth0, nameserver [fe80::54%eth0]:5353)');
+  });
+
   it('says once that a zone names no interface, by name or index, tries it again on the reconnect rounds without saying it again, and asks the others meanwhile', async () => {
     const text = [`nameserver ${linkLocal}%nosuch0`, `nameserver ${linkLocal}%99999`, `nameserver ${linkLocal}%up0`].join('\n');
     await reloaded(text);
@@ -100,6 +156,22 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%up0]:53`] });
     expect(warnings()).toHaveLength(2);
     expect(warnings()[0]).toMatch(/trying again at least every 2 s \(an interface of that name may yet come\)/);
+  });
+
+  it('drops an upstream whose zone named no interface once it names the link of one before it, trying it no more', async () => {
+    await reloaded(`nameserver ${linkLocal}%up0\nnameserver ${linkLocal}%alias0\n`);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%up0]:53`], unreachableUpstreams: [`[${linkLocal}%alias0]:53 (ENXIO)`] });
+    // The uplink gets that name too (an alternative name, which if_nametoindex finds).
+    await net.provider.ip(['link', 'property', 'add', 'dev', 'up0', 'altname', 'alias0']);
+    try {
+      // Compared again at the next reconnect round: the same server, left out (it was connected as another).
+      expect(await forwarder.advance(RECONNECT_MAX_MS)).toMatchObject({ upstreams: [`[${linkLocal}%up0]:53`], unreachableUpstreams: [] });
+      const binds = await forwarder.counter('upstreamBinds');
+      expect((await forwarder.advance(RECONNECT_MAX_MS))['upstreamBinds']).toBe(binds);
+      expect(await ask()).toBe(ANSWER);
+    } finally {
+      await net.provider.ip(['link', 'property', 'del', 'dev', 'up0', 'altname', 'alias0']);
+    }
   });
 
   it('uses an upstream whose zone named no interface once one of that name comes (hot-plugged, renamed), with no resolv.conf rewrite', async () => {
@@ -156,5 +228,22 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     const after = await forwarder.counters();
     const grew = (name: string): number => Number(after[name]) - Number(before[name]);
     expect({ upstreamTimeouts: grew('upstreamTimeouts'), sendErrors: grew('sendErrors'), failed: grew('failed') }).toEqual({ upstreamTimeouts: 0, sendErrors: 1, failed: 1 });
+  });
+
+  it("asks an upstream whose zone is any name Linux gives an interface, '+' and '@' among them", async () => {
+    // Such a nameserver was skipped as "not an IP address": SERVFAIL.
+    await net.provider.ip(['link', 'set', 'away0', 'down']);
+    await net.provider.ip(['link', 'set', 'away0', 'name', 'up+0']);
+    await net.provider.ip(['link', 'set', 'up+0', 'up']);
+    await linkLocalOf(net.provider, 'up+0');
+    await linkLocalOf(net.internet, 'inet0');
+    await reloaded(`nameserver ${linkLocal}%up+0\n`);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%up+0]:53`], unreachableUpstreams: [] });
+    expect(await ask()).toBe(ANSWER);
+    expect(await ask(true)).toBe(ANSWER);
+    await net.provider.ip(['link', 'property', 'add', 'dev', 'up+0', 'altname', 'br@lan']);
+    await reloaded(`nameserver [${linkLocal}%br@lan]:53\n`);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%br@lan]:53`], unreachableUpstreams: [] });
+    expect(await ask()).toBe(ANSWER);
   });
 });

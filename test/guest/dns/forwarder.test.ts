@@ -456,6 +456,21 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     expect(Number(/Query time: (\d+) msec/.exec(again)?.[1])).toBeLessThan(TIMEOUT_MS);
   });
 
+  it("counts an upstream refusing a TCP connection (Node's 'error' event) as a socket's trouble (sendErrors), not as an upstream timeout", async () => {
+    // The internet end's own address, where nothing listens: a TCP connection there is reset
+    // (ECONNREFUSED). It was counted in upstreamTimeouts, as an upstream that said nothing.
+    replaceResolvConf(confDir, `nameserver 192.0.2.1\nnameserver ${UPSTREAM_B}\n`);
+    await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify(['192.0.2.1:53', `${UPSTREAM_B}:53`]));
+    const before = await forwarder.counters();
+    expect((await dig(['+tcp', '+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
+    const after = await forwarder.counters();
+    const grew = (name: string): number => Number(after[name]) - Number(before[name]);
+    expect({ upstreamTimeouts: grew('upstreamTimeouts'), sendErrors: grew('sendErrors'), answered: grew('answered') }).toEqual({ upstreamTimeouts: 0, sendErrors: 1, answered: 1 });
+    // The tests after this one find upstream B asked first, as the failover above left it.
+    replaceResolvConf(confDir, `nameserver ${UPSTREAM_B}\n`);
+    await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_B}:53`]));
+  });
+
   it('serves clients over IPv6 too (a listen address of that family), UDP and TCP, each client rate-limited as one host', async () => {
     // ::1 of the provider namespace: no address outside the namespace is used.
     const v6 = await ForwarderProcess.start(net.provider, { listen: '::1', port: 5354, upstreams: [UPSTREAM_A], ratePerClient: { perSecond: 1, burst: 2 } });
@@ -469,6 +484,14 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
       const counters = await v6.counters();
       expect(counters['answered']).toBe(2);
       expect(counters['rateLimited']).toBe(1);
+      // Another on the same address and port: what it says of them brackets the IPv6 address.
+      const second = await ForwarderProcess.start(net.provider, { listen: '::1', port: 5354, upstreams: [UPSTREAM_A] });
+      try {
+        expect(String((await second.counters())['lastBindError'])).toMatch(/^EADDRINUSE: cannot bind UDP \[::1\]:5354: .* \(another DNS server already listens on \[::1\]:5354\)$/);
+        expect(second.process.stderr).toContain('"listen":"[::1]:5354"');
+      } finally {
+        await second.process.kill();
+      }
     } finally {
       await v6.process.kill();
     }

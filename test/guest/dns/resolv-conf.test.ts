@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_UPSTREAMS, parseResolvConf } from '../../../guest/dns/resolv-conf.js';
 import { DnsError } from '../../../guest/dns/dns-error.js';
-import { parseUpstream, sameUpstream, upstreamText } from '../../../guest/dns/upstream.js';
+import { parseConfiguredUpstream, parseUpstream, sameUpstream, upstreamText } from '../../../guest/dns/upstream.js';
 
 const anyIpv4 = fc.ipV4();
 const anyPort = fc.integer({ min: 1, max: 65_535 });
@@ -54,7 +54,8 @@ describe('upstream addresses', () => {
   });
 
   it('keeps the zone of a link-local address (fe80::/10), and drops one on any other IPv6 address, which Linux ignores: the same server', () => {
-    const zone = fc.oneof(fc.constantFrom('eth0', 'lo', '2', 'up0.12'), fc.stringMatching(/^[A-Za-z0-9_.-]{1,15}$/));
+    // Names Linux takes: `+`, `@`, `%`, `]`, other UTF-8 among them (see the zone test below).
+    const zone = fc.oneof(fc.constantFrom('eth0', 'lo', '2', 'up0.12', 'br+lan', 'veth@0', 'a]b', 'wlan%1', 'ä'), fc.stringMatching(/^[A-Za-z0-9_.-]{1,15}$/).filter((name) => name !== '.' && name !== '..'));
     const linkLocalGroups = fc.tuple(fc.integer({ min: 0xfe80, max: 0xfebf }), anyGroups).map(([first, rest]) => [first, ...rest.slice(1)]);
     fc.assert(
       fc.property(fc.oneof(anyGroups, linkLocalGroups), zone, anyPort, fc.nat(3), (groups, name, port, i) => {
@@ -75,6 +76,26 @@ describe('upstream addresses', () => {
     expect(parseUpstream('2001:db8::1%eth0')).toEqual(parseUpstream('2001:db8::1'));
     expect(parseUpstream('[::1%lo]:5353')).toEqual(parseUpstream('[::1]:5353'));
     expect(parseUpstream('fe80::1%2')).toMatchObject({ address: 'fe80::1%2', family: 6 });
+  });
+
+  it("takes a zone exactly where Linux takes it for an interface's name (dev_valid_name), an index included, bare or in brackets, from resolv.conf and --dns-upstream alike", () => {
+    // `+` and `@` were refused: a nameserver fe80::1%br+lan was skipped as "not an IP address".
+    for (const zone of ['br+lan', 'veth@if5', 'eth0.12', 'wlan%1', 'a]b', 'x'.repeat(15), '2', 'ä', 'a\u3000b', '\u0001', '..a', '-']) {
+      for (const text of [`fe80::1%${zone}`, `[fe80::1%${zone}]`, `[fe80::1%${zone}]:5353`]) {
+        expect(parseUpstream(text), text).toMatchObject({ address: `fe80::1%${zone}`, family: 6 });
+        expect(parseConfiguredUpstream(text), text).toEqual(parseUpstream(text));
+      }
+      expect(parseResolvConf(`nameserver fe80::1%${zone}\n`).upstreams, zone).toEqual([parseUpstream(`fe80::1%${zone}`)]);
+    }
+    // What Linux refuses (EINVAL): empty, 16 bytes or more, . or .., '/', ':', a blank (0xa0 is
+    // one to the kernel, and inside à's UTF-8), NUL.
+    for (const zone of ['', 'x'.repeat(16), 'ääääääää', '.', '..', 'a/b', 'a:b', 'a b', 'a\tb', 'là', 'a\u00a0b', 'a\u0000b']) {
+      for (const text of [`fe80::1%${zone}`, `[fe80::1%${zone}]:53`]) {
+        expect(() => parseUpstream(text), JSON.stringify(text)).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
+        expect(() => parseConfiguredUpstream(text), JSON.stringify(text)).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
+      }
+    }
+    expect(parseResolvConf('nameserver fe80::1%a/b\nnameserver fe80::1%up+0\n')).toMatchObject({ upstreams: [parseUpstream('fe80::1%up+0')], skipped: ['fe80::1%a/b'] });
   });
 
   it('takes an IPv4-mapped IPv6 address for the IPv4 address it reaches, and nothing else for it', () => {
@@ -137,7 +158,7 @@ describe('resolv.conf', () => {
 
   it('takes an IPv4-mapped nameserver with a zone as its IPv4 address, as glibc does (a --dns-upstream so written is refused)', () => {
     const conf = parseResolvConf(['nameserver ::ffff:192.0.2.53%eth1', 'nameserver 192.0.2.53', 'nameserver ::ffff:198.51.100.1%nosuch'].join('\n'));
-    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [] });
+    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [], withoutZone: [] });
   });
 
   it('drops a nameserver listed again with a zone on an address that is not link-local, as glibc and Linux ignore it, and keeps link-local ones per zone', () => {
@@ -145,6 +166,16 @@ describe('resolv.conf', () => {
       ['nameserver 2001:db8::53%eth0', 'nameserver 2001:db8::53', 'nameserver 2001:db8::53%nosuch', 'nameserver fe80::53%eth0', 'nameserver fe80::53%2', 'nameserver fe80::53%eth0'].join('\n'),
     );
     expect(conf.upstreams.map(upstreamText)).toEqual(['[2001:db8::53]:53', '[fe80::53%eth0]:53', '[fe80::53%2]:53']);
+  });
+
+  it('leaves out a link-local nameserver without a zone, listing it apart (each once), and keeps the others', () => {
+    // It was taken, and every connect to it refused by the kernel (EINVAL), tried again for ever.
+    const conf = parseResolvConf(['nameserver fe80::1', 'nameserver 192.0.2.53', 'nameserver FE80:0::1', 'nameserver [fe80::2]:5353', 'nameserver fe80::1%eth0', 'nameserver 2001:db8::1'].join('\n'));
+    expect(conf.upstreams.map(upstreamText)).toEqual(['192.0.2.53:53', '[fe80::1%eth0]:53', '[2001:db8::1]:53']);
+    expect(conf.withoutZone.map(upstreamText)).toEqual(['[fe80::1]:53', '[fe80::2]:5353']);
+    expect(parseResolvConf('nameserver febf::1\n')).toMatchObject({ upstreams: [], withoutZone: [parseUpstream('febf::1')] });
+    // Neither an address beyond fe80::/10 nor an IPv4-mapped one needs a zone.
+    expect(parseResolvConf('nameserver fec0::1\nnameserver ::ffff:192.0.2.1\n')).toMatchObject({ withoutZone: [] });
   });
 
   it('finds exactly the listed nameservers among any mix of other lines, at most MAX_UPSTREAMS, no duplicates', () => {

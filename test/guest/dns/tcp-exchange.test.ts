@@ -1,7 +1,8 @@
 // How each upstream TCP exchange of the forwarder ends, seen from the upstream: a reset in every
 // case (answer read whole over several segments, upstream's FIN, a cut frame, timeout, the
 // forwarder closing, the client that asked gone), for connections made by connect() and by
-// `open` alike, no socket left tracked.
+// `open` alike, no socket left tracked; and what each resolves with, the answer or why there is
+// none (a refused connection is a socket's error, not a timeout).
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
 import { compiled } from './dns-topology.js';
@@ -29,18 +30,25 @@ describeNetns('upstream TCP exchanges of the DNS forwarder', () => {
 
   it('answers nothing and resets (no FIN of ours) when the upstream closes first, with or without a cut frame, whoever made the socket', () => {
     for (const name of ['finWithoutAnswer', 'cutFrame', 'openFinWithoutAnswer', 'openCutFrame']) {
-      expect({ name, ...report[name] }).toEqual({ name, response: null, upstreamSaw: 'reset', socketsLeft: 0 });
+      expect({ name, ...report[name] }).toEqual({ name, response: 'no-answer', upstreamSaw: 'reset', socketsLeft: 0 });
     }
   });
 
   it('resets at its timeout and when the forwarder closes midway', () => {
-    expect(report['timeout']).toEqual({ response: null, upstreamSaw: 'reset', socketsLeft: 0 });
-    expect(report['closing']).toEqual({ response: null, upstreamSaw: 'reset', socketsLeft: 0 });
+    expect(report['timeout']).toEqual({ response: 'timed-out', upstreamSaw: 'reset', socketsLeft: 0 });
+    expect(report['closing']).toEqual({ response: 'no-answer', upstreamSaw: 'reset', socketsLeft: 0 });
   });
 
   it('resets at once, not at its timeout, when the client that asked is gone (its signal aborted)', () => {
     for (const name of ['abandoned', 'openAbandoned']) {
-      expect({ name, ...report[name] }).toEqual({ name, response: null, upstreamSaw: 'reset', socketsLeft: 0, endedBeforeTimeout: true });
+      expect({ name, ...report[name] }).toEqual({ name, response: 'abandoned', upstreamSaw: 'reset', socketsLeft: 0, endedBeforeTimeout: true });
+    }
+  });
+
+  it("says a connection refused (Node's 'error' event) or never made is a socket's error, at once, not a timeout", () => {
+    // Both were undefined, as a timeout is: the forwarder counted them as upstream timeouts.
+    for (const name of ['refused', 'openRefused', 'openThrows']) {
+      expect({ name, ...report[name] }).toEqual({ name, response: 'socket-error', socketsLeft: 0, endedBeforeTimeout: true });
     }
   });
 });

@@ -54,10 +54,11 @@ it('says an ENXIO of an address with a zone as that zone naming no interface, an
     expect(thrown(() => socket.connect('fe80::1%eth9', 53))).toMatchObject({
       kind: 'zone',
       code: 'ENXIO',
-      message: 'cannot connect UDP to fe80::1%eth9:53: the zone %eth9 names no interface: no interface has that name (on a link-local address) or that index',
+      message: 'cannot connect UDP to [fe80::1%eth9]:53: the zone %eth9 names no interface: no interface has that name (on a link-local address) or that index',
     });
     for (const [run, what] of [
-      [() => socket.connect('2001:db8::53', 53), 'cannot connect UDP to 2001:db8::53:53'],
+      // In brackets: `2001:db8::53:53` read as an address ending in :53.
+      [() => socket.connect('2001:db8::53', 53), 'cannot connect UDP to [2001:db8::53]:53'],
       [() => connectTcpThroughZone('fe80::1', 53), 'cannot connect TCP to [fe80::1]:53'],
     ] as const) {
       const error = thrown(run);

@@ -72,7 +72,7 @@ describeNetns('udp-batch sockets in a namespace', () => {
   let report: Record<string, Record<string, unknown> | string | null>;
 
   beforeAll(async () => {
-    const [fixture = ''] = compiled(['test/guest/dns/fixtures/udp-socket', 'guest/dns/udp-socket']);
+    const [fixture = ''] = compiled(['test/guest/dns/fixtures/udp-socket', 'guest/dns/udp-socket', 'guest/dns/upstream']);
     harness = createHarness('udp');
     ns = await harness.namespace('sockets');
     // The fixture exits by itself only if closing released every socket and poll handle.
@@ -110,6 +110,30 @@ describeNetns('udp-batch sockets in a namespace', () => {
     });
     // Over TCP too (Node's net reads fe80::1%1 as naming no link).
     expect(report['tcpZones']).toEqual({ 'fe80::1%1': 'socket:ENETUNREACH', 'fe80::1%nosuch0': noZone, 'fe80::1%99999': noZone, 'fe80::1%0': noZone });
+  });
+
+  it('tells the interface a zone names, by name or index, as a connect reads it: what the forwarder compares link-local upstreams by', () => {
+    expect(report['zoneIndexes']).toEqual({
+      'fe80::1%lo': 1,
+      'fe80::1%1': 1,
+      'FE80::1%01': 1,
+      'fe80::1%nosuch0': null,
+      'fe80::1%99999': null,
+      'fe80::1%0': null,
+      'fe80::1': null,
+    });
+  });
+
+  it('shows an IPv6 address with its port in brackets in what a failed bind or connect says, IPv4 as it is', () => {
+    // `fe80::1%lo:53` was read as a zone "lo:53", or an address ending in :53.
+    expect(report['endpointMessages']).toEqual({
+      connectV6: 'cannot connect UDP to [fe80::1%lo]:53: connect: Network is unreachable',
+      connectZone: 'cannot connect UDP to [fe80::1%nosuch0]:5353: the zone %nosuch0 names no interface: no interface has that name (on a link-local address) or that index',
+      connectV4: 'cannot connect UDP to 198.51.100.1:53: connect: Network is unreachable',
+      bindV6: 'cannot bind UDP [::1]:PORT: bind: Address already in use',
+      tcpThroughLinkV6: 'cannot connect TCP to [::1]:53 through nosuchlink0: the kernel has no interface of index 999999',
+      tcpThroughZone: 'cannot connect TCP to [fe80::1%nosuch0]:53: the zone %nosuch0 names no interface: no interface has that name (on a link-local address) or that index',
+    });
   });
 
   it('says why a zone could not be read where that is no fault of the zone (out of descriptors), rather than that it names no interface', () => {

@@ -5,7 +5,17 @@ import { describe, expect, it } from 'vitest';
 import { DnsError } from '../../../guest/dns/dns-error.js';
 import { startDnsForwarder } from '../../../guest/dns/forwarder.js';
 import { MAX_UPSTREAMS, parseResolvConf } from '../../../guest/dns/resolv-conf.js';
-import { UnusableUpstreamError, parseConfiguredUpstream, parseUpstream, unusableUpstream, upstreamKey, withoutDuplicates } from '../../../guest/dns/upstream.js';
+import {
+  UnusableUpstreamError,
+  endpointText,
+  parseConfiguredUpstream,
+  parseUpstream,
+  unusableUpstream,
+  upstreamKey,
+  upstreamText,
+  withoutDuplicates,
+  type Upstream,
+} from '../../../guest/dns/upstream.js';
 
 const anyPort = fc.integer({ min: 1, max: 65_535 });
 const octets = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255));
@@ -206,5 +216,75 @@ describe('withoutDuplicates', () => {
         expect(resolvConf.upstreams).toEqual(kept.slice(0, MAX_UPSTREAMS));
       }),
     );
+  });
+});
+
+describe('withoutDuplicates, given the interface each zone names now', () => {
+  /** This VM's interfaces in the example: name to index. */
+  const INTERFACES = new Map([
+    ['eth0', 2],
+    ['eth1', 3],
+    ['up+0', 7],
+  ]);
+  /** A zone read as a connect reads it: a name, else a number some interface has; else none. */
+  const indexOfZone = (zone: string): number | undefined => {
+    const named = INTERFACES.get(zone);
+    if (named !== undefined) return named;
+    return [...INTERFACES.values()].includes(Number(zone)) ? Number(zone) : undefined;
+  };
+  const zoneIndex = (upstream: Upstream): number | undefined => {
+    const percent = upstream.address.indexOf('%');
+    return percent === -1 ? undefined : indexOfZone(upstream.address.slice(percent + 1));
+  };
+
+  it('keeps the first of a link-local server given by its link\'s name and by its index, and one whose zone names no interface as written', () => {
+    const written = fc.record({
+      host: fc.integer({ min: 1, max: 2 }),
+      zone: fc.constantFrom('eth0', '2', '02', 'eth1', '3', 'up+0', '7', 'nosuch0', '9', 'late0'),
+      port: fc.constantFrom(53, 5353),
+      how: fc.constantFrom('bare', 'bracketed', 'upper'),
+    });
+    fc.assert(
+      fc.property(fc.array(written, { maxLength: 16 }), (list) => {
+        const texts = list.map(({ host, zone, port, how }) => {
+          const address = how === 'upper' ? `FE80:0::${host}%${zone}` : `fe80::${host}%${zone}`;
+          return how === 'bare' && port === 53 ? address : `[${address}]:${port}`;
+        });
+        const upstreams = texts.map(parseConfiguredUpstream);
+        // The same server: the same address and port, and the same interface (where the zone
+        // names one; else the same zone as written).
+        const serverOf = (i: number): string => {
+          const { host, zone, port } = list[i] ?? { host: 0, zone: '', port: 0 };
+          const index = indexOfZone(zone);
+          return `${host} ${port} ${index === undefined ? `zone ${zone}` : `link ${index}`}`;
+        };
+        const expected = upstreams.filter((_, i) => list.findIndex((_other, j) => serverOf(j) === serverOf(i)) === i);
+        expect(withoutDuplicates(upstreams, zoneIndex)).toEqual(expected);
+      }),
+    );
+    // The first kept, whichever way it was written.
+    const [byName, byIndex] = [parseUpstream('fe80::1%eth0'), parseUpstream('fe80::1%2')];
+    expect(withoutDuplicates([byName, byIndex], zoneIndex)).toEqual([byName]);
+    expect(withoutDuplicates([byIndex, byName], zoneIndex)).toEqual([byIndex]);
+    // Without the interfaces, zones compare as written.
+    expect(withoutDuplicates([byName, byIndex])).toEqual([byName, byIndex]);
+    // Another address, port, or interface is another server.
+    expect(withoutDuplicates([byName, parseUpstream('fe80::2%2'), parseUpstream('[fe80::1%2]:5353'), parseUpstream('fe80::1%3')], zoneIndex)).toHaveLength(4);
+  });
+});
+
+describe('endpointText', () => {
+  it('brackets an IPv6 address, its zone within, and leaves IPv4 as it is', () => {
+    expect(endpointText('fe80::1%eth0', 53)).toBe('[fe80::1%eth0]:53');
+    expect(endpointText('::1', 5353)).toBe('[::1]:5353');
+    expect(endpointText('192.0.2.53', 53)).toBe('192.0.2.53:53');
+    fc.assert(
+      fc.property(fc.ipV4(), fc.ipV6(), anyPort, (v4, v6, port) => {
+        expect(endpointText(v4, port)).toBe(`${v4}:${port}`);
+        expect(endpointText(v6, port)).toBe(`[${v6}]:${port}`);
+      }),
+    );
+    // What upstreams are shown as.
+    expect(upstreamText(parseUpstream('[fe80::1%eth0]:5353'))).toBe('[fe80::1%eth0]:5353');
   });
 });

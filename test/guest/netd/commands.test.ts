@@ -115,6 +115,12 @@ describe('spectrum-netd: a bad option value is said as every other one is', () =
     ['run', ['--dns-upstream', '0.1.2.3:5353'], runCommand, `--dns-upstream "0.1.2.3:5353" is not valid: an address in 0.0.0.0/8 ("this network") is no destination: give the resolver's own address`],
     ['run', ['--dns-upstream', '[fe80::53]:5353'], runCommand, `--dns-upstream "[fe80::53]:5353" is not valid: a link-local address (fe80::/10) is one on each link: Linux sends to it only through the link its zone names, and refuses it without one: give that link's name or index as its zone ([fe80::53%eth0]:5353)`],
     ['run', ['--dns-upstream', '2001:db8::1%eth0'], runCommand, '--dns-upstream "2001:db8::1%eth0" is not valid: a zone (%eth0) picks a link only for a link-local address (fe80::/10); Linux ignores it on any other, sending where the routes say: give 2001:db8::1'],
+    // A zone that is no name Linux gives an interface ('/', ':', a blank, 16 bytes): no address.
+    ['run', ['--dns-upstream', 'fe80::1%a/b'], runCommand, '--dns-upstream "fe80::1%a/b" is not valid: expected an IP address, optionally with :port (IPv6 as [addr]:port)'],
+    ['run', ['--dns-upstream', '[fe80::1%a b]:53'], runCommand, '--dns-upstream "[fe80::1%a b]:53" is not valid: not an IPv6 address in brackets'],
+    ['run', ['--dns-upstream', `[fe80::1%${'x'.repeat(16)}]`], runCommand, `--dns-upstream "[fe80::1%${'x'.repeat(16)}]" is not valid: not an IPv6 address in brackets`],
+    // 'à' is c3 a0 in UTF-8, and 0xa0 a blank to the kernel (it refuses the name); `--ignore` took it.
+    ['run', ['--ignore', 'là'], runCommand, `--ignore "là" is not valid: give an interface name: 1 to 15 bytes, not . or .., without '/', ':' or blanks`],
     // Shown as the parser shows it (cut at 80 characters), once: not again inside the reason.
     ['run', ['--dns-upstream', `192.0.2.1:${'9'.repeat(100)}`], runCommand, `--dns-upstream "192.0.2.1:${'9'.repeat(70)}…" is not valid: expected an IP address, optionally with :port`],
     ['run', ['--control-socket', ''], runCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],
@@ -131,6 +137,14 @@ describe('spectrum-netd: a bad option value is said as every other one is', () =
       controlSocket: '/run/x.sock',
     });
     expect(parsedOptions(statusCommand(), [])).toMatchObject({ controlSocket: '/run/spectrum-netd/control.sock' });
+  });
+
+  it("takes a link-local --dns-upstream whose zone is any name Linux gives an interface, '+' and '@' among them, and an --ignore of such a name", () => {
+    // Refused before: only letters, digits, '_', '.' and '-' were taken in a zone, and --ignore
+    // refused U+3000 (a blank to JavaScript, not to the kernel).
+    const upstreams = ['fe80::1%br+lan', '[fe80::1%veth@0]:5353', 'fe80::1%wlan%1', '[fe80::1%a]b]:53', 'fe80::1%a\u3000b'];
+    expect(parsedOptions(runCommand(), upstreams.flatMap((upstream) => ['--dns-upstream', upstream]))).toMatchObject({ dnsUpstream: upstreams });
+    expect(parsedOptions(runCommand(), ['--ignore', 'br+lan', '--ignore', 'a\u3000b'])).toMatchObject({ ignore: ['br+lan', 'a\u3000b'] });
   });
 });
 
