@@ -383,6 +383,24 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(qemu.connections - connections).toBe(1);
   });
 
+  it('unlink --force under a --qmp-socket naming the socket recorded by a path too long for a socket: the line names the socket recorded for the unlink after, which, run as printed, detaches the NIC', async () => {
+    const recorded = join(socketDir, 'appvm-lynx.qmp');
+    // The same socket (its directory resolved), but over 107 bytes: no unlink can use it, the record gone.
+    const tooLong = ['--qmp-socket', `${socketDir}/${'./'.repeat(50)}{vm}.qmp`];
+    const link = await linkLynx();
+    qemu.deviceDel = 'refuse';
+    const forced = await world.link(['unlink', 'appvm-lynx', '--force', ...tooLong]);
+    expect(forced.code).toBe(1);
+    const lines = stderrLines(forced.stderr);
+    expect(lines).toHaveLength(1);
+    const printed = /, or spectrum-link (unlink .*?) with this run's (.*?) detaches it;/.exec(lines[0]!);
+    expect(printed?.slice(1)).toEqual([`unlink appvm-lynx --attach appvm-lynx=qemu --qmp-socket ${recorded}`, '--state-dir, --device-prefix and --ch-socket (where given)']);
+    qemu.deviceDel = 'ok';
+    const again = await world.link(printed![1]!.split(' '));
+    expect(again.code, again.stderr).toBe(0);
+    expect(qemu.devices.has(link.clientDevice)).toBe(false);
+  });
+
   it('--force with VMMs that detach: exit 0, output as a plain unlink (no vmmFailures)', async () => {
     const link = await linkLynx();
     const forced = await world.link(['unlink', 'appvm-lynx', '--force', '--qmp-socket', qmpTemplate, '--json']);
