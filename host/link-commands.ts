@@ -680,13 +680,19 @@ function vmmSocket(flags: VmmFlags, kind: VmmKind, vm: string): string {
 
 /**
  * The socket a NIC was asked at where the state recorded it and this run's template leads to
- * another (the same socket spelled otherwise is none: sameSocketPath): a later unlink, the record
- * gone, reaches it only with the option naming it.
+ * another (the same socket spelled otherwise is none: sameSocketPath), or gives a path no socket
+ * can have (too long: a detach at the socket recorded never used it, but an unlink under it, the
+ * record gone, is refused): a later unlink, the record gone, reaches it only with the option naming it.
  */
 function recordedElsewhere(flags: VmmFlags, failure: VmmDetachFailure): string | undefined {
-  const { socket } = failure;
+  const { socket, vmm, vm } = failure;
   if (socket === undefined) return undefined;
-  const now = absoluteSocket(vmmSocket(flags, failure.vmm, failure.vm));
+  let now: string | undefined;
+  try {
+    now = absoluteSocket(socketPath(vmm === 'qemu' ? flags.qmpSocket : flags.chSocket, vm));
+  } catch {
+    return socket;
+  }
   return now !== undefined && sameSocketPath(socket, now) ? undefined : socket;
 }
 

@@ -1056,6 +1056,15 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
   const unlinked = new Map<VmName, ReleasedLinkReport[]>();
   if (unlisted.length === 0) return { state, unlinked, vmmFailures: [] };
   const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
+  try {
+    assertDetachSocketsUsable(unlisted, options);
+  } catch (error) {
+    throw new LinkerError(
+      'unlisted-not-taken-down',
+      `linked, but taking down ${pairs} (no longer among the providers) was not begun: ${reasonOf(error)}; so none of them was taken down (no NIC detached, no device deleted): run the same link again with a --qmp-socket and --ch-socket that give each a path a socket can have`,
+      error,
+    );
+  }
   const next = releasedState(state, unlisted);
   const changes = !sameState(next, state);
   // What is taken down must be recorded: a state dir that cannot be written stops it first.
@@ -2222,6 +2231,18 @@ async function detachFromVmms(reports: readonly LinkReport[], vmm: VmmPort, forc
   return failures;
 }
 
+/**
+ * Refuse, before anything of these links is taken down, a VMM side whose socket path cannot be
+ * (VmmPort.checkSocket: too long under this run's --qmp-socket or --ch-socket, for a side whose
+ * socket the state does not record), in the modes releaseLinks detaches them with. Found only at
+ * its detach, it would stop a plain unlink after NICs before it had come out, and with force
+ * (`unlink --force`, `link` taking down a dropped provider) the devices of a NIC no VMM was asked
+ * to remove would go, said as a VMM that did not detach, with a retry refused the same way.
+ */
+function assertDetachSocketsUsable(links: readonly Link[], options: Pick<UnlinkOptions, 'devicePrefix' | 'attach' | 'vmm'>): void {
+  for (const link of links) for (const { kind, vm, socket } of vmmNics(linkReport(link, options))) options.vmm.checkSocket?.(kind, vm, socket);
+}
+
 interface ReleaseOptions {
   /** Take the links' devices down even where their VMMs do not detach (`unlink --force`). */
   readonly force?: boolean;
@@ -2369,6 +2390,8 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
       const check = pathCheck('the state dir', '--state-dir', STATE_DIR_ENV, options.stateDirSource);
       throw new LinkerError('not-linked', `${vm} has no recorded links in ${shownOrigin('state dir', options.stateDir, options.stateDirSource)}; check the name and ${check}`);
     }
+    // Bad input first (a socket path too long): nothing is taken down, --force or not.
+    assertDetachSocketsUsable(links, options);
     let next = releasedState(state, links);
     if (flags.forget) for (const link of links) next = forgetLink(next, link).state;
     const changes = !sameState(next, state);

@@ -2366,3 +2366,38 @@ describe('link taking down a dropped provider whose VMM does not detach: what an
     expect(again.vmmFailures).toEqual([expect.objectContaining({ vm: NETVM, vmm: 'cloud-hypervisor', throughTemplate: [] })]);
   });
 });
+
+describe('unlink: a socket path that cannot be, for a side the state records no socket for', () => {
+  const [c1, c2] = CLIENTS as [VmName, VmName];
+  /** The VMs whose template path is too long for a socket: checkSocket and detach refuse it, as the real port does. */
+  let tooLong: Set<string>;
+  let events: string[];
+  const refuse = (kind: string, vm: string, socket: string | undefined): void => {
+    if (socket === undefined && tooLong.has(vm)) throw new CliError(`--${kind} gives VM ${vm} a socket path too long`, EXIT.usage);
+  };
+  const vmm: VmmPort = {
+    attach: async () => true,
+    detach: async (kind, vm, nic, socket) => {
+      refuse(kind, vm, socket);
+      events.push(`detach ${kind} ${vm} ${nic.id}`);
+    },
+    checkSocket: refuse,
+    // c2's side is recorded without a socket (a path the state cannot hold, say).
+    socketOf: (kind, vm) => (vm === c2 ? undefined : `/run/a/${vm}.${kind}`),
+  };
+
+  it.each([[false], [true]])('(--force: %j) is bad input before anything: no NIC asked out (not those of links before it), no device deleted, the state as it was', async (force) => {
+    tooLong = new Set();
+    events = [];
+    await linkVms([c1, c2], { ...options(), attach: parseAttachChoice(['qemu']), vmm });
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    tooLong.add(c2);
+    events = [];
+    kernel.removed = [];
+    // netvm's links: c1's first (every socket recorded), then c2's.
+    const unlinking = unlinkVm(NETVM, { forget: false, force }, { ...options(), attach: parseAttachChoice([]), vmm });
+    await expect(unlinking).rejects.toMatchObject({ name: 'CliError', exitCode: EXIT.usage, message: '--qemu gives VM c2 a socket path too long' });
+    expect([events, kernel.removed]).toEqual([[], []]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+});

@@ -383,6 +383,85 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(qemu.connections - connections).toBe(1);
   });
 
+  it('unlink --force under a --qmp-socket naming the socket recorded by a path too long for a socket: the line names the socket recorded for the unlink after, which, run as printed, detaches the NIC', async () => {
+    const recorded = join(socketDir, 'appvm-lynx.qmp');
+    // The same socket (its directory resolved), but over 107 bytes: no unlink can use it, the record gone.
+    const tooLong = ['--qmp-socket', `${socketDir}/${'./'.repeat(50)}{vm}.qmp`];
+    const link = await linkLynx();
+    qemu.deviceDel = 'refuse';
+    const forced = await world.link(['unlink', 'appvm-lynx', '--force', ...tooLong]);
+    expect(forced.code).toBe(1);
+    const lines = stderrLines(forced.stderr);
+    expect(lines).toHaveLength(1);
+    const printed = /, or spectrum-link (unlink .*?) with this run's (.*?) detaches it;/.exec(lines[0]!);
+    expect(printed?.slice(1)).toEqual([`unlink appvm-lynx --attach appvm-lynx=qemu --qmp-socket ${recorded}`, '--state-dir, --device-prefix and --ch-socket (where given)']);
+    qemu.deviceDel = 'ok';
+    const again = await world.link(printed![1]!.split(' '));
+    expect(again.code, again.stderr).toBe(0);
+    expect(qemu.devices.has(link.clientDevice)).toBe(false);
+  });
+
+  it('unlink, --force too, under a --qmp-socket too long for a side whose socket the state does not record: bad input, exit 2, one line, before anything (no NIC asked out, no device deleted, the record as it was)', async () => {
+    const link = await linkLynx();
+    // A record written before sockets were recorded: its detach goes to the template's path.
+    const stateFile = join(world.stateDir, 'links.json');
+    await writeFile(stateFile, (await readFile(stateFile, 'utf8')).replace(/,"clientSocket":"[^"]*"/, ''));
+    const text = await readFile(stateFile, 'utf8');
+    expect(text).not.toContain('clientSocket');
+    const tooLong = ['--qmp-socket', `${socketDir}/${'./'.repeat(50)}{vm}.qmp`];
+    const asked = qemu.commands.length;
+    for (const force of [[], ['--force']]) {
+      const refused = await world.link(['unlink', 'appvm-lynx', ...force, ...tooLong]);
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(stderrLines(refused.stderr)).toEqual([expect.stringMatching(/^spectrum-link: --qmp-socket ".*" gives VM appvm-lynx the socket path ".*", \d+ bytes: a Unix socket path has at most 107; use a shorter path$/)]);
+      expect(refused.stdout).toBe('');
+    }
+    expect(qemu.commands.length).toBe(asked);
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+    expect(await linkDevicesOf(link)).toHaveLength(3);
+    expect(await readFile(stateFile, 'utf8')).toBe(text);
+  });
+
+  it('link taking down a dropped provider whose side the state records no socket for, under a --qmp-socket too long for it: not begun (exit 1, one line), no NIC asked out, its devices and record as they were; link again under a usable one takes it down', async () => {
+    const extraProvider = join(world.configDir, 'appvm-lynx', 'providers', 'net', 'appvm-catgirl');
+    const catgirl = await ScriptedQemu.start(join(socketDir, 'appvm-catgirl.qmp'));
+    // appvm-lynx's side none: a namespace made for it would be left to the tests after.
+    const args = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=none', '--attach', 'netvm=netns', '--attach', 'appvm-catgirl=qemu', '--json'];
+    try {
+      await writeFile(extraProvider, '');
+      const both = await world.link([...args, '--qmp-socket', qmpTemplate]);
+      expect(both.code, both.stderr).toBe(0);
+      const dropped = (JSON.parse(both.stdout) as LinkJson).links.find((link) => link.provider === 'appvm-catgirl')!;
+      expect(catgirl.devices.has(dropped.providerDevice)).toBe(true);
+      const stateFile = join(world.stateDir, 'links.json');
+      await writeFile(stateFile, (await readFile(stateFile, 'utf8')).replace(/,"providerSocket":"[^"]*"/, ''));
+      const text = await readFile(stateFile, 'utf8');
+      expect(text).not.toContain('providerSocket');
+      await rm(extraProvider);
+      const asked = catgirl.commands.length;
+      const refused = await world.link([...args, '--qmp-socket', `${socketDir}/${'./'.repeat(50)}{vm}.qmp`]);
+      expect(refused.code, refused.stderr).toBe(1);
+      expect(stderrLines(refused.stderr)).toEqual([
+        expect.stringMatching(
+          /^spectrum-link: linked, but taking down appvm-lynx -> appvm-catgirl \(no longer among the providers\) was not begun: --qmp-socket ".*" gives VM appvm-catgirl the socket path ".*", \d+ bytes: a Unix socket path has at most 107; use a shorter path; so none of them was taken down \(no NIC detached, no device deleted\)/,
+        ),
+      ]);
+      expect(catgirl.commands.length).toBe(asked);
+      expect(catgirl.devices.has(dropped.providerDevice)).toBe(true);
+      expect(await linkDevicesOf(dropped)).toHaveLength(3);
+      expect(await readFile(stateFile, 'utf8')).toBe(text);
+
+      const again = await world.link([...args, '--qmp-socket', qmpTemplate]);
+      expect(again.code, again.stderr).toBe(0);
+      expect(JSON.parse(again.stdout)).toMatchObject({ unlinked: [{ id: dropped.id }] });
+      expect(catgirl.devices.has(dropped.providerDevice)).toBe(false);
+      expect(await linkDevicesOf(dropped)).toEqual([]);
+    } finally {
+      await rm(extraProvider, { force: true });
+      await catgirl.close();
+    }
+  });
+
   it('--force with VMMs that detach: exit 0, output as a plain unlink (no vmmFailures)', async () => {
     const link = await linkLynx();
     const forced = await world.link(['unlink', 'appvm-lynx', '--force', '--qmp-socket', qmpTemplate, '--json']);
