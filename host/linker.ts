@@ -192,16 +192,19 @@ export class LinkerError extends Error {
      */
     readonly failure?: unknown,
     /**
-     * For 'interrupted' and 'state-failed' of `link --keep-going`: the VMs that had failed before
-     * the signal or the state failure stopped the run (each alone, nothing made for it or
-     * undone), in the order asked for, to be said too; for 'state-failed' where the state lock
-     * could not be taken, with no state dir yet: those that failed their checks before it.
+     * For 'interrupted', 'state-failed' and 'unlisted-not-taken-down' of `link --keep-going`: the
+     * VMs that had failed before the signal, the state failure or the failed take-down of links to
+     * providers dropped stopped the run (each alone, nothing made for it or undone), in the order
+     * asked for, to be said too; for 'state-failed' where the state lock could not be taken, with
+     * no state dir yet: those that failed their checks before it.
      */
     readonly failed: readonly FailedVm[] = [],
     /**
      * For 'state-failed' of `link --keep-going`: the VMs it had linked again one by one (after its
-     * one transaction failed) before the state failure stopped it, in the order asked for, each
-     * with its links: linked and recorded, to be printed as where the run ends unstopped.
+     * one transaction failed) before the state failure stopped it; for 'state-failed' and
+     * 'unlisted-not-taken-down' where the take-down of links to providers dropped failed after its
+     * passes, every VM they linked. In the order asked for, each with its links: linked and
+     * recorded, to be printed as where the run ends unstopped.
      */
     readonly linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
   ) {
@@ -1659,7 +1662,9 @@ interface KeepGoingPass extends LinkTransaction {
  * where no state dir was there yet and its lock cannot be taken, the VMs that failed their checks
  * before it); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
- * linked (`interrupted`).
+ * linked (`interrupted`). A take-down of links to providers dropped that fails after the passes
+ * (a state failure, or the kernel's) fails the run with the VMs failed and linked (carried as a
+ * state failure's are).
  */
 export async function linkVmsKeepGoing(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const { run: _, ...outcome } = await keepGoingRun({ vms: [...new Set(names.map(vmName))], wholeDir }, options);
@@ -1849,6 +1854,19 @@ function stateFailedAfter(error: StateStoreError | LinkerError, vms: readonly Vm
   return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures), linkedInOrder);
 }
 
+/**
+ * The failure of the take-down of links to providers dropped that ends a `link --keep-going` run
+ * after its passes, with the VMs that had failed and those linked (`linked`, in the order asked
+ * for), so that they are said and printed as where the run ends well: a state failure as
+ * stateFailedAfter gives it, any other (a kernel refusal, a listing that failed) as thrown, of its
+ * kind, carrying them too; as thrown where none had failed or been linked.
+ */
+function takeDownFailedAfter(error: unknown, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>, linked: ReadonlyMap<VmName, readonly LinkReport[]>): unknown {
+  if (isStateFailure(error)) return stateFailedAfter(error, vms, failures, linked);
+  if (!(error instanceof LinkerError) || (failures.size === 0 && linked.size === 0)) return error;
+  return new LinkerError(error.kind, error.message, error.failure, failedInOrder(vms, failures), linked);
+}
+
 /** The LinkerErrors of a state dir that could not be written (their `failure`, the StateStoreError). */
 const STATE_WRITE_KINDS: ReadonlySet<LinkerError['kind']> = new Set(['state-not-writable', 'unlisted-not-taken-down', 'taken-down-not-recorded']);
 
@@ -1990,7 +2008,11 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     const said = interrupted.during === 'one-by-one' && transactionFailure !== undefined ? { ...interrupted, failure: transactionFailure } : interrupted;
     return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, failed, interrupted: said };
   }
-  const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options);
+  // Where the take-down fails, the VMs linked stay linked and those failed stay failed: they come
+  // with its failure, to be said as where the run ends well.
+  const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options).catch((error: unknown) => {
+    throw takeDownFailedAfter(error, vms, failures, linkedInOrder);
+  });
   const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, snapshot, options);
   return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: ambiguous, failed };
 }
