@@ -783,14 +783,17 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           ({ all, ...outcome } = whole);
         } else outcome = flags.keepGoing === true ? await linkVmsKeepGoing(names, runOptions) : { ...(await linkVms(names, runOptions)), failed: [] };
       } catch (error) {
-        if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
-          throw new CliError(`link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`, signalExitCode(interruption.received));
-        }
         // The VMs --keep-going had failed before a signal or a state failure stopped it: said as
         // where it ends unstopped (stdout too, with --json).
         const writeFailedJson = (failed: readonly FailedVm[]): void => {
           if (flags.json === true && failed.length > 0) process.stdout.write(failed.map((entry) => `${JSON.stringify(failedJson(entry))}\n`).join(''));
         };
+        // (With --keep-going and no state dir yet, the VMs that failed their checks before the lock.)
+        if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
+          writeFailedJson(error.failed);
+          const waited = `link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`;
+          throw new CliError(waited, signalExitCode(interruption.received), undoLines(error.failed), 'lines');
+        }
         if (error instanceof LinkerError && error.kind === 'interrupted' && interruption.received !== undefined) {
           writeFailedJson(error.failed);
           throw new CliError(

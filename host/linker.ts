@@ -195,8 +195,8 @@ export class LinkerError extends Error {
      * For 'interrupted', 'state-failed' and 'unlisted-not-taken-down' of `link --keep-going`: the
      * VMs that had failed before the signal, the state failure or the failed take-down of links to
      * providers dropped stopped the run (each alone, nothing made for it or undone), in the order
-     * asked for, to be said too; for 'state-failed' where the state lock could not be taken, with
-     * no state dir yet: those that failed their checks before it.
+     * asked for, to be said too; for 'state-failed' and 'interrupted-waiting' where the state lock
+     * was not taken, with no state dir yet: those that failed their checks before it.
      */
     readonly failed: readonly FailedVm[] = [],
     /**
@@ -1659,8 +1659,8 @@ interface KeepGoingPass extends LinkTransaction {
  * during the one transaction (undone as in linkVms; the VMs failed before either come with it,
  * LinkerError.failed, to be said: a state failure then as a LinkerError 'state-failed', which
  * also carries the VMs linked again one by one before it, LinkerError.linked, to be printed; and
- * where no state dir was there yet and its lock cannot be taken, the VMs that failed their checks
- * before it); one later stops at the next safe point,
+ * where no state dir was there yet and its lock cannot be taken, or a signal stops the wait for
+ * it, the VMs that failed their checks before it); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
  * linked (`interrupted`). A take-down of links to providers dropped that fails after the passes
  * (a state failure, or the kernel's) fails the run with the VMs failed and linked (carried as a
@@ -1748,10 +1748,13 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
       for (const failure of stepsStillLeft(steps, linked, options.netnsPrefix)) options.onUndoStepFailed?.(failure);
     }
   }).catch((error: unknown) => {
-    // The lock not taken (its dir could not be made, say): the VMs whose config was read before
-    // it and that fail their checks are said with that failure, as with one under the lock.
-    if (locked || early === undefined || !isStateFailure(error)) throw error;
-    throw stateFailedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options));
+    // The lock not taken (its dir could not be made, say; or a signal came while another run held
+    // it): the VMs whose config was read before it and that fail their checks are said with that
+    // failure, as with one under the lock, or with the signal, as with one in the transaction.
+    if (locked || early === undefined) throw error;
+    if (isStateFailure(error)) throw stateFailedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options));
+    if (error instanceof LinkerError && error.kind === 'interrupted-waiting') throw interruptedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options));
+    throw error;
   });
 }
 
@@ -1834,8 +1837,10 @@ function failedInOrder(vms: readonly VmName[], failures: ReadonlyMap<VmName, unk
 
 /**
  * The interruption that stops a `link --keep-going` run before its passes VM by VM (while it takes
- * NICs out for other modes, or in its one transaction), with the VMs that had failed before it
- * (invalid, or a VMM that did not give a NIC back), so that their failures are said with it.
+ * NICs out for other modes, or in its one transaction; or while it waits for the state lock, with
+ * no state dir yet), with the VMs that had failed before it (invalid, or a VMM that did not give a
+ * NIC back; or those that failed their checks before the lock), so that their failures are said
+ * with it.
  */
 function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): LinkerError {
   if (failures.size === 0) return error;

@@ -840,6 +840,80 @@ describe('link --keep-going whose take-down of a dropped provider fails after it
   });
 });
 
+describe('link --keep-going where the state dir is not made yet, and a signal comes while another run holds its lock', () => {
+  /**
+   * Once the run has read the config (before the lock: no state dir), another run makes the dir
+   * and holds its lock; `signal` is then called a little later. Returns the release of that lock.
+   */
+  const holdLockThenSignal = (fresh: string, signal: () => void): { release: () => Promise<void> } => {
+    let release = (): void => undefined;
+    let holding: Promise<void> = Promise.resolve();
+    configReads.afterRead = async () => {
+      await mkdir(fresh);
+      await new Promise<void>((held) => {
+        holding = withStateLock(fresh, () => {
+          held();
+          return new Promise<void>((resolve) => (release = resolve));
+        });
+      });
+      setTimeout(signal, 50);
+    };
+    return {
+      release: async () => {
+        release();
+        await holding;
+      },
+    };
+  };
+
+  it.each([
+    ['linkVmsKeepGoing', (run: LinkerOptions) => linkVmsKeepGoing(CLIENTS, run)],
+    ['linkAllKeepGoing', linkAllKeepGoing],
+  ] as const)('%s: the VMs that failed their checks before it (c1: its config) come with the interruption, to be said; with none, none', async (_name, link) => {
+    for (const invalid of [true, false]) {
+      const fresh = join(stateDir, `fresh-${String(invalid)}`);
+      if (invalid) await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
+      else await rm(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), { force: true });
+      const stop = new AbortController();
+      const holder = holdLockThenSignal(fresh, () => stop.abort('SIGINT'));
+      try {
+        await expect(link({ ...options(), stateDir: fresh, signal: stop.signal })).rejects.toMatchObject({
+          name: 'LinkerError',
+          kind: 'interrupted-waiting',
+          failed: invalid ? [{ vm: 'c1', error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) }] : [],
+        });
+      } finally {
+        await holder.release();
+      }
+    }
+  });
+
+  it('the bin says the interruption, then the VM that failed before it (with --json also its line on stdout); exit 130, nothing made', async () => {
+    await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
+    const interruptedLine = 'spectrum-link: link interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was made';
+    const failedLine = expect.stringMatching(/^spectrum-link: link c1 failed: VM c1 in .* is not valid .*nosuchvm/);
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    for (const json of [false, true]) {
+      const fresh = join(stateDir, `fresh-${String(json)}`);
+      const holder = holdLockThenSignal(fresh, () => void process.emit('SIGINT', 'SIGINT'));
+      let run: Awaited<ReturnType<typeof linkCli>>;
+      try {
+        run = await linkCli([...(json ? ['--json'] : []), '--keep-going', ...CLIENTS], fresh);
+      } finally {
+        await holder.release();
+      }
+      const stdout = run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown);
+      expect({ ...run, stdout }).toEqual({
+        code: 130,
+        stdout: json ? [{ vm: 'c1', links: [], error: expect.stringMatching(/^VM c1 in .* is not valid .*nosuchvm/) }] : [],
+        stderr: [interruptedLine, failedLine],
+      });
+    }
+    expect(applies).toBe(0);
+  });
+});
+
 /** A VM directory in the config dir, with these providers. */
 async function addVm(vm: string, providers: readonly string[] = []): Promise<void> {
   await mkdir(join(configDir, vm, 'blk'), { recursive: true });
