@@ -783,14 +783,17 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           ({ all, ...outcome } = whole);
         } else outcome = flags.keepGoing === true ? await linkVmsKeepGoing(names, runOptions) : { ...(await linkVms(names, runOptions)), failed: [] };
       } catch (error) {
-        if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
-          throw new CliError(`link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`, signalExitCode(interruption.received));
-        }
         // The VMs --keep-going had failed before a signal or a state failure stopped it: said as
         // where it ends unstopped (stdout too, with --json).
         const writeFailedJson = (failed: readonly FailedVm[]): void => {
           if (flags.json === true && failed.length > 0) process.stdout.write(failed.map((entry) => `${JSON.stringify(failedJson(entry))}\n`).join(''));
         };
+        // (With --keep-going and no state dir yet, the VMs that failed their checks before the lock.)
+        if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
+          writeFailedJson(error.failed);
+          const waited = `link interrupted by ${interruption.received} while waiting for another spectrum-link to finish: nothing was made`;
+          throw new CliError(waited, signalExitCode(interruption.received), undoLines(error.failed), 'lines');
+        }
         if (error instanceof LinkerError && error.kind === 'interrupted' && interruption.received !== undefined) {
           writeFailedJson(error.failed);
           throw new CliError(
@@ -804,16 +807,17 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         if (error instanceof LinkerError && error.kind === 'interrupted-undoing' && interruption.received !== undefined) {
           throw interruptedUndoingError(error.failure, interruption.received, undoLines());
         }
-        // The state failure as it is said without them (its exit code too), then those VMs. The
-        // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped.
-        if (error instanceof LinkerError && error.kind === 'state-failed') {
+        // The state failure (or the failed take-down of links to providers dropped) as it is said
+        // without them (its exit code too), then those VMs. The VMs it had linked stay linked:
+        // printed first, as where it ends unstopped.
+        if (error instanceof LinkerError && (error.kind === 'state-failed' || error.kind === 'unlisted-not-taken-down')) {
           const linkedLines = [...error.linked].flatMap(([vm, reports]) => linkedVmLines(vm, reports, [], [], flags.json === true, linkerOpts.mtu));
           // The progress line erased first (as before the lines of a run that ends unstopped):
           // else the first of them would go on where it ends, on a terminal.
           progress.done();
           if (linkedLines.length > 0) process.stdout.write(linkedLines.join(''));
           writeFailedJson(error.failed);
-          throw withLeftDown(error.failure, undoLines(error.failed));
+          throw withLeftDown(error.kind === 'state-failed' ? error.failure : error, undoLines(error.failed));
         }
         throw withLeftDown(error, undoLines());
       } finally {

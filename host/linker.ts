@@ -192,16 +192,19 @@ export class LinkerError extends Error {
      */
     readonly failure?: unknown,
     /**
-     * For 'interrupted' and 'state-failed' of `link --keep-going`: the VMs that had failed before
-     * the signal or the state failure stopped the run (each alone, nothing made for it or
-     * undone), in the order asked for, to be said too; for 'state-failed' where the state lock
-     * could not be taken, with no state dir yet: those that failed their checks before it.
+     * For 'interrupted', 'state-failed' and 'unlisted-not-taken-down' of `link --keep-going`: the
+     * VMs that had failed before the signal, the state failure or the failed take-down of links to
+     * providers dropped stopped the run (each alone, nothing made for it or undone), in the order
+     * asked for, to be said too; for 'state-failed' and 'interrupted-waiting' where the state lock
+     * was not taken, with no state dir yet: those that failed their checks before it.
      */
     readonly failed: readonly FailedVm[] = [],
     /**
      * For 'state-failed' of `link --keep-going`: the VMs it had linked again one by one (after its
-     * one transaction failed) before the state failure stopped it, in the order asked for, each
-     * with its links: linked and recorded, to be printed as where the run ends unstopped.
+     * one transaction failed) before the state failure stopped it; for 'state-failed' and
+     * 'unlisted-not-taken-down' where the take-down of links to providers dropped failed after its
+     * passes, every VM they linked. In the order asked for, each with its links: linked and
+     * recorded, to be printed as where the run ends unstopped.
      */
     readonly linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
   ) {
@@ -1656,10 +1659,12 @@ interface KeepGoingPass extends LinkTransaction {
  * during the one transaction (undone as in linkVms; the VMs failed before either come with it,
  * LinkerError.failed, to be said: a state failure then as a LinkerError 'state-failed', which
  * also carries the VMs linked again one by one before it, LinkerError.linked, to be printed; and
- * where no state dir was there yet and its lock cannot be taken, the VMs that failed their checks
- * before it); one later stops at the next safe point,
+ * where no state dir was there yet and its lock cannot be taken, or a signal stops the wait for
+ * it, the VMs that failed their checks before it); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
- * linked (`interrupted`).
+ * linked (`interrupted`). A take-down of links to providers dropped that fails after the passes
+ * (a state failure, or the kernel's) fails the run with the VMs failed and linked (carried as a
+ * state failure's are).
  */
 export async function linkVmsKeepGoing(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const { run: _, ...outcome } = await keepGoingRun({ vms: [...new Set(names.map(vmName))], wholeDir }, options);
@@ -1743,10 +1748,13 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
       for (const failure of stepsStillLeft(steps, linked, options.netnsPrefix)) options.onUndoStepFailed?.(failure);
     }
   }).catch((error: unknown) => {
-    // The lock not taken (its dir could not be made, say): the VMs whose config was read before
-    // it and that fail their checks are said with that failure, as with one under the lock.
-    if (locked || early === undefined || !isStateFailure(error)) throw error;
-    throw stateFailedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options));
+    // The lock not taken (its dir could not be made, say; or a signal came while another run held
+    // it): the VMs whose config was read before it and that fail their checks are said with that
+    // failure, as with one under the lock, or with the signal, as with one in the transaction.
+    if (locked || early === undefined) throw error;
+    if (isStateFailure(error)) throw stateFailedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options));
+    if (error instanceof LinkerError && error.kind === 'interrupted-waiting') throw interruptedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options));
+    throw error;
   });
 }
 
@@ -1829,8 +1837,10 @@ function failedInOrder(vms: readonly VmName[], failures: ReadonlyMap<VmName, unk
 
 /**
  * The interruption that stops a `link --keep-going` run before its passes VM by VM (while it takes
- * NICs out for other modes, or in its one transaction), with the VMs that had failed before it
- * (invalid, or a VMM that did not give a NIC back), so that their failures are said with it.
+ * NICs out for other modes, or in its one transaction; or while it waits for the state lock, with
+ * no state dir yet), with the VMs that had failed before it (invalid, or a VMM that did not give a
+ * NIC back; or those that failed their checks before the lock), so that their failures are said
+ * with it.
  */
 function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>): LinkerError {
   if (failures.size === 0) return error;
@@ -1847,6 +1857,19 @@ function stateFailedAfter(error: StateStoreError | LinkerError, vms: readonly Vm
   if (failures.size === 0 && linked.size === 0) return error;
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, readonly LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
   return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures), linkedInOrder);
+}
+
+/**
+ * The failure of the take-down of links to providers dropped that ends a `link --keep-going` run
+ * after its passes, with the VMs that had failed and those linked (`linked`, in the order asked
+ * for), so that they are said and printed as where the run ends well: a state failure as
+ * stateFailedAfter gives it, any other (a kernel refusal, a listing that failed) as thrown, of its
+ * kind, carrying them too; as thrown where none had failed or been linked.
+ */
+function takeDownFailedAfter(error: unknown, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>, linked: ReadonlyMap<VmName, readonly LinkReport[]>): unknown {
+  if (isStateFailure(error)) return stateFailedAfter(error, vms, failures, linked);
+  if (!(error instanceof LinkerError) || (failures.size === 0 && linked.size === 0)) return error;
+  return new LinkerError(error.kind, error.message, error.failure, failedInOrder(vms, failures), linked);
 }
 
 /** The LinkerErrors of a state dir that could not be written (their `failure`, the StateStoreError). */
@@ -1990,7 +2013,11 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     const said = interrupted.during === 'one-by-one' && transactionFailure !== undefined ? { ...interrupted, failure: transactionFailure } : interrupted;
     return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, failed, interrupted: said };
   }
-  const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options);
+  // Where the take-down fails, the VMs linked stay linked and those failed stay failed: they come
+  // with its failure, to be said as where the run ends well.
+  const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options).catch((error: unknown) => {
+    throw takeDownFailedAfter(error, vms, failures, linkedInOrder);
+  });
   const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, snapshot, options);
   return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: ambiguous, failed };
 }

@@ -739,6 +739,181 @@ describe('link --keep-going whose take-down of a dropped provider cannot be reco
   });
 });
 
+describe('link --keep-going whose take-down of a dropped provider fails after its passes', () => {
+  const c0 = vmName('c0');
+  const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+  // The take-down fails: the kernel refusing the lookup of its devices; the state dir found not
+  // writable before it (the probe, the first write after c3's record); or the write after it.
+  const endings = [
+    ['a kernel refusal', 'unlisted-not-taken-down', /^linked, but taking down c1 -> netvm2 \(no longer among the providers\) failed: removing devices failed before any was removed: looking up /],
+    ['the state dir not writable before it', 'state-failed', /^linked, but taking down c1 -> netvm2 .*was not begun: cannot write state file /],
+    ['the state file not written after it', 'state-failed', /^linked; then, as no longer among the providers, took down c1 -> netvm2 .*but then cannot write state file /],
+  ] as const;
+
+  /**
+   * c1 linked to netvm and netvm2, netvm2 then dropped from its config; c0 invalid. The kernel
+   * refuses c2's bridge: the one transaction fails (its undo leaves c3's bridge, its id kept), and
+   * so does c2 alone in the pass one by one, which links c1 and c3 again. Then the take-down of
+   * c1 -> netvm2 fails as `how` says. Returns the ids of c1's, c2's and c3's links to netvm.
+   */
+  const prepare = async (how: (typeof endings)[number][0]): Promise<ClientId[]> => {
+    await rm(join(stateDir, 'links.json'), { force: true });
+    kernel.whileApplying = () => undefined;
+    kernel.lookupRefused = undefined;
+    kernel.refused.clear();
+    kernel.kept.clear();
+    Object.assign(store, { failSaves: 0, passSaves: 0 });
+    await writeFile(join(configDir, c1, 'providers', 'net', 'netvm2'), '');
+    await linkVms([c1], options());
+    await rm(join(configDir, c1, 'providers', 'net', 'netvm2'));
+    const ids = allocateMany(await loadState(stateDir), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[1]!).bridge);
+    kernel.kept.add(linkDeviceNames(PREFIX, ids[2]!).bridge);
+    kernel.lookupRefused = how === 'a kernel refusal' ? 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again' : undefined;
+    // Plans: the one transaction (1), then c1 (2), c2 (3, refused) and c3 (4) one by one; the
+    // next write after c3's record is the take-down's probe.
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies !== 4) return;
+      if (how === 'the state dir not writable before it') store.failSaves = 1;
+      if (how === 'the state file not written after it') {
+        store.passSaves = 1;
+        store.failSaves = 1;
+      }
+    };
+    return ids;
+  };
+
+  beforeEach(async () => {
+    await addVm('netvm2');
+    await addVm(c0, ['nosuchvm']);
+  });
+
+  it.each(endings)('%s: fails with the VMs failed (c0, c2) and those linked (c1, c3), and says no device left of a VM linked again (c3)', async (how, kind, message) => {
+    const ids = await prepare(how);
+    const told: UndoStepFailure[] = [];
+    const c2Bridge = linkDeviceNames(PREFIX, ids[1]!).bridge;
+    await expect(linkVmsKeepGoing([c0, ...CLIENTS], { ...options(), onUndoStepFailed: (failure) => void told.push(failure) })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind,
+      message: expect.stringMatching(message),
+      failed: [
+        { vm: c0, error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) },
+        { vm: c2, error: expect.objectContaining({ message: expect.stringContaining(c2Bridge) }) },
+      ],
+      linked: new Map([
+        [c1, [expect.objectContaining({ vm: c1, provider: NETVM, id: ids[0] })]],
+        [c3, [expect.objectContaining({ vm: c3, provider: NETVM, id: ids[2] })]],
+      ]),
+    });
+    // c3's bridge, left by the one transaction's undo, is c3's own again: not said.
+    expect(told).toEqual([]);
+  });
+
+  it.each(endings)('%s: the bin prints the VMs linked (c1, c3), then says the failure, then each VM failed (c0, c2); with --json their lines too; exit 1', async (how, _kind, message) => {
+    const failureLine = new RegExp(`^spectrum-link: ${message.source.slice(1)}`);
+    for (const json of [false, true]) {
+      const ids = await prepare(how);
+      const c2Bridge = linkDeviceNames(PREFIX, ids[1]!).bridge;
+      const run = await linkCli([...(json ? ['--json'] : []), '--keep-going', c0, ...CLIENTS]);
+      const out = run.stdout.split('\n').filter((line) => line !== '');
+      if (json) {
+        expect(out.map((line) => JSON.parse(line) as unknown)).toEqual([
+          { vm: c1, links: [expect.objectContaining({ vm: c1, provider: NETVM, id: ids[0] })] },
+          { vm: c3, links: [expect.objectContaining({ vm: c3, provider: NETVM, id: ids[2] })] },
+          { vm: c0, links: [], error: expect.stringMatching(/^VM c0 in .* is not valid .*nosuchvm/) },
+          { vm: c2, links: [], error: expect.stringContaining(c2Bridge) },
+        ]);
+      } else {
+        expect(out.filter((line) => / -> /.test(line))).toEqual([expect.stringMatching(new RegExp(`^c1 -> netvm  id ${ids[0]}  `)), expect.stringMatching(new RegExp(`^c3 -> netvm  id ${ids[2]}  `))]);
+      }
+      expect({ code: run.code, stderr: run.stderr }).toEqual({
+        code: 1,
+        stderr: [
+          expect.stringMatching(failureLine),
+          expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/),
+          expect.stringMatching(new RegExp(`^spectrum-link: link c2 failed: .*${c2Bridge}`)),
+        ],
+      });
+    }
+  });
+});
+
+describe('link --keep-going where the state dir is not made yet, and a signal comes while another run holds its lock', () => {
+  /**
+   * Once the run has read the config (before the lock: no state dir), another run makes the dir
+   * and holds its lock; `signal` is then called a little later. Returns the release of that lock.
+   */
+  const holdLockThenSignal = (fresh: string, signal: () => void): { release: () => Promise<void> } => {
+    let release = (): void => undefined;
+    let holding: Promise<void> = Promise.resolve();
+    configReads.afterRead = async () => {
+      await mkdir(fresh);
+      await new Promise<void>((held) => {
+        holding = withStateLock(fresh, () => {
+          held();
+          return new Promise<void>((resolve) => (release = resolve));
+        });
+      });
+      setTimeout(signal, 50);
+    };
+    return {
+      release: async () => {
+        release();
+        await holding;
+      },
+    };
+  };
+
+  it.each([
+    ['linkVmsKeepGoing', (run: LinkerOptions) => linkVmsKeepGoing(CLIENTS, run)],
+    ['linkAllKeepGoing', linkAllKeepGoing],
+  ] as const)('%s: the VMs that failed their checks before it (c1: its config) come with the interruption, to be said; with none, none', async (_name, link) => {
+    for (const invalid of [true, false]) {
+      const fresh = join(stateDir, `fresh-${String(invalid)}`);
+      if (invalid) await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
+      else await rm(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), { force: true });
+      const stop = new AbortController();
+      const holder = holdLockThenSignal(fresh, () => stop.abort('SIGINT'));
+      try {
+        await expect(link({ ...options(), stateDir: fresh, signal: stop.signal })).rejects.toMatchObject({
+          name: 'LinkerError',
+          kind: 'interrupted-waiting',
+          failed: invalid ? [{ vm: 'c1', error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) }] : [],
+        });
+      } finally {
+        await holder.release();
+      }
+    }
+  });
+
+  it('the bin says the interruption, then the VM that failed before it (with --json also its line on stdout); exit 130, nothing made', async () => {
+    await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
+    const interruptedLine = 'spectrum-link: link interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was made';
+    const failedLine = expect.stringMatching(/^spectrum-link: link c1 failed: VM c1 in .* is not valid .*nosuchvm/);
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    for (const json of [false, true]) {
+      const fresh = join(stateDir, `fresh-${String(json)}`);
+      const holder = holdLockThenSignal(fresh, () => void process.emit('SIGINT', 'SIGINT'));
+      let run: Awaited<ReturnType<typeof linkCli>>;
+      try {
+        run = await linkCli([...(json ? ['--json'] : []), '--keep-going', ...CLIENTS], fresh);
+      } finally {
+        await holder.release();
+      }
+      const stdout = run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown);
+      expect({ ...run, stdout }).toEqual({
+        code: 130,
+        stdout: json ? [{ vm: 'c1', links: [], error: expect.stringMatching(/^VM c1 in .* is not valid .*nosuchvm/) }] : [],
+        stderr: [interruptedLine, failedLine],
+      });
+    }
+    expect(applies).toBe(0);
+  });
+});
+
 /** A VM directory in the config dir, with these providers. */
 async function addVm(vm: string, providers: readonly string[] = []): Promise<void> {
   await mkdir(join(configDir, vm, 'blk'), { recursive: true });
