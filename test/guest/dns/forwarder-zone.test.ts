@@ -246,4 +246,42 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%br@lan]:53`], unreachableUpstreams: [] });
     expect(await ask()).toBe(ANSWER);
   });
+
+  it("connects an upstream again through the interface its zone names now once another took that name, not dropping the upstream given by that one's index in its place", async () => {
+    // The uplink's name now (the tests before renamed it).
+    const uplink = new RegExp(`^${uplinkIndex}: ([^:@]+)[:@]`, 'm').exec((await net.provider.ip(['-o', 'link', 'show'])).stdout)?.[1];
+    expect(uplink).toBeDefined();
+    // Another interface of the provider, where no resolver answers (its peer has no address).
+    await net.provider.ip(['link', 'add', 'zz0', 'type', 'veth', 'peer', 'name', 'zzpeer']);
+    try {
+      await net.provider.ip(['link', 'set', 'zzpeer', 'up']);
+      await net.provider.ip(['link', 'set', 'zz0', 'up']);
+      await linkLocalOf(net.provider, 'zz0');
+      const text = `nameserver ${linkLocal}%zz0\nnameserver ${linkLocal}%${uplinkIndex}\n`;
+      await reloaded(text);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%zz0]:53`, `[${linkLocal}%${uplinkIndex}]:53`], unreachableUpstreams: [] });
+      // zz0 is renamed away, and the uplink takes its name (an alternative name).
+      await net.provider.ip(['link', 'set', 'zz0', 'down']);
+      await net.provider.ip(['link', 'set', 'zz0', 'name', 'zz1']);
+      await net.provider.ip(['link', 'set', 'zz1', 'up']);
+      await net.provider.ip(['link', 'property', 'add', 'dev', uplink ?? '', 'altname', 'zz0']);
+      // The first now names the uplink: one server with the second. Its sockets were kept on the
+      // dummy, and the second dropped as its duplicate: every query went to the dummy (SERVFAIL).
+      await reloaded(text);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%zz0]:53`], unreachableUpstreams: [] });
+      const before = await forwarder.counters();
+      expect(await ask()).toBe(ANSWER);
+      expect(Number((await forwarder.counters())['upstreamTimeouts'])).toBe(Number(before['upstreamTimeouts']));
+      // The name gone from the uplink: its sockets still reach the uplink (by index), so the
+      // second is still one server with it (not asked again on the same link).
+      await net.provider.ip(['link', 'property', 'del', 'dev', uplink ?? '', 'altname', 'zz0']);
+      await reloaded(text);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%zz0]:53`], unreachableUpstreams: [] });
+      expect(await ask()).toBe(ANSWER);
+    } finally {
+      await net.provider.ip(['link', 'property', 'del', 'dev', uplink ?? '', 'altname', 'zz0'], { allowFailure: true });
+      // Its peer goes with it.
+      for (const name of ['zz0', 'zz1']) await net.provider.ip(['link', 'del', name], { allowFailure: true });
+    }
+  });
 });
