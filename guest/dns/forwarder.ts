@@ -32,6 +32,7 @@ import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
 import {
   DNS_PORT,
+  distinctUpstreams,
   endpointText,
   givenAs,
   parseConfiguredUpstream,
@@ -1077,16 +1078,19 @@ class Forwarder implements DnsForwarder {
       if (!zoneIndexes.has(upstream)) zoneIndexes.set(upstream, upstream.address.includes('%') ? (zoneIndexOf(upstream.address) ?? connected(upstream)) : undefined);
       return zoneIndexes.get(upstream);
     };
-    const distinct = withoutDuplicates(candidates, zoneIndex);
     // Forwarding to ourselves would loop every query until the pending table fills, unless our
     // address is also the upstream provider's and a link to it is known (a chained provider).
+    // The first MAX_UPSTREAMS of the others: neither ourselves nor a duplicate takes a place.
     const self = this.#self;
     const route = this.#upstreamRoute;
-    const wanted: WantedUpstream[] = distinct
-      .filter((upstream) => !sameUpstream(upstream, self) || (route !== undefined && upstream.family === 4))
-      .slice(0, MAX_UPSTREAMS)
-      .map((upstream) => ({ upstream, via: sameUpstream(upstream, self) ? route : undefined, zoneIndex: zoneIndex(upstream) }));
-    const ignoringSelf = wanted.length < Math.min(distinct.length, MAX_UPSTREAMS);
+    const wanted: WantedUpstream[] = [];
+    let ignoringSelf = false;
+    for (const upstream of distinctUpstreams(candidates, zoneIndex)) {
+      if (wanted.length === MAX_UPSTREAMS) break;
+      const itself = sameUpstream(upstream, self);
+      if (itself && (route === undefined || upstream.family !== 4)) ignoringSelf = true;
+      else wanted.push({ upstream, via: itself ? route : undefined, zoneIndex: zoneIndex(upstream) });
+    }
     if (ignoringSelf && !this.#ignoringSelf) {
       this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder (and no link to an upstream provider is known)`);
     }
