@@ -40,7 +40,9 @@ export function parseResolvConf(text: string): ResolvConf {
   const skipped: string[] = [];
   const withoutZone: Upstream[] = [];
   for (const rawLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
-    const line = rawLine.trim();
+    // Blanks to C (isspace) trimmed, a CRLF's CR among them: not what JavaScript's trim() also
+    // takes for blanks (U+3000, U+2000 to U+200A...), which a zone may end with (see below).
+    const line = rawLine.replace(/^[ \t\r\v\f]+|[ \t\r\v\f]+$/g, '');
     if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
     // Words part at spaces and tabs alone, as glibc's: a zone may hold other blanks (U+3000)
     // that Linux takes in a name.

@@ -96,6 +96,12 @@ describe('upstream addresses', () => {
       }
     }
     expect(parseResolvConf('nameserver fe80::1%a/b\nnameserver fe80::1%up+0\n')).toMatchObject({ upstreams: [parseUpstream('fe80::1%up+0')], skipped: ['fe80::1%a/b'] });
+    // At a line's end too (JavaScript's trim() took such a blank off: another interface's name),
+    // whereas a CR (a CRLF file) or a space there is no part of it.
+    for (const zone of ['a\u3000', 'b\u2000', 'c\u205f', 'd\ufeff']) {
+      expect(parseResolvConf(`nameserver fe80::1%${zone}\n`).upstreams, JSON.stringify(zone)).toEqual([parseUpstream(`fe80::1%${zone}`)]);
+    }
+    expect(parseResolvConf('nameserver fe80::1%eth0 \r\nnameserver fe80::1%eth1\r\n').upstreams).toEqual([parseUpstream('fe80::1%eth0'), parseUpstream('fe80::1%eth1')]);
   });
 
   it('takes an IPv4-mapped IPv6 address for the IPv4 address it reaches, and nothing else for it', () => {
