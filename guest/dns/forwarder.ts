@@ -32,6 +32,7 @@ import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
 import {
   DNS_PORT,
+  distinctUpstreams,
   endpointText,
   givenAs,
   parseConfiguredUpstream,
@@ -297,6 +298,12 @@ interface UpstreamLink {
   readonly key: string;
   /** Set for the upstream provider's forwarder at our own address (see UpstreamLinkRoute). */
   readonly via: UpstreamLinkRoute | undefined;
+  /**
+   * For a link-local upstream, the index of the interface its zone named when its sockets were
+   * connected: they stay on that interface (the kernel binds a connected socket to it by index),
+   * whatever it is called since and whatever has its name now (see Forwarder.#setUpstreams).
+   */
+  readonly zoneIndex: number | undefined;
   readonly sockets: readonly UdpSocket[];
   /** When to resend a query this upstream has not answered. */
   readonly rtt: RttEstimator;
@@ -427,6 +434,21 @@ function sameLink(a: { readonly upstream: Upstream; readonly via: UpstreamLinkRo
     a.via?.source === b.via?.source &&
     a.via?.ifindex === b.via?.ifindex
   );
+}
+
+/**
+ * An upstream in the list and the interface its zone is taken to name (see Forwarder.#setUpstreams),
+ * which a link connected through another interface is not.
+ */
+interface WantedUpstream {
+  readonly upstream: Upstream;
+  readonly via: UpstreamLinkRoute | undefined;
+  readonly zoneIndex: number | undefined;
+}
+
+/** Whether `link` is `want`'s, connected through the interface `want`'s zone names. */
+function connectedAsWanted(link: UpstreamLink, want: WantedUpstream): boolean {
+  return sameLink(link, want) && link.zoneIndex === want.zoneIndex;
 }
 
 /**
@@ -912,6 +934,8 @@ class Forwarder implements DnsForwarder {
 
   #connectUpstream(upstream: Upstream, via: UpstreamLinkRoute | undefined): UpstreamLink | undefined {
     const key = linkText({ upstream, via });
+    // Read as each connect below reads it (the interface of that name, or index, now).
+    const zoneIndex = zoneIndexOf(upstream.address);
     const sockets: UdpSocket[] = [];
     try {
       for (let i = 0; i < SOCKETS_PER_UPSTREAM; i++) {
@@ -962,6 +986,7 @@ class Forwarder implements DnsForwarder {
       upstream,
       key: upstreamKey(upstream),
       via,
+      zoneIndex,
       sockets,
       rtt,
       broken: false,
@@ -1041,16 +1066,31 @@ class Forwarder implements DnsForwarder {
     // A link-local upstream given by its link's name and again by its index is one server: the
     // first kept, as for any duplicate. By the interfaces of now: a zone naming none yet counts
     // on its own until it does (this runs again at each reconnect round while it is missing).
-    const distinct = withoutDuplicates(candidates, (upstream) => zoneIndexOf(upstream.address));
+    // One whose sockets are connected, and whose zone names no interface now (renamed away),
+    // still reaches the interface it was connected through: that one it names. One whose zone
+    // names another interface now (another took the name) is connected again through that one:
+    // compared by the old one, it could drop the upstream given by the new one's index, and
+    // ask the old one in its place.
+    const connected = (upstream: Upstream): number | undefined =>
+      this.#upstreams.find((link) => link.via === undefined && !needsConnecting(link) && sameUpstream(link.upstream, upstream))?.zoneIndex;
+    const zoneIndexes = new Map<Upstream, number | undefined>();
+    const zoneIndex = (upstream: Upstream): number | undefined => {
+      if (!zoneIndexes.has(upstream)) zoneIndexes.set(upstream, upstream.address.includes('%') ? (zoneIndexOf(upstream.address) ?? connected(upstream)) : undefined);
+      return zoneIndexes.get(upstream);
+    };
     // Forwarding to ourselves would loop every query until the pending table fills, unless our
     // address is also the upstream provider's and a link to it is known (a chained provider).
+    // The first MAX_UPSTREAMS of the others: neither ourselves nor a duplicate takes a place.
     const self = this.#self;
     const route = this.#upstreamRoute;
-    const wanted = distinct
-      .filter((upstream) => !sameUpstream(upstream, self) || (route !== undefined && upstream.family === 4))
-      .slice(0, MAX_UPSTREAMS)
-      .map((upstream) => ({ upstream, via: sameUpstream(upstream, self) ? route : undefined }));
-    const ignoringSelf = wanted.length < Math.min(distinct.length, MAX_UPSTREAMS);
+    const wanted: WantedUpstream[] = [];
+    let ignoringSelf = false;
+    for (const upstream of distinctUpstreams(candidates, zoneIndex)) {
+      if (wanted.length === MAX_UPSTREAMS) break;
+      const itself = sameUpstream(upstream, self);
+      if (itself && (route === undefined || upstream.family !== 4)) ignoringSelf = true;
+      else wanted.push({ upstream, via: itself ? route : undefined, zoneIndex: zoneIndex(upstream) });
+    }
     if (ignoringSelf && !this.#ignoringSelf) {
       this.#log.warn({ source }, `ignoring ${upstreamText(self)} as an upstream: that is this forwarder (and no link to an upstream provider is known)`);
     }
@@ -1074,17 +1114,17 @@ class Forwarder implements DnsForwarder {
     for (const key of [...this.#upstreamFailureRounds.keys()]) if (!wantedStreaks.includes(key)) this.#upstreamFailureRounds.delete(key);
     const old = this.#upstreams;
     const changed =
-      wanted.length !== old.length || old.some(needsConnecting) || wanted.some((want, i) => old[i] === undefined || !sameLink(want, old[i]));
+      wanted.length !== old.length || old.some(needsConnecting) || wanted.some((want, i) => old[i] === undefined || !connectedAsWanted(old[i], want));
     if (changed) this.#switchUpstreams(old, wanted, source);
     else this.#missingUpstreams = 0;
     if (this.#closed === undefined) this.#scheduleReconnect();
   }
 
   /** Connect what `wanted` lacks and switch over; what failed to connect is counted in #missingUpstreams. */
-  #switchUpstreams(old: readonly UpstreamLink[], wanted: readonly { upstream: Upstream; via: UpstreamLinkRoute | undefined }[], source: string): void {
+  #switchUpstreams(old: readonly UpstreamLink[], wanted: readonly WantedUpstream[], source: string): void {
     // Keep the links of upstreams still listed (and still routed); connect new ones before switching over.
     const links = wanted.map(
-      (want) => old.find((link) => !needsConnecting(link) && sameLink(link, want)) ?? this.#connectUpstream(want.upstream, want.via),
+      (want) => old.find((link) => !needsConnecting(link) && connectedAsWanted(link, want)) ?? this.#connectUpstream(want.upstream, want.via),
     );
     const kept = links.filter((link): link is UpstreamLink => link !== undefined);
     if (this.#closed !== undefined) {

@@ -1,12 +1,20 @@
-import { lacksItsZone, parseUpstream, sameUpstream, type Upstream } from './upstream.js';
+import { lacksItsZone, parseUpstream, sameUpstream, upstreamKey, type Upstream } from './upstream.js';
 
-/** More than glibc's 3 (MAXNS), so nothing usable is lost; fewer than a hostile file could list. */
+/**
+ * The upstreams the forwarder uses at most (the first it can use of those it is given): more than
+ * glibc's 3 (MAXNS), so nothing usable is lost; fewer than a hostile file could list.
+ */
 export const MAX_UPSTREAMS = 8;
 /** Longer files are not resolv.conf files; only their start is read. */
 export const MAX_RESOLV_CONF_LENGTH = 64 * 1024;
 
 export interface ResolvConf {
-  /** Usable nameservers, in file order, duplicates removed, at most MAX_UPSTREAMS. */
+  /**
+   * Usable nameservers, in file order, duplicates removed. All of them (of the file's first
+   * MAX_RESOLV_CONF_LENGTH bytes), not just the first MAX_UPSTREAMS: the forwarder takes those
+   * of them it can use (not itself, not a link-local one again by its link's index, which only
+   * the interfaces of the moment tell), and cut here, those would take the places of others.
+   */
   readonly upstreams: readonly Upstream[];
   /** nameserver values that could not be used, for the log. */
   readonly skipped: readonly string[];
@@ -28,10 +36,13 @@ export interface ResolvConf {
  */
 export function parseResolvConf(text: string): ResolvConf {
   const upstreams: Upstream[] = [];
+  const upstreamKeys = new Set<string>();
   const skipped: string[] = [];
   const withoutZone: Upstream[] = [];
   for (const rawLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
-    const line = rawLine.trim();
+    // Blanks to C (isspace) trimmed, a CRLF's CR among them: not what JavaScript's trim() also
+    // takes for blanks (U+3000, U+2000 to U+200A...), which a zone may end with (see below).
+    const line = rawLine.replace(/^[ \t\r\v\f]+|[ \t\r\v\f]+$/g, '');
     if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
     // Words part at spaces and tabs alone, as glibc's: a zone may hold other blanks (U+3000)
     // that Linux takes in a name.
@@ -50,8 +61,10 @@ export function parseResolvConf(text: string): ResolvConf {
       if (withoutZone.length < MAX_UPSTREAMS && !withoutZone.some((known) => sameUpstream(known, upstream))) withoutZone.push(upstream);
       continue;
     }
-    if (upstreams.some((known) => sameUpstream(known, upstream))) continue;
-    if (upstreams.length < MAX_UPSTREAMS) upstreams.push(upstream);
+    const key = upstreamKey(upstream);
+    if (upstreamKeys.has(key)) continue;
+    upstreamKeys.add(key);
+    upstreams.push(upstream);
   }
   return { upstreams, skipped, withoutZone };
 }

@@ -313,11 +313,19 @@ function linkKey(upstream: Upstream, zoneIndex: ZoneIndex | undefined): string {
  * compared again then: the forwarder does at each reconnect round).
  */
 export function withoutDuplicates(upstreams: readonly Upstream[], zoneIndex?: ZoneIndex): Upstream[] {
+  return [...distinctUpstreams(upstreams, zoneIndex)];
+}
+
+/**
+ * withoutDuplicates one at a time: a zone's interface is looked up only as far as the upstreams
+ * are read (the forwarder reads up to the MAX_UPSTREAMS it can use).
+ */
+export function* distinctUpstreams(upstreams: Iterable<Upstream>, zoneIndex?: ZoneIndex): Generator<Upstream, void, undefined> {
   const seen = new Set<string>();
-  return upstreams.filter((upstream) => {
+  for (const upstream of upstreams) {
     const key = linkKey(upstream, zoneIndex);
-    if (seen.has(key)) return false;
+    if (seen.has(key)) continue;
     seen.add(key);
-    return true;
-  });
+    yield upstream;
+  }
 }

@@ -45,6 +45,13 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     return new RegExp(`^${name.replaceAll('.', '\\.')}\\.\\s+\\d+\\s+IN\\s+A\\s+(\\S+)`, 'm').exec(stdout)?.[1] ?? (/status: (\w+)/.exec(stdout)?.[1] ?? 'no reply');
   }
 
+  /** The uplink's name now (tests rename it). */
+  async function uplinkName(): Promise<string> {
+    const name = new RegExp(`^${uplinkIndex}: ([^:@]+)[:@]`, 'm').exec((await net.provider.ip(['-o', 'link', 'show'])).stdout)?.[1];
+    if (name === undefined) throw new Error(`no interface has index ${uplinkIndex}`);
+    return name;
+  }
+
   const warnings = (): string[] => forwarder.process.stderr.split('\n').filter((line) => NO_INTERFACE.test(line));
 
   async function reloaded(text: string): Promise<void> {
@@ -245,5 +252,53 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     await reloaded(`nameserver [${linkLocal}%br@lan]:53\n`);
     expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%br@lan]:53`], unreachableUpstreams: [] });
     expect(await ask()).toBe(ANSWER);
+  });
+
+  it('takes the first 8 upstreams of a resolv.conf that it can use: a link-local one again by its index, or this forwarder, takes none of their places', async () => {
+    const uplink = await uplinkName();
+    // Resolvers on the provider itself (a connect there needs no route): nothing answers there.
+    const others = Array.from({ length: 7 }, (_, i) => `127.0.0.${i + 2}:5301`);
+    await reloaded([`${linkLocal}%${uplink}`, `${linkLocal}%${uplinkIndex}`, '169.254.0.1', ...others].map((upstream) => `nameserver ${upstream}`).join('\n'));
+    // Only resolv.conf's first 8 were taken before: the duplicate and ourselves, left out after
+    // that, left 6, the last two never asked.
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%${uplink}]:53`, ...others], unreachableUpstreams: [] });
+    expect(forwarder.process.stderr).toContain('ignoring 169.254.0.1:53 as an upstream: that is this forwarder');
+    expect(await ask()).toBe(ANSWER);
+  });
+
+  it("connects an upstream again through the interface its zone names now once another took that name, not dropping the upstream given by that one's index in its place", async () => {
+    const uplink = await uplinkName();
+    // Another interface of the provider, where no resolver answers (its peer has no address).
+    await net.provider.ip(['link', 'add', 'zz0', 'type', 'veth', 'peer', 'name', 'zzpeer']);
+    try {
+      await net.provider.ip(['link', 'set', 'zzpeer', 'up']);
+      await net.provider.ip(['link', 'set', 'zz0', 'up']);
+      await linkLocalOf(net.provider, 'zz0');
+      const text = `nameserver ${linkLocal}%zz0\nnameserver ${linkLocal}%${uplinkIndex}\n`;
+      await reloaded(text);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%zz0]:53`, `[${linkLocal}%${uplinkIndex}]:53`], unreachableUpstreams: [] });
+      // zz0 is renamed away, and the uplink takes its name (an alternative name).
+      await net.provider.ip(['link', 'set', 'zz0', 'down']);
+      await net.provider.ip(['link', 'set', 'zz0', 'name', 'zz1']);
+      await net.provider.ip(['link', 'set', 'zz1', 'up']);
+      await net.provider.ip(['link', 'property', 'add', 'dev', uplink, 'altname', 'zz0']);
+      // The first now names the uplink: one server with the second. Its sockets were kept on the
+      // dummy, and the second dropped as its duplicate: every query went to the dummy (SERVFAIL).
+      await reloaded(text);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%zz0]:53`], unreachableUpstreams: [] });
+      const before = await forwarder.counters();
+      expect(await ask()).toBe(ANSWER);
+      expect(Number((await forwarder.counters())['upstreamTimeouts'])).toBe(Number(before['upstreamTimeouts']));
+      // The name gone from the uplink: its sockets still reach the uplink (by index), so the
+      // second is still one server with it (not asked again on the same link).
+      await net.provider.ip(['link', 'property', 'del', 'dev', uplink, 'altname', 'zz0']);
+      await reloaded(text);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%zz0]:53`], unreachableUpstreams: [] });
+      expect(await ask()).toBe(ANSWER);
+    } finally {
+      await net.provider.ip(['link', 'property', 'del', 'dev', uplink, 'altname', 'zz0'], { allowFailure: true });
+      // Its peer goes with it.
+      for (const name of ['zz0', 'zz1']) await net.provider.ip(['link', 'del', name], { allowFailure: true });
+    }
   });
 });

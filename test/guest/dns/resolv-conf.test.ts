@@ -96,6 +96,12 @@ describe('upstream addresses', () => {
       }
     }
     expect(parseResolvConf('nameserver fe80::1%a/b\nnameserver fe80::1%up+0\n')).toMatchObject({ upstreams: [parseUpstream('fe80::1%up+0')], skipped: ['fe80::1%a/b'] });
+    // At a line's end too (JavaScript's trim() took such a blank off: another interface's name),
+    // whereas a CR (a CRLF file) or a space there is no part of it.
+    for (const zone of ['a\u3000', 'b\u2000', 'c\u205f', 'd\ufeff']) {
+      expect(parseResolvConf(`nameserver fe80::1%${zone}\n`).upstreams, JSON.stringify(zone)).toEqual([parseUpstream(`fe80::1%${zone}`)]);
+    }
+    expect(parseResolvConf('nameserver fe80::1%eth0 \r\nnameserver fe80::1%eth1\r\n').upstreams).toEqual([parseUpstream('fe80::1%eth0'), parseUpstream('fe80::1%eth1')]);
   });
 
   it('takes an IPv4-mapped IPv6 address for the IPv4 address it reaches, and nothing else for it', () => {
@@ -178,7 +184,7 @@ describe('resolv.conf', () => {
     expect(parseResolvConf('nameserver fec0::1\nnameserver ::ffff:192.0.2.1\n')).toMatchObject({ withoutZone: [] });
   });
 
-  it('finds exactly the listed nameservers among any mix of other lines, at most MAX_UPSTREAMS, no duplicates', () => {
+  it('finds exactly the listed nameservers among any mix of other lines, all of them (the forwarder takes the first it can use), no duplicates', () => {
     const nameserverLine = fc.tuple(anyIpv4, fc.option(anyPort, { nil: undefined })).map(([ip, port]) => ({
       line: `nameserver ${ip}${port === undefined ? '' : `:${port}`}`,
       text: `${ip}:${port ?? 53}`,
@@ -192,7 +198,7 @@ describe('resolv.conf', () => {
     );
     fc.assert(
       fc.property(fc.array(fc.oneof(nameserverLine, otherLine.map((line) => ({ line, text: undefined }))), { maxLength: 30 }), (lines) => {
-        const expected = [...new Set(lines.flatMap((l) => (l.text === undefined ? [] : [l.text])))].slice(0, MAX_UPSTREAMS);
+        const expected = [...new Set(lines.flatMap((l) => (l.text === undefined ? [] : [l.text])))];
         const conf = parseResolvConf(lines.map((l) => l.line).join('\n'));
         expect(conf.upstreams.map(upstreamText)).toEqual(expected);
       }),
@@ -203,7 +209,8 @@ describe('resolv.conf', () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 500 }), (text) => {
         const conf = parseResolvConf(text);
-        expect(conf.upstreams.length).toBeLessThanOrEqual(MAX_UPSTREAMS);
+        expect(conf.upstreams.length).toBeLessThanOrEqual(text.split('\n').length);
+        expect(conf.skipped.length).toBeLessThanOrEqual(MAX_UPSTREAMS);
       }),
     );
   });
