@@ -4,7 +4,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/harness/global-setup.ts'],
-    setupFiles: ['test/fast-check-setup.ts'],
+    setupFiles: ['test/fast-check-setup.ts', 'test/matcher-guard.ts'],
     // Namespace tests spawn many short processes; forks keep signals and cwd per file.
     pool: 'forks',
     // A test that asserts nothing cannot fail: vitest fails it instead.
