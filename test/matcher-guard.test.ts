@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { regExpPlace } from './matcher-guard.js';
+import { regExpPlace } from './regexp-place.js';
 
 describe('the toMatchObject guard (test/matcher-guard.ts)', () => {
   it('finds a RegExp in an expected object, however deep, and says where', () => {
