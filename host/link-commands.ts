@@ -527,6 +527,23 @@ function interruptedUndoingLine(signal: NodeJS.Signals): string {
 }
 
 /**
+ * What a `link` ends with that failed only after its links were made, taking down links to
+ * providers dropped (said as where it ends well: FinishedOutcome), where a signal came after its
+ * last safe point (it cut nothing short and undid nothing): the failure's lines (its first, then
+ * any further ones it carried), then what the signal did, then `after` (the VMs failed, what an
+ * undo left, the VMMs that did not detach a link taken down); the exit code the signal's, as where
+ * such a run ends well.
+ */
+export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Signals, anyFailed: boolean, after: readonly string[]): CliError {
+  const further = failure instanceof CliError ? failure.details : [];
+  const undone = anyFailed ? 'the signal undid nothing, but each VM that failed (below) was undone alone, as without it' : 'the signal undid nothing';
+  const said =
+    `link interrupted by ${signal} after it had made its links: ${undone}; the links it made stay (printed), ` +
+    'and its take-down of links to providers no longer named went on regardless, and failed (above)';
+  return new CliError(reasonText(failure), signalExitCode(signal), [...further, said, ...after], 'lines');
+}
+
+/**
  * What a `link` that failed, then got a signal while it undid the run, ends with: the failure's
  * lines (its first, then any further ones it carried, as a CliError's details), then what the
  * signal did, then `after` (links left down, NICs not taken back); the exit code the signal's.
@@ -861,7 +878,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           await warnOutcome(done, linkedAll);
           writeOutcome(done, linkedAll);
-          throw withLeftDown(error.kind === 'state-failed' ? error.failure : error, undoLines(done.failed, done.vmmFailures));
+          const failure = error.kind === 'state-failed' ? error.failure : error;
+          // A signal that came meanwhile (after the last safe point: nothing was cut short or
+          // undone for it) is said after the failure, and its exit code is the run's.
+          if (interruption.received !== undefined) throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, undoLines(done.failed, done.vmmFailures));
+          throw withLeftDown(failure, undoLines(done.failed, done.vmmFailures));
         }
         // The state failure as it is said without them (its exit code too), then those VMs. The
         // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped.

@@ -1087,6 +1087,32 @@ describe('link whose take-down of a dropped provider fails after its links were 
     },
   );
 
+  it.each([false, true])('a signal during the take-down, which then fails (--keep-going: %s): the failure, then a line saying the signal undid nothing, then the VM failed; the VMs linked printed; exit 130', async (keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const dropped = await linkC1ThenDrop();
+    breakTakeDown('the state file not written after it');
+    kernel.whileRemoving = () => {
+      process.emit('SIGINT', 'SIGINT');
+      store.failSaves = 1;
+    };
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2]);
+    expect(textOf(run.stdout)).toEqual([
+      expect.stringMatching(/^c1 -> netvm  id /),
+      `unlinked c1 -> netvm2 (id ${dropped.id}, kept): netvm2 is no longer among c1's providers`,
+      expect.stringMatching(/^c2 -> netvm  id /),
+    ]);
+    const undid = keepGoing ? 'the signal undid nothing, but each VM that failed \\(below\\) was undone alone, as without it' : 'the signal undid nothing';
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(lineOf(endings[2][1])),
+        expect.stringMatching(new RegExp(`^spectrum-link: link interrupted by SIGINT after it had made its links: ${undid}; the links it made stay \\(printed\\), and its take-down of links to providers no longer named went on regardless, and failed \\(above\\)$`)),
+        ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+      ],
+    });
+  });
+
   it('on a terminal, plain link erases its progress line before it prints the VMs it linked: each line starts a line of its own', async () => {
     await linkC1ThenDrop();
     breakTakeDown('a kernel refusal');
