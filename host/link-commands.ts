@@ -17,6 +17,7 @@ import type { AmbiguousAttach } from './kept-attach.js';
 import {
   type AllVms,
   type FailedVm,
+  type FinishedOutcome,
   type KeepGoingOutcome,
   type LeftDownLink,
   type LeftLink,
@@ -526,6 +527,23 @@ function interruptedUndoingLine(signal: NodeJS.Signals): string {
 }
 
 /**
+ * What a `link` ends with that failed only after its links were made, taking down links to
+ * providers dropped (said as where it ends well: FinishedOutcome), where a signal came after its
+ * last safe point (it cut nothing short and undid nothing): the failure's lines (its first, then
+ * any further ones it carried), then what the signal did, then `after` (the VMs failed, what an
+ * undo left, the VMMs that did not detach a link taken down); the exit code the signal's, as where
+ * such a run ends well.
+ */
+export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Signals, anyFailed: boolean, after: readonly string[]): CliError {
+  const further = failure instanceof CliError ? failure.details : [];
+  const undone = anyFailed ? 'the signal undid nothing, but each VM that failed (below) was undone alone, as without it' : 'the signal undid nothing';
+  const said =
+    `link interrupted by ${signal} after it had made its links: ${undone}; the links it made stay (printed), ` +
+    'and its take-down of links to providers no longer named went on regardless, and failed (above)';
+  return new CliError(reasonText(failure), signalExitCode(signal), [...further, said, ...after], 'lines');
+}
+
+/**
  * What a `link` that failed, then got a signal while it undid the run, ends with: the failure's
  * lines (its first, then any further ones it carried, as a CliError's details), then what the
  * signal did, then `after` (links left down, NICs not taken back); the exit code the signal's.
@@ -760,17 +778,59 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoSteps: UndoStepFailure[] = [];
       const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm)));
       // Said after the failure: the links left down, the devices and namespaces left, the records
-      // not written back, then the NICs not taken back. With --keep-going, the VMs that failed
-      // before a signal stopped the run come first, each with its links left down.
-      const undoLines = (failed: readonly FailedVm[] = []): string[] => {
+      // not written back, each VMM that did not detach a link taken down (`vmmFailures`), then the
+      // NICs not taken back. With --keep-going, the VMs that failed (before a signal or a failure
+      // stopped the run, or in a run that ends) come first, each with its links left down.
+      const undoLines = (failed: readonly FailedVm[] = [], vmmFailures: readonly VmmDetachFailure[] = []): string[] => {
         const failedVms = new Set<string>(failed.map((entry) => entry.vm));
         return [
           ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
           ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
           ...undoSteps.map(undoStepLine),
           ...undoWrites.map(undoStateLine),
+          ...vmmFailures.map((failure) => unlistedLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure))),
           ...undoDetachLines(),
         ];
+      };
+      // What a run that did its work says of it (also one that failed only after its links were
+      // made, taking down links to providers dropped: FinishedOutcome): first its warnings, a
+      // line each (the message alone: fields would take more lines on a terminal), of the config
+      // dir as linked (`all`: read under the lock), not as it was when the run began...
+      const warnOutcome = async (done: FinishedOutcome, all: AllVms | undefined): Promise<void> => {
+        if (!wouldLog('warn')) return;
+        for (const { vm, links } of done.orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
+        for (const entry of done.unusable) log().warn(unusableWarning(entry));
+        for (const entry of done.ambiguousAttach) log().warn(ambiguousWarning(entry));
+        const snapshot = all?.wholeDir.snapshot;
+        for (const dir of snapshot?.misnamed ?? []) log().warn(misnamedWarning(dir, snapshot?.dir ?? linkerOpts.configDir));
+        // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant kept its mode)
+        // is warned of, not refused: a VM that goes from the config dir would otherwise fail
+        // every call of a script that passes one --attach set to all, until the script is changed.
+        if (attach.perVm.size > 0) {
+          for (const stray of await strayAttachModes(done, attach, linkerOpts, snapshot)) {
+            log().warn(`--attach ${stray.vm}=${stray.mode} was not used: this run linked no ${stray.vm} (nor a VM with it as a provider), and there is no such VM (${stray.reason}); check the name`);
+          }
+        }
+      };
+      // ...then its stdout.
+      const writeOutcome = (done: FinishedOutcome, all: AllVms | undefined): void => {
+        const lines: string[] = [];
+        // VMs without providers that had nothing to take down are not reported by --all.
+        for (const vm of new Set([...done.linked.keys(), ...done.unlinked.keys()])) {
+          lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, linkerOpts.mtu));
+        }
+        // With --keep-going, a line for each VM it did not link (stderr says why too).
+        // (`badInput`: it failed by bad usage or input, as plain link would have exited 2.)
+        if (flags.json === true) for (const entry of done.failed) lines.push(`${JSON.stringify(failedJson(entry))}\n`);
+        // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
+        if (flags.json === true) for (const { vm, links } of done.orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
+        // And one for each entry that is no usable VM directory, its recorded links (left as they are) as `recorded`.
+        if (flags.json === true) {
+          for (const { vm, problem, links } of done.unusable) lines.push(`${JSON.stringify({ vm, links: [], unusableDir: problem, ...(links.length > 0 && { recorded: links.map(linkFieldsJson) }) })}\n`);
+        }
+        // And one for each directory with providers that --all skipped for its name.
+        if (flags.json === true) for (const { name, reason } of all?.wholeDir.snapshot.misnamed ?? []) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
+        process.stdout.write(lines.join(''));
       };
       try {
         const onLeftDown = (links: readonly LeftDownLink[]): void => void leftDown.push(...links);
@@ -807,74 +867,51 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         if (error instanceof LinkerError && error.kind === 'interrupted-undoing' && interruption.received !== undefined) {
           throw interruptedUndoingError(error.failure, interruption.received, undoLines());
         }
-        // The state failure (or the failed take-down of links to providers dropped) as it is said
-        // without them (its exit code too), then those VMs. The VMs it had linked stay linked:
-        // printed first, as where it ends unstopped.
-        if (error instanceof LinkerError && (error.kind === 'state-failed' || error.kind === 'unlisted-not-taken-down')) {
+        // Failed only after its links were made, taking down links to providers dropped: what it
+        // did is said as where it ends well (the progress line erased first, as there: else the
+        // first line would go on where it ends, on a terminal), then the failure as it is said
+        // without it (its exit code too), then the lines a run that ends well says after its
+        // failures (the VMs failed, what an undo left, each VMM that did not detach a link the
+        // take-down took down).
+        if (error instanceof LinkerError && error.outcome !== undefined) {
+          const { all: linkedAll, ...done } = error.outcome;
+          progress.done();
+          await warnOutcome(done, linkedAll);
+          writeOutcome(done, linkedAll);
+          const failure = error.kind === 'state-failed' ? error.failure : error;
+          // A signal that came meanwhile (after the last safe point: nothing was cut short or
+          // undone for it) is said after the failure, and its exit code is the run's.
+          if (interruption.received !== undefined) throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, undoLines(done.failed, done.vmmFailures));
+          throw withLeftDown(failure, undoLines(done.failed, done.vmmFailures));
+        }
+        // The state failure as it is said without them (its exit code too), then those VMs. The
+        // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped.
+        if (error instanceof LinkerError && error.kind === 'state-failed') {
           const linkedLines = [...error.linked].flatMap(([vm, reports]) => linkedVmLines(vm, reports, [], [], flags.json === true, linkerOpts.mtu));
           // The progress line erased first (as before the lines of a run that ends unstopped):
           // else the first of them would go on where it ends, on a terminal.
           progress.done();
           if (linkedLines.length > 0) process.stdout.write(linkedLines.join(''));
           writeFailedJson(error.failed);
-          throw withLeftDown(error.kind === 'state-failed' ? error.failure : error, undoLines(error.failed));
+          throw withLeftDown(error.failure, undoLines(error.failed));
         }
         throw withLeftDown(error, undoLines());
       } finally {
         interruption.dispose();
         progress.done();
       }
-      const { linked, unlinked, orphaned, unusable, vmmFailures, failed } = outcome;
-      // A line each (the message alone: fields would take more lines on a terminal).
-      if (orphaned.length > 0 && wouldLog('warn')) for (const { vm, links } of orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
-      if (unusable.length > 0 && wouldLog('warn')) for (const entry of unusable) log().warn(unusableWarning(entry));
-      if (outcome.ambiguousAttach.length > 0 && wouldLog('warn')) for (const entry of outcome.ambiguousAttach) log().warn(ambiguousWarning(entry));
-      // Of the config dir as linked (read under the lock), not as it was when the run began.
-      const snapshot = all?.wholeDir.snapshot;
-      const misnamed = snapshot?.misnamed ?? [];
-      if (misnamed.length > 0 && wouldLog('warn')) for (const dir of misnamed) log().warn(misnamedWarning(dir, snapshot?.dir ?? linkerOpts.configDir));
-      // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant kept its mode)
-      // is warned of, not refused: a VM that goes from the config dir would otherwise fail
-      // every call of a script that passes one --attach set to all, until the script is changed.
-      if (attach.perVm.size > 0 && wouldLog('warn')) {
-        for (const stray of await strayAttachModes(outcome, attach, linkerOpts, snapshot)) {
-          log().warn(`--attach ${stray.vm}=${stray.mode} was not used: this run linked no ${stray.vm} (nor a VM with it as a provider), and there is no such VM (${stray.reason}); check the name`);
-        }
-      }
+      const { linked, unlinked, vmmFailures, failed } = outcome;
+      await warnOutcome(outcome, all);
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
       if (wouldLog('info')) {
         log().info({ vms: all?.vms.length ?? names.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
       }
-      const lines: string[] = [];
-      // VMs without providers that had nothing to take down are not reported by --all.
-      for (const vm of new Set([...linked.keys(), ...unlinked.keys()])) {
-        lines.push(...linkedVmLines(vm, linked.get(vm) ?? [], unlinked.get(vm) ?? [], vmmFailures, flags.json === true, linkerOpts.mtu));
-      }
-      // With --keep-going, a line for each VM it did not link (stderr says why too).
-      // (`badInput`: it failed by bad usage or input, as plain link would have exited 2.)
-      if (flags.json === true) for (const entry of failed) lines.push(`${JSON.stringify(failedJson(entry))}\n`);
-      // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
-      if (flags.json === true) for (const { vm, links } of orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
-      // And one for each entry that is no usable VM directory, its recorded links (left as they are) as `recorded`.
-      if (flags.json === true) {
-        for (const { vm, problem, links } of unusable) lines.push(`${JSON.stringify({ vm, links: [], unusableDir: problem, ...(links.length > 0 && { recorded: links.map(linkFieldsJson) }) })}\n`);
-      }
-      // And one for each directory with providers that --all skipped for its name.
-      if (flags.json === true) for (const { name, reason } of misnamed) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);
-      process.stdout.write(lines.join(''));
+      writeOutcome(outcome, all);
       // Each VM --keep-going did not link (and after it each of its links left down), the links
       // left down of VMs a signal undid, the devices and namespaces an undo left, the records an
       // undo could not write back, then each VMM that did not detach a link taken down, and each
       // NIC an undo did not take back: a line each.
-      const failedVms = new Set<string>(failed.map((entry) => entry.vm));
-      const failureLines = [
-        ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
-        ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
-        ...undoSteps.map(undoStepLine),
-        ...undoWrites.map(undoStateLine),
-        ...vmmFailures.map((failure) => unlistedLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure))),
-        ...undoDetachLines(),
-      ];
+      const failureLines = undoLines(failed, vmmFailures);
       // Stopped by a signal VM by VM: what was linked is printed and stays.
       if (outcome.interrupted !== undefined && interruption.received !== undefined) {
         const [stopped = '', ...why] = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);

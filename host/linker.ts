@@ -201,12 +201,18 @@ export class LinkerError extends Error {
     readonly failed: readonly FailedVm[] = [],
     /**
      * For 'state-failed' of `link --keep-going`: the VMs it had linked again one by one (after its
-     * one transaction failed) before the state failure stopped it; for 'state-failed' and
-     * 'unlisted-not-taken-down' where the take-down of links to providers dropped failed after its
-     * passes, every VM they linked. In the order asked for, each with its links: linked and
-     * recorded, to be printed as where the run ends unstopped.
+     * one transaction failed) before the state failure stopped it; where the take-down of links to
+     * providers dropped failed after the run's links were made (`outcome`), every VM it linked. In
+     * the order asked for, each with its links: linked and recorded, to be printed as where the run
+     * ends unstopped.
      */
     readonly linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
+    /**
+     * Where `link` failed only after its links were made, taking down the links to providers
+     * dropped ('unlisted-not-taken-down', 'taken-down-not-recorded', and with --keep-going a
+     * 'state-failed' of either): what the run did, to be said as where it ends well (finishRun).
+     */
+    readonly outcome?: FinishedOutcome,
   ) {
     super(message);
   }
@@ -1021,7 +1027,11 @@ async function linkTransaction(
 
 /** What taking down the links to providers no longer listed did. */
 interface UnlistedTakedown {
+  /** The state with them taken down, not saved yet (finishRun saves it, where it `changed`). */
   readonly state: LinkState;
+  readonly changed: boolean;
+  /** The links taken down, in the order they went. */
+  readonly reports: readonly ReleasedLinkReport[];
   readonly unlinked: Map<VmName, ReleasedLinkReport[]>;
   readonly vmmFailures: VmmDetachFailure[];
 }
@@ -1049,15 +1059,15 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
 
 /**
  * Take down each listed client's links to providers it no longer names (`listed`: each client's
- * providers now), as `unlink --force` does, and save the state; as unlink, only once the state
- * file is found writable, and saying what went where it cannot be written after. Under the
- * caller's lock.
+ * providers now), as `unlink --force` does; as unlink, only once the state file is found
+ * writable. The caller saves the state returned (finishRun), saying what went where it cannot be
+ * written after. Under the caller's lock.
  */
 async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
   const stateOf = statesByClient(state);
   const unlisted = await linksUp([...listed].flatMap(([vm, providers]) => linksToUnlisted(stateOf(vm), vm, providers)), options);
   const unlinked = new Map<VmName, ReleasedLinkReport[]>();
-  if (unlisted.length === 0) return { state, unlinked, vmmFailures: [] };
+  if (unlisted.length === 0) return { state, changed: false, reports: [], unlinked, vmmFailures: [] };
   const pairs = unlisted.map((link) => `${link.client} -> ${link.provider}`).join(', ');
   try {
     assertDetachSocketsUsable(unlisted, options);
@@ -1084,15 +1094,11 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
   const released = await releaseLinks(unlisted, options, { force: true }).catch((error: unknown) => {
     throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reasonOf(error)}`);
   });
-  if (changes) {
-    await saveState(options.stateDir, next).catch((error: unknown) => {
-      throw notRecorded('linked; then, as no longer among the providers, ', released.reports, released.failures, error, 'run the same link again');
-    });
-  }
   for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
   const ids = new Set<number>(unlisted.map((link) => link.id));
+  // Of the state as it is to be: where it is not written after, the client's other links (the only ones that count) are as there.
   const vmmFailures = released.failures.map((failure) => ({ ...failure, throughTemplate: reachedThroughTemplate(next, failure, ids) }));
-  return { state: next, unlinked, vmmFailures };
+  return { state: next, changed: changes, reports: released.reports, unlinked, vmmFailures };
 }
 
 /**
@@ -1510,7 +1516,8 @@ function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMa
  * Links taken down go whatever their VMMs say (as `unlink --force`): the config is the operator's
  * word, and a VMM (it hosts an untrusted guest) that refuses or stalls the detach must not keep
  * its VM connected to a provider the config no longer names; such VMMs are returned
- * (`vmmFailures`), what was linked stays linked.
+ * (`vmmFailures`), what was linked stays linked. A take-down that fails (or whose state cannot be
+ * recorded) fails the run with what it did (LinkerError.outcome): what was linked stays linked.
  */
 export async function linkVms(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<LinkOutcome> {
   const { run: _, ...outcome } = await linkRun({ vms: [...new Set(names.map(vmName))], wholeDir }, options);
@@ -1603,10 +1610,10 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const linkedRun = await linkTransaction(vms, options, snapshot, before, made, mode).catch((error: unknown) => {
       throw failedThenSignalled(error);
     });
-    const down = await takeDownUnlisted(linkedRun.state, listedProviders(wholeDir?.withoutProviders ?? [], linkedRun.providers), options);
-    const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, wholeDir.snapshot, options);
     const ambiguous = ambiguousAttach(kept, [...linkedRun.linked.values()].flat().map(pairOf));
-    return { linked: new Map(vms.map((vm) => [vm, linkedRun.linked.get(vm) ?? []])), unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: ambiguous, run };
+    const linked = new Map(vms.map((vm): [VmName, LinkReport[]] => [vm, linkedRun.linked.get(vm) ?? []]));
+    const { failed: _, ...outcome } = await finishRun({ state: linkedRun.state, linked, providers: linkedRun.providers, failed: [], ambiguousAttach: ambiguous }, run, options, false);
+    return { ...outcome, run };
   });
 }
 
@@ -1636,6 +1643,19 @@ export interface KeepGoingOutcome extends LinkOutcome {
   };
 }
 
+/**
+ * What a `link` run did where it failed only after its links were made, taking down the links to
+ * providers dropped (LinkerError.outcome): its VMs linked (they stay linked) and failed; the links
+ * it took down (`unlinked`, with the VMMs that did not detach a NIC of them: `vmmFailures`) where
+ * it took them down and then could not record it, else none; what `link --all` leaves as it is
+ * (`orphaned`, `unusable`), and `all`, its VMs and config dir as linked.
+ */
+export type FinishedOutcome = KeepGoingOutcome & {
+  readonly all?: AllVms;
+  /** Where the take-down was not begun: the recorded links to providers dropped it was to take down where up, left as they were (strayAttachModes). */
+  readonly notTakenDown?: readonly LinkPair[];
+};
+
 const isInterruption = (error: unknown): error is LinkerError => error instanceof LinkerError && error.kind === 'interrupted';
 
 /** What a pass over the VMs of `link --keep-going` linked, and where a signal stopped it. */
@@ -1663,8 +1683,8 @@ interface KeepGoingPass extends LinkTransaction {
  * it, the VMs that failed their checks before it); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
  * linked (`interrupted`). A take-down of links to providers dropped that fails after the passes
- * (a state failure, or the kernel's) fails the run with the VMs failed and linked (carried as a
- * state failure's are).
+ * (a state failure, or the kernel's) fails the run with what it did (LinkerError.outcome; the VMs
+ * failed and linked also as a state failure's carries them: finishRun).
  */
 export async function linkVmsKeepGoing(names: readonly string[], options: LinkerOptions, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
   const { run: _, ...outcome } = await keepGoingRun({ vms: [...new Set(names.map(vmName))], wholeDir }, options);
@@ -1859,17 +1879,70 @@ function stateFailedAfter(error: StateStoreError | LinkerError, vms: readonly Vm
   return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures), linkedInOrder);
 }
 
+/** What a `link` run did before it takes down the links to providers dropped (finishRun). */
+interface RunSoFar {
+  /** The state once its links were made (recorded). */
+  readonly state: LinkState;
+  /** Each VM it linked, in the order asked for, with its links. */
+  readonly linked: Map<VmName, LinkReport[]>;
+  /** Each VM linked's providers now. */
+  readonly providers: ReadonlyMap<VmName, readonly VmName[]>;
+  /** With --keep-going, the VMs it did not link, in the order asked for. */
+  readonly failed: readonly FailedVm[];
+  readonly ambiguousAttach: readonly AmbiguousAttach[];
+}
+
 /**
- * The failure of the take-down of links to providers dropped that ends a `link --keep-going` run
- * after its passes, with the VMs that had failed and those linked (`linked`, in the order asked
- * for), so that they are said and printed as where the run ends well: a state failure as
- * stateFailedAfter gives it, any other (a kernel refusal, a listing that failed) as thrown, of its
- * kind, carrying them too; as thrown where none had failed or been linked.
+ * The end of a `link` run once its links are made (`soFar`): the links to providers dropped taken
+ * down (also those of the VMs of `run`'s whole config dir that name no provider now) and recorded,
+ * then what `link --all` leaves as it is. A take-down that fails (not begun: the state dir not
+ * writable, a socket path, the kernel; or done and not recorded) fails the run, carrying what the
+ * run did (takeDownFailed), so that it is said as where the run ends well: its links stay made,
+ * and where the take-down was done, its links are down whatever the state file says.
  */
-function takeDownFailedAfter(error: unknown, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>, linked: ReadonlyMap<VmName, readonly LinkReport[]>): unknown {
-  if (isStateFailure(error)) return stateFailedAfter(error, vms, failures, linked);
-  if (!(error instanceof LinkerError) || (failures.size === 0 && linked.size === 0)) return error;
-  return new LinkerError(error.kind, error.message, error.failure, failedInOrder(vms, failures), linked);
+async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOptions, keepGoing: boolean): Promise<KeepGoingOutcome> {
+  const { wholeDir } = run;
+  const outcomeOf = async (state: LinkState, down: Pick<KeepGoingOutcome, 'unlinked' | 'vmmFailures'>): Promise<KeepGoingOutcome> => {
+    const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(state, wholeDir.snapshot, options);
+    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed };
+  };
+  // What the run leaves as it is is of clients the take-down does not touch: the state before it tells it.
+  const failedWith = async (error: unknown, down: Pick<FinishedOutcome, 'unlinked' | 'vmmFailures' | 'notTakenDown'>): Promise<unknown> => {
+    const outcome = await outcomeOf(soFar.state, down);
+    const { notTakenDown } = down;
+    return takeDownFailed(error, { ...outcome, ...(notTakenDown && { notTakenDown }), ...(wholeDir && { all: { vms: run.vms, wholeDir } }) }, keepGoing);
+  };
+  const listed = listedProviders(wholeDir?.withoutProviders ?? [], soFar.providers);
+  let down: UnlistedTakedown;
+  try {
+    down = await takeDownUnlisted(soFar.state, listed, options);
+  } catch (error) {
+    // Not begun: nothing taken down; the links it was to look at are as they were.
+    const stateOf = statesByClient(soFar.state);
+    const notTakenDown = [...listed].flatMap(([vm, providers]) => linksToUnlisted(stateOf(vm), vm, providers)).map(({ client, provider }) => ({ client, provider }));
+    throw await failedWith(error, { unlinked: new Map(), vmmFailures: [], notTakenDown });
+  }
+  if (down.changed) {
+    try {
+      await saveState(options.stateDir, down.state);
+    } catch (error) {
+      throw await failedWith(notRecorded('linked; then, as no longer among the providers, ', down.reports, down.vmmFailures, error, 'run the same link again'), down);
+    }
+  }
+  return outcomeOf(down.state, down);
+}
+
+/**
+ * The failure of the take-down of links to providers dropped that ends a `link` run after its
+ * links were made, carrying what the run did (`outcome`; its VMs failed and linked also as a state
+ * failure of `link --keep-going` in its passes carries them): with --keep-going (`keepGoing`) a
+ * state failure as a 'state-failed' LinkerError, as such a failure in its passes is; any other
+ * LinkerError of its kind; anything else (a bug) as thrown.
+ */
+function takeDownFailed(error: unknown, outcome: FinishedOutcome, keepGoing: boolean): unknown {
+  if (keepGoing && isStateFailure(error)) return new LinkerError('state-failed', error.message, error, outcome.failed, outcome.linked, outcome);
+  if (!(error instanceof LinkerError)) return error;
+  return new LinkerError(error.kind, error.message, error.failure, outcome.failed, outcome.linked, outcome);
 }
 
 /** The LinkerErrors of a state dir that could not be written (their `failure`, the StateStoreError). */
@@ -2014,12 +2087,8 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, failed, interrupted: said };
   }
   // Where the take-down fails, the VMs linked stay linked and those failed stay failed: they come
-  // with its failure, to be said as where the run ends well.
-  const down = await takeDownUnlisted(state, listedProviders(wholeDir?.withoutProviders ?? [], providers), options).catch((error: unknown) => {
-    throw takeDownFailedAfter(error, vms, failures, linkedInOrder);
-  });
-  const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(down.state, snapshot, options);
-  return { linked: linkedInOrder, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: ambiguous, failed };
+  // with its failure, to be said as where the run ends well (finishRun).
+  return finishRun({ state, linked: linkedInOrder, providers, failed, ambiguousAttach: ambiguous }, { vms, wholeDir }, options, true);
 }
 
 /**
@@ -2179,14 +2248,16 @@ export function unusedAttachModes(attach: AttachChoice, vms: Iterable<VmName>, r
  * --attach set to every call, name VMs that a given run need not touch.
  */
 export async function strayAttachModes(
-  outcome: LinkOutcome,
+  outcome: LinkOutcome & Pick<FinishedOutcome, 'notTakenDown'>,
   attach: AttachChoice,
   config: Pick<LinkerOptions, 'configDir' | 'configDirSource'>,
   snapshot?: ConfigSnapshot,
 ): Promise<StrayAttach[]> {
   const groups = [...outcome.linked, ...outcome.unlinked];
+  // A take-down not begun touched the VMs of the links it was to take down all the same: an --attach of one was for it.
+  const pending = (outcome.notTakenDown ?? []).flatMap(({ client, provider }) => [client, provider]);
   const strays: StrayAttach[] = [];
-  for (const { vm, mode } of unusedAttachModes(attach, groups.map(([vm]) => vm), groups.flatMap(([, reports]) => reports))) {
+  for (const { vm, mode } of unusedAttachModes(attach, [...groups.map(([vm]) => vm), ...pending], groups.flatMap(([, reports]) => reports))) {
     const reason = snapshot === undefined ? (await noVmReason(config, vm))?.reason : vmDirProblem(snapshot, vm);
     if (reason !== undefined) strays.push({ vm, mode, reason });
   }

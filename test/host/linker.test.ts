@@ -157,6 +157,24 @@ vi.mock('../../host/state-store.js', async (importOriginal) => {
   };
 });
 
+/**
+ * What the bin logs at `warn` (its warnings), the messages in order: captured here, as the real
+ * logger writes to fd 2, past process.stderr.write; the level as the real one picks it.
+ */
+const logged = vi.hoisted(() => ({ warnings: [] as string[] }));
+
+vi.mock('../../shared/log.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../shared/log.js')>();
+  const { pino } = await import('pino');
+  const capture = {
+    write: (line: string): void => {
+      const record = JSON.parse(line) as { level: number; msg: string };
+      if (record.level === pino.levels.values['warn']) logged.warnings.push(record.msg);
+    },
+  };
+  return { ...real, createLogger: (name: string) => pino({ name, level: real.logLevel('warn') }, capture) };
+});
+
 /** What the scripted kernel's undo of these devices and namespaces leaves. */
 const leftOf = vi.hoisted(() => (devices: readonly string[], namespaces: readonly string[]) => {
   const kept = devices.filter((device) => kernel.kept.has(device));
@@ -257,6 +275,7 @@ beforeEach(async () => {
   store.failSyncs = 0;
   store.passSaves = 0;
   store.saves = 0;
+  logged.warnings = [];
 });
 afterEach(async () => {
   await rm(configDir, { recursive: true, force: true });
@@ -267,18 +286,19 @@ const options = (): LinkerOptions => ({ configDir, stateDir, devicePrefix: PREFI
 
 /**
  * `spectrum-link link ARGS` as the bin runs it (runCli), over the scripted kernel, with the config
- * and state dirs of `options()` (`stateDir` in their place where given) and no VMM: its exit code,
- * stdout, and stderr's lines.
+ * and state dirs of `options()` (`stateDir` in their place where given), `--attach none` (or
+ * `attach`'s, each an --attach) and no VMM (or `vmm`): its exit code, stdout, and stderr's lines.
  */
-async function linkCli(args: readonly string[], state = stateDir): Promise<{ code: number; stdout: string; stderr: string[] }> {
+async function linkCli(args: readonly string[], state = stateDir, { vmm = NO_VMM, attach = ['none'] }: { vmm?: VmmPort; attach?: readonly string[] } = {}): Promise<{ code: number; stdout: string; stderr: string[] }> {
   let stdout = '';
   let stderr = '';
   const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
   const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
   try {
     const program = new Command('spectrum-link');
-    for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
-    const code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', state, '--device-prefix', 'sn', '--attach', 'none', ...args]);
+    for (const command of linkCommands({}, () => vmm)) program.addCommand(command);
+    const attaching = attach.flatMap((value) => ['--attach', value]);
+    const code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', state, '--device-prefix', 'sn', ...attaching, ...args]);
     return { code, stdout, stderr: stderr.split('\n').filter((line) => line !== '') };
   } finally {
     out.mockRestore();
@@ -811,22 +831,29 @@ describe('link --keep-going whose take-down of a dropped provider fails after it
     expect(told).toEqual([]);
   });
 
-  it.each(endings)('%s: the bin prints the VMs linked (c1, c3), then says the failure, then each VM failed (c0, c2); with --json their lines too; exit 1', async (how, _kind, message) => {
+  it.each(endings)('%s: the bin prints the VMs linked (c1, c3; c1 with its link to netvm2 where that was taken down), then says the failure, then each VM failed (c0, c2); with --json their lines too; exit 1', async (how, _kind, message) => {
     const failureLine = new RegExp(`^spectrum-link: ${message.source.slice(1)}`);
+    // Taken down, then not recorded: it is down all the same, and said so.
+    const takenDown = how === 'the state file not written after it';
     for (const json of [false, true]) {
       const ids = await prepare(how);
+      const dropped = (await loadState(stateDir)).links.find((link) => link.provider === 'netvm2')!;
       const c2Bridge = linkDeviceNames(PREFIX, ids[1]!).bridge;
       const run = await linkCli([...(json ? ['--json'] : []), '--keep-going', c0, ...CLIENTS]);
       const out = run.stdout.split('\n').filter((line) => line !== '');
       if (json) {
         expect(out.map((line) => JSON.parse(line) as unknown)).toEqual([
-          { vm: c1, links: [expect.objectContaining({ vm: c1, provider: NETVM, id: ids[0] })] },
+          { vm: c1, links: [expect.objectContaining({ vm: c1, provider: NETVM, id: ids[0] })], ...(takenDown && { unlinked: [expect.objectContaining({ vm: c1, provider: 'netvm2', id: dropped.id })] }) },
           { vm: c3, links: [expect.objectContaining({ vm: c3, provider: NETVM, id: ids[2] })] },
           { vm: c0, links: [], error: expect.stringMatching(/^VM c0 in .* is not valid .*nosuchvm/) },
           { vm: c2, links: [], error: expect.stringContaining(c2Bridge) },
         ]);
       } else {
-        expect(out.filter((line) => / -> /.test(line))).toEqual([expect.stringMatching(new RegExp(`^c1 -> netvm  id ${ids[0]}  `)), expect.stringMatching(new RegExp(`^c3 -> netvm  id ${ids[2]}  `))]);
+        expect(out.filter((line) => / -> /.test(line))).toEqual([
+          expect.stringMatching(new RegExp(`^c1 -> netvm  id ${ids[0]}  `)),
+          ...(takenDown ? [`unlinked c1 -> netvm2 (id ${dropped.id}, kept): netvm2 is no longer among c1's providers`] : []),
+          expect.stringMatching(new RegExp(`^c3 -> netvm  id ${ids[2]}  `)),
+        ]);
       }
       expect({ code: run.code, stderr: run.stderr }).toEqual({
         code: 1,
@@ -911,6 +938,208 @@ describe('link --keep-going where the state dir is not made yet, and a signal co
       });
     }
     expect(applies).toBe(0);
+  });
+});
+
+describe('link whose take-down of a dropped provider fails after its links were made: what it did is said as where it ends well', () => {
+  const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+  const netvm2 = vmName('netvm2');
+  // The take-down fails: the kernel refusing the lookup of its devices; the state dir found not
+  // writable before it (the probe: the first state write after the run's devices are made, its
+  // records written before them); or the state file not written after it.
+  const endings = [
+    ['a kernel refusal', /^linked, but taking down c1 -> netvm2 \(no longer among the providers\) failed: removing devices failed before any was removed: looking up /],
+    ['the state dir not writable before it', /^linked, but taking down c1 -> netvm2 .*was not begun: cannot write state file /],
+    ['the state file not written after it', /^linked; then, as no longer among the providers, took down c1 -> netvm2 .*but then cannot write state file /],
+  ] as const;
+  type Ending = (typeof endings)[number][0];
+  const lineOf = (message: RegExp): RegExp => new RegExp(`^spectrum-link: ${message.source.slice(1)}`);
+
+  /** The next run's take-down fails as `how` says. */
+  const breakTakeDown = (how: Ending): void => {
+    kernel.lookupRefused = how === 'a kernel refusal' ? 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again' : undefined;
+    let applied = false;
+    kernel.whileApplying = () => {
+      if (how === 'the state dir not writable before it' && !applied) store.failSaves = 1;
+      applied = true;
+    };
+    kernel.whileRemoving = () => void (how === 'the state file not written after it' && (store.failSaves = 1));
+  };
+
+  /** c1 linked to netvm and netvm2 (with these --attach values and VMM), netvm2 then dropped from its config; returns that link. */
+  const linkC1ThenDrop = async (attach: readonly string[] = ['none'], vmm: VmmPort = NO_VMM): Promise<LinkReport> => {
+    await addVm(netvm2);
+    await writeFile(join(configDir, c1, 'providers', 'net', netvm2), '');
+    const linked = await linkVms([c1], { ...options(), attach: parseAttachChoice(attach), vmm });
+    await rm(join(configDir, c1, 'providers', 'net', netvm2));
+    return linked.linked.get(c1)!.find((report) => report.provider === netvm2)!;
+  };
+
+  const jsonOf = (stdout: string): unknown[] => stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown);
+  /** The lines of text stdout that are not VMM arguments (those are indented). */
+  const textOf = (stdout: string): string[] => stdout.split('\n').filter((line) => line !== '' && !line.startsWith(' '));
+
+  it.each(endings.flatMap(([how, message]) => [false, true].map((json) => [how, json, message] as const)))(
+    '%s (--json: %s): plain link prints the VMs it linked (c1, c2), and the link it took down where it did, before the failure line; exit 1',
+    async (how, json, message) => {
+      const dropped = await linkC1ThenDrop();
+      breakTakeDown(how);
+      const run = await linkCli([...(json ? ['--json'] : []), c1, c2]);
+      const state = await loadState(stateDir);
+      const idOf = (client: VmName): number => state.links.find((link) => link.client === client && link.provider === NETVM)!.id;
+      const takenDown = how === 'the state file not written after it';
+      if (json) {
+        expect(jsonOf(run.stdout)).toEqual([
+          {
+            vm: c1,
+            links: [expect.objectContaining({ vm: c1, provider: NETVM, id: idOf(c1) })],
+            ...(takenDown && { unlinked: [expect.objectContaining({ vm: c1, provider: netvm2, id: dropped.id, clientAttach: 'none', providerAttach: 'none' })] }),
+          },
+          { vm: c2, links: [expect.objectContaining({ vm: c2, provider: NETVM, id: idOf(c2) })] },
+        ]);
+      } else {
+        expect(textOf(run.stdout)).toEqual([
+          expect.stringMatching(new RegExp(`^c1 -> netvm  id ${idOf(c1)}  `)),
+          ...(takenDown ? [`unlinked c1 -> netvm2 (id ${dropped.id}, kept): netvm2 is no longer among c1's providers`] : []),
+          expect.stringMatching(new RegExp(`^c2 -> netvm  id ${idOf(c2)}  `)),
+        ]);
+      }
+      expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(lineOf(message))] });
+    },
+  );
+
+  it('done, not recorded, where a VMM did not detach a NIC of the link it took down: says that link as unlinked with that VMM (--json: vmmFailures), and the retry line after the failure, as where it ends well', async () => {
+    const refusing: VmmPort = {
+      attach: async () => true,
+      detach: async (_kind, vm, nic) => {
+        if (vm === netvm2) throw new Error(`QEMU refused device_del of ${nic.id}`);
+      },
+    };
+    const dropped = await linkC1ThenDrop(['qemu'], refusing);
+    const failureLine = expect.stringMatching(new RegExp(`^spectrum-link: linked; then, as no longer among the providers, took down c1 -> netvm2 \\(id ${dropped.id}\\): .*but for NIC ${dropped.providerDevice}, which the qemu of netvm2 did not detach .*but then cannot write state file `));
+    const retryLine = expect.stringMatching(
+      new RegExp(
+        `^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): QEMU refused device_del of ${dropped.providerDevice}; .*once the VMM answers, spectrum-link unlink c1 --attach netvm2=qemu `,
+      ),
+    );
+    for (const json of [false, true]) {
+      breakTakeDown('the state file not written after it');
+      const run = await linkCli([...(json ? ['--json'] : []), c1], stateDir, { vmm: refusing, attach: ['qemu'] });
+      if (json) {
+        expect(jsonOf(run.stdout)).toEqual([
+          {
+            vm: c1,
+            links: [expect.objectContaining({ vm: c1, provider: NETVM })],
+            unlinked: [
+              expect.objectContaining({
+                vm: c1,
+                provider: netvm2,
+                id: dropped.id,
+                vmmFailures: [{ vm: netvm2, vmm: 'qemu', nic: dropped.providerDevice, error: `QEMU refused device_del of ${dropped.providerDevice}` }],
+              }),
+            ],
+          },
+        ]);
+      } else {
+        expect(textOf(run.stdout)).toEqual([
+          expect.stringMatching(/^c1 -> netvm  id /),
+          `unlinked c1 -> netvm2 (id ${dropped.id}, kept, VMM detach failed): netvm2 is no longer among c1's providers`,
+        ]);
+      }
+      expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [failureLine, retryLine] });
+    }
+  });
+
+  it.each(endings.flatMap(([how, message]) => [false, true].map((keepGoing) => [how, keepGoing, message] as const)))(
+    '%s (--keep-going: %s): link --all says what it leaves as it is (orphaned, unusable, misnamed: warnings and --json lines) and the ambiguous and stray --attach warnings, as where it ends well',
+    async (how, keepGoing, message) => {
+      // netvm's side is netns in c1's link, none in c2's: ambiguous, so c3's new link gets none there.
+      await linkC1ThenDrop(['none', 'netvm=netns']);
+      await linkVms([c2], options());
+      // netvm2 has gone altogether: an --attach of it is for the take-down (not a stray), done or not.
+      await rm(join(configDir, netvm2), { recursive: true });
+      // A client gone with a link recorded; an entry leading outside the config dir; a directory with providers under no VM name.
+      const gone = vmName('gone');
+      const allocation = allocateMany(await loadState(stateDir), [{ client: gone, provider: NETVM }]);
+      await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, [{ pair: { client: gone, provider: NETVM }, attached: { client: 'none', provider: 'none' } }])));
+      await symlink(tmpdir(), join(configDir, 'outside'));
+      await mkdir(join(configDir, 'bad name', 'providers', 'net'), { recursive: true });
+      await writeFile(join(configDir, 'bad name', 'providers', 'net', NETVM), '');
+      breakTakeDown(how);
+      const attach = ['c1=none', 'c2=none', 'c3=none', 'netvm2=none', 'ghost=none'];
+      const run = await linkCli(['--json', '--all', ...(keepGoing ? ['--keep-going'] : [])], stateDir, { attach });
+      expect(jsonOf(run.stdout)).toEqual([
+        expect.objectContaining({ vm: c1, links: [expect.objectContaining({ vm: c1, provider: NETVM })] }),
+        { vm: c2, links: [expect.objectContaining({ vm: c2, provider: NETVM })] },
+        { vm: c3, links: [expect.objectContaining({ vm: c3, provider: NETVM, providerAttach: 'none' })] },
+        { vm: gone, links: [], orphaned: [expect.objectContaining({ vm: gone, provider: NETVM, id: allocation.links[0]!.id })] },
+        { vm: 'outside', links: [], unusableDir: expect.stringContaining('outside') },
+        { vm: 'bad name', links: [], invalidName: expect.stringContaining('contains " "') },
+      ]);
+      expect(logged.warnings).toEqual([
+        expect.stringMatching(/^gone has 1 recorded link but no directory in /),
+        expect.stringMatching(/^outside is not linked: /),
+        expect.stringMatching(/^netvm's links are attached as .* on its side, so its mode is ambiguous: those links keep theirs, and c3 -> netvm takes none; /),
+        expect.stringMatching(/\/bad name has a providers\/net but no VM name, so it is not linked: /),
+        expect.stringMatching(/^--attach ghost=none was not used: /),
+      ]);
+      expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(lineOf(message))] });
+    },
+  );
+
+  it.each([false, true])('a signal during the take-down, which then fails (--keep-going: %s): the failure, then a line saying the signal undid nothing, then the VM failed; the VMs linked printed; exit 130', async (keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const dropped = await linkC1ThenDrop();
+    breakTakeDown('the state file not written after it');
+    kernel.whileRemoving = () => {
+      process.emit('SIGINT', 'SIGINT');
+      store.failSaves = 1;
+    };
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2]);
+    expect(textOf(run.stdout)).toEqual([
+      expect.stringMatching(/^c1 -> netvm  id /),
+      `unlinked c1 -> netvm2 (id ${dropped.id}, kept): netvm2 is no longer among c1's providers`,
+      expect.stringMatching(/^c2 -> netvm  id /),
+    ]);
+    const undid = keepGoing ? 'the signal undid nothing, but each VM that failed \\(below\\) was undone alone, as without it' : 'the signal undid nothing';
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(lineOf(endings[2][1])),
+        expect.stringMatching(new RegExp(`^spectrum-link: link interrupted by SIGINT after it had made its links: ${undid}; the links it made stay \\(printed\\), and its take-down of links to providers no longer named went on regardless, and failed \\(above\\)$`)),
+        ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+      ],
+    });
+  });
+
+  it('on a terminal, plain link erases its progress line before it prints the VMs it linked: each line starts a line of its own', async () => {
+    await linkC1ThenDrop();
+    breakTakeDown('a kernel refusal');
+    // stdout and stderr on one terminal: what is written to either, in order, as it would show.
+    let written = '';
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true, writable: true });
+    let code: number;
+    try {
+      const program = new Command('spectrum-link');
+      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
+      code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', stateDir, '--device-prefix', 'sn', '--attach', 'none', ...CLIENTS]);
+    } finally {
+      out.mockRestore();
+      err.mockRestore();
+      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+      else Object.defineProperty(process.stderr, 'isTTY', tty);
+    }
+    // A progress line was drawn (redrawn in place: carriage return, erase line).
+    expect(written).toContain('\r\x1b[2Klinking: devices for ');
+    const screen = terminalScreen(written);
+    expect({ code, linked: screen.filter((line) => / -> netvm  /.test(line)) }).toEqual({
+      code: 1,
+      linked: [expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /), expect.stringMatching(/^c3 -> netvm  id /)],
+    });
   });
 });
 
