@@ -4,7 +4,7 @@
  */
 
 /** The longest interface name, in bytes (IFNAMSIZ, 16, with its NUL). */
-const INTERFACE_NAME_MAX_BYTES = 15;
+export const INTERFACE_NAME_MAX_BYTES = 15;
 
 /**
  * Bytes the kernel refuses in a name (net/core/dev.c, dev_valid_name): '/', ':', and those its

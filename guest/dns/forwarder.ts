@@ -1025,6 +1025,12 @@ class Forwarder implements DnsForwarder {
     this.#counters.resolvConfReloads += 1;
     if (conf.error !== undefined) this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers');
     if (conf.skipped.length > 0) this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses');
+    if (conf.indented.length > 0) {
+      this.#log.warn(
+        { path, indented: conf.indented },
+        "resolv.conf has nameserver lines with blanks before the keyword: not read, as glibc's resolver reads none (a keyword must start its line): remove the blanks to use them",
+      );
+    }
     this.#sayWithoutZone(path, conf.withoutZone, conf.upstreams.length === 0);
     await this.#setUpstreams(conf.upstreams, path);
   }

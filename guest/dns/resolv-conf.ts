@@ -22,39 +22,55 @@ export interface ResolvConf {
    * Link-local nameservers without a zone (`fe80::1`), in file order, duplicates removed, at most
    * MAX_UPSTREAMS: not among `upstreams`. The kernel sends to such an address through no link
    * (EINVAL at every connect, glibc's resolver failing on it alike), so trying it again could
-   * never help; the forwarder says once what to write instead.
+   * never help; the forwarder says once what to write instead. A zone glibc reads as none
+   * (`fe80::1%`, `fe80::1%a/b`: see parseUpstream) is none here too.
    */
   readonly withoutZone: readonly Upstream[];
+  /**
+   * nameserver lines with blanks before the keyword, as written (cut short), at most
+   * MAX_UPSTREAMS, for the log: not read, as glibc does not read them (its keywords must start
+   * the line, as resolv.conf(5) says).
+   */
+  readonly indented: readonly string[];
 }
 
+/** What is shown of a line or value that the log lists, at most. */
+const SHOWN_LENGTH = 80;
+
 /**
- * The nameserver lines of a resolv.conf. Like glibc: one keyword per line, `#` or `;` at the
- * start of a line begins a comment, the value is the first word after the keyword (words part at
- * spaces and tabs), other keywords (search, domain, options, sortlist) are ignored. Beyond glibc,
- * "ip:port" and "[ipv6]:port" are accepted (test setups and some resolvers write them). A
- * link-local nameserver without a zone is listed apart (see ResolvConf.withoutZone).
+ * The nameserver lines of a resolv.conf, read as glibc's resolver reads them (resolv/res_init.c,
+ * res_vinit_1): one keyword per line, at its start, then spaces or tabs (so that a line whose
+ * first column is `#` or `;`, a comment, is none, nor is an indented one, listed apart: see
+ * ResolvConf.indented); the value is the first word after the keyword (words part at spaces and
+ * tabs); other keywords (search, domain, options, sortlist) are ignored. Beyond glibc, "ip:port"
+ * and "[ipv6]:port" are accepted (test setups and some resolvers write them), and a line's
+ * trailing blanks are no part of its value (a CRLF file's CR, which glibc keeps in the value,
+ * reading no nameserver from such a line: a file saved on another system still names its servers). A link-local nameserver without a zone is listed apart (see
+ * ResolvConf.withoutZone).
  */
 export function parseResolvConf(text: string): ResolvConf {
   const upstreams: Upstream[] = [];
   const upstreamKeys = new Set<string>();
   const skipped: string[] = [];
   const withoutZone: Upstream[] = [];
+  const indented: string[] = [];
   for (const rawLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
-    // Blanks to C (isspace) trimmed, a CRLF's CR among them: not what JavaScript's trim() also
-    // takes for blanks (U+3000, U+2000 to U+200A...), which a zone may end with (see below).
-    const line = rawLine.replace(/^[ \t\r\v\f]+|[ \t\r\v\f]+$/g, '');
-    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    // Trailing blanks to C (isspace) trimmed, a CRLF's CR among them: not what JavaScript's
+    // trimEnd() also takes for blanks (U+3000, U+2000 to U+200A...), which a zone may end with.
+    const line = rawLine.replace(/[ \t\r\v\f]+$/, '');
+    const keyword = /^nameserver[ \t]+/.exec(line);
+    if (keyword === null) {
+      if (/^[ \t\r\v\f]+nameserver[ \t]/.test(line) && indented.length < MAX_UPSTREAMS) indented.push(line.trimStart().slice(0, SHOWN_LENGTH));
+      continue;
+    }
     // Words part at spaces and tabs alone, as glibc's: a zone may hold other blanks (U+3000)
     // that Linux takes in a name.
-    const words = line.split(/[ \t]+/);
-    if (words[0] !== 'nameserver') continue;
-    const value = words[1];
-    if (value === undefined) continue;
+    const value = line.slice(keyword[0].length).split(/[ \t]/)[0] ?? '';
     let upstream: Upstream;
     try {
       upstream = parseUpstream(value);
     } catch {
-      if (skipped.length < MAX_UPSTREAMS) skipped.push(value.slice(0, 80));
+      if (skipped.length < MAX_UPSTREAMS) skipped.push(value.slice(0, SHOWN_LENGTH));
       continue;
     }
     if (lacksItsZone(upstream)) {
@@ -66,5 +82,5 @@ export function parseResolvConf(text: string): ResolvConf {
     upstreamKeys.add(key);
     upstreams.push(upstream);
   }
-  return { upstreams, skipped, withoutZone };
+  return { upstreams, skipped, withoutZone, indented };
 }

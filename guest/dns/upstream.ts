@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { IPv4, IPv6 } from 'ip-num';
-import { isInterfaceName } from '../interface-name.js';
+import { INTERFACE_NAME_MAX_BYTES, isInterfaceName } from '../interface-name.js';
 import { DnsError } from './dns-error.js';
 
 // ip-num is loaded on first use (as in shared/client-ip.ts): only parsing an upstream needs it.
@@ -18,9 +18,9 @@ export const DNS_PORT = 53;
 export interface Upstream {
   /**
    * Literal address; a link-local IPv6 address may carry a zone ("fe80::1%eth0", "fe80::1%2"),
-   * one on any other IPv6 address is dropped (see zoneOf). An IPv4-mapped IPv6 address
-   * (::ffff:a.b.c.d) is its IPv4 address (family 4): the forwarder's IPv6 sockets are IPv6-only,
-   * and one connected to a mapped address gets ENETUNREACH.
+   * as written; one on any other IPv6 address is dropped, as is one glibc reads as none (see
+   * zoneOf). An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is its IPv4 address (family 4): the
+   * forwarder's IPv6 sockets are IPv6-only, and one connected to a mapped address gets ENETUNREACH.
    */
   readonly address: string;
   readonly port: number;
@@ -71,14 +71,41 @@ function parsePort(text: string, whole: string): number {
 }
 
 /**
- * Whether `text` is an IPv6 address, with a zone or without. A zone runs from the first '%' to the
- * end (as glibc's getaddrinfo reads it) and must be what Linux takes for an interface's name
- * (isInterfaceName), which an index is too: `+` or `@` may be in one, `/`, `:` or a blank never.
+ * How a zone (`%eth0`) is read. `glibc`: as glibc's resolver reads a resolv.conf nameserver's
+ * (resolv/res_init.c, res_vinit_1): the address is whatever comes before the first '%', the zone
+ * whatever follows, and one that can name no interface is no zone (see zoneOf). `interface-name`:
+ * as --dns-upstream takes one, a name Linux takes for an interface's (isInterfaceName), which an
+ * index is too, else the text is no address.
  */
-function ipv6Of(text: string): boolean {
+type ZoneReading = 'glibc' | 'interface-name';
+
+/**
+ * Whether `text` is an IPv6 address, with a zone or without. A zone runs from the first '%' to the
+ * end (as glibc reads it); read as `zones` says.
+ */
+function ipv6Of(text: string, zones: ZoneReading): boolean {
   const percent = text.indexOf('%');
-  if (percent !== -1 && !isInterfaceName(text.slice(percent + 1))) return false;
+  if (percent !== -1 && zones === 'interface-name' && !isInterfaceName(text.slice(percent + 1))) return false;
   return isIPv6(percent === -1 ? text : text.slice(0, percent));
+}
+
+/** The largest scope id (sin6_scope_id, 32 bits) glibc reads from a zone that is a number. */
+const MAX_SCOPE_ID = 0xffff_ffffn;
+
+/**
+ * Whether glibc may read `zone` (without its '%') as an interface (inet/inet6_scopeid_pton.c,
+ * __inet6_scopeid_pton, which resolv.conf's nameservers and getaddrinfo, the forwarder's
+ * connects, both go through): an interface's name, which the kernel may know (if_nametoindex:
+ * 15 bytes at most, and the kernel looks it up only up to a ':', an alias label's, SIOCGIFINDEX
+ * in net/core/dev_ioctl.c, so `eth0:1` is eth0); else a number, of any length (leading zeros),
+ * up to 2^32 - 1. Any other zone (empty, `a/b`, 16 bytes or more but a number) glibc reads as
+ * none (scope id 0), its error ignored.
+ */
+function zoneGlibcReads(zone: string): boolean {
+  if (isInterfaceName(zone)) return true;
+  const colon = zone.indexOf(':');
+  if (colon !== -1 && Buffer.byteLength(zone, 'utf8') <= INTERFACE_NAME_MAX_BYTES && isInterfaceName(zone.slice(0, colon))) return true;
+  return /^[0-9]+$/.test(zone) && BigInt(zone) <= MAX_SCOPE_ID;
 }
 
 /**
@@ -113,10 +140,12 @@ function parsedAddressOf(address: string, family: 4 | 6, shown: string): ParsedA
  * link- or interface-local multicast, never an upstream): sent to any other address, a datagram
  * or connection goes where the routes say, the scope id ignored (as glibc's resolver leaves it).
  * Kept there, it would only part the upstream from itself written without one, and fail where it
- * names no interface, for nothing.
+ * names no interface, for nothing. Nor does a zone that glibc reads as none (see zoneGlibcReads:
+ * `fe80::1%` is `fe80::1` to it), which the forwarder's connects would refuse (getaddrinfo) where
+ * glibc's resolver takes the address without it.
  */
 function zoneOf(ip: IPv6, zone: string): string {
-  return ip.isLinkLocal() ? zone : '';
+  return ip.isLinkLocal() && zoneGlibcReads(zone.slice(1)) ? zone : '';
 }
 
 /**
@@ -147,16 +176,16 @@ interface WrittenUpstream {
  * in brackets, one may hold `]` (a name Linux takes): the address ends at the last `]` before
  * the port.
  */
-function writtenUpstream(text: string, shown: string): WrittenUpstream {
+function writtenUpstream(text: string, shown: string, zones: ZoneReading): WrittenUpstream {
   if (text.length === 0 || text.length > MAX_UPSTREAM_TEXT) {
     throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port');
   }
   if (isIPv4(text)) return { address: text, port: DNS_PORT, family: 4 };
-  if (ipv6Of(text)) return { address: text, port: DNS_PORT, family: 6 };
+  if (ipv6Of(text, zones)) return { address: text, port: DNS_PORT, family: 6 };
   const bracketed = /^\[(.+)\](?::([^:\]]*))?$/.exec(text);
   if (bracketed !== null) {
     const address = bracketed[1] ?? '';
-    if (!ipv6Of(address)) throw new UpstreamSyntaxError(shown, 'not an IPv6 address in brackets');
+    if (!ipv6Of(address, zones)) throw new UpstreamSyntaxError(shown, 'not an IPv6 address in brackets');
     return { address, port: bracketed[2] === undefined ? DNS_PORT : parsePort(bracketed[2], text), family: 6 };
   }
   const colon = text.lastIndexOf(':');
@@ -167,23 +196,27 @@ function writtenUpstream(text: string, shown: string): WrittenUpstream {
 }
 
 /**
- * Parse "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port". IPv6 may carry a zone.
+ * Parse "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port". IPv6 may carry a zone, read as
+ * glibc's resolver reads a resolv.conf nameserver's (see ZoneReading): `fe80::1%eth0:1` is on
+ * eth0, `fe80::1%` has none.
  */
 export function parseUpstream(text: string): Upstream {
   const shown = shownUpstream(text);
-  const { address, port, family } = writtenUpstream(text, shown);
+  const { address, port, family } = writtenUpstream(text, shown, 'glibc');
   return upstreamOf(address, port, family, shown);
 }
 
 /**
  * An upstream given as configuration (--dns-upstream, DnsForwarderOptions.upstreams): parsed as
- * parseUpstream does, then refused where no resolver can be there (see unusableUpstream), or where
- * part of it would be ignored (a zone that picks no link, see zoneIgnored), once, at setup, as a
- * typo is. (The nameservers of a resolv.conf are not: glibc takes them as written.)
+ * parseUpstream does but for its zone, which must be an interface's name or index (see
+ * ZoneReading: not `eth0:1`, whose alias label `:1` the kernel ignores, nor an empty one), then
+ * refused where no resolver can be there (see unusableUpstream), or where part of it would be
+ * ignored (a zone that picks no link, see zoneIgnored), once, at setup, as a typo is. (The
+ * nameservers of a resolv.conf are not: glibc takes them as written.)
  */
 export function parseConfiguredUpstream(text: string): Upstream {
   const shown = shownUpstream(text);
-  const written = writtenUpstream(text, shown);
+  const written = writtenUpstream(text, shown, 'interface-name');
   const upstream = upstreamOf(written.address, written.port, written.family, shown);
   const reason = unusableUpstream(upstream) ?? zoneIgnored(written.address, upstream);
   if (reason !== undefined) throw new UnusableUpstreamError(shown, reason);

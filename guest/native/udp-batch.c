@@ -206,7 +206,10 @@ static int zone_error(const struct in6_addr *address, const char *zone) {
 // family 4|6 and a literal address into a sockaddr; 0 on success, else an errno
 // (ZONE_NAMES_NO_INTERFACE: see there).
 static int make_address(napi_env env, int family, napi_value address, uint32_t port, struct sockaddr_storage *out, socklen_t *length) {
-  char text[INET6_ADDRSTRLEN + IFNAMSIZ + 1];
+  // An address, '%' and a zone: an interface's name (IFNAMSIZ), or a number, which glibc reads
+  // whatever its length (leading zeros): 80 characters at most, as upstream.ts takes them
+  // (MAX_UPSTREAM_TEXT), with room to spare.
+  char text[128];
   size_t copied = 0;
   if (napi_get_value_string_utf8(env, address, text, sizeof text, &copied) != napi_ok) return EINVAL;
   if (copied >= sizeof text - 1) return EINVAL;  // cut short: no address is that long

@@ -3,7 +3,8 @@
 // it), any name Linux gives one. A zone naming no interface is said once, and tried again on the
 // reconnect rounds: an interface of that name may yet come (hot-plugged, renamed). The same
 // server given by its link's name and by its index is one upstream; one given without a zone is
-// said once and left out.
+// said once and left out. A zone is read to a ':' (an alias label, `eth0:1`), an index whatever its
+// length, an empty one as none; an indented nameserver line is none (glibc's reading, all of it).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,9 +12,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RECONNECT_MAX_MS } from '../../../guest/dns/upstream-reachability.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
-import { DEAD_UPSTREAM, ForwarderProcess, buildTopology, compiled, eventually, replaceResolvConf, requireDnsTools, type DnsTopology } from './dns-topology.js';
+import { DEAD_UPSTREAM, ForwarderProcess, UPSTREAM_A, buildTopology, compiled, eventually, replaceResolvConf, requireDnsTools, type DnsTopology } from './dns-topology.js';
 
 const ANSWER = '192.0.2.80';
+/** What the IPv4 upstream (UPSTREAM_A, in the last test) answers. */
+const ANSWER_V4 = '192.0.2.81';
 const NO_INTERFACE = /its zone names no interface of this VM/;
 
 describeNetns('DNS forwarder with a link-local upstream, its link given by name or index', () => {
@@ -24,6 +27,8 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
   let forwarder: ForwarderProcess;
   /** The upstream's address: the internet end's link-local address. */
   let linkLocal = '';
+  /** The scripted upstream, compiled. */
+  let fixture = '';
   /** The index of the provider's end of that link. */
   let uplinkIndex = 0;
 
@@ -62,13 +67,13 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
 
   beforeAll(async () => {
     requireDnsTools();
+    [fixture = ''] = compiled(['test/guest/dns/fixtures/scripted-upstream']);
     harness = createHarness('dnszone');
     net = await buildTopology(harness);
     linkLocal = await linkLocalOf(net.internet, 'inet0');
     await linkLocalOf(net.provider, 'up0');
     uplinkIndex = Number(/^(\d+):/.exec((await net.provider.ip(['-o', 'link', 'show', 'dev', 'up0'])).stdout)?.[1]);
     expect(uplinkIndex).toBeGreaterThan(1);
-    const [fixture = ''] = compiled(['test/guest/dns/fixtures/scripted-upstream']);
     upstream = net.internet.spawn([process.execPath, fixture, JSON.stringify({ address: `${linkLocal}%inet0`, port: 53, answer: ANSWER, labels: { lame: 'silent' } })]);
     await upstream.waitForOutput(/^ready$/m);
     confDir = mkdtempSync(join(tmpdir(), 'spectrum-dns-zone-'));
@@ -299,6 +304,43 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
       await net.provider.ip(['link', 'property', 'del', 'dev', uplink, 'altname', 'zz0'], { allowFailure: true });
       // Its peer goes with it.
       for (const name of ['zz0', 'zz1']) await net.provider.ip(['link', 'del', name], { allowFailure: true });
+    }
+  });
+
+  it("reads resolv.conf's nameservers as glibc does: a zone up to a ':' (an alias label), an index of any length, an empty one as none, and a line only where the keyword starts it", async () => {
+    const uplink = await uplinkName();
+    const v4 = net.internet.spawn([process.execPath, fixture, JSON.stringify({ address: UPSTREAM_A, port: 53, answer: ANSWER_V4 })]);
+    const v4Queries = (): number => v4.stdout.split('\n').filter((line) => line.startsWith('query ')).length;
+    try {
+      await v4.waitForOutput(/^ready$/m);
+      // Each was skipped as "not an IP address": no upstream, SERVFAIL.
+      for (const zone of [`${uplink}:1`, `${'0'.repeat(16)}${uplinkIndex}`]) {
+        await reloaded(`nameserver ${linkLocal}%${zone}\n`);
+        expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%${zone}]:53`], unreachableUpstreams: [] });
+        expect(await ask()).toBe(ANSWER);
+        expect(await ask(true)).toBe(ANSWER);
+      }
+      // An empty zone is none to glibc: on an address that needs none, the address, where the
+      // provider's own programs ask.
+      await reloaded(`nameserver ::ffff:${UPSTREAM_A}%\n`);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`], unreachableUpstreams: [] });
+      expect(await ask()).toBe(ANSWER_V4);
+      // An indented line is no nameserver line to glibc: it was read, and asked first.
+      const asked = v4Queries();
+      await reloaded(`  nameserver ${UPSTREAM_A}\nnameserver ${linkLocal}%${uplinkIndex}\n`);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%${uplinkIndex}]:53`], unreachableUpstreams: [] });
+      expect(await ask()).toBe(ANSWER);
+      expect(await ask(true)).toBe(ANSWER);
+      expect(v4Queries()).toBe(asked);
+      const said = forwarder.process.stderr.split('\n').filter((line) => line.includes('blanks before the keyword'));
+      expect(said).toEqual([
+        expect.stringContaining(
+          "resolv.conf has nameserver lines with blanks before the keyword: not read, as glibc's resolver reads none (a keyword must start its line): remove the blanks to use them",
+        ),
+      ]);
+      expect(said[0]).toContain(`"indented":["nameserver ${UPSTREAM_A}"]`);
+    } finally {
+      await v4.kill();
     }
   });
 });

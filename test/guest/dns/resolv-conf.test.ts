@@ -88,20 +88,57 @@ describe('upstream addresses', () => {
       expect(parseResolvConf(`nameserver fe80::1%${zone}\n`).upstreams, zone).toEqual([parseUpstream(`fe80::1%${zone}`)]);
     }
     // What Linux refuses (EINVAL): empty, 16 bytes or more, . or .., '/', ':', a blank (0xa0 is
-    // one to the kernel, and inside à's UTF-8), NUL.
+    // one to the kernel, and inside à's UTF-8), NUL. A --dns-upstream so written is refused; a
+    // resolv.conf nameserver is read as glibc reads it, the address without a zone (see below).
     for (const zone of ['', 'x'.repeat(16), 'ääääääää', '.', '..', 'a/b', 'a:b', 'a b', 'a\tb', 'là', 'a\u00a0b', 'a\u0000b']) {
       for (const text of [`fe80::1%${zone}`, `[fe80::1%${zone}]:53`]) {
-        expect(() => parseUpstream(text), JSON.stringify(text)).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
         expect(() => parseConfiguredUpstream(text), JSON.stringify(text)).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
       }
     }
-    expect(parseResolvConf('nameserver fe80::1%a/b\nnameserver fe80::1%up+0\n')).toMatchObject({ upstreams: [parseUpstream('fe80::1%up+0')], skipped: ['fe80::1%a/b'] });
+    expect(parseResolvConf('nameserver fe80::1%a/b\nnameserver fe80::1%up+0\n')).toMatchObject({ upstreams: [parseUpstream('fe80::1%up+0')], skipped: [], withoutZone: [parseUpstream('fe80::1')] });
     // At a line's end too (JavaScript's trim() took such a blank off: another interface's name),
     // whereas a CR (a CRLF file) or a space there is no part of it.
     for (const zone of ['a\u3000', 'b\u2000', 'c\u205f', 'd\ufeff']) {
       expect(parseResolvConf(`nameserver fe80::1%${zone}\n`).upstreams, JSON.stringify(zone)).toEqual([parseUpstream(`fe80::1%${zone}`)]);
     }
     expect(parseResolvConf('nameserver fe80::1%eth0 \r\nnameserver fe80::1%eth1\r\n').upstreams).toEqual([parseUpstream('fe80::1%eth0'), parseUpstream('fe80::1%eth1')]);
+  });
+
+  it("reads a resolv.conf nameserver's zone as glibc does: a name up to a ':' (an alias label, which the kernel's look-up cuts off), an index of any length, and any other as none", () => {
+    // Alias labels (`eth0:1`) were skipped as "not an IP address"; so were indexes of 16 digits
+    // or more (glibc reads leading zeros), an empty zone (none to glibc), and any zone on an
+    // address that is not link-local, which glibc and Linux ignore: the provider's programs ask there.
+    for (const zone of ['eth0:1', 'br+lan:x/y', 'a:b', 'e:123456789012', '2:1', `${'0'.repeat(16)}2`, `${'0'.repeat(63)}2`, `0${'4294967295'.padStart(20, '0')}`]) {
+      for (const [text, port] of [
+        [`fe80::1%${zone}`, 53],
+        [`[fe80::1%${zone}]`, 53],
+        [`[fe80::1%${zone}]:5353`, 5353],
+      ] as const) {
+        expect(parseUpstream(text), text).toMatchObject({ address: `fe80::1%${zone}`, port, family: 6 });
+        // A --dns-upstream takes an interface's name or index alone: one so written is refused.
+        expect(() => parseConfiguredUpstream(text), text).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
+      }
+      expect(parseResolvConf(`nameserver fe80::1%${zone}\n`), zone).toEqual({ upstreams: [parseUpstream(`fe80::1%${zone}`)], skipped: [], withoutZone: [], indented: [] });
+    }
+    // None to glibc: empty; 16 bytes or more (if_nametoindex refuses them) and no number; a
+    // name before a ':' the kernel never gives; a number beyond 32 bits (its scope id).
+    for (const zone of ['', 'eth0:1234567890a', ':1', 'a/b:1', '.:1', `${'0'.repeat(16)}4294967296`, '12345678901234567890', `${'1'.repeat(16)}x`]) {
+      expect(parseResolvConf(`nameserver fe80::1%${zone}\nnameserver [fe80::2%${zone}]:5353\nnameserver fe80::1\n`), JSON.stringify(zone)).toEqual({
+        upstreams: [],
+        skipped: [],
+        withoutZone: [parseUpstream('fe80::1'), parseUpstream('[fe80::2]:5353')],
+        indented: [],
+      });
+      for (const [text, plain] of [
+        [`2001:db8::1%${zone}`, '2001:db8::1'],
+        [`[2001:db8::1%${zone}]:5353`, '[2001:db8::1]:5353'],
+        [`::ffff:192.0.2.1%${zone}`, '192.0.2.1'],
+      ] as const) {
+        expect(parseUpstream(text), text).toEqual(parseUpstream(plain));
+        expect(parseResolvConf(`nameserver ${text}\n`).upstreams, text).toEqual([parseUpstream(plain)]);
+      }
+    }
+    expect(sameUpstream(parseUpstream('fe80::1%'), parseUpstream('fe80::1'))).toBe(true);
   });
 
   it('takes an IPv4-mapped IPv6 address for the IPv4 address it reaches, and nothing else for it', () => {
@@ -143,7 +180,7 @@ describe('resolv.conf', () => {
       '; another comment',
       'search example.test',
       'nameserver 192.0.2.53',
-      '  nameserver\t192.0.2.54   # trailing words are ignored',
+      'nameserver\t192.0.2.54   # trailing words are ignored',
       '#nameserver 192.0.2.99',
       'options edns0 timeout:1',
       'nameserver 2001:db8::53',
@@ -157,6 +194,35 @@ describe('resolv.conf', () => {
     expect(conf.skipped).toEqual(['dns.example']);
   });
 
+  it('reads a nameserver line only where the keyword starts it, as glibc does, listing an indented one apart', () => {
+    // An indented line was read: the forwarder asked a server the provider's own programs never ask.
+    const text = [
+      '  nameserver 192.0.2.1',
+      '\tnameserver\t192.0.2.2',
+      ' \t nameserver [2001:db8::1]:5353  ',
+      '\vnameserver 192.0.2.3\r',
+      'nameserver 192.0.2.53',
+      '  # nameserver 192.0.2.4',
+      ' ;nameserver 192.0.2.5',
+      '  nameservers 192.0.2.6',
+      '  nameserver',
+      `  nameserver ${'1'.repeat(100)}`,
+    ].join('\n');
+    expect(parseResolvConf(text)).toEqual({
+      upstreams: [parseUpstream('192.0.2.53')],
+      skipped: [],
+      withoutZone: [],
+      indented: ['nameserver 192.0.2.1', 'nameserver\t192.0.2.2', 'nameserver [2001:db8::1]:5353', 'nameserver 192.0.2.3', `nameserver ${'1'.repeat(69)}`],
+    });
+    const many = Array.from({ length: 20 }, (_, i) => ` nameserver 192.0.2.${i + 1}`).join('\n');
+    expect(parseResolvConf(many).indented).toHaveLength(MAX_UPSTREAMS);
+  });
+
+  it("skips IPv4 in inet_aton's older forms, which glibc reads (010.0.0.1 as octal, 8.0.0.1), rather than ask a server not meant", () => {
+    const conf = parseResolvConf(['nameserver 010.0.0.1', 'nameserver 127.1', 'nameserver 0x7f.0.0.1', 'nameserver 2130706433', 'nameserver 192.0.2.53'].join('\n'));
+    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53')], skipped: ['010.0.0.1', '127.1', '0x7f.0.0.1', '2130706433'], withoutZone: [], indented: [] });
+  });
+
   it('drops a nameserver listed again under another spelling of its address', () => {
     const conf = parseResolvConf(['nameserver 2001:db8::53', 'nameserver 2001:DB8:0:0::53', 'nameserver 192.0.2.53', 'nameserver ::ffff:192.0.2.53', 'nameserver [::ffff:c000:235]:53'].join('\n'));
     expect(conf.upstreams.map(upstreamText)).toEqual(['[2001:db8::53]:53', '192.0.2.53:53']);
@@ -164,7 +230,7 @@ describe('resolv.conf', () => {
 
   it('takes an IPv4-mapped nameserver with a zone as its IPv4 address, as glibc does (a --dns-upstream so written is refused)', () => {
     const conf = parseResolvConf(['nameserver ::ffff:192.0.2.53%eth1', 'nameserver 192.0.2.53', 'nameserver ::ffff:198.51.100.1%nosuch'].join('\n'));
-    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [], withoutZone: [] });
+    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [], withoutZone: [], indented: [] });
   });
 
   it('drops a nameserver listed again with a zone on an address that is not link-local, as glibc and Linux ignore it, and keeps link-local ones per zone', () => {
@@ -195,6 +261,8 @@ describe('resolv.conf', () => {
       fc.string({ maxLength: 40 }).map((s) => `; ${s}`),
       fc.constantFrom('search a.test b.test', 'domain a.test', 'options ndots:2', 'sortlist 192.0.2.0/24'),
       fc.ipV4().map((ip) => `#nameserver ${ip}`),
+      // Not nameserver lines to glibc: the keyword must start the line.
+      fc.tuple(fc.stringMatching(/^[ \t\v\f\r]{1,3}$/), fc.ipV4()).map(([blanks, ip]) => `${blanks}nameserver ${ip}`),
     );
     fc.assert(
       fc.property(fc.array(fc.oneof(nameserverLine, otherLine.map((line) => ({ line, text: undefined }))), { maxLength: 30 }), (lines) => {
