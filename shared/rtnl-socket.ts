@@ -30,7 +30,7 @@ export function requestProgram(messages: readonly Uint8Array[]): Program {
   return { bytes, records: messages.length };
 }
 
-export type RtnlErrorKind = 'addon-missing' | 'socket';
+export type RtnlErrorKind = 'addon-missing' | 'addon-stale' | 'socket';
 
 export class RtnlError extends Error {
   override readonly name = 'RtnlError';
@@ -66,6 +66,8 @@ export interface NamespaceIdentity {
 }
 
 interface Addon {
+  /** The program format its runner reads (absent before there was one). */
+  readonly programFormat?: number;
   open(netnsPath: string | null): object;
   namespace(handle: object): NamespaceIdentity | null;
   run(handle: object, program: Uint8Array, keepGoing: boolean): Promise<RawOutcome>;
@@ -96,12 +98,26 @@ export type MarkedOutcome = RecordOutcome & { readonly marks: RecordMarks; reado
 
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, number]) => [number, name]));
 
+/** The program format this code writes (link-message.ts, netd's programs): rtnl.c's PROGRAM_FORMAT. */
+export const PROGRAM_FORMAT = 2;
+
+/**
+ * Refuse an addon whose runner reads another program format than this code writes (one built
+ * from other sources: a partial build), which would refuse or misread records.
+ */
+export function assertProgramFormat(format: number | undefined): void {
+  if (format === PROGRAM_FORMAT) return;
+  const its = format === undefined ? 'an older format' : `format ${format}`;
+  throw new RtnlError('addon-stale', 'ELIBBAD', `the rtnl addon (build/Release/rtnl.node) was built from other sources than this code (it reads ${its}, this code writes format ${PROGRAM_FORMAT}): run npm run build`);
+}
+
 let addon: Addon | undefined;
 
 function loaded(): Addon {
   if (addon !== undefined) return addon;
   const found = loadNativeAddon<Addon>(import.meta.url, 'rtnl.node');
   if (found === undefined) throw new RtnlError('addon-missing', 'ENOENT', 'the rtnl addon (build/Release/rtnl.node) is missing: run npm run build (it needs make, g++ and python3)');
+  assertProgramFormat(found.programFormat);
   addon = found;
   return addon;
 }

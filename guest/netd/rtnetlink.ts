@@ -641,7 +641,7 @@ export class RtnetlinkKernel implements NetdKernel {
     try {
       this.#requests = RtnlSocket.open(null);
     } catch (error) {
-      if (error instanceof RtnlError && error.kind === 'addon-missing') throw new NetdError('netlink', error.message);
+      if (error instanceof RtnlError && (error.kind === 'addon-missing' || error.kind === 'addon-stale')) throw new NetdError('netlink', error.message);
       throw new NetdError('netlink', `cannot open an rtnetlink socket (${errnoOf(error)}): is this Linux?`);
     }
   }

@@ -101,6 +101,8 @@
 #define KIND_NO_IPV6 4
 // A record kind's flags (see the top): any other bit makes it a kind that is none (EINVAL).
 #define FLAG_GONE_GOES_ON 0x100
+// The program format (rtnl-socket.ts PROGRAM_FORMAT): 2 from GONE_GOES_ON on.
+#define PROGRAM_FORMAT 2
 // What a receive buffer starts at: every answer but a device's with a long property list fits.
 #define RECEIVE_BYTES 65536
 #define TEXT_BYTES 256
@@ -1055,6 +1057,10 @@ static napi_value init(napi_env env, napi_value exports) {
       ADDON_FUNCTION("close", socket_close),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
+  // The program format this runner reads (its record kinds and flags): the JS side refuses an
+  // addon built from other sources (a partial build) with one line, not EINVAL on every record.
+  napi_value format;
+  if (napi_create_uint32(env, PROGRAM_FORMAT, &format) == napi_ok) napi_set_named_property(env, exports, "programFormat", format);
   return exports;
 }
 

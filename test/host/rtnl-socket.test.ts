@@ -8,7 +8,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceStep } from '../../host/device-plan.js';
 import { ProgramWriter, decodeLinks } from '../../host/link-message.js';
-import { type RecordOutcome, RtnlError, RtnlSocket } from '../../shared/rtnl-socket.js';
+import { PROGRAM_FORMAT, type RecordOutcome, RtnlError, RtnlSocket, assertProgramFormat } from '../../shared/rtnl-socket.js';
+import { loadNativeAddon } from '../../shared/native-addon.js';
 import { createHarness, describeNetns, type Harness, type Netns } from '../harness/index.js';
 import { compiledFixture } from './vmm/fake-cloud-hypervisor-process.js';
 
@@ -723,5 +724,25 @@ static napi_status failing_queue_work(napi_env env, napi_async_work work) {
     const closed = RtnlSocket.open(`/run/netns/${ns.name}`);
     closed.close();
     await expect(closed.run(new ProgramWriter().dumpLinks().finish())).rejects.toMatchObject({ code: 'EBADF' });
+  });
+});
+
+describe('the rtnl addon and this code agreeing on the program format', () => {
+  it('the built addon reads the format this code writes', () => {
+    const addon = loadNativeAddon<{ programFormat?: number }>(import.meta.url, 'rtnl.node');
+    expect(addon?.programFormat).toBe(PROGRAM_FORMAT);
+  });
+
+  it('an addon built from other sources (no format, or another) is refused on one line saying to build, not run', () => {
+    expect(() => assertProgramFormat(PROGRAM_FORMAT)).not.toThrow();
+    for (const [format, its] of [[undefined, 'an older format'], [PROGRAM_FORMAT - 1, `format ${PROGRAM_FORMAT - 1}`]] as const) {
+      expect(() => assertProgramFormat(format)).toThrow(
+        expect.objectContaining({
+          name: 'RtnlError',
+          kind: 'addon-stale',
+          message: `the rtnl addon (build/Release/rtnl.node) was built from other sources than this code (it reads ${its}, this code writes format ${PROGRAM_FORMAT}): run npm run build`,
+        }),
+      );
+    }
   });
 });
