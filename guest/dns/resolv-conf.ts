@@ -45,8 +45,9 @@ const SHOWN_LENGTH = 80;
  * tabs); other keywords (search, domain, options, sortlist) are ignored. Beyond glibc, "ip:port"
  * and "[ipv6]:port" are accepted (test setups and some resolvers write them), and a line's
  * trailing blanks are no part of its value (a CRLF file's CR, which glibc keeps in the value,
- * reading no nameserver from such a line: a file saved on another system still names its servers). A link-local nameserver without a zone is listed apart (see
- * ResolvConf.withoutZone).
+ * reading no nameserver from such a line, or, where the CR ends a zone, the address without its
+ * zone: a file saved on another system still names its servers). A link-local nameserver
+ * without a zone is listed apart (see ResolvConf.withoutZone).
  */
 export function parseResolvConf(text: string): ResolvConf {
   const upstreams: Upstream[] = [];

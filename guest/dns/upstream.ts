@@ -89,7 +89,10 @@ function ipv6Of(text: string, zones: ZoneReading): boolean {
   return isIPv6(percent === -1 ? text : text.slice(0, percent));
 }
 
-/** The largest scope id (sin6_scope_id, 32 bits) glibc reads from a zone that is a number. */
+/**
+ * The largest scope id (sin6_scope_id, 32 bits) glibc reads from a zone that is a number. The
+ * least that names an interface is 1: 0 is none (the address taken without one).
+ */
 const MAX_SCOPE_ID = 0xffff_ffffn;
 
 /**
@@ -98,14 +101,17 @@ const MAX_SCOPE_ID = 0xffff_ffffn;
  * connects, both go through): an interface's name, which the kernel may know (if_nametoindex:
  * 15 bytes at most, and the kernel looks it up only up to a ':', an alias label's, SIOCGIFINDEX
  * in net/core/dev_ioctl.c, so `eth0:1` is eth0); else a number, of any length (leading zeros),
- * up to 2^32 - 1. Any other zone (empty, `a/b`, 16 bytes or more but a number) glibc reads as
- * none (scope id 0), its error ignored.
+ * 1 to 2^32 - 1. Any other zone (empty, `a/b`, 16 bytes or more but a number) glibc reads as
+ * none (scope id 0), its error ignored; so is one that is 0 but could be no name (16 zeros or
+ * more: `0` could, an interface may be so named).
  */
 function zoneGlibcReads(zone: string): boolean {
   if (isInterfaceName(zone)) return true;
   const colon = zone.indexOf(':');
   if (colon !== -1 && Buffer.byteLength(zone, 'utf8') <= INTERFACE_NAME_MAX_BYTES && isInterfaceName(zone.slice(0, colon))) return true;
-  return /^[0-9]+$/.test(zone) && BigInt(zone) <= MAX_SCOPE_ID;
+  if (!/^[0-9]+$/.test(zone)) return false;
+  const index = BigInt(zone);
+  return index >= 1n && index <= MAX_SCOPE_ID;
 }
 
 /**

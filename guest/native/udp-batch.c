@@ -210,9 +210,13 @@ static int make_address(napi_env env, int family, napi_value address, uint32_t p
   // whatever its length (leading zeros): 80 characters at most, as upstream.ts takes them
   // (MAX_UPSTREAM_TEXT), with room to spare.
   char text[128];
-  size_t copied = 0;
-  if (napi_get_value_string_utf8(env, address, text, sizeof text, &copied) != napi_ok) return EINVAL;
-  if (copied >= sizeof text - 1) return EINVAL;  // cut short: no address is that long
+  size_t needed = 0, copied = 0;
+  // Its whole length first: a copy cut short stops at a whole character, so `copied` alone does
+  // not tell (fe80::1%<118 digits>é was read as the digits' index).
+  if (napi_get_value_string_utf8(env, address, NULL, 0, &needed) != napi_ok || needed >= sizeof text - 1) return EINVAL;
+  if (napi_get_value_string_utf8(env, address, text, sizeof text, &copied) != napi_ok || copied != needed) return EINVAL;
+  // A NUL inside would end the text C reads early (fe80::1%lo\0x read as on lo).
+  if (strlen(text) != copied) return EINVAL;
   memset(out, 0, sizeof *out);
   if (family == 4) {
     struct sockaddr_in *in4 = (struct sockaddr_in *)out;

@@ -121,8 +121,9 @@ describe('upstream addresses', () => {
       expect(parseResolvConf(`nameserver fe80::1%${zone}\n`), zone).toEqual({ upstreams: [parseUpstream(`fe80::1%${zone}`)], skipped: [], withoutZone: [], indented: [] });
     }
     // None to glibc: empty; 16 bytes or more (if_nametoindex refuses them) and no number; a
-    // name before a ':' the kernel never gives; a number beyond 32 bits (its scope id).
-    for (const zone of ['', 'eth0:1234567890a', ':1', 'a/b:1', '.:1', `${'0'.repeat(16)}4294967296`, '12345678901234567890', `${'1'.repeat(16)}x`]) {
+    // name before a ':' the kernel never gives; a number beyond 32 bits (its scope id), or 0
+    // (scope id 0: no interface's, and too long for a name: it was tried again for ever).
+    for (const zone of ['', 'eth0:1234567890a', ':1', 'a/b:1', '.:1', `${'0'.repeat(16)}4294967296`, '12345678901234567890', `${'1'.repeat(16)}x`, '0'.repeat(16), '0'.repeat(40)]) {
       expect(parseResolvConf(`nameserver fe80::1%${zone}\nnameserver [fe80::2%${zone}]:5353\nnameserver fe80::1\n`), JSON.stringify(zone)).toEqual({
         upstreams: [],
         skipped: [],

@@ -111,6 +111,10 @@ describeNetns('udp-batch sockets in a namespace', () => {
       // label off), an index of any length (this one, 80 characters in all, was cut short: EINVAL).
       'fe80::1%lo:1': 'socket:ENETUNREACH',
       [`fe80::1%${'1'.padStart(72, '0')}`]: 'socket:ENETUNREACH',
+      // Refused, not read cut short as lo: longer than the addon's buffer, the copy stopping at a
+      // whole character (no upstream is that long), or holding a NUL (where C's reading stops).
+      [`fe80::1%${'1'.padStart(118, '0')}é`]: 'socket:EINVAL',
+      'fe80::1%lo\u0000x': 'socket:EINVAL',
     });
     // Over TCP too (Node's net reads fe80::1%1 as naming no link).
     expect(report['tcpZones']).toEqual({ 'fe80::1%1': 'socket:ENETUNREACH', 'fe80::1%nosuch0': noZone, 'fe80::1%99999': noZone, 'fe80::1%0': noZone });
@@ -127,6 +131,8 @@ describeNetns('udp-batch sockets in a namespace', () => {
       'fe80::1': null,
       'fe80::1%lo:1': 1,
       [`fe80::1%${'1'.padStart(72, '0')}`]: 1,
+      [`fe80::1%${'1'.padStart(118, '0')}é`]: null,
+      'fe80::1%lo\u0000x': null,
     });
   });
 
