@@ -88,10 +88,9 @@ static napi_value bind_to_index_option(napi_env env, napi_callback_info info) {
 static napi_value hold_udp_port(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return NULL;
-  char text[64];  // longer than any IPv4 address: a longer string is cut short, and then refused
-  size_t copied;
+  char text[64];  // longer than any IPv4 address: a longer string is refused
   struct in_addr host;
-  if (napi_get_value_string_utf8(env, argv[0], text, sizeof text, &copied) != napi_ok || copied >= sizeof text - 1 || inet_pton(AF_INET, text, &host) != 1) {
+  if (!whole_string(env, argv[0], text, sizeof text) || inet_pton(AF_INET, text, &host) != 1) {
     napi_throw_type_error(env, "EINVAL", ADDON_NAME ": the address is not an IPv4 address");
     return NULL;
   }

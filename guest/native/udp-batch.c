@@ -210,26 +210,22 @@ static int make_address(napi_env env, int family, napi_value address, uint32_t p
   // whatever its length (leading zeros): 80 characters at most, as upstream.ts takes them
   // (MAX_UPSTREAM_TEXT), with room to spare.
   char text[128];
-  size_t needed = 0, copied = 0;
-  // Its whole length first: a copy cut short stops at a whole character, so `copied` alone does
-  // not tell (fe80::1%<118 digits>é was read as the digits' index).
-  if (napi_get_value_string_utf8(env, address, NULL, 0, &needed) != napi_ok || needed >= sizeof text - 1) return EINVAL;
-  if (napi_get_value_string_utf8(env, address, text, sizeof text, &copied) != napi_ok || copied != needed) return EINVAL;
-  // A NUL inside would end the text C reads early (fe80::1%lo\0x read as on lo).
-  if (strlen(text) != copied) return EINVAL;
+  // Whole or not at all (whole_string): fe80::1%<118 digits>é cut at a whole character was read
+  // as the digits' index, and fe80::1%lo\0x as on lo.
+  if (!whole_string(env, address, text, sizeof text)) return EINVAL;
   memset(out, 0, sizeof *out);
   if (family == 4) {
     struct sockaddr_in *in4 = (struct sockaddr_in *)out;
     in4->sin_family = AF_INET;
     in4->sin_port = htons((uint16_t)port);
-    if (copied > 0 && inet_pton(AF_INET, text, &in4->sin_addr) != 1) return EINVAL;
+    if (text[0] != '\0' && inet_pton(AF_INET, text, &in4->sin_addr) != 1) return EINVAL;
     *length = sizeof *in4;
   } else {
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
     in6->sin6_family = AF_INET6;
     in6->sin6_port = htons((uint16_t)port);
     *length = sizeof *in6;
-    if (copied == 0) return 0;
+    if (text[0] == '\0') return 0;
     // A link-local address names its link: fe80::1%eth0, or by index, fe80::1%2. Read by
     // getaddrinfo, as glibc's resolver reads a resolv.conf nameserver (the same parser,
     // __inet6_scopeid_pton): on a link-local address an interface's name, else a number.

@@ -86,10 +86,9 @@ static int int_arg(napi_env env, napi_value value, int32_t *out) {
 
 // A string argument into buffer (NUL-terminated); 0 with a TypeError if it does not fit.
 static int string_arg(napi_env env, napi_value value, char *buffer, size_t size, const char *what) {
-  size_t copied = 0;
-  if (napi_get_value_string_utf8(env, value, buffer, size, &copied) != napi_ok || copied >= size - 1) {
+  if (!whole_string(env, value, buffer, size)) {
     char message[128];
-    snprintf(message, sizeof message, ADDON_NAME ": %s must be a string shorter than %zu bytes", what, size - 1);
+    snprintf(message, sizeof message, ADDON_NAME ": %s must be a string of at most %zu bytes, without NUL", what, size - 1);
     napi_throw_type_error(env, "EINVAL", message);
     return 0;
   }

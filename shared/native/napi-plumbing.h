@@ -58,6 +58,18 @@ __attribute__((unused)) static void make_callback(napi_env env, napi_async_conte
   }
 }
 
+// Copy a JS string into `buffer` (`size` bytes) whole: 1 where it is a string whose UTF-8 fits
+// with its terminator and holds no NUL, else 0 (nothing thrown). The whole length is asked first:
+// a copy cut short stops at a whole character, so the length copied alone does not tell a cut
+// (a path or name cut short would name another file or device); and C would read a string with a
+// NUL inside only up to it.
+__attribute__((unused)) static int whole_string(napi_env env, napi_value value, char *buffer, size_t size) {
+  size_t needed = 0, copied = 0;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &needed) != napi_ok || needed >= size) return 0;
+  if (napi_get_value_string_utf8(env, value, buffer, size, &copied) != napi_ok || copied != needed) return 0;
+  return strlen(buffer) == copied;
+}
+
 // One entry of an addon's function table, and the table made the module's exports.
 #define ADDON_FUNCTION(name, function) {name, NULL, function, NULL, NULL, NULL, napi_default, NULL}
 #define EXPORT_FUNCTIONS(env, exports, table) napi_define_properties(env, exports, sizeof table / sizeof table[0], table)

@@ -225,9 +225,8 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
     fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (fd < 0) error = errno;
   } else {
-    size_t copied = 0;
-    if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &copied) != napi_ok || copied >= sizeof path - 1) {
-      napi_throw_type_error(env, "EINVAL", "rtnl: namespace path must be a string shorter than 4096 bytes");
+    if (!whole_string(env, argv[0], path, sizeof path)) {
+      napi_throw_type_error(env, "EINVAL", "rtnl: namespace path must be a string shorter than 4096 bytes, without NUL");
       return NULL;
     }
     netns_fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -687,6 +687,18 @@ static napi_status failing_queue_work(napi_env env, napi_async_work work) {
     expect(states(await socket.run(new ProgramWriter().setGroup(index, 8).finish()))).toEqual(['done']);
   });
 
+  it('opens in a namespace named whole or not at all: a path with a NUL inside, or cut short at a whole character, opens nothing', () => {
+    const path = `/run/netns/${ns.name}`;
+    // Before, the copy into C stopped there and opened the namespace all the same.
+    expect(() => RtnlSocket.open(`${path}\0x`)).toThrow(expect.objectContaining({ name: 'RtnlError', message: expect.stringContaining('without NUL') }));
+    const padded = `${'/'.repeat(4094 - path.length + 1)}${path.slice(1)}`;
+    expect(Buffer.byteLength(padded)).toBe(4094);
+    const whole = RtnlSocket.open(padded);
+    expect(whole.namespace()).toEqual(socket.namespace());
+    whole.close();
+    expect(() => RtnlSocket.open(`${padded}\u{1F600}`)).toThrow(expect.objectContaining({ name: 'RtnlError', message: expect.stringContaining('shorter than 4096 bytes') }));
+  });
+
   it("says which namespace it is in: that of the namespace file it was opened by (its nsfs device and inode), another namespace's differing; none for the caller's own", async () => {
     const { dev, ino } = statSync(`/run/netns/${ns.name}`);
     const { cookie } = socket.namespace() ?? { cookie: null };

@@ -75,6 +75,19 @@ describeNetns('tap queues and descriptor passing', () => {
     plain.close();
   });
 
+  it('takes a name or path whole or not at all: one with a NUL inside, or cut short at a whole character, opens nothing', () => {
+    // Before, the copy into C stopped there and opened tq1 (or tq1's namespace) all the same.
+    expect(() => TapFd.open('tq1\0x', nsPath)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => TapFd.open('tq1', `${nsPath}\0x`)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    // A path whose bytes up to 4094 name the namespace (slashes repeat freely), then a character
+    // of 4 bytes that does not fit the 4096-byte buffer.
+    const padded = `${'/'.repeat(4094 - nsPath.length + 1)}${nsPath.slice(1)}`;
+    expect(Buffer.byteLength(padded)).toBe(4094);
+    expect(() => TapFd.open('tq1', `${padded}\u{1F600}`)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    // And the tap is free: nothing opened it.
+    TapFd.open('tq1', nsPath).close();
+  });
+
   it('never makes a tap: a missing name is ENODEV and leaves no device behind', async () => {
     expect(() => TapFd.open('tqmissing', nsPath)).toThrow(expect.objectContaining({ code: 'ENODEV' }));
     const { stdout } = await ns.ip(['-j', 'link', 'show']);
