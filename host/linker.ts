@@ -1652,7 +1652,7 @@ export interface KeepGoingOutcome extends LinkOutcome {
  */
 export type FinishedOutcome = KeepGoingOutcome & {
   readonly all?: AllVms;
-  /** Where the take-down was not begun: the recorded links to providers dropped it was to take down where up, left as they were (strayAttachModes). */
+  /** Where the take-down failed before it could say any taken down (not begun, or stopped by the kernel): the recorded links to providers dropped it was to look at, whether up or not (strayAttachModes). */
   readonly notTakenDown?: readonly LinkPair[];
 };
 
@@ -1917,7 +1917,8 @@ async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOptions, k
   try {
     down = await takeDownUnlisted(soFar.state, listed, options);
   } catch (error) {
-    // Not begun: nothing taken down; the links it was to look at are as they were.
+    // Not begun, or stopped by the kernel (after their NICs were asked out of their VMMs): none
+    // recorded as taken down; the links it was to look at are as the state had them.
     const stateOf = statesByClient(soFar.state);
     const notTakenDown = [...listed].flatMap(([vm, providers]) => linksToUnlisted(stateOf(vm), vm, providers)).map(({ client, provider }) => ({ client, provider }));
     throw await failedWith(error, { unlinked: new Map(), vmmFailures: [], notTakenDown });
