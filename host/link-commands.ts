@@ -25,6 +25,7 @@ import {
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
+  type PrintedCommands,
   type RecordedLinkReport,
   type ReleasedLinkReport,
   type UndoStateWriteFailure,
@@ -46,8 +47,9 @@ import {
   unlinkVm,
   unusedAttachModes,
 } from './linker.js';
+import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
-import { shownPath, vmName } from './vm-name.js';
+import { vmName } from './vm-name.js';
 import {
   type SideArguments,
   VMM_TIMEOUT_MAX_MS,
@@ -207,6 +209,46 @@ function lockWaitOf(flags: LockFlags, env: Env, command: Command): Pick<LinkerOp
   return { lockWaitMs: seconds * 1000, onLockWait };
 }
 
+/** The working directory, which a relative path given is relative to; undefined where it is gone. */
+function workingDirectory(): string | undefined {
+  try {
+    return process.cwd();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * This run's options as given (typed, or from their environment variables: the values taken), for
+ * the commands its lines tell the operator to run (printed-command.ts); those at their built-in
+ * default are left out. `paths`: the state dir and config dir as resolved, with their sources.
+ */
+function givenOptions(
+  flags: StateFlags & VmmOptionFlags & LockFlags & { netnsPrefix?: string; mtu?: string },
+  command: Command,
+  env: Env,
+  paths: Pick<LinkerOptions, 'stateDir' | 'stateDirSource'> & Partial<Pick<LinkerOptions, 'configDir' | 'configDirSource'>>,
+): GivenOptions {
+  const typed = (key: string): boolean => command.getOptionValueSource(key) === 'cli';
+  const fromUser = (key: string, flag: string, variable: string): boolean => sourceOf(command, key, flag, variable, env).from !== 'default';
+  const given = (use: boolean, key: string, value: string | undefined): Record<string, string> => (use && value !== undefined ? { [key]: value } : {});
+  const { stateDir, stateDirSource, configDir, configDirSource } = paths;
+  return {
+    cwd: workingDirectory(),
+    ...given(configDirSource !== undefined && configDirSource.from !== 'default', 'configDir', configDir),
+    ...given(stateDirSource !== undefined && stateDirSource.from !== 'default', 'stateDir', stateDir),
+    ...given(fromUser('devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV), 'devicePrefix', flags.devicePrefix),
+    ...given(flags.netnsPrefix !== undefined && fromUser('netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV), 'netnsPrefix', flags.netnsPrefix),
+    ...given(typed('mtu'), 'mtu', flags.mtu),
+    attach: flags.attach,
+    ...given(typed('qmpSocket'), 'qmpSocket', flags.qmpSocket),
+    ...given(typed('chSocket'), 'chSocket', flags.chSocket),
+    ...given(typed('vmmTimeout'), 'vmmTimeout', flags.vmmTimeout),
+    ...given(typed('qemuBus'), 'qemuBus', flags.qemuBus),
+    ...given(fromUser('lockWait', '--lock-wait', LOCK_WAIT_ENV), 'lockWait', flags.lockWait),
+  };
+}
+
 /**
  * The VMM socket templates, checked before any is used: a relative one needs the working
  * directory, without which connecting says ENOENT, which unlink takes for a VMM that has gone.
@@ -320,10 +362,13 @@ function notLinkedError(vm: string, options: Pick<LinkerOptions, 'stateDir' | 's
   return new LinkerError('not-linked', `${vm} has no recorded links in ${shownOrigin('state dir', options.stateDir, options.stateDirSource)}; check the name and ${check}`);
 }
 
-/** What `link --all` says of a client VM whose directory has gone but whose links are recorded. */
-function orphanWarning(vm: string, links: number, configDir: string): string {
+/**
+ * What `link --all` says of a client VM whose directory has gone but whose links are recorded:
+ * how to release them, as an unlink with this run's options that find them (`given`).
+ */
+function orphanWarning(vm: string, links: number, configDir: string, given: GivenOptions): string {
   const recorded = `${links} recorded link${links === 1 ? '' : 's'}`;
-  return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: spectrum-link unlink ${vm} --forget`;
+  return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: ${unlinkCommand(vm, ['--forget'], given)}`;
 }
 
 /**
@@ -369,59 +414,55 @@ function vmmFailureLine(failure: VmmDetachFailure, conflict: string, retry: stri
   );
 }
 
-/** The socket option of a VMM kind. */
-const socketOption = (vmm: VmmKind): string => (vmm === 'qemu' ? '--qmp-socket' : '--ch-socket');
-
-/** Words joined as a list is said: `a`, `a and b`, `a, b and c`. */
-const wordList = (words: readonly string[]): string => (words.length > 1 ? `${words.slice(0, -1).join(', ')} and ${words.at(-1) ?? ''}` : words.join(''));
-
 /**
  * The `spectrum-link unlink` that, once a VMM answers, detaches the NIC it did not (`failure`), of
  * a link the run took down, as the state is after the run (`unlinked`: the VM to unlink); or
  * undefined where no such command does that and nothing else. The state no longer records how
  * that link was attached, so `--attach VM=MODE` brings back that VM's side, and only its: not
- * this run's own --attach, which would give other sides modes too. Its socket: this run's socket
- * options give it (and every socket the state does not record, as in this run); else (`elsewhere`,
- * recorded where this run's option does not lead) the command names it, as a template without
- * `{vm}`, which that unlink would take for every socket of that kind the state does not record:
- * offered only where it reaches no other NIC so (VmmDetachFailure.throughTemplate).
+ * this run's own --attach, which would give other sides modes too. With this run's options that
+ * find the link and its VMMs (`given`: state dir, device prefix, socket templates, made absolute
+ * as the VMMs were reached from this run's directory, VMM timeout, lock wait: unlinkCommand).
+ * Its socket: this run's socket options give it (and every socket the state does not record, as
+ * in this run); else (`elsewhere`, recorded where this run's option does not lead) the command
+ * names it, as a template without `{vm}`, which that unlink would take for every socket of that
+ * kind the state does not record: offered only where it reaches no other NIC so
+ * (VmmDetachFailure.throughTemplate).
  */
-function unlinkRetry(unlinked: string, failure: VmmDetachFailure, elsewhere: string | undefined): string | undefined {
+function unlinkRetry(unlinked: string, failure: VmmDetachFailure, elsewhere: string | undefined, given: GivenOptions): string | undefined {
   const { vm, vmm } = failure;
-  // Where that unlink finds the link (state dir, device prefix) and the VMMs; unlink refuses link's other options.
-  const options = ['--state-dir', '--device-prefix', '--qmp-socket', '--ch-socket'];
-  const command = `spectrum-link unlink ${unlinked} --attach ${vm}=${vmm}`;
-  if (elsewhere === undefined) return `${command} with this run's ${wordList(options)} (where given)`;
+  const attach = [`${vm}=${vmm}`];
+  if (elsewhere === undefined) return unlinkCommand(unlinked, [], given, attach);
   if ((failure.throughTemplate ?? []).length > 0) return undefined;
-  const socket = socketOption(vmm);
-  return `${command} ${socket} ${shellWord(elsewhere)} with this run's ${wordList(options.filter((option) => option !== socket))} (where given)`;
+  return unlinkCommand(unlinked, [], given, attach, vmm === 'qemu' ? { qmpSocket: elsewhere } : { chSocket: elsewhere });
 }
 
 /**
  * What `unlink <unlinked> --force` says of a VMM that did not detach a NIC, whose socket is
- * `socket`: how to remove the NIC there, or an unlink that does (unlinkRetry); with --forget,
- * only the first (no record is left for an unlink to find).
+ * `socket`: how to remove the NIC there, or an unlink that does (unlinkRetry, with this run's
+ * options `given`); with --forget, only the first (no record is left for an unlink to find).
  */
-export function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean, socket: string, elsewhere: string | undefined): string {
+export function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: boolean, socket: string, elsewhere: string | undefined, given: GivenOptions): string {
   const { vmm, nic } = failure;
-  const retry = forget ? undefined : unlinkRetry(unlinked, failure, elsewhere);
+  const retry = forget ? undefined : unlinkRetry(unlinked, failure, elsewhere, given);
   const unlinkAgain = retry === undefined ? '' : `, or ${retry} detaches it`;
-  return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic)}${unlinkAgain}; or `);
+  return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)}${unlinkAgain}; or `);
 }
 
 /**
  * What `link` says of a VMM that did not detach a NIC of a link to a provider the config no longer
  * names, whose socket is `socket`. Only an unlink of the client reaches that NIC now (with
  * --attach, as the state no longer records it: unlinkRetry), and that takes the client's other
- * links down too; where no unlink does that alone, the line says how to remove the NIC at its socket.
+ * links down too, so the line says the link of the client after it, with this run's options
+ * (`given`) and the modes of those links (VmmDetachFailure.relinkAttach); where no unlink does
+ * that alone, the line says how to remove the NIC at its socket.
  */
-export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewhere: string | undefined): string {
+export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewhere: string | undefined, given: GivenOptions): string {
   const { link, vm, vmm, nic } = failure;
-  const unlink = unlinkRetry(link.vm, failure, elsewhere);
+  const unlink = unlinkRetry(link.vm, failure, elsewhere, given);
   const retry =
     unlink === undefined
-      ? `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic)} (an unlink naming that socket would look there for NICs of other VMs too), or `
-      : `once the VMM answers, ${unlink} detaches it (taking ${link.vm}'s other links down too: link ${link.vm} again after), or `;
+      ? `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)} (an unlink naming that socket would look there for NICs of other VMs too), or `
+      : `once the VMM answers, ${unlink} detaches it (taking ${link.vm}'s other links down too: run ${linkCommand([link.vm], given, failure.relinkAttach)} after), or `;
   return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
 }
 
@@ -590,18 +631,18 @@ export function leftDownLine(link: LeftDownLink): string {
 /**
  * How to remove by hand a NIC a VMM may still hold, at its socket: cloud-hypervisor's
  * `PUT /api/v1/vm.remove-device {"id"}` (ch-remote's remove-device); QEMU's device_del, which the
- * guest has to acknowledge (DEVICE_DELETED), then netdev_del of the NIC's netdev.
+ * guest has to acknowledge (DEVICE_DELETED), then netdev_del of the NIC's netdev. A socket
+ * relative to this run's directory (`cwd`: a relative template's) is said absolute, or, where that
+ * is too long for a socket, with that directory to run from: the command works from anywhere.
  */
-export function nicRemoval(vmm: VmmKind, socket: string, nic: string): string {
-  const at = shownPath(socket);
-  return vmm === 'cloud-hypervisor'
-    ? `ch-remote --api-socket ${shellWord(at)} remove-device ${nic} (PUT /api/v1/vm.remove-device {"id":"${nic}"} on that socket)`
-    : `QMP at ${at}: device_del {"id":"${nic}"}, then, once DEVICE_DELETED says the guest released it, netdev_del {"id":"${qemuNetdevId({ id: nic })}"}`;
-}
-
-/** A word as a POSIX shell reads it back: as it is where it holds nothing the shell acts on, else single-quoted. */
-function shellWord(word: string): string {
-  return /^[A-Za-z0-9_./@%+=:,-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;
+export function nicRemoval(vmm: VmmKind, socket: string, nic: string, cwd?: string): string {
+  const { path, from } = socketFromAnywhere(socket, cwd);
+  if (vmm === 'cloud-hypervisor') {
+    const command = `ch-remote --api-socket ${shellWord(path)} remove-device ${nic}`;
+    return `${from === undefined ? command : `cd ${shellWord(from)} && ${command}`} (PUT /api/v1/vm.remove-device {"id":"${nic}"} on that socket)`;
+  }
+  const at = from === undefined ? shownSocket(path) : `${shownSocket(path)} (from directory ${shellWord(from)})`;
+  return `QMP at ${at}: device_del {"id":"${nic}"}, then, once DEVICE_DELETED says the guest released it, netdev_del {"id":"${qemuNetdevId({ id: nic })}"}`;
 }
 
 /**
@@ -610,12 +651,12 @@ function shellWord(word: string): string {
  * that NIC, on a tap the undo deleted where this run had made it; the state no longer records
  * it, so no spectrum-link command reaches it: the line says how to remove it at `socket`.
  */
-function undoDetachLine(failure: VmmDetachFailure, socket: string): string {
+function undoDetachLine(failure: VmmDetachFailure, socket: string, cwd: string | undefined): string {
   const { link, vmm, vm, nic, error } = failure;
   return (
     `undoing the run, ${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} that the run had hot-plugged (link ${link.vm} -> ${link.provider}, id ${link.id}): ${error}; ` +
     `the undo went on, so that VMM may still hold the NIC, on tap ${nic} (deleted where this run had made it: the NIC then reaches nothing, and the next link reports it as a conflict): ` +
-    `check that VMM, and once it answers remove the NIC with ${nicRemoval(vmm, socket, nic)}; or restart ${vm}`
+    `check that VMM, and once it answers remove the NIC with ${nicRemoval(vmm, socket, nic, cwd)}; or restart ${vm}`
   );
 }
 
@@ -623,12 +664,13 @@ function undoDetachLine(failure: VmmDetachFailure, socket: string): string {
  * What is said where the undo of a failed `link` (or of a VM of it) could not write the state file
  * back: one line, after the failure, which stays the first. The file still records what the run
  * had (or, where only its directory's sync failed, may bring it back after a crash), while the
- * devices the run made for those links are gone; a link again makes them.
+ * devices the run made for those links are gone; a link of their clients again, with this run's
+ * options (`given`), makes them.
  */
-export function undoStateLine(failure: UndoStateWriteFailure): string {
+export function undoStateLine(failure: UndoStateWriteFailure, given: GivenOptions): string {
   const { error, written, recorded, clients } = failure;
   const links = recorded.map((link) => `${link.vm} -> ${link.provider} (id ${link.id})`).join(', ');
-  const again = `run spectrum-link link ${clients.join(' ')} with this run's other options, which makes their devices`;
+  const again = `run ${linkCommand(clients, given)}, which makes their devices`;
   if (written) {
     return `undoing the run, ${error}: the file holds what it did before the run, but a crash before its next write may bring back this run's records of ${links}, whose devices are deleted; if one does, ${again}`;
   }
@@ -642,9 +684,10 @@ export function undoStateLine(failure: UndoStateWriteFailure): string {
  * What is said of a step of the undo of a failed `link` (or of a VM of it) that failed: one line,
  * after the failure, which stays the first. The undo went on with its other steps. Devices the
  * kernel did not delete keep their links' ids recorded (none is given to another link while they
- * may be there), so a link again converges them; a namespace it made is left to delete by hand.
+ * may be there), so a link of their clients again, with this run's options (`given`), converges
+ * them; a namespace it made is left to delete by hand.
  */
-export function undoStepLine(failure: UndoStepFailure): string {
+export function undoStepLine(failure: UndoStepFailure, given: GivenOptions): string {
   if (failure.step === 'namespace') {
     const { netns, error } = failure;
     return (
@@ -659,7 +702,7 @@ export function undoStepLine(failure: UndoStepFailure): string {
   return (
     `undoing the run, deleting devices it had made failed: ${error}; the undo went on, so ${devices.join(' ')} may still exist, ` +
     `and the ids of ${links} stay recorded, so that no other link is given them: check why the kernel kept them (ip -d link show ${devices[0] ?? ''}), ` +
-    `then run spectrum-link link ${clients.join(' ')} with this run's other options, which converges them`
+    `then run ${linkCommand(clients, given)}, which converges them`
   );
 }
 
@@ -683,9 +726,20 @@ function withLeftDown(error: unknown, lines: readonly string[]): unknown {
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
 
 /**
- * Where the VMM of a NIC left is reached: the socket the run used. (socketPath refuses only a
- * path too long to be one, which reached no VMM and so left no NIC; were it to, the line is still
- * said, with the path unchecked, rather than this error replacing the failure.)
+ * The commands a `link` run's refusals print (linker.ts): an unlink with this run's options an
+ * unlink takes (not its --attach, which means another thing to unlink), and this link again
+ * (`targets`: its VMs, or --all, and --keep-going where given) with VM=MODE values added.
+ */
+function linkRunCommands(given: GivenOptions, targets: readonly string[]): PrintedCommands {
+  return { unlink: (vm, words) => unlinkCommand(vm, words, given), link: (attach) => linkCommand(targets, given, attach) };
+}
+
+/**
+ * Where the VMM of a NIC left is reached: the socket the run used, as the template gave it
+ * (relative to this run's directory, for a relative one: nicRemoval says it from anywhere).
+ * (socketPath refuses only a path too long to be one, which reached no VMM and so left no NIC;
+ * were it to, the line is still said, with the path unchecked, rather than this error replacing
+ * the failure.)
  */
 function vmmSocket(flags: VmmFlags, kind: VmmKind, vm: string): string {
   const template = kind === 'qemu' ? flags.qmpSocket : flags.chSocket;
@@ -747,9 +801,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (names: string[], flags: LinkFlags, command: Command) => {
       const attach = parseAttachChoice(flags.attach);
       checkSocketTemplates(flags);
+      const paths = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env) };
+      // What its lines tell the operator to run carries this run's options (printed-command.ts).
+      const given = givenOptions(flags, command, env, paths);
       const linkerOpts: LinkerOptions = {
-        ...stateOptions(flags, env, command),
-        ...configOptions(flags.configDir, env),
+        ...paths,
+        commands: linkRunCommands(given, [...(flags.all === true ? ['--all'] : names), ...(flags.keepGoing === true ? ['--keep-going'] : [])]),
         netnsPrefix: netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env)),
         mtu: integerOption('--mtu', flags.mtu, MTU_MIN, MTU_MAX, 'an MTU'),
         ...lockWaitOf(flags, env, command),
@@ -776,7 +833,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoWrites: UndoStateWriteFailure[] = [];
       // Undo steps that failed (devices, namespaces left): a line each too.
       const undoSteps: UndoStepFailure[] = [];
-      const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm)));
+      const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), given.cwd));
+      const stepLine = (failure: UndoStepFailure): string => undoStepLine(failure, given);
+      const stateLine = (failure: UndoStateWriteFailure): string => undoStateLine(failure, given);
       // Said after the failure: the links left down, the devices and namespaces left, the records
       // not written back, each VMM that did not detach a link taken down (`vmmFailures`), then the
       // NICs not taken back. With --keep-going, the VMs that failed (before a signal or a failure
@@ -786,9 +845,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         return [
           ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
           ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
-          ...undoSteps.map(undoStepLine),
-          ...undoWrites.map(undoStateLine),
-          ...vmmFailures.map((failure) => unlistedLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure))),
+          ...undoSteps.map(stepLine),
+          ...undoWrites.map(stateLine),
+          ...vmmFailures.map((failure) => unlistedLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given)),
           ...undoDetachLines(),
         ];
       };
@@ -798,7 +857,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // dir as linked (`all`: read under the lock), not as it was when the run began...
       const warnOutcome = async (done: FinishedOutcome, all: AllVms | undefined): Promise<void> => {
         if (!wouldLog('warn')) return;
-        for (const { vm, links } of done.orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir));
+        for (const { vm, links } of done.orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir, given));
         for (const entry of done.unusable) log().warn(unusableWarning(entry));
         for (const entry of done.ambiguousAttach) log().warn(ambiguousWarning(entry));
         const snapshot = all?.wholeDir.snapshot;
@@ -952,7 +1011,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const attach = parseAttachChoice(flags.attach);
       const forget = flags.forget === true;
       checkSocketTemplates(flags);
-      const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags) };
+      const state = stateOptions(flags, env, command);
+      // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts).
+      const given = givenOptions(flags, command, env, state);
+      const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned) => linkCommand([name], given, pinned) };
+      const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands };
       // Before the lock, which would make it.
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       // The default one missing (a fresh host) records no links: said as unlinkVm says it, without
@@ -982,7 +1045,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         }
       }
       if (failures.length > 0) {
-        const [first = '', ...rest] = failures.map((failure) => forcedLine(failure, name, forget, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure)));
+        const [first = '', ...rest] = failures.map((failure) => forcedLine(failure, name, forget, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given));
         throw new CliError(first, EXIT.failure, rest, 'lines');
       }
     });

@@ -281,7 +281,30 @@ export interface LinkerOptions {
    * undone is still what is thrown (or the VM's failure).
    */
   readonly onUndoStepFailed?: (failure: UndoStepFailure) => void;
+  /**
+   * The commands a line tells the operator to run, with this run's options (the CLI's give them,
+   * printed-command.ts); where left out, each with no option (DEFAULT_COMMANDS).
+   */
+  readonly commands?: PrintedCommands;
 }
+
+/** Commands a refusal tells the operator to run, whole, so that each works as printed. */
+export interface PrintedCommands {
+  /**
+   * `spectrum-link unlink VM WORDS` with the options of this run that an unlink needs to find what
+   * it found (state dir, device prefix, socket templates, VMM timeout, lock wait; an unlink's own
+   * --attach, not a link's, which means another thing).
+   */
+  unlink(vm: string, words: readonly string[]): string;
+  /** This run's `spectrum-link link` again, with `attach` (VM=MODE values) added to its --attach. */
+  link(attach: readonly string[]): string;
+}
+
+/** The commands of a run given no options (the library's callers): each as plain as it can be said. */
+const DEFAULT_COMMANDS: PrintedCommands = {
+  unlink: (vm, words) => ['spectrum-link', 'unlink', vm, ...words].join(' '),
+  link: (attach) => `this link again${attach.length === 0 ? '' : ` with ${attach.map((value) => `--attach ${value}`).join(' ')}`}`,
+};
 
 /**
  * A step of the undo of a failed `link` (or of one VM of it) that did not happen, and what it left:
@@ -378,7 +401,7 @@ function stopIfInterrupted(options: Pick<LinkerOptions, 'signal'>): void {
  */
 export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld'>;
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
-export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'attach' | 'vmm'>;
+export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'attach' | 'vmm' | 'commands'>;
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */
 export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'attach' | 'netnsPrefix'>;
 /** `show` also looks in the config dir for a VM without links. */
@@ -1097,7 +1120,11 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
   for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
   const ids = new Set<number>(unlisted.map((link) => link.id));
   // Of the state as it is to be: where it is not written after, the client's other links (the only ones that count) are as there.
-  const vmmFailures = released.failures.map((failure) => ({ ...failure, throughTemplate: reachedThroughTemplate(next, failure, ids) }));
+  const vmmFailures = released.failures.map((failure) => ({
+    ...failure,
+    throughTemplate: reachedThroughTemplate(next, failure, ids),
+    relinkAttach: relinkModes(next, vmName(failure.link.vm), ids, options.attach),
+  }));
   return { state: next, changed: changes, reports: released.reports, unlinked, vmmFailures };
 }
 
@@ -1169,6 +1196,29 @@ interface SwitchedSide {
    * record says, and the socket recorded lost: refused before any NIC comes out (assertMovesRecordable).
    */
   readonly unrecordable?: string;
+  /**
+   * The --attach values (VM=MODE) that give the sides of the client's links the modes this run
+   * gives them where its --attach does not choose them (relinkAttach): what a link after an unlink
+   * of the client needs to attach them as this run would (the unlink takes the modes it keeps away).
+   */
+  readonly relinkAttach: readonly string[];
+}
+
+/**
+ * For a link run after `unlink <client>` (which takes the client's links down, and with them the
+ * modes this run keeps for their sides): `VM=MODE` for each VM of the client's links (itself and
+ * the providers its config names) that this run's --attach does not choose and whose up links
+ * all have one mode on its side, not `none` (which a link gives a VM it knows nothing of); pinned
+ * so, every link of that VM in the run keeps the mode it has. A VM whose links disagree is left
+ * out: its links keep their own, which no one mode can say.
+ */
+function relinkAttach(client: VmName, snapshot: ConfigSnapshot, kept: KeptAttach): string[] {
+  const vms = [client, ...requireValidVm(snapshot, client).providers];
+  return [...new Set(vms)].flatMap((vm) => {
+    const modes = kept.vms.get(vm) ?? [];
+    const [only] = modes;
+    return chosenAttachMode(kept.choice, vm) === undefined && modes.length === 1 && only !== undefined && only !== 'none' ? [`${vm}=${only}`] : [];
+  });
 }
 
 /**
@@ -1214,6 +1264,12 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   if (candidates.length === 0) return [];
   // A link to a provider the config no longer names is taken down after the run, as unlink --force does.
   const named = candidates.filter(({ link }) => requireValidVm(snapshot, link.client).providers.includes(link.provider));
+  const relink = new Map<VmName, string[]>();
+  const relinkOf = (client: VmName): string[] => {
+    let words = relink.get(client);
+    if (words === undefined) relink.set(client, (words = relinkAttach(client, snapshot, kept)));
+    return words;
+  };
   const recorded = named.map((candidate) => ({ ...candidate, report: linkReport(candidate.link, options) }));
   const host = recorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], recorded.flatMap(({ report }) => linkDevicesOf(report)))).host;
   return recorded
@@ -1223,7 +1279,8 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
       sides.map((side): SwitchedSide => {
         const toSocket = link.attached !== undefined && movedVmmSocket(link.attached, wanted, side, same) ? recordedSocket(wanted, side) : undefined;
         const path = unrecordable.get(side);
-        return { link: report, side, to: wanted[side], ...(toSocket === undefined ? {} : { toSocket }), ...(path === undefined ? {} : { unrecordable: path }) };
+        const moved = { ...(toSocket === undefined ? {} : { toSocket }), ...(path === undefined ? {} : { unrecordable: path }) };
+        return { link: report, side, to: wanted[side], ...moved, relinkAttach: relinkOf(link.client) };
       }),
     );
 }
@@ -1232,9 +1289,11 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
  * The error of a VMM that did not give back the NIC of a switched side (it refused, or did not
  * answer in time), which stops the run before anything is made for that link, as a plain unlink
  * stops: its devices and record stay as they are, and so does the NIC, as far as the VMM did not
- * carry out its removal. Usage errors (a socket path that cannot be) stay as they are.
+ * carry out its removal. Usage errors (a socket path that cannot be) stay as they are. The way
+ * past it, an unlink --force of the client then this link again, is said as commands to run
+ * (`commands`), the link with the modes the unlink takes away (relinkAttach).
  */
-function switchRefused({ link, side, to, toSocket }: SwitchedSide, error: unknown): unknown {
+function switchRefused({ link, side, to, toSocket, relinkAttach: pinned }: SwitchedSide, error: unknown, commands: PrintedCommands = DEFAULT_COMMANDS): unknown {
   if (error instanceof CliError) return error;
   const vm = side === 'client' ? link.vm : link.provider;
   const from = side === 'client' ? link.clientAttach : link.providerAttach;
@@ -1247,7 +1306,7 @@ function switchRefused({ link, side, to, toSocket }: SwitchedSide, error: unknow
     'vmm-detach-failed',
     `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not attached as ${toWhat}: its NIC ${nic} was to come out of the ${vmm} of ${vm}${at} first: ${reasonOf(error)}; ` +
       `so nothing was made for it, and it stays as it was, recorded as ${from} on that side with its devices (a NIC the VMM had already been asked to remove may be gone from ${vm}: link again once it answers): ` +
-      `to attach it as ${toWhat} whatever that VMM says, run spectrum-link unlink ${link.vm} --force, then this link again, each with this run's other options`,
+      `to attach it as ${toWhat} whatever that VMM says, run ${commands.unlink(link.vm, ['--force'])}, then ${commands.link(pinned)}`,
   );
 }
 
@@ -1263,12 +1322,10 @@ function switchRefused({ link, side, to, toSocket }: SwitchedSide, error: unknow
  * down (linksLeftDown). A signal stops it before a NIC.
  */
 async function takeBackSwitched(switched: readonly SwitchedSide[], options: LinkerOptions, made: RunDevices): Promise<void> {
-  assertMovesRecordable(switched);
+  // (The callers check this first; again here, as nothing may come out before it.)
+  assertSwitchedInputUsable(switched, options);
   // Each NIC at the socket recorded for it, where there is one (vmmNics).
   const nicsOf = (target: SwitchedSide): ReturnType<typeof vmmNics> => vmmNics(target.link, undefined, [target.side]);
-  // Every socket path first (bad input, e.g. too long under this run's --qmp-socket): refused
-  // only at its detach, it would come after NICs before it were taken out.
-  for (const target of switched) for (const { kind, vm, socket } of nicsOf(target)) options.vmm.checkSocket?.(kind, vm, socket);
   // And every VMM that stalled a detach earlier in the run (--keep-going: a provider's, for a
   // client before): found only at its own NIC, it would come after the client's NICs before it
   // (its own side of the link) had been taken out, leaving that link down for nothing.
@@ -1276,7 +1333,7 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
     for (const { kind, vm, nic, socket } of nicsOf(target)) {
       const earlier = options.vmm.unansweredDetach?.(kind, vm, socket);
       if (earlier !== undefined) {
-        throw switchRefused(target, new Error(`the ${VMM_NAMES[kind]} of ${vm} did not answer a detach in time earlier in this run (${earlier}), so it was not asked to remove NIC ${nic.id}: check that VMM`));
+        throw switchRefused(target, new Error(`the ${VMM_NAMES[kind]} of ${vm} did not answer a detach in time earlier in this run (${earlier}), so it was not asked to remove NIC ${nic.id}: check that VMM`), options.commands);
       }
     }
   }
@@ -1286,7 +1343,7 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
     const key = keyOf(target.link);
     for (const { kind, vm, nic, socket } of nicsOf(target)) {
       const found = await options.vmm.detach(kind, vm, nic, socket).catch((error: unknown) => {
-        throw switchRefused(target, error);
+        throw switchRefused(target, error, options.commands);
       });
       const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
       made.takenBack.set(key, taken);
@@ -1297,14 +1354,30 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
 }
 
 /**
+ * Refuse the bad input of switched sides before any NIC comes out (takeBackSwitched), and before
+ * what fails a run for other reasons (ids, a device listing, a state dir that cannot be written),
+ * as plain link and --keep-going (for that VM alone) alike find bad input first: a side that would
+ * move to a socket the state cannot record (assertMovesRecordable), and a socket path that cannot
+ * be (VmmPort.checkSocket: too long under this run's --qmp-socket or --ch-socket), which found only
+ * at its detach would come after NICs before it were taken out.
+ */
+function assertSwitchedInputUsable(switched: readonly SwitchedSide[], options: LinkerOptions): void {
+  assertMovesRecordable(switched, options.commands);
+  for (const target of switched) for (const { kind, vm, socket } of vmmNics(target.link, undefined, [target.side])) options.vmm.checkSocket?.(kind, vm, socket);
+}
+
+/**
  * Refuse, as bad input and before any NIC comes out (takeBackSwitched), a side kept in its VMM
  * mode that would move to a socket whose path the state cannot record (`unrecordable`): its NIC
  * would then be attached where no record says (a later unlink under another template would not
  * find it), and the socket recorded, where it is now, lost. Where that path names the socket
- * recorded, nothing moves and that socket stays recorded (withSockets): no refusal.
+ * recorded, nothing moves and that socket stays recorded (withSockets): no refusal. For a VM that
+ * does run at the new path, the line says the way there: an unlink of the client (at the socket
+ * recorded no VMM runs then, so nothing holds it back), then the link again, the side's mode and
+ * those the unlink takes away given (relinkAttach), its socket then not recorded.
  */
-function assertMovesRecordable(switched: readonly SwitchedSide[]): void {
-  for (const { link, side, unrecordable } of switched) {
+function assertMovesRecordable(switched: readonly SwitchedSide[], commands: PrintedCommands = DEFAULT_COMMANDS): void {
+  for (const { link, side, unrecordable, relinkAttach: pinned } of switched) {
     if (unrecordable === undefined) continue;
     const [vm, mode, nic, recorded] =
       side === 'client' ? [link.vm, link.clientAttach, link.clientDevice, link.clientSocket] : [link.provider, link.providerAttach, link.providerDevice, link.providerSocket];
@@ -1315,7 +1388,9 @@ function assertMovesRecordable(switched: readonly SwitchedSide[]): void {
       'vmm-socket-unrecordable',
       `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${unrecordable}, the path ${option} gives now: the state cannot record that path (${reason}), ` +
         `so its NIC would be where no record says, and the socket recorded for it, ${recorded ?? ''}, lost; so no NIC was taken out and nothing was made for it (NIC ${nic} stays in the ${name} of ${vm} at that socket): ` +
-        `give a ${option} whose path the state can record (absolute, at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'), or the one that gives ${recorded ?? ''}`,
+        `give a ${option} whose path the state can record (absolute, at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'), or the one that gives ${recorded ?? ''}; ` +
+        `or, if ${vm} now runs with its socket at ${unrecordable}, run ${commands.unlink(link.vm, [])}, then ${commands.link([...new Set([`${vm}=${mode}`, ...pinned])])}, ` +
+        `which attaches that side there without recording its socket (an unlink finds it only through that ${option})`,
     );
   }
 }
@@ -1596,7 +1671,7 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const switched = await switchedSides(vms, snapshot, before, kept, options);
     const takeOut = async (): Promise<void> => {
       // Bad input first, as a socket path too long is found before anything else.
-      assertMovesRecordable(switched);
+      assertSwitchedInputUsable(switched, options);
       if (switched.length > 0) await assertRunStartable(vms, snapshot, before, kept, options);
       await assertStateWritableForTakeOut(switched, options);
       await takeBackSwitched(switched, options, made);
@@ -1983,10 +2058,6 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   // fails alone, nothing made for it; the NICs taken out for it before are said as its links
   // left down.
   const switched = await switchedSides(partition.valid, snapshot, before, kept, options);
-  // The state is every VM's: one that cannot be written fails the run, before any NIC comes out.
-  await assertStateWritableForTakeOut(switched, options);
-  // The ids of each VM's links, found before its NICs come out, as its devices' listing is.
-  const ids = switched.length === 0 ? new Map<VmName, KeepGoingIds>() : keepGoingIds(partition.valid, snapshot, before);
   // Each VM's switched sides, grouped once (not a pass over them all per VM).
   const switchedOf = new Map<string, SwitchedSide[]>();
   for (const target of switched) {
@@ -1994,14 +2065,32 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     if (of === undefined) switchedOf.set(target.link.vm, [target]);
     else of.push(target);
   }
+  // Bad input first, as plain link finds it: a side that cannot be given its new mode, one that
+  // would move to a socket the state cannot record, a socket path that cannot be; that VM fails
+  // alone, before the probe of the state dir below (which fails the whole run), nothing taken out.
   for (const vm of partition.valid) {
     const own = switchedOf.get(vm) ?? [];
     if (own.length === 0) continue;
     try {
-      // A side that cannot be given its new mode (bad input) fails the VM before its NICs come
-      // out, and so do ids that run out and a listing of its devices that fails, as the run
-      // would fail it at them after (assertRunStartable).
       assertLinksUsable(vm, snapshot, kept, options);
+      assertSwitchedInputUsable(own, options);
+    } catch (error) {
+      failures.set(vm, error);
+    }
+  }
+  // The state is every VM's: one that cannot be written fails the run, before any NIC comes out.
+  await assertStateWritableForTakeOut(
+    switched.filter((target) => !failures.has(vmName(target.link.vm))),
+    options,
+  );
+  // The ids of each VM's links, found before its NICs come out, as its devices' listing is.
+  const ids = switched.length === 0 ? new Map<VmName, KeepGoingIds>() : keepGoingIds(partition.valid, snapshot, before);
+  for (const vm of partition.valid) {
+    const own = switchedOf.get(vm) ?? [];
+    if (own.length === 0 || failures.has(vm)) continue;
+    try {
+      // Ids that run out and a listing of its devices that fails fail the VM before its NICs come
+      // out, as the run would fail it at them after (assertRunStartable).
       const vmIds = ids.get(vm);
       if (vmIds !== undefined && 'error' in vmIds) throw vmIds.error;
       await listRunDevices(vmIds?.links ?? [], kept, options);
@@ -2286,6 +2375,35 @@ export interface VmmDetachFailure {
    * takes down every link of its VM, and `--attach VM=MODE` then brings back only that VM's sides.
    */
   readonly throughTemplate?: readonly VmName[];
+  /**
+   * Of a link `link` took down: the --attach values (VM=MODE) a `link <client>` run after that
+   * unlink of the client needs to attach the client's other links, which it takes down too, as
+   * they are (relinkModes). Absent (`unlink`'s own): none.
+   */
+  readonly relinkAttach?: readonly string[];
+}
+
+/**
+ * For `link <client>` run after an unlink of the client (which takes its links down, and with them
+ * the modes they keep): VM=MODE for each VM of the client's links attached in `state` (not those
+ * `released`, by id) whose sides there have one mode, not `none` (which a link gives a VM it
+ * knows nothing of), and that `attach` (this run's --attach, which that link carries) does not
+ * choose. A VM whose sides disagree is left out: no one mode says them.
+ */
+function relinkModes(state: LinkState, client: VmName, released: ReadonlySet<number>, attach: AttachChoice): string[] {
+  const modes = new Map<VmName, Set<AttachMode>>();
+  for (const link of linksOfClient(state, client)) {
+    const { attached } = link;
+    if (released.has(link.id) || attached === undefined) continue;
+    for (const side of BOTH_SIDES) {
+      const vm = side === 'client' ? link.client : link.provider;
+      modes.set(vm, (modes.get(vm) ?? new Set<AttachMode>()).add(attached[side]));
+    }
+  }
+  return [...modes].flatMap(([vm, found]) => {
+    const [only] = found;
+    return chosenAttachMode(attach, vm) === undefined && found.size === 1 && only !== undefined && only !== 'none' ? [`${vm}=${only}`] : [];
+  });
 }
 
 /**
@@ -2460,16 +2578,17 @@ export interface UnlinkOutcome {
 
 /**
  * A VMM's refusal that stopped an unlink, saying that nothing was deleted and how to cut the VM
- * off all the same. Usage errors (a socket path that cannot be) stay as they are.
+ * off all the same (the same unlink with --force, as `commands` says it). Usage errors (a socket
+ * path that cannot be) stay as they are.
  */
-function detachStopped(vm: VmName, forget: boolean, error: unknown): unknown {
+function detachStopped(vm: VmName, forget: boolean, error: unknown, commands: PrintedCommands = DEFAULT_COMMANDS): unknown {
   if (error instanceof CliError) return error;
-  const command = `spectrum-link unlink ${vm} --force${forget ? ' --forget' : ''}`;
+  const command = commands.unlink(vm, ['--force', ...(forget ? ['--forget'] : [])]);
   return new LinkerError(
     'vmm-detach-failed',
     // "Recorded", not "up": a NIC whose removal the VMM had accepted (an earlier one of the VM, or
     // this one before its bound ran out) may be gone from the VM already.
-    `unlink ${vm}: ${reasonOf(error)}; so no host device was deleted and ${vm}'s links stay recorded (a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers): to delete them whatever the VMM says, run ${command} with this run's other options`,
+    `unlink ${vm}: ${reasonOf(error)}; so no host device was deleted and ${vm}'s links stay recorded (a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers): to delete them whatever the VMM says, run ${command}`,
   );
 }
 
@@ -2503,9 +2622,9 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
         problem,
       );
     }
-    const released = await releaseLinks(links, options, { force: flags.force, refused: (error) => detachStopped(vm, flags.forget, error) });
+    const released = await releaseLinks(links, options, { force: flags.force, refused: (error) => detachStopped(vm, flags.forget, error, options.commands) });
     if (changes) {
-      const again = `run the same spectrum-link unlink ${vm}${flags.forget ? ' --forget' : ''}${flags.force ? ' --force' : ''} again with this run's other options`;
+      const again = `run ${(options.commands ?? DEFAULT_COMMANDS).unlink(vm, [...(flags.forget ? ['--forget'] : []), ...(flags.force ? ['--force'] : [])])} again`;
       await saveState(options.stateDir, next).catch((error: unknown) => {
         // Linked: recorded so, or recorded before the state kept attach modes, its devices up (releaseLinks).
         throw notRecorded(`unlink ${vm}: `, released.reports, released.failures, error, again, flags.forget, released.reports.some((report) => report.linked));

@@ -8,6 +8,7 @@ import type { LeftDownLink, LinkReport, VmmDetachFailure, VmmPort } from '../../
 import { DEFAULT_LOCK_TIMEOUT_MS } from '../../host/state-store.js';
 import { vmName } from '../../host/vm-name.js';
 import { vmmPort } from '../../host/vmm-port.js';
+import { type GivenOptions, NO_OPTIONS } from '../../host/printed-command.js';
 import { parseAttachChoice } from '../../host/attach-mode.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 
@@ -54,6 +55,21 @@ async function parse(args: string[]): Promise<{ code: number; out: string; err: 
     stderr.mockRestore();
   }
 }
+
+/**
+ * A run's options as the CLI passes them to a line: relative paths (the config dir, the QMP
+ * template) relative to its working directory, a --device-prefix left at its default.
+ */
+const RUN: GivenOptions = {
+  cwd: '/srv/spectrum',
+  configDir: 'config',
+  stateDir: '/var/state',
+  mtu: '9000',
+  attach: ['netvm=qemu'],
+  qmpSocket: 'q/{vm}.qmp',
+  vmmTimeout: '20000',
+  lockWait: '5',
+};
 
 /** A link of `vm` to netvm with id `id`, as the linker reports it. */
 const link = (vm: string, id: number): LinkReport => ({
@@ -219,32 +235,37 @@ describe('spectrum-link linker commands', () => {
       recorded: [link('appvm-lynx', 7), link('appvm-catgirl', 9)],
       clients: ['appvm-lynx', 'appvm-catgirl'].map(vmName),
     };
-    expect(undoStateLine(failure)).toBe(
+    expect(undoStateLine(failure, NO_OPTIONS)).toBe(
       "undoing the run, the state file could not be written back: cannot write state file /state/links.json (ENOSPC); check the state dir's permissions and free space; " +
         "so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9), though what this run did for them (devices made, NICs hot-plugged) is undone: " +
-        "once it can be written, run spectrum-link link appvm-lynx appvm-catgirl with this run's other options, which makes their devices",
+        'once it can be written, run spectrum-link link appvm-lynx appvm-catgirl, which makes their devices',
     );
     const synced = { ...failure, written: true, error: 'wrote /state/links.json but could not sync /state (EIO); the change may not survive a crash', recorded: [link('appvm-lynx', 7)], clients: [vmName('appvm-lynx')] };
-    expect(undoStateLine(synced)).toBe(
+    expect(undoStateLine(synced, NO_OPTIONS)).toBe(
       'undoing the run, wrote /state/links.json but could not sync /state (EIO); the change may not survive a crash: the file holds what it did before the run, ' +
         "but a crash before its next write may bring back this run's records of appvm-lynx -> netvm (id 7), whose devices are deleted; " +
-        "if one does, run spectrum-link link appvm-lynx with this run's other options, which makes their devices",
+        'if one does, run spectrum-link link appvm-lynx, which makes their devices',
     );
+    // With this run's options a link takes (not --all, --keep-going or --json, which the CLI does not pass), paths absolute.
+    expect(undoStateLine(synced, RUN)).toMatch(/, run spectrum-link link appvm-lynx --config-dir \/srv\/spectrum\/config --state-dir \/var\/state --mtu 9000 --attach netvm=qemu --qmp-socket '\/srv\/spectrum\/q\/\{vm\}\.qmp' --vmm-timeout 20000 --lock-wait 5, which makes their devices$/);
   });
 
   it('devices an undo could not delete: one line naming them, the links whose ids stay recorded, and the link to run again', () => {
-    const line = undoStepLine({
+    const line = undoStepLine(
+      {
       step: 'devices',
       error: 'removing device snb7 failed: Operation not supported',
       left: [
         { link: link('appvm-lynx', 7), devices: ['snb7', 'snc7'] },
         { link: link('appvm-catgirl', 9), devices: ['snp9'] },
       ],
-    });
+      },
+      NO_OPTIONS,
+    );
     expect(line).toBe(
       'undoing the run, deleting devices it had made failed: removing device snb7 failed: Operation not supported; the undo went on, so snb7 snc7 snp9 may still exist, ' +
         'and the ids of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9) stay recorded, so that no other link is given them: check why the kernel kept them (ip -d link show snb7), ' +
-        "then run spectrum-link link appvm-lynx appvm-catgirl with this run's other options, which converges them",
+        'then run spectrum-link link appvm-lynx appvm-catgirl, which converges them',
     );
     expect(line).not.toContain('\n');
   });
@@ -318,6 +339,23 @@ describe('nicRemoval', () => {
     expect(nicRemoval('cloud-hypervisor', "/run/my vms/it's.sock", 'snc7c')).toMatch(/^ch-remote --api-socket '\/run\/my vms\/it'\\''s\.sock' remove-device snc7c /);
     expect(nicRemoval('qemu', '/run/vm/appvm-lynx/qmp.sock', 'snc7c')).toContain('netdev_del');
   });
+
+  it("a socket relative to this run's directory (a relative template's) is said absolute; where that is too long for a socket, with the directory to run from", () => {
+    expect(nicRemoval('cloud-hypervisor', 'vms/appvm-lynx.api', 'snc7c', '/srv/spectrum')).toMatch(/^ch-remote --api-socket \/srv\/spectrum\/vms\/appvm-lynx\.api remove-device snc7c /);
+    expect(nicRemoval('qemu', 'vms/appvm-lynx.qmp', 'snc7c', '/srv/spectrum')).toMatch(/^QMP at \/srv\/spectrum\/vms\/appvm-lynx\.qmp: device_del/);
+    const deep = `/${'d'.repeat(100)}`;
+    expect(nicRemoval('cloud-hypervisor', 'vms/appvm-lynx.api', 'snc7c', deep)).toMatch(new RegExp(`^cd ${deep} && ch-remote --api-socket vms/appvm-lynx\\.api remove-device snc7c `));
+    expect(nicRemoval('qemu', 'vms/appvm-lynx.qmp', 'snc7c', deep)).toMatch(new RegExp(`^QMP at vms/appvm-lynx\\.qmp \\(from directory ${deep}\\): device_del`));
+  });
+
+  it('a socket path with what a terminal acts on: escaped, whole (not cut short), the ch-remote command still one the shell reads back', () => {
+    const hostile = `/run/${'v'.repeat(80)}/\u001b]0;x\u0007.sock`;
+    const ch = nicRemoval('cloud-hypervisor', hostile, 'snc7c');
+    expect(ch).toBe(`ch-remote --api-socket $'/run/${'v'.repeat(80)}/\\x1b]0;x\\x07.sock' remove-device snc7c (PUT /api/v1/vm.remove-device {"id":"snc7c"} on that socket)`);
+    const qmp = nicRemoval('qemu', hostile, 'snc7c');
+    expect(qmp).toContain(`QMP at "/run/${'v'.repeat(80)}/\\u001b]0;x\\u0007.sock": device_del`);
+    for (const line of [ch, qmp]) expect(line).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+  });
 });
 
 describe('the unlink a line offers for a NIC a VMM did not give back', () => {
@@ -334,26 +372,38 @@ describe('the unlink a line offers for a NIC a VMM did not give back', () => {
   /** The command a line offers, from `spectrum-link unlink` to `detaches it`, or undefined. */
   const offered = (line: string): string | undefined => /spectrum-link unlink .*? detaches it/.exec(line)?.[0];
 
-  it("names that VM's mode alone and this run's state dir, device prefix and socket options, not its other options (its --attach would give other sides modes, looked for through the socket option)", () => {
+  it("names that VM's mode alone and, exactly, this run's options an unlink takes that find the link and its VMMs, not link's others (which unlink refuses) nor its --attach (which would give other sides modes)", () => {
     const at = '/run/vm/appvm-catgirl/qmp.sock';
-    expect(offered(unlistedLine(failure([]), at, undefined))).toBe(
-      "spectrum-link unlink appvm-lynx --attach appvm-catgirl=qemu with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket (where given) detaches it",
-    );
-    expect(offered(forcedLine(failure(), 'appvm-lynx', false, at, undefined))).toBe(
-      "spectrum-link unlink appvm-lynx --attach appvm-catgirl=qemu with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket (where given) detaches it",
-    );
+    const plain = 'spectrum-link unlink appvm-lynx --attach appvm-catgirl=qemu detaches it';
+    expect(offered(unlistedLine(failure([]), at, undefined, NO_OPTIONS))).toBe(plain);
+    expect(offered(forcedLine(failure(), 'appvm-lynx', false, at, undefined, NO_OPTIONS))).toBe(plain);
+    // The state dir, device prefix, socket templates, VMM timeout and lock wait this run was given;
+    // a relative template made absolute, from this run's directory (the {vm} kept: every other VM's socket as in this run).
+    const given = { ...RUN, devicePrefix: 'tp', chSocket: '/run/ch/{vm}' };
+    const exact =
+      "spectrum-link unlink appvm-lynx --state-dir /var/state --device-prefix tp --attach appvm-catgirl=qemu --qmp-socket '/srv/spectrum/q/{vm}.qmp' --ch-socket '/run/ch/{vm}' --vmm-timeout 20000 --lock-wait 5 detaches it";
+    expect(offered(unlistedLine(failure([]), at, undefined, given))).toBe(exact);
+    expect(offered(forcedLine(failure(), 'appvm-lynx', false, at, undefined, given))).toBe(exact);
     // With --forget nothing is left for an unlink to find.
-    expect(offered(forcedLine(failure(), 'appvm-lynx', true, at, undefined))).toBeUndefined();
+    expect(offered(forcedLine(failure(), 'appvm-lynx', true, at, undefined, given))).toBeUndefined();
+  });
+
+  it('the link of the client after that unlink, which takes its other links down too: with this run\'s link options and the modes of those links', () => {
+    const line = unlistedLine({ ...failure([]), relinkAttach: ['appvm-lynx=qemu'] }, '/run/vm/appvm-catgirl/qmp.sock', undefined, RUN);
+    expect(line).toContain(
+      "(taking appvm-lynx's other links down too: run spectrum-link link appvm-lynx --config-dir /srv/spectrum/config --state-dir /var/state --mtu 9000 --attach netvm=qemu --attach appvm-lynx=qemu " +
+        "--qmp-socket '/srv/spectrum/q/{vm}.qmp' --vmm-timeout 20000 --lock-wait 5 after)",
+    );
   });
 
   it('a socket recorded where this run\'s option does not lead: named by its option, a path without {vm}, only where that unlink would look there for no other NIC', () => {
     const old = '/run/old/appvm-catgirl.qmp';
-    const named = "spectrum-link unlink appvm-lynx --attach appvm-catgirl=qemu --qmp-socket /run/old/appvm-catgirl.qmp with this run's --state-dir, --device-prefix and --ch-socket (where given) detaches it";
-    expect(offered(unlistedLine(failure([]), old, old))).toBe(named);
-    expect(offered(forcedLine(failure(), 'appvm-lynx', false, old, old))).toBe(named);
+    const named = 'spectrum-link unlink appvm-lynx --state-dir /var/state --attach appvm-catgirl=qemu --qmp-socket /run/old/appvm-catgirl.qmp --vmm-timeout 20000 --lock-wait 5 detaches it';
+    expect(offered(unlistedLine(failure([]), old, old, RUN))).toBe(named);
+    expect(offered(forcedLine(failure(), 'appvm-lynx', false, old, old, RUN))).toBe(named);
     // A side of appvm-lynx's links left that the state records as qemu without a socket: that
     // unlink would look for its NIC at that path too. No unlink is offered; the removal at the socket is.
-    const line = unlistedLine(failure(['appvm-lynx']), old, old);
+    const line = unlistedLine(failure(['appvm-lynx']), old, old, RUN);
     expect(offered(line)).toBeUndefined();
     expect(line).toContain(`once the VMM answers, remove the NIC with ${nicRemoval('qemu', old, 'snp42')} (an unlink naming that socket would look there for NICs of other VMs too), or restart appvm-catgirl`);
   });

@@ -1,6 +1,6 @@
 // Shared set-up for tests that run the built spectrum-link inside a test "host" namespace.
 import { existsSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
@@ -177,6 +177,32 @@ export async function linkDevicesActive(world: Pick<LinkWorld, 'host' | 'vmNetns
 /** The host devices of link appvm-lynx -> netvm where it gets its preferred id (a world's first link of it), with the default prefix. */
 export function lynxDeviceNames(): ReturnType<typeof linkDeviceNames> {
   return linkDeviceNames(devicePrefix(DEFAULT_DEVICE_PREFIX), preferredId({ client: vmName('appvm-lynx'), provider: vmName('netvm') }));
+}
+
+/** A directory holding `spectrum-link`, a script that runs the built bin (runPrinted puts it first on PATH). */
+let printedBinDir: Promise<string> | undefined;
+function spectrumLinkOnPath(): Promise<string> {
+  printedBinDir ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spectrum-printed-bin-'));
+    trackTempDir(dir);
+    const script = join(dir, 'spectrum-link');
+    await writeFile(script, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(LINK_BIN)} "$@"\n`);
+    await chmod(script, 0o755);
+    return dir;
+  })();
+  return printedBinDir;
+}
+
+/**
+ * Run a command line that spectrum-link printed for the operator to run (`cd DIR && spectrum-link
+ * ...` included), as bash runs it typed: from the root directory, not this process's working
+ * directory, and without any SPECTRUM_ variable but the log level, so that the line must carry
+ * every option it needs; in `ns` (a world's host namespace), `spectrum-link` the built bin.
+ */
+export async function runPrinted(ns: Netns, line: string): Promise<ExecResult> {
+  const bin = await spectrumLinkOnPath();
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('SPECTRUM_') || name === 'SPECTRUM_LOG_LEVEL'));
+  return ns.exec(['bash', '-c', `cd / && ${line}`], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env: { ...env, PATH: `${bin}:${process.env['PATH'] ?? ''}` } });
 }
 
 /**

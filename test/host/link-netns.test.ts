@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, ROOT, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, ROOT, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, runPrinted, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite, resumePausedLink } from './link-world-suite.js';
 
 interface LinkJson {
@@ -762,7 +762,7 @@ describeNetns('link --all and a client VM whose directory has gone', () => {
   type LinkOutput = LinkJson & { orphaned?: (LinkJson['links'][number] & { vm: string })[] };
   const warnings = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
 
-  it('warns of its recorded links (kept, devices too) once per VM, a field in --json, exit 0; unlink and unlink --forget work from the state alone', async () => {
+  it('warns of its recorded links (kept, devices too) once per VM, a field in --json, exit 0; unlink and unlink --forget work from the state alone, the latter as the warning prints it', async () => {
     const linked = await world().link(['link', 'appvm-lynx', 'appvm-catgirl', '--attach', 'netns', '--json']);
     expect(linked.code, linked.stderr).toBe(0);
     const catgirl = linked.stdout.trim().split('\n').map((line) => JSON.parse(line) as LinkOutput).find((output) => output.vm === 'appvm-catgirl')!.links[0]!;
@@ -778,7 +778,9 @@ describeNetns('link --all and a client VM whose directory has gone', () => {
       const [warning, ...more] = warnings(text.stderr);
       expect(more).toEqual([]);
       expect(warning).toContain(`appvm-catgirl has 1 recorded link but no directory in ${world().configDir}`);
-      expect(warning).toContain('spectrum-link unlink appvm-catgirl --forget');
+      // The unlink that releases them, with this run's options that find them (the world gave it --state-dir).
+      const release = /release them with: (.*)$/.exec((JSON.parse(warning ?? '{}') as { msg?: string }).msg ?? '')?.[1];
+      expect(release).toBe(`spectrum-link unlink appvm-catgirl --forget --state-dir ${world().stateDir}`);
       // Nothing of it was taken down: the VM may still run.
       const host = await devices(world().host);
       for (const device of [catgirl.bridge, catgirl.clientDevice, catgirl.providerDevice]) expect(host.has(device)).toBe(true);
@@ -801,8 +803,8 @@ describeNetns('link --all and a client VM whose directory has gone', () => {
       expect(warnings(down.stderr)).toEqual([expect.stringContaining('appvm-catgirl has 1 recorded link')]);
       const downOutputs = down.stdout.trim().split('\n').map((line) => JSON.parse(line) as LinkOutput);
       expect(downOutputs[1]).toEqual({ vm: 'appvm-catgirl', links: [], orphaned: [{ vm: 'appvm-catgirl', ...recorded, clientAttach: null, providerAttach: null, attachRecorded: false }] });
-      // ...and --forget releases the id: nothing more to say.
-      const forgotten = await world().link(['unlink', 'appvm-catgirl', '--forget', '--json']);
+      // ...and --forget, as the warning printed it (from the root directory, without this run's environment), releases the id: nothing more to say.
+      const forgotten = await runPrinted(world().host, `${release ?? 'false'} --json`);
       expect(forgotten.code, forgotten.stderr).toBe(0);
       expect(JSON.parse(forgotten.stdout)).toMatchObject({ vm: 'appvm-catgirl', forgotten: true, unlinked: [expect.objectContaining({ id: catgirl.id })] });
       const after = await world().link(['link', '--all', '--attach', 'netns']);

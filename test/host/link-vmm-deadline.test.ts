@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { describeNetns, trackTempDir } from '../harness/index.js';
-import { devices } from './link-fixture.js';
+import { shellWord } from '../../host/printed-command.js';
+import { devices, runPrinted } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
@@ -107,7 +108,8 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
         `spectrum-link: unlink appvm-lynx: the QEMU of appvm-lynx (socket ${sockets}/appvm-lynx.qmp) did not finish removing NIC ${link.clientDevice} within ${2 * timeoutMs} ms, twice --vmm-timeout, ` +
           "the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout; " +
           "so no host device was deleted and appvm-lynx's links stay recorded (a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers): " +
-          "to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force with this run's other options",
+          // The same unlink with --force, with this run's options: its --vmm-timeout too, as a larger one may be what lets the VMM finish.
+          `to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force --state-dir ${world().stateDir} --qmp-socket ${shellWord(`${sockets}/{vm}.qmp`)} --vmm-timeout ${timeoutMs}`,
       ]);
       // Given up (2 --vmm-timeouts) before device_del, with room for start-up; far less than a --vmm-timeout per step.
       expect(elapsed).toBeLessThan(3 * timeoutMs);
@@ -118,8 +120,24 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
       const host = await devices(world().host);
       expect([link.bridge, link.clientDevice, link.providerDevice].filter((device) => host.has(device))).toHaveLength(3);
 
-      // Once QEMU answers in time, the same unlink goes through.
+      // That unlink --force, run as printed (from the root directory, without this run's
+      // environment), is bound by this run's --vmm-timeout too: given up at twice it (the
+      // default's would let each step through), the devices deleted, the NIC said left.
+      const forcedLine = /run (spectrum-link unlink appvm-lynx --force .*)$/.exec(lines(plain.stderr)[0] ?? '')?.[1] ?? 'false';
+      const forcedAt = Date.now();
+      const forced = await runPrinted(world().host, forcedLine);
+      expect(Date.now() - forcedAt).toBeLessThan(3 * timeoutMs);
+      expect(forced.code, forced.stderr).toBe(1);
+      expect(lines(forced.stderr)).toEqual([expect.stringMatching(new RegExp(`did not finish removing NIC ${link.clientDevice} within ${2 * timeoutMs} ms, .*the host side was removed anyway`))]);
+      expect((await devices(world().host)).has(link.clientDevice)).toBe(false);
+      // Once QEMU answers in time, the unlink that line offers, run as printed, takes the NIC out.
       qemu.stepDelayMs = 0;
+      const offered = /, or (spectrum-link unlink .*?) detaches it;/.exec(lines(forced.stderr)[0] ?? '')?.[1] ?? 'false';
+      expect(offered).toBe(`spectrum-link unlink appvm-lynx --state-dir ${world().stateDir} --attach appvm-lynx=qemu --qmp-socket ${shellWord(`${sockets}/{vm}.qmp`)} --vmm-timeout ${timeoutMs}`);
+      const detached = await runPrinted(world().host, offered);
+      expect(detached.code, detached.stderr).toBe(0);
+      expect(qemu.devices.size).toBe(0);
+      // And the same unlink as at first (its ids forgotten) goes through.
       const retried = await world().link(['unlink', 'appvm-lynx', '--forget', ...vmmArgs]);
       expect(retried.code, retried.stderr).toBe(0);
       expect(qemu.devices.size).toBe(0);

@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { QmpClient } from '../../host/vmm/qmp.js';
 import { TapFd } from '../../host/vmm/tap-fd.js';
 import { createHarness, describeNetns, eventually, type Harness, type NetnsProcess } from '../harness/index.js';
-import { LINK_BIN, type LinkJson, type LinkWorld, devices, makeLinkWorld, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, type LinkJson, type LinkWorld, devices, makeLinkWorld, runPrinted, withWorldOptions } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
@@ -190,10 +190,20 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     }
   });
 
-  it('a VMM refusing or never answering stops the run as it stops a plain unlink: one line, the link, its devices and record as they were, the NIC still in; unlink --force, then link, as it says', async () => {
+  it('a VMM refusing or never answering stops the run as it stops a plain unlink: one line, the link, its devices and record as they were, the NIC still in; unlink --force, then link, run as the line prints them from elsewhere, do what it says', async () => {
     const link = await lynxAsQemu();
     const before = { list: await listed(), devices: await linkDevices(link), state: await readFile(join(world.stateDir, 'links.json'), 'utf8') };
-    const toNone = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=none', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300'];
+    // From the socket dir, its --qmp-socket relative to it, with a --vmm-timeout of its own.
+    const toNone = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=none', '--attach', 'netvm=netns', '--qmp-socket', '{vm}.qmp', '--vmm-timeout', '300'];
+    const fromSocketDir = async (args: readonly string[]): Promise<Awaited<ReturnType<LinkWorld['link']>>> => {
+      const cwd = process.cwd();
+      process.chdir(socketDir);
+      try {
+        return await world.link(args);
+      } finally {
+        process.chdir(cwd);
+      }
+    };
     const unchanged = async (): Promise<void> => {
       expect(await listed()).toBe(before.list);
       expect(await linkDevices(link)).toEqual(before.devices);
@@ -202,14 +212,24 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     };
 
     qemu.deviceDel = 'refuse';
-    const refused = await world.link(toNone);
+    const refused = await fromSocketDir(toNone);
     expect(refused.code).toBe(1);
     expect(stderrLines(refused.stderr)).toHaveLength(1);
+    // The unlink with this run's options an unlink takes (not link's others, which it refuses), the
+    // link with this run's; the template made absolute (or, too long so for some VM, the commands
+    // run from the socket dir), its --vmm-timeout carried over.
+    const absolute = `${socketDir}/{vm}.qmp`;
+    const cd = Buffer.byteLength(absolute.replace('{vm}', 'v'.repeat(64))) > 107 ? `cd ${socketDir} && ` : '';
+    const template = cd === '' ? `'${absolute}'` : "'{vm}.qmp'";
+    const unlinkLine = `${cd}spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --qmp-socket ${template} --vmm-timeout 300`;
+    const linkLine =
+      `${cd}spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --netns-prefix ${world.netnsPrefix} ` +
+      `--attach appvm-lynx=none --attach netvm=netns --qmp-socket ${template} --vmm-timeout 300`;
     expect(refused.stderr).toMatch(
       new RegExp(
         `^spectrum-link: appvm-lynx's side of appvm-lynx -> netvm \\(id ${link.id}\\) was not attached as none: its NIC ${link.clientDevice} was to come out of the QEMU of appvm-lynx first: QEMU refused device_del: .*; ` +
           'so nothing was made for it, and it stays as it was, recorded as qemu on that side with its devices .*: ' +
-          "to attach it as none whatever that VMM says, run spectrum-link unlink appvm-lynx --force, then this link again, each with this run's other options\\n$",
+          `to attach it as none whatever that VMM says, run ${escaped(unlinkLine)}, then ${escaped(linkLine)}\\n$`,
       ),
     );
     await unchanged();
@@ -218,17 +238,22 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     // no wall-clock bound here, which a loaded machine would make flaky (speed is for benchmarks).
     qemu.deviceDel = 'silent';
     const asked = qemu.commands.length;
-    const stalled = await world.link(toNone);
+    const stalled = await fromSocketDir(toNone);
     expect(qemu.commands.slice(asked).filter((command) => command === 'device_del' || command === 'netdev_del')).toEqual(['device_del']);
     expect(stalled.code).toBe(1);
     expect(stderrLines(stalled.stderr)).toHaveLength(1);
     expect(stalled.stderr).toMatch(/was not attached as none: its NIC \S+ was to come out of the QEMU of appvm-lynx first: .*no reply to device_del within 300 ms/);
     await unchanged();
 
-    // As the line says: unlink --force cuts it off (the NIC reported left), then the link is made as asked.
+    // As the line says, run as printed from the root directory without this run's environment:
+    // unlink --force cuts it off (the NIC reported left), then the link is made as asked.
     qemu.deviceDel = 'refuse';
-    expect((await world.link(['unlink', 'appvm-lynx', '--force', '--qmp-socket', qmpTemplate])).code).toBe(1);
-    expect(await linked(toNone.slice(0, -2))).toMatchObject({ id: link.id, clientAttach: 'none' });
+    const forced = await runPrinted(world.host, unlinkLine);
+    expect(forced.code, forced.stderr).toBe(1);
+    expect(forced.stdout).toBe(`unlinked appvm-lynx -> netvm (id ${link.id}, kept, VMM detach failed)\n`);
+    const relinked = await runPrinted(world.host, `${linkLine} --json`);
+    expect(relinked.code, relinked.stderr).toBe(0);
+    expect((JSON.parse(relinked.stdout) as { links: LinkJson[] }).links).toMatchObject([{ id: link.id, clientAttach: 'none', providerAttach: 'netns' }]);
   });
 
   it('a run that fails after a NIC came out undoes itself, and says that link is down (its record as before); link again attaches it back as recorded', async () => {
@@ -387,7 +412,7 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: `${socketDir}/./appvm-lynx.qmp` }]);
   });
 
-  it('a side kept as qemu under a relative --qmp-socket that, from a deep working directory, makes a path over 107 bytes: another socket is refused as bad input before its NIC comes out (exit 2, one line, nothing changed; --keep-going: that VM fails alone); the same socket is no move, the socket recorded kept', async () => {
+  it('a side kept as qemu under a relative --qmp-socket that, from a deep working directory, makes a path over 107 bytes: another socket is refused as bad input before its NIC comes out (exit 2, one line, nothing changed; --keep-going: that VM fails alone); the same socket is no move, the socket recorded kept; for a VM that runs at the new path, the unlink and link the line prints, run as printed from elsewhere, attach it there', async () => {
     const link = await lynxAsQemu();
     const stateFile = join(world.stateDir, 'links.json');
     const text = await readFile(stateFile, 'utf8');
@@ -403,11 +428,20 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       process.chdir(deep);
       const refused = await world.link(['link', 'appvm-lynx', '--qmp-socket', '../../moved/{vm}.qmp']);
       expect(refused.code, refused.stderr).toBe(2);
+      // For a VM that runs at the new path: an unlink of the client, then the link with the modes
+      // the unlink takes away, each with this run's options it takes; the template too long made
+      // absolute, so each from the working directory.
+      const unlinkLine = `cd ${deep} && spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --qmp-socket '../../moved/{vm}.qmp'`;
+      const linkLine =
+        `cd ${deep} && spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --netns-prefix ${world.netnsPrefix} ` +
+        "--attach appvm-lynx=qemu --attach netvm=netns --qmp-socket '../../moved/{vm}.qmp'";
       expect(stderrLines(refused.stderr)).toEqual([
         `spectrum-link: appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not moved to socket ${path}, the path --qmp-socket gives now: ` +
           `the state cannot record that path (it is ${Buffer.byteLength(path)} bytes long, and a Unix socket path at most 107), so its NIC would be where no record says, ` +
           `and the socket recorded for it, ${qemu.path}, lost; so no NIC was taken out and nothing was made for it (NIC ${link.clientDevice} stays in the QEMU of appvm-lynx at that socket): ` +
-          `give a --qmp-socket whose path the state can record (absolute, at most 107 bytes, without control characters, '"' or '\\'), or the one that gives ${qemu.path}`,
+          `give a --qmp-socket whose path the state can record (absolute, at most 107 bytes, without control characters, '"' or '\\'), or the one that gives ${qemu.path}; ` +
+          `or, if appvm-lynx now runs with its socket at ${path}, run ${unlinkLine}, then ${linkLine}, ` +
+          'which attaches that side there without recording its socket (an unlink finds it only through that --qmp-socket)',
       ]);
       const keepGoing = await world.link(['link', 'appvm-lynx', '--keep-going', '--json', '--qmp-socket', '../../moved/{vm}.qmp']);
       expect(keepGoing.code, keepGoing.stderr).toBe(2);
@@ -425,13 +459,27 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       } finally {
         held.close();
       }
+      expect(qemu.commands.slice(asked).filter((command) => command === 'device_del')).toEqual([]);
+      expect(qemu.devices.has(link.clientDevice)).toBe(true);
+      expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: qemu.path }]);
+
+      // The VM runs at the new path: the unlink and link printed, run as printed from the root
+      // directory without this run's environment, take the NIC out at the socket recorded and put
+      // it in the QEMU at the new path, its socket not recorded, netvm's side as it was.
+      const unlinked = await runPrinted(world.host, unlinkLine);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+      expect(qemu.devices.has(link.clientDevice)).toBe(false);
+      const relinked = await runPrinted(world.host, `${linkLine} --json`);
+      expect(relinked.code, relinked.stderr).toBe(0);
+      expect((JSON.parse(relinked.stdout) as { links: LinkJson[] }).links).toMatchObject([{ id: link.id, clientAttach: 'qemu', providerAttach: 'netns' }]);
+      expect(moved.devices.has(link.clientDevice)).toBe(true);
+      const [entry] = JSON.parse(await listed()) as Record<string, unknown>[];
+      expect(entry).toMatchObject({ id: link.id, clientAttach: 'qemu', present: true });
+      expect(entry).not.toHaveProperty('clientSocket');
     } finally {
       process.chdir(cwd);
       await moved.close();
     }
-    expect(qemu.commands.slice(asked).filter((command) => command === 'device_del')).toEqual([]);
-    expect(qemu.devices.has(link.clientDevice)).toBe(true);
-    expect(JSON.parse(await listed())).toMatchObject([{ id: link.id, clientSocket: qemu.path }]);
   });
 
   it('link under a --qmp-socket that leads nowhere now: a side switched and a provider dropped come out of the QEMU at the sockets recorded', async () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { QmpClient } from '../../host/vmm/qmp.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../harness/index.js';
-import { type LinkWorld, devices, makeLinkWorld } from './link-fixture.js';
+import { type LinkWorld, devices, makeLinkWorld, runPrinted } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { FakeCloudHypervisorProcess } from './vmm/fake-cloud-hypervisor-process.js';
@@ -209,8 +209,9 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(refused.code).toBe(1);
       expect(refused.stderr.trim().split('\n')).toHaveLength(1);
       expect(refused.stderr).toMatch(
-        /^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC \S+ \(link appvm-catgirl -> appvm-lynx, id \d+\): .*500.*the host side was removed anyway .*spectrum-link unlink appvm-catgirl --attach appvm-catgirl=cloud-hypervisor with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \(where given\) detaches it/,
+        /^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC \S+ \(link appvm-catgirl -> appvm-lynx, id \d+\): .*500.*the host side was removed anyway .*spectrum-link unlink appvm-catgirl --state-dir \S+ --attach appvm-catgirl=cloud-hypervisor --ch-socket \S+ detaches it/,
       );
+      const offered = /(spectrum-link unlink appvm-catgirl .*?) detaches it/.exec(refused.stderr)?.[1] ?? 'false';
       expect(refused.stdout).toMatch(/unlinked appvm-catgirl -> appvm-lynx \(id \d+, kept, VMM detach failed\)/);
       // The VMM still has the NIC (on a deleted tap); nothing is left to take down, so linking
       // again gets through, and the unlink the line names takes the NIC out.
@@ -218,7 +219,8 @@ describeNetns('spectrum-link with VMMs', () => {
       const again = await world.link(args);
       expect(again.code, again.stderr).toBe(0);
       expect(again.stdout).not.toContain('unlinked');
-      const unlinked = await world.link(['unlink', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--ch-socket', fake.socketPath]);
+      // As printed, from the root directory without this run's environment.
+      const unlinked = await runPrinted(world.host, offered);
       expect(unlinked.code, unlinked.stderr).toBe(0);
       expect(fake.nets).toHaveLength(0);
     } finally {

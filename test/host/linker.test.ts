@@ -20,6 +20,7 @@ import { isLinkUsageError } from '../../host/exit-codes.js';
 import {
   type KeepGoingOutcome,
   type LeftDownLink,
+  type LinkerError,
   type LinkReport,
   type LinkerOptions,
   type UndoStateWriteFailure,
@@ -1536,7 +1537,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       message:
         `unlink c1: took down c1 -> netvm (id ${link.id}): their devices deleted, their NICs detached from their VMMs (where these run); ` +
         `but then cannot write state file ${join(stateDir, 'links.json')} (ENOSPC); check the state dir's permissions and free space; so the state file still records them as linked${idsKept}: ` +
-        `once the state dir can be written, run the same spectrum-link unlink c1${forget ? ' --forget' : ''} again with this run's other options (it finds them gone and records it)`,
+        `once the state dir can be written, run spectrum-link unlink c1${forget ? ' --forget' : ''} again (it finds them gone and records it)`,
     });
     expect(detached).toEqual([link.clientDevice, link.providerDevice]);
     expect(kernel.removed).toEqual([link.clientDevice, link.providerDevice, link.bridge]);
@@ -1562,7 +1563,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       kind: 'taken-down-not-recorded',
       message:
         `unlink c1: its links were unlinked already; but then cannot write state file ${join(stateDir, 'links.json')} (ENOSPC); check the state dir's permissions and free space; ` +
-        `so the state file still records their ids: once the state dir can be written, run the same spectrum-link unlink c1 --forget again with this run's other options`,
+        `so the state file still records their ids: once the state dir can be written, run spectrum-link unlink c1 --forget again`,
     });
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
     expect((await loadState(stateDir)).links.map((recorded) => recorded.id)).toEqual([link.id]);
@@ -1585,7 +1586,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       message:
         `unlink c1: took down c1 -> netvm (id ${link.id}): their devices deleted, their NICs detached from their VMMs (where these run); ` +
         `but then cannot write state file ${join(stateDir, 'links.json')} (ENOSPC); check the state dir's permissions and free space; so the state file still records them as linked (their ids not released): ` +
-        `once the state dir can be written, run the same spectrum-link unlink c1 --forget again with this run's other options (it finds them gone and records it)`,
+        `once the state dir can be written, run spectrum-link unlink c1 --forget again (it finds them gone and records it)`,
     });
     expect(detached).toEqual([link.clientDevice, link.providerDevice]);
     expect(kernel.removed).toEqual([link.clientDevice, link.providerDevice, link.bridge]);
@@ -1625,7 +1626,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       message: expect.stringMatching(
         new RegExp(
           `^unlink c1: took down c1 -> netvm \\(id ${link.id}\\): their devices deleted, their NICs detached from their VMMs \\(where these run\\) but for NIC ${link.providerDevice}, which the qemu of netvm did not detach \\(QEMU refused device_del of ${link.providerDevice}\\); ` +
-            `then wrote .* but could not sync .*: should a crash bring back their records as linked, run the same spectrum-link unlink c1 --force again with this run's other options`,
+            `then wrote .* but could not sync .*: should a crash bring back their records as linked, run spectrum-link unlink c1 --force again`,
         ),
       ),
     });
@@ -1917,7 +1918,7 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
       message:
         `c1's side of c1 -> netvm (id ${ids[0]}) was not attached as none: its NIC ${names(ids[0]!).client} was to come out of the QEMU of c1 first: QEMU refused device_del: Bus 'pci.0' does not support hotplugging (GenericError); ` +
         "so nothing was made for it, and it stays as it was, recorded as qemu on that side with its devices (a NIC the VMM had already been asked to remove may be gone from c1: link again once it answers): " +
-        "to attach it as none whatever that VMM says, run spectrum-link unlink c1 --force, then this link again, each with this run's other options",
+        "to attach it as none whatever that VMM says, run spectrum-link unlink c1 --force, then this link again",
     });
     expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`]);
     expect(kernel.undone).toBe(0);
@@ -2514,7 +2515,8 @@ describe('the VMM socket each side was attached through, recorded', () => {
         `c1's side of c1 -> netvm (id ${id}) was not attached as qemu through socket /run/b/c1.qemu: its NIC ${names(id!).client} was to come out of the QEMU of c1 at /run/a/c1.qemu, the socket recorded, first: ` +
         "QEMU refused device_del: Bus 'pci.0' does not support hotplugging (GenericError); so nothing was made for it, and it stays as it was, recorded as qemu on that side with its devices " +
         '(a NIC the VMM had already been asked to remove may be gone from c1: link again once it answers): ' +
-        "to attach it as qemu through socket /run/b/c1.qemu whatever that VMM says, run spectrum-link unlink c1 --force, then this link again, each with this run's other options",
+        // The link after that unlink gives c1 the mode this run keeps for it, which the unlink takes away, and netvm its own.
+        'to attach it as qemu through socket /run/b/c1.qemu whatever that VMM says, run spectrum-link unlink c1 --force, then this link again with --attach c1=qemu --attach netvm=cloud-hypervisor',
     });
     expect(events).toEqual([`detach qemu c1 ${names(id!).client} at /run/a/c1.qemu`]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
@@ -2704,7 +2706,9 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
       message:
         `c1's side of c1 -> netvm (id ${id}) was not moved to socket ${path}, the path --qmp-socket gives now: the state cannot record that path (it is ${path.length} bytes long, and a Unix socket path at most 107), ` +
         `so its NIC would be where no record says, and the socket recorded for it, /run/a/c1.qemu, lost; so no NIC was taken out and nothing was made for it (NIC ${names(id!).client} stays in the QEMU of c1 at that socket): ` +
-        `give a --qmp-socket whose path the state can record (absolute, at most 107 bytes, without control characters, '"' or '\\'), or the one that gives /run/a/c1.qemu`,
+        `give a --qmp-socket whose path the state can record (absolute, at most 107 bytes, without control characters, '"' or '\\'), or the one that gives /run/a/c1.qemu; ` +
+        `or, if c1 now runs with its socket at ${path}, run spectrum-link unlink c1, then this link again with --attach c1=qemu --attach netvm=netns, ` +
+        'which attaches that side there without recording its socket (an unlink finds it only through that --qmp-socket)',
     });
     expect(isLinkUsageError(refused)).toBe(true);
     expect(events).toEqual([]);
@@ -2720,6 +2724,31 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
     expect(outcome.linked.get(c2)).toMatchObject([{ id: id2, clientSocket: '/run/b/c2.qemu' }]);
     expect(events.filter((event) => event.includes(names(id1!).client))).toEqual([]);
     expect((await loadState(stateDir)).links.find((link) => link.id === id1)?.attached).toEqual({ client: 'qemu', provider: 'netns', clientSocket: '/run/a/c1.qemu' });
+  });
+
+  it('and a state dir that cannot be written: plain link refuses the bad input first (exit 2); --keep-going too, that VM failing alone before the probe of the state dir fails the run (a VM moving elsewhere): nothing asked', async () => {
+    const [id1] = await linkedAtA();
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    dirs.set(c1, LONG).set(c2, '/run/b');
+    store.failSaves = 1;
+    const unrecordable = expect.objectContaining({ kind: 'vmm-socket-unrecordable' });
+    await expect(linkVms([c1, c2], { ...options(), attach: parseAttachChoice([]), vmm })).rejects.toEqual(unrecordable);
+    expect(store.failSaves).toBe(1);
+    const keepGoing = await linkVmsKeepGoing([c1, c2], { ...options(), attach: parseAttachChoice([]), vmm }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    // The state failure stops the run (the state is every VM's), carrying c1's failure, bad input, to be said with it.
+    expect(keepGoing).toMatchObject({ name: 'LinkerError', kind: 'state-failed', failed: [{ vm: c1, error: unrecordable }] });
+    expect(isLinkUsageError((keepGoing as LinkerError).failed[0]?.error)).toBe(true);
+    expect(store.failSaves).toBe(0);
+    expect(events).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    // Writable, with only c1 there to move: it fails alone, as bad input; nothing of it asked.
+    dirs.delete(c2);
+    const alone = await linkVmsKeepGoing([c1, c2], { ...options(), attach: parseAttachChoice([]), vmm });
+    expect(alone.failed).toEqual([{ vm: c1, error: unrecordable }]);
+    expect(events.filter((event) => event.includes(names(id1!).client))).toEqual([]);
   });
 
   it('the same socket there is no move: nothing comes out, and the socket recorded stays recorded', async () => {

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../harness/index.js';
 import { TapFd } from '../../host/vmm/tap-fd.js';
-import { LINK_BIN, type LinkJson as LinkFields, type LinkWorld, devices, makeLinkWorld, withWorldOptions } from './link-fixture.js';
+import { shellWord } from '../../host/printed-command.js';
+import { LINK_BIN, type LinkJson as LinkFields, type LinkWorld, devices, makeLinkWorld, runPrinted, withWorldOptions } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
@@ -35,6 +36,9 @@ interface ListedJson extends Link {
 }
 
 const stderrLines = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
+const escaped = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/** The unlink a line offers to detach a NIC a VMM did not give back, from `spectrum-link unlink` to its end. */
+const offeredUnlink = (line: string): string | undefined => /, or (spectrum-link unlink .*?) detaches it;/.exec(line)?.[1];
 
 describeNetns('unlink --force: a VMM that does not detach cannot keep its VM connected', () => {
   let harness: Harness;
@@ -90,8 +94,12 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const plain = await world.link(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate]);
     expect(plain.code).toBe(1);
     expect(stderrLines(plain.stderr)).toHaveLength(1);
+    // The same unlink with --force, with this run's options (the world gave it --state-dir).
     expect(plain.stderr).toMatch(
-      /^spectrum-link: unlink appvm-lynx: QEMU refused device_del: .*does not support hotplugging .*; so no host device was deleted and appvm-lynx's links stay recorded \(a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers\): to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force with this run's other options\n$/,
+      new RegExp(
+        "^spectrum-link: unlink appvm-lynx: QEMU refused device_del: .*does not support hotplugging .*; so no host device was deleted and appvm-lynx's links stay recorded \\(a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers\\): " +
+          `to delete them whatever the VMM says, run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)}`)}\\n$`,
+      ),
     );
     expect(await linkDevicesOf(link)).toHaveLength(3);
     expect(await listed()).toMatchObject([{ id: link.id, present: true, clientAttach: 'qemu' }]);
@@ -106,7 +114,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
           `the host side was removed anyway \\(tap ${link.clientDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
           `which the next link reports as a conflict: once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, ` +
           `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${link.clientDevice}"\\}, ` +
-          "or spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \\(where given\\) detaches it; or restart appvm-lynx$",
+          `or ${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it; or restart appvm-lynx$`,
       ),
     );
     // The JSON says which link went down despite its VMM, and which VMM.
@@ -126,12 +134,40 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(relinked.stderr).toMatch(new RegExp(`NIC ${link.clientDevice} with MAC .* but not on tap ${link.clientDevice}: nobody holds that tap, .*take the link down \\(unlink\\) and link it again`));
     expect(await linkDevicesOf(link)).toEqual([]);
 
-    // Once QEMU cooperates, the unlink the line names takes the NIC out; then linking works again.
+    // Once QEMU cooperates, the unlink the line names, run as printed, takes the NIC out; then linking works again.
     qemu.deviceDel = 'ok';
-    const retried = await world.link(['unlink', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--qmp-socket', qmpTemplate]);
+    const retried = await runPrinted(world.host, offeredUnlink(lines[0]!) ?? 'false');
     expect(retried.code, retried.stderr).toBe(0);
     expect(qemu.devices.size).toBe(0);
     await linkLynx();
+  });
+
+  it('run from the socket dir with a relative --qmp-socket and $SPECTRUM_LOCK_WAIT: the unlink the --force line offers names that template from anywhere and the lock wait; run as printed from elsewhere, without this environment, it detaches the NIC', async () => {
+    const link = await linkLynx();
+    qemu.deviceDel = 'refuse';
+    const cwd = process.cwd();
+    let forced: Awaited<ReturnType<LinkWorld['link']>>;
+    try {
+      process.chdir(socketDir);
+      forced = await world.link(['unlink', 'appvm-lynx', '--force', '--qmp-socket', '{vm}.qmp'], { SPECTRUM_LOCK_WAIT: '7' });
+    } finally {
+      process.chdir(cwd);
+    }
+    expect(forced.code).toBe(1);
+    const lines = stderrLines(forced.stderr);
+    expect(lines).toHaveLength(1);
+    // The template made absolute (or, too long so for some VM name, the command run from the socket dir).
+    const absolute = `${socketDir}/{vm}.qmp`;
+    const fromDir = Buffer.byteLength(absolute.replace('{vm}', 'v'.repeat(64))) > 107;
+    const offered = offeredUnlink(lines[0]!);
+    expect(offered).toBe(
+      `${fromDir ? `cd ${socketDir} && ` : ''}spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${shellWord(fromDir ? '{vm}.qmp' : absolute)} --lock-wait 7`,
+    );
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+    qemu.deviceDel = 'ok';
+    const again = await runPrinted(world.host, offered ?? 'false');
+    expect(again.code, again.stderr).toBe(0);
+    expect(qemu.devices.size).toBe(0);
   });
 
   it('QEMU never answering device_del: unlink fails in bounded time leaving the devices; --force --forget deletes them and the ids, exits 1 with one line', async () => {
@@ -141,7 +177,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const plain = await world.link(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
     expect(plain.code).toBe(1);
     expect(stderrLines(plain.stderr)).toHaveLength(1);
-    expect(plain.stderr).toMatch(/no reply to device_del within 300 ms: .*run spectrum-link unlink appvm-lynx --force with this run.s other options\n$/);
+    expect(plain.stderr).toMatch(
+      new RegExp(`no reply to device_del within 300 ms: .*run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)} --vmm-timeout 300`)}\\n$`),
+    );
     expect(await linkDevicesOf(link)).toHaveLength(3);
 
     const started = Date.now();
@@ -195,7 +233,11 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const plain = await timed(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate, '--vmm-timeout', '1000']);
     expect(plain.code).toBe(1);
     expect(plain.ms).toBeLessThan(3500);
-    expect(plain.stderr).toMatch(/^spectrum-link: unlink appvm-lynx: the QEMU of appvm-lynx .* within 2000 ms, .*run spectrum-link unlink appvm-lynx --force with this run.s other options\n$/);
+    expect(plain.stderr).toMatch(
+      new RegExp(
+        `^spectrum-link: unlink appvm-lynx: the QEMU of appvm-lynx .* within 2000 ms, .*run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)} --vmm-timeout 1000`)}\\n$`,
+      ),
+    );
     expect(await linkDevicesOf(again)).toHaveLength(3);
   });
 
@@ -211,7 +253,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const plain = await world.link(['unlink', 'appvm-catgirl', '--ch-socket', fake.socketPath]);
     expect(plain.code).toBe(1);
     expect(stderrLines(plain.stderr)).toHaveLength(1);
-    expect(plain.stderr).toMatch(/vm\.remove-device answered 500.*device busy.*no host device was deleted .*spectrum-link unlink appvm-catgirl --force with this run's other options\n$/);
+    expect(plain.stderr).toMatch(
+      new RegExp(`vm\\.remove-device answered 500.*device busy.*no host device was deleted .*${escaped(`spectrum-link unlink appvm-catgirl --force --state-dir ${world.stateDir} --ch-socket ${fake.socketPath}`)}\\n$`),
+    );
     expect(await linkDevicesOf(link)).toHaveLength(3);
     expect(fake.nets).toHaveLength(1);
 
@@ -225,7 +269,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       new RegExp(
         `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${link.clientDevice} .*answered 500.*the host side was removed anyway.*: once the VMM answers, ` +
           `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.clientDevice} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${link.clientDevice}"\\} on that socket\\), ` +
-          "or spectrum-link unlink appvm-catgirl --attach appvm-catgirl=cloud-hypervisor with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \\(where given\\) detaches it; or restart appvm-catgirl$",
+          `or ${escaped(`spectrum-link unlink appvm-catgirl --state-dir ${world.stateDir} --attach appvm-catgirl=cloud-hypervisor --ch-socket ${fake.socketPath}`)} detaches it; or restart appvm-catgirl$`,
       ),
     );
     expect(await linkDevicesOf(link)).toEqual([]);
@@ -236,7 +280,8 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(relinked.code).toBe(1);
     expect(stderrLines(relinked.stderr)).toHaveLength(1);
     expect(relinked.stderr).toMatch(/has NIC \S+ with MAC .* but not on tap \S+: nobody held that tap, .*take the link down \(unlink\) and link it again/);
-    const retried = await world.link(['unlink', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--ch-socket', fake.socketPath]);
+    // The unlink the line names, run as printed.
+    const retried = await runPrinted(world.host, offeredUnlink(lines[0]!) ?? 'false');
     expect(retried.code, retried.stderr).toBe(0);
     expect(fake.nets).toHaveLength(0);
   });
@@ -289,7 +334,8 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(lines[1]).toMatch(
       new RegExp(
         `^spectrum-link: cloud-hypervisor of netvm did not detach NIC ${link.providerDevice} .*no answer to GET vm\\.info within 300 ms.*host side was removed anyway.*` +
-          `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.providerDevice} .*, or spectrum-link unlink appvm-lynx --attach netvm=cloud-hypervisor with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \\(where given\\) detaches it; or restart netvm$`,
+          `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.providerDevice} .*, ` +
+          `or ${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach netvm=cloud-hypervisor --qmp-socket ${shellWord(qmpTemplate)} --ch-socket ${fake.socketPath} --vmm-timeout 300`)} detaches it; or restart netvm$`,
       ),
     );
     const json = JSON.parse(forced.stdout) as UnlinkJson;
@@ -326,7 +372,12 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         new RegExp(
           `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${dropped.clientDevice} \\(link appvm-lynx -> appvm-catgirl, id ${dropped.id}\\): QEMU refused device_del: .*; ` +
             `the host side was removed anyway \\(tap ${dropped.clientDevice} and bridge ${dropped.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
-            "which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, spectrum-link unlink appvm-lynx --attach appvm-lynx=qemu with this run's --state-dir, --device-prefix, --qmp-socket and --ch-socket \\(where given\\) detaches it \\(taking appvm-lynx's other links down too: link appvm-lynx again after\\), or restart appvm-lynx$",
+            'which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, ' +
+            `${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it ` +
+            `\\(taking appvm-lynx's other links down too: run ${escaped(
+              `spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --netns-prefix ${world.netnsPrefix} ` +
+                `--attach appvm-lynx=qemu --attach netvm=netns --attach appvm-catgirl=netns --qmp-socket ${shellWord(qmpTemplate)}`,
+            )} after\\), or restart appvm-lynx$`,
         ),
       );
       // What is linked stays linked; the link taken down says which VMM did not detach it.
@@ -371,12 +422,13 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const lines = stderrLines(forced.stderr);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`remove the NIC with QMP at ${recorded}: device_del {"id":"${link.clientDevice}"}`);
-    const printed = /, or spectrum-link (unlink .*?) with this run's (.*?) detaches it;/.exec(lines[0]!);
-    expect(printed?.slice(1)).toEqual([`unlink appvm-lynx --attach appvm-lynx=qemu --qmp-socket ${recorded}`, '--state-dir, --device-prefix and --ch-socket (where given)']);
-    // As the line says, once QEMU answers (the world gives the state dir; no other option was given).
+    // The socket recorded in place of this run's template (the world gave it --state-dir; --attach not carried over).
+    const printed = offeredUnlink(lines[0]!);
+    expect(printed).toBe(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${recorded}`);
+    // As the line says, once QEMU answers, run as printed.
     qemu.deviceDel = 'ok';
     const connections = qemu.connections;
-    const again = await world.link(printed![1]!.split(' '));
+    const again = await runPrinted(world.host, printed ?? 'false');
     expect(again.code, again.stderr).toBe(0);
     expect(qemu.devices.size).toBe(0);
     // Asked for appvm-lynx's NIC alone: no connection looking there for netvm's.
@@ -393,10 +445,10 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(forced.code).toBe(1);
     const lines = stderrLines(forced.stderr);
     expect(lines).toHaveLength(1);
-    const printed = /, or spectrum-link (unlink .*?) with this run's (.*?) detaches it;/.exec(lines[0]!);
-    expect(printed?.slice(1)).toEqual([`unlink appvm-lynx --attach appvm-lynx=qemu --qmp-socket ${recorded}`, '--state-dir, --device-prefix and --ch-socket (where given)']);
+    const printed = offeredUnlink(lines[0]!);
+    expect(printed).toBe(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${recorded}`);
     qemu.deviceDel = 'ok';
-    const again = await world.link(printed![1]!.split(' '));
+    const again = await runPrinted(world.host, printed ?? 'false');
     expect(again.code, again.stderr).toBe(0);
     expect(qemu.devices.has(link.clientDevice)).toBe(false);
   });
@@ -609,7 +661,8 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         expect.stringMatching(/^spectrum-link: QEMU refused to add NIC snc\d+ .*No free slot on bus pcie\.0/),
         `spectrum-link: undoing the run, the state file could not be written back: cannot write state file ${mountPoint}/links.json (ENOSPC); check the state dir's permissions and free space; ` +
           `so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id ${id}), though what this run did for them (devices made, NICs hot-plugged) is undone: ` +
-          "once it can be written, run spectrum-link link appvm-lynx with this run's other options, which makes their devices",
+          `once it can be written, run spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${mountPoint} --netns-prefix ${world.netnsPrefix} ` +
+          `--attach appvm-lynx=qemu --attach netvm=netns --qmp-socket ${shellWord(qmpTemplate)}, which makes their devices`,
       ]);
       // The devices are deleted, as said; the tmpfs stayed in that mount namespace.
       expect([...(await devices(world.host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);

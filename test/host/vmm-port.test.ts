@@ -85,6 +85,36 @@ describe('a VMM that does not answer an attach in time', () => {
   });
 });
 
+describe('a VMM that does not answer an attach in time, its socket spelled two ways', () => {
+  it('is not asked again however the socket is spelled: another VM\'s path through `..`, relative, the other kind\'s template through a symlinked directory, absolute', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    for (const sub of ['qmp', 'qmp/netvm', 'qmp/appvm-lynx', 'other']) await mkdir(join(dir, sub));
+    await symlink(join(dir, 'qmp'), join(dir, 'alias'));
+    // Its greeting comes far too late: the attach times out before any command.
+    const stalled = await ScriptedQemu.start(join(dir, 'qmp', 'shared.qmp'));
+    stalled.delayMs = 60_000;
+    const cwd = process.cwd();
+    try {
+      // Relative to the working directory (a short path), each VM's socket through its own
+      // directory and `..`: one socket for both VMs. The cloud-hypervisor template leads to it
+      // through a symlinked directory, absolute.
+      process.chdir(join(dir, 'other'));
+      const port = vmmPort(parseAttachChoice([]), { qmpSocket: '../qmp/{vm}/../shared.qmp', chSocket: `${dir}/alias/shared.qmp`, vmmTimeout: '100' });
+      const nic = (id: number): { id: string; tap: string; mac: string } => ({ id: `snp${id}`, tap: `snp${id}`, mac: `0A:B3:EC:80:00:0${id}` });
+      await expect(port.attach('qemu', vmName('netvm'), nic(1))).rejects.toMatchObject({ name: 'QmpError', kind: 'timeout' });
+      expect(stalled.connections).toBe(1);
+      const notAsked = { name: 'VmmPortError', kind: 'unanswered-earlier', message: expect.stringMatching(/did not answer in time earlier in this run \(QMP socket .*shared\.qmp: .+\)/) };
+      await expect(port.attach('qemu', vmName('appvm-lynx'), nic(2))).rejects.toMatchObject(notAsked);
+      await expect(port.attach('cloud-hypervisor', vmName('appvm-catgirl'), nic(3))).rejects.toMatchObject(notAsked);
+      expect(stalled.connections).toBe(1);
+    } finally {
+      process.chdir(cwd);
+      await stalled.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('a detach of a NIC of a VMM that no longer runs', () => {
   it("says 'not-running' (it held no NIC: nothing was taken out), at no socket or one that refuses connections; a VMM that runs gives it back and says nothing of that", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
