@@ -1020,7 +1020,7 @@ describe('link whose take-down of a dropped provider fails after its links were 
     const failureLine = expect.stringMatching(new RegExp(`^spectrum-link: linked; then, as no longer among the providers, took down c1 -> netvm2 \\(id ${dropped.id}\\): .*but for NIC ${dropped.providerDevice}, which the qemu of netvm2 did not detach .*but then cannot write state file `));
     const retryLine = expect.stringMatching(
       new RegExp(
-        `^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): QEMU refused device_del of ${dropped.providerDevice}; .*once the VMM answers, spectrum-link unlink c1 --attach netvm2=qemu `,
+        `^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): QEMU refused device_del of ${dropped.providerDevice}; .*once the VMM answers, spectrum-link unlink c1 --state-dir \\S+ --device-prefix sn --attach netvm2=qemu detaches it `,
       ),
     );
     for (const json of [false, true]) {
