@@ -906,10 +906,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // ...then its stdout.
       const writeOutcome = (done: FinishedOutcome, all: AllVms | undefined): void => {
         const lines: string[] = [];
-        // VMs without providers that had nothing to take down are not reported by --all; one
-        // whose take-down stopped part-way is (--json: its `takeDownStopped`).
+        // VMs without providers that had nothing to take down are not reported by --all; with
+        // --json, one whose take-down stopped part-way is, with its `takeDownStopped` (in text
+        // the failure's line says it).
         const stopped = done.takeDownStopped;
-        for (const vm of new Set([...done.linked.keys(), ...done.unlinked.keys(), ...(stopped?.reports ?? []).map((report) => vmName(report.vm))])) {
+        const stoppedVms = flags.json === true ? (stopped?.reports ?? []).map((report) => vmName(report.vm)) : [];
+        for (const vm of new Set([...done.linked.keys(), ...done.unlinked.keys(), ...stoppedVms])) {
           lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, linkerOpts.mtu, stopped));
         }
         // With --keep-going, a line for each VM it did not link (stderr says why too).

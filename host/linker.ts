@@ -27,6 +27,7 @@ import {
   switchedVmmSides,
 } from './kept-attach.js';
 import {
+  type DeviceError,
   type NamespaceLeft,
   type PlanMade,
   type PlanUndone,
@@ -152,7 +153,10 @@ export class LinkerError extends Error {
   constructor(
     readonly kind:
       | 'not-linked'
-      /** `link` took down no link to a provider dropped from the config: that failed, or the state could not be written first. */
+      /**
+       * `link` took down no link to a provider dropped from the config: that failed, or the state
+       * could not be written first; or the kernel stopped it part-way (`released` says what it had done).
+       */
       | 'unlisted-not-taken-down'
       /** `unlink` took nothing down, or `link` took no NIC out for another mode: the state file could not be written (read-only, full, no permission). */
       | 'state-not-writable'
@@ -1142,7 +1146,7 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
     const stopped: StoppedRelease = { ...error.released, failures };
     throw new LinkerError(
       'unlisted-not-taken-down',
-      `linked, but taking down ${stoppedLinksText(stopped)}, no longer among the providers, stopped part-way: ${error.message}; ${stoppedText(stopped)}; ` +
+      `linked, but taking down ${stoppedLinksText(stopped)}, no longer among the providers, stopped part-way: ${error.message}; by then ${stoppedText(stopped)}; ` +
         'so the state file still records them as linked: run the same link again, which takes down what is left of them (a NIC already out of its VMM, and a device already gone, count as done)',
       undefined,
       [],
@@ -2530,11 +2534,10 @@ export interface StoppedRelease {
   readonly deleted: readonly string[] | undefined;
 }
 
-/** Of a removal of devices that failed, the devices it had deleted (DeviceError.removed), where known. */
+/** Of a removal of devices that failed (removeDevices), the devices it had deleted, where its error says them (DeviceError.removed). */
 function removedBefore(error: unknown): string[] | undefined {
-  const removed = error instanceof Error ? (error as { removed?: unknown }).removed : undefined;
-  if (!Array.isArray(removed)) return undefined;
-  return removed.flatMap((device: unknown) => (typeof device === 'object' && device !== null && typeof (device as { name?: unknown }).name === 'string' ? [(device as { name: string }).name] : []));
+  const { removed } = (error instanceof Error ? error : {}) as Partial<Pick<DeviceError, 'removed'>>;
+  return removed?.map((device) => device.name);
 }
 
 /**
@@ -2555,9 +2558,9 @@ function stoppedLinksText(stopped: StoppedRelease): string {
 const inWords = (words: readonly string[]): string => (words.length > 1 ? `${words.slice(0, -1).join(', ')} and ${words.at(-1) ?? ''}` : words.join(''));
 
 /**
- * What a take-down that stopped part-way had done, for its line: the NICs that came out of their
- * VMMs (their VMs lost them), the VMMs that did not detach theirs, and (`devices`: where it got to
- * their removal) the devices deleted and those that may still exist.
+ * What a take-down that stopped part-way had done, for its line (`it had taken ...; ...`): the
+ * NICs that came out of their VMMs (their VMs lost them), the VMMs that did not detach theirs, and
+ * (`devices`: where it got to their removal) the devices deleted and those that may still exist.
  */
 function stoppedText(stopped: StoppedRelease, devices = true): string {
   const { detached, failures } = stopped;
@@ -2572,7 +2575,7 @@ function stoppedText(stopped: StoppedRelease, devices = true): string {
     parts.push(`${detached.length > 0 ? 'but not' : 'it had not taken out'} ${inWords(kept)}`);
   }
   if (devices) parts.push(devicesText(stopped));
-  return `by then ${parts.join('; ')}`;
+  return parts.join('; ');
 }
 
 /** What a take-down that stopped part-way had deleted of its links' devices, and what may still exist. */
@@ -2752,23 +2755,23 @@ function detachStopped(vm: VmName, forget: boolean, error: unknown, commands: Pr
 /**
  * The failure of an unlink whose take-down stopped part-way (releaseLinks' 'take-down-stopped'),
  * saying what it had done and that the state file is as it was (it writes nothing: the same
- * unlink again, as `commands` says it, finds every link as recorded, and takes down what is left). A VMM's refusal
- * without force (detachStopped) after other NICs had come out stays that refusal, what came out
- * said after it. Anything else is thrown as it is.
+ * unlink again, as `commands` says it, finds every link as recorded and takes down what is left).
+ * A VMM's refusal without force (detachStopped) after other NICs had come out stays that refusal,
+ * what came out said after it. Anything else is thrown as it is.
  */
 function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands: PrintedCommands = DEFAULT_COMMANDS): unknown {
   if (!(error instanceof LinkerError && error.kind === 'take-down-stopped' && error.released !== undefined)) return error;
   const { failure, released } = error;
   if (failure instanceof LinkerError && failure.kind === 'vmm-detach-failed') {
-    return new LinkerError('vmm-detach-failed', `${failure.message}; before that refusal, ${stoppedText(released, false).replace(/^by then /, '')}`, failure.failure, [], new Map(), undefined, released);
+    return new LinkerError('vmm-detach-failed', `${failure.message}; before that refusal, ${stoppedText(released, false)}`, failure.failure, [], new Map(), undefined, released);
   }
   // A usage error (a socket path that cannot be) keeps its exit code.
-  if (failure instanceof CliError) return new CliError(`${failure.message}; before it, ${stoppedText(released, false).replace(/^by then /, '')}`, failure.exitCode);
+  if (failure instanceof CliError) return new CliError(`${failure.message}; before it, ${stoppedText(released, false)}`, failure.exitCode);
   const again = commands.unlink(vm, [...(flags.forget ? ['--forget'] : []), ...(flags.force ? ['--force'] : [])]);
   const ids = flags.forget ? ', their ids not released' : '';
   return new LinkerError(
     'take-down-stopped',
-    `unlink ${vm}: taking down ${stoppedLinksText(released)} stopped part-way: ${error.message}; ${stoppedText(released)}; ` +
+    `unlink ${vm}: taking down ${stoppedLinksText(released)} stopped part-way: ${error.message}; by then ${stoppedText(released)}; ` +
       `so the state file is as it was, recording those links as it did${ids}: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
     failure,
     [],

@@ -1775,7 +1775,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       kind: 'vmm-detach-failed',
       message: expect.stringMatching(
         new RegExp(
-          `^unlink c1: QEMU refused device_del of ${link.providerDevice}; so no host device was deleted .*unlink c1 --force with this run's other options; ` +
+          `^unlink c1: QEMU refused device_del of ${link.providerDevice}; so no host device was deleted .*run spectrum-link unlink c1 --force; ` +
             `before that refusal, it had taken NIC ${link.clientDevice} out of the qemu of c1 \\(c1 no longer has it\\)$`,
         ),
       ),
@@ -1875,6 +1875,45 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     expect({ code: rerun.code, stderr: rerun.stderr }).toEqual({ code: 0, stderr: [] });
     expect(rerun.stdout).toContain(`unlinked c1 -> netvm2 (id ${dropped.id}, kept): netvm2 is no longer among c1's providers\n`);
     expect(await recorded()).toBeUndefined();
+  });
+  it('link --all --json: a client that names no provider any more, whose take-down stopped part-way, gets a line with takeDownStopped (in text, the failure\'s line alone says it)', async () => {
+    const { vmm } = qemuPort();
+    const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
+    // c1 names no provider now; c2 and c3 do.
+    await rm(join(configDir, c1, 'providers', 'net', NETVM));
+    kernel.host = new Map(devicesOf(link));
+    kernel.kept.add(link.bridge);
+    for (const json of [true, false]) {
+      const run = await linkCli([...(json ? ['--json'] : []), '--all'], stateDir, { vmm, attach: ['qemu'] });
+      const lines = run.stdout.split('\n').filter((line) => line !== '' && !line.startsWith(' '));
+      if (json) {
+        expect(lines.map((line) => JSON.parse(line) as { vm: string })).toEqual([
+          { vm: 'c2', links: [expect.objectContaining({ vm: 'c2' })] },
+          { vm: 'c3', links: [expect.objectContaining({ vm: 'c3' })] },
+          {
+            vm: c1,
+            links: [],
+            takeDownStopped: [
+              expect.objectContaining({
+                id: link.id,
+                clientAttach: 'qemu',
+                providerAttach: 'qemu',
+                nicsDetached: [
+                  { vm: c1, vmm: 'qemu', nic: link.clientDevice },
+                  { vm: NETVM, vmm: 'qemu', nic: link.providerDevice },
+                ],
+                vmmFailures: [],
+                devicesDeleted: [link.clientDevice, link.providerDevice],
+              }),
+            ],
+          },
+        ]);
+      } else expect(lines).toEqual([expect.stringMatching(/^c2 -> netvm  /), expect.stringMatching(/^c3 -> netvm  /)]);
+      expect({ code: run.code, stderr: run.stderr }).toEqual({
+        code: 1,
+        stderr: [expect.stringMatching(new RegExp(`^spectrum-link: linked, but taking down c1 -> netvm \\(id ${link.id}\\), no longer among the providers, stopped part-way: removing device ${link.bridge} failed: `))],
+      });
+    }
   });
 });
 
