@@ -28,6 +28,7 @@ import {
   type PrintedCommands,
   type RecordedLinkReport,
   type ReleasedLinkReport,
+  type StoppedRelease,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type UnusableVmDir,
@@ -37,6 +38,7 @@ import {
   LinkerError,
   checkNetnsPrefix,
   collectGarbage,
+  hostSideDeleted,
   linkAll,
   linkAllKeepGoing,
   linkVms,
@@ -476,6 +478,24 @@ function unlinkedJson(report: ReleasedLinkReport, failures: readonly VmmDetachFa
   return { ...linkFieldsJson(report), ...(failed.length > 0 && { vmmFailures: failed }), ...(report.foreignDeleted.length > 0 && { foreignDeleted: foreignJson(report.foreignDeleted) }) };
 }
 
+/**
+ * A link whose take-down stopped part-way (`stopped`) as JSON, as recorded still (linked), with
+ * what the take-down had done of it: the NICs that came out of their VMMs (`nicsDetached`), the
+ * VMMs that did not detach theirs (`vmmFailures`), the devices the kernel deleted of its names
+ * (`devicesDeleted`: null where that is unknown).
+ */
+function stoppedJson(report: RecordedLinkReport, stopped: StoppedRelease): Record<string, unknown> {
+  const ofLink = (entry: { readonly link: LinkReport }): boolean => entry.link.id === report.id;
+  const { deleted } = stopped;
+  const devices = [report.clientDevice, report.providerDevice, report.bridge];
+  return {
+    ...linkFieldsJson(report),
+    nicsDetached: stopped.detached.filter(ofLink).map(({ vm, vmm, nic }) => ({ vm, vmm, nic })),
+    vmmFailures: stopped.failures.filter(ofLink).map(({ vm, vmm, nic, error }) => ({ vm, vmm, nic, error })),
+    devicesDeleted: deleted === undefined ? null : devices.filter((device) => deleted.includes(device)),
+  };
+}
+
 const PROGRESS_TEXT: Readonly<Record<LinkProgressEvent['phase'], (done: number, total: number) => string>> = {
   devices: (done, total) => `linking: devices for ${done} of ${total} VMs`,
   vmm: (done, total) => `linking: ${done} of ${total} NICs hot-plugged`,
@@ -489,12 +509,24 @@ function linkProgressText(progress: Progress): (event: LinkProgressEvent) => voi
 
 /**
  * What `link` prints on stdout of a VM: its links (each with the VMM arguments of its sides), and
- * those it took down (no longer among its providers, `gone`); with --json (`json`) one line.
+ * those it took down (no longer among its providers, `gone`); with --json (`json`) one line, with
+ * the links of the VM whose take-down stopped part-way (`stopped`: the failure's line says them in
+ * text) as `takeDownStopped`.
  */
-function linkedVmLines(vm: string, reports: readonly LinkReport[], gone: readonly ReleasedLinkReport[], vmmFailures: readonly VmmDetachFailure[], json: boolean, mtu: number): string[] {
+function linkedVmLines(
+  vm: string,
+  reports: readonly LinkReport[],
+  gone: readonly ReleasedLinkReport[],
+  vmmFailures: readonly VmmDetachFailure[],
+  json: boolean,
+  mtu: number,
+  stopped?: StoppedRelease,
+): string[] {
   if (json) {
     const unlinkedEntries = gone.map((report) => unlinkedJson(report, vmmFailures));
-    return [`${JSON.stringify({ vm, links: reports.map((report) => linkJson(report, mtu)), ...(gone.length > 0 && { unlinked: unlinkedEntries }) })}\n`];
+    const stoppedEntries = stopped === undefined ? [] : stopped.reports.filter((report) => report.vm === vm).map((report) => stoppedJson(report, stopped));
+    const entry = { vm, links: reports.map((report) => linkJson(report, mtu)), ...(gone.length > 0 && { unlinked: unlinkedEntries }), ...(stoppedEntries.length > 0 && { takeDownStopped: stoppedEntries }) };
+    return [`${JSON.stringify(entry)}\n`];
   }
   const lines: string[] = [];
   if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
@@ -874,9 +906,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // ...then its stdout.
       const writeOutcome = (done: FinishedOutcome, all: AllVms | undefined): void => {
         const lines: string[] = [];
-        // VMs without providers that had nothing to take down are not reported by --all.
-        for (const vm of new Set([...done.linked.keys(), ...done.unlinked.keys()])) {
-          lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, linkerOpts.mtu));
+        // VMs without providers that had nothing to take down are not reported by --all; with
+        // --json, one whose take-down stopped part-way is, with its `takeDownStopped` (in text
+        // the failure's line says it).
+        const stopped = done.takeDownStopped;
+        const stoppedVms = flags.json === true ? (stopped?.reports ?? []).map((report) => vmName(report.vm)) : [];
+        for (const vm of new Set([...done.linked.keys(), ...done.unlinked.keys(), ...stoppedVms])) {
+          lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, linkerOpts.mtu, stopped));
         }
         // With --keep-going, a line for each VM it did not link (stderr says why too).
         // (`badInput`: it failed by bad usage or input, as plain link would have exited 2.)
@@ -1021,7 +1057,19 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // The default one missing (a fresh host) records no links: said as unlinkVm says it, without
       // the lock, which would make the dir; a command that finds nothing to do leaves no trace.
       if (stateDirAbsent(options.stateDir)) throw notLinkedError(vmName(name), options);
-      const { reports, failures, recordedVms } = await interruptibleLockWait('unlink', 'nothing was taken down', (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }));
+      const { reports, failures, recordedVms } = await interruptibleLockWait('unlink', 'nothing was taken down', (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait })).catch(
+        (error: unknown) => {
+          // A take-down stopped part-way: its line says what it had done; after it, the line of
+          // each VMM that did not detach a NIC whose tap and bridge it deleted, as where --force
+          // ends (the records are kept, --forget or not, so an unlink still finds that link).
+          const stopped = error instanceof LinkerError ? error.released : undefined;
+          if (stopped === undefined) throw error;
+          const lines = stopped.failures
+            .filter((failure) => hostSideDeleted(failure, stopped.deleted))
+            .map((failure) => forcedLine(failure, name, false, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given));
+          throw lines.length === 0 ? error : new CliError(reasonText(error), EXIT.failure, lines, 'lines');
+        },
+      );
       // A per-VM mode for a VM that no recorded link involves could serve no unlink: a typo, most
       // likely, with which a link without a recorded mode got the default one. One for a VM with
       // other links is fine: scripts pass one --attach set to every call.

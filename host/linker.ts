@@ -27,6 +27,7 @@ import {
   switchedVmmSides,
 } from './kept-attach.js';
 import {
+  type DeviceError,
   type NamespaceLeft,
   type PlanMade,
   type PlanUndone,
@@ -152,12 +153,21 @@ export class LinkerError extends Error {
   constructor(
     readonly kind:
       | 'not-linked'
-      /** `link` took down no link to a provider dropped from the config: that failed, or the state could not be written first. */
+      /**
+       * `link` took down no link to a provider dropped from the config: that failed, or the state
+       * could not be written first; or the kernel stopped it part-way (`released` says what it had done).
+       */
       | 'unlisted-not-taken-down'
       /** `unlink` took nothing down, or `link` took no NIC out for another mode: the state file could not be written (read-only, full, no permission). */
       | 'state-not-writable'
       /** Links were taken down (NICs detached, devices deleted), and then the state file could not record it. */
       | 'taken-down-not-recorded'
+      /**
+       * `unlink` stopped part-way through its take-down (the kernel refused a lookup or a deletion
+       * of their devices), after NICs came out of their VMMs, VMMs did not detach or devices went
+       * (`released`); the state file is as it was. (releaseLinks throws it too, to its callers.)
+       */
+      | 'take-down-stopped'
       | 'no-state'
       | 'unknown-vm'
       | 'vmm-detach-failed'
@@ -213,6 +223,12 @@ export class LinkerError extends Error {
      * 'state-failed' of either): what the run did, to be said as where it ends well (finishRun).
      */
     readonly outcome?: FinishedOutcome,
+    /**
+     * For 'take-down-stopped', and a 'vmm-detach-failed' of `unlink` whose VMM refused after other
+     * NICs had come out, or an 'unlisted-not-taken-down' stopped part-way: what that take-down had
+     * done (StoppedRelease).
+     */
+    readonly released?: StoppedRelease,
   ) {
     super(message);
   }
@@ -1113,9 +1129,31 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
     );
   }
   // With force a VMM's failure is returned, not thrown: what is left to throw is the host's
-  // own (a device the kernel did not delete).
+  // own (a device the kernel did not delete). Where it had done anything by then, that is said
+  // (stoppedText), and carried for link to say (LinkerError.released): nothing of it is recorded,
+  // so the links stay recorded as linked, and the same link again takes them down.
   const released = await releaseLinks(unlisted, options, { force: true }).catch((error: unknown) => {
-    throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reasonOf(error)}`);
+    if (!(error instanceof LinkerError && error.kind === 'take-down-stopped' && error.released !== undefined)) {
+      throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reasonOf(error)}`);
+    }
+    const ids = new Set<number>(unlisted.map((link) => link.id));
+    // As where it is done (below), of the client's other links: the same in the state as it is.
+    const failures = error.released.failures.map((failure) => ({
+      ...failure,
+      throughTemplate: reachedThroughTemplate(state, failure, ids),
+      relinkAttach: relinkModes(state, vmName(failure.link.vm), ids, options.attach),
+    }));
+    const stopped: StoppedRelease = { ...error.released, failures };
+    throw new LinkerError(
+      'unlisted-not-taken-down',
+      `linked, but taking down ${stoppedLinksText(stopped)}, no longer among the providers, stopped part-way: ${error.message}; by then ${stoppedText(stopped)}; ` +
+        'so the state file still records them as linked: run the same link again, which takes down what is left of them (a NIC already out of its VMM, and a device already gone, count as done)',
+      undefined,
+      [],
+      new Map(),
+      undefined,
+      stopped,
+    );
   });
   for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
   const ids = new Set<number>(unlisted.map((link) => link.id));
@@ -1729,6 +1767,13 @@ export type FinishedOutcome = KeepGoingOutcome & {
   readonly all?: AllVms;
   /** Where the take-down failed before it could say any taken down (not begun, or stopped by the kernel): the recorded links to providers dropped it was to look at, whether up or not (strayAttachModes). */
   readonly notTakenDown?: readonly LinkPair[];
+  /**
+   * Where the kernel stopped the take-down part-way: what it had done (NICs out of their VMMs,
+   * VMMs that did not detach, devices deleted), its links still recorded as linked. Of its VMMs
+   * that did not detach, `vmmFailures` holds those whose NIC's tap and link's bridge it deleted,
+   * whose line (a VMM that did not detach a link taken down) holds.
+   */
+  readonly takeDownStopped?: StoppedRelease;
 };
 
 const isInterruption = (error: unknown): error is LinkerError => error instanceof LinkerError && error.kind === 'interrupted';
@@ -1982,10 +2027,10 @@ async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOptions, k
     return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed };
   };
   // What the run leaves as it is is of clients the take-down does not touch: the state before it tells it.
-  const failedWith = async (error: unknown, down: Pick<FinishedOutcome, 'unlinked' | 'vmmFailures' | 'notTakenDown'>): Promise<unknown> => {
+  const failedWith = async (error: unknown, down: Pick<FinishedOutcome, 'unlinked' | 'vmmFailures' | 'notTakenDown' | 'takeDownStopped'>): Promise<unknown> => {
     const outcome = await outcomeOf(soFar.state, down);
-    const { notTakenDown } = down;
-    return takeDownFailed(error, { ...outcome, ...(notTakenDown && { notTakenDown }), ...(wholeDir && { all: { vms: run.vms, wholeDir } }) }, keepGoing);
+    const { notTakenDown, takeDownStopped } = down;
+    return takeDownFailed(error, { ...outcome, ...(notTakenDown && { notTakenDown }), ...(takeDownStopped && { takeDownStopped }), ...(wholeDir && { all: { vms: run.vms, wholeDir } }) }, keepGoing);
   };
   const listed = listedProviders(wholeDir?.withoutProviders ?? [], soFar.providers);
   let down: UnlistedTakedown;
@@ -1993,10 +2038,13 @@ async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOptions, k
     down = await takeDownUnlisted(soFar.state, listed, options);
   } catch (error) {
     // Not begun, or stopped by the kernel (after their NICs were asked out of their VMMs): none
-    // recorded as taken down; the links it was to look at are as the state had them.
+    // recorded as taken down; the links it was to look at are as the state had them. What a
+    // take-down stopped part-way had done is said (takeDownStopped).
     const stateOf = statesByClient(soFar.state);
     const notTakenDown = [...listed].flatMap(([vm, providers]) => linksToUnlisted(stateOf(vm), vm, providers)).map(({ client, provider }) => ({ client, provider }));
-    throw await failedWith(error, { unlinked: new Map(), vmmFailures: [], notTakenDown });
+    const stopped = error instanceof LinkerError ? error.released : undefined;
+    const vmmFailures = stopped === undefined ? [] : stopped.failures.filter((failure) => hostSideDeleted(failure, stopped.deleted));
+    throw await failedWith(error, { unlinked: new Map(), vmmFailures, notTakenDown, ...(stopped && { takeDownStopped: stopped }) });
   }
   if (down.changed) {
     try {
@@ -2429,23 +2477,125 @@ function reachedThroughTemplate(state: LinkState, failure: VmmDetachFailure, rel
 const reasonOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 /**
- * Detach each link's VMM NICs (of `sides`), one after another. Without force the first failure is
- * thrown (as `refused` makes it); with force every NIC is tried and the failures are returned.
+ * Detach each link's VMM NICs (of `sides`), one after another, each that came out added to
+ * `done.detached` as it goes (a VMM not running held none). Without force the first failure is
+ * thrown (as `refused` makes it); with force every NIC is tried and the failures are added to
+ * `done.failures`.
  */
-async function detachFromVmms(reports: readonly LinkReport[], vmm: VmmPort, force: boolean, refused: (error: unknown) => unknown, sides: readonly LinkSide[] = BOTH_SIDES): Promise<VmmDetachFailure[]> {
-  const failures: VmmDetachFailure[] = [];
+async function detachFromVmms(
+  reports: readonly LinkReport[],
+  vmm: VmmPort,
+  force: boolean,
+  refused: (error: unknown) => unknown,
+  done: { readonly detached: DetachedNic[]; readonly failures: VmmDetachFailure[] },
+  sides: readonly LinkSide[] = BOTH_SIDES,
+): Promise<void> {
   for (const report of reports) {
     // At the socket recorded for each NIC, where there is one (vmmNics): where it was attached.
     for (const target of vmmNics(report, undefined, sides)) {
       try {
-        await vmm.detach(target.kind, target.vm, target.nic, target.socket);
+        const outcome = await vmm.detach(target.kind, target.vm, target.nic, target.socket);
+        if (outcome !== 'not-running') done.detached.push({ link: report, vmm: target.kind, vm: target.vm, nic: target.nic.id });
       } catch (error) {
         if (!force) throw refused(error);
-        failures.push(detachFailure(report, target, error));
+        done.failures.push(detachFailure(report, target, error));
       }
     }
   }
-  return failures;
+}
+
+/** A NIC a take-down (releaseLinks) took out of its VMM: that VM no longer has it. */
+export interface DetachedNic {
+  /** The link, as reported. */
+  readonly link: LinkReport;
+  readonly vmm: VmmKind;
+  /** The VM whose VMM held it. */
+  readonly vm: VmName;
+  /** The NIC (and tap) id. */
+  readonly nic: string;
+}
+
+/**
+ * What a take-down (releaseLinks) that stopped part-way had done: the kernel refused a lookup or a
+ * deletion of the links' devices (or, without force, a VMM refused a detach) after NICs had come
+ * out of their VMMs, VMMs had not detached theirs (with force) or devices had gone. Nothing of it
+ * is recorded: each of its links stays recorded as it was, so that the same command again finds
+ * them (and the sockets their NICs were attached through) and takes down what is left, a NIC
+ * already out of its VMM and a device already gone counting as done.
+ */
+export interface StoppedRelease {
+  /** The links it was taking down, as reported. */
+  readonly reports: readonly RecordedLinkReport[];
+  /** The NICs that came out of their VMMs, in order. */
+  readonly detached: readonly DetachedNic[];
+  /** The VMMs that did not detach a NIC (with force), in order. */
+  readonly failures: readonly VmmDetachFailure[];
+  /** The devices the kernel deleted (of the links' names); undefined where that is unknown. */
+  readonly deleted: readonly string[] | undefined;
+}
+
+/** Of a removal of devices that failed (removeDevices), the devices it had deleted, where its error says them (DeviceError.removed). */
+function removedBefore(error: unknown): string[] | undefined {
+  const { removed } = (error instanceof Error ? error : {}) as Partial<Pick<DeviceError, 'removed'>>;
+  return removed?.map((device) => device.name);
+}
+
+/**
+ * Whether a take-down deleted (`deleted`) the tap of a NIC its VMM did not detach and its link's
+ * bridge: then that NIC reaches nothing, as the line of such a VMM says (where a take-down stopped
+ * part-way, only such VMMs get it).
+ */
+export function hostSideDeleted(failure: VmmDetachFailure, deleted: readonly string[] | undefined): boolean {
+  return deleted !== undefined && deleted.includes(failure.nic) && deleted.includes(failure.link.bridge);
+}
+
+/** The links of a stopped take-down, for a line: `vm -> provider (id N), ...`. */
+function stoppedLinksText(stopped: StoppedRelease): string {
+  return stopped.reports.map((report) => `${report.vm} -> ${report.provider} (id ${report.id})`).join(', ');
+}
+
+/** Words joined as a list is said: `a`, `a and b`, `a, b and c`. */
+const inWords = (words: readonly string[]): string => (words.length > 1 ? `${words.slice(0, -1).join(', ')} and ${words.at(-1) ?? ''}` : words.join(''));
+
+/**
+ * What a take-down that stopped part-way had done, for its line (`it had taken ...; ...`): the
+ * NICs that came out of their VMMs (their VMs lost them), the VMMs that did not detach theirs, and
+ * (`devices`: where it got to their removal) the devices deleted and those that may still exist.
+ */
+function stoppedText(stopped: StoppedRelease, devices = true): string {
+  const { detached, failures } = stopped;
+  const parts: string[] = [];
+  if (detached.length > 0) {
+    const nics = detached.map(({ nic, vmm, vm }) => `NIC ${nic} out of the ${vmm} of ${vm}`);
+    const vms = [...new Set(detached.map(({ vm }) => vm))];
+    parts.push(`it had taken ${inWords(nics)} (${inWords(vms)} no longer ${vms.length === 1 ? 'has' : 'have'} ${detached.length === 1 ? 'it' : 'them'})`);
+  }
+  if (failures.length > 0) {
+    const kept = failures.map(({ nic, vmm, vm, error }) => `NIC ${nic}, which the ${vmm} of ${vm} did not detach (${error})`);
+    parts.push(`${detached.length > 0 ? 'but not' : 'it had not taken out'} ${inWords(kept)}`);
+  }
+  if (devices) parts.push(devicesText(stopped));
+  return parts.join('; ');
+}
+
+/** What a take-down that stopped part-way had deleted of its links' devices, and what may still exist. */
+function devicesText({ reports, deleted }: StoppedRelease): string {
+  const names = reports.flatMap((report) => [report.clientDevice, report.providerDevice, report.bridge]);
+  if (deleted === undefined) return `whether it had deleted any of their devices (${names.join(' ')}) is unknown`;
+  if (deleted.length === 0) return 'it had deleted no device of theirs';
+  const left = names.filter((name) => !deleted.includes(name));
+  return `it had deleted ${deleted.join(' ')}${left.length === 0 ? '' : ` (${left.join(' ')} may still exist)`}`;
+}
+
+/**
+ * The failure of a take-down that stopped part-way (`error`), carrying what it had done (a
+ * LinkerError 'take-down-stopped', its `failure` the error as thrown); the error as it is where
+ * it had done nothing (no NIC out, no VMM that did not detach, no device deleted).
+ */
+function stoppedPartWay(error: unknown, stopped: StoppedRelease): unknown {
+  const { detached, failures, deleted } = stopped;
+  if (detached.length === 0 && failures.length === 0 && deleted !== undefined && deleted.length === 0) return error;
+  return new LinkerError('take-down-stopped', reasonOf(error), error, [], new Map(), undefined, stopped);
 }
 
 /**
@@ -2475,6 +2625,8 @@ interface ReleaseOptions {
  * Every device under the links' names goes, of whatever kind: the device prefix's names are the
  * linker's, and a device of another kind there is one the link's next plan would replace; but
  * only one of the link's kind makes a link recorded without attach modes linked (list says so too).
+ * Stopped part-way (a VMM's refusal without force, the kernel's), it throws a LinkerError
+ * 'take-down-stopped' carrying what it had done (stoppedPartWay), where it had done anything.
  */
 async function releaseLinks(links: readonly Link[], options: UnlinkOptions, release: ReleaseOptions = {}): Promise<{ reports: ReleasedLinkReport[]; failures: VmmDetachFailure[] }> {
   const devicesOf = (report: LinkReport): string[] => [report.clientDevice, report.providerDevice, report.bridge];
@@ -2486,8 +2638,16 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   const host = unrecorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unrecorded.flatMap(namesOf))).host;
   const taken = links.map((link) => ({ link, report: { ...linkReport(link, options), linked: link.attached !== undefined || seenOf(link, host, options).own.length > 0 } }));
   const reports: RecordedLinkReport[] = taken.map(({ report }) => report);
-  const failures = await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error));
-  const gone = new Map((await removeDevices(reports.flatMap(devicesOf))).removed.map((device) => [device.name, device]));
+  // What it has done so far, said where it stops part-way (stoppedPartWay).
+  const done = { detached: [] as DetachedNic[], failures: [] as VmmDetachFailure[] };
+  await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error), done).catch((error: unknown) => {
+    throw stoppedPartWay(error, { reports, ...done, deleted: [] });
+  });
+  const removal = await removeDevices(reports.flatMap(devicesOf)).catch((error: unknown) => {
+    throw stoppedPartWay(error, { reports, ...done, deleted: removedBefore(error) });
+  });
+  const { failures } = done;
+  const gone = new Map(removal.removed.map((device) => [device.name, device]));
   // Of what went, the devices of other kinds than each link makes under its names: said (unlink).
   const foreignOf = (link: Link): readonly ForeignDevice[] => linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached), gone).foreign;
   return { reports: taken.map(({ link, report }) => ({ ...report, foreignDeleted: foreignOf(link) })), failures };
@@ -2593,11 +2753,42 @@ function detachStopped(vm: VmName, forget: boolean, error: unknown, commands: Pr
 }
 
 /**
+ * The failure of an unlink whose take-down stopped part-way (releaseLinks' 'take-down-stopped'),
+ * saying what it had done and that the state file is as it was (it writes nothing: the same
+ * unlink again, as `commands` says it, finds every link as recorded and takes down what is left).
+ * A VMM's refusal without force (detachStopped) after other NICs had come out stays that refusal,
+ * what came out said after it. Anything else is thrown as it is.
+ */
+function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands: PrintedCommands = DEFAULT_COMMANDS): unknown {
+  if (!(error instanceof LinkerError && error.kind === 'take-down-stopped' && error.released !== undefined)) return error;
+  const { failure, released } = error;
+  if (failure instanceof LinkerError && failure.kind === 'vmm-detach-failed') {
+    return new LinkerError('vmm-detach-failed', `${failure.message}; before that refusal, ${stoppedText(released, false)}`, failure.failure, [], new Map(), undefined, released);
+  }
+  // A usage error (a socket path that cannot be) keeps its exit code.
+  if (failure instanceof CliError) return new CliError(`${failure.message}; before it, ${stoppedText(released, false)}`, failure.exitCode);
+  const again = commands.unlink(vm, [...(flags.forget ? ['--forget'] : []), ...(flags.force ? ['--force'] : [])]);
+  const ids = flags.forget ? ', their ids not released' : '';
+  return new LinkerError(
+    'take-down-stopped',
+    `unlink ${vm}: taking down ${stoppedLinksText(released)} stopped part-way: ${error.message}; by then ${stoppedText(released)}; ` +
+      `so the state file is as it was, recording those links as it did${ids}: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
+    failure,
+    [],
+    new Map(),
+    undefined,
+    released,
+  );
+}
+
+/**
  * `unlink <vm>`: detach and delete its links' devices; with forget, release their ids too. A
  * VMM that fails to detach stops it before any device goes, unless force: then the devices go
  * and the state is updated all the same, and the failures are returned. A state file that cannot
  * be written stops it before anything goes (stateWriteProblem); one that cannot be written after
- * (a race) is said with what went (notRecorded).
+ * (a race) is said with what went (notRecorded). A take-down stopped part-way (the kernel refusing
+ * a lookup or a deletion of their devices) is said with what it had done, nothing recorded
+ * (unlinkStopped).
  */
 export async function unlinkVm(name: string, flags: UnlinkFlags, options: UnlinkOptions): Promise<UnlinkOutcome> {
   const vm = vmName(name);
@@ -2622,7 +2813,9 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
         problem,
       );
     }
-    const released = await releaseLinks(links, options, { force: flags.force, refused: (error) => detachStopped(vm, flags.forget, error, options.commands) });
+    const released = await releaseLinks(links, options, { force: flags.force, refused: (error) => detachStopped(vm, flags.forget, error, options.commands) }).catch((error: unknown) => {
+      throw unlinkStopped(vm, flags, error, options.commands);
+    });
     if (changes) {
       const again = `run ${(options.commands ?? DEFAULT_COMMANDS).unlink(vm, [...(flags.forget ? ['--forget'] : []), ...(flags.force ? ['--force'] : [])])} again`;
       await saveState(options.stateDir, next).catch((error: unknown) => {

@@ -25,6 +25,11 @@ export class DeviceError extends Error {
   constructor(
     readonly kind: DeviceErrorKind,
     message: string,
+    /**
+     * Of a removal (removeDevices) that failed: the devices it had deleted all the same (none, for
+     * a lookup refused before any went), as its `removed` says them; absent where that is unknown.
+     */
+    readonly removed?: readonly { readonly name: string; readonly kind: string | null }[],
   ) {
     super(message);
   }
@@ -639,7 +644,8 @@ export interface DevicesRemoved {
  * the kernel resolves to another device's altname is not this device. With `kinds`, only a
  * device of the kind given for its name goes; the names of those found of another kind are
  * returned as kept. A name the kernel cannot look up (any failure but ENODEV) fails it before any
- * device goes (DeviceError 'query-failed').
+ * device goes (DeviceError 'query-failed', `removed` empty); a deletion the kernel refuses fails it
+ * once the others were tried ('step-failed', `removed` those that went).
  */
 export async function removeDevices(
   names: readonly string[],
@@ -671,8 +677,11 @@ export async function removeDevices(
     const outcomes = await socket.run(removal.finish(), true);
     const failed = outcomes.findIndex((outcome) => outcome.state === 'failed' && outcome.code !== 'ENODEV');
     const outcome = outcomes[failed];
-    if (outcome?.state === 'failed') throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`);
-    return doneOf(deletedOf(doomed, outcomes));
+    const done = doneOf(deletedOf(doomed, outcomes));
+    // The deletions after a refused one are run too: what went is said with the failure, as a
+    // caller that took links down part-way has to say it (releaseLinks).
+    if (outcome?.state === 'failed') throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`, done.removed);
+    return done;
   });
 }
 
@@ -701,7 +710,7 @@ function lookupFailed(name: string, outcome: RecordOutcome | undefined): DeviceE
     code === 'EINVAL' || code === 'ERANGE'
       ? 'check that it is a device name the kernel takes (at most 15 bytes) and run it again'
       : "run it again; should it fail the same way, check the kernel's log (dmesg) and the host's free memory";
-  return new DeviceError('query-failed', `removing devices failed before any was removed: looking up ${name} failed (${why}), so whether it exists is unknown; ${check}`);
+  return new DeviceError('query-failed', `removing devices failed before any was removed: looking up ${name} failed (${why}), so whether it exists is unknown; ${check}`, []);
 }
 
 /**

@@ -220,12 +220,14 @@ vi.mock('../../host/netlink-devices.js', () => ({
   },
   undoDevices: async (names: readonly string[]) => leftOf(names, []),
   removeDevices: async (names: readonly string[]) => {
-    if (kernel.lookupRefused !== undefined) throw Object.assign(new Error(kernel.lookupRefused), { name: 'DeviceError', kind: 'query-failed' });
+    if (kernel.lookupRefused !== undefined) throw Object.assign(new Error(kernel.lookupRefused), { name: 'DeviceError', kind: 'query-failed', removed: [] });
     kernel.whileRemoving();
     kernel.removed.push(...names);
     const { left } = leftOf(names, []);
-    if (left !== undefined) throw Object.assign(new Error(left.error), { kind: 'step-failed' });
-    return { kept: [], removed: names.flatMap((name) => (kernel.host.has(name) ? [{ name, kind: kernel.host.get(name)?.kind ?? null }] : [])) };
+    const removed = names.flatMap((name) => (kernel.host.has(name) && !kernel.kept.has(name) ? [{ name, kind: kernel.host.get(name)?.kind ?? null }] : []));
+    // As the real one: the deletions after a refused one are tried too, and what went is said with the failure.
+    if (left !== undefined) throw Object.assign(new Error(left.error), { name: 'DeviceError', kind: 'step-failed', removed });
+    return { kept: [], removed };
   },
   deleteNamespaces: async (names: readonly string[]) => {
     kernel.deletedNamespaces.push(...names);
@@ -1593,11 +1595,28 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
-  it.each([[false], [true]])('unlink (--forget: %j) whose device removal fails before any device goes (a lookup the kernel refused): that failure, the state file as it was, ids kept', async (forget) => {
-    const { vmm } = recordingVmm();
-    const { text } = await linkC1(vmm);
+  it.each([[false], [true]])('unlink (--forget: %j) whose device removal fails before any device goes (a lookup the kernel refused): that failure, saying the NICs that came out by then, the state file as it was, ids kept', async (forget) => {
+    const { vmm, detached } = recordingVmm();
+    const { text, link } = await linkC1(vmm);
     kernel.lookupRefused = 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again';
-    await expect(unlinkVm(c1, { forget, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({ name: 'DeviceError', kind: 'query-failed', message: kernel.lookupRefused });
+    await expect(unlinkVm(c1, { forget, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'take-down-stopped',
+      message:
+        `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: ${kernel.lookupRefused}; ` +
+        `by then it had taken NIC ${link.clientDevice} out of the qemu of c1 and NIC ${link.providerDevice} out of the qemu of netvm (c1 and netvm no longer have them); it had deleted no device of theirs; ` +
+        `so the state file is as it was, recording those links as it did${forget ? ', their ids not released' : ''}: run spectrum-link unlink c1${forget ? ' --forget' : ''} again, ` +
+        'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)',
+    });
+    expect(detached).toEqual([link.clientDevice, link.providerDevice]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('unlink of a link attached by hand (no NIC in a VMM) whose device removal fails before any device goes: nothing was done, so that failure as it is', async () => {
+    await linkVms([c1], options());
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    kernel.lookupRefused = 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again';
+    await expect(unlinkVm(c1, { forget: false, force: false }, options())).rejects.toMatchObject({ name: 'DeviceError', kind: 'query-failed', message: kernel.lookupRefused });
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
@@ -1674,6 +1693,227 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     const again = await linkVms([c1], { ...options(), attach: qemu, vmm });
     expect(again.unlinked.get(c1)?.map((report) => report.provider)).toEqual(['netvm2']);
     expect((await loadState(stateDir)).links.find((recorded) => recorded.provider === 'netvm2')?.attached).toBeUndefined();
+  });
+});
+
+describe('a take-down stopped part-way by the kernel (unlink, link of a VM that dropped a provider): what it had done is said, the state file as it was, and the same run again converges', () => {
+  const qemu = parseAttachChoice(['qemu']);
+  const c1 = CLIENTS[0]!;
+  const netvm2 = vmName('netvm2');
+
+  /** A VMM that records each NIC detached and refuses the detaches of the VMs in `refusing` (changed at will). */
+  function qemuPort(): { vmm: VmmPort; detached: string[]; refusing: Set<string> } {
+    const detached: string[] = [];
+    const refusing = new Set<string>();
+    const vmm: VmmPort = {
+      attach: async () => true,
+      detach: async (_kind, vm, nic) => {
+        if (refusing.has(vm)) throw new Error(`QEMU refused device_del of ${nic.id}`);
+        detached.push(nic.id);
+      },
+    };
+    return { vmm, detached, refusing };
+  }
+
+  /** The devices of a link as the kernel lists them (a bridge, two taps). */
+  const devicesOf = (link: LinkReport): [string, ObservedDevice][] => [
+    [link.bridge, { name: link.bridge, kind: 'bridge' } as ObservedDevice],
+    [link.clientDevice, { name: link.clientDevice, kind: 'tun' } as ObservedDevice],
+    [link.providerDevice, { name: link.providerDevice, kind: 'tun' } as ObservedDevice],
+  ];
+
+  /** `spectrum-link ARGS` as the bin runs it, over the scripted kernel, with `vmm`: its exit code, stdout, and stderr's lines. */
+  async function bin(args: readonly string[], vmm: VmmPort): Promise<{ code: number; stdout: string; stderr: string[] }> {
+    let stdout = '';
+    let stderr = '';
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
+    try {
+      const program = new Command('spectrum-link');
+      for (const command of linkCommands({}, () => vmm)) program.addCommand(command);
+      const code = await runCli(program, [...args, '--state-dir', stateDir, '--device-prefix', 'sn']);
+      return { code, stdout, stderr: stderr.split('\n').filter((line) => line !== '') };
+    } finally {
+      out.mockRestore();
+      err.mockRestore();
+    }
+  }
+
+  const again = 'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)';
+
+  it('unlink: the kernel refuses a deletion after the NICs came out and other devices went: says them and what may still exist; the state file as it was; the same unlink again takes down the rest', async () => {
+    const { vmm, detached } = qemuPort();
+    const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    kernel.host = new Map(devicesOf(link));
+    kernel.kept.add(link.bridge);
+    await expect(unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'take-down-stopped',
+      message:
+        `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Device or resource busy; ` +
+        `by then it had taken NIC ${link.clientDevice} out of the qemu of c1 and NIC ${link.providerDevice} out of the qemu of netvm (c1 and netvm no longer have them); ` +
+        `it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
+        `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 again, ${again}`,
+      released: { deleted: [link.clientDevice, link.providerDevice], failures: [] },
+    });
+    expect(detached).toEqual([link.clientDevice, link.providerDevice]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    // Again, the kernel deleting it now: taken down and recorded.
+    kernel.kept.clear();
+    const rerun = await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm });
+    expect(rerun.reports.map((report) => [report.id, report.linked])).toEqual([[link.id, true]]);
+    expect((await loadState(stateDir)).links.map((recorded) => [recorded.id, recorded.attached])).toEqual([[link.id, undefined]]);
+  });
+
+  it('unlink: a VMM that refuses after another NIC came out: the refusal says that NIC came out (its VM lost it), no device deleted', async () => {
+    const { vmm, detached, refusing } = qemuPort();
+    const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
+    refusing.add(NETVM);
+    await expect(unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'vmm-detach-failed',
+      message: expect.stringMatching(
+        new RegExp(
+          `^unlink c1: QEMU refused device_del of ${link.providerDevice}; so no host device was deleted .*run spectrum-link unlink c1 --force; ` +
+            `before that refusal, it had taken NIC ${link.clientDevice} out of the qemu of c1 \\(c1 no longer has it\\)$`,
+        ),
+      ),
+    });
+    expect([detached, kernel.removed]).toEqual([[link.clientDevice], []]);
+  });
+
+  it('unlink --force (the bin): a VMM that did not detach, then the kernel refusing a tap\'s deletion: one line saying what it had done, then that VMM\'s line (its tap and bridge deleted); exit 1; again, it converges', async () => {
+    const { vmm, refusing } = qemuPort();
+    const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
+    kernel.host = new Map(devicesOf(link));
+    kernel.kept.add(link.clientDevice);
+    refusing.add(NETVM);
+    for (const json of [false, true]) {
+      const run = await bin(['unlink', c1, '--force', '--attach', 'qemu', ...(json ? ['--json'] : [])], vmm);
+      expect(run).toEqual({
+        code: 1,
+        // As where a take-down is not recorded: nothing on stdout.
+        stdout: '',
+        stderr: [
+          `spectrum-link: unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: removing device ${link.clientDevice} failed: Device or resource busy; ` +
+            `by then it had taken NIC ${link.clientDevice} out of the qemu of c1 (c1 no longer has it); ` +
+            `but not NIC ${link.providerDevice}, which the qemu of netvm did not detach (QEMU refused device_del of ${link.providerDevice}); ` +
+            `it had deleted ${link.providerDevice} ${link.bridge} (${link.clientDevice} may still exist); ` +
+            `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 --force --state-dir ${stateDir} --device-prefix sn --attach qemu again, ${again}`,
+          expect.stringMatching(
+            new RegExp(
+              `^spectrum-link: QEMU of netvm did not detach NIC ${link.providerDevice} \\(link c1 -> netvm, id ${link.id}\\): QEMU refused device_del of ${link.providerDevice}; ` +
+                `the host side was removed anyway \\(tap ${link.providerDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\)`,
+            ),
+          ),
+        ],
+      });
+    }
+    expect((await loadState(stateDir)).links.map((recorded) => recorded.attached)).toEqual([{ client: 'qemu', provider: 'qemu' }]);
+    kernel.kept.clear();
+    refusing.clear();
+    expect(await bin(['unlink', c1, '--force', '--attach', 'qemu'], vmm)).toEqual({ code: 0, stdout: `unlinked c1 -> netvm (id ${link.id}, kept)\n`, stderr: [] });
+    expect((await loadState(stateDir)).links.map((recorded) => recorded.attached)).toEqual([undefined]);
+  });
+
+  it.each([false, true])('link (--json: %s): its take-down of a dropped provider stopped by the kernel says the NIC out, the VMM that did not detach and the devices deleted (--json: takeDownStopped), then that VMM\'s line; the link stays recorded, and link again takes it down', async (json) => {
+    const { vmm, refusing } = qemuPort();
+    await addVm(netvm2);
+    await writeFile(join(configDir, c1, 'providers', 'net', netvm2), '');
+    const dropped = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)!.find((report) => report.provider === netvm2)!;
+    await rm(join(configDir, c1, 'providers', 'net', netvm2));
+    kernel.host = new Map(devicesOf(dropped));
+    kernel.kept.add(dropped.clientDevice);
+    refusing.add(netvm2);
+    const run = await linkCli([...(json ? ['--json'] : []), c1], stateDir, { vmm, attach: ['qemu'] });
+    const error = `QEMU refused device_del of ${dropped.providerDevice}`;
+    if (json) {
+      expect(run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown)).toEqual([
+        {
+          vm: c1,
+          links: [expect.objectContaining({ vm: c1, provider: NETVM })],
+          takeDownStopped: [
+            {
+              vm: c1,
+              provider: netvm2,
+              id: dropped.id,
+              clientIp: dropped.clientIp,
+              clientMac: dropped.clientMac,
+              providerMac: dropped.providerMac,
+              bridge: dropped.bridge,
+              clientDevice: dropped.clientDevice,
+              providerDevice: dropped.providerDevice,
+              clientAttach: 'qemu',
+              providerAttach: 'qemu',
+              nicsDetached: [{ vm: c1, vmm: 'qemu', nic: dropped.clientDevice }],
+              vmmFailures: [{ vm: netvm2, vmm: 'qemu', nic: dropped.providerDevice, error }],
+              devicesDeleted: [dropped.providerDevice, dropped.bridge],
+            },
+          ],
+        },
+      ]);
+    } else {
+      expect(run.stdout.split('\n').filter((line) => line !== '' && !line.startsWith(' '))).toEqual([expect.stringMatching(/^c1 -> netvm  id /)]);
+    }
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 1,
+      stderr: [
+        `spectrum-link: linked, but taking down c1 -> netvm2 (id ${dropped.id}), no longer among the providers, stopped part-way: removing device ${dropped.clientDevice} failed: Device or resource busy; ` +
+          `by then it had taken NIC ${dropped.clientDevice} out of the qemu of c1 (c1 no longer has it); but not NIC ${dropped.providerDevice}, which the qemu of netvm2 did not detach (${error}); ` +
+          `it had deleted ${dropped.providerDevice} ${dropped.bridge} (${dropped.clientDevice} may still exist); ` +
+          `so the state file still records them as linked: run the same link again, which takes down what is left of them (a NIC already out of its VMM, and a device already gone, count as done)`,
+        expect.stringMatching(new RegExp(`^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): ${error}; the host side was removed anyway`)),
+      ],
+    });
+    const recorded = async (): Promise<unknown> => (await loadState(stateDir)).links.find((link) => link.provider === netvm2)?.attached;
+    expect(await recorded()).toEqual({ client: 'qemu', provider: 'qemu' });
+    // Again, the kernel and the VMM going along now: taken down and recorded.
+    kernel.kept.clear();
+    refusing.clear();
+    const rerun = await linkCli([c1], stateDir, { vmm, attach: ['qemu'] });
+    expect({ code: rerun.code, stderr: rerun.stderr }).toEqual({ code: 0, stderr: [] });
+    expect(rerun.stdout).toContain(`unlinked c1 -> netvm2 (id ${dropped.id}, kept): netvm2 is no longer among c1's providers\n`);
+    expect(await recorded()).toBeUndefined();
+  });
+  it('link --all --json: a client that names no provider any more, whose take-down stopped part-way, gets a line with takeDownStopped (in text, the failure\'s line alone says it)', async () => {
+    const { vmm } = qemuPort();
+    const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
+    // c1 names no provider now; c2 and c3 do.
+    await rm(join(configDir, c1, 'providers', 'net', NETVM));
+    kernel.host = new Map(devicesOf(link));
+    kernel.kept.add(link.bridge);
+    for (const json of [true, false]) {
+      const run = await linkCli([...(json ? ['--json'] : []), '--all'], stateDir, { vmm, attach: ['qemu'] });
+      const lines = run.stdout.split('\n').filter((line) => line !== '' && !line.startsWith(' '));
+      if (json) {
+        expect(lines.map((line) => JSON.parse(line) as { vm: string })).toEqual([
+          { vm: 'c2', links: [expect.objectContaining({ vm: 'c2' })] },
+          { vm: 'c3', links: [expect.objectContaining({ vm: 'c3' })] },
+          {
+            vm: c1,
+            links: [],
+            takeDownStopped: [
+              expect.objectContaining({
+                id: link.id,
+                clientAttach: 'qemu',
+                providerAttach: 'qemu',
+                nicsDetached: [
+                  { vm: c1, vmm: 'qemu', nic: link.clientDevice },
+                  { vm: NETVM, vmm: 'qemu', nic: link.providerDevice },
+                ],
+                vmmFailures: [],
+                devicesDeleted: [link.clientDevice, link.providerDevice],
+              }),
+            ],
+          },
+        ]);
+      } else expect(lines).toEqual([expect.stringMatching(/^c2 -> netvm  /), expect.stringMatching(/^c3 -> netvm  /)]);
+      expect({ code: run.code, stderr: run.stderr }).toEqual({
+        code: 1,
+        stderr: [expect.stringMatching(new RegExp(`^spectrum-link: linked, but taking down c1 -> netvm \\(id ${link.id}\\), no longer among the providers, stopped part-way: removing device ${link.bridge} failed: `))],
+      });
+    }
   });
 });
 

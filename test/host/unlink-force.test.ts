@@ -142,6 +142,39 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     await linkLynx();
   });
 
+  it("unlink stopped by the kernel refusing a deletion (a loopback device under the link's bridge name) after its NIC came out of QEMU: one line saying that NIC, the devices deleted and what may still exist, exit 1, the record as it was; that unlink again, run as printed once the name is free, takes the rest down", async () => {
+    const link = await linkLynx();
+    expect(qemu.devices.has(link.clientDevice)).toBe(true);
+    // The kernel deletes no loopback device (EOPNOTSUPP): this namespace's, renamed (it has to be
+    // down for that) to the bridge's name, is one the unlink deletes as the link's names' device.
+    await world.host.ip(['link', 'del', link.bridge]);
+    await world.host.ip(['link', 'set', 'lo', 'down']);
+    await world.host.ip(['link', 'set', 'lo', 'name', link.bridge]);
+    let stopped: Awaited<ReturnType<LinkWorld['link']>>;
+    try {
+      stopped = await world.link(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate, '--json']);
+    } finally {
+      await world.host.ip(['link', 'set', link.bridge, 'name', 'lo']);
+      await world.host.ip(['link', 'set', 'lo', 'up']);
+    }
+    expect({ code: stopped.code, stdout: stopped.stdout }).toEqual({ code: 1, stdout: '' });
+    const again = `spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)}`;
+    expect(stderrLines(stopped.stderr)).toEqual([
+      `spectrum-link: unlink appvm-lynx: taking down appvm-lynx -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Operation not supported; ` +
+        `by then it had taken NIC ${link.clientDevice} out of the qemu of appvm-lynx (appvm-lynx no longer has it); ` +
+        `it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
+        `so the state file is as it was, recording those links as it did: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
+    ]);
+    // As said: the NIC is out of QEMU, the tap and veth gone, the link still recorded as linked.
+    expect(qemu.devices.has(link.clientDevice)).toBe(false);
+    expect(await linkDevicesOf(link)).toEqual([]);
+    expect(await listed()).toMatchObject([{ id: link.id, present: false, linked: true, clientAttach: 'qemu', providerAttach: 'netns' }]);
+    // Run as printed: the NIC already out and the devices already gone count as done; recorded.
+    const rerun = await runPrinted(world.host, again);
+    expect({ code: rerun.code, stdout: rerun.stdout, stderr: rerun.stderr }).toEqual({ code: 0, stdout: `unlinked appvm-lynx -> netvm (id ${link.id}, kept)\n`, stderr: '' });
+    expect(await listed()).toMatchObject([{ id: link.id, present: false, linked: false, clientAttach: null, providerAttach: null }]);
+  });
+
   it('run from the socket dir with a relative --qmp-socket and $SPECTRUM_LOCK_WAIT: the unlink the --force line offers names that template from anywhere and the lock wait; run as printed from elsewhere, without this environment, it detaches the NIC', async () => {
     const link = await linkLynx();
     qemu.deviceDel = 'refuse';
