@@ -223,24 +223,25 @@ function workingDirectory(): string | undefined {
 /**
  * This run's options as given (typed, or from their environment variables: the values taken), for
  * the commands its lines tell the operator to run (printed-command.ts); those at their built-in
- * default are left out. `paths`: the state dir and config dir as resolved, with their sources.
+ * default are left out, but for the paths and prefixes that say what a command acts on (state
+ * dir, config dir, device prefix, netns prefix), which are always given: left out, a
+ * $SPECTRUM_STATE_DIR (or _CONFIG_DIR, _DEVICE_PREFIX, _NETNS_PREFIX) in the shell the command is
+ * run from would have it act on other links, devices or namespaces than this run's. (The lock
+ * wait only says how long to wait: at its default, the shell's variable may set it.) The state dir
+ * and config dir (`link`'s) as stateOptions and configOptions resolve them.
  */
-function givenOptions(
-  flags: StateFlags & VmmOptionFlags & LockFlags & { netnsPrefix?: string; mtu?: string },
-  command: Command,
-  env: Env,
-  paths: Pick<LinkerOptions, 'stateDir' | 'stateDirSource'> & Partial<Pick<LinkerOptions, 'configDir' | 'configDirSource'>>,
-): GivenOptions {
+export function givenOptions(flags: StateFlags & VmmOptionFlags & LockFlags & { configDir?: string; netnsPrefix?: string; mtu?: string }, command: Command, env: Env): GivenOptions {
   const typed = (key: string): boolean => command.getOptionValueSource(key) === 'cli';
   const fromUser = (key: string, flag: string, variable: string): boolean => sourceOf(command, key, flag, variable, env).from !== 'default';
   const given = (use: boolean, key: string, value: string | undefined): Record<string, string> => (use && value !== undefined ? { [key]: value } : {});
-  const { stateDir, stateDirSource, configDir, configDirSource } = paths;
+  const takesConfigDir = command.options.some((option) => option.long === '--config-dir');
   return {
     cwd: workingDirectory(),
-    ...given(configDirSource !== undefined && configDirSource.from !== 'default', 'configDir', configDir),
-    ...given(stateDirSource !== undefined && stateDirSource.from !== 'default', 'stateDir', stateDir),
-    ...given(fromUser('devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV), 'devicePrefix', flags.devicePrefix),
-    ...given(flags.netnsPrefix !== undefined && fromUser('netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV), 'netnsPrefix', flags.netnsPrefix),
+    ...given(takesConfigDir, 'configDir', configDirFrom(flags.configDir, env)),
+    stateDir: stateDirFrom(flags.stateDir, env),
+    devicePrefix: flags.devicePrefix,
+    // (link's; unlink takes none.)
+    ...given(flags.netnsPrefix !== undefined, 'netnsPrefix', flags.netnsPrefix),
     ...given(typed('mtu'), 'mtu', flags.mtu),
     attach: flags.attach,
     ...given(typed('qmpSocket'), 'qmpSocket', flags.qmpSocket),
@@ -835,7 +836,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       checkSocketTemplates(flags);
       const paths = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env) };
       // What its lines tell the operator to run carries this run's options (printed-command.ts).
-      const given = givenOptions(flags, command, env, paths);
+      const given = givenOptions(flags, command, env);
       const linkerOpts: LinkerOptions = {
         ...paths,
         commands: linkRunCommands(given, [...(flags.all === true ? ['--all'] : names), ...(flags.keepGoing === true ? ['--keep-going'] : [])]),
@@ -1049,7 +1050,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       checkSocketTemplates(flags);
       const state = stateOptions(flags, env, command);
       // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts).
-      const given = givenOptions(flags, command, env, state);
+      const given = givenOptions(flags, command, env);
       const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned) => linkCommand([name], given, pinned) };
       const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands };
       // Before the lock, which would make it.

@@ -6,9 +6,11 @@ import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { VM_NAME_MAX } from './vm-name.js';
 
 /**
- * The options of a run that a command printed after it carries over, each only where the run was
- * given it (typed, or from its environment variable: the value it took); one at its built-in
- * default is left out, as the printed command takes the same default.
+ * The options of a run that a command printed after it carries over, each with the value the run
+ * took (typed, or from its environment variable); one at its built-in default is left out, as the
+ * printed command takes the same default, but for those a variable in the shell the command is
+ * run from could change to act on other links (the state dir, config dir and prefixes: the CLI
+ * gives them always, link-commands.ts givenOptions).
  */
 export interface GivenOptions {
   /** The run's working directory, which a relative path below is relative to (undefined: it is gone, and the CLI refused relative paths). */

@@ -3,12 +3,12 @@
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
-import { forcedLine, interruptedUndoingError, leftDownLine, linkCommands, nicRemoval, undoStateLine, undoStepLine, unlistedLine } from '../../host/link-commands.js';
+import { forcedLine, givenOptions, interruptedUndoingError, leftDownLine, linkCommands, nicRemoval, undoStateLine, undoStepLine, unlistedLine } from '../../host/link-commands.js';
 import type { LeftDownLink, LinkReport, VmmDetachFailure, VmmPort } from '../../host/linker.js';
 import { DEFAULT_LOCK_TIMEOUT_MS } from '../../host/state-store.js';
 import { vmName } from '../../host/vm-name.js';
 import { vmmPort } from '../../host/vmm-port.js';
-import { type GivenOptions, NO_OPTIONS } from '../../host/printed-command.js';
+import { type GivenOptions, NO_OPTIONS, unlinkCommand } from '../../host/printed-command.js';
 import { parseAttachChoice } from '../../host/attach-mode.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 
@@ -136,6 +136,33 @@ describe('spectrum-link linker commands', () => {
     expect(waitOf({ SPECTRUM_LOCK_WAIT: '1200' }, [])).toBe('1200');
     expect(waitOf({ SPECTRUM_LOCK_WAIT: '1200' }, ['--lock-wait', '0'])).toBe('0');
   });
+
+  it.each(['link', 'unlink'])(
+    '%s: the commands its lines print name the state dir, config dir and prefixes whatever their source (the default too), so that another value of their variable in the shell they are run from does not change what they act on; the lock wait only where given',
+    (name) => {
+      const printedOf = (env: Record<string, string>, args: readonly string[]): GivenOptions => {
+        let given: GivenOptions | undefined;
+        const command = linkCommands(env, () => ({}) as VmmPort).find((candidate) => candidate.name() === name)!;
+        command
+          .exitOverride()
+          .action((...parsed: unknown[]) => void (given = givenOptions(parsed.at(-2) as Parameters<typeof givenOptions>[0], parsed.at(-1) as Command, env)))
+          .parse([...(argumentsOf[name] ?? []), ...args], { from: 'user' });
+        if (given === undefined) throw new Error(`${name} did not run`);
+        return given;
+      };
+      const withoutCwd = ({ cwd: _, ...options }: GivenOptions): Omit<GivenOptions, 'cwd'> => options;
+      const linkOnly = (options: Partial<GivenOptions>): Partial<GivenOptions> => (name === 'link' ? options : {});
+      // Each at its default: said all the same (a $SPECTRUM_STATE_DIR where the command is run would lead it elsewhere).
+      expect(withoutCwd(printedOf({}, []))).toEqual({ stateDir: '/var/lib/spectrum-link', devicePrefix: 'sn', attach: [], ...linkOnly({ configDir: '/ext/svc/data', netnsPrefix: '' }) });
+      const fromEnv = { SPECTRUM_STATE_DIR: '/srv/state', SPECTRUM_CONFIG_DIR: '/srv/config', SPECTRUM_DEVICE_PREFIX: 'tp', SPECTRUM_NETNS_PREFIX: 'vm-', SPECTRUM_LOCK_WAIT: '5' };
+      expect(withoutCwd(printedOf(fromEnv, []))).toEqual({ stateDir: '/srv/state', devicePrefix: 'tp', attach: [], lockWait: '5', ...linkOnly({ configDir: '/srv/config', netnsPrefix: 'vm-' }) });
+      // The options typed win over the variables, as in the run.
+      const typed = ['--state-dir', '/typed/state', '--device-prefix', 'ty', '--lock-wait', '0', ...(name === 'link' ? ['--config-dir', '/typed/config', '--netns-prefix', ''] : [])];
+      expect(withoutCwd(printedOf(fromEnv, typed))).toEqual({ stateDir: '/typed/state', devicePrefix: 'ty', attach: [], lockWait: '0', ...linkOnly({ configDir: '/typed/config', netnsPrefix: '' }) });
+      // The unlink it prints, at the defaults: both named.
+      expect(unlinkCommand('appvm-lynx', ['--force'], printedOf({}, []))).toBe('spectrum-link unlink appvm-lynx --force --state-dir /var/lib/spectrum-link --device-prefix sn');
+    },
+  );
 
   it.each(['link', 'unlink'])('%s --help gives the range of --vmm-timeout that the VMM options take', (name) => {
     const help = named(name).helpInformation().replace(/\s+/g, ' ');

@@ -194,15 +194,29 @@ function spectrumLinkOnPath(): Promise<string> {
 }
 
 /**
+ * The SPECTRUM_ variables that say what a command acts on, as another shell may have them: each
+ * leads elsewhere (a state dir and config dir that do not exist, prefixes of no device or
+ * namespace of the test's), so that a printed command that left its option out would not do what
+ * it says (runPrinted).
+ */
+export const ANOTHER_SHELL: Readonly<Record<string, string>> = {
+  SPECTRUM_STATE_DIR: '/nonexistent/spectrum-printed-state',
+  SPECTRUM_CONFIG_DIR: '/nonexistent/spectrum-printed-config',
+  SPECTRUM_DEVICE_PREFIX: 'zq',
+  SPECTRUM_NETNS_PREFIX: 'spectrum-printed-',
+};
+
+/**
  * Run a command line that spectrum-link printed for the operator to run (`cd DIR && spectrum-link
  * ...` included), as bash runs it typed: from the root directory, not this process's working
- * directory, and without any SPECTRUM_ variable but the log level, so that the line must carry
- * every option it needs; in `ns` (a world's host namespace), `spectrum-link` the built bin.
+ * directory, and without the run's SPECTRUM_ variables but the log level: those that say what a
+ * command acts on set to lead elsewhere (ANOTHER_SHELL), so that the line must carry every option
+ * it needs; in `ns` (a world's host namespace), `spectrum-link` the built bin.
  */
 export async function runPrinted(ns: Netns, line: string): Promise<ExecResult> {
   const bin = await spectrumLinkOnPath();
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('SPECTRUM_') || name === 'SPECTRUM_LOG_LEVEL'));
-  return ns.exec(['bash', '-c', `cd / && ${line}`], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env: { ...env, PATH: `${bin}:${process.env['PATH'] ?? ''}` } });
+  return ns.exec(['bash', '-c', `cd / && ${line}`], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env: { ...env, ...ANOTHER_SHELL, PATH: `${bin}:${process.env['PATH'] ?? ''}` } });
 }
 
 /**

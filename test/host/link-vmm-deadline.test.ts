@@ -109,7 +109,7 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
           "the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout; " +
           "so no host device was deleted and appvm-lynx's links stay recorded (a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers): " +
           // The same unlink with --force, with this run's options: its --vmm-timeout too, as a larger one may be what lets the VMM finish.
-          `to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force --state-dir ${world().stateDir} --qmp-socket ${shellWord(`${sockets}/{vm}.qmp`)} --vmm-timeout ${timeoutMs}`,
+          `to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force --state-dir ${world().stateDir} --device-prefix sn --qmp-socket ${shellWord(`${sockets}/{vm}.qmp`)} --vmm-timeout ${timeoutMs}`,
       ]);
       // Given up (2 --vmm-timeouts) before device_del, with room for start-up; far less than a --vmm-timeout per step.
       expect(elapsed).toBeLessThan(3 * timeoutMs);
@@ -133,7 +133,7 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
       // Once QEMU answers in time, the unlink that line offers, run as printed, takes the NIC out.
       qemu.stepDelayMs = 0;
       const offered = /, or (spectrum-link unlink .*?) detaches it;/.exec(lines(forced.stderr)[0] ?? '')?.[1] ?? 'false';
-      expect(offered).toBe(`spectrum-link unlink appvm-lynx --state-dir ${world().stateDir} --attach appvm-lynx=qemu --qmp-socket ${shellWord(`${sockets}/{vm}.qmp`)} --vmm-timeout ${timeoutMs}`);
+      expect(offered).toBe(`spectrum-link unlink appvm-lynx --state-dir ${world().stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${shellWord(`${sockets}/{vm}.qmp`)} --vmm-timeout ${timeoutMs}`);
       const detached = await runPrinted(world().host, offered);
       expect(detached.code, detached.stderr).toBe(0);
       expect(qemu.devices.size).toBe(0);

@@ -221,9 +221,9 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     const absolute = `${socketDir}/{vm}.qmp`;
     const cd = Buffer.byteLength(absolute.replace('{vm}', 'v'.repeat(64))) > 107 ? `cd ${socketDir} && ` : '';
     const template = cd === '' ? `'${absolute}'` : "'{vm}.qmp'";
-    const unlinkLine = `${cd}spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --qmp-socket ${template} --vmm-timeout 300`;
+    const unlinkLine = `${cd}spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${template} --vmm-timeout 300`;
     const linkLine =
-      `${cd}spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --netns-prefix ${world.netnsPrefix} ` +
+      `${cd}spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --device-prefix sn --netns-prefix ${world.netnsPrefix} ` +
       `--attach appvm-lynx=none --attach netvm=netns --qmp-socket ${template} --vmm-timeout 300`;
     expect(refused.stderr).toMatch(
       new RegExp(
@@ -431,9 +431,9 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       // For a VM that runs at the new path: an unlink of the client, then the link with the modes
       // the unlink takes away, each with this run's options it takes; the template too long made
       // absolute, so each from the working directory.
-      const unlinkLine = `cd ${deep} && spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --qmp-socket '../../moved/{vm}.qmp'`;
+      const unlinkLine = `cd ${deep} && spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --qmp-socket '../../moved/{vm}.qmp'`;
       const linkLine =
-        `cd ${deep} && spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --netns-prefix ${world.netnsPrefix} ` +
+        `cd ${deep} && spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --device-prefix sn --netns-prefix ${world.netnsPrefix} ` +
         "--attach appvm-lynx=qemu --attach netvm=netns --qmp-socket '../../moved/{vm}.qmp'";
       expect(stderrLines(refused.stderr)).toEqual([
         `spectrum-link: appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not moved to socket ${path}, the path --qmp-socket gives now: ` +

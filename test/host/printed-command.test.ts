@@ -12,6 +12,18 @@ import { type GivenOptions, NO_OPTIONS, linkCommand, shellWord, socketFromAnywhe
 const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
 
 /**
+ * A character of a word to quote: often one a shell or a terminal acts on (quotes, backslash, `$`,
+ * `!`, globs, blanks, a line break, ESC, DEL, C1, bidi and zero-width), else any ASCII or any
+ * code point; never NUL, which no argument holds. (Code points drawn alone from the whole range
+ * are almost never ASCII: such a word would hardly ever hold what the quoting is for.)
+ */
+const WORD_CHAR = fc.oneof(
+  fc.constantFrom(..."'\"\\$!`*?[]{}()<>|&;#~=%^ \t\n-", '\u001b', '\u007f', '\u0085', '\u009b', '\u00a0', '\u200b', '\u202e', '\u2028', 'é', '\u{1f600}'),
+  fc.string({ unit: 'binary-ascii', minLength: 1, maxLength: 1 }),
+  fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+).filter((char) => char !== '\0');
+
+/**
  * The words of a printed command as bash runs it (`spectrum-link` a function that prints them),
  * and the directory it runs in; from `from`.
  */
@@ -23,7 +35,7 @@ function runByBash(line: string, from = '/'): { cwd: string; words: string[] } {
 
 describe('shellWord', () => {
   it('bash reads any word back as it was (but NUL, which no argument holds), and the word printed holds nothing a terminal acts on, nor a line break', () => {
-    const word = fc.string({ unit: 'binary', maxLength: 24 }).filter((text) => !text.includes('\0'));
+    const word = fc.string({ unit: WORD_CHAR, maxLength: 24 });
     fc.assert(
       fc.property(word, (text) => {
         const quoted = shellWord(text);
@@ -84,11 +96,13 @@ describe('the commands printed', () => {
   it('a relative template too long made absolute for some VM (the longest name): every path as given, run from the run\'s directory; bash runs it there, from anywhere', async () => {
     const base = await mkdtemp(join(tmpdir(), 'sn-printed-'));
     try {
-      const cwd = join(base, 'd'.repeat(40));
+      // A directory whose name the shell would split and expand, the line one all the same.
+      const cwd = join(base, `d'i r $HOME!\n${'d'.repeat(34)}`);
       await mkdir(cwd);
       const given: GivenOptions = { cwd, stateDir: 'state', attach: [], qmpSocket: 'q/{vm}.qmp' };
       const line = unlinkCommand('appvm-lynx', ['--force'], given);
-      expect(line).toBe(`cd ${cwd} && spectrum-link unlink appvm-lynx --force --state-dir state --qmp-socket 'q/{vm}.qmp'`);
+      expect(line).not.toMatch(TERMINAL_ACTIVE);
+      expect(line).toBe(`cd ${shellWord(cwd)} && spectrum-link unlink appvm-lynx --force --state-dir state --qmp-socket 'q/{vm}.qmp'`);
       expect(runByBash(line)).toEqual({ cwd, words: ['unlink', 'appvm-lynx', '--force', '--state-dir', 'state', '--qmp-socket', 'q/{vm}.qmp'] });
       // Short enough for every VM (a run from /): absolute, the command runs where it is typed.
       const short = unlinkCommand('appvm-lynx', ['--force'], { ...given, cwd: '/' });
@@ -99,7 +113,7 @@ describe('the commands printed', () => {
   });
 
   it('bash runs a command printed with the values given, whatever they hold (spaces, quotes, control characters), each an argument of its own', () => {
-    const value = fc.string({ unit: 'binary', minLength: 1, maxLength: 12 }).filter((text) => !text.includes('\0'));
+    const value = fc.string({ unit: WORD_CHAR, minLength: 1, maxLength: 12 });
     fc.assert(
       fc.property(value, value, (stateDir, prefix) => {
         const given: GivenOptions = { cwd: '/', stateDir: `/${stateDir}`, devicePrefix: prefix, attach: [], qmpSocket: `/q/${stateDir}/{vm}` };

@@ -94,11 +94,11 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const plain = await world.link(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate]);
     expect(plain.code).toBe(1);
     expect(stderrLines(plain.stderr)).toHaveLength(1);
-    // The same unlink with --force, with this run's options (the world gave it --state-dir).
+    // The same unlink with --force, with this run's options (the world gave it --state-dir; its --device-prefix, the default, named too).
     expect(plain.stderr).toMatch(
       new RegExp(
         "^spectrum-link: unlink appvm-lynx: QEMU refused device_del: .*does not support hotplugging .*; so no host device was deleted and appvm-lynx's links stay recorded \\(a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers\\): " +
-          `to delete them whatever the VMM says, run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)}`)}\\n$`,
+          `to delete them whatever the VMM says, run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)}`)}\\n$`,
       ),
     );
     expect(await linkDevicesOf(link)).toHaveLength(3);
@@ -114,7 +114,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
           `the host side was removed anyway \\(tap ${link.clientDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
           `which the next link reports as a conflict: once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, ` +
           `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${link.clientDevice}"\\}, ` +
-          `or ${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it; or restart appvm-lynx$`,
+          `or ${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it; or restart appvm-lynx$`,
       ),
     );
     // The JSON says which link went down despite its VMM, and which VMM.
@@ -158,7 +158,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       await world.host.ip(['link', 'set', 'lo', 'up']);
     }
     expect({ code: stopped.code, stdout: stopped.stdout }).toEqual({ code: 1, stdout: '' });
-    const again = `spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)}`;
+    const again = `spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)}`;
     expect(stderrLines(stopped.stderr)).toEqual([
       `spectrum-link: unlink appvm-lynx: taking down appvm-lynx -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Operation not supported; ` +
         `by then it had taken NIC ${link.clientDevice} out of the qemu of appvm-lynx (appvm-lynx no longer has it); ` +
@@ -194,7 +194,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const fromDir = Buffer.byteLength(absolute.replace('{vm}', 'v'.repeat(64))) > 107;
     const offered = offeredUnlink(lines[0]!);
     expect(offered).toBe(
-      `${fromDir ? `cd ${socketDir} && ` : ''}spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${shellWord(fromDir ? '{vm}.qmp' : absolute)} --lock-wait 7`,
+      `${fromDir ? `cd ${socketDir} && ` : ''}spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${shellWord(fromDir ? '{vm}.qmp' : absolute)} --lock-wait 7`,
     );
     expect(qemu.devices.has(link.clientDevice)).toBe(true);
     qemu.deviceDel = 'ok';
@@ -211,7 +211,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(plain.code).toBe(1);
     expect(stderrLines(plain.stderr)).toHaveLength(1);
     expect(plain.stderr).toMatch(
-      new RegExp(`no reply to device_del within 300 ms: .*run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)} --vmm-timeout 300`)}\\n$`),
+      new RegExp(`no reply to device_del within 300 ms: .*run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)} --vmm-timeout 300`)}\\n$`),
     );
     expect(await linkDevicesOf(link)).toHaveLength(3);
 
@@ -268,7 +268,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(plain.ms).toBeLessThan(3500);
     expect(plain.stderr).toMatch(
       new RegExp(
-        `^spectrum-link: unlink appvm-lynx: the QEMU of appvm-lynx .* within 2000 ms, .*run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)} --vmm-timeout 1000`)}\\n$`,
+        `^spectrum-link: unlink appvm-lynx: the QEMU of appvm-lynx .* within 2000 ms, .*run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)} --vmm-timeout 1000`)}\\n$`,
       ),
     );
     expect(await linkDevicesOf(again)).toHaveLength(3);
@@ -287,7 +287,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(plain.code).toBe(1);
     expect(stderrLines(plain.stderr)).toHaveLength(1);
     expect(plain.stderr).toMatch(
-      new RegExp(`vm\\.remove-device answered 500.*device busy.*no host device was deleted .*${escaped(`spectrum-link unlink appvm-catgirl --force --state-dir ${world.stateDir} --ch-socket ${fake.socketPath}`)}\\n$`),
+      new RegExp(`vm\\.remove-device answered 500.*device busy.*no host device was deleted .*${escaped(`spectrum-link unlink appvm-catgirl --force --state-dir ${world.stateDir} --device-prefix sn --ch-socket ${fake.socketPath}`)}\\n$`),
     );
     expect(await linkDevicesOf(link)).toHaveLength(3);
     expect(fake.nets).toHaveLength(1);
@@ -302,7 +302,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       new RegExp(
         `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${link.clientDevice} .*answered 500.*the host side was removed anyway.*: once the VMM answers, ` +
           `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.clientDevice} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${link.clientDevice}"\\} on that socket\\), ` +
-          `or ${escaped(`spectrum-link unlink appvm-catgirl --state-dir ${world.stateDir} --attach appvm-catgirl=cloud-hypervisor --ch-socket ${fake.socketPath}`)} detaches it; or restart appvm-catgirl$`,
+          `or ${escaped(`spectrum-link unlink appvm-catgirl --state-dir ${world.stateDir} --device-prefix sn --attach appvm-catgirl=cloud-hypervisor --ch-socket ${fake.socketPath}`)} detaches it; or restart appvm-catgirl$`,
       ),
     );
     expect(await linkDevicesOf(link)).toEqual([]);
@@ -368,7 +368,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       new RegExp(
         `^spectrum-link: cloud-hypervisor of netvm did not detach NIC ${link.providerDevice} .*no answer to GET vm\\.info within 300 ms.*host side was removed anyway.*` +
           `remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${link.providerDevice} .*, ` +
-          `or ${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach netvm=cloud-hypervisor --qmp-socket ${shellWord(qmpTemplate)} --ch-socket ${fake.socketPath} --vmm-timeout 300`)} detaches it; or restart netvm$`,
+          `or ${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach netvm=cloud-hypervisor --qmp-socket ${shellWord(qmpTemplate)} --ch-socket ${fake.socketPath} --vmm-timeout 300`)} detaches it; or restart netvm$`,
       ),
     );
     const json = JSON.parse(forced.stdout) as UnlinkJson;
@@ -406,9 +406,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
           `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${dropped.clientDevice} \\(link appvm-lynx -> appvm-catgirl, id ${dropped.id}\\): QEMU refused device_del: .*; ` +
             `the host side was removed anyway \\(tap ${dropped.clientDevice} and bridge ${dropped.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
             'which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, ' +
-            `${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it ` +
+            `${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it ` +
             `\\(taking appvm-lynx's other links down too: run ${escaped(
-              `spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --netns-prefix ${world.netnsPrefix} ` +
+              `spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --device-prefix sn --netns-prefix ${world.netnsPrefix} ` +
                 `--attach appvm-lynx=qemu --attach netvm=netns --attach appvm-catgirl=netns --qmp-socket ${shellWord(qmpTemplate)}`,
             )} after\\), or restart appvm-lynx$`,
         ),
@@ -455,9 +455,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const lines = stderrLines(forced.stderr);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`remove the NIC with QMP at ${recorded}: device_del {"id":"${link.clientDevice}"}`);
-    // The socket recorded in place of this run's template (the world gave it --state-dir; --attach not carried over).
+    // The socket recorded in place of this run's template (the world gave it --state-dir; the device prefix named, the default too; --attach not carried over).
     const printed = offeredUnlink(lines[0]!);
-    expect(printed).toBe(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${recorded}`);
+    expect(printed).toBe(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${recorded}`);
     // As the line says, once QEMU answers, run as printed.
     qemu.deviceDel = 'ok';
     const connections = qemu.connections;
@@ -479,7 +479,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const lines = stderrLines(forced.stderr);
     expect(lines).toHaveLength(1);
     const printed = offeredUnlink(lines[0]!);
-    expect(printed).toBe(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --attach appvm-lynx=qemu --qmp-socket ${recorded}`);
+    expect(printed).toBe(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${recorded}`);
     qemu.deviceDel = 'ok';
     const again = await runPrinted(world.host, printed ?? 'false');
     expect(again.code, again.stderr).toBe(0);
@@ -694,7 +694,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         expect.stringMatching(/^spectrum-link: QEMU refused to add NIC snc\d+ .*No free slot on bus pcie\.0/),
         `spectrum-link: undoing the run, the state file could not be written back: cannot write state file ${mountPoint}/links.json (ENOSPC); check the state dir's permissions and free space; ` +
           `so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id ${id}), though what this run did for them (devices made, NICs hot-plugged) is undone: ` +
-          `once it can be written, run spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${mountPoint} --netns-prefix ${world.netnsPrefix} ` +
+          `once it can be written, run spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${mountPoint} --device-prefix sn --netns-prefix ${world.netnsPrefix} ` +
           `--attach appvm-lynx=qemu --attach netvm=netns --qmp-socket ${shellWord(qmpTemplate)}, which makes their devices`,
       ]);
       // The devices are deleted, as said; the tmpfs stayed in that mount namespace.
