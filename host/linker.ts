@@ -94,10 +94,12 @@ export interface VmmPort {
    * (the CLI's: twice --vmm-timeout), plain or forced, as it runs under the state lock: a VMM
    * answering each step just in time cannot stretch it.
    * 'not-running' where no VMM runs there (nothing at its socket, or a socket refusing
-   * connections: the VM stopped), which holds no NIC: nothing was taken out; else (or nothing
-   * said) the VMM no longer holds it.
+   * connections: the VM stopped), which holds no NIC: nothing was taken out; 'absent' where the
+   * VMM runs but did not hold that NIC (taken out earlier, or the VM restarted without it: QEMU's
+   * DeviceNotFound, cloud-hypervisor's unknown id): nothing was taken out either; else (nothing
+   * said) this call took it out.
    */
-  detach(kind: VmmKind, vm: VmName, nic: VmmNic, socket?: string): Promise<'not-running' | void>;
+  detach(kind: VmmKind, vm: VmName, nic: VmmNic, socket?: string): Promise<'not-running' | 'absent' | void>;
   /**
    * Refuse, as bad input, a VM whose VMM socket path cannot be one (too long for a Unix socket);
    * `socket`: a recorded one, checked instead of the template's. Asked before anything is made for
@@ -2478,9 +2480,9 @@ const reasonOf = (error: unknown): string => (error instanceof Error ? error.mes
 
 /**
  * Detach each link's VMM NICs (of `sides`), one after another, each that came out added to
- * `done.detached` as it goes (a VMM not running held none). Without force the first failure is
- * thrown (as `refused` makes it); with force every NIC is tried and the failures are added to
- * `done.failures`.
+ * `done.detached` as it goes (a VMM not running, or one without that NIC, took none out).
+ * Without force the first failure is thrown (as `refused` makes it); with force every NIC is
+ * tried and the failures are added to `done.failures`.
  */
 async function detachFromVmms(
   reports: readonly LinkReport[],
@@ -2494,8 +2496,10 @@ async function detachFromVmms(
     // At the socket recorded for each NIC, where there is one (vmmNics): where it was attached.
     for (const target of vmmNics(report, undefined, sides)) {
       try {
+        // Only a NIC this call took out: a VMM not running, or one that no longer held it (an
+        // earlier take-down's, or a VM restarted without it), took none out.
         const outcome = await vmm.detach(target.kind, target.vm, target.nic, target.socket);
-        if (outcome !== 'not-running') done.detached.push({ link: report, vmm: target.kind, vm: target.vm, nic: target.nic.id });
+        if (outcome === undefined) done.detached.push({ link: report, vmm: target.kind, vm: target.vm, nic: target.nic.id });
       } catch (error) {
         if (!force) throw refused(error);
         done.failures.push(detachFailure(report, target, error));

@@ -347,9 +347,10 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
         if (kind === 'qemu') {
           const result = await (await qmp()).qemuDetach(socket, nic, { ...bound, finishBy });
           if (!result.acknowledged) log().warn({ vm, nic: nic.id }, 'guest did not acknowledge the unplug in time; its netdev was removed anyway');
-        } else {
-          await (await cloudHypervisor()).chDetach(socket, nic, bound);
-        }
+          // The VMM runs without that NIC (an earlier detach took it out, or the VM restarted
+          // without it): nothing was taken out now.
+          if (result.alreadyDetached) return 'absent';
+        } else if ((await (await cloudHypervisor()).chDetach(socket, nic, bound)).alreadyDetached) return 'absent';
       } catch (error) {
         // No VMM runs there: the VM holds no NIC of ours. A socket missing is what a VMM that
         // exited leaves (QEMU removes its QMP socket at exit, checked with Debian's 7.2; a stopped

@@ -175,6 +175,39 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(await listed()).toMatchObject([{ id: link.id, present: false, linked: false, clientAttach: null, providerAttach: null }]);
   });
 
+  it("unlink stopped by the kernel refusing a deletion where QEMU runs without the link's NIC (the VM restarted), and again: no NIC said taken out (none was); the second time, nothing done, the kernel's line alone", async () => {
+    const link = await linkLynx();
+    // The VM restarted: its QEMU runs, without the NIC hot-plugged before.
+    qemu.devices.clear();
+    qemu.netdevs.clear();
+    await world.host.ip(['link', 'del', link.bridge]);
+    await world.host.ip(['link', 'set', 'lo', 'down']);
+    await world.host.ip(['link', 'set', 'lo', 'name', link.bridge]);
+    const runs: Awaited<ReturnType<LinkWorld['link']>>[] = [];
+    try {
+      for (let run = 0; run < 2; run += 1) runs.push(await world.link(['unlink', 'appvm-lynx', '--qmp-socket', qmpTemplate]));
+    } finally {
+      await world.host.ip(['link', 'set', link.bridge, 'name', 'lo']);
+      await world.host.ip(['link', 'set', 'lo', 'up']);
+    }
+    const again = `spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)}`;
+    expect(runs.map((run) => ({ code: run.code, stdout: run.stdout, stderr: stderrLines(run.stderr) }))).toEqual([
+      {
+        code: 1,
+        stdout: '',
+        stderr: [
+          `spectrum-link: unlink appvm-lynx: taking down appvm-lynx -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Operation not supported; ` +
+            `by then it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
+            `so the state file is as it was, recording those links as it did: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
+        ],
+      },
+      { code: 1, stdout: '', stderr: [`spectrum-link: removing device ${link.bridge} failed: Operation not supported`] },
+    ]);
+    expect(await listed()).toMatchObject([{ id: link.id, present: false, linked: true, clientAttach: 'qemu', providerAttach: 'netns' }]);
+    const rerun = await runPrinted(world.host, again);
+    expect({ code: rerun.code, stdout: rerun.stdout, stderr: rerun.stderr }).toEqual({ code: 0, stdout: `unlinked appvm-lynx -> netvm (id ${link.id}, kept)\n`, stderr: '' });
+  });
+
   it('run from the socket dir with a relative --qmp-socket and $SPECTRUM_LOCK_WAIT: the unlink the --force line offers names that template from anywhere and the lock wait; run as printed from elsewhere, without this environment, it detaches the NIC', async () => {
     const link = await linkLynx();
     qemu.deviceDel = 'refuse';

@@ -7,6 +7,7 @@ import { parseAttachChoice } from '../../host/attach-mode.js';
 import { UNIX_SOCKET_PATH_MAX, qemuBus, sameSocketPath, shownSocket, socketPath, socketTemplate, vmmPort } from '../../host/vmm-port.js';
 import { vmName } from '../../host/vm-name.js';
 import { EXIT } from '../../shared/cli/run-cli.js';
+import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 const flags = { qmpSocket: '/run/vm/{vm}/qmp.sock', chSocket: '/run/vm/{vm}/vmm' };
@@ -133,6 +134,30 @@ describe('a detach of a NIC of a VMM that no longer runs', () => {
       expect(running.commands).toContain('device_del');
     } finally {
       await running.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a detach of a NIC that a running VMM does not hold', () => {
+  it("says 'absent' (an earlier detach took it out, or the VM restarted without it: nothing was taken out now), QEMU and cloud-hypervisor alike; one it held, undefined", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    const qemu = await ScriptedQemu.start(join(dir, 'netvm.qmp'));
+    const ch = await FakeCloudHypervisor.start('Running');
+    try {
+      const port = vmmPort(parseAttachChoice([]), { ...flags, qmpSocket: join(dir, '{vm}.qmp'), chSocket: ch.socketPath, vmmTimeout: '1000' });
+      const nic = { id: 'snp7', tap: 'snp7', mac: '0A:B3:EC:80:00:07' };
+      qemu.devices.set('snp7', { mac: '0a:b3:ec:80:00:07', netdev: 'net-snp7' });
+      qemu.netdevs.add('net-snp7');
+      ch.nets.push({ id: 'snp7', tap: 'snp7', mac: '0a:b3:ec:80:00:07' });
+      for (const kind of ['qemu', 'cloud-hypervisor'] as const) {
+        expect(await port.detach(kind, vmName('netvm'), nic)).toBeUndefined();
+        expect(await port.detach(kind, vmName('netvm'), nic)).toBe('absent');
+      }
+      expect([qemu.devices.has('snp7'), ch.nets.length]).toEqual([false, 0]);
+    } finally {
+      await qemu.close();
+      await ch.close();
       await rm(dir, { recursive: true, force: true });
     }
   });
