@@ -451,21 +451,27 @@ export function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: 
   return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)}${unlinkAgain}; or `);
 }
 
+/** What an unlink of `vm` takes down besides the link a line is about: its other links, and those it provides (to `clients`). */
+const takenDownToo = (vm: string, clients: readonly string[]): string =>
+  clients.length === 0 ? `taking ${vm}'s other links down too` : `taking ${vm}'s other links down too, and the links it provides to ${clients.join(', ')}`;
+
 /**
  * What `link` says of a VMM that did not detach a NIC of a link to a provider the config no longer
  * names, whose socket is `socket`. Only an unlink of the client reaches that NIC now (with
  * --attach, as the state no longer records it: unlinkRetry), and that takes the client's other
- * links down too, so the line says the link of the client after it, with this run's options
- * (`given`) and the modes of those links (VmmDetachFailure.relinkAttach); where no unlink does
- * that alone, the line says how to remove the NIC at its socket.
+ * links down too, and the links it provides, so the line says the link after it of the client and
+ * of the clients of those (VmmDetachFailure.relinkClients), with this run's options (`given`) and
+ * the modes of those links (VmmDetachFailure.relinkAttach); where no unlink does that alone, the
+ * line says how to remove the NIC at its socket.
  */
 export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewhere: string | undefined, given: GivenOptions): string {
   const { link, vm, vmm, nic } = failure;
+  const clients = failure.relinkClients ?? [];
   const unlink = unlinkRetry(link.vm, failure, elsewhere, given);
   const retry =
     unlink === undefined
       ? `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)} (an unlink naming that socket would look there for NICs of other VMs too), or `
-      : `once the VMM answers, ${unlink} detaches it (taking ${link.vm}'s other links down too: run ${linkCommand([link.vm], given, failure.relinkAttach)} after), or `;
+      : `once the VMM answers, ${unlink} detaches it (${takenDownToo(link.vm, clients)}: run ${linkCommand([link.vm, ...clients], given, failure.relinkAttach)} after), or `;
   return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
 }
 
@@ -761,10 +767,15 @@ export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
 /**
  * The commands a `link` run's refusals print (linker.ts): an unlink with this run's options an
  * unlink takes (not its --attach, which means another thing to unlink), and this link again
- * (`targets`: its VMs, or --all, and --keep-going where given) with VM=MODE values added.
+ * (`names`: its VMs, or undefined for --all; and --keep-going where given) with VM=MODE values
+ * and clients added (those already named, or all with --all, are not said twice).
  */
-function linkRunCommands(given: GivenOptions, targets: readonly string[]): PrintedCommands {
-  return { unlink: (vm, words) => unlinkCommand(vm, words, given), link: (attach) => linkCommand(targets, given, attach) };
+function linkRunCommands(given: GivenOptions, names: readonly string[] | undefined, keepGoing: boolean): PrintedCommands {
+  const keep = keepGoing ? ['--keep-going'] : [];
+  return {
+    unlink: (vm, words) => unlinkCommand(vm, words, given),
+    link: (attach, clients = []) => linkCommand([...(names === undefined ? ['--all'] : new Set([...names, ...clients])), ...keep], given, attach),
+  };
 }
 
 /**
@@ -839,7 +850,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const given = givenOptions(flags, command, env);
       const linkerOpts: LinkerOptions = {
         ...paths,
-        commands: linkRunCommands(given, [...(flags.all === true ? ['--all'] : names), ...(flags.keepGoing === true ? ['--keep-going'] : [])]),
+        commands: linkRunCommands(given, flags.all === true ? undefined : names, flags.keepGoing === true),
         netnsPrefix: netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env)),
         mtu: integerOption('--mtu', flags.mtu, MTU_MIN, MTU_MAX, 'an MTU'),
         ...lockWaitOf(flags, env, command),
@@ -1051,7 +1062,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const state = stateOptions(flags, env, command);
       // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts).
       const given = givenOptions(flags, command, env);
-      const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned) => linkCommand([name], given, pinned) };
+      const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned, clients = []) => linkCommand([...new Set([name, ...clients])], given, pinned) };
       const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands };
       // Before the lock, which would make it.
       requireNamedStateDir(options.stateDir, options.stateDirSource);

@@ -314,14 +314,19 @@ export interface PrintedCommands {
    * --attach, not a link's, which means another thing).
    */
   unlink(vm: string, words: readonly string[]): string;
-  /** This run's `spectrum-link link` again, with `attach` (VM=MODE values) added to its --attach. */
-  link(attach: readonly string[]): string;
+  /**
+   * This run's `spectrum-link link` again, with `attach` (VM=MODE values) added to its --attach
+   * and `clients` to its VMs (not to --all, which names them): after an unlink of a VM, the clients
+   * of the links it provides, which that unlink takes down too.
+   */
+  link(attach: readonly string[], clients?: readonly string[]): string;
 }
 
 /** The commands of a run given no options (the library's callers): each as plain as it can be said. */
 const DEFAULT_COMMANDS: PrintedCommands = {
   unlink: (vm, words) => ['spectrum-link', 'unlink', vm, ...words].join(' '),
-  link: (attach) => `this link again${attach.length === 0 ? '' : ` with ${attach.map((value) => `--attach ${value}`).join(' ')}`}`,
+  link: (attach, clients = []) =>
+    `this link again${clients.length === 0 ? '' : ` with ${clients.join(' ')} added to its VMs`}${attach.length === 0 ? '' : `${clients.length === 0 ? ' with' : ', and'} ${attach.map((value) => `--attach ${value}`).join(' ')}`}`,
 };
 
 /**
@@ -1144,6 +1149,7 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
       ...failure,
       throughTemplate: reachedThroughTemplate(state, failure, ids),
       relinkAttach: relinkModes(state, vmName(failure.link.vm), ids, options.attach),
+      relinkClients: relinkClients(state, vmName(failure.link.vm)),
     }));
     const stopped: StoppedRelease = { ...error.released, failures };
     throw new LinkerError(
@@ -1164,6 +1170,7 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
     ...failure,
     throughTemplate: reachedThroughTemplate(next, failure, ids),
     relinkAttach: relinkModes(next, vmName(failure.link.vm), ids, options.attach),
+    relinkClients: relinkClients(next, vmName(failure.link.vm)),
   }));
   return { state: next, changed: changes, reports: released.reports, unlinked, vmmFailures };
 }
@@ -1242,18 +1249,31 @@ interface SwitchedSide {
    * of the client needs to attach them as this run would (the unlink takes the modes it keeps away).
    */
   readonly relinkAttach: readonly string[];
+  /** The clients of the links the client provides (relinkClients), which that unlink takes down too: the link after it names them. */
+  readonly relinkClients: readonly VmName[];
 }
 
 /**
- * For a link run after `unlink <client>` (which takes the client's links down, and with them the
- * modes this run keeps for their sides): `VM=MODE` for each VM of the client's links (itself and
- * the providers its config names) that this run's --attach does not choose and whose up links
- * all have one mode on its side, not `none` (which a link gives a VM it knows nothing of); pinned
- * so, every link of that VM in the run keeps the mode it has. A VM whose links disagree is left
- * out: its links keep their own, which no one mode can say.
+ * The clients of the links `vm` provides, as recorded in `state` (up or not): an `unlink <vm>`
+ * takes those links down too (it takes every link of its VM), and a link of each client brings
+ * them back, so a link printed to run after such an unlink names them.
  */
-function relinkAttach(client: VmName, snapshot: ConfigSnapshot, kept: KeptAttach): string[] {
-  const vms = [client, ...requireValidVm(snapshot, client).providers];
+function relinkClients(state: LinkState, vm: VmName): VmName[] {
+  return [...new Set(linksOfProvider(state, vm).map((link) => link.client))];
+}
+
+/**
+ * For a link run after `unlink <client>` (which takes every link of the client down, those it
+ * provides too, and with them the modes this run keeps for their sides): `VM=MODE` for each VM of
+ * the links that link makes (the client's, to the providers its config names, and those of the
+ * clients of the links it provides, `clients`, as `before` records them) that this run's --attach
+ * does not choose and whose up links all have one mode on its side, not `none` (which a link
+ * gives a VM it knows nothing of); pinned so, every link of that VM in the run keeps the mode it
+ * has. A VM whose links disagree is left out: its links keep their own, which no one mode can say.
+ */
+function relinkAttach(client: VmName, clients: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach): string[] {
+  const ofClients = clients.flatMap((other) => [other, ...linksOfClient(before, other).map((link) => link.provider)]);
+  const vms = [client, ...requireValidVm(snapshot, client).providers, ...ofClients];
   return [...new Set(vms)].flatMap((vm) => {
     const modes = kept.vms.get(vm) ?? [];
     const [only] = modes;
@@ -1304,10 +1324,13 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   if (candidates.length === 0) return [];
   // A link to a provider the config no longer names is taken down after the run, as unlink --force does.
   const named = candidates.filter(({ link }) => requireValidVm(snapshot, link.client).providers.includes(link.provider));
-  const relink = new Map<VmName, string[]>();
-  const relinkOf = (client: VmName): string[] => {
+  const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: VmName[] }>();
+  const relinkOf = (client: VmName): { relinkAttach: string[]; relinkClients: VmName[] } => {
     let words = relink.get(client);
-    if (words === undefined) relink.set(client, (words = relinkAttach(client, snapshot, kept)));
+    if (words === undefined) {
+      const clients = relinkClients(before, client);
+      relink.set(client, (words = { relinkAttach: relinkAttach(client, clients, snapshot, before, kept), relinkClients: clients }));
+    }
     return words;
   };
   const recorded = named.map((candidate) => ({ ...candidate, report: linkReport(candidate.link, options) }));
@@ -1320,7 +1343,7 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
         const toSocket = link.attached !== undefined && movedVmmSocket(link.attached, wanted, side, same) ? recordedSocket(wanted, side) : undefined;
         const path = unrecordable.get(side);
         const moved = { ...(toSocket === undefined ? {} : { toSocket }), ...(path === undefined ? {} : { unrecordable: path }) };
-        return { link: report, side, to: wanted[side], ...moved, relinkAttach: relinkOf(link.client) };
+        return { link: report, side, to: wanted[side], ...moved, ...relinkOf(link.client) };
       }),
     );
 }
@@ -1333,7 +1356,7 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
  * past it, an unlink --force of the client then this link again, is said as commands to run
  * (`commands`), the link with the modes the unlink takes away (relinkAttach).
  */
-function switchRefused({ link, side, to, toSocket, relinkAttach: pinned }: SwitchedSide, error: unknown, commands: PrintedCommands = DEFAULT_COMMANDS): unknown {
+function switchRefused({ link, side, to, toSocket, relinkAttach: pinned, relinkClients: clients }: SwitchedSide, error: unknown, commands: PrintedCommands = DEFAULT_COMMANDS): unknown {
   if (error instanceof CliError) return error;
   const vm = side === 'client' ? link.vm : link.provider;
   const from = side === 'client' ? link.clientAttach : link.providerAttach;
@@ -1346,8 +1369,17 @@ function switchRefused({ link, side, to, toSocket, relinkAttach: pinned }: Switc
     'vmm-detach-failed',
     `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not attached as ${toWhat}: its NIC ${nic} was to come out of the ${vmm} of ${vm}${at} first: ${reasonOf(error)}; ` +
       `so nothing was made for it, and it stays as it was, recorded as ${from} on that side with its devices (a NIC the VMM had already been asked to remove may be gone from ${vm}: link again once it answers): ` +
-      `to attach it as ${toWhat} whatever that VMM says, run ${commands.unlink(link.vm, ['--force'])}, then ${commands.link(pinned)}`,
+      `to attach it as ${toWhat} whatever that VMM says, run ${commands.unlink(link.vm, ['--force'])}, then ${commands.link(pinned, clients)}${providedRelinked(link.vm, clients)}`,
   );
+}
+
+/**
+ * What a line that prints `unlink <vm>` then a link says of the links `vm` provides (to `clients`,
+ * relinkClients), which that unlink takes down too: that the link names those clients, to bring
+ * them back; nothing where it provides none.
+ */
+function providedRelinked(vm: string, clients: readonly string[]): string {
+  return clients.length === 0 ? '' : ` (that unlink takes down the links ${vm} provides too, to ${clients.join(', ')}: that link names ${clients.length === 1 ? 'that client' : 'those clients'}, to bring them back)`;
 }
 
 /**
@@ -1417,7 +1449,7 @@ function assertSwitchedInputUsable(switched: readonly SwitchedSide[], options: L
  * those the unlink takes away given (relinkAttach), its socket then not recorded.
  */
 function assertMovesRecordable(switched: readonly SwitchedSide[], commands: PrintedCommands = DEFAULT_COMMANDS): void {
-  for (const { link, side, unrecordable, relinkAttach: pinned } of switched) {
+  for (const { link, side, unrecordable, relinkAttach: pinned, relinkClients: clients } of switched) {
     if (unrecordable === undefined) continue;
     const [vm, mode, nic, recorded] =
       side === 'client' ? [link.vm, link.clientAttach, link.clientDevice, link.clientSocket] : [link.provider, link.providerAttach, link.providerDevice, link.providerSocket];
@@ -1429,8 +1461,8 @@ function assertMovesRecordable(switched: readonly SwitchedSide[], commands: Prin
       `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${unrecordable}, the path ${option} gives now: the state cannot record that path (${reason}), ` +
         `so its NIC would be where no record says, and the socket recorded for it, ${recorded ?? ''}, lost; so no NIC was taken out and nothing was made for it (NIC ${nic} stays in the ${name} of ${vm} at that socket): ` +
         `give a ${option} whose path the state can record (absolute, at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'), or the one that gives ${recorded ?? ''}; ` +
-        `or, if ${vm} now runs with its socket at ${unrecordable}, run ${commands.unlink(link.vm, [])}, then ${commands.link([...new Set([`${vm}=${mode}`, ...pinned])])}, ` +
-        `which attaches that side there without recording its socket (an unlink finds it only through that ${option})`,
+        `or, if ${vm} now runs with its socket at ${unrecordable}, run ${commands.unlink(link.vm, [])}, then ${commands.link([...new Set([`${vm}=${mode}`, ...pinned])], clients)}, ` +
+        `which attaches that side there without recording its socket (an unlink finds it only through that ${option})${providedRelinked(link.vm, clients)}`,
     );
   }
 }
@@ -2431,18 +2463,26 @@ export interface VmmDetachFailure {
    * they are (relinkModes). Absent (`unlink`'s own): none.
    */
   readonly relinkAttach?: readonly string[];
+  /**
+   * Of a link `link` took down: the clients of the links the client provides (relinkClients),
+   * which that unlink takes down too: the link after it names them. Absent (`unlink`'s own): none.
+   */
+  readonly relinkClients?: readonly VmName[];
 }
 
 /**
- * For `link <client>` run after an unlink of the client (which takes its links down, and with them
- * the modes they keep): VM=MODE for each VM of the client's links attached in `state` (not those
- * `released`, by id) whose sides there have one mode, not `none` (which a link gives a VM it
- * knows nothing of), and that `attach` (this run's --attach, which that link carries) does not
- * choose. A VM whose sides disagree is left out: no one mode says them.
+ * For `link <client> <clients>` run after an unlink of the client (which takes every link of the
+ * client down, those it provides to `clients` too, and with them the modes they keep): VM=MODE
+ * for each VM of the links of the client and of those clients attached in `state` (not those
+ * `released`, by id: the links that link makes, as recorded) whose sides there have one mode, not
+ * `none` (which a link gives a VM it knows nothing of), and that `attach` (this run's --attach,
+ * which that link carries) does not choose. A VM whose sides disagree is left out: no one mode
+ * says them.
  */
 function relinkModes(state: LinkState, client: VmName, released: ReadonlySet<number>, attach: AttachChoice): string[] {
   const modes = new Map<VmName, Set<AttachMode>>();
-  for (const link of linksOfClient(state, client)) {
+  const clients = new Set([client, ...relinkClients(state, client)]);
+  for (const link of state.links.filter((recorded) => clients.has(recorded.client))) {
     const { attached } = link;
     if (released.has(link.id) || attached === undefined) continue;
     for (const side of BOTH_SIDES) {

@@ -423,6 +423,14 @@ describe('the unlink a line offers for a NIC a VMM did not give back', () => {
     );
   });
 
+  it('the client of a chain: the link after that unlink names the clients of the links it provides, which that unlink takes down too, and says so', () => {
+    const line = unlistedLine({ ...failure([]), relinkAttach: ['appvm-lynx=qemu', 'appvm-0=netns'], relinkClients: [vmName('appvm-0'), vmName('appvm-1')] }, '/run/vm/appvm-catgirl/qmp.sock', undefined, RUN);
+    expect(line).toContain(
+      "(taking appvm-lynx's other links down too, and the links it provides to appvm-0, appvm-1: run spectrum-link link appvm-lynx appvm-0 appvm-1 --config-dir /srv/spectrum/config --state-dir /var/state --mtu 9000 " +
+        "--attach netvm=qemu --attach appvm-lynx=qemu --attach appvm-0=netns --qmp-socket '/srv/spectrum/q/{vm}.qmp' --vmm-timeout 20000 --lock-wait 5 after)",
+    );
+  });
+
   it('a socket recorded where this run\'s option does not lead: named by its option, a path without {vm}, only where that unlink would look there for no other NIC', () => {
     const old = '/run/old/appvm-catgirl.qmp';
     const named = 'spectrum-link unlink appvm-lynx --state-dir /var/state --attach appvm-catgirl=qemu --qmp-socket /run/old/appvm-catgirl.qmp --vmm-timeout 20000 --lock-wait 5 detaches it';

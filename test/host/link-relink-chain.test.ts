@@ -1,0 +1,91 @@
+// A chain appvm-lynx -> vpnvm -> netvm: a refused switch of the middle VM's side prints `unlink
+// vpnvm --force`, then a link. That unlink takes down every link of vpnvm, also appvm-lynx ->
+// vpnvm, which it provides; the printed link brings back both, each side in the mode it had. A
+// scripted QMP server (vmm/scripted-qemu.ts) plays vpnvm's QEMU, every other side is netns; the
+// printed lines run as an operator would (runPrinted: bash, another directory, another shell's
+// SPECTRUM_ variables).
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createHarness, describeNetns, type Harness } from '../harness/index.js';
+import { type LinkJson, type LinkWorld, makeLinkWorld, runPrinted } from './link-fixture.js';
+import { ScriptedQemu } from './vmm/scripted-qemu.js';
+
+interface ListedJson extends LinkJson {
+  readonly id: number;
+  readonly linked: boolean;
+  readonly present: boolean;
+}
+
+describeNetns("the printed unlink and link of a chain's middle VM bring back every link that unlink takes down", () => {
+  let harness: Harness;
+  let world: LinkWorld;
+  let socketDir: string;
+  let qemu: ScriptedQemu;
+
+  beforeAll(async () => {
+    harness = createHarness('relinkchain');
+    world = await makeLinkWorld(harness);
+    // vpnvm: a client of netvm and the provider of appvm-lynx.
+    const vpn = join(world.configDir, 'vpnvm');
+    await mkdir(join(vpn, 'blk'), { recursive: true });
+    await mkdir(join(vpn, 'providers', 'net'), { recursive: true });
+    await writeFile(join(vpn, 'vmlinux'), '');
+    await writeFile(join(vpn, 'blk', 'root.img'), '');
+    await writeFile(join(vpn, 'providers', 'net', 'netvm'), '');
+    await rm(join(world.configDir, 'appvm-lynx', 'providers', 'net', 'netvm'));
+    await writeFile(join(world.configDir, 'appvm-lynx', 'providers', 'net', 'vpnvm'), '');
+    socketDir = await mkdtemp(join(tmpdir(), 'spectrum-relink-chain-'));
+    qemu = await ScriptedQemu.start(join(socketDir, 'vpnvm.qmp'));
+  });
+  afterAll(async () => {
+    // No VMM at these paths: whatever is left is taken down as of VMs that are gone.
+    const nowhere = ['--qmp-socket', join(socketDir, 'none-{vm}'), '--ch-socket', join(socketDir, 'none-{vm}')];
+    if (world !== undefined) for (const vm of ['appvm-lynx', 'vpnvm']) await world.link(['unlink', vm, '--forget', '--force', ...nowhere]);
+    await qemu?.close();
+    await world?.dispose();
+    await harness?.cleanup();
+    if (socketDir !== undefined) await rm(socketDir, { recursive: true, force: true });
+  });
+
+  const listed = async (): Promise<ListedJson[]> => {
+    const result = await world.link(['list', '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    return JSON.parse(result.stdout) as ListedJson[];
+  };
+
+  it('a refused switch of vpnvm: its unlink --force, then a link naming appvm-lynx too, with its mode pinned; every link up again as it was', async () => {
+    const template = join(socketDir, '{vm}.qmp');
+    const middle = await world.link(['link', 'vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
+    expect(middle.code, middle.stderr).toBe(0);
+    const client = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=netns', '--attach', 'vpnvm=netns']);
+    expect(client.code, client.stderr).toBe(0);
+    const before = await listed();
+    expect(before).toEqual([
+      expect.objectContaining({ vm: 'vpnvm', provider: 'netvm', clientAttach: 'qemu', providerAttach: 'netns', linked: true, present: true }),
+      expect.objectContaining({ vm: 'appvm-lynx', provider: 'vpnvm', clientAttach: 'netns', providerAttach: 'netns', linked: true, present: true }),
+    ]);
+
+    // vpnvm's side of vpnvm -> netvm to netns: its QEMU refuses to give back the NIC.
+    qemu.deviceDel = 'refuse';
+    const refused = await world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link names that client, to bring them back\)$/.exec(line);
+    expect(printed, line).not.toBeNull();
+    const [, unlinkLine = '', linkLine = ''] = printed ?? [];
+    expect(linkLine).toEqual(expect.stringMatching(/^spectrum-link link vpnvm appvm-lynx .*--attach vpnvm=netns .*--attach appvm-lynx=netns/));
+
+    // As printed: the unlink takes down both links (the NIC reported left), the link brings both back.
+    const forced = await runPrinted(world.host, unlinkLine);
+    expect(forced.code, forced.stderr).toBe(1);
+    expect((await listed()).filter((link) => link.linked)).toEqual([]);
+    const relinked = await runPrinted(world.host, linkLine);
+    expect(relinked.code, relinked.stderr).toBe(0);
+    expect(await listed()).toEqual([
+      expect.objectContaining({ id: before[0]?.id, vm: 'vpnvm', provider: 'netvm', clientAttach: 'netns', providerAttach: 'netns', linked: true, present: true }),
+      expect.objectContaining({ id: before[1]?.id, vm: 'appvm-lynx', provider: 'vpnvm', clientAttach: 'netns', providerAttach: 'netns', linked: true, present: true }),
+    ]);
+  });
+});
