@@ -574,29 +574,37 @@ describe('link --keep-going linking VM by VM after the one transaction failed', 
       await rm(join(stateDir, 'links.json'));
       await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
     };
-    // stdout and stderr on one terminal: what is written to either, in order, as it would show.
-    let written = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
-    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
-    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true, writable: true });
-    let code: number;
-    try {
-      const program = new Command('spectrum-link');
-      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
-      code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', stateDir, '--device-prefix', 'sn', '--attach', 'none', '--keep-going', ...CLIENTS]);
-    } finally {
-      out.mockRestore();
-      err.mockRestore();
-      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
-      else Object.defineProperty(process.stderr, 'isTTY', tty);
-    }
+    const { code, written } = await linkOnTerminal(['--keep-going', ...CLIENTS]);
     // A progress line was drawn (redrawn in place: carriage return, erase line).
     expect(written).toContain('\r\x1b[2Klinking VM by VM after a failure: ');
     const screen = terminalScreen(written);
     expect({ code, linked: screen.filter((line) => / -> /.test(line)) }).toEqual({ code: 1, linked: [expect.stringMatching(new RegExp(`^c2 -> netvm  id ${ids[1]}  `))] });
   });
 });
+
+/**
+ * `spectrum-link link` with these arguments (after the run's config dir, state dir, prefix and
+ * --attach none), in process, with stderr a terminal: its exit code, and what it wrote to stdout
+ * and stderr, in order, as one terminal would take it.
+ */
+async function linkOnTerminal(args: readonly string[]): Promise<{ code: number; written: string }> {
+  let written = '';
+  const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+  const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+  Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true, writable: true });
+  try {
+    const program = new Command('spectrum-link');
+    for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
+    const code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', stateDir, '--device-prefix', 'sn', '--attach', 'none', ...args]);
+    return { code, written };
+  } finally {
+    out.mockRestore();
+    err.mockRestore();
+    if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+    else Object.defineProperty(process.stderr, 'isTTY', tty);
+  }
+}
 
 /** The lines a terminal shows for `written`: carriage return, erase line (ESC [2K) and newline as a terminal takes them. */
 function terminalScreen(written: string): string[] {
@@ -1119,23 +1127,7 @@ describe('link whose take-down of a dropped provider fails after its links were 
   it('on a terminal, plain link erases its progress line before it prints the VMs it linked: each line starts a line of its own', async () => {
     await linkC1ThenDrop();
     breakTakeDown('a kernel refusal');
-    // stdout and stderr on one terminal: what is written to either, in order, as it would show.
-    let written = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
-    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
-    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true, writable: true });
-    let code: number;
-    try {
-      const program = new Command('spectrum-link');
-      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
-      code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', stateDir, '--device-prefix', 'sn', '--attach', 'none', ...CLIENTS]);
-    } finally {
-      out.mockRestore();
-      err.mockRestore();
-      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
-      else Object.defineProperty(process.stderr, 'isTTY', tty);
-    }
+    const { code, written } = await linkOnTerminal(CLIENTS);
     // A progress line was drawn (redrawn in place: carriage return, erase line).
     expect(written).toContain('\r\x1b[2Klinking: devices for ');
     const screen = terminalScreen(written);
