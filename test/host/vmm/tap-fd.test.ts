@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TapFd, connectWithRights, peekRights, tapNameOf } from '../../../host/vmm/tap-fd.js';
+import { TapFd, connectWithRights, deviceMtuIn, peekRights, tapNameOf } from '../../../host/vmm/tap-fd.js';
 import { createHarness, describeNetns, eventually, type Harness, type Netns } from '../../harness/index.js';
 import { compiledFixture } from './fake-cloud-hypervisor-process.js';
 import { orphanedListener } from './orphaned-listener.js';
@@ -37,6 +37,17 @@ describe('SO_PEERPIDFD where the C library\'s headers lack it (host/native/so-pe
     // Headers that define it are taken as they are.
     expect(chosen(['__hppa__', 'SO_PEERPIDFD=0x404B'])).toBe('0x404B');
     expect(chosen(['__m68k__', 'SO_PEERPIDFD=4242'])).toBe('4242');
+  });
+});
+
+describe('tap and device names given to the tap_fd addon', () => {
+  it('says the 15 bytes a name may have: a longer one (16 bytes and more) is refused so, before any kernel call', () => {
+    for (const name of ['x'.repeat(16), 'x'.repeat(17), `${'x'.repeat(14)}\u00e9`]) {
+      expect(() => TapFd.open(name, null)).toThrow(expect.objectContaining({ code: 'EINVAL', message: 'tap-fd: tap name must be a string of at most 15 bytes, without NUL' }));
+      expect(() => deviceMtuIn(-1, name)).toThrow(expect.objectContaining({ code: 'EINVAL', message: 'tap-fd: device name must be a string of at most 15 bytes, without NUL' }));
+    }
+    // An empty name is none: EINVAL, as before.
+    expect(() => TapFd.open('', null)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
   });
 });
 
