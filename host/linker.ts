@@ -6,7 +6,7 @@ import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { linkAddressesOf } from '../shared/link-address.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, attachModeOf, chosenAttachMode } from './attach-mode.js';
-import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, leadsNowhere, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
+import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, type Listing, checkVm, leadsNowhere, partitionValidVms, requireValidVm, vmDirProblem } from './config.js';
 import { type ConfigDirSource, readConfigDir, readConfigVms } from './config-reader.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type DevicePrefix, linkDeviceNames, parseDeviceName } from './device-names.js';
@@ -1109,6 +1109,27 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
  * writable. The caller saves the state returned (finishRun), saying what went where it cannot be
  * written after. Under the caller's lock.
  */
+/**
+ * `failures` of a take-down of the links `ids` with what a line needs to say the link after an
+ * unlink of their client, of `state`: the clients of the links it provides (relinkClients) and
+ * the modes to pin (relinkModes).
+ */
+async function relinked(failures: readonly VmmDetachFailure[], state: LinkState, ids: ReadonlySet<number>, options: LinkerOptions): Promise<VmmDetachFailure[]> {
+  const byClient = new Map<VmName, Promise<VmName[]>>();
+  const clientsOf = (vm: VmName): Promise<VmName[]> => {
+    let clients = byClient.get(vm);
+    if (clients === undefined) byClient.set(vm, (clients = relinkClients(state, vm, options)));
+    return clients;
+  };
+  return Promise.all(
+    failures.map(async (failure) => {
+      const client = vmName(failure.link.vm);
+      const clients = await clientsOf(client);
+      return { ...failure, throughTemplate: reachedThroughTemplate(state, failure, ids), relinkAttach: relinkModes(state, client, clients, ids, options.attach), relinkClients: clients };
+    }),
+  );
+}
+
 async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
   const stateOf = statesByClient(state);
   const unlisted = await linksUp([...listed].flatMap(([vm, providers]) => linksToUnlisted(stateOf(vm), vm, providers)), options);
@@ -1139,18 +1160,13 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
   // own (a device the kernel did not delete). Where it had done anything by then, that is said
   // (stoppedText), and carried for link to say (LinkerError.released): nothing of it is recorded,
   // so the links stay recorded as linked, and the same link again takes them down.
-  const released = await releaseLinks(unlisted, options, { force: true }).catch((error: unknown) => {
+  const released = await releaseLinks(unlisted, options, { force: true }).catch(async (error: unknown) => {
     if (!(error instanceof LinkerError && error.kind === 'take-down-stopped' && error.released !== undefined)) {
       throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reasonOf(error)}`);
     }
     const ids = new Set<number>(unlisted.map((link) => link.id));
     // As where it is done (below), of the client's other links: the same in the state as it is.
-    const failures = error.released.failures.map((failure) => ({
-      ...failure,
-      throughTemplate: reachedThroughTemplate(state, failure, ids),
-      relinkAttach: relinkModes(state, vmName(failure.link.vm), ids, options.attach),
-      relinkClients: relinkClients(state, vmName(failure.link.vm)),
-    }));
+    const failures = await relinked(error.released.failures, state, ids, options);
     const stopped: StoppedRelease = { ...error.released, failures };
     throw new LinkerError(
       'unlisted-not-taken-down',
@@ -1166,12 +1182,7 @@ async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, re
   for (const report of released.reports) unlinked.set(vmName(report.vm), [...(unlinked.get(vmName(report.vm)) ?? []), report]);
   const ids = new Set<number>(unlisted.map((link) => link.id));
   // Of the state as it is to be: where it is not written after, the client's other links (the only ones that count) are as there.
-  const vmmFailures = released.failures.map((failure) => ({
-    ...failure,
-    throughTemplate: reachedThroughTemplate(next, failure, ids),
-    relinkAttach: relinkModes(next, vmName(failure.link.vm), ids, options.attach),
-    relinkClients: relinkClients(next, vmName(failure.link.vm)),
-  }));
+  const vmmFailures = await relinked(released.failures, next, ids, options);
   return { state: next, changed: changes, reports: released.reports, unlinked, vmmFailures };
 }
 
@@ -1254,12 +1265,25 @@ interface SwitchedSide {
 }
 
 /**
- * The clients of the links `vm` provides, as recorded in `state` (up or not): an `unlink <vm>`
- * takes those links down too (it takes every link of its VM), and a link of each client brings
- * them back, so a link printed to run after such an unlink names them.
+ * The clients of the links `vm` provides that an `unlink <vm>` takes down and a link of the
+ * client brings back: of those links, each up (attach modes recorded, or a record without them
+ * whose devices exist, as unlink takes it), of a client whose VM dir is valid and names `vm` among
+ * its providers. A link already down (its client unlinked on purpose) is left out, as the unlink
+ * leaves it down: a link naming its client would bring it up. So is a client whose dir is gone or
+ * no longer names `vm`: a link naming it would fail, or not bring that link back. Where the
+ * devices or the config dir cannot be read, a client is named as the state records it.
  */
-function relinkClients(state: LinkState, vm: VmName): VmName[] {
-  return [...new Set(linksOfProvider(state, vm).map((link) => link.client))];
+async function relinkClients(state: LinkState, vm: VmName, options: LinkerOptions): Promise<VmName[]> {
+  const provided = linksOfProvider(state, vm);
+  const unrecorded = provided.filter((link) => link.attached === undefined);
+  const devicesOf = (link: Link): string[] => Object.values(linkDeviceNames(options.devicePrefix, link.id));
+  const host = unrecorded.length === 0 ? undefined : (await observeDevices([], unrecorded.flatMap(devicesOf)).catch(() => undefined))?.host;
+  const up = provided.filter((link) => link.attached !== undefined || host === undefined || seenOf(link, host, options).own.length > 0);
+  const clients = [...new Set(up.map((link) => link.client))];
+  if (clients.length === 0) return [];
+  const snapshot = await readConfigVms(options.configDir, clients, options.configDirSource).catch(() => undefined);
+  if (snapshot === undefined) return clients;
+  return clients.filter((client) => checkVm(snapshot, client).length === 0 && requireValidVm(snapshot, client).providers.includes(vm));
 }
 
 /**
@@ -1324,19 +1348,16 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   if (candidates.length === 0) return [];
   // A link to a provider the config no longer names is taken down after the run, as unlink --force does.
   const named = candidates.filter(({ link }) => requireValidVm(snapshot, link.client).providers.includes(link.provider));
-  const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: VmName[] }>();
-  const relinkOf = (client: VmName): { relinkAttach: string[]; relinkClients: VmName[] } => {
-    let words = relink.get(client);
-    if (words === undefined) {
-      const clients = relinkClients(before, client);
-      relink.set(client, (words = { relinkAttach: relinkAttach(client, clients, snapshot, before, kept), relinkClients: clients }));
-    }
-    return words;
-  };
   const recorded = named.map((candidate) => ({ ...candidate, report: linkReport(candidate.link, options) }));
   const host = recorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], recorded.flatMap(({ report }) => linkDevicesOf(report)))).host;
-  return recorded
-    .filter(({ link }) => seenOf(link, host, options).own.length > 0)
+  const up = recorded.filter(({ link }) => seenOf(link, host, options).own.length > 0);
+  const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: VmName[] }>();
+  for (const client of new Set(up.map(({ link }) => link.client))) {
+    const clients = await relinkClients(before, client, options);
+    relink.set(client, { relinkAttach: relinkAttach(client, clients, snapshot, before, kept), relinkClients: clients });
+  }
+  const relinkOf = (client: VmName): { relinkAttach: string[]; relinkClients: VmName[] } => relink.get(client) ?? { relinkAttach: [], relinkClients: [] };
+  return up
     .sort((a, b) => (order.get(a.link.client) ?? 0) - (order.get(b.link.client) ?? 0))
     .flatMap(({ link, report, wanted, sides, unrecordable }) =>
       sides.map((side): SwitchedSide => {
@@ -2479,9 +2500,9 @@ export interface VmmDetachFailure {
  * which that link carries) does not choose. A VM whose sides disagree is left out: no one mode
  * says them.
  */
-function relinkModes(state: LinkState, client: VmName, released: ReadonlySet<number>, attach: AttachChoice): string[] {
+function relinkModes(state: LinkState, client: VmName, provided: readonly VmName[], released: ReadonlySet<number>, attach: AttachChoice): string[] {
   const modes = new Map<VmName, Set<AttachMode>>();
-  const clients = new Set([client, ...relinkClients(state, client)]);
+  const clients = new Set([client, ...provided]);
   for (const link of state.links.filter((recorded) => clients.has(recorded.client))) {
     const { attached } = link;
     if (released.has(link.id) || attached === undefined) continue;

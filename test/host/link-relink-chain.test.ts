@@ -18,6 +18,17 @@ interface ListedJson extends LinkJson {
   readonly present: boolean;
 }
 
+/** A VM `vm` in `configDir` whose one provider is `provider`. */
+async function writeVm(configDir: string, vm: string, provider: string): Promise<void> {
+  const dir = join(configDir, vm);
+  await rm(join(dir, 'providers'), { recursive: true, force: true });
+  await mkdir(join(dir, 'blk'), { recursive: true });
+  await mkdir(join(dir, 'providers', 'net'), { recursive: true });
+  await writeFile(join(dir, 'vmlinux'), '');
+  await writeFile(join(dir, 'blk', 'root.img'), '');
+  await writeFile(join(dir, 'providers', 'net', provider), '');
+}
+
 describeNetns("the printed unlink and link of a chain's middle VM bring back every link that unlink takes down", () => {
   let harness: Harness;
   let world: LinkWorld;
@@ -87,5 +98,66 @@ describeNetns("the printed unlink and link of a chain's middle VM bring back eve
       expect.objectContaining({ id: before[0]?.id, vm: 'vpnvm', provider: 'netvm', clientAttach: 'netns', providerAttach: 'netns', linked: true, present: true }),
       expect.objectContaining({ id: before[1]?.id, vm: 'appvm-lynx', provider: 'vpnvm', clientAttach: 'netns', providerAttach: 'netns', linked: true, present: true }),
     ]);
+  });
+});
+
+describeNetns('the printed link of a chain names only the clients whose links that unlink takes down and that link brings back', () => {
+  let harness: Harness;
+  let world: LinkWorld;
+  let socketDir: string;
+  let qemu: ScriptedQemu;
+
+  beforeAll(async () => {
+    harness = createHarness('relinkdown');
+    // appvm-0 and appvm-1: clients of vpnvm too; appvm-0's link taken down on purpose, appvm-1's VM dir removed.
+    world = await makeLinkWorld(harness, 2);
+    await writeVm(world.configDir, 'vpnvm', 'netvm');
+    for (const vm of ['appvm-lynx', 'appvm-0', 'appvm-1']) await writeVm(world.configDir, vm, 'vpnvm');
+    socketDir = await mkdtemp(join(tmpdir(), 'spectrum-relink-down-'));
+    qemu = await ScriptedQemu.start(join(socketDir, 'vpnvm.qmp'));
+  });
+  afterAll(async () => {
+    const nowhere = ['--qmp-socket', join(socketDir, 'none-{vm}'), '--ch-socket', join(socketDir, 'none-{vm}')];
+    if (world !== undefined) for (const vm of ['appvm-lynx', 'appvm-0', 'appvm-1', 'vpnvm']) await world.link(['unlink', vm, '--forget', '--force', ...nowhere]);
+    await qemu?.close();
+    await world?.dispose();
+    await harness?.cleanup();
+    if (socketDir !== undefined) await rm(socketDir, { recursive: true, force: true });
+  });
+
+  const listed = async (): Promise<ListedJson[]> => {
+    const result = await world.link(['list', '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    return JSON.parse(result.stdout) as ListedJson[];
+  };
+
+  it('a client whose link is down (unlinked, id kept) or whose VM dir is gone is not named: that link stays down, and the printed link runs', async () => {
+    const template = join(socketDir, '{vm}.qmp');
+    const middle = await world.link(['link', 'vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
+    expect(middle.code, middle.stderr).toBe(0);
+    const clients = await world.link(['link', 'appvm-lynx', 'appvm-0', 'appvm-1', '--attach', 'netns']);
+    expect(clients.code, clients.stderr).toBe(0);
+    const down = await world.link(['unlink', 'appvm-0']);
+    expect(down.code, down.stderr).toBe(0);
+    await rm(join(world.configDir, 'appvm-1'), { recursive: true });
+    const linkedPairs = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider}`).sort();
+    expect(await linkedPairs()).toEqual(['appvm-1 -> vpnvm', 'appvm-lynx -> vpnvm', 'vpnvm -> netvm']);
+
+    qemu.deviceDel = 'refuse';
+    const refused = await world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link names that client, to bring them back\)$/.exec(line);
+    expect(printed, line).not.toBeNull();
+    const [, unlinkLine = '', linkLine = ''] = printed ?? [];
+    expect(linkLine).toEqual(expect.stringMatching(/^spectrum-link link vpnvm appvm-lynx --/));
+
+    const forced = await runPrinted(world.host, unlinkLine);
+    expect(forced.code, forced.stderr).toBe(1);
+    expect(await linkedPairs()).toEqual([]);
+    const relinked = await runPrinted(world.host, linkLine);
+    expect(relinked.code, relinked.stderr).toBe(0);
+    // appvm-0's link down as its unlink left it; appvm-1's, of a VM gone, down with the unlink of its provider.
+    expect(await linkedPairs()).toEqual(['appvm-lynx -> vpnvm', 'vpnvm -> netvm']);
   });
 });

@@ -190,7 +190,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       await world.host.ip(['link', 'set', link.bridge, 'name', 'lo']);
       await world.host.ip(['link', 'set', 'lo', 'up']);
     }
-    const again = `spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --qmp-socket ${shellWord(qmpTemplate)}`;
+    const again = `spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)}`;
     expect(runs.map((run) => ({ code: run.code, stdout: run.stdout, stderr: stderrLines(run.stderr) }))).toEqual([
       {
         code: 1,
