@@ -29,48 +29,47 @@ async function writeVm(configDir: string, vm: string, provider: string): Promise
   await writeFile(join(dir, 'providers', 'net', provider), '');
 }
 
-describeNetns("the printed unlink and link of a chain's middle VM bring back every link that unlink takes down", () => {
-  let harness: Harness;
-  let world: LinkWorld;
-  let socketDir: string;
-  let qemu: ScriptedQemu;
-
+/**
+ * The world of a chain test, made before its describe's tests and taken down after: vpnvm a
+ * client of netvm, each of `clients` (appvm-lynx and `extraClients` more of makeLinkWorld's) a
+ * client of vpnvm, and a scripted QEMU for vpnvm at <socketDir>/vpnvm.qmp.
+ */
+function chainWorld(name: string, clients: readonly string[], extraClients = 0) {
+  const chain = {} as { harness: Harness; world: LinkWorld; socketDir: string; qemu: ScriptedQemu; listed: () => Promise<ListedJson[]> };
   beforeAll(async () => {
-    harness = createHarness('relinkchain');
-    world = await makeLinkWorld(harness);
-    // vpnvm: a client of netvm and the provider of appvm-lynx.
-    const vpn = join(world.configDir, 'vpnvm');
-    await mkdir(join(vpn, 'blk'), { recursive: true });
-    await mkdir(join(vpn, 'providers', 'net'), { recursive: true });
-    await writeFile(join(vpn, 'vmlinux'), '');
-    await writeFile(join(vpn, 'blk', 'root.img'), '');
-    await writeFile(join(vpn, 'providers', 'net', 'netvm'), '');
-    await rm(join(world.configDir, 'appvm-lynx', 'providers', 'net', 'netvm'));
-    await writeFile(join(world.configDir, 'appvm-lynx', 'providers', 'net', 'vpnvm'), '');
-    socketDir = await mkdtemp(join(tmpdir(), 'spectrum-relink-chain-'));
-    qemu = await ScriptedQemu.start(join(socketDir, 'vpnvm.qmp'));
+    chain.harness = createHarness(name);
+    chain.world = await makeLinkWorld(chain.harness, extraClients);
+    await writeVm(chain.world.configDir, 'vpnvm', 'netvm');
+    for (const vm of clients) await writeVm(chain.world.configDir, vm, 'vpnvm');
+    chain.socketDir = await mkdtemp(join(tmpdir(), `spectrum-${name}-`));
+    chain.qemu = await ScriptedQemu.start(join(chain.socketDir, 'vpnvm.qmp'));
   });
   afterAll(async () => {
     // No VMM at these paths: whatever is left is taken down as of VMs that are gone.
-    const nowhere = ['--qmp-socket', join(socketDir, 'none-{vm}'), '--ch-socket', join(socketDir, 'none-{vm}')];
-    if (world !== undefined) for (const vm of ['appvm-lynx', 'vpnvm']) await world.link(['unlink', vm, '--forget', '--force', ...nowhere]);
-    await qemu?.close();
-    await world?.dispose();
-    await harness?.cleanup();
-    if (socketDir !== undefined) await rm(socketDir, { recursive: true, force: true });
+    const nowhere = ['--qmp-socket', join(chain.socketDir, 'none-{vm}'), '--ch-socket', join(chain.socketDir, 'none-{vm}')];
+    if (chain.world !== undefined) for (const vm of [...clients, 'vpnvm']) await chain.world.link(['unlink', vm, '--forget', '--force', ...nowhere]);
+    await chain.qemu?.close();
+    await chain.world?.dispose();
+    await chain.harness?.cleanup();
+    if (chain.socketDir !== undefined) await rm(chain.socketDir, { recursive: true, force: true });
   });
-
-  const listed = async (): Promise<ListedJson[]> => {
-    const result = await world.link(['list', '--json']);
+  chain.listed = async () => {
+    const result = await chain.world.link(['list', '--json']);
     expect(result.code, result.stderr).toBe(0);
     return JSON.parse(result.stdout) as ListedJson[];
   };
+  return chain;
+}
+
+describeNetns("the printed unlink and link of a chain's middle VM bring back every link that unlink takes down", () => {
+  const chain = chainWorld('relinkchain', ['appvm-lynx']);
+  const { listed } = chain;
 
   it('a refused switch of vpnvm: its unlink --force, then a link naming appvm-lynx too, with its mode pinned; every link up again as it was', async () => {
-    const template = join(socketDir, '{vm}.qmp');
-    const middle = await world.link(['link', 'vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
+    const template = join(chain.socketDir, '{vm}.qmp');
+    const middle = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
     expect(middle.code, middle.stderr).toBe(0);
-    const client = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=netns', '--attach', 'vpnvm=netns']);
+    const client = await chain.world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=netns', '--attach', 'vpnvm=netns']);
     expect(client.code, client.stderr).toBe(0);
     const before = await listed();
     expect(before).toEqual([
@@ -79,8 +78,8 @@ describeNetns("the printed unlink and link of a chain's middle VM bring back eve
     ]);
 
     // vpnvm's side of vpnvm -> netvm to netns: its QEMU refuses to give back the NIC.
-    qemu.deviceDel = 'refuse';
-    const refused = await world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
     expect(refused.code).toBe(1);
     const line = refused.stderr.trim();
     const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link names that client, to bring them back\)$/.exec(line);
@@ -89,10 +88,10 @@ describeNetns("the printed unlink and link of a chain's middle VM bring back eve
     expect(linkLine).toEqual(expect.stringMatching(/^spectrum-link link vpnvm appvm-lynx .*--attach vpnvm=netns .*--attach appvm-lynx=netns/));
 
     // As printed: the unlink takes down both links (the NIC reported left), the link brings both back.
-    const forced = await runPrinted(world.host, unlinkLine);
+    const forced = await runPrinted(chain.world.host, unlinkLine);
     expect(forced.code, forced.stderr).toBe(1);
     expect((await listed()).filter((link) => link.linked)).toEqual([]);
-    const relinked = await runPrinted(world.host, linkLine);
+    const relinked = await runPrinted(chain.world.host, linkLine);
     expect(relinked.code, relinked.stderr).toBe(0);
     expect(await listed()).toEqual([
       expect.objectContaining({ id: before[0]?.id, vm: 'vpnvm', provider: 'netvm', clientAttach: 'netns', providerAttach: 'netns', linked: true, present: true }),
@@ -102,49 +101,24 @@ describeNetns("the printed unlink and link of a chain's middle VM bring back eve
 });
 
 describeNetns('the printed link of a chain names only the clients whose links that unlink takes down and that link brings back', () => {
-  let harness: Harness;
-  let world: LinkWorld;
-  let socketDir: string;
-  let qemu: ScriptedQemu;
-
-  beforeAll(async () => {
-    harness = createHarness('relinkdown');
-    // appvm-0 and appvm-1: clients of vpnvm too; appvm-0's link taken down on purpose, appvm-1's VM dir removed.
-    world = await makeLinkWorld(harness, 2);
-    await writeVm(world.configDir, 'vpnvm', 'netvm');
-    for (const vm of ['appvm-lynx', 'appvm-0', 'appvm-1']) await writeVm(world.configDir, vm, 'vpnvm');
-    socketDir = await mkdtemp(join(tmpdir(), 'spectrum-relink-down-'));
-    qemu = await ScriptedQemu.start(join(socketDir, 'vpnvm.qmp'));
-  });
-  afterAll(async () => {
-    const nowhere = ['--qmp-socket', join(socketDir, 'none-{vm}'), '--ch-socket', join(socketDir, 'none-{vm}')];
-    if (world !== undefined) for (const vm of ['appvm-lynx', 'appvm-0', 'appvm-1', 'vpnvm']) await world.link(['unlink', vm, '--forget', '--force', ...nowhere]);
-    await qemu?.close();
-    await world?.dispose();
-    await harness?.cleanup();
-    if (socketDir !== undefined) await rm(socketDir, { recursive: true, force: true });
-  });
-
-  const listed = async (): Promise<ListedJson[]> => {
-    const result = await world.link(['list', '--json']);
-    expect(result.code, result.stderr).toBe(0);
-    return JSON.parse(result.stdout) as ListedJson[];
-  };
+  // appvm-0 and appvm-1: clients of vpnvm too; appvm-0's link taken down on purpose, appvm-1's VM dir removed.
+  const chain = chainWorld('relinkdown', ['appvm-lynx', 'appvm-0', 'appvm-1'], 2);
+  const { listed } = chain;
 
   it('a client whose link is down (unlinked, id kept) or whose VM dir is gone is not named: that link stays down, and the printed link runs', async () => {
-    const template = join(socketDir, '{vm}.qmp');
-    const middle = await world.link(['link', 'vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
+    const template = join(chain.socketDir, '{vm}.qmp');
+    const middle = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
     expect(middle.code, middle.stderr).toBe(0);
-    const clients = await world.link(['link', 'appvm-lynx', 'appvm-0', 'appvm-1', '--attach', 'netns']);
+    const clients = await chain.world.link(['link', 'appvm-lynx', 'appvm-0', 'appvm-1', '--attach', 'netns']);
     expect(clients.code, clients.stderr).toBe(0);
-    const down = await world.link(['unlink', 'appvm-0']);
+    const down = await chain.world.link(['unlink', 'appvm-0']);
     expect(down.code, down.stderr).toBe(0);
-    await rm(join(world.configDir, 'appvm-1'), { recursive: true });
+    await rm(join(chain.world.configDir, 'appvm-1'), { recursive: true });
     const linkedPairs = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider}`).sort();
     expect(await linkedPairs()).toEqual(['appvm-1 -> vpnvm', 'appvm-lynx -> vpnvm', 'vpnvm -> netvm']);
 
-    qemu.deviceDel = 'refuse';
-    const refused = await world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
     expect(refused.code).toBe(1);
     const line = refused.stderr.trim();
     const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link names that client, to bring them back\)$/.exec(line);
@@ -152,10 +126,10 @@ describeNetns('the printed link of a chain names only the clients whose links th
     const [, unlinkLine = '', linkLine = ''] = printed ?? [];
     expect(linkLine).toEqual(expect.stringMatching(/^spectrum-link link vpnvm appvm-lynx --/));
 
-    const forced = await runPrinted(world.host, unlinkLine);
+    const forced = await runPrinted(chain.world.host, unlinkLine);
     expect(forced.code, forced.stderr).toBe(1);
     expect(await linkedPairs()).toEqual([]);
-    const relinked = await runPrinted(world.host, linkLine);
+    const relinked = await runPrinted(chain.world.host, linkLine);
     expect(relinked.code, relinked.stderr).toBe(0);
     // appvm-0's link down as its unlink left it; appvm-1's, of a VM gone, down with the unlink of its provider.
     expect(await linkedPairs()).toEqual(['appvm-lynx -> vpnvm', 'vpnvm -> netvm']);
