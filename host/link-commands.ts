@@ -638,18 +638,31 @@ export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals
  * its devices replaced by the run (to attach it another way), the new ones deleted by the undo,
  * the old not brought back; or NICs of it taken out of their VMMs by the run (to attach those
  * sides another way), which the undo does not put back. A side whose VMM was not running had no
- * NIC to take out: said so, not as one taken out.
+ * NIC to take out, and one whose VMM no longer held its NIC (the link down before the run, though
+ * recorded up) had none either: each said so, not as one taken out.
  */
 export function leftDownLine(link: LeftDownLink): string {
   const down = `${link.vm} -> ${link.provider} (id ${link.id}) is down`;
-  const taken = link.takenBack.filter((nic) => nic.taken);
-  const stopped = link.takenBack
-    .filter((nic) => !nic.taken)
-    .map(({ vmm, vm, nic }) => `the ${VMM_NAMES[vmm]} of ${vm} was not running, so it held no NIC ${nic} and nothing was taken out of it`)
+  const taken = link.takenBack.filter((nic) => nic.outcome === 'taken');
+  const untaken = link.takenBack
+    .filter((nic) => nic.outcome !== 'taken')
+    .map(({ vmm, vm, nic, outcome }) =>
+      outcome === 'absent'
+        ? `the ${VMM_NAMES[vmm]} of ${vm} no longer held NIC ${nic} (taken out before this run, or ${vm} restarted without it), so nothing was taken out of it`
+        : `the ${VMM_NAMES[vmm]} of ${vm} was not running, so it held no NIC ${nic} and nothing was taken out of it`,
+    )
     .join('; ');
-  const notRunning = stopped === '' ? '' : ` (${stopped})`;
+  const notTaken = untaken === '' ? '' : ` (${untaken})`;
+  const record = `its record is as before (${link.vm}'s side ${link.clientAttach}, ${link.provider}'s ${link.providerAttach})`;
+  const again = (nics: number): string =>
+    `link ${link.vm} again: without --attach it attaches the link as recorded (${nics === 1 ? 'the NIC added again' : 'the NICs added again'}), with this run's --attach as that asks`;
+  if (taken.length === 0 && link.replaced) {
+    return `${down}: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back)${notTaken}: link ${link.vm} again`;
+  }
   if (taken.length === 0) {
-    return `${down}: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back)${notRunning}: link ${link.vm} again`;
+    // Down before the run: a VMM no longer held its NIC, and the run took nothing out.
+    const absent = link.takenBack.filter((nic) => nic.outcome === 'absent').length;
+    return `${down}: this run took no NIC of it out${notTaken}; ${record}: ${again(absent)}`;
   }
   // A side kept in its mode through another socket: the sockets say what changed.
   const nics = taken
@@ -660,11 +673,7 @@ export function leftDownLine(link: LeftDownLink): string {
     )
     .join(' and ');
   const replaced = link.replaced ? ', and replaced its devices, the new ones deleted by undoing the run' : '';
-  const again = taken.length === 1 ? 'the NIC added again' : 'the NICs added again';
-  return (
-    `${down}: this run took its ${nics}${replaced}${notRunning}; undoing the run puts no NIC back, and its record is as before (${link.vm}'s side ${link.clientAttach}, ${link.provider}'s ${link.providerAttach}): ` +
-    `link ${link.vm} again: without --attach it attaches the link as recorded (${again}), with this run's --attach as that asks`
-  );
+  return `${down}: this run took its ${nics}${replaced}${notTaken}; undoing the run puts no NIC back, and ${record}: ${again(taken.length)}`;
 }
 
 /**

@@ -848,9 +848,16 @@ export interface TakenBackNic {
   readonly toSocket?: string;
   /** The socket it was taken out at, where the state recorded one (else the run's template's). */
   readonly socket?: string;
-  /** False where that VMM was not running (VmmPort.detach said so): it held no NIC, and nothing was taken out. */
-  readonly taken: boolean;
+  /**
+   * What its VMM's detach said (VmmPort.detach): 'taken' where this run took it out; 'absent' where
+   * the VMM ran but no longer held it (taken out before, or the VM restarted without it);
+   * 'not-running' where no VMM ran there. Only 'taken' took anything out.
+   */
+  readonly outcome: TakeBackOutcome;
 }
+
+/** What taking a NIC back from its VMM found (TakenBackNic.outcome). */
+export type TakeBackOutcome = 'taken' | 'absent' | 'not-running';
 
 /**
  * A link an undo leaves down, as recorded (its record stays as it was before the run): the run
@@ -896,14 +903,17 @@ const linkNamespacesOf = (report: LinkReport, netnsPrefix: string): string[] => 
   ...(report.providerAttach === 'netns' ? [`${netnsPrefix}${report.provider}`] : []),
 ];
 
-/** Whether the run took a NIC of these out of a VMM (not only found that VMM not running). */
-const anyTaken = (nics: readonly TakenBackNic[]): boolean => nics.some((nic) => nic.taken);
+/**
+ * Whether a NIC of these is out of a running VMM: taken out by the run, or found no longer held
+ * there (the link down before the run, though recorded up). Not one whose VMM was not running.
+ */
+const anyOut = (nics: readonly TakenBackNic[]): boolean => nics.some((nic) => nic.outcome !== 'not-running');
 
 /**
  * Of the links an undo took back to their records in `before`, those it leaves down: up then
- * (recorded so), with a device the run had replaced, or a NIC it had taken out of its VMM (one
- * whose VMM was not running was not taken out: the run left that side as it was). As recorded,
- * for the operator's line.
+ * (recorded so), with a device the run had replaced, or a NIC out of its running VMM: one the run
+ * took out, or one that VMM no longer held (said so, not as taken out). One whose VMM was not
+ * running was not taken out: the run left that side as it was. As recorded, for the operator's line.
  */
 function linksLeftDown(reports: readonly LinkReport[], before: LinkState, made: RunDevices, options: LinkerOptions): LeftDownLink[] {
   const recorded = linksByPair(before);
@@ -911,7 +921,7 @@ function linksLeftDown(reports: readonly LinkReport[], before: LinkState, made: 
     const earlier = recorded.get(keyOf(report));
     const replaced = linkDevicesOf(report).some((device) => made.replaced.has(device));
     const takenBack = made.takenBack.get(keyOf(report))?.nics ?? [];
-    return earlier?.attached !== undefined && (replaced || anyTaken(takenBack)) ? [{ ...linkReport(earlier, options), replaced, takenBack }] : [];
+    return earlier?.attached !== undefined && (replaced || anyOut(takenBack)) ? [{ ...linkReport(earlier, options), replaced, takenBack }] : [];
   });
 }
 
@@ -1407,7 +1417,8 @@ function providedRelinked(vm: string, clients: readonly string[]): string {
  * Take the NICs of switched sides out of their VMMs (switchedSides), one after another, as unlink
  * does (detachFromVmms): a VMM that no longer runs (nothing at its socket, or a socket that
  * refuses connections: the VM stopped) holds none, and is passed (its NIC recorded as not taken
- * out: an undo does not say its link down for it); one that refuses or does not
+ * out: an undo does not say its link down for it); one that runs without that NIC is passed too
+ * (recorded as absent: not taken out by this run); one that refuses or does not
  * answer in time throws (switchRefused), and so does one that did not answer a detach in time
  * earlier in the run (not asked again). Every socket path, and every VMM's earlier stall, is
  * checked before the first NIC (within one call, a stall throws at once: no NIC is asked after
@@ -1441,7 +1452,7 @@ async function takeBackSwitched(switched: readonly SwitchedSide[], options: Link
       const taken = made.takenBack.get(key) ?? { link: target.link, nics: [] };
       made.takenBack.set(key, taken);
       const sockets = { ...(target.toSocket === undefined ? {} : { toSocket: target.toSocket }), ...(socket === undefined ? {} : { socket }) };
-      taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to, ...sockets, taken: found !== 'not-running' });
+      taken.nics.push({ vmm: kind, vm, nic: nic.id, to: target.to, ...sockets, outcome: found ?? 'taken' });
     }
   }
 }
@@ -1621,9 +1632,12 @@ function keepGoingIds(vms: readonly VmName[], snapshot: ConfigSnapshot, before: 
   return ids;
 }
 
-/** The links whose NICs `made` says were taken out of their VMMs, of these clients, as left down (a run that failed before it made anything for them). */
+/**
+ * The links whose NICs `made` says were taken out of their VMMs (or found no longer held there:
+ * anyOut), of these clients, as left down (a run that failed before it made anything for them).
+ */
 function takenBackLeftDown(made: RunDevices, clients: ReadonlySet<string>): LeftDownLink[] {
-  return [...made.takenBack.values()].filter(({ link, nics }) => clients.has(link.vm) && anyTaken(nics)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
+  return [...made.takenBack.values()].filter(({ link, nics }) => clients.has(link.vm) && anyOut(nics)).map(({ link, nics }) => ({ ...link, replaced: false, takenBack: nics }));
 }
 
 /**

@@ -320,8 +320,8 @@ describe('leftDownLine', () => {
       leftDownOf({
         replaced: false,
         takenBack: [
-          { vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'none', taken: false },
-          { vmm: 'qemu', vm: vmName('netvm'), nic: 'snp42', to: 'none', taken: true },
+          { vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'none', outcome: 'not-running' },
+          { vmm: 'qemu', vm: vmName('netvm'), nic: 'snp42', to: 'none', outcome: 'taken' },
         ],
       }),
     );
@@ -334,10 +334,29 @@ describe('leftDownLine', () => {
   });
 
   it('a link down for its devices replaced, whose VMM was not running: says it replaced them, and took nothing out', () => {
-    const line = leftDownLine(leftDownOf({ replaced: true, takenBack: [{ vmm: 'cloud-hypervisor', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'netns', taken: false }] }));
+    const line = leftDownLine(leftDownOf({ replaced: true, takenBack: [{ vmm: 'cloud-hypervisor', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'netns', outcome: 'not-running' }] }));
     expect(line).toBe(
       'appvm-lynx -> netvm (id 42) is down: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back) ' +
         '(the cloud-hypervisor of appvm-lynx was not running, so it held no NIC snc42 and nothing was taken out of it): link appvm-lynx again',
+    );
+  });
+});
+
+describe('leftDownLine of a NIC its running VMM no longer held', () => {
+  it('says that VMM no longer held it and nothing was taken out, not that the run took it out; beside a NIC taken out, says both', () => {
+    const absent = { vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'none', outcome: 'absent' } as const;
+    expect(leftDownLine(leftDownOf({ replaced: false, takenBack: [absent] }))).toBe(
+      'appvm-lynx -> netvm (id 42) is down: this run took no NIC of it out ' +
+        '(the QEMU of appvm-lynx no longer held NIC snc42 (taken out before this run, or appvm-lynx restarted without it), so nothing was taken out of it); ' +
+        "its record is as before (appvm-lynx's side qemu, netvm's qemu): " +
+        "link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks",
+    );
+    const both = leftDownLine(leftDownOf({ replaced: false, takenBack: [absent, { vmm: 'qemu', vm: vmName('netvm'), nic: 'snp42', to: 'none', outcome: 'taken' }] }));
+    expect(both).toBe(
+      'appvm-lynx -> netvm (id 42) is down: this run took its NIC snp42 out of the QEMU of netvm (to attach that side as none) ' +
+        '(the QEMU of appvm-lynx no longer held NIC snc42 (taken out before this run, or appvm-lynx restarted without it), so nothing was taken out of it); ' +
+        "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's qemu): " +
+        "link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks",
     );
   });
 });
@@ -349,7 +368,7 @@ describe('leftDownLine of a side kept in its mode through another socket', () =>
         providerAttach: 'netns',
         clientSocket: '/run/a/appvm-lynx.qmp',
         replaced: false,
-        takenBack: [{ vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'qemu', toSocket: '/run/b/appvm-lynx.qmp', socket: '/run/a/appvm-lynx.qmp', taken: true }],
+        takenBack: [{ vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'qemu', toSocket: '/run/b/appvm-lynx.qmp', socket: '/run/a/appvm-lynx.qmp', outcome: 'taken' }],
       }),
     );
     expect(line).toBe(

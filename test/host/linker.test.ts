@@ -15,7 +15,7 @@ import { ID_COUNT, type LinkState, allocateMany, emptyState, parseState, preferr
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
-import { linkCommands } from '../../host/link-commands.js';
+import { leftDownLine, linkCommands } from '../../host/link-commands.js';
 import { isLinkUsageError } from '../../host/exit-codes.js';
 import {
   type KeepGoingOutcome,
@@ -2164,7 +2164,7 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     const leftDown: LeftDownLink[] = [];
     const run = { ...options(), attach: parseAttachChoice(['none']), vmm: vmm(), onLeftDown: (links: readonly LeftDownLink[]) => void leftDown.push(...links) };
     await expect(linkVms(CLIENTS, run)).rejects.toMatchObject({ kind: 'vmm-detach-failed' });
-    expect(leftDown).toEqual([expect.objectContaining({ vm: 'c1', id: ids[0], clientAttach: 'qemu', replaced: false, takenBack: [{ vmm: 'qemu', vm: 'c1', nic: names(ids[0]!).client, to: 'none', taken: true }] })]);
+    expect(leftDown).toEqual([expect.objectContaining({ vm: 'c1', id: ids[0], clientAttach: 'qemu', replaced: false, takenBack: [{ vmm: 'qemu', vm: 'c1', nic: names(ids[0]!).client, to: 'none', outcome: 'taken' }] })]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
 
     // All given back, then the kernel refuses c3's bridge: every link is undone to its record, each said down.
@@ -2202,10 +2202,38 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(events.filter((event) => event.startsWith('detach'))).toHaveLength(4);
     // c1: nothing taken out, nothing replaced: as it was, not said. c3: its provider side's NIC
     // taken out, its client side's VMM not running: said, each NIC as it went.
-    expect(leftDown.map((link) => [link.vm, link.takenBack.map(({ nic, taken }) => [nic, taken])]).sort()).toEqual([
-      ['c2', [[names(id2).client, true]]],
-      ['c3', [[names(id3).client, false], [names(id3).provider, true]]],
+    expect(leftDown.map((link) => [link.vm, link.takenBack.map(({ nic, outcome }) => [nic, outcome])]).sort()).toEqual([
+      ['c2', [[names(id2).client, 'taken']]],
+      ['c3', [[names(id3).client, 'not-running'], [names(id3).provider, 'taken']]],
     ]);
+  });
+
+  it('a running VMM that no longer held the NIC: recorded as absent, not taken; a run that fails after says that link down as the VMM found it, not as taken out by the run', async () => {
+    // Each client side up as QEMU attached them; c1's QEMU runs without its NIC (taken out before,
+    // or c1 restarted without it), c2's and c3's give theirs back.
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'none' });
+    const port: VmmPort = {
+      ...vmm(),
+      detach: async (kind, vm, nic) => {
+        events.push(`detach ${kind} ${vm} ${nic.id}`);
+        return vm === c1 ? 'absent' : undefined;
+      },
+    };
+    // c3's bridge gone (its link still up: its taps are there), made anew: the kernel refuses it,
+    // and the run fails after every NIC came out.
+    kernel.host.delete(names(ids[2]!).bridge);
+    kernel.refused.add(names(ids[2]!).bridge);
+    const leftDown: LeftDownLink[] = [];
+    await expect(linkVms(CLIENTS, { ...options(), attach: parseAttachChoice(['none']), vmm: port, onLeftDown: (links) => void leftDown.push(...links) })).rejects.toThrow(/File exists$/);
+    expect(leftDown.map((link) => [link.vm, link.takenBack.map(({ nic, outcome }) => [nic, outcome])]).sort()).toEqual([
+      ['c1', [[names(ids[0]!).client, 'absent']]],
+      ['c2', [[names(ids[1]!).client, 'taken']]],
+      ['c3', [[names(ids[2]!).client, 'taken']]],
+    ]);
+    const c1Line = leftDownLine(leftDown.find((link) => link.vm === c1)!);
+    expect(c1Line).toContain(`the QEMU of c1 no longer held NIC ${names(ids[0]!).client}`);
+    expect(c1Line).not.toContain('this run took its NIC');
+    expect(leftDownLine(leftDown.find((link) => link.vm === c2)!)).toContain(`this run took its NIC ${names(ids[1]!).client} out of the QEMU of c2`);
   });
 
   it('an invalid VM in the run: its error, before any NIC comes out (the run would fail at it); without it, the NIC comes out', async () => {
@@ -2764,9 +2792,9 @@ describe('the VMM socket each side was attached through, recorded', () => {
     const leftDown: LeftDownLink[] = [];
     await expect(linkVms([c1, c2], { ...options(), attach: parseAttachChoice([`${NETVM}=none`]), vmm: vmm(), onLeftDown: (links) => void leftDown.push(...links) })).rejects.toThrow(/File exists$/);
     const c1Down = leftDown.find((link) => link.vm === c1);
-    expect(c1Down).toMatchObject({ id: id1, clientSocket: '/run/a/c1.qemu', takenBack: expect.arrayContaining([{ vmm: 'qemu', vm: 'c1', nic: names(id1!).client, to: 'qemu', toSocket: '/run/b/c1.qemu', socket: '/run/a/c1.qemu', taken: true }]) });
+    expect(c1Down).toMatchObject({ id: id1, clientSocket: '/run/a/c1.qemu', takenBack: expect.arrayContaining([{ vmm: 'qemu', vm: 'c1', nic: names(id1!).client, to: 'qemu', toSocket: '/run/b/c1.qemu', socket: '/run/a/c1.qemu', outcome: 'taken' }]) });
     // netvm's side to none: a switch, its NIC out at the socket recorded.
-    expect(c1Down?.takenBack).toContainEqual({ vmm: 'cloud-hypervisor', vm: 'netvm', nic: names(id1!).provider, to: 'none', socket: '/run/a/netvm.cloud-hypervisor', taken: true });
+    expect(c1Down?.takenBack).toContainEqual({ vmm: 'cloud-hypervisor', vm: 'netvm', nic: names(id1!).provider, to: 'none', socket: '/run/a/netvm.cloud-hypervisor', outcome: 'taken' });
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
