@@ -47,6 +47,7 @@ import {
   showLinks,
   strayAttachModes,
   unlinkVm,
+  relinkedText,
   unusedAttachModes,
 } from './linker.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
@@ -451,17 +452,14 @@ export function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: 
   return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)}${unlinkAgain}; or `);
 }
 
-/** What an unlink of `vm` takes down besides the link a line is about: its other links, and those it provides (to `clients`). */
-const takenDownToo = (vm: string, clients: readonly string[]): string =>
-  clients.length === 0 ? `taking ${vm}'s other links down too` : `taking ${vm}'s other links down too, and the links it provides to ${clients.join(', ')}`;
-
 /**
  * What `link` says of a VMM that did not detach a NIC of a link to a provider the config no longer
  * names, whose socket is `socket`. Only an unlink of the client reaches that NIC now (with
  * --attach, as the state no longer records it: unlinkRetry), and that takes the client's other
- * links down too, and the links it provides, so the line says the link after it of the client and
- * of the clients of those (VmmDetachFailure.relinkClients), with this run's options (`given`) and
- * the modes of those links (VmmDetachFailure.relinkAttach); where no unlink does that alone, the
+ * links down too, and the links it provides, so the line says the link after it of the client, with
+ * this run's options (`given`) and the modes of its links (VmmDetachFailure.relinkAttach), and of
+ * each client of those, without this run's --attach, pinning that link's modes as recorded
+ * (VmmDetachFailure.relinkClients: its other links, left up, are not switched); where no unlink does that alone, the
  * line says how to remove the NIC at its socket.
  */
 export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewhere: string | undefined, given: GivenOptions): string {
@@ -471,7 +469,7 @@ export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewher
   const retry =
     unlink === undefined
       ? `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)} (an unlink naming that socket would look there for NICs of other VMs too), or `
-      : `once the VMM answers, ${unlink} detaches it (${takenDownToo(link.vm, clients)}: run ${linkCommand([link.vm, ...clients], given, failure.relinkAttach)} after), or `;
+      : `once the VMM answers, ${unlink} detaches it (taking ${link.vm}'s other links down too: run ${relinkedText(link.vm, `${linkCommand([link.vm], given, failure.relinkAttach)} after`, clients.map(({ client, attach }) => ({ client, command: `run ${linkCommand([client], { ...given, attach: [] }, attach)}` })))}), or `;
   return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
 }
 
@@ -783,7 +781,9 @@ function linkRunCommands(given: GivenOptions, names: readonly string[] | undefin
   const keep = keepGoing ? ['--keep-going'] : [];
   return {
     unlink: (vm, words) => unlinkCommand(vm, words, given),
-    link: (attach, clients = []) => linkCommand([...(names === undefined ? ['--all'] : new Set([...names, ...clients])), ...keep], given, attach),
+    link: (attach) => linkCommand([...(names === undefined ? ['--all'] : names), ...keep], given, attach),
+    // Without the run's --attach, which would switch the client's other links (left up by the unlink).
+    relink: (client, attach) => (names === undefined ? undefined : linkCommand([client], { ...given, attach: [] }, attach)),
   };
 }
 
@@ -1071,7 +1071,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const state = stateOptions(flags, env, command);
       // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts).
       const given = givenOptions(flags, command, env);
-      const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned, clients = []) => linkCommand([...new Set([name, ...clients])], given, pinned) };
+      const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned) => linkCommand([name], given, pinned), relink: (client, pinned) => linkCommand([client], { ...given, attach: [] }, pinned) };
       const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands };
       // Before the lock, which would make it.
       requireNamedStateDir(options.stateDir, options.stateDirSource);

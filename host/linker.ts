@@ -314,20 +314,81 @@ export interface PrintedCommands {
    * --attach, not a link's, which means another thing).
    */
   unlink(vm: string, words: readonly string[]): string;
+  /** This run's `spectrum-link link` again, with `attach` (VM=MODE values) added to its --attach. */
+  link(attach: readonly string[]): string;
   /**
-   * This run's `spectrum-link link` again, with `attach` (VM=MODE values) added to its --attach
-   * and `clients` to its VMs (not to --all, which names them): after an unlink of a VM, the clients
-   * of the links it provides, which that unlink takes down too.
+   * After an unlink of a VM, for a client of a link it provides (which that unlink takes down too):
+   * `spectrum-link link CLIENT` with this run's options but not its --attach (which would switch
+   * the client's other links, left up), `attach` its only --attach values; undefined where this
+   * run's link again names that client already (--all).
    */
-  link(attach: readonly string[], clients?: readonly string[]): string;
+  relink(client: string, attach: readonly string[]): string | undefined;
 }
 
 /** The commands of a run given no options (the library's callers): each as plain as it can be said. */
 const DEFAULT_COMMANDS: PrintedCommands = {
   unlink: (vm, words) => ['spectrum-link', 'unlink', vm, ...words].join(' '),
-  link: (attach, clients = []) =>
-    `this link again${clients.length === 0 ? '' : ` with ${clients.join(' ')} added to its VMs`}${attach.length === 0 ? '' : `${clients.length === 0 ? ' with' : ', and'} ${attach.map((value) => `--attach ${value}`).join(' ')}`}`,
+  link: (attach) => `this link again${attach.length === 0 ? '' : ` with ${attach.map((value) => `--attach ${value}`).join(' ')}`}`,
+  relink: (client, attach) => ['spectrum-link', 'link', client, ...attach.flatMap((value) => ['--attach', value])].join(' '),
 };
+
+/**
+ * After `unlink <vm>`, for a client of a link `vm` provides (which that unlink takes down too): the
+ * --attach values (VM=MODE) of `link <client>` that bring that link back as it was: `vm`'s side
+ * as recorded (in that run `vm` is in that link alone), and the client's as recorded where its
+ * other links up (which that unlink leaves up, and that run keeps) have that mode on its side too
+ * (else pinning it would switch them; left out, it gets the mode they agree on, or `none`).
+ */
+export interface ClientRelink {
+  readonly client: VmName;
+  readonly attach: readonly string[];
+}
+
+/** For each of `clients`, of `state` (not the links `released`, by id): the link that brings its link to `vm` back as it was (ClientRelink). */
+function clientRelinks(state: LinkState, vm: VmName, clients: readonly VmName[], released: ReadonlySet<number>): ClientRelink[] {
+  return clients.map((client) => {
+    const links = state.links.filter((link) => link.client === client && !released.has(link.id));
+    const toVm = links.find((link) => link.provider === vm)?.attached;
+    if (toVm === undefined) return { client, attach: [] };
+    const own = toVm.client;
+    const others = links.filter((link) => link.provider !== vm && link.attached !== undefined);
+    const pinOwn = others.every((link) => link.attached?.client === own);
+    return { client, attach: [...(pinOwn ? [`${client}=${own}`] : []), `${vm}=${toVm.provider}`] };
+  });
+}
+
+/** A client of a link a VM provides and the command (`run ...`) that brings that link back after an unlink of the VM; undefined: the link of the VM again names it (--all). */
+export interface RelinkCommand {
+  readonly client: string;
+  readonly command: string | undefined;
+}
+
+/**
+ * What a line that prints `unlink <vm>` then a link of `vm` (`link`) says: what that link brings
+ * back, and for each client of the links `vm` provides (which that unlink takes down too) the
+ * command that brings its link back as it was (`relinks`).
+ */
+export function relinkedText(vm: string, link: string, relinks: readonly RelinkCommand[]): string {
+  if (relinks.length === 0) return link;
+  if (relinks.some(({ command }) => command === undefined)) {
+    return `${link} (that unlink takes down the links ${vm} provides too, to ${relinks.map(({ client }) => client).join(', ')}: that link brings them back too, --all naming their clients)`;
+  }
+  return `${link}, which brings back ${vm}'s own links; ${providedRelinksText(vm, relinks)}`;
+}
+
+/** What relinkedText says of the links `vm` provides: that the unlink takes them down, and each client's command (`relinks`) that brings its link back as it was. */
+function providedRelinksText(vm: string, relinks: readonly RelinkCommand[]): string {
+  const commands = relinks.map(({ client, command }) => `to bring back ${client} -> ${vm} as it was, ${command ?? 'run that link'}`);
+  return `that unlink takes down the links ${vm} provides too, to ${relinks.map(({ client }) => client).join(', ')}: ${commands.join('; ')}`;
+}
+
+/** The command of each ClientRelink, as `commands` says it. */
+function relinkCommands(relinks: readonly ClientRelink[], commands: PrintedCommands): RelinkCommand[] {
+  return relinks.map(({ client, attach }) => {
+    const command = commands.relink(client, attach);
+    return { client, command: command === undefined ? undefined : `run ${command}` };
+  });
+}
 
 /**
  * A step of the undo of a failed `link` (or of one VM of it) that did not happen, and what it left:
@@ -1121,8 +1182,8 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
  */
 /**
  * `failures` of a take-down of the links `ids` with what a line needs to say the link after an
- * unlink of their client, of `state`: the clients of the links it provides (relinkClients) and
- * the modes to pin (relinkModes).
+ * unlink of their client, of `state`: the modes of its own links to pin (relinkModes) and the
+ * link of each client of the links it provides (relinkClients, clientRelinks).
  */
 async function relinked(failures: readonly VmmDetachFailure[], state: LinkState, ids: ReadonlySet<number>, options: LinkerOptions): Promise<VmmDetachFailure[]> {
   const byClient = new Map<VmName, Promise<VmName[]>>();
@@ -1135,7 +1196,7 @@ async function relinked(failures: readonly VmmDetachFailure[], state: LinkState,
     failures.map(async (failure) => {
       const client = vmName(failure.link.vm);
       const clients = await clientsOf(client);
-      return { ...failure, throughTemplate: reachedThroughTemplate(state, failure, ids), relinkAttach: relinkModes(state, client, clients, ids, options.attach), relinkClients: clients };
+      return { ...failure, throughTemplate: reachedThroughTemplate(state, failure, ids), relinkAttach: relinkModes(state, client, ids, options.attach), relinkClients: clientRelinks(state, client, clients, ids) };
     }),
   );
 }
@@ -1265,13 +1326,13 @@ interface SwitchedSide {
    */
   readonly unrecordable?: string;
   /**
-   * The --attach values (VM=MODE) that give the sides of the client's links the modes this run
-   * gives them where its --attach does not choose them (relinkAttach): what a link after an unlink
-   * of the client needs to attach them as this run would (the unlink takes the modes it keeps away).
+   * The --attach values (VM=MODE) that give the sides of the client's own links the modes they
+   * have where this run's --attach does not choose them (relinkModes): what this link again after
+   * an unlink of the client needs to attach them as this run would (the unlink takes the modes away).
    */
   readonly relinkAttach: readonly string[];
-  /** The clients of the links the client provides (relinkClients), which that unlink takes down too: the link after it names them. */
-  readonly relinkClients: readonly VmName[];
+  /** The link, after that unlink, of each client of the links the client provides, which that unlink takes down too (ClientRelink). */
+  readonly relinkClients: readonly ClientRelink[];
 }
 
 /**
@@ -1294,25 +1355,6 @@ async function relinkClients(state: LinkState, vm: VmName, options: LinkerOption
   const snapshot = await readConfigVms(options.configDir, clients, options.configDirSource).catch(() => undefined);
   if (snapshot === undefined) return clients;
   return clients.filter((client) => checkVm(snapshot, client).length === 0 && requireValidVm(snapshot, client).providers.includes(vm));
-}
-
-/**
- * For a link run after `unlink <client>` (which takes every link of the client down, those it
- * provides too, and with them the modes this run keeps for their sides): `VM=MODE` for each VM of
- * the links that link makes (the client's, to the providers its config names, and those of the
- * clients of the links it provides, `clients`, as `before` records them) that this run's --attach
- * does not choose and whose up links all have one mode on its side, not `none` (which a link
- * gives a VM it knows nothing of); pinned so, every link of that VM in the run keeps the mode it
- * has. A VM whose links disagree is left out: its links keep their own, which no one mode can say.
- */
-function relinkAttach(client: VmName, clients: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach): string[] {
-  const ofClients = clients.flatMap((other) => [other, ...linksOfClient(before, other).map((link) => link.provider)]);
-  const vms = [client, ...requireValidVm(snapshot, client).providers, ...ofClients];
-  return [...new Set(vms)].flatMap((vm) => {
-    const modes = kept.vms.get(vm) ?? [];
-    const [only] = modes;
-    return chosenAttachMode(kept.choice, vm) === undefined && modes.length === 1 && only !== undefined && only !== 'none' ? [`${vm}=${only}`] : [];
-  });
 }
 
 /**
@@ -1361,12 +1403,14 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   const recorded = named.map((candidate) => ({ ...candidate, report: linkReport(candidate.link, options) }));
   const host = recorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], recorded.flatMap(({ report }) => linkDevicesOf(report)))).host;
   const up = recorded.filter(({ link }) => seenOf(link, host, options).own.length > 0);
-  const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: VmName[] }>();
+  const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: ClientRelink[] }>();
+  const none = new Set<number>();
   for (const client of new Set(up.map(({ link }) => link.client))) {
     const clients = await relinkClients(before, client, options);
-    relink.set(client, { relinkAttach: relinkAttach(client, clients, snapshot, before, kept), relinkClients: clients });
+    const { providers } = requireValidVm(snapshot, client);
+    relink.set(client, { relinkAttach: relinkModes(before, client, none, kept.choice, providers), relinkClients: clientRelinks(before, client, clients, none) });
   }
-  const relinkOf = (client: VmName): { relinkAttach: string[]; relinkClients: VmName[] } => relink.get(client) ?? { relinkAttach: [], relinkClients: [] };
+  const relinkOf = (client: VmName): { relinkAttach: string[]; relinkClients: ClientRelink[] } => relink.get(client) ?? { relinkAttach: [], relinkClients: [] };
   return up
     .sort((a, b) => (order.get(a.link.client) ?? 0) - (order.get(b.link.client) ?? 0))
     .flatMap(({ link, report, wanted, sides, unrecordable }) =>
@@ -1400,17 +1444,8 @@ function switchRefused({ link, side, to, toSocket, relinkAttach: pinned, relinkC
     'vmm-detach-failed',
     `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not attached as ${toWhat}: its NIC ${nic} was to come out of the ${vmm} of ${vm}${at} first: ${reasonOf(error)}; ` +
       `so nothing was made for it, and it stays as it was, recorded as ${from} on that side with its devices (a NIC the VMM had already been asked to remove may be gone from ${vm}: link again once it answers): ` +
-      `to attach it as ${toWhat} whatever that VMM says, run ${commands.unlink(link.vm, ['--force'])}, then ${commands.link(pinned, clients)}${providedRelinked(link.vm, clients)}`,
+      `to attach it as ${toWhat} whatever that VMM says, run ${commands.unlink(link.vm, ['--force'])}, then ${relinkedText(link.vm, commands.link(pinned), relinkCommands(clients, commands))}`,
   );
-}
-
-/**
- * What a line that prints `unlink <vm>` then a link says of the links `vm` provides (to `clients`,
- * relinkClients), which that unlink takes down too: that the link names those clients, to bring
- * them back; nothing where it provides none.
- */
-function providedRelinked(vm: string, clients: readonly string[]): string {
-  return clients.length === 0 ? '' : ` (that unlink takes down the links ${vm} provides too, to ${clients.join(', ')}: that link names ${clients.length === 1 ? 'that client' : 'those clients'}, to bring them back)`;
 }
 
 /**
@@ -1493,8 +1528,8 @@ function assertMovesRecordable(switched: readonly SwitchedSide[], commands: Prin
       `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${unrecordable}, the path ${option} gives now: the state cannot record that path (${reason}), ` +
         `so its NIC would be where no record says, and the socket recorded for it, ${recorded ?? ''}, lost; so no NIC was taken out and nothing was made for it (NIC ${nic} stays in the ${name} of ${vm} at that socket): ` +
         `give a ${option} whose path the state can record (absolute, at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'), or the one that gives ${recorded ?? ''}; ` +
-        `or, if ${vm} now runs with its socket at ${unrecordable}, run ${commands.unlink(link.vm, [])}, then ${commands.link([...new Set([`${vm}=${mode}`, ...pinned])], clients)}, ` +
-        `which attaches that side there without recording its socket (an unlink finds it only through that ${option})${providedRelinked(link.vm, clients)}`,
+        `or, if ${vm} now runs with its socket at ${unrecordable}, run ${commands.unlink(link.vm, [])}, then ${commands.link([...new Set([`${vm}=${mode}`, ...pinned])])}, ` +
+        `which attaches that side there without recording its socket (an unlink finds it only through that ${option})${clients.length === 0 ? '' : `; ${providedRelinksText(link.vm, relinkCommands(clients, commands))}`}`,
     );
   }
 }
@@ -2499,27 +2534,26 @@ export interface VmmDetachFailure {
    */
   readonly relinkAttach?: readonly string[];
   /**
-   * Of a link `link` took down: the clients of the links the client provides (relinkClients),
-   * which that unlink takes down too: the link after it names them. Absent (`unlink`'s own): none.
+   * Of a link `link` took down: the link, after that unlink, of each client of the links the
+   * client provides, which that unlink takes down too (ClientRelink). Absent (`unlink`'s own): none.
    */
-  readonly relinkClients?: readonly VmName[];
+  readonly relinkClients?: readonly ClientRelink[];
 }
 
 /**
- * For `link <client> <clients>` run after an unlink of the client (which takes every link of the
- * client down, those it provides to `clients` too, and with them the modes they keep): VM=MODE
- * for each VM of the links of the client and of those clients attached in `state` (not those
- * `released`, by id: the links that link makes, as recorded) whose sides there have one mode, not
- * `none` (which a link gives a VM it knows nothing of), and that `attach` (this run's --attach,
- * which that link carries) does not choose. A VM whose sides disagree is left out: no one mode
- * says them.
+ * For `link <client>` run after an unlink of the client (which takes every link of the client
+ * down, and with them the modes they keep): VM=MODE for each VM of the client's own links attached
+ * in `state` (not those `released`, by id; only those to `providers` where given, the ones that
+ * link makes: as recorded) whose sides there have one mode, not `none` (which a link gives a VM it
+ * knows nothing of), and that `attach` (this run's --attach, which that link carries) does not
+ * choose. Each provider is in one such link; the client, where its sides disagree, is left out: no
+ * one mode says them (the links it provides are brought back by links of their own: clientRelinks).
  */
-function relinkModes(state: LinkState, client: VmName, provided: readonly VmName[], released: ReadonlySet<number>, attach: AttachChoice): string[] {
+function relinkModes(state: LinkState, client: VmName, released: ReadonlySet<number>, attach: AttachChoice, providers?: readonly VmName[]): string[] {
   const modes = new Map<VmName, Set<AttachMode>>();
-  const clients = new Set([client, ...provided]);
-  for (const link of state.links.filter((recorded) => clients.has(recorded.client))) {
+  for (const link of state.links.filter((recorded) => recorded.client === client)) {
     const { attached } = link;
-    if (released.has(link.id) || attached === undefined) continue;
+    if (released.has(link.id) || attached === undefined || (providers !== undefined && !providers.includes(link.provider))) continue;
     for (const side of BOTH_SIDES) {
       const vm = side === 'client' ? link.client : link.provider;
       modes.set(vm, (modes.get(vm) ?? new Set<AttachMode>()).add(attached[side]));

@@ -442,11 +442,19 @@ describe('the unlink a line offers for a NIC a VMM did not give back', () => {
     );
   });
 
-  it('the client of a chain: the link after that unlink names the clients of the links it provides, which that unlink takes down too, and says so', () => {
-    const line = unlistedLine({ ...failure([]), relinkAttach: ['appvm-lynx=qemu', 'appvm-0=netns'], relinkClients: [vmName('appvm-0'), vmName('appvm-1')] }, '/run/vm/appvm-catgirl/qmp.sock', undefined, RUN);
+  it('the client of a chain: after the link of the client, a link of each client of the links it provides, without this run\'s --attach, pinning that link as recorded', () => {
+    const relinkClients = [
+      { client: vmName('appvm-0'), attach: ['appvm-0=netns', 'appvm-lynx=qemu'] },
+      { client: vmName('appvm-1'), attach: ['appvm-lynx=netns'] },
+    ];
+    const line = unlistedLine({ ...failure([]), relinkAttach: ['appvm-lynx=qemu'], relinkClients }, '/run/vm/appvm-catgirl/qmp.sock', undefined, RUN);
+    const options = "--config-dir /srv/spectrum/config --state-dir /var/state --mtu 9000";
+    const sockets = "--qmp-socket '/srv/spectrum/q/{vm}.qmp' --vmm-timeout 20000 --lock-wait 5";
     expect(line).toContain(
-      "(taking appvm-lynx's other links down too, and the links it provides to appvm-0, appvm-1: run spectrum-link link appvm-lynx appvm-0 appvm-1 --config-dir /srv/spectrum/config --state-dir /var/state --mtu 9000 " +
-        "--attach netvm=qemu --attach appvm-lynx=qemu --attach appvm-0=netns --qmp-socket '/srv/spectrum/q/{vm}.qmp' --vmm-timeout 20000 --lock-wait 5 after)",
+      `(taking appvm-lynx's other links down too: run spectrum-link link appvm-lynx ${options} --attach netvm=qemu --attach appvm-lynx=qemu ${sockets} after, ` +
+        "which brings back appvm-lynx's own links; that unlink takes down the links appvm-lynx provides too, to appvm-0, appvm-1: " +
+        `to bring back appvm-0 -> appvm-lynx as it was, run spectrum-link link appvm-0 ${options} --attach appvm-0=netns --attach appvm-lynx=qemu ${sockets}; ` +
+        `to bring back appvm-1 -> appvm-lynx as it was, run spectrum-link link appvm-1 ${options} --attach appvm-lynx=netns ${sockets})`,
     );
   });
 

@@ -82,10 +82,11 @@ describeNetns("the printed unlink and link of a chain's middle VM bring back eve
     const refused = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
     expect(refused.code).toBe(1);
     const line = refused.stderr.trim();
-    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link names that client, to bring them back\)$/.exec(line);
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link .*?), which brings back vpnvm's own links; that unlink takes down the links vpnvm provides too, to appvm-lynx: to bring back appvm-lynx -> vpnvm as it was, run (spectrum-link link appvm-lynx .*?)$/.exec(line);
     expect(printed, line).not.toBeNull();
-    const [, unlinkLine = '', linkLine = ''] = printed ?? [];
-    expect(linkLine).toEqual(expect.stringMatching(/^spectrum-link link vpnvm appvm-lynx .*--attach vpnvm=netns .*--attach appvm-lynx=netns/));
+    const [, unlinkLine = '', linkLine = '', clientLine = ''] = printed ?? [];
+    expect(linkLine).toEqual(expect.stringMatching(/^spectrum-link link vpnvm .*--attach vpnvm=netns .*--attach netvm=netns/));
+    expect(clientLine).toEqual(expect.stringMatching(/^spectrum-link link appvm-lynx .*--attach appvm-lynx=netns --attach vpnvm=netns/));
 
     // As printed: the unlink takes down both links (the NIC reported left), the link brings both back.
     const forced = await runPrinted(chain.world.host, unlinkLine);
@@ -93,6 +94,8 @@ describeNetns("the printed unlink and link of a chain's middle VM bring back eve
     expect((await listed()).filter((link) => link.linked)).toEqual([]);
     const relinked = await runPrinted(chain.world.host, linkLine);
     expect(relinked.code, relinked.stderr).toBe(0);
+    const clientRelinked = await runPrinted(chain.world.host, clientLine);
+    expect(clientRelinked.code, clientRelinked.stderr).toBe(0);
     expect(await listed()).toEqual([
       expect.objectContaining({ id: before[0]?.id, vm: 'vpnvm', provider: 'netvm', clientAttach: 'netns', providerAttach: 'netns', linked: true, present: true }),
       expect.objectContaining({ id: before[1]?.id, vm: 'appvm-lynx', provider: 'vpnvm', clientAttach: 'netns', providerAttach: 'netns', linked: true, present: true }),
@@ -121,17 +124,72 @@ describeNetns('the printed link of a chain names only the clients whose links th
     const refused = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
     expect(refused.code).toBe(1);
     const line = refused.stderr.trim();
-    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link names that client, to bring them back\)$/.exec(line);
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link .*?), which brings back vpnvm's own links; that unlink takes down the links vpnvm provides too, to appvm-lynx: to bring back appvm-lynx -> vpnvm as it was, run (spectrum-link link appvm-lynx .*?)$/.exec(line);
     expect(printed, line).not.toBeNull();
-    const [, unlinkLine = '', linkLine = ''] = printed ?? [];
-    expect(linkLine).toEqual(expect.stringMatching(/^spectrum-link link vpnvm appvm-lynx --/));
+    const [, unlinkLine = '', linkLine = '', clientLine = ''] = printed ?? [];
+    expect(linkLine).toEqual(expect.stringMatching(/^spectrum-link link vpnvm --/));
 
     const forced = await runPrinted(chain.world.host, unlinkLine);
     expect(forced.code, forced.stderr).toBe(1);
     expect(await linkedPairs()).toEqual([]);
     const relinked = await runPrinted(chain.world.host, linkLine);
     expect(relinked.code, relinked.stderr).toBe(0);
+    const clientRelinked = await runPrinted(chain.world.host, clientLine);
+    expect(clientRelinked.code, clientRelinked.stderr).toBe(0);
     // appvm-0's link down as its unlink left it; appvm-1's, of a VM gone, down with the unlink of its provider.
     expect(await linkedPairs()).toEqual(['appvm-lynx -> vpnvm', 'vpnvm -> netvm']);
+  });
+});
+
+describeNetns("the printed links of a chain's clients carry not the run's --attach, and pin each link as recorded", () => {
+  // appvm-lynx: a client of netvm too; appvm-0 a client of vpnvm, whose side of it is none (netns of appvm-lynx's).
+  const chain = chainWorld('relinkpin', ['appvm-lynx', 'appvm-0'], 1);
+  const { listed } = chain;
+
+  it("after a refused `link vpnvm --attach netns`: appvm-lynx -> netvm, left up by the unlink, stays none; vpnvm's provider sides come back as they were, netns and none", async () => {
+    const template = join(chain.socketDir, '{vm}.qmp');
+    await writeFile(join(chain.world.configDir, 'appvm-lynx', 'providers', 'net', 'netvm'), '');
+    const made = [
+      ['vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template],
+      ['appvm-lynx', '--attach', 'appvm-lynx=none', '--attach', 'vpnvm=netns', '--attach', 'netvm=none'],
+      ['appvm-0', '--attach', 'none'],
+    ];
+    for (const words of made) {
+      const result = await chain.world.link(['link', ...words]);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    const modes = async (): Promise<string[]> =>
+      (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach} #${link.id}`).sort();
+    const before = await modes();
+    expect(before).toEqual([
+      expect.stringMatching(/^appvm-0 -> vpnvm none\/none #/),
+      expect.stringMatching(/^appvm-lynx -> netvm none\/none #/),
+      expect.stringMatching(/^appvm-lynx -> vpnvm none\/netns #/),
+      expect.stringMatching(/^vpnvm -> netvm qemu\/netns #/),
+    ]);
+
+    // Every side to netns: vpnvm's QEMU refuses to give back its NIC.
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', 'vpnvm', '--attach', 'netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link vpnvm .*?), which brings back vpnvm's own links; that unlink takes down the links vpnvm provides too, to (.*?): (.*)$/.exec(line);
+    expect(printed, line).not.toBeNull();
+    const [, unlinkLine = '', linkLine = '', clients = '', relinks = ''] = printed ?? [];
+    expect(clients.split(', ').sort()).toEqual(['appvm-0', 'appvm-lynx']);
+    const clientLines = [...relinks.matchAll(/to bring back (\S+) -> vpnvm as it was, run (spectrum-link link \1 .*?)(?=; to bring back |$)/g)].map((found) => found[2] ?? '');
+    expect(clientLines).toHaveLength(2);
+    // The run's --attach netns only in vpnvm's own link.
+    expect(linkLine).toEqual(expect.stringMatching(/ --attach netns /));
+    for (const clientLine of clientLines) expect(clientLine).not.toEqual(expect.stringMatching(/ --attach netns /));
+
+    const forced = await runPrinted(chain.world.host, unlinkLine);
+    expect(forced.code, forced.stderr).toBe(1);
+    for (const command of [linkLine, ...clientLines]) {
+      const result = await runPrinted(chain.world.host, command);
+      expect(result.code, `${command}: ${result.stderr}`).toBe(0);
+    }
+    // vpnvm's own link as the run asked; every other as it was, each with its id.
+    expect(await modes()).toEqual(before.map((link) => link.replace(/^vpnvm -> netvm qemu\/netns /, 'vpnvm -> netvm netns/netns ')));
   });
 });
