@@ -35,7 +35,7 @@ async function writeVm(configDir: string, vm: string, provider: string): Promise
  * client of vpnvm, and a scripted QEMU for vpnvm at <socketDir>/vpnvm.qmp.
  */
 function chainWorld(name: string, clients: readonly string[], extraClients = 0) {
-  const chain = {} as { harness: Harness; world: LinkWorld; socketDir: string; qemu: ScriptedQemu; listed: () => Promise<ListedJson[]> };
+  const chain = {} as { harness: Harness; world: LinkWorld; socketDir: string; qemu: ScriptedQemu; listed: () => Promise<ListedJson[]>; linkMiddle: () => Promise<string> };
   beforeAll(async () => {
     chain.harness = createHarness(name);
     chain.world = await makeLinkWorld(chain.harness, extraClients);
@@ -58,6 +58,13 @@ function chainWorld(name: string, clients: readonly string[], extraClients = 0) 
     expect(result.code, result.stderr).toBe(0);
     return JSON.parse(result.stdout) as ListedJson[];
   };
+  /** vpnvm linked to netvm, its side qemu (the scripted one) through the socket template returned, netvm's netns. */
+  chain.linkMiddle = async () => {
+    const template = join(chain.socketDir, '{vm}.qmp');
+    const middle = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
+    expect(middle.code, middle.stderr).toBe(0);
+    return template;
+  };
   return chain;
 }
 
@@ -66,9 +73,7 @@ describeNetns("the printed unlink and link of a chain's middle VM bring back eve
   const { listed } = chain;
 
   it('a refused switch of vpnvm: its unlink --force, then a link naming appvm-lynx too, with its mode pinned; every link up again as it was', async () => {
-    const template = join(chain.socketDir, '{vm}.qmp');
-    const middle = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
-    expect(middle.code, middle.stderr).toBe(0);
+    const template = await chain.linkMiddle();
     const client = await chain.world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=netns', '--attach', 'vpnvm=netns']);
     expect(client.code, client.stderr).toBe(0);
     const before = await listed();
@@ -109,9 +114,7 @@ describeNetns('the printed link of a chain names only the clients whose links th
   const { listed } = chain;
 
   it('a client whose link is down (unlinked, id kept) or whose VM dir is gone is not named: that link stays down, and the printed link runs', async () => {
-    const template = join(chain.socketDir, '{vm}.qmp');
-    const middle = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
-    expect(middle.code, middle.stderr).toBe(0);
+    const template = await chain.linkMiddle();
     const clients = await chain.world.link(['link', 'appvm-lynx', 'appvm-0', 'appvm-1', '--attach', 'netns']);
     expect(clients.code, clients.stderr).toBe(0);
     const down = await chain.world.link(['unlink', 'appvm-0']);
