@@ -15,6 +15,21 @@ import { DEVICE_KIND } from './device-plan.js';
 import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import {
+  LinkerError,
+  collectGarbage,
+  hostSideDeleted,
+  linkAll,
+  linkAllKeepGoing,
+  linkVms,
+  linkVmsKeepGoing,
+  listLinks,
+  relinkedText,
+  showLinks,
+  strayAttachModes,
+  unlinkVm,
+  unusedAttachModes,
+} from './linker.js';
+import {
   type AllVms,
   type FailedVm,
   type FinishedOutcome,
@@ -35,21 +50,8 @@ import {
   type VmmDetachFailure,
   type VmmKind,
   type VmmPort,
-  LinkerError,
   checkNetnsPrefix,
-  collectGarbage,
-  hostSideDeleted,
-  linkAll,
-  linkAllKeepGoing,
-  linkVms,
-  linkVmsKeepGoing,
-  listLinks,
-  showLinks,
-  strayAttachModes,
-  unlinkVm,
-  relinkedText,
-  unusedAttachModes,
-} from './linker.js';
+} from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { vmName } from './vm-name.js';
