@@ -2,7 +2,7 @@
 // Decisions live in pure modules (config, link-state, device-plan); this file sequences a `link`
 // run under the state lock (linkVms, linkAll): its checks, its transaction (linkTransaction), the
 // undo of a failed run's own work, and its end (finishRun). Split off from it: linker-types.ts
-// (options, reports).
+// (options, reports), linker-error.ts (LinkerError).
 import { pathCheck, pathOrigin, shownOrigin } from '../shared/cli/option-source.js';
 import { CliError } from '../shared/cli/run-cli.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
@@ -46,6 +46,7 @@ import {
   setAttachments,
   unrecordedSocketReason,
 } from './link-state.js';
+import { LinkerError, isInterruption, reasonOf, stopIfInterrupted, underStateLock } from './linker-error.js';
 import {
   type AllVms,
   BOTH_SIDES,
@@ -63,7 +64,6 @@ import {
   type LinkerOptions,
   type ListOptions,
   type ListedLink,
-  type LockWaitOptions,
   type OrphanedVm,
   type PrintedCommands,
   type RecordedLinkReport,
@@ -103,95 +103,9 @@ import {
   undoDevicePlan,
   undoDevices,
 } from './netlink-devices.js';
-import { type LockOptions, STATE_DIR_ENV, StateStoreError, hasStateFile, loadState, probeStateWrite, saveState, stateDirAbsent, stateDirFix, stateFilePath, withStateLock } from './state-store.js';
+import { STATE_DIR_ENV, StateStoreError, hasStateFile, loadState, probeStateWrite, saveState, stateDirAbsent, stateDirFix, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
-
-export class LinkerError extends Error {
-  override readonly name = 'LinkerError';
-  constructor(
-    readonly kind:
-      | 'not-linked'
-      /**
-       * `link` took down no link to a provider dropped from the config: that failed, or the state
-       * could not be written first; or the kernel stopped it part-way (`released` says what it had done).
-       */
-      | 'unlisted-not-taken-down'
-      /** `unlink` took nothing down, or `link` took no NIC out for another mode: the state file could not be written (read-only, full, no permission). */
-      | 'state-not-writable'
-      /** Links were taken down (NICs detached, devices deleted), and then the state file could not record it. */
-      | 'taken-down-not-recorded'
-      /**
-       * `unlink` stopped part-way through its take-down (the kernel refused a lookup or a deletion
-       * of their devices), after NICs came out of their VMMs, VMMs did not detach or devices went
-       * (`released`); the state file is as it was. (releaseLinks throws it too, to its callers.)
-       */
-      | 'take-down-stopped'
-      | 'no-state'
-      | 'unknown-vm'
-      | 'vmm-detach-failed'
-      /**
-       * `link` took no NIC out and made nothing: a side kept in its VMM mode whose socket moved
-       * has a VMM running at the socket recorded, and none to be reached at the new one.
-       */
-      | 'vmm-socket-moved'
-      /**
-       * `link` took no NIC out and made nothing: a side kept in its VMM mode would move from the
-       * socket recorded to a path the state cannot record (longer than a Unix socket path once made
-       * absolute, or with a control character, '"' or '\'): bad input, as a socket path too long is.
-       */
-      | 'vmm-socket-unrecordable'
-      | 'interrupted'
-      /** A signal came while the run waited for the state lock: nothing was done. */
-      | 'interrupted-waiting'
-      /** A signal came while a failed `link` was undone (the undo went on): `failure` is what failed first. */
-      | 'interrupted-undoing'
-      /**
-       * `link --keep-going` stopped by a state file that could not be read or written (`failure`,
-       * the StateStoreError, or the LinkerError of a state dir found not writable before a take-out
-       * or take-down, or of a take-down not recorded: whose message this is) after VMs of it had
-       * failed (`failed`).
-       */
-      | 'state-failed',
-    message: string,
-    /**
-     * For 'interrupted-undoing': the failure the run was undone for, as thrown; for 'state-failed',
-     * the state failure (see there); for 'state-not-writable', 'unlisted-not-taken-down' and
-     * 'taken-down-not-recorded' where the state dir could not be written, the StateStoreError.
-     */
-    readonly failure?: unknown,
-    /**
-     * For 'interrupted', 'state-failed' and 'unlisted-not-taken-down' of `link --keep-going`: the
-     * VMs that had failed before the signal, the state failure or the failed take-down of links to
-     * providers dropped stopped the run (each alone, nothing made for it or undone), in the order
-     * asked for, to be said too; for 'state-failed' and 'interrupted-waiting' where the state lock
-     * was not taken, with no state dir yet: those that failed their checks before it.
-     */
-    readonly failed: readonly FailedVm[] = [],
-    /**
-     * For 'state-failed' of `link --keep-going`: the VMs it had linked again one by one (after its
-     * one transaction failed) before the state failure stopped it; where the take-down of links to
-     * providers dropped failed after the run's links were made (`outcome`), every VM it linked. In
-     * the order asked for, each with its links: linked and recorded, to be printed as where the run
-     * ends unstopped.
-     */
-    readonly linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
-    /**
-     * Where `link` failed only after its links were made, taking down the links to providers
-     * dropped ('unlisted-not-taken-down', 'taken-down-not-recorded', and with --keep-going a
-     * 'state-failed' of either): what the run did, to be said as where it ends well (finishRun).
-     */
-    readonly outcome?: FinishedOutcome,
-    /**
-     * For 'take-down-stopped', and a 'vmm-detach-failed' of `unlink` whose VMM refused after other
-     * NICs had come out, or an 'unlisted-not-taken-down' stopped part-way: what that take-down had
-     * done (StoppedRelease).
-     */
-    readonly released?: StoppedRelease,
-  ) {
-    super(message);
-  }
-}
 
 /** For each of `clients`, of `state` (not the links `released`, by id): the link that brings its link to `vm` back as it was (ClientRelink). */
 function clientRelinks(state: LinkState, vm: VmName, clients: readonly VmName[], released: ReadonlySet<number>): ClientRelink[] {
@@ -286,23 +200,6 @@ async function writeBack(options: Pick<LinkerOptions, 'stateDir' | 'devicePrefix
     told?.({ stateFile: stateFilePath(options.stateDir), error: reasonOf(error), written, recorded, clients });
     return written ? target : held;
   }
-}
-
-/** Throw where the run was asked to stop (options.signal aborted), for the failure path to undo it. */
-function stopIfInterrupted(options: Pick<LinkerOptions, 'signal'>): void {
-  const { signal } = options;
-  if (signal?.aborted === true) throw new LinkerError('interrupted', `interrupted (${String(signal.reason)}): what this run had made is undone`);
-}
-
-/** The state lock's options of a run: its wait, and where its state dir came from. */
-function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal'>): LockOptions {
-  const { stateDirSource: source, lockWaitMs: timeoutMs, onLockWait: onWaiting, signal } = options;
-  return {
-    ...(source === undefined ? {} : { source }),
-    ...(timeoutMs === undefined ? {} : { timeoutMs }),
-    ...(onWaiting === undefined ? {} : { onWaiting }),
-    ...(signal === undefined ? {} : { signal }),
-  };
 }
 
 /** What a report says of how its link is attached: its modes, and its sockets where known (to record). */
@@ -1282,24 +1179,6 @@ function underLinkLock<T>(options: LinkerOptions, fn: () => Promise<T>): Promise
   return underStateLock(options, 'nothing was made', fn);
 }
 
-/**
- * Run fn under the state lock, telling onLockHeld first; an interruption (options.signal) while
- * waiting for it fails with kind 'interrupted-waiting', its message ending with `nothing`.
- */
-function underStateLock<T>(options: LockWaitOptions, nothing: string, fn: () => Promise<T>): Promise<T> {
-  const held = (): Promise<T> => {
-    options.onLockHeld?.();
-    return fn();
-  };
-  return withStateLock(options.stateDir, held, lockOptions(options)).catch((error: unknown) => {
-    // Interrupted while another run holds the lock: stop waiting (nothing done yet).
-    if (error instanceof StateStoreError && error.kind === 'lock-aborted') {
-      throw new LinkerError('interrupted-waiting', `interrupted (${String(options.signal?.reason)}) while waiting for the state lock: ${nothing}`);
-    }
-    throw error;
-  });
-}
-
 /** Each listed client's providers: first the whole dir's VMs without any, then those linked. */
 function listedProviders(withoutProviders: readonly VmName[], linked: ReadonlyMap<VmName, readonly VmName[]>): Map<VmName, readonly VmName[]> {
   return new Map<VmName, readonly VmName[]>([...withoutProviders.map((vm): [VmName, readonly VmName[]] => [vm, []]), ...linked]);
@@ -1424,8 +1303,6 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     return { ...outcome, run };
   });
 }
-
-const isInterruption = (error: unknown): error is LinkerError => error instanceof LinkerError && error.kind === 'interrupted';
 
 /** What a pass over the VMs of `link --keep-going` linked, and where a signal stopped it. */
 interface KeepGoingPass extends LinkTransaction {
@@ -2095,8 +1972,6 @@ function reachedThroughTemplate(state: LinkState, failure: VmmDetachFailure, rel
   }
   return [...reached];
 }
-
-const reasonOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 /**
  * Detach each link's VMM NICs (of `sides`), one after another, each that came out added to
