@@ -14,7 +14,8 @@ import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix
 import { DEVICE_KIND } from './device-plan.js';
 import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
-import { collectGarbage, hostSideDeleted, linkAll, linkAllKeepGoing, linkVms, linkVmsKeepGoing, listLinks, relinkedText, showLinks, strayAttachModes, unlinkVm, unusedAttachModes } from './linker.js';
+import { listLinks, showLinks } from './link-listing.js';
+import { collectGarbage, hostSideDeleted, linkAll, linkAllKeepGoing, linkVms, linkVmsKeepGoing, relinkedText, strayAttachModes, unlinkVm, unusedAttachModes } from './linker.js';
 import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
