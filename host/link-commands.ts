@@ -15,7 +15,8 @@ import { DEVICE_KIND } from './device-plan.js';
 import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import { listLinks, showLinks } from './link-listing.js';
-import { collectGarbage, hostSideDeleted, linkAll, linkAllKeepGoing, linkVms, linkVmsKeepGoing, relinkedText, strayAttachModes, unlinkVm, unusedAttachModes } from './linker.js';
+import { relinkedText } from './link-relinks.js';
+import { collectGarbage, hostSideDeleted, linkAll, linkAllKeepGoing, linkVms, linkVmsKeepGoing, strayAttachModes, unlinkVm, unusedAttachModes } from './linker.js';
 import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
