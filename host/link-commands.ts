@@ -16,7 +16,8 @@ import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import { listLinks, showLinks } from './link-listing.js';
 import { relinkedText } from './link-relinks.js';
-import { collectGarbage, hostSideDeleted, linkAll, linkAllKeepGoing, linkVms, linkVmsKeepGoing, strayAttachModes, unlinkVm, unusedAttachModes } from './linker.js';
+import { collectGarbage, hostSideDeleted, unlinkVm } from './link-take-down.js';
+import { linkAll, linkAllKeepGoing, linkVms, linkVmsKeepGoing, strayAttachModes, unusedAttachModes } from './linker.js';
 import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
