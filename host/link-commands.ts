@@ -14,10 +14,11 @@ import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix
 import { DEVICE_KIND } from './device-plan.js';
 import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
+import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
 import { relinkedText } from './link-relinks.js';
 import { collectGarbage, hostSideDeleted, unlinkVm } from './link-take-down.js';
-import { linkAll, linkAllKeepGoing, linkVms, linkVmsKeepGoing, strayAttachModes, unusedAttachModes } from './linker.js';
+import { linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.js';
 import { LinkerError } from './linker-error.js';
 import {
   type AllVms,

@@ -17,8 +17,9 @@ import { StateStoreError, loadState, saveState, withStateLock } from '../../host
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 import { leftDownLine, linkCommands } from '../../host/link-commands.js';
 import { isLinkUsageError } from '../../host/exit-codes.js';
+import { linkAllKeepGoing, linkVmsKeepGoing } from '../../host/link-keep-going.js';
 import { collectGarbage, unlinkVm } from '../../host/link-take-down.js';
-import { linkAll, linkAllKeepGoing, linkVms, linkVmsKeepGoing } from '../../host/linker.js';
+import { linkAll, linkVms } from '../../host/linker.js';
 import type { LinkerError } from '../../host/linker-error.js';
 import type { KeepGoingOutcome, LeftDownLink, LinkReport, LinkerOptions, UndoStateWriteFailure, UndoStepFailure, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
 import type { ClientId } from '../../shared/client-id.js';
