@@ -307,7 +307,8 @@ interface UpstreamLink {
   /**
    * For a link-local upstream, the index of the interface its zone named when its sockets were
    * connected: they stay on that interface (the kernel binds a connected socket to it by index),
-   * whatever it is called since and whatever has its name now (see Forwarder.#setUpstreams).
+   * whatever it is called since and whatever has its name now (see Forwarder.#setUpstreams), and
+   * its TCP connections go through it too (#serveTcpQuery).
    */
   readonly zoneIndex: number | undefined;
   readonly sockets: readonly UdpSocket[];
@@ -1771,15 +1772,18 @@ class Forwarder implements DnsForwarder {
     const tried: Upstream[] = [];
     for (let next = untriedFrom(upstreams, tried, this.#firstIndex()); next !== undefined; ) {
       if (socket.destroyed || this.#closed !== undefined) return;
-      const { upstream, via } = next;
+      const { upstream, via, zoneIndex } = next;
       tried.push(upstream);
       // Through the link, as for UDP: to our own address a plain connection would reach us.
-      // A link-local one's zone picks its link, by name or index (Node's net reads only a name).
+      // A link-local one's zone picks its link, by name or index (Node's net reads only a name):
+      // the interface its UDP sockets were connected through (by index, UpstreamLink.zoneIndex),
+      // not whatever has the zone's name now, so that UDP and TCP reach the same one after a
+      // rename, until the list is next set connects both again.
       const opening =
         via !== undefined
           ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
           : upstream.address.includes('%')
-            ? () => connectTcpThroughZone(upstream.address, upstream.port)
+            ? () => connectTcpThroughZone(upstream.address, upstream.port, zoneIndex)
             : undefined;
       const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, opening, closed);
       // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
