@@ -357,6 +357,21 @@ function clientRelinks(state: LinkState, vm: VmName, clients: readonly VmName[],
   });
 }
 
+/**
+ * Of `pins` (VM=MODE), those a link of all of `links` can carry: each of them recorded attached
+ * has that mode on every side of the VM (a pin applies to every link of the run; one with another
+ * mode there, which that run keeps, would be switched). A VM left out gets its mode as a link
+ * not up does (kept-attach.ts).
+ */
+function agreedPins(pins: readonly string[], links: readonly Link[]): string[] {
+  return pins.filter((pin) => {
+    const at = pin.indexOf('=');
+    const vm = pin.slice(0, at);
+    const mode = pin.slice(at + 1);
+    return links.every(({ client, provider, attached }) => attached === undefined || ((client !== vm || attached.client === mode) && (provider !== vm || attached.provider === mode)));
+  });
+}
+
 /** A client of a link a VM provides and the command (`run ...`) that brings that link back after an unlink of the VM; undefined: the link of the VM again names it (--all). */
 export interface RelinkCommand {
   readonly client: string;
@@ -1405,10 +1420,12 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   const up = recorded.filter(({ link }) => seenOf(link, host, options).own.length > 0);
   const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: ClientRelink[] }>();
   const none = new Set<number>();
+  // The link printed after that unlink names the run's VMs (or --all): a pin applies to each of their links.
+  const runLinks = before.links.filter((link) => order.has(link.client) && requireValidVm(snapshot, link.client).providers.includes(link.provider));
   for (const client of new Set(up.map(({ link }) => link.client))) {
     const clients = await relinkClients(before, client, options);
     const { providers } = requireValidVm(snapshot, client);
-    relink.set(client, { relinkAttach: relinkModes(before, client, none, kept.choice, providers), relinkClients: clientRelinks(before, client, clients, none) });
+    relink.set(client, { relinkAttach: agreedPins(relinkModes(before, client, none, kept.choice, providers), runLinks), relinkClients: clientRelinks(before, client, clients, none) });
   }
   const relinkOf = (client: VmName): { relinkAttach: string[]; relinkClients: ClientRelink[] } => relink.get(client) ?? { relinkAttach: [], relinkClients: [] };
   return up

@@ -196,3 +196,35 @@ describeNetns("the printed links of a chain's clients carry not the run's --atta
     expect(await modes()).toEqual(before.map((link) => link.replace(/^vpnvm -> netvm qemu\/netns /, 'vpnvm -> netvm netns/netns ')));
   });
 });
+
+describeNetns('the printed link of a run naming other VMs too pins a VM only where every link that link makes has its mode', () => {
+  // appvm-0: a client of netvm, whose side of it is none there (netns in vpnvm -> netvm).
+  const chain = chainWorld('relinkrun', ['appvm-lynx'], 1);
+  const { listed } = chain;
+
+  it('after a refused `link vpnvm appvm-0 --attach vpnvm=netns`: appvm-0 -> netvm, which that run keeps, is not switched by a pin of netvm', async () => {
+    const template = await chain.linkMiddle();
+    for (const words of [['appvm-lynx', '--attach', 'netns'], ['appvm-0', '--attach', 'none']]) {
+      const result = await chain.world.link(['link', ...words]);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    expect(await modes()).toEqual(['appvm-0 -> netvm none/none', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm qemu/netns']);
+
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', 'vpnvm', 'appvm-0', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link vpnvm appvm-0 .*?), which brings back vpnvm's own links; .*?, run (spectrum-link link appvm-lynx .*?)$/.exec(line);
+    expect(printed, line).not.toBeNull();
+    const [, unlinkLine = '', linkLine = '', clientLine = ''] = printed ?? [];
+    expect(linkLine).not.toContain('netvm=');
+    expect((await runPrinted(chain.world.host, unlinkLine)).code).toBe(1);
+    for (const command of [linkLine, clientLine]) {
+      const result = await runPrinted(chain.world.host, command);
+      expect(result.code, `${command}: ${result.stderr}`).toBe(0);
+    }
+    // netvm's side of vpnvm -> netvm, whose links disagree, gets the mode of its links up (appvm-0's, none).
+    expect(await modes()).toEqual(['appvm-0 -> netvm none/none', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/none']);
+  });
+});
