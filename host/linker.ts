@@ -1343,7 +1343,9 @@ interface SwitchedSide {
   /**
    * The --attach values (VM=MODE) that give the sides of the client's own links the modes they
    * have where this run's --attach does not choose them (relinkModes): what this link again after
-   * an unlink of the client needs to attach them as this run would (the unlink takes the modes away).
+   * an unlink of the client needs to attach them as this run would (the unlink takes the modes away);
+   * with --all, of the links it provides too (clientRelinks); each only where every link of the run
+   * agrees (agreedPins).
    */
   readonly relinkAttach: readonly string[];
   /** The link, after that unlink, of each client of the links the client provides, which that unlink takes down too (ClientRelink). */
@@ -1425,7 +1427,11 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   for (const client of new Set(up.map(({ link }) => link.client))) {
     const clients = await relinkClients(before, client, options);
     const { providers } = requireValidVm(snapshot, client);
-    relink.set(client, { relinkAttach: agreedPins(relinkModes(before, client, none, kept.choice, providers), runLinks), relinkClients: clientRelinks(before, client, clients, none) });
+    const relinks = clientRelinks(before, client, clients, none);
+    // Those clients the printed link names too (--all): their links' pins with it, as recorded.
+    const named = relinks.filter((other) => order.has(other.client)).flatMap(({ attach }) => attach);
+    const unchosen = named.filter((pin) => chosenAttachMode(kept.choice, vmName(pin.slice(0, pin.indexOf('=')))) === undefined);
+    relink.set(client, { relinkAttach: agreedPins([...new Set([...relinkModes(before, client, none, kept.choice, providers), ...unchosen])], runLinks), relinkClients: relinks });
   }
   const relinkOf = (client: VmName): { relinkAttach: string[]; relinkClients: ClientRelink[] } => relink.get(client) ?? { relinkAttach: [], relinkClients: [] };
   return up

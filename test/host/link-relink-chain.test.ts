@@ -228,3 +228,34 @@ describeNetns('the printed link of a run naming other VMs too pins a VM only whe
     expect(await modes()).toEqual(['appvm-0 -> netvm none/none', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/none']);
   });
 });
+
+describeNetns('the printed link --all of a chain pins the sides of the clients it brings back as recorded', () => {
+  // appvm-0 and appvm-catgirl: clients of netvm, its side none there.
+  const chain = chainWorld('relinkall', ['appvm-lynx'], 1);
+  const { listed } = chain;
+
+  it('after a refused `link --all --attach vpnvm=netns`: appvm-lynx -> vpnvm comes back netns on its side too, as recorded', async () => {
+    const template = await chain.linkMiddle();
+    for (const words of [['appvm-lynx', '--attach', 'netns'], ['appvm-0', 'appvm-catgirl', '--attach', 'none']]) {
+      const result = await chain.world.link(['link', ...words]);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    const others = ['appvm-0 -> netvm none/none', 'appvm-catgirl -> netvm none/none'];
+    expect(await modes()).toEqual([...others, 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm qemu/netns']);
+
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', '--all', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link --all .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link brings them back too, --all naming their clients\)$/.exec(line);
+    expect(printed, line).not.toBeNull();
+    const [, unlinkLine = '', linkLine = ''] = printed ?? [];
+    expect(linkLine).toContain('--attach appvm-lynx=netns');
+    expect((await runPrinted(chain.world.host, unlinkLine)).code).toBe(1);
+    const relinked = await runPrinted(chain.world.host, linkLine);
+    expect(relinked.code, relinked.stderr).toBe(0);
+    // netvm's side of vpnvm -> netvm, whose links disagree, gets the mode of its links up (none).
+    expect(await modes()).toEqual([...others, 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/none']);
+  });
+});
