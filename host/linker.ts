@@ -2567,9 +2567,9 @@ export interface VmmDetachFailure {
  * For `link <client>` run after an unlink of the client (which takes every link of the client
  * down, and with them the modes they keep): VM=MODE for each VM of the client's own links attached
  * in `state` (not those `released`, by id; only those to `providers` where given, the ones that
- * link makes: as recorded) whose sides there have one mode, not `none` (which a link gives a VM it
- * knows nothing of), and that `attach` (this run's --attach, which that link carries) does not
- * choose. Each provider is in one such link; the client, where its sides disagree, is left out: no
+ * link makes: as recorded) whose sides there have one mode, `none` too (a link not up gets the
+ * VM's mode, that of its links up, which may be another), and that `attach` (this run's --attach,
+ * which that link carries) does not choose. Each provider is in one such link; the client, where its sides disagree, is left out: no
  * one mode says them (the links it provides are brought back by links of their own: clientRelinks).
  */
 function relinkModes(state: LinkState, client: VmName, released: ReadonlySet<number>, attach: AttachChoice, providers?: readonly VmName[]): string[] {
@@ -2584,7 +2584,7 @@ function relinkModes(state: LinkState, client: VmName, released: ReadonlySet<num
   }
   return [...modes].flatMap(([vm, found]) => {
     const [only] = found;
-    return chosenAttachMode(attach, vm) === undefined && found.size === 1 && only !== undefined && only !== 'none' ? [`${vm}=${only}`] : [];
+    return chosenAttachMode(attach, vm) === undefined && found.size === 1 && only !== undefined ? [`${vm}=${only}`] : [];
   });
 }
 

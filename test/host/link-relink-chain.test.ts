@@ -259,3 +259,31 @@ describeNetns('the printed link --all of a chain pins the sides of the clients i
     expect(await modes()).toEqual([...others, 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/none']);
   });
 });
+
+describeNetns("the printed link of a chain's middle VM pins a provider's side none where that provider's other links are up another way", () => {
+  // appvm-0: a client of netvm, netns on netvm's side; vpnvm -> netvm none on it.
+  const chain = chainWorld('relinknone', ['appvm-lynx'], 1);
+  const { listed } = chain;
+
+  it("after a refused `link vpnvm --attach vpnvm=netns`: netvm's side of vpnvm -> netvm comes back none, not netns as in appvm-0 -> netvm", async () => {
+    const template = join(chain.socketDir, '{vm}.qmp');
+    for (const words of [['vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=none', '--qmp-socket', template], ['appvm-0', '--attach', 'netns']]) {
+      const result = await chain.world.link(['link', ...words]);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    expect(await modes()).toEqual(['appvm-0 -> netvm netns/netns', 'vpnvm -> netvm qemu/none']);
+
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link vpnvm .*)$/.exec(line);
+    expect(printed, line).not.toBeNull();
+    const [, unlinkLine = '', linkLine = ''] = printed ?? [];
+    expect((await runPrinted(chain.world.host, unlinkLine)).code).toBe(1);
+    const relinked = await runPrinted(chain.world.host, linkLine);
+    expect(relinked.code, relinked.stderr).toBe(0);
+    expect(await modes()).toEqual(['appvm-0 -> netvm netns/netns', 'vpnvm -> netvm netns/none']);
+  });
+});
