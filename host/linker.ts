@@ -320,7 +320,7 @@ export interface PrintedCommands {
    * After an unlink of a VM, for a client of a link it provides (which that unlink takes down too):
    * `spectrum-link link CLIENT` with this run's options but not its --attach (which would switch
    * the client's other links, left up), `attach` its only --attach values; undefined where this
-   * run's link again names that client already (--all).
+   * run's link again names that client already (--all, or by name: it links it as this run asks).
    */
   relink(client: string, attach: readonly string[]): string | undefined;
 }
@@ -385,10 +385,12 @@ export interface RelinkCommand {
  */
 export function relinkedText(vm: string, link: string, relinks: readonly RelinkCommand[]): string {
   if (relinks.length === 0) return link;
-  if (relinks.some(({ command }) => command === undefined)) {
-    return `${link} (that unlink takes down the links ${vm} provides too, to ${relinks.map(({ client }) => client).join(', ')}: that link brings them back too, --all naming their clients)`;
-  }
-  return `${link}, which brings back ${vm}'s own links; ${providedRelinksText(vm, relinks)}`;
+  // Those that link names (--all, or by name) it brings back itself, as that run asks.
+  const named = relinks.filter(({ command }) => command === undefined).map(({ client }) => client);
+  const own = relinks.filter(({ command }) => command !== undefined);
+  if (own.length === 0) return `${link} (that unlink takes down the links ${vm} provides too, to ${named.join(', ')}: that link brings them back too, naming their clients)`;
+  const alsoNamed = named.length === 0 ? '' : ` and those it provides to ${named.join(', ')}, naming those clients`;
+  return `${link}, which brings back ${vm}'s own links${alsoNamed}; ${providedRelinksText(vm, own)}`;
 }
 
 /** What relinkedText says of the links `vm` provides: that the unlink takes them down, and each client's command (`relinks`) that brings its link back as it was. */

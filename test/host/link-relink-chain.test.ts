@@ -248,7 +248,7 @@ describeNetns('the printed link --all of a chain pins the sides of the clients i
     const refused = await chain.world.link(['link', '--all', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
     expect(refused.code).toBe(1);
     const line = refused.stderr.trim();
-    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link --all .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link brings them back too, --all naming their clients\)$/.exec(line);
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link --all .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link brings them back too, naming their clients\)$/.exec(line);
     expect(printed, line).not.toBeNull();
     const [, unlinkLine = '', linkLine = ''] = printed ?? [];
     expect(linkLine).toContain('--attach appvm-lynx=netns');
@@ -285,5 +285,34 @@ describeNetns("the printed link of a chain's middle VM pins a provider's side no
     const relinked = await runPrinted(chain.world.host, linkLine);
     expect(relinked.code, relinked.stderr).toBe(0);
     expect(await modes()).toEqual(['appvm-0 -> netvm netns/netns', 'vpnvm -> netvm netns/none']);
+  });
+});
+
+describeNetns('the printed link of a run naming a client of the chain\'s middle VM too brings that client back as the run asks', () => {
+  // appvm-lynx: a client of netvm too.
+  const chain = chainWorld('relinknamed', ['appvm-lynx'], 0);
+  const { listed } = chain;
+
+  it('after a refused `link vpnvm appvm-lynx --attach netns`: no link of appvm-lynx alone pins its links back as they were; each printed command run, every link is netns', async () => {
+    const template = await chain.linkMiddle();
+    await writeFile(join(chain.world.configDir, 'appvm-lynx', 'providers', 'net', 'netvm'), '');
+    const client = await chain.world.link(['link', 'appvm-lynx', '--attach', 'none']);
+    expect(client.code, client.stderr).toBe(0);
+    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    expect(await modes()).toEqual(['appvm-lynx -> netvm none/none', 'appvm-lynx -> vpnvm none/none', 'vpnvm -> netvm qemu/netns']);
+
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', 'vpnvm', 'appvm-lynx', '--attach', 'netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    expect(line).toContain('that unlink takes down the links vpnvm provides too, to appvm-lynx: that link brings them back too, naming their clients');
+    // Every command the line gives, in its order.
+    const commands = [...line.matchAll(/(?:run|then) (spectrum-link (?:un)?link .*?)(?=, then |, which |; to bring back | \(that unlink|$)/g)].map((found) => found[1] ?? '');
+    expect(commands).toEqual([expect.stringMatching(/^spectrum-link unlink vpnvm --force /), expect.stringMatching(/^spectrum-link link vpnvm appvm-lynx .*--attach netns /)]);
+    for (const command of commands) {
+      const result = await runPrinted(chain.world.host, command);
+      expect(result.code, `${command}: ${result.stderr}`).toBe(command.includes(' unlink ') ? 1 : 0);
+    }
+    expect(await modes()).toEqual(['appvm-lynx -> netvm netns/netns', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/netns']);
   });
 });
