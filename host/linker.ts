@@ -320,7 +320,7 @@ export interface PrintedCommands {
    * After an unlink of a VM, for a client of a link it provides (which that unlink takes down too):
    * `spectrum-link link CLIENT` with this run's options but not its --attach (which would switch
    * the client's other links, left up), `attach` its only --attach values; undefined where this
-   * run's link again names that client already (--all).
+   * run's link again names that client already (--all, or by name: it links it as this run asks).
    */
   relink(client: string, attach: readonly string[]): string | undefined;
 }
@@ -357,6 +357,21 @@ function clientRelinks(state: LinkState, vm: VmName, clients: readonly VmName[],
   });
 }
 
+/**
+ * Of `pins` (VM=MODE), those a link of all of `links` can carry: each of them recorded attached
+ * has that mode on every side of the VM (a pin applies to every link of the run; one with another
+ * mode there, which that run keeps, would be switched). A VM left out gets its mode as a link
+ * not up does (kept-attach.ts).
+ */
+function agreedPins(pins: readonly string[], links: readonly Link[]): string[] {
+  return pins.filter((pin) => {
+    const at = pin.indexOf('=');
+    const vm = pin.slice(0, at);
+    const mode = pin.slice(at + 1);
+    return links.every(({ client, provider, attached }) => attached === undefined || ((client !== vm || attached.client === mode) && (provider !== vm || attached.provider === mode)));
+  });
+}
+
 /** A client of a link a VM provides and the command (`run ...`) that brings that link back after an unlink of the VM; undefined: the link of the VM again names it (--all). */
 export interface RelinkCommand {
   readonly client: string;
@@ -370,10 +385,12 @@ export interface RelinkCommand {
  */
 export function relinkedText(vm: string, link: string, relinks: readonly RelinkCommand[]): string {
   if (relinks.length === 0) return link;
-  if (relinks.some(({ command }) => command === undefined)) {
-    return `${link} (that unlink takes down the links ${vm} provides too, to ${relinks.map(({ client }) => client).join(', ')}: that link brings them back too, --all naming their clients)`;
-  }
-  return `${link}, which brings back ${vm}'s own links; ${providedRelinksText(vm, relinks)}`;
+  // Those that link names (--all, or by name) it brings back itself, as that run asks.
+  const named = relinks.filter(({ command }) => command === undefined).map(({ client }) => client);
+  const own = relinks.filter(({ command }) => command !== undefined);
+  if (own.length === 0) return `${link} (that unlink takes down the links ${vm} provides too, to ${named.join(', ')}: that link brings them back too, naming their clients)`;
+  const alsoNamed = named.length === 0 ? '' : ` and those it provides to ${named.join(', ')}, naming those clients`;
+  return `${link}, which brings back ${vm}'s own links${alsoNamed}; ${providedRelinksText(vm, own)}`;
 }
 
 /** What relinkedText says of the links `vm` provides: that the unlink takes them down, and each client's command (`relinks`) that brings its link back as it was. */
@@ -1328,7 +1345,9 @@ interface SwitchedSide {
   /**
    * The --attach values (VM=MODE) that give the sides of the client's own links the modes they
    * have where this run's --attach does not choose them (relinkModes): what this link again after
-   * an unlink of the client needs to attach them as this run would (the unlink takes the modes away).
+   * an unlink of the client needs to attach them as this run would (the unlink takes the modes away);
+   * with --all, of the links it provides too (clientRelinks); each only where every link of the run
+   * agrees (agreedPins).
    */
   readonly relinkAttach: readonly string[];
   /** The link, after that unlink, of each client of the links the client provides, which that unlink takes down too (ClientRelink). */
@@ -1405,10 +1424,16 @@ async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, b
   const up = recorded.filter(({ link }) => seenOf(link, host, options).own.length > 0);
   const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: ClientRelink[] }>();
   const none = new Set<number>();
+  // The link printed after that unlink names the run's VMs (or --all): a pin applies to each of their links.
+  const runLinks = before.links.filter((link) => order.has(link.client) && requireValidVm(snapshot, link.client).providers.includes(link.provider));
   for (const client of new Set(up.map(({ link }) => link.client))) {
     const clients = await relinkClients(before, client, options);
     const { providers } = requireValidVm(snapshot, client);
-    relink.set(client, { relinkAttach: relinkModes(before, client, none, kept.choice, providers), relinkClients: clientRelinks(before, client, clients, none) });
+    const relinks = clientRelinks(before, client, clients, none);
+    // Those clients the printed link names too (--all): their links' pins with it, as recorded.
+    const named = relinks.filter((other) => order.has(other.client)).flatMap(({ attach }) => attach);
+    const unchosen = named.filter((pin) => chosenAttachMode(kept.choice, vmName(pin.slice(0, pin.indexOf('=')))) === undefined);
+    relink.set(client, { relinkAttach: agreedPins([...new Set([...relinkModes(before, client, none, kept.choice, providers), ...unchosen])], runLinks), relinkClients: relinks });
   }
   const relinkOf = (client: VmName): { relinkAttach: string[]; relinkClients: ClientRelink[] } => relink.get(client) ?? { relinkAttach: [], relinkClients: [] };
   return up
@@ -2544,9 +2569,9 @@ export interface VmmDetachFailure {
  * For `link <client>` run after an unlink of the client (which takes every link of the client
  * down, and with them the modes they keep): VM=MODE for each VM of the client's own links attached
  * in `state` (not those `released`, by id; only those to `providers` where given, the ones that
- * link makes: as recorded) whose sides there have one mode, not `none` (which a link gives a VM it
- * knows nothing of), and that `attach` (this run's --attach, which that link carries) does not
- * choose. Each provider is in one such link; the client, where its sides disagree, is left out: no
+ * link makes: as recorded) whose sides there have one mode, `none` too (a link not up gets the
+ * VM's mode, that of its links up, which may be another), and that `attach` (this run's --attach,
+ * which that link carries) does not choose. Each provider is in one such link; the client, where its sides disagree, is left out: no
  * one mode says them (the links it provides are brought back by links of their own: clientRelinks).
  */
 function relinkModes(state: LinkState, client: VmName, released: ReadonlySet<number>, attach: AttachChoice, providers?: readonly VmName[]): string[] {
@@ -2561,7 +2586,7 @@ function relinkModes(state: LinkState, client: VmName, released: ReadonlySet<num
   }
   return [...modes].flatMap(([vm, found]) => {
     const [only] = found;
-    return chosenAttachMode(attach, vm) === undefined && found.size === 1 && only !== undefined && only !== 'none' ? [`${vm}=${only}`] : [];
+    return chosenAttachMode(attach, vm) === undefined && found.size === 1 && only !== undefined ? [`${vm}=${only}`] : [];
   });
 }
 
