@@ -778,7 +778,8 @@ function linkRunCommands(given: GivenOptions, names: readonly string[] | undefin
     unlink: (vm, words) => unlinkCommand(vm, words, given),
     link: (attach) => linkCommand([...(names === undefined ? ['--all'] : names), ...keep], given, attach),
     // Without the run's --attach, which would switch the client's other links (left up by the unlink).
-    relink: (client, attach) => (names === undefined ? undefined : linkCommand([client], { ...given, attach: [] }, attach)),
+    // None where that link names the client: it links it as this run asks (a pin would undo that).
+    relink: (client, attach) => (names === undefined || names.includes(client) ? undefined : linkCommand([client], { ...given, attach: [] }, attach)),
   };
 }
 

@@ -28,6 +28,21 @@ export function clientRelinks(state: LinkState, vm: VmName, clients: readonly Vm
   });
 }
 
+/**
+ * Of `pins` (VM=MODE), those a link of all of `links` can carry: each of them recorded attached
+ * has that mode on every side of the VM (a pin applies to every link of the run; one with another
+ * mode there, which that run keeps, would be switched). A VM left out gets its mode as a link
+ * not up does (kept-attach.ts).
+ */
+export function agreedPins(pins: readonly string[], links: readonly Link[]): string[] {
+  return pins.filter((pin) => {
+    const at = pin.indexOf('=');
+    const vm = pin.slice(0, at);
+    const mode = pin.slice(at + 1);
+    return links.every(({ client, provider, attached }) => attached === undefined || ((client !== vm || attached.client === mode) && (provider !== vm || attached.provider === mode)));
+  });
+}
+
 /** A client of a link a VM provides and the command (`run ...`) that brings that link back after an unlink of the VM; undefined: the link of the VM again names it (--all). */
 export interface RelinkCommand {
   readonly client: string;
@@ -41,10 +56,12 @@ export interface RelinkCommand {
  */
 export function relinkedText(vm: string, link: string, relinks: readonly RelinkCommand[]): string {
   if (relinks.length === 0) return link;
-  if (relinks.some(({ command }) => command === undefined)) {
-    return `${link} (that unlink takes down the links ${vm} provides too, to ${relinks.map(({ client }) => client).join(', ')}: that link brings them back too, --all naming their clients)`;
-  }
-  return `${link}, which brings back ${vm}'s own links; ${providedRelinksText(vm, relinks)}`;
+  // Those that link names (--all, or by name) it brings back itself, as that run asks.
+  const named = relinks.filter(({ command }) => command === undefined).map(({ client }) => client);
+  const own = relinks.filter(({ command }) => command !== undefined);
+  if (own.length === 0) return `${link} (that unlink takes down the links ${vm} provides too, to ${named.join(', ')}: that link brings them back too, naming their clients)`;
+  const alsoNamed = named.length === 0 ? '' : ` and those it provides to ${named.join(', ')}, naming those clients`;
+  return `${link}, which brings back ${vm}'s own links${alsoNamed}; ${providedRelinksText(vm, own)}`;
 }
 
 /** What relinkedText says of the links `vm` provides: that the unlink takes them down, and each client's command (`relinks`) that brings its link back as it was. */
@@ -108,9 +125,9 @@ export async function relinkClients(state: LinkState, vm: VmName, options: Linke
  * For `link <client>` run after an unlink of the client (which takes every link of the client
  * down, and with them the modes they keep): VM=MODE for each VM of the client's own links attached
  * in `state` (not those `released`, by id; only those to `providers` where given, the ones that
- * link makes: as recorded) whose sides there have one mode, not `none` (which a link gives a VM it
- * knows nothing of), and that `attach` (this run's --attach, which that link carries) does not
- * choose. Each provider is in one such link; the client, where its sides disagree, is left out: no
+ * link makes: as recorded) whose sides there have one mode, `none` too (a link not up gets the
+ * VM's mode, that of its links up, which may be another), and that `attach` (this run's --attach,
+ * which that link carries) does not choose. Each provider is in one such link; the client, where its sides disagree, is left out: no
  * one mode says them (the links it provides are brought back by links of their own: clientRelinks).
  */
 export function relinkModes(state: LinkState, client: VmName, released: ReadonlySet<number>, attach: AttachChoice, providers?: readonly VmName[]): string[] {
@@ -125,7 +142,7 @@ export function relinkModes(state: LinkState, client: VmName, released: Readonly
   }
   return [...modes].flatMap(([vm, found]) => {
     const [only] = found;
-    return chosenAttachMode(attach, vm) === undefined && found.size === 1 && only !== undefined && only !== 'none' ? [`${vm}=${only}`] : [];
+    return chosenAttachMode(attach, vm) === undefined && found.size === 1 && only !== undefined ? [`${vm}=${only}`] : [];
   });
 }
 

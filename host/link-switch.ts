@@ -6,12 +6,12 @@
 // --keep-going (link-keep-going.ts), each before its transaction.
 import { CliError } from '../shared/cli/run-cli.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
-import type { AttachMode } from './attach-mode.js';
+import { type AttachMode, chosenAttachMode } from './attach-mode.js';
 import { type ConfigSnapshot, requireValidVm } from './config.js';
 import type { ObservedDevice } from './device-plan.js';
 import { type KeptAttach, type LinkSide, linkAttachModes, isVmmMode, movedVmmSocket, switchedVmmSides } from './kept-attach.js';
 import { seenOf } from './link-listing.js';
-import { clientRelinks, providedRelinksText, relinkClients, relinkCommands, relinkModes, relinkedText } from './link-relinks.js';
+import { agreedPins, clientRelinks, providedRelinksText, relinkClients, relinkCommands, relinkModes, relinkedText } from './link-relinks.js';
 import { type LinkAttachment, type LinkPair, type LinkState, recordedSocket, unrecordedSocketReason } from './link-state.js';
 import { stateWriteProblem } from './link-take-down.js';
 import { LinkerError, reasonOf, stopIfInterrupted } from './linker-error.js';
@@ -33,6 +33,7 @@ import {
 } from './linker-types.js';
 import { observeDevices } from './netlink-devices.js';
 import type { VmName } from './vm-name.js';
+import { vmName } from './vm-name.js';
 
 /**
  * The attachment a run gives a link (`modes`), with the socket the run attaches each VMM side
@@ -81,7 +82,9 @@ export interface SwitchedSide {
   /**
    * The --attach values (VM=MODE) that give the sides of the client's own links the modes they
    * have where this run's --attach does not choose them (relinkModes): what this link again after
-   * an unlink of the client needs to attach them as this run would (the unlink takes the modes away).
+   * an unlink of the client needs to attach them as this run would (the unlink takes the modes away);
+   * with --all, of the links it provides too (clientRelinks); each only where every link of the run
+   * agrees (agreedPins).
    */
   readonly relinkAttach: readonly string[];
   /** The link, after that unlink, of each client of the links the client provides, which that unlink takes down too (ClientRelink). */
@@ -136,10 +139,16 @@ export async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnap
   const up = recorded.filter(({ link }) => seenOf(link, host, options).own.length > 0);
   const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: ClientRelink[] }>();
   const none = new Set<number>();
+  // The link printed after that unlink names the run's VMs (or --all): a pin applies to each of their links.
+  const runLinks = before.links.filter((link) => order.has(link.client) && requireValidVm(snapshot, link.client).providers.includes(link.provider));
   for (const client of new Set(up.map(({ link }) => link.client))) {
     const clients = await relinkClients(before, client, options);
     const { providers } = requireValidVm(snapshot, client);
-    relink.set(client, { relinkAttach: relinkModes(before, client, none, kept.choice, providers), relinkClients: clientRelinks(before, client, clients, none) });
+    const relinks = clientRelinks(before, client, clients, none);
+    // Those clients the printed link names too (--all): their links' pins with it, as recorded.
+    const named = relinks.filter((other) => order.has(other.client)).flatMap(({ attach }) => attach);
+    const unchosen = named.filter((pin) => chosenAttachMode(kept.choice, vmName(pin.slice(0, pin.indexOf('=')))) === undefined);
+    relink.set(client, { relinkAttach: agreedPins([...new Set([...relinkModes(before, client, none, kept.choice, providers), ...unchosen])], runLinks), relinkClients: relinks });
   }
   const relinkOf = (client: VmName): { relinkAttach: string[]; relinkClients: ClientRelink[] } => relink.get(client) ?? { relinkAttach: [], relinkClients: [] };
   return up

@@ -176,7 +176,7 @@ export interface PrintedCommands {
    * After an unlink of a VM, for a client of a link it provides (which that unlink takes down too):
    * `spectrum-link link CLIENT` with this run's options but not its --attach (which would switch
    * the client's other links, left up), `attach` its only --attach values; undefined where this
-   * run's link again names that client already (--all).
+   * run's link again names that client already (--all, or by name: it links it as this run asks).
    */
   relink(client: string, attach: readonly string[]): string | undefined;
 }

@@ -172,11 +172,16 @@ export interface DnsForwarderCounters {
   readonly evicted: number;
   /** No usable upstream configured: answered SERVFAIL. */
   readonly noUpstream: number;
-  /**
-   * Upstream attempts that timed out (each moves on to the next upstream); over TCP, also those
-   * whose connection the upstream ended without a whole answer.
-   */
+  /** Upstream attempts that timed out (each moves on to the next upstream). */
   readonly upstreamTimeouts: number;
+  /**
+   * TCP connections to an upstream that it ended, once it had taken them, before a whole answer:
+   * closed (FIN) or reset, with no answer or one cut short, or an empty frame sent (a protocol
+   * error). Each moves its query on to the next upstream at once, without waiting out the timeout;
+   * not counted as a timeout (the upstream did not stay silent) nor a send error (no socket of
+   * ours failed). A connection refused is a send error (see sendErrors).
+   */
+  readonly upstreamClosed: number;
   /**
    * Upstream answers SERVFAIL, REFUSED or NOTIMP that moved their query on to an upstream it had not asked
    * (where none was left, the answer was relayed and is not counted here).
@@ -193,7 +198,8 @@ export interface DnsForwarderCounters {
    * the kernel queued on a socket (ICMP unreachables), upstream sockets that failed for good
    * (a send that found its socket broken is one of them, not two), and TCP connections to an
    * upstream that could not be opened (through a zone or a link) or that failed with an error
-   * (refused, unreachable, reset), as ICMP errors on its UDP sockets are.
+   * (refused, unreachable; but the upstream's reset of one it took, see upstreamClosed), as ICMP
+   * errors on its UDP sockets are.
    */
   readonly sendErrors: number;
   readonly tcpConnections: number;
@@ -301,7 +307,8 @@ interface UpstreamLink {
   /**
    * For a link-local upstream, the index of the interface its zone named when its sockets were
    * connected: they stay on that interface (the kernel binds a connected socket to it by index),
-   * whatever it is called since and whatever has its name now (see Forwarder.#setUpstreams).
+   * whatever it is called since and whatever has its name now (see Forwarder.#setUpstreams), and
+   * its TCP connections go through it too (#serveTcpQuery).
    */
   readonly zoneIndex: number | undefined;
   readonly sockets: readonly UdpSocket[];
@@ -636,6 +643,7 @@ class Forwarder implements DnsForwarder {
       evicted: 0,
       noUpstream: 0,
       upstreamTimeouts: 0,
+      upstreamClosed: 0,
       upstreamErrors: 0,
       retransmits: 0,
       failed: 0,
@@ -1764,19 +1772,22 @@ class Forwarder implements DnsForwarder {
     const tried: Upstream[] = [];
     for (let next = untriedFrom(upstreams, tried, this.#firstIndex()); next !== undefined; ) {
       if (socket.destroyed || this.#closed !== undefined) return;
-      const { upstream, via } = next;
+      const { upstream, via, zoneIndex } = next;
       tried.push(upstream);
       // Through the link, as for UDP: to our own address a plain connection would reach us.
-      // A link-local one's zone picks its link, by name or index (Node's net reads only a name).
+      // A link-local one's zone picks its link, by name or index (Node's net reads only a name):
+      // the interface its UDP sockets were connected through (by index, UpstreamLink.zoneIndex),
+      // not whatever has the zone's name now, so that UDP and TCP reach the same one after a
+      // rename, until the list is next set connects both again.
       const opening =
         via !== undefined
           ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
           : upstream.address.includes('%')
-            ? () => connectTcpThroughZone(upstream.address, upstream.port)
+            ? () => connectTcpThroughZone(upstream.address, upstream.port, zoneIndex)
             : undefined;
       const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, opening, closed);
-      // The client is gone: nobody to answer, and no upstream failed.
-      if (closed.aborted || outcome === 'abandoned') return;
+      // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
+      if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) return;
       // On from its place in the list in use now (it may be gone from it, or elsewhere).
       const inUse = this.#upstreams;
       const at = inUse.findIndex((link) => sameUpstream(link.upstream, upstream));
@@ -1790,11 +1801,13 @@ class Forwarder implements DnsForwarder {
         return;
       }
       // A connection that could not be opened (its zone names no interface any more, the agent
-      // out of descriptors) or that Node reported an error on (refused, unreachable, reset) is a
+      // out of descriptors) or that Node reported an error on (refused, unreachable) is a
       // socket's trouble, as an ICMP error on a UDP socket is: a sendError, not the upstream's
-      // silence.
+      // silence. Nor is one the upstream ended (FIN or reset) once it had taken it: it will not
+      // answer, and the next upstream is asked at once.
       if (outcome === 'socket-error') this.#counters.sendErrors += 1;
-      else if (typeof outcome === 'string') this.#counters.upstreamTimeouts += 1;
+      else if (outcome === 'upstream-ended') this.#counters.upstreamClosed += 1;
+      else if (outcome === 'timed-out') this.#counters.upstreamTimeouts += 1;
       else this.#counters.upstreamErrors += 1;
     }
     if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;

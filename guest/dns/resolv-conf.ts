@@ -42,7 +42,8 @@ const SHOWN_LENGTH = 80;
  * res_vinit_1): one keyword per line, at its start, then spaces or tabs (so that a line whose
  * first column is `#` or `;`, a comment, is none, nor is an indented one, listed apart: see
  * ResolvConf.indented); the value is the first word after the keyword (words part at spaces and
- * tabs); other keywords (search, domain, options, sortlist) are ignored. Beyond glibc, "ip:port"
+ * tabs); a line ends at its first NUL, the rest of it ignored, as glibc's string functions read
+ * it; other keywords (search, domain, options, sortlist) are ignored. Beyond glibc, "ip:port"
  * and "[ipv6]:port" are accepted (test setups and some resolvers write them), and a line's
  * trailing blanks are no part of its value (a CRLF file's CR, which glibc keeps in the value,
  * reading no nameserver from such a line, or, where the CR ends a zone, the address without its
@@ -55,7 +56,12 @@ export function parseResolvConf(text: string): ResolvConf {
   const skipped: string[] = [];
   const withoutZone: Upstream[] = [];
   const indented: string[] = [];
-  for (const rawLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
+  for (const fileLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
+    // A line ends at its first NUL, as glibc reads it: getline takes the line up to its newline,
+    // but the C string functions that read it stop at the NUL (the rest of that line ignored, the
+    // next line read as ever).
+    const nul = fileLine.indexOf('\0');
+    const rawLine = nul === -1 ? fileLine : fileLine.slice(0, nul);
     // Trailing blanks to C (isspace) trimmed, a CRLF's CR among them: not what JavaScript's
     // trimEnd() also takes for blanks (U+3000, U+2000 to U+200A...), which a zone may end with.
     const line = rawLine.replace(/[ \t\r\v\f]+$/, '');

@@ -29,13 +29,22 @@ export function resetConnection(socket: Socket): void {
 
 /**
  * Why an exchange over TCP brought no answer: 'socket-error', the connection could not be opened
- * (`open` threw) or Node reported an error on it (its 'error' event: refused, unreachable, reset),
- * the trouble of a socket, which the forwarder counts as a send error, as it does for UDP;
- * 'timed-out', no whole answer within the time; 'no-answer', the connection ended without one
- * (the upstream's FIN, a frame cut short, an empty frame); 'abandoned', the client that asked is
- * gone.
+ * (`open` threw) or Node reported an error on it other than the upstream's reset (refused,
+ * unreachable), the trouble of a socket, which the forwarder counts as a send error, as it does
+ * for UDP; 'timed-out', no whole answer within the time; 'upstream-ended', the upstream ended the
+ * connection it took before a whole answer (its FIN or its reset, with no frame or one cut short)
+ * or sent an empty frame, a protocol error: it will not answer, and waiting out the time would
+ * only delay the next upstream; 'closed', the forwarder closed the connection itself (it is
+ * closing); 'abandoned', the client that asked is gone.
  */
-export type TcpExchangeFailure = 'socket-error' | 'timed-out' | 'no-answer' | 'abandoned';
+export type TcpExchangeFailure = 'socket-error' | 'timed-out' | 'upstream-ended' | 'closed' | 'abandoned';
+
+/**
+ * The errors of a connection the upstream reset once it was made: ECONNRESET where the reset
+ * comes in, EPIPE where our write finds it. A reset while connecting is ECONNREFUSED (a socket's
+ * error: nothing listens there).
+ */
+const RESET_BY_UPSTREAM: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE']);
 
 /**
  * One query over a fresh TCP connection to `upstream`, resolving with the first response that
@@ -86,13 +95,14 @@ export function exchangeOverTcp(
     const onAbandoned = (): void => finish('abandoned');
     const timer = setTimeout(() => finish('timed-out'), timeoutMs);
     abandoned?.addEventListener('abort', onAbandoned, { once: true });
-    socket.on('error', () => finish('socket-error'));
-    // Closed with no error: by the upstream (a reset is an error), or by the forwarder closing.
-    socket.on('close', () => finish('no-answer'));
+    socket.on('error', (error: NodeJS.ErrnoException) => finish(RESET_BY_UPSTREAM.has(error.code ?? '') ? 'upstream-ended' : 'socket-error'));
+    // Closed with neither an error nor the upstream's FIN (both come first): destroyed here, by
+    // the forwarder closing.
+    socket.on('close', () => finish('closed'));
     // The upstream closed before a whole answer (none, or a frame cut short). Handled at once, in
     // the 'end' event: Node shuts our side down after it (nextTick) unless allowHalfOpen (a
     // socket made by `open` may not have it), and then it could not be reset.
-    socket.on('end', () => finish('no-answer'));
+    socket.on('end', () => finish('upstream-ended'));
     if (open === undefined) socket.on('connect', () => socket.write(frame(query)));
     else socket.write(frame(query));
     socket.on('data', (chunk: Buffer) => {
@@ -100,7 +110,7 @@ export function exchangeOverTcp(
       for (const response of frames) {
         if (readId(response) === readId(query) && answersQuestion(response, question)) return finish(response);
       }
-      if (error !== undefined) finish('no-answer');
+      if (error !== undefined) finish('upstream-ended');
     });
   });
 }

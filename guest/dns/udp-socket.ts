@@ -366,14 +366,24 @@ function tcpSocketOf(fd: number, peer: string): TcpSocket {
  * as UdpSocket.connect reads it (Node's net takes only a name there: libuv reads fe80::1%2 as
  * naming no link, and the kernel refuses a link-local address without one), as a net.Socket that
  * owns the descriptor. It may still be connecting, as connectTcpThroughLink's. Throws UdpError.
+ *
+ * `zoneIndex`: through the interface of that index instead, the one the zone named when the
+ * upstream's UDP sockets were connected (see zoneIndexOf), whatever it is called now and whatever
+ * has the zone's name now, as those sockets are; a zone read afresh at each connection followed
+ * the name, TCP and UDP then reaching two interfaces after a rename. Gone, it is ENXIO, kind 'zone'.
  */
-export function connectTcpThroughZone(address: string, port: number): TcpSocket {
+export function connectTcpThroughZone(address: string, port: number, zoneIndex?: number): TcpSocket {
   const { addon: native } = required();
+  const percent = address.indexOf('%');
+  // The index as the zone: the addon reads a number as an interface's index, as glibc does.
+  const target = zoneIndex === undefined || percent === -1 ? address : `${address.slice(0, percent)}%${zoneIndex}`;
   let fd: number;
   try {
-    fd = native.tcpConnect(6, address, port, '', 0);
+    fd = native.tcpConnect(6, target, port, '', 0);
   } catch (error) {
-    throw addressError(error, `cannot connect TCP to ${endpointText(address, port)}`, address);
+    const failure = addressError(error, `cannot connect TCP to ${endpointText(address, port)}`, address);
+    if (failure.kind !== 'zone' || target === address) throw failure;
+    throw new UdpError('zone', failure.code, `cannot connect TCP to ${endpointText(address, port)}: the interface of index ${zoneIndex} that its zone ${address.slice(percent)} named when the upstream was connected is gone`);
   }
   return tcpSocketOf(fd, endpointText(address, port));
 }

@@ -3,14 +3,16 @@
 
 /**
  * The DNS forwarder's counters `status` shows, in its order: UDP and TCP queries (the upstreams'
- * timeouts and SERVFAIL, REFUSED or NOTIMP answers among them), then the client TCP connections taken,
- * refused, evicted and closed for idleness (what to look at when DNS over TCP is refused or cut).
+ * timeouts, TCP connections they ended without an answer, and SERVFAIL, REFUSED or NOTIMP answers
+ * among them), then the client TCP connections taken, refused, evicted and closed for idleness
+ * (what to look at when DNS over TCP is refused or cut).
  */
 export const SHOWN_DNS_COUNTS = [
   'queries',
   'answered',
   'retransmits',
   'upstreamTimeouts',
+  'upstreamClosed',
   'upstreamErrors',
   'failed',
   'rateLimited',

@@ -196,3 +196,123 @@ describeNetns("the printed links of a chain's clients carry not the run's --atta
     expect(await modes()).toEqual(before.map((link) => link.replace(/^vpnvm -> netvm qemu\/netns /, 'vpnvm -> netvm netns/netns ')));
   });
 });
+
+describeNetns('the printed link of a run naming other VMs too pins a VM only where every link that link makes has its mode', () => {
+  // appvm-0: a client of netvm, whose side of it is none there (netns in vpnvm -> netvm).
+  const chain = chainWorld('relinkrun', ['appvm-lynx'], 1);
+  const { listed } = chain;
+
+  it('after a refused `link vpnvm appvm-0 --attach vpnvm=netns`: appvm-0 -> netvm, which that run keeps, is not switched by a pin of netvm', async () => {
+    const template = await chain.linkMiddle();
+    for (const words of [['appvm-lynx', '--attach', 'netns'], ['appvm-0', '--attach', 'none']]) {
+      const result = await chain.world.link(['link', ...words]);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    expect(await modes()).toEqual(['appvm-0 -> netvm none/none', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm qemu/netns']);
+
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', 'vpnvm', 'appvm-0', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link vpnvm appvm-0 .*?), which brings back vpnvm's own links; .*?, run (spectrum-link link appvm-lynx .*?)$/.exec(line);
+    expect(printed, line).not.toBeNull();
+    const [, unlinkLine = '', linkLine = '', clientLine = ''] = printed ?? [];
+    expect(linkLine).not.toContain('netvm=');
+    expect((await runPrinted(chain.world.host, unlinkLine)).code).toBe(1);
+    for (const command of [linkLine, clientLine]) {
+      const result = await runPrinted(chain.world.host, command);
+      expect(result.code, `${command}: ${result.stderr}`).toBe(0);
+    }
+    // netvm's side of vpnvm -> netvm, whose links disagree, gets the mode of its links up (appvm-0's, none).
+    expect(await modes()).toEqual(['appvm-0 -> netvm none/none', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/none']);
+  });
+});
+
+describeNetns('the printed link --all of a chain pins the sides of the clients it brings back as recorded', () => {
+  // appvm-0 and appvm-catgirl: clients of netvm, its side none there.
+  const chain = chainWorld('relinkall', ['appvm-lynx'], 1);
+  const { listed } = chain;
+
+  it('after a refused `link --all --attach vpnvm=netns`: appvm-lynx -> vpnvm comes back netns on its side too, as recorded', async () => {
+    const template = await chain.linkMiddle();
+    for (const words of [['appvm-lynx', '--attach', 'netns'], ['appvm-0', 'appvm-catgirl', '--attach', 'none']]) {
+      const result = await chain.world.link(['link', ...words]);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    const others = ['appvm-0 -> netvm none/none', 'appvm-catgirl -> netvm none/none'];
+    expect(await modes()).toEqual([...others, 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm qemu/netns']);
+
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', '--all', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link --all .*?) \(that unlink takes down the links vpnvm provides too, to appvm-lynx: that link brings them back too, naming their clients\)$/.exec(line);
+    expect(printed, line).not.toBeNull();
+    const [, unlinkLine = '', linkLine = ''] = printed ?? [];
+    expect(linkLine).toContain('--attach appvm-lynx=netns');
+    expect((await runPrinted(chain.world.host, unlinkLine)).code).toBe(1);
+    const relinked = await runPrinted(chain.world.host, linkLine);
+    expect(relinked.code, relinked.stderr).toBe(0);
+    // netvm's side of vpnvm -> netvm, whose links disagree, gets the mode of its links up (none).
+    expect(await modes()).toEqual([...others, 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/none']);
+  });
+});
+
+describeNetns("the printed link of a chain's middle VM pins a provider's side none where that provider's other links are up another way", () => {
+  // appvm-0: a client of netvm, netns on netvm's side; vpnvm -> netvm none on it.
+  const chain = chainWorld('relinknone', ['appvm-lynx'], 1);
+  const { listed } = chain;
+
+  it("after a refused `link vpnvm --attach vpnvm=netns`: netvm's side of vpnvm -> netvm comes back none, not netns as in appvm-0 -> netvm", async () => {
+    const template = join(chain.socketDir, '{vm}.qmp');
+    for (const words of [['vpnvm', '--attach', 'vpnvm=qemu', '--attach', 'netvm=none', '--qmp-socket', template], ['appvm-0', '--attach', 'netns']]) {
+      const result = await chain.world.link(['link', ...words]);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    expect(await modes()).toEqual(['appvm-0 -> netvm netns/netns', 'vpnvm -> netvm qemu/none']);
+
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', 'vpnvm', '--attach', 'vpnvm=netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    const printed = / run (spectrum-link unlink vpnvm --force .*?), then (spectrum-link link vpnvm .*)$/.exec(line);
+    expect(printed, line).not.toBeNull();
+    const [, unlinkLine = '', linkLine = ''] = printed ?? [];
+    expect((await runPrinted(chain.world.host, unlinkLine)).code).toBe(1);
+    const relinked = await runPrinted(chain.world.host, linkLine);
+    expect(relinked.code, relinked.stderr).toBe(0);
+    expect(await modes()).toEqual(['appvm-0 -> netvm netns/netns', 'vpnvm -> netvm netns/none']);
+  });
+});
+
+describeNetns('the printed link of a run naming a client of the chain\'s middle VM too brings that client back as the run asks', () => {
+  // appvm-lynx: a client of netvm too.
+  const chain = chainWorld('relinknamed', ['appvm-lynx'], 0);
+  const { listed } = chain;
+
+  it('after a refused `link vpnvm appvm-lynx --attach netns`: no link of appvm-lynx alone pins its links back as they were; each printed command run, every link is netns', async () => {
+    const template = await chain.linkMiddle();
+    await writeFile(join(chain.world.configDir, 'appvm-lynx', 'providers', 'net', 'netvm'), '');
+    const client = await chain.world.link(['link', 'appvm-lynx', '--attach', 'none']);
+    expect(client.code, client.stderr).toBe(0);
+    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    expect(await modes()).toEqual(['appvm-lynx -> netvm none/none', 'appvm-lynx -> vpnvm none/none', 'vpnvm -> netvm qemu/netns']);
+
+    chain.qemu.deviceDel = 'refuse';
+    const refused = await chain.world.link(['link', 'vpnvm', 'appvm-lynx', '--attach', 'netns', '--qmp-socket', template]);
+    expect(refused.code).toBe(1);
+    const line = refused.stderr.trim();
+    expect(line).toContain('that unlink takes down the links vpnvm provides too, to appvm-lynx: that link brings them back too, naming their clients');
+    // Every command the line gives, in its order.
+    const commands = [...line.matchAll(/(?:run|then) (spectrum-link (?:un)?link .*?)(?=, then |, which |; to bring back | \(that unlink|$)/g)].map((found) => found[1] ?? '');
+    expect(commands).toEqual([expect.stringMatching(/^spectrum-link unlink vpnvm --force /), expect.stringMatching(/^spectrum-link link vpnvm appvm-lynx .*--attach netns /)]);
+    for (const command of commands) {
+      const result = await runPrinted(chain.world.host, command);
+      expect(result.code, `${command}: ${result.stderr}`).toBe(command.includes(' unlink ') ? 1 : 0);
+    }
+    expect(await modes()).toEqual(['appvm-lynx -> netvm netns/netns', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/netns']);
+  });
+});

@@ -228,18 +228,46 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     expect(await ask()).toBe(ANSWER);
   });
 
-  it('counts a TCP connection through a zone that could not be opened (its interface renamed away) as a socket trouble (sendErrors), not as an upstream timeout', async () => {
+  it('asks over TCP through the interface its UDP sockets reach (by index, as when the list was set) once it is renamed away and another takes its name, until the list is next set', async () => {
     await reloaded(`nameserver ${linkLocal}%late0\n`);
+    expect(await ask()).toBe(ANSWER);
     expect(await ask(true)).toBe(ANSWER);
+    const tcpQueries = (): number => upstream.stdout.split('\n').filter((line) => line === 'query www tcp').length;
     const before = await forwarder.counters();
-    // Its UDP sockets stay connected to the link (by index); a new TCP connection looks the name up.
+    // The uplink renamed away: its UDP sockets stay connected to it (by index). A TCP connection
+    // looked the zone's name up afresh: none had it (ENXIO), SERVFAIL over TCP alone.
     await net.provider.ip(['link', 'set', 'late0', 'down']);
     await net.provider.ip(['link', 'set', 'late0', 'name', 'away0']);
     await net.provider.ip(['link', 'set', 'away0', 'up']);
-    expect(await ask(true)).toBe('SERVFAIL');
-    const after = await forwarder.counters();
-    const grew = (name: string): number => Number(after[name]) - Number(before[name]);
-    expect({ upstreamTimeouts: grew('upstreamTimeouts'), sendErrors: grew('sendErrors'), failed: grew('failed') }).toEqual({ upstreamTimeouts: 0, sendErrors: 1, failed: 1 });
+    await linkLocalOf(net.provider, 'away0');
+    await linkLocalOf(net.internet, 'inet0');
+    const asked = tcpQueries();
+    expect(await ask()).toBe(ANSWER);
+    expect(await ask(true)).toBe(ANSWER);
+    expect(tcpQueries()).toBe(asked + 1);
+    // Another interface takes the zone's name (a veth whose peer has no resolver): before, TCP
+    // went through it, UDP through the uplink; both go through the uplink until the list is set.
+    await net.provider.ip(['link', 'add', 'lt0', 'type', 'veth', 'peer', 'name', 'ltpeer']);
+    try {
+      await net.provider.ip(['link', 'set', 'lt0', 'name', 'late0']);
+      await net.provider.ip(['link', 'set', 'ltpeer', 'up']);
+      await net.provider.ip(['link', 'set', 'late0', 'up']);
+      await linkLocalOf(net.provider, 'late0');
+      expect(await ask()).toBe(ANSWER);
+      expect(await ask(true)).toBe(ANSWER);
+      expect(tcpQueries()).toBe(asked + 2);
+      const after = await forwarder.counters();
+      const grew = (name: string): number => Number(after[name]) - Number(before[name]);
+      expect({ upstreamTimeouts: grew('upstreamTimeouts'), sendErrors: grew('sendErrors'), failed: grew('failed') }).toEqual({ upstreamTimeouts: 0, sendErrors: 0, failed: 0 });
+      // The list set again: both go through the interface that has the name now, where nothing answers.
+      await reloaded(`nameserver ${linkLocal}%late0\n`);
+      expect(await ask()).toBe('SERVFAIL');
+      expect(await ask(true)).toBe('SERVFAIL');
+      expect(tcpQueries()).toBe(asked + 2);
+    } finally {
+      // Its peer goes with it.
+      for (const name of ['lt0', 'late0']) await net.provider.ip(['link', 'del', name], { allowFailure: true });
+    }
   });
 
   it("asks an upstream whose zone is any name Linux gives an interface, '+' and '@' among them", async () => {

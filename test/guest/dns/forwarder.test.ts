@@ -471,6 +471,42 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_B}:53`]));
   });
 
+  it('moves a TCP query on at once past upstreams that take the connection and end it unanswered (FIN, reset), counting them in upstreamClosed, not as timeouts or send errors', async () => {
+    // Two upstreams on 192.0.2.1 that read the query, then one closes (FIN), the other resets.
+    // The FIN was counted as a timeout, the reset as a socket's error (sendErrors).
+    const script = `const net = require('node:net'); let listening = 0;
+      for (const [port, how] of [[5306, 'fin'], [5307, 'reset']]) {
+        net.createServer((socket) => {
+          socket.on('error', () => undefined);
+          socket.once('data', () => { process.stdout.write(how + '\\n'); if (how === 'fin') socket.end(); else socket.resetAndDestroy(); });
+        }).listen(port, '192.0.2.1', () => { if (++listening === 2) process.stdout.write('ready\\n'); });
+      }`;
+    const ending = net.internet.spawn([process.execPath, '-e', script]);
+    await ending.waitForOutput(/^ready$/m);
+    const timeoutMs = 4000;
+    const moving = await ForwarderProcess.start(net.provider, { port: 5366, timeoutMs, upstreams: ['192.0.2.1:5306', '192.0.2.1:5307', UPSTREAM_B] });
+    try {
+      const before = await moving.counters();
+      // dig waits longer than the forwarder's timeout: a wait for it would show in the query time.
+      const { stdout } = await net.client.exec(['dig', '@169.254.0.1', '-p', '5366', '+tcp', '+time=10', '+tries=1', 'www.test.example']);
+      expect(stdout).toMatch(/^www\.test\.example\.\s+\d+\s+IN\s+A\s+192\.0\.2\.81$/m);
+      expect(Number(/Query time: (\d+) msec/.exec(stdout)?.[1])).toBeLessThan(timeoutMs);
+      expect([...ending.stdout.matchAll(/^(fin|reset)$/gm)].map((match) => match[1])).toEqual(['fin', 'reset']);
+      const after = await moving.counters();
+      const grew = (name: string): number => Number(after[name]) - Number(before[name]);
+      expect({ upstreamClosed: grew('upstreamClosed'), upstreamTimeouts: grew('upstreamTimeouts'), sendErrors: grew('sendErrors'), answered: grew('answered'), failed: grew('failed') }).toEqual({
+        upstreamClosed: 2,
+        upstreamTimeouts: 0,
+        sendErrors: 0,
+        answered: 1,
+        failed: 0,
+      });
+    } finally {
+      await moving.process.kill();
+      await ending.kill();
+    }
+  });
+
   it('serves clients over IPv6 too (a listen address of that family), UDP and TCP, each client rate-limited as one host', async () => {
     // ::1 of the provider namespace: no address outside the namespace is used.
     const v6 = await ForwarderProcess.start(net.provider, { listen: '::1', port: 5354, upstreams: [UPSTREAM_A], ratePerClient: { perSecond: 1, burst: 2 } });

@@ -219,6 +219,41 @@ describe('resolv.conf', () => {
     expect(parseResolvConf(many).indented).toHaveLength(MAX_UPSTREAMS);
   });
 
+  it('ends a line at its first NUL, as glibc reads it (a C string), the rest of that line ignored and the next one read', () => {
+    // The NUL and what followed it were kept in the value: `192.0.2.1\0junk` was skipped, no upstream.
+    const text = [
+      'nameserver 192.0.2.1\0junk',
+      'nameserver 192.0.2.2\0',
+      'nameserver 192.0.2.3 \0nameserver 192.0.2.99',
+      'nameserver fe80::1%eth0\0:5353',
+      'nameserver\0 192.0.2.98',
+      '\0nameserver 192.0.2.97',
+      '#\0\nnameserver 192.0.2.4',
+      '  nameserver 192.0.2.5\0junk',
+    ].join('\n');
+    expect(parseResolvConf(text)).toEqual({
+      upstreams: ['192.0.2.1', '192.0.2.2', '192.0.2.3', 'fe80::1%eth0', '192.0.2.4'].map((address) => parseUpstream(address)),
+      skipped: [],
+      withoutZone: [],
+      indented: ['nameserver 192.0.2.5'],
+    });
+  });
+
+  it('reads any resolv.conf as it reads the same with anything after a NUL added to its lines', () => {
+    const line = fc.oneof(
+      fc.tuple(fc.oneof(anyIpv4, fc.ipV6()), fc.constantFrom('', ' ', '\t', '\r')).map(([ip, after]) => `nameserver ${ip}${after}`),
+      fc.constantFrom('', 'search a.test', '# comment', ' nameserver 192.0.2.7', 'nameserver', 'nameserver fe80::1', 'nameserver fe80::1%eth0'),
+    );
+    const afterNul = fc.string({ maxLength: 20 }).map((junk) => junk.replace(/\n/g, ''));
+    fc.assert(
+      fc.property(fc.array(fc.tuple(line, fc.option(afterNul, { nil: undefined })), { maxLength: 12 }), (lines) => {
+        const clean = parseResolvConf(lines.map(([text]) => text).join('\n'));
+        const withNuls = parseResolvConf(lines.map(([text, junk]) => (junk === undefined ? text : `${text}\0${junk}`)).join('\n'));
+        expect(withNuls).toEqual(clean);
+      }),
+    );
+  });
+
   it("skips IPv4 in inet_aton's older forms, which glibc reads (010.0.0.1 as octal, 8.0.0.1), rather than ask a server not meant", () => {
     const conf = parseResolvConf(['nameserver 010.0.0.1', 'nameserver 127.1', 'nameserver 0x7f.0.0.1', 'nameserver 2130706433', 'nameserver 192.0.2.53'].join('\n'));
     expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53')], skipped: ['010.0.0.1', '127.1', '0x7f.0.0.1', '2130706433'], withoutZone: [], indented: [] });

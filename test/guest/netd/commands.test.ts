@@ -559,12 +559,13 @@ describe('spectrum-netd status, as text', () => {
       '\ndns: listening; upstreams in use: 192.0.2.54:53; unreachable (retried): 192.0.2.53:53 (ENETUNREACH)\n',
     );
     expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, unreachableUpstreams: [] } } })).toContain('\ndns: listening; upstreams in use: 192.0.2.54:53\n');
-    // Upstream SERVFAIL or REFUSED answers that moved their query on; queries refused a place in the
-    // pending table, and pending ones that gave theirs up to a client below its share; client TCP
-    // connections taken, refused, closed for a client below its share, and closed for idleness.
-    const counts = { queries: 9, upstreamErrors: 4, overloaded: 3, evicted: 2, tcpConnections: 7, tcpRejected: 5, tcpEvicted: 1, tcpIdleClosed: 6 };
+    // Upstream TCP connections ended without an answer, upstream SERVFAIL or REFUSED answers that
+    // moved their query on; queries refused a place in the pending table, and pending ones that
+    // gave theirs up to a client below its share; client TCP connections taken, refused, closed
+    // for a client below its share, and closed for idleness.
+    const counts = { queries: 9, upstreamClosed: 3, upstreamErrors: 4, overloaded: 3, evicted: 2, tcpConnections: 7, tcpRejected: 5, tcpEvicted: 1, tcpIdleClosed: 6 };
     expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, ...counts } } })).toContain(
-      '\ndns: queries 9, answered 0, retransmits 0, upstreamTimeouts 0, upstreamErrors 4, failed 0, rateLimited 0, overloaded 3, evicted 2, malformed 0, tcpConnections 7, tcpRejected 5, tcpEvicted 1, tcpIdleClosed 6\n',
+      '\ndns: queries 9, answered 0, retransmits 0, upstreamTimeouts 0, upstreamClosed 3, upstreamErrors 4, failed 0, rateLimited 0, overloaded 3, evicted 2, malformed 0, tcpConnections 7, tcpRejected 5, tcpEvicted 1, tcpIdleClosed 6\n',
     );
   });
 

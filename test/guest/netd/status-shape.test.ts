@@ -31,6 +31,7 @@ const dns: DnsForwarderCounters = {
   evicted: 0,
   noUpstream: 0,
   upstreamTimeouts: 1,
+  upstreamClosed: 1,
   upstreamErrors: 1,
   retransmits: 1,
   failed: 0,
