@@ -42,7 +42,7 @@ interface Addon {
   sendTo(handle: Handle, bytes: Uint8Array, offset: number, length: number, port: number, a0: number, a1: number, a2: number, a3: number): number;
   localPort(handle: Handle): number;
   close(handle: Handle): void;
-  tcpConnect(family: 4 | 6, address: string, port: number, source: string, ifindex: number): number;
+  tcpConnect(family: 4 | 6, address: string, port: number, source: string, ifindex: number, zoneIndex?: number): number;
   tcpUnacknowledged(fd: number): number;
   errorClass(errno: number, sending: boolean): number;
   zoneIndex(address: string): number;
@@ -375,14 +375,15 @@ function tcpSocketOf(fd: number, peer: string): TcpSocket {
 export function connectTcpThroughZone(address: string, port: number, zoneIndex?: number): TcpSocket {
   const { addon: native } = required();
   const percent = address.indexOf('%');
-  // The index as the zone: the addon reads a number as an interface's index, as glibc does.
-  const target = zoneIndex === undefined || percent === -1 ? address : `${address.slice(0, percent)}%${zoneIndex}`;
+  // The index given apart, as a number: written into the address as its zone (`%3`), it is read
+  // as glibc reads a zone, a name first, and an interface called "3" would be taken for it.
+  const byIndex = zoneIndex !== undefined && percent !== -1;
   let fd: number;
   try {
-    fd = native.tcpConnect(6, target, port, '', 0);
+    fd = byIndex ? native.tcpConnect(6, address.slice(0, percent), port, '', 0, zoneIndex) : native.tcpConnect(6, address, port, '', 0);
   } catch (error) {
     const failure = addressError(error, `cannot connect TCP to ${endpointText(address, port)}`, address);
-    if (failure.kind !== 'zone' || target === address) throw failure;
+    if (failure.kind !== 'zone' || !byIndex) throw failure;
     throw new UdpError('zone', failure.code, `cannot connect TCP to ${endpointText(address, port)}: the interface of index ${zoneIndex} that its zone ${address.slice(percent)} named when the upstream was connected is gone`);
   }
   return tcpSocketOf(fd, endpointText(address, port));

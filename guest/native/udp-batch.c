@@ -20,8 +20,11 @@
 //   sendTo(handle, bytes, offset, length, port, a0, a1, a2, a3) -> sent bytes or -errno
 //       A send whose error is fatal (ERROR_CLASSES) also stops reading: the caller reports it.
 //   errorClass(errno, sending) -> 0 again, 1 datagram, 2 fatal   (ERROR_CLASSES)
-//   tcpConnect(family, address, port, source, ifindex) -> fd   non-blocking connect from `source`
-//       through link `ifindex` (as bindToIndex; 0: none); the caller owns the descriptor; throws {code}
+//   tcpConnect(family, address, port, source, ifindex[, zoneIndex]) -> fd   non-blocking connect
+//       from `source` through link `ifindex` (as bindToIndex; 0: none); the caller owns the
+//       descriptor; throws {code}. `zoneIndex` (IPv6; 0 or absent: none): the remote address's
+//       zone as that index, a number, for an `address` given without one (ENXIO where no
+//       interface has it); written as text, "%3" would be read as a name first (below).
 // An IPv6 address may carry a zone as glibc reads one (make_address): an interface's name on a
 // link-local address, or an index; one naming no interface throws ENXIO.
 //   tcpUnacknowledged(fd) -> bytes   written to TCP socket `fd` and not acknowledged by its peer
@@ -393,8 +396,14 @@ static napi_value socket_bind_to_index(napi_env env, napi_callback_info info) {
 // libuv's uv_ip6_addr reads a zone, not fe80::1%2). Not a udp_socket: the descriptor is handed to
 // net.Socket, which owns it from then on.
 static napi_value tcp_connect(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (!get_args(env, info, 5, argv)) return NULL;
+  // The sixth, zoneIndex, may be left out.
+  napi_value argv[6];
+  size_t argc = 6;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, "EINVAL", ADDON_NAME ": missing arguments");
+    return NULL;
+  }
   uint32_t family = 0, port = 0;
   CHECK(napi_get_value_uint32(env, argv[0], &family));
   CHECK(napi_get_value_uint32(env, argv[2], &port));
@@ -402,14 +411,26 @@ static napi_value tcp_connect(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "EINVAL", "udp-batch: family must be 4 or 6 and port 1..65535");
     return NULL;
   }
+  // 0: through no one link; anything else must be a link's index. The same for the zone's.
+  int ifindex = 0, zone_index = 0;
+  if (!get_ifindex(env, argv[4], 1, &ifindex)) return NULL;
+  if (argc > 5 && !get_ifindex(env, argv[5], 1, &zone_index)) return NULL;
   struct sockaddr_storage remote, local;
   socklen_t remote_length = 0, local_length = 0;
   int error = make_address(env, (int)family, argv[1], port, &remote, &remote_length);
   if (error == 0) error = make_address(env, (int)family, argv[3], 0, &local, &local_length);
+  // The zone by its index, as a number: make_address reads a zone's text as glibc does, a name
+  // first (an interface may be called "3", and "%3" is that one), so an index written into the
+  // address could name another interface than the one of that index.
+  if (error == 0 && zone_index != 0) {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&remote;
+    char name[IF_NAMESIZE];
+    errno = 0;
+    if (family != 6 || in6->sin6_scope_id != 0) error = EINVAL;
+    else if (if_indextoname((unsigned)zone_index, name) == NULL) error = interface_lookup_error(errno);
+    else in6->sin6_scope_id = (uint32_t)zone_index;
+  }
   if (error != 0) return throw_errno(env, error, "bad address");
-  // 0: through no one link; anything else must be a link's index.
-  int ifindex = 0;
-  if (!get_ifindex(env, argv[4], 1, &ifindex)) return NULL;
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
   const char *step = NULL;

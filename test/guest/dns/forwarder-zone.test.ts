@@ -270,6 +270,30 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     }
   });
 
+  it('asks over TCP through the interface of its index even where another interface is called by that number (a zone written as text is read as a name first)', async () => {
+    const uplink = await uplinkName();
+    await reloaded(`nameserver ${linkLocal}%${uplink}\n`);
+    const tcpQueries = (): number => upstream.stdout.split('\n').filter((line) => line === 'query www tcp').length;
+    // Another interface called by the uplink's index (Linux takes a name of digits), whose peer
+    // has no resolver. The index was written as the zone (%N), which names that one first: TCP
+    // went through it, UDP through the uplink.
+    const named = String(uplinkIndex);
+    await net.provider.ip(['link', 'add', 'ix0', 'type', 'veth', 'peer', 'name', 'ixpeer']);
+    try {
+      await net.provider.ip(['link', 'set', 'dev', 'ix0', 'name', named]);
+      await net.provider.ip(['link', 'set', 'dev', 'ixpeer', 'up']);
+      await net.provider.ip(['link', 'set', 'dev', named, 'up']);
+      await linkLocalOf(net.provider, named);
+      const asked = tcpQueries();
+      expect(await ask()).toBe(ANSWER);
+      expect(await ask(true)).toBe(ANSWER);
+      expect(tcpQueries()).toBe(asked + 1);
+    } finally {
+      // Its peer goes with it.
+      for (const name of ['ix0', named]) await net.provider.ip(['link', 'del', 'dev', name], { allowFailure: true });
+    }
+  });
+
   it("asks an upstream whose zone is any name Linux gives an interface, '+' and '@' among them", async () => {
     // Such a nameserver was skipped as "not an IP address": SERVFAIL.
     await net.provider.ip(['link', 'set', 'away0', 'down']);
