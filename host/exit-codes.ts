@@ -6,7 +6,7 @@ import { EXIT, type ErrorExitCodes, exitCodeOf } from '../shared/cli/run-cli.js'
 import { AttachModeError } from './attach-mode.js';
 import { ConfigError } from './config.js';
 import { DeviceNameError } from './device-names.js';
-import { LinkerError } from './linker.js';
+import { LinkerError } from './linker-error.js';
 import { StateStoreError } from './state-store.js';
 import { VmNameError } from './vm-name.js';
 

@@ -1,4 +1,6 @@
-// `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts.
+// `link`, `unlink`, `list`, `show`, `gc`: option parsing and output; the work is in linker.ts
+// (link), link-keep-going.ts (link --keep-going), link-take-down.ts (unlink, gc) and
+// link-listing.ts (list, show).
 import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
 import { directoryOption } from '../shared/cli/directory-option.js';
@@ -14,6 +16,12 @@ import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix
 import { DEVICE_KIND } from './device-plan.js';
 import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
+import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
+import { listLinks, showLinks } from './link-listing.js';
+import { relinkedText } from './link-relinks.js';
+import { collectGarbage, hostSideDeleted, unlinkVm } from './link-take-down.js';
+import { linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.js';
+import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
   type FailedVm,
@@ -35,21 +43,8 @@ import {
   type VmmDetachFailure,
   type VmmKind,
   type VmmPort,
-  LinkerError,
   checkNetnsPrefix,
-  collectGarbage,
-  hostSideDeleted,
-  linkAll,
-  linkAllKeepGoing,
-  linkVms,
-  linkVmsKeepGoing,
-  listLinks,
-  showLinks,
-  strayAttachModes,
-  unlinkVm,
-  relinkedText,
-  unusedAttachModes,
-} from './linker.js';
+} from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { vmName } from './vm-name.js';
@@ -357,7 +352,7 @@ function linkJson(report: ShownLink, mtu: number): Record<string, unknown> {
 }
 
 /**
- * What `unlink` says of a VM with no recorded links, as unlinkVm says it (linker.ts): here for a
+ * What `unlink` says of a VM with no recorded links, as unlinkVm says it (link-take-down.ts): here for a
  * state dir that does not exist, which unlink does not lock (test/host/link-option-sources.test.ts
  * holds the two to the same line).
  */
@@ -772,10 +767,10 @@ function withLeftDown(error: unknown, lines: readonly string[]): unknown {
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
 
 /**
- * The commands a `link` run's refusals print (linker.ts): an unlink with this run's options an
- * unlink takes (not its --attach, which means another thing to unlink), and this link again
- * (`names`: its VMs, or undefined for --all; and --keep-going where given) with VM=MODE values
- * and clients added (those already named, or all with --all, are not said twice).
+ * The commands a `link` run's refusals print (PrintedCommands, linker-types.ts): an unlink with
+ * this run's options an unlink takes (not its --attach, which means another thing to unlink), and
+ * this link again (`names`: its VMs, or undefined for --all; and --keep-going where given) with
+ * VM=MODE values and clients added (those already named, or all with --all, are not said twice).
  */
 function linkRunCommands(given: GivenOptions, names: readonly string[] | undefined, keepGoing: boolean): PrintedCommands {
   const keep = keepGoing ? ['--keep-going'] : [];

@@ -9,7 +9,7 @@ import { shownText } from '../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
 import { isRecordedSocket } from './link-state.js';
-import type { LinkReport, VmmPort } from './linker.js';
+import type { LinkReport, VmmPort } from './linker-types.js';
 import type { VmmNic } from './vmm/nic.js';
 import { deadline } from './vmm/deadline.js';
 import { cloudHypervisorNetArguments, qemuNetArguments } from './vmm/vmm-arguments.js';

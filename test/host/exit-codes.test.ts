@@ -6,7 +6,7 @@ import { AttachModeError } from '../../host/attach-mode.js';
 import { ConfigError } from '../../host/config.js';
 import { DeviceNameError } from '../../host/device-names.js';
 import { LINK_EXIT_CODES, isLinkUsageError } from '../../host/exit-codes.js';
-import { LinkerError } from '../../host/linker.js';
+import { LinkerError } from '../../host/linker-error.js';
 import { StateStoreError } from '../../host/state-store.js';
 import { VmNameError } from '../../host/vm-name.js';
 import { AddressError } from '../../shared/address-error.js';

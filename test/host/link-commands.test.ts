@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
 import { forcedLine, givenOptions, interruptedUndoingError, leftDownLine, linkCommands, nicRemoval, undoStateLine, undoStepLine, unlistedLine } from '../../host/link-commands.js';
-import type { LeftDownLink, LinkReport, VmmDetachFailure, VmmPort } from '../../host/linker.js';
+import type { LeftDownLink, LinkReport, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
 import { DEFAULT_LOCK_TIMEOUT_MS } from '../../host/state-store.js';
 import { vmName } from '../../host/vm-name.js';
 import { vmmPort } from '../../host/vmm-port.js';

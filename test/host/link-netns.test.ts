@@ -272,7 +272,7 @@ describeNetns('spectrum-link link --attach netns', () => {
     // gc's route netlink programs: the listing, the orphans' lookup, their deletion. Something else
     // deletes snb8 after the lookup, before the deletion.
     const script = `import { execFileSync } from 'node:child_process';
-      import { collectGarbage } from ${moduleOf('host/linker.js')};
+      import { collectGarbage } from ${moduleOf('host/link-take-down.js')};
       import { devicePrefix } from ${moduleOf('host/device-names.js')};
       import { RtnlSocket } from ${moduleOf('shared/rtnl-socket.js')};
       const run = RtnlSocket.prototype.run;

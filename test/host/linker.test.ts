@@ -17,23 +17,11 @@ import { StateStoreError, loadState, saveState, withStateLock } from '../../host
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 import { leftDownLine, linkCommands } from '../../host/link-commands.js';
 import { isLinkUsageError } from '../../host/exit-codes.js';
-import {
-  type KeepGoingOutcome,
-  type LeftDownLink,
-  type LinkerError,
-  type LinkReport,
-  type LinkerOptions,
-  type UndoStateWriteFailure,
-  type UndoStepFailure,
-  type VmmDetachFailure,
-  type VmmPort,
-  collectGarbage,
-  linkAll,
-  linkAllKeepGoing,
-  linkVms,
-  linkVmsKeepGoing,
-  unlinkVm,
-} from '../../host/linker.js';
+import { linkAllKeepGoing, linkVmsKeepGoing } from '../../host/link-keep-going.js';
+import { collectGarbage, unlinkVm } from '../../host/link-take-down.js';
+import { linkAll, linkVms } from '../../host/linker.js';
+import type { LinkerError } from '../../host/linker-error.js';
+import type { KeepGoingOutcome, LeftDownLink, LinkReport, LinkerOptions, UndoStateWriteFailure, UndoStepFailure, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
 
