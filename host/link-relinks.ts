@@ -30,6 +30,7 @@ export function clientRelinks(state: LinkState, vm: VmName, clients: readonly Vm
 
 /**
  * Of `pins` (VM=MODE), those a link of all of `links` can carry: each of them recorded attached
+ * (or, recorded before the state kept modes, given those the run keeps: switchedSides)
  * has that mode on every side of the VM (a pin applies to every link of the run; one with another
  * mode there, which that run keeps, would be switched). A VM left out gets its mode as a link
  * not up does (kept-attach.ts).

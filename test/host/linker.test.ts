@@ -2146,6 +2146,24 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
+  it('the link after that unlink pins no VM whose side another link of the run, recorded before the state kept modes, has in another mode as its device shows it (the pin would switch that link)', async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'cloud-hypervisor' }, [c1, c2]);
+    // c2 -> netvm as recorded before the state kept modes, netvm's side a veth (netns), which the run keeps.
+    const legacy = JSON.parse(await readFile(join(stateDir, 'links.json'), 'utf8')) as { links: Record<string, unknown>[] };
+    for (const entry of legacy.links) if (entry['client'] === c2) delete entry['attached'];
+    await writeFile(join(stateDir, 'links.json'), JSON.stringify(legacy));
+    const veth = names(ids[1]!).provider;
+    kernel.host.set(veth, { name: veth, kind: 'veth' } as ObservedDevice);
+    refuse.add(names(ids[0]!).client);
+    const refused = await linkVms([c1, c2], { ...options(), attach: parseAttachChoice([`${c1}=none`]), vmm: vmm() }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({ name: 'LinkerError', kind: 'vmm-detach-failed' });
+    // Not `--attach netvm=cloud-hypervisor`, as c1 -> netvm has it: c2 -> netvm's netvm side would become cloud-hypervisor.
+    expect((refused as LinkerError).message).toMatch(/, run spectrum-link unlink c1 --force, then this link again$/);
+  });
+
   it('where one VMM refuses after another gave its NIC back, or the run fails after, the links whose NICs came out are said left down, their records as before', async () => {
     const { text, ids } = await linkedAs({ client: 'qemu', provider: 'none' });
     refuse.add(names(ids[1]!).client);
