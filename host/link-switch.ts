@@ -9,10 +9,10 @@ import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { type AttachMode, chosenAttachMode } from './attach-mode.js';
 import { type ConfigSnapshot, requireValidVm } from './config.js';
 import type { ObservedDevice } from './device-plan.js';
-import { type KeptAttach, type LinkSide, linkAttachModes, isVmmMode, movedVmmSocket, switchedVmmSides } from './kept-attach.js';
+import { type KeptAttach, type LinkSide, linkAttachModes, isVmmMode, movedVmmSocket, sideMode, switchedVmmSides } from './kept-attach.js';
 import { seenOf } from './link-listing.js';
 import { agreedPins, clientRelinks, providedRelinksText, relinkClients, relinkCommands, relinkModes, relinkedText } from './link-relinks.js';
-import { type LinkAttachment, type LinkPair, type LinkState, recordedSocket, unrecordedSocketReason } from './link-state.js';
+import { type Link, type LinkAttachment, type LinkPair, type LinkState, recordedSocket, unrecordedSocketReason } from './link-state.js';
 import { stateWriteProblem } from './link-take-down.js';
 import { LinkerError, reasonOf, stopIfInterrupted } from './linker-error.js';
 import {
@@ -140,7 +140,14 @@ export async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnap
   const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: ClientRelink[] }>();
   const none = new Set<number>();
   // The link printed after that unlink names the run's VMs (or --all): a pin applies to each of their links.
-  const runLinks = before.links.filter((link) => order.has(link.client) && requireValidVm(snapshot, link.client).providers.includes(link.provider));
+  // One recorded before the state kept modes has the modes the run keeps for it where it is up (as its devices show them).
+  const withKeptModes = (link: Link): Link => {
+    if (link.attached !== undefined) return link;
+    const [client, provider] = [sideMode(kept, link, 'client'), sideMode(kept, link, 'provider')];
+    const up = [client, provider].some(({ from }) => from === 'link' || from === 'unshown');
+    return up ? { ...link, attached: { client: client.mode, provider: provider.mode } } : link;
+  };
+  const runLinks = before.links.filter((link) => order.has(link.client) && requireValidVm(snapshot, link.client).providers.includes(link.provider)).map(withKeptModes);
   for (const client of new Set(up.map(({ link }) => link.client))) {
     const clients = await relinkClients(before, client, options);
     const { providers } = requireValidVm(snapshot, client);

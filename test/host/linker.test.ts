@@ -2146,6 +2146,24 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
+  it('the link after that unlink pins no VM whose side another link of the run, recorded before the state kept modes, has in another mode as its device shows it (the pin would switch that link)', async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'cloud-hypervisor' }, [c1, c2]);
+    // c2 -> netvm as recorded before the state kept modes, netvm's side a veth (netns), which the run keeps.
+    const legacy = JSON.parse(await readFile(join(stateDir, 'links.json'), 'utf8')) as { links: Record<string, unknown>[] };
+    for (const entry of legacy.links) if (entry['client'] === c2) delete entry['attached'];
+    await writeFile(join(stateDir, 'links.json'), JSON.stringify(legacy));
+    const veth = names(ids[1]!).provider;
+    kernel.host.set(veth, { name: veth, kind: 'veth' } as ObservedDevice);
+    refuse.add(names(ids[0]!).client);
+    const refused = await linkVms([c1, c2], { ...options(), attach: parseAttachChoice([`${c1}=none`]), vmm: vmm() }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({ name: 'LinkerError', kind: 'vmm-detach-failed' });
+    // Not `--attach netvm=cloud-hypervisor`, as c1 -> netvm has it: c2 -> netvm's netvm side would become cloud-hypervisor.
+    expect((refused as LinkerError).message).toMatch(/, run spectrum-link unlink c1 --force, then this link again$/);
+  });
+
   it('where one VMM refuses after another gave its NIC back, or the run fails after, the links whose NICs came out are said left down, their records as before', async () => {
     const { text, ids } = await linkedAs({ client: 'qemu', provider: 'none' });
     refuse.add(names(ids[1]!).client);
@@ -2997,6 +3015,27 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
     const alone = await linkVmsKeepGoing([c1, c2], { ...options(), attach: parseAttachChoice([]), vmm });
     expect(alone.failed).toEqual([{ vm: c1, error: unrecordable }]);
     expect(events.filter((event) => event.includes(names(id1!).client))).toEqual([]);
+  });
+
+  it("the line's link names a client of the VM (link c1 c2): that link brings back that client's link to it, not said 'as it was' (the run's --attach c2=none is in it); one not named gets its own link, as it was", async () => {
+    dirs = new Map();
+    // c2 and c3: clients of c1 too.
+    for (const client of [c2, CLIENTS[2]!]) await writeFile(join(configDir, client, 'providers', 'net', c1), '');
+    const made = await linkVms(CLIENTS, { ...options(), attach: parseAttachChoice(['qemu', `${NETVM}=netns`]), vmm });
+    const ids = [...made.linked.values()].flat().map((report) => report.id as ClientId);
+    expect(ids).toHaveLength(5);
+    kernel.host = new Map(ids.flatMap((id) => Object.values(names(id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    dirs.set(c1, LONG);
+    const refused = await linkCli([c1, c2, '--qmp-socket', '/run/a/{vm}.qmp'], stateDir, { vmm, attach: [`${c2}=none`] });
+    const line = refused.stderr.join('\n');
+    expect(refused.code, line).not.toBe(0);
+    // c2 -> c1 comes back with c2's side none: said brought back by that link (first, next to it), not as it was.
+    expect(line).toEqual(
+      expect.stringMatching(
+        /, then spectrum-link link c1 c2 .*--attach c2=none .*, which attaches that side there without recording its socket \(an unlink finds it only through that --qmp-socket\); that unlink takes down the links c1 provides too, to c[23], c[23]: that link brings back c2 -> c1 too, naming c2; to bring back c3 -> c1 as it was, run spectrum-link link c3 .*--attach c3=qemu --attach c1=qemu /,
+      ),
+    );
+    expect(line).not.toContain('c2 -> c1 as it was');
   });
 
   it('the same socket there is no move: nothing comes out, and the socket recorded stays recorded', async () => {
