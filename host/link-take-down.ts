@@ -172,6 +172,12 @@ function removedBefore(error: unknown): string[] | undefined {
   return removed?.map((device) => device.name);
 }
 
+/** Of a removal of devices that failed (removeDevices), the devices it found to delete, where its error says them (DeviceError.found). */
+function foundBefore(error: unknown): readonly string[] | undefined {
+  const { found } = (error instanceof Error ? error : {}) as Partial<Pick<DeviceError, 'found'>>;
+  return found;
+}
+
 /**
  * Whether a take-down deleted (`deleted`) the tap of a NIC its VMM did not detach and its link's
  * bridge: then that NIC reaches nothing, as the line of such a VMM says (where a take-down stopped
@@ -210,12 +216,23 @@ function stoppedText(stopped: StoppedRelease, devices = true): string {
   return parts.join('; ');
 }
 
+/**
+ * Of a link of a take-down that stopped part-way, the devices that may still exist: those of its
+ * names not deleted that existed when their removal began (StoppedRelease.existed; each, where
+ * that is unknown), not one gone before (a link already down); undefined where what it deleted is unknown.
+ */
+function devicesLeft(report: LinkReport, { deleted, existed }: StoppedRelease): string[] | undefined {
+  if (deleted === undefined) return undefined;
+  return [report.clientDevice, report.providerDevice, report.bridge].filter((name) => !deleted.includes(name) && (existed === undefined || existed.includes(name)));
+}
+
 /** What a take-down that stopped part-way had deleted of its links' devices, and what may still exist. */
-function devicesText({ reports, deleted }: StoppedRelease): string {
+function devicesText(stopped: StoppedRelease): string {
+  const { reports, deleted } = stopped;
   const names = reports.flatMap((report) => [report.clientDevice, report.providerDevice, report.bridge]);
   if (deleted === undefined) return `whether it had deleted any of their devices (${names.join(' ')}) is unknown`;
   if (deleted.length === 0) return 'it had deleted no device of theirs';
-  const left = names.filter((name) => !deleted.includes(name));
+  const left = reports.flatMap((report) => devicesLeft(report, stopped) ?? []);
   return `it had deleted ${deleted.join(' ')}${left.length === 0 ? '' : ` (${left.join(' ')} may still exist)`}`;
 }
 
@@ -273,10 +290,10 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   // What it has done so far, said where it stops part-way (stoppedPartWay).
   const done = { detached: [] as DetachedNic[], failures: [] as VmmDetachFailure[] };
   await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error), done).catch((error: unknown) => {
-    throw stoppedPartWay(error, { reports, ...done, deleted: [] });
+    throw stoppedPartWay(error, { reports, ...done, deleted: [], existed: undefined });
   });
   const removal = await removeDevices(reports.flatMap(devicesOf)).catch((error: unknown) => {
-    throw stoppedPartWay(error, { reports, ...done, deleted: removedBefore(error) });
+    throw stoppedPartWay(error, { reports, ...done, deleted: removedBefore(error), existed: foundBefore(error) });
   });
   const { failures } = done;
   const gone = new Map(removal.removed.map((device) => [device.name, device]));

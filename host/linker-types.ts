@@ -567,6 +567,12 @@ export interface StoppedRelease {
   readonly failures: readonly VmmDetachFailure[];
   /** The devices the kernel deleted (of the links' names); undefined where that is unknown. */
   readonly deleted: readonly string[] | undefined;
+  /**
+   * The devices of the links' names that existed when their removal began (its lookup found them);
+   * undefined where it stopped before that, or that is unknown (each device not deleted may then
+   * still exist).
+   */
+  readonly existed: readonly string[] | undefined;
 }
 
 /**

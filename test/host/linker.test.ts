@@ -213,8 +213,10 @@ vi.mock('../../host/netlink-devices.js', () => ({
     kernel.removed.push(...names);
     const { left } = leftOf(names, []);
     const removed = names.flatMap((name) => (kernel.host.has(name) && !kernel.kept.has(name) ? [{ name, kind: kernel.host.get(name)?.kind ?? null }] : []));
-    // As the real one: the deletions after a refused one are tried too, and what went is said with the failure.
-    if (left !== undefined) throw Object.assign(new Error(left.error), { name: 'DeviceError', kind: 'step-failed', removed });
+    // As the real one: the deletions after a refused one are tried too, and what went is said with
+    // the failure, as are the devices it found to delete.
+    const found = names.filter((name) => kernel.host.has(name));
+    if (left !== undefined) throw Object.assign(new Error(left.error), { name: 'DeviceError', kind: 'step-failed', removed, found });
     return { kept: [], removed };
   },
   deleteNamespaces: async (names: readonly string[]) => {
@@ -1744,6 +1746,28 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     const rerun = await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm });
     expect(rerun.reports.map((report) => [report.id, report.linked])).toEqual([[link.id, true]]);
     expect((await loadState(stateDir)).links.map((recorded) => [recorded.id, recorded.attached])).toEqual([[link.id, undefined]]);
+  });
+
+  it.each([
+    ['unlinked before, its id kept', false],
+    ['recorded as linked, its devices gone (a reboot)', true],
+  ])('unlink: stopped part-way, the devices of a link already down (%s) are not said to be ones that may still exist', async (_how, recordedLinked) => {
+    const [down, up] = [...(await linkVms([c1, CLIENTS[1]!], options())).linked.values()].map((reports) => reports[0]!);
+    if (!recordedLinked) await unlinkVm(c1, { forget: false, force: false }, options());
+    // Only the other link's devices exist; the kernel refuses its bridge's deletion.
+    kernel.host = new Map(devicesOf(up!));
+    kernel.kept.add(up!.bridge);
+    await expect(unlinkVm(NETVM, { forget: false, force: false }, options())).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'take-down-stopped',
+      message: expect.stringMatching(
+        new RegExp(
+          `^unlink netvm: taking down c1 -> netvm \\(id ${down!.id}\\), c2 -> netvm \\(id ${up!.id}\\) stopped part-way: removing device ${up!.bridge} failed: Device or resource busy; ` +
+            `by then it had deleted ${up!.clientDevice} ${up!.providerDevice} \\(${up!.bridge} may still exist\\); so the state file is as it was`,
+        ),
+      ),
+      released: { deleted: [up!.clientDevice, up!.providerDevice], existed: [up!.clientDevice, up!.providerDevice, up!.bridge] },
+    });
   });
 
   it('unlink: a VMM that refuses after another NIC came out: the refusal says that NIC came out (its VM lost it), no device deleted', async () => {
