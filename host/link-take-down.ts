@@ -166,10 +166,13 @@ async function detachFromVmms(
   }
 }
 
+/** A device a removal deleted, with its kind as the kernel reported it (DeviceError.removed). */
+type RemovedDevice = NonNullable<DeviceError['removed']>[number];
+
 /** Of a removal of devices that failed (removeDevices), the devices it had deleted, where its error says them (DeviceError.removed). */
-function removedBefore(error: unknown): string[] | undefined {
+function removedBefore(error: unknown): readonly RemovedDevice[] | undefined {
   const { removed } = (error instanceof Error ? error : {}) as Partial<Pick<DeviceError, 'removed'>>;
-  return removed?.map((device) => device.name);
+  return removed;
 }
 
 /** Of a removal of devices that failed (removeDevices), the devices it found to delete, where its error says them (DeviceError.found). */
@@ -221,7 +224,7 @@ function stoppedText(stopped: StoppedRelease, devices = true): string {
  * names not deleted that existed when their removal began (StoppedRelease.existed; each, where
  * that is unknown), not one gone before (a link already down); undefined where what it deleted is unknown.
  */
-function devicesLeft(report: LinkReport, { deleted, existed }: StoppedRelease): string[] | undefined {
+export function devicesLeft(report: LinkReport, { deleted, existed }: StoppedRelease): string[] | undefined {
   if (deleted === undefined) return undefined;
   return [report.clientDevice, report.providerDevice, report.bridge].filter((name) => !deleted.includes(name) && (existed === undefined || existed.includes(name)));
 }
@@ -287,19 +290,23 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   const host = unrecorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unrecorded.flatMap(namesOf))).host;
   const taken = links.map((link) => ({ link, report: { ...linkReport(link, options), linked: link.attached !== undefined || seenOf(link, host, options).own.length > 0 } }));
   const reports: RecordedLinkReport[] = taken.map(({ report }) => report);
+  // Of what went (`removed`), the devices of other kinds than each link makes under its names:
+  // said (unlink, also of a link wholly taken down before it stopped part-way).
+  const released = (removed: readonly RemovedDevice[]): ReleasedLinkReport[] => {
+    const gone = new Map(removed.map((device) => [device.name, device]));
+    const foreignOf = (link: Link): readonly ForeignDevice[] => linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached), gone).foreign;
+    return taken.map(({ link, report }) => ({ ...report, foreignDeleted: foreignOf(link) }));
+  };
   // What it has done so far, said where it stops part-way (stoppedPartWay).
   const done = { detached: [] as DetachedNic[], failures: [] as VmmDetachFailure[] };
   await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error), done).catch((error: unknown) => {
-    throw stoppedPartWay(error, { reports, ...done, deleted: [], existed: undefined });
+    throw stoppedPartWay(error, { reports: released([]), ...done, deleted: [], existed: undefined });
   });
   const removal = await removeDevices(reports.flatMap(devicesOf)).catch((error: unknown) => {
-    throw stoppedPartWay(error, { reports, ...done, deleted: removedBefore(error), existed: foundBefore(error) });
+    const removed = removedBefore(error);
+    throw stoppedPartWay(error, { reports: released(removed ?? []), ...done, deleted: removed?.map((device) => device.name), existed: foundBefore(error) });
   });
-  const { failures } = done;
-  const gone = new Map(removal.removed.map((device) => [device.name, device]));
-  // Of what went, the devices of other kinds than each link makes under its names: said (unlink).
-  const foreignOf = (link: Link): readonly ForeignDevice[] => linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached), gone).foreign;
-  return { reports: taken.map(({ link, report }) => ({ ...report, foreignDeleted: foreignOf(link) })), failures };
+  return { reports: released(removal.removed), failures: done.failures };
 }
 
 /** The state with these links taken down: their attachments cleared, their ids kept. */

@@ -559,8 +559,8 @@ export interface DetachedNic {
  * already out of its VMM and a device already gone counting as done.
  */
 export interface StoppedRelease {
-  /** The links it was taking down, as reported. */
-  readonly reports: readonly RecordedLinkReport[];
+  /** The links it was taking down, as reported (with the devices of other kinds it had deleted under their names). */
+  readonly reports: readonly ReleasedLinkReport[];
   /** The NICs that came out of their VMMs, in order. */
   readonly detached: readonly DetachedNic[];
   /** The VMMs that did not detach a NIC (with force), in order. */
