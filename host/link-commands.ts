@@ -19,7 +19,7 @@ import type { AmbiguousAttach } from './kept-attach.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
 import { relinkedText } from './link-relinks.js';
-import { collectGarbage, devicesLeft, hostSideDeleted, unlinkVm } from './link-take-down.js';
+import { collectGarbage, devicesLeft, gcStoppedDevices, hostSideDeleted, unlinkVm } from './link-take-down.js';
 import { linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.js';
 import { LinkerError } from './linker-error.js';
 import {
@@ -1215,7 +1215,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (flags: GcFlags, command: Command) => {
       const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command) };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
-      const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait }));
+      const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait })).catch((error: unknown) => {
+        // Stopped part-way: with --json, what it had deleted on stdout too (its line says it), for scripts.
+        const stopped = gcStoppedDevices(error);
+        if (flags.json === true && stopped !== undefined) process.stdout.write(`${JSON.stringify({ removed: stopped.removed, stopped: true, devicesLeft: stopped.left ?? null })}\n`);
+        throw error;
+      });
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
       else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
     });

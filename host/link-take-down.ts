@@ -505,6 +505,30 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
       return parsed !== undefined && !owned.has(parsed.id);
     });
     // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
-    return (await removeDevices(orphans)).removed.map((device) => device.name);
+    const removal = await removeDevices(orphans).catch((error: unknown) => {
+      throw gcStopped(error);
+    });
+    return removal.removed.map((device) => device.name);
   });
+}
+
+/** Of a gc that failed (`error`), the devices it had deleted by then and those it found to delete but did not (undefined where that is unknown): where it had deleted any. */
+export function gcStoppedDevices(error: unknown): { readonly removed: readonly string[]; readonly left: readonly string[] | undefined } | undefined {
+  const failure = error instanceof LinkerError && error.kind === 'gc-stopped' ? error.failure : error;
+  const removed = removedBefore(failure)?.map((device) => device.name);
+  if (removed === undefined || removed.length === 0) return undefined;
+  return { removed, left: foundBefore(failure)?.filter((name) => !removed.includes(name)) };
+}
+
+/**
+ * The failure of a gc whose removal the kernel stopped part-way (`error`, removeDevices'), saying
+ * the devices it had deleted by then and those that may still exist (a LinkerError 'gc-stopped');
+ * the error as it is where it had deleted none (or that is unknown).
+ */
+function gcStopped(error: unknown): unknown {
+  const devices = gcStoppedDevices(error);
+  if (devices === undefined) return error;
+  const { removed, left } = devices;
+  const mayExist = left === undefined || left.length === 0 ? '' : ` (${left.join(' ')} may still exist)`;
+  return new LinkerError('gc-stopped', `gc: ${reasonOf(error)}; by then it had deleted ${removed.join(' ')}${mayExist}: gc again deletes what is left`, error);
 }
