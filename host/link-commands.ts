@@ -662,7 +662,7 @@ export function leftDownLine(link: LeftDownLink): string {
     .map(({ vmm, vm, nic, to, toSocket, socket }) =>
       toSocket === undefined
         ? `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`
-        : `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} at ${socket ?? 'the socket recorded'} (to attach that side as ${to} through socket ${toSocket})`,
+        : `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} at ${socket === undefined ? 'the socket recorded' : shownSocket(socket)} (to attach that side as ${to} through socket ${shownSocket(toSocket)})`,
     )
     .join(' and ');
   const replaced = link.replaced ? ', and replaced its devices, the new ones deleted by undoing the run' : '';

@@ -11,7 +11,7 @@ import { parseAttachChoice } from '../../host/attach-mode.js';
 import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { ID_COUNT, type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
+import { ID_COUNT, type LinkState, allocateMany, emptyState, isRecordedSocket, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
@@ -2919,7 +2919,7 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
       return true;
     },
     detach: async (kind, vm, nic, socket) => void events.push(`detach ${kind} ${vm} ${nic.id} at ${socket ?? 'template'}`),
-    socketOf: (kind, vm) => (pathOf(kind, vm).length <= 107 ? pathOf(kind, vm) : undefined),
+    socketOf: (kind, vm) => (isRecordedSocket(pathOf(kind, vm)) ? pathOf(kind, vm) : undefined),
     templateSocket: pathOf,
     sameSocket: (recorded, wanted) => recorded.replace(/\/(?:\.\/)+/g, '/') === wanted.replace(/\/(?:\.\/)+/g, '/'),
     vmmAt: async () => ({ running: true }),
@@ -2961,6 +2961,18 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
     expect(isLinkUsageError(refused)).toBe(true);
     expect(events).toEqual([]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('a path with a newline (which the state cannot record) is shown escaped: the one line names that very path', async () => {
+    await linkedAtA();
+    dirs.set(c1, '/run/a\nb');
+    const refused = await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({ kind: 'vmm-socket-unrecordable', message: expect.stringContaining('was not moved to socket "/run/a\\nb/c1.qemu", the path --qmp-socket gives now') });
+    expect((refused as Error).message).toContain('if c1 now runs with its socket at "/run/a\\nb/c1.qemu", run ');
+    expect((refused as Error).message).not.toContain('\n');
   });
 
   it('--keep-going: that VM fails alone (bad input), its record as it was; the others are linked', async () => {
