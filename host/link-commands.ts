@@ -43,6 +43,7 @@ import {
   type VmmDetachFailure,
   type VmmKind,
   type VmmPort,
+  VMM_NAMES,
   checkNetnsPrefix,
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
@@ -397,8 +398,6 @@ function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
 }
 
 const reasonText = (error: unknown): string => (error instanceof Error ? error.message : String(error));
-
-const VMM_NAMES: Readonly<Record<VmmDetachFailure['vmm'], string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
 /**
  * What is said of a VMM that did not detach a NIC of a link taken down all the same: one line.

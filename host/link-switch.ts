@@ -23,6 +23,7 @@ import {
   type LinkerOptions,
   type PrintedCommands,
   type RunDevices,
+  VMM_NAMES,
   type VmmKind,
   type VmmPort,
   type VmmPresence,
@@ -61,8 +62,6 @@ export function withSockets(modes: LinkAttachment, pair: LinkPair, vmm: VmmPort,
     ...(providerSocket === undefined ? {} : { providerSocket }),
   };
 }
-
-const VMM_NAMES: Readonly<Record<VmmKind, string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
 /** A side of a link up as a VMM attached it, which a run attaches another way (switchedVmmSides). */
 export interface SwitchedSide {
@@ -176,7 +175,7 @@ function switchRefused({ link, side, to, toSocket, relinkAttach: pinned, relinkC
   const vm = side === 'client' ? link.vm : link.provider;
   const from = side === 'client' ? link.clientAttach : link.providerAttach;
   const nic = side === 'client' ? link.clientDevice : link.providerDevice;
-  const vmm = from === 'qemu' ? 'QEMU' : from;
+  const vmm = isVmmMode(from) ? VMM_NAMES[from] : from;
   // A socket moved (movedVmmSocket): the mode is the same, the sockets say what changes.
   const toWhat = toSocket === undefined ? to : `${to} through socket ${shownSocket(toSocket)}`;
   const at = toSocket === undefined ? '' : ` at ${shownSocket((side === 'client' ? link.clientSocket : link.providerSocket) ?? '')}, the socket recorded,`;
@@ -261,7 +260,7 @@ function assertMovesRecordable(switched: readonly SwitchedSide[], commands: Prin
     const [vm, mode, nic, recorded] =
       side === 'client' ? [link.vm, link.clientAttach, link.clientDevice, link.clientSocket] : [link.provider, link.providerAttach, link.providerDevice, link.providerSocket];
     const option = mode === 'qemu' ? '--qmp-socket' : '--ch-socket';
-    const name = mode === 'qemu' ? 'QEMU' : mode;
+    const name = isVmmMode(mode) ? VMM_NAMES[mode] : mode;
     const reason = unrecordedSocketReason(unrecordable) ?? 'the state does not record it';
     throw new LinkerError(
       'vmm-socket-unrecordable',

@@ -9,7 +9,7 @@ import { shownSocket } from '../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
 import { isRecordedSocket } from './link-state.js';
-import type { LinkReport, VmmPort } from './linker-types.js';
+import { type LinkReport, VMM_NAMES, type VmmPort } from './linker-types.js';
 import type { VmmNic } from './vmm/nic.js';
 import { deadline } from './vmm/deadline.js';
 import { cloudHypervisorNetArguments, qemuNetArguments } from './vmm/vmm-arguments.js';
@@ -132,8 +132,6 @@ export const WHOLE_NIC_TIMEOUTS = 2;
 /** --vmm-timeout's range, in ms: up to ten minutes, as a VMM stalled longer is stuck, not slow. */
 export const VMM_TIMEOUT_MIN_MS = 1;
 export const VMM_TIMEOUT_MAX_MS = 600_000;
-
-const VMM_NAMES = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' } as const;
 
 /**
  * A socket path made absolute: one relative to the working directory of this run, as connect(2)
