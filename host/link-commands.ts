@@ -457,7 +457,7 @@ export function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: 
  * line says how to remove the NIC at its socket.
  */
 export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewhere: string | undefined, given: GivenOptions): string {
-  const { link, vm, vmm, nic } = failure;
+  const { link, vmm, nic } = failure;
   const clients = failure.relinkClients ?? [];
   const unlink = unlinkRetry(link.vm, failure, elsewhere, given);
   const retry =
