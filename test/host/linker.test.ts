@@ -11,7 +11,7 @@ import { parseAttachChoice } from '../../host/attach-mode.js';
 import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { ID_COUNT, type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
+import { ID_COUNT, type LinkState, allocateMany, emptyState, isRecordedSocket, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
@@ -1017,7 +1017,7 @@ describe('link whose take-down of a dropped provider fails after its links were 
       },
     };
     const dropped = await linkC1ThenDrop(['qemu'], refusing);
-    const failureLine = expect.stringMatching(new RegExp(`^spectrum-link: linked; then, as no longer among the providers, took down c1 -> netvm2 \\(id ${dropped.id}\\): .*but for NIC ${dropped.providerDevice}, which the qemu of netvm2 did not detach .*but then cannot write state file `));
+    const failureLine = expect.stringMatching(new RegExp(`^spectrum-link: linked; then, as no longer among the providers, took down c1 -> netvm2 \\(id ${dropped.id}\\): .*but for NIC ${dropped.providerDevice}, which the QEMU of netvm2 did not detach .*but then cannot write state file `));
     const retryLine = expect.stringMatching(
       new RegExp(
         `^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): QEMU refused device_del of ${dropped.providerDevice}; .*once the VMM answers, spectrum-link unlink c1 --state-dir \\S+ --device-prefix sn --attach netvm2=qemu detaches it `,
@@ -1586,7 +1586,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       kind: 'take-down-stopped',
       message:
         `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: ${kernel.lookupRefused}; ` +
-        `by then it had taken NIC ${link.clientDevice} out of the qemu of c1 and NIC ${link.providerDevice} out of the qemu of netvm (c1 and netvm no longer have them); it had deleted no device of theirs; ` +
+        `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 and NIC ${link.providerDevice} out of the QEMU of netvm (c1 and netvm no longer have them); it had deleted no device of theirs; ` +
         `so the state file is as it was, recording those links as it did${forget ? ', their ids not released' : ''}: run spectrum-link unlink c1${forget ? ' --forget' : ''} again, ` +
         'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)',
     });
@@ -1626,7 +1626,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       kind: 'taken-down-not-recorded',
       message: expect.stringMatching(
         new RegExp(
-          `^unlink c1: took down c1 -> netvm \\(id ${link.id}\\): their devices deleted, their NICs detached from their VMMs \\(where these run\\) but for NIC ${link.providerDevice}, which the qemu of netvm did not detach \\(QEMU refused device_del of ${link.providerDevice}\\); ` +
+          `^unlink c1: took down c1 -> netvm \\(id ${link.id}\\): their devices deleted, their NICs detached from their VMMs \\(where these run\\) but for NIC ${link.providerDevice}, which the QEMU of netvm did not detach \\(QEMU refused device_del of ${link.providerDevice}\\); ` +
             `then wrote .* but could not sync .*: should a crash bring back their records as linked, run spectrum-link unlink c1 --force again`,
         ),
       ),
@@ -1734,7 +1734,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       kind: 'take-down-stopped',
       message:
         `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Device or resource busy; ` +
-        `by then it had taken NIC ${link.clientDevice} out of the qemu of c1 and NIC ${link.providerDevice} out of the qemu of netvm (c1 and netvm no longer have them); ` +
+        `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 and NIC ${link.providerDevice} out of the QEMU of netvm (c1 and netvm no longer have them); ` +
         `it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
         `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 again, ${again}`,
       released: { deleted: [link.clientDevice, link.providerDevice], failures: [] },
@@ -1817,7 +1817,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       message: expect.stringMatching(
         new RegExp(
           `^unlink c1: QEMU refused device_del of ${link.providerDevice}; so no host device was deleted .*run spectrum-link unlink c1 --force; ` +
-            `before that refusal, it had taken NIC ${link.clientDevice} out of the qemu of c1 \\(c1 no longer has it\\)$`,
+            `before that refusal, it had taken NIC ${link.clientDevice} out of the QEMU of c1 \\(c1 no longer has it\\)$`,
         ),
       ),
     });
@@ -1863,8 +1863,8 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
         stdout: json ? stoppedLine : '',
         stderr: [
           `spectrum-link: unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: removing device ${link.clientDevice} failed: Device or resource busy; ` +
-            `by then it had taken NIC ${link.clientDevice} out of the qemu of c1 (c1 no longer has it); ` +
-            `but not NIC ${link.providerDevice}, which the qemu of netvm did not detach (QEMU refused device_del of ${link.providerDevice}); ` +
+            `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it); ` +
+            `but not NIC ${link.providerDevice}, which the QEMU of netvm did not detach (QEMU refused device_del of ${link.providerDevice}); ` +
             `it had deleted ${link.providerDevice} ${link.bridge} (${link.clientDevice} may still exist); ` +
             `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 --force --state-dir ${stateDir} --device-prefix sn --attach qemu again, ${again}`,
           expect.stringMatching(
@@ -1927,7 +1927,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       code: 1,
       stderr: [
         `spectrum-link: linked, but taking down c1 -> netvm2 (id ${dropped.id}), no longer among the providers, stopped part-way: removing device ${dropped.clientDevice} failed: Device or resource busy; ` +
-          `by then it had taken NIC ${dropped.clientDevice} out of the qemu of c1 (c1 no longer has it); but not NIC ${dropped.providerDevice}, which the qemu of netvm2 did not detach (${error}); ` +
+          `by then it had taken NIC ${dropped.clientDevice} out of the QEMU of c1 (c1 no longer has it); but not NIC ${dropped.providerDevice}, which the QEMU of netvm2 did not detach (${error}); ` +
           `it had deleted ${dropped.providerDevice} ${dropped.bridge} (${dropped.clientDevice} may still exist); ` +
           `so the state file still records them as linked: run the same link again, which takes down what is left of them (a NIC already out of its VMM, and a device already gone, count as done)`,
         expect.stringMatching(new RegExp(`^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): ${error}; the host side was removed anyway`)),
@@ -3024,7 +3024,7 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
       return true;
     },
     detach: async (kind, vm, nic, socket) => void events.push(`detach ${kind} ${vm} ${nic.id} at ${socket ?? 'template'}`),
-    socketOf: (kind, vm) => (pathOf(kind, vm).length <= 107 ? pathOf(kind, vm) : undefined),
+    socketOf: (kind, vm) => (isRecordedSocket(pathOf(kind, vm)) ? pathOf(kind, vm) : undefined),
     templateSocket: pathOf,
     sameSocket: (recorded, wanted) => recorded.replace(/\/(?:\.\/)+/g, '/') === wanted.replace(/\/(?:\.\/)+/g, '/'),
     vmmAt: async () => ({ running: true }),
@@ -3066,6 +3066,18 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
     expect(isLinkUsageError(refused)).toBe(true);
     expect(events).toEqual([]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('a path with a newline (which the state cannot record) is shown escaped: the one line names that very path', async () => {
+    await linkedAtA();
+    dirs.set(c1, '/run/a\nb');
+    const refused = await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({ kind: 'vmm-socket-unrecordable', message: expect.stringContaining('was not moved to socket "/run/a\\nb/c1.qemu", the path --qmp-socket gives now') });
+    expect((refused as Error).message).toContain('if c1 now runs with its socket at "/run/a\\nb/c1.qemu", run ');
+    expect((refused as Error).message).not.toContain('\n');
   });
 
   it('--keep-going: that VM fails alone (bad input), its record as it was; the others are linked', async () => {
