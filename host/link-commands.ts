@@ -19,7 +19,7 @@ import type { AmbiguousAttach } from './kept-attach.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
 import { relinkedText } from './link-relinks.js';
-import { collectGarbage, hostSideDeleted, unlinkVm } from './link-take-down.js';
+import { collectGarbage, devicesLeft, gcStoppedDevices, hostSideDeleted, unlinkVm } from './link-take-down.js';
 import { linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.js';
 import { LinkerError } from './linker-error.js';
 import {
@@ -481,7 +481,8 @@ function unlinkedJson(report: ReleasedLinkReport, failures: readonly VmmDetachFa
  * A link whose take-down stopped part-way (`stopped`) as JSON, as recorded still (linked), with
  * what the take-down had done of it: the NICs that came out of their VMMs (`nicsDetached`), the
  * VMMs that did not detach theirs (`vmmFailures`), the devices the kernel deleted of its names
- * (`devicesDeleted`: null where that is unknown).
+ * (`devicesDeleted`) and those that may still exist (`devicesLeft`: devicesLeft), each null where
+ * what it deleted is unknown.
  */
 function stoppedJson(report: RecordedLinkReport, stopped: StoppedRelease): Record<string, unknown> {
   const ofLink = (entry: { readonly link: LinkReport }): boolean => entry.link.id === report.id;
@@ -492,6 +493,23 @@ function stoppedJson(report: RecordedLinkReport, stopped: StoppedRelease): Recor
     nicsDetached: stopped.detached.filter(ofLink).map(({ vm, vmm, nic }) => ({ vm, vmm, nic })),
     vmmFailures: stopped.failures.filter(ofLink).map(({ vm, vmm, nic, error }) => ({ vm, vmm, nic, error })),
     devicesDeleted: deleted === undefined ? null : devices.filter((device) => deleted.includes(device)),
+    devicesLeft: devicesLeft(report, stopped) ?? null,
+  };
+}
+
+/**
+ * The line of `unlink --json` whose take-down stopped part-way (`stopped`): as a finished one's,
+ * `unlinked` holding the links it had wholly taken down by then (no device of theirs left; the
+ * state file still records them as it did), `forgotten` false (it released no id), and the rest
+ * as `link --json` says them (`takeDownStopped`, stoppedJson).
+ */
+function stoppedUnlinkJson(vm: string, stopped: StoppedRelease): Record<string, unknown> {
+  const down = (report: RecordedLinkReport): boolean => devicesLeft(report, stopped)?.length === 0;
+  return {
+    vm,
+    unlinked: stopped.reports.filter(down).map((report) => unlinkedJson(report, stopped.failures)),
+    forgotten: false,
+    takeDownStopped: stopped.reports.filter((report) => !down(report)).map((report) => stoppedJson(report, stopped)),
   };
 }
 
@@ -1080,6 +1098,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           // ends (the records are kept, --forget or not, so an unlink still finds that link).
           const stopped = error instanceof LinkerError ? error.released : undefined;
           if (stopped === undefined) throw error;
+          // With --json, what it had done on stdout too, for scripts: then the lines, as without.
+          if (flags.json === true) process.stdout.write(`${JSON.stringify(stoppedUnlinkJson(name, stopped))}\n`);
           const lines = stopped.failures
             .filter((failure) => hostSideDeleted(failure, stopped.deleted))
             .map((failure) => forcedLine(failure, name, false, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given));
@@ -1194,7 +1214,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (flags: GcFlags, command: Command) => {
       const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command) };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
-      const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait }));
+      const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait })).catch((error: unknown) => {
+        // Stopped part-way: with --json, what it had deleted on stdout too (its line says it), for scripts.
+        const stopped = gcStoppedDevices(error);
+        if (flags.json === true && stopped !== undefined) process.stdout.write(`${JSON.stringify({ removed: stopped.removed, stopped: true, devicesLeft: stopped.left ?? null })}\n`);
+        throw error;
+      });
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
       else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
     });

@@ -167,10 +167,19 @@ async function detachFromVmms(
   }
 }
 
+/** A device a removal deleted, with its kind as the kernel reported it (DeviceError.removed). */
+type RemovedDevice = NonNullable<DeviceError['removed']>[number];
+
 /** Of a removal of devices that failed (removeDevices), the devices it had deleted, where its error says them (DeviceError.removed). */
-function removedBefore(error: unknown): string[] | undefined {
+function removedBefore(error: unknown): readonly RemovedDevice[] | undefined {
   const { removed } = (error instanceof Error ? error : {}) as Partial<Pick<DeviceError, 'removed'>>;
-  return removed?.map((device) => device.name);
+  return removed;
+}
+
+/** Of a removal of devices that failed (removeDevices), the devices it found to delete, where its error says them (DeviceError.found). */
+function foundBefore(error: unknown): readonly string[] | undefined {
+  const { found } = (error instanceof Error ? error : {}) as Partial<Pick<DeviceError, 'found'>>;
+  return found;
 }
 
 /**
@@ -211,12 +220,23 @@ function stoppedText(stopped: StoppedRelease, devices = true): string {
   return parts.join('; ');
 }
 
+/**
+ * Of a link of a take-down that stopped part-way, the devices that may still exist: those of its
+ * names not deleted that existed when their removal began (StoppedRelease.existed; each, where
+ * that is unknown), not one gone before (a link already down); undefined where what it deleted is unknown.
+ */
+export function devicesLeft(report: LinkReport, { deleted, existed }: StoppedRelease): string[] | undefined {
+  if (deleted === undefined) return undefined;
+  return [report.clientDevice, report.providerDevice, report.bridge].filter((name) => !deleted.includes(name) && (existed === undefined || existed.includes(name)));
+}
+
 /** What a take-down that stopped part-way had deleted of its links' devices, and what may still exist. */
-function devicesText({ reports, deleted }: StoppedRelease): string {
+function devicesText(stopped: StoppedRelease): string {
+  const { reports, deleted } = stopped;
   const names = reports.flatMap((report) => [report.clientDevice, report.providerDevice, report.bridge]);
   if (deleted === undefined) return `whether it had deleted any of their devices (${names.join(' ')}) is unknown`;
   if (deleted.length === 0) return 'it had deleted no device of theirs';
-  const left = names.filter((name) => !deleted.includes(name));
+  const left = reports.flatMap((report) => devicesLeft(report, stopped) ?? []);
   return `it had deleted ${deleted.join(' ')}${left.length === 0 ? '' : ` (${left.join(' ')} may still exist)`}`;
 }
 
@@ -271,19 +291,23 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   const host = unrecorded.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unrecorded.flatMap(namesOf))).host;
   const taken = links.map((link) => ({ link, report: { ...linkReport(link, options), linked: link.attached !== undefined || seenOf(link, host, options).own.length > 0 } }));
   const reports: RecordedLinkReport[] = taken.map(({ report }) => report);
+  // Of what went (`removed`), the devices of other kinds than each link makes under its names:
+  // said (unlink, also of a link wholly taken down before it stopped part-way).
+  const released = (removed: readonly RemovedDevice[]): ReleasedLinkReport[] => {
+    const gone = new Map(removed.map((device) => [device.name, device]));
+    const foreignOf = (link: Link): readonly ForeignDevice[] => linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached), gone).foreign;
+    return taken.map(({ link, report }) => ({ ...report, foreignDeleted: foreignOf(link) }));
+  };
   // What it has done so far, said where it stops part-way (stoppedPartWay).
   const done = { detached: [] as DetachedNic[], failures: [] as VmmDetachFailure[] };
   await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error), done).catch((error: unknown) => {
-    throw stoppedPartWay(error, { reports, ...done, deleted: [] });
+    throw stoppedPartWay(error, { reports: released([]), ...done, deleted: [], existed: undefined });
   });
   const removal = await removeDevices(reports.flatMap(devicesOf)).catch((error: unknown) => {
-    throw stoppedPartWay(error, { reports, ...done, deleted: removedBefore(error) });
+    const removed = removedBefore(error);
+    throw stoppedPartWay(error, { reports: released(removed ?? []), ...done, deleted: removed?.map((device) => device.name), existed: foundBefore(error) });
   });
-  const { failures } = done;
-  const gone = new Map(removal.removed.map((device) => [device.name, device]));
-  // Of what went, the devices of other kinds than each link makes under its names: said (unlink).
-  const foreignOf = (link: Link): readonly ForeignDevice[] => linkDevicesSeen(expectedLinkDevices(linkDeviceNames(options.devicePrefix, link.id), link.attached), gone).foreign;
-  return { reports: taken.map(({ link, report }) => ({ ...report, foreignDeleted: foreignOf(link) })), failures };
+  return { reports: released(removal.removed), failures: done.failures };
 }
 
 /** The state with these links taken down: their attachments cleared, their ids kept. */
@@ -482,6 +506,30 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
       return parsed !== undefined && !owned.has(parsed.id);
     });
     // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
-    return (await removeDevices(orphans)).removed.map((device) => device.name);
+    const removal = await removeDevices(orphans).catch((error: unknown) => {
+      throw gcStopped(error);
+    });
+    return removal.removed.map((device) => device.name);
   });
+}
+
+/** Of a gc that failed (`error`), the devices it had deleted by then and those it found to delete but did not (undefined where that is unknown): where it had deleted any. */
+export function gcStoppedDevices(error: unknown): { readonly removed: readonly string[]; readonly left: readonly string[] | undefined } | undefined {
+  const failure = error instanceof LinkerError && error.kind === 'gc-stopped' ? error.failure : error;
+  const removed = removedBefore(failure)?.map((device) => device.name);
+  if (removed === undefined || removed.length === 0) return undefined;
+  return { removed, left: foundBefore(failure)?.filter((name) => !removed.includes(name)) };
+}
+
+/**
+ * The failure of a gc whose removal the kernel stopped part-way (`error`, removeDevices'), saying
+ * the devices it had deleted by then and those that may still exist (a LinkerError 'gc-stopped');
+ * the error as it is where it had deleted none (or that is unknown).
+ */
+function gcStopped(error: unknown): unknown {
+  const devices = gcStoppedDevices(error);
+  if (devices === undefined) return error;
+  const { removed, left } = devices;
+  const mayExist = left === undefined || left.length === 0 ? '' : ` (${left.join(' ')} may still exist)`;
+  return new LinkerError('gc-stopped', `gc: ${reasonOf(error)}; by then it had deleted ${removed.join(' ')}${mayExist}: gc again deletes what is left`, error);
 }

@@ -28,6 +28,8 @@ export class LinkerError extends Error {
        */
       | 'take-down-stopped'
       | 'no-state'
+      /** `gc` stopped part-way (the kernel refused a deletion) after it had deleted devices; `failure` is the DeviceError. */
+      | 'gc-stopped'
       | 'unknown-vm'
       | 'vmm-detach-failed'
       /**

@@ -562,14 +562,20 @@ export interface DetachedNic {
  * already out of its VMM and a device already gone counting as done.
  */
 export interface StoppedRelease {
-  /** The links it was taking down, as reported. */
-  readonly reports: readonly RecordedLinkReport[];
+  /** The links it was taking down, as reported (with the devices of other kinds it had deleted under their names). */
+  readonly reports: readonly ReleasedLinkReport[];
   /** The NICs that came out of their VMMs, in order. */
   readonly detached: readonly DetachedNic[];
   /** The VMMs that did not detach a NIC (with force), in order. */
   readonly failures: readonly VmmDetachFailure[];
   /** The devices the kernel deleted (of the links' names); undefined where that is unknown. */
   readonly deleted: readonly string[] | undefined;
+  /**
+   * The devices of the links' names that existed when their removal began (its lookup found them);
+   * undefined where it stopped before that, or that is unknown (each device not deleted may then
+   * still exist).
+   */
+  readonly existed: readonly string[] | undefined;
 }
 
 /**

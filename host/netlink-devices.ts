@@ -30,6 +30,12 @@ export class DeviceError extends Error {
      * a lookup refused before any went), as its `removed` says them; absent where that is unknown.
      */
     readonly removed?: readonly { readonly name: string; readonly kind: string | null }[],
+    /**
+     * Of a removal whose deletion the kernel refused ('step-failed'): the devices of its names its
+     * lookup found, to be deleted (those not among `removed` may still exist); absent where it
+     * failed before it knew them.
+     */
+    readonly found?: readonly string[],
   ) {
     super(message);
   }
@@ -680,7 +686,9 @@ export async function removeDevices(
     const done = doneOf(deletedOf(doomed, outcomes));
     // The deletions after a refused one are run too: what went is said with the failure, as a
     // caller that took links down part-way has to say it (releaseLinks).
-    if (outcome?.state === 'failed') throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`, done.removed);
+    if (outcome?.state === 'failed') {
+      throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`, done.removed, doomed.map((link) => link.name));
+    }
     return done;
   });
 }

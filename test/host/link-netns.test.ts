@@ -290,6 +290,30 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect([host.has('snb8'), host.has('snb9')]).toEqual([false, false]);
   });
 
+  it('gc stopped part-way by the kernel refusing a deletion says the orphans it had deleted and those that may still exist (--json: its line too), exit 1', async () => {
+    parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout);
+    await world.host.ip(['link', 'add', 'snb8', 'type', 'bridge']);
+    // The kernel deletes no loopback device (EOPNOTSUPP): this namespace's, renamed (it has to be
+    // down for that) to an orphan's name.
+    await world.host.ip(['link', 'set', 'lo', 'down']);
+    await world.host.ip(['link', 'set', 'lo', 'name', 'snb9']);
+    const runs: Awaited<ReturnType<LinkWorld['link']>>[] = [];
+    try {
+      runs.push(await world.link(['gc', '--json']));
+      await world.host.ip(['link', 'add', 'snb8', 'type', 'bridge']);
+      runs.push(await world.link(['gc']));
+    } finally {
+      await world.host.ip(['link', 'set', 'snb9', 'name', 'lo']);
+      await world.host.ip(['link', 'set', 'lo', 'up']);
+    }
+    const line = 'spectrum-link: gc: removing device snb9 failed: Operation not supported; by then it had deleted snb8 (snb9 may still exist): gc again deletes what is left\n';
+    expect(runs.map(({ code, stdout, stderr }) => ({ code, stdout, stderr }))).toEqual([
+      { code: 1, stdout: `${JSON.stringify({ removed: ['snb8'], stopped: true, devicesLeft: ['snb9'] })}\n`, stderr: line },
+      { code: 1, stdout: '', stderr: line },
+    ]);
+    expect((await devices(world.host)).has('snb8')).toBe(false);
+  });
+
   it('gc refuses a state dir without a state file (a mistyped --state-dir: missing, exit 2; there but empty, exit 1), deleting nothing and creating no dir', async () => {
     const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
     const wrong = `${world.stateDir}-typo`;

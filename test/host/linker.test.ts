@@ -213,8 +213,10 @@ vi.mock('../../host/netlink-devices.js', () => ({
     kernel.removed.push(...names);
     const { left } = leftOf(names, []);
     const removed = names.flatMap((name) => (kernel.host.has(name) && !kernel.kept.has(name) ? [{ name, kind: kernel.host.get(name)?.kind ?? null }] : []));
-    // As the real one: the deletions after a refused one are tried too, and what went is said with the failure.
-    if (left !== undefined) throw Object.assign(new Error(left.error), { name: 'DeviceError', kind: 'step-failed', removed });
+    // As the real one: the deletions after a refused one are tried too, and what went is said with
+    // the failure, as are the devices it found to delete.
+    const found = names.filter((name) => kernel.host.has(name));
+    if (left !== undefined) throw Object.assign(new Error(left.error), { name: 'DeviceError', kind: 'step-failed', removed, found });
     return { kept: [], removed };
   },
   deleteNamespaces: async (names: readonly string[]) => {
@@ -1746,6 +1748,65 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     expect((await loadState(stateDir)).links.map((recorded) => [recorded.id, recorded.attached])).toEqual([[link.id, undefined]]);
   });
 
+  it.each([
+    ['unlinked before, its id kept', false],
+    ['recorded as linked, its devices gone (a reboot)', true],
+  ])('unlink: stopped part-way, the devices of a link already down (%s) are not said to be ones that may still exist', async (_how, recordedLinked) => {
+    const [down, up] = [...(await linkVms([c1, CLIENTS[1]!], options())).linked.values()].map((reports) => reports[0]!);
+    if (!recordedLinked) await unlinkVm(c1, { forget: false, force: false }, options());
+    // Only the other link's devices exist; the kernel refuses its bridge's deletion.
+    kernel.host = new Map(devicesOf(up!));
+    kernel.kept.add(up!.bridge);
+    await expect(unlinkVm(NETVM, { forget: false, force: false }, options())).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'take-down-stopped',
+      message: expect.stringMatching(
+        new RegExp(
+          `^unlink netvm: taking down c1 -> netvm \\(id ${down!.id}\\), c2 -> netvm \\(id ${up!.id}\\) stopped part-way: removing device ${up!.bridge} failed: Device or resource busy; ` +
+            `by then it had deleted ${up!.clientDevice} ${up!.providerDevice} \\(${up!.bridge} may still exist\\); so the state file is as it was`,
+        ),
+      ),
+      released: { deleted: [up!.clientDevice, up!.providerDevice], existed: [up!.clientDevice, up!.providerDevice, up!.bridge] },
+    });
+  });
+
+  it('unlink --json (the bin), stopped part-way: its line on stdout has the links it had wholly taken down (`unlinked`) and the rest with what went of them (`takeDownStopped`), forgotten none; then the line, exit 1', async () => {
+    const [down, up] = [...(await linkVms([c1, CLIENTS[1]!], options())).linked.values()].map((reports) => reports[0]!);
+    await unlinkVm(c1, { forget: false, force: false }, options());
+    kernel.host = new Map(devicesOf(up!));
+    kernel.kept.add(up!.bridge);
+    const run = await bin(['unlink', NETVM, '--forget', '--json', '--attach', 'none'], NO_VMM);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 1,
+      stderr: [expect.stringMatching(new RegExp(`^spectrum-link: unlink netvm: taking down .* stopped part-way: removing device ${up!.bridge} failed: Device or resource busy; `))],
+    });
+    const fields = (report: LinkReport): Record<string, unknown> => {
+      const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice } = report;
+      return { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice };
+    };
+    expect(JSON.parse(run.stdout)).toEqual({
+      vm: NETVM,
+      // Down before: attached no way, as a finished unlink says it.
+      unlinked: [{ ...fields(down!), clientAttach: null, providerAttach: null }],
+      forgotten: false,
+      takeDownStopped: [
+        {
+          ...fields(up!),
+          clientAttach: 'none',
+          providerAttach: 'none',
+          nicsDetached: [],
+          vmmFailures: [],
+          devicesDeleted: [up!.clientDevice, up!.providerDevice],
+          devicesLeft: [up!.bridge],
+        },
+      ],
+    });
+    expect((await loadState(stateDir)).links.map((link) => [link.id, link.attached])).toEqual([
+      [down!.id, undefined],
+      [up!.id, { client: 'none', provider: 'none' }],
+    ]);
+  });
+
   it('unlink: a VMM that refuses after another NIC came out: the refusal says that NIC came out (its VM lost it), no device deleted', async () => {
     const { vmm, detached, refusing } = qemuPort();
     const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
@@ -1763,18 +1824,43 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     expect([detached, kernel.removed]).toEqual([[link.clientDevice], []]);
   });
 
-  it('unlink --force (the bin): a VMM that did not detach, then the kernel refusing a tap\'s deletion: one line saying what it had done, then that VMM\'s line (its tap and bridge deleted); exit 1; again, it converges', async () => {
+  it('unlink --force (the bin): a VMM that did not detach, then the kernel refusing a tap\'s deletion: one line saying what it had done, then that VMM\'s line (its tap and bridge deleted); exit 1 (--json: its line says it too); again, it converges', async () => {
     const { vmm, refusing } = qemuPort();
     const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
     kernel.host = new Map(devicesOf(link));
     kernel.kept.add(link.clientDevice);
     refusing.add(NETVM);
+    const error = `QEMU refused device_del of ${link.providerDevice}`;
+    // As `link --json` says such a link (takeDownStopped): recorded still, with what went of it.
+    const stoppedLine = {
+      vm: c1,
+      unlinked: [],
+      forgotten: false,
+      takeDownStopped: [
+        {
+          vm: c1,
+          provider: NETVM,
+          id: link.id,
+          clientIp: link.clientIp,
+          clientMac: link.clientMac,
+          providerMac: link.providerMac,
+          bridge: link.bridge,
+          clientDevice: link.clientDevice,
+          providerDevice: link.providerDevice,
+          clientAttach: 'qemu',
+          providerAttach: 'qemu',
+          nicsDetached: [{ vm: c1, vmm: 'qemu', nic: link.clientDevice }],
+          vmmFailures: [{ vm: NETVM, vmm: 'qemu', nic: link.providerDevice, error }],
+          devicesDeleted: [link.providerDevice, link.bridge],
+          devicesLeft: [link.clientDevice],
+        },
+      ],
+    };
     for (const json of [false, true]) {
       const run = await bin(['unlink', c1, '--force', '--attach', 'qemu', ...(json ? ['--json'] : [])], vmm);
-      expect(run).toEqual({
+      expect({ ...run, stdout: json ? (JSON.parse(run.stdout) as unknown) : run.stdout }).toEqual({
         code: 1,
-        // As where a take-down is not recorded: nothing on stdout.
-        stdout: '',
+        stdout: json ? stoppedLine : '',
         stderr: [
           `spectrum-link: unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: removing device ${link.clientDevice} failed: Device or resource busy; ` +
             `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it); ` +
@@ -1829,6 +1915,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
               nicsDetached: [{ vm: c1, vmm: 'qemu', nic: dropped.clientDevice }],
               vmmFailures: [{ vm: netvm2, vmm: 'qemu', nic: dropped.providerDevice, error }],
               devicesDeleted: [dropped.providerDevice, dropped.bridge],
+              devicesLeft: [dropped.clientDevice],
             },
           ],
         },

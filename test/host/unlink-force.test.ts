@@ -157,7 +157,26 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       await world.host.ip(['link', 'set', link.bridge, 'name', 'lo']);
       await world.host.ip(['link', 'set', 'lo', 'up']);
     }
-    expect({ code: stopped.code, stdout: stopped.stdout }).toEqual({ code: 1, stdout: '' });
+    // Its --json line says it too: the link, recorded still, with what went of it.
+    expect({ code: stopped.code, stdout: JSON.parse(stopped.stdout) as unknown }).toEqual({
+      code: 1,
+      stdout: {
+        vm: 'appvm-lynx',
+        unlinked: [],
+        forgotten: false,
+        takeDownStopped: [
+          expect.objectContaining({
+            id: link.id,
+            clientAttach: 'qemu',
+            providerAttach: 'netns',
+            nicsDetached: [{ vm: 'appvm-lynx', vmm: 'qemu', nic: link.clientDevice }],
+            vmmFailures: [],
+            devicesDeleted: [link.clientDevice, link.providerDevice],
+            devicesLeft: [link.bridge],
+          }),
+        ],
+      },
+    });
     const again = `spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)}`;
     expect(stderrLines(stopped.stderr)).toEqual([
       `spectrum-link: unlink appvm-lynx: taking down appvm-lynx -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Operation not supported; ` +
