@@ -781,6 +781,17 @@ function withLeftDown(error: unknown, lines: readonly string[]): unknown {
   return error;
 }
 
+/**
+ * The error a `link --keep-going` run ends with that failed as a whole (a state file, the take-down
+ * of links to providers dropped) after VMs of it had failed (`failed`), as withLeftDown makes it:
+ * where one of them failed by bad input, exit 2, as where the run ends well (bad input outranks a
+ * failure). A signal's exit code and an internal error's stay theirs.
+ */
+function badInputOutranks(error: unknown, failed: readonly FailedVm[]): unknown {
+  if (!(error instanceof CliError) || error.exitCode !== EXIT.failure || !failed.some((entry) => isLinkUsageError(entry.error))) return error;
+  return new CliError(error.message, EXIT.usage, error.details, error.detailsAs);
+}
+
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
 
 /**
@@ -1011,7 +1022,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           // A signal that came meanwhile (after the last safe point: nothing was cut short or
           // undone for it) is said after the failure, and its exit code is the run's.
           if (interruption.received !== undefined) throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, undoLines(done.failed, done.vmmFailures));
-          throw withLeftDown(failure, undoLines(done.failed, done.vmmFailures));
+          throw badInputOutranks(withLeftDown(failure, undoLines(done.failed, done.vmmFailures)), done.failed);
         }
         // The state failure as it is said without them (its exit code too), then those VMs. The
         // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped.
@@ -1022,7 +1033,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           if (linkedLines.length > 0) process.stdout.write(linkedLines.join(''));
           writeFailedJson(error.failed);
-          throw withLeftDown(error.failure, undoLines(error.failed));
+          throw badInputOutranks(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
         }
         throw withLeftDown(error, undoLines());
       } finally {
@@ -1056,7 +1067,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       }
       // VMs not linked, links taken down despite a VMM that did not detach: what was linked stays
       // linked, but the run failed, a line each. A VM that failed by bad usage or input (which
-      // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools.
+      // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools
+      // (and on every other ending but a signal's: badInputOutranks).
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
         throw new CliError(first, failed.some((entry) => isLinkUsageError(entry.error)) ? EXIT.usage : EXIT.failure, rest, 'lines');

@@ -1128,6 +1128,78 @@ describe('link whose take-down of a dropped provider fails after its links were 
   });
 });
 
+describe('link --keep-going with a VM that failed by bad input, whatever else fails: exit 2, as where it ends well (bad input outranks a failure)', () => {
+  const c0 = vmName('c0');
+  const [c1] = CLIENTS as [VmName];
+  const netvm2 = vmName('netvm2');
+  // c0 attached by QEMU through a socket path that cannot be: bad input (plain link exits 2 on it).
+  const vmm: VmmPort = {
+    ...NO_VMM,
+    checkSocket: (kind, vm) => {
+      if (vm === c0) throw new CliError(`--qmp-socket gives VM ${vm} a socket path too long (${kind})`, EXIT.usage);
+    },
+  };
+  const attach = ['none', 'c0=qemu'];
+  const badInputLine = 'spectrum-link: link c0 failed: --qmp-socket gives VM c0 a socket path too long (qemu)';
+  const unmakeable = '/proc/spectrum-link-test-no-such-dir/state';
+
+  /** c1 linked to netvm2 too, netvm2 then dropped from its config: the next run takes that link down. */
+  const dropNetvm2 = async (): Promise<void> => {
+    await addVm(netvm2);
+    await writeFile(join(configDir, c1, 'providers', 'net', netvm2), '');
+    await linkVms([c1], options());
+    await rm(join(configDir, c1, 'providers', 'net', netvm2));
+  };
+
+  // Each: how the run is made to end, the state dir it runs with, and the line of that ending (none where it ends well).
+  const endings: readonly (readonly [string, () => Promise<string>, RegExp | undefined])[] = [
+    ['it ends well', async () => stateDir, undefined],
+    [
+      'the kernel refuses the take-down of a dropped provider',
+      async () => {
+        await dropNetvm2();
+        kernel.lookupRefused = 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again';
+        return stateDir;
+      },
+      /^spectrum-link: linked, but taking down c1 -> netvm2 \(no longer among the providers\) failed: removing devices failed before any was removed/,
+    ],
+    [
+      'the state file is not written after that take-down',
+      async () => {
+        await dropNetvm2();
+        kernel.whileRemoving = () => void (store.failSaves = 1);
+        return stateDir;
+      },
+      /^spectrum-link: linked; then, as no longer among the providers, took down c1 -> netvm2 .*but then cannot write state file /,
+    ],
+    [
+      'the state file is not written in the pass one by one (c1\'s record of its ids)',
+      async () => {
+        // The one transaction fails at c0's side before it writes anything; one by one, c0 fails
+        // alone, and c1's record is the run's first write.
+        store.failSaves = 1;
+        return stateDir;
+      },
+      /^spectrum-link: cannot write state file .*\(ENOSPC\)/,
+    ],
+    ['the state lock cannot be taken (no state dir yet, and none can be made)', async () => unmakeable, /^spectrum-link: state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/],
+  ];
+
+  it.each(endings)('where %s: the line of that ending, then c0\'s line; exit 2', async (_how, prepare, endingLine) => {
+    await addVm(c0, [NETVM]);
+    const state = await prepare();
+    const run = await linkCli(['--keep-going', c0, c1], state, { vmm, attach });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 2, stderr: [...(endingLine === undefined ? [] : [expect.stringMatching(endingLine)]), badInputLine] });
+  });
+
+  it('without the bad input (c0 invalid instead: exit 1 alone), such an ending exits 1', async () => {
+    await addVm(c0, ['nosuchvm']);
+    store.failSaves = 1;
+    const run = await linkCli(['--keep-going', c0, c1], stateDir, { vmm, attach });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: cannot write state file /), expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] });
+  });
+});
+
 /** A VM directory in the config dir, with these providers. */
 async function addVm(vm: string, providers: readonly string[] = []): Promise<void> {
   await mkdir(join(configDir, vm, 'blk'), { recursive: true });
