@@ -48,7 +48,7 @@ import {
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
-import { vmName } from './vm-name.js';
+import { type VmName, vmName } from './vm-name.js';
 import {
   type SideArguments,
   VMM_TIMEOUT_MAX_MS,
@@ -1025,14 +1025,17 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           throw badInputOutranks(withLeftDown(failure, undoLines(done.failed, done.vmmFailures)), done.failed);
         }
         // The state failure as it is said without them (its exit code too), then those VMs. The
-        // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped.
+        // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped;
+        // so, with --all, are the warnings and lines of what it leaves as it is in the config dir.
         if (error instanceof LinkerError && error.kind === 'state-failed') {
-          const linkedLines = [...error.linked].flatMap(([vm, reports]) => linkedVmLines(vm, reports, [], [], flags.json === true, linkerOpts.mtu));
+          const left = error.leftAsItIs;
+          const linked = new Map([...error.linked].map(([vm, reports]): [VmName, LinkReport[]] => [vm, [...reports]]));
+          const done: FinishedOutcome = { linked, unlinked: new Map(), orphaned: left?.orphaned ?? [], unusable: left?.unusable ?? [], vmmFailures: [], ambiguousAttach: [], failed: error.failed };
           // The progress line erased first (as before the lines of a run that ends unstopped):
           // else the first of them would go on where it ends, on a terminal.
           progress.done();
-          if (linkedLines.length > 0) process.stdout.write(linkedLines.join(''));
-          writeFailedJson(error.failed);
+          if (left !== undefined) await warnOutcome(done, left.all);
+          writeOutcome(done, left?.all);
           throw badInputOutranks(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
         }
         throw withLeftDown(error, undoLines());

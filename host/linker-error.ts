@@ -3,7 +3,7 @@
 // and reasonOf, by which every line says a failure's reason in one line. Apart, just above the
 // vocabulary (linker-types.ts), as every other module of the linker throws these or tells them
 // apart.
-import type { FailedVm, FinishedOutcome, LinkReport, LinkerOptions, LockWaitOptions, StoppedRelease } from './linker-types.js';
+import type { AllVms, FailedVm, FinishedOutcome, LinkReport, LinkerOptions, LockWaitOptions, StoppedRelease } from './linker-types.js';
 import { type LockOptions, StateStoreError, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
 
@@ -90,6 +90,12 @@ export class LinkerError extends Error {
      * done (StoppedRelease).
      */
     readonly released?: StoppedRelease,
+    /**
+     * For 'state-failed' of `link --all --keep-going` (the config dir read whole): its VMs and that
+     * dir as read (`all`), and what it leaves as it is there, as where it ends well (`orphaned` and
+     * `unusable` as the state read tells them; none where it could not be read), to be said.
+     */
+    readonly leftAsItIs?: Pick<FinishedOutcome, 'orphaned' | 'unusable'> & { readonly all: AllVms },
   ) {
     super(message);
   }

@@ -678,7 +678,7 @@ describe('link --keep-going where the state dir is not made yet, and the state l
   it.each([
     ['linkVmsKeepGoing', (run: LinkerOptions) => linkVmsKeepGoing(CLIENTS, run)],
     ['linkAllKeepGoing', linkAllKeepGoing],
-  ] as const)('%s: the VMs that failed their checks before it (c1: its config) come with the lock failure, to be said; with none, the lock failure as thrown', async (_name, link) => {
+  ] as const)('%s: the VMs that failed their checks before it (c1: its config) come with the lock failure, to be said; with none, the lock failure as thrown (with --all, carrying the config dir as read, to say what it leaves as it is)', async (name, link) => {
     await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
     const lockFailure = { name: 'StateStoreError', kind: 'state-dir-unusable', message: expect.stringMatching(/^state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/) };
     await expect(link({ ...options(), stateDir: unmakeable })).rejects.toMatchObject({
@@ -691,8 +691,19 @@ describe('link --keep-going where the state dir is not made yet, and the state l
     });
     await rm(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'));
     const alone = await link({ ...options(), stateDir: unmakeable }).catch((error: unknown) => error);
-    expect(alone).toBeInstanceOf(StateStoreError);
-    expect(alone).toMatchObject(lockFailure);
+    if (name === 'linkVmsKeepGoing') {
+      expect(alone).toBeInstanceOf(StateStoreError);
+      expect(alone).toMatchObject(lockFailure);
+    } else {
+      expect(alone).toMatchObject({
+        name: 'LinkerError',
+        kind: 'state-failed',
+        failure: lockFailure,
+        failed: [],
+        linked: new Map(),
+        leftAsItIs: { all: { vms: CLIENTS, wholeDir: expect.objectContaining({ withoutProviders: [NETVM] }) }, orphaned: [], unusable: [] },
+      });
+    }
   });
 
   it('the bin says the lock failure, then the VM that failed before it (with --json also its line on stdout); exit 1, as for the lock failure alone', async () => {
@@ -1197,6 +1208,76 @@ describe('link --keep-going with a VM that failed by bad input, whatever else fa
     store.failSaves = 1;
     const run = await linkCli(['--keep-going', c0, c1], stateDir, { vmm, attach });
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: cannot write state file /), expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] });
+  });
+});
+
+describe('link --all --keep-going stopped by a state failure: what it leaves as it is in the config dir is said, as where it ends well', () => {
+  const [c1, c2] = CLIENTS as [VmName, VmName];
+  const gone = vmName('gone');
+  const jsonOf = (stdout: string): unknown[] => stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown);
+
+  /** An entry leading outside the config dir, and a directory with providers under no VM name. */
+  const strayEntries = async (): Promise<void> => {
+    await symlink(tmpdir(), join(configDir, 'outside'));
+    await mkdir(join(configDir, 'bad name', 'providers', 'net'), { recursive: true });
+    await writeFile(join(configDir, 'bad name', 'providers', 'net', NETVM), '');
+  };
+  /** A client gone with a link recorded (the state file written here); returns that link's id. */
+  const goneClient = async (): Promise<number> => {
+    const allocation = allocateMany(emptyState(), [{ client: gone, provider: NETVM }]);
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, [{ pair: { client: gone, provider: NETVM }, attached: { client: 'none', provider: 'none' } }])));
+    return allocation.links[0]!.id;
+  };
+
+  it('in the pass one by one (c1 refused by the kernel, c2 linked again, then c3\'s record not written): the warnings (gone client, unusable entry, misnamed directory, stray --attach) and --json lines, after the VMs linked and failed; exit 1', async () => {
+    await strayEntries();
+    const goneId = await goneClient();
+    const ids = allocateMany(await loadState(stateDir), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    // Plans: the one transaction (1, refused), then c1 (2, refused) and c2 (3) one by one; c3's record of its id is the next write.
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 3) store.failSaves = 1;
+    };
+    const run = await linkCli(['--json', '--all', '--keep-going'], stateDir, { attach: ['none', 'ghost=none'] });
+    expect(jsonOf(run.stdout)).toEqual([
+      { vm: c2, links: [expect.objectContaining({ vm: c2, provider: NETVM, id: ids[1] })] },
+      { vm: c1, links: [], error: expect.stringMatching(/File exists$/) },
+      { vm: gone, links: [], orphaned: [expect.objectContaining({ vm: gone, provider: NETVM, id: goneId })] },
+      { vm: 'outside', links: [], unusableDir: expect.stringContaining('outside') },
+      { vm: 'bad name', links: [], invalidName: expect.stringContaining('contains " "') },
+    ]);
+    expect(logged.warnings).toEqual([
+      expect.stringMatching(/^gone has 1 recorded link but no directory in /),
+      expect.stringMatching(/^outside is not linked: .*; no links are recorded for it$/),
+      expect.stringMatching(/\/bad name has a providers\/net but no VM name, so it is not linked: /),
+      expect.stringMatching(/^--attach ghost=none was not used: /),
+    ]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 1,
+      stderr: [expect.stringMatching(/^spectrum-link: cannot write state file .*\(ENOSPC\)/), expect.stringMatching(/^spectrum-link: link c1 failed: .*File exists$/)],
+    });
+  });
+
+  it('where the state file cannot be read: the misnamed directory (of the dir alone: what the state records of the others is unknown); exit 1', async () => {
+    await strayEntries();
+    await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
+    const run = await linkCli(['--json', '--all', '--keep-going']);
+    expect(jsonOf(run.stdout)).toEqual([{ vm: 'bad name', links: [], invalidName: expect.stringContaining('contains " "') }]);
+    expect(logged.warnings).toEqual([expect.stringMatching(/\/bad name has a providers\/net but no VM name, so it is not linked: /)]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: cannot read state file /)] });
+  });
+
+  it('where the state lock cannot be taken (no state dir yet, and none can be made): the unusable entry (nothing recorded) and the misnamed directory; exit 1', async () => {
+    await strayEntries();
+    const run = await linkCli(['--json', '--all', '--keep-going'], '/proc/spectrum-link-test-no-such-dir/state');
+    expect(jsonOf(run.stdout)).toEqual([
+      { vm: 'outside', links: [], unusableDir: expect.stringContaining('outside') },
+      { vm: 'bad name', links: [], invalidName: expect.stringContaining('contains " "') },
+    ]);
+    expect(logged.warnings).toEqual([expect.stringMatching(/^outside is not linked: .*; no links are recorded for it$/), expect.stringMatching(/\/bad name has a providers\/net but no VM name, so it is not linked: /)]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/)] });
   });
 });
 
