@@ -1018,7 +1018,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           await warnOutcome(done, linkedAll);
           writeOutcome(done, linkedAll);
-          const failure = error.kind === 'state-failed' ? error.failure : error;
+          const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : error;
           // A signal that came meanwhile (after the last safe point: nothing was cut short or
           // undone for it) is said after the failure, and its exit code is the run's.
           if (interruption.received !== undefined) throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, undoLines(done.failed, done.vmmFailures));

@@ -27,6 +27,12 @@ export class LinkerError extends Error {
        * (`released`); the state file is as it was. (releaseLinks throws it too, to its callers.)
        */
       | 'take-down-stopped'
+      /**
+       * `link` failed only after its links were made, taking down links to providers dropped, with
+       * an error of no LinkerError (`failure`, as thrown: another module's, or a bug), to be said
+       * as it is (its exit code too) after what the run did (`outcome`), as a LinkerError there is.
+       */
+      | 'take-down-failed'
       | 'no-state'
       /** `gc` stopped part-way (the kernel refused a deletion) after it had deleted devices; `failure` is the DeviceError. */
       | 'gc-stopped'

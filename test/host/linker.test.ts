@@ -100,15 +100,24 @@ vi.mock('../../host/config-reader.js', async (importOriginal) => {
  * The next `failSaves` state writes fail as a full disk makes them fail: the file keeps what it
  * held. The next `failSyncs` replace the file but fail to sync its directory. A probe of a write
  * (the check before a take-down) counts as a write here: `passSaves`, `failSaves` and `failSyncs`
- * apply to it as to a save. `saves`: the state files really written.
+ * apply to it as to a save. `saves`: the state files really written. `thrown`, where set, is
+ * what the next write or probe throws instead (once): an error not of the store's.
  */
-const store = vi.hoisted(() => ({ failSaves: 0, failSyncs: 0, passSaves: 0, saves: 0 }));
+const store = vi.hoisted(() => ({ failSaves: 0, failSyncs: 0, passSaves: 0, saves: 0, thrown: undefined as Error | undefined }));
+
+/** Throw `store.thrown` where set (once). */
+const throwStoreThrown = vi.hoisted(() => (): void => {
+  const thrown = store.thrown;
+  store.thrown = undefined;
+  if (thrown !== undefined) throw thrown;
+});
 
 vi.mock('../../host/state-store.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../host/state-store.js')>();
   return {
     ...real,
     saveState: async (dir: string, state: LinkState) => {
+      throwStoreThrown();
       // `passSaves` saves go through before `failSaves` and `failSyncs` apply.
       if (store.passSaves > 0) {
         store.passSaves -= 1;
@@ -128,6 +137,7 @@ vi.mock('../../host/state-store.js', async (importOriginal) => {
       }
     },
     probeStateWrite: async (dir: string) => {
+      throwStoreThrown();
       if (store.passSaves > 0) {
         store.passSaves -= 1;
         await real.probeStateWrite(dir);
@@ -265,6 +275,7 @@ beforeEach(async () => {
   kernel.whileRemoving = () => undefined;
   configReads.afterRead = undefined;
   store.failSaves = 0;
+  store.thrown = undefined;
   store.failSyncs = 0;
   store.passSaves = 0;
   store.saves = 0;
@@ -1123,6 +1134,57 @@ describe('link whose take-down of a dropped provider fails after its links were 
         ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
       ],
     });
+  });
+
+  // An error of no LinkerError out of the take-down (another module's, which has a `kind`; or a
+  // bug, which has none), thrown where the state is probed before it (nothing taken down) or
+  // written after it (taken down, not recorded).
+  it.each(
+    (['the probe before it', 'the write after it'] as const).flatMap((where) =>
+      [true, false].flatMap((moduleError) => [false, true].map((keepGoing) => [where, moduleError, keepGoing] as const)),
+    ),
+  )('an error of no LinkerError from %s (another module\'s: %s; --keep-going: %s): what the run did is said as where it ends well, then that error as said without it (exit 1; a bug: 70)', async (where, moduleError, keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const dropped = await linkC1ThenDrop();
+    const thrown = moduleError
+      ? Object.assign(new Error('listing devices failed: No buffer space available'), { name: 'DeviceError', kind: 'query-failed' })
+      : new TypeError("Cannot read properties of undefined (reading 'links')");
+    const arm = (): void => {
+      let applied = false;
+      kernel.whileApplying = () => {
+        if (where === 'the probe before it' && !applied) store.thrown = thrown;
+        applied = true;
+      };
+      kernel.whileRemoving = () => void (where === 'the write after it' && (store.thrown = thrown));
+    };
+    const takenDown = where === 'the write after it';
+    arm();
+    await expect(keepGoing ? linkVmsKeepGoing([c0, c1, c2], options()) : linkVms([c1, c2], options())).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'take-down-failed',
+      failure: thrown,
+      failed: keepGoing ? [{ vm: c0, error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) }] : [],
+      linked: new Map([
+        [c1, [expect.objectContaining({ vm: c1, provider: NETVM })]],
+        [c2, [expect.objectContaining({ vm: c2, provider: NETVM })]],
+      ]),
+      outcome: expect.objectContaining({ unlinked: takenDown ? new Map([[c1, [expect.objectContaining({ vm: c1, provider: netvm2, id: dropped.id })]]]) : new Map() }),
+    });
+    arm();
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2]);
+    expect(textOf(run.stdout)).toEqual([
+      expect.stringMatching(/^c1 -> netvm  id /),
+      ...(takenDown ? [`unlinked c1 -> netvm2 (id ${dropped.id}, kept): netvm2 is no longer among c1's providers`] : []),
+      expect.stringMatching(/^c2 -> netvm  id /),
+    ]);
+    const failedLine = expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/);
+    // A bug's line comes last, after the lines written before it is rethrown (withLeftDown).
+    expect({ code: run.code, stderr: run.stderr }).toEqual(
+      moduleError
+        ? { code: 1, stderr: [`spectrum-link: ${thrown.message}`, ...(keepGoing ? [failedLine] : [])] }
+        : { code: 70, stderr: [...(keepGoing ? [failedLine] : []), `spectrum-link: internal error: ${thrown.message}`] },
+    );
   });
 
   it('on a terminal, plain link erases its progress line before it prints the VMs it linked: each line starts a line of its own', async () => {
