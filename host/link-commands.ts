@@ -617,19 +617,38 @@ function interruptedUndoingLine(signal: NodeJS.Signals): string {
 }
 
 /**
+ * How far the take-down of links to providers dropped that failed at the end of a `link` run
+ * (`error`, with what the run did: `done`) had got: it took none of them down (not begun, or
+ * stopped before anything went); part of them (stopped part-way: takeDownStopped); all of them
+ * (the failure came after it: the state file not written); or, failed with an error of no
+ * LinkerError, which does not say (take-down-failed), unknown.
+ */
+function takeDownReach(error: LinkerError, done: FinishedOutcome): 'none' | 'part' | 'all' | 'unknown' {
+  if (done.takeDownStopped !== undefined) return 'part';
+  if (done.notTakenDown === undefined) return 'all';
+  return error.kind === 'take-down-failed' ? 'unknown' : 'none';
+}
+
+/** What the signal's line says the take-down did, by how far it got (takeDownReach). */
+const TAKE_DOWN_DONE = {
+  none: 'failed (above) before it took any of them down',
+  part: 'went on regardless, and stopped part-way (above)',
+  all: 'went on regardless and took them down (printed), then failed (above)',
+  unknown: 'failed (above)',
+} as const;
+
+/**
  * What a `link` ends with that failed only after its links were made, taking down links to
  * providers dropped (said as where it ends well: FinishedOutcome), where a signal came after its
  * last safe point (it cut nothing short and undid nothing): the failure's lines (its first, then
- * any further ones it carried), then what the signal did, then `after` (the VMs failed, what an
- * undo left, the VMMs that did not detach a link taken down); the exit code the signal's, as where
- * such a run ends well.
+ * any further ones it carried), then what the signal did and how far the take-down got (`reach`),
+ * then `after` (the VMs failed, what an undo left, the VMMs that did not detach a link taken down);
+ * the exit code the signal's, as where such a run ends well.
  */
-export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Signals, anyFailed: boolean, after: readonly string[]): CliError {
+export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Signals, anyFailed: boolean, reach: keyof typeof TAKE_DOWN_DONE, after: readonly string[]): CliError {
   const further = failure instanceof CliError ? failure.details : [];
   const undone = anyFailed ? 'the signal undid nothing, but each VM that failed (below) was undone alone, as without it' : 'the signal undid nothing';
-  const said =
-    `link interrupted by ${signal} after it had made its links: ${undone}; the links it made stay (printed), ` +
-    'and its take-down of links to providers no longer named went on regardless, and failed (above)';
+  const said = `link interrupted by ${signal} after it had made its links: ${undone}; the links it made stay (printed), and its take-down of links to providers no longer named ${TAKE_DOWN_DONE[reach]}`;
   return new CliError(reasonText(failure), signalExitCode(signal), [...further, said, ...after], 'lines');
 }
 
@@ -1021,7 +1040,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : error;
           // A signal that came meanwhile (after the last safe point: nothing was cut short or
           // undone for it) is said after the failure, and its exit code is the run's.
-          if (interruption.received !== undefined) throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, undoLines(done.failed, done.vmmFailures));
+          if (interruption.received !== undefined) {
+            throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, takeDownReach(error, done), undoLines(done.failed, done.vmmFailures));
+          }
           throw badInputOutranks(withLeftDown(failure, undoLines(done.failed, done.vmmFailures)), done.failed);
         }
         // The state failure as it is said without them (its exit code too), then those VMs. The

@@ -1130,7 +1130,7 @@ describe('link whose take-down of a dropped provider fails after its links were 
       code: 130,
       stderr: [
         expect.stringMatching(lineOf(endings[2][1])),
-        expect.stringMatching(new RegExp(`^spectrum-link: link interrupted by SIGINT after it had made its links: ${undid}; the links it made stay \\(printed\\), and its take-down of links to providers no longer named went on regardless, and failed \\(above\\)$`)),
+        expect.stringMatching(new RegExp(`^spectrum-link: link interrupted by SIGINT after it had made its links: ${undid}; the links it made stay \\(printed\\), and its take-down of links to providers no longer named went on regardless and took them down \\(printed\\), then failed \\(above\\)$`)),
         ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
       ],
     });
@@ -1185,6 +1185,51 @@ describe('link whose take-down of a dropped provider fails after its links were 
         ? { code: 1, stderr: [`spectrum-link: ${thrown.message}`, ...(keepGoing ? [failedLine] : [])] }
         : { code: 70, stderr: [...(keepGoing ? [failedLine] : []), `spectrum-link: internal error: ${thrown.message}`] },
     );
+  });
+
+  it.each(
+    (['not begun (a socket path for a NIC of the link)', 'stopped part-way (the kernel keeps its bridge)', 'failed with an error of no LinkerError (the probe before it)'] as const).flatMap((how) => [false, true].map((keepGoing) => [how, keepGoing] as const)),
+  )('a signal after the last safe point, the take-down then %s (--keep-going: %s): the line says how far the take-down got, not that it went on where it had not', async (how, keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const notBegun = how.startsWith('not begun');
+    const stopped = how.startsWith('stopped');
+    // netvm2's side of the link to be taken down is QEMU's: its socket checked first (not begun:
+    // refused, as too long), then the state dir probed, its NIC detached, the link's devices deleted.
+    let armed = false;
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (_kind, vm) => {
+        if (!armed || vm !== netvm2 || stopped) return;
+        process.emit('SIGINT', 'SIGINT');
+        if (notBegun) throw new CliError('--qmp-socket gives VM netvm2 a socket path too long', EXIT.usage);
+        store.thrown = Object.assign(new Error('listing devices failed: No buffer space available'), { name: 'DeviceError', kind: 'query-failed' });
+      },
+    };
+    const dropped = await linkC1ThenDrop(['none', 'netvm2=qemu'], vmm);
+    if (stopped) {
+      kernel.host = new Map([dropped.clientDevice, dropped.providerDevice, dropped.bridge].map((name): [string, ObservedDevice] => [name, { name, kind: name === dropped.bridge ? 'bridge' : 'tun' } as ObservedDevice]));
+      kernel.kept.add(dropped.bridge);
+      kernel.whileRemoving = () => void process.emit('SIGINT', 'SIGINT');
+    }
+    armed = true;
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2], stateDir, { vmm });
+    expect(textOf(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /)]);
+    const undid = keepGoing ? 'the signal undid nothing, but each VM that failed \\(below\\) was undone alone, as without it' : 'the signal undid nothing';
+    const reach = notBegun ? 'failed \\(above\\) before it took any of them down' : stopped ? 'went on regardless, and stopped part-way \\(above\\)' : 'failed \\(above\\)';
+    const failure = notBegun
+      ? /^spectrum-link: linked, but taking down c1 -> netvm2 \(no longer among the providers\) was not begun: --qmp-socket /
+      : stopped
+        ? /^spectrum-link: linked, but taking down c1 -> netvm2 .*stopped part-way: removing device /
+        : /^spectrum-link: listing devices failed: No buffer space available$/;
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(failure),
+        expect.stringMatching(new RegExp(`^spectrum-link: link interrupted by SIGINT after it had made its links: ${undid}; the links it made stay \\(printed\\), and its take-down of links to providers no longer named ${reach}$`)),
+        ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+      ],
+    });
   });
 
   it('on a terminal, plain link erases its progress line before it prints the VMs it linked: each line starts a line of its own', async () => {
