@@ -46,6 +46,7 @@ import {
   checkNetnsPrefix,
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
+import { recordedPrefix } from './state-prefix.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { vmName } from './vm-name.js';
 import {
@@ -179,11 +180,17 @@ function netnsPrefixFrom(text: string, source: OptionSource): string {
   return checkNetnsPrefix(text, sourceName(source));
 }
 
-/** The state dir and where it came from (for messages that say what to check), and the device prefix. */
-function stateOptions(flags: StateFlags, env: Env, command: Command): Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix'> {
+/**
+ * The state dir and where it came from (for messages that say what to check), and the device
+ * prefix and where it came from: given none, the one the state records for its links (state-prefix.ts).
+ */
+async function stateOptions(flags: StateFlags, env: Env, command: Command): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>> {
   const stateDirSource = optionSource('--state-dir', flags.stateDir !== undefined, STATE_DIR_ENV, env);
   const stateDir = usablePath(stateDirFrom(flags.stateDir, env), stateDirSource);
-  return { stateDir, stateDirSource, devicePrefix: devicePrefixFrom(flags.devicePrefix, sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env)) };
+  const source = sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env);
+  const given = devicePrefixFrom(flags.devicePrefix, source);
+  const recorded = source.from === 'default' ? await recordedPrefix(stateDir) : undefined;
+  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: source } : { devicePrefix: recorded, devicePrefixSource: { from: 'state' } }) };
 }
 
 /**
@@ -850,9 +857,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (names: string[], flags: LinkFlags, command: Command) => {
       const attach = parseAttachChoice(flags.attach);
       checkSocketTemplates(flags);
-      const paths = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env) };
-      // What its lines tell the operator to run carries this run's options (printed-command.ts).
-      const given = givenOptions(flags, command, env);
+      const paths = { ...(await stateOptions(flags, env, command)), ...configOptions(flags.configDir, env) };
+      // What its lines tell the operator to run carries this run's options (printed-command.ts), its device prefix as the state gives it.
+      const given = { ...givenOptions(flags, command, env), devicePrefix: paths.devicePrefix };
       const linkerOpts: LinkerOptions = {
         ...paths,
         commands: linkRunCommands(given, flags.all === true ? undefined : names, flags.keepGoing === true),
@@ -1064,9 +1071,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const attach = parseAttachChoice(flags.attach);
       const forget = flags.forget === true;
       checkSocketTemplates(flags);
-      const state = stateOptions(flags, env, command);
-      // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts).
-      const given = givenOptions(flags, command, env);
+      const state = await stateOptions(flags, env, command);
+      // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts), its device prefix as the state gives it.
+      const given = { ...givenOptions(flags, command, env), devicePrefix: state.devicePrefix };
       const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned) => linkCommand([name], given, pinned), relink: (client, pinned) => linkCommand([client], { ...given, attach: [] }, pinned) };
       const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands };
       // Before the lock, which would make it.
@@ -1167,7 +1174,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (flags: ListFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
+      const options = { ...(await stateOptions(flags, env, command)), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await listLinks(options), flags.json === true);
     });
@@ -1181,7 +1188,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (name: string, flags: ShowFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
+      const options = { ...(await stateOptions(flags, env, command)), ...configOptions(flags.configDir, env), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await showLinks(name, options), flags.json === true);
     });
@@ -1193,7 +1200,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.lockWait())
     .addOption(option.json())
     .action(async (flags: GcFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command) };
+      const options = { ...(await stateOptions(flags, env, command)), ...lockWaitOf(flags, env, command) };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait }));
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);

@@ -28,6 +28,11 @@ export class LinkerError extends Error {
        */
       | 'take-down-stopped'
       | 'no-state'
+      /**
+       * The state file records another device prefix for its links than the run's (given by
+       * option or variable): bad input, refused before anything is done (state-prefix.ts).
+       */
+      | 'device-prefix-mismatch'
       | 'unknown-vm'
       | 'vmm-detach-failed'
       /**

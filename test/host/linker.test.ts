@@ -2420,7 +2420,7 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     it.each(runs)('%s: ids run out (every id held): that failure, no NIC out, no link said down, the state as it was', async (_how, run) => {
       // Every id held: c1 -> netvm (id 1) among them; c1 -> c2 gets none.
       const held: LinkState = {
-        version: 1,
+        version: 2,
         links: Array.from({ length: ID_COUNT }, (_, index) => ({
           client: index === 0 ? c1 : vmName(`f${index}`),
           provider: NETVM,
