@@ -131,10 +131,10 @@ function linkerOptionsOf(env: Env) {
     stateDir: () =>
       new Option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`).argParser(directoryOption('--state-dir')),
     devicePrefix: () =>
-      new Option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)').default(
-        env[DEVICE_PREFIX_ENV] || DEFAULT_DEVICE_PREFIX,
-        `$${DEVICE_PREFIX_ENV} or ${DEFAULT_DEVICE_PREFIX}`,
-      ),
+      new Option(
+        '--device-prefix <prefix>',
+        "prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>); the state records its links' prefix, and refuses another",
+      ).default(env[DEVICE_PREFIX_ENV] || DEFAULT_DEVICE_PREFIX, `$${DEVICE_PREFIX_ENV}, else the one the state records, else ${DEFAULT_DEVICE_PREFIX}`),
     // An empty variable is no prefix, as none is.
     netnsPrefix: () =>
       new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV} or none`),
