@@ -14,13 +14,14 @@
 //     "attached":{"client":"qemu","provider":"netns","clientSocket":"/run/vm/appvm-lynx/qmp.sock"}}]}
 // ("attached" only while linked; a side's socket only where it is qemu or cloud-hypervisor, and
 // recorded: files written before sockets were recorded have none, and are read as before)
-// "devicePrefix": the prefix the links' devices are named with (device-names.ts), one per state:
-// a command given another is refused (state-prefix.ts), as it would look for the links' devices
-// under names that are not theirs, and delete whatever holds those. Version 1 files (written
-// before the prefix was recorded) have none, and are read as before; the next write records the
-// prefix the run used. The version went up with it so that an older spectrum-link, which would
-// take the new key for a malformed file (and say to move it aside, forgetting every id), says
-// instead that a newer one wrote it.
+// "devicePrefix": the prefix the links' devices are named with (device-names.ts), one per state,
+// written while it has links (a state without any names no device): a command given another is
+// refused (state-prefix.ts), as it would look for the links' devices under names that are not
+// theirs, and delete whatever holds those. Version 1 files (written before the prefix was
+// recorded) have none, and are read as before; the next write records the prefix the run used.
+// The version went up with it so that an older spectrum-link, which would take the new key for a
+// malformed file (and say to move it aside, forgetting every id), says instead that a newer one
+// wrote it.
 import { type ClientId, isClientId } from '../shared/client-id.js';
 import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../shared/scheme.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
@@ -98,7 +99,8 @@ export interface LinkState {
   readonly version: typeof STATE_VERSION;
   /**
    * The prefix its links' devices are named with; absent in a file written before it was recorded
-   * (or a state no command has given one). Kept by every change below, set by withDevicePrefix.
+   * (or a state no command has given one). Kept by every change below, set by withDevicePrefix;
+   * written (and told apart by sameState) only while the state has links.
    */
   readonly devicePrefix?: DevicePrefix;
   /** Sorted by id; ids and pairs are unique. */
@@ -341,7 +343,7 @@ export function restorePairs(state: LinkState, before: LinkState, pairs: readonl
 /** Whether two states hold the same links and device prefix (and so the same file text), without serialising. */
 export function sameState(a: LinkState, b: LinkState): boolean {
   if (a === b) return true;
-  if (a.links.length !== b.links.length || a.devicePrefix !== b.devicePrefix) return false;
+  if (a.links.length !== b.links.length || (a.links.length > 0 && a.devicePrefix !== b.devicePrefix)) return false;
   const left = withLinks(a.links, undefined).links;
   const right = withLinks(b.links, undefined).links;
   return left.every((link, index) => {
@@ -371,8 +373,8 @@ function linkLine({ client, provider, id, attached }: Link): string {
 /** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
 export function serializeState(state: LinkState): string {
   const links = withLinks(state.links, undefined).links.map(linkLine);
-  // A prefix needs no JSON escapes either (device-names.ts: [a-z0-9_-]).
-  const prefix = state.devicePrefix === undefined ? '' : `\n  "devicePrefix": "${state.devicePrefix}",`;
+  // A prefix needs no JSON escapes either (device-names.ts: [a-z0-9_-]). None without links: it would name no device.
+  const prefix = state.devicePrefix === undefined || links.length === 0 ? '' : `\n  "devicePrefix": "${state.devicePrefix}",`;
   return `{\n  "version": ${STATE_VERSION},${prefix}\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
 }
 

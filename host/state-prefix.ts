@@ -5,9 +5,9 @@
 // is refused before anything is done (loadLinkState, on the state as the run reads it, under the
 // lock where the command takes it): it would look for the links' devices under names that are not
 // theirs, so that `unlink` would say it took down links that stay up, and delete whatever holds
-// those names (another state dir's links, say). A state with no links takes the prefix given; one
-// written before the prefix was recorded, the prefix given or the default, as before: the next
-// write records it.
+// those names (another state dir's links, say). A state with no links (never linked, or each link
+// forgotten) takes the prefix given or the default, as one written before the prefix was recorded
+// does: the next write that records links records it.
 import type { DevicePrefix } from './device-names.js';
 import { type LinkState, conflictingDevicePrefix, withDevicePrefix } from './link-state.js';
 import { LinkerError } from './linker-error.js';
@@ -15,14 +15,16 @@ import type { DevicePrefixSource, LinkerOptions } from './linker-types.js';
 import { loadState, stateFilePath } from './state-store.js';
 
 /**
- * The device prefix the state in `stateDir` records, for a command given none; undefined where it
- * records none (no state, or one written before it was recorded). Read without the lock: the run
- * reads the state again (loadLinkState), which refuses a prefix changed meanwhile. A state that
- * cannot be read is left to the run too, which says why where it always has.
+ * The device prefix the state in `stateDir` records for its links, for a command given none;
+ * undefined where it records none (no state, no links, or a file written before it was recorded).
+ * Read without the lock: the run reads the state again (loadLinkState), which refuses a prefix
+ * recorded meanwhile. A state that cannot be read is left to the run too, which says why where it
+ * always has.
  */
 export async function recordedPrefix(stateDir: string): Promise<DevicePrefix | undefined> {
   try {
-    return (await loadState(stateDir)).devicePrefix;
+    const state = await loadState(stateDir);
+    return state.links.length > 0 ? state.devicePrefix : undefined;
   } catch {
     return undefined;
   }
@@ -69,7 +71,7 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
     'device-prefix-mismatch',
     `device prefix ${prefix} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links, ${recorded} ` +
       `(their devices are ${recorded}b<id>, ${recorded}c<id> and ${recorded}p<id>), so nothing was done: ${fixOf(source, recorded)}; ` +
-      'the links of a state dir share one prefix (for another, use another state dir)',
+      'the links of a state dir share one prefix (another needs another state dir, or every link there forgotten first)',
   );
 }
 

@@ -180,6 +180,17 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
     }
   });
 
+  it('a state whose links are all forgotten records no prefix, and takes the one given, or the default', async () => {
+    await linkWithZz();
+    const forgotten = await run(['unlink', 'appvm-lynx', '--forget']);
+    expect([forgotten.code, forgotten.stderr]).toEqual([0, '']);
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual({ version: 2, links: [] });
+    const linked = await run(['link', 'appvm-lynx', '--attach', 'none', '--json']);
+    expect([linked.code, linked.stderr]).toEqual([0, '']);
+    expect(await present(lynxDevices(DEFAULT_DEVICE_PREFIX))).toEqual(lynxDevices(DEFAULT_DEVICE_PREFIX));
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual(expect.objectContaining({ version: 2, devicePrefix: DEFAULT_DEVICE_PREFIX }));
+  });
+
   it('a state file written before the prefix was recorded is read with the prefix given (or the default), as before, and records it at its next write', async () => {
     await linkWithZz();
     // As an older spectrum-link wrote it: version 1, no prefix.
