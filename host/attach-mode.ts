@@ -57,15 +57,21 @@ export function parseAttachChoice(values: readonly string[], fallback: AttachMod
     new AttachModeError('conflict', `--attach ${first} and --attach ${second} give ${scope} two attach modes: keep one`);
   for (const value of values) {
     const separator = value.indexOf('=');
+    const modes = `MODE one of ${ATTACH_MODES.join(', ')}`;
     if (separator < 0) {
+      if (value === '') throw new AttachModeError('syntax', `--attach "" gives no mode: write MODE or VM=MODE, ${modes}`);
       const mode = attachMode(value);
       if (chosen !== undefined && chosen.mode !== mode) throw conflict('every VM', chosen.value, value);
       chosen = { mode, value };
     } else {
       const name = value.slice(0, separator);
+      const text = value.slice(separator + 1);
       if (name === '') throw new AttachModeError('syntax', `--attach ${JSON.stringify(value)} names no VM: write VM=MODE or MODE`);
+      // Said as what is wrong with VM=MODE, not as an unknown mode "" or "=netns".
+      if (text === '') throw new AttachModeError('syntax', `--attach ${JSON.stringify(value)} gives no mode after ${JSON.stringify(`${name}=`)}: write VM=MODE, ${modes}`);
+      if (text.includes('=')) throw new AttachModeError('syntax', `--attach ${JSON.stringify(value)} has more than one '=': write VM=MODE, ${modes}`);
       const vm = vmName(name);
-      const mode = attachMode(value.slice(separator + 1));
+      const mode = attachMode(text);
       const earlier = perVm.get(vm);
       if (earlier !== undefined && earlier.mode !== mode) throw conflict(vm, earlier.value, value);
       perVm.set(vm, { mode, value });

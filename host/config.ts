@@ -241,11 +241,14 @@ function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): Config
   return problems;
 }
 
-/** The provider names a VM directory lists (raw, sorted); none when providers/net is absent. */
-function listedProviders(vm: VmDir): readonly string[] {
+/** The provider entries a VM directory lists (raw names, sorted); none when providers/net is absent. */
+function listedProviders(vm: VmDir): readonly DirEntry[] {
   if (vm.location !== 'directory' || vm.providers.state !== 'directory') return [];
-  return vm.providers.entries.map((entry) => entry.name).sort(byName);
+  return [...vm.providers.entries].sort((a, b) => byName(a.name, b.name));
 }
+
+/** What a line that says to remove a providers/net entry calls it: a file (as they are made), a directory, or else an entry. */
+const providerEntryNoun = (type: EntryType): string => (type === 'file' || type === 'directory' ? type : 'entry');
 
 /**
  * Every cycle through the provider edges reachable from root, one per back edge found by a
@@ -305,19 +308,19 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
       problems.push(problem(vm.name, 'providers-unreadable', `${base}/providers/net/ cannot be read (${vm.providers.reason}); check its permissions`));
     }
     const out: string[] = [];
-    for (const provider of listedProviders(vm)) {
+    for (const { name: provider, type } of listedProviders(vm)) {
       const where = entryPath(`${base}/providers/net`, provider);
       if (!isVmName(provider)) {
         problems.push(problem(vm.name, 'provider-name-invalid', `${where} does not name a VM: ${vmNameProblem(provider)?.message ?? 'invalid name'}`));
         continue;
       }
       if (provider === vm.name) {
-        problems.push(problem(vm.name, 'self-provider', `${where}: a VM cannot provide networking to itself; remove that file`));
+        problems.push(problem(vm.name, 'self-provider', `${where}: a VM cannot provide networking to itself; remove that ${providerEntryNoun(type)}`));
         continue;
       }
       const target = snapshot.vms.get(provider);
       if (target === undefined) {
-        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${dir}/${provider}; create that VM or remove the file`));
+        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${dir}/${provider}; create that VM or remove the ${providerEntryNoun(type)}`));
         continue;
       }
       if (target.location !== 'directory') {
@@ -357,7 +360,7 @@ export function requireValidVm(snapshot: ConfigSnapshot, name: VmName): ValidVm 
   const problems = checkVm(snapshot, name);
   if (problems.length > 0) throw invalidVm(snapshot, name, problems);
   const vm = snapshot.vms.get(name);
-  const providers = vm === undefined ? [] : listedProviders(vm).filter(isVmName);
+  const providers = vm === undefined ? [] : listedProviders(vm).map((entry) => entry.name).filter(isVmName);
   return { name, providers };
 }
 

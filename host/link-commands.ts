@@ -43,6 +43,7 @@ import {
   type VmmDetachFailure,
   type VmmKind,
   type VmmPort,
+  VMM_NAMES,
   checkNetnsPrefix,
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
@@ -405,8 +406,6 @@ function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
 
 const reasonText = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
-const VMM_NAMES: Readonly<Record<VmmDetachFailure['vmm'], string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
-
 /**
  * What is said of a VMM that did not detach a NIC of a link taken down all the same: one line.
  * `conflict`: what reports the NIC left; `retry`: how to detach it once the VMM answers, if any.
@@ -465,7 +464,7 @@ export function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: 
  * line says how to remove the NIC at its socket.
  */
 export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewhere: string | undefined, given: GivenOptions): string {
-  const { link, vm, vmm, nic } = failure;
+  const { link, vmm, nic } = failure;
   const clients = failure.relinkClients ?? [];
   const unlink = unlinkRetry(link.vm, failure, elsewhere, given);
   const retry =
@@ -669,7 +668,7 @@ export function leftDownLine(link: LeftDownLink): string {
     .map(({ vmm, vm, nic, to, toSocket, socket }) =>
       toSocket === undefined
         ? `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`
-        : `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} at ${socket ?? 'the socket recorded'} (to attach that side as ${to} through socket ${toSocket})`,
+        : `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} at ${socket === undefined ? 'the socket recorded' : shownSocket(socket)} (to attach that side as ${to} through socket ${shownSocket(toSocket)})`,
     )
     .join(' and ');
   const replaced = link.replaced ? ', and replaced its devices, the new ones deleted by undoing the run' : '';

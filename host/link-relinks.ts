@@ -30,6 +30,7 @@ export function clientRelinks(state: LinkState, vm: VmName, clients: readonly Vm
 
 /**
  * Of `pins` (VM=MODE), those a link of all of `links` can carry: each of them recorded attached
+ * (or, recorded before the state kept modes, given those the run keeps: switchedSides)
  * has that mode on every side of the VM (a pin applies to every link of the run; one with another
  * mode there, which that run keeps, would be switched). A VM left out gets its mode as a link
  * not up does (kept-attach.ts).
@@ -64,10 +65,16 @@ export function relinkedText(vm: string, link: string, relinks: readonly RelinkC
   return `${link}, which brings back ${vm}'s own links${alsoNamed}; ${providedRelinksText(vm, own)}`;
 }
 
-/** What relinkedText says of the links `vm` provides: that the unlink takes them down, and each client's command (`relinks`) that brings its link back as it was. */
+/**
+ * What relinkedText says of the links `vm` provides: that the unlink takes them down, and each
+ * client's command (`relinks`) that brings its link back as it was; of a client without one (the
+ * link printed before names it), that that link brings it back, as the run asks (not as it was).
+ */
 export function providedRelinksText(vm: string, relinks: readonly RelinkCommand[]): string {
-  const commands = relinks.map(({ client, command }) => `to bring back ${client} -> ${vm} as it was, ${command ?? 'run that link'}`);
-  return `that unlink takes down the links ${vm} provides too, to ${relinks.map(({ client }) => client).join(', ')}: ${commands.join('; ')}`;
+  // Those that link brings back first, next to it: after another's command, "that link" would be that one.
+  const named = relinks.filter(({ command }) => command === undefined).map(({ client }) => `that link brings back ${client} -> ${vm} too, naming ${client}`);
+  const own = relinks.flatMap(({ client, command }) => (command === undefined ? [] : [`to bring back ${client} -> ${vm} as it was, ${command}`]));
+  return `that unlink takes down the links ${vm} provides too, to ${relinks.map(({ client }) => client).join(', ')}: ${[...named, ...own].join('; ')}`;
 }
 
 /** The command of each ClientRelink, as `commands` says it. */

@@ -9,10 +9,10 @@ import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { type AttachMode, chosenAttachMode } from './attach-mode.js';
 import { type ConfigSnapshot, requireValidVm } from './config.js';
 import type { ObservedDevice } from './device-plan.js';
-import { type KeptAttach, type LinkSide, linkAttachModes, isVmmMode, movedVmmSocket, switchedVmmSides } from './kept-attach.js';
+import { type KeptAttach, type LinkSide, linkAttachModes, isVmmMode, movedVmmSocket, sideMode, switchedVmmSides } from './kept-attach.js';
 import { seenOf } from './link-listing.js';
 import { agreedPins, clientRelinks, providedRelinksText, relinkClients, relinkCommands, relinkModes, relinkedText } from './link-relinks.js';
-import { type LinkAttachment, type LinkPair, type LinkState, recordedSocket, unrecordedSocketReason } from './link-state.js';
+import { type Link, type LinkAttachment, type LinkPair, type LinkState, recordedSocket, unrecordedSocketReason } from './link-state.js';
 import { stateWriteProblem } from './link-take-down.js';
 import { LinkerError, reasonOf, stopIfInterrupted } from './linker-error.js';
 import {
@@ -23,6 +23,7 @@ import {
   type LinkerOptions,
   type PrintedCommands,
   type RunDevices,
+  VMM_NAMES,
   type VmmKind,
   type VmmPort,
   type VmmPresence,
@@ -33,7 +34,7 @@ import {
 } from './linker-types.js';
 import { observeDevices } from './netlink-devices.js';
 import type { VmName } from './vm-name.js';
-import { vmName } from './vm-name.js';
+import { shownSocket, vmName } from './vm-name.js';
 
 /**
  * The attachment a run gives a link (`modes`), with the socket the run attaches each VMM side
@@ -61,8 +62,6 @@ export function withSockets(modes: LinkAttachment, pair: LinkPair, vmm: VmmPort,
     ...(providerSocket === undefined ? {} : { providerSocket }),
   };
 }
-
-const VMM_NAMES: Readonly<Record<VmmKind, string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
 /** A side of a link up as a VMM attached it, which a run attaches another way (switchedVmmSides). */
 export interface SwitchedSide {
@@ -140,7 +139,14 @@ export async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnap
   const relink = new Map<VmName, { relinkAttach: string[]; relinkClients: ClientRelink[] }>();
   const none = new Set<number>();
   // The link printed after that unlink names the run's VMs (or --all): a pin applies to each of their links.
-  const runLinks = before.links.filter((link) => order.has(link.client) && requireValidVm(snapshot, link.client).providers.includes(link.provider));
+  // One recorded before the state kept modes has the modes the run keeps for it where it is up (as its devices show them).
+  const withKeptModes = (link: Link): Link => {
+    if (link.attached !== undefined) return link;
+    const [client, provider] = [sideMode(kept, link, 'client'), sideMode(kept, link, 'provider')];
+    const up = [client, provider].some(({ from }) => from === 'link' || from === 'unshown');
+    return up ? { ...link, attached: { client: client.mode, provider: provider.mode } } : link;
+  };
+  const runLinks = before.links.filter((link) => order.has(link.client) && requireValidVm(snapshot, link.client).providers.includes(link.provider)).map(withKeptModes);
   for (const client of new Set(up.map(({ link }) => link.client))) {
     const clients = await relinkClients(before, client, options);
     const { providers } = requireValidVm(snapshot, client);
@@ -176,10 +182,10 @@ function switchRefused({ link, side, to, toSocket, relinkAttach: pinned, relinkC
   const vm = side === 'client' ? link.vm : link.provider;
   const from = side === 'client' ? link.clientAttach : link.providerAttach;
   const nic = side === 'client' ? link.clientDevice : link.providerDevice;
-  const vmm = from === 'qemu' ? 'QEMU' : from;
+  const vmm = isVmmMode(from) ? VMM_NAMES[from] : from;
   // A socket moved (movedVmmSocket): the mode is the same, the sockets say what changes.
-  const toWhat = toSocket === undefined ? to : `${to} through socket ${toSocket}`;
-  const at = toSocket === undefined ? '' : ` at ${(side === 'client' ? link.clientSocket : link.providerSocket) ?? ''}, the socket recorded,`;
+  const toWhat = toSocket === undefined ? to : `${to} through socket ${shownSocket(toSocket)}`;
+  const at = toSocket === undefined ? '' : ` at ${shownSocket((side === 'client' ? link.clientSocket : link.providerSocket) ?? '')}, the socket recorded,`;
   return new LinkerError(
     'vmm-detach-failed',
     `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not attached as ${toWhat}: its NIC ${nic} was to come out of the ${vmm} of ${vm}${at} first: ${reasonOf(error)}; ` +
@@ -261,14 +267,14 @@ function assertMovesRecordable(switched: readonly SwitchedSide[], commands: Prin
     const [vm, mode, nic, recorded] =
       side === 'client' ? [link.vm, link.clientAttach, link.clientDevice, link.clientSocket] : [link.provider, link.providerAttach, link.providerDevice, link.providerSocket];
     const option = mode === 'qemu' ? '--qmp-socket' : '--ch-socket';
-    const name = mode === 'qemu' ? 'QEMU' : mode;
+    const name = isVmmMode(mode) ? VMM_NAMES[mode] : mode;
     const reason = unrecordedSocketReason(unrecordable) ?? 'the state does not record it';
     throw new LinkerError(
       'vmm-socket-unrecordable',
-      `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${unrecordable}, the path ${option} gives now: the state cannot record that path (${reason}), ` +
-        `so its NIC would be where no record says, and the socket recorded for it, ${recorded ?? ''}, lost; so no NIC was taken out and nothing was made for it (NIC ${nic} stays in the ${name} of ${vm} at that socket): ` +
-        `give a ${option} whose path the state can record (absolute, at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'), or the one that gives ${recorded ?? ''}; ` +
-        `or, if ${vm} now runs with its socket at ${unrecordable}, run ${commands.unlink(link.vm, [])}, then ${commands.link([...new Set([`${vm}=${mode}`, ...pinned])])}, ` +
+      `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${shownSocket(unrecordable)}, the path ${option} gives now: the state cannot record that path (${reason}), ` +
+        `so its NIC would be where no record says, and the socket recorded for it, ${shownSocket(recorded ?? '')}, lost; so no NIC was taken out and nothing was made for it (NIC ${nic} stays in the ${name} of ${vm} at that socket): ` +
+        `give a ${option} whose path the state can record (absolute, at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'), or the one that gives ${shownSocket(recorded ?? '')}; ` +
+        `or, if ${vm} now runs with its socket at ${shownSocket(unrecordable)}, run ${commands.unlink(link.vm, [])}, then ${commands.link([...new Set([`${vm}=${mode}`, ...pinned])])}, ` +
         `which attaches that side there without recording its socket (an unlink finds it only through that ${option})${clients.length === 0 ? '' : `; ${providedRelinksText(link.vm, relinkCommands(clients, commands))}`}`,
     );
   }
@@ -307,9 +313,9 @@ async function assertMovesReachable(switched: readonly SwitchedSide[], options: 
       const name = VMM_NAMES[kind];
       throw new LinkerError(
         'vmm-socket-moved',
-        `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${toSocket}: the ${name} of ${vm} runs at ${socket}, the socket recorded for its NIC ${nic.id}, ` +
-          `and no ${name} can be reached at ${toSocket}, the path ${option} gives now (${there.why}); so no NIC was taken out and nothing was made for it: ` +
-          `run link again with the ${option} that ${name} runs with (giving ${socket}), or, to move the NIC, once a ${name} of ${vm} runs at ${toSocket}`,
+        `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${shownSocket(toSocket)}: the ${name} of ${vm} runs at ${shownSocket(socket)}, the socket recorded for its NIC ${nic.id}, ` +
+          `and no ${name} can be reached at ${shownSocket(toSocket)}, the path ${option} gives now (${there.why}); so no NIC was taken out and nothing was made for it: ` +
+          `run link again with the ${option} that ${name} runs with (giving ${shownSocket(socket)}), or, to move the NIC, once a ${name} of ${vm} runs at ${shownSocket(toSocket)}`,
       );
     }
   }

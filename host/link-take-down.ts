@@ -29,6 +29,7 @@ import {
   type VmmDetachFailure,
   type VmmPort,
   type VmmTarget,
+  VMM_NAMES,
   linkReport,
   vmmNics,
 } from './linker-types.js';
@@ -199,12 +200,12 @@ function stoppedText(stopped: StoppedRelease, devices = true): string {
   const { detached, failures } = stopped;
   const parts: string[] = [];
   if (detached.length > 0) {
-    const nics = detached.map(({ nic, vmm, vm }) => `NIC ${nic} out of the ${vmm} of ${vm}`);
+    const nics = detached.map(({ nic, vmm, vm }) => `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm}`);
     const vms = [...new Set(detached.map(({ vm }) => vm))];
     parts.push(`it had taken ${inWords(nics)} (${inWords(vms)} no longer ${vms.length === 1 ? 'has' : 'have'} ${detached.length === 1 ? 'it' : 'them'})`);
   }
   if (failures.length > 0) {
-    const kept = failures.map(({ nic, vmm, vm, error }) => `NIC ${nic}, which the ${vmm} of ${vm} did not detach (${error})`);
+    const kept = failures.map(({ nic, vmm, vm, error }) => `NIC ${nic}, which the ${VMM_NAMES[vmm]} of ${vm} did not detach (${error})`);
     parts.push(`${detached.length > 0 ? 'but not' : 'it had not taken out'} ${inWords(kept)}`);
   }
   if (devices) parts.push(devicesText(stopped));
@@ -313,7 +314,7 @@ export async function stateWriteProblem(stateDir: string): Promise<StateStoreErr
 function takenDownText(reports: readonly LinkReport[], failures: readonly VmmDetachFailure[]): string {
   const links = reports.map((report) => `${report.vm} -> ${report.provider} (id ${report.id})`).join(', ');
   const nics = reports.flatMap((report) => vmmNics(report)).length;
-  const kept = failures.map((failure) => `NIC ${failure.nic}, which the ${failure.vmm} of ${failure.vm} did not detach (${failure.error})`).join(', ');
+  const kept = failures.map((failure) => `NIC ${failure.nic}, which the ${VMM_NAMES[failure.vmm]} of ${failure.vm} did not detach (${failure.error})`).join(', ');
   const detached = nics === 0 ? '' : kept === '' ? ', their NICs detached from their VMMs (where these run)' : `, their NICs detached from their VMMs (where these run) but for ${kept}`;
   return `${links}: their devices deleted${detached}`;
 }

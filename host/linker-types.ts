@@ -23,6 +23,9 @@ import type { VmmNic } from './vmm/nic.js';
 
 export type VmmKind = 'qemu' | 'cloud-hypervisor';
 
+/** A VMM as messages name it ("the QEMU of appvm-lynx"): the one way every line words it. */
+export const VMM_NAMES: Readonly<Record<VmmKind, string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
+
 /** The VMM side of attachment; the CLI plugs in the QMP and cloud-hypervisor clients. */
 export interface VmmPort {
   /**

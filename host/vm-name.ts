@@ -32,7 +32,7 @@ const FIRST = /^[A-Za-z0-9]$/;
 const REPLACEMENT = '\uFFFD';
 
 // Untrusted text in messages: shared with the guest (shared/shown-text.ts), re-exported for host code.
-export { quoteName, quoteText, shownPath, shownText } from '../shared/shown-text.js';
+export { quoteName, quoteText, shownPath, shownSocket, shownText } from '../shared/shown-text.js';
 
 /** A path to a directory entry for a message, its name shown as shownPath shows it. */
 export function entryPath(dir: string, name: string): string {

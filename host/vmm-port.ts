@@ -5,11 +5,11 @@ import { realpathSync } from 'node:fs';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
-import { shownText } from '../shared/shown-text.js';
+import { shownSocket } from '../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
 import { isRecordedSocket } from './link-state.js';
-import type { LinkReport, VmmPort } from './linker-types.js';
+import { type LinkReport, VMM_NAMES, type VmmPort } from './linker-types.js';
 import type { VmmNic } from './vmm/nic.js';
 import { deadline } from './vmm/deadline.js';
 import { cloudHypervisorNetArguments, qemuNetArguments } from './vmm/vmm-arguments.js';
@@ -133,8 +133,6 @@ export const WHOLE_NIC_TIMEOUTS = 2;
 export const VMM_TIMEOUT_MIN_MS = 1;
 export const VMM_TIMEOUT_MAX_MS = 600_000;
 
-const VMM_NAMES = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' } as const;
-
 /**
  * A socket path made absolute: one relative to the working directory of this run, as connect(2)
  * takes it, joined to it as it is, not normalized (`..` after a symlinked directory leads where
@@ -160,14 +158,8 @@ export function recordableSocket(path: string): string | undefined {
   return absolute !== undefined && isRecordedSocket(absolute) ? absolute : undefined;
 }
 
-/**
- * A socket path for a human line (list, show, a log line): as it is, or quoted with control and
- * format characters escaped where it holds any (a state file edited by hand may), whole: a
- * recorded one is at most 107 bytes, so none is cut short.
- */
-export function shownSocket(path: string): string {
-  return shownText(path, UNIX_SOCKET_PATH_MAX);
-}
+// For a human line (list, show, a message): one way for every socket path (shared/shown-text.ts).
+export { shownSocket };
 
 /**
  * A socket the state records for a VM's NIC, checked again before it is connected to, as every
@@ -323,7 +315,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
           timedOut && error instanceof Error && error.message.includes(why)
             ? new VmmPortError(
                 'attach-deadline',
-                `the ${VMM_NAMES[kind]} of ${vm} (socket ${socket}) did not finish adding NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole attach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout, then run link again`,
+                `the ${VMM_NAMES[kind]} of ${vm} (socket ${shownSocket(socket)}) did not finish adding NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole attach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout, then run link again`,
               )
             : error;
         if (timedOut) unanswered.note(socket, failure instanceof Error ? failure.message : String(failure));
@@ -379,7 +371,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
             error instanceof Error && error.message.includes(why)
               ? new VmmPortError(
                   'detach-deadline',
-                  `the ${VMM_NAMES[kind]} of ${vm} (socket ${socket}) did not finish removing NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout`,
+                  `the ${VMM_NAMES[kind]} of ${vm} (socket ${shownSocket(socket)}) did not finish removing NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout`,
                 )
               : error;
           unansweredDetaches.note(socket, failure instanceof Error ? failure.message : String(failure));

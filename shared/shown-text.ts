@@ -43,3 +43,12 @@ export function shownText(text: string, max: number): string {
   return text.length <= max && !TERMINAL_ACTIVE.test(text) ? text : quoteText(text, max);
 }
 
+/**
+ * A socket path for a message (an error, list, show, a log line): as it is, or quoted with control
+ * and format characters escaped where it holds any (a template given with a newline, a state file
+ * edited by hand), whole, never cut short: a message names the very path. (A newline left raw
+ * would be made a space on the message's one line, naming another path.)
+ */
+export function shownSocket(path: string): string {
+  return shownText(path, Number.POSITIVE_INFINITY);
+}

@@ -26,7 +26,7 @@ import { closeSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sameMac } from '../../shared/link-mac.js';
-import { quoteName, quoteText, shownText } from '../vm-name.js';
+import { quoteName, quoteText, shownSocket, shownText } from '../vm-name.js';
 import { deadline } from './deadline.js';
 import { DEFAULT_NIC_MTU, type VmmNic, vmmNic } from './nic.js';
 import { type RightsConnection, TapFd, connectWithRights, tapOpenProblem } from './tap-fd.js';
@@ -130,7 +130,7 @@ const shown = (value: string | undefined): string => (value === undefined ? '(no
 
 /** Why the API socket could not be reached (`cause`: the failure, which says whether cloud-hypervisor runs there). */
 function connectError(socketPath: string, problem: string, cause: unknown): CloudHypervisorError {
-  return new CloudHypervisorError(noVmmThere(cause) ?? 'connect', `cannot connect to cloud-hypervisor API socket ${socketPath}: ${problem}`);
+  return new CloudHypervisorError(noVmmThere(cause) ?? 'connect', `cannot connect to cloud-hypervisor API socket ${shownSocket(socketPath)}: ${problem}`);
 }
 
 /** A tap queue to send along with a request, once the process behind the socket is vetted: vet throws to send nothing. */
@@ -148,7 +148,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
   const givenUp = (): CloudHypervisorError => {
     const reason: unknown = signal?.reason;
     const why = reason instanceof Error ? reason.message : 'aborted';
-    return new CloudHypervisorError('timeout', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} given up: ${why}`);
+    return new CloudHypervisorError('timeout', `cloud-hypervisor at ${shownSocket(socketPath)}: ${method} ${endpoint} given up: ${why}`);
   };
   if (signal?.aborted === true) return Promise.reject(givenUp());
   // Not through a symlink at the path (vmm-socket.ts); held until the request is settled.
@@ -212,12 +212,12 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
         res.on('data', (chunk: Buffer) => {
           size += chunk.length;
           if (size > CH_MAX_BODY) {
-            settle(new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} answered more than ${CH_MAX_BODY} bytes: is this a cloud-hypervisor API socket?`));
+            settle(new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: ${method} ${endpoint} answered more than ${CH_MAX_BODY} bytes: is this a cloud-hypervisor API socket?`));
           } else chunks.push(chunk);
         });
         res.on('end', () => settle(undefined, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
         res.on('error', (error: Error) =>
-          settle(new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint}: answer broken off: ${error.message}`)),
+          settle(new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: ${method} ${endpoint}: answer broken off: ${error.message}`)),
         );
       },
     );
@@ -226,7 +226,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
         settle(
           new CloudHypervisorError(
             'timeout',
-            `cloud-hypervisor at ${socketPath}: no answer to ${method} ${endpoint} within ${timeoutMs} ms: is the VMM hung, or busy with another request?`,
+            `cloud-hypervisor at ${shownSocket(socketPath)}: no answer to ${method} ${endpoint} within ${timeoutMs} ms: is the VMM hung, or busy with another request?`,
           ),
         ),
       timeoutMs,
@@ -239,7 +239,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
       if (settled) return;
       settle(
         connected
-          ? new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${method} ${endpoint} failed: ${error.message}: is this a cloud-hypervisor API socket?`)
+          ? new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: ${method} ${endpoint} failed: ${error.message}: is this a cloud-hypervisor API socket?`)
           : connectError(socketPath, found.connectProblem(error), error),
       );
     });
@@ -251,7 +251,7 @@ function parseJson(answer: Answer, what: string, socketPath: string): unknown {
   try {
     return JSON.parse(answer.body);
   } catch {
-    throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: ${what} answered ${answer.status} with a body that is not JSON: ${excerpt(answer.body)}`, answer.status);
+    throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: ${what} answered ${answer.status} with a body that is not JSON: ${excerpt(answer.body)}`, answer.status);
   }
 }
 
@@ -271,16 +271,16 @@ async function vmDevices(socketPath: string, bound: Bound): Promise<VmDevices | 
   const answer = await call(socketPath, 'GET', 'vm.info', undefined, bound);
   if (answer.status === 404) return null;
   if (answer.status !== 200) {
-    throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.info answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
+    throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: vm.info answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
   }
   const info = record(parseJson(answer, 'vm.info', socketPath));
   const config = record(info?.config);
   const state = info?.state;
   if (info === null || config === null || typeof state !== 'string') {
-    throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.info is not a VmInfo (it needs config and state)`);
+    throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: vm.info is not a VmInfo (it needs config and state)`);
   }
   const net = config.net ?? [];
-  if (!Array.isArray(net)) throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.info config.net is not a list`);
+  if (!Array.isArray(net)) throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: vm.info config.net is not a list`);
   const text = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
   const nets = net.map((entry: unknown) => {
     const nic = record(entry);
@@ -293,7 +293,7 @@ async function vmDevices(socketPath: string, bound: Bound): Promise<VmDevices | 
 function notCreated(socketPath: string, what: string, status: number): CloudHypervisorError {
   return new CloudHypervisorError(
     'vm-not-created',
-    `cloud-hypervisor at ${socketPath} has no VM to ${what}: the VM is not created yet (vm.create); is this the right VM's API socket?`,
+    `cloud-hypervisor at ${shownSocket(socketPath)} has no VM to ${what}: the VM is not created yet (vm.create); is this the right VM's API socket?`,
     status,
   );
 }
@@ -305,7 +305,7 @@ function openTap(socketPath: string, tap: string, options: CloudHypervisorOption
   } catch (error) {
     const why = tapOpenProblem(error, tap);
     if (why === undefined) return undefined;
-    throw new CloudHypervisorError('tap-unavailable', `cloud-hypervisor at ${socketPath}: ${why}`);
+    throw new CloudHypervisorError('tap-unavailable', `cloud-hypervisor at ${shownSocket(socketPath)}: ${why}`);
   }
 }
 
@@ -334,7 +334,7 @@ function vetOpened(socketPath: string, nic: VmmNic, options: CloudHypervisorOpti
   const of = options.vm === undefined ? '' : ` of VM ${options.vm}`;
   const tapsAt = `${options.tapNetnsPath ?? "spectrum-link's own"}, ${shownNetns(taps)}`;
   if (place.kind === 'unknown') {
-    const message = `cloud-hypervisor${of} at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${place.why}; if not, it reads tap ${nic.tap}'s MTU by name in its own namespace, so its guest gets on NIC ${nic.id} the MTU of whatever has that name there (a device's own name or an altname), 1500 where nothing does, not necessarily the link's ${String(link)}`;
+    const message = `cloud-hypervisor${of} at ${shownSocket(socketPath)}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${place.why}; if not, it reads tap ${nic.tap}'s MTU by name in its own namespace, so its guest gets on NIC ${nic.id} the MTU of whatever has that name there (a device's own name or an altname), 1500 where nothing does, not necessarily the link's ${String(link)}`;
     options.log?.('warn', message);
     return;
   }
@@ -343,7 +343,7 @@ function vetOpened(socketPath: string, nic: VmmNic, options: CloudHypervisorOpti
   // openPeerNetns cannot tell).
   // Its pidfd opens its namespace even where our PID namespace gives it no pid (SO_PEERCRED: 0).
   const who = peerPid > 0 ? `pid ${peerPid}, which made the socket listen` : 'not visible from our PID namespace, the process that made the socket listen';
-  const where = `cloud-hypervisor${of} at ${socketPath} (${who}) runs in network namespace ${shownNetns(place.peer)}, not in the taps' (${tapsAt})`;
+  const where = `cloud-hypervisor${of} at ${shownSocket(socketPath)} (${who}) runs in network namespace ${shownNetns(place.peer)}, not in the taps' (${tapsAt})`;
   const { named } = place;
   const byName = `it reads tap ${nic.tap}'s MTU by name in its own namespace`;
   switch (named.kind) {
@@ -414,10 +414,10 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
       }
       const bdf = info?.bdf;
       if (info === null || typeof info.id !== 'string' || typeof bdf !== 'string' || !BDF.test(bdf)) {
-        return takeBack(socketPath, nic, options, new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered 200 without a valid PciDeviceInfo {id, bdf}: ${excerpt(answer.body)}`, 200));
+        return takeBack(socketPath, nic, options, new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: vm.add-net answered 200 without a valid PciDeviceInfo {id, bdf}: ${excerpt(answer.body)}`, 200));
       }
       if (info.id !== id) {
-        return takeBack(socketPath, nic, options, new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net added device ${quoteName(info.id)}, but NIC ${id} was asked for`, 200));
+        return takeBack(socketPath, nic, options, new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: vm.add-net added device ${quoteName(info.id)}, but NIC ${id} was asked for`, 200));
       }
       return { outcome: 'hot-added', bdf };
     }
@@ -426,7 +426,7 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
     case 400:
       throw new CloudHypervisorError(
         'invalid-config',
-        `cloud-hypervisor at ${socketPath} refused NIC ${id} (tap ${tap}, MAC ${mac}) as invalid: ${excerpt(answer.body)}: see the VMM's log`,
+        `cloud-hypervisor at ${shownSocket(socketPath)} refused NIC ${id} (tap ${tap}, MAC ${mac}) as invalid: ${excerpt(answer.body)}: see the VMM's log`,
         400,
       );
     case 404:
@@ -434,13 +434,13 @@ export async function chAttach(socketPath: string, nic: VmmNic, options: CloudHy
     case 409:
       return attachedAlready(socketPath, { id, tap, mac }, options, 'id-taken');
     case 500:
-      throw new CloudHypervisorError('failed', `cloud-hypervisor at ${socketPath} failed to add NIC ${id} (tap ${tap}): ${excerpt(answer.body)}: see the VMM's log`, 500);
+      throw new CloudHypervisorError('failed', `cloud-hypervisor at ${shownSocket(socketPath)} failed to add NIC ${id} (tap ${tap}): ${excerpt(answer.body)}: see the VMM's log`, 500);
     default:
       return takeBack(
         socketPath,
         nic,
         options,
-        new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.add-net answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status),
+        new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: vm.add-net answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status),
       );
   }
 }
@@ -476,15 +476,15 @@ async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHy
     throw new CloudHypervisorError(
       'conflict',
       why === 'id-taken'
-        ? `cloud-hypervisor at ${socketPath}: device id ${id} is taken by a device that is not a NIC: remove it or choose another NIC id`
-        : `cloud-hypervisor at ${socketPath}: tap ${tap} is held by another process, and this VM has no NIC ${id}: is another VMM using the tap? Detach it there first`,
+        ? `cloud-hypervisor at ${shownSocket(socketPath)}: device id ${id} is taken by a device that is not a NIC: remove it or choose another NIC id`
+        : `cloud-hypervisor at ${shownSocket(socketPath)}: tap ${tap} is held by another process, and this VM has no NIC ${id}: is another VMM using the tap? Detach it there first`,
       409,
     );
   }
   if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
     throw new CloudHypervisorError(
       'conflict',
-      `cloud-hypervisor at ${socketPath} already has NIC ${id} with MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
+      `cloud-hypervisor at ${shownSocket(socketPath)} already has NIC ${id} with MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: is the link state stale, or does another link use id ${id}? Detach that NIC first`,
       409,
     );
   }
@@ -492,7 +492,7 @@ async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHy
     // The tap's one queue was free (it was opened here to go along): the NIC holds another tap.
     throw new CloudHypervisorError(
       'conflict',
-      `cloud-hypervisor at ${socketPath} has NIC ${id} with MAC ${mac}, but not on tap ${tap}: nobody held that tap, so it was made anew after the NIC's tap was deleted (e.g. while the VMM could not be reached); take the link down (unlink) and link it again`,
+      `cloud-hypervisor at ${shownSocket(socketPath)} has NIC ${id} with MAC ${mac}, but not on tap ${tap}: nobody held that tap, so it was made anew after the NIC's tap was deleted (e.g. while the VMM could not be reached); take the link down (unlink) and link it again`,
       409,
     );
   }
@@ -511,14 +511,14 @@ export async function chDetach(socketPath: string, nic: VmmNic, options: CloudHy
   const held = before.nets.find((net) => net.id === id);
   if (held === undefined) {
     if (before.deviceIds.has(id)) {
-      throw new CloudHypervisorError('conflict', `cloud-hypervisor at ${socketPath}: device ${id} is not a NIC: not removing it; is the NIC id right?`);
+      throw new CloudHypervisorError('conflict', `cloud-hypervisor at ${shownSocket(socketPath)}: device ${id} is not a NIC: not removing it; is the NIC id right?`);
     }
     return { alreadyDetached: true };
   }
   if (held.mac === undefined || !sameMac(held.mac, mac) || (held.tap !== undefined && held.tap !== tap)) {
     throw new CloudHypervisorError(
       'conflict',
-      `cloud-hypervisor at ${socketPath}: NIC ${id} has MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: not removing another link's NIC; is the link state stale?`,
+      `cloud-hypervisor at ${shownSocket(socketPath)}: NIC ${id} has MAC ${shown(held.mac)} on tap ${shown(held.tap)}, not ${mac} on ${tap}: not removing another link's NIC; is the link state stale?`,
     );
   }
   const answer = await call(socketPath, 'PUT', 'vm.remove-device', { id }, options);
@@ -530,11 +530,11 @@ export async function chDetach(socketPath: string, nic: VmmNic, options: CloudHy
       const after = await vmDevices(socketPath, options);
       if (after === null) throw notCreated(socketPath, `remove NIC ${id} from`, 404);
       if (after.nets.some((net) => net.id === id)) {
-        throw new CloudHypervisorError('failed', `cloud-hypervisor at ${socketPath} says it has no device ${id}, but vm.info still lists NIC ${id}: see the VMM's log`, 404);
+        throw new CloudHypervisorError('failed', `cloud-hypervisor at ${shownSocket(socketPath)} says it has no device ${id}, but vm.info still lists NIC ${id}: see the VMM's log`, 404);
       }
       return { alreadyDetached: true };
     }
     default:
-      throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${socketPath}: vm.remove-device answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
+      throw new CloudHypervisorError('protocol', `cloud-hypervisor at ${shownSocket(socketPath)}: vm.remove-device answered ${answer.status}, which the API does not document: ${excerpt(answer.body)}`, answer.status);
   }
 }

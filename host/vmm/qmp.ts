@@ -8,7 +8,7 @@
 // greeting does not come, which the connect timeout turns into a clear error.
 import { type Socket, createConnection } from 'node:net';
 import { sameMac } from '../../shared/link-mac.js';
-import { quoteText, shownText } from '../vm-name.js';
+import { quoteText, shownSocket, shownText } from '../vm-name.js';
 import { deadline } from './deadline.js';
 import { DEFAULT_NIC_MTU, type VmmNic, qemuHostMtu, qemuNetdevId, vmmNic } from './nic.js';
 import { TapFd, tapOpenProblem, writeWithRights } from './tap-fd.js';
@@ -163,11 +163,11 @@ export class QmpClient {
     socket.on('error', (error: NodeJS.ErrnoException) =>
       this.fail(
         this.everConnected
-          ? new QmpError('closed', `QMP socket ${path}: connection failed: ${error.message}`)
+          ? new QmpError('closed', `QMP socket ${shownSocket(path)}: connection failed: ${error.message}`)
           : connectError(path, connectProblem(error), error),
       ),
     );
-    socket.on('close', () => this.fail(new QmpError('closed', `QMP socket ${path}: QEMU closed the connection: did it exit?`)));
+    socket.on('close', () => this.fail(new QmpError('closed', `QMP socket ${shownSocket(path)}: QEMU closed the connection: did it exit?`)));
   }
 
   /**
@@ -191,7 +191,7 @@ export class QmpClient {
         phase === 'connecting to'
           ? 'is QEMU running and is its -qmp socket at this path?'
           : 'QEMU serves one QMP client at a time: is another client (e.g. a management tool) connected to this socket?';
-      client.fail(new QmpError('timeout', `QMP socket ${path}: no answer within ${timeoutMs} ms while ${phase} it: ${hint}`));
+      client.fail(new QmpError('timeout', `QMP socket ${shownSocket(path)}: no answer within ${timeoutMs} ms while ${phase} it: ${hint}`));
     }, timeoutMs);
     try {
       // Connected (or not), the socket needs finding no more.
@@ -214,7 +214,7 @@ export class QmpClient {
     const end = (): void => {
       const reason: unknown = signal.reason;
       const why = reason instanceof Error ? reason.message : 'aborted';
-      this.fail(new QmpError('timeout', `QMP socket ${this.path}: given up: ${why}`));
+      this.fail(new QmpError('timeout', `QMP socket ${shownSocket(this.path)}: given up: ${why}`));
     };
     if (signal.aborted) return end();
     signal.addEventListener('abort', end, { once: true });
@@ -239,7 +239,7 @@ export class QmpClient {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new QmpError('timeout', `QMP socket ${this.path}: no reply to ${command} within ${timeoutMs} ms: is QEMU hung or overloaded?`));
+        reject(new QmpError('timeout', `QMP socket ${shownSocket(this.path)}: no reply to ${command} within ${timeoutMs} ms: is QEMU hung or overloaded?`));
       }, timeoutMs);
       this.pending.set(id, { command, resolve, reject, timer });
       const line = `${JSON.stringify(message)}\r\n`;
@@ -253,7 +253,7 @@ export class QmpClient {
         clearTimeout(timer);
         this.pending.delete(id);
         const reason = error instanceof Error ? error.message : String(error);
-        reject(new QmpError('closed', `QMP socket ${this.path}: could not send ${command} with its descriptors: ${reason}`));
+        reject(new QmpError('closed', `QMP socket ${shownSocket(this.path)}: could not send ${command} with its descriptors: ${reason}`));
       }
     });
   }
@@ -290,7 +290,7 @@ export class QmpClient {
         reject,
         timer: setTimeout(() => {
           this.waiters.delete(waiter);
-          reject(new QmpError('timeout', `QMP socket ${this.path}: no ${name} event within ${timeoutMs} ms`));
+          reject(new QmpError('timeout', `QMP socket ${shownSocket(this.path)}: no ${name} event within ${timeoutMs} ms`));
         }, timeoutMs),
       };
       this.waiters.add(waiter);
@@ -299,7 +299,7 @@ export class QmpClient {
 
   /** End the session and release the socket; everything still waiting fails with kind 'closed'. */
   close(): void {
-    this.fail(new QmpError('closed', `QMP socket ${this.path}: the connection was closed before QEMU answered`));
+    this.fail(new QmpError('closed', `QMP socket ${shownSocket(this.path)}: the connection was closed before QEMU answered`));
   }
 
   private receive(chunk: Buffer): void {
@@ -322,7 +322,7 @@ export class QmpClient {
   }
 
   private tooLong(): void {
-    this.fail(new QmpError('protocol', `QMP socket ${this.path}: the peer sent a line over ${QMP_MAX_LINE} bytes: is this a QEMU QMP socket?`));
+    this.fail(new QmpError('protocol', `QMP socket ${shownSocket(this.path)}: the peer sent a line over ${QMP_MAX_LINE} bytes: is this a QEMU QMP socket?`));
   }
 
   private handleLine(line: string): void {
@@ -331,16 +331,16 @@ export class QmpClient {
     try {
       parsed = JSON.parse(line);
     } catch {
-      return this.fail(new QmpError('protocol', `QMP socket ${this.path}: the peer sent a line that is not JSON (${quote(line)}): is this a QEMU QMP socket?`));
+      return this.fail(new QmpError('protocol', `QMP socket ${shownSocket(this.path)}: the peer sent a line that is not JSON (${quote(line)}): is this a QEMU QMP socket?`));
     }
     const message = record(parsed);
     if (message === null) {
-      return this.fail(new QmpError('protocol', `QMP socket ${this.path}: the peer sent JSON that is not an object (${quote(line)})`));
+      return this.fail(new QmpError('protocol', `QMP socket ${shownSocket(this.path)}: the peer sent JSON that is not an object (${quote(line)})`));
     }
     if (this.greetingWaiter !== undefined) return this.handleGreeting(message, line);
     if (typeof message.event === 'string') return this.handleEvent(message, line.length);
     if ('return' in message || 'error' in message) return this.handleReply(message, line);
-    this.fail(new QmpError('protocol', `QMP socket ${this.path}: unexpected message ${quote(line)}`));
+    this.fail(new QmpError('protocol', `QMP socket ${shownSocket(this.path)}: unexpected message ${quote(line)}`));
   }
 
   private handleGreeting(message: JsonObject, line: string): void {
@@ -348,7 +348,7 @@ export class QmpClient {
     const capabilities = qmp === null ? null : qmp.capabilities;
     if (qmp === null || !Array.isArray(capabilities) || !capabilities.every((c): c is string => typeof c === 'string')) {
       // fail() rejects the greeting waiter, so connect() ends at once.
-      return this.fail(new QmpError('protocol', `QMP socket ${this.path}: expected the QMP greeting, got ${quote(line)}: is this a QEMU QMP socket?`));
+      return this.fail(new QmpError('protocol', `QMP socket ${shownSocket(this.path)}: expected the QMP greeting, got ${quote(line)}: is this a QEMU QMP socket?`));
     }
     const waiter = this.greetingWaiter;
     this.greetingWaiter = undefined;
@@ -389,7 +389,7 @@ export class QmpClient {
       // A reply to a command that timed out is harmless; one without an id means QEMU could not
       // parse what we sent, which is a bug on our side or not QEMU at all.
       if (typeof id === 'string' && id.startsWith('sn-')) return;
-      return this.fail(new QmpError('protocol', `QMP socket ${this.path}: reply that matches no command: ${quote(line)}`));
+      return this.fail(new QmpError('protocol', `QMP socket ${shownSocket(this.path)}: reply that matches no command: ${quote(line)}`));
     }
     this.pending.delete(id as string);
     clearTimeout(pending.timer);
@@ -427,7 +427,7 @@ const QMP_SOCKET_MISSING = 'is QEMU running with -qmp unix:PATH,server=on, and i
 
 /** Why the socket at `path` could not be reached (`cause`: the failure, which says whether QEMU runs there). */
 function connectError(path: string, problem: string, cause: unknown): QmpError {
-  return new QmpError(noVmmThere(cause) ?? 'connect', `cannot connect to QMP socket ${path}: ${problem}`);
+  return new QmpError(noVmmThere(cause) ?? 'connect', `cannot connect to QMP socket ${shownSocket(path)}: ${problem}`);
 }
 
 /** Open a session, run fn, and always close the session. */
@@ -531,7 +531,7 @@ async function checkSameMtu(client: QmpClient, nic: VmmNic, socketPath: string):
   if (told === wanted) return;
   throw new QmpError(
     'mtu-mismatch',
-    `QEMU at ${socketPath} has NIC ${nic.id} with MTU ${told}, but the link's MTU is now ${wanted}: the guest learns its MTU only when the NIC is added, so take the link down (unlink) and link it again, or restart the VM`,
+    `QEMU at ${shownSocket(socketPath)} has NIC ${nic.id} with MTU ${told}, but the link's MTU is now ${wanted}: the guest learns its MTU only when the NIC is added, so take the link down (unlink) and link it again, or restart the VM`,
   );
 }
 
@@ -541,14 +541,14 @@ async function checkSameNic(client: QmpClient, nic: VmmNic, socketPath: string):
   if (type !== NIC_DRIVER) {
     throw new QmpError(
       'conflict',
-      `QEMU at ${socketPath} already has a device with id ${nic.id}, but it is a ${quote(type)}, not a ${NIC_DRIVER}: another device uses this id; remove it or choose another NIC id`,
+      `QEMU at ${shownSocket(socketPath)} already has a device with id ${nic.id}, but it is a ${quote(type)}, not a ${NIC_DRIVER}: another device uses this id; remove it or choose another NIC id`,
     );
   }
   const mac = await qomString(client, nic.id, 'mac');
   if (!sameMac(mac, nic.mac)) {
     throw new QmpError(
       'conflict',
-      `QEMU at ${socketPath} already has NIC ${nic.id} with MAC ${shownText(mac.toUpperCase(), 32)}, not ${nic.mac}: is the link state stale, or does another link use id ${nic.id}? Detach that NIC first`,
+      `QEMU at ${shownSocket(socketPath)} already has NIC ${nic.id} with MAC ${shownText(mac.toUpperCase(), 32)}, not ${nic.mac}: is the link state stale, or does another link use id ${nic.id}? Detach that NIC first`,
     );
   }
 }
@@ -585,7 +585,7 @@ function tapHeld(socketPath: string, nic: VmmNic, options: QemuAttachOptions): b
   } catch (error) {
     const why = tapOpenProblem(error, nic.tap);
     if (why === undefined) return true;
-    throw new QmpError('tap-unavailable', `QEMU at ${socketPath}: ${why}`);
+    throw new QmpError('tap-unavailable', `QEMU at ${shownSocket(socketPath)}: ${why}`);
   }
   tap.close();
   return false;
@@ -603,7 +603,7 @@ async function addTapNetdev(client: QmpClient, socketPath: string, nic: VmmNic, 
     tap = TapFd.open(nic.tap, options.tapNetnsPath ?? null);
   } catch (error) {
     const why = tapOpenProblem(error, nic.tap) ?? `tap ${nic.tap} is held by another process (another VM's VMM?): one tap serves one NIC`;
-    throw new QmpError('tap-unavailable', `QEMU at ${socketPath}: ${why}`);
+    throw new QmpError('tap-unavailable', `QEMU at ${shownSocket(socketPath)}: ${why}`);
   }
   try {
     // QEMU keeps its own copy of the descriptor.
@@ -691,7 +691,7 @@ async function attachOn(client: QmpClient, socketPath: string, nic: VmmNic, netd
     if (backend !== netdev) {
       throw new QmpError(
         'conflict',
-        `QEMU at ${socketPath} already has NIC ${nic.id}, but on netdev ${quote(backend)}, not ${netdev}: it was not attached by spectrum-link; detach it first`,
+        `QEMU at ${shownSocket(socketPath)} already has NIC ${nic.id}, but on netdev ${quote(backend)}, not ${netdev}: it was not attached by spectrum-link; detach it first`,
       );
     }
     // The NIC's netdev must still exist: after a detach the guest never acknowledged, the
@@ -700,7 +700,7 @@ async function attachOn(client: QmpClient, socketPath: string, nic: VmmNic, netd
       if (!tapHeld(socketPath, nic, options)) {
         throw new QmpError(
           'conflict',
-          `QEMU at ${socketPath} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's tap was deleted (e.g. while QEMU could not be reached); take the link down (unlink) and link it again, or restart the VM`,
+          `QEMU at ${shownSocket(socketPath)} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's tap was deleted (e.g. while QEMU could not be reached); take the link down (unlink) and link it again, or restart the VM`,
         );
       }
       await checkSameMtu(client, nic, socketPath);
@@ -708,7 +708,7 @@ async function attachOn(client: QmpClient, socketPath: string, nic: VmmNic, netd
     }
     throw new QmpError(
       'unplug-pending',
-      `QEMU at ${socketPath} still has NIC ${nic.id}, but its netdev ${netdev} was removed: an earlier detach is waiting for the guest to release the device. Wait for the guest (DEVICE_DELETED), or reset or restart the VM, then attach again`,
+      `QEMU at ${shownSocket(socketPath)} still has NIC ${nic.id}, but its netdev ${netdev} was removed: an earlier detach is waiting for the guest to release the device. Wait for the guest (DEVICE_DELETED), or reset or restart the VM, then attach again`,
     );
   }
 

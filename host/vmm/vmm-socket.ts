@@ -10,6 +10,7 @@
 // to make, not the VM's.
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { createConnection } from 'node:net';
+import { shownSocket } from '../vm-name.js';
 
 /** O_PATH, which Node's fs.constants lacks; the same value on x86-64 and arm64 (asm-generic). */
 const O_PATH = 0o10000000;
@@ -53,7 +54,7 @@ export class VmmSocket {
     try {
       fd = openSync(path, O_PATH | constants.O_NOFOLLOW);
     } catch (error) {
-      throw openError(error as NodeJS.ErrnoException, missing);
+      throw openError(error as NodeJS.ErrnoException, path, missing);
     }
     let kind: 'socket' | 'a symlink' | 'a regular file' | 'a directory' | 'a special file';
     try {
@@ -90,7 +91,7 @@ export class VmmSocket {
         // The socket was found: its /proc/self/fd link is what is missing.
         return `${this.connectPath} is missing: spectrum-link connects to VMM sockets through /proc, which must be mounted`;
       default:
-        return error.message.replaceAll(this.connectPath, this.path);
+        return error.message.replaceAll(this.connectPath, shownSocket(this.path));
     }
   }
 
@@ -113,7 +114,7 @@ export function noVmmThere(error: unknown): 'no-socket' | 'stale-socket' | undef
   return error instanceof Error && 'code' in error && error.code === 'ECONNREFUSED' ? 'stale-socket' : undefined;
 }
 
-function openError(error: NodeJS.ErrnoException, missing: string): Error {
+function openError(error: NodeJS.ErrnoException, path: string, missing: string): Error {
   switch (error.code) {
     case 'ENOENT':
       return new VmmSocketError('missing', `no such socket: ${missing}`);
@@ -122,7 +123,8 @@ function openError(error: NodeJS.ErrnoException, missing: string): Error {
     case 'ENOTDIR':
       return new VmmSocketError('unopenable', 'a path above it is not a directory: check the path');
     default:
-      return new VmmSocketError('unopenable', error.message);
+      // Node's message names the path (e.g. "ELOOP: ..., open '<path>'"): shown as every socket path is.
+      return new VmmSocketError('unopenable', error.message.replaceAll(path, shownSocket(path)));
   }
 }
 

@@ -22,9 +22,11 @@ export interface Interruption {
 
 /**
  * Take over SIGINT and SIGTERM until dispose(). `onSecond` ends the line written before a second
- * signal exits at once (e.g. what the cut-off undo leaves).
+ * signal exits at once (e.g. what the cut-off undo leaves). On a terminal that line starts on a
+ * line of its own (after the echoed ^C, or a progress line); elsewhere no line is left open before it
+ * (progress lines are drawn on terminals only).
  */
-export function interruptOnSignals(program: string, onSecond: string, stderr: { write(text: string): unknown } = process.stderr): Interruption {
+export function interruptOnSignals(program: string, onSecond: string, stderr: { readonly isTTY?: boolean; write(text: string): unknown } = process.stderr): Interruption {
   const controller = new AbortController();
   let received: StopSignal | undefined;
   const handler = (signal: StopSignal): void => {
@@ -33,7 +35,7 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: { 
       controller.abort(signal);
       return;
     }
-    stderr.write(`\n${program}: ${signal} again: exiting at once; ${onSecond}\n`);
+    stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${signal} again: exiting at once; ${onSecond}\n`);
     process.exit(signalExitCode(received));
   };
   for (const signal of SIGNALS) process.on(signal, handler);

@@ -38,6 +38,15 @@ describe('parseAttachChoice', () => {
     expect(() => parseAttachChoice(['kvm'])).toThrow(expect.objectContaining({ kind: 'unknown-mode' }));
     expect(() => parseAttachChoice(['=qemu'])).toThrow(expect.objectContaining({ kind: 'syntax' }));
   });
+
+  it.each([
+    ['app=', '--attach "app=" gives no mode after "app=": write VM=MODE, MODE one of none, cloud-hypervisor, qemu, netns'],
+    ['app==netns', `--attach "app==netns" has more than one '=': write VM=MODE, MODE one of none, cloud-hypervisor, qemu, netns`],
+    ['=netns', '--attach "=netns" names no VM: write VM=MODE or MODE'],
+    ['', '--attach "" gives no mode: write MODE or VM=MODE, MODE one of none, cloud-hypervisor, qemu, netns'],
+  ])('says what is wrong with --attach %j (no mode, no VM, a second =), not that a mode is unknown', (value, message) => {
+    expect(() => parseAttachChoice([value])).toThrow(expect.objectContaining({ name: 'AttachModeError', kind: 'syntax', message }));
+  });
 });
 
 describe('assertSideMtu', () => {

@@ -65,6 +65,18 @@ describe('readConfigDir', () => {
     expect(await kinds('a')).toEqual(['provider-cycle']);
   });
 
+  it('calls a providers/net entry that is a directory a directory where it says to remove it, not a file', async () => {
+    await makeVm('app', { providers: ['netvm'] });
+    await mkdir(join(cfg, 'app', 'providers', 'net', 'nosuchvm'));
+    await mkdir(join(cfg, 'app', 'providers', 'net', 'app'));
+    const messages = checkVm(await readConfigDir(cfg), vmName('app')).map((p) => p.message);
+    expect(messages).toEqual([
+      `app: ${cfg}/app/providers/net/app: a VM cannot provide networking to itself; remove that directory`,
+      `app: provider "netvm" (${cfg}/app/providers/net/netvm) has no VM directory ${cfg}/netvm; create that VM or remove the file`,
+      `app: provider "nosuchvm" (${cfg}/app/providers/net/nosuchvm) has no VM directory ${cfg}/nosuchvm; create that VM or remove the directory`,
+    ]);
+  });
+
   it('reports everything wrong at once', async () => {
     await makeVm('bad', { kernel: false, images: [], providers: ['bad', 'ghost'] });
     expect(await kinds('bad')).toEqual(['kernel-missing', 'blk-missing', 'self-provider', 'provider-missing']);

@@ -103,6 +103,18 @@ describe('checkVm', () => {
     expect(kinds(s, 'odd')).toEqual(['providers-not-a-directory']);
   });
 
+  it('says to remove a providers/net entry as what it is: a file, a directory, else an entry', () => {
+    const entries = [
+      { name: 'app', type: 'directory' },
+      { name: 'ghost', type: 'file' },
+      { name: 'ghostdir', type: 'directory' },
+      { name: 'ghostlink', type: 'dangling-symlink' },
+      { name: 'ghostpipe', type: 'other' },
+    ] as const;
+    const messages = checkVm(snapshot(vm('app', [], { providers: { state: 'directory', entries } })), vmName('app')).map((p) => p.message.replace(/^.*; /, ''));
+    expect(messages).toEqual(['remove that directory', 'create that VM or remove the file', 'create that VM or remove the directory', 'create that VM or remove the entry', 'create that VM or remove the entry']);
+  });
+
   it('names a provider or image entry whose name holds control characters quoted, so it cannot rewrite the terminal line', () => {
     const s = snapshot(vm('app', ['netvm', 'x\r\u001b[2Kok'], { blk: { state: 'directory', entries: [{ name: '\u009b2J.img', type: 'other' }] } }), vm('netvm'));
     const messages = checkVm(s, vmName('app')).map((p) => p.message);

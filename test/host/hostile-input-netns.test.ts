@@ -226,6 +226,18 @@ describeNetns('spectrum-link and hostile input', () => {
     }
   });
 
+  it('a --qmp-socket with a newline in it: the one line of the failure shows the path escaped, not with a space (which names another path); nothing made', async () => {
+    await withSocketDir(async (sockets) => {
+      const before = [...(await devices(world().host)).keys()].sort();
+      const template = `${sockets}/a\nb/{vm}`;
+      const result = await world().link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', template]);
+      expect(result.code).toBe(1);
+      const path = `${sockets}/a\\nb/appvm-lynx`;
+      expect(oneLineError(result.stderr)).toContain(`spectrum-link: cannot connect to QMP socket "${path}": no such socket`);
+      expect([...(await devices(world().host)).keys()].sort()).toEqual(before);
+    });
+  });
+
   it('an --mtu above what a tap takes (65521) is refused as bad input: exit 2, one line, no device made', async () => {
     const before = [...(await devices(world().host)).keys()].sort();
     // 68 to 65535 passes the option check; the kernel then refuses `ip link set dev snc... mtu 65535` (exit 1).

@@ -377,6 +377,14 @@ describe('leftDownLine of a side kept in its mode through another socket', () =>
         "link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks",
     );
   });
+
+  it('shows sockets with a newline escaped (a raw one would become a space on the line, naming another path)', () => {
+    const [from, to] = ['/run/a\nb/appvm-lynx.qmp', '/run/c\nd/appvm-lynx.qmp'];
+    const line = leftDownLine(
+      leftDownOf({ providerAttach: 'netns', clientSocket: from, replaced: false, takenBack: [{ vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'qemu', toSocket: to, socket: from, outcome: 'taken' }] }),
+    );
+    expect(line).toContain('out of the QEMU of appvm-lynx at "/run/a\\nb/appvm-lynx.qmp" (to attach that side as qemu through socket "/run/c\\nd/appvm-lynx.qmp")');
+  });
 });
 
 describe('nicRemoval', () => {

@@ -104,7 +104,8 @@ describeNetns('link --all interrupted', () => {
     const exit = await run.wait();
     await run.waitClosed();
     expect(exit, run.stderr).toEqual({ code: 143, signal: null });
-    expect(run.stderr).toMatch(/SIGTERM again: exiting at once; .*run it again, and it converges/);
+    // stderr is a pipe: no progress line was drawn, so none is ended (no blank line first).
+    expect(run.stderr).toMatch(/^spectrum-link: SIGTERM again: exiting at once; .*run it again, and it converges\n$/);
 
     const again = await world().link(['link', '--all', '--attach', 'netns', '--json']);
     expect(again.code, again.stderr).toBe(0);

@@ -11,7 +11,7 @@ import { parseAttachChoice } from '../../host/attach-mode.js';
 import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { ID_COUNT, type LinkState, allocateMany, emptyState, parseState, preferredId, serializeState, setAttachments, withDevicePrefix } from '../../host/link-state.js';
+import { ID_COUNT, type LinkState, allocateMany, emptyState, isRecordedSocket, parseState, preferredId, serializeState, setAttachments, withDevicePrefix } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
@@ -1016,7 +1016,7 @@ describe('link whose take-down of a dropped provider fails after its links were 
       },
     };
     const dropped = await linkC1ThenDrop(['qemu'], refusing);
-    const failureLine = expect.stringMatching(new RegExp(`^spectrum-link: linked; then, as no longer among the providers, took down c1 -> netvm2 \\(id ${dropped.id}\\): .*but for NIC ${dropped.providerDevice}, which the qemu of netvm2 did not detach .*but then cannot write state file `));
+    const failureLine = expect.stringMatching(new RegExp(`^spectrum-link: linked; then, as no longer among the providers, took down c1 -> netvm2 \\(id ${dropped.id}\\): .*but for NIC ${dropped.providerDevice}, which the QEMU of netvm2 did not detach .*but then cannot write state file `));
     const retryLine = expect.stringMatching(
       new RegExp(
         `^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): QEMU refused device_del of ${dropped.providerDevice}; .*once the VMM answers, spectrum-link unlink c1 --state-dir \\S+ --device-prefix sn --attach netvm2=qemu detaches it `,
@@ -1585,7 +1585,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       kind: 'take-down-stopped',
       message:
         `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: ${kernel.lookupRefused}; ` +
-        `by then it had taken NIC ${link.clientDevice} out of the qemu of c1 and NIC ${link.providerDevice} out of the qemu of netvm (c1 and netvm no longer have them); it had deleted no device of theirs; ` +
+        `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 and NIC ${link.providerDevice} out of the QEMU of netvm (c1 and netvm no longer have them); it had deleted no device of theirs; ` +
         `so the state file is as it was, recording those links as it did${forget ? ', their ids not released' : ''}: run spectrum-link unlink c1${forget ? ' --forget' : ''} again, ` +
         'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)',
     });
@@ -1625,7 +1625,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       kind: 'taken-down-not-recorded',
       message: expect.stringMatching(
         new RegExp(
-          `^unlink c1: took down c1 -> netvm \\(id ${link.id}\\): their devices deleted, their NICs detached from their VMMs \\(where these run\\) but for NIC ${link.providerDevice}, which the qemu of netvm did not detach \\(QEMU refused device_del of ${link.providerDevice}\\); ` +
+          `^unlink c1: took down c1 -> netvm \\(id ${link.id}\\): their devices deleted, their NICs detached from their VMMs \\(where these run\\) but for NIC ${link.providerDevice}, which the QEMU of netvm did not detach \\(QEMU refused device_del of ${link.providerDevice}\\); ` +
             `then wrote .* but could not sync .*: should a crash bring back their records as linked, run spectrum-link unlink c1 --force again`,
         ),
       ),
@@ -1733,7 +1733,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       kind: 'take-down-stopped',
       message:
         `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Device or resource busy; ` +
-        `by then it had taken NIC ${link.clientDevice} out of the qemu of c1 and NIC ${link.providerDevice} out of the qemu of netvm (c1 and netvm no longer have them); ` +
+        `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 and NIC ${link.providerDevice} out of the QEMU of netvm (c1 and netvm no longer have them); ` +
         `it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
         `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 again, ${again}`,
       released: { deleted: [link.clientDevice, link.providerDevice], failures: [] },
@@ -1757,7 +1757,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       message: expect.stringMatching(
         new RegExp(
           `^unlink c1: QEMU refused device_del of ${link.providerDevice}; so no host device was deleted .*run spectrum-link unlink c1 --force; ` +
-            `before that refusal, it had taken NIC ${link.clientDevice} out of the qemu of c1 \\(c1 no longer has it\\)$`,
+            `before that refusal, it had taken NIC ${link.clientDevice} out of the QEMU of c1 \\(c1 no longer has it\\)$`,
         ),
       ),
     });
@@ -1778,8 +1778,8 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
         stdout: '',
         stderr: [
           `spectrum-link: unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: removing device ${link.clientDevice} failed: Device or resource busy; ` +
-            `by then it had taken NIC ${link.clientDevice} out of the qemu of c1 (c1 no longer has it); ` +
-            `but not NIC ${link.providerDevice}, which the qemu of netvm did not detach (QEMU refused device_del of ${link.providerDevice}); ` +
+            `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it); ` +
+            `but not NIC ${link.providerDevice}, which the QEMU of netvm did not detach (QEMU refused device_del of ${link.providerDevice}); ` +
             `it had deleted ${link.providerDevice} ${link.bridge} (${link.clientDevice} may still exist); ` +
             `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 --force --state-dir ${stateDir} --device-prefix sn --attach qemu again, ${again}`,
           expect.stringMatching(
@@ -1841,7 +1841,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       code: 1,
       stderr: [
         `spectrum-link: linked, but taking down c1 -> netvm2 (id ${dropped.id}), no longer among the providers, stopped part-way: removing device ${dropped.clientDevice} failed: Device or resource busy; ` +
-          `by then it had taken NIC ${dropped.clientDevice} out of the qemu of c1 (c1 no longer has it); but not NIC ${dropped.providerDevice}, which the qemu of netvm2 did not detach (${error}); ` +
+          `by then it had taken NIC ${dropped.clientDevice} out of the QEMU of c1 (c1 no longer has it); but not NIC ${dropped.providerDevice}, which the QEMU of netvm2 did not detach (${error}); ` +
           `it had deleted ${dropped.providerDevice} ${dropped.bridge} (${dropped.clientDevice} may still exist); ` +
           `so the state file still records them as linked: run the same link again, which takes down what is left of them (a NIC already out of its VMM, and a device already gone, count as done)`,
         expect.stringMatching(new RegExp(`^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): ${error}; the host side was removed anyway`)),
@@ -2146,6 +2146,24 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(kernel.undone).toBe(0);
     expect(leftDown).toEqual([]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('the link after that unlink pins no VM whose side another link of the run, recorded before the state kept modes, has in another mode as its device shows it (the pin would switch that link)', async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'cloud-hypervisor' }, [c1, c2]);
+    // c2 -> netvm as recorded before the state kept modes, netvm's side a veth (netns), which the run keeps.
+    const legacy = JSON.parse(await readFile(join(stateDir, 'links.json'), 'utf8')) as { links: Record<string, unknown>[] };
+    for (const entry of legacy.links) if (entry['client'] === c2) delete entry['attached'];
+    await writeFile(join(stateDir, 'links.json'), JSON.stringify(legacy));
+    const veth = names(ids[1]!).provider;
+    kernel.host.set(veth, { name: veth, kind: 'veth' } as ObservedDevice);
+    refuse.add(names(ids[0]!).client);
+    const refused = await linkVms([c1, c2], { ...options(), attach: parseAttachChoice([`${c1}=none`]), vmm: vmm() }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({ name: 'LinkerError', kind: 'vmm-detach-failed' });
+    // Not `--attach netvm=cloud-hypervisor`, as c1 -> netvm has it: c2 -> netvm's netvm side would become cloud-hypervisor.
+    expect((refused as LinkerError).message).toMatch(/, run spectrum-link unlink c1 --force, then this link again$/);
   });
 
   it('where one VMM refuses after another gave its NIC back, or the run fails after, the links whose NICs came out are said left down, their records as before', async () => {
@@ -2921,7 +2939,7 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
       return true;
     },
     detach: async (kind, vm, nic, socket) => void events.push(`detach ${kind} ${vm} ${nic.id} at ${socket ?? 'template'}`),
-    socketOf: (kind, vm) => (pathOf(kind, vm).length <= 107 ? pathOf(kind, vm) : undefined),
+    socketOf: (kind, vm) => (isRecordedSocket(pathOf(kind, vm)) ? pathOf(kind, vm) : undefined),
     templateSocket: pathOf,
     sameSocket: (recorded, wanted) => recorded.replace(/\/(?:\.\/)+/g, '/') === wanted.replace(/\/(?:\.\/)+/g, '/'),
     vmmAt: async () => ({ running: true }),
@@ -2965,6 +2983,18 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
+  it('a path with a newline (which the state cannot record) is shown escaped: the one line names that very path', async () => {
+    await linkedAtA();
+    dirs.set(c1, '/run/a\nb');
+    const refused = await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({ kind: 'vmm-socket-unrecordable', message: expect.stringContaining('was not moved to socket "/run/a\\nb/c1.qemu", the path --qmp-socket gives now') });
+    expect((refused as Error).message).toContain('if c1 now runs with its socket at "/run/a\\nb/c1.qemu", run ');
+    expect((refused as Error).message).not.toContain('\n');
+  });
+
   it('--keep-going: that VM fails alone (bad input), its record as it was; the others are linked', async () => {
     const [id1, id2] = await linkedAtA();
     dirs.set(c1, LONG).set(c2, '/run/b');
@@ -2999,6 +3029,27 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
     const alone = await linkVmsKeepGoing([c1, c2], { ...options(), attach: parseAttachChoice([]), vmm });
     expect(alone.failed).toEqual([{ vm: c1, error: unrecordable }]);
     expect(events.filter((event) => event.includes(names(id1!).client))).toEqual([]);
+  });
+
+  it("the line's link names a client of the VM (link c1 c2): that link brings back that client's link to it, not said 'as it was' (the run's --attach c2=none is in it); one not named gets its own link, as it was", async () => {
+    dirs = new Map();
+    // c2 and c3: clients of c1 too.
+    for (const client of [c2, CLIENTS[2]!]) await writeFile(join(configDir, client, 'providers', 'net', c1), '');
+    const made = await linkVms(CLIENTS, { ...options(), attach: parseAttachChoice(['qemu', `${NETVM}=netns`]), vmm });
+    const ids = [...made.linked.values()].flat().map((report) => report.id as ClientId);
+    expect(ids).toHaveLength(5);
+    kernel.host = new Map(ids.flatMap((id) => Object.values(names(id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    dirs.set(c1, LONG);
+    const refused = await linkCli([c1, c2, '--qmp-socket', '/run/a/{vm}.qmp'], stateDir, { vmm, attach: [`${c2}=none`] });
+    const line = refused.stderr.join('\n');
+    expect(refused.code, line).not.toBe(0);
+    // c2 -> c1 comes back with c2's side none: said brought back by that link (first, next to it), not as it was.
+    expect(line).toEqual(
+      expect.stringMatching(
+        /, then spectrum-link link c1 c2 .*--attach c2=none .*, which attaches that side there without recording its socket \(an unlink finds it only through that --qmp-socket\); that unlink takes down the links c1 provides too, to c[23], c[23]: that link brings back c2 -> c1 too, naming c2; to bring back c3 -> c1 as it was, run spectrum-link link c3 .*--attach c3=qemu --attach c1=qemu /,
+      ),
+    );
+    expect(line).not.toContain('c2 -> c1 as it was');
   });
 
   it('the same socket there is no move: nothing comes out, and the socket recorded stays recorded', async () => {

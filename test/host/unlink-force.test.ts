@@ -161,7 +161,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const again = `spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)}`;
     expect(stderrLines(stopped.stderr)).toEqual([
       `spectrum-link: unlink appvm-lynx: taking down appvm-lynx -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Operation not supported; ` +
-        `by then it had taken NIC ${link.clientDevice} out of the qemu of appvm-lynx (appvm-lynx no longer has it); ` +
+        `by then it had taken NIC ${link.clientDevice} out of the QEMU of appvm-lynx (appvm-lynx no longer has it); ` +
         `it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
         `so the state file is as it was, recording those links as it did: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
     ]);

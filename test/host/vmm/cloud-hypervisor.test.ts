@@ -547,6 +547,9 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(error.kind).toBe('no-socket');
       expect(error.message).toMatch(/api\.sock: no such socket.*--api-socket/);
       expect((await chError(chDetach(join(dir, 'api.sock'), nic, options))).kind).toBe('no-socket');
+      // A path with a newline is shown escaped: the one line names that very path (not one with a space).
+      const odd = join(dir, 'a\nb.sock');
+      expect((await chError(chAttach(odd, nic, options))).message).toContain(`cannot connect to cloud-hypervisor API socket ${JSON.stringify(odd)}: no such socket`);
     });
 
     it('a socket nobody listens on (left by a cloud-hypervisor that exited) is kind stale-socket; a regular file there is kind connect', async () => {

@@ -1,6 +1,6 @@
 // The QMP client against scripted fake servers on Unix sockets in a temp dir: framing, events,
 // errors and bounds. The real-QEMU tests are in qemu-attach.test.ts.
-import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -136,6 +136,22 @@ describe('QMP client', () => {
     expect(error.message).toMatch(/nothing-here\.sock.*no such socket.*-qmp/);
     const nic = { id: 'snc7', tap: 'snc7', mac: '0A:B3:EC:00:00:07' };
     expect((await qmpError(qemuDetach(join(dir, 'nothing-here.sock'), nic, { timeoutMs: 1000 }))).kind).toBe('no-socket');
+  });
+
+  it('a socket path with a newline is shown escaped in its messages, so that the one line names that very path (not one with a space)', async () => {
+    const missing = join(dir, 'a\nb.qmp');
+    const refused = await qmpError(QmpClient.connect(missing, { timeoutMs: 1000 }));
+    expect(refused.message).toContain(`cannot connect to QMP socket ${JSON.stringify(missing)}: no such socket`);
+    // Connected, then closed by the peer at the first command.
+    const path = join(dir, 'c\nd.qmp');
+    renameSync(await fakeQmp((_message, _reply, socket) => socket.destroy()), path);
+    const client = await QmpClient.connect(path, { timeoutMs: 1000 });
+    try {
+      const closed = `QMP socket ${JSON.stringify(path)}: `;
+      expect((await qmpError(client.execute('query-status'))).message.slice(0, closed.length)).toBe(closed);
+    } finally {
+      client.close();
+    }
   });
 
   it('a socket nobody listens on (left by a QEMU that exited) is kind stale-socket, saying so', async () => {

@@ -118,6 +118,23 @@ describe('VmmSocket.find', () => {
       found.close();
     }
   });
+
+  it('names a path with a newline in it escaped, as every socket path is shown (a raw one would become a space on the line)', async () => {
+    const path = join(dir, 'a\nb.sock');
+    await listen(path);
+    const found = VmmSocket.find(path, 'start the VMM');
+    try {
+      const other = Object.assign(new Error(`connect EPERM ${found.connectPath}`), { code: 'EPERM' });
+      expect(found.connectProblem(other)).toBe(`connect EPERM ${JSON.stringify(path)}`);
+    } finally {
+      found.close();
+    }
+    // A failure to open that Node words with the path in it (a symlink loop above it).
+    symlinkSync(join(dir, 'loop'), join(dir, 'loop'));
+    const looped = join(dir, 'loop', 'c\nd.sock');
+    expect(failure(looped)).toMatchObject({ kind: 'unopenable', message: expect.stringContaining(`open '${JSON.stringify(looped)}'`) });
+    expect(failure(looped).message).not.toContain('\n');
+  });
 });
 
 describe('noVmmThere', () => {

@@ -17,9 +17,24 @@ describe('interruptOnSignals', () => {
     expect(exit).not.toHaveBeenCalled();
     process.emit('SIGINT', 'SIGINT');
     expect(exit).toHaveBeenCalledWith(143);
-    expect(written).toBe('\nprog: SIGINT again: exiting at once; run it again\n');
+    // stderr no terminal: the line alone, no blank line before it.
+    expect(written).toBe('prog: SIGINT again: exiting at once; run it again\n');
     interruption.dispose();
     expect({ SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') }).toEqual(listeners);
+  });
+
+  it('on a terminal, starts the line of a second signal on a line of its own (after the echoed ^C or a progress line)', () => {
+    let written = '';
+    const interruption = interruptOnSignals('prog', 'run it again', { isTTY: true, write: (text: string) => (written += text) });
+    const exit = vi.spyOn(process, 'exit').mockImplementation(() => undefined as never);
+    try {
+      process.emit('SIGINT', 'SIGINT');
+      process.emit('SIGINT', 'SIGINT');
+      expect(exit).toHaveBeenCalledWith(130);
+      expect(written).toBe('\nprog: SIGINT again: exiting at once; run it again\n');
+    } finally {
+      interruption.dispose();
+    }
   });
 
   it('gives the exit codes shells report for signals', () => {
