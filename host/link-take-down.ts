@@ -34,7 +34,8 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { type DeviceError, observeDevices, removeDevices } from './netlink-devices.js';
-import { STATE_DIR_ENV, StateStoreError, hasStateFile, loadState, probeStateWrite, saveState, stateDirFix, stateFilePath } from './state-store.js';
+import { loadLinkState } from './state-prefix.js';
+import { STATE_DIR_ENV, StateStoreError, hasStateFile, probeStateWrite, saveState, stateDirFix, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
 
@@ -445,7 +446,7 @@ function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands:
 export async function unlinkVm(name: string, flags: UnlinkFlags, options: UnlinkOptions): Promise<UnlinkOutcome> {
   const vm = vmName(name);
   return underStateLock(options, 'nothing was taken down', async () => {
-    const state = await loadState(options.stateDir, options.stateDirSource);
+    const state = await loadLinkState(options);
     const links = linksOfVm(state, vm);
     if (links.length === 0) {
       const check = pathCheck('the state dir', '--state-dir', STATE_DIR_ENV, options.stateDirSource);
@@ -498,7 +499,7 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     );
   }
   return underStateLock(options, 'nothing was deleted', async () => {
-    const state = await loadState(options.stateDir, options.stateDirSource);
+    const state = await loadLinkState(options);
     const owned = new Set<number>(state.links.map((link) => link.id));
     const devices = (await observeDevices([])).host;
     const orphans = [...devices.keys()].filter((device) => {
