@@ -301,12 +301,16 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   };
   // What it has done so far, said where it stops part-way (stoppedPartWay).
   const done = { detached: [] as DetachedNic[], failures: [] as VmmDetachFailure[] };
+  // Stopped before the removal's lookup found them (a VMM's refusal, the lookup refused): of a link
+  // recorded without attach modes, only the devices seen under its names (`host`) may exist (none,
+  // for one taken down before); of another, each.
+  const mayExist = taken.flatMap(({ link }) => namesOf(link).filter((name) => link.attached !== undefined || host.has(name)));
   await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error), done).catch((error: unknown) => {
-    throw stoppedPartWay(error, { reports: released([]), ...done, deleted: [], existed: undefined });
+    throw stoppedPartWay(error, { reports: released([]), ...done, deleted: [], existed: mayExist });
   });
   const removal = await removeDevices(reports.flatMap(devicesOf)).catch((error: unknown) => {
     const removed = removedBefore(error);
-    throw stoppedPartWay(error, { reports: released(removed ?? []), ...done, deleted: removed?.map((device) => device.name), existed: foundBefore(error) });
+    throw stoppedPartWay(error, { reports: released(removed ?? []), ...done, deleted: removed?.map((device) => device.name), existed: foundBefore(error) ?? mayExist });
   });
   return { reports: released(removal.removed), failures: done.failures };
 }

@@ -581,8 +581,9 @@ export interface StoppedRelease {
   readonly deleted: readonly string[] | undefined;
   /**
    * The devices of the links' names that existed when their removal began (its lookup found them);
-   * undefined where it stopped before that, or that is unknown (each device not deleted may then
-   * still exist).
+   * where it stopped before that found them (a VMM's refusal, the lookup refused), those that may:
+   * each of a link recorded as linked, those seen of one recorded without attach modes; undefined:
+   * each not deleted may still exist.
    */
   readonly existed: readonly string[] | undefined;
 }

@@ -1808,6 +1808,42 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     ]);
   });
 
+  it.each([
+    ['a VMM that refuses after another NIC came out', 'vmm'],
+    ["the kernel refusing the devices' lookup after the NICs came out", 'lookup'],
+  ] as const)('unlink --json (the bin), stopped before the removal\'s lookup found anything (%s): a link already down (no device of its names there) is among `unlinked`, not said to have devices that may still exist', async (_how, stop) => {
+    const [down, up] = [...(await linkVms([c1, CLIENTS[1]!], { ...options(), attach: qemu, vmm: NO_VMM })).linked.values()].map((reports) => reports[0]!);
+    await unlinkVm(c1, { forget: false, force: false }, { ...options(), vmm: NO_VMM });
+    kernel.host = new Map(devicesOf(up!));
+    if (stop === 'lookup') kernel.lookupRefused = `removing devices failed before any was removed: looking up ${up!.bridge} failed (No buffer space available), so whether it exists is unknown; run it again`;
+    const removedBefore = kernel.removed.length;
+    const detached: string[] = [];
+    // QEMU: the NICs of the link down are in no VMM (DeviceNotFound); netvm's refuses the other's (stop 'vmm').
+    const vmm: VmmPort = {
+      attach: async () => true,
+      detach: async (_kind, _vm, nic) => {
+        if (nic.id === down!.clientDevice || nic.id === down!.providerDevice) return 'absent';
+        if (stop === 'vmm' && nic.id === up!.providerDevice) throw new Error(`QEMU refused device_del of ${nic.id}`);
+        detached.push(nic.id);
+      },
+    };
+    const run = await bin(['unlink', NETVM, '--json', '--attach', 'qemu'], vmm);
+    expect({ code: run.code, detached, removed: kernel.removed.slice(removedBefore) }).toEqual({
+      code: 1,
+      detached: stop === 'vmm' ? [up!.clientDevice] : [up!.clientDevice, up!.providerDevice],
+      removed: [],
+    });
+    const stdout = JSON.parse(run.stdout) as { unlinked: { id: number }[]; takeDownStopped: { id: number; devicesDeleted: unknown; devicesLeft: unknown }[] };
+    expect({
+      unlinked: stdout.unlinked.map((entry) => entry.id),
+      takeDownStopped: stdout.takeDownStopped.map(({ id, devicesDeleted, devicesLeft }) => ({ id, devicesDeleted, devicesLeft })),
+    }).toEqual({
+      unlinked: [down!.id],
+      // Recorded as linked, its devices not looked up: each may still exist.
+      takeDownStopped: [{ id: up!.id, devicesDeleted: [], devicesLeft: [up!.clientDevice, up!.providerDevice, up!.bridge] }],
+    });
+  });
+
   it('unlink: a VMM that refuses after another NIC came out: the refusal says that NIC came out (its VM lost it), no device deleted', async () => {
     const { vmm, detached, refusing } = qemuPort();
     const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
