@@ -24,6 +24,7 @@ import { linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.
 import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
+  type DevicePrefixSource,
   type FailedVm,
   type FinishedOutcome,
   type KeepGoingOutcome,
@@ -191,7 +192,10 @@ async function stateOptions(flags: StateFlags, env: Env, command: Command): Prom
   const source = sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env);
   const given = devicePrefixFrom(flags.devicePrefix, source);
   const recorded = source.from === 'default' ? await recordedPrefix(stateDir) : undefined;
-  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: source } : { devicePrefix: recorded, devicePrefixSource: { from: 'state' } }) };
+  // The variable the option overrides, for the refusal's fix (state-prefix.ts).
+  const variable = env[DEVICE_PREFIX_ENV];
+  const givenSource: DevicePrefixSource = source.from === 'option' && variable ? { ...source, overrides: { variable: DEVICE_PREFIX_ENV, value: variable } } : source;
+  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state' } }) };
 }
 
 /**

@@ -50,6 +50,10 @@ function originOf(source: DevicePrefixSource | undefined): string {
 function fixOf(source: DevicePrefixSource | undefined, recorded: DevicePrefix): string {
   switch (source?.from) {
     case 'option':
+      // Left out, the option would give the variable's prefix where that is set: unset too, unless it gives the recorded one.
+      if ('overrides' in source && source.overrides.value !== recorded) {
+        return `leave ${source.flag} out and unset ${source.overrides.variable}, which gives another (the recorded prefix is then used), or give ${recorded}`;
+      }
       return `leave ${source.flag} out (the recorded prefix is then used) or give ${recorded}`;
     case 'environment':
       return `unset ${source.variable} (the recorded prefix is then used) or set it to ${recorded}, or pass --device-prefix ${recorded}`;

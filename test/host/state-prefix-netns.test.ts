@@ -77,6 +77,28 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
     }
   });
 
+  it('the refusal of --device-prefix where $SPECTRUM_DEVICE_PREFIX gives another prefix too says to unset that as well: with the option left out alone, the variable is refused', async () => {
+    await linkWithZz();
+    const before = await readFile(stateFile(), 'utf8');
+    const refused = await run(['unlink', 'appvm-lynx', '--device-prefix', 'yy'], { SPECTRUM_DEVICE_PREFIX: 'sn' });
+    expect([refused.code, refused.stdout]).toEqual([2, '']);
+    const line = oneLineError(refused.stderr);
+    expect(line).toMatch(refusal('yy', 'from --device-prefix'));
+    expect(line).toContain('so nothing was done: leave --device-prefix out and unset SPECTRUM_DEVICE_PREFIX, which gives another (the recorded prefix is then used), or give zz;');
+    // Why: the option left out alone, the variable's prefix is refused; with it unset too, the recorded one is used.
+    const alone = await run(['unlink', 'appvm-lynx'], { SPECTRUM_DEVICE_PREFIX: 'sn' });
+    expect([alone.code, alone.stdout]).toEqual([2, '']);
+    expect(oneLineError(alone.stderr)).toMatch(refusal('sn', 'from environment variable SPECTRUM_DEVICE_PREFIX'));
+    expect(await readFile(stateFile(), 'utf8')).toBe(before);
+    const unlinked = await run(['unlink', 'appvm-lynx']);
+    expect([unlinked.code, unlinked.stderr]).toEqual([0, '']);
+    expect(await present(lynxDevices('zz'))).toEqual([]);
+    // The variable giving the recorded prefix: leaving the option out is enough, as the line says.
+    const same = await run(['unlink', 'appvm-lynx', '--device-prefix', 'yy'], { SPECTRUM_DEVICE_PREFIX: 'zz' });
+    expect([same.code, same.stdout]).toEqual([2, '']);
+    expect(oneLineError(same.stderr)).toContain('so nothing was done: leave --device-prefix out (the recorded prefix is then used) or give zz;');
+  });
+
   it("unlink given no prefix takes down the links' own devices, under the prefix recorded, and leaves another state dir's link of the same pair under the default prefix", async () => {
     await linkWithZz();
     // The same pair linked in the world's own state dir, with the default prefix: the same id, other devices.
