@@ -73,7 +73,7 @@ function listing(path: string): Listing {
     if (code === 'ELOOP') return { state: 'not-a-directory', loops: true };
     return { state: 'unreadable', reason: reasonOf(error) };
   }
-  const entries: DirEntry[] = found.map((entry) => ({ name: entry.name, type: entryTypeOf(path, entry) })).sort(byName);
+  const entries: DirEntry[] = found.map((entry) => ({ name: entry.name, type: entryTypeOf(path, entry), ...(entry.isSymbolicLink() && { symlink: true as const }) })).sort(byName);
   return { state: 'directory', entries };
 }
 

@@ -20,6 +20,8 @@ export interface DirEntry {
   readonly name: string;
   /** The type after following symlinks. */
   readonly type: EntryType;
+  /** The entry itself is a symlink (`type` is what it leads to). */
+  readonly symlink?: true;
 }
 
 /** What was found at a directory path (`loops`: a symlink that leads round a loop of symlinks). */
@@ -247,8 +249,12 @@ function listedProviders(vm: VmDir): readonly DirEntry[] {
   return [...vm.providers.entries].sort((a, b) => byName(a.name, b.name));
 }
 
-/** What a line that says to remove a providers/net entry calls it: a file (as they are made), a directory, or else an entry. */
-const providerEntryNoun = (type: EntryType): string => (type === 'file' || type === 'directory' ? type : 'entry');
+/**
+ * What a line that says to remove a providers/net entry calls it: a symlink (not what it leads to:
+ * `rm -r` of one called a directory, given as `app/`, empties the directory it leads to, the VM's
+ * own maybe), a file (as they are made), a directory, or else an entry.
+ */
+const providerEntryNoun = ({ type, symlink }: DirEntry): string => (symlink === true ? 'symlink' : type === 'file' || type === 'directory' ? type : 'entry');
 
 /**
  * Every cycle through the provider edges reachable from root, one per back edge found by a
@@ -308,19 +314,20 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
       problems.push(problem(vm.name, 'providers-unreadable', `${base}/providers/net/ cannot be read (${vm.providers.reason}); check its permissions`));
     }
     const out: string[] = [];
-    for (const { name: provider, type } of listedProviders(vm)) {
+    for (const entry of listedProviders(vm)) {
+      const provider = entry.name;
       const where = entryPath(`${base}/providers/net`, provider);
       if (!isVmName(provider)) {
         problems.push(problem(vm.name, 'provider-name-invalid', `${where} does not name a VM: ${vmNameProblem(provider)?.message ?? 'invalid name'}`));
         continue;
       }
       if (provider === vm.name) {
-        problems.push(problem(vm.name, 'self-provider', `${where}: a VM cannot provide networking to itself; remove that ${providerEntryNoun(type)}`));
+        problems.push(problem(vm.name, 'self-provider', `${where}: a VM cannot provide networking to itself; remove that ${providerEntryNoun(entry)}`));
         continue;
       }
       const target = snapshot.vms.get(provider);
       if (target === undefined) {
-        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${dir}/${provider}; create that VM or remove the ${providerEntryNoun(type)}`));
+        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${dir}/${provider}; create that VM or remove the ${providerEntryNoun(entry)}`));
         continue;
       }
       if (target.location !== 'directory') {

@@ -24,6 +24,7 @@ import { linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.
 import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
+  type DevicePrefixSource,
   type FailedVm,
   type FinishedOutcome,
   type KeepGoingOutcome,
@@ -47,6 +48,7 @@ import {
   checkNetnsPrefix,
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
+import { recordedPrefix } from './state-prefix.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { type VmName, vmName } from './vm-name.js';
 import {
@@ -131,10 +133,10 @@ function linkerOptionsOf(env: Env) {
     stateDir: () =>
       new Option('--state-dir <dir>', `where link ids are kept (default: $SPECTRUM_STATE_DIR or ${stateDirFrom(undefined, {})})`).argParser(directoryOption('--state-dir')),
     devicePrefix: () =>
-      new Option('--device-prefix <prefix>', 'prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>)').default(
-        env[DEVICE_PREFIX_ENV] || DEFAULT_DEVICE_PREFIX,
-        `$${DEVICE_PREFIX_ENV} or ${DEFAULT_DEVICE_PREFIX}`,
-      ),
+      new Option(
+        '--device-prefix <prefix>',
+        "prefix of host device names (bridge <p>b<id>, client <p>c<id>, provider <p>p<id>); the state records its links' prefix, and refuses another",
+      ).default(env[DEVICE_PREFIX_ENV] || DEFAULT_DEVICE_PREFIX, `$${DEVICE_PREFIX_ENV}, else the one the state records, else ${DEFAULT_DEVICE_PREFIX}`),
     // An empty variable is no prefix, as none is.
     netnsPrefix: () =>
       new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV} or none`),
@@ -180,11 +182,20 @@ function netnsPrefixFrom(text: string, source: OptionSource): string {
   return checkNetnsPrefix(text, sourceName(source));
 }
 
-/** The state dir and where it came from (for messages that say what to check), and the device prefix. */
-function stateOptions(flags: StateFlags, env: Env, command: Command): Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix'> {
+/**
+ * The state dir and where it came from (for messages that say what to check), and the device
+ * prefix and where it came from: given none, the one the state records for its links (state-prefix.ts).
+ */
+async function stateOptions(flags: StateFlags, env: Env, command: Command): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>> {
   const stateDirSource = optionSource('--state-dir', flags.stateDir !== undefined, STATE_DIR_ENV, env);
   const stateDir = usablePath(stateDirFrom(flags.stateDir, env), stateDirSource);
-  return { stateDir, stateDirSource, devicePrefix: devicePrefixFrom(flags.devicePrefix, sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env)) };
+  const source = sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env);
+  const given = devicePrefixFrom(flags.devicePrefix, source);
+  const recorded = source.from === 'default' ? await recordedPrefix(stateDir) : undefined;
+  // The variable the option overrides, for the refusal's fix (state-prefix.ts).
+  const variable = env[DEVICE_PREFIX_ENV];
+  const givenSource: DevicePrefixSource = source.from === 'option' && variable ? { ...source, overrides: { variable: DEVICE_PREFIX_ENV, value: variable } } : source;
+  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state' } }) };
 }
 
 /**
@@ -897,9 +908,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (names: string[], flags: LinkFlags, command: Command) => {
       const attach = parseAttachChoice(flags.attach);
       checkSocketTemplates(flags);
-      const paths = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env) };
-      // What its lines tell the operator to run carries this run's options (printed-command.ts).
-      const given = givenOptions(flags, command, env);
+      const paths = { ...(await stateOptions(flags, env, command)), ...configOptions(flags.configDir, env) };
+      // What its lines tell the operator to run carries this run's options (printed-command.ts), its device prefix as the state gives it.
+      const given = { ...givenOptions(flags, command, env), devicePrefix: paths.devicePrefix };
       const linkerOpts: LinkerOptions = {
         ...paths,
         commands: linkRunCommands(given, flags.all === true ? undefined : names, flags.keepGoing === true),
@@ -1117,9 +1128,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const attach = parseAttachChoice(flags.attach);
       const forget = flags.forget === true;
       checkSocketTemplates(flags);
-      const state = stateOptions(flags, env, command);
-      // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts).
-      const given = givenOptions(flags, command, env);
+      const state = await stateOptions(flags, env, command);
+      // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts), its device prefix as the state gives it.
+      const given = { ...givenOptions(flags, command, env), devicePrefix: state.devicePrefix };
       const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned) => linkCommand([name], given, pinned), relink: (client, pinned) => linkCommand([client], { ...given, attach: [] }, pinned) };
       const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands };
       // Before the lock, which would make it.
@@ -1222,7 +1233,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (flags: ListFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
+      const options = { ...(await stateOptions(flags, env, command)), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await listLinks(options), flags.json === true);
     });
@@ -1236,7 +1247,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (name: string, flags: ShowFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), ...configOptions(flags.configDir, env), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
+      const options = { ...(await stateOptions(flags, env, command)), ...configOptions(flags.configDir, env), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await showLinks(name, options), flags.json === true);
     });
@@ -1248,7 +1259,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.lockWait())
     .addOption(option.json())
     .action(async (flags: GcFlags, command: Command) => {
-      const options = { ...stateOptions(flags, env, command), ...lockWaitOf(flags, env, command) };
+      const options = { ...(await stateOptions(flags, env, command)), ...lockWaitOf(flags, env, command) };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait })).catch((error: unknown) => {
         // Stopped part-way: with --json, what it had deleted on stdout too (its line says it), for scripts.

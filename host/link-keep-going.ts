@@ -54,7 +54,8 @@ import {
   writeBack,
 } from './linker.js';
 import { deleteNamespaces, undoDevices } from './netlink-devices.js';
-import { StateStoreError, loadState, stateDirAbsent } from './state-store.js';
+import { loadLinkState } from './state-prefix.js';
+import { StateStoreError, stateDirAbsent } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
 
@@ -381,7 +382,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   const { failures } = soFar;
   const partition = partitionValidVms(snapshot, vms);
   for (const { name, error } of partition.invalid) failures.set(name, error);
-  const before = await loadState(options.stateDir, options.stateDirSource);
+  const before = await loadLinkState(options);
   soFar.before = before;
   // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
   // kept or chosen, fails alone).
@@ -493,7 +494,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
       if (unsaid.length > 0) options.onLeftDown?.(unsaid);
     };
     try {
-      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadState(options.stateDir, options.stateDirSource), made, failures, kept, linkedNow);
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadLinkState(options), made, failures, kept, linkedNow);
     } catch (error) {
       sayUnsaid();
       sayUndoWrite(linkedNow);

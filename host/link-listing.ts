@@ -17,7 +17,8 @@ import { type Link, type LinkState, linksOfClient, linksOfProvider } from './lin
 import { LinkerError } from './linker-error.js';
 import { type LeftLink, type LinkerOptions, type ListOptions, type ListedLink, type OrphanedVm, type ShowOptions, type UnusableVmDir, linkReport } from './linker-types.js';
 import { farEndNames, namespaceIds, observeDevices } from './netlink-devices.js';
-import { STATE_DIR_ENV, loadState } from './state-store.js';
+import { loadLinkState } from './state-prefix.js';
+import { STATE_DIR_ENV } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
 
@@ -187,7 +188,7 @@ async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devi
 
 /** `list`: every recorded link, with whether its devices exist. */
 export async function listLinks(options: ListOptions): Promise<ListedLink[]> {
-  return listed((await loadState(options.stateDir, options.stateDirSource)).links, options);
+  return listed((await loadLinkState(options)).links, options);
 }
 
 /** Why `vm` is no VM of the config dir (`dir`: the config dir itself is unusable, its error), or undefined. */
@@ -207,7 +208,7 @@ export async function noVmReason(options: Pick<ShowOptions, 'configDir' | 'confi
  */
 export async function showLinks(name: string, options: ShowOptions): Promise<ListedLink[]> {
   const vm = vmName(name);
-  const links = linksOfVm(await loadState(options.stateDir, options.stateDirSource), vm);
+  const links = linksOfVm(await loadLinkState(options), vm);
   if (links.length === 0) {
     const none = await noVmReason(options, vm);
     const stateDir = shownOrigin('state dir', options.stateDir, options.stateDirSource);

@@ -9,18 +9,29 @@
 // the same id back even after its record was forgotten or the state was lost. Records are kept
 // until forgotten, so a recorded pair always gets exactly its id back.
 //
-// File format (version 1), links sorted by id:
-//   {"version":1,"links":[{"client":"appvm-lynx","provider":"netvm","id":42310,
+// File format (version 2), links sorted by id:
+//   {"version":2,"devicePrefix":"sn","links":[{"client":"appvm-lynx","provider":"netvm","id":42310,
 //     "attached":{"client":"qemu","provider":"netns","clientSocket":"/run/vm/appvm-lynx/qmp.sock"}}]}
 // ("attached" only while linked; a side's socket only where it is qemu or cloud-hypervisor, and
 // recorded: files written before sockets were recorded have none, and are read as before)
+// "devicePrefix": the prefix the links' devices are named with (device-names.ts), one per state,
+// written while it has links (a state without any names no device): a command given another is
+// refused (state-prefix.ts), as it would look for the links' devices under names that are not
+// theirs, and delete whatever holds those. Version 1 files (written before the prefix was
+// recorded) have none, and are read as before; the next write records the prefix the run used.
+// The version went up with it so that an older spectrum-link, which would take the new key for a
+// malformed file (and say to move it aside, forgetting every id), says instead that a newer one
+// wrote it.
 import { type ClientId, isClientId } from '../shared/client-id.js';
 import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../shared/scheme.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { ATTACH_MODES, type AttachMode } from './attach-mode.js';
+import { DEVICE_PREFIX_MAX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { type VmName, isVmName, quoteName, shownText } from './vm-name.js';
 
-export const STATE_VERSION = 1;
+export const STATE_VERSION = 2;
+/** The version of files written before the device prefix was recorded: read, never written. */
+const STATE_VERSION_UNPREFIXED = 1;
 
 export interface LinkPair {
   readonly client: VmName;
@@ -86,6 +97,12 @@ export interface Link extends LinkPair {
 
 export interface LinkState {
   readonly version: typeof STATE_VERSION;
+  /**
+   * The prefix its links' devices are named with; absent in a file written before it was recorded
+   * (or a state no command has given one). Kept by every change below, set by withDevicePrefix;
+   * written (and told apart by sameState) only while the state has links.
+   */
+  readonly devicePrefix?: DevicePrefix;
   /** Sorted by id; ids and pairs are unique. */
   readonly links: readonly Link[];
 }
@@ -163,8 +180,24 @@ export function linksOfProvider(state: LinkState, provider: VmName): Link[] {
   return state.links.filter((link) => link.provider === provider);
 }
 
-function withLinks(links: readonly Link[]): LinkState {
-  return { version: STATE_VERSION, links: [...links].sort((a, b) => a.id - b.id) };
+/** A state of `links`, sorted, with the device prefix `prefix` (a change's: the state it changes keeps its own). */
+function withLinks(links: readonly Link[], prefix: DevicePrefix | undefined): LinkState {
+  return { version: STATE_VERSION, ...(prefix === undefined ? {} : { devicePrefix: prefix }), links: [...links].sort((a, b) => a.id - b.id) };
+}
+
+/** `state` recording `prefix` as its links' device prefix (the same object where it does already). */
+export function withDevicePrefix(state: LinkState, prefix: DevicePrefix): LinkState {
+  return state.devicePrefix === prefix ? state : { ...state, devicePrefix: prefix };
+}
+
+/**
+ * The device prefix `state` records where it is not `prefix` and the state has links (whose
+ * devices carry the recorded one); undefined where `prefix` is the one to use: the same, none
+ * recorded (a file written before it was), or no links for it to name.
+ */
+export function conflictingDevicePrefix(state: LinkState, prefix: DevicePrefix): DevicePrefix | undefined {
+  const recorded = state.devicePrefix;
+  return recorded !== undefined && recorded !== prefix && state.links.length > 0 ? recorded : undefined;
 }
 
 export interface Allocation {
@@ -191,7 +224,7 @@ export function allocateLink(state: LinkState, pair: LinkPair): Allocation {
   let id = preferredId(pair) as number;
   while (used.has(id)) id = id === CLIENT_ID_MAX ? CLIENT_ID_MIN : id + 1;
   const link: Link = { client: pair.client, provider: pair.provider, id: id as ClientId };
-  return { state: withLinks([...state.links, link]), link, created: true };
+  return { state: withLinks([...state.links, link], state.devicePrefix), link, created: true };
 }
 
 /** Allocate (or find) the id of each connection of a client, in the order of providers. */
@@ -229,21 +262,21 @@ export function allocateMany(state: LinkState, pairs: readonly LinkPair[]): { st
     added.push(link);
     return link;
   });
-  return { state: added.length === 0 ? state : withLinks([...state.links, ...added]), links };
+  return { state: added.length === 0 ? state : withLinks([...state.links, ...added], state.devicePrefix), links };
 }
 
 /** Drop a pair's record, releasing its id. */
 export function forgetLink(state: LinkState, pair: LinkPair): { state: LinkState; forgotten: Link | undefined } {
   const forgotten = lookupLink(state, pair);
   if (forgotten === undefined) return { state, forgotten };
-  return { state: withLinks(state.links.filter((link) => link !== forgotten)), forgotten };
+  return { state: withLinks(state.links.filter((link) => link !== forgotten), state.devicePrefix), forgotten };
 }
 
 /** Drop every record a VM takes part in, as client or provider (e.g. when its directory is gone). */
 export function forgetVm(state: LinkState, vm: VmName): { state: LinkState; forgotten: Link[] } {
   const forgotten = state.links.filter((link) => link.client === vm || link.provider === vm);
   if (forgotten.length === 0) return { state, forgotten };
-  return { state: withLinks(state.links.filter((link) => !forgotten.includes(link))), forgotten };
+  return { state: withLinks(state.links.filter((link) => !forgotten.includes(link)), state.devicePrefix), forgotten };
 }
 
 const isAttachMode = (value: unknown): value is AttachMode => ATTACH_MODES.some((mode) => mode === value);
@@ -289,6 +322,7 @@ export function setAttachments(state: LinkState, changes: readonly { pair: LinkP
       const { attached: _previous, ...rest } = link;
       return attached === undefined ? rest : { ...rest, attached };
     }),
+    state.devicePrefix,
   );
 }
 
@@ -303,15 +337,15 @@ export function restorePairs(state: LinkState, before: LinkState, pairs: readonl
   if (pairs.length === 0) return state;
   const keys = new Set(pairs.map((pair) => `${pair.client}\n${pair.provider}`));
   const restored = (link: Link): boolean => keys.has(`${link.client}\n${link.provider}`);
-  return withLinks([...state.links.filter((link) => !restored(link)), ...before.links.filter(restored)]);
+  return withLinks([...state.links.filter((link) => !restored(link)), ...before.links.filter(restored)], state.devicePrefix);
 }
 
-/** Whether two states hold the same links (and so the same file text), without serialising. */
+/** Whether two states hold the same links and device prefix (and so the same file text), without serialising. */
 export function sameState(a: LinkState, b: LinkState): boolean {
   if (a === b) return true;
-  if (a.links.length !== b.links.length) return false;
-  const left = withLinks(a.links).links;
-  const right = withLinks(b.links).links;
+  if (a.links.length !== b.links.length || (a.links.length > 0 && a.devicePrefix !== b.devicePrefix)) return false;
+  const left = withLinks(a.links, undefined).links;
+  const right = withLinks(b.links, undefined).links;
   return left.every((link, index) => {
     const other = right[index];
     return (
@@ -338,8 +372,10 @@ function linkLine({ client, provider, id, attached }: Link): string {
 
 /** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
 export function serializeState(state: LinkState): string {
-  const links = withLinks(state.links).links.map(linkLine);
-  return `{\n  "version": ${STATE_VERSION},\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
+  const links = withLinks(state.links, undefined).links.map(linkLine);
+  // A prefix needs no JSON escapes either (device-names.ts: [a-z0-9_-]). None without links: it would name no device.
+  const prefix = state.devicePrefix === undefined || links.length === 0 ? '' : `\n  "devicePrefix": "${state.devicePrefix}",`;
+  return `{\n  "version": ${STATE_VERSION},${prefix}\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -428,10 +464,15 @@ export function parseState(text: string, source: string): LinkState {
     );
   }
   const problems = new Problems();
-  if (version !== STATE_VERSION) problems.add(`"version" must be ${STATE_VERSION}, found ${shownValue(version, 'nothing')}`);
-  for (const key of Object.keys(data)) {
-    if (key !== 'version' && key !== 'links') problems.add(`unknown key ${quoteName(key)}`);
+  if (version !== STATE_VERSION && version !== STATE_VERSION_UNPREFIXED) {
+    problems.add(`"version" must be ${STATE_VERSION} (or ${STATE_VERSION_UNPREFIXED}, of a file written before the device prefix was recorded), found ${shownValue(version, 'nothing')}`);
   }
+  for (const key of Object.keys(data)) {
+    // (A version 1 file never had a device prefix: one there was not written by spectrum-link.)
+    const known = key === 'version' || key === 'links' || (key === 'devicePrefix' && version === STATE_VERSION);
+    if (!known) problems.add(`unknown key ${quoteName(key)}`);
+  }
+  const prefix = parsedDevicePrefix(data['devicePrefix'], problems);
   const raw = data['links'];
   const links: Link[] = [];
   if (!Array.isArray(raw)) {
@@ -493,5 +534,23 @@ export function parseState(text: string, source: string): LinkState {
     byPair.set(key, link);
   }
   if (conflicts.count > 0) throw new StateError('conflict', `state file ${source} is ${conflicts.text('inconsistent')}. ${KEEP}`);
-  return withLinks(links);
+  return withLinks(links, prefix);
+}
+
+/**
+ * A file's device prefix, checked as --device-prefix is (device-names.ts's devicePrefix): a name
+ * the file gives is one a command would look for and delete devices under. Undefined where there
+ * is none, or (said to `problems`) where it is not one.
+ */
+function parsedDevicePrefix(value: unknown, problems: Problems): DevicePrefix | undefined {
+  if (value === undefined) return undefined;
+  try {
+    if (typeof value === 'string') return devicePrefix(value);
+  } catch (error) {
+    if (!(error instanceof DeviceNameError)) throw error;
+  }
+  problems.add(
+    `"devicePrefix" must be a device prefix as --device-prefix takes it (1 to ${DEVICE_PREFIX_MAX} characters: lower-case letters, digits, '_' and '-', starting with a letter), found ${shownValue(value, 'nothing')}`,
+  );
+  return undefined;
 }

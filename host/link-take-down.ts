@@ -34,7 +34,8 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { type DeviceError, observeDevices, removeDevices } from './netlink-devices.js';
-import { STATE_DIR_ENV, StateStoreError, hasStateFile, loadState, probeStateWrite, saveState, stateDirFix, stateFilePath } from './state-store.js';
+import { loadLinkState } from './state-prefix.js';
+import { STATE_DIR_ENV, StateStoreError, hasStateFile, probeStateWrite, saveState, stateDirFix, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
 
@@ -300,12 +301,16 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   };
   // What it has done so far, said where it stops part-way (stoppedPartWay).
   const done = { detached: [] as DetachedNic[], failures: [] as VmmDetachFailure[] };
+  // Stopped before the removal's lookup found them (a VMM's refusal, the lookup refused): of a link
+  // recorded without attach modes, only the devices seen under its names (`host`) may exist (none,
+  // for one taken down before); of another, each.
+  const mayExist = taken.flatMap(({ link }) => namesOf(link).filter((name) => link.attached !== undefined || host.has(name)));
   await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error), done).catch((error: unknown) => {
-    throw stoppedPartWay(error, { reports: released([]), ...done, deleted: [], existed: undefined });
+    throw stoppedPartWay(error, { reports: released([]), ...done, deleted: [], existed: mayExist });
   });
   const removal = await removeDevices(reports.flatMap(devicesOf)).catch((error: unknown) => {
     const removed = removedBefore(error);
-    throw stoppedPartWay(error, { reports: released(removed ?? []), ...done, deleted: removed?.map((device) => device.name), existed: foundBefore(error) });
+    throw stoppedPartWay(error, { reports: released(removed ?? []), ...done, deleted: removed?.map((device) => device.name), existed: foundBefore(error) ?? mayExist });
   });
   return { reports: released(removal.removed), failures: done.failures };
 }
@@ -445,7 +450,7 @@ function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands:
 export async function unlinkVm(name: string, flags: UnlinkFlags, options: UnlinkOptions): Promise<UnlinkOutcome> {
   const vm = vmName(name);
   return underStateLock(options, 'nothing was taken down', async () => {
-    const state = await loadState(options.stateDir, options.stateDirSource);
+    const state = await loadLinkState(options);
     const links = linksOfVm(state, vm);
     if (links.length === 0) {
       const check = pathCheck('the state dir', '--state-dir', STATE_DIR_ENV, options.stateDirSource);
@@ -498,7 +503,7 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     );
   }
   return underStateLock(options, 'nothing was deleted', async () => {
-    const state = await loadState(options.stateDir, options.stateDirSource);
+    const state = await loadLinkState(options);
     const owned = new Set<number>(state.links.map((link) => link.id));
     const devices = (await observeDevices([])).host;
     const orphans = [...devices.keys()].filter((device) => {

@@ -36,6 +36,11 @@ export class LinkerError extends Error {
       | 'no-state'
       /** `gc` stopped part-way (the kernel refused a deletion) after it had deleted devices; `failure` is the DeviceError. */
       | 'gc-stopped'
+      /**
+       * The state file records another device prefix for its links than the run's (given by
+       * option or variable): bad input, refused before anything is done (state-prefix.ts).
+       */
+      | 'device-prefix-mismatch'
       | 'unknown-vm'
       | 'vmm-detach-failed'
       /**

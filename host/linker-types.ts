@@ -15,6 +15,7 @@ import { type DevicePrefix, linkDeviceNames } from './device-names.js';
 import type { AmbiguousAttach, LinkSide } from './kept-attach.js';
 import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { Link, LinkAttachment, LinkPair } from './link-state.js';
+import type { OptionSource } from '../shared/cli/option-source.js';
 import type { StateDirSource } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -118,6 +119,8 @@ export interface LinkerOptions {
   /** Told once the state lock is held, before the run's work (the CLI of `unlink` and `gc` stops taking over signals then). */
   readonly onLockHeld?: () => void;
   readonly devicePrefix: DevicePrefix;
+  /** Where devicePrefix came from, for the refusal of one the state does not record (state-prefix.ts); left out: given. */
+  readonly devicePrefixSource?: DevicePrefixSource;
   /** VM `v` lives in namespace `<netnsPrefix>v` in netns mode. */
   readonly netnsPrefix: string;
   readonly mtu: number;
@@ -164,6 +167,17 @@ export interface LinkerOptions {
    */
   readonly commands?: PrintedCommands;
 }
+
+/**
+ * Where a run's device prefix came from: --device-prefix, $SPECTRUM_DEVICE_PREFIX, the default,
+ * or (`state`) the state file, which recorded it when the run began (state-prefix.ts). With the
+ * option, `overrides`: the variable where it is set too, and its value (left out, the option
+ * would give the variable's prefix, not the recorded one).
+ */
+export type DevicePrefixSource =
+  | OptionSource
+  | { readonly from: 'state' }
+  | { readonly from: 'option'; readonly flag: string; readonly overrides: { readonly variable: string; readonly value: string } };
 
 /** Commands a refusal tells the operator to run, whole, so that each works as printed. */
 export interface PrintedCommands {
@@ -243,13 +257,13 @@ export interface UndoStateWriteFailure {
  */
 export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld'>;
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
-export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'attach' | 'vmm' | 'commands'>;
+export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'devicePrefixSource' | 'attach' | 'vmm' | 'commands'>;
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */
-export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'attach' | 'netnsPrefix'>;
+export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource' | 'attach' | 'netnsPrefix'>;
 /** `show` also looks in the config dir for a VM without links. */
 export type ShowOptions = ListOptions & Pick<LinkerOptions, 'configDir' | 'configDirSource'>;
 /** What `gc` needs: the recorded links and the prefix of the devices they own. */
-export type GcOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix'>;
+export type GcOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'devicePrefixSource'>;
 
 /** One connection as every command reports it (`link --json` links, `list --json` entries). */
 export interface LinkReport {
@@ -572,8 +586,9 @@ export interface StoppedRelease {
   readonly deleted: readonly string[] | undefined;
   /**
    * The devices of the links' names that existed when their removal began (its lookup found them);
-   * undefined where it stopped before that, or that is unknown (each device not deleted may then
-   * still exist).
+   * where it stopped before that found them (a VMM's refusal, the lookup refused), those that may:
+   * each of a link recorded as linked, those seen of one recorded without attach modes; undefined:
+   * each not deleted may still exist.
    */
   readonly existed: readonly string[] | undefined;
 }

@@ -39,7 +39,8 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
-import { StateStoreError, hasStateFile, loadState, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
+import { loadLinkState } from './state-prefix.js';
+import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
 
@@ -588,7 +589,7 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const { vms, wholeDir } = run;
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
-    const before = await loadState(options.stateDir, options.stateDirSource);
+    const before = await loadLinkState(options);
     // Still nothing recorded: the checks made before the lock, on an empty state and this config,
     // hold as they are (a thousand VMs' take milliseconds).
     const unchanged = fresh !== undefined && !again && before.links.length === 0;

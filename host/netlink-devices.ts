@@ -32,8 +32,8 @@ export class DeviceError extends Error {
     readonly removed?: readonly { readonly name: string; readonly kind: string | null }[],
     /**
      * Of a removal whose deletion the kernel refused ('step-failed'): the devices of its names its
-     * lookup found, to be deleted (those not among `removed` may still exist); absent where it
-     * failed before it knew them.
+     * lookup found, to be deleted (those not among `removed` may still exist), less those its
+     * deletion found gone; absent where it failed before it knew them.
      */
     readonly found?: readonly string[],
   ) {
@@ -683,11 +683,14 @@ export async function removeDevices(
     const outcomes = await socket.run(removal.finish(), true);
     const failed = outcomes.findIndex((outcome) => outcome.state === 'failed' && outcome.code !== 'ENODEV');
     const outcome = outcomes[failed];
-    const done = doneOf(deletedOf(doomed, outcomes));
+    const deleted = deletedOf(doomed, outcomes);
+    const done = doneOf(deleted);
     // The deletions after a refused one are run too: what went is said with the failure, as a
-    // caller that took links down part-way has to say it (releaseLinks).
+    // caller that took links down part-way has to say it (releaseLinks). Found: not one its
+    // deletion found gone (something else deleted it meanwhile), which cannot still exist.
     if (outcome?.state === 'failed') {
-      throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`, done.removed, doomed.map((link) => link.name));
+      const gone = (link: LinkInfo, index: number): boolean => !deleted.has(link.index) && outcomes[index]?.state === 'failed' && outcomes[index].code === 'ENODEV';
+      throw new DeviceError('step-failed', `removing device ${doomed[failed]?.name ?? ''} failed: ${outcome.text}`, done.removed, doomed.filter((link, index) => !gone(link, index)).map((link) => link.name));
     }
     return done;
   });

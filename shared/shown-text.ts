@@ -47,8 +47,10 @@ export function shownText(text: string, max: number): string {
  * A socket path for a message (an error, list, show, a log line): as it is, or quoted with control
  * and format characters escaped where it holds any (a template given with a newline, a state file
  * edited by hand), whole, never cut short: a message names the very path. (A newline left raw
- * would be made a space on the message's one line, naming another path.)
+ * would be made a space on the message's one line, naming another path.) One that begins with '"'
+ * is quoted too: as it is, it would read as the quoted form of another (a template given with its
+ * quotes kept, '"/run/vm/{vm}/qmp.sock"', as /run/vm/<vm>/qmp.sock).
  */
 export function shownSocket(path: string): string {
-  return shownText(path, Number.POSITIVE_INFINITY);
+  return path.startsWith('"') ? quoteText(path, Number.POSITIVE_INFINITY) : shownText(path, Number.POSITIVE_INFINITY);
 }

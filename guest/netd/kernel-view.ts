@@ -123,11 +123,19 @@ export const routeKey = (r: Pick<KernelRoute, 'dst' | 'dstLength' | 'priority'>)
 export const neighbourKey = (n: Pick<KernelNeighbour, 'ifindex' | 'ip'>): string => `${n.ifindex}/${n.ip}`;
 export const sysctlKeyId = (k: SysctlKey): string => `${k.ifindex ?? '-'}:${k.template}`;
 
+/**
+ * A sysctl's name (its template) for a link of this name. The name goes in by a function: as a
+ * replacement string, '$&', '$`' or "$'" in it (a link's name may hold '$') would be read as patterns.
+ */
+export function sysctlName(template: string, linkName: string): string {
+  return template.replace('{}', () => linkName);
+}
+
 /** The /proc/sys path of a sysctl for the link's current name. */
 export function sysctlPath(key: SysctlKey, view: KernelView): string | null {
   if (key.ifindex === null) return `/proc/sys/${key.template}`;
   const link = view.links.get(key.ifindex);
-  return link === undefined ? null : `/proc/sys/${key.template.replace('{}', link.name)}`;
+  return link === undefined ? null : `/proc/sys/${sysctlName(key.template, link.name)}`;
 }
 
 /** Everything the kernel drops together with a device. */

@@ -18,6 +18,7 @@ import {
   neighbourKey,
   routeKey,
   sysctlKeyId,
+  sysctlName,
 } from './kernel-view.js';
 import { type LinkClass, classifyLink } from './link-class.js';
 
@@ -688,7 +689,7 @@ export function operationIfindex(operation: Operation): number | null {
 export function describeOperation(operation: Operation, nameOf: (ifindex: number | null) => string): string {
   switch (operation.kind) {
     case 'sysctl':
-      return `sysctl ${operation.key.template.replace('{}', nameOf(operation.key.ifindex))}=${operation.value}`;
+      return `sysctl ${sysctlName(operation.key.template, nameOf(operation.key.ifindex))}=${operation.value}`;
     case 'link-up':
       return `link set ${nameOf(operation.ifindex)}${operation.group === undefined ? '' : ` group ${operation.group}`} up`;
     case 'link-group':

@@ -22,7 +22,7 @@ import {
   putU8,
   rt,
 } from 'netlink';
-import { CLIENT_MARK, type DumpTable, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView } from './kernel-view.js';
+import { CLIENT_MARK, type DumpTable, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView, sysctlName } from './kernel-view.js';
 import { KernelRefusal, NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
 import { type MarkedOutcome, RtnlError, RtnlSocket, requestProgram } from '../../shared/rtnl-socket.js';
@@ -828,7 +828,7 @@ export class RtnetlinkKernel implements NetdKernel {
     const { key } = operation;
     const link = key.ifindex === null ? null : view.links.get(key.ifindex);
     if (link === undefined) throw new NetdError('sysctl', `link ${String(key.ifindex)} is gone`);
-    const path = `/proc/sys/${key.template.replace('{}', link?.name ?? '')}`;
+    const path = `/proc/sys/${sysctlName(key.template, link?.name ?? '')}`;
     try {
       writeFileSync(path, `${operation.value}\n`);
     } catch (error) {

@@ -91,7 +91,8 @@ export class VmmSocket {
         // The socket was found: its /proc/self/fd link is what is missing.
         return `${this.connectPath} is missing: spectrum-link connects to VMM sockets through /proc, which must be mounted`;
       default:
-        return error.message.replaceAll(this.connectPath, shownSocket(this.path));
+        // A function, not a string: '$' in the path is no replacement pattern ('$&' put back what it replaces).
+        return error.message.replaceAll(this.connectPath, () => shownSocket(this.path));
     }
   }
 
@@ -124,7 +125,7 @@ function openError(error: NodeJS.ErrnoException, path: string, missing: string):
       return new VmmSocketError('unopenable', 'a path above it is not a directory: check the path');
     default:
       // Node's message names the path (e.g. "ELOOP: ..., open '<path>'"): shown as every socket path is.
-      return new VmmSocketError('unopenable', error.message.replaceAll(path, shownSocket(path)));
+      return new VmmSocketError('unopenable', error.message.replaceAll(path, () => shownSocket(path)));
   }
 }
 

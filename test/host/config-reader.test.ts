@@ -77,6 +77,22 @@ describe('readConfigDir', () => {
     ]);
   });
 
+  it('calls a providers/net entry that is a symlink a symlink, not what it leads to: "remove that directory" of a symlink to the VM itself would have its own directory emptied (rm -r app/)', async () => {
+    await makeVm('app', { providers: [] });
+    await makeVm('netvm');
+    await symlink('../..', join(cfg, 'app', 'providers', 'net', 'app'));
+    await symlink('../../../netvm/blk', join(cfg, 'app', 'providers', 'net', 'ghost'));
+    await symlink('../../vmlinux', join(cfg, 'app', 'providers', 'net', 'ghostfile'));
+    await symlink('nowhere', join(cfg, 'app', 'providers', 'net', 'gone'));
+    const messages = checkVm(await readConfigDir(cfg), vmName('app')).map((p) => p.message);
+    expect(messages).toEqual([
+      `app: ${cfg}/app/providers/net/app: a VM cannot provide networking to itself; remove that symlink`,
+      `app: provider "ghost" (${cfg}/app/providers/net/ghost) has no VM directory ${cfg}/ghost; create that VM or remove the symlink`,
+      `app: provider "ghostfile" (${cfg}/app/providers/net/ghostfile) has no VM directory ${cfg}/ghostfile; create that VM or remove the symlink`,
+      `app: provider "gone" (${cfg}/app/providers/net/gone) has no VM directory ${cfg}/gone; create that VM or remove the symlink`,
+    ]);
+  });
+
   it('reports everything wrong at once', async () => {
     await makeVm('bad', { kernel: false, images: [], providers: ['bad', 'ghost'] });
     expect(await kinds('bad')).toEqual(['kernel-missing', 'blk-missing', 'self-provider', 'provider-missing']);

@@ -101,7 +101,7 @@ describe('spectrum-link linker commands', () => {
     const expected: Record<string, string> = {
       '--config-dir': '(default: $SPECTRUM_CONFIG_DIR or /ext/svc/data)',
       '--state-dir': '(default: $SPECTRUM_STATE_DIR or /var/lib/spectrum-link)',
-      '--device-prefix': '(default: $SPECTRUM_DEVICE_PREFIX or sn)',
+      '--device-prefix': '(default: $SPECTRUM_DEVICE_PREFIX, else the one the state records, else sn)',
       '--netns-prefix': '(default: $SPECTRUM_NETNS_PREFIX or none)',
       '--lock-wait': '(default: $SPECTRUM_LOCK_WAIT or 600)',
     };

@@ -14,6 +14,7 @@ import {
   allocateLink,
   allocateLinks,
   allocateMany,
+  conflictingDevicePrefix,
   emptyState,
   forgetLink,
   forgetVm,
@@ -28,7 +29,9 @@ import {
   setAttachment,
   setAttachments,
   unlistedLinks,
+  withDevicePrefix,
 } from '../../host/link-state.js';
+import { DEVICE_PREFIX_MAX, type DevicePrefix, devicePrefix } from '../../host/device-names.js';
 import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
 import { type VmName, isVmName, vmName } from '../../host/vm-name.js';
 import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
@@ -59,7 +62,7 @@ function fullState(except: readonly number[] = []): LinkState {
   for (let id = CLIENT_ID_MIN; id <= CLIENT_ID_MAX; id++) {
     if (!except.includes(id)) links.push({ client: vmName(`c${id}`), provider: vmName('p'), id: clientId(id) });
   }
-  return { version: 1, links };
+  return { version: 2, links };
 }
 
 describe('allocation (properties)', () => {
@@ -135,7 +138,7 @@ describe('allocation (examples)', () => {
   it('probes upwards, wrapping, when the preferred id is taken', () => {
     const pair = { client: vmName('appvm'), provider: vmName('netvm') };
     const preferred = preferredId(pair);
-    const taken: LinkState = { version: 1, links: [{ client: vmName('x'), provider: vmName('y'), id: preferred }] };
+    const taken: LinkState = { version: 2, links: [{ client: vmName('x'), provider: vmName('y'), id: preferred }] };
     expect(allocateLink(taken, pair).link.id).toBe(preferred === CLIENT_ID_MAX ? CLIENT_ID_MIN : preferred + 1);
     expect(allocateLink(fullState([CLIENT_ID_MIN]), pair).link.id).toBe(CLIENT_ID_MIN);
     expect(allocateLink(fullState([CLIENT_ID_MAX]), pair).link.id).toBe(CLIENT_ID_MAX);
@@ -181,10 +184,11 @@ describe('parseState', () => {
   };
 
   it('reads the documented format', () => {
-    const state = parseState('{"version":1,"links":[{"client":"appvm-lynx","provider":"netvm","id":42310}]}', 'x');
+    const state = parseState('{"version":2,"devicePrefix":"sn","links":[{"client":"appvm-lynx","provider":"netvm","id":42310}]}', 'x');
     expect(state.links).toEqual([{ client: 'appvm-lynx', provider: 'netvm', id: 42310 }]);
-    expect(serializeState(state)).toBe('{\n  "version": 1,\n  "links": [\n    {"client":"appvm-lynx","provider":"netvm","id":42310}\n  ]\n}\n');
-    expect(serializeState(emptyState())).toBe('{\n  "version": 1,\n  "links": []\n}\n');
+    expect(state.devicePrefix).toBe('sn');
+    expect(serializeState(state)).toBe('{\n  "version": 2,\n  "devicePrefix": "sn",\n  "links": [\n    {"client":"appvm-lynx","provider":"netvm","id":42310}\n  ]\n}\n');
+    expect(serializeState(emptyState())).toBe('{\n  "version": 2,\n  "links": []\n}\n');
   });
 
   it('gives each kind of corruption its own clear error', () => {
@@ -192,7 +196,8 @@ describe('parseState', () => {
     expect(kindOf('{"version":1,"links":[')).toBe('not-json');
     expect(kindOf('[]')).toBe('bad-schema');
     expect(kindOf('{"links":[]}')).toBe('bad-schema');
-    expect(kindOf('{"version":2,"links":[]}')).toBe('unsupported-version');
+    expect(kindOf('{"version":3,"links":[]}')).toBe('unsupported-version');
+    expect(kindOf('{"version":0,"links":[]}')).toBe('bad-schema');
     expect(kindOf('{"version":1}')).toBe('bad-schema');
     expect(kindOf('{"version":1,"links":[],"extra":0}')).toBe('bad-schema');
     expect(kindOf('{"version":1,"links":[{"client":"../x","provider":"netvm","id":1}]}')).toBe('bad-schema');
@@ -348,7 +353,7 @@ describe('recorded VMM sockets', () => {
     );
   });
 
-  it('a file written before sockets were recorded reads as before, and is written back as it was', () => {
+  it('a file written before sockets were recorded reads as before, and is written back as it was (but for the version)', () => {
     const old =
       '{\n  "version": 1,\n  "links": [\n' +
       '    {"client":"appvm-lynx","provider":"netvm","id":42,"attached":{"client":"qemu","provider":"cloud-hypervisor"}},\n' +
@@ -358,7 +363,7 @@ describe('recorded VMM sockets', () => {
       { client: 'appvm-lynx', provider: 'netvm', id: 42, attached: { client: 'qemu', provider: 'cloud-hypervisor' } },
       { client: 'appvm-catgirl', provider: 'netvm', id: 43 },
     ]);
-    expect(serializeState(state)).toBe(old);
+    expect(serializeState(state)).toBe(old.replace('"version": 1', '"version": 2'));
     // Any state without sockets is written as before: no socket key in it.
     const modes = fc.constantFrom<AttachMode | undefined>(undefined, ...ATTACH_MODES);
     fc.assert(
@@ -568,5 +573,86 @@ describe('hostile values in a state file', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('recorded device prefix', () => {
+  // Prefixes as --device-prefix takes them (device-names.ts).
+  const prefixes = fc
+    .tuple(fc.constantFrom('a', 's', 'z'), fc.string({ unit: fc.constantFrom('a', 'n', 'z', '0', '9', '_', '-'), maxLength: DEVICE_PREFIX_MAX - 1 }))
+    .map(([first, rest]) => devicePrefix(first + rest));
+  const link = '{"client":"appvm-lynx","provider":"netvm","id":42310}';
+
+  it('reads a version 1 file (written before the prefix was recorded) as recording none, and writes it back as version 2, the prefix once one is given', () => {
+    const old = `{\n  "version": 1,\n  "links": [\n    ${link}\n  ]\n}\n`;
+    const state = parseState(old, 'test');
+    expect(state.devicePrefix).toBeUndefined();
+    expect(state.links).toEqual([{ client: 'appvm-lynx', provider: 'netvm', id: 42310 }]);
+    expect(serializeState(state)).toBe(old.replace('"version": 1', '"version": 2'));
+    const recorded = withDevicePrefix(state, devicePrefix('zz'));
+    expect(serializeState(recorded)).toBe(`{\n  "version": 2,\n  "devicePrefix": "zz",\n  "links": [\n    ${link}\n  ]\n}\n`);
+    expect(parseState(serializeState(recorded), 'test')).toEqual(recorded);
+    // A version 1 file never had one: a prefix there was not written by spectrum-link.
+    expect(() => parseState(`{"version":1,"devicePrefix":"zz","links":[${link}]}`, 'test')).toThrow(expect.objectContaining({ kind: 'bad-schema', message: expect.stringContaining('unknown key "devicePrefix"') }));
+  });
+
+  it('refuses a prefix in the file that --device-prefix would refuse, naming the key', () => {
+    for (const bad of ['', 'Zz', '9a', 'a'.repeat(DEVICE_PREFIX_MAX + 1), 'a/b', 'a b', 'a\u202e', 'é', '-a', 5, null, true, ['sn'], { prefix: 'sn' }]) {
+      const text = JSON.stringify({ version: 2, devicePrefix: bad, links: [] });
+      expect(() => parseState(text, '/state/links.json'), JSON.stringify(bad)).toThrow(
+        expect.objectContaining({ kind: 'bad-schema', message: expect.stringMatching(/^state file \/state\/links\.json is malformed: "devicePrefix" must be a device prefix as --device-prefix takes it \(1 to 9 characters/) }),
+      );
+    }
+    // Exactly what --device-prefix takes is taken.
+    fc.assert(
+      fc.property(fc.string({ maxLength: 12 }), (text) => {
+        let given: DevicePrefix | undefined;
+        try {
+          given = devicePrefix(text);
+        } catch {
+          given = undefined;
+        }
+        const read = (): LinkState => parseState(JSON.stringify({ version: 2, devicePrefix: text, links: [] }), 'test');
+        if (given === undefined) expect(read).toThrow(expect.objectContaining({ kind: 'bad-schema' }));
+        else expect(read().devicePrefix).toBe(given);
+      }),
+    );
+  });
+
+  it('every change keeps the prefix, the file round-trips it, and sameState tells states apart by it', () => {
+    fc.assert(
+      fc.property(prefixes, prefixes, ops, fc.array(pairs, { maxLength: 5 }), (prefix, other, sequence, touched) => {
+        const start = withDevicePrefix(emptyState(), prefix);
+        const state = sequence.reduce(apply, start);
+        expect(state.devicePrefix).toBe(prefix);
+        const attached = setAttachments(state, touched.map((pair) => ({ pair, attached: { client: 'netns', provider: 'none' } })));
+        expect(attached.devicePrefix).toBe(prefix);
+        expect(allocateMany(attached, touched).state.devicePrefix).toBe(prefix);
+        expect(restorePairs(attached, start, touched).devicePrefix).toBe(prefix);
+        expect(forgetVm(attached, vmName('netvm')).state.devicePrefix).toBe(prefix);
+        // Written while it has links: without any, it names no device.
+        const read = parseState(serializeState(attached), 'test');
+        expect(read).toEqual(attached.links.length > 0 ? attached : { version: 2, links: [] });
+        expect(sameState(read, attached)).toBe(true);
+        const renamed = withDevicePrefix(attached, other);
+        expect(sameState(attached, renamed)).toBe(prefix === other || attached.links.length === 0);
+        expect(sameState(attached, renamed)).toBe(serializeState(attached) === serializeState(renamed));
+      }),
+    );
+  });
+
+  it('conflicts only where the state records another prefix and has links for it to name', () => {
+    const sn = devicePrefix('sn');
+    const zz = devicePrefix('zz');
+    const linked = allocateLink(emptyState(), { client: vmName('appvm-lynx'), provider: vmName('netvm') }).state;
+    expect(conflictingDevicePrefix(withDevicePrefix(linked, zz), sn)).toBe(zz);
+    expect(conflictingDevicePrefix(withDevicePrefix(linked, zz), zz)).toBeUndefined();
+    // None recorded (a version 1 file): the prefix given is used, as before.
+    expect(conflictingDevicePrefix(linked, sn)).toBeUndefined();
+    // No links (never linked, or every one forgotten): nothing is named with the recorded one.
+    expect(conflictingDevicePrefix(withDevicePrefix(emptyState(), zz), sn)).toBeUndefined();
+    expect(conflictingDevicePrefix(forgetLink(withDevicePrefix(linked, zz), { client: vmName('appvm-lynx'), provider: vmName('netvm') }).state, sn)).toBeUndefined();
+    // A link kept down (unlinked, id kept) still has its devices made under the recorded one by the next link.
+    expect(conflictingDevicePrefix(setAttachment(withDevicePrefix(linked, zz), { client: vmName('appvm-lynx'), provider: vmName('netvm') }, undefined), sn)).toBe(zz);
   });
 });

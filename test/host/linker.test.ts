@@ -11,7 +11,7 @@ import { parseAttachChoice } from '../../host/attach-mode.js';
 import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { ID_COUNT, type LinkState, allocateMany, emptyState, isRecordedSocket, parseState, preferredId, serializeState, setAttachments } from '../../host/link-state.js';
+import { ID_COUNT, type LinkState, allocateMany, emptyState, isRecordedSocket, parseState, preferredId, serializeState, setAttachments, withDevicePrefix } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
@@ -396,7 +396,8 @@ describe('link --keep-going interrupted during the one transaction', () => {
   it('undoes it, and says which earlier links the undo left down (their devices replaced for another attach mode)', async () => {
     // c1 linked earlier by netns (its client device a veth, recorded so); now to be a tap.
     const allocation = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM })));
-    const earlier = setAttachments(allocation.state, [{ pair: { client: CLIENTS[0]!, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]);
+    // As a run records it, with its device prefix (the undo writes it back with that too).
+    const earlier = withDevicePrefix(setAttachments(allocation.state, [{ pair: { client: CLIENTS[0]!, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]), PREFIX);
     await saveState(stateDir, earlier);
     const c1 = linkDeviceNames(PREFIX, allocation.links[0]!.id);
     const device = (name: string, kind: string): ObservedDevice => ({ index: 2, name, kind, master: c1.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:01', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
@@ -2067,6 +2068,42 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     ]);
   });
 
+  it.each([
+    ['a VMM that refuses after another NIC came out', 'vmm'],
+    ["the kernel refusing the devices' lookup after the NICs came out", 'lookup'],
+  ] as const)('unlink --json (the bin), stopped before the removal\'s lookup found anything (%s): a link already down (no device of its names there) is among `unlinked`, not said to have devices that may still exist', async (_how, stop) => {
+    const [down, up] = [...(await linkVms([c1, CLIENTS[1]!], { ...options(), attach: qemu, vmm: NO_VMM })).linked.values()].map((reports) => reports[0]!);
+    await unlinkVm(c1, { forget: false, force: false }, { ...options(), vmm: NO_VMM });
+    kernel.host = new Map(devicesOf(up!));
+    if (stop === 'lookup') kernel.lookupRefused = `removing devices failed before any was removed: looking up ${up!.bridge} failed (No buffer space available), so whether it exists is unknown; run it again`;
+    const removedBefore = kernel.removed.length;
+    const detached: string[] = [];
+    // QEMU: the NICs of the link down are in no VMM (DeviceNotFound); netvm's refuses the other's (stop 'vmm').
+    const vmm: VmmPort = {
+      attach: async () => true,
+      detach: async (_kind, _vm, nic) => {
+        if (nic.id === down!.clientDevice || nic.id === down!.providerDevice) return 'absent';
+        if (stop === 'vmm' && nic.id === up!.providerDevice) throw new Error(`QEMU refused device_del of ${nic.id}`);
+        detached.push(nic.id);
+      },
+    };
+    const run = await bin(['unlink', NETVM, '--json', '--attach', 'qemu'], vmm);
+    expect({ code: run.code, detached, removed: kernel.removed.slice(removedBefore) }).toEqual({
+      code: 1,
+      detached: stop === 'vmm' ? [up!.clientDevice] : [up!.clientDevice, up!.providerDevice],
+      removed: [],
+    });
+    const stdout = JSON.parse(run.stdout) as { unlinked: { id: number }[]; takeDownStopped: { id: number; devicesDeleted: unknown; devicesLeft: unknown }[] };
+    expect({
+      unlinked: stdout.unlinked.map((entry) => entry.id),
+      takeDownStopped: stdout.takeDownStopped.map(({ id, devicesDeleted, devicesLeft }) => ({ id, devicesDeleted, devicesLeft })),
+    }).toEqual({
+      unlinked: [down!.id],
+      // Recorded as linked, its devices not looked up: each may still exist.
+      takeDownStopped: [{ id: up!.id, devicesDeleted: [], devicesLeft: [up!.clientDevice, up!.providerDevice, up!.bridge] }],
+    });
+  });
+
   it('unlink: a VMM that refuses after another NIC came out: the refusal says that NIC came out (its VM lost it), no device deleted', async () => {
     const { vmm, detached, refusing } = qemuPort();
     const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
@@ -2441,7 +2478,8 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
   /** Each client linked to netvm, recorded with these modes, its devices there (up). */
   async function linkedAs(modes: { client: 'qemu' | 'cloud-hypervisor' | 'none' | 'netns'; provider: 'qemu' | 'cloud-hypervisor' | 'none' | 'netns' }, clients: readonly VmName[] = CLIENTS): Promise<{ text: string; ids: ClientId[] }> {
     const allocation = allocateMany(emptyState(), clients.map((client) => ({ client, provider: NETVM })));
-    await saveState(stateDir, setAttachments(allocation.state, allocation.links.map((link) => ({ pair: link, attached: modes }))));
+    // As a run records them, with its device prefix (an undo writes the state back with that too).
+    await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, allocation.links.map((link) => ({ pair: link, attached: modes }))), PREFIX));
     kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
     return { text: await readFile(join(stateDir, 'links.json'), 'utf8'), ids: allocation.links.map((link) => link.id) };
   }
@@ -2785,7 +2823,7 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     it.each(runs)('%s: ids run out (every id held): that failure, no NIC out, no link said down, the state as it was', async (_how, run) => {
       // Every id held: c1 -> netvm (id 1) among them; c1 -> c2 gets none.
       const held: LinkState = {
-        version: 1,
+        version: 2,
         links: Array.from({ length: ID_COUNT }, (_, index) => ({
           client: index === 0 ? c1 : vmName(`f${index}`),
           provider: NETVM,

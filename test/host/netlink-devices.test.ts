@@ -134,6 +134,35 @@ describeNetns('removeDevices in a namespace', () => {
     expect(await names(host)).toEqual(['lo']);
   });
 
+  // As above, but a deletion the kernel refuses fails the removal: a device its deletion found gone
+  // (something else deleted it) is not among those it found to delete, which may still exist.
+  it.each([
+    ['one by one', ['vg1', 'rf1', 'lo']],
+    ['together, refused as a group, then one by one', ['vg1', 'rf1', 'rf2', 'lo', 'rf3']],
+  ])('a removal the kernel stops (%s) does not say a device something else deleted meanwhile may still exist', async (_how, given) => {
+    const ours = given.filter((name) => name !== 'lo');
+    for (const name of ours) await host.ip(['link', 'add', name, 'type', 'bridge']);
+    const rtnl = pathToFileURL(join(ROOT, 'dist', 'shared', 'rtnl-socket.js')).href;
+    const script = `import { execFileSync } from 'node:child_process';
+      import { removeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { RtnlSocket } from ${JSON.stringify(rtnl)};
+      const run = RtnlSocket.prototype.run;
+      let runs = 0;
+      RtnlSocket.prototype.run = async function (...args) {
+        runs += 1;
+        const outcomes = await run.apply(this, args);
+        if (runs === 1) execFileSync('ip', ['link', 'del', 'vg1']);
+        return outcomes;
+      };
+      try { await removeDevices(${JSON.stringify(given)}, 0x7000_0006); console.log(JSON.stringify('removed')); }
+      catch (error) { console.log(JSON.stringify({ kind: error.kind, removed: error.removed?.map((device) => device.name), found: error.found })); }`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    const deleted = ours.filter((name) => name !== 'vg1');
+    expect(JSON.parse(result.stdout)).toEqual({ kind: 'step-failed', removed: deleted, found: given.filter((name) => name !== 'vg1') });
+    expect(await names(host)).toEqual(['lo']);
+  });
+
   it("farEndNames: a veth's far end by its name in its namespace; null where none is there now; none said to a process without CAP_NET_ADMIN there (unknown), which it does not fail on", async () => {
     await host.ip(['link', 'add', 'fa1', 'type', 'veth', 'peer', 'name', 'fb1', 'netns', vm.name]);
     const script = `import { farEndNames, observeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DEVICE_PREFIX_MAX, devicePrefix } from '../../host/device-names.js';
 import { ID_COUNT, type Link, allocateLink, allocateLinks, emptyState, serializeState } from '../../host/link-state.js';
 import { STATE_FILE_MAX_BYTES, StateStoreError, hasStateFile, loadState, probeStateWrite, saveState, stateDirFrom, stateFilePath, updateState, withStateLock } from '../../host/state-store.js';
 import { VM_NAME_MAX, vmName } from '../../host/vm-name.js';
@@ -174,7 +175,7 @@ describe('a state dir that is, or lies below, a symlink loop', () => {
 });
 
 describe('the size bound', () => {
-  it('is at least twice the largest state: every id held, by the longest names, attached the longest way, through the longest sockets recorded', async () => {
+  it('is at least twice the largest state: every id held, by the longest names, attached the longest way, through the longest sockets recorded, with the longest device prefix', async () => {
     // The longest socket path the state records: a Unix socket path's 107 bytes.
     const socket = `/${'s'.repeat(UNIX_SOCKET_PATH_MAX - 1)}`;
     const links: Link[] = Array.from({ length: ID_COUNT }, (_, index) => ({
@@ -183,7 +184,7 @@ describe('the size bound', () => {
       id: clientId(CLIENT_ID_MIN + index),
       attached: { client: 'cloud-hypervisor', provider: 'cloud-hypervisor', clientSocket: socket, providerSocket: socket },
     }));
-    const largest = { version: 1 as const, links };
+    const largest = { version: 2 as const, devicePrefix: devicePrefix('a'.repeat(DEVICE_PREFIX_MAX)), links };
     expect(Buffer.byteLength(serializeState(largest)) * 2).toBeLessThanOrEqual(STATE_FILE_MAX_BYTES);
     await saveState(dir, largest);
     expect((await loadState(dir)).links).toHaveLength(ID_COUNT);

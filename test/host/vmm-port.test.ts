@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -231,6 +232,16 @@ describe('the socket recorded for a NIC', () => {
     expect(shownSocket('/run/vm/appvm-lynx/qmp.sock')).toBe('/run/vm/appvm-lynx/qmp.sock');
     const hostile = `/run/${'v'.repeat(80)}/\u202e\u0085\u007f.sock`;
     expect(shownSocket(hostile)).toBe(`"/run/${'v'.repeat(80)}/\\u202e\\u0085\\u007f.sock"`);
+  });
+
+  it("shownSocket: a path that begins with '\"' is quoted too, so it cannot be taken for the quoted form of another (a template given with its quotes kept)", () => {
+    // As it is, '"/run/vm/a\\nb"' (a backslash and an n) read as the quoted form of '/run/vm/a<newline>b'.
+    expect(shownSocket('"/run/vm/a\\nb"')).toBe('"\\"/run/vm/a\\\\nb\\""');
+    expect(shownSocket('"/run/vm/a\\nb"')).not.toBe(shownSocket('/run/vm/a\nb'));
+    expect(shownSocket('"/run/vm/appvm-lynx/qmp.sock"')).toBe(JSON.stringify('"/run/vm/appvm-lynx/qmp.sock"'));
+    // Whatever follows the '"', the path is shown quoted, its own '"' escaped.
+    fc.assert(fc.property(fc.string(), (rest) => shownSocket(`"${rest}`).startsWith('"\\"')));
+    expect(shownSocket('run/"vm".sock')).toBe('run/"vm".sock');
   });
 
   it('a detach goes to the socket recorded, whatever the template gives now; one not given goes to the template\'s', async () => {

@@ -135,6 +135,22 @@ describe('VmmSocket.find', () => {
     expect(failure(looped)).toMatchObject({ kind: 'unopenable', message: expect.stringContaining(`open '${JSON.stringify(looped)}'`) });
     expect(failure(looped).message).not.toContain('\n');
   });
+
+  it("names a path with a newline and '$&' or '$$' in it escaped and as it is: '$' is no replacement pattern (which put the raw path back, or dropped a '$')", async () => {
+    const path = join(dir, 'a\n$&$$b.sock');
+    await listen(path);
+    const found = VmmSocket.find(path, 'start the VMM');
+    try {
+      const other = Object.assign(new Error(`connect EPERM ${found.connectPath}`), { code: 'EPERM' });
+      expect(found.connectProblem(other)).toBe(`connect EPERM ${JSON.stringify(path)}`);
+    } finally {
+      found.close();
+    }
+    symlinkSync(join(dir, 'loop'), join(dir, 'loop'));
+    const looped = join(dir, 'loop', "c\n$'$$d.sock");
+    expect(failure(looped)).toMatchObject({ kind: 'unopenable', message: expect.stringContaining(`open '${JSON.stringify(looped)}'`) });
+    expect(failure(looped).message).not.toContain('\n');
+  });
 });
 
 describe('noVmmThere', () => {
