@@ -50,7 +50,7 @@ import {
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
 import { recordedPrefix } from './state-prefix.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
-import { vmName } from './vm-name.js';
+import { type VmName, vmName } from './vm-name.js';
 import {
   type SideArguments,
   VMM_TIMEOUT_MAX_MS,
@@ -628,19 +628,38 @@ function interruptedUndoingLine(signal: NodeJS.Signals): string {
 }
 
 /**
+ * How far the take-down of links to providers dropped that failed at the end of a `link` run
+ * (`error`, with what the run did: `done`) had got: it took none of them down (not begun, or
+ * stopped before anything went); part of them (stopped part-way: takeDownStopped); all of them
+ * (the failure came after it: the state file not written); or, failed with an error of no
+ * LinkerError, which does not say (take-down-failed), unknown.
+ */
+function takeDownReach(error: LinkerError, done: FinishedOutcome): 'none' | 'part' | 'all' | 'unknown' {
+  if (done.takeDownStopped !== undefined) return 'part';
+  if (done.notTakenDown === undefined) return 'all';
+  return error.kind === 'take-down-failed' ? 'unknown' : 'none';
+}
+
+/** What the signal's line says the take-down did, by how far it got (takeDownReach). */
+const TAKE_DOWN_DONE = {
+  none: 'failed (above) before it took any of them down',
+  part: 'went on regardless, and stopped part-way (above)',
+  all: 'went on regardless and took them down (printed), then failed (above)',
+  unknown: 'failed (above)',
+} as const;
+
+/**
  * What a `link` ends with that failed only after its links were made, taking down links to
  * providers dropped (said as where it ends well: FinishedOutcome), where a signal came after its
  * last safe point (it cut nothing short and undid nothing): the failure's lines (its first, then
- * any further ones it carried), then what the signal did, then `after` (the VMs failed, what an
- * undo left, the VMMs that did not detach a link taken down); the exit code the signal's, as where
- * such a run ends well.
+ * any further ones it carried), then what the signal did and how far the take-down got (`reach`),
+ * then `after` (the VMs failed, what an undo left, the VMMs that did not detach a link taken down);
+ * the exit code the signal's, as where such a run ends well.
  */
-export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Signals, anyFailed: boolean, after: readonly string[]): CliError {
+export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Signals, anyFailed: boolean, reach: keyof typeof TAKE_DOWN_DONE, after: readonly string[]): CliError {
   const further = failure instanceof CliError ? failure.details : [];
   const undone = anyFailed ? 'the signal undid nothing, but each VM that failed (below) was undone alone, as without it' : 'the signal undid nothing';
-  const said =
-    `link interrupted by ${signal} after it had made its links: ${undone}; the links it made stay (printed), ` +
-    'and its take-down of links to providers no longer named went on regardless, and failed (above)';
+  const said = `link interrupted by ${signal} after it had made its links: ${undone}; the links it made stay (printed), and its take-down of links to providers no longer named ${TAKE_DOWN_DONE[reach]}`;
   return new CliError(reasonText(failure), signalExitCode(signal), [...further, said, ...after], 'lines');
 }
 
@@ -790,6 +809,17 @@ function withLeftDown(error: unknown, lines: readonly string[]): unknown {
   if (expected && !(error instanceof CliError)) return new CliError(error.message, EXIT.failure, lines, 'lines');
   process.stderr.write(lines.map((line) => `spectrum-link: ${line}\n`).join(''));
   return error;
+}
+
+/**
+ * The error a `link --keep-going` run ends with that failed as a whole (a state file, the take-down
+ * of links to providers dropped) after VMs of it had failed (`failed`), as withLeftDown makes it:
+ * where one of them failed by bad input, exit 2, as where the run ends well (bad input outranks a
+ * failure). A signal's exit code and an internal error's stay theirs.
+ */
+function badInputOutranks(error: unknown, failed: readonly FailedVm[]): unknown {
+  if (!(error instanceof CliError) || error.exitCode !== EXIT.failure || !failed.some((entry) => isLinkUsageError(entry.error))) return error;
+  return new CliError(error.message, EXIT.usage, error.details, error.detailsAs);
 }
 
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
@@ -1018,22 +1048,27 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           await warnOutcome(done, linkedAll);
           writeOutcome(done, linkedAll);
-          const failure = error.kind === 'state-failed' ? error.failure : error;
+          const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : error;
           // A signal that came meanwhile (after the last safe point: nothing was cut short or
           // undone for it) is said after the failure, and its exit code is the run's.
-          if (interruption.received !== undefined) throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, undoLines(done.failed, done.vmmFailures));
-          throw withLeftDown(failure, undoLines(done.failed, done.vmmFailures));
+          if (interruption.received !== undefined) {
+            throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, takeDownReach(error, done), undoLines(done.failed, done.vmmFailures));
+          }
+          throw badInputOutranks(withLeftDown(failure, undoLines(done.failed, done.vmmFailures)), done.failed);
         }
         // The state failure as it is said without them (its exit code too), then those VMs. The
-        // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped.
+        // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped;
+        // so, with --all, are the warnings and lines of what it leaves as it is in the config dir.
         if (error instanceof LinkerError && error.kind === 'state-failed') {
-          const linkedLines = [...error.linked].flatMap(([vm, reports]) => linkedVmLines(vm, reports, [], [], flags.json === true, linkerOpts.mtu));
+          const left = error.leftAsItIs;
+          const linked = new Map([...error.linked].map(([vm, reports]): [VmName, LinkReport[]] => [vm, [...reports]]));
+          const done: FinishedOutcome = { linked, unlinked: new Map(), orphaned: left?.orphaned ?? [], unusable: left?.unusable ?? [], vmmFailures: [], ambiguousAttach: [], failed: error.failed };
           // The progress line erased first (as before the lines of a run that ends unstopped):
           // else the first of them would go on where it ends, on a terminal.
           progress.done();
-          if (linkedLines.length > 0) process.stdout.write(linkedLines.join(''));
-          writeFailedJson(error.failed);
-          throw withLeftDown(error.failure, undoLines(error.failed));
+          if (left !== undefined) await warnOutcome(done, left.all);
+          writeOutcome(done, left?.all);
+          throw badInputOutranks(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
         }
         throw withLeftDown(error, undoLines());
       } finally {
@@ -1067,7 +1102,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       }
       // VMs not linked, links taken down despite a VMM that did not detach: what was linked stays
       // linked, but the run failed, a line each. A VM that failed by bad usage or input (which
-      // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools.
+      // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools
+      // (and on every other ending but a signal's: badInputOutranks).
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
         throw new CliError(first, failed.some((entry) => isLinkUsageError(entry.error)) ? EXIT.usage : EXIT.failure, rest, 'lines');

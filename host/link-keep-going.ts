@@ -129,7 +129,8 @@ interface KeepGoingPass extends LinkTransaction {
  * A state that cannot be read or written fails the whole run, as does an interruption before or
  * during the one transaction (undone as in linkVms; the VMs failed before either come with it,
  * LinkerError.failed, to be said: a state failure then as a LinkerError 'state-failed', which
- * also carries the VMs linked again one by one before it, LinkerError.linked, to be printed; and
+ * also carries the VMs linked again one by one before it, LinkerError.linked, to be printed, and
+ * with `--all` what it leaves as it is in the config dir, LinkerError.leftAsItIs, to be said; and
  * where no state dir was there yet and its lock cannot be taken, or a signal stops the wait for
  * it, the VMs that failed their checks before it); one later stops at the next safe point,
  * undoes the VM in progress (and, while hot-plugging, the VMs after it), and returns what was
@@ -218,12 +219,16 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
       if (undetached.length > 0) options.onUndoDetachFailed?.(undetached);
       for (const failure of stepsStillLeft(steps, linked, options.netnsPrefix)) options.onUndoStepFailed?.(failure);
     }
-  }).catch((error: unknown) => {
+  }).catch(async (error: unknown) => {
     // The lock not taken (its dir could not be made, say; or a signal came while another run held
     // it): the VMs whose config was read before it and that fail their checks are said with that
     // failure, as with one under the lock, or with the signal, as with one in the transaction.
     if (locked || early === undefined) throw error;
-    if (isStateFailure(error)) throw stateFailedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options));
+    if (isStateFailure(error)) {
+      // No state dir: nothing recorded, so nothing of the config dir is left as it is with links.
+      const left = await leftAsItIsOf(early.vms, emptyState(), options);
+      throw stateFailedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options), new Map(), left);
+    }
     if (error instanceof LinkerError && error.kind === 'interrupted-waiting') throw interruptedAfter(error, early.vms.vms, failingChecks(early.vms.vms, early.snapshot, options));
     throw error;
   });
@@ -320,31 +325,65 @@ function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: 
 
 /**
  * The state failure that stops a `link --keep-going` run (the state is every VM's), with the VMs
- * that had failed before it, so that their failures are said with it (as interruptedAfter), and
- * those it had linked again one by one (`linked`), so that they are printed; as thrown where
- * none had failed or been linked.
+ * that had failed before it, so that their failures are said with it (as interruptedAfter), those
+ * it had linked again one by one (`linked`), so that they are printed, and, where it had read the
+ * config dir whole (`link --all`), what it leaves as it is there (`left`), so that it is said as
+ * where the run ends well; as thrown where there is none of these.
  */
-function stateFailedAfter(error: StateStoreError | LinkerError, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>, linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map()): Error {
-  if (failures.size === 0 && linked.size === 0) return error;
+function stateFailedAfter(
+  error: StateStoreError | LinkerError,
+  vms: readonly VmName[],
+  failures: ReadonlyMap<VmName, unknown>,
+  linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
+  left?: LinkerError['leftAsItIs'],
+): Error {
+  if (failures.size === 0 && linked.size === 0 && left === undefined) return error;
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, readonly LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
-  return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures), linkedInOrder);
+  return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures), linkedInOrder, undefined, undefined, left);
+}
+
+/**
+ * What a `link --all --keep-going` run that a state failure stopped leaves as it is in the config
+ * dir it read whole (`run`: its VMs and that dir; none where it read VMs named): the misnamed
+ * directories (of the dir), and the gone clients and unusable entries with their links as `state`
+ * records them (those clients are none of the run's: the state as read tells them); none of these
+ * two where the state could not be read (`state` undefined).
+ */
+async function leftAsItIsOf(run: RunVms, state: LinkState | undefined, options: LinkerOptions): Promise<LinkerError['leftAsItIs']> {
+  const { wholeDir } = run;
+  if (wholeDir === undefined) return undefined;
+  const { orphaned, unusable } = state === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(state, wholeDir.snapshot, options);
+  return { all: { vms: run.vms, wholeDir }, orphaned, unusable };
+}
+
+/** What keepGoing's passes had done when a state failure stopped them, for that failure to carry (stateFailedAfter). */
+interface PassesSoFar {
+  /** The VMs failed so far, each with why. */
+  readonly failures: Map<VmName, unknown>;
+  /** The VMs the pass one by one linked again so far (it stays linked). */
+  readonly linkedAgain: Map<VmName, LinkReport[]>;
+  /** The state as the passes read it, once read. */
+  before?: LinkState;
 }
 
 /** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
 async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
-  const failures = new Map<VmName, unknown>();
+  const soFar: PassesSoFar = { failures: new Map(), linkedAgain: new Map() };
   try {
-    return await keepGoingPasses(vms, options, snapshot, failures, wholeDir);
+    return await keepGoingPasses(vms, options, snapshot, soFar, wholeDir);
   } catch (error) {
-    throw isStateFailure(error) ? stateFailedAfter(error, vms, failures) : error;
+    if (!isStateFailure(error)) throw error;
+    throw stateFailedAfter(error, vms, soFar.failures, soFar.linkedAgain, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options));
   }
 }
 
-/** keepGoing's passes; `failures`: the VMs failed so far, each with why (for a state failure to carry). */
-async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, failures: Map<VmName, unknown>, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
+/** keepGoing's passes; `soFar`: what they did so far (for a state failure to carry). */
+async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, soFar: PassesSoFar, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
+  const { failures } = soFar;
   const partition = partitionValidVms(snapshot, vms);
   for (const { name, error } of partition.invalid) failures.set(name, error);
   const before = await loadLinkState(options);
+  soFar.before = before;
   // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
   // kept or chosen, fails alone).
   const kept = keptAttach(options.attach, await standingLinks(before, options));
@@ -448,8 +487,8 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     };
     // The VMs the pass links again, as it goes: also where a state that cannot be read or written
     // stops it (thrown), the links of the VMs it had not linked again by then are said down, and
-    // those it had come with that failure, to be printed.
-    const linkedNow = new Map<VmName, LinkReport[]>();
+    // those it had come with that failure, to be printed (keepGoing).
+    const linkedNow = soFar.linkedAgain;
     const sayUnsaid = (): void => {
       const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(keyOf(link)));
       if (unsaid.length > 0) options.onLeftDown?.(unsaid);
@@ -459,7 +498,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     } catch (error) {
       sayUnsaid();
       sayUndoWrite(linkedNow);
-      throw isStateFailure(error) ? stateFailedAfter(error, vms, failures, linkedNow) : error;
+      throw error;
     }
     sayUnsaid();
     sayUndoWrite(linkedNow);

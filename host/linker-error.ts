@@ -3,7 +3,7 @@
 // and reasonOf, by which every line says a failure's reason in one line. Apart, just above the
 // vocabulary (linker-types.ts), as every other module of the linker throws these or tells them
 // apart.
-import type { FailedVm, FinishedOutcome, LinkReport, LinkerOptions, LockWaitOptions, StoppedRelease } from './linker-types.js';
+import type { AllVms, FailedVm, FinishedOutcome, LinkReport, LinkerOptions, LockWaitOptions, StoppedRelease } from './linker-types.js';
 import { type LockOptions, StateStoreError, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
 
@@ -27,6 +27,12 @@ export class LinkerError extends Error {
        * (`released`); the state file is as it was. (releaseLinks throws it too, to its callers.)
        */
       | 'take-down-stopped'
+      /**
+       * `link` failed only after its links were made, taking down links to providers dropped, with
+       * an error of no LinkerError (`failure`, as thrown: another module's, or a bug), to be said
+       * as it is (its exit code too) after what the run did (`outcome`), as a LinkerError there is.
+       */
+      | 'take-down-failed'
       | 'no-state'
       /** `gc` stopped part-way (the kernel refused a deletion) after it had deleted devices; `failure` is the DeviceError. */
       | 'gc-stopped'
@@ -95,6 +101,12 @@ export class LinkerError extends Error {
      * done (StoppedRelease).
      */
     readonly released?: StoppedRelease,
+    /**
+     * For 'state-failed' of `link --all --keep-going` (the config dir read whole): its VMs and that
+     * dir as read (`all`), and what it leaves as it is there, as where it ends well (`orphaned` and
+     * `unusable` as the state read tells them; none where it could not be read), to be said.
+     */
+    readonly leftAsItIs?: Pick<FinishedOutcome, 'orphaned' | 'unusable'> & { readonly all: AllVms },
   ) {
     super(message);
   }

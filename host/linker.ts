@@ -690,11 +690,12 @@ export async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOpt
  * links were made, carrying what the run did (`outcome`; its VMs failed and linked also as a state
  * failure of `link --keep-going` in its passes carries them): with --keep-going (`keepGoing`) a
  * state failure as a 'state-failed' LinkerError, as such a failure in its passes is; any other
- * LinkerError of its kind; anything else (a bug) as thrown.
+ * LinkerError of its kind; anything else (another module's error, or a bug) as a 'take-down-failed'
+ * that carries it, to be said as it is.
  */
 function takeDownFailed(error: unknown, outcome: FinishedOutcome, keepGoing: boolean): unknown {
   if (keepGoing && isStateFailure(error)) return new LinkerError('state-failed', error.message, error, outcome.failed, outcome.linked, outcome);
-  if (!(error instanceof LinkerError)) return error;
+  if (!(error instanceof LinkerError)) return new LinkerError('take-down-failed', reasonOf(error), error, outcome.failed, outcome.linked, outcome);
   return new LinkerError(error.kind, error.message, error.failure, outcome.failed, outcome.linked, outcome);
 }
 

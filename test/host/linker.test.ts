@@ -100,15 +100,24 @@ vi.mock('../../host/config-reader.js', async (importOriginal) => {
  * The next `failSaves` state writes fail as a full disk makes them fail: the file keeps what it
  * held. The next `failSyncs` replace the file but fail to sync its directory. A probe of a write
  * (the check before a take-down) counts as a write here: `passSaves`, `failSaves` and `failSyncs`
- * apply to it as to a save. `saves`: the state files really written.
+ * apply to it as to a save. `saves`: the state files really written. `thrown`, where set, is
+ * what the next write or probe throws instead (once): an error not of the store's.
  */
-const store = vi.hoisted(() => ({ failSaves: 0, failSyncs: 0, passSaves: 0, saves: 0 }));
+const store = vi.hoisted(() => ({ failSaves: 0, failSyncs: 0, passSaves: 0, saves: 0, thrown: undefined as Error | undefined }));
+
+/** Throw `store.thrown` where set (once). */
+const throwStoreThrown = vi.hoisted(() => (): void => {
+  const thrown = store.thrown;
+  store.thrown = undefined;
+  if (thrown !== undefined) throw thrown;
+});
 
 vi.mock('../../host/state-store.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../host/state-store.js')>();
   return {
     ...real,
     saveState: async (dir: string, state: LinkState) => {
+      throwStoreThrown();
       // `passSaves` saves go through before `failSaves` and `failSyncs` apply.
       if (store.passSaves > 0) {
         store.passSaves -= 1;
@@ -128,6 +137,7 @@ vi.mock('../../host/state-store.js', async (importOriginal) => {
       }
     },
     probeStateWrite: async (dir: string) => {
+      throwStoreThrown();
       if (store.passSaves > 0) {
         store.passSaves -= 1;
         await real.probeStateWrite(dir);
@@ -265,6 +275,7 @@ beforeEach(async () => {
   kernel.whileRemoving = () => undefined;
   configReads.afterRead = undefined;
   store.failSaves = 0;
+  store.thrown = undefined;
   store.failSyncs = 0;
   store.passSaves = 0;
   store.saves = 0;
@@ -679,7 +690,7 @@ describe('link --keep-going where the state dir is not made yet, and the state l
   it.each([
     ['linkVmsKeepGoing', (run: LinkerOptions) => linkVmsKeepGoing(CLIENTS, run)],
     ['linkAllKeepGoing', linkAllKeepGoing],
-  ] as const)('%s: the VMs that failed their checks before it (c1: its config) come with the lock failure, to be said; with none, the lock failure as thrown', async (_name, link) => {
+  ] as const)('%s: the VMs that failed their checks before it (c1: its config) come with the lock failure, to be said; with none, the lock failure as thrown (with --all, carrying the config dir as read, to say what it leaves as it is)', async (name, link) => {
     await writeFile(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'), '');
     const lockFailure = { name: 'StateStoreError', kind: 'state-dir-unusable', message: expect.stringMatching(/^state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/) };
     await expect(link({ ...options(), stateDir: unmakeable })).rejects.toMatchObject({
@@ -692,8 +703,19 @@ describe('link --keep-going where the state dir is not made yet, and the state l
     });
     await rm(join(configDir, 'c1', 'providers', 'net', 'nosuchvm'));
     const alone = await link({ ...options(), stateDir: unmakeable }).catch((error: unknown) => error);
-    expect(alone).toBeInstanceOf(StateStoreError);
-    expect(alone).toMatchObject(lockFailure);
+    if (name === 'linkVmsKeepGoing') {
+      expect(alone).toBeInstanceOf(StateStoreError);
+      expect(alone).toMatchObject(lockFailure);
+    } else {
+      expect(alone).toMatchObject({
+        name: 'LinkerError',
+        kind: 'state-failed',
+        failure: lockFailure,
+        failed: [],
+        linked: new Map(),
+        leftAsItIs: { all: { vms: CLIENTS, wholeDir: expect.objectContaining({ withoutProviders: [NETVM] }) }, orphaned: [], unusable: [] },
+      });
+    }
   });
 
   it('the bin says the lock failure, then the VM that failed before it (with --json also its line on stdout); exit 1, as for the lock failure alone', async () => {
@@ -1109,7 +1131,103 @@ describe('link whose take-down of a dropped provider fails after its links were 
       code: 130,
       stderr: [
         expect.stringMatching(lineOf(endings[2][1])),
-        expect.stringMatching(new RegExp(`^spectrum-link: link interrupted by SIGINT after it had made its links: ${undid}; the links it made stay \\(printed\\), and its take-down of links to providers no longer named went on regardless, and failed \\(above\\)$`)),
+        expect.stringMatching(new RegExp(`^spectrum-link: link interrupted by SIGINT after it had made its links: ${undid}; the links it made stay \\(printed\\), and its take-down of links to providers no longer named went on regardless and took them down \\(printed\\), then failed \\(above\\)$`)),
+        ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+      ],
+    });
+  });
+
+  // An error of no LinkerError out of the take-down (another module's, which has a `kind`; or a
+  // bug, which has none), thrown where the state is probed before it (nothing taken down) or
+  // written after it (taken down, not recorded).
+  it.each(
+    (['the probe before it', 'the write after it'] as const).flatMap((where) =>
+      [true, false].flatMap((moduleError) => [false, true].map((keepGoing) => [where, moduleError, keepGoing] as const)),
+    ),
+  )('an error of no LinkerError from %s (another module\'s: %s; --keep-going: %s): what the run did is said as where it ends well, then that error as said without it (exit 1; a bug: 70)', async (where, moduleError, keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const dropped = await linkC1ThenDrop();
+    const thrown = moduleError
+      ? Object.assign(new Error('listing devices failed: No buffer space available'), { name: 'DeviceError', kind: 'query-failed' })
+      : new TypeError("Cannot read properties of undefined (reading 'links')");
+    const arm = (): void => {
+      let applied = false;
+      kernel.whileApplying = () => {
+        if (where === 'the probe before it' && !applied) store.thrown = thrown;
+        applied = true;
+      };
+      kernel.whileRemoving = () => void (where === 'the write after it' && (store.thrown = thrown));
+    };
+    const takenDown = where === 'the write after it';
+    arm();
+    await expect(keepGoing ? linkVmsKeepGoing([c0, c1, c2], options()) : linkVms([c1, c2], options())).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'take-down-failed',
+      failure: thrown,
+      failed: keepGoing ? [{ vm: c0, error: expect.objectContaining({ name: 'ConfigError', kind: 'invalid-vm' }) }] : [],
+      linked: new Map([
+        [c1, [expect.objectContaining({ vm: c1, provider: NETVM })]],
+        [c2, [expect.objectContaining({ vm: c2, provider: NETVM })]],
+      ]),
+      outcome: expect.objectContaining({ unlinked: takenDown ? new Map([[c1, [expect.objectContaining({ vm: c1, provider: netvm2, id: dropped.id })]]]) : new Map() }),
+    });
+    arm();
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2]);
+    expect(textOf(run.stdout)).toEqual([
+      expect.stringMatching(/^c1 -> netvm  id /),
+      ...(takenDown ? [`unlinked c1 -> netvm2 (id ${dropped.id}, kept): netvm2 is no longer among c1's providers`] : []),
+      expect.stringMatching(/^c2 -> netvm  id /),
+    ]);
+    const failedLine = expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/);
+    // A bug's line comes last, after the lines written before it is rethrown (withLeftDown).
+    expect({ code: run.code, stderr: run.stderr }).toEqual(
+      moduleError
+        ? { code: 1, stderr: [`spectrum-link: ${thrown.message}`, ...(keepGoing ? [failedLine] : [])] }
+        : { code: 70, stderr: [...(keepGoing ? [failedLine] : []), `spectrum-link: internal error: ${thrown.message}`] },
+    );
+  });
+
+  it.each(
+    (['not begun (a socket path for a NIC of the link)', 'stopped part-way (the kernel keeps its bridge)', 'failed with an error of no LinkerError (the probe before it)'] as const).flatMap((how) => [false, true].map((keepGoing) => [how, keepGoing] as const)),
+  )('a signal after the last safe point, the take-down then %s (--keep-going: %s): the line says how far the take-down got, not that it went on where it had not', async (how, keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const notBegun = how.startsWith('not begun');
+    const stopped = how.startsWith('stopped');
+    // netvm2's side of the link to be taken down is QEMU's: its socket checked first (not begun:
+    // refused, as too long), then the state dir probed, its NIC detached, the link's devices deleted.
+    let armed = false;
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (_kind, vm) => {
+        if (!armed || vm !== netvm2 || stopped) return;
+        process.emit('SIGINT', 'SIGINT');
+        if (notBegun) throw new CliError('--qmp-socket gives VM netvm2 a socket path too long', EXIT.usage);
+        store.thrown = Object.assign(new Error('listing devices failed: No buffer space available'), { name: 'DeviceError', kind: 'query-failed' });
+      },
+    };
+    const dropped = await linkC1ThenDrop(['none', 'netvm2=qemu'], vmm);
+    if (stopped) {
+      kernel.host = new Map([dropped.clientDevice, dropped.providerDevice, dropped.bridge].map((name): [string, ObservedDevice] => [name, { name, kind: name === dropped.bridge ? 'bridge' : 'tun' } as ObservedDevice]));
+      kernel.kept.add(dropped.bridge);
+      kernel.whileRemoving = () => void process.emit('SIGINT', 'SIGINT');
+    }
+    armed = true;
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2], stateDir, { vmm });
+    expect(textOf(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /)]);
+    const undid = keepGoing ? 'the signal undid nothing, but each VM that failed \\(below\\) was undone alone, as without it' : 'the signal undid nothing';
+    const reach = notBegun ? 'failed \\(above\\) before it took any of them down' : stopped ? 'went on regardless, and stopped part-way \\(above\\)' : 'failed \\(above\\)';
+    const failure = notBegun
+      ? /^spectrum-link: linked, but taking down c1 -> netvm2 \(no longer among the providers\) was not begun: --qmp-socket /
+      : stopped
+        ? /^spectrum-link: linked, but taking down c1 -> netvm2 .*stopped part-way: removing device /
+        : /^spectrum-link: listing devices failed: No buffer space available$/;
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(failure),
+        expect.stringMatching(new RegExp(`^spectrum-link: link interrupted by SIGINT after it had made its links: ${undid}; the links it made stay \\(printed\\), and its take-down of links to providers no longer named ${reach}$`)),
         ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
       ],
     });
@@ -1126,6 +1244,148 @@ describe('link whose take-down of a dropped provider fails after its links were 
       code: 1,
       linked: [expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /), expect.stringMatching(/^c3 -> netvm  id /)],
     });
+  });
+});
+
+describe('link --keep-going with a VM that failed by bad input, whatever else fails: exit 2, as where it ends well (bad input outranks a failure)', () => {
+  const c0 = vmName('c0');
+  const [c1] = CLIENTS as [VmName];
+  const netvm2 = vmName('netvm2');
+  // c0 attached by QEMU through a socket path that cannot be: bad input (plain link exits 2 on it).
+  const vmm: VmmPort = {
+    ...NO_VMM,
+    checkSocket: (kind, vm) => {
+      if (vm === c0) throw new CliError(`--qmp-socket gives VM ${vm} a socket path too long (${kind})`, EXIT.usage);
+    },
+  };
+  const attach = ['none', 'c0=qemu'];
+  const badInputLine = 'spectrum-link: link c0 failed: --qmp-socket gives VM c0 a socket path too long (qemu)';
+  const unmakeable = '/proc/spectrum-link-test-no-such-dir/state';
+
+  /** c1 linked to netvm2 too, netvm2 then dropped from its config: the next run takes that link down. */
+  const dropNetvm2 = async (): Promise<void> => {
+    await addVm(netvm2);
+    await writeFile(join(configDir, c1, 'providers', 'net', netvm2), '');
+    await linkVms([c1], options());
+    await rm(join(configDir, c1, 'providers', 'net', netvm2));
+  };
+
+  // Each: how the run is made to end, the state dir it runs with, and the line of that ending (none where it ends well).
+  const endings: readonly (readonly [string, () => Promise<string>, RegExp | undefined])[] = [
+    ['it ends well', async () => stateDir, undefined],
+    [
+      'the kernel refuses the take-down of a dropped provider',
+      async () => {
+        await dropNetvm2();
+        kernel.lookupRefused = 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again';
+        return stateDir;
+      },
+      /^spectrum-link: linked, but taking down c1 -> netvm2 \(no longer among the providers\) failed: removing devices failed before any was removed/,
+    ],
+    [
+      'the state file is not written after that take-down',
+      async () => {
+        await dropNetvm2();
+        kernel.whileRemoving = () => void (store.failSaves = 1);
+        return stateDir;
+      },
+      /^spectrum-link: linked; then, as no longer among the providers, took down c1 -> netvm2 .*but then cannot write state file /,
+    ],
+    [
+      'the state file is not written in the pass one by one (c1\'s record of its ids)',
+      async () => {
+        // The one transaction fails at c0's side before it writes anything; one by one, c0 fails
+        // alone, and c1's record is the run's first write.
+        store.failSaves = 1;
+        return stateDir;
+      },
+      /^spectrum-link: cannot write state file .*\(ENOSPC\)/,
+    ],
+    ['the state lock cannot be taken (no state dir yet, and none can be made)', async () => unmakeable, /^spectrum-link: state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/],
+  ];
+
+  it.each(endings)('where %s: the line of that ending, then c0\'s line; exit 2', async (_how, prepare, endingLine) => {
+    await addVm(c0, [NETVM]);
+    const state = await prepare();
+    const run = await linkCli(['--keep-going', c0, c1], state, { vmm, attach });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 2, stderr: [...(endingLine === undefined ? [] : [expect.stringMatching(endingLine)]), badInputLine] });
+  });
+
+  it('without the bad input (c0 invalid instead: exit 1 alone), such an ending exits 1', async () => {
+    await addVm(c0, ['nosuchvm']);
+    store.failSaves = 1;
+    const run = await linkCli(['--keep-going', c0, c1], stateDir, { vmm, attach });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: cannot write state file /), expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] });
+  });
+});
+
+describe('link --all --keep-going stopped by a state failure: what it leaves as it is in the config dir is said, as where it ends well', () => {
+  const [c1, c2] = CLIENTS as [VmName, VmName];
+  const gone = vmName('gone');
+  const jsonOf = (stdout: string): unknown[] => stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown);
+
+  /** An entry leading outside the config dir, and a directory with providers under no VM name. */
+  const strayEntries = async (): Promise<void> => {
+    await symlink(tmpdir(), join(configDir, 'outside'));
+    await mkdir(join(configDir, 'bad name', 'providers', 'net'), { recursive: true });
+    await writeFile(join(configDir, 'bad name', 'providers', 'net', NETVM), '');
+  };
+  /** A client gone with a link recorded (the state file written here); returns that link's id. */
+  const goneClient = async (): Promise<number> => {
+    const allocation = allocateMany(emptyState(), [{ client: gone, provider: NETVM }]);
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, [{ pair: { client: gone, provider: NETVM }, attached: { client: 'none', provider: 'none' } }])));
+    return allocation.links[0]!.id;
+  };
+
+  it('in the pass one by one (c1 refused by the kernel, c2 linked again, then c3\'s record not written): the warnings (gone client, unusable entry, misnamed directory, stray --attach) and --json lines, after the VMs linked and failed; exit 1', async () => {
+    await strayEntries();
+    const goneId = await goneClient();
+    const ids = allocateMany(await loadState(stateDir), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    // Plans: the one transaction (1, refused), then c1 (2, refused) and c2 (3) one by one; c3's record of its id is the next write.
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 3) store.failSaves = 1;
+    };
+    const run = await linkCli(['--json', '--all', '--keep-going'], stateDir, { attach: ['none', 'ghost=none'] });
+    expect(jsonOf(run.stdout)).toEqual([
+      { vm: c2, links: [expect.objectContaining({ vm: c2, provider: NETVM, id: ids[1] })] },
+      { vm: c1, links: [], error: expect.stringMatching(/File exists$/) },
+      { vm: gone, links: [], orphaned: [expect.objectContaining({ vm: gone, provider: NETVM, id: goneId })] },
+      { vm: 'outside', links: [], unusableDir: expect.stringContaining('outside') },
+      { vm: 'bad name', links: [], invalidName: expect.stringContaining('contains " "') },
+    ]);
+    expect(logged.warnings).toEqual([
+      expect.stringMatching(/^gone has 1 recorded link but no directory in /),
+      expect.stringMatching(/^outside is not linked: .*; no links are recorded for it$/),
+      expect.stringMatching(/\/bad name has a providers\/net but no VM name, so it is not linked: /),
+      expect.stringMatching(/^--attach ghost=none was not used: /),
+    ]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 1,
+      stderr: [expect.stringMatching(/^spectrum-link: cannot write state file .*\(ENOSPC\)/), expect.stringMatching(/^spectrum-link: link c1 failed: .*File exists$/)],
+    });
+  });
+
+  it('where the state file cannot be read: the misnamed directory (of the dir alone: what the state records of the others is unknown); exit 1', async () => {
+    await strayEntries();
+    await mkdir(join(stateDir, 'links.json', 'in-the-way'), { recursive: true });
+    const run = await linkCli(['--json', '--all', '--keep-going']);
+    expect(jsonOf(run.stdout)).toEqual([{ vm: 'bad name', links: [], invalidName: expect.stringContaining('contains " "') }]);
+    expect(logged.warnings).toEqual([expect.stringMatching(/\/bad name has a providers\/net but no VM name, so it is not linked: /)]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: cannot read state file /)] });
+  });
+
+  it('where the state lock cannot be taken (no state dir yet, and none can be made): the unusable entry (nothing recorded) and the misnamed directory; exit 1', async () => {
+    await strayEntries();
+    const run = await linkCli(['--json', '--all', '--keep-going'], '/proc/spectrum-link-test-no-such-dir/state');
+    expect(jsonOf(run.stdout)).toEqual([
+      { vm: 'outside', links: [], unusableDir: expect.stringContaining('outside') },
+      { vm: 'bad name', links: [], invalidName: expect.stringContaining('contains " "') },
+    ]);
+    expect(logged.warnings).toEqual([expect.stringMatching(/^outside is not linked: .*; no links are recorded for it$/), expect.stringMatching(/\/bad name has a providers\/net but no VM name, so it is not linked: /)]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/)] });
   });
 });
 
