@@ -1,13 +1,15 @@
 // Adapter: read a config dir into a ConfigSnapshot (config.ts judges it).
 // Only entries whose names are valid VM names are read: nothing else can be named as a VM or a
 // provider. A VM directory may be a symlink, but only to somewhere inside the config dir: the
-// config dir is the trust boundary, so a link out of it is recorded as 'escapes-config-dir'.
+// config dir is the trust boundary, so a link out of it is recorded as 'escapes-config-dir'. Nor
+// may it be a second name for a directory another VM name reaches (config.ts vmAliases): a VM is
+// its name, and one directory under two would be one VM with two identities.
 // Files inside a VM directory (vmlinux, images) may be symlinks anywhere, as they are in Spectrum.
-import { type Dirent, existsSync, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { type BigIntStats, type Dirent, existsSync, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { type OptionSource, pathFix, shownOrigin } from '../shared/cli/option-source.js';
 import { danglingSymlinkOn, symlinkLoopOn } from '../shared/dangling-symlink.js';
-import { CONFIG_DIR_ENV, type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type MisnamedVmDir, type VmDir } from './config.js';
+import { CONFIG_DIR_ENV, type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type MisnamedVmDir, type ReachedDir, type VmAlias, type VmDir, vmAliases } from './config.js';
 import { type VmName, isVmName, shownPath, vmNameProblem } from './vm-name.js';
 
 // Synchronous calls behind the async interface: a config dir of a thousand VMs takes several
@@ -83,31 +85,71 @@ export function isInside(dir: string, path: string): boolean {
   return path.startsWith(base) && path.length > base.length;
 }
 
-function readVmDir(root: string, name: VmName): VmDir {
+/** A VM entry resolved: no usable directory (what it is instead), or the directory it is or leads to, at `path`. */
+type ResolvedVm = { readonly unusable: VmDir } | { readonly reached: ReachedDir; readonly path: string };
+
+const identityOf = (info: BigIntStats): string => `${info.dev}:${info.ino}`;
+
+function resolveVmEntry(root: string, name: VmName): ResolvedVm {
   const path = join(root, name);
+  let link: BigIntStats;
   let real: string;
-  let plainDirectory = false;
   try {
-    const link = lstatSync(path);
-    plainDirectory = link.isDirectory();
+    link = lstatSync(path, { bigint: true });
     real = link.isSymbolicLink() ? realpathSync(path) : path;
   } catch (error) {
     const code = codeOf(error);
-    if (code === 'ENOENT') return { name, location: 'dangling-symlink' };
+    if (code === 'ENOENT') return { unusable: { name, location: 'dangling-symlink' } };
     if (code === 'ELOOP') {
       // Said as a loop (the state dir's are so, state-store.ts), not as a symlink to nothing.
       const loop = symlinkLoopOn(path);
-      return loop === undefined ? { name, location: 'symlink-loop' } : { name, location: 'symlink-loop', reason: loop };
+      return { unusable: loop === undefined ? { name, location: 'symlink-loop' } : { name, location: 'symlink-loop', reason: loop } };
     }
-    return { name, location: 'unreadable', reason: reasonOf(error) };
+    return { unusable: { name, location: 'unreadable', reason: reasonOf(error) } };
   }
-  if (!isInside(root, real)) return { name, location: 'escapes-config-dir', reason: real };
-  // A directory that is no symlink needs no second stat.
-  if (!plainDirectory && typeOf(real) !== 'directory') return { name, location: 'not-a-directory' };
-  const kernel = fileState(join(real, 'vmlinux'));
-  const blk = listing(join(real, 'blk'));
-  const providers = listing(join(real, 'providers', 'net'));
+  if (!isInside(root, real)) return { unusable: { name, location: 'escapes-config-dir', reason: real } };
+  if (!link.isSymbolicLink()) {
+    // A directory that is no symlink needs no second stat.
+    if (!link.isDirectory()) return { unusable: { name, location: 'not-a-directory' } };
+    return { reached: { name, to: name, identity: identityOf(link), symlink: false }, path };
+  }
+  let target: BigIntStats | undefined;
+  try {
+    target = statSync(real, { bigint: true });
+  } catch {
+    target = undefined;
+  }
+  if (target?.isDirectory() !== true) return { unusable: { name, location: 'not-a-directory' } };
+  return { reached: { name, to: real.slice(root.length + 1), identity: identityOf(target), symlink: true }, path: real };
+}
+
+/** What a VM directory holds (read through `path`, where it is or leads to). */
+function readVmContents(name: VmName, path: string): VmDir {
+  const kernel = fileState(join(path, 'vmlinux'));
+  const blk = listing(join(path, 'blk'));
+  const providers = listing(join(path, 'providers', 'net'));
   return { name, location: 'directory', kernel, blk, providers };
+}
+
+/** A resolved VM entry as read: no usable directory, an alias (`aliases`, vmAliases'), or what its directory holds. */
+function readResolved(resolved: ResolvedVm, aliases: ReadonlyMap<VmName, VmAlias>): VmDir {
+  if ('unusable' in resolved) return resolved.unusable;
+  const { name } = resolved.reached;
+  const alias = aliases.get(name);
+  return alias === undefined ? readVmContents(name, resolved.path) : { name, location: 'alias', alias };
+}
+
+/** The names of a config dir (as bytes) that are VM names, as text. */
+function vmNamesOf(names: readonly Buffer[]): { valid: VmName[]; others: { bytes: Buffer; text: string; utf8: boolean }[] } {
+  const valid: VmName[] = [];
+  const others: { bytes: Buffer; text: string; utf8: boolean }[] = [];
+  for (const bytes of names) {
+    const text = bytes.toString('utf8');
+    const utf8 = Buffer.from(text, 'utf8').equals(bytes);
+    if (utf8 && isVmName(text)) valid.push(text);
+    else others.push({ bytes, text, utf8 });
+  }
+  return { valid: valid.sort(), others };
 }
 
 /**
@@ -179,36 +221,53 @@ function misnamedVmDir(root: string, bytes: Buffer, text: string, utf8: boolean)
  */
 export async function readConfigDir(dir: string, source?: ConfigDirSource): Promise<ConfigSnapshot> {
   const { root, names } = configRoot(dir, true, source);
-  const vms = new Map<VmName, VmDir>();
+  const { valid, others } = vmNamesOf(names);
   const misnamed: MisnamedVmDir[] = [];
-  const valid: VmName[] = [];
-  for (const bytes of names) {
-    const text = bytes.toString('utf8');
-    const utf8 = Buffer.from(text, 'utf8').equals(bytes);
-    if (utf8 && isVmName(text)) valid.push(text);
-    else {
-      const found = misnamedVmDir(root, bytes, text, utf8);
-      if (found !== undefined) misnamed.push(found);
-    }
+  for (const { bytes, text, utf8 } of others) {
+    const found = misnamedVmDir(root, bytes, text, utf8);
+    if (found !== undefined) misnamed.push(found);
   }
-  for (const name of valid.sort()) vms.set(name, readVmDir(root, name));
+  const resolved = valid.map((name) => resolveVmEntry(root, name));
+  const aliases = vmAliases(resolved.flatMap((entry) => ('reached' in entry ? [entry.reached] : [])));
+  const vms = new Map<VmName, VmDir>();
+  for (const entry of resolved) {
+    const vm = readResolved(entry, aliases);
+    vms.set(vm.name, vm);
+  }
   return { dir: root, vms, misnamed: misnamed.sort((a, b) => (a.shown < b.shown ? -1 : a.shown > b.shown ? 1 : 0)) };
 }
 
 /**
  * Read only the given VMs and every VM they reach through their providers: all that checking or
- * linking them needs, at a cost independent of how many other VMs the config dir holds.
+ * linking them needs, at a cost independent of how many other VMs the config dir holds (but for a
+ * VM that is a symlink to a directory that is no VM's own: whether another name reaches it too
+ * takes every entry's).
  */
 export async function readConfigVms(dir: string, roots: readonly VmName[], source?: ConfigDirSource): Promise<ConfigSnapshot> {
   const { root } = configRoot(dir, false, source);
   const vms = new Map<VmName, VmDir>();
+  let everyEntry: ReachedDir[] | undefined;
+  const othersThan = (name: VmName): ReachedDir[] => {
+    everyEntry ??= vmNamesOf(configRoot(root, true, source).names).valid.flatMap((other) => {
+      const resolved = resolveVmEntry(root, other);
+      return 'reached' in resolved ? [resolved.reached] : [];
+    });
+    return everyEntry.filter((entry) => entry.name !== name);
+  };
+  const read = (name: VmName): VmDir => {
+    const resolved = resolveVmEntry(root, name);
+    if (!('reached' in resolved)) return resolved.unusable;
+    // Only a symlink to a directory that is no VM's own can share it with names not read here.
+    const { reached } = resolved;
+    const shares = reached.symlink && !isVmName(reached.to) ? othersThan(name) : [];
+    return readResolved(resolved, vmAliases([reached, ...shares]));
+  };
   let frontier = [...new Set(roots)];
   while (frontier.length > 0) {
-    const read = frontier.map((name) => readVmDir(root, name));
     const next = new Set<VmName>();
-    for (const vm of read) {
+    for (const vm of frontier.map(read)) {
       if (vm.location === 'dangling-symlink' && vm.reason === undefined && !exists(join(root, vm.name))) {
-        // readVmDir reports a missing entry as a dangling symlink; a missing VM is simply absent.
+        // A missing entry resolves as a dangling symlink; a missing VM is simply absent.
         continue;
       }
       vms.set(vm.name, vm);

@@ -4,6 +4,7 @@
 //
 // Rules checked for a VM and every VM it reaches through providers/net:
 //   - its directory exists under the config dir, is a directory and does not leave the config dir;
+//   - its entry is no second name for a directory another VM name reaches (an alias, vmAliases);
 //   - vmlinux is present and a file;
 //   - blk/ holds at least one "*.img" file (or block device), and every "*.img" entry is one;
 //   - every providers/net/<name> names a valid VM name, not the VM itself, that is a VM directory;
@@ -43,6 +44,17 @@ const LOOPS = 'is a symlink that loops (ELOOP: too many levels of symbolic links
  */
 export type BadLocation = 'not-a-directory' | 'escapes-config-dir' | 'dangling-symlink' | 'symlink-loop' | 'unreadable';
 
+/**
+ * A VM entry that is a symlink to a directory of the config dir that another VM name reaches too.
+ * A VM is its name (its VMM socket dir, its namespace here, its link ids go by it): one directory
+ * under two names would be one VM with two identities, which nothing on the host can keep apart.
+ */
+export type VmAlias =
+  /** The directory is VM `owner`'s own (the config dir's directory of that name): that name is the VM. */
+  | { readonly to: string; readonly owner: VmName }
+  /** The directory is no VM's own, and these other VM entries reach it too (sorted): none of them is the VM. */
+  | { readonly to: string; readonly sharedWith: readonly VmName[] };
+
 export type VmDir =
   | {
       readonly name: VmName;
@@ -51,7 +63,49 @@ export type VmDir =
       readonly blk: Listing;
       readonly providers: Listing;
     }
-  | { readonly name: VmName; readonly location: BadLocation; readonly reason?: string };
+  | { readonly name: VmName; readonly location: BadLocation; readonly reason?: string }
+  | { readonly name: VmName; readonly location: 'alias'; readonly alias: VmAlias };
+
+/** A config dir entry that is no usable VM directory. */
+export type UnusableVmEntry = Exclude<VmDir, { readonly location: 'directory' }>;
+
+/** A config dir entry with a VM name that is, or leads to, a directory inside the config dir. */
+export interface ReachedDir {
+  readonly name: VmName;
+  /** That directory's real path, relative to the config dir (an entry that is no symlink: its name). */
+  readonly to: string;
+  /** What tells directories apart (device and inode): entries with the same one reach one directory. */
+  readonly identity: string;
+  /** The entry is a symlink. */
+  readonly symlink: boolean;
+}
+
+/**
+ * The entries that are aliases, each with what it is one of (pure). An entry that is no symlink
+ * never is: its name is the VM. A symlink is one where it leads to a VM's own directory (`to`, a
+ * real path, is a VM name only for a directory of the config dir under that name) or to one that
+ * another entry reaches too: then none of those is the VM (no name is more its own than another).
+ * A symlink to a directory that no other name reaches is the VM's only name, as Spectrum allows.
+ */
+export function vmAliases(entries: readonly ReachedDir[]): Map<VmName, VmAlias> {
+  const byIdentity = new Map<string, VmName[]>();
+  for (const entry of entries) {
+    const names = byIdentity.get(entry.identity);
+    if (names === undefined) byIdentity.set(entry.identity, [entry.name]);
+    else names.push(entry.name);
+  }
+  const aliases = new Map<VmName, VmAlias>();
+  for (const entry of entries) {
+    if (!entry.symlink) continue;
+    if (isVmName(entry.to)) {
+      aliases.set(entry.name, { to: entry.to, owner: entry.to });
+      continue;
+    }
+    const sharedWith = (byIdentity.get(entry.identity) ?? []).filter((name) => name !== entry.name).sort(byName);
+    if (sharedWith.length > 0) aliases.set(entry.name, { to: entry.to, sharedWith });
+  }
+  return aliases;
+}
 
 /** Whether a config dir entry is a symlink that leads nowhere: to nothing, or round a loop. */
 export function leadsNowhere(vm: VmDir): boolean {
@@ -86,6 +140,7 @@ export type ConfigProblemKind =
   | 'vm-dangling-symlink'
   | 'vm-symlink-loop'
   | 'vm-unreadable'
+  | 'vm-alias'
   | 'kernel-missing'
   | 'kernel-not-a-file'
   | 'kernel-unreadable'
@@ -174,6 +229,29 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
   }
 }
 
+/** What makes two names of one directory one VM with two identities, for an alias's message. */
+const ONE_NAME = 'a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities';
+
+function describeAlias(dir: string, name: VmName, alias: VmAlias): string {
+  const path = `${dir}/${name}`;
+  if ('owner' in alias) {
+    return `${path} is a symlink that leads to VM ${alias.owner}'s directory ${dir}/${alias.owner}: ${ONE_NAME}; give the VM one name: remove the symlink ${path} and name ${alias.owner}, not ${name}, in providers/net`;
+  }
+  const target = entryPath(dir, alias.to);
+  const all = [name, ...alias.sharedWith].sort(byName).join(', ');
+  return (
+    `${path} is a symlink that leads to ${target}, as ${alias.sharedWith.join(', ')} ${alias.sharedWith.length === 1 ? 'does' : 'do'} too: ${ONE_NAME}, and no name is more its own than another; ` +
+    `give the VM one name: keep one of ${all} (or move ${target} to a VM name), remove the others, and name the one kept in providers/net`
+  );
+}
+
+/** What a VM entry that is no usable VM directory is instead, in words. */
+function describeEntry(dir: string, vm: UnusableVmEntry): string {
+  return vm.location === 'alias' ? describeAlias(dir, vm.name, vm.alias) : describeLocation(vm.location, `${dir}/${vm.name}`, vm.reason);
+}
+
+const entryProblemKind = (vm: UnusableVmEntry): ConfigProblemKind => (vm.location === 'alias' ? 'vm-alias' : LOCATION_PROBLEM[vm.location]);
+
 /**
  * Why `name` is no VM directory of the config dir (no entry, or one that is no usable directory),
  * or undefined where it is one. Says nothing of what the directory holds (checkVm does).
@@ -181,7 +259,7 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
 export function vmDirProblem(snapshot: ConfigSnapshot, name: VmName): string | undefined {
   const vm = snapshot.vms.get(name);
   if (vm === undefined) return `no directory ${snapshot.dir}/${name}`;
-  return vm.location === 'directory' ? undefined : describeLocation(vm.location, `${snapshot.dir}/${name}`, vm.reason);
+  return vm.location === 'directory' ? undefined : describeEntry(snapshot.dir, vm);
 }
 
 /** What a directory entry is, in a sentence. */
@@ -296,7 +374,7 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     return [problem(name, 'vm-missing', `no VM directory ${dir}/${name}; VMs are the directories of ${dir}`)];
   }
   if (root.location !== 'directory') {
-    return [problem(name, LOCATION_PROBLEM[root.location], describeLocation(root.location, `${dir}/${name}`, root.reason))];
+    return [problem(name, entryProblemKind(root), describeEntry(dir, root))];
   }
   const problems: ConfigProblem[] = [];
   const edges = new Map<string, string[]>();
@@ -332,7 +410,7 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
       }
       if (target.location !== 'directory') {
         problems.push(
-          problem(vm.name, 'provider-not-a-vm', `provider ${quoteName(provider)} (${where}) is not a VM directory: ${describeLocation(target.location, `${dir}/${provider}`, target.reason)}`),
+          problem(vm.name, 'provider-not-a-vm', `provider ${quoteName(provider)} (${where}) is not a VM directory: ${describeEntry(dir, target)}`),
         );
         continue;
       }

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -65,6 +65,33 @@ describe('spectrum-link check', () => {
     const json = await run(['check', 'bad', '--config-dir', base, '--json']);
     expect(json.code).toBe(EXIT.failure);
     expect(JSON.parse(json.out).problems.map((p: { kind: string }) => p.kind)).toEqual(['kernel-missing', 'blk-missing', 'self-provider', 'provider-missing']);
+  });
+
+  it('refuses a VM directory that is a symlink to another VM\'s, itself and as a client\'s provider, saying which VM has that directory and what to do; exit 1 (invalid config, as other VM entries that are no VM directory)', async () => {
+    const cfg = join(await realpath(base), 'cfg');
+    await cp(EXAMPLES, cfg, { recursive: true });
+    await symlink('netvm', join(cfg, 'netalias'));
+    await mkdir(join(cfg, 'appvm-alias', 'blk'), { recursive: true });
+    await mkdir(join(cfg, 'appvm-alias', 'providers', 'net'), { recursive: true });
+    await writeFile(join(cfg, 'appvm-alias', 'vmlinux'), '');
+    await writeFile(join(cfg, 'appvm-alias', 'blk', 'root.img'), '');
+    await writeFile(join(cfg, 'appvm-alias', 'providers', 'net', 'netalias'), '');
+    const said = `${cfg}/netalias is a symlink that leads to VM netvm's directory ${cfg}/netvm: a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities; give the VM one name: remove the symlink ${cfg}/netalias and name netvm, not netalias, in providers/net`;
+    expect(await run(['check', 'netalias', '--config-dir', cfg])).toEqual({
+      code: EXIT.failure,
+      out: '',
+      err: `spectrum-link: check: netalias is not a valid VM (1 problem):\nspectrum-link:   netalias: ${said}\n`,
+    });
+    const client = await run(['check', 'appvm-alias', '--config-dir', cfg, '--json']);
+    expect(client.code).toBe(EXIT.failure);
+    expect(JSON.parse(client.out)).toEqual({
+      vm: 'appvm-alias',
+      configDir: cfg,
+      valid: false,
+      providers: ['netalias'],
+      problems: [{ vm: 'appvm-alias', kind: 'provider-not-a-vm', message: `appvm-alias: provider "netalias" (${cfg}/appvm-alias/providers/net/netalias) is not a VM directory: ${said}` }],
+    });
+    expect((await run(['check', 'netvm', '--config-dir', cfg])).code).toBe(0);
   });
 
   it('exits 2 for bad names and usage, and for a config dir named that does not exist', async () => {

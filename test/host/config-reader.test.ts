@@ -110,11 +110,17 @@ describe('readConfigDir', () => {
     expect(await kinds('self')).toEqual(['vm-escapes-config-dir']);
   });
 
-  it('accepts a VM directory symlinked inside the config dir, and reports dangling links', async () => {
-    await makeVm('netvm');
-    await symlink('netvm', join(cfg, 'alias'));
+  it('accepts a VM directory symlinked inside the config dir where no other name reaches it, and reports dangling links', async () => {
+    await makeVm('lone', {}, join(cfg, '.vms'));
+    await makeVm('nested', {}, join(cfg, 'store', 'deeper'));
+    await symlink('.vms/lone', join(cfg, 'lone'));
+    await symlink('store/deeper/nested', join(cfg, 'nested'));
     await symlink('nowhere', join(cfg, 'dangling'));
-    expect(await kinds('alias')).toEqual([]);
+    await makeVm('app', { providers: ['lone', 'nested'] });
+    expect(await kinds('lone')).toEqual([]);
+    expect(await kinds('nested')).toEqual([]);
+    expect(await kinds('app')).toEqual([]);
+    expect(checkVm(await readConfigVms(cfg, [vmName('app')]), vmName('app'))).toEqual([]);
     expect(await kinds('dangling')).toEqual(['vm-dangling-symlink']);
   });
 
@@ -184,6 +190,66 @@ describe('readConfigDir', () => {
         await expect(read()).rejects.toMatchObject({ kind: 'config-dir-symlink-to-nothing', message });
       }
     }
+  });
+});
+
+describe('aliases: a VM entry that is a second name for a directory', () => {
+  /** The problems of each VM, read whole and by name (each VM alone: what check and link read). */
+  async function problemsOf(...names: string[]): Promise<{ whole: Record<string, [string, string][]>; byName: Record<string, [string, string][]> }> {
+    const whole = await readConfigDir(cfg);
+    const of = (snapshot: Awaited<ReturnType<typeof readConfigDir>>, name: string): [string, string][] => checkVm(snapshot, vmName(name)).map((p) => [p.kind, p.message]);
+    const byName: Record<string, [string, string][]> = {};
+    for (const name of names) byName[name] = of(await readConfigVms(cfg, [vmName(name)]), name);
+    return { whole: Object.fromEntries(names.map((name) => [name, of(whole, name)])), byName };
+  }
+
+  it('refuses a symlink to another VM\'s directory, and a chain of them, naming that VM, itself and as a provider; that VM stays valid', async () => {
+    await makeVm('netvm');
+    await symlink('netvm', join(cfg, 'netalias'));
+    await symlink(join(cfg, 'netalias'), join(cfg, 'chained'));
+    await symlink('./netvm/', join(cfg, 'dotted'));
+    await makeVm('app', { providers: ['netalias'] });
+    const { whole, byName } = await problemsOf('netvm', 'netalias', 'chained', 'dotted', 'app');
+    expect(byName).toEqual(whole);
+    const dir = (await readConfigDir(cfg)).dir;
+    const said = (name: string): string =>
+      `${dir}/${name} is a symlink that leads to VM netvm's directory ${dir}/netvm: a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities; give the VM one name: remove the symlink ${dir}/${name} and name netvm, not ${name}, in providers/net`;
+    expect(whole).toEqual({
+      netvm: [],
+      netalias: [['vm-alias', `netalias: ${said('netalias')}`]],
+      chained: [['vm-alias', `chained: ${said('chained')}`]],
+      dotted: [['vm-alias', `dotted: ${said('dotted')}`]],
+      app: [['provider-not-a-vm', `app: provider "netalias" (${dir}/app/providers/net/netalias) is not a VM directory: ${said('netalias')}`]],
+    });
+  });
+
+  it('refuses every symlink of two or more to one directory that is no VM\'s own (none is the VM), read whole, by name or as a provider; one to a directory of its own stays', async () => {
+    await makeVm('shared', {}, join(cfg, '.store'));
+    await makeVm('nested', {}, join(cfg, 'netvm'));
+    await makeVm('lone', {}, join(cfg, '.lone'));
+    await symlink('.store/shared', join(cfg, 'a'));
+    await symlink(join(cfg, '.store', 'shared'), join(cfg, 'b'));
+    await symlink('a', join(cfg, 'c'));
+    await symlink('netvm/nested', join(cfg, 'n1'));
+    await symlink('netvm/nested', join(cfg, 'n2'));
+    await symlink('.lone/lone', join(cfg, 'lone'));
+    // A name that is no VM name is no second name: nothing can be linked under it.
+    await symlink('.lone/lone', join(cfg, '.also-lone'));
+    await makeVm('app', { providers: ['b', 'lone'] });
+    const { whole, byName } = await problemsOf('a', 'b', 'c', 'n1', 'n2', 'lone', 'app');
+    expect(byName).toEqual(whole);
+    const dir = (await readConfigDir(cfg)).dir;
+    const said = (name: string, to: string, others: string, all: string): string =>
+      `${dir}/${name} is a symlink that leads to ${dir}/${to}, as ${others} too: a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities, and no name is more its own than another; give the VM one name: keep one of ${all} (or move ${dir}/${to} to a VM name), remove the others, and name the one kept in providers/net`;
+    expect(whole).toEqual({
+      a: [['vm-alias', `a: ${said('a', '.store/shared', 'b, c do', 'a, b, c')}`]],
+      b: [['vm-alias', `b: ${said('b', '.store/shared', 'a, c do', 'a, b, c')}`]],
+      c: [['vm-alias', `c: ${said('c', '.store/shared', 'a, b do', 'a, b, c')}`]],
+      n1: [['vm-alias', `n1: ${said('n1', 'netvm/nested', 'n2 does', 'n1, n2')}`]],
+      n2: [['vm-alias', `n2: ${said('n2', 'netvm/nested', 'n1 does', 'n1, n2')}`]],
+      lone: [],
+      app: [['provider-not-a-vm', `app: provider "b" (${dir}/app/providers/net/b) is not a VM directory: ${said('b', '.store/shared', 'a, c do', 'a, b, c')}`]],
+    });
   });
 });
 

@@ -5,10 +5,12 @@ import {
   ConfigError,
   type VmDir,
   checkVm,
+  type ReachedDir,
   configDirFrom,
   partitionValidVms,
   providerCycles,
   requireValidVm,
+  vmAliases,
   vmDirProblem,
 } from '../../host/config.js';
 import { vmName } from '../../host/vm-name.js';
@@ -162,6 +164,77 @@ describe('checkVm', () => {
 
   it('ignores VMs that the checked VM does not reach', () => {
     expect(kinds(snapshot(vm('a'), vm('broken', ['broken'], { kernel: 'missing' })), 'a')).toEqual([]);
+  });
+});
+
+describe('aliases: a VM entry that is a second name for a directory', () => {
+  const ONE_NAME = 'a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities';
+  const netalias: VmDir = { name: vmName('netalias'), location: 'alias', alias: { to: 'netvm', owner: vmName('netvm') } };
+  const aliasSaid = `/cfg/netalias is a symlink that leads to VM netvm's directory /cfg/netvm: ${ONE_NAME}; give the VM one name: remove the symlink /cfg/netalias and name netvm, not netalias, in providers/net`;
+
+  it("is refused as a VM, naming the VM whose directory it leads to and saying what to do; as a provider, on the client, not followed", () => {
+    const s = snapshot(vm('netvm'), netalias, vm('app', ['netalias']));
+    expect(checkVm(s, vmName('netalias'))).toEqual([{ vm: 'netalias', kind: 'vm-alias', message: `netalias: ${aliasSaid}` }]);
+    expect(checkVm(s, vmName('app'))).toEqual([
+      { vm: 'app', kind: 'provider-not-a-vm', message: `app: provider "netalias" (/cfg/app/providers/net/netalias) is not a VM directory: ${aliasSaid}` },
+    ]);
+    expect(vmDirProblem(s, vmName('netalias'))).toBe(aliasSaid);
+    expect(() => requireValidVm(s, vmName('app'))).toThrow(expect.objectContaining({ kind: 'invalid-vm', message: expect.stringContaining(aliasSaid) }));
+    expect(partitionValidVms(s, [vmName('netvm'), vmName('netalias'), vmName('app')]).valid).toEqual(['netvm']);
+  });
+
+  it('of a directory that is no VM\'s own, names the others that lead there and says none is more the VM than another', () => {
+    const shared = (name: string, sharedWith: string[]): VmDir => ({ name: vmName(name), location: 'alias', alias: { to: 'store/net\u001b', sharedWith: sharedWith.map(vmName) } });
+    const s = snapshot(shared('b', ['a']), shared('c', ['a', 'd']));
+    expect(vmDirProblem(s, vmName('b'))).toBe(
+      `/cfg/b is a symlink that leads to /cfg/"store/net\\u001b", as a does too: ${ONE_NAME}, and no name is more its own than another; give the VM one name: keep one of a, b (or move /cfg/"store/net\\u001b" to a VM name), remove the others, and name the one kept in providers/net`,
+    );
+    expect(checkVm(s, vmName('c'))).toEqual([
+      {
+        vm: 'c',
+        kind: 'vm-alias',
+        message: `c: /cfg/c is a symlink that leads to /cfg/"store/net\\u001b", as a, d do too: ${ONE_NAME}, and no name is more its own than another; give the VM one name: keep one of a, c, d (or move /cfg/"store/net\\u001b" to a VM name), remove the others, and name the one kept in providers/net`,
+      },
+    ]);
+  });
+
+  const plain = (name: string): ReachedDir => ({ name: vmName(name), to: name, identity: name, symlink: false });
+  const link = (name: string, to: string): ReachedDir => ({ name: vmName(name), to, identity: to, symlink: true });
+
+  it('vmAliases: a symlink to a VM\'s own directory is an alias of that VM; symlinks to one other directory are all aliases, of none; a symlink no other name shares, or a directory, none', () => {
+    const aliases = vmAliases([plain('netvm'), link('netalias', 'netvm'), link('a', '.store'), link('b', '.store'), link('lone', 'vms/lone'), link('nested', 'netvm/sub')]);
+    expect(aliases).toEqual(
+      new Map([
+        ['netalias', { to: 'netvm', owner: 'netvm' }],
+        ['a', { to: '.store', sharedWith: ['b'] }],
+        ['b', { to: '.store', sharedWith: ['a'] }],
+      ]),
+    );
+    // The VM's own entry need not have been read: a real path that is a VM name is its directory.
+    expect(vmAliases([link('netalias', 'netvm')])).toEqual(new Map([['netalias', { to: 'netvm', owner: 'netvm' }]]));
+    // Identity, not the path: a bind mount reached under another path is the same directory.
+    expect(vmAliases([{ ...link('a', '.m1'), identity: '1:2' }, { ...link('b', '.m2'), identity: '1:2' }]).get(vmName('a'))).toEqual({ to: '.m1', sharedWith: ['b'] });
+  });
+
+  it('vmAliases (property): no two names it leaves reach one directory; it refuses no directory, and a symlink only where another name reaches its directory too', () => {
+    const vmNames = ['v0', 'v1', 'v2', 'v3', 'v4', 'v5'];
+    const elsewhere = ['.s0', '.s1', 'store/x'];
+    const entries = fc.uniqueArray(fc.tuple(fc.constantFrom(...vmNames), fc.option(fc.constantFrom(...vmNames, ...elsewhere), { nil: undefined })), { selector: ([name]) => name, maxLength: 6 }).map((pairs) => {
+      // A symlink leads to a VM name's directory only where that name is a directory (a real path names no symlink).
+      const dirs = new Set(pairs.filter(([, to]) => to === undefined).map(([name]) => name));
+      return pairs.flatMap(([name, to]) => (to === undefined ? [plain(name)] : vmNames.includes(to) && !dirs.has(to) ? [] : [link(name, to)]));
+    });
+    fc.assert(
+      fc.property(entries, (reached) => {
+        const aliases = vmAliases(reached);
+        const kept = reached.filter((entry) => !aliases.has(entry.name));
+        expect(new Set(kept.map((entry) => entry.identity)).size).toBe(kept.length);
+        for (const entry of reached) {
+          const shared = reached.some((other) => other.name !== entry.name && other.identity === entry.identity);
+          expect(aliases.has(entry.name)).toBe(entry.symlink && (shared || vmNames.includes(entry.to)));
+        }
+      }),
+    );
   });
 });
 

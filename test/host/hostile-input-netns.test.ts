@@ -295,6 +295,44 @@ describeNetns('spectrum-link and hostile input', () => {
     }
   });
 
+  it("refuses a symlink to another VM's directory as a VM: link --attach netns of a client naming it as provider fails with one line and makes nothing (no namespace under its name); link --all passes over it with a warning and an unusableDir line", async () => {
+    // It made a namespace <prefix>netalias for netvm's side, which netvm's VM never joins.
+    const alias = join(world().configDir, 'netalias');
+    const client = join(world().configDir, 'appvm-alias');
+    const namespaces = async (): Promise<string[]> =>
+      (await world().host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' })).stdout.split('\n').map((line) => line.split(' ')[0] ?? '').filter((name) => name.startsWith(world().netnsPrefix)).sort();
+    const said = `${alias} is a symlink that leads to VM netvm's directory ${world().configDir}/netvm`;
+    await symlink('netvm', alias);
+    try {
+      await mkdir(join(client, 'blk'), { recursive: true });
+      await mkdir(join(client, 'providers', 'net'), { recursive: true });
+      await writeFile(join(client, 'vmlinux'), '');
+      await writeFile(join(client, 'blk', 'root.img'), '');
+      await writeFile(join(client, 'providers', 'net', 'netalias'), '');
+      const namespacesBefore = await namespaces();
+      const devicesBefore = [...(await devices(world().host)).keys()].sort();
+      const stateBefore = await readFile(statePath(), 'utf8').catch(() => 'no state file');
+      const refused = await world().link(['link', 'appvm-alias', '--attach', 'netns']);
+      expect(refused.code, refused.stderr).toBe(1);
+      expect(refused.stdout).toBe('');
+      expect(oneLineError(refused.stderr)).toContain(`provider "netalias" (${client}/providers/net/netalias) is not a VM directory: ${said}`);
+      expect(await namespaces()).toEqual(namespacesBefore);
+      expect(namespacesBefore).not.toContain(`${world().netnsPrefix}netalias`);
+      expect([...(await devices(world().host)).keys()].sort()).toEqual(devicesBefore);
+      expect(await readFile(statePath(), 'utf8').catch(() => 'no state file')).toBe(stateBefore);
+      // Without the client, whose invalid config would fail the run as any does.
+      await rm(client, { recursive: true, force: true });
+      const all = await world().link(['link', '--all', '--attach', 'none', '--json']);
+      expect(all.code, all.stderr).toBe(0);
+      expect(all.stderr).toContain(`netalias is not linked: ${said}`);
+      const outputs = all.stdout.trim().split('\n').map((line) => JSON.parse(line) as { vm: string; unusableDir?: string });
+      expect(outputs.filter((output) => output.unusableDir !== undefined)).toEqual([{ vm: 'netalias', links: [], unusableDir: expect.stringContaining(said) }]);
+    } finally {
+      await rm(alias, { force: true });
+      await rm(client, { recursive: true, force: true });
+    }
+  });
+
   it('link --all: a line per entry it cannot use as a VM directory (out of the config dir with links up, to nothing, round a loop), which say its links stay, and a --json line each; a stray file without links passed over quietly; exit 0, those links left up', async () => {
     const [catgirl] = (JSON.parse((await world().link(['link', 'appvm-catgirl', '--attach', 'none', '--json'])).stdout) as { links: LinkJson[] }).links;
     // appvm-catgirl's directory moves out of the config dir, a symlink to it left in its place.
