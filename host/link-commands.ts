@@ -7,9 +7,9 @@ import { directoryOption } from '../shared/cli/directory-option.js';
 import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
-import { CliError, EXIT } from '../shared/cli/run-cli.js';
+import { CliError, EXIT, exitCodeOf } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
-import { isLinkUsageError } from './exit-codes.js';
+import { LINK_EXIT_CODES, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
@@ -410,6 +410,9 @@ function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
 
 const reasonText = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
+/** A failure's line where a signal's exit code outranks its own: a bug's still starts `internal error:`, as runCli says it alone. */
+const failureText = (error: unknown): string => `${exitCodeOf(error, LINK_EXIT_CODES) === EXIT.internal ? 'internal error: ' : ''}${reasonText(error)}`;
+
 /**
  * What is said of a VMM that did not detach a NIC of a link taken down all the same: one line.
  * `conflict`: what reports the NIC left; `retry`: how to detach it once the VMM answers, if any.
@@ -660,7 +663,7 @@ export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Sign
   const further = failure instanceof CliError ? failure.details : [];
   const undone = anyFailed ? 'the signal undid nothing, but each VM that failed (below) was undone alone, as without it' : 'the signal undid nothing';
   const said = `link interrupted by ${signal} after it had made its links: ${undone}; the links it made stay (printed), and its take-down of links to providers no longer named ${TAKE_DOWN_DONE[reach]}`;
-  return new CliError(reasonText(failure), signalExitCode(signal), [...further, said, ...after], 'lines');
+  return new CliError(failureText(failure), signalExitCode(signal), [...further, said, ...after], 'lines');
 }
 
 /**
@@ -670,7 +673,7 @@ export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Sign
  */
 export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[]): CliError {
   const further = failure instanceof CliError ? failure.details : [];
-  return new CliError(reasonText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal), ...after], 'lines');
+  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal), ...after], 'lines');
 }
 
 /**

@@ -1233,6 +1233,33 @@ describe('link whose take-down of a dropped provider fails after its links were 
     });
   });
 
+  it.each([false, true])('a signal after the last safe point, the take-down then failed by a bug (--keep-going: %s): its line still says it is an internal error, as without the signal; exit 130', async (keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const bug = new TypeError("Cannot read properties of undefined (reading 'links')");
+    let armed = false;
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (_kind, vm) => {
+        if (!armed || vm !== netvm2) return;
+        process.emit('SIGINT', 'SIGINT');
+        store.thrown = bug;
+      },
+    };
+    await linkC1ThenDrop(['none', 'netvm2=qemu'], vmm);
+    armed = true;
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2], stateDir, { vmm });
+    expect(textOf(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /)]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        `spectrum-link: internal error: ${bug.message}`,
+        expect.stringMatching(/^spectrum-link: link interrupted by SIGINT after it had made its links: .*its take-down of links to providers no longer named failed \(above\)$/),
+        ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+      ],
+    });
+  });
+
   it('on a terminal, plain link erases its progress line before it prints the VMs it linked: each line starts a line of its own', async () => {
     await linkC1ThenDrop();
     breakTakeDown('a kernel refusal');
@@ -1243,6 +1270,22 @@ describe('link whose take-down of a dropped provider fails after its links were 
     expect({ code, linked: screen.filter((line) => / -> netvm  /.test(line)) }).toEqual({
       code: 1,
       linked: [expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /), expect.stringMatching(/^c3 -> netvm  id /)],
+    });
+  });
+});
+
+describe('link failed by a bug while a signal came, then undone', () => {
+  it("says the bug's line as an internal error, as without the signal, then the signal's; exit 130", async () => {
+    const bug = new TypeError("Cannot read properties of undefined (reading 'creates')");
+    kernel.whileApplying = () => {
+      process.emit('SIGINT', 'SIGINT');
+      throw bug;
+    };
+    const run = await linkCli([CLIENTS[0]!]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 130,
+      stdout: '',
+      stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(/^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the run: /)],
     });
   });
 });
