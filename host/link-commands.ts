@@ -20,7 +20,7 @@ import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
 import { relinkedText } from './link-relinks.js';
 import { collectGarbage, devicesLeft, gcStoppedDevices, hostSideDeleted, unlinkVm } from './link-take-down.js';
-import { linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.js';
+import { isStateFailure, linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.js';
 import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
@@ -622,8 +622,12 @@ function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<Keep
 /**
  * What is said after the failure of a `link` that a signal interrupted while it failed and undid
  * the run: the undo went on to its end (a second signal would have cut it short, saying so).
+ * `linkedStay`: a `link --keep-going` whose pass one by one had linked VMs (printed), which stay.
  */
-function interruptedUndoingLine(signal: NodeJS.Signals): string {
+function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false): string {
+  if (linkedStay) {
+    return `link interrupted by ${signal} while it failed (above) and undid the VM it was linking: the undo went on to its end; the VMs it had linked VM by VM (printed) stay linked, and links made before it are as they were`;
+  }
   return (
     `link interrupted by ${signal} while it failed (above) and undid the run: the undo went on to its end: what this run had made (its devices, the NICs it hot-plugged, the ids it allocated) is undone; ` +
     'links made before it are as they were'
@@ -671,9 +675,9 @@ export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Sign
  * lines (its first, then any further ones it carried, as a CliError's details), then what the
  * signal did, then `after` (links left down, NICs not taken back); the exit code the signal's.
  */
-export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[]): CliError {
+export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[], linkedStay = false): CliError {
   const further = failure instanceof CliError ? failure.details : [];
-  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal), ...after], 'lines');
+  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay), ...after], 'lines');
 }
 
 /**
@@ -1071,8 +1075,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           if (left !== undefined) await warnOutcome(done, left.all);
           writeOutcome(done, left?.all);
+          // A signal that came as it failed (the failure's undo went on to its end): its exit code, as in plain link.
+          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, undoLines(error.failed), linked.size > 0);
           throw badInputOutranks(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
         }
+        // (So with no VM to say with it: plain link says it as interrupted-undoing.)
+        if (isStateFailure(error) && interruption.received !== undefined) throw interruptedUndoingError(error, interruption.received, undoLines());
         throw withLeftDown(error, undoLines());
       } finally {
         interruption.dispose();

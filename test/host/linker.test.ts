@@ -1362,6 +1362,75 @@ describe('link --keep-going with a VM that failed by bad input, whatever else fa
   });
 });
 
+describe('link --keep-going stopped by a state failure as a signal comes: the signal outranks it, as in plain link', () => {
+  const c0 = vmName('c0');
+  const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+  const undid = /^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the run: the undo went on to its end: what this run had made .* is undone; links made before it are as they were$/;
+
+  it.each([
+    ['no VM failed', []],
+    ['c0 failed (invalid)', ['nosuchvm']],
+    ['c0 failed by bad input', [NETVM]],
+  ] as const)('the state dir found not writable before a NIC comes out, the signal as its socket is checked (%s): the failure, the signal\'s line, then c0\'s where it failed; exit 130', async (how, c0Providers) => {
+    const badInput = how.includes('bad input');
+    if (how !== 'no VM failed') await addVm(c0, c0Providers);
+    // c1's client side (and c0's, where it fails by bad input) up as QEMU attached it, to be
+    // attached another way: its NIC would come out first (c0's to cloud-hypervisor through a
+    // socket path that cannot be: it fails before the state dir is probed).
+    const allocation = allocateMany(emptyState(), (badInput ? [c0, c1] : [c1]).map((client) => ({ client, provider: NETVM })));
+    const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
+    await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
+    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    store.failSaves = 1;
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (kind, vm) => {
+        if (vm === c0) throw new CliError(`--qmp-socket gives VM ${vm} a socket path too long (${kind})`, EXIT.usage);
+        if (vm === c1) process.emit('SIGINT', 'SIGINT');
+      },
+    };
+    const names = how === 'no VM failed' ? [c1] : [c0, c1];
+    const run = await linkCli(['--keep-going', ...names], stateDir, { vmm, attach: ['none', ...(badInput ? ['c0=cloud-hypervisor'] : [])] });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(/^spectrum-link: link: cannot write state file .*\(ENOSPC\)/),
+        expect.stringMatching(undid),
+        ...(how === 'no VM failed' ? [] : [expect.stringMatching(badInput ? /^spectrum-link: link c0 failed: --qmp-socket gives VM c0 a socket path too long/ : /^spectrum-link: link c0 failed: VM c0 in .* is not valid /)]),
+      ],
+    });
+  });
+
+  it('in the pass one by one (c1 refused by the kernel, c2 linked again, the signal as c3 records its ids, which fails): c2 printed, the failure, the signal\'s line saying c2 stays linked, then c1\'s; exit 130', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    // Plans: the one transaction (1, refused), then c1 (2, refused) and c2 (3) one by one; then
+    // c3's transaction asks for its QEMU side's socket before it records its ids.
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      socketOf: (_kind, vm) => {
+        if (vm !== c3 || applies !== 3) return undefined;
+        applies += 1;
+        process.emit('SIGINT', 'SIGINT');
+        store.failSaves = 1;
+        return undefined;
+      },
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm, attach: ['none', 'c3=qemu'] });
+    expect(run.stdout.split('\n').filter((line) => / -> /.test(line))).toEqual([expect.stringMatching(new RegExp(`^c2 -> netvm  id ${ids[1]}  `))]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(/^spectrum-link: cannot write state file .*\(ENOSPC\)/),
+        expect.stringMatching(/^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the VM it was linking: the undo went on to its end; the VMs it had linked VM by VM \(printed\) stay linked, and links made before it are as they were$/),
+        expect.stringMatching(/^spectrum-link: link c1 failed: .*File exists$/),
+      ],
+    });
+  });
+});
+
 describe('link --all --keep-going stopped by a state failure: what it leaves as it is in the config dir is said, as where it ends well', () => {
   const [c1, c2] = CLIENTS as [VmName, VmName];
   const gone = vmName('gone');
