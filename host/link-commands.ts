@@ -7,9 +7,9 @@ import { directoryOption } from '../shared/cli/directory-option.js';
 import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
-import { CliError, EXIT } from '../shared/cli/run-cli.js';
+import { CliError, EXIT, exitCodeOf } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
-import { isLinkUsageError } from './exit-codes.js';
+import { LINK_EXIT_CODES, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
@@ -20,7 +20,7 @@ import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
 import { relinkedText } from './link-relinks.js';
 import { collectGarbage, devicesLeft, gcStoppedDevices, hostSideDeleted, unlinkVm } from './link-take-down.js';
-import { linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.js';
+import { isStateFailure, linkAll, linkVms, strayAttachModes, unusedAttachModes } from './linker.js';
 import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
@@ -410,6 +410,9 @@ function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
 
 const reasonText = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
+/** A failure's line where a signal's exit code outranks its own: a bug's still starts `internal error:`, as runCli says it alone. */
+const failureText = (error: unknown): string => `${exitCodeOf(error, LINK_EXIT_CODES) === EXIT.internal ? 'internal error: ' : ''}${reasonText(error)}`;
+
 /**
  * What is said of a VMM that did not detach a NIC of a link taken down all the same: one line.
  * `conflict`: what reports the NIC left; `retry`: how to detach it once the VMM answers, if any.
@@ -619,8 +622,12 @@ function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<Keep
 /**
  * What is said after the failure of a `link` that a signal interrupted while it failed and undid
  * the run: the undo went on to its end (a second signal would have cut it short, saying so).
+ * `linkedStay`: a `link --keep-going` whose pass one by one had linked VMs (printed), which stay.
  */
-function interruptedUndoingLine(signal: NodeJS.Signals): string {
+function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false): string {
+  if (linkedStay) {
+    return `link interrupted by ${signal} while it failed (above) and undid the VM it was linking: the undo went on to its end; the VMs it had linked VM by VM (printed) stay linked, and links made before it are as they were`;
+  }
   return (
     `link interrupted by ${signal} while it failed (above) and undid the run: the undo went on to its end: what this run had made (its devices, the NICs it hot-plugged, the ids it allocated) is undone; ` +
     'links made before it are as they were'
@@ -660,7 +667,7 @@ export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Sign
   const further = failure instanceof CliError ? failure.details : [];
   const undone = anyFailed ? 'the signal undid nothing, but each VM that failed (below) was undone alone, as without it' : 'the signal undid nothing';
   const said = `link interrupted by ${signal} after it had made its links: ${undone}; the links it made stay (printed), and its take-down of links to providers no longer named ${TAKE_DOWN_DONE[reach]}`;
-  return new CliError(reasonText(failure), signalExitCode(signal), [...further, said, ...after], 'lines');
+  return new CliError(failureText(failure), signalExitCode(signal), [...further, said, ...after], 'lines');
 }
 
 /**
@@ -668,9 +675,9 @@ export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Sign
  * lines (its first, then any further ones it carried, as a CliError's details), then what the
  * signal did, then `after` (links left down, NICs not taken back); the exit code the signal's.
  */
-export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[]): CliError {
+export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[], linkedStay = false): CliError {
   const further = failure instanceof CliError ? failure.details : [];
-  return new CliError(reasonText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal), ...after], 'lines');
+  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay), ...after], 'lines');
 }
 
 /**
@@ -1068,8 +1075,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           if (left !== undefined) await warnOutcome(done, left.all);
           writeOutcome(done, left?.all);
+          // A signal that came as it failed (the failure's undo went on to its end): its exit code, as in plain link.
+          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, undoLines(error.failed), linked.size > 0);
           throw badInputOutranks(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
         }
+        // (So with no VM to say with it: plain link says it as interrupted-undoing.)
+        if (isStateFailure(error) && interruption.received !== undefined) throw interruptedUndoingError(error, interruption.received, undoLines());
         throw withLeftDown(error, undoLines());
       } finally {
         interruption.dispose();

@@ -1233,6 +1233,33 @@ describe('link whose take-down of a dropped provider fails after its links were 
     });
   });
 
+  it.each([false, true])('a signal after the last safe point, the take-down then failed by a bug (--keep-going: %s): its line still says it is an internal error, as without the signal; exit 130', async (keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const bug = new TypeError("Cannot read properties of undefined (reading 'links')");
+    let armed = false;
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (_kind, vm) => {
+        if (!armed || vm !== netvm2) return;
+        process.emit('SIGINT', 'SIGINT');
+        store.thrown = bug;
+      },
+    };
+    await linkC1ThenDrop(['none', 'netvm2=qemu'], vmm);
+    armed = true;
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2], stateDir, { vmm });
+    expect(textOf(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /)]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        `spectrum-link: internal error: ${bug.message}`,
+        expect.stringMatching(/^spectrum-link: link interrupted by SIGINT after it had made its links: .*its take-down of links to providers no longer named failed \(above\)$/),
+        ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+      ],
+    });
+  });
+
   it('on a terminal, plain link erases its progress line before it prints the VMs it linked: each line starts a line of its own', async () => {
     await linkC1ThenDrop();
     breakTakeDown('a kernel refusal');
@@ -1243,6 +1270,22 @@ describe('link whose take-down of a dropped provider fails after its links were 
     expect({ code, linked: screen.filter((line) => / -> netvm  /.test(line)) }).toEqual({
       code: 1,
       linked: [expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /), expect.stringMatching(/^c3 -> netvm  id /)],
+    });
+  });
+});
+
+describe('link failed by a bug while a signal came, then undone', () => {
+  it("says the bug's line as an internal error, as without the signal, then the signal's; exit 130", async () => {
+    const bug = new TypeError("Cannot read properties of undefined (reading 'creates')");
+    kernel.whileApplying = () => {
+      process.emit('SIGINT', 'SIGINT');
+      throw bug;
+    };
+    const run = await linkCli([CLIENTS[0]!]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 130,
+      stdout: '',
+      stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(/^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the run: /)],
     });
   });
 });
@@ -1316,6 +1359,75 @@ describe('link --keep-going with a VM that failed by bad input, whatever else fa
     store.failSaves = 1;
     const run = await linkCli(['--keep-going', c0, c1], stateDir, { vmm, attach });
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: cannot write state file /), expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] });
+  });
+});
+
+describe('link --keep-going stopped by a state failure as a signal comes: the signal outranks it, as in plain link', () => {
+  const c0 = vmName('c0');
+  const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+  const undid = /^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the run: the undo went on to its end: what this run had made .* is undone; links made before it are as they were$/;
+
+  it.each([
+    ['no VM failed', []],
+    ['c0 failed (invalid)', ['nosuchvm']],
+    ['c0 failed by bad input', [NETVM]],
+  ] as const)('the state dir found not writable before a NIC comes out, the signal as its socket is checked (%s): the failure, the signal\'s line, then c0\'s where it failed; exit 130', async (how, c0Providers) => {
+    const badInput = how.includes('bad input');
+    if (how !== 'no VM failed') await addVm(c0, c0Providers);
+    // c1's client side (and c0's, where it fails by bad input) up as QEMU attached it, to be
+    // attached another way: its NIC would come out first (c0's to cloud-hypervisor through a
+    // socket path that cannot be: it fails before the state dir is probed).
+    const allocation = allocateMany(emptyState(), (badInput ? [c0, c1] : [c1]).map((client) => ({ client, provider: NETVM })));
+    const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
+    await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
+    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    store.failSaves = 1;
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (kind, vm) => {
+        if (vm === c0) throw new CliError(`--qmp-socket gives VM ${vm} a socket path too long (${kind})`, EXIT.usage);
+        if (vm === c1) process.emit('SIGINT', 'SIGINT');
+      },
+    };
+    const names = how === 'no VM failed' ? [c1] : [c0, c1];
+    const run = await linkCli(['--keep-going', ...names], stateDir, { vmm, attach: ['none', ...(badInput ? ['c0=cloud-hypervisor'] : [])] });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(/^spectrum-link: link: cannot write state file .*\(ENOSPC\)/),
+        expect.stringMatching(undid),
+        ...(how === 'no VM failed' ? [] : [expect.stringMatching(badInput ? /^spectrum-link: link c0 failed: --qmp-socket gives VM c0 a socket path too long/ : /^spectrum-link: link c0 failed: VM c0 in .* is not valid /)]),
+      ],
+    });
+  });
+
+  it('in the pass one by one (c1 refused by the kernel, c2 linked again, the signal as c3 records its ids, which fails): c2 printed, the failure, the signal\'s line saying c2 stays linked, then c1\'s; exit 130', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    // Plans: the one transaction (1, refused), then c1 (2, refused) and c2 (3) one by one; then
+    // c3's transaction asks for its QEMU side's socket before it records its ids.
+    let applies = 0;
+    kernel.whileApplying = () => void (applies += 1);
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      socketOf: (_kind, vm) => {
+        if (vm !== c3 || applies !== 3) return undefined;
+        applies += 1;
+        process.emit('SIGINT', 'SIGINT');
+        store.failSaves = 1;
+        return undefined;
+      },
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm, attach: ['none', 'c3=qemu'] });
+    expect(run.stdout.split('\n').filter((line) => / -> /.test(line))).toEqual([expect.stringMatching(new RegExp(`^c2 -> netvm  id ${ids[1]}  `))]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(/^spectrum-link: cannot write state file .*\(ENOSPC\)/),
+        expect.stringMatching(/^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the VM it was linking: the undo went on to its end; the VMs it had linked VM by VM \(printed\) stay linked, and links made before it are as they were$/),
+        expect.stringMatching(/^spectrum-link: link c1 failed: .*File exists$/),
+      ],
+    });
   });
 });
 
