@@ -207,10 +207,15 @@ function shownBytes(bytes: Buffer): string {
 
 /**
  * An entry whose name is no VM name, where it is a directory with a `providers/net` (the rest,
- * e.g. lost+found or .git, would get no links under any name, so nothing is skipped).
+ * e.g. lost+found or .git, would get no links under any name, so nothing is skipped), and not one
+ * that an entry with a VM name leads to (`reached`, their identities): that directory is linked,
+ * or refused as an alias, under that name, and renamed this would be a second name for it.
  */
-function misnamedVmDir(root: string, bytes: Buffer, text: string, utf8: boolean): MisnamedVmDir | undefined {
-  if (!existsSync(Buffer.concat([Buffer.from(`${root}/`), bytes, Buffer.from('/providers/net')]))) return undefined;
+function misnamedVmDir(root: string, bytes: Buffer, text: string, utf8: boolean, reached: ReadonlySet<string>): MisnamedVmDir | undefined {
+  const path = Buffer.concat([Buffer.from(`${root}/`), bytes]);
+  if (!existsSync(Buffer.concat([path, Buffer.from('/providers/net')]))) return undefined;
+  const info = statSync(path, { bigint: true, throwIfNoEntry: false });
+  if (info !== undefined && reached.has(identityOf(info))) return undefined;
   const reason = utf8 ? (vmNameProblem(text)?.message ?? 'no VM name') : `VM name ${shownBytes(bytes)} is not valid UTF-8`;
   return { name: text, shown: shownBytes(bytes), reason };
 }
@@ -222,13 +227,15 @@ function misnamedVmDir(root: string, bytes: Buffer, text: string, utf8: boolean)
 export async function readConfigDir(dir: string, source?: ConfigDirSource): Promise<ConfigSnapshot> {
   const { root, names } = configRoot(dir, true, source);
   const { valid, others } = vmNamesOf(names);
+  const resolved = valid.map((name) => resolveVmEntry(root, name));
+  const reached = resolved.flatMap((entry) => ('reached' in entry ? [entry.reached] : []));
+  const aliases = vmAliases(reached);
+  const identities = new Set(reached.map((entry) => entry.identity));
   const misnamed: MisnamedVmDir[] = [];
   for (const { bytes, text, utf8 } of others) {
-    const found = misnamedVmDir(root, bytes, text, utf8);
+    const found = misnamedVmDir(root, bytes, text, utf8, identities);
     if (found !== undefined) misnamed.push(found);
   }
-  const resolved = valid.map((name) => resolveVmEntry(root, name));
-  const aliases = vmAliases(resolved.flatMap((entry) => ('reached' in entry ? [entry.reached] : [])));
   const vms = new Map<VmName, VmDir>();
   for (const entry of resolved) {
     const vm = readResolved(entry, aliases);

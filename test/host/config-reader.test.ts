@@ -150,6 +150,26 @@ describe('readConfigDir', () => {
     ]);
   });
 
+  it('notes no directory with a providers/net that a VM name leads to, under a name that is no VM name: it is linked, or refused, under that one (renamed, it would be a second name)', async () => {
+    await makeVm('netvm');
+    // A VM whose directory is kept under a dotted name (swapped by its symlink), and a dotted symlink to a VM's own directory.
+    await makeVm('.appvm-lynx.v2', { providers: ['netvm'] });
+    await symlink('.appvm-lynx.v2', join(cfg, 'appvm-lynx'));
+    await makeVm('appvm-cat', { providers: ['netvm'] });
+    await symlink('appvm-cat', join(cfg, '.appvm-cat-old'));
+    // Reached by two VM names (refused there, as aliases): said there, not here.
+    await makeVm('.shared', { providers: ['netvm'] });
+    await symlink('.shared', join(cfg, 'a'));
+    await symlink('.shared', join(cfg, 'b'));
+    // A directory no VM name leads to, and a symlink to one, are noted as before.
+    await makeVm('.appvm-old', { providers: ['netvm'] });
+    await makeVm('.store/x', { providers: ['netvm'] });
+    await symlink('.store/x', join(cfg, 'appvm+x'));
+    const snapshot = await readConfigDir(cfg);
+    expect(checkVm(snapshot, vmName('appvm-lynx'))).toEqual([]);
+    expect(snapshot.misnamed?.map((dir) => dir.shown)).toEqual(['.appvm-old', 'appvm+x']);
+  });
+
   it('fails clearly when the config dir is unusable', async () => {
     await expect(readConfigDir(join(base, 'none'))).rejects.toMatchObject({ name: 'ConfigError', kind: 'config-dir-missing' });
     await writeFile(join(base, 'file'), '');
