@@ -1273,7 +1273,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const options = { ...(await stateOptions(flags, env, command)), ...lockWaitOf(flags, env, command) };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait })).catch((error: unknown) => {
-        // Stopped part-way: with --json, what it had deleted on stdout too (its line says it), for scripts.
+        // The kernel stopped its removal: with --json, what it had deleted (none too) on stdout too (its line says it), for scripts.
         const stopped = gcStoppedDevices(error);
         if (flags.json === true && stopped !== undefined) process.stdout.write(`${JSON.stringify({ removed: stopped.removed, stopped: true, devicesLeft: stopped.left ?? null })}\n`);
         throw error;
