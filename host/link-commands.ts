@@ -496,9 +496,10 @@ function unlinkedJson(report: ReleasedLinkReport, failures: readonly VmmDetachFa
  * what the take-down had done of it: the NICs that came out of their VMMs (`nicsDetached`), the
  * VMMs that did not detach theirs (`vmmFailures`), the devices the kernel deleted of its names
  * (`devicesDeleted`) and those that may still exist (`devicesLeft`: devicesLeft), each null where
- * what it deleted is unknown.
+ * what it deleted is unknown; and of those deleted, the devices of other kinds than it makes there
+ * (`foreignDeleted`, where any: as unlinkedJson says them).
  */
-function stoppedJson(report: RecordedLinkReport, stopped: StoppedRelease): Record<string, unknown> {
+function stoppedJson(report: ReleasedLinkReport, stopped: StoppedRelease): Record<string, unknown> {
   const ofLink = (entry: { readonly link: LinkReport }): boolean => entry.link.id === report.id;
   const { deleted } = stopped;
   const devices = [report.clientDevice, report.providerDevice, report.bridge];
@@ -508,6 +509,7 @@ function stoppedJson(report: RecordedLinkReport, stopped: StoppedRelease): Recor
     vmmFailures: stopped.failures.filter(ofLink).map(({ vm, vmm, nic, error }) => ({ vm, vmm, nic, error })),
     devicesDeleted: deleted === undefined ? null : devices.filter((device) => deleted.includes(device)),
     devicesLeft: devicesLeft(report, stopped) ?? null,
+    ...(report.foreignDeleted.length > 0 && { foreignDeleted: foreignJson(report.foreignDeleted) }),
   };
 }
 

@@ -2180,6 +2180,19 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     ]);
   });
 
+  it('unlink --json (the bin), stopped part-way: a link of `takeDownStopped` whose names held a device of another kind, deleted, says it (`foreignDeleted`), as a finished unlink does', async () => {
+    const up = (await linkVms([c1], options())).linked.get(c1)![0]!;
+    // Its client name holds a vxlan (deleted); the kernel refuses its bridge's deletion.
+    kernel.host = new Map([...devicesOf(up), [up.clientDevice, { name: up.clientDevice, kind: 'vxlan' } as ObservedDevice]]);
+    kernel.kept.add(up.bridge);
+    const run = await bin(['unlink', c1, '--json', '--attach', 'none'], NO_VMM);
+    const stdout = JSON.parse(run.stdout) as { takeDownStopped: { id: number; devicesDeleted: unknown; foreignDeleted?: unknown }[] };
+    expect({ code: run.code, takeDownStopped: stdout.takeDownStopped.map(({ id, devicesDeleted, foreignDeleted }) => ({ id, devicesDeleted, foreignDeleted })) }).toEqual({
+      code: 1,
+      takeDownStopped: [{ id: up.id, devicesDeleted: [up.clientDevice, up.providerDevice], foreignDeleted: [{ device: up.clientDevice, kind: 'vxlan', expected: ['tun'] }] }],
+    });
+  });
+
   it.each([
     ['a VMM that refuses after another NIC came out', 'vmm'],
     ["the kernel refusing the devices' lookup after the NICs came out", 'lookup'],
