@@ -415,6 +415,7 @@ describeNetns('spectrum-link link --attach netns', () => {
     [['link', 'appvm-lynx', '--attach', 'kvm'], 2],
     [['link', 'appvm-lynx', '--attach', 'qemu', '--attach', 'netns'], 2],
     [['link', 'appvm-lynx', '--attach', 'netvm=qemu', '--attach', 'netvm=netns'], 2],
+    [['link', 'appvm-lynx', '--attach', '../etc=qemu'], 2],
     [['link', 'appvm-lynx', '--mtu', 'big'], 2],
     [['link', 'appvm-lynx', '--vmm-timeout', '-1'], 2],
     [['link', 'appvm-lynx', '--netns-prefix', '../x'], 2],
