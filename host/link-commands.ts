@@ -382,14 +382,26 @@ function orphanWarning(vm: string, links: number, configDir: string, given: Give
   return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: ${unlinkCommand(vm, ['--forget'], given)}`;
 }
 
+/** How many links a warning names, at most; the rest are counted. */
+const LINKS_NAMED_MAX = 3;
+
 /**
  * What `link --all` says of an entry of the config dir with a VM name that is no usable VM
  * directory (a symlink leading outside or to nothing, not a directory, unreadable): not linked,
- * and its recorded links left as they are.
+ * its recorded links as client left as they are; those recorded with it as provider (`clients`'),
+ * named, are their clients' to link (which fails while a client names it) or take down.
  */
-function unusableWarning({ vm, problem, links }: UnusableVmDir): string {
-  const recorded = links.length === 0 ? 'no links are recorded for it' : `its ${links.length} recorded link${links.length === 1 ? ' is' : 's are'} left as ${links.length === 1 ? 'it is' : 'they are'} (devices too)`;
-  return `${vm} is not linked: ${problem}; ${recorded}`;
+function unusableWarning({ vm, problem, links, clients }: UnusableVmDir): string {
+  const role = clients.length === 0 ? '' : ' as client';
+  const recorded =
+    links.length === 0
+      ? `no links are recorded for it${role}`
+      : `its ${links.length} recorded link${links.length === 1 ? '' : 's'}${role} ${links.length === 1 ? 'is' : 'are'} left as ${links.length === 1 ? 'it is' : 'they are'} (devices too)`;
+  if (clients.length === 0) return `${vm} is not linked: ${problem}; ${recorded}`;
+  const named = clients.slice(0, LINKS_NAMED_MAX).map((client) => `${client} -> ${vm}`);
+  const more = clients.length > LINKS_NAMED_MAX ? ` and ${clients.length - LINKS_NAMED_MAX} more` : '';
+  const theirs = clients.length === 1 ? "its client's" : "their clients'";
+  return `${vm} is not linked: ${problem}; ${recorded}; as provider, ${clients.length} recorded link${clients.length === 1 ? '' : 's'} (${named.join(', ')}${more}), ${theirs} to link or take down`;
 }
 
 /**

@@ -2445,6 +2445,26 @@ describe("link --all whose listing of the devices, for the links it leaves as th
   });
 });
 
+describe('link --all: an unusable entry recorded as a provider', () => {
+  it("its warning says the links recorded with it as provider (up to three named, the rest counted), not that none are recorded; a stray file so recorded is warned of too", async () => {
+    const c4 = vmName('c4');
+    await addVm(c4, [NETVM]);
+    const [outside, note] = [vmName('outside'), vmName('note')];
+    await symlink(tmpdir(), join(configDir, outside));
+    await writeFile(join(configDir, note), 'a note\n');
+    // Their clients named them once; each names netvm alone now, so link --all takes those links down (ids kept).
+    const pairs = [{ client: CLIENTS[0]!, provider: outside }, ...[...CLIENTS, c4].map((client) => ({ client, provider: note }))];
+    const allocation = allocateMany(emptyState(), pairs);
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: 'none' } as const })))));
+    const run = await linkCli(['--all']);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
+    expect(logged.warnings).toEqual([
+      expect.stringMatching(/^note is not linked: .*; no links are recorded for it as client; as provider, 4 recorded links \(c1 -> note, c2 -> note, c3 -> note and 1 more\), their clients' to link or take down$/),
+      expect.stringMatching(/^outside is not linked: .*; no links are recorded for it as client; as provider, 1 recorded link \(c1 -> outside\), its client's to link or take down$/),
+    ]);
+  });
+});
+
 describe('a failed link undoes only what its plans made', () => {
   it("tells each plan's undo the devices that plan made: not the one the kernel refused (someone else's of that name), nor those after it", async () => {
     const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
