@@ -546,6 +546,11 @@ class Forwarder implements DnsForwarder {
   readonly #upstreamFailureRounds = new Map<string, number>();
   /** Whether the last upstream list left out our own address (warned once per change). */
   #ignoringSelf = false;
+  /**
+   * Per upstream link (its linkText), why TCP connections to it could not be opened, as said
+   * (see #tcpOpenFailed): each cause once while the upstream stays in the list, not per query.
+   */
+  readonly #tcpOpenFailuresSaid = new Map<string, Set<string>>();
   #upstreamRoute: UpstreamLinkRoute | undefined;
   /** Upstreams given in the options, connected in start(). */
   readonly #configured: readonly Upstream[] | undefined;
@@ -1122,6 +1127,7 @@ class Forwarder implements DnsForwarder {
     for (const key of [...this.#lastAnswered.keys()]) if (!listKeys.has(key)) this.#lastAnswered.delete(key);
     const wantedKeys = wanted.map(linkText);
     this.#reachability.retain(wantedKeys);
+    for (const key of [...this.#tcpOpenFailuresSaid.keys()]) if (!wantedKeys.includes(key)) this.#tcpOpenFailuresSaid.delete(key);
     // A link no longer wanted ends its streak: by its streakKey, so a device made again under the
     // link's name (another index) does not inherit the old one's.
     const wantedStreaks = wanted.map(streakKey);
@@ -1779,12 +1785,24 @@ class Forwarder implements DnsForwarder {
       // the interface its UDP sockets were connected through (by index, UpstreamLink.zoneIndex),
       // not whatever has the zone's name now, so that UDP and TCP reach the same one after a
       // rename, until the list is next set connects both again.
-      const opening =
+      const open =
         via !== undefined
           ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
           : upstream.address.includes('%')
             ? () => connectTcpThroughZone(upstream.address, upstream.port, zoneIndex)
             : undefined;
+      // Why it could not be opened is said here: exchangeOverTcp gives only 'socket-error'.
+      const opening =
+        open === undefined
+          ? undefined
+          : (): TcpSocket => {
+              try {
+                return open();
+              } catch (error) {
+                this.#tcpOpenFailed({ upstream, via }, error);
+                throw error;
+              }
+            };
       const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, opening, closed);
       // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
       if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) return;
@@ -1813,6 +1831,22 @@ class Forwarder implements DnsForwarder {
     if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;
     else this.#counters.failed += 1;
     reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
+  }
+
+  /**
+   * A TCP connection to `link` could not be opened (the interface its zone named is gone, the link
+   * to the upstream provider is gone, the agent is out of descriptors): said at warn, once per
+   * upstream and cause while it stays in the list (every TCP query to it would say it again). The
+   * query goes on to the next upstream, counted in sendErrors.
+   */
+  #tcpOpenFailed(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }, error: unknown): void {
+    const key = linkText(link);
+    const cause = errorText(error);
+    const said = this.#tcpOpenFailuresSaid.get(key) ?? new Set<string>();
+    if (said.has(cause)) return;
+    said.add(cause);
+    this.#tcpOpenFailuresSaid.set(key, said);
+    this.#log.warn({ upstream: key, err: cause }, 'cannot open a TCP connection to the upstream resolver: its TCP queries go on to the next upstream, or are answered SERVFAIL (said once per upstream and cause)');
   }
 
   close(): Promise<void> {

@@ -359,6 +359,33 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     }
   });
 
+  it('says once per upstream and cause why a TCP connection to it could not be opened (the interface its zone named is gone), not at every query, and asks the next', async () => {
+    const uplink = await uplinkName();
+    // Another interface of the provider, where no resolver answers (its peer has no address).
+    await net.provider.ip(['link', 'add', 'gz0', 'type', 'veth', 'peer', 'name', 'gzpeer']);
+    try {
+      await net.provider.ip(['link', 'set', 'gzpeer', 'up']);
+      await net.provider.ip(['link', 'set', 'gz0', 'up']);
+      await linkLocalOf(net.provider, 'gz0');
+      const index = Number(/^(\d+):/.exec((await net.provider.ip(['-o', 'link', 'show', 'dev', 'gz0'])).stdout)?.[1]);
+      await reloaded(`nameserver fe80::99%gz0\nnameserver ${linkLocal}%${uplink}\n`);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: ['[fe80::99%gz0]:53', `[${linkLocal}%${uplink}]:53`], unreachableUpstreams: [] });
+      // Gone: its UDP sockets stay connected to its index until the list is next set, and each
+      // TCP connection to the first, through that index, cannot be opened. Why was never said.
+      await net.provider.ip(['link', 'del', 'gz0']);
+      const sendErrors = await forwarder.counter('sendErrors');
+      for (let query = 0; query < 3; query++) expect(await ask(true)).toBe(ANSWER);
+      expect(await forwarder.counter('sendErrors')).toBe(sendErrors + 3);
+      const said = forwarder.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'));
+      expect(said).toEqual([expect.stringContaining('"upstream":"[fe80::99%gz0]:53"')]);
+      expect(said[0]).toContain(`the interface of index ${index} that its zone %gz0 named when the upstream was connected is gone`);
+      expect(said[0]).toContain('"level":40');
+    } finally {
+      // Its peer goes with it.
+      for (const name of ['gz0', 'gzpeer']) await net.provider.ip(['link', 'del', name], { allowFailure: true });
+    }
+  });
+
   it("reads resolv.conf's nameservers as glibc does: a zone up to a ':' (an alias label), an index of any length, an empty one as none, and a line only where the keyword starts it", async () => {
     const uplink = await uplinkName();
     const v4 = net.internet.spawn([process.execPath, fixture, JSON.stringify({ address: UPSTREAM_A, port: 53, answer: ANSWER_V4 })]);
