@@ -1038,6 +1038,14 @@ class Forwarder implements DnsForwarder {
     this.#counters.resolvConfReloads += 1;
     if (conf.error !== undefined) this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers');
     if (conf.skipped.length > 0) this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses');
+    if (conf.legacyIpv4.length > 0) {
+      const read = conf.legacyIpv4.map(({ written, address }) => `${written} as ${address}`);
+      this.#log.warn(
+        { path, nameservers: read },
+        `resolv.conf writes IPv4 nameservers in inet_aton's older forms, read as glibc's resolver reads them: ${read.join(', ')} ` +
+          '(a part that begins with 0 is octal, 0x hex, and the last part fills the bytes left): write the address meant in dotted decimal',
+      );
+    }
     if (conf.indented.length > 0) {
       this.#log.warn(
         { path, indented: conf.indented },

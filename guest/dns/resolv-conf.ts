@@ -1,4 +1,5 @@
-import { lacksItsZone, parseUpstream, sameUpstream, upstreamKey, type Upstream } from './upstream.js';
+import { isIPv4 } from 'node:net';
+import { inetAtonAddress, lacksItsZone, parseUpstream, sameUpstream, upstreamKey, type Upstream } from './upstream.js';
 
 /**
  * The upstreams the forwarder uses at most (the first it can use of those it is given): more than
@@ -18,6 +19,13 @@ export interface ResolvConf {
   readonly upstreams: readonly Upstream[];
   /** nameserver values that could not be used, for the log. */
   readonly skipped: readonly string[];
+  /**
+   * IPv4 nameservers written in inet_aton's other forms than dotted decimal (`127.1`,
+   * `010.0.0.1`), as written and as read (`127.0.0.1`, `8.0.0.1`: see inetAtonAddress), at most
+   * MAX_UPSTREAMS, for the log: read as glibc reads them, which may not be the address meant
+   * (a leading 0 is octal). Among `upstreams`.
+   */
+  readonly legacyIpv4: readonly { readonly written: string; readonly address: string }[];
   /**
    * Link-local nameservers without a zone (`fe80::1`), in file order, duplicates removed, at most
    * MAX_UPSTREAMS: not among `upstreams`. The kernel sends to such an address through no link
@@ -47,13 +55,16 @@ const SHOWN_LENGTH = 80;
  * and "[ipv6]:port" are accepted (test setups and some resolvers write them), and a line's
  * trailing blanks are no part of its value (a CRLF file's CR, which glibc keeps in the value,
  * reading no nameserver from such a line, or, where the CR ends a zone, the address without its
- * zone: a file saved on another system still names its servers). A link-local nameserver
- * without a zone is listed apart (see ResolvConf.withoutZone).
+ * zone: a file saved on another system still names its servers). A bare IPv4 value is read as
+ * glibc reads it, in inet_aton's forms too (see ResolvConf.legacyIpv4); with a port, only in
+ * dotted decimal. A link-local nameserver without a zone is listed apart (see
+ * ResolvConf.withoutZone).
  */
 export function parseResolvConf(text: string): ResolvConf {
   const upstreams: Upstream[] = [];
   const upstreamKeys = new Set<string>();
   const skipped: string[] = [];
+  const legacyIpv4: { written: string; address: string }[] = [];
   const withoutZone: Upstream[] = [];
   const indented: string[] = [];
   for (const fileLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
@@ -80,6 +91,10 @@ export function parseResolvConf(text: string): ResolvConf {
       if (skipped.length < MAX_UPSTREAMS) skipped.push(value.slice(0, SHOWN_LENGTH));
       continue;
     }
+    if (upstream.family === 4 && !isIPv4(value) && legacyIpv4.length < MAX_UPSTREAMS) {
+      const address = inetAtonAddress(value);
+      if (address !== undefined) legacyIpv4.push({ written: value, address });
+    }
     if (lacksItsZone(upstream)) {
       if (withoutZone.length < MAX_UPSTREAMS && !withoutZone.some((known) => sameUpstream(known, upstream))) withoutZone.push(upstream);
       continue;
@@ -89,5 +104,5 @@ export function parseResolvConf(text: string): ResolvConf {
     upstreamKeys.add(key);
     upstreams.push(upstream);
   }
-  return { upstreams, skipped, withoutZone, indented };
+  return { upstreams, skipped, legacyIpv4, withoutZone, indented };
 }

@@ -4,12 +4,37 @@ import type { IPv4, IPv6 } from 'ip-num';
 import { INTERFACE_NAME_MAX_BYTES, isInterfaceName } from '../interface-name.js';
 import { DnsError } from './dns-error.js';
 
-// ip-num is loaded on first use (as in shared/client-ip.ts): only parsing an upstream needs it.
+// ip-num is loaded on first use (as in shared/client-ip.ts): only parsing an upstream needs it;
+// ipaddr.js too, only reading a resolv.conf nameserver in inet_aton's forms (inetAtonAddress).
 const require = createRequire(import.meta.url);
 let ipNum: typeof import('ip-num') | undefined;
 function ipNumModule(): typeof import('ip-num') {
   ipNum ??= require('ip-num') as typeof import('ip-num');
   return ipNum;
+}
+let ipaddr: typeof import('ipaddr.js') | undefined;
+function ipaddrModule(): typeof import('ipaddr.js') {
+  ipaddr ??= require('ipaddr.js') as typeof import('ipaddr.js');
+  return ipaddr;
+}
+
+/**
+ * The IPv4 address (dotted decimal) that glibc reads `text` as, a resolv.conf nameserver's value
+ * (resolv/res_init.c reads it with __inet_aton_exact, resolv/inet_addr.c, before trying IPv6):
+ * inet_aton's forms, its parts parted by '.', each a number as C writes one (0x hex, a leading 0
+ * octal, else decimal), up to four parts, the last filling the bytes left (`127.1` is 127.0.0.1,
+ * `2130706433` too, `010.0.0.1` is 8.0.0.1), the whole text, nothing after it. Undefined where
+ * it reads none. ipaddr.js's IPv4 parser reads exactly these (checked against glibc's own
+ * function in resolv-conf.test.ts).
+ */
+export function inetAtonAddress(text: string): string | undefined {
+  // What inet_aton reads begins with a digit and holds hex digits, 'x' and dots alone.
+  if (text.length > MAX_UPSTREAM_TEXT || !/^[0-9][0-9a-fx.]*$/i.test(text)) return undefined;
+  try {
+    return ipaddrModule().IPv4.parse(text).toString();
+  } catch {
+    return undefined;
+  }
 }
 
 export const DNS_PORT = 53;
@@ -180,13 +205,16 @@ interface WrittenUpstream {
 /**
  * "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port" taken apart. IPv6 may carry a zone;
  * in brackets, one may hold `]` (a name Linux takes): the address ends at the last `]` before
- * the port.
+ * the port. IPv4 is in dotted decimal; read as glibc reads a resolv.conf nameserver (`zones`
+ * 'glibc'), a bare one in inet_aton's forms too (see inetAtonAddress), given as dotted decimal.
  */
 function writtenUpstream(text: string, shown: string, zones: ZoneReading): WrittenUpstream {
   if (text.length === 0 || text.length > MAX_UPSTREAM_TEXT) {
     throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port');
   }
   if (isIPv4(text)) return { address: text, port: DNS_PORT, family: 4 };
+  const inetAton = zones === 'glibc' ? inetAtonAddress(text) : undefined;
+  if (inetAton !== undefined) return { address: inetAton, port: DNS_PORT, family: 4 };
   if (ipv6Of(text, zones)) return { address: text, port: DNS_PORT, family: 6 };
   const bracketed = /^\[(.+)\](?::([^:\]]*))?$/.exec(text);
   if (bracketed !== null) {
@@ -204,7 +232,8 @@ function writtenUpstream(text: string, shown: string, zones: ZoneReading): Writt
 /**
  * Parse "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port". IPv6 may carry a zone, read as
  * glibc's resolver reads a resolv.conf nameserver's (see ZoneReading): `fe80::1%eth0:1` is on
- * eth0, `fe80::1%` has none.
+ * eth0, `fe80::1%` has none; a bare IPv4 address is read as glibc reads one too, in inet_aton's
+ * forms (`127.1` is 127.0.0.1: see inetAtonAddress).
  */
 export function parseUpstream(text: string): Upstream {
   const shown = shownUpstream(text);

@@ -4,7 +4,8 @@
 // reconnect rounds: an interface of that name may yet come (hot-plugged, renamed). The same
 // server given by its link's name and by its index is one upstream; one given without a zone is
 // said once and left out. A zone is read to a ':' (an alias label, `eth0:1`), an index whatever its
-// length, an empty one as none; an indented nameserver line is none (glibc's reading, all of it).
+// length, an empty one as none; IPv4 in inet_aton's forms too; an indented nameserver line is
+// none (glibc's reading, all of it).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -386,7 +387,7 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     }
   });
 
-  it("reads resolv.conf's nameservers as glibc does: a zone up to a ':' (an alias label), an index of any length, an empty one as none, and a line only where the keyword starts it", async () => {
+  it("reads resolv.conf's nameservers as glibc does: a zone up to a ':' (an alias label), an index of any length, an empty one as none, IPv4 in inet_aton's forms, and a line only where the keyword starts it", async () => {
     const uplink = await uplinkName();
     const v4 = net.internet.spawn([process.execPath, fixture, JSON.stringify({ address: UPSTREAM_A, port: 53, answer: ANSWER_V4 })]);
     const v4Queries = (): number => v4.stdout.split('\n').filter((line) => line.startsWith('query ')).length;
@@ -404,6 +405,17 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
       await reloaded(`nameserver ::ffff:${UPSTREAM_A}%\n`);
       expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`], unreachableUpstreams: [] });
       expect(await ask()).toBe(ANSWER_V4);
+      // IPv4 in inet_aton's forms (octal, the last part filling two bytes): it was skipped as
+      // "not an IP address". Asked, said once what it is read as.
+      expect(UPSTREAM_A).toBe('192.0.2.53');
+      await reloaded('nameserver 0300.0.565\n');
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`], unreachableUpstreams: [] });
+      expect(await ask(true)).toBe(ANSWER_V4);
+      expect(forwarder.process.stderr.split('\n').filter((line) => line.includes("inet_aton's older forms"))).toEqual([
+        expect.stringContaining(
+          "resolv.conf writes IPv4 nameservers in inet_aton's older forms, read as glibc's resolver reads them: 0300.0.565 as 192.0.2.53 (a part that begins with 0 is octal",
+        ),
+      ]);
       // An indented line is no nameserver line to glibc: it was read, and asked first.
       const asked = v4Queries();
       await reloaded(`  nameserver ${UPSTREAM_A}\nnameserver ${linkLocal}%${uplinkIndex}\n`);

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_UPSTREAMS, parseResolvConf } from '../../../guest/dns/resolv-conf.js';
@@ -118,7 +119,7 @@ describe('upstream addresses', () => {
         // A --dns-upstream takes an interface's name or index alone: one so written is refused.
         expect(() => parseConfiguredUpstream(text), text).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
       }
-      expect(parseResolvConf(`nameserver fe80::1%${zone}\n`), zone).toEqual({ upstreams: [parseUpstream(`fe80::1%${zone}`)], skipped: [], withoutZone: [], indented: [] });
+      expect(parseResolvConf(`nameserver fe80::1%${zone}\n`), zone).toEqual({ upstreams: [parseUpstream(`fe80::1%${zone}`)], skipped: [], legacyIpv4: [], withoutZone: [], indented: [] });
     }
     // None to glibc: empty; 16 bytes or more (if_nametoindex refuses them) and no number; a
     // name before a ':' the kernel never gives; a number beyond 32 bits (its scope id), or 0
@@ -127,6 +128,7 @@ describe('upstream addresses', () => {
       expect(parseResolvConf(`nameserver fe80::1%${zone}\nnameserver [fe80::2%${zone}]:5353\nnameserver fe80::1\n`), JSON.stringify(zone)).toEqual({
         upstreams: [],
         skipped: [],
+        legacyIpv4: [],
         withoutZone: [parseUpstream('fe80::1'), parseUpstream('[fe80::2]:5353')],
         indented: [],
       });
@@ -212,6 +214,7 @@ describe('resolv.conf', () => {
     expect(parseResolvConf(text)).toEqual({
       upstreams: [parseUpstream('192.0.2.53')],
       skipped: [],
+      legacyIpv4: [],
       withoutZone: [],
       indented: ['nameserver 192.0.2.1', 'nameserver\t192.0.2.2', 'nameserver [2001:db8::1]:5353', 'nameserver 192.0.2.3', `nameserver ${'1'.repeat(69)}`],
     });
@@ -234,6 +237,7 @@ describe('resolv.conf', () => {
     expect(parseResolvConf(text)).toEqual({
       upstreams: ['192.0.2.1', '192.0.2.2', '192.0.2.3', 'fe80::1%eth0', '192.0.2.4'].map((address) => parseUpstream(address)),
       skipped: [],
+      legacyIpv4: [],
       withoutZone: [],
       indented: ['nameserver 192.0.2.5'],
     });
@@ -254,9 +258,64 @@ describe('resolv.conf', () => {
     );
   });
 
-  it("skips IPv4 in inet_aton's older forms, which glibc reads (010.0.0.1 as octal, 8.0.0.1), rather than ask a server not meant", () => {
-    const conf = parseResolvConf(['nameserver 010.0.0.1', 'nameserver 127.1', 'nameserver 0x7f.0.0.1', 'nameserver 2130706433', 'nameserver 192.0.2.53'].join('\n'));
-    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53')], skipped: ['010.0.0.1', '127.1', '0x7f.0.0.1', '2130706433'], withoutZone: [], indented: [] });
+  it("reads a bare IPv4 nameserver as glibc does, in inet_aton's forms too, as the dotted address it names, listing each so written with what it is read as", () => {
+    // Each was skipped as "not an IP address": glibc's resolver asks them (010.0.0.1 as 8.0.0.1).
+    const written = ['010.0.0.1', '127.1', '0x7f.0.0.2', '0X7F.3', '3221225985', '192.0.565', '192.0.2.010', '0300.0.02.065', '00000000000000000000000000000001.1'];
+    const conf = parseResolvConf([...written, '192.0.2.53', '127.0.0.1', '192.0.2.1:5353', '127.1:5353', '0x7f.1%eth0'].map((value) => `nameserver ${value}`).join('\n'));
+    const read = ['8.0.0.1', '127.0.0.1', '127.0.0.2', '127.0.0.3', '192.0.2.1', '192.0.2.53', '192.0.2.8', '192.0.2.53', '1.0.0.1'];
+    expect(conf).toEqual({
+      // Duplicates dropped however written; with a port (ours, not glibc's), dotted decimal alone.
+      upstreams: ['8.0.0.1', '127.0.0.1', '127.0.0.2', '127.0.0.3', '192.0.2.1', '192.0.2.53', '192.0.2.8', '1.0.0.1', '192.0.2.1:5353'].map((text) => parseUpstream(text)),
+      skipped: ['127.1:5353', '0x7f.1%eth0'],
+      legacyIpv4: written.slice(0, MAX_UPSTREAMS).map((value, i) => ({ written: value, address: read[i] })),
+      withoutZone: [],
+      indented: [],
+    });
+    for (const [i, value] of written.entries()) expect(parseUpstream(value), value).toEqual(parseUpstream(read[i] ?? ''));
+    // What inet_aton refuses: trailing junk ('#' and ';' end no value: only a line that begins
+    // with one is a comment), an empty part, a part too large for its place, 08, 0x without digits.
+    for (const value of ['1.2.3.4.5', '256.1.1.1', '1.2.3.256', '1.2.65536', '1.16777216', '4294967296', '0x', '08.1.1.1', '1..2', '1.2.3.', '.1.2.3', '127.1x', '127.1#comment', '127.1;x', '1.2.3.4\vx', '0x1g', '-1', '+1']) {
+      expect(parseResolvConf(`nameserver ${value}\n`), JSON.stringify(value)).toMatchObject({ upstreams: [], legacyIpv4: [] });
+    }
+    // A --dns-upstream takes dotted decimal alone.
+    expect(() => parseConfiguredUpstream('127.1')).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
+  });
+
+  it("reads any IPv4 value as glibc's own function does (__inet_aton_exact, which its resolver reads nameservers with)", () => {
+    // Values of inet_aton's alphabet, and numbers written in its forms, as a resolv.conf value
+    // (no space or tab: a value ends at one).
+    const inDigits = fc.oneof(
+      fc.nat(300).map(String),
+      fc.nat().map((n) => `0x${n.toString(16)}`),
+      fc.nat().map((n) => `0${n.toString(8)}`),
+      fc.tuple(fc.nat(20), fc.nat(0xffff)).map(([zeros, n]) => `${'0'.repeat(zeros)}${n}`),
+      fc.bigInt({ min: 0n, max: 2n ** 40n }).map(String),
+    );
+    const value = fc.oneof(
+      fc.array(inDigits, { minLength: 1, maxLength: 5 }).map((parts) => parts.join('.')),
+      fc.string({ unit: fc.constantFrom(...'0123456789abcdefxX.'.split(''), '8', '9', '\v', '\r', '%', ':', '+', '-', 'g', '\u0661'), minLength: 1, maxLength: 16 }),
+    );
+    // Blanks that end a line are no part of its value (a CRLF file's CR: our reading, on purpose).
+    const values = fc.sample(value, 4000).filter((text) => !/[\r\v]$/.test(text));
+    // glibc's resolver parses a nameserver with __inet_aton_exact (res_init.c); Python's ctypes
+    // calls it from the C library itself.
+    const script = [
+      'import ctypes, json, sys',
+      "exact = ctypes.CDLL('libc.so.6').__inet_aton_exact",
+      'out = []',
+      'for s in json.load(sys.stdin):',
+      '    b = ctypes.create_string_buffer(4)',
+      "    out.append('.'.join(map(str, b.raw)) if exact(s.encode(), b) else None)",
+      'json.dump(out, sys.stdout)',
+    ].join('\n');
+    const glibc = JSON.parse(execFileSync('python3', ['-c', script], { input: JSON.stringify(values), encoding: 'utf8' })) as (string | null)[];
+    expect(glibc).toHaveLength(values.length);
+    expect(glibc.filter((address) => address !== null).length).toBeGreaterThan(values.length / 10);
+    const differing = values.flatMap((text, i) => {
+      const address = parseResolvConf(`nameserver ${text}\n`).upstreams.find((upstream) => upstream.family === 4)?.address ?? null;
+      return address === glibc[i] ? [] : [{ text, ours: address, glibc: glibc[i] }];
+    });
+    expect(differing).toEqual([]);
   });
 
   it('drops a nameserver listed again under another spelling of its address', () => {
@@ -266,7 +325,7 @@ describe('resolv.conf', () => {
 
   it('takes an IPv4-mapped nameserver with a zone as its IPv4 address, as glibc does (a --dns-upstream so written is refused)', () => {
     const conf = parseResolvConf(['nameserver ::ffff:192.0.2.53%eth1', 'nameserver 192.0.2.53', 'nameserver ::ffff:198.51.100.1%nosuch'].join('\n'));
-    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [], withoutZone: [], indented: [] });
+    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [], legacyIpv4: [], withoutZone: [], indented: [] });
   });
 
   it('drops a nameserver listed again with a zone on an address that is not link-local, as glibc and Linux ignore it, and keeps link-local ones per zone', () => {
