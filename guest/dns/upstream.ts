@@ -115,10 +115,12 @@ function ipv6Of(text: string, zones: ZoneReading): boolean {
 }
 
 /**
- * The largest scope id (sin6_scope_id, 32 bits) glibc reads from a zone that is a number. The
- * least that names an interface is 1: 0 is none (the address taken without one).
+ * The largest index an interface can have: Linux's are ints (1 to 2^31 - 1). glibc reads a zone
+ * that is a number up to 2^32 - 1 (sin6_scope_id), but one above this names no interface that can
+ * exist (the kernel sends through none: EADDRNOTAVAIL at every connect). The least that names
+ * one is 1: 0 is none (the address taken without one).
  */
-const MAX_SCOPE_ID = 0xffff_ffffn;
+const MAX_INTERFACE_INDEX = 0x7fff_ffffn;
 
 /**
  * Whether glibc may read `zone` (without its '%') as an interface (inet/inet6_scopeid_pton.c,
@@ -128,7 +130,10 @@ const MAX_SCOPE_ID = 0xffff_ffffn;
  * in net/core/dev_ioctl.c, so `eth0:1` is eth0); else a number, of any length (leading zeros),
  * 1 to 2^32 - 1. Any other zone (empty, `a/b`, 16 bytes or more but a number) glibc reads as
  * none (scope id 0), its error ignored; so is one that is 0 but could be no name (16 zeros or
- * more: `0` could, an interface may be so named).
+ * more: `0` could, an interface may be so named). One that could be no name and is above 2^31 - 1
+ * glibc takes for its scope id, but it names no interface that can exist (see
+ * MAX_INTERFACE_INDEX): its resolver can never send there, as to one without a zone, and it is
+ * read as none too (tried again, as a zone naming no interface yet is, it was for ever).
  */
 function zoneGlibcReads(zone: string): boolean {
   if (isInterfaceName(zone)) return true;
@@ -136,7 +141,7 @@ function zoneGlibcReads(zone: string): boolean {
   if (colon !== -1 && Buffer.byteLength(zone, 'utf8') <= INTERFACE_NAME_MAX_BYTES && isInterfaceName(zone.slice(0, colon))) return true;
   if (!/^[0-9]+$/.test(zone)) return false;
   const index = BigInt(zone);
-  return index >= 1n && index <= MAX_SCOPE_ID;
+  return index >= 1n && index <= MAX_INTERFACE_INDEX;
 }
 
 /**

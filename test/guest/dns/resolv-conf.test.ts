@@ -109,7 +109,7 @@ describe('upstream addresses', () => {
     // Alias labels (`eth0:1`) were skipped as "not an IP address"; so were indexes of 16 digits
     // or more (glibc reads leading zeros), an empty zone (none to glibc), and any zone on an
     // address that is not link-local, which glibc and Linux ignore: the provider's programs ask there.
-    for (const zone of ['eth0:1', 'br+lan:x/y', 'a:b', 'e:123456789012', '2:1', `${'0'.repeat(16)}2`, `${'0'.repeat(63)}2`, `0${'4294967295'.padStart(20, '0')}`]) {
+    for (const zone of ['eth0:1', 'br+lan:x/y', 'a:b', 'e:123456789012', '2:1', `${'0'.repeat(16)}2`, `${'0'.repeat(63)}2`, `0${'2147483647'.padStart(20, '0')}`]) {
       for (const [text, port] of [
         [`fe80::1%${zone}`, 53],
         [`[fe80::1%${zone}]`, 53],
@@ -123,8 +123,23 @@ describe('upstream addresses', () => {
     }
     // None to glibc: empty; 16 bytes or more (if_nametoindex refuses them) and no number; a
     // name before a ':' the kernel never gives; a number beyond 32 bits (its scope id), or 0
-    // (scope id 0: no interface's, and too long for a name: it was tried again for ever).
-    for (const zone of ['', 'eth0:1234567890a', ':1', 'a/b:1', '.:1', `${'0'.repeat(16)}4294967296`, '12345678901234567890', `${'1'.repeat(16)}x`, '0'.repeat(16), '0'.repeat(40)]) {
+    // (scope id 0: no interface's, and too long for a name: it was tried again for ever). Nor
+    // one above 2^31 - 1 that could be no name: glibc's scope id, but no interface can have it
+    // (Linux's indexes are ints), and it too was tried again for ever.
+    for (const zone of [
+      '',
+      'eth0:1234567890a',
+      ':1',
+      'a/b:1',
+      '.:1',
+      `${'0'.repeat(16)}4294967296`,
+      '12345678901234567890',
+      `${'1'.repeat(16)}x`,
+      '0'.repeat(16),
+      '0'.repeat(40),
+      `${'0'.repeat(16)}2147483648`,
+      `0${'4294967295'.padStart(20, '0')}`,
+    ]) {
       expect(parseResolvConf(`nameserver fe80::1%${zone}\nnameserver [fe80::2%${zone}]:5353\nnameserver fe80::1\n`), JSON.stringify(zone)).toEqual({
         upstreams: [],
         skipped: [],
