@@ -7,6 +7,7 @@ import { isIPv4, isIPv6, createServer, type Server, type Socket as TcpSocket } f
 import { performance } from 'node:perf_hooks';
 import { GATEWAY_IP } from '../../shared/scheme.js';
 import { createLogger, type Logger } from '../../shared/log.js';
+import { shownText } from '../../shared/shown-text.js';
 import { DnsError } from './dns-error.js';
 import { admission } from './fair-share.js';
 import {
@@ -26,7 +27,7 @@ import { PendingShares, type Share } from './pending-shares.js';
 import { ID_SPACE, PendingTable } from './pending-table.js';
 import { cryptoRandomId } from './random-id.js';
 import { RateLimiter, type RateLimit } from './rate-limiter.js';
-import { MAX_UPSTREAMS } from './resolv-conf.js';
+import { MAX_UPSTREAMS, type ZonelessNameserver } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
 import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
@@ -1067,21 +1068,36 @@ class Forwarder implements DnsForwarder {
    * what to write instead: each with its link's zone. They are left out, not tried again: the
    * kernel refuses every connect to one (EINVAL: no link), as glibc's resolver finds; tried on
    * the reconnect rounds, one was "not reached" for ever, its warning saying to check an address
-   * of ours. Said again when the list changes, or whether they are all there is (`only`: then
-   * every query is answered SERVFAIL, which is said plainly).
+   * of ours. One written with a zone that can name no interface (fe80::1%a/b, which glibc reads
+   * as none) is said by what is wrong with that zone, not as one without. Said again when the
+   * list changes, or whether they are all there is (`only`: then every query is answered
+   * SERVFAIL, which is said plainly).
    */
-  #sayWithoutZone(path: string, withoutZone: readonly Upstream[], only: boolean): void {
-    const given = withoutZone.map(givenAs);
+  #sayWithoutZone(path: string, withoutZone: readonly ZonelessNameserver[], only: boolean): void {
+    // As written: the zone's text is the file's, shown quoted where it holds what a terminal acts on.
+    const given = withoutZone.map(({ upstream, zone }) => (zone === undefined ? givenAs(upstream) : shownText(givenAs({ ...upstream, address: `${upstream.address}%${zone.written}` }), 80)));
     const said = given.length === 0 ? '' : `${given.join(' ')}${only ? ' (only)' : ''}`;
     if (said === this.#withoutZoneSaid) return;
     this.#withoutZoneSaid = said;
     if (said === '') return;
-    const examples = withoutZone.map((upstream) => `nameserver ${zonedExample(upstream)}`);
-    const which = given.length === 1 ? `a link-local nameserver without a zone (${given[0]})` : `link-local nameservers without a zone (${given.join(', ')})`;
+    const examples = [...new Set(withoutZone.map(({ upstream }) => `nameserver ${zonedExample(upstream)}`))];
+    const described = withoutZone.map(({ zone }, i) => (zone === undefined ? given[i] : `${given[i]}: ${zone.problem}`));
+    const zoned = withoutZone.filter(({ zone }) => zone !== undefined).length;
+    const which =
+      zoned === 0
+        ? given.length === 1
+          ? `a link-local nameserver without a zone (${described[0]})`
+          : `link-local nameservers without a zone (${described.join(', ')})`
+        : zoned === given.length
+          ? given.length === 1
+            ? `a link-local nameserver whose zone can name no interface (${described[0]})`
+            : `link-local nameservers whose zones can name no interface (${described.join('; ')})`
+          : `link-local nameservers without a zone that can name an interface (${described.join('; ')})`;
     const outcome = only ? ', and no other: no upstream resolvers, every query answered SERVFAIL' : ': left out, the other nameservers used';
+    const reading = zoned === 0 ? '' : "glibc's resolver reads such a zone as naming no link; ";
     this.#log.warn(
       { path, nameservers: given },
-      `resolv.conf names ${which}${outcome} (Linux sends to a link-local address, fe80::/10, only through the link its zone names, and refuses one without; glibc's resolver fails on it too): ` +
+      `resolv.conf names ${which}${outcome} (${reading}Linux sends to a link-local address, fe80::/10, only through the link its zone names, and refuses one without; glibc's resolver fails on it too): ` +
         `write ${given.length === 1 ? 'it' : 'each'} with its link's name or index as its zone (${examples.join(', ')})`,
     );
   }

@@ -1,5 +1,5 @@
 import { isIPv4 } from 'node:net';
-import { inetAtonAddress, lacksItsZone, parseUpstream, sameUpstream, upstreamKey, type Upstream } from './upstream.js';
+import { inetAtonAddress, lacksItsZone, parseUpstream, sameUpstream, upstreamKey, writtenZone, zoneProblem, type Upstream } from './upstream.js';
 
 /**
  * The upstreams the forwarder uses at most (the first it can use of those it is given): more than
@@ -31,15 +31,26 @@ export interface ResolvConf {
    * MAX_UPSTREAMS: not among `upstreams`. The kernel sends to such an address through no link
    * (EINVAL at every connect, glibc's resolver failing on it alike), so trying it again could
    * never help; the forwarder says once what to write instead. A zone glibc reads as none
-   * (`fe80::1%`, `fe80::1%a/b`: see parseUpstream) is none here too.
+   * (`fe80::1%`, `fe80::1%a/b`: see parseUpstream) is none here too: listed with it, and what is
+   * wrong with it (see ZonelessNameserver).
    */
-  readonly withoutZone: readonly Upstream[];
+  readonly withoutZone: readonly ZonelessNameserver[];
   /**
    * nameserver lines with blanks before the keyword, as written (cut short), at most
    * MAX_UPSTREAMS, for the log: not read, as glibc does not read them (its keywords must start
    * the line, as resolv.conf(5) says).
    */
   readonly indented: readonly string[];
+}
+
+/**
+ * A link-local nameserver read without a zone: `upstream` as read (without one); `zone`, where it
+ * was written with one that can name no interface (`fe80::1%a/b`), as written (without its '%'),
+ * and what is wrong with it (zoneProblem).
+ */
+export interface ZonelessNameserver {
+  readonly upstream: Upstream;
+  readonly zone: { readonly written: string; readonly problem: string } | undefined;
 }
 
 /** What is shown of a line or value that the log lists, at most. */
@@ -65,7 +76,7 @@ export function parseResolvConf(text: string): ResolvConf {
   const upstreamKeys = new Set<string>();
   const skipped: string[] = [];
   const legacyIpv4: { written: string; address: string }[] = [];
-  const withoutZone: Upstream[] = [];
+  const withoutZone: ZonelessNameserver[] = [];
   const indented: string[] = [];
   for (const fileLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
     // A line ends at its first NUL, as glibc reads it: getline takes the line up to its newline,
@@ -96,7 +107,10 @@ export function parseResolvConf(text: string): ResolvConf {
       if (address !== undefined) legacyIpv4.push({ written: value, address });
     }
     if (lacksItsZone(upstream)) {
-      if (withoutZone.length < MAX_UPSTREAMS && !withoutZone.some((known) => sameUpstream(known, upstream))) withoutZone.push(upstream);
+      const written = writtenZone(value);
+      const zone = written === undefined ? undefined : { written, problem: zoneProblem(written) };
+      const known = withoutZone.some((other) => sameUpstream(other.upstream, upstream) && other.zone?.written === written);
+      if (withoutZone.length < MAX_UPSTREAMS && !known) withoutZone.push({ upstream, zone });
       continue;
     }
     const key = upstreamKey(upstream);

@@ -144,6 +144,40 @@ function zoneGlibcReads(zone: string): boolean {
   return index >= 1n && index <= MAX_INTERFACE_INDEX;
 }
 
+/** ASCII bytes that the kernel takes for blanks in a name (isspace in lib/ctype.c; 0xa0 too). */
+const NAME_BLANKS: ReadonlySet<number> = new Set([0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20]);
+
+/**
+ * What is wrong with `zone` (without its '%'), one that glibc reads as no interface (see
+ * zoneGlibcReads), for messages: why it can name no interface, neither by name nor by index.
+ */
+export function zoneProblem(zone: string): string {
+  if (zone === '') return 'the zone is empty';
+  if (/^[0-9]+$/.test(zone)) {
+    return `the zone is no interface's index (Linux's are 1 to ${MAX_INTERFACE_INDEX}), and too long for an interface's name (${INTERFACE_NAME_MAX_BYTES} bytes at most)`;
+  }
+  if (Buffer.byteLength(zone, 'utf8') > INTERFACE_NAME_MAX_BYTES) return `the zone is longer than an interface's name can be (${INTERFACE_NAME_MAX_BYTES} bytes at most)`;
+  // The kernel looks a name up only to its first ':' (an alias label follows).
+  const name = zone.split(':')[0] ?? '';
+  if (name === '') return "the zone has no interface's name before its ':'";
+  if (name === '.' || name === '..') return `'${name}' is no interface's name`;
+  if (name.includes('/')) return "'/' is not allowed in an interface's name";
+  const bytes = Buffer.from(name, 'utf8');
+  if (bytes.some((byte) => NAME_BLANKS.has(byte))) return "a blank is not allowed in an interface's name";
+  if (bytes.includes(0xa0)) return "the byte 0xa0, a blank to the kernel (UTF-8 characters such as 'à' hold it), is not allowed in an interface's name";
+  return "the zone can be no interface's name";
+}
+
+/**
+ * The zone written on the resolv.conf nameserver `text` (as parseUpstream reads it), without its
+ * '%', or undefined where it has none.
+ */
+export function writtenZone(text: string): string | undefined {
+  const { address } = writtenUpstream(text, shownUpstream(text), 'glibc');
+  const percent = address.indexOf('%');
+  return percent === -1 ? undefined : address.slice(percent + 1);
+}
+
 /**
  * An address as ip-num parsed it: IPv4 as such, an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as
  * the IPv4 address it reaches, IPv6 with the zone (`%eth0`) that picks its link, empty where none

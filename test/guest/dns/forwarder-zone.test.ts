@@ -149,6 +149,16 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
       'resolv.conf names link-local nameservers without a zone (fe80::53, [fe80::54]:5353), and no other: no upstream resolvers, every query answered SERVFAIL (',
     );
     expect(said()[1]).toContain('write each with its link\'s name or index as its zone (nameserver fe80::53%eth0, nameserver [fe80::54%eth0]:5353)');
+    // One written with a zone that can name no interface (glibc reads it as none) is said by what
+    // is wrong with that zone: it was said to be "without a zone".
+    await reloaded(`nameserver fe80::53%a/b\nnameserver ${linkLocal}%up0\n`);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%up0]:53`], unreachableUpstreams: [] });
+    expect(said()).toHaveLength(2);
+    expect(forwarder.process.stderr.split('\n').filter((line) => line.includes('can name no interface'))).toEqual([
+      expect.stringContaining(
+        "resolv.conf names a link-local nameserver whose zone can name no interface (fe80::53%a/b: '/' is not allowed in an interface's name): left out, the other nameservers used (glibc's resolver reads such a zone as naming no link; ",
+      ),
+    ]);
   });
 
   it('says once that a zone names no interface, by name or index, tries it again on the reconnect rounds without saying it again, and asks the others meanwhile', async () => {

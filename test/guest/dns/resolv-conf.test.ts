@@ -96,7 +96,11 @@ describe('upstream addresses', () => {
         expect(() => parseConfiguredUpstream(text), JSON.stringify(text)).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
       }
     }
-    expect(parseResolvConf('nameserver fe80::1%a/b\nnameserver fe80::1%up+0\n')).toMatchObject({ upstreams: [parseUpstream('fe80::1%up+0')], skipped: [], withoutZone: [parseUpstream('fe80::1')] });
+    expect(parseResolvConf('nameserver fe80::1%a/b\nnameserver fe80::1%up+0\n')).toMatchObject({
+      upstreams: [parseUpstream('fe80::1%up+0')],
+      skipped: [],
+      withoutZone: [{ upstream: parseUpstream('fe80::1'), zone: { written: 'a/b', problem: "'/' is not allowed in an interface's name" } }],
+    });
     // At a line's end too (JavaScript's trim() took such a blank off: another interface's name),
     // whereas a CR (a CRLF file) or a space there is no part of it.
     for (const zone of ['a\u3000', 'b\u2000', 'c\u205f', 'd\ufeff']) {
@@ -126,25 +130,35 @@ describe('upstream addresses', () => {
     // (scope id 0: no interface's, and too long for a name: it was tried again for ever). Nor
     // one above 2^31 - 1 that could be no name: glibc's scope id, but no interface can have it
     // (Linux's indexes are ints), and it too was tried again for ever.
-    for (const zone of [
-      '',
-      'eth0:1234567890a',
-      ':1',
-      'a/b:1',
-      '.:1',
-      `${'0'.repeat(16)}4294967296`,
-      '12345678901234567890',
-      `${'1'.repeat(16)}x`,
-      '0'.repeat(16),
-      '0'.repeat(40),
-      `${'0'.repeat(16)}2147483648`,
-      `0${'4294967295'.padStart(20, '0')}`,
-    ]) {
+    // Each listed with what is wrong with its zone (it was said to be "without a zone").
+    const notIndex = "the zone is no interface's index (Linux's are 1 to 2147483647), and too long for an interface's name (15 bytes at most)";
+    const tooLong = "the zone is longer than an interface's name can be (15 bytes at most)";
+    for (const [zone, problem] of [
+      ['', 'the zone is empty'],
+      ['eth0:1234567890a', tooLong],
+      [':1', "the zone has no interface's name before its ':'"],
+      ['a/b:1', "'/' is not allowed in an interface's name"],
+      ['.:1', "'.' is no interface's name"],
+      ['..', "'..' is no interface's name"],
+      ['a\vb', "a blank is not allowed in an interface's name"],
+      ['là', "the byte 0xa0, a blank to the kernel (UTF-8 characters such as 'à' hold it), is not allowed in an interface's name"],
+      [`${'0'.repeat(16)}4294967296`, notIndex],
+      ['12345678901234567890', notIndex],
+      [`${'1'.repeat(16)}x`, tooLong],
+      ['0'.repeat(16), notIndex],
+      ['0'.repeat(40), notIndex],
+      [`${'0'.repeat(16)}2147483648`, notIndex],
+      [`0${'4294967295'.padStart(20, '0')}`, notIndex],
+    ] as const) {
       expect(parseResolvConf(`nameserver fe80::1%${zone}\nnameserver [fe80::2%${zone}]:5353\nnameserver fe80::1\n`), JSON.stringify(zone)).toEqual({
         upstreams: [],
         skipped: [],
         legacyIpv4: [],
-        withoutZone: [parseUpstream('fe80::1'), parseUpstream('[fe80::2]:5353')],
+        withoutZone: [
+          { upstream: parseUpstream('fe80::1'), zone: { written: zone, problem } },
+          { upstream: parseUpstream('[fe80::2]:5353'), zone: { written: zone, problem } },
+          { upstream: parseUpstream('fe80::1'), zone: undefined },
+        ],
         indented: [],
       });
       for (const [text, plain] of [
@@ -354,8 +368,11 @@ describe('resolv.conf', () => {
     // It was taken, and every connect to it refused by the kernel (EINVAL), tried again for ever.
     const conf = parseResolvConf(['nameserver fe80::1', 'nameserver 192.0.2.53', 'nameserver FE80:0::1', 'nameserver [fe80::2]:5353', 'nameserver fe80::1%eth0', 'nameserver 2001:db8::1'].join('\n'));
     expect(conf.upstreams.map(upstreamText)).toEqual(['192.0.2.53:53', '[fe80::1%eth0]:53', '[2001:db8::1]:53']);
-    expect(conf.withoutZone.map(upstreamText)).toEqual(['[fe80::1]:53', '[fe80::2]:5353']);
-    expect(parseResolvConf('nameserver febf::1\n')).toMatchObject({ upstreams: [], withoutZone: [parseUpstream('febf::1')] });
+    expect(conf.withoutZone).toEqual([
+      { upstream: parseUpstream('fe80::1'), zone: undefined },
+      { upstream: parseUpstream('[fe80::2]:5353'), zone: undefined },
+    ]);
+    expect(parseResolvConf('nameserver febf::1\n')).toMatchObject({ upstreams: [], withoutZone: [{ upstream: parseUpstream('febf::1'), zone: undefined }] });
     // Neither an address beyond fe80::/10 nor an IPv4-mapped one needs a zone.
     expect(parseResolvConf('nameserver fec0::1\nnameserver ::ffff:192.0.2.1\n')).toMatchObject({ withoutZone: [] });
   });
