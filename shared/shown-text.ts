@@ -5,11 +5,12 @@
 /** How much of a name a message shows. */
 const SHOWN_MAX = 70;
 
-// JSON.stringify escapes only C0 controls: DEL, C1 controls (0x9B is CSI on some terminals) and
-// format characters (bidirectional overrides) would reach the terminal as they are.
-const UNESCAPED_CONTROL = /[\u007f-\u009f\p{Cf}]/gu;
+// JSON.stringify escapes only C0 controls: DEL, C1 controls (0x9B is CSI on some terminals),
+// format characters (bidirectional overrides) and the line and paragraph separators (U+2028,
+// U+2029: a new line to some log viewers and editors) would reach the terminal as they are.
+const UNESCAPED_CONTROL = /[\u007f-\u009f\p{Cf}\u2028\u2029]/gu;
 
-/** Quote untrusted text for a message: at most `max` characters of it, control and format characters escaped. */
+/** Quote untrusted text for a message: at most `max` characters of it, control and format characters and line separators escaped. */
 export function quoteText(text: string, max: number): string {
   const quoted = JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
   return quoted.replace(UNESCAPED_CONTROL, (char) => {
@@ -23,8 +24,11 @@ export function quoteName(text: string): string {
   return quoteText(text, SHOWN_MAX);
 }
 
-/** What a terminal could act on: C0 and C1 controls, DEL, and format characters (bidi overrides). */
-const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+/**
+ * What a terminal could act on: C0 and C1 controls, DEL, and format characters (bidi overrides);
+ * and what breaks a line: the line and paragraph separators (U+2028, U+2029) too.
+ */
+const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
 
 /**
  * Text read from the file system (a file name, a symlink's target) for a message: as it is, or

@@ -7,6 +7,7 @@ import { isIPv4, isIPv6, createServer, type Server, type Socket as TcpSocket } f
 import { performance } from 'node:perf_hooks';
 import { GATEWAY_IP } from '../../shared/scheme.js';
 import { createLogger, type Logger } from '../../shared/log.js';
+import { shownText } from '../../shared/shown-text.js';
 import { DnsError } from './dns-error.js';
 import { admission } from './fair-share.js';
 import {
@@ -26,7 +27,7 @@ import { PendingShares, type Share } from './pending-shares.js';
 import { ID_SPACE, PendingTable } from './pending-table.js';
 import { cryptoRandomId } from './random-id.js';
 import { RateLimiter, type RateLimit } from './rate-limiter.js';
-import { MAX_UPSTREAMS } from './resolv-conf.js';
+import { MAX_UPSTREAMS, type ZonelessNameserver } from './resolv-conf.js';
 import { ResolvConfWatcher, readResolvConf } from './resolv-conf-watcher.js';
 import { exchangeOverTcp, resetConnection } from './tcp-exchange.js';
 import { FrameReader, frame } from './tcp-frames.js';
@@ -546,6 +547,11 @@ class Forwarder implements DnsForwarder {
   readonly #upstreamFailureRounds = new Map<string, number>();
   /** Whether the last upstream list left out our own address (warned once per change). */
   #ignoringSelf = false;
+  /**
+   * Per upstream link (its linkText), why TCP connections to it could not be opened, as said
+   * (see #tcpOpenFailed): each cause once while the upstream stays in the list, not per query.
+   */
+  readonly #tcpOpenFailuresSaid = new Map<string, Set<string>>();
   #upstreamRoute: UpstreamLinkRoute | undefined;
   /** Upstreams given in the options, connected in start(). */
   readonly #configured: readonly Upstream[] | undefined;
@@ -1033,6 +1039,14 @@ class Forwarder implements DnsForwarder {
     this.#counters.resolvConfReloads += 1;
     if (conf.error !== undefined) this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers');
     if (conf.skipped.length > 0) this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses');
+    if (conf.legacyIpv4.length > 0) {
+      const read = conf.legacyIpv4.map(({ written, address }) => `${written} as ${address}`);
+      this.#log.warn(
+        { path, nameservers: read },
+        `resolv.conf writes IPv4 nameservers in inet_aton's older forms, read as glibc's resolver reads them: ${read.join(', ')} ` +
+          '(a part that begins with 0 is octal, 0x hex, and the last part fills the bytes left): write the address meant in dotted decimal',
+      );
+    }
     if (conf.indented.length > 0) {
       this.#log.warn(
         { path, indented: conf.indented },
@@ -1054,21 +1068,36 @@ class Forwarder implements DnsForwarder {
    * what to write instead: each with its link's zone. They are left out, not tried again: the
    * kernel refuses every connect to one (EINVAL: no link), as glibc's resolver finds; tried on
    * the reconnect rounds, one was "not reached" for ever, its warning saying to check an address
-   * of ours. Said again when the list changes, or whether they are all there is (`only`: then
-   * every query is answered SERVFAIL, which is said plainly).
+   * of ours. One written with a zone that can name no interface (fe80::1%a/b, which glibc reads
+   * as none) is said by what is wrong with that zone, not as one without. Said again when the
+   * list changes, or whether they are all there is (`only`: then every query is answered
+   * SERVFAIL, which is said plainly).
    */
-  #sayWithoutZone(path: string, withoutZone: readonly Upstream[], only: boolean): void {
-    const given = withoutZone.map(givenAs);
+  #sayWithoutZone(path: string, withoutZone: readonly ZonelessNameserver[], only: boolean): void {
+    // As written: the zone's text is the file's, shown quoted where it holds what a terminal acts on.
+    const given = withoutZone.map(({ upstream, zone }) => (zone === undefined ? givenAs(upstream) : shownText(givenAs({ ...upstream, address: `${upstream.address}%${zone.written}` }), 80)));
     const said = given.length === 0 ? '' : `${given.join(' ')}${only ? ' (only)' : ''}`;
     if (said === this.#withoutZoneSaid) return;
     this.#withoutZoneSaid = said;
     if (said === '') return;
-    const examples = withoutZone.map((upstream) => `nameserver ${zonedExample(upstream)}`);
-    const which = given.length === 1 ? `a link-local nameserver without a zone (${given[0]})` : `link-local nameservers without a zone (${given.join(', ')})`;
+    const examples = [...new Set(withoutZone.map(({ upstream }) => `nameserver ${zonedExample(upstream)}`))];
+    const described = withoutZone.map(({ zone }, i) => (zone === undefined ? given[i] : `${given[i]}: ${zone.problem}`));
+    const zoned = withoutZone.filter(({ zone }) => zone !== undefined).length;
+    const which =
+      zoned === 0
+        ? given.length === 1
+          ? `a link-local nameserver without a zone (${described[0]})`
+          : `link-local nameservers without a zone (${described.join(', ')})`
+        : zoned === given.length
+          ? given.length === 1
+            ? `a link-local nameserver whose zone can name no interface (${described[0]})`
+            : `link-local nameservers whose zones can name no interface (${described.join('; ')})`
+          : `link-local nameservers without a zone that can name an interface (${described.join('; ')})`;
     const outcome = only ? ', and no other: no upstream resolvers, every query answered SERVFAIL' : ': left out, the other nameservers used';
+    const reading = zoned === 0 ? '' : "glibc's resolver reads such a zone as naming no link; ";
     this.#log.warn(
       { path, nameservers: given },
-      `resolv.conf names ${which}${outcome} (Linux sends to a link-local address, fe80::/10, only through the link its zone names, and refuses one without; glibc's resolver fails on it too): ` +
+      `resolv.conf names ${which}${outcome} (${reading}Linux sends to a link-local address, fe80::/10, only through the link its zone names, and refuses one without; glibc's resolver fails on it too): ` +
         `write ${given.length === 1 ? 'it' : 'each'} with its link's name or index as its zone (${examples.join(', ')})`,
     );
   }
@@ -1122,6 +1151,7 @@ class Forwarder implements DnsForwarder {
     for (const key of [...this.#lastAnswered.keys()]) if (!listKeys.has(key)) this.#lastAnswered.delete(key);
     const wantedKeys = wanted.map(linkText);
     this.#reachability.retain(wantedKeys);
+    for (const key of [...this.#tcpOpenFailuresSaid.keys()]) if (!wantedKeys.includes(key)) this.#tcpOpenFailuresSaid.delete(key);
     // A link no longer wanted ends its streak: by its streakKey, so a device made again under the
     // link's name (another index) does not inherit the old one's.
     const wantedStreaks = wanted.map(streakKey);
@@ -1779,12 +1809,24 @@ class Forwarder implements DnsForwarder {
       // the interface its UDP sockets were connected through (by index, UpstreamLink.zoneIndex),
       // not whatever has the zone's name now, so that UDP and TCP reach the same one after a
       // rename, until the list is next set connects both again.
-      const opening =
+      const open =
         via !== undefined
           ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
           : upstream.address.includes('%')
             ? () => connectTcpThroughZone(upstream.address, upstream.port, zoneIndex)
             : undefined;
+      // Why it could not be opened is said here: exchangeOverTcp gives only 'socket-error'.
+      const opening =
+        open === undefined
+          ? undefined
+          : (): TcpSocket => {
+              try {
+                return open();
+              } catch (error) {
+                this.#tcpOpenFailed({ upstream, via }, error);
+                throw error;
+              }
+            };
       const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, opening, closed);
       // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
       if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) return;
@@ -1813,6 +1855,22 @@ class Forwarder implements DnsForwarder {
     if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;
     else this.#counters.failed += 1;
     reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
+  }
+
+  /**
+   * A TCP connection to `link` could not be opened (the interface its zone named is gone, the link
+   * to the upstream provider is gone, the agent is out of descriptors): said at warn, once per
+   * upstream and cause while it stays in the list (every TCP query to it would say it again). The
+   * query goes on to the next upstream, counted in sendErrors.
+   */
+  #tcpOpenFailed(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }, error: unknown): void {
+    const key = linkText(link);
+    const cause = errorText(error);
+    const said = this.#tcpOpenFailuresSaid.get(key) ?? new Set<string>();
+    if (said.has(cause)) return;
+    said.add(cause);
+    this.#tcpOpenFailuresSaid.set(key, said);
+    this.#log.warn({ upstream: key, err: cause }, 'cannot open a TCP connection to the upstream resolver: its TCP queries go on to the next upstream, or are answered SERVFAIL (said once per upstream and cause)');
   }
 
   close(): Promise<void> {

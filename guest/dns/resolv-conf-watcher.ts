@@ -14,8 +14,8 @@ function kindOf(info: Stats): string {
 }
 
 /** Why `info` is no resolv.conf to read, or undefined for a regular file. */
-function notRegular(path: string, info: Stats): { upstreams: []; skipped: []; withoutZone: []; indented: []; error: string } | undefined {
-  return info.isFile() ? undefined : { upstreams: [], skipped: [], withoutZone: [], indented: [], error: `${path} is not a regular file but ${kindOf(info)}` };
+function notRegular(path: string, info: Stats): { upstreams: []; skipped: []; legacyIpv4: []; withoutZone: []; indented: []; error: string } | undefined {
+  return info.isFile() ? undefined : { upstreams: [], skipped: [], legacyIpv4: [], withoutZone: [], indented: [], error: `${path} is not a regular file but ${kindOf(info)}` };
 }
 
 /**
@@ -39,7 +39,7 @@ export async function readResolvConf(path: string): Promise<ResolvConf & { reado
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
     return parseResolvConf(buffer.subarray(0, bytesRead).toString('utf8'));
   } catch (error) {
-    return { upstreams: [], skipped: [], withoutZone: [], indented: [], error: error instanceof Error ? error.message : String(error) };
+    return { upstreams: [], skipped: [], legacyIpv4: [], withoutZone: [], indented: [], error: error instanceof Error ? error.message : String(error) };
   } finally {
     await handle?.close();
   }

@@ -1,4 +1,5 @@
-import { lacksItsZone, parseUpstream, sameUpstream, upstreamKey, type Upstream } from './upstream.js';
+import { isIPv4 } from 'node:net';
+import { inetAtonAddress, lacksItsZone, parseUpstream, sameUpstream, upstreamKey, writtenZone, zoneProblem, type Upstream } from './upstream.js';
 
 /**
  * The upstreams the forwarder uses at most (the first it can use of those it is given): more than
@@ -19,19 +20,37 @@ export interface ResolvConf {
   /** nameserver values that could not be used, for the log. */
   readonly skipped: readonly string[];
   /**
+   * IPv4 nameservers written in inet_aton's other forms than dotted decimal (`127.1`,
+   * `010.0.0.1`), as written and as read (`127.0.0.1`, `8.0.0.1`: see inetAtonAddress), at most
+   * MAX_UPSTREAMS, for the log: read as glibc reads them, which may not be the address meant
+   * (a leading 0 is octal). Among `upstreams`.
+   */
+  readonly legacyIpv4: readonly { readonly written: string; readonly address: string }[];
+  /**
    * Link-local nameservers without a zone (`fe80::1`), in file order, duplicates removed, at most
    * MAX_UPSTREAMS: not among `upstreams`. The kernel sends to such an address through no link
    * (EINVAL at every connect, glibc's resolver failing on it alike), so trying it again could
    * never help; the forwarder says once what to write instead. A zone glibc reads as none
-   * (`fe80::1%`, `fe80::1%a/b`: see parseUpstream) is none here too.
+   * (`fe80::1%`, `fe80::1%a/b`: see parseUpstream) is none here too: listed with it, and what is
+   * wrong with it (see ZonelessNameserver).
    */
-  readonly withoutZone: readonly Upstream[];
+  readonly withoutZone: readonly ZonelessNameserver[];
   /**
    * nameserver lines with blanks before the keyword, as written (cut short), at most
    * MAX_UPSTREAMS, for the log: not read, as glibc does not read them (its keywords must start
    * the line, as resolv.conf(5) says).
    */
   readonly indented: readonly string[];
+}
+
+/**
+ * A link-local nameserver read without a zone: `upstream` as read (without one); `zone`, where it
+ * was written with one that can name no interface (`fe80::1%a/b`), as written (without its '%'),
+ * and what is wrong with it (zoneProblem).
+ */
+export interface ZonelessNameserver {
+  readonly upstream: Upstream;
+  readonly zone: { readonly written: string; readonly problem: string } | undefined;
 }
 
 /** What is shown of a line or value that the log lists, at most. */
@@ -47,14 +66,17 @@ const SHOWN_LENGTH = 80;
  * and "[ipv6]:port" are accepted (test setups and some resolvers write them), and a line's
  * trailing blanks are no part of its value (a CRLF file's CR, which glibc keeps in the value,
  * reading no nameserver from such a line, or, where the CR ends a zone, the address without its
- * zone: a file saved on another system still names its servers). A link-local nameserver
- * without a zone is listed apart (see ResolvConf.withoutZone).
+ * zone: a file saved on another system still names its servers). A bare IPv4 value is read as
+ * glibc reads it, in inet_aton's forms too (see ResolvConf.legacyIpv4); with a port, only in
+ * dotted decimal. A link-local nameserver without a zone is listed apart (see
+ * ResolvConf.withoutZone).
  */
 export function parseResolvConf(text: string): ResolvConf {
   const upstreams: Upstream[] = [];
   const upstreamKeys = new Set<string>();
   const skipped: string[] = [];
-  const withoutZone: Upstream[] = [];
+  const legacyIpv4: { written: string; address: string }[] = [];
+  const withoutZone: ZonelessNameserver[] = [];
   const indented: string[] = [];
   for (const fileLine of text.slice(0, MAX_RESOLV_CONF_LENGTH).split('\n')) {
     // A line ends at its first NUL, as glibc reads it: getline takes the line up to its newline,
@@ -80,8 +102,15 @@ export function parseResolvConf(text: string): ResolvConf {
       if (skipped.length < MAX_UPSTREAMS) skipped.push(value.slice(0, SHOWN_LENGTH));
       continue;
     }
+    if (upstream.family === 4 && !isIPv4(value) && legacyIpv4.length < MAX_UPSTREAMS) {
+      const address = inetAtonAddress(value);
+      if (address !== undefined) legacyIpv4.push({ written: value, address });
+    }
     if (lacksItsZone(upstream)) {
-      if (withoutZone.length < MAX_UPSTREAMS && !withoutZone.some((known) => sameUpstream(known, upstream))) withoutZone.push(upstream);
+      const written = writtenZone(value);
+      const zone = written === undefined ? undefined : { written, problem: zoneProblem(written) };
+      const known = withoutZone.some((other) => sameUpstream(other.upstream, upstream) && other.zone?.written === written);
+      if (withoutZone.length < MAX_UPSTREAMS && !known) withoutZone.push({ upstream, zone });
       continue;
     }
     const key = upstreamKey(upstream);
@@ -89,5 +118,5 @@ export function parseResolvConf(text: string): ResolvConf {
     upstreamKeys.add(key);
     upstreams.push(upstream);
   }
-  return { upstreams, skipped, withoutZone, indented };
+  return { upstreams, skipped, legacyIpv4, withoutZone, indented };
 }

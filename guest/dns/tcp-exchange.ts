@@ -29,7 +29,7 @@ export function resetConnection(socket: Socket): void {
 
 /**
  * Why an exchange over TCP brought no answer: 'socket-error', the connection could not be opened
- * (`open` threw) or Node reported an error on it other than the upstream's reset (refused,
+ * (`open` threw: the caller that gave it has its error to say) or Node reported an error on it other than the upstream's reset (refused,
  * unreachable), the trouble of a socket, which the forwarder counts as a send error, as it does
  * for UDP; 'timed-out', no whole answer within the time; 'upstream-ended', the upstream ended the
  * connection it took before a whole answer (its FIN or its reset, with no frame or one cut short)

@@ -4,12 +4,37 @@ import type { IPv4, IPv6 } from 'ip-num';
 import { INTERFACE_NAME_MAX_BYTES, isInterfaceName } from '../interface-name.js';
 import { DnsError } from './dns-error.js';
 
-// ip-num is loaded on first use (as in shared/client-ip.ts): only parsing an upstream needs it.
+// ip-num is loaded on first use (as in shared/client-ip.ts): only parsing an upstream needs it;
+// ipaddr.js too, only reading a resolv.conf nameserver in inet_aton's forms (inetAtonAddress).
 const require = createRequire(import.meta.url);
 let ipNum: typeof import('ip-num') | undefined;
 function ipNumModule(): typeof import('ip-num') {
   ipNum ??= require('ip-num') as typeof import('ip-num');
   return ipNum;
+}
+let ipaddr: typeof import('ipaddr.js') | undefined;
+function ipaddrModule(): typeof import('ipaddr.js') {
+  ipaddr ??= require('ipaddr.js') as typeof import('ipaddr.js');
+  return ipaddr;
+}
+
+/**
+ * The IPv4 address (dotted decimal) that glibc reads `text` as, a resolv.conf nameserver's value
+ * (resolv/res_init.c reads it with __inet_aton_exact, resolv/inet_addr.c, before trying IPv6):
+ * inet_aton's forms, its parts parted by '.', each a number as C writes one (0x hex, a leading 0
+ * octal, else decimal), up to four parts, the last filling the bytes left (`127.1` is 127.0.0.1,
+ * `2130706433` too, `010.0.0.1` is 8.0.0.1), the whole text, nothing after it. Undefined where
+ * it reads none. ipaddr.js's IPv4 parser reads exactly these (checked against glibc's own
+ * function in resolv-conf.test.ts).
+ */
+export function inetAtonAddress(text: string): string | undefined {
+  // What inet_aton reads begins with a digit and holds hex digits, 'x' and dots alone.
+  if (text.length > MAX_UPSTREAM_TEXT || !/^[0-9][0-9a-fx.]*$/i.test(text)) return undefined;
+  try {
+    return ipaddrModule().IPv4.parse(text).toString();
+  } catch {
+    return undefined;
+  }
 }
 
 export const DNS_PORT = 53;
@@ -90,10 +115,12 @@ function ipv6Of(text: string, zones: ZoneReading): boolean {
 }
 
 /**
- * The largest scope id (sin6_scope_id, 32 bits) glibc reads from a zone that is a number. The
- * least that names an interface is 1: 0 is none (the address taken without one).
+ * The largest index an interface can have: Linux's are ints (1 to 2^31 - 1). glibc reads a zone
+ * that is a number up to 2^32 - 1 (sin6_scope_id), but one above this names no interface that can
+ * exist (the kernel sends through none: EADDRNOTAVAIL at every connect). The least that names
+ * one is 1: 0 is none (the address taken without one).
  */
-const MAX_SCOPE_ID = 0xffff_ffffn;
+const MAX_INTERFACE_INDEX = 0x7fff_ffffn;
 
 /**
  * Whether glibc may read `zone` (without its '%') as an interface (inet/inet6_scopeid_pton.c,
@@ -103,7 +130,10 @@ const MAX_SCOPE_ID = 0xffff_ffffn;
  * in net/core/dev_ioctl.c, so `eth0:1` is eth0); else a number, of any length (leading zeros),
  * 1 to 2^32 - 1. Any other zone (empty, `a/b`, 16 bytes or more but a number) glibc reads as
  * none (scope id 0), its error ignored; so is one that is 0 but could be no name (16 zeros or
- * more: `0` could, an interface may be so named).
+ * more: `0` could, an interface may be so named). One that could be no name and is above 2^31 - 1
+ * glibc takes for its scope id, but it names no interface that can exist (see
+ * MAX_INTERFACE_INDEX): its resolver can never send there, as to one without a zone, and it is
+ * read as none too (tried again, as a zone naming no interface yet is, it was for ever).
  */
 function zoneGlibcReads(zone: string): boolean {
   if (isInterfaceName(zone)) return true;
@@ -111,7 +141,41 @@ function zoneGlibcReads(zone: string): boolean {
   if (colon !== -1 && Buffer.byteLength(zone, 'utf8') <= INTERFACE_NAME_MAX_BYTES && isInterfaceName(zone.slice(0, colon))) return true;
   if (!/^[0-9]+$/.test(zone)) return false;
   const index = BigInt(zone);
-  return index >= 1n && index <= MAX_SCOPE_ID;
+  return index >= 1n && index <= MAX_INTERFACE_INDEX;
+}
+
+/** ASCII bytes that the kernel takes for blanks in a name (isspace in lib/ctype.c; 0xa0 too). */
+const NAME_BLANKS: ReadonlySet<number> = new Set([0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20]);
+
+/**
+ * What is wrong with `zone` (without its '%'), one that glibc reads as no interface (see
+ * zoneGlibcReads), for messages: why it can name no interface, neither by name nor by index.
+ */
+export function zoneProblem(zone: string): string {
+  if (zone === '') return 'the zone is empty';
+  if (/^[0-9]+$/.test(zone)) {
+    return `the zone is no interface's index (Linux's are 1 to ${MAX_INTERFACE_INDEX}), and too long for an interface's name (${INTERFACE_NAME_MAX_BYTES} bytes at most)`;
+  }
+  if (Buffer.byteLength(zone, 'utf8') > INTERFACE_NAME_MAX_BYTES) return `the zone is longer than an interface's name can be (${INTERFACE_NAME_MAX_BYTES} bytes at most)`;
+  // The kernel looks a name up only to its first ':' (an alias label follows).
+  const name = zone.split(':')[0] ?? '';
+  if (name === '') return "the zone has no interface's name before its ':'";
+  if (name === '.' || name === '..') return `'${name}' is no interface's name`;
+  if (name.includes('/')) return "'/' is not allowed in an interface's name";
+  const bytes = Buffer.from(name, 'utf8');
+  if (bytes.some((byte) => NAME_BLANKS.has(byte))) return "a blank is not allowed in an interface's name";
+  if (bytes.includes(0xa0)) return "the byte 0xa0, a blank to the kernel (UTF-8 characters such as 'à' hold it), is not allowed in an interface's name";
+  return "the zone can be no interface's name";
+}
+
+/**
+ * The zone written on the resolv.conf nameserver `text` (as parseUpstream reads it), without its
+ * '%', or undefined where it has none.
+ */
+export function writtenZone(text: string): string | undefined {
+  const { address } = writtenUpstream(text, shownUpstream(text), 'glibc');
+  const percent = address.indexOf('%');
+  return percent === -1 ? undefined : address.slice(percent + 1);
 }
 
 /**
@@ -180,13 +244,16 @@ interface WrittenUpstream {
 /**
  * "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port" taken apart. IPv6 may carry a zone;
  * in brackets, one may hold `]` (a name Linux takes): the address ends at the last `]` before
- * the port.
+ * the port. IPv4 is in dotted decimal; read as glibc reads a resolv.conf nameserver (`zones`
+ * 'glibc'), a bare one in inet_aton's forms too (see inetAtonAddress), given as dotted decimal.
  */
 function writtenUpstream(text: string, shown: string, zones: ZoneReading): WrittenUpstream {
   if (text.length === 0 || text.length > MAX_UPSTREAM_TEXT) {
     throw new UpstreamSyntaxError(shown, 'expected an IP address, optionally with :port');
   }
   if (isIPv4(text)) return { address: text, port: DNS_PORT, family: 4 };
+  const inetAton = zones === 'glibc' ? inetAtonAddress(text) : undefined;
+  if (inetAton !== undefined) return { address: inetAton, port: DNS_PORT, family: 4 };
   if (ipv6Of(text, zones)) return { address: text, port: DNS_PORT, family: 6 };
   const bracketed = /^\[(.+)\](?::([^:\]]*))?$/.exec(text);
   if (bracketed !== null) {
@@ -204,7 +271,8 @@ function writtenUpstream(text: string, shown: string, zones: ZoneReading): Writt
 /**
  * Parse "ip", "ip:port" (IPv4), "ipv6", "[ipv6]" or "[ipv6]:port". IPv6 may carry a zone, read as
  * glibc's resolver reads a resolv.conf nameserver's (see ZoneReading): `fe80::1%eth0:1` is on
- * eth0, `fe80::1%` has none.
+ * eth0, `fe80::1%` has none; a bare IPv4 address is read as glibc reads one too, in inet_aton's
+ * forms (`127.1` is 127.0.0.1: see inetAtonAddress).
  */
 export function parseUpstream(text: string): Upstream {
   const shown = shownUpstream(text);

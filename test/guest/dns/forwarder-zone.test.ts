@@ -4,7 +4,8 @@
 // reconnect rounds: an interface of that name may yet come (hot-plugged, renamed). The same
 // server given by its link's name and by its index is one upstream; one given without a zone is
 // said once and left out. A zone is read to a ':' (an alias label, `eth0:1`), an index whatever its
-// length, an empty one as none; an indented nameserver line is none (glibc's reading, all of it).
+// length, an empty one as none; IPv4 in inet_aton's forms too; an indented nameserver line is
+// none (glibc's reading, all of it).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -148,6 +149,16 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
       'resolv.conf names link-local nameservers without a zone (fe80::53, [fe80::54]:5353), and no other: no upstream resolvers, every query answered SERVFAIL (',
     );
     expect(said()[1]).toContain('write each with its link\'s name or index as its zone (nameserver fe80::53%eth0, nameserver [fe80::54%eth0]:5353)');
+    // One written with a zone that can name no interface (glibc reads it as none) is said by what
+    // is wrong with that zone: it was said to be "without a zone".
+    await reloaded(`nameserver fe80::53%a/b\nnameserver ${linkLocal}%up0\n`);
+    expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%up0]:53`], unreachableUpstreams: [] });
+    expect(said()).toHaveLength(2);
+    expect(forwarder.process.stderr.split('\n').filter((line) => line.includes('can name no interface'))).toEqual([
+      expect.stringContaining(
+        "resolv.conf names a link-local nameserver whose zone can name no interface (fe80::53%a/b: '/' is not allowed in an interface's name): left out, the other nameservers used (glibc's resolver reads such a zone as naming no link; ",
+      ),
+    ]);
   });
 
   it('says once that a zone names no interface, by name or index, tries it again on the reconnect rounds without saying it again, and asks the others meanwhile', async () => {
@@ -359,7 +370,34 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
     }
   });
 
-  it("reads resolv.conf's nameservers as glibc does: a zone up to a ':' (an alias label), an index of any length, an empty one as none, and a line only where the keyword starts it", async () => {
+  it('says once per upstream and cause why a TCP connection to it could not be opened (the interface its zone named is gone), not at every query, and asks the next', async () => {
+    const uplink = await uplinkName();
+    // Another interface of the provider, where no resolver answers (its peer has no address).
+    await net.provider.ip(['link', 'add', 'gz0', 'type', 'veth', 'peer', 'name', 'gzpeer']);
+    try {
+      await net.provider.ip(['link', 'set', 'gzpeer', 'up']);
+      await net.provider.ip(['link', 'set', 'gz0', 'up']);
+      await linkLocalOf(net.provider, 'gz0');
+      const index = Number(/^(\d+):/.exec((await net.provider.ip(['-o', 'link', 'show', 'dev', 'gz0'])).stdout)?.[1]);
+      await reloaded(`nameserver fe80::99%gz0\nnameserver ${linkLocal}%${uplink}\n`);
+      expect(await forwarder.counters()).toMatchObject({ upstreams: ['[fe80::99%gz0]:53', `[${linkLocal}%${uplink}]:53`], unreachableUpstreams: [] });
+      // Gone: its UDP sockets stay connected to its index until the list is next set, and each
+      // TCP connection to the first, through that index, cannot be opened. Why was never said.
+      await net.provider.ip(['link', 'del', 'gz0']);
+      const sendErrors = await forwarder.counter('sendErrors');
+      for (let query = 0; query < 3; query++) expect(await ask(true)).toBe(ANSWER);
+      expect(await forwarder.counter('sendErrors')).toBe(sendErrors + 3);
+      const said = forwarder.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'));
+      expect(said).toEqual([expect.stringContaining('"upstream":"[fe80::99%gz0]:53"')]);
+      expect(said[0]).toContain(`the interface of index ${index} that its zone %gz0 named when the upstream was connected is gone`);
+      expect(said[0]).toContain('"level":40');
+    } finally {
+      // Its peer goes with it.
+      for (const name of ['gz0', 'gzpeer']) await net.provider.ip(['link', 'del', name], { allowFailure: true });
+    }
+  });
+
+  it("reads resolv.conf's nameservers as glibc does: a zone up to a ':' (an alias label), an index of any length, an empty one as none, IPv4 in inet_aton's forms, and a line only where the keyword starts it", async () => {
     const uplink = await uplinkName();
     const v4 = net.internet.spawn([process.execPath, fixture, JSON.stringify({ address: UPSTREAM_A, port: 53, answer: ANSWER_V4 })]);
     const v4Queries = (): number => v4.stdout.split('\n').filter((line) => line.startsWith('query ')).length;
@@ -377,6 +415,17 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
       await reloaded(`nameserver ::ffff:${UPSTREAM_A}%\n`);
       expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`], unreachableUpstreams: [] });
       expect(await ask()).toBe(ANSWER_V4);
+      // IPv4 in inet_aton's forms (octal, the last part filling two bytes): it was skipped as
+      // "not an IP address". Asked, said once what it is read as.
+      expect(UPSTREAM_A).toBe('192.0.2.53');
+      await reloaded('nameserver 0300.0.565\n');
+      expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`], unreachableUpstreams: [] });
+      expect(await ask(true)).toBe(ANSWER_V4);
+      expect(forwarder.process.stderr.split('\n').filter((line) => line.includes("inet_aton's older forms"))).toEqual([
+        expect.stringContaining(
+          "resolv.conf writes IPv4 nameservers in inet_aton's older forms, read as glibc's resolver reads them: 0300.0.565 as 192.0.2.53 (a part that begins with 0 is octal",
+        ),
+      ]);
       // An indented line is no nameserver line to glibc: it was read, and asked first.
       const asked = v4Queries();
       await reloaded(`  nameserver ${UPSTREAM_A}\nnameserver ${linkLocal}%${uplinkIndex}\n`);

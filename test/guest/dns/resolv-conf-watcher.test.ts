@@ -32,7 +32,7 @@ describe('reading resolv.conf', () => {
         readResolvConf(fifo),
         new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('readResolvConf still waits on the FIFO after 5 s')), 5000))),
       ]);
-      expect(conf).toEqual({ upstreams: [], skipped: [], withoutZone: [], indented: [], error: `${fifo} is not a regular file but a FIFO` });
+      expect(conf).toEqual({ upstreams: [], skipped: [], legacyIpv4: [], withoutZone: [], indented: [], error: `${fifo} is not a regular file but a FIFO` });
     } finally {
       clearTimeout(timer);
       // A read still blocked in open(2) (the bug) is let go: a writer came.
@@ -49,7 +49,7 @@ describe('reading resolv.conf', () => {
     ['/dev/null', 'a character device'],
   ])('gives no nameservers, and says why, for %s (%s), rather than reading it as text', async (path, kind) => {
     // /dev/zero read as a file of NUL bytes: no nameserver line, zero upstreams and no warning.
-    expect(await readResolvConf(path)).toEqual({ upstreams: [], skipped: [], withoutZone: [], indented: [], error: `${path} is not a regular file but ${kind}` });
+    expect(await readResolvConf(path)).toEqual({ upstreams: [], skipped: [], legacyIpv4: [], withoutZone: [], indented: [], error: `${path} is not a regular file but ${kind}` });
   });
 
   it('does not open a device to find out: one whose open fails is still said to be a device', async () => {
@@ -58,12 +58,12 @@ describe('reading resolv.conf', () => {
     // mount), and that failure was the warning.
     const device = join(dir, 'no-driver');
     execFileSync('mknod', [device, 'c', '4000', '0']);
-    expect(await readResolvConf(device)).toEqual({ upstreams: [], skipped: [], withoutZone: [], indented: [], error: `${device} is not a regular file but a character device` });
+    expect(await readResolvConf(device)).toEqual({ upstreams: [], skipped: [], legacyIpv4: [], withoutZone: [], indented: [], error: `${device} is not a regular file but a character device` });
   });
 
   it('gives no nameservers, and says why, for a directory', async () => {
     mkdirSync(join(dir, 'resolv.conf'));
-    expect(await readResolvConf(join(dir, 'resolv.conf'))).toEqual({ upstreams: [], skipped: [], withoutZone: [], indented: [], error: `${join(dir, 'resolv.conf')} is not a regular file but a directory` });
+    expect(await readResolvConf(join(dir, 'resolv.conf'))).toEqual({ upstreams: [], skipped: [], legacyIpv4: [], withoutZone: [], indented: [], error: `${join(dir, 'resolv.conf')} is not a regular file but a directory` });
   });
 
   it('gives no nameservers, and says why, for a missing file', async () => {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_UPSTREAMS, parseResolvConf } from '../../../guest/dns/resolv-conf.js';
@@ -95,7 +96,11 @@ describe('upstream addresses', () => {
         expect(() => parseConfiguredUpstream(text), JSON.stringify(text)).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
       }
     }
-    expect(parseResolvConf('nameserver fe80::1%a/b\nnameserver fe80::1%up+0\n')).toMatchObject({ upstreams: [parseUpstream('fe80::1%up+0')], skipped: [], withoutZone: [parseUpstream('fe80::1')] });
+    expect(parseResolvConf('nameserver fe80::1%a/b\nnameserver fe80::1%up+0\n')).toMatchObject({
+      upstreams: [parseUpstream('fe80::1%up+0')],
+      skipped: [],
+      withoutZone: [{ upstream: parseUpstream('fe80::1'), zone: { written: 'a/b', problem: "'/' is not allowed in an interface's name" } }],
+    });
     // At a line's end too (JavaScript's trim() took such a blank off: another interface's name),
     // whereas a CR (a CRLF file) or a space there is no part of it.
     for (const zone of ['a\u3000', 'b\u2000', 'c\u205f', 'd\ufeff']) {
@@ -108,7 +113,7 @@ describe('upstream addresses', () => {
     // Alias labels (`eth0:1`) were skipped as "not an IP address"; so were indexes of 16 digits
     // or more (glibc reads leading zeros), an empty zone (none to glibc), and any zone on an
     // address that is not link-local, which glibc and Linux ignore: the provider's programs ask there.
-    for (const zone of ['eth0:1', 'br+lan:x/y', 'a:b', 'e:123456789012', '2:1', `${'0'.repeat(16)}2`, `${'0'.repeat(63)}2`, `0${'4294967295'.padStart(20, '0')}`]) {
+    for (const zone of ['eth0:1', 'br+lan:x/y', 'a:b', 'e:123456789012', '2:1', `${'0'.repeat(16)}2`, `${'0'.repeat(63)}2`, `0${'2147483647'.padStart(20, '0')}`]) {
       for (const [text, port] of [
         [`fe80::1%${zone}`, 53],
         [`[fe80::1%${zone}]`, 53],
@@ -118,16 +123,42 @@ describe('upstream addresses', () => {
         // A --dns-upstream takes an interface's name or index alone: one so written is refused.
         expect(() => parseConfiguredUpstream(text), text).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
       }
-      expect(parseResolvConf(`nameserver fe80::1%${zone}\n`), zone).toEqual({ upstreams: [parseUpstream(`fe80::1%${zone}`)], skipped: [], withoutZone: [], indented: [] });
+      expect(parseResolvConf(`nameserver fe80::1%${zone}\n`), zone).toEqual({ upstreams: [parseUpstream(`fe80::1%${zone}`)], skipped: [], legacyIpv4: [], withoutZone: [], indented: [] });
     }
     // None to glibc: empty; 16 bytes or more (if_nametoindex refuses them) and no number; a
     // name before a ':' the kernel never gives; a number beyond 32 bits (its scope id), or 0
-    // (scope id 0: no interface's, and too long for a name: it was tried again for ever).
-    for (const zone of ['', 'eth0:1234567890a', ':1', 'a/b:1', '.:1', `${'0'.repeat(16)}4294967296`, '12345678901234567890', `${'1'.repeat(16)}x`, '0'.repeat(16), '0'.repeat(40)]) {
+    // (scope id 0: no interface's, and too long for a name: it was tried again for ever). Nor
+    // one above 2^31 - 1 that could be no name: glibc's scope id, but no interface can have it
+    // (Linux's indexes are ints), and it too was tried again for ever.
+    // Each listed with what is wrong with its zone (it was said to be "without a zone").
+    const notIndex = "the zone is no interface's index (Linux's are 1 to 2147483647), and too long for an interface's name (15 bytes at most)";
+    const tooLong = "the zone is longer than an interface's name can be (15 bytes at most)";
+    for (const [zone, problem] of [
+      ['', 'the zone is empty'],
+      ['eth0:1234567890a', tooLong],
+      [':1', "the zone has no interface's name before its ':'"],
+      ['a/b:1', "'/' is not allowed in an interface's name"],
+      ['.:1', "'.' is no interface's name"],
+      ['..', "'..' is no interface's name"],
+      ['a\vb', "a blank is not allowed in an interface's name"],
+      ['là', "the byte 0xa0, a blank to the kernel (UTF-8 characters such as 'à' hold it), is not allowed in an interface's name"],
+      [`${'0'.repeat(16)}4294967296`, notIndex],
+      ['12345678901234567890', notIndex],
+      [`${'1'.repeat(16)}x`, tooLong],
+      ['0'.repeat(16), notIndex],
+      ['0'.repeat(40), notIndex],
+      [`${'0'.repeat(16)}2147483648`, notIndex],
+      [`0${'4294967295'.padStart(20, '0')}`, notIndex],
+    ] as const) {
       expect(parseResolvConf(`nameserver fe80::1%${zone}\nnameserver [fe80::2%${zone}]:5353\nnameserver fe80::1\n`), JSON.stringify(zone)).toEqual({
         upstreams: [],
         skipped: [],
-        withoutZone: [parseUpstream('fe80::1'), parseUpstream('[fe80::2]:5353')],
+        legacyIpv4: [],
+        withoutZone: [
+          { upstream: parseUpstream('fe80::1'), zone: { written: zone, problem } },
+          { upstream: parseUpstream('[fe80::2]:5353'), zone: { written: zone, problem } },
+          { upstream: parseUpstream('fe80::1'), zone: undefined },
+        ],
         indented: [],
       });
       for (const [text, plain] of [
@@ -212,6 +243,7 @@ describe('resolv.conf', () => {
     expect(parseResolvConf(text)).toEqual({
       upstreams: [parseUpstream('192.0.2.53')],
       skipped: [],
+      legacyIpv4: [],
       withoutZone: [],
       indented: ['nameserver 192.0.2.1', 'nameserver\t192.0.2.2', 'nameserver [2001:db8::1]:5353', 'nameserver 192.0.2.3', `nameserver ${'1'.repeat(69)}`],
     });
@@ -234,6 +266,7 @@ describe('resolv.conf', () => {
     expect(parseResolvConf(text)).toEqual({
       upstreams: ['192.0.2.1', '192.0.2.2', '192.0.2.3', 'fe80::1%eth0', '192.0.2.4'].map((address) => parseUpstream(address)),
       skipped: [],
+      legacyIpv4: [],
       withoutZone: [],
       indented: ['nameserver 192.0.2.5'],
     });
@@ -254,9 +287,64 @@ describe('resolv.conf', () => {
     );
   });
 
-  it("skips IPv4 in inet_aton's older forms, which glibc reads (010.0.0.1 as octal, 8.0.0.1), rather than ask a server not meant", () => {
-    const conf = parseResolvConf(['nameserver 010.0.0.1', 'nameserver 127.1', 'nameserver 0x7f.0.0.1', 'nameserver 2130706433', 'nameserver 192.0.2.53'].join('\n'));
-    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53')], skipped: ['010.0.0.1', '127.1', '0x7f.0.0.1', '2130706433'], withoutZone: [], indented: [] });
+  it("reads a bare IPv4 nameserver as glibc does, in inet_aton's forms too, as the dotted address it names, listing each so written with what it is read as", () => {
+    // Each was skipped as "not an IP address": glibc's resolver asks them (010.0.0.1 as 8.0.0.1).
+    const written = ['010.0.0.1', '127.1', '0x7f.0.0.2', '0X7F.3', '3221225985', '192.0.565', '192.0.2.010', '0300.0.02.065', '00000000000000000000000000000001.1'];
+    const conf = parseResolvConf([...written, '192.0.2.53', '127.0.0.1', '192.0.2.1:5353', '127.1:5353', '0x7f.1%eth0'].map((value) => `nameserver ${value}`).join('\n'));
+    const read = ['8.0.0.1', '127.0.0.1', '127.0.0.2', '127.0.0.3', '192.0.2.1', '192.0.2.53', '192.0.2.8', '192.0.2.53', '1.0.0.1'];
+    expect(conf).toEqual({
+      // Duplicates dropped however written; with a port (ours, not glibc's), dotted decimal alone.
+      upstreams: ['8.0.0.1', '127.0.0.1', '127.0.0.2', '127.0.0.3', '192.0.2.1', '192.0.2.53', '192.0.2.8', '1.0.0.1', '192.0.2.1:5353'].map((text) => parseUpstream(text)),
+      skipped: ['127.1:5353', '0x7f.1%eth0'],
+      legacyIpv4: written.slice(0, MAX_UPSTREAMS).map((value, i) => ({ written: value, address: read[i] })),
+      withoutZone: [],
+      indented: [],
+    });
+    for (const [i, value] of written.entries()) expect(parseUpstream(value), value).toEqual(parseUpstream(read[i] ?? ''));
+    // What inet_aton refuses: trailing junk ('#' and ';' end no value: only a line that begins
+    // with one is a comment), an empty part, a part too large for its place, 08, 0x without digits.
+    for (const value of ['1.2.3.4.5', '256.1.1.1', '1.2.3.256', '1.2.65536', '1.16777216', '4294967296', '0x', '08.1.1.1', '1..2', '1.2.3.', '.1.2.3', '127.1x', '127.1#comment', '127.1;x', '1.2.3.4\vx', '0x1g', '-1', '+1']) {
+      expect(parseResolvConf(`nameserver ${value}\n`), JSON.stringify(value)).toMatchObject({ upstreams: [], legacyIpv4: [] });
+    }
+    // A --dns-upstream takes dotted decimal alone.
+    expect(() => parseConfiguredUpstream('127.1')).toThrow(expect.objectContaining({ kind: 'upstream-syntax' }) as DnsError);
+  });
+
+  it("reads any IPv4 value as glibc's own function does (__inet_aton_exact, which its resolver reads nameservers with)", () => {
+    // Values of inet_aton's alphabet, and numbers written in its forms, as a resolv.conf value
+    // (no space or tab: a value ends at one).
+    const inDigits = fc.oneof(
+      fc.nat(300).map(String),
+      fc.nat().map((n) => `0x${n.toString(16)}`),
+      fc.nat().map((n) => `0${n.toString(8)}`),
+      fc.tuple(fc.nat(20), fc.nat(0xffff)).map(([zeros, n]) => `${'0'.repeat(zeros)}${n}`),
+      fc.bigInt({ min: 0n, max: 2n ** 40n }).map(String),
+    );
+    const value = fc.oneof(
+      fc.array(inDigits, { minLength: 1, maxLength: 5 }).map((parts) => parts.join('.')),
+      fc.string({ unit: fc.constantFrom(...'0123456789abcdefxX.'.split(''), '8', '9', '\v', '\r', '%', ':', '+', '-', 'g', '\u0661'), minLength: 1, maxLength: 16 }),
+    );
+    // Blanks that end a line are no part of its value (a CRLF file's CR: our reading, on purpose).
+    const values = fc.sample(value, 4000).filter((text) => !/[\r\v]$/.test(text));
+    // glibc's resolver parses a nameserver with __inet_aton_exact (res_init.c); Python's ctypes
+    // calls it from the C library itself.
+    const script = [
+      'import ctypes, json, sys',
+      "exact = ctypes.CDLL('libc.so.6').__inet_aton_exact",
+      'out = []',
+      'for s in json.load(sys.stdin):',
+      '    b = ctypes.create_string_buffer(4)',
+      "    out.append('.'.join(map(str, b.raw)) if exact(s.encode(), b) else None)",
+      'json.dump(out, sys.stdout)',
+    ].join('\n');
+    const glibc = JSON.parse(execFileSync('python3', ['-c', script], { input: JSON.stringify(values), encoding: 'utf8' })) as (string | null)[];
+    expect(glibc).toHaveLength(values.length);
+    expect(glibc.filter((address) => address !== null).length).toBeGreaterThan(values.length / 10);
+    const differing = values.flatMap((text, i) => {
+      const address = parseResolvConf(`nameserver ${text}\n`).upstreams.find((upstream) => upstream.family === 4)?.address ?? null;
+      return address === glibc[i] ? [] : [{ text, ours: address, glibc: glibc[i] }];
+    });
+    expect(differing).toEqual([]);
   });
 
   it('drops a nameserver listed again under another spelling of its address', () => {
@@ -266,7 +354,7 @@ describe('resolv.conf', () => {
 
   it('takes an IPv4-mapped nameserver with a zone as its IPv4 address, as glibc does (a --dns-upstream so written is refused)', () => {
     const conf = parseResolvConf(['nameserver ::ffff:192.0.2.53%eth1', 'nameserver 192.0.2.53', 'nameserver ::ffff:198.51.100.1%nosuch'].join('\n'));
-    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [], withoutZone: [], indented: [] });
+    expect(conf).toEqual({ upstreams: [parseUpstream('192.0.2.53'), parseUpstream('198.51.100.1')], skipped: [], legacyIpv4: [], withoutZone: [], indented: [] });
   });
 
   it('drops a nameserver listed again with a zone on an address that is not link-local, as glibc and Linux ignore it, and keeps link-local ones per zone', () => {
@@ -280,8 +368,11 @@ describe('resolv.conf', () => {
     // It was taken, and every connect to it refused by the kernel (EINVAL), tried again for ever.
     const conf = parseResolvConf(['nameserver fe80::1', 'nameserver 192.0.2.53', 'nameserver FE80:0::1', 'nameserver [fe80::2]:5353', 'nameserver fe80::1%eth0', 'nameserver 2001:db8::1'].join('\n'));
     expect(conf.upstreams.map(upstreamText)).toEqual(['192.0.2.53:53', '[fe80::1%eth0]:53', '[2001:db8::1]:53']);
-    expect(conf.withoutZone.map(upstreamText)).toEqual(['[fe80::1]:53', '[fe80::2]:5353']);
-    expect(parseResolvConf('nameserver febf::1\n')).toMatchObject({ upstreams: [], withoutZone: [parseUpstream('febf::1')] });
+    expect(conf.withoutZone).toEqual([
+      { upstream: parseUpstream('fe80::1'), zone: undefined },
+      { upstream: parseUpstream('[fe80::2]:5353'), zone: undefined },
+    ]);
+    expect(parseResolvConf('nameserver febf::1\n')).toMatchObject({ upstreams: [], withoutZone: [{ upstream: parseUpstream('febf::1'), zone: undefined }] });
     // Neither an address beyond fe80::/10 nor an IPv4-mapped one needs a zone.
     expect(parseResolvConf('nameserver fec0::1\nnameserver ::ffff:192.0.2.1\n')).toMatchObject({ withoutZone: [] });
   });

@@ -1,0 +1,34 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { quoteName, quoteText, shownPath, shownSocket, shownText } from '../../shared/shown-text.js';
+
+/** What may not reach a message raw: controls, format characters, line and paragraph separators. */
+const LINE_BREAKING_OR_ACTIVE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+
+describe('shown text', () => {
+  it('escapes the line and paragraph separators (U+2028, U+2029), which some viewers take for a new line, as it does format characters', () => {
+    // They were left raw: a name or path holding one broke its log line in such viewers.
+    for (const separator of ['\u2028', '\u2029']) {
+      const escaped = `\\u${separator.codePointAt(0)?.toString(16)}`;
+      expect(quoteText(`a${separator}b`, 70)).toBe(`"a${escaped}b"`);
+      expect(quoteName(`vm${separator}x`)).toBe(`"vm${escaped}x"`);
+      expect(shownText(`peer${separator}said`, 70)).toBe(`"peer${escaped}said"`);
+      expect(shownSocket(`/run/vm/a${separator}b.sock`)).toBe(`"/run/vm/a${escaped}b.sock"`);
+      expect(shownPath(`/cfg/${separator}`)).toBe(`"/cfg/${escaped}"`);
+    }
+  });
+
+  it('leaves no control, format or line-separating character of any text raw, and a quoted text reads back as JSON to the text', () => {
+    const unit = fc.oneof(fc.constantFrom('\u2028', '\u2029', '\u202e', '\u0085', '\u001b', '\n', '"', '\\'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
+    fc.assert(
+      fc.property(fc.string({ unit, maxLength: 40 }), (text) => {
+        for (const shown of [quoteText(text, Number.POSITIVE_INFINITY), quoteName(text), shownText(text, 70), shownSocket(text), shownPath(text)]) {
+          expect(shown).not.toMatch(LINE_BREAKING_OR_ACTIVE);
+        }
+        expect(JSON.parse(quoteText(text, Number.POSITIVE_INFINITY))).toBe(text);
+        const socket = shownSocket(text);
+        expect(socket === text || JSON.parse(socket) === text).toBe(true);
+      }),
+    );
+  });
+});
