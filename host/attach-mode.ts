@@ -1,5 +1,5 @@
 import type { VmName } from './vm-name.js';
-import { vmName } from './vm-name.js';
+import { quoteName, vmName, vmNameProblem } from './vm-name.js';
 
 /** How a VM's side of a link is attached (per VM, so a QEMU client can use a namespace provider). */
 export const ATTACH_MODES = ['none', 'cloud-hypervisor', 'qemu', 'netns'] as const;
@@ -8,7 +8,7 @@ export type AttachMode = (typeof ATTACH_MODES)[number];
 export class AttachModeError extends Error {
   override readonly name = 'AttachModeError';
   constructor(
-    readonly kind: 'unknown-mode' | 'syntax' | 'conflict' | 'mtu',
+    readonly kind: 'unknown-mode' | 'syntax' | 'vm-name' | 'conflict' | 'mtu',
     message: string,
   ) {
     super(message);
@@ -37,10 +37,11 @@ export interface AttachChoice {
   readonly perVm: ReadonlyMap<VmName, AttachMode>;
 }
 
-function attachMode(text: string): AttachMode {
+/** The mode `text` names, of `--attach value` (named in the message, as other options' are; bounded, as a name is). */
+function attachMode(text: string, value: string): AttachMode {
   const mode = ATTACH_MODES.find((candidate) => candidate === text);
   if (mode === undefined) {
-    throw new AttachModeError('unknown-mode', `unknown attach mode ${JSON.stringify(text)}: use one of ${ATTACH_MODES.join(', ')}`);
+    throw new AttachModeError('unknown-mode', `--attach ${quoteName(value)}: unknown attach mode ${quoteName(text)}: use one of ${ATTACH_MODES.join(', ')}`);
   }
   return mode;
 }
@@ -60,18 +61,20 @@ export function parseAttachChoice(values: readonly string[], fallback: AttachMod
     const modes = `MODE one of ${ATTACH_MODES.join(', ')}`;
     if (separator < 0) {
       if (value === '') throw new AttachModeError('syntax', `--attach "" gives no mode: write MODE or VM=MODE, ${modes}`);
-      const mode = attachMode(value);
+      const mode = attachMode(value, value);
       if (chosen !== undefined && chosen.mode !== mode) throw conflict('every VM', chosen.value, value);
       chosen = { mode, value };
     } else {
       const name = value.slice(0, separator);
       const text = value.slice(separator + 1);
-      if (name === '') throw new AttachModeError('syntax', `--attach ${JSON.stringify(value)} names no VM: write VM=MODE or MODE`);
+      if (name === '') throw new AttachModeError('syntax', `--attach ${quoteName(value)} names no VM: write VM=MODE or MODE`);
       // Said as what is wrong with VM=MODE, not as an unknown mode "" or "=netns".
-      if (text === '') throw new AttachModeError('syntax', `--attach ${JSON.stringify(value)} gives no mode after ${JSON.stringify(`${name}=`)}: write VM=MODE, ${modes}`);
-      if (text.includes('=')) throw new AttachModeError('syntax', `--attach ${JSON.stringify(value)} has more than one '=': write VM=MODE, ${modes}`);
+      if (text === '') throw new AttachModeError('syntax', `--attach ${quoteName(value)} gives no mode after ${quoteName(`${name}=`)}: write VM=MODE, ${modes}`);
+      if (text.includes('=')) throw new AttachModeError('syntax', `--attach ${quoteName(value)} has more than one '=': write VM=MODE, ${modes}`);
+      const problem = vmNameProblem(name);
+      if (problem !== undefined) throw new AttachModeError('vm-name', `--attach ${quoteName(value)}: ${problem.message}`);
       const vm = vmName(name);
-      const mode = attachMode(text);
+      const mode = attachMode(text, value);
       const earlier = perVm.get(vm);
       if (earlier !== undefined && earlier.mode !== mode) throw conflict(vm, earlier.value, value);
       perVm.set(vm, { mode, value });

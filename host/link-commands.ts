@@ -382,14 +382,26 @@ function orphanWarning(vm: string, links: number, configDir: string, given: Give
   return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: ${unlinkCommand(vm, ['--forget'], given)}`;
 }
 
+/** How many links a warning names, at most; the rest are counted. */
+const LINKS_NAMED_MAX = 3;
+
 /**
  * What `link --all` says of an entry of the config dir with a VM name that is no usable VM
  * directory (a symlink leading outside or to nothing, not a directory, unreadable): not linked,
- * and its recorded links left as they are.
+ * its recorded links as client left as they are; those recorded with it as provider (`clients`'),
+ * named, are their clients' to link (which fails while a client names it) or take down.
  */
-function unusableWarning({ vm, problem, links }: UnusableVmDir): string {
-  const recorded = links.length === 0 ? 'no links are recorded for it' : `its ${links.length} recorded link${links.length === 1 ? ' is' : 's are'} left as ${links.length === 1 ? 'it is' : 'they are'} (devices too)`;
-  return `${vm} is not linked: ${problem}; ${recorded}`;
+function unusableWarning({ vm, problem, links, clients }: UnusableVmDir): string {
+  const role = clients.length === 0 ? '' : ' as client';
+  const recorded =
+    links.length === 0
+      ? `no links are recorded for it${role}`
+      : `its ${links.length} recorded link${links.length === 1 ? '' : 's'}${role} ${links.length === 1 ? 'is' : 'are'} left as ${links.length === 1 ? 'it is' : 'they are'} (devices too)`;
+  if (clients.length === 0) return `${vm} is not linked: ${problem}; ${recorded}`;
+  const named = clients.slice(0, LINKS_NAMED_MAX).map((client) => `${client} -> ${vm}`);
+  const more = clients.length > LINKS_NAMED_MAX ? ` and ${clients.length - LINKS_NAMED_MAX} more` : '';
+  const theirs = clients.length === 1 ? "its client's" : "their clients'";
+  return `${vm} is not linked: ${problem}; ${recorded}; as provider, ${clients.length} recorded link${clients.length === 1 ? '' : 's'} (${named.join(', ')}${more}), ${theirs} to link or take down`;
 }
 
 /**
@@ -496,9 +508,10 @@ function unlinkedJson(report: ReleasedLinkReport, failures: readonly VmmDetachFa
  * what the take-down had done of it: the NICs that came out of their VMMs (`nicsDetached`), the
  * VMMs that did not detach theirs (`vmmFailures`), the devices the kernel deleted of its names
  * (`devicesDeleted`) and those that may still exist (`devicesLeft`: devicesLeft), each null where
- * what it deleted is unknown.
+ * what it deleted is unknown; and of those deleted, the devices of other kinds than it makes there
+ * (`foreignDeleted`, where any: as unlinkedJson says them).
  */
-function stoppedJson(report: RecordedLinkReport, stopped: StoppedRelease): Record<string, unknown> {
+function stoppedJson(report: ReleasedLinkReport, stopped: StoppedRelease): Record<string, unknown> {
   const ofLink = (entry: { readonly link: LinkReport }): boolean => entry.link.id === report.id;
   const { deleted } = stopped;
   const devices = [report.clientDevice, report.providerDevice, report.bridge];
@@ -508,6 +521,7 @@ function stoppedJson(report: RecordedLinkReport, stopped: StoppedRelease): Recor
     vmmFailures: stopped.failures.filter(ofLink).map(({ vm, vmm, nic, error }) => ({ vm, vmm, nic, error })),
     devicesDeleted: deleted === undefined ? null : devices.filter((device) => deleted.includes(device)),
     devicesLeft: devicesLeft(report, stopped) ?? null,
+    ...(report.foreignDeleted.length > 0 && { foreignDeleted: foreignJson(report.foreignDeleted) }),
   };
 }
 
@@ -1273,7 +1287,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const options = { ...(await stateOptions(flags, env, command)), ...lockWaitOf(flags, env, command) };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait })).catch((error: unknown) => {
-        // Stopped part-way: with --json, what it had deleted on stdout too (its line says it), for scripts.
+        // The kernel stopped its removal: with --json, what it had deleted (none too) on stdout too (its line says it), for scripts.
         const stopped = gcStoppedDevices(error);
         if (flags.json === true && stopped !== undefined) process.stdout.write(`${JSON.stringify({ removed: stopped.removed, stopped: true, devicesLeft: stopped.left ?? null })}\n`);
         throw error;

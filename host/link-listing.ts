@@ -42,19 +42,23 @@ function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmNa
 /**
  * The entries of a whole config dir with a VM name that are no usable VM directory: `link --all`
  * links none of them and leaves their links as they are (`link <vm>` of one fails, saying why), so
- * each is said. A symlink to nothing (or round a loop) whose VM has links recorded is said as an
- * orphaned client; a file that is no directory, only where links are recorded for its name.
+ * each is said, with the clients of the links recorded with it as provider. A symlink to nothing
+ * (or round a loop) whose VM has links recorded as client is said as an orphaned client; a file
+ * that is no directory, only where links are recorded for its name (as client or provider).
  */
-function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[] }[] {
+function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[]; clients: VmName[] }[] {
   const stateOf = statesByClient(state);
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
     const links = linksOfClient(stateOf(dir.name), dir.name);
     if (leadsNowhere(dir) && links.length > 0) return [];
+    const clients = linksOfProvider(state, dir.name)
+      .map((link) => link.client)
+      .sort();
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
     // without providers/net is, unless links are recorded for its name.
-    if (dir.location === 'not-a-directory' && links.length === 0) return [];
-    return [{ vm: dir.name, problem: vmDirProblem(snapshot, dir.name) ?? dir.location, links }];
+    if (dir.location === 'not-a-directory' && links.length === 0 && clients.length === 0) return [];
+    return [{ vm: dir.name, problem: vmDirProblem(snapshot, dir.name) ?? dir.location, links, clients }];
   });
 }
 
@@ -89,7 +93,7 @@ export async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, 
   const shownOf = (entries: readonly Link[]): LeftLink[] => entries.flatMap((link) => shown.get(link) ?? []);
   return {
     orphaned: orphans.map(({ vm, links: own }) => ({ vm, links: shownOf(own) })),
-    unusable: unusables.map(({ vm, problem, links: own }) => ({ vm, problem, links: shownOf(own) })),
+    unusable: unusables.map(({ vm, problem, links: own, clients }) => ({ vm, problem, links: shownOf(own), clients })),
   };
 }
 

@@ -33,7 +33,7 @@ import {
   linkReport,
   vmmNics,
 } from './linker-types.js';
-import { type DeviceError, observeDevices, removeDevices } from './netlink-devices.js';
+import { DeviceError, observeDevices, removeDevices } from './netlink-devices.js';
 import { loadLinkState } from './state-prefix.js';
 import { STATE_DIR_ENV, StateStoreError, hasStateFile, probeStateWrite, saveState, stateDirFix, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -505,36 +505,46 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
   return underStateLock(options, 'nothing was deleted', async () => {
     const state = await loadLinkState(options);
     const owned = new Set<number>(state.links.map((link) => link.id));
-    const devices = (await observeDevices([])).host;
+    const devices = (
+      await observeDevices([]).catch((error: unknown) => {
+        throw gcStopped(error);
+      })
+    ).host;
     const orphans = [...devices.keys()].filter((device) => {
       const parsed = parseDeviceName(options.devicePrefix, device);
       return parsed !== undefined && !owned.has(parsed.id);
     });
     // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
     const removal = await removeDevices(orphans).catch((error: unknown) => {
-      throw gcStopped(error);
+      throw gcStopped(error, orphans);
     });
     return removal.removed.map((device) => device.name);
   });
 }
 
-/** Of a gc that failed (`error`), the devices it had deleted by then and those it found to delete but did not (undefined where that is unknown): where it had deleted any. */
+/** Of a gc that failed (`error`), the devices it had deleted by then (none too) and those it found to delete but did not (undefined where that is unknown): where the kernel stopped its removal (gcStopped). */
 export function gcStoppedDevices(error: unknown): { readonly removed: readonly string[]; readonly left: readonly string[] | undefined } | undefined {
-  const failure = error instanceof LinkerError && error.kind === 'gc-stopped' ? error.failure : error;
+  const failure = error instanceof LinkerError && error.kind === 'gc-stopped' ? error.failure : undefined;
   const removed = removedBefore(failure)?.map((device) => device.name);
-  if (removed === undefined || removed.length === 0) return undefined;
+  if (removed === undefined) return undefined;
   return { removed, left: foundBefore(failure)?.filter((name) => !removed.includes(name)) };
 }
 
 /**
- * The failure of a gc whose removal the kernel stopped part-way (`error`, removeDevices'), saying
- * the devices it had deleted by then and those that may still exist (a LinkerError 'gc-stopped');
- * the error as it is where it had deleted none (or that is unknown).
+ * The failure of a gc that the kernel stopped (`error`, a DeviceError: of its listing, or of its
+ * removal of `orphans`, removeDevices'), its line starting `gc:` as its others do (a LinkerError
+ * 'gc-stopped'). Of a deletion refused, it says the devices it had deleted by then (none too) and
+ * those that may still exist; a lookup refused says already that none went (all of `orphans` may
+ * still exist). Anything else (a bug) is thrown as it is.
  */
-function gcStopped(error: unknown): unknown {
-  const devices = gcStoppedDevices(error);
-  if (devices === undefined) return error;
-  const { removed, left } = devices;
-  const mayExist = left === undefined || left.length === 0 ? '' : ` (${left.join(' ')} may still exist)`;
-  return new LinkerError('gc-stopped', `gc: ${reasonOf(error)}; by then it had deleted ${removed.join(' ')}${mayExist}: gc again deletes what is left`, error);
+function gcStopped(error: unknown, orphans?: readonly string[]): unknown {
+  if (!(error instanceof DeviceError)) return error;
+  const { removed, found } = error;
+  if (orphans === undefined || removed === undefined) return new LinkerError('gc-stopped', `gc: ${error.message}`, error);
+  const failure = new DeviceError(error.kind, error.message, removed, found ?? (removed.length === 0 ? orphans : undefined));
+  if (found === undefined) return new LinkerError('gc-stopped', `gc: ${error.message}`, failure);
+  const deleted = removed.map((device) => device.name);
+  const left = found.filter((name) => !deleted.includes(name));
+  const mayExist = left.length === 0 ? '' : ` (${left.join(' ')} may still exist)`;
+  return new LinkerError('gc-stopped', `gc: ${error.message}; by then it had deleted ${deleted.length === 0 ? 'nothing' : deleted.join(' ')}${mayExist}: gc again deletes what is left`, failure);
 }

@@ -34,7 +34,7 @@ export class LinkerError extends Error {
        */
       | 'take-down-failed'
       | 'no-state'
-      /** `gc` stopped part-way (the kernel refused a deletion) after it had deleted devices; `failure` is the DeviceError. */
+      /** `gc` stopped by the kernel (its listing of devices, or a lookup or deletion of its removal refused); `failure` is the DeviceError. */
       | 'gc-stopped'
       /**
        * The state file records another device prefix for its links than the run's (given by

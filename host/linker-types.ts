@@ -413,6 +413,8 @@ export interface UnusableVmDir {
   readonly problem: string;
   /** Its recorded links as client, as `list` shows them: left as they are (devices too). */
   readonly links: readonly LeftLink[];
+  /** The clients of its recorded links as provider (one link each), sorted: those links are their clients' to link or take down. */
+  readonly clients: readonly VmName[];
 }
 
 /**

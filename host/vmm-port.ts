@@ -5,7 +5,7 @@ import { realpathSync } from 'node:fs';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
-import { shownSocket } from '../shared/shown-text.js';
+import { quoteText, shownSocket } from '../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
 import { isRecordedSocket } from './link-state.js';
@@ -43,13 +43,21 @@ export function qemuBus(text: string): string {
   return text;
 }
 
+/**
+ * How much of a socket template, and of the path it gives, a refusal shows: a path somewhat over a
+ * Unix socket path's limit whole, a far longer one (a 64 KiB template) cut, its length said.
+ */
+const TEMPLATE_SHOWN_MAX = 200;
+
 /** A socket path from a template such as /run/vm/{vm}/qmp.sock, refused where it cannot be a Unix socket path. */
 export function socketPath(template: string, vm: string, flag = 'the socket template'): string {
   const path = template.replaceAll('{vm}', vm);
   const bytes = Buffer.byteLength(path);
   if (bytes > UNIX_SOCKET_PATH_MAX) {
+    // The path's length is said after it, in bytes.
+    const length = template.length > TEMPLATE_SHOWN_MAX ? ` (${template.length} characters)` : '';
     throw new CliError(
-      `${flag} ${JSON.stringify(template)} gives VM ${vm} the socket path ${JSON.stringify(path)}, ${bytes} bytes: a Unix socket path has at most ${UNIX_SOCKET_PATH_MAX}; use a shorter path`,
+      `${flag} ${quoteText(template, TEMPLATE_SHOWN_MAX)}${length} gives VM ${vm} the socket path ${quoteText(path, TEMPLATE_SHOWN_MAX)}, ${bytes} bytes: a Unix socket path has at most ${UNIX_SOCKET_PATH_MAX}; use a shorter path`,
       EXIT.usage,
     );
   }

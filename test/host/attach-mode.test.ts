@@ -40,6 +40,25 @@ describe('parseAttachChoice', () => {
   });
 
   it.each([
+    ['kvm', ['kvm'], 'unknown-mode', '--attach "kvm": unknown attach mode "kvm": use one of none, cloud-hypervisor, qemu, netns'],
+    ['netvm=kvm', ['netvm=kvm'], 'unknown-mode', '--attach "netvm=kvm": unknown attach mode "kvm": use one of none, cloud-hypervisor, qemu, netns'],
+    ['net/vm=qemu', ['net/vm=qemu'], 'vm-name', `--attach "net/vm=qemu": VM name "net/vm" contains "/": VM names are 1 to 64 characters`],
+    ['..x=netns after qemu', ['qemu', '..x=netns'], 'vm-name', '--attach "..x=netns": VM name "..x" starts with "."'],
+    // A value of any length gives a line of bounded length, saying how long the name is.
+    ['a 64 KiB VM name', [`${'a'.repeat(65536)}=qemu`], 'vm-name', `--attach "${'a'.repeat(70)}…": VM name "${'a'.repeat(70)}…" is 65536 characters long`],
+  ] as const)('says that a bad mode or VM name came from --attach (%s), as a bad value of another option', (_label, values, kind, start) => {
+    let thrown: unknown;
+    try {
+      parseAttachChoice(values);
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toMatchObject({ name: 'AttachModeError', kind });
+    expect((thrown as Error).message.startsWith(start)).toBe(true);
+    expect((thrown as Error).message.length).toBeLessThan(400);
+  });
+
+  it.each([
     ['app=', '--attach "app=" gives no mode after "app=": write VM=MODE, MODE one of none, cloud-hypervisor, qemu, netns'],
     ['app==netns', `--attach "app==netns" has more than one '=': write VM=MODE, MODE one of none, cloud-hypervisor, qemu, netns`],
     ['=netns', '--attach "=netns" names no VM: write VM=MODE or MODE'],

@@ -290,7 +290,7 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect([host.has('snb8'), host.has('snb9')]).toEqual([false, false]);
   });
 
-  it('gc stopped part-way by the kernel refusing a deletion says the orphans it had deleted and those that may still exist (--json: its line too), exit 1', async () => {
+  it('gc stopped by the kernel refusing a deletion says the orphans it had deleted (none too) and those that may still exist (--json: its line too), exit 1', async () => {
     parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout);
     await world.host.ip(['link', 'add', 'snb8', 'type', 'bridge']);
     // The kernel deletes no loopback device (EOPNOTSUPP): this namespace's, renamed (it has to be
@@ -302,6 +302,8 @@ describeNetns('spectrum-link link --attach netns', () => {
       runs.push(await world.link(['gc', '--json']));
       await world.host.ip(['link', 'add', 'snb8', 'type', 'bridge']);
       runs.push(await world.link(['gc']));
+      // snb9 alone: the kernel refuses it with nothing deleted, said as above (--json too).
+      runs.push(await world.link(['gc', '--json']));
     } finally {
       await world.host.ip(['link', 'set', 'snb9', 'name', 'lo']);
       await world.host.ip(['link', 'set', 'lo', 'up']);
@@ -310,8 +312,46 @@ describeNetns('spectrum-link link --attach netns', () => {
     expect(runs.map(({ code, stdout, stderr }) => ({ code, stdout, stderr }))).toEqual([
       { code: 1, stdout: `${JSON.stringify({ removed: ['snb8'], stopped: true, devicesLeft: ['snb9'] })}\n`, stderr: line },
       { code: 1, stdout: '', stderr: line },
+      {
+        code: 1,
+        stdout: `${JSON.stringify({ removed: [], stopped: true, devicesLeft: ['snb9'] })}\n`,
+        stderr: 'spectrum-link: gc: removing device snb9 failed: Operation not supported; by then it had deleted nothing (snb9 may still exist): gc again deletes what is left\n',
+      },
     ]);
     expect((await devices(world.host)).has('snb8')).toBe(false);
+  });
+
+  it.each([
+    [1, 'listing devices failed: No buffer space available', ''],
+    [2, 'removing devices failed before any was removed: looking up snb8 failed (No buffer space available), so whether it exists is unknown', { removed: [], stopped: true, devicesLeft: ['snb8', 'snb9'] }],
+  ] as const)("gc whose route netlink program %i the kernel refuses says it as its other failures, starting 'gc:' (--json: what it had deleted, where it got to its removal), exit 1", async (refused, reason, json) => {
+    parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout);
+    await world.host.ip(['link', 'add', 'snb8', 'type', 'bridge']);
+    await world.host.ip(['link', 'add', 'snb9', 'type', 'bridge']);
+    // gc's route netlink programs: the listing, the orphans' lookup, their deletion. The one
+    // refused answers each of its records as the kernel refusing it does.
+    const script = `import { RtnlSocket } from ${JSON.stringify(pathToFileURL(join(ROOT, 'dist', 'shared', 'rtnl-socket.js')).href)};
+      const run = RtnlSocket.prototype.run;
+      let runs = 0;
+      RtnlSocket.prototype.run = async function (...args) {
+        runs += 1;
+        const outcomes = await run.apply(this, args);
+        return runs === ${refused} ? outcomes.map(() => ({ state: 'failed', errno: 105, code: 'ENOBUFS', text: 'No buffer space available' })) : outcomes;
+      };
+      process.argv = [process.argv[0], 'spectrum-link', ...${JSON.stringify(withWorldOptions(['gc', '--json'], world))}];
+      await import(${JSON.stringify(pathToFileURL(join(ROOT, 'dist', 'host', 'cli.js')).href)});`;
+    try {
+      const result = await world.host.exec(['node', '--input-type=module', '-e', script], { enter: 'nsenter', allowFailure: true });
+      expect({ code: result.code, stdout: result.stdout, line: oneLineError(result.stderr) }).toEqual({
+        code: 1,
+        stdout: json === '' ? '' : `${JSON.stringify(json)}\n`,
+        line: expect.stringMatching(new RegExp(`^spectrum-link: gc: ${reason.replace(/[()]/g, '\\$&')}`)),
+      });
+      const host = await devices(world.host);
+      expect([host.has('snb8'), host.has('snb9')]).toEqual([true, true]);
+    } finally {
+      for (const name of ['snb8', 'snb9']) await world.host.ip(['link', 'del', name]);
+    }
   });
 
   it('gc refuses a state dir without a state file (a mistyped --state-dir: missing, exit 2; there but empty, exit 1), deleting nothing and creating no dir', async () => {
@@ -375,6 +415,7 @@ describeNetns('spectrum-link link --attach netns', () => {
     [['link', 'appvm-lynx', '--attach', 'kvm'], 2],
     [['link', 'appvm-lynx', '--attach', 'qemu', '--attach', 'netns'], 2],
     [['link', 'appvm-lynx', '--attach', 'netvm=qemu', '--attach', 'netvm=netns'], 2],
+    [['link', 'appvm-lynx', '--attach', '../etc=qemu'], 2],
     [['link', 'appvm-lynx', '--mtu', 'big'], 2],
     [['link', 'appvm-lynx', '--vmm-timeout', '-1'], 2],
     [['link', 'appvm-lynx', '--netns-prefix', '../x'], 2],

@@ -2180,6 +2180,19 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     ]);
   });
 
+  it('unlink --json (the bin), stopped part-way: a link of `takeDownStopped` whose names held a device of another kind, deleted, says it (`foreignDeleted`), as a finished unlink does', async () => {
+    const up = (await linkVms([c1], options())).linked.get(c1)![0]!;
+    // Its client name holds a vxlan (deleted); the kernel refuses its bridge's deletion.
+    kernel.host = new Map([...devicesOf(up), [up.clientDevice, { name: up.clientDevice, kind: 'vxlan' } as ObservedDevice]]);
+    kernel.kept.add(up.bridge);
+    const run = await bin(['unlink', c1, '--json', '--attach', 'none'], NO_VMM);
+    const stdout = JSON.parse(run.stdout) as { takeDownStopped: { id: number; devicesDeleted: unknown; foreignDeleted?: unknown }[] };
+    expect({ code: run.code, takeDownStopped: stdout.takeDownStopped.map(({ id, devicesDeleted, foreignDeleted }) => ({ id, devicesDeleted, foreignDeleted })) }).toEqual({
+      code: 1,
+      takeDownStopped: [{ id: up.id, devicesDeleted: [up.clientDevice, up.providerDevice], foreignDeleted: [{ device: up.clientDevice, kind: 'vxlan', expected: ['tun'] }] }],
+    });
+  });
+
   it.each([
     ['a VMM that refuses after another NIC came out', 'vmm'],
     ["the kernel refusing the devices' lookup after the NICs came out", 'lookup'],
@@ -2429,6 +2442,26 @@ describe("link --all whose listing of the devices, for the links it leaves as th
     // What it linked is recorded.
     const saved = parseState(await readFile(join(stateDir, 'links.json'), 'utf8'), 'test');
     expect(saved.links.map((link) => link.client).sort()).toEqual(['c1', 'gone', 'gone']);
+  });
+});
+
+describe('link --all: an unusable entry recorded as a provider', () => {
+  it("its warning says the links recorded with it as provider (up to three named, the rest counted), not that none are recorded; a stray file so recorded is warned of too", async () => {
+    const c4 = vmName('c4');
+    await addVm(c4, [NETVM]);
+    const [outside, note] = [vmName('outside'), vmName('note')];
+    await symlink(tmpdir(), join(configDir, outside));
+    await writeFile(join(configDir, note), 'a note\n');
+    // Their clients named them once; each names netvm alone now, so link --all takes those links down (ids kept).
+    const pairs = [{ client: CLIENTS[0]!, provider: outside }, ...[...CLIENTS, c4].map((client) => ({ client, provider: note }))];
+    const allocation = allocateMany(emptyState(), pairs);
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: 'none' } as const })))));
+    const run = await linkCli(['--all']);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
+    expect(logged.warnings).toEqual([
+      expect.stringMatching(/^note is not linked: .*; no links are recorded for it as client; as provider, 4 recorded links \(c1 -> note, c2 -> note, c3 -> note and 1 more\), their clients' to link or take down$/),
+      expect.stringMatching(/^outside is not linked: .*; no links are recorded for it as client; as provider, 1 recorded link \(c1 -> outside\), its client's to link or take down$/),
+    ]);
   });
 });
 

@@ -33,6 +33,22 @@ describe('socket templates', () => {
     );
   });
 
+  it('shows a template (and its path) somewhat over the limit whole, and a far longer one cut, saying its length: a 64 KiB --qmp-socket gives a short line', () => {
+    const dir = `/${'d'.repeat(UNIX_SOCKET_PATH_MAX - '/netvm.sock'.length - 1)}`;
+    expect(() => socketPath(`${dir}/{vm}.sock`, 'netvm1', '--qmp-socket')).toThrow(
+      expect.objectContaining({ message: `--qmp-socket "${dir}/{vm}.sock" gives VM netvm1 the socket path "${dir}/netvm1.sock", 108 bytes: a Unix socket path has at most 107; use a shorter path` }),
+    );
+    const long = `/${'x'.repeat(65536)}/{vm}.qmp`;
+    let message = '';
+    try {
+      socketPath(long, 'netvm', '--qmp-socket');
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    const shown = `"/${'x'.repeat(199)}…"`;
+    expect(message).toBe(`--qmp-socket ${shown} (${long.length} characters) gives VM netvm the socket path ${shown}, ${65536 + '//netvm.qmp'.length} bytes: a Unix socket path has at most 107; use a shorter path`);
+  });
+
   it('refuses a too long path before talking to any VMM', async () => {
     const port = vmmPort(parseAttachChoice([]), { ...flags, chSocket: `/${'x'.repeat(200)}/{vm}` });
     const nic = { id: 'snc7', tap: 'snc7', mac: '0A:B3:EC:00:00:07' };
