@@ -809,13 +809,25 @@ export function undoStepLine(failure: UndoStepFailure, given: GivenOptions): str
  */
 function withLeftDown(error: unknown, lines: readonly string[]): unknown {
   if (lines.length === 0) return error;
-  if (error instanceof CliError && (error.details.length === 0 || error.detailsAs === 'lines')) {
+  // A bug's line (takeDownFailure's) comes last, as a bug's own does (below).
+  if (error instanceof CliError && error.exitCode !== EXIT.internal && (error.details.length === 0 || error.detailsAs === 'lines')) {
     return new CliError(error.message, error.exitCode, [...error.details, ...lines], 'lines');
   }
   const expected = error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string' && !isLinkUsageError(error);
   if (expected && !(error instanceof CliError)) return new CliError(error.message, EXIT.failure, lines, 'lines');
   process.stderr.write(lines.map((line) => `spectrum-link: ${line}\n`).join(''));
   return error;
+}
+
+/**
+ * The failure of a `link` run's take-down of links to providers dropped (`error`), as it is said:
+ * one a bug stopped (a LinkerError whose `failure` is an error of no kind: takeDownUnlisted) is a
+ * bug still (exit 70, its line `internal error:`), the line the take-down's, saying what it had
+ * done; any other as it is.
+ */
+function takeDownFailure(error: unknown): unknown {
+  if (!(error instanceof LinkerError) || error.failure === undefined || exitCodeOf(error.failure, LINK_EXIT_CODES) !== EXIT.internal) return error;
+  return new CliError(error.message, EXIT.internal);
 }
 
 /**
@@ -1055,7 +1067,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           await warnOutcome(done, linkedAll);
           writeOutcome(done, linkedAll);
-          const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : error;
+          const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : takeDownFailure(error);
           // A signal that came meanwhile (after the last safe point: nothing was cut short or
           // undone for it) is said after the failure, and its exit code is the run's.
           if (interruption.received !== undefined) {

@@ -70,7 +70,8 @@ export class LinkerError extends Error {
     /**
      * For 'interrupted-undoing': the failure the run was undone for, as thrown; for 'state-failed',
      * the state failure (see there); for 'state-not-writable', 'unlisted-not-taken-down' and
-     * 'taken-down-not-recorded' where the state dir could not be written, the StateStoreError.
+     * 'taken-down-not-recorded' where the state dir could not be written, the StateStoreError; for
+     * another 'unlisted-not-taken-down', what stopped it (a bug's, `link` says as a bug's).
      */
     readonly failure?: unknown,
     /**

@@ -60,6 +60,8 @@ const kernel = vi.hoisted(() => ({
   listingRefused: undefined as string | undefined,
   /** A query of named devices that names one of these fails, as the kernel's refusal. */
   unlistable: new Set<string>(),
+  /** Where set, a query of named devices that names `device` throws `error` (a bug in the lookup). */
+  lookupBug: undefined as { device: string; error: Error } | undefined,
   whileApplying: (): void | Promise<void> => undefined,
   /** Runs as removeDevices deletes devices (unlink, link taking down a provider dropped). */
   whileRemoving: (): void => undefined,
@@ -190,6 +192,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
     if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
     const unlisted = only?.find((name) => kernel.unlistable.has(name));
     if (unlisted !== undefined) throw Object.assign(new Error(`listing devices failed: ${unlisted}: No buffer space available`), { name: 'DeviceError', kind: 'query-failed' });
+    if (kernel.lookupBug !== undefined && only?.includes(kernel.lookupBug.device) === true) throw kernel.lookupBug.error;
     kernel.observed += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map(), netnsIds: new Map() };
   },
@@ -271,6 +274,7 @@ beforeEach(async () => {
   kernel.lookupRefused = undefined;
   kernel.listingRefused = undefined;
   kernel.unlistable.clear();
+  kernel.lookupBug = undefined;
   kernel.whileApplying = () => undefined;
   kernel.whileRemoving = () => undefined;
   configReads.afterRead = undefined;
@@ -1188,6 +1192,48 @@ describe('link whose take-down of a dropped provider fails after its links were 
     );
   });
 
+  // A bug (an error of no kind) out of the take-down itself: the lookup of the devices of a link
+  // recorded without attach modes (whether it is up), or their removal.
+  it.each((['the lookup of its devices', 'their removal'] as const).flatMap((where) => [false, true].map((keepGoing) => [where, keepGoing] as const)))(
+    'a bug in %s (--keep-going: %s): still a bug (exit 70, its line `internal error:` and last), the line saying what the take-down did; what the run did said as where it ends well',
+    async (where, keepGoing) => {
+      const c0 = vmName('c0');
+      await addVm(c0, ['nosuchvm']);
+      const dropped = await linkC1ThenDrop();
+      const bug = new TypeError("Cannot read properties of undefined (reading 'index')");
+      if (where === 'the lookup of its devices') {
+        // Recorded before the state kept attach modes: whether it is up is looked up.
+        const state = await loadState(stateDir);
+        await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(state, [{ pair: { client: c1, provider: netvm2 }, attached: undefined }])));
+        kernel.lookupBug = { device: dropped.bridge, error: bug };
+      } else {
+        kernel.whileRemoving = () => {
+          throw bug;
+        };
+      }
+      await expect(keepGoing ? linkVmsKeepGoing([c0, c1, c2], options()) : linkVms([c1, c2], options())).rejects.toMatchObject({
+        name: 'LinkerError',
+        kind: 'unlisted-not-taken-down',
+        failure: bug,
+        outcome: expect.objectContaining({ linked: new Map([[c1, [expect.objectContaining({ provider: NETVM })]], [c2, [expect.objectContaining({ provider: NETVM })]]]) }),
+      });
+      const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2]);
+      expect(textOf(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /)]);
+      const said =
+        where === 'the lookup of its devices'
+          ? 'linked, but taking down c1 -> netvm2 \\(no longer among the providers\\) was not begun: whether their devices exist .* is unknown: '
+          : `linked, but taking down c1 -> netvm2 \\(id ${dropped.id}\\), no longer among the providers, stopped part-way: `;
+      const tail = where === 'the lookup of its devices' ? '; so none of them was taken down: ' : '; by then whether it had deleted any of their devices .* is unknown; so the state file still records them as linked: ';
+      expect({ code: run.code, stderr: run.stderr }).toEqual({
+        code: 70,
+        stderr: [
+          ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+          expect.stringMatching(new RegExp(`^spectrum-link: internal error: ${said}${bug.message.replace(/[()]/g, '\\$&')}${tail}`)),
+        ],
+      });
+    },
+  );
+
   it.each(
     (['not begun (a socket path for a NIC of the link)', 'stopped part-way (the kernel keeps its bridge)', 'failed with an error of no LinkerError (the probe before it)'] as const).flatMap((how) => [false, true].map((keepGoing) => [how, keepGoing] as const)),
   )('a signal after the last safe point, the take-down then %s (--keep-going: %s): the line says how far the take-down got, not that it went on where it had not', async (how, keepGoing) => {
@@ -1255,6 +1301,27 @@ describe('link whose take-down of a dropped provider fails after its links were 
       stderr: [
         `spectrum-link: internal error: ${bug.message}`,
         expect.stringMatching(/^spectrum-link: link interrupted by SIGINT after it had made its links: .*its take-down of links to providers no longer named failed \(above\)$/),
+        ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+      ],
+    });
+  });
+
+  it.each([false, true])('a signal after the last safe point, the removal of the take-down then stopped by a bug (--keep-going: %s): its line says it is an internal error and what the take-down did; exit 130', async (keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const bug = new TypeError("Cannot read properties of undefined (reading 'index')");
+    const dropped = await linkC1ThenDrop();
+    kernel.whileRemoving = () => {
+      process.emit('SIGINT', 'SIGINT');
+      throw bug;
+    };
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2]);
+    expect(textOf(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /)]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(new RegExp(`^spectrum-link: internal error: linked, but taking down c1 -> netvm2 \\(id ${dropped.id}\\), no longer among the providers, stopped part-way: Cannot read properties `)),
+        expect.stringMatching(/^spectrum-link: link interrupted by SIGINT after it had made its links: .*its take-down of links to providers no longer named went on regardless, and stopped part-way \(above\)$/),
         ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
       ],
     });
