@@ -9,7 +9,7 @@ import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT, exitCodeOf } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
-import { LINK_EXIT_CODES, isLinkUsageError } from './exit-codes.js';
+import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
@@ -1091,8 +1091,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, undoLines(error.failed), linked.size > 0);
           throw badInputOutranks(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
         }
-        // (So with no VM to say with it: plain link says it as interrupted-undoing.)
-        if (isStateFailure(error) && interruption.received !== undefined) throw interruptedUndoingError(error, interruption.received, undoLines());
+        // (So with no VM to say with it: plain link says it as interrupted-undoing.) So too a bug
+        // that ended the run as a signal came: the signal's exit code outranks its 70 too, its
+        // line still `internal error:` (failureText).
+        if ((isStateFailure(error) || isLinkBug(error)) && interruption.received !== undefined) throw interruptedUndoingError(error, interruption.received, undoLines());
         throw withLeftDown(error, undoLines());
       } finally {
         interruption.dispose();

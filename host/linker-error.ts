@@ -62,8 +62,8 @@ export class LinkerError extends Error {
       /**
        * `link --keep-going` stopped by a state file that could not be read or written (`failure`,
        * the StateStoreError, or the LinkerError of a state dir found not writable before a take-out
-       * or take-down, or of a take-down not recorded: whose message this is) after VMs of it had
-       * failed (`failed`).
+       * or take-down, or of a take-down not recorded: whose message this is), or by a bug in its
+       * passes (`failure`, an error of no kind, said as a bug), after VMs of it had failed (`failed`).
        */
       | 'state-failed',
     message: string,

@@ -1498,6 +1498,54 @@ describe('link --keep-going stopped by a state failure as a signal comes: the si
   });
 });
 
+describe('link stopped by a bug (an error of no kind) as a signal comes: the signal outranks its 70 too, its line still an internal error, as in plain link', () => {
+  const c0 = vmName('c0');
+  const [c1] = CLIENTS as [VmName];
+  const bug = new TypeError("Cannot read properties of undefined (reading 'attached')");
+  const undid = /^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the run: the undo went on to its end: what this run had made .* is undone; links made before it are as they were$/;
+  const c0Failed = /^spectrum-link: link c0 failed: VM c0 in .* is not valid /;
+
+  it.each((['no VM failed', 'c0 failed (invalid)'] as const).flatMap((how) => [true, false].map((signal) => [how, signal] as const)))(
+    'link --keep-going, the bug out of the probe of the state dir before a NIC comes out (%s; a signal: %s): the bug, the signal\'s line, then c0\'s, exit 130; without the signal c0\'s then the bug, exit 70',
+    async (how, signal) => {
+      if (how !== 'no VM failed') await addVm(c0, ['nosuchvm']);
+      // c1's client side up as QEMU attached it, to be attached another way: its NIC would come
+      // out first, once the state dir is probed.
+      const allocation = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]);
+      const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
+      await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
+      kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+      const vmm: VmmPort = {
+        ...NO_VMM,
+        checkSocket: (_kind, vm) => {
+          if (vm !== c1) return;
+          if (signal) process.emit('SIGINT', 'SIGINT');
+          store.thrown = bug;
+        },
+      };
+      const run = await linkCli(['--keep-going', ...(how === 'no VM failed' ? [c1] : [c0, c1])], stateDir, { vmm });
+      const failed = how === 'no VM failed' ? [] : [expect.stringMatching(c0Failed)];
+      expect({ code: run.code, stderr: run.stderr }).toEqual(
+        signal
+          ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(undid), ...failed] }
+          : { code: 70, stderr: [...failed, `spectrum-link: internal error: ${bug.message}`] },
+      );
+    },
+  );
+
+  it.each([false, true])('a bug before anything is made, as the config is read under the lock (--keep-going: %s): the bug, then the signal\'s line; exit 130', async (keepGoing) => {
+    // A state dir there: the config is read under the lock.
+    await saveState(stateDir, withDevicePrefix(emptyState(), PREFIX));
+    configReads.afterRead = async () => {
+      process.emit('SIGINT', 'SIGINT');
+      throw bug;
+    };
+    const run = await linkCli([...(keepGoing ? ['--keep-going'] : []), c1]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({ code: 130, stdout: '', stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(undid)] });
+    expect(kernel.observed).toBe(0);
+  });
+});
+
 describe('link --all --keep-going stopped by a state failure: what it leaves as it is in the config dir is said, as where it ends well', () => {
   const [c1, c2] = CLIENTS as [VmName, VmName];
   const gone = vmName('gone');
