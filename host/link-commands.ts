@@ -7,7 +7,7 @@ import { directoryOption } from '../shared/cli/directory-option.js';
 import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
-import { CliError, EXIT, exitCodeOf } from '../shared/cli/run-cli.js';
+import { CliError, EXIT, exitCodeOf, oneLine } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
@@ -49,7 +49,7 @@ import {
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
 import { recordedPrefix } from './state-prefix.js';
-import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
+import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, type StateStoreError, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { type VmName, vmName } from './vm-name.js';
 import {
   type SideArguments,
@@ -585,11 +585,19 @@ function failedJson({ vm, error }: FailedVm): Record<string, unknown> {
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
  * held the signals are handled as without it (the process ends): their work is not interruptible.
  */
-async function interruptibleLockWait<T>(name: 'unlink' | 'gc', nothing: string, run: (wait: { signal: AbortSignal; onLockHeld: () => void }) => Promise<T>): Promise<T> {
+async function interruptibleLockWait<T>(
+  name: 'unlink' | 'gc',
+  nothing: string,
+  run: (wait: { signal: AbortSignal; onLockHeld: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
+): Promise<T> {
   const interruption = interruptOnSignals('spectrum-link', nothing);
+  const unlockFailures: StateStoreError[] = [];
   try {
-    return await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose() });
+    return await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose(), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
   } catch (error) {
+    // The state lock not released as it should be after the run failed: a line, written as the
+    // failure comes (its own line, and those its command says with it, come last).
+    process.stderr.write(unlockFailures.map((failure) => `spectrum-link: ${oneLine(failure.message)}\n`).join(''));
     if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
       throw new CliError(`${name} interrupted by ${interruption.received} while waiting for another spectrum-link to finish: ${nothing}`, signalExitCode(interruption.received));
     }
@@ -959,6 +967,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoWrites: UndoStateWriteFailure[] = [];
       // Undo steps that failed (devices, namespaces left): a line each too.
       const undoSteps: UndoStepFailure[] = [];
+      // The state lock not released as it should be after the run failed: a line too, last.
+      const unlockFailures: StateStoreError[] = [];
       const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), given.cwd));
       const stepLine = (failure: UndoStepFailure): string => undoStepLine(failure, given);
       const stateLine = (failure: UndoStateWriteFailure): string => undoStateLine(failure, given);
@@ -975,6 +985,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           ...undoWrites.map(stateLine),
           ...vmmFailures.map((failure) => unlistedLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given)),
           ...undoDetachLines(),
+          ...unlockFailures.map((failure) => failure.message),
         ];
       };
       // What a run that did its work says of it (also one that failed only after its links were
@@ -1026,7 +1037,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const onUndoDetachFailed = (failures: readonly VmmDetachFailure[]): void => void undoFailures.push(...failures);
         const onUndoStateWriteFailed = (failure: UndoStateWriteFailure): void => void undoWrites.push(failure);
         const onUndoStepFailed = (failure: UndoStepFailure): void => void undoSteps.push(failure);
-        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed };
+        const onUnlockFailed = (failure: StateStoreError): void => void unlockFailures.push(failure);
+        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed, onUnlockFailed };
         if (flags.all === true) {
           const whole = flags.keepGoing === true ? await linkAllKeepGoing(runOptions) : { ...(await linkAll(runOptions)), failed: [] };
           ({ all, ...outcome } = whole);

@@ -120,13 +120,14 @@ export function stopIfInterrupted(options: Pick<LinkerOptions, 'signal'>): void 
 }
 
 /** The state lock's options of a run: its wait, and where its state dir came from. */
-function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal'>): LockOptions {
-  const { stateDirSource: source, lockWaitMs: timeoutMs, onLockWait: onWaiting, signal } = options;
+function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onUnlockFailed'>): LockOptions {
+  const { stateDirSource: source, lockWaitMs: timeoutMs, onLockWait: onWaiting, signal, onUnlockFailed } = options;
   return {
     ...(source === undefined ? {} : { source }),
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
     ...(onWaiting === undefined ? {} : { onWaiting }),
     ...(signal === undefined ? {} : { signal }),
+    ...(onUnlockFailed === undefined ? {} : { onUnlockFailed }),
   };
 }
 

@@ -159,6 +159,34 @@ vi.mock('../../host/state-store.js', async (importOriginal) => {
 });
 
 /**
+ * Where `fail` is set (an errno name), the state lock's next unlock throws it, the real unlock done
+ * first, as a file system whose flock(2) fails would: the release of the lock fails.
+ */
+const lockRelease = vi.hoisted(() => ({ fail: undefined as string | undefined }));
+
+vi.mock('../../shared/native-addon.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../shared/native-addon.js')>();
+  type LockAddon = { tryLock(fd: number): boolean; unlock(fd: number): void };
+  return {
+    loadNativeAddon: <T>(fromUrl: string, file: string): T | undefined => {
+      const addon = real.loadNativeAddon<T>(fromUrl, file);
+      if (file !== 'state_lock.node' || addon === undefined) return addon;
+      const lock = addon as LockAddon;
+      const failing: LockAddon = {
+        tryLock: (fd) => lock.tryLock(fd),
+        unlock: (fd) => {
+          lock.unlock(fd);
+          const code = lockRelease.fail;
+          lockRelease.fail = undefined;
+          if (code !== undefined) throw Object.assign(new Error(`flock: ${code}`), { code });
+        },
+      };
+      return failing as T;
+    },
+  };
+});
+
+/**
  * What the bin logs at `warn` (its warnings), the messages in order: captured here, as the real
  * logger writes to fd 2, past process.stderr.write; the level as the real one picks it.
  */
@@ -275,6 +303,7 @@ beforeEach(async () => {
   kernel.listingRefused = undefined;
   kernel.unlistable.clear();
   kernel.lookupBug = undefined;
+  lockRelease.fail = undefined;
   kernel.whileApplying = () => undefined;
   kernel.whileRemoving = () => undefined;
   configReads.afterRead = undefined;
@@ -313,6 +342,50 @@ async function linkCli(args: readonly string[], state = stateDir, { vmm = NO_VMM
     err.mockRestore();
   }
 }
+
+describe('a state lock not released as it should be (its unlock failing: EIO)', () => {
+  const [c1] = CLIENTS as [VmName];
+  const released = (): string =>
+    `the lock of state dir ${stateDir} was not released as it should be: unlocking it failed (EIO), so closing its descriptor released it; check the state dir's file system (spectrum-link needs flock(2) on it)`;
+
+  it("after link failed: the failure stays the error (its exit code), the release's a line after it", async () => {
+    const id = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]).links[0]!.id;
+    kernel.refused.add(linkDeviceNames(PREFIX, id).bridge);
+    lockRelease.fail = 'EIO';
+    const run = await linkCli([c1]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: [expect.stringMatching(/^spectrum-link: ip link add snb\S+ type bridge failed: File exists$/), `spectrum-link: ${released()}`],
+    });
+  });
+
+  it('after link succeeded: the release is the error, saying that the work is done (it is: recorded)', async () => {
+    lockRelease.fail = 'EIO';
+    const run = await linkCli([c1]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [`spectrum-link: this run's work under the lock is done, but ${released()}`] });
+    expect((await loadState(stateDir)).links.map((link) => [link.client, link.provider, link.attached])).toEqual([[c1, NETVM, { client: 'none', provider: 'none' }]]);
+  });
+
+  it("after unlink failed: the failure stays the error, the release's a line too", async () => {
+    await writeFile(join(stateDir, 'links.json'), serializeState(emptyState()));
+    lockRelease.fail = 'EIO';
+    let stderr = '';
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
+    let code: number;
+    try {
+      const program = new Command('spectrum-link');
+      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
+      code = await runCli(program, ['unlink', '--state-dir', stateDir, '--device-prefix', 'sn', c1]);
+    } finally {
+      err.mockRestore();
+    }
+    expect({ code, stderr: stderr.split('\n').filter((line) => line !== '') }).toEqual({
+      code: 1,
+      stderr: [`spectrum-link: ${released()}`, expect.stringMatching(/^spectrum-link: c1 has no recorded links in /)],
+    });
+  });
+});
 
 describe('gc with a --state-dir that is a file', () => {
   it('says the state dir is no directory (as link does), not that it holds no state file, and removes nothing', async () => {
