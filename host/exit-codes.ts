@@ -28,3 +28,12 @@ export const LINK_EXIT_CODES: ErrorExitCodes = [
 export function isLinkUsageError(error: unknown): boolean {
   return exitCodeOf(error, LINK_EXIT_CODES) === EXIT.usage;
 }
+
+/**
+ * Whether spectrum-link's main says this error as a bug (exit 70, its line `internal error:`): an
+ * error of no module's kind. For what a run says of a failure that a signal's exit code outranks,
+ * or that it carries with what it had done, so that it is still said as one.
+ */
+export function isLinkBug(error: unknown): boolean {
+  return exitCodeOf(error, LINK_EXIT_CODES) === EXIT.internal;
+}

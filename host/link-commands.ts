@@ -7,9 +7,9 @@ import { directoryOption } from '../shared/cli/directory-option.js';
 import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
-import { CliError, EXIT, exitCodeOf } from '../shared/cli/run-cli.js';
+import { CliError, EXIT, exitCodeOf, oneLine } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
-import { LINK_EXIT_CODES, isLinkUsageError } from './exit-codes.js';
+import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
@@ -49,7 +49,7 @@ import {
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
 import { recordedPrefix } from './state-prefix.js';
-import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
+import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, type StateStoreError, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { type VmName, vmName } from './vm-name.js';
 import {
   type SideArguments,
@@ -599,11 +599,19 @@ function failedJson({ vm, error }: FailedVm): Record<string, unknown> {
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
  * held the signals are handled as without it (the process ends): their work is not interruptible.
  */
-async function interruptibleLockWait<T>(name: 'unlink' | 'gc', nothing: string, run: (wait: { signal: AbortSignal; onLockHeld: () => void }) => Promise<T>): Promise<T> {
+async function interruptibleLockWait<T>(
+  name: 'unlink' | 'gc',
+  nothing: string,
+  run: (wait: { signal: AbortSignal; onLockHeld: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
+): Promise<T> {
   const interruption = interruptOnSignals('spectrum-link', nothing);
+  const unlockFailures: StateStoreError[] = [];
   try {
-    return await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose() });
+    return await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose(), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
   } catch (error) {
+    // The state lock not released as it should be after the run failed: a line, written as the
+    // failure comes (its own line, and those its command says with it, come last).
+    process.stderr.write(unlockFailures.map((failure) => `spectrum-link: ${oneLine(failure.message)}\n`).join(''));
     if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
       throw new CliError(`${name} interrupted by ${interruption.received} while waiting for another spectrum-link to finish: ${nothing}`, signalExitCode(interruption.received));
     }
@@ -823,13 +831,25 @@ export function undoStepLine(failure: UndoStepFailure, given: GivenOptions): str
  */
 function withLeftDown(error: unknown, lines: readonly string[]): unknown {
   if (lines.length === 0) return error;
-  if (error instanceof CliError && (error.details.length === 0 || error.detailsAs === 'lines')) {
+  // A bug's line (takeDownFailure's) comes last, as a bug's own does (below).
+  if (error instanceof CliError && error.exitCode !== EXIT.internal && (error.details.length === 0 || error.detailsAs === 'lines')) {
     return new CliError(error.message, error.exitCode, [...error.details, ...lines], 'lines');
   }
   const expected = error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string' && !isLinkUsageError(error);
   if (expected && !(error instanceof CliError)) return new CliError(error.message, EXIT.failure, lines, 'lines');
   process.stderr.write(lines.map((line) => `spectrum-link: ${line}\n`).join(''));
   return error;
+}
+
+/**
+ * The failure of a `link` run's take-down of links to providers dropped (`error`), as it is said:
+ * one a bug stopped (a LinkerError whose `failure` is an error of no kind: takeDownUnlisted) is a
+ * bug still (exit 70, its line `internal error:`), the line the take-down's, saying what it had
+ * done; any other as it is.
+ */
+function takeDownFailure(error: unknown): unknown {
+  if (!(error instanceof LinkerError) || error.failure === undefined || exitCodeOf(error.failure, LINK_EXIT_CODES) !== EXIT.internal) return error;
+  return new CliError(error.message, EXIT.internal);
 }
 
 /**
@@ -961,6 +981,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoWrites: UndoStateWriteFailure[] = [];
       // Undo steps that failed (devices, namespaces left): a line each too.
       const undoSteps: UndoStepFailure[] = [];
+      // The state lock not released as it should be after the run failed: a line too, last.
+      const unlockFailures: StateStoreError[] = [];
       const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), given.cwd));
       const stepLine = (failure: UndoStepFailure): string => undoStepLine(failure, given);
       const stateLine = (failure: UndoStateWriteFailure): string => undoStateLine(failure, given);
@@ -977,6 +999,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           ...undoWrites.map(stateLine),
           ...vmmFailures.map((failure) => unlistedLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given)),
           ...undoDetachLines(),
+          ...unlockFailures.map((failure) => failure.message),
         ];
       };
       // What a run that did its work says of it (also one that failed only after its links were
@@ -1028,7 +1051,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const onUndoDetachFailed = (failures: readonly VmmDetachFailure[]): void => void undoFailures.push(...failures);
         const onUndoStateWriteFailed = (failure: UndoStateWriteFailure): void => void undoWrites.push(failure);
         const onUndoStepFailed = (failure: UndoStepFailure): void => void undoSteps.push(failure);
-        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed };
+        const onUnlockFailed = (failure: StateStoreError): void => void unlockFailures.push(failure);
+        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed, onUnlockFailed };
         if (flags.all === true) {
           const whole = flags.keepGoing === true ? await linkAllKeepGoing(runOptions) : { ...(await linkAll(runOptions)), failed: [] };
           ({ all, ...outcome } = whole);
@@ -1069,7 +1093,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           await warnOutcome(done, linkedAll);
           writeOutcome(done, linkedAll);
-          const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : error;
+          const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : takeDownFailure(error);
           // A signal that came meanwhile (after the last safe point: nothing was cut short or
           // undone for it) is said after the failure, and its exit code is the run's.
           if (interruption.received !== undefined) {
@@ -1093,8 +1117,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, undoLines(error.failed), linked.size > 0);
           throw badInputOutranks(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
         }
-        // (So with no VM to say with it: plain link says it as interrupted-undoing.)
-        if (isStateFailure(error) && interruption.received !== undefined) throw interruptedUndoingError(error, interruption.received, undoLines());
+        // (So with no VM to say with it: plain link says it as interrupted-undoing.) So too a bug
+        // that ended the run as a signal came: the signal's exit code outranks its 70 too, its
+        // line still `internal error:` (failureText).
+        if ((isStateFailure(error) || isLinkBug(error)) && interruption.received !== undefined) throw interruptedUndoingError(error, interruption.received, undoLines());
         throw withLeftDown(error, undoLines());
       } finally {
         interruption.dispose();

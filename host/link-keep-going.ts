@@ -5,6 +5,7 @@
 // On top of the core (linker.ts), whose transaction, checks and end (finishRun) it reuses.
 import { readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, partitionValidVms } from './config.js';
+import { isLinkBug } from './exit-codes.js';
 import { type KeptAttach, ambiguousAttach, keptAttach } from './kept-attach.js';
 import { leftAsTheyAre } from './link-listing.js';
 import { type Link, type LinkState, StateError, allocateMany, emptyState, sameState } from './link-state.js';
@@ -324,22 +325,23 @@ function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: 
 }
 
 /**
- * The state failure that stops a `link --keep-going` run (the state is every VM's), with the VMs
+ * The state failure that stops a `link --keep-going` run (the state is every VM's), or the bug
+ * (an error of no kind: said as one, `internal error:`, exit 70), with the VMs
  * that had failed before it, so that their failures are said with it (as interruptedAfter), those
  * it had linked again one by one (`linked`), so that they are printed, and, where it had read the
  * config dir whole (`link --all`), what it leaves as it is there (`left`), so that it is said as
  * where the run ends well; as thrown where there is none of these.
  */
 function stateFailedAfter(
-  error: StateStoreError | LinkerError,
+  error: unknown,
   vms: readonly VmName[],
   failures: ReadonlyMap<VmName, unknown>,
   linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
   left?: LinkerError['leftAsItIs'],
-): Error {
+): unknown {
   if (failures.size === 0 && linked.size === 0 && left === undefined) return error;
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, readonly LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
-  return new LinkerError('state-failed', error.message, error, failedInOrder(vms, failures), linkedInOrder, undefined, undefined, left);
+  return new LinkerError('state-failed', reasonOf(error), error, failedInOrder(vms, failures), linkedInOrder, undefined, undefined, left);
 }
 
 /**
@@ -372,7 +374,8 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
   try {
     return await keepGoingPasses(vms, options, snapshot, soFar, wholeDir);
   } catch (error) {
-    if (!isStateFailure(error)) throw error;
+    // A bug stops the run where it is too: what the passes had done by then is said with it, as with a state failure.
+    if (!isStateFailure(error) && !isLinkBug(error)) throw error;
     throw stateFailedAfter(error, vms, soFar.failures, soFar.linkedAgain, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options));
   }
 }

@@ -71,6 +71,7 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
     throw new LinkerError(
       'unlisted-not-taken-down',
       `linked, but taking down ${pairs} (no longer among the providers) was not begun: whether their devices exist (recorded without attach modes) is unknown: ${reasonOf(error)}; so none of them was taken down: run the same link again`,
+      error,
     );
   });
   return links.filter((link) => link.attached !== undefined || seenOf(link, present.host, options).own.length > 0);
@@ -80,7 +81,9 @@ async function linksUp(links: readonly Link[], options: LinkerOptions): Promise<
  * Take down each listed client's links to providers it no longer names (`listed`: each client's
  * providers now), as `unlink --force` does; as unlink, only once the state file is found
  * writable. The caller saves the state returned (finishRun), saying what went where it cannot be
- * written after. Under the caller's lock.
+ * written after. Under the caller's lock. Its failures are LinkerErrors 'unlisted-not-taken-down'
+ * carrying what stopped it (`failure`): where that is a bug (an error of no kind), `link` says it as
+ * one (exit 70), the line still saying what the take-down had done.
  */
 export async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmName, readonly VmName[]>, options: LinkerOptions): Promise<UnlistedTakedown> {
   const stateOf = statesByClient(state);
@@ -114,7 +117,7 @@ export async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmN
   // so the links stay recorded as linked, and the same link again takes them down.
   const released = await releaseLinks(unlisted, options, { force: true }).catch(async (error: unknown) => {
     if (!(error instanceof LinkerError && error.kind === 'take-down-stopped' && error.released !== undefined)) {
-      throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reasonOf(error)}`);
+      throw new LinkerError('unlisted-not-taken-down', `linked, but taking down ${pairs} (no longer among the providers) failed: ${reasonOf(error)}`, error);
     }
     const ids = new Set<number>(unlisted.map((link) => link.id));
     // As where it is done (below), of the client's other links: the same in the state as it is.
@@ -124,7 +127,7 @@ export async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmN
       'unlisted-not-taken-down',
       `linked, but taking down ${stoppedLinksText(stopped)}, no longer among the providers, stopped part-way: ${error.message}; by then ${stoppedText(stopped)}; ` +
         'so the state file still records them as linked: run the same link again, which takes down what is left of them (a NIC already out of its VMM, and a device already gone, count as done)',
-      undefined,
+      error.failure,
       [],
       new Map(),
       undefined,

@@ -62,15 +62,16 @@ export class LinkerError extends Error {
       /**
        * `link --keep-going` stopped by a state file that could not be read or written (`failure`,
        * the StateStoreError, or the LinkerError of a state dir found not writable before a take-out
-       * or take-down, or of a take-down not recorded: whose message this is) after VMs of it had
-       * failed (`failed`).
+       * or take-down, or of a take-down not recorded: whose message this is), or by a bug in its
+       * passes (`failure`, an error of no kind, said as a bug), after VMs of it had failed (`failed`).
        */
       | 'state-failed',
     message: string,
     /**
      * For 'interrupted-undoing': the failure the run was undone for, as thrown; for 'state-failed',
      * the state failure (see there); for 'state-not-writable', 'unlisted-not-taken-down' and
-     * 'taken-down-not-recorded' where the state dir could not be written, the StateStoreError.
+     * 'taken-down-not-recorded' where the state dir could not be written, the StateStoreError; for
+     * another 'unlisted-not-taken-down', what stopped it (a bug's, `link` says as a bug's).
      */
     readonly failure?: unknown,
     /**
@@ -119,13 +120,14 @@ export function stopIfInterrupted(options: Pick<LinkerOptions, 'signal'>): void 
 }
 
 /** The state lock's options of a run: its wait, and where its state dir came from. */
-function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal'>): LockOptions {
-  const { stateDirSource: source, lockWaitMs: timeoutMs, onLockWait: onWaiting, signal } = options;
+function lockOptions(options: Pick<LinkerOptions, 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onUnlockFailed'>): LockOptions {
+  const { stateDirSource: source, lockWaitMs: timeoutMs, onLockWait: onWaiting, signal, onUnlockFailed } = options;
   return {
     ...(source === undefined ? {} : { source }),
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
     ...(onWaiting === undefined ? {} : { onWaiting }),
     ...(signal === undefined ? {} : { signal }),
+    ...(onUnlockFailed === undefined ? {} : { onUnlockFailed }),
   };
 }
 

@@ -16,7 +16,7 @@ import type { AmbiguousAttach, LinkSide } from './kept-attach.js';
 import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { Link, LinkAttachment, LinkPair } from './link-state.js';
 import type { OptionSource } from '../shared/cli/option-source.js';
-import type { StateDirSource } from './state-store.js';
+import type { StateDirSource, StateStoreError } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
 import type { VmmNic } from './vmm/nic.js';
@@ -118,6 +118,8 @@ export interface LinkerOptions {
   readonly onLockWait?: (holderPid: string | undefined) => void;
   /** Told once the state lock is held, before the run's work (the CLI of `unlink` and `gc` stops taking over signals then). */
   readonly onLockHeld?: () => void;
+  /** Told where the run failed and releasing the state lock then failed too (LockOptions.onUnlockFailed): to be said after its failure. */
+  readonly onUnlockFailed?: (error: StateStoreError) => void;
   readonly devicePrefix: DevicePrefix;
   /** Where devicePrefix came from, for the refusal of one the state does not record (state-prefix.ts); left out: given. */
   readonly devicePrefixSource?: DevicePrefixSource;
@@ -255,7 +257,7 @@ export interface UndoStateWriteFailure {
  * How a run waits for the state lock. For `unlink` and `gc`, the signal stops the wait only: once
  * the lock is held (onLockHeld) they do their work as they would without it.
  */
-export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld'>;
+export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld' | 'onUnlockFailed'>;
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
 export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'devicePrefixSource' | 'attach' | 'vmm' | 'commands'>;
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */

@@ -84,7 +84,13 @@ export type StateStoreErrorKind =
   | 'lock-failed'
   | 'lock-timeout'
   | 'lock-reentered'
-  | 'lock-aborted';
+  | 'lock-aborted'
+  /**
+   * The lock was not released as it should be: its unlock, or the close of the state dir's
+   * descriptor, failed (withStateLock). Thrown only where the run under it succeeded; where it
+   * failed, its own error is thrown and this is told (LockOptions.onUnlockFailed).
+   */
+  | 'unlock-failed';
 
 export class StateStoreError extends Error {
   override readonly name = 'StateStoreError';
@@ -529,6 +535,11 @@ export interface LockOptions {
    * minutes must not look like a hang.
    */
   readonly onWaiting?: (holderPid: string | undefined) => void;
+  /**
+   * Told where the run under the lock failed and releasing the lock then failed too (kind
+   * 'unlock-failed'): the run's error is what is thrown (the cause), this one a further line.
+   */
+  readonly onUnlockFailed?: (error: StateStoreError) => void;
 }
 
 /** How long a run waits for the lock before it says that it waits (LockOptions.onWaiting). */
@@ -581,13 +592,48 @@ function sleepUnlessAborted(ms: number, signal: AbortSignal | undefined): Promis
 }
 
 /**
+ * Release the lock (where `locked`) and close the state dir's descriptor, each tried whatever the
+ * other did: why it was not released as it should be (a file system whose flock(2) fails, say
+ * EIO; the descriptor closed by something else, EBADF), else undefined. (Deleting the state dir
+ * meanwhile fails neither: the descriptor still holds its inode.)
+ */
+function releaseLock(dir: string, fd: number, locked: boolean): StateStoreError | undefined {
+  let unlockFailure: { readonly error: unknown } | undefined;
+  let closeFailure: { readonly error: unknown } | undefined;
+  try {
+    // Unlock explicitly: a child forked meanwhile shares the descriptor until it execs.
+    if (locked) flockAddon().unlock(fd);
+  } catch (error) {
+    unlockFailure = { error };
+  }
+  try {
+    // Closing releases the lock too, should the unlock have failed.
+    closeSync(fd);
+  } catch (error) {
+    closeFailure = { error };
+  }
+  const first = unlockFailure ?? closeFailure;
+  if (first === undefined) return undefined;
+  const closed = closeFailure === undefined ? '' : reasonOf(closeFailure.error);
+  const what =
+    unlockFailure === undefined
+      ? `the descriptor of state dir ${dir} could not be closed (${closed})`
+      : `the lock of state dir ${dir} was not released as it should be: unlocking it failed (${reasonOf(unlockFailure.error)})` +
+        (closeFailure === undefined ? ', so closing its descriptor released it' : `, and so did closing its descriptor (${closed}): it is released once this process exits`);
+  const code = first.error instanceof Error && 'code' in first.error && typeof first.error.code === 'string' ? first.error.code : undefined;
+  return new StateStoreError('unlock-failed', `${what}; check the state dir's file system (spectrum-link needs flock(2) on it)`, code);
+}
+
+/**
  * Run fn holding the state dir's exclusive lock (creating the dir if needed), the temp files of
  * writers that died removed first. The lock is released when fn settles, and by the kernel if
- * this process dies. Not reentrant.
+ * this process dies. Not reentrant. A release that fails does not replace fn's error: it is told
+ * (options.onUnlockFailed) and fn's is thrown; after fn succeeded, it is the error.
  */
 export async function withStateLock<T>(dir: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
   const { fd, key } = openStateDir(dir, options.source);
   let locked = false;
+  let ran: { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
   try {
     const outer = held.getStore() ?? new Set<string>();
     if (outer.has(key)) {
@@ -621,7 +667,7 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
     // whose writer died mid-save or mid-probe, which nothing else would remove.
     removeStaleTemps(dir);
     try {
-      return await held.run(new Set([...outer, key]), fn);
+      ran = { ok: true, value: await held.run(new Set([...outer, key]), fn) };
     } finally {
       try {
         unlinkSync(join(dir, HOLDER_FILE));
@@ -629,15 +675,16 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
         // not written, or removed with the dir
       }
     }
-  } finally {
-    try {
-      // Unlock explicitly: a child forked meanwhile shares the descriptor until it execs.
-      if (locked) flockAddon().unlock(fd);
-    } finally {
-      // Closing releases the lock too, should the unlock have failed.
-      closeSync(fd);
-    }
+  } catch (error) {
+    ran = { ok: false, error };
   }
+  const unreleased = releaseLock(dir, fd, locked);
+  if (!ran.ok) {
+    if (unreleased !== undefined) options.onUnlockFailed?.(unreleased);
+    throw ran.error;
+  }
+  if (unreleased !== undefined) throw new StateStoreError('unlock-failed', `this run's work under the lock is done, but ${unreleased.message}`, unreleased.code);
+  return ran.value;
 }
 
 /**

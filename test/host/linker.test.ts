@@ -60,6 +60,8 @@ const kernel = vi.hoisted(() => ({
   listingRefused: undefined as string | undefined,
   /** A query of named devices that names one of these fails, as the kernel's refusal. */
   unlistable: new Set<string>(),
+  /** Where set, a query of named devices that names `device` throws `error` (a bug in the lookup). */
+  lookupBug: undefined as { device: string; error: Error } | undefined,
   whileApplying: (): void | Promise<void> => undefined,
   /** Runs as removeDevices deletes devices (unlink, link taking down a provider dropped). */
   whileRemoving: (): void => undefined,
@@ -157,6 +159,34 @@ vi.mock('../../host/state-store.js', async (importOriginal) => {
 });
 
 /**
+ * Where `fail` is set (an errno name), the state lock's next unlock throws it, the real unlock done
+ * first, as a file system whose flock(2) fails would: the release of the lock fails.
+ */
+const lockRelease = vi.hoisted(() => ({ fail: undefined as string | undefined }));
+
+vi.mock('../../shared/native-addon.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../shared/native-addon.js')>();
+  type LockAddon = { tryLock(fd: number): boolean; unlock(fd: number): void };
+  return {
+    loadNativeAddon: <T>(fromUrl: string, file: string): T | undefined => {
+      const addon = real.loadNativeAddon<T>(fromUrl, file);
+      if (file !== 'state_lock.node' || addon === undefined) return addon;
+      const lock = addon as LockAddon;
+      const failing: LockAddon = {
+        tryLock: (fd) => lock.tryLock(fd),
+        unlock: (fd) => {
+          lock.unlock(fd);
+          const code = lockRelease.fail;
+          lockRelease.fail = undefined;
+          if (code !== undefined) throw Object.assign(new Error(`flock: ${code}`), { code });
+        },
+      };
+      return failing as T;
+    },
+  };
+});
+
+/**
  * What the bin logs at `warn` (its warnings), the messages in order: captured here, as the real
  * logger writes to fd 2, past process.stderr.write; the level as the real one picks it.
  */
@@ -190,6 +220,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
     if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
     const unlisted = only?.find((name) => kernel.unlistable.has(name));
     if (unlisted !== undefined) throw Object.assign(new Error(`listing devices failed: ${unlisted}: No buffer space available`), { name: 'DeviceError', kind: 'query-failed' });
+    if (kernel.lookupBug !== undefined && only?.includes(kernel.lookupBug.device) === true) throw kernel.lookupBug.error;
     kernel.observed += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map(), netnsIds: new Map() };
   },
@@ -271,6 +302,8 @@ beforeEach(async () => {
   kernel.lookupRefused = undefined;
   kernel.listingRefused = undefined;
   kernel.unlistable.clear();
+  kernel.lookupBug = undefined;
+  lockRelease.fail = undefined;
   kernel.whileApplying = () => undefined;
   kernel.whileRemoving = () => undefined;
   configReads.afterRead = undefined;
@@ -309,6 +342,50 @@ async function linkCli(args: readonly string[], state = stateDir, { vmm = NO_VMM
     err.mockRestore();
   }
 }
+
+describe('a state lock not released as it should be (its unlock failing: EIO)', () => {
+  const [c1] = CLIENTS as [VmName];
+  const released = (): string =>
+    `the lock of state dir ${stateDir} was not released as it should be: unlocking it failed (EIO), so closing its descriptor released it; check the state dir's file system (spectrum-link needs flock(2) on it)`;
+
+  it("after link failed: the failure stays the error (its exit code), the release's a line after it", async () => {
+    const id = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]).links[0]!.id;
+    kernel.refused.add(linkDeviceNames(PREFIX, id).bridge);
+    lockRelease.fail = 'EIO';
+    const run = await linkCli([c1]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: [expect.stringMatching(/^spectrum-link: ip link add snb\S+ type bridge failed: File exists$/), `spectrum-link: ${released()}`],
+    });
+  });
+
+  it('after link succeeded: the release is the error, saying that the work is done (it is: recorded)', async () => {
+    lockRelease.fail = 'EIO';
+    const run = await linkCli([c1]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [`spectrum-link: this run's work under the lock is done, but ${released()}`] });
+    expect((await loadState(stateDir)).links.map((link) => [link.client, link.provider, link.attached])).toEqual([[c1, NETVM, { client: 'none', provider: 'none' }]]);
+  });
+
+  it("after unlink failed: the failure stays the error, the release's a line too", async () => {
+    await writeFile(join(stateDir, 'links.json'), serializeState(emptyState()));
+    lockRelease.fail = 'EIO';
+    let stderr = '';
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
+    let code: number;
+    try {
+      const program = new Command('spectrum-link');
+      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
+      code = await runCli(program, ['unlink', '--state-dir', stateDir, '--device-prefix', 'sn', c1]);
+    } finally {
+      err.mockRestore();
+    }
+    expect({ code, stderr: stderr.split('\n').filter((line) => line !== '') }).toEqual({
+      code: 1,
+      stderr: [`spectrum-link: ${released()}`, expect.stringMatching(/^spectrum-link: c1 has no recorded links in /)],
+    });
+  });
+});
 
 describe('gc with a --state-dir that is a file', () => {
   it('says the state dir is no directory (as link does), not that it holds no state file, and removes nothing', async () => {
@@ -1188,6 +1265,48 @@ describe('link whose take-down of a dropped provider fails after its links were 
     );
   });
 
+  // A bug (an error of no kind) out of the take-down itself: the lookup of the devices of a link
+  // recorded without attach modes (whether it is up), or their removal.
+  it.each((['the lookup of its devices', 'their removal'] as const).flatMap((where) => [false, true].map((keepGoing) => [where, keepGoing] as const)))(
+    'a bug in %s (--keep-going: %s): still a bug (exit 70, its line `internal error:` and last), the line saying what the take-down did; what the run did said as where it ends well',
+    async (where, keepGoing) => {
+      const c0 = vmName('c0');
+      await addVm(c0, ['nosuchvm']);
+      const dropped = await linkC1ThenDrop();
+      const bug = new TypeError("Cannot read properties of undefined (reading 'index')");
+      if (where === 'the lookup of its devices') {
+        // Recorded before the state kept attach modes: whether it is up is looked up.
+        const state = await loadState(stateDir);
+        await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(state, [{ pair: { client: c1, provider: netvm2 }, attached: undefined }])));
+        kernel.lookupBug = { device: dropped.bridge, error: bug };
+      } else {
+        kernel.whileRemoving = () => {
+          throw bug;
+        };
+      }
+      await expect(keepGoing ? linkVmsKeepGoing([c0, c1, c2], options()) : linkVms([c1, c2], options())).rejects.toMatchObject({
+        name: 'LinkerError',
+        kind: 'unlisted-not-taken-down',
+        failure: bug,
+        outcome: expect.objectContaining({ linked: new Map([[c1, [expect.objectContaining({ provider: NETVM })]], [c2, [expect.objectContaining({ provider: NETVM })]]]) }),
+      });
+      const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2]);
+      expect(textOf(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /)]);
+      const said =
+        where === 'the lookup of its devices'
+          ? 'linked, but taking down c1 -> netvm2 \\(no longer among the providers\\) was not begun: whether their devices exist .* is unknown: '
+          : `linked, but taking down c1 -> netvm2 \\(id ${dropped.id}\\), no longer among the providers, stopped part-way: `;
+      const tail = where === 'the lookup of its devices' ? '; so none of them was taken down: ' : '; by then whether it had deleted any of their devices .* is unknown; so the state file still records them as linked: ';
+      expect({ code: run.code, stderr: run.stderr }).toEqual({
+        code: 70,
+        stderr: [
+          ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+          expect.stringMatching(new RegExp(`^spectrum-link: internal error: ${said}${bug.message.replace(/[()]/g, '\\$&')}${tail}`)),
+        ],
+      });
+    },
+  );
+
   it.each(
     (['not begun (a socket path for a NIC of the link)', 'stopped part-way (the kernel keeps its bridge)', 'failed with an error of no LinkerError (the probe before it)'] as const).flatMap((how) => [false, true].map((keepGoing) => [how, keepGoing] as const)),
   )('a signal after the last safe point, the take-down then %s (--keep-going: %s): the line says how far the take-down got, not that it went on where it had not', async (how, keepGoing) => {
@@ -1255,6 +1374,27 @@ describe('link whose take-down of a dropped provider fails after its links were 
       stderr: [
         `spectrum-link: internal error: ${bug.message}`,
         expect.stringMatching(/^spectrum-link: link interrupted by SIGINT after it had made its links: .*its take-down of links to providers no longer named failed \(above\)$/),
+        ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
+      ],
+    });
+  });
+
+  it.each([false, true])('a signal after the last safe point, the removal of the take-down then stopped by a bug (--keep-going: %s): its line says it is an internal error and what the take-down did; exit 130', async (keepGoing) => {
+    const c0 = vmName('c0');
+    await addVm(c0, ['nosuchvm']);
+    const bug = new TypeError("Cannot read properties of undefined (reading 'index')");
+    const dropped = await linkC1ThenDrop();
+    kernel.whileRemoving = () => {
+      process.emit('SIGINT', 'SIGINT');
+      throw bug;
+    };
+    const run = await linkCli(keepGoing ? ['--keep-going', c0, c1, c2] : [c1, c2]);
+    expect(textOf(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c2 -> netvm  id /)]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(new RegExp(`^spectrum-link: internal error: linked, but taking down c1 -> netvm2 \\(id ${dropped.id}\\), no longer among the providers, stopped part-way: Cannot read properties `)),
+        expect.stringMatching(/^spectrum-link: link interrupted by SIGINT after it had made its links: .*its take-down of links to providers no longer named went on regardless, and stopped part-way \(above\)$/),
         ...(keepGoing ? [expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] : []),
       ],
     });
@@ -1428,6 +1568,54 @@ describe('link --keep-going stopped by a state failure as a signal comes: the si
         expect.stringMatching(/^spectrum-link: link c1 failed: .*File exists$/),
       ],
     });
+  });
+});
+
+describe('link stopped by a bug (an error of no kind) as a signal comes: the signal outranks its 70 too, its line still an internal error, as in plain link', () => {
+  const c0 = vmName('c0');
+  const [c1] = CLIENTS as [VmName];
+  const bug = new TypeError("Cannot read properties of undefined (reading 'attached')");
+  const undid = /^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the run: the undo went on to its end: what this run had made .* is undone; links made before it are as they were$/;
+  const c0Failed = /^spectrum-link: link c0 failed: VM c0 in .* is not valid /;
+
+  it.each((['no VM failed', 'c0 failed (invalid)'] as const).flatMap((how) => [true, false].map((signal) => [how, signal] as const)))(
+    'link --keep-going, the bug out of the probe of the state dir before a NIC comes out (%s; a signal: %s): the bug, the signal\'s line, then c0\'s, exit 130; without the signal c0\'s then the bug, exit 70',
+    async (how, signal) => {
+      if (how !== 'no VM failed') await addVm(c0, ['nosuchvm']);
+      // c1's client side up as QEMU attached it, to be attached another way: its NIC would come
+      // out first, once the state dir is probed.
+      const allocation = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]);
+      const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
+      await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
+      kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+      const vmm: VmmPort = {
+        ...NO_VMM,
+        checkSocket: (_kind, vm) => {
+          if (vm !== c1) return;
+          if (signal) process.emit('SIGINT', 'SIGINT');
+          store.thrown = bug;
+        },
+      };
+      const run = await linkCli(['--keep-going', ...(how === 'no VM failed' ? [c1] : [c0, c1])], stateDir, { vmm });
+      const failed = how === 'no VM failed' ? [] : [expect.stringMatching(c0Failed)];
+      expect({ code: run.code, stderr: run.stderr }).toEqual(
+        signal
+          ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(undid), ...failed] }
+          : { code: 70, stderr: [...failed, `spectrum-link: internal error: ${bug.message}`] },
+      );
+    },
+  );
+
+  it.each([false, true])('a bug before anything is made, as the config is read under the lock (--keep-going: %s): the bug, then the signal\'s line; exit 130', async (keepGoing) => {
+    // A state dir there: the config is read under the lock.
+    await saveState(stateDir, withDevicePrefix(emptyState(), PREFIX));
+    configReads.afterRead = async () => {
+      process.emit('SIGINT', 'SIGINT');
+      throw bug;
+    };
+    const run = await linkCli([...(keepGoing ? ['--keep-going'] : []), c1]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({ code: 130, stdout: '', stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(undid)] });
+    expect(kernel.observed).toBe(0);
   });
 });
 

@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import { chmod, chown, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -295,6 +295,53 @@ describe('withStateLock', () => {
 
   it('is released when the function throws', async () => {
     await expect(withStateLock(dir, () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(await withStateLock(dir, () => Promise.resolve(1), { timeoutMs: 100 })).toBe(1);
+  });
+
+  // A lock not released as it should be. Deleting the state dir meanwhile does not do it (the
+  // descriptor holds its inode); its descriptor closed under it does (EBADF), as a file system
+  // whose flock(2) fails (EIO) would.
+  it('releases it all the same where the state dir is deleted meanwhile', async () => {
+    expect(await withStateLock(dir, async () => (await rm(dir, { recursive: true }), 1))).toBe(1);
+  });
+
+  /** Close this process's descriptors of the state dir (the lock's): its release then fails. */
+  const closeLockDescriptor = (): void => {
+    const path = realpathSync(dir);
+    const fds = readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === path;
+      } catch {
+        return false;
+      }
+    });
+    expect(fds).toHaveLength(1);
+    for (const fd of fds) closeSync(Number(fd));
+  };
+  const unreleased = (): string =>
+    `the lock of state dir ${dir} was not released as it should be: unlocking it failed (EBADF), and so did closing its descriptor (EBADF): it is released once this process exits; check the state dir's file system (spectrum-link needs flock(2) on it)`;
+
+  it("where the run failed: its error is thrown, not the release's, which is told", async () => {
+    const told: unknown[] = [];
+    const cause = new StateStoreError('write-failed', 'cannot write state file (ENOSPC)', 'ENOSPC');
+    const run = withStateLock(
+      dir,
+      async () => {
+        closeLockDescriptor();
+        throw cause;
+      },
+      { onUnlockFailed: (error) => void told.push(error) },
+    );
+    await expect(run).rejects.toBe(cause);
+    expect(told).toEqual([expect.objectContaining({ name: 'StateStoreError', kind: 'unlock-failed', code: 'EBADF', message: unreleased() })]);
+    expect(await withStateLock(dir, () => Promise.resolve(1), { timeoutMs: 100 })).toBe(1);
+  });
+
+  it('where the run succeeded: the failed release is the error, saying that the work is done', async () => {
+    let told = 0;
+    const run = withStateLock(dir, async () => closeLockDescriptor(), { onUnlockFailed: () => void (told += 1) });
+    await expect(run).rejects.toMatchObject({ name: 'StateStoreError', kind: 'unlock-failed', code: 'EBADF', message: `this run's work under the lock is done, but ${unreleased()}` });
+    expect(told).toBe(0);
     expect(await withStateLock(dir, () => Promise.resolve(1), { timeoutMs: 100 })).toBe(1);
   });
 
