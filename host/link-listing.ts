@@ -42,23 +42,21 @@ function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmNa
 /**
  * The entries of a whole config dir with a VM name that are no usable VM directory: `link --all`
  * links none of them and leaves their links as they are (`link <vm>` of one fails, saying why), so
- * each is said, with the clients of the links recorded with it as provider. A symlink to nothing
- * (or round a loop) whose VM has links recorded as client is said as an orphaned client; a file
- * that is no directory, only where links are recorded for its name (as client or provider).
+ * each is said, with the links recorded with it as provider (`provided`: leftAsTheyAre says those
+ * linked). A symlink to nothing (or round a loop) whose VM has links recorded as client is said as
+ * an orphaned client; a file that is no directory, only where links are recorded for its name as
+ * client, or linked with it as provider (leftAsTheyAre).
  */
-function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[]; clients: VmName[] }[] {
+function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[]; provided: Link[]; stray: boolean }[] {
   const stateOf = statesByClient(state);
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
     const links = linksOfClient(stateOf(dir.name), dir.name);
     if (leadsNowhere(dir) && links.length > 0) return [];
-    const clients = linksOfProvider(state, dir.name)
-      .map((link) => link.client)
-      .sort();
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
-    // without providers/net is, unless links are recorded for its name.
-    if (dir.location === 'not-a-directory' && links.length === 0 && clients.length === 0) return [];
-    return [{ vm: dir.name, problem: vmDirProblem(snapshot, dir.name) ?? dir.location, links, clients }];
+    // without providers/net is, unless links are recorded for its name as client, or linked with it as provider.
+    const stray = dir.location === 'not-a-directory' && links.length === 0;
+    return [{ vm: dir.name, problem: vmDirProblem(snapshot, dir.name) ?? dir.location, links, provided: linksOfProvider(state, dir.name), stray }];
   });
 }
 
@@ -80,7 +78,9 @@ function asRecorded(link: Link, options: Pick<LinkerOptions, 'devicePrefix' | 'a
 export async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<{ orphaned: OrphanedVm[]; unusable: UnusableVmDir[] }> {
   const orphans = orphanedClients(state, snapshot);
   const unusables = unusableVmDirs(state, snapshot);
-  const links = [...orphans, ...unusables].flatMap((entry) => entry.links);
+  // With the links recorded with an unusable entry as provider: only those linked are said (one
+  // taken down, its id kept, as the run takes down a link to a provider dropped, is no one's to do).
+  const links = [...new Set([...orphans, ...unusables].flatMap((entry) => entry.links).concat(unusables.flatMap((entry) => entry.provided)))];
   const recorded = (): LeftLink[] => links.map((link) => asRecorded(link, options));
   // Without the VM namespaces (netnsPrefix): where veths' far ends are counts only for `present`, which is not said here.
   const asListed = (): Promise<ListedLink[]> => listed(links, { devicePrefix: options.devicePrefix, attach: options.attach });
@@ -93,7 +93,13 @@ export async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, 
   const shownOf = (entries: readonly Link[]): LeftLink[] => entries.flatMap((link) => shown.get(link) ?? []);
   return {
     orphaned: orphans.map(({ vm, links: own }) => ({ vm, links: shownOf(own) })),
-    unusable: unusables.map(({ vm, problem, links: own, clients }) => ({ vm, problem, links: shownOf(own), clients })),
+    unusable: unusables.flatMap(({ vm, problem, links: own, provided, stray }) => {
+      const clients = provided
+        .filter((link) => shown.get(link)?.linked === true)
+        .map((link) => link.client)
+        .sort();
+      return stray && clients.length === 0 ? [] : [{ vm, problem, links: shownOf(own), clients }];
+    }),
   };
 }
 

@@ -415,7 +415,7 @@ export interface UnusableVmDir {
   readonly problem: string;
   /** Its recorded links as client, as `list` shows them: left as they are (devices too). */
   readonly links: readonly LeftLink[];
-  /** The clients of its recorded links as provider (one link each), sorted: those links are their clients' to link or take down. */
+  /** The clients of its recorded links as provider that are linked (not one taken down, its id kept), one link each, sorted: those links are their clients' to link or take down. */
   readonly clients: readonly VmName[];
 }
 

@@ -54,8 +54,9 @@ export function socketPath(template: string, vm: string, flag = 'the socket temp
   const path = template.replaceAll('{vm}', vm);
   const bytes = Buffer.byteLength(path);
   if (bytes > UNIX_SOCKET_PATH_MAX) {
-    // The path's length is said after it, in bytes.
-    const length = template.length > TEMPLATE_SHOWN_MAX ? ` (${template.length} characters)` : '';
+    // The path's length is said after it, in bytes; the template's in characters (code points), as quoteText cuts it.
+    const characters = [...template].length;
+    const length = characters > TEMPLATE_SHOWN_MAX ? ` (${characters} characters)` : '';
     throw new CliError(
       `${flag} ${quoteText(template, TEMPLATE_SHOWN_MAX)}${length} gives VM ${vm} the socket path ${quoteText(path, TEMPLATE_SHOWN_MAX)}, ${bytes} bytes: a Unix socket path has at most ${UNIX_SOCKET_PATH_MAX}; use a shorter path`,
       EXIT.usage,

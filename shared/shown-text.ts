@@ -10,9 +10,26 @@ const SHOWN_MAX = 70;
 // U+2029: a new line to some log viewers and editors) would reach the terminal as they are.
 const UNESCAPED_CONTROL = /[\u007f-\u009f\p{Cf}\u2028\u2029]/gu;
 
+/**
+ * At most `max` characters of `text`, `…` after where it is cut. Characters are code points: one
+ * beyond the BMP (an emoji, two UTF-16 units) is not cut in two, which JSON would show as a lone
+ * surrogate's escape (`\ud83d`), nor counted twice.
+ */
+function bounded(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let shown = 0;
+  let end = 0;
+  for (const char of text) {
+    if (shown === max) return `${text.slice(0, end)}…`;
+    shown += 1;
+    end += char.length;
+  }
+  return text;
+}
+
 /** Quote untrusted text for a message: at most `max` characters of it, control and format characters and line separators escaped. */
 export function quoteText(text: string, max: number): string {
-  const quoted = JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
+  const quoted = JSON.stringify(bounded(text, max));
   return quoted.replace(UNESCAPED_CONTROL, (char) => {
     const code = char.codePointAt(0) ?? 0;
     return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, '0')}`;

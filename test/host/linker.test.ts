@@ -2634,22 +2634,54 @@ describe("link --all whose listing of the devices, for the links it leaves as th
 });
 
 describe('link --all: an unusable entry recorded as a provider', () => {
-  it("its warning says the links recorded with it as provider (up to three named, the rest counted), not that none are recorded; a stray file so recorded is warned of too", async () => {
+  it("its warning says the links linked with it as provider (up to three named, the rest counted), not that none are recorded; a stray file so linked is warned of too", async () => {
+    const [outside, note] = [vmName('outside'), vmName('note')];
+    await symlink(tmpdir(), join(configDir, outside));
+    await writeFile(join(configDir, note), 'a note\n');
+    // Their clients' directories have gone: link --all leaves their links as they are (linked).
+    const gone = ['g1', 'g2', 'g3', 'g4'].map(vmName);
+    const pairs = [{ client: gone[0]!, provider: outside }, ...gone.map((client) => ({ client, provider: note }))];
+    const allocation = allocateMany(emptyState(), pairs);
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: 'none' } as const })))));
+    const run = await linkCli(['--all']);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
+    expect(logged.warnings.filter((warning) => !warning.startsWith('g'))).toEqual([
+      expect.stringMatching(/^note is not linked: .*; no links are recorded for it as client; as provider, 4 recorded links \(g1 -> note, g2 -> note, g3 -> note and 1 more\), their clients' to link or take down$/),
+      expect.stringMatching(/^outside is not linked: .*; no links are recorded for it as client; as provider, 1 recorded link \(g1 -> outside\), its client's to link or take down$/),
+    ]);
+  });
+
+  it('says none of those links taken down (ids kept: the run took them down, its clients naming it no more), on that run and every one after; a stray file with only such links is passed over quietly again', async () => {
     const c4 = vmName('c4');
     await addVm(c4, [NETVM]);
     const [outside, note] = [vmName('outside'), vmName('note')];
     await symlink(tmpdir(), join(configDir, outside));
     await writeFile(join(configDir, note), 'a note\n');
-    // Their clients named them once; each names netvm alone now, so link --all takes those links down (ids kept).
+    // Their clients named them once; each names netvm alone now, so link --all takes those links
+    // down (ids kept). g1's directory has gone; its link to note, recorded before the state kept
+    // attach modes, is up while a device of its kind is there: that one is said.
+    const g1 = vmName('g1');
     const pairs = [{ client: CLIENTS[0]!, provider: outside }, ...[...CLIENTS, c4].map((client) => ({ client, provider: note }))];
-    const allocation = allocateMany(emptyState(), pairs);
+    const allocation = allocateMany(emptyState(), [...pairs, { client: g1, provider: note }]);
     await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: 'none' } as const })))));
-    const run = await linkCli(['--all']);
-    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
-    expect(logged.warnings).toEqual([
-      expect.stringMatching(/^note is not linked: .*; no links are recorded for it as client; as provider, 4 recorded links \(c1 -> note, c2 -> note, c3 -> note and 1 more\), their clients' to link or take down$/),
-      expect.stringMatching(/^outside is not linked: .*; no links are recorded for it as client; as provider, 1 recorded link \(c1 -> outside\), its client's to link or take down$/),
-    ]);
+    const legacy = linkDeviceNames(PREFIX, allocation.links.find((link) => link.client === g1)!.id);
+    kernel.host = new Map([[legacy.bridge, { name: legacy.bridge, kind: 'bridge' } as ObservedDevice]]);
+    const warned = (): string[] => logged.warnings.filter((warning) => !warning.startsWith('g1 '));
+    const first = await linkCli(['--all']);
+    expect({ code: first.code, stderr: first.stderr, unlinked: first.stdout.split('\n').filter((line) => line.startsWith('unlinked')).length }).toEqual({ code: 0, stderr: [], unlinked: 5 });
+    const expected = [
+      expect.stringMatching(/^note is not linked: .*; no links are recorded for it as client; as provider, 1 recorded link \(g1 -> note\), its client's to link or take down$/),
+      expect.stringMatching(/^outside is not linked: .*; no links are recorded for it$/),
+    ];
+    expect(warned()).toEqual(expected);
+    logged.warnings = [];
+    const again = await linkCli(['--all']);
+    expect({ code: again.code, stderr: again.stderr, warnings: warned() }).toEqual({ code: 0, stderr: [], warnings: expected });
+    // The legacy link gone too: nothing is said of the stray file.
+    kernel.host = new Map();
+    logged.warnings = [];
+    await linkCli(['--all']);
+    expect(warned()).toEqual([expected[1]]);
   });
 });
 

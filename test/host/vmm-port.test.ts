@@ -49,6 +49,21 @@ describe('socket templates', () => {
     expect(message).toBe(`--qmp-socket ${shown} (${long.length} characters) gives VM netvm the socket path ${shown}, ${65536 + '//netvm.qmp'.length} bytes: a Unix socket path has at most 107; use a shorter path`);
   });
 
+  it('cuts a template of characters beyond the BMP (emoji) between characters, never in one, and says its length in characters, not UTF-16 units', () => {
+    // 150 emoji (300 UTF-16 units) and 11 more: 161 characters, shown whole (cut by units, its 200th was half an emoji).
+    const template = `/${'\u{1F600}'.repeat(150)}/{vm}.sock`;
+    let message = '';
+    try {
+      socketPath(template, 'netvm', '--qmp-socket');
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    const path = template.replace('{vm}', 'netvm');
+    expect(message).toBe(`--qmp-socket "${template}" gives VM netvm the socket path "${path}", ${Buffer.byteLength(path)} bytes: a Unix socket path has at most 107; use a shorter path`);
+    const long = `/${'\u{1F600}'.repeat(300)}/{vm}.sock`;
+    expect(() => socketPath(long, 'netvm', '--qmp-socket')).toThrow(expect.objectContaining({ message: expect.stringContaining(`--qmp-socket "/${'\u{1F600}'.repeat(199)}…" (311 characters) gives`) }));
+  });
+
   it('refuses a too long path before talking to any VMM', async () => {
     const port = vmmPort(parseAttachChoice([]), { ...flags, chSocket: `/${'x'.repeat(200)}/{vm}` });
     const nic = { id: 'snc7', tap: 'snc7', mac: '0A:B3:EC:00:00:07' };

@@ -18,6 +18,19 @@ describe('shown text', () => {
     }
   });
 
+  it('cuts a text longer than its bound between characters (code points), never inside one beyond the BMP, and keeps at most that many', () => {
+    // An emoji is two UTF-16 units: cut by units, the last one shown was half of one (JSON: "\ud83d").
+    const unit = fc.constantFrom('a', '\u{1F600}', '\u00e9', '\n');
+    fc.assert(
+      fc.property(fc.string({ unit, maxLength: 60 }), fc.integer({ min: 1, max: 40 }), (text, max) => {
+        const shown = JSON.parse(quoteText(text, max)) as string;
+        const characters = [...text];
+        if (characters.length <= max) expect(shown).toBe(text);
+        else expect(shown).toBe(`${characters.slice(0, max).join('')}…`);
+      }),
+    );
+  });
+
   it('leaves no control, format or line-separating character of any text raw, and a quoted text reads back as JSON to the text', () => {
     const unit = fc.oneof(fc.constantFrom('\u2028', '\u2029', '\u202e', '\u0085', '\u001b', '\n', '"', '\\'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
     fc.assert(
