@@ -1815,19 +1815,10 @@ class Forwarder implements DnsForwarder {
           : upstream.address.includes('%')
             ? () => connectTcpThroughZone(upstream.address, upstream.port, zoneIndex)
             : undefined;
-      // Why it could not be opened is said here: exchangeOverTcp gives only 'socket-error'.
-      const opening =
-        open === undefined
-          ? undefined
-          : (): TcpSocket => {
-              try {
-                return open();
-              } catch (error) {
-                this.#tcpOpenFailed({ upstream, via }, error);
-                throw error;
-              }
-            };
-      const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, opening, closed);
+      // Why it could not be opened is said here (open threw, or Node's own connect found no
+      // descriptor, an 'error' event): the outcome is only 'socket-error'.
+      const unopened = (error: unknown): void => this.#tcpOpenFailed({ upstream, via }, error);
+      const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed, unopened);
       // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
       if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) return;
       // On from its place in the list in use now (it may be gone from it, or elsewhere).

@@ -29,13 +29,14 @@ export function resetConnection(socket: Socket): void {
 
 /**
  * Why an exchange over TCP brought no answer: 'socket-error', the connection could not be opened
- * (`open` threw: the caller that gave it has its error to say) or Node reported an error on it other than the upstream's reset (refused,
- * unreachable), the trouble of a socket, which the forwarder counts as a send error, as it does
- * for UDP; 'timed-out', no whole answer within the time; 'upstream-ended', the upstream ended the
- * connection it took before a whole answer (its FIN or its reset, with no frame or one cut short)
- * or sent an empty frame, a protocol error: it will not answer, and waiting out the time would
- * only delay the next upstream; 'closed', the forwarder closed the connection itself (it is
- * closing); 'abandoned', the client that asked is gone.
+ * (`open` threw, or Node's connect found no descriptor: see `unopened`) or Node reported an error
+ * on it other than the upstream's reset (refused, unreachable), the trouble of a socket, which
+ * the forwarder counts as a send error, as it does for UDP; 'timed-out', no whole answer within
+ * the time; 'upstream-ended', the upstream ended the connection it took before a whole answer
+ * (its FIN or its reset, with no frame or one cut short) or sent an empty frame, a protocol
+ * error: it will not answer, and waiting out the time would only delay the next upstream;
+ * 'closed', the forwarder closed the connection itself (it is closing); 'abandoned', the client
+ * that asked is gone.
  */
 export type TcpExchangeFailure = 'socket-error' | 'timed-out' | 'upstream-ended' | 'closed' | 'abandoned';
 
@@ -47,13 +48,21 @@ export type TcpExchangeFailure = 'socket-error' | 'timed-out' | 'upstream-ended'
 const RESET_BY_UPSTREAM: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE']);
 
 /**
+ * The errors of Node's own connection that say it could not be opened here, not that the upstream
+ * failed it: the agent (EMFILE) or the system (ENFILE) out of file descriptors.
+ */
+const NOT_OPENED: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE']);
+
+/**
  * One query over a fresh TCP connection to `upstream`, resolving with the first response that
  * answers it, or with why there is none (TcpExchangeFailure). The connection is ours alone, so
  * the client's id cannot clash with anyone's and is kept; it ends with a reset (resetConnection)
  * in every case. `sockets` tracks open connections so the forwarder
  * can end them on close. `open`: a connection made some other way (through a link, say), written
  * to at once; it throws when it cannot be made. `abandoned`: once aborted (the client that asked
- * is gone), the exchange ends at once, as at its timeout, and none starts.
+ * is gone), the exchange ends at once, as at its timeout, and none starts. `unopened`: told why
+ * the connection could not be opened, where `open` threw or Node's own connection failed for
+ * want of descriptors (NOT_OPENED: an 'error' event, as Node's connect never throws for it).
  */
 export function exchangeOverTcp(
   upstream: Pick<Upstream, 'address' | 'port' | 'family'>,
@@ -63,6 +72,7 @@ export function exchangeOverTcp(
   sockets: Set<Socket>,
   open?: () => Socket,
   abandoned?: AbortSignal,
+  unopened?: (error: unknown) => void,
 ): Promise<Buffer | TcpExchangeFailure> {
   return new Promise((resolve) => {
     if (abandoned?.aborted === true) {
@@ -78,7 +88,8 @@ export function exchangeOverTcp(
       // would leave the conntrack entry in TIME_WAIT, and a socket shut down cannot be reset:
       // libuv refuses, EINVAL); 'end' below resets.
       socket = open?.() ?? connect({ host: upstream.address, port: upstream.port, family: upstream.family, noDelay: true, allowHalfOpen: true });
-    } catch {
+    } catch (error) {
+      unopened?.(error);
       resolve('socket-error');
       return;
     }
@@ -95,7 +106,10 @@ export function exchangeOverTcp(
     const onAbandoned = (): void => finish('abandoned');
     const timer = setTimeout(() => finish('timed-out'), timeoutMs);
     abandoned?.addEventListener('abort', onAbandoned, { once: true });
-    socket.on('error', (error: NodeJS.ErrnoException) => finish(RESET_BY_UPSTREAM.has(error.code ?? '') ? 'upstream-ended' : 'socket-error'));
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      if (open === undefined && NOT_OPENED.has(error.code ?? '') && !settled) unopened?.(error);
+      finish(RESET_BY_UPSTREAM.has(error.code ?? '') ? 'upstream-ended' : 'socket-error');
+    });
     // Closed with neither an error nor the upstream's FIN (both come first): destroyed here, by
     // the forwarder closing.
     socket.on('close', () => finish('closed'));

@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -469,6 +470,39 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     // The tests after this one find upstream B asked first, as the failover above left it.
     replaceResolvConf(confDir, `nameserver ${UPSTREAM_B}\n`);
     await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_B}:53`]));
+  });
+
+  it('says once why a TCP connection to a plain IPv4 upstream could not be opened, the agent out of file descriptors (EMFILE), not at every query', async () => {
+    const starved = await ForwarderProcess.start(net.provider, { port: 5370, upstreams: [UPSTREAM_A], timeoutMs: TIMEOUT_MS });
+    try {
+      // The forwarder's own process (ip netns exec execs it): its limit of open files just above
+      // what it holds, one descriptor free below it, which the client's connection takes. Node's
+      // connect to the upstream then fails with EMFILE, an 'error' event (it does not throw): it
+      // was counted in sendErrors and never said, while one through a zone or a link was.
+      const pid = starved.process.pid;
+      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain('fixtures/forwarder');
+      const prlimit = (...args: string[]): string => execFileSync('prlimit', ['--pid', String(pid), ...args], { encoding: 'utf8' });
+      const limit = /^\s*(\d+)/.exec(prlimit('--nofile', '--noheadings', '--output', 'SOFT'))?.[1];
+      if (limit === undefined) throw new Error('cannot read the limit of open files');
+      const sendErrors = await starved.counter('sendErrors');
+      const open = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+      let below = 0;
+      for (let free = 0; free < 1; below += 1) if (!open.has(below)) free += 1;
+      prlimit(`--nofile=${below}:`);
+      try {
+        for (let query = 0; query < 2; query++) expect(await dig(['-p', '5370', '+tcp', 'www.test.example'])).toMatch(/status: SERVFAIL/);
+      } finally {
+        prlimit(`--nofile=${limit}:`);
+      }
+      expect(await starved.counter('sendErrors')).toBe(sendErrors + 2);
+      const said = starved.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'));
+      expect(said).toEqual([expect.stringContaining(`"upstream":"${UPSTREAM_A}:53"`)]);
+      expect(said[0]).toContain('EMFILE');
+      // Its descriptors back, it is asked over TCP again.
+      expect((await dig(['-p', '5370', '+tcp', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+    } finally {
+      await starved.process.kill();
+    }
   });
 
   it('moves a TCP query on at once past upstreams that take the connection and end it unanswered (FIN, reset), counting them in upstreamClosed, not as timeouts or send errors', async () => {
