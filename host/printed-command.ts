@@ -34,8 +34,8 @@ export const NO_OPTIONS: GivenOptions = { cwd: undefined, attach: [] };
 
 /** Words a POSIX shell reads back as they are. */
 const SHELL_PLAIN = /^[A-Za-z0-9_./@%+=:,-]+$/;
-/** What a terminal acts on: C0 and C1 controls, DEL, format characters (bidi overrides). */
-const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+/** What a terminal acts on: C0 and C1 controls, DEL, format characters (bidi overrides); and the line and paragraph separators, at which some log viewers break a line. */
+const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
 
 /**
  * A word as a shell reads it back: as it is where it holds nothing the shell acts on; else

@@ -48,8 +48,9 @@ export function exitCodeOf(error: unknown, known: ErrorExitCodes): number {
   return EXIT.internal;
 }
 
-// What a terminal would act on: C0 and C1 controls, DEL, format characters (bidi overrides).
-const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/gu;
+// What a terminal would act on: C0 and C1 controls, DEL, format characters (bidi overrides); and
+// the line and paragraph separators (U+2028, U+2029), at which some log viewers break a line.
+const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}\u2028\u2029]/gu;
 
 /**
  * A message as one line, with nothing in it a terminal acts on: names from files and peers are

@@ -8,8 +8,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type GivenOptions, NO_OPTIONS, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from '../../host/printed-command.js';
 
-/** What a terminal acts on: C0 and C1 controls, DEL, format characters. */
-const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
+/** What a terminal acts on: C0 and C1 controls, DEL, format characters; and the line and paragraph separators, which some viewers break a line at. */
+const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
 
 /**
  * A character of a word to quote: often one a shell or a terminal acts on (quotes, backslash, `$`,
@@ -18,7 +18,7 @@ const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}]/u;
  * are almost never ASCII: such a word would hardly ever hold what the quoting is for.)
  */
 const WORD_CHAR = fc.oneof(
-  fc.constantFrom(..."'\"\\$!`*?[]{}()<>|&;#~=%^ \t\n-", '\u001b', '\u007f', '\u0085', '\u009b', '\u00a0', '\u200b', '\u202e', '\u2028', 'é', '\u{1f600}'),
+  fc.constantFrom(..."'\"\\$!`*?[]{}()<>|&;#~=%^ \t\n-", '\u001b', '\u007f', '\u0085', '\u009b', '\u00a0', '\u200b', '\u202e', '\u2028', '\u2029', 'é', '\u{1f600}'),
   fc.string({ unit: 'binary-ascii', minLength: 1, maxLength: 1 }),
   fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
 ).filter((char) => char !== '\0');
@@ -52,6 +52,7 @@ describe('shellWord', () => {
     expect(shellWord("it's")).toBe("'it'\\''s'");
     expect(shellWord('')).toBe("''");
     expect(shellWord("/run/a\u001b]0;x\u0007'\\\u202e")).toBe("$'/run/a\\x1b]0;x\\x07\\'\\\\\\xe2\\x80\\xae'");
+    expect(shellWord('/run/a\u2028b\u2029')).toBe("$'/run/a\\xe2\\x80\\xa8b\\xe2\\x80\\xa9'");
   });
 });
 

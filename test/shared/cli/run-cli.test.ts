@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { oneLine } from '../../../shared/cli/run-cli.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const bins = {
@@ -134,5 +135,12 @@ describe('what the bins say of input holding terminal controls', () => {
     expect(ended.stderr.split('\n').filter((line) => line !== '')).toHaveLength(1);
     const unknown = await collect(spawn(bin, ['--\x1b[2J'], { stdio: ['ignore', 'pipe', 'pipe'] }));
     expect(unknown).toEqual({ code: 2, stdout: '', stderr: `${name}: unknown option '--\\u001b[2J'\n` });
+  });
+});
+
+describe('oneLine', () => {
+  it('escapes the line and paragraph separators too, at which some log viewers break a line', () => {
+    expect(oneLine('cannot read /tmp/a\u2028b\u2029c')).toBe('cannot read /tmp/a\\u2028b\\u2029c');
+    expect(oneLine('x\u001b[2Jy')).toBe('x\\u001b[2Jy');
   });
 });
