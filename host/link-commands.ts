@@ -603,11 +603,13 @@ async function interruptibleLockWait<T>(
   name: 'unlink' | 'gc',
   nothing: string,
   run: (wait: { signal: AbortSignal; onLockHeld: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
-): Promise<T> {
+): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
   const interruption = interruptOnSignals('spectrum-link', nothing);
   const unlockFailures: StateStoreError[] = [];
   try {
-    return await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose(), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
+    // After a run that succeeded, the caller says it after what the run did (its work is done).
+    const done = await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose(), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
+    return { done, unreleased: unlockFailures };
   } catch (error) {
     // The state lock not released as it should be after the run failed: a line, written as the
     // failure comes (its own line, and those its command says with it, come last).
@@ -981,7 +983,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoWrites: UndoStateWriteFailure[] = [];
       // Undo steps that failed (devices, namespaces left): a line each too.
       const undoSteps: UndoStepFailure[] = [];
-      // The state lock not released as it should be after the run failed: a line too, last.
+      // The state lock not released as it should be (after the run failed, or did its work): a line too, last.
       const unlockFailures: StateStoreError[] = [];
       const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), given.cwd));
       const stepLine = (failure: UndoStepFailure): string => undoStepLine(failure, given);
@@ -1189,7 +1191,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // The default one missing (a fresh host) records no links: said as unlinkVm says it, without
       // the lock, which would make the dir; a command that finds nothing to do leaves no trace.
       if (stateDirAbsent(options.stateDir)) throw notLinkedError(vmName(name), options);
-      const { reports, failures, recordedVms } = await interruptibleLockWait('unlink', 'nothing was taken down', (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait })).catch(
+      const { done: { reports, failures, recordedVms }, unreleased } = await interruptibleLockWait('unlink', 'nothing was taken down', (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait })).catch(
         (error: unknown) => {
           // A take-down stopped part-way: its line says what it had done; after it, the line of
           // each VMM that did not detach a NIC whose tap and bridge it deleted, as where --force
@@ -1226,8 +1228,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           if (report.foreignDeleted.length > 0) process.stdout.write(`${foreignDeletedLine(report.foreignDeleted)}\n`);
         }
       }
-      if (failures.length > 0) {
-        const [first = '', ...rest] = failures.map((failure) => forcedLine(failure, name, forget, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given));
+      // Then the state lock not released as it should be (the work is done, and said above): a line, last.
+      const failureLines = [
+        ...failures.map((failure) => forcedLine(failure, name, forget, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given)),
+        ...unreleased.map((failure) => failure.message),
+      ];
+      if (failureLines.length > 0) {
+        const [first = '', ...rest] = failureLines;
         throw new CliError(first, EXIT.failure, rest, 'lines');
       }
     });
@@ -1312,7 +1319,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (flags: GcFlags, command: Command) => {
       const options = { ...(await stateOptions(flags, env, command)), ...lockWaitOf(flags, env, command) };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
-      const removed = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait })).catch((error: unknown) => {
+      const { done: removed, unreleased } = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait })).catch((error: unknown) => {
         // The kernel stopped its removal: with --json, what it had deleted (none too) on stdout too (its line says it), for scripts.
         const stopped = gcStoppedDevices(error);
         if (flags.json === true && stopped !== undefined) process.stdout.write(`${JSON.stringify({ removed: stopped.removed, stopped: true, devicesLeft: stopped.left ?? null })}\n`);
@@ -1320,6 +1327,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       });
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
       else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
+      // The state lock not released as it should be: its line after what gc did, exit 1.
+      const [first, ...rest] = unreleased.map((failure) => failure.message);
+      if (first !== undefined) throw new CliError(first, EXIT.failure, rest, 'lines');
     });
 
   return [link, unlink, list, show, gc];

@@ -118,7 +118,7 @@ export interface LinkerOptions {
   readonly onLockWait?: (holderPid: string | undefined) => void;
   /** Told once the state lock is held, before the run's work (the CLI of `unlink` and `gc` stops taking over signals then). */
   readonly onLockHeld?: () => void;
-  /** Told where the run failed and releasing the state lock then failed too (LockOptions.onUnlockFailed): to be said after its failure. */
+  /** Told where releasing the state lock failed, after the run failed or succeeded (LockOptions.onUnlockFailed): to be said after its failure, or after what it did. */
   readonly onUnlockFailed?: (error: StateStoreError) => void;
   readonly devicePrefix: DevicePrefix;
   /** Where devicePrefix came from, for the refusal of one the state does not record (state-prefix.ts); left out: given. */

@@ -87,8 +87,8 @@ export type StateStoreErrorKind =
   | 'lock-aborted'
   /**
    * The lock was not released as it should be: its unlock, or the close of the state dir's
-   * descriptor, failed (withStateLock). Thrown only where the run under it succeeded; where it
-   * failed, its own error is thrown and this is told (LockOptions.onUnlockFailed).
+   * descriptor, failed (withStateLock). Told where the caller takes it (LockOptions.onUnlockFailed),
+   * the run's own error or result standing; else thrown where the run under it succeeded.
    */
   | 'unlock-failed';
 
@@ -536,8 +536,9 @@ export interface LockOptions {
    */
   readonly onWaiting?: (holderPid: string | undefined) => void;
   /**
-   * Told where the run under the lock failed and releasing the lock then failed too (kind
-   * 'unlock-failed'): the run's error is what is thrown (the cause), this one a further line.
+   * Told where releasing the lock failed (kind 'unlock-failed'), after the run under it failed or
+   * succeeded: the run's error is what is thrown (the cause), or its result what is returned (its
+   * work done, to be said), this one a further line.
    */
   readonly onUnlockFailed?: (error: StateStoreError) => void;
 }
@@ -627,8 +628,9 @@ function releaseLock(dir: string, fd: number, locked: boolean): StateStoreError 
 /**
  * Run fn holding the state dir's exclusive lock (creating the dir if needed), the temp files of
  * writers that died removed first. The lock is released when fn settles, and by the kernel if
- * this process dies. Not reentrant. A release that fails does not replace fn's error: it is told
- * (options.onUnlockFailed) and fn's is thrown; after fn succeeded, it is the error.
+ * this process dies. Not reentrant. A release that fails does not replace fn's error or result:
+ * it is told (options.onUnlockFailed) and fn's is thrown or returned; where nothing is told it,
+ * after fn succeeded, it is the error.
  */
 export async function withStateLock<T>(dir: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
   const { fd, key } = openStateDir(dir, options.source);
@@ -679,11 +681,11 @@ export async function withStateLock<T>(dir: string, fn: () => Promise<T>, option
     ran = { ok: false, error };
   }
   const unreleased = releaseLock(dir, fd, locked);
-  if (!ran.ok) {
-    if (unreleased !== undefined) options.onUnlockFailed?.(unreleased);
-    throw ran.error;
+  if (unreleased !== undefined && options.onUnlockFailed !== undefined) options.onUnlockFailed(unreleased);
+  if (!ran.ok) throw ran.error;
+  if (unreleased !== undefined && options.onUnlockFailed === undefined) {
+    throw new StateStoreError('unlock-failed', `this run's work under the lock is done, but ${unreleased.message}`, unreleased.code);
   }
-  if (unreleased !== undefined) throw new StateStoreError('unlock-failed', `this run's work under the lock is done, but ${unreleased.message}`, unreleased.code);
   return ran.value;
 }
 

@@ -162,7 +162,7 @@ vi.mock('../../host/state-store.js', async (importOriginal) => {
  * Where `fail` is set (an errno name), the state lock's next unlock throws it, the real unlock done
  * first, as a file system whose flock(2) fails would: the release of the lock fails.
  */
-const lockRelease = vi.hoisted(() => ({ fail: undefined as string | undefined }));
+const lockRelease = vi.hoisted(() => ({ fail: undefined as string | undefined, whileUnlocking: undefined as (() => void) | undefined }));
 
 vi.mock('../../shared/native-addon.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../shared/native-addon.js')>();
@@ -176,6 +176,8 @@ vi.mock('../../shared/native-addon.js', async (importOriginal) => {
         tryLock: (fd) => lock.tryLock(fd),
         unlock: (fd) => {
           lock.unlock(fd);
+          lockRelease.whileUnlocking?.();
+          lockRelease.whileUnlocking = undefined;
           const code = lockRelease.fail;
           lockRelease.fail = undefined;
           if (code !== undefined) throw Object.assign(new Error(`flock: ${code}`), { code });
@@ -304,6 +306,7 @@ beforeEach(async () => {
   kernel.unlistable.clear();
   kernel.lookupBug = undefined;
   lockRelease.fail = undefined;
+  lockRelease.whileUnlocking = undefined;
   kernel.whileApplying = () => undefined;
   kernel.whileRemoving = () => undefined;
   configReads.afterRead = undefined;
@@ -360,11 +363,75 @@ describe('a state lock not released as it should be (its unlock failing: EIO)', 
     });
   });
 
-  it('after link succeeded: the release is the error, saying that the work is done (it is: recorded)', async () => {
+  it.each([false, true])('after link succeeded (--json: %s): what it linked is printed (it is linked and recorded), then the release\'s line; exit 1', async (json) => {
     lockRelease.fail = 'EIO';
-    const run = await linkCli([c1]);
-    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [`spectrum-link: this run's work under the lock is done, but ${released()}`] });
+    const run = await linkCli([...(json ? ['--json'] : []), c1]);
+    const { id } = (await loadState(stateDir)).links[0]!;
+    const linked = json ? expect.stringMatching(new RegExp(`^\\{"vm":"c1","links":\\[\\{"vm":"c1","provider":"netvm","id":${id},`)) : expect.stringMatching(new RegExp(`^c1 -> netvm  id ${id} `));
+    expect({ code: run.code, stdout: run.stdout.split('\n').filter((line) => line !== '' && !line.startsWith(' ')), stderr: run.stderr }).toEqual({ code: 1, stdout: [linked], stderr: [`spectrum-link: ${released()}`] });
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.provider, link.attached])).toEqual([[c1, NETVM, { client: 'none', provider: 'none' }]]);
+  });
+
+  it('after link --keep-going succeeded but for a VM failed by bad input: the VMs linked printed, that VM\'s line, then the release\'s; exit 2 (bad input outranks it)', async () => {
+    const c0 = vmName('c0');
+    await addVm(c0, [NETVM]);
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (kind, vm) => {
+        if (vm === c0) throw new CliError(`--qmp-socket gives VM ${vm} a socket path too long (${kind})`, EXIT.usage);
+      },
+    };
+    lockRelease.fail = 'EIO';
+    const run = await linkCli(['--keep-going', c0, c1], stateDir, { vmm, attach: ['none', 'c0=qemu'] });
+    expect({ code: run.code, stdout: run.stdout.split('\n').filter((line) => line !== '' && !line.startsWith(' ')), stderr: run.stderr }).toEqual({
+      code: 2,
+      stdout: [expect.stringMatching(/^c1 -> netvm  id /)],
+      stderr: ['spectrum-link: link c0 failed: --qmp-socket gives VM c0 a socket path too long (qemu)', `spectrum-link: ${released()}`],
+    });
+  });
+
+  it('after link succeeded, a signal having come after its last safe point: said as such a signal is (nothing undone), then the release\'s line; exit 130', async () => {
+    lockRelease.fail = 'EIO';
+    lockRelease.whileUnlocking = () => void process.emit('SIGINT', 'SIGINT');
+    const run = await linkCli([c1]);
+    expect({ code: run.code, stdout: run.stdout.split('\n').filter((line) => line !== '' && !line.startsWith(' ')), stderr: run.stderr }).toEqual({
+      code: 130,
+      stdout: [expect.stringMatching(/^c1 -> netvm  id /)],
+      stderr: ['spectrum-link: link interrupted by SIGINT after it had done its work: nothing was undone', `spectrum-link: ${released()}`],
+    });
+  });
+
+  /** `spectrum-link ARGS` as the bin runs it (runCli): its exit code, stdout, and stderr's lines. */
+  const cli = async (args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string[] }> => {
+    let stdout = '';
+    let stderr = '';
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
+    try {
+      const program = new Command('spectrum-link');
+      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
+      return { code: await runCli(program, args), stdout, stderr: stderr.split('\n').filter((line) => line !== '') };
+    } finally {
+      out.mockRestore();
+      err.mockRestore();
+    }
+  };
+
+  it('after unlink succeeded: what it took down is printed (it is, and recorded so), then the release\'s line; exit 1', async () => {
+    await linkVms([c1], options());
+    const { id } = (await loadState(stateDir)).links[0]!;
+    lockRelease.fail = 'EIO';
+    const run = await cli(['unlink', '--state-dir', stateDir, '--device-prefix', 'sn', c1]);
+    expect(run).toEqual({ code: 1, stdout: `unlinked c1 -> netvm (id ${id}, kept)\n`, stderr: [`spectrum-link: ${released()}`] });
+    expect((await loadState(stateDir)).links.map((link) => link.attached)).toEqual([undefined]);
+  });
+
+  it('after gc succeeded: what it deleted is printed (--json too), then the release\'s line; exit 1', async () => {
+    await writeFile(join(stateDir, 'links.json'), serializeState(emptyState()));
+    kernel.host = new Map([['snb7', { name: 'snb7', kind: 'bridge' } as ObservedDevice]]);
+    lockRelease.fail = 'EIO';
+    const run = await cli(['gc', '--state-dir', stateDir, '--device-prefix', 'sn', '--json']);
+    expect(run).toEqual({ code: 1, stdout: '{"removed":["snb7"]}\n', stderr: [`spectrum-link: ${released()}`] });
   });
 
   it("after unlink failed: the failure stays the error, the release's a line too", async () => {

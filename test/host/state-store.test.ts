@@ -337,11 +337,17 @@ describe('withStateLock', () => {
     expect(await withStateLock(dir, () => Promise.resolve(1), { timeoutMs: 100 })).toBe(1);
   });
 
-  it('where the run succeeded: the failed release is the error, saying that the work is done', async () => {
-    let told = 0;
-    const run = withStateLock(dir, async () => closeLockDescriptor(), { onUnlockFailed: () => void (told += 1) });
+  it('where the run succeeded and nothing is told it: the failed release is the error, saying that the work is done', async () => {
+    const run = withStateLock(dir, async () => closeLockDescriptor());
     await expect(run).rejects.toMatchObject({ name: 'StateStoreError', kind: 'unlock-failed', code: 'EBADF', message: `this run's work under the lock is done, but ${unreleased()}` });
-    expect(told).toBe(0);
+    expect(await withStateLock(dir, () => Promise.resolve(1), { timeoutMs: 100 })).toBe(1);
+  });
+
+  it("where the run succeeded and onUnlockFailed is given: its result is returned (its work is done, to be said), the release's told", async () => {
+    const told: unknown[] = [];
+    const run = withStateLock(dir, async () => (closeLockDescriptor(), 'done'), { onUnlockFailed: (error) => void told.push(error) });
+    expect(await run).toBe('done');
+    expect(told).toEqual([expect.objectContaining({ name: 'StateStoreError', kind: 'unlock-failed', code: 'EBADF', message: unreleased() })]);
     expect(await withStateLock(dir, () => Promise.resolve(1), { timeoutMs: 100 })).toBe(1);
   });
 
