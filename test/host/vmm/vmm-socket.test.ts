@@ -119,8 +119,13 @@ describe('VmmSocket.find', () => {
     }
   });
 
-  it('names a path with a newline in it escaped, as every socket path is shown (a raw one would become a space on the line)', async () => {
-    const path = join(dir, 'a\nb.sock');
+  // A raw newline would become a space on the message's one line; '$' is no replacement pattern
+  // (as one, '$&' put the raw path back and '$$' dropped a '$').
+  it.each([
+    ['a newline', 'a\nb.sock', 'c\nd.sock'],
+    ["a newline and '$&' or '$$'", 'a\n$&$$b.sock', "c\n$'$$d.sock"],
+  ])('names a path with %s in it escaped and as it is, as every socket path is shown', async (_what, socketName, loopedName) => {
+    const path = join(dir, socketName);
     await listen(path);
     const found = VmmSocket.find(path, 'start the VMM');
     try {
@@ -131,23 +136,7 @@ describe('VmmSocket.find', () => {
     }
     // A failure to open that Node words with the path in it (a symlink loop above it).
     symlinkSync(join(dir, 'loop'), join(dir, 'loop'));
-    const looped = join(dir, 'loop', 'c\nd.sock');
-    expect(failure(looped)).toMatchObject({ kind: 'unopenable', message: expect.stringContaining(`open '${JSON.stringify(looped)}'`) });
-    expect(failure(looped).message).not.toContain('\n');
-  });
-
-  it("names a path with a newline and '$&' or '$$' in it escaped and as it is: '$' is no replacement pattern (which put the raw path back, or dropped a '$')", async () => {
-    const path = join(dir, 'a\n$&$$b.sock');
-    await listen(path);
-    const found = VmmSocket.find(path, 'start the VMM');
-    try {
-      const other = Object.assign(new Error(`connect EPERM ${found.connectPath}`), { code: 'EPERM' });
-      expect(found.connectProblem(other)).toBe(`connect EPERM ${JSON.stringify(path)}`);
-    } finally {
-      found.close();
-    }
-    symlinkSync(join(dir, 'loop'), join(dir, 'loop'));
-    const looped = join(dir, 'loop', "c\n$'$$d.sock");
+    const looped = join(dir, 'loop', loopedName);
     expect(failure(looped)).toMatchObject({ kind: 'unopenable', message: expect.stringContaining(`open '${JSON.stringify(looped)}'`) });
     expect(failure(looped).message).not.toContain('\n');
   });
