@@ -35,7 +35,7 @@ async function writeVm(configDir: string, vm: string, provider: string): Promise
  * client of vpnvm, and a scripted QEMU for vpnvm at <socketDir>/vpnvm.qmp.
  */
 function chainWorld(name: string, clients: readonly string[], extraClients = 0) {
-  const chain = {} as { harness: Harness; world: LinkWorld; socketDir: string; qemu: ScriptedQemu; listed: () => Promise<ListedJson[]>; linkMiddle: () => Promise<string> };
+  const chain = {} as { harness: Harness; world: LinkWorld; socketDir: string; qemu: ScriptedQemu; listed: () => Promise<ListedJson[]>; linkedModes: () => Promise<string[]>; linkMiddle: () => Promise<string> };
   beforeAll(async () => {
     chain.harness = createHarness(name);
     chain.world = await makeLinkWorld(chain.harness, extraClients);
@@ -58,6 +58,8 @@ function chainWorld(name: string, clients: readonly string[], extraClients = 0) 
     expect(result.code, result.stderr).toBe(0);
     return JSON.parse(result.stdout) as ListedJson[];
   };
+  /** The links up, each as `client -> provider clientMode/providerMode`, sorted. */
+  chain.linkedModes = async () => (await chain.listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
   /** vpnvm linked to netvm, its side qemu (the scripted one) through the socket template returned, netvm's netns. */
   chain.linkMiddle = async () => {
     const template = join(chain.socketDir, '{vm}.qmp');
@@ -208,7 +210,7 @@ describeNetns('the printed link of a run naming other VMs too pins a VM only whe
       const result = await chain.world.link(['link', ...words]);
       expect(result.code, result.stderr).toBe(0);
     }
-    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    const modes = chain.linkedModes;
     expect(await modes()).toEqual(['appvm-0 -> netvm none/none', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm qemu/netns']);
 
     chain.qemu.deviceDel = 'refuse';
@@ -240,7 +242,7 @@ describeNetns('the printed link --all of a chain pins the sides of the clients i
       const result = await chain.world.link(['link', ...words]);
       expect(result.code, result.stderr).toBe(0);
     }
-    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    const modes = chain.linkedModes;
     const others = ['appvm-0 -> netvm none/none', 'appvm-catgirl -> netvm none/none'];
     expect(await modes()).toEqual([...others, 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm qemu/netns']);
 
@@ -271,7 +273,7 @@ describeNetns("the printed link of a chain's middle VM pins a provider's side no
       const result = await chain.world.link(['link', ...words]);
       expect(result.code, result.stderr).toBe(0);
     }
-    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    const modes = chain.linkedModes;
     expect(await modes()).toEqual(['appvm-0 -> netvm netns/netns', 'vpnvm -> netvm qemu/none']);
 
     chain.qemu.deviceDel = 'refuse';
@@ -298,7 +300,7 @@ describeNetns('the printed link of a run naming a client of the chain\'s middle 
     await writeFile(join(chain.world.configDir, 'appvm-lynx', 'providers', 'net', 'netvm'), '');
     const client = await chain.world.link(['link', 'appvm-lynx', '--attach', 'none']);
     expect(client.code, client.stderr).toBe(0);
-    const modes = async (): Promise<string[]> => (await listed()).filter((link) => link.linked).map((link) => `${link.vm} -> ${link.provider} ${link.clientAttach}/${link.providerAttach}`).sort();
+    const modes = chain.linkedModes;
     expect(await modes()).toEqual(['appvm-lynx -> netvm none/none', 'appvm-lynx -> vpnvm none/none', 'vpnvm -> netvm qemu/netns']);
 
     chain.qemu.deviceDel = 'refuse';

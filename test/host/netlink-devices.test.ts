@@ -13,6 +13,27 @@ import { ROOT, devices } from './link-fixture.js';
 const MODULE = join(ROOT, 'dist', 'host', 'netlink-devices.js');
 const execFileAsync = promisify(execFile);
 
+/**
+ * A script (ESM, for `node -e`) that runs `body` with removeDevices imported, after patching the
+ * route-netlink socket so that device vg1 is deleted by someone else right after the removal's
+ * first program (its lookup): a device gone between lookup and deletion.
+ */
+function vg1GoneAfterLookup(body: string): string {
+  const rtnl = pathToFileURL(join(ROOT, 'dist', 'shared', 'rtnl-socket.js')).href;
+  return `import { execFileSync } from 'node:child_process';
+      import { removeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { RtnlSocket } from ${JSON.stringify(rtnl)};
+      const run = RtnlSocket.prototype.run;
+      let runs = 0;
+      RtnlSocket.prototype.run = async function (...args) {
+        runs += 1;
+        const outcomes = await run.apply(this, args);
+        if (runs === 1) execFileSync('ip', ['link', 'del', 'vg1']);
+        return outcomes;
+      };
+      ${body}`;
+}
+
 describeNetns('removeDevices in a namespace', () => {
   let harness: Harness;
   let host: Netns;
@@ -114,19 +135,7 @@ describeNetns('removeDevices in a namespace', () => {
     for (const name of given.filter((name) => !name.startsWith('vb'))) {
       await host.ip(name.startsWith('va') ? ['link', 'add', name, 'type', 'veth', 'peer', 'name', name.replace('va', 'vb')] : ['link', 'add', name, 'type', 'bridge']);
     }
-    const rtnl = pathToFileURL(join(ROOT, 'dist', 'shared', 'rtnl-socket.js')).href;
-    const script = `import { execFileSync } from 'node:child_process';
-      import { removeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
-      import { RtnlSocket } from ${JSON.stringify(rtnl)};
-      const run = RtnlSocket.prototype.run;
-      let runs = 0;
-      RtnlSocket.prototype.run = async function (...args) {
-        runs += 1;
-        const outcomes = await run.apply(this, args);
-        if (runs === 1) execFileSync('ip', ['link', 'del', 'vg1']);
-        return outcomes;
-      };
-      console.log(JSON.stringify(await removeDevices(${JSON.stringify(given)}, 0x7000_0004)));`;
+    const script = vg1GoneAfterLookup(`console.log(JSON.stringify(await removeDevices(${JSON.stringify(given)}, 0x7000_0004)));`);
     const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
     expect([result.code, result.stderr]).toEqual([0, '']);
     const kinds = new Map([['vd', 'bridge'], ['va', 'veth'], ['vb', 'veth']]);
@@ -142,20 +151,8 @@ describeNetns('removeDevices in a namespace', () => {
   ])('a removal the kernel stops (%s) does not say a device something else deleted meanwhile may still exist', async (_how, given) => {
     const ours = given.filter((name) => name !== 'lo');
     for (const name of ours) await host.ip(['link', 'add', name, 'type', 'bridge']);
-    const rtnl = pathToFileURL(join(ROOT, 'dist', 'shared', 'rtnl-socket.js')).href;
-    const script = `import { execFileSync } from 'node:child_process';
-      import { removeDevices } from ${JSON.stringify(pathToFileURL(MODULE).href)};
-      import { RtnlSocket } from ${JSON.stringify(rtnl)};
-      const run = RtnlSocket.prototype.run;
-      let runs = 0;
-      RtnlSocket.prototype.run = async function (...args) {
-        runs += 1;
-        const outcomes = await run.apply(this, args);
-        if (runs === 1) execFileSync('ip', ['link', 'del', 'vg1']);
-        return outcomes;
-      };
-      try { await removeDevices(${JSON.stringify(given)}, 0x7000_0006); console.log(JSON.stringify('removed')); }
-      catch (error) { console.log(JSON.stringify({ kind: error.kind, removed: error.removed?.map((device) => device.name), found: error.found })); }`;
+    const script = vg1GoneAfterLookup(`try { await removeDevices(${JSON.stringify(given)}, 0x7000_0006); console.log(JSON.stringify('removed')); }
+      catch (error) { console.log(JSON.stringify({ kind: error.kind, removed: error.removed?.map((device) => device.name), found: error.found })); }`);
     const result = await host.exec(['node', '--input-type=module', '-e', script], { allowFailure: true });
     expect([result.code, result.stderr]).toEqual([0, '']);
     const deleted = ours.filter((name) => name !== 'vg1');
