@@ -2,6 +2,7 @@
 // again): whole, with the options of this run that the command needs, each with the value this
 // run took (typed, or from its environment variable), a relative path made absolute, so that the
 // command runs as printed from any working directory and without this run's environment.
+import { TERMINAL_ACTIVE } from '../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { VM_NAME_MAX } from './vm-name.js';
 
@@ -34,8 +35,6 @@ export const NO_OPTIONS: GivenOptions = { cwd: undefined, attach: [] };
 
 /** Words a POSIX shell reads back as they are. */
 const SHELL_PLAIN = /^[A-Za-z0-9_./@%+=:,-]+$/;
-/** What a terminal acts on: C0 and C1 controls, DEL, format characters (bidi overrides); and the line and paragraph separators, at which some log viewers break a line. */
-const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
 
 /**
  * A word as a shell reads it back: as it is where it holds nothing the shell acts on; else

@@ -45,7 +45,7 @@ export function quoteName(text: string): string {
  * What a terminal could act on: C0 and C1 controls, DEL, and format characters (bidi overrides);
  * and what breaks a line: the line and paragraph separators (U+2028, U+2029) too.
  */
-const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
+export const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
 
 /**
  * Text read from the file system (a file name, a symlink's target) for a message: as it is, or

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { AddressError } from '../address-error.js';
+import { TERMINAL_ACTIVE } from '../shown-text.js';
 
 /** Exit codes shared by both bins; scripts rely on them. */
 export const EXIT = {
@@ -48,9 +49,8 @@ export function exitCodeOf(error: unknown, known: ErrorExitCodes): number {
   return EXIT.internal;
 }
 
-// What a terminal would act on: C0 and C1 controls, DEL, format characters (bidi overrides); and
-// the line and paragraph separators (U+2028, U+2029), at which some log viewers break a line.
-const TERMINAL_ACTIVE = /[\p{Cc}\p{Cf}\u2028\u2029]/gu;
+// What a terminal would act on, or a viewer break a line at (shown-text.ts), each one of them.
+const EVERY_TERMINAL_ACTIVE = new RegExp(TERMINAL_ACTIVE.source, 'gu');
 
 /**
  * A message as one line, with nothing in it a terminal acts on: names from files and peers are
@@ -62,7 +62,7 @@ export function oneLine(text: string): string {
   return text
     .replace(/\s*\n\s*/g, ' ')
     .trim()
-    .replace(TERMINAL_ACTIVE, (char) => {
+    .replace(EVERY_TERMINAL_ACTIVE, (char) => {
       const code = char.codePointAt(0) ?? 0;
       return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, '0')}`;
     });
