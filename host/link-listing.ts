@@ -94,11 +94,10 @@ export async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, 
   return {
     orphaned: orphans.map(({ vm, links: own }) => ({ vm, links: shownOf(own) })),
     unusable: unusables.flatMap(({ vm, problem, links: own, provided, stray }) => {
-      const clients = provided
-        .filter((link) => shown.get(link)?.linked === true)
-        .map((link) => link.client)
-        .sort();
-      return stray && clients.length === 0 ? [] : [{ vm, problem, links: shownOf(own), clients }];
+      const linkedAsProvider = shownOf(provided)
+        .filter((link) => link.linked)
+        .sort((a, b) => (a.vm < b.vm ? -1 : a.vm > b.vm ? 1 : 0));
+      return stray && linkedAsProvider.length === 0 ? [] : [{ vm, problem, links: shownOf(own), linkedAsProvider }];
     }),
   };
 }

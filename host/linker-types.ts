@@ -415,8 +415,8 @@ export interface UnusableVmDir {
   readonly problem: string;
   /** Its recorded links as client, as `list` shows them: left as they are (devices too). */
   readonly links: readonly LeftLink[];
-  /** The clients of its recorded links as provider that are linked (not one taken down, its id kept), one link each, sorted: those links are their clients' to link or take down. */
-  readonly clients: readonly VmName[];
+  /** Its recorded links as provider that are linked (not one taken down, its id kept), as `list` shows them, by client (one link each): those links are their clients' to link or take down. */
+  readonly linkedAsProvider: readonly LeftLink[];
 }
 
 /**

@@ -2701,6 +2701,8 @@ describe("link --all whose listing of the devices, for the links it leaves as th
 });
 
 describe('link --all: an unusable entry recorded as a provider', () => {
+  const jsonOf = (stdout: string): Record<string, unknown>[] => stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>);
+
   it("its warning says the links linked with it as provider (up to three named, the rest counted), not that none are recorded; a stray file so linked is warned of too", async () => {
     const [outside, note] = [vmName('outside'), vmName('note')];
     await symlink(tmpdir(), join(configDir, outside));
@@ -2715,6 +2717,31 @@ describe('link --all: an unusable entry recorded as a provider', () => {
     expect(logged.warnings.filter((warning) => !warning.startsWith('g'))).toEqual([
       expect.stringMatching(/^note is not linked: .*; no links are recorded for it as client; as provider, 4 recorded links \(g1 -> note, g2 -> note, g3 -> note and 1 more\), their clients' to link or take down$/),
       expect.stringMatching(/^outside is not linked: .*; no links are recorded for it as client; as provider, 1 recorded link \(g1 -> outside\), its client's to link or take down$/),
+    ]);
+  });
+
+  it('its --json line gives the links linked with it as provider (`linkedAsProvider`, by client, as `recorded` gives its own), as its warning names them; none where there are none', async () => {
+    const [outside, note, loose] = [vmName('outside'), vmName('note'), vmName('loose')];
+    await symlink(tmpdir(), join(configDir, outside));
+    await writeFile(join(configDir, note), 'a note\n');
+    await symlink(join(configDir, 'nowhere'), join(configDir, loose));
+    const [g1, g2] = ['g1', 'g2'].map(vmName) as [VmName, VmName];
+    // g2 -> note taken down, its id kept: no one's to link or take down, so not given (and the
+    // stray file, with no other link, passed over quietly).
+    const pairs = [{ client: g2, provider: outside }, { client: g1, provider: outside }, { client: g2, provider: note }];
+    const allocation = allocateMany(emptyState(), pairs);
+    const linked = pairs.slice(0, 2).map((pair) => ({ pair, attached: { client: 'none', provider: 'qemu' } as const }));
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, linked)));
+    const run = await linkCli(['--all', '--json']);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
+    const idOf = (client: VmName, provider: VmName): number => allocation.links.find((link) => link.client === client && link.provider === provider)!.id;
+    const left = (client: VmName): Record<string, unknown> => ({ vm: client, provider: outside, id: idOf(client, outside), clientAttach: 'none', providerAttach: 'qemu', attachRecorded: true });
+    expect(jsonOf(run.stdout).filter((line) => 'unusableDir' in line)).toEqual([
+      { vm: loose, links: [], unusableDir: `${configDir}/loose is a symlink to nothing` },
+      { vm: outside, links: [], unusableDir: expect.stringContaining('leads outside the config dir'), linkedAsProvider: [expect.objectContaining(left(g1)), expect.objectContaining(left(g2))] },
+    ]);
+    expect(logged.warnings.filter((warning) => warning.startsWith(outside))).toEqual([
+      expect.stringMatching(/^outside is not linked: .*; no links are recorded for it as client; as provider, 2 recorded links \(g1 -> outside, g2 -> outside\), their clients' to link or take down$/),
     ]);
   });
 
