@@ -2745,6 +2745,30 @@ describe('link --all: an unusable entry recorded as a provider', () => {
     ]);
   });
 
+  it('a symlink to nothing (or round a loop) whose VM has links recorded as client is said as what it is, as other unusable entries are, with how to release them (as of a client whose directory has gone) and its links as provider; not as a client with no directory', async () => {
+    const [gone, loop] = [vmName('gone'), vmName('loop')];
+    await symlink(join(configDir, 'nowhere'), join(configDir, gone));
+    await symlink(loop, join(configDir, loop));
+    const pairs = [{ client: gone, provider: NETVM }, { client: loop, provider: NETVM }, { client: loop, provider: vmName('netvm2') }, { client: vmName('g1'), provider: gone }];
+    const allocation = allocateMany(emptyState(), pairs);
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: 'none' } as const })))));
+    const run = await linkCli(['--all', '--json']);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
+    const linkOf = (client: string, provider: string): Record<string, unknown> =>
+      expect.objectContaining({ vm: client, provider, id: allocation.links.find((link) => link.client === client && link.provider === provider)!.id, clientAttach: 'none', providerAttach: 'none' });
+    const said = (vm: string): string => `${join(configDir, vm)} is a symlink to ${vm === gone ? 'nothing' : 'loop, which loops (ELOOP: too many levels of symbolic links)'}`;
+    expect(jsonOf(run.stdout).filter((line) => line['vm'] === gone || line['vm'] === loop)).toEqual([
+      { vm: gone, links: [], unusableDir: said(gone), recorded: [linkOf(gone, NETVM)], linkedAsProvider: [linkOf('g1', gone)] },
+      // In the state's order, as `recorded` gives every entry's.
+      { vm: loop, links: [], unusableDir: said(loop), recorded: allocation.state.links.filter((link) => link.client === loop).map((link) => linkOf(loop, link.provider)) },
+    ]);
+    const release = (vm: string, them: string): string => `as the VM may still run; if it is gone for good, release ${them} with: spectrum-link unlink ${vm} --forget --state-dir ${stateDir} --device-prefix sn`;
+    expect(logged.warnings.filter((warning) => warning.startsWith(gone) || warning.startsWith(loop))).toEqual([
+      `gone is not linked: ${said(gone)}; its 1 recorded link as client is left as it is (devices too), ${release(gone, 'it')}; as provider, 1 recorded link (g1 -> gone), its client's to link or take down`,
+      `loop is not linked: ${said(loop)}; its 2 recorded links are left as they are (devices too), ${release(loop, 'them')}`,
+    ]);
+  });
+
   it('says none of those links taken down (ids kept: the run took them down, its clients naming it no more), on that run and every one after; a stray file with only such links is passed over quietly again', async () => {
     const c4 = vmName('c4');
     await addVm(c4, [NETVM]);
