@@ -2222,12 +2222,35 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
-  it('unlink of a link attached by hand (no NIC in a VMM) whose device removal fails before any device goes: nothing was done, so that failure as it is', async () => {
+  it('unlink of a link attached by hand (no NIC in a VMM) whose device removal fails before any device goes: nothing was done, so that failure, after `unlink <vm>:` as every unlink failure', async () => {
     await linkVms([c1], options());
     const text = await readFile(join(stateDir, 'links.json'), 'utf8');
     kernel.lookupRefused = 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again';
-    await expect(unlinkVm(c1, { forget: false, force: false }, options())).rejects.toMatchObject({ name: 'DeviceError', kind: 'query-failed', message: kernel.lookupRefused });
+    await expect(unlinkVm(c1, { forget: false, force: false }, options())).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'take-down-refused',
+      message: `unlink c1: ${kernel.lookupRefused}; so nothing was taken down (no NIC detached, no device deleted), the state file as it was`,
+      failure: { kind: 'query-failed' },
+    });
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('unlink: a usage error of a VMM side found after another NIC came out says `unlink <vm>:` first too, then what came out; its exit code kept', async () => {
+    const detached: string[] = [];
+    const vmm: VmmPort = {
+      attach: async () => true,
+      detach: async (_kind, vm, nic) => {
+        if (vm === NETVM) throw new CliError(`--qmp-socket gives VM ${vm} no usable socket path`, EXIT.usage);
+        detached.push(nic.id);
+      },
+    };
+    const { link } = await linkC1(vmm);
+    await expect(unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      name: 'CliError',
+      exitCode: EXIT.usage,
+      message: `unlink c1: --qmp-socket gives VM netvm no usable socket path; before it, it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it)`,
+    });
+    expect(detached).toEqual([link.clientDevice]);
   });
 
   it('unlink: a check before whose only failure is the sync of the state dir says so, not that a change may be lost (there was none)', async () => {
@@ -2350,6 +2373,21 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
   }
 
   const again = 'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)';
+
+  it('unlink of a link recorded without attach modes whose devices the kernel will not list: that failure after `unlink <vm>:`, nothing taken down; exit 1 (one line) from the bin', async () => {
+    const link = (await linkVms([c1], options())).linked.get(c1)![0]!;
+    // Its record as written before the state kept attach modes: whether it is up, its devices tell.
+    const legacy = JSON.parse(await readFile(join(stateDir, 'links.json'), 'utf8')) as { links: Record<string, unknown>[] };
+    for (const entry of legacy.links) delete entry['attached'];
+    await writeFile(join(stateDir, 'links.json'), JSON.stringify(legacy));
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    kernel.unlistable.add(link.bridge);
+    const said = `unlink c1: listing devices failed: ${link.bridge}: No buffer space available; so nothing was taken down (no NIC detached, no device deleted), the state file as it was`;
+    await expect(unlinkVm(c1, { forget: false, force: false }, options())).rejects.toMatchObject({ name: 'LinkerError', kind: 'take-down-refused', message: said });
+    expect(await bin(['unlink', c1], NO_VMM)).toEqual({ code: 1, stdout: '', stderr: [`spectrum-link: ${said}`] });
+    expect(kernel.removed).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
 
   it('unlink: the kernel refuses a deletion after the NICs came out and other devices went: says them and what may still exist; the state file as it was; the same unlink again takes down the rest', async () => {
     const { vmm, detached } = qemuPort();
