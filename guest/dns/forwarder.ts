@@ -1844,8 +1844,14 @@ class Forwarder implements DnsForwarder {
             : undefined;
       // Why it could not be opened is said here (open threw, or Node's own connect found no
       // descriptor, an 'error' event): the outcome is only 'socket-error'.
-      const unopened = (error: unknown): void => this.#tcpOpenFailed({ upstream, via }, error);
+      let opened = true;
+      const unopened = (error: unknown): void => {
+        opened = false;
+        this.#tcpOpenFailed({ upstream, via }, error);
+      };
       const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed, unopened);
+      // Opened at our end again: a later failure to open one is a new episode, said again.
+      if (opened && outcome !== 'abandoned') this.#tcpOpenFailuresSaid.delete(linkText({ upstream, via }));
       // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
       if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) return;
       // On from its place in the list in use now (it may be gone from it, or elsewhere).
@@ -1878,8 +1884,9 @@ class Forwarder implements DnsForwarder {
   /**
    * A TCP connection to `link` could not be opened (the interface its zone named is gone, the link
    * to the upstream provider is gone, the agent is out of descriptors): said at warn, once per
-   * upstream and cause while it stays in the list (every TCP query to it would say it again). The
-   * query goes on to the next upstream, counted in sendErrors.
+   * upstream and cause while it stays in the list and no connection to it opens (every TCP query
+   * to it would say it again); once one opens, the next failure is said again. The query goes on
+   * to the next upstream, counted in sendErrors.
    */
   #tcpOpenFailed(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }, error: unknown): void {
     const key = linkText(link);
