@@ -2235,22 +2235,27 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
-  it('unlink: a usage error of a VMM side found after another NIC came out says `unlink <vm>:` first too, then what came out; its exit code kept', async () => {
+  it.each([
+    ['after another NIC came out', NETVM, (clientNic: string) => `; before it, it had taken NIC ${clientNic} out of the QEMU of c1 (c1 no longer has it)`],
+    // Before any came out: said as the kernel's refusal before anything went is, not as it was thrown.
+    ['before any NIC came out', CLIENTS[0]!, () => '; so nothing was taken down (no NIC detached, no device deleted), the state file as it was'],
+  ] as const)('unlink: a usage error of a VMM side found %s says `unlink <vm>:` first too, then what it had done; its exit code kept', async (_when, refusing, after) => {
     const detached: string[] = [];
     const vmm: VmmPort = {
       attach: async () => true,
       detach: async (_kind, vm, nic) => {
-        if (vm === NETVM) throw new CliError(`--qmp-socket gives VM ${vm} no usable socket path`, EXIT.usage);
+        if (vm === refusing) throw new CliError(`--qmp-socket gives VM ${vm} no usable socket path`, EXIT.usage);
         detached.push(nic.id);
       },
     };
-    const { link } = await linkC1(vmm);
+    const { text, link } = await linkC1(vmm);
     await expect(unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
       name: 'CliError',
       exitCode: EXIT.usage,
-      message: `unlink c1: --qmp-socket gives VM netvm no usable socket path; before it, it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it)`,
+      message: `unlink c1: --qmp-socket gives VM ${refusing} no usable socket path${after(link.clientDevice)}`,
     });
-    expect(detached).toEqual([link.clientDevice]);
+    expect(detached).toEqual(refusing === NETVM ? [link.clientDevice] : []);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
   it('unlink: a check before whose only failure is the sync of the state dir says so, not that a change may be lost (there was none)', async () => {
