@@ -2807,9 +2807,14 @@ describe('link --all: an unusable entry recorded as a provider', () => {
     ]);
     const release = (vm: string, them: string): string => `as the VM may still run; if it is gone for good, release ${them} with: spectrum-link unlink ${vm} --forget --state-dir ${stateDir} --device-prefix sn`;
     expect(logged.warnings.filter((warning) => warning.startsWith(gone) || warning.startsWith(loop))).toEqual([
-      `gone is not linked: ${said(gone)}; its 1 recorded link as client is left as it is (devices too), ${release(gone, 'it')}; as provider, 1 recorded link (g1 -> gone), its client's to link or take down`,
+      // The unlink offered takes down its links as provider too (unlink <vm> takes every link of the VM): said so.
+      `gone is not linked: ${said(gone)}; its 1 recorded link as client is left as it is (devices too), ${release(gone, 'it and its links as provider')}; as provider, 1 recorded link (g1 -> gone), its client's to link or take down`,
       `loop is not linked: ${said(loop)}; its 2 recorded links are left as they are (devices too), ${release(loop, 'them')}`,
     ]);
+    // As said: that unlink releases g1 -> gone with gone -> netvm.
+    await unlinkVm(gone, { forget: true, force: false }, options());
+    const left = (await loadState(stateDir)).links.filter((link) => [gone, loop, 'g1'].includes(link.client));
+    expect(left.map(({ client, provider }) => `${client} -> ${provider}`).sort()).toEqual(['loop -> netvm', 'loop -> netvm2']);
   });
 
   it('says none of those links taken down (ids kept: the run took them down, its clients naming it no more), on that run and every one after; a stray file with only such links is passed over quietly again', async () => {
