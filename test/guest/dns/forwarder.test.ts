@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { UDP_SETTLED_MS } from '../../../guest/dns/forwarder.js';
 import { createHarness, describeNetns, type Harness, type NetnsProcess } from '../../harness/index.js';
 import {
   BIG_TXT_CHUNK,
@@ -472,8 +473,8 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_B}:53`]));
   });
 
-  it('says once why a TCP connection to a plain IPv4 upstream could not be opened, the agent out of file descriptors (EMFILE), not at every query', async () => {
-    const starved = await ForwarderProcess.start(net.provider, { port: 5370, upstreams: [UPSTREAM_A], timeoutMs: TIMEOUT_MS });
+  it('says once why a TCP connection to a plain IPv4 upstream could not be opened, the agent out of file descriptors (EMFILE), not at every query nor at every failure after one opened, and again after a minute without one', async () => {
+    const starved = await ForwarderProcess.start(net.provider, { port: 5370, upstreams: [UPSTREAM_A], timeoutMs: TIMEOUT_MS, manualClock: true });
     try {
       // The forwarder's own process (ip netns exec execs it): its limit of open files just above
       // what it holds, one descriptor free below it, which the client's connection takes. Node's
@@ -498,19 +499,30 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
       const said = starved.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'));
       expect(said).toEqual([expect.stringContaining(`"upstream":"${UPSTREAM_A}:53"`)]);
       expect(said[0]).toContain('EMFILE');
+      const starve = async (): Promise<void> => {
+        prlimit(`--nofile=${below}:`);
+        try {
+          expect(await dig(['-p', '5370', '+tcp', 'www.test.example'])).toMatch(/status: SERVFAIL/);
+        } finally {
+          prlimit(`--nofile=${limit}:`);
+        }
+      };
+      const asked = async (): Promise<void> => expect((await dig(['-p', '5370', '+tcp', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
       // Its descriptors back, it is asked over TCP again.
-      expect((await dig(['-p', '5370', '+tcp', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
-      // Out of them again after that: a new episode, said again (it was said only once ever).
-      prlimit(`--nofile=${below}:`);
-      try {
-        expect(await dig(['-p', '5370', '+tcp', 'www.test.example'])).toMatch(/status: SERVFAIL/);
-      } finally {
-        prlimit(`--nofile=${limit}:`);
+      await asked();
+      // Out of them again at once, as an agent at its limit is, connections opening and failing
+      // in turn: the same episode, not said again (it was, at each failure after one opened).
+      for (let round = 0; round < 2; round++) {
+        await starve();
+        await asked();
       }
-      expect(starved.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'))).toEqual([
-        expect.stringContaining('EMFILE'),
-        expect.stringContaining('EMFILE'),
-      ]);
+      const saidNow = (): string[] => starved.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'));
+      expect(saidNow()).toEqual([expect.stringContaining('EMFILE')]);
+      // A minute without a failure to open one, one opened: a new episode, said again (it was
+      // said only once ever).
+      await starved.advance(UDP_SETTLED_MS);
+      await starve();
+      expect(saidNow()).toEqual([expect.stringContaining('EMFILE'), expect.stringContaining('EMFILE')]);
     } finally {
       await starved.process.kill();
     }
