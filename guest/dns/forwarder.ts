@@ -1845,14 +1845,10 @@ class Forwarder implements DnsForwarder {
             : undefined;
       // Why it could not be opened is said here (open threw, or Node's own connect found no
       // descriptor, an 'error' event): the outcome is only 'socket-error'.
-      let opened = true;
-      const unopened = (error: unknown): void => {
-        opened = false;
-        this.#tcpOpenFailed({ upstream, via }, error);
-      };
-      const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed, unopened);
-      // Opened at our end again: a later failure to open one may be a new episode (#tcpOpenFailed).
-      if (opened && outcome !== 'abandoned') this.#tcpOpened({ upstream, via });
+      // One that opens, as it opens, may end an episode of failures to (see #tcpOpenFailed).
+      const unopened = (error: unknown): void => this.#tcpOpenFailed({ upstream, via }, error);
+      const opened = (): void => this.#tcpOpened({ upstream, via });
+      const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed, unopened, opened);
       // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
       if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) return;
       // On from its place in the list in use now (it may be gone from it, or elsewhere).
@@ -1909,7 +1905,12 @@ class Forwarder implements DnsForwarder {
     );
   }
 
-  /** A TCP connection to `link` opened: an episode of failures to open one may end (see #tcpOpenFailed). */
+  /**
+   * A TCP connection to `link` opened (its descriptor made through its zone or link, or Node's own
+   * connected), as it opened: an episode of failures to open one may end (see #tcpOpenFailed).
+   * Not when its exchange ends: one opened before the failures, and ending after them (its
+   * answer, its timeout), was taken for one opened since.
+   */
   #tcpOpened(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): void {
     const failures = this.#tcpOpenFailures.get(linkText(link));
     if (failures !== undefined) failures.openedSince = true;

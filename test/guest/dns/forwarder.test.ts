@@ -528,6 +528,57 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     }
   });
 
+  it('takes a TCP connection to an upstream as opened when it opens, not when its exchange ends: one opened before failures to open, ending after them, starts no new episode of them', async () => {
+    // An upstream on 192.0.2.1 that takes the connection and the query and holds them, unanswered,
+    // until told; then it ends them (FIN).
+    const script = `const net = require('node:net'); const held = [];
+      net.createServer((socket) => {
+        socket.on('error', () => undefined);
+        held.push(socket);
+        socket.once('data', () => process.stdout.write('held\\n'));
+      }).listen(5308, '192.0.2.1', () => process.stdout.write('ready\\n'));
+      process.stdin.on('data', () => { for (const socket of held) socket.end(); process.stdout.write('ended\\n'); });`;
+    const holding = net.internet.spawn([process.execPath, '-e', script], { stdin: 'pipe' });
+    await holding.waitForOutput(/^ready$/m);
+    const held = await ForwarderProcess.start(net.provider, { port: 5371, upstreams: ['192.0.2.1:5308'], timeoutMs: 8000, manualClock: true });
+    try {
+      const pid = held.process.pid;
+      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain('fixtures/forwarder');
+      const prlimit = (...args: string[]): string => execFileSync('prlimit', ['--pid', String(pid), ...args], { encoding: 'utf8' });
+      const limit = /^\s*(\d+)/.exec(prlimit('--nofile', '--noheadings', '--output', 'SOFT'))?.[1];
+      if (limit === undefined) throw new Error('cannot read the limit of open files');
+      // As in the test above: one descriptor free below the limit, the client's connection's.
+      const starve = async (): Promise<void> => {
+        const open = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+        let below = 0;
+        for (let free = 0; free < 1; below += 1) if (!open.has(below)) free += 1;
+        prlimit(`--nofile=${below}:`);
+        try {
+          expect(await dig(['-p', '5371', '+tcp', 'www.test.example'])).toMatch(/status: SERVFAIL/);
+        } finally {
+          prlimit(`--nofile=${limit}:`);
+        }
+      };
+      const said = (): string[] => held.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'));
+      // A connection opened, held; then the agent out of descriptors: said.
+      const first = net.client.exec(['dig', '@169.254.0.1', '-p', '5371', '+tcp', '+time=10', '+tries=1', 'www.test.example']);
+      await holding.waitForOutput(/^held$/m);
+      await starve();
+      expect(said()).toEqual([expect.stringContaining('EMFILE')]);
+      // The held connection ends after that failure (the upstream's FIN): no connection opened since.
+      holding.child.stdin?.write('end\n');
+      expect((await first).stdout).toMatch(/status: SERVFAIL/);
+      // A minute on, out of descriptors again: the same episode, not said again (it was, the
+      // held connection's end taken for a connection opened since).
+      await held.advance(UDP_SETTLED_MS);
+      await starve();
+      expect(said()).toEqual([expect.stringContaining('EMFILE')]);
+    } finally {
+      await held.process.kill();
+      await holding.kill();
+    }
+  });
+
   it('moves a TCP query on at once past upstreams that take the connection and end it unanswered (FIN, reset), counting them in upstreamClosed, not as timeouts or send errors', async () => {
     // Two upstreams on 192.0.2.1 that read the query, then one closes (FIN), the other resets.
     // The FIN was counted as a timeout, the reset as a socket's error (sendErrors).
