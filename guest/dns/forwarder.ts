@@ -1901,7 +1901,7 @@ class Forwarder implements DnsForwarder {
     episode.said.add(cause);
     this.#log.warn(
       { upstream: key, err: cause },
-      'cannot open a TCP connection to the upstream resolver: its TCP queries go on to the next upstream, or are answered SERVFAIL (said once per upstream and cause, until connections to it open again for a minute)',
+      'cannot open a TCP connection to the upstream resolver: its TCP queries go on to the next upstream, or are answered SERVFAIL (said once per upstream and cause, and again only once one opened and a minute passed without such a failure)',
     );
   }
 
