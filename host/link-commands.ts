@@ -646,9 +646,15 @@ function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<Keep
 /**
  * What is said after the failure of a `link` that a signal interrupted while it failed and undid
  * the run: the undo went on to its end (a second signal would have cut it short, saying so).
- * `linkedStay`: a `link --keep-going` whose pass one by one had linked VMs (printed), which stay.
+ * `linkedStay`: a `link --keep-going` whose passes VM by VM (hot-plugging NICs, or linking one by
+ * one) had linked VMs (printed), which stay; where a bug (`bug`) stopped it so, it may have cut
+ * short what it did then (a VM's undo, say), and left what it had made for the VMs not linked:
+ * the line says no more than that those stay.
  */
-function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false): string {
+function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false, bug = false): string {
+  if (linkedStay && bug) {
+    return `link interrupted by ${signal} as a bug stopped it (above): the VMs it had linked VM by VM (printed) stay linked; what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges`;
+  }
   if (linkedStay) {
     return `link interrupted by ${signal} while it failed (above) and undid the VM it was linking: the undo went on to its end; the VMs it had linked VM by VM (printed) stay linked, and links made before it are as they were`;
   }
@@ -701,7 +707,7 @@ export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Sign
  */
 export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[], linkedStay = false): CliError {
   const further = failure instanceof CliError ? failure.details : [];
-  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay), ...after], 'lines');
+  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay, isLinkBug(failure)), ...after], 'lines');
 }
 
 /**

@@ -62,6 +62,11 @@ const kernel = vi.hoisted(() => ({
   unlistable: new Set<string>(),
   /** Where set, a query of named devices that names `device` throws `error` (a bug in the lookup). */
   lookupBug: undefined as { device: string; error: Error } | undefined,
+  /**
+   * Where set, the next undo (of a plan, or of VMs of a --keep-going run) throws it as it is called:
+   * a bug in that undo, not the kernel's refusal (which the adapter returns as devices left).
+   */
+  undoBug: undefined as Error | undefined,
   whileApplying: (): void | Promise<void> => undefined,
   /** Runs as removeDevices deletes devices (unlink, link taking down a provider dropped). */
   whileRemoving: (): void => undefined,
@@ -216,6 +221,26 @@ const leftOf = vi.hoisted(() => (devices: readonly string[], namespaces: readonl
   };
 });
 
+/** Throw `kernel.undoBug` where set (once). */
+const throwUndoBug = vi.hoisted(() => (): void => {
+  const bug = kernel.undoBug;
+  kernel.undoBug = undefined;
+  if (bug !== undefined) throw bug;
+});
+
+/** The scripted kernel's undo of a plan (undoDevicePlan), once it is called. */
+const undoPlan = vi.hoisted(() => async (plan: DevicePlan, made?: PlanMade) => {
+  kernel.undone += 1;
+  kernel.undonePlans.push(plan);
+  kernel.undoneMade.push(made === undefined ? undefined : new Set(made.devices));
+  kernel.undoneMadeNamespaces.push(made === undefined ? undefined : new Set(made.namespaces));
+  if (kernel.undoFailures > 0) {
+    kernel.undoFailures -= 1;
+    throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
+  }
+  return leftOf(plan.creates, plan.createNamespaces);
+});
+
 vi.mock('../../host/netlink-devices.js', () => ({
   newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set() }),
   observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
@@ -238,18 +263,14 @@ vi.mock('../../host/netlink-devices.js', () => ({
     const refused = plan.creates.find((device) => kernel.refused.has(device));
     if (refused !== undefined) throw Object.assign(new Error(`ip link add ${refused} type bridge failed: File exists`), { kind: 'step-failed' });
   },
-  undoDevicePlan: async (plan: DevicePlan, made?: PlanMade) => {
-    kernel.undone += 1;
-    kernel.undonePlans.push(plan);
-    kernel.undoneMade.push(made === undefined ? undefined : new Set(made.devices));
-    kernel.undoneMadeNamespaces.push(made === undefined ? undefined : new Set(made.namespaces));
-    if (kernel.undoFailures > 0) {
-      kernel.undoFailures -= 1;
-      throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
-    }
-    return leftOf(plan.creates, plan.createNamespaces);
+  undoDevicePlan: (plan: DevicePlan, made?: PlanMade) => {
+    throwUndoBug();
+    return undoPlan(plan, made);
   },
-  undoDevices: async (names: readonly string[]) => leftOf(names, []),
+  undoDevices: (names: readonly string[]) => {
+    throwUndoBug();
+    return Promise.resolve(leftOf(names, []));
+  },
   removeDevices: async (names: readonly string[]) => {
     if (kernel.lookupRefused !== undefined) throw Object.assign(new Error(kernel.lookupRefused), { name: 'DeviceError', kind: 'query-failed', removed: [] });
     kernel.whileRemoving();
@@ -305,6 +326,7 @@ beforeEach(async () => {
   kernel.listingRefused = undefined;
   kernel.unlistable.clear();
   kernel.lookupBug = undefined;
+  kernel.undoBug = undefined;
   lockRelease.fail = undefined;
   lockRelease.whileUnlocking = undefined;
   kernel.whileApplying = () => undefined;
@@ -1566,6 +1588,70 @@ describe('link --keep-going with a VM that failed by bad input, whatever else fa
     store.failSaves = 1;
     const run = await linkCli(['--keep-going', c0, c1], stateDir, { vmm, attach });
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: cannot write state file /), expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] });
+  });
+});
+
+describe('link --keep-going stopped by a bug in the undo of a failed VM (its state unknown): the VMs it had linked VM by VM stay linked, printed, and with a signal the line says so', () => {
+  const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+  const bug = new TypeError("Cannot read properties of undefined (reading 'devices')");
+  const refusal = Object.assign(new Error('QEMU of c2 refused NIC: DeviceAddFailed: Duplicate ID'), { name: 'VmmError', kind: 'refused' });
+  /** A VMM that refuses `vm`'s NIC, the undo that follows then stopped by the bug (after a SIGINT, where `signal`). */
+  const refusingThenBug = (vm: VmName, signal: boolean): VmmPort => ({
+    ...NO_VMM,
+    attach: async (_kind, at) => {
+      if (at !== vm) return true;
+      if (signal) process.emit('SIGINT', 'SIGINT');
+      kernel.undoBug = bug;
+      throw Object.assign(new Error(refusal.message.replace('c2', vm)), { name: refusal.name, kind: refusal.kind });
+    },
+  });
+  const linkedLines = (stdout: string): string[] => stdout.split('\n').filter((line) => / -> /.test(line));
+  const stayLinked = /^spectrum-link: link interrupted by SIGINT as a bug stopped it \(above\): the VMs it had linked VM by VM \(printed\) stay linked; what it had made for the VMs it did not link \(devices, ids\) may be left over: run it again, and it converges$/;
+
+  it.each([false, true])('hot-plugging VM by VM, c2 refused, its undo stopped by the bug (a signal: %s): c1 (hot-plugged before) printed, c2\'s failure said, the bug; every id recorded kept', async (signal) => {
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenBug(c2, signal), attach: ['none', 'c2=qemu'] });
+    expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /)]);
+    const c2Failed = `spectrum-link: link c2 failed: ${refusal.message}`;
+    expect({ code: run.code, stderr: run.stderr }).toEqual(
+      signal
+        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c2Failed] }
+        : { code: 70, stderr: [c2Failed, `spectrum-link: internal error: ${bug.message}`] },
+    );
+    // Nothing recorded is written away: c2's devices may be there (its undo cut short), and c3's are.
+    expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3']);
+  });
+
+  it('with --json: c1\'s line, then c2\'s', async () => {
+    const run = await linkCli(['--json', '--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenBug(c2, false), attach: ['none', 'c2=qemu'] });
+    expect({ code: run.code, stdout: run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown) }).toEqual({
+      code: 70,
+      stdout: [{ vm: 'c1', links: [expect.objectContaining({ vm: 'c1', provider: NETVM })] }, { vm: 'c2', links: [], error: refusal.message }],
+    });
+  });
+
+  it.each([false, true])('linking one by one (c1 refused by the kernel), c2 linked, c3 refused by its VMM and its undo stopped by the bug (a signal: %s): c2 printed, c1\'s failure said, the bug', async (signal) => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenBug(c3, signal), attach: ['none', 'c3=qemu'] });
+    expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c2 -> netvm  id /)]);
+    const c1Failed = expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/);
+    expect({ code: run.code, stderr: run.stderr }).toEqual(
+      signal
+        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c1Failed] }
+        : { code: 70, stderr: [c1Failed, `spectrum-link: internal error: ${bug.message}`] },
+    );
+  });
+
+  it('linking one by one, the VM whose undo the bug stopped (c3) not the last: the run stops there, c3\'s ids recorded kept, not written away by the next VM (c2) going on from the state before', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const run = await linkCli(['--keep-going', c1, c3, c2], stateDir, { vmm: refusingThenBug(c3, false), attach: ['none', 'c3=qemu'] });
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 70,
+      linked: [],
+      stderr: [expect.stringMatching(/^spectrum-link: link c1 failed: /), `spectrum-link: internal error: ${bug.message}`],
+    });
+    expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c3', ids[2]]]);
   });
 });
 
