@@ -54,8 +54,9 @@ function attachMode(text: string, value: string): AttachMode {
 export function parseAttachChoice(values: readonly string[], fallback: AttachMode = 'none'): AttachChoice {
   let chosen: { mode: AttachMode; value: string } | undefined;
   const perVm = new Map<VmName, { mode: AttachMode; value: string }>();
+  // Both values shown as every --attach message shows its value: quoted, escaped, bounded.
   const conflict = (scope: string, first: string, second: string): AttachModeError =>
-    new AttachModeError('conflict', `--attach ${first} and --attach ${second} give ${scope} two attach modes: keep one`);
+    new AttachModeError('conflict', `--attach ${quoteName(first)} and --attach ${quoteName(second)} give ${scope} two attach modes: keep one`);
   for (const value of values) {
     const separator = value.indexOf('=');
     const modes = `MODE one of ${ATTACH_MODES.join(', ')}`;

@@ -388,15 +388,18 @@ const LINKS_NAMED_MAX = 3;
 /**
  * What `link --all` says of an entry of the config dir with a VM name that is no usable VM
  * directory (a symlink leading outside or to nothing, not a directory, unreadable): not linked,
- * its recorded links as client left as they are; those recorded with it as provider (`clients`'),
- * named, are their clients' to link (which fails while a client names it) or take down.
+ * its recorded links as client left as they are (where it leads nowhere, how to release them, as
+ * of an orphaned client); those linked with it as provider, named by client, are their clients'
+ * to link (which fails while a client names it) or take down.
  */
-function unusableWarning({ vm, problem, links, clients }: UnusableVmDir): string {
+function unusableWarning({ vm, problem, leadsNowhere, links, linkedAsProvider }: UnusableVmDir, given: GivenOptions): string {
+  const clients = linkedAsProvider.map((link) => link.vm);
   const role = clients.length === 0 ? '' : ' as client';
+  const release = leadsNowhere ? `, as the VM may still run; if it is gone for good, release ${links.length === 1 ? 'it' : 'them'} with: ${unlinkCommand(vm, ['--forget'], given)}` : '';
   const recorded =
     links.length === 0
       ? `no links are recorded for it${role}`
-      : `its ${links.length} recorded link${links.length === 1 ? '' : 's'}${role} ${links.length === 1 ? 'is' : 'are'} left as ${links.length === 1 ? 'it is' : 'they are'} (devices too)`;
+      : `its ${links.length} recorded link${links.length === 1 ? '' : 's'}${role} ${links.length === 1 ? 'is' : 'are'} left as ${links.length === 1 ? 'it is' : 'they are'} (devices too)${release}`;
   if (clients.length === 0) return `${vm} is not linked: ${problem}; ${recorded}`;
   const named = clients.slice(0, LINKS_NAMED_MAX).map((client) => `${client} -> ${vm}`);
   const more = clients.length > LINKS_NAMED_MAX ? ` and ${clients.length - LINKS_NAMED_MAX} more` : '';
@@ -1040,7 +1043,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const warnOutcome = async (done: FinishedOutcome, all: AllVms | undefined): Promise<void> => {
         if (!wouldLog('warn')) return;
         for (const { vm, links } of done.orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir, given));
-        for (const entry of done.unusable) log().warn(unusableWarning(entry));
+        for (const entry of done.unusable) log().warn(unusableWarning(entry, given));
         for (const entry of done.ambiguousAttach) log().warn(ambiguousWarning(entry));
         const snapshot = all?.wholeDir.snapshot;
         for (const dir of snapshot?.misnamed ?? []) log().warn(misnamedWarning(dir, snapshot?.dir ?? linkerOpts.configDir));
@@ -1070,9 +1073,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         if (flags.json === true) for (const entry of done.failed) lines.push(`${JSON.stringify(failedJson(entry))}\n`);
         // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
         if (flags.json === true) for (const { vm, links } of done.orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
-        // And one for each entry that is no usable VM directory, its recorded links (left as they are) as `recorded`.
+        // And one for each entry that is no usable VM directory, its recorded links (left as they are) as
+        // `recorded`, those linked with it as provider (its clients' to link or take down) as `linkedAsProvider`.
         if (flags.json === true) {
-          for (const { vm, problem, links } of done.unusable) lines.push(`${JSON.stringify({ vm, links: [], unusableDir: problem, ...(links.length > 0 && { recorded: links.map(linkFieldsJson) }) })}\n`);
+          for (const { vm, problem, links, linkedAsProvider } of done.unusable) {
+            const recorded = links.length > 0 && { recorded: links.map(linkFieldsJson) };
+            const provided = linkedAsProvider.length > 0 && { linkedAsProvider: linkedAsProvider.map(linkFieldsJson) };
+            lines.push(`${JSON.stringify({ vm, links: [], unusableDir: problem, ...recorded, ...provided })}\n`);
+          }
         }
         // And one for each directory with providers that --all skipped for its name.
         if (flags.json === true) for (const { name, reason } of all?.wholeDir.snapshot.misnamed ?? []) lines.push(`${JSON.stringify({ vm: name, links: [], invalidName: reason })}\n`);

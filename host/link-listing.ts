@@ -23,15 +23,15 @@ import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
 
 /**
- * Client VMs with recorded links that a whole config dir has no directory for: gone, or a symlink
- * to nothing or round a loop. Their links are left alone (the VM may still run: its directory
- * going says nothing of that); the operator is told, and `unlink VM --forget` releases them.
+ * Client VMs with recorded links that a whole config dir has no entry for: gone. Their links are
+ * left alone (the VM may still run: its directory going says nothing of that); the operator is
+ * told, and `unlink VM --forget` releases them. (One whose entry is a symlink to nothing or round
+ * a loop is said as what it is: an unusable entry, unusableVmDirs.)
  */
 function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; links: Link[] }[] {
   const byClient = new Map<VmName, Link[]>();
   for (const link of state.links) {
-    const dir = snapshot.vms.get(link.client);
-    if (dir !== undefined && !leadsNowhere(dir)) continue;
+    if (snapshot.vms.has(link.client)) continue;
     const links = byClient.get(link.client) ?? [];
     if (links.length === 0) byClient.set(link.client, links);
     links.push(link);
@@ -42,21 +42,21 @@ function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmNa
 /**
  * The entries of a whole config dir with a VM name that are no usable VM directory: `link --all`
  * links none of them and leaves their links as they are (`link <vm>` of one fails, saying why), so
- * each is said, with the links recorded with it as provider (`provided`: leftAsTheyAre says those
- * linked). A symlink to nothing (or round a loop) whose VM has links recorded as client is said as
- * an orphaned client; a file that is no directory, only where links are recorded for its name as
- * client, or linked with it as provider (leftAsTheyAre).
+ * each is said as what it is, with the links recorded with it as provider (`provided`:
+ * leftAsTheyAre says those linked). A symlink to nothing (or round a loop) is one too, also where
+ * its VM has links recorded as client (`leadsNowhere`: its directory is gone, as an orphaned
+ * client's); a file that is no directory, only where links are recorded for its name as client,
+ * or linked with it as provider (leftAsTheyAre).
  */
-function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; links: Link[]; provided: Link[]; stray: boolean }[] {
+function unusableVmDirs(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; problem: string; leadsNowhere: boolean; links: Link[]; provided: Link[]; stray: boolean }[] {
   const stateOf = statesByClient(state);
   return [...snapshot.vms.values()].flatMap((dir) => {
     if (dir.location === 'directory') return [];
     const links = linksOfClient(stateOf(dir.name), dir.name);
-    if (leadsNowhere(dir) && links.length > 0) return [];
     // A stray file (notes, a README) is no VM anyone meant: passed over quietly, as a directory
     // without providers/net is, unless links are recorded for its name as client, or linked with it as provider.
     const stray = dir.location === 'not-a-directory' && links.length === 0;
-    return [{ vm: dir.name, problem: vmDirProblem(snapshot, dir.name) ?? dir.location, links, provided: linksOfProvider(state, dir.name), stray }];
+    return [{ vm: dir.name, problem: vmDirProblem(snapshot, dir.name) ?? dir.location, leadsNowhere: leadsNowhere(dir), links, provided: linksOfProvider(state, dir.name), stray }];
   });
 }
 
@@ -93,12 +93,11 @@ export async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, 
   const shownOf = (entries: readonly Link[]): LeftLink[] => entries.flatMap((link) => shown.get(link) ?? []);
   return {
     orphaned: orphans.map(({ vm, links: own }) => ({ vm, links: shownOf(own) })),
-    unusable: unusables.flatMap(({ vm, problem, links: own, provided, stray }) => {
-      const clients = provided
-        .filter((link) => shown.get(link)?.linked === true)
-        .map((link) => link.client)
-        .sort();
-      return stray && clients.length === 0 ? [] : [{ vm, problem, links: shownOf(own), clients }];
+    unusable: unusables.flatMap(({ vm, problem, leadsNowhere: gone, links: own, provided, stray }) => {
+      const linkedAsProvider = shownOf(provided)
+        .filter((link) => link.linked)
+        .sort((a, b) => (a.vm < b.vm ? -1 : a.vm > b.vm ? 1 : 0));
+      return stray && linkedAsProvider.length === 0 ? [] : [{ vm, problem, leadsNowhere: gone, links: shownOf(own), linkedAsProvider }];
     }),
   };
 }

@@ -417,16 +417,22 @@ function detachStopped(vm: VmName, forget: boolean, error: unknown, commands: Pr
  * saying what it had done and that the state file is as it was (it writes nothing: the same
  * unlink again, as `commands` says it, finds every link as recorded and takes down what is left).
  * A VMM's refusal without force (detachStopped) after other NICs had come out stays that refusal,
- * what came out said after it. Anything else is thrown as it is.
+ * what came out said after it. The kernel's refusal before anything went (a listing or lookup of
+ * their devices) is said as such, `unlink <vm>:` first as every line of an unlink's failure; a
+ * bug (an error of no kind) is thrown as it is.
  */
 function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands: PrintedCommands = DEFAULT_COMMANDS): unknown {
-  if (!(error instanceof LinkerError && error.kind === 'take-down-stopped' && error.released !== undefined)) return error;
+  if (!(error instanceof LinkerError && error.kind === 'take-down-stopped' && error.released !== undefined)) {
+    // Of its own kinds and a usage error, each says `unlink <vm>:` already (detachStopped).
+    if (error instanceof LinkerError || error instanceof CliError || !(error instanceof Error) || typeof (error as { kind?: unknown }).kind !== 'string') return error;
+    return new LinkerError('take-down-refused', `unlink ${vm}: ${error.message}; so nothing was taken down (no NIC detached, no device deleted), the state file as it was`, error);
+  }
   const { failure, released } = error;
   if (failure instanceof LinkerError && failure.kind === 'vmm-detach-failed') {
     return new LinkerError('vmm-detach-failed', `${failure.message}; before that refusal, ${stoppedText(released, false)}`, failure.failure, [], new Map(), undefined, released);
   }
   // A usage error (a socket path that cannot be) keeps its exit code.
-  if (failure instanceof CliError) return new CliError(`${failure.message}; before it, ${stoppedText(released, false)}`, failure.exitCode);
+  if (failure instanceof CliError) return new CliError(`unlink ${vm}: ${failure.message}; before it, ${stoppedText(released, false)}`, failure.exitCode);
   const again = commands.unlink(vm, [...(flags.forget ? ['--forget'] : []), ...(flags.force ? ['--force'] : [])]);
   const ids = flags.forget ? ', their ids not released' : '';
   return new LinkerError(

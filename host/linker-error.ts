@@ -28,6 +28,11 @@ export class LinkerError extends Error {
        */
       | 'take-down-stopped'
       /**
+       * `unlink` took nothing down (no NIC detached, no device deleted): the kernel refused a listing
+       * or a lookup of its links' devices first; `failure` is the DeviceError.
+       */
+      | 'take-down-refused'
+      /**
        * `link` failed only after its links were made, taking down links to providers dropped, with
        * an error of no LinkerError (`failure`, as thrown: another module's, or a bug), to be said
        * as it is (its exit code too) after what the run did (`outcome`), as a LinkerError there is.

@@ -413,10 +413,12 @@ export interface UnusableVmDir {
   readonly vm: VmName;
   /** What it is instead, in words (vmDirProblem): a symlink leading outside, to nothing, not a directory, unreadable. */
   readonly problem: string;
+  /** A symlink to nothing or round a loop: its VM's directory is gone, as an orphaned client's (the VM may still run; `unlink VM --forget` releases its links). */
+  readonly leadsNowhere: boolean;
   /** Its recorded links as client, as `list` shows them: left as they are (devices too). */
   readonly links: readonly LeftLink[];
-  /** The clients of its recorded links as provider that are linked (not one taken down, its id kept), one link each, sorted: those links are their clients' to link or take down. */
-  readonly clients: readonly VmName[];
+  /** Its recorded links as provider that are linked (not one taken down, its id kept), as `list` shows them, by client (one link each): those links are their clients' to link or take down. */
+  readonly linkedAsProvider: readonly LeftLink[];
 }
 
 /**

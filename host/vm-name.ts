@@ -2,7 +2,7 @@
 // They end up in paths (<config>/<vm>/..., /run/vm/<vm>/vmm) and in the state file, never in
 // device names (see device-names.ts), so the rules are about paths and logs.
 
-import { quoteName, shownPath } from '../shared/shown-text.js';
+import { characterCount, quoteName, shownPath } from '../shared/shown-text.js';
 
 /** Every way a VM name can be wrong. */
 export type VmNameErrorKind = 'empty' | 'too-long' | 'bad-character' | 'bad-first-character' | 'dot-dot';
@@ -43,8 +43,11 @@ export function entryPath(dir: string, name: string): string {
 export function vmNameProblem(text: string): VmNameError | undefined {
   const rules = `VM names are 1 to ${VM_NAME_MAX} characters: letters, digits, '.', '_' and '-', starting with a letter or digit`;
   if (text.length === 0) return new VmNameError('empty', `no VM name given: ${rules}`);
-  if (text.length > VM_NAME_MAX) {
-    return new VmNameError('too-long', `VM name ${quoteName(text)} is ${text.length} characters long: ${rules}`);
+  // In characters (code points), as quoteName cuts it: 40 emoji are 40 characters, not 80 (UTF-16
+  // units). The bound in bytes holds all the same: every allowed character is ASCII (below).
+  const length = characterCount(text);
+  if (length > VM_NAME_MAX) {
+    return new VmNameError('too-long', `VM name ${quoteName(text)} is ${length} characters long: ${rules}`);
   }
   for (const char of text) {
     // Bytes that are no UTF-8 (in an argument, a file name) reach us as U+FFFD, which a message

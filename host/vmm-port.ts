@@ -5,7 +5,7 @@ import { realpathSync } from 'node:fs';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
-import { quoteText, shownSocket } from '../shared/shown-text.js';
+import { characterCount, quoteText, shownSocket } from '../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
 import { isRecordedSocket } from './link-state.js';
@@ -55,7 +55,7 @@ export function socketPath(template: string, vm: string, flag = 'the socket temp
   const bytes = Buffer.byteLength(path);
   if (bytes > UNIX_SOCKET_PATH_MAX) {
     // The path's length is said after it, in bytes; the template's in characters (code points), as quoteText cuts it.
-    const characters = [...template].length;
+    const characters = characterCount(template);
     const length = characters > TEMPLATE_SHOWN_MAX ? ` (${characters} characters)` : '';
     throw new CliError(
       `${flag} ${quoteText(template, TEMPLATE_SHOWN_MAX)}${length} gives VM ${vm} the socket path ${quoteText(path, TEMPLATE_SHOWN_MAX)}, ${bytes} bytes: a Unix socket path has at most ${UNIX_SOCKET_PATH_MAX}; use a shorter path`,

@@ -11,6 +11,16 @@ const SHOWN_MAX = 70;
 const UNESCAPED_CONTROL = /[\u007f-\u009f\p{Cf}\u2028\u2029]/gu;
 
 /**
+ * How many characters `text` has, as the messages count them and `bounded` cuts them: code points,
+ * so that one beyond the BMP (an emoji, two UTF-16 units) counts once.
+ */
+export function characterCount(text: string): number {
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+}
+
+/**
  * At most `max` characters of `text`, `…` after where it is cut. Characters are code points: one
  * beyond the BMP (an emoji, two UTF-16 units) is not cut in two, which JSON would show as a lone
  * surrogate's escape (`\ud83d`), nor counted twice.

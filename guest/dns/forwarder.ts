@@ -496,6 +496,9 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** resolv.conf's warnings, each said once until what it says changes. */
+type ResolvConfWarning = 'unreadable' | 'skipped' | 'legacyIpv4' | 'indented';
+
 class Forwarder implements DnsForwarder {
   readonly #log: Logger;
   readonly #listen: string;
@@ -1037,24 +1040,48 @@ class Forwarder implements DnsForwarder {
     const conf = await readResolvConf(path);
     if (this.#closed !== undefined) return;
     this.#counters.resolvConfReloads += 1;
-    if (conf.error !== undefined) this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers');
-    if (conf.skipped.length > 0) this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses');
-    if (conf.legacyIpv4.length > 0) {
-      const read = conf.legacyIpv4.map(({ written, address }) => `${written} as ${address}`);
+    // Each said once until what it says changes: a DHCP client rewrites the file at every
+    // renewal, with the same lines, and the same warning each time buried the log.
+    this.#sayOnChange('unreadable', conf.error === undefined ? undefined : `${path}\0${conf.error}`, () =>
+      this.#log.warn({ path, err: conf.error }, 'cannot read resolv.conf; no upstream resolvers'),
+    );
+    this.#sayOnChange('skipped', conf.skipped.length === 0 ? undefined : `${path}\0${conf.skipped.join('\0')}`, () =>
+      this.#log.warn({ path, skipped: conf.skipped }, 'resolv.conf has nameserver lines that are not IP addresses'),
+    );
+    const read = conf.legacyIpv4.map(({ written, address }) => `${written} as ${address}`);
+    this.#sayOnChange('legacyIpv4', read.length === 0 ? undefined : `${path}\0${read.join('\0')}`, () =>
       this.#log.warn(
         { path, nameservers: read },
         `resolv.conf writes IPv4 nameservers in inet_aton's older forms, read as glibc's resolver reads them: ${read.join(', ')} ` +
           '(a part that begins with 0 is octal, 0x hex, and the last part fills the bytes left): write the address meant in dotted decimal',
-      );
-    }
-    if (conf.indented.length > 0) {
+      ),
+    );
+    this.#sayOnChange('indented', conf.indented.length === 0 ? undefined : `${path}\0${conf.indented.join('\0')}`, () =>
       this.#log.warn(
         { path, indented: conf.indented },
         "resolv.conf has nameserver lines with blanks before the keyword: not read, as glibc's resolver reads none (a keyword must start its line): remove the blanks to use them",
-      );
-    }
+      ),
+    );
     this.#sayWithoutZone(path, conf.withoutZone, conf.upstreams.length === 0);
     await this.#setUpstreams(conf.upstreams, path);
+  }
+
+  /** What each of resolv.conf's warnings last said (see #sayOnChange); none while it has nothing to say. */
+  readonly #resolvConfSaid = new Map<ResolvConfWarning, string>();
+
+  /**
+   * Calls `say` where warning `kind` has something to say (`what`, its content) that differs
+   * from what it said last; a reload with nothing to say for it forgets, so that it is said
+   * again should it come back.
+   */
+  #sayOnChange(kind: ResolvConfWarning, what: string | undefined, say: () => void): void {
+    if (what === undefined) {
+      this.#resolvConfSaid.delete(kind);
+      return;
+    }
+    if (this.#resolvConfSaid.get(kind) === what) return;
+    this.#resolvConfSaid.set(kind, what);
+    say();
   }
 
   /**
@@ -1817,8 +1844,14 @@ class Forwarder implements DnsForwarder {
             : undefined;
       // Why it could not be opened is said here (open threw, or Node's own connect found no
       // descriptor, an 'error' event): the outcome is only 'socket-error'.
-      const unopened = (error: unknown): void => this.#tcpOpenFailed({ upstream, via }, error);
+      let opened = true;
+      const unopened = (error: unknown): void => {
+        opened = false;
+        this.#tcpOpenFailed({ upstream, via }, error);
+      };
       const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed, unopened);
+      // Opened at our end again: a later failure to open one is a new episode, said again.
+      if (opened && outcome !== 'abandoned') this.#tcpOpenFailuresSaid.delete(linkText({ upstream, via }));
       // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
       if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) return;
       // On from its place in the list in use now (it may be gone from it, or elsewhere).
@@ -1851,8 +1884,9 @@ class Forwarder implements DnsForwarder {
   /**
    * A TCP connection to `link` could not be opened (the interface its zone named is gone, the link
    * to the upstream provider is gone, the agent is out of descriptors): said at warn, once per
-   * upstream and cause while it stays in the list (every TCP query to it would say it again). The
-   * query goes on to the next upstream, counted in sendErrors.
+   * upstream and cause while it stays in the list and no connection to it opens (every TCP query
+   * to it would say it again); once one opens, the next failure is said again. The query goes on
+   * to the next upstream, counted in sendErrors.
    */
   #tcpOpenFailed(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }, error: unknown): void {
     const key = linkText(link);

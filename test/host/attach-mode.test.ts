@@ -28,10 +28,12 @@ describe('parseAttachChoice', () => {
   });
 
   it.each([
-    [['qemu', 'netns'], '--attach qemu and --attach netns give every VM two attach modes'],
-    [['netvm=qemu', 'none', 'netvm=netns'], '--attach netvm=qemu and --attach netvm=netns give netvm two attach modes'],
-  ])('refuses two modes for one scope (%j) instead of letting the last win', (values, message) => {
-    expect(() => parseAttachChoice(values)).toThrow(expect.objectContaining({ name: 'AttachModeError', kind: 'conflict', message: expect.stringContaining(message) }));
+    [['qemu', 'netns'], '--attach "qemu" and --attach "netns" give every VM two attach modes: keep one'],
+    [['netvm=qemu', 'none', 'netvm=netns'], '--attach "netvm=qemu" and --attach "netvm=netns" give netvm two attach modes: keep one'],
+    // Values as every --attach message shows its value: quoted, bounded (a 64-character VM name: cut at 70 characters where the mode takes it past).
+    [[`${'v'.repeat(64)}=cloud-hypervisor`, `${'v'.repeat(64)}=netns`], `--attach "${'v'.repeat(64)}=cloud…" and --attach "${'v'.repeat(64)}=netns" give ${'v'.repeat(64)} two attach modes: keep one`],
+  ])('refuses two modes for one scope (%j) instead of letting the last win, its values shown as other --attach messages show them', (values, message) => {
+    expect(() => parseAttachChoice(values)).toThrow(expect.objectContaining({ name: 'AttachModeError', kind: 'conflict', message }));
   });
 
   it('refuses unknown modes and VM=MODE without a VM', () => {

@@ -2480,12 +2480,35 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
-  it('unlink of a link attached by hand (no NIC in a VMM) whose device removal fails before any device goes: nothing was done, so that failure as it is', async () => {
+  it('unlink of a link attached by hand (no NIC in a VMM) whose device removal fails before any device goes: nothing was done, so that failure, after `unlink <vm>:` as every unlink failure', async () => {
     await linkVms([c1], options());
     const text = await readFile(join(stateDir, 'links.json'), 'utf8');
     kernel.lookupRefused = 'removing devices failed before any was removed: looking up snb1 failed (No buffer space available), so whether it exists is unknown; run it again';
-    await expect(unlinkVm(c1, { forget: false, force: false }, options())).rejects.toMatchObject({ name: 'DeviceError', kind: 'query-failed', message: kernel.lookupRefused });
+    await expect(unlinkVm(c1, { forget: false, force: false }, options())).rejects.toMatchObject({
+      name: 'LinkerError',
+      kind: 'take-down-refused',
+      message: `unlink c1: ${kernel.lookupRefused}; so nothing was taken down (no NIC detached, no device deleted), the state file as it was`,
+      failure: { kind: 'query-failed' },
+    });
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('unlink: a usage error of a VMM side found after another NIC came out says `unlink <vm>:` first too, then what came out; its exit code kept', async () => {
+    const detached: string[] = [];
+    const vmm: VmmPort = {
+      attach: async () => true,
+      detach: async (_kind, vm, nic) => {
+        if (vm === NETVM) throw new CliError(`--qmp-socket gives VM ${vm} no usable socket path`, EXIT.usage);
+        detached.push(nic.id);
+      },
+    };
+    const { link } = await linkC1(vmm);
+    await expect(unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      name: 'CliError',
+      exitCode: EXIT.usage,
+      message: `unlink c1: --qmp-socket gives VM netvm no usable socket path; before it, it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it)`,
+    });
+    expect(detached).toEqual([link.clientDevice]);
   });
 
   it('unlink: a check before whose only failure is the sync of the state dir says so, not that a change may be lost (there was none)', async () => {
@@ -2608,6 +2631,21 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
   }
 
   const again = 'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)';
+
+  it('unlink of a link recorded without attach modes whose devices the kernel will not list: that failure after `unlink <vm>:`, nothing taken down; exit 1 (one line) from the bin', async () => {
+    const link = (await linkVms([c1], options())).linked.get(c1)![0]!;
+    // Its record as written before the state kept attach modes: whether it is up, its devices tell.
+    const legacy = JSON.parse(await readFile(join(stateDir, 'links.json'), 'utf8')) as { links: Record<string, unknown>[] };
+    for (const entry of legacy.links) delete entry['attached'];
+    await writeFile(join(stateDir, 'links.json'), JSON.stringify(legacy));
+    const text = await readFile(join(stateDir, 'links.json'), 'utf8');
+    kernel.unlistable.add(link.bridge);
+    const said = `unlink c1: listing devices failed: ${link.bridge}: No buffer space available; so nothing was taken down (no NIC detached, no device deleted), the state file as it was`;
+    await expect(unlinkVm(c1, { forget: false, force: false }, options())).rejects.toMatchObject({ name: 'LinkerError', kind: 'take-down-refused', message: said });
+    expect(await bin(['unlink', c1], NO_VMM)).toEqual({ code: 1, stdout: '', stderr: [`spectrum-link: ${said}`] });
+    expect(kernel.removed).toEqual([]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
 
   it('unlink: the kernel refuses a deletion after the NICs came out and other devices went: says them and what may still exist; the state file as it was; the same unlink again takes down the rest', async () => {
     const { vmm, detached } = qemuPort();
@@ -2959,6 +2997,8 @@ describe("link --all whose listing of the devices, for the links it leaves as th
 });
 
 describe('link --all: an unusable entry recorded as a provider', () => {
+  const jsonOf = (stdout: string): Record<string, unknown>[] => stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>);
+
   it("its warning says the links linked with it as provider (up to three named, the rest counted), not that none are recorded; a stray file so linked is warned of too", async () => {
     const [outside, note] = [vmName('outside'), vmName('note')];
     await symlink(tmpdir(), join(configDir, outside));
@@ -2973,6 +3013,55 @@ describe('link --all: an unusable entry recorded as a provider', () => {
     expect(logged.warnings.filter((warning) => !warning.startsWith('g'))).toEqual([
       expect.stringMatching(/^note is not linked: .*; no links are recorded for it as client; as provider, 4 recorded links \(g1 -> note, g2 -> note, g3 -> note and 1 more\), their clients' to link or take down$/),
       expect.stringMatching(/^outside is not linked: .*; no links are recorded for it as client; as provider, 1 recorded link \(g1 -> outside\), its client's to link or take down$/),
+    ]);
+  });
+
+  it('its --json line gives the links linked with it as provider (`linkedAsProvider`, by client, as `recorded` gives its own), as its warning names them; none where there are none', async () => {
+    const [outside, note, loose] = [vmName('outside'), vmName('note'), vmName('loose')];
+    await symlink(tmpdir(), join(configDir, outside));
+    await writeFile(join(configDir, note), 'a note\n');
+    await symlink(join(configDir, 'nowhere'), join(configDir, loose));
+    const [g1, g2] = ['g1', 'g2'].map(vmName) as [VmName, VmName];
+    // g2 -> note taken down, its id kept: no one's to link or take down, so not given (and the
+    // stray file, with no other link, passed over quietly).
+    const pairs = [{ client: g2, provider: outside }, { client: g1, provider: outside }, { client: g2, provider: note }];
+    const allocation = allocateMany(emptyState(), pairs);
+    const linked = pairs.slice(0, 2).map((pair) => ({ pair, attached: { client: 'none', provider: 'qemu' } as const }));
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, linked)));
+    const run = await linkCli(['--all', '--json']);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
+    const idOf = (client: VmName, provider: VmName): number => allocation.links.find((link) => link.client === client && link.provider === provider)!.id;
+    const left = (client: VmName): Record<string, unknown> => ({ vm: client, provider: outside, id: idOf(client, outside), clientAttach: 'none', providerAttach: 'qemu', attachRecorded: true });
+    expect(jsonOf(run.stdout).filter((line) => 'unusableDir' in line)).toEqual([
+      { vm: loose, links: [], unusableDir: `${configDir}/loose is a symlink to nothing` },
+      { vm: outside, links: [], unusableDir: expect.stringContaining('leads outside the config dir'), linkedAsProvider: [expect.objectContaining(left(g1)), expect.objectContaining(left(g2))] },
+    ]);
+    expect(logged.warnings.filter((warning) => warning.startsWith(outside))).toEqual([
+      expect.stringMatching(/^outside is not linked: .*; no links are recorded for it as client; as provider, 2 recorded links \(g1 -> outside, g2 -> outside\), their clients' to link or take down$/),
+    ]);
+  });
+
+  it('a symlink to nothing (or round a loop) whose VM has links recorded as client is said as what it is, as other unusable entries are, with how to release them (as of a client whose directory has gone) and its links as provider; not as a client with no directory', async () => {
+    const [gone, loop] = [vmName('gone'), vmName('loop')];
+    await symlink(join(configDir, 'nowhere'), join(configDir, gone));
+    await symlink(loop, join(configDir, loop));
+    const pairs = [{ client: gone, provider: NETVM }, { client: loop, provider: NETVM }, { client: loop, provider: vmName('netvm2') }, { client: vmName('g1'), provider: gone }];
+    const allocation = allocateMany(emptyState(), pairs);
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, pairs.map((pair) => ({ pair, attached: { client: 'none', provider: 'none' } as const })))));
+    const run = await linkCli(['--all', '--json']);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
+    const linkOf = (client: string, provider: string): Record<string, unknown> =>
+      expect.objectContaining({ vm: client, provider, id: allocation.links.find((link) => link.client === client && link.provider === provider)!.id, clientAttach: 'none', providerAttach: 'none' });
+    const said = (vm: string): string => `${join(configDir, vm)} is a symlink to ${vm === gone ? 'nothing' : 'loop, which loops (ELOOP: too many levels of symbolic links)'}`;
+    expect(jsonOf(run.stdout).filter((line) => line['vm'] === gone || line['vm'] === loop)).toEqual([
+      { vm: gone, links: [], unusableDir: said(gone), recorded: [linkOf(gone, NETVM)], linkedAsProvider: [linkOf('g1', gone)] },
+      // In the state's order, as `recorded` gives every entry's.
+      { vm: loop, links: [], unusableDir: said(loop), recorded: allocation.state.links.filter((link) => link.client === loop).map((link) => linkOf(loop, link.provider)) },
+    ]);
+    const release = (vm: string, them: string): string => `as the VM may still run; if it is gone for good, release ${them} with: spectrum-link unlink ${vm} --forget --state-dir ${stateDir} --device-prefix sn`;
+    expect(logged.warnings.filter((warning) => warning.startsWith(gone) || warning.startsWith(loop))).toEqual([
+      `gone is not linked: ${said(gone)}; its 1 recorded link as client is left as it is (devices too), ${release(gone, 'it')}; as provider, 1 recorded link (g1 -> gone), its client's to link or take down`,
+      `loop is not linked: ${said(loop)}; its 2 recorded links are left as they are (devices too), ${release(loop, 'them')}`,
     ]);
   });
 

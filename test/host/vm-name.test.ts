@@ -78,6 +78,25 @@ describe('vmName', () => {
     );
   });
 
+  it('counts a name in characters (code points), as quoteName cuts it, not in UTF-16 units: 40 emoji are no name for what they are, not for being 80 long', () => {
+    const emoji = '\u{1F600}';
+    // 40 characters (80 UTF-16 units, 160 bytes): within the bound in characters, refused for the character.
+    expect(vmNameProblem(emoji.repeat(40))).toMatchObject({ kind: 'bad-character', message: `VM name "${emoji.repeat(40)}" contains "${emoji}": VM names are 1 to 64 characters: letters, digits, '.', '_' and '-', starting with a letter or digit` });
+    // 65 of them are 65 characters long, shown as quoteName cuts them (70 characters, then …).
+    expect(vmNameProblem(emoji.repeat(65))?.message).toMatch(new RegExp(`^VM name "${emoji.repeat(65)}" is 65 characters long: `, 'u'));
+    expect(vmNameProblem(emoji.repeat(100))?.message).toMatch(new RegExp(`^VM name "${emoji.repeat(70)}…" is 100 characters long: `, 'u'));
+    fc.assert(
+      fc.property(fc.string({ unit: fc.constantFrom('a', '\u00e9', emoji, '\u{10FFFF}'), maxLength: 3 * VM_NAME_MAX }), (text) => {
+        const characters = [...text].length;
+        const problem = vmNameProblem(text);
+        if (characters > VM_NAME_MAX) expect(problem?.message).toContain(` is ${characters} characters long: `);
+        else expect(problem?.kind).not.toBe('too-long');
+        // The bound in bytes (a path component, a socket path under /run/vm) holds all the same: a name is ASCII.
+        if (problem === undefined) expect(Buffer.byteLength(text)).toBeLessThanOrEqual(VM_NAME_MAX);
+      }),
+    );
+  });
+
   it('escapes control characters in messages', () => {
     expect(vmNameProblem('a\u001bb')?.message).toContain('\\u001b');
   });

@@ -421,14 +421,27 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
       await reloaded('nameserver 0300.0.565\n');
       expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`], unreachableUpstreams: [] });
       expect(await ask(true)).toBe(ANSWER_V4);
-      expect(forwarder.process.stderr.split('\n').filter((line) => line.includes("inet_aton's older forms"))).toEqual([
+      // The file rewritten with the same nameservers (a DHCP client's renewal): not said again.
+      await reloaded('# renewed\nnameserver 0300.0.565\n');
+      const legacySaid = (): string[] => forwarder.process.stderr.split('\n').filter((line) => line.includes("inet_aton's older forms"));
+      expect(legacySaid()).toEqual([
         expect.stringContaining(
           "resolv.conf writes IPv4 nameservers in inet_aton's older forms, read as glibc's resolver reads them: 0300.0.565 as 192.0.2.53 (a part that begins with 0 is octal",
         ),
       ]);
+      // Another one is said; so is the first again once it has been gone.
+      await reloaded('nameserver 0xc0.0.2.53\n');
+      await reloaded(`nameserver ${UPSTREAM_A}\n`);
+      await reloaded('nameserver 0300.0.565\n');
+      expect(legacySaid()).toEqual([
+        expect.stringContaining(': 0300.0.565 as 192.0.2.53 ('),
+        expect.stringContaining(': 0xc0.0.2.53 as 192.0.2.53 ('),
+        expect.stringContaining(': 0300.0.565 as 192.0.2.53 ('),
+      ]);
       // An indented line is no nameserver line to glibc: it was read, and asked first.
       const asked = v4Queries();
       await reloaded(`  nameserver ${UPSTREAM_A}\nnameserver ${linkLocal}%${uplinkIndex}\n`);
+      await reloaded(`# renewed\n  nameserver ${UPSTREAM_A}\nnameserver ${linkLocal}%${uplinkIndex}\n`);
       expect(await forwarder.counters()).toMatchObject({ upstreams: [`[${linkLocal}%${uplinkIndex}]:53`], unreachableUpstreams: [] });
       expect(await ask()).toBe(ANSWER);
       expect(await ask(true)).toBe(ANSWER);
@@ -440,6 +453,11 @@ describeNetns('DNS forwarder with a link-local upstream, its link given by name 
         ),
       ]);
       expect(said[0]).toContain(`"indented":["nameserver ${UPSTREAM_A}"]`);
+      // A line that is no address, rewritten unchanged: said once.
+      for (const comment of ['', '# renewed\n']) await reloaded(`${comment}nameserver not-an-address\nnameserver ${UPSTREAM_A}\n`);
+      expect(forwarder.process.stderr.split('\n').filter((line) => line.includes('nameserver lines that are not IP addresses'))).toEqual([
+        expect.stringContaining('"skipped":["not-an-address"]'),
+      ]);
     } finally {
       await v4.kill();
     }

@@ -500,6 +500,17 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
       expect(said[0]).toContain('EMFILE');
       // Its descriptors back, it is asked over TCP again.
       expect((await dig(['-p', '5370', '+tcp', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+      // Out of them again after that: a new episode, said again (it was said only once ever).
+      prlimit(`--nofile=${below}:`);
+      try {
+        expect(await dig(['-p', '5370', '+tcp', 'www.test.example'])).toMatch(/status: SERVFAIL/);
+      } finally {
+        prlimit(`--nofile=${limit}:`);
+      }
+      expect(starved.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'))).toEqual([
+        expect.stringContaining('EMFILE'),
+        expect.stringContaining('EMFILE'),
+      ]);
     } finally {
       await starved.process.kill();
     }
