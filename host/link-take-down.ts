@@ -427,7 +427,7 @@ function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands:
     const nothing = 'so nothing was taken down (no NIC detached, no device deleted), the state file as it was';
     // Its own kinds say `unlink <vm>:` already (detachStopped); a usage error of a VMM side
     // (detachStopped leaves it as it is), before any NIC came out, keeps its exit code.
-    if (error instanceof CliError) return new CliError(`unlink ${vm}: ${error.message}; ${nothing}`, error.exitCode, error.details, error.detailsAs);
+    if (error instanceof CliError) return new CliError(`unlink ${vm}: ${error.message}; ${nothing}`, error.exitCode, error.details, error.detailsAs, error.bugSaid);
     if (error instanceof LinkerError || !(error instanceof Error) || typeof (error as { kind?: unknown }).kind !== 'string') return error;
     return new LinkerError('take-down-refused', `unlink ${vm}: ${error.message}; ${nothing}`, error);
   }
