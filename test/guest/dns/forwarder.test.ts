@@ -449,17 +449,17 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     for (const folder of ['etc', 'run/netvm']) mkdirSync(join(root, folder), { recursive: true });
     writeFileSync(join(root, 'run/resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
     symlinkSync('../run/resolv.conf', join(root, 'etc/resolv.conf'));
-    const linked = await ForwarderProcess.start(net.provider, { port: 5371, resolvConfPath: join(root, 'etc/resolv.conf'), timeoutMs: TIMEOUT_MS });
+    const linked = await ForwarderProcess.start(net.provider, { port: 5372, resolvConfPath: join(root, 'etc/resolv.conf'), timeoutMs: TIMEOUT_MS });
     try {
       const using = (upstream: string, how: string): Promise<number> =>
         eventually(how, async () => JSON.stringify((await linked.counters())['upstreams']) === JSON.stringify([`${upstream}:53`]));
       await using(UPSTREAM_A, 'the start');
       replaceResolvConf(join(root, 'run'), `nameserver ${UPSTREAM_B}\n`);
       await using(UPSTREAM_B, 'the target replaced by rename followed');
-      expect((await dig(['-p', '5371', '+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
+      expect((await dig(['-p', '5372', '+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
       writeFileSync(join(root, 'run/resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
       await using(UPSTREAM_A, 'the target written in place followed');
-      expect((await dig(['-p', '5371', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+      expect((await dig(['-p', '5372', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
       // Re-pointed as `ln -sfn` does it, to a file in another folder.
       writeFileSync(join(root, 'run/netvm/resolv.conf'), `nameserver ${UPSTREAM_B}\n`);
       symlinkSync('../run/netvm/resolv.conf', join(root, 'etc/.resolv.conf.new'));
