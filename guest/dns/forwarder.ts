@@ -682,7 +682,7 @@ class Forwarder implements DnsForwarder {
         this.#watcher = new ResolvConfWatcher(
           path,
           () => void this.#queueReload(path),
-          (error) => this.#log.warn({ path, err: error.message }, 'stopped watching resolv.conf'),
+          (error) => this.#log.warn({ path, err: error.message }, 'cannot watch for changes to resolv.conf'),
         );
       } catch (error) {
         this.#log.warn({ path, err: errorText(error) }, 'cannot watch the folder of resolv.conf; changes will not be followed');
