@@ -160,8 +160,9 @@ const WARM_UP_SLICE_MS = 2;
 const WARM_UP_IFNAME = 'warm up';
 /**
  * Warnings and errors a client's packets cause (a DECLINE, a client identifier too long to echo, a
- * send that failed), per link: a few at once, then one a minute. Each would otherwise be a synchronous write
- * to the log per packet, at whatever rate a hostile client sends; the counters still count all.
+ * send that failed), per link: a few at once, then one a minute. Each would otherwise be a
+ * synchronous write to the log per packet, at whatever rate a hostile client sends; the counters
+ * still count all.
  */
 const LINK_LOG_RATE = { perSecond: 1 / 60, burst: 5 } as const;
 /** Links whose log budget is tracked (least recently logging forgotten first). */
