@@ -207,6 +207,8 @@ export class NetdAgent {
   #errors = new Map<number, string>();
   /** What #sayKept said last: a link's index and note. */
   #keptSaid = new Set<string>();
+  /** The links #sayConflicts said are in conflict, and what it said of each (the link's name and note). */
+  #conflictsSaid = new Map<number, { readonly name: string; readonly note: string }>();
   #retryTimer: NodeJS.Timeout | undefined;
   /** Retries since the last change that succeeded. */
   #retryRound = 0;
@@ -675,6 +677,7 @@ export class NetdAgent {
     }
     this.#forgetStaleErrors([...removals, ...downs, ...additions]);
     this.#sayKept(current.links);
+    this.#sayConflicts(current.links);
     // Why each link is held back: the purge only where it failed itself (it may have succeeded,
     // and the debt be kept for the firewall); a link that failed to go down for it says so already.
     for (const ifindex of held) {
@@ -913,6 +916,30 @@ export class NetdAgent {
       if (!this.#keptSaid.has(key)) this.log.info({ link: link.name, kept: link.kept }, link.note ?? 'keeps addresses it no longer wants');
     }
     this.#keptSaid = said;
+  }
+
+  /**
+   * A link in conflict (a second link for a client id already served, all its traffic dropped; a
+   * provider link whose name the firewall cannot hold, kept down) is said once at warn level as it
+   * comes into it, or as what its note says changes; once at info as it comes out of it (served,
+   * or gone). Not at every reconcile: the plan reports it in each.
+   */
+  #sayConflicts(links: readonly LinkReport[]): void {
+    const said = new Map<number, { readonly name: string; readonly note: string }>();
+    for (const link of links) {
+      if (link.state !== 'conflict') continue;
+      const note = link.note ?? 'not served';
+      said.set(link.ifindex, { name: link.name, note });
+      if (this.#conflictsSaid.get(link.ifindex)?.note !== note) {
+        this.log.warn({ link: link.name, ifindex: link.ifindex }, `${link.name} is in conflict: ${note} (said once while it lasts)`);
+      }
+    }
+    for (const [ifindex, { name }] of this.#conflictsSaid) {
+      if (said.has(ifindex)) continue;
+      const now = links.find((link) => link.ifindex === ifindex);
+      this.log.info({ link: now?.name ?? name, ifindex }, `${now?.name ?? name} is no longer in conflict: ${now === undefined ? 'it is gone' : `it is ${now.state} now`}`);
+    }
+    this.#conflictsSaid = said;
   }
 
   /** A link the plan asks nothing of is where it should be: an older failure is no longer true. */

@@ -124,4 +124,28 @@ describeNetns('spectrum-netd run says nothing of what an ordinary provider goes 
     await provider.exec(['ip', '-batch', '-'], { input: ids.map((id) => `link del dev pl${id}\n`).join('') });
   });
 
+  it('says once, at warn, that a second link for a client id already served is in conflict, and once that it is over: not at every reconcile', async () => {
+    const from = logLines().length;
+    const conflictLines = (): LogLine[] => logLines().slice(from).filter((line) => line['link'] === 'dup1');
+    await clientLink(await harness.namespace('dup'), 'dup1', 1);
+    await eventually('dup1 in conflict', async () => (await status()).links.some((link) => link.name === 'dup1' && link.state === 'conflict'));
+    // Reconciles after it: another link comes and goes.
+    const other = await harness.namespace('c61');
+    await clientLink(other, 'vm61', 61);
+    await eventually('vm61 configured', () => configured('vm61'));
+    await provider.ip(['link', 'set', 'dev', 'vm61', 'down']);
+    await eventually('vm61 configured again', () => configured('vm61'));
+    await provider.ip(['link', 'del', 'dev', 'vm61']);
+    await eventually('vm61 gone', async () => !(await known('vm61')));
+    expect(conflictLines().map((line) => [line.level, line.msg])).toEqual([[WARN, 'dup1 is in conflict: client id 1 is already served on vm1; all its traffic is dropped (said once while it lasts)']]);
+    await provider.ip(['link', 'del', 'dev', 'dup1']);
+    await eventually('dup1 gone', async () => !(await known('dup1')));
+    await eventually('the conflict said to be over', () => Promise.resolve(conflictLines().length === 2));
+    expect(conflictLines().map((line) => [line.level, line.msg])).toEqual([
+      [WARN, 'dup1 is in conflict: client id 1 is already served on vm1; all its traffic is dropped (said once while it lasts)'],
+      [30, 'dup1 is no longer in conflict: it is gone'],
+    ]);
+    expect(warnings(from)).toHaveLength(1);
+  });
+
 });
