@@ -259,6 +259,9 @@ async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal
       dns = await startDnsForwarder({
         logger: log,
         resolvConfPath: options.resolvConf,
+        // Bound once the first reconcile has put the gateway address on the provider links
+        // (ProviderServices.linksChanged): bound now, it would warn of an address not there yet.
+        bindAtStart: false,
         ...(options.dnsUpstream.length > 0 ? { upstreams: options.dnsUpstream } : {}),
       });
     }

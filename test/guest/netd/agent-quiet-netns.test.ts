@@ -80,6 +80,12 @@ describeNetns('spectrum-netd run says nothing of what an ordinary provider goes 
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
+  it('starts onto provider links not configured yet without a warning: the DNS forwarder listens once they carry the gateway', async () => {
+    await eventually('the DNS forwarder listening', async () => (await status()).services?.dns?.listening === true);
+    expect(warnings()).toEqual([]);
+    expect(logLines().map((line) => line.msg)).toContain('DNS forwarder listening');
+  });
+
   it('takes client VMs shutting down (their end of the link deleted) and provider links deleted without a warning or a failed change', async () => {
     const before = (await status()).counters.failedChanges;
     const from = logLines().length;
