@@ -154,4 +154,26 @@ describeNetns('spectrum-netd run says nothing of what an ordinary provider goes 
     expect(warnings(from)).toHaveLength(1);
   });
 
+  it('ignores SIGUSR1 (no inspector opens) and SIGHUP (said at info), and stops in order at SIGTERM', async () => {
+    const from = logLines().length;
+    const said = (signal: NodeJS.Signals) => () => Promise.resolve(logLines().slice(from).some((line) => line['signal'] === signal));
+    process.kill(agent.pid, 'SIGUSR1');
+    await eventually('SIGUSR1 said', said('SIGUSR1'));
+    process.kill(agent.pid, 'SIGHUP');
+    await eventually('SIGHUP said', said('SIGHUP'));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(agent.exit).toBeUndefined();
+    // Nothing listens in the provider: Node's inspector would, on 127.0.0.1:9229.
+    expect((await provider.exec(['ss', '-Hltn'])).stdout).not.toMatch(/:9229\b/);
+    expect(agent.stderr).not.toContain('Debugger listening');
+    expect(logLines().slice(from).filter((line) => line['signal'] !== undefined).map((line) => [line.level, line['signal']])).toEqual([
+      [30, 'SIGUSR1'],
+      [30, 'SIGHUP'],
+    ]);
+    expect((await status()).links.some((link) => link.name === 'vm1')).toBe(true);
+    expect(warnings(from)).toEqual([]);
+    const exit = await agent.kill('SIGTERM', 5000);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(existsSync(socket)).toBe(false);
+  });
 });
