@@ -389,13 +389,16 @@ const LINKS_NAMED_MAX = 3;
  * What `link --all` says of an entry of the config dir with a VM name that is no usable VM
  * directory (a symlink leading outside or to nothing, not a directory, unreadable): not linked,
  * its recorded links as client left as they are (where it leads nowhere, how to release them, as
- * of an orphaned client); those linked with it as provider, named by client, are their clients'
- * to link (which fails while a client names it) or take down.
+ * of an orphaned client, with those as provider, which that unlink takes down too); those linked
+ * with it as provider, named by client, are their clients' to link (which fails while a client
+ * names it) or take down.
  */
 function unusableWarning({ vm, problem, leadsNowhere, links, linkedAsProvider }: UnusableVmDir, given: GivenOptions): string {
   const clients = linkedAsProvider.map((link) => link.vm);
   const role = clients.length === 0 ? '' : ' as client';
-  const release = leadsNowhere ? `, as the VM may still run; if it is gone for good, release ${links.length === 1 ? 'it' : 'them'} with: ${unlinkCommand(vm, ['--forget'], given)}` : '';
+  // The unlink offered takes down every link of the VM, those linked with it as provider too: said so.
+  const asProvider = clients.length === 0 ? '' : ' and its links as provider';
+  const release = leadsNowhere ? `, as the VM may still run; if it is gone for good, release ${links.length === 1 ? 'it' : 'them'}${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}` : '';
   const recorded =
     links.length === 0
       ? `no links are recorded for it${role}`
@@ -587,14 +590,29 @@ function linkedVmLines(
   return lines;
 }
 
-/** What `link --keep-going` says of a VM it did not link: one line. */
+/** What `link --keep-going` says of a VM it did not link: one line; a bug's reason starts `internal error:`, as plain link says one (failureText). */
 function failedLine({ vm, error }: FailedVm): string {
-  return `link ${vm} failed: ${reasonText(error)}`;
+  return `link ${vm} failed: ${failureText(error)}`;
 }
 
-/** The JSON line of `link --keep-going --json` for a VM it did not link (`badInput`: it failed by bad usage or input, as plain link would have exited 2). */
+/**
+ * The JSON line of `link --keep-going --json` for a VM it did not link (`badInput`: it failed by
+ * bad usage or input, as plain link would have exited 2; `internalError`: by a bug, an error of no
+ * kind, as plain link would have exited 70).
+ */
 function failedJson({ vm, error }: FailedVm): Record<string, unknown> {
-  return { vm, links: [], error: reasonText(error), ...(isLinkUsageError(error) && { badInput: true }) };
+  return { vm, links: [], error: reasonText(error), ...(isLinkUsageError(error) && { badInput: true }), ...(isLinkBug(error) && { internalError: true }) };
+}
+
+/**
+ * The exit code that the VMs a `link --keep-going` run did not link (`failed`, some) make it end
+ * with, as plain link would have exited on the worst of their failures: 70 where one failed by a
+ * bug, else 2 where one failed by bad usage or input, else 1 (a bug outranks bad usage, which
+ * outranks a failure; a signal's 130 or 143 outranks them all, said where it comes).
+ */
+function failedVmsExitCode(failed: readonly FailedVm[]): number {
+  if (failed.some((entry) => isLinkBug(entry.error))) return EXIT.internal;
+  return failed.some((entry) => isLinkUsageError(entry.error)) ? EXIT.usage : EXIT.failure;
 }
 
 /**
@@ -643,15 +661,21 @@ function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<Keep
   // The pass may have been stopped before it got to the VM that failed (or during the undo of the
   // one transaction): what failed is said all the same.
   const { failure } = interrupted;
-  return failure === undefined ? [stopped] : [stopped, `the failure that had it link VM by VM: ${reasonText(failure)}`];
+  return failure === undefined ? [stopped] : [stopped, `the failure that had it link VM by VM: ${failureText(failure)}`];
 }
 
 /**
  * What is said after the failure of a `link` that a signal interrupted while it failed and undid
  * the run: the undo went on to its end (a second signal would have cut it short, saying so).
- * `linkedStay`: a `link --keep-going` whose pass one by one had linked VMs (printed), which stay.
+ * `linkedStay`: a `link --keep-going` whose passes VM by VM (hot-plugging NICs, or linking one by
+ * one) had linked VMs (printed), which stay; where a bug (`bug`) stopped it so, it may have cut
+ * short what it did then (a VM's undo, say), and left what it had made for the VMs not linked:
+ * the line says no more than that those stay.
  */
-function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false): string {
+function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false, bug = false): string {
+  if (linkedStay && bug) {
+    return `link interrupted by ${signal} as a bug stopped it (above): the VMs it had linked VM by VM (printed) stay linked; what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges`;
+  }
   if (linkedStay) {
     return `link interrupted by ${signal} while it failed (above) and undid the VM it was linking: the undo went on to its end; the VMs it had linked VM by VM (printed) stay linked, and links made before it are as they were`;
   }
@@ -704,7 +728,7 @@ export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Sign
  */
 export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[], linkedStay = false): CliError {
   const further = failure instanceof CliError ? failure.details : [];
-  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay), ...after], 'lines');
+  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay, isLinkBug(failure)), ...after], 'lines');
 }
 
 /**
@@ -842,7 +866,8 @@ function withLeftDown(error: unknown, lines: readonly string[]): unknown {
   }
   const expected = error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string' && !isLinkUsageError(error);
   if (expected && !(error instanceof CliError)) return new CliError(error.message, EXIT.failure, lines, 'lines');
-  process.stderr.write(lines.map((line) => `spectrum-link: ${line}\n`).join(''));
+  // Each escaped and on one line, as runCli says the lines of an error (a failed VM's reason may hold anything).
+  process.stderr.write(lines.map((line) => `spectrum-link: ${oneLine(line)}\n`).join(''));
   return error;
 }
 
@@ -859,13 +884,20 @@ function takeDownFailure(error: unknown): unknown {
 
 /**
  * The error a `link --keep-going` run ends with that failed as a whole (a state file, the take-down
- * of links to providers dropped) after VMs of it had failed (`failed`), as withLeftDown makes it:
- * where one of them failed by bad input, exit 2, as where the run ends well (bad input outranks a
- * failure). A signal's exit code and an internal error's stay theirs.
+ * of links to providers dropped) after VMs of it had failed (`failed`), as withLeftDown makes it,
+ * its exit code ranked as where the run ends well (failedVmsExitCode): 70 where one of them failed
+ * by a bug (its own line says so; the first, the run's failure's, does not), else 2 where one
+ * failed by bad input, over the run's own 1 or 2. A signal's exit code and an internal error's of
+ * the run's own stay theirs.
  */
-function badInputOutranks(error: unknown, failed: readonly FailedVm[]): unknown {
-  if (!(error instanceof CliError) || error.exitCode !== EXIT.failure || !failed.some((entry) => isLinkUsageError(entry.error))) return error;
-  return new CliError(error.message, EXIT.usage, error.details, error.detailsAs);
+function failedVmsOutrank(error: unknown, failed: readonly FailedVm[]): unknown {
+  const own = exitCodeOf(error, LINK_EXIT_CODES);
+  const code = failedVmsExitCode(failed);
+  if (failed.length === 0 || (own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
+  const bug = code === EXIT.internal;
+  if (error instanceof CliError) return new CliError(error.message, code, error.details, error.detailsAs, bug);
+  // Bad usage, which withLeftDown rethrows after the VMs' lines: its line still last, as it is.
+  return new CliError(reasonText(error), code, [], 'details', bug);
 }
 
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
@@ -1039,7 +1071,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, linkerOpts.mtu, stopped));
         }
         // With --keep-going, a line for each VM it did not link (stderr says why too).
-        // (`badInput`: it failed by bad usage or input, as plain link would have exited 2.)
+        // (`badInput`: it failed by bad usage or input, as plain link would have exited 2;
+        // `internalError`: by a bug, as plain link would have exited 70.)
         if (flags.json === true) for (const entry of done.failed) lines.push(`${JSON.stringify(failedJson(entry))}\n`);
         // In --json, a line for each VM whose directory has gone too, its recorded links as `orphaned`.
         if (flags.json === true) for (const { vm, links } of done.orphaned) lines.push(`${JSON.stringify({ vm, links: [], orphaned: links.map(linkFieldsJson) })}\n`);
@@ -1109,7 +1142,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           if (interruption.received !== undefined) {
             throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, takeDownReach(error, done), undoLines(done.failed, done.vmmFailures));
           }
-          throw badInputOutranks(withLeftDown(failure, undoLines(done.failed, done.vmmFailures)), done.failed);
+          throw failedVmsOutrank(withLeftDown(failure, undoLines(done.failed, done.vmmFailures)), done.failed);
         }
         // The state failure as it is said without them (its exit code too), then those VMs. The
         // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped;
@@ -1125,7 +1158,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           writeOutcome(done, left?.all);
           // A signal that came as it failed (the failure's undo went on to its end): its exit code, as in plain link.
           if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, undoLines(error.failed), linked.size > 0);
-          throw badInputOutranks(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
+          throw failedVmsOutrank(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
         }
         // (So with no VM to say with it: plain link says it as interrupted-undoing.) So too a bug
         // that ended the run as a signal came: the signal's exit code outranks its 70 too, its
@@ -1164,10 +1197,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // VMs not linked, links taken down despite a VMM that did not detach: what was linked stays
       // linked, but the run failed, a line each. A VM that failed by bad usage or input (which
       // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools
-      // (and on every other ending but a signal's: badInputOutranks).
+      // (and on every other ending but a signal's: failedVmsOutrank); one that failed by a bug
+      // (which plain link exits 70 on) makes it 70, its own line saying so.
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
-        throw new CliError(first, failed.some((entry) => isLinkUsageError(entry.error)) ? EXIT.usage : EXIT.failure, rest, 'lines');
+        const code = failed.length === 0 ? EXIT.failure : failedVmsExitCode(failed);
+        throw new CliError(first, code, rest, 'lines', code === EXIT.internal);
       }
     });
 

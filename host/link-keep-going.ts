@@ -130,7 +130,8 @@ interface KeepGoingPass extends LinkTransaction {
  * A state that cannot be read or written fails the whole run, as does an interruption before or
  * during the one transaction (undone as in linkVms; the VMs failed before either come with it,
  * LinkerError.failed, to be said: a state failure then as a LinkerError 'state-failed', which
- * also carries the VMs linked again one by one before it, LinkerError.linked, to be printed, and
+ * also carries the VMs linked again one by one before it, LinkerError.linked, to be printed (as
+ * does a bug that stops the run, also those whose NICs were hot-plugged before it), and
  * with `--all` what it leaves as it is in the config dir, LinkerError.leftAsItIs, to be said; and
  * where no state dir was there yet and its lock cannot be taken, or a signal stops the wait for
  * it, the VMs that failed their checks before it); one later stops at the next safe point,
@@ -213,7 +214,8 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
       linked = outcome.linked;
       return { ...outcome, run: vms };
     } catch (error) {
-      // Stopped by a state failure after VMs were linked again one by one: those stay linked.
+      // Stopped by a state failure after VMs were linked again one by one (or by a bug after VMs
+      // were linked VM by VM): those stay linked.
       if (error instanceof LinkerError) linked = error.linked;
       throw error;
     } finally {
@@ -328,7 +330,8 @@ function interruptedAfter(error: LinkerError, vms: readonly VmName[], failures: 
  * The state failure that stops a `link --keep-going` run (the state is every VM's), or the bug
  * (an error of no kind: said as one, `internal error:`, exit 70), with the VMs
  * that had failed before it, so that their failures are said with it (as interruptedAfter), those
- * it had linked again one by one (`linked`), so that they are printed, and, where it had read the
+ * it had linked VM by VM (`linked`: linked again one by one; where a bug stops it, hot-plugged
+ * too), so that they are printed, and, where it had read the
  * config dir whole (`link --all`), what it leaves as it is there (`left`), so that it is said as
  * where the run ends well; as thrown where there is none of these.
  */
@@ -358,25 +361,28 @@ async function leftAsItIsOf(run: RunVms, state: LinkState | undefined, options: 
   return { all: { vms: run.vms, wholeDir }, orphaned, unusable };
 }
 
-/** What keepGoing's passes had done when a state failure stopped them, for that failure to carry (stateFailedAfter). */
+/** What keepGoing's passes had done when a state failure (or a bug) stopped them, for that failure to carry (stateFailedAfter). */
 interface PassesSoFar {
   /** The VMs failed so far, each with why. */
   readonly failures: Map<VmName, unknown>;
-  /** The VMs the pass one by one linked again so far (it stays linked). */
-  readonly linkedAgain: Map<VmName, LinkReport[]>;
+  /**
+   * The VMs linked so far VM by VM: their NICs hot-plugged (attachVmByVm), or linked again one by
+   * one (linkOneByOne). They stay linked.
+   */
+  readonly linked: Map<VmName, LinkReport[]>;
   /** The state as the passes read it, once read. */
   before?: LinkState;
 }
 
 /** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
 async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapshot: ConfigSnapshot, wholeDir?: WholeConfigDir): Promise<KeepGoingOutcome> {
-  const soFar: PassesSoFar = { failures: new Map(), linkedAgain: new Map() };
+  const soFar: PassesSoFar = { failures: new Map(), linked: new Map() };
   try {
     return await keepGoingPasses(vms, options, snapshot, soFar, wholeDir);
   } catch (error) {
     // A bug stops the run where it is too: what the passes had done by then is said with it, as with a state failure.
     if (!isStateFailure(error) && !isLinkBug(error)) throw error;
-    throw stateFailedAfter(error, vms, soFar.failures, soFar.linkedAgain, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options));
+    throw stateFailedAfter(error, vms, soFar.failures, soFar.linked, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options));
   }
 }
 
@@ -475,7 +481,9 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     transactionFailure = error;
   }
   let pass: KeepGoingPass;
-  if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures);
+  // The VMs it hot-plugs, as it goes: also where a bug stops it (in a VM's undo, say), those it
+  // had linked by then stay linked, and come with the bug, to be printed (keepGoing).
+  if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures, soFar.linked);
   // The undo writes the state file back, but for the ids of links whose devices it could not
   // delete (and, where that write failed, every id of the run): the ids the file still records
   // (their devices may exist) are kept, so it is read again, not `before` reused.
@@ -491,7 +499,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     // The VMs the pass links again, as it goes: also where a state that cannot be read or written
     // stops it (thrown), the links of the VMs it had not linked again by then are said down, and
     // those it had come with that failure, to be printed (keepGoing).
-    const linkedNow = soFar.linkedAgain;
+    const linkedNow = soFar.linked;
     const sayUnsaid = (): void => {
       const unsaid = leftDown.filter((link) => !linkedNow.has(vmName(link.vm)) && !said.has(keyOf(link)));
       if (unsaid.length > 0) options.onLeftDown?.(unsaid);
@@ -538,9 +546,10 @@ async function attachVmByVm(
   made: RunDevices,
   options: LinkerOptions,
   failures: Map<VmName, unknown>,
+  /** The VMs linked, filled as it goes (the caller's: a bug that stops the pass leaves it as far as it got). */
+  linked = new Map<VmName, LinkReport[]>(),
 ): Promise<KeepGoingPass> {
   let { state } = run;
-  const linked = new Map<VmName, LinkReport[]>();
   const providers = new Map<VmName, readonly VmName[]>();
   const count: NicCount = { done: 0, total: vms.reduce((total, vm) => total + (run.linked.get(vm) ?? []).flatMap((report) => vmmNics(report)).length, 0) };
   for (const [index, vm] of vms.entries()) {
@@ -555,8 +564,9 @@ async function attachVmByVm(
         state = await undoVms(vms.slice(index), run, state, before, made, options);
         return { state, linked, providers, interrupted: { during: 'attach', undone: vm, notLinked: vms.slice(index + 1) } };
       }
-      state = await undoVms([vm], run, state, before, made, options);
+      // Failed before its undo: where a bug cuts that short (stopping the run), it is said all the same.
       failures.set(vm, error);
+      state = await undoVms([vm], run, state, before, made, options);
     }
   }
   return { state, linked, providers };
@@ -601,7 +611,8 @@ async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: Link
 
 /**
  * The VM-by-VM pass of `link --keep-going`, where the one transaction failed: a transaction per
- * VM from the state the last one left; a VM that fails is undone alone and added to `failures`.
+ * VM from the state the last one left; a VM that fails is undone alone and added to `failures`
+ * (a bug in its undo, which leaves the state unknown, stops the pass: thrown).
  * A signal stops it before the next VM, or undoes the VM in progress at its next safe point.
  */
 async function linkOneByOne(
@@ -621,6 +632,8 @@ async function linkOneByOne(
   const undoWrite = options.onUndoStateWriteFailed;
   for (const [index, vm] of vms.entries()) {
     if (options.signal?.aborted === true) return { state, linked, providers, interrupted: { during: 'one-by-one', notLinked: vms.slice(index) } };
+    // Whether its transaction's undo went on to its end (telling the state the file holds).
+    let undone = false;
     try {
       // `made` still holds what the one transaction replaced: a VM failing here leaves those links down too.
       // Where it fails, the next VM goes on from the state the file holds after its undo: records
@@ -630,7 +643,10 @@ async function linkOneByOne(
         attach: true,
         ...(onLeftDown === undefined ? {} : { leftDown: onLeftDown }),
         ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }),
-        undone: (holds) => void (state = holds),
+        undone: (holds) => {
+          state = holds;
+          undone = true;
+        },
       };
       const run = await linkTransaction([vm], quiet, snapshot, state, made, mode);
       state = run.state;
@@ -640,6 +656,11 @@ async function linkOneByOne(
       if (isInterruption(error)) return { state, linked, providers, interrupted: { during: 'one-by-one', undone: vm, notLinked: vms.slice(index + 1) } };
       // The state is every VM's: one that cannot be written fails the run (as in the one transaction), not each VM after.
       if (error instanceof StateStoreError) throw error;
+      // An undo that a bug cut short (what it throws then) left the state file and this VM's
+      // devices unknown: the next VM, going on from the state before, could write its ids away
+      // while their devices may be there. The bug stops the run where it is (keepGoing), the VMs
+      // linked by then with it.
+      if (!undone) throw error;
       failures.set(vm, error);
     }
     progress?.({ phase: 'one-by-one', done: index + 1, total: vms.length });

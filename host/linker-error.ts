@@ -89,7 +89,8 @@ export class LinkerError extends Error {
     readonly failed: readonly FailedVm[] = [],
     /**
      * For 'state-failed' of `link --keep-going`: the VMs it had linked again one by one (after its
-     * one transaction failed) before the state failure stopped it; where the take-down of links to
+     * one transaction failed) before the state failure stopped it (a bug, also those whose NICs it
+     * had hot-plugged VM by VM after it); where the take-down of links to
      * providers dropped failed after the run's links were made (`outcome`), every VM it linked. In
      * the order asked for, each with its links: linked and recorded, to be printed as where the run
      * ends unstopped.

@@ -13,7 +13,9 @@ export const EXIT = {
 /**
  * An error meant for the user: printed as one line, then one line per detail (e.g. every problem
  * found by a check), exit code chosen by the thrower. `detailsAs` 'lines': the details are more
- * lines like the first (several failures, each said in full), not indented under it.
+ * lines like the first (several failures, each said in full), not indented under it. Exit 70 (a
+ * bug) says `internal error:` at the start of the first line, but with `bugSaid`: the lines say
+ * themselves which failure is a bug (one of several failures said, not the first of them, maybe).
  */
 export class CliError extends Error {
   override readonly name = 'CliError';
@@ -22,6 +24,7 @@ export class CliError extends Error {
     readonly exitCode: number = EXIT.failure,
     readonly details: readonly string[] = [],
     readonly detailsAs: 'details' | 'lines' = 'details',
+    readonly bugSaid = false,
   ) {
     super(message);
   }
@@ -121,7 +124,8 @@ export async function runCli(program: Command, argv: readonly string[], known: E
     const code = exitCodeOf(error, known);
     const indent = error instanceof CliError && error.detailsAs === 'lines' ? ' ' : '   ';
     const details = error instanceof CliError ? error.details.map((detail) => `${name}:${indent}${oneLine(detail)}\n`) : [];
-    process.stderr.write(`${name}: ${code === EXIT.internal ? 'internal error: ' : ''}${oneLine(message)}\n${details.join('')}`);
+    const bug = code === EXIT.internal && !(error instanceof CliError && error.bugSaid);
+    process.stderr.write(`${name}: ${bug ? 'internal error: ' : ''}${oneLine(message)}\n${details.join('')}`);
     return code;
   }
 }

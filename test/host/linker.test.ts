@@ -62,6 +62,11 @@ const kernel = vi.hoisted(() => ({
   unlistable: new Set<string>(),
   /** Where set, a query of named devices that names `device` throws `error` (a bug in the lookup). */
   lookupBug: undefined as { device: string; error: Error } | undefined,
+  /**
+   * Where set, the next undo (of a plan, or of VMs of a --keep-going run) throws it as it is called:
+   * a bug in that undo, not the kernel's refusal (which the adapter returns as devices left).
+   */
+  undoBug: undefined as Error | undefined,
   whileApplying: (): void | Promise<void> => undefined,
   /** Runs as removeDevices deletes devices (unlink, link taking down a provider dropped). */
   whileRemoving: (): void => undefined,
@@ -216,6 +221,26 @@ const leftOf = vi.hoisted(() => (devices: readonly string[], namespaces: readonl
   };
 });
 
+/** Throw `kernel.undoBug` where set (once). */
+const throwUndoBug = vi.hoisted(() => (): void => {
+  const bug = kernel.undoBug;
+  kernel.undoBug = undefined;
+  if (bug !== undefined) throw bug;
+});
+
+/** The scripted kernel's undo of a plan (undoDevicePlan), once it is called. */
+const undoPlan = vi.hoisted(() => async (plan: DevicePlan, made?: PlanMade) => {
+  kernel.undone += 1;
+  kernel.undonePlans.push(plan);
+  kernel.undoneMade.push(made === undefined ? undefined : new Set(made.devices));
+  kernel.undoneMadeNamespaces.push(made === undefined ? undefined : new Set(made.namespaces));
+  if (kernel.undoFailures > 0) {
+    kernel.undoFailures -= 1;
+    throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
+  }
+  return leftOf(plan.creates, plan.createNamespaces);
+});
+
 vi.mock('../../host/netlink-devices.js', () => ({
   newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set() }),
   observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
@@ -238,18 +263,14 @@ vi.mock('../../host/netlink-devices.js', () => ({
     const refused = plan.creates.find((device) => kernel.refused.has(device));
     if (refused !== undefined) throw Object.assign(new Error(`ip link add ${refused} type bridge failed: File exists`), { kind: 'step-failed' });
   },
-  undoDevicePlan: async (plan: DevicePlan, made?: PlanMade) => {
-    kernel.undone += 1;
-    kernel.undonePlans.push(plan);
-    kernel.undoneMade.push(made === undefined ? undefined : new Set(made.devices));
-    kernel.undoneMadeNamespaces.push(made === undefined ? undefined : new Set(made.namespaces));
-    if (kernel.undoFailures > 0) {
-      kernel.undoFailures -= 1;
-      throw Object.assign(new Error('the undo failed part-way'), { kind: 'netlink' });
-    }
-    return leftOf(plan.creates, plan.createNamespaces);
+  undoDevicePlan: (plan: DevicePlan, made?: PlanMade) => {
+    throwUndoBug();
+    return undoPlan(plan, made);
   },
-  undoDevices: async (names: readonly string[]) => leftOf(names, []),
+  undoDevices: (names: readonly string[]) => {
+    throwUndoBug();
+    return Promise.resolve(leftOf(names, []));
+  },
   removeDevices: async (names: readonly string[]) => {
     if (kernel.lookupRefused !== undefined) throw Object.assign(new Error(kernel.lookupRefused), { name: 'DeviceError', kind: 'query-failed', removed: [] });
     kernel.whileRemoving();
@@ -305,6 +326,7 @@ beforeEach(async () => {
   kernel.listingRefused = undefined;
   kernel.unlistable.clear();
   kernel.lookupBug = undefined;
+  kernel.undoBug = undefined;
   lockRelease.fail = undefined;
   lockRelease.whileUnlocking = undefined;
   kernel.whileApplying = () => undefined;
@@ -1567,6 +1589,242 @@ describe('link --keep-going with a VM that failed by bad input, whatever else fa
     const run = await linkCli(['--keep-going', c0, c1], stateDir, { vmm, attach });
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: [expect.stringMatching(/^spectrum-link: cannot write state file /), expect.stringMatching(/^spectrum-link: link c0 failed: VM c0 in .* is not valid .*nosuchvm/)] });
   });
+
+  // c0 failed by a bug instead (an error of no kind out of the check of its side's socket, which
+  // plain link exits 70 on), alone or with c2 failed by that bad input: 70 outranks 2 and the
+  // ending's own 1 (or 2), the ending's line said as it is, c0's as a bug.
+  it.each(endings.flatMap(([how, prepare, endingLine]) => [false, true].map((badInput) => [how, badInput, prepare, endingLine] as const)))(
+    'c0 failed by a bug, where %s (c2 failed by bad input too: %s): the line of that ending (no `internal error:`), then c0\'s saying it is one; exit 70',
+    async (_how, badInput, prepare, endingLine) => {
+      const c2 = CLIENTS[1] as VmName;
+      const bug = new TypeError("Cannot read properties of undefined (reading 'socket')");
+      await addVm(c0, [NETVM]);
+      const buggy: VmmPort = {
+        ...NO_VMM,
+        checkSocket: (kind, vm) => {
+          if (vm === c0) throw bug;
+          if (vm === c2) throw new CliError(`--qmp-socket gives VM ${vm} a socket path too long (${kind})`, EXIT.usage);
+        },
+      };
+      const state = await prepare();
+      // c2 before c1: where c1's record fails the run, c2 has failed already.
+      const run = await linkCli(['--keep-going', c0, ...(badInput ? [c2] : []), c1], state, { vmm: buggy, attach: ['none', 'c0=qemu', 'c2=qemu'] });
+      expect({ code: run.code, stderr: run.stderr }).toEqual({
+        code: 70,
+        stderr: [
+          ...(endingLine === undefined ? [] : [expect.stringMatching(endingLine)]),
+          `spectrum-link: link c0 failed: internal error: ${bug.message}`,
+          ...(badInput ? ['spectrum-link: link c2 failed: --qmp-socket gives VM c2 a socket path too long (qemu)'] : []),
+        ],
+      });
+    },
+  );
+});
+
+describe('link --keep-going with a VM failed by a bug (an error of no kind) in its own part of the run: it fails alone, undone as any failed VM, said as plain link says a bug (`internal error:`, --json `internalError`), exit 70', () => {
+  const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+  const bug = new TypeError("Cannot read properties of undefined (reading 'nic')");
+  /** A VMM whose attach of a NIC of `vm` throws the bug (first running `first`, where given). */
+  const attachBug = (vm: VmName, first?: () => void): VmmPort => ({
+    ...NO_VMM,
+    attach: async (_kind, at) => {
+      if (at !== vm) return true;
+      first?.();
+      throw bug;
+    },
+  });
+  const recorded = async (): Promise<string[]> => (await loadState(stateDir)).links.map((link) => link.client).sort();
+  const linkedLines = (stdout: string): string[] => stdout.split('\n').filter((line) => / -> /.test(line));
+
+  it.each([false, true])('as its NIC is hot-plugged (the pass VM by VM; --json: %s): c2 linked, c1 undone, its line as plain link says that bug after `link c1 failed: `', async (json) => {
+    const attach = ['none', 'c1=qemu'];
+    const plain = await linkCli([c1, c2], stateDir, { vmm: attachBug(c1), attach });
+    expect({ code: plain.code, stderr: plain.stderr }).toEqual({ code: 70, stderr: [`spectrum-link: internal error: ${bug.message}`] });
+    const run = await linkCli([...(json ? ['--json'] : []), '--keep-going', c1, c2], stateDir, { vmm: attachBug(c1), attach });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 70, stderr: [`spectrum-link: link c1 failed: ${plain.stderr[0]?.replace(/^spectrum-link: /, '')}`] });
+    if (json) {
+      expect(run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown)).toEqual([
+        { vm: 'c2', links: [expect.objectContaining({ vm: 'c2', provider: NETVM })] },
+        { vm: 'c1', links: [], error: bug.message, internalError: true },
+      ]);
+    } else expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c2 -> netvm  id /)]);
+    expect(await recorded()).toEqual(['c2']);
+  });
+
+  it('as it is linked again one by one (the one transaction refused by the kernel at c1): c1 fails as the kernel refused it, c2 by the bug, undone; c3 linked; exit 70', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm: attachBug(c2), attach: ['none', 'c2=qemu'] });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 70,
+      stderr: [expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/), `spectrum-link: link c2 failed: internal error: ${bug.message}`],
+    });
+    expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c3 -> netvm  id /)]);
+    expect(await recorded()).toEqual(['c3']);
+  });
+
+  it('as its NIC comes out of its VMM to be attached another way (the take-out VM by VM): c1 fails with nothing taken out, its link as it was; c2 linked; exit 70', async () => {
+    // c1's client side up as QEMU attached it, to be attached another way (--attach none).
+    const allocation = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]);
+    const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
+    await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
+    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    const detached: string[] = [];
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      detach: async (_kind, vm) => void detached.push(vm),
+      unansweredDetach: (_kind, vm) => {
+        if (vm === c1) throw bug;
+        return undefined;
+      },
+    };
+    const run = await linkCli(['--keep-going', c1, c2], stateDir, { vmm });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 70, stderr: [`spectrum-link: link c1 failed: internal error: ${bug.message}`] });
+    expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c2 -> netvm  id /)]);
+    expect(detached).toEqual([]);
+    expect((await loadState(stateDir)).links.map((link) => [link.client, link.attached?.client])).toEqual(expect.arrayContaining([['c1', 'qemu']]));
+  });
+
+  it('as the one transaction of its run of one VM makes its devices: it fails, said as a bug; exit 70', async () => {
+    const id = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]).links[0]!.id;
+    kernel.lookupBug = { device: linkDeviceNames(PREFIX, id).bridge, error: bug };
+    const run = await linkCli(['--json', '--keep-going', c1]);
+    expect({ code: run.code, stdout: run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown), stderr: run.stderr }).toEqual({
+      code: 70,
+      stdout: [{ vm: 'c1', links: [], error: bug.message, internalError: true }],
+      stderr: [`spectrum-link: link c1 failed: internal error: ${bug.message}`],
+    });
+  });
+
+  it('in the checks of a run with no state dir yet and nothing to link but it: it fails, said as a bug, and no state dir is made; exit 70', async () => {
+    const fresh = join(stateDir, 'fresh');
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      checkSocket: (_kind, vm) => {
+        if (vm === c1) throw bug;
+      },
+    };
+    const run = await linkCli(['--keep-going', c1], fresh, { vmm, attach: ['none', 'c1=qemu'] });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 70, stderr: [`spectrum-link: link c1 failed: internal error: ${bug.message}`] });
+    expect(existsSync(fresh)).toBe(false);
+  });
+
+  it.each([false, true])('a shown text in its message escaped, on one line, as other messages are (the run then stopped by a bug of its own, whose line comes last, the lines before it written first: %s)', async (stopped) => {
+    const shown = new TypeError("Cannot read properties of undefined (reading '\x1b[31mred\nline')");
+    const escaped = "Cannot read properties of undefined (reading '\\u001b[31mred line')";
+    const ownBug = new TypeError("Cannot read properties of undefined (reading 'devices')");
+    const refused = Object.assign(new Error('QEMU of c2 refused NIC: DeviceAddFailed: Duplicate ID'), { name: 'VmmError', kind: 'refused' });
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      attach: async (_kind, vm) => {
+        if (vm === c1) throw shown;
+        if (vm !== c2 || !stopped) return true;
+        // c2 refused, its undo then stopped by a bug: the run's own.
+        kernel.undoBug = ownBug;
+        throw refused;
+      },
+    };
+    const run = await linkCli(['--keep-going', c1, c2], stateDir, { vmm, attach: ['none', 'c1=qemu', 'c2=qemu'] });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 70,
+      stderr: [
+        `spectrum-link: link c1 failed: internal error: ${escaped}`,
+        ...(stopped ? [`spectrum-link: link c2 failed: ${refused.message}`, `spectrum-link: internal error: ${ownBug.message}`] : []),
+      ],
+    });
+  });
+
+  it('the one transaction failed by it too (c1\'s devices looked up with every VM\'s), a signal then stopping the pass one by one: the line of why it linked VM by VM says it is a bug, as c1\'s does; exit 130', async () => {
+    const id = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links[0]!.id;
+    kernel.lookupBug = { device: linkDeviceNames(PREFIX, id).bridge, error: bug };
+    // One by one, a SIGINT as c2's devices are made (c1 failed before them).
+    kernel.whileApplying = () => void process.emit('SIGINT', 'SIGINT');
+    const run = await linkCli(['--keep-going', c1, c2, c3]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        expect.stringMatching(/^spectrum-link: link interrupted by SIGINT while linking VM by VM after a failure \(--keep-going\): undid what it had made for c2, /),
+        `spectrum-link: the failure that had it link VM by VM: internal error: ${bug.message}`,
+        `spectrum-link: link c1 failed: internal error: ${bug.message}`,
+      ],
+    });
+  });
+
+  it('with a signal after the last safe point: the signal\'s 130 outranks its 70, its line still saying it is an internal error', async () => {
+    const run = await linkCli(['--keep-going', c1, c2], stateDir, { vmm: attachBug(c1, () => void process.emit('SIGINT', 'SIGINT')), attach: ['none', 'c1=qemu'] });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({
+      code: 130,
+      stderr: [
+        'spectrum-link: link interrupted by SIGINT after it had done its work: the signal undid nothing, but each VM that failed (below) was undone alone, as without it',
+        `spectrum-link: link c1 failed: internal error: ${bug.message}`,
+      ],
+    });
+    expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c2 -> netvm  id /)]);
+  });
+});
+
+describe('link --keep-going stopped by a bug in the undo of a failed VM (its state unknown): the VMs it had linked VM by VM stay linked, printed, and with a signal the line says so', () => {
+  const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+  const bug = new TypeError("Cannot read properties of undefined (reading 'devices')");
+  const refusal = Object.assign(new Error('QEMU of c2 refused NIC: DeviceAddFailed: Duplicate ID'), { name: 'VmmError', kind: 'refused' });
+  /** A VMM that refuses `vm`'s NIC, the undo that follows then stopped by the bug (after a SIGINT, where `signal`). */
+  const refusingThenBug = (vm: VmName, signal: boolean): VmmPort => ({
+    ...NO_VMM,
+    attach: async (_kind, at) => {
+      if (at !== vm) return true;
+      if (signal) process.emit('SIGINT', 'SIGINT');
+      kernel.undoBug = bug;
+      throw Object.assign(new Error(refusal.message.replace('c2', vm)), { name: refusal.name, kind: refusal.kind });
+    },
+  });
+  const linkedLines = (stdout: string): string[] => stdout.split('\n').filter((line) => / -> /.test(line));
+  const stayLinked = /^spectrum-link: link interrupted by SIGINT as a bug stopped it \(above\): the VMs it had linked VM by VM \(printed\) stay linked; what it had made for the VMs it did not link \(devices, ids\) may be left over: run it again, and it converges$/;
+
+  it.each([false, true])('hot-plugging VM by VM, c2 refused, its undo stopped by the bug (a signal: %s): c1 (hot-plugged before) printed, c2\'s failure said, the bug; every id recorded kept', async (signal) => {
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenBug(c2, signal), attach: ['none', 'c2=qemu'] });
+    expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /)]);
+    const c2Failed = `spectrum-link: link c2 failed: ${refusal.message}`;
+    expect({ code: run.code, stderr: run.stderr }).toEqual(
+      signal
+        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c2Failed] }
+        : { code: 70, stderr: [c2Failed, `spectrum-link: internal error: ${bug.message}`] },
+    );
+    // Nothing recorded is written away: c2's devices may be there (its undo cut short), and c3's are.
+    expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3']);
+  });
+
+  it('with --json: c1\'s line, then c2\'s', async () => {
+    const run = await linkCli(['--json', '--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenBug(c2, false), attach: ['none', 'c2=qemu'] });
+    expect({ code: run.code, stdout: run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown) }).toEqual({
+      code: 70,
+      stdout: [{ vm: 'c1', links: [expect.objectContaining({ vm: 'c1', provider: NETVM })] }, { vm: 'c2', links: [], error: refusal.message }],
+    });
+  });
+
+  it.each([false, true])('linking one by one (c1 refused by the kernel), c2 linked, c3 refused by its VMM and its undo stopped by the bug (a signal: %s): c2 printed, c1\'s failure said, the bug', async (signal) => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenBug(c3, signal), attach: ['none', 'c3=qemu'] });
+    expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c2 -> netvm  id /)]);
+    const c1Failed = expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/);
+    expect({ code: run.code, stderr: run.stderr }).toEqual(
+      signal
+        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c1Failed] }
+        : { code: 70, stderr: [c1Failed, `spectrum-link: internal error: ${bug.message}`] },
+    );
+  });
+
+  it('linking one by one, the VM whose undo the bug stopped (c3) not the last: the run stops there, c3\'s ids recorded kept, not written away by the next VM (c2) going on from the state before', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const run = await linkCli(['--keep-going', c1, c3, c2], stateDir, { vmm: refusingThenBug(c3, false), attach: ['none', 'c3=qemu'] });
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 70,
+      linked: [],
+      stderr: [expect.stringMatching(/^spectrum-link: link c1 failed: /), `spectrum-link: internal error: ${bug.message}`],
+    });
+    expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c3', ids[2]]]);
+  });
 });
 
 describe('link --keep-going stopped by a state failure as a signal comes: the signal outranks it, as in plain link', () => {
@@ -2235,22 +2493,27 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
-  it('unlink: a usage error of a VMM side found after another NIC came out says `unlink <vm>:` first too, then what came out; its exit code kept', async () => {
+  it.each([
+    ['after another NIC came out', NETVM, (clientNic: string) => `; before it, it had taken NIC ${clientNic} out of the QEMU of c1 (c1 no longer has it)`],
+    // Before any came out: said as the kernel's refusal before anything went is, not as it was thrown.
+    ['before any NIC came out', CLIENTS[0]!, () => '; so nothing was taken down (no NIC detached, no device deleted), the state file as it was'],
+  ] as const)('unlink: a usage error of a VMM side found %s says `unlink <vm>:` first too, then what it had done; its exit code kept', async (_when, refusing, after) => {
     const detached: string[] = [];
     const vmm: VmmPort = {
       attach: async () => true,
       detach: async (_kind, vm, nic) => {
-        if (vm === NETVM) throw new CliError(`--qmp-socket gives VM ${vm} no usable socket path`, EXIT.usage);
+        if (vm === refusing) throw new CliError(`--qmp-socket gives VM ${vm} no usable socket path`, EXIT.usage);
         detached.push(nic.id);
       },
     };
-    const { link } = await linkC1(vmm);
+    const { text, link } = await linkC1(vmm);
     await expect(unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
       name: 'CliError',
       exitCode: EXIT.usage,
-      message: `unlink c1: --qmp-socket gives VM netvm no usable socket path; before it, it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it)`,
+      message: `unlink c1: --qmp-socket gives VM ${refusing} no usable socket path${after(link.clientDevice)}`,
     });
-    expect(detached).toEqual([link.clientDevice]);
+    expect(detached).toEqual(refusing === NETVM ? [link.clientDevice] : []);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
   it('unlink: a check before whose only failure is the sync of the state dir says so, not that a change may be lost (there was none)', async () => {
@@ -2802,9 +3065,14 @@ describe('link --all: an unusable entry recorded as a provider', () => {
     ]);
     const release = (vm: string, them: string): string => `as the VM may still run; if it is gone for good, release ${them} with: spectrum-link unlink ${vm} --forget --state-dir ${stateDir} --device-prefix sn`;
     expect(logged.warnings.filter((warning) => warning.startsWith(gone) || warning.startsWith(loop))).toEqual([
-      `gone is not linked: ${said(gone)}; its 1 recorded link as client is left as it is (devices too), ${release(gone, 'it')}; as provider, 1 recorded link (g1 -> gone), its client's to link or take down`,
+      // The unlink offered takes down its links as provider too (unlink <vm> takes every link of the VM): said so.
+      `gone is not linked: ${said(gone)}; its 1 recorded link as client is left as it is (devices too), ${release(gone, 'it and its links as provider')}; as provider, 1 recorded link (g1 -> gone), its client's to link or take down`,
       `loop is not linked: ${said(loop)}; its 2 recorded links are left as they are (devices too), ${release(loop, 'them')}`,
     ]);
+    // As said: that unlink releases g1 -> gone with gone -> netvm.
+    await unlinkVm(gone, { forget: true, force: false }, options());
+    const left = (await loadState(stateDir)).links.filter((link) => [gone, loop, 'g1'].includes(link.client));
+    expect(left.map(({ client, provider }) => `${client} -> ${provider}`).sort()).toEqual(['loop -> netvm', 'loop -> netvm2']);
   });
 
   it('says none of those links taken down (ids kept: the run took them down, its clients naming it no more), on that run and every one after; a stray file with only such links is passed over quietly again', async () => {
