@@ -853,6 +853,10 @@ export class NetdAgent {
         // the link's notification (its deletion, its new name) plans what follows, or nothing.
         run.vanished += 1;
         if (this.#view.lastKnown?.has(ifindex) === true) gone.add(ifindex);
+        // Read again before it is set again: a link still there by that name whose file went with
+        // its IPv6 (an MTU below 1280) has nothing to set ('absent'), where the value read before
+        // would be asked for again at every retry, each refused so, no notification ending them.
+        if (operation.kind === 'sysctl') this.#view.sysctls.delete(sysctlKeyId(operation.key));
         this.log.debug(`${text}: the link is gone or renamed meanwhile, not a failure`);
         return;
       }
