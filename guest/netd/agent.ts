@@ -945,7 +945,10 @@ export class NetdAgent {
     for (const [ifindex, { name }] of this.#conflictsSaid) {
       if (said.has(ifindex)) continue;
       const now = links.find((link) => link.ifindex === ifindex);
-      this.log.info({ link: now?.name ?? name, ifindex }, `${now?.name ?? name} is no longer in conflict: ${now === undefined ? 'it is gone' : `it is ${now.state} now`}`);
+      // Served now, the plan has yet to configure it in this reconcile: 'pending' would say nothing of that.
+      const served = now !== undefined && now.role === 'provider' && now.id !== null && (now.state === 'pending' || now.state === 'configured');
+      const what = now === undefined ? 'it is gone' : served ? `client id ${String(now.id)} is served on it now` : `it is ${now.state} now`;
+      this.log.info({ link: now?.name ?? name, ifindex }, `${now?.name ?? name} is no longer in conflict: ${what}`);
     }
     this.#conflictsSaid = said;
   }
