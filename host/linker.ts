@@ -73,13 +73,16 @@ export function undoneState(state: LinkState, before: LinkState, reports: readon
  * Write `target` over the state file, which holds `held` (the undo of a failed run, or of VMs of
  * it). Where that fails, the failure being undone stays what is thrown: this one is told (`told`)
  * with what the file still records, and the state it holds is returned, so that a later write of
- * the run (--keep-going) keeps those records, as the line that says so tells.
+ * the run (--keep-going) keeps those records, as the line that says so tells. Only the store's
+ * failure is told so: anything else (a bug) is thrown, the undo cut short there, as a bug
+ * elsewhere in it (what the file holds is then unknown: it is not told as a write that failed).
  */
 export async function writeBack(options: Pick<LinkerOptions, 'stateDir' | 'devicePrefix' | 'attach'>, held: LinkState, target: LinkState, told?: (failure: UndoStateWriteFailure) => void): Promise<LinkState> {
   try {
     await saveState(options.stateDir, target);
     return target;
   } catch (error) {
+    if (!(error instanceof StateStoreError)) throw error;
     const written = error instanceof StateStoreError && error.kind === 'sync-failed';
     const targetLinks = linksByPair(target);
     const unchanged = (link: Link): boolean => {

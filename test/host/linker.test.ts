@@ -1825,6 +1825,45 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     });
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c3', ids[2]]]);
   });
+
+  /** A VMM that refuses `vm`'s NIC, the undo's write back of the state file that follows then failed by the bug (not the store's failure). */
+  const refusingThenWriteBug = (vm: VmName): VmmPort => ({
+    ...NO_VMM,
+    attach: async (_kind, at) => {
+      if (at !== vm) return true;
+      store.thrown = bug;
+      throw Object.assign(new Error(refusal.message.replace('c2', vm)), { name: refusal.name, kind: refusal.kind });
+    },
+  });
+  const notWrittenBack = /undoing the run, the state file could not be written back/;
+
+  it('hot-plugging VM by VM, c2 refused, the write back of its undo failed by a bug: said as a bug that stops the run (c1 printed, c3 not linked), not as a state file not written back; every id recorded kept', async () => {
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenWriteBug(c2), attach: ['none', 'c2=qemu'] });
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 70,
+      linked: [expect.stringMatching(/^c1 -> netvm  id /)],
+      stderr: [`spectrum-link: link c2 failed: ${refusal.message}`, `spectrum-link: internal error: ${bug.message}`],
+    });
+    expect(run.stderr).not.toContainEqual(expect.stringMatching(notWrittenBack));
+    expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3']);
+  });
+
+  it('linking one by one (c1 refused by the kernel), c3 refused by its VMM, the write back of its undo failed by a bug: said as a bug that stops the run (c2 printed), not as a state file not written back', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenWriteBug(c3), attach: ['none', 'c3=qemu'] });
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 70,
+      linked: [expect.stringMatching(/^c2 -> netvm  id /)],
+      stderr: [expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/), `spectrum-link: internal error: ${bug.message}`],
+    });
+    expect(run.stderr).not.toContainEqual(expect.stringMatching(notWrittenBack));
+  });
+
+  it('plain link, its VMM refusing, the write back of the undo failed by a bug: said as a bug (exit 70), not as a state file not written back', async () => {
+    const run = await linkCli([c1], stateDir, { vmm: refusingThenWriteBug(c1), attach: ['none', 'c1=qemu'] });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 70, stderr: [`spectrum-link: internal error: ${bug.message}`] });
+  });
 });
 
 describe('link --keep-going stopped by a state failure as a signal comes: the signal outranks it, as in plain link', () => {
