@@ -602,14 +602,29 @@ function failedJson({ vm, error }: FailedVm): Record<string, unknown> {
 }
 
 /**
- * The exit code that the VMs a `link --keep-going` run did not link (`failed`, some) make it end
- * with, as plain link would have exited on the worst of their failures: 70 where one failed by a
- * bug, else 2 where one failed by bad usage or input, else 1 (a bug outranks bad usage, which
- * outranks a failure; a signal's 130 or 143 outranks them all, said where it comes).
+ * The exit code that the VMs a `link --keep-going` run did not link (`failed`) make it end with,
+ * as plain link would have exited on the worst of their failures: 70 where one failed by a bug,
+ * or where its one transaction did, no VM failing by it (`transactionBug`), else 2 where one
+ * failed by bad usage or input, else 1 (a bug outranks bad usage, which outranks a failure; a
+ * signal's 130 or 143 outranks them all, said where it comes).
  */
-function failedVmsExitCode(failed: readonly FailedVm[]): number {
-  if (failed.some((entry) => isLinkBug(entry.error))) return EXIT.internal;
+function failedVmsExitCode(failed: readonly FailedVm[], transactionBug?: unknown): number {
+  if (transactionBug !== undefined || failed.some((entry) => isLinkBug(entry.error))) return EXIT.internal;
   return failed.some((entry) => isLinkUsageError(entry.error)) ? EXIT.usage : EXIT.failure;
+}
+
+/**
+ * What `link --keep-going` says of why it linked the VMs VM by VM (its one transaction failed:
+ * `failure`), where a signal stopped that pass, or where that failure was a bug no VM failed by
+ * again (KeepGoingOutcome.transactionBug): one line, a bug's reason `internal error: ...`.
+ */
+function vmByVmFailureLine(failure: unknown): string {
+  return `the failure that had it link VM by VM: ${failureText(failure)}`;
+}
+
+/** The line of a bug of a `link --keep-going` run's one transaction that no VM failed by (vmByVmFailureLine), where there is one. */
+function transactionBugLines(transactionBug: unknown): string[] {
+  return transactionBug === undefined ? [] : [vmByVmFailureLine(transactionBug)];
 }
 
 /**
@@ -658,7 +673,7 @@ function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<Keep
   // The pass may have been stopped before it got to the VM that failed (or during the undo of the
   // one transaction): what failed is said all the same.
   const { failure } = interrupted;
-  return failure === undefined ? [stopped] : [stopped, `the failure that had it link VM by VM: ${failureText(failure)}`];
+  return failure === undefined ? [stopped] : [stopped, vmByVmFailureLine(failure)];
 }
 
 /**
@@ -883,14 +898,14 @@ function takeDownFailure(error: unknown): unknown {
  * The error a `link --keep-going` run ends with that failed as a whole (a state file, the take-down
  * of links to providers dropped) after VMs of it had failed (`failed`), as withLeftDown makes it,
  * its exit code ranked as where the run ends well (failedVmsExitCode): 70 where one of them failed
- * by a bug (its own line says so; the first, the run's failure's, does not), else 2 where one
- * failed by bad input, over the run's own 1 or 2. A signal's exit code and an internal error's of
- * the run's own stay theirs.
+ * by a bug, or its one transaction did, no VM failing by it (`transactionBug`; their own lines say
+ * so; the first, the run's failure's, does not), else 2 where one failed by bad input, over the
+ * run's own 1 or 2. A signal's exit code and an internal error's of the run's own stay theirs.
  */
-function failedVmsOutrank(error: unknown, failed: readonly FailedVm[]): unknown {
+function failedVmsOutrank(error: unknown, failed: readonly FailedVm[], transactionBug?: unknown): unknown {
   const own = exitCodeOf(error, LINK_EXIT_CODES);
-  const code = failedVmsExitCode(failed);
-  if (failed.length === 0 || (own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
+  const code = failedVmsExitCode(failed, transactionBug);
+  if ((failed.length === 0 && transactionBug === undefined) || (own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
   const bug = code === EXIT.internal;
   if (error instanceof CliError) return new CliError(error.message, code, error.details, error.detailsAs, bug);
   // Bad usage, which withLeftDown rethrows after the VMs' lines: its line still last, as it is.
@@ -1023,11 +1038,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // Said after the failure: the links left down, the devices and namespaces left, the records
       // not written back, each VMM that did not detach a link taken down (`vmmFailures`), then the
       // NICs not taken back. With --keep-going, the VMs that failed (before a signal or a failure
-      // stopped the run, or in a run that ends) come first, each with its links left down.
-      const undoLines = (failed: readonly FailedVm[] = [], vmmFailures: readonly VmmDetachFailure[] = []): string[] => {
+      // stopped the run, or in a run that ends) come first, each with its links left down, then
+      // what else its passes say (`passes`: a bug of its one transaction that no VM failed by).
+      const undoLines = (failed: readonly FailedVm[] = [], vmmFailures: readonly VmmDetachFailure[] = [], passes: readonly string[] = []): string[] => {
         const failedVms = new Set<string>(failed.map((entry) => entry.vm));
         return [
           ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
+          ...passes,
           ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
           ...undoSteps.map(stepLine),
           ...undoWrites.map(stateLine),
@@ -1136,10 +1153,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : takeDownFailure(error);
           // A signal that came meanwhile (after the last safe point: nothing was cut short or
           // undone for it) is said after the failure, and its exit code is the run's.
+          const after = undoLines(done.failed, done.vmmFailures, transactionBugLines(done.transactionBug));
           if (interruption.received !== undefined) {
-            throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, takeDownReach(error, done), undoLines(done.failed, done.vmmFailures));
+            throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, takeDownReach(error, done), after);
           }
-          throw failedVmsOutrank(withLeftDown(failure, undoLines(done.failed, done.vmmFailures)), done.failed);
+          throw failedVmsOutrank(withLeftDown(failure, after), done.failed, done.transactionBug);
         }
         // The state failure as it is said without them (its exit code too), then those VMs. The
         // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped;
@@ -1153,9 +1171,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           if (left !== undefined) await warnOutcome(done, left.all);
           writeOutcome(done, left?.all);
+          const { transactionBug } = error.stopped;
+          const after = undoLines(error.failed, [], transactionBugLines(transactionBug));
           // A signal that came as it failed (the failure's undo went on to its end): its exit code, as in plain link.
-          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, undoLines(error.failed), linked.size > 0);
-          throw failedVmsOutrank(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
+          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, after, linked.size > 0);
+          throw failedVmsOutrank(withLeftDown(error.failure, after), error.failed, transactionBug);
         }
         // (So with no VM to say with it: plain link says it as interrupted-undoing.) So too a bug
         // that ended the run as a signal came: the signal's exit code outranks its 70 too, its
@@ -1166,7 +1186,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         interruption.dispose();
         progress.done();
       }
-      const { linked, unlinked, vmmFailures, failed } = outcome;
+      const { linked, unlinked, vmmFailures, failed, transactionBug } = outcome;
       await warnOutcome(outcome, all);
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
       if (wouldLog('info')) {
@@ -1177,7 +1197,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // left down of VMs a signal undid, the devices and namespaces an undo left, the records an
       // undo could not write back, then each VMM that did not detach a link taken down, and each
       // NIC an undo did not take back: a line each.
-      const failureLines = undoLines(failed, vmmFailures);
+      const failureLines = undoLines(failed, vmmFailures, transactionBugLines(transactionBug));
       // Stopped by a signal VM by VM: what was linked is printed and stays.
       if (outcome.interrupted !== undefined && interruption.received !== undefined) {
         const [stopped = '', ...why] = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);
@@ -1195,10 +1215,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // linked, but the run failed, a line each. A VM that failed by bad usage or input (which
       // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools
       // (and on every other ending but a signal's: failedVmsOutrank); one that failed by a bug
-      // (which plain link exits 70 on) makes it 70, its own line saying so.
+      // (which plain link exits 70 on), or its one transaction failed by one that no VM failed
+      // by, makes it 70, its own line saying so.
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
-        const code = failed.length === 0 ? EXIT.failure : failedVmsExitCode(failed);
+        const code = failed.length === 0 && transactionBug === undefined ? EXIT.failure : failedVmsExitCode(failed, transactionBug);
         throw new CliError(first, code, rest, 'lines', code === EXIT.internal);
       }
     });

@@ -15,6 +15,7 @@ import {
   type AllVms,
   type FailedVm,
   type KeepGoingOutcome,
+  type KeepGoingStop,
   type LeftDownLink,
   type LinkReport,
   type LinkerOptions,
@@ -341,10 +342,23 @@ function stateFailedAfter(
   failures: ReadonlyMap<VmName, unknown>,
   linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
   left?: LinkerError['leftAsItIs'],
+  stopped: KeepGoingStop = {},
 ): unknown {
-  if (failures.size === 0 && linked.size === 0 && left === undefined) return error;
+  if (failures.size === 0 && linked.size === 0 && left === undefined && stopped.transactionBug === undefined) return error;
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, readonly LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
-  return new LinkerError('state-failed', reasonOf(error), error, failedInOrder(vms, failures), linkedInOrder, undefined, undefined, left);
+  return new LinkerError('state-failed', reasonOf(error), error, failedInOrder(vms, failures), linkedInOrder, undefined, undefined, left, stopped);
+}
+
+/**
+ * The bug (an error of no kind) that the one transaction of several VMs failed by (`failure`),
+ * which had them linked again one by one, where no VM failed by it (`failures`: none by a bug of
+ * its message, which that VM's line says): to be said all the same, none of one VM's; else
+ * undefined (no bug, or said).
+ */
+function unsaidTransactionBug(failure: unknown, failures: ReadonlyMap<VmName, unknown>): unknown {
+  if (failure === undefined || !isLinkBug(failure)) return undefined;
+  const said = [...failures.values()].some((error) => isLinkBug(error) && reasonOf(error) === reasonOf(failure));
+  return said ? undefined : failure;
 }
 
 /**
@@ -372,6 +386,8 @@ interface PassesSoFar {
   readonly linked: Map<VmName, LinkReport[]>;
   /** The state as the passes read it, once read. */
   before?: LinkState;
+  /** Why the one transaction of several VMs failed, once it has (the VMs then linked again one by one). */
+  transactionFailure?: unknown;
 }
 
 /** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
@@ -382,7 +398,9 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
   } catch (error) {
     // A bug stops the run where it is too: what the passes had done by then is said with it, as with a state failure.
     if (!isStateFailure(error) && !isLinkBug(error)) throw error;
-    throw stateFailedAfter(error, vms, soFar.failures, soFar.linked, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options));
+    // A bug the one transaction failed by, that no VM failed by since (the pass one by one stopped before the VM, maybe), is said too.
+    const stopped = { transactionBug: unsaidTransactionBug(soFar.transactionFailure, soFar.failures) };
+    throw stateFailedAfter(error, vms, soFar.failures, soFar.linked, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options), stopped);
   }
 }
 
@@ -478,7 +496,11 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     if (whole || valid.length === 1) sayUndoWrite(new Map());
     if (whole) throw isInterruption(error) ? interruptedAfter(error, vms, failures) : error;
     if (valid.length === 1) failures.set(valid[0] as VmName, error);
+    // A bug too (an error of no kind, of no one VM in a transaction of several): the VMs linked
+    // again one by one, a VM that fails by it failing alone; where none does, it is said all the
+    // same (unsaidTransactionBug), not lost.
     transactionFailure = error;
+    soFar.transactionFailure = error;
   }
   let pass: KeepGoingPass;
   // The VMs it hot-plugs, as it goes: also where a bug stops it (in a VM's undo, say), those it
@@ -523,8 +545,10 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, failed, interrupted: said };
   }
   // Where the take-down fails, the VMs linked stay linked and those failed stay failed: they come
-  // with its failure, to be said as where the run ends well (finishRun).
-  return finishRun({ state, linked: linkedInOrder, providers, failed, ambiguousAttach: ambiguous }, { vms, wholeDir }, options, true);
+  // with its failure, to be said as where the run ends well (finishRun); so does a bug of the one
+  // transaction that no VM failed by.
+  const transactionBug = unsaidTransactionBug(transactionFailure, failures);
+  return finishRun({ state, linked: linkedInOrder, providers, failed, ambiguousAttach: ambiguous, transactionBug }, { vms, wholeDir }, options, true);
 }
 
 /**
