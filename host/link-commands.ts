@@ -682,11 +682,13 @@ function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<Keep
  * `linkedStay`: a `link --keep-going` whose passes VM by VM (hot-plugging NICs, or linking one by
  * one) had linked VMs (printed), which stay; where a bug (`bug`) stopped it so, it may have cut
  * short what it did then (a VM's undo, say), and left what it had made for the VMs not linked:
- * the line says no more than that those stay.
+ * the line says no more than that those stay. So too where it cut an undo short (`cutShort`,
+ * KeepGoingStop), no VM linked: not that the undo went on to its end.
  */
-function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false, bug = false): string {
-  if (linkedStay && bug) {
-    return `link interrupted by ${signal} as a bug stopped it (above): the VMs it had linked VM by VM (printed) stay linked; what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges`;
+function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false, bug = false, cutShort = false): string {
+  if (bug && (linkedStay || cutShort)) {
+    const stay = linkedStay ? 'the VMs it had linked VM by VM (printed) stay linked; ' : '';
+    return `link interrupted by ${signal} as a bug stopped it (above): ${stay}what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges`;
   }
   if (linkedStay) {
     return `link interrupted by ${signal} while it failed (above) and undid the VM it was linking: the undo went on to its end; the VMs it had linked VM by VM (printed) stay linked, and links made before it are as they were`;
@@ -738,9 +740,9 @@ export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Sign
  * lines (its first, then any further ones it carried, as a CliError's details), then what the
  * signal did, then `after` (links left down, NICs not taken back); the exit code the signal's.
  */
-export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[], linkedStay = false): CliError {
+export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[], linkedStay = false, cutShort = false): CliError {
   const further = failure instanceof CliError ? failure.details : [];
-  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay, isLinkBug(failure)), ...after], 'lines');
+  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay, isLinkBug(failure), cutShort), ...after], 'lines');
 }
 
 /**
@@ -1171,10 +1173,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           if (left !== undefined) await warnOutcome(done, left.all);
           writeOutcome(done, left?.all);
-          const { transactionBug } = error.stopped;
+          const { transactionBug, cutShort } = error.stopped;
           const after = undoLines(error.failed, [], transactionBugLines(transactionBug));
-          // A signal that came as it failed (the failure's undo went on to its end): its exit code, as in plain link.
-          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, after, linked.size > 0);
+          // A signal that came as it failed (the failure's undo went on to its end, but where a bug cut one short): its exit code, as in plain link.
+          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, after, linked.size > 0, cutShort !== undefined);
           throw failedVmsOutrank(withLeftDown(error.failure, after), error.failed, transactionBug);
         }
         // (So with no VM to say with it: plain link says it as interrupted-undoing.) So too a bug

@@ -21,6 +21,7 @@ import {
   type LinkerOptions,
   type RunDevices,
   type UndoStateWriteFailure,
+  type UndoCutShort,
   type UndoStepFailure,
   type VmmDetachFailure,
   type VmmKind,
@@ -344,7 +345,7 @@ function stateFailedAfter(
   left?: LinkerError['leftAsItIs'],
   stopped: KeepGoingStop = {},
 ): unknown {
-  if (failures.size === 0 && linked.size === 0 && left === undefined && stopped.transactionBug === undefined) return error;
+  if (failures.size === 0 && linked.size === 0 && left === undefined && stopped.transactionBug === undefined && stopped.cutShort === undefined) return error;
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, readonly LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
   return new LinkerError('state-failed', reasonOf(error), error, failedInOrder(vms, failures), linkedInOrder, undefined, undefined, left, stopped);
 }
@@ -388,6 +389,8 @@ interface PassesSoFar {
   before?: LinkState;
   /** Why the one transaction of several VMs failed, once it has (the VMs then linked again one by one). */
   transactionFailure?: unknown;
+  /** Where a bug cut short an undo of a pass VM by VM (thrown, stopping the run): what that leaves. */
+  cutShort?: UndoCutShort;
 }
 
 /** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
@@ -399,7 +402,7 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
     // A bug stops the run where it is too: what the passes had done by then is said with it, as with a state failure.
     if (!isStateFailure(error) && !isLinkBug(error)) throw error;
     // A bug the one transaction failed by, that no VM failed by since (the pass one by one stopped before the VM, maybe), is said too.
-    const stopped = { transactionBug: unsaidTransactionBug(soFar.transactionFailure, soFar.failures) };
+    const stopped = { transactionBug: unsaidTransactionBug(soFar.transactionFailure, soFar.failures), ...(soFar.cutShort && { cutShort: soFar.cutShort }) };
     throw stateFailedAfter(error, vms, soFar.failures, soFar.linked, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options), stopped);
   }
 }
@@ -505,7 +508,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   let pass: KeepGoingPass;
   // The VMs it hot-plugs, as it goes: also where a bug stops it (in a VM's undo, say), those it
   // had linked by then stay linked, and come with the bug, to be printed (keepGoing).
-  if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures, soFar.linked);
+  if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, soFar);
   // The undo writes the state file back, but for the ids of links whose devices it could not
   // delete (and, where that write failed, every id of the run): the ids the file still records
   // (their devices may exist) are kept, so it is read again, not `before` reused.
@@ -527,7 +530,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
       if (unsaid.length > 0) options.onLeftDown?.(unsaid);
     };
     try {
-      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadLinkState(options), made, failures, kept, linkedNow);
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadLinkState(options), made, kept, soFar);
     } catch (error) {
       sayUnsaid();
       sayUndoWrite(linkedNow);
@@ -569,11 +572,21 @@ async function attachVmByVm(
   before: LinkState,
   made: RunDevices,
   options: LinkerOptions,
-  failures: Map<VmName, unknown>,
-  /** The VMs linked, filled as it goes (the caller's: a bug that stops the pass leaves it as far as it got). */
-  linked = new Map<VmName, LinkReport[]>(),
+  /** The VMs failed and linked, filled as it goes (a bug that stops the pass leaves them as far as it got, and where it cut an undo short, what that leaves). */
+  soFar: PassesSoFar,
 ): Promise<KeepGoingPass> {
+  const { failures, linked } = soFar;
   let { state } = run;
+  // An undo that a bug cuts short (VMs `undoing`) stops the pass there: the VMs after them were
+  // neither linked nor undone, their devices and ids left as the one transaction made them.
+  const undoOrStop = async (undoing: readonly VmName[], notLinked: readonly VmName[]): Promise<LinkState> => {
+    try {
+      return await undoVms(undoing, run, state, before, made, options);
+    } catch (error) {
+      soFar.cutShort = { undoing, notLinked, madeForNotLinked: true };
+      throw error;
+    }
+  };
   const providers = new Map<VmName, readonly VmName[]>();
   const count: NicCount = { done: 0, total: vms.reduce((total, vm) => total + (run.linked.get(vm) ?? []).flatMap((report) => vmmNics(report)).length, 0) };
   for (const [index, vm] of vms.entries()) {
@@ -585,12 +598,12 @@ async function attachVmByVm(
       providers.set(vm, run.providers.get(vm) ?? []);
     } catch (error) {
       if (isInterruption(error)) {
-        state = await undoVms(vms.slice(index), run, state, before, made, options);
+        state = await undoOrStop(vms.slice(index), []);
         return { state, linked, providers, interrupted: { during: 'attach', undone: vm, notLinked: vms.slice(index + 1) } };
       }
       // Failed before its undo: where a bug cuts that short (stopping the run), it is said all the same.
       failures.set(vm, error);
-      state = await undoVms([vm], run, state, before, made, options);
+      state = await undoOrStop([vm], vms.slice(index + 1));
     }
   }
   return { state, linked, providers };
@@ -645,11 +658,11 @@ async function linkOneByOne(
   snapshot: ConfigSnapshot,
   before: LinkState,
   made: RunDevices,
-  failures: Map<VmName, unknown>,
   attachModes: KeptAttach,
-  /** The VMs linked, filled as it goes (the caller's: a failure that stops the pass leaves it as far as it got). */
-  linked = new Map<VmName, LinkReport[]>(),
+  /** The VMs failed and linked, filled as it goes (a failure that stops the pass leaves them as far as it got, and where a bug cut an undo short, what that leaves). */
+  soFar: PassesSoFar,
 ): Promise<KeepGoingPass> {
+  const { failures, linked } = soFar;
   const { progress, onLeftDown, ...quiet } = options;
   let state = before;
   const providers = new Map<VmName, readonly VmName[]>();
@@ -683,8 +696,11 @@ async function linkOneByOne(
       // An undo that a bug cut short (what it throws then) left the state file and this VM's
       // devices unknown: the next VM, going on from the state before, could write its ids away
       // while their devices may be there. The bug stops the run where it is (keepGoing), the VMs
-      // linked by then with it.
-      if (!undone) throw error;
+      // linked by then with it, and what it leaves (nothing made yet for the VMs after it).
+      if (!undone) {
+        soFar.cutShort = { undoing: [vm], notLinked: vms.slice(index + 1), madeForNotLinked: false };
+        throw error;
+      }
       failures.set(vm, error);
     }
     progress?.({ phase: 'one-by-one', done: index + 1, total: vms.length });

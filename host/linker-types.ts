@@ -519,6 +519,21 @@ export interface KeepGoingOutcome extends LinkOutcome {
 export interface KeepGoingStop {
   /** As KeepGoingOutcome.transactionBug. */
   readonly transactionBug?: unknown;
+  /** Where the bug that stopped it cut short an undo: what that leaves. */
+  readonly cutShort?: UndoCutShort;
+}
+
+/**
+ * What a bug that cut short an undo of `link --keep-going` (stopping the run there: the state those
+ * VMs leave is unknown) leaves: what the run had made for the VMs it was undoing (`undoing`:
+ * devices, ids) may be left over; the VMs after them in that pass (`notLinked`) were neither linked
+ * nor undone: their devices and ids, made by the one transaction before the hot-plug pass, are left
+ * as made (`madeForNotLinked`), or, in the pass one by one, nothing was made for them.
+ */
+export interface UndoCutShort {
+  readonly undoing: readonly VmName[];
+  readonly notLinked: readonly VmName[];
+  readonly madeForNotLinked: boolean;
 }
 
 /**
