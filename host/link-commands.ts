@@ -28,6 +28,7 @@ import {
   type FailedVm,
   type FinishedOutcome,
   type KeepGoingOutcome,
+  type KeepGoingStop,
   type LeftDownLink,
   type LeftLink,
   type LinkProgressEvent,
@@ -38,6 +39,7 @@ import {
   type RecordedLinkReport,
   type ReleasedLinkReport,
   type StoppedRelease,
+  type UndoCutShort,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type UnusableVmDir,
@@ -628,6 +630,29 @@ function transactionBugLines(transactionBug: unknown): string[] {
 }
 
 /**
+ * What `link --keep-going` says where a bug cut short an undo of it, stopping the run
+ * (UndoCutShort): the VMs it was undoing, what it had made for which may be left over, and those
+ * after them in that pass, neither linked nor undone; one line.
+ */
+function cutShortLine({ undoing, notLinked, madeForNotLinked }: UndoCutShort): string {
+  const them = undoing.length === 1 ? 'it' : 'them';
+  const those = notLinked.length === 1 ? 'it' : 'them';
+  const were = notLinked.length === 1 ? 'was' : 'were';
+  const rest =
+    notLinked.length === 0
+      ? ''
+      : madeForNotLinked
+        ? `; ${notLinked.join(', ')}, after ${them}, ${were} neither linked nor undone: the devices and ids the run had made for ${those} are left`
+        : `; ${notLinked.join(', ')}, after ${them}, ${were} not linked (the pass one by one had not got to ${those})`;
+  return `link stopped by a bug as it undid ${undoing.join(', ')}: what the run had made for ${them} (devices, ids) may be left over${rest}: run it again, and it converges`;
+}
+
+/** What a `link --keep-going` run that a state failure or a bug stopped in its passes says after its failed VMs (KeepGoingStop): the undo a bug cut short, the bug of its one transaction no VM failed by. */
+function keepGoingStopLines({ transactionBug, cutShort }: KeepGoingStop): string[] {
+  return [...(cutShort === undefined ? [] : [cutShortLine(cutShort)]), ...transactionBugLines(transactionBug)];
+}
+
+/**
  * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
  * held the signals are handled as without it (the process ends): their work is not interruptible.
@@ -1041,7 +1066,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // not written back, each VMM that did not detach a link taken down (`vmmFailures`), then the
       // NICs not taken back. With --keep-going, the VMs that failed (before a signal or a failure
       // stopped the run, or in a run that ends) come first, each with its links left down, then
-      // what else its passes say (`passes`: a bug of its one transaction that no VM failed by).
+      // what else its passes say (`passes`: an undo a bug cut short, a bug of its one transaction
+      // that no VM failed by).
       const undoLines = (failed: readonly FailedVm[] = [], vmmFailures: readonly VmmDetachFailure[] = [], passes: readonly string[] = []): string[] => {
         const failedVms = new Set<string>(failed.map((entry) => entry.vm));
         return [
@@ -1174,7 +1200,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           if (left !== undefined) await warnOutcome(done, left.all);
           writeOutcome(done, left?.all);
           const { transactionBug, cutShort } = error.stopped;
-          const after = undoLines(error.failed, [], transactionBugLines(transactionBug));
+          const after = undoLines(error.failed, [], keepGoingStopLines(error.stopped));
           // A signal that came as it failed (the failure's undo went on to its end, but where a bug cut one short): its exit code, as in plain link.
           if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, after, linked.size > 0, cutShort !== undefined);
           throw failedVmsOutrank(withLeftDown(error.failure, after), error.failed, transactionBug);

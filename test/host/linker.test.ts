@@ -1758,7 +1758,13 @@ describe('link --keep-going with a VM failed by a bug (an error of no kind) in i
       code: 70,
       stderr: [
         `spectrum-link: link c1 failed: internal error: ${escaped}`,
-        ...(stopped ? [`spectrum-link: link c2 failed: ${refused.message}`, `spectrum-link: internal error: ${ownBug.message}`] : []),
+        ...(stopped
+          ? [
+              `spectrum-link: link c2 failed: ${refused.message}`,
+              'spectrum-link: link stopped by a bug as it undid c2: what the run had made for it (devices, ids) may be left over: run it again, and it converges',
+              `spectrum-link: internal error: ${ownBug.message}`,
+            ]
+          : []),
       ],
     });
   });
@@ -1813,10 +1819,11 @@ describe('link --keep-going with a VM failed by a bug (an error of no kind) in i
     };
     const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm, attach: ['none', 'c3=qemu'] });
     const transactionBug = `spectrum-link: the failure that had it link VM by VM: internal error: ${bug.message}`;
+    const cutShort = 'spectrum-link: link stopped by a bug as it undid c3: what the run had made for it (devices, ids) may be left over: run it again, and it converges';
     expect({ code: run.code, stderr: run.stderr }).toEqual(
       signal
-        ? { code: 130, stderr: [`spectrum-link: internal error: ${undoBug.message}`, expect.stringMatching(/^spectrum-link: link interrupted by SIGINT as a bug stopped it \(above\): /), transactionBug] }
-        : { code: 70, stderr: [transactionBug, `spectrum-link: internal error: ${undoBug.message}`] },
+        ? { code: 130, stderr: [`spectrum-link: internal error: ${undoBug.message}`, expect.stringMatching(/^spectrum-link: link interrupted by SIGINT as a bug stopped it \(above\): /), cutShort, transactionBug] }
+        : { code: 70, stderr: [cutShort, transactionBug, `spectrum-link: internal error: ${undoBug.message}`] },
     );
     expect(linkedLines(run.stdout)).toEqual([/^c1 -> netvm  id /, /^c2 -> netvm  id /].map((line) => expect.stringMatching(line)));
   });
@@ -1855,10 +1862,12 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenBug(c2, signal), attach: ['none', 'c2=qemu'] });
     expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c1 -> netvm  id /)]);
     const c2Failed = `spectrum-link: link c2 failed: ${refusal.message}`;
+    const cutShort =
+      'spectrum-link: link stopped by a bug as it undid c2: what the run had made for it (devices, ids) may be left over; c3, after it, was neither linked nor undone: the devices and ids the run had made for it are left: run it again, and it converges';
     expect({ code: run.code, stderr: run.stderr }).toEqual(
       signal
-        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c2Failed] }
-        : { code: 70, stderr: [c2Failed, `spectrum-link: internal error: ${bug.message}`] },
+        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c2Failed, cutShort] }
+        : { code: 70, stderr: [c2Failed, cutShort, `spectrum-link: internal error: ${bug.message}`] },
     );
     // Nothing recorded is written away: c2's devices may be there (its undo cut short), and c3's are.
     expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3']);
@@ -1879,10 +1888,35 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
         `spectrum-link: internal error: ${bug.message}`,
         'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
         oneByOne ? expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/) : `spectrum-link: link c1 failed: ${refusal.message.replace('c2', 'c1')}`,
+        oneByOne
+          ? 'spectrum-link: link stopped by a bug as it undid c2: what the run had made for it (devices, ids) may be left over; c3, after it, was not linked (the pass one by one had not got to it): run it again, and it converges'
+          : 'spectrum-link: link stopped by a bug as it undid c1: what the run had made for it (devices, ids) may be left over; c2, c3, after it, were neither linked nor undone: the devices and ids the run had made for them are left: run it again, and it converges',
       ],
     });
     // Hot-plugging, c2 and c3 keep the devices and ids the one transaction made for them.
     if (!oneByOne) expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3']);
+  });
+
+  it('hot-plugging VM by VM, a signal after c1\'s NIC, the undo of c2 and c3 it makes then stopped by the bug: c1 printed, the line says what it made for c2 and c3 may be left over', async () => {
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      attach: async (_kind, at) => {
+        if (at !== c1) return true;
+        process.emit('SIGINT', 'SIGINT');
+        kernel.undoBug = bug;
+        return true;
+      },
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm, attach: ['none', 'c1=qemu', 'c2=qemu'] });
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 130,
+      linked: [expect.stringMatching(/^c1 -> netvm  id /)],
+      stderr: [
+        `spectrum-link: internal error: ${bug.message}`,
+        expect.stringMatching(stayLinked),
+        'spectrum-link: link stopped by a bug as it undid c2, c3: what the run had made for them (devices, ids) may be left over: run it again, and it converges',
+      ],
+    });
   });
 
   it('with --json: c1\'s line, then c2\'s', async () => {
@@ -1899,10 +1933,11 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenBug(c3, signal), attach: ['none', 'c3=qemu'] });
     expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c2 -> netvm  id /)]);
     const c1Failed = expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/);
+    const cutShort = 'spectrum-link: link stopped by a bug as it undid c3: what the run had made for it (devices, ids) may be left over: run it again, and it converges';
     expect({ code: run.code, stderr: run.stderr }).toEqual(
       signal
-        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c1Failed] }
-        : { code: 70, stderr: [c1Failed, `spectrum-link: internal error: ${bug.message}`] },
+        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c1Failed, cutShort] }
+        : { code: 70, stderr: [c1Failed, cutShort, `spectrum-link: internal error: ${bug.message}`] },
     );
   });
 
@@ -1913,7 +1948,11 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
       code: 70,
       linked: [],
-      stderr: [expect.stringMatching(/^spectrum-link: link c1 failed: /), `spectrum-link: internal error: ${bug.message}`],
+      stderr: [
+        expect.stringMatching(/^spectrum-link: link c1 failed: /),
+        'spectrum-link: link stopped by a bug as it undid c3: what the run had made for it (devices, ids) may be left over; c2, after it, was not linked (the pass one by one had not got to it): run it again, and it converges',
+        `spectrum-link: internal error: ${bug.message}`,
+      ],
     });
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c3', ids[2]]]);
   });
@@ -1934,7 +1973,7 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
       code: 70,
       linked: [expect.stringMatching(/^c1 -> netvm  id /)],
-      stderr: [`spectrum-link: link c2 failed: ${refusal.message}`, `spectrum-link: internal error: ${bug.message}`],
+      stderr: [`spectrum-link: link c2 failed: ${refusal.message}`, expect.stringMatching(/^spectrum-link: link stopped by a bug as it undid c2: .*; c3, after it, was neither linked nor undone: /), `spectrum-link: internal error: ${bug.message}`],
     });
     expect(run.stderr).not.toContainEqual(expect.stringMatching(notWrittenBack));
     expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3']);
@@ -1947,7 +1986,11 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
       code: 70,
       linked: [expect.stringMatching(/^c2 -> netvm  id /)],
-      stderr: [expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/), `spectrum-link: internal error: ${bug.message}`],
+      stderr: [
+        expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/),
+        expect.stringMatching(/^spectrum-link: link stopped by a bug as it undid c3: /),
+        `spectrum-link: internal error: ${bug.message}`,
+      ],
     });
     expect(run.stderr).not.toContainEqual(expect.stringMatching(notWrittenBack));
   });
