@@ -669,8 +669,10 @@ async function linkOneByOne(
   const undoWrite = options.onUndoStateWriteFailed;
   for (const [index, vm] of vms.entries()) {
     if (options.signal?.aborted === true) return { state, linked, providers, interrupted: { during: 'one-by-one', notLinked: vms.slice(index) } };
-    // Whether its transaction's undo went on to its end (telling the state the file holds).
+    // Whether its transaction's undo went on to its end (telling the state the file holds), and
+    // what it undid it for (known also where a bug cuts that undo short).
     let undone = false;
+    let failure: unknown;
     try {
       // `made` still holds what the one transaction replaced: a VM failing here leaves those links down too.
       // Where it fails, the next VM goes on from the state the file holds after its undo: records
@@ -680,6 +682,7 @@ async function linkOneByOne(
         attach: true,
         ...(onLeftDown === undefined ? {} : { leftDown: onLeftDown }),
         ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }),
+        failing: (error) => void (failure = error),
         undone: (holds) => {
           state = holds;
           undone = true;
@@ -698,6 +701,8 @@ async function linkOneByOne(
       // while their devices may be there. The bug stops the run where it is (keepGoing), the VMs
       // linked by then with it, and what it leaves (nothing made yet for the VMs after it).
       if (!undone) {
+        // The VM's own failure is said all the same (not a signal's, nor the state's: the run's).
+        if (failure !== undefined && !isInterruption(failure) && !(failure instanceof StateStoreError)) failures.set(vm, failure);
         soFar.cutShort = { undoing: [vm], notLinked: vms.slice(index + 1), madeForNotLinked: false };
         throw error;
       }

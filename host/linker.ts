@@ -253,6 +253,11 @@ export interface TransactionMode {
   /** Told where the undo could not write the state file back (writeBack). */
   readonly undoWriteFailed?: (failure: UndoStateWriteFailure) => void;
   /**
+   * Told of a failure before it is undone: where a bug then cuts the undo short (thrown instead),
+   * the failure is known all the same (`link --keep-going` says it as the VM's).
+   */
+  readonly failing?: (error: unknown) => void;
+  /**
    * Told, once a failure is undone, of the state the file holds: `before`, but for the records of
    * links whose devices the undo could not delete (kept), or the run's where the write failed.
    */
@@ -353,6 +358,7 @@ export async function linkTransaction(
     stopIfInterrupted(options);
     if (mode.attach) await attachToVmms([...byVm.values()].flat(), options);
   } catch (error) {
+    mode.failing?.(error);
     // A plan not yet begun (a chunk planned while the one before it was made) is never begun now:
     // it would make devices, maybe replacing those of links up another way, only for the undo.
     failed = true;

@@ -1820,10 +1820,11 @@ describe('link --keep-going with a VM failed by a bug (an error of no kind) in i
     const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm, attach: ['none', 'c3=qemu'] });
     const transactionBug = `spectrum-link: the failure that had it link VM by VM: internal error: ${bug.message}`;
     const cutShort = 'spectrum-link: link stopped by a bug as it undid c3: what the run had made for it (devices, ids) may be left over: run it again, and it converges';
+    const c3Failed = 'spectrum-link: link c3 failed: QEMU of c3 refused NIC: DeviceAddFailed: Duplicate ID';
     expect({ code: run.code, stderr: run.stderr }).toEqual(
       signal
-        ? { code: 130, stderr: [`spectrum-link: internal error: ${undoBug.message}`, expect.stringMatching(/^spectrum-link: link interrupted by SIGINT as a bug stopped it \(above\): /), cutShort, transactionBug] }
-        : { code: 70, stderr: [cutShort, transactionBug, `spectrum-link: internal error: ${undoBug.message}`] },
+        ? { code: 130, stderr: [`spectrum-link: internal error: ${undoBug.message}`, expect.stringMatching(/^spectrum-link: link interrupted by SIGINT as a bug stopped it \(above\): /), c3Failed, cutShort, transactionBug] }
+        : { code: 70, stderr: [c3Failed, cutShort, transactionBug, `spectrum-link: internal error: ${undoBug.message}`] },
     );
     expect(linkedLines(run.stdout)).toEqual([/^c1 -> netvm  id /, /^c2 -> netvm  id /].map((line) => expect.stringMatching(line)));
   });
@@ -1888,6 +1889,8 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
         `spectrum-link: internal error: ${bug.message}`,
         'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
         oneByOne ? expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/) : `spectrum-link: link c1 failed: ${refusal.message.replace('c2', 'c1')}`,
+        // One by one, c2's failure said too: known before its undo, which the bug cut short.
+        ...(oneByOne ? [`spectrum-link: link c2 failed: ${refusal.message}`] : []),
         oneByOne
           ? 'spectrum-link: link stopped by a bug as it undid c2: what the run had made for it (devices, ids) may be left over; c3, after it, was not linked (the pass one by one had not got to it): run it again, and it converges'
           : 'spectrum-link: link stopped by a bug as it undid c1: what the run had made for it (devices, ids) may be left over; c2, c3, after it, were neither linked nor undone: the devices and ids the run had made for them are left: run it again, and it converges',
@@ -1934,11 +1937,27 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c2 -> netvm  id /)]);
     const c1Failed = expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/);
     const cutShort = 'spectrum-link: link stopped by a bug as it undid c3: what the run had made for it (devices, ids) may be left over: run it again, and it converges';
+    // c3's own failure, known before its undo, which the bug cut short.
+    const c3Failed = `spectrum-link: link c3 failed: ${refusal.message.replace('c2', 'c3')}`;
     expect({ code: run.code, stderr: run.stderr }).toEqual(
       signal
-        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c1Failed, cutShort] }
-        : { code: 70, stderr: [c1Failed, cutShort, `spectrum-link: internal error: ${bug.message}`] },
+        ? { code: 130, stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(stayLinked), c1Failed, c3Failed, cutShort] }
+        : { code: 70, stderr: [c1Failed, c3Failed, cutShort, `spectrum-link: internal error: ${bug.message}`] },
     );
+  });
+
+  it('linking one by one, with --json: c2\'s line, then c1\'s and c3\'s (its failure known before its undo, which the bug cut short)', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[0]!).bridge);
+    const run = await linkCli(['--json', '--keep-going', c1, c2, c3], stateDir, { vmm: refusingThenBug(c3, false), attach: ['none', 'c3=qemu'] });
+    expect({ code: run.code, stdout: run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown) }).toEqual({
+      code: 70,
+      stdout: [
+        { vm: 'c2', links: [expect.objectContaining({ vm: 'c2', provider: NETVM })] },
+        { vm: 'c1', links: [], error: expect.stringMatching(/^ip link add \S+ type bridge failed: File exists$/) },
+        { vm: 'c3', links: [], error: refusal.message.replace('c2', 'c3') },
+      ],
+    });
   });
 
   it('linking one by one, the VM whose undo the bug stopped (c3) not the last: the run stops there, c3\'s ids recorded kept, not written away by the next VM (c2) going on from the state before', async () => {
@@ -1950,6 +1969,7 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
       linked: [],
       stderr: [
         expect.stringMatching(/^spectrum-link: link c1 failed: /),
+        `spectrum-link: link c3 failed: ${refusal.message.replace('c2', 'c3')}`,
         'spectrum-link: link stopped by a bug as it undid c3: what the run had made for it (devices, ids) may be left over; c2, after it, was not linked (the pass one by one had not got to it): run it again, and it converges',
         `spectrum-link: internal error: ${bug.message}`,
       ],
@@ -1988,6 +2008,7 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
       linked: [expect.stringMatching(/^c2 -> netvm  id /)],
       stderr: [
         expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/),
+        `spectrum-link: link c3 failed: ${refusal.message.replace('c2', 'c3')}`,
         expect.stringMatching(/^spectrum-link: link stopped by a bug as it undid c3: /),
         `spectrum-link: internal error: ${bug.message}`,
       ],
