@@ -485,14 +485,29 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     if (undoWrite === undefined || recorded.length === 0) return;
     options.onUndoStateWriteFailed?.({ ...undoWrite, recorded, clients: undoWrite.clients.filter((vm) => !linkedAgain.has(vm)) });
   };
+  // Whether its undo, where it failed, went on to its end, and what it undid it for.
+  let transactionUndone = false;
+  let undoneFor: unknown;
   try {
     devicesMade = await linkTransaction(valid, options, snapshot, before, made, {
       attachModes: kept,
       attach: false,
       leftDown: (links) => void leftDown.push(...links),
       undoWriteFailed: (failure) => void (undoWrite = failure),
+      failing: (error) => void (undoneFor = error),
+      undone: () => void (transactionUndone = true),
     });
   } catch (error) {
+    // A run of one VM whose undo a bug cut short (thrown instead): stopped, as in the pass one by
+    // one, its failure said all the same (not a signal's, nor the state's: the run's), and that
+    // what the run made for it may be left over. (Of several VMs, the pass one by one goes on
+    // from the state file as the undo left it, and undoes a VM that fails there: below.)
+    if (valid.length === 1 && !transactionUndone) {
+      const vm = valid[0] as VmName;
+      if (undoneFor !== undefined && !isInterruption(undoneFor) && !(undoneFor instanceof StateStoreError)) failures.set(vm, undoneFor);
+      soFar.cutShort = { undoing: [vm], notLinked: [], madeForNotLinked: false };
+      throw error;
+    }
     // Undone already (no NIC was hot-plugged). Nothing one VM could be spared: the state is every VM's.
     const whole = isInterruption(error) || error instanceof StateStoreError;
     if ((whole || valid.length === 1) && leftDown.length > 0) options.onLeftDown?.(leftDown);

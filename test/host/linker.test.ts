@@ -1977,6 +1977,51 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c3', ids[2]]]);
   });
 
+  it.each([false, true])('a run of one VM (c1), its transaction refused by the kernel, its undo stopped by the bug (a signal: %s): c1\'s failure said as the kernel\'s, and that what the run made for it may be left over, not that it was undone', async (signal) => {
+    const id = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]).links[0]!.id;
+    kernel.refused.add(linkDeviceNames(PREFIX, id).bridge);
+    kernel.whileApplying = () => {
+      if (signal) process.emit('SIGINT', 'SIGINT');
+      kernel.undoBug = bug;
+    };
+    const run = await linkCli(['--keep-going', c1]);
+    const c1Failed = expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/);
+    const cutShort = 'spectrum-link: link stopped by a bug as it undid c1: what the run had made for it (devices, ids) may be left over: run it again, and it converges';
+    expect({ code: run.code, stderr: run.stderr }).toEqual(
+      signal
+        ? {
+            code: 130,
+            stderr: [
+              `spectrum-link: internal error: ${bug.message}`,
+              'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
+              c1Failed,
+              cutShort,
+            ],
+          }
+        : { code: 70, stderr: [c1Failed, cutShort, `spectrum-link: internal error: ${bug.message}`] },
+    );
+    // Its id kept: its devices may be there.
+    expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c1', id]]);
+  });
+
+  it('a run of several VMs, its one transaction refused by the kernel (c2), its undo stopped by the bug: the VMs linked again one by one from the state file as that left it (c2 failing again, undone), the bug said; exit 70', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[1]!).bridge);
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 1) kernel.undoBug = bug;
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3]);
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 70,
+      linked: [expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c3 -> netvm  id /)],
+      stderr: [expect.stringMatching(/^spectrum-link: link c2 failed: ip link add \S+ type bridge failed: File exists$/), `spectrum-link: the failure that had it link VM by VM: internal error: ${bug.message}`],
+    });
+    // c2's id kept, never written away: the undo the bug cut short left it recorded, and c2's undo one by one goes back to that.
+    expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c1', ids[0]], ['c2', ids[1]], ['c3', ids[2]]]);
+  });
+
   /** A VMM that refuses `vm`'s NIC, the undo's write back of the state file that follows then failed by the bug (not the store's failure). */
   const refusingThenWriteBug = (vm: VmName): VmmPort => ({
     ...NO_VMM,
