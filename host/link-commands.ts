@@ -391,13 +391,16 @@ const LINKS_NAMED_MAX = 3;
  * What `link --all` says of an entry of the config dir with a VM name that is no usable VM
  * directory (a symlink leading outside or to nothing, not a directory, unreadable): not linked,
  * its recorded links as client left as they are (where it leads nowhere, how to release them, as
- * of an orphaned client); those linked with it as provider, named by client, are their clients'
- * to link (which fails while a client names it) or take down.
+ * of an orphaned client, with those as provider, which that unlink takes down too); those linked
+ * with it as provider, named by client, are their clients' to link (which fails while a client
+ * names it) or take down.
  */
 function unusableWarning({ vm, problem, leadsNowhere, links, linkedAsProvider }: UnusableVmDir, given: GivenOptions): string {
   const clients = linkedAsProvider.map((link) => link.vm);
   const role = clients.length === 0 ? '' : ' as client';
-  const release = leadsNowhere ? `, as the VM may still run; if it is gone for good, release ${links.length === 1 ? 'it' : 'them'} with: ${unlinkCommand(vm, ['--forget'], given)}` : '';
+  // The unlink offered takes down every link of the VM, those linked with it as provider too: said so.
+  const asProvider = clients.length === 0 ? '' : ' and its links as provider';
+  const release = leadsNowhere ? `, as the VM may still run; if it is gone for good, release ${links.length === 1 ? 'it' : 'them'}${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}` : '';
   const recorded =
     links.length === 0
       ? `no links are recorded for it${role}`

@@ -551,10 +551,11 @@ class Forwarder implements DnsForwarder {
   /** Whether the last upstream list left out our own address (warned once per change). */
   #ignoringSelf = false;
   /**
-   * Per upstream link (its linkText), why TCP connections to it could not be opened, as said
-   * (see #tcpOpenFailed): each cause once while the upstream stays in the list, not per query.
+   * Per upstream link (its linkText), TCP connections to it that could not be opened (see
+   * #tcpOpenFailed): the causes said in the current episode, when the last one failed (the
+   * recovery clock), and whether one opened since. Kept while the upstream stays in the list.
    */
-  readonly #tcpOpenFailuresSaid = new Map<string, Set<string>>();
+  readonly #tcpOpenFailures = new Map<string, { readonly said: Set<string>; lastAt: number; openedSince: boolean }>();
   #upstreamRoute: UpstreamLinkRoute | undefined;
   /** Upstreams given in the options, connected in start(). */
   readonly #configured: readonly Upstream[] | undefined;
@@ -681,7 +682,7 @@ class Forwarder implements DnsForwarder {
         this.#watcher = new ResolvConfWatcher(
           path,
           () => void this.#queueReload(path),
-          (error) => this.#log.warn({ path, err: error.message }, 'stopped watching resolv.conf'),
+          (error) => this.#log.warn({ path, err: error.message }, 'cannot watch for changes to resolv.conf'),
         );
       } catch (error) {
         this.#log.warn({ path, err: errorText(error) }, 'cannot watch the folder of resolv.conf; changes will not be followed');
@@ -1178,7 +1179,7 @@ class Forwarder implements DnsForwarder {
     for (const key of [...this.#lastAnswered.keys()]) if (!listKeys.has(key)) this.#lastAnswered.delete(key);
     const wantedKeys = wanted.map(linkText);
     this.#reachability.retain(wantedKeys);
-    for (const key of [...this.#tcpOpenFailuresSaid.keys()]) if (!wantedKeys.includes(key)) this.#tcpOpenFailuresSaid.delete(key);
+    for (const key of [...this.#tcpOpenFailures.keys()]) if (!wantedKeys.includes(key)) this.#tcpOpenFailures.delete(key);
     // A link no longer wanted ends its streak: by its streakKey, so a device made again under the
     // link's name (another index) does not inherit the old one's.
     const wantedStreaks = wanted.map(streakKey);
@@ -1844,14 +1845,10 @@ class Forwarder implements DnsForwarder {
             : undefined;
       // Why it could not be opened is said here (open threw, or Node's own connect found no
       // descriptor, an 'error' event): the outcome is only 'socket-error'.
-      let opened = true;
-      const unopened = (error: unknown): void => {
-        opened = false;
-        this.#tcpOpenFailed({ upstream, via }, error);
-      };
-      const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed, unopened);
-      // Opened at our end again: a later failure to open one is a new episode, said again.
-      if (opened && outcome !== 'abandoned') this.#tcpOpenFailuresSaid.delete(linkText({ upstream, via }));
+      // One that opens, as it opens, may end an episode of failures to (see #tcpOpenFailed).
+      const unopened = (error: unknown): void => this.#tcpOpenFailed({ upstream, via }, error);
+      const opened = (): void => this.#tcpOpened({ upstream, via });
+      const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed, unopened, opened);
       // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
       if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) return;
       // On from its place in the list in use now (it may be gone from it, or elsewhere).
@@ -1884,18 +1881,39 @@ class Forwarder implements DnsForwarder {
   /**
    * A TCP connection to `link` could not be opened (the interface its zone named is gone, the link
    * to the upstream provider is gone, the agent is out of descriptors): said at warn, once per
-   * upstream and cause while it stays in the list and no connection to it opens (every TCP query
-   * to it would say it again); once one opens, the next failure is said again. The query goes on
-   * to the next upstream, counted in sendErrors.
+   * upstream and cause in an episode (every TCP query to it would say it again). A failure is a
+   * new episode, said again, where a connection to it opened since the last failure and that was
+   * UDP_SETTLED_MS or more before. Not at the first connection that opens: out of descriptors,
+   * the agent hovers at its limit (a client holding many connections can keep it there),
+   * connections opening and failing in turn, and each failure after one that opened was said, a
+   * warning per query. The query goes on to the next upstream, counted in sendErrors.
    */
   #tcpOpenFailed(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }, error: unknown): void {
     const key = linkText(link);
     const cause = errorText(error);
-    const said = this.#tcpOpenFailuresSaid.get(key) ?? new Set<string>();
-    if (said.has(cause)) return;
-    said.add(cause);
-    this.#tcpOpenFailuresSaid.set(key, said);
-    this.#log.warn({ upstream: key, err: cause }, 'cannot open a TCP connection to the upstream resolver: its TCP queries go on to the next upstream, or are answered SERVFAIL (said once per upstream and cause)');
+    const now = this.#clock.now();
+    const last = this.#tcpOpenFailures.get(key);
+    const episode = last === undefined || (last.openedSince && now - last.lastAt >= UDP_SETTLED_MS) ? { said: new Set<string>(), lastAt: now, openedSince: false } : last;
+    episode.lastAt = now;
+    episode.openedSince = false;
+    this.#tcpOpenFailures.set(key, episode);
+    if (episode.said.has(cause)) return;
+    episode.said.add(cause);
+    this.#log.warn(
+      { upstream: key, err: cause },
+      'cannot open a TCP connection to the upstream resolver: its TCP queries go on to the next upstream, or are answered SERVFAIL (said once per upstream and cause, and again only once one opened and a minute passed without such a failure)',
+    );
+  }
+
+  /**
+   * A TCP connection to `link` opened (its descriptor made through its zone or link, or Node's own
+   * connected), as it opened: an episode of failures to open one may end (see #tcpOpenFailed).
+   * Not when its exchange ends: one opened before the failures, and ending after them (its
+   * answer, its timeout), was taken for one opened since.
+   */
+  #tcpOpened(link: { readonly upstream: Upstream; readonly via: UpstreamLinkRoute | undefined }): void {
+    const failures = this.#tcpOpenFailures.get(linkText(link));
+    if (failures !== undefined) failures.openedSince = true;
   }
 
   close(): Promise<void> {

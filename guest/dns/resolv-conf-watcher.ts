@@ -1,6 +1,6 @@
-import { type FSWatcher, type Stats, constants, watch } from 'node:fs';
+import { type FSWatcher, type Stats, constants, lstatSync, readlinkSync, watch } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { MAX_RESOLV_CONF_LENGTH, parseResolvConf, type ResolvConf } from './resolv-conf.js';
 
 /** What a file that is not a regular one is, in words. */
@@ -45,32 +45,227 @@ export async function readResolvConf(path: string): Promise<ResolvConf & { reado
   }
 }
 
+/** The most symlinks the kernel follows resolving one path (MAXSYMLINKS); one more is ELOOP. */
+export const MAX_SYMLINKS = 40;
+
+/** What a name in a directory is, as resolving a path needs to know: lstat's answer. */
+export interface PathEntry {
+  readonly kind: 'symlink' | 'directory' | 'other';
+  /** Which file it is (device and inode): a directory removed and made again is another one. */
+  readonly id: string;
+}
+
+/** How the directories to watch are found: lstat and readlink, undefined where they fail. */
+export interface PathLookup {
+  lstat(path: string): PathEntry | undefined;
+  readlink(path: string): string | undefined;
+}
+
+/** A directory that resolving a path looks names up in: a change to one of them changes what it resolves to. */
+export interface WatchedDirectory {
+  /** Its path, symlink-free (each symlink on the way replaced by where it leads). */
+  readonly dir: string;
+  /** Which directory it was as looked at (PathEntry.id). */
+  readonly id: string;
+  /** The names looked up in it, in order. */
+  readonly names: readonly string[];
+}
+
 /**
- * Calls `onChange` whenever `path` may have changed. Watches the directory, not the file:
- * connman and friends replace resolv.conf by rename, which a watch on the old inode never sees.
- * Bursts of events are coalesced into one call after `settleMs`.
+ * The directories that resolving absolute `path` looks names up in, each with those names, as
+ * the kernel resolves it: component by component from `/`, each symlink met (in a directory on
+ * the way or the last one) replaced by its target, a relative one read from the directory that
+ * holds the link, `..` the parent of the directory reached (so a physical parent, not the
+ * path's). A missing name, or one that is no directory with more to come, ends the walk: the
+ * directory it is missing from is watched for it. Past MAX_SYMLINKS links (a loop, or a chain
+ * too long) the kernel gives ELOOP: the walk stops there too, every link met watched, so that a
+ * change mending the chain is seen. Watching each of these directories for its names sees every
+ * change to what the path resolves to: a link re-pointed, a target replaced by rename or written
+ * in place, a directory on the way removed, moved or made again.
+ */
+export function directoriesToWatch(path: string, lookup: PathLookup): WatchedDirectory[] {
+  const found = new Map<string, { id: string; names: string[] }>();
+  const root = lookup.lstat('/');
+  if (root === undefined) return [];
+  /** The directories from / down to the one reached, each with its id. */
+  let stack: { readonly dir: string; readonly id: string }[] = [{ dir: '/', id: root.id }];
+  const pending = componentsOf(path);
+  let links = 0;
+  for (let name = pending.shift(); name !== undefined; name = pending.shift()) {
+    if (name === '.') continue;
+    if (name === '..') {
+      if (stack.length > 1) stack = stack.slice(0, -1);
+      continue;
+    }
+    const here = stack[stack.length - 1] ?? { dir: '/', id: root.id };
+    const seen = found.get(here.dir) ?? { id: here.id, names: [] };
+    if (!seen.names.includes(name)) seen.names.push(name);
+    found.set(here.dir, seen);
+    const entryPath = join(here.dir, name);
+    const entry = lookup.lstat(entryPath);
+    if (entry === undefined) break;
+    if (entry.kind === 'symlink') {
+      links += 1;
+      if (links > MAX_SYMLINKS) break;
+      const target = lookup.readlink(entryPath);
+      if (target === undefined) break;
+      if (target.startsWith('/')) stack = [{ dir: '/', id: root.id }];
+      pending.unshift(...componentsOf(target));
+      continue;
+    }
+    if (entry.kind !== 'directory' || pending.length === 0) break;
+    stack = [...stack, { dir: entryPath, id: entry.id }];
+  }
+  return [...found].map(([dir, { id, names }]) => ({ dir, id, names }));
+}
+
+function componentsOf(path: string): string[] {
+  return path.split('/').filter((component) => component !== '');
+}
+
+/** lstat and readlink on the file system, sync: a few calls on local directories per change. */
+const fileSystem: PathLookup = {
+  lstat(path) {
+    try {
+      const info = lstatSync(path, { bigint: true });
+      return { kind: info.isSymbolicLink() ? 'symlink' : info.isDirectory() ? 'directory' : 'other', id: `${info.dev}:${info.ino}` };
+    } catch {
+      return undefined;
+    }
+  },
+  readlink(path) {
+    try {
+      return readlinkSync(path);
+    } catch {
+      return undefined;
+    }
+  },
+};
+
+function samePlan(a: readonly WatchedDirectory[], b: readonly WatchedDirectory[]): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+interface Watch {
+  readonly id: string;
+  names: ReadonlySet<string>;
+  readonly watcher: FSWatcher;
+}
+
+/**
+ * Calls `onChange` whenever what `path` resolves to may have changed. Watches directories, not
+ * the file: connman and friends replace resolv.conf by rename, which a watch on the old inode
+ * never sees. Not only the directory of `path`: /etc/resolv.conf is often a symlink (into /run,
+ * by resolvconf, systemd-resolved or a read-only root), whose target is replaced or rewritten
+ * where the link is not. Every directory that resolving the path looks in is watched (see
+ * directoriesToWatch), and looked at again after each change, so that a watch follows the link
+ * where it is re-pointed and one no longer on the way is closed: as many watches as the path has
+ * directories on its way, however often it changes. A directory removed or moved away (its own
+ * watch then says so by its name, and sees nothing more) is watched again once it is back.
+ * Bursts of events are coalesced into one call after `settleMs`. A directory that cannot be
+ * watched (no permission to read it, out of inotify watches) is said to `onError` once, until
+ * that changes, and tried again at the next change seen; the others are watched all the same.
  */
 export class ResolvConfWatcher {
-  readonly #watcher: FSWatcher;
+  readonly #path: string;
+  readonly #onChange: () => void;
+  readonly #onError: (error: Error) => void;
+  readonly #settleMs: number;
+  readonly #watches = new Map<string, Watch>();
+  /** The directories that could not be watched, each with why, as said. */
+  readonly #failing = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(path: string, onChange: () => void, onError: (error: Error) => void, settleMs = 25) {
-    const name = basename(path);
-    this.#watcher = watch(dirname(path), { persistent: false }, (_event, filename) => {
-      if (filename !== null && filename !== name) return;
-      if (this.#timer !== undefined || this.#closed) return;
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        if (!this.#closed) onChange();
-      }, settleMs);
-    });
-    this.#watcher.on('error', onError);
+    this.#path = resolve(path);
+    this.#onChange = onChange;
+    this.#onError = onError;
+    this.#settleMs = settleMs;
+    this.#follow();
   }
 
   close(): void {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#watcher.close();
+    for (const watch of this.#watches.values()) watch.watcher.close();
+    this.#watches.clear();
+  }
+
+  /**
+   * Watches the directories the path goes through now, and only those. Something may change
+   * between the look and the watch: the path is looked at again once they are watched, and
+   * followed again a moment later where it goes elsewhere by then.
+   */
+  #follow(): void {
+    const plan = directoriesToWatch(this.#path, fileSystem);
+    const wanted = new Map(plan.map((directory) => [directory.dir, directory]));
+    for (const [dir, watch] of this.#watches) {
+      if (wanted.get(dir)?.id === watch.id) continue;
+      watch.watcher.close();
+      this.#watches.delete(dir);
+    }
+    for (const dir of this.#failing.keys()) if (!wanted.has(dir)) this.#failing.delete(dir);
+    for (const directory of plan) {
+      const watch = this.#watches.get(directory.dir);
+      if (watch === undefined) this.#watch(directory);
+      else watch.names = new Set(directory.names);
+    }
+    if (!samePlan(plan, directoriesToWatch(this.#path, fileSystem))) this.#settle();
+  }
+
+  #watch({ dir, id, names }: WatchedDirectory): void {
+    let entry: Watch | undefined;
+    try {
+      const watcher = watch(dir, { persistent: false }, (_event, filename) => {
+        if (entry !== undefined) this.#seen(dir, entry, filename);
+      });
+      entry = { id, names: new Set(names), watcher };
+    } catch (error) {
+      const code = error instanceof Error && 'code' in error ? error.code : undefined;
+      // Gone between the look and the watch: the second look sees it gone, and follows that.
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      this.#failed(dir, names, error);
+      return;
+    }
+    const watched = entry;
+    this.#failing.delete(dir);
+    this.#watches.set(dir, watched);
+    watched.watcher.on('error', (error) => {
+      // Node has closed the watch: it is tried again at the next change seen elsewhere.
+      if (this.#watches.get(dir) === watched) this.#watches.delete(dir);
+      if (!this.#closed) this.#failed(dir, [...watched.names], error);
+    });
+  }
+
+  /** Says that `dir` cannot be watched, once for each reason while it cannot. */
+  #failed(dir: string, names: readonly string[], error: unknown): void {
+    const reason = error instanceof Error ? error.message : String(error);
+    if (this.#failing.get(dir) === reason) return;
+    this.#failing.set(dir, reason);
+    this.#onError(new Error(`cannot watch ${dir} (${reason}): a change there to ${names.map((name) => join(dir, name)).join(', ')} is not followed`));
+  }
+
+  #seen(dir: string, watch: Watch, filename: string | null): void {
+    if (this.#closed) return;
+    if (filename !== null && filename === basename(dir)) {
+      // The directory itself removed or moved (or a file in it of its own name): its watch sees
+      // nothing more of the directory at that path; the next look watches whatever is there.
+      watch.watcher.close();
+      if (this.#watches.get(dir) === watch) this.#watches.delete(dir);
+    } else if (filename !== null && !watch.names.has(filename)) {
+      return;
+    }
+    this.#settle();
+  }
+
+  #settle(): void {
+    if (this.#timer !== undefined || this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#closed) return;
+      this.#follow();
+      this.#onChange();
+    }, this.#settleMs);
   }
 }

@@ -63,6 +63,9 @@ const NOT_OPENED: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE']);
  * is gone), the exchange ends at once, as at its timeout, and none starts. `unopened`: told why
  * the connection could not be opened, where `open` threw or Node's own connection failed for
  * want of descriptors (NOT_OPENED: an 'error' event, as Node's connect never throws for it).
+ * `opened`: called once the connection is opened, as it is (`open` returned it, or Node's own
+ * connected), not when the exchange ends: one opened before others failed to open, and ending
+ * after them, is no sign that they open again.
  */
 export function exchangeOverTcp(
   upstream: Pick<Upstream, 'address' | 'port' | 'family'>,
@@ -73,6 +76,7 @@ export function exchangeOverTcp(
   open?: () => Socket,
   abandoned?: AbortSignal,
   unopened?: (error: unknown) => void,
+  opened?: () => void,
 ): Promise<Buffer | TcpExchangeFailure> {
   return new Promise((resolve) => {
     if (abandoned?.aborted === true) {
@@ -93,6 +97,7 @@ export function exchangeOverTcp(
       resolve('socket-error');
       return;
     }
+    if (open !== undefined) opened?.();
     sockets.add(socket);
     const finish = (response: Buffer | TcpExchangeFailure): void => {
       if (settled) return;
@@ -117,7 +122,12 @@ export function exchangeOverTcp(
     // the 'end' event: Node shuts our side down after it (nextTick) unless allowHalfOpen (a
     // socket made by `open` may not have it), and then it could not be reset.
     socket.on('end', () => finish('upstream-ended'));
-    if (open === undefined) socket.on('connect', () => socket.write(frame(query)));
+    if (open === undefined) {
+      socket.on('connect', () => {
+        opened?.();
+        socket.write(frame(query));
+      });
+    }
     else socket.write(frame(query));
     socket.on('data', (chunk: Buffer) => {
       const { frames, error } = reader.push(chunk);

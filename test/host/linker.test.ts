@@ -2733,22 +2733,27 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
-  it('unlink: a usage error of a VMM side found after another NIC came out says `unlink <vm>:` first too, then what came out; its exit code kept', async () => {
+  it.each([
+    ['after another NIC came out', NETVM, (clientNic: string) => `; before it, it had taken NIC ${clientNic} out of the QEMU of c1 (c1 no longer has it)`],
+    // Before any came out: said as the kernel's refusal before anything went is, not as it was thrown.
+    ['before any NIC came out', CLIENTS[0]!, () => '; so nothing was taken down (no NIC detached, no device deleted), the state file as it was'],
+  ] as const)('unlink: a usage error of a VMM side found %s says `unlink <vm>:` first too, then what it had done; its exit code kept', async (_when, refusing, after) => {
     const detached: string[] = [];
     const vmm: VmmPort = {
       attach: async () => true,
       detach: async (_kind, vm, nic) => {
-        if (vm === NETVM) throw new CliError(`--qmp-socket gives VM ${vm} no usable socket path`, EXIT.usage);
+        if (vm === refusing) throw new CliError(`--qmp-socket gives VM ${vm} no usable socket path`, EXIT.usage);
         detached.push(nic.id);
       },
     };
-    const { link } = await linkC1(vmm);
+    const { text, link } = await linkC1(vmm);
     await expect(unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
       name: 'CliError',
       exitCode: EXIT.usage,
-      message: `unlink c1: --qmp-socket gives VM netvm no usable socket path; before it, it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it)`,
+      message: `unlink c1: --qmp-socket gives VM ${refusing} no usable socket path${after(link.clientDevice)}`,
     });
-    expect(detached).toEqual([link.clientDevice]);
+    expect(detached).toEqual(refusing === NETVM ? [link.clientDevice] : []);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
   it('unlink: a check before whose only failure is the sync of the state dir says so, not that a change may be lost (there was none)', async () => {
@@ -3300,9 +3305,14 @@ describe('link --all: an unusable entry recorded as a provider', () => {
     ]);
     const release = (vm: string, them: string): string => `as the VM may still run; if it is gone for good, release ${them} with: spectrum-link unlink ${vm} --forget --state-dir ${stateDir} --device-prefix sn`;
     expect(logged.warnings.filter((warning) => warning.startsWith(gone) || warning.startsWith(loop))).toEqual([
-      `gone is not linked: ${said(gone)}; its 1 recorded link as client is left as it is (devices too), ${release(gone, 'it')}; as provider, 1 recorded link (g1 -> gone), its client's to link or take down`,
+      // The unlink offered takes down its links as provider too (unlink <vm> takes every link of the VM): said so.
+      `gone is not linked: ${said(gone)}; its 1 recorded link as client is left as it is (devices too), ${release(gone, 'it and its links as provider')}; as provider, 1 recorded link (g1 -> gone), its client's to link or take down`,
       `loop is not linked: ${said(loop)}; its 2 recorded links are left as they are (devices too), ${release(loop, 'them')}`,
     ]);
+    // As said: that unlink releases g1 -> gone with gone -> netvm.
+    await unlinkVm(gone, { forget: true, force: false }, options());
+    const left = (await loadState(stateDir)).links.filter((link) => [gone, loop, 'g1'].includes(link.client));
+    expect(left.map(({ client, provider }) => `${client} -> ${provider}`).sort()).toEqual(['loop -> netvm', 'loop -> netvm2']);
   });
 
   it('says none of those links taken down (ids kept: the run took them down, its clients naming it no more), on that run and every one after; a stray file with only such links is passed over quietly again', async () => {

@@ -1,8 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { UDP_SETTLED_MS } from '../../../guest/dns/forwarder.js';
 import { createHarness, describeNetns, type Harness, type NetnsProcess } from '../../harness/index.js';
 import {
   BIG_TXT_CHUNK,
@@ -441,6 +442,43 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     expect((await dig(['+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
   });
 
+  it('follows what a symlinked resolv.conf resolves to: its target replaced by rename or written in place, the link re-pointed', async () => {
+    // /etc/resolv.conf as resolvconf, systemd-resolved or a read-only root leave it: a symlink into
+    // /run, here etc/resolv.conf -> ../run/resolv.conf. Only a change to the link was seen.
+    const root = mkdtempSync(join(confDir, 'symlinked-'));
+    for (const folder of ['etc', 'run/netvm']) mkdirSync(join(root, folder), { recursive: true });
+    writeFileSync(join(root, 'run/resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
+    symlinkSync('../run/resolv.conf', join(root, 'etc/resolv.conf'));
+    const linked = await ForwarderProcess.start(net.provider, { port: 5372, resolvConfPath: join(root, 'etc/resolv.conf'), timeoutMs: TIMEOUT_MS });
+    try {
+      const using = (upstream: string, how: string): Promise<number> =>
+        eventually(how, async () => JSON.stringify((await linked.counters())['upstreams']) === JSON.stringify([`${upstream}:53`]));
+      await using(UPSTREAM_A, 'the start');
+      replaceResolvConf(join(root, 'run'), `nameserver ${UPSTREAM_B}\n`);
+      await using(UPSTREAM_B, 'the target replaced by rename followed');
+      expect((await dig(['-p', '5372', '+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
+      writeFileSync(join(root, 'run/resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
+      await using(UPSTREAM_A, 'the target written in place followed');
+      expect((await dig(['-p', '5372', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+      // Re-pointed as `ln -sfn` does it, to a file in another folder.
+      writeFileSync(join(root, 'run/netvm/resolv.conf'), `nameserver ${UPSTREAM_B}\n`);
+      symlinkSync('../run/netvm/resolv.conf', join(root, 'etc/.resolv.conf.new'));
+      renameSync(join(root, 'etc/.resolv.conf.new'), join(root, 'etc/resolv.conf'));
+      await using(UPSTREAM_B, 'the link re-pointed followed');
+      writeFileSync(join(root, 'run/netvm/resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
+      await using(UPSTREAM_A, 'the new target written in place followed');
+      const said = linked.process.stderr
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as { msg: string; upstreams?: string[] })
+        .filter((line) => line.msg === 'upstream resolvers')
+        .map((line) => line.upstreams);
+      expect(said).toEqual([[`${UPSTREAM_A}:53`], [`${UPSTREAM_B}:53`], [`${UPSTREAM_A}:53`], [`${UPSTREAM_B}:53`], [`${UPSTREAM_A}:53`]]);
+    } finally {
+      await linked.process.kill();
+    }
+  });
+
   it('fails over to the second upstream when the first does not answer, within the timeout', async () => {
     replaceResolvConf(confDir, `nameserver ${DEAD_UPSTREAM}\nnameserver ${UPSTREAM_B}\n`);
     await eventually('the reload', async () => ((await forwarder.counters())['upstreams'] as string[]).length === 2);
@@ -472,8 +510,8 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     await eventually('the reload', async () => JSON.stringify((await forwarder.counters())['upstreams']) === JSON.stringify([`${UPSTREAM_B}:53`]));
   });
 
-  it('says once why a TCP connection to a plain IPv4 upstream could not be opened, the agent out of file descriptors (EMFILE), not at every query', async () => {
-    const starved = await ForwarderProcess.start(net.provider, { port: 5370, upstreams: [UPSTREAM_A], timeoutMs: TIMEOUT_MS });
+  it('says once why a TCP connection to a plain IPv4 upstream could not be opened, the agent out of file descriptors (EMFILE), not at every query nor at every failure after one opened, and again after a minute without one', async () => {
+    const starved = await ForwarderProcess.start(net.provider, { port: 5370, upstreams: [UPSTREAM_A], timeoutMs: TIMEOUT_MS, manualClock: true });
     try {
       // The forwarder's own process (ip netns exec execs it): its limit of open files just above
       // what it holds, one descriptor free below it, which the client's connection takes. Node's
@@ -498,21 +536,83 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
       const said = starved.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'));
       expect(said).toEqual([expect.stringContaining(`"upstream":"${UPSTREAM_A}:53"`)]);
       expect(said[0]).toContain('EMFILE');
+      const starve = async (): Promise<void> => {
+        prlimit(`--nofile=${below}:`);
+        try {
+          expect(await dig(['-p', '5370', '+tcp', 'www.test.example'])).toMatch(/status: SERVFAIL/);
+        } finally {
+          prlimit(`--nofile=${limit}:`);
+        }
+      };
+      const asked = async (): Promise<void> => expect((await dig(['-p', '5370', '+tcp', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
       // Its descriptors back, it is asked over TCP again.
-      expect((await dig(['-p', '5370', '+tcp', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
-      // Out of them again after that: a new episode, said again (it was said only once ever).
-      prlimit(`--nofile=${below}:`);
-      try {
-        expect(await dig(['-p', '5370', '+tcp', 'www.test.example'])).toMatch(/status: SERVFAIL/);
-      } finally {
-        prlimit(`--nofile=${limit}:`);
+      await asked();
+      // Out of them again at once, as an agent at its limit is, connections opening and failing
+      // in turn: the same episode, not said again (it was, at each failure after one opened).
+      for (let round = 0; round < 2; round++) {
+        await starve();
+        await asked();
       }
-      expect(starved.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'))).toEqual([
-        expect.stringContaining('EMFILE'),
-        expect.stringContaining('EMFILE'),
-      ]);
+      const saidNow = (): string[] => starved.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'));
+      expect(saidNow()).toEqual([expect.stringContaining('EMFILE')]);
+      // A minute without a failure to open one, one opened: a new episode, said again (it was
+      // said only once ever).
+      await starved.advance(UDP_SETTLED_MS);
+      await starve();
+      expect(saidNow()).toEqual([expect.stringContaining('EMFILE'), expect.stringContaining('EMFILE')]);
     } finally {
       await starved.process.kill();
+    }
+  });
+
+  it('takes a TCP connection to an upstream as opened when it opens, not when its exchange ends: one opened before failures to open, ending after them, starts no new episode of them', async () => {
+    // An upstream on 192.0.2.1 that takes the connection and the query and holds them, unanswered,
+    // until told; then it ends them (FIN).
+    const script = `const net = require('node:net'); const held = [];
+      net.createServer((socket) => {
+        socket.on('error', () => undefined);
+        held.push(socket);
+        socket.once('data', () => process.stdout.write('held\\n'));
+      }).listen(5308, '192.0.2.1', () => process.stdout.write('ready\\n'));
+      process.stdin.on('data', () => { for (const socket of held) socket.end(); process.stdout.write('ended\\n'); });`;
+    const holding = net.internet.spawn([process.execPath, '-e', script], { stdin: 'pipe' });
+    await holding.waitForOutput(/^ready$/m);
+    const held = await ForwarderProcess.start(net.provider, { port: 5371, upstreams: ['192.0.2.1:5308'], timeoutMs: 8000, manualClock: true });
+    try {
+      const pid = held.process.pid;
+      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain('fixtures/forwarder');
+      const prlimit = (...args: string[]): string => execFileSync('prlimit', ['--pid', String(pid), ...args], { encoding: 'utf8' });
+      const limit = /^\s*(\d+)/.exec(prlimit('--nofile', '--noheadings', '--output', 'SOFT'))?.[1];
+      if (limit === undefined) throw new Error('cannot read the limit of open files');
+      // As in the test above: one descriptor free below the limit, the client's connection's.
+      const starve = async (): Promise<void> => {
+        const open = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+        let below = 0;
+        for (let free = 0; free < 1; below += 1) if (!open.has(below)) free += 1;
+        prlimit(`--nofile=${below}:`);
+        try {
+          expect(await dig(['-p', '5371', '+tcp', 'www.test.example'])).toMatch(/status: SERVFAIL/);
+        } finally {
+          prlimit(`--nofile=${limit}:`);
+        }
+      };
+      const said = (): string[] => held.process.stderr.split('\n').filter((line) => line.includes('cannot open a TCP connection'));
+      // A connection opened, held; then the agent out of descriptors: said.
+      const first = net.client.exec(['dig', '@169.254.0.1', '-p', '5371', '+tcp', '+time=10', '+tries=1', 'www.test.example']);
+      await holding.waitForOutput(/^held$/m);
+      await starve();
+      expect(said()).toEqual([expect.stringContaining('EMFILE')]);
+      // The held connection ends after that failure (the upstream's FIN): no connection opened since.
+      holding.child.stdin?.write('end\n');
+      expect((await first).stdout).toMatch(/status: SERVFAIL/);
+      // A minute on, out of descriptors again: the same episode, not said again (it was, the
+      // held connection's end taken for a connection opened since).
+      await held.advance(UDP_SETTLED_MS);
+      await starve();
+      expect(said()).toEqual([expect.stringContaining('EMFILE')]);
+    } finally {
+      await held.process.kill();
+      await holding.kill();
     }
   });
 
