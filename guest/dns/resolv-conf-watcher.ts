@@ -1,6 +1,6 @@
 import { type FSWatcher, type Stats, constants, lstatSync, readlinkSync, watch } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, join } from 'node:path';
 import { MAX_RESOLV_CONF_LENGTH, parseResolvConf, type ResolvConf } from './resolv-conf.js';
 
 /** What a file that is not a regular one is, in words. */
@@ -142,6 +142,15 @@ const fileSystem: PathLookup = {
   },
 };
 
+/**
+ * `path` made absolute as the kernel reads a relative one, from the working directory (which
+ * getcwd gives symlink-free), and left as written: not tidied up as text (path.resolve), which
+ * takes `link/..` away where the kernel goes to the parent of where the link leads.
+ */
+function fromWorkingDirectory(path: string): string {
+  return path.startsWith('/') ? path : `${process.cwd()}/${path}`;
+}
+
 function samePlan(a: readonly WatchedDirectory[], b: readonly WatchedDirectory[]): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
@@ -178,7 +187,7 @@ export class ResolvConfWatcher {
   #closed = false;
 
   constructor(path: string, onChange: () => void, onError: (error: Error) => void, settleMs = 25) {
-    this.#path = resolve(path);
+    this.#path = fromWorkingDirectory(path);
     this.#onChange = onChange;
     this.#onError = onError;
     this.#settleMs = settleMs;

@@ -250,6 +250,39 @@ describe('following resolv.conf where it resolves to', () => {
     await followed(seen, ['192.0.2.3']);
   });
 
+  it("reads a `..` in the path given after a symlinked folder as the kernel does: the parent of where the link leads, not the path's", async () => {
+    // etc/netvm -> ../run/netvm: etc/netvm/../resolv.conf is run/resolv.conf to the kernel (and so
+    // to the reads), etc/resolv.conf (a decoy) only to a path tidied up as text.
+    for (const folder of ['etc', 'run/netvm']) mkdirSync(join(dir, folder), { recursive: true });
+    symlinkSync('../run/netvm', join(dir, 'etc/netvm'));
+    writeFileSync(join(dir, 'etc/resolv.conf'), nameservers('192.0.2.99'));
+    writeFileSync(join(dir, 'run/resolv.conf'), nameservers('192.0.2.1'));
+    const path = `${join(dir, 'etc/netvm')}/../resolv.conf`;
+    expect((await readResolvConf(path)).upstreams.map((upstream) => upstream.address)).toEqual(['192.0.2.1']);
+    const seen = follow(path);
+    replaceByRename(join(dir, 'run/resolv.conf'), (aside) => writeFileSync(aside, nameservers('192.0.2.2')));
+    await followed(seen, ['192.0.2.2']);
+    writeFileSync(join(dir, 'run/resolv.conf'), nameservers('192.0.2.3'));
+    await followed(seen, ['192.0.2.3']);
+  });
+
+  it('follows a relative path from the working directory, its `..` after a symlinked folder as the kernel reads it', async () => {
+    // --resolv-conf netvm/../resolv.conf given in etc, netvm -> ../run/netvm: run/resolv.conf.
+    for (const folder of ['etc', 'run/netvm']) mkdirSync(join(dir, folder), { recursive: true });
+    symlinkSync('../run/netvm', join(dir, 'etc/netvm'));
+    writeFileSync(join(dir, 'etc/resolv.conf'), nameservers('192.0.2.99'));
+    writeFileSync(join(dir, 'run/resolv.conf'), nameservers('192.0.2.1'));
+    const cwd = process.cwd();
+    process.chdir(join(dir, 'etc'));
+    try {
+      const seen = follow('netvm/../resolv.conf');
+      writeFileSync(join(dir, 'run/resolv.conf'), nameservers('192.0.2.2'));
+      await followed(seen, ['192.0.2.2']);
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
   it('does not loop on a loop of symlinks, and follows it once mended', async () => {
     symlinkSync('b', join(dir, 'a'));
     symlinkSync('a', join(dir, 'b'));
