@@ -158,7 +158,8 @@ function samePlan(a: readonly WatchedDirectory[], b: readonly WatchedDirectory[]
 interface Watch {
   readonly id: string;
   names: ReadonlySet<string>;
-  readonly watcher: FSWatcher;
+  /** Replaced when the directory is watched again (see #stillThere). */
+  watcher: FSWatcher;
 }
 
 /**
@@ -224,12 +225,9 @@ export class ResolvConfWatcher {
   }
 
   #watch({ dir, id, names }: WatchedDirectory): void {
-    let entry: Watch | undefined;
+    let watcher: FSWatcher;
     try {
-      const watcher = watch(dir, { persistent: false }, (_event, filename) => {
-        if (entry !== undefined) this.#seen(dir, entry, filename);
-      });
-      entry = { id, names: new Set(names), watcher };
+      watcher = this.#open(dir);
     } catch (error) {
       const code = error instanceof Error && 'code' in error ? error.code : undefined;
       // Gone between the look and the watch: the second look sees it gone, and follows that.
@@ -237,14 +235,21 @@ export class ResolvConfWatcher {
       this.#failed(dir, names, error);
       return;
     }
-    const watched = entry;
     this.#failing.delete(dir);
-    this.#watches.set(dir, watched);
-    watched.watcher.on('error', (error) => {
+    this.#watches.set(dir, { id, names: new Set(names), watcher });
+  }
+
+  /** A watch on `dir`, its events and error said as those of the one of #watches[dir] it is. */
+  #open(dir: string): FSWatcher {
+    const watcher = watch(dir, { persistent: false }, (event, filename) => this.#seen(dir, watcher, event, filename));
+    watcher.on('error', (error) => {
+      const watched = this.#watches.get(dir);
+      if (watched?.watcher !== watcher) return;
       // Node has closed the watch: it is tried again at the next change seen elsewhere.
-      if (this.#watches.get(dir) === watched) this.#watches.delete(dir);
+      this.#watches.delete(dir);
       if (!this.#closed) this.#failed(dir, [...watched.names], error);
     });
+    return watcher;
   }
 
   /** Says that `dir` cannot be watched, once for each reason while it cannot. */
@@ -255,17 +260,43 @@ export class ResolvConfWatcher {
     this.#onError(new Error(`cannot watch ${dir} (${reason}): a change there to ${names.map((name) => join(dir, name)).join(', ')} is not followed`));
   }
 
-  #seen(dir: string, watch: Watch, filename: string | null): void {
-    if (this.#closed) return;
-    if (filename !== null && filename === basename(dir)) {
-      // The directory itself removed or moved (or a file in it of its own name): its watch sees
-      // nothing more of the directory at that path; the next look watches whatever is there.
-      watch.watcher.close();
-      if (this.#watches.get(dir) === watch) this.#watches.delete(dir);
-    } else if (filename !== null && !watch.names.has(filename)) {
+  #seen(dir: string, watcher: FSWatcher, event: string, filename: string | null): void {
+    const watched = this.#watches.get(dir);
+    if (this.#closed || watched?.watcher !== watcher) return;
+    // inotify says the directory itself removed or moved by its own name, as it says a file in it
+    // of that name created, removed or renamed ('rename' all): told apart by looking (a change
+    // in place, 'change', is never the directory's going).
+    if (event === 'rename' && filename !== null && filename === basename(dir) && !this.#stillThere(dir, watched)) {
+      this.#settle();
       return;
     }
+    if (filename !== null && !watched.names.has(filename)) return;
     this.#settle();
+  }
+
+  /**
+   * Whether the directory `watched` is still the one at `dir`, after an event that may be its
+   * going: if so, it is watched again, which keeps the watch where it is the same (inotify gives
+   * its watch back) and replaces it where the directory was removed and made again with the same
+   * inode number (ext4 gives a new one the number just freed), the old watch gone; the new watch
+   * is there before the old one is closed, so nothing is missed between. If not, its watch,
+   * which sees nothing more at `dir`, is closed: the next look watches whatever is there.
+   */
+  #stillThere(dir: string, watched: Watch): boolean {
+    const now = fileSystem.lstat(dir);
+    if (now?.kind === 'directory' && now.id === watched.id) {
+      try {
+        const watcher = this.#open(dir);
+        watched.watcher.close();
+        watched.watcher = watcher;
+        return true;
+      } catch {
+        // Gone meanwhile, or cannot be watched: the next look says it, and follows.
+      }
+    }
+    watched.watcher.close();
+    this.#watches.delete(dir);
+    return false;
   }
 
   #settle(): void {

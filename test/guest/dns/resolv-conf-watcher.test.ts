@@ -342,6 +342,50 @@ describe('following resolv.conf where it resolves to', () => {
     expect(seen.changes).toBe(2);
   });
 
+  it("takes a file named as its folder for no change of the folder: written, removed, renamed over and over (as anyone may in /tmp), nothing is read again, the watches the same", async () => {
+    // box/resolv.conf, and box/box: inotify names an event of the folder itself (removed, moved)
+    // by the folder's name, as it names one of box/box. Each of those closed the folder's watch
+    // and read resolv.conf again, a moment later.
+    mkdirSync(join(dir, 'box'));
+    writeFileSync(join(dir, 'box/resolv.conf'), nameservers('192.0.2.1'));
+    const before = inotifyWatches();
+    const seen = follow(join(dir, 'box/resolv.conf'));
+    const watching = inotifyWatches() - before;
+    for (let round = 0; round < 20; round++) {
+      writeFileSync(join(dir, 'box/box'), String(round));
+      writeFileSync(join(dir, 'box/box'), 'in place');
+      rmSync(join(dir, 'box/box'));
+      writeFileSync(join(dir, 'box/other'), String(round));
+      renameSync(join(dir, 'box/other'), join(dir, 'box/box'));
+      rmSync(join(dir, 'box/box'));
+      await new Promise((resolve) => setTimeout(resolve, 15));
+    }
+    await quiet(seen);
+    expect(seen.changes).toBe(0);
+    expect(inotifyWatches() - before).toBe(watching);
+    // The folder's watch is still there, and sees what matters.
+    writeFileSync(join(dir, 'box/resolv.conf'), nameservers('192.0.2.2'));
+    await followed(seen, ['192.0.2.2']);
+  });
+
+  it('follows a resolv.conf named as its folder (box/box): written in place, replaced by rename, the folder removed and made again', async () => {
+    mkdirSync(join(dir, 'box'));
+    writeFileSync(join(dir, 'box/box'), nameservers('192.0.2.1'));
+    const seen = follow(join(dir, 'box/box'));
+    writeFileSync(join(dir, 'box/box'), nameservers('192.0.2.2'));
+    await followed(seen, ['192.0.2.2']);
+    replaceByRename(join(dir, 'box/box'), (aside) => writeFileSync(aside, nameservers('192.0.2.3')));
+    await followed(seen, ['192.0.2.3']);
+    // Removed and made again at once: on ext4 the new folder often has the old one's inode number.
+    rmSync(join(dir, 'box'), { recursive: true });
+    mkdirSync(join(dir, 'box'));
+    writeFileSync(join(dir, 'box/box'), nameservers('192.0.2.4'));
+    await followed(seen, ['192.0.2.4']);
+    writeFileSync(join(dir, 'box/box'), nameservers('192.0.2.5'));
+    await followed(seen, ['192.0.2.5']);
+    expect(seen.errors).toEqual([]);
+  });
+
   it('holds as many watches as the way has folders however often the link is re-pointed, and none once closed', async () => {
     mkdirSync(join(dir, 'targets'));
     const target = (n: number): string => {
