@@ -160,6 +160,8 @@ interface Watch {
   names: ReadonlySet<string>;
   /** Replaced when the directory is watched again (see #stillThere). */
   watcher: FSWatcher;
+  /** To be watched again, in a moment (see #stillThere). */
+  renew: boolean;
 }
 
 /**
@@ -185,6 +187,8 @@ export class ResolvConfWatcher {
   /** The directories that could not be watched, each with why, as said. */
   readonly #failing = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
+  /** Watches again the directories whose watch may be gone (see #stillThere), in a moment. */
+  #renewing: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(path: string, onChange: () => void, onError: (error: Error) => void, settleMs = 25) {
@@ -198,6 +202,7 @@ export class ResolvConfWatcher {
   close(): void {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#renewing !== undefined) clearTimeout(this.#renewing);
     for (const watch of this.#watches.values()) watch.watcher.close();
     this.#watches.clear();
   }
@@ -208,6 +213,8 @@ export class ResolvConfWatcher {
    * followed again a moment later where it goes elsewhere by then.
    */
   #follow(): void {
+    // First: a change said after this (read after it) is seen by the watches kept.
+    this.#renew();
     const plan = directoriesToWatch(this.#path, fileSystem);
     const wanted = new Map(plan.map((directory) => [directory.dir, directory]));
     for (const [dir, watch] of this.#watches) {
@@ -236,7 +243,7 @@ export class ResolvConfWatcher {
       return;
     }
     this.#failing.delete(dir);
-    this.#watches.set(dir, { id, names: new Set(names), watcher });
+    this.#watches.set(dir, { id, names: new Set(names), watcher, renew: false });
   }
 
   /** A watch on `dir`, its events and error said as those of the one of #watches[dir] it is. */
@@ -276,27 +283,51 @@ export class ResolvConfWatcher {
 
   /**
    * Whether the directory `watched` is still the one at `dir`, after an event that may be its
-   * going: if so, it is watched again, which keeps the watch where it is the same (inotify gives
-   * its watch back) and replaces it where the directory was removed and made again with the same
-   * inode number (ext4 gives a new one the number just freed), the old watch gone; the new watch
-   * is there before the old one is closed, so nothing is missed between. If not, its watch,
-   * which sees nothing more at `dir`, is closed: the next look watches whatever is there.
+   * going. If not, its watch, which sees nothing more at `dir`, is closed: the next look watches
+   * whatever is there. If so, the event was most likely a file in it of its name, the watch as
+   * good as before; but the directory may have been removed and made again with the same inode
+   * number (ext4 gives a new one the number just freed), its watch gone: it is watched again in
+   * a moment, once for however many such events, the new watch there before the old one is
+   * closed, so that nothing is missed where the old one is good. What was there meanwhile in one
+   * made again is seen all the same: removing a directory and making it are changes to its name
+   * in the one above, watched for it.
    */
   #stillThere(dir: string, watched: Watch): boolean {
     const now = fileSystem.lstat(dir);
     if (now?.kind === 'directory' && now.id === watched.id) {
-      try {
-        const watcher = this.#open(dir);
-        watched.watcher.close();
-        watched.watcher = watcher;
-        return true;
-      } catch {
-        // Gone meanwhile, or cannot be watched: the next look says it, and follows.
-      }
+      watched.renew = true;
+      this.#renewSoon();
+      return true;
     }
     watched.watcher.close();
     this.#watches.delete(dir);
     return false;
+  }
+
+  #renewSoon(): void {
+    if (this.#renewing !== undefined || this.#closed) return;
+    this.#renewing = setTimeout(() => {
+      this.#renewing = undefined;
+      if (!this.#closed) this.#renew();
+    }, this.#settleMs);
+  }
+
+  /** Watches again the directories marked so (see #stillThere). */
+  #renew(): void {
+    for (const [dir, watched] of this.#watches) {
+      if (!watched.renew) continue;
+      watched.renew = false;
+      try {
+        const watcher = this.#open(dir);
+        watched.watcher.close();
+        watched.watcher = watcher;
+      } catch {
+        // Gone meanwhile, or cannot be watched: the next look says it, and follows.
+        watched.watcher.close();
+        this.#watches.delete(dir);
+        this.#settle();
+      }
+    }
   }
 
   #settle(): void {
