@@ -4,12 +4,14 @@ import { Command, Option } from 'commander';
 import { integerOption } from '../../shared/cli/integer-option.js';
 import { type Interruption, interruptOnSignals, signalExitCode } from '../../shared/cli/interruption.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
+import { shownCell } from '../../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
 import type { ConntrackPort } from '../conntrack-port.js';
 import { isInterfaceName } from '../interface-name.js';
 import { KernelConntrack } from '../conntrack/conntrack-purge.js';
 import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption } from '../conntrack/conntrack-reaper.js';
+import { MAX_HOSTNAME_CHARS } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import { UnusableUpstreamError, UpstreamSyntaxError, parseConfiguredUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
@@ -580,7 +582,8 @@ export function formatStatus(status: StatusReply): string {
       lease.clientIp,
       lease.state,
       lease.expires === undefined ? '-' : `${Math.max(0, Math.round((lease.expires - now) / 1000))} s`,
-      lease.hostname ?? '-',
+      // The client's own text: quoted where it would not read as one cell (blanks faked columns), '-' for none or an empty one.
+      shownCell(lease.hostname ?? '', MAX_HOSTNAME_CHARS),
     ]);
     text += `\n${formatTable([['LEASE', 'IP', 'STATE', 'EXPIRES IN', 'HOSTNAME'], ...rows])}\n`;
   }
