@@ -111,6 +111,11 @@ export interface DnsForwarderOptions {
   logger?: Logger;
   /** What the forwarder's recovery runs on (see RecoveryClock); default the process's own. */
   clock?: RecoveryClock;
+  /**
+   * Whether start() binds the listen address; default true. false: the first rebind() does (the
+   * agent's, once its first reconcile has put the address on the provider links).
+   */
+  bindAtStart?: boolean;
 }
 
 /**
@@ -504,6 +509,7 @@ class Forwarder implements DnsForwarder {
   readonly #listen: string;
   readonly #family: 4 | 6;
   readonly #port: number;
+  readonly #bindAtStart: boolean;
   readonly #timeoutMs: number;
   readonly #maxTcpConnections: number;
   readonly #maxTcpConnectionsPerClient: number;
@@ -609,6 +615,7 @@ class Forwarder implements DnsForwarder {
       throw new DnsError('listen-address', `listen address ${JSON.stringify(this.#listen.slice(0, 80))} is not an IP address`);
     }
     this.#self = parseUpstream(endpointText(this.#listen, this.#port));
+    this.#bindAtStart = options.bindAtStart ?? true;
     this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 60_000);
     this.#maxTcpConnections = positiveInteger('maxTcpConnections', options.maxTcpConnections ?? DEFAULTS.maxTcpConnections, 65_535);
     this.#maxTcpConnectionsPerClient = positiveInteger(
@@ -689,7 +696,7 @@ class Forwarder implements DnsForwarder {
       }
       await this.#queueReload(path);
     }
-    await this.rebind();
+    if (this.#bindAtStart) await this.rebind();
   }
 
   listening(): boolean {

@@ -261,6 +261,9 @@ async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal
       dns = await startDnsForwarder({
         logger: log,
         resolvConfPath: options.resolvConf,
+        // Bound once the first reconcile has put the gateway address on the provider links
+        // (ProviderServices.linksChanged): bound now, it would warn of an address not there yet.
+        bindAtStart: false,
         ...(options.dnsUpstream.length > 0 ? { upstreams: options.dnsUpstream } : {}),
       });
     }
@@ -288,6 +291,25 @@ function throwIfStopped(stop: AbortSignal): void {
 /** The one line of an agent stopped by `signal` before its first reconcile was done; `after`: what is left. */
 function stoppedWhileStarting(signal: NodeJS.Signals, after: string): CliError {
   return new CliError(`stopped by ${signal} while starting (before its first reconcile was done); ${after}`, signalExitCode(signal));
+}
+
+/**
+ * What a long-running agent (`run`, `client --watch`) does at SIGHUP and SIGUSR1 until the returned
+ * function is called: says it at info level, and goes on. SIGHUP would otherwise end it with
+ * nothing said (its control socket left, DHCP and DNS gone with it), and there is nothing to
+ * reload: it follows its links and resolv.conf itself. SIGUSR1 would open Node's inspector, which
+ * the bin's own listener keeps closed (shared/cli/inspector-signal.ts).
+ */
+function sayIgnoredSignals(log: Logger): () => void {
+  const said: Readonly<Record<'SIGHUP' | 'SIGUSR1', string>> = {
+    SIGHUP: 'SIGHUP ignored: the agent follows its links and resolv.conf by itself, there is nothing to reload (SIGTERM stops it)',
+    SIGUSR1: "SIGUSR1 ignored: Node's inspector is not opened in the agent",
+  };
+  const listeners = (['SIGHUP', 'SIGUSR1'] as const).map((signal) => [signal, () => log.info({ signal }, said[signal])] as const);
+  for (const [signal, listener] of listeners) process.on(signal, listener);
+  return () => {
+    for (const [signal, listener] of listeners) process.off(signal, listener);
+  };
 }
 
 /** The first SIGINT or SIGTERM `interruption` takes, once it comes. */
@@ -342,6 +364,7 @@ async function runAgent(options: RunOptions, portsFor: PortsFactory): Promise<vo
   // included, through the one teardown below; a second exits at once.
   const interruption = interruptOnSignals('spectrum-netd', 'its control socket may be left (the next start replaces it)');
   const stopRequested = stopRequestedBy(interruption);
+  const straySignalsHeard = sayIgnoredSignals(log);
   /**
    * A start-up step, cut short by a signal: `cancel` cuts it short where that takes more than the
    * aborted signal, the step is waited for, and `undo` undoes what it made (the control socket,
@@ -414,6 +437,7 @@ async function runAgent(options: RunOptions, portsFor: PortsFactory): Promise<vo
     control?.close();
     await ports?.close?.();
     interruption.dispose();
+    straySignalsHeard();
   }
 }
 
@@ -479,6 +503,7 @@ export function clientCommand(): Command {
       // included (one line, exit 128 + the signal; after it, a clean stop); a second exits at once.
       const interruption = watch ? interruptOnSignals('spectrum-netd', 'what it configured stays') : undefined;
       const stopRequested = interruption === undefined ? undefined : stopRequestedBy(interruption);
+      const straySignalsHeard = watch ? sayIgnoredSignals(log) : undefined;
       const kernel = new RtnetlinkKernel();
       const agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(options.ignore), allowedPairs: [] }, log, null, null);
       let fail: (error: Error) => void = () => undefined;
@@ -512,6 +537,7 @@ export function clientCommand(): Command {
       } finally {
         agent.stop();
         interruption?.dispose();
+        straySignalsHeard?.();
       }
     });
 }
