@@ -1,6 +1,6 @@
 import { type FSWatcher, type Stats, constants, lstatSync, readlinkSync, watch } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, join } from 'node:path';
 import { MAX_RESOLV_CONF_LENGTH, parseResolvConf, type ResolvConf } from './resolv-conf.js';
 
 /** What a file that is not a regular one is, in words. */
@@ -142,6 +142,15 @@ const fileSystem: PathLookup = {
   },
 };
 
+/**
+ * `path` made absolute as the kernel reads a relative one, from the working directory (which
+ * getcwd gives symlink-free), and left as written: not tidied up as text (path.resolve), which
+ * takes `link/..` away where the kernel goes to the parent of where the link leads.
+ */
+function fromWorkingDirectory(path: string): string {
+  return path.startsWith('/') ? path : `${process.cwd()}/${path}`;
+}
+
 function samePlan(a: readonly WatchedDirectory[], b: readonly WatchedDirectory[]): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
@@ -149,7 +158,10 @@ function samePlan(a: readonly WatchedDirectory[], b: readonly WatchedDirectory[]
 interface Watch {
   readonly id: string;
   names: ReadonlySet<string>;
-  readonly watcher: FSWatcher;
+  /** Replaced when the directory is watched again (see #stillThere). */
+  watcher: FSWatcher;
+  /** To be watched again, in a moment (see #stillThere). */
+  renew: boolean;
 }
 
 /**
@@ -175,10 +187,12 @@ export class ResolvConfWatcher {
   /** The directories that could not be watched, each with why, as said. */
   readonly #failing = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
+  /** Watches again the directories whose watch may be gone (see #stillThere), in a moment. */
+  #renewing: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(path: string, onChange: () => void, onError: (error: Error) => void, settleMs = 25) {
-    this.#path = resolve(path);
+    this.#path = fromWorkingDirectory(path);
     this.#onChange = onChange;
     this.#onError = onError;
     this.#settleMs = settleMs;
@@ -188,6 +202,7 @@ export class ResolvConfWatcher {
   close(): void {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#renewing !== undefined) clearTimeout(this.#renewing);
     for (const watch of this.#watches.values()) watch.watcher.close();
     this.#watches.clear();
   }
@@ -198,6 +213,8 @@ export class ResolvConfWatcher {
    * followed again a moment later where it goes elsewhere by then.
    */
   #follow(): void {
+    // First: a change said after this (read after it) is seen by the watches kept.
+    this.#renew();
     const plan = directoriesToWatch(this.#path, fileSystem);
     const wanted = new Map(plan.map((directory) => [directory.dir, directory]));
     for (const [dir, watch] of this.#watches) {
@@ -215,12 +232,9 @@ export class ResolvConfWatcher {
   }
 
   #watch({ dir, id, names }: WatchedDirectory): void {
-    let entry: Watch | undefined;
+    let watcher: FSWatcher;
     try {
-      const watcher = watch(dir, { persistent: false }, (_event, filename) => {
-        if (entry !== undefined) this.#seen(dir, entry, filename);
-      });
-      entry = { id, names: new Set(names), watcher };
+      watcher = this.#open(dir);
     } catch (error) {
       const code = error instanceof Error && 'code' in error ? error.code : undefined;
       // Gone between the look and the watch: the second look sees it gone, and follows that.
@@ -228,14 +242,21 @@ export class ResolvConfWatcher {
       this.#failed(dir, names, error);
       return;
     }
-    const watched = entry;
     this.#failing.delete(dir);
-    this.#watches.set(dir, watched);
-    watched.watcher.on('error', (error) => {
+    this.#watches.set(dir, { id, names: new Set(names), watcher, renew: false });
+  }
+
+  /** A watch on `dir`, its events and error said as those of the one of #watches[dir] it is. */
+  #open(dir: string): FSWatcher {
+    const watcher = watch(dir, { persistent: false }, (event, filename) => this.#seen(dir, watcher, event, filename));
+    watcher.on('error', (error) => {
+      const watched = this.#watches.get(dir);
+      if (watched?.watcher !== watcher) return;
       // Node has closed the watch: it is tried again at the next change seen elsewhere.
-      if (this.#watches.get(dir) === watched) this.#watches.delete(dir);
+      this.#watches.delete(dir);
       if (!this.#closed) this.#failed(dir, [...watched.names], error);
     });
+    return watcher;
   }
 
   /** Says that `dir` cannot be watched, once for each reason while it cannot. */
@@ -246,17 +267,67 @@ export class ResolvConfWatcher {
     this.#onError(new Error(`cannot watch ${dir} (${reason}): a change there to ${names.map((name) => join(dir, name)).join(', ')} is not followed`));
   }
 
-  #seen(dir: string, watch: Watch, filename: string | null): void {
-    if (this.#closed) return;
-    if (filename !== null && filename === basename(dir)) {
-      // The directory itself removed or moved (or a file in it of its own name): its watch sees
-      // nothing more of the directory at that path; the next look watches whatever is there.
-      watch.watcher.close();
-      if (this.#watches.get(dir) === watch) this.#watches.delete(dir);
-    } else if (filename !== null && !watch.names.has(filename)) {
+  #seen(dir: string, watcher: FSWatcher, event: string, filename: string | null): void {
+    const watched = this.#watches.get(dir);
+    if (this.#closed || watched?.watcher !== watcher) return;
+    // inotify says the directory itself removed or moved by its own name, as it says a file in it
+    // of that name created, removed or renamed ('rename' all): told apart by looking (a change
+    // in place, 'change', is never the directory's going).
+    if (event === 'rename' && filename !== null && filename === basename(dir) && !this.#stillThere(dir, watched)) {
+      this.#settle();
       return;
     }
+    if (filename !== null && !watched.names.has(filename)) return;
     this.#settle();
+  }
+
+  /**
+   * Whether the directory `watched` is still the one at `dir`, after an event that may be its
+   * going. If not, its watch, which sees nothing more at `dir`, is closed: the next look watches
+   * whatever is there. If so, the event was most likely a file in it of its name, the watch as
+   * good as before; but the directory may have been removed and made again with the same inode
+   * number (ext4 gives a new one the number just freed), its watch gone: it is watched again in
+   * a moment, once for however many such events, the new watch there before the old one is
+   * closed, so that nothing is missed where the old one is good. What was there meanwhile in one
+   * made again is seen all the same: removing a directory and making it are changes to its name
+   * in the one above, watched for it.
+   */
+  #stillThere(dir: string, watched: Watch): boolean {
+    const now = fileSystem.lstat(dir);
+    if (now?.kind === 'directory' && now.id === watched.id) {
+      watched.renew = true;
+      this.#renewSoon();
+      return true;
+    }
+    watched.watcher.close();
+    this.#watches.delete(dir);
+    return false;
+  }
+
+  #renewSoon(): void {
+    if (this.#renewing !== undefined || this.#closed) return;
+    this.#renewing = setTimeout(() => {
+      this.#renewing = undefined;
+      if (!this.#closed) this.#renew();
+    }, this.#settleMs);
+  }
+
+  /** Watches again the directories marked so (see #stillThere). */
+  #renew(): void {
+    for (const [dir, watched] of this.#watches) {
+      if (!watched.renew) continue;
+      watched.renew = false;
+      try {
+        const watcher = this.#open(dir);
+        watched.watcher.close();
+        watched.watcher = watcher;
+      } catch {
+        // Gone meanwhile, or cannot be watched: the next look says it, and follows.
+        watched.watcher.close();
+        this.#watches.delete(dir);
+        this.#settle();
+      }
+    }
   }
 
   #settle(): void {

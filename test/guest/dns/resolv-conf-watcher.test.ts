@@ -250,6 +250,39 @@ describe('following resolv.conf where it resolves to', () => {
     await followed(seen, ['192.0.2.3']);
   });
 
+  it("reads a `..` in the path given after a symlinked folder as the kernel does: the parent of where the link leads, not the path's", async () => {
+    // etc/netvm -> ../run/netvm: etc/netvm/../resolv.conf is run/resolv.conf to the kernel (and so
+    // to the reads), etc/resolv.conf (a decoy) only to a path tidied up as text.
+    for (const folder of ['etc', 'run/netvm']) mkdirSync(join(dir, folder), { recursive: true });
+    symlinkSync('../run/netvm', join(dir, 'etc/netvm'));
+    writeFileSync(join(dir, 'etc/resolv.conf'), nameservers('192.0.2.99'));
+    writeFileSync(join(dir, 'run/resolv.conf'), nameservers('192.0.2.1'));
+    const path = `${join(dir, 'etc/netvm')}/../resolv.conf`;
+    expect((await readResolvConf(path)).upstreams.map((upstream) => upstream.address)).toEqual(['192.0.2.1']);
+    const seen = follow(path);
+    replaceByRename(join(dir, 'run/resolv.conf'), (aside) => writeFileSync(aside, nameservers('192.0.2.2')));
+    await followed(seen, ['192.0.2.2']);
+    writeFileSync(join(dir, 'run/resolv.conf'), nameservers('192.0.2.3'));
+    await followed(seen, ['192.0.2.3']);
+  });
+
+  it('follows a relative path from the working directory, its `..` after a symlinked folder as the kernel reads it', async () => {
+    // --resolv-conf netvm/../resolv.conf given in etc, netvm -> ../run/netvm: run/resolv.conf.
+    for (const folder of ['etc', 'run/netvm']) mkdirSync(join(dir, folder), { recursive: true });
+    symlinkSync('../run/netvm', join(dir, 'etc/netvm'));
+    writeFileSync(join(dir, 'etc/resolv.conf'), nameservers('192.0.2.99'));
+    writeFileSync(join(dir, 'run/resolv.conf'), nameservers('192.0.2.1'));
+    const cwd = process.cwd();
+    process.chdir(join(dir, 'etc'));
+    try {
+      const seen = follow('netvm/../resolv.conf');
+      writeFileSync(join(dir, 'run/resolv.conf'), nameservers('192.0.2.2'));
+      await followed(seen, ['192.0.2.2']);
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
   it('does not loop on a loop of symlinks, and follows it once mended', async () => {
     symlinkSync('b', join(dir, 'a'));
     symlinkSync('a', join(dir, 'b'));
@@ -307,6 +340,50 @@ describe('following resolv.conf where it resolves to', () => {
       `cannot watch ${join(dir, 'locked')} (EACCES: permission denied, watch '${join(dir, 'locked')}'): a change there to ${join(dir, 'locked/a.conf')} is not followed`,
     ]);
     expect(seen.changes).toBe(2);
+  });
+
+  it("takes a file named as its folder for no change of the folder: written, removed, renamed over and over (as anyone may in /tmp), nothing is read again, the watches the same", async () => {
+    // box/resolv.conf, and box/box: inotify names an event of the folder itself (removed, moved)
+    // by the folder's name, as it names one of box/box. Each of those closed the folder's watch
+    // and read resolv.conf again, a moment later.
+    mkdirSync(join(dir, 'box'));
+    writeFileSync(join(dir, 'box/resolv.conf'), nameservers('192.0.2.1'));
+    const before = inotifyWatches();
+    const seen = follow(join(dir, 'box/resolv.conf'));
+    const watching = inotifyWatches() - before;
+    for (let round = 0; round < 20; round++) {
+      writeFileSync(join(dir, 'box/box'), String(round));
+      writeFileSync(join(dir, 'box/box'), 'in place');
+      rmSync(join(dir, 'box/box'));
+      writeFileSync(join(dir, 'box/other'), String(round));
+      renameSync(join(dir, 'box/other'), join(dir, 'box/box'));
+      rmSync(join(dir, 'box/box'));
+      await new Promise((resolve) => setTimeout(resolve, 15));
+    }
+    await quiet(seen);
+    expect(seen.changes).toBe(0);
+    expect(inotifyWatches() - before).toBe(watching);
+    // The folder's watch is still there, and sees what matters.
+    writeFileSync(join(dir, 'box/resolv.conf'), nameservers('192.0.2.2'));
+    await followed(seen, ['192.0.2.2']);
+  });
+
+  it('follows a resolv.conf named as its folder (box/box): written in place, replaced by rename, the folder removed and made again', async () => {
+    mkdirSync(join(dir, 'box'));
+    writeFileSync(join(dir, 'box/box'), nameservers('192.0.2.1'));
+    const seen = follow(join(dir, 'box/box'));
+    writeFileSync(join(dir, 'box/box'), nameservers('192.0.2.2'));
+    await followed(seen, ['192.0.2.2']);
+    replaceByRename(join(dir, 'box/box'), (aside) => writeFileSync(aside, nameservers('192.0.2.3')));
+    await followed(seen, ['192.0.2.3']);
+    // Removed and made again at once: on ext4 the new folder often has the old one's inode number.
+    rmSync(join(dir, 'box'), { recursive: true });
+    mkdirSync(join(dir, 'box'));
+    writeFileSync(join(dir, 'box/box'), nameservers('192.0.2.4'));
+    await followed(seen, ['192.0.2.4']);
+    writeFileSync(join(dir, 'box/box'), nameservers('192.0.2.5'));
+    await followed(seen, ['192.0.2.5']);
+    expect(seen.errors).toEqual([]);
   });
 
   it('holds as many watches as the way has folders however often the link is re-pointed, and none once closed', async () => {
