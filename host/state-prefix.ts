@@ -1,13 +1,14 @@
 // The device prefix a state's links carry (link-state.ts records it, one per state file): which
 // one a command uses, and its refusal of another. A command given none (no --device-prefix, no
 // $SPECTRUM_DEVICE_PREFIX) uses the one recorded, read by the CLI before the run (recordedPrefix),
-// so that the commands its lines print carry it too; one given another while links are recorded
-// is refused before anything is done (loadLinkState, on the state as the run reads it, under the
-// lock where the command takes it): it would look for the links' devices under names that are not
-// theirs, so that `unlink` would say it took down links that stay up, and delete whatever holds
-// those names (another state dir's links, say). A state with no links (never linked, or each link
-// forgotten) takes the prefix given or the default, as one written before the prefix was recorded
-// does: the next write that records links records it.
+// so that the commands its lines print carry it too; one given another is refused before anything
+// is done (loadLinkState, on the state as the run reads it, under the lock where the command takes
+// it): it would look for the links' devices under names that are not theirs, so that `unlink`
+// would say it took down links that stay up, and delete whatever holds those names (another state
+// dir's links, say), and gc would delete every device of the other prefix. The prefix stays
+// recorded once every link is forgotten, so that the next command given none still uses it. A
+// state that records none (never linked, or written before the prefix was recorded, or before it
+// was kept without links) takes the prefix given or the default, and its next write records it.
 import type { DevicePrefix } from './device-names.js';
 import { type LinkState, conflictingDevicePrefix, withDevicePrefix } from './link-state.js';
 import { LinkerError } from './linker-error.js';
@@ -15,8 +16,9 @@ import type { DevicePrefixSource, LinkerOptions } from './linker-types.js';
 import { loadState, stateFilePath } from './state-store.js';
 
 /**
- * The device prefix the state in `stateDir` records for its links, for a command given none;
- * undefined where it records none (no state, no links, or a file written before it was recorded).
+ * The device prefix the state in `stateDir` records for its links, for a command given none (its
+ * links all forgotten too); undefined where it records none (no state, or a file written before it
+ * was recorded, or before it was kept without links).
  * Read without the lock: the run reads the state again (loadLinkState), which refuses a prefix
  * recorded meanwhile. A state that cannot be read is left to the run too, which says why where it
  * always has.
@@ -24,7 +26,7 @@ import { loadState, stateFilePath } from './state-store.js';
 export async function recordedPrefix(stateDir: string): Promise<DevicePrefix | undefined> {
   try {
     const state = await loadState(stateDir);
-    return state.links.length > 0 ? state.devicePrefix : undefined;
+    return state.devicePrefix;
   } catch {
     return undefined;
   }
@@ -75,15 +77,15 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
     'device-prefix-mismatch',
     `device prefix ${prefix} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links, ${recorded} ` +
       `(their devices are ${recorded}b<id>, ${recorded}c<id> and ${recorded}p<id>), so nothing was done: ${fixOf(source, recorded)}; ` +
-      'the links of a state dir share one prefix (another needs another state dir, or every link there forgotten first)',
+      'the links of a state dir share one prefix, kept when they are all forgotten (another needs another state dir, or every link there forgotten and its state file removed)',
   );
 }
 
 /**
  * The state recorded in the run's state dir (loadState), refused where it records another device
  * prefix for its links than the run's (`devicePrefix`, from `devicePrefixSource`), and otherwise
- * recording the run's, so that the next write records it (a file written before the prefix was
- * recorded, a state without links).
+ * recording the run's, so that the next write records it (a state that records none: no file, or
+ * one written before the prefix was recorded, or before it was kept without links).
  */
 export async function loadLinkState(options: Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>): Promise<LinkState> {
   const state = await loadState(options.stateDir, options.stateDirSource);

@@ -630,18 +630,18 @@ describe('recorded device prefix', () => {
         expect(allocateMany(attached, touched).state.devicePrefix).toBe(prefix);
         expect(restorePairs(attached, start, touched).devicePrefix).toBe(prefix);
         expect(forgetVm(attached, vmName('netvm')).state.devicePrefix).toBe(prefix);
-        // Written while it has links: without any, it names no device.
+        // Written with links or without (every one forgotten): the state keeps it.
         const read = parseState(serializeState(attached), 'test');
-        expect(read).toEqual(attached.links.length > 0 ? attached : { version: 2, links: [] });
+        expect(read).toEqual(attached);
         expect(sameState(read, attached)).toBe(true);
         const renamed = withDevicePrefix(attached, other);
-        expect(sameState(attached, renamed)).toBe(prefix === other || attached.links.length === 0);
+        expect(sameState(attached, renamed)).toBe(prefix === other);
         expect(sameState(attached, renamed)).toBe(serializeState(attached) === serializeState(renamed));
       }),
     );
   });
 
-  it('conflicts only where the state records another prefix and has links for it to name', () => {
+  it('conflicts wherever the state records another prefix, its links all forgotten too', () => {
     const sn = devicePrefix('sn');
     const zz = devicePrefix('zz');
     const linked = allocateLink(emptyState(), { client: vmName('appvm-lynx'), provider: vmName('netvm') }).state;
@@ -649,9 +649,14 @@ describe('recorded device prefix', () => {
     expect(conflictingDevicePrefix(withDevicePrefix(linked, zz), zz)).toBeUndefined();
     // None recorded (a version 1 file): the prefix given is used, as before.
     expect(conflictingDevicePrefix(linked, sn)).toBeUndefined();
-    // No links (never linked, or every one forgotten): nothing is named with the recorded one.
-    expect(conflictingDevicePrefix(withDevicePrefix(emptyState(), zz), sn)).toBeUndefined();
-    expect(conflictingDevicePrefix(forgetLink(withDevicePrefix(linked, zz), { client: vmName('appvm-lynx'), provider: vmName('netvm') }).state, sn)).toBeUndefined();
+    // Never linked and none given yet: the prefix given is used.
+    expect(conflictingDevicePrefix(emptyState(), sn)).toBeUndefined();
+    // Every link forgotten: the state keeps its prefix (its next links are named with it).
+    const forgotten = forgetLink(withDevicePrefix(linked, zz), { client: vmName('appvm-lynx'), provider: vmName('netvm') }).state;
+    expect(forgotten.links).toEqual([]);
+    expect(conflictingDevicePrefix(forgotten, sn)).toBe(zz);
+    expect(conflictingDevicePrefix(parseState(serializeState(forgotten), 'test'), sn)).toBe(zz);
+    expect(conflictingDevicePrefix(withDevicePrefix(emptyState(), zz), sn)).toBe(zz);
     // A link kept down (unlinked, id kept) still has its devices made under the recorded one by the next link.
     expect(conflictingDevicePrefix(setAttachment(withDevicePrefix(linked, zz), { client: vmName('appvm-lynx'), provider: vmName('netvm') }, undefined), sn)).toBe(zz);
   });

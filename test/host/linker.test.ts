@@ -2294,7 +2294,8 @@ describe('a failed link whose undo cannot write the state file back', () => {
     const told: UndoStateWriteFailure[] = [];
     await expect(linkVms(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) })).rejects.toThrow(/File exists$/);
     expect(told).toEqual([expect.objectContaining({ written: true, error: expect.stringMatching(/^wrote .* but could not sync/), recorded: CLIENTS.map((vm) => expect.objectContaining({ vm })) })]);
-    expect(await loadState(stateDir)).toEqual(emptyState());
+    // No link: every id back. (The prefix the run's records were written with stays recorded.)
+    expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
   });
 
   it('where the sync of the run\'s own record of its ids fails (the file replaced all the same), takes those records back too', async () => {
@@ -2303,7 +2304,7 @@ describe('a failed link whose undo cannot write the state file back', () => {
     await expect(linkVms(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'sync-failed' });
     expect(kernel.undone).toBe(0); // no device was begun
     // The file holds no id the run allocated: no link is recorded whose devices were never made.
-    expect(await loadState(stateDir)).toEqual(emptyState());
+    expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
   });
 
   it('--keep-going, hot-plugging VM by VM: the VM fails with its VMM\'s refusal, the write failure is told, the other VMs are linked', async () => {

@@ -3,7 +3,7 @@
 // those of another state dir's link of the same pair under the default prefix), and one given
 // another (--device-prefix, $SPECTRUM_DEVICE_PREFIX) is refused before anything is done: exit 2,
 // one line naming both prefixes, nothing deleted, the state file byte for byte as it was.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
@@ -202,15 +202,48 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
     }
   });
 
-  it('a state whose links are all forgotten records no prefix, and takes the one given, or the default', async () => {
+  it('a state whose links are all forgotten keeps its prefix: given none, the next link and gc use it; given another, they are refused, nothing made or deleted', async () => {
     await linkWithZz();
     const forgotten = await run(['unlink', 'appvm-lynx', '--forget']);
     expect([forgotten.code, forgotten.stderr]).toEqual([0, '']);
-    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual({ version: 2, links: [] });
+    const emptied = await readFile(stateFile(), 'utf8');
+    expect(JSON.parse(emptied)).toEqual({ version: 2, devicePrefix: 'zz', links: [] });
+    // Devices of the default prefix (another state dir's, say): a gc or link given it would delete or take them.
+    const elsewhere = lynxDevices(DEFAULT_DEVICE_PREFIX);
+    for (const name of elsewhere) await world.host.ip(['link', 'add', name, 'type', 'bridge']);
+    for (const [args, env, origin] of [
+      [['gc', '--device-prefix', DEFAULT_DEVICE_PREFIX], {}, 'from --device-prefix'],
+      [['link', 'appvm-lynx', '--attach', 'none'], { SPECTRUM_DEVICE_PREFIX: DEFAULT_DEVICE_PREFIX }, 'from environment variable SPECTRUM_DEVICE_PREFIX'],
+      [['link', 'appvm-lynx', '--attach', 'none', '--keep-going', '--device-prefix', DEFAULT_DEVICE_PREFIX], {}, 'from --device-prefix'],
+    ] as const) {
+      const refused = await run(args, env);
+      expect([refused.code, refused.stdout], refused.stderr).toEqual([2, '']);
+      expect(oneLineError(refused.stderr)).toMatch(refusal(DEFAULT_DEVICE_PREFIX, origin));
+      expect(await present(elsewhere)).toEqual(elsewhere);
+      expect(await readFile(stateFile(), 'utf8')).toBe(emptied);
+    }
+    // Given none: the recorded one. gc deletes an orphan of it, and leaves the default prefix's devices be.
+    await world.host.ip(['link', 'add', 'zzb7', 'type', 'bridge']);
+    const collected = await run(['gc', '--json']);
+    expect([collected.code, collected.stderr]).toEqual([0, '']);
+    expect(JSON.parse(collected.stdout)).toEqual({ removed: ['zzb7'] });
+    expect(await present(elsewhere)).toEqual(elsewhere);
     const linked = await run(['link', 'appvm-lynx', '--attach', 'none', '--json']);
     expect([linked.code, linked.stderr]).toEqual([0, '']);
-    expect(await present(lynxDevices(DEFAULT_DEVICE_PREFIX))).toEqual(lynxDevices(DEFAULT_DEVICE_PREFIX));
-    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual(expect.objectContaining({ version: 2, devicePrefix: DEFAULT_DEVICE_PREFIX }));
+    expect(await present(lynxDevices('zz'))).toEqual(lynxDevices('zz'));
+    expect(await present(elsewhere)).toEqual(elsewhere);
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual(expect.objectContaining({ version: 2, devicePrefix: 'zz' }));
+  });
+
+  it('a state file written before the prefix was kept without links (version 2, no links, no prefix) takes the one given, or the default, and records it', async () => {
+    await mkdir(stateDir, { recursive: true });
+    await writeFile(stateFile(), '{\n  "version": 2,\n  "links": []\n}\n');
+    const listed = await run(['list', '--device-prefix', 'yy']);
+    expect([listed.code, listed.stderr]).toEqual([0, '']);
+    const linked = await run(['link', 'appvm-lynx', '--attach', 'none', '--device-prefix', 'yy']);
+    expect([linked.code, linked.stderr]).toEqual([0, '']);
+    expect(await present(lynxDevices('yy'))).toEqual(lynxDevices('yy'));
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual(expect.objectContaining({ version: 2, devicePrefix: 'yy' }));
   });
 
   it('a state file written before the prefix was recorded is read with the prefix given (or the default), as before, and records it at its next write', async () => {
