@@ -9,11 +9,21 @@
 // recorded once every link is forgotten, so that the next command given none still uses it. A
 // state that records none (never linked, or written before the prefix was recorded, or before it
 // was kept without links) takes the prefix given or the default, and its next write records it.
-import type { DevicePrefix } from './device-names.js';
-import { type LinkState, conflictingDevicePrefix, withDevicePrefix } from './link-state.js';
+//
+// A state that claims no prefix (claimsDevicePrefix: no state file, or one recording neither links
+// nor a prefix) does not take over devices named as links with the run's: `link` into it is refused
+// before anything is made where the host namespace has any (assertNoUnrecordedDevices), since they
+// are another state dir's as likely as leftovers (a --state-dir mistyped, in the namespace and
+// with the prefix of another's live links, would otherwise reconfigure those). A state that claims
+// it owns them: its own leftovers, which `link` converges on (ids are recorded before their
+// devices are made, so a crash's are its recorded links') and gc deletes.
+import { shownOrigin } from '../shared/cli/option-source.js';
+import { type DevicePrefix, parseDeviceName } from './device-names.js';
+import { type LinkState, claimsDevicePrefix, conflictingDevicePrefix, withDevicePrefix } from './link-state.js';
 import { LinkerError } from './linker-error.js';
 import type { DevicePrefixSource, LinkerOptions } from './linker-types.js';
-import { loadState, stateFilePath } from './state-store.js';
+import { observeDevices } from './netlink-devices.js';
+import { loadState, stateDirFix, stateFilePath } from './state-store.js';
 
 /**
  * The device prefix the state in `stateDir` records for its links, for a command given none (its
@@ -87,9 +97,69 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
  * recording the run's, so that the next write records it (a state that records none: no file, or
  * one written before the prefix was recorded, or before it was kept without links).
  */
-export async function loadLinkState(options: Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>): Promise<LinkState> {
+export async function loadLinkState(options: StatePrefixOptions): Promise<LinkState> {
+  return (await loadRunState(options)).state;
+}
+
+type StatePrefixOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>;
+
+/**
+ * loadLinkState for a `link` run, with whether the state as read claims the run's device prefix
+ * (claimsDevicePrefix): where it does not, the run checks the host before it records its first
+ * links (assertNoUnrecordedDevices).
+ */
+export async function loadRunState(options: StatePrefixOptions): Promise<{ readonly state: LinkState; readonly claimsPrefix: boolean }> {
   const state = await loadState(options.stateDir, options.stateDirSource);
   const recorded = conflictingDevicePrefix(state, options.devicePrefix);
   if (recorded !== undefined) throw prefixMismatch(options.stateDir, recorded, options.devicePrefix, options.devicePrefixSource);
-  return withDevicePrefix(state, options.devicePrefix);
+  return { state: withDevicePrefix(state, options.devicePrefix), claimsPrefix: claimsDevicePrefix(state) };
+}
+
+/** How many of the devices a refusal names. */
+const DEVICES_SHOWN = 5;
+
+/** Of these device names, those named as a link's are with `prefix` (gc's), ordered by id, then bridge, client, provider. */
+export function linkNamedDevices(names: Iterable<string>, prefix: DevicePrefix): string[] {
+  const order = { bridge: 0, client: 1, provider: 2 } as const;
+  return [...names]
+    .flatMap((name) => {
+      const parsed = parseDeviceName(prefix, name);
+      return parsed === undefined ? [] : [{ name, rank: parsed.id * 3 + order[parsed.role] }];
+    })
+    .sort((a, b) => a.rank - b.rank)
+    .map(({ name }) => name);
+}
+
+/**
+ * The refusal of a `link` into a state that claims no device prefix while `devices` (named as
+ * links with the run's, linkNamedDevices) exist (exit 2: the state dir or prefix given is not the
+ * one they are recorded with): one line naming how many, the first few, the state dir and the
+ * prefix with where each came from, and what to do.
+ */
+export function unrecordedDevicesRefusal(options: StatePrefixOptions, devices: readonly string[]): LinkerError {
+  const { stateDir, stateDirSource, devicePrefix: prefix, devicePrefixSource } = options;
+  const shown = devices.slice(0, DEVICES_SHOWN).join(' ');
+  const more = devices.length > DEVICES_SHOWN ? ` and ${devices.length - DEVICES_SHOWN} more` : '';
+  const count = devices.length === 1 ? '1 device' : `${devices.length} devices`;
+  const emptyState = `{"version":2,"devicePrefix":"${prefix}","links":[]}`;
+  return new LinkerError(
+    'unrecorded-devices',
+    `${shownOrigin('state dir', stateDir, stateDirSource)} records no link and no device prefix, yet this network namespace has ${count} named as links ` +
+      `with device prefix ${prefix} (${originOf(devicePrefixSource)}): ${shown}${more}; so nothing was made, as this link would take them over, ` +
+      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}, ` +
+      `or give this state dir's links another prefix (--device-prefix); if they are leftovers of a state lost from this state dir, ` +
+      `write ${emptyState} to ${stateFilePath(stateDir)}: link then takes them over, and gc deletes those no link records`,
+  );
+}
+
+/**
+ * Refuse a `link` run that would record links in a state that claims no device prefix (loadRunState)
+ * where devices named as links with the run's prefix exist in this (the host) network namespace
+ * (unrecordedDevicesRefusal), before anything is made: it would take them over as the devices of
+ * the ids it allocates, reconfiguring another state dir's live links. One listing of the
+ * namespace's devices, made only for such a state (a state dir's first links).
+ */
+export async function assertNoUnrecordedDevices(options: StatePrefixOptions): Promise<void> {
+  const devices = linkNamedDevices((await observeDevices([])).host.keys(), options.devicePrefix);
+  if (devices.length > 0) throw unrecordedDevicesRefusal(options, devices);
 }

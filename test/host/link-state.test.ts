@@ -14,6 +14,7 @@ import {
   allocateLink,
   allocateLinks,
   allocateMany,
+  claimsDevicePrefix,
   conflictingDevicePrefix,
   emptyState,
   forgetLink,
@@ -639,6 +640,20 @@ describe('recorded device prefix', () => {
         expect(sameState(attached, renamed)).toBe(serializeState(attached) === serializeState(renamed));
       }),
     );
+  });
+
+  it('a state claims the devices of its prefix (its leftovers) where it records links or the prefix, as read from its file', () => {
+    const pair = { client: vmName('appvm-lynx'), provider: vmName('netvm') };
+    const linked = allocateLink(emptyState(), pair).state;
+    // No file, a version 1 file with no link, one of version 2 written before the prefix was kept without links: none.
+    expect(claimsDevicePrefix(emptyState())).toBe(false);
+    expect(claimsDevicePrefix(parseState('{"version":1,"links":[]}', 'test'))).toBe(false);
+    expect(claimsDevicePrefix(parseState('{"version":2,"links":[]}', 'test'))).toBe(false);
+    // Links (a version 1 file's too, whose prefix is the one given), or the prefix kept once every link was forgotten.
+    expect(claimsDevicePrefix(parseState(`{"version":1,"links":[${JSON.stringify(linked.links[0])}]}`, 'test'))).toBe(true);
+    expect(claimsDevicePrefix(withDevicePrefix(linked, devicePrefix('zz')))).toBe(true);
+    const forgotten = forgetLink(withDevicePrefix(linked, devicePrefix('zz')), pair).state;
+    expect(claimsDevicePrefix(parseState(serializeState(forgotten), 'test'))).toBe(true);
   });
 
   it('conflicts wherever the state records another prefix, its links all forgotten too', () => {
