@@ -454,8 +454,8 @@ function bindServerPort(): number {
  * exported for its test).
  */
 export function sendFailureHint(message: string): string {
-  // EMSGSIZE: replies are kept to the MTU read before the send, so the MTU changed since, or is
-  // below the 576 bytes DHCP needs.
+  // EMSGSIZE: replies longer than 548 bytes are kept to the MTU read before the send, so the MTU
+  // changed since, or is below the 576 bytes DHCP needs (a shorter reply is sent unread).
   if (/message too long/i.test(message)) return "it is larger than the link's MTU (lowered just now, or below the 576 bytes every DHCP client takes?)";
   // EAGAIN, ENOBUFS: dropped like any UDP server drops under load; the client sends again.
   if (/temporarily unavailable|no buffer space/i.test(message)) return "the link's send queue is full: the reply is dropped and the client will ask again";

@@ -47,9 +47,10 @@ export interface ReplyLimit {
   readonly length: number;
   /**
    * default: the 576-byte datagram every client takes (RFC 2131 2), for a client that asked for no
-   * more (option 57); client: its option 57, the link carrying that much; link: the link's MTU,
-   * lower than the client asked; unknown-mtu: 576 bytes, the client asked for more but the link's
-   * MTU could not be read.
+   * more (option 57), the link carrying that much or its MTU unread; client: its option 57, the
+   * link carrying that much; link: the link's MTU, lower than what the client takes (576 too:
+   * spectrum-link's --mtu goes down to 68); unknown-mtu: 576 bytes, the client asked for more but
+   * the link's MTU could not be read.
    */
   readonly by: 'default' | 'client' | 'link' | 'unknown-mtu';
   /** The link's MTU, where read. */
@@ -57,7 +58,7 @@ export interface ReplyLimit {
 }
 
 const UDP_HEADER = 8;
-/** The datagram every client takes and, from IPv4's rules for hosts, every link of ours carries. */
+/** The datagram every client takes (IPv4's rule for hosts), which a link of a lower MTU does not carry. */
 const DEFAULT_DATAGRAM = DEFAULT_MAX_MESSAGE_LENGTH + IP_HEADER + UDP_HEADER;
 const DEFAULT_LIMIT: ReplyLimit = { length: DEFAULT_MAX_MESSAGE_LENGTH, by: 'default' };
 
@@ -90,7 +91,8 @@ export function serveDatagram(
     throw error;
   }
   if (response.drop !== undefined) return { kind: 'answered', request, response, replyType: undefined, lease: nextLease(previous, ifname, request, response, now) };
-  // Every client takes a reply of 548 bytes: only a longer one needs the client's and the link's bounds.
+  // Every client takes a reply of 548 bytes: only a longer one needs the client's and the link's
+  // bounds (a link of MTU below 576 is told by EMSGSIZE for a shorter one, see sendFailureHint).
   const limit = plainMessageLength(response.packet) <= DEFAULT_MAX_MESSAGE_LENGTH ? DEFAULT_LIMIT : replyLimit(request, link);
   let payload: Uint8Array;
   try {
@@ -119,9 +121,11 @@ export function serveDatagram(
 
 /**
  * The longest reply `request`'s client may be sent: what its option 57 allows (a whole IP
- * datagram, at least 576; 576 without it), but never more than the link's MTU, which is read only
- * for a client that asked for more than 576. A larger datagram cannot go out whole: the server
- * sends with DF set, and a client reading a packet socket (udhcpc) reassembles no fragments.
+ * datagram, at least 576; 576 without it), but never more than the link's MTU. A larger datagram
+ * cannot go out whole: the server sends with DF set, and a client reading a packet socket (udhcpc)
+ * reassembles no fragments. Asked only for a reply longer than 548 bytes, which only a client's
+ * long identifier makes: the MTU is read for it whether or not the client sent option 57, as a
+ * link's may be below 576.
  */
 export function replyLimit(request: DhcpRequest, link: LinkMtuSource): ReplyLimit {
   let asked: number | undefined;
@@ -130,11 +134,12 @@ export function replyLimit(request: DhcpRequest, link: LinkMtuSource): ReplyLimi
   } catch {
     asked = undefined;
   }
-  if (asked === undefined || asked <= DEFAULT_DATAGRAM) return DEFAULT_LIMIT;
+  const client = asked !== undefined && asked > DEFAULT_DATAGRAM ? asked : undefined;
   const linkMtu = link.linkMtu();
-  if (linkMtu === undefined) return { length: DEFAULT_MAX_MESSAGE_LENGTH, by: 'unknown-mtu' };
   const headers = IP_HEADER + UDP_HEADER;
-  return linkMtu < asked ? { length: linkMtu - headers, by: 'link', linkMtu } : { length: asked - headers, by: 'client', linkMtu };
+  if (linkMtu === undefined) return client === undefined ? DEFAULT_LIMIT : { length: DEFAULT_MAX_MESSAGE_LENGTH, by: 'unknown-mtu' };
+  if (linkMtu < (client ?? DEFAULT_DATAGRAM)) return { length: linkMtu - headers, by: 'link', linkMtu };
+  return client === undefined ? DEFAULT_LIMIT : { length: client - headers, by: 'client', linkMtu };
 }
 
 /**
@@ -159,7 +164,7 @@ function oversizedClientId(response: DhcpResponse, limit: ReplyLimit, error: Dhc
 function limitText(limit: ReplyLimit): string {
   const bytes = `the ${limit.length}-byte reply`;
   if (limit.by === 'default') return `${bytes} every client takes (it allowed no more with option 57)`;
-  if (limit.by === 'unknown-mtu') return `${bytes} every link carries (the link's MTU could not be read)`;
+  if (limit.by === 'unknown-mtu') return `${bytes} every client takes (the link's MTU could not be read)`;
   if (limit.by === 'client') return `${bytes} its option 57 allows`;
   return `${bytes} the link's MTU of ${limit.linkMtu ?? '?'} allows`;
 }

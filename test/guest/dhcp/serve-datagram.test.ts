@@ -119,7 +119,8 @@ describe('serveDatagram: how long a reply may be', () => {
         // Mostly lengths about the bounds of Ethernet-sized replies; some up to a datagram's worth.
         fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 1, max: 3000 }) }, { weight: 1, arbitrary: fc.integer({ min: 3000, max: 60_000 }) }),
         fc.option(fc.integer({ min: 0, max: 0xffff }), { nil: undefined }),
-        fc.integer({ min: 576, max: 65_535 }),
+        // Ethernet's and larger, and some below 576 (spectrum-link's --mtu goes down to 68; below 328 no reply fits).
+        fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 576, max: 65_535 }) }, { weight: 1, arbitrary: fc.integer({ min: 328, max: 575 }) }),
         (idLength, maxSize, mtu) => {
           const id = new Uint8Array(idLength).map((_, index) => index % 251);
           const served = serveDatagram(chain, CLIENT, 'snp1', discoverWith(id, maxSize), undefined, 0, linkOf(mtu));
@@ -128,7 +129,10 @@ describe('serveDatagram: how long a reply may be', () => {
           const clientDatagram = maxSize !== undefined && maxSize >= 576 ? maxSize : 576;
           if (served.reply !== undefined) {
             expect(served.replyError).toBeUndefined();
-            expect(served.reply.frame.length).toBeLessThanOrEqual(Math.min(mtu, clientDatagram));
+            expect(served.reply.frame.length).toBeLessThanOrEqual(clientDatagram);
+            // A reply of at most 548 bytes goes as it is, unread MTU (a link below 576 says EMSGSIZE); any longer one fits the link.
+            const payload = parseUdpDatagram(served.reply.frame).payload;
+            if (payload.length > 548 || payload[240] === OPTION.overload) expect(served.reply.frame.length).toBeLessThanOrEqual(mtu);
             expect(parseDhcpPacket(parseUdpDatagram(served.reply.frame).payload).options.get(OPTION.clientIdentifier)).toEqual(id);
           } else {
             // The client's doing, said as such, and nothing offered.
@@ -173,17 +177,35 @@ describe('serveDatagram: how long a reply may be', () => {
     expect(served.lease).toMatchObject({ state: 'offered' });
   });
 
-  it("reads the link's MTU only for a reply longer than 548 bytes to a client that takes more, and keeps to 548 when it cannot be read", () => {
+  it("keeps a reply longer than 548 bytes within a link's MTU below 576 (spectrum-link's --mtu goes down to 68) when the client sent no option 57, as when it did", () => {
+    // A 300-byte identifier: a 576-byte datagram, overloaded, went out on a link of MTU 500 (EMSGSIZE, a send error of the server's).
+    const id = new Uint8Array(300).fill(0x63);
+    for (const maxSize of [undefined, 576, 1500]) {
+      const served = serveDatagram(chain, CLIENT, 'snp1', discoverWith(id, maxSize), undefined, 0, linkOf(500));
+      if (served.kind !== 'answered' || served.reply === undefined) throw new Error(`no reply (option 57 ${maxSize})`);
+      expect(served.reply.frame.length).toBe(500);
+      expect(parseDhcpPacket(parseUdpDatagram(served.reply.frame).payload).options.get(OPTION.clientIdentifier)).toEqual(id);
+    }
+    // One that does not fit 472 bytes is the client's doing, said with the link's MTU, not a send error.
+    const served = serveDatagram(chain, CLIENT, 'snp1', discoverWith(new Uint8Array(450), undefined), undefined, 0, linkOf(500));
+    expect(served).toMatchObject({ kind: 'answered', response: { drop: 'oversized-client-id' } });
+    expect(served.kind === 'answered' && served.replyError?.message).toBe(
+      "request dropped: its 450-byte client identifier (option 61), which a reply must echo (RFC 6842), does not fit the 472-byte reply the link's MTU of 500 allows",
+    );
+  });
+
+  it("reads the link's MTU only for a reply longer than 548 bytes, keeps a client without option 57 to 548 on a larger MTU, and to 548 when it cannot be read", () => {
     const small = linkOf(1500);
     expect(serveDatagram(chain, CLIENT, 'snp1', DISCOVER, undefined, 0, small)).toMatchObject({ kind: 'answered', replyType: MESSAGE_TYPE.offer });
     expect(small.asked).toBe(0);
     const noOption57 = linkOf(1500);
-    serveDatagram(chain, CLIENT, 'snp1', discoverWith(new Uint8Array(400), undefined), undefined, 0, noOption57);
-    expect(noOption57.asked).toBe(0);
+    const longer = serveDatagram(chain, CLIENT, 'snp1', discoverWith(new Uint8Array(400), undefined), undefined, 0, noOption57);
+    expect(noOption57.asked).toBe(1);
+    expect(longer.kind === 'answered' && longer.reply?.frame.length).toBe(576);
     const unknown = linkOf(undefined);
     const served = serveDatagram(chain, CLIENT, 'snp1', discoverWith(new Uint8Array(1000), 0xffff), undefined, 0, unknown);
     expect(unknown.asked).toBe(1);
-    expect(served.kind === 'answered' && served.replyError?.message).toEqual(expect.stringMatching(/does not fit the 548-byte reply every link carries \(the link's MTU could not be read\)$/));
+    expect(served.kind === 'answered' && served.replyError?.message).toEqual(expect.stringMatching(/does not fit the 548-byte reply every client takes \(the link's MTU could not be read\)$/));
     // A small identifier still fits 548 bytes.
     const fits = serveDatagram(chain, CLIENT, 'snp1', discoverWith(new Uint8Array(100), 0xffff), undefined, 0, linkOf(undefined));
     expect(fits.kind === 'answered' && fits.replyType).toBe(MESSAGE_TYPE.offer);
