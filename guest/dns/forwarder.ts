@@ -15,13 +15,16 @@ import {
   RCODE,
   answersQuestion,
   errorResponse,
+  fitUdpAnswer,
   inspectQuery,
   isFailureAnswer,
   isResponse,
   rcodeOf,
   readId,
+  udpRoomOf,
   writeId,
   type Rcode,
+  type UdpRoom,
 } from './header.js';
 import { PendingShares, type Share } from './pending-shares.js';
 import { ID_SPACE, PendingTable } from './pending-table.js';
@@ -111,6 +114,11 @@ export interface DnsForwarderOptions {
   logger?: Logger;
   /** What the forwarder's recovery runs on (see RecoveryClock); default the process's own. */
   clock?: RecoveryClock;
+  /**
+   * Whether start() binds the listen address; default true. false: the first rebind() does (the
+   * agent's, once its first reconcile has put the address on the provider links).
+   */
+  bindAtStart?: boolean;
 }
 
 /**
@@ -155,6 +163,12 @@ export interface DnsForwarderCounters {
   readonly tcpQueries: number;
   /** Upstream answers relayed to clients. */
   readonly answered: number;
+  /**
+   * UDP answers too large for their client (512 bytes without EDNS, else the payload size its OPT
+   * record gives), or cut short by the upstream with TC set, relayed as a truncated answer (header,
+   * question and OPT record, TC set) so that the client asks again over TCP.
+   */
+  readonly truncated: number;
   /** Dropped silently: too short, or a response sent to us (over TCP its connection is closed), and zero-length TCP frames. */
   readonly malformed: number;
   readonly formErr: number;
@@ -192,7 +206,11 @@ export interface DnsForwarderCounters {
   readonly retransmits: number;
   /** Every upstream failed: answered SERVFAIL. */
   readonly failed: number;
-  /** Upstream datagrams that matched no pending query (late, spoofed, wrong source or question). */
+  /**
+   * Upstream datagrams that matched no pending query (late, spoofed, wrong source, port or
+   * question), and those that did but are malformed (records running past the datagram's end,
+   * TC not set): dropped, the query still waiting.
+   */
   readonly upstreamRejected: number;
   /**
    * Our sockets' troubles, each counted once: sends that failed (to clients and upstreams), errors
@@ -345,6 +363,8 @@ interface TcpClientConnection {
 
 interface PendingQuery {
   readonly client: UdpPeer;
+  /** What the client takes over UDP: an answer larger is relayed truncated (fitUdpAnswer). */
+  readonly room: UdpRoom;
   /** Its place among its client's pending queries (under the client's host key), once in the table. */
   share: Share<number | string, PendingQuery> | undefined;
   readonly clientId: number;
@@ -504,6 +524,7 @@ class Forwarder implements DnsForwarder {
   readonly #listen: string;
   readonly #family: 4 | 6;
   readonly #port: number;
+  readonly #bindAtStart: boolean;
   readonly #timeoutMs: number;
   readonly #maxTcpConnections: number;
   readonly #maxTcpConnectionsPerClient: number;
@@ -609,6 +630,7 @@ class Forwarder implements DnsForwarder {
       throw new DnsError('listen-address', `listen address ${JSON.stringify(this.#listen.slice(0, 80))} is not an IP address`);
     }
     this.#self = parseUpstream(endpointText(this.#listen, this.#port));
+    this.#bindAtStart = options.bindAtStart ?? true;
     this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 60_000);
     this.#maxTcpConnections = positiveInteger('maxTcpConnections', options.maxTcpConnections ?? DEFAULTS.maxTcpConnections, 65_535);
     this.#maxTcpConnectionsPerClient = positiveInteger(
@@ -644,6 +666,7 @@ class Forwarder implements DnsForwarder {
       queries: 0,
       tcpQueries: 0,
       answered: 0,
+      truncated: 0,
       malformed: 0,
       formErr: 0,
       notImp: 0,
@@ -682,14 +705,14 @@ class Forwarder implements DnsForwarder {
         this.#watcher = new ResolvConfWatcher(
           path,
           () => void this.#queueReload(path),
-          (error) => this.#log.warn({ path, err: error.message }, 'stopped watching resolv.conf'),
+          (error) => this.#log.warn({ path, err: error.message }, 'cannot watch for changes to resolv.conf'),
         );
       } catch (error) {
         this.#log.warn({ path, err: errorText(error) }, 'cannot watch the folder of resolv.conf; changes will not be followed');
       }
       await this.#queueReload(path);
     }
-    await this.rebind();
+    if (this.#bindAtStart) await this.rebind();
   }
 
   listening(): boolean {
@@ -1264,6 +1287,7 @@ class Forwarder implements DnsForwarder {
     const query = Buffer.from(message);
     const entry: PendingQuery = {
       client: remote.copy(),
+      room: udpRoomOf(query, verdict.questionEnd),
       share: undefined,
       clientId: readId(query),
       message: query,
@@ -1428,6 +1452,13 @@ class Forwarder implements DnsForwarder {
       this.#counters.upstreamRejected += 1;
       return;
     }
+    // Fitted to what the client takes; a malformed one (records past its end) is no answer, and
+    // the query waits on (its resend may bring a whole one; its timeout moves it on).
+    const fitted = fitUdpAnswer(message, entry.question.length, entry.room);
+    if (fitted === undefined) {
+      this.#counters.upstreamRejected += 1;
+      return;
+    }
     this.#pending.take(id);
     const now = performance.now();
     // Karn: a resent query's answer may be to either copy, so only single sends are timed.
@@ -1443,9 +1474,10 @@ class Forwarder implements DnsForwarder {
       return;
     }
     this.#settled(entry);
-    writeId(message, entry.clientId);
+    writeId(fitted.message, entry.clientId);
     this.#counters.answered += 1;
-    this.#sendToClient(message, entry.client);
+    if (fitted.truncated) this.#counters.truncated += 1;
+    this.#sendToClient(fitted.message, entry.client);
   }
 
   /** Have #onTimer run at the next deadline (re-armed only when that is earlier than planned). */
