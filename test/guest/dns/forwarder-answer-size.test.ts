@@ -68,7 +68,7 @@ describeNetns('DNS forwarder fitting UDP answers to what the client takes', () =
     upstream = net.internet.spawn([process.execPath, scripted, JSON.stringify({ ...UPSTREAM, port: 53, labels: LABELS })]);
     await upstream.waitForOutput(/^ready$/m);
     // A malformed answer is none: the query gets SERVFAIL at its time, kept short here.
-    forwarder = await ForwarderProcess.start(net.provider, { listen: LISTEN, upstreams: [UPSTREAM.address], timeoutMs: 300 });
+    forwarder = await ForwarderProcess.start(net.provider, { listen: LISTEN, upstreams: [UPSTREAM.address], timeoutMs: 300, queryTimeoutMs: 600 });
     await harness.addAddress(net.provider, 'cl0', `${LISTEN}/32`);
     expect((await forwarder.rebind())['listening']).toBe(true);
   });
