@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: Node's inspector stays closed from here on (see the module).
+import '../shared/cli/inspector-signal.js';
 import { Command } from 'commander';
 import { addrCommand } from '../shared/cli/addr-command.js';
 import { EXIT, main } from '../shared/cli/run-cli.js';

@@ -14,6 +14,7 @@
 // without leading zeros, so parseDeviceName can take a name back to its role and id.
 import { type ClientId, isClientId } from '../shared/client-id.js';
 import { CLIENT_ID_MAX } from '../shared/scheme.js';
+import { characterCount, quoteText } from '../shared/shown-text.js';
 
 export type DeviceNameErrorKind = 'prefix-empty' | 'prefix-too-long' | 'prefix-syntax';
 
@@ -47,18 +48,23 @@ export type DeviceRole = keyof typeof DEVICE_ROLE_LETTER;
 export type DevicePrefix = string & { readonly __brand: 'DevicePrefix' };
 
 const PREFIX_SYNTAX = /^[a-z][a-z0-9_-]*$/;
+/** How much of a prefix refused a message shows (in characters). */
+const PREFIX_SHOWN_MAX = 32;
 
 /** Accept a prefix, or explain why prefix + role letter + id could be an invalid device name. */
 export function devicePrefix(text: string): DevicePrefix {
   const rules = `a device prefix is 1 to ${DEVICE_PREFIX_MAX} characters: lower-case letters, digits, '_' and '-', starting with a letter`;
   if (text.length === 0) throw new DeviceNameError('prefix-empty', `empty device prefix: ${rules}`);
-  if (text.length > DEVICE_PREFIX_MAX) {
+  // In characters (code points), as a VM name is (vm-name.ts) and quoteText cuts it: 5 emoji are
+  // refused for what they are, not as 10 (UTF-16 units) too many. The bound in bytes holds all the
+  // same: every character the syntax allows is ASCII.
+  if (characterCount(text) > DEVICE_PREFIX_MAX) {
     throw new DeviceNameError(
       'prefix-too-long',
-      `device prefix ${JSON.stringify(text.slice(0, 32))} is too long: ${rules}, so that prefix, role letter and a ${ID_DIGITS_MAX}-digit id fit the ${IFNAME_MAX}-byte limit of Linux interface names`,
+      `device prefix ${quoteText(text, PREFIX_SHOWN_MAX)} is too long: ${rules}, so that prefix, role letter and a ${ID_DIGITS_MAX}-digit id fit the ${IFNAME_MAX}-byte limit of Linux interface names`,
     );
   }
-  if (!PREFIX_SYNTAX.test(text)) throw new DeviceNameError('prefix-syntax', `device prefix ${JSON.stringify(text)} is not valid: ${rules}`);
+  if (!PREFIX_SYNTAX.test(text)) throw new DeviceNameError('prefix-syntax', `device prefix ${quoteText(text, PREFIX_SHOWN_MAX)} is not valid: ${rules}`);
   return text as DevicePrefix;
 }
 

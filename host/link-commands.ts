@@ -28,6 +28,7 @@ import {
   type FailedVm,
   type FinishedOutcome,
   type KeepGoingOutcome,
+  type KeepGoingStop,
   type LeftDownLink,
   type LeftLink,
   type LinkProgressEvent,
@@ -38,6 +39,7 @@ import {
   type RecordedLinkReport,
   type ReleasedLinkReport,
   type StoppedRelease,
+  type UndoCutShort,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type UnusableVmDir,
@@ -389,13 +391,16 @@ const LINKS_NAMED_MAX = 3;
  * What `link --all` says of an entry of the config dir with a VM name that is no usable VM
  * directory (a symlink leading outside or to nothing, not a directory, unreadable): not linked,
  * its recorded links as client left as they are (where it leads nowhere, how to release them, as
- * of an orphaned client); those linked with it as provider, named by client, are their clients'
- * to link (which fails while a client names it) or take down.
+ * of an orphaned client, with those as provider, which that unlink takes down too); those linked
+ * with it as provider, named by client, are their clients' to link (which fails while a client
+ * names it) or take down.
  */
 function unusableWarning({ vm, problem, leadsNowhere, links, linkedAsProvider }: UnusableVmDir, given: GivenOptions): string {
   const clients = linkedAsProvider.map((link) => link.vm);
   const role = clients.length === 0 ? '' : ' as client';
-  const release = leadsNowhere ? `, as the VM may still run; if it is gone for good, release ${links.length === 1 ? 'it' : 'them'} with: ${unlinkCommand(vm, ['--forget'], given)}` : '';
+  // The unlink offered takes down every link of the VM, those linked with it as provider too: said so.
+  const asProvider = clients.length === 0 ? '' : ' and its links as provider';
+  const release = leadsNowhere ? `, as the VM may still run; if it is gone for good, release ${links.length === 1 ? 'it' : 'them'}${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}` : '';
   const recorded =
     links.length === 0
       ? `no links are recorded for it${role}`
@@ -602,14 +607,52 @@ function failedJson({ vm, error }: FailedVm): Record<string, unknown> {
 }
 
 /**
- * The exit code that the VMs a `link --keep-going` run did not link (`failed`, some) make it end
- * with, as plain link would have exited on the worst of their failures: 70 where one failed by a
- * bug, else 2 where one failed by bad usage or input, else 1 (a bug outranks bad usage, which
- * outranks a failure; a signal's 130 or 143 outranks them all, said where it comes).
+ * The exit code that the VMs a `link --keep-going` run did not link (`failed`) make it end with,
+ * as plain link would have exited on the worst of their failures: 70 where one failed by a bug,
+ * or where its one transaction did, no VM failing by it (`transactionBug`), else 2 where one
+ * failed by bad usage or input, else 1 (a bug outranks bad usage, which outranks a failure; a
+ * signal's 130 or 143 outranks them all, said where it comes).
  */
-function failedVmsExitCode(failed: readonly FailedVm[]): number {
-  if (failed.some((entry) => isLinkBug(entry.error))) return EXIT.internal;
+function failedVmsExitCode(failed: readonly FailedVm[], transactionBug?: unknown): number {
+  if (transactionBug !== undefined || failed.some((entry) => isLinkBug(entry.error))) return EXIT.internal;
   return failed.some((entry) => isLinkUsageError(entry.error)) ? EXIT.usage : EXIT.failure;
+}
+
+/**
+ * What `link --keep-going` says of why it linked the VMs VM by VM (its one transaction failed:
+ * `failure`), where a signal stopped that pass, or where that failure was a bug no VM failed by
+ * again (KeepGoingOutcome.transactionBug): one line, a bug's reason `internal error: ...`.
+ */
+function vmByVmFailureLine(failure: unknown): string {
+  return `the failure that had it link VM by VM: ${failureText(failure)}`;
+}
+
+/** The line of a bug of a `link --keep-going` run's one transaction that no VM failed by (vmByVmFailureLine), where there is one. */
+function transactionBugLines(transactionBug: unknown): string[] {
+  return transactionBug === undefined ? [] : [vmByVmFailureLine(transactionBug)];
+}
+
+/**
+ * What `link --keep-going` says where a bug cut short an undo of it, stopping the run
+ * (UndoCutShort): the VMs it was undoing, what it had made for which may be left over, and those
+ * after them in that pass, neither linked nor undone; one line.
+ */
+function cutShortLine({ undoing, notLinked, madeForNotLinked }: UndoCutShort): string {
+  const them = undoing.length === 1 ? 'it' : 'them';
+  const those = notLinked.length === 1 ? 'it' : 'them';
+  const were = notLinked.length === 1 ? 'was' : 'were';
+  const rest =
+    notLinked.length === 0
+      ? ''
+      : madeForNotLinked
+        ? `; ${notLinked.join(', ')}, after ${them}, ${were} neither linked nor undone: the devices and ids the run had made for ${those} are left`
+        : `; ${notLinked.join(', ')}, after ${them}, ${were} not linked (the pass one by one had not got to ${those})`;
+  return `link stopped by a bug as it undid ${undoing.join(', ')}: what the run had made for ${them} (devices, ids) may be left over${rest}: run it again, and it converges`;
+}
+
+/** What a `link --keep-going` run that a state failure or a bug stopped in its passes says after its failed VMs (KeepGoingStop): the undo a bug cut short, the bug of its one transaction no VM failed by. */
+function keepGoingStopLines({ transactionBug, cutShort }: KeepGoingStop): string[] {
+  return [...(cutShort === undefined ? [] : [cutShortLine(cutShort)]), ...transactionBugLines(transactionBug)];
 }
 
 /**
@@ -658,7 +701,7 @@ function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<Keep
   // The pass may have been stopped before it got to the VM that failed (or during the undo of the
   // one transaction): what failed is said all the same.
   const { failure } = interrupted;
-  return failure === undefined ? [stopped] : [stopped, `the failure that had it link VM by VM: ${failureText(failure)}`];
+  return failure === undefined ? [stopped] : [stopped, vmByVmFailureLine(failure)];
 }
 
 /**
@@ -667,11 +710,13 @@ function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<Keep
  * `linkedStay`: a `link --keep-going` whose passes VM by VM (hot-plugging NICs, or linking one by
  * one) had linked VMs (printed), which stay; where a bug (`bug`) stopped it so, it may have cut
  * short what it did then (a VM's undo, say), and left what it had made for the VMs not linked:
- * the line says no more than that those stay.
+ * the line says no more than that those stay. So too where it cut an undo short (`cutShort`,
+ * KeepGoingStop), no VM linked: not that the undo went on to its end.
  */
-function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false, bug = false): string {
-  if (linkedStay && bug) {
-    return `link interrupted by ${signal} as a bug stopped it (above): the VMs it had linked VM by VM (printed) stay linked; what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges`;
+function interruptedUndoingLine(signal: NodeJS.Signals, linkedStay = false, bug = false, cutShort = false): string {
+  if (bug && (linkedStay || cutShort)) {
+    const stay = linkedStay ? 'the VMs it had linked VM by VM (printed) stay linked; ' : '';
+    return `link interrupted by ${signal} as a bug stopped it (above): ${stay}what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges`;
   }
   if (linkedStay) {
     return `link interrupted by ${signal} while it failed (above) and undid the VM it was linking: the undo went on to its end; the VMs it had linked VM by VM (printed) stay linked, and links made before it are as they were`;
@@ -723,9 +768,9 @@ export function interruptedTakingDownError(failure: unknown, signal: NodeJS.Sign
  * lines (its first, then any further ones it carried, as a CliError's details), then what the
  * signal did, then `after` (links left down, NICs not taken back); the exit code the signal's.
  */
-export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[], linkedStay = false): CliError {
+export function interruptedUndoingError(failure: unknown, signal: NodeJS.Signals, after: readonly string[], linkedStay = false, cutShort = false): CliError {
   const further = failure instanceof CliError ? failure.details : [];
-  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay, isLinkBug(failure)), ...after], 'lines');
+  return new CliError(failureText(failure), signalExitCode(signal), [...further, interruptedUndoingLine(signal, linkedStay, isLinkBug(failure), cutShort), ...after], 'lines');
 }
 
 /**
@@ -883,14 +928,14 @@ function takeDownFailure(error: unknown): unknown {
  * The error a `link --keep-going` run ends with that failed as a whole (a state file, the take-down
  * of links to providers dropped) after VMs of it had failed (`failed`), as withLeftDown makes it,
  * its exit code ranked as where the run ends well (failedVmsExitCode): 70 where one of them failed
- * by a bug (its own line says so; the first, the run's failure's, does not), else 2 where one
- * failed by bad input, over the run's own 1 or 2. A signal's exit code and an internal error's of
- * the run's own stay theirs.
+ * by a bug, or its one transaction did, no VM failing by it (`transactionBug`; their own lines say
+ * so; the first, the run's failure's, does not), else 2 where one failed by bad input, over the
+ * run's own 1 or 2. A signal's exit code and an internal error's of the run's own stay theirs.
  */
-function failedVmsOutrank(error: unknown, failed: readonly FailedVm[]): unknown {
+function failedVmsOutrank(error: unknown, failed: readonly FailedVm[], transactionBug?: unknown): unknown {
   const own = exitCodeOf(error, LINK_EXIT_CODES);
-  const code = failedVmsExitCode(failed);
-  if (failed.length === 0 || (own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
+  const code = failedVmsExitCode(failed, transactionBug);
+  if ((failed.length === 0 && transactionBug === undefined) || (own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
   const bug = code === EXIT.internal;
   if (error instanceof CliError) return new CliError(error.message, code, error.details, error.detailsAs, bug);
   // Bad usage, which withLeftDown rethrows after the VMs' lines: its line still last, as it is.
@@ -1023,11 +1068,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // Said after the failure: the links left down, the devices and namespaces left, the records
       // not written back, each VMM that did not detach a link taken down (`vmmFailures`), then the
       // NICs not taken back. With --keep-going, the VMs that failed (before a signal or a failure
-      // stopped the run, or in a run that ends) come first, each with its links left down.
-      const undoLines = (failed: readonly FailedVm[] = [], vmmFailures: readonly VmmDetachFailure[] = []): string[] => {
+      // stopped the run, or in a run that ends) come first, each with its links left down, then
+      // what else its passes say (`passes`: an undo a bug cut short, a bug of its one transaction
+      // that no VM failed by).
+      const undoLines = (failed: readonly FailedVm[] = [], vmmFailures: readonly VmmDetachFailure[] = [], passes: readonly string[] = []): string[] => {
         const failedVms = new Set<string>(failed.map((entry) => entry.vm));
         return [
           ...failed.flatMap((entry) => [failedLine(entry), ...leftDown.filter((link) => link.vm === entry.vm).map(leftDownLine)]),
+          ...passes,
           ...leftDown.filter((link) => !failedVms.has(link.vm)).map(leftDownLine),
           ...undoSteps.map(stepLine),
           ...undoWrites.map(stateLine),
@@ -1136,10 +1184,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : takeDownFailure(error);
           // A signal that came meanwhile (after the last safe point: nothing was cut short or
           // undone for it) is said after the failure, and its exit code is the run's.
+          const after = undoLines(done.failed, done.vmmFailures, transactionBugLines(done.transactionBug));
           if (interruption.received !== undefined) {
-            throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, takeDownReach(error, done), undoLines(done.failed, done.vmmFailures));
+            throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, takeDownReach(error, done), after);
           }
-          throw failedVmsOutrank(withLeftDown(failure, undoLines(done.failed, done.vmmFailures)), done.failed);
+          throw failedVmsOutrank(withLeftDown(failure, after), done.failed, done.transactionBug);
         }
         // The state failure as it is said without them (its exit code too), then those VMs. The
         // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped;
@@ -1153,9 +1202,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           if (left !== undefined) await warnOutcome(done, left.all);
           writeOutcome(done, left?.all);
-          // A signal that came as it failed (the failure's undo went on to its end): its exit code, as in plain link.
-          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, undoLines(error.failed), linked.size > 0);
-          throw failedVmsOutrank(withLeftDown(error.failure, undoLines(error.failed)), error.failed);
+          const { transactionBug, cutShort } = error.stopped;
+          const after = undoLines(error.failed, [], keepGoingStopLines(error.stopped));
+          // A signal that came as it failed (the failure's undo went on to its end, but where a bug cut one short): its exit code, as in plain link.
+          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, after, linked.size > 0, cutShort !== undefined);
+          throw failedVmsOutrank(withLeftDown(error.failure, after), error.failed, transactionBug);
         }
         // (So with no VM to say with it: plain link says it as interrupted-undoing.) So too a bug
         // that ended the run as a signal came: the signal's exit code outranks its 70 too, its
@@ -1166,7 +1217,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         interruption.dispose();
         progress.done();
       }
-      const { linked, unlinked, vmmFailures, failed } = outcome;
+      const { linked, unlinked, vmmFailures, failed, transactionBug } = outcome;
       await warnOutcome(outcome, all);
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
       if (wouldLog('info')) {
@@ -1177,7 +1228,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // left down of VMs a signal undid, the devices and namespaces an undo left, the records an
       // undo could not write back, then each VMM that did not detach a link taken down, and each
       // NIC an undo did not take back: a line each.
-      const failureLines = undoLines(failed, vmmFailures);
+      const failureLines = undoLines(failed, vmmFailures, transactionBugLines(transactionBug));
       // Stopped by a signal VM by VM: what was linked is printed and stays.
       if (outcome.interrupted !== undefined && interruption.received !== undefined) {
         const [stopped = '', ...why] = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);
@@ -1195,10 +1246,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // linked, but the run failed, a line each. A VM that failed by bad usage or input (which
       // plain link exits 2 on) makes it 2: bad usage outranks a failure, as in most tools
       // (and on every other ending but a signal's: failedVmsOutrank); one that failed by a bug
-      // (which plain link exits 70 on) makes it 70, its own line saying so.
+      // (which plain link exits 70 on), or its one transaction failed by one that no VM failed
+      // by, makes it 70, its own line saying so.
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
-        const code = failed.length === 0 ? EXIT.failure : failedVmsExitCode(failed);
+        const code = failed.length === 0 && transactionBug === undefined ? EXIT.failure : failedVmsExitCode(failed, transactionBug);
         throw new CliError(first, code, rest, 'lines', code === EXIT.internal);
       }
     });

@@ -15,10 +15,12 @@ import {
   type AllVms,
   type FailedVm,
   type KeepGoingOutcome,
+  type KeepGoingStop,
   type LeftDownLink,
   type LinkReport,
   type LinkerOptions,
   type RunDevices,
+  type UndoCutShort,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type VmmDetachFailure,
@@ -341,10 +343,23 @@ function stateFailedAfter(
   failures: ReadonlyMap<VmName, unknown>,
   linked: ReadonlyMap<VmName, readonly LinkReport[]> = new Map(),
   left?: LinkerError['leftAsItIs'],
+  stopped: KeepGoingStop = {},
 ): unknown {
-  if (failures.size === 0 && linked.size === 0 && left === undefined) return error;
+  if (failures.size === 0 && linked.size === 0 && left === undefined && stopped.transactionBug === undefined && stopped.cutShort === undefined) return error;
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, readonly LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
-  return new LinkerError('state-failed', reasonOf(error), error, failedInOrder(vms, failures), linkedInOrder, undefined, undefined, left);
+  return new LinkerError('state-failed', reasonOf(error), error, failedInOrder(vms, failures), linkedInOrder, undefined, undefined, left, stopped);
+}
+
+/**
+ * The bug (an error of no kind) that the one transaction of several VMs failed by (`failure`),
+ * which had them linked again one by one, where no VM failed by it (`failures`: none by a bug of
+ * its message, which that VM's line says): to be said all the same, none of one VM's; else
+ * undefined (no bug, or said).
+ */
+function unsaidTransactionBug(failure: unknown, failures: ReadonlyMap<VmName, unknown>): unknown {
+  if (failure === undefined || !isLinkBug(failure)) return undefined;
+  const said = [...failures.values()].some((error) => isLinkBug(error) && reasonOf(error) === reasonOf(failure));
+  return said ? undefined : failure;
 }
 
 /**
@@ -372,6 +387,10 @@ interface PassesSoFar {
   readonly linked: Map<VmName, LinkReport[]>;
   /** The state as the passes read it, once read. */
   before?: LinkState;
+  /** Why the one transaction of several VMs failed, once it has (the VMs then linked again one by one). */
+  transactionFailure?: unknown;
+  /** Where a bug cut short an undo of a pass VM by VM (thrown, stopping the run): what that leaves. */
+  cutShort?: UndoCutShort;
 }
 
 /** linkVmsKeepGoing under the state lock; `snapshot`: the config of its VMs as read. */
@@ -382,7 +401,9 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
   } catch (error) {
     // A bug stops the run where it is too: what the passes had done by then is said with it, as with a state failure.
     if (!isStateFailure(error) && !isLinkBug(error)) throw error;
-    throw stateFailedAfter(error, vms, soFar.failures, soFar.linked, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options));
+    // A bug the one transaction failed by, that no VM failed by since (the pass one by one stopped before the VM, maybe), is said too.
+    const stopped = { transactionBug: unsaidTransactionBug(soFar.transactionFailure, soFar.failures), ...(soFar.cutShort && { cutShort: soFar.cutShort }) };
+    throw stateFailedAfter(error, vms, soFar.failures, soFar.linked, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options), stopped);
   }
 }
 
@@ -464,26 +485,45 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     if (undoWrite === undefined || recorded.length === 0) return;
     options.onUndoStateWriteFailed?.({ ...undoWrite, recorded, clients: undoWrite.clients.filter((vm) => !linkedAgain.has(vm)) });
   };
+  // Whether its undo, where it failed, went on to its end, and what it undid it for.
+  let transactionUndone = false;
+  let undoneFor: unknown;
   try {
     devicesMade = await linkTransaction(valid, options, snapshot, before, made, {
       attachModes: kept,
       attach: false,
       leftDown: (links) => void leftDown.push(...links),
       undoWriteFailed: (failure) => void (undoWrite = failure),
+      failing: (error) => void (undoneFor = error),
+      undone: () => void (transactionUndone = true),
     });
   } catch (error) {
+    // A run of one VM whose undo a bug cut short (thrown instead): stopped, as in the pass one by
+    // one, its failure said all the same (not a signal's, nor the state's: the run's), and that
+    // what the run made for it may be left over. (Of several VMs, the pass one by one goes on
+    // from the state file as the undo left it, and undoes a VM that fails there: below.)
+    if (valid.length === 1 && !transactionUndone) {
+      const vm = valid[0] as VmName;
+      if (undoneFor !== undefined && !isInterruption(undoneFor) && !(undoneFor instanceof StateStoreError)) failures.set(vm, undoneFor);
+      soFar.cutShort = { undoing: [vm], notLinked: [], madeForNotLinked: false };
+      throw error;
+    }
     // Undone already (no NIC was hot-plugged). Nothing one VM could be spared: the state is every VM's.
     const whole = isInterruption(error) || error instanceof StateStoreError;
     if ((whole || valid.length === 1) && leftDown.length > 0) options.onLeftDown?.(leftDown);
     if (whole || valid.length === 1) sayUndoWrite(new Map());
     if (whole) throw isInterruption(error) ? interruptedAfter(error, vms, failures) : error;
     if (valid.length === 1) failures.set(valid[0] as VmName, error);
+    // A bug too (an error of no kind, of no one VM in a transaction of several): the VMs linked
+    // again one by one, a VM that fails by it failing alone; where none does, it is said all the
+    // same (unsaidTransactionBug), not lost.
     transactionFailure = error;
+    soFar.transactionFailure = error;
   }
   let pass: KeepGoingPass;
   // The VMs it hot-plugs, as it goes: also where a bug stops it (in a VM's undo, say), those it
   // had linked by then stay linked, and come with the bug, to be printed (keepGoing).
-  if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, failures, soFar.linked);
+  if (devicesMade !== undefined) pass = await attachVmByVm(valid, devicesMade, before, made, options, soFar);
   // The undo writes the state file back, but for the ids of links whose devices it could not
   // delete (and, where that write failed, every id of the run): the ids the file still records
   // (their devices may exist) are kept, so it is read again, not `before` reused.
@@ -505,7 +545,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
       if (unsaid.length > 0) options.onLeftDown?.(unsaid);
     };
     try {
-      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadLinkState(options), made, failures, kept, linkedNow);
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadLinkState(options), made, kept, soFar);
     } catch (error) {
       sayUnsaid();
       sayUndoWrite(linkedNow);
@@ -523,8 +563,10 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, failed, interrupted: said };
   }
   // Where the take-down fails, the VMs linked stay linked and those failed stay failed: they come
-  // with its failure, to be said as where the run ends well (finishRun).
-  return finishRun({ state, linked: linkedInOrder, providers, failed, ambiguousAttach: ambiguous }, { vms, wholeDir }, options, true);
+  // with its failure, to be said as where the run ends well (finishRun); so does a bug of the one
+  // transaction that no VM failed by.
+  const transactionBug = unsaidTransactionBug(transactionFailure, failures);
+  return finishRun({ state, linked: linkedInOrder, providers, failed, ambiguousAttach: ambiguous, transactionBug }, { vms, wholeDir }, options, true);
 }
 
 /**
@@ -545,11 +587,21 @@ async function attachVmByVm(
   before: LinkState,
   made: RunDevices,
   options: LinkerOptions,
-  failures: Map<VmName, unknown>,
-  /** The VMs linked, filled as it goes (the caller's: a bug that stops the pass leaves it as far as it got). */
-  linked = new Map<VmName, LinkReport[]>(),
+  /** The VMs failed and linked, filled as it goes (a bug that stops the pass leaves them as far as it got, and where it cut an undo short, what that leaves). */
+  soFar: PassesSoFar,
 ): Promise<KeepGoingPass> {
+  const { failures, linked } = soFar;
   let { state } = run;
+  // An undo that a bug cuts short (VMs `undoing`) stops the pass there: the VMs after them were
+  // neither linked nor undone, their devices and ids left as the one transaction made them.
+  const undoOrStop = async (undoing: readonly VmName[], notLinked: readonly VmName[]): Promise<LinkState> => {
+    try {
+      return await undoVms(undoing, run, state, before, made, options);
+    } catch (error) {
+      soFar.cutShort = { undoing, notLinked, madeForNotLinked: true };
+      throw error;
+    }
+  };
   const providers = new Map<VmName, readonly VmName[]>();
   const count: NicCount = { done: 0, total: vms.reduce((total, vm) => total + (run.linked.get(vm) ?? []).flatMap((report) => vmmNics(report)).length, 0) };
   for (const [index, vm] of vms.entries()) {
@@ -561,12 +613,12 @@ async function attachVmByVm(
       providers.set(vm, run.providers.get(vm) ?? []);
     } catch (error) {
       if (isInterruption(error)) {
-        state = await undoVms(vms.slice(index), run, state, before, made, options);
+        state = await undoOrStop(vms.slice(index), []);
         return { state, linked, providers, interrupted: { during: 'attach', undone: vm, notLinked: vms.slice(index + 1) } };
       }
       // Failed before its undo: where a bug cuts that short (stopping the run), it is said all the same.
       failures.set(vm, error);
-      state = await undoVms([vm], run, state, before, made, options);
+      state = await undoOrStop([vm], vms.slice(index + 1));
     }
   }
   return { state, linked, providers };
@@ -621,19 +673,21 @@ async function linkOneByOne(
   snapshot: ConfigSnapshot,
   before: LinkState,
   made: RunDevices,
-  failures: Map<VmName, unknown>,
   attachModes: KeptAttach,
-  /** The VMs linked, filled as it goes (the caller's: a failure that stops the pass leaves it as far as it got). */
-  linked = new Map<VmName, LinkReport[]>(),
+  /** The VMs failed and linked, filled as it goes (a failure that stops the pass leaves them as far as it got, and where a bug cut an undo short, what that leaves). */
+  soFar: PassesSoFar,
 ): Promise<KeepGoingPass> {
+  const { failures, linked } = soFar;
   const { progress, onLeftDown, ...quiet } = options;
   let state = before;
   const providers = new Map<VmName, readonly VmName[]>();
   const undoWrite = options.onUndoStateWriteFailed;
   for (const [index, vm] of vms.entries()) {
     if (options.signal?.aborted === true) return { state, linked, providers, interrupted: { during: 'one-by-one', notLinked: vms.slice(index) } };
-    // Whether its transaction's undo went on to its end (telling the state the file holds).
+    // Whether its transaction's undo went on to its end (telling the state the file holds), and
+    // what it undid it for (known also where a bug cuts that undo short).
     let undone = false;
+    let failure: unknown;
     try {
       // `made` still holds what the one transaction replaced: a VM failing here leaves those links down too.
       // Where it fails, the next VM goes on from the state the file holds after its undo: records
@@ -643,6 +697,7 @@ async function linkOneByOne(
         attach: true,
         ...(onLeftDown === undefined ? {} : { leftDown: onLeftDown }),
         ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }),
+        failing: (error) => void (failure = error),
         undone: (holds) => {
           state = holds;
           undone = true;
@@ -659,8 +714,13 @@ async function linkOneByOne(
       // An undo that a bug cut short (what it throws then) left the state file and this VM's
       // devices unknown: the next VM, going on from the state before, could write its ids away
       // while their devices may be there. The bug stops the run where it is (keepGoing), the VMs
-      // linked by then with it.
-      if (!undone) throw error;
+      // linked by then with it, and what it leaves (nothing made yet for the VMs after it).
+      if (!undone) {
+        // The VM's own failure is said all the same (not a signal's, nor the state's: the run's).
+        if (failure !== undefined && !isInterruption(failure) && !(failure instanceof StateStoreError)) failures.set(vm, failure);
+        soFar.cutShort = { undoing: [vm], notLinked: vms.slice(index + 1), madeForNotLinked: false };
+        throw error;
+      }
       failures.set(vm, error);
     }
     progress?.({ phase: 'one-by-one', done: index + 1, total: vms.length });

@@ -418,14 +418,18 @@ function detachStopped(vm: VmName, forget: boolean, error: unknown, commands: Pr
  * unlink again, as `commands` says it, finds every link as recorded and takes down what is left).
  * A VMM's refusal without force (detachStopped) after other NICs had come out stays that refusal,
  * what came out said after it. The kernel's refusal before anything went (a listing or lookup of
- * their devices) is said as such, `unlink <vm>:` first as every line of an unlink's failure; a
- * bug (an error of no kind) is thrown as it is.
+ * their devices) is said as such, `unlink <vm>:` first as every line of an unlink's failure, and
+ * so is a VMM side's usage error before any NIC came out (its exit code kept); a bug (an error of
+ * no kind) is thrown as it is.
  */
 function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands: PrintedCommands = DEFAULT_COMMANDS): unknown {
   if (!(error instanceof LinkerError && error.kind === 'take-down-stopped' && error.released !== undefined)) {
-    // Of its own kinds and a usage error, each says `unlink <vm>:` already (detachStopped).
-    if (error instanceof LinkerError || error instanceof CliError || !(error instanceof Error) || typeof (error as { kind?: unknown }).kind !== 'string') return error;
-    return new LinkerError('take-down-refused', `unlink ${vm}: ${error.message}; so nothing was taken down (no NIC detached, no device deleted), the state file as it was`, error);
+    const nothing = 'so nothing was taken down (no NIC detached, no device deleted), the state file as it was';
+    // Its own kinds say `unlink <vm>:` already (detachStopped); a usage error of a VMM side
+    // (detachStopped leaves it as it is), before any NIC came out, keeps its exit code.
+    if (error instanceof CliError) return new CliError(`unlink ${vm}: ${error.message}; ${nothing}`, error.exitCode, error.details, error.detailsAs, error.bugSaid);
+    if (error instanceof LinkerError || !(error instanceof Error) || typeof (error as { kind?: unknown }).kind !== 'string') return error;
+    return new LinkerError('take-down-refused', `unlink ${vm}: ${error.message}; ${nothing}`, error);
   }
   const { failure, released } = error;
   if (failure instanceof LinkerError && failure.kind === 'vmm-detach-failed') {

@@ -3,7 +3,7 @@
 // and reasonOf, by which every line says a failure's reason in one line. Apart, just above the
 // vocabulary (linker-types.ts), as every other module of the linker throws these or tells them
 // apart.
-import type { AllVms, FailedVm, FinishedOutcome, LinkReport, LinkerOptions, LockWaitOptions, StoppedRelease } from './linker-types.js';
+import type { AllVms, FailedVm, FinishedOutcome, KeepGoingStop, LinkReport, LinkerOptions, LockWaitOptions, StoppedRelease } from './linker-types.js';
 import { type LockOptions, StateStoreError, withStateLock } from './state-store.js';
 import type { VmName } from './vm-name.js';
 
@@ -114,6 +114,8 @@ export class LinkerError extends Error {
      * `unusable` as the state read tells them; none where it could not be read), to be said.
      */
     readonly leftAsItIs?: Pick<FinishedOutcome, 'orphaned' | 'unusable'> & { readonly all: AllVms },
+    /** For 'state-failed' of `link --keep-going` that stopped it in its passes: what else they have to say (KeepGoingStop). */
+    readonly stopped: KeepGoingStop = {},
   ) {
     super(message);
   }

@@ -506,6 +506,34 @@ export interface KeepGoingOutcome extends LinkOutcome {
     /** ('one-by-one') Why the one transaction failed, which had the VMs linked one by one: said, as the pass may not have got to the VM it was. */
     readonly failure?: unknown;
   };
+  /**
+   * The bug (an error of no kind) its one transaction of several VMs failed by, which had the VMs
+   * linked again one by one, where no VM failed by it there (a VM that did says it as its own
+   * failure): none of one VM's, said all the same, the run's exit 70 (KeepGoingStop too). Not
+   * where a signal stopped it VM by VM: `interrupted.failure` says it then.
+   */
+  readonly transactionBug?: unknown;
+}
+
+/** What a `link --keep-going` run that a state failure or a bug stopped in its passes has to say with it (LinkerError 'state-failed'). */
+export interface KeepGoingStop {
+  /** As KeepGoingOutcome.transactionBug. */
+  readonly transactionBug?: unknown;
+  /** Where the bug that stopped it cut short an undo: what that leaves. */
+  readonly cutShort?: UndoCutShort;
+}
+
+/**
+ * What a bug that cut short an undo of `link --keep-going` (stopping the run there: the state those
+ * VMs leave is unknown) leaves: what the run had made for the VMs it was undoing (`undoing`:
+ * devices, ids) may be left over; the VMs after them in that pass (`notLinked`) were neither linked
+ * nor undone: their devices and ids, made by the one transaction before the hot-plug pass, are left
+ * as made (`madeForNotLinked`), or, in the pass one by one, nothing was made for them.
+ */
+export interface UndoCutShort {
+  readonly undoing: readonly VmName[];
+  readonly notLinked: readonly VmName[];
+  readonly madeForNotLinked: boolean;
 }
 
 /**

@@ -73,13 +73,16 @@ export function undoneState(state: LinkState, before: LinkState, reports: readon
  * Write `target` over the state file, which holds `held` (the undo of a failed run, or of VMs of
  * it). Where that fails, the failure being undone stays what is thrown: this one is told (`told`)
  * with what the file still records, and the state it holds is returned, so that a later write of
- * the run (--keep-going) keeps those records, as the line that says so tells.
+ * the run (--keep-going) keeps those records, as the line that says so tells. Only the store's
+ * failure is told so: anything else (a bug) is thrown, the undo cut short there, as a bug
+ * elsewhere in it (what the file holds is then unknown: it is not told as a write that failed).
  */
 export async function writeBack(options: Pick<LinkerOptions, 'stateDir' | 'devicePrefix' | 'attach'>, held: LinkState, target: LinkState, told?: (failure: UndoStateWriteFailure) => void): Promise<LinkState> {
   try {
     await saveState(options.stateDir, target);
     return target;
   } catch (error) {
+    if (!(error instanceof StateStoreError)) throw error;
     const written = error instanceof StateStoreError && error.kind === 'sync-failed';
     const targetLinks = linksByPair(target);
     const unchanged = (link: Link): boolean => {
@@ -250,6 +253,11 @@ export interface TransactionMode {
   /** Told where the undo could not write the state file back (writeBack). */
   readonly undoWriteFailed?: (failure: UndoStateWriteFailure) => void;
   /**
+   * Told of a failure before it is undone: where a bug then cuts the undo short (thrown instead),
+   * the failure is known all the same (`link --keep-going` says it as the VM's).
+   */
+  readonly failing?: (error: unknown) => void;
+  /**
    * Told, once a failure is undone, of the state the file holds: `before`, but for the records of
    * links whose devices the undo could not delete (kept), or the run's where the write failed.
    */
@@ -350,6 +358,7 @@ export async function linkTransaction(
     stopIfInterrupted(options);
     if (mode.attach) await attachToVmms([...byVm.values()].flat(), options);
   } catch (error) {
+    mode.failing?.(error);
     // A plan not yet begun (a chunk planned while the one before it was made) is never begun now:
     // it would make devices, maybe replacing those of links up another way, only for the undo.
     failed = true;
@@ -639,6 +648,8 @@ interface RunSoFar {
   /** With --keep-going, the VMs it did not link, in the order asked for. */
   readonly failed: readonly FailedVm[];
   readonly ambiguousAttach: readonly AmbiguousAttach[];
+  /** With --keep-going, the bug of its one transaction no VM failed by (KeepGoingOutcome.transactionBug). */
+  readonly transactionBug?: unknown;
 }
 
 /**
@@ -653,7 +664,8 @@ export async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOpt
   const { wholeDir } = run;
   const outcomeOf = async (state: LinkState, down: Pick<KeepGoingOutcome, 'unlinked' | 'vmmFailures'>): Promise<KeepGoingOutcome> => {
     const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(state, wholeDir.snapshot, options);
-    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed };
+    const { transactionBug } = soFar;
+    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed, ...(transactionBug !== undefined && { transactionBug }) };
   };
   // What the run leaves as it is is of clients the take-down does not touch: the state before it tells it.
   const failedWith = async (error: unknown, down: Pick<FinishedOutcome, 'unlinked' | 'vmmFailures' | 'notTakenDown' | 'takeDownStopped'>): Promise<unknown> => {

@@ -74,6 +74,23 @@ export function shownText(text: string, max: number): string {
   return text.length <= max && !TERMINAL_ACTIVE.test(text) ? text : quoteText(text, max);
 }
 
+/** A blank of any kind: spaces (Unicode's too, U+00A0, U+3000...), tabs, line ends. */
+const BLANK = /[\s\p{Zs}]/u;
+
+/**
+ * Untrusted text (a DHCP client's hostname) for a cell of a table whose columns are parted by
+ * blanks: as it is where it reads as one cell, else quoted (quoteText, at most `max` characters);
+ * `-`, the table's "none", where it is empty. Quoted: one with a blank (as it is, it would read
+ * as more cells, faking columns), one with anything a terminal acts on, one longer than `max`,
+ * one that begins with '"' (it would read as the quoted form of another), and `-` itself (it
+ * would read as none).
+ */
+export function shownCell(text: string, max: number): string {
+  if (text === '') return '-';
+  const plain = text !== '-' && !text.startsWith('"') && !BLANK.test(text) && !TERMINAL_ACTIVE.test(text) && characterCount(text) <= max;
+  return plain ? text : quoteText(text, max);
+}
+
 /**
  * A socket path for a message (an error, list, show, a log line): as it is, or quoted with control
  * and format characters escaped where it holds any (a template given with a newline, a state file

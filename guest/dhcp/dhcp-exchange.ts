@@ -34,7 +34,9 @@ export type DropReason =
   | 'invalid-request'
   | 'unexpected-type'
   | 'released'
-  | 'declined';
+  | 'declined'
+  /** The reply must echo the client's identifier (RFC 6842), which does not fit the reply the client and link allow. */
+  | 'oversized-client-id';
 
 /** A reply under construction: its option map belongs to the chain run that builds it. */
 export type ReplyPacket = Omit<DhcpPacket, 'options'> & { readonly options: Map<number, Uint8Array> };

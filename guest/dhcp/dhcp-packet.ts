@@ -99,6 +99,11 @@ function checkByteField(name: string, value: number, max: number): void {
   if (!Number.isInteger(value) || value < 0 || value > max) throw new DhcpError('bad-field', `${name} ${value} does not fit its field (0..${max})`);
 }
 
+/** Bytes `packet` takes encoded with no limit (no overloading): what it needs to go out whole. */
+export function plainMessageLength(packet: DhcpPacket): number {
+  return Math.max(OPTIONS_OFFSET + encodedOptionsLength(packet.options) + 1, MIN_MESSAGE_LENGTH);
+}
+
 /**
  * Encode a message of at most `maxLength` bytes (the receiver's limit: 548 unless it sent option
  * 57). Options that do not fit the options field continue in file and then sname, announced by

@@ -9,14 +9,14 @@ import { RateLimiter } from '../dns/rate-limiter.js';
 import { type Backoff, backoffDelayMs } from '../backoff.js';
 import { type RateLimit, type TokenBucket, takeToken } from '../token-bucket.js';
 import { type DhcpRequest, type DropReason, linkClientOf } from './dhcp-exchange.js';
-import { LinkSocket, type LinkSocketEvents, nativeParts } from './link-socket.js';
+import { LinkSocket, type LinkSocketEvents, linkMtuOf, nativeParts } from './link-socket.js';
 import { runSlice } from './time-slice.js';
 import type { DhcpHandler } from './dhcp-handler.js';
 import type { Ipv4Text } from './ipv4.js';
 import { type LeaseInfo, leaseAt } from './lease-table.js';
 import { MESSAGE_TYPE } from './option-code.js';
 import { SERVER_PORT } from './reply-destination.js';
-import { serveDatagram, warmUpFrames } from './serve-datagram.js';
+import { type LinkMtuSource, serveDatagram, warmUpFrames } from './serve-datagram.js';
 import { spectrumChain } from './spectrum-chain.js';
 
 export type { LeaseInfo, LeaseState } from './lease-table.js';
@@ -46,7 +46,10 @@ export interface DhcpCounters {
   naks: number;
   releases: number;
   declines: number;
-  /** Dropped for another reason: other server chosen, relayed, invalid request, unexpected type. */
+  /**
+   * Dropped for another reason: other server chosen, relayed, invalid request, unexpected type, a
+   * client identifier too long for the reply that must echo it.
+   */
   dropped: number;
   sendErrors: number;
   /** Link sockets that failed after opening (each is then reopened on a timer). */
@@ -117,7 +120,7 @@ export const SOCKET_RETRY: Backoff = { firstMs: 1000, maxMs: 60_000 };
  * a provider serves thousands of them. Its request rate limit is two numbers on it (a
  * TokenBucket), not an entry in a table.
  */
-class ServedLink implements LinkSocketEvents, TokenBucket {
+class ServedLink implements LinkSocketEvents, TokenBucket, LinkMtuSource {
   /** Unset: replies go nowhere (the warm-up's made-up link, a link whose socket failed). */
   socket: LinkSocket | undefined = undefined;
   /** Set while the socket is not open. */
@@ -139,6 +142,9 @@ class ServedLink implements LinkSocketEvents, TokenBucket {
   onError(error: Error): void {
     this.hooks.failed(this, error);
   }
+  linkMtu(): number | undefined {
+    return linkMtuOf(this.link.ifindex);
+  }
 }
 
 /** Rounds of made-up traffic (the four frames of warmUpFrames) after start-up: enough for V8 to optimise the path. */
@@ -153,9 +159,10 @@ const WARM_UP_SLICE_MS = 2;
 /** Not a possible interface name (a space), so the warm-up lease never meets a real link's. */
 const WARM_UP_IFNAME = 'warm up';
 /**
- * Warnings and errors a client's packets cause (a DECLINE, a reply too big to encode, a send that
- * failed), per link: a few at once, then one a minute. Each would otherwise be a synchronous write
- * to the log per packet, at whatever rate a hostile client sends; the counters still count all.
+ * Warnings and errors a client's packets cause (a DECLINE, a client identifier too long to echo, a
+ * send that failed), per link: a few at once, then one a minute. Each would otherwise be a
+ * synchronous write to the log per packet, at whatever rate a hostile client sends; the counters
+ * still count all.
  */
 const LINK_LOG_RATE = { perSecond: 1 / 60, burst: 5 } as const;
 /** Links whose log budget is tracked (least recently logging forgotten first). */
@@ -203,11 +210,12 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
   }
 
   /** Everything about one datagram but the send: counters, lease, logs; the reply to send. */
-  function answer(link: DhcpLink, bytes: Uint8Array, tally: DhcpCounters): { readonly frame: Uint8Array; readonly destination: Ipv4Text } | undefined {
+  function answer(served: ServedLink, bytes: Uint8Array): { readonly frame: Uint8Array; readonly destination: Ipv4Text } | undefined {
+    const { link, tally } = served;
     const { ifname } = link;
     // The link's client (address text, MAC bytes) is derived per datagram, about a microsecond,
     // rather than kept per link: a provider holds thousands of idle links, a client sends a few packets an hour.
-    const outcome = serveDatagram(chain, linkClientOf(link.id), ifname, bytes, leases.get(ifname), Date.now());
+    const outcome = serveDatagram(chain, linkClientOf(link.id), ifname, bytes, leases.get(ifname), Date.now(), served);
     if (outcome.kind === 'not-dhcp') return;
     tally.received += 1;
     if (outcome.kind === 'malformed') {
@@ -223,12 +231,18 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
     count(tally, ifname, request, response.drop, replyType);
     if (lease !== undefined) leases.set(ifname, lease);
     if (response.drop !== undefined) {
-      log.debug({ ifname, type: request.messageType, drop: response.drop }, 'no reply');
+      // The client's doing, at whatever rate it sends: a warning, a few per link.
+      if (replyError !== undefined) {
+        if (mayLog(ifname)) log.warn({ ifname, type: request.messageType, drop: response.drop }, replyError.message);
+      } else {
+        log.debug({ ifname, type: request.messageType, drop: response.drop }, 'no reply');
+      }
       return;
     }
     if (replyError !== undefined || reply === undefined) {
+      // The server's own options do not fit, or a bug: no client causes this.
       tally.sendErrors += 1;
-      if (mayLog(ifname)) log.error({ ifname, kind: replyError?.kind }, replyError?.message ?? 'no reply built');
+      if (mayLog(ifname)) log.error({ ifname, kind: replyError?.kind }, `DHCP reply not built: ${replyError?.message ?? 'no reply'}`);
       return;
     }
     return reply;
@@ -247,15 +261,15 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
         return;
       }
       try {
-        const reply = answer(served.link, bytes, served.tally);
+        const reply = answer(served, bytes);
         if (reply === undefined) return;
         const error = served.socket?.send(reply.frame, reply.destination);
         if (error === undefined) return;
         served.tally.sendErrors += 1;
         if (!mayLog(served.link.ifname)) return;
         log.warn(
-          { ifname: served.link.ifname, destination: reply.destination, err: error.message },
-          'could not send a DHCP reply: check the link is up and has its /32 route and neighbour entry',
+          { ifname: served.link.ifname, destination: reply.destination, bytes: reply.frame.length, err: error.message },
+          `could not send a DHCP reply: ${sendFailureHint(error.message)}`,
         );
       } catch (error) {
         if (mayLog(served.link.ifname)) log.error({ ifname: served.link.ifname, err: error instanceof Error ? error.stack : String(error) }, 'DHCP handler bug');
@@ -433,6 +447,19 @@ function bindServerPort(): number {
     const code = error instanceof Error && 'code' in error ? error.code : undefined;
     throw new DhcpError('socket', `cannot bind UDP port 67 of ${GATEWAY_IP}: ${text} (${portHolderHint(code)})`);
   }
+}
+
+/**
+ * What a failed send of a reply points at, by the error's text (raw-socket gives strerror's only;
+ * exported for its test).
+ */
+export function sendFailureHint(message: string): string {
+  // EMSGSIZE: replies longer than 548 bytes are kept to the MTU read before the send, so the MTU
+  // changed since, or is below the 576 bytes DHCP needs (a shorter reply is sent unread).
+  if (/message too long/i.test(message)) return "it is larger than the link's MTU (lowered just now, or below the 576 bytes every DHCP client takes?)";
+  // EAGAIN, ENOBUFS: dropped like any UDP server drops under load; the client sends again.
+  if (/temporarily unavailable|no buffer space/i.test(message)) return "the link's send queue is full: the reply is dropped and the client will ask again";
+  return 'check the link is up and has its /32 route and neighbour entry';
 }
 
 /** What to check when port 67 cannot be held, by the errno's name (exported for its test). */

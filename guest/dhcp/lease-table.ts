@@ -58,7 +58,8 @@ export function nextLease(
   response: DhcpResponse,
   now: number,
 ): LeaseInfo | undefined {
-  if (response.drop === 'wrong-mac' || response.drop === 'other-server' || response.drop === 'relayed') return previous;
+  // Nothing was offered or acknowledged: a reply too long to send (oversized-client-id) went nowhere.
+  if (response.drop === 'wrong-mac' || response.drop === 'other-server' || response.drop === 'relayed' || response.drop === 'oversized-client-id') return previous;
   const { link, packet } = request;
   const identifier = packet.options.get(OPTION.clientIdentifier);
   const hostname = readTextOption(packet.options, OPTION.hostname, MAX_HOSTNAME_CHARS);

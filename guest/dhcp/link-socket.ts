@@ -60,6 +60,8 @@ interface FilterAddon {
   bindToIndexOption(): IntegerOption;
   /** A UDP socket bound to `address`:`port` (IP_FREEBIND) that queues nothing (a filter that keeps nothing); its descriptor. */
   holdUdpPort(address: string, port: number): number;
+  /** The MTU of the device of index `ifindex` now (SIOCGIFMTU); throws (ENODEV) for none. */
+  linkMtu(ifindex: number): number;
 }
 
 interface NativeParts {
@@ -67,6 +69,7 @@ interface NativeParts {
   readonly portFilter: FilterOption;
   readonly bindToIndex: IntegerOption;
   readonly holdUdpPort: (address: string, port: number) => number;
+  readonly linkMtu: (ifindex: number) => number;
 }
 
 let native: NativeParts | undefined;
@@ -81,9 +84,21 @@ export function nativeParts(): NativeParts {
     const raw = require(join(dirname(require.resolve('raw-socket')), 'build', 'Release', 'raw.node')) as NativeModule;
     const filters = loadNativeAddon<FilterAddon>(import.meta.url, 'dhcp_filter.node');
     if (filters === undefined) throw new Error('the dhcp-filter addon (build/Release/dhcp_filter.node) is missing: run npm run build');
-    native = { raw, portFilter: filters.dhcpServerFilter(), bindToIndex: filters.bindToIndexOption(), holdUdpPort: (address, port) => filters.holdUdpPort(address, port) };
+    native = { raw, portFilter: filters.dhcpServerFilter(), bindToIndex: filters.bindToIndexOption(), holdUdpPort: (address, port) => filters.holdUdpPort(address, port), linkMtu: (ifindex) => filters.linkMtu(ifindex) };
   }
   return native;
+}
+
+/**
+ * The MTU the link of index `ifindex` has now, as the kernel says (about 6 µs: asked only for a
+ * reply larger than every client takes); undefined when it cannot be read (the link is gone).
+ */
+export function linkMtuOf(ifindex: number): number | undefined {
+  try {
+    return nativeParts().linkMtu(ifindex);
+  } catch {
+    return undefined;
+  }
 }
 
 /** What a link socket reports: datagrams read (a view valid only during the call) and failures. */

@@ -2,7 +2,7 @@ import { GATEWAY_IP } from '../../shared/scheme.js';
 import { DhcpError } from './dhcp-error.js';
 import { type DhcpRequest, type DhcpResponse, type LinkClient, readRequest, replyTo } from './dhcp-exchange.js';
 import { type DhcpHandler, runChain } from './dhcp-handler.js';
-import { BROADCAST_FLAG, DEFAULT_MAX_MESSAGE_LENGTH, type DhcpPacket, encodeDhcpPacket, parseDhcpPacket } from './dhcp-packet.js';
+import { BROADCAST_FLAG, DEFAULT_MAX_MESSAGE_LENGTH, type DhcpPacket, encodeDhcpPacket, parseDhcpPacket, plainMessageLength } from './dhcp-packet.js';
 import { BROADCAST_IP, type Ipv4Text, ZERO_IP, ipv4Octets } from './ipv4.js';
 import { type LeaseInfo, nextLease } from './lease-table.js';
 import { MESSAGE_TYPE, OPTION } from './option-code.js';
@@ -28,9 +28,39 @@ export type ServedDatagram =
       readonly lease: LeaseInfo | undefined;
       /** The complete IP datagram and its destination, unless dropped or not encodable. */
       readonly reply?: { readonly frame: Uint8Array; readonly destination: Ipv4Text };
-      /** The reply could not be encoded (e.g. larger than the client accepts). */
+      /**
+       * Why no reply could be encoded. With the drop 'oversized-client-id' the client's doing (its
+       * identifier does not fit the reply that must echo it); without a drop, the server's (a bug,
+       * or a configuration whose own options do not fit).
+       */
       readonly replyError?: DhcpError;
     };
+
+/** Where the server reads its link's MTU from (the kernel, for a served link), when a reply needs it. */
+export interface LinkMtuSource {
+  /** The link's MTU now; undefined when it cannot be read. */
+  linkMtu(): number | undefined;
+}
+
+/** The longest reply a client may be sent (a DHCP message, the UDP payload), and what sets it. */
+export interface ReplyLimit {
+  readonly length: number;
+  /**
+   * default: the 576-byte datagram every client takes (RFC 2131 2), for a client that asked for no
+   * more (option 57), the link carrying that much or its MTU unread; client: its option 57, the
+   * link carrying that much; link: the link's MTU, lower than what the client takes (576 too:
+   * spectrum-link's --mtu goes down to 68); unknown-mtu: 576 bytes, the client asked for more but
+   * the link's MTU could not be read.
+   */
+  readonly by: 'default' | 'client' | 'link' | 'unknown-mtu';
+  /** The link's MTU, where read. */
+  readonly linkMtu?: number;
+}
+
+const UDP_HEADER = 8;
+/** The datagram every client takes (IPv4's rule for hosts), which a link of a lower MTU does not carry. */
+const DEFAULT_DATAGRAM = DEFAULT_MAX_MESSAGE_LENGTH + IP_HEADER + UDP_HEADER;
+const DEFAULT_LIMIT: ReplyLimit = { length: DEFAULT_MAX_MESSAGE_LENGTH, by: 'default' };
 
 /** Run one datagram from `client`'s link through the chain: request, response, lease, reply. */
 export function serveDatagram(
@@ -40,6 +70,7 @@ export function serveDatagram(
   bytes: Uint8Array,
   previous: LeaseInfo | undefined,
   now: number,
+  link: LinkMtuSource,
 ): ServedDatagram {
   let request: DhcpRequest;
   try {
@@ -59,18 +90,28 @@ export function serveDatagram(
     if (error instanceof DhcpError) return { kind: 'malformed', error };
     throw error;
   }
-  const replyType = response.drop === undefined ? response.packet.options.get(OPTION.messageType)?.[0] : undefined;
+  if (response.drop !== undefined) return { kind: 'answered', request, response, replyType: undefined, lease: nextLease(previous, ifname, request, response, now) };
+  // Every client takes a reply of 548 bytes: only a longer one needs the client's and the link's
+  // bounds (a link of MTU below 576 is told by EMSGSIZE for a shorter one, see sendFailureHint).
+  const limit = plainMessageLength(response.packet) <= DEFAULT_MAX_MESSAGE_LENGTH ? DEFAULT_LIMIT : replyLimit(request, link);
+  let payload: Uint8Array;
+  try {
+    payload = encodeDhcpPacket(response.packet, limit.length);
+  } catch (error) {
+    if (!(error instanceof DhcpError)) throw error;
+    const refused = oversizedClientId(response, limit, error);
+    if (refused !== undefined) {
+      const dropped: DhcpResponse = { ...response, drop: 'oversized-client-id' };
+      return { kind: 'answered', request, response: dropped, replyType: undefined, lease: nextLease(previous, ifname, request, dropped, now), replyError: refused };
+    }
+    const replyType = response.packet.options.get(OPTION.messageType)?.[0];
+    return { kind: 'answered', request, response, replyType, lease: nextLease(previous, ifname, request, response, now), replyError: error };
+  }
+  const replyType = response.packet.options.get(OPTION.messageType)?.[0];
   const lease = nextLease(previous, ifname, request, response, now);
-  if (response.drop !== undefined) return { kind: 'answered', request, response, replyType, lease };
   const destination = replyDestination(request, response);
   try {
-    const frame = buildUdpDatagram({
-      source: GATEWAY_IP,
-      destination,
-      sourcePort: SERVER_PORT,
-      destinationPort: CLIENT_PORT,
-      payload: encodeDhcpPacket(response.packet, maxReplyLength(request)),
-    });
+    const frame = buildUdpDatagram({ source: GATEWAY_IP, destination, sourcePort: SERVER_PORT, destinationPort: CLIENT_PORT, payload });
     return { kind: 'answered', request, response, replyType, lease, reply: { frame, destination } };
   } catch (error) {
     if (error instanceof DhcpError) return { kind: 'answered', request, response, replyType, lease, replyError: error };
@@ -78,16 +119,54 @@ export function serveDatagram(
   }
 }
 
-/** The client's option 57 (whole IP datagram, at least 576) less IP and UDP headers, else 548. */
-function maxReplyLength(request: DhcpRequest): number {
+/**
+ * The longest reply `request`'s client may be sent: what its option 57 allows (a whole IP
+ * datagram, at least 576; 576 without it), but never more than the link's MTU. A larger datagram
+ * cannot go out whole: the server sends with DF set, and a client reading a packet socket (udhcpc)
+ * reassembles no fragments. Asked only for a reply longer than 548 bytes, which only a client's
+ * long identifier makes: the MTU is read for it whether or not the client sent option 57, as a
+ * link's may be below 576.
+ */
+export function replyLimit(request: DhcpRequest, link: LinkMtuSource): ReplyLimit {
   let asked: number | undefined;
   try {
     asked = readUint16Option(request.packet.options, OPTION.maxMessageSize);
   } catch {
     asked = undefined;
   }
-  if (asked === undefined || asked < 576) return DEFAULT_MAX_MESSAGE_LENGTH;
-  return asked - IP_HEADER - 8;
+  const client = asked !== undefined && asked > DEFAULT_DATAGRAM ? asked : undefined;
+  const linkMtu = link.linkMtu();
+  const headers = IP_HEADER + UDP_HEADER;
+  if (linkMtu === undefined) return client === undefined ? DEFAULT_LIMIT : { length: DEFAULT_MAX_MESSAGE_LENGTH, by: 'unknown-mtu' };
+  if (linkMtu < (client ?? DEFAULT_DATAGRAM)) return { length: linkMtu - headers, by: 'link', linkMtu };
+  return client === undefined ? DEFAULT_LIMIT : { length: client - headers, by: 'client', linkMtu };
+}
+
+/**
+ * Why a reply that did not fit `limit` is the client's doing, if it is: the client identifier it
+ * sent, which a reply must echo unaltered (RFC 6842: MUST, and a reply without it is none the
+ * client may take as its own), is too long for the reply to fit, which it would without it. No
+ * conforming reply exists then: the request is dropped, as a server may drop any.
+ */
+function oversizedClientId(response: DhcpResponse, limit: ReplyLimit, error: DhcpError): DhcpError | undefined {
+  const id = response.packet.options.get(OPTION.clientIdentifier);
+  if (error.kind !== 'too-long' || id === undefined) return undefined;
+  const options = new Map(response.packet.options);
+  options.delete(OPTION.clientIdentifier);
+  try {
+    encodeDhcpPacket({ ...response.packet, options }, limit.length);
+  } catch {
+    return undefined;
+  }
+  return new DhcpError('too-long', `request dropped: its ${id.length}-byte client identifier (option 61), which a reply must echo (RFC 6842), does not fit ${limitText(limit)}`);
+}
+
+function limitText(limit: ReplyLimit): string {
+  const bytes = `the ${limit.length}-byte reply`;
+  if (limit.by === 'default') return `${bytes} every client takes (it allowed no more with option 57)`;
+  if (limit.by === 'unknown-mtu') return `${bytes} every client takes (the link's MTU could not be read)`;
+  if (limit.by === 'client') return `${bytes} its option 57 allows`;
+  return `${bytes} the link's MTU of ${limit.linkMtu ?? '?'} allows`;
 }
 
 /**

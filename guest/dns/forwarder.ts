@@ -131,6 +131,11 @@ export interface DnsForwarderOptions {
   logger?: Logger;
   /** What the forwarder's recovery runs on (see RecoveryClock); default the process's own. */
   clock?: RecoveryClock;
+  /**
+   * Whether start() binds the listen address; default true. false: the first rebind() does (the
+   * agent's, once its first reconcile has put the address on the provider links).
+   */
+  bindAtStart?: boolean;
 }
 
 /**
@@ -589,6 +594,7 @@ class Forwarder implements DnsForwarder {
   readonly #listen: string;
   readonly #family: 4 | 6;
   readonly #port: number;
+  readonly #bindAtStart: boolean;
   /** How long one upstream has a query to itself (DnsForwarderOptions.timeoutMs). */
   readonly #timeoutMs: number;
   /** How long a query waits in all (DnsForwarderOptions.queryTimeoutMs). */
@@ -697,6 +703,7 @@ class Forwarder implements DnsForwarder {
       throw new DnsError('listen-address', `listen address ${JSON.stringify(this.#listen.slice(0, 80))} is not an IP address`);
     }
     this.#self = parseUpstream(endpointText(this.#listen, this.#port));
+    this.#bindAtStart = options.bindAtStart ?? true;
     this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, MAX_TIMEOUT_MS);
     // At least one upstream's time: a query given less would end before its first upstream's.
     this.#queryTimeoutMs = positiveInteger('queryTimeoutMs', options.queryTimeoutMs ?? Math.max(DEFAULTS.queryTimeoutMs, this.#timeoutMs), MAX_TIMEOUT_MS);
@@ -777,14 +784,14 @@ class Forwarder implements DnsForwarder {
         this.#watcher = new ResolvConfWatcher(
           path,
           () => void this.#queueReload(path),
-          (error) => this.#log.warn({ path, err: error.message }, 'stopped watching resolv.conf'),
+          (error) => this.#log.warn({ path, err: error.message }, 'cannot watch for changes to resolv.conf'),
         );
       } catch (error) {
         this.#log.warn({ path, err: errorText(error) }, 'cannot watch the folder of resolv.conf; changes will not be followed');
       }
       await this.#queueReload(path);
     }
-    await this.rebind();
+    if (this.#bindAtStart) await this.rebind();
   }
 
   listening(): boolean {

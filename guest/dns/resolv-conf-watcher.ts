@@ -1,6 +1,6 @@
-import { type FSWatcher, type Stats, constants, watch } from 'node:fs';
+import { type FSWatcher, type Stats, constants, lstatSync, readlinkSync, watch } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { basename, join } from 'node:path';
 import { MAX_RESOLV_CONF_LENGTH, parseResolvConf, type ResolvConf } from './resolv-conf.js';
 
 /** What a file that is not a regular one is, in words. */
@@ -45,32 +45,298 @@ export async function readResolvConf(path: string): Promise<ResolvConf & { reado
   }
 }
 
+/** The most symlinks the kernel follows resolving one path (MAXSYMLINKS); one more is ELOOP. */
+export const MAX_SYMLINKS = 40;
+
+/** What a name in a directory is, as resolving a path needs to know: lstat's answer. */
+export interface PathEntry {
+  readonly kind: 'symlink' | 'directory' | 'other';
+  /** Which file it is (device and inode): a directory removed and made again is another one. */
+  readonly id: string;
+}
+
+/** How the directories to watch are found: lstat and readlink, undefined where they fail. */
+export interface PathLookup {
+  lstat(path: string): PathEntry | undefined;
+  readlink(path: string): string | undefined;
+}
+
+/** A directory that resolving a path looks names up in: a change to one of them changes what it resolves to. */
+export interface WatchedDirectory {
+  /** Its path, symlink-free (each symlink on the way replaced by where it leads). */
+  readonly dir: string;
+  /** Which directory it was as looked at (PathEntry.id). */
+  readonly id: string;
+  /** The names looked up in it, in order. */
+  readonly names: readonly string[];
+}
+
 /**
- * Calls `onChange` whenever `path` may have changed. Watches the directory, not the file:
- * connman and friends replace resolv.conf by rename, which a watch on the old inode never sees.
- * Bursts of events are coalesced into one call after `settleMs`.
+ * The directories that resolving absolute `path` looks names up in, each with those names, as
+ * the kernel resolves it: component by component from `/`, each symlink met (in a directory on
+ * the way or the last one) replaced by its target, a relative one read from the directory that
+ * holds the link, `..` the parent of the directory reached (so a physical parent, not the
+ * path's). A missing name, or one that is no directory with more to come, ends the walk: the
+ * directory it is missing from is watched for it. Past MAX_SYMLINKS links (a loop, or a chain
+ * too long) the kernel gives ELOOP: the walk stops there too, every link met watched, so that a
+ * change mending the chain is seen. Watching each of these directories for its names sees every
+ * change to what the path resolves to: a link re-pointed, a target replaced by rename or written
+ * in place, a directory on the way removed, moved or made again.
+ */
+export function directoriesToWatch(path: string, lookup: PathLookup): WatchedDirectory[] {
+  const found = new Map<string, { id: string; names: string[] }>();
+  const root = lookup.lstat('/');
+  if (root === undefined) return [];
+  /** The directories from / down to the one reached, each with its id. */
+  let stack: { readonly dir: string; readonly id: string }[] = [{ dir: '/', id: root.id }];
+  const pending = componentsOf(path);
+  let links = 0;
+  for (let name = pending.shift(); name !== undefined; name = pending.shift()) {
+    if (name === '.') continue;
+    if (name === '..') {
+      if (stack.length > 1) stack = stack.slice(0, -1);
+      continue;
+    }
+    const here = stack[stack.length - 1] ?? { dir: '/', id: root.id };
+    const seen = found.get(here.dir) ?? { id: here.id, names: [] };
+    if (!seen.names.includes(name)) seen.names.push(name);
+    found.set(here.dir, seen);
+    const entryPath = join(here.dir, name);
+    const entry = lookup.lstat(entryPath);
+    if (entry === undefined) break;
+    if (entry.kind === 'symlink') {
+      links += 1;
+      if (links > MAX_SYMLINKS) break;
+      const target = lookup.readlink(entryPath);
+      if (target === undefined) break;
+      if (target.startsWith('/')) stack = [{ dir: '/', id: root.id }];
+      pending.unshift(...componentsOf(target));
+      continue;
+    }
+    if (entry.kind !== 'directory' || pending.length === 0) break;
+    stack = [...stack, { dir: entryPath, id: entry.id }];
+  }
+  return [...found].map(([dir, { id, names }]) => ({ dir, id, names }));
+}
+
+function componentsOf(path: string): string[] {
+  return path.split('/').filter((component) => component !== '');
+}
+
+/** lstat and readlink on the file system, sync: a few calls on local directories per change. */
+const fileSystem: PathLookup = {
+  lstat(path) {
+    try {
+      const info = lstatSync(path, { bigint: true });
+      return { kind: info.isSymbolicLink() ? 'symlink' : info.isDirectory() ? 'directory' : 'other', id: `${info.dev}:${info.ino}` };
+    } catch {
+      return undefined;
+    }
+  },
+  readlink(path) {
+    try {
+      return readlinkSync(path);
+    } catch {
+      return undefined;
+    }
+  },
+};
+
+/**
+ * `path` made absolute as the kernel reads a relative one, from the working directory (which
+ * getcwd gives symlink-free), and left as written: not tidied up as text (path.resolve), which
+ * takes `link/..` away where the kernel goes to the parent of where the link leads.
+ */
+function fromWorkingDirectory(path: string): string {
+  return path.startsWith('/') ? path : `${process.cwd()}/${path}`;
+}
+
+function samePlan(a: readonly WatchedDirectory[], b: readonly WatchedDirectory[]): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+interface Watch {
+  readonly id: string;
+  names: ReadonlySet<string>;
+  /** Replaced when the directory is watched again (see #stillThere). */
+  watcher: FSWatcher;
+  /** To be watched again, in a moment (see #stillThere). */
+  renew: boolean;
+}
+
+/**
+ * Calls `onChange` whenever what `path` resolves to may have changed. Watches directories, not
+ * the file: connman and friends replace resolv.conf by rename, which a watch on the old inode
+ * never sees. Not only the directory of `path`: /etc/resolv.conf is often a symlink (into /run,
+ * by resolvconf, systemd-resolved or a read-only root), whose target is replaced or rewritten
+ * where the link is not. Every directory that resolving the path looks in is watched (see
+ * directoriesToWatch), and looked at again after each change, so that a watch follows the link
+ * where it is re-pointed and one no longer on the way is closed: as many watches as the path has
+ * directories on its way, however often it changes. A directory removed or moved away (its own
+ * watch then says so by its name, and sees nothing more) is watched again once it is back.
+ * Bursts of events are coalesced into one call after `settleMs`. A directory that cannot be
+ * watched (no permission to read it, out of inotify watches) is said to `onError` once, until
+ * that changes, and tried again at the next change seen; the others are watched all the same.
  */
 export class ResolvConfWatcher {
-  readonly #watcher: FSWatcher;
+  readonly #path: string;
+  readonly #onChange: () => void;
+  readonly #onError: (error: Error) => void;
+  readonly #settleMs: number;
+  readonly #watches = new Map<string, Watch>();
+  /** The directories that could not be watched, each with why, as said. */
+  readonly #failing = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
+  /** Watches again the directories whose watch may be gone (see #stillThere), in a moment. */
+  #renewing: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(path: string, onChange: () => void, onError: (error: Error) => void, settleMs = 25) {
-    const name = basename(path);
-    this.#watcher = watch(dirname(path), { persistent: false }, (_event, filename) => {
-      if (filename !== null && filename !== name) return;
-      if (this.#timer !== undefined || this.#closed) return;
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        if (!this.#closed) onChange();
-      }, settleMs);
-    });
-    this.#watcher.on('error', onError);
+    this.#path = fromWorkingDirectory(path);
+    this.#onChange = onChange;
+    this.#onError = onError;
+    this.#settleMs = settleMs;
+    this.#follow();
   }
 
   close(): void {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#watcher.close();
+    if (this.#renewing !== undefined) clearTimeout(this.#renewing);
+    for (const watch of this.#watches.values()) watch.watcher.close();
+    this.#watches.clear();
+  }
+
+  /**
+   * Watches the directories the path goes through now, and only those. Something may change
+   * between the look and the watch: the path is looked at again once they are watched, and
+   * followed again a moment later where it goes elsewhere by then.
+   */
+  #follow(): void {
+    // First: a change said after this (read after it) is seen by the watches kept.
+    this.#renew();
+    const plan = directoriesToWatch(this.#path, fileSystem);
+    const wanted = new Map(plan.map((directory) => [directory.dir, directory]));
+    for (const [dir, watch] of this.#watches) {
+      if (wanted.get(dir)?.id === watch.id) continue;
+      watch.watcher.close();
+      this.#watches.delete(dir);
+    }
+    for (const dir of this.#failing.keys()) if (!wanted.has(dir)) this.#failing.delete(dir);
+    for (const directory of plan) {
+      const watch = this.#watches.get(directory.dir);
+      if (watch === undefined) this.#watch(directory);
+      else watch.names = new Set(directory.names);
+    }
+    if (!samePlan(plan, directoriesToWatch(this.#path, fileSystem))) this.#settle();
+  }
+
+  #watch({ dir, id, names }: WatchedDirectory): void {
+    let watcher: FSWatcher;
+    try {
+      watcher = this.#open(dir);
+    } catch (error) {
+      const code = error instanceof Error && 'code' in error ? error.code : undefined;
+      // Gone between the look and the watch: the second look sees it gone, and follows that.
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      this.#failed(dir, names, error);
+      return;
+    }
+    this.#failing.delete(dir);
+    this.#watches.set(dir, { id, names: new Set(names), watcher, renew: false });
+  }
+
+  /** A watch on `dir`, its events and error said as those of the one of #watches[dir] it is. */
+  #open(dir: string): FSWatcher {
+    const watcher = watch(dir, { persistent: false }, (event, filename) => this.#seen(dir, watcher, event, filename));
+    watcher.on('error', (error) => {
+      const watched = this.#watches.get(dir);
+      if (watched?.watcher !== watcher) return;
+      // Node has closed the watch: it is tried again at the next change seen elsewhere.
+      this.#watches.delete(dir);
+      if (!this.#closed) this.#failed(dir, [...watched.names], error);
+    });
+    return watcher;
+  }
+
+  /** Says that `dir` cannot be watched, once for each reason while it cannot. */
+  #failed(dir: string, names: readonly string[], error: unknown): void {
+    const reason = error instanceof Error ? error.message : String(error);
+    if (this.#failing.get(dir) === reason) return;
+    this.#failing.set(dir, reason);
+    this.#onError(new Error(`cannot watch ${dir} (${reason}): a change there to ${names.map((name) => join(dir, name)).join(', ')} is not followed`));
+  }
+
+  #seen(dir: string, watcher: FSWatcher, event: string, filename: string | null): void {
+    const watched = this.#watches.get(dir);
+    if (this.#closed || watched?.watcher !== watcher) return;
+    // inotify says the directory itself removed or moved by its own name, as it says a file in it
+    // of that name created, removed or renamed ('rename' all): told apart by looking (a change
+    // in place, 'change', is never the directory's going).
+    if (event === 'rename' && filename !== null && filename === basename(dir) && !this.#stillThere(dir, watched)) {
+      this.#settle();
+      return;
+    }
+    if (filename !== null && !watched.names.has(filename)) return;
+    this.#settle();
+  }
+
+  /**
+   * Whether the directory `watched` is still the one at `dir`, after an event that may be its
+   * going. If not, its watch, which sees nothing more at `dir`, is closed: the next look watches
+   * whatever is there. If so, the event was most likely a file in it of its name, the watch as
+   * good as before; but the directory may have been removed and made again with the same inode
+   * number (ext4 gives a new one the number just freed), its watch gone: it is watched again in
+   * a moment, once for however many such events, the new watch there before the old one is
+   * closed, so that nothing is missed where the old one is good. What was there meanwhile in one
+   * made again is seen all the same: removing a directory and making it are changes to its name
+   * in the one above, watched for it.
+   */
+  #stillThere(dir: string, watched: Watch): boolean {
+    const now = fileSystem.lstat(dir);
+    if (now?.kind === 'directory' && now.id === watched.id) {
+      watched.renew = true;
+      this.#renewSoon();
+      return true;
+    }
+    watched.watcher.close();
+    this.#watches.delete(dir);
+    return false;
+  }
+
+  #renewSoon(): void {
+    if (this.#renewing !== undefined || this.#closed) return;
+    this.#renewing = setTimeout(() => {
+      this.#renewing = undefined;
+      if (!this.#closed) this.#renew();
+    }, this.#settleMs);
+  }
+
+  /** Watches again the directories marked so (see #stillThere). */
+  #renew(): void {
+    for (const [dir, watched] of this.#watches) {
+      if (!watched.renew) continue;
+      watched.renew = false;
+      try {
+        const watcher = this.#open(dir);
+        watched.watcher.close();
+        watched.watcher = watcher;
+      } catch {
+        // Gone meanwhile, or cannot be watched: the next look says it, and follows.
+        watched.watcher.close();
+        this.#watches.delete(dir);
+        this.#settle();
+      }
+    }
+  }
+
+  #settle(): void {
+    if (this.#timer !== undefined || this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#closed) return;
+      this.#follow();
+      this.#onChange();
+    }, this.#settleMs);
   }
 }

@@ -27,6 +27,12 @@
 //   the requests; a socket of Node's dgram would read every datagram to the port a second time, a
 //   flood's too, only to discard it. Node never polls the descriptor; close it with fs.closeSync.
 //   Throws an Error whose code is the errno's name (EADDRINUSE, EACCES, ...).
+// linkMtu(ifindex) -> number: the MTU of the device of that index now, in this process's network
+//   namespace (SIOCGIFNAME, then SIOCGIFMTU, on a socket opened for the call: a raw socket's
+//   descriptor is raw-socket's, and IP_MTU answers only a connected socket). The server caps a
+//   reply at it: one larger than the link's MTU cannot go out (the server sends with DF set, and a
+//   client reading a packet socket, as udhcpc does, reassembles no fragments). Throws an Error whose
+//   code is the errno's name (ENODEV: no device of that index).
 #define _GNU_SOURCE  // strerrorname_np, in the shared plumbing
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -36,7 +42,9 @@
 #include <errno.h>
 #include <linux/filter.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -123,11 +131,38 @@ static napi_value hold_udp_port(napi_env env, napi_callback_info info) {
   return throw_errno(env, error, step);
 }
 
+static napi_value link_mtu(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  uint32_t ifindex;
+  if (napi_get_value_uint32(env, argv[0], &ifindex) != napi_ok || ifindex == 0 || ifindex > INT32_MAX) {
+    napi_throw_range_error(env, "EINVAL", ADDON_NAME ": the interface index is not 1..2^31-1");
+    return NULL;
+  }
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  struct ifreq request = {.ifr_ifindex = (int)ifindex};
+  const char *step = "ioctl(SIOCGIFNAME)";
+  if (ioctl(fd, SIOCGIFNAME, &request) == 0) {
+    step = "ioctl(SIOCGIFMTU)";
+    if (ioctl(fd, SIOCGIFMTU, &request) == 0) {
+      close(fd);
+      napi_value result;
+      if (napi_create_int32(env, request.ifr_mtu, &result) != napi_ok) return NULL;
+      return result;
+    }
+  }
+  int error = errno;
+  close(fd);
+  return throw_errno(env, error, step);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       ADDON_FUNCTION("dhcpServerFilter", dhcp_server_filter),
       ADDON_FUNCTION("bindToIndexOption", bind_to_index_option),
       ADDON_FUNCTION("holdUdpPort", hold_udp_port),
+      ADDON_FUNCTION("linkMtu", link_mtu),
   };
   EXPORT_FUNCTIONS(env, exports, functions);
   return exports;

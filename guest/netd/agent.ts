@@ -141,6 +141,14 @@ function rereadCausesText(causes: ReadonlySet<RereadCause>): string {
     .join(', and ');
 }
 
+/** What one reconcile's changes came to, beyond the count of those that failed (see #applyAll). */
+interface ApplyRun {
+  /** Links a change to which failed: their error stands for this reconcile. */
+  readonly touched: Set<number>;
+  /** Changes refused for a link gone or renamed under them: neither made nor failed. */
+  vanished: number;
+}
+
 /** Failed changes are retried after 0.5 s, then 1, 2... up to every 30 s. */
 const RETRY: Backoff = { firstMs: 500, maxMs: 30_000 };
 
@@ -199,6 +207,8 @@ export class NetdAgent {
   #errors = new Map<number, string>();
   /** What #sayKept said last: a link's index and note. */
   #keptSaid = new Set<string>();
+  /** The links #sayConflicts said are in conflict, and what it said of each (the link's name and note). */
+  #conflictsSaid = new Map<number, { readonly name: string; readonly note: string }>();
   #retryTimer: NodeJS.Timeout | undefined;
   /** Retries since the last change that succeeded. */
   #retryRound = 0;
@@ -585,8 +595,8 @@ export class NetdAgent {
     // going down) comes before the firewall: once the firewall gives that client to another link,
     // the old one must no longer be routed to it.
     const removals = current.operations.filter(isRemoval);
-    const touched = new Set<number>();
-    let failures = removals.length === 0 ? 0 : await this.#applyAll(removals, touched);
+    const run: ApplyRun = { touched: new Set(), vanished: 0 };
+    let failures = removals.length === 0 ? 0 : await this.#applyAll(removals, run);
     // Then the firewall and the rest. The table's chains let through whatever comes from a link
     // not in its sets, but a provider link comes up in the guarded device group (in the request
     // that brings it up), and the table drops everything of that group it does not name: a new
@@ -608,7 +618,7 @@ export class NetdAgent {
       if (!filtering) {
         held = this.#unfilteredLinks(current);
         downs = this.#linksStillAcceptedAsAnother(current, held);
-        failures += await this.#applyAll(downs, touched);
+        failures += await this.#applyAll(downs, run);
       }
     }
     // The old entries of released client IPs go before any link is configured to serve them
@@ -634,7 +644,7 @@ export class NetdAgent {
         : [...heldForPurge(this.#purgeDebt ?? NO_PURGE_DEBT, current.providerLinks)]
             .filter((ifindex) => this.#view.links.get(ifindex)?.up === true)
             .map((ifindex) => ({ kind: 'link-down', ifindex }) as const);
-      const downFailures = takenDown.length === 0 ? 0 : await this.#applyAll(takenDown, touched);
+      const downFailures = takenDown.length === 0 ? 0 : await this.#applyAll(takenDown, run);
       this.#haltIfStopped();
       failures += downFailures;
       downs = [...downs, ...takenDown];
@@ -660,17 +670,18 @@ export class NetdAgent {
       const ifindex = operationIfindex(operation) ?? -1;
       return !isRemoval(operation) && !held.has(ifindex) && !takenDownForPurge.has(ifindex);
     });
-    failures += await this.#applyAll(additions, touched);
+    failures += await this.#applyAll(additions, run);
     if (!firewallFirst) {
       this.#haltIfStopped();
       filtering = await this.#tellFirewall(current);
     }
     this.#forgetStaleErrors([...removals, ...downs, ...additions]);
     this.#sayKept(current.links);
+    this.#sayConflicts(current.links);
     // Why each link is held back: the purge only where it failed itself (it may have succeeded,
     // and the debt be kept for the firewall); a link that failed to go down for it says so already.
     for (const ifindex of held) {
-      if (takenDownForPurge.has(ifindex) && touched.has(ifindex)) continue;
+      if (takenDownForPurge.has(ifindex) && run.touched.has(ifindex)) continue;
       const heldBy = heldAlone.has(ifindex) ? (heldAlone.get(ifindex) ?? null) : purgeHeldBy;
       if (heldForConntrack.has(ifindex) && heldBy !== null) {
         this.#errors.set(ifindex, `held back until the conntrack entries of its client IP's former VM are deleted: ${heldBy}; retrying`);
@@ -683,7 +694,8 @@ export class NetdAgent {
         this.#errors.set(ifindex, 'all its traffic is dropped until the firewall names this link: updating the firewall failed (see the log); retrying');
       }
     }
-    const applied = removals.length + downs.length + additions.length - failures;
+    // A change to a link gone or renamed under it is neither made nor failed: the link's notification tells what became of it.
+    const applied = removals.length + downs.length + additions.length - failures - run.vanished;
     this.#counters.reconciles += 1;
     this.#counters.changesApplied += applied;
     this.#counters.failedChanges += failures;
@@ -711,7 +723,8 @@ export class NetdAgent {
     if (current.operations.length > 0 || again.length > 0) {
       this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');
     } else this.log.debug({ changes: 0 }, 'reconciled: nothing to change');
-    this.#scheduleRetry(failures > 0 || !filtering || purgeFailed);
+    // Where a link gone or renamed under a change is heard of no more, planned again all the same.
+    this.#scheduleRetry(failures > 0 || run.vanished > 0 || !filtering || purgeFailed);
   }
 
   /**
@@ -797,9 +810,11 @@ export class NetdAgent {
 
   /**
    * Send every operation at once: one socket keeps them in order in the kernel, so a link is up
-   * before routes through it are added, and the round trips overlap.
+   * before routes through it are added, and the round trips overlap. Returns how many failed;
+   * `run` gets the links whose changes failed (touched) and the count of changes refused for a
+   * link gone or renamed under them (vanished), which are no failures.
    */
-  async #applyAll(operations: readonly Operation[], touched: Set<number>): Promise<number> {
+  async #applyAll(operations: readonly Operation[], run: ApplyRun): Promise<number> {
     const nameOf = (ifindex: number | null): string => (ifindex === null ? '-' : (this.#view.links.get(ifindex)?.name ?? `#${ifindex}`));
     for (const operation of operations) {
       const echo = expectedEvent(this.#view, operation);
@@ -822,15 +837,24 @@ export class NetdAgent {
       if (result.status === 'fulfilled') {
         applyOperation(this.#view, operation);
         this.log.debug(describeOperation(operation, nameOf));
-        if (ifindex !== null && !touched.has(ifindex)) this.#errors.delete(ifindex);
+        if (ifindex !== null && !run.touched.has(ifindex)) this.#errors.delete(ifindex);
+        return;
+      }
+      const reason = result.reason instanceof Error ? result.reason.message : String(result.reason);
+      const text = `${describeOperation(operation, nameOf)}: ${reason}`;
+      if (ifindex !== null && vanishedUnder(result.reason)) {
+        // A VM shutting down takes its link down (its routes and neighbours flushed) a moment
+        // before the link is deleted, and what the agent asks of it meanwhile meets no device; a
+        // link renamed as it comes (udev) has its sysctls' files moved. Neither is a failure:
+        // the link's notification (its deletion, its new name) plans what follows, or nothing.
+        run.vanished += 1;
+        if (this.#view.lastKnown?.has(ifindex) === true) gone.add(ifindex);
+        this.log.debug(`${text}: the link is gone or renamed meanwhile, not a failure`);
         return;
       }
       failures += 1;
-      const reason = result.reason instanceof Error ? result.reason.message : String(result.reason);
-      if (ifindex !== null && this.#view.lastKnown?.has(ifindex) === true && refusedForNoDevice(result.reason)) gone.add(ifindex);
-      const text = `${describeOperation(operation, nameOf)}: ${reason}`;
       if (ifindex !== null) {
-        touched.add(ifindex);
+        run.touched.add(ifindex);
         this.#errors.set(ifindex, text);
       }
       this.log.warn(text);
@@ -892,6 +916,30 @@ export class NetdAgent {
       if (!this.#keptSaid.has(key)) this.log.info({ link: link.name, kept: link.kept }, link.note ?? 'keeps addresses it no longer wants');
     }
     this.#keptSaid = said;
+  }
+
+  /**
+   * A link in conflict (a second link for a client id already served, all its traffic dropped; a
+   * provider link whose name the firewall cannot hold, kept down) is said once at warn level as it
+   * comes into it, or as what its note says changes; once at info as it comes out of it (served,
+   * or gone). Not at every reconcile: the plan reports it in each.
+   */
+  #sayConflicts(links: readonly LinkReport[]): void {
+    const said = new Map<number, { readonly name: string; readonly note: string }>();
+    for (const link of links) {
+      if (link.state !== 'conflict') continue;
+      const note = link.note ?? 'not served';
+      said.set(link.ifindex, { name: link.name, note });
+      if (this.#conflictsSaid.get(link.ifindex)?.note !== note) {
+        this.log.warn({ link: link.name, ifindex: link.ifindex }, `${link.name} is in conflict: ${note} (said once while it lasts)`);
+      }
+    }
+    for (const [ifindex, { name }] of this.#conflictsSaid) {
+      if (said.has(ifindex)) continue;
+      const now = links.find((link) => link.ifindex === ifindex);
+      this.log.info({ link: now?.name ?? name, ifindex }, `${now?.name ?? name} is no longer in conflict: ${now === undefined ? 'it is gone' : `it is ${now.state} now`}`);
+    }
+    this.#conflictsSaid = said;
   }
 
   /** A link the plan asks nothing of is where it should be: an older failure is no longer true. */
@@ -1076,12 +1124,13 @@ function keepUnlisted(fresh: KernelView, previous: KernelView, since: readonly K
 }
 
 /**
- * Whether the kernel refused a request for a device it does not have (ENODEV in its NLMSG_ERROR).
- * By the refusal's code, never by a word in a text: another failure's may name the link, whose
- * name may be ENODEV (a sysctl's path).
+ * Whether a change failed for want of its link: the kernel refused it for a device it does not
+ * have (ENODEV in its NLMSG_ERROR), or the link's sysctl file is not there by the name it was
+ * known by (NetdError 'link-gone'). By the refusal's code and the error's kind, never by a word in
+ * a text: another failure's may name the link, whose name may be ENODEV (a sysctl's path).
  */
-function refusedForNoDevice(reason: unknown): boolean {
-  return reason instanceof KernelRefusal && reason.code === 'ENODEV';
+function vanishedUnder(reason: unknown): boolean {
+  return (reason instanceof KernelRefusal && reason.code === 'ENODEV') || (reason instanceof NetdError && reason.kind === 'link-gone');
 }
 
 /** What the start's sweep is reckoned from (startPurgeDebt). */

@@ -4,12 +4,14 @@ import { Command, Option } from 'commander';
 import { integerOption } from '../../shared/cli/integer-option.js';
 import { type Interruption, interruptOnSignals, signalExitCode } from '../../shared/cli/interruption.js';
 import { CliError, EXIT } from '../../shared/cli/run-cli.js';
+import { shownCell } from '../../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
 import { type Logger, createLogger, logLevel } from '../../shared/log.js';
 import type { ConntrackPort } from '../conntrack-port.js';
 import { isInterfaceName } from '../interface-name.js';
 import { KernelConntrack } from '../conntrack/conntrack-purge.js';
 import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption } from '../conntrack/conntrack-reaper.js';
+import { MAX_HOSTNAME_CHARS } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
 import { MAX_TIMEOUT_MS, QUERY_TIMEOUT_MS, UPSTREAM_TIMEOUT_MS } from '../dns/query-times.js';
 import { UnusableUpstreamError, UpstreamSyntaxError, parseConfiguredUpstream } from '../dns/upstream.js';
@@ -288,6 +290,9 @@ async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal
       dns = await startDnsForwarder({
         logger: log,
         resolvConfPath: options.resolvConf,
+        // Bound once the first reconcile has put the gateway address on the provider links
+        // (ProviderServices.linksChanged): bound now, it would warn of an address not there yet.
+        bindAtStart: false,
         ...(options.dnsUpstream.length > 0 ? { upstreams: options.dnsUpstream } : {}),
         timeoutMs: options.dnsUpstreamTimeout,
         ...(options.dnsQueryTimeout !== undefined && { queryTimeoutMs: options.dnsQueryTimeout }),
@@ -317,6 +322,25 @@ function throwIfStopped(stop: AbortSignal): void {
 /** The one line of an agent stopped by `signal` before its first reconcile was done; `after`: what is left. */
 function stoppedWhileStarting(signal: NodeJS.Signals, after: string): CliError {
   return new CliError(`stopped by ${signal} while starting (before its first reconcile was done); ${after}`, signalExitCode(signal));
+}
+
+/**
+ * What a long-running agent (`run`, `client --watch`) does at SIGHUP and SIGUSR1 until the returned
+ * function is called: says it at info level, and goes on. SIGHUP would otherwise end it with
+ * nothing said (its control socket left, DHCP and DNS gone with it), and there is nothing to
+ * reload: it follows its links and resolv.conf itself. SIGUSR1 would open Node's inspector, which
+ * the bin's own listener keeps closed (shared/cli/inspector-signal.ts).
+ */
+function sayIgnoredSignals(log: Logger): () => void {
+  const said: Readonly<Record<'SIGHUP' | 'SIGUSR1', string>> = {
+    SIGHUP: 'SIGHUP ignored: the agent follows its links and resolv.conf by itself, there is nothing to reload (SIGTERM stops it)',
+    SIGUSR1: "SIGUSR1 ignored: Node's inspector is not opened in the agent",
+  };
+  const listeners = (['SIGHUP', 'SIGUSR1'] as const).map((signal) => [signal, () => log.info({ signal }, said[signal])] as const);
+  for (const [signal, listener] of listeners) process.on(signal, listener);
+  return () => {
+    for (const [signal, listener] of listeners) process.off(signal, listener);
+  };
 }
 
 /** The first SIGINT or SIGTERM `interruption` takes, once it comes. */
@@ -372,6 +396,7 @@ async function runAgent(options: RunOptions, portsFor: PortsFactory): Promise<vo
   // included, through the one teardown below; a second exits at once.
   const interruption = interruptOnSignals('spectrum-netd', 'its control socket may be left (the next start replaces it)');
   const stopRequested = stopRequestedBy(interruption);
+  const straySignalsHeard = sayIgnoredSignals(log);
   /**
    * A start-up step, cut short by a signal: `cancel` cuts it short where that takes more than the
    * aborted signal, the step is waited for, and `undo` undoes what it made (the control socket,
@@ -444,6 +469,7 @@ async function runAgent(options: RunOptions, portsFor: PortsFactory): Promise<vo
     control?.close();
     await ports?.close?.();
     interruption.dispose();
+    straySignalsHeard();
   }
 }
 
@@ -521,6 +547,7 @@ export function clientCommand(): Command {
       // included (one line, exit 128 + the signal; after it, a clean stop); a second exits at once.
       const interruption = watch ? interruptOnSignals('spectrum-netd', 'what it configured stays') : undefined;
       const stopRequested = interruption === undefined ? undefined : stopRequestedBy(interruption);
+      const straySignalsHeard = watch ? sayIgnoredSignals(log) : undefined;
       const kernel = new RtnetlinkKernel();
       const agent = new NetdAgent(kernel, { mode: 'client', ignored: new Set(options.ignore), allowedPairs: [] }, log, null, null);
       let fail: (error: Error) => void = () => undefined;
@@ -554,6 +581,7 @@ export function clientCommand(): Command {
       } finally {
         agent.stop();
         interruption?.dispose();
+        straySignalsHeard?.();
       }
     });
 }
@@ -624,7 +652,8 @@ export function formatStatus(status: StatusReply): string {
       lease.clientIp,
       lease.state,
       lease.expires === undefined ? '-' : `${Math.max(0, Math.round((lease.expires - now) / 1000))} s`,
-      lease.hostname ?? '-',
+      // The client's own text: quoted where it would not read as one cell (blanks faked columns), '-' for none or an empty one.
+      shownCell(lease.hostname ?? '', MAX_HOSTNAME_CHARS),
     ]);
     text += `\n${formatTable([['LEASE', 'IP', 'STATE', 'EXPIRES IN', 'HOSTNAME'], ...rows])}\n`;
   }

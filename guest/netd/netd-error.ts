@@ -9,6 +9,12 @@ export type NetdErrorKind =
   | 'closed'
   | 'apply'
   | 'sysctl'
+  /**
+   * A link's sysctl file is not there under the name the agent knew it by: the link was renamed
+   * (udev renames a new link a moment after it comes) or deleted since, and its notification says
+   * which. The kernel's own word for a change to a link gone is a KernelRefusal, ENODEV.
+   */
+  | 'link-gone'
   | 'control-socket'
   | 'control-socket-path'
   | 'already-running'

@@ -827,12 +827,16 @@ export class RtnetlinkKernel implements NetdKernel {
     }
     const { key } = operation;
     const link = key.ifindex === null ? null : view.links.get(key.ifindex);
-    if (link === undefined) throw new NetdError('sysctl', `link ${String(key.ifindex)} is gone`);
+    if (link === undefined) throw new NetdError('link-gone', `link ${String(key.ifindex)} is gone`);
     const path = `/proc/sys/${sysctlName(key.template, link?.name ?? '')}`;
     try {
       writeFileSync(path, `${operation.value}\n`);
     } catch (error) {
-      throw new NetdError('sysctl', `cannot write ${path} (${errnoOf(error)}): is /proc/sys mounted writable?`);
+      const code = errnoOf(error);
+      // Read by this path before the plan asked for it: a link's file missing now is one renamed
+      // or deleted meanwhile, whose notification is on its way (a global one is always there).
+      if (link !== null && code === 'ENOENT') throw new NetdError('link-gone', `cannot write ${path} (ENOENT): no link is named ${link.name} any more (renamed or deleted meanwhile)`);
+      throw new NetdError('sysctl', `cannot write ${path} (${code}): is /proc/sys mounted writable?`);
     }
   }
 

@@ -64,4 +64,27 @@ describe('device names', () => {
       }),
     );
   });
+
+  it('counts a prefix in characters (code points), as a VM name is, and shows it cut as names are: 5 emoji are refused for the emoji, not as too long; one cut is never cut within an emoji', () => {
+    const emoji = '\u{1F600}';
+    const errorOf = (text: string): unknown => {
+      try {
+        devicePrefix(text);
+      } catch (error) {
+        return error;
+      }
+      return undefined;
+    };
+    // 5 characters (10 UTF-16 units): within the bound, refused for what they are.
+    expect(errorOf(emoji.repeat(5))).toMatchObject({ kind: 'prefix-syntax', message: expect.stringMatching(new RegExp(`^device prefix "${emoji.repeat(5)}" is not valid: `, 'u')) });
+    // Cut after 32 characters, as before, but whole: no lone surrogate ("\ud83d") shown.
+    expect(errorOf(`${'a'.repeat(31)}${emoji.repeat(2)}`)).toMatchObject({ kind: 'prefix-too-long', message: expect.stringMatching(new RegExp(`^device prefix "${'a'.repeat(31)}${emoji}…" is too long: `, 'u')) });
+    fc.assert(
+      fc.property(fc.string({ unit: fc.constantFrom('a', emoji), minLength: 1, maxLength: 3 * DEVICE_PREFIX_MAX }), (text) => {
+        const kind = [...text].length > DEVICE_PREFIX_MAX ? 'prefix-too-long' : text.includes(emoji) ? 'prefix-syntax' : undefined;
+        expect((errorOf(text) as { kind?: string } | undefined)?.kind).toBe(kind);
+        expect((errorOf(text) as Error | undefined)?.message ?? '').not.toMatch(/\\ud83d/);
+      }),
+    );
+  });
 });

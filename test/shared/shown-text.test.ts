@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { quoteName, quoteText, shownPath, shownSocket, shownText } from '../../shared/shown-text.js';
+import { quoteName, quoteText, shownCell, shownPath, shownSocket, shownText } from '../../shared/shown-text.js';
 
 /** What may not reach a message raw: controls, format characters, line and paragraph separators. */
 const LINE_BREAKING_OR_ACTIVE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
@@ -43,5 +43,22 @@ describe('shown text', () => {
         expect(socket === text || JSON.parse(socket) === text).toBe(true);
       }),
     );
+  });
+
+  it("shows a table cell as one word: as it is, or quoted reading back to the text; '-' only for an empty one", () => {
+    const unit = fc.oneof(fc.constantFrom(' ', '\t', '\u00a0', '\u3000', '-', '"', '\u202e', '\n'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
+    fc.assert(
+      fc.property(fc.string({ unit, maxLength: 30 }), (text) => {
+        const shown = shownCell(text, 63);
+        expect(shown).not.toMatch(LINE_BREAKING_OR_ACTIVE);
+        if (text === '') expect(shown).toBe('-');
+        else if (shown === text) expect(text).toMatch(/^(?!-$)(?!")[^\s\p{Zs}]+$/u);
+        else expect(JSON.parse(shown)).toBe(text);
+      }),
+    );
+    expect(shownCell('evil host  pl1    100.64.0.1  bound', 63)).toBe('"evil host  pl1    100.64.0.1  bound"');
+    expect(shownCell('-', 63)).toBe('"-"');
+    expect(shownCell('web-1', 63)).toBe('web-1');
+    expect(shownCell('x'.repeat(64), 63)).toBe(`"${'x'.repeat(63)}…"`);
   });
 });

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ClientId, clientId } from '../../../shared/client-id.js';
 import { clientIpTextOf } from '../../../shared/client-ip.js';
 import { type DhcpPacket, MAX_MESSAGE_LENGTH, encodeDhcpPacket, parseDhcpPacket } from '../../../guest/dhcp/dhcp-packet.js';
-import { portHolderHint } from '../../../guest/dhcp/dhcp-server.js';
+import { portHolderHint, sendFailureHint } from '../../../guest/dhcp/dhcp-server.js';
 import { MESSAGE_TYPE, OPTION } from '../../../guest/dhcp/option-code.js';
 import { createHarness, describeNetns, type Harness, type Netns, type NetnsProcess } from '../../harness/index.js';
 import { buildTopology, clientNetns, linksActive, type DhcpTopology } from './dhcp-topology.js';
@@ -287,10 +287,53 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
     for (const ciaddr of strangers) expect(stdout).not.toContain(`${ciaddr} `);
   });
 
+  it("keeps a reply to a client that takes 65535 bytes within the link's MTU as it is now: a 1300-byte identifier echoed, a 51,000-byte one dropped with a warning saying why", async () => {
+    const ifname = topology.links[0]?.ifname ?? '';
+    const logLines = (): string[] => server.process.stderr.split('\n').filter((line) => line.includes(`"ifname":"${ifname}"`));
+    expect((await topology.provider.exec(['ip', '-o', 'link', 'show', 'dev', ifname])).stdout).toMatch(/ mtu 1500 /);
+    const id = new Uint8Array(1300).fill(0x62);
+    // More than the options field holds in 1472 bytes: the reply overloads sname and file.
+    const [offer] = await exchange({ type: MESSAGE_TYPE.discover, clientIdentifier: id, maxSize: 0xffff }, '255.255.255.255');
+    expect(typeOf(offer)).toBe(MESSAGE_TYPE.offer);
+    expect(offer?.options.get(OPTION.clientIdentifier)).toEqual(id);
+    const before = await server.stats();
+    const linesBefore = logLines().length;
+    // 200 instances of 255 bytes (RFC 3396), sent in IP fragments: no reply of it fits 1500 bytes.
+    expect(await exchange({ type: MESSAGE_TYPE.discover, clientIdentifier: new Uint8Array(200 * 255).fill(0x61), maxSize: 0xffff }, '255.255.255.255')).toEqual([]);
+    const after = await server.stats();
+    expect(after.counters['dropped']).toBe((before.counters['dropped'] ?? 0) + 1);
+    expect(after.counters['sendErrors']).toBe(before.counters['sendErrors']);
+    const logged = logLines().slice(linesBefore).map((line) => JSON.parse(line) as { level: number; msg: string });
+    expect(logged.filter((entry) => entry.level >= 40)).toEqual([
+      expect.objectContaining({
+        level: 40,
+        msg: "request dropped: its 51000-byte client identifier (option 61), which a reply must echo (RFC 6842), does not fit the 1472-byte reply the link's MTU of 1500 allows",
+      }),
+    ]);
+    // The MTU the link has now, not a constant: lowered, the 1300-byte identifier no longer fits.
+    // Both ends (a veth drops what is longer than its peer's MTU): the client fragments its request.
+    const setMtu = async (mtu: number): Promise<void> => {
+      await topology.provider.ip(['link', 'set', 'dev', ifname, 'mtu', String(mtu)]);
+      await clientNetns(topology, PROBE).ip(['link', 'set', 'dev', 'eth0', 'mtu', String(mtu)]);
+    };
+    await setMtu(1280);
+    try {
+      const linesThen = logLines().length;
+      expect(await exchange({ type: MESSAGE_TYPE.discover, clientIdentifier: id, maxSize: 0xffff }, '255.255.255.255')).toEqual([]);
+      expect(logLines().slice(linesThen).map((line) => (JSON.parse(line) as { msg: string }).msg)).toContain(
+        "request dropped: its 1300-byte client identifier (option 61), which a reply must echo (RFC 6842), does not fit the 1252-byte reply the link's MTU of 1280 allows",
+      );
+    } finally {
+      await setMtu(1500);
+    }
+  });
+
   it('logs a few of the warnings a flood of DECLINEs and unanswerable DISCOVERs causes (or its rate limit), and counts them all', async () => {
     const ifname = topology.links[0]?.ifname ?? '';
     const logged = (): number =>
       server.process.stderr.split('\n').filter((line) => line.includes(`"ifname":"${ifname}"`) && /"level":(40|50)/.test(line)).length;
+    const errors = (): number => server.process.stderr.split('\n').filter((line) => line.includes(`"ifname":"${ifname}"`) && line.includes('"level":50')).length;
+    const errorsBefore = errors();
     const before = await server.stats();
     const logsBefore = logged();
     // A client identifier the reply must echo (RFC 6842) but cannot fit in 548 bytes.
@@ -302,11 +345,14 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
     const after = await server.stats();
     const grew = (name: string): number => (after.counters[name] ?? 0) - (before.counters[name] ?? 0);
     // Thirty in a second or so: past the link's burst, some are dropped by its rate limit instead.
-    expect(grew('declines') + grew('sendErrors') + grew('rateLimited')).toBe(30);
+    expect(grew('declines') + grew('dropped') + grew('rateLimited')).toBe(30);
     expect(grew('declines')).toBeGreaterThanOrEqual(5);
-    expect(grew('sendErrors')).toBeGreaterThanOrEqual(5);
+    // The identifier is the client's doing: a dropped request, no failure of the server's.
+    expect(grew('dropped')).toBeGreaterThanOrEqual(5);
+    expect(grew('sendErrors')).toBe(0);
     expect(logged() - logsBefore).toBeGreaterThanOrEqual(1);
     expect(logged() - logsBefore).toBeLessThanOrEqual(5);
+    expect(errors()).toBe(errorsBefore);
   });
 
   it('stops serving a link removed by setLinks', async () => {
@@ -318,10 +364,11 @@ describeNetns('DHCP server spoken to directly (renew, rebind, release, init-rebo
   });
 });
 
-function probeRequest(spec: { type: number; ciaddr?: string; requested?: string; serverId?: string; flags?: number; clientIdentifier?: Uint8Array }): DhcpPacket {
+function probeRequest(spec: { type: number; ciaddr?: string; requested?: string; serverId?: string; flags?: number; clientIdentifier?: Uint8Array; maxSize?: number }): DhcpPacket {
   const ip = (text: string): Uint8Array => Uint8Array.from(text.split('.').map(Number));
   const options = new Map<number, Uint8Array>([[OPTION.messageType, Uint8Array.of(spec.type)]]);
   if (spec.clientIdentifier !== undefined) options.set(OPTION.clientIdentifier, spec.clientIdentifier);
+  if (spec.maxSize !== undefined) options.set(OPTION.maxMessageSize, Uint8Array.of(spec.maxSize >> 8, spec.maxSize & 0xff));
   if (spec.requested !== undefined) options.set(OPTION.requestedIp, ip(spec.requested));
   if (spec.serverId !== undefined) options.set(OPTION.serverId, ip(spec.serverId));
   const chaddr = new Uint8Array(16);
@@ -332,6 +379,16 @@ function probeRequest(spec: { type: number; ciaddr?: string; requested?: string;
     chaddr, sname: new Uint8Array(64), file: new Uint8Array(128), options,
   };
 }
+
+describe('what a failed send of a reply points at', () => {
+  it("names the link's MTU for EMSGSIZE, a full queue for EAGAIN and ENOBUFS, the link's route and neighbour else", () => {
+    expect(sendFailureHint('Message too long')).toMatch(/^it is larger than the link's MTU/);
+    expect(sendFailureHint('Message too long')).not.toMatch(/check the link is up/);
+    expect(sendFailureHint('Resource temporarily unavailable')).toMatch(/send queue is full/);
+    expect(sendFailureHint('No buffer space available')).toMatch(/send queue is full/);
+    expect(sendFailureHint('Network is unreachable')).toBe('check the link is up and has its /32 route and neighbour entry');
+  });
+});
 
 describe('what to check when port 67 cannot be held', () => {
   it('names the cause each errno points at', () => {

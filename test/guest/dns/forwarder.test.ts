@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -442,6 +442,43 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     await eventually('the reload', async () => (await forwarder.counter('resolvConfReloads')) > reloads);
     expect((await forwarder.counters())['upstreams']).toEqual([`${UPSTREAM_B}:53`]);
     expect((await dig(['+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
+  });
+
+  it('follows what a symlinked resolv.conf resolves to: its target replaced by rename or written in place, the link re-pointed', async () => {
+    // /etc/resolv.conf as resolvconf, systemd-resolved or a read-only root leave it: a symlink into
+    // /run, here etc/resolv.conf -> ../run/resolv.conf. Only a change to the link was seen.
+    const root = mkdtempSync(join(confDir, 'symlinked-'));
+    for (const folder of ['etc', 'run/netvm']) mkdirSync(join(root, folder), { recursive: true });
+    writeFileSync(join(root, 'run/resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
+    symlinkSync('../run/resolv.conf', join(root, 'etc/resolv.conf'));
+    const linked = await ForwarderProcess.start(net.provider, { port: 5372, resolvConfPath: join(root, 'etc/resolv.conf'), timeoutMs: TIMEOUT_MS });
+    try {
+      const using = (upstream: string, how: string): Promise<number> =>
+        eventually(how, async () => JSON.stringify((await linked.counters())['upstreams']) === JSON.stringify([`${upstream}:53`]));
+      await using(UPSTREAM_A, 'the start');
+      replaceResolvConf(join(root, 'run'), `nameserver ${UPSTREAM_B}\n`);
+      await using(UPSTREAM_B, 'the target replaced by rename followed');
+      expect((await dig(['-p', '5372', '+short', 'www.test.example'])).trim()).toBe('192.0.2.81');
+      writeFileSync(join(root, 'run/resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
+      await using(UPSTREAM_A, 'the target written in place followed');
+      expect((await dig(['-p', '5372', '+short', 'www.test.example'])).trim()).toBe('192.0.2.80');
+      // Re-pointed as `ln -sfn` does it, to a file in another folder.
+      writeFileSync(join(root, 'run/netvm/resolv.conf'), `nameserver ${UPSTREAM_B}\n`);
+      symlinkSync('../run/netvm/resolv.conf', join(root, 'etc/.resolv.conf.new'));
+      renameSync(join(root, 'etc/.resolv.conf.new'), join(root, 'etc/resolv.conf'));
+      await using(UPSTREAM_B, 'the link re-pointed followed');
+      writeFileSync(join(root, 'run/netvm/resolv.conf'), `nameserver ${UPSTREAM_A}\n`);
+      await using(UPSTREAM_A, 'the new target written in place followed');
+      const said = linked.process.stderr
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as { msg: string; upstreams?: string[] })
+        .filter((line) => line.msg === 'upstream resolvers')
+        .map((line) => line.upstreams);
+      expect(said).toEqual([[`${UPSTREAM_A}:53`], [`${UPSTREAM_B}:53`], [`${UPSTREAM_A}:53`], [`${UPSTREAM_B}:53`], [`${UPSTREAM_A}:53`]]);
+    } finally {
+      await linked.process.kill();
+    }
   });
 
   it('fails over to the second upstream when the first does not answer, within the timeout', async () => {

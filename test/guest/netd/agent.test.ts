@@ -194,6 +194,34 @@ describe('NetdAgent', () => {
     expect(await vm1()).toMatchObject({ state: 'configured', error: null });
   });
 
+  it.each([
+    ['the kernel refuses it for want of the device (ENODEV: a VM shutting down takes its link down, then deletes it)', new KernelRefusal('ENODEV', '')],
+    ["its sysctl file is not there by the link's name (renamed as it came, as udev does)", new NetdError('link-gone', 'cannot write /proc/sys/net/ipv6/conf/vm1/disable_ipv6 (ENOENT): no link is named vm1 any more (renamed or deleted meanwhile)')],
+  ])('takes a change to a link gone or renamed under it for no failure, when %s: said at debug level alone, counted neither made nor failed', async (_, refusal) => {
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    kernel.readSysctl = (path: string): string => (path.includes('disable_ipv6') ? '0' : '1');
+    kernel.refuse = (operation) => operationIfindex(operation) === CLIENT_1.ifindex;
+    kernel.refusal = refusal;
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'debug' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, null, null);
+    await agent.start({ watch: true });
+    const refused = kernel.applied.filter((operation) => kernel.refuse(operation));
+    expect(refused.map((operation) => operation.kind)).toEqual(['sysctl', 'link-up', 'address-add', 'route-set', 'neighbour-set']);
+    const status = await agent.status();
+    expect(status.counters).toMatchObject({ failedChanges: 0, changesApplied: 0, initialChanges: 0 });
+    expect(status.links.find((link) => link.name === 'vm1')?.error).toBeNull();
+    expect(lines.filter((line) => line.level >= 40)).toEqual([]);
+    expect(lines.filter((line) => line.msg.endsWith(': the link is gone or renamed meanwhile, not a failure'))).toHaveLength(refused.length);
+    // Its deletion heard: nothing more is asked of it.
+    const applied = kernel.applied.length;
+    kernel.listener?.events([{ kind: 'link', op: 'del', link: CLIENT_1 }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(kernel.applied.slice(applied)).toEqual([]);
+    expect((await agent.status()).counters.failedChanges).toBe(0);
+  });
+
   it('puts its table (and the group guard in it) in place before bringing any link up at start', async () => {
     const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
     const firewall = new RecordingFirewall();

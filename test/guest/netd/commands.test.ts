@@ -609,6 +609,24 @@ describe('spectrum-netd status, as text', () => {
     expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: null } })).not.toContain('dhcp:');
   });
 
+  it("shows a client's hostname in the lease table as one cell: quoted where it has blanks, begins with a quote or is '-', '-' where it is empty or none", () => {
+    // `evil host  pl1    100.64.0.1  bound` was shown as it is, faking columns; '' as a blank cell.
+    const hostnames = ['evil host  pl1    100.64.0.1  bound', '', '-', '"web"', 'web-1', 'tab\there', undefined];
+    const leases = hostnames.map((hostname, index) => ({ ifname: `snp${index}`, clientIp: `100.64.0.${index}`, state: 'bound', ...(hostname !== undefined && { hostname }) }));
+    const text = formatStatus({ ...quietStatus, services: { leases, dhcp: null, dns: null } });
+    const table = text.slice(text.indexOf('\nLEASE')).trim().split('\n');
+    expect(table).toEqual([
+      'LEASE  IP          STATE  EXPIRES IN  HOSTNAME',
+      'snp0   100.64.0.0  bound  -           "evil host  pl1    100.64.0.1  bound"',
+      'snp1   100.64.0.1  bound  -           -',
+      'snp2   100.64.0.2  bound  -           "-"',
+      'snp3   100.64.0.3  bound  -           "\\"web\\""',
+      'snp4   100.64.0.4  bound  -           web-1',
+      'snp5   100.64.0.5  bound  -           "tab\\there"',
+      'snp6   100.64.0.6  bound  -           -',
+    ]);
+  });
+
   it('says which client IPs still owe a conntrack purge, and why, only while some do', () => {
     const base = { ...quietStatus, counters: { ...quietStatus.counters, conntrackPurgeFailures: 1 } };
     const owed = { owed: ['100.64.0.1'], sweepOwed: true, lastError: 'the kernel refused to read the conntrack table (EPERM): does the agent have CAP_NET_ADMIN?' };

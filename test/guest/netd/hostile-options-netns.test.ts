@@ -2,7 +2,7 @@
 // one line and exit 2 whatever else is switched off, a resolver configuration that is no regular
 // file does not keep the agent from starting, a signal while it starts stops it cleanly, and
 // `status` says in one line what is wrong with a control socket whose peer is no (or another)
-// spectrum-netd.
+// spectrum-netd, and shows a client's hostname as one cell of its lease table.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
@@ -319,6 +319,29 @@ describeNetns('spectrum-netd run and mistaken options', () => {
       expect(result.stderr).toBe(`spectrum-netd: the answer on ${path} is not a spectrum-netd status: status.links[0].role: Invalid input: expected string, received number; is --control-socket the agent's socket?\n`);
       expect(result.code, result.stderr).toBe(1);
       expect(result.stdout).toBe('');
+    } finally {
+      await close();
+    }
+  });
+
+  it("status shows a client's hostname with blanks quoted in its one cell, an empty one as '-', and --json gives both as they are", async () => {
+    // `evil host  pl1    100.64.0.1  bound` was printed as it is, faking a row's columns.
+    const evil = 'evil host  pl1    100.64.0.1  bound';
+    const leases = [
+      { ifname: 'snp1', clientIp: '100.64.0.1', state: 'bound', hostname: evil },
+      { ifname: 'snp2', clientIp: '100.64.0.2', state: 'bound', hostname: '' },
+    ];
+    const reply = { links: [], counters: {}, firewall: null, flowLimits: null, firewallError: null, model: null, conntrack: null, services: { leases, dhcp: null, dns: null } };
+    const path = join(dir, 'hostname.sock');
+    const close = await fakeControlSocket(path, (socket) => socket.end(`${JSON.stringify(reply)}\n`));
+    try {
+      const text = await status(path);
+      expect(text.code, text.stderr).toBe(0);
+      const rows = text.stdout.split('\n').filter((line) => line.startsWith('snp'));
+      expect(rows).toEqual([`snp1   100.64.0.1  bound  -           ${JSON.stringify(evil)}`, 'snp2   100.64.0.2  bound  -           -']);
+      const json = await provider.exec(['node', CLI, 'status', '--json', '--control-socket', path], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+      expect(json.code, json.stderr).toBe(0);
+      expect((JSON.parse(json.stdout) as typeof reply).services.leases.map((lease) => lease.hostname)).toEqual([evil, '']);
     } finally {
       await close();
     }
