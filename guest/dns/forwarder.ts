@@ -1332,7 +1332,8 @@ class Forwarder implements DnsForwarder {
   readonly #onClientDatagram = (message: Buffer, remote: UdpPeer): void => {
     this.#counters.queries += 1;
     const clientKey = remote.hostKey();
-    if (!this.#limiter.allow(clientKey, performance.now())) {
+    const now = performance.now();
+    if (!this.#limiter.allow(clientKey, now)) {
       this.#counters.rateLimited += 1;
       return;
     }
@@ -1381,7 +1382,7 @@ class Forwarder implements DnsForwarder {
       sentAt: 0,
       transmissions: 0,
       upstreamUntil: 0,
-      queryUntil: performance.now() + this.#queryTimeoutMs,
+      queryUntil: now + this.#queryTimeoutMs,
       timedOut: false,
       earlier: undefined,
       parked: false,
@@ -1424,8 +1425,11 @@ class Forwarder implements DnsForwarder {
    */
   #sendUpstream(entry: PendingQuery): boolean {
     const now = performance.now();
-    if (this.#pending.peek(entry.id) !== entry) {
-      const id = this.#pending.insert(entry, now + entry.link.rtt.timeoutMs());
+    const upstreamUntil = Math.min(now + this.#timeoutMs, entry.queryUntil);
+    const resendAt = Math.min(now + entry.link.rtt.timeoutMs(), upstreamUntil);
+    if (this.#pending.peek(entry.id) === entry) this.#pending.reschedule(entry.id, resendAt);
+    else {
+      const id = this.#pending.insert(entry, resendAt);
       if (id === undefined) return false;
       entry.id = id;
       writeId(entry.message, id);
@@ -1433,9 +1437,8 @@ class Forwarder implements DnsForwarder {
     const id = entry.id;
     entry.sentAt = now;
     entry.transmissions = 1;
-    entry.upstreamUntil = Math.min(now + this.#timeoutMs, entry.queryUntil);
+    entry.upstreamUntil = upstreamUntil;
     entry.timedOut = false;
-    this.#pending.reschedule(id, Math.min(now + entry.link.rtt.timeoutMs(), entry.upstreamUntil));
     if (!hasTried(entry.tried, entry.link.upstream)) entry.tried.push(entry.link.upstream);
     if (!usable(entry.link)) {
       // No socket of its upstream works (all failed, the upstream to be connected again after its

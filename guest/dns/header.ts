@@ -206,10 +206,12 @@ export function messageEnd(message: Uint8Array): number | undefined {
     offset = name + 4;
   }
   // Each record takes 11 bytes at least: a lying count ends the walk at the message's end.
+  // (As recordAt, without making an object per record: this runs for every answer relayed.)
   for (let left = u16(message, 6) + u16(message, 8) + u16(message, 10); left > 0; left--) {
-    const record = recordAt(message, offset);
-    if (record === undefined) return undefined;
-    offset = record.end;
+    const name = nameEnd(message, offset);
+    if (name === undefined || name + 10 > message.length) return undefined;
+    offset = name + 10 + u16(message, name + 8);
+    if (offset > message.length) return undefined;
   }
   return offset;
 }
@@ -280,7 +282,7 @@ export interface FittedAnswer {
 export function fitUdpAnswer(answer: Buffer, questionLength: number, room: UdpRoom): FittedAnswer | undefined {
   const end = messageEnd(answer);
   if (end === undefined && !isTruncated(answer)) return undefined;
-  if (end !== undefined && end <= room.bytes) return { message: answer.subarray(0, end), truncated: false };
+  if (end !== undefined && end <= room.bytes) return { message: end === answer.length ? answer : answer.subarray(0, end), truncated: false };
   const question = questionCount(answer) === 1 ? answer.subarray(HEADER_LENGTH, HEADER_LENGTH + questionLength) : new Uint8Array(0);
   const opt = room.edns && end !== undefined ? optRecordOf(answer, end) : undefined;
   const base = HEADER_LENGTH + question.length;
