@@ -15,7 +15,11 @@ export interface UpstreamLinkInfo {
   readonly ownIp: string;
 }
 
-/** Per-link services: told the full list of provider links, and the upstream link, whenever they change. */
+/**
+ * Per-link services: told the full list of provider links, and the upstream link, whenever they
+ * change; and told them again when the gateway address comes onto one of the links (or leaves
+ * them all), where the DNS forwarder binds it.
+ */
 export interface ServicesPort {
   linksChanged(links: readonly ProviderLink[], upstreamLink: UpstreamLinkInfo | null): Promise<void>;
 }

@@ -1,13 +1,14 @@
 // The agent's imperative shell: keeps the kernel view current from notifications, and runs one
 // reconcile at a time — events arriving meanwhile are coalesced into the next run.
 import type { Logger } from '../../shared/log.js';
+import { GATEWAY_IP } from '../../shared/scheme.js';
 import { type Backoff, backoffDelayMs } from '../backoff.js';
 import type { ConntrackPort } from '../conntrack-port.js';
 import type { ArpGuardState, FirewallCounters, FirewallPort, FirewallReading, FlowLimits } from '../firewall-port.js';
 import { FirewallError } from '../firewall/firewall-error.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
-import { type KernelEvent, type KernelView, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
+import { type KernelEvent, type KernelView, addressKey, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
 import { KernelRefusal, NetdError } from './netd-error.js';
 import type { DumpTable, FailedDump, NetdKernel, NotificationLoss, SkippedEntry } from './rtnetlink.js';
 import {
@@ -202,8 +203,11 @@ export class NetdAgent {
   #firewallError: string | null = null;
   /** #filteredLinks() of #firewallModel, built once per model the firewall takes, when first asked for. */
   #filteredLinksOf: { readonly model: FirewallModel; readonly links: ReadonlyMap<string, string | null> } | undefined;
-  /** What the services were last told (null: nothing yet). */
-  #servicesTold: { readonly links: readonly ProviderLink[]; readonly upstreamLink: UpstreamLinkInfo | null } | null = null;
+  /**
+   * What the services were last told (null: nothing yet), and whether a provider link carried the
+   * gateway address then (see #tellServices).
+   */
+  #servicesTold: { readonly links: readonly ProviderLink[]; readonly upstreamLink: UpstreamLinkInfo | null; readonly gateway: boolean } | null = null;
   #errors = new Map<number, string>();
   /** What #sayKept said last: a link's index and note. */
   #keptSaid = new Set<string>();
@@ -849,6 +853,10 @@ export class NetdAgent {
         // the link's notification (its deletion, its new name) plans what follows, or nothing.
         run.vanished += 1;
         if (this.#view.lastKnown?.has(ifindex) === true) gone.add(ifindex);
+        // Read again before it is set again: a link still there by that name whose file went with
+        // its IPv6 (an MTU below 1280) has nothing to set ('absent'), where the value read before
+        // would be asked for again at every retry, each refused so, no notification ending them.
+        if (operation.kind === 'sysctl') this.#view.sysctls.delete(sysctlKeyId(operation.key));
         this.log.debug(`${text}: the link is gone or renamed meanwhile, not a failure`);
         return;
       }
@@ -937,7 +945,10 @@ export class NetdAgent {
     for (const [ifindex, { name }] of this.#conflictsSaid) {
       if (said.has(ifindex)) continue;
       const now = links.find((link) => link.ifindex === ifindex);
-      this.log.info({ link: now?.name ?? name, ifindex }, `${now?.name ?? name} is no longer in conflict: ${now === undefined ? 'it is gone' : `it is ${now.state} now`}`);
+      // Served now, the plan has yet to configure it in this reconcile: 'pending' would say nothing of that.
+      const served = now !== undefined && now.role === 'provider' && now.id !== null && (now.state === 'pending' || now.state === 'configured');
+      const what = now === undefined ? 'it is gone' : served ? `client id ${String(now.id)} is served on it now` : `it is ${now.state} now`;
+      this.log.info({ link: now?.name ?? name, ifindex }, `${now?.name ?? name} is no longer in conflict: ${what}`);
     }
     this.#conflictsSaid = said;
   }
@@ -1039,12 +1050,17 @@ export class NetdAgent {
   async #tellServices(current: Plan): Promise<void> {
     const links: readonly ProviderLink[] = current.providerLinks;
     const told = this.#servicesTold;
+    if (this.services === null) return;
     // Field by field, not as JSON text: at a thousand links the text cost each reconcile ~0.7 ms.
-    const same = told !== null && sameUpstreamLink(told.upstreamLink, current.upstreamLink) && sameProviderLinks(told.links, links);
-    if (this.services !== null && !same) {
+    const listed = told !== null && sameUpstreamLink(told.upstreamLink, current.upstreamLink) && sameProviderLinks(told.links, links);
+    // Told again, the same links, when the gateway address comes onto them: the DNS forwarder binds
+    // it then, and a link planned a reconcile or more before it got the address (held back while
+    // the firewall could not be made, say) would else leave it unbound until the links change.
+    const gateway = (listed && told.gateway) || carriesGateway(this.#view, links);
+    if (!listed || gateway !== told.gateway) {
       try {
         await this.services.linksChanged(links, current.upstreamLink);
-        this.#servicesTold = { links, upstreamLink: current.upstreamLink };
+        this.#servicesTold = { links, upstreamLink: current.upstreamLink, gateway };
       } catch (error) {
         this.log.error({ err: error }, 'services update failed; will retry');
         this.#scheduleRetry(true);
@@ -1156,6 +1172,11 @@ function sameProviderLinks(a: readonly ProviderLink[], b: readonly ProviderLink[
     if (x.ifname !== y.ifname || x.ifindex !== y.ifindex || x.id !== y.id || x.clientIp !== y.clientIp || x.clientMac !== y.clientMac) return false;
   }
   return true;
+}
+
+/** Whether one of `links` carries the gateway address in `view` (the first that does ends the search). */
+function carriesGateway(view: KernelView, links: readonly ProviderLink[]): boolean {
+  return links.some((link) => view.addresses.has(addressKey({ ifindex: link.ifindex, ip: GATEWAY_IP, prefixLength: 32 })));
 }
 
 function sameUpstreamLink(a: UpstreamLinkInfo | null, b: UpstreamLinkInfo | null): boolean {

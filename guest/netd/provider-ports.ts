@@ -316,7 +316,13 @@ export class ProviderServices implements ServicesPort {
   ) {}
 
   async linksChanged(links: readonly ProviderLink[], upstreamLink: UpstreamLinkInfo | null): Promise<void> {
-    await this.dhcp?.setLinks(links.map((link) => ({ ifname: link.ifname, ifindex: link.ifindex, id: clientId(link.id) })));
+    // DHCP's failure (a link's socket not opened: it tries again on its own) is thrown once DNS
+    // has been told as well: the forwarder binds the gateway here, and a DHCP that kept failing
+    // (no CAP_NET_RAW) kept DNS from ever listening.
+    const dhcp = await this.dhcp?.setLinks(links.map((link) => ({ ifname: link.ifname, ifindex: link.ifindex, id: clientId(link.id) }))).then(
+      () => undefined,
+      (error: unknown) => ({ error }),
+    );
     // A chained provider reaches its upstream provider's forwarder (at our own gateway address) through that link.
     await this.dns?.setUpstreamLink(upstreamLink === null ? null : { device: upstreamLink.ifname, ifindex: upstreamLink.ifindex, source: upstreamLink.ownIp });
     // The gateway address exists once a provider link carries it: the forwarder can bind then.
@@ -327,6 +333,7 @@ export class ProviderServices implements ServicesPort {
       await this.dns.rebind();
       if (!wasListening && this.dns.listening()) this.log.info('DNS forwarder listening on the gateway');
     }
+    if (dhcp !== undefined) throw dhcp.error;
   }
 
   status(): ServicesStatus {

@@ -222,6 +222,30 @@ describe('NetdAgent', () => {
     expect((await agent.status()).counters.failedChanges).toBe(0);
   });
 
+  it('says a conflict once as it comes, and as it ends that the link serves its client now (not that it is "pending")', async () => {
+    const DUP_1 = { ...CLIENT_1, ifindex: 5, name: 'dup1' };
+    const kernel = new ScriptedKernel([
+      { kind: 'link', op: 'new', link: CLIENT_1 },
+      { kind: 'link', op: 'new', link: DUP_1 },
+    ]);
+    const lines: { level: number; msg: string; link?: string }[] = [];
+    const log = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, null, null);
+    await agent.start({ watch: true });
+    // Another reconcile meanwhile: the conflict is not said again.
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...CLIENT_1, up: false, group: 7 } }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    kernel.listener?.events([{ kind: 'link', op: 'del', link: CLIENT_1 }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    expect(lines.filter((line) => line.link === 'dup1').map((line) => [line.level, line.msg])).toEqual([
+      [40, 'dup1 is in conflict: client id 1 is already served on vm1; all its traffic is dropped (said once while it lasts)'],
+      [30, 'dup1 is no longer in conflict: client id 1 is served on it now'],
+    ]);
+    expect((await agent.status()).links.find((link) => link.name === 'dup1')?.state).toBe('configured');
+  });
+
   it('puts its table (and the group guard in it) in place before bringing any link up at start', async () => {
     const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
     const firewall = new RecordingFirewall();

@@ -1,0 +1,161 @@
+// spectrum-netd run binds its DNS forwarder on the gateway address once a provider link carries it
+// (the forwarder is not bound at start: see the README, "DNS forwarder"), whatever way the address
+// comes: a link configured a reconcile after it was first planned (held back while the firewall
+// could not be made), a restart onto links configured already, a first link hot-plugged into a
+// provider that had none.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, eventually } from '../../harness/index.js';
+import { NETD_CLI, linkMac, requireNetdBuild } from '../provider-world.js';
+
+interface LogLine {
+  readonly level: number;
+  readonly msg: string;
+  readonly [key: string]: unknown;
+}
+
+interface StatusJson {
+  links: { name: string; state: string; error: string | null }[];
+  services: { dns: { listening: boolean; lastBindError: string | null } | null } | null;
+}
+
+describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway address is on a provider link', () => {
+  let harness: Harness;
+  let dir: string;
+
+  beforeAll(() => {
+    requireNetdBuild();
+    dir = mkdtempSync(join(tmpdir(), 'netd-dnsbind-'));
+    // No upstream to reach: a resolv.conf naming none keeps the forwarder's upstream warnings out.
+    writeFileSync(join(dir, 'resolv.conf'), '');
+    harness = createHarness('netdb');
+  });
+
+  afterAll(async () => {
+    await harness?.cleanup();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const logLines = (agent: NetnsProcess): LogLine[] =>
+    agent.stderr
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as LogLine);
+
+  async function status(ns: Netns, socket: string): Promise<StatusJson> {
+    const { stdout } = await ns.exec(['node', NETD_CLI, 'status', '--json', '--control-socket', socket], { enter: 'nsenter' });
+    return JSON.parse(stdout) as StatusJson;
+  }
+
+  /** A provider link `name` for client id `id` in `provider`, its far end eth0 in a namespace of its own (`client`). */
+  async function clientLink(provider: Netns, name: string, id: number, client: string): Promise<void> {
+    const far = await harness.namespace(client);
+    await provider.ip(['link', 'add', name, 'address', linkMac('provider', id), 'type', 'veth', 'peer', 'name', 'eth0', 'address', linkMac('client', id), 'netns', far.name]);
+  }
+
+  /** The agent, without DHCP; `before`: what runs it (setpriv, say). */
+  function startAgent(provider: Netns, socket: string, env: NodeJS.ProcessEnv = {}, options: { readonly dhcp?: boolean; readonly before?: readonly string[] } = {}): NetnsProcess {
+    const argv = ['node', NETD_CLI, 'run', ...(options.dhcp === true ? [] : ['--no-dhcp']), '--control-socket', socket, '--notify-fd', '1', '--resolv-conf', join(dir, 'resolv.conf')];
+    return provider.spawn([...(options.before ?? []), ...argv], {
+      enter: 'nsenter',
+      env: { ...process.env, SPECTRUM_LOG_LEVEL: 'info', ...env },
+    });
+  }
+
+  const listening = async (provider: Netns, socket: string): Promise<boolean> => (await status(provider, socket)).services?.dns?.listening === true;
+
+  /** Whether something in `provider` listens on 169.254.0.1:53 over UDP and TCP. */
+  async function boundInKernel(provider: Netns): Promise<boolean> {
+    const { stdout } = await provider.exec(['ss', '-Hlutn', 'src', '169.254.0.1', 'sport', '=', ':53']);
+    return stdout.trim() !== '';
+  }
+
+  it('listens once a link held back at start (the firewall could not be made) is configured, though the list of links never changed', async () => {
+    const provider = await harness.namespace('held');
+    const socket = join(dir, 'held.sock');
+    await clientLink(provider, 'vm1', 1, 'heldc1');
+    // nft refuses every call while `failing` exists (as a kernel short of memory would), then is the real nft.
+    const real = execFileSync('sh', ['-c', 'command -v nft'], { encoding: 'utf8' }).trim();
+    const gate = mkdtempSync(join(dir, 'nft-'));
+    const failing = join(gate, 'failing');
+    writeFileSync(failing, '');
+    writeFileSync(
+      join(gate, 'nft'),
+      `#!/bin/sh\nif [ -e '${failing}' ]; then echo 'Error: Could not process rule: Cannot allocate memory' >&2; exit 1; fi\nexec '${real}' "$@"\n`,
+      { mode: 0o755 },
+    );
+    const agent = startAgent(provider, socket, { PATH: `${gate}:${process.env['PATH'] ?? ''}`, SPECTRUM_NETD_SPAWN_NFT: '1' });
+    try {
+      await agent.waitForOutput(/^\n/, 30_000);
+      expect((await status(provider, socket)).links.find((link) => link.name === 'vm1')).toMatchObject({
+        state: 'pending',
+        error: expect.stringMatching(/^held back until the firewall filters this link/),
+      });
+      rmSync(failing);
+      await eventually('vm1 configured', async () => (await status(provider, socket)).links.some((link) => link.name === 'vm1' && link.state === 'configured'));
+      await eventually('the DNS forwarder listening', () => listening(provider, socket), 10_000);
+      expect(await boundInKernel(provider)).toBe(true);
+      expect(logLines(agent).map((line) => line.msg)).toContain('DNS forwarder listening');
+    } finally {
+      await agent.kill('SIGTERM');
+    }
+  });
+
+  it('listens at once after a restart onto provider links configured already, with no warning', async () => {
+    const provider = await harness.namespace('again');
+    const socket = join(dir, 'again.sock');
+    await clientLink(provider, 'vm1', 1, 'againc1');
+    const first = startAgent(provider, socket);
+    try {
+      await first.waitForOutput(/^\n/, 30_000);
+      await eventually('the first agent listening', () => listening(provider, socket));
+    } finally {
+      await first.kill('SIGTERM');
+    }
+    const second = startAgent(provider, socket);
+    try {
+      await second.waitForOutput(/^\n/, 30_000);
+      await eventually('the second agent listening', () => listening(provider, socket));
+      expect(logLines(second).filter((line) => line.level >= 40)).toEqual([]);
+    } finally {
+      await second.kill('SIGTERM');
+    }
+  });
+
+  it('starts with no provider link without listening or warning, and listens once one is plugged', async () => {
+    const provider = await harness.namespace('none');
+    const socket = join(dir, 'none.sock');
+    const agent = startAgent(provider, socket);
+    try {
+      await agent.waitForOutput(/^\n/, 30_000);
+      expect(await listening(provider, socket)).toBe(false);
+      await clientLink(provider, 'vm7', 7, 'nonec7');
+      await eventually('the DNS forwarder listening', () => listening(provider, socket));
+      expect(await boundInKernel(provider)).toBe(true);
+      expect(logLines(agent).filter((line) => line.level >= 40)).toEqual([]);
+    } finally {
+      await agent.kill('SIGTERM');
+    }
+  });
+
+  it('listens though DHCP cannot open its link sockets (no CAP_NET_RAW): one service failing holds the other back no more', async () => {
+    const provider = await harness.namespace('noraw');
+    const socket = join(dir, 'noraw.sock');
+    await clientLink(provider, 'vm3', 3, 'norawc3');
+    // CAP_NET_RAW dropped from the bounding and inheritable sets: root has it no more after exec.
+    const agent = startAgent(provider, socket, {}, { dhcp: true, before: ['setpriv', '--inh-caps=-net_raw', '--bounding-set=-net_raw'] });
+    try {
+      await agent.waitForOutput(/^\n/, 30_000);
+      await eventually('vm3 configured', async () => (await status(provider, socket)).links.some((link) => link.name === 'vm3' && link.state === 'configured'));
+      // DHCP's failure is said (its sockets are tried again on their own meanwhile).
+      await eventually('the DHCP failure said', () => Promise.resolve(logLines(agent).some((line) => line.msg === 'services update failed; will retry')));
+      await eventually('the DNS forwarder listening', () => listening(provider, socket));
+      expect(await boundInKernel(provider)).toBe(true);
+    } finally {
+      await agent.kill('SIGTERM');
+    }
+  });
+});
