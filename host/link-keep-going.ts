@@ -500,12 +500,14 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   } catch (error) {
     // A run of one VM whose undo a bug cut short (thrown instead): stopped, as in the pass one by
     // one, its failure said all the same (not a signal's, nor the state's: the run's), and that
-    // what the run made for it may be left over. (Of several VMs, the pass one by one goes on
-    // from the state file as the undo left it, and undoes a VM that fails there: below.)
-    if (valid.length === 1 && !transactionUndone) {
-      const vm = valid[0] as VmName;
-      if (undoneFor !== undefined && !isInterruption(undoneFor) && !(undoneFor instanceof StateStoreError)) failures.set(vm, undoneFor);
-      soFar.cutShort = { undoing: [vm], notLinked: [], madeForNotLinked: false };
+    // what the run made for it may be left over. So too a run of several that a signal or a state
+    // failure failed, which stop the whole run (below), the undo of all of them cut short. (Of
+    // several VMs failed otherwise, the pass one by one goes on from the state file as the undo
+    // left it, and undoes a VM that fails there: below.)
+    const undoneForWhole = isInterruption(undoneFor) || undoneFor instanceof StateStoreError;
+    if (!transactionUndone && (valid.length === 1 || undoneForWhole)) {
+      if (valid.length === 1 && undoneFor !== undefined && !undoneForWhole) failures.set(valid[0] as VmName, undoneFor);
+      soFar.cutShort = { undoing: valid, notLinked: [], madeForNotLinked: false };
       throw error;
     }
     // Undone already (no NIC was hot-plugged). Nothing one VM could be spared: the state is every VM's.

@@ -2022,6 +2022,53 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c1', ids[0]], ['c2', ids[1]], ['c3', ids[2]]]);
   });
 
+  // A signal, or the state's failure, fails the whole run (nothing goes on one by one): where a bug
+  // then cuts short the undo of the one transaction of several VMs, the run stops there as for one
+  // VM, saying what it made for them all may be left over; not linked again one by one as after a
+  // kernel refusal, said as a pass one by one a signal stopped before any VM.
+  it('a run of several VMs, a signal in its one transaction, the undo it makes then stopped by the bug: stopped there, the line says what it made for them may be left over, not that it linked VM by VM after a failure; every id recorded kept', async () => {
+    kernel.whileApplying = () => {
+      process.emit('SIGINT', 'SIGINT');
+      kernel.undoBug = bug;
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 130,
+      stdout: '',
+      stderr: [
+        `spectrum-link: internal error: ${bug.message}`,
+        'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
+        'spectrum-link: link stopped by a bug as it undid c1, c2, c3: what the run had made for them (devices, ids) may be left over: run it again, and it converges',
+      ],
+    });
+    expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3']);
+  });
+
+  it('a run of several VMs (five: two chunks), its one transaction failed by the state file (the second chunk\'s record), the undo then stopped by the bug: stopped there, not linked again one by one, the records written kept; exit 70', async () => {
+    const more = ['c4', 'c5'].map(vmName);
+    for (const vm of more) await addVm(vm, [NETVM]);
+    // The first chunk's record written, the second's fails (as the first chunk's devices are
+    // made), and then the undo.
+    Object.assign(store, { passSaves: 1, failSaves: 1 });
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      kernel.undoBug = bug;
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3, ...more]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 70,
+      stdout: '',
+      stderr: [
+        'spectrum-link: link stopped by a bug as it undid c1, c2, c3, c4, c5: what the run had made for them (devices, ids) may be left over: run it again, and it converges',
+        `spectrum-link: internal error: ${bug.message}`,
+      ],
+    });
+    expect(applies).toBe(1);
+    // The first chunk's records kept: their devices may be there.
+    expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3', 'c4']);
+  });
+
   /** A VMM that refuses `vm`'s NIC, the undo's write back of the state file that follows then failed by the bug (not the store's failure). */
   const refusingThenWriteBug = (vm: VmName): VmmPort => ({
     ...NO_VMM,
