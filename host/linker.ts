@@ -27,6 +27,7 @@ import {
   type LinkerOptions,
   type RunDevices,
   type TakenBackNic,
+  type TransactionBugs,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type VmmDetachFailure,
@@ -648,8 +649,8 @@ interface RunSoFar {
   /** With --keep-going, the VMs it did not link, in the order asked for. */
   readonly failed: readonly FailedVm[];
   readonly ambiguousAttach: readonly AmbiguousAttach[];
-  /** With --keep-going, the bug of its one transaction no VM failed by (KeepGoingOutcome.transactionBug). */
-  readonly transactionBug?: unknown;
+  /** With --keep-going, the bugs of its one transaction no VM failed by (KeepGoingOutcome.transactionBug, transactionUndoBug). */
+  readonly transactionBugs?: TransactionBugs;
 }
 
 /**
@@ -664,8 +665,7 @@ export async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOpt
   const { wholeDir } = run;
   const outcomeOf = async (state: LinkState, down: Pick<KeepGoingOutcome, 'unlinked' | 'vmmFailures'>): Promise<KeepGoingOutcome> => {
     const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(state, wholeDir.snapshot, options);
-    const { transactionBug } = soFar;
-    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed, ...(transactionBug !== undefined && { transactionBug }) };
+    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed, ...soFar.transactionBugs };
   };
   // What the run leaves as it is is of clients the take-down does not touch: the state before it tells it.
   const failedWith = async (error: unknown, down: Pick<FinishedOutcome, 'unlinked' | 'vmmFailures' | 'notTakenDown' | 'takeDownStopped'>): Promise<unknown> => {

@@ -2004,7 +2004,11 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c1', id]]);
   });
 
-  it('a run of several VMs, its one transaction refused by the kernel (c2), its undo stopped by the bug: the VMs linked again one by one from the state file as that left it (c2 failing again, undone), the bug said; exit 70', async () => {
+  /** The line of a bug that cut short the undo of the one transaction of several VMs, which then had them linked again one by one. */
+  const transactionUndoLine = (message: string): string =>
+    `spectrum-link: the undo of its one transaction, which had it link VM by VM, was cut short by a bug: what that had made for the VMs it did not link (devices, ids) may be left over (run it again, and it converges): internal error: ${message}`;
+
+  it('a run of several VMs, its one transaction refused by the kernel (c2), its undo stopped by the bug: the VMs linked again one by one from the state file as that left it (c2 failing again, undone), the bug said as the undo\'s, not as the failure that had it link VM by VM; exit 70', async () => {
     const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
     kernel.refused.add(linkDeviceNames(PREFIX, ids[1]!).bridge);
     let applies = 0;
@@ -2016,7 +2020,7 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
       code: 70,
       linked: [expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c3 -> netvm  id /)],
-      stderr: [expect.stringMatching(/^spectrum-link: link c2 failed: ip link add \S+ type bridge failed: File exists$/), `spectrum-link: the failure that had it link VM by VM: internal error: ${bug.message}`],
+      stderr: [expect.stringMatching(/^spectrum-link: link c2 failed: ip link add \S+ type bridge failed: File exists$/), transactionUndoLine(bug.message)],
     });
     // c2's id kept, never written away: the undo the bug cut short left it recorded, and c2's undo one by one goes back to that.
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c1', ids[0]], ['c2', ids[1]], ['c3', ids[2]]]);
@@ -2067,6 +2071,48 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect(applies).toBe(1);
     // The first chunk's records kept: their devices may be there.
     expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3', 'c4']);
+  });
+
+  it.each([false, true])('a run of several VMs, its one transaction failed by a bug (as its devices are made), its undo stopped by another: neither lost, the first said as the failure that had it link VM by VM, the other as the undo\'s; every VM linked one by one (a signal in that pass, at c2: %s)', async (signal) => {
+    const failed = new TypeError("Cannot read properties of undefined (reading 'steps')");
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 1) {
+        kernel.undoBug = bug;
+        throw failed;
+      }
+      // One by one: c1's devices (2), then c2's (3).
+      if (signal && applies === 3) process.emit('SIGINT', 'SIGINT');
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3]);
+    const why = `spectrum-link: the failure that had it link VM by VM: internal error: ${failed.message}`;
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual(
+      signal
+        ? {
+            code: 130,
+            linked: [expect.stringMatching(/^c1 -> netvm  id /)],
+            stderr: [expect.stringMatching(/^spectrum-link: link interrupted by SIGINT while linking VM by VM after a failure \(--keep-going\): undid what it had made for c2, /), why, transactionUndoLine(bug.message)],
+          }
+        : { code: 70, linked: [/^c1 -> netvm  id /, /^c2 -> netvm  id /, /^c3 -> netvm  id /].map((line) => expect.stringMatching(line)), stderr: [why, transactionUndoLine(bug.message)] },
+    );
+  });
+
+  it('a run of several VMs, its one transaction refused by the kernel (c2), its undo stopped by a bug that then stops c2\'s undo one by one too: that bug said once, as the one that stopped the run', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[1]!).bridge);
+    // In every undo (the bug is the undo's own, not one of a VM).
+    kernel.whileApplying = () => void (kernel.undoBug = bug);
+    const run = await linkCli(['--keep-going', c1, c2, c3]);
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 70,
+      linked: [expect.stringMatching(/^c1 -> netvm  id /)],
+      stderr: [
+        expect.stringMatching(/^spectrum-link: link c2 failed: ip link add \S+ type bridge failed: File exists$/),
+        'spectrum-link: link stopped by a bug as it undid c2: what the run had made for it (devices, ids) may be left over; c3, after it, was not linked (the pass one by one had not got to it): run it again, and it converges',
+        `spectrum-link: internal error: ${bug.message}`,
+      ],
+    });
   });
 
   /** A VMM that refuses `vm`'s NIC, the undo's write back of the state file that follows then failed by the bug (not the store's failure). */
