@@ -352,13 +352,14 @@ function stateFailedAfter(
 }
 
 /**
- * The bug (an error of no kind) that the one transaction of several VMs failed by (`failure`),
- * which had them linked again one by one, where no VM failed by it (`failures`: none by a bug of
- * its message, which that VM's line says): to be said all the same, none of one VM's; else
+ * The bug (an error of no kind) that the one transaction of several VMs (`vms`) failed by
+ * (`failure`), which had them linked again one by one, where none of them failed by it there
+ * (`failures`: none by a bug of its message, which that VM's line says; a VM failed before the
+ * transaction, none of its, is no such one): to be said all the same, none of one VM's; else
  * undefined (no bug, or said). `stoppedBy`: the bug that stopped the run, said as it is.
  */
-function unsaidTransactionBug(failure: unknown, failures: ReadonlyMap<VmName, unknown>, stoppedBy?: unknown): unknown {
-  return unsaidBug(failure, [...failures.values(), stoppedBy]);
+function unsaidTransactionBug(failure: unknown, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>, stoppedBy?: unknown): unknown {
+  return unsaidBug(failure, [...vms.map((vm) => failures.get(vm)), stoppedBy]);
 }
 
 /** `bug` where it is one (an error of no kind) that none of `said` is a bug of its message (which says it), else undefined. */
@@ -372,8 +373,8 @@ function unsaidBug(bug: unknown, said: readonly unknown[]): unknown {
  * one it failed by (unsaidTransactionBug), and the one that cut its undo short (`undoBug`), where
  * the bug that stopped the run (`stoppedBy`) is not of its message; only those there are.
  */
-function transactionBugsOf(soFar: Pick<PassesSoFar, 'failures' | 'transactionFailure' | 'transactionUndoBug'>, stoppedBy?: unknown): TransactionBugs {
-  const transactionBug = unsaidTransactionBug(soFar.transactionFailure, soFar.failures, stoppedBy);
+function transactionBugsOf(soFar: Pick<PassesSoFar, 'failures' | 'transactionVms' | 'transactionFailure' | 'transactionUndoBug'>, stoppedBy?: unknown): TransactionBugs {
+  const transactionBug = unsaidTransactionBug(soFar.transactionFailure, soFar.transactionVms ?? [], soFar.failures, stoppedBy);
   const transactionUndoBug = unsaidBug(soFar.transactionUndoBug, [stoppedBy]);
   return { ...(transactionBug !== undefined && { transactionBug }), ...(transactionUndoBug !== undefined && { transactionUndoBug }) };
 }
@@ -403,8 +404,9 @@ interface PassesSoFar {
   readonly linked: Map<VmName, LinkReport[]>;
   /** The state as the passes read it, once read. */
   before?: LinkState;
-  /** Why the one transaction of several VMs failed, once it has (the VMs then linked again one by one). */
+  /** Why the one transaction of several VMs failed, once it has (the VMs then linked again one by one), and its VMs. */
   transactionFailure?: unknown;
+  transactionVms?: readonly VmName[];
   /** The bug that cut short that transaction's undo, where one did (the VMs linked again one by one all the same). */
   transactionUndoBug?: unknown;
   /** Where a bug cut short an undo of a pass VM by VM (thrown, stopping the run): what that leaves. */
@@ -541,6 +543,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     // had it link VM by VM is the failure it undid, and that bug, none of one VM's, is said too.
     transactionFailure = transactionUndone ? error : (undoneFor ?? error);
     soFar.transactionFailure = transactionFailure;
+    soFar.transactionVms = valid;
     if (!transactionUndone) soFar.transactionUndoBug = error;
   }
   let pass: KeepGoingPass;

@@ -1714,6 +1714,31 @@ describe('link --keep-going with a VM failed by a bug (an error of no kind) in i
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.attached?.client])).toEqual(expect.arrayContaining([['c1', 'qemu']]));
   });
 
+  it('the one transaction of the others (c2, c3) failed once by a bug of the message c1 failed by as its NIC came out before it: that is no VM failing by it again one by one, so it is said too; exit 70', async () => {
+    // c1's client side up as QEMU attached it, to be attached another way (--attach none).
+    const allocation = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]);
+    const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
+    await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
+    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      unansweredDetach: (_kind, vm) => {
+        if (vm === c1) throw bug;
+        return undefined;
+      },
+    };
+    // Another bug, of the same message, as the transaction looks up c2's devices (once).
+    const c2Id = allocateMany(allocation.state, [c2, c3].map((client) => ({ client, provider: NETVM }))).links[0]!.id;
+    kernel.lookupBug = { device: linkDeviceNames(PREFIX, c2Id).bridge, error: new TypeError(bug.message), once: true };
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm });
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 70,
+      linked: [expect.stringMatching(/^c2 -> netvm  id /), expect.stringMatching(/^c3 -> netvm  id /)],
+      stderr: [`spectrum-link: link c1 failed: internal error: ${bug.message}`, `spectrum-link: the failure that had it link VM by VM: internal error: ${bug.message}`],
+    });
+    expect(kernel.lookupBug).toBeUndefined();
+  });
+
   it('as the one transaction of its run of one VM makes its devices: it fails, said as a bug; exit 70', async () => {
     const id = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]).links[0]!.id;
     kernel.lookupBug = { device: linkDeviceNames(PREFIX, id).bridge, error: bug };
