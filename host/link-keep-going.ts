@@ -370,8 +370,8 @@ function unsaidBug(bug: unknown, said: readonly unknown[]): unknown {
 
 /**
  * The bugs of the one transaction of several VMs to be said all the same (TransactionBugs): the
- * one it failed by (unsaidTransactionBug), and the one that cut its undo short (`undoBug`), where
- * the bug that stopped the run (`stoppedBy`) is not of its message; only those there are.
+ * one it failed by (unsaidTransactionBug), and the one that cut its undo short, where the bug that
+ * stopped the run (`stoppedBy`) is not of its message; only those there are.
  */
 function transactionBugsOf(soFar: Pick<PassesSoFar, 'failures' | 'transactionVms' | 'transactionFailure' | 'transactionUndoBug'>, stoppedBy?: unknown): TransactionBugs {
   const transactionBug = unsaidTransactionBug(soFar.transactionFailure, soFar.transactionVms ?? [], soFar.failures, stoppedBy);
