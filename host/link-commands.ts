@@ -1182,8 +1182,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           );
         }
         // Failed, then (or as it failed) interrupted: first why it failed, then what the signal did.
+        // (Where a bug cut that undo short, the signal's line says what it made may be left over.)
         if (error instanceof LinkerError && error.kind === 'interrupted-undoing' && interruption.received !== undefined) {
-          throw interruptedUndoingError(error.failure, interruption.received, undoLines());
+          throw interruptedUndoingError(error.failure, interruption.received, undoLines(), false, error.stopped.cutShort !== undefined);
         }
         // Failed only after its links were made, taking down links to providers dropped: what it
         // did is said as where it ends well (the progress line erased first, as there: else the

@@ -1523,6 +1523,30 @@ describe('link failed by a bug while a signal came, then undone', () => {
       stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(/^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the run: /)],
     });
   });
+
+  // The undo cut short by a bug (in its write back of the state file, or its deletion of devices):
+  // it did not go on to its end, and what the run made may be left over.
+  it.each(['the write back of the state file', 'the deletion of its devices'] as const)('its VMM refusing, a signal, then %s failed by a bug: the signal\'s line says what it made may be left over, not that the undo went on to its end; exit 130', async (where) => {
+    const bug = new TypeError("Cannot read properties of undefined (reading 'devices')");
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      attach: async () => {
+        process.emit('SIGINT', 'SIGINT');
+        if (where === 'the write back of the state file') store.thrown = bug;
+        else kernel.undoBug = bug;
+        throw Object.assign(new Error('QEMU of c1 refused NIC: DeviceAddFailed: Duplicate ID'), { name: 'VmmError', kind: 'refused' });
+      },
+    };
+    const run = await linkCli([CLIENTS[0]!], stateDir, { vmm, attach: ['none', 'c1=qemu'] });
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 130,
+      stdout: '',
+      stderr: [
+        `spectrum-link: internal error: ${bug.message}`,
+        'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
+      ],
+    });
+  });
 });
 
 describe('link --keep-going with a VM that failed by bad input, whatever else fails: exit 2, as where it ends well (bad input outranks a failure)', () => {
