@@ -163,7 +163,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(text.stdout).toMatch(/^dns: listening; upstreams(?: in use)?: /m);
     // The counts of the forwarder's queries and client TCP connections, idle closes included (once in the JSON alone).
     expect(text.stdout).toMatch(
-      /^dns: queries \d+, answered \d+, retransmits \d+, upstreamTimeouts \d+, upstreamClosed \d+, upstreamErrors \d+, failed \d+, rateLimited \d+, overloaded \d+, evicted \d+, malformed \d+, tcpConnections \d+, tcpRejected \d+, tcpEvicted \d+, tcpIdleClosed \d+$/m,
+      /^dns: queries \d+, answered \d+, truncated \d+, lateAnswers \d+, retransmits \d+, upstreamTimeouts \d+, upstreamClosed \d+, upstreamErrors \d+, failed \d+, rateLimited \d+, overloaded \d+, evicted \d+, malformed \d+, tcpConnections \d+, tcpRejected \d+, tcpEvicted \d+, tcpIdleClosed \d+$/m,
     );
   });
 

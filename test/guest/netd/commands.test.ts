@@ -578,9 +578,10 @@ describe('spectrum-netd status, as text', () => {
     // moved their query on; queries refused a place in the pending table, and pending ones that
     // gave theirs up to a client below its share; client TCP connections taken, refused, closed
     // for a client below its share, and closed for idleness.
-    const counts = { queries: 9, upstreamClosed: 3, upstreamErrors: 4, overloaded: 3, evicted: 2, tcpConnections: 7, tcpRejected: 5, tcpEvicted: 1, tcpIdleClosed: 6 };
+    // Of the answers, those relayed truncated, and those taken late from an upstream passed over.
+    const counts = { queries: 9, answered: 8, truncated: 2, lateAnswers: 1, upstreamClosed: 3, upstreamErrors: 4, overloaded: 3, evicted: 2, tcpConnections: 7, tcpRejected: 5, tcpEvicted: 1, tcpIdleClosed: 6 };
     expect(formatStatus({ ...quietStatus, services: { leases: [], dhcp: null, dns: { ...dns, ...counts } } })).toContain(
-      '\ndns: queries 9, answered 0, retransmits 0, upstreamTimeouts 0, upstreamClosed 3, upstreamErrors 4, failed 0, rateLimited 0, overloaded 3, evicted 2, malformed 0, tcpConnections 7, tcpRejected 5, tcpEvicted 1, tcpIdleClosed 6\n',
+      '\ndns: queries 9, answered 8, truncated 2, lateAnswers 1, retransmits 0, upstreamTimeouts 0, upstreamClosed 3, upstreamErrors 4, failed 0, rateLimited 0, overloaded 3, evicted 2, malformed 0, tcpConnections 7, tcpRejected 5, tcpEvicted 1, tcpIdleClosed 6\n',
     );
   });
 
