@@ -534,6 +534,27 @@ describe('link into a state dir that claims no device prefix, where devices name
     await linkVms(CLIENTS, options());
     expect(kernel.wholeListings).toBe(1);
   });
+
+  it('a first link that fails and is undone whole leaves the state claiming no prefix, as it found it: a retry with a corrected --device-prefix links (plain, --keep-going)', async () => {
+    const typo = devicePrefix('xx');
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    for (const id of ids) kernel.refused.add(linkDeviceNames(typo, id).bridge);
+    await expect(linkVms(CLIENTS, { ...options(), devicePrefix: typo })).rejects.toThrow(/File exists$/);
+    expect(store.saves).toBeGreaterThan(0); // its ids were recorded (under the prefix), then taken back
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(serializeState(emptyState()));
+    const kept = await linkVmsKeepGoing(CLIENTS, { ...options(), devicePrefix: typo });
+    expect(kept.failed.map(({ vm }) => vm)).toEqual(CLIENTS);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(serializeState(emptyState()));
+    // Undone VM by VM as their NICs fail to hot-plug (every one): the same.
+    const refusing: VmmPort = { ...NO_VMM, attach: async (_kind, vm) => Promise.reject(new Error(`QEMU of ${vm} refused device_add`)) };
+    kernel.refused.clear();
+    const unplugged = await linkVmsKeepGoing(CLIENTS, { ...options(), devicePrefix: typo, attach: parseAttachChoice(['none', 'netvm=qemu']), vmm: refusing });
+    expect(unplugged.failed.map(({ vm }) => vm)).toEqual(CLIENTS);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(serializeState(emptyState()));
+    const retried = await linkVms(CLIENTS, options());
+    expect([...retried.linked.keys()]).toEqual(CLIENTS);
+    expect(await loadState(stateDir)).toEqual(expect.objectContaining({ devicePrefix: PREFIX, links: CLIENTS.map((client) => expect.objectContaining({ client })) }));
+  });
 });
 
 describe('gc with a --state-dir that is a file', () => {
@@ -2348,8 +2369,8 @@ describe('a failed link whose undo cannot write the state file back', () => {
     const told: UndoStateWriteFailure[] = [];
     await expect(linkVms(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) })).rejects.toThrow(/File exists$/);
     expect(told).toEqual([expect.objectContaining({ written: true, error: expect.stringMatching(/^wrote .* but could not sync/), recorded: CLIENTS.map((vm) => expect.objectContaining({ vm })) })]);
-    // No link: every id back. (The prefix the run's records were written with stays recorded.)
-    expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
+    // No link: every id back, and no prefix recorded, as before the run (none was).
+    expect(await loadState(stateDir)).toEqual(emptyState());
   });
 
   it('where the sync of the run\'s own record of its ids fails (the file replaced all the same), takes those records back too', async () => {
@@ -2357,8 +2378,8 @@ describe('a failed link whose undo cannot write the state file back', () => {
     store.failSyncs = 1;
     await expect(linkVms(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'sync-failed' });
     expect(kernel.undone).toBe(0); // no device was begun
-    // The file holds no id the run allocated: no link is recorded whose devices were never made.
-    expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
+    // The file holds no id the run allocated: no link is recorded whose devices were never made (nor the prefix, none before the run).
+    expect(await loadState(stateDir)).toEqual(emptyState());
   });
 
   it('--keep-going, hot-plugging VM by VM: the VM fails with its VMM\'s refusal, the write failure is told, the other VMs are linked', async () => {
