@@ -161,10 +161,27 @@ export function unrecordedDevicesRefusal(options: StatePrefixOptions, devices: r
  * Refuse a `link` run that would record links in a state that claims no device prefix (loadRunState)
  * where devices named as links with the run's prefix exist in this (the host) network namespace
  * (unrecordedDevicesRefusal), before anything is made: it would take them over as the devices of
- * the ids it allocates, reconfiguring another state dir's live links. One listing of the
- * namespace's devices, made only for such a state (a state dir's first links).
+ * the ids it allocates, reconfiguring another state dir's live links; not where the state, read
+ * after the listing, claims a prefix by then (claimedSince). One listing of the namespace's
+ * devices, made only for such a state (a state dir's first links).
  */
 export async function assertNoUnrecordedDevices(options: StatePrefixOptions): Promise<void> {
   const devices = linkNamedDevices((await observeDevices([])).host.keys(), options.devicePrefix);
-  if (devices.length > 0) throw unrecordedDevicesRefusal(options, devices);
+  if (devices.length > 0 && !(await claimedSince(options.stateDir))) throw unrecordedDevicesRefusal(options, devices);
+}
+
+/**
+ * Whether the state in `stateDir`, read after the listing (without the lock, as before it: a state
+ * dir not made yet), claims a device prefix now: another run of this state dir (VMs starting
+ * together at a first boot, each linking a state dir not made yet) records its ids before it
+ * makes their devices, so that devices of its that the listing saw come with a state that claims
+ * them. Such a run's devices refuse nothing: the run reads the state again under the lock (and
+ * refuses another prefix there). A state that cannot be read is left to that read too, which says why.
+ */
+async function claimedSince(stateDir: string): Promise<boolean> {
+  try {
+    return claimsDevicePrefix(await loadState(stateDir));
+  } catch {
+    return true;
+  }
 }

@@ -516,6 +516,12 @@ describe('link into a state dir that claims no device prefix, where devices name
       await expect(run()).rejects.toMatchObject({ kind: 'unrecorded-devices', message: expect.stringMatching(/^state dir \S+mistyped records no link and no device prefix, yet this network namespace has 1 device named as links with device prefix sn \(given\): snb77; /) });
       expect(existsSync(missing)).toBe(false);
     }
+    // None there: linked, the namespace listed before the lock makes the dir and again under it.
+    kernel.host = new Map();
+    kernel.wholeListings = 0;
+    await linkVms(CLIENTS, { ...options(), stateDir: missing });
+    expect(kernel.wholeListings).toBe(2);
+    expect((await loadState(missing)).links).toHaveLength(CLIENTS.length);
   });
 
   it('none there: linked, the namespace listed once; from then on (the prefix recorded, with links or every one forgotten) never listed whole, and its leftovers under new ids taken as its own', async () => {
@@ -533,6 +539,26 @@ describe('link into a state dir that claims no device prefix, where devices name
     expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
     await linkVms(CLIENTS, options());
     expect(kernel.wholeListings).toBe(1);
+  });
+
+  it.each([
+    ['linkVms', (run: LinkerOptions) => linkVms(CLIENTS, run)],
+    ['linkVmsKeepGoing', (run: LinkerOptions) => linkVmsKeepGoing(CLIENTS, run)],
+  ] as const)('%s: a state dir not made yet that another run makes and links into meanwhile (VMs starting together at a first boot) is not refused over that run\'s devices', async (_name, link) => {
+    const fresh = join(stateDir, 'fresh');
+    const [c1] = CLIENTS as [VmName];
+    const other = withDevicePrefix(allocateMany(emptyState(), [{ client: c1, provider: NETVM }]).state, PREFIX);
+    const c1Devices = Object.values(linkDeviceNames(PREFIX, other.links[0]!.id));
+    // Once this run has read its config (before the lock: no state dir), the other run records c1's link, then makes its devices.
+    configReads.afterRead = async () => {
+      await mkdir(fresh);
+      await saveState(fresh, other);
+      kernel.host = new Map(c1Devices.map((name, index) => [name, { index: 20 + index, name, kind: index === 0 ? 'bridge' : 'tun', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:09', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false }]));
+    };
+    const outcome = await link({ ...options(), stateDir: fresh });
+    expect([...outcome.linked.keys()]).toEqual(CLIENTS);
+    expect((await loadState(fresh)).links.map((recorded) => [recorded.client, recorded.id])).toEqual(expect.arrayContaining([[c1, other.links[0]!.id]]));
+    expect((await loadState(fresh)).links).toHaveLength(CLIENTS.length);
   });
 
   it('a first link that fails and is undone whole leaves the state claiming no prefix, as it found it: a retry with a corrected --device-prefix links (plain, --keep-going)', async () => {
