@@ -57,7 +57,7 @@ import {
   writeBack,
 } from './linker.js';
 import { deleteNamespaces, undoDevices } from './netlink-devices.js';
-import { loadLinkState } from './state-prefix.js';
+import { assertNoUnrecordedDevices, loadLinkState, loadRunState } from './state-prefix.js';
 import { StateStoreError, stateDirAbsent } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -205,6 +205,9 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
     const { orphaned, unusable } = early.vms.wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(emptyState(), early.snapshot, options);
     return { linked: new Map(idle.linked.map((vm) => [vm, []])), unlinked: new Map(), orphaned, unusable, vmmFailures: [], ambiguousAttach: [], failed: idle.failed, run: early.vms };
   }
+  // Its first links, recorded in a state that claims no device prefix: devices named as links with
+  // the run's (another state dir's) refuse the whole run before the lock makes the dir (and again under it).
+  if (early !== undefined) await assertNoUnrecordedDevices(options);
   let locked = false;
   return underLinkLock(options, async () => {
     locked = true;
@@ -412,8 +415,11 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   const { failures } = soFar;
   const partition = partitionValidVms(snapshot, vms);
   for (const { name, error } of partition.invalid) failures.set(name, error);
-  const before = await loadLinkState(options);
+  const { state: before, claimsPrefix } = await loadRunState(options);
   soFar.before = before;
+  // Links to record in a state that claims no device prefix: not over devices named as links with
+  // the run's; the whole run refused, nothing made (the state dir, or the prefix, is not theirs).
+  if (!claimsPrefix && partition.valid.some((vm) => pairsOf(snapshot, vm).length > 0)) await assertNoUnrecordedDevices(options);
   // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
   // kept or chosen, fails alone).
   const kept = keptAttach(options.attach, await standingLinks(before, options));

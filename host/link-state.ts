@@ -15,10 +15,15 @@
 // ("attached" only while linked; a side's socket only where it is qemu or cloud-hypervisor, and
 // recorded: files written before sockets were recorded have none, and are read as before)
 // "devicePrefix": the prefix the links' devices are named with (device-names.ts), one per state,
-// written while it has links (a state without any names no device): a command given another is
+// written once a command used one, and kept when every link is forgotten: a command given another is
 // refused (state-prefix.ts), as it would look for the links' devices under names that are not
-// theirs, and delete whatever holds those. Version 1 files (written before the prefix was
-// recorded) have none, and are read as before; the next write records the prefix the run used.
+// theirs, and delete whatever holds those (gc, every device of the other prefix); and a state that
+// records it owns the devices named with it that it does not record (a crash's leftovers: `link`
+// converges on them, gc deletes them), where one that records neither it nor links refuses to
+// take such devices over (state-prefix.ts's assertNoUnrecordedDevices). Version 1 files (written
+// before the prefix was recorded) have none, and are read as before; the next write records the
+// prefix the run used. (Files written before the prefix was kept without links have none there
+// either, and are read so.)
 // The version went up with it so that an older spectrum-link, which would take the new key for a
 // malformed file (and say to move it aside, forgetting every id), says instead that a newer one
 // wrote it.
@@ -99,8 +104,9 @@ export interface LinkState {
   readonly version: typeof STATE_VERSION;
   /**
    * The prefix its links' devices are named with; absent in a file written before it was recorded
-   * (or a state no command has given one). Kept by every change below, set by withDevicePrefix;
-   * written (and told apart by sameState) only while the state has links.
+   * (or before it was kept without links), or a state no command has given one. Kept by every
+   * change below (forgetting every link too), set by withDevicePrefix; written, and told apart by
+   * sameState, wherever it is set.
    */
   readonly devicePrefix?: DevicePrefix;
   /** Sorted by id; ids and pairs are unique. */
@@ -191,13 +197,26 @@ export function withDevicePrefix(state: LinkState, prefix: DevicePrefix): LinkSt
 }
 
 /**
- * The device prefix `state` records where it is not `prefix` and the state has links (whose
- * devices carry the recorded one); undefined where `prefix` is the one to use: the same, none
- * recorded (a file written before it was), or no links for it to name.
+ * The device prefix `state` records where it is not `prefix`: its links' devices carry the
+ * recorded one, and so will those of links it makes (a state whose links are all forgotten keeps
+ * it); undefined where `prefix` is the one to use: the same, or none recorded (a file written
+ * before it was, or a state never given one).
  */
 export function conflictingDevicePrefix(state: LinkState, prefix: DevicePrefix): DevicePrefix | undefined {
   const recorded = state.devicePrefix;
-  return recorded !== undefined && recorded !== prefix && state.links.length > 0 ? recorded : undefined;
+  return recorded !== undefined && recorded !== prefix ? recorded : undefined;
+}
+
+/**
+ * Whether `state` (as read from its file) owns the devices named with its device prefix that it
+ * does not record: it records links, or the prefix (written once a run used it, and kept when
+ * every link is forgotten), so those are its own leftovers (a crash's, an undo's), which `link`
+ * converges on and gc deletes. A state recording neither (no file, a file written before the
+ * prefix was kept without links, one written by hand) claims none: such devices are another state
+ * dir's (a --state-dir mistyped) as likely as a lost state's, and `link` does not take them over.
+ */
+export function claimsDevicePrefix(state: LinkState): boolean {
+  return state.links.length > 0 || state.devicePrefix !== undefined;
 }
 
 export interface Allocation {
@@ -343,7 +362,7 @@ export function restorePairs(state: LinkState, before: LinkState, pairs: readonl
 /** Whether two states hold the same links and device prefix (and so the same file text), without serialising. */
 export function sameState(a: LinkState, b: LinkState): boolean {
   if (a === b) return true;
-  if (a.links.length !== b.links.length || (a.links.length > 0 && a.devicePrefix !== b.devicePrefix)) return false;
+  if (a.links.length !== b.links.length || a.devicePrefix !== b.devicePrefix) return false;
   const left = withLinks(a.links, undefined).links;
   const right = withLinks(b.links, undefined).links;
   return left.every((link, index) => {
@@ -373,8 +392,8 @@ function linkLine({ client, provider, id, attached }: Link): string {
 /** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
 export function serializeState(state: LinkState): string {
   const links = withLinks(state.links, undefined).links.map(linkLine);
-  // A prefix needs no JSON escapes either (device-names.ts: [a-z0-9_-]). None without links: it would name no device.
-  const prefix = state.devicePrefix === undefined || links.length === 0 ? '' : `\n  "devicePrefix": "${state.devicePrefix}",`;
+  // A prefix needs no JSON escapes either (device-names.ts: [a-z0-9_-]). Written without links too: the state keeps it.
+  const prefix = state.devicePrefix === undefined ? '' : `\n  "devicePrefix": "${state.devicePrefix}",`;
   return `{\n  "version": ${STATE_VERSION},${prefix}\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
 }
 

@@ -512,7 +512,7 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     throw new LinkerError(
       'no-state',
       `gc: no state file ${stateFilePath(options.stateDir)}${origin}, so no link is recorded and every ${prefix}b/${prefix}c/${prefix}p device would go, also those of working links; ` +
-        `${stateDirFix(source, 'the state dir the links are recorded in')}. If the state is really lost and those devices are to go, write an empty state there first: {"version":1,"links":[]}`,
+        `${stateDirFix(source, 'the state dir the links are recorded in')}. If the state is really lost and those devices are to go, write an empty state there first: {"version":2,"devicePrefix":"${prefix}","links":[]}`,
     );
   }
   return underStateLock(options, 'nothing was deleted', async () => {

@@ -46,6 +46,11 @@ export class LinkerError extends Error {
        * option or variable): bad input, refused before anything is done (state-prefix.ts).
        */
       | 'device-prefix-mismatch'
+      /**
+       * `link` into a state that claims no device prefix (no links, no prefix recorded) while
+       * devices named as links with the run's exist: refused before anything is made (bad input).
+       */
+      | 'unrecorded-devices'
       | 'unknown-vm'
       | 'vmm-detach-failed'
       /**

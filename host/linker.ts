@@ -39,7 +39,7 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
-import { loadLinkState } from './state-prefix.js';
+import { assertNoUnrecordedDevices, loadRunState } from './state-prefix.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -589,6 +589,9 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const { orphaned, unusable } = known.wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(emptyState(), fresh.snapshot, options);
     return { linked: new Map(known.vms.map((vm) => [vm, []])), unlinked: new Map(), orphaned, unusable, vmmFailures: [], ambiguousAttach: [], run: known };
   }
+  // Its first links, recorded in a state that claims no device prefix: devices named as links with
+  // the run's (another state dir's) refuse it before the lock makes the dir (and again under it).
+  if (fresh !== undefined) await assertNoUnrecordedDevices(options);
   return underLinkLock(options, async () => {
     // The config read before the lock may have changed while another run made the dir and
     // recorded (recordedMeanwhile): read again then, as where the dir was there.
@@ -598,11 +601,13 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const { vms, wholeDir } = run;
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
-    const before = await loadLinkState(options);
+    const { state: before, claimsPrefix } = await loadRunState(options);
     // Still nothing recorded: the checks made before the lock, on an empty state and this config,
     // hold as they are (a thousand VMs' take milliseconds).
     const unchanged = fresh !== undefined && !again && before.links.length === 0;
     const { kept, snapshot } = unchanged ? fresh : await runAttachModes(vms, before, options, wholeDir?.snapshot ?? (again ? undefined : fresh?.snapshot));
+    // Links to record in a state that claims no device prefix: not over devices named as links with the run's.
+    if (!claimsPrefix && vms.some((vm) => pairsOf(snapshot, vm).length > 0)) await assertNoUnrecordedDevices(options);
     const made = newRunDevices();
     // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
     // ran, which only a second one cuts short) is said with the failure, not instead of it, and

@@ -1,22 +1,34 @@
 // The device prefix a state's links carry (link-state.ts records it, one per state file): which
 // one a command uses, and its refusal of another. A command given none (no --device-prefix, no
 // $SPECTRUM_DEVICE_PREFIX) uses the one recorded, read by the CLI before the run (recordedPrefix),
-// so that the commands its lines print carry it too; one given another while links are recorded
-// is refused before anything is done (loadLinkState, on the state as the run reads it, under the
-// lock where the command takes it): it would look for the links' devices under names that are not
-// theirs, so that `unlink` would say it took down links that stay up, and delete whatever holds
-// those names (another state dir's links, say). A state with no links (never linked, or each link
-// forgotten) takes the prefix given or the default, as one written before the prefix was recorded
-// does: the next write that records links records it.
-import type { DevicePrefix } from './device-names.js';
-import { type LinkState, conflictingDevicePrefix, withDevicePrefix } from './link-state.js';
+// so that the commands its lines print carry it too; one given another is refused before anything
+// is done (loadLinkState, on the state as the run reads it, under the lock where the command takes
+// it): it would look for the links' devices under names that are not theirs, so that `unlink`
+// would say it took down links that stay up, and delete whatever holds those names (another state
+// dir's links, say), and gc would delete every device of the other prefix. The prefix stays
+// recorded once every link is forgotten, so that the next command given none still uses it. A
+// state that records none (never linked, or written before the prefix was recorded, or before it
+// was kept without links) takes the prefix given or the default, and its next write records it.
+//
+// A state that claims no prefix (claimsDevicePrefix: no state file, or one recording neither links
+// nor a prefix) does not take over devices named as links with the run's: `link` into it is refused
+// before anything is made where the host namespace has any (assertNoUnrecordedDevices), since they
+// are another state dir's as likely as leftovers (a --state-dir mistyped, in the namespace and
+// with the prefix of another's live links, would otherwise reconfigure those). A state that claims
+// it owns them: its own leftovers, which `link` converges on (ids are recorded before their
+// devices are made, so a crash's are its recorded links') and gc deletes.
+import { shownOrigin } from '../shared/cli/option-source.js';
+import { type DevicePrefix, parseDeviceName } from './device-names.js';
+import { type LinkState, claimsDevicePrefix, conflictingDevicePrefix, withDevicePrefix } from './link-state.js';
 import { LinkerError } from './linker-error.js';
 import type { DevicePrefixSource, LinkerOptions } from './linker-types.js';
-import { loadState, stateFilePath } from './state-store.js';
+import { observeDevices } from './netlink-devices.js';
+import { loadState, stateDirFix, stateFilePath } from './state-store.js';
 
 /**
- * The device prefix the state in `stateDir` records for its links, for a command given none;
- * undefined where it records none (no state, no links, or a file written before it was recorded).
+ * The device prefix the state in `stateDir` records for its links, for a command given none (its
+ * links all forgotten too); undefined where it records none (no state, or a file written before it
+ * was recorded, or before it was kept without links).
  * Read without the lock: the run reads the state again (loadLinkState), which refuses a prefix
  * recorded meanwhile. A state that cannot be read is left to the run too, which says why where it
  * always has.
@@ -24,7 +36,7 @@ import { loadState, stateFilePath } from './state-store.js';
 export async function recordedPrefix(stateDir: string): Promise<DevicePrefix | undefined> {
   try {
     const state = await loadState(stateDir);
-    return state.links.length > 0 ? state.devicePrefix : undefined;
+    return state.devicePrefix;
   } catch {
     return undefined;
   }
@@ -75,19 +87,79 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
     'device-prefix-mismatch',
     `device prefix ${prefix} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links, ${recorded} ` +
       `(their devices are ${recorded}b<id>, ${recorded}c<id> and ${recorded}p<id>), so nothing was done: ${fixOf(source, recorded)}; ` +
-      'the links of a state dir share one prefix (another needs another state dir, or every link there forgotten first)',
+      'the links of a state dir share one prefix, kept when they are all forgotten (another needs another state dir, or every link there forgotten and its state file removed)',
   );
 }
 
 /**
  * The state recorded in the run's state dir (loadState), refused where it records another device
  * prefix for its links than the run's (`devicePrefix`, from `devicePrefixSource`), and otherwise
- * recording the run's, so that the next write records it (a file written before the prefix was
- * recorded, a state without links).
+ * recording the run's, so that the next write records it (a state that records none: no file, or
+ * one written before the prefix was recorded, or before it was kept without links).
  */
-export async function loadLinkState(options: Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>): Promise<LinkState> {
+export async function loadLinkState(options: StatePrefixOptions): Promise<LinkState> {
+  return (await loadRunState(options)).state;
+}
+
+type StatePrefixOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>;
+
+/**
+ * loadLinkState for a `link` run, with whether the state as read claims the run's device prefix
+ * (claimsDevicePrefix): where it does not, the run checks the host before it records its first
+ * links (assertNoUnrecordedDevices).
+ */
+export async function loadRunState(options: StatePrefixOptions): Promise<{ readonly state: LinkState; readonly claimsPrefix: boolean }> {
   const state = await loadState(options.stateDir, options.stateDirSource);
   const recorded = conflictingDevicePrefix(state, options.devicePrefix);
   if (recorded !== undefined) throw prefixMismatch(options.stateDir, recorded, options.devicePrefix, options.devicePrefixSource);
-  return withDevicePrefix(state, options.devicePrefix);
+  return { state: withDevicePrefix(state, options.devicePrefix), claimsPrefix: claimsDevicePrefix(state) };
+}
+
+/** How many of the devices a refusal names. */
+const DEVICES_SHOWN = 5;
+
+/** Of these device names, those named as a link's are with `prefix` (gc's), ordered by id, then bridge, client, provider. */
+export function linkNamedDevices(names: Iterable<string>, prefix: DevicePrefix): string[] {
+  const order = { bridge: 0, client: 1, provider: 2 } as const;
+  return [...names]
+    .flatMap((name) => {
+      const parsed = parseDeviceName(prefix, name);
+      return parsed === undefined ? [] : [{ name, rank: parsed.id * 3 + order[parsed.role] }];
+    })
+    .sort((a, b) => a.rank - b.rank)
+    .map(({ name }) => name);
+}
+
+/**
+ * The refusal of a `link` into a state that claims no device prefix while `devices` (named as
+ * links with the run's, linkNamedDevices) exist (exit 2: the state dir or prefix given is not the
+ * one they are recorded with): one line naming how many, the first few, the state dir and the
+ * prefix with where each came from, and what to do.
+ */
+export function unrecordedDevicesRefusal(options: StatePrefixOptions, devices: readonly string[]): LinkerError {
+  const { stateDir, stateDirSource, devicePrefix: prefix, devicePrefixSource } = options;
+  const shown = devices.slice(0, DEVICES_SHOWN).join(' ');
+  const more = devices.length > DEVICES_SHOWN ? ` and ${devices.length - DEVICES_SHOWN} more` : '';
+  const count = devices.length === 1 ? '1 device' : `${devices.length} devices`;
+  const emptyState = `{"version":2,"devicePrefix":"${prefix}","links":[]}`;
+  return new LinkerError(
+    'unrecorded-devices',
+    `${shownOrigin('state dir', stateDir, stateDirSource)} records no link and no device prefix, yet this network namespace has ${count} named as links ` +
+      `with device prefix ${prefix} (${originOf(devicePrefixSource)}): ${shown}${more}; so nothing was made, as this link would take them over, ` +
+      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}, ` +
+      `or give this state dir's links another prefix (--device-prefix); if they are leftovers of a state lost from this state dir, ` +
+      `write ${emptyState} to ${stateFilePath(stateDir)}: link then takes them over, and gc deletes those no link records`,
+  );
+}
+
+/**
+ * Refuse a `link` run that would record links in a state that claims no device prefix (loadRunState)
+ * where devices named as links with the run's prefix exist in this (the host) network namespace
+ * (unrecordedDevicesRefusal), before anything is made: it would take them over as the devices of
+ * the ids it allocates, reconfiguring another state dir's live links. One listing of the
+ * namespace's devices, made only for such a state (a state dir's first links).
+ */
+export async function assertNoUnrecordedDevices(options: StatePrefixOptions): Promise<void> {
+  const devices = linkNamedDevices((await observeDevices([])).host.keys(), options.devicePrefix);
+  if (devices.length > 0) throw unrecordedDevicesRefusal(options, devices);
 }

@@ -14,6 +14,7 @@ import {
   allocateLink,
   allocateLinks,
   allocateMany,
+  claimsDevicePrefix,
   conflictingDevicePrefix,
   emptyState,
   forgetLink,
@@ -630,18 +631,32 @@ describe('recorded device prefix', () => {
         expect(allocateMany(attached, touched).state.devicePrefix).toBe(prefix);
         expect(restorePairs(attached, start, touched).devicePrefix).toBe(prefix);
         expect(forgetVm(attached, vmName('netvm')).state.devicePrefix).toBe(prefix);
-        // Written while it has links: without any, it names no device.
+        // Written with links or without (every one forgotten): the state keeps it.
         const read = parseState(serializeState(attached), 'test');
-        expect(read).toEqual(attached.links.length > 0 ? attached : { version: 2, links: [] });
+        expect(read).toEqual(attached);
         expect(sameState(read, attached)).toBe(true);
         const renamed = withDevicePrefix(attached, other);
-        expect(sameState(attached, renamed)).toBe(prefix === other || attached.links.length === 0);
+        expect(sameState(attached, renamed)).toBe(prefix === other);
         expect(sameState(attached, renamed)).toBe(serializeState(attached) === serializeState(renamed));
       }),
     );
   });
 
-  it('conflicts only where the state records another prefix and has links for it to name', () => {
+  it('a state claims the devices of its prefix (its leftovers) where it records links or the prefix, as read from its file', () => {
+    const pair = { client: vmName('appvm-lynx'), provider: vmName('netvm') };
+    const linked = allocateLink(emptyState(), pair).state;
+    // No file, a version 1 file with no link, one of version 2 written before the prefix was kept without links: none.
+    expect(claimsDevicePrefix(emptyState())).toBe(false);
+    expect(claimsDevicePrefix(parseState('{"version":1,"links":[]}', 'test'))).toBe(false);
+    expect(claimsDevicePrefix(parseState('{"version":2,"links":[]}', 'test'))).toBe(false);
+    // Links (a version 1 file's too, whose prefix is the one given), or the prefix kept once every link was forgotten.
+    expect(claimsDevicePrefix(parseState(`{"version":1,"links":[${JSON.stringify(linked.links[0])}]}`, 'test'))).toBe(true);
+    expect(claimsDevicePrefix(withDevicePrefix(linked, devicePrefix('zz')))).toBe(true);
+    const forgotten = forgetLink(withDevicePrefix(linked, devicePrefix('zz')), pair).state;
+    expect(claimsDevicePrefix(parseState(serializeState(forgotten), 'test'))).toBe(true);
+  });
+
+  it('conflicts wherever the state records another prefix, its links all forgotten too', () => {
     const sn = devicePrefix('sn');
     const zz = devicePrefix('zz');
     const linked = allocateLink(emptyState(), { client: vmName('appvm-lynx'), provider: vmName('netvm') }).state;
@@ -649,9 +664,14 @@ describe('recorded device prefix', () => {
     expect(conflictingDevicePrefix(withDevicePrefix(linked, zz), zz)).toBeUndefined();
     // None recorded (a version 1 file): the prefix given is used, as before.
     expect(conflictingDevicePrefix(linked, sn)).toBeUndefined();
-    // No links (never linked, or every one forgotten): nothing is named with the recorded one.
-    expect(conflictingDevicePrefix(withDevicePrefix(emptyState(), zz), sn)).toBeUndefined();
-    expect(conflictingDevicePrefix(forgetLink(withDevicePrefix(linked, zz), { client: vmName('appvm-lynx'), provider: vmName('netvm') }).state, sn)).toBeUndefined();
+    // Never linked and none given yet: the prefix given is used.
+    expect(conflictingDevicePrefix(emptyState(), sn)).toBeUndefined();
+    // Every link forgotten: the state keeps its prefix (its next links are named with it).
+    const forgotten = forgetLink(withDevicePrefix(linked, zz), { client: vmName('appvm-lynx'), provider: vmName('netvm') }).state;
+    expect(forgotten.links).toEqual([]);
+    expect(conflictingDevicePrefix(forgotten, sn)).toBe(zz);
+    expect(conflictingDevicePrefix(parseState(serializeState(forgotten), 'test'), sn)).toBe(zz);
+    expect(conflictingDevicePrefix(withDevicePrefix(emptyState(), zz), sn)).toBe(zz);
     // A link kept down (unlinked, id kept) still has its devices made under the recorded one by the next link.
     expect(conflictingDevicePrefix(setAttachment(withDevicePrefix(linked, zz), { client: vmName('appvm-lynx'), provider: vmName('netvm') }, undefined), sn)).toBe(zz);
   });

@@ -52,6 +52,8 @@ const kernel = vi.hoisted(() => ({
   deletedNamespaces: [] as string[],
   /** Device queries so far (one per chunk of VMs). */
   observed: 0,
+  /** Of those, listings of every device of the namespace (no names given). */
+  wholeListings: 0,
   /** The devices removeDevices was asked to delete (unlink, link taking down a dropped provider), in order. */
   removed: [] as string[],
   /** Where set, removeDevices fails with it before deleting anything (a lookup the kernel refused). */
@@ -255,6 +257,7 @@ vi.mock('../../host/netlink-devices.js', () => ({
       throw lookupBug.error;
     }
     kernel.observed += 1;
+    if (only === undefined) kernel.wholeListings += 1;
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map(), netnsIds: new Map() };
   },
   applyDevicePlan: async (plan: DevicePlan, made?: PlanMade) => {
@@ -327,6 +330,7 @@ beforeEach(async () => {
   kernel.vanished.clear();
   kernel.deletedNamespaces = [];
   kernel.observed = 0;
+  kernel.wholeListings = 0;
   kernel.removed = [];
   kernel.lookupRefused = undefined;
   kernel.listingRefused = undefined;
@@ -479,6 +483,56 @@ describe('a state lock not released as it should be (its unlock failing: EIO)', 
       code: 1,
       stderr: [`spectrum-link: ${released()}`, expect.stringMatching(/^spectrum-link: c1 has no recorded links in /)],
     });
+  });
+});
+
+describe('link into a state dir that claims no device prefix, where devices named as links with it exist', () => {
+  const foreign = (name: string, kind = 'bridge'): [string, ObservedDevice] => [name, { index: 9, name, kind, master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:09', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false }];
+  const stateFile = (): string => join(stateDir, 'links.json');
+
+  it.each([
+    ['no state file', undefined],
+    ['a version 1 file with no link', '{"version":1,"links":[]}'],
+    ['a version 2 file with no link and no prefix', serializeState(emptyState())],
+  ])('%s: refused before anything is made or recorded (plain, --keep-going; named VMs and --all), bad input', async (_what, file) => {
+    if (file !== undefined) await writeFile(stateFile(), file);
+    // Another state dir's link's devices, under an id none of the run's links gets, of any kind.
+    kernel.host = new Map([foreign('snp77', 'tun'), foreign('snb77'), foreign('snc77', 'veth'), foreign('snx1'), foreign('zzb5')]);
+    for (const run of [() => linkVms(CLIENTS, options()), () => linkVmsKeepGoing(CLIENTS, options()), () => linkAll(options()), () => linkAllKeepGoing(options())]) {
+      const error = await run().catch((caught: unknown) => caught);
+      expect(error).toMatchObject({ name: 'LinkerError', kind: 'unrecorded-devices', message: expect.stringContaining('has 3 devices named as links with device prefix sn (given): snb77 snc77 snp77; so nothing was made') });
+      expect(isLinkUsageError(error)).toBe(true);
+      expect(store.saves).toBe(0);
+      expect(kernel.undone).toBe(0);
+      if (file === undefined) expect(existsSync(stateFile())).toBe(false);
+      else expect(await readFile(stateFile(), 'utf8')).toBe(file);
+    }
+  });
+
+  it('a state dir not made yet is refused before the lock makes it', async () => {
+    const missing = join(stateDir, 'mistyped');
+    kernel.host = new Map([foreign('snb77')]);
+    for (const run of [() => linkVms(CLIENTS, { ...options(), stateDir: missing }), () => linkVmsKeepGoing(CLIENTS, { ...options(), stateDir: missing })]) {
+      await expect(run()).rejects.toMatchObject({ kind: 'unrecorded-devices', message: expect.stringMatching(/^state dir \S+mistyped records no link and no device prefix, yet this network namespace has 1 device named as links with device prefix sn \(given\): snb77; /) });
+      expect(existsSync(missing)).toBe(false);
+    }
+  });
+
+  it('none there: linked, the namespace listed once; from then on (the prefix recorded, with links or every one forgotten) never listed whole, and its leftovers under new ids taken as its own', async () => {
+    await linkVms([CLIENTS[0]!], options());
+    expect(kernel.wholeListings).toBe(1);
+    expect((await loadState(stateDir)).devicePrefix).toBe(PREFIX);
+    // A leftover of this state's (an id it does not record): converged on, not refused.
+    const c2Id = allocateMany(await loadState(stateDir), [{ client: CLIENTS[1]!, provider: NETVM }]).links[0]!.id;
+    kernel.host = new Map([foreign(linkDeviceNames(PREFIX, c2Id).bridge)]);
+    await linkVms(CLIENTS, options());
+    await linkVmsKeepGoing(CLIENTS, options());
+    await linkAll(options());
+    expect(kernel.wholeListings).toBe(1);
+    for (const vm of CLIENTS) await unlinkVm(vm, { forget: true, force: false }, options());
+    expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
+    await linkVms(CLIENTS, options());
+    expect(kernel.wholeListings).toBe(1);
   });
 });
 
@@ -2294,7 +2348,8 @@ describe('a failed link whose undo cannot write the state file back', () => {
     const told: UndoStateWriteFailure[] = [];
     await expect(linkVms(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) })).rejects.toThrow(/File exists$/);
     expect(told).toEqual([expect.objectContaining({ written: true, error: expect.stringMatching(/^wrote .* but could not sync/), recorded: CLIENTS.map((vm) => expect.objectContaining({ vm })) })]);
-    expect(await loadState(stateDir)).toEqual(emptyState());
+    // No link: every id back. (The prefix the run's records were written with stays recorded.)
+    expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
   });
 
   it('where the sync of the run\'s own record of its ids fails (the file replaced all the same), takes those records back too', async () => {
@@ -2303,7 +2358,7 @@ describe('a failed link whose undo cannot write the state file back', () => {
     await expect(linkVms(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'sync-failed' });
     expect(kernel.undone).toBe(0); // no device was begun
     // The file holds no id the run allocated: no link is recorded whose devices were never made.
-    expect(await loadState(stateDir)).toEqual(emptyState());
+    expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
   });
 
   it('--keep-going, hot-plugging VM by VM: the VM fails with its VMM\'s refusal, the write failure is told, the other VMs are linked', async () => {

@@ -2,20 +2,26 @@
 // records it, every command given none uses it (unlink takes down the links' own devices, not
 // those of another state dir's link of the same pair under the default prefix), and one given
 // another (--device-prefix, $SPECTRUM_DEVICE_PREFIX) is refused before anything is done: exit 2,
-// one line naming both prefixes, nothing deleted, the state file byte for byte as it was.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+// one line naming both prefixes, nothing deleted, the state file byte for byte as it was. A state
+// dir that claims no prefix (no links, no prefix recorded) does not take over devices named as
+// links with the run's: its `link` is refused, nothing made, where the namespace has any (another
+// state dir's live links, most likely: a --state-dir mistyped); one that claims it converges on
+// them (its own leftovers).
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Harness, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { preferredId } from '../../host/link-state.js';
 import { vmName } from '../../host/vm-name.js';
-import { type LinkWorld, devices, makeConfigDir, makeLinkWorld, oneLineError, runPrinted } from './link-fixture.js';
+import { type DeviceInfo, type LinkWorld, devices, makeConfigDir, makeLinkWorld, oneLineError, runPrinted } from './link-fixture.js';
 
 /** appvm-lynx -> netvm's devices (its preferred id: a state dir's first link of it) under `prefix`. */
 const lynxDevices = (prefix: string): string[] => Object.values(linkDeviceNames(devicePrefix(prefix), preferredId({ client: vmName('appvm-lynx'), provider: vmName('netvm') })));
 const LYNX_ID = preferredId({ client: vmName('appvm-lynx'), provider: vmName('netvm') });
+/** appvm-catgirl -> netvm's devices (its preferred id) under `prefix`. */
+const catgirlDevices = (prefix: string): string[] => Object.values(linkDeviceNames(devicePrefix(prefix), preferredId({ client: vmName('appvm-catgirl'), provider: vmName('netvm') })));
 /** No $SPECTRUM_DEVICE_PREFIX (an empty one is none), whatever the test's environment has. */
 const NO_PREFIX_VARIABLE = { SPECTRUM_DEVICE_PREFIX: '' };
 const escaped = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -202,15 +208,48 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
     }
   });
 
-  it('a state whose links are all forgotten records no prefix, and takes the one given, or the default', async () => {
+  it('a state whose links are all forgotten keeps its prefix: given none, the next link and gc use it; given another, they are refused, nothing made or deleted', async () => {
     await linkWithZz();
     const forgotten = await run(['unlink', 'appvm-lynx', '--forget']);
     expect([forgotten.code, forgotten.stderr]).toEqual([0, '']);
-    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual({ version: 2, links: [] });
+    const emptied = await readFile(stateFile(), 'utf8');
+    expect(JSON.parse(emptied)).toEqual({ version: 2, devicePrefix: 'zz', links: [] });
+    // Devices of the default prefix (another state dir's, say): a gc or link given it would delete or take them.
+    const elsewhere = lynxDevices(DEFAULT_DEVICE_PREFIX);
+    for (const name of elsewhere) await world.host.ip(['link', 'add', name, 'type', 'bridge']);
+    for (const [args, env, origin] of [
+      [['gc', '--device-prefix', DEFAULT_DEVICE_PREFIX], {}, 'from --device-prefix'],
+      [['link', 'appvm-lynx', '--attach', 'none'], { SPECTRUM_DEVICE_PREFIX: DEFAULT_DEVICE_PREFIX }, 'from environment variable SPECTRUM_DEVICE_PREFIX'],
+      [['link', 'appvm-lynx', '--attach', 'none', '--keep-going', '--device-prefix', DEFAULT_DEVICE_PREFIX], {}, 'from --device-prefix'],
+    ] as const) {
+      const refused = await run(args, env);
+      expect([refused.code, refused.stdout], refused.stderr).toEqual([2, '']);
+      expect(oneLineError(refused.stderr)).toMatch(refusal(DEFAULT_DEVICE_PREFIX, origin));
+      expect(await present(elsewhere)).toEqual(elsewhere);
+      expect(await readFile(stateFile(), 'utf8')).toBe(emptied);
+    }
+    // Given none: the recorded one. gc deletes an orphan of it, and leaves the default prefix's devices be.
+    await world.host.ip(['link', 'add', 'zzb7', 'type', 'bridge']);
+    const collected = await run(['gc', '--json']);
+    expect([collected.code, collected.stderr]).toEqual([0, '']);
+    expect(JSON.parse(collected.stdout)).toEqual({ removed: ['zzb7'] });
+    expect(await present(elsewhere)).toEqual(elsewhere);
     const linked = await run(['link', 'appvm-lynx', '--attach', 'none', '--json']);
     expect([linked.code, linked.stderr]).toEqual([0, '']);
-    expect(await present(lynxDevices(DEFAULT_DEVICE_PREFIX))).toEqual(lynxDevices(DEFAULT_DEVICE_PREFIX));
-    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual(expect.objectContaining({ version: 2, devicePrefix: DEFAULT_DEVICE_PREFIX }));
+    expect(await present(lynxDevices('zz'))).toEqual(lynxDevices('zz'));
+    expect(await present(elsewhere)).toEqual(elsewhere);
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual(expect.objectContaining({ version: 2, devicePrefix: 'zz' }));
+  });
+
+  it('a state file written before the prefix was kept without links (version 2, no links, no prefix) takes the one given, or the default, and records it', async () => {
+    await mkdir(stateDir, { recursive: true });
+    await writeFile(stateFile(), '{\n  "version": 2,\n  "links": []\n}\n');
+    const listed = await run(['list', '--device-prefix', 'yy']);
+    expect([listed.code, listed.stderr]).toEqual([0, '']);
+    const linked = await run(['link', 'appvm-lynx', '--attach', 'none', '--device-prefix', 'yy']);
+    expect([linked.code, linked.stderr]).toEqual([0, '']);
+    expect(await present(lynxDevices('yy'))).toEqual(lynxDevices('yy'));
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual(expect.objectContaining({ version: 2, devicePrefix: 'yy' }));
   });
 
   it('a state file written before the prefix was recorded is read with the prefix given (or the default), as before, and records it at its next write', async () => {
@@ -233,5 +272,125 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
     const relinked = await run(['link', 'appvm-lynx', '--json']);
     expect([relinked.code, relinked.stderr]).toEqual([0, '']);
     expect(await present(lynxDevices('zz'))).toEqual(lynxDevices('zz'));
+  });
+
+  describe('a state dir that claims no prefix, where devices named as links with it exist', () => {
+    /** What a device is as the kernel has it (which device, its MTU, address, master, state): unchanged means not taken over. */
+    const shape = ({ ifindex, mtu, address, master, flags, linkinfo }: DeviceInfo) => ({ ifindex, mtu, address, master, up: flags.includes('UP'), kind: linkinfo?.info_kind });
+    const shapes = async (names: readonly string[]) => {
+      const host = await devices(world.host);
+      return names.map((name) => {
+        const device = host.get(name);
+        return device === undefined ? undefined : shape(device);
+      });
+    };
+    /** The refusal's line for the test's state dir, `count` devices of the default prefix (from `origin`). */
+    const claimRefusal = (dir: string, count: number, origin = 'the default'): RegExp =>
+      new RegExp(
+        `^spectrum-link: state dir ${escaped(dir)} \\(from --state-dir\\) records no link and no device prefix, yet this network namespace has ${count} devices named as links ` +
+          `with device prefix sn \\(${escaped(origin)}\\): .*; so nothing was made, as this link would take them over, .*check --state-dir: it must be the state dir that records them, ` +
+          `or give this state dir's links another prefix \\(--device-prefix\\); if they are leftovers of a state lost from this state dir, ` +
+          `write \\{"version":2,"devicePrefix":"sn","links":\\[\\]\\} to ${escaped(join(dir, 'links.json'))}: link then takes them over, and gc deletes those no link records$`,
+      );
+    /** appvm-lynx linked in the world's own state dir, under the default prefix: another state dir's live link. */
+    const linkInWorld = async (): Promise<void> => {
+      const linked = await world.link(['link', 'appvm-lynx', '--attach', 'none'], NO_PREFIX_VARIABLE);
+      expect(linked.code, linked.stderr).toBe(0);
+    };
+
+    it("link is refused (exit 2, one line), making nothing: not another state dir's live link's devices taken over (MTU), nor a state dir or file made", async () => {
+      await linkInWorld();
+      const theirs = lynxDevices(DEFAULT_DEVICE_PREFIX);
+      const before = await shapes(theirs);
+      expect(before.every((device) => device !== undefined)).toBe(true);
+      const missing = join(stateDir, 'mistyped');
+      // The same pair (its devices, under the same id, would be reconfigured: another MTU) and another (its own id): either, in a
+      // state dir that does not exist, one that holds no state file, and a state file with no link and no prefix (v1, or v2 as
+      // written before the prefix was kept), with --keep-going and --all too.
+      const cases: [string, readonly string[], string | undefined][] = [
+        [missing, ['link', 'appvm-lynx', '--attach', 'none', '--mtu', '1400'], undefined],
+        [missing, ['link', 'appvm-catgirl', '--attach', 'none', '--keep-going'], undefined],
+        [missing, ['link', '--all', '--attach', 'none'], undefined],
+        [missing, ['link', '--all', '--attach', 'none', '--keep-going'], undefined],
+        [stateDir, ['link', 'appvm-lynx', '--attach', 'none', '--mtu', '1400'], undefined],
+        [stateDir, ['link', 'appvm-lynx', '--attach', 'none', '--mtu', '1400', '--keep-going'], undefined],
+        [stateDir, ['link', 'appvm-lynx', '--attach', 'none', '--mtu', '1400'], '{"version":1,"links":[]}'],
+        [stateDir, ['link', 'appvm-catgirl', '--attach', 'none'], '{\n  "version": 2,\n  "links": []\n}\n'],
+      ];
+      for (const [dir, args, file] of cases) {
+        if (file !== undefined) await writeFile(join(dir, 'links.json'), file);
+        const refused = await world.link([...args, '--state-dir', dir], NO_PREFIX_VARIABLE);
+        expect([refused.code, refused.stdout], `${args.join(' ')}: ${refused.stderr}`).toEqual([2, '']);
+        expect(oneLineError(refused.stderr)).toMatch(claimRefusal(dir, 3));
+        expect(oneLineError(refused.stderr)).toContain(`: ${theirs.join(' ')}; so nothing was made`);
+        expect(await shapes(theirs)).toEqual(before);
+        expect(await present(catgirlDevices(DEFAULT_DEVICE_PREFIX))).toEqual([]);
+        if (dir === missing) await expect(readFile(join(missing, 'links.json'))).rejects.toMatchObject({ code: 'ENOENT' });
+        else if (file === undefined) await expect(readFile(stateFile())).rejects.toMatchObject({ code: 'ENOENT' });
+        else expect(await readFile(stateFile(), 'utf8')).toBe(file);
+      }
+      await expect(readFile(missing)).rejects.toMatchObject({ code: 'ENOENT' });
+      // Another prefix is none of theirs: linked, theirs left as they are.
+      await rm(stateFile(), { force: true });
+      const elsewhere = await run(['link', 'appvm-lynx', '--attach', 'none', '--mtu', '1400', '--device-prefix', 'zz']);
+      expect([elsewhere.code, elsewhere.stderr]).toEqual([0, '']);
+      expect(await present(lynxDevices('zz'))).toEqual(lynxDevices('zz'));
+      expect(await shapes(theirs)).toEqual(before);
+    });
+
+    it('the line names the first five devices and how many more, of every kind under those names; devices of no link name (another prefix, no id) do not count', async () => {
+      for (const name of ['snb1', 'snc1', 'snp1', 'snb2', 'snc2', 'snp2', 'snb10', 'snbx', 'sn7', 'snb0', 'sn-b3', 'snb03', 'zzb4']) await world.host.ip(['link', 'add', name, 'type', 'bridge']);
+      const refused = await run(['link', 'appvm-lynx', '--attach', 'none', '--device-prefix', 'sn']);
+      expect([refused.code, refused.stdout]).toEqual([2, '']);
+      expect(oneLineError(refused.stderr)).toMatch(claimRefusal(stateDir, 7, 'from --device-prefix'));
+      expect(oneLineError(refused.stderr)).toContain('named as links with device prefix sn (from --device-prefix): snb1 snc1 snp1 snb2 snc2 and 2 more; so nothing was made');
+      await expect(readFile(stateFile())).rejects.toMatchObject({ code: 'ENOENT' });
+      expect(await present(lynxDevices(DEFAULT_DEVICE_PREFIX))).toEqual([]);
+    });
+
+    it('a state lost from its state dir: link refused, then, with the empty state the line gives written, takes its live link back as it is, and gc deletes the others', async () => {
+      const first = await run(['link', 'appvm-lynx', 'appvm-catgirl', '--attach', 'none']);
+      expect([first.code, first.stderr]).toEqual([0, '']);
+      const lynx = await shapes(lynxDevices(DEFAULT_DEVICE_PREFIX));
+      await rm(stateFile());
+      const refused = await run(['link', 'appvm-lynx']);
+      expect([refused.code, refused.stdout]).toEqual([2, '']);
+      const line = oneLineError(refused.stderr);
+      expect(line).toMatch(claimRefusal(stateDir, 6));
+      const state = /write (\{.*\}) to /.exec(line)?.[1] ?? '';
+      // gc, which refuses a state dir without a state file, says to write the same.
+      const gcRefused = await run(['gc']);
+      expect([gcRefused.code, gcRefused.stdout]).toEqual([1, '']);
+      expect(oneLineError(gcRefused.stderr)).toMatch(new RegExp(`write an empty state there first: ${escaped(state)}$`));
+      await writeFile(stateFile(), state);
+      const adopted = await run(['link', 'appvm-lynx', '--attach', 'none']);
+      expect([adopted.code, adopted.stderr]).toEqual([0, '']);
+      expect(await shapes(lynxDevices(DEFAULT_DEVICE_PREFIX))).toEqual(lynx);
+      const collected = await run(['gc', '--json']);
+      expect([collected.code, collected.stderr]).toEqual([0, '']);
+      expect(JSON.parse(collected.stdout)).toEqual({ removed: catgirlDevices(DEFAULT_DEVICE_PREFIX) });
+      expect(await present([...lynxDevices(DEFAULT_DEVICE_PREFIX), ...catgirlDevices(DEFAULT_DEVICE_PREFIX)])).toEqual(lynxDevices(DEFAULT_DEVICE_PREFIX));
+    });
+
+    it("a state that claims the prefix (links recorded, or every one forgotten) converges on devices under a new link's names, its own leftovers, as before", async () => {
+      const first = await run(['link', 'appvm-lynx', '--attach', 'none']);
+      expect([first.code, first.stderr]).toEqual([0, '']);
+      // A leftover bridge of appvm-catgirl's link (an id this state does not record): taken as the link's own, not made anew.
+      const [bridge] = catgirlDevices(DEFAULT_DEVICE_PREFIX);
+      await world.host.ip(['link', 'add', bridge ?? '', 'type', 'bridge']);
+      const [leftover] = await shapes([bridge ?? '']);
+      const linked = await run(['link', 'appvm-catgirl', '--attach', 'none']);
+      expect([linked.code, linked.stderr]).toEqual([0, '']);
+      expect(await present(catgirlDevices(DEFAULT_DEVICE_PREFIX))).toEqual(catgirlDevices(DEFAULT_DEVICE_PREFIX));
+      expect((await shapes([bridge ?? '']))[0]?.ifindex).toBe(leftover?.ifindex);
+      // Every link forgotten: the state keeps its prefix, and claims it still.
+      for (const vm of ['appvm-lynx', 'appvm-catgirl']) expect((await run(['unlink', vm, '--forget'])).code).toBe(0);
+      expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual({ version: 2, devicePrefix: DEFAULT_DEVICE_PREFIX, links: [] });
+      await world.host.ip(['link', 'add', bridge ?? '', 'type', 'bridge']);
+      const [again] = await shapes([bridge ?? '']);
+      const relinked = await run(['link', 'appvm-catgirl', '--attach', 'none']);
+      expect([relinked.code, relinked.stderr]).toEqual([0, '']);
+      expect((await shapes([bridge ?? '']))[0]?.ifindex).toBe(again?.ifindex);
+    });
   });
 });
