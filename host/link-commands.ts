@@ -39,6 +39,7 @@ import {
   type RecordedLinkReport,
   type ReleasedLinkReport,
   type StoppedRelease,
+  type TransactionBugs,
   type UndoCutShort,
   type UndoStateWriteFailure,
   type UndoStepFailure,
@@ -609,14 +610,17 @@ function failedJson({ vm, error }: FailedVm): Record<string, unknown> {
 /**
  * The exit code that the VMs a `link --keep-going` run did not link (`failed`) make it end with,
  * as plain link would have exited on the worst of their failures: 70 where one failed by a bug,
- * or where its one transaction did, no VM failing by it (`transactionBug`), else 2 where one
+ * or where its one transaction did, or its undo, no VM failing by it (`bugs`), else 2 where one
  * failed by bad usage or input, else 1 (a bug outranks bad usage, which outranks a failure; a
  * signal's 130 or 143 outranks them all, said where it comes).
  */
-function failedVmsExitCode(failed: readonly FailedVm[], transactionBug?: unknown): number {
-  if (transactionBug !== undefined || failed.some((entry) => isLinkBug(entry.error))) return EXIT.internal;
+function failedVmsExitCode(failed: readonly FailedVm[], bugs: TransactionBugs = {}): number {
+  if (anyTransactionBug(bugs) || failed.some((entry) => isLinkBug(entry.error))) return EXIT.internal;
   return failed.some((entry) => isLinkUsageError(entry.error)) ? EXIT.usage : EXIT.failure;
 }
+
+/** Whether a `link --keep-going` run has a bug of its one transaction to say (TransactionBugs). */
+const anyTransactionBug = ({ transactionBug, transactionUndoBug }: TransactionBugs): boolean => transactionBug !== undefined || transactionUndoBug !== undefined;
 
 /**
  * What `link --keep-going` says of why it linked the VMs VM by VM (its one transaction failed:
@@ -627,9 +631,20 @@ function vmByVmFailureLine(failure: unknown): string {
   return `the failure that had it link VM by VM: ${failureText(failure)}`;
 }
 
-/** The line of a bug of a `link --keep-going` run's one transaction that no VM failed by (vmByVmFailureLine), where there is one. */
-function transactionBugLines(transactionBug: unknown): string[] {
-  return transactionBug === undefined ? [] : [vmByVmFailureLine(transactionBug)];
+/**
+ * The lines of the bugs of a `link --keep-going` run's one transaction that no VM failed by, where
+ * there are any (TransactionBugs): the one it failed by (vmByVmFailureLine), then the one that cut
+ * its undo short, which left what it had made (the VMs linked again one by one all the same).
+ */
+function transactionBugLines({ transactionBug, transactionUndoBug }: TransactionBugs): string[] {
+  return [
+    ...(transactionBug === undefined ? [] : [vmByVmFailureLine(transactionBug)]),
+    ...(transactionUndoBug === undefined
+      ? []
+      : [
+          `the undo of its one transaction, which had it link VM by VM, was cut short by a bug: what that had made for the VMs it did not link (devices, ids) may be left over (run it again, and it converges): ${failureText(transactionUndoBug)}`,
+        ]),
+  ];
 }
 
 /**
@@ -651,8 +666,8 @@ function cutShortLine({ undoing, notLinked, madeForNotLinked }: UndoCutShort): s
 }
 
 /** What a `link --keep-going` run that a state failure or a bug stopped in its passes says after its failed VMs (KeepGoingStop): the undo a bug cut short, the bug of its one transaction no VM failed by. */
-function keepGoingStopLines({ transactionBug, cutShort }: KeepGoingStop): string[] {
-  return [...(cutShort === undefined ? [] : [cutShortLine(cutShort)]), ...transactionBugLines(transactionBug)];
+function keepGoingStopLines(stopped: KeepGoingStop): string[] {
+  return [...(stopped.cutShort === undefined ? [] : [cutShortLine(stopped.cutShort)]), ...transactionBugLines(stopped)];
 }
 
 /**
@@ -928,14 +943,14 @@ function takeDownFailure(error: unknown): unknown {
  * The error a `link --keep-going` run ends with that failed as a whole (a state file, the take-down
  * of links to providers dropped) after VMs of it had failed (`failed`), as withLeftDown makes it,
  * its exit code ranked as where the run ends well (failedVmsExitCode): 70 where one of them failed
- * by a bug, or its one transaction did, no VM failing by it (`transactionBug`; their own lines say
- * so; the first, the run's failure's, does not), else 2 where one failed by bad input, over the
+ * by a bug, or its one transaction did, or its undo, no VM failing by it (`bugs`; their own lines
+ * say so; the first, the run's failure's, does not), else 2 where one failed by bad input, over the
  * run's own 1 or 2. A signal's exit code and an internal error's of the run's own stay theirs.
  */
-function failedVmsOutrank(error: unknown, failed: readonly FailedVm[], transactionBug?: unknown): unknown {
+function failedVmsOutrank(error: unknown, failed: readonly FailedVm[], bugs: TransactionBugs = {}): unknown {
   const own = exitCodeOf(error, LINK_EXIT_CODES);
-  const code = failedVmsExitCode(failed, transactionBug);
-  if ((failed.length === 0 && transactionBug === undefined) || (own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
+  const code = failedVmsExitCode(failed, bugs);
+  if ((failed.length === 0 && !anyTransactionBug(bugs)) || (own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
   const bug = code === EXIT.internal;
   if (error instanceof CliError) return new CliError(error.message, code, error.details, error.detailsAs, bug);
   // Bad usage, which withLeftDown rethrows after the VMs' lines: its line still last, as it is.
@@ -1167,8 +1182,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           );
         }
         // Failed, then (or as it failed) interrupted: first why it failed, then what the signal did.
+        // (Where a bug cut that undo short, the signal's line says what it made may be left over.)
         if (error instanceof LinkerError && error.kind === 'interrupted-undoing' && interruption.received !== undefined) {
-          throw interruptedUndoingError(error.failure, interruption.received, undoLines());
+          throw interruptedUndoingError(error.failure, interruption.received, undoLines(), false, error.stopped.cutShort !== undefined);
         }
         // Failed only after its links were made, taking down links to providers dropped: what it
         // did is said as where it ends well (the progress line erased first, as there: else the
@@ -1184,11 +1200,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           const failure = error.kind === 'state-failed' || error.kind === 'take-down-failed' ? error.failure : takeDownFailure(error);
           // A signal that came meanwhile (after the last safe point: nothing was cut short or
           // undone for it) is said after the failure, and its exit code is the run's.
-          const after = undoLines(done.failed, done.vmmFailures, transactionBugLines(done.transactionBug));
+          const after = undoLines(done.failed, done.vmmFailures, transactionBugLines(done));
           if (interruption.received !== undefined) {
             throw interruptedTakingDownError(failure, interruption.received, done.failed.length > 0, takeDownReach(error, done), after);
           }
-          throw failedVmsOutrank(withLeftDown(failure, after), done.failed, done.transactionBug);
+          throw failedVmsOutrank(withLeftDown(failure, after), done.failed, done);
         }
         // The state failure as it is said without them (its exit code too), then those VMs. The
         // VMs it had linked again one by one stay linked: printed first, as where it ends unstopped;
@@ -1202,11 +1218,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           progress.done();
           if (left !== undefined) await warnOutcome(done, left.all);
           writeOutcome(done, left?.all);
-          const { transactionBug, cutShort } = error.stopped;
           const after = undoLines(error.failed, [], keepGoingStopLines(error.stopped));
           // A signal that came as it failed (the failure's undo went on to its end, but where a bug cut one short): its exit code, as in plain link.
-          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, after, linked.size > 0, cutShort !== undefined);
-          throw failedVmsOutrank(withLeftDown(error.failure, after), error.failed, transactionBug);
+          if (interruption.received !== undefined) throw interruptedUndoingError(error.failure, interruption.received, after, linked.size > 0, error.stopped.cutShort !== undefined);
+          throw failedVmsOutrank(withLeftDown(error.failure, after), error.failed, error.stopped);
         }
         // (So with no VM to say with it: plain link says it as interrupted-undoing.) So too a bug
         // that ended the run as a signal came: the signal's exit code outranks its 70 too, its
@@ -1217,7 +1232,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         interruption.dispose();
         progress.done();
       }
-      const { linked, unlinked, vmmFailures, failed, transactionBug } = outcome;
+      const { linked, unlinked, vmmFailures, failed } = outcome;
       await warnOutcome(outcome, all);
       // Logged only where it is seen: making the logger loads pino, a good part of a single link.
       if (wouldLog('info')) {
@@ -1228,7 +1243,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // left down of VMs a signal undid, the devices and namespaces an undo left, the records an
       // undo could not write back, then each VMM that did not detach a link taken down, and each
       // NIC an undo did not take back: a line each.
-      const failureLines = undoLines(failed, vmmFailures, transactionBugLines(transactionBug));
+      const failureLines = undoLines(failed, vmmFailures, transactionBugLines(outcome));
       // Stopped by a signal VM by VM: what was linked is printed and stays.
       if (outcome.interrupted !== undefined && interruption.received !== undefined) {
         const [stopped = '', ...why] = interruptedVmByVm(interruption.received, outcome.interrupted, linked.size);
@@ -1250,7 +1265,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // by, makes it 70, its own line saying so.
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
-        const code = failed.length === 0 && transactionBug === undefined ? EXIT.failure : failedVmsExitCode(failed, transactionBug);
+        const code = failed.length === 0 && !anyTransactionBug(outcome) ? EXIT.failure : failedVmsExitCode(failed, outcome);
         throw new CliError(first, code, rest, 'lines', code === EXIT.internal);
       }
     });

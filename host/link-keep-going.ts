@@ -20,6 +20,7 @@ import {
   type LinkReport,
   type LinkerOptions,
   type RunDevices,
+  type TransactionBugs,
   type UndoCutShort,
   type UndoStateWriteFailure,
   type UndoStepFailure,
@@ -348,21 +349,37 @@ function stateFailedAfter(
   left?: LinkerError['leftAsItIs'],
   stopped: KeepGoingStop = {},
 ): unknown {
-  if (failures.size === 0 && linked.size === 0 && left === undefined && stopped.transactionBug === undefined && stopped.cutShort === undefined) return error;
+  if (failures.size === 0 && linked.size === 0 && left === undefined && stopped.transactionBug === undefined && stopped.transactionUndoBug === undefined && stopped.cutShort === undefined) return error;
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, readonly LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
   return new LinkerError('state-failed', reasonOf(error), error, failedInOrder(vms, failures), linkedInOrder, undefined, undefined, left, stopped);
 }
 
 /**
- * The bug (an error of no kind) that the one transaction of several VMs failed by (`failure`),
- * which had them linked again one by one, where no VM failed by it (`failures`: none by a bug of
- * its message, which that VM's line says): to be said all the same, none of one VM's; else
- * undefined (no bug, or said).
+ * The bug (an error of no kind) that the one transaction of several VMs (`vms`) failed by
+ * (`failure`), which had them linked again one by one, where none of them failed by it there
+ * (`failures`: none by a bug of its message, which that VM's line says; a VM failed before the
+ * transaction, none of its, is no such one): to be said all the same, none of one VM's; else
+ * undefined (no bug, or said). `stoppedBy`: the bug that stopped the run, said as it is.
  */
-function unsaidTransactionBug(failure: unknown, failures: ReadonlyMap<VmName, unknown>): unknown {
-  if (failure === undefined || !isLinkBug(failure)) return undefined;
-  const said = [...failures.values()].some((error) => isLinkBug(error) && reasonOf(error) === reasonOf(failure));
-  return said ? undefined : failure;
+function unsaidTransactionBug(failure: unknown, vms: readonly VmName[], failures: ReadonlyMap<VmName, unknown>, stoppedBy?: unknown): unknown {
+  return unsaidBug(failure, [...vms.map((vm) => failures.get(vm)), stoppedBy]);
+}
+
+/** `bug` where it is one (an error of no kind) that none of `said` is a bug of its message (which says it), else undefined. */
+function unsaidBug(bug: unknown, said: readonly unknown[]): unknown {
+  if (bug === undefined || !isLinkBug(bug)) return undefined;
+  return said.some((error) => error !== undefined && isLinkBug(error) && reasonOf(error) === reasonOf(bug)) ? undefined : bug;
+}
+
+/**
+ * The bugs of the one transaction of several VMs to be said all the same (TransactionBugs): the
+ * one it failed by (unsaidTransactionBug), and the one that cut its undo short, where the bug that
+ * stopped the run (`stoppedBy`) is not of its message; only those there are.
+ */
+function transactionBugsOf(soFar: Pick<PassesSoFar, 'failures' | 'transactionVms' | 'transactionFailure' | 'transactionUndoBug'>, stoppedBy?: unknown): TransactionBugs {
+  const transactionBug = unsaidTransactionBug(soFar.transactionFailure, soFar.transactionVms ?? [], soFar.failures, stoppedBy);
+  const transactionUndoBug = unsaidBug(soFar.transactionUndoBug, [stoppedBy]);
+  return { ...(transactionBug !== undefined && { transactionBug }), ...(transactionUndoBug !== undefined && { transactionUndoBug }) };
 }
 
 /**
@@ -390,8 +407,11 @@ interface PassesSoFar {
   readonly linked: Map<VmName, LinkReport[]>;
   /** The state as the passes read it, once read. */
   before?: LinkState;
-  /** Why the one transaction of several VMs failed, once it has (the VMs then linked again one by one). */
+  /** Why the one transaction of several VMs failed, once it has (the VMs then linked again one by one), and its VMs. */
   transactionFailure?: unknown;
+  transactionVms?: readonly VmName[];
+  /** The bug that cut short that transaction's undo, where one did (the VMs linked again one by one all the same). */
+  transactionUndoBug?: unknown;
   /** Where a bug cut short an undo of a pass VM by VM (thrown, stopping the run): what that leaves. */
   cutShort?: UndoCutShort;
 }
@@ -405,7 +425,8 @@ async function keepGoing(vms: readonly VmName[], options: LinkerOptions, snapsho
     // A bug stops the run where it is too: what the passes had done by then is said with it, as with a state failure.
     if (!isStateFailure(error) && !isLinkBug(error)) throw error;
     // A bug the one transaction failed by, that no VM failed by since (the pass one by one stopped before the VM, maybe), is said too.
-    const stopped = { transactionBug: unsaidTransactionBug(soFar.transactionFailure, soFar.failures), ...(soFar.cutShort && { cutShort: soFar.cutShort }) };
+    // So is the bug that cut that transaction's undo short, where it is not the one that stops the run.
+    const stopped = { ...transactionBugsOf(soFar, isLinkBug(error) ? error : undefined), ...(soFar.cutShort && { cutShort: soFar.cutShort }) };
     throw stateFailedAfter(error, vms, soFar.failures, soFar.linked, await leftAsItIsOf({ vms, wholeDir }, soFar.before, options), stopped);
   }
 }
@@ -506,12 +527,14 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   } catch (error) {
     // A run of one VM whose undo a bug cut short (thrown instead): stopped, as in the pass one by
     // one, its failure said all the same (not a signal's, nor the state's: the run's), and that
-    // what the run made for it may be left over. (Of several VMs, the pass one by one goes on
-    // from the state file as the undo left it, and undoes a VM that fails there: below.)
-    if (valid.length === 1 && !transactionUndone) {
-      const vm = valid[0] as VmName;
-      if (undoneFor !== undefined && !isInterruption(undoneFor) && !(undoneFor instanceof StateStoreError)) failures.set(vm, undoneFor);
-      soFar.cutShort = { undoing: [vm], notLinked: [], madeForNotLinked: false };
+    // what the run made for it may be left over. So too a run of several that a signal or a state
+    // failure failed, which stop the whole run (below), the undo of all of them cut short. (Of
+    // several VMs failed otherwise, the pass one by one goes on from the state file as the undo
+    // left it, and undoes a VM that fails there: below.)
+    const undoneForWhole = isInterruption(undoneFor) || undoneFor instanceof StateStoreError;
+    if (!transactionUndone && (valid.length === 1 || undoneForWhole)) {
+      if (valid.length === 1 && undoneFor !== undefined && !undoneForWhole) failures.set(valid[0] as VmName, undoneFor);
+      soFar.cutShort = { undoing: valid, notLinked: [], madeForNotLinked: false };
       throw error;
     }
     // Undone already (no NIC was hot-plugged). Nothing one VM could be spared: the state is every VM's.
@@ -522,9 +545,12 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     if (valid.length === 1) failures.set(valid[0] as VmName, error);
     // A bug too (an error of no kind, of no one VM in a transaction of several): the VMs linked
     // again one by one, a VM that fails by it failing alone; where none does, it is said all the
-    // same (unsaidTransactionBug), not lost.
-    transactionFailure = error;
-    soFar.transactionFailure = error;
+    // same (unsaidTransactionBug), not lost. Where a bug cut its undo short (thrown instead), what
+    // had it link VM by VM is the failure it undid, and that bug, none of one VM's, is said too.
+    transactionFailure = transactionUndone ? error : (undoneFor ?? error);
+    soFar.transactionFailure = transactionFailure;
+    soFar.transactionVms = valid;
+    if (!transactionUndone) soFar.transactionUndoBug = error;
   }
   let pass: KeepGoingPass;
   // The VMs it hot-plugs, as it goes: also where a bug stops it (in a VM's undo, say), those it
@@ -566,13 +592,14 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   const ambiguous = ambiguousAttach(kept, [...linkedInOrder.values()].flat().map(pairOf));
   if (interrupted !== undefined) {
     const said = interrupted.during === 'one-by-one' && transactionFailure !== undefined ? { ...interrupted, failure: transactionFailure } : interrupted;
-    return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, failed, interrupted: said };
+    // (Why it linked VM by VM said so; the bug that cut the transaction's undo short said too.)
+    const { transactionUndoBug } = transactionBugsOf(soFar);
+    return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, failed, interrupted: said, ...(transactionUndoBug !== undefined && { transactionUndoBug }) };
   }
   // Where the take-down fails, the VMs linked stay linked and those failed stay failed: they come
-  // with its failure, to be said as where the run ends well (finishRun); so does a bug of the one
+  // with its failure, to be said as where the run ends well (finishRun); so do the bugs of the one
   // transaction that no VM failed by.
-  const transactionBug = unsaidTransactionBug(transactionFailure, failures);
-  return finishRun({ state, linked: linkedInOrder, providers, failed, ambiguousAttach: ambiguous, transactionBug }, { vms, wholeDir }, options, true);
+  return finishRun({ state, linked: linkedInOrder, providers, failed, ambiguousAttach: ambiguous, transactionBugs: transactionBugsOf(soFar) }, { vms, wholeDir }, options, true);
 }
 
 /**

@@ -67,7 +67,10 @@ export class LinkerError extends Error {
       | 'interrupted'
       /** A signal came while the run waited for the state lock: nothing was done. */
       | 'interrupted-waiting'
-      /** A signal came while a failed `link` was undone (the undo went on): `failure` is what failed first. */
+      /**
+       * A signal came while a failed `link` was undone (the undo went on): `failure` is what failed
+       * first; or, where a bug cut that undo short, that bug (`stopped.cutShort` says so).
+       */
       | 'interrupted-undoing'
       /**
        * `link --keep-going` stopped by a state file that could not be read or written (`failure`,
@@ -119,7 +122,10 @@ export class LinkerError extends Error {
      * `unusable` as the state read tells them; none where it could not be read), to be said.
      */
     readonly leftAsItIs?: Pick<FinishedOutcome, 'orphaned' | 'unusable'> & { readonly all: AllVms },
-    /** For 'state-failed' of `link --keep-going` that stopped it in its passes: what else they have to say (KeepGoingStop). */
+    /**
+     * For 'state-failed' of `link --keep-going` that stopped it in its passes: what else they have
+     * to say (KeepGoingStop); for 'interrupted-undoing' where a bug cut the undo short, `cutShort`.
+     */
     readonly stopped: KeepGoingStop = {},
   ) {
     super(message);

@@ -513,12 +513,21 @@ export interface KeepGoingOutcome extends LinkOutcome {
    * where a signal stopped it VM by VM: `interrupted.failure` says it then.
    */
   readonly transactionBug?: unknown;
+  /**
+   * The bug that cut short the undo of its one transaction of several VMs (which had failed by a
+   * kernel refusal or a bug, the VMs then linked again one by one from the state file as that undo
+   * left it): none of one VM's, said all the same (what the transaction made for VMs not linked
+   * may be left over), the run's exit 70 (KeepGoingStop too). Also where a signal stopped it VM by
+   * VM; not where the run then stopped by a bug of its message (said as that one).
+   */
+  readonly transactionUndoBug?: unknown;
 }
 
+/** The bugs of the one transaction of a `link --keep-going` run that no VM failed by, to be said all the same (KeepGoingOutcome). */
+export type TransactionBugs = Pick<KeepGoingOutcome, 'transactionBug' | 'transactionUndoBug'>;
+
 /** What a `link --keep-going` run that a state failure or a bug stopped in its passes has to say with it (LinkerError 'state-failed'). */
-export interface KeepGoingStop {
-  /** As KeepGoingOutcome.transactionBug. */
-  readonly transactionBug?: unknown;
+export interface KeepGoingStop extends TransactionBugs {
   /** Where the bug that stopped it cut short an undo: what that leaves. */
   readonly cutShort?: UndoCutShort;
 }

@@ -27,6 +27,7 @@ import {
   type LinkerOptions,
   type RunDevices,
   type TakenBackNic,
+  type TransactionBugs,
   type UndoStateWriteFailure,
   type UndoStepFailure,
   type VmmDetachFailure,
@@ -611,9 +612,13 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const made = newRunDevices();
     // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
     // ran, which only a second one cuts short) is said with the failure, not instead of it, and
-    // not lost either: the exit code tells of it.
-    const failedThenSignalled = (error: unknown): unknown =>
-      options.signal?.aborted === true && !isInterruption(error) ? new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error) : error;
+    // not lost either: the exit code tells of it. Where a bug cut the undo short (`cutShort`: it is
+    // thrown), that is said too: what the run made may be left over.
+    const failedThenSignalled = (error: unknown, cutShort = false): unknown => {
+      if (options.signal?.aborted !== true || isInterruption(error)) return error;
+      const stopped = cutShort ? { cutShort: { undoing: vms, notLinked: [], madeForNotLinked: false } } : {};
+      return new LinkerError('interrupted-undoing', `${reasonOf(error)} (then interrupted while undoing the run)`, error, [], new Map(), undefined, undefined, undefined, stopped);
+    };
     // A side up as a VMM attached it that is to be attached another way: its NIC comes out of that
     // VMM first, as unlink takes it out; a VMM refusing stops the run with nothing made, and so
     // do ids that run out, a device listing that fails (assertRunStartable) and a state dir that
@@ -631,9 +636,17 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
       if (down.length > 0) leftDown?.(down);
       throw failedThenSignalled(error);
     });
-    const mode: TransactionMode = { attachModes: kept, attach: true, ...(leftDown === undefined ? {} : { leftDown }), ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }) };
+    // Whether a failure's undo went on to its end (a bug that cuts it short is thrown instead).
+    let undone = false;
+    const mode: TransactionMode = {
+      attachModes: kept,
+      attach: true,
+      ...(leftDown === undefined ? {} : { leftDown }),
+      ...(undoWrite === undefined ? {} : { undoWriteFailed: undoWrite }),
+      undone: () => void (undone = true),
+    };
     const linkedRun = await linkTransaction(vms, options, snapshot, before, made, mode).catch((error: unknown) => {
-      throw failedThenSignalled(error);
+      throw failedThenSignalled(error, !undone);
     });
     const ambiguous = ambiguousAttach(kept, [...linkedRun.linked.values()].flat().map(pairOf));
     const linked = new Map(vms.map((vm): [VmName, LinkReport[]] => [vm, linkedRun.linked.get(vm) ?? []]));
@@ -653,8 +666,8 @@ interface RunSoFar {
   /** With --keep-going, the VMs it did not link, in the order asked for. */
   readonly failed: readonly FailedVm[];
   readonly ambiguousAttach: readonly AmbiguousAttach[];
-  /** With --keep-going, the bug of its one transaction no VM failed by (KeepGoingOutcome.transactionBug). */
-  readonly transactionBug?: unknown;
+  /** With --keep-going, the bugs of its one transaction no VM failed by (KeepGoingOutcome.transactionBug, transactionUndoBug). */
+  readonly transactionBugs?: TransactionBugs;
 }
 
 /**
@@ -669,8 +682,7 @@ export async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOpt
   const { wholeDir } = run;
   const outcomeOf = async (state: LinkState, down: Pick<KeepGoingOutcome, 'unlinked' | 'vmmFailures'>): Promise<KeepGoingOutcome> => {
     const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(state, wholeDir.snapshot, options);
-    const { transactionBug } = soFar;
-    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed, ...(transactionBug !== undefined && { transactionBug }) };
+    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed, ...soFar.transactionBugs };
   };
   // What the run leaves as it is is of clients the take-down does not touch: the state before it tells it.
   const failedWith = async (error: unknown, down: Pick<FinishedOutcome, 'unlinked' | 'vmmFailures' | 'notTakenDown' | 'takeDownStopped'>): Promise<unknown> => {

@@ -15,13 +15,17 @@ import {
   RCODE,
   answersQuestion,
   errorResponse,
+  fitUdpAnswer,
   inspectQuery,
   isFailureAnswer,
   isResponse,
   rcodeOf,
   readId,
+  udpRoomOf,
   writeId,
+  type FittedAnswer,
   type Rcode,
+  type UdpRoom,
 } from './header.js';
 import { PendingShares, type Share } from './pending-shares.js';
 import { ID_SPACE, PendingTable } from './pending-table.js';
@@ -45,6 +49,7 @@ import {
   zonedExample,
   type Upstream,
 } from './upstream.js';
+import { MAX_TIMEOUT_MS, QUERY_TIMEOUT_MS, UPSTREAM_TIMEOUT_MS } from './query-times.js';
 import { RttEstimator } from './rtt-estimator.js';
 import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, connectTcpThroughZone, hostKeyOfText, loadUdpAddon, tcpUnacknowledged, zoneIndexOf } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
@@ -70,11 +75,26 @@ export interface DnsForwarderOptions {
    */
   resolvConfPath?: string;
   /**
-   * How long one upstream gets to answer before the next is tried. Default 1500 ms. Within it
-   * the query is sent again (same id, same port) once the upstream's round-trip estimate has
-   * passed, doubling the wait each time: a lost datagram costs a few round trips, not this.
+   * How long one upstream has a query to itself before the next upstream is asked too (failover):
+   * 1 to 60000 ms, default 1500. Within it the query is sent again (same id, same port) once the
+   * upstream's round-trip estimate has passed, doubling the wait each time: a lost datagram costs
+   * a few round trips, not this. The upstream passed over is still listened to: its answer, come
+   * late, is taken if it is the first good one (see queryTimeoutMs). Also the time an upstream
+   * asked first must have answered nothing for before another takes its place (#preferOver).
    */
   timeoutMs?: number;
+  /**
+   * How long a query waits for a good answer in all, from when it came, before its client gets
+   * SERVFAIL: timeoutMs to 60000 ms, default 4000 (or timeoutMs where that is longer). Answers
+   * slower than timeoutMs are common (a resolver looking up a cold name, validating DNSSEC,
+   * behind a VPN: 2-3 s), and the forwarder is its clients' only server: where they come within
+   * this time, they are relayed. Under the 5 s a stub resolver (glibc's, musl's) waits for its
+   * first try, so that the client gets an answer, SERVFAIL included, before it asks again. Once
+   * no upstream is left to ask, the last one asked is asked again with backoff until then, and
+   * the answers of those asked before it are still taken; over TCP, each connection is kept open
+   * until then. It also bounds how long a query holds its place in the pending table.
+   */
+  queryTimeoutMs?: number;
   /**
    * Most UDP queries waiting for upstream at once (<= 65536). Default 4096. Once they are all
    * taken, a client holding less than its fair share (this divided among the clients holding
@@ -160,6 +180,18 @@ export interface DnsForwarderCounters {
   readonly tcpQueries: number;
   /** Upstream answers relayed to clients. */
   readonly answered: number;
+  /**
+   * Of those, the answers of an upstream that had not answered within timeoutMs, taken after the
+   * query had gone on to the next upstream (the first good answer wins): a sign that timeoutMs is
+   * short for that upstream.
+   */
+  readonly lateAnswers: number;
+  /**
+   * UDP answers too large for their client (512 bytes without EDNS, else the payload size its OPT
+   * record gives), or cut short by the upstream with TC set, relayed as a truncated answer (header,
+   * question and OPT record, TC set) so that the client asks again over TCP.
+   */
+  readonly truncated: number;
   /** Dropped silently: too short, or a response sent to us (over TCP its connection is closed), and zero-length TCP frames. */
   readonly malformed: number;
   readonly formErr: number;
@@ -178,7 +210,11 @@ export interface DnsForwarderCounters {
   readonly evicted: number;
   /** No usable upstream configured: answered SERVFAIL. */
   readonly noUpstream: number;
-  /** Upstream attempts that timed out (each moves on to the next upstream). */
+  /**
+   * Upstreams that did not answer a query within timeoutMs (once per query and upstream, over UDP
+   * and TCP): each has the query go on to the next upstream, the one passed over still listened to
+   * until the query's time is up (queryTimeoutMs); the last is asked again until then.
+   */
   readonly upstreamTimeouts: number;
   /**
    * TCP connections to an upstream that it ended, once it had taken them, before a whole answer:
@@ -195,9 +231,16 @@ export interface DnsForwarderCounters {
   readonly upstreamErrors: number;
   /** Queries sent to the same upstream again because its answer was late. */
   readonly retransmits: number;
-  /** Every upstream failed: answered SERVFAIL. */
+  /**
+   * No good answer within the query's time (queryTimeoutMs), nor a failure answer to relay (every
+   * upstream silent, or ending its TCP connection): answered SERVFAIL.
+   */
   readonly failed: number;
-  /** Upstream datagrams that matched no pending query (late, spoofed, wrong source or question). */
+  /**
+   * Upstream datagrams that matched no pending query (its time up, spoofed, wrong source, port or
+   * question), and those that did but are malformed (records running past the datagram's end,
+   * TC not set): dropped, the query still waiting.
+   */
   readonly upstreamRejected: number;
   /**
    * Our sockets' troubles, each counted once: sends that failed (to clients and upstreams), errors
@@ -257,7 +300,8 @@ export interface DnsForwarder {
 const DEFAULTS = {
   port: DNS_PORT,
   resolvConfPath: '/etc/resolv.conf',
-  timeoutMs: 1500,
+  timeoutMs: UPSTREAM_TIMEOUT_MS,
+  queryTimeoutMs: QUERY_TIMEOUT_MS,
   maxPending: 4096,
   maxPendingPerClient: 256,
   ratePerClient: { perSecond: 200, burst: 400 },
@@ -348,8 +392,22 @@ interface TcpClientConnection {
   inFlight: number;
 }
 
+/**
+ * An upstream a query went on from once its time was up (see PendingQuery.earlier): its answer is
+ * still taken, through the socket the query last went out of to it, and no other.
+ */
+interface EarlierAttempt {
+  readonly link: UpstreamLink;
+  readonly socket: UdpSocket;
+  /** When the query last went out to it, and how often (1: once, its answer timed: Karn). */
+  readonly sentAt: number;
+  readonly transmissions: number;
+}
+
 interface PendingQuery {
   readonly client: UdpPeer;
+  /** What the client takes over UDP: an answer larger is relayed truncated (fitUdpAnswer). */
+  readonly room: UdpRoom;
   /** Its place among its client's pending queries (under the client's host key), once in the table. */
   share: Share<number | string, PendingQuery> | undefined;
   readonly clientId: number;
@@ -379,13 +437,40 @@ interface PendingQuery {
    * other asked first instead is #preferOver's to weigh.
    */
   failedFirst: { readonly upstream: Upstream; readonly at: number; readonly how: FailureHow } | undefined;
-  /** Our id for the current upstream, its key in the pending table. */
+  /**
+   * Our id for it upstream, its key in the pending table: one for its whole life, whichever
+   * upstream it goes to, so that an upstream it went on from can still answer it. (Anyone who sees
+   * it go to one upstream can answer it as that upstream already: the id tells them nothing more.)
+   */
   id: number;
   /** When the query last went out, and how often to the current upstream (1: not resent; 0: not yet, see #sendUpstream). */
   sentAt: number;
   transmissions: number;
-  /** When the current upstream's time is up (timeoutMs after the first transmission). */
+  /**
+   * When the current upstream's time is up (timeoutMs after the first transmission, the query's
+   * own time at most); for the last upstream it can ask, once that has passed, the query's time.
+   */
   upstreamUntil: number;
+  /** When the query's whole time is up (queryTimeoutMs after it came): its client is answered then. */
+  readonly queryUntil: number;
+  /** The current upstream's time is up, counted in upstreamTimeouts: the last, asked until queryUntil. */
+  timedOut: boolean;
+  /**
+   * Upstreams whose time was up, the query gone on to the next, whose answer is still taken
+   * until the query's time is up; made only when there is one.
+   */
+  earlier: EarlierAttempt[] | undefined;
+  /**
+   * No upstream is asked any more (the last answered SERVFAIL, REFUSED or NOTIMP, or none is left
+   * to go to), but one asked earlier may still answer: the query waits for it until its time is up.
+   */
+  parked: boolean;
+  /**
+   * A failure answer (SERVFAIL, REFUSED, NOTIMP) that moved the query on to no other upstream,
+   * fitted to its client: relayed once no upstream asked earlier may answer better, or at the
+   * query's time.
+   */
+  held: FittedAnswer | undefined;
 }
 
 /** How an upstream failed a query: no answer within the timeout, or an answer that is none (isFailureAnswer). */
@@ -510,7 +595,10 @@ class Forwarder implements DnsForwarder {
   readonly #family: 4 | 6;
   readonly #port: number;
   readonly #bindAtStart: boolean;
+  /** How long one upstream has a query to itself (DnsForwarderOptions.timeoutMs). */
   readonly #timeoutMs: number;
+  /** How long a query waits in all (DnsForwarderOptions.queryTimeoutMs). */
+  readonly #queryTimeoutMs: number;
   readonly #maxTcpConnections: number;
   readonly #maxTcpConnectionsPerClient: number;
   /** Open client TCP connections by host key, oldest first: who holds how many, and the largest holder. */
@@ -588,7 +676,7 @@ class Forwarder implements DnsForwarder {
   #tcp: Server | undefined;
   readonly #tcpClients = new Set<TcpSocket>();
   readonly #tcpUpstreams = new Set<TcpSocket>();
-  /** Sockets of upstreams dropped from the list, closed once their queries have timed out. */
+  /** Sockets of upstreams dropped from the list, closed once their queries' time is up (queryTimeoutMs). */
   readonly #retired = new Set<UdpSocket>();
   /**
    * Pending queries whose socket failed while no socket of their upstream works, and queries that
@@ -618,7 +706,12 @@ class Forwarder implements DnsForwarder {
     }
     this.#self = parseUpstream(endpointText(this.#listen, this.#port));
     this.#bindAtStart = options.bindAtStart ?? true;
-    this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 60_000);
+    this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, MAX_TIMEOUT_MS);
+    // At least one upstream's time: a query given less would end before its first upstream's.
+    this.#queryTimeoutMs = positiveInteger('queryTimeoutMs', options.queryTimeoutMs ?? Math.max(DEFAULTS.queryTimeoutMs, this.#timeoutMs), MAX_TIMEOUT_MS);
+    if (this.#queryTimeoutMs < this.#timeoutMs) {
+      throw new DnsError('option-range', `queryTimeoutMs must be at least timeoutMs (${this.#timeoutMs}), got ${this.#queryTimeoutMs}`);
+    }
     this.#maxTcpConnections = positiveInteger('maxTcpConnections', options.maxTcpConnections ?? DEFAULTS.maxTcpConnections, 65_535);
     this.#maxTcpConnectionsPerClient = positiveInteger(
       'maxTcpConnectionsPerClient',
@@ -653,6 +746,8 @@ class Forwarder implements DnsForwarder {
       queries: 0,
       tcpQueries: 0,
       answered: 0,
+      lateAnswers: 0,
+      truncated: 0,
       malformed: 0,
       formErr: 0,
       notImp: 0,
@@ -1233,7 +1328,7 @@ class Forwarder implements DnsForwarder {
         this.#retired.add(socket);
         setTimeout(() => {
           if (this.#retired.delete(socket)) socket.close();
-        }, this.#timeoutMs + 100).unref();
+        }, this.#queryTimeoutMs + 100).unref();
       }
     }
     this.#resendAwaiting(wanted);
@@ -1247,7 +1342,8 @@ class Forwarder implements DnsForwarder {
   readonly #onClientDatagram = (message: Buffer, remote: UdpPeer): void => {
     this.#counters.queries += 1;
     const clientKey = remote.hostKey();
-    if (!this.#limiter.allow(clientKey, performance.now())) {
+    const now = performance.now();
+    if (!this.#limiter.allow(clientKey, now)) {
       this.#counters.rateLimited += 1;
       return;
     }
@@ -1281,6 +1377,7 @@ class Forwarder implements DnsForwarder {
     const query = Buffer.from(message);
     const entry: PendingQuery = {
       client: remote.copy(),
+      room: udpRoomOf(query, verdict.questionEnd),
       share: undefined,
       clientId: readId(query),
       message: query,
@@ -1295,6 +1392,11 @@ class Forwarder implements DnsForwarder {
       sentAt: 0,
       transmissions: 0,
       upstreamUntil: 0,
+      queryUntil: now + this.#queryTimeoutMs,
+      timedOut: false,
+      earlier: undefined,
+      parked: false,
+      held: undefined,
     };
     const index = this.#nextUpstream(entry, firstIndex);
     const link = index === undefined ? undefined : this.#upstreams[index];
@@ -1309,8 +1411,9 @@ class Forwarder implements DnsForwarder {
     entry.share = shares.add(clientKey, entry);
   };
 
-  /** A query has left the pending table for good (answered, given up on, or evicted). */
+  /** A query leaves the pending table for good (answered, given up on, or evicted). */
   #settled(entry: PendingQuery): void {
+    if (this.#pending.peek(entry.id) === entry) this.#pending.take(entry.id);
     if (entry.share !== undefined) this.#shares.remove(entry.share);
     this.#awaitingReconnect.delete(entry);
   }
@@ -1319,24 +1422,34 @@ class Forwarder implements DnsForwarder {
   #evictOldestOfLargest(): void {
     const entry = this.#shares.oldestOfLargest()?.value;
     if (entry === undefined) return;
-    this.#pending.take(entry.id);
     this.#settled(entry);
     this.#counters.evicted += 1;
     writeId(entry.message, entry.clientId);
     this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, entry.client);
   }
 
-  /** Give the query a fresh id and send it to its upstream; false when the table is full. */
+  /**
+   * Send the query to its upstream (`entry.link`), which has timeoutMs of it to itself: a new query
+   * takes a fresh id, its place in the table (false when the table is full); one going on to
+   * another upstream keeps both.
+   */
   #sendUpstream(entry: PendingQuery): boolean {
     const now = performance.now();
-    const id = this.#pending.insert(entry, now + entry.link.rtt.timeoutMs());
-    if (id === undefined) return false;
-    entry.id = id;
+    const upstreamUntil = Math.min(now + this.#timeoutMs, entry.queryUntil);
+    const resendAt = Math.min(now + entry.link.rtt.timeoutMs(), upstreamUntil);
+    if (this.#pending.peek(entry.id) === entry) this.#pending.reschedule(entry.id, resendAt);
+    else {
+      const id = this.#pending.insert(entry, resendAt);
+      if (id === undefined) return false;
+      entry.id = id;
+      writeId(entry.message, id);
+    }
+    const id = entry.id;
     entry.sentAt = now;
     entry.transmissions = 1;
-    entry.upstreamUntil = now + this.#timeoutMs;
+    entry.upstreamUntil = upstreamUntil;
+    entry.timedOut = false;
     if (!hasTried(entry.tried, entry.link.upstream)) entry.tried.push(entry.link.upstream);
-    writeId(entry.message, id);
     if (!usable(entry.link)) {
       // No socket of its upstream works (all failed, the upstream to be connected again after its
       // backoff; #nextUpstream found no other upstream to try either): nothing reads them, so a query
@@ -1436,33 +1549,63 @@ class Forwarder implements DnsForwarder {
       this.#counters.upstreamRejected += 1;
       return;
     }
-    const id = readId(message);
-    const entry = this.#pending.peek(id);
-    // Only the upstream we asked (the connected socket filters sources), on the port we asked
-    // from, answering the question we asked, may settle a query: a stray or forged datagram must
-    // not cancel the real answer.
-    if (entry === undefined || entry.link !== link || entry.socket !== socket || !answersQuestion(message, entry.question)) {
+    const entry = this.#pending.peek(readId(message));
+    // Only an upstream we asked (the connected socket filters sources), on the port we last asked
+    // it from, answering the question we asked, may settle a query: a stray or forged datagram
+    // must not cancel the real answer. The upstream asked now, or one asked before it whose time
+    // was up (its answer come late: the first good answer wins).
+    const current = entry !== undefined && !entry.parked && entry.link === link && entry.socket === socket;
+    const earlier = entry === undefined || current ? undefined : entry.earlier?.find((attempt) => attempt.link === link && attempt.socket === socket);
+    if (entry === undefined || (!current && earlier === undefined) || !answersQuestion(message, entry.question)) {
       this.#counters.upstreamRejected += 1;
       return;
     }
-    this.#pending.take(id);
+    // Fitted to what the client takes; a malformed one (records past its end) is no answer, and
+    // the query waits on (its resend may bring a whole one; its time moves it on).
+    const fitted = fitUdpAnswer(message, entry.question.length, entry.room);
+    if (fitted === undefined) {
+      this.#counters.upstreamRejected += 1;
+      return;
+    }
     const now = performance.now();
     // Karn: a resent query's answer may be to either copy, so only single sends are timed.
-    if (entry.transmissions === 1) link.rtt.sample(now - entry.sentAt);
+    const sent = earlier ?? entry;
+    if (sent.transmissions === 1) link.rtt.sample(now - sent.sentAt);
     if (!isFailureAnswer(message)) {
       this.#lastAnswered.set(link.key, now);
       if (entry.failedFirst !== undefined) this.#preferOver(entry.failedFirst, link);
-    } else if (this.#hasUntried(entry, true)) {
+      if (earlier !== undefined) this.#counters.lateAnswers += 1;
+      this.#relay(entry, fitted);
+      return;
+    }
+    if (current && this.#hasUntried(entry, true)) {
       // SERVFAIL, REFUSED or NOTIMP: this upstream could not answer it, another may (as a stub
       // resolver given the same list would ask it: our clients have only us to ask). The last one's is relayed.
       const rcode = rcodeOf(message);
       this.#retry(entry, rcode === RCODE.servFail ? 'SERVFAIL' : rcode === RCODE.refused ? 'REFUSED' : 'NOTIMP');
       return;
     }
+    // A failure answer that moves the query on to no other upstream: relayed, unless an upstream
+    // asked before may still answer better (its time was up, not the query's); then held until
+    // it does, or the query's time is up. The datagram is a view into the socket's arena: kept as a copy.
+    if (earlier !== undefined) entry.earlier = entry.earlier?.filter((attempt) => attempt !== earlier);
+    if (current) {
+      entry.parked = true;
+      entry.socket = undefined;
+      this.#pending.reschedule(entry.id, entry.queryUntil);
+      this.#armTimer();
+    }
+    if (entry.parked && (entry.earlier === undefined || entry.earlier.length === 0)) this.#relay(entry, fitted);
+    else entry.held = { message: Buffer.from(fitted.message), truncated: fitted.truncated };
+  }
+
+  /** Answer `entry`'s client with `answer` (an upstream's, fitted to it), and settle it. */
+  #relay(entry: PendingQuery, answer: FittedAnswer): void {
     this.#settled(entry);
-    writeId(message, entry.clientId);
+    writeId(answer.message, entry.clientId);
     this.#counters.answered += 1;
-    this.#sendToClient(message, entry.client);
+    if (answer.truncated) this.#counters.truncated += 1;
+    this.#sendToClient(answer.message, entry.client);
   }
 
   /** Have #onTimer run at the next deadline (re-armed only when that is earlier than planned). */
@@ -1482,14 +1625,13 @@ class Forwarder implements DnsForwarder {
       const entry = this.#pending.peek(id);
       if (entry === undefined) continue;
       const left = entry.upstreamUntil - now;
-      if (this.#awaitingReconnect.has(entry) || (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket))) this.#socketFailedUnder(entry, now, left);
+      if (now >= entry.queryUntil) this.#queryTimedOut(entry);
+      else if (entry.parked) this.#pending.reschedule(id, entry.queryUntil);
+      else if (this.#awaitingReconnect.has(entry) || (entry.socket !== undefined && entry.link.failedSockets.has(entry.socket))) this.#socketFailedUnder(entry, now);
       else if (left > 0 && this.#leftForUntried(entry)) this.#moveToCurrent(entry);
       else if (left >= MIN_RETRANSMIT_MS) this.#resend(entry, now, left);
       else if (left > 0) this.#pending.reschedule(id, entry.upstreamUntil);
-      else {
-        this.#pending.take(id);
-        this.#retry(entry, 'timed-out');
-      }
+      else this.#retry(entry, 'timed-out');
     }
     this.#armTimer();
   };
@@ -1516,8 +1658,11 @@ class Forwarder implements DnsForwarder {
    * within its time for its upstream to be connected again (#resendAwaiting: the failure's backoff
    * is RECONNECT_MAX_MS at most), rather than be answered SERVFAIL while that is due.
    */
-  #socketFailedUnder(entry: PendingQuery, now: number, left: number): void {
+  #socketFailedUnder(entry: PendingQuery, now: number): void {
     this.#awaitingReconnect.delete(entry);
+    // The last upstream it can ask has the query's whole time, its own once up (see #retry).
+    if (entry.upstreamUntil <= now && !this.#hasUntried(entry, false)) entry.upstreamUntil = entry.queryUntil;
+    const left = entry.upstreamUntil - now;
     if (left > 0) {
       const working = this.#workingLinkTo(entry.link.upstream);
       if (working !== undefined) {
@@ -1530,7 +1675,6 @@ class Forwarder implements DnsForwarder {
         return;
       }
     }
-    this.#pending.take(entry.id);
     this.#retry(entry, 'socket-failed');
   }
 
@@ -1564,30 +1708,72 @@ class Forwarder implements DnsForwarder {
    * A pending query whose upstream was dropped from the list, or that has a better one to go to
    * than the one it waits for: sent to the first upstream of the list now in use that it has not
    * tried and that can answer (waiting for one it has not tried where none can), as a new query
-   * would be; SERVFAIL where it has tried them all.
+   * would be; where it has tried them all, it waits for those asked before, or is answered (#sendTo).
    */
   #moveToCurrent(entry: PendingQuery): void {
     this.#awaitingReconnect.delete(entry);
-    this.#pending.take(entry.id);
+    this.#keepListening(entry);
     this.#sendTo(entry, this.#nextUpstream(entry, this.#firstIndex()));
   }
 
   /**
-   * Send `entry`, out of the table, to the upstream at `index` of the list in use; where there is
-   * none (undefined: it has tried every one), answer SERVFAIL.
+   * `entry` goes on from its upstream without that one having failed it (its time is up, or it
+   * left the list): its answer is still taken until the query's time is up (see #onUpstreamDatagram),
+   * through the socket the query last went out of to it, where that one is still read.
+   */
+  #keepListening(entry: PendingQuery): void {
+    const { link, socket, sentAt, transmissions } = entry;
+    if (socket === undefined || link.failedSockets.has(socket)) return;
+    (entry.earlier ??= []).push({ link, socket, sentAt, transmissions });
+  }
+
+  /**
+   * Send `entry` (in the table: it keeps its place and id) to the upstream at `index` of the list in
+   * use; where there is none (undefined: it has tried every one), it waits for an upstream asked
+   * before that may still answer, or, with none, is answered (see #answerAtLast).
    */
   #sendTo(entry: PendingQuery, index: number | undefined): void {
     const link = index === undefined ? undefined : this.#upstreams[index];
     if (link !== undefined && index !== undefined) {
       entry.link = link;
-      // The id it had is free again (taken): the table has room for it.
       if (this.#sendUpstream(entry)) return;
+    }
+    // Those whose socket failed since can bring no answer (nothing reads it).
+    entry.earlier = entry.earlier?.filter((attempt) => !attempt.link.failedSockets.has(attempt.socket));
+    if (entry.earlier !== undefined && entry.earlier.length > 0 && performance.now() < entry.queryUntil) {
+      entry.parked = true;
+      entry.socket = undefined;
+      this.#awaitingReconnect.delete(entry);
+      this.#pending.reschedule(entry.id, entry.queryUntil);
+      this.#armTimer();
+      return;
+    }
+    this.#answerAtLast(entry);
+  }
+
+  /**
+   * No good answer came for `entry` and none will: its client gets the failure answer held for it
+   * (see PendingQuery.held), else SERVFAIL.
+   */
+  #answerAtLast(entry: PendingQuery): void {
+    if (entry.held !== undefined) {
+      this.#relay(entry, entry.held);
+      return;
     }
     if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;
     else this.#counters.failed += 1;
     this.#settled(entry);
     writeId(entry.message, entry.clientId);
     this.#answerUdp(entry.message, entry.questionEnd, RCODE.servFail, entry.client);
+  }
+
+  /**
+   * The query's time is up (queryTimeoutMs): the upstream asked now, if it had not been counted as
+   * timed out already, is; its client is answered (#answerAtLast).
+   */
+  #queryTimedOut(entry: PendingQuery): void {
+    if (!entry.parked && entry.socket !== undefined && !entry.timedOut) this.#counters.upstreamTimeouts += 1;
+    this.#answerAtLast(entry);
   }
 
   /**
@@ -1624,23 +1810,38 @@ class Forwarder implements DnsForwarder {
   }
 
   /**
-   * An upstream did not answer in time, answered SERVFAIL, REFUSED or NOTIMP, or the socket the query went
-   * out of failed (said already, and our socket's failure, not the upstream's): move on to the next
-   * one, or give up with SERVFAIL. A failure of the upstream asked first is noted on the query, for
-   * #preferOver to weigh once another answers it.
+   * An upstream did not answer within its time (timeoutMs), answered SERVFAIL, REFUSED or NOTIMP (with
+   * another left to ask), or the socket the query went out of failed (said already, and our
+   * socket's failure, not the upstream's): move on to the next one. One whose time is up is still
+   * listened to (#keepListening); where it is the last the query can ask, it is asked again, with
+   * backoff, until the query's time is up (queryTimeoutMs): a slow upstream is still one that
+   * answers. Where none is left otherwise, the query waits for those asked before, or is answered
+   * (#sendTo). A failure of the upstream asked first is noted on the query, for #preferOver to
+   * weigh once another answers it.
    */
   #retry(entry: PendingQuery, why: FailureHow | 'socket-failed'): void {
     if (why === 'timed-out') this.#counters.upstreamTimeouts += 1;
     else if (why !== 'socket-failed') this.#counters.upstreamErrors += 1;
     const upstreams = this.#upstreams;
+    const now = performance.now();
     if (why !== 'socket-failed' && entry.failedFirst === undefined) {
       const first = upstreams[this.#firstIndex()];
-      if (first !== undefined && sameUpstream(first.upstream, entry.link.upstream)) entry.failedFirst = { upstream: first.upstream, at: performance.now(), how: why };
+      if (first !== undefined && sameUpstream(first.upstream, entry.link.upstream)) entry.failedFirst = { upstream: first.upstream, at: now, how: why };
     }
     // Its upstream's place in the list in use, by address: the list may have changed since the
     // query was sent (its upstream dropped: it goes on as a new query would).
     const failedIndex = upstreams.findIndex((link) => sameUpstream(link.upstream, entry.link.upstream));
-    this.#sendTo(entry, this.#nextUpstream(entry, failedIndex === -1 ? this.#firstIndex() : failedIndex + 1));
+    const next = this.#nextUpstream(entry, failedIndex === -1 ? this.#firstIndex() : failedIndex + 1);
+    if (why === 'timed-out') {
+      if (next === undefined) {
+        entry.timedOut = true;
+        entry.upstreamUntil = entry.queryUntil;
+        this.#resend(entry, now, entry.queryUntil - now);
+        return;
+      }
+      this.#keepListening(entry);
+    }
+    this.#sendTo(entry, next);
   }
 
   /**
@@ -1726,7 +1927,7 @@ class Forwarder implements DnsForwarder {
     let lastActivity = performance.now();
     const onIdle = (): void => {
       const quietFor = performance.now() - lastActivity;
-      // A query waiting for upstream is bounded by the upstream timeouts; its settling restarts the clock.
+      // A query waiting for upstream is bounded by its time (queryTimeoutMs); its settling restarts the clock.
       if (connection.inFlight > 0 || quietFor < this.#tcpIdleMs) {
         idleTimer = setTimeout(onIdle, connection.inFlight > 0 ? this.#tcpIdleMs : this.#tcpIdleMs - quietFor);
         return;
@@ -1842,57 +2043,136 @@ class Forwarder implements DnsForwarder {
       reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
       return;
     }
-    // As over UDP, each upstream asked once at most, by address, in the list in use at each step:
-    // resolv.conf may be rewritten while an upstream is asked (and an upstream given twice is one).
-    const tried: Upstream[] = [];
-    for (let next = untriedFrom(upstreams, tried, this.#firstIndex()); next !== undefined; ) {
-      if (socket.destroyed || this.#closed !== undefined) return;
-      const { upstream, via, zoneIndex } = next;
-      tried.push(upstream);
-      // Through the link, as for UDP: to our own address a plain connection would reach us.
-      // A link-local one's zone picks its link, by name or index (Node's net reads only a name):
-      // the interface its UDP sockets were connected through (by index, UpstreamLink.zoneIndex),
-      // not whatever has the zone's name now, so that UDP and TCP reach the same one after a
-      // rename, until the list is next set connects both again.
-      const open =
-        via !== undefined
-          ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
-          : upstream.address.includes('%')
-            ? () => connectTcpThroughZone(upstream.address, upstream.port, zoneIndex)
-            : undefined;
-      // Why it could not be opened is said here (open threw, or Node's own connect found no
-      // descriptor, an 'error' event): the outcome is only 'socket-error'.
-      // One that opens, as it opens, may end an episode of failures to (see #tcpOpenFailed).
-      const unopened = (error: unknown): void => this.#tcpOpenFailed({ upstream, via }, error);
-      const opened = (): void => this.#tcpOpened({ upstream, via });
-      const outcome = await exchangeOverTcp(upstream, query, verdict.questionEnd, this.#timeoutMs, this.#tcpUpstreams, open, closed, unopened, opened);
-      // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
-      if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) return;
-      // On from its place in the list in use now (it may be gone from it, or elsewhere).
-      const inUse = this.#upstreams;
-      const at = inUse.findIndex((link) => sameUpstream(link.upstream, upstream));
-      next = untriedFrom(inUse, tried, at === -1 ? this.#firstIndex() : at + 1);
-      // As over UDP, SERVFAIL, REFUSED or NOTIMP goes on to the next upstream, the last one's relayed. Over
-      // TCP, though, nothing moves the upstream asked first: the exchanges are few (truncated
-      // answers), and an upstream may fail TCP alone.
-      if (typeof outcome !== 'string' && (next === undefined || !isFailureAnswer(outcome))) {
-        this.#counters.answered += 1;
-        reply(outcome);
-        return;
-      }
-      // A connection that could not be opened (its zone names no interface any more, the agent
-      // out of descriptors) or that Node reported an error on (refused, unreachable) is a
-      // socket's trouble, as an ICMP error on a UDP socket is: a sendError, not the upstream's
-      // silence. Nor is one the upstream ended (FIN or reset) once it had taken it: it will not
-      // answer, and the next upstream is asked at once.
-      if (outcome === 'socket-error') this.#counters.sendErrors += 1;
-      else if (outcome === 'upstream-ended') this.#counters.upstreamClosed += 1;
-      else if (outcome === 'timed-out') this.#counters.upstreamTimeouts += 1;
-      else this.#counters.upstreamErrors += 1;
+    const outcome = await this.#askOverTcp(query, verdict.questionEnd, socket, closed);
+    // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
+    if (outcome === 'gone') return;
+    if (outcome !== 'none') {
+      this.#counters.answered += 1;
+      reply(outcome);
+      return;
     }
     if (this.#upstreams.length === 0) this.#counters.noUpstream += 1;
     else this.#counters.failed += 1;
     reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
+  }
+
+  /**
+   * Ask the upstreams `query` (from `client`, whose connection's closing aborts `closed`) over TCP,
+   * as over UDP: each once at most, by address, from the one asked first on, in the list in use at
+   * each step (resolv.conf may be rewritten meanwhile, and an upstream given twice is one). Each has
+   * its own connection, and timeoutMs of the query to itself; then the next is asked too, the
+   * connections before it kept open: the first good answer of any is the query's, the others then
+   * ended (a reset each). An upstream that answers SERVFAIL, REFUSED or NOTIMP, ends the connection
+   * (FIN or reset), or whose connection cannot be opened or fails has the next asked at once. Every
+   * connection ends at the query's time (queryTimeoutMs). Resolves with the answer to relay (a good
+   * one, else the last failure answer that moved the query on to no other upstream), 'none' where
+   * there is none (SERVFAIL), or 'gone' where nobody is left to answer (the client's connection
+   * closed, the forwarder closing). Over TCP, though, nothing moves the upstream asked first: the
+   * exchanges are few (truncated answers), and an upstream may fail TCP alone.
+   */
+  #askOverTcp(query: Buffer, questionEnd: number, client: TcpSocket, closed: AbortSignal): Promise<Buffer | 'none' | 'gone'> {
+    const deadline = performance.now() + this.#queryTimeoutMs;
+    // Aborted once the query is settled, or its client gone: every exchange still open ends.
+    const done = new AbortController();
+    setMaxListeners(MAX_UPSTREAMS + 1, done.signal);
+    const onClosed = (): void => done.abort();
+    closed.addEventListener('abort', onClosed, { once: true });
+    const tried: Upstream[] = [];
+    /** The upstream asked last: the next is looked for after it, and it alone has a failover timer. */
+    let latest: Upstream | undefined;
+    let running = 0;
+    let held: Buffer | undefined;
+    let failover: NodeJS.Timeout | undefined;
+    let settled = false;
+    return new Promise((resolve) => {
+      const finish = (result: Buffer | 'none' | 'gone'): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(failover);
+        closed.removeEventListener('abort', onClosed);
+        done.abort();
+        resolve(result);
+      };
+      const untried = (): UpstreamLink | undefined => {
+        const inUse = this.#upstreams;
+        // On from the place of the one asked last in the list in use now (it may be gone from it, or elsewhere).
+        const at = latest === undefined ? -1 : inUse.findIndex((link) => latest !== undefined && sameUpstream(link.upstream, latest));
+        return untriedFrom(inUse, tried, at === -1 ? this.#firstIndex() : at + 1);
+      };
+      const askNext = (): void => {
+        clearTimeout(failover);
+        failover = undefined;
+        if (closed.aborted || client.destroyed || this.#closed !== undefined) {
+          finish('gone');
+          return;
+        }
+        const next = untried();
+        const left = deadline - performance.now();
+        if (next !== undefined && left > 0) ask(next, left);
+        else if (running === 0) finish(held ?? 'none');
+      };
+      const ask = (link: UpstreamLink, left: number): void => {
+        const { upstream, via, zoneIndex } = link;
+        tried.push(upstream);
+        latest = upstream;
+        running += 1;
+        let timedOut = false;
+        const countTimeout = (): void => {
+          if (!timedOut) this.#counters.upstreamTimeouts += 1;
+          timedOut = true;
+        };
+        // Its time to itself up: the next is asked too (this one still heard until the query's time).
+        failover = setTimeout(() => {
+          countTimeout();
+          askNext();
+        }, Math.min(this.#timeoutMs, left));
+        // Through the link, as for UDP: to our own address a plain connection would reach us.
+        // A link-local one's zone picks its link, by name or index (Node's net reads only a name):
+        // the interface its UDP sockets were connected through (by index, UpstreamLink.zoneIndex),
+        // not whatever has the zone's name now, so that UDP and TCP reach the same one after a
+        // rename, until the list is next set connects both again.
+        const open =
+          via !== undefined
+            ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
+            : upstream.address.includes('%')
+              ? () => connectTcpThroughZone(upstream.address, upstream.port, zoneIndex)
+              : undefined;
+        // Why it could not be opened is said here (open threw, or Node's own connect found no
+        // descriptor, an 'error' event): the outcome is only 'socket-error'.
+        // One that opens, as it opens, may end an episode of failures to (see #tcpOpenFailed).
+        const unopened = (error: unknown): void => this.#tcpOpenFailed({ upstream, via }, error);
+        const opened = (): void => this.#tcpOpened({ upstream, via });
+        void exchangeOverTcp(upstream, query, questionEnd, left, this.#tcpUpstreams, open, done.signal, unopened, opened).then((outcome) => {
+          running -= 1;
+          if (settled) return;
+          if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) {
+            finish('gone');
+            return;
+          }
+          const isLatest = latest === upstream;
+          if (typeof outcome !== 'string' && !isFailureAnswer(outcome)) {
+            if (!isLatest) this.#counters.lateAnswers += 1;
+            finish(outcome);
+            return;
+          }
+          // A connection that could not be opened (its zone names no interface any more, the agent
+          // out of descriptors) or that Node reported an error on (refused, unreachable) is a
+          // socket's trouble, as an ICMP error on a UDP socket is: a sendError, not the upstream's
+          // silence. Nor is one the upstream ended (FIN or reset) once it had taken it: it will not
+          // answer, and the next upstream is asked at once. As over UDP, SERVFAIL, REFUSED or
+          // NOTIMP goes on to the next upstream; one that moves it on to none is held, relayed
+          // once no other may answer better.
+          if (outcome === 'socket-error') this.#counters.sendErrors += 1;
+          else if (outcome === 'upstream-ended') this.#counters.upstreamClosed += 1;
+          else if (outcome === 'timed-out') countTimeout();
+          else if (isLatest && untried() !== undefined) this.#counters.upstreamErrors += 1;
+          else held = outcome;
+          // The one asked last: on to the next at once (or, with none, done once none is open).
+          if (isLatest || running === 0) askNext();
+        });
+      };
+      askNext();
+    });
   }
 
   /**

@@ -1,6 +1,7 @@
 // The forwarder only ever touches the 12-byte header and walks the question section: it never
-// decodes or re-encodes records, so what upstream says reaches the client byte for byte.
-// RFC 1035 section 4.1.
+// decodes or re-encodes records, so what upstream says reaches the client byte for byte. It walks
+// the records only to find where a message ends and its OPT record (fitUdpAnswer): an answer over
+// UDP must fit what its client takes. RFC 1035 section 4.1.
 
 export const HEADER_LENGTH = 12;
 /** Largest DNS message (TCP length prefix is 16 bits; UDP payloads are bounded the same way). */
@@ -14,6 +15,14 @@ export const MAX_MESSAGE_LENGTH = 65_535;
 export const MAX_QUERY_LENGTH = 4096;
 const MAX_NAME_LENGTH = 255;
 const MAX_LABEL_LENGTH = 63;
+/**
+ * The largest UDP answer a client that sent no OPT record takes (RFC 1035 4.2.1), and the least
+ * one that did is taken to (RFC 6891 6.2.5: a smaller payload size counts as 512).
+ */
+export const MIN_UDP_PAYLOAD = 512;
+const TYPE_OPT = 41;
+/** An OPT record's fixed part: the root name, type, class (payload size), TTL (flags), rdlength. */
+const OPT_FIXED_LENGTH = 11;
 
 export const RCODE = {
   noError: 0,
@@ -156,4 +165,140 @@ export function answersQuestion(response: Uint8Array, question: Uint8Array): boo
   const end = HEADER_LENGTH + question.length;
   if (response.length < end) return false;
   return Buffer.compare(response.subarray(HEADER_LENGTH, end), question) === 0;
+}
+
+/**
+ * Where the name that starts at `offset` ends (past its zero length or its compression pointer;
+ * pointers are not followed), or undefined where it runs past the message or uses a label type
+ * other than a plain label or a pointer (0x40 and 0x80, retired by RFC 6891).
+ */
+function nameEnd(message: Uint8Array, start: number): number | undefined {
+  let offset = start;
+  for (;;) {
+    const length = message[offset];
+    if (length === undefined) return undefined;
+    if (length === 0) return offset + 1;
+    if ((length & 0xc0) === 0xc0) return offset + 2 <= message.length ? offset + 2 : undefined;
+    if (length > MAX_LABEL_LENGTH) return undefined;
+    offset += 1 + length;
+  }
+}
+
+/** Where a record that starts at `offset` ends, and its type; undefined where it runs past the message. */
+function recordAt(message: Uint8Array, offset: number): { readonly type: number; readonly end: number; readonly typeAt: number } | undefined {
+  const name = nameEnd(message, offset);
+  if (name === undefined || name + 10 > message.length) return undefined;
+  const end = name + 10 + u16(message, name + 8);
+  return end <= message.length ? { type: u16(message, name), end, typeAt: name } : undefined;
+}
+
+/**
+ * Where a message ends: past its questions and the records its header counts (RFC 1035 4.1), or
+ * undefined where they run past its bytes (cut short, or counts that lie). Bytes after that end
+ * belong to no section: no resolver reads them.
+ */
+export function messageEnd(message: Uint8Array): number | undefined {
+  if (message.length < HEADER_LENGTH) return undefined;
+  let offset = HEADER_LENGTH;
+  for (let left = questionCount(message); left > 0; left--) {
+    const name = nameEnd(message, offset);
+    if (name === undefined || name + 4 > message.length) return undefined;
+    offset = name + 4;
+  }
+  // Each record takes 11 bytes at least: a lying count ends the walk at the message's end.
+  // (As recordAt, without making an object per record: this runs for every answer relayed.)
+  for (let left = u16(message, 6) + u16(message, 8) + u16(message, 10); left > 0; left--) {
+    const name = nameEnd(message, offset);
+    if (name === undefined || name + 10 > message.length) return undefined;
+    offset = name + 10 + u16(message, name + 8);
+    if (offset > message.length) return undefined;
+  }
+  return offset;
+}
+
+/** What a client takes over UDP (see udpRoomOf). */
+export interface UdpRoom {
+  /** The largest answer it takes, in bytes: 512 at least. */
+  readonly bytes: number;
+  /** Whether it sent an OPT record (EDNS): only then may its answer carry one (RFC 6891 7). */
+  readonly edns: boolean;
+}
+
+/**
+ * What the sender of `query` (a query inspectQuery forwards, its question ending at
+ * `questionEnd`) takes over UDP: the UDP payload size of its OPT record (RFC 6891 6.2.3), 512 at
+ * least; 512 where it sent none (RFC 1035 4.2.1), or where its additional section cannot be read.
+ * The forwarder relays the query's OPT record as it is, so the upstream is told the same size.
+ */
+export function udpRoomOf(query: Uint8Array, questionEnd: number): UdpRoom {
+  let offset = questionEnd;
+  for (let left = u16(query, 10); left > 0; left--) {
+    const record = recordAt(query, offset);
+    if (record === undefined) break;
+    if (record.type === TYPE_OPT) return { bytes: Math.max(MIN_UDP_PAYLOAD, u16(query, record.typeAt + 2)), edns: true };
+    offset = record.end;
+  }
+  return { bytes: MIN_UDP_PAYLOAD, edns: false };
+}
+
+/** The OPT record of a message that ends at `end` (messageEnd), as its bytes, or undefined where it has none. */
+function optRecordOf(message: Uint8Array, end: number): Uint8Array | undefined {
+  let offset = HEADER_LENGTH;
+  for (let left = questionCount(message); left > 0; left--) offset = (nameEnd(message, offset) ?? end) + 4;
+  const records = u16(message, 6) + u16(message, 8) + u16(message, 10);
+  for (let index = 0; index < records && offset < end; index++) {
+    const record = recordAt(message, offset);
+    if (record === undefined) return undefined;
+    // In the additional section, owned by the root (RFC 6891 6.1.2): else no OPT record.
+    if (index >= records - u16(message, 10) && record.type === TYPE_OPT && record.typeAt === offset + 1) return message.subarray(offset, record.end);
+    offset = record.end;
+  }
+  return undefined;
+}
+
+/** An upstream's answer as a client gets it over UDP (fitUdpAnswer). */
+export interface FittedAnswer {
+  /** The answer (a view into the upstream's where it is relayed as it came, up to its end), or a truncated one made for it. */
+  readonly message: Buffer;
+  /** Whether it is a truncated answer made for it (the upstream's did not fit, or was cut short with TC set). */
+  readonly truncated: boolean;
+}
+
+/**
+ * What a client that takes `room` gets over UDP of an upstream's `answer` (one that answers its
+ * question, whose bytes after the header are `questionLength` long: answersQuestion):
+ * - the answer up to its end (messageEnd), where that fits: bytes after a whole message belong to
+ *   no section, so they are dropped, not relayed (nor is the answer refused for them: no resolver
+ *   reads them, and the records are whole);
+ * - where it does not fit, a truncated answer (RFC 1035 4.1.1's TC, RFC 2181 9): the answer's
+ *   header with TC set, its question and, for a client that sent EDNS, its OPT record (RFC 6891
+ *   7: its fixed part alone where the whole does not fit), no other record: the client asks
+ *   again over TCP, where the whole answer goes;
+ * - likewise a truncated answer for one cut short that says so itself (TC set: an old server
+ *   cutting its answer at what the client takes), which the client asks for again over TCP;
+ * - undefined for one cut short that does not say so (records that run past its bytes): malformed,
+ *   no answer to relay.
+ */
+export function fitUdpAnswer(answer: Buffer, questionLength: number, room: UdpRoom): FittedAnswer | undefined {
+  const end = messageEnd(answer);
+  if (end === undefined && !isTruncated(answer)) return undefined;
+  if (end !== undefined && end <= room.bytes) return { message: end === answer.length ? answer : answer.subarray(0, end), truncated: false };
+  const question = questionCount(answer) === 1 ? answer.subarray(HEADER_LENGTH, HEADER_LENGTH + questionLength) : new Uint8Array(0);
+  const opt = room.edns && end !== undefined ? optRecordOf(answer, end) : undefined;
+  const base = HEADER_LENGTH + question.length;
+  const optBytes = opt === undefined ? undefined : base + opt.length <= room.bytes ? opt : opt.subarray(0, OPT_FIXED_LENGTH);
+  const truncated = Buffer.alloc(base + (optBytes?.length ?? 0));
+  truncated.set(answer.subarray(0, HEADER_LENGTH));
+  truncated[2] = (answer[2] ?? 0) | 0x02;
+  truncated.writeUInt16BE(question.length === 0 ? 0 : 1, 4);
+  truncated.writeUInt16BE(0, 6);
+  truncated.writeUInt16BE(0, 8);
+  truncated.writeUInt16BE(optBytes === undefined ? 0 : 1, 10);
+  truncated.set(question, HEADER_LENGTH);
+  if (optBytes !== undefined) {
+    truncated.set(optBytes, base);
+    // Its options left out: no data.
+    if (optBytes.length === OPT_FIXED_LENGTH) truncated.writeUInt16BE(0, base + OPT_FIXED_LENGTH - 2);
+  }
+  return { message: truncated, truncated: true };
 }

@@ -13,6 +13,7 @@ import { KernelConntrack } from '../conntrack/conntrack-purge.js';
 import { ConntrackReaper, MAX_REAP_THRESHOLD, type ReapThresholdOption } from '../conntrack/conntrack-reaper.js';
 import { MAX_HOSTNAME_CHARS } from '../dhcp/lease-table.js';
 import type { DnsForwarder } from '../dns/forwarder.js';
+import { MAX_TIMEOUT_MS, QUERY_TIMEOUT_MS, UPSTREAM_TIMEOUT_MS } from '../dns/query-times.js';
 import { UnusableUpstreamError, UpstreamSyntaxError, parseConfiguredUpstream } from '../dns/upstream.js';
 import { type FirewallPort, NoopFirewall } from '../firewall-port.js';
 import type { ServicesPort } from '../services-port.js';
@@ -186,6 +187,10 @@ interface RunOptions {
   dns: boolean;
   leaseSeconds: number;
   dnsUpstream: string[];
+  /** Milliseconds. */
+  dnsUpstreamTimeout: number;
+  /** Milliseconds; undefined (not given): QUERY_TIMEOUT_MS, or dnsUpstreamTimeout where that is longer. */
+  dnsQueryTimeout: number | undefined;
   resolvConf: string;
   /** Milliseconds (given in seconds). */
   firewallAudit: number;
@@ -216,6 +221,30 @@ function clientNewFlowRate(text: string): ClientNewFlowRateOption {
 /** --conntrack-reap-threshold: `auto` or a whole number of entries, 0 for never. */
 function conntrackReapThreshold(text: string): ReapThresholdOption {
   return text === 'auto' ? 'auto' : integerOption('--conntrack-reap-threshold', text, 0, MAX_REAP_THRESHOLD, 'auto or a number of conntrack entries');
+}
+
+/** The least --dns-upstream-timeout and --dns-query-timeout: a resolver's round trip and more. */
+const MIN_DNS_TIMEOUT_MS = 100;
+
+/** --dns-upstream-timeout: milliseconds one upstream has a query to itself. */
+function dnsUpstreamTimeout(text: string): number {
+  return integerOption('--dns-upstream-timeout', text, MIN_DNS_TIMEOUT_MS, MAX_TIMEOUT_MS, 'milliseconds');
+}
+
+/** --dns-query-timeout: milliseconds a query waits in all (checked against --dns-upstream-timeout in checkDnsTimeouts). */
+function dnsQueryTimeout(text: string): number {
+  return integerOption('--dns-query-timeout', text, MIN_DNS_TIMEOUT_MS, MAX_TIMEOUT_MS, 'milliseconds');
+}
+
+/**
+ * --dns-query-timeout given below --dns-upstream-timeout: a query would be given up on before its
+ * first upstream's time is up. Checked once both are read, before anything is made.
+ */
+function checkDnsTimeouts(options: Pick<RunOptions, 'dnsUpstreamTimeout' | 'dnsQueryTimeout'>): void {
+  const query = options.dnsQueryTimeout;
+  if (query !== undefined && query < options.dnsUpstreamTimeout) {
+    throw new CliError(`--dns-query-timeout "${query}" is not valid: give milliseconds from --dns-upstream-timeout (${options.dnsUpstreamTimeout}) to ${MAX_TIMEOUT_MS}`, EXIT.usage);
+  }
 }
 
 /** --firewall-audit: seconds between read-backs of the ruleset, 0 for none. */
@@ -265,6 +294,8 @@ async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal
         // (ProviderServices.linksChanged): bound now, it would warn of an address not there yet.
         bindAtStart: false,
         ...(options.dnsUpstream.length > 0 ? { upstreams: options.dnsUpstream } : {}),
+        timeoutMs: options.dnsUpstreamTimeout,
+        ...(options.dnsQueryTimeout !== undefined && { queryTimeoutMs: options.dnsQueryTimeout }),
       });
     }
   } catch (error) {
@@ -353,6 +384,7 @@ export function eventBufferFromEnv(env: Readonly<Record<string, string | undefin
 export type PortsFactory = (options: RunOptions, log: Logger, stop: AbortSignal) => Promise<RunPorts>;
 
 async function runAgent(options: RunOptions, portsFor: PortsFactory): Promise<void> {
+  checkDnsTimeouts(options);
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
   if (options.notifyFd !== undefined) checkNotifyFd(options.notifyFd);
   const eventBufferBytes = eventBufferFromEnv(process.env);
@@ -457,6 +489,16 @@ export function runCommand(ports: PortsFactory = providerPorts): Command {
     )
     .option('--resolv-conf <path>', "the provider's resolver configuration", '/etc/resolv.conf')
     .addOption(
+      new Option('--dns-upstream-timeout <ms>', 'how long one upstream has a DNS query to itself before the next is asked too (one answering later is still heard)')
+        .argParser(dnsUpstreamTimeout)
+        .default(UPSTREAM_TIMEOUT_MS),
+    )
+    .addOption(
+      new Option('--dns-query-timeout <ms>', 'how long a DNS query waits for an answer in all before its client gets SERVFAIL (at least --dns-upstream-timeout)')
+        .argParser(dnsQueryTimeout)
+        .default(QUERY_TIMEOUT_MS, `${QUERY_TIMEOUT_MS}, or --dns-upstream-timeout where longer`),
+    )
+    .addOption(
       new Option('--firewall-audit <seconds>', 'read the nftables table back this often and restore what someone else changed (0: never)')
         .argParser(firewallAuditMs)
         .default(60_000, '60'),
@@ -486,8 +528,10 @@ export function runCommand(ports: PortsFactory = providerPorts): Command {
         .argParser(conntrackReapThreshold)
         .default('auto', 'auto'),
     )
-    .action(async (options: RunOptions) => {
-      await runAgent(options, ports);
+    .action(async (options: RunOptions, command: Command) => {
+      // Not given: the forwarder's own (QUERY_TIMEOUT_MS, or --dns-upstream-timeout where longer).
+      const given = command.getOptionValueSource('dnsQueryTimeout') !== 'default';
+      await runAgent({ ...options, dnsQueryTimeout: given ? options.dnsQueryTimeout : undefined }, ports);
     });
 }
 

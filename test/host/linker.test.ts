@@ -1577,6 +1577,30 @@ describe('link failed by a bug while a signal came, then undone', () => {
       stderr: [`spectrum-link: internal error: ${bug.message}`, expect.stringMatching(/^spectrum-link: link interrupted by SIGINT while it failed \(above\) and undid the run: /)],
     });
   });
+
+  // The undo cut short by a bug (in its write back of the state file, or its deletion of devices):
+  // it did not go on to its end, and what the run made may be left over.
+  it.each(['the write back of the state file', 'the deletion of its devices'] as const)('its VMM refusing, a signal, then %s failed by a bug: the signal\'s line says what it made may be left over, not that the undo went on to its end; exit 130', async (where) => {
+    const bug = new TypeError("Cannot read properties of undefined (reading 'devices')");
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      attach: async () => {
+        process.emit('SIGINT', 'SIGINT');
+        if (where === 'the write back of the state file') store.thrown = bug;
+        else kernel.undoBug = bug;
+        throw Object.assign(new Error('QEMU of c1 refused NIC: DeviceAddFailed: Duplicate ID'), { name: 'VmmError', kind: 'refused' });
+      },
+    };
+    const run = await linkCli([CLIENTS[0]!], stateDir, { vmm, attach: ['none', 'c1=qemu'] });
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 130,
+      stdout: '',
+      stderr: [
+        `spectrum-link: internal error: ${bug.message}`,
+        'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
+      ],
+    });
+  });
 });
 
 describe('link --keep-going with a VM that failed by bad input, whatever else fails: exit 2, as where it ends well (bad input outranks a failure)', () => {
@@ -1766,6 +1790,31 @@ describe('link --keep-going with a VM failed by a bug (an error of no kind) in i
     expect(linkedLines(run.stdout)).toEqual([expect.stringMatching(/^c2 -> netvm  id /)]);
     expect(detached).toEqual([]);
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.attached?.client])).toEqual(expect.arrayContaining([['c1', 'qemu']]));
+  });
+
+  it('the one transaction of the others (c2, c3) failed once by a bug of the message c1 failed by as its NIC came out before it: that is no VM failing by it again one by one, so it is said too; exit 70', async () => {
+    // c1's client side up as QEMU attached it, to be attached another way (--attach none).
+    const allocation = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]);
+    const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
+    await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
+    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    const vmm: VmmPort = {
+      ...NO_VMM,
+      unansweredDetach: (_kind, vm) => {
+        if (vm === c1) throw bug;
+        return undefined;
+      },
+    };
+    // Another bug, of the same message, as the transaction looks up c2's devices (once).
+    const c2Id = allocateMany(allocation.state, [c2, c3].map((client) => ({ client, provider: NETVM }))).links[0]!.id;
+    kernel.lookupBug = { device: linkDeviceNames(PREFIX, c2Id).bridge, error: new TypeError(bug.message), once: true };
+    const run = await linkCli(['--keep-going', c1, c2, c3], stateDir, { vmm });
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 70,
+      linked: [expect.stringMatching(/^c2 -> netvm  id /), expect.stringMatching(/^c3 -> netvm  id /)],
+      stderr: [`spectrum-link: link c1 failed: internal error: ${bug.message}`, `spectrum-link: the failure that had it link VM by VM: internal error: ${bug.message}`],
+    });
+    expect(kernel.lookupBug).toBeUndefined();
   });
 
   it('as the one transaction of its run of one VM makes its devices: it fails, said as a bug; exit 70', async () => {
@@ -2058,7 +2107,11 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c1', id]]);
   });
 
-  it('a run of several VMs, its one transaction refused by the kernel (c2), its undo stopped by the bug: the VMs linked again one by one from the state file as that left it (c2 failing again, undone), the bug said; exit 70', async () => {
+  /** The line of a bug that cut short the undo of the one transaction of several VMs, which then had them linked again one by one. */
+  const transactionUndoLine = (message: string): string =>
+    `spectrum-link: the undo of its one transaction, which had it link VM by VM, was cut short by a bug: what that had made for the VMs it did not link (devices, ids) may be left over (run it again, and it converges): internal error: ${message}`;
+
+  it('a run of several VMs, its one transaction refused by the kernel (c2), its undo stopped by the bug: the VMs linked again one by one from the state file as that left it (c2 failing again, undone), the bug said as the undo\'s, not as the failure that had it link VM by VM; exit 70', async () => {
     const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
     kernel.refused.add(linkDeviceNames(PREFIX, ids[1]!).bridge);
     let applies = 0;
@@ -2070,10 +2123,99 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
     expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
       code: 70,
       linked: [expect.stringMatching(/^c1 -> netvm  id /), expect.stringMatching(/^c3 -> netvm  id /)],
-      stderr: [expect.stringMatching(/^spectrum-link: link c2 failed: ip link add \S+ type bridge failed: File exists$/), `spectrum-link: the failure that had it link VM by VM: internal error: ${bug.message}`],
+      stderr: [expect.stringMatching(/^spectrum-link: link c2 failed: ip link add \S+ type bridge failed: File exists$/), transactionUndoLine(bug.message)],
     });
     // c2's id kept, never written away: the undo the bug cut short left it recorded, and c2's undo one by one goes back to that.
     expect((await loadState(stateDir)).links.map((link) => [link.client, link.id])).toEqual([['c1', ids[0]], ['c2', ids[1]], ['c3', ids[2]]]);
+  });
+
+  // A signal, or the state's failure, fails the whole run (nothing goes on one by one): where a bug
+  // then cuts short the undo of the one transaction of several VMs, the run stops there as for one
+  // VM, saying what it made for them all may be left over; not linked again one by one as after a
+  // kernel refusal, said as a pass one by one a signal stopped before any VM.
+  it('a run of several VMs, a signal in its one transaction, the undo it makes then stopped by the bug: stopped there, the line says what it made for them may be left over, not that it linked VM by VM after a failure; every id recorded kept', async () => {
+    kernel.whileApplying = () => {
+      process.emit('SIGINT', 'SIGINT');
+      kernel.undoBug = bug;
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 130,
+      stdout: '',
+      stderr: [
+        `spectrum-link: internal error: ${bug.message}`,
+        'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
+        'spectrum-link: link stopped by a bug as it undid c1, c2, c3: what the run had made for them (devices, ids) may be left over: run it again, and it converges',
+      ],
+    });
+    expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3']);
+  });
+
+  it('a run of several VMs (five: two chunks), its one transaction failed by the state file (the second chunk\'s record), the undo then stopped by the bug: stopped there, not linked again one by one, the records written kept; exit 70', async () => {
+    const more = ['c4', 'c5'].map(vmName);
+    for (const vm of more) await addVm(vm, [NETVM]);
+    // The first chunk's record written, the second's fails (as the first chunk's devices are
+    // made), and then the undo.
+    Object.assign(store, { passSaves: 1, failSaves: 1 });
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      kernel.undoBug = bug;
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3, ...more]);
+    expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+      code: 70,
+      stdout: '',
+      stderr: [
+        'spectrum-link: link stopped by a bug as it undid c1, c2, c3, c4, c5: what the run had made for them (devices, ids) may be left over: run it again, and it converges',
+        `spectrum-link: internal error: ${bug.message}`,
+      ],
+    });
+    expect(applies).toBe(1);
+    // The first chunk's records kept: their devices may be there.
+    expect((await loadState(stateDir)).links.map((link) => link.client).sort()).toEqual(['c1', 'c2', 'c3', 'c4']);
+  });
+
+  it.each([false, true])('a run of several VMs, its one transaction failed by a bug (as its devices are made), its undo stopped by another: neither lost, the first said as the failure that had it link VM by VM, the other as the undo\'s; every VM linked one by one (a signal in that pass, at c2: %s)', async (signal) => {
+    const failed = new TypeError("Cannot read properties of undefined (reading 'steps')");
+    let applies = 0;
+    kernel.whileApplying = () => {
+      applies += 1;
+      if (applies === 1) {
+        kernel.undoBug = bug;
+        throw failed;
+      }
+      // One by one: c1's devices (2), then c2's (3).
+      if (signal && applies === 3) process.emit('SIGINT', 'SIGINT');
+    };
+    const run = await linkCli(['--keep-going', c1, c2, c3]);
+    const why = `spectrum-link: the failure that had it link VM by VM: internal error: ${failed.message}`;
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual(
+      signal
+        ? {
+            code: 130,
+            linked: [expect.stringMatching(/^c1 -> netvm  id /)],
+            stderr: [expect.stringMatching(/^spectrum-link: link interrupted by SIGINT while linking VM by VM after a failure \(--keep-going\): undid what it had made for c2, /), why, transactionUndoLine(bug.message)],
+          }
+        : { code: 70, linked: [/^c1 -> netvm  id /, /^c2 -> netvm  id /, /^c3 -> netvm  id /].map((line) => expect.stringMatching(line)), stderr: [why, transactionUndoLine(bug.message)] },
+    );
+  });
+
+  it('a run of several VMs, its one transaction refused by the kernel (c2), its undo stopped by a bug that then stops c2\'s undo one by one too: that bug said once, as the one that stopped the run', async () => {
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    kernel.refused.add(linkDeviceNames(PREFIX, ids[1]!).bridge);
+    // In every undo (the bug is the undo's own, not one of a VM).
+    kernel.whileApplying = () => void (kernel.undoBug = bug);
+    const run = await linkCli(['--keep-going', c1, c2, c3]);
+    expect({ code: run.code, linked: linkedLines(run.stdout), stderr: run.stderr }).toEqual({
+      code: 70,
+      linked: [expect.stringMatching(/^c1 -> netvm  id /)],
+      stderr: [
+        expect.stringMatching(/^spectrum-link: link c2 failed: ip link add \S+ type bridge failed: File exists$/),
+        'spectrum-link: link stopped by a bug as it undid c2: what the run had made for it (devices, ids) may be left over; c3, after it, was not linked (the pass one by one had not got to it): run it again, and it converges',
+        `spectrum-link: internal error: ${bug.message}`,
+      ],
+    });
   });
 
   /** A VMM that refuses `vm`'s NIC, the undo's write back of the state file that follows then failed by the bug (not the store's failure). */

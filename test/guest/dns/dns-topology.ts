@@ -59,6 +59,7 @@ export const FORWARDER_SOURCES = [
   'guest/dns/header',
   'guest/dns/pending-shares',
   'guest/dns/pending-table',
+  'guest/dns/query-times',
   'guest/dns/rate-limiter',
   'guest/dns/resolv-conf',
   'guest/dns/resolv-conf-watcher',

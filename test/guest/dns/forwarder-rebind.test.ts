@@ -293,7 +293,8 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
   });
 
   it('connects again an upstream whose new sockets keep failing only when its backoff is due, however many link changes ask meanwhile; after a lost route, at the next one', async () => {
-    const forwarder = await start({ listen: '169.254.0.10', manualClock: true });
+    // A query to A with no route gets SERVFAIL within dig's wait (the default query time, 4 s, is not).
+    const forwarder = await start({ listen: '169.254.0.10', manualClock: true, queryTimeoutMs: TIMEOUT_MS });
     await harness.addAddress(net.provider, 'cl0', '169.254.0.10/32');
     const started = await forwarder.rebind();
     expect(started['listening']).toBe(true);

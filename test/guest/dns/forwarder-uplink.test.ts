@@ -77,8 +77,9 @@ describeNetns('DNS forwarder with an uplink that comes late, goes and comes back
     await net.provider.ip(['address', 'del', `${PROVIDER_UPLINK_IP}/24`, 'dev', 'up0']);
     confDir = mkdtempSync(join(tmpdir(), 'spectrum-dns-uplink-'));
     writeFileSync(join(confDir, 'resolv.conf'), `nameserver ${UPSTREAM_B}\n`);
-    fixed = await ForwarderProcess.start(net.provider, { upstreams: [UPSTREAM_A], timeoutMs: TIMEOUT_MS });
-    followed = await ForwarderProcess.start(net.provider, { port: 5353, resolvConfPath: join(confDir, 'resolv.conf'), timeoutMs: TIMEOUT_MS });
+    // SERVFAIL within dig's wait while there is no route (the default query time, 4 s, is not).
+    fixed = await ForwarderProcess.start(net.provider, { upstreams: [UPSTREAM_A], timeoutMs: TIMEOUT_MS, queryTimeoutMs: TIMEOUT_MS });
+    followed = await ForwarderProcess.start(net.provider, { port: 5353, resolvConfPath: join(confDir, 'resolv.conf'), timeoutMs: TIMEOUT_MS, queryTimeoutMs: TIMEOUT_MS });
   });
 
   afterAll(async () => {

@@ -73,7 +73,8 @@ describeNetns("DNS forwarder's link to its upstream provider, bound by index", (
     // Each veth end raised before its peer is activated by the kernel's linkwatch some time
     // after the peer comes up (seconds on a loaded machine), dropping what it sends meanwhile.
     await Promise.all([provider.linkActive('cl0'), client.linkActive('eth0'), provider.linkActive('up0'), upstreamA.linkActive('eth0')]);
-    forwarder = await ForwarderProcess.start(provider, { upstreams: [GATEWAY], timeoutMs: TIMEOUT_MS });
+    // SERVFAIL within dig's wait while the upstream is unreached (the default query time, 4 s, is not).
+    forwarder = await ForwarderProcess.start(provider, { upstreams: [GATEWAY], timeoutMs: TIMEOUT_MS, queryTimeoutMs: TIMEOUT_MS });
     await forwarder.setUpstreamLink({ device: 'up0', ifindex: await ifindexOf(provider, 'up0'), source: OWN_IP });
   });
 

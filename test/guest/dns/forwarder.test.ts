@@ -203,6 +203,8 @@ describeNetns('DNS forwarder between a client and upstream resolvers', () => {
     forwarder = await ForwarderProcess.start(net.provider, {
       resolvConfPath: join(confDir, 'resolv.conf'),
       timeoutMs: TIMEOUT_MS,
+      // A query no upstream answers gets SERVFAIL within dig's wait (the default, 4 s, is not).
+      queryTimeoutMs: 2 * TIMEOUT_MS,
       ratePerClient: RATE,
     });
   });

@@ -5,13 +5,17 @@ import {
   MAX_QUERY_LENGTH,
   RCODE,
   answersQuestion,
+  MIN_UDP_PAYLOAD,
   errorResponse,
+  fitUdpAnswer,
   inspectQuery,
   isFailureAnswer,
   isResponse,
+  messageEnd,
   questionEndOf,
   rcodeOf,
   readId,
+  udpRoomOf,
   writeId,
 } from '../../../guest/dns/header.js';
 
@@ -146,5 +150,104 @@ describe('DNS header', () => {
         expect(isFailureAnswer(response)).toBe(rcode === RCODE.servFail || rcode === RCODE.refused || rcode === RCODE.notImp);
       }),
     );
+  });
+});
+
+/** A record owned by the name at offset 12 (a pointer), of `type`, with `data` as its rdata. */
+function record(type: number, data: Uint8Array): Buffer {
+  const fixed = Buffer.from([0xc0, 12, type >> 8, type & 0xff, 0, 1, 0, 0, 0, 60, data.length >> 8, data.length & 0xff]);
+  return Buffer.concat([fixed, data]);
+}
+
+/** An OPT record: the root, payload size `size`, TTL 0, options `data`. */
+function opt(size: number, data: Uint8Array = new Uint8Array(0)): Buffer {
+  return Buffer.concat([Buffer.from([0, 0, 41, size >> 8, size & 0xff, 0, 0, 0, 0, data.length >> 8, data.length & 0xff]), data]);
+}
+
+/** An answer to encodeQuery(id, labels): `answers` in the answer section, an OPT record after them where given. */
+function encodeAnswer(id: number, labels: readonly Buffer[], answers: readonly Buffer[], optRecord?: Buffer, flags = 0x8180): Buffer {
+  const answer = Buffer.concat([encodeQuery(id, labels, 1, flags), ...answers, optRecord ?? Buffer.alloc(0)]);
+  answer.writeUInt16BE(answers.length, 6);
+  answer.writeUInt16BE(optRecord === undefined ? 0 : 1, 10);
+  return answer;
+}
+
+const anyRecords = fc.array(fc.uint8Array({ maxLength: 300 }).map((data) => record(16, data)), { maxLength: 12 });
+const anyRoom = fc.record({ bytes: fc.integer({ min: MIN_UDP_PAYLOAD, max: 65_535 }), edns: fc.boolean() });
+
+describe('DNS answers over UDP', () => {
+  it('finds where a message ends by its counts, whatever follows it', () => {
+    fc.assert(
+      fc.property(anyId, anyName, anyRecords, fc.boolean(), fc.uint8Array({ maxLength: 200 }), (id, labels, answers, withOpt, junk) => {
+        const answer = encodeAnswer(id, labels, answers, withOpt ? opt(1232) : undefined);
+        expect(messageEnd(Buffer.concat([answer, junk]))).toBe(answer.length);
+        // Cut anywhere inside: records run past its end.
+        if (answer.length > HEADER_LENGTH) expect(messageEnd(answer.subarray(0, answer.length - 1))).toBeUndefined();
+      }),
+    );
+  });
+
+  it('takes what a client takes from its OPT record: its payload size, 512 at least; 512 without one', () => {
+    const www = [Buffer.from('www'), Buffer.from('example')];
+    const bare = encodeQuery(1, www);
+    expect(udpRoomOf(bare, bare.length)).toEqual({ bytes: 512, edns: false });
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 65_535 }), (size) => {
+        const query = encodeQuery(1, www, 1, 0x0100, opt(size), 1);
+        expect(udpRoomOf(query, bare.length)).toEqual({ bytes: Math.max(512, size), edns: true });
+      }),
+    );
+    // An additional section that cannot be read: 512, as without.
+    const broken = encodeQuery(1, www, 1, 0x0100, Buffer.from([0, 0, 41]), 1);
+    expect(udpRoomOf(broken, bare.length)).toEqual({ bytes: 512, edns: false });
+  });
+
+  it('never gives a client more than it takes: the answer up to its end where that fits, else a truncated one (header, question, its OPT record for an EDNS client, TC set)', () => {
+    fc.assert(
+      fc.property(anyId, anyName, anyRecords, fc.boolean(), fc.uint8Array({ maxLength: 2000 }), anyRoom, (id, labels, answers, withOpt, junk, room) => {
+        const optRecord = withOpt ? opt(1232, Buffer.alloc(40, 1)) : undefined;
+        const answer = encodeAnswer(id, labels, answers, optRecord);
+        const questionLength = encodeQuery(id, labels).length - HEADER_LENGTH;
+        const fitted = fitUdpAnswer(Buffer.concat([answer, junk]), questionLength, room);
+        if (fitted === undefined) throw new Error('a whole answer is never refused');
+        expect(fitted.message.length).toBeLessThanOrEqual(room.bytes);
+        if (answer.length <= room.bytes) {
+          expect(fitted).toEqual({ message: answer, truncated: false });
+          return;
+        }
+        expect(fitted.truncated).toBe(true);
+        const base = HEADER_LENGTH + questionLength;
+        const withRecord = room.edns && optRecord !== undefined;
+        expect(fitted.message.subarray(0, base)).toEqual(
+          Buffer.concat([Buffer.from([id >> 8, id & 0xff, 0x83, 0x80, 0, 1, 0, 0, 0, 0, 0, withRecord ? 1 : 0]), answer.subarray(HEADER_LENGTH, base)]),
+        );
+        expect(fitted.message.subarray(base)).toEqual(withRecord ? optRecord : Buffer.alloc(0));
+        expect(messageEnd(fitted.message)).toBe(fitted.message.length);
+      }),
+    );
+  });
+
+  it("keeps an OPT record's fixed part alone where its options do not fit, and sends none to a client that sent none", () => {
+    const www = [Buffer.from('www'), Buffer.from('example')];
+    const questionLength = encodeQuery(7, www).length - HEADER_LENGTH;
+    const padded = encodeAnswer(7, www, [record(16, Buffer.alloc(600))], opt(4096, Buffer.alloc(600, 9)));
+    const fitted = fitUdpAnswer(padded, questionLength, { bytes: 512, edns: true });
+    expect(fitted?.message.subarray(HEADER_LENGTH + questionLength)).toEqual(opt(4096));
+    expect(fitted?.message.readUInt16BE(10)).toBe(1);
+    const plain = fitUdpAnswer(padded, questionLength, { bytes: 512, edns: false });
+    expect(plain?.message.length).toBe(HEADER_LENGTH + questionLength);
+    expect(plain?.message.readUInt16BE(10)).toBe(0);
+  });
+
+  it('takes an answer cut short for none, unless it says so with TC: then a truncated one', () => {
+    const www = [Buffer.from('www'), Buffer.from('example')];
+    const questionLength = encodeQuery(7, www).length - HEADER_LENGTH;
+    const whole = encodeAnswer(7, www, [record(1, Buffer.from([192, 0, 2, 1]))]);
+    const cut = whole.subarray(0, whole.length - 3);
+    expect(fitUdpAnswer(cut, questionLength, { bytes: 512, edns: false })).toBeUndefined();
+    const saysSo = encodeAnswer(7, www, [record(1, Buffer.from([192, 0, 2, 1]))], undefined, 0x8380).subarray(0, whole.length - 3);
+    const fitted = fitUdpAnswer(saysSo, questionLength, { bytes: 512, edns: true });
+    expect(fitted?.truncated).toBe(true);
+    expect(fitted?.message).toEqual(Buffer.concat([Buffer.from([0, 7, 0x83, 0x80, 0, 1, 0, 0, 0, 0, 0, 0]), whole.subarray(HEADER_LENGTH, HEADER_LENGTH + questionLength)]));
   });
 });

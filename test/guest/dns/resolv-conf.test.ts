@@ -339,7 +339,9 @@ describe('resolv.conf', () => {
     ].join('\n');
     const glibc = JSON.parse(execFileSync('python3', ['-c', script], { input: JSON.stringify(values), encoding: 'utf8' })) as (string | null)[];
     expect(glibc).toHaveLength(values.length);
-    expect(glibc.filter((address) => address !== null).length).toBeGreaterThan(values.length / 10);
+    // Enough values glibc takes for the comparison to mean something: about one in nine of a
+    // sample is (one run had 375 of 3882, under a tenth, and failed here); a twentieth is far below any sample's.
+    expect(glibc.filter((address) => address !== null).length).toBeGreaterThan(values.length / 20);
     const differing = values.flatMap((text, i) => {
       const address = parseResolvConf(`nameserver ${text}\n`).upstreams.find((upstream) => upstream.family === 4)?.address ?? null;
       return address === glibc[i] ? [] : [{ text, ours: address, glibc: glibc[i] }];

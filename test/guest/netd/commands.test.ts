@@ -78,6 +78,18 @@ describe('spectrum-netd --help', () => {
     expect(parsedOptions(runCommand(), ['--lease-seconds', '600', '--firewall-audit', '0.3'])).toMatchObject({ leaseSeconds: 600, firewallAudit: 300 });
   });
 
+  it('run: the DNS forwarder\'s two times show their defaults, the query\'s with what it follows', () => {
+    const help = runCommand().helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain(
+      '--dns-upstream-timeout <ms> how long one upstream has a DNS query to itself before the next is asked too (one answering later is still heard) (default: 1500)',
+    );
+    expect(help).toContain(
+      '--dns-query-timeout <ms> how long a DNS query waits for an answer in all before its client gets SERVFAIL (at least --dns-upstream-timeout) (default: 4000, or --dns-upstream-timeout where longer)',
+    );
+    expect(parsedOptions(runCommand(), [])).toMatchObject({ dnsUpstreamTimeout: 1500, dnsQueryTimeout: 4000 });
+    expect(parsedOptions(runCommand(), ['--dns-upstream-timeout', '800', '--dns-query-timeout', '3000'])).toMatchObject({ dnsUpstreamTimeout: 800, dnsQueryTimeout: 3000 });
+  });
+
   it('run: repeated options still add up, starting from nothing', () => {
     expect(parsedOptions(runCommand(), [])).toMatchObject({ ignore: [], allowPair: [], dnsUpstream: [] });
     const options = parsedOptions(runCommand(), ['--ignore', 'wlan0', '--ignore', 'eth1', '--dns-upstream', '192.0.2.53', '--dns-upstream', '[2001:db8::1]:53', '--allow-pair', '1=2']);
@@ -124,6 +136,9 @@ describe('spectrum-netd: a bad option value is said as every other one is', () =
     // Shown as the parser shows it (cut at 80 characters), once: not again inside the reason.
     ['run', ['--dns-upstream', `192.0.2.1:${'9'.repeat(100)}`], runCommand, `--dns-upstream "192.0.2.1:${'9'.repeat(70)}…" is not valid: expected an IP address, optionally with :port`],
     ['run', ['--control-socket', ''], runCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],
+    ['run', ['--dns-upstream-timeout', '1.5s'], runCommand, '--dns-upstream-timeout "1.5s" is not valid: give milliseconds from 100 to 60000'],
+    ['run', ['--dns-upstream-timeout', '99'], runCommand, '--dns-upstream-timeout "99" is not valid: give milliseconds from 100 to 60000'],
+    ['run', ['--dns-query-timeout', '60001'], runCommand, '--dns-query-timeout "60001" is not valid: give milliseconds from 100 to 60000'],
     ['status', ['--control-socket', ''], statusCommand, '--control-socket "" is not valid: give a path of 1 to 107 bytes'],
     ['status', ['--control-socket', `/${'x'.repeat(120)}`], statusCommand, `--control-socket "/${'x'.repeat(63)}"... is not valid: give a path of 1 to 107 bytes`],
   ] as const)('%s %j: one line naming the option and the value, exit 2, nothing run', async (_name, args, make, line) => {

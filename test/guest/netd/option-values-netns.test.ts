@@ -39,6 +39,8 @@ describeNetns('spectrum-netd run: a bad option value changes nothing on the syst
     ['--client-flow-limit', 'abc'],
     ['--client-new-flow-rate', 'abc'],
     ['--firewall-audit', 'abc'],
+    ['--dns-upstream-timeout', 'abc'],
+    ['--dns-query-timeout', 'abc'],
   ] as const;
 
   // Were a value checked only once the agent starts, the socket's folder would be made first (and
@@ -47,6 +49,15 @@ describeNetns('spectrum-netd run: a bad option value changes nothing on the syst
     const folder = join(dir, `never-${option.slice(2)}`);
     const { code, stderr } = await netd(['run', '--control-socket', join(folder, 'control.sock'), option, value]);
     expect(stderr).toMatch(new RegExp(`^spectrum-netd: ${option} "${value}" is not valid: give .+\n$`));
+    expect(code).toBe(EXIT.usage);
+    expect(existsSync(folder)).toBe(false);
+  });
+
+  // Each within its range, but a query would be given up on before its first upstream's time is up.
+  it('refuses a --dns-query-timeout below --dns-upstream-timeout before anything is made: one line, exit 2', async () => {
+    const folder = join(dir, 'never-dns-times');
+    const { code, stderr } = await netd(['run', '--control-socket', join(folder, 'control.sock'), '--dns-upstream-timeout', '2000', '--dns-query-timeout', '1000']);
+    expect(stderr).toBe('spectrum-netd: --dns-query-timeout "1000" is not valid: give milliseconds from --dns-upstream-timeout (2000) to 60000\n');
     expect(code).toBe(EXIT.usage);
     expect(existsSync(folder)).toBe(false);
   });

@@ -22,6 +22,8 @@ const dns: DnsForwarderCounters = {
   queries: 9,
   tcpQueries: 1,
   answered: 8,
+  lateAnswers: 1,
+  truncated: 1,
   malformed: 0,
   formErr: 0,
   notImp: 0,

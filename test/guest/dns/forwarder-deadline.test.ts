@@ -1,0 +1,159 @@
+// How long the forwarder waits for an answer: each upstream has a query to itself for a short time
+// (timeoutMs, 1.5 s by default) before the next is asked too, but the query as a whole waits
+// longer (queryTimeoutMs, 4 s by default, under a stub resolver's 5 s) before its client gets
+// SERVFAIL, the last upstream asked again meanwhile, and an answer that comes late from an
+// upstream asked before is still taken. Scripted upstreams answer each name as its first label
+// says (see their fixture), some of them seconds late; each forwarder listens on its own address.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DnsError } from '../../../guest/dns/dns-error.js';
+import { startDnsForwarder } from '../../../guest/dns/forwarder.js';
+import { createHarness, describeNetns, type Harness, type NetnsProcess } from '../../harness/index.js';
+import { ForwarderProcess, buildTopology, compiled, requireDnsTools, type DnsTopology } from './dns-topology.js';
+
+const FIRST = { address: '192.0.2.61', answer: '192.0.2.71' };
+const SECOND = { address: '192.0.2.62', answer: '192.0.2.72' };
+
+/**
+ * slowN: the first answers N hundredths of a second late; the second never answers them.
+ * late: the first answers 2.5 s late, the second SERVFAIL at once.
+ * lame: neither answers. www: both at once.
+ */
+const FIRST_LABELS = { slow14: 'slow:1400', slow16: 'slow:1600', slow25: 'slow:2500', slow30: 'slow:3000', late: 'slow:2500', lame: 'silent' };
+const SECOND_LABELS = { slow14: 'silent', slow16: 'silent', slow25: 'silent', slow30: 'silent', late: 'servfail', lame: 'silent' };
+
+interface Answer {
+  readonly status: string;
+  /** The A record's address, or '' for none. */
+  readonly address: string;
+  /** dig's "Query time", in ms. */
+  readonly ms: number;
+}
+
+describe('DNS forwarder options: how long it waits', () => {
+  it('refuses a query time shorter than an upstream\'s: one line saying so', async () => {
+    const started = startDnsForwarder({ upstreams: [], timeoutMs: 2000, queryTimeoutMs: 1000 });
+    await expect(started).rejects.toThrow(DnsError);
+    await expect(started).rejects.toThrow('queryTimeoutMs must be at least timeoutMs (2000), got 1000');
+  });
+});
+
+describeNetns('DNS forwarder waiting for slow upstreams', () => {
+  let harness: Harness;
+  let net: DnsTopology;
+  const started: ForwarderProcess[] = [];
+  const upstreams: NetnsProcess[] = [];
+
+  async function scriptedUpstream(upstream: { address: string; answer: string }, labels: Record<string, string>): Promise<void> {
+    const [fixture = ''] = compiled(['test/guest/dns/fixtures/scripted-upstream']);
+    await harness.addAddress(net.internet, 'inet0', `${upstream.address}/24`);
+    const child = net.internet.spawn([process.execPath, fixture, JSON.stringify({ ...upstream, port: 53, labels })]);
+    upstreams.push(child);
+    await child.waitForOutput(/^ready$/m);
+  }
+
+  /** A forwarder on its own gateway address `listen`, listening. */
+  async function start(listen: string, options: Record<string, unknown>): Promise<ForwarderProcess> {
+    const forwarder = await ForwarderProcess.start(net.provider, { listen, ...options });
+    started.push(forwarder);
+    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
+    expect((await forwarder.rebind())['listening']).toBe(true);
+    return forwarder;
+  }
+
+  /** dig as a stub resolver asks: one try, waiting up to 8 s (longer than any time under test). */
+  async function ask(listen: string, name: string, tcp = false): Promise<Answer> {
+    const { stdout } = await net.client.exec(['dig', `@${listen}`, '+time=8', '+tries=1', ...(tcp ? ['+tcp'] : []), `${name}.test.example`], { allowFailure: true });
+    return {
+      status: /status: (\w+)/.exec(stdout)?.[1] ?? 'none',
+      address: /^\S+\s+\d+\s+IN\s+A\s+(\S+)$/m.exec(stdout)?.[1] ?? '',
+      ms: Number(/Query time: (\d+) msec/.exec(stdout)?.[1] ?? Number.NaN),
+    };
+  }
+
+  beforeAll(async () => {
+    requireDnsTools();
+    harness = createHarness('dnsdead');
+    net = await buildTopology(harness);
+    await scriptedUpstream(FIRST, FIRST_LABELS);
+    await scriptedUpstream(SECOND, SECOND_LABELS);
+  });
+
+  afterAll(async () => {
+    for (const forwarder of started) if (forwarder.process.exit === undefined) await forwarder.process.kill();
+    for (const upstream of upstreams) if (upstream.exit === undefined) await upstream.kill();
+    await harness?.cleanup();
+  });
+
+  it('relays the answer of its one upstream that comes after 1.5 s, over UDP and TCP, by default', async () => {
+    const listen = '169.254.0.60';
+    const forwarder = await start(listen, { upstreams: [FIRST.address] });
+    // Before: SERVFAIL at 1.5 s for each of these but the first.
+    expect(await ask(listen, 'slow14')).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    expect(await ask(listen, 'slow16')).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    expect(await ask(listen, 'slow25')).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    expect(await ask(listen, 'slow30', true)).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    // Its time to itself was up for the three after the first (it had no other upstream to go
+    // on to): counted, and the query sent again to it with backoff meanwhile.
+    const counters = await forwarder.counters();
+    expect(counters).toMatchObject({ answered: 4, upstreamTimeouts: 3, failed: 0, lateAnswers: 0 });
+    expect(Number(counters['retransmits'])).toBeGreaterThan(0);
+  });
+
+  it('answers SERVFAIL only at the query time, 4 s by default: before a stub resolver asks again at 5 s', async () => {
+    const listen = '169.254.0.61';
+    const forwarder = await start(listen, { upstreams: [FIRST.address] });
+    const udp = await ask(listen, 'lame');
+    expect(udp.status).toBe('SERVFAIL');
+    expect(udp.ms).toBeGreaterThanOrEqual(3950);
+    expect(udp.ms).toBeLessThan(5000);
+    const tcp = await ask(listen, 'lame', true);
+    expect(tcp.status).toBe('SERVFAIL');
+    expect(tcp.ms).toBeGreaterThanOrEqual(3950);
+    expect(tcp.ms).toBeLessThan(5000);
+    expect(await forwarder.counters()).toMatchObject({ failed: 2, upstreamTimeouts: 2 });
+  });
+
+  it("takes an upstream's late answer after the query went on to the next, which does not answer or answers SERVFAIL: the first good answer wins, over UDP and TCP", async () => {
+    const listen = '169.254.0.62';
+    const forwarder = await start(listen, { upstreams: [FIRST.address, SECOND.address] });
+    // The first answers at 2.5 s, the second (asked at 1.5 s) never: before, SERVFAIL at 3 s.
+    expect(await ask(listen, 'slow25')).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    expect(await ask(listen, 'slow25', true)).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    // The second answers SERVFAIL at once: held while the first may still answer (before, relayed at 1.5 s).
+    expect(await ask(listen, 'late')).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    expect(await ask(listen, 'late', true)).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    expect(await forwarder.counters()).toMatchObject({ answered: 4, lateAnswers: 4, upstreamTimeouts: 4, failed: 0, upstreamErrors: 0 });
+    // The first is slow, not down: still asked first (it answered each query itself).
+    expect(await ask(listen, 'www')).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    expect(forwarder.process.stderr).not.toContain('first from now on');
+  });
+
+  it('relays the SERVFAIL held for a query once no upstream asked before may answer, and at the query time where one is silent', async () => {
+    const listen = '169.254.0.63';
+    const forwarder = await start(listen, { upstreams: [FIRST.address, SECOND.address], timeoutMs: 500, queryTimeoutMs: 2000 });
+    // The first answers at 2.5 s, past the query's 2 s: the second's SERVFAIL, held, is relayed then.
+    const late = await ask(listen, 'late');
+    expect(late.status).toBe('SERVFAIL');
+    expect(late.ms).toBeGreaterThanOrEqual(1950);
+    expect(late.ms).toBeLessThan(2500);
+    expect(await forwarder.counters()).toMatchObject({ answered: 1, failed: 0, lateAnswers: 0 });
+  });
+
+  it('takes both times as options: an upstream passed over sooner, a query given up on sooner', async () => {
+    const listen = '169.254.0.64';
+    const forwarder = await start(listen, { upstreams: [FIRST.address], timeoutMs: 300, queryTimeoutMs: 1000 });
+    const udp = await ask(listen, 'slow14');
+    expect(udp.status).toBe('SERVFAIL');
+    expect(udp.ms).toBeGreaterThanOrEqual(950);
+    expect(udp.ms).toBeLessThan(1400);
+    const tcp = await ask(listen, 'slow14', true);
+    expect(tcp.status).toBe('SERVFAIL');
+    expect(tcp.ms).toBeGreaterThanOrEqual(950);
+    expect(tcp.ms).toBeLessThan(1400);
+    expect(await forwarder.counters()).toMatchObject({ failed: 2, upstreamTimeouts: 2 });
+    // A short time to itself, the default query time: the answer at 1.6 s is relayed.
+    const passedOver = await start('169.254.0.65', { upstreams: [FIRST.address, SECOND.address], timeoutMs: 300 });
+    expect(await ask('169.254.0.65', 'slow16')).toMatchObject({ status: 'NOERROR', address: FIRST.answer });
+    expect(await passedOver.counters()).toMatchObject({ answered: 1, lateAnswers: 1, upstreamTimeouts: 2 });
+  });
+});
