@@ -950,7 +950,8 @@ function takeDownFailure(error: unknown): unknown {
 function failedVmsOutrank(error: unknown, failed: readonly FailedVm[], bugs: TransactionBugs = {}): unknown {
   const own = exitCodeOf(error, LINK_EXIT_CODES);
   const code = failedVmsExitCode(failed, bugs);
-  if ((failed.length === 0 && !anyTransactionBug(bugs)) || (own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
+  // (With no VM failed and no bug, code is 1: never above the run's own 1 or 2.)
+  if ((own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
   const bug = code === EXIT.internal;
   if (error instanceof CliError) return new CliError(error.message, code, error.details, error.detailsAs, bug);
   // Bad usage, which withLeftDown rethrows after the VMs' lines: its line still last, as it is.
@@ -1265,7 +1266,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // by, makes it 70, its own line saying so.
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
-        const code = failed.length === 0 && !anyTransactionBug(outcome) ? EXIT.failure : failedVmsExitCode(failed, outcome);
+        const code = failedVmsExitCode(failed, outcome);
         throw new CliError(first, code, rest, 'lines', code === EXIT.internal);
       }
     });

@@ -84,7 +84,7 @@ export async function writeBack(options: Pick<LinkerOptions, 'stateDir' | 'devic
     return target;
   } catch (error) {
     if (!(error instanceof StateStoreError)) throw error;
-    const written = error instanceof StateStoreError && error.kind === 'sync-failed';
+    const written = error.kind === 'sync-failed';
     const targetLinks = linksByPair(target);
     const unchanged = (link: Link): boolean => {
       const was = targetLinks.get(keyOf({ vm: link.client, provider: link.provider }));

@@ -94,6 +94,7 @@ export function serveDatagram(
   // Every client takes a reply of 548 bytes: only a longer one needs the client's and the link's
   // bounds (a link of MTU below 576 is told by EMSGSIZE for a shorter one, see sendFailureHint).
   const limit = plainMessageLength(response.packet) <= DEFAULT_MAX_MESSAGE_LENGTH ? DEFAULT_LIMIT : replyLimit(request, link);
+  const replyType = response.packet.options.get(OPTION.messageType)?.[0];
   let payload: Uint8Array;
   try {
     payload = encodeDhcpPacket(response.packet, limit.length);
@@ -104,10 +105,8 @@ export function serveDatagram(
       const dropped: DhcpResponse = { ...response, drop: 'oversized-client-id' };
       return { kind: 'answered', request, response: dropped, replyType: undefined, lease: nextLease(previous, ifname, request, dropped, now), replyError: refused };
     }
-    const replyType = response.packet.options.get(OPTION.messageType)?.[0];
     return { kind: 'answered', request, response, replyType, lease: nextLease(previous, ifname, request, response, now), replyError: error };
   }
-  const replyType = response.packet.options.get(OPTION.messageType)?.[0];
   const lease = nextLease(previous, ifname, request, response, now);
   const destination = replyDestination(request, response);
   try {

@@ -46,6 +46,26 @@ export function linkMac(role: 'provider' | 'client', id: number): string {
 
 export const clientIp = (id: number): string => `100.64.${id >> 8}.${id & 0xff}`;
 
+/** One of the agent's JSON log lines (pino). */
+export interface LogLine {
+  readonly level: number;
+  readonly msg: string;
+  readonly [key: string]: unknown;
+}
+
+/** The JSON log lines `agent` has written so far (one a line: its stderr is no terminal). */
+export function agentLogLines(agent: NetnsProcess): LogLine[] {
+  return agent.stderr
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as LogLine);
+}
+
+/** A provider link `name` for client id `id` in `provider`, a veth whose far end is eth0 in `client`. */
+export async function addProviderLink(provider: Netns, name: string, id: number, client: Netns): Promise<void> {
+  await provider.ip(['link', 'add', name, 'address', linkMac('provider', id), 'type', 'veth', 'peer', 'name', 'eth0', 'address', linkMac('client', id), 'netns', client.name]);
+}
+
 export function requireNetdBuild(): void {
   if (!existsSync(NETD_CLI)) throw new Error(`${NETD_CLI} is missing: run \`npm run build\` first`);
 }

@@ -6,13 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, eventually } from '../../harness/index.js';
-import { NETD_CLI, linkMac, requireNetdBuild } from '../provider-world.js';
-
-interface LogLine {
-  readonly level: number;
-  readonly msg: string;
-  readonly [key: string]: unknown;
-}
+import { type LogLine, NETD_CLI, addProviderLink, agentLogLines, requireNetdBuild } from '../provider-world.js';
 
 interface StatusJson {
   links: { name: string; state: string; error: string | null }[];
@@ -26,11 +20,7 @@ describeNetns('spectrum-netd run: a link sysctl file missing under a link still 
   let dir: string;
   let socket: string;
 
-  const logLines = (): LogLine[] =>
-    agent.stderr
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as LogLine);
+  const logLines = (): LogLine[] => agentLogLines(agent);
 
   async function status(): Promise<StatusJson> {
     const { stdout } = await provider.exec(['node', NETD_CLI, 'status', '--json', '--control-socket', socket], { enter: 'nsenter' });
@@ -40,8 +30,7 @@ describeNetns('spectrum-netd run: a link sysctl file missing under a link still 
   const state = async (name: string): Promise<string | undefined> => (await status()).links.find((link) => link.name === name)?.state;
 
   async function clientLink(name: string, id: number, client: string): Promise<void> {
-    const far = await harness.namespace(client);
-    await provider.ip(['link', 'add', name, 'address', linkMac('provider', id), 'type', 'veth', 'peer', 'name', 'eth0', 'address', linkMac('client', id), 'netns', far.name]);
+    await addProviderLink(provider, name, id, await harness.namespace(client));
   }
 
   beforeAll(async () => {

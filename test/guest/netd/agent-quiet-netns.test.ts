@@ -7,13 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, eventually } from '../../harness/index.js';
-import { NETD_CLI, linkMac, requireNetdBuild } from '../provider-world.js';
-
-interface LogLine {
-  readonly level: number;
-  readonly msg: string;
-  readonly [key: string]: unknown;
-}
+import { type LogLine, NETD_CLI, addProviderLink, agentLogLines, linkMac, requireNetdBuild } from '../provider-world.js';
 
 interface StatusJson {
   links: { name: string; role: string; id: number | null; state: string; note: string | null; error: string | null }[];
@@ -32,11 +26,7 @@ describeNetns('spectrum-netd run says nothing of what an ordinary provider goes 
   let socket: string;
 
   /** The agent's log lines so far (JSON, one a line: its stderr is no terminal). */
-  const logLines = (process: NetnsProcess = agent): LogLine[] =>
-    process.stderr
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as LogLine);
+  const logLines = (process: NetnsProcess = agent): LogLine[] => agentLogLines(process);
   /** Its warnings and errors from the `from`th log line on. */
   const warnings = (from = 0, process: NetnsProcess = agent): string[] =>
     logLines(process)
@@ -51,7 +41,7 @@ describeNetns('spectrum-netd run says nothing of what an ordinary provider goes 
 
   /** A provider link `name` for client id `id`, its far end eth0 in `client`. */
   async function clientLink(client: Netns, name: string, id: number): Promise<void> {
-    await provider.ip(['link', 'add', name, 'address', linkMac('provider', id), 'type', 'veth', 'peer', 'name', 'eth0', 'address', linkMac('client', id), 'netns', client.name]);
+    await addProviderLink(provider, name, id, client);
   }
 
   const configured = async (name: string): Promise<boolean> => (await status()).links.some((link) => link.name === name && link.state === 'configured');

@@ -9,13 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, eventually } from '../../harness/index.js';
-import { NETD_CLI, linkMac, requireNetdBuild } from '../provider-world.js';
-
-interface LogLine {
-  readonly level: number;
-  readonly msg: string;
-  readonly [key: string]: unknown;
-}
+import { NETD_CLI, addProviderLink, agentLogLines, requireNetdBuild } from '../provider-world.js';
 
 interface StatusJson {
   links: { name: string; state: string; error: string | null }[];
@@ -39,12 +33,6 @@ describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway add
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  const logLines = (agent: NetnsProcess): LogLine[] =>
-    agent.stderr
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as LogLine);
-
   async function status(ns: Netns, socket: string): Promise<StatusJson> {
     const { stdout } = await ns.exec(['node', NETD_CLI, 'status', '--json', '--control-socket', socket], { enter: 'nsenter' });
     return JSON.parse(stdout) as StatusJson;
@@ -52,8 +40,7 @@ describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway add
 
   /** A provider link `name` for client id `id` in `provider`, its far end eth0 in a namespace of its own (`client`). */
   async function clientLink(provider: Netns, name: string, id: number, client: string): Promise<void> {
-    const far = await harness.namespace(client);
-    await provider.ip(['link', 'add', name, 'address', linkMac('provider', id), 'type', 'veth', 'peer', 'name', 'eth0', 'address', linkMac('client', id), 'netns', far.name]);
+    await addProviderLink(provider, name, id, await harness.namespace(client));
   }
 
   /** The agent, without DHCP; `before`: what runs it (setpriv, say). */
@@ -98,7 +85,7 @@ describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway add
       await eventually('vm1 configured', async () => (await status(provider, socket)).links.some((link) => link.name === 'vm1' && link.state === 'configured'));
       await eventually('the DNS forwarder listening', () => listening(provider, socket), 10_000);
       expect(await boundInKernel(provider)).toBe(true);
-      expect(logLines(agent).map((line) => line.msg)).toContain('DNS forwarder listening');
+      expect(agentLogLines(agent).map((line) => line.msg)).toContain('DNS forwarder listening');
     } finally {
       await agent.kill('SIGTERM');
     }
@@ -119,7 +106,7 @@ describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway add
     try {
       await second.waitForOutput(/^\n/, 30_000);
       await eventually('the second agent listening', () => listening(provider, socket));
-      expect(logLines(second).filter((line) => line.level >= 40)).toEqual([]);
+      expect(agentLogLines(second).filter((line) => line.level >= 40)).toEqual([]);
     } finally {
       await second.kill('SIGTERM');
     }
@@ -135,7 +122,7 @@ describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway add
       await clientLink(provider, 'vm7', 7, 'nonec7');
       await eventually('the DNS forwarder listening', () => listening(provider, socket));
       expect(await boundInKernel(provider)).toBe(true);
-      expect(logLines(agent).filter((line) => line.level >= 40)).toEqual([]);
+      expect(agentLogLines(agent).filter((line) => line.level >= 40)).toEqual([]);
     } finally {
       await agent.kill('SIGTERM');
     }
@@ -162,7 +149,7 @@ describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway add
       await eventually('vm2 configured', async () => (await status(provider, socket)).links.some((link) => link.name === 'vm2' && link.state === 'configured'));
       expect(await answered()).toBe(true);
       expect(await boundInKernel(provider)).toBe(true);
-      expect(logLines(agent).filter((line) => line.level >= 40)).toEqual([]);
+      expect(agentLogLines(agent).filter((line) => line.level >= 40)).toEqual([]);
     } finally {
       await agent.kill('SIGTERM');
     }
@@ -178,7 +165,7 @@ describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway add
       await agent.waitForOutput(/^\n/, 30_000);
       await eventually('vm3 configured', async () => (await status(provider, socket)).links.some((link) => link.name === 'vm3' && link.state === 'configured'));
       // DHCP's failure is said (its sockets are tried again on their own meanwhile).
-      await eventually('the DHCP failure said', () => Promise.resolve(logLines(agent).some((line) => line.msg === 'services update failed; will retry')));
+      await eventually('the DHCP failure said', () => Promise.resolve(agentLogLines(agent).some((line) => line.msg === 'services update failed; will retry')));
       await eventually('the DNS forwarder listening', () => listening(provider, socket));
       expect(await boundInKernel(provider)).toBe(true);
     } finally {
