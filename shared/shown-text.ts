@@ -71,7 +71,8 @@ export function shownPath(path: string): string {
  * is where it is at most `max` characters and holds nothing a terminal acts on, else quoted.
  */
 export function shownText(text: string, max: number): string {
-  return text.length <= max && !TERMINAL_ACTIVE.test(text) ? text : quoteText(text, max);
+  // In characters (code points), as quoteText cuts: 40 emoji are 40, not 80 (UTF-16 units).
+  return characterCount(text) <= max && !TERMINAL_ACTIVE.test(text) ? text : quoteText(text, max);
 }
 
 /** A blank of any kind: spaces (Unicode's too, U+00A0, U+3000...), tabs, line ends. */

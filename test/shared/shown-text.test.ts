@@ -62,3 +62,11 @@ describe('shown text', () => {
     expect(shownCell('x'.repeat(64), 63)).toBe(`"${'x'.repeat(63)}…"`);
   });
 });
+
+describe('shownText counts characters', () => {
+  it('shows text of at most max characters as it is, emoji counted once (they were counted as two UTF-16 units, and quoted early)', () => {
+    const emoji = '\u{1F600}'.repeat(40);
+    expect(shownText(emoji, 70)).toBe(emoji);
+    expect(shownText('\u{1F600}'.repeat(71), 70)).toMatch(/^"\u{1F600}{70}…"$/u);
+  });
+});
