@@ -81,9 +81,11 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
       expect(qemu.commands).toContain('closefd');
       expect(qemu.connections).toBe(2);
       expect([qemu.devices.size, qemu.netdevs.size]).toEqual([0, 0]);
-      // Within the bound, attach and take-back (4 --vmm-timeouts; some 2.9 here: 2 to give up, 0.9 for the closefd), with room for the
-      // rest of the run; far less than a --vmm-timeout per step.
-      expect(elapsed).toBeLessThan(4 * timeoutMs);
+      // The whole bound is what stopped it before device_add (above: with a bound per step only,
+      // every step answered in time and device_add was asked). The time only says it did not hang:
+      // some 3 --vmm-timeouts (2 to give up, 0.9 for the closefd, the rest of the run), bounded at
+      // 6 so that a loaded machine (a CI run took 14.4 s against a bound of 4, 12 s) does not fail it.
+      expect(elapsed).toBeLessThan(6 * timeoutMs);
       // Undone: nothing recorded, no device of ours.
       expect(JSON.parse((await world().link(['list', '--json'])).stdout)).toEqual([]);
       expect([...(await devices(world().host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
