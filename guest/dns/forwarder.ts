@@ -16,6 +16,7 @@ import {
   answersQuestion,
   errorResponse,
   fitUdpAnswer,
+  heldAnswer,
   inspectQuery,
   isFailureAnswer,
   isResponse,
@@ -188,7 +189,8 @@ export interface DnsForwarderCounters {
   readonly lateAnswers: number;
   /**
    * UDP answers too large for their client (512 bytes without EDNS, else the payload size its OPT
-   * record gives), or cut short by the upstream with TC set, relayed as a truncated answer (header,
+   * record gives), cut short by the upstream with TC set, or failure answers held while an earlier
+   * upstream might answer and larger than MAX_HELD_ANSWER, relayed as a truncated answer (header,
    * question and OPT record, TC set) so that the client asks again over TCP.
    */
   readonly truncated: number;
@@ -467,7 +469,7 @@ interface PendingQuery {
   parked: boolean;
   /**
    * A failure answer (SERVFAIL, REFUSED, NOTIMP) that moved the query on to no other upstream,
-   * fitted to its client: relayed once no upstream asked earlier may answer better, or at the
+   * fitted to its client and to MAX_HELD_ANSWER bytes (heldAnswer): relayed once no upstream asked earlier may answer better, or at the
    * query's time.
    */
   held: FittedAnswer | undefined;
@@ -1577,7 +1579,8 @@ class Forwarder implements DnsForwarder {
     }
     // A failure answer that moves the query on to no other upstream: relayed, unless an upstream
     // asked before may still answer better (its time was up, not the query's); then held until
-    // it does, or the query's time is up. The datagram is a view into the socket's arena: kept as a copy.
+    // it does, or the query's time is up. Held fitted to MAX_HELD_ANSWER bytes at most, as a copy
+    // (the datagram is a view into the socket's arena): see heldAnswer.
     if (earlier !== undefined) entry.earlier = entry.earlier?.filter((attempt) => attempt !== earlier);
     if (current) {
       entry.parked = true;
@@ -1586,7 +1589,7 @@ class Forwarder implements DnsForwarder {
       this.#armTimer();
     }
     if (entry.parked && (entry.earlier === undefined || entry.earlier.length === 0)) this.#relay(entry, fitted);
-    else entry.held = { message: Buffer.from(fitted.message), truncated: fitted.truncated };
+    else entry.held = heldAnswer(message, entry.question.length, entry.room);
   }
 
   /** Answer `entry`'s client with `answer` (an upstream's, fitted to it), and settle it. */

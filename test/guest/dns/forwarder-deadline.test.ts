@@ -17,9 +17,10 @@ const SECOND = { address: '192.0.2.62', answer: '192.0.2.72' };
  * slowN: the first answers N hundredths of a second late; the second never answers them.
  * late: the first answers 2.5 s late, the second SERVFAIL at once.
  * lame: neither answers. www: both at once.
+ * bigfail: the first never answers, the second SERVFAIL at once, 8,000 bytes of it.
  */
-const FIRST_LABELS = { slow14: 'slow:1400', slow16: 'slow:1600', slow25: 'slow:2500', slow30: 'slow:3000', late: 'slow:2500', lame: 'silent' };
-const SECOND_LABELS = { slow14: 'silent', slow16: 'silent', slow25: 'silent', slow30: 'silent', late: 'servfail', lame: 'silent' };
+const FIRST_LABELS = { slow14: 'slow:1400', slow16: 'slow:1600', slow25: 'slow:2500', slow30: 'slow:3000', late: 'slow:2500', lame: 'silent', bigfail: 'silent' };
+const SECOND_LABELS = { slow14: 'silent', slow16: 'silent', slow25: 'silent', slow30: 'silent', late: 'servfail', lame: 'silent', bigfail: 'big-servfail:8000' };
 
 interface Answer {
   readonly status: string;
@@ -137,6 +138,30 @@ describeNetns('DNS forwarder waiting for slow upstreams', () => {
     expect(late.ms).toBeGreaterThanOrEqual(1950);
     expect(late.ms).toBeLessThan(2500);
     expect(await forwarder.counters()).toMatchObject({ answered: 1, failed: 0, lateAnswers: 0 });
+  });
+
+  it('holds a SERVFAIL while an upstream asked before may answer as 4,096 bytes at most: a larger one is relayed truncated, whatever the client takes', async () => {
+    const listen = '169.254.0.66';
+    const forwarder = await start(listen, { upstreams: [FIRST.address, SECOND.address], timeoutMs: 300, queryTimeoutMs: 1000 });
+    // A client that takes 65,535 bytes over UDP (its OPT record's payload size).
+    const name = Buffer.from('\x07bigfail\x04test\x07example\x00', 'latin1');
+    const query = Buffer.concat([Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1]), name, Buffer.from([0, 1, 0, 1]), Buffer.from([0, 0, 41, 0xff, 0xff, 0, 0, 0, 0, 0, 0])]);
+    const [queryFixture = ''] = compiled(['test/guest/dns/fixtures/query']);
+    const request = { mode: 'raw', server: listen, port: 53, packets: [query.toString('hex')], holdMs: 5000 };
+    const { stdout } = await net.client.exec([process.execPath, queryFixture, JSON.stringify(request)]);
+    const [hex] = JSON.parse(stdout) as (string | null)[];
+    const reply = Buffer.from(hex ?? '', 'hex');
+    // SERVFAIL, TC set, relayed at the query's time. Before: the whole 8,000 bytes held (up to
+    // 64 KiB a query, 256 MiB for a full pending table) and relayed.
+    expect(reply.readUInt16BE(0)).toBe(0x1234);
+    expect(reply[3]! & 0x0f).toBe(2);
+    expect(reply[2]! & 0x02).toBe(0x02);
+    expect(reply.length).toBeLessThanOrEqual(4096);
+    expect(await forwarder.counters()).toMatchObject({ answered: 1, truncated: 1, failed: 0 });
+    // Over TCP the whole failure answer goes, as the upstream sent it.
+    const tcp = await net.client.exec(['dig', `@${listen}`, '+time=8', '+tries=1', '+tcp', 'bigfail.test.example'], { allowFailure: true });
+    expect(tcp.stdout).toMatch(/status: SERVFAIL/);
+    expect(Number(/MSG SIZE {2}rcvd: (\d+)$/m.exec(tcp.stdout)?.[1])).toBeGreaterThan(4096);
   });
 
   it('takes both times as options: an upstream passed over sooner, a query given up on sooner', async () => {
