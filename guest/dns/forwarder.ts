@@ -606,6 +606,16 @@ class Forwarder implements DnsForwarder {
   /** Open client TCP connections by host key, oldest first: who holds how many, and the largest holder. */
   readonly #tcpShares = new PendingShares<number | string, TcpClientConnection>();
   readonly #maxTcpQueriesPerConnection: number;
+  /**
+   * Most TCP connections to upstreams open at once: maxTcpConnections x maxTcpQueriesPerConnection
+   * (512 by default), one per TCP query in flight, as when each query kept one connection open.
+   * A query keeps one open to each upstream it asked until its time is up (#askOverTcp): up to
+   * min(MAX_UPSTREAMS, queryTimeoutMs / timeoutMs) each, unbounded by this, 4,096 with 8 upstreams
+   * and a short timeoutMs, past the agent's descriptors (EMFILE). At this bound, a query asking its
+   * next upstream first ends (resets) its own earlier connections, oldest first, as it did before
+   * earlier upstreams were kept.
+   */
+  readonly #maxTcpUpstreams: number;
   readonly #tcpIdleMs: number;
   readonly #resolvConfPath: string | undefined;
   readonly #pending: PendingTable<PendingQuery>;
@@ -723,6 +733,7 @@ class Forwarder implements DnsForwarder {
       options.maxTcpQueriesPerConnection ?? DEFAULTS.maxTcpQueriesPerConnection,
       1024,
     );
+    this.#maxTcpUpstreams = this.#maxTcpConnections * this.#maxTcpQueriesPerConnection;
     this.#tcpIdleMs = positiveInteger('tcpIdleMs', options.tcpIdleMs ?? DEFAULTS.tcpIdleMs, 3_600_000);
     const maxPending = positiveInteger('maxPending', options.maxPending ?? DEFAULTS.maxPending, ID_SPACE);
     this.#pending = new PendingTable(maxPending, cryptoRandomId());
@@ -2054,8 +2065,9 @@ class Forwarder implements DnsForwarder {
    * as over UDP: each once at most, by address, from the one asked first on, in the list in use at
    * each step (resolv.conf may be rewritten meanwhile, and an upstream given twice is one). Each has
    * its own connection, and timeoutMs of the query to itself; then the next is asked too, the
-   * connections before it kept open: the first good answer of any is the query's, the others then
-   * ended (a reset each). An upstream that answers SERVFAIL, REFUSED or NOTIMP, ends the connection
+   * connections before it kept open (but where all the upstream connections the forwarder may have
+   * are open, #maxTcpUpstreams: then its earlier ones end first): the first good answer of any is
+   * the query's, the others then ended (a reset each). An upstream that answers SERVFAIL, REFUSED or NOTIMP, ends the connection
    * (FIN or reset), or whose connection cannot be opened or fails has the next asked at once. Every
    * connection ends at the query's time (queryTimeoutMs). Resolves with the answer to relay (a good
    * one, else the last failure answer that moved the query on to no other upstream), 'none' where
@@ -2074,6 +2086,11 @@ class Forwarder implements DnsForwarder {
     /** The upstream asked last: the next is looked for after it, and it alone has a failover timer. */
     let latest: Upstream | undefined;
     let running = 0;
+    /**
+     * Its exchanges still open, oldest first, each ended by aborting its controller: the query's
+     * own (done) or, at the bound on upstream connections, before the next is asked (ask).
+     */
+    const open: AbortController[] = [];
     let held: Buffer | undefined;
     let failover: NodeJS.Timeout | undefined;
     let settled = false;
@@ -2106,6 +2123,19 @@ class Forwarder implements DnsForwarder {
       };
       const ask = (link: UpstreamLink, left: number): void => {
         const { upstream, via, zoneIndex } = link;
+        // All upstream connections the forwarder may have open are (#maxTcpUpstreams): this query's
+        // earlier ones end first, oldest first (their upstreams' own time is up), as when a query
+        // kept one connection, so that the agent does not run out of descriptors. Each ends at once
+        // (its socket leaves #tcpUpstreams as it is reset); its outcome is then only passed over.
+        while (this.#tcpUpstreams.size >= this.#maxTcpUpstreams) {
+          const oldest = open.shift();
+          if (oldest === undefined) break;
+          oldest.abort();
+        }
+        const attempt = new AbortController();
+        const onDone = (): void => attempt.abort();
+        done.signal.addEventListener('abort', onDone, { once: true });
+        open.push(attempt);
         tried.push(upstream);
         latest = upstream;
         running += 1;
@@ -2124,7 +2154,7 @@ class Forwarder implements DnsForwarder {
         // the interface its UDP sockets were connected through (by index, UpstreamLink.zoneIndex),
         // not whatever has the zone's name now, so that UDP and TCP reach the same one after a
         // rename, until the list is next set connects both again.
-        const open =
+        const connectOther =
           via !== undefined
             ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
             : upstream.address.includes('%')
@@ -2135,9 +2165,13 @@ class Forwarder implements DnsForwarder {
         // One that opens, as it opens, may end an episode of failures to (see #tcpOpenFailed).
         const unopened = (error: unknown): void => this.#tcpOpenFailed({ upstream, via }, error);
         const opened = (): void => this.#tcpOpened({ upstream, via });
-        void exchangeOverTcp(upstream, query, questionEnd, left, this.#tcpUpstreams, open, done.signal, unopened, opened).then((outcome) => {
+        void exchangeOverTcp(upstream, query, questionEnd, left, this.#tcpUpstreams, connectOther, attempt.signal, unopened, opened).then((outcome) => {
           running -= 1;
-          if (settled) return;
+          done.signal.removeEventListener('abort', onDone);
+          const at = open.indexOf(attempt);
+          if (at !== -1) open.splice(at, 1);
+          // Ended to make room (above): a later upstream is asked, and this one was passed over.
+          if (settled || (attempt.signal.aborted && !done.signal.aborted)) return;
           if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) {
             finish('gone');
             return;

@@ -164,6 +164,48 @@ describeNetns('DNS forwarder waiting for slow upstreams', () => {
     expect(Number(/MSG SIZE {2}rcvd: (\d+)$/m.exec(tcp.stdout)?.[1])).toBeGreaterThan(4096);
   });
 
+  it('keeps no more TCP connections to upstreams open than client TCP queries may be in flight: at that bound, a query asking its next upstream ends its earlier connection first', async () => {
+    // Eight upstreams that take TCP connections and never answer, on ports of the first's address.
+    const ports = Array.from({ length: 8 }, (_, index) => 5301 + index);
+    const script = `const net = require('node:net'); let ready = 0;
+      for (const port of ${JSON.stringify(ports)}) net.createServer((socket) => socket.on('error', () => {})).listen(port, '${FIRST.address}', () => { if (++ready === ${ports.length}) console.log('ready'); });`;
+    const silent = net.internet.spawn([process.execPath, '-e', script]);
+    upstreams.push(silent);
+    await silent.waitForOutput(/^ready$/m);
+    const listen = '169.254.0.67';
+    // 4 client TCP queries at most (4 connections, 1 query each): 4 upstream connections at most.
+    // Each upstream has a query 100 ms to itself, the query 3 s: each asks all 8 within 0.8 s.
+    const forwarder = await start(listen, {
+      upstreams: ports.map((port) => `${FIRST.address}:${port}`),
+      timeoutMs: 100,
+      queryTimeoutMs: 3000,
+      maxTcpConnections: 4,
+      maxTcpConnectionsPerClient: 4,
+      maxTcpQueriesPerConnection: 1,
+    });
+    const answers = Promise.all(Array.from({ length: 4 }, () => ask(listen, 'lame', true)));
+    /** The provider's (the forwarder's) established TCP connections to those upstreams. */
+    const openUpstream = async (): Promise<number> => {
+      const { stdout } = await net.provider.exec(['ss', '-Htn', 'state', 'established', 'dst', FIRST.address]);
+      return stdout.split('\n').filter((line) => ports.some((port) => line.includes(`${FIRST.address}:${port}`))).length;
+    };
+    const seen: number[] = [];
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    for (let sample = 0; sample < 5; sample++) {
+      seen.push(await openUpstream());
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    // Before: each query kept all 8 open until its time, 32 in all.
+    expect(Math.max(...seen)).toBeGreaterThan(0);
+    expect(Math.max(...seen)).toBeLessThanOrEqual(4);
+    for (const answer of await answers) expect(answer.status).toBe('SERVFAIL');
+    // Each query did go on to every upstream in its time.
+    const counters = await forwarder.counters();
+    expect(counters).toMatchObject({ tcpQueries: 4, failed: 4 });
+    expect(Number(counters['upstreamTimeouts'])).toBeGreaterThanOrEqual(4 * 7);
+    expect(await openUpstream()).toBe(0);
+  });
+
   it('takes both times as options: an upstream passed over sooner, a query given up on sooner', async () => {
     const listen = '169.254.0.64';
     const forwarder = await start(listen, { upstreams: [FIRST.address], timeoutMs: 300, queryTimeoutMs: 1000 });
