@@ -17,8 +17,9 @@ export interface UpstreamLinkInfo {
 
 /**
  * Per-link services: told the full list of provider links, and the upstream link, whenever they
- * change; and told them again when the gateway address comes onto one of the links (or leaves
- * them all), where the DNS forwarder binds it.
+ * change; and told them again when the gateway address first comes onto one of the links (not
+ * when it leaves them: the forwarder's sockets stay bound, and answer once it is back), where the
+ * DNS forwarder binds it.
  */
 export interface ServicesPort {
   linksChanged(links: readonly ProviderLink[], upstreamLink: UpstreamLinkInfo | null): Promise<void>;

@@ -15,7 +15,8 @@
 // ("attached" only while linked; a side's socket only where it is qemu or cloud-hypervisor, and
 // recorded: files written before sockets were recorded have none, and are read as before)
 // "devicePrefix": the prefix the links' devices are named with (device-names.ts), one per state,
-// written once a command used one, and kept when every link is forgotten: a command given another is
+// written with the state's first links (an undo of them all takes it back too: restorePairs), and
+// kept when every link is forgotten: a command given another is
 // refused (state-prefix.ts), as it would look for the links' devices under names that are not
 // theirs, and delete whatever holds those (gc, every device of the other prefix); and a state that
 // records it owns the devices named with it that it does not record (a crash's leftovers: `link`
@@ -350,13 +351,16 @@ export function setAttachments(state: LinkState, changes: readonly { pair: LinkP
  * pair that `before` records gets its id and attachment back, one it does not is dropped (its id
  * released); every other record stays as in `state`. `state` must have grown from `before` by
  * allocation and attachment changes (allocateMany, setAttachments), which keep the ids `before`
- * gave, so that no id is held twice.
+ * gave, so that no id is held twice. Where no record is left, the device prefix is `before`'s
+ * too: a state that recorded none before its first links (state-prefix.ts's loadRunState) records
+ * none once they are all undone, as it was.
  */
 export function restorePairs(state: LinkState, before: LinkState, pairs: readonly LinkPair[]): LinkState {
   if (pairs.length === 0) return state;
   const keys = new Set(pairs.map((pair) => `${pair.client}\n${pair.provider}`));
   const restored = (link: Link): boolean => keys.has(`${link.client}\n${link.provider}`);
-  return withLinks([...state.links.filter((link) => !restored(link)), ...before.links.filter(restored)], state.devicePrefix);
+  const links = [...state.links.filter((link) => !restored(link)), ...before.links.filter(restored)];
+  return withLinks(links, links.length === 0 ? before.devicePrefix : state.devicePrefix);
 }
 
 /** Whether two states hold the same links and device prefix (and so the same file text), without serialising. */

@@ -12,7 +12,7 @@ import { linkDeviceNames } from './device-names.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
-import { type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, restorePairs, sameAttachment, sameState, setAttachments } from './link-state.js';
+import { type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
 import { assertStateWritableForTakeOut, assertSwitchedInputUsable, switchedSides, takeBackSwitched, withSockets } from './link-switch.js';
 import { type UnlistedTakedown, detachFailure, hostSideDeleted, notRecorded, takeDownUnlisted } from './link-take-down.js';
 import { LinkerError, isInterruption, reasonOf, stopIfInterrupted, underStateLock } from './linker-error.js';
@@ -299,7 +299,9 @@ export async function linkTransaction(
       stopIfInterrupted(options);
       const wanted = chunk.map((vm) => requireValidVm(snapshot, vm));
       for (const vm of wanted) providers.set(vm.name, vm.providers);
-      const allocation = allocateMany(state, wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider }))));
+      const pairs = wanted.flatMap((vm) => vm.providers.map((provider) => ({ client: vm.name, provider })));
+      // The run's device prefix recorded with the links (a state that claimed none has it from its first ones on: loadRunState).
+      const allocation = allocateMany(pairs.length === 0 ? state : withDevicePrefix(state, options.devicePrefix), pairs);
       const reports: LinkReport[] = [];
       for (const vm of wanted) byVm.set(vm.name, []);
       for (const link of allocation.links) {

@@ -8,7 +8,8 @@
 // dir's links, say), and gc would delete every device of the other prefix. The prefix stays
 // recorded once every link is forgotten, so that the next command given none still uses it. A
 // state that records none (never linked, or written before the prefix was recorded, or before it
-// was kept without links) takes the prefix given or the default, and its next write records it.
+// was kept without links, or left by the undo of its first links) takes the prefix given or the
+// default, and the write of its first links records it.
 //
 // A state that claims no prefix (claimsDevicePrefix: no state file, or one recording neither links
 // nor a prefix) does not take over devices named as links with the run's: `link` into it is refused
@@ -94,8 +95,11 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
 /**
  * The state recorded in the run's state dir (loadState), refused where it records another device
  * prefix for its links than the run's (`devicePrefix`, from `devicePrefixSource`), and otherwise
- * recording the run's, so that the next write records it (a state that records none: no file, or
- * one written before the prefix was recorded, or before it was kept without links).
+ * recording the run's where it has links (a file written before the prefix was recorded), so that
+ * the next write records it. A state that claims none (claimsDevicePrefix: no links, no prefix) is
+ * as read: the run's first links record the prefix with them (linkTransaction), and an undo that
+ * takes them all back leaves the state as it was, claiming none (were the prefix left recorded, a
+ * retry with the prefix corrected would be refused, and devices named with it taken as leftovers).
  */
 export async function loadLinkState(options: StatePrefixOptions): Promise<LinkState> {
   return (await loadRunState(options)).state;
@@ -112,7 +116,8 @@ export async function loadRunState(options: StatePrefixOptions): Promise<{ reado
   const state = await loadState(options.stateDir, options.stateDirSource);
   const recorded = conflictingDevicePrefix(state, options.devicePrefix);
   if (recorded !== undefined) throw prefixMismatch(options.stateDir, recorded, options.devicePrefix, options.devicePrefixSource);
-  return { state: withDevicePrefix(state, options.devicePrefix), claimsPrefix: claimsDevicePrefix(state) };
+  const claimsPrefix = claimsDevicePrefix(state);
+  return { state: claimsPrefix ? withDevicePrefix(state, options.devicePrefix) : state, claimsPrefix };
 }
 
 /** How many of the devices a refusal names. */
@@ -156,10 +161,27 @@ export function unrecordedDevicesRefusal(options: StatePrefixOptions, devices: r
  * Refuse a `link` run that would record links in a state that claims no device prefix (loadRunState)
  * where devices named as links with the run's prefix exist in this (the host) network namespace
  * (unrecordedDevicesRefusal), before anything is made: it would take them over as the devices of
- * the ids it allocates, reconfiguring another state dir's live links. One listing of the
- * namespace's devices, made only for such a state (a state dir's first links).
+ * the ids it allocates, reconfiguring another state dir's live links; not where the state, read
+ * after the listing, claims a prefix by then (claimedSince). One listing of the namespace's
+ * devices, made only for such a state (a state dir's first links).
  */
 export async function assertNoUnrecordedDevices(options: StatePrefixOptions): Promise<void> {
   const devices = linkNamedDevices((await observeDevices([])).host.keys(), options.devicePrefix);
-  if (devices.length > 0) throw unrecordedDevicesRefusal(options, devices);
+  if (devices.length > 0 && !(await claimedSince(options.stateDir))) throw unrecordedDevicesRefusal(options, devices);
+}
+
+/**
+ * Whether the state in `stateDir`, read after the listing (without the lock, as before it: a state
+ * dir not made yet), claims a device prefix now: another run of this state dir (VMs starting
+ * together at a first boot, each linking a state dir not made yet) records its ids before it
+ * makes their devices, so that devices of its that the listing saw come with a state that claims
+ * them. Such a run's devices refuse nothing: the run reads the state again under the lock (and
+ * refuses another prefix there). A state that cannot be read is left to that read too, which says why.
+ */
+async function claimedSince(stateDir: string): Promise<boolean> {
+  try {
+    return claimsDevicePrefix(await loadState(stateDir));
+  } catch {
+    return true;
+  }
 }

@@ -646,6 +646,8 @@ class Forwarder implements DnsForwarder {
   #rebindRound = 0;
   /** Whether the listening UDP socket has failed, and when it was last bound (see UDP_SETTLED_MS). */
   #udpFailed = false;
+  /** The last bind failed for another server holding the address and port (see #bindMissing). */
+  #bindInUse = false;
   #udpBoundAt = 0;
   /** Retries since every wanted upstream was last connected (sets the backoff). */
   #reconnectRound = 0;
@@ -943,19 +945,27 @@ class Forwarder implements DnsForwarder {
               : 'check the listen address and port';
       const failure = `${code ?? 'error'}: ${errorText(error)} (${hint})`;
       const failing = this.#udpFailing();
+      // Another server on the address and port (an agent started while the last one still runs,
+      // one the operator stops once warned) may go with no link changing: bound again with the
+      // same backoff, up to every 2 s, for as long as it stays (a bind a try, no line after the first).
+      const inUse = code === 'EADDRINUSE';
+      const streak = failing || (inUse && this.#bindInUse);
+      if (inUse && !streak) this.#rebindRound = 0;
+      this.#bindInUse = inUse;
       // In a failure streak, the same failure again is not said again (as an upstream that stays unreachable).
-      const repeated = failing && failure === this.#counters.lastBindError;
+      const repeated = streak && failure === this.#counters.lastBindError;
       this.#counters.lastBindError = failure;
       // Outside one, rebind() is called again when links change (the listen address may come with one).
-      const retryMs = failing ? this.#scheduleRebind() : undefined;
+      const retryMs = failing || inUse ? this.#scheduleRebind() : undefined;
       if (repeated) return;
       const retry = retryMs === undefined ? '' : `; trying again in ${retryMs / 1000} s`;
-      this.#log[failing ? 'info' : 'warn']({ listen: where, err: errorText(error) }, `DNS forwarder not listening: ${hint}${retry}`);
+      this.#log[streak ? 'info' : 'warn']({ listen: where, err: errorText(error) }, `DNS forwarder not listening: ${hint}${retry}`);
       return;
     }
     // The UDP socket may have failed while the TCP listener was being bound (or we were closed):
     // #clientSocketFailed said so and binds it again; nothing says listening meanwhile.
     if (!this.listening() || this.#closed !== undefined) return;
+    this.#bindInUse = false;
     this.#counters.lastBindError = null;
     this.#log.info({ listen: where }, 'DNS forwarder listening');
   }

@@ -208,6 +208,8 @@ export class NetdAgent {
    * gateway address then (see #tellServices).
    */
   #servicesTold: { readonly links: readonly ProviderLink[]; readonly upstreamLink: UpstreamLinkInfo | null; readonly gateway: boolean } | null = null;
+  /** The services' failure last said (see #tellServices): the same one again is said at debug. */
+  #servicesFailure: string | undefined;
   #errors = new Map<number, string>();
   /** What #sayKept said last: a link's index and note. */
   #keptSaid = new Set<string>();
@@ -717,7 +719,7 @@ export class NetdAgent {
     for (const link of current.providerLinks) servingIp.set(link.clientIp, link.ifindex);
     this.#servingIp = servingIp;
     this.#haltIfStopped();
-    await this.#tellServices(current);
+    const servicesFailed = !(await this.#tellServices(current));
     // Later notifications meet a view that has this reconcile's changes.
     this.#expectedEchoes.clear();
     // Their echoes start no plan, but the upstream link these changes configured is told to the
@@ -728,7 +730,9 @@ export class NetdAgent {
       this.log.info({ changes: applied, failures, ms: Number(this.#counters.lastReconcileMs.toFixed(3)) }, 'reconciled');
     } else this.log.debug({ changes: 0 }, 'reconciled: nothing to change');
     // Where a link gone or renamed under a change is heard of no more, planned again all the same.
-    this.#scheduleRetry(failures > 0 || run.vanished > 0 || !filtering || purgeFailed);
+    // A services update that failed too: else its retry's backoff began again at each reconcile
+    // (every 0.5 s for good, where DHCP cannot open its sockets).
+    this.#scheduleRetry(failures > 0 || run.vanished > 0 || !filtering || purgeFailed || servicesFailed);
   }
 
   /**
@@ -1047,24 +1051,32 @@ export class NetdAgent {
     }
   }
 
-  async #tellServices(current: Plan): Promise<void> {
+  /** Tells the services what changed, if anything did; false where they failed (retried with backoff). */
+  async #tellServices(current: Plan): Promise<boolean> {
     const links: readonly ProviderLink[] = current.providerLinks;
     const told = this.#servicesTold;
-    if (this.services === null) return;
+    if (this.services === null) return true;
     // Field by field, not as JSON text: at a thousand links the text cost each reconcile ~0.7 ms.
     const listed = told !== null && sameUpstreamLink(told.upstreamLink, current.upstreamLink) && sameProviderLinks(told.links, links);
     // Told again, the same links, when the gateway address comes onto them: the DNS forwarder binds
     // it then, and a link planned a reconcile or more before it got the address (held back while
     // the firewall could not be made, say) would else leave it unbound until the links change.
     const gateway = (listed && told.gateway) || carriesGateway(this.#view, links);
-    if (!listed || gateway !== told.gateway) {
-      try {
-        await this.services.linksChanged(links, current.upstreamLink);
-        this.#servicesTold = { links, upstreamLink: current.upstreamLink, gateway };
-      } catch (error) {
-        this.log.error({ err: error }, 'services update failed; will retry');
-        this.#scheduleRetry(true);
-      }
+    if (listed && gateway === told.gateway) return true;
+    try {
+      await this.services.linksChanged(links, current.upstreamLink);
+      this.#servicesTold = { links, upstreamLink: current.upstreamLink, gateway };
+      if (this.#servicesFailure !== undefined) this.log.info('services updated: the failure said before is over');
+      this.#servicesFailure = undefined;
+      return true;
+    } catch (error) {
+      // Said once while it fails the same way (DHCP without CAP_NET_RAW fails at every retry).
+      const failure = error instanceof Error ? error.message : String(error);
+      if (failure === this.#servicesFailure) this.log.debug({ err: failure }, 'services update failed again; will retry');
+      else this.log.error({ err: error }, 'services update failed; will retry');
+      this.#servicesFailure = failure;
+      this.#scheduleRetry(true);
+      return false;
     }
   }
 

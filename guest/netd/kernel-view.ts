@@ -19,6 +19,11 @@ export interface KernelLink {
    * handles such a device's link-state events as urgent (see RtnetlinkKernel, link-up).
    */
   readonly lowerIfindex?: number;
+  /**
+   * IFLA_MTU. Below 1280 the kernel takes IPv6 off the link, its sysctl files with it, and makes
+   * it afresh (disable_ipv6 at the default) once the MTU is 1280 again; below 68, IPv4 likewise.
+   */
+  readonly mtu?: number;
 }
 
 export interface KernelAddress {
@@ -211,7 +216,9 @@ export function applyEvent(view: KernelView, event: KernelEvent): void {
         // Renamed: its sysctls were read by a path that may have named it no longer (udev renames
         // a new link a moment after it comes): missing then ('absent', taken as nothing to set),
         // or another link's. Read again under the new name.
-        if (before !== undefined && before.name !== event.link.name) {
+        // Its MTU changed: its IPv6 (or IPv4) may have gone, or come back made afresh with the
+        // default sysctls (disable_ipv6 0 again on a link we turned it off on). Read again.
+        if (before !== undefined && (before.name !== event.link.name || before.mtu !== event.link.mtu)) {
           for (const key of view.sysctls.keys()) if (key.startsWith(`${event.link.ifindex}:`)) view.sysctls.delete(key);
         }
         // Taking a device down flushes its routes and neighbours (permanent ones too); the

@@ -85,6 +85,7 @@ interface AttributeType {
 
 const IFLA_ADDRESS: AttributeType = { type: 1, name: 'IFLA_ADDRESS' };
 const IFLA_IFNAME: AttributeType = { type: 3, name: 'IFLA_IFNAME' };
+const IFLA_MTU: AttributeType = { type: 4, name: 'IFLA_MTU' };
 const IFLA_LINK: AttributeType = { type: 5, name: 'IFLA_LINK' };
 const IFLA_GROUP: AttributeType = { type: 27, name: 'IFLA_GROUP' };
 const IFA_ADDRESS: AttributeType = { type: 1, name: 'IFA_ADDRESS' };
@@ -149,6 +150,16 @@ class Attributes {
     return this.#read(type, getU32);
   }
 
+  /**
+   * A u32 in host order where it is one (4 bytes, neither flag); undefined for any other, as where
+   * absent: for what the agent can do without (IFLA_MTU), whose oddity must not cost the message.
+   */
+  u32IfWellFormed(type: AttributeType): number | undefined {
+    const attribute = this.#byType.get(type.type);
+    if (attribute === undefined || attribute.nested === true || attribute.no === true || attribute.data.length !== 4) return undefined;
+    return getU32(attribute.data);
+  }
+
   /** A NUL-terminated string (the package's reader). */
   string(type: AttributeType): string | undefined {
     return this.#read(type, (data) => getString(data));
@@ -200,6 +211,8 @@ export function decodeLink(payload: Buffer): KernelLink | null {
   const { index } = header;
   if (index === undefined || name === undefined) return null;
   const lower = attrs.u32(IFLA_LINK);
+  // Only a hint (a change of it has the link's sysctls read again): an odd one reads as none.
+  const mtu = attrs.u32IfWellFormed(IFLA_MTU);
   return {
     ifindex: index,
     name,
@@ -210,6 +223,7 @@ export function decodeLink(payload: Buffer): KernelLink | null {
     group: attrs.u32(IFLA_GROUP) ?? 0,
     // IFLA_LINK, where it names a device other than the link itself.
     ...(lower !== undefined && lower !== index && { lowerIfindex: lower }),
+    ...(mtu !== undefined && { mtu }),
   };
 }
 

@@ -656,6 +656,24 @@ describe('recorded device prefix', () => {
     expect(claimsDevicePrefix(parseState(serializeState(forgotten), 'test'))).toBe(true);
   });
 
+  it("an undo of a state's first links (restorePairs from a state that recorded no prefix) leaves it recording none where no link is left", () => {
+    fc.assert(
+      fc.property(prefixes, fc.uniqueArray(pairs, { minLength: 1, maxLength: 5, selector: (pair) => `${pair.client}\n${pair.provider}` }), (prefix, touched) => {
+        const run = allocateMany(withDevicePrefix(emptyState(), prefix), touched).state;
+        expect(run.devicePrefix).toBe(prefix);
+        // Every pair undone: the state as it was, no prefix (nothing claims the devices named with it).
+        const undone = restorePairs(run, emptyState(), touched);
+        expect(undone).toEqual(emptyState());
+        expect(claimsDevicePrefix(undone)).toBe(false);
+        // Some undone, some kept: those keep the prefix they were recorded with.
+        const [first, ...rest] = touched;
+        if (rest.length > 0) expect(restorePairs(run, emptyState(), rest)).toEqual(expect.objectContaining({ devicePrefix: prefix, links: [expect.objectContaining({ client: first?.client, provider: first?.provider })] }));
+        // A state that recorded it before (every link forgotten) keeps it.
+        expect(restorePairs(run, withDevicePrefix(emptyState(), prefix), touched)).toEqual(withDevicePrefix(emptyState(), prefix));
+      }),
+    );
+  });
+
   it('conflicts wherever the state records another prefix, its links all forgotten too', () => {
     const sn = devicePrefix('sn');
     const zz = devicePrefix('zz');

@@ -516,6 +516,12 @@ describe('link into a state dir that claims no device prefix, where devices name
       await expect(run()).rejects.toMatchObject({ kind: 'unrecorded-devices', message: expect.stringMatching(/^state dir \S+mistyped records no link and no device prefix, yet this network namespace has 1 device named as links with device prefix sn \(given\): snb77; /) });
       expect(existsSync(missing)).toBe(false);
     }
+    // None there: linked, the namespace listed before the lock makes the dir and again under it.
+    kernel.host = new Map();
+    kernel.wholeListings = 0;
+    await linkVms(CLIENTS, { ...options(), stateDir: missing });
+    expect(kernel.wholeListings).toBe(2);
+    expect((await loadState(missing)).links).toHaveLength(CLIENTS.length);
   });
 
   it('none there: linked, the namespace listed once; from then on (the prefix recorded, with links or every one forgotten) never listed whole, and its leftovers under new ids taken as its own', async () => {
@@ -533,6 +539,47 @@ describe('link into a state dir that claims no device prefix, where devices name
     expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
     await linkVms(CLIENTS, options());
     expect(kernel.wholeListings).toBe(1);
+  });
+
+  it.each([
+    ['linkVms', (run: LinkerOptions) => linkVms(CLIENTS, run)],
+    ['linkVmsKeepGoing', (run: LinkerOptions) => linkVmsKeepGoing(CLIENTS, run)],
+  ] as const)('%s: a state dir not made yet that another run makes and links into meanwhile (VMs starting together at a first boot) is not refused over that run\'s devices', async (_name, link) => {
+    const fresh = join(stateDir, 'fresh');
+    const [c1] = CLIENTS as [VmName];
+    const other = withDevicePrefix(allocateMany(emptyState(), [{ client: c1, provider: NETVM }]).state, PREFIX);
+    const c1Devices = Object.values(linkDeviceNames(PREFIX, other.links[0]!.id));
+    // Once this run has read its config (before the lock: no state dir), the other run records c1's link, then makes its devices.
+    configReads.afterRead = async () => {
+      await mkdir(fresh);
+      await saveState(fresh, other);
+      kernel.host = new Map(c1Devices.map((name, index) => [name, { index: 20 + index, name, kind: index === 0 ? 'bridge' : 'tun', master: null, mtu: 1500, up: true, mac: '02:00:00:00:00:09', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false }]));
+    };
+    const outcome = await link({ ...options(), stateDir: fresh });
+    expect([...outcome.linked.keys()]).toEqual(CLIENTS);
+    expect((await loadState(fresh)).links.map((recorded) => [recorded.client, recorded.id])).toEqual(expect.arrayContaining([[c1, other.links[0]!.id]]));
+    expect((await loadState(fresh)).links).toHaveLength(CLIENTS.length);
+  });
+
+  it('a first link that fails and is undone whole leaves the state claiming no prefix, as it found it: a retry with a corrected --device-prefix links (plain, --keep-going)', async () => {
+    const typo = devicePrefix('xx');
+    const ids = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM }))).links.map((link) => link.id);
+    for (const id of ids) kernel.refused.add(linkDeviceNames(typo, id).bridge);
+    await expect(linkVms(CLIENTS, { ...options(), devicePrefix: typo })).rejects.toThrow(/File exists$/);
+    expect(store.saves).toBeGreaterThan(0); // its ids were recorded (under the prefix), then taken back
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(serializeState(emptyState()));
+    const kept = await linkVmsKeepGoing(CLIENTS, { ...options(), devicePrefix: typo });
+    expect(kept.failed.map(({ vm }) => vm)).toEqual(CLIENTS);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(serializeState(emptyState()));
+    // Undone VM by VM as their NICs fail to hot-plug (every one): the same.
+    const refusing: VmmPort = { ...NO_VMM, attach: async (_kind, vm) => Promise.reject(new Error(`QEMU of ${vm} refused device_add`)) };
+    kernel.refused.clear();
+    const unplugged = await linkVmsKeepGoing(CLIENTS, { ...options(), devicePrefix: typo, attach: parseAttachChoice(['none', 'netvm=qemu']), vmm: refusing });
+    expect(unplugged.failed.map(({ vm }) => vm)).toEqual(CLIENTS);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(serializeState(emptyState()));
+    const retried = await linkVms(CLIENTS, options());
+    expect([...retried.linked.keys()]).toEqual(CLIENTS);
+    expect(await loadState(stateDir)).toEqual(expect.objectContaining({ devicePrefix: PREFIX, links: CLIENTS.map((client) => expect.objectContaining({ client })) }));
   });
 });
 
@@ -2490,8 +2537,8 @@ describe('a failed link whose undo cannot write the state file back', () => {
     const told: UndoStateWriteFailure[] = [];
     await expect(linkVms(CLIENTS, { ...options(), onUndoStateWriteFailed: (failure) => void told.push(failure) })).rejects.toThrow(/File exists$/);
     expect(told).toEqual([expect.objectContaining({ written: true, error: expect.stringMatching(/^wrote .* but could not sync/), recorded: CLIENTS.map((vm) => expect.objectContaining({ vm })) })]);
-    // No link: every id back. (The prefix the run's records were written with stays recorded.)
-    expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
+    // No link: every id back, and no prefix recorded, as before the run (none was).
+    expect(await loadState(stateDir)).toEqual(emptyState());
   });
 
   it('where the sync of the run\'s own record of its ids fails (the file replaced all the same), takes those records back too', async () => {
@@ -2499,8 +2546,8 @@ describe('a failed link whose undo cannot write the state file back', () => {
     store.failSyncs = 1;
     await expect(linkVms(CLIENTS, options())).rejects.toMatchObject({ name: 'StateStoreError', kind: 'sync-failed' });
     expect(kernel.undone).toBe(0); // no device was begun
-    // The file holds no id the run allocated: no link is recorded whose devices were never made.
-    expect(await loadState(stateDir)).toEqual(withDevicePrefix(emptyState(), PREFIX));
+    // The file holds no id the run allocated: no link is recorded whose devices were never made (nor the prefix, none before the run).
+    expect(await loadState(stateDir)).toEqual(emptyState());
   });
 
   it('--keep-going, hot-plugging VM by VM: the VM fails with its VMM\'s refusal, the write failure is told, the other VMs are linked', async () => {

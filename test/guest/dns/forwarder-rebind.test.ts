@@ -665,6 +665,30 @@ describeNetns("DNS forwarder whose listening UDP socket fails", () => {
     expect(await forwarder.counters()).toMatchObject({ upstreams: [`${UPSTREAM_B}:53`], upstreamTimeouts: 1, failed: 0 });
   });
 
+  it('binds again with backoff while another server holds its address and port, said once, and listens once that one is gone', async () => {
+    const listen = '169.254.0.26';
+    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
+    const holder = await start({ listen });
+    expect((await holder.counters())['listening']).toBe(true);
+    const second = await start({ listen, manualClock: true });
+    const inUse = /^DNS forwarder not listening: another DNS server already listens on 169\.254\.0\.26:53; trying again in ([\d.]+) s$/;
+    expect(logLines(second).filter((line) => line.level >= WARN).map((line) => line.msg)).toEqual([expect.stringMatching(inUse)]);
+    expect(String((await second.counters())['lastBindError'])).toMatch(/^EADDRINUSE: /);
+    // Still held at each retry: tried again later, nothing said again.
+    let waited = 0;
+    for (let round = 0; round < 3; round++) {
+      const tried = await second.advance(reconnectDelayMs(round));
+      waited += reconnectDelayMs(round);
+      expect({ round, listening: tried['listening'], attempts: tried['bindAttempts'] }).toEqual({ round, listening: false, attempts: round + 2 });
+    }
+    expect(logLines(second).filter((line) => inUse.test(line.msg))).toHaveLength(1);
+    // The other one gone, the next retry binds (before, only a change of links did).
+    await holder.process.kill();
+    const bound = await second.advance(reconnectDelayMs(3));
+    expect({ waited, listening: bound['listening'], lastBindError: bound['lastBindError'] }).toEqual({ waited, listening: true, lastBindError: null });
+    expect(await ask(listen)).toBe('192.0.2.80');
+  });
+
   it('asks an upstream named twice (--dns-upstream) once per TCP query', async () => {
     const listen = '169.254.0.25';
     const forwarder = await start({ listen, upstreams: [DEAD_UPSTREAM, DEAD_UPSTREAM], timeoutMs: 1000 });

@@ -84,4 +84,16 @@ describeNetns('spectrum-netd run: a link sysctl file missing under a link still 
     expect(logLines().slice(from).filter((line) => line.level >= 40)).toEqual([]);
     expect((await status()).counters.failedChanges).toBe(0);
   });
+
+  it("turns IPv6 off again on a link whose MTU went below 1280 and back (the kernel makes its IPv6 afresh, disable_ipv6 at the default 0)", async () => {
+    const disableIpv6 = async (): Promise<string> => (await provider.exec(['cat', '/proc/sys/net/ipv6/conf/vm5/disable_ipv6'])).stdout.trim();
+    await clientLink('vm5', 5, 'c5');
+    await eventually('vm5 configured', async () => (await state('vm5')) === 'configured');
+    expect(await disableIpv6()).toBe('1');
+    await provider.ip(['link', 'set', 'dev', 'vm5', 'mtu', '1000']);
+    expect((await provider.exec(['ls', '/proc/sys/net/ipv6/conf'])).stdout.split('\n')).not.toContain('vm5');
+    await provider.ip(['link', 'set', 'dev', 'vm5', 'mtu', '1500']);
+    await eventually('IPv6 off on vm5 again', async () => (await disableIpv6()) === '1', 5000);
+    expect(await state('vm5')).toBe('configured');
+  });
 });

@@ -406,6 +406,32 @@ describe('NetdAgent', () => {
     expect(told.slice(before)).toEqual([{ ifname: 'up0', ifindex: 9, ownIp: '100.64.0.7' }]);
   });
 
+  it('tries the services again with backoff while they keep failing (DHCP without CAP_NET_RAW), saying the failure once', async () => {
+    vi.useFakeTimers();
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    kernel.echo = (operation, view) => expectedEvent(view, operation);
+    let calls = 0;
+    const services: ServicesPort = {
+      linksChanged: () => {
+        calls += 1;
+        return Promise.reject(new Error('1 link(s) not served yet (tried again on their own while the link exists): cannot open a DHCP socket on vm1: Operation not permitted'));
+      },
+    };
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'debug' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]), done()) }));
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, log, new RecordingFirewall(), services);
+    const started = agent.start({ watch: true });
+    await vi.advanceTimersByTimeAsync(0);
+    await started;
+    expect(calls).toBe(1);
+    // Retries after 0.5, 1, 2, 4, 8 s (RETRY), the next 16 s on: five in 16 s, not one every 0.5 s.
+    await vi.advanceTimersByTimeAsync(16_000);
+    await agent.idle();
+    expect(calls).toBe(6);
+    // Said once at error; the same failure again is no news.
+    expect(lines.filter((line) => line.level >= 40).map((line) => line.msg)).toEqual(['services update failed; will retry']);
+  });
+
   describe('a served link whose MAC changes while a duplicate waits for its client', () => {
     // vm1 serves client 1; vm2, a second link for client 1, is isolated. Then vm1's MAC becomes
     // client 5's: client 1 goes to vm2, in the same plan.

@@ -141,6 +141,33 @@ describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway add
     }
   });
 
+  it('goes on answering through the gateway address deleted by hand (put back by the agent) and every provider link gone then one plugged again', async () => {
+    const provider = await harness.namespace('flap');
+    const socket = join(dir, 'flap.sock');
+    await clientLink(provider, 'vm1', 1, 'flapc1');
+    const agent = startAgent(provider, socket);
+    // No upstream: an answer is SERVFAIL, which only a forwarder that reads its socket sends.
+    const answered = async (): Promise<boolean> =>
+      /status: SERVFAIL/.test((await provider.exec(['dig', '@169.254.0.1', '+time=1', '+tries=1', 'www.test.example'], { allowFailure: true })).stdout);
+    try {
+      await agent.waitForOutput(/^\n/, 30_000);
+      await eventually('the DNS forwarder answering', answered);
+      await provider.ip(['addr', 'del', '169.254.0.1/32', 'dev', 'vm1']);
+      await eventually('the gateway address back on vm1', async () => (await provider.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'vm1'])).stdout.includes('169.254.0.1/32'));
+      expect(await answered()).toBe(true);
+      await provider.ip(['link', 'del', 'dev', 'vm1']);
+      await eventually('vm1 gone from status', async () => (await status(provider, socket)).links.every((link) => link.name !== 'vm1'));
+      expect(await listening(provider, socket)).toBe(true);
+      await clientLink(provider, 'vm2', 2, 'flapc2');
+      await eventually('vm2 configured', async () => (await status(provider, socket)).links.some((link) => link.name === 'vm2' && link.state === 'configured'));
+      expect(await answered()).toBe(true);
+      expect(await boundInKernel(provider)).toBe(true);
+      expect(logLines(agent).filter((line) => line.level >= 40)).toEqual([]);
+    } finally {
+      await agent.kill('SIGTERM');
+    }
+  });
+
   it('listens though DHCP cannot open its link sockets (no CAP_NET_RAW): one service failing holds the other back no more', async () => {
     const provider = await harness.namespace('noraw');
     const socket = join(dir, 'noraw.sock');

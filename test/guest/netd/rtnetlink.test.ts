@@ -52,10 +52,10 @@ type Kind = keyof typeof HEADER_LENGTH;
 
 /**
  * The attribute types the agent reads, by message (the spec: everything else it has no use for).
- * link: IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_GROUP; address: IFA_ADDRESS, IFA_LOCAL, IFA_PROTO;
+ * link: IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_GROUP; address: IFA_ADDRESS, IFA_LOCAL, IFA_PROTO;
  * route: RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE, RTA_VIA; neighbour: NDA_DST, NDA_LLADDR.
  */
-const READ_TYPES: Record<Kind, readonly number[]> = { link: [1, 3, 5, 27], address: [1, 2, 11], route: [1, 4, 5, 6, 15, 18], neighbour: [1, 2] };
+const READ_TYPES: Record<Kind, readonly number[]> = { link: [1, 3, 4, 5, 27], address: [1, 2, 11], route: [1, 4, 5, 6, 15, 18], neighbour: [1, 2] };
 
 const DECODE: Record<Kind, (payload: Buffer) => unknown> = { link: decodeLink, address: decodeAddress, route: decodeRoute, neighbour: decodeNeighbour };
 
@@ -115,14 +115,15 @@ const anyLink: fc.Arbitrary<{ payload: Buffer; link: KernelLink }> = fc
     loopback: fc.boolean(),
     group: fc.option(fc.nat({ max: 0xffffffff }), { nil: undefined }),
     lower: fc.option(fc.integer({ min: 1, max: 0x7fffffff }), { nil: undefined }),
+    mtu: fc.option(fc.nat({ max: 0xffffffff }), { nil: undefined }),
   })
-  .map(({ index, name, mac, up, loopback, group, lower }) => ({
+  .map(({ index, name, mac, up, loopback, group, lower, mtu }) => ({
     payload: formatted((out) =>
       rt.formatLinkMessage(
         {
           kind: 'link',
           data: { index, flags: { ...(up && { up: true }), ...(loopback && { loopback: true }) } },
-          attrs: { ifname: name, ...(mac !== undefined && { address: Buffer.from(mac) }), ...(group !== undefined && { group }), ...(lower !== undefined && { link: u32(lower) }) },
+          attrs: { ifname: name, ...(mac !== undefined && { address: Buffer.from(mac) }), ...(group !== undefined && { group }), ...(lower !== undefined && { link: u32(lower) }), ...(mtu !== undefined && { mtu }) },
         },
         out,
       ),
@@ -135,6 +136,7 @@ const anyLink: fc.Arbitrary<{ payload: Buffer; link: KernelLink }> = fc
       loopback,
       group: group ?? 0,
       ...(lower !== undefined && lower !== index && { lowerIfindex: lower }),
+      ...(mtu !== undefined && { mtu }),
     },
   }));
 
@@ -237,7 +239,7 @@ describe('decoding the bytes a kernel sent', () => {
   });
 
   it('reads a veth, an address and a neighbour', () => {
-    expect(decodeLink(LINK_V0)).toEqual({ ifindex: 3, name: 'v0', mac: '0a:b3:ec:80:00:01', up: true, loopback: false, group: 0, lowerIfindex: 2 });
+    expect(decodeLink(LINK_V0)).toEqual({ ifindex: 3, name: 'v0', mac: '0a:b3:ec:80:00:01', up: true, loopback: false, group: 0, lowerIfindex: 2, mtu: 1500 });
     expect(decodeAddress(ADDRESS_V0)).toEqual({ ifindex: 3, ip: '100.64.0.1', prefixLength: 24, proto: 0 });
     expect(decodeNeighbour(NEIGHBOUR_V0)).toEqual({ ifindex: 3, ip: '100.64.0.2', mac: '0a:b3:ec:00:00:02', permanent: true });
   });
@@ -262,10 +264,12 @@ describe('decoding the bytes a kernel sent', () => {
     expect(decodeNotification(rt.MessageType.DELLINK, own)).toMatchObject({ kind: 'link', op: 'del', link: { ifindex: 3, name: 'v0' } });
   });
 
-  it('reads a link whose IFLA_MTU is 2 bytes, which the netlink package cannot parse', () => {
+  it('reads a link whose IFLA_MTU is 2 bytes, which the netlink package cannot parse, as one of no MTU', () => {
     const link = Buffer.concat([LINK_V0, SHORT_MTU]);
     expect(() => rt.parseLinkMessage(link)).toThrow('Unexpected length (got 2, expected 4)');
-    expect(decodeLink(link)).toEqual(decodeLink(LINK_V0));
+    const { mtu, ...rest } = decodeLink(LINK_V0) ?? { mtu: undefined };
+    expect(mtu).toBe(1500);
+    expect(decodeLink(link)).toEqual(rest);
   });
 });
 
