@@ -16,6 +16,7 @@ import {
   answersQuestion,
   errorResponse,
   fitUdpAnswer,
+  heldAnswer,
   inspectQuery,
   isFailureAnswer,
   isResponse,
@@ -188,7 +189,8 @@ export interface DnsForwarderCounters {
   readonly lateAnswers: number;
   /**
    * UDP answers too large for their client (512 bytes without EDNS, else the payload size its OPT
-   * record gives), or cut short by the upstream with TC set, relayed as a truncated answer (header,
+   * record gives), cut short by the upstream with TC set, or failure answers held while an earlier
+   * upstream might answer and larger than MAX_HELD_ANSWER, relayed as a truncated answer (header,
    * question and OPT record, TC set) so that the client asks again over TCP.
    */
   readonly truncated: number;
@@ -467,7 +469,7 @@ interface PendingQuery {
   parked: boolean;
   /**
    * A failure answer (SERVFAIL, REFUSED, NOTIMP) that moved the query on to no other upstream,
-   * fitted to its client: relayed once no upstream asked earlier may answer better, or at the
+   * fitted to its client and to MAX_HELD_ANSWER bytes (heldAnswer): relayed once no upstream asked earlier may answer better, or at the
    * query's time.
    */
   held: FittedAnswer | undefined;
@@ -604,6 +606,16 @@ class Forwarder implements DnsForwarder {
   /** Open client TCP connections by host key, oldest first: who holds how many, and the largest holder. */
   readonly #tcpShares = new PendingShares<number | string, TcpClientConnection>();
   readonly #maxTcpQueriesPerConnection: number;
+  /**
+   * Most TCP connections to upstreams open at once: maxTcpConnections x maxTcpQueriesPerConnection
+   * (512 by default), one per TCP query in flight, as when each query kept one connection open.
+   * A query keeps one open to each upstream it asked until its time is up (#askOverTcp): up to
+   * min(MAX_UPSTREAMS, queryTimeoutMs / timeoutMs) each, unbounded by this, 4,096 with 8 upstreams
+   * and a short timeoutMs, past the agent's descriptors (EMFILE). At this bound, a query asking its
+   * next upstream first ends (resets) its own earlier connections, oldest first, as it did before
+   * earlier upstreams were kept.
+   */
+  readonly #maxTcpUpstreams: number;
   readonly #tcpIdleMs: number;
   readonly #resolvConfPath: string | undefined;
   readonly #pending: PendingTable<PendingQuery>;
@@ -723,6 +735,7 @@ class Forwarder implements DnsForwarder {
       options.maxTcpQueriesPerConnection ?? DEFAULTS.maxTcpQueriesPerConnection,
       1024,
     );
+    this.#maxTcpUpstreams = this.#maxTcpConnections * this.#maxTcpQueriesPerConnection;
     this.#tcpIdleMs = positiveInteger('tcpIdleMs', options.tcpIdleMs ?? DEFAULTS.tcpIdleMs, 3_600_000);
     const maxPending = positiveInteger('maxPending', options.maxPending ?? DEFAULTS.maxPending, ID_SPACE);
     this.#pending = new PendingTable(maxPending, cryptoRandomId());
@@ -1587,7 +1600,8 @@ class Forwarder implements DnsForwarder {
     }
     // A failure answer that moves the query on to no other upstream: relayed, unless an upstream
     // asked before may still answer better (its time was up, not the query's); then held until
-    // it does, or the query's time is up. The datagram is a view into the socket's arena: kept as a copy.
+    // it does, or the query's time is up. Held fitted to MAX_HELD_ANSWER bytes at most, as a copy
+    // (the datagram is a view into the socket's arena): see heldAnswer.
     if (earlier !== undefined) entry.earlier = entry.earlier?.filter((attempt) => attempt !== earlier);
     if (current) {
       entry.parked = true;
@@ -1596,7 +1610,7 @@ class Forwarder implements DnsForwarder {
       this.#armTimer();
     }
     if (entry.parked && (entry.earlier === undefined || entry.earlier.length === 0)) this.#relay(entry, fitted);
-    else entry.held = { message: Buffer.from(fitted.message), truncated: fitted.truncated };
+    else entry.held = heldAnswer(message, entry.question.length, entry.room);
   }
 
   /** Answer `entry`'s client with `answer` (an upstream's, fitted to it), and settle it. */
@@ -2061,8 +2075,9 @@ class Forwarder implements DnsForwarder {
    * as over UDP: each once at most, by address, from the one asked first on, in the list in use at
    * each step (resolv.conf may be rewritten meanwhile, and an upstream given twice is one). Each has
    * its own connection, and timeoutMs of the query to itself; then the next is asked too, the
-   * connections before it kept open: the first good answer of any is the query's, the others then
-   * ended (a reset each). An upstream that answers SERVFAIL, REFUSED or NOTIMP, ends the connection
+   * connections before it kept open (but where all the upstream connections the forwarder may have
+   * are open, #maxTcpUpstreams: then its earlier ones end first): the first good answer of any is
+   * the query's, the others then ended (a reset each). An upstream that answers SERVFAIL, REFUSED or NOTIMP, ends the connection
    * (FIN or reset), or whose connection cannot be opened or fails has the next asked at once. Every
    * connection ends at the query's time (queryTimeoutMs). Resolves with the answer to relay (a good
    * one, else the last failure answer that moved the query on to no other upstream), 'none' where
@@ -2081,6 +2096,11 @@ class Forwarder implements DnsForwarder {
     /** The upstream asked last: the next is looked for after it, and it alone has a failover timer. */
     let latest: Upstream | undefined;
     let running = 0;
+    /**
+     * Its exchanges still open, oldest first, each ended by aborting its controller: the query's
+     * own (done) or, at the bound on upstream connections, before the next is asked (ask).
+     */
+    const open: AbortController[] = [];
     let held: Buffer | undefined;
     let failover: NodeJS.Timeout | undefined;
     let settled = false;
@@ -2113,6 +2133,19 @@ class Forwarder implements DnsForwarder {
       };
       const ask = (link: UpstreamLink, left: number): void => {
         const { upstream, via, zoneIndex } = link;
+        // All upstream connections the forwarder may have open are (#maxTcpUpstreams): this query's
+        // earlier ones end first, oldest first (their upstreams' own time is up), as when a query
+        // kept one connection, so that the agent does not run out of descriptors. Each ends at once
+        // (its socket leaves #tcpUpstreams as it is reset); its outcome is then only passed over.
+        while (this.#tcpUpstreams.size >= this.#maxTcpUpstreams) {
+          const oldest = open.shift();
+          if (oldest === undefined) break;
+          oldest.abort();
+        }
+        const attempt = new AbortController();
+        const onDone = (): void => attempt.abort();
+        done.signal.addEventListener('abort', onDone, { once: true });
+        open.push(attempt);
         tried.push(upstream);
         latest = upstream;
         running += 1;
@@ -2131,7 +2164,7 @@ class Forwarder implements DnsForwarder {
         // the interface its UDP sockets were connected through (by index, UpstreamLink.zoneIndex),
         // not whatever has the zone's name now, so that UDP and TCP reach the same one after a
         // rename, until the list is next set connects both again.
-        const open =
+        const connectOther =
           via !== undefined
             ? () => connectTcpThroughLink(upstream.family, upstream.address, upstream.port, via.source, { ifname: via.device, ifindex: via.ifindex })
             : upstream.address.includes('%')
@@ -2142,9 +2175,13 @@ class Forwarder implements DnsForwarder {
         // One that opens, as it opens, may end an episode of failures to (see #tcpOpenFailed).
         const unopened = (error: unknown): void => this.#tcpOpenFailed({ upstream, via }, error);
         const opened = (): void => this.#tcpOpened({ upstream, via });
-        void exchangeOverTcp(upstream, query, questionEnd, left, this.#tcpUpstreams, open, done.signal, unopened, opened).then((outcome) => {
+        void exchangeOverTcp(upstream, query, questionEnd, left, this.#tcpUpstreams, connectOther, attempt.signal, unopened, opened).then((outcome) => {
           running -= 1;
-          if (settled) return;
+          done.signal.removeEventListener('abort', onDone);
+          const at = open.indexOf(attempt);
+          if (at !== -1) open.splice(at, 1);
+          // Ended to make room (above): a later upstream is asked, and this one was passed over.
+          if (settled || (attempt.signal.aborted && !done.signal.aborted)) return;
           if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) {
             finish('gone');
             return;

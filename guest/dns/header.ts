@@ -302,3 +302,22 @@ export function fitUdpAnswer(answer: Buffer, questionLength: number, room: UdpRo
   }
   return { message: truncated, truncated: true };
 }
+
+/**
+ * Most bytes of a failure answer held for a UDP query (see heldAnswer): as many as a query's
+ * (MAX_QUERY_LENGTH), so that the pending table's 4,096 queries hold 16 MiB of them at most, not
+ * 256 MiB of answers fitted to clients that take 64 KiB.
+ */
+export const MAX_HELD_ANSWER = MAX_QUERY_LENGTH;
+
+/**
+ * A SERVFAIL, REFUSED or NOTIMP answer as held for a UDP query until an upstream asked before it
+ * may no longer answer better: fitted (fitUdpAnswer) to what the client takes, MAX_HELD_ANSWER
+ * bytes at most (a larger one is held as the truncated answer, and the client asks over TCP), and
+ * a copy, as `answer` may be a view into a socket's arena. Undefined where fitUdpAnswer gives none.
+ */
+export function heldAnswer(answer: Buffer, questionLength: number, room: UdpRoom): FittedAnswer | undefined {
+  const fitted = fitUdpAnswer(answer, questionLength, { bytes: Math.min(room.bytes, MAX_HELD_ANSWER), edns: room.edns });
+  if (fitted === undefined || fitted.truncated) return fitted;
+  return { message: Buffer.from(fitted.message), truncated: false };
+}

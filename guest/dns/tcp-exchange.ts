@@ -60,7 +60,8 @@ const NOT_OPENED: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE']);
  * in every case. `sockets` tracks open connections so the forwarder
  * can end them on close. `open`: a connection made some other way (through a link, say), written
  * to at once; it throws when it cannot be made. `abandoned`: once aborted (the client that asked
- * is gone), the exchange ends at once, as at its timeout, and none starts. `unopened`: told why
+ * is gone, the query settled, or its connection wanted for another: each exchange has its own),
+ * the exchange ends at once, as at its timeout, and none starts. `unopened`: told why
  * the connection could not be opened, where `open` threw or Node's own connection failed for
  * want of descriptors (NOT_OPENED: an 'error' event, as Node's connect never throws for it).
  * `opened`: called once the connection is opened, as it is (`open` returned it, or Node's own

@@ -17,9 +17,10 @@ const SECOND = { address: '192.0.2.62', answer: '192.0.2.72' };
  * slowN: the first answers N hundredths of a second late; the second never answers them.
  * late: the first answers 2.5 s late, the second SERVFAIL at once.
  * lame: neither answers. www: both at once.
+ * bigfail: the first never answers, the second SERVFAIL at once, 8,000 bytes of it.
  */
-const FIRST_LABELS = { slow14: 'slow:1400', slow16: 'slow:1600', slow25: 'slow:2500', slow30: 'slow:3000', late: 'slow:2500', lame: 'silent' };
-const SECOND_LABELS = { slow14: 'silent', slow16: 'silent', slow25: 'silent', slow30: 'silent', late: 'servfail', lame: 'silent' };
+const FIRST_LABELS = { slow14: 'slow:1400', slow16: 'slow:1600', slow25: 'slow:2500', slow30: 'slow:3000', late: 'slow:2500', lame: 'silent', bigfail: 'silent' };
+const SECOND_LABELS = { slow14: 'silent', slow16: 'silent', slow25: 'silent', slow30: 'silent', late: 'servfail', lame: 'silent', bigfail: 'big-servfail:8000' };
 
 interface Answer {
   readonly status: string;
@@ -137,6 +138,72 @@ describeNetns('DNS forwarder waiting for slow upstreams', () => {
     expect(late.ms).toBeGreaterThanOrEqual(1950);
     expect(late.ms).toBeLessThan(2500);
     expect(await forwarder.counters()).toMatchObject({ answered: 1, failed: 0, lateAnswers: 0 });
+  });
+
+  it('holds a SERVFAIL while an upstream asked before may answer as 4,096 bytes at most: a larger one is relayed truncated, whatever the client takes', async () => {
+    const listen = '169.254.0.66';
+    const forwarder = await start(listen, { upstreams: [FIRST.address, SECOND.address], timeoutMs: 300, queryTimeoutMs: 1000 });
+    // A client that takes 65,535 bytes over UDP (its OPT record's payload size).
+    const name = Buffer.from('\x07bigfail\x04test\x07example\x00', 'latin1');
+    const query = Buffer.concat([Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1]), name, Buffer.from([0, 1, 0, 1]), Buffer.from([0, 0, 41, 0xff, 0xff, 0, 0, 0, 0, 0, 0])]);
+    const [queryFixture = ''] = compiled(['test/guest/dns/fixtures/query']);
+    const request = { mode: 'raw', server: listen, port: 53, packets: [query.toString('hex')], holdMs: 5000 };
+    const { stdout } = await net.client.exec([process.execPath, queryFixture, JSON.stringify(request)]);
+    const [hex] = JSON.parse(stdout) as (string | null)[];
+    const reply = Buffer.from(hex ?? '', 'hex');
+    // SERVFAIL, TC set, relayed at the query's time. Before: the whole 8,000 bytes held (up to
+    // 64 KiB a query, 256 MiB for a full pending table) and relayed.
+    expect(reply.readUInt16BE(0)).toBe(0x1234);
+    expect(reply[3]! & 0x0f).toBe(2);
+    expect(reply[2]! & 0x02).toBe(0x02);
+    expect(reply.length).toBeLessThanOrEqual(4096);
+    expect(await forwarder.counters()).toMatchObject({ answered: 1, truncated: 1, failed: 0 });
+    // Over TCP the whole failure answer goes, as the upstream sent it.
+    const tcp = await net.client.exec(['dig', `@${listen}`, '+time=8', '+tries=1', '+tcp', 'bigfail.test.example'], { allowFailure: true });
+    expect(tcp.stdout).toMatch(/status: SERVFAIL/);
+    expect(Number(/MSG SIZE {2}rcvd: (\d+)$/m.exec(tcp.stdout)?.[1])).toBeGreaterThan(4096);
+  });
+
+  it('keeps no more TCP connections to upstreams open than client TCP queries may be in flight: at that bound, a query asking its next upstream ends its earlier connection first', async () => {
+    // Eight upstreams that take TCP connections and never answer, on ports of the first's address.
+    const ports = Array.from({ length: 8 }, (_, index) => 5301 + index);
+    const script = `const net = require('node:net'); let ready = 0;
+      for (const port of ${JSON.stringify(ports)}) net.createServer((socket) => socket.on('error', () => {})).listen(port, '${FIRST.address}', () => { if (++ready === ${ports.length}) console.log('ready'); });`;
+    const silent = net.internet.spawn([process.execPath, '-e', script]);
+    upstreams.push(silent);
+    await silent.waitForOutput(/^ready$/m);
+    const listen = '169.254.0.67';
+    // 4 client TCP queries at most (4 connections, 1 query each): 4 upstream connections at most.
+    // Each upstream has a query 100 ms to itself, the query 3 s: each asks all 8 within 0.8 s.
+    const forwarder = await start(listen, {
+      upstreams: ports.map((port) => `${FIRST.address}:${port}`),
+      timeoutMs: 100,
+      queryTimeoutMs: 3000,
+      maxTcpConnections: 4,
+      maxTcpConnectionsPerClient: 4,
+      maxTcpQueriesPerConnection: 1,
+    });
+    const answers = Promise.all(Array.from({ length: 4 }, () => ask(listen, 'lame', true)));
+    /** The provider's (the forwarder's) established TCP connections to those upstreams. */
+    const openUpstream = async (): Promise<number> => {
+      const { stdout } = await net.provider.exec(['ss', '-Htn', 'state', 'established', 'dst', FIRST.address]);
+      return stdout.split('\n').filter((line) => ports.some((port) => line.includes(`${FIRST.address}:${port}`))).length;
+    };
+    const seen: number[] = [];
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    for (let sample = 0; sample < 5; sample++) {
+      seen.push(await openUpstream());
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    // Before: each query kept all 8 open until its time, 32 in all.
+    expect(Math.max(...seen)).toBeGreaterThan(0);
+    expect(Math.max(...seen)).toBeLessThanOrEqual(4);
+    for (const answer of await answers) expect(answer.status).toBe('SERVFAIL');
+    // Each query did go on to every upstream in its time.
+    const counters = await forwarder.counters();
+    expect(counters).toMatchObject({ tcpQueries: 4, failed: 4 });
+    expect(Number(counters['upstreamTimeouts'])).toBeGreaterThanOrEqual(4 * 7);
+    expect(await openUpstream()).toBe(0);
   });
 
   it('takes both times as options: an upstream passed over sooner, a query given up on sooner', async () => {

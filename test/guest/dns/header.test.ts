@@ -2,12 +2,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   HEADER_LENGTH,
+  MAX_HELD_ANSWER,
   MAX_QUERY_LENGTH,
   RCODE,
   answersQuestion,
   MIN_UDP_PAYLOAD,
   errorResponse,
   fitUdpAnswer,
+  heldAnswer,
   inspectQuery,
   isFailureAnswer,
   isResponse,
@@ -249,5 +251,29 @@ describe('DNS answers over UDP', () => {
     const fitted = fitUdpAnswer(saysSo, questionLength, { bytes: 512, edns: true });
     expect(fitted?.truncated).toBe(true);
     expect(fitted?.message).toEqual(Buffer.concat([Buffer.from([0, 7, 0x83, 0x80, 0, 1, 0, 0, 0, 0, 0, 0]), whole.subarray(HEADER_LENGTH, HEADER_LENGTH + questionLength)]));
+  });
+});
+
+describe('DNS failure answers held for a UDP query', () => {
+  const bigRecords = fc.array(fc.uint8Array({ maxLength: 1500 }).map((data) => record(16, data)), { maxLength: 40 });
+
+  it("holds one fitted to its client and to 4,096 bytes at most, as a copy: a larger one as the truncated answer, whatever the client takes", () => {
+    expect(MAX_HELD_ANSWER).toBe(MAX_QUERY_LENGTH);
+    fc.assert(
+      fc.property(anyId, anyName, bigRecords, fc.boolean(), anyRoom, (id, labels, answers, withOpt, room) => {
+        const answer = encodeAnswer(id, labels, answers, withOpt ? opt(1232, Buffer.alloc(40, 1)) : undefined, 0x8182);
+        const questionLength = encodeQuery(id, labels).length - HEADER_LENGTH;
+        const held = heldAnswer(answer, questionLength, room);
+        if (held === undefined) throw new Error('a whole answer is never refused');
+        const limit = Math.min(room.bytes, MAX_HELD_ANSWER);
+        expect(held.message.length).toBeLessThanOrEqual(limit);
+        const expected = fitUdpAnswer(Buffer.from(answer), questionLength, { bytes: limit, edns: room.edns });
+        // Its own bytes: the answer's buffer (a socket's arena) is reused once this returns.
+        answer.fill(0xff);
+        expect(held).toEqual(expected);
+        expect(held.truncated).toBe(answer.length > limit);
+        expect(rcodeOf(held.message)).toBe(RCODE.servFail);
+      }),
+    );
   });
 });
