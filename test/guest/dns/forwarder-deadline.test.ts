@@ -7,8 +7,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DnsError } from '../../../guest/dns/dns-error.js';
 import { startDnsForwarder } from '../../../guest/dns/forwarder.js';
-import { createHarness, describeNetns, type Harness, type NetnsProcess } from '../../harness/index.js';
-import { ForwarderProcess, buildTopology, compiled, requireDnsTools, type DnsTopology } from './dns-topology.js';
+import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
+import { buildTopology, compiled, requireDnsTools, type DnsTopology } from './dns-topology.js';
+import { scriptedWorld } from './scripted-world.js';
 
 const FIRST = { address: '192.0.2.61', answer: '192.0.2.71' };
 const SECOND = { address: '192.0.2.62', answer: '192.0.2.72' };
@@ -41,25 +42,7 @@ describe('DNS forwarder options: how long it waits', () => {
 describeNetns('DNS forwarder waiting for slow upstreams', () => {
   let harness: Harness;
   let net: DnsTopology;
-  const started: ForwarderProcess[] = [];
-  const upstreams: NetnsProcess[] = [];
-
-  async function scriptedUpstream(upstream: { address: string; answer: string }, labels: Record<string, string>): Promise<void> {
-    const [fixture = ''] = compiled(['test/guest/dns/fixtures/scripted-upstream']);
-    await harness.addAddress(net.internet, 'inet0', `${upstream.address}/24`);
-    const child = net.internet.spawn([process.execPath, fixture, JSON.stringify({ ...upstream, port: 53, labels })]);
-    upstreams.push(child);
-    await child.waitForOutput(/^ready$/m);
-  }
-
-  /** A forwarder on its own gateway address `listen`, listening. */
-  async function start(listen: string, options: Record<string, unknown>): Promise<ForwarderProcess> {
-    const forwarder = await ForwarderProcess.start(net.provider, { listen, ...options });
-    started.push(forwarder);
-    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
-    expect((await forwarder.rebind())['listening']).toBe(true);
-    return forwarder;
-  }
+  const { scriptedUpstream, start, track, stopAll } = scriptedWorld(() => ({ harness, net }));
 
   /** dig as a stub resolver asks: one try, waiting up to 8 s (longer than any time under test). */
   async function ask(listen: string, name: string, tcp = false): Promise<Answer> {
@@ -80,8 +63,7 @@ describeNetns('DNS forwarder waiting for slow upstreams', () => {
   });
 
   afterAll(async () => {
-    for (const forwarder of started) if (forwarder.process.exit === undefined) await forwarder.process.kill();
-    for (const upstream of upstreams) if (upstream.exit === undefined) await upstream.kill();
+    await stopAll();
     await harness?.cleanup();
   });
 
@@ -170,7 +152,7 @@ describeNetns('DNS forwarder waiting for slow upstreams', () => {
     const script = `const net = require('node:net'); let ready = 0;
       for (const port of ${JSON.stringify(ports)}) net.createServer((socket) => socket.on('error', () => {})).listen(port, '${FIRST.address}', () => { if (++ready === ${ports.length}) console.log('ready'); });`;
     const silent = net.internet.spawn([process.execPath, '-e', script]);
-    upstreams.push(silent);
+    track(silent);
     await silent.waitForOutput(/^ready$/m);
     const listen = '169.254.0.67';
     // 4 client TCP queries at most (4 connections, 1 query each): 4 upstream connections at most.

@@ -6,8 +6,9 @@
 // Each forwarder listens on its own gateway address, so the tests do not disturb each other.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { reconnectDelayMs } from '../../../guest/dns/upstream-reachability.js';
-import { createHarness, describeNetns, type Harness, type NetnsProcess } from '../../harness/index.js';
-import { DEAD_UPSTREAM, ForwarderProcess, buildTopology, compiled, requireDnsTools, type DnsTopology } from './dns-topology.js';
+import { createHarness, describeNetns, type Harness } from '../../harness/index.js';
+import { DEAD_UPSTREAM, type ForwarderProcess, buildTopology, requireDnsTools, type DnsTopology } from './dns-topology.js';
+import { scriptedWorld } from './scripted-world.js';
 
 /** Two upstreams that answer most names, each with its own address; and one refusing every name. */
 const FIRST = { address: '192.0.2.61', answer: '192.0.2.71' };
@@ -61,25 +62,7 @@ interface Answer {
 describeNetns('DNS forwarder choosing the upstream it asks first', () => {
   let harness: Harness;
   let net: DnsTopology;
-  const started: ForwarderProcess[] = [];
-  const upstreams: NetnsProcess[] = [];
-
-  async function scriptedUpstream(upstream: { address: string; answer: string }, labels: Record<string, string>, otherwise?: string): Promise<void> {
-    const [fixture = ''] = compiled(['test/guest/dns/fixtures/scripted-upstream']);
-    await harness.addAddress(net.internet, 'inet0', `${upstream.address}/24`);
-    const child = net.internet.spawn([process.execPath, fixture, JSON.stringify({ ...upstream, port: 53, labels, ...(otherwise === undefined ? {} : { otherwise }) })]);
-    upstreams.push(child);
-    await child.waitForOutput(/^ready$/m);
-  }
-
-  /** A forwarder on its own gateway address `listen`, listening. */
-  async function start(listen: string, options: Record<string, unknown>): Promise<ForwarderProcess> {
-    const forwarder = await ForwarderProcess.start(net.provider, { listen, ...options });
-    started.push(forwarder);
-    await harness.addAddress(net.provider, 'cl0', `${listen}/32`);
-    expect((await forwarder.rebind())['listening']).toBe(true);
-    return forwarder;
-  }
+  const { scriptedUpstream, start, stopAll } = scriptedWorld(() => ({ harness, net }));
 
   async function ask(listen: string, name: string, tcp = false): Promise<Answer> {
     const { stdout } = await net.client.exec(['dig', `@${listen}`, '+time=6', '+tries=1', ...(tcp ? ['+tcp'] : []), `${name}.test.example`], { allowFailure: true });
@@ -103,8 +86,7 @@ describeNetns('DNS forwarder choosing the upstream it asks first', () => {
   });
 
   afterAll(async () => {
-    for (const forwarder of started) if (forwarder.process.exit === undefined) await forwarder.process.kill();
-    for (const upstream of upstreams) if (upstream.exit === undefined) await upstream.kill();
+    await stopAll();
     await harness?.cleanup();
   });
 
