@@ -862,6 +862,18 @@ describe('link --keep-going linking VM by VM after the one transaction failed', 
  * --attach none), in process, with stderr a terminal: its exit code, and what it wrote to stdout
  * and stderr, in order, as one terminal would take it.
  */
+/**
+ * `client`'s link to netvm recorded up, its client side as QEMU attached it (to be attached another
+ * way by a run), its devices in the scripted kernel.
+ */
+async function recordUpAsQemu(client: VmName): Promise<ReturnType<typeof allocateMany>> {
+  const allocation = allocateMany(emptyState(), [{ client, provider: NETVM }]);
+  const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
+  await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
+  kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+  return allocation;
+}
+
 async function linkOnTerminal(args: readonly string[]): Promise<{ code: number; written: string }> {
   let written = '';
   const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
@@ -1819,10 +1831,7 @@ describe('link --keep-going with a VM failed by a bug (an error of no kind) in i
 
   it('as its NIC comes out of its VMM to be attached another way (the take-out VM by VM): c1 fails with nothing taken out, its link as it was; c2 linked; exit 70', async () => {
     // c1's client side up as QEMU attached it, to be attached another way (--attach none).
-    const allocation = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]);
-    const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
-    await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
-    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    await recordUpAsQemu(c1);
     const detached: string[] = [];
     const vmm: VmmPort = {
       ...NO_VMM,
@@ -1841,10 +1850,7 @@ describe('link --keep-going with a VM failed by a bug (an error of no kind) in i
 
   it('the one transaction of the others (c2, c3) failed once by a bug of the message c1 failed by as its NIC came out before it: that is no VM failing by it again one by one, so it is said too; exit 70', async () => {
     // c1's client side up as QEMU attached it, to be attached another way (--attach none).
-    const allocation = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]);
-    const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
-    await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
-    kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+    const allocation = await recordUpAsQemu(c1);
     const vmm: VmmPort = {
       ...NO_VMM,
       unansweredDetach: (_kind, vm) => {
@@ -2392,10 +2398,7 @@ describe('link stopped by a bug (an error of no kind) as a signal comes: the sig
       if (how !== 'no VM failed') await addVm(c0, ['nosuchvm']);
       // c1's client side up as QEMU attached it, to be attached another way: its NIC would come
       // out first, once the state dir is probed.
-      const allocation = allocateMany(emptyState(), [{ client: c1, provider: NETVM }]);
-      const upAsQemu = allocation.links.map((link) => ({ pair: link, attached: { client: 'qemu', provider: 'none' } as const }));
-      await saveState(stateDir, withDevicePrefix(setAttachments(allocation.state, upAsQemu), PREFIX));
-      kernel.host = new Map(allocation.links.flatMap((link) => Object.values(linkDeviceNames(PREFIX, link.id)).map((name): [string, ObservedDevice] => [name, { name, kind: name.includes('b') ? 'bridge' : 'tun' } as ObservedDevice])));
+      await recordUpAsQemu(c1);
       const vmm: VmmPort = {
         ...NO_VMM,
         checkSocket: (_kind, vm) => {
