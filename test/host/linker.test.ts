@@ -305,6 +305,8 @@ const NETVM = vmName('netvm');
 
 let configDir: string;
 let stateDir: string;
+/** What link says after a SIGINT where a bug stopped the run before it had linked any VM. */
+const BUG_STOPPED_AT_SIGINT = 'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges';
 beforeEach(async () => {
   configDir = await mkdtemp(join(tmpdir(), 'spectrum-config-'));
   stateDir = await mkdtemp(join(tmpdir(), 'spectrum-state-'));
@@ -1656,7 +1658,7 @@ describe('link failed by a bug while a signal came, then undone', () => {
       stdout: '',
       stderr: [
         `spectrum-link: internal error: ${bug.message}`,
-        'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
+        BUG_STOPPED_AT_SIGINT,
       ],
     });
   });
@@ -2043,7 +2045,7 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
       stdout: '',
       stderr: [
         `spectrum-link: internal error: ${bug.message}`,
-        'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
+        BUG_STOPPED_AT_SIGINT,
         oneByOne ? expect.stringMatching(/^spectrum-link: link c1 failed: ip link add \S+ type bridge failed: File exists$/) : `spectrum-link: link c1 failed: ${refusal.message.replace('c2', 'c1')}`,
         // One by one, c2's failure said too: known before its undo, which the bug cut short.
         ...(oneByOne ? [`spectrum-link: link c2 failed: ${refusal.message}`] : []),
@@ -2149,7 +2151,7 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
             code: 130,
             stderr: [
               `spectrum-link: internal error: ${bug.message}`,
-              'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
+              BUG_STOPPED_AT_SIGINT,
               c1Failed,
               cutShort,
             ],
@@ -2197,7 +2199,7 @@ describe('link --keep-going stopped by a bug in the undo of a failed VM (its sta
       stdout: '',
       stderr: [
         `spectrum-link: internal error: ${bug.message}`,
-        'spectrum-link: link interrupted by SIGINT as a bug stopped it (above): what it had made for the VMs it did not link (devices, ids) may be left over: run it again, and it converges',
+        BUG_STOPPED_AT_SIGINT,
         'spectrum-link: link stopped by a bug as it undid c1, c2, c3: what the run had made for them (devices, ids) may be left over: run it again, and it converges',
       ],
     });
