@@ -41,8 +41,12 @@ function bounded(text: string, max: number): string {
 export function quoteText(text: string, max: number): string {
   const quoted = JSON.stringify(bounded(text, max));
   return quoted.replace(UNESCAPED_CONTROL, (char) => {
-    const code = char.codePointAt(0) ?? 0;
-    return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, '0')}`;
+    // Each UTF-16 unit as JSON writes one (a format character beyond the BMP as its surrogate
+    // pair): the quoted text reads back as JSON (\\u{...} is no JSON escape).
+    return char
+      .split('')
+      .map((unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`)
+      .join('');
   });
 }
 

@@ -70,3 +70,10 @@ describe('shownText counts characters', () => {
     expect(shownText('\u{1F600}'.repeat(71), 70)).toMatch(/^"\u{1F600}{70}…"$/u);
   });
 });
+
+describe('quoteText beyond the BMP', () => {
+  it('escapes a format character beyond the BMP (U+E0020, a tag) as its surrogate pair, so the quoted text reads back as JSON (it was \\u{e0020}, no JSON escape)', () => {
+    expect(quoteText('a\u{E0020}b', 70)).toBe('"a\\udb40\\udc20b"');
+    expect(JSON.parse(shownCell('\u{E0020}', 63))).toBe('\u{E0020}');
+  });
+});
