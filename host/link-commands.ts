@@ -198,7 +198,7 @@ async function stateOptions(flags: StateFlags, env: Env, command: Command): Prom
   // The variable the option overrides, for the refusal's fix (state-prefix.ts).
   const variable = env[DEVICE_PREFIX_ENV];
   const givenSource: DevicePrefixSource = source.from === 'option' && variable ? { ...source, overrides: { variable: DEVICE_PREFIX_ENV, value: variable } } : source;
-  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state' } }) };
+  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state', otherwise: given } }) };
 }
 
 /**
