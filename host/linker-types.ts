@@ -375,6 +375,8 @@ export interface OrphanedVm {
   readonly vm: VmName;
   /** Its recorded links as client, as `list` shows them (devices may or may not exist). */
   readonly links: readonly LeftLink[];
+  /** Its recorded links as provider that are linked, as UnusableVmDir's: the `unlink VM --forget` that releases its links takes those down too. */
+  readonly linkedAsProvider: readonly LeftLink[];
 }
 
 /** What `link` did: each VM's links, and the links it took down (providers no longer listed). */

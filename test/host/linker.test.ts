@@ -3598,6 +3598,24 @@ describe('link --all: an unusable entry recorded as a provider', () => {
     expect(left.map(({ client, provider }) => `${client} -> ${provider}`).sort()).toEqual(['loop -> netvm', 'loop -> netvm2']);
   });
 
+  it('a client whose directory has gone, linked with as provider: how to release its links says that unlink takes its links as provider down too, named (one taken down, its id kept, not), as of a symlink to nothing', async () => {
+    const gone = vmName('gone');
+    const [g1, g2] = ['g1', 'g2'].map(vmName) as [VmName, VmName];
+    const pairs = [{ client: gone, provider: NETVM }, { client: g1, provider: gone }, { client: g2, provider: gone }];
+    const allocation = allocateMany(emptyState(), pairs);
+    const linked = pairs.slice(0, 2).map((pair) => ({ pair, attached: { client: 'none', provider: 'none' } as const }));
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, linked)));
+    const run = await linkCli(['--all', '--json']);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
+    const release = `as the VM may still run; if it is gone for good, release them and its 1 link as provider (g1 -> gone) with: spectrum-link unlink gone --forget --state-dir ${stateDir} --device-prefix sn`;
+    expect(logged.warnings.filter((warning) => warning.startsWith(gone))).toEqual([`gone has 1 recorded link but no directory in ${configDir}: left as they are (devices too), ${release}`]);
+    // Its --json line as before: its own links.
+    expect(jsonOf(run.stdout).filter((line) => line['vm'] === gone)).toEqual([{ vm: gone, links: [], orphaned: [expect.objectContaining({ vm: gone, provider: NETVM })] }]);
+    // As said: that unlink takes down g1 -> gone with gone -> netvm (and releases g2 -> gone's id).
+    await unlinkVm(gone, { forget: true, force: false }, options());
+    expect((await loadState(stateDir)).links.filter((link) => link.client === gone || link.provider === gone)).toEqual([]);
+  });
+
   it('says none of those links taken down (ids kept: the run took them down, its clients naming it no more), on that run and every one after; a stray file with only such links is passed over quietly again', async () => {
     const c4 = vmName('c4');
     await addVm(c4, [NETVM]);
