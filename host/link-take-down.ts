@@ -34,7 +34,7 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { DeviceError, observeDevices, removeDevices } from './netlink-devices.js';
-import { loadLinkState } from './state-prefix.js';
+import { gcUnrecordedDevicesRefusal, linkNamedDevices, loadLinkState, loadRunState } from './state-prefix.js';
 import { STATE_DIR_ENV, StateStoreError, hasStateFile, probeStateWrite, saveState, stateDirFix, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -501,7 +501,10 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
 /**
  * `gc`: delete devices named with our prefix that no recorded link owns (e.g. after a crash). A
  * device of another kind under a recorded link's name stays: its id is owned, and that link's
- * `link` replaces it, its `unlink` deletes it (list and show say it is foreign).
+ * `link` replaces it, its `unlink` deletes it (list and show say it is foreign). A state that
+ * claims no prefix (claimsDevicePrefix: a file recording no link and no prefix, written by hand
+ * or by an older spectrum-link) owns none of them: where any exists, gc deletes nothing and
+ * refuses it as `link` into it is refused (gcUnrecordedDevicesRefusal), as it refuses no state file.
  */
 export async function collectGarbage(options: GcOptions): Promise<string[]> {
   // With no state file every device with the prefix looks unowned, those of working links too:
@@ -516,7 +519,7 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     );
   }
   return underStateLock(options, 'nothing was deleted', async () => {
-    const state = await loadLinkState(options);
+    const { state, claimsPrefix } = await loadRunState(options);
     const owned = new Set<number>(state.links.map((link) => link.id));
     const devices = (
       await observeDevices([]).catch((error: unknown) => {
@@ -527,6 +530,8 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
       const parsed = parseDeviceName(options.devicePrefix, device);
       return parsed !== undefined && !owned.has(parsed.id);
     });
+    // Every one of them would go, another state dir's live links as likely as leftovers.
+    if (!claimsPrefix && orphans.length > 0) throw gcUnrecordedDevicesRefusal(options, linkNamedDevices(orphans, options.devicePrefix));
     // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
     const removal = await removeDevices(orphans).catch((error: unknown) => {
       throw gcStopped(error, orphans);

@@ -48,7 +48,8 @@ export class LinkerError extends Error {
       | 'device-prefix-mismatch'
       /**
        * `link` into a state that claims no device prefix (no links, no prefix recorded) while
-       * devices named as links with the run's exist: refused before anything is made (bad input).
+       * devices named as links with the run's exist: refused before anything is made (bad input);
+       * `gc` of such a state, where it would delete any: refused, nothing deleted.
        */
       | 'unrecorded-devices'
       | 'unknown-vm'

@@ -461,7 +461,8 @@ describe('a state lock not released as it should be (its unlock failing: EIO)', 
   });
 
   it('after gc succeeded: what it deleted is printed (--json too), then the release\'s line; exit 1', async () => {
-    await writeFile(join(stateDir, 'links.json'), serializeState(emptyState()));
+    // A state that claims the prefix (one that claims none refuses to delete devices named with it).
+    await writeFile(join(stateDir, 'links.json'), serializeState(withDevicePrefix(emptyState(), PREFIX)));
     kernel.host = new Map([['snb7', { name: 'snb7', kind: 'bridge' } as ObservedDevice]]);
     lockRelease.fail = 'EIO';
     const run = await cli(['gc', '--state-dir', stateDir, '--device-prefix', 'sn', '--json']);
