@@ -395,9 +395,9 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
       const line = oneLineError(refused.stderr);
       expect(line).toMatch(claimRefusal(stateDir, 6));
       const state = /write (\{.*\}) to /.exec(line)?.[1] ?? '';
-      // gc, which refuses a state dir without a state file, says to write the same.
+      // gc, which refuses a state dir without a state file (bad input too), says to write the same.
       const gcRefused = await run(['gc']);
-      expect([gcRefused.code, gcRefused.stdout]).toEqual([1, '']);
+      expect([gcRefused.code, gcRefused.stdout]).toEqual([2, '']);
       expect(oneLineError(gcRefused.stderr)).toMatch(new RegExp(`write an empty state there first: ${escaped(state)}$`));
       await writeFile(stateFile(), state);
       const adopted = await run(['link', 'appvm-lynx', '--attach', 'none']);
