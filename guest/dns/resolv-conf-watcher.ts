@@ -1,4 +1,4 @@
-import { type FSWatcher, type Stats, constants, lstatSync, readlinkSync, watch } from 'node:fs';
+import { type FSWatcher, type Stats, constants, lstatSync, readlinkSync, statSync, watch } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { MAX_RESOLV_CONF_LENGTH, parseResolvConf, type ResolvConf } from './resolv-conf.js';
@@ -155,6 +155,26 @@ function samePlan(a: readonly WatchedDirectory[], b: readonly WatchedDirectory[]
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/**
+ * What the watches would see change, as it is now: the directories on the way (which each is,
+ * the names looked up there) and the file the path resolves to (which file it is, its size, its
+ * times of change), or why there is none. Another at the next look is a change the watches may
+ * have missed.
+ */
+function lookOf(path: string): string {
+  let file: string;
+  try {
+    const info = statSync(path, { bigint: true });
+    file = `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
+  } catch (error) {
+    file = error instanceof Error && 'code' in error ? String(error.code) : 'unreadable';
+  }
+  return JSON.stringify([directoriesToWatch(path, fileSystem), file]);
+}
+
+/** How often the path is looked at for a change the watches missed (see ResolvConfWatcher). */
+export const RESOLV_CONF_CHECK_MS = 2000;
+
 interface Watch {
   readonly id: string;
   names: ReadonlySet<string>;
@@ -177,6 +197,13 @@ interface Watch {
  * Bursts of events are coalesced into one call after `settleMs`. A directory that cannot be
  * watched (no permission to read it, out of inotify watches) is said to `onError` once, until
  * that changes, and tried again at the next change seen; the others are watched all the same.
+ *
+ * inotify queues so many events (fs.inotify.max_queued_events, 16384 by default) until they are
+ * read, and drops the rest, saying so in one IN_Q_OVERFLOW event that libuv drops in turn (it
+ * belongs to no watch): Node never says. A busy folder on the way (/run, /tmp) while the loop is
+ * held up, and a change to resolv.conf is lost. So the path is also looked at every `checkMs`
+ * (the directories on the way, the file it leads to: a few lstat calls), and where that differs
+ * from the look taken when a change was last said, it is followed and said again as a change.
  */
 export class ResolvConfWatcher {
   readonly #path: string;
@@ -189,18 +216,33 @@ export class ResolvConfWatcher {
   #timer: NodeJS.Timeout | undefined;
   /** Watches again the directories whose watch may be gone (see #stillThere), in a moment. */
   #renewing: NodeJS.Timeout | undefined;
+  /** The path as looked at (lookOf) when a change was last said (or at the start): the read after it sees at least that. */
+  #lookSaid: string;
+  readonly #checking: NodeJS.Timeout;
   #closed = false;
 
-  constructor(path: string, onChange: () => void, onError: (error: Error) => void, settleMs = 25) {
+  constructor(path: string, onChange: () => void, onError: (error: Error) => void, settleMs = 25, checkMs = RESOLV_CONF_CHECK_MS) {
     this.#path = fromWorkingDirectory(path);
     this.#onChange = onChange;
     this.#onError = onError;
     this.#settleMs = settleMs;
+    // Before the watches: what changes meanwhile is seen by them, or differs at the first check.
+    this.#lookSaid = lookOf(this.#path);
     this.#follow();
+    this.#checking = setInterval(() => {
+      // A change being followed already (seen by a watch): its look is taken when it is said.
+      if (this.#timer !== undefined || lookOf(this.#path) === this.#lookSaid) return;
+      // A change the watches missed: what else they missed may have been a folder on the way
+      // removed and made again with its inode number, its watch gone. Each is watched again.
+      for (const watched of this.#watches.values()) watched.renew = true;
+      this.#settle();
+    }, checkMs);
+    this.#checking.unref();
   }
 
   close(): void {
     this.#closed = true;
+    clearInterval(this.#checking);
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     if (this.#renewing !== undefined) clearTimeout(this.#renewing);
     for (const watch of this.#watches.values()) watch.watcher.close();
@@ -335,6 +377,8 @@ export class ResolvConfWatcher {
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       if (this.#closed) return;
+      // Before the read that #onChange asks for: a change after the look is one the read may miss.
+      this.#lookSaid = lookOf(this.#path);
       this.#follow();
       this.#onChange();
     }, this.#settleMs);

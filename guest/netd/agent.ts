@@ -204,8 +204,8 @@ export class NetdAgent {
   /** #filteredLinks() of #firewallModel, built once per model the firewall takes, when first asked for. */
   #filteredLinksOf: { readonly model: FirewallModel; readonly links: ReadonlyMap<string, string | null> } | undefined;
   /**
-   * What the services were last told (null: nothing yet), and whether a provider link carried the
-   * gateway address then (see #tellServices).
+   * What the services were last told (null: nothing yet, or an update that failed since), and
+   * whether a provider link carried the gateway address then (see #tellServices).
    */
   #servicesTold: { readonly links: readonly ProviderLink[]; readonly upstreamLink: UpstreamLinkInfo | null; readonly gateway: boolean } | null = null;
   /** The services' failure last said (see #tellServices): the same one again is said at debug. */
@@ -1075,6 +1075,10 @@ export class NetdAgent {
       if (failure === this.#servicesFailure) this.log.debug({ err: failure }, 'services update failed again; will retry');
       else this.log.error({ err: error }, 'services update failed; will retry');
       this.#servicesFailure = failure;
+      // What they were told before is theirs no more: a failed update is partly made (DNS told of
+      // the links as DHCP fails on one, which it keeps to retry), so they are told at the next
+      // reconcile even where the links are back to those told before.
+      this.#servicesTold = null;
       this.#scheduleRetry(true);
       return false;
     }

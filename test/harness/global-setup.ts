@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { RUN_PREFIX_ENV, checkRunPrefix, newRunPrefix } from './names.js';
-import { sweepRunPrefixSync } from './process-registry.js';
+import { sweepRunPrefixSync, useOwnTempDir } from './process-registry.js';
 
 function canSweep(): boolean {
   if (process.getuid?.() !== 0) return false;
@@ -21,6 +21,8 @@ export default function setup(): () => void {
   const fromEnv = process.env[RUN_PREFIX_ENV];
   const prefix = fromEnv !== undefined && fromEnv !== '' ? checkRunPrefix(fromEnv) : newRunPrefix();
   process.env[RUN_PREFIX_ENV] = prefix;
+  // The workers' temp dirs go under one of the run's own, removed at the end or at a signal.
+  useOwnTempDir();
 
   // Without root (or ip) no test could have created a namespace, so there is nothing to sweep.
   const sweep = (): string[] => (canSweep() ? sweepRunPrefixSync(prefix) : []);

@@ -5,9 +5,9 @@
  * recorded here.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { HarnessError, assertOwnedNamespace } from './names.js';
 
 export const NETNS_RUN_DIR = '/run/netns';
@@ -17,6 +17,8 @@ const liveNamespaces = new Set<string>();
 const liveProcessGroups = new Set<number>();
 const liveTempDirs = new Set<string>();
 const liveNamespacePrefixes = new Set<string>();
+/** Where useOwnTempDir records the dir it made, so that a second call in one process keeps it. */
+const OWN_TEMP_DIR_ENV = 'SPECTRUM_TEST_OWN_TMPDIR';
 const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 let handlersInstalled = false;
 
@@ -82,6 +84,24 @@ function pidsInNamespace(name: string): number[] {
     .split('\n')
     .map((line) => Number(line.trim()))
     .filter((pid) => Number.isInteger(pid) && pid > 0);
+}
+
+/**
+ * Point this process's temp dir (os.tmpdir(), from $TMPDIR, inherited by what it spawns: vitest's
+ * workers) at a new directory of its own under the current one, removed on exit or signal with
+ * the rest. The test run's global setup calls it, so a temp dir a test makes and removes only in
+ * its own cleanup is not left in /tmp when the run is stopped (a CI run ended by SIGTERM). Sticky
+ * and open to all, as /tmp is: tests run commands as other users. Called again, the same dir.
+ */
+export function useOwnTempDir(): string {
+  const own = process.env[OWN_TEMP_DIR_ENV];
+  if (own !== undefined && own === process.env['TMPDIR'] && liveTempDirs.has(own)) return own;
+  const dir = mkdtempSync(join(tmpdir(), 'spectrum-test-'));
+  trackTempDir(dir);
+  chmodSync(dir, 0o1777);
+  process.env['TMPDIR'] = dir;
+  process.env[OWN_TEMP_DIR_ENV] = dir;
+  return dir;
 }
 
 /**

@@ -59,6 +59,7 @@ async function runFixture(mode: 'wait' | 'exit', signal: NodeJS.Signals | undefi
     // In 'exit' mode the fixture may be gone, and its exit handler done, before this reads its
     // line (it exits right after printing it): its temp dir may rightly be gone already.
     if (mode === 'wait') expect(existsSync(report.tempDir)).toBe(true);
+    if (mode === 'wait') expect(existsSync(report.untrackedDir)).toBe(true);
     expect(report.processes.length).toBeGreaterThanOrEqual(2);
 
     if (signal !== undefined) {
@@ -75,6 +76,8 @@ async function runFixture(mode: 'wait' | 'exit', signal: NodeJS.Signals | undefi
       expect(existsSync(`/etc/netns/${name}`)).toBe(false);
     }
     expect(existsSync(report.tempDir)).toBe(false);
+    // Not tracked itself: gone with the process's own temp dir, as a test's mkdtemp dir is.
+    expect(existsSync(report.untrackedDir)).toBe(false);
     const processes = report.processes;
     // SIGKILL lands asynchronously; give it a moment before asserting.
     await eventually(() => !processes.some(isRunning), 2_000);

@@ -432,6 +432,41 @@ describe('NetdAgent', () => {
     expect(lines.filter((line) => line.level >= 40).map((line) => line.msg)).toEqual(['services update failed; will retry']);
   });
 
+  it('tells the services again after a failed update, though the links come back to those told before it: the failed update was partly made', async () => {
+    // vm1 told; vm2 comes, and the update fails (DHCP could not open vm2's socket: DNS was told
+    // all the same, DHCP holds vm2 to retry on its own); vm2 goes. The links are those told
+    // before the failure, but the services last heard of vm2: they are told again.
+    const CLIENT_2 = { ...CLIENT_1, ifindex: 3, name: 'vm2', mac: '0a:b3:ec:80:00:02' };
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: CLIENT_1 }]);
+    kernel.echo = (operation, view) => expectedEvent(view, operation);
+    const told: string[][] = [];
+    let failing = false;
+    const services: ServicesPort = {
+      linksChanged: (links) => {
+        told.push(links.map((link) => link.ifname));
+        return failing ? Promise.reject(new Error('1 link(s) not served yet (tried again on their own while the link exists): cannot open a DHCP socket on vm2: Operation not permitted')) : Promise.resolve();
+      },
+    };
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), services);
+    await agent.start({ watch: true });
+    await agent.idle();
+    expect(told.at(-1)).toEqual(['vm1']);
+    failing = true;
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: CLIENT_2 }]);
+    for (let waited = 0; waited < 5000 && told.at(-1)?.length !== 2; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    await agent.idle();
+    expect(told.at(-1)).toEqual(['vm1', 'vm2']);
+    failing = false;
+    const before = told.length;
+    kernel.listener?.events([{ kind: 'link', op: 'del', link: CLIENT_2 }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    await agent.idle();
+    // Past the retry the failure had set (0.5 s): nothing more to tell by then either way.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    await agent.idle();
+    expect(told.slice(before)).toEqual([['vm1']]);
+  });
+
   describe('a served link whose MAC changes while a duplicate waits for its client', () => {
     // vm1 serves client 1; vm2, a second link for client 1, is isolated. Then vm1's MAC becomes
     // client 5's: client 1 goes to vm2, in the same plan.
