@@ -35,6 +35,7 @@ import {
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
+  type OrphanedVm,
   type PrintedCommands,
   type RecordedLinkReport,
   type ReleasedLinkReport,
@@ -198,7 +199,7 @@ async function stateOptions(flags: StateFlags, env: Env, command: Command): Prom
   // The variable the option overrides, for the refusal's fix (state-prefix.ts).
   const variable = env[DEVICE_PREFIX_ENV];
   const givenSource: DevicePrefixSource = source.from === 'option' && variable ? { ...source, overrides: { variable: DEVICE_PREFIX_ENV, value: variable } } : source;
-  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state' } }) };
+  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state', otherwise: given } }) };
 }
 
 /**
@@ -380,9 +381,13 @@ function notLinkedError(vm: string, options: Pick<LinkerOptions, 'stateDir' | 's
  * What `link --all` says of a client VM whose directory has gone but whose links are recorded:
  * how to release them, as an unlink with this run's options that find them (`given`).
  */
-function orphanWarning(vm: string, links: number, configDir: string, given: GivenOptions): string {
-  const recorded = `${links} recorded link${links === 1 ? '' : 's'}`;
-  return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: ${unlinkCommand(vm, ['--forget'], given)}`;
+function orphanWarning({ vm, links, linkedAsProvider }: OrphanedVm, configDir: string, given: GivenOptions): string {
+  const recorded = `${links.length} recorded link${links.length === 1 ? '' : 's'}`;
+  // The unlink offered takes down every link of the VM, those linked with it as provider too (as unusableWarning says): named.
+  const named = linkedAsProvider.slice(0, LINKS_NAMED_MAX).map((link) => `${link.vm} -> ${vm}`);
+  const more = linkedAsProvider.length > LINKS_NAMED_MAX ? ` and ${linkedAsProvider.length - LINKS_NAMED_MAX} more` : '';
+  const asProvider = linkedAsProvider.length === 0 ? '' : ` and its ${linkedAsProvider.length} link${linkedAsProvider.length === 1 ? '' : 's'} as provider (${named.join(', ')}${more})`;
+  return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}`;
 }
 
 /** How many links a warning names, at most; the rest are counted. */
@@ -1113,7 +1118,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // dir as linked (`all`: read under the lock), not as it was when the run began...
       const warnOutcome = async (done: FinishedOutcome, all: AllVms | undefined): Promise<void> => {
         if (!wouldLog('warn')) return;
-        for (const { vm, links } of done.orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir, given));
+        for (const orphan of done.orphaned) log().warn(orphanWarning(orphan, linkerOpts.configDir, given));
         for (const entry of done.unusable) log().warn(unusableWarning(entry, given));
         for (const entry of done.ambiguousAttach) log().warn(ambiguousWarning(entry));
         const snapshot = all?.wholeDir.snapshot;

@@ -94,6 +94,24 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
 }
 
 /**
+ * Refuse `prefix`, which the state file recorded when the run began (the CLI read it before the
+ * lock), where the state read under the lock claims none and the run would otherwise use another
+ * (`otherwise`, the default): a run that recorded it with its first links was undone whole
+ * meanwhile (a mistyped --device-prefix, say), leaving the state as it was. Used, the prefix would
+ * be recorded again with this run's links, so that the failed run's retry with the prefix
+ * corrected would be refused, which that undo took the prefix back to spare (link-state.ts's
+ * restorePairs). Where it is the one the run would use all the same (VMs starting together at a
+ * first boot, one of which failed), the run goes on.
+ */
+function prefixNoLongerRecorded(stateDir: string, prefix: DevicePrefix, otherwise: DevicePrefix): LinkerError {
+  return new LinkerError(
+    'device-prefix-mismatch',
+    `device prefix ${prefix} (which the state file recorded when this run began) is no longer recorded: state file ${stateFilePath(stateDir)} records no link and no device prefix now ` +
+      `(another spectrum-link recorded it with its first links, which were undone meanwhile), so nothing was done: run this again, which uses ${otherwise}`,
+  );
+}
+
+/**
  * The state recorded in the run's state dir (loadState), refused where it records another device
  * prefix for its links than the run's (`devicePrefix`, from `devicePrefixSource`), and otherwise
  * recording the run's where it has links (a file written before the prefix was recorded), so that
@@ -101,6 +119,9 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
  * as read: the run's first links record the prefix with them (linkTransaction), and an undo that
  * takes them all back leaves the state as it was, claiming none (were the prefix left recorded, a
  * retry with the prefix corrected would be refused, and devices named with it taken as leftovers).
+ * Refused too where the run's prefix is one the state recorded when the run began (source 'state')
+ * and it claims none now, the run otherwise using another (prefixNoLongerRecorded): such an undo
+ * came meanwhile.
  */
 export async function loadLinkState(options: StatePrefixOptions): Promise<LinkState> {
   return (await loadRunState(options)).state;
@@ -118,6 +139,8 @@ export async function loadRunState(options: StatePrefixOptions): Promise<{ reado
   const recorded = conflictingDevicePrefix(state, options.devicePrefix);
   if (recorded !== undefined) throw prefixMismatch(options.stateDir, recorded, options.devicePrefix, options.devicePrefixSource);
   const claimsPrefix = claimsDevicePrefix(state);
+  const source = options.devicePrefixSource;
+  if (!claimsPrefix && source?.from === 'state' && source.otherwise !== options.devicePrefix) throw prefixNoLongerRecorded(options.stateDir, options.devicePrefix, source.otherwise);
   return { state: claimsPrefix ? withDevicePrefix(state, options.devicePrefix) : state, claimsPrefix };
 }
 
