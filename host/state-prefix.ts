@@ -15,9 +15,10 @@
 // nor a prefix) does not take over devices named as links with the run's: `link` into it is refused
 // before anything is made where the host namespace has any (assertNoUnrecordedDevices), since they
 // are another state dir's as likely as leftovers (a --state-dir mistyped, in the namespace and
-// with the prefix of another's live links, would otherwise reconfigure those). A state that claims
-// it owns them: its own leftovers, which `link` converges on (ids are recorded before their
-// devices are made, so a crash's are its recorded links') and gc deletes.
+// with the prefix of another's live links, would otherwise reconfigure those); nor does gc delete
+// them (gcUnrecordedDevicesRefusal: it would delete every one). A state that claims it owns them:
+// its own leftovers, which `link` converges on (ids are recorded before their devices are made, so
+// a crash's are its recorded links') and gc deletes.
 import { shownOrigin } from '../shared/cli/option-source.js';
 import { type DevicePrefix, parseDeviceName } from './device-names.js';
 import { type LinkState, claimsDevicePrefix, conflictingDevicePrefix, withDevicePrefix } from './link-state.js';
@@ -165,18 +166,48 @@ export function linkNamedDevices(names: Iterable<string>, prefix: DevicePrefix):
  * prefix with where each came from, and what to do.
  */
 export function unrecordedDevicesRefusal(options: StatePrefixOptions, devices: readonly string[]): LinkerError {
+  const { stateDir, stateDirSource, devicePrefix: prefix } = options;
+  return new LinkerError(
+    'unrecorded-devices',
+    `${unrecordedDevicesText(options, devices)}; so nothing was made, as this link would take them over, ` +
+      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}, ` +
+      `or give this state dir's links another prefix (--device-prefix); if they are leftovers of a state lost from this state dir, ` +
+      `write ${claimingState(prefix)} to ${stateFilePath(stateDir)}: link then takes them over, and gc deletes those no link records`,
+  );
+}
+
+/**
+ * `gc`'s refusal of a state that claims no device prefix (a file recording no link and no prefix:
+ * written by hand, or by an older spectrum-link) while `devices` (named as links with the run's
+ * prefix, linkNamedDevices) exist, as `link`'s is (unrecordedDevicesRefusal; exit 2: the state
+ * dir given is not the one they are recorded with): gc would delete every one of them, another
+ * state dir's live links as likely as leftovers (a --state-dir mistyped). One line, `gc:` first as
+ * its others: how many, the first few, the state dir and the prefix with where each came from, and
+ * what to do (the state dir that records them; or, where the state is really lost, the state file
+ * that claims the prefix, after which gc deletes them).
+ */
+export function gcUnrecordedDevicesRefusal(options: StatePrefixOptions, devices: readonly string[]): LinkerError {
+  const { stateDir, stateDirSource, devicePrefix: prefix } = options;
+  return new LinkerError(
+    'unrecorded-devices',
+    `gc: ${unrecordedDevicesText(options, devices)}; so nothing was deleted, as gc would delete every one of them, ` +
+      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}; ` +
+      `if they are leftovers of a state lost from this state dir, write ${claimingState(prefix)} to ${stateFilePath(stateDir)}: gc then deletes them`,
+  );
+}
+
+/** The state file with no link that claims `prefix`: what a refusal of devices no state claims says to write where the state is lost. */
+const claimingState = (prefix: DevicePrefix): string => `{"version":2,"devicePrefix":"${prefix}","links":[]}`;
+
+/** A refusal's start: the state dir claims no prefix, yet `devices` are named as links with the run's (how many, the first few). */
+function unrecordedDevicesText(options: StatePrefixOptions, devices: readonly string[]): string {
   const { stateDir, stateDirSource, devicePrefix: prefix, devicePrefixSource } = options;
   const shown = devices.slice(0, DEVICES_SHOWN).join(' ');
   const more = devices.length > DEVICES_SHOWN ? ` and ${devices.length - DEVICES_SHOWN} more` : '';
   const count = devices.length === 1 ? '1 device' : `${devices.length} devices`;
-  const emptyState = `{"version":2,"devicePrefix":"${prefix}","links":[]}`;
-  return new LinkerError(
-    'unrecorded-devices',
+  return (
     `${shownOrigin('state dir', stateDir, stateDirSource)} records no link and no device prefix, yet this network namespace has ${count} named as links ` +
-      `with device prefix ${prefix} (${originOf(devicePrefixSource)}): ${shown}${more}; so nothing was made, as this link would take them over, ` +
-      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}, ` +
-      `or give this state dir's links another prefix (--device-prefix); if they are leftovers of a state lost from this state dir, ` +
-      `write ${emptyState} to ${stateFilePath(stateDir)}: link then takes them over, and gc deletes those no link records`,
+    `with device prefix ${prefix} (${originOf(devicePrefixSource)}): ${shown}${more}`
   );
 }
 

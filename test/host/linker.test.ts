@@ -462,14 +462,15 @@ describe('a state lock not released as it should be (its unlock failing: EIO)', 
   });
 
   it('after gc succeeded: what it deleted is printed (--json too), then the release\'s line; exit 1', async () => {
-    await writeFile(join(stateDir, 'links.json'), serializeState(emptyState()));
+    // A state that claims the prefix (one that claims none refuses to delete devices named with it).
+    await writeFile(join(stateDir, 'links.json'), serializeState(withDevicePrefix(emptyState(), PREFIX)));
     kernel.host = new Map([['snb7', { name: 'snb7', kind: 'bridge' } as ObservedDevice]]);
     lockRelease.fail = 'EIO';
     const run = await cli(['gc', '--state-dir', stateDir, '--device-prefix', 'sn', '--json']);
     expect(run).toEqual({ code: 1, stdout: '{"removed":["snb7"]}\n', stderr: [`spectrum-link: ${released()}`] });
   });
 
-  it("after unlink failed: the failure stays the error, the release's a line too", async () => {
+  it("after unlink failed: the failure stays the error, its line first (as link's), the release's a line after it", async () => {
     await writeFile(join(stateDir, 'links.json'), serializeState(emptyState()));
     lockRelease.fail = 'EIO';
     let stderr = '';
@@ -484,8 +485,15 @@ describe('a state lock not released as it should be (its unlock failing: EIO)', 
     }
     expect({ code, stderr: stderr.split('\n').filter((line) => line !== '') }).toEqual({
       code: 1,
-      stderr: [`spectrum-link: ${released()}`, expect.stringMatching(/^spectrum-link: c1 has no recorded links in /)],
+      stderr: [expect.stringMatching(/^spectrum-link: c1 has no recorded links in /), `spectrum-link: ${released()}`],
     });
+  });
+
+  it("after gc failed (its state file corrupt): the failure's line first, then the release's", async () => {
+    await writeFile(join(stateDir, 'links.json'), '{"version": 2, "links": [');
+    lockRelease.fail = 'EIO';
+    const run = await cli(['gc', '--state-dir', stateDir, '--device-prefix', 'sn', '--json']);
+    expect(run).toEqual({ code: 1, stdout: '', stderr: [expect.stringMatching(/^spectrum-link: gc: state file \S+ is not valid JSON /), `spectrum-link: ${released()}`] });
   });
 });
 
