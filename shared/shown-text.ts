@@ -37,17 +37,22 @@ function bounded(text: string, max: number): string {
   return text;
 }
 
+/**
+ * `char` (one character: a code point) as JSON escapes it: each UTF-16 unit as `\uXXXX`, one
+ * beyond the BMP as its surrogate pair, so that the text reads back as JSON (`\u{...}` is no
+ * JSON escape). Shared by quoteText and run-cli's oneLine, so that both write the same.
+ */
+export function jsonEscaped(char: string): string {
+  return char
+    .split('')
+    .map((unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`)
+    .join('');
+}
+
 /** Quote untrusted text for a message: at most `max` characters of it, control and format characters and line separators escaped. */
 export function quoteText(text: string, max: number): string {
-  const quoted = JSON.stringify(bounded(text, max));
-  return quoted.replace(UNESCAPED_CONTROL, (char) => {
-    // Each UTF-16 unit as JSON writes one (a format character beyond the BMP as its surrogate
-    // pair): the quoted text reads back as JSON (\\u{...} is no JSON escape).
-    return char
-      .split('')
-      .map((unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`)
-      .join('');
-  });
+  // A format character beyond the BMP as its surrogate pair: the quoted text reads back as JSON.
+  return JSON.stringify(bounded(text, max)).replace(UNESCAPED_CONTROL, jsonEscaped);
 }
 
 /** Quote an untrusted name for a message: bounded, control and format characters escaped. */

@@ -613,9 +613,16 @@ class Forwarder implements DnsForwarder {
    * min(MAX_UPSTREAMS, queryTimeoutMs / timeoutMs) each, unbounded by this, 4,096 with 8 upstreams
    * and a short timeoutMs, past the agent's descriptors (EMFILE). At this bound, a query asking its
    * next upstream first ends (resets) its own earlier connections, oldest first, as it did before
-   * earlier upstreams were kept.
+   * earlier upstreams were kept; one that has none (asking its first) ends the one another query
+   * has kept longest (#keptTcpUpstreams): else queries beginning while others held the bound each
+   * opened one past it, up to 448 past 512.
    */
   readonly #maxTcpUpstreams: number;
+  /**
+   * The exchanges of TCP queries with upstreams they went on from (kept open for a late answer:
+   * not their query's latest), oldest kept first, each ended by aborting its controller (#askOverTcp).
+   */
+  readonly #keptTcpUpstreams = new Set<AbortController>();
   readonly #tcpIdleMs: number;
   readonly #resolvConfPath: string | undefined;
   readonly #pending: PendingTable<PendingQuery>;
@@ -2076,7 +2083,8 @@ class Forwarder implements DnsForwarder {
    * each step (resolv.conf may be rewritten meanwhile, and an upstream given twice is one). Each has
    * its own connection, and timeoutMs of the query to itself; then the next is asked too, the
    * connections before it kept open (but where all the upstream connections the forwarder may have
-   * are open, #maxTcpUpstreams: then its earlier ones end first): the first good answer of any is
+   * are open, #maxTcpUpstreams: then its earlier ones end first, or, asking its first, the one
+   * another query kept longest): the first good answer of any is
    * the query's, the others then ended (a reset each). An upstream that answers SERVFAIL, REFUSED or NOTIMP, ends the connection
    * (FIN or reset), or whose connection cannot be opened or fails has the next asked at once. Every
    * connection ends at the query's time (queryTimeoutMs). Resolves with the answer to relay (a good
@@ -2137,11 +2145,16 @@ class Forwarder implements DnsForwarder {
         // earlier ones end first, oldest first (their upstreams' own time is up), as when a query
         // kept one connection, so that the agent does not run out of descriptors. Each ends at once
         // (its socket leaves #tcpUpstreams as it is reset); its outcome is then only passed over.
+        // One asking its first has none: the one another query kept longest ends (that query is
+        // still asking its latest), so that queries beginning at the bound do not go past it.
         while (this.#tcpUpstreams.size >= this.#maxTcpUpstreams) {
-          const oldest = open.shift();
+          const oldest = open.shift() ?? this.#keptTcpUpstreams.values().next().value;
           if (oldest === undefined) break;
+          this.#keptTcpUpstreams.delete(oldest);
           oldest.abort();
         }
+        // Those still open are kept from now on: the query goes on from them.
+        for (const earlier of open) this.#keptTcpUpstreams.add(earlier);
         const attempt = new AbortController();
         const onDone = (): void => attempt.abort();
         done.signal.addEventListener('abort', onDone, { once: true });
@@ -2178,10 +2191,17 @@ class Forwarder implements DnsForwarder {
         void exchangeOverTcp(upstream, query, questionEnd, left, this.#tcpUpstreams, connectOther, attempt.signal, unopened, opened).then((outcome) => {
           running -= 1;
           done.signal.removeEventListener('abort', onDone);
+          this.#keptTcpUpstreams.delete(attempt);
           const at = open.indexOf(attempt);
           if (at !== -1) open.splice(at, 1);
-          // Ended to make room (above): a later upstream is asked, and this one was passed over.
-          if (settled || (attempt.signal.aborted && !done.signal.aborted)) return;
+          if (settled) return;
+          // Ended to make room (above): passed over. By this query, a later upstream is asked; by
+          // another, this query may have nothing open any more (its latest ended, with no
+          // upstream left to ask): done then, as when its last exchange ends.
+          if (attempt.signal.aborted && !done.signal.aborted) {
+            if (running === 0) askNext();
+            return;
+          }
           if (closed.aborted || outcome === 'abandoned' || outcome === 'closed' || this.#closed !== undefined) {
             finish('gone');
             return;

@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { AddressError } from '../address-error.js';
-import { TERMINAL_ACTIVE } from '../shown-text.js';
+import { TERMINAL_ACTIVE, jsonEscaped } from '../shown-text.js';
 
 /** Exit codes shared by both bins; scripts rely on them. */
 export const EXIT = {
@@ -59,16 +59,14 @@ const EVERY_TERMINAL_ACTIVE = new RegExp(TERMINAL_ACTIVE.source, 'gu');
  * A message as one line, with nothing in it a terminal acts on: names from files and peers are
  * quoted where they are put in (shown-text.ts), but a path or value as the operator gave it (an
  * option, an environment variable) is said as given, and an escape sequence in it would reach
- * the terminal raw. Escaped here, for every message, as JSON writes them.
+ * the terminal raw. Escaped here, for every message, as JSON writes them (jsonEscaped: one beyond
+ * the BMP, a tag character, as its surrogate pair, as quoteText writes it).
  */
 export function oneLine(text: string): string {
   return text
     .replace(/\s*\n\s*/g, ' ')
     .trim()
-    .replace(EVERY_TERMINAL_ACTIVE, (char) => {
-      const code = char.codePointAt(0) ?? 0;
-      return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, '0')}`;
-    });
+    .replace(EVERY_TERMINAL_ACTIVE, jsonEscaped);
 }
 
 /**

@@ -188,6 +188,47 @@ describeNetns('DNS forwarder waiting for slow upstreams', () => {
     expect(await openUpstream()).toBe(0);
   });
 
+  it('keeps to that bound when queries begin while earlier ones hold it: a query asking its first upstream ends the connection another query kept longest', async () => {
+    // Eight upstreams that take TCP connections and never answer, on ports of the first's address.
+    const ports = Array.from({ length: 8 }, (_, index) => 5311 + index);
+    const script = `const net = require('node:net'); let ready = 0;
+      for (const port of ${JSON.stringify(ports)}) net.createServer((socket) => socket.on('error', () => {})).listen(port, '${FIRST.address}', () => { if (++ready === ${ports.length}) console.log('ready'); });`;
+    const silent = net.internet.spawn([process.execPath, '-e', script]);
+    track(silent);
+    await silent.waitForOutput(/^ready$/m);
+    const listen = '169.254.0.68';
+    // 4 client TCP queries at most: 4 upstream connections at most. Each upstream has a query
+    // 100 ms to itself, the query 3 s.
+    const forwarder = await start(listen, {
+      upstreams: ports.map((port) => `${FIRST.address}:${port}`),
+      timeoutMs: 100,
+      queryTimeoutMs: 3000,
+      maxTcpConnections: 4,
+      maxTcpConnectionsPerClient: 4,
+      maxTcpQueriesPerConnection: 1,
+    });
+    const openUpstream = async (): Promise<number> => {
+      const { stdout } = await net.provider.exec(['ss', '-Htn', 'state', 'established', 'dst', FIRST.address]);
+      return stdout.split('\n').filter((line) => ports.some((port) => line.includes(`${FIRST.address}:${port}`))).length;
+    };
+    // The first query alone, until it has asked all 8 and holds 4 (its earlier ones kept, its
+    // own oldest ended at the bound as it asked its next); then three more, each asking its first.
+    const first = ask(listen, 'lame', true);
+    for (let tries = 0; tries < 40 && (await openUpstream()) < 4; tries++);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const seen: number[] = [await openUpstream()];
+    const others = Promise.all(Array.from({ length: 3 }, () => ask(listen, 'lame', true)));
+    const until = performance.now() + 1500;
+    while (performance.now() < until) seen.push(await openUpstream());
+    // Before: each of the three opened its first past the bound (the first query's four kept: it
+    // asks no more, so ends none of them), 7 until the first query's time.
+    expect(seen[0]).toBe(4);
+    expect(Math.max(...seen)).toBeLessThanOrEqual(4);
+    for (const answer of [await first, ...(await others)]) expect(answer.status).toBe('SERVFAIL');
+    expect(await forwarder.counters()).toMatchObject({ tcpQueries: 4, failed: 4 });
+    expect(await openUpstream()).toBe(0);
+  });
+
   it('takes both times as options: an upstream passed over sooner, a query given up on sooner', async () => {
     const listen = '169.254.0.64';
     const forwarder = await start(listen, { upstreams: [FIRST.address], timeoutMs: 300, queryTimeoutMs: 1000 });

@@ -6,8 +6,10 @@ import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { oneLine } from '../../../shared/cli/run-cli.js';
+import { quoteText } from '../../../shared/shown-text.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const bins = {
@@ -142,5 +144,19 @@ describe('oneLine', () => {
   it('escapes the line and paragraph separators too, at which some log viewers break a line', () => {
     expect(oneLine('cannot read /tmp/a\u2028b\u2029c')).toBe('cannot read /tmp/a\\u2028b\\u2029c');
     expect(oneLine('x\u001b[2Jy')).toBe('x\\u001b[2Jy');
+  });
+
+  it('escapes a format character beyond the BMP as its surrogate pair, as quoteText and JSON do: its escapes read back as JSON', () => {
+    // A tag space (U+E0020), as an operator's path may hold. Before: \u{e0020}, no JSON escape.
+    expect(oneLine('cannot read /tmp/a\u{e0020}b')).toBe('cannot read /tmp/a\\udb40\\udc20b');
+    expect(quoteText('a\u{e0020}b', 70)).toBe('"a\\udb40\\udc20b"');
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), (text) => {
+        // Text with nothing JSON would escape itself, nor anything oneLine makes a space of.
+        fc.pre(!/["\\\n]/.test(text) && text === text.trim());
+        expect(JSON.parse(`"${oneLine(text)}"`)).toBe(text);
+        expect(JSON.parse(quoteText(text, Number.POSITIVE_INFINITY))).toBe(text);
+      }),
+    );
   });
 });
