@@ -2,9 +2,10 @@
 // options are usage errors (exit 2), as are a state dir and a config dir named (by option or
 // variable) that do not exist, a VMM socket option whose path the state cannot record for a side
 // it would move (as one too long for a socket is), a device prefix given that is not the one
-// the state records for its links, and a `link` into a state that claims no prefix while devices
-// named as links with the run's exist (a state dir or prefix given that is not theirs); every
-// other module error exits 1.
+// the state records for its links, and a `link` into, or a `gc` of, a state that claims no prefix
+// while devices named as links with the run's exist, or a `gc` of a state dir with no state file
+// (a state dir or prefix given that is not theirs: the fix is another --state-dir, or a state file
+// written by hand); every other module error exits 1.
 import { EXIT, type ErrorExitCodes, exitCodeOf } from '../shared/cli/run-cli.js';
 import { AttachModeError } from './attach-mode.js';
 import { ConfigError } from './config.js';
@@ -19,7 +20,7 @@ export const LINK_EXIT_CODES: ErrorExitCodes = [
   [AttachModeError, EXIT.usage],
   [StateStoreError, EXIT.usage, ['state-dir-missing']],
   [ConfigError, EXIT.usage, ['named-config-dir-missing']],
-  [LinkerError, EXIT.usage, ['vmm-socket-unrecordable', 'device-prefix-mismatch', 'unrecorded-devices']],
+  [LinkerError, EXIT.usage, ['vmm-socket-unrecordable', 'device-prefix-mismatch', 'unrecorded-devices', 'no-state']],
 ];
 
 /**

@@ -35,6 +35,7 @@ import {
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
+  type OrphanedVm,
   type PrintedCommands,
   type RecordedLinkReport,
   type ReleasedLinkReport,
@@ -198,7 +199,7 @@ async function stateOptions(flags: StateFlags, env: Env, command: Command): Prom
   // The variable the option overrides, for the refusal's fix (state-prefix.ts).
   const variable = env[DEVICE_PREFIX_ENV];
   const givenSource: DevicePrefixSource = source.from === 'option' && variable ? { ...source, overrides: { variable: DEVICE_PREFIX_ENV, value: variable } } : source;
-  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state' } }) };
+  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state', otherwise: given } }) };
 }
 
 /**
@@ -380,9 +381,13 @@ function notLinkedError(vm: string, options: Pick<LinkerOptions, 'stateDir' | 's
  * What `link --all` says of a client VM whose directory has gone but whose links are recorded:
  * how to release them, as an unlink with this run's options that find them (`given`).
  */
-function orphanWarning(vm: string, links: number, configDir: string, given: GivenOptions): string {
-  const recorded = `${links} recorded link${links === 1 ? '' : 's'}`;
-  return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them with: ${unlinkCommand(vm, ['--forget'], given)}`;
+function orphanWarning({ vm, links, linkedAsProvider }: OrphanedVm, configDir: string, given: GivenOptions): string {
+  const recorded = `${links.length} recorded link${links.length === 1 ? '' : 's'}`;
+  // The unlink offered takes down every link of the VM, those linked with it as provider too (as unusableWarning says): named.
+  const named = linkedAsProvider.slice(0, LINKS_NAMED_MAX).map((link) => `${link.vm} -> ${vm}`);
+  const more = linkedAsProvider.length > LINKS_NAMED_MAX ? ` and ${linkedAsProvider.length - LINKS_NAMED_MAX} more` : '';
+  const asProvider = linkedAsProvider.length === 0 ? '' : ` and its ${linkedAsProvider.length} link${linkedAsProvider.length === 1 ? '' : 's'} as provider (${named.join(', ')}${more})`;
+  return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}`;
 }
 
 /** How many links a warning names, at most; the rest are counted. */
@@ -674,11 +679,14 @@ function keepGoingStopLines(stopped: KeepGoingStop): string[] {
  * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
  * held the signals are handled as without it (the process ends): their work is not interruptible.
+ * A run that failed is said as `said` makes its failure (the lines its command says with it), the
+ * line of a lock not released as it should be after them (as `link` says it: withLeftDown).
  */
 async function interruptibleLockWait<T>(
   name: 'unlink' | 'gc',
   nothing: string,
   run: (wait: { signal: AbortSignal; onLockHeld: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
+  said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
   const interruption = interruptOnSignals('spectrum-link', nothing);
   const unlockFailures: StateStoreError[] = [];
@@ -687,13 +695,17 @@ async function interruptibleLockWait<T>(
     const done = await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose(), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
     return { done, unreleased: unlockFailures };
   } catch (error) {
-    // The state lock not released as it should be after the run failed: a line, written as the
-    // failure comes (its own line, and those its command says with it, come last).
-    process.stderr.write(unlockFailures.map((failure) => `spectrum-link: ${oneLine(failure.message)}\n`).join(''));
-    if (error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined) {
-      throw new CliError(`${name} interrupted by ${interruption.received} while waiting for another spectrum-link to finish: ${nothing}`, signalExitCode(interruption.received));
-    }
-    throw error;
+    const failure =
+      error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined
+        ? new CliError(`${name} interrupted by ${interruption.received} while waiting for another spectrum-link to finish: ${nothing}`, signalExitCode(interruption.received))
+        : said(error);
+    // The state lock not released as it should be after the run failed: a line after the
+    // failure's (its first line stays the failure, as link's does), but before a bug's or bad
+    // usage's, which comes last.
+    throw withLeftDown(
+      failure,
+      unlockFailures.map((unreleased) => unreleased.message),
+    );
   } finally {
     interruption.dispose();
   }
@@ -1106,7 +1118,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // dir as linked (`all`: read under the lock), not as it was when the run began...
       const warnOutcome = async (done: FinishedOutcome, all: AllVms | undefined): Promise<void> => {
         if (!wouldLog('warn')) return;
-        for (const { vm, links } of done.orphaned) log().warn(orphanWarning(vm, links.length, linkerOpts.configDir, given));
+        for (const orphan of done.orphaned) log().warn(orphanWarning(orphan, linkerOpts.configDir, given));
         for (const entry of done.unusable) log().warn(unusableWarning(entry, given));
         for (const entry of done.ambiguousAttach) log().warn(ambiguousWarning(entry));
         const snapshot = all?.wholeDir.snapshot;
@@ -1299,19 +1311,25 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // The default one missing (a fresh host) records no links: said as unlinkVm says it, without
       // the lock, which would make the dir; a command that finds nothing to do leaves no trace.
       if (stateDirAbsent(options.stateDir)) throw notLinkedError(vmName(name), options);
-      const { done: { reports, failures, recordedVms }, unreleased } = await interruptibleLockWait('unlink', 'nothing was taken down', (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait })).catch(
+      const {
+        done: { reports, failures, recordedVms },
+        unreleased,
+      } = await interruptibleLockWait(
+        'unlink',
+        'nothing was taken down',
+        (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }),
         (error: unknown) => {
           // A take-down stopped part-way: its line says what it had done; after it, the line of
           // each VMM that did not detach a NIC whose tap and bridge it deleted, as where --force
           // ends (the records are kept, --forget or not, so an unlink still finds that link).
           const stopped = error instanceof LinkerError ? error.released : undefined;
-          if (stopped === undefined) throw error;
+          if (stopped === undefined) return error;
           // With --json, what it had done on stdout too, for scripts: then the lines, as without.
           if (flags.json === true) process.stdout.write(`${JSON.stringify(stoppedUnlinkJson(name, stopped))}\n`);
           const lines = stopped.failures
             .filter((failure) => hostSideDeleted(failure, stopped.deleted))
             .map((failure) => forcedLine(failure, name, false, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given));
-          throw lines.length === 0 ? error : new CliError(reasonText(error), EXIT.failure, lines, 'lines');
+          return lines.length === 0 ? error : new CliError(reasonText(error), EXIT.failure, lines, 'lines');
         },
       );
       // A per-VM mode for a VM that no recorded link involves could serve no unlink: a typo, most
@@ -1427,12 +1445,17 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (flags: GcFlags, command: Command) => {
       const options = { ...(await stateOptions(flags, env, command)), ...lockWaitOf(flags, env, command) };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
-      const { done: removed, unreleased } = await interruptibleLockWait('gc', 'nothing was deleted', (wait) => collectGarbage({ ...options, ...wait })).catch((error: unknown) => {
-        // The kernel stopped its removal: with --json, what it had deleted (none too) on stdout too (its line says it), for scripts.
-        const stopped = gcStoppedDevices(error);
-        if (flags.json === true && stopped !== undefined) process.stdout.write(`${JSON.stringify({ removed: stopped.removed, stopped: true, devicesLeft: stopped.left ?? null })}\n`);
-        throw error;
-      });
+      const { done: removed, unreleased } = await interruptibleLockWait(
+        'gc',
+        'nothing was deleted',
+        (wait) => collectGarbage({ ...options, ...wait }),
+        (error: unknown) => {
+          // The kernel stopped its removal: with --json, what it had deleted (none too) on stdout too (its line says it), for scripts.
+          const stopped = gcStoppedDevices(error);
+          if (flags.json === true && stopped !== undefined) process.stdout.write(`${JSON.stringify({ removed: stopped.removed, stopped: true, devicesLeft: stopped.left ?? null })}\n`);
+          return error;
+        },
+      );
       if (flags.json === true) process.stdout.write(`${JSON.stringify({ removed })}\n`);
       else process.stdout.write(removed.length === 0 ? 'nothing to collect\n' : `removed ${removed.join(' ')}\n`);
       // The state lock not released as it should be: its line after what gc did, exit 1.

@@ -28,7 +28,7 @@ import { vmName } from './vm-name.js';
  * told, and `unlink VM --forget` releases them. (One whose entry is a symlink to nothing or round
  * a loop is said as what it is: an unusable entry, unusableVmDirs.)
  */
-function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; links: Link[] }[] {
+function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmName; links: Link[]; provided: Link[] }[] {
   const byClient = new Map<VmName, Link[]>();
   for (const link of state.links) {
     if (snapshot.vms.has(link.client)) continue;
@@ -36,7 +36,8 @@ function orphanedClients(state: LinkState, snapshot: ConfigSnapshot): { vm: VmNa
     if (links.length === 0) byClient.set(link.client, links);
     links.push(link);
   }
-  return [...byClient].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([vm, links]) => ({ vm, links }));
+  // With the links recorded with it as provider: the unlink that releases its links takes those down too.
+  return [...byClient].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([vm, links]) => ({ vm, links, provided: linksOfProvider(state, vm) }));
 }
 
 /**
@@ -80,7 +81,7 @@ export async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, 
   const unusables = unusableVmDirs(state, snapshot);
   // With the links recorded with an unusable entry as provider: only those linked are said (one
   // taken down, its id kept, as the run takes down a link to a provider dropped, is no one's to do).
-  const links = [...new Set([...orphans, ...unusables].flatMap((entry) => entry.links).concat(unusables.flatMap((entry) => entry.provided)))];
+  const links = [...new Set([...orphans, ...unusables].flatMap((entry) => entry.links).concat([...orphans, ...unusables].flatMap((entry) => entry.provided)))];
   const recorded = (): LeftLink[] => links.map((link) => asRecorded(link, options));
   // Without the VM namespaces (netnsPrefix): where veths' far ends are counts only for `present`, which is not said here.
   const asListed = (): Promise<ListedLink[]> => listed(links, { devicePrefix: options.devicePrefix, attach: options.attach });
@@ -91,12 +92,14 @@ export async function leftAsTheyAre(state: LinkState, snapshot: ConfigSnapshot, 
     if (link !== undefined) shown.set(link, entry);
   });
   const shownOf = (entries: readonly Link[]): LeftLink[] => entries.flatMap((link) => shown.get(link) ?? []);
+  const linkedOf = (provided: readonly Link[]): LeftLink[] =>
+    shownOf(provided)
+      .filter((link) => link.linked)
+      .sort((a, b) => (a.vm < b.vm ? -1 : a.vm > b.vm ? 1 : 0));
   return {
-    orphaned: orphans.map(({ vm, links: own }) => ({ vm, links: shownOf(own) })),
+    orphaned: orphans.map(({ vm, links: own, provided }) => ({ vm, links: shownOf(own), linkedAsProvider: linkedOf(provided) })),
     unusable: unusables.flatMap(({ vm, problem, leadsNowhere: gone, links: own, provided, stray }) => {
-      const linkedAsProvider = shownOf(provided)
-        .filter((link) => link.linked)
-        .sort((a, b) => (a.vm < b.vm ? -1 : a.vm > b.vm ? 1 : 0));
+      const linkedAsProvider = linkedOf(provided);
       return stray && linkedAsProvider.length === 0 ? [] : [{ vm, problem, leadsNowhere: gone, links: shownOf(own), linkedAsProvider }];
     }),
   };

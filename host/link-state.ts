@@ -214,7 +214,8 @@ export function conflictingDevicePrefix(state: LinkState, prefix: DevicePrefix):
  * every link is forgotten), so those are its own leftovers (a crash's, an undo's), which `link`
  * converges on and gc deletes. A state recording neither (no file, a file written before the
  * prefix was kept without links, one written by hand) claims none: such devices are another state
- * dir's (a --state-dir mistyped) as likely as a lost state's, and `link` does not take them over.
+ * dir's (a --state-dir mistyped) as likely as a lost state's: `link` does not take them over, nor
+ * does gc delete them.
  */
 export function claimsDevicePrefix(state: LinkState): boolean {
   return state.links.length > 0 || state.devicePrefix !== undefined;

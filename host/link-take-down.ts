@@ -12,7 +12,7 @@ import type { LinkSide } from './kept-attach.js';
 import { type ForeignDevice, expectedLinkDevices, linkDevicesSeen } from './link-device-kinds.js';
 import { linksOfVm, seenOf, statesByClient } from './link-listing.js';
 import { relinked } from './link-relinks.js';
-import { type Link, type LinkState, forgetLink, linksToUnlisted, sameState, setAttachments } from './link-state.js';
+import { type Link, type LinkState, StateError, forgetLink, linksToUnlisted, sameState, setAttachments } from './link-state.js';
 import { LinkerError, reasonOf, underStateLock } from './linker-error.js';
 import {
   BOTH_SIDES,
@@ -21,6 +21,7 @@ import {
   type GcOptions,
   type LinkReport,
   type LinkerOptions,
+  type LockWaitOptions,
   type PrintedCommands,
   type RecordedLinkReport,
   type ReleasedLinkReport,
@@ -34,7 +35,7 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { DeviceError, observeDevices, removeDevices } from './netlink-devices.js';
-import { loadLinkState } from './state-prefix.js';
+import { gcUnrecordedDevicesRefusal, linkNamedDevices, loadLinkState, loadRunState } from './state-prefix.js';
 import { STATE_DIR_ENV, StateStoreError, hasStateFile, probeStateWrite, saveState, stateDirFix, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -451,6 +452,25 @@ function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands:
   );
 }
 
+/** The failures of the state file and of the state lock, which a command's line says as they are, its own start (`unlink <vm>:`, `gc:`) first. */
+const STATE_FILE_OR_LOCK: ReadonlySet<string> = new Set(['read-failed', 'too-large', 'lock-failed', 'lock-timeout']);
+
+/**
+ * underStateLock for `unlink` and `gc`, whose failures of the state file (unreadable, too large,
+ * corrupt: a StateStoreError or StateError) and of the lock (refused, its wait ended) start with
+ * `said` (`unlink <vm>`, `gc`), as every other line of a failure of theirs does (their kinds, so
+ * their exit codes, kept); `link`, which says them in its own lines, reads the state as it does.
+ * A state dir that cannot be used (not a directory, a symlink to nothing) is said as every command
+ * says it.
+ */
+function underCommandLock<T>(said: string, options: LockWaitOptions, nothing: string, fn: () => Promise<T>): Promise<T> {
+  return underStateLock(options, nothing, fn).catch((error: unknown) => {
+    if (error instanceof StateStoreError && STATE_FILE_OR_LOCK.has(error.kind)) throw new StateStoreError(error.kind, `${said}: ${error.message}`, error.code);
+    if (error instanceof StateError) throw new StateError(error.kind, `${said}: ${error.message}`);
+    throw error;
+  });
+}
+
 /**
  * `unlink <vm>`: detach and delete its links' devices; with forget, release their ids too. A
  * VMM that fails to detach stops it before any device goes, unless force: then the devices go
@@ -462,7 +482,7 @@ function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands:
  */
 export async function unlinkVm(name: string, flags: UnlinkFlags, options: UnlinkOptions): Promise<UnlinkOutcome> {
   const vm = vmName(name);
-  return underStateLock(options, 'nothing was taken down', async () => {
+  return underCommandLock(`unlink ${vm}`, options, 'nothing was taken down', async () => {
     const state = await loadLinkState(options);
     const links = linksOfVm(state, vm);
     if (links.length === 0) {
@@ -501,7 +521,10 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
 /**
  * `gc`: delete devices named with our prefix that no recorded link owns (e.g. after a crash). A
  * device of another kind under a recorded link's name stays: its id is owned, and that link's
- * `link` replaces it, its `unlink` deletes it (list and show say it is foreign).
+ * `link` replaces it, its `unlink` deletes it (list and show say it is foreign). A state that
+ * claims no prefix (claimsDevicePrefix: a file recording no link and no prefix, written by hand
+ * or by an older spectrum-link) owns none of them: where any exists, gc deletes nothing and
+ * refuses it as `link` into it is refused (gcUnrecordedDevicesRefusal), as it refuses no state file.
  */
 export async function collectGarbage(options: GcOptions): Promise<string[]> {
   // With no state file every device with the prefix looks unowned, those of working links too:
@@ -515,8 +538,8 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
         `${stateDirFix(source, 'the state dir the links are recorded in')}. If the state is really lost and those devices are to go, write an empty state there first: {"version":2,"devicePrefix":"${prefix}","links":[]}`,
     );
   }
-  return underStateLock(options, 'nothing was deleted', async () => {
-    const state = await loadLinkState(options);
+  return underCommandLock('gc', options, 'nothing was deleted', async () => {
+    const { state, claimsPrefix } = await loadRunState(options);
     const owned = new Set<number>(state.links.map((link) => link.id));
     const devices = (
       await observeDevices([]).catch((error: unknown) => {
@@ -527,6 +550,8 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
       const parsed = parseDeviceName(options.devicePrefix, device);
       return parsed !== undefined && !owned.has(parsed.id);
     });
+    // Every one of them would go, another state dir's live links as likely as leftovers.
+    if (!claimsPrefix && orphans.length > 0) throw gcUnrecordedDevicesRefusal(options, linkNamedDevices(orphans, options.devicePrefix));
     // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
     const removal = await removeDevices(orphans).catch((error: unknown) => {
       throw gcStopped(error, orphans);

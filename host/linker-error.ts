@@ -38,6 +38,11 @@ export class LinkerError extends Error {
        * as it is (its exit code too) after what the run did (`outcome`), as a LinkerError there is.
        */
       | 'take-down-failed'
+      /**
+       * `gc` of a state dir with no state file: every device named with the prefix would look
+       * unowned, those of live links too (a --state-dir mistyped): refused, nothing deleted (bad input,
+       * as 'unrecorded-devices').
+       */
       | 'no-state'
       /** `gc` stopped by the kernel (its listing of devices, or a lookup or deletion of its removal refused); `failure` is the DeviceError. */
       | 'gc-stopped'
@@ -48,7 +53,8 @@ export class LinkerError extends Error {
       | 'device-prefix-mismatch'
       /**
        * `link` into a state that claims no device prefix (no links, no prefix recorded) while
-       * devices named as links with the run's exist: refused before anything is made (bad input).
+       * devices named as links with the run's exist: refused before anything is made (bad input);
+       * `gc` of such a state, where it would delete any: refused, nothing deleted.
        */
       | 'unrecorded-devices'
       | 'unknown-vm'

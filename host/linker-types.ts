@@ -172,13 +172,14 @@ export interface LinkerOptions {
 
 /**
  * Where a run's device prefix came from: --device-prefix, $SPECTRUM_DEVICE_PREFIX, the default,
- * or (`state`) the state file, which recorded it when the run began (state-prefix.ts). With the
- * option, `overrides`: the variable where it is set too, and its value (left out, the option
- * would give the variable's prefix, not the recorded one).
+ * or (`state`) the state file, which recorded it when the run began (state-prefix.ts), with the
+ * prefix the run would use were none recorded (`otherwise`: the default). With the option,
+ * `overrides`: the variable where it is set too, and its value (left out, the option would give
+ * the variable's prefix, not the recorded one).
  */
 export type DevicePrefixSource =
   | OptionSource
-  | { readonly from: 'state' }
+  | { readonly from: 'state'; readonly otherwise: DevicePrefix }
   | { readonly from: 'option'; readonly flag: string; readonly overrides: { readonly variable: string; readonly value: string } };
 
 /** Commands a refusal tells the operator to run, whole, so that each works as printed. */
@@ -374,6 +375,8 @@ export interface OrphanedVm {
   readonly vm: VmName;
   /** Its recorded links as client, as `list` shows them (devices may or may not exist). */
   readonly links: readonly LeftLink[];
+  /** Its recorded links as provider that are linked, as UnusableVmDir's: the `unlink VM --forget` that releases its links takes those down too. */
+  readonly linkedAsProvider: readonly LeftLink[];
 }
 
 /** What `link` did: each VM's links, and the links it took down (providers no longer listed). */

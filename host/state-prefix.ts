@@ -15,9 +15,10 @@
 // nor a prefix) does not take over devices named as links with the run's: `link` into it is refused
 // before anything is made where the host namespace has any (assertNoUnrecordedDevices), since they
 // are another state dir's as likely as leftovers (a --state-dir mistyped, in the namespace and
-// with the prefix of another's live links, would otherwise reconfigure those). A state that claims
-// it owns them: its own leftovers, which `link` converges on (ids are recorded before their
-// devices are made, so a crash's are its recorded links') and gc deletes.
+// with the prefix of another's live links, would otherwise reconfigure those); nor does gc delete
+// them (gcUnrecordedDevicesRefusal: it would delete every one). A state that claims it owns them:
+// its own leftovers, which `link` converges on (ids are recorded before their devices are made, so
+// a crash's are its recorded links') and gc deletes.
 import { shownOrigin } from '../shared/cli/option-source.js';
 import { type DevicePrefix, parseDeviceName } from './device-names.js';
 import { type LinkState, claimsDevicePrefix, conflictingDevicePrefix, withDevicePrefix } from './link-state.js';
@@ -93,6 +94,24 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
 }
 
 /**
+ * Refuse `prefix`, which the state file recorded when the run began (the CLI read it before the
+ * lock), where the state read under the lock claims none and the run would otherwise use another
+ * (`otherwise`, the default): a run that recorded it with its first links was undone whole
+ * meanwhile (a mistyped --device-prefix, say), leaving the state as it was. Used, the prefix would
+ * be recorded again with this run's links, so that the failed run's retry with the prefix
+ * corrected would be refused, which that undo took the prefix back to spare (link-state.ts's
+ * restorePairs). Where it is the one the run would use all the same (VMs starting together at a
+ * first boot, one of which failed), the run goes on.
+ */
+function prefixNoLongerRecorded(stateDir: string, prefix: DevicePrefix, otherwise: DevicePrefix): LinkerError {
+  return new LinkerError(
+    'device-prefix-mismatch',
+    `device prefix ${prefix} (which the state file recorded when this run began) is no longer recorded: state file ${stateFilePath(stateDir)} records no link and no device prefix now ` +
+      `(another spectrum-link recorded it with its first links, which were undone meanwhile), so nothing was done: run this again, which uses ${otherwise}`,
+  );
+}
+
+/**
  * The state recorded in the run's state dir (loadState), refused where it records another device
  * prefix for its links than the run's (`devicePrefix`, from `devicePrefixSource`), and otherwise
  * recording the run's where it has links (a file written before the prefix was recorded), so that
@@ -100,6 +119,9 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
  * as read: the run's first links record the prefix with them (linkTransaction), and an undo that
  * takes them all back leaves the state as it was, claiming none (were the prefix left recorded, a
  * retry with the prefix corrected would be refused, and devices named with it taken as leftovers).
+ * Refused too where the run's prefix is one the state recorded when the run began (source 'state')
+ * and it claims none now, the run otherwise using another (prefixNoLongerRecorded): such an undo
+ * came meanwhile.
  */
 export async function loadLinkState(options: StatePrefixOptions): Promise<LinkState> {
   return (await loadRunState(options)).state;
@@ -117,6 +139,8 @@ export async function loadRunState(options: StatePrefixOptions): Promise<{ reado
   const recorded = conflictingDevicePrefix(state, options.devicePrefix);
   if (recorded !== undefined) throw prefixMismatch(options.stateDir, recorded, options.devicePrefix, options.devicePrefixSource);
   const claimsPrefix = claimsDevicePrefix(state);
+  const source = options.devicePrefixSource;
+  if (!claimsPrefix && source?.from === 'state' && source.otherwise !== options.devicePrefix) throw prefixNoLongerRecorded(options.stateDir, options.devicePrefix, source.otherwise);
   return { state: claimsPrefix ? withDevicePrefix(state, options.devicePrefix) : state, claimsPrefix };
 }
 
@@ -142,18 +166,48 @@ export function linkNamedDevices(names: Iterable<string>, prefix: DevicePrefix):
  * prefix with where each came from, and what to do.
  */
 export function unrecordedDevicesRefusal(options: StatePrefixOptions, devices: readonly string[]): LinkerError {
+  const { stateDir, stateDirSource, devicePrefix: prefix } = options;
+  return new LinkerError(
+    'unrecorded-devices',
+    `${unrecordedDevicesText(options, devices)}; so nothing was made, as this link would take them over, ` +
+      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}, ` +
+      `or give this state dir's links another prefix (--device-prefix); if they are leftovers of a state lost from this state dir, ` +
+      `write ${claimingState(prefix)} to ${stateFilePath(stateDir)}: link then takes them over, and gc deletes those no link records`,
+  );
+}
+
+/**
+ * `gc`'s refusal of a state that claims no device prefix (a file recording no link and no prefix:
+ * written by hand, or by an older spectrum-link) while `devices` (named as links with the run's
+ * prefix, linkNamedDevices) exist, as `link`'s is (unrecordedDevicesRefusal; exit 2: the state
+ * dir given is not the one they are recorded with): gc would delete every one of them, another
+ * state dir's live links as likely as leftovers (a --state-dir mistyped). One line, `gc:` first as
+ * its others: how many, the first few, the state dir and the prefix with where each came from, and
+ * what to do (the state dir that records them; or, where the state is really lost, the state file
+ * that claims the prefix, after which gc deletes them).
+ */
+export function gcUnrecordedDevicesRefusal(options: StatePrefixOptions, devices: readonly string[]): LinkerError {
+  const { stateDir, stateDirSource, devicePrefix: prefix } = options;
+  return new LinkerError(
+    'unrecorded-devices',
+    `gc: ${unrecordedDevicesText(options, devices)}; so nothing was deleted, as gc would delete every one of them, ` +
+      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}; ` +
+      `if they are leftovers of a state lost from this state dir, write ${claimingState(prefix)} to ${stateFilePath(stateDir)}: gc then deletes them`,
+  );
+}
+
+/** The state file with no link that claims `prefix`: what a refusal of devices no state claims says to write where the state is lost. */
+const claimingState = (prefix: DevicePrefix): string => `{"version":2,"devicePrefix":"${prefix}","links":[]}`;
+
+/** A refusal's start: the state dir claims no prefix, yet `devices` are named as links with the run's (how many, the first few). */
+function unrecordedDevicesText(options: StatePrefixOptions, devices: readonly string[]): string {
   const { stateDir, stateDirSource, devicePrefix: prefix, devicePrefixSource } = options;
   const shown = devices.slice(0, DEVICES_SHOWN).join(' ');
   const more = devices.length > DEVICES_SHOWN ? ` and ${devices.length - DEVICES_SHOWN} more` : '';
   const count = devices.length === 1 ? '1 device' : `${devices.length} devices`;
-  const emptyState = `{"version":2,"devicePrefix":"${prefix}","links":[]}`;
-  return new LinkerError(
-    'unrecorded-devices',
+  return (
     `${shownOrigin('state dir', stateDir, stateDirSource)} records no link and no device prefix, yet this network namespace has ${count} named as links ` +
-      `with device prefix ${prefix} (${originOf(devicePrefixSource)}): ${shown}${more}; so nothing was made, as this link would take them over, ` +
-      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}, ` +
-      `or give this state dir's links another prefix (--device-prefix); if they are leftovers of a state lost from this state dir, ` +
-      `write ${emptyState} to ${stateFilePath(stateDir)}: link then takes them over, and gc deletes those no link records`,
+    `with device prefix ${prefix} (${originOf(devicePrefixSource)}): ${shown}${more}`
   );
 }
 

@@ -27,7 +27,7 @@ describe('bad usage or input (exit 2)', () => {
     }
   });
 
-  it('takes in the config dir named that does not exist and the state dir named so, bad names, modes and addresses, and a CliError of exit 2; not other failures', () => {
+  it('takes in the config dir named that does not exist and the state dir named so, a state dir that records none of the devices named with the prefix (gc, link), bad names, modes and addresses, and a CliError of exit 2; not other failures', () => {
     const usage = [
       new ConfigError('named-config-dir-missing', 'config dir /x (from --config-dir) does not exist'),
       new StateStoreError('state-dir-missing', 'state dir /x (from --state-dir) does not exist'),
@@ -37,6 +37,9 @@ describe('bad usage or input (exit 2)', () => {
       new AddressError('unrecognised', 'a bad address'),
       new CliError('a socket path too long', EXIT.usage),
       new LinkerError('vmm-socket-unrecordable', 'a side would move to a socket path the state cannot record'),
+      // A state dir given that does not record the devices gc or link would act on: another --state-dir is the fix.
+      new LinkerError('unrecorded-devices', 'a state dir that records no link and no prefix, devices named with it there'),
+      new LinkerError('no-state', 'gc: no state file'),
     ];
     const failures = [
       new ConfigError('config-dir-missing', 'the default config dir does not exist'),

@@ -354,7 +354,7 @@ describeNetns('spectrum-link link --attach netns', () => {
     }
   });
 
-  it('gc refuses a state dir without a state file (a mistyped --state-dir: missing, exit 2; there but empty, exit 1), deleting nothing and creating no dir', async () => {
+  it('gc refuses a state dir without a state file (a mistyped --state-dir: missing, or there but empty: bad input, exit 2), deleting nothing and creating no dir', async () => {
     const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
     const wrong = `${world.stateDir}-typo`;
     const missing = await world.link(['gc', '--state-dir', wrong, '--json']);
@@ -365,7 +365,7 @@ describeNetns('spectrum-link link --attach netns', () => {
     trackTempDir(wrong);
     try {
       const empty = await world.link(['gc', '--state-dir', wrong, '--json']);
-      expect([empty.code, empty.stdout]).toEqual([1, '']);
+      expect([empty.code, empty.stdout]).toEqual([2, '']);
       expect(oneLineError(empty.stderr)).toMatch(/no state file .*-typo\/links\.json.*check --state-dir/);
       expect(await readdir(wrong)).toEqual([]);
     } finally {

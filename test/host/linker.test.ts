@@ -14,6 +14,7 @@ import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { ID_COUNT, type LinkState, allocateMany, emptyState, isRecordedSocket, parseState, preferredId, serializeState, setAttachments, withDevicePrefix } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
+import { recordedPrefix } from '../../host/state-prefix.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 import { leftDownLine, linkCommands } from '../../host/link-commands.js';
 import { isLinkUsageError } from '../../host/exit-codes.js';
@@ -461,14 +462,15 @@ describe('a state lock not released as it should be (its unlock failing: EIO)', 
   });
 
   it('after gc succeeded: what it deleted is printed (--json too), then the release\'s line; exit 1', async () => {
-    await writeFile(join(stateDir, 'links.json'), serializeState(emptyState()));
+    // A state that claims the prefix (one that claims none refuses to delete devices named with it).
+    await writeFile(join(stateDir, 'links.json'), serializeState(withDevicePrefix(emptyState(), PREFIX)));
     kernel.host = new Map([['snb7', { name: 'snb7', kind: 'bridge' } as ObservedDevice]]);
     lockRelease.fail = 'EIO';
     const run = await cli(['gc', '--state-dir', stateDir, '--device-prefix', 'sn', '--json']);
     expect(run).toEqual({ code: 1, stdout: '{"removed":["snb7"]}\n', stderr: [`spectrum-link: ${released()}`] });
   });
 
-  it("after unlink failed: the failure stays the error, the release's a line too", async () => {
+  it("after unlink failed: the failure stays the error, its line first (as link's), the release's a line after it", async () => {
     await writeFile(join(stateDir, 'links.json'), serializeState(emptyState()));
     lockRelease.fail = 'EIO';
     let stderr = '';
@@ -483,8 +485,15 @@ describe('a state lock not released as it should be (its unlock failing: EIO)', 
     }
     expect({ code, stderr: stderr.split('\n').filter((line) => line !== '') }).toEqual({
       code: 1,
-      stderr: [`spectrum-link: ${released()}`, expect.stringMatching(/^spectrum-link: c1 has no recorded links in /)],
+      stderr: [expect.stringMatching(/^spectrum-link: c1 has no recorded links in /), `spectrum-link: ${released()}`],
     });
+  });
+
+  it("after gc failed (its state file corrupt): the failure's line first, then the release's", async () => {
+    await writeFile(join(stateDir, 'links.json'), '{"version": 2, "links": [');
+    lockRelease.fail = 'EIO';
+    const run = await cli(['gc', '--state-dir', stateDir, '--device-prefix', 'sn', '--json']);
+    expect(run).toEqual({ code: 1, stdout: '', stderr: [expect.stringMatching(/^spectrum-link: gc: state file \S+ is not valid JSON /), `spectrum-link: ${released()}`] });
   });
 });
 
@@ -582,6 +591,39 @@ describe('link into a state dir that claims no device prefix, where devices name
     const retried = await linkVms(CLIENTS, options());
     expect([...retried.linked.keys()]).toEqual(CLIENTS);
     expect(await loadState(stateDir)).toEqual(expect.objectContaining({ devicePrefix: PREFIX, links: CLIENTS.map((client) => expect.objectContaining({ client })) }));
+  });
+
+  it('a run given no prefix that took the one such a failing first link had recorded (the CLI read it then) is refused once that link is undone, not recording it again (plain, --keep-going, --all), bad input; one that took the default goes on', async () => {
+    const typo = devicePrefix('xx');
+    const [c1, c2] = CLIENTS as [VmName, VmName];
+    /** The failing run's ids recorded under `prefix`, read as the CLI of a run given none reads them before the lock (it then waits for the lock), then that run undone whole: the state claims no prefix, as it was. */
+    const takenThenUndone = async (prefix: typeof typo): Promise<LinkerOptions> => {
+      await saveState(stateDir, allocateMany(withDevicePrefix(emptyState(), prefix), [{ client: c1, provider: NETVM }]).state);
+      const taken = await recordedPrefix(stateDir);
+      expect(taken).toBe(prefix);
+      await saveState(stateDir, emptyState());
+      store.saves = 0;
+      return { ...options(), devicePrefix: taken ?? PREFIX, devicePrefixSource: { from: 'state', otherwise: PREFIX } };
+    };
+    const fromState = await takenThenUndone(typo);
+    const text = serializeState(emptyState());
+    for (const run of [() => linkVms([c2], fromState), () => linkVmsKeepGoing([c2], fromState), () => linkAll(fromState), () => linkAllKeepGoing(fromState)]) {
+      const error = await run().catch((caught: unknown) => caught);
+      expect(error).toMatchObject({ name: 'LinkerError', kind: 'device-prefix-mismatch', message: expect.stringMatching(/^device prefix xx \(which the state file recorded when this run began\) is no longer recorded: .*so nothing was done: run this again, which uses sn$/) });
+      expect(isLinkUsageError(error)).toBe(true);
+      expect(store.saves).toBe(0);
+      expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+    }
+    // Run again (the CLI reads no prefix now: the default), and the failed link's retry with the prefix corrected: both linked.
+    expect(await recordedPrefix(stateDir)).toBeUndefined();
+    await linkVms([c2], options());
+    await linkVms([c1], options());
+    expect(await loadState(stateDir)).toEqual(expect.objectContaining({ devicePrefix: PREFIX, links: expect.arrayContaining([expect.objectContaining({ client: c1 }), expect.objectContaining({ client: c2 })]) }));
+    // The failing run's prefix the default, as the run's would be (VMs starting together at a first boot, one failing): it goes on.
+    await rm(join(stateDir, 'links.json'));
+    const linked = await linkVmsKeepGoing([c2], await takenThenUndone(PREFIX));
+    expect([...linked.linked.keys()]).toEqual([c2]);
+    expect(await loadState(stateDir)).toEqual(expect.objectContaining({ devicePrefix: PREFIX, links: [expect.objectContaining({ client: c2 })] }));
   });
 });
 
@@ -3562,6 +3604,24 @@ describe('link --all: an unusable entry recorded as a provider', () => {
     await unlinkVm(gone, { forget: true, force: false }, options());
     const left = (await loadState(stateDir)).links.filter((link) => [gone, loop, 'g1'].includes(link.client));
     expect(left.map(({ client, provider }) => `${client} -> ${provider}`).sort()).toEqual(['loop -> netvm', 'loop -> netvm2']);
+  });
+
+  it('a client whose directory has gone, linked with as provider: how to release its links says that unlink takes its links as provider down too, named (one taken down, its id kept, not), as of a symlink to nothing', async () => {
+    const gone = vmName('gone');
+    const [g1, g2] = ['g1', 'g2'].map(vmName) as [VmName, VmName];
+    const pairs = [{ client: gone, provider: NETVM }, { client: g1, provider: gone }, { client: g2, provider: gone }];
+    const allocation = allocateMany(emptyState(), pairs);
+    const linked = pairs.slice(0, 2).map((pair) => ({ pair, attached: { client: 'none', provider: 'none' } as const }));
+    await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, linked)));
+    const run = await linkCli(['--all', '--json']);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
+    const release = `as the VM may still run; if it is gone for good, release them and its 1 link as provider (g1 -> gone) with: spectrum-link unlink gone --forget --state-dir ${stateDir} --device-prefix sn`;
+    expect(logged.warnings.filter((warning) => warning.startsWith(gone))).toEqual([`gone has 1 recorded link but no directory in ${configDir}: left as they are (devices too), ${release}`]);
+    // Its --json line as before: its own links.
+    expect(jsonOf(run.stdout).filter((line) => line['vm'] === gone)).toEqual([{ vm: gone, links: [], orphaned: [expect.objectContaining({ vm: gone, provider: NETVM })] }]);
+    // As said: that unlink takes down g1 -> gone with gone -> netvm (and releases g2 -> gone's id).
+    await unlinkVm(gone, { forget: true, force: false }, options());
+    expect((await loadState(stateDir)).links.filter((link) => link.client === gone || link.provider === gone)).toEqual([]);
   });
 
   it('says none of those links taken down (ids kept: the run took them down, its clients naming it no more), on that run and every one after; a stray file with only such links is passed over quietly again', async () => {

@@ -338,6 +338,43 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
       expect(await shapes(theirs)).toEqual(before);
     });
 
+    it("gc of a state file that records no link and no prefix (v1, or v2 as written by hand) is refused (exit 2, one line), deleting none of another state dir's live link's devices; with the file the line gives written, it deletes them", async () => {
+      await linkInWorld();
+      const theirs = lynxDevices(DEFAULT_DEVICE_PREFIX);
+      const before = await shapes(theirs);
+      for (const file of ['{"version":1,"links":[]}', '{\n  "version": 2,\n  "links": []\n}\n']) {
+        await writeFile(stateFile(), file);
+        for (const args of [['gc'], ['gc', '--json']]) {
+          const refused = await run(args);
+          expect([refused.code, refused.stdout], `${args.join(' ')}: ${refused.stderr}`).toEqual([2, '']);
+          expect(oneLineError(refused.stderr)).toMatch(
+            new RegExp(
+              `^spectrum-link: gc: state dir ${escaped(stateDir)} \\(from --state-dir\\) records no link and no device prefix, yet this network namespace has 3 devices named as links ` +
+                `with device prefix sn \\(the default\\): ${theirs.join(' ')}; so nothing was deleted, as gc would delete every one of them, .*check --state-dir: it must be the state dir that records them; ` +
+                `if they are leftovers of a state lost from this state dir, write \\{"version":2,"devicePrefix":"sn","links":\\[\\]\\} to ${escaped(stateFile())}: gc then deletes them$`,
+            ),
+          );
+          expect(await shapes(theirs)).toEqual(before);
+          expect(await readFile(stateFile(), 'utf8')).toBe(file);
+        }
+      }
+      // The state the line gives (the state really lost): they go.
+      const state = /write (\{.*\}) to /.exec(oneLineError((await run(['gc'])).stderr))?.[1] ?? '';
+      await writeFile(stateFile(), state);
+      const collected = await run(['gc', '--json']);
+      expect([collected.code, collected.stderr]).toEqual([0, '']);
+      expect(JSON.parse(collected.stdout)).toEqual({ removed: theirs });
+      expect(await present(theirs)).toEqual([]);
+    });
+
+    it('gc of a state file that records no link and no prefix, with no device named as a link with it there, has nothing to collect', async () => {
+      await world.host.ip(['link', 'add', 'zzb4', 'type', 'bridge']);
+      await writeFile(stateFile(), '{"version":1,"links":[]}');
+      const collected = await run(['gc']);
+      expect([collected.code, collected.stdout, collected.stderr]).toEqual([0, 'nothing to collect\n', '']);
+      expect(await present(['zzb4'])).toEqual(['zzb4']);
+    });
+
     it('the line names the first five devices and how many more, of every kind under those names; devices of no link name (another prefix, no id) do not count', async () => {
       for (const name of ['snb1', 'snc1', 'snp1', 'snb2', 'snc2', 'snp2', 'snb10', 'snbx', 'sn7', 'snb0', 'sn-b3', 'snb03', 'zzb4']) await world.host.ip(['link', 'add', name, 'type', 'bridge']);
       const refused = await run(['link', 'appvm-lynx', '--attach', 'none', '--device-prefix', 'sn']);
@@ -358,9 +395,9 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
       const line = oneLineError(refused.stderr);
       expect(line).toMatch(claimRefusal(stateDir, 6));
       const state = /write (\{.*\}) to /.exec(line)?.[1] ?? '';
-      // gc, which refuses a state dir without a state file, says to write the same.
+      // gc, which refuses a state dir without a state file (bad input too), says to write the same.
       const gcRefused = await run(['gc']);
-      expect([gcRefused.code, gcRefused.stdout]).toEqual([1, '']);
+      expect([gcRefused.code, gcRefused.stdout]).toEqual([2, '']);
       expect(oneLineError(gcRefused.stderr)).toMatch(new RegExp(`write an empty state there first: ${escaped(state)}$`));
       await writeFile(stateFile(), state);
       const adopted = await run(['link', 'appvm-lynx', '--attach', 'none']);

@@ -2,7 +2,7 @@
 // network namespaces (nsenter --net, unshare -n) with one --state-dir must still exclude each other.
 // And a state dir on a read-only mount (made in a mount namespace of its own) is said to be one.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
@@ -141,6 +141,9 @@ describeNetns('spectrum-link --lock-wait', () => {
   /** The host's devices with the linker's prefix: none, where nothing was made. */
   const linkDevices = async (): Promise<string[]> => [...(await devices(world().host)).keys()].filter((name) => /^sn[bcp][0-9]/.test(name));
 
+  /** The start of a line of `args`' failure: `unlink <vm>: ` and `gc: ` as their other lines; none for link's. */
+  const commandSaid = (args: readonly string[]): string => (args[0] === 'unlink' ? `unlink ${args[1] ?? ''}: ` : args[0] === 'gc' ? 'gc: ' : '');
+
   it.each([
     [['link', 'appvm-lynx', '--attach', 'netns', '--lock-wait', '1'], {}, 'after waiting 1 s'],
     [['unlink', 'appvm-lynx', '--lock-wait', '0'], {}, 'without waiting (a wait of 0 s)'],
@@ -150,7 +153,7 @@ describeNetns('spectrum-link --lock-wait', () => {
     [['link', 'appvm-lynx', '--attach', 'netns', '--lock-wait', '2'], {}, 'after waiting 2 s', 'set by --lock-wait'],
     [['unlink', 'appvm-lynx'], { SPECTRUM_LOCK_WAIT: '2' }, 'after waiting 2 s', 'set by environment variable SPECTRUM_LOCK_WAIT'],
   ] as const)(
-    '%j (env %j) gives up on a lock held all through its wait: one line saying how long it waited, the holder and the option; exit 1, nothing made',
+    '%j (env %j) gives up on a lock held all through its wait: one line (unlink\'s and gc\'s starting as their others) saying how long it waited, the holder and the option; exit 1, nothing made',
     async (args, env, waited, set?: string) => {
       // gc refuses a state dir without a state file before it takes the lock.
       await writeFile(join(world().stateDir, 'links.json'), '{"version":1,"links":[]}\n');
@@ -158,7 +161,7 @@ describeNetns('spectrum-link --lock-wait', () => {
       try {
         const result = await world().link(args, env);
         const line =
-          `spectrum-link: gave up on the lock of state dir ${world().stateDir} ${waited}: another spectrum-link (PID ${holder.pid}) is still holding it; ` +
+          `spectrum-link: ${commandSaid(args)}gave up on the lock of state dir ${world().stateDir} ${waited}: another spectrum-link (PID ${holder.pid}) is still holding it; ` +
           'check that it is not stuck (a link holds it while its VMMs answer, up to four times --vmm-timeout per NIC), or wait longer with --lock-wait SECONDS (or SPECTRUM_LOCK_WAIT)\n';
         // A wait long enough says first that it waits, once: a log record (JSON off a terminal).
         const lines = result.stderr.split('\n');
@@ -170,6 +173,46 @@ describeNetns('spectrum-link --lock-wait', () => {
       }
       expect(await linkDevices()).toEqual([]);
       expect(await readFile(join(world().stateDir, 'links.json'), 'utf8')).toBe('{"version":1,"links":[]}\n');
+    },
+  );
+
+  it.each([
+    ['corrupt', '{"version": 1, "links": [', 'state file \\S+/links\\.json is not valid JSON'],
+    ['that cannot be read (a directory there)', undefined, 'cannot read state file \\S+/links\\.json \\(not a regular file\\)'],
+  ] as const)(
+    "a state file %s: unlink's and gc's line starts as their other lines (unlink <vm>:, gc:), list's, show's and link's as theirs (no command); exit 1, nothing made or deleted, the file as it was",
+    async (_what, file, said) => {
+      const path = join(world().stateDir, 'links.json');
+      const saved = await readFile(path, 'utf8').catch(() => undefined);
+      await rm(path, { force: true });
+      if (file === undefined) await mkdir(path);
+      else await writeFile(path, file);
+      // An orphan gc would delete, were the state read.
+      await world().host.ip(['link', 'add', 'snb9', 'type', 'bridge']);
+      try {
+        const runs: [readonly string[], string][] = [
+          [['unlink', 'appvm-lynx'], 'unlink appvm-lynx: '],
+          [['gc'], 'gc: '],
+          [['list'], ''],
+          [['show', 'appvm-lynx'], ''],
+          [['link', 'appvm-lynx', '--attach', 'netns'], ''],
+        ];
+        for (const [args, start] of runs) {
+          const result = await world().link(args);
+          expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }, `${args.join(' ')}: ${result.stderr}`).toEqual({
+            code: 1,
+            stdout: '',
+            stderr: expect.stringMatching(new RegExp(`^spectrum-link: ${start}${said}`)),
+          });
+          expect(result.stderr.split('\n').filter((line) => line !== '')).toHaveLength(1);
+        }
+        expect(await linkDevices()).toEqual(['snb9']);
+        if (file !== undefined) expect(await readFile(path, 'utf8')).toBe(file);
+      } finally {
+        await world().host.ip(['link', 'del', 'snb9']);
+        await rm(path, { recursive: true, force: true });
+        if (saved !== undefined) await writeFile(path, saved);
+      }
     },
   );
 

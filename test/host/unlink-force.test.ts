@@ -37,8 +37,8 @@ interface ListedJson extends Link {
 
 const stderrLines = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
 const escaped = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-/** The unlink a line offers to detach a NIC a VMM did not give back, from `spectrum-link unlink` to its end. */
-const offeredUnlink = (line: string): string | undefined => /, or (spectrum-link unlink .*?) detaches it;/.exec(line)?.[1];
+/** The unlink a line offers to detach a NIC a VMM did not give back, to its end: from `spectrum-link unlink`, or from `cd DIR && ` where a socket template made absolute would be too long. */
+const offeredUnlink = (line: string): string | undefined => /, or ((?:cd \S+ && )?spectrum-link unlink .*?) detaches it;/.exec(line)?.[1];
 
 describeNetns('unlink --force: a VMM that does not detach cannot keep its VM connected', () => {
   let harness: Harness;
