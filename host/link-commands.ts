@@ -4,7 +4,7 @@
 import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
 import { directoryOption } from '../shared/cli/directory-option.js';
-import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
+import { exitOnSignals, interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT, exitCodeOf, oneLine } from '../shared/cli/run-cli.js';
@@ -678,21 +678,28 @@ function keepGoingStopLines(stopped: KeepGoingStop): string[] {
 /**
  * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
- * held the signals are handled as without it (the process ends): their work is not interruptible.
+ * held a signal still ends the process at once (their work is not interruptible: a kernel bulk
+ * delete goes on without it), but after one line, `held`'s: what may be partly done, what to run.
  * A run that failed is said as `said` makes its failure (the lines its command says with it), the
  * line of a lock not released as it should be after them (as `link` says it: withLeftDown).
  */
 async function interruptibleLockWait<T>(
   name: 'unlink' | 'gc',
   nothing: string,
+  held: (signal: NodeJS.Signals) => string,
   run: (wait: { signal: AbortSignal; onLockHeld: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
   said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
   const interruption = interruptOnSignals('spectrum-link', nothing);
+  let exiting: { dispose(): void } | undefined;
+  const onLockHeld = (): void => {
+    interruption.dispose();
+    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(held(signal)));
+  };
   const unlockFailures: StateStoreError[] = [];
   try {
     // After a run that succeeded, the caller says it after what the run did (its work is done).
-    const done = await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose(), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
+    const done = await run({ signal: interruption.signal, onLockHeld, onUnlockFailed: (failure) => void unlockFailures.push(failure) });
     return { done, unreleased: unlockFailures };
   } catch (error) {
     const failure =
@@ -708,6 +715,7 @@ async function interruptibleLockWait<T>(
     );
   } finally {
     interruption.dispose();
+    exiting?.dispose();
   }
 }
 
@@ -1317,6 +1325,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       } = await interruptibleLockWait(
         'unlink',
         'nothing was taken down',
+        // Once it holds the lock: NICs detached, devices deleted (a kernel bulk delete goes on
+        // without it), the state not yet written; the same unlink finishes it.
+        (signal) =>
+          `unlink interrupted by ${signal}: its take-down may be partly done (NICs detached, devices deleted, the kernel finishing a deletion begun) ` +
+          `while the state may still record ${name}'s links as before: run ${commands.unlink(name, [...(forget ? ['--forget'] : []), ...(flags.force === true ? ['--force'] : [])])} again to finish it`,
         (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }),
         (error: unknown) => {
           // A take-down stopped part-way: its line says what it had done; after it, the line of
@@ -1448,6 +1461,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const { done: removed, unreleased } = await interruptibleLockWait(
         'gc',
         'nothing was deleted',
+        // Once it holds the lock: a kernel bulk delete goes on without it; gc again deletes what is left.
+        (signal) => `gc interrupted by ${signal}: the devices it found to delete may be partly deleted (the kernel finishing a deletion begun): run gc again to delete what is left`,
         (wait) => collectGarbage({ ...options, ...wait }),
         (error: unknown) => {
           // The kernel stopped its removal: with --json, what it had deleted (none too) on stdout too (its line says it), for scripts.
