@@ -9,12 +9,13 @@ import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT, exitCodeOf, oneLine } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
+import { shownPath } from '../shared/shown-text.js';
 import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { DEVICE_KIND } from './device-plan.js';
-import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
+import type { FarEndElsewhere, ForeignDevice, OffBridge } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
@@ -323,6 +324,12 @@ function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
 /** What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's namespace under its name. */
 function farEndLine({ device, netns }: FarEndElsewhere): string {
   return `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (link makes the pair anew)`;
+}
+
+/** What `list` and `show` say, under a link, of a side device of it that is not a port of its bridge (the master a device name from the kernel: escaped where it holds control characters). */
+function offBridgeLine({ device, master }: OffBridge, bridge: string): string {
+  const where = master === null ? 'is a port of no bridge' : `is a port of ${shownPath(master)}`;
+  return `  ${device} ${where}, not of this link's bridge ${bridge} (link puts it back)`;
 }
 
 /** What `unlink` (and `link` taking down a provider dropped) says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
@@ -1394,10 +1401,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const elsewhere = (entry: ListedLink): Record<string, unknown> =>
         entry.farEndsElsewhere.length === 0 ? {} : { farEndsElsewhere: entry.farEndsElsewhere.map(({ device, netns }) => ({ device, netns })) };
       // `clientSocket` and `providerSocket`: each only where the state records it (a linked link's VMM side).
+      // `offBridge` only where there are any, as `farEndsElsewhere`.
+      const offBridge = (entry: ListedLink): Record<string, unknown> => (entry.offBridge.length === 0 ? {} : { offBridge: entry.offBridge.map(({ device, master }) => ({ device, master })) });
       const entries = listed.map((entry) =>
         entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry) }
-          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry) },
+          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry) }
+          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
@@ -1406,7 +1415,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         if (!entry.linked) return 'unlinked (id kept)';
         // Every device there, yet not present: only for veths whose far end is not in its VM's namespace (lines under it say which).
         const elsewhere = entry.farEndsElsewhere.length === 1 ? 'far end elsewhere' : 'far ends elsewhere';
-        const shown = entry.present ? 'up' : entry.devicesThere ? elsewhere : 'devices missing';
+        // Present, but a side device off its bridge (lines under it say which): it carries nothing.
+        const up = entry.offBridge.length === 0 ? 'up' : 'not bridged';
+        const shown = entry.present ? up : entry.devicesThere ? elsewhere : 'devices missing';
         return entry.attachRecorded ? shown : `${shown} (attach modes not recorded)`;
       };
       const lines = listed.flatMap((entry) => [
@@ -1414,6 +1425,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
         ...entry.foreign.map(foreignLine),
         ...entry.farEndsElsewhere.map(farEndLine),
+        ...entry.offBridge.map((off) => offBridgeLine(off, entry.bridge)),
       ]);
       process.stdout.write(lines.map((line) => `${line}\n`).join(''));
     }
