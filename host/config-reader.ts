@@ -69,7 +69,13 @@ function listing(path: string): Listing {
     found = readdirSync(path, { withFileTypes: true });
   } catch (error) {
     const code = codeOf(error);
-    if (code === 'ENOENT') return { state: 'missing' };
+    if (code === 'ENOENT') {
+      // Not there because it is, or is under, a symlink to nothing (providers -> a volume not
+      // mounted): no directory, not a missing one, which for providers/net would be no providers
+      // and take the VM's links down. (The VM directory above it was there: it stops the search.)
+      const toNothing = danglingSymlinkOn(path);
+      return toNothing === undefined ? { state: 'missing' } : { state: 'not-a-directory', toNothing };
+    }
     if (code === 'ENOTDIR') return { state: 'not-a-directory' };
     // No directory there either, said as a loop: not unreadable (its permissions are not why).
     if (code === 'ELOOP') return { state: 'not-a-directory', loops: true };

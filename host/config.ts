@@ -25,10 +25,14 @@ export interface DirEntry {
   readonly symlink?: true;
 }
 
-/** What was found at a directory path (`loops`: a symlink that leads round a loop of symlinks). */
+/**
+ * What was found at a directory path (`loops`: a symlink that leads round a loop of symlinks;
+ * `toNothing`: it is, or goes through, a symlink to nothing, that symlink in words: no directory,
+ * not one missing, which for providers/net would be a VM with no providers).
+ */
 export type Listing =
   | { readonly state: 'missing' }
-  | { readonly state: 'not-a-directory'; readonly loops?: true }
+  | { readonly state: 'not-a-directory'; readonly loops?: true; readonly toNothing?: string }
   | { readonly state: 'unreadable'; readonly reason: string }
   | { readonly state: 'directory'; readonly entries: readonly DirEntry[] };
 
@@ -37,6 +41,15 @@ export type FileState = 'file' | 'missing' | 'not-a-file' | 'symlink-loop' | 'un
 
 /** A symlink that leads round a loop, in words (as ENTRY_TEXT's, after the path). */
 const LOOPS = 'is a symlink that loops (ELOOP: too many levels of symbolic links)';
+
+/** What a directory path that is no directory is, in words after the path. */
+function notADirectory(listing: Listing & { state: 'not-a-directory' }): string {
+  if (listing.loops === true) return LOOPS;
+  return listing.toNothing === undefined ? 'is not a directory' : `is not a directory (${listing.toNothing})`;
+}
+
+/** What to check of a directory that is a symlink to nothing (a file system not mounted, a target moved). */
+const TO_NOTHING_FIX = ': check where that symlink should lead (a file system not mounted?)';
 
 /**
  * Why a config dir entry is not a usable VM directory. A 'symlink-loop' (a symlink that leads round
@@ -299,7 +312,7 @@ function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): Config
       problems.push(problem(vm.name, 'blk-missing', `no disk image: ${base}/blk/ is missing; create it with at least one *${IMAGE_SUFFIX} image`));
       break;
     case 'not-a-directory':
-      problems.push(problem(vm.name, 'blk-not-a-directory', `${base}/blk ${blk.loops === true ? LOOPS : 'is not a directory'}; it must be a directory of *${IMAGE_SUFFIX} disk images`));
+      problems.push(problem(vm.name, 'blk-not-a-directory', `${base}/blk ${notADirectory(blk)}; it must be a directory of *${IMAGE_SUFFIX} disk images${blk.toNothing === undefined ? '' : TO_NOTHING_FIX}`));
       break;
     case 'unreadable':
       problems.push(problem(vm.name, 'blk-unreadable', `${base}/blk/ cannot be read (${blk.reason}); check its permissions`));
@@ -386,8 +399,8 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     problems.push(...ownProblems(dir, vm));
     const base = `${dir}/${vm.name}`;
     if (vm.providers.state === 'not-a-directory') {
-      const what = vm.providers.loops === true ? LOOPS : 'is not a directory';
-      problems.push(problem(vm.name, 'providers-not-a-directory', `${base}/providers/net ${what}; it must hold one file named for each provider VM`));
+      const fix = vm.providers.toNothing === undefined ? '' : `${TO_NOTHING_FIX}, or remove it for no providers`;
+      problems.push(problem(vm.name, 'providers-not-a-directory', `${base}/providers/net ${notADirectory(vm.providers)}; it must hold one file named for each provider VM${fix}`));
     } else if (vm.providers.state === 'unreadable') {
       problems.push(problem(vm.name, 'providers-unreadable', `${base}/providers/net/ cannot be read (${vm.providers.reason}); check its permissions`));
     }
