@@ -246,9 +246,9 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
 const ONE_NAME = 'a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities';
 
 function describeAlias(dir: string, name: VmName, alias: VmAlias): string {
-  const path = `${dir}/${name}`;
+  const path = entryPath(dir, name);
   if ('owner' in alias) {
-    return `${path} is a symlink that leads to VM ${alias.owner}'s directory ${dir}/${alias.owner}: ${ONE_NAME}; give the VM one name: remove the symlink ${path} and name ${alias.owner}, not ${name}, in providers/net`;
+    return `${path} is a symlink that leads to VM ${alias.owner}'s directory ${entryPath(dir, alias.owner)}: ${ONE_NAME}; give the VM one name: remove the symlink ${path} and name ${alias.owner}, not ${name}, in providers/net`;
   }
   const target = entryPath(dir, alias.to);
   const all = [name, ...alias.sharedWith].sort(byName).join(', ');
@@ -260,7 +260,7 @@ function describeAlias(dir: string, name: VmName, alias: VmAlias): string {
 
 /** What a VM entry that is no usable VM directory is instead, in words. */
 function describeEntry(dir: string, vm: UnusableVmEntry): string {
-  return vm.location === 'alias' ? describeAlias(dir, vm.name, vm.alias) : describeLocation(vm.location, `${dir}/${vm.name}`, vm.reason);
+  return vm.location === 'alias' ? describeAlias(dir, vm.name, vm.alias) : describeLocation(vm.location, entryPath(dir, vm.name), vm.reason);
 }
 
 const entryProblemKind = (vm: UnusableVmEntry): ConfigProblemKind => (vm.location === 'alias' ? 'vm-alias' : LOCATION_PROBLEM[vm.location]);
@@ -271,7 +271,7 @@ const entryProblemKind = (vm: UnusableVmEntry): ConfigProblemKind => (vm.locatio
  */
 export function vmDirProblem(snapshot: ConfigSnapshot, name: VmName): string | undefined {
   const vm = snapshot.vms.get(name);
-  if (vm === undefined) return `no directory ${snapshot.dir}/${name}`;
+  if (vm === undefined) return `no directory ${entryPath(snapshot.dir, name)}`;
   return vm.location === 'directory' ? undefined : describeEntry(snapshot.dir, vm);
 }
 
@@ -288,7 +288,7 @@ const ENTRY_TEXT: Record<EntryType, string> = {
 /** Problems with one VM directory's own files (not following providers). */
 function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
-  const base = `${dir}/${vm.name}`;
+  const base = entryPath(dir, vm.name);
   switch (vm.kernel) {
     case 'missing':
       problems.push(problem(vm.name, 'kernel-missing', `no kernel: ${base}/vmlinux is missing; put the uncompressed Linux kernel image for the VM there`));
@@ -384,7 +384,7 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
   const { dir } = snapshot;
   const root = snapshot.vms.get(name);
   if (root === undefined) {
-    return [problem(name, 'vm-missing', `no VM directory ${dir}/${name}; VMs are the directories of ${dir}`)];
+    return [problem(name, 'vm-missing', `no VM directory ${entryPath(dir, name)}; VMs are the directories of ${dir}`)];
   }
   if (root.location !== 'directory') {
     return [problem(name, entryProblemKind(root), describeEntry(dir, root))];
@@ -397,7 +397,7 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     const vm = snapshot.vms.get(next);
     if (vm === undefined || vm.location !== 'directory') continue; // reported by whoever names it
     problems.push(...ownProblems(dir, vm));
-    const base = `${dir}/${vm.name}`;
+    const base = entryPath(dir, vm.name);
     if (vm.providers.state === 'not-a-directory') {
       const fix = vm.providers.toNothing === undefined ? '' : `${TO_NOTHING_FIX}, or remove it for no providers`;
       problems.push(problem(vm.name, 'providers-not-a-directory', `${base}/providers/net ${notADirectory(vm.providers)}; it must hold one file named for each provider VM${fix}`));
@@ -418,7 +418,7 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
       }
       const target = snapshot.vms.get(provider);
       if (target === undefined) {
-        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${dir}/${provider}; create that VM or remove the ${providerEntryNoun(entry)}`));
+        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${entryPath(dir, provider)}; create that VM or remove the ${providerEntryNoun(entry)}`));
         continue;
       }
       if (target.location !== 'directory') {
