@@ -28,11 +28,12 @@ export interface DirEntry {
 /**
  * What was found at a directory path (`loops`: a symlink that leads round a loop of symlinks;
  * `toNothing`: it is, or goes through, a symlink to nothing, that symlink in words: no directory,
- * not one missing, which for providers/net would be a VM with no providers).
+ * not one missing, which for providers/net would be a VM with no providers; `outside`: a symlink
+ * led it to this directory outside the config dir, not read).
  */
 export type Listing =
   | { readonly state: 'missing' }
-  | { readonly state: 'not-a-directory'; readonly loops?: true; readonly toNothing?: string }
+  | { readonly state: 'not-a-directory'; readonly loops?: true; readonly toNothing?: string; readonly outside?: string }
   | { readonly state: 'unreadable'; readonly reason: string }
   | { readonly state: 'directory'; readonly entries: readonly DirEntry[] };
 
@@ -163,6 +164,8 @@ export type ConfigProblemKind =
   | 'no-disk-image'
   | 'image-not-a-file'
   | 'providers-not-a-directory'
+  /** providers/net (or providers) is a symlink that leads outside the config dir, as a VM directory may not. */
+  | 'providers-escapes-config-dir'
   | 'providers-unreadable'
   | 'provider-name-invalid'
   | 'self-provider'
@@ -398,7 +401,15 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     if (vm === undefined || vm.location !== 'directory') continue; // reported by whoever names it
     problems.push(...ownProblems(dir, vm));
     const base = entryPath(dir, vm.name);
-    if (vm.providers.state === 'not-a-directory') {
+    if (vm.providers.state === 'not-a-directory' && vm.providers.outside !== undefined) {
+      problems.push(
+        problem(
+          vm.name,
+          'providers-escapes-config-dir',
+          `${base}/providers/net is a symlink that leads outside the config dir (to ${shownPath(vm.providers.outside)}); it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`,
+        ),
+      );
+    } else if (vm.providers.state === 'not-a-directory') {
       const fix = vm.providers.toNothing === undefined ? '' : `${TO_NOTHING_FIX}, or remove it for no providers`;
       problems.push(problem(vm.name, 'providers-not-a-directory', `${base}/providers/net ${notADirectory(vm.providers)}; it must hold one file named for each provider VM${fix}`));
     } else if (vm.providers.state === 'unreadable') {

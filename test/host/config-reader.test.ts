@@ -401,3 +401,29 @@ describe('a providers/net that is, or is under, a symlink to nothing', () => {
     ]);
   });
 });
+
+describe('a providers/net that leads outside the config dir', () => {
+  it('is refused as a VM directory that leads outside is (the config dir says which VMs a VM is linked with), by check and link --all; one that leads to a directory inside it is read', async () => {
+    await makeVm('netvm');
+    const app = await makeVm('app');
+    const viaProviders = await makeVm('via');
+    const inside = await makeVm('inside');
+    await mkdir(join(base, 'elsewhere', 'net'), { recursive: true });
+    await writeFile(join(base, 'elsewhere', 'net', 'netvm'), '');
+    await mkdir(join(app, 'providers'));
+    await symlink(join(base, 'elsewhere', 'net'), join(app, 'providers', 'net'));
+    await symlink(join(base, 'elsewhere'), join(viaProviders, 'providers'));
+    await mkdir(join(cfg, '.shared', 'net'), { recursive: true });
+    await writeFile(join(cfg, '.shared', 'net', 'netvm'), '');
+    await symlink('../.shared', join(inside, 'providers'));
+    for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('app'), vmName('via'), vmName('inside')])]) {
+      const at = snapshot.dir;
+      const said = (vm: string): string =>
+        `${vm}: ${at}/${vm}/providers/net is a symlink that leads outside the config dir (to ${base}/elsewhere/net); it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`;
+      expect(checkVm(snapshot, vmName('app'))).toEqual([{ vm: 'app', kind: 'providers-escapes-config-dir', message: said('app') }]);
+      expect(checkVm(snapshot, vmName('via'))).toEqual([{ vm: 'via', kind: 'providers-escapes-config-dir', message: said('via') }]);
+      expect(checkVm(snapshot, vmName('inside'))).toEqual([]);
+    }
+    expect(allVmsOf(await readConfigDir(cfg)).vms).toEqual(['app', 'inside', 'via']);
+  });
+});
