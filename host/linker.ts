@@ -5,6 +5,7 @@
 // (options, reports), linker-error.ts (LinkerError), link-listing.ts (list, show), link-relinks.ts
 // (relink commands), link-take-down.ts (unlink, gc, take-downs), link-switch.ts (mode switches),
 // link-keep-going.ts (--keep-going, on top of this one).
+import type { CliError } from '../shared/cli/run-cli.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, chosenAttachMode } from './attach-mode.js';
 import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
@@ -41,6 +42,7 @@ import {
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
 import { assertNoUnrecordedDevices, loadRunState } from './state-prefix.js';
+import { sharedSocketFailures, vmmSidesOf } from './vmm-socket-sharing.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { isVmName, vmName } from './vm-name.js';
@@ -507,7 +509,16 @@ async function runAttachModes(vms: readonly VmName[], before: LinkState, options
   // leaves down.
   // (assertLinksUsable throws an invalid VM's error first, as requireValidVm says it.)
   for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options);
+  // Nor two VMs of the run at one VMM socket path (a socket template without {vm}).
+  const [shared] = runSocketSharing(vms, snapshot, kept, options).values();
+  if (shared !== undefined) throw shared;
   return { kept, snapshot };
+}
+
+/** The clients of `vms` refused for a VMM socket path another VM of the run has (sharedSocketFailures), each with its error. */
+export function runSocketSharing(vms: readonly VmName[], snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions): Map<VmName, CliError> {
+  const clients = vms.map((client) => ({ client, sides: vmmSidesOf(client, requireValidVm(snapshot, client).providers, kept) }));
+  return sharedSocketFailures(clients, (kind, vm) => options.vmm.templateSocket?.(kind, vm));
 }
 
 /** Refuse, as bad input, a side of a (valid) client's links that its device or VMM cannot be given, in the modes the run gives them. */
@@ -517,6 +528,9 @@ export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: Ke
     assertSideUsable(modes.client, vm, options);
     assertSideUsable(modes.provider, provider, options);
   }
+  // Both ends of one of its links, or two of them, at one VMM socket path.
+  const [shared] = runSocketSharing([vm], snapshot, kept, options).values();
+  if (shared !== undefined) throw shared;
 }
 
 /** The pairs a client of a run links (the VM valid): to each provider its config names, in order. */
