@@ -33,7 +33,6 @@ import { CLIENT_ID_MAX, CLIENT_ID_MIN } from '../shared/scheme.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { ATTACH_MODES, type AttachMode } from './attach-mode.js';
 import { DEVICE_PREFIX_MAX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
-import { duplicateKeys } from './json-duplicate-keys.js';
 import { type VmName, isVmName, quoteName, shownText } from './vm-name.js';
 
 export const STATE_VERSION = 2;
@@ -481,13 +480,6 @@ export function parseState(text: string, source: string): LinkState {
     throw new StateError('not-json', `state file ${source} is not valid JSON (${reason}). ${KEEP}`);
   }
   if (!isRecord(data)) throw new StateError('bad-schema', `state file ${source} does not hold a JSON object. ${KEEP}`);
-  // A key given twice: JSON.parse kept the last, so the file would be read as another than it says.
-  const duplicates = duplicateKeys(text, PROBLEMS_SHOWN);
-  if (duplicates.count > 0) {
-    const named = duplicates.shown.map(({ at, key }) => (at === '' ? `duplicate key ${quoteName(key)}` : `${at} has duplicate key ${quoteName(key)}`));
-    const more = duplicates.count > duplicates.shown.length ? `; and ${duplicates.count - duplicates.shown.length} more` : '';
-    throw new StateError('bad-schema', `state file ${source} is malformed: ${named.join('; ')}${more} (which of the values is meant cannot be told). ${KEEP}`);
-  }
   const version = data['version'];
   if (typeof version === 'number' && Number.isInteger(version) && version > STATE_VERSION) {
     throw new StateError(
