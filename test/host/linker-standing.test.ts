@@ -5,14 +5,17 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { AttachMode } from '../../host/attach-mode.js';
-import { parseAttachChoice } from '../../host/attach-mode.js';
+import { ATTACH_MODES, type AttachChoice, type AttachMode, chosenAttachMode, parseAttachChoice } from '../../host/attach-mode.js';
+import type { ConfigSnapshot, VmDir } from '../../host/config.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import type { ObservedDevice } from '../../host/device-plan.js';
-import { type LinkState, allocateMany, emptyState, setAttachments, withDevicePrefix } from '../../host/link-state.js';
+import { type StandingLink, ambiguousAttach, goneLink, keptAttach, newLinkMode, shownAttachMode, sideMode } from '../../host/kept-attach.js';
+import { expectedLinkDevices, linkDevicesSeen } from '../../host/link-device-kinds.js';
+import { type Link, type LinkPair, type LinkState, allocateMany, emptyState, setAttachments, withDevicePrefix } from '../../host/link-state.js';
 import { linkVmsKeepGoing } from '../../host/link-keep-going.js';
-import { linkVms } from '../../host/linker.js';
+import { linkVms, linksOfVms, runKeptAttach, standingLinks } from '../../host/linker.js';
 import type { LinkerOptions, VmmPort } from '../../host/linker-types.js';
 import { loadState, saveState } from '../../host/state-store.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
@@ -136,5 +139,102 @@ describe('link looks at the devices of the recorded links it takes a mode from, 
     await linkVms([C3], options());
     expect(await attachedOf(C3)).toEqual([{ client: 'none', provider: 'netns' }]);
     expect(namesOf(state, [C1, NETVM], [C2, NETVM]).filter((name) => kernel.lookedUp.includes(name))).toEqual([]);
+  });
+});
+
+describe('a provider that is a client too (netvm -> vpnvm -> appvm)', () => {
+  const [VPN, APP] = ['vpnvm', 'appvm'].map(vmName) as [VmName, VmName];
+
+  it.each([
+    ['link', (vms: readonly VmName[]) => linkVms(vms, options())],
+    ['link --keep-going', (vms: readonly VmName[]) => linkVmsKeepGoing(vms, options())],
+  ] as const)("%s of a new client of vpnvm gives vpnvm's side the mode of its one up link, where it is the client", async (_, link) => {
+    await addVm(VPN, [NETVM]);
+    await addVm(APP, [VPN]);
+    const state = await recorded([[VPN, NETVM], [C1, NETVM]], ['qemu', 'netns']);
+    await link([APP]);
+    expect(await attachedOf(APP)).toEqual([{ client: 'none', provider: 'qemu' }]);
+    // netvm's other client tells nothing of vpnvm's mode: not looked at.
+    expect(namesOf(state, [C1, NETVM]).filter((name) => kernel.lookedUp.includes(name))).toEqual([]);
+  });
+});
+
+describe('the links a run takes modes from give every side of its links the mode all recorded links give it', () => {
+  const VMS = ['v0', 'v1', 'v2', 'v3', 'v4', 'v5'].map(vmName);
+  const vm = fc.constantFrom(...VMS);
+  const mode = fc.constantFrom(...ATTACH_MODES);
+  /** What the kernel has under one of a link's names: nothing, or a device of some kind (its own or another's). */
+  const device = fc.constantFrom(undefined, 'bridge', 'tun', 'veth', 'dummy');
+  const recordedLink = fc.record({ client: vm, provider: vm, attached: fc.option(fc.tuple(mode, mode), { nil: undefined }), devices: fc.tuple(device, device, device) });
+  const world = fc.record({
+    links: fc.uniqueArray(recordedLink, { maxLength: 14, selector: (link) => `${link.client} ${link.provider}` }),
+    /** `--attach`: maybe a mode for all, maybe some VM=MODE. */
+    attach: fc.tuple(fc.option(mode, { nil: undefined }), fc.dictionary(vm, mode, { maxKeys: 3 })),
+    run: fc.uniqueArray(vm, { minLength: 1, maxLength: 4 }),
+    /** Each VM's providers/net (a run's clients' are its new links). */
+    providers: fc.tuple(...VMS.map(() => fc.subarray(VMS, { maxLength: 3 }))),
+  });
+
+  /**
+   * The links up before a run as it took them when it looked at every recorded link's devices:
+   * each not settled whole by --attach, in its recorded modes where a device of its is there (or,
+   * recorded without modes, as its devices show them), else as goneLink takes it.
+   */
+  const everyLinkLookedAt = (state: LinkState, choice: AttachChoice): StandingLink[] =>
+    state.links.flatMap((link): StandingLink[] => {
+      if (chosenAttachMode(choice, link.client) !== undefined && chosenAttachMode(choice, link.provider) !== undefined) return [];
+      const names = linkDeviceNames(PREFIX, link.id);
+      if (linkDevicesSeen(expectedLinkDevices(names, link.attached), kernel.host).own.length === 0) return link.attached === undefined ? [] : [goneLink(link, link.attached)];
+      return [{ pair: link, modes: link.attached ?? { client: shownAttachMode(kernel.host.get(names.client)?.kind), provider: shownAttachMode(kernel.host.get(names.provider)?.kind) } }];
+    });
+
+  const dir = (name: VmName, providers: readonly VmName[]): VmDir => ({
+    name,
+    location: 'directory',
+    kernel: 'file',
+    blk: { state: 'directory', entries: [{ name: 'root.img', type: 'file' }] },
+    providers: { state: 'directory', entries: providers.filter((provider) => provider !== name).map((provider) => ({ name: provider, type: 'directory' as const })) },
+  });
+
+  it('sideMode of each side (as every link looked at gives it), newLinkMode of each VM of the run (before the config is read too), and the ambiguous-attach warning are those of the whole state', async () => {
+    await fc.assert(
+      fc.asyncProperty(world, async ({ links, attach, run, providers }) => {
+        kernel.host.clear();
+        kernel.lookedUp = [];
+        const pairs = links.filter((link) => link.client !== link.provider);
+        const { state: allocated } = allocateMany(withDevicePrefix(emptyState(), PREFIX), pairs);
+        const byPair = new Map(pairs.map((link) => [`${link.client} ${link.provider}`, link]));
+        const withModes = allocated.links.map((link): Link => {
+          const drawn = byPair.get(`${link.client} ${link.provider}`);
+          const names = linkDeviceNames(PREFIX, link.id);
+          for (const [name, kind] of [[names.bridge, drawn?.devices[0]], [names.client, drawn?.devices[1]], [names.provider, drawn?.devices[2]]] as const) {
+            if (kind !== undefined) kernel.host.set(name, { name, kind });
+          }
+          return drawn?.attached === undefined ? link : { ...link, attached: { client: drawn.attached[0], provider: drawn.attached[1] } };
+        });
+        const before: LinkState = { ...allocated, links: withModes };
+        const [all, perVm] = attach;
+        const opts = { ...options(), attach: parseAttachChoice([...(all === undefined ? [] : [all]), ...Object.entries(perVm).map(([name, chosen]) => `${name}=${chosen}`)]) };
+        const snapshot: ConfigSnapshot = { dir: configDir, vms: new Map(VMS.map((name, index) => [name, dir(name, providers[index] ?? [])])) };
+
+        const whole = keptAttach(opts.attach, everyLinkLookedAt(before, opts.attach));
+        expect(keptAttach(opts.attach, await standingLinks(before, opts))).toEqual(whole);
+        const own = keptAttach(opts.attach, await standingLinks(linksOfVms(before, new Set(run)), opts));
+        const selected = await runKeptAttach(run, snapshot, before, opts);
+
+        // The run's links: to each provider its config names, and those recorded (a mode switch, a take-down).
+        const named = run.flatMap((client) => (providers[VMS.indexOf(client)] ?? []).filter((provider) => provider !== client).map((provider): LinkPair => ({ client, provider })));
+        const runPairs = [...named, ...before.links.filter((link) => run.includes(link.client)).map(({ client, provider }): LinkPair => ({ client, provider }))];
+        for (const pair of runPairs) {
+          for (const side of ['client', 'provider'] as const) expect(sideMode(selected, pair, side)).toEqual(sideMode(whole, pair, side));
+        }
+        for (const client of run) {
+          expect(newLinkMode(selected, client)).toEqual(newLinkMode(whole, client));
+          expect(newLinkMode(own, client)).toEqual(newLinkMode(whole, client));
+        }
+        expect(ambiguousAttach(selected, named)).toEqual(ambiguousAttach(whole, named));
+      }),
+      { numRuns: 400 },
+    );
   });
 });
