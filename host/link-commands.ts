@@ -394,7 +394,8 @@ function orphanWarning({ vm, links, linkedAsProvider }: OrphanedVm, configDir: s
   const named = linkedAsProvider.slice(0, LINKS_NAMED_MAX).map((link) => `${link.vm} -> ${vm}`);
   const more = linkedAsProvider.length > LINKS_NAMED_MAX ? ` and ${linkedAsProvider.length - LINKS_NAMED_MAX} more` : '';
   const asProvider = linkedAsProvider.length === 0 ? '' : ` and its ${linkedAsProvider.length} link${linkedAsProvider.length === 1 ? '' : 's'} as provider (${named.join(', ')}${more})`;
-  return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}`;
+  const [left, them] = links.length === 1 ? ['it is', 'it'] : ['they are', 'them'];
+  return `${vm} has ${recorded} but no directory in ${configDir}: left as ${left} (devices too), as the VM may still run; if it is gone for good, release ${them}${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}`;
 }
 
 /** How many links a warning names, at most; the rest are counted. */
