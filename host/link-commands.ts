@@ -4,17 +4,18 @@
 import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
 import { directoryOption } from '../shared/cli/directory-option.js';
-import { interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
+import { exitOnSignals, interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT, exitCodeOf, oneLine } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
+import { shownPath } from '../shared/shown-text.js';
 import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { DEVICE_KIND } from './device-plan.js';
-import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
+import type { FarEndElsewhere, ForeignDevice, OffBridge } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
@@ -323,6 +324,12 @@ function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
 /** What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's namespace under its name. */
 function farEndLine({ device, netns }: FarEndElsewhere): string {
   return `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (link makes the pair anew)`;
+}
+
+/** What `list` and `show` say, under a link, of a side device of it that is not a port of its bridge (the master a device name from the kernel: escaped where it holds control characters). */
+function offBridgeLine({ device, master }: OffBridge, bridge: string): string {
+  const where = master === null ? 'is a port of no bridge' : `is a port of ${shownPath(master)}`;
+  return `  ${device} ${where}, not of this link's bridge ${bridge} (link puts it back)`;
 }
 
 /** What `unlink` (and `link` taking down a provider dropped) says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
@@ -679,21 +686,28 @@ function keepGoingStopLines(stopped: KeepGoingStop): string[] {
 /**
  * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
- * held the signals are handled as without it (the process ends): their work is not interruptible.
+ * held a signal still ends the process at once (their work is not interruptible: a kernel bulk
+ * delete goes on without it), but after one line, `held`'s: what may be partly done, what to run.
  * A run that failed is said as `said` makes its failure (the lines its command says with it), the
  * line of a lock not released as it should be after them (as `link` says it: withLeftDown).
  */
 async function interruptibleLockWait<T>(
   name: 'unlink' | 'gc',
   nothing: string,
+  held: (signal: NodeJS.Signals) => string,
   run: (wait: { signal: AbortSignal; onLockHeld: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
   said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
   const interruption = interruptOnSignals('spectrum-link', nothing);
+  let exiting: { dispose(): void } | undefined;
+  const onLockHeld = (): void => {
+    interruption.dispose();
+    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(held(signal)));
+  };
   const unlockFailures: StateStoreError[] = [];
   try {
     // After a run that succeeded, the caller says it after what the run did (its work is done).
-    const done = await run({ signal: interruption.signal, onLockHeld: () => interruption.dispose(), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
+    const done = await run({ signal: interruption.signal, onLockHeld, onUnlockFailed: (failure) => void unlockFailures.push(failure) });
     return { done, unreleased: unlockFailures };
   } catch (error) {
     const failure =
@@ -709,6 +723,7 @@ async function interruptibleLockWait<T>(
     );
   } finally {
     interruption.dispose();
+    exiting?.dispose();
   }
 }
 
@@ -1318,6 +1333,11 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       } = await interruptibleLockWait(
         'unlink',
         'nothing was taken down',
+        // Once it holds the lock: NICs detached, devices deleted (a kernel bulk delete goes on
+        // without it), the state not yet written; the same unlink finishes it.
+        (signal) =>
+          `unlink interrupted by ${signal}: its take-down may be partly done (NICs detached, devices deleted, the kernel finishing a deletion begun) ` +
+          `while the state may still record ${name}'s links as before: run ${commands.unlink(name, [...(forget ? ['--forget'] : []), ...(flags.force === true ? ['--force'] : [])])} again to finish it`,
         (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }),
         (error: unknown) => {
           // A take-down stopped part-way: its line says what it had done; after it, the line of
@@ -1382,10 +1402,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const elsewhere = (entry: ListedLink): Record<string, unknown> =>
         entry.farEndsElsewhere.length === 0 ? {} : { farEndsElsewhere: entry.farEndsElsewhere.map(({ device, netns }) => ({ device, netns })) };
       // `clientSocket` and `providerSocket`: each only where the state records it (a linked link's VMM side).
+      // `offBridge` only where there are any, as `farEndsElsewhere`.
+      const offBridge = (entry: ListedLink): Record<string, unknown> => (entry.offBridge.length === 0 ? {} : { offBridge: entry.offBridge.map(({ device, master }) => ({ device, master })) });
       const entries = listed.map((entry) =>
         entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry) }
-          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry) },
+          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry) }
+          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
@@ -1394,7 +1416,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         if (!entry.linked) return 'unlinked (id kept)';
         // Every device there, yet not present: only for veths whose far end is not in its VM's namespace (lines under it say which).
         const elsewhere = entry.farEndsElsewhere.length === 1 ? 'far end elsewhere' : 'far ends elsewhere';
-        const shown = entry.present ? 'up' : entry.devicesThere ? elsewhere : 'devices missing';
+        // Present, but a side device off its bridge (lines under it say which): it carries nothing.
+        const up = entry.offBridge.length === 0 ? 'up' : 'not bridged';
+        const shown = entry.present ? up : entry.devicesThere ? elsewhere : 'devices missing';
         return entry.attachRecorded ? shown : `${shown} (attach modes not recorded)`;
       };
       const lines = listed.flatMap((entry) => [
@@ -1402,6 +1426,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
         ...entry.foreign.map(foreignLine),
         ...entry.farEndsElsewhere.map(farEndLine),
+        ...entry.offBridge.map((off) => offBridgeLine(off, entry.bridge)),
       ]);
       process.stdout.write(lines.map((line) => `${line}\n`).join(''));
     }
@@ -1449,6 +1474,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const { done: removed, unreleased } = await interruptibleLockWait(
         'gc',
         'nothing was deleted',
+        // Once it holds the lock: a kernel bulk delete goes on without it; gc again deletes what is left.
+        (signal) => `gc interrupted by ${signal}: the devices it found to delete may be partly deleted (the kernel finishing a deletion begun): run gc again to delete what is left`,
         (wait) => collectGarbage({ ...options, ...wait }),
         (error: unknown) => {
           // The kernel stopped its removal: with --json, what it had deleted (none too) on stdout too (its line says it), for scripts.

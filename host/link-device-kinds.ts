@@ -126,3 +126,28 @@ export function linkDevicesSeen(
   const devicesThere = own.length === expected.length;
   return { own, devicesThere, whole: devicesThere && farEndsElsewhere.length === 0, foreign, farEndsElsewhere };
 }
+
+/** A side's device of a link that is not a port of the link's bridge (`ip link set ... nomaster`, or put on another): the link carries nothing. */
+export interface OffBridge {
+  readonly role: Exclude<DeviceRole, 'bridge'>;
+  readonly device: string;
+  /** The device it is a port of instead; null: of none. */
+  readonly master: string | null;
+}
+
+/**
+ * Of a link whose devices are all there (`seen`), the side devices that are not ports of its
+ * bridge: as `list` and `show` flag them (`link` puts them back, fixDevice in device-plan.ts).
+ * None where a device is missing or foreign: the link is said so first.
+ */
+export function portsOffBridge(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'master'>>): OffBridge[] {
+  if (!seen.devicesThere) return [];
+  const sides = [
+    ['client', names.client],
+    ['provider', names.provider],
+  ] as const;
+  return sides.flatMap(([role, device]) => {
+    const master = host.get(device)?.master ?? null;
+    return master === names.bridge ? [] : [{ role, device, master }];
+  });
+}

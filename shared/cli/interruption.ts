@@ -49,3 +49,22 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: { 
     },
   };
 }
+
+/**
+ * Until dispose(), end the process at the first SIGINT or SIGTERM (exit 128 + the signal's number,
+ * as without a handler) after one line saying what that leaves (`line`, given the signal): for a
+ * command whose work, once begun, it cannot stop at a safe point or undo. The line starts on a line
+ * of its own on a terminal (after the echoed ^C).
+ */
+export function exitOnSignals(program: string, line: (signal: StopSignal) => string, stderr: { readonly isTTY?: boolean; write(text: string): unknown } = process.stderr): { dispose(): void } {
+  const handler = (signal: StopSignal): void => {
+    stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${line(signal)}\n`);
+    process.exit(signalExitCode(signal));
+  };
+  for (const signal of SIGNALS) process.on(signal, handler);
+  return {
+    dispose: () => {
+      for (const signal of SIGNALS) process.off(signal, handler);
+    },
+  };
+}

@@ -199,6 +199,42 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     expect(unprefixedText.stdout.split('\n').filter((line) => line.startsWith(`appvm-lynx -> netvm  id ${link.id} `))).toEqual([lineOf(link, 'netns', 'netns', 'far ends elsewhere')]);
   });
 
+  it("a link whose side device is off its bridge (nomaster, or a port of another bridge) is flagged in list and show (`not bridged`, JSON `offBridge`, a line under it), its other fields as up; link puts it back", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+    const offLine = (device: string, where: string): string => `  ${device} ${where}, not of this link's bridge ${link.bridge} (link puts it back)`;
+
+    // The provider's port taken off the bridge: the link carries nothing.
+    await world().host.ip(['link', 'set', 'dev', names.provider, 'nomaster']);
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...up, offBridge: [{ device: names.provider, master: null }] },
+        lines: [lineOf(link, 'netns', 'netns', 'not bridged'), offLine(names.provider, 'is a port of no bridge')],
+      });
+    }
+    // And the client's put on another bridge too: both said, client first.
+    await world().host.ip(['link', 'add', 'dev', 'xbr7', 'type', 'bridge']);
+    try {
+      await world().host.ip(['link', 'set', 'dev', names.client, 'master', 'xbr7']);
+      expect(await shown(['show', 'appvm-lynx'], link.id)).toEqual({
+        json: {
+          ...up,
+          offBridge: [
+            { device: names.client, master: 'xbr7' },
+            { device: names.provider, master: null },
+          ],
+        },
+        lines: [lineOf(link, 'netns', 'netns', 'not bridged'), offLine(names.client, 'is a port of xbr7'), offLine(names.provider, 'is a port of no bridge')],
+      });
+      // link puts them back: up again, nothing flagged.
+      expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+      expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'xbr7']);
+    }
+  });
+
   it("a netns link whose VM's namespace holds a veth under its veth's name that is not that veth's peer (another pair's end moved in under it) is not present in list and show, and link makes the pair anew", async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     const lynxNs = `${world().netnsPrefix}appvm-lynx`;

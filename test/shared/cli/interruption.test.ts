@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { interruptOnSignals, signalExitCode } from '../../../shared/cli/interruption.js';
+import { exitOnSignals, interruptOnSignals, signalExitCode } from '../../../shared/cli/interruption.js';
 
 describe('interruptOnSignals', () => {
   afterEach(() => {
@@ -39,5 +39,35 @@ describe('interruptOnSignals', () => {
 
   it('gives the exit codes shells report for signals', () => {
     expect([signalExitCode('SIGINT'), signalExitCode('SIGTERM')]).toEqual([130, 143]);
+  });
+});
+
+describe('exitOnSignals', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it("exits at the first SIGINT or SIGTERM (128 + its number) after the line given for it, on a line of its own on a terminal, and restores the defaults on dispose", () => {
+    const listeners = { SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') };
+    let written = '';
+    const exiting = exitOnSignals('prog', (signal) => `interrupted by ${signal}: run it again`, { write: (text: string) => (written += text) });
+    const exit = vi.spyOn(process, 'exit').mockImplementation(() => undefined as never);
+    try {
+      process.emit('SIGTERM', 'SIGTERM');
+      expect(exit).toHaveBeenCalledWith(143);
+      expect(written).toBe('prog: interrupted by SIGTERM: run it again\n');
+    } finally {
+      exiting.dispose();
+    }
+    expect({ SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') }).toEqual(listeners);
+    written = '';
+    const onTerminal = exitOnSignals('prog', (signal) => `interrupted by ${signal}`, { isTTY: true, write: (text: string) => (written += text) });
+    try {
+      process.emit('SIGINT', 'SIGINT');
+      expect(exit).toHaveBeenLastCalledWith(130);
+      expect(written).toBe('\nprog: interrupted by SIGINT\n');
+    } finally {
+      onTerminal.dispose();
+    }
   });
 });
