@@ -58,12 +58,19 @@ export function trackNamespacePrefix(prefix: string): void {
  * or signal with the rest (sweepRunPrefixSync): the global setup's last resort. At a signal the
  * handler here raises it again once done, and the process dies by it before vitest's own exit
  * handlers run: a sweep left to those was skipped, and a stopped run left the namespaces of a
- * worker killed before its cleanup.
+ * worker killed before its cleanup. Returns the sweep to run at the end (the global teardown's):
+ * it returns the namespaces it found, and once it is done there is no sweep on exit (it would
+ * find nothing: the run is over).
  */
-export function sweepRunOnExit(prefix: string): void {
+export function sweepRunOnExit(prefix: string): () => string[] {
   if (checkRunPrefix(prefix) !== runPrefix()) throw new HarnessError(`sweepRunOnExit: ${prefix} is not this run's prefix ${runPrefix()}`);
   installExitHandlers();
   sweptRunPrefix = prefix;
+  return () => {
+    const leaked = sweepRunPrefixSync(prefix);
+    sweptRunPrefix = undefined;
+    return leaked;
+  };
 }
 
 /**
