@@ -19,8 +19,8 @@ const liveTempDirs = new Set<string>();
 const liveNamespacePrefixes = new Set<string>();
 /** The run's prefix where this process sweeps it on exit or signal (sweepRunOnExit): the global setup's. */
 let sweptRunPrefix: string | undefined;
-/** Where useOwnTempDir records the dir it made, so that a second call in one process keeps it. */
-const OWN_TEMP_DIR_ENV = 'SPECTRUM_TEST_OWN_TMPDIR';
+/** The dir useOwnTempDir made, so that a second call in this process keeps it. */
+let ownTempDir: string | undefined;
 const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 let handlersInstalled = false;
 
@@ -116,13 +116,12 @@ function pidsInNamespace(name: string): number[] {
  * and open to all, as /tmp is: tests run commands as other users. Called again, the same dir.
  */
 export function useOwnTempDir(): string {
-  const own = process.env[OWN_TEMP_DIR_ENV];
-  if (own !== undefined && own === process.env['TMPDIR'] && liveTempDirs.has(own)) return own;
+  if (ownTempDir !== undefined && ownTempDir === process.env['TMPDIR'] && liveTempDirs.has(ownTempDir)) return ownTempDir;
   const dir = mkdtempSync(join(tmpdir(), 'spectrum-test-'));
   trackTempDir(dir);
   chmodSync(dir, 0o1777);
   process.env['TMPDIR'] = dir;
-  process.env[OWN_TEMP_DIR_ENV] = dir;
+  ownTempDir = dir;
   return dir;
 }
 
