@@ -69,7 +69,13 @@ function listing(path: string): Listing {
     found = readdirSync(path, { withFileTypes: true });
   } catch (error) {
     const code = codeOf(error);
-    if (code === 'ENOENT') return { state: 'missing' };
+    if (code === 'ENOENT') {
+      // Not there because it is, or is under, a symlink to nothing (providers -> a volume not
+      // mounted): no directory, not a missing one, which for providers/net would be no providers
+      // and take the VM's links down. (The VM directory above it was there: it stops the search.)
+      const toNothing = danglingSymlinkOn(path);
+      return toNothing === undefined ? { state: 'missing' } : { state: 'not-a-directory', toNothing };
+    }
     if (code === 'ENOTDIR') return { state: 'not-a-directory' };
     // No directory there either, said as a loop: not unreadable (its permissions are not why).
     if (code === 'ELOOP') return { state: 'not-a-directory', loops: true };
@@ -123,20 +129,40 @@ function resolveVmEntry(root: string, name: VmName): ResolvedVm {
   return { reached: { name, to: real.slice(root.length + 1), identity: identityOf(target), symlink: true }, path: real };
 }
 
-/** What a VM directory holds (read through `path`, where it is or leads to). */
-function readVmContents(name: VmName, path: string): VmDir {
+/**
+ * Where providers/net, or providers, is a symlink whose directory is outside the config dir
+ * `root`: that directory (its real path); else undefined. Like a VM directory, it may not leave the
+ * config dir, the trust boundary: its names say which VMs the VM is linked with. (The images and
+ * kernel may be anywhere, as in Spectrum.) Two lstats where neither is a symlink.
+ */
+function providersOutside(root: string, path: string): string | undefined {
+  const providers = join(path, 'providers');
+  const net = join(providers, 'net');
+  try {
+    if (!lstatSync(providers).isSymbolicLink() && !lstatSync(net).isSymbolicLink()) return undefined;
+    const real = realpathSync(net);
+    return isInside(root, real) ? undefined : real;
+  } catch {
+    return undefined; // gone meanwhile: as listed
+  }
+}
+
+/** What a VM directory holds (read through `path`, where it is or leads to, in config dir `root`). */
+function readVmContents(root: string, name: VmName, path: string): VmDir {
   const kernel = fileState(join(path, 'vmlinux'));
   const blk = listing(join(path, 'blk'));
-  const providers = listing(join(path, 'providers', 'net'));
+  const listed = listing(join(path, 'providers', 'net'));
+  const outside = listed.state === 'directory' ? providersOutside(root, path) : undefined;
+  const providers: Listing = outside === undefined ? listed : { state: 'not-a-directory', outside };
   return { name, location: 'directory', kernel, blk, providers };
 }
 
-/** A resolved VM entry as read: no usable directory, an alias (`aliases`, vmAliases'), or what its directory holds. */
-function readResolved(resolved: ResolvedVm, aliases: ReadonlyMap<VmName, VmAlias>): VmDir {
+/** A resolved VM entry of config dir `root` as read: no usable directory, an alias (`aliases`, vmAliases'), or what its directory holds. */
+function readResolved(root: string, resolved: ResolvedVm, aliases: ReadonlyMap<VmName, VmAlias>): VmDir {
   if ('unusable' in resolved) return resolved.unusable;
   const { name } = resolved.reached;
   const alias = aliases.get(name);
-  return alias === undefined ? readVmContents(name, resolved.path) : { name, location: 'alias', alias };
+  return alias === undefined ? readVmContents(root, name, resolved.path) : { name, location: 'alias', alias };
 }
 
 /** The names of a config dir (as bytes) that are VM names, as text. */
@@ -238,7 +264,7 @@ export async function readConfigDir(dir: string, source?: ConfigDirSource): Prom
   }
   const vms = new Map<VmName, VmDir>();
   for (const entry of resolved) {
-    const vm = readResolved(entry, aliases);
+    const vm = readResolved(root, entry, aliases);
     vms.set(vm.name, vm);
   }
   return { dir: root, vms, misnamed: misnamed.sort((a, b) => (a.shown < b.shown ? -1 : a.shown > b.shown ? 1 : 0)) };
@@ -267,7 +293,7 @@ export async function readConfigVms(dir: string, roots: readonly VmName[], sourc
     // Only a symlink to a directory that is no VM's own can share it with names not read here.
     const { reached } = resolved;
     const shares = reached.symlink && !isVmName(reached.to) ? othersThan(name) : [];
-    return readResolved(resolved, vmAliases([reached, ...shares]));
+    return readResolved(root, resolved, vmAliases([reached, ...shares]));
   };
   let frontier = [...new Set(roots)];
   while (frontier.length > 0) {

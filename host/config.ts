@@ -25,10 +25,15 @@ export interface DirEntry {
   readonly symlink?: true;
 }
 
-/** What was found at a directory path (`loops`: a symlink that leads round a loop of symlinks). */
+/**
+ * What was found at a directory path (`loops`: a symlink that leads round a loop of symlinks;
+ * `toNothing`: it is, or goes through, a symlink to nothing, that symlink in words: no directory,
+ * not one missing, which for providers/net would be a VM with no providers; `outside`: a symlink
+ * led it to this directory outside the config dir, not read).
+ */
 export type Listing =
   | { readonly state: 'missing' }
-  | { readonly state: 'not-a-directory'; readonly loops?: true }
+  | { readonly state: 'not-a-directory'; readonly loops?: true; readonly toNothing?: string; readonly outside?: string }
   | { readonly state: 'unreadable'; readonly reason: string }
   | { readonly state: 'directory'; readonly entries: readonly DirEntry[] };
 
@@ -37,6 +42,15 @@ export type FileState = 'file' | 'missing' | 'not-a-file' | 'symlink-loop' | 'un
 
 /** A symlink that leads round a loop, in words (as ENTRY_TEXT's, after the path). */
 const LOOPS = 'is a symlink that loops (ELOOP: too many levels of symbolic links)';
+
+/** What a directory path that is no directory is, in words after the path. */
+function notADirectory(listing: Listing & { state: 'not-a-directory' }): string {
+  if (listing.loops === true) return LOOPS;
+  return listing.toNothing === undefined ? 'is not a directory' : `is not a directory (${listing.toNothing})`;
+}
+
+/** What to check of a directory that is a symlink to nothing (a file system not mounted, a target moved). */
+const TO_NOTHING_FIX = ': check where that symlink should lead (a file system not mounted?)';
 
 /**
  * Why a config dir entry is not a usable VM directory. A 'symlink-loop' (a symlink that leads round
@@ -150,6 +164,8 @@ export type ConfigProblemKind =
   | 'no-disk-image'
   | 'image-not-a-file'
   | 'providers-not-a-directory'
+  /** providers/net (or providers) is a symlink that leads outside the config dir, as a VM directory may not. */
+  | 'providers-escapes-config-dir'
   | 'providers-unreadable'
   | 'provider-name-invalid'
   | 'self-provider'
@@ -233,9 +249,9 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
 const ONE_NAME = 'a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities';
 
 function describeAlias(dir: string, name: VmName, alias: VmAlias): string {
-  const path = `${dir}/${name}`;
+  const path = entryPath(dir, name);
   if ('owner' in alias) {
-    return `${path} is a symlink that leads to VM ${alias.owner}'s directory ${dir}/${alias.owner}: ${ONE_NAME}; give the VM one name: remove the symlink ${path} and name ${alias.owner}, not ${name}, in providers/net`;
+    return `${path} is a symlink that leads to VM ${alias.owner}'s directory ${entryPath(dir, alias.owner)}: ${ONE_NAME}; give the VM one name: remove the symlink ${path} and name ${alias.owner}, not ${name}, in providers/net`;
   }
   const target = entryPath(dir, alias.to);
   const all = [name, ...alias.sharedWith].sort(byName).join(', ');
@@ -247,7 +263,7 @@ function describeAlias(dir: string, name: VmName, alias: VmAlias): string {
 
 /** What a VM entry that is no usable VM directory is instead, in words. */
 function describeEntry(dir: string, vm: UnusableVmEntry): string {
-  return vm.location === 'alias' ? describeAlias(dir, vm.name, vm.alias) : describeLocation(vm.location, `${dir}/${vm.name}`, vm.reason);
+  return vm.location === 'alias' ? describeAlias(dir, vm.name, vm.alias) : describeLocation(vm.location, entryPath(dir, vm.name), vm.reason);
 }
 
 const entryProblemKind = (vm: UnusableVmEntry): ConfigProblemKind => (vm.location === 'alias' ? 'vm-alias' : LOCATION_PROBLEM[vm.location]);
@@ -258,7 +274,7 @@ const entryProblemKind = (vm: UnusableVmEntry): ConfigProblemKind => (vm.locatio
  */
 export function vmDirProblem(snapshot: ConfigSnapshot, name: VmName): string | undefined {
   const vm = snapshot.vms.get(name);
-  if (vm === undefined) return `no directory ${snapshot.dir}/${name}`;
+  if (vm === undefined) return `no directory ${entryPath(snapshot.dir, name)}`;
   return vm.location === 'directory' ? undefined : describeEntry(snapshot.dir, vm);
 }
 
@@ -275,7 +291,7 @@ const ENTRY_TEXT: Record<EntryType, string> = {
 /** Problems with one VM directory's own files (not following providers). */
 function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
-  const base = `${dir}/${vm.name}`;
+  const base = entryPath(dir, vm.name);
   switch (vm.kernel) {
     case 'missing':
       problems.push(problem(vm.name, 'kernel-missing', `no kernel: ${base}/vmlinux is missing; put the uncompressed Linux kernel image for the VM there`));
@@ -299,7 +315,7 @@ function ownProblems(dir: string, vm: VmDir & { location: 'directory' }): Config
       problems.push(problem(vm.name, 'blk-missing', `no disk image: ${base}/blk/ is missing; create it with at least one *${IMAGE_SUFFIX} image`));
       break;
     case 'not-a-directory':
-      problems.push(problem(vm.name, 'blk-not-a-directory', `${base}/blk ${blk.loops === true ? LOOPS : 'is not a directory'}; it must be a directory of *${IMAGE_SUFFIX} disk images`));
+      problems.push(problem(vm.name, 'blk-not-a-directory', `${base}/blk ${notADirectory(blk)}; it must be a directory of *${IMAGE_SUFFIX} disk images${blk.toNothing === undefined ? '' : TO_NOTHING_FIX}`));
       break;
     case 'unreadable':
       problems.push(problem(vm.name, 'blk-unreadable', `${base}/blk/ cannot be read (${blk.reason}); check its permissions`));
@@ -371,7 +387,7 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
   const { dir } = snapshot;
   const root = snapshot.vms.get(name);
   if (root === undefined) {
-    return [problem(name, 'vm-missing', `no VM directory ${dir}/${name}; VMs are the directories of ${dir}`)];
+    return [problem(name, 'vm-missing', `no VM directory ${entryPath(dir, name)}; VMs are the directories of ${dir}`)];
   }
   if (root.location !== 'directory') {
     return [problem(name, entryProblemKind(root), describeEntry(dir, root))];
@@ -384,10 +400,18 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     const vm = snapshot.vms.get(next);
     if (vm === undefined || vm.location !== 'directory') continue; // reported by whoever names it
     problems.push(...ownProblems(dir, vm));
-    const base = `${dir}/${vm.name}`;
-    if (vm.providers.state === 'not-a-directory') {
-      const what = vm.providers.loops === true ? LOOPS : 'is not a directory';
-      problems.push(problem(vm.name, 'providers-not-a-directory', `${base}/providers/net ${what}; it must hold one file named for each provider VM`));
+    const base = entryPath(dir, vm.name);
+    if (vm.providers.state === 'not-a-directory' && vm.providers.outside !== undefined) {
+      problems.push(
+        problem(
+          vm.name,
+          'providers-escapes-config-dir',
+          `${base}/providers/net is a symlink that leads outside the config dir (to ${shownPath(vm.providers.outside)}); it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`,
+        ),
+      );
+    } else if (vm.providers.state === 'not-a-directory') {
+      const fix = vm.providers.toNothing === undefined ? '' : `${TO_NOTHING_FIX}, or remove it for no providers`;
+      problems.push(problem(vm.name, 'providers-not-a-directory', `${base}/providers/net ${notADirectory(vm.providers)}; it must hold one file named for each provider VM${fix}`));
     } else if (vm.providers.state === 'unreadable') {
       problems.push(problem(vm.name, 'providers-unreadable', `${base}/providers/net/ cannot be read (${vm.providers.reason}); check its permissions`));
     }
@@ -405,7 +429,7 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
       }
       const target = snapshot.vms.get(provider);
       if (target === undefined) {
-        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${dir}/${provider}; create that VM or remove the ${providerEntryNoun(entry)}`));
+        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${entryPath(dir, provider)}; create that VM or remove the ${providerEntryNoun(entry)}`));
         continue;
       }
       if (target.location !== 'directory') {

@@ -386,7 +386,8 @@ function orphanWarning({ vm, links, linkedAsProvider }: OrphanedVm, configDir: s
   // The unlink offered takes down every link of the VM, those linked with it as provider too (as unusableWarning says): named.
   const clients = linkedAsProvider.map((link) => link.vm);
   const asProvider = clients.length === 0 ? '' : ` and its ${clients.length} link${clients.length === 1 ? '' : 's'} as provider (${linksNamed(clients, vm)})`;
-  return `${vm} has ${recorded} but no directory in ${configDir}: left as they are (devices too), as the VM may still run; if it is gone for good, release them${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}`;
+  const [left, them] = links.length === 1 ? ['it is', 'it'] : ['they are', 'them'];
+  return `${vm} has ${recorded} but no directory in ${configDir}: left as ${left} (devices too), as the VM may still run; if it is gone for good, release ${them}${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}`;
 }
 
 /** How many links a warning names, at most; the rest are counted. */

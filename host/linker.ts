@@ -5,12 +5,13 @@
 // (options, reports), linker-error.ts (LinkerError), link-listing.ts (list, show), link-relinks.ts
 // (relink commands), link-take-down.ts (unlink, gc, take-downs), link-switch.ts (mode switches),
 // link-keep-going.ts (--keep-going, on top of this one).
+import type { CliError } from '../shared/cli/run-cli.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, chosenAttachMode } from './attach-mode.js';
 import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
 import { linkDeviceNames } from './device-names.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
-import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
+import { type AmbiguousAttach, type KeptAttach, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
 import { type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
 import { assertStateWritableForTakeOut, assertSwitchedInputUsable, switchedSides, takeBackSwitched, withSockets } from './link-switch.js';
@@ -41,9 +42,10 @@ import {
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
 import { assertNoUnrecordedDevices, loadRunState } from './state-prefix.js';
+import { sharedSocketFailures, vmmSidesOf } from './vmm-socket-sharing.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
-import { vmName } from './vm-name.js';
+import { isVmName, vmName } from './vm-name.js';
 
 /** The failure of an undo's device step, its devices grouped by the links of `reports`; none where none of them is left. */
 export function devicesLeft(devices: readonly string[], reports: readonly LinkReport[], error: string): UndoStepFailure | undefined {
@@ -408,14 +410,17 @@ export async function linkTransaction(
 }
 
 /**
- * The links up before a `link` run, whose modes it keeps where --attach says nothing of a VM
+ * The links up before a `link` run, whose modes it keeps where --attach does not name a VM
  * (kept-attach.ts): those recorded while a device of the link's kind exists under one of their
  * names, as unlink and list take them, each side in its recorded mode, or (a record written before
  * the state kept modes) as its device shows it. Of a record whose devices are all gone (after a
  * reboot: the state outlives the devices; devices of other kinds under its names are none of its,
  * link-device-kinds.ts) only the sides that need no VMM keep their mode (`netns`: the plan makes a
  * missing namespace; `none`); a `qemu` or `cloud-hypervisor` side is not up and gets the VM's mode
- * (goneLink). Devices are looked at (one listing) only for links --attach does not settle whole.
+ * (goneLink). Devices are looked at (one listing, a request per name) only for links --attach does
+ * not settle whole, and of those only where it tells: not for a link recorded with neither side
+ * attached by a VMM, which stands in its recorded modes whether its devices are there or gone.
+ * (A run passes only the links it takes modes from: runKeptAttach.)
  */
 export async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<StandingLink[]> {
   const namesOf = (link: Link): ReturnType<typeof linkDeviceNames> => linkDeviceNames(options.devicePrefix, link.id);
@@ -423,7 +428,11 @@ export async function standingLinks(state: LinkState, options: Pick<LinkerOption
   // each of its VMs has the mode --attach gives it on every link.
   const chosen = (vm: VmName): boolean => chosenAttachMode(options.attach, vm) !== undefined;
   const unsettled = state.links.filter((link) => !(chosen(link.client) && chosen(link.provider)));
-  const host = unsettled.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unsettled.flatMap((link) => Object.values(namesOf(link))))).host;
+  // Up or gone, such a link stands in its recorded modes (goneLink keeps netns and none): its
+  // devices, not looked at, are taken as gone.
+  const withoutVmm = (link: Link): boolean => link.attached !== undefined && !isVmmMode(link.attached.client) && !isVmmMode(link.attached.provider);
+  const looked = unsettled.filter((link) => !withoutVmm(link));
+  const host = looked.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], looked.flatMap((link) => Object.values(namesOf(link))))).host;
   return unsettled.flatMap((link): StandingLink[] => {
     const names = namesOf(link);
     if (seenOf(link, host, options).own.length === 0) return link.attached === undefined ? [] : [goneLink(link, link.attached)];
@@ -432,23 +441,84 @@ export async function standingLinks(state: LinkState, options: Pick<LinkerOption
   });
 }
 
+/** The links of `state` that a VM of `vms` is a side of (client or provider), but for those a VM of `but` is a side of. Pure. */
+export function linksOfVms(state: LinkState, vms: ReadonlySet<VmName>, but: ReadonlySet<VmName> = new Set()): LinkState {
+  const of = (link: Link): boolean => vms.has(link.client) || vms.has(link.provider);
+  return { ...state, links: state.links.filter((link) => of(link) && !but.has(link.client) && !but.has(link.provider)) };
+}
+
+/** Where a side's mode comes from when it is not the VM's (its up links'): --attach, or the link's own. */
+const OWN_MODE_SOURCES: ReadonlySet<ModeSource> = new Set(['attach', 'link', 'unshown']);
+
+/**
+ * The providers of a run of `vms` (clients) whose own mode (the one every up link of theirs has
+ * on their side) a side of the run's links may take (kept-attach.ts): of each pair of the run,
+ * to a provider its config names (in `snapshot`) or recorded (in `before`: a mode switch looks at
+ * those), the provider where --attach does not name it and the link does not stand on its side
+ * in `own` (the KeptAttach of the links the run's VMs are a side of, which holds every standing
+ * link of a pair of the run). Pure.
+ */
+export function providersTakingVmMode(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, own: KeptAttach): Set<VmName> {
+  const run = new Set(vms);
+  const named = vms.flatMap((client) => {
+    const dir = snapshot.vms.get(client);
+    const entries = dir?.location === 'directory' && dir.providers.state === 'directory' ? dir.providers.entries : [];
+    return entries.flatMap(({ name }) => (isVmName(name) ? [{ client, provider: name }] : []));
+  });
+  const recorded = before.links.filter((link) => run.has(link.client));
+  // Its side's mode is --attach's, or the link's own: no other link of the provider's counts for it.
+  const takesVmMode = (pair: LinkPair): boolean => !OWN_MODE_SOURCES.has(sideMode(own, pair, 'provider').from);
+  return new Set([...named, ...recorded].filter(takesVmMode).map((pair) => pair.provider));
+}
+
+/**
+ * What a `link` run of `vms` (clients) knows of attach modes, from the links up before it
+ * (standingLinks) that it takes a mode from, the others' devices not looked at (a run's cost does
+ * not grow with the links of VMs it does not touch): the links its VMs are a side of (`own`, where
+ * the caller looked at them already), which tell each VM's own mode and each of its links'; then
+ * those of the providers whose own mode a side of its links takes (providersTakingVmMode).
+ * Every side of a link of the run (kept-attach's sideMode, newLinkMode, ambiguousAttach) gets the
+ * mode a KeptAttach of every recorded link gives it.
+ */
+export async function runKeptAttach(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>, own?: readonly StandingLink[]): Promise<KeptAttach> {
+  const run = new Set(vms);
+  const ofRun = own ?? (await standingLinks(linksOfVms(before, run), options));
+  const providers = providersTakingVmMode(vms, snapshot, before, keptAttach(options.attach, ofRun));
+  const ofProviders = providers.size === 0 ? [] : await standingLinks(linksOfVms(before, providers, run), options);
+  return keptAttach(options.attach, [...ofRun, ...ofProviders]);
+}
+
 /**
  * What a `link` run knows of attach modes (from the state `before` it, and the devices of links
- * recorded without modes), each VM's side of its new links checked as linkVms checks a chosen one;
- * and the config of its VMs: `wholeDir` as read (link --all), else the named VMs and the
- * providers they reach, read here (once: its chunks take them from it).
+ * recorded without modes or with a side attached by a VMM: runKeptAttach), each VM's side of its
+ * new links checked as linkVms checks a chosen one; and the config of its VMs: `wholeDir` as read
+ * (link --all), else the named VMs and the providers they reach, read here (once: its chunks take
+ * them from it).
  */
 async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions, wholeDir?: ConfigSnapshot): Promise<{ kept: KeptAttach; snapshot: ConfigSnapshot }> {
-  const kept = keptAttach(options.attach, await standingLinks(before, options));
-  for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options);
+  // The VMs' own modes first (their links), checked before the config is read; then, the config
+  // read, those of the providers their links take a mode from.
+  const own = await standingLinks(linksOfVms(before, new Set(vms)), options);
+  const ownKept = keptAttach(options.attach, own);
+  for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(ownKept, vm).mode, vm, options);
   const snapshot = wholeDir ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
+  const kept = await runKeptAttach(vms, snapshot, before, options, own);
   // Every VM valid, and every side of every link of the run, providers' too, in the order the
   // chunks would meet them: found as a later chunk is planned, the failure would come once earlier
   // chunks' devices are made, some replacing those of links up another way, which the undo
   // leaves down.
   // (assertLinksUsable throws an invalid VM's error first, as requireValidVm says it.)
   for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options);
+  // Nor two VMs of the run at one VMM socket path (a socket template without {vm}).
+  const [shared] = runSocketSharing(vms, snapshot, kept, options).values();
+  if (shared !== undefined) throw shared;
   return { kept, snapshot };
+}
+
+/** The clients of `vms` refused for a VMM socket path another VM of the run has (sharedSocketFailures), each with its error. */
+export function runSocketSharing(vms: readonly VmName[], snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions): Map<VmName, CliError> {
+  const clients = vms.map((client) => ({ client, sides: vmmSidesOf(client, requireValidVm(snapshot, client).providers, kept) }));
+  return sharedSocketFailures(clients, (kind, vm) => options.vmm.templateSocket?.(kind, vm));
 }
 
 /** Refuse, as bad input, a side of a (valid) client's links that its device or VMM cannot be given, in the modes the run gives them. */
@@ -458,6 +528,9 @@ export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: Ke
     assertSideUsable(modes.client, vm, options);
     assertSideUsable(modes.provider, provider, options);
   }
+  // Both ends of one of its links, or two of them, at one VMM socket path.
+  const [shared] = runSocketSharing([vm], snapshot, kept, options).values();
+  if (shared !== undefined) throw shared;
 }
 
 /** The pairs a client of a run links (the VM valid): to each provider its config names, in order. */

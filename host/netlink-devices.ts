@@ -378,6 +378,7 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], seen
  * such a device where it finds one.
  */
 async function failureText(socket: RtnlSocket, step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' }): Promise<string> {
+  if ((step.op === 'add-bridge' || step.op === 'add-veth') && outcome.code === 'EEXIST') return await nameHolderText(socket, step.name, outcome.text);
   const master = step.op === 'set' ? step.change.master : undefined;
   if (master !== undefined && outcome.code === 'EOPNOTSUPP' && outcome.marks.failure === null) {
     return (
@@ -397,6 +398,22 @@ async function failureText(socket: RtnlSocket, step: DeviceStep, outcome: Marked
   const gone = lookup?.state === 'failed' ? lookup.code === 'ENODEV' : lookup?.state === 'done' && !decodeLinks(lookup.reply).some((link) => link.name === master);
   if (!gone) return outcome.text;
   return `No such device: master ${master}, there when this run looked it up, was deleted meanwhile by something else; check what else deletes network devices on this host (another spectrum-link with another --state-dir, a network manager), then link again`;
+}
+
+/**
+ * A device made under a name the kernel found taken (EEXIST), in words: where another device has
+ * it as an altname (the plan looks names up as devices' own), that device is named, as rtnl.c's
+ * tap creation names it (EBUSY). Else, or where that lookup fails, the kernel's word stands.
+ */
+async function nameHolderText(socket: RtnlSocket, name: string, text: string): Promise<string> {
+  let holder: string | undefined;
+  try {
+    const [lookup] = await socket.run(new ProgramWriter().getLink(name).finish(), true);
+    holder = lookup?.state === 'done' ? decodeLinks(lookup.reply).find((link) => link.name !== name)?.name : undefined;
+  } catch {
+    // Only a better word for the failure: one of its own must not take the step's place.
+  }
+  return holder === undefined ? text : `${text}: device ${holder} has that name as an altname`;
 }
 
 function byNamespace(steps: readonly DeviceStep[]): Map<string | null, DeviceStep[]> {

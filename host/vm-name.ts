@@ -34,9 +34,9 @@ const REPLACEMENT = '\uFFFD';
 // Untrusted text in messages: shared with the guest (shared/shown-text.ts), re-exported for host code.
 export { quoteName, quoteText, shownPath, shownSocket, shownText } from '../shared/shown-text.js';
 
-/** A path to a directory entry for a message, its name shown as shownPath shows it. */
+/** A path to a directory entry for a message, its name shown as shownPath shows it (under `/`, one slash). */
 export function entryPath(dir: string, name: string): string {
-  return `${dir}/${shownPath(name)}`;
+  return `${dir === '/' ? '' : dir}/${shownPath(name)}`;
 }
 
 /** Why a string is not a VM name, or undefined when it is one. */

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { checkVm } from '../../host/config.js';
 import { isInside, readConfigDir, readConfigVms } from '../../host/config-reader.js';
+import { allVmsOf } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
 
 let base: string;
@@ -346,5 +347,83 @@ describe('isInside', () => {
     expect(isInside('/a/b', '/a/b')).toBe(false);
     expect(isInside('/a/b', '/a/bc')).toBe(false);
     expect(isInside('/a/b', '/a')).toBe(false);
+  });
+});
+
+describe('a providers/net that is, or is under, a symlink to nothing', () => {
+  it('is no directory (not "no providers", which would take the VM\'s links down): check says the symlink and what to check, and link --all checks the VM', async () => {
+    await makeVm('netvm');
+    const app = await makeVm('app', { providers: ['netvm'] });
+    const under = await makeVm('under', { providers: ['netvm'] });
+    await makeVm('empty');
+    // providers/net leads to a volume not mounted yet; `under`'s providers does; `empty` has none.
+    await rm(join(app, 'providers', 'net'), { recursive: true });
+    await symlink(join(base, 'not-mounted', 'net'), join(app, 'providers', 'net'));
+    await rm(join(under, 'providers'), { recursive: true });
+    await symlink(join(base, 'not-mounted'), join(under, 'providers'));
+    for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('app'), vmName('under'), vmName('empty')])]) {
+      const at = snapshot.dir;
+      const fix = 'it must hold one file named for each provider VM: check where that symlink should lead (a file system not mounted?), or remove it for no providers';
+      expect(checkVm(snapshot, vmName('app'))).toEqual([
+        {
+          vm: 'app',
+          kind: 'providers-not-a-directory',
+          message: `app: ${at}/app/providers/net is not a directory (${at}/app/providers/net is a symlink to ${base}/not-mounted/net, which does not exist); ${fix}`,
+        },
+      ]);
+      expect(checkVm(snapshot, vmName('under'))).toEqual([
+        {
+          vm: 'under',
+          kind: 'providers-not-a-directory',
+          message: `under: ${at}/under/providers/net is not a directory (${at}/under/providers is a symlink to ${base}/not-mounted, which does not exist); ${fix}`,
+        },
+      ]);
+      expect(checkVm(snapshot, vmName('empty'))).toEqual([]);
+    }
+    // link --all links (and so checks, failing the run) both, and takes down only what `empty` had.
+    const all = allVmsOf(await readConfigDir(cfg));
+    expect(all.vms).toEqual(['app', 'under']);
+    expect(all.wholeDir.withoutProviders).toEqual(expect.arrayContaining(['empty', 'netvm']));
+    expect(all.wholeDir.withoutProviders).not.toEqual(expect.arrayContaining(['app']));
+    expect(all.wholeDir.withoutProviders).not.toEqual(expect.arrayContaining(['under']));
+  });
+
+  it('a dangling blk symlink is said as one too, not as a blk/ missing', async () => {
+    const app = await makeVm('app', { images: [] });
+    await symlink(join(base, 'images'), join(app, 'blk'));
+    const snapshot = await readConfigDir(cfg);
+    expect(checkVm(snapshot, vmName('app'))).toEqual([
+      {
+        vm: 'app',
+        kind: 'blk-not-a-directory',
+        message: `app: ${snapshot.dir}/app/blk is not a directory (${snapshot.dir}/app/blk is a symlink to ${base}/images, which does not exist); it must be a directory of *.img disk images: check where that symlink should lead (a file system not mounted?)`,
+      },
+    ]);
+  });
+});
+
+describe('a providers/net that leads outside the config dir', () => {
+  it('is refused as a VM directory that leads outside is (the config dir says which VMs a VM is linked with), by check and link --all; one that leads to a directory inside it is read', async () => {
+    await makeVm('netvm');
+    const app = await makeVm('app');
+    const viaProviders = await makeVm('via');
+    const inside = await makeVm('inside');
+    await mkdir(join(base, 'elsewhere', 'net'), { recursive: true });
+    await writeFile(join(base, 'elsewhere', 'net', 'netvm'), '');
+    await mkdir(join(app, 'providers'));
+    await symlink(join(base, 'elsewhere', 'net'), join(app, 'providers', 'net'));
+    await symlink(join(base, 'elsewhere'), join(viaProviders, 'providers'));
+    await mkdir(join(cfg, '.shared', 'net'), { recursive: true });
+    await writeFile(join(cfg, '.shared', 'net', 'netvm'), '');
+    await symlink('../.shared', join(inside, 'providers'));
+    for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('app'), vmName('via'), vmName('inside')])]) {
+      const at = snapshot.dir;
+      const said = (vm: string): string =>
+        `${vm}: ${at}/${vm}/providers/net is a symlink that leads outside the config dir (to ${base}/elsewhere/net); it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`;
+      expect(checkVm(snapshot, vmName('app'))).toEqual([{ vm: 'app', kind: 'providers-escapes-config-dir', message: said('app') }]);
+      expect(checkVm(snapshot, vmName('via'))).toEqual([{ vm: 'via', kind: 'providers-escapes-config-dir', message: said('via') }]);
+      expect(checkVm(snapshot, vmName('inside'))).toEqual([]);
+    }
+    expect(allVmsOf(await readConfigDir(cfg)).vms).toEqual(['app', 'inside', 'via']);
   });
 });

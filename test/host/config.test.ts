@@ -342,3 +342,17 @@ describe('configDirFrom', () => {
   });
 });
 
+
+describe('a config dir that is the root', () => {
+  it('gives its paths one slash (/appvm-lynx, not //appvm-lynx)', () => {
+    const root: ConfigSnapshot = { dir: '/', vms: new Map([[vmName('app'), vm('app', ['netvm', 'gone'], { kernel: 'missing' })], [vmName('netvm'), vm('netvm')]]) };
+    expect(checkVm(root, vmName('ghost')).map((p) => p.message)).toEqual(['ghost: no VM directory /ghost; VMs are the directories of /']);
+    expect(vmDirProblem(root, vmName('ghost'))).toBe('no directory /ghost');
+    expect(checkVm(root, vmName('app')).map((p) => p.message)).toEqual([
+      'app: no kernel: /app/vmlinux is missing; put the uncompressed Linux kernel image for the VM there',
+      'app: provider "gone" (/app/providers/net/gone) has no VM directory /gone; create that VM or remove the file',
+    ]);
+    const dangling: ConfigSnapshot = { dir: '/', vms: new Map([[vmName('dl'), { name: vmName('dl'), location: 'dangling-symlink' }]]) };
+    expect(checkVm(dangling, vmName('dl')).map((p) => p.message)).toEqual(['dl: /dl is a symlink to nothing']);
+  });
+});

@@ -93,4 +93,28 @@ describeNetns('a device of another kind under a link bridge name', () => {
       }
     },
   );
+
+  it("a link device's name that another device has as an altname: the kernel's refusal names that device, for a bridge and a veth (File exists) as for a tap (busy); the run undone, the state as it was", async () => {
+    const state = (): Promise<string> => readFile(join(world().stateDir, 'links.json'), 'utf8');
+    const before = await state();
+    await world().host.ip(['link', 'add', 'blocker', 'type', 'bridge']);
+    try {
+      const cases = [
+        [names.bridge, 'none', `ip link add ${names.bridge} type bridge failed: File exists: device blocker has that name as an altname`],
+        [names.client, 'netns', `failed: File exists: device blocker has that name as an altname`],
+        [names.client, 'none', `ip tuntap add dev ${names.client} mode tap vnet_hdr failed: Device or resource busy: device blocker has that name as an altname`],
+      ] as const;
+      for (const [name, attach, said] of cases) {
+        await world().host.ip(['link', 'property', 'add', 'dev', 'blocker', 'altname', name]);
+        const result = await world().link(['link', 'appvm-lynx', '--attach', attach]);
+        expect(result.code, result.stderr).toBe(1);
+        expect(oneLineError(result.stderr)).toContain(said);
+        expect(await state()).toBe(before);
+        await world().host.ip(['link', 'property', 'del', 'dev', 'blocker', 'altname', name]);
+      }
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'blocker']);
+      await reset();
+    }
+  });
 });

@@ -844,7 +844,7 @@ describeNetns('link --all and a client VM whose directory has gone', () => {
       expect(more).toEqual([]);
       expect(warning).toContain(`appvm-catgirl has 1 recorded link but no directory in ${world().configDir}`);
       // The unlink that releases them, with this run's options that find them (the world gave it --state-dir).
-      const release = /release them with: (.*)$/.exec((JSON.parse(warning ?? '{}') as { msg?: string }).msg ?? '')?.[1];
+      const release = /release it with: (.*)$/.exec((JSON.parse(warning ?? '{}') as { msg?: string }).msg ?? '')?.[1];
       expect(release).toBe(`spectrum-link unlink appvm-catgirl --forget --state-dir ${world().stateDir} --device-prefix sn`);
       // Nothing of it was taken down: the VM may still run.
       const host = await devices(world().host);

@@ -302,6 +302,50 @@ describeNetns('spectrum-link with VMMs', () => {
     }
   });
 
+  it('refuses, before anything is made (exit 2), a socket template without {vm} that two VMs of the run would use: both ends of a link went into one QEMU; one VM through it stays fine', async () => {
+    const fixed = join(socketDir, 'appvm-lynx.qmp');
+    const listBefore = (await world.link(['list', '--json'])).stdout;
+    const devicesBefore = [...(await devices(world.host)).keys()].sort();
+    const peripheralsBefore = await qmp(fixed, (client) => client.execute('qom-list', { path: '/machine/peripheral' }));
+    const runs: [string[], string][] = [
+      // Both sides of appvm-lynx -> netvm through the one path.
+      [['link', 'appvm-lynx', '--attach', 'qemu', '--qmp-socket', fixed], `--qmp-socket gives VMs appvm-lynx and netvm one socket path, ${fixed}`],
+      // Two clients through it.
+      [['link', 'appvm-lynx', 'appvm-catgirl', '--attach', 'qemu', '--attach', 'netvm=netns', '--qmp-socket', fixed], `--qmp-socket gives VMs appvm-lynx and appvm-catgirl one socket path, ${fixed}`],
+      // One VM through each option, the two at one path.
+      [['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=cloud-hypervisor', '--qmp-socket', fixed, '--ch-socket', fixed], `--qmp-socket and --ch-socket give VMs appvm-lynx and netvm one socket path, ${fixed}`],
+    ];
+    for (const [args, said] of runs) {
+      const result = await world.link(args);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr.trim().split('\n')).toHaveLength(1);
+      expect(result.stderr).toContain(`${said}: both would have their NICs hot-plugged into the one VMM there; give each VM its own (put {vm}, the VM's name, in the template) or attach only one VM through that path (--attach VM=MODE)`);
+      expect([...(await devices(world.host)).keys()].sort()).toEqual(devicesBefore);
+      expect((await world.link(['list', '--json'])).stdout).toBe(listBefore);
+    }
+    expect(await qmp(fixed, (client) => client.execute('qom-list', { path: '/machine/peripheral' }))).toEqual(peripheralsBefore);
+    // One VM through a fixed path is fine (a fake cloud-hypervisor here: earlier tests leave NICs
+    // in this paused QEMU). With --keep-going, the first VM of the run keeps the path, the other
+    // fails alone.
+    const fake = await FakeCloudHypervisor.start('Running');
+    try {
+      const going = await world.link(['link', 'appvm-lynx', 'appvm-catgirl', '--keep-going', '--json', '--attach', 'cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath]);
+      expect(going.code, going.stderr).toBe(2);
+      const lines = going.stdout.trim().split('\n').map((line) => JSON.parse(line) as { vm: string; links: unknown[]; error?: string; badInput?: boolean });
+      expect(lines.map(({ vm, links, badInput }) => ({ vm, links: links.length, badInput }))).toEqual([
+        { vm: 'appvm-lynx', links: 1, badInput: undefined },
+        { vm: 'appvm-catgirl', links: 0, badInput: true },
+      ]);
+      expect(lines[1]?.error).toContain(`--ch-socket gives VMs appvm-lynx and appvm-catgirl one socket path, ${fake.socketPath}`);
+      expect(fake.nets).toHaveLength(1);
+      const unlinked = await world.link(['unlink', 'appvm-lynx', '--ch-socket', fake.socketPath]);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+      expect(fake.nets).toHaveLength(0);
+    } finally {
+      await fake.close();
+    }
+  });
+
   it('with --attach none makes taps and prints the VMM arguments that use them', async () => {
     const result = await world.link(['link', 'appvm-lynx', '--attach', 'none', '--json']);
     expect(result.code, result.stderr).toBe(0);

@@ -3634,8 +3634,8 @@ describe('link --all: an unusable entry recorded as a provider', () => {
     await writeFile(join(stateDir, 'links.json'), serializeState(setAttachments(allocation.state, linked)));
     const run = await linkCli(['--all', '--json']);
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: [] });
-    const release = `as the VM may still run; if it is gone for good, release them and its 1 link as provider (g1 -> gone) with: spectrum-link unlink gone --forget --state-dir ${stateDir} --device-prefix sn`;
-    expect(logged.warnings.filter((warning) => warning.startsWith(gone))).toEqual([`gone has 1 recorded link but no directory in ${configDir}: left as they are (devices too), ${release}`]);
+    const release = `as the VM may still run; if it is gone for good, release it and its 1 link as provider (g1 -> gone) with: spectrum-link unlink gone --forget --state-dir ${stateDir} --device-prefix sn`;
+    expect(logged.warnings.filter((warning) => warning.startsWith(gone))).toEqual([`gone has 1 recorded link but no directory in ${configDir}: left as it is (devices too), ${release}`]);
     // Its --json line as before: its own links.
     expect(jsonOf(run.stdout).filter((line) => line['vm'] === gone)).toEqual([{ vm: gone, links: [], orphaned: [expect.objectContaining({ vm: gone, provider: NETVM })] }]);
     // As said: that unlink takes down g1 -> gone with gone -> netvm (and releases g2 -> gone's id).

@@ -196,8 +196,8 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
       const all = await run(['link', '--all', '--config-dir', configDir]);
       expect(all.code, all.stderr).toBe(0);
       // The warning: pino's JSON line (stderr is no terminal), its message the line.
-      const warning = all.stderr.split('\n').find((line) => line.includes('release them with'));
-      const offered = /release them with: (.*)$/.exec((JSON.parse(warning ?? '{}') as { msg?: string }).msg ?? '')?.[1];
+      const warning = all.stderr.split('\n').find((line) => line.includes('release it with'));
+      const offered = /release it with: (.*)$/.exec((JSON.parse(warning ?? '{}') as { msg?: string }).msg ?? '')?.[1];
       expect(offered).toBe(`spectrum-link unlink appvm-lynx --forget --state-dir ${stateDir} --device-prefix zz`);
       // Run from a shell whose $SPECTRUM_DEVICE_PREFIX leads elsewhere: the line carries its own.
       const released = await runPrinted(world.host, offered ?? '');
