@@ -391,15 +391,23 @@ function notLinkedError(vm: string, options: Pick<LinkerOptions, 'stateDir' | 's
 function orphanWarning({ vm, links, linkedAsProvider }: OrphanedVm, configDir: string, given: GivenOptions): string {
   const recorded = `${links.length} recorded link${links.length === 1 ? '' : 's'}`;
   // The unlink offered takes down every link of the VM, those linked with it as provider too (as unusableWarning says): named.
-  const named = linkedAsProvider.slice(0, LINKS_NAMED_MAX).map((link) => `${link.vm} -> ${vm}`);
-  const more = linkedAsProvider.length > LINKS_NAMED_MAX ? ` and ${linkedAsProvider.length - LINKS_NAMED_MAX} more` : '';
-  const asProvider = linkedAsProvider.length === 0 ? '' : ` and its ${linkedAsProvider.length} link${linkedAsProvider.length === 1 ? '' : 's'} as provider (${named.join(', ')}${more})`;
+  const clients = linkedAsProvider.map((link) => link.vm);
+  const asProvider = clients.length === 0 ? '' : ` and its ${clients.length} link${clients.length === 1 ? '' : 's'} as provider (${linksNamed(clients, vm)})`;
   const [left, them] = links.length === 1 ? ['it is', 'it'] : ['they are', 'them'];
   return `${vm} has ${recorded} but no directory in ${configDir}: left as ${left} (devices too), as the VM may still run; if it is gone for good, release ${them}${asProvider} with: ${unlinkCommand(vm, ['--forget'], given)}`;
 }
 
 /** How many links a warning names, at most; the rest are counted. */
 const LINKS_NAMED_MAX = 3;
+
+/** The links of `clients` with `vm` as provider, as a warning names them: `a -> vm, b -> vm, c -> vm and 2 more`. */
+function linksNamed(clients: readonly string[], vm: string): string {
+  const named = clients
+    .slice(0, LINKS_NAMED_MAX)
+    .map((client) => `${client} -> ${vm}`)
+    .join(', ');
+  return clients.length > LINKS_NAMED_MAX ? `${named} and ${clients.length - LINKS_NAMED_MAX} more` : named;
+}
 
 /**
  * What `link --all` says of an entry of the config dir with a VM name that is no usable VM
@@ -420,10 +428,8 @@ function unusableWarning({ vm, problem, leadsNowhere, links, linkedAsProvider }:
       ? `no links are recorded for it${role}`
       : `its ${links.length} recorded link${links.length === 1 ? '' : 's'}${role} ${links.length === 1 ? 'is' : 'are'} left as ${links.length === 1 ? 'it is' : 'they are'} (devices too)${release}`;
   if (clients.length === 0) return `${vm} is not linked: ${problem}; ${recorded}`;
-  const named = clients.slice(0, LINKS_NAMED_MAX).map((client) => `${client} -> ${vm}`);
-  const more = clients.length > LINKS_NAMED_MAX ? ` and ${clients.length - LINKS_NAMED_MAX} more` : '';
   const theirs = clients.length === 1 ? "its client's" : "their clients'";
-  return `${vm} is not linked: ${problem}; ${recorded}; as provider, ${clients.length} recorded link${clients.length === 1 ? '' : 's'} (${named.join(', ')}${more}), ${theirs} to link or take down`;
+  return `${vm} is not linked: ${problem}; ${recorded}; as provider, ${clients.length} recorded link${clients.length === 1 ? '' : 's'} (${linksNamed(clients, vm)}), ${theirs} to link or take down`;
 }
 
 /**

@@ -8,7 +8,7 @@ import type { ArpGuardState, FirewallCounters, FirewallPort, FirewallReading, Fl
 import { FirewallError } from '../firewall/firewall-error.js';
 import { type FirewallModel, sameFirewallModel } from '../firewall/model.js';
 import type { ProviderLink, ServicesPort, UpstreamLinkInfo } from '../services-port.js';
-import { type KernelEvent, type KernelView, addressKey, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
+import { type KernelEvent, type KernelView, type SysctlKey, addressKey, applyEvent, changesView, emptyView, eventObjectKey, sysctlKeyId, sysctlPath } from './kernel-view.js';
 import { KernelRefusal, NetdError } from './netd-error.js';
 import type { DumpTable, FailedDump, NetdKernel, NotificationLoss, SkippedEntry } from './rtnetlink.js';
 import {
@@ -126,6 +126,11 @@ const UNDECODABLE_REREAD_GAP_MS = 1_000;
 
 /** How long after an MTU change a link's sysctl read missing is read once more (see #recheckMissingSysctls). */
 const SYSCTL_RECHECK_MS = 100;
+
+/** A link's sysctls, read before planning where the view has none (a link just seen), as a plan sets them on a provider link. */
+function linkSysctls(ifindex: number): SysctlKey[] {
+  return [disableIpv6Of(ifindex), arpFilterOf(ifindex)];
+}
 
 /**
  * Why the whole state is read again: notifications were lost (an overflow, one that could not be
@@ -394,18 +399,14 @@ export class NetdAgent {
    */
   #recheckMissingSysctls(): void {
     for (const ifindex of this.#mtuChanged) {
-      for (const key of [disableIpv6Of(ifindex), arpFilterOf(ifindex)]) {
-        if (this.#view.sysctls.get(sysctlKeyId(key)) === SYSCTL_ABSENT) this.#recheck.add(ifindex);
-      }
+      if (this.#missingSysctls(ifindex).length > 0) this.#recheck.add(ifindex);
     }
     this.#mtuChanged.clear();
     if (this.#recheck.size === 0 || this.#recheckTimer !== undefined || this.#stopped) return;
     this.#recheckTimer = setTimeout(() => {
       this.#recheckTimer = undefined;
       for (const ifindex of this.#recheck) {
-        for (const key of [disableIpv6Of(ifindex), arpFilterOf(ifindex)]) {
-          if (this.#view.sysctls.get(sysctlKeyId(key)) === SYSCTL_ABSENT) this.#view.sysctls.delete(sysctlKeyId(key));
-        }
+        for (const id of this.#missingSysctls(ifindex)) this.#view.sysctls.delete(id);
         // Read again before planning (as a link just seen), and checked by the plan.
         this.#seenLinks.add(ifindex);
         this.#dirty.add(ifindex);
@@ -414,6 +415,13 @@ export class NetdAgent {
       this.#schedule();
     }, SYSCTL_RECHECK_MS);
     this.#recheckTimer.unref();
+  }
+
+  /** The ids (sysctlKeyId) of `ifindex`'s sysctls (linkSysctls) that the view has read missing. */
+  #missingSysctls(ifindex: number): string[] {
+    return linkSysctls(ifindex)
+      .map(sysctlKeyId)
+      .filter((id) => this.#view.sysctls.get(id) === SYSCTL_ABSENT);
   }
 
   /** Read the whole state again, for `why`. */
@@ -613,7 +621,7 @@ export class NetdAgent {
     // A new link's sysctls are read before planning, not after a first plan asks for them:
     // one plan per hot-plug instead of two (each plan covers every link).
     for (const ifindex of seenLinks) {
-      for (const key of [disableIpv6Of(ifindex), arpFilterOf(ifindex)]) {
+      for (const key of linkSysctls(ifindex)) {
         if (this.#view.sysctls.has(sysctlKeyId(key))) continue;
         const path = sysctlPath(key, this.#view);
         if (path !== null) this.#view.sysctls.set(sysctlKeyId(key), this.kernel.readSysctl(path));

@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { RUN_PREFIX_ENV, checkRunPrefix, newRunPrefix } from './names.js';
-import { sweepRunOnExit, sweepRunPrefixSync, useOwnTempDir } from './process-registry.js';
+import { sweepRunOnExit, useOwnTempDir } from './process-registry.js';
 
 function canSweep(): boolean {
   if (process.getuid?.() !== 0) return false;
@@ -25,12 +25,10 @@ export default function setup(): () => void {
   useOwnTempDir();
 
   // Without root (or ip) no test could have created a namespace, so there is nothing to sweep.
-  const sweeping = canSweep();
-  const sweep = (): string[] => (sweeping ? sweepRunPrefixSync(prefix) : []);
-  // Last resort if vitest exits without running the teardown, or is stopped by a signal: with
-  // the temp dir, by the harness's handlers (an 'exit' listener here never ran at a signal, the
-  // process killed by it again first).
-  if (sweeping) sweepRunOnExit(prefix);
+  // Else, with a last resort if vitest exits without running the teardown, or is stopped by a
+  // signal: with the temp dir, by the harness's handlers (an 'exit' listener here never ran at a
+  // signal, the process killed by it again first).
+  const sweep = canSweep() ? sweepRunOnExit(prefix) : (): string[] => [];
 
   return () => {
     const leaked = sweep();

@@ -19,8 +19,8 @@ const liveTempDirs = new Set<string>();
 const liveNamespacePrefixes = new Set<string>();
 /** The run's prefix where this process sweeps it on exit or signal (sweepRunOnExit): the global setup's. */
 let sweptRunPrefix: string | undefined;
-/** Where useOwnTempDir records the dir it made, so that a second call in one process keeps it. */
-const OWN_TEMP_DIR_ENV = 'SPECTRUM_TEST_OWN_TMPDIR';
+/** The dir useOwnTempDir made, so that a second call in this process keeps it. */
+let ownTempDir: string | undefined;
 const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 let handlersInstalled = false;
 
@@ -58,12 +58,19 @@ export function trackNamespacePrefix(prefix: string): void {
  * or signal with the rest (sweepRunPrefixSync): the global setup's last resort. At a signal the
  * handler here raises it again once done, and the process dies by it before vitest's own exit
  * handlers run: a sweep left to those was skipped, and a stopped run left the namespaces of a
- * worker killed before its cleanup.
+ * worker killed before its cleanup. Returns the sweep to run at the end (the global teardown's):
+ * it returns the namespaces it found, and once it is done there is no sweep on exit (it would
+ * find nothing: the run is over).
  */
-export function sweepRunOnExit(prefix: string): void {
+export function sweepRunOnExit(prefix: string): () => string[] {
   if (checkRunPrefix(prefix) !== runPrefix()) throw new HarnessError(`sweepRunOnExit: ${prefix} is not this run's prefix ${runPrefix()}`);
   installExitHandlers();
   sweptRunPrefix = prefix;
+  return () => {
+    const leaked = sweepRunPrefixSync(prefix);
+    sweptRunPrefix = undefined;
+    return leaked;
+  };
 }
 
 /**
@@ -109,13 +116,12 @@ function pidsInNamespace(name: string): number[] {
  * and open to all, as /tmp is: tests run commands as other users. Called again, the same dir.
  */
 export function useOwnTempDir(): string {
-  const own = process.env[OWN_TEMP_DIR_ENV];
-  if (own !== undefined && own === process.env['TMPDIR'] && liveTempDirs.has(own)) return own;
+  if (ownTempDir !== undefined && ownTempDir === process.env['TMPDIR'] && liveTempDirs.has(ownTempDir)) return ownTempDir;
   const dir = mkdtempSync(join(tmpdir(), 'spectrum-test-'));
   trackTempDir(dir);
   chmodSync(dir, 0o1777);
   process.env['TMPDIR'] = dir;
-  process.env[OWN_TEMP_DIR_ENV] = dir;
+  ownTempDir = dir;
   return dir;
 }
 

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import { signalExitCode } from '../../shared/cli/interruption.js';
 import type { SignalTargetReport } from './fixtures/signal-target.js';
 import type { StoppedRunReport } from './fixtures/stopped-run-waits.js';
 import { createHarness, describeNetns, isRunning, type ProcessExit } from './index.js';
@@ -144,8 +145,7 @@ async function stopRun(signal: NodeJS.Signals): Promise<void> {
     process.kill(pid, signal);
     const exit = await exited;
     // Dead by the signal, or exited as vitest does after one (128 + its number).
-    const number = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 }[signal as 'SIGINT' | 'SIGTERM' | 'SIGHUP'];
-    expect([JSON.stringify({ code: null, signal }), JSON.stringify({ code: 128 + number, signal: null })]).toContain(JSON.stringify(exit));
+    expect([JSON.stringify({ code: null, signal }), JSON.stringify({ code: signalExitCode(signal), signal: null })]).toContain(JSON.stringify(exit));
     expect(namespaceList()).not.toContain(report.namespace);
     expect(existsSync(report.tempDir)).toBe(false);
   } finally {

@@ -55,6 +55,35 @@ describeNetns('DNS forwarder waiting for slow upstreams', () => {
     };
   }
 
+  /**
+   * Eight upstreams that take TCP connections and never answer, on ports of the first's address
+   * from `firstPort` on, and a forwarder at `listen` asking them over TCP: 4 client TCP queries at
+   * most (4 connections, 1 query each), so 4 upstream connections at most. Each upstream has a
+   * query 100 ms to itself, the query 3 s. `openUpstream`: the provider's (the forwarder's)
+   * established TCP connections to those upstreams.
+   */
+  async function silentUpstreamsAtBound(listen: string, firstPort: number): Promise<{ forwarder: Awaited<ReturnType<typeof start>>; openUpstream: () => Promise<number> }> {
+    const ports = Array.from({ length: 8 }, (_, index) => firstPort + index);
+    const script = `const net = require('node:net'); let ready = 0;
+      for (const port of ${JSON.stringify(ports)}) net.createServer((socket) => socket.on('error', () => {})).listen(port, '${FIRST.address}', () => { if (++ready === ${ports.length}) console.log('ready'); });`;
+    const silent = net.internet.spawn([process.execPath, '-e', script]);
+    track(silent);
+    await silent.waitForOutput(/^ready$/m);
+    const forwarder = await start(listen, {
+      upstreams: ports.map((port) => `${FIRST.address}:${port}`),
+      timeoutMs: 100,
+      queryTimeoutMs: 3000,
+      maxTcpConnections: 4,
+      maxTcpConnectionsPerClient: 4,
+      maxTcpQueriesPerConnection: 1,
+    });
+    const openUpstream = async (): Promise<number> => {
+      const { stdout } = await net.provider.exec(['ss', '-Htn', 'state', 'established', 'dst', FIRST.address]);
+      return stdout.split('\n').filter((line) => ports.some((port) => line.includes(`${FIRST.address}:${port}`))).length;
+    };
+    return { forwarder, openUpstream };
+  }
+
   beforeAll(async () => {
     requireDnsTools();
     harness = createHarness('dnsdead');
@@ -148,30 +177,10 @@ describeNetns('DNS forwarder waiting for slow upstreams', () => {
   });
 
   it('keeps no more TCP connections to upstreams open than client TCP queries may be in flight: at that bound, a query asking its next upstream ends its earlier connection first', async () => {
-    // Eight upstreams that take TCP connections and never answer, on ports of the first's address.
-    const ports = Array.from({ length: 8 }, (_, index) => 5301 + index);
-    const script = `const net = require('node:net'); let ready = 0;
-      for (const port of ${JSON.stringify(ports)}) net.createServer((socket) => socket.on('error', () => {})).listen(port, '${FIRST.address}', () => { if (++ready === ${ports.length}) console.log('ready'); });`;
-    const silent = net.internet.spawn([process.execPath, '-e', script]);
-    track(silent);
-    await silent.waitForOutput(/^ready$/m);
     const listen = '169.254.0.67';
-    // 4 client TCP queries at most (4 connections, 1 query each): 4 upstream connections at most.
-    // Each upstream has a query 100 ms to itself, the query 3 s: each asks all 8 within 0.8 s.
-    const forwarder = await start(listen, {
-      upstreams: ports.map((port) => `${FIRST.address}:${port}`),
-      timeoutMs: 100,
-      queryTimeoutMs: 3000,
-      maxTcpConnections: 4,
-      maxTcpConnectionsPerClient: 4,
-      maxTcpQueriesPerConnection: 1,
-    });
+    // Each query asks all 8 within 0.8 s.
+    const { forwarder, openUpstream } = await silentUpstreamsAtBound(listen, 5301);
     const answers = Promise.all(Array.from({ length: 4 }, () => ask(listen, 'lame', true)));
-    /** The provider's (the forwarder's) established TCP connections to those upstreams. */
-    const openUpstream = async (): Promise<number> => {
-      const { stdout } = await net.provider.exec(['ss', '-Htn', 'state', 'established', 'dst', FIRST.address]);
-      return stdout.split('\n').filter((line) => ports.some((port) => line.includes(`${FIRST.address}:${port}`))).length;
-    };
     const seen: number[] = [];
     await new Promise((resolve) => setTimeout(resolve, 1200));
     for (let sample = 0; sample < 5; sample++) {
@@ -190,28 +199,8 @@ describeNetns('DNS forwarder waiting for slow upstreams', () => {
   });
 
   it('keeps to that bound when queries begin while earlier ones hold it: a query asking its first upstream ends the connection another query kept longest', async () => {
-    // Eight upstreams that take TCP connections and never answer, on ports of the first's address.
-    const ports = Array.from({ length: 8 }, (_, index) => 5311 + index);
-    const script = `const net = require('node:net'); let ready = 0;
-      for (const port of ${JSON.stringify(ports)}) net.createServer((socket) => socket.on('error', () => {})).listen(port, '${FIRST.address}', () => { if (++ready === ${ports.length}) console.log('ready'); });`;
-    const silent = net.internet.spawn([process.execPath, '-e', script]);
-    track(silent);
-    await silent.waitForOutput(/^ready$/m);
     const listen = '169.254.0.68';
-    // 4 client TCP queries at most: 4 upstream connections at most. Each upstream has a query
-    // 100 ms to itself, the query 3 s.
-    const forwarder = await start(listen, {
-      upstreams: ports.map((port) => `${FIRST.address}:${port}`),
-      timeoutMs: 100,
-      queryTimeoutMs: 3000,
-      maxTcpConnections: 4,
-      maxTcpConnectionsPerClient: 4,
-      maxTcpQueriesPerConnection: 1,
-    });
-    const openUpstream = async (): Promise<number> => {
-      const { stdout } = await net.provider.exec(['ss', '-Htn', 'state', 'established', 'dst', FIRST.address]);
-      return stdout.split('\n').filter((line) => ports.some((port) => line.includes(`${FIRST.address}:${port}`))).length;
-    };
+    const { forwarder, openUpstream } = await silentUpstreamsAtBound(listen, 5311);
     // The first query alone, until it has asked all 8 and holds 4 (its earlier ones kept, its
     // own oldest ended at the bound as it asked its next); then three more, each asking its first.
     const first = ask(listen, 'lame', true);
