@@ -464,7 +464,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
     const own = switchedOf.get(vm) ?? [];
     if (own.length === 0) continue;
     try {
-      assertLinksUsable(vm, snapshot, kept, options);
+      assertLinksUsable(vm, snapshot, kept, options, before);
       assertSwitchedInputUsable(own, options);
     } catch (error) {
       failures.set(vm, error);

@@ -125,7 +125,11 @@ export interface LinkerOptions {
   readonly devicePrefixSource?: DevicePrefixSource;
   /** VM `v` lives in namespace `<netnsPrefix>v` in netns mode. */
   readonly netnsPrefix: string;
-  readonly mtu: number;
+  /**
+   * The link MTU given (--mtu): every link of the run gets it. Absent: a link keeps the MTU its
+   * record has (link-state.ts's LinkAttachment.mtu), a new one (or one recorded without) gets 1500.
+   */
+  readonly mtu?: number;
   readonly attach: AttachChoice;
   readonly vmm: VmmPort;
   /** Told as `link` goes on (the CLI draws it on a terminal). */
@@ -285,6 +289,8 @@ export interface LinkReport {
   readonly clientSocket?: string;
   /** The same of the provider side. */
   readonly providerSocket?: string;
+  /** The link MTU, recorded (or, for what link makes, to be), where not the default 1500. */
+  readonly mtu?: number;
 }
 
 /**
@@ -338,6 +344,7 @@ export function linkReport(link: Link, options: Pick<LinkerOptions, 'devicePrefi
     providerAttach: attached.provider,
     ...(attached.clientSocket === undefined ? {} : { clientSocket: attached.clientSocket }),
     ...(attached.providerSocket === undefined ? {} : { providerSocket: attached.providerSocket }),
+    ...(attached.mtu === undefined ? {} : { mtu: attached.mtu }),
   };
 }
 

@@ -12,7 +12,7 @@ import { linkDeviceNames } from './device-names.js';
 import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
-import { type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
+import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
 import { assertStateWritableForTakeOut, assertSwitchedInputUsable, switchedSides, takeBackSwitched, withSockets } from './link-switch.js';
 import { type UnlistedTakedown, detachFailure, hostSideDeleted, notRecorded, takeDownUnlisted } from './link-take-down.js';
 import { LinkerError, isInterruption, reasonOf, stopIfInterrupted, underStateLock } from './linker-error.js';
@@ -104,25 +104,40 @@ function attachmentOf(report: LinkReport): LinkAttachment {
     provider: report.providerAttach,
     ...(report.clientSocket === undefined ? {} : { clientSocket: report.clientSocket }),
     ...(report.providerSocket === undefined ? {} : { providerSocket: report.providerSocket }),
+    ...mtuField(report.mtu ?? DEFAULT_LINK_MTU),
   };
+}
+
+/**
+ * The MTU a link of the run gets: --mtu where given (options.mtu), else the one its record has
+ * (`recorded`: its attachment, or the MTU a report carries), else 1500. So a `link` without --mtu
+ * (a boot script's) keeps the MTU a link was made with, as it keeps its modes.
+ */
+export function linkMtu(options: Pick<LinkerOptions, 'mtu'>, recorded?: { readonly mtu?: number }): number {
+  return options.mtu ?? recorded?.mtu ?? DEFAULT_LINK_MTU;
 }
 
 function sideOf(mode: AttachMode, vm: VmName, device: string, mac: string, options: LinkerOptions): DesiredSide {
   return { device, mac, attach: mode === 'netns' ? { kind: 'veth', netns: `${options.netnsPrefix}${vm}` } : { kind: 'tap' } };
 }
 
-/** Refuse a side its device or VMM cannot be given: bad input, said before anything is made. */
-function assertSideUsable(mode: AttachMode, vm: string, options: LinkerOptions): void {
-  assertSideMtu(options.mtu, mode, vm);
+/**
+ * Refuse a side its device or VMM cannot be given: bad input, said before anything is made. `mtu`:
+ * the link's (linkMtu); undefined where not known yet (no --mtu: a link's record tells it, checked
+ * per link then), and `recorded` where it is a link's record's, not --mtu's.
+ */
+function assertSideUsable(mode: AttachMode, vm: string, options: LinkerOptions, mtu = options.mtu, recorded?: LinkPair): void {
+  if (mtu !== undefined) assertSideMtu(mtu, mode, vm, options.mtu === undefined ? recorded : undefined);
   if (mode === 'qemu' || mode === 'cloud-hypervisor') options.vmm.checkSocket?.(mode, vmName(vm));
 }
 
 function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredConnection {
-  assertSideUsable(report.clientAttach, report.vm, options);
-  assertSideUsable(report.providerAttach, report.provider, options);
+  const mtu = linkMtu(options, report);
+  assertSideUsable(report.clientAttach, report.vm, options, mtu, pairOf(report));
+  assertSideUsable(report.providerAttach, report.provider, options, mtu, pairOf(report));
   return {
     bridge: report.bridge,
-    mtu: options.mtu,
+    mtu,
     client: sideOf(report.clientAttach, vmName(report.vm), report.clientDevice, report.clientMac, options),
     provider: sideOf(report.providerAttach, vmName(report.provider), report.providerDevice, report.providerMac, options),
   };
@@ -141,7 +156,7 @@ export interface NicCount {
 /** Hot-plug each link's VMM sides; on failure detach what this did and rethrow. */
 export async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptions, count?: NicCount): Promise<void> {
   const attached: (VmmTarget & { link: LinkReport })[] = [];
-  const targets = reports.flatMap((report) => vmmNics(report, options.mtu).map((target) => ({ ...target, link: report })));
+  const targets = reports.flatMap((report) => vmmNics(report, linkMtu(options, report)).map((target) => ({ ...target, link: report })));
   const counted = count ?? { done: 0, total: targets.length };
   try {
     for (const target of targets) {
@@ -306,7 +321,8 @@ export async function linkTransaction(
       for (const vm of wanted) byVm.set(vm.name, []);
       for (const link of allocation.links) {
         // Each VMM side with the socket it is attached through, recorded: where its NIC is taken out.
-        const report = linkReport(link, options, withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm, link.attached));
+        // And with the MTU it gets (--mtu, else its record's), recorded too: a later run without --mtu keeps it.
+        const report = linkReport(link, options, { ...withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm, link.attached), ...mtuField(linkMtu(options, link.attached)) });
         byVm.get(link.client)?.push(report);
         reports.push(report);
       }
@@ -440,24 +456,37 @@ export async function standingLinks(state: LinkState, options: Pick<LinkerOption
  */
 async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions, wholeDir?: ConfigSnapshot): Promise<{ kept: KeptAttach; snapshot: ConfigSnapshot }> {
   const kept = keptAttach(options.attach, await standingLinks(before, options));
-  for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options);
+  // (A new link's MTU: --mtu, else 1500; a recorded one's is checked with its record, assertLinksUsable.)
+  for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options, linkMtu(options));
   const snapshot = wholeDir ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
   // Every VM valid, and every side of every link of the run, providers' too, in the order the
   // chunks would meet them: found as a later chunk is planned, the failure would come once earlier
   // chunks' devices are made, some replacing those of links up another way, which the undo
   // leaves down.
   // (assertLinksUsable throws an invalid VM's error first, as requireValidVm says it.)
-  for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options);
+  for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options, before);
   return { kept, snapshot };
 }
 
-/** Refuse, as bad input, a side of a (valid) client's links that its device or VMM cannot be given, in the modes the run gives them. */
-export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions): void {
+/**
+ * Refuse, as bad input, a side of a (valid) client's links that its device or VMM cannot be given,
+ * in the modes the run gives them, at the MTU it gives them (--mtu, else the one `before`, the
+ * state, records for the link; without it, --mtu's or 1500).
+ */
+export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions, before?: LinkState): void {
+  const recorded = before === undefined || options.mtu !== undefined ? undefined : linksOf(before, vm);
   for (const provider of requireValidVm(snapshot, vm).providers) {
-    const modes = linkAttachModes(kept, { client: vm, provider });
-    assertSideUsable(modes.client, vm, options);
-    assertSideUsable(modes.provider, provider, options);
+    const pair = { client: vm, provider };
+    const modes = linkAttachModes(kept, pair);
+    const mtu = linkMtu(options, recorded?.get(provider)?.attached);
+    assertSideUsable(modes.client, vm, options, mtu, pair);
+    assertSideUsable(modes.provider, provider, options, mtu, pair);
   }
+}
+
+/** A client's recorded links, by provider. */
+function linksOf(state: LinkState, client: VmName): Map<VmName, Link> {
+  return new Map(state.links.filter((link) => link.client === client).map((link) => [link.provider, link]));
 }
 
 /** The pairs a client of a run links (the VM valid): to each provider its config names, in order. */
@@ -565,6 +594,7 @@ export async function linkAll(options: LinkerOptions): Promise<LinkOutcome & { r
 function assertChosenSidesUsable(vms: readonly VmName[], options: LinkerOptions): void {
   for (const vm of vms) {
     const chosen = chosenAttachMode(options.attach, vm);
+    // (With --mtu; without, each link's MTU is its record's, checked once the state is read: runAttachModes.)
     if (chosen !== undefined) assertSideUsable(chosen, vm, options);
   }
 }

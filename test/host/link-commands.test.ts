@@ -173,9 +173,9 @@ describe('spectrum-link linker commands', () => {
     for (const outside of ['600001', '0']) expect(() => port(outside)).toThrow(expect.objectContaining({ exitCode: EXIT.usage, message: expect.stringContaining('from 1 to 600000') }));
   });
 
-  it('link --help gives the range of --mtu, and the most a tap takes', () => {
+  it('link --help gives the range of --mtu, the most a tap takes, and that a link keeps the MTU it records', () => {
     const help = named('link').helpInformation().replace(/\s+/g, ' ');
-    expect(help).toContain("--mtu <bytes> MTU of every link device, which the VMs' NICs learn: 68 to 65535, a tap at most 65521 (default: \"1500\")");
+    expect(help).toContain("--mtu <bytes> MTU of every link device, which the VMs' NICs learn: 68 to 65535, a tap at most 65521 (default: the MTU the link records, else 1500)");
   });
 
   it.each(Object.keys(OWN_OPTIONS))('%s takes, and --help lists, only the options it uses', (name) => {

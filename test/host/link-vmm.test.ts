@@ -133,6 +133,10 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(changed.stderr.trim().split('\n')).toHaveLength(1);
       expect(changed.stderr).toMatch(/NIC \S+ with MTU 1400, but the link's MTU is now 1500: .*\(unlink\) and link it again/);
       expect(await hostMtu()).toBe(1400);
+      // A link given no --mtu (a boot script's) keeps the MTU the link records: nothing to refuse.
+      const plain = await world.link(args);
+      expect(plain.code, plain.stderr).toBe(0);
+      expect((await devices(world.host)).get(link.providerDevice)?.mtu).toBe(1400);
 
       const unlinked = await world.link(['unlink', 'appvm-catgirl', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
       expect(unlinked.code, unlinked.stderr).toBe(0);
@@ -388,8 +392,11 @@ describeNetns('spectrum-link with VMMs', () => {
     // list shows the arguments for the MTU the link has, whatever --mtu it is given.
     const listed = JSON.parse((await world.link(['show', 'appvm-lynx', '--json'])).stdout) as LinkOutput['links'];
     expect(listed[0]?.vmmArguments?.client?.qemu[3]).toMatch(/,host_mtu=9000$/);
+    // Linked again without --mtu, the link keeps the 9000 it records, and its arguments say so.
+    const kept = JSON.parse((await world.link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as LinkOutput;
+    expect(kept.links[0]?.vmmArguments?.client?.qemu[3]).toMatch(/,host_mtu=9000$/);
     // Back to 1500: the arguments are as they always were.
-    const plain = JSON.parse((await world.link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as LinkOutput;
+    const plain = JSON.parse((await world.link(['link', 'appvm-lynx', '--attach', 'none', '--mtu', '1500', '--json'])).stdout) as LinkOutput;
     expect(plain.links[0]?.vmmArguments?.client?.qemu[3]).toBe(`virtio-net-pci,netdev=net-${link.clientDevice},mac=${link.clientMac},id=${link.clientDevice}`);
   });
 
