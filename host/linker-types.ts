@@ -55,6 +55,13 @@ export interface VmmPort {
    */
   checkSocket?(kind: VmmKind, vm: VmName, socket?: string): void;
   /**
+   * Refuse a NIC the VMM of a VM holds already (through the socket its attach would use) whose
+   * guest was told another MTU than `nic.mtu` (QEMU's host_mtu: the guest learns it only as the NIC
+   * comes), asked before the run changes the MTU of its link's devices; a VMM not running (or
+   * without that NIC) is nothing to refuse. Bounded as a whole, as an attach. Only QEMU can say.
+   */
+  checkNicMtu?(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
+  /**
    * What this port (one run) was told where that VM's VMM (at `socket` where given, else at its
    * template's) did not answer a detach in time (a request, or the whole detach), else undefined.
    * `link` does not ask such a VMM again to take out a NIC for another mode (takeBackSwitched):

@@ -9,7 +9,7 @@ import { type AttachChoice, type AttachMode, assertSideMtu, chosenAttachMode } f
 import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
 import { linkDeviceNames } from './device-names.js';
-import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
+import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
 import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
 import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
@@ -506,6 +506,36 @@ export async function listRunDevices(links: readonly Link[], kept: KeptAttach, o
 }
 
 /**
+ * Refuse, before anything is made or taken out, a link of the run up as a VMM attached it (and
+ * kept so) whose tap the run would give another MTU while that VMM's NIC keeps the MTU its guest
+ * learnt when it came (VmmPort.checkNicMtu: QEMU's host_mtu): found only at the attach, the run
+ * would fail after it had set the new MTU on the link's devices, under a guest that still sends
+ * frames of the old. Only such taps are asked about (one lookup of the run's recorded VMM taps).
+ */
+async function assertNicMtusKept(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<void> {
+  const check = options.vmm.checkNicMtu;
+  if (check === undefined) return;
+  const recorded = linksByPair(before);
+  const targets = vms
+    .flatMap((vm) => pairsOf(snapshot, vm))
+    .flatMap((pair) => {
+      const link = recorded.get(keyOf({ vm: pair.client, provider: pair.provider }));
+      if (link?.attached === undefined) return [];
+      const report = linkReport(link, options);
+      const modes = linkAttachModes(kept, pair);
+      const mtu = linkMtu(options, link.attached);
+      // Its sides that stay as the VMM attached them (one switched comes out of it first).
+      return vmmNics(report, mtu).filter((target) => (target.vm === link.client ? modes.client : modes.provider) === target.kind);
+    });
+  if (targets.length === 0) return;
+  const { host } = await observeDevices([], targets.map((target) => target.nic.tap));
+  for (const target of targets) {
+    const tap = host.get(target.nic.tap);
+    if (tap !== undefined && tap.kind === DEVICE_KIND.tap && tap.mtu !== target.nic.mtu) await check(target.kind, target.vm, target.nic);
+  }
+}
+
+/**
  * Before the NICs of switched sides come out (takeBackSwitched): what the run's transaction could
  * fail at while the kernel is as it was, found now, so that the run fails with no NIC out rather
  * than after, those links left down: the ids of every link of the run (allocateMany from `before`,
@@ -659,6 +689,8 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const takeOut = async (): Promise<void> => {
       // Bad input first, as a socket path too long is found before anything else.
       assertSwitchedInputUsable(switched, options);
+      // A QEMU NIC whose guest keeps another MTU than the run gives its link: refused now, not once the devices have it.
+      await assertNicMtusKept(vms, snapshot, before, kept, options);
       if (switched.length > 0) await assertRunStartable(vms, snapshot, before, kept, options);
       await assertStateWritableForTakeOut(switched, options);
       await takeBackSwitched(switched, options, made);
