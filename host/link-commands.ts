@@ -920,6 +920,14 @@ export function undoStepLine(failure: UndoStepFailure, given: GivenOptions): str
   const devices = left.flatMap((entry) => entry.devices);
   const links = left.map(({ link }) => `${link.vm} -> ${link.provider} (id ${link.id})`).join(', ');
   const clients = [...new Set(left.map(({ link }) => link.vm))];
+  if (failure.step === 'mtu') {
+    // The records are as before the run: a link of its clients again with no --mtu gives them back the MTU they record.
+    const { mtu: _, ...kept } = given;
+    return (
+      `undoing the run, putting back the MTU it had changed on ${devices.join(' ')} failed: ${error}; the undo went on, so ${links} may have the run's MTU there, ` +
+      `not the one ${left.length === 1 ? 'its VMs learnt' : 'their VMs learnt'}: check them (ip link show ${devices[0] ?? ''}), then run ${linkCommand(clients, kept)}, which gives them back the MTU recorded`
+    );
+  }
   return (
     `undoing the run, deleting devices it had made failed: ${error}; the undo went on, so ${devices.join(' ')} may still exist, ` +
     `and the ids of ${links} stay recorded, so that no other link is given them: check why the kernel kept them (ip -d link show ${devices[0] ?? ''}), ` +

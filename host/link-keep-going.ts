@@ -51,6 +51,7 @@ import {
   pairsOf,
   readAllVms,
   recordedMeanwhile,
+  restoreMtus,
   standingLinks,
   takenBackLeftDown,
   underLinkLock,
@@ -303,6 +304,11 @@ function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMa
     if (failure.step === 'namespace') {
       if (!inUse.has(failure.netns) && !saidNamespaces.has(failure.netns)) left.push(failure);
       saidNamespaces.add(failure.netns);
+      continue;
+    }
+    // The MTU not put back on devices of a link the run linked at last is that link's now.
+    if (failure.step === 'mtu') {
+      if (!failure.left.some(({ link }) => linked.has(vmName(link.vm)))) left.push(failure);
       continue;
     }
     const still = failure.left.flatMap(({ link, devices }) => {
@@ -675,6 +681,8 @@ async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: Link
   const removal = await undoDevices(doomed).catch((error: unknown) => ({ kept: [], left: { devices: doomed, error: reasonOf(error) } }));
   const stuck = removal.left === undefined ? undefined : devicesLeft(removal.left.devices, reports, removal.left.error);
   if (stuck !== undefined) options.onUndoStepFailed?.(stuck);
+  // The MTU the run changed on its devices that were there before goes back too (restoreMtus).
+  await restoreMtus(reports, made, options);
   const next = undoneState(state, before, reports, new Set(removal.left?.devices ?? []));
   const namespaceOf = (vm: string): string => `${options.netnsPrefix}${vm}`;
   const inUse = new Set(

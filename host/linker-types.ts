@@ -12,6 +12,7 @@ import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.
 import type { ConfigDirSource } from './config-reader.js';
 import type { ConfigSnapshot } from './config.js';
 import { type DevicePrefix, linkDeviceNames } from './device-names.js';
+import type { DevicePlan, MtuBefore } from './device-plan.js';
 import type { AmbiguousAttach, LinkSide } from './kept-attach.js';
 import type { FarEndElsewhere, ForeignDevice } from './link-device-kinds.js';
 import type { Link, LinkAttachment, LinkPair } from './link-state.js';
@@ -244,7 +245,14 @@ export type UndoStepFailure =
       /** The links (as this run recorded them) whose devices may still exist, with those devices. */
       readonly left: readonly { readonly link: LinkReport; readonly devices: readonly string[] }[];
     }
-  | { readonly step: 'namespace'; readonly netns: string; readonly error: string };
+  | { readonly step: 'namespace'; readonly netns: string; readonly error: string }
+  | {
+      readonly step: 'mtu';
+      /** Why, in one line (the kernel's refusal). */
+      readonly error: string;
+      /** The links (as this run recorded them) whose devices, found by the run, may keep the MTU it gave them, with those devices. */
+      readonly left: readonly { readonly link: LinkReport; readonly devices: readonly string[] }[];
+    };
 
 /** A state file that the undo of a failed `link` (or of one VM of it) could not write back. */
 export interface UndoStateWriteFailure {
@@ -457,9 +465,15 @@ export interface RunDevices {
   readonly namespaces: Set<string>;
   /** The links whose NICs the run took out of their VMMs to attach those sides another way (takeBackSwitched), by pair (keyOf), as recorded. */
   readonly takenBack: Map<string, { readonly link: LinkReport; readonly nics: TakenBackNic[] }>;
+  /**
+   * Devices the run found and changed the MTU of (a link of another --mtu), by namespace and name,
+   * each with the plan that did (its seen namespaces) and whether the host runs IPv6: an undo
+   * puts their MTU back (linker.ts's restoreMtus).
+   */
+  readonly mtusBefore: Map<string, { readonly entry: MtuBefore; readonly plan: DevicePlan; readonly ipv6: boolean }>;
 }
 
-export const newRunDevices = (): RunDevices => ({ created: new Set(), replaced: new Set(), namespaces: new Set(), takenBack: new Map() });
+export const newRunDevices = (): RunDevices => ({ created: new Set(), replaced: new Set(), namespaces: new Set(), takenBack: new Map(), mtusBefore: new Map() });
 
 /** A NIC a run took out of its VMM to attach its side of a link another way (takeBackSwitched). */
 export interface TakenBackNic {

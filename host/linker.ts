@@ -9,7 +9,7 @@ import { type AttachChoice, type AttachMode, assertSideMtu, chosenAttachMode } f
 import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
 import { linkDeviceNames } from './device-names.js';
-import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
+import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
 import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
 import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
@@ -56,6 +56,43 @@ export function devicesLeft(devices: readonly string[], reports: readonly LinkRe
 }
 
 export const namespaceLeft = ({ netns, error }: NamespaceLeft): UndoStepFailure => ({ step: 'namespace', netns, error });
+
+/** Note in `made` the devices `plan` found and changes the MTU of (its carrying out begun), for an undo (restoreMtus). */
+function noteMtusBefore(plan: DevicePlan, ipv6: boolean, made: RunDevices): void {
+  for (const entry of plan.mtusBefore ?? []) {
+    const key = `${entry.netns ?? ''}\n${entry.name}`;
+    // The first plan that changed it saw what it had before the run.
+    if (!made.mtusBefore.has(key)) made.mtusBefore.set(key, { entry, plan, ipv6 });
+  }
+}
+
+/**
+ * Part of the undo of a failed run (or of VMs of it): put back the MTU the run changed on devices
+ * of `reports` it found (a link up at another MTU than --mtu gave it), so that a link that was up
+ * keeps the MTU its VMs learnt, as its record (written back) keeps it. Where that fails, it is
+ * told (options.onUndoStepFailed) and the undo goes on.
+ */
+export async function restoreMtus(reports: readonly LinkReport[], made: RunDevices, options: Pick<LinkerOptions, 'onUndoStepFailed'>): Promise<void> {
+  const devices = new Set(reports.flatMap(linkDevicesOf));
+  const restored = [...made.mtusBefore].filter(([, { entry }]) => devices.has(entry.name) && !made.created.has(entry.name));
+  if (restored.length === 0) return;
+  for (const [key] of restored) made.mtusBefore.delete(key);
+  const seen = new Map(restored.flatMap(([, { plan }]) => plan.seenNamespaces).map((namespace) => [namespace.netns, namespace]));
+  const plan = mtuRestorePlan(
+    { createNamespaces: [], seenNamespaces: [...seen.values()], clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [], mtusBefore: restored.map(([, { entry }]) => entry) },
+    restored.some(([, { ipv6 }]) => ipv6),
+  );
+  try {
+    await applyDevicePlan(plan);
+  } catch (error) {
+    const names = new Set(restored.map(([, { entry }]) => entry.name));
+    const left = reports.flatMap((link) => {
+      const of = linkDevicesOf(link).filter((device) => names.has(device));
+      return of.length > 0 ? [{ link, devices: of }] : [];
+    });
+    options.onUndoStepFailed?.({ step: 'mtu', error: reasonOf(error), left });
+  }
+}
 
 /**
  * The state an undo writes back over `state` (the run's): each of `reports`' records as `before`
@@ -345,7 +382,8 @@ export async function linkTransaction(
         });
         state = next;
       }
-      const plan = planDevices(connections, await observed);
+      const seen = await observed;
+      const plan = planDevices(connections, seen);
       applying = applying
         .then(async () => {
           if (failed) return;
@@ -356,6 +394,7 @@ export async function linkTransaction(
           started.push({ plan, made: planMade });
           for (const device of plan.creates) made.created.add(device);
           for (const device of replacedDevices(plan)) made.replaced.add(device);
+          noteMtusBefore(plan, seen.ipv6, made);
           try {
             await applyDevicePlan(plan, planMade);
           } finally {
@@ -405,6 +444,8 @@ export async function linkTransaction(
       if (devices !== undefined) options.onUndoStepFailed?.(devices);
       for (const netns of undone.namespaces) options.onUndoStepFailed?.(namespaceLeft(netns));
     }
+    // The MTU it changed on devices it found (links up at another MTU) goes back, as their records do.
+    await restoreMtus(reports, made, options);
     let holds = before;
     if (state !== before) {
       const target = left.size === 0 ? before : undoneState(state, before, reports, left);

@@ -296,6 +296,16 @@ describe('spectrum-link linker commands', () => {
     );
     expect(line).not.toContain('\n');
   });
+
+  it('an MTU an undo could not put back: one line naming the devices and links, and the link without --mtu that gives them back the MTU they record', () => {
+    const line = undoStepLine({ step: 'mtu', error: 'No such device', left: [{ link: link('appvm-lynx', 7), devices: ['snc7', 'snb7'] }] }, RUN);
+    expect(line).toMatch(/^undoing the run, putting back the MTU it had changed on snc7 snb7 failed: No such device; the undo went on, so appvm-lynx -> netvm \(id 7\) may have the run's MTU there, not the one its VMs learnt: check them \(ip link show snc7\), then run spectrum-link link appvm-lynx /);
+    // The run's other options, but not its --mtu: the records went back to the MTU before the run.
+    expect(line).toContain('--state-dir /var/state');
+    expect(line).not.toContain('--mtu');
+    expect(line).toMatch(/, which gives them back the MTU recorded$/);
+    expect(line).not.toContain('\n');
+  });
 });
 
 /** appvm-lynx -> netvm, id 42, both sides qemu unless `fields` says otherwise, left down as `fields` says. */

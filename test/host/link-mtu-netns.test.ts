@@ -1,8 +1,11 @@
-// The link MTU kept, end to end in namespaces: a `link` given no --mtu keeps the MTU a link
-// records (a boot script's plain link).
+// The link MTU kept and undone, end to end in namespaces: a `link` given no --mtu keeps the MTU a
+// link records (a boot script's plain link), and a failed run puts back the MTU it had changed on
+// the devices of links that were up.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { preferredId } from '../../host/link-state.js';
+import { vmName } from '../../host/vm-name.js';
 import { createHarness, describeNetns, type Harness } from '../harness/index.js';
 import { type LinkWorld, devices, makeLinkWorld, oneLineError } from './link-fixture.js';
 
@@ -67,5 +70,25 @@ describeNetns('spectrum-link link MTU', () => {
     expect(plain.code, plain.stderr).toBe(0);
     expect((JSON.parse(plain.stdout) as LinkOutput).links[0]?.vmmArguments?.client?.qemu.join(' ')).toMatch(/,host_mtu=4000$/);
     expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--mtu', '1500'])).code).toBe(0);
+  });
+
+  it('a run that fails on one VM puts back the MTU it had set on the devices of another VM\'s link that was up (host and VM sides), as its record is', async () => {
+    const up = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json']);
+    expect(up.code, up.stderr).toBe(0);
+    const link = (JSON.parse(up.stdout) as LinkOutput).links[0]!;
+    const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
+    // appvm-catgirl's bridge name held as an altname: the kernel refuses its bridge, after lynx's link was set to 9000.
+    const bridge = `snb${preferredId({ client: vmName('appvm-catgirl'), provider: vmName('netvm') })}`;
+    await world.host.ip(['link', 'add', 'blocker', 'type', 'bridge']);
+    await world.host.ip(['link', 'property', 'add', 'dev', 'blocker', 'altname', bridge]);
+    try {
+      const failed = await world.link(['link', 'appvm-lynx', 'appvm-catgirl', '--mtu', '9000']);
+      expect(failed.code).toBe(1);
+      expect(oneLineError(failed.stderr)).toMatch(new RegExp(`${bridge}`));
+      expect(await mtus(link)).toEqual([1500, 1500, 1500, 1500, 1500]);
+      expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+    } finally {
+      await world.host.ip(['link', 'del', 'blocker']);
+    }
   });
 });
