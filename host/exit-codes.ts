@@ -4,8 +4,8 @@
 // it would move (as one too long for a socket is), a device prefix given that is not the one
 // the state records for its links, and a `link` into, or a `gc` of, a state that claims no prefix
 // while devices named as links with the run's exist, or a `gc` of a state dir with no state file
-// (a state dir or prefix given that is not theirs: the fix is another --state-dir, or a state file
-// written by hand); every other module error exits 1.
+// where they do (a state dir or prefix given that is not theirs: the fix is another --state-dir,
+// or a state file written by hand); every other module error exits 1.
 import { EXIT, type ErrorExitCodes, exitCodeOf } from '../shared/cli/run-cli.js';
 import { AttachModeError } from './attach-mode.js';
 import { ConfigError } from './config.js';

@@ -44,6 +44,7 @@ import {
   finishRun,
   isStateFailure,
   linkTransaction,
+  linksByPair,
   linksLeftDown,
   listRunDevices,
   namespaceLeft,
@@ -52,7 +53,7 @@ import {
   readAllVms,
   recordedMeanwhile,
   restoreMtus,
-  standingLinks,
+  runKeptAttach,
   takenBackLeftDown,
   underLinkLock,
   undoneState,
@@ -449,7 +450,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   if (!claimsPrefix && partition.valid.some((vm) => pairsOf(snapshot, vm).length > 0)) await assertNoUnrecordedDevices(options);
   // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
   // kept or chosen, fails alone).
-  const kept = keptAttach(options.attach, await standingLinks(before, options));
+  const kept = await runKeptAttach(partition.valid, snapshot, before, options);
   const made = newRunDevices();
   // NICs of sides to be attached another way come out of their VMMs first, VM by VM
   // (takeBackSwitched): a VM whose VMM (or a provider's, for its links) does not give one back
@@ -466,11 +467,13 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   // Bad input first, as plain link finds it: a side that cannot be given its new mode, one that
   // would move to a socket the state cannot record, a socket path that cannot be; that VM fails
   // alone, before the probe of the state dir below (which fails the whole run), nothing taken out.
+  // (Each link's MTU, without --mtu, as the state records it: a lookup made once.)
+  const recorded = options.mtu === undefined && switched.length > 0 ? linksByPair(before) : undefined;
   for (const vm of partition.valid) {
     const own = switchedOf.get(vm) ?? [];
     if (own.length === 0) continue;
     try {
-      assertLinksUsable(vm, snapshot, kept, options, before);
+      assertLinksUsable(vm, snapshot, kept, options, recorded);
       assertSwitchedInputUsable(own, options);
     } catch (error) {
       failures.set(vm, error);

@@ -524,12 +524,22 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
  * `link` replaces it, its `unlink` deletes it (list and show say it is foreign). A state that
  * claims no prefix (claimsDevicePrefix: a file recording no link and no prefix, written by hand
  * or by an older spectrum-link) owns none of them: where any exists, gc deletes nothing and
- * refuses it as `link` into it is refused (gcUnrecordedDevicesRefusal), as it refuses no state file.
+ * refuses it as `link` into it is refused (gcUnrecordedDevicesRefusal), as it refuses no state file
+ * where any exists ('no-state').
  */
 export async function collectGarbage(options: GcOptions): Promise<string[]> {
   // With no state file every device with the prefix looks unowned, those of working links too:
-  // far more likely a wrong --state-dir (or a lost state) than a host with nothing linked.
+  // where any exists, far more likely a wrong --state-dir (or a lost state) than a host with
+  // nothing linked. Where none does (a fresh host: the default state dir not made yet), there is
+  // nothing any state dir's gc would delete here: nothing to collect, as of a state file that
+  // claims no prefix, without the lock (which would make the dir).
   if (!hasStateFile(options.stateDir, options.stateDirSource)) {
+    // No lock to wait for: signals are as where it is held (the CLI stops taking them over).
+    options.onLockHeld?.();
+    const listed = await observeDevices([]).catch((error: unknown) => {
+      throw gcStopped(error);
+    });
+    if (linkNamedDevices(listed.host.keys(), options.devicePrefix).length === 0) return [];
     const { devicePrefix: prefix, stateDirSource: source } = options;
     const origin = source === undefined ? '' : ` (the state dir ${source.from === 'default' ? 'is the default' : pathOrigin(source)})`;
     throw new LinkerError(

@@ -39,9 +39,9 @@ export class LinkerError extends Error {
        */
       | 'take-down-failed'
       /**
-       * `gc` of a state dir with no state file: every device named with the prefix would look
-       * unowned, those of live links too (a --state-dir mistyped): refused, nothing deleted (bad input,
-       * as 'unrecorded-devices').
+       * `gc` of a state dir with no state file where devices named as links with the prefix
+       * exist: every one would look unowned, those of live links too (a --state-dir mistyped):
+       * refused, nothing deleted (bad input, as 'unrecorded-devices'). With none, nothing to collect.
        */
       | 'no-state'
       /** `gc` stopped by the kernel (its listing of devices, or a lookup or deletion of its removal refused); `failure` is the DeviceError. */

@@ -10,7 +10,7 @@ import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
 import { linkDeviceNames } from './device-names.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
-import { type AmbiguousAttach, type KeptAttach, type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, newLinkMode, shownAttachMode } from './kept-attach.js';
+import { type AmbiguousAttach, type KeptAttach, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
 import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
 import { assertStateWritableForTakeOut, assertSwitchedInputUsable, switchedSides, takeBackSwitched, withSockets } from './link-switch.js';
@@ -43,7 +43,7 @@ import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, ne
 import { assertNoUnrecordedDevices, loadRunState } from './state-prefix.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
-import { vmName } from './vm-name.js';
+import { isVmName, vmName } from './vm-name.js';
 
 /** The failure of an undo's device step, its devices grouped by the links of `reports`; none where none of them is left. */
 export function devicesLeft(devices: readonly string[], reports: readonly LinkReport[], error: string): UndoStepFailure | undefined {
@@ -267,7 +267,7 @@ export interface LinkTransaction {
  * A state's links by pair (keyOf), in one pass: for a lookup per link or per VM of a run, where
  * link-state.ts's lookupLink would scan the whole state each time (quadratic in a bulk run).
  */
-function linksByPair(state: LinkState): Map<string, Link> {
+export function linksByPair(state: LinkState): Map<string, Link> {
   return new Map(state.links.map((link) => [keyOf({ vm: link.client, provider: link.provider }), link]));
 }
 
@@ -465,14 +465,17 @@ export async function linkTransaction(
 }
 
 /**
- * The links up before a `link` run, whose modes it keeps where --attach says nothing of a VM
+ * The links up before a `link` run, whose modes it keeps where --attach does not name a VM
  * (kept-attach.ts): those recorded while a device of the link's kind exists under one of their
  * names, as unlink and list take them, each side in its recorded mode, or (a record written before
  * the state kept modes) as its device shows it. Of a record whose devices are all gone (after a
  * reboot: the state outlives the devices; devices of other kinds under its names are none of its,
  * link-device-kinds.ts) only the sides that need no VMM keep their mode (`netns`: the plan makes a
  * missing namespace; `none`); a `qemu` or `cloud-hypervisor` side is not up and gets the VM's mode
- * (goneLink). Devices are looked at (one listing) only for links --attach does not settle whole.
+ * (goneLink). Devices are looked at (one listing, a request per name) only for links --attach does
+ * not settle whole, and of those only where it tells: not for a link recorded with neither side
+ * attached by a VMM, which stands in its recorded modes whether its devices are there or gone.
+ * (A run passes only the links it takes modes from: runKeptAttach.)
  */
 export async function standingLinks(state: LinkState, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>): Promise<StandingLink[]> {
   const namesOf = (link: Link): ReturnType<typeof linkDeviceNames> => linkDeviceNames(options.devicePrefix, link.id);
@@ -480,7 +483,11 @@ export async function standingLinks(state: LinkState, options: Pick<LinkerOption
   // each of its VMs has the mode --attach gives it on every link.
   const chosen = (vm: VmName): boolean => chosenAttachMode(options.attach, vm) !== undefined;
   const unsettled = state.links.filter((link) => !(chosen(link.client) && chosen(link.provider)));
-  const host = unsettled.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], unsettled.flatMap((link) => Object.values(namesOf(link))))).host;
+  // Up or gone, such a link stands in its recorded modes (goneLink keeps netns and none): its
+  // devices, not looked at, are taken as gone.
+  const withoutVmm = (link: Link): boolean => link.attached !== undefined && !isVmmMode(link.attached.client) && !isVmmMode(link.attached.provider);
+  const looked = unsettled.filter((link) => !withoutVmm(link));
+  const host = looked.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], looked.flatMap((link) => Object.values(namesOf(link))))).host;
   return unsettled.flatMap((link): StandingLink[] => {
     const names = namesOf(link);
     if (seenOf(link, host, options).own.length === 0) return link.attached === undefined ? [] : [goneLink(link, link.attached)];
@@ -489,45 +496,93 @@ export async function standingLinks(state: LinkState, options: Pick<LinkerOption
   });
 }
 
+/** The links of `state` that a VM of `vms` is a side of (client or provider), but for those a VM of `but` is a side of. Pure. */
+export function linksOfVms(state: LinkState, vms: ReadonlySet<VmName>, but: ReadonlySet<VmName> = new Set()): LinkState {
+  const of = (link: Link): boolean => vms.has(link.client) || vms.has(link.provider);
+  return { ...state, links: state.links.filter((link) => of(link) && !but.has(link.client) && !but.has(link.provider)) };
+}
+
+/** Where a side's mode comes from when it is not the VM's (its up links'): --attach, or the link's own. */
+const OWN_MODE_SOURCES: ReadonlySet<ModeSource> = new Set(['attach', 'link', 'unshown']);
+
+/**
+ * The providers of a run of `vms` (clients) whose own mode (the one every up link of theirs has
+ * on their side) a side of the run's links may take (kept-attach.ts): of each pair of the run,
+ * to a provider its config names (in `snapshot`) or recorded (in `before`: a mode switch looks at
+ * those), the provider where --attach does not name it and the link does not stand on its side
+ * in `own` (the KeptAttach of the links the run's VMs are a side of, which holds every standing
+ * link of a pair of the run). Pure.
+ */
+export function providersTakingVmMode(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, own: KeptAttach): Set<VmName> {
+  const run = new Set(vms);
+  const named = vms.flatMap((client) => {
+    const dir = snapshot.vms.get(client);
+    const entries = dir?.location === 'directory' && dir.providers.state === 'directory' ? dir.providers.entries : [];
+    return entries.flatMap(({ name }) => (isVmName(name) ? [{ client, provider: name }] : []));
+  });
+  const recorded = before.links.filter((link) => run.has(link.client));
+  // Its side's mode is --attach's, or the link's own: no other link of the provider's counts for it.
+  const takesVmMode = (pair: LinkPair): boolean => !OWN_MODE_SOURCES.has(sideMode(own, pair, 'provider').from);
+  return new Set([...named, ...recorded].filter(takesVmMode).map((pair) => pair.provider));
+}
+
+/**
+ * What a `link` run of `vms` (clients) knows of attach modes, from the links up before it
+ * (standingLinks) that it takes a mode from, the others' devices not looked at (a run's cost does
+ * not grow with the links of VMs it does not touch): the links its VMs are a side of (`own`, where
+ * the caller looked at them already), which tell each VM's own mode and each of its links'; then
+ * those of the providers whose own mode a side of its links takes (providersTakingVmMode).
+ * Every side of a link of the run (kept-attach's sideMode, newLinkMode, ambiguousAttach) gets the
+ * mode a KeptAttach of every recorded link gives it.
+ */
+export async function runKeptAttach(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, options: Pick<LinkerOptions, 'devicePrefix' | 'attach'>, own?: readonly StandingLink[]): Promise<KeptAttach> {
+  const run = new Set(vms);
+  const ofRun = own ?? (await standingLinks(linksOfVms(before, run), options));
+  const providers = providersTakingVmMode(vms, snapshot, before, keptAttach(options.attach, ofRun));
+  const ofProviders = providers.size === 0 ? [] : await standingLinks(linksOfVms(before, providers, run), options);
+  return keptAttach(options.attach, [...ofRun, ...ofProviders]);
+}
+
 /**
  * What a `link` run knows of attach modes (from the state `before` it, and the devices of links
- * recorded without modes), each VM's side of its new links checked as linkVms checks a chosen one;
- * and the config of its VMs: `wholeDir` as read (link --all), else the named VMs and the
- * providers they reach, read here (once: its chunks take them from it).
+ * recorded without modes or with a side attached by a VMM: runKeptAttach), each VM's side of its
+ * new links checked as linkVms checks a chosen one; and the config of its VMs: `wholeDir` as read
+ * (link --all), else the named VMs and the providers they reach, read here (once: its chunks take
+ * them from it).
  */
 async function runAttachModes(vms: readonly VmName[], before: LinkState, options: LinkerOptions, wholeDir?: ConfigSnapshot): Promise<{ kept: KeptAttach; snapshot: ConfigSnapshot }> {
-  const kept = keptAttach(options.attach, await standingLinks(before, options));
+  // The VMs' own modes first (their links), checked before the config is read; then, the config
+  // read, those of the providers their links take a mode from.
+  const own = await standingLinks(linksOfVms(before, new Set(vms)), options);
+  const ownKept = keptAttach(options.attach, own);
   // (A new link's MTU: --mtu, else 1500; a recorded one's is checked with its record, assertLinksUsable.)
-  for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(kept, vm).mode, vm, options, linkMtu(options));
+  for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(ownKept, vm).mode, vm, options, linkMtu(options));
   const snapshot = wholeDir ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
+  const kept = await runKeptAttach(vms, snapshot, before, options, own);
   // Every VM valid, and every side of every link of the run, providers' too, in the order the
   // chunks would meet them: found as a later chunk is planned, the failure would come once earlier
   // chunks' devices are made, some replacing those of links up another way, which the undo
   // leaves down.
   // (assertLinksUsable throws an invalid VM's error first, as requireValidVm says it.)
-  for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options, before);
+  // (Each link's MTU, without --mtu, as the state records it: a lookup made once.)
+  const recorded = options.mtu === undefined && before.links.length > 0 ? linksByPair(before) : undefined;
+  for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options, recorded);
   return { kept, snapshot };
 }
 
 /**
  * Refuse, as bad input, a side of a (valid) client's links that its device or VMM cannot be given,
- * in the modes the run gives them, at the MTU it gives them (--mtu, else the one `before`, the
- * state, records for the link; without it, --mtu's or 1500).
+ * in the modes the run gives them, at the MTU it gives them: --mtu, else the one the state records
+ * for the link (`recorded`, the state's links by pair: linksByPair, made once per run), else 1500.
  */
-export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions, before?: LinkState): void {
-  const recorded = before === undefined || options.mtu !== undefined ? undefined : linksOf(before, vm);
+export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions, recorded?: ReadonlyMap<string, Link>): void {
   for (const provider of requireValidVm(snapshot, vm).providers) {
     const pair = { client: vm, provider };
     const modes = linkAttachModes(kept, pair);
-    const mtu = linkMtu(options, recorded?.get(provider)?.attached);
+    const mtu = linkMtu(options, recorded?.get(keyOf({ vm, provider }))?.attached);
     assertSideUsable(modes.client, vm, options, mtu, pair);
     assertSideUsable(modes.provider, provider, options, mtu, pair);
   }
-}
-
-/** A client's recorded links, by provider. */
-function linksOf(state: LinkState, client: VmName): Map<VmName, Link> {
-  return new Map(state.links.filter((link) => link.client === client).map((link) => [link.provider, link]));
 }
 
 /** The pairs a client of a run links (the VM valid): to each provider its config names, in order. */

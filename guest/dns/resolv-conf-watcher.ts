@@ -1,4 +1,4 @@
-import { type FSWatcher, type Stats, constants, lstatSync, readlinkSync, statSync, watch } from 'node:fs';
+import { type FSWatcher, type Stats, constants, lstatSync, readlinkSync, statfsSync, statSync, watch } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { MAX_RESOLV_CONF_LENGTH, parseResolvConf, type ResolvConf } from './resolv-conf.js';
@@ -155,17 +155,24 @@ function samePlan(a: readonly WatchedDirectory[], b: readonly WatchedDirectory[]
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** statfs's f_type of procfs (linux/magic.h). */
+const PROC_SUPER_MAGIC = 0x9fa0;
+
 /**
  * What the watches would see change, as it is now: the directories on the way (which each is,
  * the names looked up there) and the file the path resolves to (which file it is, its size, its
  * times of change), or why there is none. Another at the next look is a change the watches may
- * have missed.
+ * have missed. A file of procfs is looked at without its times: procfs gives the inode of a
+ * /proc/net file anew at each lookup, with the time of that lookup, and a resolv.conf that is a
+ * symlink to /proc/net/pnp (the kernel's ip= autoconfiguration, as its nfsroot document says to
+ * make it) differed at every look, read again every 2 s for as long as the agent ran.
  */
 function lookOf(path: string): string {
   let file: string;
   try {
     const info = statSync(path, { bigint: true });
-    file = `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
+    const times = statfsSync(path).type === PROC_SUPER_MAGIC ? 'procfs' : `${info.mtimeNs}:${info.ctimeNs}`;
+    file = `${info.dev}:${info.ino}:${info.size}:${times}`;
   } catch (error) {
     file = error instanceof Error && 'code' in error ? String(error.code) : 'unreadable';
   }

@@ -23,6 +23,7 @@ import {
   dirtyLinks,
   disableIpv6Of,
   isRemoval,
+  SYSCTL_ABSENT,
   operationIfindex,
   expectedEvent,
   plan,
@@ -123,6 +124,9 @@ const DUMPS_BEFORE_PLANNING = 3;
  */
 const UNDECODABLE_REREAD_GAP_MS = 1_000;
 
+/** How long after an MTU change a link's sysctl read missing is read once more (see #recheckMissingSysctls). */
+const SYSCTL_RECHECK_MS = 100;
+
 /**
  * Why the whole state is read again: notifications were lost (an overflow, one that could not be
  * decoded), or the last re-read used a dump the kernel marked inconsistent (NLM_F_DUMP_INTR) or
@@ -216,6 +220,11 @@ export class NetdAgent {
   /** The links #sayConflicts said are in conflict, and what it said of each (the link's name and note). */
   #conflictsSaid = new Map<number, { readonly name: string; readonly note: string }>();
   #retryTimer: NodeJS.Timeout | undefined;
+  /** Links whose MTU changed since their sysctls were last read (see #recheckMissingSysctls). */
+  #mtuChanged = new Set<number>();
+  /** Links whose sysctls are read once more when #recheckTimer fires. */
+  readonly #recheck = new Set<number>();
+  #recheckTimer: NodeJS.Timeout | undefined;
   /** Retries since the last change that succeeded. */
   #retryRound = 0;
   #idleWaiters: (() => void)[] = [];
@@ -325,6 +334,7 @@ export class NetdAgent {
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#recheckTimer);
     clearTimeout(this.#rereadGap);
     clearInterval(this.#auditTimer);
     this.kernel.close();
@@ -365,8 +375,45 @@ export class NetdAgent {
   }
 
   #noteEvent(event: KernelEvent): void {
-    if (event.kind === 'link' && event.op !== 'del') this.#seenLinks.add(event.link.ifindex);
+    if (event.kind === 'link' && event.op !== 'del') {
+      this.#seenLinks.add(event.link.ifindex);
+      // Before applyEvent: the view has the link as it was.
+      const before = this.#view.links.get(event.link.ifindex);
+      if (before !== undefined && before.mtu !== event.link.mtu) this.#mtuChanged.add(event.link.ifindex);
+    }
     for (const ifindex of dirtyLinks(event, this.#servingIp)) this.#dirty.add(ifindex);
+  }
+
+  /**
+   * A link's MTU back at 1280 (68 for IPv4) is said by the kernel before it makes the link's IPv6
+   * (IPv4) afresh: rtnetlink's notifier runs before addrconf's, and a read in between (a reader in
+   * C woken by the notification finds it so in about a fifth of round trips) finds disable_ipv6
+   * missing, nothing to set, which the kernel then makes at 0: IPv6 on for good on a provider
+   * link. A sysctl read missing after an MTU change is read once more a moment later; once, so a
+   * file that stays missing (IPv6 off in the whole system, an MTU below 1280) costs one read.
+   */
+  #recheckMissingSysctls(): void {
+    for (const ifindex of this.#mtuChanged) {
+      for (const key of [disableIpv6Of(ifindex), arpFilterOf(ifindex)]) {
+        if (this.#view.sysctls.get(sysctlKeyId(key)) === SYSCTL_ABSENT) this.#recheck.add(ifindex);
+      }
+    }
+    this.#mtuChanged.clear();
+    if (this.#recheck.size === 0 || this.#recheckTimer !== undefined || this.#stopped) return;
+    this.#recheckTimer = setTimeout(() => {
+      this.#recheckTimer = undefined;
+      for (const ifindex of this.#recheck) {
+        for (const key of [disableIpv6Of(ifindex), arpFilterOf(ifindex)]) {
+          if (this.#view.sysctls.get(sysctlKeyId(key)) === SYSCTL_ABSENT) this.#view.sysctls.delete(sysctlKeyId(key));
+        }
+        // Read again before planning (as a link just seen), and checked by the plan.
+        this.#seenLinks.add(ifindex);
+        this.#dirty.add(ifindex);
+      }
+      this.#recheck.clear();
+      this.#schedule();
+    }, SYSCTL_RECHECK_MS);
+    this.#recheckTimer.unref();
   }
 
   /** Read the whole state again, for `why`. */
@@ -581,6 +628,7 @@ export class NetdAgent {
       }
       current = plan(this.#view, this.options, known, this.#served);
     }
+    this.#recheckMissingSysctls();
 
     // Client IPs no longer served by the link that served them: their conntrack entries are owed.
     // At start, every client IP but those a previous agent served as they are now (see purge-debt.ts).

@@ -9,7 +9,7 @@
 // beside 9,000 earlier devices. So every timed case runs alone, in a namespace of its own that is
 // deleted before the next case's wait; rounds still alternate which side goes first.
 import { execFileSync } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Harness, type Netns, trackTempDir } from '../harness/index.js';
 import { LINK_BIN, ROOT, makeConfigDir } from '../host/link-fixture.js';
@@ -26,6 +26,17 @@ const QUIET_WAIT_MAX_MS = 90_000;
 
 function seconds(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+/** A VM directory `vm` in the config dir with one provider, `provider`, a VM directory too (made where missing). */
+async function addVm(configDir: string, vm: string, provider: string): Promise<void> {
+  for (const name of [vm, provider]) {
+    await mkdir(join(configDir, name, 'blk'), { recursive: true });
+    await writeFile(join(configDir, name, 'vmlinux'), '');
+    await writeFile(join(configDir, name, 'blk', 'root.img'), '');
+  }
+  await mkdir(join(configDir, vm, 'providers', 'net'), { recursive: true });
+  await writeFile(join(configDir, vm, 'providers', 'net', provider), '');
 }
 
 /** Spectrum's start-vmm way: bridge + two taps, every step its own `ip` process. */
@@ -269,19 +280,32 @@ export async function linkBench(): Promise<BenchResult[]> {
       note: `rounds ${bulkRatios.map((ratio) => ratio.toFixed(2)).join(', ')}; goal: <= 1`,
     });
 
-    // One new VM at a time on a host that already has BULK links: what a VM start costs.
+    // One new VM at a time on a host that already has BULK links: what a VM start costs. Three
+    // ways: `--attach none`, which settles every side's mode, so that no recorded link is looked
+    // at; a new client of netvm, the provider of the BULK links, with the modes kept (no --attach,
+    // as a VM start runs it); and a new client of a provider of its own, sharing nothing with the
+    // BULK links, with the modes kept.
     const singleState = newState('single');
-    const singleArgs = (index: number): string[] => ['link', `appvm-${index}`, '--attach', 'none', '--config-dir', configDir, '--state-dir', singleState];
+    const singleArgs = (vm: string, attach: readonly string[] = []): string[] => ['link', vm, ...attach, '--config-dir', configDir, '--state-dir', singleState];
+    const sharing = (index: number): string => `appvm-${BULK + 5 + index}`;
+    const solo = (index: number): string => `solo-client-${index}`;
+    for (let index = 0; index < 5; index++) await addVm(configDir, solo(index), `solo-provider-${index}`);
     let singles: number[] = [];
+    let keptSharing: number[] = [];
+    let keptSolo: number[] = [];
     await alone(
       'single',
       (ns) => {
-        singles = [BULK, BULK + 1, BULK + 2, BULK + 3, BULK + 4].map((index) => spectrumLink(ns, singleArgs(index)));
+        singles = [0, 1, 2, 3, 4].map((index) => spectrumLink(ns, singleArgs(`appvm-${BULK + index}`, ['--attach', 'none'])));
+        keptSharing = [0, 1, 2, 3, 4].map((index) => spectrumLink(ns, singleArgs(sharing(index))));
+        keptSolo = [0, 1, 2, 3, 4].map((index) => spectrumLink(ns, singleArgs(solo(index))));
         return 0;
       },
       (ns) => void spectrumLink(ns, linkArgs(singleState, bulkVms)),
     );
-    results.push({ suite: 'link', name: `single link <vm>, host with ${BULK} links (median of 5)`, value: median(singles) * 1000, unit: 'ms', note: 'goal: < 200, includes Node start-up' });
+    results.push({ suite: 'link', name: `single link <vm> --attach none, host with ${BULK} links (median of 5)`, value: median(singles) * 1000, unit: 'ms', note: 'goal: < 200, includes Node start-up' });
+    results.push({ suite: 'link', name: `single link <vm>, modes kept, a new client of the provider of the ${BULK} links (median of 5)`, value: median(keptSharing) * 1000, unit: 'ms', note: 'goal: < 200, includes Node start-up' });
+    results.push({ suite: 'link', name: `single link <vm>, modes kept, a new VM sharing nothing with the ${BULK} links (median of 5)`, value: median(keptSolo) * 1000, unit: 'ms', note: 'goal: < 200, includes Node start-up' });
     const startups = Array.from({ length: 5 }, () => nodeStartup(process.env));
     results.push({ suite: 'link', name: 'Node start-up alone, `node -e 0` (median of 5)', value: median(startups) * 1000, unit: 'ms', note: 'as the environment is; the bin itself drops NODE_EXTRA_CA_CERTS' });
     if (EXTRA_CA !== undefined) {

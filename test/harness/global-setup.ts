@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { RUN_PREFIX_ENV, checkRunPrefix, newRunPrefix } from './names.js';
-import { sweepRunPrefixSync, useOwnTempDir } from './process-registry.js';
+import { sweepRunOnExit, sweepRunPrefixSync, useOwnTempDir } from './process-registry.js';
 
 function canSweep(): boolean {
   if (process.getuid?.() !== 0) return false;
@@ -25,13 +25,14 @@ export default function setup(): () => void {
   useOwnTempDir();
 
   // Without root (or ip) no test could have created a namespace, so there is nothing to sweep.
-  const sweep = (): string[] => (canSweep() ? sweepRunPrefixSync(prefix) : []);
-  // Last resort if vitest exits without running the teardown.
-  const sweepOnExit = (): void => void sweep();
-  process.on('exit', sweepOnExit);
+  const sweeping = canSweep();
+  const sweep = (): string[] => (sweeping ? sweepRunPrefixSync(prefix) : []);
+  // Last resort if vitest exits without running the teardown, or is stopped by a signal: with
+  // the temp dir, by the harness's handlers (an 'exit' listener here never ran at a signal, the
+  // process killed by it again first).
+  if (sweeping) sweepRunOnExit(prefix);
 
   return () => {
-    process.off('exit', sweepOnExit);
     const leaked = sweep();
     if (leaked.length > 0) {
       // Vitest only logs errors thrown here; the exit code is what makes CI notice.

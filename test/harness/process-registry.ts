@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { HarnessError, assertOwnedNamespace } from './names.js';
+import { HarnessError, assertOwnedNamespace, checkRunPrefix, runPrefix } from './names.js';
 
 export const NETNS_RUN_DIR = '/run/netns';
 export const NETNS_ETC_DIR = '/etc/netns';
@@ -17,6 +17,8 @@ const liveNamespaces = new Set<string>();
 const liveProcessGroups = new Set<number>();
 const liveTempDirs = new Set<string>();
 const liveNamespacePrefixes = new Set<string>();
+/** The run's prefix where this process sweeps it on exit or signal (sweepRunOnExit): the global setup's. */
+let sweptRunPrefix: string | undefined;
 /** Where useOwnTempDir records the dir it made, so that a second call in one process keeps it. */
 const OWN_TEMP_DIR_ENV = 'SPECTRUM_TEST_OWN_TMPDIR';
 const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
@@ -49,6 +51,19 @@ export function trackNamespacePrefix(prefix: string): void {
   assertOwnedNamespace(prefix);
   installExitHandlers();
   liveNamespacePrefixes.add(prefix);
+}
+
+/**
+ * Every namespace and /etc/netns folder of this run (`prefix`, the run's own), removed on exit
+ * or signal with the rest (sweepRunPrefixSync): the global setup's last resort. At a signal the
+ * handler here raises it again once done, and the process dies by it before vitest's own exit
+ * handlers run: a sweep left to those was skipped, and a stopped run left the namespaces of a
+ * worker killed before its cleanup.
+ */
+export function sweepRunOnExit(prefix: string): void {
+  if (checkRunPrefix(prefix) !== runPrefix()) throw new HarnessError(`sweepRunOnExit: ${prefix} is not this run's prefix ${runPrefix()}`);
+  installExitHandlers();
+  sweptRunPrefix = prefix;
 }
 
 /**
@@ -151,6 +166,14 @@ function cleanupSync(): void {
       }
     }
     liveNamespacePrefixes.clear();
+  }
+  if (sweptRunPrefix !== undefined) {
+    try {
+      sweepRunPrefixSync(sweptRunPrefix);
+    } catch (error) {
+      process.stderr.write(`test harness: could not sweep the namespaces of run ${sweptRunPrefix}: ${String(error)}\n`);
+    }
+    sweptRunPrefix = undefined;
   }
   for (const dir of liveTempDirs) rmSync(dir, { recursive: true, force: true });
   liveTempDirs.clear();

@@ -1,9 +1,13 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import type { SignalTargetReport } from './fixtures/signal-target.js';
+import type { StoppedRunReport } from './fixtures/stopped-run-waits.js';
 import { createHarness, describeNetns, isRunning, type ProcessExit } from './index.js';
+import { newRunPrefix } from './names.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const FIXTURE = 'test/harness/fixtures/signal-target';
@@ -104,5 +108,58 @@ describeNetns('namespaces are removed when the creating process dies', () => {
 
   it('on process.exit() without cleanup()', async () => {
     await runFixture('exit', undefined);
+  });
+});
+
+/**
+ * A test run of its own (vitest with test/harness/fixtures/stopped-run.config.ts: this run's
+ * global setup), of another prefix, its one test leaving a namespace of it (as a worker killed
+ * before its cleanup does) and waiting; the run stopped by `signal` sent to vitest's process.
+ */
+async function stopRun(signal: NodeJS.Signals): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'spectrum-stopped-run-'));
+  const readyFile = join(dir, 'ready.json');
+  const prefix = newRunPrefix();
+  const child = spawn(process.execPath, [join(repoRoot, 'node_modules/vitest/vitest.mjs'), 'run', '--config', 'test/harness/fixtures/stopped-run.config.ts'], {
+    cwd: repoRoot,
+    env: { ...process.env, SPECTRUM_TEST_PREFIX: prefix, SPECTRUM_TEST_READY_FILE: readyFile },
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('could not start vitest');
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  const exited = new Promise<ProcessExit>((resolve) => child.once('exit', (code, sig) => resolve({ code, signal: sig })));
+  let report: StoppedRunReport | undefined;
+  try {
+    await eventually(() => existsSync(readyFile) || child.exitCode !== null, 30_000);
+    if (!existsSync(readyFile)) throw new Error(`the run's test never became ready: ${output}`);
+    report = JSON.parse(readFileSync(readyFile, 'utf8')) as StoppedRunReport;
+    expect(report.namespace.startsWith(prefix)).toBe(true);
+    expect(namespaceList()).toContain(report.namespace);
+    expect(report.tempDir).toMatch(/\/spectrum-test-[^/]+$/);
+    expect(existsSync(report.tempDir)).toBe(true);
+    process.kill(pid, signal);
+    const exit = await exited;
+    // Dead by the signal, or exited as vitest does after one (128 + its number).
+    const number = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 }[signal as 'SIGINT' | 'SIGTERM' | 'SIGHUP'];
+    expect([JSON.stringify({ code: null, signal }), JSON.stringify({ code: 128 + number, signal: null })]).toContain(JSON.stringify(exit));
+    expect(namespaceList()).not.toContain(report.namespace);
+    expect(existsSync(report.tempDir)).toBe(false);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) process.kill(-pid, 'SIGKILL');
+    // Not this run's: removed by its exact name, made by the run started here.
+    const left = report?.namespace;
+    if (left !== undefined && existsSync(`/run/netns/${left}`)) execFileSync('ip', ['netns', 'delete', left]);
+    if (report !== undefined) rmSync(report.tempDir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describeNetns("a test run's namespaces and temp dir are removed when vitest is stopped by a signal", () => {
+  it.each(['SIGTERM', 'SIGINT', 'SIGHUP'] as const)('on %s', async (signal) => {
+    await stopRun(signal);
   });
 });

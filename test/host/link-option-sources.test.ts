@@ -260,9 +260,10 @@ describeNetns('spectrum-link option sources', () => {
   });
 
   it.each([
-    [['unlink', 'appvm-lynx'], 1, 'appvm-lynx has no recorded links in state dir /var/lib/spectrum-link (the default); check the name and the state dir (--state-dir or SPECTRUM_STATE_DIR)'],
-    // gc's refusal of a state dir with no state file is bad input, as link's of a state that records no prefix (exit-codes.ts).
-    [['gc'], 2, 'gc: no state file /var/lib/spectrum-link/links.json (the state dir is the default), so no link is recorded'],
+    [['unlink', 'appvm-lynx'], 1, 'spectrum-link: appvm-lynx has no recorded links in state dir /var/lib/spectrum-link (the default); check the name and the state dir (--state-dir or SPECTRUM_STATE_DIR)'],
+    // No device named as a link with the prefix there: nothing any state dir's gc would delete.
+    [['gc'], 0, 'nothing to collect'],
+    [['gc', '--json'], 0, '{"removed":[]}'],
   ] as const)('on a fresh host (the default state dir missing: /var/lib empty, in a mount namespace of its own), %j says there is nothing, exit %i, as with the dir there and empty, and makes nothing', async (args, code, said) => {
     // Run first with /var/lib empty, then with the state dir made there: the same line both times,
     // and nothing made by the first. (Each run's output is one line: stdout and stderr together.)
@@ -277,9 +278,29 @@ describeNetns('spectrum-link option sources', () => {
     const result = await host.exec(['unshare', '-m', 'sh', '-c', script, 'sh', 'node', LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true, env: environment({}) });
     expect(result.code, result.stderr).toBe(0);
     const [missing = '', left, there] = result.stdout.split('\n');
-    expect(missing.startsWith(`${code} spectrum-link: ${said}`), missing).toBe(true);
+    expect(missing.startsWith(`${code} ${said}`), missing).toBe(true);
     expect(left).toBe('left:');
     expect(there).toBe(missing);
+  });
+
+  it('on a fresh host with devices named as links with the prefix (another state dir\'s, say), gc refuses the default state dir missing, or there with no state file: exit 2, nothing deleted, no dir made', async () => {
+    await host.exec(['ip', 'link', 'add', 'snb7', 'type', 'bridge'], { enter: 'nsenter' });
+    const script = [
+      'mount -t tmpfs spectrum-test /var/lib || exit 99',
+      'missing=$("$@" 2>&1); missing_code=$?',
+      'left=$(ls -A /var/lib)',
+      'mkdir /var/lib/spectrum-link',
+      'there=$("$@" 2>&1); there_code=$?',
+      'printf "%s\\n" "$missing_code $missing" "left:$left" "$there_code $there"',
+    ].join('\n');
+    const result = await host.exec(['unshare', '-m', 'sh', '-c', script, 'sh', 'node', LINK_BIN, 'gc'], { enter: 'nsenter', allowFailure: true, env: environment({}) });
+    expect(result.code, result.stderr).toBe(0);
+    const [missing = '', left, there] = result.stdout.split('\n');
+    // gc's refusal of a state dir with no state file is bad input, as link's of a state that records no prefix (exit-codes.ts).
+    expect(missing.startsWith('2 spectrum-link: gc: no state file /var/lib/spectrum-link/links.json (the state dir is the default), so no link is recorded'), missing).toBe(true);
+    expect(left).toBe('left:');
+    expect(there).toBe(missing);
+    expect(await devicesMade()).toEqual(['snb7']);
   });
 
   const badNetnsPrefix = (source: string): string => `spectrum-link: ${source} "../x" is not valid: up to 32 of A-Z a-z 0-9 . _ -\n`;

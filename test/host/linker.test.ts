@@ -672,6 +672,25 @@ describe('a failed link whose run had changed the MTU of a link that was up', ()
   });
 });
 
+describe('gc of a state dir with no state file', () => {
+  it('has nothing to collect where no device is named as a link with the prefix (a fresh host), making no dir; refuses (bad input, nothing removed) where one is', async () => {
+    const missing = join(stateDir, 'not-made');
+    // Devices of no link name with the prefix: another prefix's, no id, no role.
+    kernel.host = new Map([['zzb5', {} as ObservedDevice], ['snx1', {} as ObservedDevice], ['snb', {} as ObservedDevice]]);
+    for (const dir of [stateDir, missing]) expect(await collectGarbage({ stateDir: dir, devicePrefix: PREFIX })).toEqual([]);
+    expect(existsSync(missing)).toBe(false);
+    expect(await readdir(stateDir)).toEqual([]);
+    kernel.host.set('snp9', {} as ObservedDevice);
+    for (const dir of [stateDir, missing]) {
+      const error = await collectGarbage({ stateDir: dir, devicePrefix: PREFIX }).catch((caught: unknown) => caught);
+      expect(error).toMatchObject({ name: 'LinkerError', kind: 'no-state', message: expect.stringMatching(/^gc: no state file .*links\.json, so no link is recorded and every snb\/snc\/snp device would go/) });
+      expect(isLinkUsageError(error)).toBe(true);
+    }
+    expect(kernel.removed).toEqual([]);
+    expect(existsSync(missing)).toBe(false);
+  });
+});
+
 describe('gc with a --state-dir that is a file', () => {
   it('says the state dir is no directory (as link does), not that it holds no state file, and removes nothing', async () => {
     const file = join(stateDir, 'a-file');

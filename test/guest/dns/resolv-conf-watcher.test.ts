@@ -411,6 +411,16 @@ describe('following resolv.conf where it resolves to', () => {
     expect(seen.errors).toEqual([]);
   });
 
+  it('reads nothing again while nothing changes where resolv.conf is a symlink to a file of /proc/net (/proc/net/pnp, of ip= autoconfiguration)', async () => {
+    // procfs makes a /proc/net file's inode anew at each lookup, its times those of the lookup:
+    // each look at the path differed from the last, and it was read again at every one.
+    symlinkSync('/proc/net/dev', join(dir, 'resolv.conf'));
+    const seen = follow(join(dir, 'resolv.conf'), 20);
+    await quiet(seen);
+    expect(seen.changes).toBe(0);
+    expect(seen.errors).toEqual([]);
+  });
+
   it('holds as many watches as the way has folders however often the link is re-pointed, and none once closed', async () => {
     mkdirSync(join(dir, 'targets'));
     const target = (n: number): string => {

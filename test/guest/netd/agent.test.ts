@@ -375,6 +375,45 @@ describe('NetdAgent', () => {
     expect(kernel.applied).toContainEqual({ kind: 'sysctl', key: disableIpv6Of(CLIENT_1.ifindex), value: '1' });
   });
 
+  it("reads a link's sysctls once more, a moment later, where they were missing after its MTU changed: the kernel says the MTU is back at 1280 before it makes the link's IPv6 afresh", async () => {
+    // rtnetlink's notifier runs before addrconf's: a read between the two finds disable_ipv6
+    // missing ('absent', nothing to set), and the kernel then makes it at 0, IPv6 on for good.
+    const kernel = new ScriptedKernel([]);
+    let ipv6 = true;
+    kernel.readSysctl = (path: string): string => (path.includes('disable_ipv6') && !ipv6 ? SYSCTL_ABSENT : '0');
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), null, null);
+    await agent.start({ watch: true });
+    const settled = async (): Promise<void> => {
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent?.idle();
+    };
+    const PROVIDER_1 = { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP };
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...PROVIDER_1, mtu: 1500 } }]);
+    await settled();
+    const turnedOff = (): Operation[] => kernel.applied.filter((operation) => operation.kind === 'sysctl' && operation.key.template === disableIpv6Of(CLIENT_1.ifindex).template);
+    expect(turnedOff()).toEqual([{ kind: 'sysctl', key: disableIpv6Of(CLIENT_1.ifindex), value: '1' }]);
+    // Below 1280: IPv6 taken off the link, its files with it.
+    ipv6 = false;
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...PROVIDER_1, mtu: 1000 } }]);
+    await settled();
+    // Back at 1500: read before the kernel made IPv6 again, which it does right after.
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...PROVIDER_1, mtu: 1500 } }]);
+    await settled();
+    ipv6 = true;
+    for (let waited = 0; waited < 3000 && turnedOff().length < 2; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    await agent.idle();
+    expect(turnedOff()).toHaveLength(2);
+    // Once: a file that stays missing (IPv6 off in the whole system) is not read again and again.
+    ipv6 = false;
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...PROVIDER_1, mtu: 1400 } }]);
+    await settled();
+    let reads = 0;
+    kernel.readSysctl = (path: string): string => ((reads += 1), path.includes('disable_ipv6') ? SYSCTL_ABSENT : '0');
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await agent.idle();
+    expect(reads).toBeLessThanOrEqual(2);
+  });
+
   it('tells the services of a new device that took the name of the link to the upstream provider, by its index', async () => {
     const UP0 = { ifindex: 5, name: 'up0', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
     const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: UP0 }]);
