@@ -22,9 +22,11 @@ export const TAP_MTU_MAX = 65535 - 14;
  * Refuse a link MTU a side's device cannot take: every mode but netns gives the side a tap. Said
  * before anything is made for the link, as bad input, rather than as the kernel's refusal.
  */
-export function assertSideMtu(mtu: number, mode: AttachMode, vm: string): void {
+export function assertSideMtu(mtu: number, mode: AttachMode, vm: string, recorded?: { readonly client: string; readonly provider: string }): void {
   if (mode !== 'netns' && mtu > TAP_MTU_MAX) {
-    throw new AttachModeError('mtu', `--mtu ${mtu} is more than a tap takes (${TAP_MTU_MAX}, Linux's tun driver), and ${vm} is attached with ${mode} (a tap): give --mtu ${TAP_MTU_MAX} or less; only netns links take more`);
+    // Without --mtu, the MTU is the one the link's record keeps (made with it as a netns link).
+    const what = recorded === undefined ? `--mtu ${mtu}` : `MTU ${mtu}, which ${recorded.client} -> ${recorded.provider} records (no --mtu given),`;
+    throw new AttachModeError('mtu', `${what} is more than a tap takes (${TAP_MTU_MAX}, Linux's tun driver), and ${vm} is attached with ${mode} (a tap): give --mtu ${TAP_MTU_MAX} or less; only netns links take more`);
   }
 }
 

@@ -189,6 +189,61 @@ export interface DevicePlan {
   readonly configureFarEnds: readonly DeviceStep[];
   /** Host devices this plan creates: deleting them undoes a failed run. */
   readonly creates: readonly string[];
+  /**
+   * The devices it found whose MTU it changes, each with the MTU it found (and the one it gives):
+   * the undo of a failed run puts those back (mtuRestorePlan), as it deletes what it created.
+   */
+  readonly mtusBefore?: readonly MtuBefore[];
+}
+
+/** A device a plan found, and changes the MTU of: what it had (`mtu`), what the plan gives it (`to`). */
+export interface MtuBefore {
+  readonly netns: string | null;
+  readonly name: string;
+  readonly index: number;
+  readonly mtu: number;
+  readonly to: number;
+}
+
+/**
+ * The plan that puts back the MTU `plan` changed on devices it found (the undo of a failed run,
+ * after the devices it created are deleted): each as it was, by the index it was seen under, in
+ * the namespace it was seen in (seenNamespaces: one made anew since is left alone). A host device
+ * whose MTU goes back up past 1280 from below gets IPv6 off again after (the kernel starts it
+ * afresh, on; `hostIpv6`: the kernel runs IPv6 here), as the plan gives it.
+ */
+export function mtuRestorePlan(plan: DevicePlan, hostIpv6: boolean): DevicePlan {
+  const before = plan.mtusBefore ?? [];
+  const back = (entry: MtuBefore): DeviceStep => ({ netns: entry.netns, op: 'set', name: entry.name, index: entry.index, change: { mtu: entry.mtu } });
+  const host = before.filter((entry) => entry.netns === null);
+  const hostSteps = host.flatMap((entry): DeviceStep[] => [
+    back(entry),
+    ...(hostIpv6 && entry.to < IPV6_MIN_MTU && entry.mtu >= IPV6_MIN_MTU ? [{ netns: null, op: 'disable-ipv6' as const, name: entry.name, index: entry.index }] : []),
+  ]);
+  const far = before.filter((entry) => entry.netns !== null);
+  const namespaces = new Set(far.map((entry) => entry.netns));
+  return {
+    createNamespaces: [],
+    seenNamespaces: plan.seenNamespaces.filter(({ netns }) => namespaces.has(netns)),
+    clearFarEnds: [],
+    hostSteps: hostSteps.length === 0 ? [] : [hostSteps],
+    configureFarEnds: far.map(back),
+    creates: [],
+  };
+}
+
+/** The MTU changes of these steps on devices seen (by their index), with the MTU each had (`seen`). */
+function mtuChanges(steps: readonly DeviceStep[], seen: (step: DeviceStep & { op: 'set' }) => ObservedDevice | undefined): MtuBefore[] {
+  const found = new Map<string, MtuBefore>();
+  for (const step of steps) {
+    if (step.op !== 'set' || step.change.mtu === undefined || step.index === undefined) continue;
+    const device = seen(step);
+    const key = `${step.netns ?? ''}\n${step.name}`;
+    // The first change of a device is from what it had (a bridge's MTU may be set twice: bridgeSteps).
+    if (device === undefined || device.index !== step.index || device.mtu === step.change.mtu || found.has(key)) continue;
+    found.set(key, { netns: step.netns, name: step.name, index: step.index, mtu: device.mtu, to: step.change.mtu });
+  }
+  return [...found.values()];
 }
 
 /** The kernel runs IPv6 on a device only from this MTU up (IPV6_MIN_MTU). */
@@ -367,6 +422,9 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     steps.push(...bridgeSteps(connection, isBridge ? bridge : undefined, observed.ipv6));
   }
   const { missingNamespaces, seenNamespaces, clearFarEnds, configureFarEnds } = plan;
+  const mtusBefore = mtuChanges([...hostSteps.flat(), ...configureFarEnds], (step) =>
+    step.netns === null ? observed.host.get(step.name) : (observed.netns.get(step.netns)?.devices.get(step.name) ?? undefined),
+  );
   return {
     createNamespaces: [...missingNamespaces],
     seenNamespaces: [...seenNamespaces].map(([netns, identity]) => ({ netns, identity })),
@@ -374,5 +432,6 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
     hostSteps,
     configureFarEnds,
     creates,
+    ...(mtusBefore.length === 0 ? {} : { mtusBefore }),
   };
 }

@@ -145,7 +145,12 @@ function linkerOptionsOf(env: Env) {
     // An empty variable is no prefix, as none is.
     netnsPrefix: () =>
       new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV} or none`),
-    mtu: () => new Option('--mtu <bytes>', `MTU of every link device, which the VMs' NICs learn: ${MTU_MIN} to ${MTU_MAX}, a tap at most ${TAP_MTU_MAX}`).default('1500'),
+    // No default value: a link given no --mtu keeps the MTU it records (LinkerOptions.mtu).
+    mtu: () =>
+      new Option(
+        '--mtu <bytes>',
+        `MTU of every link device, which the VMs' NICs learn: ${MTU_MIN} to ${MTU_MAX}, a tap at most ${TAP_MTU_MAX} (default: the MTU the link records, else 1500)`,
+      ),
     attach: (description: string, fallback = 'none') => new Option('--attach <mode>', description).argParser(collect).default([], fallback),
     qmpSocket: () => new Option('--qmp-socket <template>', 'QEMU QMP socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/qmp.sock'),
     chSocket: () => new Option('--ch-socket <template>', 'cloud-hypervisor API socket of a VM ({vm} is replaced)').default('/run/vm/{vm}/vmm'),
@@ -592,18 +597,19 @@ function linkedVmLines(
   gone: readonly ReleasedLinkReport[],
   vmmFailures: readonly VmmDetachFailure[],
   json: boolean,
-  mtu: number,
   stopped?: StoppedRelease,
 ): string[] {
+  // Each link's VMM arguments carry the MTU it was linked with (--mtu, else its record's).
+  const mtu = (report: LinkReport): number => report.mtu ?? DEFAULT_NIC_MTU;
   if (json) {
     const unlinkedEntries = gone.map((report) => unlinkedJson(report, vmmFailures));
     const stoppedEntries = stopped === undefined ? [] : stopped.reports.filter((report) => report.vm === vm).map((report) => stoppedJson(report, stopped));
-    const entry = { vm, links: reports.map((report) => linkJson(report, mtu)), ...(gone.length > 0 && { unlinked: unlinkedEntries }), ...(stoppedEntries.length > 0 && { takeDownStopped: stoppedEntries }) };
+    const entry = { vm, links: reports.map((report) => linkJson(report, mtu(report))), ...(gone.length > 0 && { unlinked: unlinkedEntries }), ...(stoppedEntries.length > 0 && { takeDownStopped: stoppedEntries }) };
     return [`${JSON.stringify(entry)}\n`];
   }
   const lines: string[] = [];
   if (reports.length === 0 && gone.length === 0) lines.push(`${vm}: no providers, nothing to link\n`);
-  for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report, mtu).map((line) => `${line}\n`));
+  for (const report of reports) lines.push(`${reportLine(report)}\n`, ...vmmArgumentLines(report, mtu(report)).map((line) => `${line}\n`));
   for (const report of gone) {
     const forced = vmmFailures.some((failure) => failure.link.id === report.id) ? ', VMM detach failed' : '';
     lines.push(`unlinked ${report.vm} -> ${report.provider} (id ${report.id}, kept${forced}): ${report.provider} is no longer among ${report.vm}'s providers\n`);
@@ -936,6 +942,14 @@ export function undoStepLine(failure: UndoStepFailure, given: GivenOptions): str
   const devices = left.flatMap((entry) => entry.devices);
   const links = left.map(({ link }) => `${link.vm} -> ${link.provider} (id ${link.id})`).join(', ');
   const clients = [...new Set(left.map(({ link }) => link.vm))];
+  if (failure.step === 'mtu') {
+    // The records are as before the run: a link of its clients again with no --mtu gives them back the MTU they record.
+    const { mtu: _, ...kept } = given;
+    return (
+      `undoing the run, putting back the MTU it had changed on ${devices.join(' ')} failed: ${error}; the undo went on, so ${links} may have the run's MTU there, ` +
+      `not the one ${left.length === 1 ? 'its VMs learnt' : 'their VMs learnt'}: check them (ip link show ${devices[0] ?? ''}), then run ${linkCommand(clients, kept)}, which gives them back the MTU recorded`
+    );
+  }
   return (
     `undoing the run, deleting devices it had made failed: ${error}; the undo went on, so ${devices.join(' ')} may still exist, ` +
     `and the ids of ${links} stay recorded, so that no other link is given them: check why the kernel kept them (ip -d link show ${devices[0] ?? ''}), ` +
@@ -1085,7 +1099,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...paths,
         commands: linkRunCommands(given, flags.all === true ? undefined : names, flags.keepGoing === true),
         netnsPrefix: netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env)),
-        mtu: integerOption('--mtu', flags.mtu, MTU_MIN, MTU_MAX, 'an MTU'),
+        // Not given: each link keeps the MTU its record has (LinkerOptions.mtu).
+        ...(flags.mtu === undefined ? {} : { mtu: integerOption('--mtu', flags.mtu, MTU_MIN, MTU_MAX, 'an MTU') }),
         ...lockWaitOf(flags, env, command),
         attach,
         vmm: vmmFactory(attach, flags),
@@ -1163,7 +1178,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const stopped = done.takeDownStopped;
         const stoppedVms = flags.json === true ? (stopped?.reports ?? []).map((report) => vmName(report.vm)) : [];
         for (const vm of new Set([...done.linked.keys(), ...done.unlinked.keys(), ...stoppedVms])) {
-          lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, linkerOpts.mtu, stopped));
+          lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, stopped));
         }
         // With --keep-going, a line for each VM it did not link (stderr says why too).
         // (`badInput`: it failed by bad usage or input, as plain link would have exited 2;

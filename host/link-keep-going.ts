@@ -44,6 +44,7 @@ import {
   finishRun,
   isStateFailure,
   linkTransaction,
+  linksByPair,
   linksLeftDown,
   listRunDevices,
   namespaceLeft,
@@ -51,6 +52,7 @@ import {
   pairsOf,
   readAllVms,
   recordedMeanwhile,
+  restoreMtus,
   runKeptAttach,
   runSocketSharing,
   takenBackLeftDown,
@@ -306,6 +308,11 @@ function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMa
       saidNamespaces.add(failure.netns);
       continue;
     }
+    // The MTU not put back on devices of a link the run linked at last is that link's now.
+    if (failure.step === 'mtu') {
+      if (!failure.left.some(({ link }) => linked.has(vmName(link.vm)))) left.push(failure);
+      continue;
+    }
     const still = failure.left.flatMap(({ link, devices }) => {
       const unsaid = devices.filter((device) => !saidDevices.has(device));
       return linked.has(vmName(link.vm)) || unsaid.length === 0 ? [] : [{ link, devices: unsaid }];
@@ -463,11 +470,13 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   // Bad input first, as plain link finds it: a side that cannot be given its new mode, one that
   // would move to a socket the state cannot record, a socket path that cannot be; that VM fails
   // alone, before the probe of the state dir below (which fails the whole run), nothing taken out.
+  // (Each link's MTU, without --mtu, as the state records it: a lookup made once.)
+  const recorded = options.mtu === undefined && switched.length > 0 ? linksByPair(before) : undefined;
   for (const vm of partition.valid) {
     const own = switchedOf.get(vm) ?? [];
     if (own.length === 0) continue;
     try {
-      assertLinksUsable(vm, snapshot, kept, options);
+      assertLinksUsable(vm, snapshot, kept, options, recorded);
       assertSwitchedInputUsable(own, options);
     } catch (error) {
       failures.set(vm, error);
@@ -678,6 +687,8 @@ async function undoVms(vms: readonly VmName[], run: LinkTransaction, state: Link
   const removal = await undoDevices(doomed).catch((error: unknown) => ({ kept: [], left: { devices: doomed, error: reasonOf(error) } }));
   const stuck = removal.left === undefined ? undefined : devicesLeft(removal.left.devices, reports, removal.left.error);
   if (stuck !== undefined) options.onUndoStepFailed?.(stuck);
+  // The MTU the run changed on its devices that were there before goes back too (restoreMtus).
+  await restoreMtus(reports, made, options);
   const next = undoneState(state, before, reports, new Set(removal.left?.devices ?? []));
   const namespaceOf = (vm: string): string => `${options.netnsPrefix}${vm}`;
   const inUse = new Set(

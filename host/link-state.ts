@@ -13,7 +13,9 @@
 //   {"version":2,"devicePrefix":"sn","links":[{"client":"appvm-lynx","provider":"netvm","id":42310,
 //     "attached":{"client":"qemu","provider":"netns","clientSocket":"/run/vm/appvm-lynx/qmp.sock"}}]}
 // ("attached" only while linked; a side's socket only where it is qemu or cloud-hypervisor, and
-// recorded: files written before sockets were recorded have none, and are read as before)
+// recorded: files written before sockets were recorded have none, and are read as before; its
+// "mtu", the link MTU, only where not 1500, as in `"attached":{...,"mtu":9000}`: files written
+// before the MTU was recorded have none, and are read as 1500, as they were linked before)
 // "devicePrefix": the prefix the links' devices are named with (device-names.ts), one per state,
 // written with the state's first links (an undo of them all takes it back too: restorePairs), and
 // kept when every link is forgotten: a command given another is
@@ -56,6 +58,26 @@ export interface LinkAttachment {
   readonly clientSocket?: string;
   /** The same of the provider side. */
   readonly providerSocket?: string;
+  /**
+   * The link MTU its devices were made with (`--mtu`), where not the default 1500: a `link` given
+   * no --mtu keeps it. Absent: 1500 (also in files written before the MTU was recorded).
+   */
+  readonly mtu?: number;
+}
+
+/** The MTU a link gets where nothing says otherwise (virtio-net's and Ethernet's). */
+export const DEFAULT_LINK_MTU = 1500;
+/** The MTUs the state records: IPv4's least (RFC 791) to the most a device takes (--mtu's range). */
+export const [LINK_MTU_MIN, LINK_MTU_MAX] = [68, 65535] as const;
+
+/** A link's MTU as recorded (`attached`), the default where none is. */
+export function recordedMtu(attached: LinkAttachment | undefined): number {
+  return attached?.mtu ?? DEFAULT_LINK_MTU;
+}
+
+/** The `mtu` field an attachment records for a link MTU: none at the default. */
+export function mtuField(mtu: number): { mtu?: number } {
+  return mtu === DEFAULT_LINK_MTU ? {} : { mtu };
 }
 
 /** A side's recorded socket (LinkAttachment's clientSocket or providerSocket). */
@@ -65,7 +87,7 @@ export function recordedSocket(attached: LinkAttachment | undefined, side: 'clie
 
 /** Whether two attachments (or their absence) are the same: modes and recorded sockets alike. */
 export function sameAttachment(a: LinkAttachment | undefined, b: LinkAttachment | undefined): boolean {
-  return a?.client === b?.client && a?.provider === b?.provider && a?.clientSocket === b?.clientSocket && a?.providerSocket === b?.providerSocket;
+  return a?.client === b?.client && a?.provider === b?.provider && a?.clientSocket === b?.clientSocket && a?.providerSocket === b?.providerSocket && a?.mtu === b?.mtu;
 }
 
 // What JSON writes escaped (control characters, '"', a backslash), and lone surrogates, which a
@@ -313,17 +335,19 @@ function parseAttachment(value: unknown): LinkAttachment | undefined | null {
   if (value === undefined) return undefined;
   if (!isRecord(value)) return null;
   for (const key in value) {
-    if (key !== 'client' && key !== 'provider' && key !== 'clientSocket' && key !== 'providerSocket') return null;
+    if (key !== 'client' && key !== 'provider' && key !== 'clientSocket' && key !== 'providerSocket' && key !== 'mtu') return null;
   }
-  const { client, provider, clientSocket, providerSocket } = value;
+  const { client, provider, clientSocket, providerSocket, mtu } = value;
   if (!isAttachMode(client) || !isAttachMode(provider)) return null;
   const socketOk = (socket: unknown, mode: AttachMode): boolean => socket === undefined || (isVmmMode(mode) && isRecordedSocket(socket));
   if (!socketOk(clientSocket, client) || !socketOk(providerSocket, provider)) return null;
+  if (mtu !== undefined && !(typeof mtu === 'number' && Number.isInteger(mtu) && mtu >= LINK_MTU_MIN && mtu <= LINK_MTU_MAX)) return null;
   return {
     client,
     provider,
     ...(clientSocket === undefined ? {} : { clientSocket: clientSocket as string }),
     ...(providerSocket === undefined ? {} : { providerSocket: providerSocket as string }),
+    ...(mtu === undefined ? {} : { mtu: mtu as number }),
   };
 }
 
@@ -391,7 +415,8 @@ function linkLine({ client, provider, id, attached }: Link): string {
   if (attached === undefined) return `${head}}`;
   const { clientSocket, providerSocket } = attached;
   const sockets = `${clientSocket === undefined ? '' : `,"clientSocket":"${clientSocket}"`}${providerSocket === undefined ? '' : `,"providerSocket":"${providerSocket}"`}`;
-  return `${head},"attached":{"client":"${attached.client}","provider":"${attached.provider}"${sockets}}}`;
+  const mtu = attached.mtu === undefined ? '' : `,"mtu":${attached.mtu}`;
+  return `${head},"attached":{"client":"${attached.client}","provider":"${attached.provider}"${sockets}${mtu}}}`;
 }
 
 /** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
@@ -520,7 +545,7 @@ export function parseState(text: string, source: string): LinkState {
       const attached = parseAttachment(entry['attached']);
       if (attached === null) {
         problems.add(
-          `${at}.attached must be {"client": MODE, "provider": MODE} with MODE one of ${ATTACH_MODES.join(', ')}, and "clientSocket" or "providerSocket" only of a qemu or cloud-hypervisor side: an absolute path of at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'`,
+          `${at}.attached must be {"client": MODE, "provider": MODE} with MODE one of ${ATTACH_MODES.join(', ')}, and "clientSocket" or "providerSocket" only of a qemu or cloud-hypervisor side: an absolute path of at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'; "mtu", where there, an integer from ${LINK_MTU_MIN} to ${LINK_MTU_MAX}`,
         );
         ok = false;
       }

@@ -12,6 +12,7 @@ import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.
 import type { ConfigDirSource } from './config-reader.js';
 import type { ConfigSnapshot } from './config.js';
 import { type DevicePrefix, linkDeviceNames } from './device-names.js';
+import type { DevicePlan, MtuBefore } from './device-plan.js';
 import type { AmbiguousAttach, LinkSide } from './kept-attach.js';
 import type { FarEndElsewhere, ForeignDevice, OffBridge } from './link-device-kinds.js';
 import type { Link, LinkAttachment, LinkPair } from './link-state.js';
@@ -54,6 +55,13 @@ export interface VmmPort {
    * for a typo.
    */
   checkSocket?(kind: VmmKind, vm: VmName, socket?: string): void;
+  /**
+   * Refuse a NIC the VMM of a VM holds already (through the socket its attach would use) whose
+   * guest was told another MTU than `nic.mtu` (QEMU's host_mtu: the guest learns it only as the NIC
+   * comes), asked before the run changes the MTU of its link's devices; a VMM not running (or
+   * without that NIC) is nothing to refuse. Bounded as a whole, as an attach. Only QEMU can say.
+   */
+  checkNicMtu?(kind: VmmKind, vm: VmName, nic: VmmNic): Promise<void>;
   /**
    * What this port (one run) was told where that VM's VMM (at `socket` where given, else at its
    * template's) did not answer a detach in time (a request, or the whole detach), else undefined.
@@ -125,7 +133,11 @@ export interface LinkerOptions {
   readonly devicePrefixSource?: DevicePrefixSource;
   /** VM `v` lives in namespace `<netnsPrefix>v` in netns mode. */
   readonly netnsPrefix: string;
-  readonly mtu: number;
+  /**
+   * The link MTU given (--mtu): every link of the run gets it. Absent: a link keeps the MTU its
+   * record has (link-state.ts's LinkAttachment.mtu), a new one (or one recorded without) gets 1500.
+   */
+  readonly mtu?: number;
   readonly attach: AttachChoice;
   readonly vmm: VmmPort;
   /** Told as `link` goes on (the CLI draws it on a terminal). */
@@ -233,7 +245,14 @@ export type UndoStepFailure =
       /** The links (as this run recorded them) whose devices may still exist, with those devices. */
       readonly left: readonly { readonly link: LinkReport; readonly devices: readonly string[] }[];
     }
-  | { readonly step: 'namespace'; readonly netns: string; readonly error: string };
+  | { readonly step: 'namespace'; readonly netns: string; readonly error: string }
+  | {
+      readonly step: 'mtu';
+      /** Why, in one line (the kernel's refusal). */
+      readonly error: string;
+      /** The links (as this run recorded them) whose devices, found by the run, may keep the MTU it gave them, with those devices. */
+      readonly left: readonly { readonly link: LinkReport; readonly devices: readonly string[] }[];
+    };
 
 /** A state file that the undo of a failed `link` (or of one VM of it) could not write back. */
 export interface UndoStateWriteFailure {
@@ -285,6 +304,8 @@ export interface LinkReport {
   readonly clientSocket?: string;
   /** The same of the provider side. */
   readonly providerSocket?: string;
+  /** The link MTU, recorded (or, for what link makes, to be), where not the default 1500. */
+  readonly mtu?: number;
 }
 
 /**
@@ -338,6 +359,7 @@ export function linkReport(link: Link, options: Pick<LinkerOptions, 'devicePrefi
     providerAttach: attached.provider,
     ...(attached.clientSocket === undefined ? {} : { clientSocket: attached.clientSocket }),
     ...(attached.providerSocket === undefined ? {} : { providerSocket: attached.providerSocket }),
+    ...(attached.mtu === undefined ? {} : { mtu: attached.mtu }),
   };
 }
 
@@ -443,9 +465,15 @@ export interface RunDevices {
   readonly namespaces: Set<string>;
   /** The links whose NICs the run took out of their VMMs to attach those sides another way (takeBackSwitched), by pair (keyOf), as recorded. */
   readonly takenBack: Map<string, { readonly link: LinkReport; readonly nics: TakenBackNic[] }>;
+  /**
+   * Devices the run found and changed the MTU of (a link of another --mtu), by namespace and name,
+   * each with the plan that did (its seen namespaces) and whether the host runs IPv6: an undo
+   * puts their MTU back (linker.ts's restoreMtus).
+   */
+  readonly mtusBefore: Map<string, { readonly entry: MtuBefore; readonly plan: DevicePlan; readonly ipv6: boolean }>;
 }
 
-export const newRunDevices = (): RunDevices => ({ created: new Set(), replaced: new Set(), namespaces: new Set(), takenBack: new Map() });
+export const newRunDevices = (): RunDevices => ({ created: new Set(), replaced: new Set(), namespaces: new Set(), takenBack: new Map(), mtusBefore: new Map() });
 
 /** A NIC a run took out of its VMM to attach its side of a link another way (takeBackSwitched). */
 export interface TakenBackNic {

@@ -10,10 +10,10 @@ import { type AttachChoice, type AttachMode, assertSideMtu, chosenAttachMode } f
 import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
 import { linkDeviceNames } from './device-names.js';
-import { type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, planDevices, replacedDevices } from './device-plan.js';
+import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
 import { type AmbiguousAttach, type KeptAttach, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
-import { type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
+import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
 import { assertStateWritableForTakeOut, assertSwitchedInputUsable, switchedSides, takeBackSwitched, withSockets } from './link-switch.js';
 import { type UnlistedTakedown, detachFailure, hostSideDeleted, notRecorded, takeDownUnlisted } from './link-take-down.js';
 import { LinkerError, isInterruption, reasonOf, stopIfInterrupted, underStateLock } from './linker-error.js';
@@ -58,6 +58,43 @@ export function devicesLeft(devices: readonly string[], reports: readonly LinkRe
 }
 
 export const namespaceLeft = ({ netns, error }: NamespaceLeft): UndoStepFailure => ({ step: 'namespace', netns, error });
+
+/** Note in `made` the devices `plan` found and changes the MTU of (its carrying out begun), for an undo (restoreMtus). */
+function noteMtusBefore(plan: DevicePlan, ipv6: boolean, made: RunDevices): void {
+  for (const entry of plan.mtusBefore ?? []) {
+    const key = `${entry.netns ?? ''}\n${entry.name}`;
+    // The first plan that changed it saw what it had before the run.
+    if (!made.mtusBefore.has(key)) made.mtusBefore.set(key, { entry, plan, ipv6 });
+  }
+}
+
+/**
+ * Part of the undo of a failed run (or of VMs of it): put back the MTU the run changed on devices
+ * of `reports` it found (a link up at another MTU than --mtu gave it), so that a link that was up
+ * keeps the MTU its VMs learnt, as its record (written back) keeps it. Where that fails, it is
+ * told (options.onUndoStepFailed) and the undo goes on.
+ */
+export async function restoreMtus(reports: readonly LinkReport[], made: RunDevices, options: Pick<LinkerOptions, 'onUndoStepFailed'>): Promise<void> {
+  const devices = new Set(reports.flatMap(linkDevicesOf));
+  const restored = [...made.mtusBefore].filter(([, { entry }]) => devices.has(entry.name) && !made.created.has(entry.name));
+  if (restored.length === 0) return;
+  for (const [key] of restored) made.mtusBefore.delete(key);
+  const seen = new Map(restored.flatMap(([, { plan }]) => plan.seenNamespaces).map((namespace) => [namespace.netns, namespace]));
+  const plan = mtuRestorePlan(
+    { createNamespaces: [], seenNamespaces: [...seen.values()], clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [], mtusBefore: restored.map(([, { entry }]) => entry) },
+    restored.some(([, { ipv6 }]) => ipv6),
+  );
+  try {
+    await applyDevicePlan(plan);
+  } catch (error) {
+    const names = new Set(restored.map(([, { entry }]) => entry.name));
+    const left = reports.flatMap((link) => {
+      const of = linkDevicesOf(link).filter((device) => names.has(device));
+      return of.length > 0 ? [{ link, devices: of }] : [];
+    });
+    options.onUndoStepFailed?.({ step: 'mtu', error: reasonOf(error), left });
+  }
+}
 
 /**
  * The state an undo writes back over `state` (the run's): each of `reports`' records as `before`
@@ -106,25 +143,40 @@ function attachmentOf(report: LinkReport): LinkAttachment {
     provider: report.providerAttach,
     ...(report.clientSocket === undefined ? {} : { clientSocket: report.clientSocket }),
     ...(report.providerSocket === undefined ? {} : { providerSocket: report.providerSocket }),
+    ...mtuField(report.mtu ?? DEFAULT_LINK_MTU),
   };
+}
+
+/**
+ * The MTU a link of the run gets: --mtu where given (options.mtu), else the one its record has
+ * (`recorded`: its attachment, or the MTU a report carries), else 1500. So a `link` without --mtu
+ * (a boot script's) keeps the MTU a link was made with, as it keeps its modes.
+ */
+export function linkMtu(options: Pick<LinkerOptions, 'mtu'>, recorded?: { readonly mtu?: number }): number {
+  return options.mtu ?? recorded?.mtu ?? DEFAULT_LINK_MTU;
 }
 
 function sideOf(mode: AttachMode, vm: VmName, device: string, mac: string, options: LinkerOptions): DesiredSide {
   return { device, mac, attach: mode === 'netns' ? { kind: 'veth', netns: `${options.netnsPrefix}${vm}` } : { kind: 'tap' } };
 }
 
-/** Refuse a side its device or VMM cannot be given: bad input, said before anything is made. */
-function assertSideUsable(mode: AttachMode, vm: string, options: LinkerOptions): void {
-  assertSideMtu(options.mtu, mode, vm);
+/**
+ * Refuse a side its device or VMM cannot be given: bad input, said before anything is made. `mtu`:
+ * the link's (linkMtu); undefined where not known yet (no --mtu: a link's record tells it, checked
+ * per link then), and `recorded` where it is a link's record's, not --mtu's.
+ */
+function assertSideUsable(mode: AttachMode, vm: string, options: LinkerOptions, mtu = options.mtu, recorded?: LinkPair): void {
+  if (mtu !== undefined) assertSideMtu(mtu, mode, vm, options.mtu === undefined ? recorded : undefined);
   if (mode === 'qemu' || mode === 'cloud-hypervisor') options.vmm.checkSocket?.(mode, vmName(vm));
 }
 
 function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredConnection {
-  assertSideUsable(report.clientAttach, report.vm, options);
-  assertSideUsable(report.providerAttach, report.provider, options);
+  const mtu = linkMtu(options, report);
+  assertSideUsable(report.clientAttach, report.vm, options, mtu, pairOf(report));
+  assertSideUsable(report.providerAttach, report.provider, options, mtu, pairOf(report));
   return {
     bridge: report.bridge,
-    mtu: options.mtu,
+    mtu,
     client: sideOf(report.clientAttach, vmName(report.vm), report.clientDevice, report.clientMac, options),
     provider: sideOf(report.providerAttach, vmName(report.provider), report.providerDevice, report.providerMac, options),
   };
@@ -143,7 +195,7 @@ export interface NicCount {
 /** Hot-plug each link's VMM sides; on failure detach what this did and rethrow. */
 export async function attachToVmms(reports: readonly LinkReport[], options: LinkerOptions, count?: NicCount): Promise<void> {
   const attached: (VmmTarget & { link: LinkReport })[] = [];
-  const targets = reports.flatMap((report) => vmmNics(report, options.mtu).map((target) => ({ ...target, link: report })));
+  const targets = reports.flatMap((report) => vmmNics(report, linkMtu(options, report)).map((target) => ({ ...target, link: report })));
   const counted = count ?? { done: 0, total: targets.length };
   try {
     for (const target of targets) {
@@ -217,7 +269,7 @@ export interface LinkTransaction {
  * A state's links by pair (keyOf), in one pass: for a lookup per link or per VM of a run, where
  * link-state.ts's lookupLink would scan the whole state each time (quadratic in a bulk run).
  */
-function linksByPair(state: LinkState): Map<string, Link> {
+export function linksByPair(state: LinkState): Map<string, Link> {
   return new Map(state.links.map((link) => [keyOf({ vm: link.client, provider: link.provider }), link]));
 }
 
@@ -308,7 +360,8 @@ export async function linkTransaction(
       for (const vm of wanted) byVm.set(vm.name, []);
       for (const link of allocation.links) {
         // Each VMM side with the socket it is attached through, recorded: where its NIC is taken out.
-        const report = linkReport(link, options, withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm, link.attached));
+        // And with the MTU it gets (--mtu, else its record's), recorded too: a later run without --mtu keeps it.
+        const report = linkReport(link, options, { ...withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm, link.attached), ...mtuField(linkMtu(options, link.attached)) });
         byVm.get(link.client)?.push(report);
         reports.push(report);
       }
@@ -331,7 +384,8 @@ export async function linkTransaction(
         });
         state = next;
       }
-      const plan = planDevices(connections, await observed);
+      const seen = await observed;
+      const plan = planDevices(connections, seen);
       applying = applying
         .then(async () => {
           if (failed) return;
@@ -342,6 +396,7 @@ export async function linkTransaction(
           started.push({ plan, made: planMade });
           for (const device of plan.creates) made.created.add(device);
           for (const device of replacedDevices(plan)) made.replaced.add(device);
+          noteMtusBefore(plan, seen.ipv6, made);
           try {
             await applyDevicePlan(plan, planMade);
           } finally {
@@ -391,6 +446,8 @@ export async function linkTransaction(
       if (devices !== undefined) options.onUndoStepFailed?.(devices);
       for (const netns of undone.namespaces) options.onUndoStepFailed?.(namespaceLeft(netns));
     }
+    // The MTU it changed on devices it found (links up at another MTU) goes back, as their records do.
+    await restoreMtus(reports, made, options);
     let holds = before;
     if (state !== before) {
       const target = left.size === 0 ? before : undoneState(state, before, reports, left);
@@ -500,7 +557,8 @@ async function runAttachModes(vms: readonly VmName[], before: LinkState, options
   // read, those of the providers their links take a mode from.
   const own = await standingLinks(linksOfVms(before, new Set(vms)), options);
   const ownKept = keptAttach(options.attach, own);
-  for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(ownKept, vm).mode, vm, options);
+  // (A new link's MTU: --mtu, else 1500; a recorded one's is checked with its record, assertLinksUsable.)
+  for (const vm of vms) if (chosenAttachMode(options.attach, vm) === undefined) assertSideUsable(newLinkMode(ownKept, vm).mode, vm, options, linkMtu(options));
   const snapshot = wholeDir ?? (await readConfigVms(options.configDir, vms, options.configDirSource));
   const kept = await runKeptAttach(vms, snapshot, before, options, own);
   // Every VM valid, and every side of every link of the run, providers' too, in the order the
@@ -508,7 +566,9 @@ async function runAttachModes(vms: readonly VmName[], before: LinkState, options
   // chunks' devices are made, some replacing those of links up another way, which the undo
   // leaves down.
   // (assertLinksUsable throws an invalid VM's error first, as requireValidVm says it.)
-  for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options);
+  // (Each link's MTU, without --mtu, as the state records it: a lookup made once.)
+  const recorded = options.mtu === undefined && before.links.length > 0 ? linksByPair(before) : undefined;
+  for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options, recorded);
   // Nor two VMs of the run at one VMM socket path (a socket template without {vm}).
   const [shared] = runSocketSharing(vms, snapshot, kept, options).values();
   if (shared !== undefined) throw shared;
@@ -521,12 +581,18 @@ export function runSocketSharing(vms: readonly VmName[], snapshot: ConfigSnapsho
   return sharedSocketFailures(clients, (kind, vm) => options.vmm.templateSocket?.(kind, vm));
 }
 
-/** Refuse, as bad input, a side of a (valid) client's links that its device or VMM cannot be given, in the modes the run gives them. */
-export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions): void {
+/**
+ * Refuse, as bad input, a side of a (valid) client's links that its device or VMM cannot be given,
+ * in the modes the run gives them, at the MTU it gives them: --mtu, else the one the state records
+ * for the link (`recorded`, the state's links by pair: linksByPair, made once per run), else 1500.
+ */
+export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions, recorded?: ReadonlyMap<string, Link>): void {
   for (const provider of requireValidVm(snapshot, vm).providers) {
-    const modes = linkAttachModes(kept, { client: vm, provider });
-    assertSideUsable(modes.client, vm, options);
-    assertSideUsable(modes.provider, provider, options);
+    const pair = { client: vm, provider };
+    const modes = linkAttachModes(kept, pair);
+    const mtu = linkMtu(options, recorded?.get(keyOf({ vm, provider }))?.attached);
+    assertSideUsable(modes.client, vm, options, mtu, pair);
+    assertSideUsable(modes.provider, provider, options, mtu, pair);
   }
   // Both ends of one of its links, or two of them, at one VMM socket path.
   const [shared] = runSocketSharing([vm], snapshot, kept, options).values();
@@ -547,6 +613,36 @@ export function pairsOf(snapshot: ConfigSnapshot, vm: VmName): LinkPair[] {
 export async function listRunDevices(links: readonly Link[], kept: KeptAttach, options: LinkerOptions): Promise<void> {
   const connections = links.map((link) => desiredConnection(linkReport(link, options, linkAttachModes(kept, link)), options));
   await observeDevices(netnsNames(connections), connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]));
+}
+
+/**
+ * Refuse, before anything is made or taken out, a link of the run up as a VMM attached it (and
+ * kept so) whose tap the run would give another MTU while that VMM's NIC keeps the MTU its guest
+ * learnt when it came (VmmPort.checkNicMtu: QEMU's host_mtu): found only at the attach, the run
+ * would fail after it had set the new MTU on the link's devices, under a guest that still sends
+ * frames of the old. Only such taps are asked about (one lookup of the run's recorded VMM taps).
+ */
+async function assertNicMtusKept(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<void> {
+  const check = options.vmm.checkNicMtu;
+  if (check === undefined) return;
+  const recorded = linksByPair(before);
+  const targets = vms
+    .flatMap((vm) => pairsOf(snapshot, vm))
+    .flatMap((pair) => {
+      const link = recorded.get(keyOf({ vm: pair.client, provider: pair.provider }));
+      if (link?.attached === undefined) return [];
+      const report = linkReport(link, options);
+      const modes = linkAttachModes(kept, pair);
+      const mtu = linkMtu(options, link.attached);
+      // Its sides that stay as the VMM attached them (one switched comes out of it first).
+      return vmmNics(report, mtu).filter((target) => (target.vm === link.client ? modes.client : modes.provider) === target.kind);
+    });
+  if (targets.length === 0) return;
+  const { host } = await observeDevices([], targets.map((target) => target.nic.tap));
+  for (const target of targets) {
+    const tap = host.get(target.nic.tap);
+    if (tap !== undefined && tap.kind === DEVICE_KIND.tap && tap.mtu !== target.nic.mtu) await check(target.kind, target.vm, target.nic);
+  }
 }
 
 /**
@@ -638,6 +734,7 @@ export async function linkAll(options: LinkerOptions): Promise<LinkOutcome & { r
 function assertChosenSidesUsable(vms: readonly VmName[], options: LinkerOptions): void {
   for (const vm of vms) {
     const chosen = chosenAttachMode(options.attach, vm);
+    // (With --mtu; without, each link's MTU is its record's, checked once the state is read: runAttachModes.)
     if (chosen !== undefined) assertSideUsable(chosen, vm, options);
   }
 }
@@ -702,6 +799,8 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const takeOut = async (): Promise<void> => {
       // Bad input first, as a socket path too long is found before anything else.
       assertSwitchedInputUsable(switched, options);
+      // A QEMU NIC whose guest keeps another MTU than the run gives its link: refused now, not once the devices have it.
+      await assertNicMtusKept(vms, snapshot, before, kept, options);
       if (switched.length > 0) await assertRunStartable(vms, snapshot, before, kept, options);
       await assertStateWritableForTakeOut(switched, options);
       await takeBackSwitched(switched, options, made);

@@ -57,9 +57,9 @@ const HOLDER_FILE = '.lock-holder';
 
 /**
  * The largest state file read: 64 MiB. The largest state spectrum-link writes holds all 65534 ids
- * (CLIENT_ID_MIN..CLIENT_ID_MAX), each on a line of at most 495 bytes (two 64-character VM names,
+ * (CLIENT_ID_MIN..CLIENT_ID_MAX), each on a line of at most 507 bytes (two 64-character VM names,
  * a 5-digit id, both sides attached with cloud-hypervisor, the longest mode, through sockets of
- * 107 bytes, the longest recorded: link-state.ts's isRecordedSocket): 32.5 MB. 64 MiB is twice
+ * 107 bytes, the longest recorded: link-state.ts's isRecordedSocket, and a 5-digit MTU): 33.2 MB. 64 MiB is twice
  * that, room for a file reformatted by hand (pretty-printed with a key per line it is 38 MB), and
  * no more: JSON.parse of junk near the bound takes gigabytes (128 MiB of `[{},{},...]`: 69 s and
  * 4.1 GB, a reviewer measured). A larger file cannot be a state, and reading it would take as long and as much

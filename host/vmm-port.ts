@@ -299,6 +299,21 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
         return undefined; // too long: checkSocket refuses it before anything is made
       }
     },
+    async checkNicMtu(kind, vm, nic) {
+      if (kind !== 'qemu') return; // cloud-hypervisor cannot be asked which MTU a NIC was given
+      const socket = qmpSocket(vm);
+      const wholeMs = WHOLE_NIC_TIMEOUTS * timeoutMs;
+      const whole = deadline(wholeMs, `asking for the MTU of NIC ${nic.id} took over ${wholeMs} ms`);
+      try {
+        await (await qmp()).qemuCheckMtu(socket, nic, { timeoutMs, signal: whole.signal });
+      } catch (error) {
+        // No QEMU runs there: it holds no NIC; the attach says what it finds.
+        if ((await vmmGone(error)) !== undefined) return;
+        throw error;
+      } finally {
+        whole.clear();
+      }
+    },
     async attach(kind, vm, nic) {
       const socket = kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
       const earlier = unanswered.of(socket);

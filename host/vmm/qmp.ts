@@ -535,6 +535,19 @@ async function checkSameMtu(client: QmpClient, nic: VmmNic, socketPath: string):
   );
 }
 
+/**
+ * Refuse, before anything of the link is changed, a NIC QEMU holds already whose guest was told
+ * another MTU than `nic.mtu` (checkSameMtu: 'mtu-mismatch'), as the attach would refuse it once
+ * the link's devices had the new MTU. A QEMU without that NIC is nothing to refuse: the attach
+ * adds it with the link's MTU.
+ */
+export async function qemuCheckMtu(socketPath: string, nic: VmmNic, options: QmpConnectOptions): Promise<void> {
+  vmmNic(nic);
+  await withQmp(socketPath, options, async (client) => {
+    if (await deviceExists(client, nic.id)) await checkSameMtu(client, nic, socketPath);
+  });
+}
+
 /** Refuse to touch a device with the NIC's id that is not the NIC: another driver or MAC. */
 async function checkSameNic(client: QmpClient, nic: VmmNic, socketPath: string): Promise<void> {
   const type = await qomString(client, nic.id, 'type');

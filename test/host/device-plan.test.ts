@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type DesiredConnection, type DeviceStep, type ObservedDevice, TUN_MODE_KIND, createdKinds, isEmptyPlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
+import { type DesiredConnection, type DeviceStep, type ObservedDevice, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -163,6 +163,37 @@ describe('planDevices, tap connections', () => {
           }
         }
         expect(isEmptyPlan(planDevices(wanted, observedHost(after.values(), hostIpv6)))).toBe(true);
+      }),
+    );
+  });
+});
+
+describe('mtuRestorePlan', () => {
+  it('puts back the MTU a plan changed on every device it found (not one it made anew), IPv6 off again on one back past 1280 where it was, and changes nothing else', () => {
+    const names = ['snb1', 'snc1', 'snp1'];
+    const start = fc
+      .tuple(...names.map((name) => fc.option(someDevice(name), { nil: undefined })))
+      .map((found) => new Map(found.flatMap((device) => (device === undefined ? [] : [[device.name, device] as const]))))
+      .filter((devices) => [...devices.values()].every((d) => d.master === null || d.master === 'other' || ['bridge', 'bond'].includes(devices.get(d.master)?.kind ?? '')));
+    fc.assert(
+      fc.property(start, fc.constantFrom(1000, 1400, 1500, 9000), (before, mtu) => {
+        const plan = planDevices([connection(1, mtu)], observedHost(before.values()));
+        const made = simulate(before, plan.hostSteps.flat(), PLAIN_HOST);
+        const restore = mtuRestorePlan(plan, true);
+        expect(restore.createNamespaces.length + restore.clearFarEnds.length + restore.configureFarEnds.length + restore.creates.length).toBe(0);
+        const back = simulate(made, restore.hostSteps.flat(), PLAIN_HOST);
+        for (const [name, device] of made) {
+          const found = before.get(name);
+          // Found and kept (not replaced: same index): its MTU as it was; one made anew keeps the plan's.
+          const kept = found !== undefined && found.index === device.index;
+          expect(back.get(name)?.mtu, name).toBe(kept ? found.mtu : device.mtu);
+          expect(back.get(name)).toMatchObject({ master: device.master, up: device.up, kind: device.kind });
+          // The host is no party on the link: a bridge with IPv6 off after the plan keeps it off.
+          if (device.kind === 'bridge' && !device.ipv6 && (back.get(name)?.mtu ?? 0) >= 1280) expect(back.get(name)?.ipv6).toBe(false);
+          // And a port sends nothing of the host's (no address of its own, no all-routers groups), as the plan left it.
+          const port = back.get(name);
+          if (device.kind === 'tun' && !(device.ipv6 && (device.ipv6LinkLocal || device.ipv6Forwarding))) expect(port?.ipv6 === true && (port.ipv6LinkLocal || port.ipv6Forwarding)).toBe(false);
+        }
       }),
     );
   });

@@ -173,9 +173,9 @@ describe('spectrum-link linker commands', () => {
     for (const outside of ['600001', '0']) expect(() => port(outside)).toThrow(expect.objectContaining({ exitCode: EXIT.usage, message: expect.stringContaining('from 1 to 600000') }));
   });
 
-  it('link --help gives the range of --mtu, and the most a tap takes', () => {
+  it('link --help gives the range of --mtu, the most a tap takes, and that a link keeps the MTU it records', () => {
     const help = named('link').helpInformation().replace(/\s+/g, ' ');
-    expect(help).toContain("--mtu <bytes> MTU of every link device, which the VMs' NICs learn: 68 to 65535, a tap at most 65521 (default: \"1500\")");
+    expect(help).toContain("--mtu <bytes> MTU of every link device, which the VMs' NICs learn: 68 to 65535, a tap at most 65521 (default: the MTU the link records, else 1500)");
   });
 
   it.each(Object.keys(OWN_OPTIONS))('%s takes, and --help lists, only the options it uses', (name) => {
@@ -294,6 +294,16 @@ describe('spectrum-link linker commands', () => {
         'and the ids of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9) stay recorded, so that no other link is given them: check why the kernel kept them (ip -d link show snb7), ' +
         'then run spectrum-link link appvm-lynx appvm-catgirl, which converges them',
     );
+    expect(line).not.toContain('\n');
+  });
+
+  it('an MTU an undo could not put back: one line naming the devices and links, and the link without --mtu that gives them back the MTU they record', () => {
+    const line = undoStepLine({ step: 'mtu', error: 'No such device', left: [{ link: link('appvm-lynx', 7), devices: ['snc7', 'snb7'] }] }, RUN);
+    expect(line).toMatch(/^undoing the run, putting back the MTU it had changed on snc7 snb7 failed: No such device; the undo went on, so appvm-lynx -> netvm \(id 7\) may have the run's MTU there, not the one its VMs learnt: check them \(ip link show snc7\), then run spectrum-link link appvm-lynx /);
+    // The run's other options, but not its --mtu: the records went back to the MTU before the run.
+    expect(line).toContain('--state-dir /var/state');
+    expect(line).not.toContain('--mtu');
+    expect(line).toMatch(/, which gives them back the MTU recorded$/);
     expect(line).not.toContain('\n');
   });
 });

@@ -24,6 +24,7 @@ import {
   lookupLink,
   parseState,
   preferredId,
+  recordedMtu,
   restorePairs,
   sameState,
   serializeState,
@@ -324,13 +325,19 @@ describe('recorded VMM sockets', () => {
     fc.constantFrom<AttachMode>('none', 'netns').map((mode) => ({ mode, socket: undefined })),
     fc.tuple(vmmMode, fc.option(socketPaths, { nil: undefined })).map(([mode, socket]) => ({ mode, socket })),
   );
+  /** A link MTU recorded (none: 1500, or a record written before the MTU was). */
+  const mtu = fc.option(
+    fc.integer({ min: 68, max: 65535 }).filter((value) => value !== 1500),
+    { nil: undefined },
+  );
   const attachment = fc.option(
-    fc.tuple(side, side).map(
-      ([client, provider]): LinkAttachment => ({
+    fc.tuple(side, side, mtu).map(
+      ([client, provider, linkMtu]): LinkAttachment => ({
         client: client.mode,
         provider: provider.mode,
         ...(client.socket === undefined ? {} : { clientSocket: client.socket }),
         ...(provider.socket === undefined ? {} : { providerSocket: provider.socket }),
+        ...(linkMtu === undefined ? {} : { mtu: linkMtu }),
       }),
     ),
     { nil: undefined },
@@ -376,6 +383,24 @@ describe('recorded VMM sockets', () => {
         expect(serializeState(state)).not.toMatch(/Socket/);
       }),
     );
+  });
+
+  it('records a link MTU in its attachment ("mtu", an integer from 68 to 65535), refuses any other as malformed, and reads a record without one as 1500 (recordedMtu)', () => {
+    const fileWith = (attached: unknown): string => JSON.stringify({ version: 2, links: [{ client: 'a', provider: 'b', id: 5, attached }] });
+    for (const bad of [0, 67, 65536, 1500.5, '9000', null, [9000]]) {
+      expect(() => parseState(fileWith({ client: 'netns', provider: 'netns', mtu: bad }), 'test'), JSON.stringify(bad)).toThrow(
+        expect.objectContaining({ kind: 'bad-schema', message: expect.stringMatching(/links\[0\]\.attached must be .*"mtu", where there, an integer from 68 to 65535/) }),
+      );
+    }
+    const kept = parseState(fileWith({ client: 'qemu', provider: 'netns', clientSocket: '/run/vm/a/qmp.sock', mtu: 9000 }), 'test');
+    expect(kept.links[0]?.attached).toEqual({ client: 'qemu', provider: 'netns', clientSocket: '/run/vm/a/qmp.sock', mtu: 9000 });
+    expect(recordedMtu(kept.links[0]?.attached)).toBe(9000);
+    expect(serializeState(kept)).toContain('"attached":{"client":"qemu","provider":"netns","clientSocket":"/run/vm/a/qmp.sock","mtu":9000}}');
+    const before = parseState(fileWith({ client: 'netns', provider: 'netns' }), 'test');
+    expect(recordedMtu(before.links[0]?.attached)).toBe(1500);
+    expect(recordedMtu(undefined)).toBe(1500);
+    // An MTU is part of how a link is attached: a change of it alone is a change of the state.
+    expect(sameState(kept, setAttachment(kept, { client: vmName('a'), provider: vmName('b') }, { client: 'qemu', provider: 'netns', clientSocket: '/run/vm/a/qmp.sock' }))).toBe(false);
   });
 
   it('isRecordedSocket takes exactly an absolute path of at most 107 bytes that JSON writes as it is', () => {

@@ -1,7 +1,7 @@
 // spectrum-link's VMM attach modes end to end: a real QEMU (QMP hot-plug), the spec-exact fake
 // cloud-hypervisor, and `none` (taps plus printed arguments). All inside test namespaces.
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +122,17 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(result.code, result.stderr).toBe(0);
       const link = (JSON.parse(result.stdout) as LinkOutput).links[0]!;
       expect((await devices(world.host)).get(link.providerDevice)?.mtu).toBe(1400);
+      // A record written before the state kept MTUs (none: 1500) of a link whose NIC was told 1400:
+      // a plain link would give it 1500, and is refused so too, before its devices are changed.
+      const statePath = join(world.stateDir, 'links.json');
+      const state = await readFile(statePath, 'utf8');
+      expect(state).toContain(',"mtu":1400}');
+      await writeFile(statePath, state.replace(',"mtu":1400}', '}'));
+      const legacy = await world.link(args);
+      expect(legacy.code).toBe(1);
+      expect(legacy.stderr).toMatch(/NIC \S+ with MTU 1400, but the link's MTU is now 1500/);
+      const kept = await devices(world.host);
+      expect([kept.get(link.bridge)?.mtu, kept.get(link.providerDevice)?.mtu]).toEqual([1400, 1400]);
       const hostMtu = (): Promise<unknown> => qmp(qmpPath, (client) => client.execute('qom-get', { path: `/machine/peripheral/${link.providerDevice}`, property: 'host_mtu' }));
       expect(await hostMtu()).toBe(1400);
 
@@ -133,6 +144,13 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(changed.stderr.trim().split('\n')).toHaveLength(1);
       expect(changed.stderr).toMatch(/NIC \S+ with MTU 1400, but the link's MTU is now 1500: .*\(unlink\) and link it again/);
       expect(await hostMtu()).toBe(1400);
+      // Refused before anything was changed: the link's devices keep the MTU the guest learnt.
+      const host = await devices(world.host);
+      expect([host.get(link.bridge)?.mtu, host.get(link.providerDevice)?.mtu]).toEqual([1400, 1400]);
+      // A link given no --mtu (a boot script's) keeps the MTU the link records: nothing to refuse.
+      const plain = await world.link(args);
+      expect(plain.code, plain.stderr).toBe(0);
+      expect((await devices(world.host)).get(link.providerDevice)?.mtu).toBe(1400);
 
       const unlinked = await world.link(['unlink', 'appvm-catgirl', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
       expect(unlinked.code, unlinked.stderr).toBe(0);
@@ -432,8 +450,11 @@ describeNetns('spectrum-link with VMMs', () => {
     // list shows the arguments for the MTU the link has, whatever --mtu it is given.
     const listed = JSON.parse((await world.link(['show', 'appvm-lynx', '--json'])).stdout) as LinkOutput['links'];
     expect(listed[0]?.vmmArguments?.client?.qemu[3]).toMatch(/,host_mtu=9000$/);
+    // Linked again without --mtu, the link keeps the 9000 it records, and its arguments say so.
+    const kept = JSON.parse((await world.link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as LinkOutput;
+    expect(kept.links[0]?.vmmArguments?.client?.qemu[3]).toMatch(/,host_mtu=9000$/);
     // Back to 1500: the arguments are as they always were.
-    const plain = JSON.parse((await world.link(['link', 'appvm-lynx', '--attach', 'none', '--json'])).stdout) as LinkOutput;
+    const plain = JSON.parse((await world.link(['link', 'appvm-lynx', '--attach', 'none', '--mtu', '1500', '--json'])).stdout) as LinkOutput;
     expect(plain.links[0]?.vmmArguments?.client?.qemu[3]).toBe(`virtio-net-pci,netdev=net-${link.clientDevice},mac=${link.clientMac},id=${link.clientDevice}`);
   });
 

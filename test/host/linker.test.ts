@@ -71,6 +71,10 @@ const kernel = vi.hoisted(() => ({
    */
   undoBug: undefined as Error | undefined,
   whileApplying: (): void | Promise<void> => undefined,
+  /** The plans applyDevicePlan was given, in order. */
+  applied: [] as DevicePlan[],
+  /** Where set, a plan that only puts MTUs back fails with it. */
+  mtuRestoreRefused: undefined as string | undefined,
   /** Runs as removeDevices deletes devices (unlink, link taking down a provider dropped). */
   whileRemoving: (): void => undefined,
 }));
@@ -262,6 +266,9 @@ vi.mock('../../host/netlink-devices.js', () => ({
     return { ipv6: false, ipv6Forwarding: false, host: kernel.host, netns: new Map(), netnsIds: new Map() };
   },
   applyDevicePlan: async (plan: DevicePlan, made?: PlanMade) => {
+    kernel.applied.push(plan);
+    // A plan that only puts MTUs back (an undo's), refused where told.
+    if (kernel.mtuRestoreRefused !== undefined && plan.creates.length === 0 && plan.hostSteps.flat().every((step) => step.op === 'set' && step.change.mtu !== undefined)) throw new Error(kernel.mtuRestoreRefused);
     await kernel.whileApplying();
     // Namespaces first, but for those someone else made meanwhile; then devices, in order up to the first refused.
     for (const netns of plan.createNamespaces) if (!kernel.foreignNamespaces.has(netns)) made?.namespaces.add(netns);
@@ -343,6 +350,8 @@ beforeEach(async () => {
   lockRelease.fail = undefined;
   lockRelease.whileUnlocking = undefined;
   kernel.whileApplying = () => undefined;
+  kernel.applied = [];
+  kernel.mtuRestoreRefused = undefined;
   kernel.whileRemoving = () => undefined;
   configReads.afterRead = undefined;
   store.failSaves = 0;
@@ -624,6 +633,42 @@ describe('link into a state dir that claims no device prefix, where devices name
     const linked = await linkVmsKeepGoing([c2], await takenThenUndone(PREFIX));
     expect([...linked.linked.keys()]).toEqual([c2]);
     expect(await loadState(stateDir)).toEqual(expect.objectContaining({ devicePrefix: PREFIX, links: [expect.objectContaining({ client: c2 })] }));
+  });
+});
+
+describe('a failed link whose run had changed the MTU of a link that was up', () => {
+  it.each([
+    ['linkVms', (run: LinkerOptions) => linkVms([CLIENTS[0]!], run).then(() => 'linked')],
+    ['linkVmsKeepGoing (undone VM by VM)', (run: LinkerOptions) => linkVmsKeepGoing([CLIENTS[0]!], run).then((outcome) => outcome.failed.map(({ vm }) => vm).join())],
+  ] as const)('%s: its undo puts back the MTU each of that link\'s devices had, by the index it saw, as its record goes back', async (_name, link) => {
+    const [c1] = CLIENTS as [VmName];
+    const recorded = withDevicePrefix(setAttachments(allocateMany(emptyState(), [{ client: c1, provider: NETVM }]).state, [{ pair: { client: c1, provider: NETVM }, attached: { client: 'qemu', provider: 'none' } }]), PREFIX);
+    await saveState(stateDir, recorded);
+    const stateBefore = await readFile(join(stateDir, 'links.json'), 'utf8');
+    const names = linkDeviceNames(PREFIX, recorded.links[0]!.id);
+    const up = (name: string, index: number, kind: string): [string, ObservedDevice] => [name, { index, name, kind, master: kind === 'bridge' ? null : names.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:09', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false }];
+    kernel.host = new Map([up(names.bridge, 31, 'bridge'), up(names.client, 32, 'tun'), up(names.provider, 33, 'tun')]);
+    // Its QEMU refuses the NIC once the devices have the run's MTU (a VMM that cannot say which MTU its NIC has).
+    const refusing: VmmPort = { ...NO_VMM, attach: async (_kind, vm) => Promise.reject(Object.assign(new Error(`QEMU of ${vm} refused device_add`), { kind: 'command-failed' })) };
+    const run = { ...options(), mtu: 9000, attach: parseAttachChoice(['none', 'c1=qemu']), vmm: refusing };
+    await link(run).then(
+      (result) => expect(result).toBe('c1'),
+      (error: unknown) => expect(error).toMatchObject({ message: 'QEMU of c1 refused device_add' }),
+    );
+    const setMtus = (plan: DevicePlan): [string, number | undefined, number | undefined][] =>
+      plan.hostSteps.flat().flatMap((step) => (step.op === 'set' && step.change.mtu !== undefined ? [[step.name, step.index, step.change.mtu] as [string, number | undefined, number | undefined]] : []));
+    expect(kernel.applied.map(setMtus)).toEqual([
+      [[names.client, 32, 9000], [names.provider, 33, 9000], [names.bridge, 31, 9000]],
+      [[names.client, 32, 1500], [names.provider, 33, 1500], [names.bridge, 31, 1500]],
+    ]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
+    // Where the kernel refuses that, it is told as a step of the undo, naming the link and its devices; the undo goes on.
+    kernel.applied = [];
+    kernel.mtuRestoreRefused = 'No such device';
+    const told: UndoStepFailure[] = [];
+    await link({ ...run, onUndoStepFailed: (failure) => void told.push(failure) }).catch(() => undefined);
+    expect(told).toEqual([{ step: 'mtu', error: 'No such device', left: [{ link: expect.objectContaining({ vm: c1, id: recorded.links[0]!.id }), devices: [names.bridge, names.client, names.provider] }] }]);
+    expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(stateBefore);
   });
 });
 

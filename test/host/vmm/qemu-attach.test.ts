@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type VmmNic } from '../../../host/vmm/nic.js';
-import { qemuAttach, qemuDetach, withQmp } from '../../../host/vmm/qmp.js';
+import { qemuAttach, qemuCheckMtu, qemuDetach, withQmp } from '../../../host/vmm/qmp.js';
 import { TapFd } from '../../../host/vmm/tap-fd.js';
 import { type QemuInstance, qemuUnavailable, startQemu } from './qemu-harness.js';
 import { qmpError } from './rejection.js';
@@ -252,5 +252,16 @@ describe.skipIf(unavailable !== undefined)('QEMU hot-plug: the guest learns the 
     expect((await qmpError(qemuAttach(qemu.qmpPath, { ...plain, mtu: 1400 }, attachOptions(qemu)))).message).toMatch(/with MTU 1500, but the link's MTU is now 1400/);
     expect(await infoNetwork(qemu.qmpPath)).toBe(network);
     expect(await hostMtu('snp301')).toBe(1400);
+  });
+
+  it('qemuCheckMtu, asked before the link is changed: the same mismatch for a NIC there told another MTU; nothing for the same MTU, or a NIC not there; it changes nothing', async () => {
+    const nic: VmmNic = { id: 'snp301', tap: 'snp301', mac: '0A:B3:EC:80:01:2D', mtu: 1400 };
+    const network = await infoNetwork(qemu.qmpPath);
+    await expect(qemuCheckMtu(qemu.qmpPath, nic, { timeoutMs: 5000 })).resolves.toBeUndefined();
+    const changed = await qmpError(qemuCheckMtu(qemu.qmpPath, { ...nic, mtu: 1500 }, { timeoutMs: 5000 }));
+    expect(changed.kind).toBe('mtu-mismatch');
+    expect(changed.message).toMatch(/has NIC snp301 with MTU 1400, but the link's MTU is now 1500: the guest learns its MTU only when the NIC is added/);
+    await expect(qemuCheckMtu(qemu.qmpPath, { id: 'snp399', tap: 'snp399', mac: '0A:B3:EC:80:01:99', mtu: 9000 }, { timeoutMs: 5000 })).resolves.toBeUndefined();
+    expect(await infoNetwork(qemu.qmpPath)).toBe(network);
   });
 });
