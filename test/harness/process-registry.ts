@@ -201,7 +201,10 @@ function installExitHandlers(): void {
 }
 
 function namespaceNames(): string[] {
-  const listing = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  // Its stderr kept (in the error, where it fails): `ip netns list` says "Peer netns reference is
+  // invalid" of a namespace another process is deleting meanwhile, which the demo and a run's end
+  // would otherwise print.
+  const listing = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   // Lines look like "name" or "name (id: 3)".
   return listing
     .split('\n')
