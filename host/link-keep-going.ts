@@ -297,7 +297,7 @@ function failingChecks(vms: readonly VmName[], snapshot: ConfigSnapshot, options
  * that kept its id) has its devices made or taken as they are, so they are not left; and a
  * namespace that a link the run linked uses is in use.
  */
-function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMap<VmName, readonly LinkReport[]>, netnsPrefix: string): UndoStepFailure[] {
+export function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMap<VmName, readonly LinkReport[]>, netnsPrefix: string): UndoStepFailure[] {
   const inUse = new Set([...linked.values()].flat().flatMap((report) => linkNamespacesOf(report, netnsPrefix)));
   const saidDevices = new Set<string>();
   const saidNamespaces = new Set<string>();
@@ -308,9 +308,11 @@ function stepsStillLeft(failures: readonly UndoStepFailure[], linked: ReadonlyMa
       saidNamespaces.add(failure.netns);
       continue;
     }
-    // The MTU not put back on devices of a link the run linked at last is that link's now.
+    // The MTU not put back on devices of a link the run linked at last is that link's now; the
+    // other links of the line (another VM's, failed again) keep it, as their records do not.
     if (failure.step === 'mtu') {
-      if (!failure.left.some(({ link }) => linked.has(vmName(link.vm)))) left.push(failure);
+      const still = failure.left.filter(({ link }) => !linked.has(vmName(link.vm)));
+      if (still.length > 0) left.push({ ...failure, left: still });
       continue;
     }
     const still = failure.left.flatMap(({ link, devices }) => {

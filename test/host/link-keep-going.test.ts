@@ -5,7 +5,13 @@
 import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAttachChoice } from '../../host/attach-mode.js';
+import { DEFAULT_DEVICE_PREFIX, devicePrefix } from '../../host/device-names.js';
+import { stepsStillLeft } from '../../host/link-keep-going.js';
+import { preferredId } from '../../host/link-state.js';
+import { type LinkReport, type UndoStepFailure, linkReport } from '../../host/linker-types.js';
+import { vmName } from '../../host/vm-name.js';
 import { describeNetns, trackTempDir } from '../harness/index.js';
 import { type LinkJson, devices } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
@@ -451,5 +457,25 @@ describeNetns('link --keep-going: a VM that fails by bad input', () => {
     } finally {
       await rm(bad, { force: true });
     }
+  });
+});
+
+describe('link --keep-going: an MTU an undo could not put back, said at the end', () => {
+  it('names the links of VMs the run did not link at last, not only where none of its links was linked again', () => {
+    // The whole transaction's undo could not put back the MTU of two links that were up; then, VM
+    // by VM, appvm-lynx was linked (its record and devices at the run's MTU now) and
+    // appvm-catgirl failed again (its record back at the MTU before, its devices not).
+    const options = { devicePrefix: devicePrefix(DEFAULT_DEVICE_PREFIX), attach: parseAttachChoice(['netns']) };
+    const linkOf = (client: string): LinkReport => {
+      const pair = { client: vmName(client), provider: vmName('netvm') };
+      return linkReport({ ...pair, id: preferredId(pair) }, options);
+    };
+    const [lynx, catgirl] = [linkOf('appvm-lynx'), linkOf('appvm-catgirl')];
+    const devices = (link: LinkReport): string[] => [link.bridge, link.clientDevice, link.providerDevice];
+    const failure: UndoStepFailure = { step: 'mtu', error: 'No such device', left: [{ link: lynx, devices: devices(lynx) }, { link: catgirl, devices: devices(catgirl) }] };
+    expect(stepsStillLeft([failure], new Map([[vmName('appvm-lynx'), [lynx]]]), 'vm-')).toEqual([{ ...failure, left: [{ link: catgirl, devices: devices(catgirl) }] }]);
+    // Both linked again: nothing left; neither: the line as it was.
+    expect(stepsStillLeft([failure], new Map([[vmName('appvm-lynx'), [lynx]], [vmName('appvm-catgirl'), [catgirl]]]), 'vm-')).toEqual([]);
+    expect(stepsStillLeft([failure], new Map(), 'vm-')).toEqual([failure]);
   });
 });
