@@ -150,9 +150,10 @@ async function stopRun(signal: NodeJS.Signals): Promise<void> {
     expect(existsSync(report.tempDir)).toBe(false);
   } finally {
     if (child.exitCode === null && child.signalCode === null) process.kill(-pid, 'SIGKILL');
-    // Not this run's: removed by its exact name, made by the run started here.
-    const left = report?.namespace;
-    if (left !== undefined && existsSync(`/run/netns/${left}`)) execFileSync('ip', ['netns', 'delete', left]);
+    // Not this run's: removed by its exact name, made by the run started here (known from its
+    // prefix even where its report was never read: the run too slow to become ready, or killed).
+    const left = report?.namespace ?? `${prefix}left`;
+    if (existsSync(`/run/netns/${left}`)) execFileSync('ip', ['netns', 'delete', left]);
     if (report !== undefined) rmSync(report.tempDir, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   }
