@@ -123,7 +123,8 @@ async function stopRun(signal: NodeJS.Signals): Promise<void> {
   const prefix = newRunPrefix();
   const child = spawn(process.execPath, [join(repoRoot, 'node_modules/vitest/vitest.mjs'), 'run', '--config', 'test/harness/fixtures/stopped-run.config.ts'], {
     cwd: repoRoot,
-    env: { ...process.env, SPECTRUM_TEST_PREFIX: prefix, SPECTRUM_TEST_READY_FILE: readyFile },
+    // Not scripts/test's run dir: this run makes its own temp dir, which the test sees go.
+    env: { ...process.env, SPECTRUM_TEST_PREFIX: prefix, SPECTRUM_TEST_READY_FILE: readyFile, SPECTRUM_TEST_TMPDIR: '' },
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
