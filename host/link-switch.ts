@@ -24,6 +24,7 @@ import {
   type PrintedCommands,
   type RunDevices,
   VMM_NAMES,
+  VMM_SOCKET_OPTIONS,
   type VmmKind,
   type VmmPort,
   type VmmPresence,
@@ -266,7 +267,7 @@ function assertMovesRecordable(switched: readonly SwitchedSide[], commands: Prin
     if (unrecordable === undefined) continue;
     const [vm, mode, nic, recorded] =
       side === 'client' ? [link.vm, link.clientAttach, link.clientDevice, link.clientSocket] : [link.provider, link.providerAttach, link.providerDevice, link.providerSocket];
-    const option = mode === 'qemu' ? '--qmp-socket' : '--ch-socket';
+    const option = isVmmMode(mode) ? VMM_SOCKET_OPTIONS[mode] : VMM_SOCKET_OPTIONS['cloud-hypervisor'];
     const name = isVmmMode(mode) ? VMM_NAMES[mode] : mode;
     const reason = unrecordedSocketReason(unrecordable) ?? 'the state does not record it';
     throw new LinkerError(
@@ -309,7 +310,7 @@ async function assertMovesReachable(switched: readonly SwitchedSide[], options: 
       const there = await at(kind, vm, toSocket);
       if (there.running) continue;
       const { link } = target;
-      const option = kind === 'qemu' ? '--qmp-socket' : '--ch-socket';
+      const option = VMM_SOCKET_OPTIONS[kind];
       const name = VMM_NAMES[kind];
       throw new LinkerError(
         'vmm-socket-moved',

@@ -27,6 +27,9 @@ export type VmmKind = 'qemu' | 'cloud-hypervisor';
 /** A VMM as messages name it ("the QEMU of appvm-lynx"): the one way every line words it. */
 export const VMM_NAMES: Readonly<Record<VmmKind, string>> = { qemu: 'QEMU', 'cloud-hypervisor': 'cloud-hypervisor' };
 
+/** The option that gives each VMM's API socket (a template with {vm}). */
+export const VMM_SOCKET_OPTIONS: Readonly<Record<VmmKind, string>> = { qemu: '--qmp-socket', 'cloud-hypervisor': '--ch-socket' };
+
 /** The VMM side of attachment; the CLI plugs in the QMP and cloud-hypervisor clients. */
 export interface VmmPort {
   /**

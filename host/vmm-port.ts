@@ -9,7 +9,7 @@ import { characterCount, quoteText, shownSocket } from '../shared/shown-text.js'
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
 import { isRecordedSocket } from './link-state.js';
-import { type LinkReport, VMM_NAMES, type VmmPort } from './linker-types.js';
+import { type LinkReport, VMM_NAMES, VMM_SOCKET_OPTIONS, type VmmPort } from './linker-types.js';
 import type { VmmNic } from './vmm/nic.js';
 import { deadline } from './vmm/deadline.js';
 import { cloudHypervisorNetArguments, qemuNetArguments } from './vmm/vmm-arguments.js';
@@ -377,7 +377,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
         // later unlink needs (the record no longer says how it was attached).
         const gone = await vmmGone(error);
         if (gone === 'no-socket') {
-          const option = kind === 'qemu' ? '--qmp-socket' : '--ch-socket';
+          const option = VMM_SOCKET_OPTIONS[kind];
           const elsewhere =
             recorded !== undefined
               ? 'the state records that socket as the one it was attached through'

@@ -6,7 +6,7 @@
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { shownSocket } from '../shared/shown-text.js';
 import { type KeptAttach, isVmmMode, linkAttachModes } from './kept-attach.js';
-import type { VmmKind } from './linker-types.js';
+import { VMM_SOCKET_OPTIONS, type VmmKind } from './linker-types.js';
 import type { VmName } from './vm-name.js';
 
 /** A VM's side of a link of the run that a VMM holds, hot-plugged through its socket. */
@@ -26,10 +26,8 @@ export function vmmSidesOf(client: VmName, providers: readonly VmName[], kept: K
   });
 }
 
-const FLAGS: Record<VmmKind, string> = { qemu: '--qmp-socket', 'cloud-hypervisor': '--ch-socket' };
-
 function sharedSocket(first: VmmSide, second: VmmSide, path: string): CliError {
-  const flags = first.kind === second.kind ? `${FLAGS[first.kind]} gives` : `${FLAGS[first.kind]} and ${FLAGS[second.kind]} give`;
+  const flags = first.kind === second.kind ? `${VMM_SOCKET_OPTIONS[first.kind]} gives` : `${VMM_SOCKET_OPTIONS[first.kind]} and ${VMM_SOCKET_OPTIONS[second.kind]} give`;
   return new CliError(
     `${flags} VMs ${first.vm} and ${second.vm} one socket path, ${shownSocket(path)}: both would have their NICs hot-plugged into the one VMM there; ` +
       `give each VM its own (put {vm}, the VM's name, in the template) or attach only one VM through that path (--attach VM=MODE)`,
