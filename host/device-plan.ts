@@ -232,13 +232,16 @@ export function mtuRestorePlan(plan: DevicePlan, hostIpv6: boolean): DevicePlan 
   };
 }
 
+/** Which device an MTU change is of: its namespace (the host's: none) and name. */
+export const mtuDeviceKey = (device: { readonly netns: string | null; readonly name: string }): string => `${device.netns ?? ''}\n${device.name}`;
+
 /** The MTU changes of these steps on devices seen (by their index), with the MTU each had (`seen`). */
 function mtuChanges(steps: readonly DeviceStep[], seen: (step: DeviceStep & { op: 'set' }) => ObservedDevice | undefined): MtuBefore[] {
   const found = new Map<string, MtuBefore>();
   for (const step of steps) {
     if (step.op !== 'set' || step.change.mtu === undefined || step.index === undefined) continue;
     const device = seen(step);
-    const key = `${step.netns ?? ''}\n${step.name}`;
+    const key = mtuDeviceKey(step);
     // The first change of a device is from what it had (a bridge's MTU may be set twice: bridgeSteps).
     if (device === undefined || device.index !== step.index || device.mtu === step.change.mtu || found.has(key)) continue;
     found.set(key, { netns: step.netns, name: step.name, index: step.index, mtu: device.mtu, to: step.change.mtu });

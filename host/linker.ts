@@ -10,7 +10,7 @@ import { type AttachChoice, type AttachMode, assertSideMtu, chosenAttachMode } f
 import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
 import { linkDeviceNames } from './device-names.js';
-import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
+import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, mtuDeviceKey, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
 import { type AmbiguousAttach, type KeptAttach, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
 import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
@@ -62,7 +62,7 @@ export const namespaceLeft = ({ netns, error }: NamespaceLeft): UndoStepFailure 
 /** Note in `made` the devices `plan` found and changes the MTU of (its carrying out begun), for an undo (restoreMtus). */
 function noteMtusBefore(plan: DevicePlan, ipv6: boolean, made: RunDevices): void {
   for (const entry of plan.mtusBefore ?? []) {
-    const key = `${entry.netns ?? ''}\n${entry.name}`;
+    const key = mtuDeviceKey(entry);
     // The first plan that changed it saw what it had before the run.
     if (!made.mtusBefore.has(key)) made.mtusBefore.set(key, { entry, plan, ipv6 });
   }
