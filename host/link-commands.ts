@@ -699,7 +699,8 @@ function keepGoingStopLines(stopped: KeepGoingStop): string[] {
  * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
  * held a signal still ends the process at once (their work is not interruptible: a kernel bulk
- * delete goes on without it), but after one line, `held`'s: what may be partly done, what to run.
+ * delete goes on without it), but after one line, `held`'s: what may be partly done, what to run;
+ * before they begin to take anything down (onTakeDownBegun), a line saying `nothing` was.
  * A run that failed is said as `said` makes its failure (the lines its command says with it), the
  * line of a lock not released as it should be after them (as `link` says it: withLeftDown).
  */
@@ -707,19 +708,21 @@ async function interruptibleLockWait<T>(
   name: 'unlink' | 'gc',
   nothing: string,
   held: (signal: NodeJS.Signals) => string,
-  run: (wait: { signal: AbortSignal; onLockHeld: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
+  run: (wait: { signal: AbortSignal; onLockHeld: () => void; onTakeDownBegun: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
   said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
   const interruption = interruptOnSignals('spectrum-link', nothing);
   let exiting: { dispose(): void } | undefined;
+  // Under the lock, reading the state and listing devices changes nothing: a signal then says so.
+  let begun = false;
   const onLockHeld = (): void => {
     interruption.dispose();
-    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(held(signal)));
+    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`));
   };
   const unlockFailures: StateStoreError[] = [];
   try {
     // After a run that succeeded, the caller says it after what the run did (its work is done).
-    const done = await run({ signal: interruption.signal, onLockHeld, onUnlockFailed: (failure) => void unlockFailures.push(failure) });
+    const done = await run({ signal: interruption.signal, onLockHeld, onTakeDownBegun: () => void (begun = true), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
     return { done, unreleased: unlockFailures };
   } catch (error) {
     const failure =

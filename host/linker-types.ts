@@ -135,6 +135,8 @@ export interface LinkerOptions {
   readonly onLockWait?: (holderPid: string | undefined) => void;
   /** Told once the state lock is held, before the run's work (the CLI of `unlink` and `gc` stops taking over signals then). */
   readonly onLockHeld?: () => void;
+  /** Told once, under the lock, as `unlink` or `gc` begins to take anything down (a NIC asked out of its VMM, a device deleted): until then a signal leaves nothing changed. */
+  readonly onTakeDownBegun?: () => void;
   /** Told where releasing the state lock failed, after the run failed or succeeded (LockOptions.onUnlockFailed): to be said after its failure, or after what it did. */
   readonly onUnlockFailed?: (error: StateStoreError) => void;
   readonly devicePrefix: DevicePrefix;
@@ -286,7 +288,7 @@ export interface UndoStateWriteFailure {
  * How a run waits for the state lock. For `unlink` and `gc`, the signal stops the wait only: once
  * the lock is held (onLockHeld) they do their work as they would without it.
  */
-export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld' | 'onUnlockFailed'>;
+export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld' | 'onTakeDownBegun' | 'onUnlockFailed'>;
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
 export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'devicePrefixSource' | 'attach' | 'vmm' | 'commands'>;
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */
