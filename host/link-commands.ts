@@ -478,9 +478,9 @@ function ambiguousWarning({ vm, modes, links }: AmbiguousAttach): string {
   return `${vm}'s links are attached as ${shown} on its side, so its mode is ambiguous: those links keep theirs, and ${named} ${take} none; to attach ${vm} one way, link with --attach ${vm}=MODE`;
 }
 
-/** What `link --all` says of a directory with providers whose name is no VM name. */
-function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
-  return `${configDir}/${dir.shown} has a providers/net but no VM name, so it is not linked: ${dir.reason}; rename it to link it`;
+/** What `link --all` says of a directory with providers whose name is no VM name (under a config dir `/`, one slash, as entryPath). */
+export function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
+  return `${configDir === '/' ? '' : configDir}/${dir.shown} has a providers/net but no VM name, so it is not linked: ${dir.reason}; rename it to link it`;
 }
 
 const reasonText = (error: unknown): string => (error instanceof Error ? error.message : String(error));

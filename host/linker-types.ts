@@ -102,6 +102,12 @@ export interface VmmPort {
    * Without it, only the same text is the same socket.
    */
   sameSocket?(recorded: string, wanted: string): boolean;
+  /**
+   * One spelling of a socket path however spelled, as sameSocket takes two for one (its directory
+   * resolved, where it can be): two VMs of a run whose paths get one key are at one socket.
+   * Without it, only the same text is.
+   */
+  socketKey?(path: string): string;
 }
 
 /** What is at a VMM socket (VmmPort.vmmAt). */

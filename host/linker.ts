@@ -576,9 +576,10 @@ async function runAttachModes(vms: readonly VmName[], before: LinkState, options
 }
 
 /** The clients of `vms` refused for a VMM socket path another VM of the run has (sharedSocketFailures), each with its error. */
-export function runSocketSharing(vms: readonly VmName[], snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions): Map<VmName, CliError> {
+export function runSocketSharing(vms: readonly VmName[], snapshot: ConfigSnapshot, kept: KeptAttach, options: Pick<LinkerOptions, 'vmm'>): Map<VmName, CliError> {
   const clients = vms.map((client) => ({ client, sides: vmmSidesOf(client, requireValidVm(snapshot, client).providers, kept) }));
-  return sharedSocketFailures(clients, (kind, vm) => options.vmm.templateSocket?.(kind, vm));
+  const { vmm } = options;
+  return sharedSocketFailures(clients, (kind, vm) => vmm.templateSocket?.(kind, vm), (path) => vmm.socketKey?.(path) ?? path);
 }
 
 /**
