@@ -61,7 +61,7 @@ import {
   writeBack,
 } from './linker.js';
 import { deleteNamespaces, undoDevices } from './netlink-devices.js';
-import { assertNoUnrecordedDevices, loadLinkState, loadRunState } from './state-prefix.js';
+import { assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
 import { StateStoreError, stateDirAbsent } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -447,7 +447,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   const { failures } = soFar;
   const partition = partitionValidVms(snapshot, vms);
   for (const { name, error } of partition.invalid) failures.set(name, error);
-  const { state: before, claimsPrefix } = await loadRunState(options);
+  const { state: before, claimsPrefix } = await loadLinkRunState(options);
   soFar.before = before;
   // Links to record in a state that claims no device prefix: not over devices named as links with
   // the run's; the whole run refused, nothing made (the state dir, or the prefix, is not theirs).
@@ -592,7 +592,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
       if (unsaid.length > 0) options.onLeftDown?.(unsaid);
     };
     try {
-      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadLinkState(options), made, kept, soFar);
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, (await loadLinkRunState(options)).state, made, kept, soFar);
     } catch (error) {
       sayUnsaid();
       sayUndoWrite(linkedNow);

@@ -15,7 +15,7 @@ import { type DevicePrefix, linkDeviceNames } from './device-names.js';
 import type { DevicePlan, MtuBefore } from './device-plan.js';
 import type { AmbiguousAttach, LinkSide } from './kept-attach.js';
 import type { FarEndElsewhere, ForeignDevice, OffBridge } from './link-device-kinds.js';
-import type { Link, LinkAttachment, LinkPair } from './link-state.js';
+import { type Link, type LinkAttachment, type LinkPair, isNetnsPrefix } from './link-state.js';
 import type { OptionSource } from '../shared/cli/option-source.js';
 import type { StateDirSource, StateStoreError } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -144,6 +144,8 @@ export interface LinkerOptions {
   readonly devicePrefixSource?: DevicePrefixSource;
   /** VM `v` lives in namespace `<netnsPrefix>v` in netns mode. */
   readonly netnsPrefix: string;
+  /** Where netnsPrefix came from, for the refusal of one the state does not record (state-prefix.ts's netns prefix); left out: given. */
+  readonly netnsPrefixSource?: NetnsPrefixSource;
   /**
    * The link MTU given (--mtu): every link of the run gets it. Absent: a link keeps the MTU its
    * record has (link-state.ts's LinkAttachment.mtu), a new one (or one recorded without) gets 1500.
@@ -203,6 +205,12 @@ export interface LinkerOptions {
 export type DevicePrefixSource =
   | OptionSource
   | { readonly from: 'state'; readonly otherwise: DevicePrefix }
+  | { readonly from: 'option'; readonly flag: string; readonly overrides: { readonly variable: string; readonly value: string } };
+
+/** Where a run's netns prefix came from: as a device prefix (DevicePrefixSource), `otherwise` the one given or the default. */
+export type NetnsPrefixSource =
+  | OptionSource
+  | { readonly from: 'state'; readonly otherwise: string }
   | { readonly from: 'option'; readonly flag: string; readonly overrides: { readonly variable: string; readonly value: string } };
 
 /** Commands a refusal tells the operator to run, whole, so that each works as printed. */
@@ -338,11 +346,9 @@ export interface ReleasedLinkReport extends RecordedLinkReport {
   readonly foreignDeleted: readonly ForeignDevice[];
 }
 
-const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
-
 /** `source`: where the value came from, as the message names it (the option, or the environment variable). */
 export function checkNetnsPrefix(prefix: string, source = '--netns-prefix'): string {
-  if (!NETNS_PREFIX.test(prefix)) {
+  if (!isNetnsPrefix(prefix)) {
     throw new CliError(`${source} ${JSON.stringify(prefix)} is not valid: up to 32 of A-Z a-z 0-9 . _ -`, EXIT.usage);
   }
   return prefix;

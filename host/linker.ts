@@ -41,7 +41,7 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
-import { assertNoUnrecordedDevices, loadRunState } from './state-prefix.js';
+import { assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
 import { sharedSocketFailures, vmmSidesOf } from './vmm-socket-sharing.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -775,7 +775,7 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const { vms, wholeDir } = run;
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
-    const { state: before, claimsPrefix } = await loadRunState(options);
+    const { state: before, claimsPrefix } = await loadLinkRunState(options);
     // Still nothing recorded: the checks made before the lock, on an empty state and this config,
     // hold as they are (a thousand VMs' take milliseconds).
     const unchanged = fresh !== undefined && !again && before.links.length === 0;
