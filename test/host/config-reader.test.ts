@@ -111,6 +111,20 @@ describe('readConfigDir', () => {
     expect(await kinds('self')).toEqual(['vm-escapes-config-dir']);
   });
 
+  it('says a VM directory symlinked to the config dir itself as leading there, not outside it (to the config dir), by check and as a provider', async () => {
+    await symlink('.', join(cfg, 'self'));
+    await symlink('..', join(cfg, 'up'));
+    await makeVm('app', { providers: ['self'] });
+    for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('self'), vmName('up'), vmName('app')])]) {
+      const at = snapshot.dir;
+      const itself = `${at}/self is a symlink that leads to the config dir itself (${at}), not to a directory in it; VM directories must stay inside it`;
+      expect(checkVm(snapshot, vmName('self'))).toEqual([{ vm: 'self', kind: 'vm-escapes-config-dir', message: `self: ${itself}` }]);
+      expect(checkVm(snapshot, vmName('app')).map((p) => p.message)).toEqual([`app: provider "self" (${at}/app/providers/net/self) is not a VM directory: ${itself}`]);
+      // Its parent is outside, as before.
+      expect(checkVm(snapshot, vmName('up')).map((p) => p.message)).toEqual([`up: ${at}/up is a symlink that leads outside the config dir (to ${join(at, '..')}); VM directories must stay inside it`]);
+    }
+  });
+
   it('accepts a VM directory symlinked inside the config dir where no other name reaches it, and reports dangling links', async () => {
     await makeVm('lone', {}, join(cfg, '.vms'));
     await makeVm('nested', {}, join(cfg, 'store', 'deeper'));
@@ -425,5 +439,22 @@ describe('a providers/net that leads outside the config dir', () => {
       expect(checkVm(snapshot, vmName('inside'))).toEqual([]);
     }
     expect(allVmsOf(await readConfigDir(cfg)).vms).toEqual(['app', 'inside', 'via']);
+  });
+
+  it('one that leads to the config dir itself is refused as not inside it, said as the config dir, not as somewhere outside', async () => {
+    await makeVm('netvm');
+    const app = await makeVm('app');
+    await mkdir(join(app, 'providers'));
+    await symlink('../..', join(app, 'providers', 'net'));
+    for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('app')])]) {
+      const at = snapshot.dir;
+      expect(checkVm(snapshot, vmName('app'))).toEqual([
+        {
+          vm: 'app',
+          kind: 'providers-escapes-config-dir',
+          message: `app: ${at}/app/providers/net is a symlink that leads to the config dir itself (${at}), not to a directory in it; it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`,
+        },
+      ]);
+    }
   });
 });
