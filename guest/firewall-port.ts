@@ -18,6 +18,8 @@ export interface FirewallCounters {
   arpDrops: number | null;
   flowLimitDrops: number;
   flowRateDrops: number;
+  /** Packets toward a client gone, or from the gateway address, that would have left by an uplink. */
+  leakDrops: number;
 }
 
 /**

@@ -30,6 +30,11 @@ export interface FirewallCounters {
    * before the flow limit counted anything.
    */
   readonly flowRateDrops: number;
+  /**
+   * Packets that would have left by an uplink toward a client address no link serves (a client
+   * gone), or from the gateway address (the agent's answers to a client gone).
+   */
+  readonly leakDrops: number;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -80,6 +85,7 @@ export function parseInetCountersJson(text: string): InetCounters {
     inputDrops: read(inet, TABLE_FAMILY, COUNTERS.inputDrops),
     flowLimitDrops: read(inet, TABLE_FAMILY, COUNTERS.flowLimitDrops),
     flowRateDrops: read(inet, TABLE_FAMILY, COUNTERS.flowRateDrops),
+    leakDrops: read(inet, TABLE_FAMILY, COUNTERS.leakDrops),
   };
 }
 
@@ -90,6 +96,6 @@ export function parseArpDropsJson(text: string): number {
 
 /** Read `nft -j list counters table inet spectrum_netd` output, and the same of `arp spectrum_netd`. */
 export function parseCountersJson(text: string, arpText: string): FirewallCounters {
-  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops } = parseInetCountersJson(text);
-  return { antispoofDrops, isolationDrops, inputDrops, arpDrops: parseArpDropsJson(arpText), flowLimitDrops, flowRateDrops };
+  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops, leakDrops } = parseInetCountersJson(text);
+  return { antispoofDrops, isolationDrops, inputDrops, arpDrops: parseArpDropsJson(arpText), flowLimitDrops, flowRateDrops, leakDrops };
 }
