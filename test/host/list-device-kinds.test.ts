@@ -184,19 +184,24 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
       await holder.kill('SIGKILL');
       await holder.waitClosed();
     }
-    // list without the world's --netns-prefix looks for the far ends elsewhere: it says where it looked.
+    // list given no --netns-prefix looks where the state records its netns links' VMs live (the world's prefix).
     const unprefixed = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir, '--json'], { enter: 'nsenter', allowFailure: true });
     expect([unprefixed.code, unprefixed.stderr]).toEqual([0, '']);
-    expect((JSON.parse(unprefixed.stdout) as { id: number }[]).find((entry) => entry.id === link.id)).toMatchObject({
+    expect((JSON.parse(unprefixed.stdout) as { id: number }[]).find((entry) => entry.id === link.id)).toMatchObject({ present: true, linked: true });
+    // Given another, it looks for the far ends there: it says where it looked.
+    const other = `${world().netnsPrefix}o-`;
+    const listedThere = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir, '--netns-prefix', other, '--json'], { enter: 'nsenter', allowFailure: true });
+    expect([listedThere.code, listedThere.stderr]).toEqual([0, '']);
+    expect((JSON.parse(listedThere.stdout) as { id: number }[]).find((entry) => entry.id === link.id)).toMatchObject({
       present: false,
       farEndsElsewhere: [
-        { device: names.client, netns: 'appvm-lynx' },
-        { device: names.provider, netns: 'netvm' },
+        { device: names.client, netns: `${other}appvm-lynx` },
+        { device: names.provider, netns: `${other}netvm` },
       ],
     });
-    const unprefixedText = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir], { enter: 'nsenter', allowFailure: true });
-    expect([unprefixedText.code, unprefixedText.stderr]).toEqual([0, '']);
-    expect(unprefixedText.stdout.split('\n').filter((line) => line.startsWith(`appvm-lynx -> netvm  id ${link.id} `))).toEqual([lineOf(link, 'netns', 'netns', 'far ends elsewhere')]);
+    const elsewhereText = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir, '--netns-prefix', other], { enter: 'nsenter', allowFailure: true });
+    expect([elsewhereText.code, elsewhereText.stderr]).toEqual([0, '']);
+    expect(elsewhereText.stdout.split('\n').filter((line) => line.startsWith(`appvm-lynx -> netvm  id ${link.id} `))).toEqual([lineOf(link, 'netns', 'netns', 'far ends elsewhere')]);
   });
 
   it("a link whose side device is off its bridge (nomaster, or a port of another bridge) is flagged in list and show (`not bridged`, JSON `offBridge`, a line under it), its other fields as up; link puts it back", async () => {
