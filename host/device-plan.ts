@@ -71,7 +71,31 @@ export interface ObservedDevice {
   readonly peerNetnsId?: number;
   /** With peerNetnsId: that peer's index in its namespace (IFLA_LINK): the plan takes the VM namespace's device of this index for the peer, list and show look its name up by it. */
   readonly peerIndex?: number;
+  /**
+   * Of a bridge, where the observation looked (observeDevices' `bridges`): every device that is a
+   * port of it. Absent where it did not look (nothing is known of its ports then).
+   */
+  readonly ports?: readonly PortSeen[];
+  /** Where the observation looked (observeDevices' `bridges`): the IP addresses the device has. Absent where it did not look. */
+  readonly addresses?: readonly DeviceAddress[];
 }
+
+/** A port of a bridge, as observed: its name and the ifindex it had. */
+export interface PortSeen {
+  readonly name: string;
+  readonly index: number;
+}
+
+/** An IP address of a device, as observed (`ip addr`'s ADDRESS/PREFIX). */
+export interface DeviceAddress {
+  readonly family: 4 | 6;
+  /** Dotted (IPv4) or RFC 5952 (IPv6) form. */
+  readonly address: string;
+  readonly prefixLength: number;
+}
+
+/** An address as `ip addr` shows it: 198.51.100.1/24. */
+export const addressText = (address: DeviceAddress): string => `${address.address}/${address.prefixLength}`;
 
 /**
  * A VM namespace as observed: which namespace its file held (the descriptor the devices were
@@ -137,6 +161,10 @@ export type DeviceStep = { readonly netns: string | null } & (
   | { readonly op: 'add-tap'; readonly name: string }
   /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
   | { readonly op: 'add-veth'; readonly name: string; readonly peerNetns: string }
+  /** Take a device the plan saw as a port of a link's bridge that is none of the link's off it (nomaster: it is not ours to delete). */
+  | { readonly op: 'release'; readonly name: string; readonly index: number }
+  /** Remove an IPv4 address the plan saw on a device (IPv6 ones go with IPv6 off). */
+  | { readonly op: 'delete-address'; readonly name: string; readonly index: number; readonly address: string; readonly prefixLength: number }
   /** Turn IPv6 off on it (which also removes every IPv6 address it has). */
   | ({ readonly op: 'disable-ipv6'; readonly name: string } & SeenIndex)
   | ({ readonly op: 'set'; readonly name: string; readonly change: DeviceChange } & SeenIndex)
@@ -153,6 +181,10 @@ export function stepText(step: DeviceStep): string {
       return `ip tuntap add dev ${step.name} mode tap vnet_hdr`;
     case 'add-veth':
       return `ip link add ${step.name} type veth peer name ${step.name} netns ${step.peerNetns}`;
+    case 'release':
+      return `ip link set dev ${step.name} nomaster`;
+    case 'delete-address':
+      return `ip addr del ${step.address}/${step.prefixLength} dev ${step.name}`;
     case 'disable-ipv6':
       return `sysctl -w net.ipv6.conf.${step.name}.disable_ipv6=1`;
     case 'set': {
@@ -304,6 +336,21 @@ function fixDevice(
   return [{ netns, op: 'set', name: wanted.name, ...(seen !== undefined && { index: seen.index }), change }];
 }
 
+/**
+ * What the plan takes off an existing bridge of a link that is none of the link's (the host is
+ * no party on a VM's link, nor is anything else): each port that is no side device of the plan's
+ * (set nomaster, never deleted: it is not ours), and each IPv4 address (IPv6 ones go with IPv6
+ * off, bridgeSteps). Nothing where the observation did not look at its ports and addresses.
+ */
+function foreignOnBridge(bridge: ObservedDevice, sideDevices: ReadonlySet<string>): DeviceStep[] {
+  const ports = (bridge.ports ?? []).filter((port) => !sideDevices.has(port.name));
+  const addresses = (bridge.addresses ?? []).filter((address) => address.family === 4);
+  return [
+    ...ports.map((port): DeviceStep => ({ netns: null, op: 'release', name: port.name, index: port.index })),
+    ...addresses.map((address): DeviceStep => ({ netns: null, op: 'delete-address', name: bridge.name, index: bridge.index, address: address.address, prefixLength: address.prefixLength })),
+  ];
+}
+
 interface PlanBuilder {
   readonly missingNamespaces: Set<string>;
   readonly seenNamespaces: Map<string, NamespaceIdentity>;
@@ -407,6 +454,9 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
   const plan: PlanBuilder = { missingNamespaces: new Set(), seenNamespaces: new Map(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };
   const { creates } = plan;
   const hostSteps: DeviceStep[][] = [];
+  // A side device of another connection of the plan found on this one's bridge is none to take
+  // off: its own steps put it on its bridge (a release after them would take it off that one).
+  const sideDevices = new Set(connections.flatMap((c) => [c.client.device, c.provider.device]));
   for (const connection of connections) {
     const steps: DeviceStep[] = [];
     plan.hostSteps = steps;
@@ -419,6 +469,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
       creates.push(connection.bridge);
     }
     const bridgeReplaced = bridge !== undefined && !isBridge;
+    if (isBridge) steps.push(...foreignOnBridge(bridge, sideDevices));
     planSide(connection.client, connection, observed, plan, bridgeReplaced);
     planSide(connection.provider, connection, observed, plan, bridgeReplaced);
     // The bridge comes up after its ports joined, as in a hand-written batch.

@@ -15,7 +15,7 @@ import {
   createdKinds,
   stepText,
 } from './device-plan.js';
-import { type LinkInfo, ProgramWriter, decodeLinks, decodeNamespaceId, observedDevices } from './link-message.js';
+import { type LinkInfo, ProgramWriter, decodeAddresses, decodeLinks, decodeNamespaceId, observedDevices } from './link-message.js';
 import { type MarkedOutcome, type RecordOutcome, RtnlError, RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
 
 export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create' | 'netns-replaced';
@@ -90,10 +90,15 @@ async function inNamespace<T>(netns: string | null, use: (socket: RtnlSocket) =>
   }
 }
 
-/** The named devices of a namespace that exist (missing names are simply absent), or all of them. */
-async function listDevices(netns: string | null, only?: readonly string[]): Promise<Map<string, ObservedDevice>> {
+/**
+ * The named devices of a namespace that exist (missing names are simply absent), or all of them.
+ * With `bridges`, also each bridge's ports and each device's addresses (ObservedDevice's `ports`
+ * and `addresses`): the same program, with a dump of the bridge ports (where only some devices
+ * are named) and one of the addresses, two requests whatever the number of devices.
+ */
+async function listDevices(netns: string | null, only?: readonly string[], bridges = false): Promise<Map<string, ObservedDevice>> {
   if (only?.length === 0) return new Map();
-  return inNamespace(netns, (socket) => listDevicesOn(socket, netns, only));
+  return inNamespace(netns, (socket) => listDevicesOn(socket, netns, only, bridges));
 }
 
 /**
@@ -109,19 +114,23 @@ async function observeNamespace(netns: string, only?: readonly string[]): Promis
 }
 
 /** listDevices on a socket in namespace `netns`. */
-async function listDevicesOn(socket: RtnlSocket, netns: string | null, only?: readonly string[]): Promise<Map<string, ObservedDevice>> {
+async function listDevicesOn(socket: RtnlSocket, netns: string | null, only?: readonly string[], bridges = false): Promise<Map<string, ObservedDevice>> {
   const writer = new ProgramWriter();
   if (only === undefined) writer.dumpLinks();
   else for (const name of only) writer.getLink(name);
+  const named = writer.count;
+  // A dump of every device has every port already.
+  if (bridges && only !== undefined) writer.dumpBridgePorts();
+  if (bridges) writer.dumpAddresses();
   const outcomes = await socket.run(writer.finish(), true);
-  const links: LinkInfo[] = [];
   for (const outcome of outcomes) {
-    if (outcome.state === 'done') links.push(...decodeLinks(outcome.reply));
-    else if (outcome.state === 'failed' && outcome.code !== 'ENODEV') {
-      throw new DeviceError('query-failed', `listing devices${where(netns)} failed: ${outcome.text}`);
-    }
+    if (outcome.state === 'failed' && outcome.code !== 'ENODEV') throw new DeviceError('query-failed', `listing devices${where(netns)} failed: ${outcome.text}`);
   }
-  return observedDevices(links);
+  const replies = (from: number, to: number): Uint8Array[] => outcomes.slice(from, to).flatMap((outcome) => (outcome.state === 'done' ? [outcome.reply] : []));
+  const links: LinkInfo[] = replies(0, named).flatMap(decodeLinks);
+  if (!bridges) return observedDevices(links);
+  const ports = only === undefined ? [] : replies(named, named + 1).flatMap(decodeLinks);
+  return observedDevices(links, { ports, addresses: replies(outcomes.length - 1, outcomes.length).flatMap(decodeAddresses) });
 }
 
 /**
@@ -129,16 +138,17 @@ async function listDevicesOn(socket: RtnlSocket, netns: string | null, only?: re
  * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host), each
  * VM namespace's with which namespace it was (the plan's steps by index there go to that one
  * only); and the ids the current namespace gives those namespaces (namespaceIds: one socket for
- * all of them).
+ * all of them). With `options.bridges`, the current namespace's bridges with their ports and its
+ * devices with their addresses (listDevices): what `link` takes off a link's bridge.
  */
-export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[]): Promise<ObservedDevices> {
+export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[], options: { readonly bridges?: boolean } = {}): Promise<ObservedDevices> {
   const names = [...new Set(netnsNames)];
   // A file there without a namespace mounted is none: the plan makes it, and its undo (or ip's
   // refusal, said) clears the file, instead of every run failing to enter it.
   const mounted = new Set(names.filter((name) => namespaceMounted(name)));
   const [{ hostDevices, netnsIds }, ...farDevices] = await Promise.all([
     // The ids after the listing: reporting a veth whose peer is in a namespace without an id gives it one.
-    listDevices(null, only).then(async (devices) => ({ hostDevices: devices, netnsIds: await namespaceIds(mounted) })),
+    listDevices(null, only, options.bridges).then(async (devices) => ({ hostDevices: devices, netnsIds: await namespaceIds(mounted) })),
     ...names.map((name) => (mounted.has(name) ? observeNamespace(name, only) : Promise.resolve(null))),
   ]);
   return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])), netnsIds };

@@ -85,6 +85,19 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
         if (device !== undefined) devices.set(name, { ...device, ...NO_IPV6 });
         break;
       }
+      case 'release': {
+        const device = devices.get(name);
+        expect(device?.index).toBe(step.index);
+        if (device !== undefined) devices.set(name, { ...device, master: null });
+        for (const [other, bridge] of devices) if (bridge.ports !== undefined) devices.set(other, { ...bridge, ports: bridge.ports.filter((port) => port.name !== name) });
+        break;
+      }
+      case 'delete-address': {
+        const device = devices.get(name);
+        expect(device?.addresses?.some((address) => address.address === step.address && address.prefixLength === step.prefixLength)).toBe(true);
+        if (device !== undefined) devices.set(name, { ...device, addresses: (device.addresses ?? []).filter((address) => address.address !== step.address) });
+        break;
+      }
       case 'add-veth':
         throw new Error(`simulate: no veths here: ${stepText(step)}`);
     }
@@ -413,5 +426,47 @@ describe('stepText', () => {
       'ip link set dev snc1 master snb1',
       'ip link set dev snp1 mtu 1500 addrgenmode none',
     ]);
+  });
+});
+
+describe('planDevices, what is on a link\'s bridge that is none of the link\'s', () => {
+  const bridge = (name: string, ports: readonly string[], addresses: ObservedDevice['addresses'] = []): ObservedDevice => ({
+    index: 100 + Number(name.slice(3)),
+    name,
+    kind: 'bridge',
+    master: null,
+    mtu: 1500,
+    up: true,
+    mac: '02:00:00:00:00:08',
+    ...NO_IPV6,
+    ports: ports.map((port) => ({ name: port, index: port.length * 7 + port.charCodeAt(port.length - 1) })),
+    addresses,
+  });
+  const port = (name: string, master: string): ObservedDevice => ({ index: name.length * 7 + name.charCodeAt(name.length - 1), name, kind: 'tun', master, mtu: 1500, up: true, mac: '02:00:00:00:00:09', ...NO_IPV6 });
+
+  it('takes a third port off the bridge (nomaster, by the index it saw: never deleted) and removes its IPv4 addresses; IPv6 ones go with IPv6 off', () => {
+    const devices = [
+      bridge('snb7', ['snc7', 'snp7', 'intruder0'], [
+        { family: 4, address: '198.51.100.1', prefixLength: 24 },
+        { family: 6, address: 'fe80::1', prefixLength: 64 },
+      ]),
+      port('snc7', 'snb7'),
+      port('snp7', 'snb7'),
+      port('intruder0', 'snb7'),
+    ];
+    const plan = planDevices([connection(7)], observedHost(devices));
+    expect(plan.hostSteps.flat().map(stepText)).toEqual(['ip link set dev intruder0 nomaster', 'ip addr del 198.51.100.1/24 dev snb7']);
+    expect(plan.hostSteps.flat()[0]).toMatchObject({ op: 'release', index: devices[3]?.index });
+    expect(plan.creates).toEqual([]);
+    const after = simulate(new Map(devices.map((d) => [d.name, d])), plan.hostSteps.flat(), PLAIN_HOST);
+    expect(after.get('intruder0')).toMatchObject({ master: null });
+    expect(isEmptyPlan(planDevices([connection(7)], observedHost([...after.values()].map((d) => (d.name === 'snb7' ? { ...d, addresses: [] } : d)))))).toBe(true);
+  });
+
+  it("leaves a side device of another connection of the plan found on the bridge to its own steps (a release after them would take it off its bridge), and a bridge whose ports and addresses were not looked at", () => {
+    const devices = [bridge('snb7', ['snc7', 'snp7', 'snc8']), port('snc7', 'snb7'), port('snp7', 'snb7'), port('snc8', 'snb7'), bridge('snb8', ['snp8']), port('snp8', 'snb8')];
+    expect(planDevices([connection(7), connection(8)], observedHost(devices)).hostSteps.flat().map(stepText)).toEqual(['ip link set dev snc8 master snb8']);
+    const { ports: _, addresses: __, ...unlooked } = bridge('snb7', ['snc7', 'snp7', 'other0'], [{ family: 4, address: '198.51.100.1', prefixLength: 24 }]);
+    expect(planDevices([connection(7)], observedHost([unlooked, port('snc7', 'snb7'), port('snp7', 'snb7')])).hostSteps.flat()).toEqual([]);
   });
 });

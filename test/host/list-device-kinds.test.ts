@@ -235,6 +235,35 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
   });
 
+  it("a link whose bridge has another port or an address is flagged in list and show (`bridge shared`, JSON `foreignPorts` and `bridgeAddresses`, a line under it for each); link takes the port off (not deleted) and removes the address", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    await world().host.ip(['tuntap', 'add', 'dev', 'intruder0', 'mode', 'tap']);
+    try {
+      // A third party on the VM's link, and the host made one.
+      await world().host.ip(['link', 'set', 'dev', 'intruder0', 'master', names.bridge]);
+      await world().host.ip(['address', 'add', '198.51.100.1/24', 'dev', names.bridge]);
+      for (const command of [['list'], ['show', 'appvm-lynx']]) {
+        expect(await shown(command, link.id)).toEqual({
+          json: { ...up, foreignPorts: [{ device: 'intruder0' }], bridgeAddresses: ['198.51.100.1/24'] },
+          lines: [
+            lineOf(link, 'netns', 'netns', 'bridge shared'),
+            `  intruder0 is a port of this link's bridge ${link.bridge}, not one of the link's (link takes it off)`,
+            `  ${link.bridge} has address 198.51.100.1/24: the host is no party on a VM's link (link removes it)`,
+          ],
+        });
+      }
+      expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+      const host = await devices(world().host);
+      expect(host.get('intruder0')?.master).toBeUndefined();
+      expect(host.get(names.client)?.master).toBe(names.bridge);
+      expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
+      expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'intruder0']);
+    }
+  });
+
   it("a netns link whose VM's namespace holds a veth under its veth's name that is not that veth's peer (another pair's end moved in under it) is not present in list and show, and link makes the pair anew", async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     const lynxNs = `${world().netnsPrefix}appvm-lynx`;
