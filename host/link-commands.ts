@@ -14,8 +14,8 @@ import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
-import { DEVICE_KIND } from './device-plan.js';
-import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge } from './link-device-kinds.js';
+import { BRIDGE_SETTINGS, DEVICE_KIND, PORT_SETTINGS, settingText } from './device-plan.js';
+import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
@@ -343,6 +343,12 @@ function onBridgeLines({ ports, addresses }: BridgeForeign, bridge: string): str
     ...ports.map((port) => `  ${shownPath(port)} is a port of this link's bridge ${bridge}, not one of the link's (link takes it off)`),
     ...addresses.map((address) => `  ${bridge} has address ${address}: the host is no party on a VM's link (link removes it)`),
   ];
+}
+
+/** What `list` and `show` say, under a link, of a setting of its bridge or of a port of it there other than a new one has. */
+function settingOffLine({ device, setting, value, expected }: SettingOff, bridge: string): string {
+  const table = device === bridge ? BRIDGE_SETTINGS : PORT_SETTINGS;
+  return `  ${device} has ${setting} ${settingText(table, setting, value)}, not ${settingText(table, setting, expected)} (link puts it back)`;
 }
 
 /** Whether anything is on a link's bridge that is none of the link's. */
@@ -1441,10 +1447,13 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...(ports.length > 0 && { foreignPorts: ports.map((device) => ({ device })) }),
         ...(addresses.length > 0 && { bridgeAddresses: addresses }),
       });
+      // `changedSettings` only where there are any, as `offBridge`.
+      const changedSettings = ({ settingsOff }: ListedLink): Record<string, unknown> =>
+        settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected }) => ({ device, setting, value, expected })) };
       const entries = listed.map((entry) =>
         entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry) }
-          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry) },
+          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry), ...changedSettings(entry) }
+          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry), ...changedSettings(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
@@ -1454,8 +1463,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         // Every device there, yet not present: only for veths whose far end is not in its VM's namespace (lines under it say which).
         const elsewhere = entry.farEndsElsewhere.length === 1 ? 'far end elsewhere' : 'far ends elsewhere';
         // Present, but a side device off its bridge (lines under it say which): it carries nothing.
-        // Or something else on its bridge: another port, an address (lines under it say what).
-        const up = entry.offBridge.length > 0 ? 'not bridged' : bridgeShared(entry.onBridge) ? 'bridge shared' : 'up';
+        // Or something else on its bridge: another port, an address; or settings changed (STP on, hairpin on): lines under it say what.
+        const up = entry.offBridge.length > 0 ? 'not bridged' : bridgeShared(entry.onBridge) ? 'bridge shared' : entry.settingsOff.length > 0 ? 'settings changed' : 'up';
         const shown = entry.present ? up : entry.devicesThere ? elsewhere : 'devices missing';
         return entry.attachRecorded ? shown : `${shown} (attach modes not recorded)`;
       };
@@ -1466,6 +1475,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...entry.farEndsElsewhere.map(farEndLine),
         ...entry.offBridge.map((off) => offBridgeLine(off, entry.bridge)),
         ...onBridgeLines(entry.onBridge, entry.bridge),
+        ...entry.settingsOff.map((off) => settingOffLine(off, entry.bridge)),
       ]);
       process.stdout.write(lines.map((line) => `${line}\n`).join(''));
     }

@@ -12,7 +12,7 @@ import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, leadsNowhere, vmDirPr
 import { linkDeviceNames } from './device-names.js';
 import { DEVICE_KIND, type ObservedDevice } from './device-plan.js';
 import { shownAttachMode } from './kept-attach.js';
-import { type FarEndsFound, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen, foreignOnBridge, portsOffBridge } from './link-device-kinds.js';
+import { type FarEndsFound, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen, foreignOnBridge, portsOffBridge, settingsOff } from './link-device-kinds.js';
 import { type Link, type LinkState, linksOfClient, linksOfProvider } from './link-state.js';
 import { LinkerError } from './linker-error.js';
 import { type LeftLink, type LinkerOptions, type ListOptions, type ListedLink, type OrphanedVm, type ShowOptions, type UnusableVmDir, linkReport } from './linker-types.js';
@@ -188,7 +188,7 @@ async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devi
     const seen = seenOf(link, devices, options, farEnds);
     const bridge = devices.get(report.bridge);
     const mtu = bridge?.kind === DEVICE_KIND.bridge ? bridge.mtu : undefined;
-    const base = { ...report, present: seen.whole, devicesThere: seen.devicesThere, foreign: seen.foreign, farEndsElsewhere: seen.farEndsElsewhere, offBridge: portsOffBridge(names, seen, devices), onBridge: foreignOnBridge(names, seen, devices), ...(mtu === undefined ? {} : { mtu }) };
+    const base = { ...report, present: seen.whole, devicesThere: seen.devicesThere, foreign: seen.foreign, farEndsElsewhere: seen.farEndsElsewhere, offBridge: portsOffBridge(names, seen, devices), onBridge: foreignOnBridge(names, seen, devices), settingsOff: settingsOff(names, seen, devices), ...(mtu === undefined ? {} : { mtu }) };
     if (link.attached !== undefined) return { ...base, linked: true, attachRecorded: true };
     // No attach modes recorded: taken down by unlink, or up, recorded before the state kept them
     // (a device of the link's kind under one of its names, as releaseLinks tells them apart).

@@ -3,6 +3,33 @@
 // Layouts from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/veth.h>, <linux/ipv6.h>,
 // <linux/if_tun.h>, <linux/net_namespace.h>.
 import { type DeviceAddress, type DeviceStep, type ObservedDevice, type PortSeen, TUN_MODE_KIND } from './device-plan.js';
+
+/** IFLA_INFO_SLAVE_KIND and IFLA_INFO_SLAVE_DATA: a port's kind of master, and its settings there. */
+const IFLA_INFO_SLAVE_KIND = 4;
+const IFLA_INFO_SLAVE_DATA = 5;
+/** BRIDGE_SETTINGS (device-plan.ts) in a bridge's IFLA_INFO_DATA: IFLA_BR_* and their sizes. */
+const BRIDGE_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>> = {
+  forward_delay: { type: 1, size: 4 },
+  hello_time: { type: 2, size: 4 },
+  max_age: { type: 3, size: 4 },
+  ageing_time: { type: 4, size: 4 },
+  stp_state: { type: 5, size: 4 },
+  vlan_filtering: { type: 7, size: 1 },
+};
+/** PORT_SETTINGS in a bridge port's IFLA_INFO_SLAVE_DATA: IFLA_BRPORT_* (u8 each). */
+const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>> = {
+  hairpin: { type: 4, size: 1 },
+  guard: { type: 5, size: 1 },
+  root_block: { type: 6, size: 1 },
+  fastleave: { type: 7, size: 1 },
+  learning: { type: 8, size: 1 },
+  flood: { type: 9, size: 1 },
+  proxy_arp: { type: 10, size: 1 },
+  mcast_flood: { type: 27, size: 1 },
+  bcast_flood: { type: 30, size: 1 },
+  neigh_suppress: { type: 32, size: 1 },
+  isolated: { type: 33, size: 1 },
+};
 import type { Program } from '../shared/rtnl-socket.js';
 
 const NLMSG_HDRLEN = 16;
@@ -265,6 +292,27 @@ export class ProgramWriter {
         step.address.split('.').forEach((octet, index) => (this.bytes[octets + index] = Number(octet)));
         break;
       }
+      case 'bridge-settings':
+      case 'port-settings': {
+        // A bridge's own settings go in IFLA_INFO_DATA with its kind; a port's in IFLA_INFO_SLAVE_DATA (its master's).
+        const bridge = step.op === 'bridge-settings';
+        const table = bridge ? BRIDGE_ATTRIBUTES : PORT_ATTRIBUTES;
+        this.beginRecord(KIND_REQUEST);
+        this.beginMessage(RTM_NEWLINK, 0);
+        this.ifinfomsg(step.index, false);
+        this.beginNest(IFLA_LINKINFO);
+        this.stringAttribute(bridge ? IFLA_INFO_KIND : IFLA_INFO_SLAVE_KIND, 'bridge');
+        this.beginNest(bridge ? IFLA_INFO_DATA : IFLA_INFO_SLAVE_DATA);
+        for (const [name, value] of Object.entries(step.settings)) {
+          const attribute = table[name];
+          if (attribute === undefined) throw new Error(`ProgramWriter: no bridge setting ${name}`);
+          if (attribute.size === 1) this.u8Attribute(attribute.type, value);
+          else this.u32Attribute(attribute.type, value);
+        }
+        this.endNest();
+        this.endNest();
+        break;
+      }
       case 'set': {
         const { mac, mtu, master, up, addrGenModeNone } = step.change;
         if (master === undefined) {
@@ -418,6 +466,30 @@ export interface LinkInfo {
   readonly ipv6Forwarding: boolean;
   /** Its device group (IFLA_GROUP; 0, the default, where the kernel says none). */
   readonly group: number;
+  /** A bridge's BRIDGE_SETTINGS, or a bridge port's PORT_SETTINGS, as reported (by `ip` name); absent for any other device. */
+  readonly settings?: Readonly<Record<string, number>>;
+}
+
+/** The settings of `table` found among these attributes (a bridge's IFLA_INFO_DATA, a port's IFLA_INFO_SLAVE_DATA). */
+function settingsOf(data: Uint8Array | undefined, table: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>>): Record<string, number> | null {
+  if (data === undefined) return null;
+  const attributes = attributesOf(data, 0, data.length);
+  const found: Record<string, number> = {};
+  for (const [name, { type, size }] of Object.entries(table)) {
+    const payload = attributes.get(type);
+    const value = size === 1 ? payload?.[0] : (u32Of(payload) ?? undefined);
+    if (value !== undefined) found[name] = value;
+  }
+  return found;
+}
+
+/** A bridge's settings (its IFLA_INFO_DATA), or a bridge port's (its IFLA_INFO_SLAVE_DATA), from its IFLA_LINKINFO; null for another device. */
+function bridgeSettingsOf(info: Uint8Array | undefined): Record<string, number> | null {
+  if (info === undefined) return null;
+  const attributes = attributesOf(info, 0, info.length);
+  if (stringOf(attributes.get(IFLA_INFO_KIND)) === 'bridge') return settingsOf(attributes.get(IFLA_INFO_DATA), BRIDGE_ATTRIBUTES);
+  if (stringOf(attributes.get(IFLA_INFO_SLAVE_KIND)) === 'bridge') return settingsOf(attributes.get(IFLA_INFO_SLAVE_DATA), PORT_ATTRIBUTES);
+  return null;
 }
 
 function attributesOf(bytes: Uint8Array, start: number, end: number): Map<number, Uint8Array> {
@@ -504,6 +576,7 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
       if (name !== null) {
         const index = view.getInt32(body + 4, true);
         const peerNetnsId = s32Of(attributes.get(IFLA_LINK_NETNSID));
+        const settings = bridgeSettingsOf(attributes.get(IFLA_LINKINFO));
         links.push({
           index,
           name,
@@ -519,6 +592,7 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
           mac: address === undefined ? '' : [...address].map((octet) => octet.toString(16).padStart(2, '0')).join(':'),
           ...ipv6Of(attributes.get(IFLA_AF_SPEC)),
           group: u32Of(attributes.get(IFLA_GROUP)) ?? 0,
+          ...(settings !== null && { settings }),
         });
       }
     }
@@ -603,6 +677,7 @@ export function observedDevices(links: readonly LinkInfo[], bridges?: BridgeDeta
       {
         ...(bridges !== undefined && link.kind === 'bridge' && { ports: portsOf.get(link.index) ?? [] }),
         ...(bridges !== undefined && { addresses: addressesOf.get(link.index) ?? [] }),
+        ...(link.settings !== undefined && { settings: link.settings }),
         index: link.index,
         name: link.name,
         kind: link.kind,

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type DesiredConnection, type DeviceStep, type ObservedDevice, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
+import { BRIDGE_SETTINGS, type DesiredConnection, type DeviceStep, type ObservedDevice, PORT_SETTINGS, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -96,6 +96,14 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
         const device = devices.get(name);
         expect(device?.addresses?.some((address) => address.address === step.address && address.prefixLength === step.prefixLength)).toBe(true);
         if (device !== undefined) devices.set(name, { ...device, addresses: (device.addresses ?? []).filter((address) => address.address !== step.address) });
+        break;
+      }
+      case 'bridge-settings':
+      case 'port-settings': {
+        const device = devices.get(name);
+        expect(device?.index).toBe(step.index);
+        if (step.op === 'port-settings') expect(devices.get(device?.master ?? '')?.kind).toBe('bridge');
+        if (device !== undefined) devices.set(name, { ...device, settings: { ...device.settings, ...step.settings } });
         break;
       }
       case 'add-veth':
@@ -468,5 +476,42 @@ describe('planDevices, what is on a link\'s bridge that is none of the link\'s',
     expect(planDevices([connection(7), connection(8)], observedHost(devices)).hostSteps.flat().map(stepText)).toEqual(['ip link set dev snc8 master snb8']);
     const { ports: _, addresses: __, ...unlooked } = bridge('snb7', ['snc7', 'snp7', 'other0'], [{ family: 4, address: '198.51.100.1', prefixLength: 24 }]);
     expect(planDevices([connection(7)], observedHost([unlooked, port('snc7', 'snb7'), port('snp7', 'snb7')])).hostSteps.flat()).toEqual([]);
+  });
+});
+
+describe('planDevices, the settings of a link\'s bridge and ports', () => {
+  const fresh = (table: typeof BRIDGE_SETTINGS): Record<string, number> => Object.fromEntries(table.map(({ name, value }) => [name, value]));
+  const device = (name: string, index: number, master: string | null, settings: Record<string, number>): ObservedDevice => ({
+    index,
+    name,
+    kind: master === null ? 'bridge' : 'tun',
+    master,
+    mtu: 1500,
+    up: true,
+    mac: '02:00:00:00:00:09',
+    ...NO_IPV6,
+    settings,
+  });
+
+  it('puts back the settings of the bridge (STP on, a long forward delay, no ageing) and of its ports there (hairpin on, learning off) that differ from a new one\'s, those alone, by the index seen; planning again then changes nothing', () => {
+    const devices = [
+      device('snb7', 10, null, { ...fresh(BRIDGE_SETTINGS), stp_state: 1, forward_delay: 3000, ageing_time: 0 }),
+      device('snc7', 11, 'snb7', fresh(PORT_SETTINGS)),
+      device('snp7', 12, 'snb7', { ...fresh(PORT_SETTINGS), hairpin: 1, learning: 0 }),
+    ];
+    const plan = planDevices([connection(7)], observedHost(devices));
+    expect(plan.hostSteps.flat().map(stepText)).toEqual([
+      'ip link set dev snb7 type bridge stp_state 0 forward_delay 1500 ageing_time 30000',
+      'ip link set dev snp7 type bridge_slave hairpin off learning on',
+    ]);
+    expect(plan.hostSteps.flat().map((step) => ('index' in step ? step.index : undefined))).toEqual([10, 12]);
+    const after = simulate(new Map(devices.map((d) => [d.name, d])), plan.hostSteps.flat(), PLAIN_HOST);
+    expect(after.get('snb7')?.settings).toEqual(fresh(BRIDGE_SETTINGS));
+    expect(isEmptyPlan(planDevices([connection(7)], observedHost(after.values())))).toBe(true);
+  });
+
+  it('leaves the settings of a port joining the bridge anew (a new port has a new port\'s) and those the kernel did not report', () => {
+    const devices = [device('snb7', 10, null, { stp_state: 0 }), device('snc7', 11, 'other', { hairpin: 1 }), device('snp7', 12, 'snb7', { hairpin: 0 })];
+    expect(planDevices([connection(7)], observedHost(devices)).hostSteps.flat().map(stepText)).toEqual(['ip link set dev snc7 master snb7']);
   });
 });
