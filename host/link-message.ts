@@ -274,12 +274,9 @@ export class ProgramWriter {
         break;
       }
       case 'release':
-        // IFLA_MASTER 0, by the index the plan saw: off whatever bridge it is on now.
-        this.beginRecord(KIND_REQUEST);
-        this.beginMessage(RTM_NEWLINK, 0);
-        this.ifinfomsg(step.index, false);
-        this.u32Attribute(IFLA_MASTER, 0);
-        break;
+        // IFLA_MASTER 0, by the index the plan saw. Gone meanwhile, it is off the bridge: the program goes on.
+        this.linkRequest(RTM_NEWLINK, 0, step.index, () => this.u32Attribute(IFLA_MASTER, 0), FLAG_GONE_GOES_ON);
+        return this;
       case 'delete-address': {
         this.beginRecord(KIND_REQUEST);
         this.beginMessage(RTM_DELADDR, 0);

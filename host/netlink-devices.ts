@@ -330,10 +330,11 @@ interface StepsDone {
 /**
  * Whether a delete step's failure says that its device is gone: the kernel's ENODEV for the index
  * it was seen under (the step goes by that alone: link-message.ts). What it was to bring about
- * (no such device there) is so: reconciled, not a failure.
+ * (no such device there) is so: reconciled, not a failure. So for a release (a foreign port taken
+ * off a link's bridge): gone, it is off it.
  */
 const foundGone = (step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' }): boolean =>
-  step.op === 'delete' && outcome.code === 'ENODEV' && outcome.marks.failure === 'refused';
+  (step.op === 'delete' || step.op === 'release') && outcome.code === 'ENODEV' && outcome.marks.failure === 'refused';
 
 /**
  * Run steps in one namespace, in order; the first failure stops them and is thrown. A delete
@@ -367,7 +368,8 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], seen
           else if (step.op === 'delete') done.deleted?.add(step.name);
         } else if (outcome.state === 'failed') {
           if (!foundGone(step, outcome)) return `${stepText(step)}${where(netns)} failed: ${await failureText(socket, step, outcome)}`;
-          done.gone?.add(step.name);
+          // A port released gone is off its bridge, and none of the plan's devices: nothing to note.
+          if (step.op === 'delete') done.gone?.add(step.name);
         }
       }
       return undefined;

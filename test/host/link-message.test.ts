@@ -50,6 +50,20 @@ describe('ProgramWriter', () => {
     expect(decodeLinks(payload.subarray(16))).toMatchObject([{ name: 'snc7', up: true }]);
   });
 
+  it('releases a foreign port by the index seen (IFLA_MASTER 0), its record going on past the port found gone (off the bridge already), as a delete does', () => {
+    const program = new ProgramWriter()
+      .step({ netns: null, op: 'release', name: 'intruder0', index: 51 }, new Map())
+      .step({ netns: null, op: 'delete', name: 'snb2', index: 41 }, new Map())
+      .finish();
+    const [release, del] = records(program);
+    expect(release?.kind).toBe(del?.kind);
+    expect((release?.kind ?? 0) & 0x100).toBe(0x100);
+    const payload = release?.payload ?? new Uint8Array();
+    expect(header(payload)).toMatchObject({ type: 16, index: 51, length: 32 + 8 });
+    // IFLA_MASTER (10), u32 0.
+    expect([...payload.subarray(32, 40)]).toEqual([8, 0, 10, 0, 0, 0, 0, 0]);
+  });
+
   it('addresses a device the plan saw by the index it saw, never by its name (another device may have it as an altname by then; with an index, a name asks for a rename)', () => {
     const program = new ProgramWriter()
       .step({ netns: null, op: 'delete', name: 'snb2', index: 41 }, new Map())
