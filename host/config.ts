@@ -402,11 +402,13 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     problems.push(...ownProblems(dir, vm));
     const base = entryPath(dir, vm.name);
     if (vm.providers.state === 'not-a-directory' && vm.providers.outside !== undefined) {
+      // The config dir itself is not inside it either (its names are every VM's): said as what it is.
+      const where = vm.providers.outside === dir ? `leads to the config dir itself (${shownPath(dir)}), not to a directory in it` : `leads outside the config dir (to ${shownPath(vm.providers.outside)})`;
       problems.push(
         problem(
           vm.name,
           'providers-escapes-config-dir',
-          `${base}/providers/net is a symlink that leads outside the config dir (to ${shownPath(vm.providers.outside)}); it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`,
+          `${base}/providers/net is a symlink that ${where}; it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`,
         ),
       );
     } else if (vm.providers.state === 'not-a-directory') {

@@ -26,6 +26,7 @@ import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
   type DevicePrefixSource,
+  type NetnsPrefixSource,
   type FailedVm,
   type FinishedOutcome,
   type KeepGoingOutcome,
@@ -53,7 +54,7 @@ import {
   checkNetnsPrefix,
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
-import { recordedPrefix } from './state-prefix.js';
+import { recordedPrefixesOf } from './state-prefix.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, type StateStoreError, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { type VmName, vmName } from './vm-name.js';
 import {
@@ -196,16 +197,45 @@ function netnsPrefixFrom(text: string, source: OptionSource): string {
  * The state dir and where it came from (for messages that say what to check), and the device
  * prefix and where it came from: given none, the one the state records for its links (state-prefix.ts).
  */
-async function stateOptions(flags: StateFlags, env: Env, command: Command): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>> {
+async function stateOptions(flags: StateFlags, env: Env, command: Command, state?: RecordedPrefixes): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>> {
   const stateDirSource = optionSource('--state-dir', flags.stateDir !== undefined, STATE_DIR_ENV, env);
   const stateDir = usablePath(stateDirFrom(flags.stateDir, env), stateDirSource);
   const source = sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env);
   const given = devicePrefixFrom(flags.devicePrefix, source);
-  const recorded = source.from === 'default' ? await recordedPrefix(stateDir) : undefined;
+  const recorded = source.from === 'default' ? (await (state ?? recordedPrefixes())(stateDir)).devicePrefix : undefined;
   // The variable the option overrides, for the refusal's fix (state-prefix.ts).
   const variable = env[DEVICE_PREFIX_ENV];
   const givenSource: DevicePrefixSource = source.from === 'option' && variable ? { ...source, overrides: { variable: DEVICE_PREFIX_ENV, value: variable } } : source;
   return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state', otherwise: given } }) };
+}
+
+/** The prefixes the state in a state dir records (state-prefix.ts's recordedPrefixes), read once however often asked. */
+type RecordedPrefixes = (stateDir: string) => Promise<{ readonly devicePrefix?: DevicePrefix; readonly netnsPrefix?: string }>;
+
+function recordedPrefixes(): RecordedPrefixes {
+  let read: Promise<{ readonly devicePrefix?: DevicePrefix; readonly netnsPrefix?: string }> | undefined;
+  return (stateDir) => (read ??= recordedPrefixesOf(stateDir));
+}
+
+/**
+ * stateOptions of `link`, `list` and `show`, with the netns prefix and where it came from: given
+ * none (no --netns-prefix, $SPECTRUM_NETNS_PREFIX unset or empty), the one the state records for
+ * its links up in netns mode (state-prefix.ts), where it records one; the state read once for both.
+ */
+async function stateNetnsOptions(
+  flags: StateFlags & { netnsPrefix: string },
+  env: Env,
+  command: Command,
+): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource' | 'netnsPrefix' | 'netnsPrefixSource'>> {
+  const state = recordedPrefixes();
+  const options = await stateOptions(flags, env, command, state);
+  const source = sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env);
+  const given = netnsPrefixFrom(flags.netnsPrefix, source);
+  const recorded = source.from === 'default' ? (await state(options.stateDir)).netnsPrefix : undefined;
+  // The variable the option overrides, for the refusal's fix (state-prefix.ts).
+  const variable = env[NETNS_PREFIX_ENV];
+  const givenSource: NetnsPrefixSource = source.from === 'option' && variable ? { ...source, overrides: { variable: NETNS_PREFIX_ENV, value: variable } } : source;
+  return { ...options, ...(recorded === undefined ? { netnsPrefix: given, netnsPrefixSource: givenSource } : { netnsPrefix: recorded, netnsPrefixSource: { from: 'state', otherwise: given } }) };
 }
 
 /**
@@ -465,9 +495,9 @@ function ambiguousWarning({ vm, modes, links }: AmbiguousAttach): string {
   return `${vm}'s links are attached as ${shown} on its side, so its mode is ambiguous: those links keep theirs, and ${named} ${take} none; to attach ${vm} one way, link with --attach ${vm}=MODE`;
 }
 
-/** What `link --all` says of a directory with providers whose name is no VM name. */
-function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
-  return `${configDir}/${dir.shown} has a providers/net but no VM name, so it is not linked: ${dir.reason}; rename it to link it`;
+/** What `link --all` says of a directory with providers whose name is no VM name (under a config dir `/`, one slash, as entryPath). */
+export function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
+  return `${configDir === '/' ? '' : configDir}/${dir.shown} has a providers/net but no VM name, so it is not linked: ${dir.reason}; rename it to link it`;
 }
 
 const reasonText = (error: unknown): string => (error instanceof Error ? error.message : String(error));
@@ -716,7 +746,8 @@ function keepGoingStopLines(stopped: KeepGoingStop): string[] {
  * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
  * held a signal still ends the process at once (their work is not interruptible: a kernel bulk
- * delete goes on without it), but after one line, `held`'s: what may be partly done, what to run.
+ * delete goes on without it), but after one line, `held`'s: what may be partly done, what to run;
+ * before they begin to take anything down (onTakeDownBegun), a line saying `nothing` was.
  * A run that failed is said as `said` makes its failure (the lines its command says with it), the
  * line of a lock not released as it should be after them (as `link` says it: withLeftDown).
  */
@@ -724,19 +755,21 @@ async function interruptibleLockWait<T>(
   name: 'unlink' | 'gc',
   nothing: string,
   held: (signal: NodeJS.Signals) => string,
-  run: (wait: { signal: AbortSignal; onLockHeld: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
+  run: (wait: { signal: AbortSignal; onLockHeld: () => void; onTakeDownBegun: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
   said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
   const interruption = interruptOnSignals('spectrum-link', nothing);
   let exiting: { dispose(): void } | undefined;
+  // Under the lock, reading the state and listing devices changes nothing: a signal then says so.
+  let begun = false;
   const onLockHeld = (): void => {
     interruption.dispose();
-    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(held(signal)));
+    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`));
   };
   const unlockFailures: StateStoreError[] = [];
   try {
     // After a run that succeeded, the caller says it after what the run did (its work is done).
-    const done = await run({ signal: interruption.signal, onLockHeld, onUnlockFailed: (failure) => void unlockFailures.push(failure) });
+    const done = await run({ signal: interruption.signal, onLockHeld, onTakeDownBegun: () => void (begun = true), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
     return { done, unreleased: unlockFailures };
   } catch (error) {
     const failure =
@@ -1109,13 +1142,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .action(async (names: string[], flags: LinkFlags, command: Command) => {
       const attach = parseAttachChoice(flags.attach);
       checkSocketTemplates(flags);
-      const paths = { ...(await stateOptions(flags, env, command)), ...configOptions(flags.configDir, env) };
-      // What its lines tell the operator to run carries this run's options (printed-command.ts), its device prefix as the state gives it.
-      const given = { ...givenOptions(flags, command, env), devicePrefix: paths.devicePrefix };
+      const paths = { ...(await stateNetnsOptions(flags, env, command)), ...configOptions(flags.configDir, env) };
+      // What its lines tell the operator to run carries this run's options (printed-command.ts), its device and netns prefixes as the state gives them.
+      const given = { ...givenOptions(flags, command, env), devicePrefix: paths.devicePrefix, netnsPrefix: paths.netnsPrefix };
       const linkerOpts: LinkerOptions = {
         ...paths,
         commands: linkRunCommands(given, flags.all === true ? undefined : names, flags.keepGoing === true),
-        netnsPrefix: netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env)),
         // Not given: each link keeps the MTU its record has (LinkerOptions.mtu).
         ...(flags.mtu === undefined ? {} : { mtu: integerOption('--mtu', flags.mtu, MTU_MIN, MTU_MAX, 'an MTU') }),
         ...lockWaitOf(flags, env, command),
@@ -1482,8 +1514,9 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   };
 
   // --netns-prefix: a veth whose far end is not in its VM's namespace is not present (link makes
-  // the pair anew), so list and show need to know where VMs live, as link does.
-  const netnsPrefixOf = (flags: ListFlags, command: Command): string => netnsPrefixFrom(flags.netnsPrefix, sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env));
+  // the pair anew), so list and show need to know where VMs live, as link does: given none, where
+  // the state records (stateNetnsOptions); given another, they look there, and say of every veth
+  // that its far end is elsewhere.
 
   const list = new Command('list')
     .description('list every recorded link and whether its devices exist')
@@ -1492,7 +1525,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (flags: ListFlags, command: Command) => {
-      const options = { ...(await stateOptions(flags, env, command)), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
+      const options = { ...(await stateNetnsOptions(flags, env, command)), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await listLinks(options), flags.json === true);
     });
@@ -1506,7 +1539,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (name: string, flags: ShowFlags, command: Command) => {
-      const options = { ...(await stateOptions(flags, env, command)), ...configOptions(flags.configDir, env), netnsPrefix: netnsPrefixOf(flags, command), attach: DEFAULT_ATTACH };
+      const options = { ...(await stateNetnsOptions(flags, env, command)), ...configOptions(flags.configDir, env), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       printListed(await showLinks(name, options), flags.json === true);
     });

@@ -61,7 +61,7 @@ import {
   writeBack,
 } from './linker.js';
 import { deleteNamespaces, undoDevices } from './netlink-devices.js';
-import { assertNoUnrecordedDevices, loadLinkState, loadRunState } from './state-prefix.js';
+import { assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
 import { StateStoreError, stateDirAbsent } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -184,6 +184,7 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
     templateSocket: (kind, vm) => options.vmm.templateSocket?.(kind, vm),
     ...(vmmAt === undefined ? {} : { vmmAt: (kind: VmmKind, vm: VmName, socket: string) => vmmAt.call(options.vmm, kind, vm, socket) }),
     sameSocket: (recorded, wanted) => options.vmm.sameSocket?.(recorded, wanted) === true,
+    socketKey: (path) => options.vmm.socketKey?.(path) ?? path,
   };
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
   const steps: UndoStepFailure[] = [];
@@ -446,7 +447,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   const { failures } = soFar;
   const partition = partitionValidVms(snapshot, vms);
   for (const { name, error } of partition.invalid) failures.set(name, error);
-  const { state: before, claimsPrefix } = await loadRunState(options);
+  const { state: before, claimsPrefix } = await loadLinkRunState(options);
   soFar.before = before;
   // Links to record in a state that claims no device prefix: not over devices named as links with
   // the run's; the whole run refused, nothing made (the state dir, or the prefix, is not theirs).
@@ -591,7 +592,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
       if (unsaid.length > 0) options.onLeftDown?.(unsaid);
     };
     try {
-      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, await loadLinkState(options), made, kept, soFar);
+      pass = await linkOneByOne(valid, { ...options, onLeftDown: tell }, snapshot, (await loadLinkRunState(options)).state, made, kept, soFar);
     } catch (error) {
       sayUnsaid();
       sayUndoWrite(linkedNow);

@@ -132,6 +132,13 @@ export interface LinkState {
    * sameState, wherever it is set.
    */
   readonly devicePrefix?: DevicePrefix;
+  /**
+   * The netns prefix of its links attached in netns mode (`--netns-prefix`: their VMs' interfaces
+   * are in `<netnsPrefix><vm>`), set by a link run (withNetnsPrefix) and kept by every change
+   * below; written, and told apart by sameState, only while a link is up in netns mode
+   * (recordedNetnsPrefix). Absent in a file written before it was recorded.
+   */
+  readonly netnsPrefix?: string;
   /** Sorted by id; ids and pairs are unique. */
   readonly links: readonly Link[];
 }
@@ -209,9 +216,52 @@ export function linksOfProvider(state: LinkState, provider: VmName): Link[] {
   return state.links.filter((link) => link.provider === provider);
 }
 
-/** A state of `links`, sorted, with the device prefix `prefix` (a change's: the state it changes keeps its own). */
-function withLinks(links: readonly Link[], prefix: DevicePrefix | undefined): LinkState {
-  return { version: STATE_VERSION, ...(prefix === undefined ? {} : { devicePrefix: prefix }), links: [...links].sort((a, b) => a.id - b.id) };
+/** A state of `links`, sorted, with the device prefix `prefix` and netns prefix `netnsPrefix` (a change's: the state it changes keeps its own). */
+function withLinks(links: readonly Link[], prefix: DevicePrefix | undefined, netnsPrefix?: string): LinkState {
+  return {
+    version: STATE_VERSION,
+    ...(prefix === undefined ? {} : { devicePrefix: prefix }),
+    ...(netnsPrefix === undefined ? {} : { netnsPrefix }),
+    links: [...links].sort((a, b) => a.id - b.id),
+  };
+}
+
+/** The netns prefixes the state records (--netns-prefix's: up to 32 of A-Z a-z 0-9 . _ -, none too). */
+const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
+
+/** Whether `value` is a netns prefix as --netns-prefix takes it and the state records it. */
+export function isNetnsPrefix(value: unknown): value is string {
+  return typeof value === 'string' && NETNS_PREFIX.test(value);
+}
+
+/** Whether any link of `state` is up with a side attached in netns mode: its VM's interface is in `<netnsPrefix><vm>`. */
+export function hasNetnsLinks(state: LinkState): boolean {
+  return state.links.some(({ attached }) => attached !== undefined && (attached.client === 'netns' || attached.provider === 'netns'));
+}
+
+/**
+ * The netns prefix `state` records: where its netns links' VMs live (their interfaces are in
+ * `<prefix><vm>`). Only while a link is up in netns mode (hasNetnsLinks): with none, no interface
+ * is in any VM namespace, and a run may take any. Undefined too where the file was written before
+ * the prefix was recorded.
+ */
+export function recordedNetnsPrefix(state: LinkState): string | undefined {
+  return hasNetnsLinks(state) ? state.netnsPrefix : undefined;
+}
+
+/** `state` with `prefix` as the netns prefix of its netns links, those it has and those a change makes (the same object where it has it already). */
+export function withNetnsPrefix(state: LinkState, prefix: string): LinkState {
+  return state.netnsPrefix === prefix ? state : { ...state, netnsPrefix: prefix };
+}
+
+/**
+ * The netns prefix `state` records where it is not `prefix` (recordedNetnsPrefix): its netns
+ * links' interfaces are in namespaces named with the recorded one; undefined where `prefix` is
+ * the one to use: the same, or none recorded (no netns link up, or a file written before it was).
+ */
+export function conflictingNetnsPrefix(state: LinkState, prefix: string): string | undefined {
+  const recorded = recordedNetnsPrefix(state);
+  return recorded !== undefined && recorded !== prefix ? recorded : undefined;
 }
 
 /** `state` recording `prefix` as its links' device prefix (the same object where it does already). */
@@ -267,7 +317,7 @@ export function allocateLink(state: LinkState, pair: LinkPair): Allocation {
   let id = preferredId(pair) as number;
   while (used.has(id)) id = id === CLIENT_ID_MAX ? CLIENT_ID_MIN : id + 1;
   const link: Link = { client: pair.client, provider: pair.provider, id: id as ClientId };
-  return { state: withLinks([...state.links, link], state.devicePrefix), link, created: true };
+  return { state: withLinks([...state.links, link], state.devicePrefix, state.netnsPrefix), link, created: true };
 }
 
 /** Allocate (or find) the id of each connection of a client, in the order of providers. */
@@ -305,21 +355,21 @@ export function allocateMany(state: LinkState, pairs: readonly LinkPair[]): { st
     added.push(link);
     return link;
   });
-  return { state: added.length === 0 ? state : withLinks([...state.links, ...added], state.devicePrefix), links };
+  return { state: added.length === 0 ? state : withLinks([...state.links, ...added], state.devicePrefix, state.netnsPrefix), links };
 }
 
 /** Drop a pair's record, releasing its id. */
 export function forgetLink(state: LinkState, pair: LinkPair): { state: LinkState; forgotten: Link | undefined } {
   const forgotten = lookupLink(state, pair);
   if (forgotten === undefined) return { state, forgotten };
-  return { state: withLinks(state.links.filter((link) => link !== forgotten), state.devicePrefix), forgotten };
+  return { state: withLinks(state.links.filter((link) => link !== forgotten), state.devicePrefix, state.netnsPrefix), forgotten };
 }
 
 /** Drop every record a VM takes part in, as client or provider (e.g. when its directory is gone). */
 export function forgetVm(state: LinkState, vm: VmName): { state: LinkState; forgotten: Link[] } {
   const forgotten = state.links.filter((link) => link.client === vm || link.provider === vm);
   if (forgotten.length === 0) return { state, forgotten };
-  return { state: withLinks(state.links.filter((link) => !forgotten.includes(link)), state.devicePrefix), forgotten };
+  return { state: withLinks(state.links.filter((link) => !forgotten.includes(link)), state.devicePrefix, state.netnsPrefix), forgotten };
 }
 
 const isAttachMode = (value: unknown): value is AttachMode => ATTACH_MODES.some((mode) => mode === value);
@@ -368,6 +418,7 @@ export function setAttachments(state: LinkState, changes: readonly { pair: LinkP
       return attached === undefined ? rest : { ...rest, attached };
     }),
     state.devicePrefix,
+    state.netnsPrefix,
   );
 }
 
@@ -385,13 +436,13 @@ export function restorePairs(state: LinkState, before: LinkState, pairs: readonl
   const keys = new Set(pairs.map((pair) => `${pair.client}\n${pair.provider}`));
   const restored = (link: Link): boolean => keys.has(`${link.client}\n${link.provider}`);
   const links = [...state.links.filter((link) => !restored(link)), ...before.links.filter(restored)];
-  return withLinks(links, links.length === 0 ? before.devicePrefix : state.devicePrefix);
+  return withLinks(links, links.length === 0 ? before.devicePrefix : state.devicePrefix, state.netnsPrefix ?? before.netnsPrefix);
 }
 
 /** Whether two states hold the same links and device prefix (and so the same file text), without serialising. */
 export function sameState(a: LinkState, b: LinkState): boolean {
   if (a === b) return true;
-  if (a.links.length !== b.links.length || a.devicePrefix !== b.devicePrefix) return false;
+  if (a.links.length !== b.links.length || a.devicePrefix !== b.devicePrefix || recordedNetnsPrefix(a) !== recordedNetnsPrefix(b)) return false;
   const left = withLinks(a.links, undefined).links;
   const right = withLinks(b.links, undefined).links;
   return left.every((link, index) => {
@@ -424,7 +475,10 @@ export function serializeState(state: LinkState): string {
   const links = withLinks(state.links, undefined).links.map(linkLine);
   // A prefix needs no JSON escapes either (device-names.ts: [a-z0-9_-]). Written without links too: the state keeps it.
   const prefix = state.devicePrefix === undefined ? '' : `\n  "devicePrefix": "${state.devicePrefix}",`;
-  return `{\n  "version": ${STATE_VERSION},${prefix}\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
+  // Nor does a netns prefix (isNetnsPrefix); written only while a link is up in netns mode.
+  const netns = recordedNetnsPrefix(state);
+  const netnsPrefix = netns === undefined ? '' : `\n  "netnsPrefix": "${netns}",`;
+  return `{\n  "version": ${STATE_VERSION},${prefix}${netnsPrefix}\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -518,10 +572,14 @@ export function parseState(text: string, source: string): LinkState {
   }
   for (const key of Object.keys(data)) {
     // (A version 1 file never had a device prefix: one there was not written by spectrum-link.)
-    const known = key === 'version' || key === 'links' || (key === 'devicePrefix' && version === STATE_VERSION);
+    const known = key === 'version' || key === 'links' || ((key === 'devicePrefix' || key === 'netnsPrefix') && version === STATE_VERSION);
     if (!known) problems.add(`unknown key ${quoteName(key)}`);
   }
   const prefix = parsedDevicePrefix(data['devicePrefix'], problems);
+  const netnsPrefix = data['netnsPrefix'];
+  if (netnsPrefix !== undefined && !isNetnsPrefix(netnsPrefix)) {
+    problems.add(`"netnsPrefix" must be a netns prefix as --netns-prefix takes it (up to 32 of A-Z a-z 0-9 . _ -), found ${shownValue(netnsPrefix, 'nothing')}`);
+  }
   const raw = data['links'];
   const links: Link[] = [];
   if (!Array.isArray(raw)) {
@@ -583,7 +641,7 @@ export function parseState(text: string, source: string): LinkState {
     byPair.set(key, link);
   }
   if (conflicts.count > 0) throw new StateError('conflict', `state file ${source} is ${conflicts.text('inconsistent')}. ${KEEP}`);
-  return withLinks(links, prefix);
+  return withLinks(links, prefix, isNetnsPrefix(netnsPrefix) ? netnsPrefix : undefined);
 }
 
 /**

@@ -503,6 +503,8 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
         problem,
       );
     }
+    // From here on NICs are asked out and devices deleted (a signal may leave it partly done).
+    options.onTakeDownBegun?.();
     const released = await releaseLinks(links, options, { force: flags.force, refused: (error) => detachStopped(vm, flags.forget, error, options.commands) }).catch((error: unknown) => {
       throw unlinkStopped(vm, flags, error, options.commands);
     });
@@ -563,6 +565,7 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     // Every one of them would go, another state dir's live links as likely as leftovers.
     if (!claimsPrefix && orphans.length > 0) throw gcUnrecordedDevicesRefusal(options, linkNamedDevices(orphans, options.devicePrefix));
     // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
+    if (orphans.length > 0) options.onTakeDownBegun?.();
     const removal = await removeDevices(orphans).catch((error: unknown) => {
       throw gcStopped(error, orphans);
     });

@@ -52,6 +52,11 @@ export class LinkerError extends Error {
        */
       | 'device-prefix-mismatch'
       /**
+       * The state file records another netns prefix for its links up in netns mode than a `link`
+       * run's: bad input, refused before anything is done (state-prefix.ts).
+       */
+      | 'netns-prefix-mismatch'
+      /**
        * `link` into a state that claims no device prefix (no links, no prefix recorded) while
        * devices named as links with the run's exist: refused before anything is made (bad input);
        * `gc` of such a state, where it would delete any: refused, nothing deleted.

@@ -15,7 +15,7 @@ import { type DevicePrefix, linkDeviceNames } from './device-names.js';
 import type { DevicePlan, MtuBefore } from './device-plan.js';
 import type { AmbiguousAttach, LinkSide } from './kept-attach.js';
 import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
-import type { Link, LinkAttachment, LinkPair } from './link-state.js';
+import { type Link, type LinkAttachment, type LinkPair, isNetnsPrefix } from './link-state.js';
 import type { OptionSource } from '../shared/cli/option-source.js';
 import type { StateDirSource, StateStoreError } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -102,6 +102,12 @@ export interface VmmPort {
    * Without it, only the same text is the same socket.
    */
   sameSocket?(recorded: string, wanted: string): boolean;
+  /**
+   * One spelling of a socket path however spelled, as sameSocket takes two for one (its directory
+   * resolved, where it can be): two VMs of a run whose paths get one key are at one socket.
+   * Without it, only the same text is.
+   */
+  socketKey?(path: string): string;
 }
 
 /** What is at a VMM socket (VmmPort.vmmAt). */
@@ -129,6 +135,8 @@ export interface LinkerOptions {
   readonly onLockWait?: (holderPid: string | undefined) => void;
   /** Told once the state lock is held, before the run's work (the CLI of `unlink` and `gc` stops taking over signals then). */
   readonly onLockHeld?: () => void;
+  /** Told once, under the lock, as `unlink` or `gc` begins to take anything down (a NIC asked out of its VMM, a device deleted): until then a signal leaves nothing changed. */
+  readonly onTakeDownBegun?: () => void;
   /** Told where releasing the state lock failed, after the run failed or succeeded (LockOptions.onUnlockFailed): to be said after its failure, or after what it did. */
   readonly onUnlockFailed?: (error: StateStoreError) => void;
   readonly devicePrefix: DevicePrefix;
@@ -136,6 +144,8 @@ export interface LinkerOptions {
   readonly devicePrefixSource?: DevicePrefixSource;
   /** VM `v` lives in namespace `<netnsPrefix>v` in netns mode. */
   readonly netnsPrefix: string;
+  /** Where netnsPrefix came from, for the refusal of one the state does not record (state-prefix.ts's netns prefix); left out: given. */
+  readonly netnsPrefixSource?: NetnsPrefixSource;
   /**
    * The link MTU given (--mtu): every link of the run gets it. Absent: a link keeps the MTU its
    * record has (link-state.ts's LinkAttachment.mtu), a new one (or one recorded without) gets 1500.
@@ -195,6 +205,12 @@ export interface LinkerOptions {
 export type DevicePrefixSource =
   | OptionSource
   | { readonly from: 'state'; readonly otherwise: DevicePrefix }
+  | { readonly from: 'option'; readonly flag: string; readonly overrides: { readonly variable: string; readonly value: string } };
+
+/** Where a run's netns prefix came from: as a device prefix (DevicePrefixSource), `otherwise` the one given or the default. */
+export type NetnsPrefixSource =
+  | OptionSource
+  | { readonly from: 'state'; readonly otherwise: string }
   | { readonly from: 'option'; readonly flag: string; readonly overrides: { readonly variable: string; readonly value: string } };
 
 /** Commands a refusal tells the operator to run, whole, so that each works as printed. */
@@ -280,7 +296,7 @@ export interface UndoStateWriteFailure {
  * How a run waits for the state lock. For `unlink` and `gc`, the signal stops the wait only: once
  * the lock is held (onLockHeld) they do their work as they would without it.
  */
-export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld' | 'onUnlockFailed'>;
+export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld' | 'onTakeDownBegun' | 'onUnlockFailed'>;
 /** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
 export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'devicePrefixSource' | 'attach' | 'vmm' | 'commands'>;
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */
@@ -330,11 +346,9 @@ export interface ReleasedLinkReport extends RecordedLinkReport {
   readonly foreignDeleted: readonly ForeignDevice[];
 }
 
-const NETNS_PREFIX = /^[A-Za-z0-9._-]{0,32}$/;
-
 /** `source`: where the value came from, as the message names it (the option, or the environment variable). */
 export function checkNetnsPrefix(prefix: string, source = '--netns-prefix'): string {
-  if (!NETNS_PREFIX.test(prefix)) {
+  if (!isNetnsPrefix(prefix)) {
     throw new CliError(`${source} ${JSON.stringify(prefix)} is not valid: up to 32 of A-Z a-z 0-9 . _ -`, EXIT.usage);
   }
   return prefix;

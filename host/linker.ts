@@ -41,7 +41,7 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
-import { assertNoUnrecordedDevices, loadRunState } from './state-prefix.js';
+import { assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
 import { sharedSocketFailures, vmmSidesOf } from './vmm-socket-sharing.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -577,9 +577,10 @@ async function runAttachModes(vms: readonly VmName[], before: LinkState, options
 }
 
 /** The clients of `vms` refused for a VMM socket path another VM of the run has (sharedSocketFailures), each with its error. */
-export function runSocketSharing(vms: readonly VmName[], snapshot: ConfigSnapshot, kept: KeptAttach, options: LinkerOptions): Map<VmName, CliError> {
+export function runSocketSharing(vms: readonly VmName[], snapshot: ConfigSnapshot, kept: KeptAttach, options: Pick<LinkerOptions, 'vmm'>): Map<VmName, CliError> {
   const clients = vms.map((client) => ({ client, sides: vmmSidesOf(client, requireValidVm(snapshot, client).providers, kept) }));
-  return sharedSocketFailures(clients, (kind, vm) => options.vmm.templateSocket?.(kind, vm));
+  const { vmm } = options;
+  return sharedSocketFailures(clients, (kind, vm) => vmm.templateSocket?.(kind, vm), (path) => vmm.socketKey?.(path) ?? path);
 }
 
 /**
@@ -775,7 +776,7 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const { vms, wholeDir } = run;
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
-    const { state: before, claimsPrefix } = await loadRunState(options);
+    const { state: before, claimsPrefix } = await loadLinkRunState(options);
     // Still nothing recorded: the checks made before the lock, on an empty state and this config,
     // hold as they are (a thousand VMs' take milliseconds).
     const unchanged = fresh !== undefined && !again && before.links.length === 0;

@@ -21,9 +21,9 @@
 // a crash's are its recorded links') and gc deletes.
 import { shownOrigin } from '../shared/cli/option-source.js';
 import { type DevicePrefix, parseDeviceName } from './device-names.js';
-import { type LinkState, claimsDevicePrefix, conflictingDevicePrefix, withDevicePrefix } from './link-state.js';
+import { type LinkState, claimsDevicePrefix, conflictingDevicePrefix, conflictingNetnsPrefix, recordedNetnsPrefix, withDevicePrefix, withNetnsPrefix } from './link-state.js';
 import { LinkerError } from './linker-error.js';
-import type { DevicePrefixSource, LinkerOptions } from './linker-types.js';
+import type { DevicePrefixSource, LinkerOptions, NetnsPrefixSource } from './linker-types.js';
 import { observeDevices } from './netlink-devices.js';
 import { loadState, stateDirFix, stateFilePath } from './state-store.js';
 
@@ -36,16 +36,11 @@ import { loadState, stateDirFix, stateFilePath } from './state-store.js';
  * always has.
  */
 export async function recordedPrefix(stateDir: string): Promise<DevicePrefix | undefined> {
-  try {
-    const state = await loadState(stateDir);
-    return state.devicePrefix;
-  } catch {
-    return undefined;
-  }
+  return (await recordedPrefixesOf(stateDir)).devicePrefix;
 }
 
 /** Where a run's prefix came from, as the refusal says it after the prefix. */
-function originOf(source: DevicePrefixSource | undefined): string {
+function originOf(source: DevicePrefixSource | NetnsPrefixSource | undefined): string {
   switch (source?.from) {
     case 'option':
       return `from ${source.flag}`;
@@ -142,6 +137,86 @@ export async function loadRunState(options: StatePrefixOptions): Promise<{ reado
   const source = options.devicePrefixSource;
   if (!claimsPrefix && source?.from === 'state' && source.otherwise !== options.devicePrefix) throw prefixNoLongerRecorded(options.stateDir, options.devicePrefix, source.otherwise);
   return { state: claimsPrefix ? withDevicePrefix(state, options.devicePrefix) : state, claimsPrefix };
+}
+
+// The netns prefix (--netns-prefix, $SPECTRUM_NETNS_PREFIX) says where a `netns` link's VM lives:
+// its interface, the veth's far end, is in `<prefix><vm>`. The state records it while a link is up
+// in netns mode (link-state.ts's recordedNetnsPrefix), one per state as the device prefix is (a
+// VM lives in one namespace; one value is what a command given none can take), and as that one:
+// `link`, `list` and `show` given none use it (recordedPrefixesOf, read by the CLI), and
+// `link` given another is refused before anything is done (loadLinkRunState), as it would move
+// the VMs' interfaces into the other prefix's namespaces (the far ends not found where it looks,
+// each pair is made anew there), cutting the VMs off with exit 0. A state that records none (no
+// link up in netns mode, or a file written before the prefix was recorded) takes the run's, which
+// its next write records. `unlink` and `gc` take no netns prefix: deleting a veth's host end
+// deletes its far end, wherever that is.
+
+/**
+ * recordedPrefix and the netns prefix the state records (while a link is up in netns mode), of one
+ * read of the state, for a command given none; each undefined where it records none, or the state
+ * cannot be read. Read without the lock as recordedPrefix: `link` reads the state again
+ * (loadLinkRunState), which refuses a netns prefix recorded meanwhile.
+ */
+export async function recordedPrefixesOf(stateDir: string): Promise<{ readonly devicePrefix?: DevicePrefix; readonly netnsPrefix?: string }> {
+  try {
+    const state = await loadState(stateDir);
+    const netnsPrefix = recordedNetnsPrefix(state);
+    return { ...(state.devicePrefix === undefined ? {} : { devicePrefix: state.devicePrefix }), ...(netnsPrefix === undefined ? {} : { netnsPrefix }) };
+  } catch {
+    return {};
+  }
+}
+
+/** What the netns prefix refusal says to do, by where the run's prefix came from (as fixOf). */
+function netnsFixOf(source: NetnsPrefixSource | undefined, recorded: string): string {
+  const option = `--netns-prefix ${JSON.stringify(recorded)}`;
+  switch (source?.from) {
+    case 'option':
+      if ('overrides' in source && source.overrides.value !== recorded) {
+        return `leave ${source.flag} out and unset ${source.overrides.variable}, which gives another (the recorded prefix is then used), or give ${option}`;
+      }
+      return `leave ${source.flag} out (the recorded prefix is then used) or give ${option}`;
+    case 'environment':
+      return `unset ${source.variable} (the recorded prefix is then used) or set it to ${JSON.stringify(recorded)}, or pass ${option}`;
+    case 'default':
+    case 'state':
+      return 'another spectrum-link recorded it meanwhile: run this again, which uses it';
+    default:
+      return `use ${option}`;
+  }
+}
+
+/**
+ * Refuse netns prefix `prefix` for a state that records another for its links up in netns mode
+ * (exit 2): one line naming both, where the run's came from, and what to do.
+ */
+function netnsPrefixMismatch(stateDir: string, recorded: string, prefix: string, source: NetnsPrefixSource | undefined): LinkerError {
+  return new LinkerError(
+    'netns-prefix-mismatch',
+    `netns prefix ${JSON.stringify(prefix)} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links attached in netns mode, ${JSON.stringify(recorded)} ` +
+      `(their VMs' interfaces are in network namespaces ${recorded}<vm>), so nothing was done, as this link would move them into ${prefix}<vm>: ${netnsFixOf(source, recorded)}; ` +
+      `the netns links of a state dir share one netns prefix: another needs every link of the state dir attached in netns mode unlinked first`,
+  );
+}
+
+/**
+ * loadRunState for a `link` run, refused too where the state records another netns prefix for
+ * its links up in netns mode than the run's (`netnsPrefix`, from `netnsPrefixSource`), and
+ * otherwise taking the run's, so that its write records it with the netns links it has or makes
+ * (a file written before the prefix was recorded gets the run's, as its device prefix does).
+ */
+export async function loadLinkRunState(
+  options: StatePrefixOptions & Pick<LinkerOptions, 'netnsPrefix' | 'netnsPrefixSource'>,
+): Promise<{ readonly state: LinkState; readonly claimsPrefix: boolean }> {
+  const { state, claimsPrefix } = await loadRunState(options);
+  return { state: withRunNetnsPrefix(state, options), claimsPrefix };
+}
+
+/** `state` (as a `link` run read it) taking the run's netns prefix, refused where it records another (loadLinkRunState). */
+export function withRunNetnsPrefix(state: LinkState, options: Pick<LinkerOptions, 'stateDir' | 'netnsPrefix' | 'netnsPrefixSource'>): LinkState {
+  const recorded = conflictingNetnsPrefix(state, options.netnsPrefix);
+  if (recorded !== undefined) throw netnsPrefixMismatch(options.stateDir, recorded, options.netnsPrefix, options.netnsPrefixSource);
+  return withNetnsPrefix(state, options.netnsPrefix);
 }
 
 /** How many of the devices a refusal names. */

@@ -285,6 +285,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       return (await import('./vmm/vmm-socket.js')).vmmPresence(detachSocket(kind, vm, socket), timeoutMs);
     },
     sameSocket: sameSocketPath,
+    socketKey: (path) => resolvedSocket(path) ?? path,
     socketOf(kind, vm) {
       try {
         return recordableSocket(kind === 'qemu' ? qmpSocket(vm) : chSocket(vm));

@@ -124,7 +124,7 @@ const DUMPS_BEFORE_PLANNING = 3;
  */
 const UNDECODABLE_REREAD_GAP_MS = 1_000;
 
-/** How long after an MTU change a link's sysctl read missing is read once more (see #recheckMissingSysctls). */
+/** How long after an MTU change or a rename a link's sysctl read missing is read once more (see #recheckMissingSysctls). */
 const SYSCTL_RECHECK_MS = 100;
 
 /** A link's sysctls, read before planning where the view has none (a link just seen), as a plan sets them on a provider link. */
@@ -225,8 +225,8 @@ export class NetdAgent {
   /** The links #sayConflicts said are in conflict, and what it said of each (the link's name and note). */
   #conflictsSaid = new Map<number, { readonly name: string; readonly note: string }>();
   #retryTimer: NodeJS.Timeout | undefined;
-  /** Links whose MTU changed since their sysctls were last read (see #recheckMissingSysctls). */
-  #mtuChanged = new Set<number>();
+  /** Links whose MTU or name changed since their sysctls were last read (see #recheckMissingSysctls). */
+  #sysctlsRemade = new Set<number>();
   /** Links whose sysctls are read once more when #recheckTimer fires. */
   readonly #recheck = new Set<number>();
   #recheckTimer: NodeJS.Timeout | undefined;
@@ -384,7 +384,7 @@ export class NetdAgent {
       this.#seenLinks.add(event.link.ifindex);
       // Before applyEvent: the view has the link as it was.
       const before = this.#view.links.get(event.link.ifindex);
-      if (before !== undefined && before.mtu !== event.link.mtu) this.#mtuChanged.add(event.link.ifindex);
+      if (before !== undefined && (before.mtu !== event.link.mtu || before.name !== event.link.name)) this.#sysctlsRemade.add(event.link.ifindex);
     }
     for (const ifindex of dirtyLinks(event, this.#servingIp)) this.#dirty.add(ifindex);
   }
@@ -394,14 +394,17 @@ export class NetdAgent {
    * (IPv4) afresh: rtnetlink's notifier runs before addrconf's, and a read in between (a reader in
    * C woken by the notification finds it so in about a fifth of round trips) finds disable_ipv6
    * missing, nothing to set, which the kernel then makes at 0: IPv6 on for good on a provider
-   * link. A sysctl read missing after an MTU change is read once more a moment later; once, so a
-   * file that stays missing (IPv6 off in the whole system, an MTU below 1280) costs one read.
+   * link. A rename likewise: the kernel says the new name, then takes the link's sysctl files
+   * away and makes them under it (a reader in C found them missing after 45% of renames); a
+   * link renamed before the agent first set them kept them unset. A sysctl read missing after an
+   * MTU change or a rename is read once more a moment later; once, so a file that stays missing
+   * (IPv6 off in the whole system, an MTU below 1280) costs one read.
    */
   #recheckMissingSysctls(): void {
-    for (const ifindex of this.#mtuChanged) {
+    for (const ifindex of this.#sysctlsRemade) {
       if (this.#missingSysctls(ifindex).length > 0) this.#recheck.add(ifindex);
     }
-    this.#mtuChanged.clear();
+    this.#sysctlsRemade.clear();
     if (this.#recheck.size === 0 || this.#recheckTimer !== undefined || this.#stopped) return;
     this.#recheckTimer = setTimeout(() => {
       this.#recheckTimer = undefined;

@@ -52,8 +52,10 @@ export function exitCodeOf(error: unknown, known: ErrorExitCodes): number {
   return EXIT.internal;
 }
 
-// What a terminal would act on, or a viewer break a line at (shown-text.ts), each one of them.
-const EVERY_TERMINAL_ACTIVE = new RegExp(TERMINAL_ACTIVE.source, 'gu');
+// What a terminal would act on, or a viewer break a line at (shown-text.ts), each one of them;
+// and a lone surrogate (\p{Cs} matches no half of a whole pair in a 'u' pattern): UTF-8 cannot
+// hold one, and written out it became U+FFFD, where JSON.stringify writes its escape.
+const EVERY_TERMINAL_ACTIVE = new RegExp(`${TERMINAL_ACTIVE.source}|\\p{Cs}`, 'gu');
 
 /**
  * A message as one line, with nothing in it a terminal acts on: names from files and peers are

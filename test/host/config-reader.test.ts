@@ -426,4 +426,21 @@ describe('a providers/net that leads outside the config dir', () => {
     }
     expect(allVmsOf(await readConfigDir(cfg)).vms).toEqual(['app', 'inside', 'via']);
   });
+
+  it('one that leads to the config dir itself is refused as not inside it, said as the config dir, not as somewhere outside', async () => {
+    await makeVm('netvm');
+    const app = await makeVm('app');
+    await mkdir(join(app, 'providers'));
+    await symlink('../..', join(app, 'providers', 'net'));
+    for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('app')])]) {
+      const at = snapshot.dir;
+      expect(checkVm(snapshot, vmName('app'))).toEqual([
+        {
+          vm: 'app',
+          kind: 'providers-escapes-config-dir',
+          message: `app: ${at}/app/providers/net is a symlink that leads to the config dir itself (${at}), not to a directory in it; it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`,
+        },
+      ]);
+    }
+  });
 });

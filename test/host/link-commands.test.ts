@@ -3,7 +3,7 @@
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
-import { forcedLine, givenOptions, interruptedUndoingError, leftDownLine, linkCommands, nicRemoval, undoStateLine, undoStepLine, unlistedLine } from '../../host/link-commands.js';
+import { forcedLine, givenOptions, interruptedUndoingError, leftDownLine, linkCommands, misnamedWarning, nicRemoval, undoStateLine, undoStepLine, unlistedLine } from '../../host/link-commands.js';
 import type { LeftDownLink, LinkReport, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
 import { DEFAULT_LOCK_TIMEOUT_MS } from '../../host/state-store.js';
 import { vmName } from '../../host/vm-name.js';
@@ -486,5 +486,13 @@ describe('the unlink a line offers for a NIC a VMM did not give back', () => {
     const line = unlistedLine(failure(['appvm-lynx']), old, old, RUN);
     expect(offered(line)).toBeUndefined();
     expect(line).toContain(`once the VMM answers, remove the NIC with ${nicRemoval('qemu', old, 'snp42')} (an unlink naming that socket would look there for NICs of other VMs too), or restart appvm-catgirl`);
+  });
+});
+
+describe('misnamedWarning', () => {
+  it('gives the directory\'s path one slash under a config dir that is /, as check\'s paths are', () => {
+    const dir = { name: 'bad name', shown: '"bad name"', reason: 'VM name "bad name" contains " "' };
+    expect(misnamedWarning(dir, '/')).toBe('/"bad name" has a providers/net but no VM name, so it is not linked: VM name "bad name" contains " "; rename it to link it');
+    expect(misnamedWarning(dir, '/ext/svc/data')).toMatch(/^\/ext\/svc\/data\/"bad name" has a providers\/net/);
   });
 });

@@ -16,6 +16,7 @@ import {
   allocateMany,
   claimsDevicePrefix,
   conflictingDevicePrefix,
+  conflictingNetnsPrefix,
   emptyState,
   forgetLink,
   forgetVm,
@@ -25,6 +26,7 @@ import {
   parseState,
   preferredId,
   recordedMtu,
+  recordedNetnsPrefix,
   restorePairs,
   sameState,
   serializeState,
@@ -32,6 +34,7 @@ import {
   setAttachments,
   unlistedLinks,
   withDevicePrefix,
+  withNetnsPrefix,
 } from '../../host/link-state.js';
 import { DEVICE_PREFIX_MAX, type DevicePrefix, devicePrefix } from '../../host/device-names.js';
 import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
@@ -401,6 +404,38 @@ describe('recorded VMM sockets', () => {
     expect(recordedMtu(undefined)).toBe(1500);
     // An MTU is part of how a link is attached: a change of it alone is a change of the state.
     expect(sameState(kept, setAttachment(kept, { client: vmName('a'), provider: vmName('b') }, { client: 'qemu', provider: 'netns', clientSocket: '/run/vm/a/qmp.sock' }))).toBe(false);
+  });
+
+  it('records the netns prefix ("netnsPrefix") while a link is up in netns mode, none otherwise, and refuses a malformed one', () => {
+    const pair = { client: vmName('a'), provider: vmName('b') };
+    const allocated = allocateLink(withDevicePrefix(emptyState(), devicePrefix('sn')), pair).state;
+    const netns = withNetnsPrefix(setAttachment(allocated, pair, { client: 'netns', provider: 'none' }), 'vm-');
+    const text = serializeState(netns);
+    expect(text).toContain('\n  "devicePrefix": "sn",\n  "netnsPrefix": "vm-",\n');
+    expect(parseState(text, 'test')).toEqual(netns);
+    expect(recordedNetnsPrefix(parseState(text, 'test'))).toBe('vm-');
+    // No prefix is a prefix too: recorded as "", so that a run given another is told apart from a file that records none.
+    expect(serializeState(withNetnsPrefix(netns, ''))).toContain('"netnsPrefix": "",');
+    expect(conflictingNetnsPrefix(parseState(serializeState(withNetnsPrefix(netns, '')), 'test'), 'vm-')).toBe('');
+    expect(conflictingNetnsPrefix(netns, 'other-')).toBe('vm-');
+    expect(conflictingNetnsPrefix(netns, 'vm-')).toBeUndefined();
+    // With no link up in netns mode, none is written (the file as before), and none conflicts.
+    for (const state of [setAttachment(netns, pair, undefined), setAttachment(netns, pair, { client: 'qemu', provider: 'none' })]) {
+      expect(serializeState(state)).not.toContain('netnsPrefix');
+      expect(conflictingNetnsPrefix(state, 'other-')).toBeUndefined();
+      expect(sameState(state, { ...state, netnsPrefix: 'other-' })).toBe(true);
+    }
+    // A file written before the prefix was recorded: none, so the run's is taken.
+    const older = parseState(text.replace('\n  "netnsPrefix": "vm-",', ''), 'test');
+    expect(older.netnsPrefix).toBeUndefined();
+    expect(conflictingNetnsPrefix(older, 'other-')).toBeUndefined();
+    expect(sameState(older, netns)).toBe(false);
+    for (const bad of ['../x', 'a'.repeat(33), 5, null]) {
+      expect(() => parseState(text.replace('"netnsPrefix": "vm-"', `"netnsPrefix": ${JSON.stringify(bad)}`), 'test'), JSON.stringify(bad)).toThrow(
+        expect.objectContaining({ kind: 'bad-schema', message: expect.stringMatching(/"netnsPrefix" must be a netns prefix as --netns-prefix takes it/) }),
+      );
+    }
+    expect(() => parseState('{"version":1,"netnsPrefix":"vm-","links":[]}', 'test')).toThrow(expect.objectContaining({ kind: 'bad-schema', message: expect.stringMatching(/unknown key "netnsPrefix"/) }));
   });
 
   it('isRecordedSocket takes exactly an absolute path of at most 107 bytes that JSON writes as it is', () => {

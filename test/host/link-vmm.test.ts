@@ -332,6 +332,11 @@ describeNetns('spectrum-link with VMMs', () => {
       [['link', 'appvm-lynx', 'appvm-catgirl', '--attach', 'qemu', '--attach', 'netvm=netns', '--qmp-socket', fixed], `--qmp-socket gives VMs appvm-lynx and appvm-catgirl one socket path, ${fixed}`],
       // One VM through each option, the two at one path.
       [['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=cloud-hypervisor', '--qmp-socket', fixed, '--ch-socket', fixed], `--qmp-socket and --ch-socket give VMs appvm-lynx and netvm one socket path, ${fixed}`],
+      // The two at one path spelled otherwise (with --keep-going too: its one VM fails alone).
+      ...[[], ['--keep-going']].map((going): [string[], string] => [
+        ['link', 'appvm-lynx', ...going, '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=cloud-hypervisor', '--qmp-socket', fixed, '--ch-socket', `${socketDir}//appvm-lynx.qmp`],
+        `--qmp-socket and --ch-socket give VMs appvm-lynx and netvm one socket path, ${fixed} and ${socketDir}//appvm-lynx.qmp, which lead to one socket`,
+      ]),
     ];
     for (const [args, said] of runs) {
       const result = await world.link(args);

@@ -1,6 +1,12 @@
+import { mkdir, mkdtemp, realpath, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
+import type { ConfigSnapshot, VmDir } from '../../host/config.js';
 import { keptAttach } from '../../host/kept-attach.js';
+import { runSocketSharing } from '../../host/linker.js';
+import { vmmPort } from '../../host/vmm-port.js';
 import { type VmmSide, sharedSocketFailures, vmmSidesOf } from '../../host/vmm-socket-sharing.js';
 import { vmName } from '../../host/vm-name.js';
 
@@ -39,5 +45,57 @@ describe('vmmSidesOf', () => {
   it('gives the sides of a client\'s links that the run attaches through a VMM', () => {
     const kept = keptAttach(parseAttachChoice(['appvm-lynx=qemu', 'netvm=cloud-hypervisor', 'appvm-catgirl=netns']), []);
     expect(vmmSidesOf(lynx, [netvm, catgirl], kept)).toEqual([qemu(lynx), { kind: 'cloud-hypervisor', vm: netvm }, qemu(lynx)]);
+  });
+});
+
+describe('two VMs at one socket however their paths spell it', () => {
+  const vmDir = (name: string, providers: readonly string[] = []): VmDir => ({
+    name: vmName(name),
+    location: 'directory',
+    kernel: 'file',
+    blk: { state: 'directory', entries: [{ name: 'root.img', type: 'file' }] },
+    providers: { state: 'directory', entries: providers.map((provider) => ({ name: provider, type: 'file' as const })) },
+  });
+  const config: ConfigSnapshot = { dir: '/cfg', vms: new Map([lynx, catgirl, netvm].map((name) => [name, vmDir(name, name === netvm ? [] : [netvm])])) };
+  /** The run's refusals (runSocketSharing) with the real port's templates, --attach as given. */
+  const refused = (qmpSocket: string, chSocket: string, attach: readonly string[], vms = [lynx]): Map<string, string> => {
+    const vmm = vmmPort(parseAttachChoice([...attach]), { qmpSocket, chSocket });
+    const failures = runSocketSharing(vms, config, keptAttach(parseAttachChoice([...attach]), []), { vmm });
+    return new Map([...failures].map(([vm, error]) => [vm, error.message]));
+  };
+
+  it('refuses paths that lead to one socket (`//`, `./`, a relative one, a symlinked directory), as the same text is; distinct sockets pass', async () => {
+    const dir = await realpath(await mkdtemp(join(tmpdir(), 'socket-sharing-')));
+    try {
+      await mkdir(join(dir, 'shared'));
+      await symlink('shared', join(dir, lynx));
+      await symlink('shared', join(dir, catgirl));
+      await mkdir(join(dir, netvm));
+      const ends = ['appvm-lynx=qemu', 'netvm=cloud-hypervisor'];
+      // Both ends of lynx's link: --qmp-socket and --ch-socket spelling one path otherwise.
+      expect(refused(`${dir}/one.sock`, `${dir}//one.sock`, ends)).toEqual(
+        new Map([[lynx, expect.stringMatching(new RegExp(`^--qmp-socket and --ch-socket give VMs appvm-lynx and netvm one socket path, ${dir}/one\\.sock and ${dir}//one\\.sock, which lead to one socket: both would have`))]]),
+      );
+      expect([...refused(`${dir}/one.sock`, `${dir}/./one.sock`, ends).keys()]).toEqual([lynx]);
+      const cwd = process.cwd();
+      process.chdir(dir);
+      try {
+        expect([...refused('one.sock', `${dir}/one.sock`, ends).keys()]).toEqual([lynx]);
+      } finally {
+        process.chdir(cwd);
+      }
+      // Two clients whose {vm} directories are one: the later refused, the path each has said, and the one socket.
+      const twoClients = refused(`${dir}/{vm}/qmp.sock`, `${dir}/{vm}/ch.sock`, ['qemu', 'netvm=netns'], [lynx, catgirl]);
+      expect(twoClients).toEqual(
+        new Map([[catgirl, expect.stringMatching(new RegExp(`^--qmp-socket gives VMs appvm-lynx and appvm-catgirl one socket path, ${dir}/appvm-lynx/qmp\\.sock and ${dir}/appvm-catgirl/qmp\\.sock, which lead to one socket, ${dir}/shared/qmp\\.sock: `))]]),
+      );
+      // Distinct sockets: netvm's own directory, and another name in one directory.
+      expect(refused(`${dir}/{vm}/qmp.sock`, `${dir}/{vm}/ch.sock`, ends)).toEqual(new Map());
+      expect(refused(`${dir}/shared/one.sock`, `${dir}/shared/two.sock`, ends)).toEqual(new Map());
+      // A directory not there: the text alone says (distinct texts pass; the attach says what it finds).
+      expect(refused(`${dir}/none/{vm}/../qmp.sock`, `${dir}/none/{vm}/../ch.sock`, ['qemu'], [lynx, catgirl])).toEqual(new Map());
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

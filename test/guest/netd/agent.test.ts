@@ -414,6 +414,31 @@ describe('NetdAgent', () => {
     expect(reads).toBeLessThanOrEqual(2);
   });
 
+  it("reads a link's sysctls once more, a moment later, where they were missing after a rename: the kernel says the new name before it makes the link's sysctl files again under it", async () => {
+    // A link renamed as it came (udev), read in that window: disable_ipv6 'absent', nothing to
+    // set; the files then come back with the value they had, 0, and IPv6 stayed on for good.
+    const kernel = new ScriptedKernel([]);
+    let renaming = true;
+    kernel.readSysctl = (): string => (renaming ? SYSCTL_ABSENT : '0');
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), null, null);
+    await agent.start({ watch: true });
+    const settled = async (): Promise<void> => {
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent?.idle();
+    };
+    const PROVIDER_1 = { ...CLIENT_1, up: true, group: PROVIDER_LINK_GROUP, mtu: 1500 };
+    const turnedOff = (): Operation[] => kernel.applied.filter((operation) => operation.kind === 'sysctl' && operation.key.template === disableIpv6Of(CLIENT_1.ifindex).template);
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: { ...PROVIDER_1, name: 'eth9' } }]);
+    await settled();
+    kernel.listener?.events([{ kind: 'link', op: 'new', link: PROVIDER_1 }]);
+    await settled();
+    expect(turnedOff()).toEqual([]);
+    renaming = false;
+    for (let waited = 0; waited < 3000 && turnedOff().length < 1; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    await agent.idle();
+    expect(turnedOff()).toEqual([{ kind: 'sysctl', key: disableIpv6Of(CLIENT_1.ifindex), value: '1' }]);
+  });
+
   it('tells the services of a new device that took the name of the link to the upstream provider, by its index', async () => {
     const UP0 = { ifindex: 5, name: 'up0', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
     const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: UP0 }]);

@@ -159,4 +159,20 @@ describe('oneLine', () => {
       }),
     );
   });
+
+  it('escapes a lone surrogate (half of a pair, as a JSON file may hold one) as JSON.stringify does: written raw it came out as U+FFFD, the text lost', () => {
+    expect(oneLine('unknown VM a\ud800b')).toBe('unknown VM a\\ud800b');
+    expect(oneLine('x\udc00')).toBe('x\\udc00');
+    // A pair whole stays as it is.
+    expect(oneLine('x\u{1f600}y')).toBe('x\u{1f600}y');
+    fc.assert(
+      fc.property(fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((unit) => String.fromCharCode(unit)) }), (text) => {
+        fc.pre(!/["\\\n]/.test(text) && text === text.trim());
+        const line = oneLine(text);
+        // What UTF-8 holds as it is (stderr's bytes read back), and reads back as JSON.
+        expect(Buffer.from(line, 'utf8').toString('utf8')).toBe(line);
+        expect(JSON.parse(`"${line}"`)).toBe(text);
+      }),
+    );
+  });
 });

@@ -1,0 +1,106 @@
+// The netns prefix recorded, end to end in namespaces: a `link` given another --netns-prefix (or
+// $SPECTRUM_NETNS_PREFIX) than the one the state records for its links up in netns mode is refused
+// before anything is done, where it moved the VMs' interfaces into the other prefix's namespaces
+// with exit 0; one given none uses the recorded one; a file written before the prefix was recorded
+// takes the run's.
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { createHarness, describeNetns, type Harness } from '../harness/index.js';
+import { LINK_BIN, type LinkJson, type LinkWorld, devices, makeLinkWorld, oneLineError } from './link-fixture.js';
+
+describeNetns('spectrum-link netns prefix recorded', () => {
+  let harness: Harness;
+  let world: LinkWorld;
+
+  beforeAll(async () => {
+    harness = createHarness('linknsp');
+    world = await makeLinkWorld(harness);
+  });
+  afterAll(async () => {
+    await world?.dispose();
+    await harness?.cleanup();
+  });
+  beforeEach(async () => {
+    // Each test starts with no link up (unlink takes the far ends with the host ends).
+    await world.link(['unlink', 'appvm-lynx', '--forget']);
+  });
+
+  const stateFile = (): string => join(world.stateDir, 'links.json');
+  /** spectrum-link run as a shell without the variable would: no --netns-prefix, $SPECTRUM_NETNS_PREFIX unset. */
+  const linkWithoutPrefix = (args: readonly string[], env: Readonly<Record<string, string>> = {}) => {
+    const base = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'SPECTRUM_NETNS_PREFIX'));
+    const [command = '', ...rest] = args;
+    const config = command === 'list' ? [] : ['--config-dir', world.configDir];
+    return world.host.exec(['node', LINK_BIN, command, ...config, '--state-dir', world.stateDir, ...rest], {
+      enter: 'nsenter',
+      allowFailure: true,
+      timeoutMs: 60_000,
+      env: { ...base, ...env },
+    });
+  };
+  const namespaces = async (): Promise<string[]> =>
+    (await world.host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' })).stdout
+      .split('\n')
+      .map((line) => line.split(' ')[0] ?? '')
+      .filter((name) => name.startsWith(world.netnsPrefix));
+  const linkNetns = async (): Promise<LinkJson> => {
+    const made = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json']);
+    expect(made.code, made.stderr).toBe(0);
+    return (JSON.parse(made.stdout) as { links: LinkJson[] }).links[0]!;
+  };
+
+  it('records the netns prefix with links up in netns mode, and refuses another given by option or variable (exit 2, nothing done)', async () => {
+    const link = await linkNetns();
+    const recorded = JSON.parse(await readFile(stateFile(), 'utf8')) as { netnsPrefix?: string };
+    expect(recorded.netnsPrefix).toBe(world.netnsPrefix);
+    const stateBefore = await readFile(stateFile(), 'utf8');
+    const spacesBefore = await namespaces();
+    const other = `${world.netnsPrefix}o-`;
+    const byOption = await world.link(['link', 'appvm-lynx', '--netns-prefix', other]);
+    expect(byOption.code).toBe(2);
+    expect(oneLineError(byOption.stderr)).toMatch(
+      new RegExp(`^spectrum-link: netns prefix "${other}" \\(from --netns-prefix\\) is not the one state file \\S+ records for its links attached in netns mode, "${world.netnsPrefix}" .*: leave --netns-prefix out \\(the recorded prefix is then used\\) or give --netns-prefix "${world.netnsPrefix}";`),
+    );
+    const byVariable = await linkWithoutPrefix(['link', 'appvm-lynx'], { SPECTRUM_NETNS_PREFIX: other });
+    expect(byVariable.code).toBe(2);
+    expect(oneLineError(byVariable.stderr)).toMatch(/\(from environment variable SPECTRUM_NETNS_PREFIX\) is not the one .*: unset SPECTRUM_NETNS_PREFIX \(the recorded prefix is then used\)/);
+    // Nothing done: the state as it was, no namespace of the other prefix, the VM's interfaces where they were.
+    expect(await readFile(stateFile(), 'utf8')).toBe(stateBefore);
+    expect(await namespaces()).toEqual(spacesBefore);
+    expect((await devices(world.vmNetns('appvm-lynx'))).has(link.clientDevice)).toBe(true);
+    expect((await devices(world.vmNetns('netvm'))).has(link.providerDevice)).toBe(true);
+  });
+
+  it('uses the recorded netns prefix where given none, and takes another once no link is up in netns mode', async () => {
+    const link = await linkNetns();
+    const lynxBefore = (await devices(world.vmNetns('appvm-lynx'))).get(link.clientDevice)?.ifindex;
+    const plain = await linkWithoutPrefix(['link', 'appvm-lynx']);
+    expect(plain.code, plain.stderr).toBe(0);
+    // The same far end, in the same namespace (not made anew elsewhere).
+    expect((await devices(world.vmNetns('appvm-lynx'))).get(link.clientDevice)?.ifindex).toBe(lynxBefore);
+    const listed = await linkWithoutPrefix(['list', '--json']);
+    expect(listed.code, listed.stderr).toBe(0);
+    const [entry] = JSON.parse(listed.stdout) as Record<string, unknown>[];
+    expect(entry).toMatchObject({ vm: 'appvm-lynx', present: true });
+    expect(entry).not.toHaveProperty('farEndsElsewhere');
+    // Unlinked, the state records no netns prefix: a link given another takes it.
+    expect((await world.link(['unlink', 'appvm-lynx'])).code).toBe(0);
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).not.toHaveProperty('netnsPrefix');
+    const moved = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--netns-prefix', `${world.netnsPrefix}o-`]);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect((JSON.parse(await readFile(stateFile(), 'utf8')) as { netnsPrefix?: string }).netnsPrefix).toBe(`${world.netnsPrefix}o-`);
+  });
+
+  it('reads a state written before the netns prefix was recorded, taking the run prefix and recording it', async () => {
+    await linkNetns();
+    const { netnsPrefix: _dropped, ...older } = JSON.parse(await readFile(stateFile(), 'utf8')) as Record<string, unknown>;
+    await writeFile(stateFile(), `${JSON.stringify(older)}\n`);
+    const run = await world.link(['link', 'appvm-lynx']);
+    expect(run.code, run.stderr).toBe(0);
+    // A run that changes nothing writes nothing; the next write records the run's prefix (a change of MTU here).
+    const changed = await world.link(['link', 'appvm-lynx', '--mtu', '1400']);
+    expect(changed.code, changed.stderr).toBe(0);
+    expect((JSON.parse(await readFile(stateFile(), 'utf8')) as { netnsPrefix?: string }).netnsPrefix).toBe(world.netnsPrefix);
+  });
+});
