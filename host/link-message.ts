@@ -380,6 +380,17 @@ export class ProgramWriter {
     return this;
   }
 
+  /**
+   * A query for every device that is a port of the device with this index (a dump the kernel
+   * filters by IFLA_MASTER: it answers with those alone).
+   */
+  dumpPortsOf(masterIndex: number): this {
+    return this.linkRequest(RTM_GETLINK, NLM_F_DUMP, 0, () => {
+      this.u32Attribute(IFLA_MASTER, masterIndex);
+      this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    });
+  }
+
   /** A query for every IP address of the namespace (RTM_GETADDR, both families). */
   dumpAddresses(): this {
     this.beginRecord(KIND_REQUEST);
@@ -596,6 +607,38 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
     offset += align4(length);
   }
   return links;
+}
+
+/**
+ * Of every RTM_NEWLINK message in `bytes`, only the device's index, name and master: what a dump
+ * of bridge ports is read for (a port's answer holds 30-odd settings besides, which decodeLinks
+ * would read for nothing: two thirds of the time of a dump of 2000 ports).
+ */
+export function decodePorts(bytes: Uint8Array): Pick<LinkInfo, 'index' | 'name' | 'masterIndex'>[] {
+  const ports: Pick<LinkInfo, 'index' | 'name' | 'masterIndex'>[] = [];
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let offset = 0;
+  while (offset + NLMSG_HDRLEN <= bytes.length) {
+    const length = view.getUint32(offset, true);
+    if (length < NLMSG_HDRLEN || offset + length > bytes.length) break;
+    if (view.getUint16(offset + 4, true) === RTM_NEWLINK && length >= NLMSG_HDRLEN + IFINFOMSG_LEN) {
+      const body = offset + NLMSG_HDRLEN;
+      let name: string | null = null;
+      let masterIndex: number | null = null;
+      let at = body + IFINFOMSG_LEN;
+      while (at + NLA_HDRLEN <= offset + length) {
+        const size = view.getUint16(at, true);
+        if (size < NLA_HDRLEN || at + size > offset + length) break;
+        const type = view.getUint16(at + 2, true) & NLA_TYPE_MASK;
+        if (type === IFLA_IFNAME) name = stringOf(bytes.subarray(at + NLA_HDRLEN, at + size));
+        else if (type === IFLA_MASTER) masterIndex = u32Of(bytes.subarray(at + NLA_HDRLEN, at + size));
+        at += align4(size);
+      }
+      if (name !== null) ports.push({ index: view.getInt32(body + 4, true), name, masterIndex });
+    }
+    offset += align4(length);
+  }
+  return ports;
 }
 
 /** An IP address an RTM_NEWADDR answer gives, with the index of its device. */
