@@ -229,11 +229,13 @@ const LOCATION_PROBLEM: Record<BadLocation, ConfigProblemKind> = {
   unreadable: 'vm-unreadable',
 };
 
-function describeLocation(location: BadLocation, path: string, reason: string | undefined): string {
+function describeLocation(location: BadLocation, path: string, reason: string | undefined, dir: string): string {
   switch (location) {
     case 'not-a-directory':
       return `${path} is not a directory`;
     case 'escapes-config-dir':
+      // The config dir itself is not inside it either: said as what it is (as a providers/net there is, checkVm).
+      if (reason === dir) return `${path} is a symlink that leads to the config dir itself (${shownPath(dir)}), not to a directory in it; VM directories must stay inside it`;
       return `${path} is a symlink that leads outside the config dir${reason === undefined ? '' : ` (to ${shownPath(reason)})`}; VM directories must stay inside it`;
     case 'dangling-symlink':
       return `${path} is a symlink to nothing`;
@@ -263,7 +265,7 @@ function describeAlias(dir: string, name: VmName, alias: VmAlias): string {
 
 /** What a VM entry that is no usable VM directory is instead, in words. */
 function describeEntry(dir: string, vm: UnusableVmEntry): string {
-  return vm.location === 'alias' ? describeAlias(dir, vm.name, vm.alias) : describeLocation(vm.location, entryPath(dir, vm.name), vm.reason);
+  return vm.location === 'alias' ? describeAlias(dir, vm.name, vm.alias) : describeLocation(vm.location, entryPath(dir, vm.name), vm.reason, dir);
 }
 
 const entryProblemKind = (vm: UnusableVmEntry): ConfigProblemKind => (vm.location === 'alias' ? 'vm-alias' : LOCATION_PROBLEM[vm.location]);

@@ -111,6 +111,20 @@ describe('readConfigDir', () => {
     expect(await kinds('self')).toEqual(['vm-escapes-config-dir']);
   });
 
+  it('says a VM directory symlinked to the config dir itself as leading there, not outside it (to the config dir), by check and as a provider', async () => {
+    await symlink('.', join(cfg, 'self'));
+    await symlink('..', join(cfg, 'up'));
+    await makeVm('app', { providers: ['self'] });
+    for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('self'), vmName('up'), vmName('app')])]) {
+      const at = snapshot.dir;
+      const itself = `${at}/self is a symlink that leads to the config dir itself (${at}), not to a directory in it; VM directories must stay inside it`;
+      expect(checkVm(snapshot, vmName('self'))).toEqual([{ vm: 'self', kind: 'vm-escapes-config-dir', message: `self: ${itself}` }]);
+      expect(checkVm(snapshot, vmName('app')).map((p) => p.message)).toEqual([`app: provider "self" (${at}/app/providers/net/self) is not a VM directory: ${itself}`]);
+      // Its parent is outside, as before.
+      expect(checkVm(snapshot, vmName('up')).map((p) => p.message)).toEqual([`up: ${at}/up is a symlink that leads outside the config dir (to ${join(at, '..')}); VM directories must stay inside it`]);
+    }
+  });
+
   it('accepts a VM directory symlinked inside the config dir where no other name reaches it, and reports dangling links', async () => {
     await makeVm('lone', {}, join(cfg, '.vms'));
     await makeVm('nested', {}, join(cfg, 'store', 'deeper'));
