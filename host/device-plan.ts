@@ -71,7 +71,93 @@ export interface ObservedDevice {
   readonly peerNetnsId?: number;
   /** With peerNetnsId: that peer's index in its namespace (IFLA_LINK): the plan takes the VM namespace's device of this index for the peer, list and show look its name up by it. */
   readonly peerIndex?: number;
+  /**
+   * Of a bridge, where the observation looked (observeDevices' `bridges`): every device that is a
+   * port of it. Absent where it did not look (nothing is known of its ports then).
+   */
+  readonly ports?: readonly PortSeen[];
+  /** Where the observation looked (observeDevices' `bridges`): the IP addresses the device has. Absent where it did not look. */
+  readonly addresses?: readonly DeviceAddress[];
+  /**
+   * Of a bridge, its BRIDGE_SETTINGS; of a bridge's port, its PORT_SETTINGS (for that bridge),
+   * each by its `ip` name, as the kernel reports them (one it does not report is absent).
+   */
+  readonly settings?: Readonly<Record<string, number>>;
 }
+
+/** A setting of a bridge or of a bridge's port, by its `ip` name, with the value a new one has. */
+export interface BridgeSetting {
+  readonly name: string;
+  readonly value: number;
+  /** Whether `ip` says it as on/off (a port's flags), not as a number. */
+  readonly flag?: true;
+}
+
+/**
+ * The bridge settings a link's bridge keeps as the kernel makes a bridge (spectrum-link sets none
+ * of them): STP off (on, a port joined anew forwards nothing for twice forward_delay), its
+ * timers (in hundredths of a second, as `ip` gives them), no VLAN filtering.
+ */
+export const BRIDGE_SETTINGS: readonly BridgeSetting[] = [
+  { name: 'stp_state', value: 0 },
+  { name: 'forward_delay', value: 1500 },
+  { name: 'hello_time', value: 200 },
+  { name: 'max_age', value: 2000 },
+  { name: 'ageing_time', value: 30000 },
+  { name: 'vlan_filtering', value: 0 },
+];
+
+/** The port settings a link's ports keep as the kernel makes a bridge port (`ip link set dev X type bridge_slave ...`). */
+export const PORT_SETTINGS: readonly BridgeSetting[] = [
+  { name: 'hairpin', value: 0, flag: true },
+  { name: 'guard', value: 0, flag: true },
+  { name: 'root_block', value: 0, flag: true },
+  { name: 'fastleave', value: 0, flag: true },
+  { name: 'learning', value: 1, flag: true },
+  { name: 'flood', value: 1, flag: true },
+  { name: 'proxy_arp', value: 0, flag: true },
+  { name: 'mcast_flood', value: 1, flag: true },
+  { name: 'bcast_flood', value: 1, flag: true },
+  { name: 'neigh_suppress', value: 0, flag: true },
+  { name: 'isolated', value: 0, flag: true },
+];
+
+/** A setting found other than a new bridge (or port) has it: its name, the value found, the one it gets back. */
+export interface SettingChanged {
+  readonly name: string;
+  readonly value: number;
+  readonly expected: number;
+}
+
+/** The settings of `table` that `settings` (as observed) has otherwise than a new device; none where none were observed. */
+export function settingsChanged(table: readonly BridgeSetting[], settings: Readonly<Record<string, number>> | undefined): SettingChanged[] {
+  if (settings === undefined) return [];
+  return table.flatMap(({ name, value }) => {
+    const found = settings[name];
+    return found === undefined || found === value ? [] : [{ name, value: found, expected: value }];
+  });
+}
+
+/** A setting's value as `ip` says it: on/off for a flag. */
+export const settingText = (table: readonly BridgeSetting[], name: string, value: number): string =>
+  table.find((setting) => setting.name === name)?.flag === true ? (value === 0 ? 'off' : 'on') : String(value);
+
+/** A port of a bridge, as observed: its name and the ifindex it had. */
+export interface PortSeen {
+  readonly name: string;
+  readonly index: number;
+}
+
+/** An IP address of a device, as observed (`ip addr`'s ADDRESS/PREFIX). */
+export interface DeviceAddress {
+  readonly family: 4 | 6;
+  /** Dotted (IPv4) or RFC 5952 (IPv6) form. */
+  readonly address: string;
+  readonly prefixLength: number;
+}
+
+/** An address as `ip addr` shows it: 198.51.100.1/24. */
+export const addressText = (address: DeviceAddress): string => `${address.address}/${address.prefixLength}`;
 
 /**
  * A VM namespace as observed: which namespace its file held (the descriptor the devices were
@@ -137,6 +223,12 @@ export type DeviceStep = { readonly netns: string | null } & (
   | { readonly op: 'add-tap'; readonly name: string }
   /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
   | { readonly op: 'add-veth'; readonly name: string; readonly peerNetns: string }
+  /** Take a device the plan saw as a port of a link's bridge that is none of the link's off it (nomaster: it is not ours to delete). */
+  | { readonly op: 'release'; readonly name: string; readonly index: number }
+  /** Remove an IPv4 address the plan saw on a device (IPv6 ones go with IPv6 off). */
+  | { readonly op: 'delete-address'; readonly name: string; readonly index: number; readonly address: string; readonly prefixLength: number }
+  /** Put settings of a bridge (BRIDGE_SETTINGS), or of a bridge's port (PORT_SETTINGS), back to these values. */
+  | { readonly op: 'bridge-settings' | 'port-settings'; readonly name: string; readonly index: number; readonly settings: Readonly<Record<string, number>> }
   /** Turn IPv6 off on it (which also removes every IPv6 address it has). */
   | ({ readonly op: 'disable-ipv6'; readonly name: string } & SeenIndex)
   | ({ readonly op: 'set'; readonly name: string; readonly change: DeviceChange } & SeenIndex)
@@ -153,6 +245,16 @@ export function stepText(step: DeviceStep): string {
       return `ip tuntap add dev ${step.name} mode tap vnet_hdr`;
     case 'add-veth':
       return `ip link add ${step.name} type veth peer name ${step.name} netns ${step.peerNetns}`;
+    case 'release':
+      return `ip link set dev ${step.name} nomaster`;
+    case 'delete-address':
+      return `ip addr del ${step.address}/${step.prefixLength} dev ${step.name}`;
+    case 'bridge-settings':
+    case 'port-settings': {
+      const [kind, table] = step.op === 'bridge-settings' ? ['bridge', BRIDGE_SETTINGS] : ['bridge_slave', PORT_SETTINGS];
+      const words = Object.entries(step.settings).flatMap(([name, value]) => [name, settingText(table, name, value)]);
+      return ['ip', 'link', 'set', 'dev', step.name, 'type', kind, ...words].join(' ');
+    }
     case 'disable-ipv6':
       return `sysctl -w net.ipv6.conf.${step.name}.disable_ipv6=1`;
     case 'set': {
@@ -304,6 +406,39 @@ function fixDevice(
   return [{ netns, op: 'set', name: wanted.name, ...(seen !== undefined && { index: seen.index }), change }];
 }
 
+/**
+ * What the plan takes off an existing bridge of a link that is none of the link's (the host is
+ * no party on a VM's link, nor is anything else): each port that is no side device of the plan's
+ * (set nomaster, never deleted: it is not ours), and each IPv4 address (IPv6 ones go with IPv6
+ * off, bridgeSteps). Nothing where the observation did not look at its ports and addresses. And
+ * its settings found other than a new bridge has them (STP on, say) go back.
+ */
+function foreignOnBridge(bridge: ObservedDevice, sideDevices: ReadonlySet<string>): DeviceStep[] {
+  const ports = (bridge.ports ?? []).filter((port) => !sideDevices.has(port.name));
+  const addresses = (bridge.addresses ?? []).filter((address) => address.family === 4);
+  const changed = settingsChanged(BRIDGE_SETTINGS, bridge.settings);
+  return [
+    ...ports.map((port): DeviceStep => ({ netns: null, op: 'release', name: port.name, index: port.index })),
+    ...(changed.length === 0 ? [] : [settingsStep('bridge-settings', bridge, changed)]),
+    ...addresses.map((address): DeviceStep => ({ netns: null, op: 'delete-address', name: bridge.name, index: bridge.index, address: address.address, prefixLength: address.prefixLength })),
+  ];
+}
+
+/** The step that puts these settings of a device seen back. */
+function settingsStep(op: 'bridge-settings' | 'port-settings', device: ObservedDevice, changed: readonly SettingChanged[]): DeviceStep {
+  return { netns: null, op, name: device.name, index: device.index, settings: Object.fromEntries(changed.map(({ name, expected }) => [name, expected])) };
+}
+
+/**
+ * A port that stays on its link's bridge (seen there: one joining anew gets a new port's
+ * settings) with settings other than a new port's: the step that puts them back.
+ */
+function portSettingsSteps(connection: DesiredConnection, seen: ObservedDevice | undefined): DeviceStep[] {
+  if (seen?.master !== connection.bridge) return [];
+  const changed = settingsChanged(PORT_SETTINGS, seen.settings);
+  return changed.length === 0 ? [] : [settingsStep('port-settings', seen, changed)];
+}
+
 interface PlanBuilder {
   readonly missingNamespaces: Set<string>;
   readonly seenNamespaces: Map<string, NamespaceIdentity>;
@@ -347,7 +482,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
       steps.push({ netns: null, op: 'add-tap', name: side.device });
       creates.push(side.device);
     }
-    steps.push(...portSteps(connection, side.device, isTap ? seen : undefined, observed));
+    steps.push(...portSteps(connection, side.device, isTap ? seen : undefined, observed), ...portSettingsSteps(connection, isTap ? seen : undefined));
     return;
   }
 
@@ -366,7 +501,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
     steps.push({ netns: null, op: 'add-veth', name: side.device, peerNetns: attach.netns });
     creates.push(side.device);
   }
-  steps.push(...portSteps(connection, side.device, pairWhole ? seen : undefined, observed));
+  steps.push(...portSteps(connection, side.device, pairWhole ? seen : undefined, observed), ...portSettingsSteps(connection, pairWhole ? seen : undefined));
   // The far end is the VM's own interface: its IPv6 is the guest's business.
   plan.configureFarEnds.push(
     ...fixDevice(attach.netns, { name: side.device, master: null, mtu: connection.mtu, mac: side.mac }, pairWhole ? far : undefined),
@@ -407,6 +542,9 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
   const plan: PlanBuilder = { missingNamespaces: new Set(), seenNamespaces: new Map(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };
   const { creates } = plan;
   const hostSteps: DeviceStep[][] = [];
+  // A side device of another connection of the plan found on this one's bridge is none to take
+  // off: its own steps put it on its bridge (a release after them would take it off that one).
+  const sideDevices = new Set(connections.flatMap((c) => [c.client.device, c.provider.device]));
   for (const connection of connections) {
     const steps: DeviceStep[] = [];
     plan.hostSteps = steps;
@@ -419,6 +557,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
       creates.push(connection.bridge);
     }
     const bridgeReplaced = bridge !== undefined && !isBridge;
+    if (isBridge) steps.push(...foreignOnBridge(bridge, sideDevices));
     planSide(connection.client, connection, observed, plan, bridgeReplaced);
     planSide(connection.provider, connection, observed, plan, bridgeReplaced);
     // The bridge comes up after its ports joined, as in a hand-written batch.

@@ -14,8 +14,8 @@ import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
-import { DEVICE_KIND } from './device-plan.js';
-import type { FarEndElsewhere, ForeignDevice, OffBridge } from './link-device-kinds.js';
+import { BRIDGE_SETTINGS, DEVICE_KIND, PORT_SETTINGS, settingText } from './device-plan.js';
+import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
@@ -366,6 +366,23 @@ function offBridgeLine({ device, master }: OffBridge, bridge: string): string {
   const where = master === null ? 'is a port of no bridge' : `is a port of ${shownPath(master)}`;
   return `  ${device} ${where}, not of this link's bridge ${bridge} (link puts it back)`;
 }
+
+/** What `list` and `show` say, under a link, of what is on its bridge that is none of the link's (names and addresses from the kernel: escaped where they hold control characters). */
+function onBridgeLines({ ports, addresses }: BridgeForeign, bridge: string): string[] {
+  return [
+    ...ports.map((port) => `  ${shownPath(port)} is a port of this link's bridge ${bridge}, not one of the link's (link takes it off)`),
+    ...addresses.map((address) => `  ${bridge} has address ${address}: the host is no party on a VM's link (link removes it)`),
+  ];
+}
+
+/** What `list` and `show` say, under a link, of a setting of its bridge or of a port of it there other than a new one has. */
+function settingOffLine({ device, setting, value, expected }: SettingOff, bridge: string): string {
+  const table = device === bridge ? BRIDGE_SETTINGS : PORT_SETTINGS;
+  return `  ${device} has ${setting} ${settingText(table, setting, value)}, not ${settingText(table, setting, expected)} (link puts it back)`;
+}
+
+/** Whether anything is on a link's bridge that is none of the link's. */
+const bridgeShared = ({ ports, addresses }: BridgeForeign): boolean => ports.length + addresses.length > 0;
 
 /** What `unlink` (and `link` taking down a provider dropped) says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
 function foreignDeletedLine(foreign: readonly ForeignDevice[]): string {
@@ -1457,10 +1474,18 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // `clientSocket` and `providerSocket`: each only where the state records it (a linked link's VMM side).
       // `offBridge` only where there are any, as `farEndsElsewhere`.
       const offBridge = (entry: ListedLink): Record<string, unknown> => (entry.offBridge.length === 0 ? {} : { offBridge: entry.offBridge.map(({ device, master }) => ({ device, master })) });
+      // `foreignPorts` and `bridgeAddresses` only where there are any, as `offBridge`.
+      const onBridge = ({ onBridge: { ports, addresses } }: ListedLink): Record<string, unknown> => ({
+        ...(ports.length > 0 && { foreignPorts: ports.map((device) => ({ device })) }),
+        ...(addresses.length > 0 && { bridgeAddresses: addresses }),
+      });
+      // `changedSettings` only where there are any, as `offBridge`.
+      const changedSettings = ({ settingsOff }: ListedLink): Record<string, unknown> =>
+        settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected }) => ({ device, setting, value, expected })) };
       const entries = listed.map((entry) =>
         entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry) }
-          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry) },
+          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry), ...changedSettings(entry) }
+          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry), ...changedSettings(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
@@ -1470,7 +1495,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         // Every device there, yet not present: only for veths whose far end is not in its VM's namespace (lines under it say which).
         const elsewhere = entry.farEndsElsewhere.length === 1 ? 'far end elsewhere' : 'far ends elsewhere';
         // Present, but a side device off its bridge (lines under it say which): it carries nothing.
-        const up = entry.offBridge.length === 0 ? 'up' : 'not bridged';
+        // Or something else on its bridge: another port, an address; or settings changed (STP on, hairpin on): lines under it say what.
+        const up = entry.offBridge.length > 0 ? 'not bridged' : bridgeShared(entry.onBridge) ? 'bridge shared' : entry.settingsOff.length > 0 ? 'settings changed' : 'up';
         const shown = entry.present ? up : entry.devicesThere ? elsewhere : 'devices missing';
         return entry.attachRecorded ? shown : `${shown} (attach modes not recorded)`;
       };
@@ -1480,6 +1506,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         ...entry.foreign.map(foreignLine),
         ...entry.farEndsElsewhere.map(farEndLine),
         ...entry.offBridge.map((off) => offBridgeLine(off, entry.bridge)),
+        ...onBridgeLines(entry.onBridge, entry.bridge),
+        ...entry.settingsOff.map((off) => settingOffLine(off, entry.bridge)),
       ]);
       process.stdout.write(lines.map((line) => `${line}\n`).join(''));
     }

@@ -10,7 +10,7 @@
 // makes the pair anew. Pure: the devices come in as the kernel reported them.
 import type { AttachMode } from './attach-mode.js';
 import type { DeviceRole, LinkDeviceNames } from './device-names.js';
-import { DEVICE_KIND, type ObservedDevice } from './device-plan.js';
+import { BRIDGE_SETTINGS, DEVICE_KIND, type ObservedDevice, PORT_SETTINGS, addressText, settingsChanged } from './device-plan.js';
 import type { LinkAttachment } from './link-state.js';
 
 /**
@@ -150,4 +150,47 @@ export function portsOffBridge(names: LinkDeviceNames, seen: Pick<LinkDevicesSee
     const master = host.get(device)?.master ?? null;
     return master === names.bridge ? [] : [{ role, device, master }];
   });
+}
+
+/** What is on a link's bridge that is none of the link's: as `list` and `show` flag it (`link` takes it off, foreignOnBridge in device-plan.ts). */
+export interface BridgeForeign {
+  /** Ports of its bridge other than its side devices. */
+  readonly ports: readonly string[];
+  /** The bridge's IP addresses, as `ip addr` shows them (198.51.100.1/24). */
+  readonly addresses: readonly string[];
+}
+
+/**
+ * Of a link whose devices are all there (`seen`), what is on its bridge that is none of the link's
+ * (`host` observed with its bridges' ports and addresses). None where a device is missing or
+ * foreign (the link is said so first), or where the observation did not look.
+ */
+export function foreignOnBridge(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'ports' | 'addresses'>>): BridgeForeign {
+  const bridge = seen.devicesThere ? host.get(names.bridge) : undefined;
+  return {
+    ports: (bridge?.ports ?? []).map((port) => port.name).filter((port) => port !== names.client && port !== names.provider),
+    addresses: (bridge?.addresses ?? []).map(addressText),
+  };
+}
+
+/** A setting of a link's bridge or of its port there other than a new one has (`link` puts it back). */
+export interface SettingOff {
+  readonly device: string;
+  /** Its `ip` name: stp_state, hairpin, ... */
+  readonly setting: string;
+  readonly value: number;
+  readonly expected: number;
+}
+
+/**
+ * Of a link whose devices are all there (`seen`), the settings of its bridge (BRIDGE_SETTINGS) and
+ * of its ports on it (PORT_SETTINGS) other than a new bridge and port have: as `list` and `show`
+ * flag them (`link` puts them back). None where a device is missing or foreign.
+ */
+export function settingsOff(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'master' | 'settings'>>): SettingOff[] {
+  if (!seen.devicesThere) return [];
+  const of = (device: string, table: typeof BRIDGE_SETTINGS): SettingOff[] =>
+    settingsChanged(table, host.get(device)?.settings).map(({ name, value, expected }) => ({ device, setting: name, value, expected }));
+  const ports = [names.client, names.provider].filter((port) => host.get(port)?.master === names.bridge);
+  return [...of(names.bridge, BRIDGE_SETTINGS), ...ports.flatMap((port) => of(port, PORT_SETTINGS))];
 }

@@ -12,7 +12,7 @@ import { CONFIG_DIR_ENV, ConfigError, type ConfigSnapshot, leadsNowhere, vmDirPr
 import { linkDeviceNames } from './device-names.js';
 import { DEVICE_KIND, type ObservedDevice } from './device-plan.js';
 import { shownAttachMode } from './kept-attach.js';
-import { type FarEndsFound, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen, portsOffBridge } from './link-device-kinds.js';
+import { type FarEndsFound, type LinkDevicesSeen, expectedLinkDevices, linkDevicesSeen, foreignOnBridge, portsOffBridge, settingsOff } from './link-device-kinds.js';
 import { type Link, type LinkState, linksOfClient, linksOfProvider } from './link-state.js';
 import { LinkerError } from './linker-error.js';
 import { type LeftLink, type LinkerOptions, type ListOptions, type ListedLink, type OrphanedVm, type ShowOptions, type UnusableVmDir, linkReport } from './linker-types.js';
@@ -177,17 +177,18 @@ async function farEndsFound(links: readonly Link[], host: ReadonlyMap<string, Ob
  */
 async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devicePrefix' | 'attach'> & Partial<Pick<LinkerOptions, 'netnsPrefix'>>): Promise<ListedLink[]> {
   if (links.length === 0) return [];
-  const devices = (await observeDevices([])).host;
+  const devices = (await observeDevices([], undefined, { bridges: true })).host;
   // Where the VM namespaces are known (list, show): whether each veth's far end is in its VM's
   // under its name, by the namespace ids the dump gave and queries after it (farEndsFound).
   const { netnsPrefix } = options;
   const farEnds = netnsPrefix === undefined ? undefined : { prefix: netnsPrefix, found: await farEndsFound(links, devices, { ...options, netnsPrefix }) };
   return links.map((link): ListedLink => {
     const report = linkReport(link, options);
+    const names = linkDeviceNames(options.devicePrefix, link.id);
     const seen = seenOf(link, devices, options, farEnds);
     const bridge = devices.get(report.bridge);
     const mtu = bridge?.kind === DEVICE_KIND.bridge ? bridge.mtu : undefined;
-    const base = { ...report, present: seen.whole, devicesThere: seen.devicesThere, foreign: seen.foreign, farEndsElsewhere: seen.farEndsElsewhere, offBridge: portsOffBridge(linkDeviceNames(options.devicePrefix, link.id), seen, devices), ...(mtu === undefined ? {} : { mtu }) };
+    const base = { ...report, present: seen.whole, devicesThere: seen.devicesThere, foreign: seen.foreign, farEndsElsewhere: seen.farEndsElsewhere, offBridge: portsOffBridge(names, seen, devices), onBridge: foreignOnBridge(names, seen, devices), settingsOff: settingsOff(names, seen, devices), ...(mtu === undefined ? {} : { mtu }) };
     if (link.attached !== undefined) return { ...base, linked: true, attachRecorded: true };
     // No attach modes recorded: taken down by unlink, or up, recorded before the state kept them
     // (a device of the link's kind under one of its names, as releaseLinks tells them apart).

@@ -14,7 +14,7 @@ import type { ConfigSnapshot } from './config.js';
 import { type DevicePrefix, linkDeviceNames } from './device-names.js';
 import type { DevicePlan, MtuBefore } from './device-plan.js';
 import type { AmbiguousAttach, LinkSide } from './kept-attach.js';
-import type { FarEndElsewhere, ForeignDevice, OffBridge } from './link-device-kinds.js';
+import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
 import { type Link, type LinkAttachment, type LinkPair, isNetnsPrefix } from './link-state.js';
 import type { OptionSource } from '../shared/cli/option-source.js';
 import type { StateDirSource, StateStoreError } from './state-store.js';
@@ -467,7 +467,7 @@ export interface UnusableVmDir {
  * A recorded link that `link --all` leaves as it is, as `list` shows it less whether its devices
  * exist now, and which devices under its names are foreign (which nothing prints there).
  */
-export type LeftLink = Omit<ListedLink, 'present' | 'devicesThere' | 'foreign' | 'farEndsElsewhere' | 'offBridge' | 'mtu'>;
+export type LeftLink = Omit<ListedLink, 'present' | 'devicesThere' | 'foreign' | 'farEndsElsewhere' | 'offBridge' | 'onBridge' | 'settingsOff' | 'mtu'>;
 
 /**
  * What a run's device plans do to the host, gathered over its transactions: what undoing one VM
@@ -710,6 +710,10 @@ export interface ListedLink extends Omit<RecordedLinkReport, 'clientAttach' | 'p
   readonly farEndsElsewhere: readonly FarEndElsewhere[];
   /** Where its devices are all there, its side devices that are not ports of its bridge (taken off it, or put on another): present, but it carries nothing; its `link` puts them back. */
   readonly offBridge: readonly OffBridge[];
+  /** Where its devices are all there, what is on its bridge that is none of the link's (another port, an address): its `link` takes it off. */
+  readonly onBridge: BridgeForeign;
+  /** Where its devices are all there, settings of its bridge and of its ports there other than new ones have (STP on, hairpin on, ...): its `link` puts them back. */
+  readonly settingsOff: readonly SettingOff[];
   /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists (a bridge, not a foreign device). */
   readonly mtu?: number;
 }

@@ -372,7 +372,8 @@ export async function linkTransaction(
       const connections = reports.map((report) => desiredConnection(report, options));
       // The query only reads, so it runs while the state is written (and while the kernel
       // makes the previous chunk's devices, which are others).
-      const observed = observeDevices(netnsNames(connections), connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]));
+      // With their bridges' ports and addresses: the plan takes what is none of a link's off its bridge.
+      const observed = observeDevices(netnsNames(connections), connections.flatMap((c) => [c.bridge, c.client.device, c.provider.device]), { bridges: true });
       observed.catch(() => undefined); // awaited below; not unhandled if saving fails first
       // Ids (and how their devices will be attached) are recorded durably before the chunk's
       // devices exist, so a crash leaves devices that gc and unlink can attribute.

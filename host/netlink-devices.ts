@@ -15,7 +15,7 @@ import {
   createdKinds,
   stepText,
 } from './device-plan.js';
-import { type LinkInfo, ProgramWriter, decodeLinks, decodeNamespaceId, observedDevices } from './link-message.js';
+import { type LinkInfo, ProgramWriter, decodeAddresses, decodeLinks, decodeNamespaceId, decodePorts, observedDevices } from './link-message.js';
 import { type MarkedOutcome, type RecordOutcome, RtnlError, RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
 
 export type DeviceErrorKind = 'netlink' | 'step-failed' | 'query-failed' | 'netns-create' | 'netns-replaced';
@@ -90,10 +90,15 @@ async function inNamespace<T>(netns: string | null, use: (socket: RtnlSocket) =>
   }
 }
 
-/** The named devices of a namespace that exist (missing names are simply absent), or all of them. */
-async function listDevices(netns: string | null, only?: readonly string[]): Promise<Map<string, ObservedDevice>> {
+/**
+ * The named devices of a namespace that exist (missing names are simply absent), or all of them.
+ * With `bridges`, also each bridge's ports and each device's addresses (ObservedDevice's `ports`
+ * and `addresses`): a dump of the addresses in the same program, and, where only some devices
+ * are named, their bridges' ports (listDevicesOn).
+ */
+async function listDevices(netns: string | null, only?: readonly string[], bridges = false): Promise<Map<string, ObservedDevice>> {
   if (only?.length === 0) return new Map();
-  return inNamespace(netns, (socket) => listDevicesOn(socket, netns, only));
+  return inNamespace(netns, (socket) => listDevicesOn(socket, netns, only, bridges));
 }
 
 /**
@@ -109,36 +114,59 @@ async function observeNamespace(netns: string, only?: readonly string[]): Promis
 }
 
 /** listDevices on a socket in namespace `netns`. */
-async function listDevicesOn(socket: RtnlSocket, netns: string | null, only?: readonly string[]): Promise<Map<string, ObservedDevice>> {
+async function listDevicesOn(socket: RtnlSocket, netns: string | null, only?: readonly string[], bridges = false): Promise<Map<string, ObservedDevice>> {
   const writer = new ProgramWriter();
   if (only === undefined) writer.dumpLinks();
   else for (const name of only) writer.getLink(name);
-  const outcomes = await socket.run(writer.finish(), true);
-  const links: LinkInfo[] = [];
-  for (const outcome of outcomes) {
-    if (outcome.state === 'done') links.push(...decodeLinks(outcome.reply));
-    else if (outcome.state === 'failed' && outcome.code !== 'ENODEV') {
-      throw new DeviceError('query-failed', `listing devices${where(netns)} failed: ${outcome.text}`);
-    }
-  }
-  return observedDevices(links);
+  const named = writer.count;
+  if (bridges) writer.dumpAddresses();
+  const outcomes = checkListed(await socket.run(writer.finish(), true), netns);
+  const links: LinkInfo[] = replies(outcomes.slice(0, named)).flatMap(decodeLinks);
+  if (!bridges) return observedDevices(links);
+  const addresses = replies(outcomes.slice(named)).flatMap(decodeAddresses);
+  // A dump of every device has every port already. Else the ports of the bridges named: each
+  // bridge's by a dump the kernel filters by master (its answer: those ports alone, but the kernel
+  // goes through every device for it, 1 ms on a host of 1000 links), or, for more bridges than a
+  // few, one dump of every bridge port (25 ms there, whatever the number of bridges).
+  const found = only === undefined ? [] : links.filter((link) => link.kind === 'bridge');
+  if (found.length === 0) return observedDevices(links, { ports: [], addresses });
+  const query = new ProgramWriter();
+  if (found.length <= PORT_DUMPS_MAX) for (const bridge of found) query.dumpPortsOf(bridge.index);
+  else query.dumpBridgePorts();
+  const ports = replies(checkListed(await socket.run(query.finish(), true), netns)).flatMap(decodePorts);
+  return observedDevices(links, { ports, addresses });
 }
+
+/** The most bridges whose ports a listing asks for bridge by bridge (listDevicesOn): above, one dump of every port is cheaper. */
+const PORT_DUMPS_MAX = 8;
+
+/** A listing's outcomes, where none failed but for a device not there (ENODEV); else its failure. */
+function checkListed(outcomes: RecordOutcome[], netns: string | null): RecordOutcome[] {
+  for (const outcome of outcomes) {
+    if (outcome.state === 'failed' && outcome.code !== 'ENODEV') throw new DeviceError('query-failed', `listing devices${where(netns)} failed: ${outcome.text}`);
+  }
+  return outcomes;
+}
+
+/** The answers of the outcomes that are done. */
+const replies = (outcomes: readonly RecordOutcome[]): Uint8Array[] => outcomes.flatMap((outcome) => (outcome.state === 'done' ? [outcome.reply] : []));
 
 /**
  * The devices of the current namespace and of each named VM namespace (null where absent): all
  * of them, or only those named in `only` (all a plan needs, and far cheaper on a busy host), each
  * VM namespace's with which namespace it was (the plan's steps by index there go to that one
  * only); and the ids the current namespace gives those namespaces (namespaceIds: one socket for
- * all of them).
+ * all of them). With `options.bridges`, the current namespace's bridges with their ports and its
+ * devices with their addresses (listDevices): what `link` takes off a link's bridge.
  */
-export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[]): Promise<ObservedDevices> {
+export async function observeDevices(netnsNames: Iterable<string>, only?: readonly string[], options: { readonly bridges?: boolean } = {}): Promise<ObservedDevices> {
   const names = [...new Set(netnsNames)];
   // A file there without a namespace mounted is none: the plan makes it, and its undo (or ip's
   // refusal, said) clears the file, instead of every run failing to enter it.
   const mounted = new Set(names.filter((name) => namespaceMounted(name)));
   const [{ hostDevices, netnsIds }, ...farDevices] = await Promise.all([
     // The ids after the listing: reporting a veth whose peer is in a namespace without an id gives it one.
-    listDevices(null, only).then(async (devices) => ({ hostDevices: devices, netnsIds: await namespaceIds(mounted) })),
+    listDevices(null, only, options.bridges).then(async (devices) => ({ hostDevices: devices, netnsIds: await namespaceIds(mounted) })),
     ...names.map((name) => (mounted.has(name) ? observeNamespace(name, only) : Promise.resolve(null))),
   ]);
   return { ...namespaceIpv6(), host: hostDevices, netns: new Map(names.map((name, index) => [name, farDevices[index] ?? null])), netnsIds };
@@ -320,10 +348,11 @@ interface StepsDone {
 /**
  * Whether a delete step's failure says that its device is gone: the kernel's ENODEV for the index
  * it was seen under (the step goes by that alone: link-message.ts). What it was to bring about
- * (no such device there) is so: reconciled, not a failure.
+ * (no such device there) is so: reconciled, not a failure. So for a release (a foreign port taken
+ * off a link's bridge): gone, it is off it.
  */
 const foundGone = (step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' }): boolean =>
-  step.op === 'delete' && outcome.code === 'ENODEV' && outcome.marks.failure === 'refused';
+  (step.op === 'delete' || step.op === 'release') && outcome.code === 'ENODEV' && outcome.marks.failure === 'refused';
 
 /**
  * Run steps in one namespace, in order; the first failure stops them and is thrown. A delete
@@ -357,7 +386,8 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], seen
           else if (step.op === 'delete') done.deleted?.add(step.name);
         } else if (outcome.state === 'failed') {
           if (!foundGone(step, outcome)) return `${stepText(step)}${where(netns)} failed: ${await failureText(socket, step, outcome)}`;
-          done.gone?.add(step.name);
+          // A port released gone is off its bridge, and none of the plan's devices: nothing to note.
+          if (step.op === 'delete') done.gone?.add(step.name);
         }
       }
       return undefined;

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type DesiredConnection, type DeviceStep, type ObservedDevice, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
+import { BRIDGE_SETTINGS, type DesiredConnection, type DeviceStep, type ObservedDevice, PORT_SETTINGS, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -83,6 +83,27 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
         expect(device).toBeDefined();
         addressed(step);
         if (device !== undefined) devices.set(name, { ...device, ...NO_IPV6 });
+        break;
+      }
+      case 'release': {
+        const device = devices.get(name);
+        expect(device?.index).toBe(step.index);
+        if (device !== undefined) devices.set(name, { ...device, master: null });
+        for (const [other, bridge] of devices) if (bridge.ports !== undefined) devices.set(other, { ...bridge, ports: bridge.ports.filter((port) => port.name !== name) });
+        break;
+      }
+      case 'delete-address': {
+        const device = devices.get(name);
+        expect(device?.addresses?.some((address) => address.address === step.address && address.prefixLength === step.prefixLength)).toBe(true);
+        if (device !== undefined) devices.set(name, { ...device, addresses: (device.addresses ?? []).filter((address) => address.address !== step.address) });
+        break;
+      }
+      case 'bridge-settings':
+      case 'port-settings': {
+        const device = devices.get(name);
+        expect(device?.index).toBe(step.index);
+        if (step.op === 'port-settings') expect(devices.get(device?.master ?? '')?.kind).toBe('bridge');
+        if (device !== undefined) devices.set(name, { ...device, settings: { ...device.settings, ...step.settings } });
         break;
       }
       case 'add-veth':
@@ -413,5 +434,84 @@ describe('stepText', () => {
       'ip link set dev snc1 master snb1',
       'ip link set dev snp1 mtu 1500 addrgenmode none',
     ]);
+  });
+});
+
+describe('planDevices, what is on a link\'s bridge that is none of the link\'s', () => {
+  const bridge = (name: string, ports: readonly string[], addresses: ObservedDevice['addresses'] = []): ObservedDevice => ({
+    index: 100 + Number(name.slice(3)),
+    name,
+    kind: 'bridge',
+    master: null,
+    mtu: 1500,
+    up: true,
+    mac: '02:00:00:00:00:08',
+    ...NO_IPV6,
+    ports: ports.map((port) => ({ name: port, index: port.length * 7 + port.charCodeAt(port.length - 1) })),
+    addresses,
+  });
+  const port = (name: string, master: string): ObservedDevice => ({ index: name.length * 7 + name.charCodeAt(name.length - 1), name, kind: 'tun', master, mtu: 1500, up: true, mac: '02:00:00:00:00:09', ...NO_IPV6 });
+
+  it('takes a third port off the bridge (nomaster, by the index it saw: never deleted) and removes its IPv4 addresses; IPv6 ones go with IPv6 off', () => {
+    const devices = [
+      bridge('snb7', ['snc7', 'snp7', 'intruder0'], [
+        { family: 4, address: '198.51.100.1', prefixLength: 24 },
+        { family: 6, address: 'fe80::1', prefixLength: 64 },
+      ]),
+      port('snc7', 'snb7'),
+      port('snp7', 'snb7'),
+      port('intruder0', 'snb7'),
+    ];
+    const plan = planDevices([connection(7)], observedHost(devices));
+    expect(plan.hostSteps.flat().map(stepText)).toEqual(['ip link set dev intruder0 nomaster', 'ip addr del 198.51.100.1/24 dev snb7']);
+    expect(plan.hostSteps.flat()[0]).toMatchObject({ op: 'release', index: devices[3]?.index });
+    expect(plan.creates).toEqual([]);
+    const after = simulate(new Map(devices.map((d) => [d.name, d])), plan.hostSteps.flat(), PLAIN_HOST);
+    expect(after.get('intruder0')).toMatchObject({ master: null });
+    expect(isEmptyPlan(planDevices([connection(7)], observedHost([...after.values()].map((d) => (d.name === 'snb7' ? { ...d, addresses: [] } : d)))))).toBe(true);
+  });
+
+  it("leaves a side device of another connection of the plan found on the bridge to its own steps (a release after them would take it off its bridge), and a bridge whose ports and addresses were not looked at", () => {
+    const devices = [bridge('snb7', ['snc7', 'snp7', 'snc8']), port('snc7', 'snb7'), port('snp7', 'snb7'), port('snc8', 'snb7'), bridge('snb8', ['snp8']), port('snp8', 'snb8')];
+    expect(planDevices([connection(7), connection(8)], observedHost(devices)).hostSteps.flat().map(stepText)).toEqual(['ip link set dev snc8 master snb8']);
+    const { ports: _, addresses: __, ...unlooked } = bridge('snb7', ['snc7', 'snp7', 'other0'], [{ family: 4, address: '198.51.100.1', prefixLength: 24 }]);
+    expect(planDevices([connection(7)], observedHost([unlooked, port('snc7', 'snb7'), port('snp7', 'snb7')])).hostSteps.flat()).toEqual([]);
+  });
+});
+
+describe('planDevices, the settings of a link\'s bridge and ports', () => {
+  const fresh = (table: typeof BRIDGE_SETTINGS): Record<string, number> => Object.fromEntries(table.map(({ name, value }) => [name, value]));
+  const device = (name: string, index: number, master: string | null, settings: Record<string, number>): ObservedDevice => ({
+    index,
+    name,
+    kind: master === null ? 'bridge' : 'tun',
+    master,
+    mtu: 1500,
+    up: true,
+    mac: '02:00:00:00:00:09',
+    ...NO_IPV6,
+    settings,
+  });
+
+  it('puts back the settings of the bridge (STP on, a long forward delay, no ageing) and of its ports there (hairpin on, learning off) that differ from a new one\'s, those alone, by the index seen; planning again then changes nothing', () => {
+    const devices = [
+      device('snb7', 10, null, { ...fresh(BRIDGE_SETTINGS), stp_state: 1, forward_delay: 3000, ageing_time: 0 }),
+      device('snc7', 11, 'snb7', fresh(PORT_SETTINGS)),
+      device('snp7', 12, 'snb7', { ...fresh(PORT_SETTINGS), hairpin: 1, learning: 0 }),
+    ];
+    const plan = planDevices([connection(7)], observedHost(devices));
+    expect(plan.hostSteps.flat().map(stepText)).toEqual([
+      'ip link set dev snb7 type bridge stp_state 0 forward_delay 1500 ageing_time 30000',
+      'ip link set dev snp7 type bridge_slave hairpin off learning on',
+    ]);
+    expect(plan.hostSteps.flat().map((step) => ('index' in step ? step.index : undefined))).toEqual([10, 12]);
+    const after = simulate(new Map(devices.map((d) => [d.name, d])), plan.hostSteps.flat(), PLAIN_HOST);
+    expect(after.get('snb7')?.settings).toEqual(fresh(BRIDGE_SETTINGS));
+    expect(isEmptyPlan(planDevices([connection(7)], observedHost(after.values())))).toBe(true);
+  });
+
+  it('leaves the settings of a port joining the bridge anew (a new port has a new port\'s) and those the kernel did not report', () => {
+    const devices = [device('snb7', 10, null, { stp_state: 0 }), device('snc7', 11, 'other', { hairpin: 1 }), device('snp7', 12, 'snb7', { hairpin: 0 })];
+    expect(planDevices([connection(7)], observedHost(devices)).hostSteps.flat().map(stepText)).toEqual(['ip link set dev snc7 master snb7']);
   });
 });

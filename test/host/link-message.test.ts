@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { DeviceStep } from '../../host/device-plan.js';
 import { TUN_MODE_KIND } from '../../host/device-plan.js';
-import { type LinkInfo, type Program, ProgramWriter, decodeLinks, decodeNamespaceId, observedDevices } from '../../host/link-message.js';
+import { type LinkInfo, type Program, ProgramWriter, decodeAddresses, decodeLinks, decodeNamespaceId, observedDevices } from '../../host/link-message.js';
 
 /** The records of a program, as rtnl.c reads them: kind, payload. */
 function records(program: Program): { kind: number; payload: Uint8Array }[] {
@@ -48,6 +48,20 @@ describe('ProgramWriter', () => {
     const payload = only?.payload ?? new Uint8Array();
     expect(Buffer.from(payload.subarray(0, 16)).toString('latin1')).toBe('snb7'.padEnd(16, '\0'));
     expect(decodeLinks(payload.subarray(16))).toMatchObject([{ name: 'snc7', up: true }]);
+  });
+
+  it('releases a foreign port by the index seen (IFLA_MASTER 0), its record going on past the port found gone (off the bridge already), as a delete does', () => {
+    const program = new ProgramWriter()
+      .step({ netns: null, op: 'release', name: 'intruder0', index: 51 }, new Map())
+      .step({ netns: null, op: 'delete', name: 'snb2', index: 41 }, new Map())
+      .finish();
+    const [release, del] = records(program);
+    expect(release?.kind).toBe(del?.kind);
+    expect((release?.kind ?? 0) & 0x100).toBe(0x100);
+    const payload = release?.payload ?? new Uint8Array();
+    expect(header(payload)).toMatchObject({ type: 16, index: 51, length: 32 + 8 });
+    // IFLA_MASTER (10), u32 0.
+    expect([...payload.subarray(32, 40)]).toEqual([8, 0, 10, 0, 0, 0, 0, 0]);
   });
 
   it('addresses a device the plan saw by the index it saw, never by its name (another device may have it as an altname by then; with an index, a name asks for a rename)', () => {
@@ -289,5 +303,40 @@ describe('namespace ids', () => {
     expect(decodeNamespaceId(answer(3))).toBe(3);
     expect(decodeNamespaceId(answer(-1))).toBeNull();
     expect(decodeNamespaceId(new Uint8Array())).toBeNull();
+  });
+});
+
+describe('decodeAddresses', () => {
+  /** An RTM_NEWADDR message: family, prefix length, device index, IFA_LOCAL. */
+  const newAddr = (family: number, prefixLength: number, index: number, address: readonly number[]): Uint8Array => {
+    const attribute = 4 + address.length;
+    const length = 16 + 8 + ((attribute + 3) & ~3);
+    const bytes = new Uint8Array(length);
+    const view = new DataView(bytes.buffer);
+    view.setUint32(0, length, true);
+    view.setUint16(4, 20, true);
+    bytes[16] = family;
+    bytes[17] = prefixLength;
+    view.setUint32(20, index, true);
+    view.setUint16(24, attribute, true);
+    view.setUint16(26, 2, true);
+    bytes.set(address, 28);
+    return bytes;
+  };
+
+  it('reads IPv4 and IPv6 addresses with their device and prefix, IPv6 in RFC 5952 form (the longest zero run as ::)', () => {
+    const v6 = (groups: readonly number[]): number[] => groups.flatMap((group) => [group >> 8, group & 0xff]);
+    const bytes = Buffer.concat([
+      newAddr(2, 24, 7, [198, 51, 100, 1]),
+      newAddr(10, 64, 7, v6([0xfe80, 0, 0, 0, 0, 0, 0, 0x99])),
+      newAddr(10, 128, 8, v6([0x2001, 0xdb8, 0, 0, 1, 0, 0, 0])),
+      newAddr(10, 128, 8, v6([0x2001, 0xdb8, 1, 2, 3, 4, 0, 5])),
+    ]);
+    expect(decodeAddresses(bytes)).toEqual([
+      { index: 7, family: 4, address: '198.51.100.1', prefixLength: 24 },
+      { index: 7, family: 6, address: 'fe80::99', prefixLength: 64 },
+      { index: 8, family: 6, address: '2001:db8:0:0:1::', prefixLength: 128 },
+      { index: 8, family: 6, address: '2001:db8:1:2:3:4:0:5', prefixLength: 128 },
+    ]);
   });
 });

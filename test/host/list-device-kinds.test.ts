@@ -240,6 +240,64 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
   });
 
+  it("a link whose bridge has another port or an address is flagged in list and show (`bridge shared`, JSON `foreignPorts` and `bridgeAddresses`, a line under it for each); link takes the port off (not deleted) and removes the address", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    await world().host.ip(['tuntap', 'add', 'dev', 'intruder0', 'mode', 'tap']);
+    try {
+      // A third party on the VM's link, and the host made one.
+      await world().host.ip(['link', 'set', 'dev', 'intruder0', 'master', names.bridge]);
+      await world().host.ip(['address', 'add', '198.51.100.1/24', 'dev', names.bridge]);
+      for (const command of [['list'], ['show', 'appvm-lynx']]) {
+        expect(await shown(command, link.id)).toEqual({
+          json: { ...up, foreignPorts: [{ device: 'intruder0' }], bridgeAddresses: ['198.51.100.1/24'] },
+          lines: [
+            lineOf(link, 'netns', 'netns', 'bridge shared'),
+            `  intruder0 is a port of this link's bridge ${link.bridge}, not one of the link's (link takes it off)`,
+            `  ${link.bridge} has address 198.51.100.1/24: the host is no party on a VM's link (link removes it)`,
+          ],
+        });
+      }
+      expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+      const host = await devices(world().host);
+      expect(host.get('intruder0')?.master).toBeUndefined();
+      expect(host.get(names.client)?.master).toBe(names.bridge);
+      expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
+      expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'intruder0']);
+    }
+  });
+
+  it("a link whose bridge or port settings differ from a new one's (STP on with a long forward delay, no ageing; hairpin on, learning off) is flagged in list and show (`settings changed`, JSON `changedSettings`, a line under it for each); link puts them back", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    await world().host.ip(['link', 'set', 'dev', names.bridge, 'type', 'bridge', 'stp_state', '1', 'forward_delay', '3000', 'ageing_time', '0']);
+    await world().host.ip(['link', 'set', 'dev', names.provider, 'type', 'bridge_slave', 'hairpin', 'on', 'learning', 'off']);
+    const changed = [
+      { device: names.bridge, setting: 'stp_state', value: 1, expected: 0, text: '1, not 0' },
+      { device: names.bridge, setting: 'forward_delay', value: 3000, expected: 1500, text: '3000, not 1500' },
+      { device: names.bridge, setting: 'ageing_time', value: 0, expected: 30000, text: '0, not 30000' },
+      { device: names.provider, setting: 'hairpin', value: 1, expected: 0, text: 'on, not off' },
+      { device: names.provider, setting: 'learning', value: 0, expected: 1, text: 'off, not on' },
+    ];
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...up, changedSettings: changed.map(({ text: _, ...entry }) => entry) },
+        lines: [lineOf(link, 'netns', 'netns', 'settings changed'), ...changed.map(({ device, setting, text }) => `  ${device} has ${setting} ${text} (link puts it back)`)],
+      });
+    }
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+    const bridge = (await world().host.ip(['-d', 'link', 'show', 'dev', names.bridge])).stdout;
+    expect(bridge).toContain('stp_state 0');
+    expect(bridge).toContain('forward_delay 1500');
+    expect(bridge).toContain('ageing_time 30000');
+    const port = (await world().host.ip(['-d', 'link', 'show', 'dev', names.provider])).stdout;
+    expect(port).toContain('hairpin off');
+    expect(port).toContain('learning on');
+    expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+  });
+
   it("a netns link whose VM's namespace holds a veth under its veth's name that is not that veth's peer (another pair's end moved in under it) is not present in list and show, and link makes the pair anew", async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     const lynxNs = `${world().netnsPrefix}appvm-lynx`;
