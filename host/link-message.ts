@@ -70,6 +70,8 @@ const AF_INET6 = 10;
 const IFADDRMSG_LEN = 8;
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
+/** ifa_flags: an IPv4 address after the first of its subnet on its device. */
+const IFA_F_SECONDARY = 0x01;
 const IFLA_INET6_CONF = 2;
 /** DEVCONF_FORWARDING and DEVCONF_DISABLE_IPV6 in <linux/ipv6.h>: their places among IFLA_INET6_CONF's s32 values. */
 const DEVCONF_FORWARDING = 0;
@@ -662,7 +664,9 @@ export function decodeAddresses(bytes: Uint8Array): AddressInfo[] {
       const raw = attributes.get(IFA_LOCAL) ?? attributes.get(IFA_ADDRESS);
       const index = view.getUint32(body + 4, true);
       const prefixLength = bytes[body + 1] ?? 0;
-      if (family === AF_INET && raw?.length === 4) found.push({ index, family: 4, address: [...raw].join('.'), prefixLength });
+      // IFA_F_SECONDARY is among ifa_flags' low 8 bits (IFA_FLAGS repeats them, and more).
+      const secondary = ((bytes[body + 2] ?? 0) & IFA_F_SECONDARY) !== 0;
+      if (family === AF_INET && raw?.length === 4) found.push({ index, family: 4, address: [...raw].join('.'), prefixLength, ...(secondary && { secondary: true as const }) });
       else if (family === AF_INET6 && raw?.length === 16) found.push({ index, family: 6, address: ipv6Text(raw), prefixLength });
     }
     offset += align4(length);

@@ -308,7 +308,7 @@ describe('namespace ids', () => {
 
 describe('decodeAddresses', () => {
   /** An RTM_NEWADDR message: family, prefix length, device index, IFA_LOCAL. */
-  const newAddr = (family: number, prefixLength: number, index: number, address: readonly number[]): Uint8Array => {
+  const newAddr = (family: number, prefixLength: number, index: number, address: readonly number[], flags = 0): Uint8Array => {
     const attribute = 4 + address.length;
     const length = 16 + 8 + ((attribute + 3) & ~3);
     const bytes = new Uint8Array(length);
@@ -317,6 +317,7 @@ describe('decodeAddresses', () => {
     view.setUint16(4, 20, true);
     bytes[16] = family;
     bytes[17] = prefixLength;
+    bytes[18] = flags;
     view.setUint32(20, index, true);
     view.setUint16(24, attribute, true);
     view.setUint16(26, 2, true);
@@ -337,6 +338,15 @@ describe('decodeAddresses', () => {
       { index: 7, family: 6, address: 'fe80::99', prefixLength: 64 },
       { index: 8, family: 6, address: '2001:db8:0:0:1::', prefixLength: 128 },
       { index: 8, family: 6, address: '2001:db8:1:2:3:4:0:5', prefixLength: 128 },
+    ]);
+  });
+
+  it('marks an IPv4 address the kernel holds as secondary (IFA_F_SECONDARY), which goes with its primary', () => {
+    // IFA_F_SECONDARY (0x01), with IFA_F_PERMANENT (0x80) as `ip addr add` gives it.
+    const bytes = Buffer.concat([newAddr(2, 24, 7, [198, 51, 100, 1], 0x80), newAddr(2, 24, 7, [198, 51, 100, 2], 0x81)]);
+    expect(decodeAddresses(bytes)).toEqual([
+      { index: 7, family: 4, address: '198.51.100.1', prefixLength: 24 },
+      { index: 7, family: 4, address: '198.51.100.2', prefixLength: 24, secondary: true },
     ]);
   });
 });

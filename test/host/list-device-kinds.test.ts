@@ -269,6 +269,15 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
   });
 
+  it('link removes every IPv4 address of a subnet on a link\'s bridge, its secondaries (which the primary\'s delete takes with it) first: it failed on them, the addresses gone', async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    for (const address of ['198.51.100.1/24', '198.51.100.2/24', '203.0.113.5/32']) await world().host.ip(['address', 'add', address, 'dev', names.bridge]);
+    expect((await shown(['list'], link.id)).json).toMatchObject({ bridgeAddresses: ['198.51.100.1/24', '203.0.113.5/32', '198.51.100.2/24'] });
+    const result = await world().link(['link', 'appvm-lynx']);
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
+  });
+
   it("a link whose bridge or port settings differ from a new one's (STP on with a long forward delay, no ageing; hairpin on, learning off) is flagged in list and show (`settings changed`, JSON `changedSettings`, a line under it for each); link puts them back", async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
