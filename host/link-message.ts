@@ -493,11 +493,30 @@ function settingsOf(data: Uint8Array | undefined, table: Readonly<Record<string,
   return found;
 }
 
+/** IFLA_BR_ROOT_PORT (u16): the port toward STP's root bridge; 0 where the bridge takes itself for root. */
+const IFLA_BR_ROOT_PORT = 12;
+/** The STP timers a bridge reports as its root gives them (the kernel's in-use values), not as they are set on it. */
+const ROOT_TIMERS = ['forward_delay', 'hello_time', 'max_age'] as const;
+
+/**
+ * A bridge's settings from its IFLA_INFO_DATA. Its timers are the root's, which it learnt with
+ * STP on: with STP off and a root port still (another bridge, a VM's, was root), they are not the
+ * ones set on it, which no answer gives; they are left out (no setting put back changes them, and
+ * the bridge takes itself for root again, its own timers with it, within max_age).
+ */
+function ownBridgeSettingsOf(data: Uint8Array | undefined): Record<string, number> | null {
+  const settings = settingsOf(data, BRIDGE_ATTRIBUTES);
+  if (settings === null || data === undefined || settings.stp_state !== 0) return settings;
+  const rootPort = attributesOf(data, 0, data.length).get(IFLA_BR_ROOT_PORT);
+  if (rootPort === undefined || rootPort.length < 2 || (rootPort[0] ?? 0) + (rootPort[1] ?? 0) === 0) return settings;
+  return Object.fromEntries(Object.entries(settings).filter(([name]) => !(ROOT_TIMERS as readonly string[]).includes(name)));
+}
+
 /** A bridge's settings (its IFLA_INFO_DATA), or a bridge port's (its IFLA_INFO_SLAVE_DATA), from its IFLA_LINKINFO; null for another device. */
 function bridgeSettingsOf(info: Uint8Array | undefined): Record<string, number> | null {
   if (info === undefined) return null;
   const attributes = attributesOf(info, 0, info.length);
-  if (stringOf(attributes.get(IFLA_INFO_KIND)) === 'bridge') return settingsOf(attributes.get(IFLA_INFO_DATA), BRIDGE_ATTRIBUTES);
+  if (stringOf(attributes.get(IFLA_INFO_KIND)) === 'bridge') return ownBridgeSettingsOf(attributes.get(IFLA_INFO_DATA));
   if (stringOf(attributes.get(IFLA_INFO_SLAVE_KIND)) === 'bridge') return settingsOf(attributes.get(IFLA_INFO_SLAVE_DATA), PORT_ATTRIBUTES);
   return null;
 }

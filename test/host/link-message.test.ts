@@ -237,6 +237,20 @@ describe('decodeLinks', () => {
     expect(decodeLinks(answerWith('lo', []))[0]?.kind).toBeNull();
   });
 
+  it("reads a bridge's settings, leaving out the STP timers where STP is off but a root port is left (another bridge was root: they are that root's, not the bridge's own)", () => {
+    const u32 = (value: number): Buffer => Buffer.from(new Uint32Array([value]).buffer);
+    const settingsOf = (stp: number, rootPort: number) => {
+      // IFLA_BR_FORWARD_DELAY 1, HELLO_TIME 2, MAX_AGE 3, AGEING_TIME 4, STP_STATE 5 (u32 each), ROOT_PORT 12 (u16).
+      const data = [attribute(1, u32(400)), attribute(2, u32(100)), attribute(3, u32(600)), attribute(4, u32(30000)), attribute(5, u32(stp)), attribute(12, Buffer.from([rootPort, 0]))];
+      return decodeLinks(answerWith('snb1', [attribute(18, Buffer.concat([attribute(1, Buffer.from('bridge\0')), attribute(2, Buffer.concat(data))]))]))[0]?.settings;
+    };
+    const all = { forward_delay: 400, hello_time: 100, max_age: 600, ageing_time: 30000 };
+    expect(settingsOf(0, 1)).toEqual({ ageing_time: 30000, stp_state: 0 });
+    expect(settingsOf(0, 0)).toEqual({ ...all, stp_state: 0 });
+    // STP on: the timers in use are the bridge's to put back (with STP off).
+    expect(settingsOf(1, 1)).toEqual({ ...all, stp_state: 1 });
+  });
+
   it("reads a device's peer: its index (IFLA_LINK) and the id of its namespace where that is another (IFLA_LINK_NETNSID)", () => {
     const u32 = (value: number): Buffer => Buffer.from(new Uint32Array([value]).buffer);
     const [elsewhere] = decodeLinks(answerWith('snc1', [attribute(5, u32(4)), attribute(37, u32(2))]));
