@@ -93,7 +93,11 @@ const ARP_COMMENT = 'spectrum-netd ARP guard v1: owned by spectrum-netd, edits a
  * protocol's from /etc/protocols), so a listing with names would differ from one system to the
  * next, and an audit would find every table changed and replace it forever.
  */
-const PRIORITY = { raw: -300, filter: 0, srcnat: 100 } as const;
+/**
+ * beforeDefrag: NF_IP_PRI_RAW_BEFORE_DEFRAG, ahead of conntrack's defragmentation
+ * (NF_IP_PRI_CONNTRACK_DEFRAG, -400) and of conntrack itself (-200).
+ */
+const PRIORITY = { beforeDefrag: -450, filter: 0, srcnat: 100 } as const;
 /** Conntrack state bits: invalid, then 1 << (IP_CT_* + 1), as the kernel matches them. */
 const CT_STATE = { invalid: '0x1', established: '0x2', related: '0x4' } as const;
 /** Conntrack status bits (IPS_*): an entry is confirmed, in the table, once its first packet got through. */
@@ -120,8 +124,14 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   everything received (input and forward); forward also guards what is routed toward such a
  *   link. The group is a number here and in the listings the audit reads, whatever name
  *   /etc/iproute2/group gives it.
- * - prerouting at raw priority, before conntrack, so spoofed packets never create state. From a
- *   provider link only `link . own client IP` passes, plus a DHCP client's first packets
+ * - prerouting before defragmentation (priority -450, below conntrack's defrag at -400 and
+ *   conntrack at -200), so spoofed packets never create state, and spoofed fragments never take
+ *   reassembly memory: the kernel queues every fragment it is handed for reassembly, in one pool
+ *   per namespace (ipfrag_high_thresh, 4 MiB), and once the pool is full it drops every fragment,
+ *   everyone's, until incomplete queues time out (ipfrag_time, 30 s). So the rules see each
+ *   fragment as it came, not the datagram; they look at addresses only, which every fragment
+ *   carries (a DHCP packet is never fragmented). From a provider link only
+ *   `link . own client IP` passes, plus a DHCP client's first packets
  *   (0.0.0.0:68 -> 255.255.255.255:67); everything else from it, IPv6 included (no `ip saddr`
  *   matches it), is counted and dropped. A client address arriving on any other interface is
  *   spoofed too (Qubes' `downstream` rule).
@@ -163,7 +173,7 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   confirmed yet (`ct status ! confirmed`), the one about to add it to the table; not `ct state
  *   new`, which a UDP flow stays until its first reply: each of its packets would walk the
  *   count list again (and before conncount's late-2025 fix be counted again within a jiffy). An
- *   invalid packet has no entry to count, nor has any packet at raw priority. A dropped flow's
+ *   invalid packet has no entry to count, nor has any packet in prerouting (before conntrack). A dropped flow's
  *   entry is never confirmed and leaves the count. Connlimit leaves out TCP connections already
  *   closed (TIME_WAIT, CLOSE), though they stay in the table: see the TCP timeouts below.
  * - the new-flow rate, just before the cap, on the same packets (TableSettings.clientNewFlowRate
@@ -231,7 +241,7 @@ export function staticTableText(settings: TableSettings): string {
     ...capped(dynamicSet(FLOW_SET, ['\t\tflags dynamic'])),
     ...rated(dynamicSet(FLOW_RATE_SET, ['\t\tflags dynamic,timeout', `\t\ttimeout ${FLOW_RATE_TIMEOUT}`])),
     ...chain('prerouting', [
-      `type filter hook prerouting priority ${PRIORITY.raw}; policy accept;`,
+      `type filter hook prerouting priority ${PRIORITY.beforeDefrag}; policy accept;`,
       `iifgroup ${PROVIDER_LINK_GROUP} iifname != @client_links ${drop(COUNTERS.antispoofDrops)}`,
       'iifname @client_links jump from_client_link',
       `ip saddr @client_ips ${drop(COUNTERS.antispoofDrops)}`,

@@ -509,7 +509,7 @@ describe('the static part', () => {
     // The group is the provider link MAC prefix 0A:B3:EC:80 as a number; nft prints it in decimal.
     expect(PROVIDER_LINK_GROUP).toBe(0x0ab3ec80);
     expect(chainRules('prerouting').slice(0, 2)).toEqual([
-      'type filter hook prerouting priority -300; policy accept;',
+      'type filter hook prerouting priority -450; policy accept;',
       'iifgroup 179563648 iifname != @client_links counter name "antispoof_drops" drop',
     ]);
     // Before replies are let through: nothing reaches a link the sets do not name.
@@ -517,6 +517,13 @@ describe('the static part', () => {
       'type filter hook forward priority 0; policy accept;',
       'oifgroup 179563648 oifname != @client_links counter name "isolation_drops" drop',
     ]);
+  });
+
+  it('checks sources in prerouting before the kernel defragments (conntrack defrag is at -400), so a forged fragment takes no reassembly memory', () => {
+    const priority = Number(/^type filter hook prerouting priority (-?\d+); policy accept;$/.exec(chainRules('prerouting')[0] ?? '')?.[1]);
+    expect(priority).toBeLessThan(-400);
+    // Every rule there holds for a fragment as for a whole datagram: addresses, which every fragment carries.
+    expect(chainRules('from_client_link')[0]).toBe('iifname . ip saddr @client_sources accept');
   });
 
   it('clamps the MSS of forwarded SYNs to the route, both ways, before replies are accepted and after the guard', () => {
