@@ -18,6 +18,7 @@ export interface FirewallCounters {
   arpDrops: number | null;
   flowLimitDrops: number;
   flowRateDrops: number;
+  fragmentDrops: number;
 }
 
 /**

@@ -30,6 +30,11 @@ export interface FirewallCounters {
    * before the flow limit counted anything.
    */
   readonly flowRateDrops: number;
+  /**
+   * IPv4 fragments from a client past its fragment rate (FRAGMENT_RATE_SET), dropped before the
+   * kernel queued them for reassembly.
+   */
+  readonly fragmentDrops: number;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -78,6 +83,8 @@ export function parseInetCountersJson(text: string): InetCounters {
     antispoofDrops: read(inet, TABLE_FAMILY, COUNTERS.antispoofDrops),
     isolationDrops: read(inet, TABLE_FAMILY, COUNTERS.isolationDrops),
     inputDrops: read(inet, TABLE_FAMILY, COUNTERS.inputDrops),
+    // Before the flow drops, which status shows next to the flow limits.
+    fragmentDrops: read(inet, TABLE_FAMILY, COUNTERS.fragmentDrops),
     flowLimitDrops: read(inet, TABLE_FAMILY, COUNTERS.flowLimitDrops),
     flowRateDrops: read(inet, TABLE_FAMILY, COUNTERS.flowRateDrops),
   };
@@ -90,6 +97,6 @@ export function parseArpDropsJson(text: string): number {
 
 /** Read `nft -j list counters table inet spectrum_netd` output, and the same of `arp spectrum_netd`. */
 export function parseCountersJson(text: string, arpText: string): FirewallCounters {
-  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops } = parseInetCountersJson(text);
-  return { antispoofDrops, isolationDrops, inputDrops, arpDrops: parseArpDropsJson(arpText), flowLimitDrops, flowRateDrops };
+  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops, fragmentDrops } = parseInetCountersJson(text);
+  return { antispoofDrops, isolationDrops, inputDrops, arpDrops: parseArpDropsJson(arpText), flowLimitDrops, flowRateDrops, fragmentDrops };
 }

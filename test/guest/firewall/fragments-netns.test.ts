@@ -5,6 +5,7 @@
 // pool from the others: another client's fragmented ping still passes, and the drops are counted.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { firewallCounters, reconcileFirewall } from '../../../guest/firewall/nft.js';
+import { CLIENT_FRAGMENT_BURST, CLIENT_FRAGMENT_RATE, parseTableListing, staticTableText } from '../../../guest/firewall/ruleset.js';
 import { type Harness, type Netns, createHarness, describeNetns } from '../../harness/index.js';
 import { INTERNET_IP, type ProviderWorld, TEST_FLOW_LIMIT, TEST_NEW_FLOW_RATE, type WorldClient, makeProviderWorld } from './provider-world.js';
 
@@ -14,14 +15,16 @@ const FLOOD = 2000;
 /**
  * argv: `count` first fragments (MF set, offset 0) of UDP datagrams to `dst` that never complete,
  * each of its own datagram (a new IP id, or a new source), 1200 bytes of payload, through a raw
- * socket. `spoof`: each from a forged source in 203.0.113.0/24, else from `own`.
+ * socket. `spoof`: each from a forged source in 203.0.113.0/24, else from `own`. Prints the
+ * seconds it took.
  */
 function firstFragments(dst: string, count: number, source: { spoof: true } | { own: string }): string[] {
   return [
     'python3',
     '-c',
     [
-      'import socket, struct',
+      'import socket, struct, time',
+      'start = time.monotonic()',
       's = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)',
       'payload = b"Z" * 1200',
       `for i in range(${count}):`,
@@ -31,6 +34,7 @@ function firstFragments(dst: string, count: number, source: { spoof: true } | { 
         dst +
         '"))',
       `    s.sendto(header + payload, ("${dst}", 0))`,
+      'print("%.3f" % (time.monotonic() - start))',
     ].join('\n'),
   ];
 }
@@ -77,5 +81,26 @@ describeNetns('client fragments and the provider reassembly pool in network name
     expect((await firewallCounters(options())).antispoofDrops - before.antispoofDrops).toBe(FLOOD);
     expect(await reassembly(world.provider)).toEqual({ inuse: 0, memory: 0 });
     expect(await fragmentedPings(b, 3)).toBe(3);
+  });
+
+  it("holds a client flooding fragments of its own address to its fragment rate, counted: it takes at most a quarter of the pool, and another client fragments as before", async () => {
+    const before = await firewallCounters(options());
+    const flood = await a.ns.exec(firstFragments(INTERNET_IP, FLOOD, { own: a.ip }));
+    const seconds = Number(flood.stdout.trim());
+    expect(seconds).toBeGreaterThan(0);
+    const held = await reassembly(world.provider);
+    // What passed: the burst, then the rate for the time the flood took (slack for scheduling).
+    const passed = FLOOD - ((await firewallCounters(options())).fragmentDrops - before.fragmentDrops);
+    expect(passed).toBeGreaterThanOrEqual(CLIENT_FRAGMENT_BURST);
+    expect(passed).toBeLessThanOrEqual(CLIENT_FRAGMENT_BURST + Math.ceil(CLIENT_FRAGMENT_RATE * (seconds + 0.5)));
+    // Each fragment that passed waits in its own queue (none completes); nothing else does.
+    expect(held.inuse).toBe(passed);
+    expect(held.memory).toBeLessThanOrEqual((4 * 1024 * 1024) / 4);
+    expect(await fragmentedPings(b, 3)).toBe(3);
+    // Traffic's element in the rate set, as the rule writes it, and the table as made.
+    const listing = parseTableListing((await world.provider.exec(['nft', '-n', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout);
+    expect(listing.structure).toBe(staticTableText(options()));
+    expect(listing.fragmentElements).toContain(`${a.ip} limit rate over ${CLIENT_FRAGMENT_RATE}/second burst ${CLIENT_FRAGMENT_BURST} packets`);
+    expect(await reconcileFirewall(world.model(), options())).toEqual({ changed: false });
   });
 });
