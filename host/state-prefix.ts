@@ -212,10 +212,30 @@ export async function loadLinkRunState(
   return { state: withRunNetnsPrefix(state, options), claimsPrefix };
 }
 
-/** `state` (as a `link` run read it) taking the run's netns prefix, refused where it records another (loadLinkRunState). */
+/**
+ * Refuse netns prefix `prefix`, which the state file recorded when the run began (the CLI read it
+ * before the lock), where the state read under the lock has no link up in netns mode and the run
+ * would otherwise use another (`otherwise`), as prefixNoLongerRecorded does a device prefix: the
+ * run that recorded it (a mistyped --netns-prefix, say) was undone meanwhile, or its links taken
+ * down. Used, it would put this run's VMs' interfaces in that prefix's namespaces and record it,
+ * so that the failed run's retry with the prefix corrected would be refused.
+ */
+function netnsPrefixNoLongerRecorded(stateDir: string, prefix: string, otherwise: string): LinkerError {
+  return new LinkerError(
+    'netns-prefix-mismatch',
+    `netns prefix ${JSON.stringify(prefix)} (which the state file recorded when this run began) is no longer recorded: state file ${stateFilePath(stateDir)} records no link attached in netns mode now ` +
+      `(another spectrum-link took them down, or undid the run that recorded it, meanwhile), so nothing was done: run this again, which uses ${JSON.stringify(otherwise)}`,
+  );
+}
+
+/** `state` (as a `link` run read it) taking the run's netns prefix, refused where it records another, or no longer records the one the run took from it (loadLinkRunState). */
 export function withRunNetnsPrefix(state: LinkState, options: Pick<LinkerOptions, 'stateDir' | 'netnsPrefix' | 'netnsPrefixSource'>): LinkState {
   const recorded = conflictingNetnsPrefix(state, options.netnsPrefix);
   if (recorded !== undefined) throw netnsPrefixMismatch(options.stateDir, recorded, options.netnsPrefix, options.netnsPrefixSource);
+  const source = options.netnsPrefixSource;
+  if (source?.from === 'state' && recordedNetnsPrefix(state) === undefined && source.otherwise !== options.netnsPrefix) {
+    throw netnsPrefixNoLongerRecorded(options.stateDir, options.netnsPrefix, source.otherwise);
+  }
   return withNetnsPrefix(state, options.netnsPrefix);
 }
 

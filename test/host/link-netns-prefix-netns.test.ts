@@ -3,11 +3,15 @@
 // before anything is done, where it moved the VMs' interfaces into the other prefix's namespaces
 // with exit 0; one given none uses the recorded one; a file written before the prefix was recorded
 // takes the run's.
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../harness/index.js';
-import { LINK_BIN, type LinkJson, type LinkWorld, devices, makeLinkWorld, oneLineError } from './link-fixture.js';
+import { LINK_BIN, ROOT, type LinkJson, type LinkWorld, devices, makeLinkWorld, oneLineError } from './link-fixture.js';
+
+/** The state store's child process (`hold <state dir>`: takes the lock, prints "locked", never lets go). */
+const LOCK_FIXTURE = join(ROOT, 'dist', 'test', 'host', 'fixtures', 'allocate.js');
 
 describeNetns('spectrum-link netns prefix recorded', () => {
   let harness: Harness;
@@ -102,5 +106,42 @@ describeNetns('spectrum-link netns prefix recorded', () => {
     const changed = await world.link(['link', 'appvm-lynx', '--mtu', '1400']);
     expect(changed.code, changed.stderr).toBe(0);
     expect((JSON.parse(await readFile(stateFile(), 'utf8')) as { netnsPrefix?: string }).netnsPrefix).toBe(world.netnsPrefix);
+  });
+
+  it('refuses a run given none that took the prefix the state recorded when it began (read before the lock), where no link is up in netns mode by then and it would otherwise use another (exit 2, nothing made)', async () => {
+    // A first `link --netns-prefix <typo>` has recorded its ids, to be attached in netns mode, and
+    // holds the lock (it makes their devices next); a run given none reads that prefix, then waits.
+    if (!existsSync(LOCK_FIXTURE)) throw new Error(`${LOCK_FIXTURE} is missing: run \`npm run build\` first`);
+    const typo = `${world.netnsPrefix}t-`;
+    const lynx = '{"client":"appvm-lynx","provider":"netvm","id":64838,"attached":{"client":"netns","provider":"netns"}}';
+    await writeFile(stateFile(), `{\n  "version": 2,\n  "devicePrefix": "sn",\n  "netnsPrefix": "${typo}",\n  "links": [\n    ${lynx}\n  ]\n}\n`);
+    const holder = world.host.spawn([process.execPath, LOCK_FIXTURE, 'hold', world.stateDir]);
+    let undone: string | undefined;
+    try {
+      await holder.waitForOutput(/locked/);
+      const base = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'SPECTRUM_NETNS_PREFIX'));
+      const run = world.host.spawn(['node', LINK_BIN, 'link', 'appvm-catgirl', '--attach', 'netns', '--config-dir', world.configDir, '--state-dir', world.stateDir, '--lock-wait', '60'], { enter: 'nsenter', env: base });
+      // It waits for the lock (says so once it has waited a while), having read the state.
+      for (let waited = 0; !run.stderr.includes('to let go of the state lock'); waited += 50) {
+        if (run.exit !== undefined || waited > 20_000) throw new Error(`link did not wait for the lock: ${run.stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // That first run fails and is undone whole: the state as it was before it, no link.
+      undone = '{\n  "version": 2,\n  "devicePrefix": "sn",\n  "links": []\n}\n';
+      await writeFile(stateFile(), undone);
+      await holder.kill('SIGKILL');
+      const exit = await run.wait();
+      await run.waitClosed();
+      const line = run.stderr.split('\n').filter((text) => text !== '' && !text.includes('to let go of the state lock')).join('\n');
+      expect({ code: exit.code, line }).toEqual({
+        code: 2,
+        line: expect.stringMatching(new RegExp(`^spectrum-link: netns prefix "${typo}" \\(which the state file recorded when this run began\\) is no longer recorded: .*so nothing was done: run this again, which uses ""$`)),
+      });
+    } finally {
+      if (holder.exit === undefined) await holder.kill('SIGKILL');
+    }
+    // Nothing made (no namespace of the typo's, none of its VMs' interfaces), nothing written.
+    expect((await namespaces()).filter((name) => name.startsWith(typo))).toEqual([]);
+    expect(await readFile(stateFile(), 'utf8')).toBe(undone);
   });
 });

@@ -11,7 +11,7 @@ import { parseAttachChoice } from '../../host/attach-mode.js';
 import { readConfigDir } from '../../host/config-reader.js';
 import type { DevicePlan, ObservedDevice } from '../../host/device-plan.js';
 import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
-import { ID_COUNT, type LinkState, allocateMany, emptyState, isRecordedSocket, parseState, preferredId, serializeState, setAttachments, withDevicePrefix } from '../../host/link-state.js';
+import { ID_COUNT, type LinkState, allocateMany, emptyState, isRecordedSocket, parseState, preferredId, serializeState, setAttachments, withDevicePrefix, withNetnsPrefix } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { recordedPrefix } from '../../host/state-prefix.js';
@@ -777,8 +777,8 @@ describe('link --keep-going interrupted during the one transaction', () => {
   it('undoes it, and says which earlier links the undo left down (their devices replaced for another attach mode)', async () => {
     // c1 linked earlier by netns (its client device a veth, recorded so); now to be a tap.
     const allocation = allocateMany(emptyState(), CLIENTS.map((client) => ({ client, provider: NETVM })));
-    // As a run records it, with its device prefix (the undo writes it back with that too).
-    const earlier = withDevicePrefix(setAttachments(allocation.state, [{ pair: { client: CLIENTS[0]!, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]), PREFIX);
+    // As a run records it, with its device prefix and, for its link up in netns mode, its netns prefix (the undo writes it back with those too).
+    const earlier = withNetnsPrefix(withDevicePrefix(setAttachments(allocation.state, [{ pair: { client: CLIENTS[0]!, provider: NETVM }, attached: { client: 'netns', provider: 'none' } }]), PREFIX), options().netnsPrefix);
     await saveState(stateDir, earlier);
     const c1 = linkDeviceNames(PREFIX, allocation.links[0]!.id);
     const device = (name: string, kind: string): ObservedDevice => ({ index: 2, name, kind, master: c1.bridge, mtu: 1500, up: true, mac: '02:00:00:00:00:01', ipv6: false, ipv6LinkLocal: false, ipv6Forwarding: false });
