@@ -144,7 +144,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill(`ct count over ${cap} `));
     // And the default new-flow rate before it: an eighth of the table per 22 s, at most 100 a second.
     const rate = Math.min(100, Math.max(1, Math.floor(conntrackMax / 176)));
-    expect(rules.match(/limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill(`limit rate over ${rate}/second burst ${2 * rate} packets`));
+    expect(rules.match(/(?<=@client_new_flows \{ ip saddr )limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill(`limit rate over ${rate}/second burst ${2 * rate} packets`));
     // Both in status, `auto` resolved, where the start-up log alone said them.
     expect(report.flowLimits).toEqual({ clientFlowLimit: cap, clientNewFlowRate: rate });
     // Clients' TCP flows: the namespace's timeouts (the kernel's defaults here), TIME_WAIT 10 s.
@@ -402,11 +402,13 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     }
     expect(await table()).toContain('\t\tpolicy = { established : 3600, time_wait : 10 }\n');
     expect((await table()).match(/ct count over \d+ /g)).toEqual(['ct count over 300 ', 'ct count over 300 ']);
-    expect((await table()).match(/limit rate over \S+ burst \d+ packets/g)).toEqual(['limit rate over 40/second burst 80 packets', 'limit rate over 40/second burst 80 packets']);
+    expect((await table()).match(/(?<=@client_new_flows \{ ip saddr )limit rate over \S+ burst \d+ packets/g)).toEqual(['limit rate over 40/second burst 80 packets', 'limit rate over 40/second burst 80 packets']);
     expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 300, clientNewFlowRate: 40 });
     await agent.kill('SIGTERM', 3000);
     agent = await startAgent(provider, socket, ['--client-flow-limit', '0', '--client-new-flow-rate', '0']);
-    expect(await table()).not.toMatch(/ct count|client_flows|limit rate|client_new_flows/);
+    expect(await table()).not.toMatch(/ct count|client_flows|client_new_flows/);
+    // The fragment rate alone is left: it is no flow limit.
+    expect((await table()).match(/limit rate/g)).toHaveLength(1);
     expect((await status(socket)).firewall).toMatchObject({ flowLimitDrops: 0, flowRateDrops: 0 });
     expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 0, clientNewFlowRate: 0 });
   });
