@@ -19,6 +19,8 @@ export interface FirewallCounters {
   flowLimitDrops: number;
   flowRateDrops: number;
   fragmentDrops: number;
+  /** Packets toward a client gone, or from the gateway address, that would have left by an uplink. */
+  leakDrops: number;
 }
 
 /**

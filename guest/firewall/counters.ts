@@ -35,6 +35,11 @@ export interface FirewallCounters {
    * kernel queued them for reassembly.
    */
   readonly fragmentDrops: number;
+  /**
+   * Packets that would have left by an uplink toward a client address no link serves (a client
+   * gone), or from the gateway address (the agent's answers to a client gone).
+   */
+  readonly leakDrops: number;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -87,6 +92,7 @@ export function parseInetCountersJson(text: string): InetCounters {
     fragmentDrops: read(inet, TABLE_FAMILY, COUNTERS.fragmentDrops),
     flowLimitDrops: read(inet, TABLE_FAMILY, COUNTERS.flowLimitDrops),
     flowRateDrops: read(inet, TABLE_FAMILY, COUNTERS.flowRateDrops),
+    leakDrops: read(inet, TABLE_FAMILY, COUNTERS.leakDrops),
   };
 }
 
@@ -97,6 +103,6 @@ export function parseArpDropsJson(text: string): number {
 
 /** Read `nft -j list counters table inet spectrum_netd` output, and the same of `arp spectrum_netd`. */
 export function parseCountersJson(text: string, arpText: string): FirewallCounters {
-  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops, fragmentDrops } = parseInetCountersJson(text);
-  return { antispoofDrops, isolationDrops, inputDrops, arpDrops: parseArpDropsJson(arpText), flowLimitDrops, flowRateDrops, fragmentDrops };
+  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops, fragmentDrops, leakDrops } = parseInetCountersJson(text);
+  return { antispoofDrops, isolationDrops, inputDrops, arpDrops: parseArpDropsJson(arpText), flowLimitDrops, flowRateDrops, fragmentDrops, leakDrops };
 }

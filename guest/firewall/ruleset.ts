@@ -32,6 +32,7 @@ export const COUNTERS = {
   flowLimitDrops: 'flow_limit_drops',
   flowRateDrops: 'flow_rate_drops',
   fragmentDrops: 'fragment_drops',
+  leakDrops: 'leak_drops',
 } as const;
 
 /** The ARP guard's counter, in ARP_TABLE (counters belong to their table). */
@@ -135,6 +136,13 @@ const CT_STATUS = { confirmed: '0x8' } as const;
 const TCP_FLAG = { syn: '0x2', rst: '0x4' } as const;
 const IP_PROTOCOL = { tcp: 6, udp: 17 } as const;
 const ICMP_ECHO_REQUEST = 8;
+/**
+ * Toward the client range by an uplink: an address no link serves (a client gone, its flows'
+ * replies de-NATed to it), whose packets follow the default route. Not when the next hop is the
+ * gateway address, which only a chained provider's upstream Spectrum provider is: it polices them
+ * (a client's allowed pair there is reached through it).
+ */
+const TOWARD_CLIENTS_BY_UPLINK = `ip daddr ${CLIENT_NETWORK} oifname @uplinks rt ip nexthop != ${GATEWAY_IP}`;
 /** A packet's conntrack flow has the client of the link it came from as an endpoint. */
 const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . ct original ip daddr @client_sources'] as const;
 
@@ -235,6 +243,18 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   ran out. With both ports fixed a client has at most two such entries (one per address), and
  *   0.0.0.0 one for all, so they cannot fill the table; the DHCP server rate-limits each link.
  *   Other traffic to port 67 is a flow like any other.
+ * - toward the client range by an uplink (leakDrops), in forward right after the guard, before
+ *   the established accept: the provider routes only each served client's /32 to its link, so a
+ *   client address whose link has gone follows the default route out of an uplink. Replies on a
+ *   departed client's flows (de-NATed to its address; while the agent is stopped, or a purge
+ *   fails, for as long as they come) and a client's packets to an address no link serves would
+ *   leave so, unmasqueraded or not: on an uplink whose network is itself CGNAT (100.64.0.0/10)
+ *   they reach strangers. Dropped, unless the next hop is the gateway address (TOWARD_CLIENTS_BY_UPLINK).
+ * - output: the gateway address is the provider links', so nothing from it leaves by an uplink:
+ *   the agent's DNS forwarder's late answer to a client gone (its question in it), a DHCP or ICMP
+ *   answer, a TCP reset. A base chain that only the provider's own packets enter; its own
+ *   traffic from any other address (a chained provider's, to its upstream, is from its client
+ *   address there) is left alone.
  * - postrouting: client addresses leaving by an uplink are masqueraded.
  */
 export function staticTableText(settings: TableSettings): string {
@@ -265,6 +285,7 @@ export function staticTableText(settings: TableSettings): string {
     ...counter(COUNTERS.flowLimitDrops),
     ...counter(COUNTERS.flowRateDrops),
     ...counter(COUNTERS.fragmentDrops),
+    ...counter(COUNTERS.leakDrops),
     `\tct timeout ${CLIENT_TCP_TIMEOUT} {`,
     '\t\tprotocol tcp',
     '\t\tl3proto ip',
@@ -309,6 +330,7 @@ export function staticTableText(settings: TableSettings): string {
     ...chain('forward', [
       `type filter hook forward priority ${PRIORITY.filter}; policy accept;`,
       `oifgroup ${PROVIDER_LINK_GROUP} oifname != @client_links ${drop(COUNTERS.isolationDrops)}`,
+      `${TOWARD_CLIENTS_BY_UPLINK} ${drop(COUNTERS.leakDrops)}`,
       `tcp flags ${TCP_FLAG.syn} / ${TCP_FLAG.syn},${TCP_FLAG.rst} tcp option maxseg size set rt mtu`,
       `ct state ${CT_STATE.established} accept`,
       `ct state ${CT_STATE.related} jump forward_related`,
@@ -322,6 +344,10 @@ export function staticTableText(settings: TableSettings): string {
     ...chain('forward_to_client_link', ['ip saddr . ip daddr @allowed_pairs accept', drop(COUNTERS.isolationDrops)]),
     // Invalid packets would leave unmasqueraded (NAT needs a conntrack entry): never let them out.
     ...chain('forward_from_client_link', [`ct state ${CT_STATE.invalid} drop`, 'oifname @uplinks accept', drop(COUNTERS.isolationDrops)]),
+    ...chain('output', [
+      `type filter hook output priority ${PRIORITY.filter}; policy accept;`,
+      `ip saddr ${GATEWAY_IP} oifname @uplinks ${drop(COUNTERS.leakDrops)}`,
+    ]),
     ...chain(
       'postrouting',
       [`type nat hook postrouting priority ${PRIORITY.srcnat}; policy accept;`, `oifname @uplinks ip saddr ${CLIENT_NETWORK} masquerade`],

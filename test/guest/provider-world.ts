@@ -142,7 +142,7 @@ export interface AgentStatus {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string; error: string | null }[];
   counters: { initialChanges: number | null; changesApplied: number; conntrackPurged?: number };
   /** null while the table cannot be read (nft refused it: firewallError says why). */
-  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number; arpDrops: number } | null;
+  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number; leakDrops: number; arpDrops: number } | null;
   firewallError?: string | null;
   services: { leases: { ifname: string; clientIp: string; state: string }[]; dns: { upstreams: string[]; queries: number; tcpQueries: number; answered: number } | null } | null;
 }

@@ -5,7 +5,7 @@
  * recorded here.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { HarnessError, assertOwnedNamespace, checkRunPrefix, runPrefix } from './names.js';
@@ -94,6 +94,20 @@ export function signalProcessGroup(pgid: number, signal: NodeJS.Signals | 0): bo
   }
 }
 
+/**
+ * Whether the file at `path` is this process's own network namespace (the host's, with every
+ * process in it): a name of the run's can lead there (a symlink to /proc/PID/ns/net whose PID was
+ * reused since, a bind mount of it), and nothing in it is the run's to kill.
+ */
+function isOwnNamespace(path: string): boolean {
+  try {
+    const [named, own] = [statSync(path), statSync('/proc/self/ns/net')];
+    return named.dev === own.dev && named.ino === own.ino;
+  } catch {
+    return false;
+  }
+}
+
 /** PIDs of processes inside an (owned) namespace; none if it is gone or half-created. */
 function pidsInNamespace(name: string): number[] {
   let listing = '';
@@ -128,12 +142,13 @@ export function useOwnTempDir(): string {
 /**
  * Delete a namespace (and so its devices) and its /etc/netns folder; missing ones are fine.
  * Processes still inside are SIGKILLed by PID first: the namespace carries this run's prefix,
- * so they are this run's, and left alive they would keep the namespace and its devices.
+ * so they are this run's, and left alive they would keep the namespace and its devices; not
+ * where the name leads to this process's own namespace (isOwnNamespace).
  */
 export function removeNamespaceSync(name: string): void {
   assertOwnedNamespace(name);
   if (existsSync(`${NETNS_RUN_DIR}/${name}`)) {
-    for (const pid of pidsInNamespace(name)) {
+    for (const pid of isOwnNamespace(`${NETNS_RUN_DIR}/${name}`) ? [] : pidsInNamespace(name)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {

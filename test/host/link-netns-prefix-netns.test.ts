@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../harness/index.js';
 import { LINK_BIN, ROOT, type LinkJson, type LinkWorld, devices, makeLinkWorld, oneLineError } from './link-fixture.js';
 
@@ -28,7 +28,31 @@ describeNetns('spectrum-link netns prefix recorded', () => {
   beforeEach(async () => {
     // Each test starts with no link up (unlink takes the far ends with the host ends).
     await world.link(['unlink', 'appvm-lynx', '--forget']);
+    // Runs given no netns prefix would make these, were the recorded prefix not used (a
+    // regression): none may be there before, so that one there after is this test's own.
+    guarded = false;
+    const before = await unprefixedNamespaces();
+    if (before.length > 0) throw new Error(`namespaces ${before.join(', ')} exist on this host: this test's runs given no netns prefix would use them; remove them first`);
+    guarded = true;
   });
+  afterEach(async () => {
+    // Only where none was there before (beforeEach): those there are not this test's.
+    if (!guarded) return;
+    // The host's namespaces are no test's to leave: removed, and the test failed.
+    const made = await unprefixedNamespaces();
+    for (const name of made) await world.host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
+    expect(made, 'namespaces made without the recorded netns prefix').toEqual([]);
+  });
+
+  /** Whether beforeEach found none of unprefixedNamespaces there. */
+  let guarded = false;
+  /** The world's VMs' namespaces under no prefix (its config's VM names). */
+  const UNPREFIXED = new Set(['appvm-lynx', 'appvm-catgirl', 'netvm']);
+  const unprefixedNamespaces = async (): Promise<string[]> =>
+    (await world.host.exec(['ip', 'netns', 'list'], { enter: 'nsenter' })).stdout
+      .split('\n')
+      .map((line) => line.split(' ')[0] ?? '')
+      .filter((name) => UNPREFIXED.has(name));
 
   const stateFile = (): string => join(world.stateDir, 'links.json');
   /** spectrum-link run as a shell without the variable would: no --netns-prefix, $SPECTRUM_NETNS_PREFIX unset. */

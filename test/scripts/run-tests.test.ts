@@ -91,3 +91,43 @@ describeNetns('scripts/run-tests stopped by a signal to its own PID stops the ru
     await stopScript('SIGINT', 'group');
   });
 });
+
+// In a sandbox of its own (PID, network and mount namespaces, /run/netns a tmpfs there): its
+// network namespace stands for the host's, where the script runs with everything else.
+describeNetns("scripts/run-tests at its end kills what runs in the run's namespaces, never in its own", () => {
+  // The script's own cleanup alone, and the global setup's sweep before it (the run fails: the
+  // names were left to it).
+  it.each([
+    { config: 'elsewhere-run.config.ts', status: 0 },
+    { config: 'elsewhere-run-swept.config.ts', status: 1 },
+  ])('names with the run prefix that lead to its own namespace (a symlink to /proc/PID/ns/net, a bind mount) are removed, and the processes there, not the run\'s, left running: $config', { timeout: 120_000 }, async ({ config, status }) => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
+    const sandbox = [
+      'mount -t tmpfs spectrum-sandbox /run/netns || exit 99',
+      'sleep 600 & sleeper=$!',
+      `scripts/run-tests --config test/harness/fixtures/${config}; status=$?`,
+      'if kill -0 "$sleeper" 2>/dev/null; then echo "sleeper: running"; kill "$sleeper"; else echo "sleeper: gone"; fi',
+      'echo "names left: $(ls /run/netns)"',
+      'echo "run-tests: $status"',
+    ].join('\n');
+    const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--net', '--mount', '--propagation', 'private', '--', 'sh', '-c', sandbox], {
+      cwd: repoRoot,
+      env: { ...process.env, SPECTRUM_TEST_RESULTS: join(dir, 'results.json') },
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+    try {
+      const exit = await new Promise<ProcessExit>((resolve) => child.once('exit', (code, sig) => resolve({ code, signal: sig })));
+      expect({ exit, output }).toEqual({ exit: { code: 0, signal: null }, output: expect.stringContaining('tests: 1 passed, 0 failed, 0 skipped') });
+      if (status !== 0) expect(output).toContain('leaked network namespaces (now removed)');
+      expect(output.split('\n').filter((line) => /^(sleeper|names left|run-tests):/.test(line))).toEqual(['sleeper: running', 'names left: ', `run-tests: ${String(status)}`]);
+    } finally {
+      // The sandbox's first process: everything in it goes with it.
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -41,6 +41,8 @@ const SETTINGS: TableSettings = { clientFlowLimit: 4096, clientNewFlowRate: 500 
 const NO_CAP: TableSettings = { clientFlowLimit: 0, clientNewFlowRate: 500 };
 const NO_RATE: TableSettings = { clientFlowLimit: 4096, clientNewFlowRate: 0 };
 const TCP_TIMEOUT_RULE = 'meta l4proto 6 ct timeout set "client_tcp"';
+/** The forward chain's drop of what would leave by an uplink toward the client range (a client gone). */
+const LEAK_DROP = 'ip daddr 100.64.0.0/16 oifname @uplinks rt ip nexthop != 169.254.0.1 counter name "leak_drops" drop';
 const RATE_SET_DECLARED = '\tset client_new_flows {\n\t\ttype ipv4_addr\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 5s\n\t}\n\n';
 
 /** The rules of one chain of the static table, as lines. */
@@ -510,8 +512,8 @@ describe('the static part', () => {
 
   it("passes a related packet from a client link only when its flow is that link's client's, counting the others", () => {
     const ownFlow = ['iifname . ct original ip saddr @client_sources accept', 'iifname . ct original ip daddr @client_sources accept'];
-    // Established right after the guard and the MSS clamp: the hot path stays three rules long.
-    expect(chainRules('forward').slice(3, 5)).toEqual(['ct state 0x2 accept', 'ct state 0x4 jump forward_related']);
+    // Established right after the guard, the leak drop and the MSS clamp: the hot path stays four rules long.
+    expect(chainRules('forward').slice(4, 6)).toEqual(['ct state 0x2 accept', 'ct state 0x4 jump forward_related']);
     expect(chainRules('forward_related')).toEqual(['iifname != @client_links accept', ...ownFlow, 'counter name "isolation_drops" drop']);
     expect(chainRules('input_from_client_link').slice(0, 3)).toEqual(['ct state 0x2 accept', ...ownFlow.map((rule) => `ct state 0x4 ${rule}`)]);
     expect(chainRules('input_from_client_link').at(-1)).toBe('counter name "input_drops" drop');
@@ -569,11 +571,31 @@ describe('the static part', () => {
     expect(CLIENT_FRAGMENT_BURST).toBeGreaterThanOrEqual(90);
   });
 
+  it('drops, ahead of the established accept, whatever would leave by an uplink toward the client range, and in output whatever would leave one from the gateway address, counted', () => {
+    fc.assert(
+      fc.property(anyTableSettings, (settings) => {
+        const forward = chainRules('forward', settings);
+        // Before replies are let through: a departed client's replies are established.
+        expect(forward.indexOf(LEAK_DROP)).toBe(2);
+        expect(forward.indexOf(LEAK_DROP)).toBeLessThan(forward.indexOf('ct state 0x2 accept'));
+        // Only the provider's own packets enter this chain, and whatever the settings, the same rule.
+        expect(chainRules('output', settings)).toEqual([
+          'type filter hook output priority 0; policy accept;',
+          'ip saddr 169.254.0.1 oifname @uplinks counter name "leak_drops" drop',
+        ]);
+        const text = staticTableText(settings);
+        expect(text.split('\n').filter((line) => line.includes('"leak_drops"'))).toHaveLength(2);
+        expect(text).toContain(`\tcounter ${COUNTERS.leakDrops} {\n\t}\n`);
+      }),
+    );
+  });
+
   it('clamps the MSS of forwarded SYNs to the route, both ways, before replies are accepted and after the guard', () => {
     const clamp = 'tcp flags 0x2 / 0x2,0x4 tcp option maxseg size set rt mtu';
     // A SYN-ACK is established to conntrack: the clamp must see it before the established accept.
-    expect(chainRules('forward').slice(1, 4)).toEqual([
+    expect(chainRules('forward').slice(1, 5)).toEqual([
       'oifgroup 179563648 oifname != @client_links counter name "isolation_drops" drop',
+      LEAK_DROP,
       clamp,
       'ct state 0x2 accept',
     ]);
@@ -587,7 +609,7 @@ describe('the static part', () => {
     const rate = 'ct status ! 0x8 update @client_new_flows { ip saddr limit rate over 500/second burst 1000 packets } counter name "flow_rate_drops" drop';
     // Forward: after replies and related packets are settled, before either way a new flow is
     // let through (to a client of an allowed pair, or out of an uplink).
-    expect(chainRules('forward').slice(3)).toEqual([
+    expect(chainRules('forward').slice(4)).toEqual([
       'ct state 0x2 accept',
       'ct state 0x4 jump forward_related',
       `iifname @client_links ${rate}`,
@@ -660,7 +682,7 @@ describe('the static part', () => {
 
   it('declares the policy as nft lists it: only the states that differ from the kernel default', () => {
     const declared = (policy: string): string => `\tct timeout client_tcp {\n\t\tprotocol tcp\n\t\tl3proto ip\n\t\tpolicy = { ${policy} }\n\t}\n\n`;
-    expect(staticTableText(SETTINGS)).toContain(`\tcounter fragment_drops {\n\t}\n\n${declared('time_wait : 10')}\tset client_links {`);
+    expect(staticTableText(SETTINGS)).toContain(`\tcounter fragment_drops {\n\t}\n\n\tcounter leak_drops {\n\t}\n\n${declared('time_wait : 10')}\tset client_links {`);
     expect(staticTableText({ ...SETTINGS, clientTcpTimeouts: DEFAULT_CLIENT_TCP_TIMEOUTS })).toBe(staticTableText(SETTINGS));
     const tuned = clientTcpTimeouts({ ...KERNEL_TCP_TIMEOUTS, established: 3600, close: 5, time_wait: 60 });
     expect(staticTableText({ ...SETTINGS, clientTcpTimeouts: tuned })).toContain(declared('established : 3600, time_wait : 10, close : 5'));

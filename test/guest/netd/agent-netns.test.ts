@@ -18,7 +18,7 @@ const mac = (role: 0x80 | 0x00, id: number): string =>
 interface StatusJson {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string }[];
   counters: { initialChanges: number | null; changesApplied: number; reconciles: number; firewallRepairs: number; fullSyncs: number };
-  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number; fragmentDrops: number; arpDrops: number };
+  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number; fragmentDrops: number; leakDrops: number; arpDrops: number };
   flowLimits: { clientFlowLimit: number; clientNewFlowRate: number } | null;
   model: { providerLinks: { ifname: string; clientIp: string }[]; uplinks: string[] } | null;
   reaper: { threshold: number | null; thresholdOption: string | number; count: number | null; reaps: number; reaped: number; failures: number; lastError: string | null } | null;
@@ -135,7 +135,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(byName.get('vm1')).toMatchObject({ role: 'provider', id: 1, ip: '100.64.0.1', state: 'configured' });
     expect(byName.get('wan')).toMatchObject({ role: 'uplink', state: 'unmanaged' });
     expect(byName.get('lo')?.role).toBe('ignored');
-    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, fragmentDrops: 0, flowLimitDrops: 0, flowRateDrops: 0 });
+    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, fragmentDrops: 0, flowLimitDrops: 0, flowRateDrops: 0, leakDrops: 0 });
     // The cap the agent derived: an eighth of the kernel's conntrack table (nf_conntrack_max is machine-wide), at most 4096.
     const conntrackMax = Number((await provider.exec(['cat', '/proc/sys/net/netfilter/nf_conntrack_max'])).stdout);
     // The rules (the flow set's elements, which traffic adds, say it too).
@@ -409,7 +409,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(await table()).not.toMatch(/ct count|client_flows|client_new_flows/);
     // The fragment rate alone is left: it is no flow limit.
     expect((await table()).match(/limit rate/g)).toHaveLength(1);
-    expect((await status(socket)).firewall).toMatchObject({ flowLimitDrops: 0, flowRateDrops: 0 });
+    expect((await status(socket)).firewall).toMatchObject({ flowLimitDrops: 0, flowRateDrops: 0, leakDrops: 0 });
     expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 0, clientNewFlowRate: 0 });
   });
 
